@@ -1,0 +1,4 @@
+//! Record: the tamper-evident audit log.
+
+pub mod config;
+pub mod event;

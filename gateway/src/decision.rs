@@ -1,0 +1,49 @@
+//! The verdict of the decide stage.
+
+use std::sync::Arc;
+
+/// What policy says about an [`crate::action::Action`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// At least one permit matched and no forbid did.
+    Allow {
+        /// Ids (`@id`) of the permit policies that matched.
+        policies: Vec<Arc<str>>,
+    },
+    /// A forbid matched, or nothing permitted (default deny).
+    Deny {
+        /// Human-readable reasons (`@reason` of the determining policies; a default-deny
+        /// explanation when no policy matched). Shown to the agent.
+        reasons: Vec<String>,
+        /// Ids of the determining policies (empty on default deny).
+        policies: Vec<Arc<str>>,
+    },
+    /// A permit that carries `@approval("required")` matched: a human must approve first.
+    NeedsApproval {
+        /// Id of the policy that asks for approval.
+        policy: Arc<str>,
+        /// Who may approve (`@approvers`), as Cedar entity references.
+        approvers: Vec<String>,
+        /// `@reason` of that policy, if any.
+        reason: Option<String>,
+    },
+}
+
+impl Decision {
+    /// Short label used in metrics, logs and the audit record.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Decision::Allow { .. } => "allow",
+            Decision::Deny { .. } => "deny",
+            Decision::NeedsApproval { .. } => "approval_required",
+        }
+    }
+
+    /// Ids of the policies that determined the decision.
+    pub fn policy_ids(&self) -> Vec<Arc<str>> {
+        match self {
+            Decision::Allow { policies } | Decision::Deny { policies, .. } => policies.clone(),
+            Decision::NeedsApproval { policy, .. } => vec![policy.clone()],
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! `identity:` configuration: who may call Warden and how their claims become Cedar attributes.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// `identity:` section.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Require every agent request to carry a valid token. When false, callers are the
+    /// `anonymous` agent and Warden refuses to listen on a non-loopback address.
+    pub required: bool,
+    /// Seconds of clock skew tolerated on `exp` and `nbf`.
+    pub leeway_seconds: u64,
+    /// Tokens signed by Warden itself (`warden token issue`).
+    pub warden_issuer: WardenIssuerConfig,
+    /// Trusted OIDC issuers whose access tokens (JWT) identify agents.
+    pub issuers: Vec<IssuerConfig>,
+    /// How token claims map to principal attributes (default for every issuer).
+    pub claims: ClaimMapping,
+    /// Maximum number of verified tokens kept in the cache.
+    pub cache_entries: usize,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            required: true,
+            leeway_seconds: 30,
+            warden_issuer: WardenIssuerConfig::default(),
+            issuers: Vec::new(),
+            claims: ClaimMapping::default(),
+            cache_entries: 100_000,
+        }
+    }
+}
+
+/// `identity.warden_issuer:` Warden's own agent tokens.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WardenIssuerConfig {
+    /// Accept tokens issued by `warden token issue`.
+    pub enabled: bool,
+    /// `iss` of issued tokens.
+    pub issuer: String,
+    /// `aud` of issued tokens.
+    pub audience: String,
+    /// Signing key (PKCS#8 PEM, Ed25519). Default: `<data_dir>/keys/agent-signing.pem`,
+    /// created on first use with mode 0600.
+    pub key_file: Option<PathBuf>,
+}
+
+impl Default for WardenIssuerConfig {
+    fn default() -> Self {
+        WardenIssuerConfig {
+            enabled: true,
+            issuer: "warden".to_string(),
+            audience: "warden".to_string(),
+            key_file: None,
+        }
+    }
+}
+
+/// One trusted OIDC issuer.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// Issuer URL; must equal the token's `iss`. Discovery reads
+    /// `<issuer>/.well-known/openid-configuration` unless `jwks_uri` is set.
+    pub issuer: String,
+    /// Accepted `aud` values (at least one must match).
+    pub audiences: Vec<String>,
+    /// Accepted signing algorithms.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// JWKS URL, skipping discovery.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// Claim mapping for this issuer, replacing `identity.claims`.
+    #[serde(default)]
+    pub claims: Option<ClaimMapping>,
+    /// Extra CA certificate (PEM) trusted for discovery and JWKS fetches.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_algorithms() -> Vec<String> {
+    ["RS256", "PS256", "ES256", "EdDSA"].map(String::from).to_vec()
+}
+
+/// Which claim feeds which principal attribute.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClaimMapping {
+    /// Claim holding the agent id.
+    pub agent: String,
+    pub fleet: String,
+    pub owner: String,
+    pub environment: String,
+    /// Space-separated string or array of scopes.
+    pub scopes: String,
+    /// Array (or single string) of group names: Cedar `AgentGroup` parents.
+    pub groups: String,
+}
+
+impl Default for ClaimMapping {
+    fn default() -> Self {
+        ClaimMapping {
+            agent: "sub".into(),
+            fleet: "fleet".into(),
+            owner: "owner".into(),
+            environment: "environment".into(),
+            scopes: "scope".into(),
+            groups: "groups".into(),
+        }
+    }
+}

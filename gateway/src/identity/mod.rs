@@ -1,0 +1,3 @@
+//! Identify: who is calling.
+
+pub mod config;

@@ -1,0 +1,3 @@
+//! Decide: Cedar policies judge every action.
+
+pub mod config;

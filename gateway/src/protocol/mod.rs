@@ -1,0 +1,1 @@
+//! Interpret and observe: what an LLM request means, and what its response reports.

@@ -1,0 +1,1 @@
+//! Test support for the warden end-to-end suite.
