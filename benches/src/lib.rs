@@ -1,1 +1,12 @@
-//! Load harness support.
+//! Warden's performance measurement: the side-by-side load harness (`load` binary) and its
+//! parts. Micro benches live in `benches/`.
+
+pub mod error;
+pub mod loadgen;
+pub mod nginx;
+pub mod process;
+pub mod report;
+pub mod upstream;
+pub mod warden;
+
+pub use error::HarnessError;

@@ -1,0 +1,315 @@
+//! Side-by-side load harness: the same chat-completion load sent direct to an upstream,
+//! through nginx, and through Warden (authentication, Cedar and durable audit on).
+//!
+//! `cargo build --release -p warden && cargo run --release -p warden-bench --bin load -- --help`
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use http::HeaderValue;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use warden_bench::loadgen::{self, LoadSpec};
+use warden_bench::process::{self, Proc};
+use warden_bench::report::{self, Params, Report, Skipped, TargetReport, Versions};
+use warden_bench::{nginx, upstream, warden};
+
+/// Measure Warden against nginx and against no proxy at all, with the same load.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Measured time per target.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Unmeasured warm-up before each measurement.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Persistent HTTP/1.1 connections, each sending requests back to back.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    connections: u16,
+    /// Approximate size of each chat-completion request body, bytes.
+    #[arg(long, default_value_t = 1024)]
+    body_bytes: usize,
+    /// Stop a target's run after this many requests (warm-up included), even if time remains.
+    #[arg(long, default_value_t = 20_000_000)]
+    max_requests: u64,
+    /// Which targets to measure, in order.
+    #[arg(long, value_delimiter = ',', default_value = "direct,nginx,warden")]
+    targets: Vec<Target>,
+    /// Threads of the load generator's runtime.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// Threads of the bench upstream's runtime.
+    #[arg(long, default_value_t = 1)]
+    upstream_threads: usize,
+    /// Where to write the JSON report.
+    #[arg(long, default_value_os_t = default_json_path())]
+    json: PathBuf,
+    /// Policy directory copied into Warden's temporary configuration.
+    #[arg(long, default_value_os_t = warden::repo_policies())]
+    policies: PathBuf,
+    /// Run only the bench upstream on this address (used by the harness itself).
+    #[arg(long, hide = true)]
+    serve_upstream: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Target {
+    Direct,
+    Nginx,
+    Warden,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Direct => "direct",
+            Target::Nginx => "nginx",
+            Target::Warden => "warden",
+        }
+    }
+}
+
+fn default_json_path() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .unwrap_or(manifest)
+        .join("target/warden-bench/load.json")
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if let Some(addr) = args.serve_upstream {
+        return serve_upstream(addr, args.upstream_threads);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.client_threads.max(1))
+        .enable_all()
+        .build()
+        .context("starting the load generator's runtime")?;
+    let report = runtime.block_on(measure(&args))?;
+    print!("{}", report.table());
+    if let Some(dir) = args.json.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let json = serde_json::to_string_pretty(&report)?;
+    std::fs::write(&args.json, json + "\n")
+        .with_context(|| format!("writing {}", args.json.display()))?;
+    println!("JSON report: {}", args.json.display());
+    Ok(())
+}
+
+fn serve_upstream(addr: SocketAddr, threads: usize) -> Result<()> {
+    let runtime = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+    .context("starting the upstream's runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the bench upstream to {addr}"))?;
+        upstream::serve(listener).await.context("bench upstream")
+    })
+}
+
+async fn measure(args: &Args) -> Result<Report> {
+    let date = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let tmp = tempfile::Builder::new().prefix("warden-bench-").tempdir()?;
+    let upstream_addr = process::free_loopback_addr()?;
+    let mut upstream_cmd = Command::new(std::env::current_exe()?);
+    upstream_cmd
+        .arg("--serve-upstream")
+        .arg(upstream_addr.to_string())
+        .arg("--upstream-threads")
+        .arg(args.upstream_threads.to_string());
+    let mut upstream = Proc::spawn(
+        "bench upstream",
+        upstream_cmd,
+        &tmp.path().join("upstream.out"),
+    )?;
+    upstream.wait_for_port(upstream_addr)?;
+
+    let base = LoadSpec {
+        target: String::new(),
+        addr: upstream_addr,
+        path: http::Uri::from_static("/v1/chat/completions"),
+        authorization: None,
+        body: loadgen::chat_body(args.body_bytes),
+        connections: usize::from(args.connections),
+        warmup: args.warmup,
+        duration: args.duration,
+        max_requests: args.max_requests,
+    };
+    let mut report = Report {
+        date,
+        machine: report::machine(),
+        versions: Versions {
+            harness: env!("CARGO_PKG_VERSION").into(),
+            nginx: None,
+            warden: None,
+        },
+        params: Params {
+            warmup_s: args.warmup.as_secs_f64(),
+            duration_s: args.duration.as_secs_f64(),
+            connections: base.connections,
+            body_bytes: base.body.len(),
+            client_threads: args.client_threads,
+            upstream_threads: args.upstream_threads,
+        },
+        targets: Vec::new(),
+        skipped: Vec::new(),
+        comparison: None,
+    };
+
+    for &target in &args.targets {
+        let dir = tmp.path().join(target.name());
+        std::fs::create_dir_all(&dir)?;
+        eprintln!("measuring {} ...", target.name());
+        let outcome = match target {
+            Target::Direct => run_direct(&base, &mut upstream).await,
+            Target::Nginx => run_nginx(&base, &dir, &mut upstream, &mut report.versions).await,
+            Target::Warden => {
+                run_warden(&base, &dir, args, &mut upstream, &mut report.versions).await
+            }
+        };
+        match outcome {
+            Ok(t) => report.targets.push(t),
+            Err(e) => {
+                eprintln!("{}: not measured: {e:#}", target.name());
+                report.skipped.push(Skipped {
+                    name: target.name().into(),
+                    reason: format!("{e:#}"),
+                });
+            }
+        }
+    }
+    if report.targets.is_empty() {
+        bail!("no target could be measured; see the messages above");
+    }
+    report.compare();
+    Ok(report)
+}
+
+async fn run_direct(base: &LoadSpec, upstream: &mut Proc) -> Result<TargetReport> {
+    let spec = LoadSpec {
+        target: "direct".into(),
+        ..base.clone()
+    };
+    measure_target(&spec, None, upstream).await
+}
+
+async fn run_nginx(
+    base: &LoadSpec,
+    dir: &Path,
+    upstream: &mut Proc,
+    versions: &mut Versions,
+) -> Result<TargetReport> {
+    let binary = nginx::locate()?;
+    versions.nginx = nginx::version(&binary);
+    let listen = process::free_loopback_addr()?;
+    let mut proxy = nginx::start(&binary, dir, listen, base.addr)?;
+    let spec = LoadSpec {
+        target: "nginx".into(),
+        addr: listen,
+        ..base.clone()
+    };
+    let result = measure_target(&spec, Some(&mut proxy), upstream).await;
+    proxy.stop();
+    result
+}
+
+async fn run_warden(
+    base: &LoadSpec,
+    dir: &Path,
+    args: &Args,
+    upstream: &mut Proc,
+    versions: &mut Versions,
+) -> Result<TargetReport> {
+    let binary = warden::locate()?;
+    versions.warden = warden::version(&binary);
+    let setup = warden::WardenSetup {
+        binary,
+        dir: dir.to_path_buf(),
+        proxy: process::free_loopback_addr()?,
+        admin: process::free_loopback_addr()?,
+        upstream: base.addr,
+    };
+    setup.prepare(&args.policies)?;
+    let token = setup.issue_token()?;
+    let authorization = HeaderValue::try_from(format!("Bearer {token}"))
+        .context("the issued token is not a valid header value")?;
+    let mut proxy = setup.start()?;
+    let spec = LoadSpec {
+        target: "warden".into(),
+        addr: setup.proxy,
+        path: http::Uri::from_static("/openai/chat/completions"),
+        authorization: Some(authorization),
+        ..base.clone()
+    };
+    let result = measure_target(&spec, Some(&mut proxy), upstream).await;
+    proxy.stop();
+    result
+}
+
+/// Probes, runs the load, and samples the proxy's and upstream's CPU time over the measured
+/// window and the proxy's peak memory at the end.
+async fn measure_target(
+    spec: &LoadSpec,
+    mut proxy: Option<&mut Proc>,
+    upstream: &mut Proc,
+) -> Result<TargetReport> {
+    loadgen::probe(spec).await?;
+    let proxy_pids = proxy
+        .as_ref()
+        .map(|p| process::process_tree(p.pid()))
+        .unwrap_or_default();
+    let upstream_pid = upstream.pid();
+    let sampler = {
+        let proxy_pids = proxy_pids.clone();
+        let (warmup, duration) = (spec.warmup, spec.duration);
+        tokio::spawn(async move {
+            let start = Instant::now();
+            tokio::time::sleep(warmup).await;
+            let before = (
+                process::cpu_seconds(&proxy_pids),
+                process::cpu_seconds(&[upstream_pid]),
+            );
+            tokio::time::sleep_until((start + warmup + duration).into()).await;
+            let after = (
+                process::cpu_seconds(&proxy_pids),
+                process::cpu_seconds(&[upstream_pid]),
+            );
+            (after.0 - before.0, after.1 - before.1)
+        })
+    };
+    let result = loadgen::run(spec).await?;
+    let (proxy_cpu, upstream_cpu) = sampler.await.context("CPU sampler")?;
+    if let Some(p) = proxy.as_deref_mut() {
+        p.check_running()?;
+    }
+    upstream.check_running()?;
+    let peak = (!proxy_pids.is_empty()).then(|| {
+        proxy_pids
+            .iter()
+            .filter_map(|&pid| process::peak_rss_kib(pid))
+            .sum()
+    });
+    let proxy_cpu = (!proxy_pids.is_empty()).then_some(proxy_cpu);
+    Ok(TargetReport::new(
+        &spec.target,
+        &result,
+        peak,
+        proxy_cpu,
+        upstream_cpu,
+    ))
+}

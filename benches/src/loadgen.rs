@@ -1,0 +1,301 @@
+//! The load generator: N persistent HTTP/1.1 connections, each sending the same chat-completion
+//! POST back to back; a warm-up, then a measured window whose latencies go into a histogram.
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http::{HeaderValue, Method, Request, header};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+use crate::HarnessError;
+use crate::upstream::REPLY_MARKER;
+
+/// Highest latency the histogram holds, microseconds (60 s).
+const MAX_LATENCY_US: u64 = 60_000_000;
+
+/// What to send, where, and for how long.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    /// Name shown in errors (`direct`, `nginx`, `warden`).
+    pub target: String,
+    pub addr: SocketAddr,
+    /// Request path, e.g. `/v1/chat/completions`.
+    pub path: http::Uri,
+    /// `Authorization` header value, sent on every request.
+    pub authorization: Option<HeaderValue>,
+    pub body: Bytes,
+    pub connections: usize,
+    pub warmup: Duration,
+    pub duration: Duration,
+    /// Stop after this many requests in total (warm-up included), even if time remains.
+    pub max_requests: u64,
+}
+
+/// What one run measured (the warm-up excluded).
+#[derive(Debug, Clone)]
+pub struct LoadResult {
+    /// Successful requests started in the measured window.
+    pub requests: u64,
+    /// Failed requests (non-2xx, connection errors) in the whole run.
+    pub errors: u64,
+    /// The first failure, for the report.
+    pub first_error: Option<String>,
+    /// Length of the measured window.
+    pub elapsed: Duration,
+    /// Latencies of successful measured requests, microseconds.
+    pub histogram: Histogram<u64>,
+}
+
+impl LoadResult {
+    /// Requests per second over the measured window.
+    pub fn rps(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.requests as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
+    /// Latency at `quantile` (0.0–1.0), microseconds.
+    pub fn latency_us(&self, quantile: f64) -> u64 {
+        self.histogram.value_at_quantile(quantile)
+    }
+}
+
+/// A chat-completion request body of about `bytes` bytes: a system and a user message, the
+/// user message padded with prose.
+pub fn chat_body(bytes: usize) -> Bytes {
+    const HEAD: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a concise assistant."},{"role":"user","content":""#;
+    const TAIL: &str = r#""}]}"#;
+    const PROSE: &str =
+        "Summarise the quarterly report for the operations team in three bullet points. ";
+    let pad = bytes.saturating_sub(HEAD.len() + TAIL.len());
+    let mut body = String::with_capacity(HEAD.len() + pad + TAIL.len());
+    body.push_str(HEAD);
+    body.extend(PROSE.chars().cycle().take(pad));
+    body.push_str(TAIL);
+    Bytes::from(body)
+}
+
+/// Sends one request and checks that the upstream's reply came back through the target.
+pub async fn probe(spec: &LoadSpec) -> Result<(), HarnessError> {
+    let mut sender = connect(spec.addr).await?;
+    let request = build_request(spec);
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| HarnessError::BadProbe {
+            target: spec.target.clone(),
+            status: 0,
+            body: e.to_string(),
+        })?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let body = String::from_utf8_lossy(&body);
+    if status == 200 && body.contains(REPLY_MARKER) {
+        Ok(())
+    } else {
+        Err(HarnessError::BadProbe {
+            target: spec.target.clone(),
+            status,
+            body: body.chars().take(300).collect(),
+        })
+    }
+}
+
+/// Runs the load: warm-up, then the measured window, then returns what was measured.
+pub async fn run(spec: &LoadSpec) -> Result<LoadResult, HarnessError> {
+    let started = Instant::now();
+    let measure_from = started + spec.warmup;
+    let measure_until = measure_from + spec.duration;
+    let budget = Arc::new(AtomicU64::new(spec.max_requests));
+    let mut tasks = Vec::with_capacity(spec.connections);
+    for _ in 0..spec.connections {
+        let spec = spec.clone();
+        let budget = budget.clone();
+        tasks.push(tokio::spawn(async move {
+            drive_connection(&spec, measure_from, measure_until, &budget).await
+        }));
+    }
+    let mut histogram = new_histogram();
+    let (mut requests, mut errors, mut first_error) = (0, 0, None);
+    let mut last_end = measure_from;
+    for task in tasks {
+        let outcome = task.await.map_err(|e| HarnessError::Io {
+            context: format!("{}: a load connection task failed", spec.target),
+            source: std::io::Error::other(e),
+        })?;
+        // Both histograms have the same bounds, so adding cannot fail.
+        let _ = histogram.add(&outcome.histogram);
+        requests += outcome.requests;
+        errors += outcome.errors;
+        first_error = first_error.or(outcome.first_error);
+        last_end = last_end.max(outcome.last_end);
+    }
+    if requests == 0 {
+        return Err(HarnessError::NoSuccess {
+            target: spec.target.clone(),
+            errors,
+            first: first_error.unwrap_or_else(|| "none recorded".into()),
+        });
+    }
+    let elapsed = last_end
+        .min(measure_until)
+        .saturating_duration_since(measure_from);
+    Ok(LoadResult {
+        requests,
+        errors,
+        first_error,
+        elapsed,
+        histogram,
+    })
+}
+
+/// One connection's share of a run.
+struct ConnectionOutcome {
+    requests: u64,
+    errors: u64,
+    first_error: Option<String>,
+    last_end: Instant,
+    histogram: Histogram<u64>,
+}
+
+async fn drive_connection(
+    spec: &LoadSpec,
+    measure_from: Instant,
+    measure_until: Instant,
+    budget: &AtomicU64,
+) -> ConnectionOutcome {
+    let mut out = ConnectionOutcome {
+        requests: 0,
+        errors: 0,
+        first_error: None,
+        last_end: measure_from,
+        histogram: new_histogram(),
+    };
+    let mut sender: Option<SendRequest<Full<Bytes>>> = None;
+    while Instant::now() < measure_until {
+        if budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_err()
+        {
+            break;
+        }
+        let current = match sender.as_mut() {
+            Some(s) => s,
+            None => match connect(spec.addr).await {
+                Ok(s) => sender.insert(s),
+                Err(e) => {
+                    out.fail(e.to_string());
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let start = Instant::now();
+        let result = exchange(current, build_request(spec)).await;
+        let end = Instant::now();
+        match result {
+            Ok(()) => {
+                if start >= measure_from && end <= measure_until {
+                    out.requests += 1;
+                    let micros = end.duration_since(start).as_micros();
+                    out.histogram
+                        .saturating_record(u64::try_from(micros).unwrap_or(u64::MAX));
+                    out.last_end = end;
+                }
+            }
+            Err(e) => {
+                out.fail(e);
+                sender = None;
+            }
+        }
+    }
+    out
+}
+
+impl ConnectionOutcome {
+    fn fail(&mut self, error: String) {
+        self.errors += 1;
+        self.first_error.get_or_insert(error);
+    }
+}
+
+/// Sends one request and reads the whole response; a non-2xx status is a failure.
+async fn exchange(
+    sender: &mut SendRequest<Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> Result<(), String> {
+    sender
+        .ready()
+        .await
+        .map_err(|e| format!("connection not ready: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    let status = response.status();
+    response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("response body: {e}"))?;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("HTTP {status}"))
+    }
+}
+
+fn build_request(spec: &LoadSpec) -> Request<Full<Bytes>> {
+    let mut request = Request::new(Full::new(spec.body.clone()));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = spec.path.clone();
+    let headers = request.headers_mut();
+    headers.insert(header::HOST, HeaderValue::from_static("bench.local"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(auth) = &spec.authorization {
+        headers.insert(header::AUTHORIZATION, auth.clone());
+    }
+    request
+}
+
+async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, HarnessError> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(HarnessError::io(format!("connecting to {addr}")))?;
+    stream
+        .set_nodelay(true)
+        .map_err(HarnessError::io("setting TCP_NODELAY"))?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| HarnessError::Io {
+            context: format!("HTTP/1.1 handshake with {addr}"),
+            source: std::io::Error::other(e),
+        })?;
+    tokio::spawn(async move {
+        // Ends when the peer closes; the request side sees and reports that.
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // Fixed, valid bounds: 1 µs to 60 s at 3 significant digits.
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("constant histogram bounds are valid")
+}

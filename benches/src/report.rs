@@ -1,0 +1,255 @@
+//! The harness's report: a table for people, the same figures as JSON for docs and CI.
+
+use serde::Serialize;
+use std::fmt::Write as _;
+
+use crate::loadgen::LoadResult;
+
+/// Warden must serve at least this share of nginx's requests per second.
+pub const RPS_RATIO_TARGET: f64 = 0.6;
+/// Warden's p99 latency may be at most this multiple of nginx's.
+pub const P99_RATIO_TARGET: f64 = 1.3;
+/// Warden's peak resident memory must stay below this, MiB.
+pub const PEAK_MIB_TARGET: f64 = 40.0;
+
+/// The whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// When the run started (RFC 3339, UTC).
+    pub date: String,
+    pub machine: Machine,
+    pub versions: Versions,
+    pub params: Params,
+    pub targets: Vec<TargetReport>,
+    /// Targets that could not be measured, and why.
+    pub skipped: Vec<Skipped>,
+    /// Warden against nginx, when both ran.
+    pub comparison: Option<Comparison>,
+}
+
+/// Where the run happened.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub cpu_model: String,
+    pub kernel: String,
+}
+
+/// What was measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Versions {
+    pub harness: String,
+    pub nginx: Option<String>,
+    pub warden: Option<String>,
+}
+
+/// How the load was shaped.
+#[derive(Debug, Clone, Serialize)]
+pub struct Params {
+    pub warmup_s: f64,
+    pub duration_s: f64,
+    pub connections: usize,
+    pub body_bytes: usize,
+    pub client_threads: usize,
+    pub upstream_threads: usize,
+}
+
+/// One target's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetReport {
+    /// `direct`, `nginx` or `warden`.
+    pub name: String,
+    pub requests: u64,
+    pub errors: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
+    pub rps: f64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+    /// p50 minus the direct run's p50 (µs), when the direct run happened.
+    pub added_p50_us: Option<i64>,
+    /// p99 minus the direct run's p99 (µs).
+    pub added_p99_us: Option<i64>,
+    /// Peak resident memory (VmHWM) of the proxy's processes, KiB.
+    pub peak_rss_kib: Option<u64>,
+    /// CPU time the proxy's processes spent per measured request, µs.
+    pub proxy_cpu_us_per_req: Option<f64>,
+    /// CPU time the bench upstream spent per measured request, µs.
+    pub upstream_cpu_us_per_req: f64,
+}
+
+/// A target that was not measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    pub name: String,
+    pub reason: String,
+}
+
+/// Warden against nginx, and whether the targets are met.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// warden rps / nginx rps (target ≥ 0.6).
+    pub rps_ratio: f64,
+    /// warden p99 / nginx p99 (target ≤ 1.3).
+    pub p99_ratio: f64,
+    /// Warden's peak resident memory, MiB (target < 40).
+    pub warden_peak_mib: Option<f64>,
+    pub rps_target_met: bool,
+    pub p99_target_met: bool,
+    pub memory_target_met: Option<bool>,
+}
+
+impl TargetReport {
+    /// Figures of one run; `proxy_cpu_s` and `upstream_cpu_s` are CPU seconds spent in the
+    /// measured window.
+    pub fn new(
+        name: &str,
+        result: &LoadResult,
+        peak_rss_kib: Option<u64>,
+        proxy_cpu_s: Option<f64>,
+        upstream_cpu_s: f64,
+    ) -> TargetReport {
+        let per_req = |cpu_s: f64| cpu_s * 1e6 / result.requests.max(1) as f64;
+        TargetReport {
+            name: name.to_owned(),
+            requests: result.requests,
+            errors: result.errors,
+            first_error: result.first_error.clone(),
+            rps: result.rps(),
+            p50_us: result.latency_us(0.50),
+            p90_us: result.latency_us(0.90),
+            p99_us: result.latency_us(0.99),
+            p999_us: result.latency_us(0.999),
+            max_us: result.histogram.max(),
+            added_p50_us: None,
+            added_p99_us: None,
+            peak_rss_kib,
+            proxy_cpu_us_per_req: proxy_cpu_s.map(per_req),
+            upstream_cpu_us_per_req: per_req(upstream_cpu_s),
+        }
+    }
+}
+
+impl Report {
+    /// Fills in the figures that compare targets: added latency against `direct`, and
+    /// warden against nginx.
+    pub fn compare(&mut self) {
+        let direct = self.target("direct").map(|d| (d.p50_us, d.p99_us));
+        if let Some((p50, p99)) = direct {
+            for t in self.targets.iter_mut().filter(|t| t.name != "direct") {
+                t.added_p50_us = Some(t.p50_us as i64 - p50 as i64);
+                t.added_p99_us = Some(t.p99_us as i64 - p99 as i64);
+            }
+        }
+        self.comparison = match (self.target("warden"), self.target("nginx")) {
+            (Some(w), Some(n)) => {
+                let rps_ratio = w.rps / n.rps.max(f64::MIN_POSITIVE);
+                let p99_ratio = w.p99_us as f64 / n.p99_us.max(1) as f64;
+                let warden_peak_mib = w.peak_rss_kib.map(|k| k as f64 / 1024.0);
+                Some(Comparison {
+                    rps_ratio,
+                    p99_ratio,
+                    warden_peak_mib,
+                    rps_target_met: rps_ratio >= RPS_RATIO_TARGET,
+                    p99_target_met: p99_ratio <= P99_RATIO_TARGET,
+                    memory_target_met: warden_peak_mib.map(|m| m < PEAK_MIB_TARGET),
+                })
+            }
+            _ => None,
+        };
+    }
+
+    fn target(&self, name: &str) -> Option<&TargetReport> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+
+    /// The human-readable table.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let p = &self.params;
+        let _ = writeln!(
+            out,
+            "{} connections, {} B POSTs, {:.0}s warm-up + {:.0}s measured, {} cores ({})",
+            p.connections,
+            p.body_bytes,
+            p.warmup_s,
+            p.duration_s,
+            self.machine.cores,
+            self.machine.cpu_model
+        );
+        let _ = writeln!(
+            out,
+            "{:<8} {:>10} {:>8} {:>8} {:>8} {:>10} {:>10} {:>9} {:>9} {:>7}",
+            "target",
+            "req/s",
+            "p50 µs",
+            "p99 µs",
+            "p99.9µs",
+            "+p50 µs",
+            "+p99 µs",
+            "peak MiB",
+            "CPU µs/r",
+            "errors"
+        );
+        for t in &self.targets {
+            let opt_i = |v: Option<i64>| v.map_or("-".to_owned(), |v| format!("{v:+}"));
+            let _ = writeln!(
+                out,
+                "{:<8} {:>10.0} {:>8} {:>8} {:>8} {:>10} {:>10} {:>9} {:>9} {:>7}",
+                t.name,
+                t.rps,
+                t.p50_us,
+                t.p99_us,
+                t.p999_us,
+                opt_i(t.added_p50_us),
+                opt_i(t.added_p99_us),
+                t.peak_rss_kib
+                    .map_or("-".to_owned(), |k| format!("{:.1}", k as f64 / 1024.0)),
+                t.proxy_cpu_us_per_req
+                    .map_or("-".to_owned(), |c| format!("{c:.1}")),
+                t.errors,
+            );
+        }
+        for s in &self.skipped {
+            let _ = writeln!(out, "{:<8} skipped: {}", s.name, s.reason);
+        }
+        if let Some(c) = &self.comparison {
+            let mark = |ok: bool| if ok { "met" } else { "MISSED" };
+            let _ = writeln!(
+                out,
+                "warden/nginx: rps {:.2}x (target >= {RPS_RATIO_TARGET}: {}), p99 {:.2}x (target <= {P99_RATIO_TARGET}: {}), peak {} (target < {PEAK_MIB_TARGET} MiB: {})",
+                c.rps_ratio,
+                mark(c.rps_target_met),
+                c.p99_ratio,
+                mark(c.p99_target_met),
+                c.warden_peak_mib
+                    .map_or("-".to_owned(), |m| format!("{m:.1} MiB")),
+                c.memory_target_met.map_or("unknown", mark),
+            );
+        }
+        out
+    }
+}
+
+/// Facts about this machine from `/proc`.
+pub fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .and_then(|r| r.split(':').nth(1))
+        })
+        .map_or_else(|| "unknown".to_owned(), |m| m.trim().to_owned());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "unknown".to_owned(), |k| k.trim().to_owned());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Machine {
+        cores,
+        cpu_model,
+        kernel,
+    }
+}

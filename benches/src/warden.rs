@@ -1,0 +1,158 @@
+//! Warden under test: a temporary configuration with authentication, Cedar and durable audit
+//! on, a token issued by `warden token issue`, and `warden serve`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::HarnessError;
+use crate::process::Proc;
+
+/// Environment variable the bench route reads its upstream credential from.
+pub const KEY_ENV: &str = "BENCH_KEY";
+
+/// Where the harness puts things for one Warden run.
+#[derive(Debug, Clone)]
+pub struct WardenSetup {
+    pub binary: PathBuf,
+    /// Temporary directory holding the config, data dir and policy copy.
+    pub dir: PathBuf,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub upstream: SocketAddr,
+}
+
+impl WardenSetup {
+    /// Path of the generated configuration file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("warden.yaml")
+    }
+
+    /// The configuration: Warden-issued tokens required, the policy copy, fsynced audit,
+    /// one OpenAI route to the bench upstream.
+    pub fn config(&self) -> String {
+        let d = self.dir.display();
+        format!(
+            r#"data_dir: "{d}/data"
+listen:
+  proxy: "{proxy}"
+  admin: "{admin}"
+identity:
+  required: true
+policy:
+  dir: "{d}/policies"
+audit:
+  fsync: true
+routes:
+  - name: openai
+    prefix: /openai
+    connector: openai
+    upstream: "http://{upstream}/v1"
+    credential: {{ env: {KEY_ENV} }}
+"#,
+            proxy = self.proxy,
+            admin = self.admin,
+            upstream = self.upstream,
+        )
+    }
+
+    /// Writes the configuration and copies `policies` beside it.
+    pub fn prepare(&self, policies: &Path) -> Result<(), HarnessError> {
+        copy_dir(policies, &self.dir.join("policies"))?;
+        std::fs::create_dir_all(self.dir.join("data"))
+            .map_err(HarnessError::io("creating the Warden data dir"))?;
+        std::fs::write(self.config_path(), self.config())
+            .map_err(HarnessError::io("writing the Warden config"))
+    }
+
+    /// `warden token issue --config FILE --agent bench --ttl 1h`: the bearer token.
+    pub fn issue_token(&self) -> Result<String, HarnessError> {
+        let mut command = Command::new(&self.binary);
+        command
+            .args(["token", "issue", "--config"])
+            .arg(self.config_path())
+            .args(["--agent", "bench", "--ttl", "1h"]);
+        let shown = format!(
+            "{} token issue --config {} --agent bench --ttl 1h",
+            self.binary.display(),
+            self.config_path().display()
+        );
+        let out = command.output().map_err(|source| HarnessError::Spawn {
+            what: "warden token issue",
+            path: self.binary.clone(),
+            source,
+        })?;
+        let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if !out.status.success() || token.is_empty() || token.contains(char::is_whitespace) {
+            return Err(HarnessError::CommandFailed {
+                command: shown,
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
+        }
+        Ok(token)
+    }
+
+    /// `warden serve --config FILE`; returns once `/readyz` on the admin listener answers 200.
+    pub fn start(&self) -> Result<Proc, HarnessError> {
+        let mut command = Command::new(&self.binary);
+        command
+            .args(["serve", "--config"])
+            .arg(self.config_path())
+            .env(KEY_ENV, "sk-bench-upstream-key");
+        let mut proc = Proc::spawn("warden", command, &self.dir.join("warden.out"))?;
+        proc.wait_for_http_ok(self.admin, "/readyz")?;
+        Ok(proc)
+    }
+}
+
+/// The release `warden` binary: `$WARDEN_BIN`, else beside the running harness binary
+/// (`target/release/`).
+pub fn locate() -> Result<PathBuf, HarnessError> {
+    let path = match std::env::var_os("WARDEN_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => std::env::current_exe()
+            .map_err(HarnessError::io("locating the harness binary"))?
+            .with_file_name("warden"),
+    };
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(HarnessError::MissingBinary {
+            what: "the release warden binary",
+            path,
+            hint: "build it first with `cargo build --release -p warden` (or set $WARDEN_BIN)",
+        })
+    }
+}
+
+/// `warden --version` output.
+pub fn version(binary: &Path) -> Option<String> {
+    let out = Command::new(binary).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.success() && !text.is_empty()).then_some(text)
+}
+
+/// The repository's `policies/` directory.
+pub fn repo_policies() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).join("policies")
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<(), HarnessError> {
+    std::fs::create_dir_all(to).map_err(HarnessError::io(format!("creating {}", to.display())))?;
+    let entries =
+        std::fs::read_dir(from).map_err(HarnessError::io(format!("reading {}", from.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(HarnessError::io(format!("reading {}", from.display())))?;
+        let source = entry.path();
+        let target = to.join(entry.file_name());
+        if source.is_dir() {
+            copy_dir(&source, &target)?;
+        } else {
+            std::fs::copy(&source, &target)
+                .map_err(HarnessError::io(format!("copying {}", source.display())))?;
+        }
+    }
+    Ok(())
+}
