@@ -116,7 +116,7 @@ impl RouteTable {
                 on_deny: rc.on_deny,
             }));
         }
-        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Ok(RouteTable { routes })
     }
 
