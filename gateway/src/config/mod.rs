@@ -233,3 +233,8 @@ pub fn default_routes() -> Vec<RouteConfig> {
     }))
     .collect()
 }
+
+pub mod error;
+pub mod load;
+pub mod locate;
+pub mod validate;
