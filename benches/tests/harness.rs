@@ -1,0 +1,223 @@
+//! The load harness's parts, each checked against the real thing it drives: the bench
+//! upstream over loopback, Warden's own config loader, the nginx configuration text.
+
+use http::HeaderValue;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use warden_bench::loadgen::{self, LoadSpec};
+use warden_bench::report::{Machine, Params, Report, TargetReport, Versions};
+use warden_bench::{HarnessError, nginx, process, upstream, warden};
+
+async fn start_upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(upstream::serve(listener));
+    addr
+}
+
+fn spec(addr: SocketAddr, path: &'static str) -> LoadSpec {
+    LoadSpec {
+        target: "test".into(),
+        addr,
+        path: http::Uri::from_static(path),
+        authorization: Some(HeaderValue::from_static(
+            "Bearer not-checked-by-the-upstream",
+        )),
+        body: loadgen::chat_body(1024),
+        connections: 4,
+        warmup: Duration::from_millis(50),
+        duration: Duration::from_millis(300),
+        max_requests: 1_000_000,
+    }
+}
+
+#[test]
+fn chat_body_is_valid_json_of_the_requested_size() {
+    let body = loadgen::chat_body(1024);
+    assert_eq!(body.len(), 1024);
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["model"], "gpt-4o-mini");
+    assert_eq!(json["messages"][1]["role"], "user");
+}
+
+#[tokio::test]
+async fn load_through_the_bench_upstream_measures_requests_without_errors() {
+    let addr = start_upstream().await;
+    let spec = spec(addr, "/v1/chat/completions");
+    loadgen::probe(&spec).await.unwrap();
+    let result = loadgen::run(&spec).await.unwrap();
+    assert_eq!(result.errors, 0, "first error: {:?}", result.first_error);
+    assert!(result.requests > 100, "only {} requests", result.requests);
+    assert_eq!(result.histogram.len(), result.requests);
+    assert!(result.latency_us(0.5) > 0);
+    assert!(result.elapsed <= spec.duration);
+    assert!(result.rps() > 0.0);
+}
+
+#[tokio::test]
+async fn load_stops_at_the_request_budget() {
+    let addr = start_upstream().await;
+    let spec = LoadSpec {
+        warmup: Duration::ZERO,
+        duration: Duration::from_secs(10),
+        max_requests: 200,
+        ..spec(addr, "/v1/chat/completions")
+    };
+    let started = std::time::Instant::now();
+    let result = loadgen::run(&spec).await.unwrap();
+    assert!(result.requests <= 200);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn probe_refuses_a_target_that_does_not_reach_the_upstream_reply() {
+    let addr = start_upstream().await;
+    let err = loadgen::probe(&spec(addr, "/v1/embeddings"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, HarnessError::BadProbe { status: 404, .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn run_reports_failure_when_every_request_fails() {
+    let addr = start_upstream().await;
+    let err = loadgen::run(&spec(addr, "/v1/embeddings"))
+        .await
+        .unwrap_err();
+    match err {
+        HarnessError::NoSuccess { errors, first, .. } => {
+            assert!(errors > 0);
+            assert!(first.contains("404"), "{first}");
+        }
+        other => panic!("expected NoSuccess, got {other}"),
+    }
+}
+
+#[test]
+fn nginx_config_keeps_one_worker_and_upstream_keepalive() {
+    let listen: SocketAddr = "127.0.0.1:18080".parse().unwrap();
+    let up: SocketAddr = "127.0.0.1:18081".parse().unwrap();
+    let conf = nginx::config(std::path::Path::new("/tmp/x"), listen, up);
+    for line in [
+        "daemon off;",
+        "worker_processes 1;",
+        "access_log off;",
+        "server 127.0.0.1:18081;",
+        "keepalive 64;",
+        "listen 127.0.0.1:18080;",
+        "proxy_http_version 1.1;",
+        "proxy_set_header Connection \"\";",
+    ] {
+        assert!(conf.contains(line), "missing {line:?} in\n{conf}");
+    }
+}
+
+#[test]
+fn warden_config_is_accepted_by_wardens_loader_with_auth_cedar_and_fsync_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = warden::WardenSetup {
+        binary: PathBuf::from("warden"),
+        dir: dir.path().to_path_buf(),
+        proxy: "127.0.0.1:18090".parse().unwrap(),
+        admin: "127.0.0.1:18091".parse().unwrap(),
+        upstream: "127.0.0.1:18092".parse().unwrap(),
+    };
+    let config = ::warden::config::load::parse(&setup.config(), None)
+        .unwrap_or_else(|e| panic!("Warden refuses the generated config: {e}"));
+    assert!(config.identity.required);
+    assert!(config.identity.warden_issuer.enabled);
+    assert!(config.audit.fsync);
+    assert!(config.log.access);
+    assert_eq!(config.policy.dir, dir.path().join("policies"));
+    assert_eq!(config.listen.proxy, setup.proxy);
+    assert_eq!(config.routes.len(), 1);
+    let route = &config.routes[0];
+    assert_eq!(route.prefix, "/openai");
+    assert_eq!(route.connector, "openai");
+    assert_eq!(route.upstream.as_deref(), Some("http://127.0.0.1:18092/v1"));
+    assert_eq!(
+        route.credential,
+        Some(::warden::secrets::CredentialSource::Env(
+            warden_bench::warden::KEY_ENV.into()
+        ))
+    );
+}
+
+#[test]
+fn report_compares_warden_with_nginx_and_direct() {
+    let target = |name: &str, rps: f64, p50: u64, p99: u64, peak: Option<u64>| TargetReport {
+        name: name.into(),
+        requests: 1000,
+        errors: 0,
+        first_error: None,
+        rps,
+        p50_us: p50,
+        p90_us: p50,
+        p99_us: p99,
+        p999_us: p99,
+        max_us: p99,
+        added_p50_us: None,
+        added_p99_us: None,
+        peak_rss_kib: peak,
+        proxy_cpu_us_per_req: None,
+        upstream_cpu_us_per_req: 1.0,
+    };
+    let mut report = Report {
+        date: "2026-11-22T00:00:00Z".into(),
+        machine: Machine {
+            cores: 2,
+            cpu_model: "test".into(),
+            kernel: "test".into(),
+        },
+        versions: Versions {
+            harness: "0".into(),
+            nginx: None,
+            warden: None,
+        },
+        params: Params {
+            warmup_s: 1.0,
+            duration_s: 1.0,
+            connections: 32,
+            body_bytes: 1024,
+            client_threads: 1,
+            upstream_threads: 1,
+        },
+        targets: vec![
+            target("direct", 50_000.0, 300, 700, None),
+            target("nginx", 20_000.0, 800, 1500, Some(12 * 1024)),
+            target("warden", 10_000.0, 1500, 2100, Some(50 * 1024)),
+        ],
+        skipped: Vec::new(),
+        comparison: None,
+    };
+    report.compare();
+    let warden = &report.targets[2];
+    assert_eq!(warden.added_p50_us, Some(1200));
+    assert_eq!(warden.added_p99_us, Some(1400));
+    let c = report.comparison.as_ref().unwrap();
+    assert!((c.rps_ratio - 0.5).abs() < 1e-9);
+    assert!((c.p99_ratio - 1.4).abs() < 1e-9);
+    assert!(!c.rps_target_met);
+    assert!(!c.p99_target_met);
+    assert_eq!(c.memory_target_met, Some(false));
+    let table = report.table();
+    assert!(table.contains("MISSED"), "{table}");
+    assert!(table.contains("+1200"), "{table}");
+}
+
+#[test]
+fn proc_readings_see_this_process() {
+    let me = std::process::id();
+    assert!(process::peak_rss_kib(me).unwrap() > 0);
+    assert!(process::process_tree(me).contains(&me));
+    let busy_until = std::time::Instant::now() + Duration::from_millis(50);
+    while std::time::Instant::now() < busy_until {}
+    assert!(process::cpu_seconds(&[me]) > 0.0);
+}
