@@ -217,7 +217,8 @@ async fn drive_connection(
                     out.last_end = end;
                 }
             }
-            Err(e) => {
+            Err(Failure::Status(e)) => out.fail(e),
+            Err(Failure::Transport(e)) => {
                 out.fail(e);
                 sender = None;
             }
@@ -233,29 +234,38 @@ impl ConnectionOutcome {
     }
 }
 
+/// Why one exchange failed.
+enum Failure {
+    /// The response was complete but not 2xx: the connection stays usable.
+    Status(String),
+    /// The connection broke: open a new one.
+    Transport(String),
+}
+
 /// Sends one request and reads the whole response; a non-2xx status is a failure.
 async fn exchange(
     sender: &mut SendRequest<Full<Bytes>>,
     request: Request<Full<Bytes>>,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
+    let broken = |what: &str, e: hyper::Error| Failure::Transport(format!("{what}: {e}"));
     sender
         .ready()
         .await
-        .map_err(|e| format!("connection not ready: {e}"))?;
+        .map_err(|e| broken("connection not ready", e))?;
     let response = sender
         .send_request(request)
         .await
-        .map_err(|e| format!("send: {e}"))?;
+        .map_err(|e| broken("send", e))?;
     let status = response.status();
     response
         .into_body()
         .collect()
         .await
-        .map_err(|e| format!("response body: {e}"))?;
+        .map_err(|e| broken("response body", e))?;
     if status.is_success() {
         Ok(())
     } else {
-        Err(format!("HTTP {status}"))
+        Err(Failure::Status(format!("HTTP {status}")))
     }
 }
 
