@@ -1,0 +1,66 @@
+//! Audit append: `AuditLog::append` awaited until durable (fsync on), from one task and from
+//! 32 concurrent tasks (group commit shares each fsync).
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use warden::audit::config::AuditConfig;
+use warden::audit::event::{AuditPrincipal, EventKind};
+use warden::audit::{AuditEvent, AuditLog};
+
+fn decision_event() -> AuditEvent {
+    let mut event = AuditEvent::now(EventKind::Decision);
+    event.request_id = "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into();
+    event.decision_id = "dec-0193a1b2c3d47e5f".into();
+    event.principal =
+        AuditPrincipal { kind: "agent".into(), id: "bench".into(), issuer: "warden".into() };
+    event.action = "llm:chat".into();
+    event.resource = r#"Model::"openai/gpt-4o-mini""#.into();
+    event.route = "openai".into();
+    event.source_ip = "127.0.0.1".into();
+    event.decision = "allow".into();
+    event.policies = vec!["baseline-allow-chat".into()];
+    event
+}
+
+fn append(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = AuditConfig { fsync: true, ..AuditConfig::default() };
+    let log = Arc::new(AuditLog::open(dir.path(), &config).expect("audit log opens"));
+    let event = decision_event();
+
+    let mut group = c.benchmark_group("audit_append_fsync");
+    group.measurement_time(Duration::from_secs(5));
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("1_task", |b| {
+        b.iter(|| runtime.block_on(log.append(event.clone())).expect("append"))
+    });
+    // Time per append with 32 tasks appending at once: wall time of the batch over its size.
+    group.bench_function("32_tasks", |b| {
+        b.iter_custom(|iters| {
+            let per_task = iters.div_ceil(32);
+            let started = Instant::now();
+            runtime.block_on(async {
+                let tasks: Vec<_> = (0..32)
+                    .map(|_| {
+                        let (log, event) = (log.clone(), event.clone());
+                        tokio::spawn(async move {
+                            for _ in 0..per_task {
+                                log.append(event.clone()).await.expect("append");
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.expect("append task");
+                }
+            });
+            started.elapsed().mul_f64(iters as f64 / (per_task * 32) as f64)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, append);
+criterion_main!(benches);

@@ -1,0 +1,50 @@
+//! Cedar decision: `PolicyEngine::decide` on a typical chat action with the repository's
+//! `policies/`.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+use warden::action::{Action, ActionContext, Principal, PrincipalKind, Resource, Verb};
+use warden::policy::PolicyEngine;
+
+fn chat_action() -> Action {
+    let principal = Principal {
+        kind: PrincipalKind::Agent,
+        id: Arc::from("bench"),
+        issuer: Arc::from("warden"),
+        fleet: Some(Arc::from("research")),
+        owner: Some(Arc::from("team-ml")),
+        environment: Some(Arc::from("prod")),
+        scopes: vec![Arc::from("llm:chat")],
+        groups: vec![Arc::from("default")],
+        expires_at: None,
+    };
+    Action {
+        principal: Arc::new(principal),
+        verb: Verb::LlmChat,
+        resource: Resource::Model { provider: Arc::from("openai"), name: "gpt-4o-mini".into() },
+        context: ActionContext {
+            route: Arc::from("openai"),
+            stream: true,
+            max_tokens: Some(1024),
+            tools: vec!["exec".into(), "read".into(), "web_fetch".into()],
+            input_tokens: 250,
+            time: SystemTime::now(),
+            source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            tls: false,
+        },
+    }
+}
+
+fn decide(c: &mut Criterion) {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let policies = manifest.parent().unwrap_or(manifest).join("policies");
+    let engine = PolicyEngine::load(&policies).expect("the repository's policies load");
+    let action = chat_action();
+    c.bench_function("policy/decide_llm_chat", |b| b.iter(|| engine.decide(&action)));
+}
+
+criterion_group!(benches, decide);
+criterion_main!(benches);
