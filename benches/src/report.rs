@@ -33,6 +33,9 @@ pub struct Machine {
     pub cores: usize,
     pub cpu_model: String,
     pub kernel: String,
+    /// 1-minute load average when the run started: above half the cores, other work was
+    /// competing for the CPU and the figures are not comparable.
+    pub load_average: f64,
 }
 
 /// What was measured.
@@ -52,6 +55,8 @@ pub struct Params {
     pub body_bytes: usize,
     pub client_threads: usize,
     pub upstream_threads: usize,
+    /// How often the sequence of targets ran; each target reports its median round.
+    pub rounds: u32,
 }
 
 /// One target's figures.
@@ -79,6 +84,8 @@ pub struct TargetReport {
     pub proxy_cpu_us_per_req: Option<f64>,
     /// CPU time the bench upstream spent per measured request, µs.
     pub upstream_cpu_us_per_req: f64,
+    /// Requests per second of every round, in order (the figures above are the median's).
+    pub rps_rounds: Vec<f64>,
 }
 
 /// A target that was not measured.
@@ -129,7 +136,19 @@ impl TargetReport {
             peak_rss_kib,
             proxy_cpu_us_per_req: proxy_cpu_s.map(per_req),
             upstream_cpu_us_per_req: per_req(upstream_cpu_s),
+            rps_rounds: vec![result.rps()],
         }
+    }
+
+    /// The round with the median rate (the lower middle one for an even count), carrying
+    /// every round's rate; `None` when there were no rounds.
+    pub fn median_by_rps(mut rounds: Vec<TargetReport>) -> Option<TargetReport> {
+        let all: Vec<f64> = rounds.iter().map(|r| r.rps).collect();
+        rounds.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+        let middle = rounds.len().checked_sub(1)? / 2;
+        let mut median = rounds.swap_remove(middle);
+        median.rps_rounds = all;
+        Some(median)
     }
 }
 
@@ -172,14 +191,23 @@ impl Report {
         let p = &self.params;
         let _ = writeln!(
             out,
-            "{} connections, {} B POSTs, {:.0}s warm-up + {:.0}s measured, {} cores ({})",
+            "{} connections, {} B POSTs, {:.0}s warm-up + {:.0}s measured, {} round(s), {} cores ({}), load average {:.2} at start",
             p.connections,
             p.body_bytes,
             p.warmup_s,
             p.duration_s,
+            p.rounds,
             self.machine.cores,
-            self.machine.cpu_model
+            self.machine.cpu_model,
+            self.machine.load_average,
         );
+        if self.machine.load_average > self.machine.cores as f64 / 2.0 {
+            let _ = writeln!(
+                out,
+                "WARNING: other work was running (1-minute load average {:.2} on {} cores): these figures are not comparable with a quiet machine's",
+                self.machine.load_average, self.machine.cores
+            );
+        }
         let _ = writeln!(
             out,
             "{:<8} {:>10} {:>8} {:>8} {:>8} {:>10} {:>10} {:>9} {:>9} {:>7}",
@@ -247,9 +275,14 @@ pub fn machine() -> Machine {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map_or_else(|_| "unknown".to_owned(), |k| k.trim().to_owned());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let load_average = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
     Machine {
         cores,
         cpu_model,
         kernel,
+        load_average,
     }
 }

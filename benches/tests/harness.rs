@@ -168,6 +168,7 @@ fn report_compares_warden_with_nginx_and_direct() {
         peak_rss_kib: peak,
         proxy_cpu_us_per_req: None,
         upstream_cpu_us_per_req: 1.0,
+        rps_rounds: vec![rps],
     };
     let mut report = Report {
         date: "2026-11-22T00:00:00Z".into(),
@@ -175,6 +176,7 @@ fn report_compares_warden_with_nginx_and_direct() {
             cores: 2,
             cpu_model: "test".into(),
             kernel: "test".into(),
+            load_average: 0.0,
         },
         versions: Versions {
             harness: "0".into(),
@@ -188,6 +190,7 @@ fn report_compares_warden_with_nginx_and_direct() {
             body_bytes: 1024,
             client_threads: 1,
             upstream_threads: 1,
+            rounds: 1,
         },
         targets: vec![
             target("direct", 50_000.0, 300, 700, None),
@@ -220,4 +223,32 @@ fn proc_readings_see_this_process() {
     let busy_until = std::time::Instant::now() + Duration::from_millis(50);
     while std::time::Instant::now() < busy_until {}
     assert!(process::cpu_seconds(&[me]) > 0.0);
+}
+
+#[test]
+fn median_round_is_reported_with_every_rounds_rate() {
+    let round = |rps: f64| TargetReport {
+        name: "nginx".into(),
+        requests: 1,
+        errors: 0,
+        first_error: None,
+        rps,
+        p50_us: rps as u64,
+        p90_us: 0,
+        p99_us: 0,
+        p999_us: 0,
+        max_us: 0,
+        added_p50_us: None,
+        added_p99_us: None,
+        peak_rss_kib: None,
+        proxy_cpu_us_per_req: None,
+        upstream_cpu_us_per_req: 0.0,
+        rps_rounds: vec![rps],
+    };
+    let median =
+        TargetReport::median_by_rps(vec![round(300.0), round(100.0), round(200.0)]).unwrap();
+    assert_eq!(median.rps, 200.0);
+    assert_eq!(median.p50_us, 200, "the figures come from the median round");
+    assert_eq!(median.rps_rounds, vec![300.0, 100.0, 200.0]);
+    assert!(TargetReport::median_by_rps(Vec::new()).is_none());
 }

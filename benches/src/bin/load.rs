@@ -38,6 +38,10 @@ struct Args {
     /// Which targets to measure, in order.
     #[arg(long, value_delimiter = ',', default_value = "direct,nginx,warden")]
     targets: Vec<Target>,
+    /// Repeat the whole sequence this many times; each target reports its median round (by
+    /// requests per second), and the JSON lists every round's rate.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
     /// Threads of the load generator's runtime.
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
@@ -132,24 +136,11 @@ async fn measure(args: &Args) -> Result<Report> {
         .arg(upstream_addr.to_string())
         .arg("--upstream-threads")
         .arg(args.upstream_threads.to_string());
-    let mut upstream = Proc::spawn(
-        "bench upstream",
-        upstream_cmd,
-        &tmp.path().join("upstream.out"),
-    )?;
+    let upstream_log = tmp.path().join("upstream.out");
+    let mut upstream = Proc::spawn("bench upstream", upstream_cmd, &upstream_log)?;
     upstream.wait_for_port(upstream_addr)?;
 
-    let base = LoadSpec {
-        target: String::new(),
-        addr: upstream_addr,
-        path: http::Uri::from_static("/v1/chat/completions"),
-        authorization: None,
-        body: loadgen::chat_body(args.body_bytes),
-        connections: usize::from(args.connections),
-        warmup: args.warmup,
-        duration: args.duration,
-        max_requests: args.max_requests,
-    };
+    let body = loadgen::chat_body(args.body_bytes);
     let mut report = Report {
         date,
         machine: report::machine(),
@@ -161,43 +152,89 @@ async fn measure(args: &Args) -> Result<Report> {
         params: Params {
             warmup_s: args.warmup.as_secs_f64(),
             duration_s: args.duration.as_secs_f64(),
-            connections: base.connections,
-            body_bytes: base.body.len(),
+            connections: usize::from(args.connections),
+            body_bytes: body.len(),
             client_threads: args.client_threads,
             upstream_threads: args.upstream_threads,
+            rounds: args.rounds,
         },
         targets: Vec::new(),
         skipped: Vec::new(),
         comparison: None,
     };
 
-    for &target in &args.targets {
-        let dir = tmp.path().join(target.name());
-        std::fs::create_dir_all(&dir)?;
-        eprintln!("measuring {} ...", target.name());
-        let outcome = match target {
-            Target::Direct => run_direct(&base, &mut upstream).await,
-            Target::Nginx => run_nginx(&base, &dir, &mut upstream, &mut report.versions).await,
-            Target::Warden => {
-                run_warden(&base, &dir, args, &mut upstream, &mut report.versions).await
+    // Warden is set up first so that every target receives the same request, token included.
+    let mut targets = args.targets.clone();
+    let mut warden = None;
+    if targets.contains(&Target::Warden) {
+        match prepare_warden(&tmp.path().join("warden"), args, upstream_addr) {
+            Ok((setup, version, token)) => {
+                report.versions.warden = version;
+                warden = Some((setup, token));
             }
-        };
-        match outcome {
-            Ok(t) => report.targets.push(t),
             Err(e) => {
-                eprintln!("{}: not measured: {e:#}", target.name());
-                report.skipped.push(Skipped {
-                    name: target.name().into(),
-                    reason: format!("{e:#}"),
-                });
+                skip(&mut report, Target::Warden, &e);
+                targets.retain(|&t| t != Target::Warden);
             }
         }
+    }
+    let base = LoadSpec {
+        target: String::new(),
+        addr: upstream_addr,
+        path: http::Uri::from_static("/v1/chat/completions"),
+        authorization: warden.as_ref().map(|(_, token)| token.clone()),
+        body,
+        connections: usize::from(args.connections),
+        warmup: args.warmup,
+        duration: args.duration,
+        max_requests: args.max_requests,
+    };
+
+    let mut rounds: Vec<(Target, Vec<TargetReport>)> =
+        targets.iter().map(|&t| (t, Vec::new())).collect();
+    for round in 1..=args.rounds {
+        for (target, results) in rounds.iter_mut() {
+            let target = *target;
+            if results.len() + 1 < round as usize {
+                continue; // failed in an earlier round
+            }
+            let dir = tmp.path().join(format!("{}-{round}", target.name()));
+            std::fs::create_dir_all(&dir)?;
+            eprintln!(
+                "round {round}/{}: measuring {} ...",
+                args.rounds,
+                target.name()
+            );
+            let outcome = match target {
+                Target::Direct => run_direct(&base, &mut upstream).await,
+                Target::Nginx => run_nginx(&base, &dir, &mut upstream, &mut report.versions).await,
+                Target::Warden => match &warden {
+                    Some((setup, _)) => run_warden(&base, setup, &mut upstream).await,
+                    None => continue,
+                },
+            };
+            match outcome {
+                Ok(t) => results.push(t),
+                Err(e) => skip(&mut report, target, &e),
+            }
+        }
+    }
+    for (_, results) in rounds {
+        report.targets.extend(TargetReport::median_by_rps(results));
     }
     if report.targets.is_empty() {
         bail!("no target could be measured; see the messages above");
     }
     report.compare();
     Ok(report)
+}
+
+fn skip(report: &mut Report, target: Target, error: &anyhow::Error) {
+    eprintln!("{}: not measured: {error:#}", target.name());
+    report.skipped.push(Skipped {
+        name: target.name().into(),
+        reason: format!("{error:#}"),
+    });
 }
 
 async fn run_direct(base: &LoadSpec, upstream: &mut Proc) -> Result<TargetReport> {
@@ -228,32 +265,38 @@ async fn run_nginx(
     result
 }
 
-async fn run_warden(
-    base: &LoadSpec,
+/// Writes Warden's configuration and issues the bench token.
+fn prepare_warden(
     dir: &Path,
     args: &Args,
-    upstream: &mut Proc,
-    versions: &mut Versions,
-) -> Result<TargetReport> {
+    upstream: SocketAddr,
+) -> Result<(warden::WardenSetup, Option<String>, HeaderValue)> {
     let binary = warden::locate()?;
-    versions.warden = warden::version(&binary);
+    let version = warden::version(&binary);
     let setup = warden::WardenSetup {
         binary,
         dir: dir.to_path_buf(),
         proxy: process::free_loopback_addr()?,
         admin: process::free_loopback_addr()?,
-        upstream: base.addr,
+        upstream,
     };
     setup.prepare(&args.policies)?;
     let token = setup.issue_token()?;
     let authorization = HeaderValue::try_from(format!("Bearer {token}"))
         .context("the issued token is not a valid header value")?;
+    Ok((setup, version, authorization))
+}
+
+async fn run_warden(
+    base: &LoadSpec,
+    setup: &warden::WardenSetup,
+    upstream: &mut Proc,
+) -> Result<TargetReport> {
     let mut proxy = setup.start()?;
     let spec = LoadSpec {
         target: "warden".into(),
         addr: setup.proxy,
         path: http::Uri::from_static("/openai/chat/completions"),
-        authorization: Some(authorization),
         ..base.clone()
     };
     let result = measure_target(&spec, Some(&mut proxy), upstream).await;
@@ -265,7 +308,7 @@ async fn run_warden(
 /// window and the proxy's peak memory at the end.
 async fn measure_target(
     spec: &LoadSpec,
-    mut proxy: Option<&mut Proc>,
+    proxy: Option<&mut Proc>,
     upstream: &mut Proc,
 ) -> Result<TargetReport> {
     loadgen::probe(spec).await?;
@@ -294,7 +337,7 @@ async fn measure_target(
     };
     let result = loadgen::run(spec).await?;
     let (proxy_cpu, upstream_cpu) = sampler.await.context("CPU sampler")?;
-    if let Some(p) = proxy.as_deref_mut() {
+    if let Some(p) = proxy {
         p.check_running()?;
     }
     upstream.check_running()?;
