@@ -5,6 +5,7 @@ pub mod error;
 pub mod loadgen;
 pub mod nginx;
 pub mod process;
+pub mod profile;
 pub mod report;
 pub mod upstream;
 pub mod warden;

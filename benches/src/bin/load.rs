@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use warden_bench::loadgen::{self, LoadSpec};
 use warden_bench::process::{self, Proc};
+use warden_bench::profile::{self, ProfileFiles};
 use warden_bench::report::{self, Params, Report, Skipped, TargetReport, Versions};
 use warden_bench::{nginx, upstream, warden};
 
@@ -42,6 +43,10 @@ struct Args {
     /// requests per second), and the JSON lists every round's rate.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
     rounds: u32,
+    /// Profile each proxy with `perf` during the last round's measured window; the data and a
+    /// flat report go beside the JSON report (`<target>.perf.data`, `<target>.perf.txt`).
+    #[arg(long)]
+    perf: bool,
     /// Threads of the load generator's runtime.
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
@@ -76,6 +81,12 @@ impl Target {
     }
 }
 
+fn report_dir(args: &Args) -> PathBuf {
+    args.json
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
 fn default_json_path() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest
@@ -94,11 +105,10 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("starting the load generator's runtime")?;
+    let dir = report_dir(&args);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let report = runtime.block_on(measure(&args))?;
     print!("{}", report.table());
-    if let Some(dir) = args.json.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
     let json = serde_json::to_string_pretty(&report)?;
     std::fs::write(&args.json, json + "\n")
         .with_context(|| format!("writing {}", args.json.display()))?;
@@ -205,11 +215,15 @@ async fn measure(args: &Args) -> Result<Report> {
                 args.rounds,
                 target.name()
             );
+            let profile = (args.perf && round == args.rounds)
+                .then(|| ProfileFiles::new(&report_dir(args), target.name()));
             let outcome = match target {
                 Target::Direct => run_direct(&base, &mut upstream).await,
-                Target::Nginx => run_nginx(&base, &dir, &mut upstream, &mut report.versions).await,
+                Target::Nginx => {
+                    run_nginx(&base, &dir, &mut upstream, &mut report.versions, profile).await
+                }
                 Target::Warden => match &warden {
-                    Some((setup, _)) => run_warden(&base, setup, &mut upstream).await,
+                    Some((setup, _)) => run_warden(&base, setup, &mut upstream, profile).await,
                     None => continue,
                 },
             };
@@ -242,7 +256,7 @@ async fn run_direct(base: &LoadSpec, upstream: &mut Proc) -> Result<TargetReport
         target: "direct".into(),
         ..base.clone()
     };
-    measure_target(&spec, None, upstream).await
+    measure_target(&spec, None, upstream, None).await
 }
 
 async fn run_nginx(
@@ -250,6 +264,7 @@ async fn run_nginx(
     dir: &Path,
     upstream: &mut Proc,
     versions: &mut Versions,
+    profile: Option<ProfileFiles>,
 ) -> Result<TargetReport> {
     let binary = nginx::locate()?;
     versions.nginx = nginx::version(&binary);
@@ -260,7 +275,7 @@ async fn run_nginx(
         addr: listen,
         ..base.clone()
     };
-    let result = measure_target(&spec, Some(&mut proxy), upstream).await;
+    let result = measure_target(&spec, Some(&mut proxy), upstream, profile).await;
     proxy.stop();
     result
 }
@@ -291,6 +306,7 @@ async fn run_warden(
     base: &LoadSpec,
     setup: &warden::WardenSetup,
     upstream: &mut Proc,
+    profile: Option<ProfileFiles>,
 ) -> Result<TargetReport> {
     let mut proxy = setup.start()?;
     let spec = LoadSpec {
@@ -299,17 +315,18 @@ async fn run_warden(
         path: http::Uri::from_static("/openai/chat/completions"),
         ..base.clone()
     };
-    let result = measure_target(&spec, Some(&mut proxy), upstream).await;
+    let result = measure_target(&spec, Some(&mut proxy), upstream, profile).await;
     proxy.stop();
     result
 }
 
 /// Probes, runs the load, and samples the proxy's and upstream's CPU time over the measured
-/// window and the proxy's peak memory at the end.
+/// window (profiling the proxy then, if asked) and the proxy's peak memory at the end.
 async fn measure_target(
     spec: &LoadSpec,
     proxy: Option<&mut Proc>,
     upstream: &mut Proc,
+    profile: Option<ProfileFiles>,
 ) -> Result<TargetReport> {
     loadgen::probe(spec).await?;
     let proxy_pids = proxy
@@ -327,7 +344,18 @@ async fn measure_target(
                 process::cpu_seconds(&proxy_pids),
                 process::cpu_seconds(&[upstream_pid]),
             );
-            tokio::time::sleep_until((start + warmup + duration).into()).await;
+            let window_end = tokio::time::sleep_until((start + warmup + duration).into());
+            match profile {
+                Some(files) if !proxy_pids.is_empty() => {
+                    let (_, recorded) =
+                        tokio::join!(window_end, profile::record(&proxy_pids, duration, &files));
+                    match recorded {
+                        Ok(()) => eprintln!("profile: {}", files.report.display()),
+                        Err(e) => eprintln!("profile not recorded: {e}"),
+                    }
+                }
+                _ => window_end.await,
+            }
             let after = (
                 process::cpu_seconds(&proxy_pids),
                 process::cpu_seconds(&[upstream_pid]),
