@@ -10,6 +10,8 @@ pub mod audit;
 pub mod config;
 pub mod decision;
 pub mod identity;
+pub mod listener;
 pub mod policy;
 pub mod protocol;
 pub mod secrets;
+pub mod upstream;
