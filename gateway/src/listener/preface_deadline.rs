@@ -105,20 +105,22 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    #[tokio::test(start_paused = true)]
+    const LIMIT: Duration = Duration::from_millis(150);
+
+    #[tokio::test]
     async fn silent_client_times_out() {
         let (client, server) = tokio::io::duplex(64);
-        let mut guarded = PrefaceDeadline::new(server, Duration::from_secs(10));
+        let mut guarded = Box::pin(PrefaceDeadline::new(server, LIMIT));
         let mut buf = [0u8; 24];
         let err = guarded.read(&mut buf).await.expect_err("silent client must time out");
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         drop(client);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn stalled_partial_h2_preface_times_out() {
         let (mut client, server) = tokio::io::duplex(64);
-        let mut guarded = PrefaceDeadline::new(server, Duration::from_secs(10));
+        let mut guarded = Box::pin(PrefaceDeadline::new(server, LIMIT));
         client.write_all(&H2_PREFACE[..5]).await.expect("write");
         let mut buf = [0u8; 24];
         assert_eq!(guarded.read(&mut buf).await.expect("first bytes"), 5);
@@ -126,27 +128,27 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn http1_bytes_lift_the_deadline() {
         let (mut client, server) = tokio::io::duplex(64);
-        let mut guarded = PrefaceDeadline::new(server, Duration::from_secs(10));
+        let mut guarded = Box::pin(PrefaceDeadline::new(server, LIMIT));
         client.write_all(b"GET / HTTP/1.1\r\n").await.expect("write");
         let mut buf = [0u8; 64];
         guarded.read(&mut buf).await.expect("request line");
         // Well past the deadline, an idle read is no longer cut short by it.
-        tokio::time::sleep(Duration::from_secs(60)).await;
+        tokio::time::sleep(LIMIT * 2).await;
         client.write_all(b"\r\n").await.expect("write");
         assert_eq!(guarded.read(&mut buf).await.expect("later bytes"), 2);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn full_h2_preface_lifts_the_deadline() {
         let (mut client, server) = tokio::io::duplex(64);
-        let mut guarded = PrefaceDeadline::new(server, Duration::from_secs(10));
+        let mut guarded = Box::pin(PrefaceDeadline::new(server, LIMIT));
         client.write_all(H2_PREFACE).await.expect("write");
         let mut buf = [0u8; 24];
         guarded.read_exact(&mut buf).await.expect("preface");
-        tokio::time::sleep(Duration::from_secs(60)).await;
+        tokio::time::sleep(LIMIT * 2).await;
         client.write_all(b"x").await.expect("write");
         assert_eq!(guarded.read(&mut buf).await.expect("later bytes"), 1);
     }

@@ -50,7 +50,12 @@ pub enum TlsError {
 pub struct ServerTls {
     files: TlsConfig,
     current: ArcSwap<ServerConfig>,
+    /// The files' stamps taken just before `load` read them: the reloader's starting point.
+    loaded: Stamps,
 }
+
+/// Modification time and length of each watched file (`None` where unreadable).
+type Stamps = Vec<Option<(SystemTime, u64)>>;
 
 impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -61,8 +66,9 @@ impl std::fmt::Debug for ServerTls {
 impl ServerTls {
     /// Loads the certificate chain, key and optional client CA named by `cfg`.
     pub fn load(cfg: &TlsConfig) -> Result<Arc<ServerTls>, TlsError> {
+        let loaded = stamps(cfg);
         let config = build_server_config(cfg)?;
-        Ok(Arc::new(ServerTls { files: cfg.clone(), current: ArcSwap::from_pointee(config) }))
+        Ok(Arc::new(ServerTls { files: cfg.clone(), current: ArcSwap::from_pointee(config), loaded }))
     }
 
     /// Reads the files again; on success new handshakes use them, on error nothing changes.
@@ -91,7 +97,7 @@ impl ServerTls {
         let tls = Arc::clone(self);
         tokio::spawn(async move {
             tokio::pin!(shutdown);
-            let mut seen = tls.stamps();
+            let mut seen = tls.loaded.clone();
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -99,7 +105,7 @@ impl ServerTls {
                     () = &mut shutdown => return,
                     _ = tick.tick() => {}
                 }
-                let now = tls.stamps();
+                let now = stamps(&tls.files);
                 if now == seen {
                     continue;
                 }
@@ -119,18 +125,17 @@ impl ServerTls {
     pub(super) fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(self.current.load_full())
     }
+}
 
-    /// Modification time and length of each watched file (`None` where unreadable).
-    fn stamps(&self) -> Vec<Option<(SystemTime, u64)>> {
-        let stamp = |path: &Path| {
-            std::fs::metadata(path).ok().and_then(|m| Some((m.modified().ok()?, m.len())))
-        };
-        let mut stamps = vec![stamp(&self.files.cert), stamp(&self.files.key)];
-        if let Some(ca) = &self.files.client_ca {
-            stamps.push(stamp(ca));
-        }
-        stamps
+/// The current stamps of the files `cfg` names.
+fn stamps(cfg: &TlsConfig) -> Stamps {
+    let stamp =
+        |path: &Path| std::fs::metadata(path).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
+    let mut stamps = vec![stamp(&cfg.cert), stamp(&cfg.key)];
+    if let Some(ca) = &cfg.client_ca {
+        stamps.push(stamp(ca));
     }
+    stamps
 }
 
 /// Builds a rustls server configuration from the files: ALPN `h2` then `http/1.1`.
