@@ -53,7 +53,10 @@ pub(crate) fn read(
         }
         r => r.map(str::to_owned),
     };
-    let approval = match (policy.annotation("approval"), policy.annotation("approvers")) {
+    let approval = match (
+        policy.annotation("approval"),
+        policy.annotation("approvers"),
+    ) {
         (None, None) => None,
         (None, Some(_)) => {
             return Err(
@@ -71,7 +74,15 @@ pub(crate) fn read(
         }
         (Some(_), approvers) => Some(parse_approvers(approvers.unwrap_or(""))?),
     };
-    Ok(PolicyMeta { id, effect, reason, approval, file, position, order })
+    Ok(PolicyMeta {
+        id,
+        effect,
+        reason,
+        approval,
+        file,
+        position,
+        order,
+    })
 }
 
 /// Splits `Group::"sre", Group::"secops"` on commas; each entry must be a Cedar entity reference.
@@ -94,7 +105,13 @@ mod tests {
 
     fn meta(src: &str) -> Result<PolicyMeta, String> {
         let policy = Policy::parse(None, src).map_err(|e| e.to_string())?;
-        read(&policy, Arc::from("p"), PathBuf::from("x.cedar"), Position { line: 1, column: 1 }, 0)
+        read(
+            &policy,
+            Arc::from("p"),
+            PathBuf::from("x.cedar"),
+            Position { line: 1, column: 1 },
+            0,
+        )
     }
 
     #[test]
@@ -105,7 +122,10 @@ mod tests {
         );
         assert_eq!(
             m.map(|m| m.approval),
-            Ok(Some(vec![r#"Group::"sre""#.to_owned(), r#"Group::"secops""#.to_owned()]))
+            Ok(Some(vec![
+                r#"Group::"sre""#.to_owned(),
+                r#"Group::"secops""#.to_owned()
+            ]))
         );
     }
 
@@ -119,7 +139,8 @@ mod tests {
 
     #[test]
     fn rejects_approvers_that_are_not_entity_references() {
-        let m = meta(r#"@approval("required") @approvers("sre") permit(principal, action, resource);"#);
+        let m =
+            meta(r#"@approval("required") @approvers("sre") permit(principal, action, resource);"#);
         assert!(m.is_err_and(|e| e.contains("`sre`")));
     }
 

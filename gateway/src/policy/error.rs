@@ -107,7 +107,11 @@ pub struct PolicyError {
 impl PolicyError {
     /// An error at `position` (if any) in `file`.
     pub fn new(file: &Path, position: Option<Position>, kind: PolicyErrorKind) -> PolicyError {
-        PolicyError { file: file.to_path_buf(), position, kind }
+        PolicyError {
+            file: file.to_path_buf(),
+            position,
+            kind,
+        }
     }
 
     /// `file:line:column` (or just `file`) for messages that refer to this place.
@@ -152,7 +156,10 @@ pub(crate) fn flatten_diagnostic(diag: &dyn Diagnostic) -> Vec<(Option<usize>, S
 }
 
 fn push_diagnostic(diag: &dyn Diagnostic, out: &mut Vec<(Option<usize>, String)>) {
-    let offset = diag.labels().and_then(|mut labels| labels.next()).map(|l| l.offset());
+    let offset = diag
+        .labels()
+        .and_then(|mut labels| labels.next())
+        .map(|l| l.offset());
     out.push((offset, one_line(diag)));
     if let Some(related) = diag.related() {
         for r in related {
@@ -179,13 +186,28 @@ mod tests {
     #[test]
     fn converts_byte_offsets_to_line_and_character_column() {
         let text = "ab\n\u{e9}xyz\n";
-        assert_eq!(Position::of_offset(text, 0), Position { line: 1, column: 1 });
-        assert_eq!(Position::of_offset(text, 3), Position { line: 2, column: 1 });
+        assert_eq!(
+            Position::of_offset(text, 0),
+            Position { line: 1, column: 1 }
+        );
+        assert_eq!(
+            Position::of_offset(text, 3),
+            Position { line: 2, column: 1 }
+        );
         // 'é' is two bytes: offset 5 is 'x', the second character of line 2.
-        assert_eq!(Position::of_offset(text, 5), Position { line: 2, column: 2 });
+        assert_eq!(
+            Position::of_offset(text, 5),
+            Position { line: 2, column: 2 }
+        );
         // Offsets past the end or inside a character are clamped, not a panic.
-        assert_eq!(Position::of_offset(text, 4), Position { line: 2, column: 1 });
-        assert_eq!(Position::of_offset(text, 99), Position { line: 3, column: 1 });
+        assert_eq!(
+            Position::of_offset(text, 4),
+            Position { line: 2, column: 1 }
+        );
+        assert_eq!(
+            Position::of_offset(text, 99),
+            Position { line: 3, column: 1 }
+        );
     }
 
     #[test]
@@ -193,7 +215,10 @@ mod tests {
         let errors = PolicyErrors(vec![
             PolicyError::new(
                 Path::new("policies/a.cedar"),
-                Some(Position { line: 12, column: 5 }),
+                Some(Position {
+                    line: 12,
+                    column: 5,
+                }),
                 PolicyErrorKind::Syntax("unexpected token".into()),
             ),
             PolicyError::new(Path::new("policies"), None, PolicyErrorKind::MissingSchema),
@@ -201,7 +226,10 @@ mod tests {
         let text = errors.to_string();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2);
-        assert_eq!(lines[0], "policies/a.cedar:12:5: syntax error: unexpected token");
+        assert_eq!(
+            lines[0],
+            "policies/a.cedar:12:5: syntax error: unexpected token"
+        );
         assert!(lines[1].starts_with("policies: no schema"));
     }
 }

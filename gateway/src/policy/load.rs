@@ -81,18 +81,31 @@ pub(crate) fn load_files(
         for e in result.validation_errors() {
             for (offset, message) in flatten_diagnostic(e) {
                 let (file, pos) = place(e.policy_id(), offset);
-                errors.push(PolicyError::new(&file, pos, PolicyErrorKind::Validation(message)));
+                errors.push(PolicyError::new(
+                    &file,
+                    pos,
+                    PolicyErrorKind::Validation(message),
+                ));
             }
         }
         for w in result.validation_warnings() {
             for (offset, message) in flatten_diagnostic(w) {
                 let (file, pos) = place(w.policy_id(), offset);
-                warnings.push(PolicyError::new(&file, pos, PolicyErrorKind::Warning(message)));
+                warnings.push(PolicyError::new(
+                    &file,
+                    pos,
+                    PolicyErrorKind::Warning(message),
+                ));
             }
         }
     }
     match schema {
-        Some(schema) if errors.is_empty() => Ok(Loaded { schema, set, meta, warnings }),
+        Some(schema) if errors.is_empty() => Ok(Loaded {
+            schema,
+            set,
+            meta,
+            warnings,
+        }),
         _ => {
             errors.sort_by(|a, b| (&a.file, a.position).cmp(&(&b.file, b.position)));
             Err(PolicyErrors(errors))
@@ -101,7 +114,12 @@ pub(crate) fn load_files(
 }
 
 /// Collects `*.cedar` files below `dir/rel`, as paths relative to `dir`.
-fn find_policy_files(dir: &Path, rel: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<PolicyError>) {
+fn find_policy_files(
+    dir: &Path,
+    rel: &Path,
+    out: &mut Vec<PathBuf>,
+    errors: &mut Vec<PolicyError>,
+) {
     let here = dir.join(rel);
     let entries = match std::fs::read_dir(&here) {
         Ok(entries) => entries,
@@ -153,7 +171,11 @@ fn load_schema(path: &Path, errors: &mut Vec<PolicyError>) -> Option<Schema> {
         Err(e) => {
             for (offset, message) in flatten_diagnostic(&e) {
                 let pos = offset.map(|o| Position::of_offset(&text, o));
-                errors.push(PolicyError::new(path, pos, PolicyErrorKind::Schema(message)));
+                errors.push(PolicyError::new(
+                    path,
+                    pos,
+                    PolicyErrorKind::Schema(message),
+                ));
             }
             return None;
         }
@@ -169,7 +191,11 @@ fn check_schema_matches_warden(schema: &Schema, path: &Path, errors: &mut Vec<Po
     let names = match CedarNames::new() {
         Ok(n) => n,
         Err(message) => {
-            errors.push(PolicyError::new(path, None, PolicyErrorKind::Schema(message)));
+            errors.push(PolicyError::new(
+                path,
+                None,
+                PolicyErrorKind::Schema(message),
+            ));
             return;
         }
     };
@@ -180,7 +206,10 @@ fn check_schema_matches_warden(schema: &Schema, path: &Path, errors: &mut Vec<Po
                 errors.push(PolicyError::new(
                     path,
                     None,
-                    PolicyErrorKind::SchemaMismatch { action: verb.as_str().to_owned(), message },
+                    PolicyErrorKind::SchemaMismatch {
+                        action: verb.as_str().to_owned(),
+                        message,
+                    },
                 ));
                 break;
             }
@@ -202,10 +231,13 @@ fn check_sample(schema: &Schema, names: &CedarNames, action: &Action) -> Result<
 fn sample_action(verb: Verb, full: bool) -> Action {
     let some = |s: &str| full.then(|| Arc::from(s));
     let resource = match verb {
-        Verb::LlmChat | Verb::LlmEmbed => {
-            Resource::Model { provider: Arc::from("openai"), name: "gpt-4o".into() }
-        }
-        Verb::LlmModels => Resource::Provider { name: Arc::from("openai") },
+        Verb::LlmChat | Verb::LlmEmbed => Resource::Model {
+            provider: Arc::from("openai"),
+            name: "gpt-4o".into(),
+        },
+        Verb::LlmModels => Resource::Provider {
+            name: Arc::from("openai"),
+        },
     };
     Action {
         principal: Arc::new(Principal {
@@ -248,13 +280,19 @@ fn parse_file(
         Err(e) => {
             for (offset, message) in flatten_diagnostic(&e) {
                 let pos = offset.map(|o| Position::of_offset(text, o));
-                errors.push(PolicyError::new(path, pos, PolicyErrorKind::Syntax(message)));
+                errors.push(PolicyError::new(
+                    path,
+                    pos,
+                    PolicyErrorKind::Syntax(message),
+                ));
             }
             return;
         }
     };
     for template in parsed.templates() {
-        let pos = text.find(&template.to_cedar()).map(|o| Position::of_offset(text, o));
+        let pos = text
+            .find(&template.to_cedar())
+            .map(|o| Position::of_offset(text, o));
         let name = template.annotation("id").unwrap_or("<no @id>").to_owned();
         errors.push(PolicyError::new(path, pos, PolicyErrorKind::Template(name)));
     }
@@ -289,22 +327,28 @@ fn parse_file(
             errors.push(PolicyError::new(
                 path,
                 Some(position),
-                PolicyErrorKind::DuplicateId { id: id.to_string(), first: first.location() },
+                PolicyErrorKind::DuplicateId {
+                    id: id.to_string(),
+                    first: first.location(),
+                },
             ));
             continue;
         }
-        let m = match annotations::read(policy, id.clone(), path.to_path_buf(), position, meta.len())
-        {
-            Ok(m) => m,
-            Err(message) => {
-                errors.push(PolicyError::new(
-                    path,
-                    Some(position),
-                    PolicyErrorKind::Annotation { policy: id.to_string(), message },
-                ));
-                continue;
-            }
-        };
+        let m =
+            match annotations::read(policy, id.clone(), path.to_path_buf(), position, meta.len()) {
+                Ok(m) => m,
+                Err(message) => {
+                    errors.push(PolicyError::new(
+                        path,
+                        Some(position),
+                        PolicyErrorKind::Annotation {
+                            policy: id.to_string(),
+                            message,
+                        },
+                    ));
+                    continue;
+                }
+            };
         if let Err(e) = set.add(policy.new_id(PolicyId::new(&*id))) {
             errors.push(PolicyError::new(
                 path,
@@ -320,5 +364,7 @@ fn parse_file(
 /// `policy12` → 12; anything else sorts last.
 fn generated_index(id: &PolicyId) -> usize {
     let s: &str = id.as_ref();
-    s.strip_prefix("policy").and_then(|n| n.parse().ok()).unwrap_or(usize::MAX)
+    s.strip_prefix("policy")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(usize::MAX)
 }

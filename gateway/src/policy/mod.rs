@@ -71,7 +71,9 @@ struct AppliesTo {
 
 impl std::fmt::Debug for PolicyEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PolicyEngine").field("policies", &self.meta.len()).finish_non_exhaustive()
+        f.debug_struct("PolicyEngine")
+            .field("policies", &self.meta.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -97,7 +99,10 @@ impl PolicyEngine {
             )])
         };
         let names = CedarNames::new().map_err(fail)?;
-        let action_entities = loaded.schema.action_entities().map_err(|e| fail(e.to_string()))?;
+        let action_entities = loaded
+            .schema
+            .action_entities()
+            .map_err(|e| fail(e.to_string()))?;
         let applies_to = WARDEN_VERBS
             .into_iter()
             .map(|verb| {
@@ -167,7 +172,10 @@ impl PolicyEngine {
     /// Judges `action` and returns the evaluation errors alongside the decision.
     pub fn evaluate(&self, action: &Action) -> Verdict {
         if let Some(decision) = self.outside_schema(action) {
-            return Verdict { decision, errors: Vec::new() };
+            return Verdict {
+                decision,
+                errors: Vec::new(),
+            };
         }
         let request = match self.request(action) {
             Ok(r) => r,
@@ -182,22 +190,33 @@ impl PolicyEngine {
             }
         };
         let (request, entities) = request;
-        let response = self.authorizer.is_authorized(&request, &self.set, &entities);
+        let response = self
+            .authorizer
+            .is_authorized(&request, &self.set, &entities);
         let errors = response
             .diagnostics()
             .errors()
             .map(|e| {
                 let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = e;
-                EvaluationFailure { policy: Arc::from(e.policy_id().as_ref()), message: e.to_string() }
+                EvaluationFailure {
+                    policy: Arc::from(e.policy_id().as_ref()),
+                    message: e.to_string(),
+                }
             })
             .collect();
         let mut determining: Vec<&PolicyMeta> = response
             .diagnostics()
             .reason()
-            .filter_map(|id| self.meta.get(<cedar_policy::PolicyId as AsRef<str>>::as_ref(id)))
+            .filter_map(|id| {
+                self.meta
+                    .get(<cedar_policy::PolicyId as AsRef<str>>::as_ref(id))
+            })
             .collect();
         determining.sort_by_key(|m| m.order);
-        Verdict { decision: self.decision(action, &determining), errors }
+        Verdict {
+            decision: self.decision(action, &determining),
+            errors,
+        }
     }
 
     /// Default deny for a principal or resource type the schema does not allow for the action:
@@ -229,8 +248,10 @@ impl PolicyEngine {
     }
 
     fn decision(&self, action: &Action, determining: &[&PolicyMeta]) -> Decision {
-        let forbids: Vec<&&PolicyMeta> =
-            determining.iter().filter(|m| m.effect == Effect::Forbid).collect();
+        let forbids: Vec<&&PolicyMeta> = determining
+            .iter()
+            .filter(|m| m.effect == Effect::Forbid)
+            .collect();
         if !forbids.is_empty() {
             return Decision::Deny {
                 reasons: forbids
@@ -256,7 +277,9 @@ impl PolicyEngine {
                 reason: m.reason.clone(),
             };
         }
-        Decision::Allow { policies: determining.iter().map(|m| m.id.clone()).collect() }
+        Decision::Allow {
+            policies: determining.iter().map(|m| m.id.clone()).collect(),
+        }
     }
 
     /// Cedar's request and entities for `action`; an `Err` names what could not be built.
@@ -270,8 +293,8 @@ impl PolicyEngine {
             .map_err(fail)?
             .add_entities([resource_entity], None)
             .map_err(|e| fail(e.to_string()))?;
-        let request =
-            Request::new(principal, verb, resource, context, None).map_err(|e| fail(e.to_string()))?;
+        let request = Request::new(principal, verb, resource, context, None)
+            .map_err(|e| fail(e.to_string()))?;
         Ok((request, entities))
     }
 }

@@ -86,9 +86,11 @@ impl CedarNames {
         let mut attrs = HashMap::with_capacity(5);
         attrs.insert("issuer".to_owned(), string(&p.issuer));
         if p.kind == PrincipalKind::Agent {
-            for (key, value) in
-                [("fleet", &p.fleet), ("owner", &p.owner), ("environment", &p.environment)]
-            {
+            for (key, value) in [
+                ("fleet", &p.fleet),
+                ("owner", &p.owner),
+                ("environment", &p.environment),
+            ] {
                 if let Some(v) = value {
                     attrs.insert(key.to_owned(), string(v));
                 }
@@ -110,7 +112,10 @@ impl CedarNames {
                     EntityId::new(r.cedar_id()),
                 );
                 let attrs = HashMap::from([
-                    ("name".to_owned(), RestrictedExpression::new_string(name.clone())),
+                    (
+                        "name".to_owned(),
+                        RestrictedExpression::new_string(name.clone()),
+                    ),
                     ("provider".to_owned(), string(provider)),
                 ]);
                 let parent = self.provider_uid(provider);
@@ -155,7 +160,11 @@ impl TimeFacts {
         let unix = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let days = unix / 86_400;
         // 1970-01-01 was a Thursday (weekday 3 when Monday is 0).
-        TimeFacts { unix, hour: (unix / 3600) % 24, weekday: (days + 3) % 7 }
+        TimeFacts {
+            unix,
+            hour: (unix / 3600) % 24,
+            weekday: (days + 3) % 7,
+        }
     }
 }
 
@@ -164,7 +173,10 @@ pub(crate) fn context(ctx: &ActionContext) -> Result<Context, String> {
     let t = TimeFacts::of(ctx.time);
     let mut pairs = Vec::with_capacity(11);
     pairs.push(("route".to_owned(), string(&ctx.route)));
-    pairs.push(("stream".to_owned(), RestrictedExpression::new_bool(ctx.stream)));
+    pairs.push((
+        "stream".to_owned(),
+        RestrictedExpression::new_bool(ctx.stream),
+    ));
     if let Some(max) = ctx.max_tokens {
         pairs.push(("max_tokens".to_owned(), long(max)));
     }
@@ -176,7 +188,10 @@ pub(crate) fn context(ctx: &ActionContext) -> Result<Context, String> {
     pairs.push(("time".to_owned(), long(t.unix)));
     pairs.push(("hour".to_owned(), long(t.hour)));
     pairs.push(("weekday".to_owned(), long(t.weekday)));
-    pairs.push(("source_ip".to_owned(), RestrictedExpression::new_ip(ctx.source_ip.to_string())));
+    pairs.push((
+        "source_ip".to_owned(),
+        RestrictedExpression::new_ip(ctx.source_ip.to_string()),
+    ));
     pairs.push(("tls".to_owned(), RestrictedExpression::new_bool(ctx.tls)));
     Context::from_pairs(pairs).map_err(|e| e.to_string())
 }
@@ -203,11 +218,15 @@ impl PrincipalCache {
             }
         }
         let entity = names.principal_entity(principal)?;
-        let entities = base.clone().add_entities([entity], None).map_err(|e| e.to_string())?;
+        let entities = base
+            .clone()
+            .add_entities([entity], None)
+            .map_err(|e| e.to_string())?;
         if self.entries.len() >= PRINCIPAL_CACHE_MAX {
             self.entries.clear();
         }
-        self.entries.insert(principal.id.clone(), (principal.clone(), entities.clone()));
+        self.entries
+            .insert(principal.id.clone(), (principal.clone(), entities.clone()));
         Ok(entities)
     }
 }
@@ -220,7 +239,13 @@ pub(crate) fn cedar_parts(
     let principal = names.principal_uid(&action.principal);
     let verb = names.action(action.verb).clone();
     let (resource, resource_entity) = names.resource_entity(&action.resource)?;
-    Ok((principal, verb, resource, resource_entity, context(&action.context)?))
+    Ok((
+        principal,
+        verb,
+        resource,
+        resource_entity,
+        context(&action.context)?,
+    ))
 }
 
 #[cfg(test)]
@@ -232,9 +257,18 @@ mod tests {
     fn derives_utc_hour_and_monday_based_weekday() {
         // 2026-11-02T10:00:00Z is a Monday.
         let t = TimeFacts::of(UNIX_EPOCH + Duration::from_secs(1_793_613_600));
-        assert_eq!(t, TimeFacts { unix: 1_793_613_600, hour: 10, weekday: 0 });
+        assert_eq!(
+            t,
+            TimeFacts {
+                unix: 1_793_613_600,
+                hour: 10,
+                weekday: 0
+            }
+        );
         // 2026-11-08T23:30:00Z is a Sunday.
-        let t = TimeFacts::of(UNIX_EPOCH + Duration::from_secs(1_793_613_600 + 6 * 86_400 + 13 * 3600 + 1800));
+        let t = TimeFacts::of(
+            UNIX_EPOCH + Duration::from_secs(1_793_613_600 + 6 * 86_400 + 13 * 3600 + 1800),
+        );
         assert_eq!((t.hour, t.weekday), (23, 6));
     }
 }

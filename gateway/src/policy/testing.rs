@@ -37,7 +37,11 @@ pub enum PolicyTestError {
 }
 
 fn lines(errors: &[TestFileError]) -> String {
-    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// One problem in a case file, with where it is.
@@ -54,7 +58,9 @@ pub struct TestFileError {
 impl fmt::Display for TestFileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.position {
-            Some((line, col)) => write!(f, "{}:{line}:{col}: {}", self.file.display(), self.message),
+            Some((line, col)) => {
+                write!(f, "{}:{line}:{col}: {}", self.file.display(), self.message)
+            }
             None => write!(f, "{}: {}", self.file.display(), self.message),
         }
     }
@@ -218,17 +224,33 @@ impl fmt::Display for TestReport {
                 writeln!(f, "  ok    {}", case.name)?;
                 continue;
             }
-            writeln!(f, "  FAIL  {} ({}:{})", case.name, case.file.display(), case.line)?;
+            writeln!(
+                f,
+                "  FAIL  {} ({}:{})",
+                case.name,
+                case.file.display(),
+                case.line
+            )?;
             writeln!(f, "        expected: {}", case.expected.label())?;
             writeln!(f, "        actual:   {}", describe(&case.actual))?;
             for m in &case.mismatches {
                 writeln!(f, "        - {m}")?;
             }
             for e in &case.errors {
-                writeln!(f, "        evaluation error in `{}`: {}", e.policy, e.message)?;
+                writeln!(
+                    f,
+                    "        evaluation error in `{}`: {}",
+                    e.policy, e.message
+                )?;
             }
         }
-        write!(f, "{} cases: {} passed, {} failed", self.cases.len(), self.passed(), self.failed())
+        write!(
+            f,
+            "{} cases: {} passed, {} failed",
+            self.cases.len(),
+            self.passed(),
+            self.failed()
+        )
     }
 }
 
@@ -240,10 +262,17 @@ fn describe(d: &Decision) -> String {
         Decision::Deny { reasons, policies } => {
             format!("deny by [{}]: {}", ids(policies), reasons.join("; "))
         }
-        Decision::NeedsApproval { policy, approvers, reason } => format!(
+        Decision::NeedsApproval {
+            policy,
+            approvers,
+            reason,
+        } => format!(
             "approval_required by {policy} (approvers: {}){}",
             approvers.join(", "),
-            reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+            reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
         ),
     }
 }
@@ -294,13 +323,17 @@ struct Prepared {
 }
 
 fn read_cases(file: &Path) -> Result<Vec<Prepared>, Vec<TestFileError>> {
-    let err = |position, message| TestFileError { file: file.to_path_buf(), position, message };
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| vec![err(None, format!("cannot read: {e}"))])?;
+    let err = |position, message| TestFileError {
+        file: file.to_path_buf(),
+        position,
+        message,
+    };
+    let text =
+        std::fs::read_to_string(file).map_err(|e| vec![err(None, format!("cannot read: {e}"))])?;
     let parsed: TestFile = serde_saphyr::from_str(&text).map_err(|e| {
         let position = e.location().map(|l| (l.line(), l.column()));
         let message = e.without_snippet().to_string().replace('\n', " ");
-        vec![err(position, message)]
+        vec![err(position, strip_position_suffix(&message).to_owned())]
     })?;
     let mut errors = Vec::new();
     let mut out = Vec::new();
@@ -308,33 +341,70 @@ fn read_cases(file: &Path) -> Result<Vec<Prepared>, Vec<TestFileError>> {
         let position = (spanned.referenced.line(), spanned.referenced.column());
         let case = spanned.value;
         match to_action(&case) {
-            Ok(action) => {
-                out.push(Prepared { file: file.to_path_buf(), line: position.0, case, action })
-            }
-            Err(message) => {
-                errors.push(err(Some(position), format!("case `{}`: {message}", case.name)))
-            }
+            Ok(action) => out.push(Prepared {
+                file: file.to_path_buf(),
+                line: position.0,
+                case,
+                action,
+            }),
+            Err(message) => errors.push(err(
+                Some(position),
+                format!("case `{}`: {message}", case.name),
+            )),
         }
     }
-    if errors.is_empty() { Ok(out) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// `unknown variant ... at line 6, column 13` → `unknown variant ...` (the position is printed
+/// in front already).
+fn strip_position_suffix(message: &str) -> &str {
+    match message.rfind(" at line ") {
+        Some(i)
+            if message[i + 9..]
+                .split(", column ")
+                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            &message[..i]
+        }
+        _ => message,
+    }
 }
 
 fn to_action(case: &Case) -> Result<Action, String> {
-    let verb = WARDEN_VERBS.into_iter().find(|v| v.as_str() == case.action).ok_or_else(|| {
-        let known: Vec<&str> = WARDEN_VERBS.iter().map(|v| v.as_str()).collect();
-        format!("unknown action `{}`; use one of {}", case.action, known.join(", "))
-    })?;
+    let verb = WARDEN_VERBS
+        .into_iter()
+        .find(|v| v.as_str() == case.action)
+        .ok_or_else(|| {
+            let known: Vec<&str> = WARDEN_VERBS.iter().map(|v| v.as_str()).collect();
+            format!(
+                "unknown action `{}`; use one of {}",
+                case.action,
+                known.join(", ")
+            )
+        })?;
     let r = &case.resource;
     let resource = match (verb, &r.model) {
-        (Verb::LlmChat | Verb::LlmEmbed, Some(model)) => {
-            Resource::Model { provider: Arc::from(r.provider.as_str()), name: model.clone() }
-        }
+        (Verb::LlmChat | Verb::LlmEmbed, Some(model)) => Resource::Model {
+            provider: Arc::from(r.provider.as_str()),
+            name: model.clone(),
+        },
         (Verb::LlmChat | Verb::LlmEmbed, None) => {
-            return Err(format!("{verb} acts on a model: write resource: {{ provider: ..., model: ... }}"));
+            return Err(format!(
+                "{verb} acts on a model: write resource: {{ provider: ..., model: ... }}"
+            ));
         }
-        (Verb::LlmModels, None) => Resource::Provider { name: Arc::from(r.provider.as_str()) },
+        (Verb::LlmModels, None) => Resource::Provider {
+            name: Arc::from(r.provider.as_str()),
+        },
         (Verb::LlmModels, Some(_)) => {
-            return Err(format!("{verb} acts on a provider: write resource: {{ provider: ... }} without model"));
+            return Err(format!(
+                "{verb} acts on a provider: write resource: {{ provider: ... }} without model"
+            ));
         }
     };
     let p = &case.principal;
@@ -359,7 +429,12 @@ fn to_action(case: &Case) -> Result<Action, String> {
         .as_deref()
         .unwrap_or(DEFAULT_SOURCE_IP)
         .parse()
-        .map_err(|_| format!("context.source_ip `{}` is not an IP address", c.source_ip.as_deref().unwrap_or_default()))?;
+        .map_err(|_| {
+            format!(
+                "context.source_ip `{}` is not an IP address",
+                c.source_ip.as_deref().unwrap_or_default()
+            )
+        })?;
     let time = match &c.time {
         None => UNIX_EPOCH + Duration::from_secs(DEFAULT_TIME),
         Some(TimeSpec::Unix(secs)) => UNIX_EPOCH + Duration::from_secs(*secs),
@@ -384,7 +459,9 @@ fn to_action(case: &Case) -> Result<Action, String> {
 
 fn parse_time(s: &str) -> Result<SystemTime, String> {
     humantime::parse_rfc3339(s).map_err(|e| {
-        format!("context.time `{s}` is neither unix seconds nor RFC 3339 (2026-11-02T10:00:00Z): {e}")
+        format!(
+            "context.time `{s}` is neither unix seconds nor RFC 3339 (2026-11-02T10:00:00Z): {e}"
+        )
     })
 }
 
@@ -394,7 +471,11 @@ fn run_case(engine: &PolicyEngine, p: Prepared) -> CaseOutcome {
     let actual = &verdict.decision;
     let mut mismatches = Vec::new();
     if actual.label() != case.expect.label() {
-        mismatches.push(format!("decision is {}, not {}", actual.label(), case.expect.label()));
+        mismatches.push(format!(
+            "decision is {}, not {}",
+            actual.label(),
+            case.expect.label()
+        ));
     }
     if let Some(expected) = &case.policies {
         let mut want: Vec<&str> = expected.iter().map(String::as_str).collect();
@@ -443,5 +524,22 @@ fn run_case(engine: &PolicyEngine, p: Prepared) -> CaseOutcome {
         actual: verdict.decision,
         errors: verdict.errors,
         mismatches,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_position_suffix;
+
+    #[test]
+    fn strips_the_position_the_yaml_parser_appends() {
+        assert_eq!(
+            strip_position_suffix("unknown variant `allw` at line 6, column 13"),
+            "unknown variant `allw`"
+        );
+        assert_eq!(
+            strip_position_suffix("seen at line one"),
+            "seen at line one"
+        );
     }
 }

@@ -15,8 +15,11 @@ fn repo_policies() -> PathBuf {
 /// A policy directory with the repo's schema and the given files.
 fn pack(files: &[(&str, &str)]) -> TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::copy(repo_policies().join(SCHEMA_FILE), dir.path().join(SCHEMA_FILE))
-        .expect("copy schema");
+    std::fs::copy(
+        repo_policies().join(SCHEMA_FILE),
+        dir.path().join(SCHEMA_FILE),
+    )
+    .expect("copy schema");
     for (name, text) in files {
         let path = dir.path().join(name);
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
@@ -48,7 +51,10 @@ fn chat(principal: Principal, provider: &str, model: &str) -> Action {
     Action {
         principal: Arc::new(principal),
         verb: Verb::LlmChat,
-        resource: Resource::Model { provider: Arc::from(provider), name: model.to_owned() },
+        resource: Resource::Model {
+            provider: Arc::from(provider),
+            name: model.to_owned(),
+        },
         context: ActionContext {
             route: Arc::from("openai"),
             stream: true,
@@ -78,7 +84,10 @@ fn repo_policy_pack_passes_its_decision_tests() {
         Ok(r) => r,
         Err(e) => panic!("policy tests could not run:\n{e}"),
     };
-    assert!(report.cases.len() >= 10, "the baseline pack needs real coverage");
+    assert!(
+        report.cases.len() >= 10,
+        "the baseline pack needs real coverage"
+    );
     assert_eq!(report.failed(), 0, "\n{report}");
 }
 
@@ -92,7 +101,10 @@ fn every_example_validates_against_the_schema_alone_and_with_the_baseline() {
         .map(|p| PathBuf::from("examples").join(p.file_name().expect("name")))
         .collect();
     examples.sort();
-    assert!(examples.len() >= 5, "expected the documented examples, found {examples:?}");
+    assert!(
+        examples.len() >= 5,
+        "expected the documented examples, found {examples:?}"
+    );
     for example in &examples {
         if let Err(e) = PolicyEngine::load_files(&dir, std::slice::from_ref(example)) {
             panic!("{} does not validate:\n{e}", example.display());
@@ -109,7 +121,12 @@ fn baseline_allows_a_typical_chat_and_names_the_permit() {
     let engine = PolicyEngine::load(&repo_policies()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(engine.policy_count(), 4);
     let decision = engine.decide(&chat(agent("ci-bot"), "openai", "gpt-4o"));
-    assert_eq!(decision, Decision::Allow { policies: ids(&["baseline-use-models"]) });
+    assert_eq!(
+        decision,
+        Decision::Allow {
+            policies: ids(&["baseline-use-models"])
+        }
+    );
 }
 
 #[test]
@@ -155,7 +172,10 @@ fn nothing_matching_is_a_default_deny_that_says_what_was_refused() {
 #[test]
 fn approval_permit_needs_approval_even_beside_a_plain_permit() {
     let dir = repo_policies();
-    let files = [PathBuf::from("baseline.cedar"), PathBuf::from("examples/approval-required.cedar")];
+    let files = [
+        PathBuf::from("baseline.cedar"),
+        PathBuf::from("examples/approval-required.cedar"),
+    ];
     let engine = PolicyEngine::load_files(&dir, &files).unwrap_or_else(|e| panic!("{e}"));
     let decision = engine.decide(&chat(agent("ci-bot"), "anthropic", "claude-opus-4-1"));
     assert_eq!(
@@ -185,20 +205,32 @@ fn forbid_beats_an_approval_permit() {
     let decision = engine.decide(&chat(agent("ci-bot"), "openai", "gpt-4o"));
     assert_eq!(
         decision,
-        Decision::Deny { reasons: vec!["denied by policy stop".into()], policies: ids(&["stop"]) }
+        Decision::Deny {
+            reasons: vec!["denied by policy stop".into()],
+            policies: ids(&["stop"])
+        }
     );
 }
 
 #[test]
 fn duplicate_ids_are_reported_with_both_locations() {
     let err = load(&[
-        ("a.cedar", "// first\n@id(\"same\")\npermit (principal, action, resource);\n"),
-        ("b.cedar", "\n\n\n  @id(\"same\")\nforbid (principal, action, resource);\n"),
+        (
+            "a.cedar",
+            "// first\n@id(\"same\")\npermit (principal, action, resource);\n",
+        ),
+        (
+            "b.cedar",
+            "\n\n\n  @id(\"same\")\nforbid (principal, action, resource);\n",
+        ),
     ])
     .expect_err("duplicate ids must not load");
     let text = err.to_string();
     assert_eq!(err.0.len(), 1, "{text}");
-    assert!(text.contains("b.cedar:4:3: duplicate policy id `same`"), "{text}");
+    assert!(
+        text.contains("b.cedar:4:3: duplicate policy id `same`"),
+        "{text}"
+    );
     assert!(text.contains("a.cedar:2:1"), "{text}");
 }
 
@@ -218,7 +250,10 @@ fn unknown_attribute_is_reported_at_its_file_line_and_column() {
 #[test]
 fn syntax_errors_are_all_reported_with_positions() {
     let err = load(&[
-        ("one.cedar", "@id(\"x\")\npermit (principal, action, resource)\nwhen { context.tls ==  };\n"),
+        (
+            "one.cedar",
+            "@id(\"x\")\npermit (principal, action, resource)\nwhen { context.tls ==  };\n",
+        ),
         ("two.cedar", "permit (principal, action resource);\n"),
     ])
     .expect_err("syntax errors must not load");
@@ -231,8 +266,11 @@ fn syntax_errors_are_all_reported_with_positions() {
 #[test]
 fn schema_syntax_errors_point_into_the_schema() {
     let dir = pack(&[("p.cedar", PERMIT_ALL)]);
-    std::fs::write(dir.path().join(SCHEMA_FILE), "entity Agent {\n  issuer: Strin g,\n};\n")
-        .expect("write");
+    std::fs::write(
+        dir.path().join(SCHEMA_FILE),
+        "entity Agent {\n  issuer: Strin g,\n};\n",
+    )
+    .expect("write");
     let err = PolicyEngine::load(dir.path()).expect_err("bad schema");
     let text = err.to_string();
     assert!(text.contains("schema.cedarschema:2:"), "{text}");
@@ -247,7 +285,10 @@ fn schema_out_of_step_with_warden_is_refused() {
     std::fs::write(dir.path().join(SCHEMA_FILE), edited).expect("write");
     let err = PolicyEngine::load(dir.path()).expect_err("mismatched schema");
     let text = err.to_string();
-    assert!(text.contains("schema does not match what Warden sends for `llm:chat`"), "{text}");
+    assert!(
+        text.contains("schema does not match what Warden sends for `llm:chat`"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -255,14 +296,23 @@ fn missing_schema_is_an_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("p.cedar"), PERMIT_ALL).expect("write");
     let err = PolicyEngine::load(dir.path()).expect_err("no schema");
-    assert!(matches!(err.0[0].kind, PolicyErrorKind::MissingSchema), "{err}");
+    assert!(
+        matches!(err.0[0].kind, PolicyErrorKind::MissingSchema),
+        "{err}"
+    );
 }
 
 #[test]
 fn templates_are_refused() {
-    let err = load(&[("t.cedar", "@id(\"t\")\npermit (principal == ?principal, action, resource);")])
-        .expect_err("templates must not load");
-    assert!(matches!(&err.0[0].kind, PolicyErrorKind::Template(id) if id == "t"), "{err}");
+    let err = load(&[(
+        "t.cedar",
+        "@id(\"t\")\npermit (principal == ?principal, action, resource);",
+    )])
+    .expect_err("templates must not load");
+    assert!(
+        matches!(&err.0[0].kind, PolicyErrorKind::Template(id) if id == "t"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -270,7 +320,12 @@ fn policy_without_id_is_named_after_its_file_and_line() {
     let engine = load(&[("dir/p.cedar", "\n\npermit (principal, action, resource);\n")])
         .unwrap_or_else(|e| panic!("{e}"));
     let decision = engine.decide(&chat(agent("ci-bot"), "openai", "gpt-4o"));
-    assert_eq!(decision, Decision::Allow { policies: ids(&["dir/p.cedar:3"]) });
+    assert_eq!(
+        decision,
+        Decision::Allow {
+            policies: ids(&["dir/p.cedar:3"])
+        }
+    );
 }
 
 #[test]
@@ -318,10 +373,16 @@ fn principal_attributes_and_groups_reach_policies() {
         "#,
     )])
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(engine.decide(&chat(agent("a"), "openai", "gpt-4o")).label(), "allow");
+    assert_eq!(
+        engine.decide(&chat(agent("a"), "openai", "gpt-4o")).label(),
+        "allow"
+    );
     let mut staging = agent("b");
     staging.environment = Some(Arc::from("staging"));
-    assert_eq!(engine.decide(&chat(staging, "openai", "gpt-4o")).label(), "deny");
+    assert_eq!(
+        engine.decide(&chat(staging, "openai", "gpt-4o")).label(),
+        "deny"
+    );
 }
 
 #[test]
@@ -331,10 +392,18 @@ fn changed_principal_with_the_same_id_is_not_served_from_the_cache() {
         r#"@id("eng") permit (principal in AgentGroup::"engineering", action, resource);"#,
     )])
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(engine.decide(&chat(agent("bot"), "openai", "gpt-4o")).label(), "allow");
+    assert_eq!(
+        engine
+            .decide(&chat(agent("bot"), "openai", "gpt-4o"))
+            .label(),
+        "allow"
+    );
     let mut moved = agent("bot");
     moved.groups = vec![Arc::from("sales")];
-    assert_eq!(engine.decide(&chat(moved, "openai", "gpt-4o")).label(), "deny");
+    assert_eq!(
+        engine.decide(&chat(moved, "openai", "gpt-4o")).label(),
+        "deny"
+    );
 }
 
 #[test]
@@ -347,7 +416,10 @@ fn user_principals_never_reach_agent_actions() {
         panic!("a user must be denied, got {decision:?}");
     };
     assert!(policies.is_empty());
-    assert!(reasons[0].contains("the schema allows llm:chat for Agent"), "{reasons:?}");
+    assert!(
+        reasons[0].contains("the schema allows llm:chat for Agent"),
+        "{reasons:?}"
+    );
 }
 
 #[test]
@@ -361,7 +433,12 @@ fn evaluation_errors_skip_the_policy_and_are_reported() {
     )])
     .unwrap_or_else(|e| panic!("{e}"));
     let verdict = engine.evaluate(&chat(agent("ci-bot"), "openai", "gpt-4o"));
-    assert_eq!(verdict.decision, Decision::Allow { policies: ids(&["chat-any"]) });
+    assert_eq!(
+        verdict.decision,
+        Decision::Allow {
+            policies: ids(&["chat-any"])
+        }
+    );
     assert_eq!(verdict.errors.len(), 1);
     assert_eq!(&*verdict.errors[0].policy, "overflow");
 }
@@ -375,7 +452,12 @@ fn engine_is_shareable_across_threads() {
 #[test]
 fn test_runner_reports_a_mismatch_with_expected_and_actual() {
     let dir = pack(&[
-        ("p.cedar", &format!("{PERMIT_ALL}\n@id(\"big\") @reason(\"too big\")\nforbid (principal, action, resource) when {{ context.input_tokens > 10 }};")),
+        (
+            "p.cedar",
+            &format!(
+                "{PERMIT_ALL}\n@id(\"big\") @reason(\"too big\")\nforbid (principal, action, resource) when {{ context.input_tokens > 10 }};"
+            ),
+        ),
         (
             "tests/cases.yaml",
             "cases:\n  - name: small passes\n    principal: { id: a }\n    action: llm:chat\n    resource: { provider: openai, model: gpt-4o }\n    expect: allow\n    policies: [chat-any]\n  - name: wrongly expected to pass\n    principal: { id: a }\n    action: llm:chat\n    resource: { provider: openai, model: gpt-4o }\n    context: { input_tokens: 11 }\n    expect: allow\n",
@@ -404,12 +486,17 @@ fn test_runner_points_at_bad_case_files() {
         ),
     ]);
     let err = run_tests(dir.path()).expect_err("bad case files");
-    let PolicyTestError::BadTestFiles(errors) = &err else { panic!("{err}") };
+    let PolicyTestError::BadTestFiles(errors) = &err else {
+        panic!("{err}")
+    };
     assert_eq!(errors.len(), 2, "{err}");
     assert_eq!(errors[0].position.map(|p| p.0), Some(7), "{err}");
     assert!(errors[0].message.contains("expcet"), "{err}");
     assert_eq!(errors[1].position.map(|p| p.0), Some(7), "{err}");
-    assert!(errors[1].message.contains("unknown action `llm:dance`"), "{err}");
+    assert!(
+        errors[1].message.contains("unknown action `llm:dance`"),
+        "{err}"
+    );
 }
 
 #[test]
