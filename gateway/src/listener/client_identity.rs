@@ -57,7 +57,9 @@ fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         }
         let (len_bytes, rest) = input.split_at(octets);
         input = rest;
-        len_bytes.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
+        len_bytes
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
     };
     if input.len() < len {
         return None;
@@ -75,14 +77,20 @@ mod tests {
     fn identity_is_first_dns_san() {
         let ca = TestCa::new("ids");
         let leaf = ca.client_cert(&["agent-7.fleet.example", "other.example"], None);
-        assert_eq!(client_identity(&leaf.der).as_deref(), Some("agent-7.fleet.example"));
+        assert_eq!(
+            client_identity(&leaf.der).as_deref(),
+            Some("agent-7.fleet.example")
+        );
     }
 
     #[test]
     fn identity_falls_back_to_uri_san() {
         let ca = TestCa::new("ids");
         let leaf = ca.client_cert(&["spiffe://fleet.example/agent/7"], None);
-        assert_eq!(client_identity(&leaf.der).as_deref(), Some("spiffe://fleet.example/agent/7"));
+        assert_eq!(
+            client_identity(&leaf.der).as_deref(),
+            Some("spiffe://fleet.example/agent/7")
+        );
     }
 
     #[test]

@@ -61,9 +61,8 @@ impl<I: AsyncRead> AsyncRead for PrefaceDeadline<I> {
         if let Poll::Ready(Ok(())) = polled {
             let fresh = &buf.filled()[before..];
             let end = matched + fresh.len();
-            let settled = fresh.is_empty()
-                || end >= H2_PREFACE.len()
-                || H2_PREFACE[matched..end] != *fresh;
+            let settled =
+                fresh.is_empty() || end >= H2_PREFACE.len() || H2_PREFACE[matched..end] != *fresh;
             *this.matched = if settled { None } else { Some(end) };
         }
         polled
@@ -112,7 +111,10 @@ mod tests {
         let (client, server) = tokio::io::duplex(64);
         let mut guarded = Box::pin(PrefaceDeadline::new(server, LIMIT));
         let mut buf = [0u8; 24];
-        let err = guarded.read(&mut buf).await.expect_err("silent client must time out");
+        let err = guarded
+            .read(&mut buf)
+            .await
+            .expect_err("silent client must time out");
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         drop(client);
     }
@@ -124,7 +126,10 @@ mod tests {
         client.write_all(&H2_PREFACE[..5]).await.expect("write");
         let mut buf = [0u8; 24];
         assert_eq!(guarded.read(&mut buf).await.expect("first bytes"), 5);
-        let err = guarded.read(&mut buf).await.expect_err("stalled preface must time out");
+        let err = guarded
+            .read(&mut buf)
+            .await
+            .expect_err("stalled preface must time out");
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 
@@ -132,9 +137,12 @@ mod tests {
     async fn http1_bytes_lift_the_deadline() {
         let (mut client, server) = tokio::io::duplex(64);
         let mut guarded = Box::pin(PrefaceDeadline::new(server, LIMIT));
-        client.write_all(b"GET / HTTP/1.1\r\n").await.expect("write");
+        client
+            .write_all(b"GET / HTTP/1.1\r\n")
+            .await
+            .expect("write");
         let mut buf = [0u8; 64];
-        guarded.read(&mut buf).await.expect("request line");
+        assert_eq!(guarded.read(&mut buf).await.expect("request line"), 16);
         // Well past the deadline, an idle read is no longer cut short by it.
         tokio::time::sleep(LIMIT * 2).await;
         client.write_all(b"\r\n").await.expect("write");

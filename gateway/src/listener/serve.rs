@@ -100,8 +100,15 @@ pub async fn serve<H, F, B>(
 
     drop(listener);
     let open = graceful.count();
-    tracing::info!(open, ?grace, "shutting down: no new connections, letting requests finish");
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    tracing::info!(
+        open,
+        ?grace,
+        "shutting down: no new connections, letting requests finish"
+    );
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(
             remaining = connections.len(),
             "shutdown grace elapsed; closing remaining connections"
@@ -113,7 +120,10 @@ pub async fn serve<H, F, B>(
 /// The HTTP/1 + HTTP/2 server settings shared by all connections.
 fn http_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -125,7 +135,10 @@ fn http_builder() -> auto::Builder<TokioExecutor> {
 /// Accept errors that concern one connection, not the listener: no need to back off.
 fn is_per_connection(error: &std::io::Error) -> bool {
     use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset, Interrupted};
-    matches!(error.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset | Interrupted)
+    matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset | Interrupted
+    )
 }
 
 /// One connection: TLS handshake if configured, then HTTP until the client or shutdown ends it.
@@ -143,7 +156,11 @@ async fn connection<H, F, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let Some(tls) = tls else {
-        let info = ConnInfo { peer, tls: false, client_identity: None };
+        let info = ConnInfo {
+            peer,
+            tls: false,
+            client_identity: None,
+        };
         return serve_http(stream, info, handler, &http, watcher).await;
     };
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await
@@ -164,7 +181,11 @@ async fn connection<H, F, B>(
         .peer_certificates()
         .and_then(|chain| chain.first())
         .and_then(client_identity);
-    let info = ConnInfo { peer, tls: true, client_identity };
+    let info = ConnInfo {
+        peer,
+        tls: true,
+        client_identity,
+    };
     serve_http(stream, info, handler, &http, watcher).await;
 }
 

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -29,7 +29,9 @@ impl TestCa {
     /// A new CA named `name`.
     pub fn new(name: &str) -> TestCa {
         let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, format!("{name} test CA"));
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{name} test CA"));
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let key = KeyPair::generate().expect("generate CA key");
@@ -45,7 +47,9 @@ impl TestCa {
     pub fn server_cert(&self, names: &[&str]) -> Leaf {
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let mut params = CertificateParams::new(names).expect("server SANs");
-        params.distinguished_name.push(DnType::CommonName, "warden test server");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "warden test server");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         self.sign(params)
     }
@@ -61,7 +65,11 @@ impl TestCa {
             .iter()
             .map(|n| {
                 let ia5 = (*n).to_owned().try_into().expect("ASCII SAN");
-                if n.contains("://") { SanType::URI(ia5) } else { SanType::DnsName(ia5) }
+                if n.contains("://") {
+                    SanType::URI(ia5)
+                } else {
+                    SanType::DnsName(ia5)
+                }
             })
             .collect();
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -71,7 +79,11 @@ impl TestCa {
     fn sign(&self, params: CertificateParams) -> Leaf {
         let key = KeyPair::generate().expect("generate leaf key");
         let cert = params.signed_by(&key, &self.issuer).expect("sign leaf");
-        Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().clone() }
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().clone(),
+        }
     }
 
     /// Writes the CA certificate to `dir/name` and returns the path.

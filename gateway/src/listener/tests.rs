@@ -53,7 +53,12 @@ impl TestServer {
             let _ = rx.await;
         };
         let done = tokio::spawn(serve(listener, tls, handler, shutdown, grace));
-        TestServer { addr, calls, shutdown: Some(tx), done }
+        TestServer {
+            addr,
+            calls,
+            shutdown: Some(tx),
+            done,
+        }
     }
 
     fn signal_shutdown(&mut self) {
@@ -84,7 +89,10 @@ fn chunks(count: usize, every: Duration) -> TestBody {
             return None;
         }
         tokio::time::sleep(every).await;
-        Some((Ok::<_, Infallible>(Frame::data(Bytes::from(format!("chunk{i};")))), i + 1))
+        Some((
+            Ok::<_, Infallible>(Frame::data(Bytes::from(format!("chunk{i};")))),
+            i + 1,
+        ))
     });
     StreamBody::new(stream).boxed_unsync()
 }
@@ -104,7 +112,9 @@ where
     } else {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
         tokio::spawn(conn);
-        let req = Request::get(path).header("host", "localhost").body(Empty::<Bytes>::new())?;
+        let req = Request::get(path)
+            .header("host", "localhost")
+            .body(Empty::<Bytes>::new())?;
         sender.send_request(req).await?
     };
     let version = response.version();
@@ -116,10 +126,18 @@ where
 async fn tls_connect(
     addr: SocketAddr,
     config: Arc<rustls::ClientConfig>,
-) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, CertificateDer<'static>), BoxError> {
+) -> Result<
+    (
+        tokio_rustls::client::TlsStream<TcpStream>,
+        CertificateDer<'static>,
+    ),
+    BoxError,
+> {
     let tcp = TcpStream::connect(addr).await?;
     let name = ServerName::try_from("localhost")?;
-    let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await?;
     let leaf = tls
         .get_ref()
         .1
@@ -152,11 +170,21 @@ fn tls_files(server: &Leaf, client_ca: Option<&TestCa>, require_client_cert: boo
     let dir = tempfile::tempdir().expect("tempdir");
     let (cert, key) = server.write(dir.path(), "server");
     let client_ca = client_ca.map(|ca| ca.write(dir.path(), "client-ca.crt"));
-    TlsFiles { config: TlsConfig { cert, key, client_ca, require_client_cert }, _dir: dir }
+    TlsFiles {
+        config: TlsConfig {
+            cert,
+            key,
+            client_ca,
+            require_client_cert,
+        },
+        _dir: dir,
+    }
 }
 
 async fn bounded<T>(test: impl Future<Output = T>) -> T {
-    tokio::time::timeout(BOUND, test).await.expect("test exceeded its time bound")
+    tokio::time::timeout(BOUND, test)
+        .await
+        .expect("test exceeded its time bound")
 }
 
 #[tokio::test]
@@ -227,8 +255,15 @@ async fn required_client_cert_refuses_client_without_one() {
 
         let config = client_config(&ca, None, &[b"http/1.1"]);
         let refused = tls_get(server.addr, config, "/").await;
-        assert!(refused.is_err(), "a client without a certificate was served: {refused:?}");
-        assert_eq!(server.calls.load(Ordering::SeqCst), 0, "the handler ran for a refused client");
+        assert!(
+            refused.is_err(),
+            "a client without a certificate was served: {refused:?}"
+        );
+        assert_eq!(
+            server.calls.load(Ordering::SeqCst),
+            0,
+            "the handler ran for a refused client"
+        );
     })
     .await;
 }
@@ -275,12 +310,16 @@ async fn optional_client_cert_admits_client_without_one() {
         let server = TestServer::start(Some(tls), Duration::from_secs(1)).await;
 
         let anonymous = client_config(&ca, None, &[b"http/1.1"]);
-        let (_, body) = tls_get(server.addr, anonymous, "/").await.expect("anonymous request");
+        let (_, body) = tls_get(server.addr, anonymous, "/")
+            .await
+            .expect("anonymous request");
         assert_eq!(body, "HTTP/1.1 tls=true id=-");
 
         let leaf = ca.client_cert(&["spiffe://fleet.example/agent/3"], None);
         let named = client_config(&ca, Some(&leaf), &[b"http/1.1"]);
-        let (_, body) = tls_get(server.addr, named, "/").await.expect("named request");
+        let (_, body) = tls_get(server.addr, named, "/")
+            .await
+            .expect("named request");
         assert_eq!(body, "HTTP/1.1 tls=true id=spiffe://fleet.example/agent/3");
     })
     .await;
@@ -290,28 +329,44 @@ async fn optional_client_cert_admits_client_without_one() {
 async fn reload_serves_new_certificate_and_keeps_open_connections() {
     bounded(async {
         let ca = TestCa::new("reload");
-        let (first, second) = (ca.server_cert(&["localhost"]), ca.server_cert(&["localhost"]));
+        let (first, second) = (
+            ca.server_cert(&["localhost"]),
+            ca.server_cert(&["localhost"]),
+        );
         let files = tls_files(&first, None, true);
         let tls = ServerTls::load(&files.config).expect("load TLS");
         let server = TestServer::start(Some(Arc::clone(&tls)), Duration::from_secs(1)).await;
         let config = client_config(&ca, None, &[b"http/1.1"]);
 
         // A keep-alive connection opened before the reload.
-        let (stream, seen) = tls_connect(server.addr, Arc::clone(&config)).await.expect("tls");
+        let (stream, seen) = tls_connect(server.addr, Arc::clone(&config))
+            .await
+            .expect("tls");
         assert_eq!(seen, first.der);
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("h1");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("h1");
         tokio::spawn(conn);
 
         second.write(files._dir.path(), "server");
         tls.reload().expect("reload");
 
-        let (_, seen) = tls_connect(server.addr, Arc::clone(&config)).await.expect("tls");
-        assert_eq!(seen, second.der, "a new handshake still got the old certificate");
+        let (_, seen) = tls_connect(server.addr, Arc::clone(&config))
+            .await
+            .expect("tls");
+        assert_eq!(
+            seen, second.der,
+            "a new handshake still got the old certificate"
+        );
 
-        let req = Request::get("/").header("host", "localhost").body(Empty::<Bytes>::new());
+        let req = Request::get("/")
+            .header("host", "localhost")
+            .body(Empty::<Bytes>::new());
         let response = sender.send_request(req.expect("request")).await;
-        assert!(response.is_ok(), "the connection opened before the reload was dropped");
+        assert!(
+            response.is_ok(),
+            "the connection opened before the reload was dropped"
+        );
     })
     .await;
 }
@@ -320,7 +375,10 @@ async fn reload_serves_new_certificate_and_keeps_open_connections() {
 async fn reloader_notices_replaced_files() {
     bounded(async {
         let ca = TestCa::new("watch");
-        let (first, second) = (ca.server_cert(&["localhost"]), ca.server_cert(&["localhost"]));
+        let (first, second) = (
+            ca.server_cert(&["localhost"]),
+            ca.server_cert(&["localhost"]),
+        );
         let files = tls_files(&first, None, true);
         let tls = ServerTls::load(&files.config).expect("load TLS");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -333,11 +391,16 @@ async fn reloader_notices_replaced_files() {
         second.write(files._dir.path(), "server");
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let (_, seen) = tls_connect(server.addr, Arc::clone(&config)).await.expect("tls");
+            let (_, seen) = tls_connect(server.addr, Arc::clone(&config))
+                .await
+                .expect("tls");
             if seen == second.der {
                 break;
             }
-            assert!(Instant::now() < deadline, "the reloader never picked up the new files");
+            assert!(
+                Instant::now() < deadline,
+                "the reloader never picked up the new files"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let _ = stop.send(());
@@ -356,11 +419,15 @@ async fn broken_new_key_keeps_previous_configuration() {
         let server = TestServer::start(Some(Arc::clone(&tls)), Duration::from_secs(1)).await;
 
         std::fs::write(&files.config.key, "not a key\n").expect("overwrite key");
-        let error = tls.reload().expect_err("a file without a key must not load");
+        let error = tls
+            .reload()
+            .expect_err("a file without a key must not load");
         assert!(matches!(error, TlsError::NoPrivateKey { .. }), "{error:?}");
 
         let config = client_config(&ca, None, &[b"http/1.1"]);
-        let (_, seen) = tls_connect(server.addr, config).await.expect("still serving TLS");
+        let (_, seen) = tls_connect(server.addr, config)
+            .await
+            .expect("still serving TLS");
         assert_eq!(seen, first.der);
     })
     .await;
@@ -392,7 +459,10 @@ fn load_error_names_a_missing_file() {
     let mut files = tls_files(&ca.server_cert(&["localhost"]), None, true);
     files.config.cert = PathBuf::from("/nonexistent/warden/server.crt");
     let error = ServerTls::load(&files.config).expect_err("missing file");
-    assert!(error.to_string().contains("/nonexistent/warden/server.crt"), "{error}");
+    assert!(
+        error.to_string().contains("/nonexistent/warden/server.crt"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -410,22 +480,38 @@ async fn shutdown_lets_in_flight_stream_finish_and_refuses_new_connections() {
     bounded(async {
         let mut server = TestServer::start(None, Duration::from_secs(10)).await;
         let tcp = TcpStream::connect(server.addr).await.expect("connect");
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.expect("h1");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .expect("h1");
         tokio::spawn(conn);
-        let req = Request::get("/slow").header("host", "localhost").body(Empty::<Bytes>::new());
-        let response = sender.send_request(req.expect("request")).await.expect("headers");
+        let req = Request::get("/slow")
+            .header("host", "localhost")
+            .body(Empty::<Bytes>::new());
+        let response = sender
+            .send_request(req.expect("request"))
+            .await
+            .expect("headers");
 
         server.signal_shutdown();
         let deadline = Instant::now() + Duration::from_secs(5);
         while TcpStream::connect(server.addr).await.is_ok() {
-            assert!(Instant::now() < deadline, "new connections still accepted after shutdown");
+            assert!(
+                Instant::now() < deadline,
+                "new connections still accepted after shutdown"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
 
-        let body = response.into_body().collect().await.expect("the stream completes");
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("the stream completes");
         assert_eq!(body.to_bytes(), "chunk0;chunk1;chunk2;chunk3;");
-        server.done.await.expect("serve returns once the stream is done");
+        server
+            .done
+            .await
+            .expect("serve returns once the stream is done");
     })
     .await;
 }
@@ -435,17 +521,29 @@ async fn shutdown_closes_what_outlives_the_grace_period() {
     bounded(async {
         let mut server = TestServer::start(None, Duration::from_millis(300)).await;
         let tcp = TcpStream::connect(server.addr).await.expect("connect");
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.expect("h1");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .expect("h1");
         tokio::spawn(conn);
-        let req = Request::get("/forever").header("host", "localhost").body(Empty::<Bytes>::new());
-        let response = sender.send_request(req.expect("request")).await.expect("headers");
+        let req = Request::get("/forever")
+            .header("host", "localhost")
+            .body(Empty::<Bytes>::new());
+        let response = sender
+            .send_request(req.expect("request"))
+            .await
+            .expect("headers");
 
         let started = Instant::now();
         server.signal_shutdown();
         server.done.await.expect("serve returns");
-        assert!(started.elapsed() < Duration::from_secs(5), "serve outlived its grace period");
-        assert!(response.into_body().collect().await.is_err(), "the endless stream was not cut");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "serve outlived its grace period"
+        );
+        assert!(
+            response.into_body().collect().await.is_err(),
+            "the endless stream was not cut"
+        );
     })
     .await;
 }

@@ -23,10 +23,16 @@ const RELOAD_POLL: Duration = Duration::from_secs(2);
 pub enum TlsError {
     /// A file could not be read.
     #[error("cannot read {path}: {source}; check that the file exists and Warden may read it")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A file is not valid PEM.
     #[error("{path} is not valid PEM: {source}")]
-    Pem { path: PathBuf, source: rustls_pki_types::pem::Error },
+    Pem {
+        path: PathBuf,
+        source: rustls_pki_types::pem::Error,
+    },
     /// The certificate file holds no certificate.
     #[error("no certificate found in {path}; expected PEM `CERTIFICATE` blocks, leaf first")]
     NoCertificate { path: PathBuf },
@@ -37,7 +43,11 @@ pub enum TlsError {
     NoPrivateKey { path: PathBuf },
     /// The key is unusable or does not belong to the certificate.
     #[error("key {key} cannot serve certificate {cert}: {source}")]
-    Key { cert: PathBuf, key: PathBuf, source: rustls::Error },
+    Key {
+        cert: PathBuf,
+        key: PathBuf,
+        source: rustls::Error,
+    },
     /// The crypto provider refused the protocol versions (a build defect, not a file problem).
     #[error("the TLS crypto provider cannot serve TLS 1.2/1.3: {0}")]
     Provider(rustls::Error),
@@ -59,7 +69,9 @@ type Stamps = Vec<Option<(SystemTime, u64)>>;
 
 impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerTls").field("files", &self.files).finish_non_exhaustive()
+        f.debug_struct("ServerTls")
+            .field("files", &self.files)
+            .finish_non_exhaustive()
     }
 }
 
@@ -68,7 +80,11 @@ impl ServerTls {
     pub fn load(cfg: &TlsConfig) -> Result<Arc<ServerTls>, TlsError> {
         let loaded = stamps(cfg);
         let config = build_server_config(cfg)?;
-        Ok(Arc::new(ServerTls { files: cfg.clone(), current: ArcSwap::from_pointee(config), loaded }))
+        Ok(Arc::new(ServerTls {
+            files: cfg.clone(),
+            current: ArcSwap::from_pointee(config),
+            loaded,
+        }))
     }
 
     /// Reads the files again; on success new handshakes use them, on error nothing changes.
@@ -111,7 +127,9 @@ impl ServerTls {
                 }
                 seen = now;
                 match tls.reload() {
-                    Ok(()) => tracing::info!(cert = %tls.files.cert.display(), "TLS configuration reloaded"),
+                    Ok(()) => {
+                        tracing::info!(cert = %tls.files.cert.display(), "TLS configuration reloaded")
+                    }
                     Err(error) => tracing::warn!(
                         %error,
                         "TLS files changed but could not be loaded; keeping the previous configuration"
@@ -129,8 +147,11 @@ impl ServerTls {
 
 /// The current stamps of the files `cfg` names.
 fn stamps(cfg: &TlsConfig) -> Stamps {
-    let stamp =
-        |path: &Path| std::fs::metadata(path).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
+    let stamp = |path: &Path| {
+        std::fs::metadata(path)
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len())))
+    };
     let mut stamps = vec![stamp(&cfg.cert), stamp(&cfg.key)];
     if let Some(ca) = &cfg.client_ca {
         stamps.push(stamp(ca));
@@ -142,7 +163,9 @@ fn stamps(cfg: &TlsConfig) -> Stamps {
 fn build_server_config(cfg: &TlsConfig) -> Result<ServerConfig, TlsError> {
     let chain = read_certificates(&cfg.cert)?;
     if chain.is_empty() {
-        return Err(TlsError::NoCertificate { path: cfg.cert.clone() });
+        return Err(TlsError::NoCertificate {
+            path: cfg.cert.clone(),
+        });
     }
     let key = read_private_key(&cfg.key)?;
     let provider = super::crypto_provider();
@@ -158,7 +181,11 @@ fn build_server_config(cfg: &TlsConfig) -> Result<ServerConfig, TlsError> {
     };
     let mut config = builder
         .with_single_cert(chain, key)
-        .map_err(|source| TlsError::Key { cert: cfg.cert.clone(), key: cfg.key.clone(), source })?;
+        .map_err(|source| TlsError::Key {
+            cert: cfg.cert.clone(),
+            key: cfg.key.clone(),
+            source,
+        })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -169,38 +196,56 @@ fn client_verifier(
     required: bool,
     provider: Arc<rustls::crypto::CryptoProvider>,
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
-    let unusable =
-        |reason: String| TlsError::ClientCa { path: ca_path.to_path_buf(), reason };
+    let unusable = |reason: String| TlsError::ClientCa {
+        path: ca_path.to_path_buf(),
+        reason,
+    };
     let mut roots = RootCertStore::empty();
     for cert in read_certificates(ca_path)? {
-        roots.add(cert).map_err(|e| unusable(format!("a certificate is not a valid CA: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| unusable(format!("a certificate is not a valid CA: {e}")))?;
     }
     if roots.is_empty() {
         return Err(unusable("it holds no PEM `CERTIFICATE` block".into()));
     }
     let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-    let builder = if required { builder } else { builder.allow_unauthenticated() };
+    let builder = if required {
+        builder
+    } else {
+        builder.allow_unauthenticated()
+    };
     builder.build().map_err(|e| unusable(e.to_string()))
 }
 
 /// Every certificate in a PEM file, in file order.
 pub(crate) fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = std::fs::read(path)
-        .map_err(|source| TlsError::Read { path: path.to_path_buf(), source })?;
+    let pem = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsError::Pem { path: path.to_path_buf(), source })
+        .map_err(|source| TlsError::Pem {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// The first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file.
 fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = std::fs::read(path)
-        .map_err(|source| TlsError::Read { path: path.to_path_buf(), source })?;
+    let pem = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     match PrivateKeyDer::from_pem_slice(&pem) {
         Ok(key) => Ok(key),
-        Err(rustls_pki_types::pem::Error::NoItemsFound) => {
-            Err(TlsError::NoPrivateKey { path: path.to_path_buf() })
-        }
-        Err(source) => Err(TlsError::Pem { path: path.to_path_buf(), source }),
+        Err(rustls_pki_types::pem::Error::NoItemsFound) => Err(TlsError::NoPrivateKey {
+            path: path.to_path_buf(),
+        }),
+        Err(source) => Err(TlsError::Pem {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }

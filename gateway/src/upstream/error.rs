@@ -23,35 +23,57 @@ pub enum UpstreamError {
     #[error("upstream.ca_only is set but upstream.ca_file is not; name the CA bundle to trust")]
     CaOnlyWithoutFile,
     /// `upstream.ca_file` could not be read or parsed.
-    #[error("upstream.ca_file: {source}")]
-    CaFile { path: PathBuf, source: TlsError },
+    #[error("upstream.ca_file: {0}")]
+    CaFile(Box<TlsError>),
     /// `upstream.ca_file` holds no certificate.
     #[error("upstream.ca_file {path} holds no PEM `CERTIFICATE` block")]
     CaFileEmpty { path: PathBuf },
     /// A certificate in `upstream.ca_file` cannot be a trust anchor.
     #[error("upstream.ca_file {path} holds a certificate that cannot be trusted as a CA: {source}")]
-    CaFileInvalid { path: PathBuf, source: rustls::Error },
+    CaFileInvalid {
+        path: PathBuf,
+        source: rustls::Error,
+    },
     /// The crypto provider refused the protocol versions (a build defect, not configuration).
     #[error("the TLS crypto provider cannot speak TLS 1.2/1.3: {0}")]
     Provider(rustls::Error),
     /// The request URI has no scheme and host.
-    #[error("upstream request URI is not absolute (scheme://host/...); the route's upstream URL is wrong")]
+    #[error(
+        "upstream request URI is not absolute (scheme://host/...); the route's upstream URL is wrong"
+    )]
     NotAbsolute,
     /// The upstream could not be reached: DNS failure, connection refused or reset.
     #[error("cannot connect to upstream {authority}: {source}")]
-    Connect { authority: Authority, source: BoxError },
+    Connect {
+        authority: Authority,
+        source: BoxError,
+    },
     /// TCP connect did not complete within `upstream.connect_timeout`.
     #[error("connecting to upstream {authority} timed out after {after:?}")]
-    ConnectTimeout { authority: Authority, after: Duration },
+    ConnectTimeout {
+        authority: Authority,
+        after: Duration,
+    },
     /// The TLS handshake failed: untrusted or mismatched certificate, protocol mismatch.
-    #[error("TLS with upstream {authority} failed: {source}; check upstream.ca_file and the URL's host")]
-    Tls { authority: Authority, source: BoxError },
+    #[error(
+        "TLS with upstream {authority} failed: {source}; check upstream.ca_file and the URL's host"
+    )]
+    Tls {
+        authority: Authority,
+        source: BoxError,
+    },
     /// No response headers within `upstream.response_timeout`.
     #[error("upstream {authority} sent no response headers within {after:?}")]
-    Timeout { authority: Authority, after: Duration },
+    Timeout {
+        authority: Authority,
+        after: Duration,
+    },
     /// The upstream broke HTTP: closed mid-exchange, malformed response, stream reset.
     #[error("upstream {authority} broke the HTTP exchange: {source}")]
-    Protocol { authority: Authority, source: BoxError },
+    Protocol {
+        authority: Authority,
+        source: BoxError,
+    },
 }
 
 impl UpstreamError {
@@ -72,10 +94,22 @@ impl UpstreamError {
         connect_timeout: Duration,
     ) -> UpstreamError {
         match kind(&error, error.is_connect()) {
-            Kind::Tls => UpstreamError::Tls { authority, source: error.into() },
-            Kind::ConnectTimeout => UpstreamError::ConnectTimeout { authority, after: connect_timeout },
-            Kind::Connect => UpstreamError::Connect { authority, source: error.into() },
-            Kind::Protocol => UpstreamError::Protocol { authority, source: error.into() },
+            Kind::Tls => UpstreamError::Tls {
+                authority,
+                source: error.into(),
+            },
+            Kind::ConnectTimeout => UpstreamError::ConnectTimeout {
+                authority,
+                after: connect_timeout,
+            },
+            Kind::Connect => UpstreamError::Connect {
+                authority,
+                source: error.into(),
+            },
+            Kind::Protocol => UpstreamError::Protocol {
+                authority,
+                source: error.into(),
+            },
         }
     }
 }
@@ -96,14 +130,14 @@ fn kind(error: &(dyn StdError + 'static), is_connect: bool) -> Kind {
         if current.is::<rustls::Error>() {
             return Kind::Tls;
         }
-        if let Some(io) = current.downcast_ref::<std::io::Error>() {
-            // io::Error's `source` skips the error it wraps, so look at it directly.
-            if io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
-                return Kind::Tls;
-            }
-            timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
-        }
         next = current.source();
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+            // io::Error's `source` skips the error it wraps: step into that error instead.
+            if let Some(inner) = io.get_ref() {
+                next = Some(inner as &(dyn StdError + 'static));
+            }
+        }
     }
     match (is_connect, timed_out) {
         (true, true) => Kind::ConnectTimeout,
@@ -139,6 +173,16 @@ mod tests {
     }
 
     #[test]
+    fn rustls_error_inside_nested_io_errors_is_tls() {
+        let tls = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        let outer = std::io::Error::other(tls);
+        assert_eq!(kind(&Wrapper(outer), true), Kind::Tls);
+    }
+
+    #[test]
     fn timed_out_connect_is_connect_timeout() {
         let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout");
         assert_eq!(kind(&Wrapper(io), true), Kind::ConnectTimeout);
@@ -159,8 +203,14 @@ mod tests {
     #[test]
     fn timeouts_answer_504_and_others_502() {
         let authority = Authority::from_static("api.example:443");
-        let timeout = UpstreamError::Timeout { authority: authority.clone(), after: Duration::ZERO };
-        let connect = UpstreamError::Connect { authority, source: "refused".into() };
+        let timeout = UpstreamError::Timeout {
+            authority: authority.clone(),
+            after: Duration::ZERO,
+        };
+        let connect = UpstreamError::Connect {
+            authority,
+            source: "refused".into(),
+        };
         assert_eq!(timeout.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(connect.status(), StatusCode::BAD_GATEWAY);
     }

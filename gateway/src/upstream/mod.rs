@@ -81,8 +81,15 @@ impl UpstreamClient {
         };
         match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) => Err(UpstreamError::classify(authority, error, self.connect_timeout)),
-            Err(_) => Err(UpstreamError::Timeout { authority, after: self.response_timeout }),
+            Ok(Err(error)) => Err(UpstreamError::classify(
+                authority,
+                error,
+                self.connect_timeout,
+            )),
+            Err(_) => Err(UpstreamError::Timeout {
+                authority,
+                after: self.response_timeout,
+            }),
         }
     }
 }
@@ -99,7 +106,11 @@ fn trust_roots(cfg: &UpstreamConfig) -> Result<Arc<RootCertStore>, UpstreamError
             tracing::warn!(%error, "some system CA certificates could not be loaded");
         }
         let (added, ignored) = roots.add_parsable_certificates(native.certs);
-        tracing::debug!(added, ignored, "system CA certificates trusted for upstream TLS");
+        tracing::debug!(
+            added,
+            ignored,
+            "system CA certificates trusted for upstream TLS"
+        );
         if added == 0 && cfg.ca_file.is_none() {
             tracing::warn!(
                 "no system CA certificates found: upstream TLS will fail; install the \
@@ -109,15 +120,17 @@ fn trust_roots(cfg: &UpstreamConfig) -> Result<Arc<RootCertStore>, UpstreamError
     }
     if let Some(path) = &cfg.ca_file {
         let certs = crate::listener::read_certificates(path)
-            .map_err(|source| UpstreamError::CaFile { path: path.clone(), source })?;
+            .map_err(|source| UpstreamError::CaFile(Box::new(source)))?;
         if certs.is_empty() {
             return Err(UpstreamError::CaFileEmpty { path: path.clone() });
         }
         for cert in certs {
-            roots.add(cert).map_err(|source| UpstreamError::CaFileInvalid {
-                path: path.clone(),
-                source,
-            })?;
+            roots
+                .add(cert)
+                .map_err(|source| UpstreamError::CaFileInvalid {
+                    path: path.clone(),
+                    source,
+                })?;
         }
     }
     Ok(Arc::new(roots))
