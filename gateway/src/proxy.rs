@@ -203,8 +203,7 @@ async fn forward(gw: &Gateway, ex: &mut Exchange, route: &Route, req: Request<Fu
     ex.upstream_ms = Some(secs * 1000.0);
     gw.metrics.upstream_seconds.with_label_values(&[&route.name]).observe(secs);
     result.map_err(|e| {
-        let status = if e.is_timeout() { StatusCode::GATEWAY_TIMEOUT } else { StatusCode::BAD_GATEWAY };
-        Rejection::new(status, "upstream_unavailable", format!("upstream {} failed: {e}", route.upstream.authority)).after_decision()
+        Rejection::new(e.status(), "upstream_unavailable", e.to_string()).after_decision()
     })
 }
 
