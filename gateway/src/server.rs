@@ -1,7 +1,6 @@
 //! `warden serve`: assemble the gateway, listen, reload on change, shut down gracefully.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
