@@ -372,7 +372,7 @@ async fn reload_serves_new_certificate_and_keeps_open_connections() {
 }
 
 #[tokio::test]
-async fn reloader_notices_replaced_files() {
+async fn reloader_notices_files_renamed_into_place() {
     bounded(async {
         let ca = TestCa::new("watch");
         let (first, second) = (
@@ -388,7 +388,9 @@ async fn reloader_notices_replaced_files() {
         let server = TestServer::start(Some(tls), Duration::from_secs(1)).await;
         let config = client_config(&ca, None, &[b"http/1.1"]);
 
-        second.write(files._dir.path(), "server");
+        let (next_cert, next_key) = second.write(files._dir.path(), "next");
+        std::fs::rename(next_key, &files.config.key).expect("rename key");
+        std::fs::rename(next_cert, &files.config.cert).expect("rename cert");
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let (_, seen) = tls_connect(server.addr, Arc::clone(&config))

@@ -64,8 +64,8 @@ pub struct ServerTls {
     loaded: Stamps,
 }
 
-/// Modification time and length of each watched file (`None` where unreadable).
-type Stamps = Vec<Option<(SystemTime, u64)>>;
+/// Modification time, length and inode of each watched file (`None` where unreadable).
+type Stamps = Vec<Option<(SystemTime, u64, u64)>>;
 
 impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -145,18 +145,23 @@ impl ServerTls {
     }
 }
 
-/// The current stamps of the files `cfg` names.
+/// The current stamps of the files `cfg` names (following symlinks).
 fn stamps(cfg: &TlsConfig) -> Stamps {
-    let stamp = |path: &Path| {
-        std::fs::metadata(path)
-            .ok()
-            .and_then(|m| Some((m.modified().ok()?, m.len())))
-    };
     let mut stamps = vec![stamp(&cfg.cert), stamp(&cfg.key)];
     if let Some(ca) = &cfg.client_ca {
         stamps.push(stamp(ca));
     }
     stamps
+}
+
+/// One file's modification time, length and inode; a rename into place changes the inode.
+fn stamp(path: &Path) -> Option<(SystemTime, u64, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some((meta.modified().ok()?, meta.len(), inode))
 }
 
 /// Builds a rustls server configuration from the files: ALPN `h2` then `http/1.1`.

@@ -4,6 +4,7 @@
 //! upstream offers it by ALPN, TLS always verified against the system roots and/or
 //! `upstream.ca_file`.
 
+mod connect_timeout;
 mod error;
 #[cfg(test)]
 mod tests;
@@ -22,6 +23,8 @@ use rustls::RootCertStore;
 
 pub use error::UpstreamError;
 
+use connect_timeout::ConnectTimeout;
+
 use crate::config::UpstreamConfig;
 
 /// TCP keep-alive probes on upstream connections, so dead peers are noticed while pooled.
@@ -30,13 +33,15 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 /// The client Warden forwards with; cloning is cheap and shares the pool.
 #[derive(Clone, Debug)]
 pub struct UpstreamClient {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<ConnectTimeout<HttpsConnector<HttpConnector>>, Full<Bytes>>,
     response_timeout: Duration,
     connect_timeout: Duration,
 }
 
 impl UpstreamClient {
     /// Builds the client: trust roots, ALPN `h2`/`http/1.1`, timeouts and pool size from `cfg`.
+    ///
+    /// `connect_timeout` bounds DNS, TCP connect and the TLS handshake together.
     pub fn new(cfg: &UpstreamConfig) -> Result<UpstreamClient, UpstreamError> {
         let roots = trust_roots(cfg)?;
         let tls = rustls::ClientConfig::builder_with_provider(crate::listener::crypto_provider())
@@ -62,7 +67,7 @@ impl UpstreamClient {
             .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .build(connector);
+            .build(ConnectTimeout::new(connector, cfg.connect_timeout));
         Ok(UpstreamClient {
             client,
             response_timeout: cfg.response_timeout,

@@ -208,6 +208,43 @@ async fn slow_upstream_is_a_timeout() {
 }
 
 #[tokio::test]
+async fn stalled_tls_handshake_is_a_connect_timeout() {
+    bounded(async {
+        // Accepts TCP, then never answers the ClientHello.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let cfg = UpstreamConfig {
+            connect_timeout: Duration::from_millis(200),
+            response_timeout: Duration::from_secs(10),
+            ..UpstreamConfig::default()
+        };
+        let client = UpstreamClient::new(&cfg).expect("client");
+
+        let started = std::time::Instant::now();
+        let error = client
+            .send(get(&format!("https://{addr}/")))
+            .await
+            .expect_err("stalled");
+        assert!(
+            matches!(error, UpstreamError::ConnectTimeout { .. }),
+            "{error:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "waited for response_timeout"
+        );
+        assert_eq!(error.status(), StatusCode::GATEWAY_TIMEOUT);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn malformed_response_is_a_protocol_error() {
     bounded(async {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
