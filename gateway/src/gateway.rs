@@ -24,8 +24,21 @@ pub struct Gateway {
 
 impl Gateway {
     /// Assembles the gateway; it reports ready once [`Gateway::set_ready`] is called.
-    pub fn new(runtime: Runtime, audit: AuditLog, upstream: UpstreamClient, metrics: Metrics, issuer: Option<TokenIssuer>) -> Arc<Gateway> {
-        Arc::new(Gateway { runtime: ArcSwap::from_pointee(runtime), audit, upstream, metrics, issuer, ready: AtomicBool::new(false) })
+    pub fn new(
+        runtime: Runtime,
+        audit: AuditLog,
+        upstream: UpstreamClient,
+        metrics: Metrics,
+        issuer: Option<TokenIssuer>,
+    ) -> Arc<Gateway> {
+        Arc::new(Gateway {
+            runtime: ArcSwap::from_pointee(runtime),
+            audit,
+            upstream,
+            metrics,
+            issuer,
+            ready: AtomicBool::new(false),
+        })
     }
 
     /// Marks the gateway ready (or not) for `/readyz`.

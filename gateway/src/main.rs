@@ -113,36 +113,70 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::Check { config } => check(config.as_deref()),
-        Command::Policy { command: PolicyCommand::Validate { dir } } => {
-            let engine = warden::policy::PolicyEngine::load(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("{}: {} policies valid against the schema", dir.display(), engine.policy_count());
+        Command::Policy {
+            command: PolicyCommand::Validate { dir },
+        } => {
+            let engine =
+                warden::policy::PolicyEngine::load(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "{}: {} policies valid against the schema",
+                dir.display(),
+                engine.policy_count()
+            );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Policy { command: PolicyCommand::Test { dir } } => {
+        Command::Policy {
+            command: PolicyCommand::Test { dir },
+        } => {
             let report = warden::policy::run_tests(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
             print!("{report}");
-            Ok(if report.failed() == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if report.failed() == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
-        Command::Audit { command: AuditCommand::Verify { dir } } => match warden::audit::verify(&dir) {
+        Command::Audit {
+            command: AuditCommand::Verify { dir },
+        } => match warden::audit::verify(&dir) {
             Ok(report) => {
                 println!("{report}");
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
-                eprintln!("warden: audit log in {} FAILED verification: {e}", dir.display());
+                eprintln!(
+                    "warden: audit log in {} FAILED verification: {e}",
+                    dir.display()
+                );
                 Ok(ExitCode::from(1))
             }
         },
-        Command::Token { command: TokenCommand::Issue { agent, ttl, claims, config } } => {
+        Command::Token {
+            command:
+                TokenCommand::Issue {
+                    agent,
+                    ttl,
+                    claims,
+                    config,
+                },
+        } => {
             let config = load(config.as_deref())?;
             let claims = claims
                 .iter()
-                .map(|c| warden::identity::parse_claim_arg(c).map_err(|e| anyhow::anyhow!("--claim {c:?}: {e}")))
+                .map(|c| {
+                    warden::identity::parse_claim_arg(c)
+                        .map_err(|e| anyhow::anyhow!("--claim {c:?}: {e}"))
+                })
                 .collect::<Result<Vec<_>>>()?;
             if !config.identity.warden_issuer.enabled {
-                bail!("identity.warden_issuer.enabled is false: Warden does not accept its own tokens in this configuration");
+                bail!(
+                    "identity.warden_issuer.enabled is false: Warden does not accept its own tokens in this configuration"
+                );
             }
-            let issuer = warden::identity::TokenIssuer::load_or_create(&config.identity.warden_issuer, &config.data_dir)?;
+            let issuer = warden::identity::TokenIssuer::load_or_create(
+                &config.identity.warden_issuer,
+                &config.data_dir,
+            )?;
             println!("{}", issuer.issue(&agent, ttl, &claims)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -167,7 +201,11 @@ fn check(path: Option<&Path>) -> Result<ExitCode> {
     };
     let mut ok = true;
     match warden::policy::PolicyEngine::load(&config.policy.dir) {
-        Ok(engine) => println!("policies: {} valid in {}", engine.policy_count(), config.policy.dir.display()),
+        Ok(engine) => println!(
+            "policies: {} valid in {}",
+            engine.policy_count(),
+            config.policy.dir.display()
+        ),
         Err(e) => {
             eprintln!("{e}");
             ok = false;
@@ -177,7 +215,14 @@ fn check(path: Option<&Path>) -> Result<ExitCode> {
         Ok(routes) => {
             for r in routes.iter() {
                 match &r.credential {
-                    Ok(_) => println!("route {} {} -> {}://{}{}", r.name, r.prefix, r.upstream.scheme, r.upstream.authority, r.upstream.base_path),
+                    Ok(_) => println!(
+                        "route {} {} -> {}://{}{}",
+                        r.name,
+                        r.prefix,
+                        r.upstream.scheme,
+                        r.upstream.authority,
+                        r.upstream.base_path
+                    ),
                     Err(e) => println!("route {} {}: warning: {e}", r.name, r.prefix),
                 }
             }
@@ -188,7 +233,10 @@ fn check(path: Option<&Path>) -> Result<ExitCode> {
         }
     }
     if ok {
-        println!("{}: configuration is valid", path.map_or_else(|| "embedded defaults".into(), |p| p.display().to_string()));
+        println!(
+            "{}: configuration is valid",
+            path.map_or_else(|| "embedded defaults".into(), |p| p.display().to_string())
+        );
         Ok(ExitCode::SUCCESS)
     } else {
         Ok(ExitCode::from(1))
@@ -198,7 +246,10 @@ fn check(path: Option<&Path>) -> Result<ExitCode> {
 fn serve(path: Option<PathBuf>) -> Result<ExitCode> {
     let config = load(path.as_deref())?;
     let _log_guard = warden::telemetry::logging::init(&config.log);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     runtime.block_on(warden::server::serve(config, path))?;
     Ok(ExitCode::SUCCESS)
 }

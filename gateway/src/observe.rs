@@ -24,8 +24,20 @@ pub struct Observer {
 
 impl Observer {
     /// `event` is the outcome record to complete; `model` labels token metrics.
-    pub fn new(gw: Arc<Gateway>, event: AuditEvent, started: Instant, scanner: UsageScanner, model: Option<String>) -> Self {
-        Observer { gw, event: Some(event), started, scanner: Some(scanner), model }
+    pub fn new(
+        gw: Arc<Gateway>,
+        event: AuditEvent,
+        started: Instant,
+        scanner: UsageScanner,
+        model: Option<String>,
+    ) -> Self {
+        Observer {
+            gw,
+            event: Some(event),
+            started,
+            scanner: Some(scanner),
+            model,
+        }
     }
 
     fn feed(&mut self, chunk: &[u8]) {
@@ -36,8 +48,14 @@ impl Observer {
 
     /// Completes and records the outcome; later calls do nothing.
     fn complete(&mut self, error: Option<String>) {
-        let Some(mut event) = self.event.take() else { return };
-        let usage = self.scanner.take().map(UsageScanner::finish).unwrap_or_default();
+        let Some(mut event) = self.event.take() else {
+            return;
+        };
+        let usage = self
+            .scanner
+            .take()
+            .map(UsageScanner::finish)
+            .unwrap_or_default();
         if let Some(outcome) = event.outcome.as_mut() {
             outcome.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
             outcome.input_tokens = usage.input_tokens;
@@ -45,9 +63,16 @@ impl Observer {
             outcome.error = error;
         }
         let model = self.model.as_deref().unwrap_or("");
-        for (kind, n) in [("input", usage.input_tokens), ("output", usage.output_tokens)] {
+        for (kind, n) in [
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+        ] {
             if let Some(n) = n {
-                self.gw.metrics.tokens.with_label_values(&[&event.principal.id, model, kind]).inc_by(n);
+                self.gw
+                    .metrics
+                    .tokens
+                    .with_label_values(&[&event.principal.id, model, kind])
+                    .inc_by(n);
             }
         }
         self.gw.audit.append_detached(event);
@@ -56,7 +81,9 @@ impl Observer {
 
 impl Drop for Observer {
     fn drop(&mut self) {
-        self.complete(Some("the agent disconnected before the response ended".into()));
+        self.complete(Some(
+            "the agent disconnected before the response ended".into(),
+        ));
     }
 }
 
@@ -84,7 +111,10 @@ impl Body for ObservedBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
         match &polled {
@@ -93,7 +123,9 @@ impl Body for ObservedBody {
                     this.observer.feed(data);
                 }
             }
-            Poll::Ready(Some(Err(e))) => this.observer.complete(Some(format!("upstream stream failed: {e}"))),
+            Poll::Ready(Some(Err(e))) => this
+                .observer
+                .complete(Some(format!("upstream stream failed: {e}"))),
             Poll::Ready(None) => this.observer.complete(None),
             Poll::Pending => {}
         }

@@ -20,17 +20,32 @@ use crate::runtime::{Runtime, RuntimeError};
 const DEBOUNCE: Duration = Duration::from_millis(250);
 
 /// Starts the reload task: SIGHUP and changes to the config file or the policy directory.
-pub fn spawn(gw: Arc<Gateway>, config_path: Option<PathBuf>, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
+pub fn spawn(
+    gw: Arc<Gateway>,
+    config_path: Option<PathBuf>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let (tx, mut rx) = mpsc::channel::<()>(1);
-    let fs_tx = tx.clone();
+    let relevant = Arc::new(std::sync::Mutex::new(Relevant::new(
+        config_path.as_deref(),
+        &gw.runtime.load().config.policy.dir,
+    )));
+    let in_callback = relevant.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| !e.kind.is_access()) {
-            let _ = fs_tx.try_send(());
+        if let Ok(e) = event
+            && !e.kind.is_access()
+            && in_callback.lock().is_ok_and(|r| r.matches(&e.paths))
+        {
+            let _ = tx.try_send(());
         }
     })
     .map_err(std::io::Error::other)?;
-    let mut watched = watch_paths(&mut watcher, config_path.as_deref(), &gw.runtime.load().config.policy.dir);
+    let mut watched = watch_paths(
+        &mut watcher,
+        config_path.as_deref(),
+        &gw.runtime.load().config.policy.dir,
+    );
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -45,7 +60,11 @@ pub fn spawn(gw: Arc<Gateway>, config_path: Option<PathBuf>, mut shutdown: watch
             if let Ok(policy_dir) = apply(&gw, config_path.as_deref()).await
                 && policy_dir != watched
             {
+                let _ = watcher.unwatch(&watched);
                 watched = watch_paths(&mut watcher, config_path.as_deref(), &policy_dir);
+                if let Ok(mut r) = relevant.lock() {
+                    *r = Relevant::new(config_path.as_deref(), &policy_dir);
+                }
             }
         }
         drop(watcher);
@@ -53,10 +72,48 @@ pub fn spawn(gw: Arc<Gateway>, config_path: Option<PathBuf>, mut shutdown: watch
     Ok(())
 }
 
+/// Which changed paths call for a reload: the config file itself (editors may replace it by
+/// rename, so its directory is watched) and anything under the policy directory.
+struct Relevant {
+    config_file: Option<PathBuf>,
+    policy_dir: PathBuf,
+}
+
+impl Relevant {
+    fn new(config_path: Option<&Path>, policy_dir: &Path) -> Self {
+        Relevant {
+            config_file: config_path.map(absolute),
+            policy_dir: absolute(policy_dir),
+        }
+    }
+
+    fn matches(&self, paths: &[PathBuf]) -> bool {
+        paths.iter().any(|p| {
+            self.config_file.as_deref() == Some(p.as_path()) || p.starts_with(&self.policy_dir)
+        })
+    }
+}
+
+/// `path` made absolute and free of symlinks where possible.
+fn absolute(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_path_buf())
+}
+
 /// Watches the config file's directory (editors replace files by rename) and the policy dir.
-fn watch_paths(watcher: &mut notify::RecommendedWatcher, config_path: Option<&Path>, policy_dir: &Path) -> PathBuf {
-    if let Some(dir) = config_path.and_then(Path::parent).map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d })
-        && let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive)
+fn watch_paths(
+    watcher: &mut notify::RecommendedWatcher,
+    config_path: Option<&Path>,
+    policy_dir: &Path,
+) -> PathBuf {
+    if let Some(dir) = config_path.and_then(Path::parent).map(|d| {
+        if d.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            d
+        }
+    }) && let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive)
     {
         tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the configuration directory; reload with SIGHUP");
     }
@@ -86,7 +143,9 @@ pub async fn apply(gw: &Gateway, config_path: Option<&Path>) -> Result<PathBuf, 
             gw.runtime.store(Arc::new(runtime));
             gw.metrics.reloads.with_label_values(&["ok"]).inc();
             tracing::info!(policies, "reload applied");
-            event.detail = Some(serde_json::json!({ "event": "reload", "result": "applied", "policies": policies }));
+            event.detail = Some(
+                serde_json::json!({ "event": "reload", "result": "applied", "policies": policies }),
+            );
             gw.audit.append_detached(event);
             Ok(dir)
         }
@@ -113,7 +172,10 @@ fn keep_restart_only_settings(running: &Config, new: &mut Config) {
         changed.push("data_dir");
         new.data_dir = running.data_dir.clone();
     }
-    if new.audit.dir != running.audit.dir || new.audit.fsync != running.audit.fsync || new.audit.max_commit_delay != running.audit.max_commit_delay {
+    if new.audit.dir != running.audit.dir
+        || new.audit.fsync != running.audit.fsync
+        || new.audit.max_commit_delay != running.audit.max_commit_delay
+    {
         changed.push("audit");
         new.audit = running.audit.clone();
     }

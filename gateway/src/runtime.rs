@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::config::error::ConfigErrors;
-use crate::identity::{IdentityError, Identifier};
+use crate::identity::{Identifier, IdentityError};
 use crate::policy::{PolicyEngine, PolicyErrors};
 use crate::route::RouteTable;
 
@@ -33,20 +33,35 @@ pub enum RuntimeError {
 impl Runtime {
     /// Builds a runtime from `config`, reusing `previous`'s identity (and its key and token
     /// caches) when the identity settings did not change.
-    pub async fn build(config: Config, previous: Option<&Runtime>) -> Result<Runtime, RuntimeError> {
+    pub async fn build(
+        config: Config,
+        previous: Option<&Runtime>,
+    ) -> Result<Runtime, RuntimeError> {
         let routes = RouteTable::build(&config)?;
         let policy = load_policies(&config.policy.dir)?;
         let identity = match previous {
-            Some(p) if p.config.identity == config.identity && p.config.data_dir == config.data_dir => {
+            Some(p)
+                if p.config.identity == config.identity && p.config.data_dir == config.data_dir =>
+            {
                 p.identity.clone()
             }
             _ => Arc::new(Identifier::new(&config.identity, &config.data_dir).await?),
         };
-        Ok(Runtime { config: Arc::new(config), routes, policy, identity })
+        Ok(Runtime {
+            config: Arc::new(config),
+            routes,
+            policy,
+            identity,
+        })
     }
 }
 
 /// Loads and validates the policy set in `dir`.
 pub fn load_policies(dir: &Path) -> Result<Arc<PolicyEngine>, RuntimeError> {
-    PolicyEngine::load(dir).map(Arc::new).map_err(|errors| RuntimeError::Policy { dir: dir.into(), errors })
+    PolicyEngine::load(dir)
+        .map(Arc::new)
+        .map_err(|errors| RuntimeError::Policy {
+            dir: dir.into(),
+            errors,
+        })
 }

@@ -23,37 +23,77 @@ pub enum ServeError {
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error("cannot open the audit log in {dir}: {source}")]
-    Audit { dir: PathBuf, source: crate::audit::AuditError },
+    Audit {
+        dir: PathBuf,
+        source: crate::audit::AuditError,
+    },
     #[error("cannot set up Warden's token issuer: {0}")]
     Issuer(#[from] crate::identity::IdentityError),
     #[error("cannot set up the upstream client: {0}")]
     Upstream(#[from] crate::upstream::UpstreamError),
     #[error("cannot load TLS for the {listener} listener: {source}")]
-    Tls { listener: &'static str, source: crate::listener::TlsError },
-    #[error("cannot listen on {addr} ({listener}): {source}; is another process using it? Change listen.{listener}")]
-    Bind { listener: &'static str, addr: std::net::SocketAddr, source: std::io::Error },
+    Tls {
+        listener: &'static str,
+        source: crate::listener::TlsError,
+    },
+    #[error(
+        "cannot listen on {addr} ({listener}): {source}; is another process using it? Change listen.{listener}"
+    )]
+    Bind {
+        listener: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }
 
 /// The audit directory for `config`.
 pub fn audit_dir(config: &Config) -> PathBuf {
-    config.audit.dir.clone().unwrap_or_else(|| config.data_dir.join("audit"))
+    config
+        .audit
+        .dir
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("audit"))
 }
 
 /// Runs the gateway until SIGTERM or SIGINT.
 pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), ServeError> {
     listener::install_crypto_provider();
     let audit_dir = audit_dir(&config);
-    let audit = AuditLog::open(&audit_dir, &config.audit).map_err(|source| ServeError::Audit { dir: audit_dir.clone(), source })?;
+    let audit = AuditLog::open(&audit_dir, &config.audit).map_err(|source| ServeError::Audit {
+        dir: audit_dir.clone(),
+        source,
+    })?;
     let issuer = if config.identity.warden_issuer.enabled {
-        Some(TokenIssuer::load_or_create(&config.identity.warden_issuer, &config.data_dir)?)
+        Some(TokenIssuer::load_or_create(
+            &config.identity.warden_issuer,
+            &config.data_dir,
+        )?)
     } else {
         None
     };
     let upstream = UpstreamClient::new(&config.upstream)?;
-    let proxy_tls = config.listen.tls.as_ref().map(ServerTls::load).transpose().map_err(|source| ServeError::Tls { listener: "proxy", source })?;
-    let admin_tls = config.listen.admin_tls.as_ref().map(ServerTls::load).transpose().map_err(|source| ServeError::Tls { listener: "admin", source })?;
+    let proxy_tls = config
+        .listen
+        .tls
+        .as_ref()
+        .map(ServerTls::load)
+        .transpose()
+        .map_err(|source| ServeError::Tls {
+            listener: "proxy",
+            source,
+        })?;
+    let admin_tls = config
+        .listen
+        .admin_tls
+        .as_ref()
+        .map(ServerTls::load)
+        .transpose()
+        .map_err(|source| ServeError::Tls {
+            listener: "admin",
+            source,
+        })?;
     let listen = config.listen.clone();
     let runtime = Runtime::build(config, None).await?;
     for route in runtime.routes.iter() {
@@ -64,8 +104,22 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     let policy_count = runtime.policy.policy_count();
     let gw = Gateway::new(runtime, audit, upstream, Metrics::new(), issuer);
 
-    let proxy_listener = TcpListener::bind(listen.proxy).await.map_err(|source| ServeError::Bind { listener: "proxy", addr: listen.proxy, source })?;
-    let admin_listener = TcpListener::bind(listen.admin).await.map_err(|source| ServeError::Bind { listener: "admin", addr: listen.admin, source })?;
+    let proxy_listener =
+        TcpListener::bind(listen.proxy)
+            .await
+            .map_err(|source| ServeError::Bind {
+                listener: "proxy",
+                addr: listen.proxy,
+                source,
+            })?;
+    let admin_listener =
+        TcpListener::bind(listen.admin)
+            .await
+            .map_err(|source| ServeError::Bind {
+                listener: "admin",
+                addr: listen.admin,
+                source,
+            })?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     for tls in [&proxy_tls, &admin_tls].into_iter().flatten() {
         tls.spawn_reloader(shutdown_signal(shutdown_rx.clone()));
@@ -73,7 +127,9 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     reload::spawn(gw.clone(), config_path, shutdown_rx.clone()).map_err(ServeError::Signals)?;
 
     let mut start = AuditEvent::now(EventKind::System);
-    start.detail = Some(serde_json::json!({ "event": "start", "version": env!("CARGO_PKG_VERSION"), "policies": policy_count }));
+    start.detail = Some(
+        serde_json::json!({ "event": "start", "version": env!("CARGO_PKG_VERSION"), "policies": policy_count }),
+    );
     gw.audit.append_detached(start);
     tracing::info!(proxy = %listen.proxy, admin = %listen.admin, tls = proxy_tls.is_some(), policies = policy_count, "warden listening");
 
@@ -124,10 +180,8 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
 }
 
 /// Resolves when the shutdown flag is raised.
-pub fn shutdown_signal(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    }
+pub async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 async fn wait_for_termination() -> std::io::Result<()> {

@@ -36,13 +36,21 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
 
 /// Prometheus text exposition.
 async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], gw.metrics.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        gw.metrics.render(),
+    )
+        .into_response()
 }
 
 /// The public keys of Warden's own agent tokens (JWK Set), for services that verify them.
 async fn jwks(State(gw): State<Arc<Gateway>>) -> Response {
     match &gw.issuer {
         Some(issuer) => axum::Json(issuer.jwks()).into_response(),
-        None => (StatusCode::NOT_FOUND, "Warden's token issuer is disabled (identity.warden_issuer.enabled)\n").into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "Warden's token issuer is disabled (identity.warden_issuer.enabled)\n",
+        )
+            .into_response(),
     }
 }

@@ -46,11 +46,17 @@ pub struct Shared {
 impl Shared {
     /// Last committed (seq, hash).
     pub fn head(&self) -> (u64, Hash) {
-        *self.head.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        *self
+            .head
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn set_head(&self, head: (u64, Hash)) {
-        *self.head.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = head;
+        *self
+            .head
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = head;
     }
 }
 
@@ -70,7 +76,10 @@ impl SegmentFile {
     /// Opens segment `number` to append after its first `len` bytes.
     pub fn open(dir: &Path, number: u64, len: u64, faults: Arc<Faults>) -> io::Result<Self> {
         let name = segment_name(number);
-        let file = OpenOptions::new().read(true).write(true).open(dir.join(&name))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.join(&name))?;
         Ok(SegmentFile {
             number,
             name,
@@ -225,7 +234,13 @@ impl Writer {
         let failure = self.commit(&mut batch);
         let pending = batch.pop();
         match (pending, failure) {
-            (Some(Pending { unencodable: Some(e), .. }), _) => Err(AuditError::Unencodable(e)),
+            (
+                Some(Pending {
+                    unencodable: Some(e),
+                    ..
+                }),
+                _,
+            ) => Err(AuditError::Unencodable(e)),
             (_, Some(failure)) => Err(failure.into_error()),
             (Some(pending), None) => Ok(pending.seq),
             (None, None) => Err(AuditError::Closed),
@@ -266,8 +281,7 @@ impl Writer {
                 let _ = done.send(result);
                 return;
             }
-            if self.anchored != Some(self.head.0) && self.anchored_at.elapsed() >= ANCHOR_INTERVAL
-            {
+            if self.anchored != Some(self.head.0) && self.anchored_at.elapsed() >= ANCHOR_INTERVAL {
                 self.anchor_or_warn();
             }
         }

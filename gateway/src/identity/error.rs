@@ -104,28 +104,53 @@ pub enum AuthError {
     UntrustedIssuer { issuer: Shown, trusted: NameList },
     /// None of the token's `aud` values is accepted for its issuer.
     #[error("audience [{audience}] does not match any of [{accepted}]")]
-    WrongAudience { audience: NameList, accepted: NameList },
+    WrongAudience {
+        audience: NameList,
+        accepted: NameList,
+    },
     /// A required claim is absent.
     #[error("token has no `{claim}` claim{hint}")]
     MissingClaim { claim: Arc<str>, hint: &'static str },
     /// A claim has the wrong type.
     #[error("claim `{claim}` must be {expected}")]
-    InvalidClaim { claim: Arc<str>, expected: &'static str },
+    InvalidClaim {
+        claim: Arc<str>,
+        expected: &'static str,
+    },
     /// The token's `kid` is not in the issuer's key set, even after a refetch.
     #[error("no key {kid} in the JWKS of {issuer} ({fetched})")]
-    UnknownKey { kid: Shown, issuer: Arc<str>, fetched: FetchedAgo },
+    UnknownKey {
+        kid: Shown,
+        issuer: Arc<str>,
+        fetched: FetchedAgo,
+    },
     /// The token has no `kid` and no key of the issuer fits its algorithm.
-    #[error("token has no `kid` and no key in the JWKS of {issuer} fits algorithm {alg} ({fetched})")]
-    NoFittingKey { alg: &'static str, issuer: Arc<str>, fetched: FetchedAgo },
+    #[error(
+        "token has no `kid` and no key in the JWKS of {issuer} fits algorithm {alg} ({fetched})"
+    )]
+    NoFittingKey {
+        alg: &'static str,
+        issuer: Arc<str>,
+        fetched: FetchedAgo,
+    },
     /// The token's `alg` is not in the issuer's allowlist (or is never acceptable).
     #[error("algorithm {alg} is not allowed for issuer {issuer} (allowed: {allowed})")]
-    AlgorithmNotAllowed { alg: Shown, issuer: Arc<str>, allowed: Arc<str> },
+    AlgorithmNotAllowed {
+        alg: Shown,
+        issuer: Arc<str>,
+        allowed: Arc<str>,
+    },
     /// `alg: none`: an unsigned token.
     #[error("unsigned token (algorithm \"none\") is never accepted")]
     UnsignedToken,
     /// The key named by `kid` cannot verify the token's algorithm.
     #[error("token algorithm {alg} does not fit key {kid} of {issuer} ({key})")]
-    KeyAlgorithmMismatch { alg: &'static str, kid: Shown, issuer: Arc<str>, key: String },
+    KeyAlgorithmMismatch {
+        alg: &'static str,
+        kid: Shown,
+        issuer: Arc<str>,
+        key: String,
+    },
     /// The signature does not verify.
     #[error("signature does not verify with the key of {issuer} it names")]
     BadSignature { issuer: Arc<str> },
@@ -205,8 +230,14 @@ mod tests {
 
     #[test]
     fn expired_message_shows_rfc3339_time_and_leeway() {
-        let e = AuthError::Expired { exp: UnixTime(1_795_255_200), leeway: 30 };
-        assert_eq!(e.to_string(), "token expired at 2026-11-21T10:00:00Z (leeway 30s)");
+        let e = AuthError::Expired {
+            exp: UnixTime(1_795_255_200),
+            leeway: 30,
+        };
+        assert_eq!(
+            e.to_string(),
+            "token expired at 2026-11-21T10:00:00Z (leeway 30s)"
+        );
         assert_eq!(e.code(), "expired");
     }
 
@@ -224,6 +255,9 @@ mod tests {
             audience: NameList(vec![Arc::from("a")].into()),
             accepted: NameList(vec![Arc::from("warden")].into()),
         };
-        assert_eq!(e.to_string(), r#"audience ["a"] does not match any of ["warden"]"#);
+        assert_eq!(
+            e.to_string(),
+            r#"audience ["a"] does not match any of ["warden"]"#
+        );
     }
 }
