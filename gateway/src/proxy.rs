@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
+use tracing::Instrument;
 
 use crate::action::{Action, ActionContext, Principal, Resource, Verb};
 use crate::audit::event::{AuditEvent, AuditOutcome, AuditPrincipal, EventKind};
@@ -38,7 +39,8 @@ pub async fn handle(
     let rt = gw.runtime.load_full();
     let mut ex = Exchange::new(&conn, rt.config.log.access);
     gw.metrics.in_flight.inc();
-    let result = walk(&gw, &rt, &mut ex, req).await;
+    let span = tracing::info_span!("request", request_id = %ex.request_id, principal = tracing::field::Empty);
+    let result = walk(&gw, &rt, &mut ex, req).instrument(span).await;
     let response = ex.finish(&gw, result);
     gw.metrics.in_flight.dec();
     response
@@ -89,6 +91,7 @@ async fn identify(
 ) -> Result<Arc<Principal>, Rejection> {
     match rt.identity.identify(req.headers()).await {
         Ok(p) => {
+            tracing::Span::current().record("principal", &*p.id);
             ex.principal = Some(p.clone());
             Ok(p)
         }
