@@ -64,7 +64,10 @@ pub(crate) struct TokenCache {
 impl TokenCache {
     /// A cache of at most `capacity` tokens (0 disables caching).
     pub(crate) fn new(capacity: usize) -> TokenCache {
-        TokenCache { map: DashMap::with_hasher(BuildHasherDefault::default()), capacity }
+        TokenCache {
+            map: DashMap::with_hasher(BuildHasherDefault::default()),
+            capacity,
+        }
     }
 
     /// The principal of a token verified earlier, if it has not expired at `now`.
@@ -76,14 +79,22 @@ impl TokenCache {
     /// Remembers a verified token until its principal's expiry. When full, expired entries
     /// go first, then arbitrary ones down to 90% of capacity.
     pub(crate) fn insert(&self, key: TokenKey, principal: Arc<Principal>, now: u64) {
-        let Some(expires_at) = principal.expires_at else { return };
+        let Some(expires_at) = principal.expires_at else {
+            return;
+        };
         if self.capacity == 0 || expires_at <= now {
             return;
         }
         if self.map.len() >= self.capacity {
             self.evict(now);
         }
-        self.map.insert(key, Entry { principal, expires_at });
+        self.map.insert(
+            key,
+            Entry {
+                principal,
+                expires_at,
+            },
+        );
     }
 
     /// Number of cached tokens.
@@ -93,7 +104,10 @@ impl TokenCache {
 
     fn evict(&self, now: u64) {
         self.map.retain(|_, entry| entry.expires_at > now);
-        let excess = self.map.len().saturating_sub(self.capacity - self.capacity / 10);
+        let excess = self
+            .map
+            .len()
+            .saturating_sub(self.capacity - self.capacity / 10);
         if excess > 0 {
             let victims: Vec<TokenKey> = self.map.iter().take(excess).map(|e| *e.key()).collect();
             for key in victims {
@@ -108,7 +122,11 @@ mod tests {
     use super::*;
 
     fn principal(id: &str, expires_at: u64) -> Arc<Principal> {
-        Arc::new(Principal { id: Arc::from(id), expires_at: Some(expires_at), ..Principal::anonymous() })
+        Arc::new(Principal {
+            id: Arc::from(id),
+            expires_at: Some(expires_at),
+            ..Principal::anonymous()
+        })
     }
 
     #[test]

@@ -63,11 +63,18 @@ impl ClaimMapper {
         })
     }
 
-    fn string(&self, claims: &Map<String, Value>, name: &Arc<str>) -> Result<Option<Arc<str>>, AuthError> {
+    fn string(
+        &self,
+        claims: &Map<String, Value>,
+        name: &Arc<str>,
+    ) -> Result<Option<Arc<str>>, AuthError> {
         match lookup(claims, name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(Arc::from(s.as_str()))),
-            Some(_) => Err(AuthError::InvalidClaim { claim: name.clone(), expected: "a string" }),
+            Some(_) => Err(AuthError::InvalidClaim {
+                claim: name.clone(),
+                expected: "a string",
+            }),
         }
     }
 
@@ -79,8 +86,10 @@ impl ClaimMapper {
         name: &Arc<str>,
         split: bool,
     ) -> Result<Vec<Arc<str>>, AuthError> {
-        let invalid =
-            || AuthError::InvalidClaim { claim: name.clone(), expected: "a string or an array of strings" };
+        let invalid = || AuthError::InvalidClaim {
+            claim: name.clone(),
+            expected: "a string or an array of strings",
+        };
         match lookup(claims, name) {
             None => Ok(Vec::new()),
             Some(Value::String(s)) if split => Ok(s.split_whitespace().map(Arc::from).collect()),
@@ -146,18 +155,25 @@ mod tests {
             ..ClaimMapping::default()
         };
         let c = claims(json!({"client_id": "bot", "scp": ["a", "b"], "team": "sre", "fleet": 3}));
-        let p = ClaimMapper::new(&mapping).principal(&c, &Arc::from("i"), 1).unwrap();
+        let p = ClaimMapper::new(&mapping)
+            .principal(&c, &Arc::from("i"), 1)
+            .unwrap();
         assert_eq!(&*p.id, "bot");
         assert_eq!(p.scopes.len(), 2);
         assert_eq!(p.groups.first().map(|g| &**g), Some("sre"));
-        assert_eq!(p.fleet, None, "an empty claim name switches the attribute off");
+        assert_eq!(
+            p.fleet, None,
+            "an empty claim name switches the attribute off"
+        );
     }
 
     #[test]
     fn rejects_token_without_agent_claim() {
         let mapper = ClaimMapper::new(&ClaimMapping::default());
         for c in [json!({"fleet": "x"}), json!({"sub": ""})] {
-            let err = mapper.principal(&claims(c), &Arc::from("i"), 1).unwrap_err();
+            let err = mapper
+                .principal(&claims(c), &Arc::from("i"), 1)
+                .unwrap_err();
             assert_eq!(err.code(), "missing_claim");
             assert!(err.to_string().contains("`sub`"), "{err}");
         }
@@ -172,7 +188,9 @@ mod tests {
             json!({"sub": "a", "scope": 1}),
             json!({"sub": "a", "groups": ["ok", 2]}),
         ] {
-            let err = mapper.principal(&claims(c.clone()), &Arc::from("i"), 1).unwrap_err();
+            let err = mapper
+                .principal(&claims(c.clone()), &Arc::from("i"), 1)
+                .unwrap_err();
             assert_eq!(err.code(), "invalid_claim", "{c}");
         }
     }

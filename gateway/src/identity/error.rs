@@ -8,28 +8,46 @@ use std::sync::Arc;
 /// Longest untrusted string (issuer, kid, audience) echoed back in a message.
 const SHOWN_MAX: usize = 120;
 
-/// A value read from an unverified token, cut to a readable length for messages.
+/// A value read from an unverified token, cut to a readable length for messages and quoted
+/// (unless it is a short plain word such as an algorithm name).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Shown(String);
+pub struct Shown {
+    text: String,
+    quoted: bool,
+}
 
 impl Shown {
-    /// Keeps at most [`SHOWN_MAX`] characters of `s`.
+    /// Keeps at most [`SHOWN_MAX`] characters of `s`, shown quoted.
     pub(crate) fn new(s: &str) -> Shown {
-        match s.char_indices().nth(SHOWN_MAX) {
-            Some((cut, _)) => Shown(format!("{}…", &s[..cut])),
-            None => Shown(s.to_owned()),
+        let text = match s.char_indices().nth(SHOWN_MAX) {
+            Some((cut, _)) => format!("{}…", &s[..cut]),
+            None => s.to_owned(),
+        };
+        Shown { text, quoted: true }
+    }
+
+    /// Like [`Shown::new`], but shown bare when `s` is a short ASCII word.
+    pub(crate) fn word(s: &str) -> Shown {
+        let plain = !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_alphanumeric());
+        Shown {
+            quoted: !plain,
+            ..Shown::new(s)
         }
     }
 
     /// The (possibly cut) text.
     pub(crate) fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
 }
 
 impl fmt::Display for Shown {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.0)
+        if self.quoted {
+            write!(f, "{:?}", self.text)
+        } else {
+            f.write_str(&self.text)
+        }
     }
 }
 
@@ -104,28 +122,53 @@ pub enum AuthError {
     UntrustedIssuer { issuer: Shown, trusted: NameList },
     /// None of the token's `aud` values is accepted for its issuer.
     #[error("audience [{audience}] does not match any of [{accepted}]")]
-    WrongAudience { audience: NameList, accepted: NameList },
+    WrongAudience {
+        audience: NameList,
+        accepted: NameList,
+    },
     /// A required claim is absent.
     #[error("token has no `{claim}` claim{hint}")]
     MissingClaim { claim: Arc<str>, hint: &'static str },
     /// A claim has the wrong type.
     #[error("claim `{claim}` must be {expected}")]
-    InvalidClaim { claim: Arc<str>, expected: &'static str },
+    InvalidClaim {
+        claim: Arc<str>,
+        expected: &'static str,
+    },
     /// The token's `kid` is not in the issuer's key set, even after a refetch.
     #[error("no key {kid} in the JWKS of {issuer} ({fetched})")]
-    UnknownKey { kid: Shown, issuer: Arc<str>, fetched: FetchedAgo },
+    UnknownKey {
+        kid: Shown,
+        issuer: Arc<str>,
+        fetched: FetchedAgo,
+    },
     /// The token has no `kid` and no key of the issuer fits its algorithm.
-    #[error("token has no `kid` and no key in the JWKS of {issuer} fits algorithm {alg} ({fetched})")]
-    NoFittingKey { alg: &'static str, issuer: Arc<str>, fetched: FetchedAgo },
+    #[error(
+        "token has no `kid` and no key in the JWKS of {issuer} fits algorithm {alg} ({fetched})"
+    )]
+    NoFittingKey {
+        alg: &'static str,
+        issuer: Arc<str>,
+        fetched: FetchedAgo,
+    },
     /// The token's `alg` is not in the issuer's allowlist (or is never acceptable).
     #[error("algorithm {alg} is not allowed for issuer {issuer} (allowed: {allowed})")]
-    AlgorithmNotAllowed { alg: Shown, issuer: Arc<str>, allowed: Arc<str> },
+    AlgorithmNotAllowed {
+        alg: Shown,
+        issuer: Arc<str>,
+        allowed: Arc<str>,
+    },
     /// `alg: none`: an unsigned token.
     #[error("unsigned token (algorithm \"none\") is never accepted")]
     UnsignedToken,
     /// The key named by `kid` cannot verify the token's algorithm.
     #[error("token algorithm {alg} does not fit key {kid} of {issuer} ({key})")]
-    KeyAlgorithmMismatch { alg: &'static str, kid: Shown, issuer: Arc<str>, key: String },
+    KeyAlgorithmMismatch {
+        alg: &'static str,
+        kid: Shown,
+        issuer: Arc<str>,
+        key: String,
+    },
     /// The signature does not verify.
     #[error("signature does not verify with the key of {issuer} it names")]
     BadSignature { issuer: Arc<str> },
@@ -205,8 +248,14 @@ mod tests {
 
     #[test]
     fn expired_message_shows_rfc3339_time_and_leeway() {
-        let e = AuthError::Expired { exp: UnixTime(1_795_255_200), leeway: 30 };
-        assert_eq!(e.to_string(), "token expired at 2026-11-21T10:00:00Z (leeway 30s)");
+        let e = AuthError::Expired {
+            exp: UnixTime(1_795_255_200),
+            leeway: 30,
+        };
+        assert_eq!(
+            e.to_string(),
+            "token expired at 2026-11-21T10:00:00Z (leeway 30s)"
+        );
         assert_eq!(e.code(), "expired");
     }
 
@@ -224,6 +273,9 @@ mod tests {
             audience: NameList(vec![Arc::from("a")].into()),
             accepted: NameList(vec![Arc::from("warden")].into()),
         };
-        assert_eq!(e.to_string(), r#"audience ["a"] does not match any of ["warden"]"#);
+        assert_eq!(
+            e.to_string(),
+            r#"audience ["a"] does not match any of ["warden"]"#
+        );
     }
 }

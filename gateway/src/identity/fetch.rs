@@ -70,7 +70,10 @@ impl JwksFetcher {
                 config_err("ca_file", format!("cannot read {}: {e}", ca_file.display()))
             })?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                config_err("ca_file", format!("{} is not a PEM bundle: {e}", ca_file.display()))
+                config_err(
+                    "ca_file",
+                    format!("{} is not a PEM bundle: {e}", ca_file.display()),
+                )
             })?;
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
@@ -100,13 +103,20 @@ impl JwksFetcher {
             Err(e) => Err(e),
         };
         if result.is_err() && discovered {
-            *self.discovered_jwks_uri.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            *self
+                .discovered_jwks_uri
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = None;
         }
         result
     }
 
     async fn jwks_uri_by_discovery(&self) -> Result<Url, String> {
-        let known = self.discovered_jwks_uri.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let known = self
+            .discovered_jwks_uri
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         if let Some(uri) = known {
             return Ok(uri);
         }
@@ -123,8 +133,10 @@ impl JwksFetcher {
             ));
         }
         let uri = secure_url(&doc.jwks_uri).map_err(|p| format!("{url}: jwks_uri {p}"))?;
-        *self.discovered_jwks_uri.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some(uri.clone());
+        *self
+            .discovered_jwks_uri
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(uri.clone());
         Ok(uri)
     }
 
@@ -141,12 +153,17 @@ impl JwksFetcher {
             return Err(format!("GET {url} answered {status}"));
         }
         let too_big = || format!("GET {url}: document larger than {MAX_DOCUMENT_BYTES} bytes");
-        if response.content_length().is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64) {
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64)
+        {
             return Err(too_big());
         }
         let mut body = Vec::new();
-        while let Some(chunk) =
-            response.chunk().await.map_err(|e| format!("GET {url}: {}", error_chain(&e)))?
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| format!("GET {url}: {}", error_chain(&e)))?
         {
             if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
                 return Err(too_big());
@@ -163,13 +180,17 @@ pub(crate) fn secure_url(url: &str) -> Result<Url, String> {
     match parsed.scheme() {
         "https" => Ok(parsed),
         "http" if is_loopback(&parsed) => Ok(parsed),
-        "http" => Err(format!("{url:?} must use https (plain http only to a loopback address)")),
+        "http" => Err(format!(
+            "{url:?} must use https (plain http only to a loopback address)"
+        )),
         other => Err(format!("{url:?} has scheme {other:?}; use https")),
     }
 }
 
 fn is_loopback(url: &Url) -> bool {
-    let Some(host) = url.host_str() else { return false };
+    let Some(host) = url.host_str() else {
+        return false;
+    };
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     match bare.parse::<std::net::IpAddr>() {
         Ok(ip) => ip.is_loopback(),

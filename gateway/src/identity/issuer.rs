@@ -51,13 +51,19 @@ impl TokenIssuer {
         cfg: &WardenIssuerConfig,
         data_dir: &Path,
     ) -> Result<TokenIssuer, IdentityError> {
-        let key_file =
-            cfg.key_file.clone().unwrap_or_else(|| data_dir.join("keys").join("agent-signing.pem"));
+        let key_file = cfg
+            .key_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("keys").join("agent-signing.pem"));
         let signing = match std::fs::read_to_string(&key_file) {
             Ok(pem) => load_key(&key_file, &pem)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_key(&key_file)?,
             Err(source) => {
-                return Err(IdentityError::KeyFile { action: "cannot read", path: key_file, source });
+                return Err(IdentityError::KeyFile {
+                    action: "cannot read",
+                    path: key_file,
+                    source,
+                });
             }
         };
         let der = signing
@@ -82,10 +88,14 @@ impl TokenIssuer {
         claims: &[(String, Value)],
     ) -> Result<String, IdentityError> {
         if agent.trim().is_empty() {
-            return Err(IdentityError::InvalidRequest("the agent name is empty".into()));
+            return Err(IdentityError::InvalidRequest(
+                "the agent name is empty".into(),
+            ));
         }
         if ttl.as_secs() == 0 {
-            return Err(IdentityError::InvalidRequest("the TTL must be at least 1s".into()));
+            return Err(IdentityError::InvalidRequest(
+                "the TTL must be at least 1s".into(),
+            ));
         }
         let mut payload = Map::new();
         for (name, value) in claims {
@@ -149,7 +159,9 @@ impl TokenIssuer {
 
 /// Parses `--claim k=v`: the value is JSON when it parses as JSON, else a string.
 pub fn parse_claim_arg(s: &str) -> Result<(String, Value), ClaimArgError> {
-    let (name, raw) = s.split_once('=').ok_or_else(|| ClaimArgError::NoEquals(s.to_owned()))?;
+    let (name, raw) = s
+        .split_once('=')
+        .ok_or_else(|| ClaimArgError::NoEquals(s.to_owned()))?;
     let name = name.trim();
     if name.is_empty() {
         return Err(ClaimArgError::EmptyName(s.to_owned()));
@@ -168,12 +180,18 @@ fn load_key(path: &Path, pem: &str) -> Result<SigningKey, IdentityError> {
             "the agent signing key is readable by other users; run chmod 600 on it"
         );
     }
-    SigningKey::from_pkcs8_pem(pem)
-        .map_err(|e| IdentityError::KeyFormat { path: path.to_owned(), reason: e.to_string() })
+    SigningKey::from_pkcs8_pem(pem).map_err(|e| IdentityError::KeyFormat {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 fn create_key(path: &Path) -> Result<SigningKey, IdentityError> {
-    let key_file_err = |action, source| IdentityError::KeyFile { action, path: path.to_owned(), source };
+    let key_file_err = |action, source| IdentityError::KeyFile {
+        action,
+        path: path.to_owned(),
+        source,
+    };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.exists()
     {
@@ -189,7 +207,12 @@ fn create_key(path: &Path) -> Result<SigningKey, IdentityError> {
     let pem = signing
         .to_pkcs8_pem(LineEnding::LF)
         .map_err(|e| IdentityError::Sign(format!("cannot encode the new signing key: {e}")))?;
-    let mut file = match OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+    let mut file = match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             // Another process created it first: use theirs.
@@ -208,8 +231,10 @@ fn create_key(path: &Path) -> Result<SigningKey, IdentityError> {
 
 /// RFC 7638 JWK thumbprint of an Ed25519 public key.
 fn thumbprint(public: &[u8; 32]) -> String {
-    let canonical =
-        format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, URL_SAFE_NO_PAD.encode(public));
+    let canonical = format!(
+        r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
+        URL_SAFE_NO_PAD.encode(public)
+    );
     URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
 }
 
@@ -229,9 +254,16 @@ mod tests {
         assert_eq!(issuer.key_file(), path);
         let file_mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(file_mode, 0o600);
-        let dir_mode = std::fs::metadata(path.parent().unwrap()).unwrap().permissions().mode();
+        let dir_mode = std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(dir_mode & 0o777, 0o700);
-        assert!(std::fs::read_to_string(&path).unwrap().starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .starts_with("-----BEGIN PRIVATE KEY-----")
+        );
     }
 
     #[test]
@@ -248,7 +280,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.pem");
         std::fs::write(&path, "not a key").unwrap();
-        let cfg = WardenIssuerConfig { key_file: Some(path), ..cfg() };
+        let cfg = WardenIssuerConfig {
+            key_file: Some(path),
+            ..cfg()
+        };
         let err = TokenIssuer::load_or_create(&cfg, dir.path()).unwrap_err();
         assert!(matches!(err, IdentityError::KeyFormat { .. }), "{err}");
     }
@@ -258,7 +293,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let issuer = TokenIssuer::load_or_create(&cfg(), dir.path()).unwrap();
         let token = issuer
-            .issue("agent-1", Duration::from_secs(3600), &[("fleet".into(), json!("billing"))])
+            .issue(
+                "agent-1",
+                Duration::from_secs(3600),
+                &[("fleet".into(), json!("billing"))],
+            )
             .unwrap();
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(header.alg, Algorithm::EdDSA);
@@ -269,7 +308,10 @@ mod tests {
         assert_eq!(claims["iss"], "warden");
         assert_eq!(claims["aud"], "warden");
         assert_eq!(claims["fleet"], "billing");
-        let (iat, exp) = (claims["iat"].as_u64().unwrap(), claims["exp"].as_u64().unwrap());
+        let (iat, exp) = (
+            claims["iat"].as_u64().unwrap(),
+            claims["exp"].as_u64().unwrap(),
+        );
         assert_eq!(exp - iat, 3600);
     }
 
@@ -278,20 +320,42 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let issuer = TokenIssuer::load_or_create(&cfg(), dir.path()).unwrap();
         let hour = Duration::from_secs(3600);
-        assert!(issuer.issue("a", hour, &[("exp".into(), json!(1))]).is_err());
+        assert!(
+            issuer
+                .issue("a", hour, &[("exp".into(), json!(1))])
+                .is_err()
+        );
         assert!(issuer.issue(" ", hour, &[]).is_err());
         assert!(issuer.issue("a", Duration::from_millis(10), &[]).is_err());
     }
 
     #[test]
     fn parses_claim_args_as_json_or_string() {
-        assert_eq!(parse_claim_arg("fleet=billing").unwrap(), ("fleet".into(), json!("billing")));
+        assert_eq!(
+            parse_claim_arg("fleet=billing").unwrap(),
+            ("fleet".into(), json!("billing"))
+        );
         assert_eq!(parse_claim_arg("n=3").unwrap(), ("n".into(), json!(3)));
-        assert_eq!(parse_claim_arg("ok=true").unwrap(), ("ok".into(), json!(true)));
-        assert_eq!(parse_claim_arg("g=[\"a\",\"b\"]").unwrap(), ("g".into(), json!(["a", "b"])));
-        assert_eq!(parse_claim_arg("u=a=b").unwrap(), ("u".into(), json!("a=b")));
+        assert_eq!(
+            parse_claim_arg("ok=true").unwrap(),
+            ("ok".into(), json!(true))
+        );
+        assert_eq!(
+            parse_claim_arg("g=[\"a\",\"b\"]").unwrap(),
+            ("g".into(), json!(["a", "b"]))
+        );
+        assert_eq!(
+            parse_claim_arg("u=a=b").unwrap(),
+            ("u".into(), json!("a=b"))
+        );
         assert_eq!(parse_claim_arg("e=").unwrap(), ("e".into(), json!("")));
-        assert_eq!(parse_claim_arg("novalue"), Err(ClaimArgError::NoEquals("novalue".into())));
-        assert_eq!(parse_claim_arg("=x"), Err(ClaimArgError::EmptyName("=x".into())));
+        assert_eq!(
+            parse_claim_arg("novalue"),
+            Err(ClaimArgError::NoEquals("novalue".into()))
+        );
+        assert_eq!(
+            parse_claim_arg("=x"),
+            Err(ClaimArgError::EmptyName("=x".into()))
+        );
     }
 }

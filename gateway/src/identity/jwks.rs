@@ -108,7 +108,9 @@ impl VerifyKey {
             AlgorithmParameters::RSA(p) => {
                 let bits = modulus_bits(&p.n).ok_or("RSA modulus is not base64url")?;
                 if bits < MIN_RSA_BITS {
-                    return Err(format!("RSA key of {bits} bits (at least {MIN_RSA_BITS} needed)"));
+                    return Err(format!(
+                        "RSA key of {bits} bits (at least {MIN_RSA_BITS} needed)"
+                    ));
                 }
                 KeyKind::Rsa
             }
@@ -138,10 +140,19 @@ impl VerifyKey {
         if let Some(alg) = alg
             && !kind.fits(alg)
         {
-            return Err(format!("{} key states algorithm {}", kind.name(), alg_name(alg)));
+            return Err(format!(
+                "{} key states algorithm {}",
+                kind.name(),
+                alg_name(alg)
+            ));
         }
         let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("unusable key: {e}"))?;
-        Ok(VerifyKey { kid: jwk.common.key_id.as_deref().map(Arc::from), kind, alg, key })
+        Ok(VerifyKey {
+            kid: jwk.common.key_id.as_deref().map(Arc::from),
+            kind,
+            alg,
+            key,
+        })
     }
 
     /// Whether this key may verify a token signed with `alg` (type, curve and stated `alg`).
@@ -314,6 +325,9 @@ mod tests {
         n.extend([0x01u8; 1]);
         n.extend([0u8; 255]);
         assert_eq!(modulus_bits(&URL_SAFE_NO_PAD.encode(&n)), Some(2041));
-        assert_eq!(modulus_bits(&URL_SAFE_NO_PAD.encode([0x80u8; 256])), Some(2048));
+        assert_eq!(
+            modulus_bits(&URL_SAFE_NO_PAD.encode([0x80u8; 256])),
+            Some(2048)
+        );
     }
 }

@@ -98,11 +98,19 @@ impl Identifier {
             issuers.push(TrustedIssuer::oidc(issuer_cfg, &key, keys, &cfg.claims)?);
             remotes.push(remote);
         }
-        let refreshers =
-            remotes.iter().map(|r| r.spawn_refresher(cfg.jwks_refresh_interval)).collect();
-        let first_fetches = futures_util::future::join_all(remotes.iter().map(|r| r.first_attempt_done()));
-        if tokio::time::timeout(STARTUP_WAIT, first_fetches).await.is_err() {
-            tracing::warn!("JWKS of some issuers not fetched yet; their tokens are refused until it is");
+        let refreshers = remotes
+            .iter()
+            .map(|r| r.spawn_refresher(cfg.jwks_refresh_interval))
+            .collect();
+        let first_fetches =
+            futures_util::future::join_all(remotes.iter().map(|r| r.first_attempt_done()));
+        if tokio::time::timeout(STARTUP_WAIT, first_fetches)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "JWKS of some issuers not fetched yet; their tokens are refused until it is"
+            );
         }
         Ok(Identifier {
             verifier: Verifier::new(issuers, cfg.leeway_seconds),
@@ -172,5 +180,8 @@ impl Drop for AbortOnDrop {
 
 /// Seconds since 1970 (0 if the clock is before it).
 pub(crate) fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

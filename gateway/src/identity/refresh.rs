@@ -77,7 +77,10 @@ impl RemoteKeys {
         if *self.attempts.borrow() != seen {
             return;
         }
-        let recent = self.status().last_attempt.is_some_and(|t| t.elapsed() < self.min_refetch);
+        let recent = self
+            .status()
+            .last_attempt
+            .is_some_and(|t| t.elapsed() < self.min_refetch);
         if !recent {
             self.fetch_locked().await;
         }

@@ -57,7 +57,9 @@ pub(crate) fn parse(token: &str) -> Result<UnverifiedToken<'_>, AuthError> {
     let header: JoseHeader = serde_json::from_slice(&header_json)
         .map_err(|_| AuthError::MalformedToken("header is not a JSON object with `alg`"))?;
     if header.crit.is_some() {
-        return Err(AuthError::MalformedToken("header names critical extensions (`crit`)"));
+        return Err(AuthError::MalformedToken(
+            "header names critical extensions (`crit`)",
+        ));
     }
     let claims_json = URL_SAFE_NO_PAD
         .decode(payload)
@@ -65,7 +67,12 @@ pub(crate) fn parse(token: &str) -> Result<UnverifiedToken<'_>, AuthError> {
     let claims: Map<String, Value> = serde_json::from_slice(&claims_json)
         .map_err(|_| AuthError::MalformedToken("payload is not a JSON object"))?;
     let signing_input = &token[..header_b64.len() + 1 + payload.len()];
-    Ok(UnverifiedToken { header, claims, signing_input, signature })
+    Ok(UnverifiedToken {
+        header,
+        claims,
+        signing_input,
+        signature,
+    })
 }
 
 #[cfg(test)]
@@ -78,7 +85,11 @@ mod tests {
 
     #[test]
     fn splits_a_compact_jws() {
-        let token = format!("{}.{}.c2ln", b64(r#"{"alg":"RS256","kid":"k1"}"#), b64(r#"{"a":1}"#));
+        let token = format!(
+            "{}.{}.c2ln",
+            b64(r#"{"alg":"RS256","kid":"k1"}"#),
+            b64(r#"{"a":1}"#)
+        );
         let t = parse(&token).unwrap();
         assert_eq!(t.header.alg, "RS256");
         assert_eq!(t.header.kid.as_deref(), Some("k1"));
@@ -94,8 +105,15 @@ mod tests {
         }
         let not_json = format!("{}.{}.x", b64(r#"{"alg":"RS256"}"#), b64("[1]"));
         assert_eq!(parse(&not_json).unwrap_err().code(), "malformed_token");
-        let crit = format!("{}.{}.x", b64(r#"{"alg":"RS256","crit":["b64"]}"#), b64("{}"));
+        let crit = format!(
+            "{}.{}.x",
+            b64(r#"{"alg":"RS256","crit":["b64"]}"#),
+            b64("{}")
+        );
         assert_eq!(parse(&crit).unwrap_err().code(), "malformed_token");
-        assert_eq!(parse(&"a".repeat(MAX_TOKEN_BYTES + 1)).unwrap_err().code(), "malformed_token");
+        assert_eq!(
+            parse(&"a".repeat(MAX_TOKEN_BYTES + 1)).unwrap_err().code(),
+            "malformed_token"
+        );
     }
 }

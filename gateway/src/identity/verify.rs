@@ -55,7 +55,10 @@ impl TrustedIssuer {
             ));
         }
         if cfg.algorithms.is_empty() {
-            return Err(config_err("algorithms", "at least one algorithm is required".into()));
+            return Err(config_err(
+                "algorithms",
+                "at least one algorithm is required".into(),
+            ));
         }
         let mut algorithms = Vec::with_capacity(cfg.algorithms.len());
         for name in &cfg.algorithms {
@@ -80,7 +83,11 @@ impl TrustedIssuer {
             }
             algorithms.push(alg);
         }
-        let audiences = cfg.audiences.iter().filter(|a| !a.is_empty()).map(|a| Arc::from(a.as_str()));
+        let audiences = cfg
+            .audiences
+            .iter()
+            .filter(|a| !a.is_empty())
+            .map(|a| Arc::from(a.as_str()));
         Ok(TrustedIssuer::new(
             Arc::from(cfg.issuer.as_str()),
             NameList(audiences.collect()),
@@ -97,7 +104,10 @@ impl TrustedIssuer {
         key: VerifyKey,
         default_claims: &ClaimMapping,
     ) -> TrustedIssuer {
-        let mapping = ClaimMapping { agent: "sub".into(), ..default_claims.clone() };
+        let mapping = ClaimMapping {
+            agent: "sub".into(),
+            ..default_claims.clone()
+        };
         TrustedIssuer::new(
             Arc::from(issuer),
             NameList(Arc::from([Arc::from(audience)])),
@@ -128,7 +138,7 @@ impl TrustedIssuer {
     /// The token's algorithm, if this issuer allows it.
     fn algorithm(&self, alg: &str) -> Result<Algorithm, AuthError> {
         let refused = || AuthError::AlgorithmNotAllowed {
-            alg: Shown::new(alg),
+            alg: Shown::word(alg),
             issuer: self.name.clone(),
             allowed: self.allowed_text.clone(),
         };
@@ -177,12 +187,22 @@ impl TrustedIssuer {
                 fitting.any(|key| key.verify(alg, token.signing_input, token.signature))
             }
         };
-        if verified { Ok(()) } else { Err(AuthError::BadSignature { issuer: self.name.clone() }) }
+        if verified {
+            Ok(())
+        } else {
+            Err(AuthError::BadSignature {
+                issuer: self.name.clone(),
+            })
+        }
     }
 
     /// The key set to look in: the current one when it has what the token needs, else the
     /// one after a (rate-limited) refetch. Fails closed when no key set was ever fetched.
-    async fn key_set_for(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<KeySet>, AuthError> {
+    async fn key_set_for(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<Arc<KeySet>, AuthError> {
         let remote = match &self.keys {
             IssuerKeys::Fixed(set) => return Ok(set.clone()),
             IssuerKeys::Remote(remote) => remote,
@@ -224,7 +244,9 @@ impl TrustedIssuer {
                     return Ok(());
                 }
                 let shown = auds.iter().take(8).filter_map(|a| a.as_str());
-                Err(wrong(shown.map(|a| Arc::from(Shown::new(a).as_str())).collect()))
+                Err(wrong(
+                    shown.map(|a| Arc::from(Shown::new(a).as_str())).collect(),
+                ))
             }
             Some(_) => Err(AuthError::InvalidClaim {
                 claim: Arc::from("aud"),
@@ -246,7 +268,11 @@ impl Verifier {
     /// A verifier trusting `issuers`, tolerating `leeway` seconds of clock skew.
     pub(crate) fn new(issuers: Vec<TrustedIssuer>, leeway: u64) -> Verifier {
         let trusted = NameList(issuers.iter().map(|i| i.name.clone()).collect());
-        Verifier { issuers, trusted, leeway }
+        Verifier {
+            issuers,
+            trusted,
+            leeway,
+        }
     }
 
     /// Verifies `token` fully (signature, time, audience, claims) at unix time `now`.
@@ -258,7 +284,10 @@ impl Verifier {
         let iss = match token.claims.get("iss") {
             Some(Value::String(iss)) => iss,
             Some(_) => {
-                return Err(AuthError::InvalidClaim { claim: Arc::from("iss"), expected: "a string" });
+                return Err(AuthError::InvalidClaim {
+                    claim: Arc::from("iss"),
+                    expected: "a string",
+                });
             }
             None => {
                 return Err(AuthError::MissingClaim {
@@ -267,9 +296,14 @@ impl Verifier {
                 });
             }
         };
-        let issuer = self.issuers.iter().find(|i| *i.name == **iss).ok_or_else(|| {
-            AuthError::UntrustedIssuer { issuer: Shown::new(iss), trusted: self.trusted.clone() }
-        })?;
+        let issuer = self
+            .issuers
+            .iter()
+            .find(|i| *i.name == **iss)
+            .ok_or_else(|| AuthError::UntrustedIssuer {
+                issuer: Shown::new(iss),
+                trusted: self.trusted.clone(),
+            })?;
         let alg = issuer.algorithm(&token.header.alg)?;
         issuer.verify_signature(&token, alg).await?;
         let exp = self.check_time(&token.claims, now)?;
@@ -284,12 +318,18 @@ impl Verifier {
             hint: ": tokens without an expiry are refused",
         })?;
         if now > exp.saturating_add(self.leeway) {
-            return Err(AuthError::Expired { exp: UnixTime(exp), leeway: self.leeway });
+            return Err(AuthError::Expired {
+                exp: UnixTime(exp),
+                leeway: self.leeway,
+            });
         }
         if let Some(nbf) = numeric_date(claims, "nbf")?
             && nbf > now.saturating_add(self.leeway)
         {
-            return Err(AuthError::NotYetValid { nbf: UnixTime(nbf), leeway: self.leeway });
+            return Err(AuthError::NotYetValid {
+                nbf: UnixTime(nbf),
+                leeway: self.leeway,
+            });
         }
         Ok(exp)
     }
@@ -297,8 +337,10 @@ impl Verifier {
 
 /// A NumericDate claim (seconds since 1970, integer or fractional).
 fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, AuthError> {
-    let invalid =
-        || AuthError::InvalidClaim { claim: Arc::from(name), expected: "a number of seconds since 1970" };
+    let invalid = || AuthError::InvalidClaim {
+        claim: Arc::from(name),
+        expected: "a number of seconds since 1970",
+    };
     match claims.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
