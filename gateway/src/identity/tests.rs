@@ -619,6 +619,11 @@ async fn fails_closed_while_idp_is_down_then_accepts_once_it_is_up() {
     let err = refused(&id, &token).await;
     assert_eq!(err.code(), "issuer_unavailable");
     assert!(err.to_string().contains(&issuer), "{err}");
+    assert!(
+        err.to_string()
+            .contains("/.well-known/openid-configuration"),
+        "{err}"
+    );
 
     let idp = Idp::serve(TcpListener::bind(addr).await.unwrap(), &[&key]);
     assert_eq!(idp.issuer(), issuer);
@@ -696,4 +701,50 @@ async fn rejects_warden_token_signed_with_another_key() {
     .await;
     assert!(disabled.token_issuer().is_none());
     assert_eq!(refused(&disabled, &token).await.code(), "untrusted_issuer");
+}
+
+#[tokio::test]
+async fn uses_configured_jwks_uri_without_discovery() {
+    let key = TestKey::rsa1();
+    let idp = Idp::start(&[&key]).await;
+    let issuer = "https://idp.example/tenant";
+    let mut cfg = config(&[issuer]);
+    cfg.issuers[0].jwks_uri = Some(format!("{}/jwks", idp.issuer()));
+    let (id, _dir) = identifier(&cfg).await;
+    let p = id.identify_token(&key.sign(&claims(issuer))).await.unwrap();
+    assert_eq!(&*p.issuer, issuer);
+}
+
+#[tokio::test]
+async fn refuses_keys_when_discovery_names_another_issuer() {
+    let key = TestKey::rsa1();
+    let idp = Idp::start(&[&key]).await;
+    let configured = format!("{}/", idp.issuer());
+    let (id, _dir) = identifier(&config(&[&configured])).await;
+    let err = refused(&id, &key.sign(&claims(&configured))).await;
+    assert_eq!(err.code(), "issuer_unavailable");
+    assert!(err.to_string().contains("not \"http://"), "{err}");
+    assert_eq!(
+        idp.jwks_hits(),
+        0,
+        "keys are not fetched for a mismatched issuer"
+    );
+}
+
+#[test]
+fn identifier_and_its_futures_can_cross_threads() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let id = runtime
+        .block_on(Identifier::new(&config(&[]), dir.path()))
+        .unwrap();
+    send_sync(&id);
+    let headers = HeaderMap::new();
+    send(&id.identify(&headers));
+    send(&id.identify_token("t"));
 }
