@@ -8,28 +8,46 @@ use std::sync::Arc;
 /// Longest untrusted string (issuer, kid, audience) echoed back in a message.
 const SHOWN_MAX: usize = 120;
 
-/// A value read from an unverified token, cut to a readable length for messages.
+/// A value read from an unverified token, cut to a readable length for messages and quoted
+/// (unless it is a short plain word such as an algorithm name).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Shown(String);
+pub struct Shown {
+    text: String,
+    quoted: bool,
+}
 
 impl Shown {
-    /// Keeps at most [`SHOWN_MAX`] characters of `s`.
+    /// Keeps at most [`SHOWN_MAX`] characters of `s`, shown quoted.
     pub(crate) fn new(s: &str) -> Shown {
-        match s.char_indices().nth(SHOWN_MAX) {
-            Some((cut, _)) => Shown(format!("{}…", &s[..cut])),
-            None => Shown(s.to_owned()),
+        let text = match s.char_indices().nth(SHOWN_MAX) {
+            Some((cut, _)) => format!("{}…", &s[..cut]),
+            None => s.to_owned(),
+        };
+        Shown { text, quoted: true }
+    }
+
+    /// Like [`Shown::new`], but shown bare when `s` is a short ASCII word.
+    pub(crate) fn word(s: &str) -> Shown {
+        let plain = !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_alphanumeric());
+        Shown {
+            quoted: !plain,
+            ..Shown::new(s)
         }
     }
 
     /// The (possibly cut) text.
     pub(crate) fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
 }
 
 impl fmt::Display for Shown {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.0)
+        if self.quoted {
+            write!(f, "{:?}", self.text)
+        } else {
+            f.write_str(&self.text)
+        }
     }
 }
 

@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinHandle;
 
 pub use credential::credential_from_headers;
-pub use error::{AuthError, ClaimArgError, IdentityError};
+pub use error::{AuthError, ClaimArgError, FetchedAgo, IdentityError, NameList, Shown, UnixTime};
 pub use issuer::{TokenIssuer, parse_claim_arg};
 
 use crate::action::Principal;

@@ -138,7 +138,7 @@ impl TrustedIssuer {
     /// The token's algorithm, if this issuer allows it.
     fn algorithm(&self, alg: &str) -> Result<Algorithm, AuthError> {
         let refused = || AuthError::AlgorithmNotAllowed {
-            alg: Shown::new(alg),
+            alg: Shown::word(alg),
             issuer: self.name.clone(),
             allowed: self.allowed_text.clone(),
         };
