@@ -100,8 +100,14 @@ async fn identify(
                 .auth_failures
                 .with_label_values(&[e.code()])
                 .inc();
+            // An unreachable IdP is our outage, not the agent's bad key: 503, which agents retry.
+            let status = if e.code() == "issuer_unavailable" {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
             Err(Rejection::new(
-                StatusCode::UNAUTHORIZED,
+                status,
                 e.code(),
                 format!("authentication failed: {e}"),
             ))
