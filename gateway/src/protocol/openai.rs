@@ -436,8 +436,10 @@ pub(super) fn responses_refusal(interpreted: &Interpreted, text: &RefusalText) -
 
 #[cfg(test)]
 mod tests {
-    use super::super::interpret as interpret_any;
+    use super::super::refusal::tests::{EXPECTED_TEXT, REFUSAL, parts, sse_events};
+    use super::super::{interpret as interpret_any, refusal_response};
     use super::*;
+    use http::StatusCode;
 
     fn interpret(method: Method, path: &str, body: &str) -> Result<Interpreted, ProtocolError> {
         interpret_any(Protocol::Openai, &method, path, None, body.as_bytes())
@@ -667,5 +669,186 @@ mod tests {
             matches!(err, Err(ProtocolError::InvalidBody { .. })),
             "{err:?}"
         );
+    }
+
+    fn chat_request(stream: bool, include_usage: bool) -> Interpreted {
+        let body = json!({
+            "model": "gpt-4.1",
+            "messages": [{ "role": "user", "content": "hi" }],
+            "stream": stream,
+            "stream_options": if stream { json!({ "include_usage": include_usage }) } else { Value::Null },
+        });
+        interpret(Method::POST, "/v1/chat/completions", &body.to_string())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[tokio::test]
+    async fn non_streaming_chat_refusal_is_a_complete_chat_completion() {
+        let response = refusal_response(Protocol::Openai, &chat_request(false, false), &REFUSAL);
+        let (status, content_type, body) = parts(response).await;
+        assert_eq!(
+            (status, content_type.as_str()),
+            (StatusCode::OK, "application/json")
+        );
+        let completion: Value = serde_json::from_str(&body).unwrap_or_default();
+        assert!(
+            completion["id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("chatcmpl-"))
+        );
+        assert_eq!(completion["object"], "chat.completion");
+        assert!(
+            completion["created"]
+                .as_u64()
+                .is_some_and(|t| t > 1_700_000_000)
+        );
+        assert_eq!(completion["model"], "gpt-4.1");
+        let choice = &completion["choices"][0];
+        assert_eq!(choice["index"], 0);
+        assert_eq!(choice["message"]["role"], "assistant");
+        assert_eq!(choice["message"]["content"], EXPECTED_TEXT);
+        assert_eq!(choice["finish_reason"], "content_filter");
+        assert_eq!(completion["usage"]["total_tokens"], 0);
+    }
+
+    #[tokio::test]
+    async fn streaming_chat_refusal_is_role_content_finish_usage_then_done() {
+        let response = refusal_response(Protocol::Openai, &chat_request(true, true), &REFUSAL);
+        let (status, content_type, body) = parts(response).await;
+        assert_eq!(
+            (status, content_type.as_str()),
+            (StatusCode::OK, "text/event-stream")
+        );
+        let events = sse_events(&body);
+        assert_eq!(events.len(), 5);
+        assert!(
+            events.iter().all(|(name, _)| name.is_none()),
+            "chat chunks are unnamed"
+        );
+        let chunks: Vec<&Value> = events[..4].iter().map(|(_, d)| d).collect();
+        let id = chunks[0]["id"].clone();
+        for chunk in &chunks {
+            assert_eq!(chunk["object"], "chat.completion.chunk");
+            assert_eq!(chunk["id"], id, "one id for the whole stream");
+            assert_eq!(chunk["model"], "gpt-4.1");
+        }
+        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+        assert!(chunks[0]["usage"].is_null());
+        let text: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(text, EXPECTED_TEXT);
+        assert_eq!(chunks[2]["choices"][0]["finish_reason"], "content_filter");
+        assert_eq!(chunks[3]["choices"], json!([]));
+        assert_eq!(chunks[3]["usage"]["completion_tokens"], 0);
+        assert_eq!(events[4].1, "[DONE]");
+    }
+
+    #[tokio::test]
+    async fn streaming_chat_refusal_without_include_usage_has_no_usage_chunk() {
+        let response = refusal_response(Protocol::Openai, &chat_request(true, false), &REFUSAL);
+        let (_, _, body) = parts(response).await;
+        let events = sse_events(&body);
+        assert_eq!(events.len(), 4);
+        assert!(events[..3].iter().all(|(_, d)| d.get("usage").is_none()));
+        assert_eq!(events[3].1, "[DONE]");
+    }
+
+    #[tokio::test]
+    async fn completions_refusal_streams_text_completion_chunks() {
+        let req = interpret(
+            Method::POST,
+            "/v1/completions",
+            r#"{"model":"gpt-3.5-turbo-instruct","prompt":"x","stream":true}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (_, content_type, body) =
+            parts(refusal_response(Protocol::Openai, &req, &REFUSAL)).await;
+        assert_eq!(content_type, "text/event-stream");
+        let events = sse_events(&body);
+        assert_eq!(events[0].1["object"], "text_completion");
+        assert_eq!(events[0].1["choices"][0]["text"], EXPECTED_TEXT);
+        assert_eq!(events[1].1["choices"][0]["finish_reason"], "content_filter");
+        assert_eq!(events.last().map(|(_, d)| d.clone()), Some(json!("[DONE]")));
+        let plain = interpret(
+            Method::POST,
+            "/v1/completions",
+            r#"{"model":"gpt-3.5-turbo-instruct","prompt":"x"}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (_, _, body) = parts(refusal_response(Protocol::Openai, &plain, &REFUSAL)).await;
+        let body: Value = serde_json::from_str(&body).unwrap_or_default();
+        assert_eq!(body["choices"][0]["finish_reason"], "content_filter");
+        assert_eq!(body["usage"]["prompt_tokens"], 0);
+    }
+
+    fn responses_request(stream: bool) -> Interpreted {
+        let body = json!({ "model": "gpt-5", "input": "hi", "stream": stream, "store": false, "max_output_tokens": 300 });
+        interpret(Method::POST, "/responses", &body.to_string()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn assert_incomplete_response(response: &Value) {
+        assert!(
+            response["id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("resp_"))
+        );
+        assert_eq!(response["object"], "response");
+        assert_eq!(response["status"], "incomplete");
+        assert_eq!(response["incomplete_details"]["reason"], "content_filter");
+        assert_eq!(response["model"], "gpt-5");
+        assert_eq!(response["max_output_tokens"], 300);
+        assert_eq!(response["output"][0]["type"], "message");
+        assert_eq!(response["output"][0]["role"], "assistant");
+        assert_eq!(response["output"][0]["content"][0]["type"], "output_text");
+        assert_eq!(response["output"][0]["content"][0]["text"], EXPECTED_TEXT);
+        assert_eq!(response["usage"]["output_tokens"], 0);
+        assert!(response["tools"].is_array() && response["parallel_tool_calls"].is_boolean());
+    }
+
+    #[tokio::test]
+    async fn non_streaming_responses_refusal_is_incomplete_for_content_filter() {
+        let response = refusal_response(Protocol::Openai, &responses_request(false), &REFUSAL);
+        let (status, _, body) = parts(response).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_incomplete_response(&serde_json::from_str(&body).unwrap_or_default());
+    }
+
+    #[tokio::test]
+    async fn streaming_responses_refusal_is_the_full_event_sequence() {
+        let response = refusal_response(Protocol::Openai, &responses_request(true), &REFUSAL);
+        let (_, content_type, body) = parts(response).await;
+        assert_eq!(content_type, "text/event-stream");
+        let events = sse_events(&body);
+        let names: Vec<String> = events
+            .iter()
+            .map(|(n, _)| n.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.completed",
+            ]
+        );
+        for (i, (name, data)) in events.iter().enumerate() {
+            assert_eq!(data["type"].as_str(), name.as_deref());
+            assert_eq!(data["sequence_number"], i);
+        }
+        assert_eq!(events[0].1["response"]["status"], "in_progress");
+        let msg_id = &events[2].1["item"]["id"];
+        assert_eq!(&events[4].1["item_id"], msg_id);
+        assert_eq!(events[4].1["delta"], EXPECTED_TEXT);
+        assert_eq!(events[5].1["text"], EXPECTED_TEXT);
+        assert_incomplete_response(&events[8].1["response"]);
+        assert_eq!(events[8].1["response"]["id"], events[0].1["response"]["id"]);
     }
 }
