@@ -1,0 +1,750 @@
+//! End-to-end tests of the identify stage: real keys, a discovery + JWKS server on
+//! 127.0.0.1, and the public [`Identifier`] API.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::{HeaderMap, HeaderValue};
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use super::config::{IdentityConfig, IssuerConfig, WardenIssuerConfig};
+use super::{AuthError, Identifier, IdentityError, now_unix};
+
+const RSA1: &[u8] = include_bytes!("testdata/rsa1.pem");
+const RSA1_PUBLIC: &[u8] = include_bytes!("testdata/rsa1.pub.pem");
+const RSA2: &[u8] = include_bytes!("testdata/rsa2.pem");
+const EC256: &[u8] = include_bytes!("testdata/ec256.pem");
+const EC384: &[u8] = include_bytes!("testdata/ec384.pem");
+const ED25519: &[u8] = include_bytes!("testdata/ed25519.pem");
+
+const AUDIENCE: &str = "warden-api";
+/// Upper bound for anything a test waits on.
+const TEST_DEADLINE: Duration = Duration::from_secs(15);
+
+/// A test signing key and its public JWK.
+struct TestKey {
+    kid: &'static str,
+    alg: Algorithm,
+    encoding: EncodingKey,
+    jwk: Value,
+}
+
+impl TestKey {
+    fn new(kid: &'static str, alg: Algorithm, encoding: EncodingKey) -> TestKey {
+        let mut jwk =
+            serde_json::to_value(Jwk::from_encoding_key(&encoding, alg).unwrap()).unwrap();
+        jwk["kid"] = json!(kid);
+        jwk["use"] = json!("sig");
+        TestKey {
+            kid,
+            alg,
+            encoding,
+            jwk,
+        }
+    }
+
+    fn rsa1() -> TestKey {
+        TestKey::new(
+            "rsa-1",
+            Algorithm::RS256,
+            EncodingKey::from_rsa_pem(RSA1).unwrap(),
+        )
+    }
+
+    fn rsa2() -> TestKey {
+        TestKey::new(
+            "rsa-2",
+            Algorithm::RS256,
+            EncodingKey::from_rsa_pem(RSA2).unwrap(),
+        )
+    }
+
+    fn ec256() -> TestKey {
+        TestKey::new(
+            "ec-256",
+            Algorithm::ES256,
+            EncodingKey::from_ec_pem(EC256).unwrap(),
+        )
+    }
+
+    fn ec384() -> TestKey {
+        TestKey::new(
+            "ec-384",
+            Algorithm::ES384,
+            EncodingKey::from_ec_pem(EC384).unwrap(),
+        )
+    }
+
+    fn ed25519() -> TestKey {
+        TestKey::new(
+            "ed-1",
+            Algorithm::EdDSA,
+            EncodingKey::from_ed_pem(ED25519).unwrap(),
+        )
+    }
+
+    fn sign(&self, claims: &Value) -> String {
+        self.sign_as(self.alg, Some(self.kid), claims)
+    }
+
+    fn sign_as(&self, alg: Algorithm, kid: Option<&str>, claims: &Value) -> String {
+        let mut header = Header::new(alg);
+        header.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(&header, claims, &self.encoding).unwrap()
+    }
+}
+
+/// What the test IdP serves and counts.
+struct IdpState {
+    issuer: String,
+    jwks: Mutex<Value>,
+    jwks_failing: AtomicBool,
+    jwks_delay_ms: AtomicU64,
+    jwks_hits: AtomicUsize,
+}
+
+/// A discovery + JWKS server on 127.0.0.1.
+struct Idp {
+    state: Arc<IdpState>,
+    task: JoinHandle<()>,
+}
+
+impl Idp {
+    async fn start(keys: &[&TestKey]) -> Idp {
+        Idp::serve(TcpListener::bind("127.0.0.1:0").await.unwrap(), keys)
+    }
+
+    fn serve(listener: TcpListener, keys: &[&TestKey]) -> Idp {
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(IdpState {
+            issuer: format!("http://{addr}"),
+            jwks: Mutex::new(jwks(keys)),
+            jwks_failing: AtomicBool::new(false),
+            jwks_delay_ms: AtomicU64::new(0),
+            jwks_hits: AtomicUsize::new(0),
+        });
+        let app = axum::Router::new()
+            .route("/.well-known/openid-configuration", get(discovery))
+            .route("/jwks", get(key_set))
+            .with_state(state.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Idp { state, task }
+    }
+
+    fn issuer(&self) -> String {
+        self.state.issuer.clone()
+    }
+
+    fn set_keys(&self, keys: &[&TestKey]) {
+        *self.state.jwks.lock().unwrap() = jwks(keys);
+    }
+
+    fn jwks_hits(&self) -> usize {
+        self.state.jwks_hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Idp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn jwks(keys: &[&TestKey]) -> Value {
+    json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()})
+}
+
+async fn discovery(State(state): State<Arc<IdpState>>) -> Json<Value> {
+    Json(json!({
+        "issuer": state.issuer,
+        "jwks_uri": format!("{}/jwks", state.issuer),
+        "id_token_signing_alg_values_supported": ["RS256"],
+    }))
+}
+
+async fn key_set(State(state): State<Arc<IdpState>>) -> Response {
+    state.jwks_hits.fetch_add(1, Ordering::SeqCst);
+    let delay = state.jwks_delay_ms.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(delay)).await;
+    if state.jwks_failing.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let body = state.jwks.lock().unwrap().clone();
+    Json(body).into_response()
+}
+
+fn issuer_config(issuer: &str) -> IssuerConfig {
+    IssuerConfig {
+        issuer: issuer.to_owned(),
+        audiences: vec!["other-api".into(), AUDIENCE.into()],
+        algorithms: ["RS256", "PS256", "ES256", "ES384", "EdDSA"]
+            .map(String::from)
+            .to_vec(),
+        jwks_uri: None,
+        claims: None,
+        ca_file: None,
+    }
+}
+
+fn config(issuers: &[&str]) -> IdentityConfig {
+    IdentityConfig {
+        issuers: issuers.iter().map(|i| issuer_config(i)).collect(),
+        jwks_min_refetch_interval: Duration::from_millis(200),
+        ..IdentityConfig::default()
+    }
+}
+
+/// An identifier and the data dir holding Warden's key (kept alive with it).
+async fn identifier(cfg: &IdentityConfig) -> (Identifier, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let id = Identifier::new(cfg, dir.path()).await.unwrap();
+    (id, dir)
+}
+
+fn claims(issuer: &str) -> Value {
+    let now = now_unix();
+    json!({
+        "iss": issuer, "aud": AUDIENCE, "sub": "agent-7", "iat": now, "exp": now + 600,
+        "fleet": "billing", "owner": "team-a", "environment": "prod",
+        "scope": "llm:chat tools:read", "groups": ["ops", "eu"],
+    })
+}
+
+fn with(mut claims: Value, name: &str, value: Value) -> Value {
+    claims[name] = value;
+    claims
+}
+
+/// Asserts the token is refused and that the reason shows no part of it.
+async fn refused(id: &Identifier, token: &str) -> AuthError {
+    let err = id
+        .identify_token(token)
+        .await
+        .expect_err("the token must be refused");
+    let message = err.to_string();
+    for part in token.split('.').filter(|p| p.len() >= 8) {
+        assert!(
+            !message.contains(part),
+            "message shows the token: {message}"
+        );
+    }
+    err
+}
+
+fn bearer(token: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+    );
+    headers
+}
+
+#[tokio::test]
+async fn valid_rsa_token_becomes_principal_with_mapped_attributes() {
+    let key = TestKey::rsa1();
+    let idp = Idp::start(&[&key]).await;
+    let (id, _dir) = identifier(&config(&[&idp.issuer()])).await;
+
+    let p = id
+        .identify(&bearer(&key.sign(&claims(&idp.issuer()))))
+        .await
+        .unwrap();
+
+    assert_eq!(&*p.id, "agent-7");
+    assert_eq!(*p.issuer, *idp.issuer());
+    assert_eq!(p.fleet.as_deref(), Some("billing"));
+    assert_eq!(p.owner.as_deref(), Some("team-a"));
+    assert_eq!(p.environment.as_deref(), Some("prod"));
+    assert_eq!(
+        p.scopes.iter().map(|s| &**s).collect::<Vec<_>>(),
+        ["llm:chat", "tools:read"]
+    );
+    assert_eq!(
+        p.groups.iter().map(|s| &**s).collect::<Vec<_>>(),
+        ["ops", "eu"]
+    );
+    assert!(p.expires_at.unwrap() > now_unix());
+}
+
+#[tokio::test]
+async fn accepts_ec_p256_p384_and_ed25519_keys() {
+    let keys = [TestKey::ec256(), TestKey::ec384(), TestKey::ed25519()];
+    let idp = Idp::start(&keys.iter().collect::<Vec<_>>()).await;
+    let (id, _dir) = identifier(&config(&[&idp.issuer()])).await;
+    for key in &keys {
+        let p = id.identify_token(&key.sign(&claims(&idp.issuer()))).await;
+        assert_eq!(
+            p.map(|p| p.id.to_string()),
+            Ok("agent-7".to_string()),
+            "{}",
+            key.kid
+        );
+    }
+}
+
+#[tokio::test]
+async fn accepts_token_without_kid_when_one_key_fits() {
+    let key = TestKey::ec256();
+    let idp = Idp::start(&[&TestKey::rsa1(), &key]).await;
+    let (id, _dir) = identifier(&config(&[&idp.issuer()])).await;
+    let token = key.sign_as(Algorithm::ES256, None, &claims(&idp.issuer()));
+    assert!(id.identify_token(&token).await.is_ok());
+}
+
+#[tokio::test]
+async fn missing_credential_is_refused_when_required_and_anonymous_otherwise() {
+    let (id, _dir) = identifier(&config(&[])).await;
+    let err = id.identify(&HeaderMap::new()).await.unwrap_err();
+    assert_eq!(err.code(), "missing_credential");
+    assert!(id.required());
+
+    let (open, _dir) = identifier(&IdentityConfig {
+        required: false,
+        ..config(&[])
+    })
+    .await;
+    assert!(!open.required());
+    let p = open.identify(&HeaderMap::new()).await.unwrap();
+    assert_eq!(&*p.id, "anonymous");
+    let err = open.identify(&bearer("sk-not-a-jwt")).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        "malformed_token",
+        "a presented but invalid token is still refused"
+    );
+}
+
+#[tokio::test]
+async fn reads_token_from_x_api_key_and_api_key() {
+    let key = TestKey::rsa1();
+    let idp = Idp::start(&[&key]).await;
+    let (id, _dir) = identifier(&config(&[&idp.issuer()])).await;
+    let token = key.sign(&claims(&idp.issuer()));
+    for name in ["x-api-key", "api-key", "x-goog-api-key"] {
+        let mut headers = HeaderMap::new();
+        headers.insert(name, HeaderValue::from_str(&token).unwrap());
+        assert!(id.identify(&headers).await.is_ok(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn rejects_expired_token_naming_the_time_and_leeway() {
+    let key = TestKey::rsa1();
+    let idp = Idp::start(&[&key]).await;
+    let (id, _dir) = identifier(&config(&[&idp.issuer()])).await;
+    let exp = now_unix() - 120;
+    let err = refused(
+        &id,
+        &key.sign(&with(claims(&idp.issuer()), "exp", json!(exp))),
+    )
+    .await;
+    assert_eq!(err.code(), "expired");
+    let expected = format!(
+        "token expired at {} (leeway 30s)",
+        super::error::UnixTime(exp)
+    );
+    assert_eq!(err.to_string(), expected);
+
+    let within_leeway = with(claims(&idp.issuer()), "exp", json!(now_unix() - 5));
+    assert!(id.identify_token(&key.sign(&within_leeway)).await.is_ok());
+
+    let no_exp = claims(&idp.issuer()).as_object().unwrap().clone();
+    let mut no_exp = Value::Object(no_exp);
+    no_exp.as_object_mut().unwrap().remove("exp");
+    assert_eq!(
+        refused(&id, &key.sign(&no_exp)).await.code(),
+        "missing_claim"
+    );
+}
+
+#[tokio::test]
+async fn rejects_token_whose_nbf_is_in_the_future() {
+    let key = TestKey::rsa1();
+    let idp = Idp::start(&[&key]).await;
+    let (id, _dir) = identifier(&config(&[&idp.issuer()])).await;
+    let token = key.sign(&with(claims(&idp.issuer()), "nbf", json!(now_unix() + 300)));
+    let err = refused(&id, &token).await;
+    assert_eq!(err.code(), "not_yet_valid");
+    assert!(
+        err.to_string().starts_with("token is not valid before "),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn rejects_token_from_an_untrusted_issuer() {
+    let key = TestKey::rsa1();
+    let idp = Idp::start(&[&key]).await;
+    let (id, _dir) = identifier(&config(&[&idp.issuer()])).await;
+    let token = key.sign(&with(
+        claims(&idp.issuer()),
+        "iss",
+        json!("https://evil.example"),
+    ));
+    let err = refused(&id, &token).await;
+    assert_eq!(err.code(), "untrusted_issuer");
+    let expected = format!(
+        r#"token issuer "https://evil.example" is not trusted (trusted: "warden", "{}")"#,
+        idp.issuer()
+    );
+    assert_eq!(err.to_string(), expected);
+}
+
+#[tokio::test]
+async fn rejects_token_for_another_audience() {
+    let key = TestKey::rsa1();
+    let idp = Idp::start(&[&key]).await;
+    let (id, _dir) = identifier(&config(&[&idp.issuer()])).await;
+    let token = key.sign(&with(claims(&idp.issuer()), "aud", json!(["a"])));
+    let err = refused(&id, &token).await;
+    assert_eq!(err.code(), "wrong_audience");
+    assert_eq!(
+        err.to_string(),
+        r#"audience ["a"] does not match any of ["other-api", "warden-api"]"#
+    );
+
+    let listed = with(claims(&idp.issuer()), "aud", json!(["a", AUDIENCE]));
+    assert!(
+        id.identify_token(&key.sign(&listed)).await.is_ok(),
+        "one matching audience is enough"
+    );
+}
+
+#[tokio::test]
+async fn rejects_unsigned_alg_none_token() {
+    let idp = Idp::start(&[&TestKey::rsa1()]).await;
+    let (id, _dir) = identifier(&config(&[&idp.issuer()])).await;
+    let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","kid":"rsa-1"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(claims(&idp.issuer()).to_string());
+    let err = refused(&id, &format!("{header}.{payload}.")).await;
+    assert_eq!(err.code(), "algorithm_not_allowed");
+}
+
+#[tokio::test]
+async fn rejects_token_signed_with_hs256_using_public_key() {
+    let key = TestKey::rsa1();
+    let idp = Idp::start(&[&key]).await;
+    let (id, _dir) = identifier(&config(&[&idp.issuer()])).await;
+    let forger = EncodingKey::from_secret(RSA1_PUBLIC);
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("rsa-1".into());
+    let token = jsonwebtoken::encode(&header, &claims(&idp.issuer()), &forger).unwrap();
+    let err = refused(&id, &token).await;
+    assert_eq!(err.code(), "algorithm_not_allowed");
+    let expected = format!(
+        r#"algorithm HS256 is not allowed for issuer {} (allowed: RS256, PS256, ES256, ES384, EdDSA)"#,
+        idp.issuer()
+    );
+    assert_eq!(err.to_string(), expected);
+}
+
+#[tokio::test]
+async fn refuses_hmac_algorithms_in_issuer_configuration() {
+    let mut cfg = config(&["https://idp.example"]);
+    cfg.issuers[0].algorithms = vec!["RS256".into(), "HS256".into()];
+    let dir = tempfile::tempdir().unwrap();
+    let err = Identifier::new(&cfg, dir.path())
+        .await
+        .err()
+        .expect("HS256 must be refused");
+    assert!(matches!(err, IdentityError::Config { .. }), "{err}");
+    assert!(
+        err.to_string().contains("identity.issuers[0].algorithms"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn rejects_token_whose_alg_does_not_fit_the_named_key() {
+    let idp = Idp::start(&[&TestKey::rsa1(), &TestKey::ec256()]).await;
+    let (id, _dir) = identifier(&config(&[&idp.issuer()])).await;
+    let token = TestKey::ec256().sign_as(Algorithm::ES256, Some("rsa-1"), &claims(&idp.issuer()));
+    let err = refused(&id, &token).await;
+    assert_eq!(err.code(), "key_algorithm_mismatch");
+    assert!(err.to_string().contains("RSA key"), "{err}");
+}
+
+#[tokio::test]
+async fn rejects_token_with_tampered_payload() {
+    let key = TestKey::rsa1();
+    let idp = Idp::start(&[&key]).await;
+    let (id, _dir) = identifier(&config(&[&idp.issuer()])).await;
+    let token = key.sign(&claims(&idp.issuer()));
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    parts[1] =
+        URL_SAFE_NO_PAD.encode(with(claims(&idp.issuer()), "sub", json!("admin")).to_string());
+    let err = refused(&id, &parts.join(".")).await;
+    assert_eq!(err.code(), "bad_signature");
+}
+
+#[tokio::test]
+async fn rejects_unknown_kid_after_one_refetch() {
+    let key = TestKey::rsa1();
+    let idp = Idp::start(&[&key]).await;
+    let (id, _dir) = identifier(&config(&[&idp.issuer()])).await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let hits = idp.jwks_hits();
+    let token = TestKey::rsa2().sign(&claims(&idp.issuer()));
+    let err = refused(&id, &token).await;
+    assert_eq!(err.code(), "unknown_key");
+    let expected = format!(
+        r#"no key "rsa-2" in the JWKS of {} (refreshed just now)"#,
+        idp.issuer()
+    );
+    assert_eq!(err.to_string(), expected);
+    assert_eq!(
+        idp.jwks_hits(),
+        hits + 1,
+        "an unknown kid triggers exactly one refetch"
+    );
+}
+
+#[tokio::test]
+async fn accepts_rotated_key_after_refetch() {
+    let (old, new) = (TestKey::rsa1(), TestKey::rsa2());
+    let idp = Idp::start(&[&old]).await;
+    let (id, _dir) = identifier(&config(&[&idp.issuer()])).await;
+    assert!(
+        id.identify_token(&old.sign(&claims(&idp.issuer())))
+            .await
+            .is_ok()
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+
+    idp.set_keys(&[&old, &new]);
+    let p = id
+        .identify_token(&new.sign(&claims(&idp.issuer())))
+        .await
+        .unwrap();
+    assert_eq!(&*p.id, "agent-7");
+}
+
+#[tokio::test]
+async fn concurrent_unknown_kid_requests_share_one_refetch() {
+    let idp = Idp::start(&[&TestKey::rsa1()]).await;
+    let cfg = IdentityConfig {
+        jwks_min_refetch_interval: Duration::ZERO,
+        ..config(&[&idp.issuer()])
+    };
+    let (id, _dir) = identifier(&cfg).await;
+    idp.state.jwks_delay_ms.store(300, Ordering::SeqCst);
+    let hits = idp.jwks_hits();
+    let id = Arc::new(id);
+    let forger = TestKey::rsa2();
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let id = id.clone();
+            let token = forger.sign(&with(claims(&idp.issuer()), "jti", json!(i)));
+            tokio::spawn(async move { id.identify_token(&token).await })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap_err().code(), "unknown_key");
+    }
+    assert_eq!(
+        idp.jwks_hits(),
+        hits + 1,
+        "16 concurrent requests share one fetch"
+    );
+}
+
+#[tokio::test]
+async fn unknown_kid_refetch_is_rate_limited() {
+    let idp = Idp::start(&[&TestKey::rsa1()]).await;
+    let cfg = IdentityConfig {
+        jwks_min_refetch_interval: Duration::from_secs(30),
+        ..config(&[&idp.issuer()])
+    };
+    let (id, _dir) = identifier(&cfg).await;
+    let hits = idp.jwks_hits();
+    for i in 0..5 {
+        let token = TestKey::rsa2().sign(&with(claims(&idp.issuer()), "jti", json!(i)));
+        assert_eq!(refused(&id, &token).await.code(), "unknown_key");
+    }
+    assert_eq!(
+        idp.jwks_hits(),
+        hits,
+        "the startup fetch was less than 30s ago"
+    );
+}
+
+#[tokio::test]
+async fn keeps_previous_keys_when_a_refresh_fails() {
+    let key = TestKey::rsa1();
+    let idp = Idp::start(&[&key]).await;
+    let (id, _dir) = identifier(&config(&[&idp.issuer()])).await;
+    idp.state.jwks_failing.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let hits = idp.jwks_hits();
+    let unknown = TestKey::rsa2().sign(&claims(&idp.issuer()));
+    assert_eq!(refused(&id, &unknown).await.code(), "unknown_key");
+    assert_eq!(
+        idp.jwks_hits(),
+        hits + 1,
+        "the refetch was attempted and failed"
+    );
+    assert!(
+        id.verify_uncached(&key.sign(&claims(&idp.issuer())))
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn fails_closed_while_idp_is_down_then_accepts_once_it_is_up() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    drop(listener);
+    let issuer = format!("http://{addr}");
+    let key = TestKey::rsa1();
+    let (id, _dir) = identifier(&config(&[&issuer])).await;
+    let token = key.sign(&claims(&issuer));
+
+    let err = refused(&id, &token).await;
+    assert_eq!(err.code(), "issuer_unavailable");
+    assert!(err.to_string().contains(&issuer), "{err}");
+    assert!(
+        err.to_string()
+            .contains("/.well-known/openid-configuration"),
+        "{err}"
+    );
+
+    let idp = Idp::serve(TcpListener::bind(addr).await.unwrap(), &[&key]);
+    assert_eq!(idp.issuer(), issuer);
+    let start = Instant::now();
+    loop {
+        match id.identify_token(&token).await {
+            Ok(p) => {
+                assert_eq!(&*p.id, "agent-7");
+                break;
+            }
+            Err(e) => assert_eq!(e.code(), "issuer_unavailable", "{e}"),
+        }
+        assert!(
+            start.elapsed() < TEST_DEADLINE,
+            "keys never loaded after the IdP came up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn cache_hit_returns_same_principal_without_fetching_keys() {
+    let key = TestKey::rsa1();
+    let idp = Idp::start(&[&key]).await;
+    let (id, _dir) = identifier(&config(&[&idp.issuer()])).await;
+    let token = key.sign(&claims(&idp.issuer()));
+    let first = id.identify_token(&token).await.unwrap();
+    let hits = idp.jwks_hits();
+    idp.state.jwks_failing.store(true, Ordering::SeqCst);
+    let second = id.identify(&bearer(&token)).await.unwrap();
+    assert!(Arc::ptr_eq(&first, &second));
+    assert_eq!(idp.jwks_hits(), hits);
+    assert_eq!(id.cached_tokens(), 1);
+}
+
+#[tokio::test]
+async fn warden_issued_token_round_trips() {
+    let (id, _dir) = identifier(&config(&[])).await;
+    let issuer = id
+        .token_issuer()
+        .expect("Warden issuer is on by default")
+        .clone();
+    let extra = [
+        ("fleet".to_string(), json!("billing")),
+        ("scope".to_string(), json!("llm:chat")),
+    ];
+    let token = issuer
+        .issue("bot-1", Duration::from_secs(3600), &extra)
+        .unwrap();
+    let p = id.identify(&bearer(&token)).await.unwrap();
+    assert_eq!(&*p.id, "bot-1");
+    assert_eq!(&*p.issuer, "warden");
+    assert_eq!(p.fleet.as_deref(), Some("billing"));
+    assert_eq!(p.scopes.first().map(|s| &**s), Some("llm:chat"));
+    assert_eq!(issuer.jwks()["keys"][0]["kid"], issuer.key_id());
+}
+
+#[tokio::test]
+async fn rejects_warden_token_signed_with_another_key() {
+    let (id, _dir) = identifier(&config(&[])).await;
+    let other_dir = tempfile::tempdir().unwrap();
+    let other =
+        super::TokenIssuer::load_or_create(&WardenIssuerConfig::default(), other_dir.path())
+            .unwrap();
+    let token = other.issue("bot-1", Duration::from_secs(60), &[]).unwrap();
+    assert_eq!(refused(&id, &token).await.code(), "unknown_key");
+
+    let (disabled, _dir) = identifier(&IdentityConfig {
+        warden_issuer: WardenIssuerConfig {
+            enabled: false,
+            ..WardenIssuerConfig::default()
+        },
+        ..config(&[])
+    })
+    .await;
+    assert!(disabled.token_issuer().is_none());
+    assert_eq!(refused(&disabled, &token).await.code(), "untrusted_issuer");
+}
+
+#[tokio::test]
+async fn uses_configured_jwks_uri_without_discovery() {
+    let key = TestKey::rsa1();
+    let idp = Idp::start(&[&key]).await;
+    let issuer = "https://idp.example/tenant";
+    let mut cfg = config(&[issuer]);
+    cfg.issuers[0].jwks_uri = Some(format!("{}/jwks", idp.issuer()));
+    let (id, _dir) = identifier(&cfg).await;
+    let p = id.identify_token(&key.sign(&claims(issuer))).await.unwrap();
+    assert_eq!(&*p.issuer, issuer);
+}
+
+#[tokio::test]
+async fn refuses_keys_when_discovery_names_another_issuer() {
+    let key = TestKey::rsa1();
+    let idp = Idp::start(&[&key]).await;
+    let configured = format!("{}/", idp.issuer());
+    let (id, _dir) = identifier(&config(&[&configured])).await;
+    let err = refused(&id, &key.sign(&claims(&configured))).await;
+    assert_eq!(err.code(), "issuer_unavailable");
+    assert!(err.to_string().contains("not \"http://"), "{err}");
+    assert_eq!(
+        idp.jwks_hits(),
+        0,
+        "keys are not fetched for a mismatched issuer"
+    );
+}
+
+#[test]
+fn identifier_and_its_futures_can_cross_threads() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let id = runtime
+        .block_on(Identifier::new(&config(&[]), dir.path()))
+        .unwrap();
+    send_sync(&id);
+    let headers = HeaderMap::new();
+    send(&id.identify(&headers));
+    send(&id.identify_token("t"));
+}
