@@ -4,16 +4,19 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use warden::audit::AuditLog;
 use warden::audit::config::AuditConfig;
-use warden::audit::event::{AuditPrincipal, EventKind};
-use warden::audit::{AuditEvent, AuditLog};
+use warden::audit::event::{AuditEvent, AuditPrincipal, EventKind};
 
 fn decision_event() -> AuditEvent {
     let mut event = AuditEvent::now(EventKind::Decision);
     event.request_id = "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into();
     event.decision_id = "dec-0193a1b2c3d47e5f".into();
-    event.principal =
-        AuditPrincipal { kind: "agent".into(), id: "bench".into(), issuer: "warden".into() };
+    event.principal = AuditPrincipal {
+        kind: "agent".into(),
+        id: "bench".into(),
+        issuer: "warden".into(),
+    };
     event.action = "llm:chat".into();
     event.resource = r#"Model::"openai/gpt-4o-mini""#.into();
     event.route = "openai".into();
@@ -24,9 +27,15 @@ fn decision_event() -> AuditEvent {
 }
 
 fn append(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = AuditConfig { fsync: true, ..AuditConfig::default() };
+    let config = AuditConfig {
+        fsync: true,
+        ..AuditConfig::default()
+    };
     let log = Arc::new(AuditLog::open(dir.path(), &config).expect("audit log opens"));
     let event = decision_event();
 
@@ -56,7 +65,9 @@ fn append(c: &mut Criterion) {
                     task.await.expect("append task");
                 }
             });
-            started.elapsed().mul_f64(iters as f64 / (per_task * 32) as f64)
+            started
+                .elapsed()
+                .mul_f64(iters as f64 / (per_task * 32) as f64)
         })
     });
     group.finish();

@@ -9,25 +9,38 @@ use warden::identity::{Identifier, TokenIssuer};
 
 fn bearer(token: &str) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    let value = HeaderValue::try_from(format!("Bearer {token}")).expect("a JWT is a valid header value");
+    let value =
+        HeaderValue::try_from(format!("Bearer {token}")).expect("a JWT is a valid header value");
     headers.insert(header::AUTHORIZATION, value);
     headers
 }
 
 fn identify(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let dir = tempfile::tempdir().expect("temp dir");
     let config = IdentityConfig::default();
-    let issuer = TokenIssuer::load_or_create(&config.warden_issuer, dir.path()).expect("signing key");
-    let identifier = runtime.block_on(Identifier::new(&config, dir.path())).expect("identifier");
+    let issuer =
+        TokenIssuer::load_or_create(&config.warden_issuer, dir.path()).expect("signing key");
+    let identifier = runtime
+        .block_on(Identifier::new(&config, dir.path()))
+        .expect("identifier");
     let ttl = Duration::from_secs(3600);
 
     let cached = bearer(&issuer.issue("bench", ttl, &[]).expect("token"));
-    runtime.block_on(identifier.identify(&cached)).expect("the issued token verifies");
+    runtime
+        .block_on(identifier.identify(&cached))
+        .expect("the issued token verifies");
 
     let mut group = c.benchmark_group("identify");
     group.bench_function("cached", |b| {
-        b.iter(|| runtime.block_on(identifier.identify(&cached)).expect("verifies"))
+        b.iter(|| {
+            runtime
+                .block_on(identifier.identify(&cached))
+                .expect("verifies")
+        })
     });
     // A distinct agent per iteration: a token the cache has never seen.
     let mut n = 0u64;
@@ -35,9 +48,17 @@ fn identify(c: &mut Criterion) {
         b.iter_batched(
             || {
                 n += 1;
-                bearer(&issuer.issue(&format!("bench-{n}"), ttl, &[]).expect("token"))
+                bearer(
+                    &issuer
+                        .issue(&format!("bench-{n}"), ttl, &[])
+                        .expect("token"),
+                )
             },
-            |headers| runtime.block_on(identifier.identify(&headers)).expect("verifies"),
+            |headers| {
+                runtime
+                    .block_on(identifier.identify(&headers))
+                    .expect("verifies")
+            },
             BatchSize::SmallInput,
         )
     });

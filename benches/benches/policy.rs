@@ -24,7 +24,10 @@ fn chat_action() -> Action {
     Action {
         principal: Arc::new(principal),
         verb: Verb::LlmChat,
-        resource: Resource::Model { provider: Arc::from("openai"), name: "gpt-4o-mini".into() },
+        resource: Resource::Model {
+            provider: Arc::from("openai"),
+            name: "gpt-4o-mini".into(),
+        },
         context: ActionContext {
             route: Arc::from("openai"),
             stream: true,
@@ -43,7 +46,9 @@ fn decide(c: &mut Criterion) {
     let policies = manifest.parent().unwrap_or(manifest).join("policies");
     let engine = PolicyEngine::load(&policies).expect("the repository's policies load");
     let action = chat_action();
-    c.bench_function("policy/decide_llm_chat", |b| b.iter(|| engine.decide(&action)));
+    c.bench_function("policy/decide_llm_chat", |b| {
+        b.iter(|| engine.decide(&action))
+    });
 }
 
 criterion_group!(benches, decide);
