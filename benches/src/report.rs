@@ -57,6 +57,10 @@ pub struct Params {
     pub upstream_threads: usize,
     /// How often the sequence of targets ran; each target reports its median round.
     pub rounds: u32,
+    /// Warden's `audit.fsync` (true in the measured setup).
+    pub warden_audit_fsync: bool,
+    /// Warden's `log.access` (true in the measured setup).
+    pub warden_access_log: bool,
 }
 
 /// One target's figures.
@@ -201,6 +205,13 @@ impl Report {
             self.machine.cpu_model,
             self.machine.load_average,
         );
+        if !(p.warden_audit_fsync && p.warden_access_log) {
+            let _ = writeln!(
+                out,
+                "DIAGNOSTIC RUN: Warden with audit.fsync {} and log.access {}: not the measured setup",
+                p.warden_audit_fsync, p.warden_access_log
+            );
+        }
         if self.machine.load_average > self.machine.cores as f64 / 2.0 {
             let _ = writeln!(
                 out,

@@ -20,6 +20,26 @@ pub struct WardenSetup {
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
     pub upstream: SocketAddr,
+    /// Diagnostics only: switch off what the measured setup keeps on, to split its cost.
+    pub variant: Variant,
+}
+
+/// What the measured setup may switch off for a diagnostic run (both on by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Variant {
+    /// `audit.fsync`.
+    pub audit_fsync: bool,
+    /// `log.access`.
+    pub access_log: bool,
+}
+
+impl Default for Variant {
+    fn default() -> Self {
+        Variant {
+            audit_fsync: true,
+            access_log: true,
+        }
+    }
 }
 
 impl WardenSetup {
@@ -42,7 +62,9 @@ identity:
 policy:
   dir: "{d}/policies"
 audit:
-  fsync: true
+  fsync: {fsync}
+log:
+  access: {access}
 routes:
   - name: openai
     prefix: /openai
@@ -53,6 +75,8 @@ routes:
             proxy = self.proxy,
             admin = self.admin,
             upstream = self.upstream,
+            fsync = self.variant.audit_fsync,
+            access = self.variant.access_log,
         )
     }
 

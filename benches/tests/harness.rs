@@ -128,6 +128,7 @@ fn warden_config_is_accepted_by_wardens_loader_with_auth_cedar_and_fsync_on() {
         proxy: "127.0.0.1:18090".parse().unwrap(),
         admin: "127.0.0.1:18091".parse().unwrap(),
         upstream: "127.0.0.1:18092".parse().unwrap(),
+        variant: warden::Variant::default(),
     };
     let config = ::warden::config::load::parse(&setup.config(), None)
         .unwrap_or_else(|e| panic!("Warden refuses the generated config: {e}"));
@@ -191,6 +192,8 @@ fn report_compares_warden_with_nginx_and_direct() {
             client_threads: 1,
             upstream_threads: 1,
             rounds: 1,
+            warden_audit_fsync: true,
+            warden_access_log: true,
         },
         targets: vec![
             target("direct", 50_000.0, 300, 700, None),

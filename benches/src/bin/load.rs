@@ -47,6 +47,13 @@ struct Args {
     /// flat report go beside the JSON report (`<target>.perf.data`, `<target>.perf.txt`).
     #[arg(long)]
     perf: bool,
+    /// Diagnostics: run Warden with `audit.fsync: false` (not the measured setup; splits the
+    /// cost of durability from the rest).
+    #[arg(long)]
+    no_fsync: bool,
+    /// Diagnostics: run Warden with `log.access: false`.
+    #[arg(long)]
+    no_access_log: bool,
     /// Threads of the load generator's runtime.
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
@@ -167,6 +174,8 @@ async fn measure(args: &Args) -> Result<Report> {
             client_threads: args.client_threads,
             upstream_threads: args.upstream_threads,
             rounds: args.rounds,
+            warden_audit_fsync: !args.no_fsync,
+            warden_access_log: !args.no_access_log,
         },
         targets: Vec::new(),
         skipped: Vec::new(),
@@ -294,6 +303,10 @@ fn prepare_warden(
         proxy: process::free_loopback_addr()?,
         admin: process::free_loopback_addr()?,
         upstream,
+        variant: warden::Variant {
+            audit_fsync: !args.no_fsync,
+            access_log: !args.no_access_log,
+        },
     };
     setup.prepare(&args.policies)?;
     let token = setup.issue_token()?;
