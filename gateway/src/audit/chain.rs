@@ -28,7 +28,11 @@ enum Step {
     /// It continues the chain.
     Accepted,
     /// Its seq jumps ahead: records are missing here, or were moved further down.
-    Gap { at: Location, expected: u64, got: u64 },
+    Gap {
+        at: Location,
+        expected: u64,
+        got: u64,
+    },
 }
 
 /// A segment's end, as read.

@@ -12,8 +12,8 @@ use tokio::sync::oneshot;
 use super::config::AuditConfig;
 use super::event::{AuditEvent, EventKind};
 use super::faults::Faults;
-use super::recover::recover;
 use super::record::Hash;
+use super::recover::recover;
 use super::verify::VerifyError;
 use super::writer::{Msg, SegmentFile, Settings, Shared, Writer};
 
@@ -141,13 +141,11 @@ impl AuditLog {
             }));
             writer.append_now(event)?;
         }
-        writer
-            .write_anchor(true)
-            .map_err(|source| AuditError::Io {
-                action: "record the audit head in",
-                path: dir.to_path_buf(),
-                source,
-            })?;
+        writer.write_anchor(true).map_err(|source| AuditError::Io {
+            action: "record the audit head in",
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let shared = writer.shared();
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()

@@ -111,9 +111,18 @@ mod tests {
             .write_all(b"one\ntwo\nthr")
             .unwrap();
         let mut lines = Lines::new(File::open(&path).unwrap());
-        assert!(matches!(lines.next_line().unwrap(), Some((1, Line::Complete(b"one")))));
-        assert!(matches!(lines.next_line().unwrap(), Some((2, Line::Complete(b"two")))));
-        assert!(matches!(lines.next_line().unwrap(), Some((3, Line::Torn(b"thr")))));
+        assert!(matches!(
+            lines.next_line().unwrap(),
+            Some((1, Line::Complete(b"one")))
+        ));
+        assert!(matches!(
+            lines.next_line().unwrap(),
+            Some((2, Line::Complete(b"two")))
+        ));
+        assert!(matches!(
+            lines.next_line().unwrap(),
+            Some((3, Line::Torn(b"thr")))
+        ));
         assert_eq!(lines.complete_len(), 8);
         assert!(lines.next_line().unwrap().is_none());
     }

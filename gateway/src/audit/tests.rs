@@ -110,7 +110,10 @@ async fn edited_middle_record_is_named_as_edited() {
     );
     let (location, problem) = tampered(Err(err));
     assert_eq!(location, at("audit-000001.jsonl", 5, 5));
-    assert_eq!(problem, Problem::Edited(EditEvidence::NextPrev { next_seq: 6 }));
+    assert_eq!(
+        problem,
+        Problem::Edited(EditEvidence::NextPrev { next_seq: 6 })
+    );
 }
 
 #[tokio::test]
@@ -460,7 +463,10 @@ async fn failed_write_fails_its_appends_and_later_records_continue_the_chain() {
     let report = verify(&dir).unwrap();
     assert_eq!(report.records, 2);
     let lines = read_lines(&segment(&dir, 1));
-    assert!(lines[1].contains("req-4"), "the failed records left no bytes");
+    assert!(
+        lines[1].contains("req-4"),
+        "the failed records left no bytes"
+    );
 }
 
 #[tokio::test]
@@ -498,7 +504,11 @@ async fn second_writer_on_the_same_directory_is_refused() {
         Err(AuditError::Locked { .. })
     ));
     log.close().await.unwrap();
-    AuditLog::open(&dir, &config()).unwrap().close().await.unwrap();
+    AuditLog::open(&dir, &config())
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

@@ -166,7 +166,10 @@ impl fmt::Display for Problem {
                  recorded in {ANCHOR_FILE}"
             ),
             Problem::Deleted { first, last } if first == last => {
-                write!(f, "a record was deleted before this one: seq {first} is missing")
+                write!(
+                    f,
+                    "a record was deleted before this one: seq {first} is missing"
+                )
             }
             Problem::Deleted { first, last } => write!(
                 f,
