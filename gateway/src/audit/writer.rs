@@ -286,9 +286,10 @@ impl Writer {
             let failed = failure.as_ref().map(|f| f.clone_error());
             reply(&mut batch, self.head.0, failure);
             if let Some(done) = close.take() {
+                let anchored = self.anchor_on_stop();
                 let result = match failed {
                     Some(error) => Err(error),
-                    None => self.anchor_on_stop(),
+                    None => anchored,
                 };
                 drop(self);
                 drop(rx);
