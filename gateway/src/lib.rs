@@ -12,4 +12,6 @@ pub mod decision;
 pub mod identity;
 pub mod policy;
 pub mod protocol;
+pub mod route;
 pub mod secrets;
+pub mod telemetry;

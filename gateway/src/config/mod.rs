@@ -188,13 +188,19 @@ impl Default for UpstreamConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { max_request_bytes: 16 * 1024 * 1024 }
+        LimitsConfig {
+            max_request_bytes: 16 * 1024 * 1024,
+        }
     }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".into(), format: LogFormat::Json, access: true }
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Json,
+            access: true,
+        }
     }
 }
 
@@ -227,3 +233,8 @@ pub fn default_routes() -> Vec<RouteConfig> {
     }))
     .collect()
 }
+
+pub mod error;
+pub mod load;
+pub mod locate;
+pub mod validate;

@@ -85,7 +85,9 @@ pub struct IssuerConfig {
 }
 
 fn default_algorithms() -> Vec<String> {
-    ["RS256", "PS256", "ES256", "EdDSA"].map(String::from).to_vec()
+    ["RS256", "PS256", "ES256", "EdDSA"]
+        .map(String::from)
+        .to_vec()
 }
 
 /// Which claim feeds which principal attribute.

@@ -1,0 +1,243 @@
+//! Checks that need more than one key: listener safety, issuers, routes against connectors.
+
+use std::collections::HashMap;
+
+use super::Config;
+use crate::route::connector::{Connectors, validate_base_url};
+
+/// Algorithms Warden accepts from OIDC issuers. HMAC is never accepted: an issuer's public
+/// key must not double as a shared secret.
+pub const ASYMMETRIC_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+/// Returns `(key, message)` for every mistake.
+pub fn validate(config: &Config) -> Vec<(String, String)> {
+    let mut errors = Vec::new();
+    let mut err = |key: &str, message: String| errors.push((key.to_string(), message));
+
+    let listen = &config.listen;
+    if listen.proxy == listen.admin {
+        err(
+            "listen.admin",
+            format!(
+                "the admin listener must not share the proxy's address {}",
+                listen.proxy
+            ),
+        );
+    }
+    if !config.identity.required && !listen.proxy.ip().is_loopback() {
+        err(
+            "listen.proxy",
+            format!(
+                "refusing to listen on {} while agent authentication is off (identity.required: false): \
+                 anyone who reaches this address could use your provider keys. Turn authentication on \
+                 or listen on 127.0.0.1",
+                listen.proxy
+            ),
+        );
+    }
+
+    let id = &config.identity;
+    if id.required && !id.warden_issuer.enabled && id.issuers.is_empty() {
+        err(
+            "identity",
+            "agent authentication is required but no issuer is trusted: enable identity.warden_issuer \
+             or add identity.issuers"
+                .into(),
+        );
+    }
+    for (i, iss) in id.issuers.iter().enumerate() {
+        let key = format!("identity.issuers[{i}]");
+        if let Err(m) = validate_base_url(&iss.issuer) {
+            err(&format!("{key}.issuer"), m);
+        }
+        if iss.audiences.is_empty() {
+            err(
+                &format!("{key}.audiences"),
+                "list at least one accepted audience (the token's aud)".into(),
+            );
+        }
+        if iss.algorithms.is_empty() {
+            err(
+                &format!("{key}.algorithms"),
+                "list at least one accepted algorithm".into(),
+            );
+        }
+        for (j, alg) in iss.algorithms.iter().enumerate() {
+            if !ASYMMETRIC_ALGORITHMS.contains(&alg.as_str()) {
+                err(
+                    &format!("{key}.algorithms[{j}]"),
+                    format!(
+                        "{alg:?} is not accepted; use one of {}",
+                        ASYMMETRIC_ALGORITHMS.join(", ")
+                    ),
+                );
+            }
+        }
+        if let Some(uri) = &iss.jwks_uri
+            && let Err(m) = validate_base_url(uri)
+        {
+            err(&format!("{key}.jwks_uri"), m);
+        }
+    }
+    if id.warden_issuer.enabled
+        && id
+            .issuers
+            .iter()
+            .any(|i| i.issuer == id.warden_issuer.issuer)
+    {
+        err(
+            "identity.warden_issuer.issuer",
+            "must differ from every identity.issuers[].issuer".into(),
+        );
+    }
+
+    if config.limits.max_request_bytes == 0 {
+        err("limits.max_request_bytes", "must be greater than 0".into());
+    }
+    if config.audit.max_commit_delay > std::time::Duration::from_secs(1) {
+        err(
+            "audit.max_commit_delay",
+            "must be at most 1s: every allowed request waits for its commit".into(),
+        );
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
+        err(
+            "log.level",
+            format!("{:?} is not a valid filter: {e}", config.log.level),
+        );
+    }
+
+    let connectors = match Connectors::load(config.connectors_dir.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            err("connectors_dir", e.to_string());
+            return errors;
+        }
+    };
+    let mut prefixes: HashMap<&str, usize> = HashMap::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    for (i, route) in config.routes.iter().enumerate() {
+        let key = format!("routes[{i}]");
+        let p = route.prefix.as_str();
+        if !p.starts_with('/') || (p.len() > 1 && p.ends_with('/')) || p.contains("//") {
+            err(
+                &format!("{key}.prefix"),
+                format!("{p:?} must start with / and not end with / (e.g. /openai)"),
+            );
+        }
+        if let Some(first) = prefixes.insert(p, i) {
+            err(
+                &format!("{key}.prefix"),
+                format!("{p:?} is already used by routes[{first}]"),
+            );
+        }
+        let name = route
+            .name
+            .clone()
+            .unwrap_or_else(|| route.connector.clone());
+        if let Some(first) = names.insert(name.clone(), i) {
+            err(
+                &format!("{key}.name"),
+                format!("route name {name:?} is already used by routes[{first}]; set name:"),
+            );
+        }
+        let Some(connector) = connectors.get(&route.connector) else {
+            err(
+                &format!("{key}.connector"),
+                format!(
+                    "unknown connector {:?}; known: {}",
+                    route.connector,
+                    connectors.names().join(", ")
+                ),
+            );
+            continue;
+        };
+        if let Some(up) = &route.upstream
+            && let Err(m) = validate_base_url(up)
+        {
+            err(&format!("{key}.upstream"), m);
+        }
+        if route.credential.is_some() && connector.credential.is_none() {
+            err(
+                &format!("{key}.credential"),
+                format!(
+                    "connector {:?} sends no credential; remove credential: or use a connector that does",
+                    route.connector
+                ),
+            );
+        }
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::load::parse;
+    use std::path::Path;
+
+    fn errors_of(yaml: &str) -> String {
+        parse(yaml, Some(Path::new("warden.yaml")))
+            .expect_err("config must be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn embedded_defaults_are_valid() {
+        let config = parse("", None).expect("empty file means defaults");
+        assert_eq!(config.listen.proxy.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.listen.admin.to_string(), "127.0.0.1:9090");
+        assert_eq!(config.routes.len(), 4);
+    }
+
+    #[test]
+    fn refuses_non_loopback_listener_without_authentication() {
+        let text = errors_of("listen:\n  proxy: 0.0.0.0:8080\nidentity:\n  required: false\n");
+        assert!(
+            text.contains("warden.yaml:2: listen.proxy: refusing to listen on 0.0.0.0:8080"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn reports_every_mistake_with_file_line_and_key() {
+        let yaml = "\
+listen:
+  proxy: not-an-address
+identity:
+  issuers:
+    - issuer: https://idp.example.com
+      audiences: []
+      algorithms: [HS256]
+routes:
+  - prefix: /a
+    connector: openai
+  - prefix: b
+    connector: nope
+  - prefix: /c
+    connector: ollama
+    bogus: 1
+colour: blue
+";
+        let text = errors_of(yaml);
+        for expected in [
+            "warden.yaml:2: listen.proxy:",
+            "warden.yaml:6: identity.issuers[0].audiences: list at least one",
+            "warden.yaml:7: identity.issuers[0].algorithms[0]: \"HS256\" is not accepted",
+            "warden.yaml:11: routes[1].prefix:",
+            "warden.yaml:12: routes[1].connector: unknown connector \"nope\"",
+            "warden.yaml:15: routes[2].bogus: unknown field `bogus`",
+            "warden.yaml:16: colour: unknown section",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn yaml_syntax_error_names_the_line() {
+        let text = errors_of("listen:\n  proxy: [unclosed\n");
+        assert!(text.starts_with("warden.yaml:"), "{text}");
+        assert!(text.contains("invalid YAML"), "{text}");
+    }
+}

@@ -1,0 +1,185 @@
+//! Route: which upstream a request path goes to.
+
+pub mod connector;
+
+use std::sync::Arc;
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+
+use crate::config::error::ConfigErrors;
+use crate::config::{Config, DenyStyle};
+use crate::protocol::Protocol;
+use crate::secrets::{Credential, CredentialError};
+use connector::{Connectors, validate_base_url};
+
+/// One resolved route.
+#[derive(Debug)]
+pub struct Route {
+    /// Route name (metrics, audit, policy context).
+    pub name: Arc<str>,
+    /// Path prefix, without trailing slash.
+    pub prefix: String,
+    pub protocol: Protocol,
+    /// Cedar provider name.
+    pub provider: Arc<str>,
+    pub upstream: Upstream,
+    /// The upstream credential, or why it is unavailable (requests then fail closed with 503).
+    pub credential: Result<Option<Credential>, CredentialError>,
+    pub on_deny: DenyStyle,
+}
+
+/// Where a route's requests go.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// Base path without trailing slash (may be empty).
+    pub base_path: String,
+}
+
+impl Upstream {
+    /// Parses a base URL.
+    pub fn parse(url: &str) -> Result<Upstream, String> {
+        let uri = validate_base_url(url)?;
+        let parts = uri.into_parts();
+        let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) else {
+            return Err(format!("{url:?} must be an absolute URL"));
+        };
+        let base_path = parts
+            .path_and_query
+            .map(|p| p.path().trim_end_matches('/').to_string())
+            .unwrap_or_default();
+        Ok(Upstream {
+            scheme,
+            authority,
+            base_path,
+        })
+    }
+
+    /// The upstream URI for `rest` (the request path after the route prefix) and `query`.
+    pub fn uri(&self, rest: &str, query: Option<&str>) -> Result<http::Uri, http::Error> {
+        let mut pq = String::with_capacity(
+            self.base_path.len() + rest.len() + query.map_or(0, |q| q.len() + 1),
+        );
+        pq.push_str(&self.base_path);
+        pq.push_str(rest);
+        if pq.is_empty() {
+            pq.push('/');
+        }
+        if let Some(q) = query.filter(|q| !q.is_empty()) {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        http::Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(PathAndQuery::try_from(pq)?)
+            .build()
+    }
+}
+
+/// All routes, longest prefix first.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: Vec<Arc<Route>>,
+}
+
+impl RouteTable {
+    /// Resolves the configured routes against the connectors and reads their credentials.
+    pub fn build(config: &Config) -> Result<RouteTable, ConfigErrors> {
+        let connectors = Connectors::load(config.connectors_dir.as_deref())?;
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for (i, rc) in config.routes.iter().enumerate() {
+            let connector = connectors.get(&rc.connector).ok_or_else(|| {
+                ConfigErrors::one(
+                    format!("routes[{i}].connector"),
+                    format!("unknown connector {:?}", rc.connector),
+                )
+            })?;
+            let url = rc.upstream.as_deref().unwrap_or(&connector.base_url);
+            let upstream = Upstream::parse(url)
+                .map_err(|m| ConfigErrors::one(format!("routes[{i}].upstream"), m))?;
+            let credential = match (&rc.credential, &connector.credential) {
+                (Some(source), Some(injection)) => Credential::resolve(source, injection).map(Some),
+                (None, Some(_)) => Err(CredentialError::NotConfigured {
+                    route: rc.name.clone().unwrap_or_else(|| rc.connector.clone()),
+                }),
+                (_, None) => Ok(None),
+            };
+            routes.push(Arc::new(Route {
+                name: Arc::from(rc.name.as_deref().unwrap_or(&rc.connector)),
+                prefix: rc.prefix.trim_end_matches('/').to_string(),
+                protocol: connector.protocol,
+                provider: Arc::from(rc.provider.as_deref().unwrap_or(&connector.provider)),
+                upstream,
+                credential,
+                on_deny: rc.on_deny,
+            }));
+        }
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        Ok(RouteTable { routes })
+    }
+
+    /// The route whose prefix matches `path` on a segment boundary, and the rest of the path.
+    pub fn find<'p>(&self, path: &'p str) -> Option<(&Arc<Route>, &'p str)> {
+        self.routes.iter().find_map(|r| {
+            let rest = path.strip_prefix(r.prefix.as_str())?;
+            (rest.is_empty() || rest.starts_with('/') || r.prefix.is_empty()).then_some((r, rest))
+        })
+    }
+
+    /// Every route.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.routes.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load::parse;
+
+    fn table(yaml: &str) -> RouteTable {
+        RouteTable::build(&parse(yaml, None).expect("valid config")).expect("routes build")
+    }
+
+    #[test]
+    fn longest_prefix_on_segment_boundary_wins() {
+        let t = table(
+            "routes:\n  - { prefix: /llm, connector: openai, name: a }\n  - { prefix: /llm/anthropic, connector: anthropic, name: b }\n",
+        );
+        let (r, rest) = t.find("/llm/anthropic/v1/messages").expect("match");
+        assert_eq!((&*r.name, rest), ("b", "/v1/messages"));
+        let (r, rest) = t.find("/llm/chat/completions").expect("match");
+        assert_eq!((&*r.name, rest), ("a", "/chat/completions"));
+        assert!(t.find("/llmx/chat").is_none());
+    }
+
+    #[test]
+    fn builds_upstream_uri_from_base_path_rest_and_query() {
+        let up = Upstream::parse("https://api.example.com/v1/").expect("url");
+        let uri = up.uri("/chat/completions", Some("a=1")).expect("uri");
+        assert_eq!(
+            uri.to_string(),
+            "https://api.example.com/v1/chat/completions?a=1"
+        );
+        let up = Upstream::parse("http://127.0.0.1:9000").expect("url");
+        assert_eq!(
+            up.uri("", None).expect("uri").to_string(),
+            "http://127.0.0.1:9000/"
+        );
+    }
+
+    #[test]
+    fn missing_credential_env_makes_the_route_fail_closed() {
+        let t = table(
+            "routes:\n  - { prefix: /o, connector: openai, credential: { env: WARDEN_TEST_SURELY_UNSET_VAR } }\n",
+        );
+        let (r, _) = t.find("/o/models").expect("match");
+        let err = r.credential.as_ref().expect_err("no env var");
+        assert!(
+            err.to_string().contains("WARDEN_TEST_SURELY_UNSET_VAR"),
+            "{err}"
+        );
+    }
+}

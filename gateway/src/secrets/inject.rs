@@ -1,0 +1,141 @@
+//! Builds the upstream request: hop-by-hop headers and the agent's credential removed, the
+//! upstream credential injected.
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName};
+use http::{Request, request::Parts};
+use http_body_util::Full;
+
+use super::Credential;
+use crate::route::Route;
+
+/// Headers in which agents present their Warden credential. Never forwarded.
+pub const AGENT_CREDENTIAL_HEADERS: [HeaderName; 4] = [
+    header::AUTHORIZATION,
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("api-key"),
+    HeaderName::from_static("x-goog-api-key"),
+];
+
+/// Connection-scoped headers (RFC 9110 §7.6.1) plus those Warden sets itself.
+const HOP_BY_HOP: [HeaderName; 10] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::HOST,
+];
+
+/// The request to send upstream for an agent request.
+pub fn upstream_request(
+    route: &Route,
+    parts: &Parts,
+    rest: &str,
+    body: Bytes,
+    credential: Option<&Credential>,
+) -> Result<Request<Full<Bytes>>, http::Error> {
+    let query = parts.uri.query().map(strip_key_param);
+    let uri = route.upstream.uri(rest, query.as_deref())?;
+    let mut headers = HeaderMap::with_capacity(parts.headers.len() + 1);
+    copy_end_to_end(&parts.headers, &mut headers);
+    for h in &AGENT_CREDENTIAL_HEADERS {
+        headers.remove(h);
+    }
+    headers.remove(header::CONTENT_LENGTH);
+    if let Some(c) = credential {
+        headers.insert(c.header.clone(), c.value.clone());
+    }
+    let mut req = Request::builder()
+        .method(parts.method.clone())
+        .uri(uri)
+        .body(Full::new(body))?;
+    *req.headers_mut() = headers;
+    Ok(req)
+}
+
+/// Copies `from` into `to` without hop-by-hop headers or those named in `Connection`.
+pub fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap) {
+    let named: Vec<HeaderName> = from
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::try_from(n.trim()).ok())
+        .collect();
+    for (name, value) in from {
+        if HOP_BY_HOP.contains(name) || named.contains(name) {
+            continue;
+        }
+        to.append(name.clone(), value.clone());
+    }
+}
+
+/// Removes a `key=` parameter (the Gemini API-key query parameter) so an agent's credential
+/// never travels upstream in the URL.
+fn strip_key_param(query: &str) -> String {
+    query
+        .split('&')
+        .filter(|kv| !(kv.starts_with("key=") || *kv == "key"))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load::parse;
+    use crate::route::RouteTable;
+
+    #[test]
+    fn strips_agent_credentials_and_injects_the_upstream_key() {
+        let config = parse(
+            "routes:\n  - { prefix: /o, connector: openai, upstream: 'http://127.0.0.1:1/v1', credential: { file: /dev/null } }\n",
+            None,
+        )
+        .expect("config");
+        let table = RouteTable::build(&config).expect("routes");
+        let (route, rest) = table.find("/o/chat/completions").expect("route");
+        let req = Request::post("/o/chat/completions?key=agent-secret&alt=sse")
+            .header("authorization", "Bearer agent-token")
+            .header("x-api-key", "agent-token")
+            .header("api-key", "agent-token")
+            .header("x-goog-api-key", "agent-token")
+            .header("connection", "keep-alive, x-drop-me")
+            .header("x-drop-me", "1")
+            .header("traceparent", "00-abc-def-01")
+            .body(())
+            .expect("request");
+        let (parts, ()) = req.into_parts();
+        let cred = Credential {
+            header: header::AUTHORIZATION,
+            value: http::HeaderValue::from_static("Bearer provider-key"),
+        };
+        let out = upstream_request(route, &parts, rest, Bytes::from_static(b"{}"), Some(&cred))
+            .expect("request");
+        assert_eq!(
+            out.uri().to_string(),
+            "http://127.0.0.1:1/v1/chat/completions?alt=sse"
+        );
+        let h = out.headers();
+        assert_eq!(
+            h.get("authorization").map(|v| v.as_bytes()),
+            Some(&b"Bearer provider-key"[..])
+        );
+        for gone in [
+            "x-api-key",
+            "api-key",
+            "x-goog-api-key",
+            "connection",
+            "x-drop-me",
+            "host",
+        ] {
+            assert!(h.get(gone).is_none(), "{gone} must not be forwarded");
+        }
+        assert!(h.get("traceparent").is_some());
+    }
+}
