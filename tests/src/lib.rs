@@ -8,4 +8,5 @@ pub mod paths;
 pub mod process;
 pub mod sdk;
 pub mod sse;
+pub mod stack;
 pub mod warden;

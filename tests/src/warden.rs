@@ -29,24 +29,23 @@ pub const AUDIENCE: &str = "warden";
 /// A policy permitting everything, so tests add only the forbids they are about.
 pub const PERMIT_ALL: &str = "@id(\"e2e-permit-all\")\npermit(principal, action, resource);\n";
 
-/// Used when the repository has no `policies/schema.cedarschema` yet: the Cedar model of
-/// DESIGN.md (agents in groups, models in providers, the LLM actions).
+/// Used when the repository has no `policies/schema.cedarschema`: the same model (agents in
+/// groups, models in providers, the LLM actions and their context).
 const FALLBACK_SCHEMA: &str = r#"
 entity AgentGroup;
 entity Agent in [AgentGroup] {
-  fleet?: String,
-  owner?: String,
-  environment?: String,
-  scopes?: Set<String>,
+  issuer: String, fleet?: String, owner?: String, environment?: String, scopes: Set<String>,
 };
 entity Group;
-entity User in [Group];
+entity User in [Group] { issuer: String };
 entity Provider;
-entity Model in [Provider];
-action "llm:chat", "llm:embed", "llm:models" appliesTo {
-  principal: [Agent],
-  resource: [Model, Provider],
+entity Model in [Provider] { name: String, provider: String };
+type LlmContext = {
+  route: String, time: Long, hour: Long, weekday: Long, source_ip: ipaddr, tls: Bool,
+  stream: Bool, max_tokens?: Long, tools: Set<String>, input_tokens: Long,
 };
+action "llm:chat", "llm:embed" appliesTo { principal: [Agent], resource: [Model], context: LlmContext };
+action "llm:models" appliesTo { principal: [Agent], resource: [Provider], context: LlmContext };
 "#;
 
 /// The provider keys the fake upstream should require: the ones Warden injects.
