@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 /// A running child whose stdout and stderr lines are collected; killed on drop.
 #[derive(Debug)]
@@ -14,6 +15,7 @@ pub struct Proc {
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
     stdout_lines: mpsc::UnboundedReceiver<String>,
+    readers: Vec<JoinHandle<()>>,
 }
 
 impl Proc {
@@ -28,17 +30,19 @@ impl Proc {
             .map_err(|e| anyhow::anyhow!("cannot start {name}: {e}"))?;
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, stdout_lines) = mpsc::unbounded_channel();
+        let mut readers = Vec::new();
         if let Some(out) = child.stdout.take() {
-            collect(out, "out", log.clone(), Some(tx));
+            readers.push(collect(out, "out", log.clone(), Some(tx)));
         }
         if let Some(err) = child.stderr.take() {
-            collect(err, "err", log.clone(), None);
+            readers.push(collect(err, "err", log.clone(), None));
         }
         Ok(Proc {
             name: name.to_owned(),
             child,
             log,
             stdout_lines,
+            readers,
         })
     }
 
@@ -62,9 +66,13 @@ impl Proc {
         self.child.try_wait().ok().flatten()
     }
 
-    /// Waits for the process to exit.
+    /// Waits for the process to exit and for its last output lines to be collected.
     pub async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
-        self.child.wait().await
+        let status = self.child.wait().await?;
+        for reader in self.readers.drain(..) {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), reader).await;
+        }
+        Ok(status)
     }
 
     /// Sends `signal` (e.g. `libc::SIGHUP`).
@@ -109,7 +117,7 @@ fn collect(
     tag: &'static str,
     log: Arc<Mutex<Vec<String>>>,
     lines_tx: Option<mpsc::UnboundedSender<String>>,
-) {
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
@@ -120,5 +128,5 @@ fn collect(
                 let _ = tx.send(line);
             }
         }
-    });
+    })
 }

@@ -127,8 +127,8 @@ impl WardenBuilder {
         self
     }
 
-    /// Sets the config value at JSON pointer `pointer` (e.g. `/limits/max_request_bytes`),
-    /// creating objects on the way.
+    /// Sets the config value at JSON pointer `pointer` (e.g. `/limits/max_request_bytes`,
+    /// `/routes/0/on_deny`), creating objects on the way; array indexes must exist.
     pub fn set(mut self, pointer: &str, value: Value) -> WardenBuilder {
         set_pointer(&mut self.config, pointer, value);
         self
@@ -207,25 +207,42 @@ fn parse_addr(config: &Value, pointer: &str) -> Option<SocketAddr> {
 }
 
 fn set_pointer(root: &mut Value, pointer: &str, value: Value) {
-    let mut node = root;
     let keys: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
     let Some((last, parents)) = keys.split_last() else {
         return;
     };
+    let mut node = root;
     for key in parents {
-        if !node.is_object() {
-            *node = json!({});
-        }
-        let Some(object) = node.as_object_mut() else {
-            return;
+        node = match node {
+            Value::Array(items) => match key.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                Some(item) => item,
+                None => return,
+            },
+            other => {
+                if !other.is_object() {
+                    *other = json!({});
+                }
+                let Some(object) = other.as_object_mut() else {
+                    return;
+                };
+                object.entry(key.to_string()).or_insert_with(|| json!({}))
+            }
         };
-        node = object.entry(key.to_string()).or_insert_with(|| json!({}));
     }
-    if !node.is_object() {
-        *node = json!({});
-    }
-    if let Some(object) = node.as_object_mut() {
-        object.insert(last.to_string(), value);
+    match node {
+        Value::Array(items) => {
+            if let Some(slot) = last.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                *slot = value;
+            }
+        }
+        other => {
+            if !other.is_object() {
+                *other = json!({});
+            }
+            if let Some(object) = other.as_object_mut() {
+                object.insert(last.to_string(), value);
+            }
+        }
     }
 }
 
@@ -287,7 +304,8 @@ impl Warden {
         let deadline = tokio::time::Instant::now() + timeout;
         let url = self.admin_url("/readyz");
         loop {
-            if let Some(status) = self.proc.try_exit_status() {
+            if self.proc.try_exit_status().is_some() {
+                let status = self.proc.wait().await?;
                 bail!(
                     "warden exited with {status} before it was ready:\n{}",
                     self.proc.output()
