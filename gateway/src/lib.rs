@@ -1,17 +1,26 @@
 //! Warden: a security gateway for AI agent fleets.
 //!
 //! The request path lives in [`proxy`]; each stage it calls is a module here:
-//! route → identify ([`identity`]) → interpret ([`protocol`]) → inspect ([`inspect`]) →
-//! decide ([`policy`]) → credential ([`secrets`]) → forward ([`upstream`]) → observe
-//! ([`protocol`]) → record ([`audit`]).
+//! route ([`route`]) → identify ([`identity`]) → interpret ([`protocol`]) → decide
+//! ([`policy`]) → record ([`audit`]) → credential ([`secrets`]) → forward ([`upstream`]) →
+//! observe ([`observe`], [`protocol`]).
 
 pub mod action;
+pub mod admin;
 pub mod audit;
 pub mod config;
 pub mod decision;
+pub mod gateway;
 pub mod identity;
+pub mod listener;
+pub mod observe;
 pub mod policy;
 pub mod protocol;
+pub mod proxy;
+pub mod reload;
 pub mod route;
+pub mod runtime;
 pub mod secrets;
+pub mod server;
 pub mod telemetry;
+pub mod upstream;

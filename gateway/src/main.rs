@@ -1,1 +1,255 @@
-fn main() {}
+//! The `warden` command line.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use warden::config::Config;
+use warden::config::load::load_file;
+
+/// Warden: a security gateway for AI agent fleets.
+///
+/// Agents send their LLM traffic through Warden, which authenticates them, judges every call
+/// with Cedar policies, injects the provider credential the agent never sees, and records
+/// every decision in a tamper-evident audit log.
+#[derive(Parser)]
+#[command(name = "warden", version, about, long_about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway. Without --config: proxy on 127.0.0.1:8080, admin on 127.0.0.1:9090,
+    /// state and audit log under ./warden-data, policies from ./policies.
+    Serve {
+        /// Configuration file (YAML). See docs/configuration.md.
+        #[arg(short, long, env = "WARDEN_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file, its connectors and its policies; report every mistake
+    /// with file, line and key.
+    Check {
+        #[arg(short, long, env = "WARDEN_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Validate and test Cedar policies.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Inspect the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Issue agent tokens signed by Warden's own key (for setups without an IdP).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Parse every policy and validate it against the schema.
+    Validate {
+        /// Policy directory (schema.cedarschema and *.cedar files).
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+    },
+    /// Run the decision cases in DIR/tests/*.yaml; exits non-zero on any mismatch.
+    Test {
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain; name the first record that was edited, deleted, reordered or
+    /// truncated, and exit non-zero if there is one.
+    Verify {
+        /// Audit directory (default: ./warden-data/audit).
+        #[arg(default_value = "warden-data/audit")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new agent token on stdout.
+    Issue {
+        /// Agent id (the token's subject; Cedar `Agent::"<id>"`).
+        #[arg(long)]
+        agent: String,
+        /// Lifetime, e.g. 15m, 1h, 30d.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Extra claim, KEY=VALUE (VALUE parsed as JSON when it is JSON), e.g.
+        /// --claim fleet=billing --claim 'groups=["eng","oncall"]'. Repeatable.
+        #[arg(long = "claim", value_name = "KEY=VALUE")]
+        claims: Vec<String>,
+        /// Configuration file (for data_dir and identity.warden_issuer).
+        #[arg(short, long, env = "WARDEN_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("warden: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::Check { config } => check(config.as_deref()),
+        Command::Policy {
+            command: PolicyCommand::Validate { dir },
+        } => {
+            let engine =
+                warden::policy::PolicyEngine::load(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "{}: {} policies valid against the schema",
+                dir.display(),
+                engine.policy_count()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policy {
+            command: PolicyCommand::Test { dir },
+        } => {
+            let report = warden::policy::run_tests(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+            print!("{report}");
+            Ok(if report.failed() == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { dir },
+        } => match warden::audit::verify(&dir) {
+            Ok(report) => {
+                println!("{report}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!(
+                    "warden: audit log in {} FAILED verification: {e}",
+                    dir.display()
+                );
+                Ok(ExitCode::from(1))
+            }
+        },
+        Command::Token {
+            command:
+                TokenCommand::Issue {
+                    agent,
+                    ttl,
+                    claims,
+                    config,
+                },
+        } => {
+            let config = load(config.as_deref())?;
+            let claims = claims
+                .iter()
+                .map(|c| {
+                    warden::identity::parse_claim_arg(c)
+                        .map_err(|e| anyhow::anyhow!("--claim {c:?}: {e}"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if !config.identity.warden_issuer.enabled {
+                bail!(
+                    "identity.warden_issuer.enabled is false: Warden does not accept its own tokens in this configuration"
+                );
+            }
+            let issuer = warden::identity::TokenIssuer::load_or_create(
+                &config.identity.warden_issuer,
+                &config.data_dir,
+            )?;
+            println!("{}", issuer.issue(&agent, ttl, &claims)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The configuration at `path`, or the embedded defaults.
+fn load(path: Option<&Path>) -> Result<Config> {
+    match path {
+        Some(p) => load_file(p).map_err(|e| anyhow::anyhow!("{e}")),
+        None => Ok(Config::default()),
+    }
+}
+
+fn check(path: Option<&Path>) -> Result<ExitCode> {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let mut ok = true;
+    match warden::policy::PolicyEngine::load(&config.policy.dir) {
+        Ok(engine) => println!(
+            "policies: {} valid in {}",
+            engine.policy_count(),
+            config.policy.dir.display()
+        ),
+        Err(e) => {
+            eprintln!("{e}");
+            ok = false;
+        }
+    }
+    match warden::route::RouteTable::build(&config) {
+        Ok(routes) => {
+            for r in routes.iter() {
+                match &r.credential {
+                    Ok(_) => println!(
+                        "route {} {} -> {}://{}{}",
+                        r.name,
+                        r.prefix,
+                        r.upstream.scheme,
+                        r.upstream.authority,
+                        r.upstream.base_path
+                    ),
+                    Err(e) => println!("route {} {}: warning: {e}", r.name, r.prefix),
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ok = false;
+        }
+    }
+    if ok {
+        println!(
+            "{}: configuration is valid",
+            path.map_or_else(|| "embedded defaults".into(), |p| p.display().to_string())
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn serve(path: Option<PathBuf>) -> Result<ExitCode> {
+    let config = load(path.as_deref())?;
+    let _log_guard = warden::telemetry::logging::init(&config.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(warden::server::serve(config, path))?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -4,6 +4,9 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Default size at which a segment is closed and the next one started: 128 MiB.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 128 * 1024 * 1024;
+
 /// `audit:` section.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -12,9 +15,14 @@ pub struct AuditConfig {
     pub dir: Option<PathBuf>,
     /// fsync every group commit. Off only for throwaway setups.
     pub fsync: bool,
-    /// Longest a record waits for its group commit.
+    /// Longest the writer waits, after a record arrives, to gather more into the same group
+    /// commit. 0 (the default) writes at once; records that arrive during a write share the
+    /// next commit, so batching under load happens anyway.
     #[serde(with = "humantime_serde")]
     pub max_commit_delay: Duration,
+    /// Segment size limit in bytes: the log continues in a new `audit-NNNNNN.jsonl` file
+    /// before a record would take the current one past it.
+    pub segment_bytes: u64,
     /// Record request content (prompts, tool arguments) in decision records.
     pub record_content: bool,
     /// Refuse requests when the audit log cannot be written (fail closed).
@@ -26,7 +34,8 @@ impl Default for AuditConfig {
         AuditConfig {
             dir: None,
             fsync: true,
-            max_commit_delay: Duration::from_millis(2),
+            max_commit_delay: Duration::ZERO,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
             record_content: false,
             fail_closed: true,
         }

@@ -1,4 +1,28 @@
 //! Record: the tamper-evident audit log.
+//!
+//! Every record is one JSON line, `{"seq":N,"prev":"<sha256 hex of the previous line>",...}`,
+//! appended to `audit-NNNNNN.jsonl` segments by one writer thread that group-commits
+//! (one write and one `fdatasync` for everything pending). `head.json` anchors the last
+//! record so a cut tail shows. [`verify`] walks the chain and names the first bad record.
+//! The format is described in `docs/audit.md`.
 
+mod anchor;
+mod chain;
 pub mod config;
 pub mod event;
+mod faults;
+mod log;
+mod record;
+mod recover;
+mod segment;
+mod verify;
+mod writer;
+
+pub use log::{AuditError, AuditLog};
+pub use record::Hash;
+pub use verify::{
+    EditEvidence, Location, Problem, TruncationEvidence, VerifyError, VerifyReport, verify,
+};
+
+#[cfg(test)]
+mod tests;

@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// `identity:` section.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -20,6 +21,13 @@ pub struct IdentityConfig {
     pub claims: ClaimMapping,
     /// Maximum number of verified tokens kept in the cache.
     pub cache_entries: usize,
+    /// How often each issuer's JWKS is fetched again in the background.
+    #[serde(with = "humantime_serde")]
+    pub jwks_refresh_interval: Duration,
+    /// Shortest time between two fetches of one issuer's JWKS triggered by tokens (unknown
+    /// `kid`, keys not yet loaded): bounds what a stream of forged tokens can cost the IdP.
+    #[serde(with = "humantime_serde")]
+    pub jwks_min_refetch_interval: Duration,
 }
 
 impl Default for IdentityConfig {
@@ -31,6 +39,8 @@ impl Default for IdentityConfig {
             issuers: Vec::new(),
             claims: ClaimMapping::default(),
             cache_entries: 100_000,
+            jwks_refresh_interval: Duration::from_secs(300),
+            jwks_min_refetch_interval: Duration::from_secs(5),
         }
     }
 }

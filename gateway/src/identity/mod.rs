@@ -1,3 +1,187 @@
-//! Identify: who is calling.
+//! Identify: who is calling. An agent presents a JWT (from a trusted OIDC issuer, or issued by
+//! Warden itself) in `Authorization: Bearer`, `x-api-key`, `api-key` or `x-goog-api-key`; the
+//! [`Identifier`] verifies it once, caches the result by the token's SHA-256 until it expires,
+//! and hands out the [`Principal`] policies judge.
 
 pub mod config;
+
+mod cache;
+mod claims;
+mod credential;
+mod error;
+mod fetch;
+mod issuer;
+mod jwks;
+mod refresh;
+mod token;
+mod verify;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::task::JoinHandle;
+
+pub use credential::credential_from_headers;
+pub use error::{AuthError, ClaimArgError, IdentityError};
+pub use issuer::{TokenIssuer, parse_claim_arg};
+
+use crate::action::Principal;
+use cache::{TokenCache, TokenKey};
+use config::IdentityConfig;
+use fetch::JwksFetcher;
+use refresh::RemoteKeys;
+use verify::{IssuerKeys, TrustedIssuer, Verifier};
+
+/// How long [`Identifier::new`] waits for the first JWKS fetches before serving anyway.
+const STARTUP_WAIT: Duration = Duration::from_secs(3);
+
+/// Identifies callers from their credentials. `Send + Sync`; share it as `Arc`.
+pub struct Identifier {
+    verifier: Verifier,
+    cache: TokenCache,
+    required: bool,
+    anonymous: Arc<Principal>,
+    token_issuer: Option<Arc<TokenIssuer>>,
+    _refreshers: AbortOnDrop,
+}
+
+impl Identifier {
+    /// Never fails because an IdP is down: keys are fetched in the background and tokens of an
+    /// issuer whose keys are unavailable are rejected (fail closed) with a clear reason.
+    pub async fn new(cfg: &IdentityConfig, data_dir: &Path) -> Result<Identifier, IdentityError> {
+        if cfg.jwks_refresh_interval.is_zero() {
+            return Err(IdentityError::Config {
+                key: "identity.jwks_refresh_interval".into(),
+                problem: "must be longer than zero (e.g. 5m)".into(),
+            });
+        }
+        let mut issuers = Vec::with_capacity(cfg.issuers.len() + 1);
+        let mut names = HashSet::new();
+        let token_issuer = if cfg.warden_issuer.enabled {
+            let token_issuer = Arc::new(TokenIssuer::load_or_create(&cfg.warden_issuer, data_dir)?);
+            issuers.push(TrustedIssuer::warden(
+                token_issuer.issuer(),
+                token_issuer.audience(),
+                token_issuer.verify_key(),
+                &cfg.claims,
+            ));
+            names.insert(token_issuer.issuer().to_owned());
+            Some(token_issuer)
+        } else {
+            None
+        };
+        let mut remotes = Vec::with_capacity(cfg.issuers.len());
+        for (i, issuer_cfg) in cfg.issuers.iter().enumerate() {
+            let key = format!("identity.issuers[{i}]");
+            if !names.insert(issuer_cfg.issuer.clone()) {
+                return Err(IdentityError::Config {
+                    key: format!("{key}.issuer"),
+                    problem: format!(
+                        "{:?} is already trusted (listed twice, or equal to \
+                         identity.warden_issuer.issuer)",
+                        issuer_cfg.issuer
+                    ),
+                });
+            }
+            let fetcher = JwksFetcher::new(issuer_cfg, &key)?;
+            let remote = RemoteKeys::new(
+                Arc::from(issuer_cfg.issuer.as_str()),
+                fetcher,
+                cfg.jwks_min_refetch_interval,
+            );
+            let keys = IssuerKeys::Remote(remote.clone());
+            issuers.push(TrustedIssuer::oidc(issuer_cfg, &key, keys, &cfg.claims)?);
+            remotes.push(remote);
+        }
+        let refreshers = remotes
+            .iter()
+            .map(|r| r.spawn_refresher(cfg.jwks_refresh_interval))
+            .collect();
+        let first_fetches =
+            futures_util::future::join_all(remotes.iter().map(|r| r.first_attempt_done()));
+        if tokio::time::timeout(STARTUP_WAIT, first_fetches)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "JWKS of some issuers not fetched yet; their tokens are refused until it is"
+            );
+        }
+        Ok(Identifier {
+            verifier: Verifier::new(issuers, cfg.leeway_seconds),
+            cache: TokenCache::new(cfg.cache_entries),
+            required: cfg.required,
+            anonymous: Arc::new(Principal::anonymous()),
+            token_issuer,
+            _refreshers: AbortOnDrop(refreshers),
+        })
+    }
+
+    /// Who sent these headers. Without a credential: [`AuthError::MissingCredential`], or the
+    /// anonymous principal when authentication is not [`required`](Self::required).
+    pub async fn identify(&self, headers: &http::HeaderMap) -> Result<Arc<Principal>, AuthError> {
+        match credential_from_headers(headers) {
+            Some(token) => self.identify_token(token).await,
+            None if self.required => Err(AuthError::MissingCredential),
+            None => Ok(self.anonymous.clone()),
+        }
+    }
+
+    /// Who this token identifies: from the cache when verified earlier (one SHA-256 and one
+    /// lookup), else fully verified and cached until it expires.
+    pub async fn identify_token(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
+        let key = TokenKey::of(token);
+        let now = now_unix();
+        if let Some(principal) = self.cache.get(&key, now) {
+            return Ok(principal);
+        }
+        let principal = Arc::new(self.verifier.verify(token, now).await?);
+        self.cache.insert(key, principal.clone(), now);
+        Ok(principal)
+    }
+
+    /// Verifies `token` fully without reading or filling the cache: the cold path, for
+    /// benchmarks and diagnostics.
+    pub async fn verify_uncached(&self, token: &str) -> Result<Principal, AuthError> {
+        self.verifier.verify(token, now_unix()).await
+    }
+
+    /// Whether every request must carry a valid credential.
+    pub fn required(&self) -> bool {
+        self.required
+    }
+
+    /// Warden's own token issuer, when `identity.warden_issuer.enabled`.
+    pub fn token_issuer(&self) -> Option<&Arc<TokenIssuer>> {
+        self.token_issuer.as_ref()
+    }
+
+    /// Number of verified tokens currently cached.
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.len()
+    }
+}
+
+/// Background tasks stopped when the [`Identifier`] goes away.
+struct AbortOnDrop(Vec<JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Seconds since 1970 (0 if the clock is before it).
+pub(crate) fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

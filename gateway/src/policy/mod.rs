@@ -1,3 +1,315 @@
 //! Decide: Cedar policies judge every action.
+//!
+//! [`PolicyEngine::load`] reads a policy directory (schema, `*.cedar` files) into an immutable
+//! snapshot; [`PolicyEngine::decide`] turns an [`Action`] into a [`Decision`]. Default deny;
+//! forbid beats permit; a determining permit with `@approval("required")` asks a human.
 
+mod annotations;
 pub mod config;
+mod error;
+mod load;
+mod request;
+mod testing;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cedar_policy::{Authorizer, Effect, Entities, PolicySet, Request, Schema};
+
+pub use annotations::PolicyMeta;
+pub use error::{PolicyError, PolicyErrorKind, PolicyErrors, Position};
+pub use load::SCHEMA_FILE;
+pub use request::TimeFacts;
+pub use testing::{CaseOutcome, Expect, PolicyTestError, TestFileError, TestReport, run_tests};
+
+use crate::action::{Action, Verb};
+use crate::decision::Decision;
+use request::{CedarNames, PrincipalCache, WARDEN_VERBS};
+
+/// A policy that could not be evaluated for a request (it then does not apply).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvaluationFailure {
+    /// The policy id (`@id`).
+    pub policy: Arc<str>,
+    /// Cedar's message, e.g. a missing optional attribute.
+    pub message: String,
+}
+
+/// A decision with the evaluation errors met on the way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// What policy says.
+    pub decision: Decision,
+    /// Policies skipped because they failed to evaluate; worth a log line, never a panic.
+    pub errors: Vec<EvaluationFailure>,
+}
+
+/// A validated, immutable policy set; cheap to share as `Arc<PolicyEngine>`.
+pub struct PolicyEngine {
+    schema: Schema,
+    set: PolicySet,
+    /// Metadata by policy id.
+    meta: HashMap<Arc<str>, PolicyMeta>,
+    warnings: Vec<PolicyError>,
+    authorizer: Authorizer,
+    names: CedarNames,
+    /// The schema's action entities: the base of every request's entity set.
+    action_entities: Entities,
+    principals: PrincipalCache,
+    /// Per action, the principal and resource types the schema allows.
+    applies_to: Vec<AppliesTo>,
+}
+
+/// The principal and resource types an action applies to, per the schema.
+#[derive(Debug)]
+struct AppliesTo {
+    verb: Verb,
+    principals: Vec<String>,
+    resources: Vec<String>,
+}
+
+impl std::fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyEngine")
+            .field("policies", &self.meta.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PolicyEngine {
+    /// Loads `schema.cedarschema` and every `*.cedar` under `dir` (recursively, skipping
+    /// `tests/` and `examples/`), validates against the schema, returns ALL errors.
+    pub fn load(dir: &Path) -> Result<PolicyEngine, PolicyErrors> {
+        PolicyEngine::build(load::load_dir(dir)?, dir)
+    }
+
+    /// Loads `dir/schema.cedarschema` with only the given policy files (relative to `dir`),
+    /// e.g. to check `examples/*.cedar` against the schema.
+    pub fn load_files(dir: &Path, files: &[PathBuf]) -> Result<PolicyEngine, PolicyErrors> {
+        PolicyEngine::build(load::load_files(dir, files, Vec::new())?, dir)
+    }
+
+    fn build(loaded: load::Loaded, dir: &Path) -> Result<PolicyEngine, PolicyErrors> {
+        let fail = |message: String| {
+            PolicyErrors(vec![PolicyError::new(
+                &dir.join(SCHEMA_FILE),
+                None,
+                PolicyErrorKind::Schema(message),
+            )])
+        };
+        let names = CedarNames::new().map_err(fail)?;
+        let action_entities = loaded
+            .schema
+            .action_entities()
+            .map_err(|e| fail(e.to_string()))?;
+        let applies_to = WARDEN_VERBS
+            .into_iter()
+            .map(|verb| {
+                let uid = names.action(verb);
+                let types = |it: Option<Vec<String>>| it.unwrap_or_default();
+                AppliesTo {
+                    verb,
+                    principals: types(
+                        loaded
+                            .schema
+                            .principals_for_action(uid)
+                            .map(|it| it.map(ToString::to_string).collect()),
+                    ),
+                    resources: types(
+                        loaded
+                            .schema
+                            .resources_for_action(uid)
+                            .map(|it| it.map(ToString::to_string).collect()),
+                    ),
+                }
+            })
+            .collect();
+        Ok(PolicyEngine {
+            schema: loaded.schema,
+            set: loaded.set,
+            meta: loaded.meta.into_iter().map(|m| (m.id.clone(), m)).collect(),
+            warnings: loaded.warnings,
+            authorizer: Authorizer::new(),
+            names,
+            action_entities,
+            principals: PrincipalCache::default(),
+            applies_to,
+        })
+    }
+
+    /// Number of loaded policies.
+    pub fn policy_count(&self) -> usize {
+        self.meta.len()
+    }
+
+    /// Validator warnings (impossible or suspicious policies); the set loaded regardless.
+    pub fn warnings(&self) -> &[PolicyError] {
+        &self.warnings
+    }
+
+    /// The loaded policies in load order.
+    pub fn policies(&self) -> Vec<&PolicyMeta> {
+        let mut all: Vec<&PolicyMeta> = self.meta.values().collect();
+        all.sort_by_key(|m| m.order);
+        all
+    }
+
+    /// The schema the policies were validated against.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// Judges `action`; evaluation errors are logged (policy id and message) and skipped.
+    pub fn decide(&self, action: &Action) -> Decision {
+        let verdict = self.evaluate(action);
+        for e in &verdict.errors {
+            tracing::warn!(policy = %e.policy, error = %e.message, "policy evaluation failed; policy skipped");
+        }
+        verdict.decision
+    }
+
+    /// Judges `action` and returns the evaluation errors alongside the decision.
+    pub fn evaluate(&self, action: &Action) -> Verdict {
+        if let Some(decision) = self.outside_schema(action) {
+            return Verdict {
+                decision,
+                errors: Vec::new(),
+            };
+        }
+        let request = match self.request(action) {
+            Ok(r) => r,
+            Err((policy, message)) => {
+                return Verdict {
+                    decision: Decision::Deny {
+                        reasons: vec![format!("request could not be judged: {message}")],
+                        policies: Vec::new(),
+                    },
+                    errors: vec![EvaluationFailure { policy, message }],
+                };
+            }
+        };
+        let (request, entities) = request;
+        let response = self
+            .authorizer
+            .is_authorized(&request, &self.set, &entities);
+        let errors = response
+            .diagnostics()
+            .errors()
+            .map(|e| {
+                let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = e;
+                EvaluationFailure {
+                    policy: Arc::from(e.policy_id().as_ref()),
+                    message: e.to_string(),
+                }
+            })
+            .collect();
+        let mut determining: Vec<&PolicyMeta> = response
+            .diagnostics()
+            .reason()
+            .filter_map(|id| {
+                self.meta
+                    .get(<cedar_policy::PolicyId as AsRef<str>>::as_ref(id))
+            })
+            .collect();
+        determining.sort_by_key(|m| m.order);
+        Verdict {
+            decision: self.decision(action, &determining),
+            errors,
+        }
+    }
+
+    /// Default deny for a principal or resource type the schema does not allow for the action:
+    /// a policy with an unconstrained `principal` must not reach, say, a `User`.
+    fn outside_schema(&self, action: &Action) -> Option<Decision> {
+        let allowed = self.applies_to.iter().find(|a| a.verb == action.verb);
+        let principal_type = action.principal.kind.cedar_type();
+        let resource_type = action.resource.cedar_type();
+        let fits = allowed.is_some_and(|a| {
+            a.principals.iter().any(|t| t == principal_type)
+                && a.resources.iter().any(|t| t == resource_type)
+        });
+        if fits {
+            return None;
+        }
+        let why = match allowed {
+            Some(a) => format!(
+                "the schema allows {} for {} on {} only",
+                action.verb,
+                a.principals.join(", "),
+                a.resources.join(", ")
+            ),
+            None => format!("the schema does not declare {}", action.verb),
+        };
+        Some(Decision::Deny {
+            reasons: vec![format!("{} ({why})", default_deny_reason(action))],
+            policies: Vec::new(),
+        })
+    }
+
+    fn decision(&self, action: &Action, determining: &[&PolicyMeta]) -> Decision {
+        let forbids: Vec<&&PolicyMeta> = determining
+            .iter()
+            .filter(|m| m.effect == Effect::Forbid)
+            .collect();
+        if !forbids.is_empty() {
+            return Decision::Deny {
+                reasons: forbids
+                    .iter()
+                    .map(|m| match &m.reason {
+                        Some(r) => r.clone(),
+                        None => format!("denied by policy {}", m.id),
+                    })
+                    .collect(),
+                policies: forbids.iter().map(|m| m.id.clone()).collect(),
+            };
+        }
+        if determining.is_empty() {
+            return Decision::Deny {
+                reasons: vec![default_deny_reason(action)],
+                policies: Vec::new(),
+            };
+        }
+        if let Some(m) = determining.iter().find(|m| m.approval.is_some()) {
+            return Decision::NeedsApproval {
+                policy: m.id.clone(),
+                approvers: m.approval.clone().unwrap_or_default(),
+                reason: m.reason.clone(),
+            };
+        }
+        Decision::Allow {
+            policies: determining.iter().map(|m| m.id.clone()).collect(),
+        }
+    }
+
+    /// Cedar's request and entities for `action`; an `Err` names what could not be built.
+    fn request(&self, action: &Action) -> Result<(Request, Entities), (Arc<str>, String)> {
+        let fail = |message: String| (Arc::from("<request>"), message);
+        let (principal, verb, resource, resource_entity, context) =
+            request::cedar_parts(&self.names, action).map_err(fail)?;
+        let entities = self
+            .principals
+            .entities(&self.names, &self.action_entities, &action.principal)
+            .map_err(fail)?
+            .add_entities([resource_entity], None)
+            .map_err(|e| fail(e.to_string()))?;
+        let request = Request::new(principal, verb, resource, context, None)
+            .map_err(|e| fail(e.to_string()))?;
+        Ok((request, entities))
+    }
+}
+
+/// `no policy permits llm:chat on Model::"openai/gpt-4o" for Agent::"ci-bot"`.
+fn default_deny_reason(action: &Action) -> String {
+    format!(
+        "no policy permits {} on {}::\"{}\" for {}::\"{}\"",
+        action.verb,
+        action.resource.cedar_type(),
+        action.resource.cedar_id(),
+        action.principal.kind.cedar_type(),
+        action.principal.id,
+    )
+}
+
+#[cfg(test)]
+mod tests;

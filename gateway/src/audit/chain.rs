@@ -1,0 +1,205 @@
+//! The hash chain check shared by `verify` and recovery on open: each record's `seq` is one
+//! more than the previous one's and its `prev` is the previous line's hash.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::anchor::Anchor;
+use super::record::{ChainFields, GENESIS, Hash, hash_line};
+use super::segment::{Line, Lines};
+use super::verify::{EditEvidence, Location, Problem, VerifyError};
+
+/// Walks records in order and finds the first one that breaks the chain.
+pub struct Chain {
+    /// The seq the next record must carry; `None` accepts any (resuming mid-log).
+    next_seq: Option<u64>,
+    /// The hash the next record's `prev` must carry.
+    prev: Hash,
+    /// The last accepted record.
+    last: Option<Location>,
+    /// Checked when the record with the anchor's seq goes by.
+    anchor: Option<Anchor>,
+    records: u64,
+}
+
+/// What one record did to the chain.
+enum Step {
+    /// It continues the chain.
+    Accepted,
+    /// Its seq jumps ahead: records are missing here, or were moved further down.
+    Gap {
+        at: Location,
+        expected: u64,
+        got: u64,
+    },
+}
+
+/// A segment's end, as read.
+pub struct Walked {
+    /// Bytes up to the end of the last complete line.
+    pub complete_len: u64,
+    /// Bytes after the last newline (a torn write), if any.
+    pub torn: Option<TornTail>,
+}
+
+/// Bytes after the last newline of a segment.
+#[derive(Debug, Clone, Copy)]
+pub struct TornTail {
+    /// The line number they would have had.
+    pub line: u64,
+    /// How many bytes.
+    pub bytes: u64,
+}
+
+impl Chain {
+    /// A chain that must start at seq 1 with the genesis `prev` (a whole log).
+    pub fn from_genesis(anchor: Option<Anchor>) -> Chain {
+        Chain {
+            next_seq: Some(1),
+            prev: GENESIS,
+            last: None,
+            anchor,
+            records: 0,
+        }
+    }
+
+    /// A chain that accepts its first record as given (one segment, read on open).
+    pub fn resume(anchor: Option<Anchor>) -> Chain {
+        Chain {
+            next_seq: None,
+            ..Chain::from_genesis(anchor)
+        }
+    }
+
+    /// Records accepted so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Seq and hash of the last accepted record, or `None` if none was.
+    pub fn head(&self) -> Option<(u64, Hash)> {
+        let seq = self.last.as_ref()?.seq?;
+        Some((seq, self.prev))
+    }
+
+    /// The last accepted record.
+    pub fn last(&self) -> Option<&Location> {
+        self.last.as_ref()
+    }
+
+    fn push(&mut self, line: &[u8], mut at: Location) -> Result<Step, VerifyError> {
+        let fields = ChainFields::parse(line).map_err(|reason| VerifyError::Tampered {
+            at: at.clone(),
+            problem: Problem::Malformed(reason),
+        })?;
+        at.seq = Some(fields.seq);
+        if let Some(expected) = self.next_seq {
+            if fields.seq > expected {
+                return Ok(Step::Gap {
+                    at,
+                    expected,
+                    got: fields.seq,
+                });
+            }
+            if fields.seq < expected {
+                return Err(VerifyError::Tampered {
+                    at,
+                    problem: Problem::Reordered {
+                        expected,
+                        expected_line: None,
+                    },
+                });
+            }
+            if fields.prev.0 != self.prev {
+                return Err(match self.last.take() {
+                    Some(last) => VerifyError::Tampered {
+                        at: last,
+                        problem: Problem::Edited(EditEvidence::NextPrev {
+                            next_seq: fields.seq,
+                        }),
+                    },
+                    None => VerifyError::Tampered {
+                        at,
+                        problem: Problem::Edited(EditEvidence::Genesis),
+                    },
+                });
+            }
+        }
+        let hash = hash_line(line);
+        if let Some(anchor) = self.anchor
+            && anchor.seq == fields.seq
+            && anchor.hash.0 != hash
+        {
+            return Err(VerifyError::Tampered {
+                at,
+                problem: Problem::Edited(EditEvidence::Anchor),
+            });
+        }
+        let Some(next_seq) = fields.seq.checked_add(1) else {
+            return Err(VerifyError::Tampered {
+                at,
+                problem: Problem::Malformed("seq is out of range".to_owned()),
+            });
+        };
+        self.next_seq = Some(next_seq);
+        self.prev = hash;
+        self.last = Some(at);
+        self.records += 1;
+        Ok(Step::Accepted)
+    }
+
+    /// Checks every complete line of segment `name` in `dir`; stops at the first bad record.
+    pub fn walk_segment(&mut self, dir: &Path, name: &str) -> Result<Walked, VerifyError> {
+        let path = dir.join(name);
+        let io_error = |source| VerifyError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = File::open(&path).map_err(io_error)?;
+        let file_name: Arc<str> = Arc::from(name);
+        let mut lines = Lines::new(file);
+        let mut torn = None;
+        while let Some((line_no, line)) = lines.next_line().map_err(io_error)? {
+            let bytes = match line {
+                Line::Complete(bytes) => bytes,
+                Line::Torn(bytes) => {
+                    torn = Some(TornTail {
+                        line: line_no,
+                        bytes: bytes.len() as u64,
+                    });
+                    break;
+                }
+            };
+            let at = Location::line(file_name.clone(), line_no);
+            if let Step::Gap { at, expected, got } = self.push(bytes, at)? {
+                let problem = classify_gap(&mut lines, expected, got).map_err(io_error)?;
+                return Err(VerifyError::Tampered { at, problem });
+            }
+        }
+        Ok(Walked {
+            complete_len: lines.complete_len(),
+            torn,
+        })
+    }
+}
+
+/// A seq jumped from `expected` to `got`: the missing records are either further down this
+/// segment (reordered) or gone (deleted).
+fn classify_gap(lines: &mut Lines, expected: u64, got: u64) -> std::io::Result<Problem> {
+    while let Some((line_no, line)) = lines.next_line()? {
+        let Line::Complete(bytes) = line else { break };
+        if let Ok(fields) = ChainFields::parse(bytes)
+            && (expected..got).contains(&fields.seq)
+        {
+            return Ok(Problem::Reordered {
+                expected,
+                expected_line: Some(line_no),
+            });
+        }
+    }
+    Ok(Problem::Deleted {
+        first: expected,
+        last: got - 1,
+    })
+}

@@ -1,0 +1,77 @@
+//! Failure injection for the writer's tests: failed or torn writes, failed or held fsyncs.
+//! Outside tests, `Faults` is empty and every hook is a no-op.
+
+#[cfg(not(test))]
+mod hooks {
+    use std::fs::File;
+    use std::io;
+
+    /// No faults outside tests.
+    #[derive(Debug, Default)]
+    pub struct Faults;
+
+    impl Faults {
+        /// Called before a segment write.
+        #[inline(always)]
+        pub fn before_write(&self, _file: &File, _bytes: &[u8], _offset: u64) -> io::Result<()> {
+            Ok(())
+        }
+
+        /// Called before a segment fsync.
+        #[inline(always)]
+        pub fn before_sync(&self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod hooks {
+    use std::fs::File;
+    use std::io;
+    use std::os::unix::fs::FileExt;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// Faults a test arms; each counter is consumed one failure at a time.
+    #[derive(Debug, Default)]
+    pub struct Faults {
+        /// Upcoming writes that put half their bytes in the file, then fail (disk full).
+        pub torn_writes: AtomicU32,
+        /// Upcoming fsyncs that fail (I/O error).
+        pub failed_syncs: AtomicU32,
+        /// When set, the next fsync waits until the test sends on (or drops) the channel.
+        pub held_sync: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    }
+
+    fn take_one(counter: &AtomicU32) -> bool {
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    impl Faults {
+        /// Tears the write when armed: half the bytes land, then ENOSPC.
+        pub fn before_write(&self, file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
+            if take_one(&self.torn_writes) {
+                file.write_all_at(&bytes[..bytes.len() / 2], offset)?;
+                return Err(io::Error::from_raw_os_error(28));
+            }
+            Ok(())
+        }
+
+        /// Holds or fails the fsync when armed.
+        pub fn before_sync(&self) -> io::Result<()> {
+            let held = self.held_sync.lock().map(|mut h| h.take()).ok().flatten();
+            if let Some(release) = held {
+                let _ = release.recv();
+            }
+            if take_one(&self.failed_syncs) {
+                return Err(io::Error::from_raw_os_error(5));
+            }
+            Ok(())
+        }
+    }
+}
+
+pub use hooks::Faults;

@@ -1,0 +1,229 @@
+//! `AuditLog`: the handle the request path appends through.
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Sender};
+
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use super::config::AuditConfig;
+use super::event::{AuditEvent, EventKind};
+use super::faults::Faults;
+use super::record::Hash;
+use super::recover::recover;
+use super::verify::VerifyError;
+use super::writer::{Msg, SegmentFile, Settings, Shared, Writer};
+
+/// File locked while a writer owns the directory.
+const LOCK_FILE: &str = "audit.lock";
+
+/// Why a record could not be appended, or the log not opened or closed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// A file operation failed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The error from the OS.
+        source: io::Error,
+    },
+    /// Another writer holds the directory.
+    #[error(
+        "the audit log in {} is in use by another process; stop it, or give this one its own \
+         audit.dir",
+        dir.display()
+    )]
+    Locked {
+        /// The log directory.
+        dir: PathBuf,
+    },
+    /// The existing log does not chain; appending to it would bury the damage.
+    #[error(
+        "refusing to append to the audit log in {}: {source}. Nothing was changed: run \
+         `warden audit verify {}`, investigate, and move the log aside before starting again",
+        dir.display(),
+        dir.display()
+    )]
+    Damaged {
+        /// The log directory.
+        dir: PathBuf,
+        /// The first bad record.
+        source: VerifyError,
+    },
+    /// The record's group commit failed (disk full, I/O error): it was not acknowledged.
+    #[error(
+        "audit record not committed: writing {segment} failed: {source}; check free space and \
+         the disk"
+    )]
+    Write {
+        /// The segment being written.
+        segment: String,
+        /// The error from the OS, shared by every record of the failed commit.
+        source: Arc<io::Error>,
+    },
+    /// The event could not be serialized.
+    #[error("audit event cannot be serialized as JSON: {0}")]
+    Unencodable(#[source] serde_json::Error),
+    /// The log was closed (or its writer stopped).
+    #[error("the audit log is closed; no more records can be written")]
+    Closed,
+}
+
+/// Cheap, cloneable handle to one audit log; its writer thread owns the files.
+#[derive(Clone)]
+pub struct AuditLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tx: Sender<Msg>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("head_seq", &self.head().0)
+            .finish()
+    }
+}
+
+impl AuditLog {
+    /// Opens (creating) the log in `dir`, recovers the chain head from the last segment,
+    /// starts the writer thread. Blocking: call it at start-up, before serving.
+    pub fn open(dir: &Path, cfg: &AuditConfig) -> Result<AuditLog, AuditError> {
+        Self::open_with(dir, cfg, Arc::default())
+    }
+
+    pub(crate) fn open_with(
+        dir: &Path,
+        cfg: &AuditConfig,
+        faults: Arc<Faults>,
+    ) -> Result<AuditLog, AuditError> {
+        fs::create_dir_all(dir).map_err(|source| AuditError::Io {
+            action: "create",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let lock = lock_dir(dir)?;
+        let recovered = recover(dir)?;
+        let segment = if recovered.segment == 0 {
+            SegmentFile::create(dir, 1, faults)
+        } else {
+            SegmentFile::open(dir, recovered.segment, recovered.len, faults)
+        }
+        .map_err(|source| AuditError::Io {
+            action: "open a segment in",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let settings = Settings {
+            fsync: cfg.fsync,
+            segment_bytes: cfg.segment_bytes.max(1),
+            max_commit_delay: cfg.max_commit_delay,
+        };
+        let mut writer = Writer::new(dir.to_path_buf(), segment, settings, recovered.head, lock);
+        if let Some(torn) = recovered.torn {
+            let mut event = AuditEvent::now(EventKind::System);
+            event.detail = Some(json!({
+                "event": "audit_torn_tail_set_aside",
+                "segment": torn.segment,
+                "bytes": torn.bytes,
+                "moved_to": torn.moved_to,
+                "message": "the last line was incomplete (crash mid-write); its bytes were \
+                            moved to the side file and the chain continues",
+            }));
+            writer.append_now(event)?;
+        }
+        writer.write_anchor(true).map_err(|source| AuditError::Io {
+            action: "record the audit head in",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let shared = writer.shared();
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("warden-audit".to_owned())
+            .spawn(move || writer.run(rx))
+            .map_err(|source| AuditError::Io {
+                action: "start the writer thread for",
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        Ok(AuditLog {
+            inner: Arc::new(Inner { tx, shared }),
+        })
+    }
+
+    /// Appends; resolves once the record is durably on disk (its group's fdatasync returned).
+    /// Returns its sequence number.
+    ///
+    /// Dropping the future does not withdraw the record: it is still written.
+    pub async fn append(&self, event: AuditEvent) -> Result<u64, AuditError> {
+        let (done, committed) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Msg::Append {
+                event,
+                done: Some(done),
+            })
+            .map_err(|_| AuditError::Closed)?;
+        committed.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Appends without waiting (outcome records); the writer still commits it durably.
+    pub fn append_detached(&self, event: AuditEvent) {
+        let sent = self.inner.tx.send(Msg::Append { event, done: None });
+        if sent.is_err() {
+            tracing::error!("audit record dropped: the audit log is closed");
+        }
+    }
+
+    /// Flushes everything queued and stops the writer (graceful shutdown).
+    ///
+    /// Records appended after `close` fail with [`AuditError::Closed`]. Closing twice is fine.
+    pub async fn close(&self) -> Result<(), AuditError> {
+        let (done, closed) = oneshot::channel();
+        if self.inner.tx.send(Msg::Close(done)).is_err() {
+            return Ok(());
+        }
+        closed.await.unwrap_or(Ok(()))
+    }
+
+    /// Last committed seq and hash ((0, zeros) for an empty log).
+    pub fn head(&self) -> (u64, Hash) {
+        self.inner.shared.head()
+    }
+}
+
+/// Takes the directory's writer lock (released when the writer stops).
+fn lock_dir(dir: &Path) -> Result<File, AuditError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| AuditError::Io {
+            action: "create",
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(AuditError::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(TryLockError::Error(source)) => Err(AuditError::Io {
+            action: "lock",
+            path,
+            source,
+        }),
+    }
+}

@@ -1,0 +1,193 @@
+//! One audit record as a line: `{"seq":N,"prev":"<hex>",...event fields}`, and its hash.
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::ser::{self, Serializer};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+use super::event::AuditEvent;
+
+/// SHA-256 of a record's line bytes (without the newline).
+pub type Hash = [u8; 32];
+
+/// The `prev` of the first record of a log: 32 zero bytes.
+pub const GENESIS: Hash = [0; 32];
+
+/// SHA-256 of one record line (without its newline).
+pub fn hash_line(line: &[u8]) -> Hash {
+    Sha256::digest(line).into()
+}
+
+/// Lower-case hex of a hash, as written in `prev` and `head.json`.
+pub fn to_hex(hash: &Hash) -> String {
+    let out = hex_bytes(hash);
+    out.iter().map(|&b| b as char).collect()
+}
+
+fn hex_bytes(hash: &Hash) -> [u8; 64] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 64];
+    for (i, byte) in hash.iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(byte >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(byte & 0x0f)];
+    }
+    out
+}
+
+fn from_hex(text: &str) -> Option<Hash> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks_exact(2).enumerate() {
+        out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(out)
+}
+
+/// A hash as serialized: 64 lower-case hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HexHash(pub Hash);
+
+impl Serialize for HexHash {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let out = hex_bytes(&self.0);
+        let text = std::str::from_utf8(&out).map_err(ser::Error::custom)?;
+        serializer.serialize_str(text)
+    }
+}
+
+impl<'de> Deserialize<'de> for HexHash {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct HexVisitor;
+        impl Visitor<'_> for HexVisitor {
+            type Value = HexHash;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a SHA-256 hash as 64 lower-case hex digits")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<HexHash, E> {
+                from_hex(v)
+                    .map(HexHash)
+                    .ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self))
+            }
+        }
+        deserializer.deserialize_str(HexVisitor)
+    }
+}
+
+/// The record as serialized: chain fields first, then the event's fields flattened.
+#[derive(Serialize)]
+struct RecordOut<'a> {
+    seq: u64,
+    prev: HexHash,
+    #[serde(flatten)]
+    event: &'a AuditEvent,
+}
+
+/// Appends the record line for `event` (and its newline) to `buf`; returns the line's hash.
+///
+/// On error `buf` is left as it was.
+pub fn encode(
+    buf: &mut Vec<u8>,
+    seq: u64,
+    prev: &Hash,
+    event: &AuditEvent,
+) -> Result<Hash, serde_json::Error> {
+    let start = buf.len();
+    let record = RecordOut {
+        seq,
+        prev: HexHash(*prev),
+        event,
+    };
+    if let Err(e) = serde_json::to_writer(&mut *buf, &record) {
+        buf.truncate(start);
+        return Err(e);
+    }
+    let hash = hash_line(&buf[start..]);
+    buf.push(b'\n');
+    Ok(hash)
+}
+
+/// The chain fields of a stored record; every other field is skipped.
+#[derive(Debug, Deserialize)]
+pub struct ChainFields {
+    /// Sequence number, 1 for the first record of a log.
+    pub seq: u64,
+    /// Hash of the previous record's line.
+    pub prev: HexHash,
+}
+
+impl ChainFields {
+    /// Parses the chain fields of one line; the error says what is wrong with it.
+    pub fn parse(line: &[u8]) -> Result<ChainFields, String> {
+        if line.is_empty() {
+            return Err("empty line".to_owned());
+        }
+        if line[0] != b'{' {
+            return Err("not a JSON object".to_owned());
+        }
+        serde_json::from_slice(line).map_err(|e| format!("{e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::event::EventKind;
+
+    #[test]
+    fn record_line_starts_with_chain_fields_and_flattens_the_event() {
+        let mut event = AuditEvent::now(EventKind::Decision);
+        event.time = "2026-11-05T10:00:00.000Z".to_owned();
+        event.action = "llm:chat".to_owned();
+        let mut buf = Vec::new();
+        let hash = encode(&mut buf, 7, &GENESIS, &event).unwrap();
+        let line = std::str::from_utf8(&buf).unwrap();
+        let zeros = "0".repeat(64);
+        assert_eq!(
+            line,
+            format!(
+                "{{\"seq\":7,\"prev\":\"{zeros}\",\"time\":\"2026-11-05T10:00:00.000Z\",\
+                 \"kind\":\"decision\",\"principal\":{{}},\"action\":\"llm:chat\"}}\n"
+            )
+        );
+        assert_eq!(hash, hash_line(&buf[..buf.len() - 1]));
+    }
+
+    #[test]
+    fn encoded_record_parses_back_with_its_chain_fields_and_event() {
+        let prev = hash_line(b"previous");
+        let event = AuditEvent::now(EventKind::Outcome);
+        let mut buf = b"earlier bytes stay\n".to_vec();
+        encode(&mut buf, 42, &prev, &event).unwrap();
+        let line = &buf[19..buf.len() - 1];
+        let fields = ChainFields::parse(line).unwrap();
+        assert_eq!(fields.seq, 42);
+        assert_eq!(fields.prev, HexHash(prev));
+        let back: AuditEvent = serde_json::from_slice(line).unwrap();
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn rejects_prev_that_is_not_64_lower_case_hex_digits() {
+        let upper = format!("{{\"seq\":1,\"prev\":\"{}\"}}", "A".repeat(64));
+        assert!(ChainFields::parse(upper.as_bytes()).is_err());
+        let short = format!("{{\"seq\":1,\"prev\":\"{}\"}}", "a".repeat(63));
+        assert!(ChainFields::parse(short.as_bytes()).is_err());
+        assert!(ChainFields::parse(b"[1,\"00\"]").is_err());
+        assert!(ChainFields::parse(b"{\"prev\":\"00\"}").is_err());
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        let hash = hash_line(b"x");
+        assert_eq!(from_hex(&to_hex(&hash)), Some(hash));
+    }
+}

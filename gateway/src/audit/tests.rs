@@ -1,0 +1,531 @@
+//! The audit log end to end: append, close, tamper with the files, verify, reopen.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::config::AuditConfig;
+use super::event::{AuditEvent, EventKind};
+use super::faults::Faults;
+use super::record::{ChainFields, hash_line};
+use super::*;
+
+fn event(i: u64) -> AuditEvent {
+    let mut event = AuditEvent::now(EventKind::Decision);
+    event.request_id = format!("req-{i}");
+    event.action = "llm:chat".to_owned();
+    event.resource = "Model::\"openai/gpt-4o\"".to_owned();
+    event.decision = "allow".to_owned();
+    event
+}
+
+fn config() -> AuditConfig {
+    AuditConfig::default()
+}
+
+/// A closed log of `n` records in a fresh directory.
+async fn log_with(n: u64, cfg: &AuditConfig) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let log = AuditLog::open(&dir, cfg).unwrap();
+    for i in 1..=n {
+        assert_eq!(log.append(event(i)).await.unwrap(), i);
+    }
+    log.close().await.unwrap();
+    (tmp, dir)
+}
+
+fn segment(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("audit-{n:06}.jsonl"))
+}
+
+fn read_lines(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn write_lines(path: &Path, lines: &[String]) {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    fs::write(path, text).unwrap();
+}
+
+fn tampered(result: Result<VerifyReport, VerifyError>) -> (Location, Problem) {
+    match result {
+        Err(VerifyError::Tampered { at, problem }) => (at, problem),
+        other => panic!("expected a tampered log, got {other:?}"),
+    }
+}
+
+fn at(file: &str, line: u64, seq: u64) -> Location {
+    Location {
+        file: Arc::from(file),
+        line: Some(line),
+        seq: Some(seq),
+    }
+}
+
+#[tokio::test]
+async fn appended_records_verify_and_match_the_head() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let log = AuditLog::open(&dir, &config()).unwrap();
+    assert_eq!(log.head(), (0, [0; 32]));
+    for i in 1..=10 {
+        assert_eq!(log.append(event(i)).await.unwrap(), i);
+    }
+    let head = log.head();
+    log.close().await.unwrap();
+
+    let report = verify(&dir).unwrap();
+    assert_eq!(report.records, 10);
+    assert_eq!(report.segments, 1);
+    assert_eq!((report.head_seq, report.head_hash), head);
+    let lines = read_lines(&segment(&dir, 1));
+    assert_eq!(hash_line(lines[9].as_bytes()), head.1);
+    let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(first["seq"], 1);
+    assert_eq!(first["prev"], "0".repeat(64));
+    assert_eq!(first["request_id"], "req-1");
+}
+
+#[tokio::test]
+async fn edited_middle_record_is_named_as_edited() {
+    let (_tmp, dir) = log_with(10, &config()).await;
+    let path = segment(&dir, 1);
+    let mut lines = read_lines(&path);
+    lines[4] = lines[4].replace("\"allow\"", "\"deny\"");
+    write_lines(&path, &lines);
+
+    let err = verify(&dir).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "audit-000001.jsonl line 5 (seq 5): record was edited after it was written: its hash \
+         does not match the \"prev\" of seq 6"
+    );
+    let (location, problem) = tampered(Err(err));
+    assert_eq!(location, at("audit-000001.jsonl", 5, 5));
+    assert_eq!(
+        problem,
+        Problem::Edited(EditEvidence::NextPrev { next_seq: 6 })
+    );
+}
+
+#[tokio::test]
+async fn deleted_line_is_reported_as_missing_seq() {
+    let (_tmp, dir) = log_with(10, &config()).await;
+    let path = segment(&dir, 1);
+    let mut lines = read_lines(&path);
+    lines.remove(4);
+    write_lines(&path, &lines);
+
+    let (location, problem) = tampered(verify(&dir));
+    assert_eq!(location, at("audit-000001.jsonl", 5, 6));
+    assert_eq!(problem, Problem::Deleted { first: 5, last: 5 });
+    assert_eq!(problem.kind(), "deleted");
+}
+
+#[tokio::test]
+async fn swapped_lines_are_reported_as_reordered() {
+    let (_tmp, dir) = log_with(10, &config()).await;
+    let path = segment(&dir, 1);
+    let mut lines = read_lines(&path);
+    lines.swap(3, 4);
+    write_lines(&path, &lines);
+
+    let (location, problem) = tampered(verify(&dir));
+    assert_eq!(location, at("audit-000001.jsonl", 4, 5));
+    assert_eq!(
+        problem,
+        Problem::Reordered {
+            expected: 4,
+            expected_line: Some(5)
+        }
+    );
+}
+
+#[tokio::test]
+async fn file_cut_mid_line_is_truncated() {
+    let (_tmp, dir) = log_with(10, &config()).await;
+    let path = segment(&dir, 1);
+    let bytes = fs::read(&path).unwrap();
+    fs::write(&path, &bytes[..bytes.len() - 20]).unwrap();
+
+    let (location, problem) = tampered(verify(&dir));
+    assert_eq!(location.line, Some(10));
+    assert!(matches!(
+        problem,
+        Problem::Truncated(TruncationEvidence::TornLine { .. })
+    ));
+}
+
+#[tokio::test]
+async fn dropped_last_record_is_truncated_by_the_head_anchor() {
+    let (_tmp, dir) = log_with(10, &config()).await;
+    let path = segment(&dir, 1);
+    let mut lines = read_lines(&path);
+    lines.pop();
+    write_lines(&path, &lines);
+
+    let (location, problem) = tampered(verify(&dir));
+    assert_eq!(location, at("audit-000001.jsonl", 9, 9));
+    assert_eq!(
+        problem,
+        Problem::Truncated(TruncationEvidence::AnchorAhead { anchor_seq: 10 })
+    );
+}
+
+#[tokio::test]
+async fn edited_last_record_is_caught_by_the_head_anchor() {
+    let (_tmp, dir) = log_with(10, &config()).await;
+    let path = segment(&dir, 1);
+    let mut lines = read_lines(&path);
+    lines[9] = lines[9].replace("req-10", "req-99");
+    write_lines(&path, &lines);
+
+    let (location, problem) = tampered(verify(&dir));
+    assert_eq!(location, at("audit-000001.jsonl", 10, 10));
+    assert_eq!(problem, Problem::Edited(EditEvidence::Anchor));
+}
+
+#[tokio::test]
+async fn first_record_with_a_non_zero_prev_is_edited() {
+    let (_tmp, dir) = log_with(3, &config()).await;
+    let path = segment(&dir, 1);
+    let mut lines = read_lines(&path);
+    lines[0] = lines[0].replacen(&"0".repeat(64), &"1".repeat(64), 1);
+    write_lines(&path, &lines);
+
+    let (location, problem) = tampered(verify(&dir));
+    assert_eq!(location, at("audit-000001.jsonl", 1, 1));
+    assert_eq!(problem, Problem::Edited(EditEvidence::Genesis));
+}
+
+#[tokio::test]
+async fn line_that_is_not_a_record_is_malformed() {
+    let (_tmp, dir) = log_with(5, &config()).await;
+    let path = segment(&dir, 1);
+    let mut lines = read_lines(&path);
+    lines[2] = "{\"hello\":1}".to_owned();
+    write_lines(&path, &lines);
+
+    let (location, problem) = tampered(verify(&dir));
+    assert_eq!(location.line, Some(3));
+    assert_eq!(location.seq, None);
+    assert!(matches!(problem, Problem::Malformed(ref m) if m.contains("seq")));
+}
+
+#[tokio::test]
+async fn missing_head_anchor_is_reported() {
+    let (_tmp, dir) = log_with(4, &config()).await;
+    fs::remove_file(dir.join("head.json")).unwrap();
+    assert!(matches!(
+        verify(&dir),
+        Err(VerifyError::AnchorMissing {
+            records: 4,
+            head_seq: 4,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn directory_without_a_log_is_not_a_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert!(matches!(verify(tmp.path()), Err(VerifyError::NoLog { .. })));
+}
+
+#[tokio::test]
+async fn torn_tail_is_set_aside_and_the_chain_continues() {
+    let (_tmp, dir) = log_with(5, &config()).await;
+    let path = segment(&dir, 1);
+    let torn = b"{\"seq\":6,\"prev\":\"ab";
+    let mut bytes = fs::read(&path).unwrap();
+    bytes.extend_from_slice(torn);
+    fs::write(&path, &bytes).unwrap();
+    assert!(matches!(
+        verify(&dir).unwrap_err().problem(),
+        Some(Problem::Truncated(_))
+    ));
+
+    let log = AuditLog::open(&dir, &config()).unwrap();
+    assert_eq!(log.head().0, 6, "a system record notes the recovery");
+    assert_eq!(log.append(event(7)).await.unwrap(), 7);
+    log.close().await.unwrap();
+
+    let report = verify(&dir).unwrap();
+    assert_eq!(report.records, 7);
+    let side: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("audit-000001.jsonl.torn-")
+        })
+        .collect();
+    assert_eq!(side.len(), 1);
+    assert_eq!(fs::read(side[0].path()).unwrap(), torn);
+    let lines = read_lines(&path);
+    let note: AuditEvent = serde_json::from_str(&lines[5]).unwrap();
+    assert_eq!(note.kind, EventKind::System);
+    let detail = note.detail.unwrap();
+    assert_eq!(detail["event"], "audit_torn_tail_set_aside");
+    assert_eq!(detail["bytes"], torn.len());
+}
+
+#[tokio::test]
+async fn reopening_continues_the_chain() {
+    let (_tmp, dir) = log_with(3, &config()).await;
+    let log = AuditLog::open(&dir, &config()).unwrap();
+    assert_eq!(log.head().0, 3);
+    assert_eq!(log.append(event(4)).await.unwrap(), 4);
+    log.close().await.unwrap();
+    assert_eq!(verify(&dir).unwrap().records, 4);
+}
+
+#[tokio::test]
+async fn refuses_to_open_a_log_that_does_not_chain() {
+    let (_tmp, dir) = log_with(6, &config()).await;
+    let path = segment(&dir, 1);
+    let mut lines = read_lines(&path);
+    lines[2] = lines[2].replace("req-3", "req-x");
+    write_lines(&path, &lines);
+    let before = fs::read(&path).unwrap();
+
+    let err = AuditLog::open(&dir, &config()).unwrap_err();
+    match &err {
+        AuditError::Damaged { source, .. } => {
+            assert!(matches!(source.problem(), Some(Problem::Edited(_))))
+        }
+        other => panic!("expected Damaged, got {other:?}"),
+    }
+    assert!(err.to_string().contains("warden audit verify"));
+    assert_eq!(fs::read(&path).unwrap(), before, "nothing was changed");
+}
+
+#[tokio::test]
+async fn refuses_to_open_a_log_cut_behind_its_head_anchor() {
+    let (_tmp, dir) = log_with(6, &config()).await;
+    let path = segment(&dir, 1);
+    let mut lines = read_lines(&path);
+    lines.truncate(4);
+    write_lines(&path, &lines);
+
+    match AuditLog::open(&dir, &config()) {
+        Err(AuditError::Damaged { source, .. }) => assert_eq!(
+            source.problem(),
+            Some(&Problem::Truncated(TruncationEvidence::AnchorAhead {
+                anchor_seq: 6
+            }))
+        ),
+        other => panic!("expected Damaged, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn rotates_segments_and_the_chain_crosses_them() {
+    let cfg = AuditConfig {
+        segment_bytes: 1000,
+        ..config()
+    };
+    let (_tmp, dir) = log_with(30, &cfg).await;
+    let report = verify(&dir).unwrap();
+    assert_eq!(report.records, 30);
+    assert!(report.segments >= 5, "{} segments", report.segments);
+    for n in 1..=report.segments {
+        let len = fs::metadata(segment(&dir, n)).unwrap().len();
+        assert!(len > 0 && len <= 1000, "segment {n} is {len} bytes");
+    }
+    let first_of_second = &read_lines(&segment(&dir, 2))[0];
+    let last_of_first = read_lines(&segment(&dir, 1)).pop().unwrap();
+    let fields = ChainFields::parse(first_of_second.as_bytes()).unwrap();
+    assert_eq!(fields.prev.0, hash_line(last_of_first.as_bytes()));
+
+    let log = AuditLog::open(&dir, &cfg).unwrap();
+    assert_eq!(log.append(event(31)).await.unwrap(), 31);
+    log.close().await.unwrap();
+    assert_eq!(verify(&dir).unwrap().records, 31);
+}
+
+#[tokio::test]
+async fn a_deleted_segment_shows_as_deleted_records() {
+    let cfg = AuditConfig {
+        segment_bytes: 1000,
+        ..config()
+    };
+    let (_tmp, dir) = log_with(30, &cfg).await;
+    let first_of_third = ChainFields::parse(read_lines(&segment(&dir, 3))[0].as_bytes())
+        .unwrap()
+        .seq;
+    let first_of_second = ChainFields::parse(read_lines(&segment(&dir, 2))[0].as_bytes())
+        .unwrap()
+        .seq;
+    fs::remove_file(segment(&dir, 2)).unwrap();
+
+    let (location, problem) = tampered(verify(&dir));
+    assert_eq!(location, at("audit-000003.jsonl", 1, first_of_third));
+    assert_eq!(
+        problem,
+        Problem::Deleted {
+            first: first_of_second,
+            last: first_of_third - 1
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_form_a_gap_free_chain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let log = AuditLog::open(&dir, &config()).unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..64u64 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..50 {
+                seqs.push(log.append(event(t * 1000 + i)).await.unwrap());
+            }
+            seqs
+        }));
+    }
+    let mut seqs = Vec::new();
+    for task in tasks {
+        seqs.extend(task.await.unwrap());
+    }
+    log.close().await.unwrap();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=3200).collect::<Vec<u64>>());
+    let report = verify(&dir).unwrap();
+    assert_eq!(report.records, 3200);
+    assert_eq!(report.head_seq, 3200);
+}
+
+#[tokio::test]
+async fn append_resolves_only_after_its_write_is_synced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let faults = Arc::new(Faults::default());
+    let log = AuditLog::open_with(&dir, &config(), faults.clone()).unwrap();
+    let (release, held) = std::sync::mpsc::channel();
+    *faults.held_sync.lock().unwrap() = Some(held);
+
+    let appending = tokio::spawn({
+        let log = log.clone();
+        async move { log.append(event(1)).await }
+    });
+    let path = segment(&dir, 1);
+    for _ in 0..200 {
+        if fs::read(&path).unwrap().ends_with(b"}\n") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(read_lines(&path).len(), 1, "the record is written");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!appending.is_finished(), "append waits for the fsync");
+    assert_eq!(log.head().0, 0);
+
+    release.send(()).unwrap();
+    assert_eq!(appending.await.unwrap().unwrap(), 1);
+    assert_eq!(log.head().0, 1);
+    log.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn failed_write_fails_its_appends_and_later_records_continue_the_chain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let faults = Arc::new(Faults::default());
+    let log = AuditLog::open_with(&dir, &config(), faults.clone()).unwrap();
+    assert_eq!(log.append(event(1)).await.unwrap(), 1);
+
+    faults.torn_writes.store(1, Ordering::SeqCst);
+    let err = log.append(event(2)).await.unwrap_err();
+    assert!(matches!(err, AuditError::Write { .. }), "{err:?}");
+    assert!(err.to_string().contains("audit-000001.jsonl"));
+    assert_eq!(log.head().0, 1);
+
+    faults.failed_syncs.store(1, Ordering::SeqCst);
+    assert!(matches!(
+        log.append(event(3)).await,
+        Err(AuditError::Write { .. })
+    ));
+
+    assert_eq!(log.append(event(4)).await.unwrap(), 2);
+    log.close().await.unwrap();
+    let report = verify(&dir).unwrap();
+    assert_eq!(report.records, 2);
+    let lines = read_lines(&segment(&dir, 1));
+    assert!(
+        lines[1].contains("req-4"),
+        "the failed records left no bytes"
+    );
+}
+
+#[tokio::test]
+async fn detached_records_are_committed_by_close() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let log = AuditLog::open(&dir, &config()).unwrap();
+    for i in 1..=20 {
+        log.append_detached(event(i));
+    }
+    log.close().await.unwrap();
+    assert_eq!(verify(&dir).unwrap().records, 20);
+}
+
+#[tokio::test]
+async fn closed_log_refuses_appends_and_closes_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let log = AuditLog::open(&dir, &config()).unwrap();
+    log.close().await.unwrap();
+    assert!(matches!(
+        log.append(event(1)).await,
+        Err(AuditError::Closed)
+    ));
+    log.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn second_writer_on_the_same_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let log = AuditLog::open(&dir, &config()).unwrap();
+    assert!(matches!(
+        AuditLog::open(&dir, &config()),
+        Err(AuditError::Locked { .. })
+    ));
+    log.close().await.unwrap();
+    AuditLog::open(&dir, &config())
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn head_anchor_catches_up_while_the_log_is_idle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let log = AuditLog::open(&dir, &config()).unwrap();
+    log.append(event(1)).await.unwrap();
+    log.append(event(2)).await.unwrap();
+    let mut anchored = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        anchored = anchor::read(&dir).unwrap().map_or(0, |a| a.seq);
+        if anchored == 2 {
+            break;
+        }
+    }
+    assert_eq!(anchored, 2);
+    log.close().await.unwrap();
+}

@@ -1,0 +1,508 @@
+//! The writer thread: drains every pending record, writes them with one write, makes them
+//! durable with one `fdatasync`, then answers every waiter (group commit).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::anchor;
+use super::event::AuditEvent;
+use super::faults::Faults;
+use super::log::AuditError;
+use super::record::{self, Hash};
+use super::segment::segment_name;
+
+/// Most records gathered into one commit.
+const MAX_BATCH: usize = 1024;
+/// Under load, `head.json` is rewritten at most this often.
+const ANCHOR_INTERVAL: Duration = Duration::from_millis(100);
+/// After this long without records, `head.json` catches up with the head.
+const ANCHOR_IDLE: Duration = Duration::from_millis(10);
+
+/// A request to the writer thread.
+pub enum Msg {
+    /// Append `event`; answer on `done` once durable (or failed).
+    Append {
+        event: AuditEvent,
+        done: Option<oneshot::Sender<Result<u64, AuditError>>>,
+    },
+    /// Commit everything sent before, anchor the head, stop; answer on the sender.
+    Close(oneshot::Sender<Result<(), AuditError>>),
+}
+
+/// State the writer publishes to the handles.
+#[derive(Debug)]
+pub struct Shared {
+    /// Last committed (seq, hash).
+    pub head: Mutex<(u64, Hash)>,
+}
+
+impl Shared {
+    /// Last committed (seq, hash).
+    pub fn head(&self) -> (u64, Hash) {
+        *self
+            .head
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn set_head(&self, head: (u64, Hash)) {
+        *self
+            .head
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = head;
+    }
+}
+
+/// The segment being appended to.
+pub struct SegmentFile {
+    number: u64,
+    name: String,
+    file: File,
+    /// Bytes committed (written and, with fsync, durable).
+    len: u64,
+    /// A failed write or fsync may have left bytes past `len`; cut them before writing again.
+    dirty_tail: bool,
+    faults: Arc<Faults>,
+}
+
+impl SegmentFile {
+    /// Opens segment `number` to append after its first `len` bytes.
+    pub fn open(dir: &Path, number: u64, len: u64, faults: Arc<Faults>) -> io::Result<Self> {
+        let name = segment_name(number);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.join(&name))?;
+        Ok(SegmentFile {
+            number,
+            name,
+            file,
+            len,
+            dirty_tail: false,
+            faults,
+        })
+    }
+
+    /// Creates segment `number` (or reuses it if it exists and is empty) and makes its
+    /// directory entry durable.
+    pub fn create(dir: &Path, number: u64, faults: Arc<Faults>) -> io::Result<Self> {
+        let name = segment_name(number);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(&name))?;
+        if file.metadata()?.len() != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{name} already exists and is not empty"),
+            ));
+        }
+        anchor::sync_dir(dir)?;
+        Ok(SegmentFile {
+            number,
+            name,
+            file,
+            len: 0,
+            dirty_tail: false,
+            faults,
+        })
+    }
+
+    /// Writes `bytes` after the committed end; with `sync`, returns once they are durable.
+    fn append(&mut self, bytes: &[u8], sync: bool) -> io::Result<()> {
+        if self.dirty_tail {
+            self.file.set_len(self.len)?;
+            self.dirty_tail = false;
+        }
+        let written = self
+            .faults
+            .before_write(&self.file, bytes, self.len)
+            .and_then(|()| self.file.write_all_at(bytes, self.len));
+        if let Err(e) = written {
+            self.dirty_tail = true;
+            return Err(e);
+        }
+        if sync {
+            let synced = self
+                .faults
+                .before_sync()
+                .and_then(|()| self.file.sync_data());
+            if let Err(e) = synced {
+                self.dirty_tail = true;
+                return Err(e);
+            }
+        }
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+/// Writer settings taken from the configuration.
+pub struct Settings {
+    /// fdatasync each group commit.
+    pub fsync: bool,
+    /// Rotate before a record would take a segment past this size.
+    pub segment_bytes: u64,
+    /// Longest wait for more records after the first of a batch.
+    pub max_commit_delay: Duration,
+}
+
+/// A record waiting for its group commit.
+struct Pending {
+    event: AuditEvent,
+    done: Option<oneshot::Sender<Result<u64, AuditError>>>,
+    /// Seq assigned when encoded; 0 if it could not be.
+    seq: u64,
+    unencodable: Option<serde_json::Error>,
+}
+
+/// Why a commit (or part of it) failed.
+struct CommitFailure {
+    segment: String,
+    source: Arc<io::Error>,
+}
+
+/// Owns the log files; runs on its own thread.
+pub struct Writer {
+    dir: PathBuf,
+    segment: SegmentFile,
+    settings: Settings,
+    /// Last committed (seq, hash).
+    head: (u64, Hash),
+    shared: Arc<Shared>,
+    /// Reused encode buffer and per-record ends and hashes of the current batch.
+    buf: Vec<u8>,
+    ends: Vec<usize>,
+    hashes: Vec<Hash>,
+    /// Seq recorded in `head.json`, and when.
+    anchored: Option<u64>,
+    anchored_at: Instant,
+    anchor_failing: bool,
+    /// Held for the writer's life: one writer per directory.
+    _lock: File,
+}
+
+impl Writer {
+    /// A writer appending to `segment`, whose chain ends at `head`.
+    pub fn new(
+        dir: PathBuf,
+        segment: SegmentFile,
+        settings: Settings,
+        head: (u64, Hash),
+        lock: File,
+    ) -> Writer {
+        Writer {
+            dir,
+            segment,
+            settings,
+            head,
+            shared: Arc::new(Shared {
+                head: Mutex::new(head),
+            }),
+            buf: Vec::with_capacity(64 * 1024),
+            ends: Vec::with_capacity(MAX_BATCH),
+            hashes: Vec::with_capacity(MAX_BATCH),
+            anchored: None,
+            anchored_at: Instant::now(),
+            anchor_failing: false,
+            _lock: lock,
+        }
+    }
+
+    /// The state shared with the handles.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Commits one record now, on the caller's thread (recovery notes on open).
+    pub fn append_now(&mut self, event: AuditEvent) -> Result<u64, AuditError> {
+        let mut batch = vec![Pending {
+            event,
+            done: None,
+            seq: 0,
+            unencodable: None,
+        }];
+        let failure = self.commit(&mut batch);
+        let pending = batch.pop();
+        match (pending, failure) {
+            (
+                Some(Pending {
+                    unencodable: Some(e),
+                    ..
+                }),
+                _,
+            ) => Err(AuditError::Unencodable(e)),
+            (_, Some(failure)) => Err(failure.into_error()),
+            (Some(pending), None) => Ok(pending.seq),
+            (None, None) => Err(AuditError::Closed),
+        }
+    }
+
+    /// Records the head in `head.json`; `durable` also syncs the directory (close, open).
+    pub fn write_anchor(&mut self, durable: bool) -> io::Result<()> {
+        let sync = self.settings.fsync;
+        anchor::write(&self.dir, self.head.0, &self.head.1, sync)?;
+        if durable && sync {
+            anchor::sync_dir(&self.dir)?;
+        }
+        self.anchored = Some(self.head.0);
+        self.anchored_at = Instant::now();
+        self.anchor_failing = false;
+        Ok(())
+    }
+
+    /// The thread's body: group-commit until closed or every handle is dropped.
+    pub fn run(mut self, rx: Receiver<Msg>) {
+        let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = self.wait_first(&rx) {
+            let mut close = take(first, &mut batch);
+            if close.is_none() {
+                close = self.gather(&rx, &mut batch);
+            }
+            let failure = self.commit(&mut batch);
+            let failed = failure.as_ref().map(|f| f.clone_error());
+            reply(&mut batch, self.head.0, failure);
+            if let Some(done) = close.take() {
+                let result = match failed {
+                    Some(error) => Err(error),
+                    None => self.anchor_on_stop(),
+                };
+                drop(self);
+                drop(rx);
+                let _ = done.send(result);
+                return;
+            }
+            if self.anchored != Some(self.head.0) && self.anchored_at.elapsed() >= ANCHOR_INTERVAL {
+                self.anchor_or_warn();
+            }
+        }
+        if let Err(error) = self.anchor_on_stop() {
+            tracing::error!(%error, "audit log stopped without recording its head");
+        }
+    }
+
+    fn anchor_on_stop(&mut self) -> Result<(), AuditError> {
+        self.write_anchor(true).map_err(|source| AuditError::Io {
+            action: "record the audit head in",
+            path: self.dir.join(anchor::ANCHOR_FILE),
+            source,
+        })
+    }
+
+    fn anchor_or_warn(&mut self) {
+        if let Err(error) = self.write_anchor(false)
+            && !self.anchor_failing
+        {
+            self.anchor_failing = true;
+            tracing::warn!(%error, dir = %self.dir.display(), "cannot update the audit head anchor; will retry");
+        }
+    }
+
+    /// Blocks for the next request; while `head.json` lags, catches it up once idle.
+    fn wait_first(&mut self, rx: &Receiver<Msg>) -> Option<Msg> {
+        while self.anchored != Some(self.head.0) {
+            match rx.recv_timeout(ANCHOR_IDLE) {
+                Ok(msg) => return Some(msg),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.anchor_or_warn();
+                    if self.anchor_failing {
+                        break;
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+        rx.recv().ok()
+    }
+
+    /// Adds whatever else is pending (waiting up to `max_commit_delay` for more).
+    fn gather(
+        &mut self,
+        rx: &Receiver<Msg>,
+        batch: &mut Vec<Pending>,
+    ) -> Option<oneshot::Sender<Result<(), AuditError>>> {
+        let delay = self.settings.max_commit_delay;
+        if !delay.is_zero() {
+            let deadline = Instant::now() + delay;
+            while batch.len() < MAX_BATCH {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                match rx.recv_timeout(left) {
+                    Ok(msg) => {
+                        if let Some(done) = take(msg, batch) {
+                            return Some(done);
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(msg) => {
+                    if let Some(done) = take(msg, batch) {
+                        return Some(done);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        None
+    }
+
+    /// Encodes the batch, writes it (rotating segments as needed) and makes it durable.
+    /// On failure, the records not yet durable are given up and the head stays at the last
+    /// durable one, so later records continue the chain from there.
+    fn commit(&mut self, batch: &mut [Pending]) -> Option<CommitFailure> {
+        self.buf.clear();
+        self.ends.clear();
+        self.hashes.clear();
+        let (mut seq, mut prev) = self.head;
+        for pending in batch.iter_mut() {
+            match record::encode(&mut self.buf, seq + 1, &prev, &pending.event) {
+                Ok(hash) => {
+                    seq += 1;
+                    prev = hash;
+                    pending.seq = seq;
+                    self.ends.push(self.buf.len());
+                    self.hashes.push(hash);
+                }
+                Err(e) => pending.unencodable = Some(e),
+            }
+        }
+        let first_seq = self.head.0 + 1;
+        let mut chunk_start = 0;
+        let mut chunk_first = 0;
+        for i in 0..self.ends.len() {
+            let record_start = if i == 0 { 0 } else { self.ends[i - 1] };
+            let before = self.segment.len + (record_start - chunk_start) as u64;
+            let after = before + (self.ends[i] - record_start) as u64;
+            if after > self.settings.segment_bytes && before > 0 {
+                if i > chunk_first
+                    && let Err(f) = self.write_chunk(chunk_start..record_start, first_seq, i - 1)
+                {
+                    return Some(f);
+                }
+                if let Err(f) = self.rotate() {
+                    return Some(f);
+                }
+                chunk_start = record_start;
+                chunk_first = i;
+            }
+        }
+        if let Some(&end) = self.ends.last()
+            && let Err(f) = self.write_chunk(chunk_start..end, first_seq, self.ends.len() - 1)
+        {
+            return Some(f);
+        }
+        None
+    }
+
+    /// Writes `range` of the buffer, ending with batch record `last`; advances the head.
+    fn write_chunk(
+        &mut self,
+        range: std::ops::Range<usize>,
+        first_seq: u64,
+        last: usize,
+    ) -> Result<(), CommitFailure> {
+        let bytes = &self.buf[range];
+        if let Err(source) = self.segment.append(bytes, self.settings.fsync) {
+            let failure = CommitFailure {
+                segment: self.segment.name.clone(),
+                source: Arc::new(source),
+            };
+            tracing::error!(segment = %failure.segment, error = %failure.source, "audit commit failed");
+            return Err(failure);
+        }
+        self.head = (first_seq + last as u64, self.hashes[last]);
+        self.shared.set_head(self.head);
+        Ok(())
+    }
+
+    /// Continues the log in the next segment.
+    fn rotate(&mut self) -> Result<(), CommitFailure> {
+        let next = self.segment.number + 1;
+        match SegmentFile::create(&self.dir, next, self.segment.faults.clone()) {
+            Ok(segment) => {
+                self.segment = segment;
+                Ok(())
+            }
+            Err(source) => {
+                let failure = CommitFailure {
+                    segment: segment_name(next),
+                    source: Arc::new(source),
+                };
+                tracing::error!(segment = %failure.segment, error = %failure.source, "audit segment rotation failed");
+                Err(failure)
+            }
+        }
+    }
+}
+
+impl CommitFailure {
+    fn clone_error(&self) -> AuditError {
+        AuditError::Write {
+            segment: self.segment.clone(),
+            source: self.source.clone(),
+        }
+    }
+
+    fn into_error(self) -> AuditError {
+        AuditError::Write {
+            segment: self.segment,
+            source: self.source,
+        }
+    }
+}
+
+/// Adds an append to the batch, or returns a close request.
+fn take(msg: Msg, batch: &mut Vec<Pending>) -> Option<oneshot::Sender<Result<(), AuditError>>> {
+    match msg {
+        Msg::Append { event, done } => {
+            batch.push(Pending {
+                event,
+                done,
+                seq: 0,
+                unencodable: None,
+            });
+            None
+        }
+        Msg::Close(done) => Some(done),
+    }
+}
+
+/// Answers every waiter of the batch: its seq if durable (seq <= `durable`), else the error.
+fn reply(batch: &mut Vec<Pending>, durable: u64, failure: Option<CommitFailure>) {
+    let mut lost = 0usize;
+    for pending in batch.drain(..) {
+        let result = match (pending.unencodable, &failure) {
+            (Some(e), _) => Err(AuditError::Unencodable(e)),
+            (None, Some(failure)) if pending.seq > durable => Err(failure.clone_error()),
+            (None, _) => Ok(pending.seq),
+        };
+        match pending.done {
+            Some(done) => {
+                let _ = done.send(result);
+            }
+            None if result.is_err() => lost += 1,
+            None => {}
+        }
+    }
+    if lost > 0 {
+        tracing::error!(
+            records = lost,
+            "detached audit records could not be committed and are lost"
+        );
+    }
+}

@@ -1,0 +1,263 @@
+//! Why a caller was not identified ([`AuthError`]) and why identity could not be set up
+//! ([`IdentityError`]). Messages name what was wrong and where; they never contain a token.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Longest untrusted string (issuer, kid, audience) echoed back in a message.
+const SHOWN_MAX: usize = 120;
+
+/// A value read from an unverified token, cut to a readable length for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shown(String);
+
+impl Shown {
+    /// Keeps at most [`SHOWN_MAX`] characters of `s`.
+    pub(crate) fn new(s: &str) -> Shown {
+        match s.char_indices().nth(SHOWN_MAX) {
+            Some((cut, _)) => Shown(format!("{}…", &s[..cut])),
+            None => Shown(s.to_owned()),
+        }
+    }
+
+    /// The (possibly cut) text.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Shown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+/// A list of names shown as `"a", "b"` (or `none`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameList(pub Arc<[Arc<str>]>);
+
+impl fmt::Display for NameList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("none");
+        }
+        for (i, name) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{name:?}")?;
+        }
+        Ok(())
+    }
+}
+
+/// How long ago an issuer's key set was last fetched successfully.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchedAgo(pub Option<u64>);
+
+impl fmt::Display for FetchedAgo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(0) => f.write_str("refreshed just now"),
+            Some(secs) => write!(f, "refreshed {secs}s ago"),
+            None => f.write_str("never fetched"),
+        }
+    }
+}
+
+/// Unix seconds shown as RFC 3339 (`2026-11-21T10:00:00Z`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnixTime(pub u64);
+
+impl fmt::Display for UnixTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(self.0));
+        match at {
+            Some(at) => write!(f, "{}", humantime::format_rfc3339_seconds(at)),
+            None => write!(f, "unix time {}", self.0),
+        }
+    }
+}
+
+/// Why a request's caller could not be identified. Shown to operators and (as a reason) to
+/// agents; never contains the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No credential in any of the accepted headers.
+    #[error(
+        "no credential: send the agent token in `Authorization: Bearer`, `x-api-key`, `api-key` \
+         or `x-goog-api-key`"
+    )]
+    MissingCredential,
+    /// The credential is not a well-formed JWT.
+    #[error("credential is not a valid JWT: {0}")]
+    MalformedToken(&'static str),
+    /// `exp` (plus leeway) is in the past.
+    #[error("token expired at {exp} (leeway {leeway}s)")]
+    Expired { exp: UnixTime, leeway: u64 },
+    /// `nbf` (minus leeway) is in the future.
+    #[error("token is not valid before {nbf} (leeway {leeway}s)")]
+    NotYetValid { nbf: UnixTime, leeway: u64 },
+    /// The token's `iss` is not configured as trusted.
+    #[error("token issuer {issuer} is not trusted (trusted: {trusted})")]
+    UntrustedIssuer { issuer: Shown, trusted: NameList },
+    /// None of the token's `aud` values is accepted for its issuer.
+    #[error("audience [{audience}] does not match any of [{accepted}]")]
+    WrongAudience {
+        audience: NameList,
+        accepted: NameList,
+    },
+    /// A required claim is absent.
+    #[error("token has no `{claim}` claim{hint}")]
+    MissingClaim { claim: Arc<str>, hint: &'static str },
+    /// A claim has the wrong type.
+    #[error("claim `{claim}` must be {expected}")]
+    InvalidClaim {
+        claim: Arc<str>,
+        expected: &'static str,
+    },
+    /// The token's `kid` is not in the issuer's key set, even after a refetch.
+    #[error("no key {kid} in the JWKS of {issuer} ({fetched})")]
+    UnknownKey {
+        kid: Shown,
+        issuer: Arc<str>,
+        fetched: FetchedAgo,
+    },
+    /// The token has no `kid` and no key of the issuer fits its algorithm.
+    #[error(
+        "token has no `kid` and no key in the JWKS of {issuer} fits algorithm {alg} ({fetched})"
+    )]
+    NoFittingKey {
+        alg: &'static str,
+        issuer: Arc<str>,
+        fetched: FetchedAgo,
+    },
+    /// The token's `alg` is not in the issuer's allowlist (or is never acceptable).
+    #[error("algorithm {alg} is not allowed for issuer {issuer} (allowed: {allowed})")]
+    AlgorithmNotAllowed {
+        alg: Shown,
+        issuer: Arc<str>,
+        allowed: Arc<str>,
+    },
+    /// `alg: none`: an unsigned token.
+    #[error("unsigned token (algorithm \"none\") is never accepted")]
+    UnsignedToken,
+    /// The key named by `kid` cannot verify the token's algorithm.
+    #[error("token algorithm {alg} does not fit key {kid} of {issuer} ({key})")]
+    KeyAlgorithmMismatch {
+        alg: &'static str,
+        kid: Shown,
+        issuer: Arc<str>,
+        key: String,
+    },
+    /// The signature does not verify.
+    #[error("signature does not verify with the key of {issuer} it names")]
+    BadSignature { issuer: Arc<str> },
+    /// The issuer's keys could not be fetched: its tokens are refused (fail closed).
+    #[error(
+        "keys of issuer {issuer} are unavailable ({reason}); its tokens are refused until its \
+         JWKS can be fetched"
+    )]
+    IssuerUnavailable { issuer: Arc<str>, reason: Arc<str> },
+}
+
+impl AuthError {
+    /// A stable short code for metrics, audit and error bodies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::MissingCredential => "missing_credential",
+            AuthError::MalformedToken(_) => "malformed_token",
+            AuthError::Expired { .. } => "expired",
+            AuthError::NotYetValid { .. } => "not_yet_valid",
+            AuthError::UntrustedIssuer { .. } => "untrusted_issuer",
+            AuthError::WrongAudience { .. } => "wrong_audience",
+            AuthError::MissingClaim { .. } => "missing_claim",
+            AuthError::InvalidClaim { .. } => "invalid_claim",
+            AuthError::UnknownKey { .. } | AuthError::NoFittingKey { .. } => "unknown_key",
+            AuthError::AlgorithmNotAllowed { .. } | AuthError::UnsignedToken => {
+                "algorithm_not_allowed"
+            }
+            AuthError::KeyAlgorithmMismatch { .. } => "key_algorithm_mismatch",
+            AuthError::BadSignature { .. } => "bad_signature",
+            AuthError::IssuerUnavailable { .. } => "issuer_unavailable",
+        }
+    }
+}
+
+/// Why identity could not be set up, or a Warden token not issued.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// A configuration value is unusable.
+    #[error("identity configuration: {key}: {problem}")]
+    Config { key: String, problem: String },
+    /// Reading, creating or writing a key file failed.
+    #[error("{action} {path}: {source}")]
+    KeyFile {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The signing key file exists but does not hold an Ed25519 PKCS#8 PEM key.
+    #[error(
+        "{path} is not an Ed25519 private key in PKCS#8 PEM ({reason}); move it away to let \
+         Warden create a new one, or point identity.warden_issuer.key_file at the right file"
+    )]
+    KeyFormat { path: PathBuf, reason: String },
+    /// Signing a token failed.
+    #[error("could not sign the token: {0}")]
+    Sign(String),
+    /// A token request is invalid (agent name, TTL, claims).
+    #[error("cannot issue token: {0}")]
+    InvalidRequest(String),
+}
+
+/// Why a `--claim k=v` argument was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimArgError {
+    /// No `=` in the argument.
+    #[error("claim {0:?} has no `=`: write it as NAME=VALUE (e.g. fleet=billing)")]
+    NoEquals(String),
+    /// The name before `=` is empty.
+    #[error("claim {0:?} has an empty name: write it as NAME=VALUE")]
+    EmptyName(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expired_message_shows_rfc3339_time_and_leeway() {
+        let e = AuthError::Expired {
+            exp: UnixTime(1_795_255_200),
+            leeway: 30,
+        };
+        assert_eq!(
+            e.to_string(),
+            "token expired at 2026-11-21T10:00:00Z (leeway 30s)"
+        );
+        assert_eq!(e.code(), "expired");
+    }
+
+    #[test]
+    fn untrusted_strings_are_quoted_and_cut() {
+        let long = "x".repeat(500);
+        let shown = Shown::new(&long).to_string();
+        assert!(shown.len() < 140, "{shown}");
+        assert!(Shown::new("a\"b").to_string().contains("\\\""));
+    }
+
+    #[test]
+    fn audience_message_lists_both_sides() {
+        let e = AuthError::WrongAudience {
+            audience: NameList(vec![Arc::from("a")].into()),
+            accepted: NameList(vec![Arc::from("warden")].into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            r#"audience ["a"] does not match any of ["warden"]"#
+        );
+    }
+}

@@ -1,0 +1,236 @@
+//! Fetches an issuer's JWKS over HTTPS: OIDC discovery (`jwks_uri`) unless configured, then
+//! the key set itself, with bounded time and size.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use reqwest::Url;
+use serde::Deserialize;
+
+use super::config::IssuerConfig;
+use super::error::IdentityError;
+use super::jwks::KeySet;
+
+/// Largest discovery or JWKS document read.
+const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+/// Whole-request time limit for one discovery or JWKS fetch.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_REDIRECTS: usize = 3;
+
+/// The part of an OpenID Provider configuration Warden reads.
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+}
+
+/// Fetches one issuer's key set.
+pub(crate) struct JwksFetcher {
+    client: reqwest::Client,
+    issuer: Arc<str>,
+    discovery_url: Url,
+    configured_jwks_uri: Option<Url>,
+    /// `jwks_uri` found by discovery, kept until a fetch from it fails.
+    discovered_jwks_uri: Mutex<Option<Url>>,
+}
+
+impl JwksFetcher {
+    /// Builds the fetcher for `cfg` (`key` names it in configuration errors).
+    pub(crate) fn new(cfg: &IssuerConfig, key: &str) -> Result<JwksFetcher, IdentityError> {
+        let config_err = |field: &str, problem: String| IdentityError::Config {
+            key: format!("{key}.{field}"),
+            problem,
+        };
+        let issuer_url = secure_url(&cfg.issuer).map_err(|p| config_err("issuer", p))?;
+        let discovery_url = Url::parse(&format!(
+            "{}/.well-known/openid-configuration",
+            issuer_url.as_str().trim_end_matches('/')
+        ))
+        .map_err(|e| config_err("issuer", e.to_string()))?;
+        let configured_jwks_uri = match &cfg.jwks_uri {
+            Some(uri) => Some(secure_url(uri).map_err(|p| config_err("jwks_uri", p))?),
+            None => None,
+        };
+        let mut builder = reqwest::Client::builder()
+            .timeout(FETCH_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("warden/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                if attempt.previous().len() >= MAX_REDIRECTS {
+                    attempt.error("too many redirects")
+                } else if let Err(problem) = secure_url(attempt.url().as_str()) {
+                    attempt.error(format!("redirect refused: {problem}"))
+                } else {
+                    attempt.follow()
+                }
+            }));
+        if let Some(ca_file) = &cfg.ca_file {
+            let pem = std::fs::read(ca_file).map_err(|e| {
+                config_err("ca_file", format!("cannot read {}: {e}", ca_file.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                config_err(
+                    "ca_file",
+                    format!("{} is not a PEM bundle: {e}", ca_file.display()),
+                )
+            })?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
+            .build()
+            .map_err(|e| config_err("issuer", format!("cannot build HTTP client: {e}")))?;
+        Ok(JwksFetcher {
+            client,
+            issuer: Arc::from(cfg.issuer.as_str()),
+            discovery_url,
+            configured_jwks_uri,
+            discovered_jwks_uri: Mutex::new(None),
+        })
+    }
+
+    /// Fetches the key set, discovering `jwks_uri` first when needed. The error says which
+    /// URL failed and how.
+    pub(crate) async fn fetch(&self) -> Result<KeySet, String> {
+        let (jwks_uri, discovered) = match &self.configured_jwks_uri {
+            Some(uri) => (uri.clone(), false),
+            None => (self.jwks_uri_by_discovery().await?, true),
+        };
+        let result = match self.get(&jwks_uri).await {
+            Ok(body) => KeySet::parse(&body).map_err(|e| format!("{jwks_uri}: {e}")),
+            Err(e) => Err(e),
+        };
+        if result.is_err() && discovered {
+            *self
+                .discovered_jwks_uri
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = None;
+        }
+        result
+    }
+
+    async fn jwks_uri_by_discovery(&self) -> Result<Url, String> {
+        let known = self
+            .discovered_jwks_uri
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(uri) = known {
+            return Ok(uri);
+        }
+        let url = &self.discovery_url;
+        let body = self.get(url).await?;
+        let doc: Discovery = serde_json::from_slice(&body).map_err(|e| {
+            format!("{url}: not an OpenID Provider configuration with `jwks_uri`: {e}")
+        })?;
+        if doc.issuer != *self.issuer {
+            return Err(format!(
+                "{url} names issuer {:?}, not {:?} as configured; set `issuer` to exactly the \
+                 provider's issuer",
+                doc.issuer, self.issuer
+            ));
+        }
+        let uri = secure_url(&doc.jwks_uri).map_err(|p| format!("{url}: jwks_uri {p}"))?;
+        *self
+            .discovered_jwks_uri
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(uri.clone());
+        Ok(uri)
+    }
+
+    async fn get(&self, url: &Url) -> Result<Vec<u8>, String> {
+        let mut response = self
+            .client
+            .get(url.clone())
+            .header(http::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {}", error_chain(&e)))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("GET {url} answered {status}"));
+        }
+        let too_big = || format!("GET {url}: document larger than {MAX_DOCUMENT_BYTES} bytes");
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64)
+        {
+            return Err(too_big());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| format!("GET {url}: {}", error_chain(&e)))?
+        {
+            if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+                return Err(too_big());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+}
+
+/// Parses `url`, accepting `https` anywhere and plain `http` only to a loopback host.
+pub(crate) fn secure_url(url: &str) -> Result<Url, String> {
+    let parsed = Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    match parsed.scheme() {
+        "https" => Ok(parsed),
+        "http" if is_loopback(&parsed) => Ok(parsed),
+        "http" => Err(format!(
+            "{url:?} must use https (plain http only to a loopback address)"
+        )),
+        other => Err(format!("{url:?} has scheme {other:?}; use https")),
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+/// `error: cause: root cause`, without repeating the URL reqwest puts in its message.
+fn error_chain(err: &reqwest::Error) -> String {
+    let mut text = if err.is_timeout() {
+        "timed out".to_string()
+    } else {
+        let mut causes = Vec::new();
+        let mut source = std::error::Error::source(err);
+        while let Some(cause) = source {
+            causes.push(cause.to_string());
+            source = cause.source();
+        }
+        causes.dedup();
+        causes.join(": ")
+    };
+    if text.is_empty() {
+        text = err.to_string();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_https_and_loopback_http_only() {
+        assert!(secure_url("https://idp.example.com/jwks").is_ok());
+        assert!(secure_url("http://127.0.0.1:8080").is_ok());
+        assert!(secure_url("http://[::1]:8080").is_ok());
+        assert!(secure_url("http://localhost/x").is_ok());
+        let err = secure_url("http://idp.example.com").unwrap_err();
+        assert!(err.contains("must use https"), "{err}");
+        assert!(secure_url("ftp://idp.example.com").is_err());
+        assert!(secure_url("not a url").is_err());
+    }
+}

@@ -1,0 +1,361 @@
+//! Warden's own agent tokens: the Ed25519 signing key (loaded or created with tight file
+//! modes), `warden token issue`, and the public key as a JWK Set.
+
+use std::fs::{DirBuilder, OpenOptions, Permissions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use super::config::WardenIssuerConfig;
+use super::error::{ClaimArgError, IdentityError};
+use super::jwks::VerifyKey;
+
+/// Claims Warden sets itself; `--claim` cannot override them.
+const RESERVED_CLAIMS: [&str; 7] = ["iss", "sub", "aud", "exp", "iat", "nbf", "jti"];
+
+/// Signs agent tokens with Warden's Ed25519 key.
+pub struct TokenIssuer {
+    issuer: String,
+    audience: String,
+    key_file: PathBuf,
+    kid: Arc<str>,
+    public: [u8; 32],
+    encoding: EncodingKey,
+}
+
+impl std::fmt::Debug for TokenIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenIssuer")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("key_file", &self.key_file)
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenIssuer {
+    /// Loads Warden's Ed25519 signing key (PKCS#8 PEM) or creates it (dir mode 0700, file 0600).
+    pub fn load_or_create(
+        cfg: &WardenIssuerConfig,
+        data_dir: &Path,
+    ) -> Result<TokenIssuer, IdentityError> {
+        let key_file = cfg
+            .key_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("keys").join("agent-signing.pem"));
+        let signing = match std::fs::read_to_string(&key_file) {
+            Ok(pem) => load_key(&key_file, &pem)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_key(&key_file)?,
+            Err(source) => {
+                return Err(IdentityError::KeyFile {
+                    action: "cannot read",
+                    path: key_file,
+                    source,
+                });
+            }
+        };
+        let der = signing
+            .to_pkcs8_der()
+            .map_err(|e| IdentityError::Sign(format!("cannot encode the signing key: {e}")))?;
+        let public = signing.verifying_key().to_bytes();
+        Ok(TokenIssuer {
+            issuer: cfg.issuer.clone(),
+            audience: cfg.audience.clone(),
+            key_file,
+            kid: Arc::from(thumbprint(&public)),
+            public,
+            encoding: EncodingKey::from_ed_der(der.as_bytes()),
+        })
+    }
+
+    /// `warden token issue --agent NAME --ttl 1h --claim k=v`: claims are extra JWT claims.
+    pub fn issue(
+        &self,
+        agent: &str,
+        ttl: Duration,
+        claims: &[(String, Value)],
+    ) -> Result<String, IdentityError> {
+        if agent.trim().is_empty() {
+            return Err(IdentityError::InvalidRequest(
+                "the agent name is empty".into(),
+            ));
+        }
+        if ttl.as_secs() == 0 {
+            return Err(IdentityError::InvalidRequest(
+                "the TTL must be at least 1s".into(),
+            ));
+        }
+        let mut payload = Map::new();
+        for (name, value) in claims {
+            if RESERVED_CLAIMS.contains(&name.as_str()) {
+                return Err(IdentityError::InvalidRequest(format!(
+                    "claim `{name}` is set by Warden (use --agent and --ttl)"
+                )));
+            }
+            payload.insert(name.clone(), value.clone());
+        }
+        let now = super::now_unix();
+        payload.insert("iss".into(), json!(self.issuer));
+        payload.insert("sub".into(), json!(agent));
+        payload.insert("aud".into(), json!(self.audience));
+        payload.insert("iat".into(), json!(now));
+        payload.insert("exp".into(), json!(now.saturating_add(ttl.as_secs())));
+        payload.insert("jti".into(), json!(uuid::Uuid::now_v7().to_string()));
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.to_string());
+        jsonwebtoken::encode(&header, &payload, &self.encoding)
+            .map_err(|e| IdentityError::Sign(e.to_string()))
+    }
+
+    /// Warden's public key as a JWK Set, for the admin API.
+    pub fn jwks(&self) -> Value {
+        json!({"keys": [{
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": URL_SAFE_NO_PAD.encode(self.public),
+            "kid": &*self.kid,
+            "alg": "EdDSA",
+            "use": "sig",
+        }]})
+    }
+
+    /// `iss` of issued tokens.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// `aud` of issued tokens.
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
+    /// Key id (`kid`): the RFC 7638 thumbprint of the public key.
+    pub fn key_id(&self) -> &str {
+        &self.kid
+    }
+
+    /// Where the signing key lives.
+    pub fn key_file(&self) -> &Path {
+        &self.key_file
+    }
+
+    /// The public key, for verifying Warden's tokens.
+    pub(crate) fn verify_key(&self) -> VerifyKey {
+        VerifyKey::ed25519(Some(self.kid.clone()), &self.public)
+    }
+}
+
+/// Parses `--claim k=v`: the value is JSON when it parses as JSON, else a string.
+pub fn parse_claim_arg(s: &str) -> Result<(String, Value), ClaimArgError> {
+    let (name, raw) = s
+        .split_once('=')
+        .ok_or_else(|| ClaimArgError::NoEquals(s.to_owned()))?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(ClaimArgError::EmptyName(s.to_owned()));
+    }
+    let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
+    Ok((name.to_owned(), value))
+}
+
+fn load_key(path: &Path, pem: &str) -> Result<SigningKey, IdentityError> {
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format_args!("{:o}", meta.permissions().mode() & 0o777),
+            "the agent signing key is readable by other users; run chmod 600 on it"
+        );
+    }
+    SigningKey::from_pkcs8_pem(pem).map_err(|e| IdentityError::KeyFormat {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn create_key(path: &Path) -> Result<SigningKey, IdentityError> {
+    let key_file_err = |action, source| IdentityError::KeyFile {
+        action,
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| key_file_err("cannot create the directory of", e))?;
+        std::fs::set_permissions(dir, Permissions::from_mode(0o700))
+            .map_err(|e| key_file_err("cannot restrict the directory of", e))?;
+    }
+    let signing = SigningKey::generate(&mut rand::rngs::OsRng);
+    let pem = signing
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| IdentityError::Sign(format!("cannot encode the new signing key: {e}")))?;
+    let mut file = match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // Another process created it first: use theirs.
+            let pem = std::fs::read_to_string(path).map_err(|e| key_file_err("cannot read", e))?;
+            return load_key(path, &pem);
+        }
+        Err(e) => return Err(key_file_err("cannot create", e)),
+    };
+    file.set_permissions(Permissions::from_mode(0o600))
+        .and_then(|()| file.write_all(pem.as_bytes()))
+        .and_then(|()| file.sync_all())
+        .map_err(|e| key_file_err("cannot write", e))?;
+    tracing::info!(path = %path.display(), "created the agent signing key");
+    Ok(signing)
+}
+
+/// RFC 7638 JWK thumbprint of an Ed25519 public key.
+fn thumbprint(public: &[u8; 32]) -> String {
+    let canonical = format!(
+        r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
+        URL_SAFE_NO_PAD.encode(public)
+    );
+    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> WardenIssuerConfig {
+        WardenIssuerConfig::default()
+    }
+
+    #[test]
+    fn creates_key_file_with_mode_0600_in_a_0700_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let issuer = TokenIssuer::load_or_create(&cfg(), dir.path()).unwrap();
+        let path = dir.path().join("keys").join("agent-signing.pem");
+        assert_eq!(issuer.key_file(), path);
+        let file_mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(file_mode, 0o600);
+        let dir_mode = std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .starts_with("-----BEGIN PRIVATE KEY-----")
+        );
+    }
+
+    #[test]
+    fn loads_the_same_key_on_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = TokenIssuer::load_or_create(&cfg(), dir.path()).unwrap();
+        let second = TokenIssuer::load_or_create(&cfg(), dir.path()).unwrap();
+        assert_eq!(first.key_id(), second.key_id());
+        assert_eq!(first.jwks(), second.jwks());
+    }
+
+    #[test]
+    fn refuses_a_key_file_that_is_not_an_ed25519_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pem");
+        std::fs::write(&path, "not a key").unwrap();
+        let cfg = WardenIssuerConfig {
+            key_file: Some(path),
+            ..cfg()
+        };
+        let err = TokenIssuer::load_or_create(&cfg, dir.path()).unwrap_err();
+        assert!(matches!(err, IdentityError::KeyFormat { .. }), "{err}");
+    }
+
+    #[test]
+    fn issues_tokens_with_reserved_claims_and_extra_claims() {
+        let dir = tempfile::tempdir().unwrap();
+        let issuer = TokenIssuer::load_or_create(&cfg(), dir.path()).unwrap();
+        let token = issuer
+            .issue(
+                "agent-1",
+                Duration::from_secs(3600),
+                &[("fleet".into(), json!("billing"))],
+            )
+            .unwrap();
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.alg, Algorithm::EdDSA);
+        assert_eq!(header.kid.as_deref(), Some(issuer.key_id()));
+        let claims: Map<String, Value> =
+            jsonwebtoken::dangerous::insecure_decode_claims(&token).unwrap();
+        assert_eq!(claims["sub"], "agent-1");
+        assert_eq!(claims["iss"], "warden");
+        assert_eq!(claims["aud"], "warden");
+        assert_eq!(claims["fleet"], "billing");
+        let (iat, exp) = (
+            claims["iat"].as_u64().unwrap(),
+            claims["exp"].as_u64().unwrap(),
+        );
+        assert_eq!(exp - iat, 3600);
+    }
+
+    #[test]
+    fn refuses_to_issue_with_reserved_claims_empty_agent_or_zero_ttl() {
+        let dir = tempfile::tempdir().unwrap();
+        let issuer = TokenIssuer::load_or_create(&cfg(), dir.path()).unwrap();
+        let hour = Duration::from_secs(3600);
+        assert!(
+            issuer
+                .issue("a", hour, &[("exp".into(), json!(1))])
+                .is_err()
+        );
+        assert!(issuer.issue(" ", hour, &[]).is_err());
+        assert!(issuer.issue("a", Duration::from_millis(10), &[]).is_err());
+    }
+
+    #[test]
+    fn parses_claim_args_as_json_or_string() {
+        assert_eq!(
+            parse_claim_arg("fleet=billing").unwrap(),
+            ("fleet".into(), json!("billing"))
+        );
+        assert_eq!(parse_claim_arg("n=3").unwrap(), ("n".into(), json!(3)));
+        assert_eq!(
+            parse_claim_arg("ok=true").unwrap(),
+            ("ok".into(), json!(true))
+        );
+        assert_eq!(
+            parse_claim_arg("g=[\"a\",\"b\"]").unwrap(),
+            ("g".into(), json!(["a", "b"]))
+        );
+        assert_eq!(
+            parse_claim_arg("u=a=b").unwrap(),
+            ("u".into(), json!("a=b"))
+        );
+        assert_eq!(parse_claim_arg("e=").unwrap(), ("e".into(), json!("")));
+        assert_eq!(
+            parse_claim_arg("novalue"),
+            Err(ClaimArgError::NoEquals("novalue".into()))
+        );
+        assert_eq!(
+            parse_claim_arg("=x"),
+            Err(ClaimArgError::EmptyName("=x".into()))
+        );
+    }
+}

@@ -1,0 +1,355 @@
+//! Verifies a token: pick the trusted issuer named by its (unverified) `iss`, check the
+//! algorithm against that issuer's allowlist and key, verify the signature, then `exp`, `nbf`
+//! and `aud`, and map the claims to a [`Principal`].
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use jsonwebtoken::Algorithm;
+use serde_json::{Map, Value};
+
+use super::claims::ClaimMapper;
+use super::config::{ClaimMapping, IssuerConfig};
+use super::error::{AuthError, IdentityError, NameList, Shown, UnixTime};
+use super::jwks::{KeySet, VerifyKey, alg_name, is_hmac};
+use super::refresh::RemoteKeys;
+use super::token::{self, UnverifiedToken};
+use crate::action::Principal;
+
+/// Where an issuer's keys come from.
+pub(crate) enum IssuerKeys {
+    /// Keys known at start (Warden's own).
+    Fixed(Arc<KeySet>),
+    /// A JWKS fetched from the issuer.
+    Remote(Arc<RemoteKeys>),
+}
+
+/// One issuer whose tokens are accepted, with everything needed to verify them.
+pub(crate) struct TrustedIssuer {
+    name: Arc<str>,
+    audiences: NameList,
+    algorithms: Vec<Algorithm>,
+    allowed_text: Arc<str>,
+    keys: IssuerKeys,
+    claims: ClaimMapper,
+}
+
+impl TrustedIssuer {
+    /// An OIDC issuer from configuration (`key` names it in errors).
+    pub(crate) fn oidc(
+        cfg: &IssuerConfig,
+        key: &str,
+        keys: IssuerKeys,
+        default_claims: &ClaimMapping,
+    ) -> Result<TrustedIssuer, IdentityError> {
+        let config_err = |field: &str, problem: String| IdentityError::Config {
+            key: format!("{key}.{field}"),
+            problem,
+        };
+        if cfg.audiences.iter().all(|a| a.is_empty()) {
+            return Err(config_err(
+                "audiences",
+                "at least one audience is required, or tokens minted for any other service \
+                 of this issuer would be accepted"
+                    .into(),
+            ));
+        }
+        if cfg.algorithms.is_empty() {
+            return Err(config_err(
+                "algorithms",
+                "at least one algorithm is required".into(),
+            ));
+        }
+        let mut algorithms = Vec::with_capacity(cfg.algorithms.len());
+        for name in &cfg.algorithms {
+            let alg = Algorithm::from_str(name).map_err(|_| {
+                config_err(
+                    "algorithms",
+                    format!(
+                        "{name:?} is not a supported signature algorithm (RS256, RS384, RS512, \
+                         PS256, PS384, PS512, ES256, ES384, EdDSA)"
+                    ),
+                )
+            })?;
+            if is_hmac(alg) {
+                return Err(config_err(
+                    "algorithms",
+                    format!(
+                        "{name} is an HMAC algorithm: an issuer that publishes public keys never \
+                         signs with a shared secret, and allowing it lets anyone sign with the \
+                         public key"
+                    ),
+                ));
+            }
+            algorithms.push(alg);
+        }
+        let audiences = cfg
+            .audiences
+            .iter()
+            .filter(|a| !a.is_empty())
+            .map(|a| Arc::from(a.as_str()));
+        Ok(TrustedIssuer::new(
+            Arc::from(cfg.issuer.as_str()),
+            NameList(audiences.collect()),
+            algorithms,
+            keys,
+            ClaimMapper::new(cfg.claims.as_ref().unwrap_or(default_claims)),
+        ))
+    }
+
+    /// Warden itself: EdDSA with its own key; the agent is always `sub`.
+    pub(crate) fn warden(
+        issuer: &str,
+        audience: &str,
+        key: VerifyKey,
+        default_claims: &ClaimMapping,
+    ) -> TrustedIssuer {
+        let mapping = ClaimMapping {
+            agent: "sub".into(),
+            ..default_claims.clone()
+        };
+        TrustedIssuer::new(
+            Arc::from(issuer),
+            NameList(Arc::from([Arc::from(audience)])),
+            vec![Algorithm::EdDSA],
+            IssuerKeys::Fixed(Arc::new(KeySet::from_keys([key]))),
+            ClaimMapper::new(&mapping),
+        )
+    }
+
+    fn new(
+        name: Arc<str>,
+        audiences: NameList,
+        algorithms: Vec<Algorithm>,
+        keys: IssuerKeys,
+        claims: ClaimMapper,
+    ) -> TrustedIssuer {
+        let allowed_text: Vec<&str> = algorithms.iter().map(|a| alg_name(*a)).collect();
+        TrustedIssuer {
+            name,
+            audiences,
+            algorithms,
+            allowed_text: Arc::from(allowed_text.join(", ")),
+            keys,
+            claims,
+        }
+    }
+
+    /// The token's algorithm, if this issuer allows it.
+    fn algorithm(&self, alg: &str) -> Result<Algorithm, AuthError> {
+        let refused = || AuthError::AlgorithmNotAllowed {
+            alg: Shown::new(alg),
+            issuer: self.name.clone(),
+            allowed: self.allowed_text.clone(),
+        };
+        let parsed = Algorithm::from_str(alg).map_err(|_| refused())?;
+        if is_hmac(parsed) || !self.algorithms.contains(&parsed) {
+            return Err(refused());
+        }
+        Ok(parsed)
+    }
+
+    /// Verifies the signature of `token` with the key it names (or, without `kid`, any key of
+    /// this issuer that fits its algorithm), refetching the issuer's keys when needed.
+    async fn verify_signature(
+        &self,
+        token: &UnverifiedToken<'_>,
+        alg: Algorithm,
+    ) -> Result<(), AuthError> {
+        let kid = token.header.kid.as_deref();
+        let set = self.key_set_for(kid, alg).await?;
+        let verified = match kid {
+            Some(kid) => {
+                let key = set.by_kid(kid).ok_or_else(|| AuthError::UnknownKey {
+                    kid: Shown::new(kid),
+                    issuer: self.name.clone(),
+                    fetched: self.fetched_ago(),
+                })?;
+                if !key.fits(alg) {
+                    return Err(AuthError::KeyAlgorithmMismatch {
+                        alg: alg_name(alg),
+                        kid: Shown::new(kid),
+                        issuer: self.name.clone(),
+                        key: key.describe(),
+                    });
+                }
+                key.verify(alg, token.signing_input, token.signature)
+            }
+            None => {
+                let mut fitting = set.fitting(alg).peekable();
+                if fitting.peek().is_none() {
+                    return Err(AuthError::NoFittingKey {
+                        alg: alg_name(alg),
+                        issuer: self.name.clone(),
+                        fetched: self.fetched_ago(),
+                    });
+                }
+                fitting.any(|key| key.verify(alg, token.signing_input, token.signature))
+            }
+        };
+        if verified {
+            Ok(())
+        } else {
+            Err(AuthError::BadSignature {
+                issuer: self.name.clone(),
+            })
+        }
+    }
+
+    /// The key set to look in: the current one when it has what the token needs, else the
+    /// one after a (rate-limited) refetch. Fails closed when no key set was ever fetched.
+    async fn key_set_for(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<Arc<KeySet>, AuthError> {
+        let remote = match &self.keys {
+            IssuerKeys::Fixed(set) => return Ok(set.clone()),
+            IssuerKeys::Remote(remote) => remote,
+        };
+        let has_key = |set: &KeySet| match kid {
+            Some(kid) => set.by_kid(kid).is_some(),
+            None => set.fitting(alg).next().is_some(),
+        };
+        if let Some(set) = remote.keys()
+            && has_key(&set)
+        {
+            return Ok(set);
+        }
+        remote.refresh_on_demand().await;
+        remote.keys().ok_or_else(|| AuthError::IssuerUnavailable {
+            issuer: self.name.clone(),
+            reason: remote.unavailable_reason(),
+        })
+    }
+
+    fn fetched_ago(&self) -> super::error::FetchedAgo {
+        match &self.keys {
+            IssuerKeys::Fixed(_) => super::error::FetchedAgo(Some(0)),
+            IssuerKeys::Remote(remote) => remote.fetched_ago(),
+        }
+    }
+
+    fn check_audience(&self, claims: &Map<String, Value>) -> Result<(), AuthError> {
+        let wrong = |audience: Vec<Arc<str>>| AuthError::WrongAudience {
+            audience: NameList(audience.into()),
+            accepted: self.audiences.clone(),
+        };
+        let accepted = |aud: &str| self.audiences.0.iter().any(|a| **a == *aud);
+        match claims.get("aud") {
+            Some(Value::String(aud)) if accepted(aud) => Ok(()),
+            Some(Value::String(aud)) => Err(wrong(vec![Arc::from(Shown::new(aud).as_str())])),
+            Some(Value::Array(auds)) => {
+                if auds.iter().any(|a| a.as_str().is_some_and(accepted)) {
+                    return Ok(());
+                }
+                let shown = auds.iter().take(8).filter_map(|a| a.as_str());
+                Err(wrong(
+                    shown.map(|a| Arc::from(Shown::new(a).as_str())).collect(),
+                ))
+            }
+            Some(_) => Err(AuthError::InvalidClaim {
+                claim: Arc::from("aud"),
+                expected: "a string or an array of strings",
+            }),
+            None => Err(wrong(Vec::new())),
+        }
+    }
+}
+
+/// Verifies tokens against the trusted issuers.
+pub(crate) struct Verifier {
+    issuers: Vec<TrustedIssuer>,
+    trusted: NameList,
+    leeway: u64,
+}
+
+impl Verifier {
+    /// A verifier trusting `issuers`, tolerating `leeway` seconds of clock skew.
+    pub(crate) fn new(issuers: Vec<TrustedIssuer>, leeway: u64) -> Verifier {
+        let trusted = NameList(issuers.iter().map(|i| i.name.clone()).collect());
+        Verifier {
+            issuers,
+            trusted,
+            leeway,
+        }
+    }
+
+    /// Verifies `token` fully (signature, time, audience, claims) at unix time `now`.
+    pub(crate) async fn verify(&self, token: &str, now: u64) -> Result<Principal, AuthError> {
+        let token = token::parse(token)?;
+        if token.header.alg.eq_ignore_ascii_case("none") {
+            return Err(AuthError::UnsignedToken);
+        }
+        let iss = match token.claims.get("iss") {
+            Some(Value::String(iss)) => iss,
+            Some(_) => {
+                return Err(AuthError::InvalidClaim {
+                    claim: Arc::from("iss"),
+                    expected: "a string",
+                });
+            }
+            None => {
+                return Err(AuthError::MissingClaim {
+                    claim: Arc::from("iss"),
+                    hint: " naming the issuer",
+                });
+            }
+        };
+        let issuer = self
+            .issuers
+            .iter()
+            .find(|i| *i.name == **iss)
+            .ok_or_else(|| AuthError::UntrustedIssuer {
+                issuer: Shown::new(iss),
+                trusted: self.trusted.clone(),
+            })?;
+        let alg = issuer.algorithm(&token.header.alg)?;
+        issuer.verify_signature(&token, alg).await?;
+        let exp = self.check_time(&token.claims, now)?;
+        issuer.check_audience(&token.claims)?;
+        issuer.claims.principal(&token.claims, &issuer.name, exp)
+    }
+
+    /// Checks `exp` (required) and `nbf` with leeway; returns `exp`.
+    fn check_time(&self, claims: &Map<String, Value>, now: u64) -> Result<u64, AuthError> {
+        let exp = numeric_date(claims, "exp")?.ok_or_else(|| AuthError::MissingClaim {
+            claim: Arc::from("exp"),
+            hint: ": tokens without an expiry are refused",
+        })?;
+        if now > exp.saturating_add(self.leeway) {
+            return Err(AuthError::Expired {
+                exp: UnixTime(exp),
+                leeway: self.leeway,
+            });
+        }
+        if let Some(nbf) = numeric_date(claims, "nbf")?
+            && nbf > now.saturating_add(self.leeway)
+        {
+            return Err(AuthError::NotYetValid {
+                nbf: UnixTime(nbf),
+                leeway: self.leeway,
+            });
+        }
+        Ok(exp)
+    }
+}
+
+/// A NumericDate claim (seconds since 1970, integer or fractional).
+fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, AuthError> {
+    let invalid = || AuthError::InvalidClaim {
+        claim: Arc::from(name),
+        expected: "a number of seconds since 1970",
+    };
+    match claims.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
+            (Some(secs), _) => Ok(Some(secs)),
+            (None, Some(secs)) if secs.is_finite() && secs >= 0.0 && secs < u64::MAX as f64 => {
+                Ok(Some(secs as u64))
+            }
+            _ => Err(invalid()),
+        },
+        Some(_) => Err(invalid()),
+    }
+}

@@ -1,0 +1,110 @@
+//! The identity a verified client certificate names: first DNS SAN, else first URI SAN
+//! (e.g. a SPIFFE id), else the subject's common name.
+
+use std::sync::Arc;
+
+use rustls_pki_types::CertificateDer;
+
+/// The identity named by `cert`, or `None` when it names none Warden can read.
+pub(crate) fn client_identity(cert: &CertificateDer<'_>) -> Option<Arc<str>> {
+    let cert = webpki::EndEntityCert::try_from(cert).ok()?;
+    if let Some(dns) = cert.valid_dns_names().next() {
+        return Some(Arc::from(dns));
+    }
+    if let Some(uri) = cert.valid_uri_names().next() {
+        return Some(Arc::from(uri));
+    }
+    common_name(cert.subject()).map(Arc::from)
+}
+
+/// DER tag of an OBJECT IDENTIFIER.
+const OID: u8 = 0x06;
+/// DER encoding of id-at-commonName (2.5.4.3).
+const COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
+
+/// The first common name in an X.501 `Name` (its contents: a sequence of RDN sets).
+fn common_name(mut rdns: &[u8]) -> Option<&str> {
+    while !rdns.is_empty() {
+        let (_set, mut attributes, rest) = tlv(rdns)?;
+        rdns = rest;
+        while !attributes.is_empty() {
+            let (_seq, attribute, rest) = tlv(attributes)?;
+            attributes = rest;
+            let (tag, oid, value) = tlv(attribute)?;
+            if tag != OID || oid != COMMON_NAME {
+                continue;
+            }
+            let (tag, text, _) = tlv(value)?;
+            // UTF8String, PrintableString, IA5String: all readable as UTF-8.
+            if matches!(tag, 0x0c | 0x13 | 0x16) {
+                return std::str::from_utf8(text).ok();
+            }
+        }
+    }
+    None
+}
+
+/// Splits one DER element off `input`: (tag, contents, rest). `None` if malformed.
+fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, input) = input.split_first()?;
+    let (&first, mut input) = input.split_first()?;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let octets = usize::from(first & 0x7f);
+        if octets == 0 || octets > 4 || input.len() < octets {
+            return None;
+        }
+        let (len_bytes, rest) = input.split_at(octets);
+        input = rest;
+        len_bytes
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
+    };
+    if input.len() < len {
+        return None;
+    }
+    let (contents, rest) = input.split_at(len);
+    Some((tag, contents, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::listener::test_pki::TestCa;
+
+    #[test]
+    fn identity_is_first_dns_san() {
+        let ca = TestCa::new("ids");
+        let leaf = ca.client_cert(&["agent-7.fleet.example", "other.example"], None);
+        assert_eq!(
+            client_identity(&leaf.der).as_deref(),
+            Some("agent-7.fleet.example")
+        );
+    }
+
+    #[test]
+    fn identity_falls_back_to_uri_san() {
+        let ca = TestCa::new("ids");
+        let leaf = ca.client_cert(&["spiffe://fleet.example/agent/7"], None);
+        assert_eq!(
+            client_identity(&leaf.der).as_deref(),
+            Some("spiffe://fleet.example/agent/7")
+        );
+    }
+
+    #[test]
+    fn identity_falls_back_to_common_name_without_san() {
+        let ca = TestCa::new("ids");
+        let leaf = ca.client_cert(&[], Some("agent-cn-9"));
+        assert_eq!(client_identity(&leaf.der).as_deref(), Some("agent-cn-9"));
+    }
+
+    #[test]
+    fn malformed_name_yields_no_common_name() {
+        // A SET whose declared length runs past the end of the input.
+        assert_eq!(common_name(&[0x31, 0x10, 0x30, 0x03]), None);
+        // Long-form length with more octets than present.
+        assert_eq!(tlv(&[0x30, 0x84, 0x01]), None);
+    }
+}

@@ -1,0 +1,370 @@
+//! Reads a policy directory: the schema, every `*.cedar` file, each policy under its `@id`,
+//! validated against the schema. Collects every problem instead of stopping at the first.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use cedar_policy::{
+    Entities, Policy, PolicyId, PolicySet, Request, Schema, ValidationMode, Validator,
+};
+
+use super::annotations::{self, PolicyMeta};
+use super::error::{PolicyError, PolicyErrorKind, PolicyErrors, Position, flatten_diagnostic};
+use super::request::{self, CedarNames, WARDEN_VERBS};
+use crate::action::{Action, ActionContext, Principal, PrincipalKind, Resource, Verb};
+
+/// The schema's file name inside a policy directory.
+pub const SCHEMA_FILE: &str = "schema.cedarschema";
+
+/// Subdirectories that hold material other than the active policy set.
+const SKIPPED_DIRS: [&str; 2] = ["tests", "examples"];
+
+/// A validated policy set and what Warden knows about each policy.
+pub(crate) struct Loaded {
+    pub schema: Schema,
+    pub set: PolicySet,
+    pub meta: Vec<PolicyMeta>,
+    pub warnings: Vec<PolicyError>,
+}
+
+/// Loads `dir/schema.cedarschema` and every `*.cedar` below `dir` except under `tests/` and
+/// `examples/`.
+pub(crate) fn load_dir(dir: &Path) -> Result<Loaded, PolicyErrors> {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    find_policy_files(dir, Path::new(""), &mut files, &mut errors);
+    files.sort();
+    load_files(dir, &files, errors)
+}
+
+/// Loads `dir/schema.cedarschema` and the given policy files (paths relative to `dir`).
+pub(crate) fn load_files(
+    dir: &Path,
+    files: &[PathBuf],
+    mut errors: Vec<PolicyError>,
+) -> Result<Loaded, PolicyErrors> {
+    let mut warnings = Vec::new();
+    let schema = load_schema(&dir.join(SCHEMA_FILE), &mut errors);
+    let mut set = PolicySet::new();
+    let mut meta: Vec<PolicyMeta> = Vec::new();
+    let mut sources: HashMap<PathBuf, String> = HashMap::new();
+    for rel in files {
+        let path = dir.join(rel);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(PolicyError::new(&path, None, PolicyErrorKind::Io(e)));
+                continue;
+            }
+        };
+        parse_file(&path, rel, &text, &mut set, &mut meta, &mut errors);
+        sources.insert(path, text);
+    }
+    if let Some(schema) = &schema {
+        let by_id: HashMap<&str, &PolicyMeta> = meta.iter().map(|m| (&*m.id, m)).collect();
+        let place = |policy: &PolicyId, offset: Option<usize>| -> (PathBuf, Option<Position>) {
+            match by_id.get(<PolicyId as AsRef<str>>::as_ref(policy)) {
+                Some(m) => {
+                    let pos = offset
+                        .and_then(|o| sources.get(&m.file).map(|t| Position::of_offset(t, o)))
+                        .unwrap_or(m.position);
+                    (m.file.clone(), Some(pos))
+                }
+                None => (dir.to_path_buf(), None),
+            }
+        };
+        let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+        for e in result.validation_errors() {
+            for (offset, message) in flatten_diagnostic(e) {
+                let (file, pos) = place(e.policy_id(), offset);
+                errors.push(PolicyError::new(
+                    &file,
+                    pos,
+                    PolicyErrorKind::Validation(message),
+                ));
+            }
+        }
+        for w in result.validation_warnings() {
+            for (offset, message) in flatten_diagnostic(w) {
+                let (file, pos) = place(w.policy_id(), offset);
+                warnings.push(PolicyError::new(
+                    &file,
+                    pos,
+                    PolicyErrorKind::Warning(message),
+                ));
+            }
+        }
+    }
+    match schema {
+        Some(schema) if errors.is_empty() => Ok(Loaded {
+            schema,
+            set,
+            meta,
+            warnings,
+        }),
+        _ => {
+            errors.sort_by(|a, b| (&a.file, a.position).cmp(&(&b.file, b.position)));
+            Err(PolicyErrors(errors))
+        }
+    }
+}
+
+/// Collects `*.cedar` files below `dir/rel`, as paths relative to `dir`.
+fn find_policy_files(
+    dir: &Path,
+    rel: &Path,
+    out: &mut Vec<PathBuf>,
+    errors: &mut Vec<PolicyError>,
+) {
+    let here = dir.join(rel);
+    let entries = match std::fs::read_dir(&here) {
+        Ok(entries) => entries,
+        Err(e) => {
+            errors.push(PolicyError::new(&here, None, PolicyErrorKind::Io(e)));
+            return;
+        }
+    };
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                errors.push(PolicyError::new(&here, None, PolicyErrorKind::Io(e)));
+                continue;
+            }
+        };
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with('.') {
+            continue;
+        }
+        let child = rel.join(name);
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        if is_dir {
+            if !SKIPPED_DIRS.contains(&name) {
+                find_policy_files(dir, &child, out, errors);
+            }
+        } else if name.ends_with(".cedar") {
+            out.push(child);
+        }
+    }
+}
+
+/// Parses and checks the schema; `None` (with errors pushed) when it is unusable.
+fn load_schema(path: &Path, errors: &mut Vec<PolicyError>) -> Option<Schema> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            errors.push(PolicyError::new(path, None, PolicyErrorKind::MissingSchema));
+            return None;
+        }
+        Err(e) => {
+            errors.push(PolicyError::new(path, None, PolicyErrorKind::Io(e)));
+            return None;
+        }
+    };
+    let schema = match Schema::from_cedarschema_str(&text) {
+        Ok((schema, _warnings)) => schema,
+        Err(e) => {
+            for (offset, message) in flatten_diagnostic(&e) {
+                let pos = offset.map(|o| Position::of_offset(&text, o));
+                errors.push(PolicyError::new(
+                    path,
+                    pos,
+                    PolicyErrorKind::Schema(message),
+                ));
+            }
+            return None;
+        }
+    };
+    let before = errors.len();
+    check_schema_matches_warden(&schema, path, errors);
+    (errors.len() == before).then_some(schema)
+}
+
+/// Validates a sample request and entities for every action Warden sends, so that a schema
+/// edited out of step with Warden fails at load instead of silently never matching.
+fn check_schema_matches_warden(schema: &Schema, path: &Path, errors: &mut Vec<PolicyError>) {
+    let names = match CedarNames::new() {
+        Ok(n) => n,
+        Err(message) => {
+            errors.push(PolicyError::new(
+                path,
+                None,
+                PolicyErrorKind::Schema(message),
+            ));
+            return;
+        }
+    };
+    for verb in WARDEN_VERBS {
+        for full in [true, false] {
+            let action = sample_action(verb, full);
+            if let Err(message) = check_sample(schema, &names, &action) {
+                errors.push(PolicyError::new(
+                    path,
+                    None,
+                    PolicyErrorKind::SchemaMismatch {
+                        action: verb.as_str().to_owned(),
+                        message,
+                    },
+                ));
+                break;
+            }
+        }
+    }
+}
+
+fn check_sample(schema: &Schema, names: &CedarNames, action: &Action) -> Result<(), String> {
+    let (principal, verb, resource, resource_entity, context) =
+        request::cedar_parts(names, action)?;
+    Request::new(principal, verb, resource, context, Some(schema)).map_err(|e| e.to_string())?;
+    let principal_entity = names.principal_entity(&action.principal)?;
+    Entities::from_entities([principal_entity, resource_entity], Some(schema))
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// An action with every optional fact set (`full`) or none of them.
+fn sample_action(verb: Verb, full: bool) -> Action {
+    let some = |s: &str| full.then(|| Arc::from(s));
+    let resource = match verb {
+        Verb::LlmChat | Verb::LlmEmbed => Resource::Model {
+            provider: Arc::from("openai"),
+            name: "gpt-4o".into(),
+        },
+        Verb::LlmModels => Resource::Provider {
+            name: Arc::from("openai"),
+        },
+    };
+    Action {
+        principal: Arc::new(Principal {
+            kind: PrincipalKind::Agent,
+            id: Arc::from("sample"),
+            issuer: Arc::from("warden"),
+            fleet: some("fleet"),
+            owner: some("owner"),
+            environment: some("prod"),
+            scopes: vec![Arc::from("llm")],
+            groups: vec![Arc::from("group")],
+            expires_at: None,
+        }),
+        verb,
+        resource,
+        context: ActionContext {
+            route: Arc::from("route"),
+            stream: full,
+            max_tokens: full.then_some(1),
+            tools: vec!["exec".into()],
+            input_tokens: 1,
+            time: UNIX_EPOCH,
+            source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            tls: full,
+        },
+    }
+}
+
+/// Parses one file; adds each static policy under its id to `set` and its metadata to `meta`.
+fn parse_file(
+    path: &Path,
+    rel: &Path,
+    text: &str,
+    set: &mut PolicySet,
+    meta: &mut Vec<PolicyMeta>,
+    errors: &mut Vec<PolicyError>,
+) {
+    let parsed = match PolicySet::from_str(text) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            for (offset, message) in flatten_diagnostic(&e) {
+                let pos = offset.map(|o| Position::of_offset(text, o));
+                errors.push(PolicyError::new(
+                    path,
+                    pos,
+                    PolicyErrorKind::Syntax(message),
+                ));
+            }
+            return;
+        }
+    };
+    for template in parsed.templates() {
+        let pos = text
+            .find(&template.to_cedar())
+            .map(|o| Position::of_offset(text, o));
+        let name = template.annotation("id").unwrap_or("<no @id>").to_owned();
+        errors.push(PolicyError::new(path, pos, PolicyErrorKind::Template(name)));
+    }
+    // The parser names policies `policy0`, `policy1`, ... in file order.
+    let mut policies: Vec<&Policy> = parsed.policies().collect();
+    policies.sort_by_key(|p| generated_index(p.id()));
+    let mut cursor = 0;
+    for policy in policies {
+        let offset = policy.to_cedar().and_then(|src| {
+            let found = text.get(cursor..)?.find(&src)? + cursor;
+            cursor = found + src.len();
+            Some(found)
+        });
+        let position = Position::of_offset(text, offset.unwrap_or(0));
+        let id: Arc<str> = match policy.annotation("id") {
+            Some(id) if id.trim().is_empty() => {
+                errors.push(PolicyError::new(
+                    path,
+                    Some(position),
+                    PolicyErrorKind::Annotation {
+                        policy: format!("{}:{}", rel.display(), position.line),
+                        message: "@id is empty; name the policy, e.g. @id(\"chat-any-model\")"
+                            .into(),
+                    },
+                ));
+                continue;
+            }
+            Some(id) => Arc::from(id),
+            None => Arc::from(format!("{}:{}", rel.display(), position.line)),
+        };
+        if let Some(first) = meta.iter().find(|m| m.id == id) {
+            errors.push(PolicyError::new(
+                path,
+                Some(position),
+                PolicyErrorKind::DuplicateId {
+                    id: id.to_string(),
+                    first: first.location(),
+                },
+            ));
+            continue;
+        }
+        let m =
+            match annotations::read(policy, id.clone(), path.to_path_buf(), position, meta.len()) {
+                Ok(m) => m,
+                Err(message) => {
+                    errors.push(PolicyError::new(
+                        path,
+                        Some(position),
+                        PolicyErrorKind::Annotation {
+                            policy: id.to_string(),
+                            message,
+                        },
+                    ));
+                    continue;
+                }
+            };
+        if let Err(e) = set.add(policy.new_id(PolicyId::new(&*id))) {
+            errors.push(PolicyError::new(
+                path,
+                Some(position),
+                PolicyErrorKind::Validation(e.to_string()),
+            ));
+            continue;
+        }
+        meta.push(m);
+    }
+}
+
+/// `policy12` → 12; anything else sorts last.
+fn generated_index(id: &PolicyId) -> usize {
+    let s: &str = id.as_ref();
+    s.strip_prefix("policy")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(usize::MAX)
+}

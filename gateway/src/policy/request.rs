@@ -1,0 +1,274 @@
+//! Turns an [`Action`] into Cedar's request and entities, from typed values (no JSON, no
+//! per-request schema checks), caching each principal's entity.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cedar_policy::{
+    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression,
+};
+use dashmap::DashMap;
+
+use crate::action::{Action, ActionContext, Principal, PrincipalKind, Resource, Verb};
+
+/// Every action Warden sends to Cedar; the schema must declare each one.
+pub(crate) const WARDEN_VERBS: [Verb; 3] = [Verb::LlmChat, Verb::LlmEmbed, Verb::LlmModels];
+
+/// Principal entities kept at most; past this the cache starts over.
+const PRINCIPAL_CACHE_MAX: usize = 4096;
+
+/// Cedar names parsed once per engine.
+#[derive(Debug)]
+pub(crate) struct CedarNames {
+    agent: EntityTypeName,
+    user: EntityTypeName,
+    agent_group: EntityTypeName,
+    group: EntityTypeName,
+    model: EntityTypeName,
+    provider: EntityTypeName,
+    llm_chat: EntityUid,
+    llm_embed: EntityUid,
+    llm_models: EntityUid,
+}
+
+impl CedarNames {
+    /// Parses the fixed type names; they are constants, so this cannot fail in practice.
+    pub(crate) fn new() -> Result<CedarNames, String> {
+        let ty = |s: &str| EntityTypeName::from_str(s).map_err(|e| e.to_string());
+        let action_type = ty("Action")?;
+        let action = |verb: Verb| {
+            EntityUid::from_type_name_and_id(action_type.clone(), EntityId::new(verb.as_str()))
+        };
+        Ok(CedarNames {
+            agent: ty(PrincipalKind::Agent.cedar_type())?,
+            user: ty(PrincipalKind::User.cedar_type())?,
+            agent_group: ty("AgentGroup")?,
+            group: ty("Group")?,
+            model: ty("Model")?,
+            provider: ty("Provider")?,
+            llm_chat: action(Verb::LlmChat),
+            llm_embed: action(Verb::LlmEmbed),
+            llm_models: action(Verb::LlmModels),
+        })
+    }
+
+    /// `Action::"llm:chat"` and friends.
+    pub(crate) fn action(&self, verb: Verb) -> &EntityUid {
+        match verb {
+            Verb::LlmChat => &self.llm_chat,
+            Verb::LlmEmbed => &self.llm_embed,
+            Verb::LlmModels => &self.llm_models,
+        }
+    }
+
+    /// `Agent::"<id>"` or `User::"<id>"`.
+    pub(crate) fn principal_uid(&self, p: &Principal) -> EntityUid {
+        let ty = match p.kind {
+            PrincipalKind::Agent => &self.agent,
+            PrincipalKind::User => &self.user,
+        };
+        EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(&*p.id))
+    }
+
+    /// The principal as a Cedar entity: attributes from claims, groups as parents.
+    pub(crate) fn principal_entity(&self, p: &Principal) -> Result<Entity, String> {
+        let group_type = match p.kind {
+            PrincipalKind::Agent => &self.agent_group,
+            PrincipalKind::User => &self.group,
+        };
+        let parents: HashSet<EntityUid> = p
+            .groups
+            .iter()
+            .map(|g| EntityUid::from_type_name_and_id(group_type.clone(), EntityId::new(&**g)))
+            .collect();
+        let mut attrs = HashMap::with_capacity(5);
+        attrs.insert("issuer".to_owned(), string(&p.issuer));
+        if p.kind == PrincipalKind::Agent {
+            for (key, value) in [
+                ("fleet", &p.fleet),
+                ("owner", &p.owner),
+                ("environment", &p.environment),
+            ] {
+                if let Some(v) = value {
+                    attrs.insert(key.to_owned(), string(v));
+                }
+            }
+            attrs.insert(
+                "scopes".to_owned(),
+                RestrictedExpression::new_set(p.scopes.iter().map(|s| string(s))),
+            );
+        }
+        Entity::new(self.principal_uid(p), attrs, parents).map_err(|e| e.to_string())
+    }
+
+    /// The resource's uid and entity (`Model` in `Provider`, or a `Provider`).
+    pub(crate) fn resource_entity(&self, r: &Resource) -> Result<(EntityUid, Entity), String> {
+        match r {
+            Resource::Model { provider, name } => {
+                let uid = EntityUid::from_type_name_and_id(
+                    self.model.clone(),
+                    EntityId::new(r.cedar_id()),
+                );
+                let attrs = HashMap::from([
+                    (
+                        "name".to_owned(),
+                        RestrictedExpression::new_string(name.clone()),
+                    ),
+                    ("provider".to_owned(), string(provider)),
+                ]);
+                let parent = self.provider_uid(provider);
+                let entity = Entity::new(uid.clone(), attrs, HashSet::from([parent]))
+                    .map_err(|e| e.to_string())?;
+                Ok((uid, entity))
+            }
+            Resource::Provider { name } => {
+                let uid = self.provider_uid(name);
+                Ok((uid.clone(), Entity::new_no_attrs(uid, HashSet::new())))
+            }
+        }
+    }
+
+    fn provider_uid(&self, name: &str) -> EntityUid {
+        EntityUid::from_type_name_and_id(self.provider.clone(), EntityId::new(name))
+    }
+}
+
+fn string(s: &str) -> RestrictedExpression {
+    RestrictedExpression::new_string(s.to_owned())
+}
+
+fn long(n: u64) -> RestrictedExpression {
+    RestrictedExpression::new_long(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+/// Time facts derived from the arrival time: unix seconds, UTC hour (0-23), weekday (0=Monday).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeFacts {
+    /// Seconds since the unix epoch (0 for times before it).
+    pub unix: u64,
+    /// Hour of the day, UTC, 0-23.
+    pub hour: u64,
+    /// Day of the week, UTC, 0 = Monday … 6 = Sunday.
+    pub weekday: u64,
+}
+
+impl TimeFacts {
+    /// The facts for `time`.
+    pub fn of(time: SystemTime) -> TimeFacts {
+        let unix = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let days = unix / 86_400;
+        // 1970-01-01 was a Thursday (weekday 3 when Monday is 0).
+        TimeFacts {
+            unix,
+            hour: (unix / 3600) % 24,
+            weekday: (days + 3) % 7,
+        }
+    }
+}
+
+/// The Cedar context for an action (see `policies/schema.cedarschema`).
+pub(crate) fn context(ctx: &ActionContext) -> Result<Context, String> {
+    let t = TimeFacts::of(ctx.time);
+    let mut pairs = Vec::with_capacity(11);
+    pairs.push(("route".to_owned(), string(&ctx.route)));
+    pairs.push((
+        "stream".to_owned(),
+        RestrictedExpression::new_bool(ctx.stream),
+    ));
+    if let Some(max) = ctx.max_tokens {
+        pairs.push(("max_tokens".to_owned(), long(max)));
+    }
+    pairs.push((
+        "tools".to_owned(),
+        RestrictedExpression::new_set(ctx.tools.iter().map(|t| string(t))),
+    ));
+    pairs.push(("input_tokens".to_owned(), long(ctx.input_tokens)));
+    pairs.push(("time".to_owned(), long(t.unix)));
+    pairs.push(("hour".to_owned(), long(t.hour)));
+    pairs.push(("weekday".to_owned(), long(t.weekday)));
+    pairs.push((
+        "source_ip".to_owned(),
+        RestrictedExpression::new_ip(ctx.source_ip.to_string()),
+    ));
+    pairs.push(("tls".to_owned(), RestrictedExpression::new_bool(ctx.tls)));
+    Context::from_pairs(pairs).map_err(|e| e.to_string())
+}
+
+/// Per-principal entity sets (action entities + the principal), shared across requests.
+#[derive(Debug, Default)]
+pub(crate) struct PrincipalCache {
+    entries: DashMap<Arc<str>, (Arc<Principal>, Entities)>,
+}
+
+impl PrincipalCache {
+    /// The entities for `principal` on top of `base`: from the cache when the same principal
+    /// (same `Arc`, or equal content) was seen before, built and cached otherwise.
+    pub(crate) fn entities(
+        &self,
+        names: &CedarNames,
+        base: &Entities,
+        principal: &Arc<Principal>,
+    ) -> Result<Entities, String> {
+        if let Some(hit) = self.entries.get(&principal.id) {
+            let (seen, entities) = hit.value();
+            if Arc::ptr_eq(seen, principal) || **seen == **principal {
+                return Ok(entities.clone());
+            }
+        }
+        let entity = names.principal_entity(principal)?;
+        let entities = base
+            .clone()
+            .add_entities([entity], None)
+            .map_err(|e| e.to_string())?;
+        if self.entries.len() >= PRINCIPAL_CACHE_MAX {
+            self.entries.clear();
+        }
+        self.entries
+            .insert(principal.id.clone(), (principal.clone(), entities.clone()));
+        Ok(entities)
+    }
+}
+
+/// Everything Cedar needs to judge `action`, except the entities.
+pub(crate) fn cedar_parts(
+    names: &CedarNames,
+    action: &Action,
+) -> Result<(EntityUid, EntityUid, EntityUid, Entity, Context), String> {
+    let principal = names.principal_uid(&action.principal);
+    let verb = names.action(action.verb).clone();
+    let (resource, resource_entity) = names.resource_entity(&action.resource)?;
+    Ok((
+        principal,
+        verb,
+        resource,
+        resource_entity,
+        context(&action.context)?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn derives_utc_hour_and_monday_based_weekday() {
+        // 2026-11-02T10:00:00Z is a Monday.
+        let t = TimeFacts::of(UNIX_EPOCH + Duration::from_secs(1_793_613_600));
+        assert_eq!(
+            t,
+            TimeFacts {
+                unix: 1_793_613_600,
+                hour: 10,
+                weekday: 0
+            }
+        );
+        // 2026-11-08T23:30:00Z is a Sunday.
+        let t = TimeFacts::of(
+            UNIX_EPOCH + Duration::from_secs(1_793_613_600 + 6 * 86_400 + 13 * 3600 + 1800),
+        );
+        assert_eq!((t.hour, t.weekday), (23, 6));
+    }
+}

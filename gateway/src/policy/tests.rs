@@ -1,0 +1,519 @@
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use tempfile::TempDir;
+
+use super::*;
+use crate::action::{ActionContext, Principal, PrincipalKind, Resource, Verb};
+
+fn repo_policies() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
+}
+
+/// A policy directory with the repo's schema and the given files.
+fn pack(files: &[(&str, &str)]) -> TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        repo_policies().join(SCHEMA_FILE),
+        dir.path().join(SCHEMA_FILE),
+    )
+    .expect("copy schema");
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    }
+    dir
+}
+
+fn load(files: &[(&str, &str)]) -> Result<PolicyEngine, PolicyErrors> {
+    let dir = pack(files);
+    PolicyEngine::load(dir.path())
+}
+
+fn agent(id: &str) -> Principal {
+    Principal {
+        kind: PrincipalKind::Agent,
+        id: Arc::from(id),
+        issuer: Arc::from("https://idp.example.com"),
+        fleet: None,
+        owner: None,
+        environment: Some(Arc::from("prod")),
+        scopes: vec![Arc::from("llm")],
+        groups: vec![Arc::from("engineering")],
+        expires_at: None,
+    }
+}
+
+fn chat(principal: Principal, provider: &str, model: &str) -> Action {
+    Action {
+        principal: Arc::new(principal),
+        verb: Verb::LlmChat,
+        resource: Resource::Model {
+            provider: Arc::from(provider),
+            name: model.to_owned(),
+        },
+        context: ActionContext {
+            route: Arc::from("openai"),
+            stream: true,
+            max_tokens: Some(1000),
+            tools: vec!["exec".into(), "read".into()],
+            input_tokens: 200,
+            // Monday 2026-11-02 10:00:00 UTC.
+            time: UNIX_EPOCH + Duration::from_secs(1_793_613_600),
+            source_ip: IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)),
+            tls: true,
+        },
+    }
+}
+
+fn ids(list: &[&str]) -> Vec<Arc<str>> {
+    list.iter().map(|s| Arc::from(*s)).collect()
+}
+
+const PERMIT_ALL: &str = r#"
+@id("chat-any")
+permit (principal, action == Action::"llm:chat", resource);
+"#;
+
+#[test]
+fn repo_policy_pack_passes_its_decision_tests() {
+    let report = match run_tests(&repo_policies()) {
+        Ok(r) => r,
+        Err(e) => panic!("policy tests could not run:\n{e}"),
+    };
+    assert!(
+        report.cases.len() >= 10,
+        "the baseline pack needs real coverage"
+    );
+    assert_eq!(report.failed(), 0, "\n{report}");
+}
+
+#[test]
+fn every_example_validates_against_the_schema_alone_and_with_the_baseline() {
+    let dir = repo_policies();
+    let mut examples: Vec<PathBuf> = std::fs::read_dir(dir.join("examples"))
+        .expect("examples dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
+        .map(|p| PathBuf::from("examples").join(p.file_name().expect("name")))
+        .collect();
+    examples.sort();
+    assert!(
+        examples.len() >= 5,
+        "expected the documented examples, found {examples:?}"
+    );
+    for example in &examples {
+        if let Err(e) = PolicyEngine::load_files(&dir, std::slice::from_ref(example)) {
+            panic!("{} does not validate:\n{e}", example.display());
+        }
+    }
+    let mut all = examples.clone();
+    all.push(PathBuf::from("baseline.cedar"));
+    let engine = PolicyEngine::load_files(&dir, &all).unwrap_or_else(|e| panic!("{e}"));
+    assert!(engine.warnings().is_empty(), "{:?}", engine.warnings());
+}
+
+#[test]
+fn baseline_allows_a_typical_chat_and_names_the_permit() {
+    let engine = PolicyEngine::load(&repo_policies()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(engine.policy_count(), 4);
+    let decision = engine.decide(&chat(agent("ci-bot"), "openai", "gpt-4o"));
+    assert_eq!(
+        decision,
+        Decision::Allow {
+            policies: ids(&["baseline-use-models"])
+        }
+    );
+}
+
+#[test]
+fn forbid_with_reason_denies_with_that_reason_and_id() {
+    let engine = load(&[(
+        "p.cedar",
+        &format!(
+            "{PERMIT_ALL}\n@id(\"no-exec\")\n@reason(\"the exec tool is not allowed\")\n\
+             forbid (principal, action, resource) when {{ context.tools.contains(\"exec\") }};"
+        ),
+    )])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let decision = engine.decide(&chat(agent("ci-bot"), "openai", "gpt-4o"));
+    assert_eq!(
+        decision,
+        Decision::Deny {
+            reasons: vec!["the exec tool is not allowed".into()],
+            policies: ids(&["no-exec"]),
+        }
+    );
+}
+
+#[test]
+fn nothing_matching_is_a_default_deny_that_says_what_was_refused() {
+    let engine = load(&[(
+        "p.cedar",
+        r#"@id("embed-only") permit (principal, action == Action::"llm:embed", resource);"#,
+    )])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let decision = engine.decide(&chat(agent("ci-bot"), "openai", "gpt-4o"));
+    assert_eq!(
+        decision,
+        Decision::Deny {
+            reasons: vec![
+                r#"no policy permits llm:chat on Model::"openai/gpt-4o" for Agent::"ci-bot""#
+                    .into()
+            ],
+            policies: Vec::new(),
+        }
+    );
+}
+
+#[test]
+fn approval_permit_needs_approval_even_beside_a_plain_permit() {
+    let dir = repo_policies();
+    let files = [
+        PathBuf::from("baseline.cedar"),
+        PathBuf::from("examples/approval-required.cedar"),
+    ];
+    let engine = PolicyEngine::load_files(&dir, &files).unwrap_or_else(|e| panic!("{e}"));
+    let decision = engine.decide(&chat(agent("ci-bot"), "anthropic", "claude-opus-4-1"));
+    assert_eq!(
+        decision,
+        Decision::NeedsApproval {
+            policy: Arc::from("opus-needs-approval"),
+            approvers: vec![r#"Group::"sre""#.into(), r#"Group::"secops""#.into()],
+            reason: Some("claude-opus-4-1 is expensive: a human approves each call".into()),
+        }
+    );
+    // Another model is not affected.
+    let other = engine.decide(&chat(agent("ci-bot"), "anthropic", "claude-sonnet-4-5"));
+    assert_eq!(other.label(), "allow");
+}
+
+#[test]
+fn forbid_beats_an_approval_permit() {
+    let engine = load(&[(
+        "p.cedar",
+        r#"
+        @id("ask") @approval("required") @approvers("Group::\"sre\"")
+        permit (principal, action, resource);
+        @id("stop") forbid (principal, action, resource) when { context.input_tokens > 100 };
+        "#,
+    )])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let decision = engine.decide(&chat(agent("ci-bot"), "openai", "gpt-4o"));
+    assert_eq!(
+        decision,
+        Decision::Deny {
+            reasons: vec!["denied by policy stop".into()],
+            policies: ids(&["stop"])
+        }
+    );
+}
+
+#[test]
+fn duplicate_ids_are_reported_with_both_locations() {
+    let err = load(&[
+        (
+            "a.cedar",
+            "// first\n@id(\"same\")\npermit (principal, action, resource);\n",
+        ),
+        (
+            "b.cedar",
+            "\n\n\n  @id(\"same\")\nforbid (principal, action, resource);\n",
+        ),
+    ])
+    .expect_err("duplicate ids must not load");
+    let text = err.to_string();
+    assert_eq!(err.0.len(), 1, "{text}");
+    assert!(
+        text.contains("b.cedar:4:3: duplicate policy id `same`"),
+        "{text}"
+    );
+    assert!(text.contains("a.cedar:2:1"), "{text}");
+}
+
+#[test]
+fn unknown_attribute_is_reported_at_its_file_line_and_column() {
+    let err = load(&[(
+        "sub/bad.cedar",
+        "@id(\"ok\")\npermit (principal, action, resource);\n\n@id(\"typo\")\nforbid (principal, action, resource)\nwhen { principal.enviroment == \"prod\" };\n",
+    )])
+    .expect_err("a schema violation must not load");
+    let text = err.to_string();
+    assert!(text.contains("sub/bad.cedar:6:"), "{text}");
+    assert!(text.contains("enviroment"), "{text}");
+    assert!(text.contains("typo"), "{text}");
+}
+
+#[test]
+fn syntax_errors_are_all_reported_with_positions() {
+    let err = load(&[
+        (
+            "one.cedar",
+            "@id(\"x\")\npermit (principal, action, resource)\nwhen { context.tls ==  };\n",
+        ),
+        ("two.cedar", "permit (principal, action resource);\n"),
+    ])
+    .expect_err("syntax errors must not load");
+    let text = err.to_string();
+    assert!(text.contains("one.cedar:3:"), "{text}");
+    assert!(text.contains("two.cedar:1:"), "{text}");
+    assert!(text.lines().all(|l| l.contains("syntax error")), "{text}");
+}
+
+#[test]
+fn schema_syntax_errors_point_into_the_schema() {
+    let dir = pack(&[("p.cedar", PERMIT_ALL)]);
+    std::fs::write(
+        dir.path().join(SCHEMA_FILE),
+        "entity Agent {\n  issuer: Strin g,\n};\n",
+    )
+    .expect("write");
+    let err = PolicyEngine::load(dir.path()).expect_err("bad schema");
+    let text = err.to_string();
+    assert!(text.contains("schema.cedarschema:2:"), "{text}");
+}
+
+#[test]
+fn schema_out_of_step_with_warden_is_refused() {
+    let dir = pack(&[("p.cedar", PERMIT_ALL)]);
+    let schema = std::fs::read_to_string(dir.path().join(SCHEMA_FILE)).expect("read");
+    let edited = schema.replace("  tls: Bool,", "");
+    assert_ne!(schema, edited);
+    std::fs::write(dir.path().join(SCHEMA_FILE), edited).expect("write");
+    let err = PolicyEngine::load(dir.path()).expect_err("mismatched schema");
+    let text = err.to_string();
+    assert!(
+        text.contains("schema does not match what Warden sends for `llm:chat`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn missing_schema_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("p.cedar"), PERMIT_ALL).expect("write");
+    let err = PolicyEngine::load(dir.path()).expect_err("no schema");
+    assert!(
+        matches!(err.0[0].kind, PolicyErrorKind::MissingSchema),
+        "{err}"
+    );
+}
+
+#[test]
+fn templates_are_refused() {
+    let err = load(&[(
+        "t.cedar",
+        "@id(\"t\")\npermit (principal == ?principal, action, resource);",
+    )])
+    .expect_err("templates must not load");
+    assert!(
+        matches!(&err.0[0].kind, PolicyErrorKind::Template(id) if id == "t"),
+        "{err}"
+    );
+}
+
+#[test]
+fn policy_without_id_is_named_after_its_file_and_line() {
+    let engine = load(&[("dir/p.cedar", "\n\npermit (principal, action, resource);\n")])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let decision = engine.decide(&chat(agent("ci-bot"), "openai", "gpt-4o"));
+    assert_eq!(
+        decision,
+        Decision::Allow {
+            policies: ids(&["dir/p.cedar:3"])
+        }
+    );
+}
+
+#[test]
+fn tests_and_examples_directories_are_not_loaded() {
+    let engine = load(&[
+        ("p.cedar", PERMIT_ALL),
+        ("examples/broken.cedar", "this is not cedar"),
+        ("nested/tests/broken.cedar", "nor this"),
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(engine.policy_count(), 1);
+}
+
+#[test]
+fn typed_context_carries_source_ip_hour_weekday_and_tls() {
+    let engine = load(&[(
+        "p.cedar",
+        &format!(
+            "{PERMIT_ALL}\n@id(\"office\") @reason(\"office\")\nforbid (principal, action, resource) when {{\
+             context.source_ip.isInRange(ip(\"10.0.0.0/8\")) && context.hour == 10 && \
+             context.weekday == 0 && context.tls && context.time == 1793613600 && \
+             context.route == \"openai\" && context.stream && context has max_tokens }};"
+        ),
+    )])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let action = chat(agent("ci-bot"), "openai", "gpt-4o");
+    assert_eq!(engine.decide(&action).policy_ids(), ids(&["office"]));
+    let mut elsewhere = action.clone();
+    elsewhere.context.source_ip = IpAddr::V4(Ipv4Addr::new(192, 168, 1, 1));
+    assert_eq!(engine.decide(&elsewhere).label(), "allow");
+    let mut later = action;
+    later.context.time += Duration::from_secs(3600);
+    assert_eq!(engine.decide(&later).label(), "allow");
+}
+
+#[test]
+fn principal_attributes_and_groups_reach_policies() {
+    let engine = load(&[(
+        "p.cedar",
+        r#"
+        @id("eng-prod") permit (principal in AgentGroup::"engineering", action, resource is Model)
+        when { principal has environment && principal.environment == "prod"
+               && principal.scopes.contains("llm") && resource.provider == "openai"
+               && resource.name == "gpt-4o" && resource in Provider::"openai" };
+        "#,
+    )])
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        engine.decide(&chat(agent("a"), "openai", "gpt-4o")).label(),
+        "allow"
+    );
+    let mut staging = agent("b");
+    staging.environment = Some(Arc::from("staging"));
+    assert_eq!(
+        engine.decide(&chat(staging, "openai", "gpt-4o")).label(),
+        "deny"
+    );
+}
+
+#[test]
+fn changed_principal_with_the_same_id_is_not_served_from_the_cache() {
+    let engine = load(&[(
+        "p.cedar",
+        r#"@id("eng") permit (principal in AgentGroup::"engineering", action, resource);"#,
+    )])
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        engine
+            .decide(&chat(agent("bot"), "openai", "gpt-4o"))
+            .label(),
+        "allow"
+    );
+    let mut moved = agent("bot");
+    moved.groups = vec![Arc::from("sales")];
+    assert_eq!(
+        engine.decide(&chat(moved, "openai", "gpt-4o")).label(),
+        "deny"
+    );
+}
+
+#[test]
+fn user_principals_never_reach_agent_actions() {
+    let engine = load(&[("p.cedar", PERMIT_ALL)]).unwrap_or_else(|e| panic!("{e}"));
+    let mut user = agent("alice");
+    user.kind = PrincipalKind::User;
+    let decision = engine.decide(&chat(user, "openai", "gpt-4o"));
+    let Decision::Deny { reasons, policies } = decision else {
+        panic!("a user must be denied, got {decision:?}");
+    };
+    assert!(policies.is_empty());
+    assert!(
+        reasons[0].contains("the schema allows llm:chat for Agent"),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn evaluation_errors_skip_the_policy_and_are_reported() {
+    let engine = load(&[(
+        "p.cedar",
+        &format!(
+            "{PERMIT_ALL}\n@id(\"overflow\")\nforbid (principal, action, resource) \
+             when {{ context.input_tokens * 100000000000000000 > 0 }};"
+        ),
+    )])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let verdict = engine.evaluate(&chat(agent("ci-bot"), "openai", "gpt-4o"));
+    assert_eq!(
+        verdict.decision,
+        Decision::Allow {
+            policies: ids(&["chat-any"])
+        }
+    );
+    assert_eq!(verdict.errors.len(), 1);
+    assert_eq!(&*verdict.errors[0].policy, "overflow");
+}
+
+#[test]
+fn engine_is_shareable_across_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<PolicyEngine>();
+}
+
+#[test]
+fn test_runner_reports_a_mismatch_with_expected_and_actual() {
+    let dir = pack(&[
+        (
+            "p.cedar",
+            &format!(
+                "{PERMIT_ALL}\n@id(\"big\") @reason(\"too big\")\nforbid (principal, action, resource) when {{ context.input_tokens > 10 }};"
+            ),
+        ),
+        (
+            "tests/cases.yaml",
+            "cases:\n  - name: small passes\n    principal: { id: a }\n    action: llm:chat\n    resource: { provider: openai, model: gpt-4o }\n    expect: allow\n    policies: [chat-any]\n  - name: wrongly expected to pass\n    principal: { id: a }\n    action: llm:chat\n    resource: { provider: openai, model: gpt-4o }\n    context: { input_tokens: 11 }\n    expect: allow\n",
+        ),
+    ]);
+    let report = run_tests(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((report.passed(), report.failed()), (1, 1));
+    let text = report.to_string();
+    assert!(text.contains("FAIL  wrongly expected to pass"), "{text}");
+    assert!(text.contains("cases.yaml:8"), "{text}");
+    assert!(text.contains("expected: allow"), "{text}");
+    assert!(text.contains("actual:   deny by [big]: too big"), "{text}");
+}
+
+#[test]
+fn test_runner_points_at_bad_case_files() {
+    let dir = pack(&[
+        ("p.cedar", PERMIT_ALL),
+        (
+            "tests/bad.yaml",
+            "cases:\n  - name: typo\n    principal: { id: a }\n    action: llm:chat\n    resource: { provider: openai, model: gpt-4o }\n    expect: allow\n    expcet: deny\n",
+        ),
+        (
+            "tests/worse.yaml",
+            "cases:\n  - name: ok\n    principal: { id: a }\n    action: llm:chat\n    resource: { provider: openai, model: gpt-4o }\n    expect: allow\n  - name: unknown action\n    principal: { id: a }\n    action: llm:dance\n    resource: { provider: openai }\n    expect: deny\n",
+        ),
+    ]);
+    let err = run_tests(dir.path()).expect_err("bad case files");
+    let PolicyTestError::BadTestFiles(errors) = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(errors.len(), 2, "{err}");
+    assert_eq!(errors[0].position.map(|p| p.0), Some(7), "{err}");
+    assert!(errors[0].message.contains("expcet"), "{err}");
+    assert_eq!(errors[1].position.map(|p| p.0), Some(7), "{err}");
+    assert!(
+        errors[1].message.contains("unknown action `llm:dance`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn decide_is_fast_for_the_baseline_pack() {
+    let engine = PolicyEngine::load(&repo_policies()).unwrap_or_else(|e| panic!("{e}"));
+    let action = chat(agent("ci-bot"), "openai", "gpt-4o");
+    for _ in 0..200 {
+        engine.decide(&action);
+    }
+    let n = 2000;
+    let start = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(engine.decide(std::hint::black_box(&action)));
+    }
+    let per_call = start.elapsed() / n;
+    eprintln!("decide: {per_call:?} per call (debug build unless --release)");
+    // A generous bound that holds in debug builds on a loaded machine; catches pathologies
+    // (rebuilding schemas, JSON round trips), not microseconds.
+    assert!(per_call < Duration::from_millis(2), "{per_call:?}");
+}

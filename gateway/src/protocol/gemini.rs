@@ -1,0 +1,519 @@
+//! Google Gemini (Generative Language API): requests and refusal answers.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use http::Method;
+use serde::Deserialize;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::{Value, json};
+
+use super::estimate::{TextChars, ToolDef, tokens_from_chars};
+use super::refusal::{Answer, RefusalText, SseWriter};
+use super::{
+    Endpoint, Interpreted, Protocol, ProtocolError, check_model_name, parse_body, percent_decode,
+    require_method, unsupported,
+};
+
+/// Reads a Gemini request: `/v1beta/models[/{model}[:{method}]]` (or `/v1/...`).
+pub(super) fn interpret(
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<Interpreted, ProtocolError> {
+    let rest = path
+        .strip_prefix("/v1beta")
+        .or_else(|| path.strip_prefix("/v1"))
+        .unwrap_or("");
+    if rest == "/models" {
+        require_method(method, Method::GET, path)?;
+        return Ok(Interpreted::bare(Endpoint::ListModels, None));
+    }
+    let Some(tail) = rest.strip_prefix("/models/") else {
+        return Err(unsupported(Protocol::Gemini, method, path));
+    };
+    // Decode once, then split: `gemini%3AgenerateContent` means what the upstream decodes it to.
+    let tail = percent_decode(tail).ok_or_else(|| ProtocolError::InvalidModelInPath {
+        path: path.to_owned(),
+        detail: "it has a bad percent-escape",
+    })?;
+    let Some((model, rpc)) = tail.rsplit_once(':') else {
+        require_method(method, Method::GET, path)?;
+        check_model_name(&tail, path, false)?;
+        return Ok(Interpreted::bare(
+            Endpoint::GetModel,
+            Some(tail.into_owned()),
+        ));
+    };
+    let endpoint = match rpc {
+        "generateContent" => Endpoint::GenerateContent,
+        "streamGenerateContent" => Endpoint::StreamGenerateContent,
+        "countTokens" => Endpoint::CountTokens,
+        "embedContent" => Endpoint::EmbedContent,
+        "batchEmbedContents" => Endpoint::BatchEmbedContents,
+        _ => return Err(unsupported(Protocol::Gemini, method, path)),
+    };
+    require_method(method, Method::POST, path)?;
+    check_model_name(model, path, false)?;
+    let model = model.to_owned();
+    let mut interpreted = match endpoint {
+        Endpoint::GenerateContent | Endpoint::StreamGenerateContent => {
+            let req: GenerateRequest<'_> = parse_body(endpoint, body)?;
+            generate(endpoint, req)
+        }
+        Endpoint::CountTokens => {
+            let req: CountTokensRequest<'_> = parse_body(endpoint, body)?;
+            let mut interpreted = req
+                .generate_content_request
+                .map(|inner| generate(endpoint, inner))
+                .unwrap_or_else(|| Interpreted::bare(endpoint, None));
+            interpreted.input_tokens += tokens_from_chars(req.contents.0);
+            interpreted.max_tokens = None;
+            interpreted
+        }
+        Endpoint::EmbedContent => {
+            let req: EmbedRequest = parse_body(endpoint, body)?;
+            check_same_model(&model, req.model.as_deref(), 0)?;
+            let mut interpreted = Interpreted::bare(endpoint, None);
+            interpreted.input_tokens = tokens_from_chars(req.content.0 + req.title.0);
+            interpreted
+        }
+        _ => {
+            let req: BatchEmbedRequest = parse_body(endpoint, body)?;
+            let mut chars = 0;
+            for (index, request) in req.requests.iter().enumerate() {
+                check_same_model(&model, request.model.as_deref(), index)?;
+                chars += request.content.0 + request.title.0;
+            }
+            let mut interpreted = Interpreted::bare(endpoint, None);
+            interpreted.input_tokens = tokens_from_chars(chars);
+            interpreted
+        }
+    };
+    interpreted.model = Some(model);
+    if endpoint == Endpoint::StreamGenerateContent {
+        interpreted.stream = true;
+        interpreted.event_stream = query.is_some_and(|q| q.split('&').any(|p| p == "alt=sse"));
+    }
+    Ok(interpreted)
+}
+
+/// A model named in a body (`models/{model}`) must be the model of the path, or policy would
+/// judge one model while the upstream runs another.
+fn check_same_model(
+    path_model: &str,
+    body_model: Option<&str>,
+    index: usize,
+) -> Result<(), ProtocolError> {
+    match body_model {
+        Some(m) if m.strip_prefix("models/").unwrap_or(m) != path_model => {
+            Err(ProtocolError::ModelMismatch {
+                index,
+                expected: path_model.to_owned(),
+                found: m.to_owned(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+fn generate(endpoint: Endpoint, req: GenerateRequest<'_>) -> Interpreted {
+    let mut chars = req.contents.0 + req.system_instruction.0;
+    let mut tools = Vec::new();
+    for tool in req.tools.into_iter().flatten() {
+        for declaration in tool.declarations {
+            chars += declaration.chars();
+            tools.extend(declaration.name);
+        }
+        tools.extend(tool.builtins);
+    }
+    Interpreted {
+        max_tokens: req.generation_config.and_then(|g| g.max_output_tokens),
+        tools,
+        input_tokens: tokens_from_chars(chars),
+        ..Interpreted::bare(endpoint, None)
+    }
+}
+
+/// The fields of a generateContent request Warden reads (camelCase or snake_case, as the API
+/// accepts both).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GenerateRequest<'a> {
+    #[serde(default)]
+    contents: TextChars,
+    #[serde(default, alias = "system_instruction")]
+    system_instruction: TextChars,
+    #[serde(borrow)]
+    tools: Option<Vec<GeminiTool<'a>>>,
+    #[serde(alias = "generation_config")]
+    generation_config: Option<GenerationConfig>,
+}
+
+/// `generationConfig`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GenerationConfig {
+    #[serde(alias = "max_output_tokens")]
+    max_output_tokens: Option<u64>,
+}
+
+/// The fields of a countTokens request.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CountTokensRequest<'a> {
+    #[serde(default)]
+    contents: TextChars,
+    #[serde(borrow, alias = "generate_content_request")]
+    generate_content_request: Option<GenerateRequest<'a>>,
+}
+
+/// The fields of an embedContent request (also one request of a batch).
+#[derive(Deserialize)]
+struct EmbedRequest {
+    model: Option<String>,
+    #[serde(default)]
+    content: TextChars,
+    #[serde(default)]
+    title: TextChars,
+}
+
+/// The fields of a batchEmbedContents request.
+#[derive(Deserialize)]
+struct BatchEmbedRequest {
+    #[serde(default)]
+    requests: Vec<EmbedRequest>,
+}
+
+/// One entry of `tools`: function declarations, and built-in tools named by their key
+/// (`googleSearch`, `codeExecution`, `urlContext`, ...).
+#[derive(Default)]
+struct GeminiTool<'a> {
+    declarations: Vec<ToolDef<'a>>,
+    builtins: Vec<String>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for GeminiTool<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ToolVisitor<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for ToolVisitor<'a> {
+            type Value = GeminiTool<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a tool object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<GeminiTool<'a>, A::Error> {
+                let mut tool = GeminiTool::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "functionDeclarations" || key == "function_declarations" {
+                        let declarations: Option<Vec<ToolDef<'a>>> = map.next_value()?;
+                        tool.declarations.extend(declarations.into_iter().flatten());
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                        tool.builtins.push(camel_case(&key));
+                    }
+                }
+                Ok(tool)
+            }
+        }
+        deserializer.deserialize_map(ToolVisitor(PhantomData))
+    }
+}
+
+/// `google_search` → `googleSearch` (the API accepts both spellings; policies see one).
+fn camel_case(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    let mut upper = false;
+    for c in key.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A refusal as a generateContent answer (`finishReason: "PROHIBITED_CONTENT"`); a stream is
+/// one SSE event with `alt=sse`, otherwise a one-element JSON array, as Gemini streams.
+pub(super) fn refusal(interpreted: &Interpreted, text: &RefusalText) -> Answer {
+    let body = json!({
+        "candidates": [{
+            "content": { "parts": [{ "text": text.message }], "role": "model" },
+            "finishReason": "PROHIBITED_CONTENT",
+            "index": 0,
+        }],
+        "usageMetadata": { "promptTokenCount": 0, "candidatesTokenCount": 0, "totalTokenCount": 0 },
+        "modelVersion": text.model(interpreted),
+        "responseId": text.id,
+    });
+    if !interpreted.stream {
+        return Answer::Json(body);
+    }
+    if !interpreted.event_stream {
+        return Answer::Json(Value::Array(vec![body]));
+    }
+    let mut sse = SseWriter::default();
+    sse.data(&body);
+    Answer::EventStream(sse.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::refusal::tests::{EXPECTED_TEXT, REFUSAL, parts, sse_events};
+    use super::super::{interpret as interpret_any, refusal_response};
+    use super::*;
+    use http::StatusCode;
+
+    fn interpret(
+        method: Method,
+        path: &str,
+        query: Option<&str>,
+        body: &str,
+    ) -> Result<Interpreted, ProtocolError> {
+        interpret_any(Protocol::Gemini, &method, path, query, body.as_bytes())
+    }
+
+    fn generate_body() -> String {
+        json!({
+            "systemInstruction": { "parts": [{ "text": "You are terse." }] },
+            "contents": [
+                { "role": "user", "parts": [
+                    { "text": "Describe this picture" },
+                    { "inlineData": { "mimeType": "image/jpeg", "data": "/9j/4AAQSkZJRg".repeat(500) } }
+                ]},
+                { "role": "model", "parts": [
+                    { "functionCall": { "name": "lookup", "args": { "q": "cats" } }, "thoughtSignature": "CiQB".repeat(200) }
+                ]},
+                { "role": "user", "parts": [
+                    { "functionResponse": { "name": "lookup", "response": { "result": "a cat" } } }
+                ]}
+            ],
+            "tools": [
+                { "functionDeclarations": [
+                    { "name": "lookup", "description": "Search", "parameters": { "type": "OBJECT", "properties": { "q": { "type": "STRING" } } } },
+                    { "name": "exec", "parametersJsonSchema": { "type": "object" } }
+                ]},
+                { "google_search": {} },
+                { "codeExecution": {} }
+            ],
+            "generationConfig": { "maxOutputTokens": 1024, "temperature": 0.2 }
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn reads_generate_content_with_model_from_path() {
+        let got = interpret(
+            Method::POST,
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            None,
+            &generate_body(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got.endpoint, Endpoint::GenerateContent);
+        assert_eq!(got.model.as_deref(), Some("gemini-2.5-flash"));
+        assert_eq!(got.max_tokens, Some(1024));
+        assert!(!got.stream);
+        assert_eq!(
+            got.tools,
+            vec!["lookup", "exec", "googleSearch", "codeExecution"]
+        );
+        // Image bytes and thought signatures are not text.
+        assert!(got.input_tokens < 100, "{}", got.input_tokens);
+    }
+
+    #[test]
+    fn stream_generate_content_streams_and_alt_sse_selects_event_stream() {
+        let path = "/v1/models/gemini-2.0-flash:streamGenerateContent";
+        let sse =
+            interpret(Method::POST, path, Some("alt=sse"), "{}").unwrap_or_else(|e| panic!("{e}"));
+        assert!(sse.stream && sse.event_stream);
+        assert_eq!(sse.endpoint, Endpoint::StreamGenerateContent);
+        let array = interpret(Method::POST, path, None, "{}").unwrap_or_else(|e| panic!("{e}"));
+        assert!(array.stream && !array.event_stream);
+    }
+
+    #[test]
+    fn snake_case_fields_are_read_too() {
+        let body = r#"{"contents":[],"generation_config":{"max_output_tokens":7},"tools":[{"function_declarations":[{"name":"f"}]}]}"#;
+        let got = interpret(
+            Method::POST,
+            "/v1beta/models/gemini-pro:generateContent",
+            None,
+            body,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((got.max_tokens, got.tools), (Some(7), vec!["f".to_owned()]));
+    }
+
+    #[test]
+    fn percent_encoded_model_is_decoded_once() {
+        let got = interpret(
+            Method::POST,
+            "/v1beta/models/gemini%2D2.5%2Dpro%3AgenerateContent",
+            None,
+            "{}",
+        )
+        .map(|i| (i.endpoint, i.model));
+        assert_eq!(
+            got,
+            Ok((Endpoint::GenerateContent, Some("gemini-2.5-pro".to_owned())))
+        );
+        let double = interpret(
+            Method::POST,
+            "/v1beta/models/gemini%252Dpro:generateContent",
+            None,
+            "{}",
+        )
+        .map(|i| i.model);
+        assert_eq!(double, Ok(Some("gemini%2Dpro".to_owned())));
+        let slash = interpret(
+            Method::POST,
+            "/v1beta/models/a%2F..%2Fb:generateContent",
+            None,
+            "{}",
+        );
+        assert!(matches!(
+            slash,
+            Err(ProtocolError::InvalidModelInPath { .. })
+        ));
+    }
+
+    #[test]
+    fn embeddings_count_tokens_and_model_listing() {
+        let embed = interpret(
+            Method::POST,
+            "/v1beta/models/gemini-embedding-001:embedContent",
+            None,
+            r#"{"model":"models/gemini-embedding-001","content":{"parts":[{"text":"abcdefgh"}]}}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (embed.verb, embed.input_tokens),
+            (crate::action::Verb::LlmEmbed, 2)
+        );
+        let batch = interpret(
+            Method::POST,
+            "/v1beta/models/gemini-embedding-001:batchEmbedContents",
+            None,
+            r#"{"requests":[{"model":"models/gemini-embedding-001","content":{"parts":[{"text":"abcd"}]}},{"model":"models/gemini-embedding-001","content":{"parts":[{"text":"efgh"}]}}]}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (batch.endpoint, batch.input_tokens),
+            (Endpoint::BatchEmbedContents, 2)
+        );
+        let count = interpret(
+            Method::POST,
+            "/v1beta/models/gemini-2.0-flash:countTokens",
+            None,
+            r#"{"generateContentRequest":{"model":"models/gemini-2.0-flash","contents":[{"parts":[{"text":"abcd"}]}]}}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (count.endpoint, count.input_tokens, count.verb),
+            (Endpoint::CountTokens, 1, crate::action::Verb::LlmChat)
+        );
+        let list = interpret(Method::GET, "/v1beta/models", None, "").map(|i| i.endpoint);
+        assert_eq!(list, Ok(Endpoint::ListModels));
+        let one =
+            interpret(Method::GET, "/v1beta/models/gemini-2.0-flash", None, "").map(|i| i.model);
+        assert_eq!(one, Ok(Some("gemini-2.0-flash".to_owned())));
+    }
+
+    #[test]
+    fn batch_naming_another_model_is_refused() {
+        let got = interpret(
+            Method::POST,
+            "/v1beta/models/cheap-embedder:batchEmbedContents",
+            None,
+            r#"{"requests":[{"model":"models/cheap-embedder"},{"model":"models/expensive-embedder"}]}"#,
+        );
+        assert!(
+            matches!(got, Err(ProtocolError::ModelMismatch { index: 1, .. })),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn refuses_unknown_rpcs_paths_and_methods() {
+        for path in [
+            "/v1beta/models/gemini-pro:predict",
+            "/v1beta/files",
+            "/v1beta/cachedContents",
+            "/v1alpha/models/gemini-pro:generateContent",
+            "/models/gemini-pro:generateContent",
+        ] {
+            let got = interpret(Method::POST, path, None, "{}");
+            assert!(
+                matches!(got, Err(ProtocolError::UnsupportedEndpoint { .. })),
+                "{path}: {got:?}"
+            );
+        }
+        let get = interpret(
+            Method::GET,
+            "/v1beta/models/gemini-pro:generateContent",
+            None,
+            "",
+        );
+        assert!(matches!(get, Err(ProtocolError::WrongMethod { .. })));
+        let post_list = interpret(Method::POST, "/v1beta/models", None, "{}");
+        assert!(matches!(post_list, Err(ProtocolError::WrongMethod { .. })));
+    }
+
+    fn candidate_checks(body: &Value) {
+        assert_eq!(body["candidates"][0]["content"]["role"], "model");
+        assert_eq!(
+            body["candidates"][0]["content"]["parts"][0]["text"],
+            EXPECTED_TEXT
+        );
+        assert_eq!(body["candidates"][0]["finishReason"], "PROHIBITED_CONTENT");
+        assert_eq!(body["modelVersion"], "gemini-2.5-flash");
+        assert_eq!(body["usageMetadata"]["totalTokenCount"], 0);
+    }
+
+    #[tokio::test]
+    async fn refusals_match_each_gemini_response_mode() {
+        let base = "/v1beta/models/gemini-2.5-flash";
+        let plain = interpret(Method::POST, &format!("{base}:generateContent"), None, "{}")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (status, content_type, body) =
+            parts(refusal_response(Protocol::Gemini, &plain, &REFUSAL)).await;
+        assert_eq!(
+            (status, content_type.as_str()),
+            (StatusCode::OK, "application/json")
+        );
+        candidate_checks(&serde_json::from_str(&body).unwrap_or_default());
+
+        let sse = interpret(
+            Method::POST,
+            &format!("{base}:streamGenerateContent"),
+            Some("alt=sse"),
+            "{}",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (_, content_type, body) =
+            parts(refusal_response(Protocol::Gemini, &sse, &REFUSAL)).await;
+        assert_eq!(content_type, "text/event-stream");
+        let events = sse_events(&body);
+        assert_eq!(events.len(), 1);
+        candidate_checks(&events[0].1);
+
+        let array = interpret(
+            Method::POST,
+            &format!("{base}:streamGenerateContent"),
+            None,
+            "{}",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (_, content_type, body) =
+            parts(refusal_response(Protocol::Gemini, &array, &REFUSAL)).await;
+        assert_eq!(content_type, "application/json");
+        let items: Value = serde_json::from_str(&body).unwrap_or_default();
+        candidate_checks(&items[0]);
+    }
+}

@@ -1,0 +1,555 @@
+//! The request path, stage by stage:
+//!
+//! route → identify → interpret → decide → record → (refuse) → credential → forward → observe
+//!
+//! [`handle`] is the whole path on one screen; each stage is one call into the module that
+//! owns its logic. A stage that refuses returns a [`Rejection`], which is answered in the
+//! route's protocol shape and recorded in the audit log.
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::Incoming;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use crate::action::{Action, ActionContext, Principal, Resource, Verb};
+use crate::audit::event::{AuditEvent, AuditOutcome, AuditPrincipal, EventKind};
+use crate::config::DenyStyle;
+use crate::decision::Decision;
+use crate::gateway::Gateway;
+use crate::listener::ConnInfo;
+use crate::observe::{ObservedBody, Observer};
+use crate::protocol::{self, Interpreted, Protocol, Refusal};
+use crate::route::Route;
+use crate::runtime::Runtime;
+use crate::secrets::inject;
+
+/// The body of every proxy response: a small complete body, or an upstream stream observed
+/// as it passes.
+pub type ProxyBody = Either<Full<Bytes>, ObservedBody>;
+
+/// Handles one agent request.
+pub async fn handle(
+    gw: Arc<Gateway>,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+) -> Response<ProxyBody> {
+    let rt = gw.runtime.load_full();
+    let mut ex = Exchange::new(&conn, rt.config.log.access);
+    gw.metrics.in_flight.inc();
+    let result = walk(&gw, &rt, &mut ex, req).await;
+    let response = ex.finish(&gw, result);
+    gw.metrics.in_flight.dec();
+    response
+}
+
+async fn walk(
+    gw: &Arc<Gateway>,
+    rt: &Runtime,
+    ex: &mut Exchange,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Rejection> {
+    let route = route(rt, ex, req.uri().path())?;
+    let principal = identify(gw, rt, ex, &req).await?;
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, &parts.headers, rt.config.limits.max_request_bytes).await?;
+    let rest = &parts.uri.path()[route.prefix.len()..];
+    let meaning = interpret(&route, &parts, rest, &body)?;
+    let action = action(&route, principal, &meaning, ex);
+    let decision = decide(gw, rt, &action);
+    record_decision(gw, rt, ex, &action, &decision, &body).await?;
+    if !matches!(decision, Decision::Allow { .. }) {
+        return Ok(refuse(gw, ex, &route, &meaning, &decision));
+    }
+    let upstream_req = credential(&route, &parts, rest, body)?;
+    let upstream_resp = forward(gw, ex, &route, upstream_req).await?;
+    Ok(observe(gw, ex, &route, &meaning, upstream_resp))
+}
+
+/// Route: the longest matching path prefix.
+fn route(rt: &Runtime, ex: &mut Exchange, path: &str) -> Result<Arc<Route>, Rejection> {
+    let (route, _) = rt.routes.find(path).ok_or_else(|| {
+        Rejection::new(
+            StatusCode::NOT_FOUND,
+            "no_route",
+            format!("no route matches {path}"),
+        )
+    })?;
+    ex.route = Some(route.clone());
+    Ok(route.clone())
+}
+
+/// Identify: the agent behind the credential.
+async fn identify(
+    gw: &Gateway,
+    rt: &Runtime,
+    ex: &mut Exchange,
+    req: &Request<Incoming>,
+) -> Result<Arc<Principal>, Rejection> {
+    match rt.identity.identify(req.headers()).await {
+        Ok(p) => {
+            ex.principal = Some(p.clone());
+            Ok(p)
+        }
+        Err(e) => {
+            gw.metrics
+                .auth_failures
+                .with_label_values(&[e.code()])
+                .inc();
+            Err(Rejection::new(
+                StatusCode::UNAUTHORIZED,
+                e.code(),
+                format!("authentication failed: {e}"),
+            ))
+        }
+    }
+}
+
+/// Reads the request body, refusing more than `limit` bytes.
+async fn read_body(
+    body: Incoming,
+    headers: &http::HeaderMap,
+    limit: usize,
+) -> Result<Bytes, Rejection> {
+    let too_large = || {
+        Rejection::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            format!(
+                "request body is larger than the {limit}-byte limit (limits.max_request_bytes)"
+            ),
+        )
+    };
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(Rejection::new(
+            StatusCode::BAD_REQUEST,
+            "body_read_failed",
+            format!("could not read the request body: {e}"),
+        )),
+    }
+}
+
+/// Interpret: what the request means in its protocol.
+fn interpret(
+    route: &Route,
+    parts: &http::request::Parts,
+    rest: &str,
+    body: &[u8],
+) -> Result<Interpreted, Rejection> {
+    protocol::interpret(route.protocol, &parts.method, rest, parts.uri.query(), body)
+        .map_err(|e| Rejection::new(e.status(), "invalid_request", e.to_string()))
+}
+
+/// The Cedar action for this request.
+fn action(
+    route: &Route,
+    principal: Arc<Principal>,
+    meaning: &Interpreted,
+    ex: &mut Exchange,
+) -> Action {
+    let resource = match (&meaning.model, meaning.verb) {
+        (Some(model), _) => Resource::Model {
+            provider: route.provider.clone(),
+            name: model.clone(),
+        },
+        (None, _) => Resource::Provider {
+            name: route.provider.clone(),
+        },
+    };
+    ex.verb = Some(meaning.verb);
+    ex.resource = resource.cedar_id();
+    ex.resource_type = resource.cedar_type();
+    Action {
+        principal,
+        verb: meaning.verb,
+        resource,
+        context: ActionContext {
+            route: route.name.clone(),
+            stream: meaning.stream,
+            max_tokens: meaning.max_tokens,
+            tools: meaning.tools.clone(),
+            input_tokens: meaning.input_tokens,
+            time: SystemTime::now(),
+            source_ip: ex.conn.peer.ip(),
+            tls: ex.conn.tls,
+        },
+    }
+}
+
+/// Decide: Cedar's verdict.
+fn decide(gw: &Gateway, rt: &Runtime, action: &Action) -> Decision {
+    let t = Instant::now();
+    let decision = rt.policy.decide(action);
+    gw.metrics.policy_seconds.observe(t.elapsed().as_secs_f64());
+    decision
+}
+
+/// Record: the decision is durably in the audit log before anything goes upstream.
+async fn record_decision(
+    gw: &Gateway,
+    rt: &Runtime,
+    ex: &mut Exchange,
+    action: &Action,
+    decision: &Decision,
+    body: &[u8],
+) -> Result<(), Rejection> {
+    ex.decision = Some(decision.label());
+    let mut event = ex.event(EventKind::Decision);
+    event.decision = decision.label().to_string();
+    event.policies = decision
+        .policy_ids()
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    event.reasons = reasons(decision);
+    if rt.config.audit.record_content {
+        event.content = serde_json::from_slice(body).ok();
+    }
+    debug_assert_eq!(event.action, action.verb.as_str());
+    if let Err(e) = gw.audit.append(event).await {
+        gw.metrics.audit_failures.inc();
+        tracing::error!(request_id = %ex.request_id, error = %e, "audit append failed");
+        if rt.config.audit.fail_closed {
+            return Err(Rejection::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_unavailable",
+                "the audit log cannot be written, so Warden refuses requests (audit.fail_closed)"
+                    .into(),
+            )
+            .recorded());
+        }
+    }
+    Ok(())
+}
+
+/// The reasons an agent is shown for a decision.
+fn reasons(decision: &Decision) -> Vec<String> {
+    match decision {
+        Decision::Allow { .. } => Vec::new(),
+        Decision::Deny { reasons, .. } => reasons.clone(),
+        Decision::NeedsApproval {
+            policy,
+            approvers,
+            reason,
+        } => vec![format!(
+            "{}requires approval by {} (policy {policy}), and approvals are not enabled on this gateway",
+            reason
+                .as_deref()
+                .map(|r| format!("{r}: "))
+                .unwrap_or_default(),
+            if approvers.is_empty() {
+                "an approver".to_string()
+            } else {
+                approvers.join(", ")
+            },
+        )],
+    }
+}
+
+/// A refusal in the protocol's own shape: a completion that explains itself, or an HTTP error.
+fn refuse(
+    gw: &Gateway,
+    ex: &mut Exchange,
+    route: &Route,
+    meaning: &Interpreted,
+    decision: &Decision,
+) -> Response<ProxyBody> {
+    let reason = reasons(decision).join("; ");
+    let response = match route.on_deny {
+        DenyStyle::Completion => protocol::refusal_response(
+            route.protocol,
+            meaning,
+            &Refusal {
+                reason: &reason,
+                decision_id: &ex.decision_id,
+            },
+        ),
+        DenyStyle::HttpError => {
+            let mut r = protocol::error_response(
+                route.protocol,
+                StatusCode::FORBIDDEN,
+                "policy_denied",
+                &format!(
+                    "Warden denied this request: {reason} (decision {})",
+                    ex.decision_id
+                ),
+            );
+            r.headers_mut()
+                .insert("x-warden-decision", HeaderValue::from_static("deny"));
+            r
+        }
+    };
+    let mut event = ex.event(EventKind::Outcome);
+    event.outcome = Some(AuditOutcome {
+        status: response.status().as_u16(),
+        latency_ms: ex.elapsed_ms(),
+        ..Default::default()
+    });
+    gw.audit.append_detached(event);
+    response.map(Either::Left)
+}
+
+/// Credential: the agent's credential out, the upstream's in.
+fn credential(
+    route: &Route,
+    parts: &http::request::Parts,
+    rest: &str,
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, Rejection> {
+    let credential = route.credential.as_ref().map_err(|e| {
+        Rejection::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "credential_unavailable",
+            format!("the upstream credential is unavailable: {e}"),
+        )
+        .after_decision()
+    })?;
+    inject::upstream_request(route, parts, rest, body, credential.as_ref()).map_err(|e| {
+        Rejection::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("cannot build the upstream request: {e}"),
+        )
+        .after_decision()
+    })
+}
+
+/// Forward: send it upstream over the pooled client.
+async fn forward(
+    gw: &Gateway,
+    ex: &mut Exchange,
+    route: &Route,
+    req: Request<Full<Bytes>>,
+) -> Result<Response<Incoming>, Rejection> {
+    let t = Instant::now();
+    let result = gw.upstream.send(req).await;
+    let secs = t.elapsed().as_secs_f64();
+    ex.upstream_ms = Some(secs * 1000.0);
+    gw.metrics
+        .upstream_seconds
+        .with_label_values(&[&route.name])
+        .observe(secs);
+    result.map_err(|e| {
+        Rejection::new(e.status(), "upstream_unavailable", e.to_string()).after_decision()
+    })
+}
+
+/// Observe: stream the response through, reading usage, and record the outcome at its end.
+fn observe(
+    gw: &Arc<Gateway>,
+    ex: &mut Exchange,
+    route: &Route,
+    meaning: &Interpreted,
+    resp: Response<Incoming>,
+) -> Response<ProxyBody> {
+    let (parts, body) = resp.into_parts();
+    let event_stream = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let mut headers = http::HeaderMap::with_capacity(parts.headers.len() + 1);
+    inject::copy_end_to_end(&parts.headers, &mut headers);
+    let mut event = ex.event(EventKind::Outcome);
+    event.outcome = Some(AuditOutcome {
+        status: parts.status.as_u16(),
+        upstream_ms: ex.upstream_ms,
+        ..Default::default()
+    });
+    let observer = Observer::new(
+        gw.clone(),
+        event,
+        ex.started,
+        protocol::UsageScanner::new(route.protocol, event_stream),
+        meaning.model.clone(),
+    );
+    let mut response = Response::new(Either::Right(ObservedBody::new(body, observer)));
+    *response.status_mut() = parts.status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// A refusal by one stage: answered in the route's protocol shape and audited.
+#[derive(Debug)]
+pub struct Rejection {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    /// The decision record was already written; record an outcome, not a rejection.
+    after_decision: bool,
+    /// The failure is the audit log itself: do not try to record it there.
+    recorded: bool,
+}
+
+impl Rejection {
+    fn new(status: StatusCode, code: &'static str, message: String) -> Self {
+        Rejection {
+            status,
+            code,
+            message,
+            after_decision: false,
+            recorded: false,
+        }
+    }
+    fn after_decision(mut self) -> Self {
+        self.after_decision = true;
+        self
+    }
+    fn recorded(mut self) -> Self {
+        self.recorded = true;
+        self
+    }
+}
+
+/// What the path learned about one request so far: for the audit record, metrics and logs.
+struct Exchange {
+    conn: ConnInfo,
+    started: Instant,
+    request_id: String,
+    decision_id: String,
+    route: Option<Arc<Route>>,
+    principal: Option<Arc<Principal>>,
+    verb: Option<Verb>,
+    resource_type: &'static str,
+    resource: String,
+    decision: Option<&'static str>,
+    upstream_ms: Option<f64>,
+    /// Write an access log line (`log.access`).
+    access_log: bool,
+}
+
+impl Exchange {
+    fn new(conn: &ConnInfo, access_log: bool) -> Self {
+        Exchange {
+            conn: conn.clone(),
+            started: Instant::now(),
+            request_id: uuid::Uuid::now_v7().simple().to_string(),
+            decision_id: String::new(),
+            route: None,
+            principal: None,
+            verb: None,
+            resource_type: "",
+            resource: String::new(),
+            decision: None,
+            upstream_ms: None,
+            access_log,
+        }
+    }
+
+    fn elapsed_ms(&self) -> f64 {
+        self.started.elapsed().as_secs_f64() * 1000.0
+    }
+
+    /// An audit event carrying everything known about this request.
+    fn event(&mut self, kind: EventKind) -> AuditEvent {
+        if self.decision_id.is_empty() && kind == EventKind::Decision {
+            self.decision_id = uuid::Uuid::now_v7().simple().to_string();
+        }
+        let mut e = AuditEvent::now(kind);
+        e.request_id = self.request_id.clone();
+        e.decision_id = self.decision_id.clone();
+        if let Some(p) = &self.principal {
+            e.principal = AuditPrincipal {
+                kind: p.kind.cedar_type().to_ascii_lowercase(),
+                id: p.id.to_string(),
+                issuer: p.issuer.to_string(),
+            };
+        }
+        if let Some(v) = self.verb {
+            e.action = v.as_str().to_string();
+        }
+        if !self.resource.is_empty() {
+            e.resource = format!("{}::{:?}", self.resource_type, self.resource);
+        }
+        if let Some(r) = &self.route {
+            e.route = r.name.to_string();
+        }
+        e.source_ip = self.conn.peer.ip().to_string();
+        e
+    }
+
+    /// Answers a rejection, records it, counts the request, logs it.
+    fn finish(
+        mut self,
+        gw: &Gateway,
+        result: Result<Response<ProxyBody>, Rejection>,
+    ) -> Response<ProxyBody> {
+        let mut response = match result {
+            Ok(r) => r,
+            Err(rej) => {
+                if !rej.recorded {
+                    let kind = if rej.after_decision {
+                        EventKind::Outcome
+                    } else {
+                        EventKind::Rejected
+                    };
+                    let mut event = self.event(kind);
+                    if rej.after_decision {
+                        event.outcome = Some(AuditOutcome {
+                            status: rej.status.as_u16(),
+                            latency_ms: self.elapsed_ms(),
+                            upstream_ms: self.upstream_ms,
+                            error: Some(rej.message.clone()),
+                            ..Default::default()
+                        });
+                    } else {
+                        event.decision = "rejected".into();
+                        event.reasons = vec![rej.message.clone()];
+                    }
+                    gw.audit.append_detached(event);
+                }
+                let protocol = self.route.as_ref().map_or(Protocol::Openai, |r| r.protocol);
+                protocol::error_response(protocol, rej.status, rej.code, &rej.message)
+                    .map(Either::Left)
+            }
+        };
+        if let Ok(v) = HeaderValue::try_from(self.request_id.as_str()) {
+            response.headers_mut().insert("x-request-id", v);
+        }
+        if !self.decision_id.is_empty()
+            && let Ok(v) = HeaderValue::try_from(self.decision_id.as_str())
+        {
+            response
+                .headers_mut()
+                .entry("x-warden-decision-id")
+                .or_insert(v);
+        }
+        let route = self.route.as_ref().map_or("none", |r| &r.name);
+        let decision = self.decision.unwrap_or("none");
+        let status = response.status();
+        gw.metrics
+            .requests
+            .with_label_values(&[route, decision, status.as_str()])
+            .inc();
+        let secs = self.started.elapsed().as_secs_f64();
+        gw.metrics
+            .request_seconds
+            .with_label_values(&[route])
+            .observe(secs);
+        let principal = self.principal.as_ref().map_or("", |p| &p.id);
+        if self.access_log {
+            tracing::info!(
+            request_id = %self.request_id,
+            principal,
+            route,
+            action = self.verb.map_or("", Verb::as_str),
+            resource = %self.resource,
+            decision,
+            status = status.as_u16(),
+            latency_ms = secs * 1000.0,
+            "request"
+            );
+        }
+        self.route = None;
+        response
+    }
+}

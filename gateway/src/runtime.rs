@@ -1,0 +1,67 @@
+//! The reloadable part of the gateway: configuration, routes, policies, identity. A reload
+//! builds a complete new [`Runtime`] and swaps it in atomically; an invalid one never replaces
+//! the running one.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::config::error::ConfigErrors;
+use crate::identity::{Identifier, IdentityError};
+use crate::policy::{PolicyEngine, PolicyErrors};
+use crate::route::RouteTable;
+
+/// One consistent snapshot of everything a request consults.
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub routes: RouteTable,
+    pub policy: Arc<PolicyEngine>,
+    pub identity: Arc<Identifier>,
+}
+
+/// Why a runtime could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("configuration is invalid:\n{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("policies in {dir} are invalid:\n{errors}")]
+    Policy { dir: PathBuf, errors: PolicyErrors },
+    #[error("identity setup failed: {0}")]
+    Identity(#[from] IdentityError),
+}
+
+impl Runtime {
+    /// Builds a runtime from `config`, reusing `previous`'s identity (and its key and token
+    /// caches) when the identity settings did not change.
+    pub async fn build(
+        config: Config,
+        previous: Option<&Runtime>,
+    ) -> Result<Runtime, RuntimeError> {
+        let routes = RouteTable::build(&config)?;
+        let policy = load_policies(&config.policy.dir)?;
+        let identity = match previous {
+            Some(p)
+                if p.config.identity == config.identity && p.config.data_dir == config.data_dir =>
+            {
+                p.identity.clone()
+            }
+            _ => Arc::new(Identifier::new(&config.identity, &config.data_dir).await?),
+        };
+        Ok(Runtime {
+            config: Arc::new(config),
+            routes,
+            policy,
+            identity,
+        })
+    }
+}
+
+/// Loads and validates the policy set in `dir`.
+pub fn load_policies(dir: &Path) -> Result<Arc<PolicyEngine>, RuntimeError> {
+    PolicyEngine::load(dir)
+        .map(Arc::new)
+        .map_err(|errors| RuntimeError::Policy {
+            dir: dir.into(),
+            errors,
+        })
+}

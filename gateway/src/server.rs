@@ -1,0 +1,195 @@
+//! `warden serve`: assemble the gateway, listen, reload on change, shut down gracefully.
+
+use std::path::PathBuf;
+
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::audit::AuditLog;
+use crate::audit::event::{AuditEvent, EventKind};
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::identity::TokenIssuer;
+use crate::listener::{self, ServerTls};
+use crate::reload;
+use crate::runtime::{Runtime, RuntimeError};
+use crate::telemetry::metrics::Metrics;
+use crate::upstream::UpstreamClient;
+
+/// Why the gateway could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("cannot open the audit log in {dir}: {source}")]
+    Audit {
+        dir: PathBuf,
+        source: crate::audit::AuditError,
+    },
+    #[error("cannot set up Warden's token issuer: {0}")]
+    Issuer(#[from] crate::identity::IdentityError),
+    #[error("cannot set up the upstream client: {0}")]
+    Upstream(#[from] crate::upstream::UpstreamError),
+    #[error("cannot load TLS for the {listener} listener: {source}")]
+    Tls {
+        listener: &'static str,
+        source: crate::listener::TlsError,
+    },
+    #[error(
+        "cannot listen on {addr} ({listener}): {source}; is another process using it? Change listen.{listener}"
+    )]
+    Bind {
+        listener: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// The audit directory for `config`.
+pub fn audit_dir(config: &Config) -> PathBuf {
+    config
+        .audit
+        .dir
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("audit"))
+}
+
+/// Runs the gateway until SIGTERM or SIGINT.
+pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), ServeError> {
+    listener::install_crypto_provider();
+    let audit_dir = audit_dir(&config);
+    let audit = AuditLog::open(&audit_dir, &config.audit).map_err(|source| ServeError::Audit {
+        dir: audit_dir.clone(),
+        source,
+    })?;
+    let issuer = if config.identity.warden_issuer.enabled {
+        Some(TokenIssuer::load_or_create(
+            &config.identity.warden_issuer,
+            &config.data_dir,
+        )?)
+    } else {
+        None
+    };
+    let upstream = UpstreamClient::new(&config.upstream)?;
+    let proxy_tls = config
+        .listen
+        .tls
+        .as_ref()
+        .map(ServerTls::load)
+        .transpose()
+        .map_err(|source| ServeError::Tls {
+            listener: "proxy",
+            source,
+        })?;
+    let admin_tls = config
+        .listen
+        .admin_tls
+        .as_ref()
+        .map(ServerTls::load)
+        .transpose()
+        .map_err(|source| ServeError::Tls {
+            listener: "admin",
+            source,
+        })?;
+    let listen = config.listen.clone();
+    let runtime = Runtime::build(config, None).await?;
+    for route in runtime.routes.iter() {
+        if let Err(e) = &route.credential {
+            tracing::warn!(route = %route.name, error = %e, "route has no upstream credential; its requests will be refused with 503 until it is configured");
+        }
+    }
+    let policy_count = runtime.policy.policy_count();
+    let gw = Gateway::new(runtime, audit, upstream, Metrics::new(), issuer);
+
+    let proxy_listener =
+        TcpListener::bind(listen.proxy)
+            .await
+            .map_err(|source| ServeError::Bind {
+                listener: "proxy",
+                addr: listen.proxy,
+                source,
+            })?;
+    let admin_listener =
+        TcpListener::bind(listen.admin)
+            .await
+            .map_err(|source| ServeError::Bind {
+                listener: "admin",
+                addr: listen.admin,
+                source,
+            })?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    for tls in [&proxy_tls, &admin_tls].into_iter().flatten() {
+        tls.spawn_reloader(shutdown_signal(shutdown_rx.clone()));
+    }
+    reload::spawn(gw.clone(), config_path, shutdown_rx.clone()).map_err(ServeError::Signals)?;
+
+    let mut start = AuditEvent::now(EventKind::System);
+    start.detail = Some(
+        serde_json::json!({ "event": "start", "version": env!("CARGO_PKG_VERSION"), "policies": policy_count }),
+    );
+    gw.audit.append_detached(start);
+    tracing::info!(proxy = %listen.proxy, admin = %listen.admin, tls = proxy_tls.is_some(), policies = policy_count, "warden listening");
+
+    let proxy_gw = gw.clone();
+    let proxy = tokio::spawn(listener::serve(
+        proxy_listener,
+        proxy_tls,
+        move |req, conn| crate::proxy::handle(proxy_gw.clone(), req, conn),
+        shutdown_signal(shutdown_rx.clone()),
+        listen.shutdown_grace,
+    ));
+    let admin_router = crate::admin::router(gw.clone());
+    let admin = tokio::spawn(listener::serve(
+        admin_listener,
+        admin_tls,
+        move |req: http::Request<hyper::body::Incoming>, _conn| {
+            let router = admin_router.clone();
+            async move {
+                use tower::ServiceExt;
+                match router.oneshot(req.map(axum::body::Body::new)).await {
+                    Ok(resp) => resp,
+                    Err(never) => match never {},
+                }
+            }
+        },
+        shutdown_signal(shutdown_rx.clone()),
+        listen.shutdown_grace,
+    ));
+    gw.set_ready(true);
+
+    wait_for_termination().await.map_err(ServeError::Signals)?;
+    tracing::info!(grace = ?listen.shutdown_grace, "shutting down: finishing in-flight requests");
+    gw.set_ready(false);
+    let _ = shutdown_tx.send(true);
+    for task in [proxy, admin] {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "listener task failed");
+        }
+    }
+    let mut stop = AuditEvent::now(EventKind::System);
+    stop.detail = Some(serde_json::json!({ "event": "stop" }));
+    gw.audit.append_detached(stop);
+    if let Err(e) = gw.audit.close().await {
+        tracing::error!(error = %e, "audit log did not close cleanly");
+    }
+    tracing::info!("warden stopped");
+    Ok(())
+}
+
+/// Resolves when the shutdown flag is raised.
+pub async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+async fn wait_for_termination() -> std::io::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! The pooled HTTP client that forwards requests to upstream providers.
+//!
+//! One [`UpstreamClient`] serves every route: keep-alive pools per host, HTTP/2 where the
+//! upstream offers it by ALPN, TLS always verified against the system roots and/or
+//! `upstream.ca_file`.
+
+mod connect_timeout;
+mod error;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::RootCertStore;
+
+pub use error::UpstreamError;
+
+use connect_timeout::ConnectTimeout;
+
+use crate::config::UpstreamConfig;
+
+/// TCP keep-alive probes on upstream connections, so dead peers are noticed while pooled.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// The client Warden forwards with; cloning is cheap and shares the pool.
+#[derive(Clone, Debug)]
+pub struct UpstreamClient {
+    client: Client<ConnectTimeout<HttpsConnector<HttpConnector>>, Full<Bytes>>,
+    response_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl UpstreamClient {
+    /// Builds the client: trust roots, ALPN `h2`/`http/1.1`, timeouts and pool size from `cfg`.
+    ///
+    /// `connect_timeout` bounds DNS, TCP connect and the TLS handshake together.
+    pub fn new(cfg: &UpstreamConfig) -> Result<UpstreamClient, UpstreamError> {
+        let roots = trust_roots(cfg)?;
+        let tls = rustls::ClientConfig::builder_with_provider(crate::listener::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .map_err(UpstreamError::Provider)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(cfg.connect_timeout));
+        tcp.set_keepalive(Some(TCP_KEEPALIVE));
+
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(tcp);
+
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(ConnectTimeout::new(connector, cfg.connect_timeout));
+        Ok(UpstreamClient {
+            client,
+            response_timeout: cfg.response_timeout,
+            connect_timeout: cfg.connect_timeout,
+        })
+    }
+
+    /// Sends `req` (absolute `http://` or `https://` URI) and waits for the response headers,
+    /// at most `response_timeout` including connect and TLS. The body streams afterwards.
+    pub async fn send(
+        &self,
+        req: http::Request<Full<Bytes>>,
+    ) -> Result<http::Response<Incoming>, UpstreamError> {
+        let Some(authority) = req.uri().authority().cloned() else {
+            return Err(UpstreamError::NotAbsolute);
+        };
+        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => Err(UpstreamError::classify(
+                authority,
+                error,
+                self.connect_timeout,
+            )),
+            Err(_) => Err(UpstreamError::Timeout {
+                authority,
+                after: self.response_timeout,
+            }),
+        }
+    }
+}
+
+/// System roots plus `ca_file`, or only `ca_file` when `ca_only`.
+fn trust_roots(cfg: &UpstreamConfig) -> Result<Arc<RootCertStore>, UpstreamError> {
+    let mut roots = RootCertStore::empty();
+    if cfg.ca_only && cfg.ca_file.is_none() {
+        return Err(UpstreamError::CaOnlyWithoutFile);
+    }
+    if !cfg.ca_only {
+        let native = rustls_native_certs::load_native_certs();
+        for error in &native.errors {
+            tracing::warn!(%error, "some system CA certificates could not be loaded");
+        }
+        let (added, ignored) = roots.add_parsable_certificates(native.certs);
+        tracing::debug!(
+            added,
+            ignored,
+            "system CA certificates trusted for upstream TLS"
+        );
+        if added == 0 && cfg.ca_file.is_none() {
+            tracing::warn!(
+                "no system CA certificates found: upstream TLS will fail; install the \
+                 ca-certificates package or set upstream.ca_file"
+            );
+        }
+    }
+    if let Some(path) = &cfg.ca_file {
+        let certs = crate::listener::read_certificates(path)
+            .map_err(|source| UpstreamError::CaFile(Box::new(source)))?;
+        if certs.is_empty() {
+            return Err(UpstreamError::CaFileEmpty { path: path.clone() });
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|source| UpstreamError::CaFileInvalid {
+                    path: path.clone(),
+                    source,
+                })?;
+        }
+    }
+    Ok(Arc::new(roots))
+}
