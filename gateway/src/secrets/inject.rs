@@ -48,7 +48,10 @@ pub fn upstream_request(
     }
     headers.remove(header::CONTENT_LENGTH);
     // Usage is read from the response as it streams by: ask for it uncompressed.
-    headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     if let Some(c) = credential {
         headers.insert(c.header.clone(), c.value.clone());
     }
@@ -140,6 +143,9 @@ mod tests {
             assert!(h.get(gone).is_none(), "{gone} must not be forwarded");
         }
         assert!(h.get("traceparent").is_some());
-        assert_eq!(h.get("accept-encoding").map(|v| v.as_bytes()), Some(&b"identity"[..]));
+        assert_eq!(
+            h.get("accept-encoding").map(|v| v.as_bytes()),
+            Some(&b"identity"[..])
+        );
     }
 }
