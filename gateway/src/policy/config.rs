@@ -14,6 +14,8 @@ pub struct PolicyConfig {
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        PolicyConfig { dir: PathBuf::from("policies") }
+        PolicyConfig {
+            dir: PathBuf::from("policies"),
+        }
     }
 }
