@@ -407,6 +407,30 @@ fn changed_principal_with_the_same_id_is_not_served_from_the_cache() {
 }
 
 #[test]
+fn cached_entities_keep_each_resource_apart() {
+    let engine = load(&[(
+        "p.cedar",
+        r#"@id("4o") permit (principal, action, resource == Model::"openai/gpt-4o");"#,
+    )])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let bot = Arc::new(agent("bot"));
+    let on = |model: &str| {
+        let mut a = chat(agent("unused"), "openai", model);
+        a.principal = bot.clone();
+        engine.decide(&a).label()
+    };
+    assert_eq!(
+        [
+            on("gpt-4o"),
+            on("gpt-4o-mini"),
+            on("gpt-4o"),
+            on("gpt-4o-mini")
+        ],
+        ["allow", "deny", "allow", "deny"]
+    );
+}
+
+#[test]
 fn user_principals_never_reach_agent_actions() {
     let engine = load(&[("p.cedar", PERMIT_ALL)]).unwrap_or_else(|e| panic!("{e}"));
     let mut user = agent("alice");
