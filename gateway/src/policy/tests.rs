@@ -1,7 +1,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use tempfile::TempDir;
 
@@ -521,23 +521,4 @@ fn test_runner_points_at_bad_case_files() {
         errors[1].message.contains("unknown action `llm:dance`"),
         "{err}"
     );
-}
-
-#[test]
-fn decide_is_fast_for_the_baseline_pack() {
-    let engine = PolicyEngine::load(&repo_policies()).unwrap_or_else(|e| panic!("{e}"));
-    let action = chat(agent("ci-bot"), "openai", "gpt-4o");
-    for _ in 0..200 {
-        engine.decide(&action);
-    }
-    let n = 2000;
-    let start = Instant::now();
-    for _ in 0..n {
-        std::hint::black_box(engine.decide(std::hint::black_box(&action)));
-    }
-    let per_call = start.elapsed() / n;
-    eprintln!("decide: {per_call:?} per call (debug build unless --release)");
-    // A generous bound that holds in debug builds on a loaded machine; catches pathologies
-    // (rebuilding schemas, JSON round trips), not microseconds.
-    assert!(per_call < Duration::from_millis(2), "{per_call:?}");
 }
