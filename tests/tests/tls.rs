@@ -64,6 +64,20 @@ fn client(pki: &Pki, identity: Option<(String, String)>) -> reqwest::Client {
     builder.build().unwrap()
 }
 
+/// A small chat completion request to `url`.
+async fn chat(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+) -> reqwest::Result<reqwest::Response> {
+    client
+        .post(url)
+        .bearer_auth(token)
+        .json(&openai_chat("gpt-4o-mini", false))
+        .send()
+        .await
+}
+
 #[tokio::test]
 async fn serves_agents_over_tls_with_http2_negotiated_by_alpn() {
     let fake = FakeLlm::start().await.unwrap();
@@ -85,13 +99,7 @@ async fn serves_agents_over_tls_with_http2_negotiated_by_alpn() {
     let token = warden.token(AGENT).await.unwrap();
     let url = format!("https://{}/openai/chat/completions", warden.setup.proxy);
 
-    let response = client(&pki, None)
-        .post(&url)
-        .bearer_auth(&token)
-        .json(&openai_chat("gpt-4o-mini", false))
-        .send()
-        .await
-        .unwrap();
+    let response = chat(&client(&pki, None), &url, &token).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.version(),
@@ -137,12 +145,7 @@ async fn requires_a_client_certificate_when_client_ca_is_configured() {
     let token = warden.token(AGENT).await.unwrap();
     let url = format!("https://{}/openai/chat/completions", warden.setup.proxy);
 
-    let without = client(&pki, None)
-        .post(&url)
-        .bearer_auth(&token)
-        .json(&openai_chat("gpt-4o-mini", false))
-        .send()
-        .await;
+    let without = chat(&client(&pki, None), &url, &token).await;
     assert!(
         without.is_err(),
         "a client without a certificate must be refused: {without:?}"
@@ -152,11 +155,7 @@ async fn requires_a_client_certificate_when_client_ca_is_configured() {
         &["agent-1.fleet.example"],
         ExtendedKeyUsagePurpose::ClientAuth,
     );
-    let with = client(&pki, Some(agent_cert))
-        .post(&url)
-        .bearer_auth(&token)
-        .json(&openai_chat("gpt-4o-mini", false))
-        .send()
+    let with = chat(&client(&pki, Some(agent_cert)), &url, &token)
         .await
         .unwrap();
     assert_eq!(with.status(), 200);
