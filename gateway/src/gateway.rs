@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::audit::AuditLog;
-use crate::identity::TokenIssuer;
 use crate::runtime::Runtime;
 use crate::telemetry::metrics::Metrics;
 use crate::upstream::UpstreamClient;
@@ -17,8 +16,6 @@ pub struct Gateway {
     pub audit: AuditLog,
     pub upstream: UpstreamClient,
     pub metrics: Metrics,
-    /// Warden's own token issuer, for the JWKS endpoint.
-    pub issuer: Option<TokenIssuer>,
     ready: AtomicBool,
 }
 
@@ -29,14 +26,12 @@ impl Gateway {
         audit: AuditLog,
         upstream: UpstreamClient,
         metrics: Metrics,
-        issuer: Option<TokenIssuer>,
     ) -> Arc<Gateway> {
         Arc::new(Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             audit,
             upstream,
             metrics,
-            issuer,
             ready: AtomicBool::new(false),
         })
     }

@@ -118,6 +118,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let engine =
                 warden::policy::PolicyEngine::load(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+            for warning in engine.warnings() {
+                eprintln!("warning: {warning}");
+            }
             println!(
                 "{}: {} policies valid against the schema",
                 dir.display(),

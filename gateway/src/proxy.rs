@@ -60,7 +60,7 @@ async fn walk(
     let meaning = interpret(&route, &parts, rest, &body)?;
     let action = action(&route, principal, &meaning, ex);
     let decision = decide(gw, rt, &action);
-    record_decision(gw, rt, ex, &action, &decision, &body).await?;
+    record_decision(gw, rt, ex, &decision, &body).await?;
     if !matches!(decision, Decision::Allow { .. }) {
         return Ok(refuse(gw, ex, &route, &meaning, &decision));
     }
@@ -166,12 +166,12 @@ fn action(
     meaning: &Interpreted,
     ex: &mut Exchange,
 ) -> Action {
-    let resource = match (&meaning.model, meaning.verb) {
-        (Some(model), _) => Resource::Model {
+    let resource = match &meaning.model {
+        Some(model) => Resource::Model {
             provider: route.provider.clone(),
             name: model.clone(),
         },
-        (None, _) => Resource::Provider {
+        None => Resource::Provider {
             name: route.provider.clone(),
         },
     };
@@ -208,7 +208,6 @@ async fn record_decision(
     gw: &Gateway,
     rt: &Runtime,
     ex: &mut Exchange,
-    action: &Action,
     decision: &Decision,
     body: &[u8],
 ) -> Result<(), Rejection> {
@@ -224,7 +223,6 @@ async fn record_decision(
     if rt.config.audit.record_content {
         event.content = serde_json::from_slice(body).ok();
     }
-    debug_assert_eq!(event.action, action.verb.as_str());
     if let Err(e) = gw.audit.append(event).await {
         gw.metrics.audit_failures.inc();
         tracing::error!(request_id = %ex.request_id, error = %e, "audit append failed");
@@ -235,7 +233,7 @@ async fn record_decision(
                 "the audit log cannot be written, so Warden refuses requests (audit.fail_closed)"
                     .into(),
             )
-            .recorded());
+            .not_auditable());
         }
     }
     Ok(())
@@ -396,7 +394,7 @@ pub struct Rejection {
     /// The decision record was already written; record an outcome, not a rejection.
     after_decision: bool,
     /// The failure is the audit log itself: do not try to record it there.
-    recorded: bool,
+    not_auditable: bool,
 }
 
 impl Rejection {
@@ -406,15 +404,15 @@ impl Rejection {
             code,
             message,
             after_decision: false,
-            recorded: false,
+            not_auditable: false,
         }
     }
     fn after_decision(mut self) -> Self {
         self.after_decision = true;
         self
     }
-    fn recorded(mut self) -> Self {
-        self.recorded = true;
+    fn not_auditable(mut self) -> Self {
+        self.not_auditable = true;
         self
     }
 }
@@ -495,7 +493,7 @@ impl Exchange {
         let mut response = match result {
             Ok(r) => r,
             Err(rej) => {
-                if !rej.recorded {
+                if !rej.not_auditable {
                     let kind = if rej.after_decision {
                         EventKind::Outcome
                     } else {

@@ -10,7 +10,6 @@ use crate::audit::AuditLog;
 use crate::audit::event::{AuditEvent, EventKind};
 use crate::config::Config;
 use crate::gateway::Gateway;
-use crate::identity::TokenIssuer;
 use crate::listener::{self, ServerTls};
 use crate::reload;
 use crate::runtime::{Runtime, RuntimeError};
@@ -27,8 +26,6 @@ pub enum ServeError {
         dir: PathBuf,
         source: crate::audit::AuditError,
     },
-    #[error("cannot set up Warden's token issuer: {0}")]
-    Issuer(#[from] crate::identity::IdentityError),
     #[error("cannot set up the upstream client: {0}")]
     Upstream(#[from] crate::upstream::UpstreamError),
     #[error("cannot load TLS for the {listener} listener: {source}")]
@@ -65,14 +62,6 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         dir: audit_dir.clone(),
         source,
     })?;
-    let issuer = if config.identity.warden_issuer.enabled {
-        Some(TokenIssuer::load_or_create(
-            &config.identity.warden_issuer,
-            &config.data_dir,
-        )?)
-    } else {
-        None
-    };
     let upstream = UpstreamClient::new(&config.upstream)?;
     let proxy_tls = config
         .listen
@@ -102,7 +91,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         }
     }
     let policy_count = runtime.policy.policy_count();
-    let gw = Gateway::new(runtime, audit, upstream, Metrics::new(), issuer);
+    let gw = Gateway::new(runtime, audit, upstream, Metrics::new());
 
     let proxy_listener =
         TcpListener::bind(listen.proxy)

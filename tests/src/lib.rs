@@ -1,1 +1,12 @@
-//! Test support for the warden end-to-end suite.
+//! Test support for the warden end-to-end suite: the real `warden` binary against real
+//! components — an OpenID Provider (node `oidc-provider`), official Python SDKs, and a fake LLM
+//! upstream that replays provider response shapes faithfully.
+
+pub mod fake_llm;
+pub mod idp;
+pub mod paths;
+pub mod process;
+pub mod sdk;
+pub mod sse;
+pub mod stack;
+pub mod warden;

@@ -45,7 +45,7 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
 
 /// The public keys of Warden's own agent tokens (JWK Set), for services that verify them.
 async fn jwks(State(gw): State<Arc<Gateway>>) -> Response {
-    match &gw.issuer {
+    match gw.runtime.load().identity.token_issuer() {
         Some(issuer) => axum::Json(issuer.jwks()).into_response(),
         None => (
             StatusCode::NOT_FOUND,

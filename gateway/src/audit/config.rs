@@ -16,8 +16,8 @@ pub struct AuditConfig {
     /// fsync every group commit. Off only for throwaway setups.
     pub fsync: bool,
     /// Longest the writer waits, after a record arrives, to gather more into the same group
-    /// commit. 0 (the default) writes at once; records that arrive during a write share the
-    /// next commit, so batching under load happens anyway.
+    /// commit. 0 (the default): batch what arrived during the previous commit, waiting at most
+    /// half a commit (≤ 0.5 ms) for the callers it answered.
     #[serde(with = "humantime_serde")]
     pub max_commit_delay: Duration,
     /// Segment size limit in bytes: the log continues in a new `audit-NNNNNN.jsonl` file

@@ -1,6 +1,8 @@
 //! Failure injection for the writer's tests: failed or torn writes, failed or held fsyncs.
 //! Outside tests, `Faults` is empty and every hook is a no-op.
 
+pub use hooks::Faults;
+
 #[cfg(not(test))]
 mod hooks {
     use std::fs::File;
@@ -73,5 +75,3 @@ mod hooks {
         }
     }
 }
-
-pub use hooks::Faults;

@@ -529,3 +529,24 @@ async fn head_anchor_catches_up_while_the_log_is_idle() {
     assert_eq!(anchored, 2);
     log.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn torn_write_alone_in_a_fresh_segment_resumes_from_the_previous_one() {
+    let cfg = AuditConfig {
+        segment_bytes: 1000,
+        ..config()
+    };
+    let (_tmp, dir) = log_with(12, &cfg).await;
+    let segments = verify(&dir).unwrap().segments;
+    let fresh = segment(&dir, segments + 1);
+    fs::write(&fresh, b"{\"seq\":13,\"pr").unwrap();
+
+    let log = AuditLog::open(&dir, &cfg).unwrap();
+    assert_eq!(log.head().0, 13, "the recovery note follows seq 12");
+    assert_eq!(log.append(event(14)).await.unwrap(), 14);
+    log.close().await.unwrap();
+    let report = verify(&dir).unwrap();
+    assert_eq!(report.records, 14);
+    let note: AuditEvent = serde_json::from_str(&read_lines(&fresh)[0]).unwrap();
+    assert_eq!(note.kind, EventKind::System);
+}

@@ -24,8 +24,14 @@ const MAX_BATCH: usize = 1024;
 const ANCHOR_INTERVAL: Duration = Duration::from_millis(100);
 /// After this long without records, `head.json` catches up with the head.
 const ANCHOR_IDLE: Duration = Duration::from_millis(10);
+/// Longest wait for the waiters of the previous commit to come back (adaptive batching).
+const MAX_STRAGGLER_WAIT: Duration = Duration::from_micros(500);
 
 /// A request to the writer thread.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "Close is sent once; boxing the event would cost an allocation per record"
+)]
 pub enum Msg {
     /// Append `event`; answer on `done` once durable (or failed).
     Append {
@@ -187,6 +193,9 @@ pub struct Writer {
     anchored: Option<u64>,
     anchored_at: Instant,
     anchor_failing: bool,
+    /// Waiters answered by the last commit, and how long its write and fsync took.
+    last_waiters: usize,
+    last_commit: Duration,
     /// Held for the writer's life: one writer per directory.
     _lock: File,
 }
@@ -214,6 +223,8 @@ impl Writer {
             anchored: None,
             anchored_at: Instant::now(),
             anchor_failing: false,
+            last_waiters: 0,
+            last_commit: Duration::ZERO,
             _lock: lock,
         }
     }
@@ -268,13 +279,17 @@ impl Writer {
             if close.is_none() {
                 close = self.gather(&rx, &mut batch);
             }
+            let started = Instant::now();
             let failure = self.commit(&mut batch);
+            self.last_commit = started.elapsed();
+            self.last_waiters = batch.iter().filter(|p| p.done.is_some()).count();
             let failed = failure.as_ref().map(|f| f.clone_error());
             reply(&mut batch, self.head.0, failure);
             if let Some(done) = close.take() {
+                let anchored = self.anchor_on_stop();
                 let result = match failed {
                     Some(error) => Err(error),
-                    None => self.anchor_on_stop(),
+                    None => anchored,
                 };
                 drop(self);
                 drop(rx);
@@ -324,16 +339,23 @@ impl Writer {
         rx.recv().ok()
     }
 
-    /// Adds whatever else is pending (waiting up to `max_commit_delay` for more).
+    /// Adds whatever else is pending, waiting for more up to `max_commit_delay`; without
+    /// one, waits briefly (at most half the last commit's time) for as many records as the
+    /// last commit answered, since those callers often append again at once.
     fn gather(
         &mut self,
         rx: &Receiver<Msg>,
         batch: &mut Vec<Pending>,
     ) -> Option<oneshot::Sender<Result<(), AuditError>>> {
-        let delay = self.settings.max_commit_delay;
+        let (delay, wanted) = if self.settings.max_commit_delay.is_zero() {
+            let straggle = (self.last_commit / 2).min(MAX_STRAGGLER_WAIT);
+            (straggle, self.last_waiters.min(MAX_BATCH))
+        } else {
+            (self.settings.max_commit_delay, MAX_BATCH)
+        };
         if !delay.is_zero() {
             let deadline = Instant::now() + delay;
-            while batch.len() < MAX_BATCH {
+            while batch.len() < wanted {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break;

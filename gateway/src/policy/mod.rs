@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cedar_policy::{Authorizer, Effect, Entities, PolicySet, Request, Schema};
+use cedar_policy::{ActionConstraint, Authorizer, Effect, Entities, PolicySet, Request, Schema};
 
 pub use annotations::PolicyMeta;
 pub use error::{PolicyError, PolicyErrorKind, PolicyErrors, Position};
@@ -25,7 +25,7 @@ pub use testing::{CaseOutcome, Expect, PolicyTestError, TestFileError, TestRepor
 
 use crate::action::{Action, Verb};
 use crate::decision::Decision;
-use request::{CedarNames, PrincipalCache, WARDEN_VERBS};
+use request::{CedarNames, EntityCache, IpCache, WARDEN_VERBS};
 
 /// A policy that could not be evaluated for a request (it then does not apply).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +56,11 @@ pub struct PolicyEngine {
     names: CedarNames,
     /// The schema's action entities: the base of every request's entity set.
     action_entities: Entities,
-    principals: PrincipalCache,
+    entities: EntityCache,
+    ips: IpCache,
+    /// Per action, the policies whose action scope can match it (evaluation cost grows with
+    /// the number of policies evaluated; most policies name their actions).
+    slices: Vec<(Verb, PolicySet)>,
     /// Per action, the principal and resource types the schema allows.
     applies_to: Vec<AppliesTo>,
 }
@@ -125,6 +129,24 @@ impl PolicyEngine {
                 }
             })
             .collect();
+        let mut slices = Vec::with_capacity(WARDEN_VERBS.len());
+        for verb in WARDEN_VERBS {
+            let uid = names.action(verb);
+            let mut slice = PolicySet::new();
+            for policy in loaded.set.policies() {
+                let applies = match policy.action_constraint() {
+                    ActionConstraint::Any => true,
+                    ActionConstraint::Eq(a) => &a == uid,
+                    ActionConstraint::In(list) => list
+                        .iter()
+                        .any(|a| a == uid || action_entities.is_ancestor_of(a, uid)),
+                };
+                if applies {
+                    slice.add(policy.clone()).map_err(|e| fail(e.to_string()))?;
+                }
+            }
+            slices.push((verb, slice));
+        }
         Ok(PolicyEngine {
             schema: loaded.schema,
             set: loaded.set,
@@ -133,7 +155,9 @@ impl PolicyEngine {
             authorizer: Authorizer::new(),
             names,
             action_entities,
-            principals: PrincipalCache::default(),
+            entities: EntityCache::default(),
+            ips: IpCache::default(),
+            slices,
             applies_to,
         })
     }
@@ -190,9 +214,12 @@ impl PolicyEngine {
             }
         };
         let (request, entities) = request;
-        let response = self
-            .authorizer
-            .is_authorized(&request, &self.set, &entities);
+        let policies = self
+            .slices
+            .iter()
+            .find(|(verb, _)| *verb == action.verb)
+            .map_or(&self.set, |(_, slice)| slice);
+        let response = self.authorizer.is_authorized(&request, policies, &entities);
         let errors = response
             .diagnostics()
             .errors()
@@ -285,14 +312,17 @@ impl PolicyEngine {
     /// Cedar's request and entities for `action`; an `Err` names what could not be built.
     fn request(&self, action: &Action) -> Result<(Request, Entities), (Arc<str>, String)> {
         let fail = |message: String| (Arc::from("<request>"), message);
-        let (principal, verb, resource, resource_entity, context) =
-            request::cedar_parts(&self.names, action).map_err(fail)?;
+        let (principal, verb, resource, context) =
+            request::cedar_parts(&self.names, &self.ips, action).map_err(fail)?;
         let entities = self
-            .principals
-            .entities(&self.names, &self.action_entities, &action.principal)
-            .map_err(fail)?
-            .add_entities([resource_entity], None)
-            .map_err(|e| fail(e.to_string()))?;
+            .entities
+            .entities(
+                &self.names,
+                &self.action_entities,
+                &action.principal,
+                &action.resource,
+            )
+            .map_err(fail)?;
         let request = Request::new(principal, verb, resource, context, None)
             .map_err(|e| fail(e.to_string()))?;
         Ok((request, entities))

@@ -1,7 +1,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use tempfile::TempDir;
 
@@ -407,6 +407,30 @@ fn changed_principal_with_the_same_id_is_not_served_from_the_cache() {
 }
 
 #[test]
+fn cached_entities_keep_each_resource_apart() {
+    let engine = load(&[(
+        "p.cedar",
+        r#"@id("4o") permit (principal, action, resource == Model::"openai/gpt-4o");"#,
+    )])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let bot = Arc::new(agent("bot"));
+    let on = |model: &str| {
+        let mut a = chat(agent("unused"), "openai", model);
+        a.principal = bot.clone();
+        engine.decide(&a).label()
+    };
+    assert_eq!(
+        [
+            on("gpt-4o"),
+            on("gpt-4o-mini"),
+            on("gpt-4o"),
+            on("gpt-4o-mini")
+        ],
+        ["allow", "deny", "allow", "deny"]
+    );
+}
+
+#[test]
 fn user_principals_never_reach_agent_actions() {
     let engine = load(&[("p.cedar", PERMIT_ALL)]).unwrap_or_else(|e| panic!("{e}"));
     let mut user = agent("alice");
@@ -497,23 +521,4 @@ fn test_runner_points_at_bad_case_files() {
         errors[1].message.contains("unknown action `llm:dance`"),
         "{err}"
     );
-}
-
-#[test]
-fn decide_is_fast_for_the_baseline_pack() {
-    let engine = PolicyEngine::load(&repo_policies()).unwrap_or_else(|e| panic!("{e}"));
-    let action = chat(agent("ci-bot"), "openai", "gpt-4o");
-    for _ in 0..200 {
-        engine.decide(&action);
-    }
-    let n = 2000;
-    let start = Instant::now();
-    for _ in 0..n {
-        std::hint::black_box(engine.decide(std::hint::black_box(&action)));
-    }
-    let per_call = start.elapsed() / n;
-    eprintln!("decide: {per_call:?} per call (debug build unless --release)");
-    // A generous bound that holds in debug builds on a loaded machine; catches pathologies
-    // (rebuilding schemas, JSON round trips), not microseconds.
-    assert!(per_call < Duration::from_millis(2), "{per_call:?}");
 }

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName};
-use http::{Request, request::Parts};
+use http::{HeaderValue, Request, request::Parts};
 use http_body_util::Full;
 
 use super::Credential;
@@ -47,6 +47,11 @@ pub fn upstream_request(
         headers.remove(h);
     }
     headers.remove(header::CONTENT_LENGTH);
+    // Usage is read from the response as it streams by: ask for it uncompressed.
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     if let Some(c) = credential {
         headers.insert(c.header.clone(), c.value.clone());
     }
@@ -108,6 +113,7 @@ mod tests {
             .header("connection", "keep-alive, x-drop-me")
             .header("x-drop-me", "1")
             .header("traceparent", "00-abc-def-01")
+            .header("accept-encoding", "gzip, br")
             .body(())
             .expect("request");
         let (parts, ()) = req.into_parts();
@@ -137,5 +143,9 @@ mod tests {
             assert!(h.get(gone).is_none(), "{gone} must not be forwarded");
         }
         assert!(h.get("traceparent").is_some());
+        assert_eq!(
+            h.get("accept-encoding").map(|v| v.as_bytes()),
+            Some(&b"identity"[..])
+        );
     }
 }

@@ -1,0 +1,253 @@
+// A real OpenID Provider for Warden's end-to-end tests, built on the certified
+// `oidc-provider`. Agents obtain JWT access tokens with the client_credentials grant.
+//
+// Environment:
+//   IDP_PORT      port to listen on (127.0.0.1); 0 or unset picks a free one
+//   IDP_AUDIENCE  `aud` of tokens for the default resource (default: warden)
+//   IDP_CLIENTS   JSON array of clients, replacing the built-in ones:
+//                 [{ "client_id", "client_secret", "claims": { fleet, owner, environment, groups } }]
+//
+// On start it prints one line on stdout, then serves until SIGTERM/SIGINT:
+//   {"ready":true,"issuer":"http://127.0.0.1:PORT","token_endpoint":"…","jwks_uri":"…","kid":"…"}
+//
+// Resources (the `resource` token parameter), each giving the token's `aud` and lifetime:
+//   urn:warden            aud = IDP_AUDIENCE, 1 hour   (the default when none is asked)
+//   urn:warden:short      aud = IDP_AUDIENCE, 1 second (for expiry tests)
+//   urn:other             aud = other-api,    1 hour   (for wrong-audience tests)
+//
+// Admin endpoints (test control, not part of OIDC):
+//   POST /admin/rotate                 new RSA key, published in the JWKS and used from now on
+//   POST /admin/rotate?publish=false   new RSA key used from now on but NOT in the JWKS
+//   POST /admin/publish                publish every key generated so far
+//   GET  /admin/public-key             PEM (SPKI) of the current signing key
+//   POST /admin/forge?mode=M&client=ID an attack token with the claims a real token for ID has:
+//        M = none (alg "none", empty signature) | hs256-public-key (HS256, HMAC key = the
+//        public key's PEM) | unpublished-key (RS256 with a key never published, fresh kid)
+
+import * as crypto from 'node:crypto';
+import * as http from 'node:http';
+
+import * as jose from 'jose';
+import Provider from 'oidc-provider';
+
+const host = '127.0.0.1';
+const audience = process.env.IDP_AUDIENCE || 'warden';
+
+const defaultClients = [
+  {
+    client_id: 'agent-alpha',
+    client_secret: 'alpha-secret-for-tests-only',
+    claims: { fleet: 'research', owner: 'alice', environment: 'dev', groups: ['researchers'] },
+  },
+  {
+    client_id: 'agent-beta',
+    client_secret: 'beta-secret-for-tests-only',
+    claims: { fleet: 'payments', owner: 'bob', environment: 'prod', groups: ['payments', 'pci'] },
+  },
+];
+
+const clients = process.env.IDP_CLIENTS ? JSON.parse(process.env.IDP_CLIENTS) : defaultClients;
+const claimsByClient = new Map(clients.map((c) => [c.client_id, c.claims || {}]));
+
+const resources = {
+  'urn:warden': { audience, accessTokenTTL: 3600 },
+  'urn:warden:short': { audience, accessTokenTTL: 1 },
+  'urn:other': { audience: 'other-api', accessTokenTTL: 3600 },
+};
+
+function newSigningKey() {
+  const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const jwk = privateKey.export({ format: 'jwk' });
+  const kid = crypto.randomBytes(9).toString('base64url');
+  return { jwk: { ...jwk, kid, alg: 'RS256', use: 'sig' }, privateKey };
+}
+
+// Every key ever generated, newest first; `published` says which are in the JWKS.
+const keys = [];
+let current;
+
+function buildProvider(issuer) {
+  const published = keys.filter((k) => k.published);
+  // The signing key must be in the keystore; an unpublished current key is added to the
+  // keystore only for signing and filtered out of the JWKS response below.
+  const keystore = [current, ...published.filter((k) => k !== current)].map((k) => k.jwk);
+  const provider = new Provider(issuer, {
+    clients: clients.map(({ client_id, client_secret }) => ({
+      client_id,
+      client_secret,
+      grant_types: ['client_credentials'],
+      redirect_uris: [],
+      response_types: [],
+      token_endpoint_auth_method: 'client_secret_basic',
+    })),
+    jwks: { keys: keystore },
+    cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
+    scopes: ['openid', 'llm'],
+    features: {
+      devInteractions: { enabled: false },
+      clientCredentials: { enabled: true },
+      introspection: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: () => 'urn:warden',
+        useGrantedResource: () => true,
+        getResourceServerInfo: (_ctx, resourceIndicator) => {
+          const r = resources[resourceIndicator];
+          if (!r) throw new errors.InvalidTarget(`unknown resource ${resourceIndicator}`);
+          return {
+            scope: 'llm',
+            audience: r.audience,
+            accessTokenTTL: r.accessTokenTTL,
+            accessTokenFormat: 'jwt',
+            jwt: { sign: { alg: 'RS256', kid: current.jwk.kid } },
+          };
+        },
+      },
+    },
+    extraTokenClaims: (_ctx, token) => claimsByClient.get(token.clientId),
+    ttl: {
+      ClientCredentials: (_ctx, token) => token.resourceServer?.accessTokenTTL || 600,
+    },
+    enabledJWA: { idTokenSigningAlgValues: ['RS256'] },
+  });
+  provider.on('server_error', (ctx, err) => console.error('idp server_error', err));
+  return provider;
+}
+
+const { errors } = Provider;
+
+let handler;
+let issuer;
+
+function rebuild() {
+  const provider = buildProvider(issuer);
+  const callback = provider.callback();
+  const jwksPath = '/jwks';
+  handler = (req, res) => {
+    // The JWKS lists only published keys, so an unpublished current key has an unknown kid.
+    if (req.method === 'GET' && req.url === jwksPath) {
+      const body = JSON.stringify({
+        keys: keys.filter((k) => k.published).map((k) => publicJwk(k.jwk)),
+      });
+      res.writeHead(200, { 'content-type': 'application/jwk-set+json' });
+      res.end(body);
+      return;
+    }
+    callback(req, res);
+  };
+}
+
+function publicJwk({ kty, n, e, kid, alg, use }) {
+  return { kty, n, e, kid, alg, use };
+}
+
+function rotate(publish) {
+  const key = { ...newSigningKey(), published: publish };
+  keys.unshift(key);
+  current = key;
+  rebuild();
+  return key;
+}
+
+async function realClaims(clientId, resource = 'urn:warden') {
+  const r = resources[resource];
+  const now = Math.floor(Date.now() / 1000);
+  return {
+    ...(claimsByClient.get(clientId) || {}),
+    jti: crypto.randomBytes(16).toString('base64url'),
+    sub: clientId,
+    client_id: clientId,
+    scope: 'llm',
+    iat: now,
+    exp: now + r.accessTokenTTL,
+    iss: issuer,
+    aud: r.audience,
+  };
+}
+
+function b64json(v) {
+  return Buffer.from(JSON.stringify(v)).toString('base64url');
+}
+
+async function forge(mode, clientId) {
+  const payload = await realClaims(clientId);
+  if (mode === 'none') {
+    return `${b64json({ alg: 'none', typ: 'at+jwt', kid: current.jwk.kid })}.${b64json(payload)}.`;
+  }
+  if (mode === 'hs256-public-key') {
+    const pem = crypto.createPublicKey(current.privateKey).export({ format: 'pem', type: 'spki' });
+    const secret = new TextEncoder().encode(pem);
+    return new jose.SignJWT(payload)
+      .setProtectedHeader({ alg: 'HS256', typ: 'at+jwt', kid: current.jwk.kid })
+      .sign(secret);
+  }
+  if (mode === 'unpublished-key') {
+    const { jwk, privateKey } = newSigningKey();
+    return new jose.SignJWT(payload)
+      .setProtectedHeader({ alg: 'RS256', typ: 'at+jwt', kid: jwk.kid })
+      .sign(privateKey);
+  }
+  throw new Error(`unknown forge mode ${mode}`);
+}
+
+function reply(res, status, value) {
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(JSON.stringify(value));
+}
+
+async function admin(req, res, url) {
+  if (req.method === 'POST' && url.pathname === '/admin/rotate') {
+    const key = rotate(url.searchParams.get('publish') !== 'false');
+    return reply(res, 200, { kid: key.jwk.kid, published: key.published });
+  }
+  if (req.method === 'POST' && url.pathname === '/admin/publish') {
+    for (const k of keys) k.published = true;
+    rebuild();
+    return reply(res, 200, { kids: keys.map((k) => k.jwk.kid) });
+  }
+  if (req.method === 'GET' && url.pathname === '/admin/public-key') {
+    const pem = crypto.createPublicKey(current.privateKey).export({ format: 'pem', type: 'spki' });
+    res.writeHead(200, { 'content-type': 'application/x-pem-file' });
+    return res.end(pem);
+  }
+  if (req.method === 'POST' && url.pathname === '/admin/forge') {
+    const mode = url.searchParams.get('mode') || '';
+    const clientId = url.searchParams.get('client') || clients[0].client_id;
+    try {
+      return reply(res, 200, { token: await forge(mode, clientId) });
+    } catch (err) {
+      return reply(res, 400, { error: String(err.message || err) });
+    }
+  }
+  return reply(res, 404, { error: `no admin endpoint ${req.method} ${url.pathname}` });
+}
+
+const server = http.createServer((req, res) => {
+  const url = new URL(req.url, issuer);
+  if (url.pathname.startsWith('/admin/')) {
+    admin(req, res, url).catch((err) => reply(res, 500, { error: String(err) }));
+    return;
+  }
+  handler(req, res);
+});
+
+server.listen(Number(process.env.IDP_PORT || 0), host, () => {
+  const { port } = server.address();
+  issuer = `http://${host}:${port}`;
+  rotate(true);
+  process.stdout.write(`${JSON.stringify({
+    ready: true,
+    issuer,
+    token_endpoint: `${issuer}/token`,
+    jwks_uri: `${issuer}/jwks`,
+    kid: current.jwk.kid,
+  })}\n`);
+});
+
+for (const signal of ['SIGTERM', 'SIGINT']) {
+  process.on(signal, () => {
+    server.close();
+    server.closeAllConnections();
+    process.exit(0);
+  });
+}

@@ -1,0 +1,213 @@
+"""Calls Warden with the official `openai` SDK and prints one JSON line with what it parsed.
+
+Usage: BASE_URL=http://127.0.0.1:PORT/openai API_KEY=<warden token> python openai_chat.py MODE... [--model M]
+MODE: chat | stream | tools | tools-stream | embeddings | models | responses | responses-stream
+Prints {"<mode>": result, ...}; SDK errors become {"error": {...}} (exit 0) so the caller can assert on them.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import openai
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather for a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"location": {"type": "string"}, "unit": {"type": "string"}},
+                "required": ["location"],
+            },
+        },
+    }
+]
+
+MESSAGES = [
+    {"role": "system", "content": "You are a helpful agent."},
+    {"role": "user", "content": "What is the weather in Paris?"},
+]
+
+
+def usage_of(usage):
+    if usage is None:
+        return None
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def chat(client, model):
+    raw = client.chat.completions.with_raw_response.create(model=model, messages=MESSAGES, max_completion_tokens=200)
+    completion = raw.parse()
+    choice = completion.choices[0]
+    return {
+        "id": completion.id,
+        "model": completion.model,
+        "content": choice.message.content,
+        "finish_reason": choice.finish_reason,
+        "usage": usage_of(completion.usage),
+        "headers": {"x-warden-decision": raw.headers.get("x-warden-decision")},
+    }
+
+
+def stream(client, model):
+    chunks = 0
+    content = []
+    finish_reason = None
+    usage = None
+    with client.chat.completions.create(
+        model=model,
+        messages=MESSAGES,
+        stream=True,
+        stream_options={"include_usage": True},
+        max_completion_tokens=200,
+    ) as events:
+        for chunk in events:
+            chunks += 1
+            if chunk.usage is not None:
+                usage = usage_of(chunk.usage)
+            for choice in chunk.choices:
+                if choice.delta.content:
+                    content.append(choice.delta.content)
+                if choice.finish_reason:
+                    finish_reason = choice.finish_reason
+    return {"content": "".join(content), "chunks": chunks, "finish_reason": finish_reason, "usage": usage}
+
+
+def tools(client, model):
+    completion = client.chat.completions.create(model=model, messages=MESSAGES, tools=TOOLS, tool_choice="auto")
+    choice = completion.choices[0]
+    calls = [
+        {"id": c.id, "name": c.function.name, "arguments": json.loads(c.function.arguments)}
+        for c in (choice.message.tool_calls or [])
+    ]
+    return {"tool_calls": calls, "finish_reason": choice.finish_reason, "usage": usage_of(completion.usage)}
+
+
+def tools_stream(client, model):
+    calls = {}
+    fragments = 0
+    finish_reason = None
+    usage = None
+    with client.chat.completions.create(
+        model=model,
+        messages=MESSAGES,
+        tools=TOOLS,
+        tool_choice="auto",
+        stream=True,
+        stream_options={"include_usage": True},
+    ) as events:
+        for chunk in events:
+            if chunk.usage is not None:
+                usage = usage_of(chunk.usage)
+            for choice in chunk.choices:
+                if choice.finish_reason:
+                    finish_reason = choice.finish_reason
+                for delta in choice.delta.tool_calls or []:
+                    call = calls.setdefault(delta.index, {"id": None, "name": None, "arguments": ""})
+                    if delta.id:
+                        call["id"] = delta.id
+                    if delta.function and delta.function.name:
+                        call["name"] = delta.function.name
+                    if delta.function and delta.function.arguments:
+                        call["arguments"] += delta.function.arguments
+                        fragments += 1
+    result = []
+    for index in sorted(calls):
+        call = calls[index]
+        call["arguments"] = json.loads(call["arguments"])
+        result.append(call)
+    return {"tool_calls": result, "argument_fragments": fragments, "finish_reason": finish_reason, "usage": usage}
+
+
+def embeddings(client, model):
+    response = client.embeddings.create(model=model, input=["first text", "second text"])
+    return {
+        "count": len(response.data),
+        "dimensions": len(response.data[0].embedding),
+        "first": response.data[0].embedding,
+        "usage": {"prompt_tokens": response.usage.prompt_tokens},
+    }
+
+
+def models(client, _model):
+    return {"ids": [m.id for m in client.models.list()]}
+
+
+def responses(client, model):
+    response = client.responses.create(model=model, input="What is the weather in Paris?", store=False, max_output_tokens=200)
+    return {
+        "text": response.output_text,
+        "status": response.status,
+        "usage": {"input_tokens": response.usage.input_tokens, "output_tokens": response.usage.output_tokens},
+    }
+
+
+def responses_stream(client, model):
+    deltas = []
+    final = None
+    with client.responses.create(model=model, input="What is the weather in Paris?", store=False, stream=True) as events:
+        for event in events:
+            if event.type == "response.output_text.delta":
+                deltas.append(event.delta)
+            elif event.type == "response.completed":
+                final = event.response
+    return {
+        "text": "".join(deltas),
+        "deltas": len(deltas),
+        "status": final.status if final else None,
+        "usage": {"input_tokens": final.usage.input_tokens, "output_tokens": final.usage.output_tokens} if final else None,
+    }
+
+
+DEFAULT_MODEL = "gpt-4o-mini"
+
+MODES = {
+    "chat": chat,
+    "stream": stream,
+    "tools": tools,
+    "tools-stream": tools_stream,
+    "embeddings": embeddings,
+    "models": models,
+    "responses": responses,
+    "responses-stream": responses_stream,
+}
+
+
+def call(mode, client, model):
+    try:
+        return MODES[mode](client, model)
+    except openai.APIStatusError as e:
+        return {
+            "error": {
+                "status": e.status_code,
+                "class": type(e).__name__,
+                "message": e.message,
+                "body": e.body,
+                "headers": {k: v for k, v in e.response.headers.items() if k.startswith(("x-warden", "retry-after"))},
+            }
+        }
+    except openai.APIConnectionError as e:
+        return {"error": {"class": type(e).__name__, "message": str(e)}}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("modes", nargs="+", choices=sorted(MODES))
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    args = parser.parse_args()
+    client = openai.OpenAI(base_url=os.environ["BASE_URL"], api_key=os.environ["API_KEY"], max_retries=0, timeout=30)
+    result = {mode: call(mode, client, args.model) for mode in args.modes}
+    json.dump(result, sys.stdout)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

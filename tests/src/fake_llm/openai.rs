@@ -1,0 +1,313 @@
+//! OpenAI shapes: chat completions, Responses API, embeddings, models.
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{Method, Response, StatusCode};
+use serde_json::{Value, json};
+
+use super::{
+    COMPLETION_TOKENS, Exchange, FakeBody, PROMPT_TOKENS, TEXT_CHUNKS, TOOL_ARGUMENTS, data_event,
+    fragments, full_text, json_response, named_event, now, sse_response,
+};
+
+/// Models the fake lists.
+pub const MODELS: [&str; 3] = ["gpt-4o-mini", "gpt-4.1", "text-embedding-3-small"];
+
+/// Dimensions of every embedding vector.
+pub const EMBEDDING_DIMENSIONS: usize = 8;
+
+pub(super) fn respond(ex: Exchange) -> Option<Response<FakeBody>> {
+    let path = ex.request.path.split('?').next().unwrap_or("").to_owned();
+    let path = path.strip_prefix("/v1").unwrap_or(&path);
+    match (&ex.request.method, path) {
+        (&Method::POST, "/chat/completions") => Some(chat(ex)),
+        (&Method::POST, "/responses") => Some(responses(ex)),
+        (&Method::POST, "/embeddings") => Some(embeddings(&ex)),
+        (&Method::GET, "/models") => Some(json_response(&models())),
+        (&Method::GET, p) if p.starts_with("/models/") => {
+            let id = &p["/models/".len()..];
+            MODELS.contains(&id).then(|| json_response(&model(id)))
+        }
+        _ => None,
+    }
+}
+
+/// The provider's error body for `status`.
+pub(super) fn error_body(status: StatusCode) -> Value {
+    let (message, kind, code) = match status.as_u16() {
+        400 => (
+            "We could not parse the JSON body of your request.",
+            "invalid_request_error",
+            Value::Null,
+        ),
+        401 => (
+            "Incorrect API key provided.",
+            "invalid_request_error",
+            json!("invalid_api_key"),
+        ),
+        404 => (
+            "The requested resource was not found.",
+            "invalid_request_error",
+            json!("unknown_url"),
+        ),
+        429 => (
+            "Rate limit reached for gpt-4o-mini in organization org-fake on requests per min (RPM): Limit 3, Used 3, Requested 1.",
+            "requests",
+            json!("rate_limit_exceeded"),
+        ),
+        503 => (
+            "The engine is currently overloaded, please try again later.",
+            "server_error",
+            Value::Null,
+        ),
+        _ => (
+            "The server had an error while processing your request.",
+            "server_error",
+            Value::Null,
+        ),
+    };
+    json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+}
+
+fn model(id: &str) -> Value {
+    json!({"id": id, "object": "model", "created": 1_715_367_049, "owned_by": "system"})
+}
+
+fn models() -> Value {
+    json!({"object": "list", "data": MODELS.iter().map(|m| model(m)).collect::<Vec<_>>()})
+}
+
+fn requested_model(json: &Value) -> String {
+    json.get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("gpt-4o-mini")
+        .to_owned()
+}
+
+/// The tool the model should call: the first declared tool, unless the conversation already
+/// carries a tool result or `tool_choice` is `none`.
+fn tool_to_call(json: &Value) -> Option<String> {
+    if json.get("tool_choice").and_then(Value::as_str) == Some("none") {
+        return None;
+    }
+    let last_is_tool_result = json
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.last())
+        .and_then(|m| m.get("role"))
+        .and_then(Value::as_str)
+        == Some("tool");
+    if last_is_tool_result {
+        return None;
+    }
+    let tool = json.get("tools")?.as_array()?.first()?;
+    let name = tool
+        .pointer("/function/name")
+        .or_else(|| tool.get("name"))?;
+    name.as_str().map(str::to_owned)
+}
+
+fn usage() -> Value {
+    json!({
+        "prompt_tokens": PROMPT_TOKENS,
+        "completion_tokens": COMPLETION_TOKENS,
+        "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0, "audio_tokens": 0,
+            "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0
+        }
+    })
+}
+
+const CALL_ID: &str = "call_fake0TOOL1";
+
+fn chat(ex: Exchange) -> Response<FakeBody> {
+    let model = requested_model(&ex.json);
+    let tool = tool_to_call(&ex.json);
+    let created = now();
+    let id = "chatcmpl-fakeW4RD3N";
+    if ex.json.get("stream").and_then(Value::as_bool) != Some(true) {
+        let (message, finish) = match &tool {
+            Some(name) => (
+                json!({"role": "assistant", "content": null, "refusal": null, "annotations": [],
+                       "tool_calls": [{"id": CALL_ID, "type": "function",
+                                       "function": {"name": name, "arguments": TOOL_ARGUMENTS}}]}),
+                "tool_calls",
+            ),
+            None => (
+                json!({"role": "assistant", "content": full_text(), "refusal": null, "annotations": []}),
+                "stop",
+            ),
+        };
+        return json_response(&json!({
+            "id": id, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
+            "usage": usage(), "service_tier": "default", "system_fingerprint": "fp_fake"
+        }));
+    }
+
+    let include_usage = ex
+        .json
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        == Some(true);
+    let chunk = |delta: Value, finish: Value| {
+        let mut c = json!({
+            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "service_tier": "default", "system_fingerprint": "fp_fake",
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]
+        });
+        if include_usage {
+            c["usage"] = Value::Null;
+        }
+        data_event(&c)
+    };
+    let mut events: Vec<Bytes> = Vec::new();
+    match &tool {
+        Some(name) => {
+            events.push(chunk(
+                json!({"role": "assistant", "content": null, "refusal": null,
+                       "tool_calls": [{"index": 0, "id": CALL_ID, "type": "function",
+                                       "function": {"name": name, "arguments": ""}}]}),
+                Value::Null,
+            ));
+            for piece in fragments(TOOL_ARGUMENTS, 5) {
+                events.push(chunk(
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}),
+                    Value::Null,
+                ));
+            }
+            events.push(chunk(json!({}), json!("tool_calls")));
+        }
+        None => {
+            events.push(chunk(
+                json!({"role": "assistant", "content": "", "refusal": null}),
+                Value::Null,
+            ));
+            for piece in TEXT_CHUNKS {
+                events.push(chunk(json!({"content": piece}), Value::Null));
+            }
+            events.push(chunk(json!({}), json!("stop")));
+        }
+    }
+    if include_usage {
+        events.push(data_event(&json!({
+            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "service_tier": "default", "system_fingerprint": "fp_fake", "choices": [], "usage": usage()
+        })));
+    }
+    events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    sse_response(ex.stream.spawn(events, 2))
+}
+
+fn responses_usage() -> Value {
+    json!({
+        "input_tokens": PROMPT_TOKENS, "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": COMPLETION_TOKENS, "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS
+    })
+}
+
+fn response_object(model: &str, created: u64, status: &str, output: Value, usage: Value) -> Value {
+    json!({
+        "id": "resp_fakeW4RD3N", "object": "response", "created_at": created, "status": status,
+        "background": false, "error": null, "incomplete_details": null, "instructions": null,
+        "max_output_tokens": null, "model": model, "output": output, "parallel_tool_calls": true,
+        "previous_response_id": null, "reasoning": {"effort": null, "summary": null},
+        "service_tier": "default", "store": false, "temperature": 1.0,
+        "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [], "top_p": 1.0,
+        "truncation": "disabled", "usage": usage, "user": null, "metadata": {}
+    })
+}
+
+fn responses(ex: Exchange) -> Response<FakeBody> {
+    let model = requested_model(&ex.json);
+    let created = now();
+    let msg_id = "msg_fakeW4RD3N";
+    let part = |text: &str| json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []});
+    let item = |status: &str, content: Value| json!({"type": "message", "id": msg_id, "status": status, "role": "assistant", "content": content});
+    let done_item = item("completed", json!([part(&full_text())]));
+    if ex.json.get("stream").and_then(Value::as_bool) != Some(true) {
+        return json_response(&response_object(
+            &model,
+            created,
+            "completed",
+            json!([done_item]),
+            responses_usage(),
+        ));
+    }
+    let mut seq = 0u64;
+    let mut events = Vec::new();
+    let mut push = |name: &str, mut value: Value| {
+        value["type"] = json!(name);
+        value["sequence_number"] = json!(seq);
+        seq += 1;
+        events.push(named_event(name, &value));
+    };
+    let pending = response_object(&model, created, "in_progress", json!([]), Value::Null);
+    push("response.created", json!({"response": pending}));
+    push("response.in_progress", json!({"response": pending}));
+    push(
+        "response.output_item.added",
+        json!({"output_index": 0, "item": item("in_progress", json!([]))}),
+    );
+    push(
+        "response.content_part.added",
+        json!({"item_id": msg_id, "output_index": 0, "content_index": 0, "part": part("")}),
+    );
+    for piece in TEXT_CHUNKS {
+        push(
+            "response.output_text.delta",
+            json!({"item_id": msg_id, "output_index": 0, "content_index": 0, "delta": piece, "logprobs": []}),
+        );
+    }
+    push(
+        "response.output_text.done",
+        json!({"item_id": msg_id, "output_index": 0, "content_index": 0, "text": full_text(), "logprobs": []}),
+    );
+    push(
+        "response.content_part.done",
+        json!({"item_id": msg_id, "output_index": 0, "content_index": 0, "part": part(&full_text())}),
+    );
+    push(
+        "response.output_item.done",
+        json!({"output_index": 0, "item": done_item}),
+    );
+    push(
+        "response.completed",
+        json!({"response": response_object(&model, created, "completed", json!([done_item]), responses_usage())}),
+    );
+    sse_response(ex.stream.spawn(events, 4))
+}
+
+fn embedding_vector(index: usize) -> Vec<f32> {
+    (0..EMBEDDING_DIMENSIONS)
+        .map(|d| ((index + 1) * (d + 1)) as f32 / 100.0)
+        .collect()
+}
+
+fn embeddings(ex: &Exchange) -> Response<FakeBody> {
+    let inputs = match ex.json.get("input") {
+        Some(Value::Array(items)) => items.len(),
+        Some(_) => 1,
+        None => 0,
+    };
+    let base64 = ex.json.get("encoding_format").and_then(Value::as_str) == Some("base64");
+    let data: Vec<Value> = (0..inputs)
+        .map(|i| {
+            let vector = embedding_vector(i);
+            let embedding = if base64 {
+                let bytes: Vec<u8> = vector.iter().flat_map(|f| f.to_le_bytes()).collect();
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(vector)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    json_response(&json!({
+        "object": "list", "data": data, "model": requested_model(&ex.json),
+        "usage": {"prompt_tokens": PROMPT_TOKENS, "total_tokens": PROMPT_TOKENS}
+    }))
+}

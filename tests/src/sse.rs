@@ -1,0 +1,75 @@
+//! Reading streamed responses as the client sees them: chunk arrival times and SSE events.
+
+use bytes::Bytes;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// One body chunk and when it arrived.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    pub at: Instant,
+    pub bytes: Bytes,
+}
+
+/// Reads the whole body of `response` chunk by chunk, noting when each arrived.
+pub async fn read_chunks(
+    mut response: reqwest::Response,
+    timeout: Duration,
+) -> anyhow::Result<Vec<Chunk>> {
+    let mut chunks = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while let Some(bytes) = tokio::time::timeout_at(deadline, response.chunk()).await?? {
+        chunks.push(Chunk {
+            at: Instant::now(),
+            bytes,
+        });
+    }
+    Ok(chunks)
+}
+
+/// The concatenated body of `chunks` as text.
+pub fn text_of(chunks: &[Chunk]) -> String {
+    chunks
+        .iter()
+        .map(|c| String::from_utf8_lossy(&c.bytes))
+        .collect()
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// `event:` field, if any.
+    pub name: Option<String>,
+    /// `data:` lines joined with `\n`.
+    pub data: String,
+}
+
+impl Event {
+    /// `data` parsed as JSON (`Value::Null` for `[DONE]` or non-JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or(Value::Null)
+    }
+}
+
+/// Parses an SSE body (LF or CRLF line ends) into events; comments and empty events are skipped.
+pub fn parse_events(body: &str) -> Vec<Event> {
+    let normalized = body.replace("\r\n", "\n").replace('\r', "\n");
+    normalized
+        .split("\n\n")
+        .filter_map(|block| {
+            let mut name = None;
+            let mut data: Vec<&str> = Vec::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push(v.strip_prefix(' ').unwrap_or(v));
+                }
+            }
+            (!data.is_empty()).then(|| Event {
+                name,
+                data: data.join("\n"),
+            })
+        })
+        .collect()
+}

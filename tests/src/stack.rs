@@ -1,0 +1,102 @@
+//! The usual test setup in one value: a fake upstream, Warden routing to it, and an agent
+//! token Warden issued.
+
+use serde_json::Value;
+use std::time::Duration;
+
+use crate::fake_llm::{FakeLlm, RecordedRequest};
+use crate::warden::{Warden, WardenBuilder};
+
+/// Agent id of the token every [`Stack`] carries.
+pub const AGENT: &str = "e2e-agent";
+
+/// A fake upstream, Warden in front of it, and a Warden token for [`AGENT`].
+#[derive(Debug)]
+pub struct Stack {
+    pub fake: FakeLlm,
+    pub warden: Warden,
+    pub token: String,
+}
+
+impl Stack {
+    /// The default setup: every model permitted.
+    pub async fn start() -> anyhow::Result<Stack> {
+        Stack::start_with(|b| b).await
+    }
+
+    /// The default setup changed by `customize` before Warden starts.
+    pub async fn start_with(
+        customize: impl FnOnce(WardenBuilder) -> WardenBuilder,
+    ) -> anyhow::Result<Stack> {
+        let fake = FakeLlm::start().await?;
+        let warden = customize(WardenBuilder::new(&fake)).start().await?;
+        let token = warden.token(AGENT).await?;
+        Ok(Stack {
+            fake,
+            warden,
+            token,
+        })
+    }
+
+    /// `http://<proxy>/openai`: an OpenAI SDK `base_url`.
+    pub fn openai_base(&self) -> String {
+        self.warden.url("/openai")
+    }
+
+    /// `http://<proxy>/anthropic`: an Anthropic SDK `base_url`.
+    pub fn anthropic_base(&self) -> String {
+        self.warden.url("/anthropic")
+    }
+
+    /// `http://<proxy>/gemini`.
+    pub fn gemini_base(&self) -> String {
+        self.warden.url("/gemini")
+    }
+
+    /// POSTs `body` to the proxy at `path` with the agent token as `Authorization: Bearer`.
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<reqwest::Response> {
+        Ok(self
+            .warden
+            .http()
+            .post(self.warden.url(path))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await?)
+    }
+
+    /// The requests the fake upstream received, waiting up to 5 s for at least `n`.
+    pub async fn upstream_requests(&self, n: usize) -> Vec<RecordedRequest> {
+        self.fake.wait_for_requests(n, Duration::from_secs(5)).await
+    }
+
+    /// Waits for the audit record of kind `kind` matching `pred`.
+    pub async fn audit(&self, kind: &str, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+        self.warden
+            .wait_for_audit(Duration::from_secs(10), |r| r["kind"] == kind && pred(r))
+            .await
+    }
+}
+
+/// A minimal OpenAI chat request body.
+pub fn openai_chat(model: &str, stream: bool) -> Value {
+    let mut body = serde_json::json!({
+        "model": model,
+        "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+        "stream": stream,
+    });
+    if stream {
+        body["stream_options"] = serde_json::json!({"include_usage": true});
+    }
+    body
+}
+
+/// A minimal Anthropic messages request body.
+pub fn anthropic_messages(model: &str, stream: bool) -> Value {
+    serde_json::json!({
+        "model": model,
+        "max_tokens": 200,
+        "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+        "stream": stream,
+    })
+}

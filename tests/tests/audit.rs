@@ -1,0 +1,108 @@
+//! The audit log Warden writes is a hash chain `warden audit verify` accepts, and any edit of
+//! a record makes verification fail, naming the first bad record.
+
+use serde_json::Value;
+use std::time::Duration;
+use warden_e2e::stack::{Stack, openai_chat};
+use warden_e2e::warden::run_bounded;
+
+#[tokio::test]
+async fn audit_verify_passes_on_the_produced_log_and_fails_after_an_edit() {
+    let mut s = Stack::start_with(|b| {
+        b.policy(
+            "e2e-forbid.cedar",
+            "@id(\"e2e-forbid-gpt41\")\n@reason(\"no gpt-4.1\")\nforbid (principal, action, resource == Model::\"openai/gpt-4.1\");\n",
+        )
+    })
+    .await
+    .unwrap();
+    for model in ["gpt-4o-mini", "gpt-4.1", "gpt-4o-mini"] {
+        let response = s
+            .post("/openai/chat/completions", &openai_chat(model, false))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let _ = response.text().await.unwrap();
+    }
+    let unauthenticated = s
+        .warden
+        .http()
+        .post(s.warden.url("/openai/chat/completions"))
+        .json(&openai_chat("gpt-4o-mini", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+    s.audit("rejected", |_| true).await.unwrap();
+    s.warden.signal(libc::SIGTERM).unwrap();
+    s.warden.wait_exit(Duration::from_secs(15)).await.unwrap();
+
+    let records = s.warden.audit_records();
+    let kinds: Vec<&str> = records.iter().filter_map(|r| r["kind"].as_str()).collect();
+    assert!(
+        kinds.iter().filter(|k| **k == "decision").count() >= 3,
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&"outcome") && kinds.contains(&"rejected"),
+        "{kinds:?}"
+    );
+    let seqs: Vec<u64> = records.iter().filter_map(|r| r["seq"].as_u64()).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "seq counts up from 1 without gaps"
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r["prev"].as_str().is_some_and(|p| p.len() == 64))
+    );
+
+    let dir = s.warden.audit_dir();
+    let mut verify = s.warden.setup.command();
+    verify.args(["audit", "verify"]).arg(&dir);
+    let ok = run_bounded(verify, Duration::from_secs(30)).await.unwrap();
+    assert!(
+        ok.status.success(),
+        "untouched log verifies: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    // Turn the first allow into a deny, as someone hiding a call would.
+    let file = dir.join("audit-000001.jsonl");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let target = records
+        .iter()
+        .find(|r| r["kind"] == "decision" && r["decision"] == "allow")
+        .unwrap();
+    let seq = target["seq"].as_u64().unwrap();
+    let edited: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let record: Value = serde_json::from_str(line).unwrap();
+            if record["seq"] == seq {
+                line.replacen("\"decision\":\"allow\"", "\"decision\":\"deny\"", 1)
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    assert_ne!(edited.join("\n") + "\n", text, "the edit changed the file");
+    std::fs::write(&file, edited.join("\n") + "\n").unwrap();
+
+    let mut verify = s.warden.setup.command();
+    verify.args(["audit", "verify"]).arg(&dir);
+    let bad = run_bounded(verify, Duration::from_secs(30)).await.unwrap();
+    assert!(!bad.status.success(), "an edited log must not verify");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&bad.stdout),
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    assert!(report.contains("audit-000001.jsonl"), "{report}");
+    assert!(
+        report.contains(&format!("seq {seq})")),
+        "names the edited record (seq {seq}): {report}"
+    );
+}

@@ -1,0 +1,192 @@
+//! Requests Warden cannot or must not serve: each gets a clear error in the provider's own
+//! shape and an audit record; upstream errors pass through unchanged.
+
+use serde_json::{Value, json};
+use std::time::Duration;
+use warden_e2e::fake_llm::{Failure, FakeLlm};
+use warden_e2e::sdk;
+use warden_e2e::stack::{AGENT, Stack, anthropic_messages, openai_chat};
+use warden_e2e::warden::{WardenBuilder, free_port};
+
+#[tokio::test]
+async fn malformed_json_is_refused_with_400_and_audited() {
+    let s = Stack::start().await.unwrap();
+    let response = s
+        .warden
+        .http()
+        .post(s.warden.url("/openai/chat/completions"))
+        .bearer_auth(&s.token)
+        .header("content-type", "application/json")
+        .body(r#"{"model": "gpt-4o-mini", "messages": [ "#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("JSON"),
+        "{body}"
+    );
+    let record = s.audit("rejected", |_| true).await.unwrap();
+    assert_eq!(record["principal"]["id"], AGENT);
+    assert!(record["reasons"].to_string().contains("JSON"), "{record}");
+    assert!(s.fake.requests().is_empty());
+}
+
+#[tokio::test]
+async fn oversized_body_is_refused_with_413_and_audited() {
+    let s = Stack::start_with(|b| b.set("/limits/max_request_bytes", json!(4096)))
+        .await
+        .unwrap();
+    let mut body = openai_chat("gpt-4o-mini", false);
+    body["messages"][0]["content"] = json!("x".repeat(10_000));
+    let response = s.post("/openai/chat/completions", &body).await.unwrap();
+    assert_eq!(response.status(), 413);
+    let error: Value = response.json().await.unwrap();
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains("4096"),
+        "names the limit: {error}"
+    );
+    let record = s.audit("rejected", |_| true).await.unwrap();
+    assert!(
+        record["reasons"].to_string().contains("max_request_bytes"),
+        "{record}"
+    );
+    assert!(s.fake.requests().is_empty());
+
+    let small = s
+        .post(
+            "/openai/chat/completions",
+            &openai_chat("gpt-4o-mini", false),
+        )
+        .await
+        .unwrap();
+    assert_eq!(small.status(), 200, "bodies under the limit pass");
+}
+
+#[tokio::test]
+async fn default_body_limit_admits_openclaw_sized_requests() {
+    let s = Stack::start().await.unwrap();
+    let mut body = openai_chat("gpt-4o-mini", true);
+    // An OpenClaw turn: ~26 KB system prompt, dozens of tools, ~97 KB in all.
+    body["messages"] = json!([
+        {"role": "system", "content": "s".repeat(26_000)},
+        {"role": "user", "content": "u".repeat(40_000)}
+    ]);
+    body["tools"] = json!(
+        (0..39)
+            .map(|i| json!({"type": "function", "function": {
+        "name": format!("tool_{i}"), "description": "d".repeat(600),
+        "parameters": {"type": "object", "properties": {}}}}))
+            .collect::<Vec<_>>()
+    );
+    let response = s.post("/openai/chat/completions", &body).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let _ = response.text().await.unwrap();
+    let forwarded = s.upstream_requests(1).await.pop().unwrap();
+    assert!(
+        forwarded.body.len() > 90_000,
+        "forwarded whole: {} bytes",
+        forwarded.body.len()
+    );
+}
+
+#[tokio::test]
+async fn upstream_down_answers_502_in_each_provider_shape_and_is_audited() {
+    let closed = format!("http://127.0.0.1:{}", free_port().unwrap());
+    let warden = WardenBuilder::with_upstream_url(&closed)
+        .start()
+        .await
+        .unwrap();
+    let token = warden.token(AGENT).await.unwrap();
+
+    let openai = warden
+        .http()
+        .post(warden.url("/openai/chat/completions"))
+        .bearer_auth(&token)
+        .json(&openai_chat("gpt-4o-mini", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(openai.status(), 502);
+    let body: Value = openai.json().await.unwrap();
+    assert!(
+        body["error"]["message"].is_string(),
+        "OpenAI error shape: {body}"
+    );
+
+    let anthropic = warden
+        .http()
+        .post(warden.url("/anthropic/v1/messages"))
+        .header("x-api-key", &token)
+        .header("anthropic-version", "2023-06-01")
+        .json(&anthropic_messages("claude-sonnet-4-5", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anthropic.status(), 502);
+    let body: Value = anthropic.json().await.unwrap();
+    assert_eq!(body["type"], "error", "Anthropic error shape: {body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+
+    let record = warden
+        .wait_for_audit(Duration::from_secs(10), |r| r["outcome"]["status"] == 502)
+        .await
+        .unwrap();
+    assert!(
+        record["outcome"]["error"].is_string(),
+        "the record says what failed: {record}"
+    );
+}
+
+#[tokio::test]
+async fn upstream_429_passes_through_unchanged() {
+    let s = Stack::start().await.unwrap();
+    s.fake.fail_with(Failure::rate_limited());
+    let response = s
+        .post(
+            "/openai/chat/completions",
+            &openai_chat("gpt-4o-mini", false),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "7");
+    assert_eq!(response.headers()["x-ratelimit-remaining-requests"], "0");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"error": {"message": "Rate limit reached for gpt-4o-mini in organization org-fake on requests per min (RPM): Limit 3, Used 3, Requested 1.",
+                         "type": "requests", "param": null, "code": "rate_limit_exceeded"}}),
+        "the provider's body, byte for byte in meaning"
+    );
+
+    let out = sdk::run("openai_chat.py", &s.openai_base(), &s.token, &["chat"])
+        .await
+        .unwrap();
+    assert_eq!(out["chat"]["error"]["status"], 429, "{out}");
+    assert_eq!(out["chat"]["error"]["class"], "RateLimitError");
+    assert_eq!(s.fake.requests().len(), 2, "no retries by Warden");
+    let record = s
+        .audit("outcome", |r| r["outcome"]["status"] == 429)
+        .await
+        .unwrap();
+    assert_eq!(record["principal"]["id"], AGENT);
+}
+
+#[tokio::test]
+async fn unknown_route_is_404() {
+    let fake = FakeLlm::start().await.unwrap();
+    let warden = WardenBuilder::new(&fake).start().await.unwrap();
+    let token = warden.token(AGENT).await.unwrap();
+    let response = warden
+        .http()
+        .post(warden.url("/nowhere/v1/chat/completions"))
+        .bearer_auth(&token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert!(fake.requests().is_empty());
+}

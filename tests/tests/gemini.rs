@@ -1,0 +1,119 @@
+//! Gemini over raw HTTP through Warden: generateContent and streamGenerateContent (SSE),
+//! provider key injected as `x-goog-api-key`, usage read from `usageMetadata`.
+
+use serde_json::{Value, json};
+use std::time::Duration;
+use warden_e2e::fake_llm::{self, COMPLETION_TOKENS, PROMPT_TOKENS};
+use warden_e2e::sse;
+use warden_e2e::stack::Stack;
+use warden_e2e::warden::GEMINI_KEY;
+
+fn request() -> Value {
+    json!({"contents": [{"role": "user", "parts": [{"text": "What is the weather in Paris?"}]}],
+           "generationConfig": {"maxOutputTokens": 200}})
+}
+
+#[tokio::test]
+async fn gemini_generate_content_passes_through_with_key_injected() {
+    let s = Stack::start().await.unwrap();
+    let response = s
+        .post(
+            "/gemini/v1beta/models/gemini-2.0-flash:generateContent",
+            &request(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["candidates"][0]["content"]["parts"][0]["text"],
+        json!(fake_llm::full_text()),
+        "{body}"
+    );
+    assert_eq!(
+        body["usageMetadata"]["promptTokenCount"],
+        json!(PROMPT_TOKENS)
+    );
+
+    let forwarded = s.upstream_requests(1).await.pop().unwrap();
+    assert_eq!(
+        forwarded.path,
+        "/v1beta/models/gemini-2.0-flash:generateContent"
+    );
+    assert_eq!(forwarded.header("x-goog-api-key"), Some(GEMINI_KEY));
+    assert!(
+        !forwarded.contains(&s.token),
+        "the agent's token must never reach the provider"
+    );
+    assert!(
+        forwarded.header("authorization").is_none(),
+        "the agent's Authorization header is removed"
+    );
+
+    let decision = s
+        .audit("decision", |r| r["route"] == "gemini")
+        .await
+        .unwrap();
+    assert!(
+        decision["resource"]
+            .as_str()
+            .unwrap()
+            .contains("gemini-2.0-flash"),
+        "{decision}"
+    );
+}
+
+#[tokio::test]
+async fn gemini_stream_generate_content_streams_sse_and_records_usage() {
+    let s = Stack::start().await.unwrap();
+    let response = s
+        .post(
+            "/gemini/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+            &request(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let chunks = sse::read_chunks(response, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let events = sse::parse_events(&sse::text_of(&chunks));
+    assert_eq!(events.len(), fake_llm::TEXT_CHUNKS.len());
+    let text: String = events
+        .iter()
+        .filter_map(|e| {
+            e.json()["candidates"][0]["content"]["parts"][0]["text"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(text, fake_llm::full_text());
+    assert!(
+        chunks.len() >= 5,
+        "events arrive as separate chunks, got {}",
+        chunks.len()
+    );
+
+    let forwarded = s.upstream_requests(1).await.pop().unwrap();
+    assert_eq!(
+        forwarded.path, "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+        "query kept"
+    );
+    let outcome = s
+        .audit("outcome", |r| {
+            r["route"] == "gemini" && r["outcome"]["output_tokens"].is_u64()
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome["outcome"]["input_tokens"], json!(PROMPT_TOKENS));
+    assert_eq!(
+        outcome["outcome"]["output_tokens"],
+        json!(COMPLETION_TOKENS)
+    );
+}

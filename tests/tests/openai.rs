@@ -1,0 +1,215 @@
+//! The official OpenAI SDK through Warden: chat (whole, streamed, with tool-call deltas),
+//! Responses API, embeddings, models. Warden strips the agent's token, injects the provider
+//! key, and records decision and usage.
+
+use serde_json::json;
+use warden_e2e::fake_llm::{self, COMPLETION_TOKENS, PROMPT_TOKENS};
+use warden_e2e::sdk;
+use warden_e2e::stack::{AGENT, Stack};
+use warden_e2e::warden::OPENAI_KEY;
+
+#[tokio::test]
+async fn openai_sdk_chat_whole_streamed_and_tool_call_deltas_pass_through_unchanged() {
+    let s = Stack::start().await.unwrap();
+    let out = sdk::run(
+        "openai_chat.py",
+        &s.openai_base(),
+        &s.token,
+        &["chat", "stream", "tools", "tools-stream"],
+    )
+    .await
+    .unwrap();
+
+    let chat = &out["chat"];
+    assert_eq!(chat["content"], json!(fake_llm::full_text()), "{out}");
+    assert_eq!(chat["finish_reason"], "stop");
+    assert_eq!(chat["usage"]["prompt_tokens"], json!(PROMPT_TOKENS));
+
+    let stream = &out["stream"];
+    assert_eq!(stream["content"], json!(fake_llm::full_text()), "{out}");
+    assert_eq!(stream["finish_reason"], "stop");
+    assert_eq!(
+        stream["usage"]["completion_tokens"],
+        json!(COMPLETION_TOKENS),
+        "final usage chunk passes through"
+    );
+    assert!(
+        stream["chunks"].as_u64().unwrap() >= 11,
+        "role, 9 content deltas, finish: {stream}"
+    );
+
+    let tools = &out["tools"];
+    assert_eq!(tools["finish_reason"], "tool_calls", "{out}");
+    assert_eq!(
+        tools["tool_calls"][0]["arguments"],
+        json!({"location": "Paris", "unit": "celsius"})
+    );
+
+    let deltas = &out["tools-stream"];
+    assert_eq!(deltas["finish_reason"], "tool_calls", "{out}");
+    assert_eq!(deltas["tool_calls"][0]["name"], "get_weather");
+    assert_eq!(
+        deltas["tool_calls"][0]["arguments"],
+        json!({"location": "Paris", "unit": "celsius"})
+    );
+    assert!(
+        deltas["argument_fragments"].as_u64().unwrap() >= 4,
+        "argument fragments arrive apart: {deltas}"
+    );
+
+    let upstream = s.upstream_requests(4).await;
+    assert_eq!(upstream.len(), 4);
+    for r in &upstream {
+        assert_eq!(r.path, "/v1/chat/completions");
+        assert_eq!(r.json()["model"], "gpt-4o-mini");
+    }
+    let streamed = upstream
+        .iter()
+        .find(|r| r.json()["stream"] == true)
+        .unwrap();
+    assert_eq!(
+        streamed.json()["stream_options"]["include_usage"],
+        true,
+        "the request body is forwarded as sent"
+    );
+}
+
+#[tokio::test]
+async fn agent_token_is_stripped_and_openai_provider_key_injected() {
+    let s = Stack::start().await.unwrap();
+    let out = sdk::run("openai_chat.py", &s.openai_base(), &s.token, &["chat"])
+        .await
+        .unwrap();
+    assert_eq!(
+        out["chat"]["content"],
+        json!(fake_llm::full_text()),
+        "{out}"
+    );
+
+    let upstream = s.upstream_requests(1).await;
+    let forwarded = upstream.last().unwrap();
+    assert_eq!(
+        forwarded.header("authorization"),
+        Some(format!("Bearer {OPENAI_KEY}").as_str())
+    );
+    assert!(
+        !forwarded.contains(&s.token),
+        "the agent's token must never reach the provider"
+    );
+    assert_eq!(
+        forwarded
+            .header("user-agent")
+            .map(|u| u.starts_with("OpenAI/Python")),
+        Some(true),
+        "end-to-end headers pass"
+    );
+}
+
+#[tokio::test]
+async fn allowed_chat_is_audited_with_principal_decision_and_usage() {
+    let s = Stack::start().await.unwrap();
+    let out = sdk::run("openai_chat.py", &s.openai_base(), &s.token, &["stream"])
+        .await
+        .unwrap();
+    assert_eq!(
+        out["stream"]["content"],
+        json!(fake_llm::full_text()),
+        "{out}"
+    );
+
+    let decision = s
+        .audit("decision", |r| r["action"] == "llm:chat")
+        .await
+        .unwrap();
+    assert_eq!(decision["principal"]["id"], AGENT);
+    assert_eq!(decision["decision"], "allow");
+    assert!(
+        decision["resource"]
+            .as_str()
+            .unwrap()
+            .contains("openai/gpt-4o-mini"),
+        "{decision}"
+    );
+    assert_eq!(decision["route"], "openai");
+
+    let outcome = s
+        .audit("outcome", |r| r["outcome"]["output_tokens"].is_u64())
+        .await
+        .unwrap();
+    assert_eq!(outcome["outcome"]["status"], 200);
+    assert_eq!(
+        outcome["outcome"]["input_tokens"],
+        json!(PROMPT_TOKENS),
+        "usage read from the stream's last chunk"
+    );
+    assert_eq!(
+        outcome["outcome"]["output_tokens"],
+        json!(COMPLETION_TOKENS)
+    );
+    assert_eq!(outcome["decision_id"], decision["decision_id"]);
+}
+
+#[tokio::test]
+async fn openai_sdk_embeddings_models_and_responses_pass_through() {
+    let s = Stack::start().await.unwrap();
+    let out = sdk::run(
+        "openai_chat.py",
+        &s.openai_base(),
+        &s.token,
+        &["models", "responses", "responses-stream"],
+    )
+    .await
+    .unwrap();
+    let ids = out["models"]["ids"].as_array().cloned().unwrap_or_default();
+    assert!(ids.contains(&json!("gpt-4o-mini")), "{out}");
+    assert_eq!(
+        out["responses"]["text"],
+        json!(fake_llm::full_text()),
+        "{out}"
+    );
+    assert_eq!(
+        out["responses-stream"]["text"],
+        json!(fake_llm::full_text()),
+        "{out}"
+    );
+    assert_eq!(
+        out["responses-stream"]["deltas"],
+        json!(fake_llm::TEXT_CHUNKS.len())
+    );
+    assert_eq!(
+        out["responses-stream"]["usage"]["output_tokens"],
+        json!(COMPLETION_TOKENS)
+    );
+
+    let emb = sdk::run(
+        "openai_chat.py",
+        &s.openai_base(),
+        &s.token,
+        &["embeddings", "--model", "text-embedding-3-small"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(emb["embeddings"]["count"], 2, "{emb}");
+    assert_eq!(emb["embeddings"]["dimensions"], 8);
+
+    let paths: Vec<String> = s
+        .upstream_requests(4)
+        .await
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(paths.contains(&"/v1/models".to_owned()), "{paths:?}");
+    assert!(paths.contains(&"/v1/responses".to_owned()), "{paths:?}");
+    assert!(paths.contains(&"/v1/embeddings".to_owned()), "{paths:?}");
+    let embed = s
+        .audit("decision", |r| r["action"] == "llm:embed")
+        .await
+        .unwrap();
+    assert!(
+        embed["resource"]
+            .as_str()
+            .unwrap()
+            .contains("text-embedding-3-small"),
+        "{embed}"
+    );
+}

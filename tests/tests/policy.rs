@@ -1,0 +1,188 @@
+//! Cedar decisions as agents see them: a denied model is refused with a well-formed
+//! completion the official SDKs parse (OpenAI `content_filter`, Anthropic `refusal`), or with
+//! a 403 in the provider's shape when the route says `on_deny: http_error`.
+
+use serde_json::{Value, json};
+use warden_e2e::fake_llm;
+use warden_e2e::sdk;
+use warden_e2e::stack::{Stack, openai_chat};
+
+const REASON: &str = "gpt-4.1 is not approved for e2e agents";
+
+const FORBID_GPT41: &str = r#"
+@id("e2e-forbid-gpt41")
+@reason("gpt-4.1 is not approved for e2e agents")
+forbid (principal, action == Action::"llm:chat", resource == Model::"openai/gpt-4.1");
+
+@id("e2e-forbid-opus")
+@reason("claude-opus-4-1 is reserved for humans")
+forbid (principal, action == Action::"llm:chat", resource == Model::"anthropic/claude-opus-4-1");
+"#;
+
+#[tokio::test]
+async fn denied_model_is_refused_with_a_completion_the_openai_sdk_parses() {
+    let s = Stack::start_with(|b| b.policy("e2e-forbid.cedar", FORBID_GPT41))
+        .await
+        .unwrap();
+    let out = sdk::run(
+        "openai_chat.py",
+        &s.openai_base(),
+        &s.token,
+        &["chat", "stream", "--model", "gpt-4.1"],
+    )
+    .await
+    .unwrap();
+
+    let decision = s
+        .audit("decision", |r| r["decision"] == "deny")
+        .await
+        .unwrap();
+    let decision_id = decision["decision_id"].as_str().unwrap();
+    assert!(
+        decision["reasons"].to_string().contains(REASON),
+        "{decision}"
+    );
+    assert!(
+        decision["policies"]
+            .to_string()
+            .contains("e2e-forbid-gpt41"),
+        "{decision}"
+    );
+    assert_eq!(decision["principal"]["id"], "e2e-agent");
+
+    let chat = &out["chat"];
+    assert_eq!(chat["finish_reason"], "content_filter", "{out}");
+    let text = chat["content"].as_str().unwrap();
+    assert!(text.contains(REASON), "the refusal explains itself: {text}");
+    assert!(
+        text.contains(decision_id),
+        "the refusal names its decision id: {text}"
+    );
+    assert_eq!(chat["headers"]["x-warden-decision"], "deny");
+
+    let stream = &out["stream"];
+    assert_eq!(
+        stream["finish_reason"], "content_filter",
+        "a streamed request gets a streamed refusal: {out}"
+    );
+    assert!(
+        stream["content"].as_str().unwrap().contains(REASON),
+        "{out}"
+    );
+
+    assert!(
+        s.fake.requests().is_empty(),
+        "a denied request never reaches the provider"
+    );
+}
+
+#[tokio::test]
+async fn denied_model_is_refused_with_stop_reason_refusal_the_anthropic_sdk_parses() {
+    let s = Stack::start_with(|b| b.policy("e2e-forbid.cedar", FORBID_GPT41))
+        .await
+        .unwrap();
+    let out = sdk::run(
+        "anthropic_messages.py",
+        &s.anthropic_base(),
+        &s.token,
+        &["message", "stream", "--model", "claude-opus-4-1"],
+    )
+    .await
+    .unwrap();
+    let message = &out["message"];
+    assert_eq!(message["stop_reason"], "refusal", "{out}");
+    assert!(
+        message["text"]
+            .as_str()
+            .unwrap()
+            .contains("claude-opus-4-1 is reserved for humans"),
+        "{out}"
+    );
+    assert_eq!(message["headers"]["x-warden-decision"], "deny");
+    assert_eq!(out["stream"]["stop_reason"], "refusal", "{out}");
+    assert!(
+        out["stream"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("reserved for humans"),
+        "{out}"
+    );
+    assert!(s.fake.requests().is_empty());
+
+    let allowed = sdk::run(
+        "anthropic_messages.py",
+        &s.anthropic_base(),
+        &s.token,
+        &["message"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        allowed["message"]["text"],
+        json!(fake_llm::full_text()),
+        "other models still pass: {allowed}"
+    );
+}
+
+#[tokio::test]
+async fn on_deny_http_error_answers_403_in_the_provider_error_shape() {
+    let s = Stack::start_with(|b| {
+        b.policy("e2e-forbid.cedar", FORBID_GPT41)
+            .set("/routes/0/on_deny", json!("http_error"))
+    })
+    .await
+    .unwrap();
+    let response = s
+        .post("/openai/chat/completions", &openai_chat("gpt-4.1", false))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(response.headers()["x-warden-decision"], "deny");
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains(REASON),
+        "{body}"
+    );
+
+    let out = sdk::run(
+        "openai_chat.py",
+        &s.openai_base(),
+        &s.token,
+        &["chat", "--model", "gpt-4.1"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(out["chat"]["error"]["status"], 403, "{out}");
+    assert_eq!(out["chat"]["error"]["class"], "PermissionDeniedError");
+    assert!(s.fake.requests().is_empty());
+}
+
+#[tokio::test]
+async fn without_a_permit_every_request_is_denied_by_default() {
+    let s = Stack::start_with(|b| b.without_policy("e2e-permit-all.cedar"))
+        .await
+        .unwrap();
+    let response = s
+        .post(
+            "/openai/chat/completions",
+            &openai_chat("gpt-4o-mini", false),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-warden-decision"], "deny");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["choices"][0]["finish_reason"], "content_filter",
+        "{body}"
+    );
+    let record = s
+        .audit("decision", |r| r["decision"] == "deny")
+        .await
+        .unwrap();
+    assert!(
+        record["policies"].as_array().is_none_or(Vec::is_empty),
+        "default deny names no policy: {record}"
+    );
+    assert!(s.fake.requests().is_empty());
+}
