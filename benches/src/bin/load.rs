@@ -51,9 +51,10 @@ struct Args {
     /// cost of durability from the rest).
     #[arg(long)]
     no_fsync: bool,
-    /// Diagnostics: run Warden with `log.access: false`.
+    /// Diagnostics: run Warden with `log.access: true` (a JSON line per request), which the
+    /// measured setup leaves at its default, off.
     #[arg(long)]
-    no_access_log: bool,
+    access_log: bool,
     /// Threads of the load generator's runtime.
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
@@ -175,7 +176,7 @@ async fn measure(args: &Args) -> Result<Report> {
             upstream_threads: args.upstream_threads,
             rounds: args.rounds,
             warden_audit_fsync: !args.no_fsync,
-            warden_access_log: !args.no_access_log,
+            warden_access_log: args.access_log,
         },
         targets: Vec::new(),
         skipped: Vec::new(),
@@ -305,7 +306,7 @@ fn prepare_warden(
         upstream,
         variant: warden::Variant {
             audit_fsync: !args.no_fsync,
-            access_log: !args.no_access_log,
+            access_log: args.access_log,
         },
     };
     setup.prepare(&args.policies)?;

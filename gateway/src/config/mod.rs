@@ -96,7 +96,8 @@ pub struct LogConfig {
     pub level: String,
     /// `json` or `text`.
     pub format: LogFormat,
-    /// One log line per request.
+    /// One log line per request. Off by default: the audit log already records every request
+    /// (with its request id and principal) durably.
     pub access: bool,
 }
 
@@ -199,7 +200,7 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".into(),
             format: LogFormat::Json,
-            access: true,
+            access: false,
         }
     }
 }
