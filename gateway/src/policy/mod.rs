@@ -310,7 +310,7 @@ impl PolicyEngine {
     }
 
     /// Cedar's request and entities for `action`; an `Err` names what could not be built.
-    fn request(&self, action: &Action) -> Result<(Request, Entities), (Arc<str>, String)> {
+    fn request(&self, action: &Action) -> Result<(Request, Arc<Entities>), (Arc<str>, String)> {
         let fail = |message: String| (Arc::from("<request>"), message);
         let (principal, verb, resource, context) =
             request::cedar_parts(&self.names, &self.ips, action).map_err(fail)?;

@@ -241,11 +241,11 @@ struct PrincipalEntry {
     /// Action entities + the principal.
     base: Entities,
     /// `base` + one resource each, most recently added last.
-    with_resource: Vec<(Resource, Entities)>,
+    with_resource: Vec<(Resource, Arc<Entities>)>,
 }
 
 /// Entity sets per principal and resource, shared across requests: a request from a known
-/// principal on a known model clones a ready `Entities` (a handful of `Arc`s).
+/// principal on a known model shares a ready `Entities` (one `Arc` clone, no map copy).
 #[derive(Debug, Default)]
 pub(crate) struct EntityCache {
     entries: DashMap<Arc<str>, PrincipalEntry>,
@@ -260,11 +260,11 @@ impl EntityCache {
         actions: &Entities,
         principal: &Arc<Principal>,
         resource: &Resource,
-    ) -> Result<Entities, String> {
+    ) -> Result<Arc<Entities>, String> {
         let known_base = match self.entries.get(&principal.id) {
             Some(hit) if same(&hit.principal, principal) => {
                 if let Some((_, e)) = hit.with_resource.iter().find(|(r, _)| r == resource) {
-                    return Ok(e.clone());
+                    return Ok(Arc::clone(e));
                 }
                 Some(hit.base.clone())
             }
@@ -278,10 +278,11 @@ impl EntityCache {
                 .map_err(|e| e.to_string())?,
         };
         let (_, resource_entity) = names.resource_entity(resource)?;
-        let full = base
-            .clone()
-            .add_entities([resource_entity], None)
-            .map_err(|e| e.to_string())?;
+        let full = Arc::new(
+            base.clone()
+                .add_entities([resource_entity], None)
+                .map_err(|e| e.to_string())?,
+        );
         if self.entries.len() >= PRINCIPAL_CACHE_MAX {
             self.entries.clear();
         }
@@ -303,7 +304,9 @@ impl EntityCache {
         if entry.with_resource.len() >= RESOURCES_PER_PRINCIPAL {
             entry.with_resource.remove(0);
         }
-        entry.with_resource.push((resource.clone(), full.clone()));
+        entry
+            .with_resource
+            .push((resource.clone(), Arc::clone(&full)));
         Ok(full)
     }
 }
