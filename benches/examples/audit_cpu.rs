@@ -49,7 +49,12 @@ fn cpu_ticks(stat: &str) -> u64 {
     let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
     // After "pid (comm)": state is field 0, utime field 11, stime field 12.
-    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     field(11) + field(12)
 }
 
@@ -65,7 +70,8 @@ fn writer_stats() -> (u64, u64) {
     for task in tasks.flatten() {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
         if comm.trim() == "warden-audit" {
-            let ticks = cpu_ticks(&std::fs::read_to_string(task.path().join("stat")).unwrap_or_default());
+            let ticks =
+                cpu_ticks(&std::fs::read_to_string(task.path().join("stat")).unwrap_or_default());
             let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
             let switches = status
                 .lines()
@@ -89,10 +95,13 @@ fn main() {
         .expect("tokio runtime");
     let base = std::env::var_os("AUDIT_CPU_DIR").map_or_else(std::env::temp_dir, Into::into);
     let dir = tempfile::tempdir_in(base).expect("temp dir");
-    let log = Arc::new(AuditLog::open(dir.path(), &AuditConfig::default()).expect("audit log opens"));
+    let log =
+        Arc::new(AuditLog::open(dir.path(), &AuditConfig::default()).expect("audit log opens"));
     let (decision, outcome) = (decision_event(), outcome_event());
     // Warm up: the writer thread exists, the first segment is open.
-    runtime.block_on(log.append(decision.clone())).expect("append");
+    runtime
+        .block_on(log.append(decision.clone()))
+        .expect("append");
 
     let ticks_per_sec = 100.0; // USER_HZ on Linux
     let (writer_before, switches_before) = writer_stats();

@@ -227,8 +227,14 @@ mod tests {
         let mut bytes = b"one\ntwo\n".to_vec();
         bytes.resize(3 << 20, 0);
         let (_dir, mut lines) = lines_of(&bytes);
-        assert!(matches!(lines.next_line().unwrap(), Some((1, Line::Complete(b"one")))));
-        assert!(matches!(lines.next_line().unwrap(), Some((2, Line::Complete(b"two")))));
+        assert!(matches!(
+            lines.next_line().unwrap(),
+            Some((1, Line::Complete(b"one")))
+        ));
+        assert!(matches!(
+            lines.next_line().unwrap(),
+            Some((2, Line::Complete(b"two")))
+        ));
         assert!(lines.next_line().unwrap().is_none());
         assert_eq!(lines.complete_len(), 8);
         assert_eq!(lines.stray().unwrap(), None);
@@ -240,7 +246,10 @@ mod tests {
         bytes.resize(5000, 0);
         let (_dir, mut lines) = lines_of(&bytes);
         lines.next_line().unwrap();
-        assert!(matches!(lines.next_line().unwrap(), Some((2, Line::Torn(b"tw")))));
+        assert!(matches!(
+            lines.next_line().unwrap(),
+            Some((2, Line::Torn(b"tw")))
+        ));
         assert!(lines.next_line().unwrap().is_none());
         assert_eq!(lines.complete_len(), 4);
         assert_eq!(lines.stray().unwrap(), None);

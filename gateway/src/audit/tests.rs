@@ -451,7 +451,11 @@ async fn append_resolves_only_after_its_write_is_synced() {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(data(&path).split(|&b| b == b'\n').count(), 2, "the record is written");
+    assert_eq!(
+        data(&path).split(|&b| b == b'\n').count(),
+        2,
+        "the record is written"
+    );
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!appending.is_finished(), "append waits for the fsync");
     assert_eq!(log.head().0, 0);
@@ -591,7 +595,11 @@ async fn open_segment_is_zero_filled_ahead_and_cut_back_on_close() {
     assert_eq!(verify(&dir).unwrap().records, 3, "a live log verifies");
 
     log.close().await.unwrap();
-    assert_eq!(fs::read(&path).unwrap().len(), written, "no zeros once closed");
+    assert_eq!(
+        fs::read(&path).unwrap().len(),
+        written,
+        "no zeros once closed"
+    );
     assert_eq!(verify(&dir).unwrap().records, 3);
 }
 
@@ -604,7 +612,11 @@ async fn zero_tail_left_by_a_crash_is_unused_space() {
     assert_eq!(report.records, 5);
 
     let log = AuditLog::open(&dir, &config()).unwrap();
-    assert_eq!(log.head().0, 5, "no recovery note: zeros are not a torn write");
+    assert_eq!(
+        log.head().0,
+        5,
+        "no recovery note: zeros are not a torn write"
+    );
     assert_eq!(log.append(event(6)).await.unwrap(), 6);
     log.close().await.unwrap();
     assert!(side_files(&dir).is_empty());
@@ -638,7 +650,11 @@ async fn torn_record_followed_by_zeros_is_a_torn_tail() {
     log.close().await.unwrap();
     let side = side_files(&dir);
     assert_eq!(side.len(), 1);
-    assert_eq!(fs::read(&side[0]).unwrap(), torn, "the zeros are not set aside");
+    assert_eq!(
+        fs::read(&side[0]).unwrap(),
+        torn,
+        "the zeros are not set aside"
+    );
     assert_eq!(verify(&dir).unwrap().records, 6);
 }
 

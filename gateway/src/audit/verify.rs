@@ -336,7 +336,10 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, VerifyError> {
 /// A segment whose records do not end cleanly: a torn last line, or data after the zeros.
 pub(super) fn tail_problem(name: &str, walked: &Walked) -> Option<VerifyError> {
     let (line, evidence) = match (walked.torn, walked.stray) {
-        (Some(torn), _) => (torn.line, TruncationEvidence::TornLine { bytes: torn.bytes }),
+        (Some(torn), _) => (
+            torn.line,
+            TruncationEvidence::TornLine { bytes: torn.bytes },
+        ),
         (None, Some(stray)) => (
             walked.next_line,
             TruncationEvidence::DataAfterEnd {

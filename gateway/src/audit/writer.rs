@@ -241,8 +241,8 @@ pub struct Writer {
     anchored: Option<u64>,
     anchored_at: Instant,
     anchor_failing: bool,
-    /// Waiters answered by the last commit, and how long its write and fsync took.
-    last_waiters: usize,
+    /// Records in the last commit, and how long its write and fsync took.
+    last_records: usize,
     last_commit: Duration,
     /// Held for the writer's life: one writer per directory.
     _lock: File,
@@ -271,7 +271,7 @@ impl Writer {
             anchored: None,
             anchored_at: Instant::now(),
             anchor_failing: false,
-            last_waiters: 0,
+            last_records: 0,
             last_commit: Duration::ZERO,
             _lock: lock,
         }
@@ -330,7 +330,7 @@ impl Writer {
             let started = Instant::now();
             let failure = self.commit(&mut batch);
             self.last_commit = started.elapsed();
-            self.last_waiters = batch.iter().filter(|p| p.done.is_some()).count();
+            self.last_records = batch.len();
             let failed = failure.as_ref().map(|f| f.clone_error());
             reply(&mut batch, self.head.0, failure);
             if let Some(done) = close.take() {
@@ -398,38 +398,36 @@ impl Writer {
     ) -> Option<oneshot::Sender<Result<(), AuditError>>> {
         let (delay, wanted) = if self.settings.max_commit_delay.is_zero() {
             let straggle = (self.last_commit / 2).min(MAX_STRAGGLER_WAIT);
-            (straggle, self.last_waiters.min(MAX_BATCH))
+            (straggle, self.last_records.min(MAX_BATCH))
         } else {
             (self.settings.max_commit_delay, MAX_BATCH)
         };
-        if !delay.is_zero() {
-            let deadline = Instant::now() + delay;
-            while batch.len() < wanted {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                match rx.recv_timeout(left) {
-                    Ok(msg) => {
-                        if let Some(done) = take(msg, batch) {
-                            return Some(done);
+        if let Some(done) = drain(rx, batch) {
+            return Some(done);
+        }
+        if batch.len() < wanted && !delay.is_zero() {
+            if self.settings.max_commit_delay.is_zero() {
+                // One sleep for the short wait, rather than a wake-up per arriving record.
+                std::thread::sleep(delay);
+            } else {
+                let deadline = Instant::now() + delay;
+                while batch.len() < wanted {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    match rx.recv_timeout(left) {
+                        Ok(msg) => {
+                            if let Some(done) = take(msg, batch) {
+                                return Some(done);
+                            }
                         }
+                        Err(_) => break,
                     }
-                    Err(_) => break,
                 }
             }
         }
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(msg) => {
-                    if let Some(done) = take(msg, batch) {
-                        return Some(done);
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        None
+        drain(rx, batch)
     }
 
     /// Encodes the batch, writes it (rotating segments as needed) and makes it durable.
@@ -545,6 +543,20 @@ impl CommitFailure {
             source: self.source,
         }
     }
+}
+
+/// Adds what is pending (up to a full batch) without waiting; returns a close request.
+fn drain(
+    rx: &Receiver<Msg>,
+    batch: &mut Vec<Pending>,
+) -> Option<oneshot::Sender<Result<(), AuditError>>> {
+    while batch.len() < MAX_BATCH {
+        let Ok(msg) = rx.try_recv() else { break };
+        if let Some(done) = take(msg, batch) {
+            return Some(done);
+        }
+    }
+    None
 }
 
 /// Adds an append to the batch, or returns a close request.
