@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::anchor::Anchor;
 use super::record::{ChainFields, GENESIS, Hash, hash_line};
-use super::segment::{Line, Lines};
+use super::segment::{Line, Lines, Stray};
 use super::verify::{EditEvidence, Location, Problem, VerifyError};
 
 /// Walks records in order and finds the first one that breaks the chain.
@@ -41,6 +41,19 @@ pub struct Walked {
     pub complete_len: u64,
     /// Bytes after the last newline (a torn write), if any.
     pub torn: Option<TornTail>,
+    /// Non-zero bytes in the zero-filled space after the data, if any.
+    pub stray: Option<Stray>,
+    /// The line number the next record would have had.
+    pub next_line: u64,
+}
+
+impl Walked {
+    /// Where the unused bytes after the last complete line end: the end of a torn line or of
+    /// stray bytes, whichever is further; `None` when only zeros follow.
+    pub fn unused_end(&self) -> Option<u64> {
+        let torn_end = self.torn.map(|t| self.complete_len + t.bytes);
+        torn_end.max(self.stray.map(|s| s.end))
+    }
 }
 
 /// Bytes after the last newline of a segment.
@@ -177,9 +190,12 @@ impl Chain {
                 return Err(VerifyError::Tampered { at, problem });
             }
         }
+        let stray = lines.stray().map_err(io_error)?;
         Ok(Walked {
             complete_len: lines.complete_len(),
             torn,
+            stray,
+            next_line: lines.line_no() + u64::from(torn.is_none()),
         })
     }
 }

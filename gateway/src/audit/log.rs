@@ -113,10 +113,11 @@ impl AuditLog {
         })?;
         let lock = lock_dir(dir)?;
         let recovered = recover(dir)?;
+        let limit = cfg.segment_bytes.max(1);
         let segment = if recovered.segment == 0 {
-            SegmentFile::create(dir, 1, faults)
+            SegmentFile::create(dir, 1, limit, faults)
         } else {
-            SegmentFile::open(dir, recovered.segment, recovered.len, faults)
+            SegmentFile::open(dir, recovered.segment, recovered.len, limit, faults)
         }
         .map_err(|source| AuditError::Io {
             action: "open a segment in",
@@ -125,7 +126,7 @@ impl AuditLog {
         })?;
         let settings = Settings {
             fsync: cfg.fsync,
-            segment_bytes: cfg.segment_bytes.max(1),
+            segment_bytes: limit,
             max_commit_delay: cfg.max_commit_delay,
         };
         let mut writer = Writer::new(dir.to_path_buf(), segment, settings, recovered.head, lock);

@@ -2,7 +2,8 @@
 //!
 //! Every record is one JSON line, `{"seq":N,"prev":"<sha256 hex of the previous line>",...}`,
 //! appended to `audit-NNNNNN.jsonl` segments by one writer thread that group-commits
-//! (one write and one `fdatasync` for everything pending). `head.json` anchors the last
+//! (one write and one `fdatasync` for everything pending) into zero-filled space it reserves
+//! ahead, so a segment's data ends at its first NUL byte. `head.json` anchors the last
 //! record so a cut tail shows. [`verify`] walks the chain and names the first bad record.
 //! The format is described in `docs/audit.md`.
 

@@ -10,7 +10,7 @@ use super::chain::Chain;
 use super::log::AuditError;
 use super::record::{GENESIS, Hash};
 use super::segment::list_segments;
-use super::verify::{Location, Problem, TruncationEvidence, VerifyError};
+use super::verify::{Location, Problem, TruncationEvidence, VerifyError, tail_problem};
 
 /// Where appending resumes.
 pub struct Recovered {
@@ -100,14 +100,8 @@ pub fn recover(dir: &Path) -> Result<Recovered, AuditError> {
         }
         chain = Chain::resume(anchor);
         let earlier = chain.walk_segment(dir, name).map_err(|e| damaged(dir, e))?;
-        if let Some(torn) = earlier.torn {
-            return Err(damaged(
-                dir,
-                VerifyError::Tampered {
-                    at: Location::line(name.as_str().into(), torn.line),
-                    problem: Problem::Truncated(TruncationEvidence::TornLine { bytes: torn.bytes }),
-                },
-            ));
+        if let Some(problem) = tail_problem(name, &earlier) {
+            return Err(damaged(dir, problem));
         }
     }
     let head = chain.head().unwrap_or((0, GENESIS));
@@ -127,8 +121,8 @@ pub fn recover(dir: &Path) -> Result<Recovered, AuditError> {
             },
         ));
     }
-    let torn = match walked.torn {
-        Some(torn) => Some(set_aside(dir, last_name, walked.complete_len, torn.bytes)?),
+    let torn = match walked.unused_end() {
+        Some(end) => Some(set_aside(dir, last_name, walked.complete_len, end)?),
         None => None,
     };
     Ok(Recovered {
@@ -139,17 +133,18 @@ pub fn recover(dir: &Path) -> Result<Recovered, AuditError> {
     })
 }
 
-/// Moves the bytes after `keep` in segment `name` to `<name>.torn-<unix ms>`, then cuts them.
-fn set_aside(dir: &Path, name: &str, keep: u64, bytes: u64) -> Result<TornSetAside, AuditError> {
+/// Moves the bytes from `keep` to `end` in segment `name` (a torn write, possibly with parts of
+/// it beyond zeros) to `<name>.torn-<unix ms>`, then cuts the segment at `keep`.
+fn set_aside(dir: &Path, name: &str, keep: u64, end: u64) -> Result<TornSetAside, AuditError> {
     let path = dir.join(name);
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .open(&path)
         .map_err(io_error("open", path.clone()))?;
-    let mut tail = Vec::with_capacity(usize::try_from(bytes).unwrap_or(0));
+    let mut tail = Vec::with_capacity(usize::try_from(end - keep).unwrap_or(0));
     file.seek(SeekFrom::Start(keep))
-        .and_then(|_| file.read_to_end(&mut tail))
+        .and_then(|_| (&mut file).take(end - keep).read_to_end(&mut tail))
         .map_err(io_error("read the torn tail of", path.clone()))?;
     let millis = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -49,6 +49,30 @@ fn read_lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// A segment's bytes up to its zero-filled reserved space.
+fn data(path: &Path) -> Vec<u8> {
+    let mut bytes = fs::read(path).unwrap();
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    bytes.truncate(end);
+    bytes
+}
+
+/// Appends `zeros` zero bytes to a file: the space a running writer reserves ahead.
+fn add_zeros(path: &Path, zeros: usize) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes.resize(bytes.len() + zeros, 0);
+    fs::write(path, bytes).unwrap();
+}
+
+fn side_files(dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains(".torn-"))
+        .collect()
+}
+
 fn write_lines(path: &Path, lines: &[String]) {
     let mut text = lines.join("\n");
     text.push('\n');
@@ -422,12 +446,16 @@ async fn append_resolves_only_after_its_write_is_synced() {
     });
     let path = segment(&dir, 1);
     for _ in 0..200 {
-        if fs::read(&path).unwrap().ends_with(b"}\n") {
+        if data(&path).ends_with(b"}\n") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(read_lines(&path).len(), 1, "the record is written");
+    assert_eq!(
+        data(&path).split(|&b| b == b'\n').count(),
+        2,
+        "the record is written"
+    );
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!appending.is_finished(), "append waits for the fsync");
     assert_eq!(log.head().0, 0);
@@ -549,4 +577,189 @@ async fn torn_write_alone_in_a_fresh_segment_resumes_from_the_previous_one() {
     assert_eq!(report.records, 14);
     let note: AuditEvent = serde_json::from_str(&read_lines(&fresh)[0]).unwrap();
     assert_eq!(note.kind, EventKind::System);
+}
+
+#[tokio::test]
+async fn open_segment_is_zero_filled_ahead_and_cut_back_on_close() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let log = AuditLog::open(&dir, &config()).unwrap();
+    for i in 1..=3 {
+        log.append(event(i)).await.unwrap();
+    }
+    let path = segment(&dir, 1);
+    let written = data(&path).len();
+    let bytes = fs::read(&path).unwrap();
+    assert!(bytes.len() > written, "space is reserved ahead");
+    assert!(bytes[written..].iter().all(|&b| b == 0));
+    assert_eq!(verify(&dir).unwrap().records, 3, "a live log verifies");
+
+    log.close().await.unwrap();
+    assert_eq!(
+        fs::read(&path).unwrap().len(),
+        written,
+        "no zeros once closed"
+    );
+    assert_eq!(verify(&dir).unwrap().records, 3);
+}
+
+#[tokio::test]
+async fn zero_tail_left_by_a_crash_is_unused_space() {
+    let (_tmp, dir) = log_with(5, &config()).await;
+    let path = segment(&dir, 1);
+    add_zeros(&path, 3 << 20);
+    let report = verify(&dir).unwrap();
+    assert_eq!(report.records, 5);
+
+    let log = AuditLog::open(&dir, &config()).unwrap();
+    assert_eq!(
+        log.head().0,
+        5,
+        "no recovery note: zeros are not a torn write"
+    );
+    assert_eq!(log.append(event(6)).await.unwrap(), 6);
+    log.close().await.unwrap();
+    assert!(side_files(&dir).is_empty());
+    assert_eq!(verify(&dir).unwrap().records, 6);
+    let bytes = fs::read(&path).unwrap();
+    assert!(!bytes.contains(&0), "the record went right after seq 5");
+    assert_eq!(read_lines(&path).len(), 6);
+}
+
+#[tokio::test]
+async fn torn_record_followed_by_zeros_is_a_torn_tail() {
+    let (_tmp, dir) = log_with(5, &config()).await;
+    let path = segment(&dir, 1);
+    let torn = b"{\"seq\":6,\"prev\":\"ab";
+    let mut bytes = fs::read(&path).unwrap();
+    bytes.extend_from_slice(torn);
+    bytes.resize(bytes.len() + 4096, 0);
+    fs::write(&path, &bytes).unwrap();
+
+    let (location, problem) = tampered(verify(&dir));
+    assert_eq!(location.line, Some(6));
+    assert_eq!(
+        problem,
+        Problem::Truncated(TruncationEvidence::TornLine {
+            bytes: torn.len() as u64
+        })
+    );
+
+    let log = AuditLog::open(&dir, &config()).unwrap();
+    assert_eq!(log.head().0, 6, "a system record notes the recovery");
+    log.close().await.unwrap();
+    let side = side_files(&dir);
+    assert_eq!(side.len(), 1);
+    assert_eq!(
+        fs::read(&side[0]).unwrap(),
+        torn,
+        "the zeros are not set aside"
+    );
+    assert_eq!(verify(&dir).unwrap().records, 6);
+}
+
+#[tokio::test]
+async fn bytes_written_past_the_zeros_are_caught_and_set_aside() {
+    let (_tmp, dir) = log_with(5, &config()).await;
+    let path = segment(&dir, 1);
+    let clean_len = fs::read(&path).unwrap().len() as u64;
+    let forged = b"{\"seq\":6,\"prev\":\"forged\"}\n";
+    let mut bytes = fs::read(&path).unwrap();
+    bytes.resize(bytes.len() + 1000, 0);
+    bytes.extend_from_slice(forged);
+    bytes.resize(bytes.len() + 1000, 0);
+    fs::write(&path, &bytes).unwrap();
+
+    let err = verify(&dir).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "audit-000001.jsonl line 6: the log was truncated: its data ends here (zero bytes \
+             follow), but {} bytes of data lie after the zeros at offset {}: records were \
+             zeroed out or written past the end",
+            forged.len(),
+            clean_len + 1000
+        )
+    );
+
+    let log = AuditLog::open(&dir, &config()).unwrap();
+    assert_eq!(log.head().0, 6, "a system record notes the recovery");
+    log.close().await.unwrap();
+    let side = side_files(&dir);
+    assert_eq!(side.len(), 1);
+    let set_aside = fs::read(&side[0]).unwrap();
+    assert_eq!(set_aside.len(), 1000 + forged.len());
+    assert!(set_aside.ends_with(forged));
+    assert_eq!(verify(&dir).unwrap().records, 6);
+}
+
+#[tokio::test]
+async fn zeroed_out_records_are_caught_and_the_log_is_not_opened() {
+    let (_tmp, dir) = log_with(10, &config()).await;
+    let path = segment(&dir, 1);
+    let mut bytes = fs::read(&path).unwrap();
+    let lines = read_lines(&path);
+    let start: usize = lines[..4].iter().map(|l| l.len() + 1).sum();
+    let end = start + lines[4].len() + 1 + lines[5].len() + 1;
+    bytes[start..end].fill(0);
+    fs::write(&path, &bytes).unwrap();
+
+    let (location, problem) = tampered(verify(&dir));
+    assert_eq!(location.line, Some(5));
+    assert_eq!(
+        problem,
+        Problem::Truncated(TruncationEvidence::DataAfterEnd {
+            offset: end as u64,
+            bytes: (bytes.len() - end) as u64
+        })
+    );
+    match AuditLog::open(&dir, &config()) {
+        Err(AuditError::Damaged { source, .. }) => assert_eq!(
+            source.problem(),
+            Some(&Problem::Truncated(TruncationEvidence::AnchorAhead {
+                anchor_seq: 10
+            }))
+        ),
+        other => panic!("expected Damaged, got {other:?}"),
+    }
+    assert_eq!(fs::read(&path).unwrap(), bytes, "nothing was changed");
+}
+
+#[tokio::test]
+async fn edited_record_in_a_segment_with_a_zero_tail_is_named_as_edited() {
+    let (_tmp, dir) = log_with(10, &config()).await;
+    let path = segment(&dir, 1);
+    let mut lines = read_lines(&path);
+    lines[4] = lines[4].replace("\"allow\"", "\"deny\"");
+    write_lines(&path, &lines);
+    add_zeros(&path, 1 << 20);
+
+    let (location, problem) = tampered(verify(&dir));
+    assert_eq!(location, at("audit-000001.jsonl", 5, 5));
+    assert_eq!(
+        problem,
+        Problem::Edited(EditEvidence::NextPrev { next_seq: 6 })
+    );
+}
+
+#[tokio::test]
+async fn zeroed_out_segment_tail_before_a_later_segment_is_caught() {
+    let cfg = AuditConfig {
+        segment_bytes: 1000,
+        ..config()
+    };
+    let (_tmp, dir) = log_with(12, &cfg).await;
+    let path = segment(&dir, 1);
+    let mut bytes = fs::read(&path).unwrap();
+    let last_start = bytes[..bytes.len() - 1]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .unwrap()
+        + 1;
+    bytes[last_start..].fill(0);
+    fs::write(&path, &bytes).unwrap();
+
+    let (location, problem) = tampered(verify(&dir));
+    assert_eq!(location.file.as_ref(), "audit-000002.jsonl");
+    assert!(matches!(problem, Problem::Deleted { .. }), "{problem:?}");
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::anchor::{self, ANCHOR_FILE, AnchorReadError};
-use super::chain::Chain;
+use super::chain::{Chain, Walked};
 use super::record::{GENESIS, Hash, to_hex};
 use super::segment::list_segments;
 
@@ -128,6 +128,15 @@ pub enum TruncationEvidence {
         /// Bytes in the incomplete line.
         bytes: u64,
     },
+    /// The segment's data ends (zero bytes follow, the space the writer reserves ahead), but
+    /// non-zero bytes lie further on: records were zeroed out, or bytes were written into the
+    /// reserved space.
+    DataAfterEnd {
+        /// File offset of the first non-zero byte after the end.
+        offset: u64,
+        /// Bytes from there to the last non-zero byte.
+        bytes: u64,
+    },
     /// `head.json` records a later seq than the last record present.
     AnchorAhead {
         /// The seq `head.json` records.
@@ -193,6 +202,12 @@ impl fmt::Display for Problem {
                 f,
                 "the log was truncated: the last line is incomplete ({bytes} bytes without a \
                  newline)"
+            ),
+            Problem::Truncated(TruncationEvidence::DataAfterEnd { offset, bytes }) => write!(
+                f,
+                "the log was truncated: its data ends here (zero bytes follow), but {bytes} \
+                 bytes of data lie after the zeros at offset {offset}: records were zeroed out \
+                 or written past the end"
             ),
             Problem::Truncated(TruncationEvidence::AnchorAhead { anchor_seq }) => write!(
                 f,
@@ -289,11 +304,8 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, VerifyError> {
     let mut chain = Chain::from_genesis(anchor);
     for (_, name) in &segments {
         let walked = chain.walk_segment(dir, name)?;
-        if let Some(torn) = walked.torn {
-            return Err(VerifyError::Tampered {
-                at: Location::line(Arc::from(name.as_str()), torn.line),
-                problem: Problem::Truncated(TruncationEvidence::TornLine { bytes: torn.bytes }),
-            });
+        if let Some(problem) = tail_problem(name, &walked) {
+            return Err(problem);
         }
     }
     let (head_seq, head_hash): (u64, Hash) = chain.head().unwrap_or((0, GENESIS));
@@ -319,4 +331,26 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, VerifyError> {
             head_hash,
         }),
     }
+}
+
+/// A segment whose records do not end cleanly: a torn last line, or data after the zeros.
+pub(super) fn tail_problem(name: &str, walked: &Walked) -> Option<VerifyError> {
+    let (line, evidence) = match (walked.torn, walked.stray) {
+        (Some(torn), _) => (
+            torn.line,
+            TruncationEvidence::TornLine { bytes: torn.bytes },
+        ),
+        (None, Some(stray)) => (
+            walked.next_line,
+            TruncationEvidence::DataAfterEnd {
+                offset: stray.offset,
+                bytes: stray.end - stray.offset,
+            },
+        ),
+        (None, None) => return None,
+    };
+    Some(VerifyError::Tampered {
+        at: Location::line(Arc::from(name), line),
+        problem: Problem::Truncated(evidence),
+    })
 }

@@ -27,6 +27,13 @@ const ANCHOR_IDLE: Duration = Duration::from_millis(10);
 /// Longest wait for the waiters of the previous commit to come back (adaptive batching).
 const MAX_STRAGGLER_WAIT: Duration = Duration::from_micros(500);
 
+/// Zero-filled space kept ahead of the writes: appends then overwrite blocks that are
+/// allocated and written, so an fdatasync flushes data only, without the journal commit a
+/// growing file size costs (ext4).
+const RESERVE_BYTES: u64 = 1 << 20;
+/// Source of the zeros written into reserved space.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
 /// A request to the writer thread.
 #[expect(
     clippy::large_enum_variant,
@@ -71,26 +78,40 @@ pub struct SegmentFile {
     number: u64,
     name: String,
     file: File,
-    /// Bytes committed (written and, with fsync, durable).
+    /// Bytes committed (written and, with fsync, durable): the end of the data.
     len: u64,
+    /// Size of the file: zeros from `len` to here are reserved space.
+    allocated: u64,
+    /// Reserve no space past this size (the segment size limit).
+    limit: u64,
     /// A failed write or fsync may have left bytes past `len`; cut them before writing again.
     dirty_tail: bool,
     faults: Arc<Faults>,
 }
 
 impl SegmentFile {
-    /// Opens segment `number` to append after its first `len` bytes.
-    pub fn open(dir: &Path, number: u64, len: u64, faults: Arc<Faults>) -> io::Result<Self> {
+    /// Opens segment `number` to append after its first `len` bytes; only zeros may follow
+    /// them (recovery saw to it).
+    pub fn open(
+        dir: &Path,
+        number: u64,
+        len: u64,
+        limit: u64,
+        faults: Arc<Faults>,
+    ) -> io::Result<Self> {
         let name = segment_name(number);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(dir.join(&name))?;
+        let allocated = file.metadata()?.len().max(len);
         Ok(SegmentFile {
             number,
             name,
             file,
             len,
+            allocated,
+            limit,
             dirty_tail: false,
             faults,
         })
@@ -98,7 +119,7 @@ impl SegmentFile {
 
     /// Creates segment `number` (or reuses it if it exists and is empty) and makes its
     /// directory entry durable.
-    pub fn create(dir: &Path, number: u64, faults: Arc<Faults>) -> io::Result<Self> {
+    pub fn create(dir: &Path, number: u64, limit: u64, faults: Arc<Faults>) -> io::Result<Self> {
         let name = segment_name(number);
         let file = OpenOptions::new()
             .read(true)
@@ -118,20 +139,47 @@ impl SegmentFile {
             name,
             file,
             len: 0,
+            allocated: 0,
+            limit,
             dirty_tail: false,
             faults,
         })
     }
 
+    /// Cuts the reserved space (and any bytes of a failed write) off the end of the file.
+    fn trim(&mut self) -> io::Result<()> {
+        if self.allocated != self.len || self.dirty_tail {
+            self.file.set_len(self.len)?;
+            self.allocated = self.len;
+            self.dirty_tail = false;
+        }
+        Ok(())
+    }
+
+    /// Makes sure the file holds zeros up to at least `end`, reserving ahead.
+    fn reserve(&mut self, end: u64) -> io::Result<()> {
+        if end <= self.allocated {
+            return Ok(());
+        }
+        let target = (self.allocated + RESERVE_BYTES).min(self.limit).max(end);
+        let mut at = self.allocated;
+        while at < target {
+            let n = usize::try_from(target - at).map_or(ZEROS.len(), |n| n.min(ZEROS.len()));
+            self.file.write_all_at(&ZEROS[..n], at)?;
+            at += n as u64;
+        }
+        self.allocated = target;
+        Ok(())
+    }
+
     /// Writes `bytes` after the committed end; with `sync`, returns once they are durable.
     fn append(&mut self, bytes: &[u8], sync: bool) -> io::Result<()> {
         if self.dirty_tail {
-            self.file.set_len(self.len)?;
-            self.dirty_tail = false;
+            self.trim()?;
         }
         let written = self
-            .faults
-            .before_write(&self.file, bytes, self.len)
+            .reserve(self.len + bytes.len() as u64)
+            .and_then(|()| self.faults.before_write(&self.file, bytes, self.len))
             .and_then(|()| self.file.write_all_at(bytes, self.len));
         if let Err(e) = written {
             self.dirty_tail = true;
@@ -193,8 +241,8 @@ pub struct Writer {
     anchored: Option<u64>,
     anchored_at: Instant,
     anchor_failing: bool,
-    /// Waiters answered by the last commit, and how long its write and fsync took.
-    last_waiters: usize,
+    /// Records in the last commit, and how long its write and fsync took.
+    last_records: usize,
     last_commit: Duration,
     /// Held for the writer's life: one writer per directory.
     _lock: File,
@@ -223,7 +271,7 @@ impl Writer {
             anchored: None,
             anchored_at: Instant::now(),
             anchor_failing: false,
-            last_waiters: 0,
+            last_records: 0,
             last_commit: Duration::ZERO,
             _lock: lock,
         }
@@ -282,7 +330,7 @@ impl Writer {
             let started = Instant::now();
             let failure = self.commit(&mut batch);
             self.last_commit = started.elapsed();
-            self.last_waiters = batch.iter().filter(|p| p.done.is_some()).count();
+            self.last_records = batch.len();
             let failed = failure.as_ref().map(|f| f.clone_error());
             reply(&mut batch, self.head.0, failure);
             if let Some(done) = close.take() {
@@ -306,6 +354,7 @@ impl Writer {
     }
 
     fn anchor_on_stop(&mut self) -> Result<(), AuditError> {
+        self.trim_or_warn();
         self.write_anchor(true).map_err(|source| AuditError::Io {
             action: "record the audit head in",
             path: self.dir.join(anchor::ANCHOR_FILE),
@@ -349,38 +398,36 @@ impl Writer {
     ) -> Option<oneshot::Sender<Result<(), AuditError>>> {
         let (delay, wanted) = if self.settings.max_commit_delay.is_zero() {
             let straggle = (self.last_commit / 2).min(MAX_STRAGGLER_WAIT);
-            (straggle, self.last_waiters.min(MAX_BATCH))
+            (straggle, self.last_records.min(MAX_BATCH))
         } else {
             (self.settings.max_commit_delay, MAX_BATCH)
         };
-        if !delay.is_zero() {
-            let deadline = Instant::now() + delay;
-            while batch.len() < wanted {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                match rx.recv_timeout(left) {
-                    Ok(msg) => {
-                        if let Some(done) = take(msg, batch) {
-                            return Some(done);
+        if let Some(done) = drain(rx, batch) {
+            return Some(done);
+        }
+        if batch.len() < wanted && !delay.is_zero() {
+            if self.settings.max_commit_delay.is_zero() {
+                // One sleep for the short wait, rather than a wake-up per arriving record.
+                std::thread::sleep(delay);
+            } else {
+                let deadline = Instant::now() + delay;
+                while batch.len() < wanted {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    match rx.recv_timeout(left) {
+                        Ok(msg) => {
+                            if let Some(done) = take(msg, batch) {
+                                return Some(done);
+                            }
                         }
+                        Err(_) => break,
                     }
-                    Err(_) => break,
                 }
             }
         }
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(msg) => {
-                    if let Some(done) = take(msg, batch) {
-                        return Some(done);
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        None
+        drain(rx, batch)
     }
 
     /// Encodes the batch, writes it (rotating segments as needed) and makes it durable.
@@ -452,11 +499,21 @@ impl Writer {
         Ok(())
     }
 
+    /// Cuts the reserved space off the segment, so that a finished segment holds records only;
+    /// if that fails, the zeros stay, which readers take as unused space.
+    fn trim_or_warn(&mut self) {
+        if let Err(error) = self.segment.trim() {
+            tracing::warn!(segment = %self.segment.name, %error, "cannot cut the reserved space off the audit segment; it stays zero-filled");
+        }
+    }
+
     /// Continues the log in the next segment.
     fn rotate(&mut self) -> Result<(), CommitFailure> {
         let next = self.segment.number + 1;
-        match SegmentFile::create(&self.dir, next, self.segment.faults.clone()) {
+        let limit = self.settings.segment_bytes;
+        match SegmentFile::create(&self.dir, next, limit, self.segment.faults.clone()) {
             Ok(segment) => {
+                self.trim_or_warn();
                 self.segment = segment;
                 Ok(())
             }
@@ -486,6 +543,20 @@ impl CommitFailure {
             source: self.source,
         }
     }
+}
+
+/// Adds what is pending (up to a full batch) without waiting; returns a close request.
+fn drain(
+    rx: &Receiver<Msg>,
+    batch: &mut Vec<Pending>,
+) -> Option<oneshot::Sender<Result<(), AuditError>>> {
+    while batch.len() < MAX_BATCH {
+        let Ok(msg) = rx.try_recv() else { break };
+        if let Some(done) = take(msg, batch) {
+            return Some(done);
+        }
+    }
+    None
 }
 
 /// Adds an append to the batch, or returns a close request.
