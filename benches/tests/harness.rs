@@ -135,7 +135,10 @@ fn warden_config_is_accepted_by_wardens_loader_with_auth_cedar_and_fsync_on() {
     assert!(config.identity.required);
     assert!(config.identity.warden_issuer.enabled);
     assert!(config.audit.fsync);
-    assert!(!config.log.access, "the measured setup runs Warden's defaults: no access log");
+    assert!(
+        !config.log.access,
+        "the measured setup runs Warden's defaults: no access log"
+    );
     assert_eq!(config.policy.dir, dir.path().join("policies"));
     assert_eq!(config.listen.proxy, setup.proxy);
     assert_eq!(config.routes.len(), 1);
