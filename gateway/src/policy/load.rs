@@ -218,8 +218,12 @@ fn check_schema_matches_warden(schema: &Schema, path: &Path, errors: &mut Vec<Po
 }
 
 fn check_sample(schema: &Schema, names: &CedarNames, action: &Action) -> Result<(), String> {
-    let (principal, verb, resource, context) =
-        request::cedar_parts(names, &request::IpCache::default(), action)?;
+    let (principal, verb, resource, context) = request::cedar_parts(
+        names,
+        &request::IpCache::default(),
+        super::context_keys::ContextKeys::all(),
+        action,
+    )?;
     Request::new(principal, verb, resource, context, Some(schema)).map_err(|e| e.to_string())?;
     let principal_entity = names.principal_entity(&action.principal)?;
     let (_, resource_entity) = names.resource_entity(&action.resource)?;

@@ -6,6 +6,7 @@
 
 mod annotations;
 pub mod config;
+mod context_keys;
 mod error;
 mod load;
 mod request;
@@ -25,6 +26,7 @@ pub use testing::{CaseOutcome, Expect, PolicyTestError, TestFileError, TestRepor
 
 use crate::action::{Action, Verb};
 use crate::decision::Decision;
+use context_keys::ContextKeys;
 use request::{CedarNames, EntityCache, IpCache, WARDEN_VERBS};
 
 /// A policy that could not be evaluated for a request (it then does not apply).
@@ -58,6 +60,8 @@ pub struct PolicyEngine {
     action_entities: Entities,
     entities: EntityCache,
     ips: IpCache,
+    /// The context attributes the policies read; only these are built per request.
+    context_keys: ContextKeys,
     /// Per action, the policies whose action scope can match it (evaluation cost grows with
     /// the number of policies evaluated; most policies name their actions).
     slices: Vec<(Verb, PolicySet)>,
@@ -147,7 +151,9 @@ impl PolicyEngine {
             }
             slices.push((verb, slice));
         }
+        let context_keys = ContextKeys::read_by(&loaded.set);
         Ok(PolicyEngine {
+            context_keys,
             schema: loaded.schema,
             set: loaded.set,
             meta: loaded.meta.into_iter().map(|m| (m.id.clone(), m)).collect(),
@@ -313,7 +319,8 @@ impl PolicyEngine {
     fn request(&self, action: &Action) -> Result<(Request, Arc<Entities>), (Arc<str>, String)> {
         let fail = |message: String| (Arc::from("<request>"), message);
         let (principal, verb, resource, context) =
-            request::cedar_parts(&self.names, &self.ips, action).map_err(fail)?;
+            request::cedar_parts(&self.names, &self.ips, self.context_keys, action)
+                .map_err(fail)?;
         let entities = self
             .entities
             .entities(

@@ -12,6 +12,7 @@ use cedar_policy::{
 };
 use dashmap::DashMap;
 
+use super::context_keys::{ALL as ALL_KEYS, ContextKeys};
 use crate::action::{Action, ActionContext, Principal, PrincipalKind, Resource, Verb};
 
 /// Every action Warden sends to Cedar; the schema must declare each one.
@@ -201,28 +202,34 @@ impl IpCache {
     }
 }
 
-/// The Cedar context for an action (see `policies/schema.cedarschema`).
-pub(crate) fn context(ctx: &ActionContext, ips: &IpCache) -> Result<Context, String> {
+/// The Cedar context for an action (see `policies/schema.cedarschema`), with the attributes in
+/// `keys` (those the loaded policies read).
+pub(crate) fn context(
+    ctx: &ActionContext,
+    ips: &IpCache,
+    keys: ContextKeys,
+) -> Result<Context, String> {
     let t = TimeFacts::of(ctx.time);
-    let mut pairs = Vec::with_capacity(11);
-    pairs.push(("route".to_owned(), string(&ctx.route)));
-    pairs.push((
-        "stream".to_owned(),
-        RestrictedExpression::new_bool(ctx.stream),
-    ));
+    let mut pairs = Vec::with_capacity(ALL_KEYS.len());
+    let mut add = |name: &'static str, value: &dyn Fn() -> RestrictedExpression| {
+        if keys.contains(name) {
+            pairs.push((name.to_owned(), value()));
+        }
+    };
+    add("route", &|| string(&ctx.route));
+    add("stream", &|| RestrictedExpression::new_bool(ctx.stream));
     if let Some(max) = ctx.max_tokens {
-        pairs.push(("max_tokens".to_owned(), long(max)));
+        add("max_tokens", &|| long(max));
     }
-    pairs.push((
-        "tools".to_owned(),
-        RestrictedExpression::new_set(ctx.tools.iter().map(|t| string(t))),
-    ));
-    pairs.push(("input_tokens".to_owned(), long(ctx.input_tokens)));
-    pairs.push(("time".to_owned(), long(t.unix)));
-    pairs.push(("hour".to_owned(), long(t.hour)));
-    pairs.push(("weekday".to_owned(), long(t.weekday)));
-    pairs.push(("source_ip".to_owned(), ips.expr(ctx.source_ip)));
-    pairs.push(("tls".to_owned(), RestrictedExpression::new_bool(ctx.tls)));
+    add("tools", &|| {
+        RestrictedExpression::new_set(ctx.tools.iter().map(|t| string(t)))
+    });
+    add("input_tokens", &|| long(ctx.input_tokens));
+    add("time", &|| long(t.unix));
+    add("hour", &|| long(t.hour));
+    add("weekday", &|| long(t.weekday));
+    add("source_ip", &|| ips.expr(ctx.source_ip));
+    add("tls", &|| RestrictedExpression::new_bool(ctx.tls));
     Context::from_pairs(pairs).map_err(|e| e.to_string())
 }
 
@@ -315,13 +322,14 @@ impl EntityCache {
 pub(crate) fn cedar_parts(
     names: &CedarNames,
     ips: &IpCache,
+    keys: ContextKeys,
     action: &Action,
 ) -> Result<(EntityUid, EntityUid, EntityUid, Context), String> {
     Ok((
         names.principal_uid(&action.principal),
         names.action(action.verb).clone(),
         names.resource_uid(&action.resource),
-        context(&action.context, ips)?,
+        context(&action.context, ips, keys)?,
     ))
 }
 
