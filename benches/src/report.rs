@@ -61,6 +61,8 @@ pub struct Params {
     pub warden_audit_fsync: bool,
     /// Warden's `log.access` (false in the measured setup, as Warden's default).
     pub warden_access_log: bool,
+    /// Warden's `runtime.worker_threads` (1 in the measured setup, as nginx's one worker).
+    pub warden_workers: usize,
 }
 
 /// One target's figures.
@@ -195,7 +197,7 @@ impl Report {
         let p = &self.params;
         let _ = writeln!(
             out,
-            "{} connections, {} B POSTs, {:.0}s warm-up + {:.0}s measured, {} round(s), {} cores ({}), load average {:.2} at start",
+            "{} connections, {} B POSTs, {:.0}s warm-up + {:.0}s measured, {} round(s), {} cores ({}), load average {:.2} at start; nginx 1 worker, Warden {}",
             p.connections,
             p.body_bytes,
             p.warmup_s,
@@ -204,6 +206,11 @@ impl Report {
             self.machine.cores,
             self.machine.cpu_model,
             self.machine.load_average,
+            match p.warden_workers {
+                0 => "a worker thread per core".to_owned(),
+                1 => "1 worker thread".to_owned(),
+                n => format!("{n} worker threads"),
+            },
         );
         if !p.warden_audit_fsync || p.warden_access_log {
             let _ = writeln!(

@@ -22,6 +22,8 @@ pub struct WardenSetup {
     pub upstream: SocketAddr,
     /// Diagnostics only: switch off what the measured setup keeps on, to split its cost.
     pub variant: Variant,
+    /// `runtime.worker_threads` (0: one per core).
+    pub workers: usize,
 }
 
 /// How a diagnostic run departs from the measured setup, which is Warden's defaults: durable
@@ -66,6 +68,8 @@ audit:
   fsync: {fsync}
 log:
   access: {access}
+runtime:
+  worker_threads: {workers}
 routes:
   - name: openai
     prefix: /openai
@@ -78,6 +82,7 @@ routes:
             upstream = self.upstream,
             fsync = self.variant.audit_fsync,
             access = self.variant.access_log,
+            workers = self.workers,
         )
     }
 

@@ -129,10 +129,12 @@ fn warden_config_is_accepted_by_wardens_loader_with_auth_cedar_and_fsync_on() {
         admin: "127.0.0.1:18091".parse().unwrap(),
         upstream: "127.0.0.1:18092".parse().unwrap(),
         variant: warden::Variant::default(),
+        workers: 1,
     };
     let config = ::warden::config::load::parse(&setup.config(), None)
         .unwrap_or_else(|e| panic!("Warden refuses the generated config: {e}"));
     assert!(config.identity.required);
+    assert_eq!(config.runtime.worker_threads, 1);
     assert!(config.identity.warden_issuer.enabled);
     assert!(config.audit.fsync);
     assert!(
@@ -197,6 +199,7 @@ fn report_compares_warden_with_nginx_and_direct() {
             rounds: 1,
             warden_audit_fsync: true,
             warden_access_log: false,
+            warden_workers: 1,
         },
         targets: vec![
             target("direct", 50_000.0, 300, 700, None),

@@ -183,6 +183,10 @@ fn keep_restart_only_settings(running: &Config, new: &mut Config) {
         changed.push("upstream");
         new.upstream = running.upstream.clone();
     }
+    if new.runtime != running.runtime {
+        changed.push("runtime");
+        new.runtime = running.runtime.clone();
+    }
     if new.log.level != running.log.level || new.log.format != running.log.format {
         changed.push("log.level/log.format");
     }

@@ -55,6 +55,10 @@ struct Args {
     /// measured setup leaves at its default, off.
     #[arg(long)]
     access_log: bool,
+    /// Warden's `runtime.worker_threads`: 1 by default, as the nginx baseline runs one worker
+    /// process; 0 lets Warden take one thread per core.
+    #[arg(long, default_value_t = 1)]
+    warden_workers: usize,
     /// Threads of the load generator's runtime.
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
@@ -177,6 +181,7 @@ async fn measure(args: &Args) -> Result<Report> {
             rounds: args.rounds,
             warden_audit_fsync: !args.no_fsync,
             warden_access_log: args.access_log,
+            warden_workers: args.warden_workers,
         },
         targets: Vec::new(),
         skipped: Vec::new(),
@@ -308,6 +313,7 @@ fn prepare_warden(
             audit_fsync: !args.no_fsync,
             access_log: args.access_log,
         },
+        workers: args.warden_workers,
     };
     setup.prepare(&args.policies)?;
     let token = setup.issue_token()?;

@@ -18,6 +18,7 @@ const SECTIONS: &[&str] = &[
     "upstream",
     "limits",
     "log",
+    "runtime",
     "connectors_dir",
     "routes",
 ];
@@ -75,6 +76,7 @@ pub fn parse(text: &str, file: Option<&Path>) -> Result<Config, ConfigErrors> {
             "upstream" => section(&key, value, &mut config.upstream, &error, &mut errors),
             "limits" => section(&key, value, &mut config.limits, &error, &mut errors),
             "log" => section(&key, value, &mut config.log, &error, &mut errors),
+            "runtime" => section(&key, value, &mut config.runtime, &error, &mut errors),
             "connectors_dir" => {
                 section(&key, value, &mut config.connectors_dir, &error, &mut errors)
             }

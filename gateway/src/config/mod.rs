@@ -22,6 +22,7 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
+    pub runtime: RuntimeConfig,
     /// Extra connector descriptions (`*.yaml`), beside the built-in ones.
     pub connectors_dir: Option<PathBuf>,
     /// Path prefix → upstream.
@@ -101,6 +102,20 @@ pub struct LogConfig {
     pub access: bool,
 }
 
+/// `runtime:` the async runtime that serves both listeners.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Threads serving connections; 0 (the default) means one per CPU core. Like nginx's
+    /// `worker_processes` or Envoy's `--concurrency`: pin it when Warden shares the machine.
+    pub worker_threads: usize,
+}
+
+impl RuntimeConfig {
+    /// Most worker threads accepted.
+    pub const MAX_WORKER_THREADS: usize = 1024;
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -157,6 +172,7 @@ impl Default for Config {
             upstream: UpstreamConfig::default(),
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
+            runtime: RuntimeConfig::default(),
             connectors_dir: None,
             routes: default_routes(),
         }

@@ -38,6 +38,17 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
         );
     }
 
+    let threads = config.runtime.worker_threads;
+    if threads > super::RuntimeConfig::MAX_WORKER_THREADS {
+        err(
+            "runtime.worker_threads",
+            format!(
+                "{threads} worker threads is more than the {} allowed; use 0 for one per CPU core",
+                super::RuntimeConfig::MAX_WORKER_THREADS
+            ),
+        );
+    }
+
     let id = &config.identity;
     if id.required && !id.warden_issuer.enabled && id.issuers.is_empty() {
         err(
@@ -232,6 +243,23 @@ colour: blue
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn worker_threads_default_to_the_cores_and_are_bounded() {
+        assert_eq!(parse("", None).unwrap().runtime.worker_threads, 0);
+        let one = parse("runtime:\n  worker_threads: 1\n", None).unwrap();
+        assert_eq!(one.runtime.worker_threads, 1);
+        let text = errors_of("log:\n  level: info\nruntime:\n  worker_threads: 5000\n");
+        assert!(
+            text.contains("warden.yaml:4: runtime.worker_threads: 5000 worker threads"),
+            "{text}"
+        );
+        let text = errors_of("runtime:\n  workers: 2\n");
+        assert!(
+            text.contains("warden.yaml:2: runtime.workers: unknown field"),
+            "{text}"
+        );
     }
 
     #[test]
