@@ -1,5 +1,14 @@
 //! The load generator: N persistent HTTP/1.1 connections, each sending the same chat-completion
-//! POST back to back; a warm-up, then a measured window whose latencies go into a histogram.
+//! POST; a warm-up, then a measured window whose latencies go into a histogram.
+//!
+//! Two shapes of load:
+//! - **closed loop** (no rate): each connection sends its next request as soon as the last
+//!   answer is in. This finds the most a target can serve; its latencies are mostly queueing.
+//! - **open loop** (a rate): requests leave on a fixed schedule, the rate spread evenly over
+//!   the connections. A request that has to wait because the previous answer on its
+//!   connection came late is timed from when it was due, not from when it could leave, so a
+//!   slow target is not flattered (coordinated omission). This is how the latency a hop adds
+//!   is measured: every target at the same rate.
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
@@ -35,6 +44,8 @@ pub struct LoadSpec {
     pub duration: Duration,
     /// Stop after this many requests in total (warm-up included), even if time remains.
     pub max_requests: u64,
+    /// Open loop at this many requests per second in total; `None`: closed loop.
+    pub rate: Option<f64>,
 }
 
 /// What one run measured (the warm-up excluded).
@@ -122,11 +133,14 @@ pub async fn run(spec: &LoadSpec) -> Result<LoadResult, HarnessError> {
     let measure_until = measure_from + spec.duration;
     let budget = Arc::new(AtomicU64::new(spec.max_requests));
     let mut tasks = Vec::with_capacity(spec.connections);
-    for _ in 0..spec.connections {
+    for index in 0..spec.connections {
         let spec = spec.clone();
         let budget = budget.clone();
+        let schedule = spec
+            .rate
+            .map(|rate| Schedule::new(&spec, rate, index, started));
         tasks.push(tokio::spawn(async move {
-            drive_connection(&spec, measure_from, measure_until, &budget).await
+            drive_connection(&spec, measure_from, measure_until, &budget, schedule).await
         }));
     }
     let mut histogram = new_histogram();
@@ -163,6 +177,42 @@ pub async fn run(spec: &LoadSpec) -> Result<LoadResult, HarnessError> {
     })
 }
 
+/// When one connection's requests are due in an open-loop run.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    next: Instant,
+    interval: Duration,
+}
+
+impl Schedule {
+    /// Connection `index` of `spec.connections` sharing `rate` requests per second: one
+    /// request every `connections / rate` seconds, the connections' turns spread evenly.
+    fn new(spec: &LoadSpec, rate: f64, index: usize, started: Instant) -> Schedule {
+        let connections = spec.connections.max(1) as f64;
+        let interval = Duration::from_secs_f64(connections / rate.max(f64::MIN_POSITIVE));
+        Schedule {
+            next: started + interval.mul_f64(index as f64 / connections),
+            interval,
+        }
+    }
+
+    /// Waits for the next request's turn; returns the instant its latency counts from.
+    ///
+    /// Behind schedule (the previous answer came after this request was due), the request
+    /// leaves at once and counts from when it was due. Otherwise it sleeps until due and
+    /// counts from when it actually leaves, so the timer's own lateness is not charged to
+    /// the target.
+    async fn turn(&mut self) -> Instant {
+        let due = self.next;
+        self.next += self.interval;
+        if Instant::now() >= due {
+            return due;
+        }
+        tokio::time::sleep_until(due.into()).await;
+        Instant::now()
+    }
+}
+
 /// One connection's share of a run.
 struct ConnectionOutcome {
     requests: u64,
@@ -177,6 +227,7 @@ async fn drive_connection(
     measure_from: Instant,
     measure_until: Instant,
     budget: &AtomicU64,
+    mut schedule: Option<Schedule>,
 ) -> ConnectionOutcome {
     let mut out = ConnectionOutcome {
         requests: 0,
@@ -204,7 +255,10 @@ async fn drive_connection(
                 }
             },
         };
-        let start = Instant::now();
+        let start = match schedule.as_mut() {
+            Some(schedule) => schedule.turn().await,
+            None => Instant::now(),
+        };
         let result = exchange(current, build_request(spec)).await;
         let end = Instant::now();
         match result {

@@ -7,7 +7,7 @@ use crate::loadgen::LoadResult;
 
 /// Warden must serve at least this share of nginx's requests per second.
 pub const RPS_RATIO_TARGET: f64 = 0.6;
-/// Warden's p99 latency may be at most this multiple of nginx's.
+/// Warden's p99 latency may be at most this multiple of nginx's (at the same request rate).
 pub const P99_RATIO_TARGET: f64 = 1.3;
 /// Warden's peak resident memory must stay below this, MiB.
 pub const PEAK_MIB_TARGET: f64 = 40.0;
@@ -63,6 +63,9 @@ pub struct Params {
     pub warden_access_log: bool,
     /// Warden's `runtime.worker_threads` (1 in the measured setup, as nginx's one worker).
     pub warden_workers: usize,
+    /// Requests per second offered to every target in the fixed-rate latency phase; `None`
+    /// when it did not run.
+    pub latency_rate: Option<f64>,
 }
 
 /// One target's figures.
@@ -92,6 +95,50 @@ pub struct TargetReport {
     pub upstream_cpu_us_per_req: f64,
     /// Requests per second of every round, in order (the figures above are the median's).
     pub rps_rounds: Vec<f64>,
+    /// Latency at the fixed rate every target was offered (open loop), when measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at_rate: Option<RateLatency>,
+}
+
+/// Latency at a fixed request rate: requests leave on schedule whatever the target does, and
+/// a late one counts from when it was due.
+#[derive(Debug, Clone, Serialize)]
+pub struct RateLatency {
+    /// Offered requests per second.
+    pub rate: f64,
+    /// Requests per second that completed (below `rate` when the target could not keep up).
+    pub achieved_rps: f64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+    /// p50 minus the direct run's p50 at the same rate (µs).
+    pub added_p50_us: Option<i64>,
+    /// p99 minus the direct run's p99 at the same rate (µs).
+    pub added_p99_us: Option<i64>,
+    /// CPU time the proxy's processes spent per request at this rate, µs.
+    pub proxy_cpu_us_per_req: Option<f64>,
+    pub errors: u64,
+}
+
+impl RateLatency {
+    /// The latency figures of an open-loop run at `rate`.
+    pub fn from_run(rate: f64, run: &TargetReport) -> RateLatency {
+        RateLatency {
+            rate,
+            achieved_rps: run.rps,
+            p50_us: run.p50_us,
+            p90_us: run.p90_us,
+            p99_us: run.p99_us,
+            p999_us: run.p999_us,
+            max_us: run.max_us,
+            added_p50_us: None,
+            added_p99_us: None,
+            proxy_cpu_us_per_req: run.proxy_cpu_us_per_req,
+            errors: run.errors,
+        }
+    }
 }
 
 /// A target that was not measured.
@@ -104,10 +151,16 @@ pub struct Skipped {
 /// Warden against nginx, and whether the targets are met.
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
-    /// warden rps / nginx rps (target ≥ 0.6).
+    /// warden rps / nginx rps, both saturated (target ≥ 0.6).
     pub rps_ratio: f64,
-    /// warden p99 / nginx p99 (target ≤ 1.3).
+    /// warden p99 / nginx p99 at the same offered rate (target ≤ 1.3); at saturation when
+    /// the fixed-rate phase did not run.
     pub p99_ratio: f64,
+    /// Whether `p99_ratio` compares the fixed-rate runs (true) or the saturated ones.
+    pub p99_at_same_rate: bool,
+    /// warden p99 / nginx p99 at saturation, where each runs at its own (different) rate
+    /// and latency is mostly queueing: for information.
+    pub p99_ratio_saturated: f64,
     /// Warden's peak resident memory, MiB (target < 40).
     pub warden_peak_mib: Option<f64>,
     pub rps_target_met: bool,
@@ -143,6 +196,7 @@ impl TargetReport {
             proxy_cpu_us_per_req: proxy_cpu_s.map(per_req),
             upstream_cpu_us_per_req: per_req(upstream_cpu_s),
             rps_rounds: vec![result.rps()],
+            at_rate: None,
         }
     }
 
@@ -169,14 +223,32 @@ impl Report {
                 t.added_p99_us = Some(t.p99_us as i64 - p99 as i64);
             }
         }
+        let direct_at_rate = self
+            .target("direct")
+            .and_then(|d| d.at_rate.as_ref())
+            .map(|d| (d.p50_us, d.p99_us));
+        if let Some((p50, p99)) = direct_at_rate {
+            for t in self.targets.iter_mut().filter(|t| t.name != "direct") {
+                if let Some(r) = t.at_rate.as_mut() {
+                    r.added_p50_us = Some(r.p50_us as i64 - p50 as i64);
+                    r.added_p99_us = Some(r.p99_us as i64 - p99 as i64);
+                }
+            }
+        }
         self.comparison = match (self.target("warden"), self.target("nginx")) {
             (Some(w), Some(n)) => {
                 let rps_ratio = w.rps / n.rps.max(f64::MIN_POSITIVE);
-                let p99_ratio = w.p99_us as f64 / n.p99_us.max(1) as f64;
+                let p99_ratio_saturated = w.p99_us as f64 / n.p99_us.max(1) as f64;
+                let (p99_ratio, p99_at_same_rate) = match (&w.at_rate, &n.at_rate) {
+                    (Some(w), Some(n)) => (w.p99_us as f64 / n.p99_us.max(1) as f64, true),
+                    _ => (p99_ratio_saturated, false),
+                };
                 let warden_peak_mib = w.peak_rss_kib.map(|k| k as f64 / 1024.0);
                 Some(Comparison {
                     rps_ratio,
                     p99_ratio,
+                    p99_at_same_rate,
+                    p99_ratio_saturated,
                     warden_peak_mib,
                     rps_target_met: rps_ratio >= RPS_RATIO_TARGET,
                     p99_target_met: p99_ratio <= P99_RATIO_TARGET,
@@ -259,6 +331,49 @@ impl Report {
                 t.errors,
             );
         }
+        if let Some(rate) = self
+            .targets
+            .iter()
+            .find_map(|t| t.at_rate.as_ref().map(|r| r.rate))
+        {
+            let _ = writeln!(
+                out,
+                "latency at {rate:.0} req/s offered to every target (open loop; a late request counts from when it was due):"
+            );
+            let _ = writeln!(
+                out,
+                "{:<8} {:>10} {:>8} {:>8} {:>8} {:>10} {:>10} {:>9} {:>9} {:>7}",
+                "target",
+                "req/s",
+                "p50 µs",
+                "p99 µs",
+                "p99.9µs",
+                "+p50 µs",
+                "+p99 µs",
+                "",
+                "CPU µs/r",
+                "errors"
+            );
+            for t in &self.targets {
+                let Some(r) = &t.at_rate else { continue };
+                let opt_i = |v: Option<i64>| v.map_or("-".to_owned(), |v| format!("{v:+}"));
+                let _ = writeln!(
+                    out,
+                    "{:<8} {:>10.0} {:>8} {:>8} {:>8} {:>10} {:>10} {:>9} {:>9} {:>7}",
+                    t.name,
+                    r.achieved_rps,
+                    r.p50_us,
+                    r.p99_us,
+                    r.p999_us,
+                    opt_i(r.added_p50_us),
+                    opt_i(r.added_p99_us),
+                    "",
+                    r.proxy_cpu_us_per_req
+                        .map_or("-".to_owned(), |c| format!("{c:.1}")),
+                    r.errors,
+                );
+            }
+        }
         for s in &self.skipped {
             let _ = writeln!(out, "{:<8} skipped: {}", s.name, s.reason);
         }
@@ -266,14 +381,20 @@ impl Report {
             let mark = |ok: bool| if ok { "met" } else { "MISSED" };
             let _ = writeln!(
                 out,
-                "warden/nginx: rps {:.2}x (target >= {RPS_RATIO_TARGET}: {}), p99 {:.2}x (target <= {P99_RATIO_TARGET}: {}), peak {} (target < {PEAK_MIB_TARGET} MiB: {})",
+                "warden/nginx: rps {:.2}x (target >= {RPS_RATIO_TARGET}: {}), p99 {:.2}x {} (target <= {P99_RATIO_TARGET}: {}), peak {} (target < {PEAK_MIB_TARGET} MiB: {}); p99 at saturation {:.2}x",
                 c.rps_ratio,
                 mark(c.rps_target_met),
                 c.p99_ratio,
+                if c.p99_at_same_rate {
+                    "at the same rate"
+                } else {
+                    "at saturation"
+                },
                 mark(c.p99_target_met),
                 c.warden_peak_mib
                     .map_or("-".to_owned(), |m| format!("{m:.1} MiB")),
                 c.memory_target_met.map_or("unknown", mark),
+                c.p99_ratio_saturated,
             );
         }
         out

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use warden_bench::loadgen::{self, LoadSpec};
-use warden_bench::report::{Machine, Params, Report, TargetReport, Versions};
+use warden_bench::report::{Machine, Params, RateLatency, Report, TargetReport, Versions};
 use warden_bench::{HarnessError, nginx, process, upstream, warden};
 
 async fn start_upstream() -> SocketAddr {
@@ -32,6 +32,7 @@ fn spec(addr: SocketAddr, path: &'static str) -> LoadSpec {
         warmup: Duration::from_millis(50),
         duration: Duration::from_millis(300),
         max_requests: 1_000_000,
+        rate: None,
     }
 }
 
@@ -65,6 +66,7 @@ async fn load_stops_at_the_request_budget() {
         warmup: Duration::ZERO,
         duration: Duration::from_secs(10),
         max_requests: 200,
+        rate: None,
         ..spec(addr, "/v1/chat/completions")
     };
     let started = std::time::Instant::now();
@@ -175,6 +177,7 @@ fn report_compares_warden_with_nginx_and_direct() {
         proxy_cpu_us_per_req: None,
         upstream_cpu_us_per_req: 1.0,
         rps_rounds: vec![rps],
+        at_rate: None,
     };
     let mut report = Report {
         date: "2026-11-22T00:00:00Z".into(),
@@ -200,6 +203,7 @@ fn report_compares_warden_with_nginx_and_direct() {
             warden_audit_fsync: true,
             warden_access_log: false,
             warden_workers: 1,
+            latency_rate: None,
         },
         targets: vec![
             target("direct", 50_000.0, 300, 700, None),
@@ -219,9 +223,97 @@ fn report_compares_warden_with_nginx_and_direct() {
     assert!(!c.rps_target_met);
     assert!(!c.p99_target_met);
     assert_eq!(c.memory_target_met, Some(false));
+    assert!(!c.p99_at_same_rate);
     let table = report.table();
     assert!(table.contains("MISSED"), "{table}");
     assert!(table.contains("+1200"), "{table}");
+
+    // With the fixed-rate phase, p99 is compared at the same rate; saturation stays as info.
+    let at = |name: &str, p50: u64, p99: u64| {
+        let t = target(name, 5_000.0, p50, p99, None);
+        RateLatency::from_run(5_000.0, &t)
+    };
+    report.targets[0].at_rate = Some(at("direct", 100, 200));
+    report.targets[1].at_rate = Some(at("nginx", 150, 400));
+    report.targets[2].at_rate = Some(at("warden", 250, 500));
+    report.compare();
+    let warden = report.targets[2].at_rate.as_ref().unwrap();
+    assert_eq!(warden.added_p50_us, Some(150));
+    assert_eq!(warden.added_p99_us, Some(300));
+    let c = report.comparison.as_ref().unwrap();
+    assert!(c.p99_at_same_rate);
+    assert!((c.p99_ratio - 1.25).abs() < 1e-9);
+    assert!((c.p99_ratio_saturated - 1.4).abs() < 1e-9);
+    assert!(c.p99_target_met);
+    let table = report.table();
+    assert!(table.contains("latency at 5000 req/s offered"), "{table}");
+    assert!(
+        table.contains("at the same rate (target <= 1.3: met)"),
+        "{table}"
+    );
+}
+
+#[tokio::test]
+async fn open_loop_keeps_to_the_offered_rate() {
+    let addr = start_upstream().await;
+    let spec = LoadSpec {
+        warmup: Duration::from_millis(100),
+        duration: Duration::from_millis(1000),
+        rate: Some(400.0),
+        ..spec(addr, "/v1/chat/completions")
+    };
+    let result = loadgen::run(&spec).await.unwrap();
+    assert_eq!(result.errors, 0, "first error: {:?}", result.first_error);
+    // 400 req/s for 1 s; a closed loop on loopback would send thousands.
+    assert!(
+        (330..=430).contains(&result.requests),
+        "{} requests at 400 req/s for 1 s",
+        result.requests
+    );
+    assert!(result.latency_us(0.5) < 50_000);
+}
+
+#[tokio::test]
+async fn open_loop_charges_a_late_request_from_when_it_was_due() {
+    // A target that answers each request after 50 ms, offered 100 req/s over 2 connections:
+    // each connection can do 20 req/s of its 50 due, so requests fall ever further behind
+    // schedule, and their latency must grow with it rather than stay at 50 ms.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req| async {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let spec = LoadSpec {
+        connections: 2,
+        warmup: Duration::ZERO,
+        duration: Duration::from_millis(1000),
+        rate: Some(100.0),
+        ..spec(addr, "/v1/chat/completions")
+    };
+    let result = loadgen::run(&spec).await.unwrap();
+    assert!(result.requests > 10, "{} requests", result.requests);
+    assert!(
+        result.latency_us(0.99) > 200_000,
+        "p99 {} µs: late requests must count from when they were due",
+        result.latency_us(0.99)
+    );
 }
 
 #[test]
@@ -253,6 +345,7 @@ fn median_round_is_reported_with_every_rounds_rate() {
         proxy_cpu_us_per_req: None,
         upstream_cpu_us_per_req: 0.0,
         rps_rounds: vec![rps],
+        at_rate: None,
     };
     let median =
         TargetReport::median_by_rps(vec![round(300.0), round(100.0), round(200.0)]).unwrap();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use warden_bench::loadgen::{self, LoadSpec};
 use warden_bench::process::{self, Proc};
 use warden_bench::profile::{self, ProfileFiles};
-use warden_bench::report::{self, Params, Report, Skipped, TargetReport, Versions};
+use warden_bench::report::{self, Params, RateLatency, Report, Skipped, TargetReport, Versions};
 use warden_bench::{nginx, upstream, warden};
 
 /// Measure Warden against nginx and against no proxy at all, with the same load.
@@ -55,6 +55,11 @@ struct Args {
     /// measured setup leaves at its default, off.
     #[arg(long)]
     access_log: bool,
+    /// Requests per second offered to every target in the latency phase (open loop, after
+    /// the saturation rounds); `auto`: half the slowest proxy's saturated rate, so every
+    /// target is measured at the same load, well within what each can serve; `0`: skip it.
+    #[arg(long, default_value = "auto", value_parser = parse_rate)]
+    latency_rate: Rate,
     /// Warden's `runtime.worker_threads`: 1 by default, as the nginx baseline runs one worker
     /// process; 0 lets Warden take one thread per core.
     #[arg(long, default_value_t = 1)]
@@ -74,6 +79,27 @@ struct Args {
     /// Run only the bench upstream on this address (used by the harness itself).
     #[arg(long, hide = true)]
     serve_upstream: Option<SocketAddr>,
+}
+
+/// `--latency-rate`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Rate {
+    Auto,
+    Skip,
+    PerSecond(f64),
+}
+
+fn parse_rate(text: &str) -> Result<Rate, String> {
+    if text == "auto" {
+        return Ok(Rate::Auto);
+    }
+    match text.parse::<f64>() {
+        Ok(0.0) => Ok(Rate::Skip),
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(Rate::PerSecond(r)),
+        _ => Err(format!(
+            "{text:?} is not a rate: give requests per second (e.g. 10000), auto, or 0 to skip"
+        )),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -182,6 +208,7 @@ async fn measure(args: &Args) -> Result<Report> {
             warden_audit_fsync: !args.no_fsync,
             warden_access_log: args.access_log,
             warden_workers: args.warden_workers,
+            latency_rate: None,
         },
         targets: Vec::new(),
         skipped: Vec::new(),
@@ -213,6 +240,7 @@ async fn measure(args: &Args) -> Result<Report> {
         warmup: args.warmup,
         duration: args.duration,
         max_requests: args.max_requests,
+        rate: None,
     };
 
     let mut rounds: Vec<(Target, Vec<TargetReport>)> =
@@ -232,30 +260,112 @@ async fn measure(args: &Args) -> Result<Report> {
             );
             let profile = (args.perf && round == args.rounds)
                 .then(|| ProfileFiles::new(&report_dir(args), target.name()));
-            let outcome = match target {
-                Target::Direct => run_direct(&base, &mut upstream).await,
-                Target::Nginx => {
-                    run_nginx(&base, &dir, &mut upstream, &mut report.versions, profile).await
-                }
-                Target::Warden => match &warden {
-                    Some((setup, _)) => run_warden(&base, setup, &mut upstream, profile).await,
-                    None => continue,
-                },
-            };
+            let setup = warden.as_ref().map(|(setup, _)| setup);
+            let outcome = run_target(
+                target,
+                &base,
+                &dir,
+                &mut upstream,
+                &mut report.versions,
+                setup,
+                profile,
+            )
+            .await;
             match outcome {
                 Ok(t) => results.push(t),
                 Err(e) => skip(&mut report, target, &e),
             }
         }
     }
-    for (_, results) in rounds {
-        report.targets.extend(TargetReport::median_by_rps(results));
+    let mut measured = Vec::new();
+    for (target, results) in rounds {
+        if let Some(median) = TargetReport::median_by_rps(results) {
+            measured.push(target);
+            report.targets.push(median);
+        }
+    }
+    if let Some(rate) = latency_rate(args.latency_rate, &report.targets) {
+        report.params.latency_rate = Some(rate);
+        let fixed = LoadSpec {
+            rate: Some(rate),
+            ..base.clone()
+        };
+        for target in measured {
+            let dir = tmp.path().join(format!("{}-rate", target.name()));
+            std::fs::create_dir_all(&dir)?;
+            eprintln!(
+                "latency at {rate:.0} req/s: measuring {} ...",
+                target.name()
+            );
+            let setup = warden.as_ref().map(|(setup, _)| setup);
+            let outcome = run_target(
+                target,
+                &fixed,
+                &dir,
+                &mut upstream,
+                &mut report.versions,
+                setup,
+                None,
+            )
+            .await;
+            match outcome {
+                Ok(run) => {
+                    if let Some(t) = report.targets.iter_mut().find(|t| t.name == target.name()) {
+                        t.at_rate = Some(RateLatency::from_run(rate, &run));
+                    }
+                }
+                Err(e) => eprintln!(
+                    "{}: latency at {rate:.0} req/s not measured: {e:#}",
+                    target.name()
+                ),
+            }
+        }
     }
     if report.targets.is_empty() {
         bail!("no target could be measured; see the messages above");
     }
     report.compare();
     Ok(report)
+}
+
+/// The latency phase's rate: as asked, or half the slowest proxy's saturated rate (the
+/// slowest target's, when no proxy was measured).
+fn latency_rate(asked: Rate, measured: &[TargetReport]) -> Option<f64> {
+    match asked {
+        Rate::Skip => None,
+        Rate::PerSecond(rate) => Some(rate),
+        Rate::Auto => {
+            let proxies = measured.iter().filter(|t| t.name != "direct");
+            let slowest = proxies
+                .map(|t| t.rps)
+                .reduce(f64::min)
+                .or_else(|| measured.iter().map(|t| t.rps).reduce(f64::min))?;
+            // Round to a figure people can repeat with --latency-rate.
+            let half = slowest / 2.0;
+            let step = if half >= 10_000.0 { 1000.0 } else { 100.0 };
+            Some(((half / step).floor() * step).max(step))
+        }
+    }
+}
+
+/// Starts `target`'s proxy (if any), measures it with `spec`, stops it.
+async fn run_target(
+    target: Target,
+    spec: &LoadSpec,
+    dir: &Path,
+    upstream: &mut Proc,
+    versions: &mut Versions,
+    warden: Option<&warden::WardenSetup>,
+    profile: Option<ProfileFiles>,
+) -> Result<TargetReport> {
+    match target {
+        Target::Direct => run_direct(spec, upstream).await,
+        Target::Nginx => run_nginx(spec, dir, upstream, versions, profile).await,
+        Target::Warden => match warden {
+            Some(setup) => run_warden(spec, setup, upstream, profile).await,
+            None => bail!("Warden was not set up"),
+        },
+    }
 }
 
 fn skip(report: &mut Report, target: Target, error: &anyhow::Error) {
