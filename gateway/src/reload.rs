@@ -12,7 +12,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::audit::event::{AuditEvent, EventKind};
 use crate::config::Config;
+use crate::config::error::{ConfigError, ConfigErrors};
 use crate::config::load::load_file;
+use crate::config::validate::validate;
 use crate::gateway::Gateway;
 use crate::runtime::{Runtime, RuntimeError};
 
@@ -35,7 +37,7 @@ pub fn spawn(
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(e) = event
             && !e.kind.is_access()
-            && in_callback.lock().is_ok_and(|r| r.matches(&e.paths))
+            && in_callback.lock().is_ok_and(|mut r| r.matches(&e.paths))
         {
             let _ = tx.try_send(());
         }
@@ -60,7 +62,7 @@ pub fn spawn(
             if let Ok(policy_dir) = apply(&gw, config_path.as_deref()).await
                 && policy_dir != watched
             {
-                let _ = watcher.unwatch(&watched);
+                let _ = watcher.unwatch(&absolute(&watched));
                 watched = watch_paths(&mut watcher, config_path.as_deref(), &policy_dir);
                 if let Ok(mut r) = relevant.lock() {
                     *r = Relevant::new(config_path.as_deref(), &policy_dir);
@@ -72,53 +74,102 @@ pub fn spawn(
     Ok(())
 }
 
-/// Which changed paths call for a reload: the config file itself (editors may replace it by
-/// rename, so its directory is watched) and anything under the policy directory.
+/// Which changed paths call for a reload: the config file (editors replace it by rename, and
+/// a Kubernetes ConfigMap swaps a symlink beside it, so any change in its directory that
+/// changes what the file resolves to counts) and anything under the policy directory.
 struct Relevant {
+    /// The config file as given, made absolute (symlinks kept: events name this path).
     config_file: Option<PathBuf>,
-    policy_dir: PathBuf,
+    /// What the config file was, last time it was looked at.
+    config_stamp: Option<Stamp>,
+    /// The policy directory as given (absolute) and with symlinks resolved.
+    policy_dirs: [PathBuf; 2],
 }
 
-impl Relevant {
-    fn new(config_path: Option<&Path>, policy_dir: &Path) -> Self {
-        Relevant {
-            config_file: config_path.map(absolute),
-            policy_dir: absolute(policy_dir),
-        }
-    }
+/// What a path resolves to, and that file's identity and version.
+#[derive(Debug, PartialEq, Eq)]
+struct Stamp {
+    target: PathBuf,
+    inode: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
 
-    fn matches(&self, paths: &[PathBuf]) -> bool {
-        paths.iter().any(|p| {
-            self.config_file.as_deref() == Some(p.as_path()) || p.starts_with(&self.policy_dir)
+impl Stamp {
+    fn of(path: &Path) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let target = std::fs::canonicalize(path).ok()?;
+        let meta = std::fs::metadata(&target).ok()?;
+        Some(Stamp {
+            target,
+            inode: meta.ino(),
+            len: meta.len(),
+            modified: meta.modified().ok(),
         })
     }
 }
 
-/// `path` made absolute and free of symlinks where possible.
-fn absolute(path: &Path) -> PathBuf {
-    std::fs::canonicalize(path)
-        .or_else(|_| std::path::absolute(path))
-        .unwrap_or_else(|_| path.to_path_buf())
+impl Relevant {
+    fn new(config_path: Option<&Path>, policy_dir: &Path) -> Self {
+        let config_file = config_path.map(absolute);
+        Relevant {
+            config_stamp: config_file.as_deref().and_then(Stamp::of),
+            config_file,
+            policy_dirs: [absolute(policy_dir), resolved(policy_dir)],
+        }
+    }
+
+    fn matches(&mut self, paths: &[PathBuf]) -> bool {
+        let mut relevant = false;
+        for p in paths {
+            if self.policy_dirs.iter().any(|d| p.starts_with(d)) {
+                relevant = true;
+            }
+            let Some(config) = &self.config_file else {
+                continue;
+            };
+            let in_config_dir = p.parent().is_some_and(|d| Some(d) == config.parent());
+            if p == config
+                || self.config_stamp.as_ref().is_some_and(|s| *p == s.target)
+                || in_config_dir
+            {
+                let stamp = Stamp::of(config);
+                if p == config || stamp != self.config_stamp {
+                    relevant = true;
+                }
+                self.config_stamp = stamp;
+            }
+        }
+        relevant
+    }
 }
 
-/// Watches the config file's directory (editors replace files by rename) and the policy dir.
+/// `path` made absolute, symlinks kept.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// `path` made absolute and free of symlinks where possible.
+fn resolved(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| absolute(path))
+}
+
+/// Watches the config file's directory (editors replace files by rename; ConfigMaps swap a
+/// symlink there) and the policy directory, both by their absolute paths so that events name
+/// the paths [`Relevant`] compares.
 fn watch_paths(
     watcher: &mut notify::RecommendedWatcher,
     config_path: Option<&Path>,
     policy_dir: &Path,
 ) -> PathBuf {
-    if let Some(dir) = config_path.and_then(Path::parent).map(|d| {
-        if d.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            d
-        }
-    }) && let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive)
+    if let Some(dir) = config_path.map(absolute).as_deref().and_then(Path::parent)
+        && let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive)
     {
         tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the configuration directory; reload with SIGHUP");
     }
-    if let Err(e) = watcher.watch(policy_dir, RecursiveMode::Recursive) {
-        tracing::warn!(dir = %policy_dir.display(), error = %e, "cannot watch the policy directory; reload with SIGHUP");
+    let dir = absolute(policy_dir);
+    if let Err(e) = watcher.watch(&dir, RecursiveMode::Recursive) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the policy directory; reload with SIGHUP");
     }
     policy_dir.to_path_buf()
 }
@@ -132,6 +183,7 @@ pub async fn apply(gw: &Gateway, config_path: Option<&Path>) -> Result<PathBuf, 
             None => Config::default(),
         };
         keep_restart_only_settings(&current.config, &mut config);
+        check_as_it_will_run(&config, config_path)?;
         Runtime::build(config, Some(&current)).await
     }
     .await;
@@ -158,6 +210,27 @@ pub async fn apply(gw: &Gateway, config_path: Option<&Path>) -> Result<PathBuf, 
             Err(e)
         }
     }
+}
+
+/// Validates the configuration that will actually run: the new file with the running
+/// restart-only settings put back. A change valid on its own can be unsafe with the running
+/// listeners (authentication turned off while the proxy listens on a public address).
+fn check_as_it_will_run(config: &Config, file: Option<&Path>) -> Result<(), ConfigErrors> {
+    let errors = validate(config);
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(ConfigErrors(
+        errors
+            .into_iter()
+            .map(|(key, message)| ConfigError {
+                file: file.map(Path::to_path_buf),
+                line: None,
+                key,
+                message: format!("{message} (the running listeners stay until a restart)"),
+            })
+            .collect(),
+    ))
 }
 
 /// Settings bound at start (listeners, data and audit locations, upstream client) need a
@@ -192,5 +265,84 @@ fn keep_restart_only_settings(running: &Config, new: &mut Config) {
     }
     if !changed.is_empty() {
         tracing::warn!(sections = ?changed, "these settings changed but take effect only after a restart");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn public_with_auth() -> Config {
+        let mut c = Config::default();
+        c.listen.proxy = "0.0.0.0:8080".parse().unwrap();
+        c.identity.required = true;
+        c
+    }
+
+    #[test]
+    fn reload_cannot_turn_authentication_off_on_a_public_listener() {
+        let running = public_with_auth();
+        // On its own the new file is fine: loopback, no authentication.
+        let mut new = Config::default();
+        new.identity.required = false;
+        assert!(validate(&new).is_empty());
+
+        keep_restart_only_settings(&running, &mut new);
+        assert_eq!(new.listen.proxy, running.listen.proxy, "listeners stay");
+        let errors = check_as_it_will_run(&new, Some(Path::new("/etc/warden.yaml")))
+            .expect_err("the change would open the public listener to anyone");
+        let text = errors.to_string();
+        assert!(text.contains("/etc/warden.yaml"), "{text}");
+        assert!(text.contains("listen.proxy"), "{text}");
+        assert!(text.contains("identity.required"), "{text}");
+    }
+
+    #[test]
+    fn reload_keeps_authentication_changes_that_stay_safe() {
+        let running = public_with_auth();
+        let mut new = public_with_auth();
+        new.limits.max_request_bytes = 1024;
+        keep_restart_only_settings(&running, &mut new);
+        assert!(check_as_it_will_run(&new, None).is_ok());
+    }
+
+    #[test]
+    fn configmap_symlink_swap_beside_the_config_file_is_relevant() {
+        let dir = tempfile::tempdir().unwrap();
+        let mount = dir.path().join("config");
+        let policies = dir.path().join("policies");
+        std::fs::create_dir_all(&policies).unwrap();
+        let version = |n: u32, text: &str| {
+            let d = mount.join(format!("..v{n}"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("warden.yaml"), text).unwrap();
+            d
+        };
+        let v1 = version(1, "routes: []\n");
+        std::os::unix::fs::symlink(&v1, mount.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/warden.yaml", mount.join("warden.yaml")).unwrap();
+        let config = mount.join("warden.yaml");
+        let mut relevant = Relevant::new(Some(&config), &policies);
+
+        let unrelated = mount.join("notes.txt");
+        std::fs::write(&unrelated, "x").unwrap();
+        assert!(!relevant.matches(std::slice::from_ref(&unrelated)));
+
+        let v2 = version(2, "routes: []\nlimits: { max_request_bytes: 10 }\n");
+        std::os::unix::fs::symlink(&v2, mount.join("..tmp")).unwrap();
+        std::fs::rename(mount.join("..tmp"), mount.join("..data")).unwrap();
+        assert!(
+            relevant.matches(&[mount.join("..data")]),
+            "the swap changes the file"
+        );
+        assert!(
+            !relevant.matches(&[mount.join("..data")]),
+            "seen once, not again"
+        );
+        assert!(
+            relevant.matches(std::slice::from_ref(&config)),
+            "the file itself"
+        );
+        assert!(relevant.matches(&[policies.join("new.cedar")]));
     }
 }

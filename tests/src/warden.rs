@@ -460,6 +460,14 @@ impl Warden {
     pub fn output(&self) -> String {
         self.proc.output()
     }
+
+    /// Stops Warden (SIGTERM, then up to 15 s for it to exit) and hands back its setup, so a
+    /// test can start it again on the same files.
+    pub async fn stop_and_take_setup(mut self) -> Prepared {
+        let _ = self.proc.signal(libc::SIGTERM);
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.proc.wait()).await;
+        self.setup
+    }
 }
 
 /// Runs `cmd` to completion within `timeout`, capturing its output.

@@ -120,3 +120,229 @@ async fn serve_refuses_to_start_on_an_invalid_policy_set() {
         warden.output()
     );
 }
+
+const CASES_OK: &str = r#"
+cases:
+  - name: mini is allowed
+    principal: { id: ci-bot }
+    action: llm:chat
+    resource: { provider: openai, model: gpt-4o-mini }
+    expect: allow
+"#;
+
+const CASES_WRONG: &str = r#"
+cases:
+  - name: e2e-expects-the-wrong-verdict
+    principal: { id: ci-bot }
+    action: llm:chat
+    resource: { provider: openai, model: gpt-4o-mini }
+    expect: deny
+"#;
+
+#[tokio::test]
+async fn policy_test_exits_non_zero_and_names_the_case_on_a_mismatch() {
+    let fake = FakeLlm::start().await.unwrap();
+    let setup = WardenBuilder::new(&fake).write().unwrap();
+    let tests_dir = setup.policy_dir.join("tests");
+    std::fs::create_dir_all(&tests_dir).unwrap();
+    std::fs::write(tests_dir.join("cases.yaml"), CASES_OK).unwrap();
+    let policy_test = || {
+        let mut cmd = setup.command();
+        cmd.args(["policy", "test"]).arg(&setup.policy_dir);
+        run_bounded(cmd, Duration::from_secs(30))
+    };
+    let out = policy_test().await.unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains("mini is allowed"), "{report}");
+
+    std::fs::write(tests_dir.join("wrong.yaml"), CASES_WRONG).unwrap();
+    let out = policy_test().await.unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("e2e-expects-the-wrong-verdict"),
+        "names the failing case: {report}"
+    );
+}
+
+#[tokio::test]
+async fn repository_policy_pack_passes_its_own_tests() {
+    let mut cmd = tokio::process::Command::new(warden_e2e::paths::warden_bin());
+    cmd.args(["policy", "test"])
+        .arg(warden_e2e::paths::repo_root().join("policies"));
+    let out = run_bounded(cmd, Duration::from_secs(30)).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn issued_token_claims_reach_policies_as_principal_attributes() {
+    let fake = FakeLlm::start().await.unwrap();
+    let warden = WardenBuilder::new(&fake)
+        .policy(
+            "e2e-billing.cedar",
+            r#"
+@id("e2e-billing-no-gpt41")
+@reason("the billing fleet may not use gpt-4.1")
+forbid (principal, action == Action::"llm:chat", resource == Model::"openai/gpt-4.1")
+when { principal has fleet && principal.fleet == "billing" };
+"#,
+        )
+        .start()
+        .await
+        .unwrap();
+    let billing = warden
+        .token_with("billing-bot", "10m", &[("fleet", "billing")])
+        .await
+        .unwrap();
+    let search = warden
+        .token_with("search-bot", "10m", &[("fleet", "search")])
+        .await
+        .unwrap();
+    let chat = |token: String| {
+        let w = &warden;
+        async move {
+            let r = w
+                .http()
+                .post(w.url("/openai/chat/completions"))
+                .bearer_auth(token)
+                .json(&serde_json::json!({"model": "gpt-4.1",
+                    "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap();
+            r.headers()
+                .get("x-warden-decision")
+                .map(|v| v.to_str().unwrap().to_owned())
+        }
+    };
+    assert_eq!(chat(billing).await.as_deref(), Some("deny"));
+    assert_eq!(chat(search).await, None, "other fleets are allowed");
+    let record = warden
+        .wait_for_audit(Duration::from_secs(10), |r| {
+            r["kind"] == "decision" && r["decision"] == "deny"
+        })
+        .await
+        .unwrap();
+    assert_eq!(record["principal"]["id"], "billing-bot");
+    assert_eq!(record["policies"][0], "e2e-billing-no-gpt41");
+}
+
+#[tokio::test]
+async fn token_issue_refuses_a_malformed_claim_and_says_which() {
+    let fake = FakeLlm::start().await.unwrap();
+    let setup = WardenBuilder::new(&fake).write().unwrap();
+    let mut cmd = setup.command();
+    cmd.args(["token", "issue", "--agent", "a", "--claim", "fleet"])
+        .arg("--config")
+        .arg(&setup.config_path);
+    let out = run_bounded(cmd, Duration::from_secs(30)).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("--claim \"fleet\""), "{stderr}");
+}
+
+/// `warden serve` with no configuration, in a directory holding only `policies/`: the
+/// embedded defaults (loopback 8080 and 9090, state under ./warden-data).
+#[tokio::test]
+async fn serve_without_a_config_runs_on_the_embedded_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    let repo = warden_e2e::paths::repo_root().join("policies");
+    for entry in std::fs::read_dir(&repo).unwrap().flatten() {
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), policies.join(entry.file_name())).unwrap();
+        }
+    }
+    let mut cmd = tokio::process::Command::new(warden_e2e::paths::warden_bin());
+    cmd.arg("serve")
+        .current_dir(dir.path())
+        .env_remove("WARDEN_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http.get("http://127.0.0.1:9090/readyz").send().await
+            && r.status().is_success()
+        {
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            use tokio::io::AsyncReadExt;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .await
+                .unwrap();
+            panic!("warden serve exited with {status}:\n{err}");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not ready on 127.0.0.1:9090"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Identity is required by default: an anonymous call on 8080 is refused in OpenAI's shape.
+    let response = http
+        .post("http://127.0.0.1:8080/openai/chat/completions")
+        .json(&serde_json::json!({"model": "gpt-4o-mini", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["error"]["message"].is_string(), "{body}");
+    assert!(
+        dir.path().join("warden-data/audit").is_dir(),
+        "the audit log lives under ./warden-data"
+    );
+    let mut records = Vec::new();
+    for _ in 0..100 {
+        records = warden_e2e::warden::read_audit(&dir.path().join("warden-data/audit"));
+        if records.iter().any(|r| r["kind"] == "rejected") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        records.iter().any(|r| r["kind"] == "rejected"),
+        "the refusal is audited: {records:?}"
+    );
+    let _ = sigterm(&child);
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "graceful exit on SIGTERM: {status}");
+}
+
+fn sigterm(child: &tokio::process::Child) -> std::io::Result<()> {
+    let pid = child.id().ok_or_else(|| std::io::Error::other("exited"))?;
+    // SAFETY: kill(2) with a pid we own and a valid signal number.
+    if unsafe { libc::kill(pid as i32, libc::SIGTERM) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

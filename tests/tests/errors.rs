@@ -190,3 +190,94 @@ async fn unknown_route_is_404() {
     assert_eq!(response.status(), 404);
     assert!(fake.requests().is_empty());
 }
+
+#[tokio::test]
+async fn default_body_limit_admits_a_ten_mib_request() {
+    let s = Stack::start().await.unwrap();
+    let mut body = openai_chat("gpt-4o-mini", false);
+    body["messages"][0]["content"] = json!("p".repeat(10 * 1024 * 1024));
+    let response = s.post("/openai/chat/completions", &body).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let _ = response.text().await.unwrap();
+    let forwarded = s.upstream_requests(1).await.pop().unwrap();
+    assert!(
+        forwarded.body.len() > 10 * 1024 * 1024,
+        "forwarded whole: {} bytes",
+        forwarded.body.len()
+    );
+}
+
+#[tokio::test]
+async fn upstream_down_answers_502_in_gemini_shape() {
+    let closed = format!("http://127.0.0.1:{}", free_port().unwrap());
+    let warden = WardenBuilder::with_upstream_url(&closed)
+        .start()
+        .await
+        .unwrap();
+    let token = warden.token(AGENT).await.unwrap();
+    let response = warden
+        .http()
+        .post(warden.url(
+            "/gemini/v1beta/models/gemini-2.0-flash:generateContent",
+        ))
+        .header("x-goog-api-key", &token)
+        .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], 502, "Gemini error shape: {body}");
+    assert!(body["error"]["status"].is_string(), "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    warden
+        .wait_for_audit(Duration::from_secs(10), |r| {
+            r["route"] == "gemini" && r["outcome"]["status"] == 502
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn upstream_failures_are_logged_with_request_id_and_principal() {
+    let closed = format!("http://127.0.0.1:{}", free_port().unwrap());
+    let warden = WardenBuilder::with_upstream_url(&closed)
+        .start()
+        .await
+        .unwrap();
+    let token = warden.token(AGENT).await.unwrap();
+    let response = warden
+        .http()
+        .post(warden.url("/openai/chat/completions"))
+        .bearer_auth(&token)
+        .json(&openai_chat("gpt-4o-mini", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let found = warden
+            .output()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| l.to_string().contains(&request_id));
+        if let Some(line) = found {
+            break line;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no log line names request {request_id}:\n{}",
+            warden.output()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let text = line.to_string();
+    assert_eq!(line["level"], "WARN", "{text}");
+    assert!(text.contains(AGENT), "names the principal: {text}");
+    assert!(text.contains("502"), "names the status: {text}");
+}

@@ -218,3 +218,131 @@ async fn serves_anonymous_agents_on_loopback_when_identity_is_not_required() {
         .unwrap();
     assert_eq!(record["principal"]["id"], "anonymous");
 }
+
+#[tokio::test]
+async fn policy_file_change_applies_without_a_signal() {
+    let s = Stack::start().await.unwrap();
+    assert_eq!(
+        finish_reason(&s, "gpt-4o-mini").await.as_deref(),
+        Some("stop")
+    );
+    s.warden
+        .write_policy("e2e-mini.cedar", FORBID_MINI)
+        .unwrap();
+    assert!(
+        wait_for_finish_reason(&s, "gpt-4o-mini", "content_filter").await,
+        "the new policy file applies on its own:\n{}",
+        s.warden.output()
+    );
+    let record = s
+        .audit("system", |r| r["detail"]["event"] == "reload")
+        .await
+        .unwrap();
+    assert_eq!(record["detail"]["result"], "applied");
+}
+
+/// The config file as JSON (which is YAML), edited by `edit`, written back in place.
+fn edit_config(s: &Stack, edit: impl FnOnce(&mut Value)) {
+    let path = &s.warden.setup.config_path;
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+}
+
+/// Status of a chat with `model` that a forbid refuses.
+async fn denied_status(s: &Stack) -> u16 {
+    s.post(
+        "/openai/chat/completions",
+        &openai_chat("gpt-4o-mini", false),
+    )
+    .await
+    .unwrap()
+    .status()
+    .as_u16()
+}
+
+#[tokio::test]
+async fn config_file_change_applies_and_an_invalid_one_is_refused() {
+    let s = Stack::start_with(|b| b.policy("e2e-mini.cedar", FORBID_MINI))
+        .await
+        .unwrap();
+    assert_eq!(denied_status(&s).await, 200, "a refusal as a completion");
+
+    edit_config(&s, |c| c["routes"][0]["on_deny"] = json!("http_error"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while denied_status(&s).await != 403 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the edited route applies:\n{}",
+            s.warden.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    edit_config(&s, |c| c["routes"][0]["on_deny"] = json!("shrug"));
+    let refused = s
+        .audit("system", |r| r["detail"]["result"] == "refused")
+        .await
+        .unwrap();
+    assert!(
+        refused["reasons"].to_string().contains("on_deny"),
+        "the refusal names the key: {refused}"
+    );
+    assert!(
+        s.warden.output().contains("reload refused"),
+        "{}",
+        s.warden.output()
+    );
+    assert_eq!(denied_status(&s).await, 403, "the running set stays");
+}
+
+/// A Kubernetes ConfigMap volume: `warden.yaml` → `..data/warden.yaml`, `..data` → a
+/// timestamped directory; an update writes a new directory and renames a new `..data` link
+/// over the old one. The config file itself never changes.
+#[tokio::test]
+async fn configmap_style_symlink_swap_reloads_the_config() {
+    let s = Stack::start_with(|b| b.policy("e2e-mini.cedar", FORBID_MINI))
+        .await
+        .unwrap();
+    let original = std::fs::read_to_string(&s.warden.setup.config_path).unwrap();
+    let mount = s.warden.setup.dir.path().join("configmap");
+    let version = |n: u32, text: &str| {
+        let dir = mount.join(format!("..2026_12_01_0{n}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("warden.yaml"), text).unwrap();
+        dir
+    };
+    let v1 = version(1, &original);
+    std::os::unix::fs::symlink(&v1, mount.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/warden.yaml", mount.join("warden.yaml")).unwrap();
+
+    // Restart Warden on the symlinked path.
+    let s = {
+        let Stack { fake, warden, .. } = s;
+        let mut setup = warden.stop_and_take_setup().await;
+        setup.config_path = mount.join("warden.yaml");
+        let mut warden = setup.spawn().unwrap();
+        warden.wait_ready(Duration::from_secs(30)).await.unwrap();
+        let token = warden.token(warden_e2e::stack::AGENT).await.unwrap();
+        Stack { fake, warden, token }
+    };
+    assert_eq!(denied_status(&s).await, 200);
+
+    let mut config: Value = serde_json::from_str(&original).unwrap();
+    config["routes"][0]["on_deny"] = json!("http_error");
+    let v2 = version(2, &serde_json::to_string_pretty(&config).unwrap());
+    let tmp_link = mount.join("..data_tmp");
+    std::os::unix::fs::symlink(&v2, &tmp_link).unwrap();
+    std::fs::rename(&tmp_link, mount.join("..data")).unwrap();
+    std::fs::remove_dir_all(&v1).unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while denied_status(&s).await != 403 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the swapped ConfigMap applies:\n{}",
+            s.warden.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -5,7 +5,7 @@
 use serde_json::json;
 use warden_e2e::fake_llm::{self, COMPLETION_TOKENS, PROMPT_TOKENS};
 use warden_e2e::sdk;
-use warden_e2e::stack::{AGENT, Stack};
+use warden_e2e::stack::{AGENT, Stack, openai_chat};
 use warden_e2e::warden::OPENAI_KEY;
 
 #[tokio::test]
@@ -211,5 +211,42 @@ async fn openai_sdk_embeddings_models_and_responses_pass_through() {
             .unwrap()
             .contains("text-embedding-3-small"),
         "{embed}"
+    );
+}
+
+#[tokio::test]
+async fn provider_key_is_read_from_a_file_and_reread_on_reload() {
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("openai-key");
+    std::fs::write(&key_file, format!("{OPENAI_KEY}\n")).unwrap();
+    let s = Stack::start_with(|b| {
+        b.set(
+            "/routes/0/credential",
+            json!({ "file": key_file.to_str().unwrap() }),
+        )
+        .env("FAKE_OPENAI_KEY", "")
+    })
+    .await
+    .unwrap();
+    let chat = || s.post("/openai/chat/completions", &openai_chat("gpt-4o-mini", false));
+    assert_eq!(chat().await.unwrap().status(), 200);
+    let forwarded = s.upstream_requests(1).await.pop().unwrap();
+    assert_eq!(
+        forwarded.header("authorization"),
+        Some(format!("Bearer {OPENAI_KEY}").as_str()),
+        "the file's content, trimmed"
+    );
+
+    let rotated = "sk-fake-openai-rotated-key";
+    std::fs::write(&key_file, rotated).unwrap();
+    s.warden.signal(libc::SIGHUP).unwrap();
+    s.audit("system", |r| r["detail"]["result"] == "applied")
+        .await
+        .unwrap();
+    let _ = chat().await.unwrap();
+    let forwarded = s.upstream_requests(2).await.pop().unwrap();
+    assert_eq!(
+        forwarded.header("authorization"),
+        Some(format!("Bearer {rotated}").as_str())
     );
 }
