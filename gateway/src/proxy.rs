@@ -486,6 +486,35 @@ impl Exchange {
         e
     }
 
+    /// A refusal in the process log: our side failing (5xx: upstream down, audit log or
+    /// credential unavailable) is a warning an operator must see; an agent's mistake (4xx) is
+    /// in the audit log and logged at debug only.
+    fn log_rejection(&self, rej: &Rejection) {
+        let principal = self.principal.as_ref().map_or("", |p| &*p.id);
+        let route = self.route.as_ref().map_or("none", |r| &*r.name);
+        if rej.status.is_server_error() {
+            tracing::warn!(
+                request_id = %self.request_id,
+                principal,
+                route,
+                status = rej.status.as_u16(),
+                code = rej.code,
+                error = %rej.message,
+                "request failed"
+            );
+        } else {
+            tracing::debug!(
+                request_id = %self.request_id,
+                principal,
+                route,
+                status = rej.status.as_u16(),
+                code = rej.code,
+                error = %rej.message,
+                "request refused"
+            );
+        }
+    }
+
     /// Answers a rejection, records it, counts the request, logs it.
     fn finish(
         mut self,
@@ -495,6 +524,7 @@ impl Exchange {
         let mut response = match result {
             Ok(r) => r,
             Err(rej) => {
+                self.log_rejection(&rej);
                 if !rej.not_auditable {
                     let kind = if rej.after_decision {
                         EventKind::Outcome
