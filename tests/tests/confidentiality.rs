@@ -67,7 +67,9 @@ async fn send_everything(s: &Stack) {
         .post(s.warden.url("/openai/chat/completions"))
         .bearer_auth(&s.token)
         .header("content-type", "application/json")
-        .body(format!(r#"{{"model": "gpt-4o-mini", "messages": "{PROMPT}"#))
+        .body(format!(
+            r#"{{"model": "gpt-4o-mini", "messages": "{PROMPT}"#
+        ))
         .send()
         .await
         .unwrap();
@@ -110,9 +112,10 @@ async fn send_everything(s: &Stack) {
     assert_eq!(anthropic.status(), 200);
     anthropic.text().await.unwrap();
     let gemini = http
-        .post(s.warden.url(
-            "/gemini/v1beta/models/gemini-2.5-flash:generateContent",
-        ))
+        .post(
+            s.warden
+                .url("/gemini/v1beta/models/gemini-2.5-flash:generateContent"),
+        )
         .header("x-goog-api-key", &s.token)
         .json(&json!({"contents": [{"role": "user", "parts": [{"text": PROMPT}]}]}))
         .send()
@@ -159,7 +162,10 @@ async fn no_secret_token_or_prompt_reaches_the_audit_log_or_the_process_log() {
     let secrets = [
         ("the agent's token", s.token.as_str()),
         // A JWT's signature alone identifies the token.
-        ("the agent token's signature", s.token.rsplit('.').next().unwrap()),
+        (
+            "the agent token's signature",
+            s.token.rsplit('.').next().unwrap(),
+        ),
         ("a forged agent credential", FORGED),
         ("the OpenAI provider key", OPENAI_KEY),
         ("the Anthropic provider key", ANTHROPIC_KEY),
@@ -172,7 +178,10 @@ async fn no_secret_token_or_prompt_reaches_the_audit_log_or_the_process_log() {
             !audit.contains(secret),
             "{what} is in the audit log:\n{audit}"
         );
-        assert!(!log.contains(secret), "{what} is in the process log:\n{log}");
+        assert!(
+            !log.contains(secret),
+            "{what} is in the process log:\n{log}"
+        );
     }
 }
 

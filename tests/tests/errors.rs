@@ -217,9 +217,7 @@ async fn upstream_down_answers_502_in_gemini_shape() {
     let token = warden.token(AGENT).await.unwrap();
     let response = warden
         .http()
-        .post(warden.url(
-            "/gemini/v1beta/models/gemini-2.0-flash:generateContent",
-        ))
+        .post(warden.url("/gemini/v1beta/models/gemini-2.0-flash:generateContent"))
         .header("x-goog-api-key", &token)
         .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}))
         .send()
@@ -264,7 +262,10 @@ async fn upstream_failures_are_logged_with_request_id_and_principal() {
         let found = warden
             .output()
             .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|l| {
+                let json = l.split_once("] ").map_or(l, |(_, rest)| rest);
+                serde_json::from_str::<Value>(json).ok()
+            })
             .find(|l| l.to_string().contains(&request_id));
         if let Some(line) = found {
             break line;

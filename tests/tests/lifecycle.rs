@@ -324,7 +324,11 @@ async fn configmap_style_symlink_swap_reloads_the_config() {
         let mut warden = setup.spawn().unwrap();
         warden.wait_ready(Duration::from_secs(30)).await.unwrap();
         let token = warden.token(warden_e2e::stack::AGENT).await.unwrap();
-        Stack { fake, warden, token }
+        Stack {
+            fake,
+            warden,
+            token,
+        }
     };
     assert_eq!(denied_status(&s).await, 200);
 

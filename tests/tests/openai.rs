@@ -228,7 +228,8 @@ async fn provider_key_is_read_from_a_file_and_reread_on_reload() {
     })
     .await
     .unwrap();
-    let chat = || s.post("/openai/chat/completions", &openai_chat("gpt-4o-mini", false));
+    let body = openai_chat("gpt-4o-mini", false);
+    let chat = || s.post("/openai/chat/completions", &body);
     assert_eq!(chat().await.unwrap().status(), 200);
     let forwarded = s.upstream_requests(1).await.pop().unwrap();
     assert_eq!(
