@@ -20,7 +20,7 @@ fn decision_event() -> AuditEvent {
     event.action = "llm:chat".into();
     event.resource = r#"Model::"openai/gpt-4o-mini""#.into();
     event.route = "openai".into();
-    event.source_ip = "127.0.0.1".into();
+    event.source_ip = Some(std::net::IpAddr::from([127, 0, 0, 1]));
     event.decision = "allow".into();
     event.policies = vec!["baseline-allow-chat".into()];
     event

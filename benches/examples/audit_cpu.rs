@@ -22,7 +22,7 @@ fn decision_event() -> AuditEvent {
     event.action = "llm:chat".into();
     event.resource = r#"Model::"openai/gpt-4o-mini""#.into();
     event.route = "openai".into();
-    event.source_ip = "127.0.0.1".into();
+    event.source_ip = Some(std::net::IpAddr::from([127, 0, 0, 1]));
     event.decision = "allow".into();
     event.policies = vec!["baseline-allow-chat".into()];
     event
@@ -31,7 +31,7 @@ fn decision_event() -> AuditEvent {
 fn outcome_event() -> AuditEvent {
     let mut event = decision_event();
     event.kind = EventKind::Outcome;
-    event.decision.clear();
+    event.decision = "".into();
     event.policies.clear();
     event.outcome = Some(AuditOutcome {
         status: 200,

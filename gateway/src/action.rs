@@ -16,6 +16,14 @@ pub enum PrincipalKind {
 }
 
 impl PrincipalKind {
+    /// The kind as audit records name it: `agent` or `user`.
+    pub fn audit_kind(self) -> &'static str {
+        match self {
+            PrincipalKind::Agent => "agent",
+            PrincipalKind::User => "user",
+        }
+    }
+
     /// The Cedar entity type name.
     pub fn cedar_type(self) -> &'static str {
         match self {

@@ -7,30 +7,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::audit::AuditLog;
 use crate::runtime::Runtime;
 use crate::telemetry::metrics::Metrics;
-use crate::upstream::UpstreamClient;
 
-/// State shared by the proxy and admin listeners.
+/// State shared by the proxy workers and the admin listener. Each worker has its own
+/// upstream connection pool (`workers.rs`).
 pub struct Gateway {
     /// The current configuration, routes, policies and identity; swapped on reload.
     pub runtime: ArcSwap<Runtime>,
     pub audit: AuditLog,
-    pub upstream: UpstreamClient,
     pub metrics: Metrics,
     ready: AtomicBool,
 }
 
 impl Gateway {
     /// Assembles the gateway; it reports ready once [`Gateway::set_ready`] is called.
-    pub fn new(
-        runtime: Runtime,
-        audit: AuditLog,
-        upstream: UpstreamClient,
-        metrics: Metrics,
-    ) -> Arc<Gateway> {
+    pub fn new(runtime: Runtime, audit: AuditLog, metrics: Metrics) -> Arc<Gateway> {
         Arc::new(Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             audit,
-            upstream,
             metrics,
             ready: AtomicBool::new(false),
         })

@@ -24,3 +24,4 @@ pub mod secrets;
 pub mod server;
 pub mod telemetry;
 pub mod upstream;
+pub mod workers;

@@ -249,11 +249,9 @@ fn check(path: Option<&Path>) -> Result<ExitCode> {
 fn serve(path: Option<PathBuf>) -> Result<ExitCode> {
     let config = load(path.as_deref())?;
     let _log_guard = warden::telemetry::logging::init(&config.log);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.runtime.worker_threads > 0 {
-        builder.worker_threads(config.runtime.worker_threads);
-    }
-    let runtime = builder
+    // The main thread's runtime: admin listener, reloads, signals, refreshes. The proxy runs
+    // on worker threads of its own (workers.rs).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

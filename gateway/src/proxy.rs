@@ -15,7 +15,7 @@ use std::time::{Instant, SystemTime};
 use tracing::Instrument;
 
 use crate::action::{Action, ActionContext, Principal, Resource, Verb};
-use crate::audit::event::{AuditEvent, AuditOutcome, AuditPrincipal, EventKind};
+use crate::audit::event::{AuditEvent, AuditOutcome, AuditPrincipal, EventKind, Text};
 use crate::config::DenyStyle;
 use crate::decision::Decision;
 use crate::gateway::Gateway;
@@ -25,14 +25,16 @@ use crate::protocol::{self, Interpreted, Protocol, Refusal};
 use crate::route::Route;
 use crate::runtime::Runtime;
 use crate::secrets::inject;
+use crate::upstream::UpstreamClient;
 
 /// The body of every proxy response: a small complete body, or an upstream stream observed
 /// as it passes.
 pub type ProxyBody = Either<Full<Bytes>, ObservedBody>;
 
-/// Handles one agent request.
+/// Handles one agent request; `upstream` is the calling worker's connection pool.
 pub async fn handle(
     gw: Arc<Gateway>,
+    upstream: UpstreamClient,
     req: Request<Incoming>,
     conn: ConnInfo,
 ) -> Response<ProxyBody> {
@@ -42,7 +44,9 @@ pub async fn handle(
     // A debug-level span: at `info` it costs nothing; with `warden=debug` every line logged
     // during the request carries its request id and principal.
     let span = tracing::debug_span!("request", request_id = %ex.request_id, principal = tracing::field::Empty);
-    let result = walk(&gw, &rt, &mut ex, req).instrument(span).await;
+    let result = walk(&gw, &upstream, &rt, &mut ex, req)
+        .instrument(span)
+        .await;
     let response = ex.finish(&gw, result);
     gw.metrics.in_flight.dec();
     response
@@ -50,6 +54,7 @@ pub async fn handle(
 
 async fn walk(
     gw: &Arc<Gateway>,
+    upstream: &UpstreamClient,
     rt: &Runtime,
     ex: &mut Exchange,
     req: Request<Incoming>,
@@ -67,7 +72,7 @@ async fn walk(
         return Ok(refuse(gw, ex, &route, &meaning, &decision));
     }
     let upstream_req = credential(&route, &parts, rest, body)?;
-    let upstream_resp = forward(gw, ex, &route, upstream_req).await?;
+    let upstream_resp = forward(gw, upstream, ex, &route, upstream_req).await?;
     Ok(observe(gw, ex, &route, &meaning, upstream_resp))
 }
 
@@ -178,8 +183,11 @@ fn action(
         },
     };
     ex.verb = Some(meaning.verb);
-    ex.resource = resource.cedar_id();
-    ex.resource_type = resource.cedar_type();
+    ex.resource = Arc::from(format!(
+        "{}::{:?}",
+        resource.cedar_type(),
+        resource.cedar_id()
+    ));
     Action {
         principal,
         verb: meaning.verb,
@@ -215,12 +223,8 @@ async fn record_decision(
 ) -> Result<(), Rejection> {
     ex.decision = Some(decision.label());
     let mut event = ex.event(EventKind::Decision);
-    event.decision = decision.label().to_string();
-    event.policies = decision
-        .policy_ids()
-        .iter()
-        .map(|p| p.to_string())
-        .collect();
+    event.decision = decision.label().into();
+    event.policies = decision.policy_ids();
     event.reasons = reasons(decision);
     if rt.config.audit.record_content {
         event.content = serde_json::from_slice(body).ok();
@@ -336,12 +340,13 @@ fn credential(
 /// Forward: send it upstream over the pooled client.
 async fn forward(
     gw: &Gateway,
+    upstream: &UpstreamClient,
     ex: &mut Exchange,
     route: &Route,
     req: Request<Full<Bytes>>,
 ) -> Result<Response<Incoming>, Rejection> {
     let t = Instant::now();
-    let result = gw.upstream.send(req).await;
+    let result = upstream.send(req).await;
     let secs = t.elapsed().as_secs_f64();
     ex.upstream_ms = Some(secs * 1000.0);
     gw.metrics
@@ -423,13 +428,13 @@ impl Rejection {
 struct Exchange {
     conn: ConnInfo,
     started: Instant,
-    request_id: String,
-    decision_id: String,
+    request_id: Text,
+    decision_id: Text,
     route: Option<Arc<Route>>,
     principal: Option<Arc<Principal>>,
     verb: Option<Verb>,
-    resource_type: &'static str,
-    resource: String,
+    /// The Cedar resource, e.g. `Model::"openai/gpt-4o"`.
+    resource: Text,
     decision: Option<&'static str>,
     upstream_ms: Option<f64>,
     /// Write an access log line (`log.access`).
@@ -441,13 +446,12 @@ impl Exchange {
         Exchange {
             conn: conn.clone(),
             started: Instant::now(),
-            request_id: uuid::Uuid::now_v7().simple().to_string(),
-            decision_id: String::new(),
+            request_id: new_id(),
+            decision_id: Arc::from(""),
             route: None,
             principal: None,
             verb: None,
-            resource_type: "",
-            resource: String::new(),
+            resource: Arc::from(""),
             decision: None,
             upstream_ms: None,
             access_log,
@@ -461,28 +465,26 @@ impl Exchange {
     /// An audit event carrying everything known about this request.
     fn event(&mut self, kind: EventKind) -> AuditEvent {
         if self.decision_id.is_empty() && kind == EventKind::Decision {
-            self.decision_id = uuid::Uuid::now_v7().simple().to_string();
+            self.decision_id = new_id();
         }
         let mut e = AuditEvent::now(kind);
-        e.request_id = self.request_id.clone();
-        e.decision_id = self.decision_id.clone();
+        e.request_id = Arc::clone(&self.request_id);
+        e.decision_id = Arc::clone(&self.decision_id);
         if let Some(p) = &self.principal {
             e.principal = AuditPrincipal {
-                kind: p.kind.cedar_type().to_ascii_lowercase(),
-                id: p.id.to_string(),
-                issuer: p.issuer.to_string(),
+                kind: p.kind.audit_kind().into(),
+                id: Arc::clone(&p.id),
+                issuer: Arc::clone(&p.issuer),
             };
         }
         if let Some(v) = self.verb {
-            e.action = v.as_str().to_string();
+            e.action = v.as_str().into();
         }
-        if !self.resource.is_empty() {
-            e.resource = format!("{}::{:?}", self.resource_type, self.resource);
-        }
+        e.resource = Arc::clone(&self.resource);
         if let Some(r) = &self.route {
-            e.route = r.name.to_string();
+            e.route = Arc::clone(&r.name);
         }
-        e.source_ip = self.conn.peer.ip().to_string();
+        e.source_ip = Some(self.conn.peer.ip());
         e
     }
 
@@ -551,11 +553,11 @@ impl Exchange {
                     .map(Either::Left)
             }
         };
-        if let Ok(v) = HeaderValue::try_from(self.request_id.as_str()) {
+        if let Ok(v) = HeaderValue::try_from(&*self.request_id) {
             response.headers_mut().insert("x-request-id", v);
         }
         if !self.decision_id.is_empty()
-            && let Ok(v) = HeaderValue::try_from(self.decision_id.as_str())
+            && let Ok(v) = HeaderValue::try_from(&*self.decision_id)
         {
             response
                 .headers_mut()
@@ -591,4 +593,10 @@ impl Exchange {
         self.route = None;
         response
     }
+}
+
+/// A new request or decision id: a UUIDv7 as 32 lower-case hex digits (time-ordered).
+fn new_id() -> Text {
+    let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+    Arc::from(&*uuid::Uuid::now_v7().simple().encode_lower(&mut buf))
 }

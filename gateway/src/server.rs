@@ -14,7 +14,7 @@ use crate::listener::{self, ServerTls};
 use crate::reload;
 use crate::runtime::{Runtime, RuntimeError};
 use crate::telemetry::metrics::Metrics;
-use crate::upstream::UpstreamClient;
+use crate::workers;
 
 /// Why the gateway could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -26,8 +26,8 @@ pub enum ServeError {
         dir: PathBuf,
         source: crate::audit::AuditError,
     },
-    #[error("cannot set up the upstream client: {0}")]
-    Upstream(#[from] crate::upstream::UpstreamError),
+    #[error(transparent)]
+    Workers(#[from] crate::workers::WorkerError),
     #[error("cannot load TLS for the {listener} listener: {source}")]
     Tls {
         listener: &'static str,
@@ -62,7 +62,6 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         dir: audit_dir.clone(),
         source,
     })?;
-    let upstream = UpstreamClient::new(&config.upstream)?;
     let proxy_tls = config
         .listen
         .tls
@@ -84,6 +83,8 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
             source,
         })?;
     let listen = config.listen.clone();
+    let upstream = config.upstream.clone();
+    let workers = workers::count(config.runtime.worker_threads);
     let runtime = Runtime::build(config, None).await?;
     for route in runtime.routes.iter() {
         if let Err(e) = &route.credential {
@@ -91,16 +92,9 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         }
     }
     let policy_count = runtime.policy.policy_count();
-    let gw = Gateway::new(runtime, audit, upstream, Metrics::new());
+    let gw = Gateway::new(runtime, audit, Metrics::new());
 
-    let proxy_listener =
-        TcpListener::bind(listen.proxy)
-            .await
-            .map_err(|source| ServeError::Bind {
-                listener: "proxy",
-                addr: listen.proxy,
-                source,
-            })?;
+    let proxy_listeners = workers::bind(listen.proxy, workers)?;
     let admin_listener =
         TcpListener::bind(listen.admin)
             .await
@@ -120,16 +114,15 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         serde_json::json!({ "event": "start", "version": env!("CARGO_PKG_VERSION"), "policies": policy_count }),
     );
     gw.audit.append_detached(start);
-    tracing::info!(proxy = %listen.proxy, admin = %listen.admin, tls = proxy_tls.is_some(), policies = policy_count, "warden listening");
-
-    let proxy_gw = gw.clone();
-    let proxy = tokio::spawn(listener::serve(
-        proxy_listener,
-        proxy_tls,
-        move |req, conn| crate::proxy::handle(proxy_gw.clone(), req, conn),
-        shutdown_signal(shutdown_rx.clone()),
+    let proxy = workers::spawn(
+        &gw,
+        proxy_listeners,
+        proxy_tls.clone(),
+        &upstream,
+        &shutdown_rx,
         listen.shutdown_grace,
-    ));
+    )?;
+    tracing::info!(proxy = %listen.proxy, admin = %listen.admin, tls = proxy_tls.is_some(), workers, policies = policy_count, "warden listening");
     let admin_router = crate::admin::router(gw.clone());
     let admin = tokio::spawn(listener::serve(
         admin_listener,
@@ -153,10 +146,9 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     tracing::info!(grace = ?listen.shutdown_grace, "shutting down: finishing in-flight requests");
     gw.set_ready(false);
     let _ = shutdown_tx.send(true);
-    for task in [proxy, admin] {
-        if let Err(e) = task.await {
-            tracing::error!(error = %e, "listener task failed");
-        }
+    proxy.join().await;
+    if let Err(e) = admin.await {
+        tracing::error!(error = %e, "admin listener task failed");
     }
     let mut stop = AuditEvent::now(EventKind::System);
     stop.detail = Some(serde_json::json!({ "event": "stop" }));

@@ -1,6 +1,10 @@
 //! One audit record's content, before the chain fields (sequence, previous hash) are added.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What a record is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,18 +20,42 @@ pub enum EventKind {
     System,
 }
 
+/// Text shared between a request's records without copying.
+pub type Text = Arc<str>;
+
+/// Text that is usually a constant (`llm:chat`, `allow`).
+pub type Label = Cow<'static, str>;
+
+fn is_empty<T: AsRef<str>>(text: &T) -> bool {
+    text.as_ref().is_empty()
+}
+
+fn empty_text() -> Text {
+    Arc::from("")
+}
+
 /// Who asked, as recorded. Never contains the credential itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditPrincipal {
     /// `agent` or `user`; empty when the caller could not be identified.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub kind: String,
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub kind: Label,
     /// Principal id; empty when unknown.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub id: String,
+    #[serde(default = "empty_text", skip_serializing_if = "is_empty")]
+    pub id: Text,
     /// Issuer that vouched for the principal.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub issuer: String,
+    #[serde(default = "empty_text", skip_serializing_if = "is_empty")]
+    pub issuer: Text,
+}
+
+impl Default for AuditPrincipal {
+    fn default() -> Self {
+        AuditPrincipal {
+            kind: Label::Borrowed(""),
+            id: empty_text(),
+            issuer: empty_text(),
+        }
+    }
 }
 
 /// What happened upstream (outcome records).
@@ -55,40 +83,40 @@ pub struct AuditOutcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvent {
     /// RFC 3339 UTC timestamp with milliseconds.
-    pub time: String,
+    pub time: Timestamp,
     pub kind: EventKind,
     /// Request id (also in logs and the `x-request-id` response header).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub request_id: String,
+    #[serde(default = "empty_text", skip_serializing_if = "is_empty")]
+    pub request_id: Text,
     /// Decision id (shown to the agent in refusals).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub decision_id: String,
+    #[serde(default = "empty_text", skip_serializing_if = "is_empty")]
+    pub decision_id: Text,
     #[serde(default)]
     pub principal: AuditPrincipal,
     /// Cedar action id, e.g. `llm:chat`.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub action: String,
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub action: Label,
     /// Cedar resource, e.g. `Model::"openai/gpt-4o"`.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub resource: String,
+    #[serde(default = "empty_text", skip_serializing_if = "is_empty")]
+    pub resource: Text,
     /// Route name.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub route: String,
+    #[serde(default = "empty_text", skip_serializing_if = "is_empty")]
+    pub route: Text,
     /// Peer address.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub source_ip: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<IpAddr>,
     /// `allow`, `deny`, `approval_required`; empty for outcome and system records.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub decision: String,
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub decision: Label,
     /// Reasons for a deny or rejection.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<String>,
     /// Determining policy ids.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub policies: Vec<String>,
+    pub policies: Vec<Text>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<AuditOutcome>,
-    /// Request content, only when `audit.record_prompts` is on.
+    /// Request content, only when `audit.record_content` is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<serde_json::Value>,
     /// Free-form detail for system records.
@@ -100,16 +128,16 @@ impl AuditEvent {
     /// A blank event of `kind` stamped with the current time.
     pub fn now(kind: EventKind) -> Self {
         AuditEvent {
-            time: rfc3339_now(),
+            time: Timestamp::now(),
             kind,
-            request_id: String::new(),
-            decision_id: String::new(),
+            request_id: empty_text(),
+            decision_id: empty_text(),
             principal: AuditPrincipal::default(),
-            action: String::new(),
-            resource: String::new(),
-            route: String::new(),
-            source_ip: String::new(),
-            decision: String::new(),
+            action: Label::Borrowed(""),
+            resource: empty_text(),
+            route: empty_text(),
+            source_ip: None,
+            decision: Label::Borrowed(""),
             reasons: Vec::new(),
             policies: Vec::new(),
             outcome: None,
@@ -119,7 +147,114 @@ impl AuditEvent {
     }
 }
 
+/// A point in time, written as RFC 3339 UTC with milliseconds (`2026-11-05T10:00:00.123Z`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(pub SystemTime);
+
+impl Timestamp {
+    /// Now, to the millisecond (what a record keeps).
+    pub fn now() -> Self {
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let millis = u64::try_from(since.as_millis()).unwrap_or(u64::MAX);
+        Timestamp(UNIX_EPOCH + std::time::Duration::from_millis(millis))
+    }
+
+    /// The RFC 3339 text, without allocating.
+    pub fn rfc3339(&self) -> [u8; 24] {
+        let since = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = since.as_secs();
+        let millis = since.subsec_millis();
+        let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+        let rem = secs % 86_400;
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, value: u64, width: usize| {
+            let mut v = value;
+            for i in (0..width).rev() {
+                out[at + i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, year.clamp(0, 9999) as u64, 4);
+        put(5, u64::from(month), 2);
+        put(8, u64::from(day), 2);
+        put(11, rem / 3600, 2);
+        put(14, rem % 3600 / 60, 2);
+        put(17, rem % 60, 2);
+        put(20, u64::from(millis), 3);
+        out
+    }
+}
+
+/// Year, month (1-12) and day (1-31) of the day `days` after 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, proleptic Gregorian calendar).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = self.rfc3339();
+        f.write_str(std::str::from_utf8(&text).map_err(|_| std::fmt::Error)?)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let text = self.rfc3339();
+        let text = std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?;
+        serializer.serialize_str(text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = Cow::<str>::deserialize(deserializer)?;
+        humantime::parse_rfc3339(&text)
+            .map(Timestamp)
+            .map_err(|e| serde::de::Error::custom(format!("time {text:?}: {e}")))
+    }
+}
+
 /// The current UTC time as RFC 3339 with milliseconds.
 pub fn rfc3339_now() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+    Timestamp::now().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps_match_humantime_rfc3339_millis() {
+        for secs in [0, 951_782_400, 1_793_613_600, 4_102_444_799, 1_709_208_000] {
+            for millis in [0, 7, 999] {
+                let t = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis);
+                assert_eq!(
+                    Timestamp(t).to_string(),
+                    humantime::format_rfc3339_millis(t).to_string(),
+                    "{secs}.{millis}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn timestamps_round_trip_through_json() {
+        let t = Timestamp(UNIX_EPOCH + Duration::from_millis(1_793_613_600_123));
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(json, "\"2026-11-02T10:00:00.123Z\"");
+        assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), t);
+    }
 }

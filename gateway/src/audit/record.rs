@@ -82,18 +82,10 @@ impl<'de> Deserialize<'de> for HexHash {
     }
 }
 
-/// The record as serialized: chain fields first, then the event's fields flattened.
-#[derive(Serialize)]
-struct RecordOut<'a> {
-    seq: u64,
-    prev: HexHash,
-    #[serde(flatten)]
-    event: &'a AuditEvent,
-}
-
 /// Appends the record line for `event` (and its newline) to `buf`; returns the line's hash.
 ///
-/// On error `buf` is left as it was.
+/// The line is the chain fields, then the event's own fields:
+/// `{"seq":N,"prev":"<hex>","time":...}`. On error `buf` is left as it was.
 pub fn encode(
     buf: &mut Vec<u8>,
     seq: u64,
@@ -101,15 +93,20 @@ pub fn encode(
     event: &AuditEvent,
 ) -> Result<Hash, serde_json::Error> {
     let start = buf.len();
-    let record = RecordOut {
-        seq,
-        prev: HexHash(*prev),
-        event,
-    };
-    if let Err(e) = serde_json::to_writer(&mut *buf, &record) {
+    buf.extend_from_slice(b"{\"seq\":");
+    buf.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+    buf.extend_from_slice(b",\"prev\":\"");
+    buf.extend_from_slice(&hex_bytes(prev));
+    buf.push(b'"');
+    // The event is an object that always has fields (time, kind): its opening brace becomes
+    // the comma after the chain fields.
+    let brace = buf.len();
+    if let Err(e) = serde_json::to_writer(&mut *buf, event) {
         buf.truncate(start);
         return Err(e);
     }
+    debug_assert_eq!(buf.get(brace), Some(&b'{'));
+    buf[brace] = b',';
     let hash = hash_line(&buf[start..]);
     buf.push(b'\n');
     Ok(hash)
@@ -145,8 +142,10 @@ mod tests {
     #[test]
     fn record_line_starts_with_chain_fields_and_flattens_the_event() {
         let mut event = AuditEvent::now(EventKind::Decision);
-        event.time = "2026-11-05T10:00:00.000Z".to_owned();
-        event.action = "llm:chat".to_owned();
+        event.time = crate::audit::event::Timestamp(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_793_872_800),
+        );
+        event.action = "llm:chat".into();
         let mut buf = Vec::new();
         let hash = encode(&mut buf, 7, &GENESIS, &event).unwrap();
         let line = std::str::from_utf8(&buf).unwrap();

@@ -14,10 +14,10 @@ use super::*;
 
 fn event(i: u64) -> AuditEvent {
     let mut event = AuditEvent::now(EventKind::Decision);
-    event.request_id = format!("req-{i}");
-    event.action = "llm:chat".to_owned();
-    event.resource = "Model::\"openai/gpt-4o\"".to_owned();
-    event.decision = "allow".to_owned();
+    event.request_id = format!("req-{i}").into();
+    event.action = "llm:chat".into();
+    event.resource = "Model::\"openai/gpt-4o\"".into();
+    event.decision = "allow".into();
     event
 }
 

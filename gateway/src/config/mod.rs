@@ -102,12 +102,13 @@ pub struct LogConfig {
     pub access: bool,
 }
 
-/// `runtime:` the async runtime that serves both listeners.
+/// `runtime:` the proxy's worker threads.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeConfig {
-    /// Threads serving connections; 0 (the default) means one per CPU core. Like nginx's
-    /// `worker_processes` or Envoy's `--concurrency`: pin it when Warden shares the machine.
+    /// Proxy worker threads, each with its own event loop and upstream connection pool; 0 (the
+    /// default) means one per CPU core. Like nginx's `worker_processes` or Envoy's
+    /// `--concurrency`: pin it when Warden shares the machine.
     pub worker_threads: usize,
 }
 
