@@ -2,7 +2,7 @@
 //! only those: an attribute no policy reads (not even with `has`) cannot change a decision,
 //! and building every one on every request costs more than judging the request.
 
-use cedar_policy::PolicySet;
+use cedar_policy::Policy;
 use serde_json::Value;
 
 /// Every context attribute Warden provides (see `policies/schema.cedarschema`).
@@ -36,21 +36,29 @@ impl ContextKeys {
             .is_some_and(|i| self.0 & (1 << i) != 0)
     }
 
-    /// The attributes `set` reads. Any use of `context` other than reading a named attribute
-    /// (`context == {...}`, `context` passed whole) needs them all.
-    pub(crate) fn read_by(set: &PolicySet) -> Self {
+    /// No attribute.
+    pub(crate) fn none() -> Self {
+        ContextKeys(0)
+    }
+
+    /// Whether no attribute is in the set.
+    pub(crate) fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The attributes one policy reads. Any use of `context` other than reading a named
+    /// attribute (`context == {...}`, `context` passed whole) needs them all.
+    pub(crate) fn read_by_policy(policy: &Policy) -> Self {
         let mut keys = ContextKeys(0);
-        for policy in set.policies() {
-            match policy.to_json() {
-                Ok(json) => {
-                    if !keys.scan(&json) {
-                        return ContextKeys::all();
-                    }
-                }
-                Err(_) => return ContextKeys::all(),
-            }
+        match policy.to_json() {
+            Ok(json) if keys.scan(&json) => keys,
+            _ => ContextKeys::all(),
         }
-        keys
+    }
+
+    /// Both sets' attributes.
+    pub(crate) fn union(self, other: ContextKeys) -> Self {
+        ContextKeys(self.0 | other.0)
     }
 
     /// Records the attributes `node` reads; false when `context` is used whole.
@@ -92,7 +100,12 @@ mod tests {
     use std::str::FromStr;
 
     fn keys(src: &str) -> ContextKeys {
-        ContextKeys::read_by(&PolicySet::from_str(src).expect("policies parse"))
+        cedar_policy::PolicySet::from_str(src)
+            .expect("policies parse")
+            .policies()
+            .fold(ContextKeys::none(), |keys, p| {
+                keys.union(ContextKeys::read_by_policy(p))
+            })
     }
 
     #[test]

@@ -16,7 +16,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cedar_policy::{ActionConstraint, Authorizer, Effect, Entities, PolicySet, Request, Schema};
+use cedar_policy::{
+    ActionConstraint, Authorizer, Context, Effect, Entities, EntityUid, PolicySet, Request, Schema,
+};
 
 pub use annotations::PolicyMeta;
 pub use error::{PolicyError, PolicyErrorKind, PolicyErrors, Position};
@@ -50,7 +52,6 @@ pub struct Verdict {
 /// A validated, immutable policy set; cheap to share as `Arc<PolicyEngine>`.
 pub struct PolicyEngine {
     schema: Schema,
-    set: PolicySet,
     /// Metadata by policy id.
     meta: HashMap<Arc<str>, PolicyMeta>,
     warnings: Vec<PolicyError>,
@@ -60,13 +61,38 @@ pub struct PolicyEngine {
     action_entities: Entities,
     entities: EntityCache,
     ips: IpCache,
-    /// The context attributes the policies read; only these are built per request.
-    context_keys: ContextKeys,
     /// Per action, the policies whose action scope can match it (evaluation cost grows with
     /// the number of policies evaluated; most policies name their actions).
-    slices: Vec<(Verb, PolicySet)>,
+    slices: Vec<Slice>,
     /// Per action, the principal and resource types the schema allows.
     applies_to: Vec<AppliesTo>,
+}
+
+/// One action's policies, split by whether they read the request's context.
+///
+/// A policy that reads no context judges only principal, action and resource, so its verdict
+/// is computed once per principal and resource and kept with their entities; only the
+/// policies that read the context are evaluated on every request. Cedar's answer is the same
+/// as for the whole slice: a decision is deny when any forbid holds, allow when a permit holds
+/// and no forbid does, and its reasons are the forbids that hold, else the permits; the
+/// union of both halves' reasons gives exactly that.
+#[derive(Debug)]
+struct Slice {
+    verb: Verb,
+    /// Policies that read nothing from `context`.
+    fixed: PolicySet,
+    /// Policies that read `context`.
+    per_request: PolicySet,
+    /// The context attributes `per_request` reads; only these are built per request.
+    context_keys: ContextKeys,
+}
+
+/// What the policies of a slice that read no context say about one principal, action and
+/// resource: the policies Cedar gives as reasons, and the evaluation errors.
+#[derive(Debug, Default)]
+pub(crate) struct FixedVerdict {
+    reasons: Vec<Arc<str>>,
+    errors: Vec<EvaluationFailure>,
 }
 
 /// The principal and resource types an action applies to, per the schema.
@@ -136,7 +162,12 @@ impl PolicyEngine {
         let mut slices = Vec::with_capacity(WARDEN_VERBS.len());
         for verb in WARDEN_VERBS {
             let uid = names.action(verb);
-            let mut slice = PolicySet::new();
+            let mut slice = Slice {
+                verb,
+                fixed: PolicySet::new(),
+                per_request: PolicySet::new(),
+                context_keys: ContextKeys::none(),
+            };
             for policy in loaded.set.policies() {
                 let applies = match policy.action_constraint() {
                     ActionConstraint::Any => true,
@@ -145,17 +176,22 @@ impl PolicyEngine {
                         .iter()
                         .any(|a| a == uid || action_entities.is_ancestor_of(a, uid)),
                 };
-                if applies {
-                    slice.add(policy.clone()).map_err(|e| fail(e.to_string()))?;
+                if !applies {
+                    continue;
                 }
+                let reads = ContextKeys::read_by_policy(policy);
+                let half = if reads.is_empty() {
+                    &mut slice.fixed
+                } else {
+                    slice.context_keys = slice.context_keys.union(reads);
+                    &mut slice.per_request
+                };
+                half.add(policy.clone()).map_err(|e| fail(e.to_string()))?;
             }
-            slices.push((verb, slice));
+            slices.push(slice);
         }
-        let context_keys = ContextKeys::read_by(&loaded.set);
         Ok(PolicyEngine {
-            context_keys,
             schema: loaded.schema,
-            set: loaded.set,
             meta: loaded.meta.into_iter().map(|m| (m.id.clone(), m)).collect(),
             warnings: loaded.warnings,
             authorizer: Authorizer::new(),
@@ -207,49 +243,115 @@ impl PolicyEngine {
                 errors: Vec::new(),
             };
         }
-        let request = match self.request(action) {
-            Ok(r) => r,
-            Err((policy, message)) => {
-                return Verdict {
-                    decision: Decision::Deny {
-                        reasons: vec![format!("request could not be judged: {message}")],
-                        policies: Vec::new(),
-                    },
-                    errors: vec![EvaluationFailure { policy, message }],
-                };
-            }
-        };
-        let (request, entities) = request;
-        let policies = self
-            .slices
-            .iter()
-            .find(|(verb, _)| *verb == action.verb)
-            .map_or(&self.set, |(_, slice)| slice);
-        let response = self.authorizer.is_authorized(&request, policies, &entities);
-        let errors = response
-            .diagnostics()
-            .errors()
-            .map(|e| {
-                let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = e;
-                EvaluationFailure {
-                    policy: Arc::from(e.policy_id().as_ref()),
-                    message: e.to_string(),
+        match self.judge(action) {
+            Ok((reasons, errors)) => {
+                let mut determining: Vec<&PolicyMeta> =
+                    reasons.iter().filter_map(|id| self.meta.get(id)).collect();
+                determining.sort_by_key(|m| m.order);
+                determining.dedup_by_key(|m| m.order);
+                Verdict {
+                    decision: self.decision(action, &determining),
+                    errors,
                 }
-            })
-            .collect();
-        let mut determining: Vec<&PolicyMeta> = response
-            .diagnostics()
-            .reason()
-            .filter_map(|id| {
-                self.meta
-                    .get(<cedar_policy::PolicyId as AsRef<str>>::as_ref(id))
-            })
-            .collect();
-        determining.sort_by_key(|m| m.order);
-        Verdict {
-            decision: self.decision(action, &determining),
-            errors,
+            }
+            Err(message) => Verdict {
+                decision: Decision::Deny {
+                    reasons: vec![format!("request could not be judged: {message}")],
+                    policies: Vec::new(),
+                },
+                errors: vec![EvaluationFailure {
+                    policy: Arc::from("<request>"),
+                    message,
+                }],
+            },
         }
+    }
+
+    /// The policies Cedar gives as reasons for `action` (both halves of its slice), and the
+    /// evaluation errors; `Err` when the request itself cannot be built.
+    fn judge(&self, action: &Action) -> Result<(Vec<Arc<str>>, Vec<EvaluationFailure>), String> {
+        let Some(index) = self.slices.iter().position(|s| s.verb == action.verb) else {
+            return Err(format!("no policies are sliced for {}", action.verb));
+        };
+        let slice = &self.slices[index];
+        let pair = self.entities.pair(
+            &self.names,
+            &self.action_entities,
+            &action.principal,
+            &action.resource,
+            self.slices.len(),
+        )?;
+        let verb = self.names.action(action.verb);
+        let fixed = match pair.fixed.get(index) {
+            Some(slot) => slot.get_or_init(|| self.judge_fixed(slice, &pair, verb)),
+            None => return Err("the entity cache has no verdict slot for this action".into()),
+        };
+        let mut reasons = fixed.reasons.clone();
+        let mut errors = fixed.errors.clone();
+        if !slice.per_request.is_empty() {
+            let context = request::context(&action.context, &self.ips, slice.context_keys)?;
+            let request = Request::new(
+                pair.principal.clone(),
+                verb.clone(),
+                pair.resource.clone(),
+                context,
+                None,
+            )
+            .map_err(|e| e.to_string())?;
+            let response =
+                self.authorizer
+                    .is_authorized(&request, &slice.per_request, &pair.entities);
+            self.collect(&response, &mut reasons, &mut errors);
+        }
+        Ok((reasons, errors))
+    }
+
+    /// The verdict of `slice`'s policies that read no context, for `pair` and `verb`.
+    fn judge_fixed(&self, slice: &Slice, pair: &request::Pair, verb: &EntityUid) -> FixedVerdict {
+        let mut verdict = FixedVerdict::default();
+        if slice.fixed.is_empty() {
+            return verdict;
+        }
+        match Request::new(
+            pair.principal.clone(),
+            verb.clone(),
+            pair.resource.clone(),
+            Context::empty(),
+            None,
+        ) {
+            Ok(request) => {
+                let response =
+                    self.authorizer
+                        .is_authorized(&request, &slice.fixed, &pair.entities);
+                self.collect(&response, &mut verdict.reasons, &mut verdict.errors);
+            }
+            Err(e) => verdict.errors.push(EvaluationFailure {
+                policy: Arc::from("<request>"),
+                message: e.to_string(),
+            }),
+        }
+        verdict
+    }
+
+    /// Appends a Cedar response's reasons (as the loaded policies' ids) and errors.
+    fn collect(
+        &self,
+        response: &cedar_policy::Response,
+        reasons: &mut Vec<Arc<str>>,
+        errors: &mut Vec<EvaluationFailure>,
+    ) {
+        reasons.extend(response.diagnostics().reason().filter_map(|id| {
+            self.meta
+                .get_key_value(<cedar_policy::PolicyId as AsRef<str>>::as_ref(id))
+                .map(|(key, _)| Arc::clone(key))
+        }));
+        errors.extend(response.diagnostics().errors().map(|e| {
+            let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = e;
+            EvaluationFailure {
+                policy: Arc::from(e.policy_id().as_ref()),
+                message: e.to_string(),
+            }
+        }));
     }
 
     /// Default deny for a principal or resource type the schema does not allow for the action:
@@ -313,26 +415,6 @@ impl PolicyEngine {
         Decision::Allow {
             policies: determining.iter().map(|m| m.id.clone()).collect(),
         }
-    }
-
-    /// Cedar's request and entities for `action`; an `Err` names what could not be built.
-    fn request(&self, action: &Action) -> Result<(Request, Arc<Entities>), (Arc<str>, String)> {
-        let fail = |message: String| (Arc::from("<request>"), message);
-        let (principal, verb, resource, context) =
-            request::cedar_parts(&self.names, &self.ips, self.context_keys, action)
-                .map_err(fail)?;
-        let entities = self
-            .entities
-            .entities(
-                &self.names,
-                &self.action_entities,
-                &action.principal,
-                &action.resource,
-            )
-            .map_err(fail)?;
-        let request = Request::new(principal, verb, resource, context, None)
-            .map_err(|e| fail(e.to_string()))?;
-        Ok((request, entities))
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cedar_policy::{
@@ -12,6 +12,7 @@ use cedar_policy::{
 };
 use dashmap::DashMap;
 
+use super::FixedVerdict;
 use super::context_keys::{ALL as ALL_KEYS, ContextKeys};
 use crate::action::{Action, ActionContext, Principal, PrincipalKind, Resource, Verb};
 
@@ -241,37 +242,52 @@ fn same(a: &Arc<Principal>, b: &Arc<Principal>) -> bool {
     Arc::ptr_eq(a, b) || **a == **b
 }
 
-/// One principal's entity sets.
+/// A principal and a resource as Cedar sees them, shared by every request between the two:
+/// their uids, their entity set, and, per action, the verdict of the policies that read no
+/// context (a function of principal, action and resource alone), computed on first use.
+#[derive(Debug)]
+pub(crate) struct Pair {
+    pub(crate) principal: EntityUid,
+    pub(crate) resource: EntityUid,
+    /// The schema's action entities, the principal and the resource.
+    pub(crate) entities: Entities,
+    /// Indexed like the engine's action slices.
+    pub(crate) fixed: Vec<OnceLock<FixedVerdict>>,
+}
+
+/// One principal's entity set and pairs.
 #[derive(Debug)]
 struct PrincipalEntry {
     principal: Arc<Principal>,
     /// Action entities + the principal.
     base: Entities,
-    /// `base` + one resource each, most recently added last.
-    with_resource: Vec<(Resource, Arc<Entities>)>,
+    /// One pair per resource, most recently added last.
+    pairs: Vec<(Resource, Arc<Pair>)>,
 }
 
-/// Entity sets per principal and resource, shared across requests: a request from a known
-/// principal on a known model shares a ready `Entities` (one `Arc` clone, no map copy).
+/// Pairs per principal and resource, shared across requests: a request from a known principal
+/// on a known model finds its entities and fixed verdicts ready (one `Arc` clone).
 #[derive(Debug, Default)]
 pub(crate) struct EntityCache {
     entries: DashMap<Arc<str>, PrincipalEntry>,
 }
 
 impl EntityCache {
-    /// The entities for `principal` and `resource` on top of `actions` (the schema's action
-    /// entities): from the cache when seen before, built and cached otherwise.
-    pub(crate) fn entities(
+    /// The pair for `principal` and `resource` on top of `actions` (the schema's action
+    /// entities), with `slices` empty verdict slots: from the cache when seen before, built
+    /// and cached otherwise.
+    pub(crate) fn pair(
         &self,
         names: &CedarNames,
         actions: &Entities,
         principal: &Arc<Principal>,
         resource: &Resource,
-    ) -> Result<Arc<Entities>, String> {
+        slices: usize,
+    ) -> Result<Arc<Pair>, String> {
         let known_base = match self.entries.get(&principal.id) {
             Some(hit) if same(&hit.principal, principal) => {
-                if let Some((_, e)) = hit.with_resource.iter().find(|(r, _)| r == resource) {
-                    return Ok(Arc::clone(e));
+                if let Some((_, pair)) = hit.pairs.iter().find(|(r, _)| r == resource) {
+                    return Ok(Arc::clone(pair));
                 }
                 Some(hit.base.clone())
             }
@@ -284,12 +300,16 @@ impl EntityCache {
                 .add_entities([names.principal_entity(principal)?], None)
                 .map_err(|e| e.to_string())?,
         };
-        let (_, resource_entity) = names.resource_entity(resource)?;
-        let full = Arc::new(
-            base.clone()
+        let (resource_uid, resource_entity) = names.resource_entity(resource)?;
+        let pair = Arc::new(Pair {
+            principal: names.principal_uid(principal),
+            resource: resource_uid,
+            entities: base
+                .clone()
                 .add_entities([resource_entity], None)
                 .map_err(|e| e.to_string())?,
-        );
+            fixed: (0..slices).map(|_| OnceLock::new()).collect(),
+        });
         if self.entries.len() >= PRINCIPAL_CACHE_MAX {
             self.entries.clear();
         }
@@ -299,22 +319,20 @@ impl EntityCache {
                 .or_insert_with(|| PrincipalEntry {
                     principal: principal.clone(),
                     base: base.clone(),
-                    with_resource: Vec::new(),
+                    pairs: Vec::new(),
                 });
         if !same(&entry.principal, principal) {
             *entry = PrincipalEntry {
                 principal: principal.clone(),
                 base,
-                with_resource: Vec::new(),
+                pairs: Vec::new(),
             };
         }
-        if entry.with_resource.len() >= RESOURCES_PER_PRINCIPAL {
-            entry.with_resource.remove(0);
+        if entry.pairs.len() >= RESOURCES_PER_PRINCIPAL {
+            entry.pairs.remove(0);
         }
-        entry
-            .with_resource
-            .push((resource.clone(), Arc::clone(&full)));
-        Ok(full)
+        entry.pairs.push((resource.clone(), Arc::clone(&pair)));
+        Ok(pair)
     }
 }
 

@@ -1,5 +1,6 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -520,5 +521,138 @@ fn test_runner_points_at_bad_case_files() {
     assert!(
         errors[1].message.contains("unknown action `llm:dance`"),
         "{err}"
+    );
+}
+
+/// Policies that read the context and policies that do not, permits and forbids of both.
+const MIXED: &str = r#"
+@id("fixed-permit-engineering")
+permit (principal in AgentGroup::"engineering", action == Action::"llm:chat", resource);
+
+@id("fixed-permit-mini")
+permit (principal, action == Action::"llm:chat", resource)
+when { resource.name == "gpt-4o-mini" };
+
+@id("fixed-forbid-sales-gpt41")
+@reason("sales may not use gpt-4.1")
+forbid (principal, action == Action::"llm:chat", resource)
+when { principal has fleet && principal.fleet == "sales" && resource.name == "gpt-4.1" };
+
+@id("context-forbid-big")
+@reason("too many input tokens")
+forbid (principal, action == Action::"llm:chat", resource)
+when { context.input_tokens > 1000 };
+
+@id("context-permit-tls")
+permit (principal, action == Action::"llm:chat", resource)
+when { context.tls && principal has fleet && principal.fleet == "ops" };
+
+@id("context-forbid-exec-on-mini")
+@reason("no exec on small models")
+forbid (principal, action == Action::"llm:chat", resource == Model::"openai/gpt-4o-mini")
+when { context.tools.contains("exec") };
+"#;
+
+#[test]
+fn fixed_and_per_request_halves_give_cedars_answer_for_the_whole_set() {
+    let dir = pack(&[("mixed.cedar", MIXED)]);
+    let engine = PolicyEngine::load(dir.path()).expect("loads");
+    let whole = PolicySet::from_str(MIXED).expect("parses");
+    let names = request::CedarNames::new().expect("names");
+    let authorizer = Authorizer::new();
+    let mut seen = std::collections::HashSet::new();
+    for fleet in [None, Some("sales"), Some("ops")] {
+        for group in ["engineering", "finance"] {
+            for model in ["gpt-4o-mini", "gpt-4.1", "gpt-4o"] {
+                for (input_tokens, tls, tools) in [
+                    (10, true, vec![]),
+                    (5000, true, vec!["exec".to_string()]),
+                    (10, false, vec!["exec".to_string()]),
+                ] {
+                    let mut principal = agent("mixed-bot");
+                    principal.fleet = fleet.map(Arc::from);
+                    principal.groups = vec![Arc::from(group)];
+                    let mut action = chat(principal, "openai", model);
+                    action.context.input_tokens = input_tokens;
+                    action.context.tls = tls;
+                    action.context.tools = tools;
+                    // Twice: the second answer comes from the cached fixed verdict.
+                    let first = engine.decide(&action);
+                    let second = engine.decide(&action);
+                    assert_eq!(first, second);
+
+                    let (p, a, r, context) = request::cedar_parts(
+                        &names,
+                        &request::IpCache::default(),
+                        context_keys::ContextKeys::all(),
+                        &action,
+                    )
+                    .expect("parts");
+                    let entities = engine
+                        .action_entities
+                        .clone()
+                        .add_entities(
+                            [
+                                names
+                                    .principal_entity(&action.principal)
+                                    .expect("principal"),
+                                names.resource_entity(&action.resource).expect("resource").1,
+                            ],
+                            None,
+                        )
+                        .expect("entities");
+                    let request = Request::new(p, a, r, context, None).expect("request");
+                    let expected = authorizer.is_authorized(&request, &whole, &entities);
+                    // `PolicySet::from_str` names policies policy0, policy1...: map to @id.
+                    let mut expected_ids: Vec<String> = expected
+                        .diagnostics()
+                        .reason()
+                        .filter_map(|id| whole.policy(id)?.annotation("id").map(str::to_owned))
+                        .collect();
+                    expected_ids.sort();
+                    let (allowed, mut got_ids) = match &first {
+                        Decision::Allow { policies } => (true, policies.clone()),
+                        Decision::Deny { policies, .. } => (false, policies.clone()),
+                        other => panic!("no approvals in this pack: {other:?}"),
+                    };
+                    got_ids.sort();
+                    let got_ids: Vec<String> = got_ids.iter().map(|s| s.to_string()).collect();
+                    let case = format!(
+                        "fleet {fleet:?}, group {group}, {model}, {input_tokens} tokens, tls {tls}"
+                    );
+                    assert_eq!(
+                        allowed,
+                        expected.decision() == cedar_policy::Decision::Allow,
+                        "{case}"
+                    );
+                    assert_eq!(got_ids, expected_ids, "{case}");
+                    seen.insert((allowed, got_ids));
+                }
+            }
+        }
+    }
+    assert!(
+        seen.len() >= 5,
+        "the matrix reaches allows and denies by fixed and per-request policies: {seen:?}"
+    );
+}
+
+#[test]
+fn a_principal_whose_claims_changed_is_judged_afresh() {
+    let dir = pack(&[("mixed.cedar", MIXED)]);
+    let engine = PolicyEngine::load(dir.path()).expect("loads");
+    let mut principal = agent("shifty");
+    principal.groups = vec![Arc::from("finance")];
+    principal.fleet = Some(Arc::from("sales"));
+    let sales = chat(principal.clone(), "openai", "gpt-4.1");
+    assert!(matches!(engine.decide(&sales), Decision::Deny { .. }));
+    // Same agent id, a new token with other claims: the cached verdict must not apply.
+    principal.groups = vec![Arc::from("engineering")];
+    principal.fleet = Some(Arc::from("research"));
+    let research = chat(principal, "openai", "gpt-4.1");
+    assert!(
+        matches!(engine.decide(&research), Decision::Allow { .. }),
+        "{:?}",
+        engine.decide(&research)
     );
 }
