@@ -15,7 +15,7 @@ use warden_bench::loadgen::{self, LoadSpec};
 use warden_bench::process::{self, Proc};
 use warden_bench::profile::{self, ProfileFiles};
 use warden_bench::report::{self, Params, RateLatency, Report, Skipped, TargetReport, Versions};
-use warden_bench::{nginx, upstream, warden};
+use warden_bench::{bare_proxy, nginx, upstream, warden};
 
 /// Measure Warden against nginx and against no proxy at all, with the same load.
 #[derive(Debug, Parser)]
@@ -36,8 +36,13 @@ struct Args {
     /// Stop a target's run after this many requests (warm-up included), even if time remains.
     #[arg(long, default_value_t = 20_000_000)]
     max_requests: u64,
-    /// Which targets to measure, in order.
-    #[arg(long, value_delimiter = ',', default_value = "direct,nginx,warden")]
+    /// Which targets to measure, in order: `direct` (no proxy), `nginx`, `hyper` (a bare
+    /// hyper-util proxy: the stack Warden is built on, without Warden's stages), `warden`.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "direct,nginx,hyper,warden"
+    )]
     targets: Vec<Target>,
     /// Repeat the whole sequence this many times; each target reports its median round (by
     /// requests per second), and the JSON lists every round's rate.
@@ -79,6 +84,13 @@ struct Args {
     /// Run only the bench upstream on this address (used by the harness itself).
     #[arg(long, hide = true)]
     serve_upstream: Option<SocketAddr>,
+    /// Run only the bare hyper proxy on this address, to `--proxy-upstream` (used by the
+    /// harness itself).
+    #[arg(long, hide = true, requires = "proxy_upstream")]
+    serve_proxy: Option<SocketAddr>,
+    /// The bare hyper proxy's upstream.
+    #[arg(long, hide = true)]
+    proxy_upstream: Option<SocketAddr>,
 }
 
 /// `--latency-rate`.
@@ -106,6 +118,7 @@ fn parse_rate(text: &str) -> Result<Rate, String> {
 enum Target {
     Direct,
     Nginx,
+    Hyper,
     Warden,
 }
 
@@ -114,6 +127,7 @@ impl Target {
         match self {
             Target::Direct => "direct",
             Target::Nginx => "nginx",
+            Target::Hyper => "hyper",
             Target::Warden => "warden",
         }
     }
@@ -137,6 +151,9 @@ fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(addr) = args.serve_upstream {
         return serve_upstream(addr, args.upstream_threads);
+    }
+    if let (Some(addr), Some(upstream)) = (args.serve_proxy, args.proxy_upstream) {
+        return serve_bare_proxy(addr, upstream);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.client_threads.max(1))
@@ -171,6 +188,22 @@ fn serve_upstream(addr: SocketAddr, threads: usize) -> Result<()> {
             .await
             .with_context(|| format!("binding the bench upstream to {addr}"))?;
         upstream::serve(listener).await.context("bench upstream")
+    })
+}
+
+/// The bare hyper proxy, on one single-threaded runtime as each Warden worker runs.
+fn serve_bare_proxy(addr: SocketAddr, upstream: SocketAddr) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the bare proxy's runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the bare proxy to {addr}"))?;
+        bare_proxy::serve(listener, upstream)
+            .await
+            .context("bare proxy")
     })
 }
 
@@ -361,6 +394,7 @@ async fn run_target(
     match target {
         Target::Direct => run_direct(spec, upstream).await,
         Target::Nginx => run_nginx(spec, dir, upstream, versions, profile).await,
+        Target::Hyper => run_bare_proxy(spec, dir, upstream, profile).await,
         Target::Warden => match warden {
             Some(setup) => run_warden(spec, setup, upstream, profile).await,
             None => bail!("Warden was not set up"),
@@ -397,6 +431,30 @@ async fn run_nginx(
     let mut proxy = nginx::start(&binary, dir, listen, base.addr)?;
     let spec = LoadSpec {
         target: "nginx".into(),
+        addr: listen,
+        ..base.clone()
+    };
+    let result = measure_target(&spec, Some(&mut proxy), upstream, profile).await;
+    proxy.stop();
+    result
+}
+
+async fn run_bare_proxy(
+    base: &LoadSpec,
+    dir: &Path,
+    upstream: &mut Proc,
+    profile: Option<ProfileFiles>,
+) -> Result<TargetReport> {
+    let listen = process::free_loopback_addr()?;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg("--serve-proxy")
+        .arg(listen.to_string())
+        .arg("--proxy-upstream")
+        .arg(base.addr.to_string());
+    let mut proxy = Proc::spawn("bare hyper proxy", cmd, &dir.join("hyper.out"))?;
+    proxy.wait_for_port(listen)?;
+    let spec = LoadSpec {
+        target: "hyper".into(),
         addr: listen,
         ..base.clone()
     };
