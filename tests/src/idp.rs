@@ -77,9 +77,15 @@ impl Idp {
             cmd.env(k, v);
         }
         let mut proc = Proc::spawn("idp", cmd)?;
-        let line = tokio::time::timeout(Duration::from_secs(20), proc.next_stdout_line())
-            .await
-            .context("the IdP printed no ready line within 20 s")?
+        // Node starts slowly on a busy 2-core machine running the suite in parallel.
+        let line =
+            match tokio::time::timeout(Duration::from_secs(60), proc.next_stdout_line()).await {
+                Ok(line) => line,
+                Err(_) => bail!(
+                    "the IdP printed no ready line within 60 s:\n{}",
+                    proc.output()
+                ),
+            }
             .with_context(|| format!("the IdP exited before it was ready:\n{}", proc.output()))?;
         let ready: Value = serde_json::from_str(&line)
             .with_context(|| format!("IdP ready line is not JSON: {line}"))?;
