@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use warden::config::Config;
-use warden::config::load::load_file;
+use warden::config::error::ConfigErrors;
+use warden::config::files::check_files;
+use warden::config::load::{Parsed, load_file, load_file_partial};
 
 /// Warden: a security gateway for AI agent fleets.
 ///
@@ -194,15 +196,40 @@ fn load(path: Option<&Path>) -> Result<Config> {
     }
 }
 
+/// The configuration at `path` (or the embedded defaults) as far as it parsed, with every
+/// mistake found in it.
+fn parse_partial(path: Option<&Path>) -> Parsed {
+    match path {
+        Some(p) => load_file_partial(p),
+        None => Parsed::defaults(),
+    }
+}
+
+/// The configuration at `path` (or the embedded defaults), refused on any mistake in it or
+/// in the files it names (certificates, keys, CA bundles), each with file, line and key.
+fn parse_and_check_files(path: Option<&Path>) -> Parsed {
+    let mut parsed = parse_partial(path);
+    let file_errors = check_files(&parsed.config, &parsed.source);
+    parsed.errors.extend(file_errors);
+    parsed
+}
+
 fn check(path: Option<&Path>) -> Result<ExitCode> {
-    let config = match load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(ExitCode::from(1));
-        }
-    };
-    let mut ok = true;
+    let Parsed {
+        config,
+        source,
+        mut errors,
+    } = parse_partial(path);
+    // Routes are resolved only from a configuration without mistakes of its own; a bad file
+    // it names does not stop them.
+    let config_ok = errors.is_empty();
+    errors.extend(check_files(&config, &source));
+    let mut ok = errors.is_empty();
+    if !ok {
+        eprintln!("{}", ConfigErrors(errors));
+    }
+    // Policies are checked even when the configuration has mistakes, in the directory the
+    // `policy` section names if it parsed, else the default one.
     match warden::policy::PolicyEngine::load(&config.policy.dir) {
         Ok(engine) => println!(
             "policies: {} valid in {}",
@@ -214,25 +241,27 @@ fn check(path: Option<&Path>) -> Result<ExitCode> {
             ok = false;
         }
     }
-    match warden::route::RouteTable::build(&config) {
-        Ok(routes) => {
-            for r in routes.iter() {
-                match &r.credential {
-                    Ok(_) => println!(
-                        "route {} {} -> {}://{}{}",
-                        r.name,
-                        r.prefix,
-                        r.upstream.scheme,
-                        r.upstream.authority,
-                        r.upstream.base_path
-                    ),
-                    Err(e) => println!("route {} {}: warning: {e}", r.name, r.prefix),
+    if config_ok {
+        match warden::route::RouteTable::build(&config) {
+            Ok(routes) => {
+                for r in routes.iter() {
+                    match &r.credential {
+                        Ok(_) => println!(
+                            "route {} {} -> {}://{}{}",
+                            r.name,
+                            r.prefix,
+                            r.upstream.scheme,
+                            r.upstream.authority,
+                            r.upstream.base_path
+                        ),
+                        Err(e) => println!("route {} {}: warning: {e}", r.name, r.prefix),
+                    }
                 }
             }
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            ok = false;
+            Err(e) => {
+                eprintln!("{e}");
+                ok = false;
+            }
         }
     }
     if ok {
@@ -247,7 +276,11 @@ fn check(path: Option<&Path>) -> Result<ExitCode> {
 }
 
 fn serve(path: Option<PathBuf>) -> Result<ExitCode> {
-    let config = load(path.as_deref())?;
+    // The same checks as `warden check`, so that a bad certificate or CA file stops start-up
+    // with its file, line and key rather than later without them.
+    let config = parse_and_check_files(path.as_deref())
+        .into_result()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let _log_guard = warden::telemetry::logging::init(&config.log);
     // The main thread's runtime: admin listener, reloads, signals, refreshes. The proxy runs
     // on worker threads of its own (workers.rs).

@@ -5,7 +5,7 @@ use serde::de::DeserializeOwned;
 use std::path::Path;
 
 use super::error::{ConfigError, ConfigErrors};
-use super::locate::{LineIndex, join_key};
+use super::locate::{Source, join_key};
 use super::{Config, RouteConfig};
 
 /// The top-level keys, in the order the documentation lists them.
@@ -23,45 +23,94 @@ const SECTIONS: &[&str] = &[
     "routes",
 ];
 
+/// A configuration read as far as it could be: each section that has a mistake keeps its
+/// defaults, so callers can still use the sections that parsed (e.g. `policy.dir`).
+#[derive(Debug)]
+pub struct Parsed {
+    /// The configuration; sections with mistakes hold their defaults.
+    pub config: Config,
+    /// Where it came from, to locate further mistakes.
+    pub source: Source,
+    /// Every mistake found, each with file, line and key.
+    pub errors: Vec<ConfigError>,
+}
+
+impl Parsed {
+    /// The embedded defaults, read from no file.
+    pub fn defaults() -> Parsed {
+        Parsed {
+            config: Config::default(),
+            source: Source::default(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// The configuration, or every mistake found.
+    pub fn into_result(self) -> Result<Config, ConfigErrors> {
+        if self.errors.is_empty() {
+            Ok(self.config)
+        } else {
+            Err(ConfigErrors(self.errors))
+        }
+    }
+}
+
 /// Reads and parses `path`. Every mistake is reported with file, line and key.
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            file: Some(path.into()),
-            line: None,
-            key: String::new(),
-            message: format!("cannot read the configuration file: {e}"),
-        }])
-    })?;
-    parse(&text, Some(path))
+    load_file_partial(path).into_result()
+}
+
+/// Reads and parses `path`, keeping what parsed alongside the mistakes.
+pub fn load_file_partial(path: &Path) -> Parsed {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_partial(&text, Some(path)),
+        Err(e) => {
+            let source = Source::new("", Some(path));
+            let errors = vec![source.error("", format!("cannot read the configuration file: {e}"))];
+            Parsed {
+                config: Config::default(),
+                source,
+                errors,
+            }
+        }
+    }
 }
 
 /// Parses configuration `text` (from `file`, for messages).
 pub fn parse(text: &str, file: Option<&Path>) -> Result<Config, ConfigErrors> {
-    let lines = LineIndex::new(text);
-    let error = |key: &str, message: String| ConfigError {
-        file: file.map(Into::into),
-        line: lines.line_of(key),
-        key: key.to_string(),
-        message,
+    parse_partial(text, file).into_result()
+}
+
+/// Parses configuration `text` (from `file`, for messages), keeping what parsed alongside
+/// the mistakes.
+pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
+    let source = Source::new(text, file);
+    let error = |key: &str, message: String| source.error(key, message);
+    let failed = |errors: Vec<ConfigError>| Parsed {
+        config: Config::default(),
+        source: source.clone(),
+        errors,
     };
     let root: serde_json::Value = if text.trim().is_empty() {
         serde_json::Value::Object(Default::default())
     } else {
-        serde_saphyr::from_str(text).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                file: file.map(Into::into),
-                line: e.location().map(|l| l.line() as usize),
-                key: String::new(),
-                message: format!("invalid YAML: {}", saphyr_message(&e)),
-            }])
-        })?
+        match serde_saphyr::from_str(text) {
+            Ok(root) => root,
+            Err(e) => {
+                return failed(vec![ConfigError {
+                    file: file.map(Into::into),
+                    line: e.location().map(|l| l.line() as usize),
+                    key: String::new(),
+                    message: format!("invalid YAML: {}", saphyr_message(&e)),
+                }]);
+            }
+        }
     };
     let serde_json::Value::Object(map) = root else {
-        return Err(ConfigErrors(vec![error(
+        return failed(vec![error(
             "",
             "the file must be a mapping of sections (listen:, routes:, ...)".into(),
-        )]));
+        )]);
     };
 
     let mut config = Config::default();
@@ -87,16 +136,15 @@ pub fn parse(text: &str, file: Option<&Path>) -> Result<Config, ConfigErrors> {
             )),
         }
     }
-    let mut semantic = super::validate::validate(&config);
     errors.extend(
-        semantic
-            .drain(..)
+        super::validate::validate(&config)
+            .into_iter()
             .map(|(key, message)| error(&key, message)),
     );
-    if errors.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigErrors(errors))
+    Parsed {
+        config,
+        source,
+        errors,
     }
 }
 
@@ -150,5 +198,44 @@ pub fn saphyr_message(e: &serde_saphyr::Error) -> String {
     match text.find(" at line ") {
         Some(i) => text[..i].to_string(),
         None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_parse_keeps_the_sections_that_parsed() {
+        let parsed = parse_partial(
+            "listen:\n  proxy: nowhere\npolicy:\n  dir: /etc/warden/policies\n",
+            Some(Path::new("warden.yaml")),
+        );
+        assert_eq!(parsed.errors.len(), 1, "{:?}", parsed.errors);
+        assert_eq!(parsed.errors[0].key, "listen.proxy");
+        assert_eq!(
+            parsed.config.policy.dir,
+            Path::new("/etc/warden/policies"),
+            "the policy section parsed, so its directory is kept"
+        );
+        assert_eq!(parsed.config.listen, crate::config::ListenConfig::default());
+    }
+
+    #[test]
+    fn partial_parse_of_broken_yaml_or_missing_file_falls_back_to_defaults() {
+        let parsed = parse_partial("policy: [unclosed\n", None);
+        assert_eq!(parsed.errors.len(), 1);
+        assert_eq!(parsed.config, Config::default());
+
+        let parsed = load_file_partial(Path::new("/nonexistent/warden/warden.yaml"));
+        assert_eq!(parsed.errors.len(), 1);
+        assert!(
+            parsed.errors[0]
+                .to_string()
+                .starts_with("/nonexistent/warden/warden.yaml: cannot read the configuration file"),
+            "{}",
+            parsed.errors[0]
+        );
+        assert_eq!(parsed.config, Config::default());
     }
 }

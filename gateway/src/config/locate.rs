@@ -3,6 +3,43 @@
 
 use serde_saphyr::granit_parser::{Event, Parser};
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::error::ConfigError;
+
+/// Where a configuration came from: its file and the line of each key, so that a mistake
+/// found after parsing (or in a file the configuration names) still points at its key.
+#[derive(Debug, Default, Clone)]
+pub struct Source {
+    file: Option<PathBuf>,
+    lines: LineIndex,
+}
+
+impl Source {
+    /// The source of configuration `text`, read from `file` (`None` for the defaults).
+    pub fn new(text: &str, file: Option<&Path>) -> Source {
+        Source {
+            file: file.map(Into::into),
+            lines: LineIndex::new(text),
+        }
+    }
+
+    /// A mistake at `key` (e.g. `listen.tls.cert`), located at the line of that key or of
+    /// its nearest ancestor present in the file.
+    pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            line: self.lines.line_of(key),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// The file, when the configuration was read from one.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+}
 
 /// Line numbers (1-based) of every key and sequence item in a YAML document.
 #[derive(Debug, Default, Clone)]

@@ -253,6 +253,7 @@ pub fn default_routes() -> Vec<RouteConfig> {
 }
 
 pub mod error;
+pub mod files;
 pub mod load;
 pub mod locate;
 pub mod validate;

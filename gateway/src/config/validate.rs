@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use super::Config;
+use crate::identity::secure_url;
 use crate::route::connector::{Connectors, validate_base_url};
 
 /// Algorithms Warden accepts from OIDC issuers. HMAC is never accepted: an issuer's public
@@ -49,7 +50,22 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
         );
     }
 
+    if config.upstream.ca_only && config.upstream.ca_file.is_none() {
+        err(
+            "upstream.ca_only",
+            "trusts only upstream.ca_file, which is not set: nothing would be trusted. Set \
+             upstream.ca_file to the CA bundle (PEM) to trust, or remove ca_only"
+                .into(),
+        );
+    }
+
     let id = &config.identity;
+    if id.jwks_refresh_interval.is_zero() {
+        err(
+            "identity.jwks_refresh_interval",
+            "must be longer than zero (e.g. 5m)".into(),
+        );
+    }
     if id.required && !id.warden_issuer.enabled && id.issuers.is_empty() {
         err(
             "identity",
@@ -58,15 +74,35 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
                 .into(),
         );
     }
+    let mut issuers: HashMap<&str, usize> = HashMap::new();
     for (i, iss) in id.issuers.iter().enumerate() {
         let key = format!("identity.issuers[{i}]");
-        if let Err(m) = validate_base_url(&iss.issuer) {
+        // What start-up requires too: https, or plain http to a loopback address only.
+        let url = validate_base_url(&iss.issuer).and_then(|_| secure_url(&iss.issuer).map(drop));
+        if let Err(m) = url {
             err(&format!("{key}.issuer"), m);
+        }
+        let first = *issuers.entry(iss.issuer.as_str()).or_insert(i);
+        if first != i {
+            err(
+                &format!("{key}.issuer"),
+                format!(
+                    "{:?} is already trusted by identity.issuers[{first}]; list each issuer once",
+                    iss.issuer
+                ),
+            );
         }
         if iss.audiences.is_empty() {
             err(
                 &format!("{key}.audiences"),
                 "list at least one accepted audience (the token's aud)".into(),
+            );
+        } else if iss.audiences.iter().all(|a| a.is_empty()) {
+            err(
+                &format!("{key}.audiences"),
+                "every audience is empty: list at least one accepted audience (the token's aud), \
+                 or tokens minted for any other service of this issuer would be accepted"
+                    .into(),
             );
         }
         if iss.algorithms.is_empty() {
@@ -87,7 +123,7 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
             }
         }
         if let Some(uri) = &iss.jwks_uri
-            && let Err(m) = validate_base_url(uri)
+            && let Err(m) = validate_base_url(uri).and_then(|_| secure_url(uri).map(drop))
         {
             err(&format!("{key}.jwks_uri"), m);
         }
@@ -258,6 +294,88 @@ colour: blue
         let text = errors_of("runtime:\n  workers: 2\n");
         assert!(
             text.contains("warden.yaml:2: runtime.workers: unknown field"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn ca_only_without_ca_file_is_located_at_ca_only() {
+        let text = errors_of("upstream:\n  connect_timeout: 5s\n  ca_only: true\n");
+        assert!(
+            text.contains(
+                "warden.yaml:3: upstream.ca_only: trusts only upstream.ca_file, which is not set"
+            ),
+            "{text}"
+        );
+        let with_file = "upstream:\n  ca_only: true\n  ca_file: /etc/ca.pem\n";
+        assert!(parse(with_file, None).is_ok());
+    }
+
+    #[test]
+    fn zero_jwks_refresh_interval_is_located() {
+        let text = errors_of("identity:\n  jwks_refresh_interval: 0s\n");
+        assert!(
+            text.contains(
+                "warden.yaml:2: identity.jwks_refresh_interval: must be longer than zero"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_issuer_listed_twice_is_located_at_the_second_entry() {
+        let yaml = "\
+identity:
+  issuers:
+    - issuer: https://idp.example.com
+      audiences: [warden]
+    - issuer: https://other.example.com
+      audiences: [warden]
+    - issuer: https://idp.example.com
+      audiences: [warden]
+";
+        let text = errors_of(yaml);
+        assert!(
+            text.contains(
+                "warden.yaml:7: identity.issuers[2].issuer: \"https://idp.example.com\" is already \
+                 trusted by identity.issuers[0]"
+            ),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 1, "{text}");
+    }
+
+    #[test]
+    fn issuer_and_jwks_uri_need_https_except_on_loopback() {
+        let yaml = "\
+identity:
+  issuers:
+    - issuer: http://idp.example.com
+      audiences: [warden]
+    - issuer: https://idp2.example.com
+      audiences: [warden]
+      jwks_uri: http://keys.example.com/jwks
+";
+        let text = errors_of(yaml);
+        assert!(
+            text.contains("warden.yaml:3: identity.issuers[0].issuer: \"http://idp.example.com\" must use https"),
+            "{text}"
+        );
+        assert!(
+            text.contains("warden.yaml:7: identity.issuers[1].jwks_uri: \"http://keys.example.com/jwks\" must use https"),
+            "{text}"
+        );
+        let loopback = "identity:\n  issuers:\n    - { issuer: 'http://127.0.0.1:8081', audiences: [warden], jwks_uri: 'http://localhost:8081/jwks' }\n";
+        assert!(parse(loopback, None).is_ok());
+    }
+
+    #[test]
+    fn audiences_that_are_all_empty_are_refused() {
+        let text = errors_of(
+            "identity:\n  issuers:\n    - issuer: https://idp.example.com\n      audiences: [\"\"]\n",
+        );
+        assert!(
+            text.contains("warden.yaml:4: identity.issuers[0].audiences: every audience is empty"),
             "{text}"
         );
     }

@@ -1,6 +1,7 @@
 //! Fetches an issuer's JWKS over HTTPS: OIDC discovery (`jwks_uri`) unless configured, then
 //! the key set itself, with bounded time and size.
 
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -66,16 +67,7 @@ impl JwksFetcher {
                 }
             }));
         if let Some(ca_file) = &cfg.ca_file {
-            let pem = std::fs::read(ca_file).map_err(|e| {
-                config_err("ca_file", format!("cannot read {}: {e}", ca_file.display()))
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                config_err(
-                    "ca_file",
-                    format!("{} is not a PEM bundle: {e}", ca_file.display()),
-                )
-            })?;
-            for cert in certs {
+            for cert in read_ca_bundle(ca_file).map_err(|p| config_err("ca_file", p))? {
                 builder = builder.add_root_certificate(cert);
             }
         }
@@ -172,6 +164,13 @@ impl JwksFetcher {
         }
         Ok(body)
     }
+}
+
+/// The certificates in an issuer's `ca_file` (PEM), or what is wrong with the file.
+pub(crate) fn read_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("{} is not a PEM bundle: {e}", path.display()))
 }
 
 /// Parses `url`, accepting `https` anywhere and plain `http` only to a loopback host.

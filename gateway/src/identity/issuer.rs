@@ -51,10 +51,7 @@ impl TokenIssuer {
         cfg: &WardenIssuerConfig,
         data_dir: &Path,
     ) -> Result<TokenIssuer, IdentityError> {
-        let key_file = cfg
-            .key_file
-            .clone()
-            .unwrap_or_else(|| data_dir.join("keys").join("agent-signing.pem"));
+        let key_file = key_path(cfg, data_dir);
         let signing = match std::fs::read_to_string(&key_file) {
             Ok(pem) => load_key(&key_file, &pem)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_key(&key_file)?,
@@ -78,6 +75,22 @@ impl TokenIssuer {
             public,
             encoding: EncodingKey::from_ed_der(der.as_bytes()),
         })
+    }
+
+    /// Checks the signing key [`load_or_create`](Self::load_or_create) would use, without
+    /// creating anything: an existing file must be readable and hold an Ed25519 PKCS#8 PEM
+    /// key. A missing file is fine: start-up creates it.
+    pub fn check_key_file(cfg: &WardenIssuerConfig, data_dir: &Path) -> Result<(), IdentityError> {
+        let key_file = key_path(cfg, data_dir);
+        match std::fs::read_to_string(&key_file) {
+            Ok(pem) => load_key(&key_file, &pem).map(drop),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(IdentityError::KeyFile {
+                action: "cannot read",
+                path: key_file,
+                source,
+            }),
+        }
     }
 
     /// `warden token issue --agent NAME --ttl 1h --claim k=v`: claims are extra JWT claims.
@@ -155,6 +168,13 @@ impl TokenIssuer {
     pub(crate) fn verify_key(&self) -> VerifyKey {
         VerifyKey::ed25519(Some(self.kid.clone()), &self.public)
     }
+}
+
+/// Where the signing key lives: `key_file`, or `<data_dir>/keys/agent-signing.pem`.
+fn key_path(cfg: &WardenIssuerConfig, data_dir: &Path) -> PathBuf {
+    cfg.key_file
+        .clone()
+        .unwrap_or_else(|| data_dir.join("keys").join("agent-signing.pem"))
 }
 
 /// Parses `--claim k=v`: the value is JSON when it parses as JSON, else a string.

@@ -30,6 +30,8 @@ pub use credential::credential_from_headers;
 pub use error::{AuthError, ClaimArgError, FetchedAgo, IdentityError, NameList, Shown, UnixTime};
 pub use issuer::{TokenIssuer, parse_claim_arg};
 
+pub(crate) use fetch::{read_ca_bundle, secure_url};
+
 use crate::action::Principal;
 use cache::{TokenCache, TokenKey};
 use config::IdentityConfig;

@@ -56,6 +56,29 @@ pub enum TlsError {
     ClientCa { path: PathBuf, reason: String },
 }
 
+impl TlsError {
+    /// The key of `cfg` this error is about: `cert`, `key` or `client_ca`; `None` when it is
+    /// about no one file (the crypto provider).
+    pub fn field(&self, cfg: &TlsConfig) -> Option<&'static str> {
+        let of_path = |path: &Path| {
+            if path == cfg.cert {
+                "cert"
+            } else if path == cfg.key {
+                "key"
+            } else {
+                "client_ca"
+            }
+        };
+        match self {
+            TlsError::Read { path, .. } | TlsError::Pem { path, .. } => Some(of_path(path)),
+            TlsError::NoCertificate { .. } => Some("cert"),
+            TlsError::NoPrivateKey { .. } | TlsError::Key { .. } => Some("key"),
+            TlsError::ClientCa { .. } => Some("client_ca"),
+            TlsError::Provider(_) => None,
+        }
+    }
+}
+
 /// Reloadable server TLS: each new handshake uses the configuration loaded last.
 pub struct ServerTls {
     files: TlsConfig,
@@ -85,6 +108,38 @@ impl ServerTls {
             current: ArcSwap::from_pointee(config),
             loaded,
         }))
+    }
+
+    /// Every reason [`load`](Self::load) would refuse `cfg`, without serving anything: each
+    /// file is checked on its own (so a bad certificate does not hide a bad key), then, when
+    /// they all are usable, whether the key serves the certificate. Each error comes with the
+    /// key of `cfg` it is about (`cert`, `key`, `client_ca`; `None` for none in particular).
+    pub fn check(cfg: &TlsConfig) -> Vec<(Option<&'static str>, TlsError)> {
+        let mut errors = Vec::new();
+        match read_certificates(&cfg.cert) {
+            Ok(chain) if chain.is_empty() => errors.push((
+                Some("cert"),
+                TlsError::NoCertificate {
+                    path: cfg.cert.clone(),
+                },
+            )),
+            Ok(_) => {}
+            Err(e) => errors.push((Some("cert"), e)),
+        }
+        if let Err(e) = read_private_key(&cfg.key) {
+            errors.push((Some("key"), e));
+        }
+        if let Some(ca) = &cfg.client_ca
+            && let Err(e) = client_verifier(ca, cfg.require_client_cert, super::crypto_provider())
+        {
+            errors.push((Some("client_ca"), e));
+        }
+        if errors.is_empty()
+            && let Err(e) = build_server_config(cfg)
+        {
+            errors.push((e.field(cfg), e));
+        }
+        errors
     }
 
     /// Reads the files again; on success new handshakes use them, on error nothing changes.

@@ -36,6 +36,10 @@ pub struct CredentialInjection {
     pub header: String,
     /// Header value with `{secret}` where the secret goes, e.g. `Bearer {secret}`.
     pub format: String,
+    /// The upstream may need no credential (a local vLLM or LocalAI): a route without
+    /// `credential:` sends none instead of answering 503. Default `false`.
+    #[serde(default)]
+    pub optional: bool,
 }
 
 const BUILT_IN: &[(&str, &str)] = &[
@@ -193,6 +197,61 @@ mod tests {
         assert_eq!(
             c.get("anthropic").map(|c| c.protocol),
             Some(Protocol::Anthropic)
+        );
+    }
+
+    #[test]
+    fn only_openai_compatible_has_an_optional_credential() {
+        let c = Connectors::load(None).expect("built-in connectors are valid");
+        let optional = |name: &str| {
+            c.get(name)
+                .and_then(|c| c.credential.as_ref())
+                .map(|cred| cred.optional)
+        };
+        assert_eq!(optional("openai-compatible"), Some(true));
+        for name in ["openai", "anthropic", "gemini"] {
+            assert_eq!(optional(name), Some(false), "{name} needs its key");
+        }
+    }
+
+    #[test]
+    fn connector_credential_fields_are_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let head = "name: acme\nprotocol: openai\nprovider: acme\nbase_url: https://x\ncredential:\n  header: authorization\n  format: \"Bearer {secret}\"\n";
+        std::fs::write(
+            dir.path().join("acme.yaml"),
+            format!("{head}  optional: yes please\n"),
+        )
+        .expect("write");
+        let text = Connectors::load(Some(dir.path()))
+            .expect_err("optional must be a boolean")
+            .to_string();
+        assert!(text.contains("acme.yaml:8"), "{text}");
+
+        std::fs::write(
+            dir.path().join("acme.yaml"),
+            format!("{head}  optinal: true\n"),
+        )
+        .expect("write");
+        let text = Connectors::load(Some(dir.path()))
+            .expect_err("unknown field")
+            .to_string();
+        assert!(
+            text.contains("acme.yaml:8") && text.contains("optinal"),
+            "{text}"
+        );
+
+        std::fs::write(
+            dir.path().join("acme.yaml"),
+            format!("{head}  optional: true\n"),
+        )
+        .expect("write");
+        let c = Connectors::load(Some(dir.path())).expect("valid connector");
+        assert_eq!(
+            c.get("acme")
+                .and_then(|c| c.credential.as_ref())
+                .map(|c| c.optional),
+            Some(true)
         );
     }
 

@@ -101,6 +101,7 @@ impl RouteTable {
                 .map_err(|m| ConfigErrors::one(format!("routes[{i}].upstream"), m))?;
             let credential = match (&rc.credential, &connector.credential) {
                 (Some(source), Some(injection)) => Credential::resolve(source, injection).map(Some),
+                (None, Some(injection)) if injection.optional => Ok(None),
                 (None, Some(_)) => Err(CredentialError::NotConfigured {
                     route: rc.name.clone().unwrap_or_else(|| rc.connector.clone()),
                 }),
@@ -167,6 +168,50 @@ mod tests {
         assert_eq!(
             up.uri("", None).expect("uri").to_string(),
             "http://127.0.0.1:9000/"
+        );
+    }
+
+    #[test]
+    fn openai_compatible_route_without_credential_sends_none() {
+        let t = table(
+            "routes:\n  - { prefix: /vllm, connector: openai-compatible, upstream: 'http://vllm.internal:8000/v1' }\n",
+        );
+        let (r, _) = t.find("/vllm/chat/completions").expect("match");
+        assert!(
+            matches!(r.credential, Ok(None)),
+            "a keyless OpenAI-compatible server needs no credential: {:?}",
+            r.credential
+        );
+    }
+
+    #[test]
+    fn openai_compatible_route_with_credential_injects_a_bearer_header() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("key");
+        std::fs::write(&secret, "sk-local\n").expect("write secret");
+        let t = table(&format!(
+            "routes:\n  - {{ prefix: /vllm, connector: openai-compatible, credential: {{ file: {} }} }}\n",
+            secret.display()
+        ));
+        let (r, _) = t.find("/vllm/chat/completions").expect("match");
+        let credential = r
+            .credential
+            .as_ref()
+            .expect("credential resolves")
+            .as_ref()
+            .expect("credential is injected");
+        assert_eq!(credential.header, http::header::AUTHORIZATION);
+        assert_eq!(credential.value.as_bytes(), b"Bearer sk-local");
+    }
+
+    #[test]
+    fn provider_route_without_credential_is_not_configured() {
+        let t = table("routes:\n  - { prefix: /o, connector: openai }\n");
+        let (r, _) = t.find("/o/chat/completions").expect("match");
+        assert!(
+            matches!(&r.credential, Err(CredentialError::NotConfigured { route }) if route == "openai"),
+            "{:?}",
+            r.credential
         );
     }
 

@@ -22,18 +22,9 @@ pub enum UpstreamError {
     /// `upstream.ca_only` without `upstream.ca_file`: nothing would be trusted.
     #[error("upstream.ca_only is set but upstream.ca_file is not; name the CA bundle to trust")]
     CaOnlyWithoutFile,
-    /// `upstream.ca_file` could not be read or parsed.
+    /// `upstream.ca_file` is unusable.
     #[error("upstream.ca_file: {0}")]
-    CaFile(Box<TlsError>),
-    /// `upstream.ca_file` holds no certificate.
-    #[error("upstream.ca_file {path} holds no PEM `CERTIFICATE` block")]
-    CaFileEmpty { path: PathBuf },
-    /// A certificate in `upstream.ca_file` cannot be a trust anchor.
-    #[error("upstream.ca_file {path} holds a certificate that cannot be trusted as a CA: {source}")]
-    CaFileInvalid {
-        path: PathBuf,
-        source: rustls::Error,
-    },
+    CaFile(#[from] CaFileError),
     /// The crypto provider refused the protocol versions (a build defect, not configuration).
     #[error("the TLS crypto provider cannot speak TLS 1.2/1.3: {0}")]
     Provider(rustls::Error),
@@ -73,6 +64,23 @@ pub enum UpstreamError {
     Protocol {
         authority: Authority,
         source: BoxError,
+    },
+}
+
+/// Why `upstream.ca_file` cannot serve as the upstream trust anchors.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    /// The file could not be read or is not valid PEM.
+    #[error(transparent)]
+    Read(Box<TlsError>),
+    /// The file holds no certificate.
+    #[error("{path} holds no PEM `CERTIFICATE` block")]
+    Empty { path: PathBuf },
+    /// A certificate in the file cannot be a trust anchor.
+    #[error("{path} holds a certificate that cannot be trusted as a CA: {source}")]
+    Invalid {
+        path: PathBuf,
+        source: rustls::Error,
     },
 }
 

@@ -9,6 +9,7 @@ mod error;
 #[cfg(test)]
 mod tests;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::RootCertStore;
 
-pub use error::UpstreamError;
+pub use error::{CaFileError, UpstreamError};
 
 use connect_timeout::ConnectTimeout;
 
@@ -124,19 +125,29 @@ fn trust_roots(cfg: &UpstreamConfig) -> Result<Arc<RootCertStore>, UpstreamError
         }
     }
     if let Some(path) = &cfg.ca_file {
-        let certs = crate::listener::read_certificates(path)
-            .map_err(|source| UpstreamError::CaFile(Box::new(source)))?;
-        if certs.is_empty() {
-            return Err(UpstreamError::CaFileEmpty { path: path.clone() });
-        }
-        for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|source| UpstreamError::CaFileInvalid {
-                    path: path.clone(),
-                    source,
-                })?;
-        }
+        add_ca_file(&mut roots, path)?;
     }
     Ok(Arc::new(roots))
+}
+
+/// Checks that `upstream.ca_file` at `path` can be read and that every certificate in it
+/// can be trusted as a CA, as [`UpstreamClient::new`] requires.
+pub fn check_ca_file(path: &Path) -> Result<(), CaFileError> {
+    add_ca_file(&mut RootCertStore::empty(), path)
+}
+
+/// Adds every certificate of the PEM bundle at `path` to `roots`.
+fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<(), CaFileError> {
+    let certs = crate::listener::read_certificates(path)
+        .map_err(|source| CaFileError::Read(Box::new(source)))?;
+    if certs.is_empty() {
+        return Err(CaFileError::Empty { path: path.into() });
+    }
+    for cert in certs {
+        roots.add(cert).map_err(|source| CaFileError::Invalid {
+            path: path.into(),
+            source,
+        })?;
+    }
+    Ok(())
 }

@@ -1,0 +1,262 @@
+//! Checks of the files a configuration names: listener certificates and keys, CA bundles and
+//! Warden's token-signing key. Each is read the way start-up reads it, so `warden check`
+//! reports what `warden serve` would stop on, and start-up names the key at fault. Nothing is
+//! created or written, and nothing is fetched over the network.
+
+use super::Config;
+use super::error::ConfigError;
+use super::locate::Source;
+use crate::identity::{TokenIssuer, read_ca_bundle};
+use crate::listener::ServerTls;
+
+/// Every mistake in the files `config` names, each located at its key in `source`.
+pub fn check_files(config: &Config, source: &Source) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let listeners = [
+        ("listen.tls", &config.listen.tls),
+        ("listen.admin_tls", &config.listen.admin_tls),
+    ];
+    for (section, tls) in listeners {
+        let Some(tls) = tls else { continue };
+        for (field, error) in ServerTls::check(tls) {
+            let key = match field {
+                Some(field) => format!("{section}.{field}"),
+                None => section.to_string(),
+            };
+            errors.push(source.error(&key, error.to_string()));
+        }
+    }
+    if let Some(path) = &config.upstream.ca_file
+        && let Err(error) = crate::upstream::check_ca_file(path)
+    {
+        errors.push(source.error("upstream.ca_file", error.to_string()));
+    }
+    for (i, issuer) in config.identity.issuers.iter().enumerate() {
+        if let Some(path) = &issuer.ca_file
+            && let Err(problem) = read_ca_bundle(path)
+        {
+            errors.push(source.error(&format!("identity.issuers[{i}].ca_file"), problem));
+        }
+    }
+    let warden = &config.identity.warden_issuer;
+    if warden.enabled
+        && let Err(error) = TokenIssuer::check_key_file(warden, &config.data_dir)
+    {
+        errors.push(source.error("identity.warden_issuer.key_file", error.to_string()));
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load::parse_partial;
+    use crate::listener::test_pki::TestCa;
+    use std::path::{Path, PathBuf};
+
+    /// The file mistakes in configuration `yaml` (read from `warden.yaml`), as printed.
+    fn file_errors(yaml: &str) -> Vec<String> {
+        let parsed = parse_partial(yaml, Some(Path::new("warden.yaml")));
+        assert!(
+            parsed.errors.is_empty(),
+            "config itself: {:?}",
+            parsed.errors
+        );
+        check_files(&parsed.config, &parsed.source)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write test file");
+        path
+    }
+
+    /// A data dir with no signing key yet, so Warden's issuer adds no error of its own.
+    fn data_dir() -> tempfile::TempDir {
+        tempfile::tempdir().expect("tempdir")
+    }
+
+    #[test]
+    fn usable_files_raise_no_error() {
+        let dir = data_dir();
+        let ca = TestCa::new("files");
+        let leaf = ca.server_cert(&["localhost"]);
+        let cert = write(dir.path(), "s.crt", &leaf.cert_pem);
+        let key = write(dir.path(), "s.key", &leaf.key_pem);
+        let bundle = write(dir.path(), "ca.pem", &ca.cert_pem);
+        let yaml = format!(
+            "data_dir: {d}\nlisten:\n  tls: {{ cert: {c}, key: {k}, client_ca: {b} }}\n\
+             upstream:\n  ca_file: {b}\n",
+            d = dir.path().display(),
+            c = cert.display(),
+            k = key.display(),
+            b = bundle.display(),
+        );
+        assert_eq!(file_errors(&yaml), Vec::<String>::new());
+    }
+
+    #[test]
+    fn missing_listener_cert_and_key_are_each_located_at_their_key() {
+        let dir = data_dir();
+        let yaml = format!(
+            "data_dir: {}\nlisten:\n  tls:\n    cert: /nonexistent/warden/s.crt\n    key: /nonexistent/warden/s.key\n",
+            dir.path().display()
+        );
+        let errors = file_errors(&yaml);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].starts_with(
+                "warden.yaml:4: listen.tls.cert: cannot read /nonexistent/warden/s.crt"
+            ),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with(
+                "warden.yaml:5: listen.tls.key: cannot read /nonexistent/warden/s.key"
+            ),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn admin_key_of_another_certificate_is_located_at_admin_tls_key() {
+        let dir = data_dir();
+        let ca = TestCa::new("files");
+        let cert = write(
+            dir.path(),
+            "a.crt",
+            &ca.server_cert(&["localhost"]).cert_pem,
+        );
+        let key = write(dir.path(), "a.key", &ca.server_cert(&["localhost"]).key_pem);
+        let yaml = format!(
+            "data_dir: {}\nlisten:\n  admin_tls:\n    cert: {}\n    key: {}\n",
+            dir.path().display(),
+            cert.display(),
+            key.display()
+        );
+        let errors = file_errors(&yaml);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("warden.yaml:5: listen.admin_tls.key: key "),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn certificate_file_without_certificate_and_unusable_client_ca_are_located() {
+        let dir = data_dir();
+        let leaf = TestCa::new("files").server_cert(&["localhost"]);
+        let cert = write(dir.path(), "s.crt", &leaf.key_pem);
+        let key = write(dir.path(), "s.key", &leaf.key_pem);
+        let empty = write(dir.path(), "ca.pem", "");
+        let yaml = format!(
+            "data_dir: {}\nlisten:\n  tls:\n    cert: {}\n    key: {}\n    client_ca: {}\n",
+            dir.path().display(),
+            cert.display(),
+            key.display(),
+            empty.display()
+        );
+        let errors = file_errors(&yaml);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].starts_with("warden.yaml:4: listen.tls.cert: no certificate found"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with("warden.yaml:6: listen.tls.client_ca: client CA bundle"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn unreadable_or_empty_upstream_ca_file_is_located_at_upstream_ca_file() {
+        let dir = data_dir();
+        let yaml = format!(
+            "data_dir: {}\nupstream:\n  ca_file: /nonexistent/warden/ca.pem\n",
+            dir.path().display()
+        );
+        let errors = file_errors(&yaml);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with(
+                "warden.yaml:3: upstream.ca_file: cannot read /nonexistent/warden/ca.pem"
+            ),
+            "{errors:?}"
+        );
+
+        let empty = write(dir.path(), "ca.pem", "# no certificate here\n");
+        let yaml = format!(
+            "data_dir: {}\nupstream:\n  ca_only: true\n  ca_file: {}\n",
+            dir.path().display(),
+            empty.display()
+        );
+        let errors = file_errors(&yaml);
+        assert_eq!(
+            errors,
+            [format!(
+                "warden.yaml:4: upstream.ca_file: {} holds no PEM `CERTIFICATE` block",
+                empty.display()
+            )]
+        );
+    }
+
+    #[test]
+    fn unreadable_or_unparsable_issuer_ca_file_is_located_at_its_issuer() {
+        let dir = data_dir();
+        let garbage = write(
+            dir.path(),
+            "idp-ca.pem",
+            "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+        );
+        let yaml = format!(
+            "data_dir: {}\nidentity:\n  issuers:\n    - issuer: https://a.example.com\n      audiences: [warden]\n      ca_file: /nonexistent/warden/idp.pem\n    - issuer: https://b.example.com\n      audiences: [warden]\n      ca_file: {}\n",
+            dir.path().display(),
+            garbage.display()
+        );
+        let errors = file_errors(&yaml);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].starts_with(
+                "warden.yaml:6: identity.issuers[0].ca_file: cannot read /nonexistent/warden/idp.pem"
+            ),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with(&format!(
+                "warden.yaml:9: identity.issuers[1].ca_file: {} is not a PEM bundle",
+                garbage.display()
+            )),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn signing_key_that_is_not_an_ed25519_key_is_reported_and_a_missing_one_is_not_created() {
+        let dir = data_dir();
+        let bad = write(dir.path(), "agent.pem", "not a key");
+        let yaml = format!(
+            "data_dir: {}\nidentity:\n  warden_issuer:\n    key_file: {}\n",
+            dir.path().display(),
+            bad.display()
+        );
+        let errors = file_errors(&yaml);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with(&format!(
+                "warden.yaml:4: identity.warden_issuer.key_file: {} is not an Ed25519 private key",
+                bad.display()
+            )),
+            "{errors:?}"
+        );
+
+        let yaml = format!("data_dir: {}\n", dir.path().display());
+        assert_eq!(file_errors(&yaml), Vec::<String>::new());
+        assert!(
+            !dir.path().join("keys").exists(),
+            "a check must not create the signing key"
+        );
+    }
+}
