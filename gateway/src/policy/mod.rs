@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cedar_policy::{
-    ActionConstraint, Authorizer, Context, Effect, Entities, EntityUid, PolicySet, Request, Schema,
+    ActionConstraint, Authorizer, Context, Effect, Entities, EntityUid, Policy, PolicyId,
+    PolicySet, Request, Schema,
 };
 
 pub use annotations::PolicyMeta;
@@ -71,28 +72,35 @@ pub struct PolicyEngine {
 /// One action's policies, split by whether they read the request's context.
 ///
 /// A policy that reads no context judges only principal, action and resource, so its verdict
-/// is computed once per principal and resource and kept with their entities; only the
-/// policies that read the context are evaluated on every request. Cedar's answer is the same
-/// as for the whole slice: a decision is deny when any forbid holds, allow when a permit holds
-/// and no forbid does, and its reasons are the forbids that hold, else the permits; the
-/// union of both halves' reasons gives exactly that.
+/// is computed once per principal and resource and kept with their entities. A policy that
+/// reads the context is split in two: its scope (principal, action, resource constraints),
+/// also judged once per principal and resource, and its conditions, evaluated on every
+/// request where the scope holds, with the scope left out (Cedar would only find it true
+/// again). Cedar's answer is the same as for the whole slice: a decision is deny when any
+/// forbid holds, allow when a permit holds and no forbid does, and its reasons are the
+/// forbids that hold, else the permits; the union of the parts' reasons gives exactly that.
 #[derive(Debug)]
 struct Slice {
     verb: Verb,
     /// Policies that read nothing from `context`.
     fixed: PolicySet,
-    /// Policies that read `context`.
-    per_request: PolicySet,
-    /// The context attributes `per_request` reads; only these are built per request.
+    /// Each context-reading policy's scope, as a permit without conditions.
+    scopes: PolicySet,
+    /// Each context-reading policy's conditions under an unconstrained scope, by policy id.
+    conditions: HashMap<PolicyId, Policy>,
+    /// The context attributes the context-reading policies read; only these are built.
     context_keys: ContextKeys,
 }
 
-/// What the policies of a slice that read no context say about one principal, action and
-/// resource: the policies Cedar gives as reasons, and the evaluation errors.
+/// What is settled about one principal, action and resource before any request context:
+/// the reasons and errors of the policies that read no context, and the conditions of the
+/// context-reading policies whose scope holds.
 #[derive(Debug, Default)]
-pub(crate) struct FixedVerdict {
+pub(crate) struct PairJudgement {
     reasons: Vec<Arc<str>>,
     errors: Vec<EvaluationFailure>,
+    /// Evaluated on every request.
+    conditions: PolicySet,
 }
 
 /// The principal and resource types an action applies to, per the schema.
@@ -165,7 +173,8 @@ impl PolicyEngine {
             let mut slice = Slice {
                 verb,
                 fixed: PolicySet::new(),
-                per_request: PolicySet::new(),
+                scopes: PolicySet::new(),
+                conditions: HashMap::new(),
                 context_keys: ContextKeys::none(),
             };
             for policy in loaded.set.policies() {
@@ -180,13 +189,17 @@ impl PolicyEngine {
                     continue;
                 }
                 let reads = ContextKeys::read_by_policy(policy);
-                let half = if reads.is_empty() {
-                    &mut slice.fixed
-                } else {
-                    slice.context_keys = slice.context_keys.union(reads);
-                    &mut slice.per_request
-                };
-                half.add(policy.clone()).map_err(|e| fail(e.to_string()))?;
+                if reads.is_empty() {
+                    slice
+                        .fixed
+                        .add(policy.clone())
+                        .map_err(|e| fail(e.to_string()))?;
+                    continue;
+                }
+                slice.context_keys = slice.context_keys.union(reads);
+                let (scope, conditions) = split_scope(policy);
+                slice.scopes.add(scope).map_err(|e| fail(e.to_string()))?;
+                slice.conditions.insert(policy.id().clone(), conditions);
             }
             slices.push(slice);
         }
@@ -282,13 +295,13 @@ impl PolicyEngine {
             self.slices.len(),
         )?;
         let verb = self.names.action(action.verb);
-        let fixed = match pair.fixed.get(index) {
-            Some(slot) => slot.get_or_init(|| self.judge_fixed(slice, &pair, verb)),
+        let settled = match pair.judged.get(index) {
+            Some(slot) => slot.get_or_init(|| self.judge_pair(slice, &pair, verb)),
             None => return Err("the entity cache has no verdict slot for this action".into()),
         };
-        let mut reasons = fixed.reasons.clone();
-        let mut errors = fixed.errors.clone();
-        if !slice.per_request.is_empty() {
+        let mut reasons = settled.reasons.clone();
+        let mut errors = settled.errors.clone();
+        if !settled.conditions.is_empty() {
             let context = request::context(&action.context, &self.ips, slice.context_keys)?;
             let request = Request::new(
                 pair.principal.clone(),
@@ -300,37 +313,58 @@ impl PolicyEngine {
             .map_err(|e| e.to_string())?;
             let response =
                 self.authorizer
-                    .is_authorized(&request, &slice.per_request, &pair.entities);
+                    .is_authorized(&request, &settled.conditions, &pair.entities);
             self.collect(&response, &mut reasons, &mut errors);
         }
         Ok((reasons, errors))
     }
 
-    /// The verdict of `slice`'s policies that read no context, for `pair` and `verb`.
-    fn judge_fixed(&self, slice: &Slice, pair: &request::Pair, verb: &EntityUid) -> FixedVerdict {
-        let mut verdict = FixedVerdict::default();
-        if slice.fixed.is_empty() {
-            return verdict;
+    /// What `slice` settles for `pair` and `verb` before any context: the fixed policies'
+    /// verdict, and which context-reading policies' scopes hold.
+    fn judge_pair(&self, slice: &Slice, pair: &request::Pair, verb: &EntityUid) -> PairJudgement {
+        let mut judged = PairJudgement::default();
+        if slice.fixed.is_empty() && slice.scopes.is_empty() {
+            return judged;
         }
-        match Request::new(
+        let request = match Request::new(
             pair.principal.clone(),
             verb.clone(),
             pair.resource.clone(),
             Context::empty(),
             None,
         ) {
-            Ok(request) => {
-                let response =
-                    self.authorizer
-                        .is_authorized(&request, &slice.fixed, &pair.entities);
-                self.collect(&response, &mut verdict.reasons, &mut verdict.errors);
+            Ok(request) => request,
+            Err(e) => {
+                judged.errors.push(EvaluationFailure {
+                    policy: Arc::from("<request>"),
+                    message: e.to_string(),
+                });
+                return judged;
             }
-            Err(e) => verdict.errors.push(EvaluationFailure {
-                policy: Arc::from("<request>"),
-                message: e.to_string(),
-            }),
+        };
+        if !slice.fixed.is_empty() {
+            let response = self
+                .authorizer
+                .is_authorized(&request, &slice.fixed, &pair.entities);
+            self.collect(&response, &mut judged.reasons, &mut judged.errors);
         }
-        verdict
+        if !slice.scopes.is_empty() {
+            // Every scope is a permit: the reasons are all the scopes that hold.
+            let response = self
+                .authorizer
+                .is_authorized(&request, &slice.scopes, &pair.entities);
+            for id in response.diagnostics().reason() {
+                if let Some(conditions) = slice.conditions.get(id)
+                    && let Err(e) = judged.conditions.add(conditions.clone())
+                {
+                    judged.errors.push(EvaluationFailure {
+                        policy: Arc::from(id.as_ref()),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+        judged
     }
 
     /// Appends a Cedar response's reasons (as the loaded policies' ids) and errors.
@@ -416,6 +450,45 @@ impl PolicyEngine {
             policies: determining.iter().map(|m| m.id.clone()).collect(),
         }
     }
+}
+
+/// A context-reading policy as its scope alone (a permit without conditions) and its
+/// conditions alone (scope unconstrained), both under the policy's id. Should the policy not
+/// convert, its scope is taken to hold always and its conditions are the whole policy: the
+/// same answer, without the saving.
+fn split_scope(policy: &Policy) -> (Policy, Policy) {
+    let id = policy.id().clone();
+    let split = || -> Option<(Policy, Policy)> {
+        let est = policy.to_json().ok()?;
+        let mut scope = est.clone();
+        scope["effect"] = serde_json::json!("permit");
+        scope["conditions"] = serde_json::json!([]);
+        let mut conditions = est;
+        for var in ["principal", "action", "resource"] {
+            conditions[var] = serde_json::json!({ "op": "All" });
+        }
+        Some((
+            Policy::from_json(Some(id.clone()), scope).ok()?,
+            Policy::from_json(Some(id.clone()), conditions).ok()?,
+        ))
+    };
+    split().unwrap_or_else(|| {
+        let always = Policy::from_json(
+            Some(id.clone()),
+            serde_json::json!({
+                "effect": "permit",
+                "principal": { "op": "All" },
+                "action": { "op": "All" },
+                "resource": { "op": "All" },
+                "conditions": []
+            }),
+        );
+        match always {
+            Ok(always) => (always, policy.clone()),
+            // A policy with no conditions always converts; unreachable in practice.
+            Err(_) => (policy.clone(), policy.clone()),
+        }
+    })
 }
 
 /// `no policy permits llm:chat on Model::"openai/gpt-4o" for Agent::"ci-bot"`.

@@ -12,7 +12,7 @@ use cedar_policy::{
 };
 use dashmap::DashMap;
 
-use super::FixedVerdict;
+use super::PairJudgement;
 use super::context_keys::{ALL as ALL_KEYS, ContextKeys};
 use crate::action::{Action, ActionContext, Principal, PrincipalKind, Resource, Verb};
 
@@ -243,16 +243,16 @@ fn same(a: &Arc<Principal>, b: &Arc<Principal>) -> bool {
 }
 
 /// A principal and a resource as Cedar sees them, shared by every request between the two:
-/// their uids, their entity set, and, per action, the verdict of the policies that read no
-/// context (a function of principal, action and resource alone), computed on first use.
+/// their uids, their entity set, and, per action, what the policies settle before any
+/// request context (a function of principal, action and resource alone), on first use.
 #[derive(Debug)]
 pub(crate) struct Pair {
     pub(crate) principal: EntityUid,
     pub(crate) resource: EntityUid,
     /// The schema's action entities, the principal and the resource.
     pub(crate) entities: Entities,
-    /// Indexed like the engine's action slices.
-    pub(crate) fixed: Vec<OnceLock<FixedVerdict>>,
+    /// What is settled before any request context, per action slice (same index).
+    pub(crate) judged: Vec<OnceLock<PairJudgement>>,
 }
 
 /// One principal's entity set and pairs.
@@ -308,7 +308,7 @@ impl EntityCache {
                 .clone()
                 .add_entities([resource_entity], None)
                 .map_err(|e| e.to_string())?,
-            fixed: (0..slices).map(|_| OnceLock::new()).collect(),
+            judged: (0..slices).map(|_| OnceLock::new()).collect(),
         });
         if self.entries.len() >= PRINCIPAL_CACHE_MAX {
             self.entries.clear();

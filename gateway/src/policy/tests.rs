@@ -547,6 +547,10 @@ when { context.input_tokens > 1000 };
 permit (principal, action == Action::"llm:chat", resource)
 when { context.tls && principal has fleet && principal.fleet == "ops" };
 
+@id("context-permit-finance-small")
+permit (principal in AgentGroup::"finance", action in [Action::"llm:chat", Action::"llm:embed"], resource)
+unless { context.input_tokens > 100 };
+
 @id("context-forbid-exec-on-mini")
 @reason("no exec on small models")
 forbid (principal, action == Action::"llm:chat", resource == Model::"openai/gpt-4o-mini")
