@@ -92,7 +92,9 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         }
     }
     let policy_count = runtime.policy.policy_count();
-    let gw = Gateway::new(runtime, audit, Metrics::new());
+    let metrics = Metrics::new();
+    metrics.register(audit.stats().collectors());
+    let gw = Gateway::new(runtime, audit, metrics);
 
     let proxy_listeners = workers::bind(listen.proxy, workers)?;
     let admin_listener =

@@ -1,5 +1,5 @@
 //! The admin listener: health, readiness and Prometheus metrics that count requests by
-//! route, decision and status, and tokens by agent, model and kind.
+//! route, decision and status, tokens by agent, model and kind, and audit commits.
 
 use std::time::Duration;
 use warden_e2e::fake_llm::{COMPLETION_TOKENS, PROMPT_TOKENS};
@@ -107,4 +107,23 @@ async fn health_readiness_and_metrics_count_requests_and_tokens() {
         &[&agent, "model=\"gpt-4o-mini\"", "kind=\"input\""],
     );
     assert_eq!(input, Some(2.0 * PROMPT_TOKENS as f64), "{metrics}");
+
+    // The audit writer reports its commits: every record the log holds went through one.
+    let scalar = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let records = scalar("warden_audit_records_total").expect("audit records counted");
+    let commits = scalar("warden_audit_commits_total").expect("audit commits counted");
+    assert!(
+        records >= s.warden.audit_records().len() as f64 - 1.0 && commits >= 1.0,
+        "records {records}, commits {commits}:\n{metrics}"
+    );
+    assert!(
+        scalar("warden_audit_commit_duration_seconds_count").is_some_and(|n| n == commits),
+        "{metrics}"
+    );
 }

@@ -201,6 +201,11 @@ impl AuditLog {
     pub fn head(&self) -> (u64, Hash) {
         self.inner.shared.head()
     }
+
+    /// The writer's commit counters (for `/metrics`).
+    pub fn stats(&self) -> &super::stats::CommitStats {
+        &self.inner.shared.stats
+    }
 }
 
 /// Takes the directory's writer lock (released when the writer stops).

@@ -16,6 +16,7 @@ mod log;
 mod record;
 mod recover;
 mod segment;
+pub mod stats;
 mod verify;
 mod writer;
 

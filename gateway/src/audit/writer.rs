@@ -17,6 +17,7 @@ use super::faults::Faults;
 use super::log::AuditError;
 use super::record::{self, Hash};
 use super::segment::segment_name;
+use super::stats::CommitStats;
 
 /// Most records gathered into one commit.
 const MAX_BATCH: usize = 1024;
@@ -54,6 +55,8 @@ pub enum Msg {
 pub struct Shared {
     /// Last committed (seq, hash).
     pub head: Mutex<(u64, Hash)>,
+    /// Commit counters for `/metrics`.
+    pub stats: CommitStats,
 }
 
 impl Shared {
@@ -264,6 +267,7 @@ impl Writer {
             head,
             shared: Arc::new(Shared {
                 head: Mutex::new(head),
+                stats: CommitStats::new(),
             }),
             buf: Vec::with_capacity(64 * 1024),
             ends: Vec::with_capacity(MAX_BATCH),
@@ -331,6 +335,12 @@ impl Writer {
             let failure = self.commit(&mut batch);
             self.last_commit = started.elapsed();
             self.last_records = batch.len();
+            if failure.is_none() {
+                let stats = &self.shared.stats;
+                stats.commits.inc();
+                stats.records.inc_by(batch.len() as u64);
+                stats.commit_seconds.observe(self.last_commit.as_secs_f64());
+            }
             let failed = failure.as_ref().map(|f| f.clone_error());
             reply(&mut batch, self.head.0, failure);
             if let Some(done) = close.take() {

@@ -132,6 +132,15 @@ impl Metrics {
         }
     }
 
+    /// Adds collectors made elsewhere (the audit writer's commit counters).
+    pub fn register(&self, collectors: Vec<Box<dyn prometheus::core::Collector>>) {
+        for c in collectors {
+            if let Err(e) = self.registry.register(c) {
+                tracing::error!(error = %e, "cannot register a metric");
+            }
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::with_capacity(16 * 1024);

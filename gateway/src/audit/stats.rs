@@ -1,0 +1,59 @@
+//! What the writer reports about its commits: how many, how many records each held, how
+//! long each took to become durable. Served on `/metrics`; an operator watches these to see
+//! the disk's fsync latency and how well group commit batches.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, core::Collector};
+
+/// Commit time buckets in seconds, from 50 µs (a fast fdatasync) to 1 s (a stalled disk).
+const COMMIT_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
+];
+
+/// The writer's counters; cheap to clone (shared handles).
+#[derive(Clone, Debug)]
+pub struct CommitStats {
+    /// Commits: one write (and, with `audit.fsync`, one fdatasync) each.
+    pub commits: IntCounter,
+    /// Records committed.
+    pub records: IntCounter,
+    /// Time from a commit's first write to its records being durable.
+    pub commit_seconds: Histogram,
+}
+
+impl CommitStats {
+    /// New, unregistered counters.
+    pub fn new() -> CommitStats {
+        CommitStats {
+            commits: IntCounter::new(
+                "warden_audit_commits_total",
+                "Audit log commits (one write and one fdatasync each)",
+            )
+            .expect("static metric definition"),
+            records: IntCounter::new("warden_audit_records_total", "Audit records committed")
+                .expect("static metric definition"),
+            commit_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "warden_audit_commit_duration_seconds",
+                    "Time for one audit commit to become durable (write and fdatasync)",
+                )
+                .buckets(COMMIT_BUCKETS.to_vec()),
+            )
+            .expect("static metric definition"),
+        }
+    }
+
+    /// The collectors, to register with a registry.
+    pub fn collectors(&self) -> Vec<Box<dyn Collector>> {
+        vec![
+            Box::new(self.commits.clone()),
+            Box::new(self.records.clone()),
+            Box::new(self.commit_seconds.clone()),
+        ]
+    }
+}
+
+impl Default for CommitStats {
+    fn default() -> Self {
+        CommitStats::new()
+    }
+}
