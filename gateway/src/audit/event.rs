@@ -20,6 +20,18 @@ pub enum EventKind {
     System,
 }
 
+impl EventKind {
+    /// The kind as records write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Decision => "decision",
+            EventKind::Outcome => "outcome",
+            EventKind::Rejected => "rejected",
+            EventKind::System => "system",
+        }
+    }
+}
+
 /// Text shared between a request's records without copying.
 pub type Text = Arc<str>;
 

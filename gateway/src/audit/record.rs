@@ -84,8 +84,10 @@ impl<'de> Deserialize<'de> for HexHash {
 
 /// Appends the record line for `event` (and its newline) to `buf`; returns the line's hash.
 ///
-/// The line is the chain fields, then the event's own fields:
-/// `{"seq":N,"prev":"<hex>","time":...}`. On error `buf` is left as it was.
+/// The line is the chain fields, then the event's fields in their declared order, empty ones
+/// left out: `{"seq":N,"prev":"<hex>","time":...}`, exactly as serde would write the event
+/// (a test holds the two together), without serde's per-field machinery: this runs for every
+/// record. On error `buf` is left as it was.
 pub fn encode(
     buf: &mut Vec<u8>,
     seq: u64,
@@ -93,23 +95,149 @@ pub fn encode(
     event: &AuditEvent,
 ) -> Result<Hash, serde_json::Error> {
     let start = buf.len();
+    if let Err(e) = write_record(buf, seq, prev, event) {
+        buf.truncate(start);
+        return Err(e);
+    }
+    let hash = hash_line(&buf[start..]);
+    buf.push(b'\n');
+    Ok(hash)
+}
+
+fn write_record(
+    buf: &mut Vec<u8>,
+    seq: u64,
+    prev: &Hash,
+    e: &AuditEvent,
+) -> Result<(), serde_json::Error> {
     buf.extend_from_slice(b"{\"seq\":");
     buf.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
     buf.extend_from_slice(b",\"prev\":\"");
     buf.extend_from_slice(&hex_bytes(prev));
+    buf.extend_from_slice(b"\",\"time\":\"");
+    buf.extend_from_slice(&e.time.rfc3339());
+    buf.extend_from_slice(b"\",\"kind\":\"");
+    buf.extend_from_slice(e.kind.as_str().as_bytes());
     buf.push(b'"');
-    // The event is an object that always has fields (time, kind): its opening brace becomes
-    // the comma after the chain fields.
-    let brace = buf.len();
-    if let Err(e) = serde_json::to_writer(&mut *buf, event) {
-        buf.truncate(start);
-        return Err(e);
+    text_field(buf, "request_id", &e.request_id);
+    text_field(buf, "decision_id", &e.decision_id);
+    buf.extend_from_slice(b",\"principal\":{");
+    let mut first = true;
+    for (key, value) in [
+        ("kind", &*e.principal.kind),
+        ("id", &*e.principal.id),
+        ("issuer", &*e.principal.issuer),
+    ] {
+        if !value.is_empty() {
+            if !first {
+                buf.push(b',');
+            }
+            first = false;
+            key_and_string(buf, key, value);
+        }
     }
-    debug_assert_eq!(buf.get(brace), Some(&b'{'));
-    buf[brace] = b',';
-    let hash = hash_line(&buf[start..]);
-    buf.push(b'\n');
-    Ok(hash)
+    buf.push(b'}');
+    text_field(buf, "action", &e.action);
+    text_field(buf, "resource", &e.resource);
+    text_field(buf, "route", &e.route);
+    if let Some(ip) = e.source_ip {
+        use std::io::Write;
+        buf.extend_from_slice(b",\"source_ip\":\"");
+        // An address's text needs no escaping.
+        let _ = write!(buf, "{ip}");
+        buf.push(b'"');
+    }
+    text_field(buf, "decision", &e.decision);
+    list_field(buf, "reasons", &e.reasons);
+    list_field(buf, "policies", &e.policies);
+    if let Some(outcome) = &e.outcome {
+        buf.extend_from_slice(b",\"outcome\":");
+        serde_json::to_writer(&mut *buf, outcome)?;
+    }
+    if let Some(content) = &e.content {
+        buf.extend_from_slice(b",\"content\":");
+        serde_json::to_writer(&mut *buf, content)?;
+    }
+    if let Some(detail) = &e.detail {
+        buf.extend_from_slice(b",\"detail\":");
+        serde_json::to_writer(&mut *buf, detail)?;
+    }
+    buf.push(b'}');
+    Ok(())
+}
+
+/// `,"key":"value"`, unless `value` is empty.
+fn text_field(buf: &mut Vec<u8>, key: &str, value: &str) {
+    if !value.is_empty() {
+        buf.push(b',');
+        key_and_string(buf, key, value);
+    }
+}
+
+/// `,"key":["a","b"]`, unless the list is empty.
+fn list_field<T: AsRef<str>>(buf: &mut Vec<u8>, key: &str, items: &[T]) {
+    if items.is_empty() {
+        return;
+    }
+    buf.extend_from_slice(b",\"");
+    buf.extend_from_slice(key.as_bytes());
+    buf.extend_from_slice(b"\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        string(buf, item.as_ref());
+    }
+    buf.push(b']');
+}
+
+/// `"key":"value"` (keys are plain names, never escaped).
+fn key_and_string(buf: &mut Vec<u8>, key: &str, value: &str) {
+    buf.push(b'"');
+    buf.extend_from_slice(key.as_bytes());
+    buf.extend_from_slice(b"\":");
+    string(buf, value);
+}
+
+/// A JSON string, escaped as serde_json escapes: `"`, `\\` and control characters only.
+fn string(buf: &mut Vec<u8>, value: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    buf.push(b'"');
+    let bytes = value.as_bytes();
+    // Most values need no escaping; this test vectorises, the loop below does not.
+    if !bytes.iter().fold(false, |seen, &b| {
+        seen | (b < 0x20) | (b == b'"') | (b == b'\\')
+    }) {
+        buf.extend_from_slice(bytes);
+        buf.push(b'"');
+        return;
+    }
+    let mut from = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => {
+                buf.extend_from_slice(&bytes[from..i]);
+                buf.extend_from_slice(b"\\u00");
+                buf.push(HEX[usize::from(b >> 4)]);
+                buf.push(HEX[usize::from(b & 0xf)]);
+                from = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        buf.extend_from_slice(&bytes[from..i]);
+        buf.extend_from_slice(escape);
+        from = i + 1;
+    }
+    buf.extend_from_slice(&bytes[from..]);
+    buf.push(b'"');
 }
 
 /// The chain fields of a stored record; every other field is skipped.
@@ -188,5 +316,55 @@ mod tests {
     fn hex_round_trips() {
         let hash = hash_line(b"x");
         assert_eq!(from_hex(&to_hex(&hash)), Some(hash));
+    }
+
+    #[test]
+    fn hand_encoding_writes_what_serde_writes() {
+        use crate::audit::event::{AuditOutcome, AuditPrincipal, EventKind, Timestamp};
+        let mut full = AuditEvent::now(EventKind::Outcome);
+        full.time =
+            Timestamp(std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_793_872_800_042));
+        full.request_id = "0193a1b2c3d47e5f8a9b0c1d2e3f4a5b".into();
+        full.decision_id = "0193a1b2c3d47e5f8a9b0c1d2e3f4a5c".into();
+        full.principal = AuditPrincipal {
+            kind: "agent".into(),
+            id: "bot \"q\" \\ \u{7} \n\t\r\u{8}\u{c} é ☃ \u{1f}".into(),
+            issuer: "https://idp.example.com/</script>".into(),
+        };
+        full.action = "llm:chat".into();
+        full.resource = "Model::\"openai/gpt-4o\"".into();
+        full.route = "openai".into();
+        full.source_ip = Some("2001:db8::1".parse().unwrap());
+        full.decision = "deny".into();
+        full.reasons = vec!["too \"big\"".into(), String::new()];
+        full.policies = vec!["p1".into(), "p\u{0}2".into()];
+        full.outcome = Some(AuditOutcome {
+            status: 502,
+            latency_ms: 12.345678,
+            upstream_ms: Some(0.1),
+            input_tokens: Some(17),
+            output_tokens: None,
+            error: Some("cut \"short\"".into()),
+        });
+        full.content = Some(serde_json::json!({"messages": [{"content": "hi\u{1}"}]}));
+        full.detail = Some(serde_json::json!({"event": "start", "n": 1.5}));
+        let mut bare = AuditEvent::now(EventKind::System);
+        bare.time = full.time;
+        let prev = hash_line(b"previous");
+        for event in [full, bare] {
+            let mut buf = Vec::new();
+            let hash = encode(&mut buf, 9, &prev, &event).unwrap();
+            let line = std::str::from_utf8(&buf[..buf.len() - 1]).unwrap();
+            let via_serde = serde_json::to_string(&event).unwrap();
+            let expected = format!(
+                "{{\"seq\":9,\"prev\":\"{}\",{}",
+                to_hex(&prev),
+                &via_serde[1..]
+            );
+            assert_eq!(line, expected);
+            assert_eq!(hash, hash_line(line.as_bytes()));
+            let back: AuditEvent = serde_json::from_str(line).unwrap();
+            assert_eq!(back, event);
+        }
     }
 }
