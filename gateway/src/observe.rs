@@ -115,12 +115,17 @@ impl Body for ObservedBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.observer.feed(data);
+                }
+                // A body of known length ends with its last frame: the server stops polling
+                // there, so this is the end to record, not a later `None`.
+                if this.inner.is_end_stream() {
+                    this.observer.complete(None);
                 }
             }
             Poll::Ready(Some(Err(e))) => this

@@ -108,9 +108,14 @@ async fn agent_token_is_stripped_and_openai_provider_key_injected() {
 #[tokio::test]
 async fn allowed_chat_is_audited_with_principal_decision_and_usage() {
     let s = Stack::start().await.unwrap();
-    let out = sdk::run("openai_chat.py", &s.openai_base(), &s.token, &["stream"])
-        .await
-        .unwrap();
+    let out = sdk::run(
+        "openai_chat.py",
+        &s.openai_base(),
+        &s.token,
+        &["stream", "chat"],
+    )
+    .await
+    .unwrap();
     assert_eq!(
         out["stream"]["content"],
         json!(fake_llm::full_text()),
@@ -147,6 +152,31 @@ async fn allowed_chat_is_audited_with_principal_decision_and_usage() {
         json!(COMPLETION_TOKENS)
     );
     assert_eq!(outcome["decision_id"], decision["decision_id"]);
+
+    // Both exchanges ran to their end, the whole one (content-length) and the stream: their
+    // outcomes carry usage and no error.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let outcomes: Vec<_> = s
+            .warden
+            .audit_records()
+            .into_iter()
+            .filter(|r| r["kind"] == "outcome")
+            .collect();
+        if outcomes.len() >= 2 {
+            for o in &outcomes {
+                assert!(o["outcome"]["error"].is_null(), "{o}");
+                assert_eq!(
+                    o["outcome"]["output_tokens"],
+                    json!(COMPLETION_TOKENS),
+                    "{o}"
+                );
+            }
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{outcomes:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
