@@ -155,6 +155,9 @@ fn run(
         }
     };
     runtime.block_on(async move {
+        // Decision records' durability answers reach this thread's requests in one batch per
+        // commit.
+        tokio::spawn(crate::audit::answer::open_mailbox());
         let listener = match tokio::net::TcpListener::from_std(std_listener) {
             Ok(listener) => listener,
             Err(error) => {

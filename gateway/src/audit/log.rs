@@ -167,7 +167,7 @@ impl AuditLog {
     ///
     /// Dropping the future does not withdraw the record: it is still written.
     pub async fn append(&self, event: AuditEvent) -> Result<u64, AuditError> {
-        let (done, committed) = oneshot::channel();
+        let (done, committed) = super::answer::waiter();
         self.inner
             .tx
             .send(Msg::Append {

@@ -8,6 +8,7 @@
 //! The format is described in `docs/audit.md`.
 
 mod anchor;
+pub mod answer;
 mod chain;
 pub mod config;
 pub mod event;

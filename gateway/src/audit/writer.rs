@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::anchor;
+use super::answer::{Delivery, Waiter};
 use super::event::AuditEvent;
 use super::faults::Faults;
 use super::log::AuditError;
@@ -41,10 +42,10 @@ static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
     reason = "Close is sent once; boxing the event would cost an allocation per record"
 )]
 pub enum Msg {
-    /// Append `event`; answer on `done` once durable (or failed).
+    /// Append `event`; answer `done` once durable (or failed).
     Append {
         event: AuditEvent,
-        done: Option<oneshot::Sender<Result<u64, AuditError>>>,
+        done: Option<Waiter>,
     },
     /// Commit everything sent before, anchor the head, stop; answer on the sender.
     Close(oneshot::Sender<Result<(), AuditError>>),
@@ -216,7 +217,7 @@ pub struct Settings {
 /// A record waiting for its group commit.
 struct Pending {
     event: AuditEvent,
-    done: Option<oneshot::Sender<Result<u64, AuditError>>>,
+    done: Option<Waiter>,
     /// Seq assigned when encoded; 0 if it could not be.
     seq: u64,
     unencodable: Option<serde_json::Error>,
@@ -588,6 +589,7 @@ fn take(msg: Msg, batch: &mut Vec<Pending>) -> Option<oneshot::Sender<Result<(),
 /// Answers every waiter of the batch: its seq if durable (seq <= `durable`), else the error.
 fn reply(batch: &mut Vec<Pending>, durable: u64, failure: Option<CommitFailure>) {
     let mut lost = 0usize;
+    let mut delivery = Delivery::default();
     for pending in batch.drain(..) {
         let result = match (pending.unencodable, &failure) {
             (Some(e), _) => Err(AuditError::Unencodable(e)),
@@ -595,13 +597,12 @@ fn reply(batch: &mut Vec<Pending>, durable: u64, failure: Option<CommitFailure>)
             (None, _) => Ok(pending.seq),
         };
         match pending.done {
-            Some(done) => {
-                let _ = done.send(result);
-            }
+            Some(done) => delivery.answer(done, result),
             None if result.is_err() => lost += 1,
             None => {}
         }
     }
+    delivery.send();
     if lost > 0 {
         tracing::error!(
             records = lost,
