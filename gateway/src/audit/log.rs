@@ -178,12 +178,15 @@ impl AuditLog {
         committed.await.map_err(|_| AuditError::Closed)?
     }
 
-    /// Appends without waiting (outcome records); the writer still commits it durably.
+    /// Appends without waiting (outcome records): the record goes to the writer's outbox and
+    /// is committed, durably, with the next commit or within a few milliseconds.
     pub fn append_detached(&self, event: AuditEvent) {
-        let sent = self.inner.tx.send(Msg::Append { event, done: None });
-        if sent.is_err() {
+        let shared = &self.inner.shared;
+        if !shared.alive.load(std::sync::atomic::Ordering::Acquire) {
             tracing::error!("audit record dropped: the audit log is closed");
+            return;
         }
+        shared.outbox.push(event);
     }
 
     /// Flushes everything queued and stops the writer (graceful shutdown).

@@ -28,6 +28,9 @@ const ANCHOR_INTERVAL: Duration = Duration::from_millis(100);
 const ANCHOR_IDLE: Duration = Duration::from_millis(10);
 /// Longest wait for the waiters of the previous commit to come back (adaptive batching).
 const MAX_STRAGGLER_WAIT: Duration = Duration::from_micros(500);
+/// Longest a record without a waiter stays in the outbox before the writer commits it on
+/// its own (it rides with the next commit when one comes sooner).
+const OUTBOX_DELAY: Duration = Duration::from_millis(5);
 
 /// Zero-filled space kept ahead of the writes: appends then overwrite blocks that are
 /// allocated and written, so an fdatasync flushes data only, without the journal commit a
@@ -56,6 +59,10 @@ pub enum Msg {
 pub struct Shared {
     /// Last committed (seq, hash).
     pub head: Mutex<(u64, Hash)>,
+    /// Records appended without a waiter, for the next commit.
+    pub outbox: Outbox,
+    /// False once the writer thread has stopped.
+    pub alive: std::sync::atomic::AtomicBool,
     /// Commit counters for `/metrics`.
     pub stats: CommitStats,
 }
@@ -268,6 +275,8 @@ impl Writer {
             head,
             shared: Arc::new(Shared {
                 head: Mutex::new(head),
+                outbox: Outbox::default(),
+                alive: std::sync::atomic::AtomicBool::new(true),
                 stats: CommitStats::new(),
             }),
             buf: Vec::with_capacity(64 * 1024),
@@ -326,9 +335,11 @@ impl Writer {
 
     /// The thread's body: group-commit until closed or every handle is dropped.
     pub fn run(mut self, rx: Receiver<Msg>) {
+        let _stopped = Stopped(self.shared.clone());
         let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = self.wait_first(&rx) {
-            let mut close = take(first, &mut batch);
+            let mut close = first.and_then(|msg| take(msg, &mut batch));
+            self.shared.outbox.take_into(&mut batch);
             if close.is_none() {
                 close = self.gather(&rx, &mut batch);
             }
@@ -359,6 +370,12 @@ impl Writer {
                 self.anchor_or_warn();
             }
         }
+        // Every handle is gone: what waits in the outbox is the last to commit.
+        self.shared.outbox.take_into(&mut batch);
+        if !batch.is_empty() {
+            let failure = self.commit(&mut batch);
+            reply(&mut batch, self.head.0, failure);
+        }
         if let Err(error) = self.anchor_on_stop() {
             tracing::error!(%error, "audit log stopped without recording its head");
         }
@@ -382,21 +399,27 @@ impl Writer {
         }
     }
 
-    /// Blocks for the next request; while `head.json` lags, catches it up once idle.
-    fn wait_first(&mut self, rx: &Receiver<Msg>) -> Option<Msg> {
-        while self.anchored != Some(self.head.0) {
-            match rx.recv_timeout(ANCHOR_IDLE) {
-                Ok(msg) => return Some(msg),
-                Err(RecvTimeoutError::Timeout) => {
-                    self.anchor_or_warn();
-                    if self.anchor_failing {
-                        break;
-                    }
-                }
+    /// Blocks for the next request (`Some(Some(_))`), or until records in the outbox have
+    /// waited long enough (`Some(None)`); `None` once every handle is gone. While
+    /// `head.json` lags, catches it up once idle.
+    fn wait_first(&mut self, rx: &Receiver<Msg>) -> Option<Option<Msg>> {
+        loop {
+            let outbox = !self.shared.outbox.is_empty();
+            let anchor_lags = self.anchored != Some(self.head.0) && !self.anchor_failing;
+            let timeout = if outbox {
+                OUTBOX_DELAY
+            } else if anchor_lags {
+                ANCHOR_IDLE
+            } else {
+                return rx.recv().ok().map(Some);
+            };
+            match rx.recv_timeout(timeout) {
+                Ok(msg) => return Some(Some(msg)),
+                Err(RecvTimeoutError::Timeout) if outbox => return Some(None),
+                Err(RecvTimeoutError::Timeout) => self.anchor_or_warn(),
                 Err(RecvTimeoutError::Disconnected) => return None,
             }
         }
-        rx.recv().ok()
     }
 
     /// Adds whatever else is pending, waiting for more up to `max_commit_delay`; without
@@ -568,6 +591,54 @@ fn drain(
         }
     }
     None
+}
+
+/// Records appended without a waiter: handed over under a lock without waking the writer,
+/// which takes them with its next commit (or after [`OUTBOX_DELAY`]). An outcome record does
+/// not need a commit of its own, and a wake-up of the writer thread per record costs more
+/// than committing it.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    events: Mutex<Vec<AuditEvent>>,
+}
+
+impl Outbox {
+    /// Leaves `event` for the next commit.
+    pub fn push(&self, event: AuditEvent) {
+        self.lock().push(event);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Moves every waiting record into `batch`.
+    fn take_into(&self, batch: &mut Vec<Pending>) {
+        let events = std::mem::take(&mut *self.lock());
+        batch.extend(events.into_iter().map(|event| Pending {
+            event,
+            done: None,
+            seq: 0,
+            unencodable: None,
+        }));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<AuditEvent>> {
+        self.events
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Marks the writer stopped when its thread ends, however it ends.
+struct Stopped(Arc<Shared>);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        self.0
+            .alive
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// Adds an append to the batch, or returns a close request.
