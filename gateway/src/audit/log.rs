@@ -186,7 +186,7 @@ impl AuditLog {
             tracing::error!("audit record dropped: the audit log is closed");
             return;
         }
-        shared.outbox.push(event);
+        shared.outbox.push(event, &self.inner.tx);
     }
 
     /// Flushes everything queued and stops the writer (graceful shutdown).

@@ -763,3 +763,47 @@ async fn zeroed_out_segment_tail_before_a_later_segment_is_caught() {
     assert_eq!(location.file.as_ref(), "audit-000002.jsonl");
     assert!(matches!(problem, Problem::Deleted { .. }), "{problem:?}");
 }
+
+#[tokio::test]
+async fn a_detached_record_is_committed_on_its_own_while_the_writer_idles() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let log = AuditLog::open(&dir, &config()).unwrap();
+    assert_eq!(log.append(event(1)).await.unwrap(), 1);
+    // Idle long enough for the writer to anchor and sleep without a timeout.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut outcome = event(2);
+    outcome.kind = EventKind::Outcome;
+    log.append_detached(outcome);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while log.head().0 < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the outbox record was not committed while the writer slept"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let text = String::from_utf8(data(&segment(&dir, 1))).unwrap();
+    assert!(text.contains("\"kind\":\"outcome\""), "{text}");
+    drop(log);
+    drop(tmp);
+}
+
+#[tokio::test]
+async fn detached_records_ride_with_the_next_decision_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let log = AuditLog::open(&dir, &config()).unwrap();
+    let commits = || log.stats().commits.get();
+    assert_eq!(log.append(event(1)).await.unwrap(), 1);
+    let before = commits();
+    let mut outcome = event(2);
+    outcome.kind = EventKind::Outcome;
+    log.append_detached(outcome);
+    // A decision right after: both in one commit, the outcome first.
+    assert_eq!(log.append(event(3)).await.unwrap(), 3);
+    assert_eq!(commits(), before + 1, "one commit for both records");
+    log.close().await.unwrap();
+    let lines = read_lines(&segment(&dir, 1));
+    assert!(lines[1].contains("\"kind\":\"outcome\""), "{lines:?}");
+}

@@ -5,6 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -52,6 +53,8 @@ pub enum Msg {
     },
     /// Commit everything sent before, anchor the head, stop; answer on the sender.
     Close(oneshot::Sender<Result<(), AuditError>>),
+    /// The outbox got a record while the writer slept with nothing to time: start timing it.
+    Wake,
 }
 
 /// State the writer publishes to the handles.
@@ -62,7 +65,7 @@ pub struct Shared {
     /// Records appended without a waiter, for the next commit.
     pub outbox: Outbox,
     /// False once the writer thread has stopped.
-    pub alive: std::sync::atomic::AtomicBool,
+    pub alive: AtomicBool,
     /// Commit counters for `/metrics`.
     pub stats: CommitStats,
 }
@@ -276,7 +279,7 @@ impl Writer {
             shared: Arc::new(Shared {
                 head: Mutex::new(head),
                 outbox: Outbox::default(),
-                alive: std::sync::atomic::AtomicBool::new(true),
+                alive: AtomicBool::new(true),
                 stats: CommitStats::new(),
             }),
             buf: Vec::with_capacity(64 * 1024),
@@ -338,10 +341,14 @@ impl Writer {
         let _stopped = Stopped(self.shared.clone());
         let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = self.wait_first(&rx) {
-            let mut close = first.and_then(|msg| take(msg, &mut batch));
+            // Records waiting in the outbox were appended before this message arrived.
             self.shared.outbox.take_into(&mut batch);
+            let mut close = first.and_then(|msg| take(msg, &mut batch));
             if close.is_none() {
                 close = self.gather(&rx, &mut batch);
+            }
+            if batch.is_empty() && close.is_none() {
+                continue; // a wake-up whose records an earlier commit took
             }
             let started = Instant::now();
             let failure = self.commit(&mut batch);
@@ -411,7 +418,10 @@ impl Writer {
             } else if anchor_lags {
                 ANCHOR_IDLE
             } else {
-                return rx.recv().ok().map(Some);
+                match self.sleep_untimed(rx) {
+                    Some(Some(Msg::Wake)) => continue,
+                    next => return next,
+                }
             };
             match rx.recv_timeout(timeout) {
                 Ok(msg) => return Some(Some(msg)),
@@ -420,6 +430,21 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => return None,
             }
         }
+    }
+
+    /// Blocks for the next message with nothing to time. The outbox's pushers wake the
+    /// writer (with [`Msg::Wake`]) only while it sleeps here: either this check sees their
+    /// record, or they see the flag.
+    fn sleep_untimed(&self, rx: &Receiver<Msg>) -> Option<Option<Msg>> {
+        let outbox = &self.shared.outbox;
+        outbox.sleeping.store(true, Ordering::SeqCst);
+        if !outbox.is_empty() {
+            outbox.sleeping.store(false, Ordering::SeqCst);
+            return Some(Some(Msg::Wake));
+        }
+        let next = rx.recv().ok().map(Some);
+        outbox.sleeping.store(false, Ordering::SeqCst);
+        next
     }
 
     /// Adds whatever else is pending, waiting for more up to `max_commit_delay`; without
@@ -600,12 +625,18 @@ fn drain(
 #[derive(Debug, Default)]
 pub struct Outbox {
     events: Mutex<Vec<AuditEvent>>,
+    /// The writer sleeps without a timeout: the next push must wake it.
+    sleeping: AtomicBool,
 }
 
 impl Outbox {
-    /// Leaves `event` for the next commit.
-    pub fn push(&self, event: AuditEvent) {
+    /// Leaves `event` for the next commit; wakes the writer through `wake` only if it sleeps
+    /// with nothing to time.
+    pub fn push(&self, event: AuditEvent, wake: &std::sync::mpsc::Sender<Msg>) {
         self.lock().push(event);
+        if self.sleeping.swap(false, Ordering::SeqCst) {
+            let _ = wake.send(Msg::Wake);
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -635,9 +666,7 @@ struct Stopped(Arc<Shared>);
 
 impl Drop for Stopped {
     fn drop(&mut self) {
-        self.0
-            .alive
-            .store(false, std::sync::atomic::Ordering::Release);
+        self.0.alive.store(false, Ordering::Release);
     }
 }
 
@@ -654,6 +683,7 @@ fn take(msg: Msg, batch: &mut Vec<Pending>) -> Option<oneshot::Sender<Result<(),
             None
         }
         Msg::Close(done) => Some(done),
+        Msg::Wake => None,
     }
 }
 
