@@ -108,20 +108,33 @@ async fn health_readiness_and_metrics_count_requests_and_tokens() {
     );
     assert_eq!(input, Some(2.0 * PROMPT_TOKENS as f64), "{metrics}");
 
-    // The audit writer reports its commits: every record the log holds went through one.
-    let scalar = |name: &str| {
+    // The audit writer reports its commits: every record the log holds went through one
+    // (the start record aside, written before the writer runs). Outcome records commit
+    // shortly after their responses, and a record's bytes are in the file a moment before its
+    // commit is counted: compare a scrape with what the file held just before it.
+    let scalar = |metrics: &str, name: &str| {
         metrics
             .lines()
             .find(|l| l.starts_with(&format!("{name} ")))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse::<f64>().ok())
     };
-    let records = scalar("warden_audit_records_total").expect("audit records counted");
-    let commits = scalar("warden_audit_commits_total").expect("audit commits counted");
-    assert!(
-        records >= s.warden.audit_records().len() as f64 - 1.0 && commits >= 1.0,
-        "records {records}, commits {commits}:\n{metrics}"
-    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (metrics, commits) = loop {
+        let on_disk = s.warden.audit_records().len() as f64;
+        let metrics = s.warden.metrics().await.unwrap();
+        let records = scalar(&metrics, "warden_audit_records_total").expect("records counted");
+        let commits = scalar(&metrics, "warden_audit_commits_total").expect("commits counted");
+        if records >= on_disk - 1.0 && commits >= 1.0 {
+            break (metrics, commits);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "records {records} of {on_disk}, commits {commits}:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let scalar = |name: &str| scalar(&metrics, name);
     assert!(
         scalar("warden_audit_commit_duration_seconds_count").is_some_and(|n| n == commits),
         "{metrics}"

@@ -24,14 +24,26 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: configuration, policies and the audit log are loaded and the gateway is not
-/// shutting down.
+/// Readiness: configuration, policies and the audit log are loaded, the gateway is not
+/// shutting down, and, with `audit.fail_closed`, the audit log can be written (else every
+/// request would be refused: a load balancer should send agents to another replica).
 async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
-    if gw.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    if !gw.is_ready() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: starting or shutting down\n",
+        )
+            .into_response();
     }
+    if !gw.audit.is_writable() && gw.runtime.load().config.audit.fail_closed {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the audit log cannot be written, so requests are refused \
+             (audit.fail_closed); see the process log\n",
+        )
+            .into_response();
+    }
+    (StatusCode::OK, "ready\n").into_response()
 }
 
 /// Prometheus text exposition.
@@ -52,5 +64,88 @@ async fn jwks(State(gw): State<Arc<Gateway>>) -> Response {
             "Warden's token issuer is disabled (identity.warden_issuer.enabled)\n",
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::AuditLog;
+    use crate::audit::event::{AuditEvent, EventKind};
+    use crate::audit::faults::Faults;
+    use crate::config::Config;
+    use crate::runtime::Runtime;
+    use crate::telemetry::metrics::Metrics;
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+    use tower::ServiceExt;
+
+    /// A ready gateway on the embedded defaults whose audit log fails when `faults` say so.
+    async fn gateway(fail_closed: bool) -> (tempfile::TempDir, Arc<Gateway>, Arc<Faults>) {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            data_dir: tmp.path().to_path_buf(),
+            ..Config::default()
+        };
+        config.policy.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+        config.audit.fail_closed = fail_closed;
+        let faults = Arc::new(Faults::default());
+        let audit =
+            AuditLog::open_with(&tmp.path().join("audit"), &config.audit, faults.clone()).unwrap();
+        let runtime = Runtime::build(config, None).await.unwrap();
+        let gw = Gateway::new(runtime, audit, Metrics::new());
+        gw.set_ready(true);
+        (tmp, gw, faults)
+    }
+
+    async fn readyz(gw: &Arc<Gateway>) -> (StatusCode, String) {
+        let req = axum::http::Request::get("/readyz")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let resp = router(gw.clone()).oneshot(req).await.unwrap();
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    fn decision() -> AuditEvent {
+        AuditEvent::now(EventKind::Decision)
+    }
+
+    #[tokio::test]
+    async fn readiness_follows_the_audit_log_when_it_fails_closed() {
+        let (_tmp, gw, faults) = gateway(true).await;
+        assert_eq!(readyz(&gw).await.0, StatusCode::OK);
+
+        faults.failed_syncs.store(1, Ordering::SeqCst);
+        assert!(gw.audit.append(decision()).await.is_err());
+        let (status, body) = readyz(&gw).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("audit log cannot be written"), "{body}");
+
+        // No traffic comes (the load balancer took the replica out): the writer retries on
+        // its own, and readiness comes back.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while readyz(&gw).await.0 != StatusCode::OK {
+            assert!(Instant::now() < deadline, "readiness did not come back");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(gw.audit.append(decision()).await.is_ok());
+
+        gw.set_ready(false);
+        let (status, body) = readyz(&gw).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("shutting down"), "{body}");
+        gw.audit.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failing_audit_log_does_not_affect_readiness_when_it_fails_open() {
+        let (_tmp, gw, faults) = gateway(false).await;
+        faults.failed_syncs.store(1, Ordering::SeqCst);
+        assert!(gw.audit.append(decision()).await.is_err());
+        assert!(!gw.audit.is_writable());
+        assert_eq!(readyz(&gw).await.0, StatusCode::OK);
+        gw.audit.close().await.unwrap();
     }
 }

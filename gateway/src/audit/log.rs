@@ -205,6 +205,15 @@ impl AuditLog {
         self.inner.shared.head()
     }
 
+    /// Whether records can be committed: the writer runs and its last commit succeeded. After
+    /// a failure it turns true again once a commit succeeds; an idle writer retries every
+    /// second on its own.
+    pub fn is_writable(&self) -> bool {
+        use std::sync::atomic::Ordering::Acquire;
+        let shared = &self.inner.shared;
+        shared.alive.load(Acquire) && !shared.failing.load(Acquire)
+    }
+
     /// The writer's commit counters (for `/metrics`).
     pub fn stats(&self) -> &super::stats::CommitStats {
         &self.inner.shared.stats

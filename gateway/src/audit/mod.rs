@@ -12,7 +12,7 @@ pub mod answer;
 mod chain;
 pub mod config;
 pub mod event;
-mod faults;
+pub(crate) mod faults;
 mod log;
 mod record;
 mod recover;

@@ -486,14 +486,59 @@ async fn failed_write_fails_its_appends_and_later_records_continue_the_chain() {
         Err(AuditError::Write { .. })
     ));
 
-    assert_eq!(log.append(event(4)).await.unwrap(), 2);
+    // The first commit that succeeds again is led by a record of the outage.
+    assert_eq!(log.append(event(4)).await.unwrap(), 3);
     log.close().await.unwrap();
     let report = verify(&dir).unwrap();
-    assert_eq!(report.records, 2);
+    assert_eq!(report.records, 3);
     let lines = read_lines(&segment(&dir, 1));
+    assert!(lines[1].contains("\"audit_recovered\""), "{}", lines[1]);
     assert!(
-        lines[1].contains("req-4"),
+        lines[2].contains("req-4"),
         "the failed records left no bytes"
+    );
+}
+
+#[tokio::test]
+async fn an_outage_is_recorded_once_commits_succeed_again_even_without_traffic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let faults = Arc::new(Faults::default());
+    let log = AuditLog::open_with(&dir, &config(), faults.clone()).unwrap();
+    assert_eq!(log.append(event(1)).await.unwrap(), 1);
+    assert!(log.is_writable());
+
+    faults.failed_syncs.store(2, Ordering::SeqCst);
+    assert!(log.append(event(2)).await.is_err());
+    assert!(!log.is_writable());
+    // The retry carries the recovery record and fails too: it counts only event 3.
+    assert!(log.append(event(3)).await.is_err());
+    assert!(!log.is_writable());
+
+    // Nothing more is appended: the writer retries on its own within about a second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !log.is_writable() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer never retried"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(log.head().0, 2, "the recovery record was committed");
+    assert_eq!(log.append(event(4)).await.unwrap(), 3);
+    log.close().await.unwrap();
+
+    assert_eq!(verify(&dir).unwrap().records, 3);
+    let recovery: serde_json::Value =
+        serde_json::from_str(&read_lines(&segment(&dir, 1))[1]).unwrap();
+    assert_eq!(recovery["kind"], "system");
+    let detail = &recovery["detail"];
+    assert_eq!(detail["event"], "audit_recovered");
+    assert_eq!(detail["failed_records"], 2);
+    assert!(detail["failing_since"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        detail["last_error"].as_str().unwrap().contains("error"),
+        "{detail}"
     );
 }
 

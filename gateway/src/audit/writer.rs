@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 
 use super::anchor;
 use super::answer::{Delivery, Waiter};
-use super::event::AuditEvent;
+use super::event::{AuditEvent, EventKind, Timestamp};
 use super::faults::Faults;
 use super::log::AuditError;
 use super::record::{self, Hash};
@@ -32,6 +32,9 @@ const MAX_STRAGGLER_WAIT: Duration = Duration::from_micros(500);
 /// Longest a record without a waiter stays in the outbox before the writer commits it on
 /// its own (it rides with the next commit when one comes sooner).
 const OUTBOX_DELAY: Duration = Duration::from_millis(5);
+/// While commits fail, an idle writer tries again this often (with its recovery record), so
+/// the log reports writable again without waiting for traffic that readiness turned away.
+const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Zero-filled space kept ahead of the writes: appends then overwrite blocks that are
 /// allocated and written, so an fdatasync flushes data only, without the journal commit a
@@ -66,6 +69,8 @@ pub struct Shared {
     pub outbox: Outbox,
     /// False once the writer thread has stopped.
     pub alive: AtomicBool,
+    /// True from a failed commit until the next one succeeds.
+    pub failing: AtomicBool,
     /// Commit counters for `/metrics`.
     pub stats: CommitStats,
 }
@@ -233,6 +238,43 @@ struct Pending {
     unencodable: Option<serde_json::Error>,
 }
 
+impl Pending {
+    /// A record nobody waits for.
+    fn detached(event: AuditEvent) -> Pending {
+        Pending {
+            event,
+            done: None,
+            seq: 0,
+            unencodable: None,
+        }
+    }
+}
+
+/// Commits failing since `since`: what the recovery record reports once one succeeds.
+struct Outage {
+    since: Timestamp,
+    /// Records (recovery records aside) not committed since.
+    failed_records: u64,
+    /// The last failure.
+    error: String,
+}
+
+impl Outage {
+    /// The system record that leads the first successful commit after the outage, so the
+    /// log itself shows the gap: when it began and how many records it cost.
+    fn recovery_event(&self) -> AuditEvent {
+        let mut event = AuditEvent::now(EventKind::System);
+        let since = self.since.rfc3339();
+        event.detail = Some(serde_json::json!({
+            "event": "audit_recovered",
+            "failing_since": String::from_utf8_lossy(&since),
+            "failed_records": self.failed_records,
+            "last_error": self.error,
+        }));
+        event
+    }
+}
+
 /// Why a commit (or part of it) failed.
 struct CommitFailure {
     segment: String,
@@ -258,6 +300,8 @@ pub struct Writer {
     /// Records in the last commit, and how long its write and fsync took.
     last_records: usize,
     last_commit: Duration,
+    /// Since the last failed commit, until one succeeds.
+    outage: Option<Outage>,
     /// Held for the writer's life: one writer per directory.
     _lock: File,
 }
@@ -280,6 +324,7 @@ impl Writer {
                 head: Mutex::new(head),
                 outbox: Outbox::default(),
                 alive: AtomicBool::new(true),
+                failing: AtomicBool::new(false),
                 stats: CommitStats::new(),
             }),
             buf: Vec::with_capacity(64 * 1024),
@@ -290,6 +335,7 @@ impl Writer {
             anchor_failing: false,
             last_records: 0,
             last_commit: Duration::ZERO,
+            outage: None,
             _lock: lock,
         }
     }
@@ -347,13 +393,17 @@ impl Writer {
             if close.is_none() {
                 close = self.gather(&rx, &mut batch);
             }
-            if batch.is_empty() && close.is_none() {
+            if batch.is_empty() && close.is_none() && self.outage.is_none() {
                 continue; // a wake-up whose records an earlier commit took
+            }
+            if let Some(outage) = &self.outage {
+                batch.insert(0, Pending::detached(outage.recovery_event()));
             }
             let started = Instant::now();
             let failure = self.commit(&mut batch);
             self.last_commit = started.elapsed();
             self.last_records = batch.len();
+            self.track_outage(&batch, failure.as_ref());
             if failure.is_none() {
                 let stats = &self.shared.stats;
                 stats.commits.inc();
@@ -388,6 +438,34 @@ impl Writer {
         }
     }
 
+    /// Notes a failed commit (the outage begins or goes on) or a successful one (it ends,
+    /// and the batch's first record, the recovery record, told the log about it).
+    fn track_outage(&mut self, batch: &[Pending], failure: Option<&CommitFailure>) {
+        match (failure, &mut self.outage) {
+            (None, None) => {}
+            (None, Some(outage)) => {
+                tracing::info!(
+                    failed_records = outage.failed_records,
+                    "the audit log is writable again"
+                );
+                self.outage = None;
+                self.shared.failing.store(false, Ordering::Release);
+            }
+            (Some(failure), outage) => {
+                let retried = outage.is_some();
+                let outage = outage.get_or_insert_with(|| Outage {
+                    since: Timestamp::now(),
+                    failed_records: 0,
+                    error: String::new(),
+                });
+                let failed = batch.iter().filter(|p| p.seq > self.head.0).count();
+                outage.failed_records += (failed - usize::from(retried).min(failed)) as u64;
+                outage.error = failure.source.to_string();
+                self.shared.failing.store(true, Ordering::Release);
+            }
+        }
+    }
+
     fn anchor_on_stop(&mut self) -> Result<(), AuditError> {
         self.trim_or_warn();
         self.write_anchor(true).map_err(|source| AuditError::Io {
@@ -413,8 +491,11 @@ impl Writer {
         loop {
             let outbox = !self.shared.outbox.is_empty();
             let anchor_lags = self.anchored != Some(self.head.0) && !self.anchor_failing;
+            let retry = self.outage.is_some();
             let timeout = if outbox {
                 OUTBOX_DELAY
+            } else if retry {
+                RETRY_INTERVAL
             } else if anchor_lags {
                 ANCHOR_IDLE
             } else {
@@ -425,7 +506,7 @@ impl Writer {
             };
             match rx.recv_timeout(timeout) {
                 Ok(msg) => return Some(Some(msg)),
-                Err(RecvTimeoutError::Timeout) if outbox => return Some(None),
+                Err(RecvTimeoutError::Timeout) if outbox || retry => return Some(None),
                 Err(RecvTimeoutError::Timeout) => self.anchor_or_warn(),
                 Err(RecvTimeoutError::Disconnected) => return None,
             }
@@ -646,12 +727,7 @@ impl Outbox {
     /// Moves every waiting record into `batch`.
     fn take_into(&self, batch: &mut Vec<Pending>) {
         let events = std::mem::take(&mut *self.lock());
-        batch.extend(events.into_iter().map(|event| Pending {
-            event,
-            done: None,
-            seq: 0,
-            unencodable: None,
-        }));
+        batch.extend(events.into_iter().map(Pending::detached));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<AuditEvent>> {
