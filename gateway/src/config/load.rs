@@ -238,4 +238,104 @@ mod tests {
         );
         assert_eq!(parsed.config, Config::default());
     }
+
+    /// The keys a section accepts, as its "unknown field" error lists them: the structs' own
+    /// field names, so the check below follows the code.
+    fn accepted_keys(probe: &str) -> Vec<String> {
+        let errors = parse_partial(probe, None).errors;
+        let message = errors
+            .iter()
+            .map(|e| e.message.as_str())
+            .find(|m| m.contains("unknown") && m.contains("expected"))
+            .unwrap_or_else(|| panic!("no unknown-key error for {probe:?}: {errors:?}"));
+        // serde: "expected `a`", "expected `a` or `b`", "expected one of `a`, `b`, ..."
+        let list = &message[message.find("expected").unwrap() + "expected".len()..];
+        let list = list
+            .trim_start()
+            .trim_start_matches("one of")
+            .trim_start_matches(':');
+        list.split(',')
+            .flat_map(|k| k.split(" or "))
+            .map(|k| k.trim().trim_matches('`').to_owned())
+            .filter(|k| !k.is_empty())
+            .collect()
+    }
+
+    /// The part of docs/configuration.md under `### \`heading\``.
+    fn doc_section(doc: &str, heading: &str) -> String {
+        let start = doc
+            .find(&format!("### `{heading}`"))
+            .or_else(|| doc.find(&format!("### `{heading}[]`")))
+            .unwrap_or_else(|| panic!("docs/configuration.md has no section for `{heading}`"));
+        let rest = &doc[start + 4..];
+        rest[..rest.find("\n### ").unwrap_or(rest.len())].to_owned()
+    }
+
+    #[test]
+    fn every_configuration_key_is_documented() {
+        let doc = include_str!("../../../docs/configuration.md");
+        for key in accepted_keys("zz: 1\n") {
+            doc_section(doc, &key);
+        }
+        // (probe with an unknown key, the doc section, how a key is written there)
+        let sections: &[(&str, &str, &str)] = &[
+            ("listen: {zz: 1}", "listen", ""),
+            ("listen: {tls: {cert: c, key: k, zz: 1}}", "listen", ""),
+            ("identity: {zz: 1}", "identity", ""),
+            (
+                "identity: {warden_issuer: {zz: 1}}",
+                "identity",
+                "warden_issuer.",
+            ),
+            ("identity: {issuers: [{zz: 1}]}", "identity", ""),
+            ("identity: {claims: {zz: 1}}", "identity", ""),
+            ("policy: {zz: 1}", "policy", ""),
+            ("audit: {zz: 1}", "audit", ""),
+            ("upstream: {zz: 1}", "upstream", ""),
+            ("limits: {zz: 1}", "limits", ""),
+            ("log: {zz: 1}", "log", ""),
+            ("runtime: {zz: 1}", "runtime", ""),
+            (
+                "routes: [{prefix: /a, connector: openai, zz: 1}]",
+                "routes[]",
+                "",
+            ),
+            (
+                "routes: [{prefix: /a, connector: openai, credential: {zz: 1}}]",
+                "routes[]",
+                "",
+            ),
+        ];
+        for (probe, heading, prefix) in sections {
+            let text = doc_section(doc, heading);
+            for key in accepted_keys(probe) {
+                let documented = [
+                    format!("`{prefix}{key}`"),
+                    format!("`{prefix}{key}[]`"),
+                    format!("`{prefix}{key}."),
+                    format!("`{{ {key}:"),
+                ];
+                assert!(
+                    documented.iter().any(|form| text.contains(form)),
+                    "`{prefix}{key}` (accepted by {probe:?}) is not documented under `{heading}` \
+                     in docs/configuration.md"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_documented_complete_example_is_a_valid_configuration() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let start = doc
+            .find("## Complete example")
+            .expect("the example section");
+        let block = &doc[start..];
+        let yaml = &block[block.find("```yaml\n").unwrap() + 8..];
+        let yaml = &yaml[..yaml.find("```").unwrap()];
+        let config = parse(yaml, None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.routes.len(), 3);
+        assert_eq!(config.routes[2].name.as_deref(), Some("vllm"));
+        assert!(config.identity.required);
+    }
 }
