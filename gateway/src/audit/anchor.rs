@@ -4,8 +4,11 @@
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 
+use super::faults::Faults;
 use super::record::{Hash, HexHash};
 
 /// File name of the head anchor inside the log directory.
@@ -66,6 +69,98 @@ pub fn write(dir: &Path, seq: u64, hash: &Hash, sync: bool) -> io::Result<()> {
 /// Makes renames and new files in `dir` durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Writes `head.json` on a thread of its own while the log runs, so the writer never waits for
+/// it: an anchor write (a new file, its fdatasync, a rename) takes milliseconds on some disks
+/// (1.3 ms at p50, 5 ms at worst, measured on the VM in docs/performance.md), and every
+/// decision waiting for a commit would wait that long too. The writer posts each head it wants
+/// recorded; only the latest posted one is written. Only committed heads are posted, so the
+/// anchor never runs ahead of the log.
+pub struct Anchorer {
+    shared: Arc<(Mutex<Posted>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Posted {
+    head: Option<(u64, Hash)>,
+    stop: bool,
+}
+
+impl Anchorer {
+    /// Starts the anchor thread for the log in `dir` (`sync`: fdatasync each anchor).
+    pub fn spawn(dir: PathBuf, sync: bool, faults: Arc<Faults>) -> io::Result<Anchorer> {
+        let shared = Arc::new((Mutex::new(Posted::default()), Condvar::new()));
+        let thread = std::thread::Builder::new()
+            .name("warden-audit-anchor".into())
+            .spawn({
+                let shared = shared.clone();
+                move || run_anchorer(&dir, sync, &faults, &shared)
+            })?;
+        Ok(Anchorer {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Asks for `head` to be recorded; replaces a head posted earlier and not yet written.
+    pub fn post(&self, seq: u64, hash: Hash) {
+        lock(&self.shared.0).head = Some((seq, hash));
+        self.shared.1.notify_one();
+    }
+
+    /// Stops the thread once a write in progress ends; a head still waiting is dropped (the
+    /// writer records the final head itself, after this returns).
+    pub fn stop(&mut self) {
+        lock(&self.shared.0).stop = true;
+        self.shared.1.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Anchorer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn lock(posted: &Mutex<Posted>) -> MutexGuard<'_, Posted> {
+    posted
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn run_anchorer(dir: &Path, sync: bool, faults: &Faults, shared: &(Mutex<Posted>, Condvar)) {
+    let mut failing = false;
+    loop {
+        let (seq, hash) = {
+            let mut posted = lock(&shared.0);
+            loop {
+                if posted.stop {
+                    return;
+                }
+                if let Some(head) = posted.head.take() {
+                    break head;
+                }
+                posted = shared
+                    .1
+                    .wait(posted)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+        };
+        faults.before_anchor();
+        match write(dir, seq, &hash, sync) {
+            Ok(()) => failing = false,
+            Err(error) if !failing => {
+                failing = true;
+                tracing::warn!(%error, dir = %dir.display(), "cannot update the audit head anchor; will retry");
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 #[cfg(test)]

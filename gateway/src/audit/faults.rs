@@ -1,4 +1,5 @@
-//! Failure injection for the writer's tests: failed or torn writes, failed or held fsyncs.
+//! Failure injection for the writer's tests: failed or torn writes, failed or held fsyncs,
+//! held anchor writes.
 //! Outside tests, `Faults` is empty and every hook is a no-op.
 
 pub use hooks::Faults;
@@ -24,6 +25,10 @@ mod hooks {
         pub fn before_sync(&self) -> io::Result<()> {
             Ok(())
         }
+
+        /// Called before the anchor thread writes `head.json`.
+        #[inline(always)]
+        pub fn before_anchor(&self) {}
     }
 }
 
@@ -44,6 +49,8 @@ mod hooks {
         pub failed_syncs: AtomicU32,
         /// When set, the next fsync waits until the test sends on (or drops) the channel.
         pub held_sync: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+        /// When set, the next anchor write waits until the test sends on (or drops) the channel.
+        pub held_anchor: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
     }
 
     fn take_one(counter: &AtomicU32) -> bool {
@@ -60,6 +67,14 @@ mod hooks {
                 return Err(io::Error::from_raw_os_error(28));
             }
             Ok(())
+        }
+
+        /// Holds the anchor write when armed.
+        pub fn before_anchor(&self) {
+            let held = self.held_anchor.lock().map(|mut h| h.take()).ok().flatten();
+            if let Some(release) = held {
+                let _ = release.recv();
+            }
         }
 
         /// Holds or fails the fsync when armed.

@@ -852,3 +852,34 @@ async fn detached_records_ride_with_the_next_decision_commit() {
     let lines = read_lines(&segment(&dir, 1));
     assert!(lines[1].contains("\"kind\":\"outcome\""), "{lines:?}");
 }
+
+#[tokio::test]
+async fn a_slow_head_anchor_write_does_not_hold_up_commits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let faults = Arc::new(Faults::default());
+    let log = AuditLog::open_with(&dir, &config(), faults.clone()).unwrap();
+    let (release, held) = std::sync::mpsc::channel();
+    *faults.held_anchor.lock().unwrap() = Some(held);
+    assert_eq!(log.append(event(1)).await.unwrap(), 1);
+
+    // Idle, the writer has head.json catch up: that write starts, and is held.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while faults.held_anchor.lock().unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no anchor write started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for i in 2..=50 {
+        let appended = tokio::time::timeout(Duration::from_secs(2), log.append(event(i))).await;
+        let seq = appended.expect("commits go on while head.json is being written");
+        assert_eq!(seq.unwrap(), i);
+    }
+
+    release.send(()).unwrap();
+    log.close().await.unwrap();
+    assert_eq!(super::anchor::read(&dir).unwrap().unwrap().seq, 50);
+    assert_eq!(verify(&dir).unwrap().records, 50);
+}

@@ -293,7 +293,9 @@ pub struct Writer {
     buf: Vec<u8>,
     ends: Vec<usize>,
     hashes: Vec<Hash>,
-    /// Seq recorded in `head.json`, and when.
+    /// Writes `head.json` off this thread while the log runs (`None`: written here).
+    anchorer: Option<anchor::Anchorer>,
+    /// Seq recorded in (or posted for) `head.json`, and when.
     anchored: Option<u64>,
     anchored_at: Instant,
     anchor_failing: bool,
@@ -330,6 +332,7 @@ impl Writer {
             buf: Vec::with_capacity(64 * 1024),
             ends: Vec::with_capacity(MAX_BATCH),
             hashes: Vec::with_capacity(MAX_BATCH),
+            anchorer: None,
             anchored: None,
             anchored_at: Instant::now(),
             anchor_failing: false,
@@ -385,6 +388,15 @@ impl Writer {
     /// The thread's body: group-commit until closed or every handle is dropped.
     pub fn run(mut self, rx: Receiver<Msg>) {
         let _stopped = Stopped(self.shared.clone());
+        let faults = self.segment.faults.clone();
+        self.anchorer = match anchor::Anchorer::spawn(self.dir.clone(), self.settings.fsync, faults)
+        {
+            Ok(anchorer) => Some(anchorer),
+            Err(error) => {
+                tracing::warn!(%error, "cannot start the audit anchor thread; the writer records head.json itself");
+                None
+            }
+        };
         let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = self.wait_first(&rx) {
             // Records waiting in the outbox were appended before this message arrived.
@@ -467,6 +479,9 @@ impl Writer {
     }
 
     fn anchor_on_stop(&mut self) -> Result<(), AuditError> {
+        if let Some(mut anchorer) = self.anchorer.take() {
+            anchorer.stop();
+        }
         self.trim_or_warn();
         self.write_anchor(true).map_err(|source| AuditError::Io {
             action: "record the audit head in",
@@ -475,7 +490,15 @@ impl Writer {
         })
     }
 
+    /// Has the head recorded in `head.json`: posted to the anchor thread, or written here if
+    /// that thread could not start.
     fn anchor_or_warn(&mut self) {
+        if let Some(anchorer) = &self.anchorer {
+            anchorer.post(self.head.0, self.head.1);
+            self.anchored = Some(self.head.0);
+            self.anchored_at = Instant::now();
+            return;
+        }
         if let Err(error) = self.write_anchor(false)
             && !self.anchor_failing
         {
