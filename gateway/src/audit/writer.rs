@@ -464,14 +464,22 @@ impl Writer {
                 self.shared.failing.store(false, Ordering::Release);
             }
             (Some(failure), outage) => {
-                let retried = outage.is_some();
+                let durable = self.head.0;
+                let not_written = |p: &Pending| p.seq > durable;
+                // A retry leads with the recovery record. If it was written (the commit failed
+                // part-way), the log already tells of the earlier outage: a new one begins.
+                let recovery = outage.is_some().then(|| batch.first()).flatten();
+                let still_out = recovery.is_some_and(not_written);
+                if !still_out {
+                    *outage = None;
+                }
                 let outage = outage.get_or_insert_with(|| Outage {
                     since: Timestamp::now(),
                     failed_records: 0,
                     error: String::new(),
                 });
-                let failed = batch.iter().filter(|p| p.seq > self.head.0).count();
-                outage.failed_records += (failed - usize::from(retried).min(failed)) as u64;
+                let failed = batch.iter().filter(|p| not_written(p)).count() as u64;
+                outage.failed_records += failed - u64::from(still_out);
                 outage.error = failure.source.to_string();
                 self.shared.failing.store(true, Ordering::Release);
             }
