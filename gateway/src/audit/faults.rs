@@ -53,6 +53,14 @@ mod hooks {
         pub held_anchor: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
     }
 
+    /// Waits, if a test armed `slot`, until it sends on (or drops) the channel; once.
+    fn wait_if_held(slot: &Mutex<Option<std::sync::mpsc::Receiver<()>>>) {
+        let held = slot.lock().map(|mut h| h.take()).ok().flatten();
+        if let Some(release) = held {
+            let _ = release.recv();
+        }
+    }
+
     fn take_one(counter: &AtomicU32) -> bool {
         counter
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -71,18 +79,12 @@ mod hooks {
 
         /// Holds the anchor write when armed.
         pub fn before_anchor(&self) {
-            let held = self.held_anchor.lock().map(|mut h| h.take()).ok().flatten();
-            if let Some(release) = held {
-                let _ = release.recv();
-            }
+            wait_if_held(&self.held_anchor);
         }
 
         /// Holds or fails the fsync when armed.
         pub fn before_sync(&self) -> io::Result<()> {
-            let held = self.held_sync.lock().map(|mut h| h.take()).ok().flatten();
-            if let Some(release) = held {
-                let _ = release.recv();
-            }
+            wait_if_held(&self.held_sync);
             if take_one(&self.failed_syncs) {
                 return Err(io::Error::from_raw_os_error(5));
             }

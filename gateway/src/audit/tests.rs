@@ -37,6 +37,16 @@ async fn log_with(n: u64, cfg: &AuditConfig) -> (tempfile::TempDir, PathBuf) {
     (tmp, dir)
 }
 
+/// An open log in a fresh directory whose writes, fsyncs and anchor writes a test can make
+/// fail or hold.
+fn log_with_faults() -> (tempfile::TempDir, PathBuf, Arc<Faults>, AuditLog) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let faults = Arc::new(Faults::default());
+    let log = AuditLog::open_with(&dir, &config(), faults.clone()).unwrap();
+    (tmp, dir, faults, log)
+}
+
 fn segment(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("audit-{n:06}.jsonl"))
 }
@@ -433,10 +443,7 @@ async fn concurrent_appends_form_a_gap_free_chain() {
 
 #[tokio::test]
 async fn append_resolves_only_after_its_write_is_synced() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("audit");
-    let faults = Arc::new(Faults::default());
-    let log = AuditLog::open_with(&dir, &config(), faults.clone()).unwrap();
+    let (_tmp, dir, faults, log) = log_with_faults();
     let (release, held) = std::sync::mpsc::channel();
     *faults.held_sync.lock().unwrap() = Some(held);
 
@@ -468,10 +475,7 @@ async fn append_resolves_only_after_its_write_is_synced() {
 
 #[tokio::test]
 async fn failed_write_fails_its_appends_and_later_records_continue_the_chain() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("audit");
-    let faults = Arc::new(Faults::default());
-    let log = AuditLog::open_with(&dir, &config(), faults.clone()).unwrap();
+    let (_tmp, dir, faults, log) = log_with_faults();
     assert_eq!(log.append(event(1)).await.unwrap(), 1);
 
     faults.torn_writes.store(1, Ordering::SeqCst);
@@ -501,10 +505,7 @@ async fn failed_write_fails_its_appends_and_later_records_continue_the_chain() {
 
 #[tokio::test]
 async fn an_outage_is_recorded_once_commits_succeed_again_even_without_traffic() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("audit");
-    let faults = Arc::new(Faults::default());
-    let log = AuditLog::open_with(&dir, &config(), faults.clone()).unwrap();
+    let (_tmp, dir, faults, log) = log_with_faults();
     assert_eq!(log.append(event(1)).await.unwrap(), 1);
     assert!(log.is_writable());
 
@@ -855,10 +856,7 @@ async fn detached_records_ride_with_the_next_decision_commit() {
 
 #[tokio::test]
 async fn a_slow_head_anchor_write_does_not_hold_up_commits() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("audit");
-    let faults = Arc::new(Faults::default());
-    let log = AuditLog::open_with(&dir, &config(), faults.clone()).unwrap();
+    let (_tmp, dir, faults, log) = log_with_faults();
     let (release, held) = std::sync::mpsc::channel();
     *faults.held_anchor.lock().unwrap() = Some(held);
     assert_eq!(log.append(event(1)).await.unwrap(), 1);
