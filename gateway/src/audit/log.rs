@@ -9,6 +9,7 @@ use std::sync::mpsc::{self, Sender};
 use serde_json::json;
 use tokio::sync::oneshot;
 
+use super::anchor::Anchorer;
 use super::config::AuditConfig;
 use super::event::{AuditEvent, EventKind};
 use super::faults::Faults;
@@ -114,6 +115,14 @@ impl AuditLog {
         let lock = lock_dir(dir)?;
         let recovered = recover(dir)?;
         let limit = cfg.segment_bytes.max(1);
+        let anchorer =
+            Anchorer::spawn(dir.to_path_buf(), cfg.fsync, faults.clone()).map_err(|source| {
+                AuditError::Io {
+                    action: "start the head anchor thread for",
+                    path: dir.to_path_buf(),
+                    source,
+                }
+            })?;
         let segment = if recovered.segment == 0 {
             SegmentFile::create(dir, 1, limit, faults)
         } else {
@@ -129,7 +138,14 @@ impl AuditLog {
             segment_bytes: limit,
             max_commit_delay: cfg.max_commit_delay,
         };
-        let mut writer = Writer::new(dir.to_path_buf(), segment, settings, recovered.head, lock);
+        let mut writer = Writer::new(
+            dir.to_path_buf(),
+            segment,
+            settings,
+            recovered.head,
+            anchorer,
+            lock,
+        );
         if let Some(torn) = recovered.torn {
             let mut event = AuditEvent::now(EventKind::System);
             event.detail = Some(json!({

@@ -264,10 +264,9 @@ impl Outage {
     /// log itself shows the gap: when it began and how many records it cost.
     fn recovery_event(&self) -> AuditEvent {
         let mut event = AuditEvent::now(EventKind::System);
-        let since = self.since.rfc3339();
         event.detail = Some(serde_json::json!({
             "event": "audit_recovered",
-            "failing_since": String::from_utf8_lossy(&since),
+            "failing_since": self.since,
             "failed_records": self.failed_records,
             "last_error": self.error,
         }));
@@ -293,12 +292,11 @@ pub struct Writer {
     buf: Vec<u8>,
     ends: Vec<usize>,
     hashes: Vec<Hash>,
-    /// Writes `head.json` off this thread while the log runs (`None`: written here).
-    anchorer: Option<anchor::Anchorer>,
+    /// Writes `head.json` off this thread while the log runs.
+    anchorer: anchor::Anchorer,
     /// Seq recorded in (or posted for) `head.json`, and when.
     anchored: Option<u64>,
     anchored_at: Instant,
-    anchor_failing: bool,
     /// Records in the last commit, and how long its write and fsync took.
     last_records: usize,
     last_commit: Duration,
@@ -309,12 +307,14 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// A writer appending to `segment`, whose chain ends at `head`.
+    /// A writer appending to `segment`, whose chain ends at `head`; `anchorer` keeps
+    /// `head.json` while it runs.
     pub fn new(
         dir: PathBuf,
         segment: SegmentFile,
         settings: Settings,
         head: (u64, Hash),
+        anchorer: anchor::Anchorer,
         lock: File,
     ) -> Writer {
         Writer {
@@ -332,10 +332,9 @@ impl Writer {
             buf: Vec::with_capacity(64 * 1024),
             ends: Vec::with_capacity(MAX_BATCH),
             hashes: Vec::with_capacity(MAX_BATCH),
-            anchorer: None,
+            anchorer,
             anchored: None,
             anchored_at: Instant::now(),
-            anchor_failing: false,
             last_records: 0,
             last_commit: Duration::ZERO,
             outage: None,
@@ -381,22 +380,12 @@ impl Writer {
         }
         self.anchored = Some(self.head.0);
         self.anchored_at = Instant::now();
-        self.anchor_failing = false;
         Ok(())
     }
 
     /// The thread's body: group-commit until closed or every handle is dropped.
     pub fn run(mut self, rx: Receiver<Msg>) {
         let _stopped = Stopped(self.shared.clone());
-        let faults = self.segment.faults.clone();
-        self.anchorer = match anchor::Anchorer::spawn(self.dir.clone(), self.settings.fsync, faults)
-        {
-            Ok(anchorer) => Some(anchorer),
-            Err(error) => {
-                tracing::warn!(%error, "cannot start the audit anchor thread; the writer records head.json itself");
-                None
-            }
-        };
         let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = self.wait_first(&rx) {
             // Records waiting in the outbox were appended before this message arrived.
@@ -436,7 +425,7 @@ impl Writer {
                 return;
             }
             if self.anchored != Some(self.head.0) && self.anchored_at.elapsed() >= ANCHOR_INTERVAL {
-                self.anchor_or_warn();
+                self.post_anchor();
             }
         }
         // Every handle is gone: what waits in the outbox is the last to commit.
@@ -487,9 +476,7 @@ impl Writer {
     }
 
     fn anchor_on_stop(&mut self) -> Result<(), AuditError> {
-        if let Some(mut anchorer) = self.anchorer.take() {
-            anchorer.stop();
-        }
+        self.anchorer.stop();
         self.trim_or_warn();
         self.write_anchor(true).map_err(|source| AuditError::Io {
             action: "record the audit head in",
@@ -498,21 +485,11 @@ impl Writer {
         })
     }
 
-    /// Has the head recorded in `head.json`: posted to the anchor thread, or written here if
-    /// that thread could not start.
-    fn anchor_or_warn(&mut self) {
-        if let Some(anchorer) = &self.anchorer {
-            anchorer.post(self.head.0, self.head.1);
-            self.anchored = Some(self.head.0);
-            self.anchored_at = Instant::now();
-            return;
-        }
-        if let Err(error) = self.write_anchor(false)
-            && !self.anchor_failing
-        {
-            self.anchor_failing = true;
-            tracing::warn!(%error, dir = %self.dir.display(), "cannot update the audit head anchor; will retry");
-        }
+    /// Has the anchor thread record the head in `head.json`.
+    fn post_anchor(&mut self) {
+        self.anchorer.post(self.head.0, self.head.1);
+        self.anchored = Some(self.head.0);
+        self.anchored_at = Instant::now();
     }
 
     /// Blocks for the next request (`Some(Some(_))`), or until records in the outbox have
@@ -521,7 +498,7 @@ impl Writer {
     fn wait_first(&mut self, rx: &Receiver<Msg>) -> Option<Option<Msg>> {
         loop {
             let outbox = !self.shared.outbox.is_empty();
-            let anchor_lags = self.anchored != Some(self.head.0) && !self.anchor_failing;
+            let anchor_lags = self.anchored != Some(self.head.0);
             let retry = self.outage.is_some();
             let timeout = if outbox {
                 OUTBOX_DELAY
@@ -538,7 +515,7 @@ impl Writer {
             match rx.recv_timeout(timeout) {
                 Ok(msg) => return Some(Some(msg)),
                 Err(RecvTimeoutError::Timeout) if outbox || retry => return Some(None),
-                Err(RecvTimeoutError::Timeout) => self.anchor_or_warn(),
+                Err(RecvTimeoutError::Timeout) => self.post_anchor(),
                 Err(RecvTimeoutError::Disconnected) => return None,
             }
         }
