@@ -120,6 +120,16 @@ impl Resource {
         }
     }
 
+    /// The Cedar entity as records and logs show it: `Model::"openai/gpt-4o"`.
+    pub fn cedar_ref(&self) -> String {
+        use std::fmt::Write as _;
+        let id = self.cedar_id();
+        let ty = self.cedar_type();
+        let mut text = String::with_capacity(ty.len() + id.len() + 8);
+        let _ = write!(text, "{ty}::{id:?}");
+        text
+    }
+
     /// The Cedar entity id (`openai/gpt-4o` for a model, `openai` for a provider).
     pub fn cedar_id(&self) -> String {
         match self {

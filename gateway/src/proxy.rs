@@ -15,7 +15,7 @@ use std::time::{Instant, SystemTime};
 use tracing::Instrument;
 
 use crate::action::{Action, ActionContext, Principal, Resource, Verb};
-use crate::audit::event::{AuditEvent, AuditOutcome, AuditPrincipal, EventKind, Text};
+use crate::audit::event::{AuditEvent, AuditOutcome, AuditPrincipal, EventKind, Text, empty_text};
 use crate::config::DenyStyle;
 use crate::decision::Decision;
 use crate::gateway::Gateway;
@@ -61,7 +61,7 @@ async fn walk(
 ) -> Result<Response<ProxyBody>, Rejection> {
     let route = route(rt, ex, req.uri().path())?;
     let principal = identify(gw, rt, ex, &req).await?;
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let body = read_body(body, &parts.headers, rt.config.limits.max_request_bytes).await?;
     let rest = &parts.uri.path()[route.prefix.len()..];
     let meaning = interpret(&route, &parts, rest, &body)?;
@@ -71,7 +71,8 @@ async fn walk(
     if !matches!(decision, Decision::Allow { .. }) {
         return Ok(refuse(gw, ex, &route, &meaning, &decision));
     }
-    let upstream_req = credential(&route, &parts, rest, body)?;
+    let headers = std::mem::take(&mut parts.headers);
+    let upstream_req = credential(&route, &parts, headers, rest, body)?;
     let upstream_resp = forward(gw, upstream, ex, &route, upstream_req).await?;
     Ok(observe(gw, ex, &route, &meaning, upstream_resp))
 }
@@ -183,11 +184,7 @@ fn action(
         },
     };
     ex.verb = Some(meaning.verb);
-    ex.resource = Arc::from(format!(
-        "{}::{:?}",
-        resource.cedar_type(),
-        resource.cedar_id()
-    ));
+    ex.resource = Arc::from(resource.cedar_ref());
     Action {
         principal,
         verb: meaning.verb,
@@ -298,7 +295,7 @@ fn refuse(
                 ),
             );
             r.headers_mut()
-                .insert("x-warden-decision", HeaderValue::from_static("deny"));
+                .insert(protocol::DECISION_HEADER, HeaderValue::from_static("deny"));
             r
         }
     };
@@ -316,6 +313,7 @@ fn refuse(
 fn credential(
     route: &Route,
     parts: &http::request::Parts,
+    headers: http::HeaderMap,
     rest: &str,
     body: Bytes,
 ) -> Result<Request<Full<Bytes>>, Rejection> {
@@ -327,7 +325,7 @@ fn credential(
         )
         .after_decision()
     })?;
-    inject::upstream_request(route, parts, rest, body, credential.as_ref()).map_err(|e| {
+    inject::upstream_request(route, parts, headers, rest, body, credential.as_ref()).map_err(|e| {
         Rejection::new(
             StatusCode::BAD_REQUEST,
             "invalid_request",
@@ -366,13 +364,12 @@ fn observe(
     meaning: &Interpreted,
     resp: Response<Incoming>,
 ) -> Response<ProxyBody> {
-    let (parts, body) = resp.into_parts();
+    let (mut parts, body) = resp.into_parts();
     let event_stream = parts
         .headers
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    let mut headers = http::HeaderMap::with_capacity(parts.headers.len() + 1);
-    inject::copy_end_to_end(&parts.headers, &mut headers);
+    inject::strip_hop_by_hop(&mut parts.headers);
     let mut event = ex.event(EventKind::Outcome);
     event.outcome = Some(AuditOutcome {
         status: parts.status.as_u16(),
@@ -388,7 +385,7 @@ fn observe(
     );
     let mut response = Response::new(Either::Right(ObservedBody::new(body, observer)));
     *response.status_mut() = parts.status;
-    *response.headers_mut() = headers;
+    *response.headers_mut() = parts.headers;
     response
 }
 
@@ -447,11 +444,11 @@ impl Exchange {
             conn: conn.clone(),
             started: Instant::now(),
             request_id: new_id(),
-            decision_id: Arc::from(""),
+            decision_id: empty_text(),
             route: None,
             principal: None,
             verb: None,
-            resource: Arc::from(""),
+            resource: empty_text(),
             decision: None,
             upstream_ms: None,
             access_log,
@@ -554,14 +551,16 @@ impl Exchange {
             }
         };
         if let Ok(v) = HeaderValue::try_from(&*self.request_id) {
-            response.headers_mut().insert("x-request-id", v);
+            response
+                .headers_mut()
+                .insert(protocol::REQUEST_ID_HEADER, v);
         }
         if !self.decision_id.is_empty()
             && let Ok(v) = HeaderValue::try_from(&*self.decision_id)
         {
             response
                 .headers_mut()
-                .entry("x-warden-decision-id")
+                .entry(protocol::DECISION_ID_HEADER)
                 .or_insert(v);
         }
         let route = self.route.as_ref().map_or("none", |r| &r.name);

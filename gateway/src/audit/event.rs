@@ -42,8 +42,10 @@ fn is_empty<T: AsRef<str>>(text: &T) -> bool {
     text.as_ref().is_empty()
 }
 
-fn empty_text() -> Text {
-    Arc::from("")
+/// The empty text, shared: a blank event costs no allocation per field.
+pub fn empty_text() -> Text {
+    static EMPTY: std::sync::LazyLock<Text> = std::sync::LazyLock::new(|| Arc::from(""));
+    Arc::clone(&EMPTY)
 }
 
 /// Who asked, as recorded. Never contains the credential itself.

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cedar_policy::{
-    ActionConstraint, Authorizer, Context, Effect, Entities, EntityUid, Policy, PolicyId,
-    PolicySet, Request, Schema,
+    ActionConstraint, Authorizer, Context, Effect, Entities, EntityUid, EvalResult, Expression,
+    Policy, PolicyId, PolicySet, Request, Schema,
 };
 
 pub use annotations::PolicyMeta;
@@ -79,6 +79,10 @@ pub struct PolicyEngine {
 /// again). Cedar's answer is the same as for the whole slice: a decision is deny when any
 /// forbid holds, allow when a permit holds and no forbid does, and its reasons are the
 /// forbids that hold, else the permits; the union of the parts' reasons gives exactly that.
+/// The conditions are evaluated as one Cedar expression each (`eval_expression`), which
+/// spares the authorizer's per-request work (rebuilding each policy's condition, partial
+/// evaluation, the response's sets); a policy whose conditions cannot be turned into one
+/// expression goes through the authorizer instead, with the same answer.
 #[derive(Debug)]
 struct Slice {
     verb: Verb,
@@ -86,8 +90,8 @@ struct Slice {
     fixed: PolicySet,
     /// Each context-reading policy's scope, as a permit without conditions.
     scopes: PolicySet,
-    /// Each context-reading policy's conditions under an unconstrained scope, by policy id.
-    conditions: HashMap<PolicyId, Policy>,
+    /// Each context-reading policy's conditions, by policy id.
+    conditions: HashMap<PolicyId, Arc<Condition>>,
     /// The context attributes the context-reading policies read; only these are built.
     context_keys: ContextKeys,
 }
@@ -100,7 +104,62 @@ pub(crate) struct PairJudgement {
     reasons: Vec<Arc<str>>,
     errors: Vec<EvaluationFailure>,
     /// Evaluated on every request.
-    conditions: PolicySet,
+    conditions: Vec<Arc<Condition>>,
+}
+
+/// A context-reading policy's conditions (its `when` clauses and the negated `unless`
+/// clauses), judged on every request where its scope holds.
+#[derive(Debug)]
+struct Condition {
+    /// The policy id, as reasons and errors name it.
+    id: Arc<str>,
+    check: Check,
+}
+
+#[derive(Debug)]
+enum Check {
+    /// The conjunction of the clauses as one expression: true when the policy holds.
+    Expression(Expression),
+    /// The policy under an unconstrained scope, judged by the authorizer.
+    Policy(PolicySet),
+}
+
+impl Condition {
+    /// Prepares `policy`'s conditions; `unscoped` is the policy with its scope unconstrained.
+    fn new(policy: &Policy, unscoped: Policy) -> Result<Condition, String> {
+        let check = match conditions_expression(policy) {
+            Some(expression) => Check::Expression(expression),
+            None => {
+                let mut set = PolicySet::new();
+                set.add(unscoped).map_err(|e| e.to_string())?;
+                Check::Policy(set)
+            }
+        };
+        Ok(Condition {
+            id: Arc::from(policy.id().as_ref()),
+            check,
+        })
+    }
+}
+
+/// The policy's clauses as one Cedar expression (`(w) && !(u)`), printed by Cedar and parsed
+/// back; `None` if that fails.
+fn conditions_expression(policy: &Policy) -> Option<Expression> {
+    use cedar_policy::pst::Clause;
+    let pst = policy.to_pst().ok()?;
+    let clauses = pst.body().clauses();
+    if clauses.is_empty() {
+        return None;
+    }
+    let text = clauses
+        .iter()
+        .map(|c| match c {
+            Clause::When(e) => format!("({e})"),
+            Clause::Unless(e) => format!("!({e})"),
+        })
+        .collect::<Vec<_>>()
+        .join(" && ");
+    text.parse().ok()
 }
 
 /// The principal and resource types an action applies to, per the schema.
@@ -197,9 +256,12 @@ impl PolicyEngine {
                     continue;
                 }
                 slice.context_keys = slice.context_keys.union(reads);
-                let (scope, conditions) = split_scope(policy);
+                let (scope, unscoped) = split_scope(policy);
                 slice.scopes.add(scope).map_err(|e| fail(e.to_string()))?;
-                slice.conditions.insert(policy.id().clone(), conditions);
+                let condition = Condition::new(policy, unscoped).map_err(fail)?;
+                slice
+                    .conditions
+                    .insert(policy.id().clone(), Arc::new(condition));
             }
             slices.push(slice);
         }
@@ -311,12 +373,53 @@ impl PolicyEngine {
                 None,
             )
             .map_err(|e| e.to_string())?;
-            let response =
-                self.authorizer
-                    .is_authorized(&request, &settled.conditions, &pair.entities);
-            self.collect(&response, &mut reasons, &mut errors);
+            for condition in &settled.conditions {
+                self.check(
+                    condition,
+                    &request,
+                    &pair.entities,
+                    &mut reasons,
+                    &mut errors,
+                );
+            }
         }
         Ok((reasons, errors))
+    }
+
+    /// Judges one policy's conditions: its id joins `reasons` when they hold (every holding
+    /// policy is a reason; [`PolicyEngine::decision`] lets forbids win), `errors` when they
+    /// cannot be evaluated (the policy then does not apply, as in Cedar).
+    fn check(
+        &self,
+        condition: &Condition,
+        request: &Request,
+        entities: &Entities,
+        reasons: &mut Vec<Arc<str>>,
+        errors: &mut Vec<EvaluationFailure>,
+    ) {
+        let expression = match &condition.check {
+            Check::Expression(expression) => expression,
+            Check::Policy(set) => {
+                let response = self.authorizer.is_authorized(request, set, entities);
+                self.collect(&response, reasons, errors);
+                return;
+            }
+        };
+        let failure = |message: String| EvaluationFailure {
+            policy: Arc::clone(&condition.id),
+            message: format!(
+                "error while evaluating policy `{}`: {message}",
+                condition.id
+            ),
+        };
+        match cedar_policy::eval_expression(request, entities, expression) {
+            Ok(EvalResult::Bool(true)) => reasons.push(Arc::clone(&condition.id)),
+            Ok(EvalResult::Bool(false)) => {}
+            Ok(other) => errors.push(failure(format!(
+                "its conditions evaluate to {other}, not to a boolean"
+            ))),
+            Err(e) => errors.push(failure(e.to_string())),
+        }
     }
 
     /// What `slice` settles for `pair` and `verb` before any context: the fixed policies'
@@ -354,13 +457,8 @@ impl PolicyEngine {
                 .authorizer
                 .is_authorized(&request, &slice.scopes, &pair.entities);
             for id in response.diagnostics().reason() {
-                if let Some(conditions) = slice.conditions.get(id)
-                    && let Err(e) = judged.conditions.add(conditions.clone())
-                {
-                    judged.errors.push(EvaluationFailure {
-                        policy: Arc::from(id.as_ref()),
-                        message: e.to_string(),
-                    });
+                if let Some(condition) = slice.conditions.get(id) {
+                    judged.conditions.push(Arc::clone(condition));
                 }
             }
         }

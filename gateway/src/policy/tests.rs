@@ -561,6 +561,16 @@ when { context.tools.contains("exec") };
 fn fixed_and_per_request_halves_give_cedars_answer_for_the_whole_set() {
     let dir = pack(&[("mixed.cedar", MIXED)]);
     let engine = PolicyEngine::load(dir.path()).expect("loads");
+    // Every context-reading policy is judged as one expression (not the authorizer fallback).
+    let conditions: Vec<&Condition> = engine
+        .slices
+        .iter()
+        .flat_map(|s| s.conditions.values().map(|c| &**c))
+        .collect();
+    assert!(conditions.len() >= 4, "{conditions:?}");
+    for c in conditions {
+        assert!(matches!(c.check, Check::Expression(_)), "{}", c.id);
+    }
     let whole = PolicySet::from_str(MIXED).expect("parses");
     let names = request::CedarNames::new().expect("names");
     let authorizer = Authorizer::new();

@@ -24,7 +24,9 @@ use crate::action::Verb;
 
 pub use errors::{ProtocolError, error_response};
 pub use estimate::tokens_from_chars;
-pub use refusal::{Refusal, refusal_response};
+pub use refusal::{
+    DECISION_HEADER, DECISION_ID_HEADER, REQUEST_ID_HEADER, Refusal, refusal_response,
+};
 pub use sse::{SseDecoder, SseSink};
 pub use usage::{MAX_BUFFERED_BODY, Usage, UsageScanner};
 

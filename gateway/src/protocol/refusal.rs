@@ -9,7 +9,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 use serde_json::Value;
 
@@ -96,6 +96,13 @@ impl SseWriter {
     }
 }
 
+/// `x-warden-decision`: `deny` on a refusal.
+pub const DECISION_HEADER: HeaderName = HeaderName::from_static("x-warden-decision");
+/// `x-warden-decision-id`: the decision id of every decided request.
+pub const DECISION_ID_HEADER: HeaderName = HeaderName::from_static("x-warden-decision-id");
+/// `x-request-id`: the request id of every response.
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
 /// A well-formed 200 answer in the protocol's shape (an SSE stream when the request streams)
 /// whose assistant text explains the refusal and names the decision id, with headers
 /// `x-warden-decision: deny` and `x-warden-decision-id`. Finish reasons: OpenAI chat and
@@ -144,9 +151,9 @@ pub fn refusal_response(
         ),
     };
     let headers = response.headers_mut();
-    headers.insert("x-warden-decision", HeaderValue::from_static("deny"));
+    headers.insert(DECISION_HEADER, HeaderValue::from_static("deny"));
     if let Ok(id) = HeaderValue::from_str(&header_safe(refusal.decision_id)) {
-        headers.insert("x-warden-decision-id", id);
+        headers.insert(DECISION_ID_HEADER, id);
     }
     response
 }

@@ -31,18 +31,19 @@ const HOP_BY_HOP: [HeaderName; 10] = [
     header::HOST,
 ];
 
-/// The request to send upstream for an agent request.
+/// The request to send upstream for an agent request whose head is `parts`; `headers` are
+/// the agent's request headers, taken out of `parts` (they are cleaned in place, not copied).
 pub fn upstream_request(
     route: &Route,
     parts: &Parts,
+    mut headers: HeaderMap,
     rest: &str,
     body: Bytes,
     credential: Option<&Credential>,
 ) -> Result<Request<Full<Bytes>>, http::Error> {
     let query = parts.uri.query().map(strip_key_param);
     let uri = route.upstream.uri(rest, query.as_deref())?;
-    let mut headers = HeaderMap::with_capacity(parts.headers.len() + 1);
-    copy_end_to_end(&parts.headers, &mut headers);
+    strip_hop_by_hop(&mut headers);
     for h in &AGENT_CREDENTIAL_HEADERS {
         headers.remove(h);
     }
@@ -63,20 +64,22 @@ pub fn upstream_request(
     Ok(req)
 }
 
-/// Copies `from` into `to` without hop-by-hop headers or those named in `Connection`.
-pub fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap) {
-    let named: Vec<HeaderName> = from
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::try_from(n.trim()).ok())
-        .collect();
-    for (name, value) in from {
-        if HOP_BY_HOP.contains(name) || named.contains(name) {
-            continue;
+/// Removes hop-by-hop headers and those named in `Connection`, leaving the end-to-end ones.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::try_from(n.trim()).ok())
+            .collect();
+        for name in &named {
+            headers.remove(name);
         }
-        to.append(name.clone(), value.clone());
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
     }
 }
 
@@ -116,13 +119,21 @@ mod tests {
             .header("accept-encoding", "gzip, br")
             .body(())
             .expect("request");
-        let (parts, ()) = req.into_parts();
+        let (mut parts, ()) = req.into_parts();
+        let headers = std::mem::take(&mut parts.headers);
         let cred = Credential {
             header: header::AUTHORIZATION,
             value: http::HeaderValue::from_static("Bearer provider-key"),
         };
-        let out = upstream_request(route, &parts, rest, Bytes::from_static(b"{}"), Some(&cred))
-            .expect("request");
+        let out = upstream_request(
+            route,
+            &parts,
+            headers,
+            rest,
+            Bytes::from_static(b"{}"),
+            Some(&cred),
+        )
+        .expect("request");
         assert_eq!(
             out.uri().to_string(),
             "http://127.0.0.1:1/v1/chat/completions?alt=sse"
