@@ -133,7 +133,13 @@ impl Resource {
     /// The Cedar entity id (`openai/gpt-4o` for a model, `openai` for a provider).
     pub fn cedar_id(&self) -> String {
         match self {
-            Resource::Model { provider, name } => format!("{provider}/{name}"),
+            Resource::Model { provider, name } => {
+                let mut id = String::with_capacity(provider.len() + 1 + name.len());
+                id.push_str(provider);
+                id.push('/');
+                id.push_str(name);
+                id
+            }
             Resource::Provider { name } => name.to_string(),
         }
     }

@@ -40,9 +40,9 @@ impl Observer {
         }
     }
 
-    fn feed(&mut self, chunk: &[u8]) {
+    fn feed(&mut self, chunk: &Bytes) {
         if let Some(s) = self.scanner.as_mut() {
-            s.feed(chunk);
+            s.feed_shared(chunk);
         }
     }
 

@@ -8,6 +8,7 @@
 //! already include reasoning). When a stream reports usage several times, the last report of
 //! each figure wins.
 
+use bytes::Bytes;
 use serde::Deserialize;
 
 use super::Protocol;
@@ -43,8 +44,13 @@ impl Usage {
 enum Mode {
     /// `text/event-stream`: decoded event by event.
     Events(SseDecoder),
-    /// Anything else: buffered (up to [`MAX_BUFFERED_BODY`]) and parsed at the end.
-    Json { body: Vec<u8>, overflowed: bool },
+    /// Anything else: buffered (up to [`MAX_BUFFERED_BODY`]) and parsed at the end. A body
+    /// that arrives in one shared chunk is kept as that chunk, not copied.
+    Json {
+        body: Vec<u8>,
+        first: Option<Bytes>,
+        overflowed: bool,
+    },
 }
 
 /// Observes a response body as it streams through, chunk by chunk, with bounded memory.
@@ -63,6 +69,7 @@ impl UsageScanner {
         } else {
             Mode::Json {
                 body: Vec::new(),
+                first: None,
                 overflowed: false,
             }
         };
@@ -75,13 +82,37 @@ impl UsageScanner {
         }
     }
 
+    /// Observes the next chunk of the body, shared: a JSON body's first chunk is kept by
+    /// reference (most bodies arrive whole), later ones are copied.
+    pub fn feed_shared(&mut self, chunk: &Bytes) {
+        if let Mode::Json {
+            body,
+            first: first @ None,
+            overflowed: false,
+        } = &mut self.mode
+            && body.is_empty()
+            && chunk.len() <= MAX_BUFFERED_BODY
+        {
+            *first = Some(chunk.clone());
+            return;
+        }
+        self.feed(chunk);
+    }
+
     /// Observes the next chunk of the body.
     pub fn feed(&mut self, chunk: &[u8]) {
         match &mut self.mode {
             Mode::Events(decoder) => decoder.feed(chunk, &mut self.reader),
-            Mode::Json { body, overflowed } => {
+            Mode::Json {
+                body,
+                first,
+                overflowed,
+            } => {
                 if *overflowed {
                     return;
+                }
+                if let Some(first) = first.take() {
+                    body.extend_from_slice(&first);
                 }
                 if body.len() + chunk.len() > MAX_BUFFERED_BODY {
                     *overflowed = true;
@@ -97,10 +128,11 @@ impl UsageScanner {
     pub fn finish(mut self) -> Usage {
         if let Mode::Json {
             body,
+            first,
             overflowed: false,
         } = &self.mode
         {
-            self.reader.read_json_body(body);
+            self.reader.read_json_body(first.as_deref().unwrap_or(body));
         }
         self.reader.usage
     }
@@ -469,6 +501,25 @@ mod tests {
     }
 
     #[test]
+    fn a_body_in_one_shared_chunk_is_read_without_a_copy_and_in_several_with_one() {
+        let body = r#"{"id":"x","usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
+        let whole = Bytes::from(body);
+        let mut scanner = UsageScanner::new(Protocol::Openai, false);
+        scanner.feed_shared(&whole);
+        if let Mode::Json { body, first, .. } = &scanner.mode {
+            assert_eq!(body.capacity(), 0, "nothing copied");
+            assert_eq!(first.as_ref().map(|b| b.as_ptr()), Some(whole.as_ptr()));
+        }
+        assert_eq!(scanner.finish(), usage(3, 4));
+        for split in [1, 10, body.len() - 1] {
+            let mut scanner = UsageScanner::new(Protocol::Openai, false);
+            scanner.feed_shared(&whole.slice(..split));
+            scanner.feed_shared(&whole.slice(split..));
+            assert_eq!(scanner.finish(), usage(3, 4), "split at {split}");
+        }
+    }
+
+    #[test]
     fn gives_up_on_bodies_past_the_cap_instead_of_holding_them() {
         let mut scanner = UsageScanner::new(Protocol::Openai, false);
         scanner.feed(b"{\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1},\"pad\":\"");
@@ -476,7 +527,10 @@ mod tests {
         for _ in 0..5 {
             scanner.feed(&pad);
         }
-        if let Mode::Json { body, overflowed } = &scanner.mode {
+        if let Mode::Json {
+            body, overflowed, ..
+        } = &scanner.mode
+        {
             assert!(*overflowed);
             assert_eq!(body.capacity(), 0);
         }

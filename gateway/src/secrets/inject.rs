@@ -10,15 +10,18 @@ use super::Credential;
 use crate::route::Route;
 
 /// Headers in which agents present their Warden credential. Never forwarded.
-pub const AGENT_CREDENTIAL_HEADERS: [HeaderName; 4] = [
+pub static AGENT_CREDENTIAL_HEADERS: [HeaderName; 4] = [
     header::AUTHORIZATION,
     HeaderName::from_static("x-api-key"),
     HeaderName::from_static("api-key"),
     HeaderName::from_static("x-goog-api-key"),
 ];
 
+/// How many [`HOP_BY_HOP`] headers there are.
+const HOP_BY_HOP_COUNT: usize = 10;
+
 /// Connection-scoped headers (RFC 9110 §7.6.1) plus those Warden sets itself.
-const HOP_BY_HOP: [HeaderName; 10] = [
+static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -78,7 +81,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
+    // One pass to find which are present (usually only `host`), then remove just those: a
+    // lookup per absent name costs more than the scan.
+    let mut present = [false; HOP_BY_HOP_COUNT];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        }
+    }
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(name);
     }
 }
