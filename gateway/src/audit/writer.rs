@@ -394,6 +394,11 @@ impl Writer {
             if close.is_none() {
                 close = self.gather(&rx, &mut batch);
             }
+            if close.is_some() {
+                // A close can arrive while gathering, after the outbox was taken: records
+                // left there before it was sent are the last to commit.
+                self.shared.outbox.take_into(&mut batch);
+            }
             if batch.is_empty() && close.is_none() && self.outage.is_none() {
                 continue; // a wake-up whose records an earlier commit took
             }
