@@ -125,9 +125,10 @@ enum Check {
 }
 
 impl Condition {
-    /// Prepares `policy`'s conditions; `unscoped` is the policy with its scope unconstrained.
+    /// Prepares `policy`'s conditions from `unscoped`, the policy with its scope unconstrained
+    /// (or, should that split have failed, the whole policy).
     fn new(policy: &Policy, unscoped: Policy) -> Result<Condition, String> {
-        let check = match conditions_expression(policy) {
+        let check = match conditions_expression(&unscoped) {
             Some(expression) => Check::Expression(expression),
             None => {
                 let mut set = PolicySet::new();
@@ -142,13 +143,18 @@ impl Condition {
     }
 }
 
-/// The policy's clauses as one Cedar expression (`(w) && !(u)`), printed by Cedar and parsed
-/// back; `None` if that fails.
-fn conditions_expression(policy: &Policy) -> Option<Expression> {
-    use cedar_policy::pst::Clause;
-    let pst = policy.to_pst().ok()?;
-    let clauses = pst.body().clauses();
-    if clauses.is_empty() {
+/// The clauses of a policy with an unconstrained scope as one Cedar expression
+/// (`(w) && !(u)`), printed by Cedar and parsed back: exactly when the policy holds. `None`
+/// if the scope constrains anything (the expression would leave it out) or that fails.
+fn conditions_expression(unscoped: &Policy) -> Option<Expression> {
+    use cedar_policy::pst::{ActionConstraint, Clause, PrincipalConstraint, ResourceConstraint};
+    let pst = unscoped.to_pst().ok()?;
+    let body = pst.body();
+    let scope_free = matches!(body.principal, PrincipalConstraint::Any)
+        && matches!(body.action, ActionConstraint::Any)
+        && matches!(body.resource, ResourceConstraint::Any);
+    let clauses = body.clauses();
+    if !scope_free || clauses.is_empty() {
         return None;
     }
     let text = clauses

@@ -670,3 +670,15 @@ fn a_principal_whose_claims_changed_is_judged_afresh() {
         engine.decide(&research)
     );
 }
+
+#[test]
+fn only_a_scope_free_policy_becomes_a_conditions_expression() {
+    let scoped = Policy::from_str(
+        r#"forbid (principal, action == Action::"llm:chat", resource) when { context.input_tokens > 1 };"#,
+    )
+    .expect("parses");
+    // The expression would drop the action constraint: the authorizer must judge it instead.
+    assert!(conditions_expression(&scoped).is_none());
+    let (_, unscoped) = split_scope(&scoped);
+    assert!(conditions_expression(&unscoped).is_some());
+}
