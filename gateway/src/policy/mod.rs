@@ -9,6 +9,7 @@ pub mod config;
 mod context_keys;
 mod error;
 mod load;
+mod native;
 mod request;
 mod testing;
 
@@ -29,7 +30,9 @@ pub use testing::{CaseOutcome, Expect, PolicyTestError, TestFileError, TestRepor
 
 use crate::action::{Action, Verb};
 use crate::decision::Decision;
+use cedar_policy::pst::Clause;
 use context_keys::ContextKeys;
+use native::NativeCondition;
 use request::{CedarNames, EntityCache, IpCache, WARDEN_VERBS};
 
 /// A policy that could not be evaluated for a request (it then does not apply).
@@ -113,6 +116,9 @@ pub(crate) struct PairJudgement {
 struct Condition {
     /// The policy id, as reasons and errors name it.
     id: Arc<str>,
+    /// The conditions compiled to native code, when they fit its subset: judged without
+    /// building a Cedar request; Cedar is asked only when this cannot settle them.
+    native: Option<NativeCondition>,
     check: Check,
 }
 
@@ -128,7 +134,9 @@ impl Condition {
     /// Prepares `policy`'s conditions from `unscoped`, the policy with its scope unconstrained
     /// (or, should that split have failed, the whole policy).
     fn new(policy: &Policy, unscoped: Policy) -> Result<Condition, String> {
-        let check = match conditions_expression(&unscoped) {
+        let clauses = scope_free_clauses(&unscoped);
+        let native = clauses.as_deref().and_then(NativeCondition::compile);
+        let check = match clauses.as_deref().and_then(conditions_expression) {
             Some(expression) => Check::Expression(expression),
             None => {
                 let mut set = PolicySet::new();
@@ -138,25 +146,29 @@ impl Condition {
         };
         Ok(Condition {
             id: Arc::from(policy.id().as_ref()),
+            native,
             check,
         })
     }
 }
 
-/// The clauses of a policy with an unconstrained scope as one Cedar expression
-/// (`(w) && !(u)`), printed by Cedar and parsed back: exactly when the policy holds. `None`
-/// if the scope constrains anything (the expression would leave it out) or that fails.
-fn conditions_expression(unscoped: &Policy) -> Option<Expression> {
-    use cedar_policy::pst::{ActionConstraint, Clause, PrincipalConstraint, ResourceConstraint};
+/// The `when` and `unless` clauses of a policy whose scope is unconstrained; `None` if the
+/// scope constrains anything (its clauses alone would leave that out), if it has no clause,
+/// or if Cedar cannot give its syntax tree.
+fn scope_free_clauses(unscoped: &Policy) -> Option<Vec<Clause>> {
+    use cedar_policy::pst::{ActionConstraint, PrincipalConstraint, ResourceConstraint};
     let pst = unscoped.to_pst().ok()?;
     let body = pst.body();
     let scope_free = matches!(body.principal, PrincipalConstraint::Any)
         && matches!(body.action, ActionConstraint::Any)
         && matches!(body.resource, ResourceConstraint::Any);
     let clauses = body.clauses();
-    if !scope_free || clauses.is_empty() {
-        return None;
-    }
+    (scope_free && !clauses.is_empty()).then(|| clauses.clone())
+}
+
+/// A scope-free policy's clauses as one Cedar expression (`(w) && !(u)`), printed by Cedar
+/// and parsed back: exactly when the policy holds.
+fn conditions_expression(clauses: &[Clause]) -> Option<Expression> {
     let text = clauses
         .iter()
         .map(|c| match c {
@@ -369,27 +381,52 @@ impl PolicyEngine {
         };
         let mut reasons = settled.reasons.clone();
         let mut errors = settled.errors.clone();
-        if !settled.conditions.is_empty() {
-            let context = request::context(&action.context, &self.ips, slice.context_keys)?;
-            let request = Request::new(
-                pair.principal.clone(),
-                verb.clone(),
-                pair.resource.clone(),
-                context,
-                None,
-            )
-            .map_err(|e| e.to_string())?;
-            for condition in &settled.conditions {
-                self.check(
-                    condition,
-                    &request,
-                    &pair.entities,
-                    &mut reasons,
-                    &mut errors,
-                );
+        // Built only for a condition the native form cannot settle.
+        let mut cedar_request: Option<Request> = None;
+        for condition in &settled.conditions {
+            if let Some(native) = &condition.native {
+                match native.holds(&action.context) {
+                    Ok(true) => {
+                        reasons.push(Arc::clone(&condition.id));
+                        continue;
+                    }
+                    Ok(false) => continue,
+                    // Cedar raises an error here: let it say which.
+                    Err(native::AskCedar) => {}
+                }
             }
+            let request = match &mut cedar_request {
+                Some(request) => request,
+                None => cedar_request.insert(self.cedar_request(slice, &pair, verb, action)?),
+            };
+            self.check(
+                condition,
+                request,
+                &pair.entities,
+                &mut reasons,
+                &mut errors,
+            );
         }
         Ok((reasons, errors))
+    }
+
+    /// The Cedar request for `action` on `pair`, with the context attributes `slice` reads.
+    fn cedar_request(
+        &self,
+        slice: &Slice,
+        pair: &request::Pair,
+        verb: &EntityUid,
+        action: &Action,
+    ) -> Result<Request, String> {
+        let context = request::context(&action.context, &self.ips, slice.context_keys)?;
+        Request::new(
+            pair.principal.clone(),
+            verb.clone(),
+            pair.resource.clone(),
+            context,
+            None,
+        )
+        .map_err(|e| e.to_string())
     }
 
     /// Judges one policy's conditions: its id joins `reasons` when they hold (every holding

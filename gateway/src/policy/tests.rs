@@ -568,9 +568,24 @@ fn fixed_and_per_request_halves_give_cedars_answer_for_the_whole_set() {
         .flat_map(|s| s.conditions.values().map(|c| &**c))
         .collect();
     assert!(conditions.len() >= 4, "{conditions:?}");
+    let mut native: Vec<&str> = Vec::new();
     for c in conditions {
         assert!(matches!(c.check, Check::Expression(_)), "{}", c.id);
+        if c.native.is_some() {
+            native.push(&c.id);
+        }
     }
+    // Those reading only the context are compiled; one reading the principal is not.
+    native.sort_unstable();
+    native.dedup();
+    assert_eq!(
+        native,
+        [
+            "context-forbid-big",
+            "context-forbid-exec-on-mini",
+            "context-permit-finance-small"
+        ]
+    );
     let whole = PolicySet::from_str(MIXED).expect("parses");
     let names = request::CedarNames::new().expect("names");
     let authorizer = Authorizer::new();
@@ -678,7 +693,9 @@ fn only_a_scope_free_policy_becomes_a_conditions_expression() {
     )
     .expect("parses");
     // The expression would drop the action constraint: the authorizer must judge it instead.
-    assert!(conditions_expression(&scoped).is_none());
+    assert!(scope_free_clauses(&scoped).is_none());
     let (_, unscoped) = split_scope(&scoped);
-    assert!(conditions_expression(&unscoped).is_some());
+    let clauses = scope_free_clauses(&unscoped).expect("scope-free");
+    assert!(conditions_expression(&clauses).is_some());
+    assert!(NativeCondition::compile(&clauses).is_some());
 }

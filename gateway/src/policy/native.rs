@@ -1,0 +1,579 @@
+//! Context conditions compiled to native code.
+//!
+//! Most guardrails read only the request context: `context.input_tokens > 200000`,
+//! `context has max_tokens && context.max_tokens > 32768`, `context.tools.contains("exec")`,
+//! `context.weekday < 5 && context.hour >= 8`. Judging one through Cedar means building a
+//! Cedar context and request for every call, which costs several times the comparison
+//! itself. A policy whose conditions use only the part of Cedar below is compiled, at load,
+//! into a small tree evaluated straight on the typed [`ActionContext`]:
+//!
+//! - literals (booleans, longs, strings) and sets of literals;
+//! - `context.<attribute>` and `context has <attribute>` for Warden's context attributes,
+//!   except `source_ip` (an extension value);
+//! - `!`, `&&`, `||` (short-circuiting as Cedar does), `if … then … else …`;
+//! - `==`, `!=`, `<`, `<=`, `>`, `>=`, checked `+`, `-`, `*` and unary `-` on longs;
+//! - `.contains`, `.containsAll`, `.containsAny`, `.isEmpty()` on sets.
+//!
+//! Anything else (principal or resource attributes, `in`, `is`, `like`, extension functions)
+//! leaves the policy to Cedar. Evaluation follows Cedar's semantics; where Cedar would raise
+//! an error (a missing attribute read without `has`, a type mismatch, an overflow), the
+//! compiled form gives up and the caller asks Cedar, so errors read exactly as Cedar words
+//! them. The tests compare both on every operator and many contexts.
+
+use std::sync::Arc;
+
+use cedar_policy::pst::{BinaryOp, Clause, Expr, Literal, UnaryOp, Var};
+
+use super::request::TimeFacts;
+use crate::action::ActionContext;
+
+/// A policy's conditions, compiled: true exactly when the policy holds.
+#[derive(Debug)]
+pub(crate) struct NativeCondition(Node);
+
+/// Cedar would raise an error here (or the conditions are not boolean): ask Cedar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct AskCedar;
+
+impl NativeCondition {
+    /// Compiles the conjunction of `clauses` in their order (`when` as is, `unless`
+    /// negated), as Cedar combines them; `None` if any part is outside the compiled subset.
+    pub(crate) fn compile(clauses: &[Clause]) -> Option<NativeCondition> {
+        let mut parts = clauses.iter().map(|clause| match clause {
+            Clause::When(e) => compile(e),
+            Clause::Unless(e) => Some(Node::Not(Box::new(compile(e)?))),
+        });
+        let mut node = parts.next()??;
+        for part in parts {
+            node = Node::And(Box::new(node), Box::new(part?));
+        }
+        Some(NativeCondition(node))
+    }
+
+    /// Whether the policy holds for `ctx`.
+    pub(crate) fn holds(&self, ctx: &ActionContext) -> Result<bool, AskCedar> {
+        let mut env = Env { ctx, time: None };
+        match self.0.eval(&mut env)? {
+            Value::Bool(b) => Ok(b),
+            _ => Err(AskCedar),
+        }
+    }
+}
+
+/// The context attributes the compiled form reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attr {
+    Route,
+    Stream,
+    MaxTokens,
+    Tools,
+    InputTokens,
+    Time,
+    Hour,
+    Weekday,
+    Tls,
+}
+
+impl Attr {
+    fn named(name: &str) -> Option<Attr> {
+        Some(match name {
+            "route" => Attr::Route,
+            "stream" => Attr::Stream,
+            "max_tokens" => Attr::MaxTokens,
+            "tools" => Attr::Tools,
+            "input_tokens" => Attr::InputTokens,
+            "time" => Attr::Time,
+            "hour" => Attr::Hour,
+            "weekday" => Attr::Weekday,
+            "tls" => Attr::Tls,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Compare {
+    Less,
+    LessEq,
+    Greater,
+    GreaterEq,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Arith {
+    Add,
+    Sub,
+    Mul,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum SetOp {
+    Contains,
+    ContainsAll,
+    ContainsAny,
+}
+
+/// A literal set element.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Elem {
+    Bool(bool),
+    Long(i64),
+    Str(Arc<str>),
+}
+
+#[derive(Debug)]
+enum Node {
+    Bool(bool),
+    Long(i64),
+    Str(Arc<str>),
+    /// Elements deduplicated, as in a Cedar set.
+    Set(Vec<Elem>),
+    Get(Attr),
+    Has(Attr),
+    Not(Box<Node>),
+    Neg(Box<Node>),
+    IsEmpty(Box<Node>),
+    And(Box<Node>, Box<Node>),
+    Or(Box<Node>, Box<Node>),
+    Eq(Box<Node>, Box<Node>),
+    NotEq(Box<Node>, Box<Node>),
+    Compare(Compare, Box<Node>, Box<Node>),
+    Arith(Arith, Box<Node>, Box<Node>),
+    Set2(SetOp, Box<Node>, Box<Node>),
+    If(Box<Node>, Box<Node>, Box<Node>),
+}
+
+fn compile(expr: &Expr) -> Option<Node> {
+    let pair = |l: &Expr, r: &Expr| Some((Box::new(compile(l)?), Box::new(compile(r)?)));
+    Some(match expr {
+        Expr::Literal(Literal::Bool(b)) => Node::Bool(*b),
+        Expr::Literal(Literal::Long(n)) => Node::Long(*n),
+        Expr::Literal(Literal::String(s)) => Node::Str(Arc::from(s.as_str())),
+        Expr::Set(items) => {
+            let mut elems: Vec<Elem> = Vec::with_capacity(items.len());
+            for item in items {
+                let elem = match &**item {
+                    Expr::Literal(Literal::Bool(b)) => Elem::Bool(*b),
+                    Expr::Literal(Literal::Long(n)) => Elem::Long(*n),
+                    Expr::Literal(Literal::String(s)) => Elem::Str(Arc::from(s.as_str())),
+                    _ => return None,
+                };
+                if !elems.contains(&elem) {
+                    elems.push(elem);
+                }
+            }
+            Node::Set(elems)
+        }
+        Expr::GetAttr { expr, attr } if matches!(&**expr, Expr::Var(Var::Context)) => {
+            Node::Get(Attr::named(attr)?)
+        }
+        Expr::HasAttr { expr, attrs }
+            if matches!(&**expr, Expr::Var(Var::Context)) && attrs.tail.is_empty() =>
+        {
+            Node::Has(Attr::named(&attrs.head)?)
+        }
+        Expr::UnaryOp { op, expr } => {
+            let inner = Box::new(compile(expr)?);
+            match op {
+                UnaryOp::Not => Node::Not(inner),
+                UnaryOp::Neg => Node::Neg(inner),
+                UnaryOp::IsEmpty => Node::IsEmpty(inner),
+                _ => return None,
+            }
+        }
+        Expr::BinaryOp { op, left, right } => {
+            let (l, r) = pair(left, right)?;
+            match op {
+                BinaryOp::And => Node::And(l, r),
+                BinaryOp::Or => Node::Or(l, r),
+                BinaryOp::Eq => Node::Eq(l, r),
+                BinaryOp::NotEq => Node::NotEq(l, r),
+                BinaryOp::Less => Node::Compare(Compare::Less, l, r),
+                BinaryOp::LessEq => Node::Compare(Compare::LessEq, l, r),
+                BinaryOp::Greater => Node::Compare(Compare::Greater, l, r),
+                BinaryOp::GreaterEq => Node::Compare(Compare::GreaterEq, l, r),
+                BinaryOp::Add => Node::Arith(Arith::Add, l, r),
+                BinaryOp::Sub => Node::Arith(Arith::Sub, l, r),
+                BinaryOp::Mul => Node::Arith(Arith::Mul, l, r),
+                BinaryOp::Contains => Node::Set2(SetOp::Contains, l, r),
+                BinaryOp::ContainsAll => Node::Set2(SetOp::ContainsAll, l, r),
+                BinaryOp::ContainsAny => Node::Set2(SetOp::ContainsAny, l, r),
+                _ => return None,
+            }
+        }
+        Expr::IfThenElse {
+            cond,
+            then_expr,
+            else_expr,
+        } => Node::If(
+            Box::new(compile(cond)?),
+            Box::new(compile(then_expr)?),
+            Box::new(compile(else_expr)?),
+        ),
+        _ => return None,
+    })
+}
+
+/// A value during evaluation; strings and sets borrow from the context or the tree.
+#[derive(Debug, Clone, Copy)]
+enum Value<'a> {
+    Bool(bool),
+    Long(i64),
+    Str(&'a str),
+    Tools(&'a [String]),
+    Set(&'a [Elem]),
+}
+
+impl Value<'_> {
+    fn as_bool(self) -> Result<bool, AskCedar> {
+        match self {
+            Value::Bool(b) => Ok(b),
+            _ => Err(AskCedar),
+        }
+    }
+
+    fn as_long(self) -> Result<i64, AskCedar> {
+        match self {
+            Value::Long(n) => Ok(n),
+            _ => Err(AskCedar),
+        }
+    }
+
+    fn is_set(self) -> bool {
+        matches!(self, Value::Tools(_) | Value::Set(_))
+    }
+
+    /// Whether this set holds `item` (Cedar's `contains`: equality of values).
+    fn set_has(self, item: Value<'_>) -> bool {
+        match self {
+            Value::Tools(tools) => match item {
+                Value::Str(s) => tools.iter().any(|t| t == s),
+                _ => false,
+            },
+            Value::Set(elems) => elems.iter().any(|e| item.equals(elem_value(e))),
+            _ => false,
+        }
+    }
+
+    /// The set's elements, one at a time.
+    fn for_each_elem(self, mut f: impl FnMut(Value<'_>) -> bool) -> bool {
+        match self {
+            Value::Tools(tools) => tools.iter().all(|t| f(Value::Str(t))),
+            Value::Set(elems) => elems.iter().all(|e| f(elem_value(e))),
+            _ => true,
+        }
+    }
+
+    fn set_is_empty(self) -> bool {
+        match self {
+            Value::Tools(tools) => tools.is_empty(),
+            Value::Set(elems) => elems.is_empty(),
+            _ => false,
+        }
+    }
+
+    /// Cedar's `==`: values of different types are unequal; sets compare as sets.
+    fn equals(self, other: Value<'_>) -> bool {
+        match (self, other) {
+            (Value::Bool(a), Value::Bool(b)) => a == b,
+            (Value::Long(a), Value::Long(b)) => a == b,
+            (Value::Str(a), Value::Str(b)) => a == b,
+            (a, b) if a.is_set() && b.is_set() => {
+                a.for_each_elem(|x| b.set_has(x)) && b.for_each_elem(|y| a.set_has(y))
+            }
+            _ => false,
+        }
+    }
+}
+
+fn elem_value(elem: &Elem) -> Value<'_> {
+    match elem {
+        Elem::Bool(b) => Value::Bool(*b),
+        Elem::Long(n) => Value::Long(*n),
+        Elem::Str(s) => Value::Str(s),
+    }
+}
+
+/// A u64 as the Cedar long Warden puts in the context (saturating, as the context builder).
+fn long(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+struct Env<'a> {
+    ctx: &'a ActionContext,
+    time: Option<TimeFacts>,
+}
+
+impl<'a> Env<'a> {
+    fn time(&mut self) -> TimeFacts {
+        *self
+            .time
+            .get_or_insert_with(|| TimeFacts::of(self.ctx.time))
+    }
+
+    fn get(&mut self, attr: Attr) -> Result<Value<'a>, AskCedar> {
+        let ctx = self.ctx;
+        Ok(match attr {
+            Attr::Route => Value::Str(&ctx.route),
+            Attr::Stream => Value::Bool(ctx.stream),
+            Attr::MaxTokens => Value::Long(long(ctx.max_tokens.ok_or(AskCedar)?)),
+            Attr::Tools => Value::Tools(&ctx.tools),
+            Attr::InputTokens => Value::Long(long(ctx.input_tokens)),
+            Attr::Time => Value::Long(long(self.time().unix)),
+            Attr::Hour => Value::Long(long(self.time().hour)),
+            Attr::Weekday => Value::Long(long(self.time().weekday)),
+            Attr::Tls => Value::Bool(ctx.tls),
+        })
+    }
+}
+
+impl Node {
+    fn eval<'a>(&'a self, env: &mut Env<'a>) -> Result<Value<'a>, AskCedar> {
+        Ok(match self {
+            Node::Bool(b) => Value::Bool(*b),
+            Node::Long(n) => Value::Long(*n),
+            Node::Str(s) => Value::Str(s),
+            Node::Set(elems) => Value::Set(elems),
+            Node::Get(attr) => env.get(*attr)?,
+            Node::Has(attr) => Value::Bool(match attr {
+                Attr::MaxTokens => env.ctx.max_tokens.is_some(),
+                _ => true,
+            }),
+            Node::Not(e) => Value::Bool(!e.eval(env)?.as_bool()?),
+            Node::Neg(e) => Value::Long(e.eval(env)?.as_long()?.checked_neg().ok_or(AskCedar)?),
+            Node::IsEmpty(e) => {
+                let v = e.eval(env)?;
+                if !v.is_set() {
+                    return Err(AskCedar);
+                }
+                Value::Bool(v.set_is_empty())
+            }
+            Node::And(l, r) => Value::Bool(l.eval(env)?.as_bool()? && r.eval(env)?.as_bool()?),
+            Node::Or(l, r) => Value::Bool(l.eval(env)?.as_bool()? || r.eval(env)?.as_bool()?),
+            Node::Eq(l, r) => Value::Bool(l.eval(env)?.equals(r.eval(env)?)),
+            Node::NotEq(l, r) => Value::Bool(!l.eval(env)?.equals(r.eval(env)?)),
+            Node::Compare(op, l, r) => {
+                let (a, b) = (l.eval(env)?.as_long()?, r.eval(env)?.as_long()?);
+                Value::Bool(match op {
+                    Compare::Less => a < b,
+                    Compare::LessEq => a <= b,
+                    Compare::Greater => a > b,
+                    Compare::GreaterEq => a >= b,
+                })
+            }
+            Node::Arith(op, l, r) => {
+                let (a, b) = (l.eval(env)?.as_long()?, r.eval(env)?.as_long()?);
+                let n = match op {
+                    Arith::Add => a.checked_add(b),
+                    Arith::Sub => a.checked_sub(b),
+                    Arith::Mul => a.checked_mul(b),
+                };
+                Value::Long(n.ok_or(AskCedar)?)
+            }
+            Node::Set2(op, l, r) => {
+                let (set, arg) = (l.eval(env)?, r.eval(env)?);
+                if !set.is_set() {
+                    return Err(AskCedar);
+                }
+                Value::Bool(match op {
+                    SetOp::Contains => set.set_has(arg),
+                    SetOp::ContainsAll if arg.is_set() => arg.for_each_elem(|x| set.set_has(x)),
+                    SetOp::ContainsAny if arg.is_set() => !arg.for_each_elem(|x| !set.set_has(x)),
+                    _ => return Err(AskCedar),
+                })
+            }
+            Node::If(cond, then, otherwise) => {
+                if cond.eval(env)?.as_bool()? {
+                    then.eval(env)?
+                } else {
+                    otherwise.eval(env)?
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::str::FromStr;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use cedar_policy::{Entities, EntityUid, EvalResult, Policy, Request};
+
+    use super::*;
+    use crate::policy::context_keys::ContextKeys;
+    use crate::policy::request::{IpCache, context};
+    use crate::policy::{conditions_expression, scope_free_clauses};
+
+    /// Conditions the compiled form takes, each exercising its operators, including the
+    /// places where Cedar raises an error (which the compiled form must leave to Cedar).
+    const COMPILED: &[&str] = &[
+        "context.input_tokens > 200000",
+        "context.input_tokens > 11",
+        "context.input_tokens >= 11",
+        "context.input_tokens < 11",
+        "context.input_tokens <= 11",
+        "context.input_tokens + 1 == 12",
+        "context.input_tokens - 1 == 10",
+        "context.input_tokens * 2 == 22",
+        "-context.input_tokens == -11",
+        "context has max_tokens && context.max_tokens > 32768",
+        "context.max_tokens > 5",
+        "context.max_tokens > 5 || true",
+        "true || context.max_tokens > 5",
+        "false && context.max_tokens > 5",
+        "!(context has max_tokens) || context.max_tokens <= 1",
+        "context.tools.contains(\"exec\")",
+        "context.tools.contains(1)",
+        "context.tools.containsAny([\"exec\", \"shell\"])",
+        "context.tools.containsAll([\"exec\", \"read\"])",
+        "context.tools.containsAll(context.tools)",
+        "context.tools.containsAny(\"exec\")",
+        "context.tools.isEmpty()",
+        "context.input_tokens.isEmpty()",
+        "context.tools == [\"read\", \"exec\"]",
+        "context.tools == [\"exec\", \"exec\"]",
+        "context.tools == [\"read\"]",
+        "[\"read\"] == context.tools",
+        "[\"read\"].containsAll(context.tools)",
+        "[\"exec\", \"shell\"].containsAny(context.tools)",
+        "context.tools != []",
+        "[1, 2, \"a\", true].contains(context.input_tokens)",
+        "[\"openai\", \"anthropic\"].contains(context.route)",
+        "context.weekday < 5 && context.hour >= 8 && context.hour < 18",
+        "context.time >= 1700000000",
+        "context.route == \"openai\"",
+        "context.route != \"openai\" && context.stream",
+        "context.stream && !context.tls",
+        "context.stream == 1",
+        "context.tls == context.stream",
+        "if context.stream then context.input_tokens > 10 else context.tls",
+        "if context.input_tokens then true else false",
+        "context.input_tokens + 9223372036854775000 > 0",
+        "context.input_tokens * 2 > 100",
+        "-context.input_tokens < 0",
+        "context.input_tokens - 1 >= 0",
+        "context.route < 3",
+        "context.route",
+        "context.input_tokens",
+    ];
+
+    /// Conditions outside the compiled subset: Cedar judges them.
+    const NOT_COMPILED: &[&str] = &[
+        "context.route like \"open*\"",
+        "context.source_ip.isInRange(ip(\"10.0.0.0/8\"))",
+        "context has source_ip",
+        "context has nonexistent",
+        "principal has fleet && principal.fleet == \"x\"",
+        "resource.name == \"gpt-4o\"",
+        "[context.input_tokens].contains(1)",
+        "context.tools.contains(\"exec\") && resource in Provider::\"openai\"",
+    ];
+
+    fn clauses(condition: &str) -> Vec<Clause> {
+        let text = format!("forbid (principal, action, resource) when {{ {condition} }};");
+        let policy = Policy::from_str(&text).unwrap_or_else(|e| panic!("{condition}: {e}"));
+        scope_free_clauses(&policy).expect("scope-free")
+    }
+
+    /// Many contexts: every combination of the values where the conditions turn.
+    fn contexts() -> Vec<ActionContext> {
+        let mut all = Vec::new();
+        let tools: [&[&str]; 4] = [&[], &["exec"], &["read", "exec"], &["exec", "exec"]];
+        // Thursday 00:00, Monday 09:30, Saturday 20:00 (UTC).
+        let times = [0, 1_700_472_600, 1_700_942_400];
+        for max_tokens in [None, Some(0), Some(40_000), Some(u64::MAX)] {
+            for input_tokens in [0, 11, 250_000, u64::MAX] {
+                for tools in tools {
+                    for (stream, tls) in [(false, false), (true, false), (true, true)] {
+                        for time in times {
+                            for route in ["openai", "anthropic"] {
+                                all.push(ActionContext {
+                                    route: Arc::from(route),
+                                    stream,
+                                    max_tokens,
+                                    tools: tools.iter().map(|t| t.to_string()).collect(),
+                                    input_tokens,
+                                    time: UNIX_EPOCH + Duration::from_secs(time),
+                                    source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                                    tls,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn compiled_conditions_give_cedars_answer_and_leave_its_errors_to_it() {
+        let uid = |s: &str| EntityUid::from_str(s).expect("uid");
+        let ips = IpCache::default();
+        let contexts = contexts();
+        let mut outcomes = std::collections::HashSet::new();
+        for condition in COMPILED {
+            let clauses = clauses(condition);
+            let native = NativeCondition::compile(&clauses)
+                .unwrap_or_else(|| panic!("`{condition}` should compile"));
+            let expression = conditions_expression(&clauses).expect("expression");
+            for ctx in &contexts {
+                let request = Request::new(
+                    uid("Agent::\"a\""),
+                    uid("Action::\"llm:chat\""),
+                    uid("Model::\"openai/gpt-4o\""),
+                    context(ctx, &ips, ContextKeys::all()).expect("context"),
+                    None,
+                )
+                .expect("request");
+                let cedar =
+                    cedar_policy::eval_expression(&request, &Entities::empty(), &expression);
+                let cedar = match cedar {
+                    Ok(EvalResult::Bool(b)) => Ok(b),
+                    _ => Err(AskCedar),
+                };
+                let got = native.holds(ctx);
+                assert_eq!(got, cedar, "`{condition}` on {ctx:?}");
+                outcomes.insert((*condition, got));
+            }
+        }
+        // The cases reach every outcome: true, false and Cedar's errors.
+        for outcome in [Ok(true), Ok(false), Err(AskCedar)] {
+            assert!(
+                outcomes.iter().any(|(_, o)| *o == outcome),
+                "no condition gave {outcome:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn conditions_outside_the_subset_are_left_to_cedar() {
+        for condition in NOT_COMPILED {
+            assert!(
+                NativeCondition::compile(&clauses(condition)).is_none(),
+                "`{condition}` should not compile"
+            );
+        }
+    }
+
+    #[test]
+    fn unless_clauses_are_negated_and_joined_in_order() {
+        let text =
+            "forbid (principal, action, resource) when { context.stream } unless { context.tls };";
+        let policy = Policy::from_str(text).expect("parses");
+        let native = NativeCondition::compile(&scope_free_clauses(&policy).expect("clauses"))
+            .expect("compiles");
+        let mut ctx = contexts().remove(0);
+        for (stream, tls, holds) in [
+            (true, false, true),
+            (true, true, false),
+            (false, false, false),
+        ] {
+            ctx.stream = stream;
+            ctx.tls = tls;
+            assert_eq!(native.holds(&ctx), Ok(holds), "stream {stream}, tls {tls}");
+        }
+    }
+}
