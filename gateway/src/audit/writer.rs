@@ -349,12 +349,7 @@ impl Writer {
 
     /// Commits one record now, on the caller's thread (recovery notes on open).
     pub fn append_now(&mut self, event: AuditEvent) -> Result<u64, AuditError> {
-        let mut batch = vec![Pending {
-            event,
-            done: None,
-            seq: 0,
-            unencodable: None,
-        }];
+        let mut batch = vec![Pending::detached(event)];
         let failure = self.commit(&mut batch);
         let pending = batch.pop();
         match (pending, failure) {

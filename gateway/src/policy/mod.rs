@@ -82,10 +82,12 @@ pub struct PolicyEngine {
 /// again). Cedar's answer is the same as for the whole slice: a decision is deny when any
 /// forbid holds, allow when a permit holds and no forbid does, and its reasons are the
 /// forbids that hold, else the permits; the union of the parts' reasons gives exactly that.
-/// The conditions are evaluated as one Cedar expression each (`eval_expression`), which
-/// spares the authorizer's per-request work (rebuilding each policy's condition, partial
-/// evaluation, the response's sets); a policy whose conditions cannot be turned into one
-/// expression goes through the authorizer instead, with the same answer.
+/// Conditions that read only the context are compiled to native code (`native.rs`) and need
+/// no Cedar request; the others, and any case where Cedar would raise an error, are
+/// evaluated as one Cedar expression each (`eval_expression`), which spares the authorizer's
+/// per-request work (rebuilding each policy's condition, partial evaluation, the response's
+/// sets); a policy whose conditions cannot be turned into one expression goes through the
+/// authorizer instead, with the same answer.
 #[derive(Debug)]
 struct Slice {
     verb: Verb,

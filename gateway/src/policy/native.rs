@@ -139,7 +139,7 @@ enum Node {
     NotEq(Box<Node>, Box<Node>),
     Compare(Compare, Box<Node>, Box<Node>),
     Arith(Arith, Box<Node>, Box<Node>),
-    Set2(SetOp, Box<Node>, Box<Node>),
+    SetTest(SetOp, Box<Node>, Box<Node>),
     If(Box<Node>, Box<Node>, Box<Node>),
 }
 
@@ -195,9 +195,9 @@ fn compile(expr: &Expr) -> Option<Node> {
                 BinaryOp::Add => Node::Arith(Arith::Add, l, r),
                 BinaryOp::Sub => Node::Arith(Arith::Sub, l, r),
                 BinaryOp::Mul => Node::Arith(Arith::Mul, l, r),
-                BinaryOp::Contains => Node::Set2(SetOp::Contains, l, r),
-                BinaryOp::ContainsAll => Node::Set2(SetOp::ContainsAll, l, r),
-                BinaryOp::ContainsAny => Node::Set2(SetOp::ContainsAny, l, r),
+                BinaryOp::Contains => Node::SetTest(SetOp::Contains, l, r),
+                BinaryOp::ContainsAll => Node::SetTest(SetOp::ContainsAll, l, r),
+                BinaryOp::ContainsAny => Node::SetTest(SetOp::ContainsAny, l, r),
                 _ => return None,
             }
         }
@@ -255,13 +255,18 @@ impl Value<'_> {
         }
     }
 
-    /// The set's elements, one at a time.
-    fn for_each_elem(self, mut f: impl FnMut(Value<'_>) -> bool) -> bool {
+    /// Whether `f` holds for every element of the set.
+    fn all_elems(self, mut f: impl FnMut(Value<'_>) -> bool) -> bool {
         match self {
             Value::Tools(tools) => tools.iter().all(|t| f(Value::Str(t))),
             Value::Set(elems) => elems.iter().all(|e| f(elem_value(e))),
             _ => true,
         }
+    }
+
+    /// Whether `f` holds for some element of the set.
+    fn any_elem(self, mut f: impl FnMut(Value<'_>) -> bool) -> bool {
+        !self.all_elems(|x| !f(x))
     }
 
     fn set_is_empty(self) -> bool {
@@ -279,7 +284,7 @@ impl Value<'_> {
             (Value::Long(a), Value::Long(b)) => a == b,
             (Value::Str(a), Value::Str(b)) => a == b,
             (a, b) if a.is_set() && b.is_set() => {
-                a.for_each_elem(|x| b.set_has(x)) && b.for_each_elem(|y| a.set_has(y))
+                a.all_elems(|x| b.set_has(x)) && b.all_elems(|y| a.set_has(y))
             }
             _ => false,
         }
@@ -370,15 +375,15 @@ impl Node {
                 };
                 Value::Long(n.ok_or(AskCedar)?)
             }
-            Node::Set2(op, l, r) => {
+            Node::SetTest(op, l, r) => {
                 let (set, arg) = (l.eval(env)?, r.eval(env)?);
                 if !set.is_set() {
                     return Err(AskCedar);
                 }
                 Value::Bool(match op {
                     SetOp::Contains => set.set_has(arg),
-                    SetOp::ContainsAll if arg.is_set() => arg.for_each_elem(|x| set.set_has(x)),
-                    SetOp::ContainsAny if arg.is_set() => !arg.for_each_elem(|x| !set.set_has(x)),
+                    SetOp::ContainsAll if arg.is_set() => arg.all_elems(|x| set.set_has(x)),
+                    SetOp::ContainsAny if arg.is_set() => arg.any_elem(|x| set.set_has(x)),
                     _ => return Err(AskCedar),
                 })
             }
