@@ -120,6 +120,8 @@ pub struct RateLatency {
     /// CPU time the proxy's processes spent per request at this rate, µs.
     pub proxy_cpu_us_per_req: Option<f64>,
     pub errors: u64,
+    /// p99 of every round at this rate, in order (the figures above are the median's).
+    pub p99_rounds: Vec<u64>,
 }
 
 impl RateLatency {
@@ -137,7 +139,19 @@ impl RateLatency {
             added_p99_us: None,
             proxy_cpu_us_per_req: run.proxy_cpu_us_per_req,
             errors: run.errors,
+            p99_rounds: vec![run.p99_us],
         }
+    }
+
+    /// The round with the median p99 (the lower middle one for an even count), carrying
+    /// every round's p99; `None` when there were no rounds.
+    pub fn median_by_p99(mut rounds: Vec<RateLatency>) -> Option<RateLatency> {
+        let all: Vec<u64> = rounds.iter().map(|r| r.p99_us).collect();
+        rounds.sort_by_key(|r| r.p99_us);
+        let middle = rounds.len().checked_sub(1)? / 2;
+        let mut median = rounds.swap_remove(middle);
+        median.p99_rounds = all;
+        Some(median)
     }
 }
 
@@ -161,6 +175,11 @@ pub struct Comparison {
     /// warden p99 / nginx p99 at saturation, where each runs at its own (different) rate
     /// and latency is mostly queueing: for information.
     pub p99_ratio_saturated: f64,
+    /// warden rps / nginx rps of each round (the two ran one after the other): the spread
+    /// behind `rps_ratio`, which compares the median rounds.
+    pub rps_ratio_rounds: Vec<f64>,
+    /// warden p99 / nginx p99 at the same rate, each round.
+    pub p99_ratio_rounds: Vec<f64>,
     /// Warden's peak resident memory, MiB (target < 40).
     pub warden_peak_mib: Option<f64>,
     pub rps_target_met: bool,
@@ -244,11 +263,22 @@ impl Report {
                     _ => (p99_ratio_saturated, false),
                 };
                 let warden_peak_mib = w.peak_rss_kib.map(|k| k as f64 / 1024.0);
+                let rps_ratio_rounds = paired(&w.rps_rounds, &n.rps_rounds, |w, n| {
+                    w / n.max(f64::MIN_POSITIVE)
+                });
+                let p99_ratio_rounds = match (&w.at_rate, &n.at_rate) {
+                    (Some(w), Some(n)) => paired(&w.p99_rounds, &n.p99_rounds, |w, n| {
+                        w as f64 / n.max(1) as f64
+                    }),
+                    _ => Vec::new(),
+                };
                 Some(Comparison {
                     rps_ratio,
                     p99_ratio,
                     p99_at_same_rate,
                     p99_ratio_saturated,
+                    rps_ratio_rounds,
+                    p99_ratio_rounds,
                     warden_peak_mib,
                     rps_target_met: rps_ratio >= RPS_RATIO_TARGET,
                     p99_target_met: p99_ratio <= P99_RATIO_TARGET,
@@ -396,9 +426,37 @@ impl Report {
                 c.memory_target_met.map_or("unknown", mark),
                 c.p99_ratio_saturated,
             );
+            if c.rps_ratio_rounds.len() > 1 {
+                let _ = writeln!(
+                    out,
+                    "warden/nginx round by round: rps {}; p99 at the same rate {}",
+                    list(&c.rps_ratio_rounds),
+                    if c.p99_ratio_rounds.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        list(&c.p99_ratio_rounds)
+                    },
+                );
+            }
         }
         out
     }
+}
+
+/// `ratio` of the figures of the same round, for the rounds both targets ran (a target that
+/// fails stops, so its rounds are the first ones).
+fn paired<T: Copy>(warden: &[T], nginx: &[T], ratio: impl Fn(T, T) -> f64) -> Vec<f64> {
+    warden
+        .iter()
+        .zip(nginx)
+        .map(|(&w, &n)| ratio(w, n))
+        .collect()
+}
+
+/// Ratios as `0.52 0.55 0.49`.
+fn list(ratios: &[f64]) -> String {
+    let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    shown.join(" ")
 }
 
 /// Facts about this machine from `/proc`.
@@ -423,5 +481,152 @@ pub fn machine() -> Machine {
         cpu_model,
         kernel,
         load_average,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(name: &str, rps_rounds: &[f64], p99_rounds: &[u64]) -> TargetReport {
+        let rounds: Vec<TargetReport> = rps_rounds
+            .iter()
+            .map(|&rps| TargetReport {
+                name: name.to_owned(),
+                requests: 1,
+                errors: 0,
+                first_error: None,
+                rps,
+                p50_us: 1,
+                p90_us: 1,
+                p99_us: 1,
+                p999_us: 1,
+                max_us: 1,
+                added_p50_us: None,
+                added_p99_us: None,
+                peak_rss_kib: Some(20 * 1024),
+                proxy_cpu_us_per_req: None,
+                upstream_cpu_us_per_req: 0.0,
+                rps_rounds: vec![rps],
+                at_rate: None,
+            })
+            .collect();
+        let mut median = TargetReport::median_by_rps(rounds).expect("rounds");
+        let at_rate: Vec<RateLatency> = p99_rounds
+            .iter()
+            .map(|&p99| {
+                RateLatency::from_run(
+                    1000.0,
+                    &TargetReport {
+                        p99_us: p99,
+                        ..median.clone()
+                    },
+                )
+            })
+            .collect();
+        median.at_rate = RateLatency::median_by_p99(at_rate);
+        median
+    }
+
+    fn report(targets: Vec<TargetReport>) -> Report {
+        let mut report = Report {
+            date: String::new(),
+            machine: Machine {
+                cores: 2,
+                cpu_model: String::new(),
+                kernel: String::new(),
+                load_average: 0.0,
+            },
+            versions: Versions {
+                harness: String::new(),
+                nginx: None,
+                warden: None,
+            },
+            params: Params {
+                warmup_s: 1.0,
+                duration_s: 1.0,
+                connections: 32,
+                body_bytes: 1024,
+                client_threads: 1,
+                upstream_threads: 1,
+                rounds: 3,
+                warden_audit_fsync: true,
+                warden_access_log: false,
+                warden_workers: 1,
+                latency_rate: Some(1000.0),
+            },
+            targets,
+            skipped: Vec::new(),
+            comparison: None,
+        };
+        report.compare();
+        report
+    }
+
+    #[test]
+    fn medians_are_judged_and_every_round_is_shown_paired() {
+        let nginx = target(
+            "nginx",
+            &[20_000.0, 24_000.0, 22_000.0],
+            &[2000, 4000, 3000],
+        );
+        let warden = target(
+            "warden",
+            &[12_000.0, 12_000.0, 13_200.0],
+            &[3000, 4000, 9000],
+        );
+        assert_eq!(nginx.rps, 22_000.0, "median round by rate");
+        assert_eq!(
+            nginx.rps_rounds,
+            [20_000.0, 24_000.0, 22_000.0],
+            "in round order"
+        );
+        let at = warden.at_rate.as_ref().expect("fixed-rate rounds");
+        assert_eq!(at.p99_us, 4000, "median round by p99");
+        assert_eq!(at.p99_rounds, [3000, 4000, 9000]);
+        let report = report(vec![nginx, warden]);
+        let c = report.comparison.as_ref().expect("both ran");
+        assert!(
+            (c.rps_ratio - 12_000.0 / 22_000.0).abs() < 1e-9,
+            "ratio of the medians"
+        );
+        assert!(!c.rps_target_met);
+        let rounds: Vec<String> = c
+            .rps_ratio_rounds
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect();
+        assert_eq!(
+            rounds,
+            ["0.60", "0.50", "0.60"],
+            "each round against its own nginx run"
+        );
+        assert!((c.p99_ratio - 4000.0 / 3000.0).abs() < 1e-9);
+        assert_eq!(c.p99_ratio_rounds, [1.5, 1.0, 3.0]);
+        let table = report.table();
+        assert!(
+            table.contains(
+                "round by round: rps 0.60 0.50 0.60; p99 at the same rate 1.50 1.00 3.00"
+            ),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn a_target_that_stopped_early_is_paired_on_the_rounds_it_ran() {
+        let nginx = target("nginx", &[20_000.0, 24_000.0, 22_000.0], &[2000]);
+        let warden = target("warden", &[10_000.0], &[]);
+        let report = report(vec![nginx, warden]);
+        let c = report.comparison.as_ref().expect("both ran");
+        assert_eq!(c.rps_ratio_rounds, [0.5]);
+        assert!(
+            c.p99_ratio_rounds.is_empty(),
+            "warden has no fixed-rate round"
+        );
+        assert!(!c.p99_at_same_rate);
+        assert_eq!(
+            RateLatency::median_by_p99(Vec::new()).map(|r| r.p99_us),
+            None
+        );
     }
 }

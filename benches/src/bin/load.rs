@@ -323,34 +323,46 @@ async fn measure(args: &Args) -> Result<Report> {
             rate: Some(rate),
             ..base.clone()
         };
-        for target in measured {
-            let dir = tmp.path().join(format!("{}-rate", target.name()));
-            std::fs::create_dir_all(&dir)?;
-            eprintln!(
-                "latency at {rate:.0} req/s: measuring {} ...",
-                target.name()
-            );
-            let setup = warden.as_ref().map(|(setup, _)| setup);
-            let outcome = run_target(
-                target,
-                &fixed,
-                &dir,
-                &mut upstream,
-                &mut report.versions,
-                setup,
-                None,
-            )
-            .await;
-            match outcome {
-                Ok(run) => {
-                    if let Some(t) = report.targets.iter_mut().find(|t| t.name == target.name()) {
-                        t.at_rate = Some(RateLatency::from_run(rate, &run));
-                    }
+        // As many rounds as the saturated phase, targets in turn, so that a slow spell of the
+        // machine falls on every target alike; each reports its median round by p99.
+        let mut at_rate: Vec<(Target, Vec<RateLatency>)> =
+            measured.iter().map(|&t| (t, Vec::new())).collect();
+        for round in 1..=args.rounds {
+            for (target, runs) in at_rate.iter_mut() {
+                let target = *target;
+                if runs.len() + 1 < round as usize {
+                    continue; // failed in an earlier round
                 }
-                Err(e) => eprintln!(
-                    "{}: latency at {rate:.0} req/s not measured: {e:#}",
+                let dir = tmp.path().join(format!("{}-rate-{round}", target.name()));
+                std::fs::create_dir_all(&dir)?;
+                eprintln!(
+                    "round {round}/{}: latency at {rate:.0} req/s: measuring {} ...",
+                    args.rounds,
                     target.name()
-                ),
+                );
+                let setup = warden.as_ref().map(|(setup, _)| setup);
+                let outcome = run_target(
+                    target,
+                    &fixed,
+                    &dir,
+                    &mut upstream,
+                    &mut report.versions,
+                    setup,
+                    None,
+                )
+                .await;
+                match outcome {
+                    Ok(run) => runs.push(RateLatency::from_run(rate, &run)),
+                    Err(e) => eprintln!(
+                        "{}: latency at {rate:.0} req/s not measured in round {round}: {e:#}",
+                        target.name()
+                    ),
+                }
+            }
+        }
+        for (target, runs) in at_rate {
+            if let Some(t) = report.targets.iter_mut().find(|t| t.name == target.name()) {
+                t.at_rate = RateLatency::median_by_p99(runs);
             }
         }
     }
