@@ -158,9 +158,9 @@ fn warden_config_is_accepted_by_wardens_loader_with_auth_cedar_and_fsync_on() {
     );
 }
 
-#[test]
-fn report_compares_warden_with_nginx_and_direct() {
-    let target = |name: &str, rps: f64, p50: u64, p99: u64, peak: Option<u64>| TargetReport {
+/// One target's figures with the given rate, p50, p99 and peak memory.
+fn target(name: &str, rps: f64, p50: u64, p99: u64, peak: Option<u64>) -> TargetReport {
+    TargetReport {
         name: name.into(),
         requests: 1000,
         errors: 0,
@@ -178,8 +178,12 @@ fn report_compares_warden_with_nginx_and_direct() {
         upstream_cpu_us_per_req: 1.0,
         rps_rounds: vec![rps],
         at_rate: None,
-    };
-    let mut report = Report {
+    }
+}
+
+/// A report of `targets`, not yet compared.
+fn report_of(targets: Vec<TargetReport>, rounds: u32) -> Report {
+    Report {
         date: "2026-11-22T00:00:00Z".into(),
         machine: Machine {
             cores: 2,
@@ -199,20 +203,28 @@ fn report_compares_warden_with_nginx_and_direct() {
             body_bytes: 1024,
             client_threads: 1,
             upstream_threads: 1,
-            rounds: 1,
+            rounds,
             warden_audit_fsync: true,
             warden_access_log: false,
             warden_workers: 1,
             latency_rate: None,
         },
-        targets: vec![
+        targets,
+        skipped: Vec::new(),
+        comparison: None,
+    }
+}
+
+#[test]
+fn report_compares_warden_with_nginx_and_direct() {
+    let mut report = report_of(
+        vec![
             target("direct", 50_000.0, 300, 700, None),
             target("nginx", 20_000.0, 800, 1500, Some(12 * 1024)),
             target("warden", 10_000.0, 1500, 2100, Some(50 * 1024)),
         ],
-        skipped: Vec::new(),
-        comparison: None,
-    };
+        1,
+    );
     report.compare();
     let warden = &report.targets[2];
     assert_eq!(warden.added_p50_us, Some(1200));
@@ -328,29 +340,81 @@ fn proc_readings_see_this_process() {
 
 #[test]
 fn median_round_is_reported_with_every_rounds_rate() {
-    let round = |rps: f64| TargetReport {
-        name: "nginx".into(),
-        requests: 1,
-        errors: 0,
-        first_error: None,
-        rps,
-        p50_us: rps as u64,
-        p90_us: 0,
-        p99_us: 0,
-        p999_us: 0,
-        max_us: 0,
-        added_p50_us: None,
-        added_p99_us: None,
-        peak_rss_kib: None,
-        proxy_cpu_us_per_req: None,
-        upstream_cpu_us_per_req: 0.0,
-        rps_rounds: vec![rps],
-        at_rate: None,
-    };
+    let round = |rps: f64| target("nginx", rps, rps as u64, 0, None);
     let median =
         TargetReport::median_by_rps(vec![round(300.0), round(100.0), round(200.0)]).unwrap();
     assert_eq!(median.rps, 200.0);
     assert_eq!(median.p50_us, 200, "the figures come from the median round");
     assert_eq!(median.rps_rounds, vec![300.0, 100.0, 200.0]);
     assert!(TargetReport::median_by_rps(Vec::new()).is_none());
+}
+
+/// A target measured in rounds of the given rates and fixed-rate p99s, as the harness
+/// reports it: its median rounds, carrying every round's figure.
+fn rounds_of(name: &str, rps_rounds: &[f64], p99_rounds: &[u64]) -> TargetReport {
+    let runs = rps_rounds.iter().map(|&rps| target(name, rps, 1, 1, None));
+    let mut median = TargetReport::median_by_rps(runs.collect()).unwrap();
+    let at_rate = p99_rounds
+        .iter()
+        .map(|&p99| RateLatency::from_run(1000.0, &target(name, 1000.0, 1, p99, None)));
+    median.at_rate = RateLatency::median_by_p99(at_rate.collect());
+    median
+}
+
+#[test]
+fn medians_are_judged_and_every_round_is_shown_paired() {
+    let nginx = rounds_of(
+        "nginx",
+        &[20_000.0, 24_000.0, 22_000.0],
+        &[2000, 4000, 3000],
+    );
+    let warden = rounds_of(
+        "warden",
+        &[12_000.0, 12_000.0, 13_200.0],
+        &[3000, 4000, 9000],
+    );
+    let at = warden.at_rate.as_ref().unwrap();
+    assert_eq!(at.p99_us, 4000, "median round by p99");
+    assert_eq!(at.p99_rounds, [3000, 4000, 9000], "in round order");
+    let mut report = report_of(vec![nginx, warden], 3);
+    report.compare();
+    let c = report.comparison.as_ref().unwrap();
+    assert!(
+        (c.rps_ratio - 12_000.0 / 22_000.0).abs() < 1e-9,
+        "ratio of the medians"
+    );
+    assert!(!c.rps_target_met);
+    let rounds: Vec<String> = c
+        .rps_ratio_rounds
+        .iter()
+        .map(|r| format!("{r:.2}"))
+        .collect();
+    assert_eq!(
+        rounds,
+        ["0.60", "0.50", "0.60"],
+        "each round against its own nginx run"
+    );
+    assert!((c.p99_ratio - 4000.0 / 3000.0).abs() < 1e-9);
+    assert_eq!(c.p99_ratio_rounds, [1.5, 1.0, 3.0]);
+    let table = report.table();
+    assert!(
+        table.contains("round by round: rps 0.60 0.50 0.60; p99 at the same rate 1.50 1.00 3.00"),
+        "{table}"
+    );
+}
+
+#[test]
+fn a_target_that_stopped_early_is_paired_on_the_rounds_it_ran() {
+    let nginx = rounds_of("nginx", &[20_000.0, 24_000.0, 22_000.0], &[2000]);
+    let warden = rounds_of("warden", &[10_000.0], &[]);
+    let mut report = report_of(vec![nginx, warden], 3);
+    report.compare();
+    let c = report.comparison.as_ref().unwrap();
+    assert_eq!(c.rps_ratio_rounds, [0.5]);
+    assert!(
+        c.p99_ratio_rounds.is_empty(),
+        "warden has no fixed-rate round"
+    );
+    assert!(!c.p99_at_same_rate);
+    assert!(RateLatency::median_by_p99(Vec::new()).is_none());
 }
