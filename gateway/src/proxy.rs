@@ -25,7 +25,7 @@ use crate::protocol::{self, Interpreted, Protocol, Refusal};
 use crate::route::Route;
 use crate::runtime::Runtime;
 use crate::secrets::inject;
-use crate::upstream::UpstreamClient;
+use crate::upstream::{UpstreamClient, UpstreamError};
 
 /// The body of every proxy response: a small complete body, or an upstream stream observed
 /// as it passes.
@@ -34,7 +34,7 @@ pub type ProxyBody = Either<Full<Bytes>, ObservedBody>;
 /// Handles one agent request; `upstream` is the calling worker's connection pool.
 pub async fn handle(
     gw: Arc<Gateway>,
-    upstream: UpstreamClient,
+    upstream: Arc<UpstreamClient>,
     req: Request<Incoming>,
     conn: ConnInfo,
 ) -> Response<ProxyBody> {
@@ -73,7 +73,7 @@ async fn walk(
     }
     let headers = std::mem::take(&mut parts.headers);
     let upstream_req = credential(&route, &parts, headers, rest, body)?;
-    let upstream_resp = forward(gw, upstream, ex, &route, upstream_req).await?;
+    let upstream_resp = forward(gw, ex, &route, upstream.send(upstream_req)).await?;
     Ok(observe(gw, ex, &route, &meaning, upstream_resp))
 }
 
@@ -335,16 +335,16 @@ fn credential(
     })
 }
 
-/// Forward: send it upstream over the pooled client.
+/// Forward: the request goes upstream over the pooled client (`call`, from
+/// [`UpstreamClient::send`]); wait for the response headers.
 async fn forward(
     gw: &Gateway,
-    upstream: &UpstreamClient,
     ex: &mut Exchange,
     route: &Route,
-    req: Request<Full<Bytes>>,
+    call: impl Future<Output = Result<Response<Incoming>, UpstreamError>>,
 ) -> Result<Response<Incoming>, Rejection> {
     let t = Instant::now();
-    let result = upstream.send(req).await;
+    let result = call.await;
     let secs = t.elapsed().as_secs_f64();
     ex.upstream_ms = Some(secs * 1000.0);
     gw.metrics

@@ -154,6 +154,8 @@ fn run(
             return;
         }
     };
+    // Shared by reference count: a request holds a pointer, not a copy of the client.
+    let client = Arc::new(client);
     runtime.block_on(async move {
         // Decision records' durability answers reach this thread's requests in one batch per
         // commit.
@@ -168,7 +170,7 @@ fn run(
         listener::serve(
             listener,
             tls,
-            move |req, conn| crate::proxy::handle(Arc::clone(&gw), client.clone(), req, conn),
+            move |req, conn| crate::proxy::handle(Arc::clone(&gw), Arc::clone(&client), req, conn),
             crate::server::shutdown_signal(shutdown),
             grace,
         )

@@ -178,20 +178,32 @@ impl AuditLog {
         })
     }
 
-    /// Appends; resolves once the record is durably on disk (its group's fdatasync returned).
-    /// Returns its sequence number.
+    /// Appends; the returned future resolves once the record is durably on disk (its group's
+    /// fdatasync returned), with its sequence number.
     ///
-    /// Dropping the future does not withdraw the record: it is still written.
-    pub async fn append(&self, event: AuditEvent) -> Result<u64, AuditError> {
+    /// The record is handed to the writer by this call, not when the future is first polled:
+    /// dropping the future does not withdraw it, and the future holds only the answer's
+    /// receiver, not the event (the request path's state, which holds it across the wait,
+    /// stays small).
+    pub fn append(
+        &self,
+        event: AuditEvent,
+    ) -> impl Future<Output = Result<u64, AuditError>> + Send + 'static {
         let (done, committed) = super::answer::waiter();
-        self.inner
+        let sent = self
+            .inner
             .tx
             .send(Msg::Append {
                 event,
                 done: Some(done),
             })
-            .map_err(|_| AuditError::Closed)?;
-        committed.await.map_err(|_| AuditError::Closed)?
+            .is_ok();
+        async move {
+            if !sent {
+                return Err(AuditError::Closed);
+            }
+            committed.await.map_err(|_| AuditError::Closed)?
+        }
     }
 
     /// Appends without waiting (outcome records): the record goes to the writer's outbox and

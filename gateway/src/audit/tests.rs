@@ -556,6 +556,23 @@ async fn detached_records_are_committed_by_close() {
 }
 
 #[tokio::test]
+async fn an_append_whose_future_is_dropped_unpolled_is_still_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let log = AuditLog::open(&dir, &config()).unwrap();
+    drop(log.append(event(1)));
+    assert_eq!(
+        log.append(event(2)).await.unwrap(),
+        2,
+        "the first took seq 1"
+    );
+    log.close().await.unwrap();
+    let lines = read_lines(&segment(&dir, 1));
+    assert_eq!(lines.len(), 2);
+    assert!(lines[0].contains("req-1") && lines[1].contains("req-2"));
+}
+
+#[tokio::test]
 async fn closed_log_refuses_appends_and_closes_twice() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("audit");

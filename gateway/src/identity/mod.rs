@@ -142,7 +142,9 @@ impl Identifier {
         if let Some(principal) = self.cache.get(&key, now) {
             return Ok(principal);
         }
-        let principal = Arc::new(self.verifier.verify(token, now).await?);
+        // Boxed: the cold path's future (discovery and JWKS fetches) is large, and inline it
+        // would size every request's state for it, cache hits included.
+        let principal = Arc::new(Box::pin(self.verifier.verify(token, now)).await?);
         self.cache.insert(key, principal.clone(), now);
         Ok(principal)
     }

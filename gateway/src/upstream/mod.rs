@@ -78,24 +78,35 @@ impl UpstreamClient {
 
     /// Sends `req` (absolute `http://` or `https://` URI) and waits for the response headers,
     /// at most `response_timeout` including connect and TLS. The body streams afterwards.
-    pub async fn send(
+    ///
+    /// Not an `async fn`: the returned future owns the call (the pool's response future and
+    /// its timer) rather than the request beside it, which keeps the request path's state
+    /// (moved into a box per request) small.
+    pub fn send(
         &self,
         req: http::Request<Full<Bytes>>,
-    ) -> Result<http::Response<Incoming>, UpstreamError> {
-        let Some(authority) = req.uri().authority().cloned() else {
-            return Err(UpstreamError::NotAbsolute);
-        };
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) => Err(UpstreamError::classify(
+    ) -> impl Future<Output = Result<http::Response<Incoming>, UpstreamError>> + Send + 'static
+    {
+        let call = req.uri().authority().cloned().map(|authority| {
+            let response = self.client.request(req);
+            (
                 authority,
-                error,
-                self.connect_timeout,
-            )),
-            Err(_) => Err(UpstreamError::Timeout {
-                authority,
-                after: self.response_timeout,
-            }),
+                tokio::time::timeout(self.response_timeout, response),
+            )
+        });
+        let (response_timeout, connect_timeout) = (self.response_timeout, self.connect_timeout);
+        async move {
+            let Some((authority, call)) = call else {
+                return Err(UpstreamError::NotAbsolute);
+            };
+            match call.await {
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(error)) => Err(UpstreamError::classify(authority, error, connect_timeout)),
+                Err(_) => Err(UpstreamError::Timeout {
+                    authority,
+                    after: response_timeout,
+                }),
+            }
         }
     }
 }
