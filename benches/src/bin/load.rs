@@ -276,44 +276,28 @@ async fn measure(args: &Args) -> Result<Report> {
         rate: None,
     };
 
-    let mut rounds: Vec<(Target, Vec<TargetReport>)> =
-        targets.iter().map(|&t| (t, Vec::new())).collect();
-    for round in 1..=args.rounds {
-        for (target, results) in rounds.iter_mut() {
-            let target = *target;
-            if results.len() + 1 < round as usize {
-                continue; // failed in an earlier round
-            }
-            let dir = tmp.path().join(format!("{}-{round}", target.name()));
-            std::fs::create_dir_all(&dir)?;
-            eprintln!(
-                "round {round}/{}: measuring {} ...",
-                args.rounds,
-                target.name()
-            );
-            let profile = (args.perf && round == args.rounds)
-                .then(|| ProfileFiles::new(&report_dir(args), target.name()));
-            let setup = warden.as_ref().map(|(setup, _)| setup);
-            let outcome = run_target(
-                target,
-                &base,
-                &dir,
-                &mut upstream,
-                &mut report.versions,
-                setup,
-                profile,
-            )
-            .await;
-            match outcome {
-                Ok(t) => results.push(t),
-                Err(e) => skip(&mut report, target, &e),
-            }
-        }
-    }
+    let mut bench = Bench {
+        args,
+        tmp: tmp.path(),
+        upstream: &mut upstream,
+        warden: warden.as_ref().map(|(setup, _)| setup),
+    };
+    let saturated = Phase {
+        spec: &base,
+        label: String::new(),
+        dir: "",
+        profile: args.perf,
+    };
     let mut measured = Vec::new();
-    for (target, results) in rounds {
-        if let Some(median) = TargetReport::median_by_rps(results) {
-            measured.push(target);
+    for m in bench
+        .rounds(&targets, &saturated, &mut report.versions)
+        .await?
+    {
+        if let Some((_, e)) = &m.failure {
+            skip(&mut report, m.target, e);
+        }
+        if let Some(median) = TargetReport::median_by_rps(m.runs) {
+            measured.push(m.target);
             report.targets.push(median);
         }
     }
@@ -323,46 +307,29 @@ async fn measure(args: &Args) -> Result<Report> {
             rate: Some(rate),
             ..base.clone()
         };
-        // As many rounds as the saturated phase, targets in turn, so that a slow spell of the
-        // machine falls on every target alike; each reports its median round by p99.
-        let mut at_rate: Vec<(Target, Vec<RateLatency>)> =
-            measured.iter().map(|&t| (t, Vec::new())).collect();
-        for round in 1..=args.rounds {
-            for (target, runs) in at_rate.iter_mut() {
-                let target = *target;
-                if runs.len() + 1 < round as usize {
-                    continue; // failed in an earlier round
-                }
-                let dir = tmp.path().join(format!("{}-rate-{round}", target.name()));
-                std::fs::create_dir_all(&dir)?;
+        let at_rate = Phase {
+            spec: &fixed,
+            label: format!("latency at {rate:.0} req/s: "),
+            dir: "-rate",
+            profile: false,
+        };
+        for m in bench
+            .rounds(&measured, &at_rate, &mut report.versions)
+            .await?
+        {
+            if let Some((round, e)) = &m.failure {
                 eprintln!(
-                    "round {round}/{}: latency at {rate:.0} req/s: measuring {} ...",
-                    args.rounds,
-                    target.name()
+                    "{}: latency at {rate:.0} req/s not measured in round {round}: {e:#}",
+                    m.target.name()
                 );
-                let setup = warden.as_ref().map(|(setup, _)| setup);
-                let outcome = run_target(
-                    target,
-                    &fixed,
-                    &dir,
-                    &mut upstream,
-                    &mut report.versions,
-                    setup,
-                    None,
-                )
-                .await;
-                match outcome {
-                    Ok(run) => runs.push(RateLatency::from_run(rate, &run)),
-                    Err(e) => eprintln!(
-                        "{}: latency at {rate:.0} req/s not measured in round {round}: {e:#}",
-                        target.name()
-                    ),
-                }
             }
-        }
-        for (target, runs) in at_rate {
-            if let Some(t) = report.targets.iter_mut().find(|t| t.name == target.name()) {
-                t.at_rate = RateLatency::median_by_p99(runs);
+            let runs = m.runs.iter().map(|run| RateLatency::from_run(rate, run));
+            if let Some(t) = report
+                .targets
+                .iter_mut()
+                .find(|t| t.name == m.target.name())
+            {
+                t.at_rate = RateLatency::median_by_p99(runs.collect());
             }
         }
     }
@@ -394,6 +361,81 @@ fn latency_rate(asked: Rate, measured: &[TargetReport]) -> Option<f64> {
 }
 
 /// Starts `target`'s proxy (if any), measures it with `spec`, stops it.
+/// What every phase of a run measures with: the options, the run's directory, the bench
+/// upstream and Warden's setup.
+struct Bench<'a> {
+    args: &'a Args,
+    tmp: &'a Path,
+    upstream: &'a mut Proc,
+    warden: Option<&'a warden::WardenSetup>,
+}
+
+/// One phase: its load, a prefix for its progress lines, a suffix for its directories, and
+/// whether its last round is profiled (`--perf`).
+struct Phase<'a> {
+    spec: &'a LoadSpec,
+    label: String,
+    dir: &'static str,
+    profile: bool,
+}
+
+/// One target's runs in a phase, in round order, and the failure that stopped it (its round).
+struct Measured {
+    target: Target,
+    runs: Vec<TargetReport>,
+    failure: Option<(u32, anyhow::Error)>,
+}
+
+impl Bench<'_> {
+    /// Runs `phase` `--rounds` times, targets in turn, so that a slow spell of the machine
+    /// falls on every target alike; a target that fails is not run again, so the runs of
+    /// every target are the first rounds.
+    async fn rounds(
+        &mut self,
+        targets: &[Target],
+        phase: &Phase<'_>,
+        versions: &mut Versions,
+    ) -> Result<Vec<Measured>> {
+        let rounds = self.args.rounds;
+        let mut measured: Vec<Measured> = targets
+            .iter()
+            .map(|&target| Measured {
+                target,
+                runs: Vec::new(),
+                failure: None,
+            })
+            .collect();
+        for round in 1..=rounds {
+            for m in measured.iter_mut().filter(|m| m.failure.is_none()) {
+                let name = m.target.name();
+                let dir = self.tmp.join(format!("{name}{}-{round}", phase.dir));
+                std::fs::create_dir_all(&dir)?;
+                eprintln!(
+                    "round {round}/{rounds}: {}measuring {name} ...",
+                    phase.label
+                );
+                let profile = (phase.profile && round == rounds)
+                    .then(|| ProfileFiles::new(&report_dir(self.args), name));
+                let outcome = run_target(
+                    m.target,
+                    phase.spec,
+                    &dir,
+                    self.upstream,
+                    versions,
+                    self.warden,
+                    profile,
+                )
+                .await;
+                match outcome {
+                    Ok(run) => m.runs.push(run),
+                    Err(e) => m.failure = Some((round, e)),
+                }
+            }
+        }
+        Ok(measured)
+    }
+}
+
 async fn run_target(
     target: Target,
     spec: &LoadSpec,
