@@ -247,6 +247,7 @@ fn keep_restart_only_settings(running: &Config, new: &mut Config) {
     }
     if new.audit.dir != running.audit.dir
         || new.audit.fsync != running.audit.fsync
+        || new.audit.direct_io != running.audit.direct_io
         || new.audit.max_commit_delay != running.audit.max_commit_delay
         || new.audit.segment_bytes != running.audit.segment_bytes
     {

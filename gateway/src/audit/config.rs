@@ -15,6 +15,10 @@ pub struct AuditConfig {
     pub dir: Option<PathBuf>,
     /// fsync every group commit. Off only for throwaway setups.
     pub fsync: bool,
+    /// Write each group commit with direct I/O and `O_DSYNC` (one synchronous write, no
+    /// page-cache pass) where the filesystem supports it, else a buffered write and
+    /// `fdatasync`. Off: always the latter. Either way a commit is durable when answered.
+    pub direct_io: bool,
     /// Longest the writer waits, after a record arrives, to gather more into the same group
     /// commit. 0 (the default): batch what arrived during the previous commit, waiting at most
     /// half a commit (≤ 0.5 ms) for the callers it answered.
@@ -34,6 +38,7 @@ impl Default for AuditConfig {
         AuditConfig {
             dir: None,
             fsync: true,
+            direct_io: true,
             max_commit_delay: Duration::ZERO,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             record_content: false,

@@ -124,9 +124,16 @@ impl AuditLog {
                 }
             })?;
         let segment = if recovered.segment == 0 {
-            SegmentFile::create(dir, 1, limit, faults)
+            SegmentFile::create(dir, 1, limit, cfg.direct_io, faults)
         } else {
-            SegmentFile::open(dir, recovered.segment, recovered.len, limit, faults)
+            SegmentFile::open(
+                dir,
+                recovered.segment,
+                recovered.len,
+                limit,
+                cfg.direct_io,
+                faults,
+            )
         }
         .map_err(|source| AuditError::Io {
             action: "open a segment in",
@@ -137,6 +144,7 @@ impl AuditLog {
             fsync: cfg.fsync,
             segment_bytes: limit,
             max_commit_delay: cfg.max_commit_delay,
+            direct_io: cfg.direct_io,
         };
         let mut writer = Writer::new(
             dir.to_path_buf(),

@@ -40,11 +40,23 @@ async fn log_with(n: u64, cfg: &AuditConfig) -> (tempfile::TempDir, PathBuf) {
 /// An open log in a fresh directory whose writes, fsyncs and anchor writes a test can make
 /// fail or hold.
 fn log_with_faults() -> (tempfile::TempDir, PathBuf, Arc<Faults>, AuditLog) {
+    log_with_faults_and(&config())
+}
+
+/// [`log_with_faults`] with a configuration of the test's own.
+fn log_with_faults_and(cfg: &AuditConfig) -> (tempfile::TempDir, PathBuf, Arc<Faults>, AuditLog) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("audit");
     let faults = Arc::new(Faults::default());
-    let log = AuditLog::open_with(&dir, &config(), faults.clone()).unwrap();
+    let log = AuditLog::open_with(&dir, cfg, faults.clone()).unwrap();
     (tmp, dir, faults, log)
+}
+
+fn buffered() -> AuditConfig {
+    AuditConfig {
+        direct_io: false,
+        ..AuditConfig::default()
+    }
 }
 
 fn segment(dir: &Path, n: u64) -> PathBuf {
@@ -441,16 +453,42 @@ async fn concurrent_appends_form_a_gap_free_chain() {
     assert_eq!(report.head_seq, 3200);
 }
 
-#[tokio::test]
-async fn append_resolves_only_after_its_write_is_synced() {
-    let (_tmp, dir, faults, log) = log_with_faults();
+/// Arms a held fsync, then appends record 1 in a task: the sender releases the fsync.
+fn append_with_held_sync(
+    log: &AuditLog,
+    faults: &Faults,
+) -> (
+    std::sync::mpsc::Sender<()>,
+    tokio::task::JoinHandle<Result<u64, AuditError>>,
+) {
     let (release, held) = std::sync::mpsc::channel();
     *faults.held_sync.lock().unwrap() = Some(held);
+    let log = log.clone();
+    (
+        release,
+        tokio::spawn(async move { log.append(event(1)).await }),
+    )
+}
 
-    let appending = tokio::spawn({
-        let log = log.clone();
-        async move { log.append(event(1)).await }
-    });
+/// The held append stays unanswered (the head unmoved) until released, then gets seq 1.
+async fn waits_until_released(
+    log: &AuditLog,
+    release: std::sync::mpsc::Sender<()>,
+    appending: tokio::task::JoinHandle<Result<u64, AuditError>>,
+) {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!appending.is_finished(), "append waits for its commit");
+    assert_eq!(log.head().0, 0);
+    release.send(()).unwrap();
+    assert_eq!(appending.await.unwrap().unwrap(), 1);
+    assert_eq!(log.head().0, 1);
+}
+
+#[tokio::test]
+async fn append_resolves_only_after_its_write_is_synced() {
+    // Buffered commits: the write lands first, the append waits for the fdatasync.
+    let (_tmp, dir, faults, log) = log_with_faults_and(&buffered());
+    let (release, appending) = append_with_held_sync(&log, &faults);
     let path = segment(&dir, 1);
     for _ in 0..200 {
         if data(&path).ends_with(b"}\n") {
@@ -463,14 +501,94 @@ async fn append_resolves_only_after_its_write_is_synced() {
         2,
         "the record is written"
     );
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(!appending.is_finished(), "append waits for the fsync");
-    assert_eq!(log.head().0, 0);
-
-    release.send(()).unwrap();
-    assert_eq!(appending.await.unwrap().unwrap(), 1);
-    assert_eq!(log.head().0, 1);
+    waits_until_released(&log, release, appending).await;
     log.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn append_resolves_only_after_its_synchronous_direct_write() {
+    // Direct commits: one write that returns once durable; held before it, nothing is
+    // written and the append waits.
+    let (_tmp, dir, faults, log) = log_with_faults();
+    let (release, appending) = append_with_held_sync(&log, &faults);
+    waits_until_released(&log, release, appending).await;
+    assert_eq!(data(&segment(&dir, 1)).split(|&b| b == b'\n').count(), 2);
+    log.close().await.unwrap();
+}
+
+/// Open-file flags of this process's descriptors of `path` (from `/proc/self/fdinfo`).
+fn open_flags(path: &Path) -> Vec<i32> {
+    let target = fs::canonicalize(path).unwrap();
+    fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| fs::read_link(e.path()).is_ok_and(|p| p == target))
+        .filter_map(|e| fs::read_to_string(Path::new("/proc/self/fdinfo").join(e.file_name())).ok())
+        .filter_map(|info| {
+            let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?;
+            i32::from_str_radix(flags.trim(), 8).ok()
+        })
+        .collect()
+}
+
+/// Whether the filesystem under `dir` opens files for direct I/O.
+fn does_direct_io(dir: &Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let probe = dir.join("probe");
+    fs::write(&probe, b"").unwrap();
+    let ok = fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&probe)
+        .is_ok();
+    fs::remove_file(probe).unwrap();
+    ok
+}
+
+#[tokio::test]
+async fn commits_go_through_direct_io_where_the_filesystem_does_it_and_chain_as_buffered_ones() {
+    for cfg in [config(), buffered()] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("audit");
+        let mut seq = 0;
+        // Records of many sizes, so commits start and end at every offset in a block; a
+        // reopen between the rounds continues a partly written block.
+        for round in 0..2 {
+            let log = AuditLog::open(&dir, &cfg).unwrap();
+            for i in 0..40u64 {
+                let mut e = event(i);
+                e.reasons = vec!["x".repeat(((i * 977 + round * 131) % 2600) as usize)];
+                seq += 1;
+                assert_eq!(log.append(e).await.unwrap(), seq);
+            }
+            let burst: Vec<_> = (0..32).map(|i| log.append(event(1000 + i))).collect();
+            for appended in futures_util::future::join_all(burst).await {
+                appended.unwrap();
+            }
+            seq += 32;
+            let direct = open_flags(&segment(&dir, 1))
+                .iter()
+                .any(|f| f & libc::O_DIRECT != 0);
+            let expected = cfg.direct_io && does_direct_io(tmp.path());
+            assert_eq!(
+                direct, expected,
+                "direct I/O in use (direct_io: {})",
+                cfg.direct_io
+            );
+            // Whatever the path, the data ends at the first NUL and zeros follow.
+            let bytes = fs::read(segment(&dir, 1)).unwrap();
+            let end = data(&segment(&dir, 1)).len();
+            assert!(bytes[end..].iter().all(|&b| b == 0));
+            let lines = data(&segment(&dir, 1))
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            assert_eq!(lines as u64, seq);
+            log.close().await.unwrap();
+        }
+        let report = verify(&dir).unwrap();
+        assert_eq!(report.records, seq, "{report:?}");
+    }
 }
 
 #[tokio::test]
