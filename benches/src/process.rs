@@ -206,6 +206,44 @@ pub fn cpu_seconds(pids: &[u32]) -> f64 {
     ticks as f64 / ticks_per_sec
 }
 
+/// The machine's CPU time so far, in clock ticks: all of it, and what the hypervisor took
+/// for other guests (`steal`), from the first line of `/proc/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MachineTicks {
+    pub total: u64,
+    pub steal: u64,
+}
+
+impl MachineTicks {
+    /// Reads `/proc/stat`; `None` where it cannot be read.
+    pub fn now() -> Option<MachineTicks> {
+        MachineTicks::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// Parses the `cpu` line: user nice system idle iowait irq softirq steal (guest time is
+    /// already inside user and nice, so it is not added again).
+    pub fn parse(stat: &str) -> Option<MachineTicks> {
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        let fields: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        (fields.len() == 8).then(|| MachineTicks {
+            total: fields.iter().sum(),
+            steal: fields[7],
+        })
+    }
+
+    /// Share of the machine's time between `self` and `later` that was stolen, in percent.
+    pub fn steal_percent_until(self, later: MachineTicks) -> Option<f64> {
+        let total = later.total.checked_sub(self.total)?;
+        let steal = later.steal.checked_sub(self.steal)?;
+        (total > 0).then(|| 100.0 * steal as f64 / total as f64)
+    }
+}
+
 /// The fields of `/proc/<pid>/stat` after the parenthesised command name.
 fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

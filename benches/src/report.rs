@@ -11,6 +11,9 @@ pub const RPS_RATIO_TARGET: f64 = 0.6;
 pub const P99_RATIO_TARGET: f64 = 1.3;
 /// Warden's peak resident memory must stay below this, MiB.
 pub const PEAK_MIB_TARGET: f64 = 40.0;
+/// Above this share of the machine's time stolen by the host in a measured window, the
+/// report warns that its figures are not a quiet machine's.
+pub const STEAL_WARN_PERCENT: f64 = 2.0;
 
 /// The whole run.
 #[derive(Debug, Clone, Serialize)]
@@ -95,6 +98,11 @@ pub struct TargetReport {
     pub upstream_cpu_us_per_req: f64,
     /// Requests per second of every round, in order (the figures above are the median's).
     pub rps_rounds: Vec<f64>,
+    /// Share of the machine's CPU time the hypervisor gave to other guests (steal) during
+    /// the measured window, percent; `None` where `/proc/stat` cannot tell.
+    pub steal_percent: Option<f64>,
+    /// The same for every round, in order.
+    pub steal_percent_rounds: Vec<f64>,
     /// Latency at the fixed rate every target was offered (open loop), when measured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub at_rate: Option<RateLatency>,
@@ -122,6 +130,8 @@ pub struct RateLatency {
     pub errors: u64,
     /// p99 of every round at this rate, in order (the figures above are the median's).
     pub p99_rounds: Vec<u64>,
+    /// Steal during the median round's window, percent (see [`TargetReport`]).
+    pub steal_percent: Option<f64>,
 }
 
 impl RateLatency {
@@ -140,6 +150,7 @@ impl RateLatency {
             proxy_cpu_us_per_req: run.proxy_cpu_us_per_req,
             errors: run.errors,
             p99_rounds: vec![run.p99_us],
+            steal_percent: run.steal_percent,
         }
     }
 
@@ -215,6 +226,8 @@ impl TargetReport {
             proxy_cpu_us_per_req: proxy_cpu_s.map(per_req),
             upstream_cpu_us_per_req: per_req(upstream_cpu_s),
             rps_rounds: vec![result.rps()],
+            steal_percent: None,
+            steal_percent_rounds: Vec::new(),
             at_rate: None,
         }
     }
@@ -223,10 +236,12 @@ impl TargetReport {
     /// every round's rate; `None` when there were no rounds.
     pub fn median_by_rps(mut rounds: Vec<TargetReport>) -> Option<TargetReport> {
         let all: Vec<f64> = rounds.iter().map(|r| r.rps).collect();
+        let steal: Vec<f64> = rounds.iter().filter_map(|r| r.steal_percent).collect();
         rounds.sort_by(|a, b| a.rps.total_cmp(&b.rps));
         let middle = rounds.len().checked_sub(1)? / 2;
         let mut median = rounds.swap_remove(middle);
         median.rps_rounds = all;
+        median.steal_percent_rounds = steal;
         Some(median)
     }
 }
@@ -289,6 +304,31 @@ impl Report {
         };
     }
 
+    /// A warning naming each target whose measured windows the host stole time from (above
+    /// [`STEAL_WARN_PERCENT`] in any round or at the fixed rate), with the worst share.
+    pub fn steal_warning(&self) -> Option<String> {
+        let stolen: Vec<String> = self
+            .targets
+            .iter()
+            .filter_map(|t| {
+                let worst = t
+                    .steal_percent_rounds
+                    .iter()
+                    .copied()
+                    .chain(t.steal_percent)
+                    .chain(t.at_rate.as_ref().and_then(|r| r.steal_percent))
+                    .fold(0.0_f64, f64::max);
+                (worst > STEAL_WARN_PERCENT).then(|| format!("{} up to {worst:.1}%", t.name))
+            })
+            .collect();
+        (!stolen.is_empty()).then(|| {
+            format!(
+                "WARNING: the host took CPU time from this machine while it was measured (steal: {}): these figures are not comparable with a quiet host's",
+                stolen.join(", ")
+            )
+        })
+    }
+
     fn target(&self, name: &str) -> Option<&TargetReport> {
         self.targets.iter().find(|t| t.name == name)
     }
@@ -327,6 +367,9 @@ impl Report {
                 "WARNING: other work was running (1-minute load average {:.2} on {} cores): these figures are not comparable with a quiet machine's",
                 self.machine.load_average, self.machine.cores
             );
+        }
+        if let Some(warning) = self.steal_warning() {
+            let _ = writeln!(out, "{warning}");
         }
         let _ = writeln!(
             out,

@@ -177,6 +177,8 @@ fn target(name: &str, rps: f64, p50: u64, p99: u64, peak: Option<u64>) -> Target
         proxy_cpu_us_per_req: None,
         upstream_cpu_us_per_req: 1.0,
         rps_rounds: vec![rps],
+        steal_percent: None,
+        steal_percent_rounds: Vec::new(),
         at_rate: None,
     }
 }
@@ -336,6 +338,82 @@ fn proc_readings_see_this_process() {
     let busy_until = std::time::Instant::now() + Duration::from_millis(50);
     while std::time::Instant::now() < busy_until {}
     assert!(process::cpu_seconds(&[me]) > 0.0);
+}
+
+#[test]
+fn steal_is_read_from_the_cpu_line_of_proc_stat() {
+    let stat = "cpu  4204536 0 704434 2316946 85815 0 222908 35912 0 0\n\
+                cpu0 2102268 0 352217 1158473 42907 0 111454 17956 0 0\n\
+                intr 1 2 3\n";
+    let before = process::MachineTicks::parse(stat).unwrap();
+    assert_eq!(before.steal, 35912);
+    assert_eq!(
+        before.total,
+        4204536 + 704434 + 2316946 + 85815 + 222908 + 35912
+    );
+    let later = process::MachineTicks {
+        total: before.total + 1000,
+        steal: before.steal + 173,
+    };
+    assert_eq!(before.steal_percent_until(later), Some(17.3));
+    assert_eq!(
+        later.steal_percent_until(before),
+        None,
+        "counters went back"
+    );
+    assert_eq!(before.steal_percent_until(before), None, "no time passed");
+    assert!(process::MachineTicks::parse("intr 1 2 3\n").is_none());
+    assert!(process::MachineTicks::parse("cpu  1 2 3\n").is_none());
+    assert!(
+        process::MachineTicks::now().is_some(),
+        "this machine has /proc/stat"
+    );
+}
+
+#[test]
+fn a_run_the_host_stole_from_is_flagged_by_target_and_round() {
+    let round = |rps: f64, steal: f64| {
+        let mut t = target("warden", rps, 1, 1, None);
+        t.steal_percent = Some(steal);
+        t
+    };
+    let warden = TargetReport::median_by_rps(vec![
+        round(300.0, 0.5),
+        round(100.0, 17.3),
+        round(200.0, 1.0),
+    ])
+    .unwrap();
+    assert_eq!(
+        warden.steal_percent,
+        Some(1.0),
+        "the median round's own window"
+    );
+    assert_eq!(warden.steal_percent_rounds, vec![0.5, 17.3, 1.0]);
+    let mut nginx = target("nginx", 400.0, 1, 1, None);
+    nginx.steal_percent = Some(0.2);
+    let mut report = report_of(vec![nginx.clone(), warden], 3);
+    report.compare();
+    let warning = report.steal_warning().expect("a warning");
+    assert!(warning.contains("warden up to 17.3%"), "{warning}");
+    assert!(!warning.contains("nginx"), "{warning}");
+    assert!(report.table().contains(&warning));
+
+    let quiet = report_of(vec![nginx], 1);
+    assert_eq!(quiet.steal_warning(), None);
+    assert!(!quiet.table().contains("steal"));
+
+    // A fixed-rate window alone can carry it.
+    let mut at_rate = target("hyper", 1000.0, 1, 1, None);
+    at_rate.steal_percent = Some(9.0);
+    let mut hyper = target("hyper", 400.0, 1, 1, None);
+    hyper.at_rate = Some(RateLatency::from_run(1000.0, &at_rate));
+    let flagged = report_of(vec![hyper], 1);
+    assert!(
+        flagged
+            .steal_warning()
+            .unwrap()
+            .contains("hyper up to 9.0%")
+    );
 }
 
 #[test]

@@ -585,6 +585,7 @@ async fn measure_target(
             let before = (
                 process::cpu_seconds(&proxy_pids),
                 process::cpu_seconds(&[upstream_pid]),
+                process::MachineTicks::now(),
             );
             let window_end = tokio::time::sleep_until((start + warmup + duration).into());
             match profile {
@@ -601,12 +602,17 @@ async fn measure_target(
             let after = (
                 process::cpu_seconds(&proxy_pids),
                 process::cpu_seconds(&[upstream_pid]),
+                process::MachineTicks::now(),
             );
-            (after.0 - before.0, after.1 - before.1)
+            let steal = before
+                .2
+                .zip(after.2)
+                .and_then(|(b, a)| b.steal_percent_until(a));
+            (after.0 - before.0, after.1 - before.1, steal)
         })
     };
     let result = loadgen::run(spec).await?;
-    let (proxy_cpu, upstream_cpu) = sampler.await.context("CPU sampler")?;
+    let (proxy_cpu, upstream_cpu, steal) = sampler.await.context("CPU sampler")?;
     if let Some(p) = proxy {
         p.check_running()?;
     }
@@ -618,11 +624,7 @@ async fn measure_target(
             .sum()
     });
     let proxy_cpu = (!proxy_pids.is_empty()).then_some(proxy_cpu);
-    Ok(TargetReport::new(
-        &spec.target,
-        &result,
-        peak,
-        proxy_cpu,
-        upstream_cpu,
-    ))
+    let mut report = TargetReport::new(&spec.target, &result, peak, proxy_cpu, upstream_cpu);
+    report.steal_percent = steal;
+    Ok(report)
 }
