@@ -37,7 +37,7 @@ pub struct DirectFile {
 impl DirectFile {
     /// Opens `path` to append after its first `len` bytes (read through `buffered`, the
     /// segment's ordinary descriptor). `Ok(None)`: the filesystem does not do direct I/O
-    /// (tmpfs, for one, refuses `O_DIRECT`).
+    /// (tmpfs before Linux 6.6, for one, refuses `O_DIRECT`).
     pub fn open(path: &Path, buffered: &File, len: u64) -> io::Result<Option<DirectFile>> {
         let file = match OpenOptions::new()
             .write(true)
@@ -154,8 +154,8 @@ mod tests {
         let space = 16 * BLOCK;
         let (path, buffered) = zeroed(tmp.path(), space);
         let Some(mut direct) = DirectFile::open(&path, &buffered, 0).unwrap() else {
-            // The filesystem refuses O_DIRECT (tmpfs): the log takes the buffered way,
-            // which the audit tests cover.
+            // The filesystem refuses O_DIRECT (tmpfs before Linux 6.6): the log takes the
+            // buffered way, which the audit tests cover.
             let refused = OpenOptions::new()
                 .write(true)
                 .custom_flags(libc::O_DIRECT)

@@ -278,7 +278,10 @@ impl SegmentFile {
             self.direct = match direct::DirectFile::open(&self.path, &self.file, self.len) {
                 Ok(Some(file)) => Direct::On(file),
                 Ok(None) => {
-                    tracing::info!(segment = %self.name, "the audit log's filesystem does not do direct I/O; commits use buffered writes and fdatasync");
+                    // Once per process: every segment of the log is on the same filesystem.
+                    if !NO_DIRECT_IO_REPORTED.swap(true, Ordering::Relaxed) {
+                        tracing::info!(segment = %self.name, "the audit log's filesystem does not do direct I/O; commits use buffered writes and fdatasync");
+                    }
                     Direct::Off
                 }
                 Err(error) => {
@@ -290,6 +293,9 @@ impl SegmentFile {
         matches!(self.direct, Direct::On(_))
     }
 }
+
+/// Set once the log said that its filesystem does not do direct I/O.
+static NO_DIRECT_IO_REPORTED: AtomicBool = AtomicBool::new(false);
 
 /// How a segment's synchronous commits are written.
 enum Direct {
