@@ -241,16 +241,18 @@ impl SegmentFile {
     /// One synchronous direct write; where the device turns its alignment down, the commit
     /// and the ones after it go the buffered way.
     fn append_direct(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let Direct::On(direct) = &self.direct else {
-            return self.append_buffered(bytes, true);
+        let padded_end = match &self.direct {
+            Direct::On(direct) => direct.padded_end(bytes.len()),
+            _ => return self.append_buffered(bytes, true),
         };
-        self.reserve(direct.padded_end(bytes.len()), true)?;
+        self.reserve(padded_end, true)?;
         self.faults.before_write(&self.file, bytes, self.len)?;
         self.faults.before_sync()?;
-        let Direct::On(direct) = &mut self.direct else {
-            unreachable!("direct I/O was on a moment ago");
+        let written = match &mut self.direct {
+            Direct::On(direct) => direct.write(self.len, bytes),
+            _ => return self.append_buffered(bytes, true),
         };
-        match direct.write(self.len, bytes) {
+        match written {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 tracing::warn!(segment = %self.name, error = %e, "direct writes to the audit log are refused (alignment); using buffered writes and fdatasync");
                 self.direct = Direct::Off;
