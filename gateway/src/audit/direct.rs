@@ -60,16 +60,11 @@ impl DirectFile {
         }))
     }
 
-    /// Writes `bytes` after the committed data (which ends at `len`) and returns once they
-    /// are durable. The blocks written must lie in space the file already holds (reserved
-    /// and made durable): an overwrite changes no metadata, so `O_DSYNC` flushes data only.
-    /// On an error nothing here changes: the committed end stays where it was.
-    pub fn write(&mut self, len: u64, bytes: &[u8]) -> io::Result<()> {
-        debug_assert_eq!(
-            self.block_start + self.tail as u64,
-            len,
-            "committed end moved"
-        );
+    /// Writes `bytes` after the committed data and returns once they are durable. The blocks
+    /// written must lie in space the file already holds (reserved and made durable): an
+    /// overwrite changes no metadata, so `O_DSYNC` flushes data only. On an error nothing
+    /// here changes: the committed end stays where it was.
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         let end = self.tail + bytes.len();
         let padded = round_up(end);
         self.stage.reserve(padded, self.tail);
@@ -77,7 +72,7 @@ impl DirectFile {
         stage[self.tail..end].copy_from_slice(bytes);
         stage[end..padded].fill(0);
         self.file.write_all_at(&stage[..padded], self.block_start)?;
-        let new_end = len + bytes.len() as u64;
+        let new_end = self.block_start + end as u64;
         let new_block_start = new_end - new_end % BLOCK as u64;
         let skip = (new_block_start - self.block_start) as usize;
         let new_tail = (new_end - new_block_start) as usize;
@@ -174,7 +169,7 @@ mod tests {
             }
             let bytes: Vec<u8> = (0..n).map(|j| b'a' + ((i + j) % 26) as u8).collect();
             assert!(direct.padded_end(n) <= space as u64);
-            direct.write(expected.len() as u64, &bytes).unwrap();
+            direct.write(&bytes).unwrap();
             expected.extend_from_slice(&bytes);
             let on_disk = std::fs::read(&path).unwrap();
             assert_eq!(on_disk.len(), space, "the file keeps its size");

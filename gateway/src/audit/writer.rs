@@ -196,8 +196,8 @@ impl SegmentFile {
     }
 
     /// Makes sure the file holds zeros up to at least `end`, reserving ahead; with `sync`,
-    /// new space is durable (allocated, written, the size recorded) before it is used, so
-    /// commits into it flush data only.
+    /// new space is durable (allocated, written, the size recorded) before it is used, as
+    /// direct writes into it need (a buffered commit's own `fdatasync` covers it).
     fn reserve(&mut self, end: u64, sync: bool) -> io::Result<()> {
         if end <= self.allocated {
             return Ok(());
@@ -249,7 +249,7 @@ impl SegmentFile {
         self.faults.before_write(&self.file, bytes, self.len)?;
         self.faults.before_sync()?;
         let written = match &mut self.direct {
-            Direct::On(direct) => direct.write(self.len, bytes),
+            Direct::On(direct) => direct.write(bytes),
             _ => return self.append_buffered(bytes, true),
         };
         match written {
@@ -264,7 +264,7 @@ impl SegmentFile {
 
     /// A write through the page cache, then `fdatasync` if `sync`.
     fn append_buffered(&mut self, bytes: &[u8], sync: bool) -> io::Result<()> {
-        self.reserve(self.len + bytes.len() as u64, sync)?;
+        self.reserve(self.len + bytes.len() as u64, false)?;
         self.faults.before_write(&self.file, bytes, self.len)?;
         self.file.write_all_at(bytes, self.len)?;
         if sync {
@@ -393,10 +393,9 @@ pub struct Writer {
     buf: Vec<u8>,
     ends: Vec<usize>,
     hashes: Vec<Hash>,
-    /// How many of the current batch's records are encoded into `buf`, and the chain's
-    /// (seq, hash) after them: records are encoded while the writer waits for stragglers.
+    /// How many of the current batch's records are encoded into `buf` (records are encoded
+    /// while the writer waits for stragglers).
     encoded: usize,
-    cursor: (u64, Hash),
     /// Writes `head.json` off this thread while the log runs.
     anchorer: anchor::Anchorer,
     /// Seq recorded in (or posted for) `head.json`, and when.
@@ -438,7 +437,6 @@ impl Writer {
             ends: Vec::with_capacity(MAX_BATCH),
             hashes: Vec::with_capacity(MAX_BATCH),
             encoded: 0,
-            cursor: head,
             anchorer,
             anchored: None,
             anchored_at: Instant::now(),
@@ -665,16 +663,15 @@ impl Writer {
             return Some(done);
         }
         if batch.len() < wanted && !delay.is_zero() {
+            let deadline = Instant::now() + delay;
             if self.settings.max_commit_delay.is_zero() {
                 // One sleep for the short wait, rather than a wake-up per arriving record;
                 // what is already here is encoded first, off the commit's path.
-                let deadline = Instant::now() + delay;
                 if self.outage.is_none() {
                     self.encode_new(batch);
                 }
                 std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
             } else {
-                let deadline = Instant::now() + delay;
                 while batch.len() < wanted {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
@@ -704,7 +701,6 @@ impl Writer {
         self.ends.clear();
         self.hashes.clear();
         self.encoded = 0;
-        self.cursor = self.head;
         failure
     }
 
@@ -716,7 +712,11 @@ impl Writer {
             self.encoded <= batch.len(),
             "the batch lost encoded records"
         );
-        let (mut seq, mut prev) = self.cursor;
+        // The chain continues from the last record encoded, or from the head.
+        let (mut seq, mut prev) = match self.hashes.last() {
+            Some(&last) => (self.head.0 + self.hashes.len() as u64, last),
+            None => self.head,
+        };
         for pending in &mut batch[self.encoded..] {
             match record::encode(&mut self.buf, seq + 1, &prev, &pending.event) {
                 Ok(hash) => {
@@ -730,7 +730,6 @@ impl Writer {
             }
         }
         self.encoded = batch.len();
-        self.cursor = (seq, prev);
     }
 
     /// Writes the encoded records, rotating segments as needed, and makes them durable.
