@@ -1,6 +1,7 @@
 //! Warden's performance measurement: the side-by-side load harness (`load` binary) and its
 //! parts. Micro benches live in `benches/`.
 
+pub mod audit_share;
 pub mod bare_proxy;
 pub mod error;
 pub mod loadgen;

@@ -3,6 +3,7 @@
 use serde::Serialize;
 use std::fmt::Write as _;
 
+use crate::audit_share::AuditShare;
 use crate::loadgen::LoadResult;
 
 /// Warden must serve at least this share of nginx's requests per second.
@@ -103,6 +104,10 @@ pub struct TargetReport {
     pub steal_percent: Option<f64>,
     /// The same for every round, in order.
     pub steal_percent_rounds: Vec<f64>,
+    /// Warden only: how long its decisions waited for the audit log over the measured window,
+    /// from its `/metrics`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditShare>,
     /// Latency at the fixed rate every target was offered (open loop), when measured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub at_rate: Option<RateLatency>,
@@ -227,6 +232,7 @@ impl TargetReport {
             upstream_cpu_us_per_req: per_req(upstream_cpu_s),
             rps_rounds: vec![result.rps()],
             steal_percent: None,
+            audit: None,
             steal_percent_rounds: Vec::new(),
             at_rate: None,
         }
@@ -447,6 +453,9 @@ impl Report {
                 );
             }
         }
+        if let Some(a) = self.target("warden").and_then(|t| t.audit.as_ref()) {
+            let _ = writeln!(out, "{}", audit_line(a));
+        }
         for s in &self.skipped {
             let _ = writeln!(out, "{:<8} skipped: {}", s.name, s.reason);
         }
@@ -525,4 +534,12 @@ pub fn machine() -> Machine {
         kernel,
         load_average,
     }
+}
+
+/// One line on Warden's wait for durable decision records during its measured window.
+pub fn audit_line(a: &AuditShare) -> String {
+    format!(
+        "warden: a decision waited {:.0} µs on average for its audit record to be durable, {:.0}% of its {:.0} µs in Warden; commits took {:.0} µs, {:.1} records each",
+        a.wait_us, a.share_percent, a.request_us, a.commit_us, a.records_per_commit
+    )
 }

@@ -179,6 +179,7 @@ fn target(name: &str, rps: f64, p50: u64, p99: u64, peak: Option<u64>) -> Target
         rps_rounds: vec![rps],
         steal_percent: None,
         steal_percent_rounds: Vec::new(),
+        audit: None,
         at_rate: None,
     }
 }
@@ -495,4 +496,31 @@ fn a_target_that_stopped_early_is_paired_on_the_rounds_it_ran() {
     );
     assert!(!c.p99_at_same_rate);
     assert!(RateLatency::median_by_p99(Vec::new()).is_none());
+}
+
+#[test]
+fn the_table_tells_how_long_warden_waited_for_its_audit_log() {
+    let mut warden = target("warden", 100.0, 1, 1, None);
+    warden.audit = Some(warden_bench::audit_share::AuditShare {
+        wait_us: 2021.4,
+        request_us: 4390.0,
+        share_percent: 46.05,
+        commit_us: 901.0,
+        records_per_commit: 24.8,
+    });
+    let mut report = report_of(vec![target("nginx", 200.0, 1, 1, None), warden], 1);
+    report.compare();
+    let table = report.table();
+    assert!(
+        table.contains("a decision waited 2021 µs on average for its audit record to be durable, 46% of its 4390 µs in Warden; commits took 901 µs, 24.8 records each"),
+        "{table}"
+    );
+    let json = serde_json::to_value(&report).expect("json");
+    let audit = &json["targets"][1]["audit"];
+    assert_eq!(audit["records_per_commit"], 24.8, "{json}");
+    // Without the figures (nginx, or Warden's metrics unreadable), no line and no field.
+    let quiet = report_of(vec![target("warden", 100.0, 1, 1, None)], 1);
+    assert!(!quiet.table().contains("audit record"));
+    let json = serde_json::to_value(&quiet).expect("json");
+    assert!(json["targets"][0].get("audit").is_none(), "{json}");
 }

@@ -226,7 +226,12 @@ async fn record_decision(
     if rt.config.audit.record_content {
         event.content = serde_json::from_slice(body).ok();
     }
-    if let Err(e) = gw.audit.append(event).await {
+    let t = Instant::now();
+    let appended = gw.audit.append(event).await;
+    gw.metrics
+        .audit_wait_seconds
+        .observe(t.elapsed().as_secs_f64());
+    if let Err(e) = appended {
         gw.metrics.audit_failures.inc();
         tracing::error!(request_id = %ex.request_id, error = %e, "audit append failed");
         if rt.config.audit.fail_closed {

@@ -139,4 +139,15 @@ async fn health_readiness_and_metrics_count_requests_and_tokens() {
         scalar("warden_audit_commit_duration_seconds_count").is_some_and(|n| n == commits),
         "{metrics}"
     );
+    // Each of the three decisions waited for its record once (two allowed, one denied; the
+    // refused credential never reached a decision), and waiting took time.
+    assert_eq!(
+        scalar("warden_audit_wait_seconds_count"),
+        Some(3.0),
+        "{metrics}"
+    );
+    assert!(
+        scalar("warden_audit_wait_seconds_sum").is_some_and(|s| s > 0.0),
+        "{metrics}"
+    );
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use warden_bench::audit_share::{self, AuditCounters};
 use warden_bench::loadgen::{self, LoadSpec};
 use warden_bench::process::{self, Proc};
 use warden_bench::profile::{self, ProfileFiles};
@@ -469,7 +470,7 @@ async fn run_direct(base: &LoadSpec, upstream: &mut Proc) -> Result<TargetReport
         target: "direct".into(),
         ..base.clone()
     };
-    measure_target(&spec, None, upstream, None).await
+    measure_target(&spec, None, upstream, None, None).await
 }
 
 async fn run_nginx(
@@ -488,7 +489,7 @@ async fn run_nginx(
         addr: listen,
         ..base.clone()
     };
-    let result = measure_target(&spec, Some(&mut proxy), upstream, profile).await;
+    let result = measure_target(&spec, Some(&mut proxy), upstream, profile, None).await;
     proxy.stop();
     result
 }
@@ -512,7 +513,7 @@ async fn run_bare_proxy(
         addr: listen,
         ..base.clone()
     };
-    let result = measure_target(&spec, Some(&mut proxy), upstream, profile).await;
+    let result = measure_target(&spec, Some(&mut proxy), upstream, profile, None).await;
     proxy.stop();
     result
 }
@@ -557,18 +558,27 @@ async fn run_warden(
         path: http::Uri::from_static("/openai/chat/completions"),
         ..base.clone()
     };
-    let result = measure_target(&spec, Some(&mut proxy), upstream, profile).await;
+    let result = measure_target(
+        &spec,
+        Some(&mut proxy),
+        upstream,
+        profile,
+        Some(setup.admin),
+    )
+    .await;
     proxy.stop();
     result
 }
 
 /// Probes, runs the load, and samples the proxy's and upstream's CPU time over the measured
-/// window (profiling the proxy then, if asked) and the proxy's peak memory at the end.
+/// window (profiling the proxy then, if asked) and the proxy's peak memory at the end; with
+/// Warden's admin address, also its audit wait over the window.
 async fn measure_target(
     spec: &LoadSpec,
     proxy: Option<&mut Proc>,
     upstream: &mut Proc,
     profile: Option<ProfileFiles>,
+    warden_admin: Option<SocketAddr>,
 ) -> Result<TargetReport> {
     loadgen::probe(spec).await?;
     let proxy_pids = proxy
@@ -582,6 +592,7 @@ async fn measure_target(
         tokio::spawn(async move {
             let start = Instant::now();
             tokio::time::sleep(warmup).await;
+            let audit_before = scrape_audit(warden_admin).await;
             let before = (
                 process::cpu_seconds(&proxy_pids),
                 process::cpu_seconds(&[upstream_pid]),
@@ -604,15 +615,17 @@ async fn measure_target(
                 process::cpu_seconds(&[upstream_pid]),
                 process::MachineTicks::now(),
             );
+            let audit_after = scrape_audit(warden_admin).await;
             let steal = before
                 .2
                 .zip(after.2)
                 .and_then(|(b, a)| b.steal_percent_until(a));
-            (after.0 - before.0, after.1 - before.1, steal)
+            let audit = audit_before.zip(audit_after).and_then(|(b, a)| b.until(&a));
+            (after.0 - before.0, after.1 - before.1, steal, audit)
         })
     };
     let result = loadgen::run(spec).await?;
-    let (proxy_cpu, upstream_cpu, steal) = sampler.await.context("CPU sampler")?;
+    let (proxy_cpu, upstream_cpu, steal, audit) = sampler.await.context("CPU sampler")?;
     if let Some(p) = proxy {
         p.check_running()?;
     }
@@ -626,5 +639,15 @@ async fn measure_target(
     let proxy_cpu = (!proxy_pids.is_empty()).then_some(proxy_cpu);
     let mut report = TargetReport::new(&spec.target, &result, peak, proxy_cpu, upstream_cpu);
     report.steal_percent = steal;
+    report.audit = audit;
     Ok(report)
+}
+
+/// Warden's audit counters, read off the runtime's threads (the load generator shares them).
+async fn scrape_audit(admin: Option<SocketAddr>) -> Option<AuditCounters> {
+    let admin = admin?;
+    tokio::task::spawn_blocking(move || audit_share::scrape(admin))
+        .await
+        .ok()
+        .flatten()
 }

@@ -15,6 +15,11 @@ const POLICY_BUCKETS: &[f64] = &[
     0.000001, 0.0000025, 0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.001, 0.01,
 ];
 
+/// Audit wait buckets in seconds, from 50 µs (a fast disk) to 1 s (a stalled one).
+const AUDIT_WAIT_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
+];
+
 /// Every metric Warden exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -27,6 +32,8 @@ pub struct Metrics {
     pub upstream_seconds: HistogramVec,
     /// Cedar evaluation time.
     pub policy_seconds: Histogram,
+    /// Time a decision record took to become durable before its request went on.
+    pub audit_wait_seconds: Histogram,
     /// Provider-reported tokens by agent, model and kind (`input`/`output`).
     pub tokens: IntCounterVec,
     /// Authentication failures by reason code.
@@ -74,6 +81,14 @@ impl Metrics {
                 .buckets(POLICY_BUCKETS.to_vec()),
         )
         .expect("static metric definition");
+        let audit_wait_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "warden_audit_wait_seconds",
+                "Time a decision record took to become durable before its request went on",
+            )
+            .buckets(AUDIT_WAIT_BUCKETS.to_vec()),
+        )
+        .expect("static metric definition");
         let tokens = IntCounterVec::new(
             Opts::new(
                 "warden_tokens_total",
@@ -110,6 +125,7 @@ impl Metrics {
             Box::new(request_seconds.clone()),
             Box::new(upstream_seconds.clone()),
             Box::new(policy_seconds.clone()),
+            Box::new(audit_wait_seconds.clone()),
             Box::new(tokens.clone()),
             Box::new(auth_failures.clone()),
             Box::new(audit_failures.clone()),
@@ -124,6 +140,7 @@ impl Metrics {
             request_seconds,
             upstream_seconds,
             policy_seconds,
+            audit_wait_seconds,
             tokens,
             auth_failures,
             audit_failures,
