@@ -62,6 +62,35 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// A port on 127.0.0.1 that refuses connections for as long as this lives: its socket is
+/// bound but never listens, and without `SO_REUSEADDR`, so no server of a test running
+/// beside this one can take the port (a port merely found free and released can be, and then
+/// answers where a refusal was expected).
+#[derive(Debug)]
+pub struct ClosedPort {
+    _socket: tokio::net::TcpSocket,
+    /// The port.
+    pub port: u16,
+}
+
+impl ClosedPort {
+    /// Binds one.
+    pub fn new() -> anyhow::Result<ClosedPort> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let port = socket.local_addr()?.port();
+        Ok(ClosedPort {
+            _socket: socket,
+            port,
+        })
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
 /// Builds a Warden setup: config (as JSON, which is YAML), policies, environment.
 #[derive(Debug, Clone)]
 pub struct WardenBuilder {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use warden_e2e::fake_llm::{Failure, FakeLlm};
 use warden_e2e::sdk;
 use warden_e2e::stack::{AGENT, Stack, anthropic_messages, openai_chat};
-use warden_e2e::warden::{WardenBuilder, free_port};
+use warden_e2e::warden::{ClosedPort, WardenBuilder};
 
 #[tokio::test]
 async fn malformed_json_is_refused_with_400_and_audited() {
@@ -93,8 +93,8 @@ async fn default_body_limit_admits_openclaw_sized_requests() {
 
 #[tokio::test]
 async fn upstream_down_answers_502_in_each_provider_shape_and_is_audited() {
-    let closed = format!("http://127.0.0.1:{}", free_port().unwrap());
-    let warden = WardenBuilder::with_upstream_url(&closed)
+    let closed = ClosedPort::new().unwrap();
+    let warden = WardenBuilder::with_upstream_url(&closed.url())
         .start()
         .await
         .unwrap();
@@ -209,8 +209,8 @@ async fn default_body_limit_admits_a_ten_mib_request() {
 
 #[tokio::test]
 async fn upstream_down_answers_502_in_gemini_shape() {
-    let closed = format!("http://127.0.0.1:{}", free_port().unwrap());
-    let warden = WardenBuilder::with_upstream_url(&closed)
+    let closed = ClosedPort::new().unwrap();
+    let warden = WardenBuilder::with_upstream_url(&closed.url())
         .start()
         .await
         .unwrap();
@@ -238,8 +238,8 @@ async fn upstream_down_answers_502_in_gemini_shape() {
 
 #[tokio::test]
 async fn upstream_failures_are_logged_with_request_id_and_principal() {
-    let closed = format!("http://127.0.0.1:{}", free_port().unwrap());
-    let warden = WardenBuilder::with_upstream_url(&closed)
+    let closed = ClosedPort::new().unwrap();
+    let warden = WardenBuilder::with_upstream_url(&closed.url())
         .start()
         .await
         .unwrap();
