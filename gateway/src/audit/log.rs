@@ -186,6 +186,13 @@ impl AuditLog {
         })
     }
 
+    /// Registers the calling proxy worker thread as one that appends decisions; report its
+    /// idle and running states through the handle (tokio's park hooks), so the writer stops
+    /// waiting for more records once every worker is idle.
+    pub fn register_producer(&self) -> super::producers::Producer {
+        self.inner.shared.producers.register()
+    }
+
     /// Appends; the returned future resolves once the record is durably on disk (its group's
     /// fdatasync returned), with its sequence number.
     ///

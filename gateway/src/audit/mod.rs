@@ -15,6 +15,7 @@ mod direct;
 pub mod event;
 pub(crate) mod faults;
 mod log;
+pub mod producers;
 mod record;
 mod recover;
 mod segment;

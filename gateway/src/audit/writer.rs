@@ -19,6 +19,7 @@ use super::direct;
 use super::event::{AuditEvent, EventKind, Timestamp};
 use super::faults::Faults;
 use super::log::AuditError;
+use super::producers::Producers;
 use super::record::{self, Hash};
 use super::segment::segment_name;
 use super::stats::CommitStats;
@@ -80,6 +81,8 @@ pub struct Shared {
     pub failing: AtomicBool,
     /// Commit counters for `/metrics`.
     pub stats: CommitStats,
+    /// The worker threads that append decisions, running or idle.
+    pub producers: Arc<Producers>,
 }
 
 impl Shared {
@@ -432,6 +435,7 @@ impl Writer {
                 alive: AtomicBool::new(true),
                 failing: AtomicBool::new(false),
                 stats: CommitStats::new(),
+                producers: Arc::default(),
             }),
             buf: Vec::with_capacity(64 * 1024),
             ends: Vec::with_capacity(MAX_BATCH),
@@ -486,6 +490,7 @@ impl Writer {
     /// The thread's body: group-commit until closed or every handle is dropped.
     pub fn run(mut self, rx: Receiver<Msg>) {
         let _stopped = Stopped(self.shared.clone());
+        self.shared.producers.set_writer(std::thread::current());
         if let Err(error) = rustix::thread::set_current_timer_slack(NonZeroU64::new(TIMER_SLACK_NS))
         {
             tracing::debug!(%error, "cannot set the audit writer's timer slack; keeping the default");
@@ -647,7 +652,8 @@ impl Writer {
 
     /// Adds whatever else is pending, waiting for more up to `max_commit_delay`; without
     /// one, waits briefly (at most half the last commit's time) for as many records as the
-    /// last commit answered, since those callers often append again at once.
+    /// last commit answered, since those callers often append again at once, and no longer
+    /// than the proxy's worker threads are running (an idle worker appends nothing).
     fn gather(
         &mut self,
         rx: &Receiver<Msg>,
@@ -670,7 +676,9 @@ impl Writer {
                 if self.outage.is_none() {
                     self.encode_new(batch);
                 }
-                std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+                // Cut short once every worker is idle: none of them can append until new input
+                // arrives, so waiting longer would only delay the records already here.
+                self.shared.producers.wait_while_running(deadline);
             } else {
                 while batch.len() < wanted {
                     let left = deadline.saturating_duration_since(Instant::now());
