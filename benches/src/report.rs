@@ -137,6 +137,9 @@ pub struct RateLatency {
     pub p99_rounds: Vec<u64>,
     /// Steal during the median round's window, percent (see [`TargetReport`]).
     pub steal_percent: Option<f64>,
+    /// Warden only: its audit wait during the median round's window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditShare>,
 }
 
 impl RateLatency {
@@ -156,6 +159,7 @@ impl RateLatency {
             errors: run.errors,
             p99_rounds: vec![run.p99_us],
             steal_percent: run.steal_percent,
+            audit: run.audit,
         }
     }
 
@@ -454,7 +458,14 @@ impl Report {
             }
         }
         if let Some(a) = self.target("warden").and_then(|t| t.audit.as_ref()) {
-            let _ = writeln!(out, "{}", audit_line(a));
+            let _ = writeln!(out, "warden: {}", audit_line(a));
+        }
+        if let Some((rate, a)) = self
+            .target("warden")
+            .and_then(|t| t.at_rate.as_ref())
+            .and_then(|r| Some((r.rate, r.audit.as_ref()?)))
+        {
+            let _ = writeln!(out, "warden at {rate:.0} req/s: {}", audit_line(a));
         }
         for s in &self.skipped {
             let _ = writeln!(out, "{:<8} skipped: {}", s.name, s.reason);
@@ -536,10 +547,10 @@ pub fn machine() -> Machine {
     }
 }
 
-/// One line on Warden's wait for durable decision records during its measured window.
+/// Warden's wait for durable decision records during a measured window, for one line.
 pub fn audit_line(a: &AuditShare) -> String {
     format!(
-        "warden: a decision waited {:.0} µs on average for its audit record to be durable, {:.0}% of its {:.0} µs in Warden; commits took {:.0} µs, {:.1} records each",
+        "a decision waited {:.0} µs on average for its audit record to be durable, {:.0}% of its {:.0} µs in Warden; commits took {:.0} µs, {:.1} records each",
         a.wait_us, a.share_percent, a.request_us, a.commit_us, a.records_per_commit
     )
 }

@@ -508,16 +508,32 @@ fn the_table_tells_how_long_warden_waited_for_its_audit_log() {
         commit_us: 901.0,
         records_per_commit: 24.8,
     });
+    // The fixed-rate phase's window has its own figures.
+    let mut at_rate = warden.clone();
+    at_rate.audit = Some(warden_bench::audit_share::AuditShare {
+        wait_us: 800.0,
+        request_us: 1000.0,
+        share_percent: 80.0,
+        commit_us: 400.0,
+        records_per_commit: 6.0,
+    });
+    warden.at_rate = Some(RateLatency::from_run(100.0, &at_rate));
     let mut report = report_of(vec![target("nginx", 200.0, 1, 1, None), warden], 1);
     report.compare();
     let table = report.table();
     assert!(
-        table.contains("a decision waited 2021 µs on average for its audit record to be durable, 46% of its 4390 µs in Warden; commits took 901 µs, 24.8 records each"),
+        table.contains("warden: a decision waited 2021 µs on average for its audit record to be durable, 46% of its 4390 µs in Warden; commits took 901 µs, 24.8 records each"),
+        "{table}"
+    );
+    assert!(
+        table.contains("warden at 100 req/s: a decision waited 800 µs on average for its audit record to be durable, 80% of its 1000 µs in Warden; commits took 400 µs, 6.0 records each"),
         "{table}"
     );
     let json = serde_json::to_value(&report).expect("json");
     let audit = &json["targets"][1]["audit"];
     assert_eq!(audit["records_per_commit"], 24.8, "{json}");
+    let audit = &json["targets"][1]["at_rate"]["audit"];
+    assert_eq!(audit["records_per_commit"], 6.0, "{json}");
     // Without the figures (nginx, or Warden's metrics unreadable), no line and no field.
     let quiet = report_of(vec![target("warden", 100.0, 1, 1, None)], 1);
     assert!(!quiet.table().contains("audit record"));
