@@ -244,24 +244,27 @@ impl SegmentFile {
     /// One synchronous direct write; where the device turns its alignment down, the commit
     /// and the ones after it go the buffered way.
     fn append_direct(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let padded_end = match &self.direct {
-            Direct::On(direct) => direct.padded_end(bytes.len()),
-            _ => return self.append_buffered(bytes, true),
+        // Held apart while the space is reserved (which borrows the segment), then put back.
+        let Direct::On(mut direct) = std::mem::replace(&mut self.direct, Direct::Off) else {
+            return self.append_buffered(bytes, true);
         };
-        self.reserve(padded_end, true)?;
-        self.faults.before_write(&self.file, bytes, self.len)?;
-        self.faults.before_sync()?;
-        let written = match &mut self.direct {
-            Direct::On(direct) => direct.write(bytes),
-            _ => return self.append_buffered(bytes, true),
-        };
-        match written {
+        let prepared = self
+            .reserve(direct.padded_end(bytes.len()), true)
+            .and_then(|()| self.faults.before_write(&self.file, bytes, self.len))
+            .and_then(|()| self.faults.before_sync());
+        if let Err(e) = prepared {
+            self.direct = Direct::On(direct);
+            return Err(e);
+        }
+        match direct.write(bytes) {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 tracing::warn!(segment = %self.name, error = %e, "direct writes to the audit log are refused (alignment); using buffered writes and fdatasync");
-                self.direct = Direct::Off;
                 self.append_buffered(bytes, true)
             }
-            written => written,
+            written => {
+                self.direct = Direct::On(direct);
+                written
+            }
         }
     }
 
