@@ -1,9 +1,7 @@
 //! How much of Warden's time per request is the wait for its decision record to be durable,
 //! read from Warden's own `/metrics` at both ends of a measured window.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::net::SocketAddr;
 
 use serde::Serialize;
 
@@ -87,14 +85,7 @@ impl AuditCounters {
 
 /// `GET /metrics` on Warden's admin listener; `None` if it cannot be read.
 pub fn scrape(admin: SocketAddr) -> Option<AuditCounters> {
-    let mut stream = TcpStream::connect_timeout(&admin, Duration::from_millis(500)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (_, body) = response.split_once("\r\n\r\n")?;
-    AuditCounters::parse(body)
+    AuditCounters::parse(&crate::process::http_get_body(admin, "/metrics")?)
 }
 
 #[cfg(test)]

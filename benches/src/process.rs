@@ -149,14 +149,28 @@ impl Drop for Proc {
 
 /// Status code of a plain `GET` on a fresh connection, or `None` if there was no answer.
 fn http_get_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut head = [0u8; 64];
+    let n = http_get(addr, path)?.read(&mut head).ok()?;
+    let line = std::str::from_utf8(&head[..n]).ok()?;
+    line.split(' ').nth(1)?.parse().ok()
+}
+
+/// `GET path` on `addr` (HTTP/1.1, `Connection: close`); the response's body, when the status
+/// is 200.
+pub fn http_get_body(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut response = String::new();
+    http_get(addr, path)?.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    (head.split(' ').nth(1)? == "200").then(|| body.to_owned())
+}
+
+/// Sends `GET path` to `addr` and returns the stream to read the response from.
+fn http_get(addr: SocketAddr, path: &str) -> Option<TcpStream> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).ok()?;
-    let mut head = [0u8; 64];
-    let n = stream.read(&mut head).ok()?;
-    let line = std::str::from_utf8(&head[..n]).ok()?;
-    line.split(' ').nth(1)?.parse().ok()
+    Some(stream)
 }
 
 /// `pid` and its direct children (nginx: master and workers).

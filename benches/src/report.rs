@@ -236,8 +236,8 @@ impl TargetReport {
             upstream_cpu_us_per_req: per_req(upstream_cpu_s),
             rps_rounds: vec![result.rps()],
             steal_percent: None,
-            audit: None,
             steal_percent_rounds: Vec::new(),
+            audit: None,
             at_rate: None,
         }
     }
