@@ -174,9 +174,11 @@ async fn refuses_upstream_signed_by_unknown_ca() {
 #[tokio::test]
 async fn refused_connection_is_a_connect_error() {
     bounded(async {
-        let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        // Bound but never listening (and without SO_REUSEADDR) while the test runs: refuses
+        // connections, and no server of a test beside this one can take the port.
+        let closed = tokio::net::TcpSocket::new_v4().expect("socket");
+        closed.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
         let addr = closed.local_addr().expect("addr");
-        drop(closed);
         let client = UpstreamClient::new(&UpstreamConfig::default()).expect("client");
 
         let error = client
