@@ -577,12 +577,9 @@ async fn commits_go_through_direct_io_where_the_filesystem_does_it_and_chain_as_
             );
             // Whatever the path, the data ends at the first NUL and zeros follow.
             let bytes = fs::read(segment(&dir, 1)).unwrap();
-            let end = data(&segment(&dir, 1)).len();
-            assert!(bytes[end..].iter().all(|&b| b == 0));
-            let lines = data(&segment(&dir, 1))
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count();
+            let written = data(&segment(&dir, 1));
+            assert!(bytes[written.len()..].iter().all(|&b| b == 0));
+            let lines = written.iter().filter(|&&b| b == b'\n').count();
             assert_eq!(lines as u64, seq);
             log.close().await.unwrap();
         }
