@@ -7,32 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use warden::audit::AuditLog;
 use warden::audit::config::AuditConfig;
-use warden::audit::event::{AuditEvent, AuditPrincipal, EventKind};
-
-fn decision_event() -> AuditEvent {
-    let mut event = AuditEvent::now(EventKind::Decision);
-    event.request_id = "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into();
-    event.decision_id = "dec-0193a1b2c3d47e5f".into();
-    event.principal = AuditPrincipal {
-        kind: "agent".into(),
-        id: "bench".into(),
-        issuer: "warden".into(),
-    };
-    event.action = "llm:chat".into();
-    event.resource = r#"Model::"openai/gpt-4o-mini""#.into();
-    event.route = "openai".into();
-    event.source_ip = Some(std::net::IpAddr::from([127, 0, 0, 1]));
-    event.decision = "allow".into();
-    event.policies = vec!["baseline-allow-chat".into()];
-    event
-}
+use warden_bench::records;
 
 fn append(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let event = decision_event();
+    let event = records::decision();
     // `direct`: commits written with O_DIRECT | O_DSYNC (the default where the filesystem
     // does it); `buffered`: a write and fdatasync (`audit.direct_io: false`).
     for (name, direct_io) in [("direct", true), ("buffered", false)] {

@@ -8,31 +8,11 @@ use std::sync::Arc;
 use std::time::Instant;
 use warden::audit::AuditLog;
 use warden::audit::config::AuditConfig;
-use warden::audit::event::{AuditEvent, AuditOutcome, AuditPrincipal, EventKind};
-
-fn decision_event() -> AuditEvent {
-    let mut event = AuditEvent::now(EventKind::Decision);
-    event.request_id = "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into();
-    event.decision_id = "dec-0193a1b2c3d47e5f".into();
-    event.principal = AuditPrincipal {
-        kind: "agent".into(),
-        id: "bench".into(),
-        issuer: "warden".into(),
-    };
-    event.action = "llm:chat".into();
-    event.resource = r#"Model::"openai/gpt-4o-mini""#.into();
-    event.route = "openai".into();
-    event.source_ip = Some(std::net::IpAddr::from([127, 0, 0, 1]));
-    event.decision = "allow".into();
-    event.policies = vec!["baseline-allow-chat".into()];
-    event
-}
+use warden::audit::event::{AuditEvent, AuditOutcome};
+use warden_bench::records;
 
 fn outcome_event() -> AuditEvent {
-    let mut event = decision_event();
-    event.kind = EventKind::Outcome;
-    event.decision = "".into();
-    event.policies.clear();
+    let mut event = records::outcome(200);
     event.outcome = Some(AuditOutcome {
         status: 200,
         latency_ms: 1.25,
@@ -97,7 +77,7 @@ fn main() {
     let dir = tempfile::tempdir_in(base).expect("temp dir");
     let log =
         Arc::new(AuditLog::open(dir.path(), &AuditConfig::default()).expect("audit log opens"));
-    let (decision, outcome) = (decision_event(), outcome_event());
+    let (decision, outcome) = (records::decision(), outcome_event());
     // Warm up: the writer thread exists, the first segment is open.
     runtime
         .block_on(log.append(decision.clone()))

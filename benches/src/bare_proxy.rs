@@ -1,7 +1,14 @@
 //! The floor under Warden: a bare hyper-util reverse proxy on the same stack Warden serves
 //! with (hyper-util's server, its pooled legacy client, one single-threaded tokio runtime as
-//! each Warden worker) and none of Warden's stages. Warden's figure minus this one is what authentication, Cedar, the audit
-//! log and the rest cost; this one minus nginx's is what the stack itself costs.
+//! each Warden worker) and none of Warden's stages. Warden's figure minus this one is what
+//! authentication, Cedar, the audit log and the rest cost; this one minus nginx's is what the
+//! stack itself costs.
+//!
+//! With an [`AuditLog`] (target `hyper-audit`) it is the floor under Warden's durability: the
+//! same proxy that, like Warden, makes a decision record durable through Warden's own audit
+//! writer before it calls the upstream and appends an outcome record after, and does nothing
+//! else. No design that keeps point 7's guarantee (the record durable before the upstream
+//! call) with this writer can serve faster than this floor on the same machine.
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri};
@@ -16,13 +23,21 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use warden::audit::AuditLog;
+
+use crate::records;
 
 type Body = Either<Incoming, Full<Bytes>>;
 
 /// Serves on `listener`, forwarding every request to `upstream` with its path and query kept,
 /// the request body read whole first (as Warden reads it for its checks), the response
-/// streamed back.
-pub async fn serve(listener: TcpListener, upstream: SocketAddr) -> std::io::Result<()> {
+/// streamed back. With `audit`, every request's decision record is durable before the
+/// upstream call and its outcome record is appended after it, as Warden does.
+pub async fn serve(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    audit: Option<Arc<AuditLog>>,
+) -> std::io::Result<()> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client: Arc<Client<HttpConnector, Full<Bytes>>> = Arc::new(
@@ -36,8 +51,10 @@ pub async fn serve(listener: TcpListener, upstream: SocketAddr) -> std::io::Resu
         stream.set_nodelay(true)?;
         let client = client.clone();
         let server = server.clone();
+        let audit = audit.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| forward(client.clone(), upstream, req));
+            let service =
+                service_fn(move |req| forward(client.clone(), audit.clone(), upstream, req));
             let _ = server.serve_connection(TokioIo::new(stream), service).await;
         });
     }
@@ -45,6 +62,7 @@ pub async fn serve(listener: TcpListener, upstream: SocketAddr) -> std::io::Resu
 
 async fn forward(
     client: Arc<Client<HttpConnector, Full<Bytes>>>,
+    audit: Option<Arc<AuditLog>>,
     upstream: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
@@ -58,13 +76,22 @@ async fn forward(
     let Ok(body) = body.collect().await.map(|c| c.to_bytes()) else {
         return Ok(status(StatusCode::BAD_REQUEST));
     };
-    match client
+    if let Some(audit) = &audit
+        && audit.append(records::decision()).await.is_err()
+    {
+        return Ok(status(StatusCode::SERVICE_UNAVAILABLE));
+    }
+    let response = match client
         .request(Request::from_parts(parts, Full::new(body)))
         .await
     {
-        Ok(response) => Ok(response.map(Either::Left)),
-        Err(_) => Ok(status(StatusCode::BAD_GATEWAY)),
+        Ok(response) => response.map(Either::Left),
+        Err(_) => status(StatusCode::BAD_GATEWAY),
+    };
+    if let Some(audit) = &audit {
+        audit.append_detached(records::outcome(response.status().as_u16()));
     }
+    Ok(response)
 }
 
 fn status(code: StatusCode) -> Response<Body> {

@@ -8,6 +8,7 @@ pub mod loadgen;
 pub mod nginx;
 pub mod process;
 pub mod profile;
+pub mod records;
 pub mod report;
 pub mod upstream;
 pub mod warden;

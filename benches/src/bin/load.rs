@@ -9,8 +9,11 @@ use http::HeaderValue;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ::warden::audit::AuditLog;
+use ::warden::audit::config::AuditConfig;
 use warden_bench::audit_share::{self, AuditCounters};
 use warden_bench::loadgen::{self, LoadSpec};
 use warden_bench::process::{self, Proc};
@@ -38,7 +41,10 @@ struct Args {
     #[arg(long, default_value_t = 20_000_000)]
     max_requests: u64,
     /// Which targets to measure, in order: `direct` (no proxy), `nginx`, `hyper` (a bare
-    /// hyper-util proxy: the stack Warden is built on, without Warden's stages), `warden`.
+    /// hyper-util proxy: the stack Warden is built on, without Warden's stages),
+    /// `hyper-audit` (the same proxy making a decision record durable through Warden's audit
+    /// writer before each upstream call, and nothing else: the floor under any design that
+    /// keeps that guarantee; not in the default set), `warden`.
     #[arg(
         long,
         value_delimiter = ',',
@@ -92,6 +98,10 @@ struct Args {
     /// The bare hyper proxy's upstream.
     #[arg(long, hide = true)]
     proxy_upstream: Option<SocketAddr>,
+    /// The bare hyper proxy's audit directory: with it, the proxy records every request
+    /// durably before forwarding it (used by the harness itself).
+    #[arg(long, hide = true)]
+    proxy_audit: Option<PathBuf>,
 }
 
 /// `--latency-rate`.
@@ -120,6 +130,7 @@ enum Target {
     Direct,
     Nginx,
     Hyper,
+    HyperAudit,
     Warden,
 }
 
@@ -129,6 +140,7 @@ impl Target {
             Target::Direct => "direct",
             Target::Nginx => "nginx",
             Target::Hyper => "hyper",
+            Target::HyperAudit => "hyper-audit",
             Target::Warden => "warden",
         }
     }
@@ -154,7 +166,7 @@ fn main() -> Result<()> {
         return serve_upstream(addr, args.upstream_threads);
     }
     if let (Some(addr), Some(upstream)) = (args.serve_proxy, args.proxy_upstream) {
-        return serve_bare_proxy(addr, upstream);
+        return serve_bare_proxy(addr, upstream, args.proxy_audit.as_deref());
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.client_threads.max(1))
@@ -192,17 +204,38 @@ fn serve_upstream(addr: SocketAddr, threads: usize) -> Result<()> {
     })
 }
 
-/// The bare hyper proxy, on one single-threaded runtime as each Warden worker runs.
-fn serve_bare_proxy(addr: SocketAddr, upstream: SocketAddr) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
+/// The bare hyper proxy, on one single-threaded runtime as each Warden worker runs; with
+/// `audit`, recording through Warden's audit log (fsync on, its defaults otherwise), its
+/// runtime telling the writer when it goes idle as a Warden worker's does.
+fn serve_bare_proxy(addr: SocketAddr, upstream: SocketAddr, audit: Option<&Path>) -> Result<()> {
+    let audit = audit
+        .map(|dir| {
+            let config = AuditConfig {
+                fsync: true,
+                ..AuditConfig::default()
+            };
+            AuditLog::open(dir, &config)
+                .map(Arc::new)
+                .with_context(|| format!("opening the bare proxy's audit log in {}", dir.display()))
+        })
+        .transpose()?;
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_all();
+    if let Some(log) = &audit {
+        let producer = Arc::new(log.register_producer());
+        let (parked, unparked) = (Arc::clone(&producer), producer);
+        builder
+            .on_thread_park(move || parked.parked())
+            .on_thread_unpark(move || unparked.unparked());
+    }
+    let runtime = builder
         .build()
         .context("starting the bare proxy's runtime")?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the bare proxy to {addr}"))?;
-        bare_proxy::serve(listener, upstream)
+        bare_proxy::serve(listener, upstream, audit)
             .await
             .context("bare proxy")
     })
@@ -449,7 +482,8 @@ async fn run_target(
     match target {
         Target::Direct => run_direct(spec, upstream).await,
         Target::Nginx => run_nginx(spec, dir, upstream, versions, profile).await,
-        Target::Hyper => run_bare_proxy(spec, dir, upstream, profile).await,
+        Target::Hyper => run_bare_proxy(spec, dir, upstream, profile, false).await,
+        Target::HyperAudit => run_bare_proxy(spec, dir, upstream, profile, true).await,
         Target::Warden => match warden {
             Some(setup) => run_warden(spec, setup, upstream, profile).await,
             None => bail!("Warden was not set up"),
@@ -499,17 +533,28 @@ async fn run_bare_proxy(
     dir: &Path,
     upstream: &mut Proc,
     profile: Option<ProfileFiles>,
+    audit: bool,
 ) -> Result<TargetReport> {
+    let name = if audit { "hyper-audit" } else { "hyper" };
     let listen = process::free_loopback_addr()?;
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.arg("--serve-proxy")
         .arg(listen.to_string())
         .arg("--proxy-upstream")
         .arg(base.addr.to_string());
-    let mut proxy = Proc::spawn("bare hyper proxy", cmd, &dir.join("hyper.out"))?;
+    if audit {
+        // A fresh log per round, on the same filesystem as Warden's.
+        let audit_dir = tempfile::Builder::new()
+            .prefix("audit-")
+            .tempdir_in(dir)
+            .context("creating the bare proxy's audit directory")?
+            .keep();
+        cmd.arg("--proxy-audit").arg(audit_dir);
+    }
+    let mut proxy = Proc::spawn(name, cmd, &dir.join(format!("{name}.out")))?;
     proxy.wait_for_port(listen)?;
     let spec = LoadSpec {
-        target: "hyper".into(),
+        target: name.into(),
         addr: listen,
         ..base.clone()
     };
