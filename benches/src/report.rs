@@ -29,6 +29,8 @@ pub struct Report {
     pub skipped: Vec<Skipped>,
     /// Warden against nginx, when both ran.
     pub comparison: Option<Comparison>,
+    /// The durability floor (`hyper-audit`) against nginx, when both ran.
+    pub floor: Option<FloorComparison>,
 }
 
 /// Where the run happened.
@@ -207,6 +209,24 @@ pub struct Comparison {
     pub memory_target_met: Option<bool>,
 }
 
+/// The durability floor against the marks: the bare proxy that only makes each decision
+/// record durable before forwarding. Below a mark, no Warden that keeps that guarantee
+/// reaches it on this machine; within it, the rest of Warden's gap is Warden's own cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct FloorComparison {
+    /// floor rps / nginx rps, median rounds.
+    pub rps_ratio: f64,
+    /// The same, each round.
+    pub rps_ratio_rounds: Vec<f64>,
+    /// floor p99 / nginx p99 at the same offered rate, when the fixed-rate phase ran.
+    pub p99_ratio: Option<f64>,
+    /// warden rps / floor rps, when Warden ran: how much of what durability leaves Warden
+    /// serves.
+    pub warden_share: Option<f64>,
+    pub rps_within_target: bool,
+    pub p99_within_target: Option<bool>,
+}
+
 impl TargetReport {
     /// Figures of one run; `proxy_cpu_s` and `upstream_cpu_s` are CPU seconds spent in the
     /// measured window.
@@ -308,6 +328,28 @@ impl Report {
                     rps_target_met: rps_ratio >= RPS_RATIO_TARGET,
                     p99_target_met: p99_ratio <= P99_RATIO_TARGET,
                     memory_target_met: warden_peak_mib.map(|m| m < PEAK_MIB_TARGET),
+                })
+            }
+            _ => None,
+        };
+        self.floor = match (self.target("hyper-audit"), self.target("nginx")) {
+            (Some(f), Some(n)) => {
+                let rps_ratio = f.rps / n.rps.max(f64::MIN_POSITIVE);
+                let p99_ratio = match (&f.at_rate, &n.at_rate) {
+                    (Some(f), Some(n)) => Some(f.p99_us as f64 / n.p99_us.max(1) as f64),
+                    _ => None,
+                };
+                Some(FloorComparison {
+                    rps_ratio,
+                    rps_ratio_rounds: paired(&f.rps_rounds, &n.rps_rounds, |f, n| {
+                        f / n.max(f64::MIN_POSITIVE)
+                    }),
+                    p99_ratio,
+                    warden_share: self
+                        .target("warden")
+                        .map(|w| w.rps / f.rps.max(f64::MIN_POSITIVE)),
+                    rps_within_target: rps_ratio >= RPS_RATIO_TARGET,
+                    p99_within_target: p99_ratio.map(|r| r <= P99_RATIO_TARGET),
                 })
             }
             _ => None,
@@ -502,8 +544,44 @@ impl Report {
                 );
             }
         }
+        if let Some(f) = &self.floor {
+            let _ = writeln!(out, "{}", floor_line(f));
+        }
         out
     }
+}
+
+/// What the durability floor says about the marks on this machine.
+fn floor_line(f: &FloorComparison) -> String {
+    let mut line = format!(
+        "durability floor (hyper-audit)/nginx: rps {:.2}x",
+        f.rps_ratio
+    );
+    if f.rps_ratio_rounds.len() > 1 {
+        line += &format!(" (rounds {})", list(&f.rps_ratio_rounds));
+    }
+    if let Some(p99) = f.p99_ratio {
+        line += &format!(", p99 {p99:.2}x at the same rate");
+    }
+    if let Some(share) = f.warden_share {
+        line += &format!("; warden served {:.0}% of the floor's rate", share * 100.0);
+    }
+    let below: Vec<&str> = [
+        (!f.rps_within_target).then_some("the rps mark"),
+        (f.p99_within_target == Some(false)).then_some("the p99 mark"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if below.is_empty() {
+        line += ". The floor is within the marks: what Warden misses of them is its own cost.";
+    } else {
+        line += &format!(
+            ". The floor misses {}: on this machine no Warden that makes each decision durable before forwarding can meet it.",
+            below.join(" and ")
+        );
+    }
+    line
 }
 
 /// `ratio` of the figures of the same round, for the rounds both targets ran (a target that

@@ -215,6 +215,7 @@ fn report_of(targets: Vec<TargetReport>, rounds: u32) -> Report {
         targets,
         skipped: Vec::new(),
         comparison: None,
+        floor: None,
     }
 }
 
@@ -266,6 +267,53 @@ fn report_compares_warden_with_nginx_and_direct() {
         table.contains("at the same rate (target <= 1.3: met)"),
         "{table}"
     );
+}
+
+#[test]
+fn the_durability_floor_says_whether_the_marks_are_within_reach() {
+    let at = |name: &str, p99: u64| {
+        let t = target(name, 5_000.0, 1, p99, None);
+        RateLatency::from_run(5_000.0, &t)
+    };
+    let mut nginx = rounds_of("nginx", &[20_000.0, 22_000.0, 21_000.0], &[]);
+    nginx.at_rate = Some(at("nginx", 1_000));
+    let mut floor = rounds_of("hyper-audit", &[10_000.0, 11_000.0, 10_500.0], &[]);
+    floor.at_rate = Some(at("hyper-audit", 4_000));
+    let warden = rounds_of("warden", &[9_000.0, 9_900.0, 9_450.0], &[]);
+    let mut report = report_of(vec![nginx, floor, warden], 3);
+    report.compare();
+    let f = report.floor.as_ref().unwrap();
+    assert!((f.rps_ratio - 0.5).abs() < 1e-9, "{}", f.rps_ratio);
+    assert_eq!(f.rps_ratio_rounds, vec![0.5, 0.5, 0.5]);
+    assert!((f.p99_ratio.unwrap() - 4.0).abs() < 1e-9);
+    assert!((f.warden_share.unwrap() - 0.9).abs() < 1e-9);
+    assert!(!f.rps_within_target);
+    assert_eq!(f.p99_within_target, Some(false));
+    let table = report.table();
+    assert!(
+        table.contains("durability floor (hyper-audit)/nginx: rps 0.50x (rounds 0.50 0.50 0.50), p99 4.00x at the same rate; warden served 90% of the floor's rate. The floor misses the rps mark and the p99 mark"),
+        "{table}"
+    );
+
+    // A floor within both marks puts what is left on Warden.
+    report.targets[1].rps = 15_000.0;
+    report.targets[1].rps_rounds = vec![15_000.0; 3];
+    report.targets[1].at_rate = Some(at("hyper-audit", 1_200));
+    report.compare();
+    let f = report.floor.as_ref().unwrap();
+    assert!(f.rps_within_target);
+    assert_eq!(f.p99_within_target, Some(true));
+    assert!(
+        report.table().contains("The floor is within the marks"),
+        "{}",
+        report.table()
+    );
+
+    // Without the floor in the run, no verdict.
+    report.targets.remove(1);
+    report.compare();
+    assert!(report.floor.is_none());
+    assert!(!report.table().contains("durability floor"));
 }
 
 #[tokio::test]

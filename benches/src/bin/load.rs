@@ -44,11 +44,11 @@ struct Args {
     /// hyper-util proxy: the stack Warden is built on, without Warden's stages),
     /// `hyper-audit` (the same proxy making a decision record durable through Warden's audit
     /// writer before each upstream call, and nothing else: the floor under any design that
-    /// keeps that guarantee; not in the default set), `warden`.
+    /// keeps that guarantee), `warden`.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "direct,nginx,hyper,warden"
+        default_value = "direct,nginx,hyper,hyper-audit,warden"
     )]
     targets: Vec<Target>,
     /// Repeat the whole sequence this many times; each target reports its median round (by
@@ -280,6 +280,7 @@ async fn measure(args: &Args) -> Result<Report> {
         targets: Vec::new(),
         skipped: Vec::new(),
         comparison: None,
+        floor: None,
     };
 
     // Warden is set up first so that every target receives the same request, token included.
