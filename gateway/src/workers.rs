@@ -178,8 +178,8 @@ fn run(
 
 /// A worker's event loop: one thread, telling the audit writer when it goes idle and when it
 /// runs again, so the writer waits for more decisions before a commit only while a worker
-/// runs.
-fn worker_runtime(producer: Producer) -> std::io::Result<tokio::runtime::Runtime> {
+/// runs. Public for the bench's durability floor, which serves as a worker does.
+pub fn worker_runtime(producer: Producer) -> std::io::Result<tokio::runtime::Runtime> {
     let producer = Arc::new(producer);
     let (parked, unparked) = (Arc::clone(&producer), producer);
     tokio::runtime::Builder::new_current_thread()

@@ -219,18 +219,13 @@ fn serve_bare_proxy(addr: SocketAddr, upstream: SocketAddr, audit: Option<&Path>
                 .with_context(|| format!("opening the bare proxy's audit log in {}", dir.display()))
         })
         .transpose()?;
-    let mut builder = tokio::runtime::Builder::new_current_thread();
-    builder.enable_all();
-    if let Some(log) = &audit {
-        let producer = Arc::new(log.register_producer());
-        let (parked, unparked) = (Arc::clone(&producer), producer);
-        builder
-            .on_thread_park(move || parked.parked())
-            .on_thread_unpark(move || unparked.unparked());
+    let runtime = match &audit {
+        Some(log) => ::warden::workers::worker_runtime(log.register_producer()),
+        None => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
     }
-    let runtime = builder
-        .build()
-        .context("starting the bare proxy's runtime")?;
+    .context("starting the bare proxy's runtime")?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
