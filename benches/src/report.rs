@@ -301,28 +301,23 @@ impl Report {
         }
         self.comparison = match (self.target("warden"), self.target("nginx")) {
             (Some(w), Some(n)) => {
-                let rps_ratio = w.rps / n.rps.max(f64::MIN_POSITIVE);
-                let p99_ratio_saturated = w.p99_us as f64 / n.p99_us.max(1) as f64;
-                let (p99_ratio, p99_at_same_rate) = match (&w.at_rate, &n.at_rate) {
-                    (Some(w), Some(n)) => (w.p99_us as f64 / n.p99_us.max(1) as f64, true),
-                    _ => (p99_ratio_saturated, false),
+                let rps_ratio = ratio_of_rates(w.rps, n.rps);
+                let p99_ratio_saturated = ratio_of_p99s(w.p99_us, n.p99_us);
+                let at_same_rate = w.at_rate.as_ref().zip(n.at_rate.as_ref());
+                let (p99_ratio, p99_at_same_rate) = match at_same_rate {
+                    Some((w, n)) => (ratio_of_p99s(w.p99_us, n.p99_us), true),
+                    None => (p99_ratio_saturated, false),
                 };
                 let warden_peak_mib = w.peak_rss_kib.map(|k| k as f64 / 1024.0);
-                let rps_ratio_rounds = paired(&w.rps_rounds, &n.rps_rounds, |w, n| {
-                    w / n.max(f64::MIN_POSITIVE)
+                let p99_ratio_rounds = at_same_rate.map_or_else(Vec::new, |(w, n)| {
+                    paired(&w.p99_rounds, &n.p99_rounds, ratio_of_p99s)
                 });
-                let p99_ratio_rounds = match (&w.at_rate, &n.at_rate) {
-                    (Some(w), Some(n)) => paired(&w.p99_rounds, &n.p99_rounds, |w, n| {
-                        w as f64 / n.max(1) as f64
-                    }),
-                    _ => Vec::new(),
-                };
                 Some(Comparison {
                     rps_ratio,
                     p99_ratio,
                     p99_at_same_rate,
                     p99_ratio_saturated,
-                    rps_ratio_rounds,
+                    rps_ratio_rounds: paired(&w.rps_rounds, &n.rps_rounds, ratio_of_rates),
                     p99_ratio_rounds,
                     warden_peak_mib,
                     rps_target_met: rps_ratio >= RPS_RATIO_TARGET,
@@ -334,20 +329,14 @@ impl Report {
         };
         self.floor = match (self.target("hyper-audit"), self.target("nginx")) {
             (Some(f), Some(n)) => {
-                let rps_ratio = f.rps / n.rps.max(f64::MIN_POSITIVE);
-                let p99_ratio = match (&f.at_rate, &n.at_rate) {
-                    (Some(f), Some(n)) => Some(f.p99_us as f64 / n.p99_us.max(1) as f64),
-                    _ => None,
-                };
+                let rps_ratio = ratio_of_rates(f.rps, n.rps);
+                let p99_ratio = (f.at_rate.as_ref().zip(n.at_rate.as_ref()))
+                    .map(|(f, n)| ratio_of_p99s(f.p99_us, n.p99_us));
                 Some(FloorComparison {
                     rps_ratio,
-                    rps_ratio_rounds: paired(&f.rps_rounds, &n.rps_rounds, |f, n| {
-                        f / n.max(f64::MIN_POSITIVE)
-                    }),
+                    rps_ratio_rounds: paired(&f.rps_rounds, &n.rps_rounds, ratio_of_rates),
                     p99_ratio,
-                    warden_share: self
-                        .target("warden")
-                        .map(|w| w.rps / f.rps.max(f64::MIN_POSITIVE)),
+                    warden_share: self.target("warden").map(|w| ratio_of_rates(w.rps, f.rps)),
                     rps_within_target: rps_ratio >= RPS_RATIO_TARGET,
                     p99_within_target: p99_ratio.map(|r| r <= P99_RATIO_TARGET),
                 })
@@ -582,6 +571,16 @@ fn floor_line(f: &FloorComparison) -> String {
         );
     }
     line
+}
+
+/// One rate over another (a target's over nginx's).
+fn ratio_of_rates(rps: f64, of: f64) -> f64 {
+    rps / of.max(f64::MIN_POSITIVE)
+}
+
+/// One p99 over another (a target's over nginx's).
+fn ratio_of_p99s(p99_us: u64, of: u64) -> f64 {
+    p99_us as f64 / of.max(1) as f64
 }
 
 /// `ratio` of the figures of the same round, for the rounds both targets ran (a target that
