@@ -10,12 +10,12 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use crate::audit::event::AuditEvent;
-use crate::gateway::Gateway;
 use crate::protocol::UsageScanner;
+use crate::shared::Shared;
 
 /// Records the outcome of one response exactly once.
 pub struct Observer {
-    gw: Arc<Gateway>,
+    shared: Arc<Shared>,
     event: Option<AuditEvent>,
     started: Instant,
     scanner: Option<UsageScanner>,
@@ -25,14 +25,14 @@ pub struct Observer {
 impl Observer {
     /// `event` is the outcome record to complete; `model` labels token metrics.
     pub fn new(
-        gw: Arc<Gateway>,
+        shared: Arc<Shared>,
         event: AuditEvent,
         started: Instant,
         scanner: UsageScanner,
         model: Option<String>,
     ) -> Self {
         Observer {
-            gw,
+            shared,
             event: Some(event),
             started,
             scanner: Some(scanner),
@@ -68,14 +68,14 @@ impl Observer {
             ("output", usage.output_tokens),
         ] {
             if let Some(n) = n {
-                self.gw
+                self.shared
                     .metrics
                     .tokens
                     .with_label_values(&[&event.principal.id, model, kind])
                     .inc_by(n);
             }
         }
-        self.gw.audit.append_detached(event);
+        self.shared.audit.append_detached(event);
     }
 }
 

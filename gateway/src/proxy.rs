@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tracing::Instrument;
@@ -18,68 +19,91 @@ use crate::action::{Action, ActionContext, Principal, Resource, Verb};
 use crate::audit::event::{AuditEvent, AuditOutcome, AuditPrincipal, EventKind, Text, empty_text};
 use crate::config::DenyStyle;
 use crate::decision::Decision;
-use crate::gateway::Gateway;
 use crate::listener::ConnInfo;
 use crate::observe::{ObservedBody, Observer};
 use crate::protocol::{self, Interpreted, Protocol, Refusal};
 use crate::route::Route;
-use crate::runtime::Runtime;
 use crate::secrets::inject;
+use crate::shared::Shared;
+use crate::snapshot::Snapshot;
+use crate::upstream::config::UpstreamConfig;
 use crate::upstream::{UpstreamClient, UpstreamError};
 
 /// The body of every proxy response: a small complete body, or an upstream stream observed
 /// as it passes.
 pub type ProxyBody = Either<Full<Bytes>, ObservedBody>;
 
+/// The proxy's request handler for one worker thread, with that worker's own upstream
+/// connection pool (built here, so a bad `upstream:` setting fails the start).
+pub fn handler(
+    shared: &Arc<Shared>,
+    upstream: &UpstreamConfig,
+) -> Result<
+    impl Fn(Request<Incoming>, ConnInfo) -> BoxedResponse + Clone + Send + Sync + 'static,
+    UpstreamError,
+> {
+    // Shared by reference count: a request holds a pointer, not a copy of the client.
+    let client = Arc::new(UpstreamClient::new(upstream)?);
+    let shared = Arc::clone(shared);
+    Ok(move |req, conn| -> BoxedResponse {
+        Box::pin(handle(Arc::clone(&shared), Arc::clone(&client), req, conn))
+    })
+}
+
+/// The future of one request's response. Boxed: the request path's future is large, and
+/// hyper moves a service's future into its dispatcher on every request; a box moves as one
+/// pointer.
+pub type BoxedResponse = Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>>;
+
 /// Handles one agent request; `upstream` is the calling worker's connection pool.
 pub async fn handle(
-    gw: Arc<Gateway>,
+    shared: Arc<Shared>,
     upstream: Arc<UpstreamClient>,
     req: Request<Incoming>,
     conn: ConnInfo,
 ) -> Response<ProxyBody> {
-    let rt = gw.runtime.load_full();
-    let mut ex = Exchange::new(&conn, rt.config.log.access);
-    gw.metrics.in_flight.inc();
+    let snap = shared.snapshot.load_full();
+    let mut ex = Exchange::new(&conn, snap.config.log.access);
+    shared.metrics.in_flight.inc();
     // A debug-level span: at `info` it costs nothing; with `warden=debug` every line logged
     // during the request carries its request id and principal.
     let span = tracing::debug_span!("request", request_id = %ex.request_id, principal = tracing::field::Empty);
-    let result = walk(&gw, &upstream, &rt, &mut ex, req)
+    let result = walk(&shared, &upstream, &snap, &mut ex, req)
         .instrument(span)
         .await;
-    let response = ex.finish(&gw, result);
-    gw.metrics.in_flight.dec();
+    let response = ex.finish(&shared, result);
+    shared.metrics.in_flight.dec();
     response
 }
 
 async fn walk(
-    gw: &Arc<Gateway>,
+    shared: &Arc<Shared>,
     upstream: &UpstreamClient,
-    rt: &Runtime,
+    snap: &Snapshot,
     ex: &mut Exchange,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Rejection> {
-    let route = route(rt, ex, req.uri().path())?;
-    let principal = identify(gw, rt, ex, &req).await?;
+    let route = route(snap, ex, req.uri().path())?;
+    let principal = identify(shared, snap, ex, &req).await?;
     let (mut parts, body) = req.into_parts();
-    let body = read_body(body, &parts.headers, rt.config.limits.max_request_bytes).await?;
+    let body = read_body(body, &parts.headers, snap.config.limits.max_request_bytes).await?;
     let rest = &parts.uri.path()[route.prefix.len()..];
     let meaning = interpret(&route, &parts, rest, &body)?;
     let action = action(&route, principal, &meaning, ex);
-    let decision = decide(gw, rt, &action);
-    record_decision(gw, rt, ex, &decision, &body).await?;
+    let decision = decide(shared, snap, &action);
+    record_decision(shared, snap, ex, &decision, &body).await?;
     if !matches!(decision, Decision::Allow { .. }) {
-        return Ok(refuse(gw, ex, &route, &meaning, &decision));
+        return Ok(refuse(shared, ex, &route, &meaning, &decision));
     }
     let headers = std::mem::take(&mut parts.headers);
     let upstream_req = credential(&route, &parts, headers, rest, body)?;
-    let upstream_resp = forward(gw, ex, &route, upstream.send(upstream_req)).await?;
-    Ok(observe(gw, ex, &route, &meaning, upstream_resp))
+    let upstream_resp = forward(shared, ex, &route, upstream.send(upstream_req)).await?;
+    Ok(observe(shared, ex, &route, &meaning, upstream_resp))
 }
 
 /// Route: the longest matching path prefix.
-fn route(rt: &Runtime, ex: &mut Exchange, path: &str) -> Result<Arc<Route>, Rejection> {
-    let (route, _) = rt.routes.find(path).ok_or_else(|| {
+fn route(snap: &Snapshot, ex: &mut Exchange, path: &str) -> Result<Arc<Route>, Rejection> {
+    let (route, _) = snap.routes.find(path).ok_or_else(|| {
         Rejection::new(
             StatusCode::NOT_FOUND,
             "no_route",
@@ -92,19 +116,20 @@ fn route(rt: &Runtime, ex: &mut Exchange, path: &str) -> Result<Arc<Route>, Reje
 
 /// Identify: the agent behind the credential.
 async fn identify(
-    gw: &Gateway,
-    rt: &Runtime,
+    shared: &Shared,
+    snap: &Snapshot,
     ex: &mut Exchange,
     req: &Request<Incoming>,
 ) -> Result<Arc<Principal>, Rejection> {
-    match rt.identity.identify(req.headers()).await {
+    match snap.identity.identify(req.headers()).await {
         Ok(p) => {
             tracing::Span::current().record("principal", &*p.id);
             ex.principal = Some(p.clone());
             Ok(p)
         }
         Err(e) => {
-            gw.metrics
+            shared
+                .metrics
                 .auth_failures
                 .with_label_values(&[e.code()])
                 .inc();
@@ -203,17 +228,20 @@ fn action(
 }
 
 /// Decide: Cedar's verdict.
-fn decide(gw: &Gateway, rt: &Runtime, action: &Action) -> Decision {
+fn decide(shared: &Shared, snap: &Snapshot, action: &Action) -> Decision {
     let t = Instant::now();
-    let decision = rt.policy.decide(action);
-    gw.metrics.policy_seconds.observe(t.elapsed().as_secs_f64());
+    let decision = snap.policy.decide(action);
+    shared
+        .metrics
+        .policy_seconds
+        .observe(t.elapsed().as_secs_f64());
     decision
 }
 
 /// Record: the decision is durably in the audit log before anything goes upstream.
 async fn record_decision(
-    gw: &Gateway,
-    rt: &Runtime,
+    shared: &Shared,
+    snap: &Snapshot,
     ex: &mut Exchange,
     decision: &Decision,
     body: &[u8],
@@ -223,18 +251,19 @@ async fn record_decision(
     event.decision = decision.label().into();
     event.policies = decision.policy_ids();
     event.reasons = reasons(decision);
-    if rt.config.audit.record_content {
+    if snap.config.audit.record_content {
         event.content = serde_json::from_slice(body).ok();
     }
     let t = Instant::now();
-    let appended = gw.audit.append(event).await;
-    gw.metrics
+    let appended = shared.audit.append(event).await;
+    shared
+        .metrics
         .audit_wait_seconds
         .observe(t.elapsed().as_secs_f64());
     if let Err(e) = appended {
-        gw.metrics.audit_failures.inc();
+        shared.metrics.audit_failures.inc();
         tracing::error!(request_id = %ex.request_id, error = %e, "audit append failed");
-        if rt.config.audit.fail_closed {
+        if snap.config.audit.fail_closed {
             return Err(Rejection::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "audit_unavailable",
@@ -273,7 +302,7 @@ fn reasons(decision: &Decision) -> Vec<String> {
 
 /// A refusal in the protocol's own shape: a completion that explains itself, or an HTTP error.
 fn refuse(
-    gw: &Gateway,
+    shared: &Shared,
     ex: &mut Exchange,
     route: &Route,
     meaning: &Interpreted,
@@ -310,7 +339,7 @@ fn refuse(
         latency_ms: ex.elapsed_ms(),
         ..Default::default()
     });
-    gw.audit.append_detached(event);
+    shared.audit.append_detached(event);
     response.map(Either::Left)
 }
 
@@ -343,7 +372,7 @@ fn credential(
 /// Forward: the request goes upstream over the pooled client (`call`, from
 /// [`UpstreamClient::send`]); wait for the response headers.
 async fn forward(
-    gw: &Gateway,
+    shared: &Shared,
     ex: &mut Exchange,
     route: &Route,
     call: impl Future<Output = Result<Response<Incoming>, UpstreamError>>,
@@ -352,7 +381,8 @@ async fn forward(
     let result = call.await;
     let secs = t.elapsed().as_secs_f64();
     ex.upstream_ms = Some(secs * 1000.0);
-    gw.metrics
+    shared
+        .metrics
         .upstream_seconds
         .with_label_values(&[&route.name])
         .observe(secs);
@@ -363,7 +393,7 @@ async fn forward(
 
 /// Observe: stream the response through, reading usage, and record the outcome at its end.
 fn observe(
-    gw: &Arc<Gateway>,
+    shared: &Arc<Shared>,
     ex: &mut Exchange,
     route: &Route,
     meaning: &Interpreted,
@@ -382,7 +412,7 @@ fn observe(
         ..Default::default()
     });
     let observer = Observer::new(
-        gw.clone(),
+        shared.clone(),
         event,
         ex.started,
         protocol::UsageScanner::new(route.protocol, event_stream),
@@ -522,7 +552,7 @@ impl Exchange {
     /// Answers a rejection, records it, counts the request, logs it.
     fn finish(
         mut self,
-        gw: &Gateway,
+        shared: &Shared,
         result: Result<Response<ProxyBody>, Rejection>,
     ) -> Response<ProxyBody> {
         let mut response = match result {
@@ -548,7 +578,7 @@ impl Exchange {
                         event.decision = "rejected".into();
                         event.reasons = vec![rej.message.clone()];
                     }
-                    gw.audit.append_detached(event);
+                    shared.audit.append_detached(event);
                 }
                 let protocol = self.route.as_ref().map_or(Protocol::Openai, |r| r.protocol);
                 protocol::error_response(protocol, rej.status, rej.code, &rej.message)
@@ -571,12 +601,14 @@ impl Exchange {
         let route = self.route.as_ref().map_or("none", |r| &r.name);
         let decision = self.decision.unwrap_or("none");
         let status = response.status();
-        gw.metrics
+        shared
+            .metrics
             .requests
             .with_label_values(&[route, decision, status.as_str()])
             .inc();
         let secs = self.started.elapsed().as_secs_f64();
-        gw.metrics
+        shared
+            .metrics
             .request_seconds
             .with_label_values(&[route])
             .observe(secs);

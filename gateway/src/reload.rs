@@ -8,30 +8,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::audit::event::{AuditEvent, EventKind};
 use crate::config::Config;
 use crate::config::error::{ConfigError, ConfigErrors};
 use crate::config::load::load_file;
 use crate::config::validate::validate;
-use crate::gateway::Gateway;
-use crate::runtime::{Runtime, RuntimeError};
+use crate::listener::Shutdown;
+use crate::shared::Shared;
+use crate::snapshot::{Snapshot, SnapshotError};
 
 /// How long file events are gathered before one reload (editors write in several steps).
 const DEBOUNCE: Duration = Duration::from_millis(250);
 
 /// Starts the reload task: SIGHUP and changes to the config file or the policy directory.
 pub fn spawn(
-    gw: Arc<Gateway>,
+    shared: Arc<Shared>,
     config_path: Option<PathBuf>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let (tx, mut rx) = mpsc::channel::<()>(1);
     let relevant = Arc::new(std::sync::Mutex::new(Relevant::new(
         config_path.as_deref(),
-        &gw.runtime.load().config.policy.dir,
+        &shared.snapshot.load().config.policy.dir,
     )));
     let in_callback = relevant.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -46,9 +47,11 @@ pub fn spawn(
     let mut watched = watch_paths(
         &mut watcher,
         config_path.as_deref(),
-        &gw.runtime.load().config.policy.dir,
+        &shared.snapshot.load().config.policy.dir,
     );
     tokio::spawn(async move {
+        let stop = shutdown.requested();
+        tokio::pin!(stop);
         loop {
             tokio::select! {
                 _ = hup.recv() => tracing::info!("SIGHUP: reloading configuration and policies"),
@@ -57,9 +60,9 @@ pub fn spawn(
                     while rx.try_recv().is_ok() {}
                     tracing::info!("configuration or policy files changed: reloading");
                 }
-                _ = shutdown.changed() => break,
+                () = &mut stop => break,
             }
-            if let Ok(policy_dir) = apply(&gw, config_path.as_deref()).await
+            if let Ok(policy_dir) = apply(&shared, config_path.as_deref()).await
                 && policy_dir != watched
             {
                 let _ = watcher.unwatch(&absolute(&watched));
@@ -174,9 +177,9 @@ fn watch_paths(
     policy_dir.to_path_buf()
 }
 
-/// Builds a new runtime from the files and swaps it in. Returns the policy dir in effect.
-pub async fn apply(gw: &Gateway, config_path: Option<&Path>) -> Result<PathBuf, RuntimeError> {
-    let current = gw.runtime.load_full();
+/// Builds a new snapshot from the files and swaps it in. Returns the policy dir in effect.
+pub async fn apply(shared: &Shared, config_path: Option<&Path>) -> Result<PathBuf, SnapshotError> {
+    let current = shared.snapshot.load_full();
     let result = async {
         let mut config = match config_path {
             Some(path) => load_file(path)?,
@@ -184,29 +187,29 @@ pub async fn apply(gw: &Gateway, config_path: Option<&Path>) -> Result<PathBuf, 
         };
         keep_restart_only_settings(&current.config, &mut config);
         check_as_it_will_run(&config, config_path)?;
-        Runtime::build(config, Some(&current)).await
+        Snapshot::build(config, Some(&current)).await
     }
     .await;
     let mut event = AuditEvent::now(EventKind::System);
     match result {
-        Ok(runtime) => {
-            let dir = runtime.config.policy.dir.clone();
-            let policies = runtime.policy.policy_count();
-            gw.runtime.store(Arc::new(runtime));
-            gw.metrics.reloads.with_label_values(&["ok"]).inc();
+        Ok(snapshot) => {
+            let dir = snapshot.config.policy.dir.clone();
+            let policies = snapshot.policy.policy_count();
+            shared.snapshot.store(Arc::new(snapshot));
+            shared.metrics.reloads.with_label_values(&["ok"]).inc();
             tracing::info!(policies, "reload applied");
             event.detail = Some(
                 serde_json::json!({ "event": "reload", "result": "applied", "policies": policies }),
             );
-            gw.audit.append_detached(event);
+            shared.audit.append_detached(event);
             Ok(dir)
         }
         Err(e) => {
-            gw.metrics.reloads.with_label_values(&["error"]).inc();
+            shared.metrics.reloads.with_label_values(&["error"]).inc();
             tracing::error!(error = %e, "reload refused; the running configuration and policies stay in effect");
             event.reasons = vec![e.to_string()];
             event.detail = Some(serde_json::json!({ "event": "reload", "result": "refused" }));
-            gw.audit.append_detached(event);
+            shared.audit.append_detached(event);
             Err(e)
         }
     }

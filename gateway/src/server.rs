@@ -4,30 +4,29 @@ use std::path::PathBuf;
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
 
 use crate::audit::AuditLog;
 use crate::audit::event::{AuditEvent, EventKind};
 use crate::config::Config;
-use crate::gateway::Gateway;
-use crate::listener::{self, ServerTls};
+use crate::listener::workers::{self, WorkerError};
+use crate::listener::{self, ServerTls, shutdown_signal};
 use crate::reload;
-use crate::runtime::{Runtime, RuntimeError};
+use crate::shared::Shared;
+use crate::snapshot::{Snapshot, SnapshotError};
 use crate::telemetry::metrics::Metrics;
-use crate::workers;
 
 /// Why the gateway could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
-    Runtime(#[from] RuntimeError),
+    Snapshot(#[from] SnapshotError),
     #[error("cannot open the audit log in {dir}: {source}")]
     Audit {
         dir: PathBuf,
         source: crate::audit::AuditError,
     },
     #[error(transparent)]
-    Workers(#[from] crate::workers::WorkerError),
+    Workers(#[from] WorkerError),
     #[error("cannot load TLS for the {listener} listener: {source}")]
     Tls {
         listener: &'static str,
@@ -85,18 +84,18 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     let listen = config.listen.clone();
     let upstream = config.upstream.clone();
     let workers = workers::count(config.runtime.worker_threads);
-    let runtime = Runtime::build(config, None).await?;
-    for route in runtime.routes.iter() {
+    let snapshot = Snapshot::build(config, None).await?;
+    for route in snapshot.routes.iter() {
         if let Err(e) = &route.credential {
             tracing::warn!(route = %route.name, error = %e, "route has no upstream credential; its requests will be refused with 503 until it is configured");
         }
     }
-    let policy_count = runtime.policy.policy_count();
+    let policy_count = snapshot.policy.policy_count();
     let metrics = Metrics::new();
     metrics.register(audit.stats().collectors());
-    let gw = Gateway::new(runtime, audit, metrics);
+    let shared = Shared::new(snapshot, audit, metrics);
 
-    let proxy_listeners = workers::bind(listen.proxy, workers)?;
+    let proxy_listeners = workers::bind("proxy", listen.proxy, workers)?;
     let admin_listener =
         TcpListener::bind(listen.admin)
             .await
@@ -105,27 +104,27 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
                 addr: listen.admin,
                 source,
             })?;
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (stop, shutdown) = shutdown_signal();
     for tls in [&proxy_tls, &admin_tls].into_iter().flatten() {
-        tls.spawn_reloader(shutdown_signal(shutdown_rx.clone()));
+        tls.spawn_reloader(shutdown.clone().requested());
     }
-    reload::spawn(gw.clone(), config_path, shutdown_rx.clone()).map_err(ServeError::Signals)?;
+    reload::spawn(shared.clone(), config_path, shutdown.clone()).map_err(ServeError::Signals)?;
 
     let mut start = AuditEvent::now(EventKind::System);
     start.detail = Some(
         serde_json::json!({ "event": "start", "version": env!("CARGO_PKG_VERSION"), "policies": policy_count }),
     );
-    gw.audit.append_detached(start);
+    shared.audit.append_detached(start);
     let proxy = workers::spawn(
-        &gw,
+        "warden-worker",
         proxy_listeners,
         proxy_tls.clone(),
-        &upstream,
-        &shutdown_rx,
+        |_worker| crate::proxy::handler(&shared, &upstream),
+        &shutdown,
         listen.shutdown_grace,
     )?;
     tracing::info!(proxy = %listen.proxy, admin = %listen.admin, tls = proxy_tls.is_some(), workers, policies = policy_count, "warden listening");
-    let admin_router = crate::admin::router(gw.clone());
+    let admin_router = crate::admin::router(shared.clone());
     let admin = tokio::spawn(listener::serve(
         admin_listener,
         admin_tls,
@@ -139,32 +138,27 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
                 }
             }
         },
-        shutdown_signal(shutdown_rx.clone()),
+        shutdown.requested(),
         listen.shutdown_grace,
     ));
-    gw.set_ready(true);
+    shared.set_ready(true);
 
     wait_for_termination().await.map_err(ServeError::Signals)?;
     tracing::info!(grace = ?listen.shutdown_grace, "shutting down: finishing in-flight requests");
-    gw.set_ready(false);
-    let _ = shutdown_tx.send(true);
+    shared.set_ready(false);
+    stop.trigger();
     proxy.join().await;
     if let Err(e) = admin.await {
         tracing::error!(error = %e, "admin listener task failed");
     }
     let mut stop = AuditEvent::now(EventKind::System);
     stop.detail = Some(serde_json::json!({ "event": "stop" }));
-    gw.audit.append_detached(stop);
-    if let Err(e) = gw.audit.close().await {
+    shared.audit.append_detached(stop);
+    if let Err(e) = shared.audit.close().await {
         tracing::error!(error = %e, "audit log did not close cleanly");
     }
     tracing::info!("warden stopped");
     Ok(())
-}
-
-/// Resolves when the shutdown flag is raised.
-pub async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 async fn wait_for_termination() -> std::io::Result<()> {

@@ -219,13 +219,8 @@ fn serve_bare_proxy(addr: SocketAddr, upstream: SocketAddr, audit: Option<&Path>
                 .with_context(|| format!("opening the bare proxy's audit log in {}", dir.display()))
         })
         .transpose()?;
-    let runtime = match &audit {
-        Some(log) => ::warden::workers::worker_runtime(log.register_producer()),
-        None => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-    }
-    .context("starting the bare proxy's runtime")?;
+    let runtime = ::warden::listener::workers::worker_runtime()
+        .context("starting the bare proxy's runtime")?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

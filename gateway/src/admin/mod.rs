@@ -7,16 +7,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::sync::Arc;
 
-use crate::gateway::Gateway;
+use crate::shared::Shared;
 
 /// The admin API.
-pub fn router(gw: Arc<Gateway>) -> Router {
+pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/.well-known/jwks.json", get(jwks))
-        .with_state(gw)
+        .with_state(shared)
 }
 
 /// Liveness: the process answers.
@@ -27,15 +27,15 @@ async fn healthz() -> &'static str {
 /// Readiness: configuration, policies and the audit log are loaded, the gateway is not
 /// shutting down, and, with `audit.fail_closed`, the audit log can be written (else every
 /// request would be refused: a load balancer should send agents to another replica).
-async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
-    if !gw.is_ready() {
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    if !shared.is_ready() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: starting or shutting down\n",
         )
             .into_response();
     }
-    if !gw.audit.is_writable() && gw.runtime.load().config.audit.fail_closed {
+    if !shared.audit.is_writable() && shared.snapshot.load().config.audit.fail_closed {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: the audit log cannot be written, so requests are refused \
@@ -47,17 +47,17 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
 }
 
 /// Prometheus text exposition.
-async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        gw.metrics.render(),
+        shared.metrics.render(),
     )
         .into_response()
 }
 
 /// The public keys of Warden's own agent tokens (JWK Set), for services that verify them.
-async fn jwks(State(gw): State<Arc<Gateway>>) -> Response {
-    match gw.runtime.load().identity.token_issuer() {
+async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.snapshot.load().identity.token_issuer() {
         Some(issuer) => axum::Json(issuer.jwks()).into_response(),
         None => (
             StatusCode::NOT_FOUND,
@@ -74,14 +74,14 @@ mod tests {
     use crate::audit::event::{AuditEvent, EventKind};
     use crate::audit::faults::Faults;
     use crate::config::Config;
-    use crate::runtime::Runtime;
+    use crate::snapshot::Snapshot;
     use crate::telemetry::metrics::Metrics;
     use std::sync::atomic::Ordering;
     use std::time::{Duration, Instant};
     use tower::ServiceExt;
 
     /// A ready gateway on the embedded defaults whose audit log fails when `faults` say so.
-    async fn gateway(fail_closed: bool) -> (tempfile::TempDir, Arc<Gateway>, Arc<Faults>) {
+    async fn gateway(fail_closed: bool) -> (tempfile::TempDir, Arc<Shared>, Arc<Faults>) {
         let tmp = tempfile::tempdir().unwrap();
         let mut config = Config {
             data_dir: tmp.path().to_path_buf(),
@@ -92,17 +92,17 @@ mod tests {
         let faults = Arc::new(Faults::default());
         let audit =
             AuditLog::open_with(&tmp.path().join("audit"), &config.audit, faults.clone()).unwrap();
-        let runtime = Runtime::build(config, None).await.unwrap();
-        let gw = Gateway::new(runtime, audit, Metrics::new());
-        gw.set_ready(true);
-        (tmp, gw, faults)
+        let snapshot = Snapshot::build(config, None).await.unwrap();
+        let shared = Shared::new(snapshot, audit, Metrics::new());
+        shared.set_ready(true);
+        (tmp, shared, faults)
     }
 
-    async fn readyz(gw: &Arc<Gateway>) -> (StatusCode, String) {
+    async fn readyz(shared: &Arc<Shared>) -> (StatusCode, String) {
         let req = axum::http::Request::get("/readyz")
             .body(axum::body::Body::empty())
             .unwrap();
-        let resp = router(gw.clone()).oneshot(req).await.unwrap();
+        let resp = router(shared.clone()).oneshot(req).await.unwrap();
         let status = resp.status();
         let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
         (status, String::from_utf8(body.to_vec()).unwrap())
@@ -114,38 +114,38 @@ mod tests {
 
     #[tokio::test]
     async fn readiness_follows_the_audit_log_when_it_fails_closed() {
-        let (_tmp, gw, faults) = gateway(true).await;
-        assert_eq!(readyz(&gw).await.0, StatusCode::OK);
+        let (_tmp, shared, faults) = gateway(true).await;
+        assert_eq!(readyz(&shared).await.0, StatusCode::OK);
 
         faults.failed_syncs.store(1, Ordering::SeqCst);
-        assert!(gw.audit.append(decision()).await.is_err());
-        let (status, body) = readyz(&gw).await;
+        assert!(shared.audit.append(decision()).await.is_err());
+        let (status, body) = readyz(&shared).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.contains("audit log cannot be written"), "{body}");
 
         // No traffic comes (the load balancer took the replica out): the writer retries on
         // its own, and readiness comes back.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while readyz(&gw).await.0 != StatusCode::OK {
+        while readyz(&shared).await.0 != StatusCode::OK {
             assert!(Instant::now() < deadline, "readiness did not come back");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(gw.audit.append(decision()).await.is_ok());
+        assert!(shared.audit.append(decision()).await.is_ok());
 
-        gw.set_ready(false);
-        let (status, body) = readyz(&gw).await;
+        shared.set_ready(false);
+        let (status, body) = readyz(&shared).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.contains("shutting down"), "{body}");
-        gw.audit.close().await.unwrap();
+        shared.audit.close().await.unwrap();
     }
 
     #[tokio::test]
     async fn a_failing_audit_log_does_not_affect_readiness_when_it_fails_open() {
-        let (_tmp, gw, faults) = gateway(false).await;
+        let (_tmp, shared, faults) = gateway(false).await;
         faults.failed_syncs.store(1, Ordering::SeqCst);
-        assert!(gw.audit.append(decision()).await.is_err());
-        assert!(!gw.audit.is_writable());
-        assert_eq!(readyz(&gw).await.0, StatusCode::OK);
-        gw.audit.close().await.unwrap();
+        assert!(shared.audit.append(decision()).await.is_err());
+        assert!(!shared.audit.is_writable());
+        assert_eq!(readyz(&shared).await.0, StatusCode::OK);
+        shared.audit.close().await.unwrap();
     }
 }

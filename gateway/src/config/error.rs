@@ -58,3 +58,12 @@ impl ConfigErrors {
         }])
     }
 }
+
+/// The message of a YAML error without its location (which we print ourselves).
+pub fn saphyr_message(e: &serde_saphyr::Error) -> String {
+    let text = e.without_snippet().to_string();
+    match text.find(" at line ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}

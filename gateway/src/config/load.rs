@@ -4,7 +4,7 @@
 use serde::de::DeserializeOwned;
 use std::path::Path;
 
-use super::error::{ConfigError, ConfigErrors};
+use super::error::{ConfigError, ConfigErrors, saphyr_message};
 use super::locate::{Source, join_key};
 use super::{Config, RouteConfig};
 
@@ -190,15 +190,6 @@ fn routes(
         out.extend(route);
     }
     out
-}
-
-/// The message of a YAML error without its location (which we print ourselves).
-pub fn saphyr_message(e: &serde_saphyr::Error) -> String {
-    let text = e.without_snippet().to_string();
-    match text.find(" at line ") {
-        Some(i) => text[..i].to_string(),
-        None => text,
-    }
 }
 
 #[cfg(test)]

@@ -40,12 +40,12 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     }
 
     let threads = config.runtime.worker_threads;
-    if threads > super::RuntimeConfig::MAX_WORKER_THREADS {
+    if threads > super::WorkersConfig::MAX_WORKER_THREADS {
         err(
             "runtime.worker_threads",
             format!(
                 "{threads} worker threads is more than the {} allowed; use 0 for one per CPU core",
-                super::RuntimeConfig::MAX_WORKER_THREADS
+                super::WorkersConfig::MAX_WORKER_THREADS
             ),
         );
     }

@@ -4,9 +4,12 @@
 //! [`serve`] is the one entry point; [`ServerTls`] holds the reloadable TLS configuration.
 
 mod client_identity;
+pub mod config;
 mod preface_deadline;
 mod serve;
+mod shutdown;
 mod tls;
+pub mod workers;
 
 #[cfg(test)]
 pub(crate) mod test_pki;
@@ -17,6 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use serve::{HANDSHAKE_TIMEOUT, HEADER_READ_TIMEOUT, serve};
+pub use shutdown::{Shutdown, ShutdownTrigger, shutdown_signal};
 pub use tls::{ServerTls, TlsError};
 
 pub(crate) use tls::read_certificates;

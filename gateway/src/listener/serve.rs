@@ -210,9 +210,7 @@ async fn serve_http<I, H, F, B>(
 {
     let peer = info.peer;
     let service = hyper::service::service_fn(move |request| {
-        // Boxed: the request-path future is large, and hyper moves the service's future into
-        // its dispatcher on every request; a box moves as one pointer.
-        let response = Box::pin(handler(request, info.clone()));
+        let response = handler(request, info.clone());
         async move { Ok::<_, Infallible>(response.await) }
     });
     let io = TokioIo::new(Box::pin(PrefaceDeadline::new(io, HANDSHAKE_TIMEOUT)));

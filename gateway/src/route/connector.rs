@@ -143,7 +143,7 @@ impl Connectors {
                 file: Some(file.into()),
                 line: e.location().map(|l| l.line() as usize),
                 key: String::new(),
-                message: crate::config::load::saphyr_message(&e),
+                message: crate::config::error::saphyr_message(&e),
             }),
         }
     }

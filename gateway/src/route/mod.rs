@@ -1,5 +1,6 @@
 //! Route: which upstream a request path goes to.
 
+pub mod config;
 pub mod connector;
 
 use std::sync::Arc;

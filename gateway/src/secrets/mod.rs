@@ -1,22 +1,14 @@
 //! Credential: the agent's credential never leaves Warden; the upstream's is injected.
 
+pub mod config;
 pub mod inject;
 
 use http::{HeaderName, HeaderValue};
-use serde::Deserialize;
 use std::path::PathBuf;
 
-use crate::route::connector::CredentialInjection;
+pub use config::CredentialSource;
 
-/// Where an upstream credential is read from.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum CredentialSource {
-    /// An environment variable of the Warden process.
-    Env(String),
-    /// A file whose content (trimmed) is the secret; re-read on reload.
-    File(PathBuf),
-}
+use crate::route::connector::CredentialInjection;
 
 /// Why a route has no usable upstream credential. Never contains the secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

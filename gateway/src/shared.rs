@@ -5,24 +5,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::audit::AuditLog;
-use crate::runtime::Runtime;
+use crate::snapshot::Snapshot;
 use crate::telemetry::metrics::Metrics;
 
-/// State shared by the proxy workers and the admin listener. Each worker has its own
+/// What every request and the admin listener share for the life of the process. Each worker has its own
 /// upstream connection pool (`workers.rs`).
-pub struct Gateway {
+pub struct Shared {
     /// The current configuration, routes, policies and identity; swapped on reload.
-    pub runtime: ArcSwap<Runtime>,
+    pub snapshot: ArcSwap<Snapshot>,
     pub audit: AuditLog,
     pub metrics: Metrics,
     ready: AtomicBool,
 }
 
-impl Gateway {
-    /// Assembles the gateway; it reports ready once [`Gateway::set_ready`] is called.
-    pub fn new(runtime: Runtime, audit: AuditLog, metrics: Metrics) -> Arc<Gateway> {
-        Arc::new(Gateway {
-            runtime: ArcSwap::from_pointee(runtime),
+impl Shared {
+    /// Assembles the shared state; it reports ready once [`Shared::set_ready`] is called.
+    pub fn new(snapshot: Snapshot, audit: AuditLog, metrics: Metrics) -> Arc<Shared> {
+        Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
             audit,
             metrics,
             ready: AtomicBool::new(false),

@@ -1,5 +1,5 @@
 //! The reloadable part of the gateway: configuration, routes, policies, identity. A reload
-//! builds a complete new [`Runtime`] and swaps it in atomically; an invalid one never replaces
+//! builds a complete new [`Snapshot`] and swaps it in atomically; an invalid one never replaces
 //! the running one.
 
 use std::path::{Path, PathBuf};
@@ -12,16 +12,16 @@ use crate::policy::{PolicyEngine, PolicyErrors};
 use crate::route::RouteTable;
 
 /// One consistent snapshot of everything a request consults.
-pub struct Runtime {
+pub struct Snapshot {
     pub config: Arc<Config>,
     pub routes: RouteTable,
     pub policy: Arc<PolicyEngine>,
     pub identity: Arc<Identifier>,
 }
 
-/// Why a runtime could not be built.
+/// Why a snapshot could not be built.
 #[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
+pub enum SnapshotError {
     #[error("configuration is invalid:\n{0}")]
     Config(#[from] ConfigErrors),
     #[error("policies in {dir} are invalid:\n{errors}")]
@@ -30,13 +30,13 @@ pub enum RuntimeError {
     Identity(#[from] IdentityError),
 }
 
-impl Runtime {
-    /// Builds a runtime from `config`, reusing `previous`'s identity (and its key and token
+impl Snapshot {
+    /// Builds a snapshot from `config`, reusing `previous`'s identity (and its key and token
     /// caches) when the identity settings did not change.
     pub async fn build(
         config: Config,
-        previous: Option<&Runtime>,
-    ) -> Result<Runtime, RuntimeError> {
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, SnapshotError> {
         let routes = RouteTable::build(&config)?;
         let policy = load_policies(&config.policy.dir)?;
         let identity = match previous {
@@ -47,7 +47,7 @@ impl Runtime {
             }
             _ => Arc::new(Identifier::new(&config.identity, &config.data_dir).await?),
         };
-        Ok(Runtime {
+        Ok(Snapshot {
             config: Arc::new(config),
             routes,
             policy,
@@ -57,10 +57,10 @@ impl Runtime {
 }
 
 /// Loads and validates the policy set in `dir`.
-pub fn load_policies(dir: &Path) -> Result<Arc<PolicyEngine>, RuntimeError> {
+pub fn load_policies(dir: &Path) -> Result<Arc<PolicyEngine>, SnapshotError> {
     PolicyEngine::load(dir)
         .map(Arc::new)
-        .map_err(|errors| RuntimeError::Policy {
+        .map_err(|errors| SnapshotError::Policy {
             dir: dir.into(),
             errors,
         })

@@ -1,0 +1,34 @@
+//! `upstream:` how Warden connects to the services behind it.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `upstream:` how Warden talks to providers.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Extra CA bundle (PEM) trusted for upstream TLS, besides the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Trust only `ca_file`, not the system roots.
+    pub ca_only: bool,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Longest wait for the upstream's response headers.
+    #[serde(with = "humantime_serde")]
+    pub response_timeout: Duration,
+    /// Idle pooled connections kept per upstream host.
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            ca_file: None,
+            ca_only: false,
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(300),
+            pool_max_idle_per_host: 64,
+        }
+    }
+}
