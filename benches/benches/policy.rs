@@ -6,7 +6,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
-use warden::action::{Action, ActionContext, Principal, PrincipalKind, Resource, Verb};
+use warden::action::{
+    Action, ActionContext, Facts, Findings, LlmFacts, Principal, PrincipalKind, Resource, Verb,
+};
 use warden::policy::PolicyEngine;
 
 fn chat_action() -> Action {
@@ -19,6 +21,7 @@ fn chat_action() -> Action {
         environment: Some(Arc::from("prod")),
         scopes: vec![Arc::from("llm:chat")],
         groups: vec![Arc::from("default")],
+        client_certificate: None,
         expires_at: None,
     };
     Action {
@@ -30,13 +33,17 @@ fn chat_action() -> Action {
         },
         context: ActionContext {
             route: Arc::from("openai"),
-            stream: true,
-            max_tokens: Some(1024),
-            tools: vec!["exec".into(), "read".into(), "web_fetch".into()],
-            input_tokens: 250,
             time: SystemTime::now(),
             source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             tls: false,
+            client_certificate: None,
+            findings: Findings::none(),
+            facts: Facts::Llm(LlmFacts {
+                stream: true,
+                max_tokens: Some(1024),
+                tools: vec!["exec".into(), "read".into(), "web_fetch".into()],
+                input_tokens: 250,
+            }),
         },
     }
 }

@@ -1,6 +1,10 @@
 //! The words every stage shares: who asks ([`Principal`]), to do what ([`Verb`]), on what
 //! ([`Resource`]), in which circumstances ([`ActionContext`]). Interpret builds an [`Action`],
-//! decide judges it, record writes it down.
+//! inspect adds its findings, decide judges it, record writes it down.
+//!
+//! These types carry the whole Cedar model of `policies/schema.cedarschema`: LLM calls, MCP
+//! tool calls, REST operations, egress, tool calls a model proposes, secrets and approvals,
+//! whether or not a protocol produces each of them yet.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -41,7 +45,7 @@ pub struct Principal {
     pub kind: PrincipalKind,
     /// Stable identifier: the Cedar entity id (`Agent::"<id>"`).
     pub id: Arc<str>,
-    /// Issuer that vouched for this principal (`iss` claim, or `warden`).
+    /// Issuer that vouched for this principal (`iss` claim, `warden`, or `mtls`).
     pub issuer: Arc<str>,
     /// Fleet the agent belongs to.
     pub fleet: Option<Arc<str>>,
@@ -53,6 +57,10 @@ pub struct Principal {
     pub scopes: Vec<Arc<str>>,
     /// Groups: Cedar parents (`AgentGroup` for agents, `Group` for users).
     pub groups: Vec<Arc<str>>,
+    /// The identity of the verified client certificate the request came with, when
+    /// `identity.client_certificate` makes it a principal attribute (Cedar
+    /// `principal.client_certificate`).
+    pub client_certificate: Option<Arc<str>>,
     /// When the credential that proved this identity stops being valid (unix seconds).
     pub expires_at: Option<u64>,
 }
@@ -69,30 +77,102 @@ impl Principal {
             environment: None,
             scopes: Vec::new(),
             groups: Vec::new(),
+            client_certificate: None,
             expires_at: None,
         }
     }
 }
 
 /// What a principal wants to do: the Cedar action id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Verb {
-    /// A chat / completion / messages / generateContent call.
+    /// A chat / completion / messages / generateContent call: `llm:chat`.
     LlmChat,
-    /// An embeddings call.
+    /// An embeddings call: `llm:embed`.
     LlmEmbed,
-    /// Listing or describing models.
+    /// Listing a provider's models or describing one: `llm:models`.
     LlmModels,
+    /// MCP `tools/list`: `mcp:list_tools`.
+    McpListTools,
+    /// MCP `tools/call`: `mcp:call_tool`.
+    McpCallTool,
+    /// MCP `resources/read`: `mcp:read_resource`.
+    McpReadResource,
+    /// MCP `prompts/get`: `mcp:get_prompt`.
+    McpGetPrompt,
+    /// MCP `completion/complete`: `mcp:complete`.
+    McpComplete,
+    /// A REST call that no finer operation names: `http:request`.
+    HttpRequest,
+    /// A REST connector's operation, named by the connector (`github:issues.create`).
+    Operation(Arc<str>),
+    /// Opening a connection through the egress proxy: `egress:connect`.
+    EgressConnect,
+    /// One plain-HTTP request through the egress proxy: `egress:request`.
+    EgressRequest,
+    /// A tool call the model proposes for the agent to run itself: `tool:propose`.
+    ToolPropose,
+    /// Using a secret from the secret store: `secret:use`.
+    SecretUse,
+    /// A human deciding a pending approval: `approval:decide`.
+    ApprovalDecide,
 }
 
 impl Verb {
+    /// Every action Warden itself defines (connector operations come from connector files).
+    pub const BUILT_IN: [Verb; 14] = [
+        Verb::LlmChat,
+        Verb::LlmEmbed,
+        Verb::LlmModels,
+        Verb::McpListTools,
+        Verb::McpCallTool,
+        Verb::McpReadResource,
+        Verb::McpGetPrompt,
+        Verb::McpComplete,
+        Verb::HttpRequest,
+        Verb::EgressConnect,
+        Verb::EgressRequest,
+        Verb::ToolPropose,
+        Verb::SecretUse,
+        Verb::ApprovalDecide,
+    ];
+
     /// The Cedar action entity id, e.g. `llm:chat`.
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         match self {
+            Verb::Operation(name) => name,
+            other => other.static_name().unwrap_or_default(),
+        }
+    }
+
+    /// The action id as audit records keep it: borrowed for Warden's own actions, owned for a
+    /// connector's.
+    pub fn label(&self) -> std::borrow::Cow<'static, str> {
+        match self.static_name() {
+            Some(name) => std::borrow::Cow::Borrowed(name),
+            None => std::borrow::Cow::Owned(self.as_str().to_owned()),
+        }
+    }
+
+    /// The id of one of Warden's own actions; `None` for a connector's operation.
+    fn static_name(&self) -> Option<&'static str> {
+        Some(match self {
             Verb::LlmChat => "llm:chat",
             Verb::LlmEmbed => "llm:embed",
             Verb::LlmModels => "llm:models",
-        }
+            Verb::McpListTools => "mcp:list_tools",
+            Verb::McpCallTool => "mcp:call_tool",
+            Verb::McpReadResource => "mcp:read_resource",
+            Verb::McpGetPrompt => "mcp:get_prompt",
+            Verb::McpComplete => "mcp:complete",
+            Verb::HttpRequest => "http:request",
+            Verb::Operation(_) => return None,
+            Verb::EgressConnect => "egress:connect",
+            Verb::EgressRequest => "egress:request",
+            Verb::ToolPropose => "tool:propose",
+            Verb::SecretUse => "secret:use",
+            Verb::ApprovalDecide => "approval:decide",
+        })
     }
 }
 
@@ -102,13 +182,46 @@ impl std::fmt::Display for Verb {
     }
 }
 
-/// The thing acted upon.
+/// The thing acted upon, as a Cedar entity (type, id, attributes, parent).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resource {
-    /// A model offered by a provider: Cedar `Model::"<provider>/<name>"` in `Provider::"<provider>"`.
+    /// A model offered by a provider: `Model::"<provider>/<name>"` in `Provider::"<provider>"`.
     Model { provider: Arc<str>, name: String },
-    /// A provider as a whole (e.g. listing its models): Cedar `Provider::"<name>"`.
+    /// A provider as a whole (e.g. listing its models): `Provider::"<name>"`.
     Provider { name: Arc<str> },
+    /// A tool of an MCP server: `Tool::"<server>/<name>"` in `McpServer::"<server>"`.
+    Tool { server: Arc<str>, name: String },
+    /// An MCP server as a whole (e.g. listing its tools): `McpServer::"<name>"`.
+    McpServer { name: Arc<str> },
+    /// A tool the agent runs itself (`exec`, `write`, `browser`, ...), proposed by a model:
+    /// `Tool::"<name>"`, in `ToolGroup::"<group>"` when the tool catalogue names one.
+    AgentTool {
+        name: String,
+        group: Option<Arc<str>>,
+    },
+    /// A REST operation: `Operation::"<api>/<name>"` in `Api::"<api>"`, with the path
+    /// parameters it was called with (`owner`, `repo`, ...).
+    Operation {
+        api: Arc<str>,
+        name: Arc<str>,
+        params: Vec<(Arc<str>, String)>,
+    },
+    /// A REST API as a whole: `Api::"<name>"`.
+    Api { name: Arc<str> },
+    /// A destination host of egress traffic: `Host::"<name>"` (a DNS name or an address).
+    Host { name: String },
+    /// A secret in the secret store: `Secret::"<path>"`.
+    Secret { path: String },
+    /// A pending approval: `Approval::"<id>"`, naming what it would allow.
+    Approval {
+        id: Arc<str>,
+        /// The principal whose action waits (`Agent::"ci-bot"`).
+        principal: Arc<str>,
+        /// The action that waits (`llm:chat`).
+        action: Arc<str>,
+        /// The resource it waits on (`Model::"openai/gpt-4o"`).
+        resource: Arc<str>,
+    },
 }
 
 impl Resource {
@@ -117,6 +230,13 @@ impl Resource {
         match self {
             Resource::Model { .. } => "Model",
             Resource::Provider { .. } => "Provider",
+            Resource::Tool { .. } | Resource::AgentTool { .. } => "Tool",
+            Resource::McpServer { .. } => "McpServer",
+            Resource::Operation { .. } => "Operation",
+            Resource::Api { .. } => "Api",
+            Resource::Host { .. } => "Host",
+            Resource::Secret { .. } => "Secret",
+            Resource::Approval { .. } => "Approval",
         }
     }
 
@@ -132,15 +252,23 @@ impl Resource {
 
     /// The Cedar entity id (`openai/gpt-4o` for a model, `openai` for a provider).
     pub fn cedar_id(&self) -> String {
+        fn joined(namespace: &str, name: &str) -> String {
+            let mut id = String::with_capacity(namespace.len() + 1 + name.len());
+            id.push_str(namespace);
+            id.push('/');
+            id.push_str(name);
+            id
+        }
         match self {
-            Resource::Model { provider, name } => {
-                let mut id = String::with_capacity(provider.len() + 1 + name.len());
-                id.push_str(provider);
-                id.push('/');
-                id.push_str(name);
-                id
+            Resource::Model { provider, name } => joined(provider, name),
+            Resource::Tool { server, name } => joined(server, name),
+            Resource::Operation { api, name, .. } => joined(api, name),
+            Resource::Provider { name } | Resource::McpServer { name } | Resource::Api { name } => {
+                name.to_string()
             }
-            Resource::Provider { name } => name.to_string(),
+            Resource::AgentTool { name, .. } | Resource::Host { name } => name.clone(),
+            Resource::Secret { path } => path.clone(),
+            Resource::Approval { id, .. } => id.to_string(),
         }
     }
 }
@@ -150,20 +278,123 @@ impl Resource {
 pub struct ActionContext {
     /// Name of the route that matched.
     pub route: Arc<str>,
-    /// The response is requested as a stream.
-    pub stream: bool,
-    /// Output token limit the request asks for, if any.
-    pub max_tokens: Option<u64>,
-    /// Names of the tools the request declares to the model.
-    pub tools: Vec<String>,
-    /// Estimated input tokens (prompt, system, tool definitions).
-    pub input_tokens: u64,
     /// When the request arrived.
     pub time: SystemTime,
     /// Address of the direct peer.
     pub source_ip: IpAddr,
     /// The agent connected over TLS.
     pub tls: bool,
+    /// The identity of the verified client certificate of the connection, if any.
+    pub client_certificate: Option<Arc<str>>,
+    /// What the inspect stage found in the content that leaves.
+    pub findings: Findings,
+    /// What the request itself says, by kind of action.
+    pub facts: Facts,
+}
+
+/// What a request says that policies may judge, by kind of action.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Facts {
+    /// An LLM call (`llm:*`).
+    Llm(LlmFacts),
+    /// A REST call (`http:request`, connector operations).
+    Http(HttpFacts),
+    /// Egress through the forward proxy (`egress:*`).
+    Egress(EgressFacts),
+    /// Nothing beyond the common facts.
+    #[default]
+    None,
+}
+
+impl Facts {
+    /// The facts of an LLM call, if this is one.
+    pub fn llm(&self) -> Option<&LlmFacts> {
+        match self {
+            Facts::Llm(facts) => Some(facts),
+            _ => None,
+        }
+    }
+
+    /// The facts of an LLM call, to change, if this is one.
+    pub fn llm_mut(&mut self) -> Option<&mut LlmFacts> {
+        match self {
+            Facts::Llm(facts) => Some(facts),
+            _ => None,
+        }
+    }
+}
+
+/// What an LLM request asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LlmFacts {
+    /// The response is requested as a stream.
+    pub stream: bool,
+    /// Output token limit the request asks for, if any (the larger, when it sets several).
+    pub max_tokens: Option<u64>,
+    /// Names of the tools the request declares to the model.
+    pub tools: Vec<String>,
+    /// Estimated input tokens (prompt, system, tool definitions).
+    pub input_tokens: u64,
+}
+
+/// What a REST request asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HttpFacts {
+    /// Request method (`GET`, `POST`, ...).
+    pub method: String,
+    /// Request path as sent upstream, without the query.
+    pub path: String,
+}
+
+/// Where an egress connection or request goes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EgressFacts {
+    /// Destination port.
+    pub port: u16,
+    /// The addresses the host resolved to (the one dialled among them).
+    pub addresses: Vec<IpAddr>,
+    /// `https`, `http`, or the protocol a tunnel carries when known.
+    pub scheme: String,
+    /// The TLS server name the client sent, when the tunnel carries TLS.
+    pub sni: Option<String>,
+}
+
+/// What the inspect stage found in one request's outgoing content.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Findings(pub Vec<Finding>);
+
+/// One finding: which detector matched, and where. Never the matched content itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// The detector that matched (`aws_access_key`, `canary`, `lookalike_identifier`, ...):
+    /// what policies test with `context.findings.contains(...)`.
+    pub detector: Arc<str>,
+    /// Where in the request it matched (`messages[2].content`, `model`).
+    pub location: String,
+}
+
+impl Findings {
+    /// No findings.
+    pub fn none() -> Self {
+        Findings(Vec::new())
+    }
+
+    /// Whether nothing was found.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The detectors that matched, each once, in the order first found.
+    pub fn detectors(&self) -> impl Iterator<Item = &str> {
+        let mut seen: Vec<&str> = Vec::with_capacity(self.0.len());
+        self.0.iter().filter_map(move |f| {
+            let d = &*f.detector;
+            (!seen.contains(&d)).then(|| {
+                seen.push(d);
+                d
+            })
+        })
+    }
 }
 
 /// One judgeable request: who, what, on what, in which context.
@@ -173,4 +404,88 @@ pub struct Action {
     pub verb: Verb,
     pub resource: Resource,
     pub context: ActionContext,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resources_name_their_cedar_entities() {
+        let cases = [
+            (
+                Resource::Model {
+                    provider: "openai".into(),
+                    name: "gpt-4o".into(),
+                },
+                r#"Model::"openai/gpt-4o""#,
+            ),
+            (
+                Resource::Tool {
+                    server: "github".into(),
+                    name: "create_issue".into(),
+                },
+                r#"Tool::"github/create_issue""#,
+            ),
+            (
+                Resource::AgentTool {
+                    name: "exec".into(),
+                    group: Some("shell".into()),
+                },
+                r#"Tool::"exec""#,
+            ),
+            (
+                Resource::Operation {
+                    api: "github".into(),
+                    name: "issues.create".into(),
+                    params: vec![("owner".into(), "acme".into())],
+                },
+                r#"Operation::"github/issues.create""#,
+            ),
+            (
+                Resource::Host {
+                    name: "pypi.org".into(),
+                },
+                r#"Host::"pypi.org""#,
+            ),
+            (
+                Resource::Secret {
+                    path: "secret/agents/ci/github".into(),
+                },
+                r#"Secret::"secret/agents/ci/github""#,
+            ),
+        ];
+        for (resource, expected) in cases {
+            assert_eq!(resource.cedar_ref(), expected);
+        }
+    }
+
+    #[test]
+    fn built_in_verbs_are_distinct_cedar_actions() {
+        let mut names: Vec<&str> = Verb::BUILT_IN.iter().map(Verb::as_str).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), 14, "{names:?}");
+        assert_eq!(
+            Verb::Operation("github:issues.create".into()).as_str(),
+            "github:issues.create"
+        );
+    }
+
+    #[test]
+    fn findings_name_each_detector_once() {
+        let finding = |d: &str, at: &str| Finding {
+            detector: d.into(),
+            location: at.into(),
+        };
+        let findings = Findings(vec![
+            finding("aws_access_key", "messages[0].content"),
+            finding("canary", "messages[1].content"),
+            finding("aws_access_key", "messages[2].content"),
+        ]);
+        assert_eq!(
+            findings.detectors().collect::<Vec<_>>(),
+            ["aws_access_key", "canary"]
+        );
+    }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tracing::Instrument;
 
-use crate::action::{Action, ActionContext, Principal, Resource, Verb};
+use crate::action::{Action, ActionContext, Facts, Findings, LlmFacts, Principal, Resource, Verb};
 use crate::audit::event::{AuditEvent, AuditOutcome, AuditPrincipal, EventKind, Text, empty_text};
 use crate::config::DenyStyle;
 use crate::decision::Decision;
@@ -208,21 +208,25 @@ fn action(
             name: route.provider.clone(),
         },
     };
-    ex.verb = Some(meaning.verb);
+    ex.verb = Some(meaning.verb.clone());
     ex.resource = Arc::from(resource.cedar_ref());
     Action {
         principal,
-        verb: meaning.verb,
+        verb: meaning.verb.clone(),
         resource,
         context: ActionContext {
             route: route.name.clone(),
-            stream: meaning.stream,
-            max_tokens: meaning.max_tokens,
-            tools: meaning.tools.clone(),
-            input_tokens: meaning.input_tokens,
             time: SystemTime::now(),
             source_ip: ex.conn.peer.ip(),
             tls: ex.conn.tls,
+            client_certificate: None,
+            findings: Findings::none(),
+            facts: Facts::Llm(LlmFacts {
+                stream: meaning.stream,
+                max_tokens: meaning.max_tokens,
+                tools: meaning.tools.clone(),
+                input_tokens: meaning.input_tokens,
+            }),
         },
     }
 }
@@ -509,8 +513,8 @@ impl Exchange {
                 issuer: Arc::clone(&p.issuer),
             };
         }
-        if let Some(v) = self.verb {
-            e.action = v.as_str().into();
+        if let Some(v) = &self.verb {
+            e.action = v.label();
         }
         e.resource = Arc::clone(&self.resource);
         if let Some(r) = &self.route {
@@ -618,7 +622,7 @@ impl Exchange {
             request_id = %self.request_id,
             principal,
             route,
-            action = self.verb.map_or("", Verb::as_str),
+            action = self.verb.as_ref().map_or("", Verb::as_str),
             resource = %self.resource,
             decision,
             status = status.as_u16(),

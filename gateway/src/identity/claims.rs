@@ -59,6 +59,7 @@ impl ClaimMapper {
             environment: self.string(claims, &self.environment)?,
             scopes: self.list(claims, &self.scopes, true)?,
             groups: self.list(claims, &self.groups, false)?,
+            client_certificate: None,
             expires_at: Some(expires_at),
         })
     }

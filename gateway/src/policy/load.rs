@@ -15,7 +15,9 @@ use cedar_policy::{
 use super::annotations::{self, PolicyMeta};
 use super::error::{PolicyError, PolicyErrorKind, PolicyErrors, Position, flatten_diagnostic};
 use super::request::{self, CedarNames, WARDEN_VERBS};
-use crate::action::{Action, ActionContext, Principal, PrincipalKind, Resource, Verb};
+use crate::action::{
+    Action, ActionContext, Facts, Findings, LlmFacts, Principal, PrincipalKind, Resource, Verb,
+};
 
 /// The schema's file name inside a policy directory.
 pub const SCHEMA_FILE: &str = "schema.cedarschema";
@@ -201,7 +203,7 @@ fn check_schema_matches_warden(schema: &Schema, path: &Path, errors: &mut Vec<Po
     };
     for verb in WARDEN_VERBS {
         for full in [true, false] {
-            let action = sample_action(verb, full);
+            let action = sample_action(verb.clone(), full);
             if let Err(message) = check_sample(schema, &names, &action) {
                 errors.push(PolicyError::new(
                     path,
@@ -240,7 +242,7 @@ fn sample_action(verb: Verb, full: bool) -> Action {
             provider: Arc::from("openai"),
             name: "gpt-4o".into(),
         },
-        Verb::LlmModels => Resource::Provider {
+        _ => Resource::Provider {
             name: Arc::from("openai"),
         },
     };
@@ -254,19 +256,24 @@ fn sample_action(verb: Verb, full: bool) -> Action {
             environment: some("prod"),
             scopes: vec![Arc::from("llm")],
             groups: vec![Arc::from("group")],
+            client_certificate: None,
             expires_at: None,
         }),
         verb,
         resource,
         context: ActionContext {
             route: Arc::from("route"),
-            stream: full,
-            max_tokens: full.then_some(1),
-            tools: vec!["exec".into()],
-            input_tokens: 1,
             time: UNIX_EPOCH,
             source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             tls: full,
+            client_certificate: None,
+            findings: Findings::none(),
+            facts: Facts::Llm(LlmFacts {
+                stream: full,
+                max_tokens: full.then_some(1),
+                tools: vec!["exec".into()],
+                input_tokens: 1,
+            }),
         },
     }
 }

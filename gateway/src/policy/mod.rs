@@ -227,7 +227,7 @@ impl PolicyEngine {
         let applies_to = WARDEN_VERBS
             .into_iter()
             .map(|verb| {
-                let uid = names.action(verb);
+                let uid = &names.action(&verb);
                 let types = |it: Option<Vec<String>>| it.unwrap_or_default();
                 AppliesTo {
                     verb,
@@ -248,7 +248,7 @@ impl PolicyEngine {
             .collect();
         let mut slices = Vec::with_capacity(WARDEN_VERBS.len());
         for verb in WARDEN_VERBS {
-            let uid = names.action(verb);
+            let uid = &names.action(&verb);
             let mut slice = Slice {
                 verb,
                 fixed: PolicySet::new(),
@@ -259,7 +259,7 @@ impl PolicyEngine {
             for policy in loaded.set.policies() {
                 let applies = match policy.action_constraint() {
                     ActionConstraint::Any => true,
-                    ActionConstraint::Eq(a) => &a == uid,
+                    ActionConstraint::Eq(a) => a == *uid,
                     ActionConstraint::In(list) => list
                         .iter()
                         .any(|a| a == uid || action_entities.is_ancestor_of(a, uid)),
@@ -376,7 +376,7 @@ impl PolicyEngine {
             &action.resource,
             self.slices.len(),
         )?;
-        let verb = self.names.action(action.verb);
+        let verb = &self.names.action(&action.verb);
         let settled = match pair.judged.get(index) {
             Some(slot) => slot.get_or_init(|| self.judge_pair(slice, &pair, verb)),
             None => return Err("the entity cache has no verdict slot for this action".into()),

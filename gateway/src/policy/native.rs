@@ -25,7 +25,7 @@ use std::sync::Arc;
 use cedar_policy::pst::{BinaryOp, Clause, Expr, Literal, UnaryOp, Var};
 
 use super::request::TimeFacts;
-use crate::action::ActionContext;
+use crate::action::{ActionContext, Facts, LlmFacts};
 
 /// A policy's conditions, compiled: true exactly when the policy holds.
 #[derive(Debug)]
@@ -304,6 +304,14 @@ fn long(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// The LLM facts of `ctx`; any other kind of action leaves the attribute to Cedar.
+fn llm(ctx: &ActionContext) -> Result<&LlmFacts, AskCedar> {
+    match &ctx.facts {
+        Facts::Llm(facts) => Ok(facts),
+        _ => Err(AskCedar),
+    }
+}
+
 struct Env<'a> {
     ctx: &'a ActionContext,
     time: Option<TimeFacts>,
@@ -320,10 +328,10 @@ impl<'a> Env<'a> {
         let ctx = self.ctx;
         Ok(match attr {
             Attr::Route => Value::Str(&ctx.route),
-            Attr::Stream => Value::Bool(ctx.stream),
-            Attr::MaxTokens => Value::Long(long(ctx.max_tokens.ok_or(AskCedar)?)),
-            Attr::Tools => Value::Tools(&ctx.tools),
-            Attr::InputTokens => Value::Long(long(ctx.input_tokens)),
+            Attr::Stream => Value::Bool(llm(ctx)?.stream),
+            Attr::MaxTokens => Value::Long(long(llm(ctx)?.max_tokens.ok_or(AskCedar)?)),
+            Attr::Tools => Value::Tools(&llm(ctx)?.tools),
+            Attr::InputTokens => Value::Long(long(llm(ctx)?.input_tokens)),
             Attr::Time => Value::Long(long(self.time().unix)),
             Attr::Hour => Value::Long(long(self.time().hour)),
             Attr::Weekday => Value::Long(long(self.time().weekday)),
@@ -341,7 +349,7 @@ impl Node {
             Node::Set(elems) => Value::Set(elems),
             Node::Get(attr) => env.get(*attr)?,
             Node::Has(attr) => Value::Bool(match attr {
-                Attr::MaxTokens => env.ctx.max_tokens.is_some(),
+                Attr::MaxTokens => llm(env.ctx)?.max_tokens.is_some(),
                 _ => true,
             }),
             Node::Not(e) => Value::Bool(!e.eval(env)?.as_bool()?),
@@ -407,6 +415,7 @@ mod tests {
     use cedar_policy::{Entities, EntityUid, EvalResult, Policy, Request};
 
     use super::*;
+    use crate::action::Findings;
     use crate::policy::context_keys::ContextKeys;
     use crate::policy::request::{IpCache, context};
     use crate::policy::{conditions_expression, scope_free_clauses};
@@ -496,13 +505,17 @@ mod tests {
                             for route in ["openai", "anthropic"] {
                                 all.push(ActionContext {
                                     route: Arc::from(route),
-                                    stream,
-                                    max_tokens,
-                                    tools: tools.iter().map(|t| t.to_string()).collect(),
-                                    input_tokens,
                                     time: UNIX_EPOCH + Duration::from_secs(time),
                                     source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                                     tls,
+                                    client_certificate: None,
+                                    findings: Findings::none(),
+                                    facts: Facts::Llm(LlmFacts {
+                                        stream,
+                                        max_tokens,
+                                        tools: tools.iter().map(|t| t.to_string()).collect(),
+                                        input_tokens,
+                                    }),
                                 });
                             }
                         }
@@ -576,7 +589,9 @@ mod tests {
             (true, true, false),
             (false, false, false),
         ] {
-            ctx.stream = stream;
+            if let Some(llm) = ctx.facts.llm_mut() {
+                llm.stream = stream;
+            }
             ctx.tls = tls;
             assert_eq!(native.holds(&ctx), Ok(holds), "stream {stream}, tls {tls}");
         }

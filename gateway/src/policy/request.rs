@@ -14,7 +14,7 @@ use dashmap::DashMap;
 
 use super::PairJudgement;
 use super::context_keys::{ALL as ALL_KEYS, ContextKeys};
-use crate::action::{Action, ActionContext, Principal, PrincipalKind, Resource, Verb};
+use crate::action::{Action, ActionContext, Facts, Principal, PrincipalKind, Resource, Verb};
 
 /// Every action Warden sends to Cedar; the schema must declare each one.
 pub(crate) const WARDEN_VERBS: [Verb; 3] = [Verb::LlmChat, Verb::LlmEmbed, Verb::LlmModels];
@@ -44,7 +44,7 @@ impl CedarNames {
     pub(crate) fn new() -> Result<CedarNames, String> {
         let ty = |s: &str| EntityTypeName::from_str(s).map_err(|e| e.to_string());
         let action_type = ty("Action")?;
-        let action = |verb: Verb| {
+        let action = |verb: &Verb| {
             EntityUid::from_type_name_and_id(action_type.clone(), EntityId::new(verb.as_str()))
         };
         Ok(CedarNames {
@@ -54,18 +54,22 @@ impl CedarNames {
             group: ty("Group")?,
             model: ty("Model")?,
             provider: ty("Provider")?,
-            llm_chat: action(Verb::LlmChat),
-            llm_embed: action(Verb::LlmEmbed),
-            llm_models: action(Verb::LlmModels),
+            llm_chat: action(&Verb::LlmChat),
+            llm_embed: action(&Verb::LlmEmbed),
+            llm_models: action(&Verb::LlmModels),
         })
     }
 
     /// `Action::"llm:chat"` and friends.
-    pub(crate) fn action(&self, verb: Verb) -> &EntityUid {
+    pub(crate) fn action(&self, verb: &Verb) -> EntityUid {
         match verb {
-            Verb::LlmChat => &self.llm_chat,
-            Verb::LlmEmbed => &self.llm_embed,
-            Verb::LlmModels => &self.llm_models,
+            Verb::LlmChat => self.llm_chat.clone(),
+            Verb::LlmEmbed => self.llm_embed.clone(),
+            Verb::LlmModels => self.llm_models.clone(),
+            other => EntityUid::from_type_name_and_id(
+                self.llm_chat.type_name().clone(),
+                EntityId::new(other.as_str()),
+            ),
         }
     }
 
@@ -130,6 +134,10 @@ impl CedarNames {
                 let uid = self.provider_uid(name);
                 Ok((uid.clone(), Entity::new_no_attrs(uid, HashSet::new())))
             }
+            _ => {
+                let uid = self.resource_uid(r);
+                Ok((uid.clone(), Entity::new_no_attrs(uid, HashSet::new())))
+            }
         }
     }
 
@@ -140,6 +148,10 @@ impl CedarNames {
                 EntityUid::from_type_name_and_id(self.model.clone(), EntityId::new(r.cedar_id()))
             }
             Resource::Provider { name } => self.provider_uid(name),
+            other => EntityUid::from_type_name_and_id(
+                EntityTypeName::from_str(other.cedar_type()).unwrap_or_else(|_| self.model.clone()),
+                EntityId::new(other.cedar_id()),
+            ),
         }
     }
 
@@ -218,14 +230,16 @@ pub(crate) fn context(
         }
     };
     add("route", &|| string(&ctx.route));
-    add("stream", &|| RestrictedExpression::new_bool(ctx.stream));
-    if let Some(max) = ctx.max_tokens {
-        add("max_tokens", &|| long(max));
+    if let Facts::Llm(llm) = &ctx.facts {
+        add("stream", &|| RestrictedExpression::new_bool(llm.stream));
+        if let Some(max) = llm.max_tokens {
+            add("max_tokens", &|| long(max));
+        }
+        add("tools", &|| {
+            RestrictedExpression::new_set(llm.tools.iter().map(|t| string(t)))
+        });
+        add("input_tokens", &|| long(llm.input_tokens));
     }
-    add("tools", &|| {
-        RestrictedExpression::new_set(ctx.tools.iter().map(|t| string(t)))
-    });
-    add("input_tokens", &|| long(ctx.input_tokens));
     add("time", &|| long(t.unix));
     add("hour", &|| long(t.hour));
     add("weekday", &|| long(t.weekday));
@@ -345,7 +359,7 @@ pub(crate) fn cedar_parts(
 ) -> Result<(EntityUid, EntityUid, EntityUid, Context), String> {
     Ok((
         names.principal_uid(&action.principal),
-        names.action(action.verb).clone(),
+        names.action(&action.verb),
         names.resource_uid(&action.resource),
         context(&action.context, ips, keys)?,
     ))

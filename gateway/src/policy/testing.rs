@@ -12,7 +12,9 @@ use serde_saphyr::Spanned;
 
 use super::request::WARDEN_VERBS;
 use super::{EvaluationFailure, PolicyEngine, PolicyErrors};
-use crate::action::{Action, ActionContext, Principal, PrincipalKind, Resource, Verb};
+use crate::action::{
+    Action, ActionContext, Facts, Findings, LlmFacts, Principal, PrincipalKind, Resource, Verb,
+};
 use crate::decision::Decision;
 
 /// Default arrival time of a case: Monday 2026-11-02 10:00:00 UTC.
@@ -388,7 +390,7 @@ fn to_action(case: &Case) -> Result<Action, String> {
             )
         })?;
     let r = &case.resource;
-    let resource = match (verb, &r.model) {
+    let resource = match (verb.clone(), &r.model) {
         (Verb::LlmChat | Verb::LlmEmbed, Some(model)) => Resource::Model {
             provider: Arc::from(r.provider.as_str()),
             name: model.clone(),
@@ -406,6 +408,7 @@ fn to_action(case: &Case) -> Result<Action, String> {
                 "{verb} acts on a provider: write resource: {{ provider: ... }} without model"
             ));
         }
+        (other, _) => return Err(format!("{other} cannot be tested here yet")),
     };
     let p = &case.principal;
     let opt = |s: &Option<String>| s.as_deref().map(Arc::from);
@@ -421,6 +424,7 @@ fn to_action(case: &Case) -> Result<Action, String> {
         environment: opt(&p.environment),
         scopes: p.scopes.iter().map(|s| Arc::from(s.as_str())).collect(),
         groups: p.groups.iter().map(|s| Arc::from(s.as_str())).collect(),
+        client_certificate: None,
         expires_at: None,
     };
     let c = &case.context;
@@ -446,13 +450,17 @@ fn to_action(case: &Case) -> Result<Action, String> {
         resource,
         context: ActionContext {
             route: Arc::from(c.route.as_deref().unwrap_or("test")),
-            stream: c.stream,
-            max_tokens: c.max_tokens,
-            tools: c.tools.clone(),
-            input_tokens: c.input_tokens,
             time,
             source_ip,
             tls: c.tls.unwrap_or(true),
+            client_certificate: None,
+            findings: Findings::none(),
+            facts: Facts::Llm(LlmFacts {
+                stream: c.stream,
+                max_tokens: c.max_tokens,
+                tools: c.tools.clone(),
+                input_tokens: c.input_tokens,
+            }),
         },
     })
 }

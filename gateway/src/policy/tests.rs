@@ -7,7 +7,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use tempfile::TempDir;
 
 use super::*;
-use crate::action::{ActionContext, Principal, PrincipalKind, Resource, Verb};
+use crate::action::{
+    ActionContext, Facts, Findings, LlmFacts, Principal, PrincipalKind, Resource, Verb,
+};
 
 fn repo_policies() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
@@ -44,6 +46,7 @@ fn agent(id: &str) -> Principal {
         environment: Some(Arc::from("prod")),
         scopes: vec![Arc::from("llm")],
         groups: vec![Arc::from("engineering")],
+        client_certificate: None,
         expires_at: None,
     }
 }
@@ -58,14 +61,18 @@ fn chat(principal: Principal, provider: &str, model: &str) -> Action {
         },
         context: ActionContext {
             route: Arc::from("openai"),
-            stream: true,
-            max_tokens: Some(1000),
-            tools: vec!["exec".into(), "read".into()],
-            input_tokens: 200,
             // Monday 2026-11-02 10:00:00 UTC.
             time: UNIX_EPOCH + Duration::from_secs(1_793_613_600),
             source_ip: IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)),
             tls: true,
+            client_certificate: None,
+            findings: Findings::none(),
+            facts: Facts::Llm(LlmFacts {
+                stream: true,
+                max_tokens: Some(1000),
+                tools: vec!["exec".into(), "read".into()],
+                input_tokens: 200,
+            }),
         },
     }
 }
@@ -602,9 +609,11 @@ fn fixed_and_per_request_halves_give_cedars_answer_for_the_whole_set() {
                     principal.fleet = fleet.map(Arc::from);
                     principal.groups = vec![Arc::from(group)];
                     let mut action = chat(principal, "openai", model);
-                    action.context.input_tokens = input_tokens;
                     action.context.tls = tls;
-                    action.context.tools = tools;
+                    if let Some(llm) = action.context.facts.llm_mut() {
+                        llm.input_tokens = input_tokens;
+                        llm.tools = tools;
+                    }
                     // Twice: the second answer comes from the cached fixed verdict.
                     let first = engine.decide(&action);
                     let second = engine.decide(&action);
