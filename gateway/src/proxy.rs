@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tracing::Instrument;
 
-use crate::action::{Action, ActionContext, Facts, Findings, LlmFacts, Principal, Resource, Verb};
+use crate::action::{Action, ActionContext, Findings, Principal, Resource, Verb};
 use crate::audit::event::{AuditEvent, AuditOutcome, AuditPrincipal, EventKind, Text, empty_text};
 use crate::config::DenyStyle;
 use crate::decision::Decision;
@@ -188,7 +188,17 @@ fn interpret(
     rest: &str,
     body: &[u8],
 ) -> Result<Interpreted, Rejection> {
-    protocol::interpret(route.protocol, &parts.method, rest, parts.uri.query(), body)
+    route
+        .protocol
+        .dialect()
+        .interpret(&protocol::Inbound {
+            method: &parts.method,
+            path: rest,
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            body,
+            upstream: &route.provider,
+        })
         .map_err(|e| Rejection::new(e.status(), "invalid_request", e.to_string()))
 }
 
@@ -199,15 +209,7 @@ fn action(
     meaning: &Interpreted,
     ex: &mut Exchange,
 ) -> Action {
-    let resource = match &meaning.model {
-        Some(model) => Resource::Model {
-            provider: route.provider.clone(),
-            name: model.clone(),
-        },
-        None => Resource::Provider {
-            name: route.provider.clone(),
-        },
-    };
+    let resource = meaning.resource.clone();
     ex.verb = Some(meaning.verb.clone());
     ex.resource = Arc::from(resource.cedar_ref());
     Action {
@@ -221,12 +223,7 @@ fn action(
             tls: ex.conn.tls,
             client_certificate: None,
             findings: Findings::none(),
-            facts: Facts::Llm(LlmFacts {
-                stream: meaning.stream,
-                max_tokens: meaning.max_tokens,
-                tools: meaning.tools.clone(),
-                input_tokens: meaning.input_tokens,
-            }),
+            facts: meaning.facts.clone(),
         },
     }
 }
@@ -314,14 +311,20 @@ fn refuse(
 ) -> Response<ProxyBody> {
     let reason = reasons(decision).join("; ");
     let response = match route.on_deny {
-        DenyStyle::Completion => protocol::refusal_response(
-            route.protocol,
-            meaning,
-            &Refusal {
+        DenyStyle::Completion => {
+            let refusal = Refusal {
                 reason: &reason,
                 decision_id: &ex.decision_id,
-            },
-        ),
+            };
+            let dialect = route.protocol.dialect();
+            dialect.refusal(meaning, &refusal).unwrap_or_else(|| {
+                let mut r =
+                    dialect.error(StatusCode::FORBIDDEN, "request_denied", &refusal.message());
+                r.headers_mut()
+                    .insert(protocol::DECISION_HEADER, HeaderValue::from_static("deny"));
+                r
+            })
+        }
         DenyStyle::HttpError => {
             let mut r = protocol::error_response(
                 route.protocol,
@@ -419,8 +422,11 @@ fn observe(
         shared.clone(),
         event,
         ex.started,
-        protocol::UsageScanner::new(route.protocol, event_stream),
-        meaning.model.clone(),
+        protocol::UsageScanner::new(route.protocol.dialect(), event_stream),
+        match &meaning.resource {
+            Resource::Model { name, .. } => Some(name.clone()),
+            _ => None,
+        },
     );
     let mut response = Response::new(Either::Right(ObservedBody::new(body, observer)));
     *response.status_mut() = parts.status;
@@ -585,7 +591,9 @@ impl Exchange {
                     shared.audit.append_detached(event);
                 }
                 let protocol = self.route.as_ref().map_or(Protocol::Openai, |r| r.protocol);
-                protocol::error_response(protocol, rej.status, rej.code, &rej.message)
+                protocol
+                    .dialect()
+                    .error(rej.status, rej.code, &rej.message)
                     .map(Either::Left)
             }
         };

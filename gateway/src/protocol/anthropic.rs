@@ -7,7 +7,7 @@ use serde_json::json;
 use super::estimate::{TextChars, ToolDef, tokens_from_chars};
 use super::refusal::{Answer, RefusalText, SseWriter};
 use super::{
-    Endpoint, Interpreted, Protocol, ProtocolError, model_from_path, parse_body, require_method,
+    Endpoint, LlmRequest, Protocol, ProtocolError, model_from_path, parse_body, require_method,
     require_model, unsupported,
 };
 
@@ -16,19 +16,19 @@ pub(super) fn interpret(
     method: &Method,
     path: &str,
     body: &[u8],
-) -> Result<Interpreted, ProtocolError> {
+) -> Result<LlmRequest, ProtocolError> {
     let endpoint = match path {
         "/v1/messages" => Endpoint::Messages,
         "/v1/messages/count_tokens" => Endpoint::CountTokens,
         "/v1/models" => {
             require_method(method, Method::GET, path)?;
-            return Ok(Interpreted::bare(Endpoint::ListModels, None));
+            return Ok(LlmRequest::bare(Endpoint::ListModels, None));
         }
         _ => match path.strip_prefix("/v1/models/") {
             Some(id) => {
                 require_method(method, Method::GET, path)?;
                 let model = model_from_path(id, path, false)?;
-                return Ok(Interpreted::bare(Endpoint::GetModel, Some(model)));
+                return Ok(LlmRequest::bare(Endpoint::GetModel, Some(model)));
             }
             None => return Err(unsupported(Protocol::Anthropic, method, path)),
         },
@@ -43,7 +43,7 @@ pub(super) fn interpret(
         tools.extend(tool.name.or(tool.kind));
     }
     let stream = endpoint == Endpoint::Messages && req.stream.unwrap_or(false);
-    Ok(Interpreted {
+    Ok(LlmRequest {
         verb: endpoint.verb(),
         model: Some(require_model(endpoint, req.model)?),
         stream,
@@ -72,7 +72,7 @@ struct MessagesRequest<'a> {
 
 /// A refusal as a Messages answer (`stop_reason: "refusal"`), streamed as the Messages event
 /// sequence when the request streams.
-pub(super) fn refusal(interpreted: &Interpreted, text: &RefusalText) -> Answer {
+pub(super) fn refusal(interpreted: &LlmRequest, text: &RefusalText) -> Answer {
     let id = format!("msg_{}", text.id);
     let model = text.model(interpreted);
     if !interpreted.stream {
@@ -134,13 +134,14 @@ pub(super) fn refusal(interpreted: &Interpreted, text: &RefusalText) -> Answer {
 
 #[cfg(test)]
 mod tests {
+    use super::super::interpret_llm as interpret_any;
+    use super::super::refusal::refusal_response;
     use super::super::refusal::tests::{EXPECTED_TEXT, REFUSAL, parts, sse_events};
-    use super::super::{interpret as interpret_any, refusal_response};
     use super::*;
     use http::StatusCode;
     use serde_json::Value;
 
-    fn interpret(method: Method, path: &str, body: &str) -> Result<Interpreted, ProtocolError> {
+    fn interpret(method: Method, path: &str, body: &str) -> Result<LlmRequest, ProtocolError> {
         interpret_any(Protocol::Anthropic, &method, path, None, body.as_bytes())
     }
 
@@ -237,7 +238,7 @@ mod tests {
         );
     }
 
-    fn messages(stream: bool) -> Interpreted {
+    fn messages(stream: bool) -> LlmRequest {
         let body = json!({ "model": "claude-sonnet-4-5", "max_tokens": 10, "stream": stream, "messages": [] });
         interpret(Method::POST, "/v1/messages", &body.to_string()).unwrap_or_else(|e| panic!("{e}"))
     }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::estimate::{TextChars, ToolDef, tokens_from_chars};
 use super::refusal::{Answer, RefusalText, SseWriter};
 use super::{
-    Endpoint, Interpreted, Protocol, ProtocolError, check_model_name, parse_body, percent_decode,
+    Endpoint, LlmRequest, Protocol, ProtocolError, check_model_name, parse_body, percent_decode,
     require_method, unsupported,
 };
 
@@ -21,14 +21,14 @@ pub(super) fn interpret(
     path: &str,
     query: Option<&str>,
     body: &[u8],
-) -> Result<Interpreted, ProtocolError> {
+) -> Result<LlmRequest, ProtocolError> {
     let rest = path
         .strip_prefix("/v1beta")
         .or_else(|| path.strip_prefix("/v1"))
         .unwrap_or("");
     if rest == "/models" {
         require_method(method, Method::GET, path)?;
-        return Ok(Interpreted::bare(Endpoint::ListModels, None));
+        return Ok(LlmRequest::bare(Endpoint::ListModels, None));
     }
     let Some(tail) = rest.strip_prefix("/models/") else {
         return Err(unsupported(Protocol::Gemini, method, path));
@@ -41,7 +41,7 @@ pub(super) fn interpret(
     let Some((model, rpc)) = tail.rsplit_once(':') else {
         require_method(method, Method::GET, path)?;
         check_model_name(&tail, path, false)?;
-        return Ok(Interpreted::bare(
+        return Ok(LlmRequest::bare(
             Endpoint::GetModel,
             Some(tail.into_owned()),
         ));
@@ -67,7 +67,7 @@ pub(super) fn interpret(
             let mut interpreted = req
                 .generate_content_request
                 .map(|inner| generate(endpoint, inner))
-                .unwrap_or_else(|| Interpreted::bare(endpoint, None));
+                .unwrap_or_else(|| LlmRequest::bare(endpoint, None));
             interpreted.input_tokens += tokens_from_chars(req.contents.0);
             interpreted.max_tokens = None;
             interpreted
@@ -75,7 +75,7 @@ pub(super) fn interpret(
         Endpoint::EmbedContent => {
             let req: EmbedRequest = parse_body(endpoint, body)?;
             check_same_model(&model, req.model.as_deref(), 0)?;
-            let mut interpreted = Interpreted::bare(endpoint, None);
+            let mut interpreted = LlmRequest::bare(endpoint, None);
             interpreted.input_tokens = tokens_from_chars(req.content.0 + req.title.0);
             interpreted
         }
@@ -86,7 +86,7 @@ pub(super) fn interpret(
                 check_same_model(&model, request.model.as_deref(), index)?;
                 chars += request.content.0 + request.title.0;
             }
-            let mut interpreted = Interpreted::bare(endpoint, None);
+            let mut interpreted = LlmRequest::bare(endpoint, None);
             interpreted.input_tokens = tokens_from_chars(chars);
             interpreted
         }
@@ -118,7 +118,7 @@ fn check_same_model(
     }
 }
 
-fn generate(endpoint: Endpoint, req: GenerateRequest<'_>) -> Interpreted {
+fn generate(endpoint: Endpoint, req: GenerateRequest<'_>) -> LlmRequest {
     let mut chars = req.contents.0 + req.system_instruction.0;
     let mut tools = Vec::new();
     for tool in req.tools.into_iter().flatten() {
@@ -128,11 +128,11 @@ fn generate(endpoint: Endpoint, req: GenerateRequest<'_>) -> Interpreted {
         }
         tools.extend(tool.builtins);
     }
-    Interpreted {
+    LlmRequest {
         max_tokens: req.generation_config.and_then(|g| g.max_output_tokens),
         tools,
         input_tokens: tokens_from_chars(chars),
-        ..Interpreted::bare(endpoint, None)
+        ..LlmRequest::bare(endpoint, None)
     }
 }
 
@@ -239,7 +239,7 @@ fn camel_case(key: &str) -> String {
 
 /// A refusal as a generateContent answer (`finishReason: "PROHIBITED_CONTENT"`); a stream is
 /// one SSE event with `alt=sse`, otherwise a one-element JSON array, as Gemini streams.
-pub(super) fn refusal(interpreted: &Interpreted, text: &RefusalText) -> Answer {
+pub(super) fn refusal(interpreted: &LlmRequest, text: &RefusalText) -> Answer {
     let body = json!({
         "candidates": [{
             "content": { "parts": [{ "text": text.message }], "role": "model" },
@@ -263,8 +263,9 @@ pub(super) fn refusal(interpreted: &Interpreted, text: &RefusalText) -> Answer {
 
 #[cfg(test)]
 mod tests {
+    use super::super::interpret_llm as interpret_any;
+    use super::super::refusal::refusal_response;
     use super::super::refusal::tests::{EXPECTED_TEXT, REFUSAL, parts, sse_events};
-    use super::super::{interpret as interpret_any, refusal_response};
     use super::*;
     use http::StatusCode;
 
@@ -273,7 +274,7 @@ mod tests {
         path: &str,
         query: Option<&str>,
         body: &str,
-    ) -> Result<Interpreted, ProtocolError> {
+    ) -> Result<LlmRequest, ProtocolError> {
         interpret_any(Protocol::Gemini, &method, path, query, body.as_bytes())
     }
 

@@ -8,6 +8,7 @@
 
 mod anthropic;
 pub mod config;
+mod dialect;
 mod errors;
 mod estimate;
 mod gemini;
@@ -23,11 +24,10 @@ use serde::Deserialize;
 
 use crate::action::Verb;
 
+pub use dialect::{Dialect, Inbound, Interpreted, Shape};
 pub use errors::{ProtocolError, error_response};
 pub use estimate::tokens_from_chars;
-pub use refusal::{
-    DECISION_HEADER, DECISION_ID_HEADER, REQUEST_ID_HEADER, Refusal, refusal_response,
-};
+pub use refusal::{DECISION_HEADER, DECISION_ID_HEADER, REQUEST_ID_HEADER, Refusal};
 pub use sse::{SseDecoder, SseSink};
 pub use usage::{MAX_BUFFERED_BODY, Usage, UsageScanner};
 
@@ -155,9 +155,10 @@ impl fmt::Display for Endpoint {
     }
 }
 
-/// What an LLM request asks for, as far as policy and audit need to know.
+/// What an LLM request asks for, as its dialect reads it: the facts policy and audit need, and
+/// what the dialect needs to answer it in its own shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Interpreted {
+pub struct LlmRequest {
     /// `LlmChat`, `LlmEmbed` or `LlmModels`.
     pub verb: Verb,
     /// The model: from the body, the Gemini path `models/{model}:...`, or `GET /models/{id}`.
@@ -179,10 +180,10 @@ pub struct Interpreted {
     pub event_stream: bool,
 }
 
-impl Interpreted {
+impl LlmRequest {
     /// An interpretation with no body facts (model listing and retrieval).
     fn bare(endpoint: Endpoint, model: Option<String>) -> Self {
-        Interpreted {
+        LlmRequest {
             verb: endpoint.verb(),
             model,
             stream: false,
@@ -196,17 +197,17 @@ impl Interpreted {
     }
 }
 
-/// Reads a request in `protocol`: which endpoint, model, streaming, limits, tools and an
+/// Reads an LLM request in `protocol`: which endpoint, model, streaming, limits, tools and an
 /// input-token estimate. `path` has the route prefix stripped (`/v1/chat/completions`,
 /// `/v1beta/models/gemini-2.0-flash:streamGenerateContent`); `query` is the raw query string.
 /// Unknown endpoints are an error: they are refused, not forwarded.
-pub fn interpret(
+fn interpret_llm(
     protocol: Protocol,
     method: &http::Method,
     path: &str,
     query: Option<&str>,
     body: &[u8],
-) -> Result<Interpreted, ProtocolError> {
+) -> Result<LlmRequest, ProtocolError> {
     match protocol {
         Protocol::Openai => openai::interpret(method, path, body),
         Protocol::Anthropic => anthropic::interpret(method, path, body),

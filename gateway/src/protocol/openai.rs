@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::estimate::{TextChars, ToolDef, tokens_from_chars};
 use super::refusal::{Answer, RefusalText, SseWriter};
 use super::{
-    Endpoint, Interpreted, Protocol, ProtocolError, model_from_path, parse_body, require_method,
+    Endpoint, LlmRequest, Protocol, ProtocolError, model_from_path, parse_body, require_method,
     require_model, unsupported,
 };
 
@@ -16,7 +16,7 @@ pub(super) fn interpret(
     method: &Method,
     path: &str,
     body: &[u8],
-) -> Result<Interpreted, ProtocolError> {
+) -> Result<LlmRequest, ProtocolError> {
     let rest = match path.strip_prefix("/v1") {
         Some(r) if r.starts_with('/') => r,
         _ => path,
@@ -28,13 +28,13 @@ pub(super) fn interpret(
         "/embeddings" => Endpoint::Embeddings,
         "/models" => {
             require_method(method, Method::GET, path)?;
-            return Ok(Interpreted::bare(Endpoint::ListModels, None));
+            return Ok(LlmRequest::bare(Endpoint::ListModels, None));
         }
         _ => match rest.strip_prefix("/models/") {
             Some(id) => {
                 require_method(method, Method::GET, path)?;
                 let model = model_from_path(id, path, true)?;
-                return Ok(Interpreted::bare(Endpoint::GetModel, Some(model)));
+                return Ok(LlmRequest::bare(Endpoint::GetModel, Some(model)));
             }
             None => return Err(unsupported(Protocol::Openai, method, path)),
         },
@@ -81,7 +81,7 @@ struct ChatRequest<'a> {
     functions: Option<Vec<ToolDef<'a>>>,
 }
 
-fn chat(body: &[u8]) -> Result<Interpreted, ProtocolError> {
+fn chat(body: &[u8]) -> Result<LlmRequest, ProtocolError> {
     let endpoint = Endpoint::ChatCompletions;
     let req: ChatRequest<'_> = parse_body(endpoint, body)?;
     let mut chars = req.messages.0;
@@ -98,7 +98,7 @@ fn chat(body: &[u8]) -> Result<Interpreted, ProtocolError> {
         tools.extend(function.name);
     }
     let stream = req.stream.unwrap_or(false);
-    Ok(Interpreted {
+    Ok(LlmRequest {
         verb: endpoint.verb(),
         model: Some(require_model(endpoint, req.model)?),
         stream,
@@ -127,11 +127,11 @@ struct CompletionsRequest {
     suffix: TextChars,
 }
 
-fn completions(body: &[u8]) -> Result<Interpreted, ProtocolError> {
+fn completions(body: &[u8]) -> Result<LlmRequest, ProtocolError> {
     let endpoint = Endpoint::Completions;
     let req: CompletionsRequest = parse_body(endpoint, body)?;
     let stream = req.stream.unwrap_or(false);
-    Ok(Interpreted {
+    Ok(LlmRequest {
         verb: endpoint.verb(),
         model: Some(require_model(endpoint, req.model)?),
         stream,
@@ -161,7 +161,7 @@ struct ResponsesRequest<'a> {
     tools: Option<Vec<ToolDef<'a>>>,
 }
 
-fn responses(body: &[u8]) -> Result<Interpreted, ProtocolError> {
+fn responses(body: &[u8]) -> Result<LlmRequest, ProtocolError> {
     let endpoint = Endpoint::Responses;
     let req: ResponsesRequest<'_> = parse_body(endpoint, body)?;
     let mut chars = req.instructions.0 + req.input.0;
@@ -177,7 +177,7 @@ fn responses(body: &[u8]) -> Result<Interpreted, ProtocolError> {
         tools.extend(name);
     }
     let stream = req.stream.unwrap_or(false);
-    Ok(Interpreted {
+    Ok(LlmRequest {
         verb: endpoint.verb(),
         // A Responses call may take its model from a stored prompt; the model is optional.
         model: req.model.filter(|m| !m.is_empty()),
@@ -199,10 +199,10 @@ struct EmbeddingsRequest {
     input: TextChars,
 }
 
-fn embeddings(body: &[u8]) -> Result<Interpreted, ProtocolError> {
+fn embeddings(body: &[u8]) -> Result<LlmRequest, ProtocolError> {
     let endpoint = Endpoint::Embeddings;
     let req: EmbeddingsRequest = parse_body(endpoint, body)?;
-    let mut interpreted = Interpreted::bare(endpoint, Some(require_model(endpoint, req.model)?));
+    let mut interpreted = LlmRequest::bare(endpoint, Some(require_model(endpoint, req.model)?));
     interpreted.input_tokens = tokens_from_chars(req.input.0);
     Ok(interpreted)
 }
@@ -213,7 +213,7 @@ fn chat_usage() -> Value {
 }
 
 /// A refusal as a Chat Completions answer (`finish_reason: "content_filter"`).
-pub(super) fn chat_refusal(interpreted: &Interpreted, text: &RefusalText) -> Answer {
+pub(super) fn chat_refusal(interpreted: &LlmRequest, text: &RefusalText) -> Answer {
     let id = format!("chatcmpl-{}", text.id);
     let (created, model) = (text.created, text.model(interpreted));
     if !interpreted.stream {
@@ -270,7 +270,7 @@ pub(super) fn chat_refusal(interpreted: &Interpreted, text: &RefusalText) -> Ans
 }
 
 /// A refusal as a legacy Completions answer (`finish_reason: "content_filter"`).
-pub(super) fn completions_refusal(interpreted: &Interpreted, text: &RefusalText) -> Answer {
+pub(super) fn completions_refusal(interpreted: &LlmRequest, text: &RefusalText) -> Answer {
     let id = format!("cmpl-{}", text.id);
     let (created, model) = (text.created, text.model(interpreted));
     let completion = |t: &str, finish: Value| {
@@ -310,7 +310,7 @@ pub(super) fn completions_refusal(interpreted: &Interpreted, text: &RefusalText)
 /// A stream ends with a `response.completed` event carrying that incomplete response: every
 /// client (including the SDKs' `responses.stream()` helpers, which require
 /// `response.completed`) finalises on it, and the status still tells the truth.
-pub(super) fn responses_refusal(interpreted: &Interpreted, text: &RefusalText) -> Answer {
+pub(super) fn responses_refusal(interpreted: &LlmRequest, text: &RefusalText) -> Answer {
     let resp_id = format!("resp_{}", text.id);
     let msg_id = format!("msg_{}", text.id);
     let model = text.model(interpreted);
@@ -436,12 +436,13 @@ pub(super) fn responses_refusal(interpreted: &Interpreted, text: &RefusalText) -
 
 #[cfg(test)]
 mod tests {
+    use super::super::interpret_llm as interpret_any;
+    use super::super::refusal::refusal_response;
     use super::super::refusal::tests::{EXPECTED_TEXT, REFUSAL, parts, sse_events};
-    use super::super::{interpret as interpret_any, refusal_response};
     use super::*;
     use http::StatusCode;
 
-    fn interpret(method: Method, path: &str, body: &str) -> Result<Interpreted, ProtocolError> {
+    fn interpret(method: Method, path: &str, body: &str) -> Result<LlmRequest, ProtocolError> {
         interpret_any(Protocol::Openai, &method, path, None, body.as_bytes())
     }
 
@@ -671,7 +672,7 @@ mod tests {
         );
     }
 
-    fn chat_request(stream: bool, include_usage: bool) -> Interpreted {
+    fn chat_request(stream: bool, include_usage: bool) -> LlmRequest {
         let body = json!({
             "model": "gpt-4.1",
             "messages": [{ "role": "user", "content": "hi" }],
@@ -783,7 +784,7 @@ mod tests {
         assert_eq!(body["usage"]["prompt_tokens"], 0);
     }
 
-    fn responses_request(stream: bool) -> Interpreted {
+    fn responses_request(stream: bool) -> LlmRequest {
         let body = json!({ "model": "gpt-5", "input": "hi", "stream": stream, "store": false, "max_output_tokens": 300 });
         interpret(Method::POST, "/responses", &body.to_string()).unwrap_or_else(|e| panic!("{e}"))
     }

@@ -14,7 +14,7 @@ use http_body_util::Full;
 use serde_json::Value;
 
 use super::errors::json_response;
-use super::{Endpoint, Interpreted, Protocol, anthropic, error_response, gemini, openai};
+use super::{Endpoint, LlmRequest, Protocol, anthropic, error_response, gemini, openai};
 
 /// Why a request is refused, as told to the agent.
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +23,16 @@ pub struct Refusal<'a> {
     pub reason: &'a str,
     /// The decision id, for the operator to find the audit record.
     pub decision_id: &'a str,
+}
+
+impl Refusal<'_> {
+    /// The text an agent is shown: what was blocked, why, and the decision id.
+    pub fn message(&self) -> String {
+        format!(
+            "Warden blocked this request: {} (decision {}). Ask your operator if you need this.",
+            self.reason, self.decision_id
+        )
+    }
 }
 
 /// The pieces every refusal answer shares.
@@ -38,10 +48,7 @@ pub(super) struct RefusalText {
 impl RefusalText {
     fn new(refusal: &Refusal<'_>) -> Self {
         RefusalText {
-            message: format!(
-                "Warden blocked this request: {} (decision {}). Ask your operator if you need this.",
-                refusal.reason, refusal.decision_id
-            ),
+            message: refusal.message(),
             id: uuid::Uuid::now_v7().simple().to_string(),
             created: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -50,7 +57,7 @@ impl RefusalText {
     }
 
     /// The model to echo back.
-    pub fn model<'a>(&self, interpreted: &'a Interpreted) -> &'a str {
+    pub fn model<'a>(&self, interpreted: &'a LlmRequest) -> &'a str {
         interpreted.model.as_deref().unwrap_or("unknown")
     }
 }
@@ -111,7 +118,7 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id"
 /// `finishReason: "PROHIBITED_CONTENT"`. Endpoints with no completion shape get a 403 error.
 pub fn refusal_response(
     protocol: Protocol,
-    interpreted: &Interpreted,
+    interpreted: &LlmRequest,
     refusal: &Refusal<'_>,
 ) -> Response<Full<Bytes>> {
     let text = RefusalText::new(refusal);
@@ -232,11 +239,11 @@ pub(crate) mod tests {
             .collect()
     }
 
-    fn interpreted(endpoint: Endpoint, stream: bool) -> Interpreted {
-        Interpreted {
+    fn interpreted(endpoint: Endpoint, stream: bool) -> LlmRequest {
+        LlmRequest {
             stream,
             event_stream: stream,
-            ..Interpreted::bare(endpoint, Some("gpt-5".into()))
+            ..LlmRequest::bare(endpoint, Some("gpt-5".into()))
         }
     }
 

@@ -11,8 +11,8 @@
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::Protocol;
 use super::sse::{SseDecoder, SseSink};
+use super::{Dialect, Protocol};
 
 /// Most bytes of a JSON body (or of one stream event) kept to read usage from; past it, usage
 /// is given up rather than memory held.
@@ -61,9 +61,9 @@ pub struct UsageScanner {
 }
 
 impl UsageScanner {
-    /// A scanner for a response in `protocol`; `event_stream` says the response content type is
+    /// A scanner for a response in `dialect`; `event_stream` says the response content type is
     /// `text/event-stream`.
-    pub fn new(protocol: Protocol, event_stream: bool) -> Self {
+    pub fn new(dialect: &'static dyn Dialect, event_stream: bool) -> Self {
         let mode = if event_stream {
             Mode::Events(SseDecoder::new(MAX_BUFFERED_BODY))
         } else {
@@ -76,7 +76,7 @@ impl UsageScanner {
         UsageScanner {
             mode,
             reader: UsageReader {
-                protocol,
+                dialect,
                 usage: Usage::default(),
             },
         }
@@ -138,78 +138,103 @@ impl UsageScanner {
     }
 }
 
-/// Reads usage out of events and bodies of one protocol.
-#[derive(Debug)]
+/// Reads usage out of events and bodies of one dialect.
 struct UsageReader {
-    protocol: Protocol,
+    dialect: &'static dyn Dialect,
     usage: Usage,
+}
+
+impl std::fmt::Debug for UsageReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UsageReader")
+            .field("dialect", &self.dialect.name())
+            .field("usage", &self.usage)
+            .finish()
+    }
 }
 
 impl SseSink for UsageReader {
     fn wants(&self, event: &[u8]) -> bool {
-        match self.protocol {
-            Protocol::Anthropic => matches!(event, b"message_start" | b"message_delta"),
-            // Responses names its events; only the terminal ones carry usage. Chat
-            // Completions events are unnamed.
-            Protocol::Openai => {
-                !event.starts_with(b"response.")
-                    || matches!(
-                        event,
-                        b"response.completed" | b"response.incomplete" | b"response.failed"
-                    )
-            }
-            Protocol::Gemini => true,
-        }
+        self.dialect.usage_event_wanted(event)
     }
 
-    fn event(&mut self, _event: &[u8], data: &[u8]) {
+    fn event(&mut self, event: &[u8], data: &[u8]) {
         if memchr::memmem::find(data, b"sage").is_none() {
             return; // neither `usage` nor `usageMetadata`: nothing to read (also `[DONE]`)
         }
-        let found = match self.protocol {
-            Protocol::Openai => serde_json::from_slice::<OpenaiBody>(data)
-                .ok()
-                .map(OpenaiBody::usage),
-            Protocol::Anthropic => serde_json::from_slice::<AnthropicEvent>(data)
-                .ok()
-                .map(AnthropicEvent::usage),
-            Protocol::Gemini => serde_json::from_slice::<GeminiBody>(data)
-                .ok()
-                .and_then(|b| b.usage_metadata)
-                .map(GeminiUsage::usage),
-        };
-        if let Some(found) = found {
-            self.usage.update(found);
-        }
+        self.usage
+            .update(self.dialect.usage_from_event(event, data));
     }
 }
 
 impl UsageReader {
-    /// Reads usage from a complete JSON body (a Gemini JSON-array stream: last element wins).
+    /// Reads usage from a complete JSON body.
     fn read_json_body(&mut self, body: &[u8]) {
-        let found = match self.protocol {
-            Protocol::Openai => serde_json::from_slice::<OpenaiBody>(body)
-                .ok()
-                .map(OpenaiBody::usage),
-            Protocol::Anthropic => serde_json::from_slice::<AnthropicEvent>(body)
-                .ok()
-                .map(AnthropicEvent::usage),
-            Protocol::Gemini => match serde_json::from_slice::<GeminiBodies>(body) {
-                Ok(GeminiBodies::One(b)) => b.usage_metadata.map(GeminiUsage::usage),
-                Ok(GeminiBodies::Many(all)) => {
-                    for b in all {
-                        if let Some(u) = b.usage_metadata {
-                            self.usage.update(u.usage());
-                        }
-                    }
-                    None
-                }
-                Err(_) => None,
-            },
-        };
-        if let Some(found) = found {
-            self.usage.update(found);
+        self.usage.update(self.dialect.usage_from_body(body));
+    }
+}
+
+/// Whether a `protocol` stream's event named `event` can carry usage.
+pub(super) fn wanted(protocol: Protocol, event: &[u8]) -> bool {
+    match protocol {
+        Protocol::Anthropic => matches!(event, b"message_start" | b"message_delta"),
+        // Responses names its events; only the terminal ones carry usage. Chat
+        // Completions events are unnamed.
+        Protocol::Openai => {
+            !event.starts_with(b"response.")
+                || matches!(
+                    event,
+                    b"response.completed" | b"response.incomplete" | b"response.failed"
+                )
         }
+        Protocol::Gemini => true,
+    }
+}
+
+/// The usage one `protocol` stream event reports.
+pub(super) fn from_event(protocol: Protocol, _event: &[u8], data: &[u8]) -> Usage {
+    let found = match protocol {
+        Protocol::Openai => serde_json::from_slice::<OpenaiBody>(data)
+            .ok()
+            .map(OpenaiBody::usage),
+        Protocol::Anthropic => serde_json::from_slice::<AnthropicEvent>(data)
+            .ok()
+            .map(AnthropicEvent::usage),
+        Protocol::Gemini => serde_json::from_slice::<GeminiBody>(data)
+            .ok()
+            .and_then(|b| b.usage_metadata)
+            .map(GeminiUsage::usage),
+    };
+    found.unwrap_or_default()
+}
+
+/// The usage a complete `protocol` body reports (a Gemini JSON-array stream: the last report
+/// of each figure wins).
+pub(super) fn from_body(protocol: Protocol, body: &[u8]) -> Usage {
+    match protocol {
+        Protocol::Openai => serde_json::from_slice::<OpenaiBody>(body)
+            .ok()
+            .map(OpenaiBody::usage)
+            .unwrap_or_default(),
+        Protocol::Anthropic => serde_json::from_slice::<AnthropicEvent>(body)
+            .ok()
+            .map(AnthropicEvent::usage)
+            .unwrap_or_default(),
+        Protocol::Gemini => match serde_json::from_slice::<GeminiBodies>(body) {
+            Ok(GeminiBodies::One(b)) => {
+                b.usage_metadata.map(GeminiUsage::usage).unwrap_or_default()
+            }
+            Ok(GeminiBodies::Many(all)) => {
+                let mut usage = Usage::default();
+                for b in all {
+                    if let Some(u) = b.usage_metadata {
+                        usage.update(u.usage());
+                    }
+                }
+                usage
+            }
+            Err(_) => Usage::default(),
+        },
     }
 }
 
@@ -351,12 +376,12 @@ mod tests {
     ) {
         let bytes = body.as_bytes();
         for split in 0..=bytes.len() {
-            let mut scanner = UsageScanner::new(protocol, event_stream);
+            let mut scanner = UsageScanner::new(protocol.dialect(), event_stream);
             scanner.feed(&bytes[..split]);
             scanner.feed(&bytes[split..]);
             assert_eq!(scanner.finish(), want, "split at {split}");
         }
-        let mut scanner = UsageScanner::new(protocol, event_stream);
+        let mut scanner = UsageScanner::new(protocol.dialect(), event_stream);
         for b in bytes {
             scanner.feed(std::slice::from_ref(b));
         }
@@ -494,7 +519,7 @@ mod tests {
             ),
             (Protocol::Gemini, "\u{1f}\u{8b} not json usage"),
         ] {
-            let mut scanner = UsageScanner::new(protocol, false);
+            let mut scanner = UsageScanner::new(protocol.dialect(), false);
             scanner.feed(body.as_bytes());
             assert_eq!(scanner.finish(), Usage::default());
         }
@@ -504,7 +529,7 @@ mod tests {
     fn a_body_in_one_shared_chunk_is_read_without_a_copy_and_in_several_with_one() {
         let body = r#"{"id":"x","usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
         let whole = Bytes::from(body);
-        let mut scanner = UsageScanner::new(Protocol::Openai, false);
+        let mut scanner = UsageScanner::new(Protocol::Openai.dialect(), false);
         scanner.feed_shared(&whole);
         if let Mode::Json { body, first, .. } = &scanner.mode {
             assert_eq!(body.capacity(), 0, "nothing copied");
@@ -512,7 +537,7 @@ mod tests {
         }
         assert_eq!(scanner.finish(), usage(3, 4));
         for split in [1, 10, body.len() - 1] {
-            let mut scanner = UsageScanner::new(Protocol::Openai, false);
+            let mut scanner = UsageScanner::new(Protocol::Openai.dialect(), false);
             scanner.feed_shared(&whole.slice(..split));
             scanner.feed_shared(&whole.slice(split..));
             assert_eq!(scanner.finish(), usage(3, 4), "split at {split}");
@@ -521,7 +546,7 @@ mod tests {
 
     #[test]
     fn gives_up_on_bodies_past_the_cap_instead_of_holding_them() {
-        let mut scanner = UsageScanner::new(Protocol::Openai, false);
+        let mut scanner = UsageScanner::new(Protocol::Openai.dialect(), false);
         scanner.feed(b"{\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1},\"pad\":\"");
         let pad = vec![b'a'; 1024 * 1024];
         for _ in 0..5 {
@@ -540,7 +565,7 @@ mod tests {
 
     #[test]
     fn endless_stream_keeps_memory_bounded_and_still_reads_usage() {
-        let mut scanner = UsageScanner::new(Protocol::Openai, true);
+        let mut scanner = UsageScanner::new(Protocol::Openai.dialect(), true);
         let chunk = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hello world\"}}],\"usage\":null}\n\n";
         for _ in 0..100_000 {
             scanner.feed(chunk.as_bytes());
