@@ -245,8 +245,8 @@ fn check(path: Option<&Path>) -> Result<ExitCode> {
         match warden::route::RouteTable::build(&config) {
             Ok(routes) => {
                 for r in routes.iter() {
-                    match &r.credential {
-                        Ok(_) => println!(
+                    match r.credential.as_ref().and_then(|c| c.unavailable()) {
+                        None => println!(
                             "route {} {} -> {}://{}{}",
                             r.name,
                             r.prefix,
@@ -254,7 +254,7 @@ fn check(path: Option<&Path>) -> Result<ExitCode> {
                             r.upstream.authority,
                             r.upstream.base_path
                         ),
-                        Err(e) => println!("route {} {}: warning: {e}", r.name, r.prefix),
+                        Some(e) => println!("route {} {}: warning: {e}", r.name, r.prefix),
                     }
                 }
             }

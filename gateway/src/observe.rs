@@ -5,41 +5,23 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
-use crate::audit::event::AuditEvent;
-use crate::protocol::UsageScanner;
-use crate::shared::Shared;
+use crate::protocol::{Dialect, Usage, UsageScanner};
 
-/// Records the outcome of one response exactly once.
-pub struct Observer {
-    shared: Arc<Shared>,
-    event: Option<AuditEvent>,
-    started: Instant,
-    scanner: Option<UsageScanner>,
-    model: Option<String>,
+/// What to do with a response's outcome once its body has ended: the request path records it.
+pub trait Complete: Send + 'static {
+    /// The body ended with `usage` read from it; `error` says why it ended early, if it did.
+    fn complete(self, usage: Usage, error: Option<String>);
 }
 
-impl Observer {
-    /// `event` is the outcome record to complete; `model` labels token metrics.
-    pub fn new(
-        shared: Arc<Shared>,
-        event: AuditEvent,
-        started: Instant,
-        scanner: UsageScanner,
-        model: Option<String>,
-    ) -> Self {
-        Observer {
-            shared,
-            event: Some(event),
-            started,
-            scanner: Some(scanner),
-            model,
-        }
-    }
+/// Completes the outcome of one response exactly once.
+struct Observer<C: Complete> {
+    outcome: Option<C>,
+    scanner: Option<UsageScanner>,
+}
 
+impl<C: Complete> Observer<C> {
     fn feed(&mut self, chunk: &Bytes) {
         if let Some(s) = self.scanner.as_mut() {
             s.feed_shared(chunk);
@@ -48,7 +30,7 @@ impl Observer {
 
     /// Completes and records the outcome; later calls do nothing.
     fn complete(&mut self, error: Option<String>) {
-        let Some(mut event) = self.event.take() else {
+        let Some(outcome) = self.outcome.take() else {
             return;
         };
         let usage = self
@@ -56,30 +38,11 @@ impl Observer {
             .take()
             .map(UsageScanner::finish)
             .unwrap_or_default();
-        if let Some(outcome) = event.outcome.as_mut() {
-            outcome.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
-            outcome.input_tokens = usage.input_tokens;
-            outcome.output_tokens = usage.output_tokens;
-            outcome.error = error;
-        }
-        let model = self.model.as_deref().unwrap_or("");
-        for (kind, n) in [
-            ("input", usage.input_tokens),
-            ("output", usage.output_tokens),
-        ] {
-            if let Some(n) = n {
-                self.shared
-                    .metrics
-                    .tokens
-                    .with_label_values(&[&event.principal.id, model, kind])
-                    .inc_by(n);
-            }
-        }
-        self.shared.audit.append_detached(event);
+        outcome.complete(usage, error);
     }
 }
 
-impl Drop for Observer {
+impl<C: Complete> Drop for Observer<C> {
     fn drop(&mut self) {
         self.complete(Some(
             "the agent disconnected before the response ended".into(),
@@ -88,17 +51,28 @@ impl Drop for Observer {
 }
 
 pin_project_lite::pin_project! {
-    /// An upstream body passed through unchanged while an [`Observer`] watches it.
-    pub struct ObservedBody {
+    /// An upstream body passed through unchanged while its usage is read; its outcome is
+    /// completed when it ends.
+    pub struct ObservedBody<C: Complete> {
         #[pin]
         inner: Incoming,
-        observer: Observer,
+        observer: Observer<C>,
     }
 }
 
-impl ObservedBody {
-    /// Wraps `inner`.
-    pub fn new(inner: Incoming, mut observer: Observer) -> Self {
+impl<C: Complete> ObservedBody<C> {
+    /// Wraps `inner`, a response in `dialect` (`event_stream`: its content type is
+    /// `text/event-stream`) whose outcome is `outcome`.
+    pub fn new(
+        inner: Incoming,
+        outcome: C,
+        dialect: &'static dyn Dialect,
+        event_stream: bool,
+    ) -> Self {
+        let mut observer = Observer {
+            outcome: Some(outcome),
+            scanner: Some(UsageScanner::new(dialect, event_stream)),
+        };
         if inner.is_end_stream() {
             // An empty body is never polled: its outcome is complete now.
             observer.complete(None);
@@ -107,7 +81,7 @@ impl ObservedBody {
     }
 }
 
-impl Body for ObservedBody {
+impl<C: Complete> Body for ObservedBody<C> {
     type Data = Bytes;
     type Error = hyper::Error;
 

@@ -86,7 +86,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     let workers = workers::count(config.runtime.worker_threads);
     let snapshot = Snapshot::build(config, None).await?;
     for route in snapshot.routes.iter() {
-        if let Err(e) = &route.credential {
+        if let Some(e) = route.credential.as_ref().and_then(|c| c.unavailable()) {
             tracing::warn!(route = %route.name, error = %e, "route has no upstream credential; its requests will be refused with 503 until it is configured");
         }
     }

@@ -93,6 +93,15 @@ pub struct AuditOutcome {
     pub error: Option<String>,
 }
 
+/// One finding of the inspect stage, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditFinding {
+    /// The detector that matched.
+    pub detector: Text,
+    /// Where in the request.
+    pub location: String,
+}
+
 /// One audit event: who, what, on what, decision, outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvent {
@@ -119,6 +128,9 @@ pub struct AuditEvent {
     /// Peer address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_ip: Option<IpAddr>,
+    /// The identity of the verified client certificate the request came with (mTLS).
+    #[serde(default = "empty_text", skip_serializing_if = "is_empty")]
+    pub client_certificate: Text,
     /// `allow`, `deny`, `approval_required`; empty for outcome and system records.
     #[serde(default, skip_serializing_if = "is_empty")]
     pub decision: Label,
@@ -128,6 +140,9 @@ pub struct AuditEvent {
     /// Determining policy ids.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<Text>,
+    /// What inspection found in the request: detector and location, never the content.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<AuditFinding>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<AuditOutcome>,
     /// Request content, only when `audit.record_content` is on.
@@ -151,9 +166,11 @@ impl AuditEvent {
             resource: empty_text(),
             route: empty_text(),
             source_ip: None,
+            client_certificate: empty_text(),
             decision: Label::Borrowed(""),
             reasons: Vec::new(),
             policies: Vec::new(),
+            findings: Vec::new(),
             outcome: None,
             content: None,
             detail: None,

@@ -147,9 +147,14 @@ fn write_record(
         let _ = write!(buf, "{ip}");
         buf.push(b'"');
     }
+    text_field(buf, "client_certificate", &e.client_certificate);
     text_field(buf, "decision", &e.decision);
     list_field(buf, "reasons", &e.reasons);
     list_field(buf, "policies", &e.policies);
+    if !e.findings.is_empty() {
+        buf.extend_from_slice(b",\"findings\":");
+        serde_json::to_writer(&mut *buf, &e.findings)?;
+    }
     if let Some(outcome) = &e.outcome {
         buf.extend_from_slice(b",\"outcome\":");
         serde_json::to_writer(&mut *buf, outcome)?;
@@ -335,6 +340,11 @@ mod tests {
         full.resource = "Model::\"openai/gpt-4o\"".into();
         full.route = "openai".into();
         full.source_ip = Some("2001:db8::1".parse().unwrap());
+        full.client_certificate = "spiffe://fleet.example/agent/7".into();
+        full.findings = vec![crate::audit::event::AuditFinding {
+            detector: "lookalike_identifier".into(),
+            location: "model \"x\"".into(),
+        }];
         full.decision = "deny".into();
         full.reasons = vec!["too \"big\"".into(), String::new()];
         full.policies = vec!["p1".into(), "p\u{0}2".into()];

@@ -28,6 +28,22 @@ pub struct IdentityConfig {
     /// `kid`, keys not yet loaded): bounds what a stream of forged tokens can cost the IdP.
     #[serde(with = "humantime_serde")]
     pub jwks_min_refetch_interval: Duration,
+    /// What a verified client certificate (mTLS, `listen.tls.client_ca`) says about the caller.
+    pub client_certificate: ClientCertificate,
+}
+
+/// `identity.client_certificate`: what the identity of a verified client certificate is to
+/// the principal. Either way it is in the Cedar context (`context.client_certificate`) and in
+/// the audit record.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientCertificate {
+    /// A principal attribute (`principal.client_certificate`) of the agent the token names.
+    #[default]
+    Attribute,
+    /// The principal itself when the request carries no agent token: `Agent::"<identity>"`,
+    /// issuer `mtls`. A request with a token is the token's agent, with the attribute.
+    Principal,
 }
 
 impl Default for IdentityConfig {
@@ -41,6 +57,7 @@ impl Default for IdentityConfig {
             cache_entries: 100_000,
             jwks_refresh_interval: Duration::from_secs(300),
             jwks_min_refetch_interval: Duration::from_secs(5),
+            client_certificate: ClientCertificate::default(),
         }
     }
 }

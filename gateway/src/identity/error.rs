@@ -181,6 +181,16 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// The HTTP status a request refused for this reason gets: 401, except when the issuer's
+    /// keys are unavailable, which is Warden's outage, not the agent's bad key (503, which
+    /// agents retry).
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            AuthError::IssuerUnavailable { .. } => http::StatusCode::SERVICE_UNAVAILABLE,
+            _ => http::StatusCode::UNAUTHORIZED,
+        }
+    }
+
     /// A stable short code for metrics, audit and error bodies.
     pub fn code(&self) -> &'static str {
         match self {

@@ -34,7 +34,7 @@ pub(crate) use fetch::{read_ca_bundle, secure_url};
 
 use crate::action::Principal;
 use cache::{TokenCache, TokenKey};
-use config::IdentityConfig;
+use config::{ClientCertificate, IdentityConfig};
 use fetch::JwksFetcher;
 use refresh::RemoteKeys;
 use verify::{IssuerKeys, TrustedIssuer, Verifier};
@@ -47,6 +47,7 @@ pub struct Identifier {
     verifier: Verifier,
     cache: TokenCache,
     required: bool,
+    client_certificate: ClientCertificate,
     anonymous: Arc<Principal>,
     token_issuer: Option<Arc<TokenIssuer>>,
     _refreshers: AbortOnDrop,
@@ -118,20 +119,39 @@ impl Identifier {
             verifier: Verifier::new(issuers, cfg.leeway_seconds),
             cache: TokenCache::new(cfg.cache_entries),
             required: cfg.required,
+            client_certificate: cfg.client_certificate,
             anonymous: Arc::new(Principal::anonymous()),
             token_issuer,
             _refreshers: AbortOnDrop(refreshers),
         })
     }
 
-    /// Who sent these headers. Without a credential: [`AuthError::MissingCredential`], or the
-    /// anonymous principal when authentication is not [`required`](Self::required).
-    pub async fn identify(&self, headers: &http::HeaderMap) -> Result<Arc<Principal>, AuthError> {
-        match credential_from_headers(headers) {
-            Some(token) => self.identify_token(token).await,
-            None if self.required => Err(AuthError::MissingCredential),
-            None => Ok(self.anonymous.clone()),
-        }
+    /// Who sent these headers over a connection whose verified client certificate names
+    /// `certificate` (if any). The token's agent, with the certificate as its
+    /// `client_certificate` attribute; without a token, the certificate's agent when
+    /// `identity.client_certificate: principal`; otherwise [`AuthError::MissingCredential`], or
+    /// the anonymous principal when authentication is not [`required`](Self::required).
+    pub async fn identify(
+        &self,
+        headers: &http::HeaderMap,
+        certificate: Option<&Arc<str>>,
+    ) -> Result<Arc<Principal>, AuthError> {
+        let principal = match credential_from_headers(headers) {
+            Some(token) => self.identify_token(token).await?,
+            None => match (certificate, self.client_certificate) {
+                (Some(id), ClientCertificate::Principal) => return Ok(certificate_agent(id)),
+                _ if self.required => return Err(AuthError::MissingCredential),
+                _ => self.anonymous.clone(),
+            },
+        };
+        Ok(match certificate {
+            Some(id) if principal.client_certificate.as_ref() != Some(id) => {
+                let mut with = Principal::clone(&principal);
+                with.client_certificate = Some(Arc::clone(id));
+                Arc::new(with)
+            }
+            _ => principal,
+        })
     }
 
     /// Who this token identifies: from the cache when verified earlier (one SHA-256 and one
@@ -169,6 +189,16 @@ impl Identifier {
     pub fn cached_tokens(&self) -> usize {
         self.cache.len()
     }
+}
+
+/// The agent a verified client certificate names, when certificates identify agents.
+fn certificate_agent(id: &Arc<str>) -> Arc<Principal> {
+    Arc::new(Principal {
+        id: Arc::clone(id),
+        issuer: Arc::from("mtls"),
+        client_certificate: Some(Arc::clone(id)),
+        ..Principal::anonymous()
+    })
 }
 
 /// Background tasks stopped when the [`Identifier`] goes away.

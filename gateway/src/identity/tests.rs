@@ -262,7 +262,7 @@ async fn valid_rsa_token_becomes_principal_with_mapped_attributes() {
     let (id, _dir) = identifier(&config(&[&idp.issuer()])).await;
 
     let p = id
-        .identify(&bearer(&key.sign(&claims(&idp.issuer()))))
+        .identify(&bearer(&key.sign(&claims(&idp.issuer()))), None)
         .await
         .unwrap();
 
@@ -310,7 +310,7 @@ async fn accepts_token_without_kid_when_one_key_fits() {
 #[tokio::test]
 async fn missing_credential_is_refused_when_required_and_anonymous_otherwise() {
     let (id, _dir) = identifier(&config(&[])).await;
-    let err = id.identify(&HeaderMap::new()).await.unwrap_err();
+    let err = id.identify(&HeaderMap::new(), None).await.unwrap_err();
     assert_eq!(err.code(), "missing_credential");
     assert!(id.required());
 
@@ -320,9 +320,12 @@ async fn missing_credential_is_refused_when_required_and_anonymous_otherwise() {
     })
     .await;
     assert!(!open.required());
-    let p = open.identify(&HeaderMap::new()).await.unwrap();
+    let p = open.identify(&HeaderMap::new(), None).await.unwrap();
     assert_eq!(&*p.id, "anonymous");
-    let err = open.identify(&bearer("sk-not-a-jwt")).await.unwrap_err();
+    let err = open
+        .identify(&bearer("sk-not-a-jwt"), None)
+        .await
+        .unwrap_err();
     assert_eq!(
         err.code(),
         "malformed_token",
@@ -339,7 +342,7 @@ async fn reads_token_from_x_api_key_and_api_key() {
     for name in ["x-api-key", "api-key", "x-goog-api-key"] {
         let mut headers = HeaderMap::new();
         headers.insert(name, HeaderValue::from_str(&token).unwrap());
-        assert!(id.identify(&headers).await.is_ok(), "{name}");
+        assert!(id.identify(&headers, None).await.is_ok(), "{name}");
     }
 }
 
@@ -653,7 +656,7 @@ async fn cache_hit_returns_same_principal_without_fetching_keys() {
     let first = id.identify_token(&token).await.unwrap();
     let hits = idp.jwks_hits();
     idp.state.jwks_failing.store(true, Ordering::SeqCst);
-    let second = id.identify(&bearer(&token)).await.unwrap();
+    let second = id.identify(&bearer(&token), None).await.unwrap();
     assert!(Arc::ptr_eq(&first, &second));
     assert_eq!(idp.jwks_hits(), hits);
     assert_eq!(id.cached_tokens(), 1);
@@ -673,7 +676,7 @@ async fn warden_issued_token_round_trips() {
     let token = issuer
         .issue("bot-1", Duration::from_secs(3600), &extra)
         .unwrap();
-    let p = id.identify(&bearer(&token)).await.unwrap();
+    let p = id.identify(&bearer(&token), None).await.unwrap();
     assert_eq!(&*p.id, "bot-1");
     assert_eq!(&*p.issuer, "warden");
     assert_eq!(p.fleet.as_deref(), Some("billing"));
@@ -745,6 +748,6 @@ fn identifier_and_its_futures_can_cross_threads() {
         .unwrap();
     send_sync(&id);
     let headers = HeaderMap::new();
-    send(&id.identify(&headers));
+    send(&id.identify(&headers, None));
     send(&id.identify_token("t"));
 }

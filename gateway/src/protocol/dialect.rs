@@ -14,7 +14,7 @@ use http_body_util::Full;
 use super::refusal::{Refusal, refusal_response};
 use super::usage::Usage;
 use super::{LlmRequest, Protocol, ProtocolError, error_response, interpret_llm};
-use crate::action::{Facts, LlmFacts, Resource, Verb};
+use crate::action::{Facts, Findings, LlmFacts, Resource, Verb};
 
 /// One request as a dialect reads it.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +43,8 @@ pub struct Interpreted {
     pub resource: Resource,
     /// What the request says that policy may judge.
     pub facts: Facts,
+    /// What interpretation noticed that policy should know (identifiers imitating others).
+    pub findings: Findings,
     /// What the dialect needs to answer this request in its own shape.
     pub shape: Shape,
 }
@@ -64,13 +66,10 @@ pub trait Dialect: Send + Sync + 'static {
     /// forwarded.
     fn interpret(&self, request: &Inbound<'_>) -> Result<Interpreted, ProtocolError>;
 
-    /// A policy refusal in this protocol's shape: a well-formed answer whose text explains the
-    /// refusal, or `None` where the request has no such shape (an HTTP error is sent instead).
-    fn refusal(
-        &self,
-        interpreted: &Interpreted,
-        refusal: &Refusal<'_>,
-    ) -> Option<Response<Full<Bytes>>>;
+    /// A policy refusal in this protocol's shape, for a request this dialect read as `shape`: a
+    /// well-formed answer whose text explains the refusal, or `None` where the request has no
+    /// such shape (an HTTP error is sent instead).
+    fn refusal(&self, shape: &Shape, refusal: &Refusal<'_>) -> Option<Response<Full<Bytes>>>;
 
     /// An HTTP error in this protocol's error shape; `code` is Warden's stable error code.
     fn error(&self, status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>>;
@@ -131,16 +130,13 @@ impl Dialect for LlmDialect {
                 tools: llm.tools.clone(),
                 input_tokens: llm.input_tokens,
             }),
+            findings: Findings::none(),
             shape: Shape::Llm(llm),
         })
     }
 
-    fn refusal(
-        &self,
-        interpreted: &Interpreted,
-        refusal: &Refusal<'_>,
-    ) -> Option<Response<Full<Bytes>>> {
-        let Shape::Llm(llm) = &interpreted.shape;
+    fn refusal(&self, shape: &Shape, refusal: &Refusal<'_>) -> Option<Response<Full<Bytes>>> {
+        let Shape::Llm(llm) = shape;
         llm.endpoint
             .has_completion_shape()
             .then(|| refusal_response(self.0, llm, refusal))

@@ -7,6 +7,7 @@
 //! and reports the token usage the provider states.
 
 mod anthropic;
+pub mod body;
 pub mod config;
 mod dialect;
 mod errors;

@@ -10,8 +10,19 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use crate::config::error::ConfigErrors;
 use crate::config::{Config, DenyStyle};
 use crate::protocol::Protocol;
-use crate::secrets::{Credential, CredentialError};
+use crate::secrets::{self, CredentialProvider};
 use connector::{Connectors, validate_base_url};
+
+/// Why a request has no route.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// No route's prefix matches the path.
+    #[error("no route matches {path}; check the base URL the agent uses")]
+    NoRoute {
+        /// The request path (cut short if long).
+        path: crate::text::Bounded,
+    },
+}
 
 /// One resolved route.
 #[derive(Debug)]
@@ -24,9 +35,17 @@ pub struct Route {
     /// Cedar provider name.
     pub provider: Arc<str>,
     pub upstream: Upstream,
-    /// The upstream credential, or why it is unavailable (requests then fail closed with 503).
-    pub credential: Result<Option<Credential>, CredentialError>,
+    /// Where the upstream credential comes from at request time; `None` when the upstream
+    /// takes none. A provider that cannot give one makes requests fail closed with 503.
+    pub credential: Option<Arc<dyn CredentialProvider>>,
     pub on_deny: DenyStyle,
+}
+
+impl Route {
+    /// The part of `path` (a path this route matched) after the route's prefix.
+    pub fn rest<'p>(&self, path: &'p str) -> &'p str {
+        path.get(self.prefix.len()..).unwrap_or_default()
+    }
 }
 
 /// Where a route's requests go.
@@ -100,16 +119,16 @@ impl RouteTable {
             let url = rc.upstream.as_deref().unwrap_or(&connector.base_url);
             let upstream = Upstream::parse(url)
                 .map_err(|m| ConfigErrors::one(format!("routes[{i}].upstream"), m))?;
+            let name = rc.name.as_deref().unwrap_or(&rc.connector);
             let credential = match (&rc.credential, &connector.credential) {
-                (Some(source), Some(injection)) => Credential::resolve(source, injection).map(Some),
-                (None, Some(injection)) if injection.optional => Ok(None),
-                (None, Some(_)) => Err(CredentialError::NotConfigured {
-                    route: rc.name.clone().unwrap_or_else(|| rc.connector.clone()),
-                }),
-                (_, None) => Ok(None),
+                (None, Some(injection)) if injection.optional => None,
+                (source, Some(injection)) => {
+                    Some(secrets::provider(name, source.as_ref(), injection))
+                }
+                (_, None) => None,
             };
             routes.push(Arc::new(Route {
-                name: Arc::from(rc.name.as_deref().unwrap_or(&rc.connector)),
+                name: Arc::from(name),
                 prefix: rc.prefix.trim_end_matches('/').to_string(),
                 protocol: connector.protocol,
                 provider: Arc::from(rc.provider.as_deref().unwrap_or(&connector.provider)),
@@ -120,6 +139,15 @@ impl RouteTable {
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Ok(RouteTable { routes })
+    }
+
+    /// The route for `path`, or why there is none.
+    pub fn route(&self, path: &str) -> Result<&Arc<Route>, RouteError> {
+        self.find(path)
+            .map(|(route, _)| route)
+            .ok_or_else(|| RouteError::NoRoute {
+                path: crate::text::Bounded::path(path),
+            })
     }
 
     /// The route whose prefix matches `path` on a segment boundary, and the rest of the path.
@@ -140,6 +168,7 @@ impl RouteTable {
 mod tests {
     use super::*;
     use crate::config::load::parse;
+    use crate::secrets::CredentialError;
 
     fn table(yaml: &str) -> RouteTable {
         RouteTable::build(&parse(yaml, None).expect("valid config")).expect("routes build")
@@ -179,14 +208,14 @@ mod tests {
         );
         let (r, _) = t.find("/vllm/chat/completions").expect("match");
         assert!(
-            matches!(r.credential, Ok(None)),
+            r.credential.is_none(),
             "a keyless OpenAI-compatible server needs no credential: {:?}",
             r.credential
         );
     }
 
-    #[test]
-    fn openai_compatible_route_with_credential_injects_a_bearer_header() {
+    #[tokio::test]
+    async fn openai_compatible_route_with_credential_injects_a_bearer_header() {
         let dir = tempfile::tempdir().expect("tempdir");
         let secret = dir.path().join("key");
         std::fs::write(&secret, "sk-local\n").expect("write secret");
@@ -198,9 +227,10 @@ mod tests {
         let credential = r
             .credential
             .as_ref()
-            .expect("credential resolves")
-            .as_ref()
-            .expect("credential is injected");
+            .expect("the route takes a credential")
+            .credential()
+            .await
+            .expect("credential is read");
         assert_eq!(credential.header, http::header::AUTHORIZATION);
         assert_eq!(credential.value.as_bytes(), b"Bearer sk-local");
     }
@@ -209,10 +239,10 @@ mod tests {
     fn provider_route_without_credential_is_not_configured() {
         let t = table("routes:\n  - { prefix: /o, connector: openai }\n");
         let (r, _) = t.find("/o/chat/completions").expect("match");
+        let problem = r.credential.as_ref().and_then(|c| c.unavailable());
         assert!(
-            matches!(&r.credential, Err(CredentialError::NotConfigured { route }) if route == "openai"),
-            "{:?}",
-            r.credential
+            matches!(&problem, Some(CredentialError::NotConfigured { route }) if route == "openai"),
+            "{problem:?}"
         );
     }
 
@@ -222,7 +252,11 @@ mod tests {
             "routes:\n  - { prefix: /o, connector: openai, credential: { env: WARDEN_TEST_SURELY_UNSET_VAR } }\n",
         );
         let (r, _) = t.find("/o/models").expect("match");
-        let err = r.credential.as_ref().expect_err("no env var");
+        let err = r
+            .credential
+            .as_ref()
+            .and_then(|c| c.unavailable())
+            .expect("no env var");
         assert!(
             err.to_string().contains("WARDEN_TEST_SURELY_UNSET_VAR"),
             "{err}"

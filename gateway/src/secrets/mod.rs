@@ -1,14 +1,15 @@
-//! Credential: the agent's credential never leaves Warden; the upstream's is injected.
+//! Credential: the agent's credential never leaves Warden; the upstream's is injected, taken at
+//! request time from the route's [`CredentialProvider`].
 
 pub mod config;
 pub mod inject;
+mod provider;
 
 use http::{HeaderName, HeaderValue};
 use std::path::PathBuf;
 
 pub use config::CredentialSource;
-
-use crate::route::connector::CredentialInjection;
+pub use provider::{CredentialProvider, Fetch, Lookup, provider};
 
 /// Why a route has no usable upstream credential. Never contains the secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,6 +26,8 @@ pub enum CredentialError {
     InvalidValue(String),
     #[error("connector header name {0:?} is not a valid HTTP header name")]
     InvalidHeader(String),
+    #[error("no credential is available yet: {0}")]
+    Unavailable(String),
 }
 
 /// A ready-to-send upstream credential header. The value is marked sensitive so that it is
@@ -41,41 +44,5 @@ impl std::fmt::Debug for Credential {
             .field("header", &self.header)
             .field("value", &"<redacted>")
             .finish()
-    }
-}
-
-impl Credential {
-    /// Reads the secret from `source` and formats it as `injection` says.
-    pub fn resolve(
-        source: &CredentialSource,
-        injection: &CredentialInjection,
-    ) -> Result<Credential, CredentialError> {
-        let (secret, origin) = match source {
-            CredentialSource::Env(name) => match std::env::var(name) {
-                Ok(v) if !v.trim().is_empty() => (v, format!("env {name}")),
-                _ => return Err(CredentialError::EnvMissing(name.clone())),
-            },
-            CredentialSource::File(path) => match std::fs::read_to_string(path) {
-                Ok(v) if !v.trim().is_empty() => (v, format!("file {}", path.display())),
-                Ok(_) => {
-                    return Err(CredentialError::File {
-                        path: path.clone(),
-                        reason: "file is empty".into(),
-                    });
-                }
-                Err(e) => {
-                    return Err(CredentialError::File {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    });
-                }
-            },
-        };
-        let header = HeaderName::try_from(injection.header.as_str())
-            .map_err(|_| CredentialError::InvalidHeader(injection.header.clone()))?;
-        let mut value = HeaderValue::try_from(injection.format.replace("{secret}", secret.trim()))
-            .map_err(|_| CredentialError::InvalidValue(origin))?;
-        value.set_sensitive(true);
-        Ok(Credential { header, value })
     }
 }

@@ -1,9 +1,19 @@
 //! Prometheus metrics served on the admin listener at `/metrics`.
 
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
 };
+
+/// Most distinct agents the token counters name; later agents are counted as `other`.
+pub const AGENT_LABELS_MAX: usize = 1000;
+/// Most distinct models the token counters name; later models are counted as `other`.
+pub const MODEL_LABELS_MAX: usize = 200;
+/// Longest label value kept; a longer one is counted as `other`.
+const LABEL_VALUE_MAX: usize = 64;
 
 /// Latency buckets in seconds, from 100 µs to 60 s (LLM calls are long).
 const LATENCY_BUCKETS: &[f64] = &[
@@ -44,6 +54,75 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// Requests in flight.
     pub in_flight: IntGauge,
+    agents: Arc<LabelSet>,
+    models: Arc<LabelSet>,
+}
+
+/// What one request did, as the request metrics count it: filled on the request path and
+/// counted once, when its response starts.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestMetrics<'a> {
+    /// The route's configured name, or `none`.
+    pub route: &'a str,
+    /// `allow`, `deny`, `approval_required`, or `none` before a decision.
+    pub decision: &'static str,
+    /// The response status.
+    pub status: http::StatusCode,
+    /// Time to the response headers.
+    pub seconds: f64,
+    /// The reason an agent credential was refused, if it was.
+    pub auth_failure: Option<&'static str>,
+    /// Time Cedar took, if the request was judged.
+    pub policy_seconds: Option<f64>,
+    /// Time the decision record took to become durable, if one was written.
+    pub audit_wait_seconds: Option<f64>,
+    /// The decision record could not be written.
+    pub audit_failed: bool,
+    /// Time to the upstream's response headers, if the request was forwarded.
+    pub upstream_seconds: Option<f64>,
+}
+
+/// A bounded set of label values: the first `max` distinct values seen are used as they are,
+/// later ones (and any too long to be a name) become `other`, so no request can grow the
+/// number of series without bound.
+struct LabelSet {
+    max: usize,
+    known: RwLock<HashSet<Arc<str>>>,
+}
+
+impl LabelSet {
+    fn new(max: usize) -> LabelSet {
+        LabelSet {
+            max,
+            known: RwLock::new(HashSet::new()),
+        }
+    }
+
+    /// The label for `value`.
+    fn label(&self, value: &str) -> Arc<str> {
+        if value.is_empty() || value.len() > LABEL_VALUE_MAX || value.chars().any(char::is_control)
+        {
+            return Arc::from("other");
+        }
+        if let Some(known) = self
+            .known
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(value)
+        {
+            return Arc::clone(known);
+        }
+        let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(hit) = known.get(value) {
+            return Arc::clone(hit);
+        }
+        if known.len() >= self.max {
+            return Arc::from("other");
+        }
+        let label: Arc<str> = Arc::from(value);
+        known.insert(Arc::clone(&label));
+        label
+    }
 }
 
 impl Metrics {
@@ -146,6 +225,52 @@ impl Metrics {
             audit_failures,
             reloads,
             in_flight,
+            agents: Arc::new(LabelSet::new(AGENT_LABELS_MAX)),
+            models: Arc::new(LabelSet::new(MODEL_LABELS_MAX)),
+        }
+    }
+
+    /// Counts one request, in every metric it touched.
+    pub fn request(&self, m: &RequestMetrics<'_>) {
+        self.requests
+            .with_label_values(&[m.route, m.decision, m.status.as_str()])
+            .inc();
+        self.request_seconds
+            .with_label_values(&[m.route])
+            .observe(m.seconds);
+        if let Some(code) = m.auth_failure {
+            self.auth_failures.with_label_values(&[code]).inc();
+        }
+        if let Some(secs) = m.policy_seconds {
+            self.policy_seconds.observe(secs);
+        }
+        if let Some(secs) = m.audit_wait_seconds {
+            self.audit_wait_seconds.observe(secs);
+        }
+        if m.audit_failed {
+            self.audit_failures.inc();
+        }
+        if let Some(secs) = m.upstream_seconds {
+            self.upstream_seconds
+                .with_label_values(&[m.route])
+                .observe(secs);
+        }
+    }
+
+    /// Counts the tokens a response reported, by agent and model (each from a bounded set of
+    /// label values).
+    pub fn tokens(&self, agent: &str, model: &str, input: Option<u64>, output: Option<u64>) {
+        if input.is_none() && output.is_none() {
+            return;
+        }
+        let agent = self.agents.label(agent);
+        let model = self.models.label(model);
+        for (kind, n) in [("input", input), ("output", output)] {
+            if let Some(n) = n {
+                self.tokens
+                    .with_label_values(&[&*agent, &*model, kind])
+                    .inc_by(n);
+            }
         }
     }
 
@@ -178,6 +303,32 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_labels_come_from_a_bounded_set() {
+        let m = Metrics::new();
+        let huge = "m".repeat(100 * 1024);
+        m.tokens("ci-bot", &huge, Some(1), None);
+        m.tokens("ci-bot", "bad\nname", Some(1), None);
+        for i in 0..MODEL_LABELS_MAX + 50 {
+            m.tokens("ci-bot", &format!("model-{i}"), Some(1), None);
+        }
+        let text = m.render();
+        assert!(
+            !text.contains(&huge[..100]),
+            "a long model name is never a label"
+        );
+        assert!(text.contains(r#"model="other""#), "{text}");
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("warden_tokens_total{"))
+            .count();
+        assert_eq!(series, MODEL_LABELS_MAX + 1, "the named models and `other`");
+        assert!(
+            text.lines().all(|l| l.len() < 300),
+            "no line grows with the input"
+        );
+    }
 
     #[test]
     fn renders_request_counters_with_labels() {

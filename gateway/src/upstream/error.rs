@@ -95,6 +95,17 @@ impl UpstreamError {
         }
     }
 
+    /// The stable code of a request that failed for this reason: `upstream_timeout` for
+    /// timeouts, `upstream_unavailable` otherwise.
+    pub fn code(&self) -> &'static str {
+        match self {
+            UpstreamError::Timeout { .. } | UpstreamError::ConnectTimeout { .. } => {
+                "upstream_timeout"
+            }
+            _ => "upstream_unavailable",
+        }
+    }
+
     /// Sorts an error from the pooled client.
     pub(super) fn classify(
         authority: Authority,

@@ -1,0 +1,127 @@
+//! Hold: what a decision lets through. An allow goes on; a deny stops here; a decision that
+//! needs a human's approval stops here too until approvals exist on this gateway (the
+//! approval gate will wait for one, or tell the agent how to retry, from this one place).
+
+use std::sync::Arc;
+
+use crate::decision::Decision;
+
+/// Why a decided request does not go on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Hold {
+    /// Policy denied it.
+    #[error("denied by policy: {}", reasons.join("; "))]
+    Denied {
+        /// The reasons the agent is shown (`@reason` of the determining forbids).
+        reasons: Vec<String>,
+        /// Ids of the determining policies.
+        policies: Vec<Arc<str>>,
+    },
+    /// A permit asks for a human's approval, and this gateway has no approval gate.
+    #[error("{}", approval_text(reason.as_deref(), policy, approvers))]
+    ApprovalUnavailable {
+        /// The policy that asks for approval.
+        policy: Arc<str>,
+        /// Who may approve.
+        approvers: Vec<String>,
+        /// That policy's `@reason`, if any.
+        reason: Option<String>,
+    },
+}
+
+impl Hold {
+    /// The stable code of this refusal.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Hold::Denied { .. } => "policy_denied",
+            Hold::ApprovalUnavailable { .. } => "approval_required",
+        }
+    }
+
+    /// What the agent is told: the policies' reasons.
+    pub fn reason(&self) -> String {
+        match self {
+            Hold::Denied { reasons, .. } => reasons.join("; "),
+            Hold::ApprovalUnavailable { .. } => self.to_string(),
+        }
+    }
+
+    /// The reasons as the audit record keeps them.
+    pub fn reasons(&self) -> Vec<String> {
+        match self {
+            Hold::Denied { reasons, .. } => reasons.clone(),
+            Hold::ApprovalUnavailable { .. } => vec![self.to_string()],
+        }
+    }
+}
+
+/// Lets an allowed request go on; holds back any other.
+pub fn hold(decision: &Decision) -> Result<(), Hold> {
+    match decision {
+        Decision::Allow { .. } => Ok(()),
+        Decision::Deny { reasons, policies } => Err(Hold::Denied {
+            reasons: reasons.clone(),
+            policies: policies.clone(),
+        }),
+        Decision::NeedsApproval {
+            policy,
+            approvers,
+            reason,
+        } => Err(Hold::ApprovalUnavailable {
+            policy: policy.clone(),
+            approvers: approvers.clone(),
+            reason: reason.clone(),
+        }),
+    }
+}
+
+fn approval_text(reason: Option<&str>, policy: &str, approvers: &[String]) -> String {
+    format!(
+        "{}requires approval by {} (policy {policy}), and approvals are not enabled on this gateway",
+        reason.map(|r| format!("{r}: ")).unwrap_or_default(),
+        if approvers.is_empty() {
+            "an approver".to_string()
+        } else {
+            approvers.join(", ")
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_goes_on_and_deny_stops_with_its_reasons() {
+        assert_eq!(
+            hold(&Decision::Allow {
+                policies: vec!["p".into()]
+            }),
+            Ok(())
+        );
+        let denied = hold(&Decision::Deny {
+            reasons: vec!["too big".into(), "after hours".into()],
+            policies: vec!["a".into(), "b".into()],
+        })
+        .unwrap_err();
+        assert_eq!(denied.code(), "policy_denied");
+        assert_eq!(denied.reason(), "too big; after hours");
+        assert_eq!(denied.reasons(), ["too big", "after hours"]);
+    }
+
+    #[test]
+    fn approval_is_held_with_an_explanation_until_a_gate_exists() {
+        let held = hold(&Decision::NeedsApproval {
+            policy: "prod-deploys".into(),
+            approvers: vec!["Group::\"sre\"".into()],
+            reason: Some("production change".into()),
+        })
+        .unwrap_err();
+        assert_eq!(held.code(), "approval_required");
+        assert_eq!(
+            held.reason(),
+            "production change: requires approval by Group::\"sre\" (policy prod-deploys), and \
+             approvals are not enabled on this gateway"
+        );
+    }
+}

@@ -1,0 +1,149 @@
+//! Reading a request body whole, within the size and time the configuration allows
+//! (`limits.max_request_bytes`, `limits.body_timeout`).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use super::config::LimitsConfig;
+
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// Larger than `limits.max_request_bytes` (declared or as sent).
+    #[error(
+        "request body is larger than the {limit}-byte limit (limits.max_request_bytes); send less"
+    )]
+    TooLarge {
+        /// The limit, bytes.
+        limit: usize,
+    },
+    /// Not received whole within `limits.body_timeout`.
+    #[error(
+        "request body was not received within {}s (limits.body_timeout); send it in one go",
+        after.as_secs_f64()
+    )]
+    Timeout {
+        /// The time allowed.
+        after: Duration,
+    },
+    /// The connection failed while the body was being read.
+    #[error("could not read the request body: {0}")]
+    Read(String),
+}
+
+impl BodyError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            BodyError::Read(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The stable code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            BodyError::TooLarge { .. } => "request_too_large",
+            BodyError::Timeout { .. } => "request_body_timeout",
+            BodyError::Read(_) => "body_read_failed",
+        }
+    }
+}
+
+/// Reads `body` whole. A declared `Content-Length` over the limit is refused before any byte
+/// is read.
+pub async fn read<B>(
+    body: B,
+    headers: &http::HeaderMap,
+    limits: &LimitsConfig,
+) -> Result<Bytes, BodyError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let limit = limits.max_request_bytes;
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge { limit });
+    }
+    let collect = Limited::new(body, limit).collect();
+    match tokio::time::timeout(limits.body_timeout, collect).await {
+        Err(_) => Err(BodyError::Timeout {
+            after: limits.body_timeout,
+        }),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(BodyError::TooLarge { limit }),
+        Ok(Err(e)) => Err(BodyError::Read(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{Full, StreamBody};
+    use hyper::body::Frame;
+
+    fn limits(max: usize, timeout_ms: u64) -> LimitsConfig {
+        LimitsConfig {
+            max_request_bytes: max,
+            body_timeout: Duration::from_millis(timeout_ms),
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_a_body_within_the_limits() {
+        let body = Full::new(Bytes::from_static(b"{\"model\":\"m\"}"));
+        let read = read(body, &http::HeaderMap::new(), &limits(100, 1000)).await;
+        assert_eq!(read.unwrap(), Bytes::from_static(b"{\"model\":\"m\"}"));
+    }
+
+    #[tokio::test]
+    async fn a_declared_or_actual_oversized_body_is_refused() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::CONTENT_LENGTH, "101".parse().unwrap());
+        let declared = read(Full::new(Bytes::new()), &headers, &limits(100, 1000)).await;
+        assert!(matches!(declared, Err(BodyError::TooLarge { limit: 100 })));
+        let sent = read(
+            Full::new(Bytes::from(vec![b'x'; 101])),
+            &http::HeaderMap::new(),
+            &limits(100, 1000),
+        )
+        .await;
+        let error = sent.unwrap_err();
+        assert_eq!(error.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(error.code(), "request_too_large");
+    }
+
+    #[tokio::test]
+    async fn a_body_trickled_in_too_slowly_is_refused_in_bounded_time() {
+        // One byte, then nothing: a client holding the connection open.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
+        tx.send(Ok(Frame::data(Bytes::from_static(b"{"))))
+            .await
+            .unwrap();
+        let body = StreamBody::new(tokio_stream_from(rx));
+        let started = std::time::Instant::now();
+        let error = read(body, &http::HeaderMap::new(), &limits(100, 200))
+            .await
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(error.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(error.code(), "request_body_timeout");
+        assert!(error.to_string().contains("limits.body_timeout"), "{error}");
+        drop(tx);
+    }
+
+    /// The receiving end of a channel as a stream of frames.
+    fn tokio_stream_from(
+        mut rx: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, std::io::Error>>,
+    ) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, std::io::Error>> {
+        futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+    }
+}

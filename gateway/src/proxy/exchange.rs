@@ -1,0 +1,355 @@
+//! The exchange: what the request path learns about one request as it walks the stages, and
+//! the only place its audit records are built, its metrics counted and its access-log line
+//! written.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response};
+use http_body_util::{Either, Full};
+
+use super::refusal::{Recorded, Refusal};
+use crate::action::{Findings, Principal, Resource, Verb};
+use crate::audit::event::{
+    AuditEvent, AuditFinding, AuditOutcome, AuditPrincipal, EventKind, Text, empty_text,
+};
+use crate::decision::Decision;
+use crate::listener::ConnInfo;
+use crate::observe::{Complete, ObservedBody};
+use crate::protocol::{self, Shape, Usage};
+use crate::route::Route;
+use crate::shared::Shared;
+use crate::telemetry::metrics::RequestMetrics;
+use crate::text::{FIELD_MAX, bounded};
+
+/// The body of every proxy response: a small complete body, or an upstream stream observed
+/// as it passes.
+pub type ProxyBody = Either<Full<Bytes>, ObservedBody<PendingOutcome>>;
+
+/// One request's passage through the path.
+pub struct Exchange {
+    shared: Arc<Shared>,
+    conn: ConnInfo,
+    started: Instant,
+    request_id: Text,
+    decision_id: Text,
+    route: Option<Arc<Route>>,
+    principal: Option<Arc<Principal>>,
+    verb: Option<Verb>,
+    /// The Cedar resource, e.g. `Model::"openai/gpt-4o"`.
+    resource: Text,
+    /// The model, for the token counters.
+    model: Option<Arc<str>>,
+    /// How the route's dialect read the request, for its refusal answer.
+    shape: Option<Shape>,
+    decision: Option<&'static str>,
+    auth_failure: Option<&'static str>,
+    policy_seconds: Option<f64>,
+    audit_wait_seconds: Option<f64>,
+    audit_failed: bool,
+    upstream_seconds: Option<f64>,
+    /// Write an access log line (`log.access`).
+    access_log: bool,
+}
+
+impl Exchange {
+    /// A request that just arrived on `conn`.
+    pub fn new(shared: Arc<Shared>, conn: ConnInfo, access_log: bool) -> Self {
+        shared.metrics.in_flight.inc();
+        Exchange {
+            shared,
+            conn,
+            started: Instant::now(),
+            request_id: new_id(),
+            decision_id: empty_text(),
+            route: None,
+            principal: None,
+            verb: None,
+            resource: empty_text(),
+            model: None,
+            shape: None,
+            decision: None,
+            auth_failure: None,
+            policy_seconds: None,
+            audit_wait_seconds: None,
+            audit_failed: false,
+            upstream_seconds: None,
+            access_log,
+        }
+    }
+
+    /// The request id (`x-request-id`).
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    /// The connection the request came on.
+    pub fn conn(&self) -> &ConnInfo {
+        &self.conn
+    }
+
+    /// route: the request's route.
+    pub fn routed(&mut self, route: &Arc<Route>) {
+        self.route = Some(Arc::clone(route));
+    }
+
+    /// identify: who is calling.
+    pub fn identified(&mut self, principal: &Arc<Principal>) {
+        self.principal = Some(Arc::clone(principal));
+    }
+
+    /// identify: why the caller could not be identified (for the metrics).
+    pub fn unidentified(&mut self, code: &'static str) {
+        self.auth_failure = Some(code);
+    }
+
+    /// interpret: what the request is, and how its dialect would answer it.
+    pub fn interpreted(&mut self, verb: &Verb, resource: &Resource, shape: Shape) {
+        self.verb = Some(verb.clone());
+        self.resource = Arc::from(resource.cedar_ref());
+        if let Resource::Model { name, .. } = resource {
+            self.model = Some(Arc::from(name.as_str()));
+        }
+        self.shape = Some(shape);
+    }
+
+    /// decide: records `decision`, with what inspection found and (when `content` is given)
+    /// the request content, durably before anything else happens. A record that cannot be
+    /// written refuses the request when `fail_closed`, and is logged and counted either way.
+    pub async fn record_decision(
+        &mut self,
+        decision: &Decision,
+        findings: &Findings,
+        content: Option<&[u8]>,
+        policy_seconds: f64,
+        fail_closed: bool,
+    ) -> Result<(), Refusal> {
+        self.decision = Some(decision.label());
+        self.policy_seconds = Some(policy_seconds);
+        self.decision_id = new_id();
+        let mut event = self.event(EventKind::Decision);
+        event.decision = decision.label().into();
+        event.policies = decision.policy_ids();
+        event.reasons = match decision {
+            Decision::Allow { .. } => Vec::new(),
+            Decision::Deny { reasons, .. } => reasons
+                .iter()
+                .map(|r| bounded(r, FIELD_MAX).into_owned())
+                .collect(),
+            Decision::NeedsApproval { reason, .. } => reason.iter().cloned().collect(),
+        };
+        event.findings = findings
+            .0
+            .iter()
+            .map(|f| AuditFinding {
+                detector: Arc::clone(&f.detector),
+                location: bounded(&f.location, FIELD_MAX).into_owned(),
+            })
+            .collect();
+        event.content = content.and_then(|body| serde_json::from_slice(body).ok());
+        let t = Instant::now();
+        let appended = self.shared.audit.append(event).await;
+        self.audit_wait_seconds = Some(t.elapsed().as_secs_f64());
+        match appended {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.audit_failed = true;
+                tracing::error!(request_id = %self.request_id, error = %e, "audit append failed");
+                if fail_closed {
+                    Err(Refusal::Audit(e))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// forward: the upstream answered (or failed) after `seconds`.
+    pub fn forwarded(&mut self, seconds: f64) {
+        self.upstream_seconds = Some(seconds);
+    }
+
+    /// observe: the outcome record of a response with `status`, completed when its body ends.
+    pub fn outcome(&mut self, status: http::StatusCode) -> PendingOutcome {
+        let mut event = self.event(EventKind::Outcome);
+        event.outcome = Some(AuditOutcome {
+            status: status.as_u16(),
+            upstream_ms: self.upstream_seconds.map(|s| s * 1000.0),
+            ..Default::default()
+        });
+        PendingOutcome {
+            shared: Arc::clone(&self.shared),
+            event,
+            started: self.started,
+            model: self.model.clone(),
+        }
+    }
+
+    /// record: answers a refusal in the route's protocol shape, records what the request
+    /// came to (a refusal's record; an observed response records its own outcome when its body
+    /// ends), counts it, logs it, and stamps the response with the request and decision ids.
+    pub fn finish(mut self, result: Result<Response<ProxyBody>, Refusal>) -> Response<ProxyBody> {
+        let mut response = match result {
+            Ok(response) => response,
+            Err(refusal) => self.refused(&refusal).map(Either::Left),
+        };
+        let headers = response.headers_mut();
+        if let Ok(v) = HeaderValue::try_from(&*self.request_id) {
+            headers.insert(protocol::REQUEST_ID_HEADER, v);
+        }
+        if !self.decision_id.is_empty()
+            && let Ok(v) = HeaderValue::try_from(&*self.decision_id)
+        {
+            headers.entry(protocol::DECISION_ID_HEADER).or_insert(v);
+        }
+        let route = self.route.as_ref().map_or("none", |r| &*r.name);
+        let decision = self.decision.unwrap_or("none");
+        let status = response.status();
+        let seconds = self.started.elapsed().as_secs_f64();
+        self.shared.metrics.request(&RequestMetrics {
+            route,
+            decision,
+            status,
+            seconds,
+            auth_failure: self.auth_failure,
+            policy_seconds: self.policy_seconds,
+            audit_wait_seconds: self.audit_wait_seconds,
+            audit_failed: self.audit_failed,
+            upstream_seconds: self.upstream_seconds,
+        });
+        if self.access_log {
+            tracing::info!(
+                request_id = %self.request_id,
+                principal = self.principal.as_ref().map_or("", |p| &*p.id),
+                route,
+                action = self.verb.as_ref().map_or("", Verb::as_str),
+                resource = %self.resource,
+                decision,
+                status = status.as_u16(),
+                latency_ms = seconds * 1000.0,
+                "request"
+            );
+        }
+        response
+    }
+
+    /// The answer to `refusal`, and its record and log line.
+    fn refused(&mut self, refusal: &Refusal) -> Response<Full<Bytes>> {
+        self.log(refusal);
+        let response = refusal.respond(
+            self.route.as_deref(),
+            self.shape.as_ref(),
+            &self.decision_id,
+        );
+        let message = bounded(&refusal.to_string(), FIELD_MAX).into_owned();
+        let event = match refusal.recorded() {
+            Recorded::Nothing => None,
+            Recorded::Rejected => {
+                let mut event = self.event(EventKind::Rejected);
+                event.decision = "rejected".into();
+                event.reasons = vec![message];
+                Some(event)
+            }
+            Recorded::Outcome => {
+                let mut event = self.event(EventKind::Outcome);
+                event.outcome = Some(AuditOutcome {
+                    status: response.status().as_u16(),
+                    latency_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+                    upstream_ms: self.upstream_seconds.map(|s| s * 1000.0),
+                    // A policy refusal is the decision's outcome, not a failure.
+                    error: (!matches!(refusal, Refusal::Hold(_))).then_some(message),
+                    ..Default::default()
+                });
+                Some(event)
+            }
+        };
+        if let Some(event) = event {
+            self.shared.audit.append_detached(event);
+        }
+        response
+    }
+
+    /// A refusal in the process log: our side failing (5xx: upstream down, audit log or
+    /// credential unavailable) is a warning an operator must see; an agent's mistake (4xx) is
+    /// in the audit log and logged at debug only.
+    fn log(&self, refusal: &Refusal) {
+        let principal = self.principal.as_ref().map_or("", |p| &*p.id);
+        let route = self.route.as_ref().map_or("none", |r| &*r.name);
+        let status = refusal.status().as_u16();
+        let code = refusal.code();
+        let error = bounded(&refusal.to_string(), FIELD_MAX).into_owned();
+        if refusal.is_ours() {
+            tracing::warn!(request_id = %self.request_id, principal, route, status, code, %error, "request failed");
+        } else {
+            tracing::debug!(request_id = %self.request_id, principal, route, status, code, %error, "request refused");
+        }
+    }
+
+    /// An audit event carrying everything known about this request.
+    fn event(&self, kind: EventKind) -> AuditEvent {
+        let mut e = AuditEvent::now(kind);
+        e.request_id = Arc::clone(&self.request_id);
+        e.decision_id = Arc::clone(&self.decision_id);
+        if let Some(p) = &self.principal {
+            e.principal = AuditPrincipal {
+                kind: p.kind.audit_kind().into(),
+                id: Arc::clone(&p.id),
+                issuer: Arc::clone(&p.issuer),
+            };
+        }
+        if let Some(v) = &self.verb {
+            e.action = v.label();
+        }
+        e.resource = Arc::clone(&self.resource);
+        if let Some(r) = &self.route {
+            e.route = Arc::clone(&r.name);
+        }
+        e.source_ip = Some(self.conn.peer.ip());
+        if let Some(cert) = &self.conn.client_identity {
+            e.client_certificate = Arc::clone(cert);
+        }
+        e
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        self.shared.metrics.in_flight.dec();
+    }
+}
+
+/// The outcome record of a response whose body is still streaming: completed once, when the
+/// body ends, fails or the agent goes away.
+pub struct PendingOutcome {
+    shared: Arc<Shared>,
+    event: AuditEvent,
+    started: Instant,
+    model: Option<Arc<str>>,
+}
+
+impl Complete for PendingOutcome {
+    /// Completes the record with the usage the response reported and why it failed, if it did;
+    /// counts the tokens.
+    fn complete(mut self, usage: Usage, error: Option<String>) {
+        if let Some(outcome) = self.event.outcome.as_mut() {
+            outcome.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+            outcome.input_tokens = usage.input_tokens;
+            outcome.output_tokens = usage.output_tokens;
+            outcome.error = error.map(|e| bounded(&e, FIELD_MAX).into_owned());
+        }
+        self.shared.metrics.tokens(
+            &self.event.principal.id,
+            self.model.as_deref().unwrap_or(""),
+            usage.input_tokens,
+            usage.output_tokens,
+        );
+        self.shared.audit.append_detached(self.event);
+    }
+}
+
+/// A new request or decision id: a UUIDv7 as 32 lower-case hex digits (time-ordered).
+fn new_id() -> Text {
+    let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+    Arc::from(&*uuid::Uuid::now_v7().simple().encode_lower(&mut buf))
+}

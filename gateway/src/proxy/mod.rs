@@ -1,0 +1,257 @@
+//! The request path, stage by stage:
+//!
+//! route → identify → interpret → inspect → decide → hold → credential → forward → observe →
+//! record
+//!
+//! [`walk`] is the whole path on one screen: one call per stage, each into the module that
+//! owns its logic. A stage that refuses returns a [`Refusal`]; the record stage answers it in
+//! the route's protocol shape. What the path learns on the way is kept in the [`Exchange`],
+//! the only place audit records are built and metrics counted.
+
+mod exchange;
+mod refusal;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use tracing::Instrument;
+
+pub use exchange::{Exchange, PendingOutcome, ProxyBody};
+pub use refusal::Refusal;
+
+use crate::action::{Action, ActionContext, Principal};
+use crate::approval;
+use crate::decision::Decision;
+use crate::inspect;
+use crate::listener::ConnInfo;
+use crate::observe::ObservedBody;
+use crate::protocol::{self, Inbound, Interpreted};
+use crate::route::Route;
+use crate::secrets::inject;
+use crate::shared::Shared;
+use crate::snapshot::Snapshot;
+use crate::upstream::config::UpstreamConfig;
+use crate::upstream::{UpstreamClient, UpstreamError};
+
+/// The future of one request's response. Boxed: the request path's future is large, and
+/// hyper moves a service's future into its dispatcher on every request; a box moves as one
+/// pointer.
+pub type BoxedResponse = Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>>;
+
+/// The proxy's request handler for one worker thread, with that worker's own upstream
+/// connection pool (built here, so a bad `upstream:` setting fails the start).
+pub fn handler(
+    shared: &Arc<Shared>,
+    upstream: &UpstreamConfig,
+) -> Result<
+    impl Fn(Request<Incoming>, ConnInfo) -> BoxedResponse + Clone + Send + Sync + 'static,
+    UpstreamError,
+> {
+    // Shared by reference count: a request holds a pointer, not a copy of the client.
+    let client = Arc::new(UpstreamClient::new(upstream)?);
+    let shared = Arc::clone(shared);
+    Ok(move |req, conn| -> BoxedResponse {
+        Box::pin(handle(Arc::clone(&shared), Arc::clone(&client), req, conn))
+    })
+}
+
+/// Handles one agent request; `upstream` is the calling worker's connection pool.
+pub async fn handle(
+    shared: Arc<Shared>,
+    upstream: Arc<UpstreamClient>,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+) -> Response<ProxyBody> {
+    let snap = shared.snapshot.load_full();
+    let mut ex = Exchange::new(shared, conn, snap.config.log.access);
+    // A debug-level span: at `info` it costs nothing; with `warden=debug` every line logged
+    // during the request carries its request id and principal.
+    let span = tracing::debug_span!("request", request_id = %ex.request_id(), principal = tracing::field::Empty);
+    let result = walk(&snap, &upstream, &mut ex, req).instrument(span).await;
+    record(ex, result)
+}
+
+/// The stages, in order.
+async fn walk(
+    snap: &Snapshot,
+    upstream: &UpstreamClient,
+    ex: &mut Exchange,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Refusal> {
+    let route = route(snap, ex, &req)?;
+    let principal = identify(snap, ex, &req).await?;
+    let (mut action, request) = interpret(snap, ex, &route, principal, req).await?;
+    inspect(&mut action, &request);
+    let decision = decide(snap, ex, &action, &request).await?;
+    hold(&decision)?;
+    let outbound = credential(&route, request).await?;
+    let response = forward(upstream, ex, outbound).await?;
+    Ok(observe(ex, &route, response))
+}
+
+/// A request as interpret read it: its head and its whole body.
+struct ReadRequest {
+    head: http::request::Parts,
+    body: Bytes,
+}
+
+/// Route: the longest matching path prefix.
+fn route(
+    snap: &Snapshot,
+    ex: &mut Exchange,
+    req: &Request<Incoming>,
+) -> Result<Arc<Route>, Refusal> {
+    let route = snap.routes.route(req.uri().path())?;
+    ex.routed(route);
+    Ok(Arc::clone(route))
+}
+
+/// Identify: the agent behind the credential (and the connection's client certificate).
+async fn identify(
+    snap: &Snapshot,
+    ex: &mut Exchange,
+    req: &Request<Incoming>,
+) -> Result<Arc<Principal>, Refusal> {
+    let certificate = ex.conn().client_identity.clone();
+    match snap
+        .identity
+        .identify(req.headers(), certificate.as_ref())
+        .await
+    {
+        Ok(principal) => {
+            tracing::Span::current().record("principal", &*principal.id);
+            ex.identified(&principal);
+            Ok(principal)
+        }
+        Err(e) => {
+            ex.unidentified(e.code());
+            Err(e.into())
+        }
+    }
+}
+
+/// Interpret: the body, read within the limits, and the action the request asks for in its
+/// route's protocol.
+async fn interpret(
+    snap: &Snapshot,
+    ex: &mut Exchange,
+    route: &Route,
+    principal: Arc<Principal>,
+    req: Request<Incoming>,
+) -> Result<(Action, ReadRequest), Refusal> {
+    let (head, body) = req.into_parts();
+    let body = protocol::body::read(body, &head.headers, &snap.config.limits).await?;
+    let Interpreted {
+        verb,
+        resource,
+        facts,
+        findings,
+        shape,
+    } = route.protocol.dialect().interpret(&Inbound {
+        method: &head.method,
+        path: route.rest(head.uri.path()),
+        query: head.uri.query(),
+        headers: &head.headers,
+        body: &body,
+        upstream: &route.provider,
+    })?;
+    ex.interpreted(&verb, &resource, shape);
+    let conn = ex.conn();
+    let action = Action {
+        principal,
+        verb,
+        resource,
+        context: ActionContext {
+            route: Arc::clone(&route.name),
+            time: SystemTime::now(),
+            source_ip: conn.peer.ip(),
+            tls: conn.tls,
+            client_certificate: conn.client_identity.clone(),
+            findings,
+            facts,
+        },
+    };
+    Ok((action, ReadRequest { head, body }))
+}
+
+/// Inspect: what the request's content shows before it leaves, for policy to judge.
+fn inspect(action: &mut Action, request: &ReadRequest) {
+    inspect::inspect(&mut action.context.findings, &request.body);
+}
+
+/// Decide: Cedar's verdict on the action, recorded durably before anything else happens.
+async fn decide(
+    snap: &Snapshot,
+    ex: &mut Exchange,
+    action: &Action,
+    request: &ReadRequest,
+) -> Result<Decision, Refusal> {
+    let t = Instant::now();
+    let decision = snap.policy.decide(action);
+    let policy_seconds = t.elapsed().as_secs_f64();
+    let audit = &snap.config.audit;
+    let content = audit.record_content.then_some(&request.body[..]);
+    ex.record_decision(
+        &decision,
+        &action.context.findings,
+        content,
+        policy_seconds,
+        audit.fail_closed,
+    )
+    .await?;
+    Ok(decision)
+}
+
+/// Hold: only an allowed request goes on.
+fn hold(decision: &Decision) -> Result<(), Refusal> {
+    Ok(approval::hold(decision)?)
+}
+
+/// Credential: the agent's credential out, the upstream's in.
+async fn credential(route: &Route, request: ReadRequest) -> Result<Request<Full<Bytes>>, Refusal> {
+    let credential = match &route.credential {
+        Some(provider) => Some(provider.credential().await?),
+        None => None,
+    };
+    let ReadRequest { mut head, body } = request;
+    let headers = std::mem::take(&mut head.headers);
+    let rest = route.rest(head.uri.path());
+    inject::upstream_request(route, &head, headers, rest, body, credential.as_deref())
+        .map_err(Refusal::UpstreamRequest)
+}
+
+/// Forward: the request goes upstream over the worker's pooled client; wait for the response
+/// headers.
+async fn forward(
+    upstream: &UpstreamClient,
+    ex: &mut Exchange,
+    outbound: Request<Full<Bytes>>,
+) -> Result<Response<Incoming>, Refusal> {
+    let t = Instant::now();
+    let result = upstream.send(outbound).await;
+    ex.forwarded(t.elapsed().as_secs_f64());
+    Ok(result?)
+}
+
+/// Observe: stream the response through, reading usage; its outcome is recorded when it ends.
+fn observe(ex: &mut Exchange, route: &Route, response: Response<Incoming>) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    let event_stream = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    inject::strip_hop_by_hop(&mut parts.headers);
+    let outcome = ex.outcome(parts.status);
+    let body = ObservedBody::new(body, outcome, route.protocol.dialect(), event_stream);
+    Response::from_parts(parts, Either::Right(body))
+}
+
+/// Record: the exchange answers a refusal, records what the request came to and counts it.
+fn record(ex: Exchange, result: Result<Response<ProxyBody>, Refusal>) -> Response<ProxyBody> {
+    ex.finish(result)
+}

@@ -1,0 +1,148 @@
+//! Why a request was refused or failed, by stage: one variant per stage's error, each knowing
+//! its HTTP status, its stable code (the `x-warden-error` header, OpenAI's `code`) and how the
+//! route's protocol shapes it.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+
+use crate::approval::Hold;
+use crate::audit::AuditError;
+use crate::config::DenyStyle;
+use crate::identity::AuthError;
+use crate::protocol::body::BodyError;
+use crate::protocol::{self, Protocol, ProtocolError, Shape};
+use crate::route::{Route, RouteError};
+use crate::secrets::CredentialError;
+use crate::upstream::UpstreamError;
+
+/// A request that did not reach its upstream, or whose upstream exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// route: no route matches the path.
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// identify: no valid agent credential (or the identity provider is unreachable).
+    #[error("authentication failed: {0}")]
+    Identity(#[from] AuthError),
+    /// interpret: the body is too large, too slow or unreadable.
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    /// interpret: the request is not one the route's protocol understands.
+    #[error(transparent)]
+    Interpret(#[from] ProtocolError),
+    /// hold: policy denied the request, or it needs an approval it cannot get.
+    #[error(transparent)]
+    Hold(#[from] Hold),
+    /// decide: the decision could not be recorded and `audit.fail_closed` is on.
+    #[error("the audit log cannot be written, so Warden refuses requests (audit.fail_closed): {0}")]
+    Audit(AuditError),
+    /// credential: the upstream credential is unavailable (fail closed).
+    #[error("the upstream credential is unavailable: {0}")]
+    Credential(#[from] CredentialError),
+    /// credential: the upstream request cannot be built from this request.
+    #[error("cannot build the upstream request: {0}")]
+    UpstreamRequest(http::Error),
+    /// forward: the upstream could not be reached or broke the exchange.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+/// Where on the path a refusal happened, for the audit record it leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Before a decision: a `rejected` record.
+    Rejected,
+    /// After the decision record: an `outcome` record.
+    Outcome,
+    /// The audit log itself failed: nothing can be recorded.
+    Nothing,
+}
+
+impl Refusal {
+    /// The HTTP status the agent gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refusal::Route(_) => StatusCode::NOT_FOUND,
+            Refusal::Identity(e) => e.status(),
+            Refusal::Body(e) => e.status(),
+            Refusal::Interpret(e) => e.status(),
+            Refusal::Hold(_) => StatusCode::FORBIDDEN,
+            Refusal::Audit(_) | Refusal::Credential(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::UpstreamRequest(_) => StatusCode::BAD_REQUEST,
+            Refusal::Upstream(e) => e.status(),
+        }
+    }
+
+    /// The stable, machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::Route(_) => "no_route",
+            Refusal::Identity(e) => e.code(),
+            Refusal::Body(e) => e.code(),
+            Refusal::Interpret(e) => e.code(),
+            Refusal::Hold(e) => e.code(),
+            Refusal::Audit(_) => "audit_unavailable",
+            Refusal::Credential(_) => "credential_unavailable",
+            Refusal::UpstreamRequest(_) => "invalid_upstream_request",
+            Refusal::Upstream(e) => e.code(),
+        }
+    }
+
+    /// Which record the refusal leaves.
+    pub fn recorded(&self) -> Recorded {
+        match self {
+            Refusal::Route(_) | Refusal::Identity(_) | Refusal::Body(_) | Refusal::Interpret(_) => {
+                Recorded::Rejected
+            }
+            Refusal::Audit(_) => Recorded::Nothing,
+            Refusal::Hold(_)
+            | Refusal::Credential(_)
+            | Refusal::UpstreamRequest(_)
+            | Refusal::Upstream(_) => Recorded::Outcome,
+        }
+    }
+
+    /// Whether the failure is Warden's side (an operator must look), not the agent's.
+    pub fn is_ours(&self) -> bool {
+        self.status().is_server_error()
+    }
+
+    /// The answer in the route's protocol (OpenAI's shape when no route matched). A policy
+    /// refusal is a well-formed answer whose text explains it where the route asks for that
+    /// (`on_deny: completion`) and the request has such a shape, else a 403 error; every other
+    /// refusal is an error in the protocol's error shape.
+    pub fn respond(
+        &self,
+        route: Option<&Route>,
+        shape: Option<&Shape>,
+        decision_id: &str,
+    ) -> Response<Full<Bytes>> {
+        let dialect = route.map_or(Protocol::Openai, |r| r.protocol).dialect();
+        let Refusal::Hold(hold) = self else {
+            return dialect.error(self.status(), self.code(), &self.to_string());
+        };
+        let reason = hold.reason();
+        let completion = route.is_none_or(|r| r.on_deny == DenyStyle::Completion);
+        let text = protocol::Refusal {
+            reason: &reason,
+            decision_id,
+        };
+        let mut response = match (completion, shape) {
+            (true, Some(shape)) => match dialect.refusal(shape, &text) {
+                Some(answer) => answer,
+                None => dialect.error(StatusCode::FORBIDDEN, "request_denied", &text.message()),
+            },
+            (true, None) => dialect.error(StatusCode::FORBIDDEN, "request_denied", &text.message()),
+            (false, _) => dialect.error(
+                StatusCode::FORBIDDEN,
+                hold.code(),
+                &format!("Warden denied this request: {reason} (decision {decision_id})"),
+            ),
+        };
+        response
+            .headers_mut()
+            .insert(protocol::DECISION_HEADER, HeaderValue::from_static("deny"));
+        response
+    }
+}
