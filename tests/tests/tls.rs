@@ -160,3 +160,56 @@ async fn requires_a_client_certificate_when_client_ca_is_configured() {
         .unwrap();
     assert_eq!(with.status(), 200);
 }
+
+#[tokio::test]
+async fn a_client_certificate_is_recorded_and_can_identify_the_agent() {
+    let fake = FakeLlm::start().await.unwrap();
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = pki.leaf(&["127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth);
+    let tls = json!({
+        "cert": write(dir.path(), "proxy.crt", &cert),
+        "key": write(dir.path(), "proxy.key", &key),
+        "client_ca": write(dir.path(), "ca.crt", &pki.ca_pem),
+    });
+    let warden = WardenBuilder::new(&fake)
+        .set("/listen/tls", tls)
+        .set("/identity/client_certificate", json!("principal"))
+        .start()
+        .await
+        .unwrap();
+    let url = format!("https://{}/openai/chat/completions", warden.setup.proxy);
+    let agent_cert = pki.leaf(
+        &["agent-7.fleet.example"],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let agent = client(&pki, Some(agent_cert));
+
+    // No token: the certificate names the agent.
+    let by_certificate = agent
+        .post(&url)
+        .json(&openai_chat("gpt-4o-mini", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_certificate.status(), 200);
+    let record = warden
+        .wait_for_audit(Duration::from_secs(10), |r| {
+            r["kind"] == "decision" && r["principal"]["issuer"] == "mtls"
+        })
+        .await
+        .unwrap();
+    assert_eq!(record["principal"]["id"], "agent-7.fleet.example");
+    assert_eq!(record["client_certificate"], "agent-7.fleet.example");
+
+    // A token names the agent; the certificate is still recorded beside it.
+    let token = warden.token(AGENT).await.unwrap();
+    assert_eq!(chat(&agent, &url, &token).await.unwrap().status(), 200);
+    let record = warden
+        .wait_for_audit(Duration::from_secs(10), |r| {
+            r["kind"] == "decision" && r["principal"]["id"] == AGENT
+        })
+        .await
+        .unwrap();
+    assert_eq!(record["client_certificate"], "agent-7.fleet.example");
+}

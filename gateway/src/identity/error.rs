@@ -70,15 +70,45 @@ impl fmt::Display for NameList {
     }
 }
 
-/// How long ago an issuer's key set was last fetched successfully.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FetchedAgo(pub Option<u64>);
+/// The state of an issuer's key set, as a refusal tells it: when it was last fetched, and
+/// whether the last attempt to fetch it again failed (then the keys in use are older than the
+/// token needs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedAgo {
+    /// Seconds since the last successful fetch; `None` if there never was one.
+    pub success: Option<u64>,
+    /// When the last attempt failed (seconds ago) and why, if it did.
+    pub failure: Option<(u64, Arc<str>)>,
+}
+
+impl FetchedAgo {
+    /// Keys fetched `secs` ago, with no failure since.
+    pub fn fresh(secs: u64) -> FetchedAgo {
+        FetchedAgo {
+            success: Some(secs),
+            failure: None,
+        }
+    }
+}
 
 impl fmt::Display for FetchedAgo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(0) => f.write_str("refreshed just now"),
-            Some(secs) => write!(f, "refreshed {secs}s ago"),
+        let ago = |secs: u64| {
+            if secs == 0 {
+                "just now".to_owned()
+            } else {
+                format!("{secs}s ago")
+            }
+        };
+        if let Some((secs, error)) = &self.failure {
+            write!(f, "refetching the JWKS failed {}: {error}; ", ago(*secs))?;
+            return match self.success {
+                Some(secs) => write!(f, "keys last fetched {}", ago(secs)),
+                None => f.write_str("keys never fetched"),
+            };
+        }
+        match self.success {
+            Some(secs) => write!(f, "refreshed {}", ago(secs)),
             None => f.write_str("never fetched"),
         }
     }

@@ -56,9 +56,17 @@ impl RemoteKeys {
         self.current.load_full()
     }
 
-    /// How long ago the key set was last fetched successfully.
+    /// How long ago the key set was last fetched successfully, and whether the attempts since
+    /// failed.
     pub(crate) fn fetched_ago(&self) -> FetchedAgo {
-        FetchedAgo(self.status().last_success.map(|t| t.elapsed().as_secs()))
+        let status = self.status();
+        FetchedAgo {
+            success: status.last_success.map(|t| t.elapsed().as_secs()),
+            failure: status
+                .last_error
+                .clone()
+                .map(|e| (status.last_attempt.map_or(0, |t| t.elapsed().as_secs()), e)),
+        }
     }
 
     /// Why no key set is available: the last fetch error, or that none has completed yet.

@@ -519,6 +519,24 @@ async fn rejects_unknown_kid_after_one_refetch() {
 }
 
 #[tokio::test]
+async fn an_unknown_kid_whose_refetch_failed_says_the_refetch_failed() {
+    let key = TestKey::rsa1();
+    let idp = Idp::start(&[&key]).await;
+    let (id, _dir) = identifier(&config(&[&idp.issuer()])).await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    idp.state.jwks_failing.store(true, Ordering::SeqCst);
+    let err = refused(&id, &TestKey::rsa2().sign(&claims(&idp.issuer()))).await;
+    assert_eq!(err.code(), "unknown_key");
+    let text = err.to_string();
+    assert!(
+        text.contains("refetching the JWKS failed just now: ")
+            && text.contains("keys last fetched"),
+        "the refusal says the refetch failed, not that the keys are fresh: {text}"
+    );
+    assert!(!text.contains("refreshed"), "{text}");
+}
+
+#[tokio::test]
 async fn accepts_rotated_key_after_refetch() {
     let (old, new) = (TestKey::rsa1(), TestKey::rsa2());
     let idp = Idp::start(&[&old]).await;

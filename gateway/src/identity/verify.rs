@@ -225,7 +225,7 @@ impl TrustedIssuer {
 
     fn fetched_ago(&self) -> super::error::FetchedAgo {
         match &self.keys {
-            IssuerKeys::Fixed(_) => super::error::FetchedAgo(Some(0)),
+            IssuerKeys::Fixed(_) => super::error::FetchedAgo::fresh(0),
             IssuerKeys::Remote(remote) => remote.fetched_ago(),
         }
     }

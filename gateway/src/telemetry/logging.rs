@@ -1,5 +1,9 @@
 //! Process logs: `tracing` to stdout, JSON or text, written off the request path. When stdout
 //! cannot keep up, lines are dropped rather than stalling requests; the audit log is the record.
+//! Text is coloured only on a terminal (and never with `NO_COLOR` set), so files and log
+//! collectors get plain lines.
+
+use std::io::IsTerminal;
 
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
@@ -14,9 +18,14 @@ pub fn init(cfg: &LogConfig) -> WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .finish(std::io::stdout());
+    let colour = colour(
+        std::io::stdout().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
+        .with_ansi(colour)
         .with_target(false);
     let result = match cfg.format {
         LogFormat::Json => builder
@@ -31,4 +40,24 @@ pub fn init(cfg: &LogConfig) -> WorkerGuard {
         eprintln!("warden: logging was already initialised: {e}");
     }
     guard
+}
+
+/// Whether text lines get colour codes: only on a terminal, and not when `NO_COLOR` is set to
+/// anything but the empty string (<https://no-color.org>).
+fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some(OsStr::new(""))));
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(!colour(false, None), "a pipe or a file gets plain text");
+    }
 }

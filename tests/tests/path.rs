@@ -1,0 +1,287 @@
+//! The request path's stages as an agent meets them: each refusal names its stage's stable
+//! code, a held decision explains itself, bodies arrive in bounded time, what a request says is
+//! never repeated unbounded, a rotated key file takes effect without a reload.
+
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use warden_e2e::stack::{Stack, openai_chat};
+use warden_e2e::warden::OPENAI_KEY;
+
+/// The stable code a refusal carries (`x-warden-error`).
+fn code(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("x-warden-error")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn each_refusal_carries_its_stages_code_in_the_protocols_shape() {
+    let s = Stack::start().await.unwrap();
+    let http = s.warden.http();
+    let no_route = http
+        .post(s.warden.url("/nowhere/v1/chat/completions"))
+        .bearer_auth(&s.token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (no_route.status().as_u16(), code(&no_route)),
+        (404, "no_route".into())
+    );
+    let anonymous = http
+        .post(s.warden.url("/anthropic/v1/messages"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (anonymous.status().as_u16(), code(&anonymous)),
+        (401, "missing_credential".into())
+    );
+    let body: Value = anonymous.json().await.unwrap();
+    assert_eq!(body["type"], "error", "Anthropic's error shape: {body}");
+    let wrong_method = http
+        .get(s.warden.url("/openai/chat/completions"))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (wrong_method.status().as_u16(), code(&wrong_method)),
+        (405, "method_not_allowed".into())
+    );
+    let broken = http
+        .post(s.warden.url("/openai/chat/completions"))
+        .bearer_auth(&s.token)
+        .header("content-type", "application/json")
+        .body("{\"model\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (broken.status().as_u16(), code(&broken)),
+        (400, "malformed_body".into())
+    );
+    assert!(s.fake.requests().is_empty());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rejected = s
+            .warden
+            .audit_records()
+            .into_iter()
+            .filter(|r| r["kind"] == "rejected")
+            .count();
+        if rejected == 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "every refusal before a decision is recorded: {rejected} of 4"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_decision_that_needs_approval_is_held_with_an_explanation() {
+    let needs = "@id(\"prod-needs-approval\")\n@approval(\"required\")\n@approvers(\"Group::\\\"sre\\\"\")\n@reason(\"production model\")\npermit (principal, action == Action::\"llm:chat\", resource);\n";
+    let s = Stack::start_with(|b| {
+        b.without_policy("e2e-permit-all.cedar")
+            .policy("approval.cedar", needs)
+    })
+    .await
+    .unwrap();
+    let response = s
+        .post("/openai/chat/completions", &openai_chat("gpt-4o", false))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "a completion that explains itself");
+    assert_eq!(response.headers()["x-warden-decision"], "deny");
+    let body: Value = response.json().await.unwrap();
+    let text = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        text.contains("production model: requires approval by Group::\"sre\"")
+            && text.contains("approvals are not enabled"),
+        "{text}"
+    );
+    let decision = s.audit("decision", |_| true).await.unwrap();
+    assert_eq!(decision["decision"], "approval_required");
+    assert_eq!(decision["policies"], json!(["prod-needs-approval"]));
+    assert!(s.fake.requests().is_empty(), "nothing went upstream");
+}
+
+#[tokio::test]
+async fn a_body_trickled_in_is_cut_off_at_the_body_timeout() {
+    let s = Stack::start_with(|b| b.set("/limits/body_timeout", json!("1s")))
+        .await
+        .unwrap();
+    let mut stream = tokio::net::TcpStream::connect(s.warden.setup.proxy)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /openai/chat/completions HTTP/1.1\r\nhost: warden\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: 1000\r\n\r\n{{",
+        s.token
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    // One byte a second would hold the connection for over 16 minutes.
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let mut buf = [0u8; 4096];
+            let _ = stream.write_all(b" ").await;
+            match tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+            if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "the connection was held past the body timeout"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("x-warden-error: request_body_timeout"),
+        "{answer}"
+    );
+    let record = s.audit("rejected", |_| true).await.unwrap();
+    assert!(
+        record["reasons"]
+            .to_string()
+            .contains("limits.body_timeout"),
+        "{record}"
+    );
+}
+
+#[tokio::test]
+async fn a_huge_model_name_grows_neither_the_audit_log_nor_the_logs_nor_the_metrics() {
+    let s = Stack::start_with(|b| b.set("/log/access", json!(true)))
+        .await
+        .unwrap();
+    let before: u64 = audit_bytes(&s);
+    let huge = "m".repeat(8 * 1024 * 1024);
+    let response = s
+        .post("/openai/chat/completions", &openai_chat(&huge, false))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400, "an over-long identifier is refused");
+    let body = response.text().await.unwrap();
+    assert!(
+        body.len() < 4096,
+        "the error does not echo it: {} bytes",
+        body.len()
+    );
+    s.audit("rejected", |_| true).await.unwrap();
+    assert!(
+        audit_bytes(&s) - before < 16 * 1024,
+        "the audit log grew by {} bytes",
+        audit_bytes(&s) - before
+    );
+    let metrics = s.warden.metrics().await.unwrap();
+    assert!(!metrics.contains("mmmmmmmmmmmmmmmm"), "no label carries it");
+    let output = s.warden.output();
+    assert!(
+        !output.contains("mmmmmmmmmmmmmmmm"),
+        "no log line carries it"
+    );
+    assert!(s.fake.requests().is_empty());
+}
+
+/// Bytes of audit data on disk (the segments' content before their zero-filled tail).
+fn audit_bytes(s: &Stack) -> u64 {
+    std::fs::read_dir(s.warden.audit_dir())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
+        .map(|e| {
+            let data = std::fs::read(e.path()).unwrap_or_default();
+            data.iter().position(|&b| b == 0).unwrap_or(data.len()) as u64
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn text_logs_carry_no_colour_codes_when_not_on_a_terminal() {
+    let s = Stack::start_with(|b| {
+        b.set("/log/format", json!("text"))
+            .set("/log/access", json!(true))
+    })
+    .await
+    .unwrap();
+    let response = s
+        .post(
+            "/openai/chat/completions",
+            &openai_chat("gpt-4o-mini", false),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !s.warden.output().contains("request_id") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let output = s.warden.output();
+    assert!(output.contains("warden listening"), "{output}");
+    assert!(
+        !output.contains('\u{1b}'),
+        "escape codes in piped logs: {output:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_rotated_key_file_takes_effect_without_a_reload() {
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("openai-key");
+    std::fs::write(&key_file, format!("{OPENAI_KEY}\n")).unwrap();
+    let s = Stack::start_with(|b| {
+        b.set(
+            "/routes/0/credential",
+            json!({ "file": key_file.to_str().unwrap() }),
+        )
+        .env("FAKE_OPENAI_KEY", "")
+    })
+    .await
+    .unwrap();
+    let body = openai_chat("gpt-4o-mini", false);
+    assert_eq!(
+        s.post("/openai/chat/completions", &body)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let rotated = "sk-fake-openai-rotated-without-reload";
+    std::fs::write(&key_file, rotated).unwrap();
+    let expected = format!("Bearer {rotated}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let _ = s.post("/openai/chat/completions", &body).await.unwrap();
+        let sent = s.fake.last_request().unwrap();
+        if sent.header("authorization") == Some(expected.as_str()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the rotated key was never sent");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !s.warden
+            .audit_records()
+            .iter()
+            .any(|r| r["kind"] == "system" && r["detail"]["event"] == "reload"),
+        "no reload happened"
+    );
+}
