@@ -315,6 +315,7 @@ fn refuse(
             let refusal = Refusal {
                 reason: &reason,
                 decision_id: &ex.decision_id,
+                finish: route.refusal_finish,
             };
             let dialect = route.protocol.dialect();
             dialect.refusal(meaning, &refusal).unwrap_or_else(|| {
@@ -326,8 +327,7 @@ fn refuse(
             })
         }
         DenyStyle::HttpError => {
-            let mut r = protocol::error_response(
-                route.protocol,
+            let mut r = route.protocol.dialect().error(
                 StatusCode::FORBIDDEN,
                 "policy_denied",
                 &format!(

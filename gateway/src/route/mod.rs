@@ -9,7 +9,7 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 
 use crate::config::error::ConfigErrors;
 use crate::config::{Config, DenyStyle};
-use crate::protocol::Protocol;
+use crate::protocol::{Protocol, RefusalFinish};
 use crate::secrets::{Credential, CredentialError};
 use connector::{Connectors, validate_base_url};
 
@@ -27,6 +27,8 @@ pub struct Route {
     /// The upstream credential, or why it is unavailable (requests then fail closed with 503).
     pub credential: Result<Option<Credential>, CredentialError>,
     pub on_deny: DenyStyle,
+    /// How a refusal answer ends its turn (`refusal_finish`).
+    pub refusal_finish: RefusalFinish,
 }
 
 /// Where a route's requests go.
@@ -116,6 +118,7 @@ impl RouteTable {
                 upstream,
                 credential,
                 on_deny: rc.on_deny,
+                refusal_finish: rc.refusal_finish.unwrap_or_default(),
             }));
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
