@@ -59,16 +59,20 @@ def message(client, model):
 
 
 def stream(client, model):
+    """`messages.stream()`: the helper that accumulates the stream (`get_final_message()`)."""
     pieces = []
     with client.messages.stream(model=model, max_tokens=200, system=SYSTEM, messages=MESSAGES) as events:
         for text in events.text_stream:
             pieces.append(text)
         final = events.get_final_message()
+        headers = {"x-warden-decision": events.response.headers.get("x-warden-decision")}
     return {
         "text": "".join(pieces),
+        "final_text": text_of(final),
         "deltas": len(pieces),
         "stop_reason": final.stop_reason,
         "usage": usage_of(final.usage),
+        "headers": headers,
     }
 
 

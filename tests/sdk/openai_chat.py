@@ -2,7 +2,9 @@
 
 Usage: BASE_URL=http://127.0.0.1:PORT/openai API_KEY=<warden token> python openai_chat.py MODE... [--model M]
 MODE: chat | stream | tools | tools-stream | embeddings | models | responses | responses-stream
-Prints {"<mode>": result, ...}; SDK errors become {"error": {...}} (exit 0) so the caller can assert on them.
+      | chat-stream-helper | chat-parse | responses-stream-helper   (the SDK's helper methods)
+Prints {"<mode>": result, ...}; SDK errors become {"error": {...}} (exit 0) so the caller can assert on them,
+including the helpers' own exceptions (ContentFilterFinishReasonError).
 """
 
 import argparse
@@ -167,6 +169,46 @@ def responses_stream(client, model):
     }
 
 
+def chat_stream_helper(client, model):
+    """`chat.completions.stream()`: the helper that accumulates the stream and raises on a
+    content_filter finish."""
+    deltas = []
+    with client.chat.completions.stream(model=model, messages=MESSAGES, max_completion_tokens=200) as stream:
+        for event in stream:
+            if event.type == "content.delta":
+                deltas.append(event.delta)
+        final = stream.get_final_completion()
+    choice = final.choices[0]
+    return {
+        "text": "".join(deltas),
+        "content": choice.message.content,
+        "finish_reason": choice.finish_reason,
+    }
+
+
+def chat_parse(client, model):
+    """`chat.completions.parse()`: raises on a content_filter (or length) finish."""
+    raw = client.chat.completions.with_raw_response.parse(model=model, messages=MESSAGES, max_completion_tokens=200)
+    completion = raw.parse()
+    choice = completion.choices[0]
+    return {
+        "content": choice.message.content,
+        "finish_reason": choice.finish_reason,
+        "headers": {"x-warden-decision": raw.headers.get("x-warden-decision")},
+    }
+
+
+def responses_stream_helper(client, model):
+    """`responses.stream()`: the helper that needs the stream's `response.completed`."""
+    deltas = []
+    with client.responses.stream(model=model, input="What is the weather in Paris?", store=False) as stream:
+        for event in stream:
+            if event.type == "response.output_text.delta":
+                deltas.append(event.delta)
+        final = stream.get_final_response()
+    return {"text": "".join(deltas), "output_text": final.output_text, "status": final.status}
+
+
 DEFAULT_MODEL = "gpt-4o-mini"
 
 MODES = {
@@ -178,6 +220,9 @@ MODES = {
     "models": models,
     "responses": responses,
     "responses-stream": responses_stream,
+    "chat-stream-helper": chat_stream_helper,
+    "chat-parse": chat_parse,
+    "responses-stream-helper": responses_stream_helper,
 }
 
 
@@ -194,7 +239,7 @@ def call(mode, client, model):
                 "headers": {k: v for k, v in e.response.headers.items() if k.startswith(("x-warden", "retry-after"))},
             }
         }
-    except openai.APIConnectionError as e:
+    except (openai.APIConnectionError, openai.ContentFilterFinishReasonError, openai.LengthFinishReasonError) as e:
         return {"error": {"class": type(e).__name__, "message": str(e)}}
 
 

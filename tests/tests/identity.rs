@@ -115,7 +115,7 @@ async fn idp_client_credentials_jwt_is_accepted_and_claims_reach_policies() {
 
     let (status, _, body) = chat(&s.warden, Some(&beta), "gpt-4.1").await;
     assert_eq!(status, 200, "a refusal is a completion: {body}");
-    assert_eq!(body["choices"][0]["finish_reason"], "content_filter");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
     assert!(
         reply_text(&body).contains("the payments fleet may not use gpt-4.1"),
         "principal.fleet from the `fleet` claim: {body}"

@@ -21,22 +21,25 @@ const FORBID_MINI: &str = r#"
 forbid (principal, action == Action::"llm:chat", resource == Model::"openai/gpt-4o-mini");
 "#;
 
-/// `Some(finish_reason)` of a non-streamed chat with `model`.
-async fn finish_reason(s: &Stack, model: &str) -> Option<String> {
+/// Whether a non-streamed chat with `model` is refused (`x-warden-decision: deny`); `None`
+/// when it got no answer.
+async fn refused(s: &Stack, model: &str) -> Option<bool> {
     let response = s
         .post("/openai/chat/completions", &openai_chat(model, false))
         .await
         .ok()?;
-    let body: Value = response.json().await.ok()?;
-    body["choices"][0]["finish_reason"]
-        .as_str()
-        .map(str::to_owned)
+    Some(
+        response
+            .headers()
+            .get("x-warden-decision")
+            .is_some_and(|v| v == "deny"),
+    )
 }
 
-/// Polls until a chat with `model` finishes with `want`, up to 10 s.
-async fn wait_for_finish_reason(s: &Stack, model: &str, want: &str) -> bool {
+/// Polls until a chat with `model` is refused, up to 10 s.
+async fn wait_until_refused(s: &Stack, model: &str) -> bool {
     for _ in 0..100 {
-        if finish_reason(s, model).await.as_deref() == Some(want) {
+        if refused(s, model).await == Some(true) {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -73,7 +76,7 @@ fn streamed_text(body: &str) -> String {
 #[tokio::test]
 async fn sighup_reload_changes_a_decision_without_dropping_an_in_flight_stream() {
     let s = Stack::start().await.unwrap();
-    assert_eq!(finish_reason(&s, "gpt-4.1").await.as_deref(), Some("stop"));
+    assert_eq!(refused(&s, "gpt-4.1").await, Some(false));
     let gate = s.fake.hold_streams();
     let (stream, first) = start_held_stream(&s, "gpt-4.1").await;
 
@@ -82,7 +85,7 @@ async fn sighup_reload_changes_a_decision_without_dropping_an_in_flight_stream()
         .unwrap();
     s.warden.signal(libc::SIGHUP).unwrap();
     assert!(
-        wait_for_finish_reason(&s, "gpt-4.1", "content_filter").await,
+        wait_until_refused(&s, "gpt-4.1").await,
         "the reloaded forbid applies:\n{}",
         s.warden.output()
     );
@@ -125,15 +128,15 @@ async fn invalid_policy_change_is_refused_and_the_old_set_keeps_working() {
         s.warden.output()
     );
     assert_eq!(
-        finish_reason(&s, "gpt-4o-mini").await.as_deref(),
-        Some("stop"),
+        refused(&s, "gpt-4o-mini").await,
+        Some(false),
         "nothing of the invalid set applies"
     );
 
     std::fs::remove_file(s.warden.setup.policy_dir.join("e2e-broken.cedar")).unwrap();
     s.warden.signal(libc::SIGHUP).unwrap();
     assert!(
-        wait_for_finish_reason(&s, "gpt-4o-mini", "content_filter").await,
+        wait_until_refused(&s, "gpt-4o-mini").await,
         "a valid set loads on the next reload"
     );
 }
@@ -222,15 +225,12 @@ async fn serves_anonymous_agents_on_loopback_when_identity_is_not_required() {
 #[tokio::test]
 async fn policy_file_change_applies_without_a_signal() {
     let s = Stack::start().await.unwrap();
-    assert_eq!(
-        finish_reason(&s, "gpt-4o-mini").await.as_deref(),
-        Some("stop")
-    );
+    assert_eq!(refused(&s, "gpt-4o-mini").await, Some(false));
     s.warden
         .write_policy("e2e-mini.cedar", FORBID_MINI)
         .unwrap();
     assert!(
-        wait_for_finish_reason(&s, "gpt-4o-mini", "content_filter").await,
+        wait_until_refused(&s, "gpt-4o-mini").await,
         "the new policy file applies on its own:\n{}",
         s.warden.output()
     );

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::Config;
+use super::{Config, DenyStyle};
 use crate::identity::secure_url;
 use crate::route::connector::{Connectors, validate_base_url};
 
@@ -206,6 +206,14 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
         {
             err(&format!("{key}.upstream"), m);
         }
+        if route.refusal_finish.is_some() && route.on_deny == DenyStyle::HttpError {
+            err(
+                &format!("{key}.refusal_finish"),
+                "says how a completion refusal ends, but this route answers refusals with \
+                 on_deny: http_error; remove refusal_finish or set on_deny: completion"
+                    .into(),
+            );
+        }
         if route.credential.is_some() && connector.credential.is_none() {
             err(
                 &format!("{key}.credential"),
@@ -376,6 +384,33 @@ identity:
         );
         assert!(
             text.contains("warden.yaml:4: identity.issuers[0].audiences: every audience is empty"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn refusal_finish_is_a_known_value_and_only_where_refusals_are_completions() {
+        let ok =
+            "routes:\n  - prefix: /a\n    connector: openai\n    refusal_finish: content_filter\n";
+        let config = parse(ok, None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            config.routes[0].refusal_finish,
+            Some(crate::protocol::RefusalFinish::ContentFilter)
+        );
+        let text = errors_of(
+            "routes:\n  - prefix: /a\n    connector: openai\n    refusal_finish: filtered\n",
+        );
+        assert!(
+            text.contains("warden.yaml:4: routes[0].refusal_finish: unknown variant `filtered`"),
+            "{text}"
+        );
+        let text = errors_of(
+            "routes:\n  - prefix: /a\n    connector: openai\n    on_deny: http_error\n    refusal_finish: stop\n",
+        );
+        assert!(
+            text.contains(
+                "warden.yaml:5: routes[0].refusal_finish: says how a completion refusal ends"
+            ),
             "{text}"
         );
     }

@@ -1,9 +1,9 @@
-//! The one dispatch point between the request path and the protocols: a [`Dialect`] is one
-//! wire protocol's knowledge (how its requests read, how it answers refusals and errors, where
-//! its responses report usage), and [`Protocol::dialect`] names the one for a route.
+//! The seam between the request path and the protocols: a [`Dialect`] is one wire protocol's
+//! knowledge (how its requests read, how it answers refusals and errors, where its responses
+//! report usage). `Protocol::dialect` names the one for a route.
 //!
 //! The request path only ever speaks to a `&dyn Dialect`; adding a protocol is adding a
-//! dialect, not an arm in the path's stages.
+//! dialect (a folder beside `openai/`), not an arm in the path's stages.
 
 use std::sync::Arc;
 
@@ -11,10 +11,12 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::Full;
 
-use super::refusal::{Refusal, refusal_response};
+use super::errors::ProtocolError;
+use super::identifier::LOOKALIKE_FINDING;
+use super::refusal::Refusal;
+use super::request::LlmRequest;
 use super::usage::Usage;
-use super::{LlmRequest, Protocol, ProtocolError, error_response, interpret_llm};
-use crate::action::{Facts, Findings, LlmFacts, Resource, Verb};
+use crate::action::{Facts, Finding, Findings, LlmFacts, Resource, Verb};
 
 /// One request as a dialect reads it.
 #[derive(Debug, Clone, Copy)]
@@ -43,7 +45,7 @@ pub struct Interpreted {
     pub resource: Resource,
     /// What the request says that policy may judge.
     pub facts: Facts,
-    /// What interpretation noticed that policy should know (identifiers imitating others).
+    /// What interpretation itself found (`lookalike_identifier` at `model`), for the context.
     pub findings: Findings,
     /// What the dialect needs to answer this request in its own shape.
     pub shape: Shape,
@@ -52,8 +54,43 @@ pub struct Interpreted {
 /// The dialect's own reading of a request, kept for its answers (refusals, errors, usage).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Shape {
-    /// An LLM call.
+    /// An LLM call. Its `tools` were moved into the facts.
     Llm(LlmRequest),
+}
+
+impl Interpreted {
+    /// The meaning of an LLM call to `upstream` (the route's provider): a `Model` resource
+    /// named by the folded model name when there is one, else the provider.
+    pub fn llm(mut request: LlmRequest, upstream: &Arc<str>) -> Interpreted {
+        let resource = match request.folded_model.as_ref().or(request.model.as_ref()) {
+            Some(name) => Resource::Model {
+                provider: Arc::clone(upstream),
+                name: name.clone(),
+            },
+            None => Resource::Provider {
+                name: Arc::clone(upstream),
+            },
+        };
+        let mut findings = Findings::none();
+        if request.folded_model.is_some() {
+            findings.0.push(Finding {
+                detector: Arc::from(LOOKALIKE_FINDING),
+                location: "model".to_owned(),
+            });
+        }
+        Interpreted {
+            verb: request.verb.clone(),
+            resource,
+            facts: Facts::Llm(LlmFacts {
+                stream: request.stream,
+                max_tokens: request.max_tokens,
+                tools: std::mem::take(&mut request.tools),
+                input_tokens: request.input_tokens,
+            }),
+            findings,
+            shape: Shape::Llm(request),
+        }
+    }
 }
 
 /// One wire protocol: OpenAI, Anthropic, Gemini (and, later, MCP JSON-RPC, REST connectors,
@@ -66,9 +103,11 @@ pub trait Dialect: Send + Sync + 'static {
     /// forwarded.
     fn interpret(&self, request: &Inbound<'_>) -> Result<Interpreted, ProtocolError>;
 
-    /// A policy refusal in this protocol's shape, for a request this dialect read as `shape`: a
-    /// well-formed answer whose text explains the refusal, or `None` where the request has no
-    /// such shape (an HTTP error is sent instead).
+    /// A policy refusal in this protocol's shape, for a request this dialect read as `shape`,
+    /// marked `x-warden-decision: deny`: a
+    /// well-formed answer whose text explains the refusal, or a 403 in the protocol's error
+    /// shape where the request has no text to carry; `None` when the dialect has no answer of
+    /// its own (the caller sends a 403 error).
     fn refusal(&self, shape: &Shape, refusal: &Refusal<'_>) -> Option<Response<Full<Bytes>>>;
 
     /// An HTTP error in this protocol's error shape; `code` is Warden's stable error code.
@@ -85,76 +124,75 @@ pub trait Dialect: Send + Sync + 'static {
     fn usage_from_body(&self, body: &[u8]) -> Usage;
 }
 
-impl Protocol {
-    /// The dialect this protocol speaks.
-    pub fn dialect(self) -> &'static dyn Dialect {
-        match self {
-            Protocol::Openai => &LlmDialect(Protocol::Openai),
-            Protocol::Anthropic => &LlmDialect(Protocol::Anthropic),
-            Protocol::Gemini => &LlmDialect(Protocol::Gemini),
-        }
-    }
-}
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
 
-/// The three LLM protocols behind one dialect type while their modules are split.
-struct LlmDialect(Protocol);
-
-impl Dialect for LlmDialect {
-    fn name(&self) -> &'static str {
-        self.0.as_str()
-    }
-
-    fn interpret(&self, request: &Inbound<'_>) -> Result<Interpreted, ProtocolError> {
-        let llm = interpret_llm(
-            self.0,
-            request.method,
-            request.path,
-            request.query,
-            request.body,
-        )?;
-        let resource = match &llm.model {
-            Some(model) => Resource::Model {
-                provider: Arc::clone(request.upstream),
-                name: model.clone(),
-            },
-            None => Resource::Provider {
-                name: Arc::clone(request.upstream),
-            },
-        };
-        Ok(Interpreted {
-            verb: llm.verb.clone(),
-            resource,
-            facts: Facts::Llm(LlmFacts {
-                stream: llm.stream,
-                max_tokens: llm.max_tokens,
-                tools: llm.tools.clone(),
-                input_tokens: llm.input_tokens,
-            }),
-            findings: Findings::none(),
-            shape: Shape::Llm(llm),
+    /// What `dialect` makes of a request to `path` with `body` (route upstream `test`).
+    pub(crate) fn read(
+        dialect: &dyn Dialect,
+        method: Method,
+        path: &str,
+        query: Option<&str>,
+        body: &str,
+    ) -> Result<Interpreted, ProtocolError> {
+        let headers = HeaderMap::new();
+        let upstream: Arc<str> = Arc::from("test");
+        dialect.interpret(&Inbound {
+            method: &method,
+            path,
+            query,
+            headers: &headers,
+            body: body.as_bytes(),
+            upstream: &upstream,
         })
     }
 
-    fn refusal(&self, shape: &Shape, refusal: &Refusal<'_>) -> Option<Response<Full<Bytes>>> {
-        let Shape::Llm(llm) = shape;
-        llm.endpoint
-            .has_completion_shape()
-            .then(|| refusal_response(self.0, llm, refusal))
+    fn request(model: Option<&str>, folded: Option<&str>) -> LlmRequest {
+        LlmRequest {
+            model: model.map(str::to_owned),
+            folded_model: folded.map(str::to_owned),
+            tools: vec!["exec".to_owned()],
+            max_tokens: Some(10),
+            ..LlmRequest::bare(crate::protocol::request::Endpoint::ChatCompletions)
+        }
     }
 
-    fn error(&self, status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
-        error_response(self.0, status, code, message)
+    #[test]
+    fn an_llm_call_acts_on_its_model_and_moves_its_tools_into_the_facts() {
+        let upstream: Arc<str> = Arc::from("openai");
+        let meaning = Interpreted::llm(request(Some("gpt-4o"), None), &upstream);
+        assert_eq!(meaning.resource.cedar_ref(), r#"Model::"openai/gpt-4o""#);
+        assert_eq!(meaning.verb, Verb::LlmChat);
+        let facts = meaning.facts.llm().cloned().unwrap_or_default();
+        assert_eq!(
+            (facts.tools, facts.max_tokens),
+            (vec!["exec".into()], Some(10))
+        );
+        assert!(meaning.findings.is_empty());
+        let Shape::Llm(shape) = &meaning.shape;
+        assert!(shape.tools.is_empty());
+        let listing = Interpreted::llm(request(None, None), &upstream);
+        assert_eq!(listing.resource.cedar_ref(), r#"Provider::"openai""#);
     }
 
-    fn usage_event_wanted(&self, event: &[u8]) -> bool {
-        super::usage::wanted(self.0, event)
-    }
-
-    fn usage_from_event(&self, event: &[u8], data: &[u8]) -> Usage {
-        super::usage::from_event(self.0, event, data)
-    }
-
-    fn usage_from_body(&self, body: &[u8]) -> Usage {
-        super::usage::from_body(self.0, body)
+    #[test]
+    fn a_folded_model_is_judged_and_reported_as_a_lookalike() {
+        let upstream: Arc<str> = Arc::from("openai");
+        let meaning = Interpreted::llm(
+            request(Some("d\u{0435}nied-model"), Some("denied-model")),
+            &upstream,
+        );
+        assert_eq!(
+            meaning.resource.cedar_ref(),
+            r#"Model::"openai/denied-model""#
+        );
+        assert_eq!(
+            meaning.findings.0,
+            vec![Finding {
+                detector: Arc::from("lookalike_identifier"),
+                location: "model".into(),
+            }]
+        );
     }
 }

@@ -1,11 +1,51 @@
-//! Why a request could not be interpreted, and HTTP errors in each provider's own shape.
+//! Why a request could not be interpreted. Messages quote the request only through [`Echo`]:
+//! a short, escaped prefix, never more.
 
-use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::Full;
-use serde_json::json;
+use std::fmt;
 
-use super::{Endpoint, Protocol};
+use super::identifier::{IdentifierProblem, is_bidi_control, is_invisible};
+use super::request::Endpoint;
+
+/// Most characters of a request value quoted in an error message.
+pub const ECHO_CHARS: usize = 64;
+
+/// Most characters of a parser's description kept in an error message.
+const DETAIL_CHARS: usize = 160;
+
+/// A piece of the request quoted in an error: at most [`ECHO_CHARS`] characters, control,
+/// bidirectional and invisible characters escaped (`\u{202e}`), an ellipsis where it was cut.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Echo(String);
+
+impl Echo {
+    /// The bounded quotation of `text`; reads at most [`ECHO_CHARS`] + 1 characters of it.
+    pub fn of(text: &str) -> Echo {
+        let mut out = String::with_capacity(text.len().min(ECHO_CHARS) + 3);
+        for (i, c) in text.chars().enumerate() {
+            if i == ECHO_CHARS {
+                out.push('…');
+                break;
+            }
+            if c.is_control() || is_bidi_control(c) || is_invisible(c) {
+                out.extend(c.escape_unicode());
+            } else {
+                out.push(c);
+            }
+        }
+        Echo(out)
+    }
+
+    /// The quotation as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Echo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// A request Warden cannot interpret: refused before it reaches the upstream.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,47 +76,55 @@ pub enum ProtocolError {
         /// Endpoint that requires a model.
         endpoint: Endpoint,
     },
-    /// The model in the path is empty or not a plain model name.
+    /// An identifier (a model name) could hide from policy: refused, not judged.
+    #[error("the {field} is not a valid name: {problem}")]
+    InvalidIdentifier {
+        /// Where it was found (`"model" field`, `model name in the path`).
+        field: &'static str,
+        /// What is wrong with it.
+        problem: IdentifierProblem,
+    },
+    /// The model in the path is not a plain model name.
     #[error("the model name in path {path} is not valid: {detail}")]
     InvalidModelInPath {
-        /// The request path.
-        path: String,
+        /// The request path, bounded.
+        path: Echo,
         /// What is wrong with it.
         detail: &'static str,
     },
     /// A batch names a model other than the one in the path.
     #[error(
-        "request {index} of the batch names model {found:?} but the path names {expected:?}; \
+        "request {index} of the batch names model {found} but the path names {expected}; \
          every request of a batch must use the model of the path"
     )]
     ModelMismatch {
         /// Position of the offending request in the batch.
         index: usize,
-        /// The model named by the path.
-        expected: String,
-        /// The model named by the request.
-        found: String,
+        /// The model named by the path, bounded.
+        expected: Echo,
+        /// The model named by the request, bounded.
+        found: Echo,
     },
     /// The path is not an endpoint of this protocol Warden knows; unknown endpoints are refused.
     #[error(
-        "{method} {path} is not a {protocol} endpoint Warden understands; \
+        "{method} {path} is not a {dialect} endpoint Warden understands; \
          unknown endpoints are refused, not forwarded"
     )]
     UnsupportedEndpoint {
-        /// Protocol of the route.
-        protocol: Protocol,
-        /// Request method.
-        method: http::Method,
-        /// Request path (route prefix stripped).
-        path: String,
+        /// The route's dialect (`openai`, ...).
+        dialect: &'static str,
+        /// Request method, bounded.
+        method: Echo,
+        /// Request path (route prefix stripped), bounded.
+        path: Echo,
     },
     /// The path is known but not with this method.
     #[error("{method} is not allowed on {path}; use {allowed}")]
     WrongMethod {
-        /// Request method.
-        method: http::Method,
-        /// Request path (route prefix stripped).
-        path: String,
+        /// Request method, bounded.
+        method: Echo,
+        /// Request path (route prefix stripped), bounded.
+        path: Echo,
         /// The method the endpoint accepts.
         allowed: http::Method,
     },
@@ -84,31 +132,27 @@ pub enum ProtocolError {
 
 impl ProtocolError {
     /// The HTTP status this error is answered with.
-    pub fn status(&self) -> StatusCode {
+    pub fn status(&self) -> http::StatusCode {
         match self {
-            ProtocolError::UnsupportedEndpoint { .. } => StatusCode::NOT_FOUND,
-            ProtocolError::WrongMethod { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            _ => StatusCode::BAD_REQUEST,
+            ProtocolError::UnsupportedEndpoint { .. } => http::StatusCode::NOT_FOUND,
+            ProtocolError::WrongMethod { .. } => http::StatusCode::METHOD_NOT_ALLOWED,
+            _ => http::StatusCode::BAD_REQUEST,
         }
     }
 
-    /// A short machine-readable code (the OpenAI `code` field).
+    /// A short machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
             ProtocolError::MalformedBody { .. } => "malformed_body",
             ProtocolError::InvalidBody { .. } => "invalid_body",
             ProtocolError::NotAnObject { .. } => "body_not_an_object",
             ProtocolError::MissingModel { .. } => "missing_model",
+            ProtocolError::InvalidIdentifier { .. } => "invalid_identifier",
             ProtocolError::InvalidModelInPath { .. } => "invalid_model_in_path",
             ProtocolError::ModelMismatch { .. } => "model_mismatch",
             ProtocolError::UnsupportedEndpoint { .. } => "unsupported_endpoint",
             ProtocolError::WrongMethod { .. } => "method_not_allowed",
         }
-    }
-
-    /// This error as an HTTP response in the provider's own error shape.
-    pub fn to_response(&self, protocol: Protocol) -> Response<Full<Bytes>> {
-        error_response(protocol, self.status(), self.code(), &self.to_string())
     }
 
     /// Converts a serde_json error on a request body, dropping any quoted input it echoes.
@@ -120,6 +164,24 @@ impl ProtocolError {
             Category::Io | Category::Syntax | Category::Eof => {
                 ProtocolError::MalformedBody { detail }
             }
+        }
+    }
+
+    /// The same error for a method and path, each bounded.
+    pub(crate) fn wrong_method(method: &http::Method, path: &str, allowed: http::Method) -> Self {
+        ProtocolError::WrongMethod {
+            method: Echo::of(method.as_str()),
+            path: Echo::of(path),
+            allowed,
+        }
+    }
+
+    /// A path the dialect named `dialect` does not have.
+    pub(crate) fn unsupported(dialect: &'static str, method: &http::Method, path: &str) -> Self {
+        ProtocolError::UnsupportedEndpoint {
+            dialect,
+            method: Echo::of(method.as_str()),
+            path: Echo::of(path),
         }
     }
 }
@@ -149,185 +211,16 @@ fn redact_quoted(msg: &str) -> String {
     if in_quote {
         out.push_str("\"…\"");
     }
+    if let Some((cut, _)) = out.char_indices().nth(DETAIL_CHARS) {
+        out.truncate(cut);
+        out.push('…');
+    }
     out
-}
-
-/// The OpenAI error `type` for a status.
-fn openai_type(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        401 => "authentication_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        429 => "rate_limit_error",
-        500..=599 => "server_error",
-        _ => "invalid_request_error",
-    }
-}
-
-/// The Anthropic error `type` for a status (Anthropic's documented error types).
-fn anthropic_type(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        401 => "authentication_error",
-        402 => "billing_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        413 => "request_too_large",
-        429 => "rate_limit_error",
-        503 | 529 => "overloaded_error",
-        504 => "timeout_error",
-        500..=599 => "api_error",
-        _ => "invalid_request_error",
-    }
-}
-
-/// The Google RPC status name for an HTTP status.
-fn gemini_status(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        401 => "UNAUTHENTICATED",
-        403 => "PERMISSION_DENIED",
-        404 => "NOT_FOUND",
-        405 | 501 => "UNIMPLEMENTED",
-        409 => "ABORTED",
-        429 => "RESOURCE_EXHAUSTED",
-        499 => "CANCELLED",
-        502 | 503 => "UNAVAILABLE",
-        504 => "DEADLINE_EXCEEDED",
-        500..=599 => "INTERNAL",
-        _ => "INVALID_ARGUMENT",
-    }
-}
-
-/// An HTTP error in the provider's own error shape: OpenAI `{"error":{message,type,param,code}}`,
-/// Anthropic `{"type":"error","error":{type,message}}`, Gemini `{"error":{code,message,status}}`.
-/// `code` also travels in the `x-warden-error` header.
-pub fn error_response(
-    protocol: Protocol,
-    status: StatusCode,
-    code: &str,
-    message: &str,
-) -> Response<Full<Bytes>> {
-    let body = match protocol {
-        Protocol::Openai => json!({
-            "error": {
-                "message": message,
-                "type": openai_type(status),
-                "param": null,
-                "code": code,
-            }
-        }),
-        Protocol::Anthropic => json!({
-            "type": "error",
-            "error": { "type": anthropic_type(status), "message": message }
-        }),
-        Protocol::Gemini => json!({
-            "error": {
-                "code": status.as_u16(),
-                "message": message,
-                "status": gemini_status(status),
-                "details": [{
-                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                    "reason": code,
-                    "domain": "warden",
-                }],
-            }
-        }),
-    };
-    let mut response = json_response(status, body.to_string());
-    if let Ok(value) = HeaderValue::from_str(code) {
-        response.headers_mut().insert("x-warden-error", value);
-    }
-    response
-}
-
-/// A response with a JSON body.
-pub(crate) fn json_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::BodyExt;
-
-    async fn body_json(response: Response<Full<Bytes>>) -> serde_json::Value {
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
-        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)
-    }
-
-    #[tokio::test]
-    async fn openai_error_has_message_type_param_and_code() {
-        let response = error_response(
-            Protocol::Openai,
-            StatusCode::UNAUTHORIZED,
-            "invalid_api_key",
-            "no valid agent credential",
-        );
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(response.headers()["content-type"], "application/json");
-        assert_eq!(response.headers()["x-warden-error"], "invalid_api_key");
-        let body = body_json(response).await;
-        assert_eq!(body["error"]["message"], "no valid agent credential");
-        assert_eq!(body["error"]["type"], "authentication_error");
-        assert!(body["error"]["param"].is_null());
-        assert_eq!(body["error"]["code"], "invalid_api_key");
-    }
-
-    #[tokio::test]
-    async fn anthropic_error_uses_documented_types_per_status() {
-        let cases = [
-            (400, "invalid_request_error"),
-            (401, "authentication_error"),
-            (403, "permission_error"),
-            (404, "not_found_error"),
-            (413, "request_too_large"),
-            (429, "rate_limit_error"),
-            (500, "api_error"),
-            (502, "api_error"),
-            (503, "overloaded_error"),
-            (504, "timeout_error"),
-        ];
-        for (status, kind) in cases {
-            let status = StatusCode::from_u16(status).unwrap_or_default();
-            let body = body_json(error_response(Protocol::Anthropic, status, "x", "m")).await;
-            assert_eq!(body["type"], "error");
-            assert_eq!(body["error"]["type"], kind, "status {status}");
-            assert_eq!(body["error"]["message"], "m");
-        }
-    }
-
-    #[tokio::test]
-    async fn gemini_error_carries_numeric_code_and_rpc_status() {
-        let cases = [
-            (400, "INVALID_ARGUMENT"),
-            (401, "UNAUTHENTICATED"),
-            (403, "PERMISSION_DENIED"),
-            (404, "NOT_FOUND"),
-            (413, "INVALID_ARGUMENT"),
-            (429, "RESOURCE_EXHAUSTED"),
-            (500, "INTERNAL"),
-            (502, "UNAVAILABLE"),
-            (503, "UNAVAILABLE"),
-            (504, "DEADLINE_EXCEEDED"),
-        ];
-        for (status, rpc) in cases {
-            let http_status = StatusCode::from_u16(status).unwrap_or_default();
-            let body = body_json(error_response(Protocol::Gemini, http_status, "why", "m")).await;
-            assert_eq!(body["error"]["code"], status);
-            assert_eq!(body["error"]["status"], rpc);
-            assert_eq!(body["error"]["details"][0]["reason"], "why");
-        }
-    }
 
     #[test]
     fn type_errors_do_not_echo_request_text() {
@@ -349,22 +242,68 @@ mod tests {
     }
 
     #[test]
+    fn parser_descriptions_are_bounded() {
+        let long = format!("expected `{}` at line 1 column 2", "x".repeat(1_000_000));
+        let text = redact_quoted(&long);
+        assert_eq!(text.chars().count(), DETAIL_CHARS + 1);
+        assert!(text.ends_with('…'));
+    }
+
+    #[test]
+    fn echoes_keep_a_short_escaped_prefix_of_multi_megabyte_values() {
+        let huge = "/v1/".to_owned() + &"a".repeat(8 * 1024 * 1024);
+        let echo = Echo::of(&huge);
+        assert_eq!(echo.as_str().chars().count(), ECHO_CHARS + 1);
+        assert!(echo.as_str().starts_with("/v1/aaa") && echo.as_str().ends_with('…'));
+        assert_eq!(
+            Echo::of("/v1/files").as_str(),
+            "/v1/files",
+            "short values whole"
+        );
+        assert_eq!(
+            Echo::of("a\u{0}b\u{202e}c\nd").as_str(),
+            "a\\u{0}b\\u{202e}c\\u{a}d",
+            "controls and bidi escaped"
+        );
+        let error = ProtocolError::unsupported("openai", &http::Method::POST, &huge);
+        assert!(error.to_string().len() < 300, "{error}");
+        let error = ProtocolError::ModelMismatch {
+            index: 1,
+            expected: Echo::of("m"),
+            found: Echo::of(&huge),
+        };
+        assert!(error.to_string().len() < 300, "{error}");
+        let error = ProtocolError::InvalidModelInPath {
+            path: Echo::of(&huge),
+            detail: "it contains '/'",
+        };
+        assert!(error.to_string().len() < 300, "{error}");
+    }
+
+    #[test]
     fn statuses_match_error_kinds() {
-        let wrong = ProtocolError::WrongMethod {
-            method: http::Method::GET,
-            path: "/v1/messages".into(),
-            allowed: http::Method::POST,
-        };
-        assert_eq!(wrong.status(), StatusCode::METHOD_NOT_ALLOWED);
-        let unknown = ProtocolError::UnsupportedEndpoint {
-            protocol: Protocol::Openai,
-            method: http::Method::POST,
-            path: "/v1/files".into(),
-        };
-        assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+        let wrong =
+            ProtocolError::wrong_method(&http::Method::GET, "/v1/messages", http::Method::POST);
+        assert_eq!(wrong.status(), http::StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            wrong.to_string(),
+            "GET is not allowed on /v1/messages; use POST"
+        );
+        let unknown = ProtocolError::unsupported("openai", &http::Method::POST, "/v1/files");
+        assert_eq!(unknown.status(), http::StatusCode::NOT_FOUND);
         assert_eq!(
             ProtocolError::NotAnObject { found: "an array" }.status(),
-            StatusCode::BAD_REQUEST
+            http::StatusCode::BAD_REQUEST
+        );
+        let invalid = ProtocolError::InvalidIdentifier {
+            field: "\"model\" field",
+            problem: IdentifierProblem::Control('\0'),
+        };
+        assert_eq!(invalid.status(), http::StatusCode::BAD_REQUEST);
+        assert_eq!(invalid.code(), "invalid_identifier");
+        assert_eq!(
+            invalid.to_string(),
+            "the \"model\" field is not a valid name: it contains the control character U+0000"
         );
     }
 }

@@ -1,20 +1,35 @@
-//! Refusals that clients understand: a well-formed completion (or stream) in the protocol's own
-//! shape whose text explains the refusal, marked with `x-warden-decision` headers.
+//! Refusals that clients understand: a well-formed answer in the protocol's own shape whose
+//! text explains the refusal, marked with `x-warden-decision` headers. Each dialect writes its
+//! answers; this file holds what they share.
 //!
 //! Agents treat HTTP errors badly (OpenClaw disables a key for a minute on 403 and retries 429s
 //! and 5xx for minutes), so a denied chat call is answered with 200 and a completion that says
-//! why. Endpoints without a completion shape (embeddings, models, token counts) get a 403 in the
-//! provider's error shape.
+//! why, and by default it ends the turn normally ([`RefusalFinish::Stop`]): agents and the SDKs'
+//! helpers then show the text to the person behind the agent. Endpoints without a text to carry
+//! (embeddings, models, token counts) get a 403 in the provider's error shape.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Response, StatusCode, header};
+use http::{HeaderName, HeaderValue, Response};
 use http_body_util::Full;
+use serde::Deserialize;
 use serde_json::Value;
 
-use super::errors::json_response;
-use super::{Endpoint, LlmRequest, Protocol, anthropic, error_response, gemini, openai};
+use super::request::LlmRequest;
+use super::response;
+
+/// How a refusal answer ends its turn (route key `refusal_finish`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalFinish {
+    /// The turn ends normally (`stop`, `end_turn`, `completed`, `STOP`): agents show the text.
+    #[default]
+    Stop,
+    /// The provider's content-filter marking (`content_filter`, `refusal`, an incomplete
+    /// response, `PROHIBITED_CONTENT`); some agents and SDK helpers then drop the text or raise.
+    ContentFilter,
+}
 
 /// Why a request is refused, as told to the agent.
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +38,8 @@ pub struct Refusal<'a> {
     pub reason: &'a str,
     /// The decision id, for the operator to find the audit record.
     pub decision_id: &'a str,
+    /// How the answer ends its turn.
+    pub finish: RefusalFinish,
 }
 
 impl Refusal<'_> {
@@ -36,23 +53,27 @@ impl Refusal<'_> {
 }
 
 /// The pieces every refusal answer shares.
-pub(super) struct RefusalText {
+pub struct RefusalText {
     /// The assistant text: what was blocked, why, and the decision id.
     pub message: String,
     /// A fresh id suffix for the answer's ids (`chatcmpl-<id>`, `msg_<id>`, ...).
     pub id: String,
     /// Unix seconds now.
     pub created: u64,
+    /// How the answer ends its turn.
+    pub finish: RefusalFinish,
 }
 
 impl RefusalText {
-    fn new(refusal: &Refusal<'_>) -> Self {
+    /// The text of `refusal`, with a fresh id.
+    pub fn new(refusal: &Refusal<'_>) -> Self {
         RefusalText {
             message: refusal.message(),
             id: uuid::Uuid::now_v7().simple().to_string(),
             created: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            finish: refusal.finish,
         }
     }
 
@@ -60,47 +81,22 @@ impl RefusalText {
     pub fn model<'a>(&self, interpreted: &'a LlmRequest) -> &'a str {
         interpreted.model.as_deref().unwrap_or("unknown")
     }
+
+    /// `stop` when the turn ends normally, `marked` under [`RefusalFinish::ContentFilter`].
+    pub fn finish_or<'a>(&self, stop: &'a str, marked: &'a str) -> &'a str {
+        match self.finish {
+            RefusalFinish::Stop => stop,
+            RefusalFinish::ContentFilter => marked,
+        }
+    }
 }
 
 /// A refusal answer body.
-pub(super) enum Answer {
+pub enum Answer {
     /// A JSON body (`application/json`).
     Json(Value),
     /// A complete server-sent event stream (`text/event-stream`).
     EventStream(String),
-}
-
-/// Writes server-sent events into one buffer.
-#[derive(Default)]
-pub(super) struct SseWriter {
-    out: String,
-}
-
-impl SseWriter {
-    /// An event with only a `data:` line.
-    pub fn data(&mut self, data: &Value) {
-        self.out.push_str("data: ");
-        self.out.push_str(&data.to_string());
-        self.out.push_str("\n\n");
-    }
-
-    /// An event with an `event:` line and a `data:` line.
-    pub fn event(&mut self, name: &str, data: &Value) {
-        self.out.push_str("event: ");
-        self.out.push_str(name);
-        self.out.push('\n');
-        self.data(data);
-    }
-
-    /// OpenAI's end-of-stream marker.
-    pub fn done(&mut self) {
-        self.out.push_str("data: [DONE]\n\n");
-    }
-
-    /// The stream text.
-    pub fn finish(self) -> String {
-        self.out
-    }
 }
 
 /// `x-warden-decision`: `deny` on a refusal.
@@ -110,53 +106,17 @@ pub const DECISION_ID_HEADER: HeaderName = HeaderName::from_static("x-warden-dec
 /// `x-request-id`: the request id of every response.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
-/// A well-formed 200 answer in the protocol's shape (an SSE stream when the request streams)
-/// whose assistant text explains the refusal and names the decision id, with headers
-/// `x-warden-decision: deny` and `x-warden-decision-id`. Finish reasons: OpenAI chat and
-/// completions `content_filter`; Responses `status: "incomplete"` with
-/// `incomplete_details.reason: "content_filter"`; Anthropic `stop_reason: "refusal"`; Gemini
-/// `finishReason: "PROHIBITED_CONTENT"`. Endpoints with no completion shape get a 403 error.
-pub fn refusal_response(
-    protocol: Protocol,
-    interpreted: &LlmRequest,
-    refusal: &Refusal<'_>,
-) -> Response<Full<Bytes>> {
-    let text = RefusalText::new(refusal);
-    let answer = match (protocol, interpreted.endpoint) {
-        (Protocol::Openai, Endpoint::ChatCompletions) => {
-            Some(openai::chat_refusal(interpreted, &text))
-        }
-        (Protocol::Openai, Endpoint::Completions) => {
-            Some(openai::completions_refusal(interpreted, &text))
-        }
-        (Protocol::Openai, Endpoint::Responses) => {
-            Some(openai::responses_refusal(interpreted, &text))
-        }
-        (Protocol::Anthropic, Endpoint::Messages) => Some(anthropic::refusal(interpreted, &text)),
-        (Protocol::Gemini, Endpoint::GenerateContent | Endpoint::StreamGenerateContent) => {
-            Some(gemini::refusal(interpreted, &text))
-        }
-        _ => None,
+/// `answer` as a 200 response marked as a refusal.
+pub fn respond(answer: Answer, refusal: &Refusal<'_>) -> Response<Full<Bytes>> {
+    let response = match answer {
+        Answer::Json(body) => response::json(http::StatusCode::OK, body.to_string()),
+        Answer::EventStream(body) => response::event_stream(body),
     };
-    let mut response = match answer {
-        Some(Answer::Json(body)) => json_response(StatusCode::OK, body.to_string()),
-        Some(Answer::EventStream(body)) => {
-            let mut response = Response::new(Full::new(Bytes::from(body)));
-            let headers = response.headers_mut();
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            );
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            response
-        }
-        None => error_response(
-            protocol,
-            StatusCode::FORBIDDEN,
-            "request_denied",
-            &text.message,
-        ),
-    };
+    mark(response, refusal)
+}
+
+/// Marks `response` as the refusal it is: `x-warden-decision: deny` and the decision id.
+pub fn mark(mut response: Response<Full<Bytes>>, refusal: &Refusal<'_>) -> Response<Full<Bytes>> {
     let headers = response.headers_mut();
     headers.insert(DECISION_HEADER, HeaderValue::from_static("deny"));
     if let Ok(id) = HeaderValue::from_str(&header_safe(refusal.decision_id)) {
@@ -176,12 +136,20 @@ fn header_safe(id: &str) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use http::{StatusCode, header};
     use http_body_util::BodyExt;
 
     /// The refusal used by every protocol's tests.
     pub(crate) const REFUSAL: Refusal<'static> = Refusal {
         reason: "model gpt-5 is not allowed for fleet dev",
         decision_id: "01JDEC0000000000000000000",
+        finish: RefusalFinish::Stop,
+    };
+
+    /// The same refusal on a route that keeps the content-filter marking.
+    pub(crate) const MARKED: Refusal<'static> = Refusal {
+        finish: RefusalFinish::ContentFilter,
+        ..REFUSAL
     };
 
     /// The refusal text as the agent must see it.
@@ -237,34 +205,6 @@ pub(crate) mod tests {
                 (name, value)
             })
             .collect()
-    }
-
-    fn interpreted(endpoint: Endpoint, stream: bool) -> LlmRequest {
-        LlmRequest {
-            stream,
-            event_stream: stream,
-            ..LlmRequest::bare(endpoint, Some("gpt-5".into()))
-        }
-    }
-
-    #[tokio::test]
-    async fn endpoints_without_completion_shape_get_403_error_with_the_explanation() {
-        for (protocol, endpoint) in [
-            (Protocol::Openai, Endpoint::Embeddings),
-            (Protocol::Openai, Endpoint::ListModels),
-            (Protocol::Anthropic, Endpoint::CountTokens),
-            (Protocol::Gemini, Endpoint::EmbedContent),
-        ] {
-            let response = refusal_response(protocol, &interpreted(endpoint, false), &REFUSAL);
-            let (status, content_type, body) = parts(response).await;
-            assert_eq!(status, StatusCode::FORBIDDEN);
-            assert_eq!(content_type, "application/json");
-            let body: Value = serde_json::from_str(&body).unwrap_or_default();
-            assert_eq!(
-                body["error"]["message"], EXPECTED_TEXT,
-                "{protocol} {endpoint}"
-            );
-        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! An incremental server-sent-events decoder with bounded memory.
+//! Server-sent events: an incremental decoder with bounded memory, and a writer.
 //!
 //! Follows the WHATWG event-stream rules that matter for LLM streams: lines end with `\r\n`,
 //! `\n` or `\r` (also when split across chunks), `data:` lines of one event join with `\n`,
@@ -220,6 +220,39 @@ impl SseDecoder {
         }
         self.has_data = false;
         self.discard = false;
+    }
+}
+
+/// Writes server-sent events into one buffer (refusal answers).
+#[derive(Default)]
+pub struct SseWriter {
+    out: String,
+}
+
+impl SseWriter {
+    /// An event with only a `data:` line.
+    pub fn data(&mut self, data: &serde_json::Value) {
+        self.out.push_str("data: ");
+        self.out.push_str(&data.to_string());
+        self.out.push_str("\n\n");
+    }
+
+    /// An event with an `event:` line and a `data:` line.
+    pub fn event(&mut self, name: &str, data: &serde_json::Value) {
+        self.out.push_str("event: ");
+        self.out.push_str(name);
+        self.out.push('\n');
+        self.data(data);
+    }
+
+    /// OpenAI's end-of-stream marker.
+    pub fn done(&mut self) {
+        self.out.push_str("data: [DONE]\n\n");
+    }
+
+    /// The stream text.
+    pub fn finish(self) -> String {
+        self.out
     }
 }
 

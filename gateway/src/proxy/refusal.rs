@@ -127,6 +127,7 @@ impl Refusal {
         let text = protocol::Refusal {
             reason: &reason,
             decision_id,
+            finish: route.map(|r| r.refusal_finish).unwrap_or_default(),
         };
         let mut response = match (completion, shape) {
             (true, Some(shape)) => match dialect.refusal(shape, &text) {

@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use crate::protocol::RefusalFinish;
 use crate::secrets::config::CredentialSource;
 
 /// How a policy refusal reaches the agent.
@@ -39,6 +40,10 @@ pub struct RouteConfig {
     /// How refusals are answered on this route.
     #[serde(default)]
     pub on_deny: DenyStyle,
+    /// How a completion refusal ends its turn: `stop` (default: a normal end, so agents show
+    /// the text) or `content_filter` (the provider's content-filter marking).
+    #[serde(default)]
+    pub refusal_finish: Option<RefusalFinish>,
 }
 
 /// The routes used when the configuration names none: one per built-in provider, each
@@ -58,6 +63,7 @@ pub fn default_routes() -> Vec<RouteConfig> {
         provider: None,
         credential: Some(CredentialSource::Env(env.into())),
         on_deny: DenyStyle::Completion,
+        refusal_finish: None,
     })
     .chain(std::iter::once(RouteConfig {
         name: None,
@@ -67,6 +73,7 @@ pub fn default_routes() -> Vec<RouteConfig> {
         provider: None,
         credential: None,
         on_deny: DenyStyle::Completion,
+        refusal_finish: None,
     }))
     .collect()
 }

@@ -9,7 +9,7 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 
 use crate::config::error::ConfigErrors;
 use crate::config::{Config, DenyStyle};
-use crate::protocol::Protocol;
+use crate::protocol::{Protocol, RefusalFinish};
 use crate::secrets::{self, CredentialProvider};
 use connector::{Connectors, validate_base_url};
 
@@ -39,6 +39,8 @@ pub struct Route {
     /// takes none. A provider that cannot give one makes requests fail closed with 503.
     pub credential: Option<Arc<dyn CredentialProvider>>,
     pub on_deny: DenyStyle,
+    /// How a refusal answer ends its turn (`refusal_finish`).
+    pub refusal_finish: RefusalFinish,
 }
 
 impl Route {
@@ -135,6 +137,7 @@ impl RouteTable {
                 upstream,
                 credential,
                 on_deny: rc.on_deny,
+                refusal_finish: rc.refusal_finish.unwrap_or_default(),
             }));
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));

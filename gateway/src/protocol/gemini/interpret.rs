@@ -1,4 +1,5 @@
-//! Google Gemini (Generative Language API): requests and refusal answers.
+//! How Gemini (Generative Language API) requests read: `/v1beta/models[/{model}[:{method}]]`
+//! (or `/v1/...`), the model taken from the path.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -6,17 +7,17 @@ use std::marker::PhantomData;
 use http::Method;
 use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde_json::{Value, json};
 
-use super::estimate::{TextChars, ToolDef, tokens_from_chars};
-use super::refusal::{Answer, RefusalText, SseWriter};
-use super::{
-    Endpoint, LlmRequest, Protocol, ProtocolError, check_model_name, parse_body, percent_decode,
-    require_method, unsupported,
-};
+use crate::protocol::errors::{Echo, ProtocolError};
+use crate::protocol::estimate::{TextChars, ToolDef, tokens_from_chars};
+use crate::protocol::parse::{check_path_model, parse_body, percent_decode, require_method};
+use crate::protocol::request::{Endpoint, LlmRequest};
+
+/// The dialect's name in configuration, logs and errors.
+pub const NAME: &str = "gemini";
 
 /// Reads a Gemini request: `/v1beta/models[/{model}[:{method}]]` (or `/v1/...`).
-pub(super) fn interpret(
+pub fn interpret(
     method: &Method,
     path: &str,
     query: Option<&str>,
@@ -28,23 +29,20 @@ pub(super) fn interpret(
         .unwrap_or("");
     if rest == "/models" {
         require_method(method, Method::GET, path)?;
-        return Ok(LlmRequest::bare(Endpoint::ListModels, None));
+        return Ok(LlmRequest::bare(Endpoint::ListModels));
     }
     let Some(tail) = rest.strip_prefix("/models/") else {
-        return Err(unsupported(Protocol::Gemini, method, path));
+        return Err(ProtocolError::unsupported(NAME, method, path));
     };
     // Decode once, then split: `gemini%3AgenerateContent` means what the upstream decodes it to.
     let tail = percent_decode(tail).ok_or_else(|| ProtocolError::InvalidModelInPath {
-        path: path.to_owned(),
+        path: Echo::of(path),
         detail: "it has a bad percent-escape",
     })?;
     let Some((model, rpc)) = tail.rsplit_once(':') else {
         require_method(method, Method::GET, path)?;
-        check_model_name(&tail, path, false)?;
-        return Ok(LlmRequest::bare(
-            Endpoint::GetModel,
-            Some(tail.into_owned()),
-        ));
+        let folded = check_path_model(&tail, path, false)?;
+        return Ok(LlmRequest::bare(Endpoint::GetModel).with_model((tail.into_owned(), folded)));
     };
     let endpoint = match rpc {
         "generateContent" => Endpoint::GenerateContent,
@@ -52,12 +50,12 @@ pub(super) fn interpret(
         "countTokens" => Endpoint::CountTokens,
         "embedContent" => Endpoint::EmbedContent,
         "batchEmbedContents" => Endpoint::BatchEmbedContents,
-        _ => return Err(unsupported(Protocol::Gemini, method, path)),
+        _ => return Err(ProtocolError::unsupported(NAME, method, path)),
     };
     require_method(method, Method::POST, path)?;
-    check_model_name(model, path, false)?;
+    let folded = check_path_model(model, path, false)?;
     let model = model.to_owned();
-    let mut interpreted = match endpoint {
+    let interpreted = match endpoint {
         Endpoint::GenerateContent | Endpoint::StreamGenerateContent => {
             let req: GenerateRequest<'_> = parse_body(endpoint, body)?;
             generate(endpoint, req)
@@ -67,7 +65,7 @@ pub(super) fn interpret(
             let mut interpreted = req
                 .generate_content_request
                 .map(|inner| generate(endpoint, inner))
-                .unwrap_or_else(|| LlmRequest::bare(endpoint, None));
+                .unwrap_or_else(|| LlmRequest::bare(endpoint));
             interpreted.input_tokens += tokens_from_chars(req.contents.0);
             interpreted.max_tokens = None;
             interpreted
@@ -75,7 +73,7 @@ pub(super) fn interpret(
         Endpoint::EmbedContent => {
             let req: EmbedRequest = parse_body(endpoint, body)?;
             check_same_model(&model, req.model.as_deref(), 0)?;
-            let mut interpreted = LlmRequest::bare(endpoint, None);
+            let mut interpreted = LlmRequest::bare(endpoint);
             interpreted.input_tokens = tokens_from_chars(req.content.0 + req.title.0);
             interpreted
         }
@@ -86,12 +84,12 @@ pub(super) fn interpret(
                 check_same_model(&model, request.model.as_deref(), index)?;
                 chars += request.content.0 + request.title.0;
             }
-            let mut interpreted = LlmRequest::bare(endpoint, None);
+            let mut interpreted = LlmRequest::bare(endpoint);
             interpreted.input_tokens = tokens_from_chars(chars);
             interpreted
         }
     };
-    interpreted.model = Some(model);
+    let mut interpreted = interpreted.with_model((model, folded));
     if endpoint == Endpoint::StreamGenerateContent {
         interpreted.stream = true;
         interpreted.event_stream = query.is_some_and(|q| q.split('&').any(|p| p == "alt=sse"));
@@ -110,8 +108,8 @@ fn check_same_model(
         Some(m) if m.strip_prefix("models/").unwrap_or(m) != path_model => {
             Err(ProtocolError::ModelMismatch {
                 index,
-                expected: path_model.to_owned(),
-                found: m.to_owned(),
+                expected: Echo::of(path_model),
+                found: Echo::of(m),
             })
         }
         _ => Ok(()),
@@ -132,7 +130,7 @@ fn generate(endpoint: Endpoint, req: GenerateRequest<'_>) -> LlmRequest {
         max_tokens: req.generation_config.and_then(|g| g.max_output_tokens),
         tools,
         input_tokens: tokens_from_chars(chars),
-        ..LlmRequest::bare(endpoint, None)
+        ..LlmRequest::bare(endpoint)
     }
 }
 
@@ -237,37 +235,10 @@ fn camel_case(key: &str) -> String {
     out
 }
 
-/// A refusal as a generateContent answer (`finishReason: "PROHIBITED_CONTENT"`); a stream is
-/// one SSE event with `alt=sse`, otherwise a one-element JSON array, as Gemini streams.
-pub(super) fn refusal(interpreted: &LlmRequest, text: &RefusalText) -> Answer {
-    let body = json!({
-        "candidates": [{
-            "content": { "parts": [{ "text": text.message }], "role": "model" },
-            "finishReason": "PROHIBITED_CONTENT",
-            "index": 0,
-        }],
-        "usageMetadata": { "promptTokenCount": 0, "candidatesTokenCount": 0, "totalTokenCount": 0 },
-        "modelVersion": text.model(interpreted),
-        "responseId": text.id,
-    });
-    if !interpreted.stream {
-        return Answer::Json(body);
-    }
-    if !interpreted.event_stream {
-        return Answer::Json(Value::Array(vec![body]));
-    }
-    let mut sse = SseWriter::default();
-    sse.data(&body);
-    Answer::EventStream(sse.finish())
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::interpret_llm as interpret_any;
-    use super::super::refusal::refusal_response;
-    use super::super::refusal::tests::{EXPECTED_TEXT, REFUSAL, parts, sse_events};
     use super::*;
-    use http::StatusCode;
+    use serde_json::json;
 
     fn interpret(
         method: Method,
@@ -275,7 +246,7 @@ mod tests {
         query: Option<&str>,
         body: &str,
     ) -> Result<LlmRequest, ProtocolError> {
-        interpret_any(Protocol::Gemini, &method, path, query, body.as_bytes())
+        super::interpret(&method, path, query, body.as_bytes())
     }
 
     fn generate_body() -> String {
@@ -466,55 +437,66 @@ mod tests {
         assert!(matches!(post_list, Err(ProtocolError::WrongMethod { .. })));
     }
 
-    fn candidate_checks(body: &Value) {
-        assert_eq!(body["candidates"][0]["content"]["role"], "model");
-        assert_eq!(
-            body["candidates"][0]["content"]["parts"][0]["text"],
-            EXPECTED_TEXT
-        );
-        assert_eq!(body["candidates"][0]["finishReason"], "PROHIBITED_CONTENT");
-        assert_eq!(body["modelVersion"], "gemini-2.5-flash");
-        assert_eq!(body["usageMetadata"]["totalTokenCount"], 0);
-    }
-
-    #[tokio::test]
-    async fn refusals_match_each_gemini_response_mode() {
-        let base = "/v1beta/models/gemini-2.5-flash";
-        let plain = interpret(Method::POST, &format!("{base}:generateContent"), None, "{}")
-            .unwrap_or_else(|e| panic!("{e}"));
-        let (status, content_type, body) =
-            parts(refusal_response(Protocol::Gemini, &plain, &REFUSAL)).await;
-        assert_eq!(
-            (status, content_type.as_str()),
-            (StatusCode::OK, "application/json")
-        );
-        candidate_checks(&serde_json::from_str(&body).unwrap_or_default());
-
-        let sse = interpret(
+    #[test]
+    fn path_models_that_could_hide_from_policy_are_refused_or_folded() {
+        for model in [
+            "denied-model%00",
+            "denied%E2%80%8Fmodel",
+            "denied%E2%81%A0model",
+        ] {
+            let got = interpret(
+                Method::POST,
+                &format!("/v1beta/models/{model}:generateContent"),
+                None,
+                "{}",
+            );
+            assert!(
+                matches!(got, Err(ProtocolError::InvalidIdentifier { .. })),
+                "{model}: {got:?}"
+            );
+        }
+        let lookalike = interpret(
             Method::POST,
-            &format!("{base}:streamGenerateContent"),
-            Some("alt=sse"),
-            "{}",
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let (_, content_type, body) =
-            parts(refusal_response(Protocol::Gemini, &sse, &REFUSAL)).await;
-        assert_eq!(content_type, "text/event-stream");
-        let events = sse_events(&body);
-        assert_eq!(events.len(), 1);
-        candidate_checks(&events[0].1);
-
-        let array = interpret(
-            Method::POST,
-            &format!("{base}:streamGenerateContent"),
+            "/v1beta/models/g%D0%B5mini-pro:generateContent",
             None,
             "{}",
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let (_, content_type, body) =
-            parts(refusal_response(Protocol::Gemini, &array, &REFUSAL)).await;
-        assert_eq!(content_type, "application/json");
-        let items: Value = serde_json::from_str(&body).unwrap_or_default();
-        candidate_checks(&items[0]);
+        assert_eq!(lookalike.model.as_deref(), Some("g\u{0435}mini-pro"));
+        assert_eq!(lookalike.folded_model.as_deref(), Some("gemini-pro"));
+    }
+
+    #[test]
+    fn generation_config_spelled_twice_is_refused_not_hidden() {
+        for body in [
+            r#"{"generationConfig":{"maxOutputTokens":10,"max_output_tokens":100000}}"#,
+            r#"{"generationConfig":{"maxOutputTokens":10},"generation_config":{"maxOutputTokens":100000}}"#,
+        ] {
+            let got = interpret(
+                Method::POST,
+                "/v1beta/models/gemini-pro:generateContent",
+                None,
+                body,
+            );
+            assert!(
+                matches!(got, Err(ProtocolError::InvalidBody { .. })),
+                "{body}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_mismatched_batch_model_is_quoted_at_most_in_a_short_prefix() {
+        let body =
+            json!({ "requests": [{ "model": format!("models/{}", "z".repeat(3 * 1024 * 1024)) }] });
+        let got = interpret(
+            Method::POST,
+            "/v1beta/models/cheap-embedder:batchEmbedContents",
+            None,
+            &body.to_string(),
+        );
+        let text = got.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(text.len() < 300, "{} bytes", text.len());
+        assert!(text.contains("zzz…"), "{text}");
     }
 }

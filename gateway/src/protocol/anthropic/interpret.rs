@@ -1,36 +1,33 @@
-//! Anthropic Messages: requests and refusal answers.
+//! How Anthropic Messages requests read: `/v1/messages`, `/v1/messages/count_tokens` and the
+//! model list.
 
 use http::Method;
 use serde::Deserialize;
-use serde_json::json;
 
-use super::estimate::{TextChars, ToolDef, tokens_from_chars};
-use super::refusal::{Answer, RefusalText, SseWriter};
-use super::{
-    Endpoint, LlmRequest, Protocol, ProtocolError, model_from_path, parse_body, require_method,
-    require_model, unsupported,
-};
+use crate::protocol::errors::ProtocolError;
+use crate::protocol::estimate::{TextChars, ToolDef, tokens_from_chars};
+use crate::protocol::parse::{model_from_path, parse_body, require_method, require_model};
+use crate::protocol::request::{Endpoint, LlmRequest};
+
+/// The dialect's name in configuration, logs and errors.
+pub const NAME: &str = "anthropic";
 
 /// Reads an Anthropic request (`/v1/messages`, `/v1/messages/count_tokens`, `/v1/models`).
-pub(super) fn interpret(
-    method: &Method,
-    path: &str,
-    body: &[u8],
-) -> Result<LlmRequest, ProtocolError> {
+pub fn interpret(method: &Method, path: &str, body: &[u8]) -> Result<LlmRequest, ProtocolError> {
     let endpoint = match path {
         "/v1/messages" => Endpoint::Messages,
         "/v1/messages/count_tokens" => Endpoint::CountTokens,
         "/v1/models" => {
             require_method(method, Method::GET, path)?;
-            return Ok(LlmRequest::bare(Endpoint::ListModels, None));
+            return Ok(LlmRequest::bare(Endpoint::ListModels));
         }
         _ => match path.strip_prefix("/v1/models/") {
             Some(id) => {
                 require_method(method, Method::GET, path)?;
                 let model = model_from_path(id, path, false)?;
-                return Ok(LlmRequest::bare(Endpoint::GetModel, Some(model)));
+                return Ok(LlmRequest::bare(Endpoint::GetModel).with_model(model));
             }
-            None => return Err(unsupported(Protocol::Anthropic, method, path)),
+            None => return Err(ProtocolError::unsupported(NAME, method, path)),
         },
     };
     require_method(method, Method::POST, path)?;
@@ -43,17 +40,16 @@ pub(super) fn interpret(
         tools.extend(tool.name.or(tool.kind));
     }
     let stream = endpoint == Endpoint::Messages && req.stream.unwrap_or(false);
-    Ok(LlmRequest {
-        verb: endpoint.verb(),
-        model: Some(require_model(endpoint, req.model)?),
+    let request = LlmRequest {
         stream,
+        // The only output limit Messages has: `thinking.budget_tokens` must stay below it.
         max_tokens: req.max_tokens,
         tools,
         input_tokens: tokens_from_chars(chars),
-        endpoint,
-        include_usage: false,
         event_stream: stream,
-    })
+        ..LlmRequest::bare(endpoint)
+    };
+    Ok(request.with_model(require_model(endpoint, req.model)?))
 }
 
 /// The fields of a Messages (or count_tokens) request Warden reads.
@@ -70,79 +66,13 @@ struct MessagesRequest<'a> {
     tools: Option<Vec<ToolDef<'a>>>,
 }
 
-/// A refusal as a Messages answer (`stop_reason: "refusal"`), streamed as the Messages event
-/// sequence when the request streams.
-pub(super) fn refusal(interpreted: &LlmRequest, text: &RefusalText) -> Answer {
-    let id = format!("msg_{}", text.id);
-    let model = text.model(interpreted);
-    if !interpreted.stream {
-        return Answer::Json(json!({
-            "id": id,
-            "type": "message",
-            "role": "assistant",
-            "model": model,
-            "content": [{ "type": "text", "text": text.message }],
-            "stop_reason": "refusal",
-            "stop_sequence": null,
-            "usage": { "input_tokens": 0, "output_tokens": 0 },
-        }));
-    }
-    let mut sse = SseWriter::default();
-    sse.event(
-        "message_start",
-        &json!({
-            "type": "message_start",
-            "message": {
-                "id": id,
-                "type": "message",
-                "role": "assistant",
-                "model": model,
-                "content": [],
-                "stop_reason": null,
-                "stop_sequence": null,
-                "usage": { "input_tokens": 0, "output_tokens": 0 },
-            },
-        }),
-    );
-    sse.event(
-        "content_block_start",
-        &json!({ "type": "content_block_start", "index": 0, "content_block": { "type": "text", "text": "" } }),
-    );
-    sse.event(
-        "content_block_delta",
-        &json!({
-            "type": "content_block_delta",
-            "index": 0,
-            "delta": { "type": "text_delta", "text": text.message },
-        }),
-    );
-    sse.event(
-        "content_block_stop",
-        &json!({ "type": "content_block_stop", "index": 0 }),
-    );
-    sse.event(
-        "message_delta",
-        &json!({
-            "type": "message_delta",
-            "delta": { "stop_reason": "refusal", "stop_sequence": null },
-            "usage": { "output_tokens": 0 },
-        }),
-    );
-    sse.event("message_stop", &json!({ "type": "message_stop" }));
-    Answer::EventStream(sse.finish())
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::interpret_llm as interpret_any;
-    use super::super::refusal::refusal_response;
-    use super::super::refusal::tests::{EXPECTED_TEXT, REFUSAL, parts, sse_events};
     use super::*;
-    use http::StatusCode;
-    use serde_json::Value;
+    use serde_json::json;
 
     fn interpret(method: Method, path: &str, body: &str) -> Result<LlmRequest, ProtocolError> {
-        interpret_any(Protocol::Anthropic, &method, path, None, body.as_bytes())
+        super::interpret(&method, path, body.as_bytes())
     }
 
     /// A Messages body shaped like OpenClaw's: system as two blocks (first cache-marked),
@@ -238,65 +168,29 @@ mod tests {
         );
     }
 
-    fn messages(stream: bool) -> LlmRequest {
-        let body = json!({ "model": "claude-sonnet-4-5", "max_tokens": 10, "stream": stream, "messages": [] });
-        interpret(Method::POST, "/v1/messages", &body.to_string()).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    #[tokio::test]
-    async fn non_streaming_refusal_is_a_complete_message_with_stop_reason_refusal() {
-        let response = refusal_response(Protocol::Anthropic, &messages(false), &REFUSAL);
-        let (status, content_type, body) = parts(response).await;
-        assert_eq!(
-            (status, content_type.as_str()),
-            (StatusCode::OK, "application/json")
-        );
-        let msg: Value = serde_json::from_str(&body).unwrap_or_default();
-        assert!(msg["id"].as_str().is_some_and(|id| id.starts_with("msg_")));
-        assert_eq!(msg["type"], "message");
-        assert_eq!(msg["role"], "assistant");
-        assert_eq!(msg["model"], "claude-sonnet-4-5");
-        assert_eq!(msg["content"][0]["type"], "text");
-        assert_eq!(msg["content"][0]["text"], EXPECTED_TEXT);
-        assert_eq!(msg["stop_reason"], "refusal");
-        assert_eq!(msg["usage"]["input_tokens"], 0);
-        assert_eq!(msg["usage"]["output_tokens"], 0);
-    }
-
-    #[tokio::test]
-    async fn streaming_refusal_follows_the_messages_event_sequence() {
-        let response = refusal_response(Protocol::Anthropic, &messages(true), &REFUSAL);
-        let (status, content_type, body) = parts(response).await;
-        assert_eq!(
-            (status, content_type.as_str()),
-            (StatusCode::OK, "text/event-stream")
-        );
-        let events = sse_events(&body);
-        let names: Vec<_> = events
-            .iter()
-            .map(|(n, _)| n.clone().unwrap_or_default())
-            .collect();
-        assert_eq!(
-            names,
-            [
-                "message_start",
-                "content_block_start",
-                "content_block_delta",
-                "content_block_stop",
-                "message_delta",
-                "message_stop"
-            ]
-        );
-        for (name, data) in &events {
-            assert_eq!(
-                data["type"].as_str(),
-                name.as_deref(),
-                "event line matches type"
-            );
+    #[test]
+    fn models_that_could_hide_from_policy_are_refused_or_folded() {
+        for path in ["/v1/messages", "/v1/messages/count_tokens"] {
+            for bad in [
+                "denied-model\u{0}",
+                "denied\u{2066}-model",
+                "denied-\u{200b}model",
+            ] {
+                let body = json!({ "model": bad, "max_tokens": 5, "messages": [] }).to_string();
+                let got = interpret(Method::POST, path, &body);
+                assert!(
+                    matches!(got, Err(ProtocolError::InvalidIdentifier { .. })),
+                    "{path} {bad:?}: {got:?}"
+                );
+            }
+            let body = json!({ "model": "claude-\u{043e}pus-4-1", "messages": [] }).to_string();
+            let got = interpret(Method::POST, path, &body).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(got.folded_model.as_deref(), Some("claude-opus-4-1"));
         }
-        assert_eq!(events[0].1["message"]["model"], "claude-sonnet-4-5");
-        assert_eq!(events[2].1["delta"]["type"], "text_delta");
-        assert_eq!(events[2].1["delta"]["text"], EXPECTED_TEXT);
-        assert_eq!(events[4].1["delta"]["stop_reason"], "refusal");
+        let path_model = interpret(Method::GET, "/v1/models/claude%E2%80%AE", "");
+        assert!(matches!(
+            path_model,
+            Err(ProtocolError::InvalidIdentifier { .. })
+        ));
     }
 }

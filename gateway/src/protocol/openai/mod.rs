@@ -1,0 +1,65 @@
+//! The OpenAI dialect (and OpenAI-compatible upstreams: Ollama `/v1`, vLLM): how its
+//! requests read (`interpret.rs`), its refusal answers (`refusal.rs`), its error body
+//! (`error.rs`) and where its responses report usage (`usage.rs`).
+
+mod error;
+mod interpret;
+mod refusal;
+mod usage;
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+use crate::protocol::dialect::{Dialect, Inbound, Interpreted, Shape};
+use crate::protocol::errors::ProtocolError;
+use crate::protocol::refusal::{self as refusals, Refusal, RefusalText};
+use crate::protocol::request::Endpoint;
+use crate::protocol::usage::Usage;
+
+/// The OpenAI dialect.
+pub struct OpenAi;
+
+impl Dialect for OpenAi {
+    fn name(&self) -> &'static str {
+        interpret::NAME
+    }
+
+    fn interpret(&self, request: &Inbound<'_>) -> Result<Interpreted, ProtocolError> {
+        let llm = interpret::interpret(request.method, request.path, request.body)?;
+        Ok(Interpreted::llm(llm, request.upstream))
+    }
+
+    /// Chat Completions, Completions and Responses refusals are answers whose text explains
+    /// the refusal; embeddings and model requests have no text to carry and get a 403.
+    fn refusal(&self, shape: &Shape, refusal: &Refusal<'_>) -> Option<Response<Full<Bytes>>> {
+        let Shape::Llm(llm) = shape;
+        let text = RefusalText::new(refusal);
+        let answer = match llm.endpoint {
+            Endpoint::ChatCompletions => refusal::chat(llm, &text),
+            Endpoint::Completions => refusal::completions(llm, &text),
+            Endpoint::Responses => refusal::responses(llm, &text),
+            _ => {
+                let error = self.error(StatusCode::FORBIDDEN, "request_denied", &text.message);
+                return Some(refusals::mark(error, refusal));
+            }
+        };
+        Some(refusals::respond(answer, refusal))
+    }
+
+    fn error(&self, status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+        error::response(status, code, message)
+    }
+
+    fn usage_event_wanted(&self, event: &[u8]) -> bool {
+        usage::event_wanted(event)
+    }
+
+    fn usage_from_event(&self, _event: &[u8], data: &[u8]) -> Usage {
+        usage::from_json(data)
+    }
+
+    fn usage_from_body(&self, body: &[u8]) -> Usage {
+        usage::from_json(body)
+    }
+}

@@ -1,0 +1,260 @@
+//! Reading the parts of an LLM request every dialect reads alike: the JSON body, the method,
+//! the model named in the body or the path.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+use super::errors::{Echo, ProtocolError};
+use super::identifier;
+use super::request::Endpoint;
+
+/// A model name as sent, and the folded name policy judges when it differs.
+pub type CheckedModel = (String, Option<String>);
+
+/// Fails unless `method` is the one the endpoint accepts.
+pub fn require_method(
+    method: &http::Method,
+    allowed: http::Method,
+    path: &str,
+) -> Result<(), ProtocolError> {
+    if *method == allowed {
+        Ok(())
+    } else {
+        Err(ProtocolError::wrong_method(method, path, allowed))
+    }
+}
+
+/// Parses a request body that must be a JSON object into `T` (borrowing from `body`).
+pub fn parse_body<'a, T: Deserialize<'a>>(
+    endpoint: Endpoint,
+    body: &'a [u8],
+) -> Result<T, ProtocolError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    let found = match first {
+        None => Some("an empty body"),
+        Some(b'[') => Some("an array"),
+        Some(b'"') => Some("a string"),
+        Some(b't' | b'f') => Some("a boolean"),
+        Some(b'n') => Some("null"),
+        Some(b'-' | b'0'..=b'9') => Some("a number"),
+        _ => None,
+    };
+    if let Some(found) = found {
+        // Only call it "not an object" when it is valid JSON; otherwise report the syntax error.
+        return match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            Ok(_) => Err(ProtocolError::NotAnObject { found }),
+            Err(e) if found == "an empty body" => Err(ProtocolError::MalformedBody {
+                detail: format!("the body is empty ({e})"),
+            }),
+            Err(e) => Err(ProtocolError::from_json(endpoint, &e)),
+        };
+    }
+    serde_json::from_slice(body).map_err(|e| ProtocolError::from_json(endpoint, &e))
+}
+
+/// The model a body names, required and checked: an absent or empty model is an error, and so
+/// is one that could hide from policy (`identifier.rs`).
+pub fn require_model(
+    endpoint: Endpoint,
+    model: Option<String>,
+) -> Result<CheckedModel, ProtocolError> {
+    match model {
+        Some(m) if !m.is_empty() => checked_model(m),
+        _ => Err(ProtocolError::MissingModel { endpoint }),
+    }
+}
+
+/// A model named in a body, checked as an identifier.
+pub fn checked_model(model: String) -> Result<CheckedModel, ProtocolError> {
+    match identifier::check(&model) {
+        Ok(folded) => Ok((model, folded)),
+        Err(problem) => Err(ProtocolError::InvalidIdentifier {
+            field: "\"model\" field",
+            problem,
+        }),
+    }
+}
+
+/// A model id taken from a path segment: percent-decoded (so that policy sees the name the
+/// upstream will see) and checked to be a plain name.
+pub fn model_from_path(
+    raw: &str,
+    path: &str,
+    allow_slash: bool,
+) -> Result<CheckedModel, ProtocolError> {
+    let decoded = percent_decode(raw).ok_or_else(|| ProtocolError::InvalidModelInPath {
+        path: Echo::of(path),
+        detail: "it has a bad percent-escape",
+    })?;
+    let folded = check_path_model(&decoded, path, allow_slash)?;
+    Ok((decoded.into_owned(), folded))
+}
+
+/// Checks that an already-decoded model name from a path is a plain name; returns the folded
+/// name policy judges when it differs.
+pub fn check_path_model(
+    decoded: &str,
+    path: &str,
+    allow_slash: bool,
+) -> Result<Option<String>, ProtocolError> {
+    let folded =
+        identifier::check(decoded).map_err(|problem| ProtocolError::InvalidIdentifier {
+            field: "model name in the path",
+            problem,
+        })?;
+    let invalid = |detail| ProtocolError::InvalidModelInPath {
+        path: Echo::of(path),
+        detail,
+    };
+    if decoded.contains(['?', '#', '\\']) {
+        return Err(invalid("it contains reserved characters"));
+    }
+    if decoded.contains('/') {
+        if !allow_slash {
+            return Err(invalid("it contains '/'"));
+        }
+        if decoded
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+        {
+            return Err(invalid("it has an empty, '.' or '..' segment"));
+        }
+    } else if decoded == "." || decoded == ".." {
+        return Err(invalid("it is a '.' or '..' segment"));
+    }
+    Ok(folded)
+}
+
+/// Decodes `%XX` escapes; `None` on a malformed escape or a result that is not UTF-8.
+pub fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
+    if !s.contains('%') {
+        return Some(Cow::Borrowed(s));
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hi = (hex[0] as char).to_digit(16)?;
+            let lo = (hex[1] as char).to_digit(16)?;
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok().map(Cow::Owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::identifier::IdentifierProblem;
+
+    #[test]
+    fn percent_decoding_yields_the_name_the_upstream_sees() {
+        assert_eq!(
+            percent_decode("gemini%2D2.0").as_deref(),
+            Some("gemini-2.0")
+        );
+        assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
+        assert_eq!(percent_decode("bad%2"), None);
+        assert_eq!(percent_decode("bad%zz"), None);
+        assert_eq!(percent_decode("%ff"), None);
+    }
+
+    #[test]
+    fn path_models_reject_traversal_and_reserved_characters() {
+        assert!(model_from_path("..", "/p", true).is_err());
+        assert!(model_from_path("a/../b", "/p", true).is_err());
+        assert!(model_from_path("a%2F..%2Fb", "/p", true).is_err());
+        assert!(model_from_path("a%2Fb", "/p", false).is_err());
+        assert!(model_from_path("a%3Fb", "/p", true).is_err());
+        assert!(model_from_path("", "/p", true).is_err());
+        assert_eq!(
+            model_from_path("meta-llama%2FLlama-3-8B", "/p", true)
+                .ok()
+                .map(|(m, _)| m),
+            Some("meta-llama/Llama-3-8B".to_owned())
+        );
+    }
+
+    #[test]
+    fn path_models_are_checked_as_identifiers() {
+        assert_eq!(
+            model_from_path("denied-model%00", "/p", true),
+            Err(ProtocolError::InvalidIdentifier {
+                field: "model name in the path",
+                problem: IdentifierProblem::Control('\0'),
+            })
+        );
+        assert!(matches!(
+            model_from_path("denied%E2%80%AEmodel", "/p", true),
+            Err(ProtocolError::InvalidIdentifier {
+                problem: IdentifierProblem::Bidi('\u{202E}'),
+                ..
+            })
+        ));
+        assert_eq!(
+            model_from_path("d%D0%B5nied-model", "/p", true),
+            Ok((
+                "d\u{0435}nied-model".to_owned(),
+                Some("denied-model".to_owned())
+            ))
+        );
+    }
+
+    #[test]
+    fn body_models_are_checked_as_identifiers() {
+        assert_eq!(
+            require_model(Endpoint::Messages, Some("denied-model\u{0}".into())),
+            Err(ProtocolError::InvalidIdentifier {
+                field: "\"model\" field",
+                problem: IdentifierProblem::Control('\0'),
+            })
+        );
+        assert_eq!(
+            require_model(Endpoint::Messages, Some("gpt-4o".into())),
+            Ok(("gpt-4o".to_owned(), None))
+        );
+    }
+
+    #[test]
+    fn non_object_bodies_are_named() {
+        let cases: [(&[u8], &str); 5] = [
+            (b"[1]", "an array"),
+            (b"\"x\"", "a string"),
+            (b"true", "a boolean"),
+            (b" null", "null"),
+            (b"12", "a number"),
+        ];
+        for (body, found) in cases {
+            let err = parse_body::<serde::de::IgnoredAny>(Endpoint::Messages, body).err();
+            assert_eq!(err, Some(ProtocolError::NotAnObject { found }));
+        }
+    }
+
+    #[test]
+    fn empty_and_broken_bodies_are_malformed_with_position() {
+        let empty = parse_body::<serde::de::IgnoredAny>(Endpoint::Messages, b"  ").err();
+        assert!(
+            matches!(empty, Some(ProtocolError::MalformedBody { .. })),
+            "{empty:?}"
+        );
+        let broken =
+            parse_body::<serde::de::IgnoredAny>(Endpoint::Messages, b"{\"model\": }").err();
+        let text = broken.map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(
+            text,
+            "request body is not valid JSON: expected value at line 1 column 11; send a JSON object"
+        );
+        let trailing = parse_body::<serde::de::IgnoredAny>(Endpoint::Messages, b"{} {}").err();
+        assert!(matches!(
+            trailing,
+            Some(ProtocolError::MalformedBody { .. })
+        ));
+    }
+}
