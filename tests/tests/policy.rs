@@ -302,7 +302,7 @@ async fn model_names_cannot_slip_past_a_forbid_with_nul_bidi_or_look_alike_chara
             .await
             .unwrap();
         assert_eq!(response.status(), 400, "{what}");
-        assert_eq!(response.headers()["x-warden-error"], "invalid_request");
+        assert_eq!(response.headers()["x-warden-error"], "invalid_identifier");
         let body: Value = response.json().await.unwrap();
         let message = body["error"]["message"].as_str().unwrap();
         assert!(
