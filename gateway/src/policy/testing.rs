@@ -10,7 +10,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::request::WARDEN_VERBS;
 use super::{EvaluationFailure, PolicyEngine, PolicyErrors};
 use crate::action::{
     Action, ActionContext, Facts, Findings, LlmFacts, Principal, PrincipalKind, Resource, Verb,
@@ -23,6 +22,9 @@ const DEFAULT_TIME: u64 = 1_793_613_600;
 const DEFAULT_SOURCE_IP: &str = "10.0.0.10";
 /// Default issuer of a case's principal.
 const DEFAULT_ISSUER: &str = "https://idp.example.com";
+
+/// The actions cases can name so far.
+const CASE_VERBS: [Verb; 3] = [Verb::LlmChat, Verb::LlmEmbed, Verb::LlmModels];
 
 /// Why the tests could not run at all (as opposed to cases that failed).
 #[derive(Debug, thiserror::Error)]
@@ -378,11 +380,11 @@ fn strip_position_suffix(message: &str) -> &str {
 }
 
 fn to_action(case: &Case) -> Result<Action, String> {
-    let verb = WARDEN_VERBS
+    let verb = CASE_VERBS
         .into_iter()
         .find(|v| v.as_str() == case.action)
         .ok_or_else(|| {
-            let known: Vec<&str> = WARDEN_VERBS.iter().map(|v| v.as_str()).collect();
+            let known: Vec<&str> = CASE_VERBS.iter().map(|v| v.as_str()).collect();
             format!(
                 "unknown action `{}`; use one of {}",
                 case.action,
