@@ -1455,6 +1455,140 @@ fn a_schema_whose_entities_lack_an_attribute_warden_sends_is_refused() {
 }
 
 #[test]
+fn test_cases_name_every_kind_of_resource_and_fact() {
+    let dir = pack(&[
+        ("p.cedar", WHOLE_MODEL),
+        (
+            "tests/whole.yaml",
+            r#"cases:
+  - name: mcp tool
+    principal: { id: a, groups: [engineering] }
+    action: mcp:call_tool
+    resource: { server: github, tool: get_issue }
+    expect: allow
+    policies: [github-read-tools]
+  - name: operation with params and http facts
+    principal: { id: a }
+    action: http:request
+    resource: { api: github, operation: issues.create, params: { owner: evil } }
+    context: { method: POST, path: /repos/evil/x/issues }
+    expect: deny
+    policies: [acme-only]
+  - name: egress facts
+    principal: { id: a }
+    action: egress:connect
+    resource: { host: pypi.org }
+    context: { port: 443, sni: pypi.org, addresses: [10.0.0.1] }
+    expect: deny
+    policies: [no-private-addresses]
+  - name: agent tool in a group
+    principal: { id: a, environment: prod }
+    action: tool:propose
+    resource: { tool: exec, group: shell }
+    expect: deny
+    policies: [no-shell]
+  - name: secret with a certificate on the connection
+    principal: { id: a }
+    action: secret:use
+    resource: { secret: secret/ci/x }
+    context: { client_certificate: CN=a }
+    expect: allow
+    policies: [ci-secrets]
+  - name: secret with a certificate on the principal
+    principal: { id: a, client_certificate: CN=vault-reader }
+    action: secret:use
+    resource: { secret: secret/other }
+    expect: allow
+    policies: [certified-agents]
+  - name: approval
+    principal: { id: alice, kind: user, groups: [sre] }
+    action: approval:decide
+    resource: { approval: a-1, principal: 'Agent::"ci-bot"', action: llm:chat, resource: 'Model::"openai/gpt-4o"' }
+    expect: allow
+  - name: finding
+    principal: { id: a }
+    action: mcp:list_tools
+    resource: { server: github }
+    context: { findings: [canary] }
+    expect: deny
+    policies: [no-canary]
+"#,
+        ),
+    ]);
+    let report = run_tests(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((report.passed(), report.failed()), (8, 0), "\n{report}");
+}
+
+#[test]
+fn test_cases_that_misname_a_resource_or_a_fact_say_what_to_write() {
+    let case = |action: &str, resource: &str, context: &str| {
+        format!(
+            "  - name: c\n    principal: {{ id: a }}\n    action: {action}\n    resource: {resource}\n    context: {context}\n    expect: deny\n"
+        )
+    };
+    let dir = pack(&[
+        ("p.cedar", PERMIT_ALL),
+        (
+            "tests/bad.yaml",
+            &format!(
+                "cases:\n{}{}{}{}{}",
+                case("mcp:call_tool", "{ provider: openai, model: gpt-4o }", "{}"),
+                case("egress:connect", "{ host: pypi.org, tool: exec }", "{}"),
+                case("egress:connect", "{ host: pypi.org }", "{ method: GET }"),
+                case(
+                    "llm:chat",
+                    "{ provider: openai, model: gpt-4o }",
+                    "{ port: 443, sni: x }"
+                ),
+                case(
+                    "egress:connect",
+                    "{ host: pypi.org }",
+                    "{ addresses: [not-an-ip] }"
+                ),
+            ),
+        ),
+    ]);
+    let err = run_tests(dir.path()).expect_err("bad cases");
+    let PolicyTestError::BadTestFiles(errors) = &err else {
+        panic!("{err}")
+    };
+    let messages: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(messages.len(), 5, "{err}");
+    assert!(
+        messages[0].contains("resource is a Model; mcp:call_tool acts on Tool: write")
+            && messages[0].contains("resource: { server: github, tool: create_issue }")
+            && messages[0].contains("resource: { tool: exec, group: shell }"),
+        "{}",
+        messages[0]
+    );
+    assert!(
+        messages[1].ends_with(
+            "resource { tool, host } is no resource Warden knows; \
+             egress:connect acts on Host: write resource: { host: pypi.org }"
+        ),
+        "{}",
+        messages[1]
+    );
+    assert!(
+        messages[2]
+            .contains("context: method not in the context of egress:connect (EgressContext)")
+            && messages[2].contains("port, addresses, scheme, sni"),
+        "{}",
+        messages[2]
+    );
+    assert!(
+        messages[3].contains("context: port, sni not in the context of llm:chat (LlmContext)"),
+        "{}",
+        messages[3]
+    );
+    assert!(
+        messages[4].contains("`not-an-ip` is not an IP address"),
+        "{}",
+        messages[4]
+    );
+}
+
+#[test]
 fn a_policy_on_every_action_reads_the_facts_of_one_kind_behind_has() {
     let err = load(&[(
         "p.cedar",
