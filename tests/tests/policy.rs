@@ -2,10 +2,14 @@
 //! completion the official SDKs parse (OpenAI `content_filter`, Anthropic `refusal`), or with
 //! a 403 in the provider's shape when the route says `on_deny: http_error`.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 use warden_e2e::fake_llm;
+use warden_e2e::paths;
 use warden_e2e::sdk;
 use warden_e2e::stack::{Stack, openai_chat};
+use warden_e2e::warden::run_bounded;
 
 const REASON: &str = "gpt-4.1 is not approved for e2e agents";
 
@@ -185,4 +189,48 @@ async fn without_a_permit_every_request_is_denied_by_default() {
         "default deny names no policy: {record}"
     );
     assert!(s.fake.requests().is_empty());
+}
+
+/// Every example with decision cases (`policies/examples/tests/<name>.yaml`), copied into a
+/// policy directory beside the baseline as the policy guide says, passes `warden policy
+/// validate` and `warden policy test`.
+#[tokio::test]
+async fn the_examples_pass_warden_policy_validate_and_test_on_top_of_the_baseline() {
+    let repo = paths::repo_root().join("policies");
+    let cases: Vec<std::path::PathBuf> = std::fs::read_dir(repo.join("examples/tests"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    assert!(!cases.is_empty());
+    for case_file in cases {
+        let stem = case_file.file_stem().unwrap().to_str().unwrap().to_owned();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("tests")).unwrap();
+        for (from, to) in [
+            (
+                repo.join("schema.cedarschema"),
+                "schema.cedarschema".to_owned(),
+            ),
+            (repo.join("baseline.cedar"), "baseline.cedar".to_owned()),
+            (
+                repo.join(format!("examples/{stem}.cedar")),
+                format!("{stem}.cedar"),
+            ),
+            (case_file.clone(), format!("tests/{stem}.yaml")),
+        ] {
+            std::fs::copy(&from, dir.path().join(to)).unwrap();
+        }
+        for command in ["validate", "test"] {
+            let mut cmd = tokio::process::Command::new(paths::warden_bin());
+            cmd.args(["policy", command]).arg(dir.path());
+            let out = run_bounded(cmd, Duration::from_secs(30)).await.unwrap();
+            assert!(
+                out.status.success(),
+                "warden policy {command} on {stem}:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
 }

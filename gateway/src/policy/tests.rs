@@ -1455,6 +1455,36 @@ fn a_schema_whose_entities_lack_an_attribute_warden_sends_is_refused() {
 }
 
 #[test]
+fn every_example_passes_its_own_decision_cases_on_top_of_the_baseline() {
+    let dir = repo_policies();
+    let cases: Vec<PathBuf> = std::fs::read_dir(dir.join("examples/tests"))
+        .expect("examples/tests")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    assert!(!cases.is_empty(), "the examples have decision cases");
+    for case_file in cases {
+        let stem = case_file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("name");
+        let example = dir.join("examples").join(format!("{stem}.cedar"));
+        let text = std::fs::read_to_string(&example)
+            .unwrap_or_else(|e| panic!("{} has no example beside it: {e}", case_file.display()));
+        let cases_text = std::fs::read_to_string(&case_file).expect("cases");
+        let baseline = std::fs::read_to_string(dir.join("baseline.cedar")).expect("baseline");
+        let assembled = pack(&[
+            ("baseline.cedar", &baseline),
+            (&format!("{stem}.cedar"), &text),
+            (&format!("tests/{stem}.yaml"), &cases_text),
+        ]);
+        let report = run_tests(assembled.path()).unwrap_or_else(|e| panic!("{stem}: {e}"));
+        assert!(report.cases.len() >= 10, "{stem} needs real coverage");
+        assert_eq!(report.failed(), 0, "{stem}:\n{report}");
+    }
+}
+
+#[test]
 fn test_cases_name_every_kind_of_resource_and_fact() {
     let dir = pack(&[
         ("p.cedar", WHOLE_MODEL),
