@@ -1455,6 +1455,54 @@ fn a_schema_whose_entities_lack_an_attribute_warden_sends_is_refused() {
 }
 
 #[test]
+fn the_baseline_lets_an_agent_describe_a_model_and_a_forbid_refuses_it() {
+    let models = |resource: Resource| {
+        let mut action = chat(agent("ci-bot"), "openai", "gpt-4o");
+        action.verb = Verb::LlmModels;
+        action.resource = resource;
+        action
+    };
+    let gpt4o = Resource::Model {
+        provider: Arc::from("openai"),
+        name: "gpt-4o".into(),
+    };
+    let engine = PolicyEngine::load(&repo_policies()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        engine.decide(&models(gpt4o.clone())),
+        Decision::Allow {
+            policies: ids(&["baseline-list-models"])
+        }
+    );
+    assert_eq!(
+        engine.decide(&models(Resource::Provider {
+            name: Arc::from("openai")
+        })),
+        Decision::Allow {
+            policies: ids(&["baseline-list-models"])
+        }
+    );
+    let dir = repo_policies();
+    let forbid = pack(&[(
+        "no-4o.cedar",
+        "@id(\"hide-4o\") @reason(\"gpt-4o is not offered\")\n\
+         forbid (principal, action == Action::\"llm:models\", resource == Model::\"openai/gpt-4o\");",
+    )]);
+    std::fs::copy(
+        dir.join("baseline.cedar"),
+        forbid.path().join("baseline.cedar"),
+    )
+    .expect("copy");
+    let engine = PolicyEngine::load(forbid.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        engine.decide(&models(gpt4o)),
+        Decision::Deny {
+            reasons: vec!["gpt-4o is not offered".into()],
+            policies: ids(&["hide-4o"]),
+        }
+    );
+}
+
+#[test]
 fn every_example_passes_its_own_decision_cases_on_top_of_the_baseline() {
     let dir = repo_policies();
     let cases: Vec<PathBuf> = std::fs::read_dir(dir.join("examples/tests"))
