@@ -29,23 +29,55 @@ pub const AUDIENCE: &str = "warden";
 /// A policy permitting everything, so tests add only the forbids they are about.
 pub const PERMIT_ALL: &str = "@id(\"e2e-permit-all\")\npermit(principal, action, resource);\n";
 
-/// Used when the repository has no `policies/schema.cedarschema`: the same model (agents in
-/// groups, models in providers, the LLM actions and their context).
+/// Used when the repository has no `policies/schema.cedarschema`: the same model (agents and
+/// users in groups; models in providers, tools in MCP servers or tool groups, operations in
+/// APIs, hosts, secrets, approvals; every action and its context).
 const FALLBACK_SCHEMA: &str = r#"
 entity AgentGroup;
 entity Agent in [AgentGroup] {
   issuer: String, fleet?: String, owner?: String, environment?: String, scopes: Set<String>,
+  client_certificate?: String,
 };
 entity Group;
 entity User in [Group] { issuer: String };
 entity Provider;
 entity Model in [Provider] { name: String, provider: String };
+entity McpServer;
+entity ToolGroup;
+entity Tool in [McpServer, ToolGroup] { name: String, server?: String, group?: String };
+entity Api;
+entity Operation in [Api] { name: String, api: String } tags String;
+entity Host { name: String };
+entity Secret { path: String };
+entity Approval { principal: String, action: String, resource: String };
+type RequestContext = {
+  route: String, time: Long, hour: Long, weekday: Long, source_ip: ipaddr, tls: Bool,
+  client_certificate?: String, findings: Set<String>,
+};
 type LlmContext = {
   route: String, time: Long, hour: Long, weekday: Long, source_ip: ipaddr, tls: Bool,
+  client_certificate?: String, findings: Set<String>,
   stream: Bool, max_tokens?: Long, tools: Set<String>, input_tokens: Long,
 };
+type HttpContext = {
+  route: String, time: Long, hour: Long, weekday: Long, source_ip: ipaddr, tls: Bool,
+  client_certificate?: String, findings: Set<String>, method: String, path: String,
+};
+type EgressContext = {
+  route: String, time: Long, hour: Long, weekday: Long, source_ip: ipaddr, tls: Bool,
+  client_certificate?: String, findings: Set<String>,
+  port: Long, addresses: Set<ipaddr>, scheme: String, sni?: String,
+};
 action "llm:chat", "llm:embed" appliesTo { principal: [Agent], resource: [Model], context: LlmContext };
-action "llm:models" appliesTo { principal: [Agent], resource: [Provider], context: LlmContext };
+action "llm:models" appliesTo { principal: [Agent], resource: [Provider, Model], context: LlmContext };
+action "mcp:list_tools", "mcp:read_resource", "mcp:get_prompt", "mcp:complete" appliesTo {
+  principal: [Agent], resource: [McpServer], context: RequestContext,
+};
+action "mcp:call_tool", "tool:propose" appliesTo { principal: [Agent], resource: [Tool], context: RequestContext };
+action "http:request" appliesTo { principal: [Agent], resource: [Api, Operation], context: HttpContext };
+action "egress:connect", "egress:request" appliesTo { principal: [Agent], resource: [Host], context: EgressContext };
+action "secret:use" appliesTo { principal: [Agent], resource: [Secret], context: RequestContext };
+action "approval:decide" appliesTo { principal: [User], resource: [Approval], context: RequestContext };
 "#;
 
 /// The provider keys the fake upstream should require: the ones Warden injects.

@@ -285,3 +285,44 @@ async fn a_rotated_key_file_takes_effect_without_a_reload() {
         "no reload happened"
     );
 }
+
+#[tokio::test]
+async fn a_private_key_in_a_prompt_is_a_finding_policy_can_refuse() {
+    let no_keys = "@id(\"no-private-keys\")\n@reason(\"never send a private key to a model\")\nforbid (principal, action, resource) when { context.findings.contains(\"private_key\") };\n";
+    let s = Stack::start_with(|b| b.policy("no-keys.cedar", no_keys))
+        .await
+        .unwrap();
+    let mut body = openai_chat("gpt-4o-mini", false);
+    body["messages"][0]["content"] = json!(
+        "deploy with this: -----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----"
+    );
+    let response = s.post("/openai/chat/completions", &body).await.unwrap();
+    assert_eq!(response.headers()["x-warden-decision"], "deny");
+    let answer: Value = response.json().await.unwrap();
+    assert!(
+        answer["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("never send a private key to a model"),
+        "{answer}"
+    );
+    let decision = s.audit("decision", |_| true).await.unwrap();
+    assert_eq!(decision["decision"], "deny");
+    assert_eq!(
+        decision["findings"][0]["detector"], "private_key",
+        "{decision}"
+    );
+    assert!(
+        !decision.to_string().contains("b3BlbnNzaC1rZXktdjEAAAAA"),
+        "the record names the finding, never the key: {decision}"
+    );
+    assert!(s.fake.requests().is_empty());
+    let allowed = s
+        .post(
+            "/openai/chat/completions",
+            &openai_chat("gpt-4o-mini", false),
+        )
+        .await
+        .unwrap();
+    assert!(allowed.headers().get("x-warden-decision").is_none());
+}

@@ -5,10 +5,14 @@
 //! with `on_deny: http_error` a 403 in the provider's shape. Model names that could hide from a
 //! policy are refused or judged as what they look like.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
-use warden_e2e::fake_llm;
+use warden_e2e::fake_llm::{self, FakeLlm};
+use warden_e2e::paths;
 use warden_e2e::sdk;
-use warden_e2e::stack::{Stack, openai_chat};
+use warden_e2e::stack::{AGENT, Stack, openai_chat};
+use warden_e2e::warden::{WardenBuilder, run_bounded};
 
 const REASON: &str = "gpt-4.1 is not approved for e2e agents";
 
@@ -364,4 +368,147 @@ async fn model_names_cannot_slip_past_a_forbid_with_nul_bidi_or_look_alike_chara
         .unwrap();
     assert_eq!(allowed.status(), 200);
     assert!(allowed.headers().get("x-warden-decision").is_none());
+}
+
+/// Warden with the repository's baseline pack (and `extra` policies) in place of the
+/// permit-all policy the tests start with, its OpenAI route on the upstream's root so that
+/// agents send `/openai/v1/...` as OpenAI's own clients do.
+async fn baseline_stack(extra: &[(&str, &str)]) -> Stack {
+    let baseline = std::fs::read_to_string(paths::repo_root().join("policies/baseline.cedar"))
+        .expect("the repository's baseline pack");
+    let fake = FakeLlm::start().await.unwrap();
+    let mut builder = WardenBuilder::new(&fake)
+        .set("/routes/0/upstream", json!(fake.url()))
+        .without_policy("e2e-permit-all.cedar")
+        .policy("baseline.cedar", &baseline);
+    for (name, text) in extra {
+        builder = builder.policy(name, text);
+    }
+    let warden = builder.start().await.unwrap();
+    let token = warden.token(AGENT).await.unwrap();
+    Stack {
+        fake,
+        warden,
+        token,
+    }
+}
+
+/// `GET /openai/v1/models/{id}` through Warden with the agent's token.
+async fn get_model(s: &Stack, id: &str) -> reqwest::Response {
+    s.warden
+        .http()
+        .get(s.warden.url(&format!("/openai/v1/models/{id}")))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_baseline_lets_an_agent_describe_a_model() {
+    let s = baseline_stack(&[]).await;
+    let response = get_model(&s, "gpt-4o").await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["id"], "gpt-4o", "{body}");
+    let upstream = s.upstream_requests(1).await;
+    assert_eq!(upstream.len(), 1);
+    assert_eq!(upstream[0].path, "/v1/models/gpt-4o");
+    let decision = s
+        .audit("decision", |r| r["action"] == "llm:models")
+        .await
+        .unwrap();
+    assert_eq!(decision["decision"], "allow", "{decision}");
+    assert_eq!(
+        decision["resource"], r#"Model::"openai/gpt-4o""#,
+        "{decision}"
+    );
+    assert_eq!(
+        decision["policies"],
+        json!(["baseline-list-models"]),
+        "{decision}"
+    );
+}
+
+#[tokio::test]
+async fn a_forbid_on_a_model_refuses_describing_it() {
+    let s = baseline_stack(&[(
+        "e2e-hide-gpt4o.cedar",
+        r#"
+@id("e2e-hide-gpt4o")
+@reason("gpt-4o is not offered to e2e agents")
+forbid (principal, action == Action::"llm:models", resource == Model::"openai/gpt-4o");
+"#,
+    )])
+    .await;
+    let response = get_model(&s, "gpt-4o").await;
+    assert_eq!(response.status(), 403);
+    assert_eq!(response.headers()["x-warden-decision"], "deny");
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("gpt-4o is not offered to e2e agents"),
+        "{body}"
+    );
+    // Another model still passes.
+    let other = get_model(&s, "gpt-4o-mini").await;
+    let status = other.status();
+    assert_eq!(status, 200, "{}", other.text().await.unwrap_or_default());
+    let paths: Vec<String> = s
+        .upstream_requests(1)
+        .await
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(
+        paths,
+        ["/v1/models/gpt-4o-mini"],
+        "the refused call never went upstream"
+    );
+}
+
+/// Every example with decision cases (`policies/examples/tests/<name>.yaml`), copied into a
+/// policy directory beside the baseline as the policy guide says, passes `warden policy
+/// validate` and `warden policy test`.
+#[tokio::test]
+async fn the_examples_pass_warden_policy_validate_and_test_on_top_of_the_baseline() {
+    let repo = paths::repo_root().join("policies");
+    let cases: Vec<std::path::PathBuf> = std::fs::read_dir(repo.join("examples/tests"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    assert!(!cases.is_empty());
+    for case_file in cases {
+        let stem = case_file.file_stem().unwrap().to_str().unwrap().to_owned();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("tests")).unwrap();
+        for (from, to) in [
+            (
+                repo.join("schema.cedarschema"),
+                "schema.cedarschema".to_owned(),
+            ),
+            (repo.join("baseline.cedar"), "baseline.cedar".to_owned()),
+            (
+                repo.join(format!("examples/{stem}.cedar")),
+                format!("{stem}.cedar"),
+            ),
+            (case_file.clone(), format!("tests/{stem}.yaml")),
+        ] {
+            std::fs::copy(&from, dir.path().join(to)).unwrap();
+        }
+        for command in ["validate", "test"] {
+            let mut cmd = tokio::process::Command::new(paths::warden_bin());
+            cmd.args(["policy", command]).arg(dir.path());
+            let out = run_bounded(cmd, Duration::from_secs(30)).await.unwrap();
+            assert!(
+                out.status.success(),
+                "warden policy {command} on {stem}:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
 }

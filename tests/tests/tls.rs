@@ -171,10 +171,14 @@ async fn a_client_certificate_is_recorded_and_can_identify_the_agent() {
         "cert": write(dir.path(), "proxy.crt", &cert),
         "key": write(dir.path(), "proxy.key", &key),
         "client_ca": write(dir.path(), "ca.crt", &pki.ca_pem),
+        "require_client_cert": false,
     });
+    // Policy sees the certificate: callers without one are refused whoever they are.
+    let certified_only = "@id(\"certified-only\")\n@reason(\"a client certificate is required\")\nforbid (principal, action, resource) unless { context has client_certificate };\n";
     let warden = WardenBuilder::new(&fake)
         .set("/listen/tls", tls)
         .set("/identity/client_certificate", json!("principal"))
+        .policy("certified-only.cedar", certified_only)
         .start()
         .await
         .unwrap();
@@ -212,4 +216,17 @@ async fn a_client_certificate_is_recorded_and_can_identify_the_agent() {
         .await
         .unwrap();
     assert_eq!(record["client_certificate"], "agent-7.fleet.example");
+
+    // A token without a certificate: identified, but refused by the policy on the context.
+    let uncertified = chat(&client(&pki, None), &url, &token).await.unwrap();
+    assert_eq!(uncertified.status(), 200, "a refusal that explains itself");
+    assert_eq!(uncertified.headers()["x-warden-decision"], "deny");
+    let body: serde_json::Value = uncertified.json().await.unwrap();
+    assert!(
+        body["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("a client certificate is required"),
+        "{body}"
+    );
 }

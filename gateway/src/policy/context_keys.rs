@@ -5,35 +5,103 @@
 use cedar_policy::Policy;
 use serde_json::Value;
 
-/// Every context attribute Warden provides (see `policies/schema.cedarschema`).
-pub(crate) const ALL: [&str; 10] = [
-    "route",
-    "stream",
-    "max_tokens",
-    "tools",
-    "input_tokens",
-    "time",
-    "hour",
-    "weekday",
-    "source_ip",
-    "tls",
-];
+/// A context attribute Warden provides (see `policies/schema.cedarschema`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Key {
+    // Every request's (`RequestContext`).
+    Route,
+    Time,
+    Hour,
+    Weekday,
+    SourceIp,
+    Tls,
+    ClientCertificate,
+    Findings,
+    // An LLM call's (`LlmContext`).
+    Stream,
+    MaxTokens,
+    Tools,
+    InputTokens,
+    // A REST call's (`HttpContext`).
+    Method,
+    Path,
+    // Egress' (`EgressContext`).
+    Port,
+    Addresses,
+    Scheme,
+    Sni,
+}
 
-/// A set of context attribute names, one bit per entry of [`ALL`].
+impl Key {
+    /// Every attribute.
+    pub(crate) const ALL: [Key; 18] = [
+        Key::Route,
+        Key::Time,
+        Key::Hour,
+        Key::Weekday,
+        Key::SourceIp,
+        Key::Tls,
+        Key::ClientCertificate,
+        Key::Findings,
+        Key::Stream,
+        Key::MaxTokens,
+        Key::Tools,
+        Key::InputTokens,
+        Key::Method,
+        Key::Path,
+        Key::Port,
+        Key::Addresses,
+        Key::Scheme,
+        Key::Sni,
+    ];
+
+    /// The attribute's name in Cedar: `context.<name>`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Key::Route => "route",
+            Key::Time => "time",
+            Key::Hour => "hour",
+            Key::Weekday => "weekday",
+            Key::SourceIp => "source_ip",
+            Key::Tls => "tls",
+            Key::ClientCertificate => "client_certificate",
+            Key::Findings => "findings",
+            Key::Stream => "stream",
+            Key::MaxTokens => "max_tokens",
+            Key::Tools => "tools",
+            Key::InputTokens => "input_tokens",
+            Key::Method => "method",
+            Key::Path => "path",
+            Key::Port => "port",
+            Key::Addresses => "addresses",
+            Key::Scheme => "scheme",
+            Key::Sni => "sni",
+        }
+    }
+
+    /// The attribute called `name`, if Warden provides one.
+    pub(crate) fn named(name: &str) -> Option<Key> {
+        Key::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    fn bit(self) -> u32 {
+        1 << self as u32
+    }
+}
+
+/// A set of context attributes, one bit per [`Key`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ContextKeys(u16);
+pub(crate) struct ContextKeys(u32);
 
 impl ContextKeys {
     /// Every attribute.
     pub(crate) fn all() -> Self {
-        ContextKeys((1 << ALL.len()) - 1)
+        ContextKeys((1 << Key::ALL.len()) - 1)
     }
 
-    /// Whether `name` must be built.
-    pub(crate) fn contains(self, name: &str) -> bool {
-        ALL.iter()
-            .position(|k| *k == name)
-            .is_some_and(|i| self.0 & (1 << i) != 0)
+    /// Whether `key` must be built.
+    pub(crate) fn contains(self, key: Key) -> bool {
+        self.0 & key.bit() != 0
     }
 
     /// No attribute.
@@ -74,8 +142,8 @@ impl ContextKeys {
                         };
                         // An attribute Warden does not provide needs nothing: schema validation
                         // refuses reading it, and `has` on it is false either way.
-                        if let Some(i) = ALL.iter().position(|k| *k == attr) {
-                            self.0 |= 1 << i;
+                        if let Some(key) = Key::named(attr) {
+                            self.0 |= key.bit();
                         }
                         continue;
                     }
@@ -114,18 +182,11 @@ mod tests {
             r#"forbid (principal, action, resource) when { context.input_tokens > 10 };
                permit (principal, action, resource) when { context has max_tokens && context.max_tokens < 5 };"#,
         );
-        assert!(k.contains("input_tokens") && k.contains("max_tokens"));
-        for other in [
-            "route",
-            "stream",
-            "tools",
-            "time",
-            "hour",
-            "weekday",
-            "source_ip",
-            "tls",
-        ] {
-            assert!(!k.contains(other), "{other} is read by no policy");
+        assert!(k.contains(Key::InputTokens) && k.contains(Key::MaxTokens));
+        for other in Key::ALL {
+            if ![Key::InputTokens, Key::MaxTokens].contains(&other) {
+                assert!(!k.contains(other), "{other:?} is read by no policy");
+            }
         }
     }
 
@@ -135,8 +196,40 @@ mod tests {
             r#"permit (principal, action, resource)
                when { context.source_ip.isInRange(ip("10.0.0.0/8")) && [context.hour].contains(9) && context.tools.contains("exec") };"#,
         );
-        assert!(k.contains("source_ip") && k.contains("hour") && k.contains("tools"));
-        assert!(!k.contains("tls"));
+        assert!(k.contains(Key::SourceIp) && k.contains(Key::Hour) && k.contains(Key::Tools));
+        assert!(!k.contains(Key::Tls));
+    }
+
+    #[test]
+    fn knows_the_attributes_of_every_kind_of_action() {
+        let k = keys(
+            r#"forbid (principal, action, resource) when { context.findings.contains("canary") };
+               forbid (principal, action, resource) when { context has client_certificate };
+               forbid (principal, action, resource) when { context.method == "DELETE" && context.path like "/admin*" };
+               forbid (principal, action, resource) when { context.port != 443 && context has sni && context.scheme == "https" };
+               forbid (principal, action, resource) when { context.addresses.contains(ip("10.0.0.1")) };"#,
+        );
+        for key in [
+            Key::Findings,
+            Key::ClientCertificate,
+            Key::Method,
+            Key::Path,
+            Key::Port,
+            Key::Sni,
+            Key::Scheme,
+            Key::Addresses,
+        ] {
+            assert!(k.contains(key), "{key:?}");
+        }
+        assert!(!k.contains(Key::Stream));
+    }
+
+    #[test]
+    fn every_key_has_its_own_name_and_bit() {
+        for key in Key::ALL {
+            assert_eq!(Key::named(key.name()), Some(key));
+        }
+        assert_eq!(ContextKeys::all().0.count_ones() as usize, Key::ALL.len());
     }
 
     #[test]

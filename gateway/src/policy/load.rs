@@ -2,22 +2,19 @@
 //! validated against the schema. Collects every problem instead of stopping at the first.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
 
 use cedar_policy::{
     Entities, Policy, PolicyId, PolicySet, Request, Schema, ValidationMode, Validator,
 };
 
+use super::actions::{self, FactsKind, sample_context};
 use super::annotations::{self, PolicyMeta};
 use super::error::{PolicyError, PolicyErrorKind, PolicyErrors, Position, flatten_diagnostic};
-use super::request::{self, CedarNames, WARDEN_VERBS};
-use crate::action::{
-    Action, ActionContext, Facts, Findings, LlmFacts, Principal, PrincipalKind, Resource, Verb,
-};
+use super::request::{self, CedarNames};
+use crate::action::{Action, Principal, PrincipalKind, Resource, Verb};
 
 /// The schema's file name inside a policy directory.
 pub const SCHEMA_FILE: &str = "schema.cedarschema";
@@ -187,9 +184,22 @@ fn load_schema(path: &Path, errors: &mut Vec<PolicyError>) -> Option<Schema> {
     (errors.len() == before).then_some(schema)
 }
 
-/// Validates a sample request and entities for every action Warden sends, so that a schema
-/// edited out of step with Warden fails at load instead of silently never matching.
+/// Checks that the schema describes what Warden sends: every action it declares has the
+/// context Warden builds for it, and for each of Warden's own actions a sample request and its
+/// entities validate, on each kind of resource Warden sends with it, with every optional
+/// attribute set and with none. A schema edited out of step with Warden fails at load instead
+/// of silently never matching.
 fn check_schema_matches_warden(schema: &Schema, path: &Path, errors: &mut Vec<PolicyError>) {
+    let mismatch = |action: &str, message: String| {
+        PolicyError::new(
+            path,
+            None,
+            PolicyErrorKind::SchemaMismatch {
+                action: action.to_owned(),
+                message,
+            },
+        )
+    };
     let names = match CedarNames::new() {
         Ok(n) => n,
         Err(message) => {
@@ -201,20 +211,25 @@ fn check_schema_matches_warden(schema: &Schema, path: &Path, errors: &mut Vec<Po
             return;
         }
     };
-    for verb in WARDEN_VERBS {
-        for full in [true, false] {
-            let action = sample_action(verb.clone(), full);
-            if let Err(message) = check_sample(schema, &names, &action) {
-                errors.push(PolicyError::new(
-                    path,
-                    None,
-                    PolicyErrorKind::SchemaMismatch {
-                        action: verb.as_str().to_owned(),
-                        message,
-                    },
-                ));
-                break;
-            }
+    let (declared, undeclarable) = actions::declared(schema);
+    for e in undeclarable {
+        errors.push(mismatch(&e.action, e.message));
+    }
+    for verb in Verb::BUILT_IN {
+        if !declared.iter().any(|d| d.verb == verb) {
+            errors.push(mismatch(
+                verb.as_str(),
+                "the schema does not declare it (copy policies/schema.cedarschema from this \
+                 version of Warden)"
+                    .into(),
+            ));
+            continue;
+        }
+        let failed = sample_actions(&verb)
+            .into_iter()
+            .find_map(|action| check_sample(schema, &names, &action).err());
+        if let Some(message) = failed {
+            errors.push(mismatch(verb.as_str(), message));
         }
     }
 }
@@ -226,29 +241,85 @@ fn check_sample(schema: &Schema, names: &CedarNames, action: &Action) -> Result<
         super::context_keys::ContextKeys::all(),
         action,
     )?;
-    Request::new(principal, verb, resource, context, Some(schema)).map_err(|e| e.to_string())?;
+    let on = |e: String| format!("on {}: {e}", action.resource.cedar_type());
+    Request::new(principal, verb, resource, context, Some(schema))
+        .map_err(|e| on(e.to_string()))?;
     let principal_entity = names.principal_entity(&action.principal)?;
     let (_, resource_entity) = names.resource_entity(&action.resource)?;
     Entities::from_entities([principal_entity, resource_entity], Some(schema))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| on(e.to_string()))?;
     Ok(())
 }
 
-/// An action with every optional fact set (`full`) or none of them.
-fn sample_action(verb: Verb, full: bool) -> Action {
-    let some = |s: &str| full.then(|| Arc::from(s));
-    let resource = match verb {
-        Verb::LlmChat | Verb::LlmEmbed => Resource::Model {
-            provider: Arc::from("openai"),
-            name: "gpt-4o".into(),
-        },
-        _ => Resource::Provider {
-            name: Arc::from("openai"),
-        },
+/// The resources Warden sends `verb` on, with every optional attribute set (`full`) or none.
+fn sample_resources(verb: &Verb, full: bool) -> Vec<Resource> {
+    let model = Resource::Model {
+        provider: Arc::from("openai"),
+        name: "gpt-4o".into(),
     };
-    Action {
-        principal: Arc::new(Principal {
-            kind: PrincipalKind::Agent,
+    let server = Resource::McpServer {
+        name: Arc::from("github"),
+    };
+    match verb {
+        Verb::LlmChat | Verb::LlmEmbed => vec![model],
+        Verb::LlmModels => vec![
+            Resource::Provider {
+                name: Arc::from("openai"),
+            },
+            model,
+        ],
+        Verb::McpListTools | Verb::McpReadResource | Verb::McpGetPrompt | Verb::McpComplete => {
+            vec![server]
+        }
+        Verb::McpCallTool => vec![Resource::Tool {
+            server: Arc::from("github"),
+            name: "create_issue".into(),
+        }],
+        Verb::HttpRequest | Verb::Operation(_) => vec![
+            Resource::Api {
+                name: Arc::from("github"),
+            },
+            Resource::Operation {
+                api: Arc::from("github"),
+                name: Arc::from("issues.create"),
+                params: if full {
+                    vec![(Arc::from("owner"), "acme".into())]
+                } else {
+                    Vec::new()
+                },
+            },
+        ],
+        Verb::EgressConnect | Verb::EgressRequest => vec![Resource::Host {
+            name: "pypi.org".into(),
+        }],
+        Verb::ToolPropose => vec![Resource::AgentTool {
+            name: "exec".into(),
+            group: full.then(|| Arc::from("shell")),
+        }],
+        Verb::SecretUse => vec![Resource::Secret {
+            path: "secret/agents/ci/github".into(),
+        }],
+        Verb::ApprovalDecide => vec![Resource::Approval {
+            id: Arc::from("a-1"),
+            principal: Arc::from("Agent::\"ci-bot\""),
+            action: Arc::from("llm:chat"),
+            resource: Arc::from("Model::\"openai/gpt-4o\""),
+        }],
+    }
+}
+
+/// Sample actions for `verb` as Warden builds them: each resource it is sent on, with every
+/// optional fact set and with none.
+fn sample_actions(verb: &Verb) -> Vec<Action> {
+    let kind = match verb {
+        Verb::ApprovalDecide => PrincipalKind::User,
+        _ => PrincipalKind::Agent,
+    };
+    let mut out = Vec::new();
+    for full in [true, false] {
+        let some = |s: &str| full.then(|| Arc::from(s));
+        let principal = Arc::new(Principal {
+            kind,
             id: Arc::from("sample"),
             issuer: Arc::from("warden"),
             fleet: some("fleet"),
@@ -256,26 +327,19 @@ fn sample_action(verb: Verb, full: bool) -> Action {
             environment: some("prod"),
             scopes: vec![Arc::from("llm")],
             groups: vec![Arc::from("group")],
-            client_certificate: None,
+            client_certificate: some("CN=sample"),
             expires_at: None,
-        }),
-        verb,
-        resource,
-        context: ActionContext {
-            route: Arc::from("route"),
-            time: UNIX_EPOCH,
-            source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            tls: full,
-            client_certificate: None,
-            findings: Findings::none(),
-            facts: Facts::Llm(LlmFacts {
-                stream: full,
-                max_tokens: full.then_some(1),
-                tools: vec!["exec".into()],
-                input_tokens: 1,
-            }),
-        },
+        });
+        for resource in sample_resources(verb, full) {
+            out.push(Action {
+                principal: Arc::clone(&principal),
+                verb: verb.clone(),
+                resource,
+                context: sample_context(FactsKind::of_verb(verb), full),
+            });
+        }
     }
+    out
 }
 
 /// Parses one file; adds each static policy under its id to `set` and its metadata to `meta`.

@@ -4,6 +4,7 @@
 //! snapshot; [`PolicyEngine::decide`] turns an [`Action`] into a [`Decision`]. Default deny;
 //! forbid beats permit; a determining permit with `@approval("required")` asks a human.
 
+mod actions;
 mod annotations;
 pub mod config;
 mod context_keys;
@@ -30,10 +31,11 @@ pub use testing::{CaseOutcome, Expect, PolicyTestError, TestFileError, TestRepor
 
 use crate::action::{Action, Verb};
 use crate::decision::Decision;
+use actions::{FactsKind, built_in_slot};
 use cedar_policy::pst::Clause;
 use context_keys::ContextKeys;
 use native::NativeCondition;
-use request::{CedarNames, EntityCache, IpCache, WARDEN_VERBS};
+use request::{CedarNames, EntityCache, IpCache};
 
 /// A policy that could not be evaluated for a request (it then does not apply).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,11 +67,14 @@ pub struct PolicyEngine {
     action_entities: Entities,
     entities: EntityCache,
     ips: IpCache,
-    /// Per action, the policies whose action scope can match it (evaluation cost grows with
-    /// the number of policies evaluated; most policies name their actions).
+    /// Per action the schema declares, the policies whose action scope can match it
+    /// (evaluation cost grows with the number of policies evaluated; most policies name
+    /// their actions).
     slices: Vec<Slice>,
-    /// Per action, the principal and resource types the schema allows.
-    applies_to: Vec<AppliesTo>,
+    /// The slice of each of Warden's own actions, in `Verb::BUILT_IN` order.
+    built_in: [Option<usize>; Verb::BUILT_IN.len()],
+    /// The slice of every action by name: how a connector's operation finds its own.
+    by_name: HashMap<Arc<str>, usize>,
 }
 
 /// One action's policies, split by whether they read the request's context.
@@ -91,6 +96,14 @@ pub struct PolicyEngine {
 #[derive(Debug)]
 struct Slice {
     verb: Verb,
+    /// `Action::"<verb>"`.
+    uid: EntityUid,
+    /// The principal types the schema lets the action apply to.
+    principals: Vec<String>,
+    /// The resource types the schema lets the action apply to.
+    resources: Vec<String>,
+    /// What the action's context holds, per the schema.
+    facts: FactsKind,
     /// Policies that read nothing from `context`.
     fixed: PolicySet,
     /// Each context-reading policy's scope, as a permit without conditions.
@@ -182,14 +195,6 @@ fn conditions_expression(clauses: &[Clause]) -> Option<Expression> {
     text.parse().ok()
 }
 
-/// The principal and resource types an action applies to, per the schema.
-#[derive(Debug)]
-struct AppliesTo {
-    verb: Verb,
-    principals: Vec<String>,
-    resources: Vec<String>,
-}
-
 impl std::fmt::Debug for PolicyEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PolicyEngine")
@@ -224,33 +229,22 @@ impl PolicyEngine {
             .schema
             .action_entities()
             .map_err(|e| fail(e.to_string()))?;
-        let applies_to = WARDEN_VERBS
-            .into_iter()
-            .map(|verb| {
-                let uid = &names.action(&verb);
-                let types = |it: Option<Vec<String>>| it.unwrap_or_default();
-                AppliesTo {
-                    verb,
-                    principals: types(
-                        loaded
-                            .schema
-                            .principals_for_action(uid)
-                            .map(|it| it.map(ToString::to_string).collect()),
-                    ),
-                    resources: types(
-                        loaded
-                            .schema
-                            .resources_for_action(uid)
-                            .map(|it| it.map(ToString::to_string).collect()),
-                    ),
-                }
-            })
-            .collect();
-        let mut slices = Vec::with_capacity(WARDEN_VERBS.len());
-        for verb in WARDEN_VERBS {
-            let uid = &names.action(&verb);
+        // Loading checked every declared action already (`load::check_schema_matches_warden`).
+        let (declared, undeclarable) = actions::declared(&loaded.schema);
+        if let Some(e) = undeclarable.first() {
+            return Err(fail(format!("`{}`: {}", e.action, e.message)));
+        }
+        let mut slices = Vec::with_capacity(declared.len());
+        let mut built_in = [None; Verb::BUILT_IN.len()];
+        let mut by_name = HashMap::with_capacity(declared.len());
+        for action in declared {
+            let uid = &action.uid;
             let mut slice = Slice {
-                verb,
+                verb: action.verb,
+                uid: action.uid.clone(),
+                principals: action.principals,
+                resources: action.resources,
+                facts: action.facts,
                 fixed: PolicySet::new(),
                 scopes: PolicySet::new(),
                 conditions: HashMap::new(),
@@ -283,6 +277,11 @@ impl PolicyEngine {
                     .conditions
                     .insert(policy.id().clone(), Arc::new(condition));
             }
+            let index = slices.len();
+            if let Some(slot) = built_in_slot(&slice.verb) {
+                built_in[slot] = Some(index);
+            }
+            by_name.insert(Arc::from(slice.verb.as_str()), index);
             slices.push(slice);
         }
         Ok(PolicyEngine {
@@ -295,7 +294,8 @@ impl PolicyEngine {
             entities: EntityCache::default(),
             ips: IpCache::default(),
             slices,
-            applies_to,
+            built_in,
+            by_name,
         })
     }
 
@@ -332,13 +332,16 @@ impl PolicyEngine {
 
     /// Judges `action` and returns the evaluation errors alongside the decision.
     pub fn evaluate(&self, action: &Action) -> Verdict {
-        if let Some(decision) = self.outside_schema(action) {
-            return Verdict {
-                decision,
-                errors: Vec::new(),
-            };
-        }
-        match self.judge(action) {
+        let slice = match self.slice_of(action) {
+            Ok(slice) => slice,
+            Err(decision) => {
+                return Verdict {
+                    decision,
+                    errors: Vec::new(),
+                };
+            }
+        };
+        match self.judge(slice, action) {
             Ok((reasons, errors)) => {
                 let mut determining: Vec<&PolicyMeta> =
                     reasons.iter().filter_map(|id| self.meta.get(id)).collect();
@@ -362,13 +365,60 @@ impl PolicyEngine {
         }
     }
 
+    /// The index of the slice of `verb`, if the schema declares it.
+    fn slice_index(&self, verb: &Verb) -> Option<usize> {
+        match built_in_slot(verb) {
+            Some(slot) => self.built_in[slot],
+            None => self.by_name.get(verb.as_str()).copied(),
+        }
+    }
+
+    /// The slice of the action the schema declares for `action`, or a default deny when the
+    /// schema does not declare it or does not let it apply to the principal's or the
+    /// resource's type: a policy with an unconstrained `principal` must not reach, say, a
+    /// `User` calling a model.
+    fn slice_of(&self, action: &Action) -> Result<usize, Decision> {
+        let index = self.slice_index(&action.verb);
+        let principal_type = action.principal.kind.cedar_type();
+        let resource_type = action.resource.cedar_type();
+        let why = match index.map(|i| (i, &self.slices[i])) {
+            Some((i, slice))
+                if slice.principals.iter().any(|t| t == principal_type)
+                    && slice.resources.iter().any(|t| t == resource_type) =>
+            {
+                return Ok(i);
+            }
+            Some((_, slice)) => format!(
+                "the schema allows {} for {} on {} only",
+                action.verb,
+                slice.principals.join(", "),
+                slice.resources.join(", ")
+            ),
+            None => format!("the schema does not declare {}", action.verb),
+        };
+        Err(Decision::Deny {
+            reasons: vec![format!("{} ({why})", default_deny_reason(action))],
+            policies: Vec::new(),
+        })
+    }
+
     /// The policies Cedar gives as reasons for `action` (both halves of its slice), and the
     /// evaluation errors; `Err` when the request itself cannot be built.
-    fn judge(&self, action: &Action) -> Result<(Vec<Arc<str>>, Vec<EvaluationFailure>), String> {
-        let Some(index) = self.slices.iter().position(|s| s.verb == action.verb) else {
-            return Err(format!("no policies are sliced for {}", action.verb));
-        };
+    fn judge(
+        &self,
+        index: usize,
+        action: &Action,
+    ) -> Result<(Vec<Arc<str>>, Vec<EvaluationFailure>), String> {
         let slice = &self.slices[index];
+        let facts = FactsKind::of(&action.context.facts);
+        if facts != slice.facts {
+            return Err(format!(
+                "{} was built with the facts of {}, but the schema gives it {}",
+                action.verb,
+                facts.context_type(),
+                slice.facts.context_type()
+            ));
+        }
         let pair = self.entities.pair(
             &self.names,
             &self.action_entities,
@@ -376,7 +426,7 @@ impl PolicyEngine {
             &action.resource,
             self.slices.len(),
         )?;
-        let verb = &self.names.action(&action.verb);
+        let verb = &slice.uid;
         let settled = match pair.judged.get(index) {
             Some(slot) => slot.get_or_init(|| self.judge_pair(slice, &pair, verb)),
             None => return Err("the entity cache has no verdict slot for this action".into()),
@@ -529,34 +579,6 @@ impl PolicyEngine {
                 message: e.to_string(),
             }
         }));
-    }
-
-    /// Default deny for a principal or resource type the schema does not allow for the action:
-    /// a policy with an unconstrained `principal` must not reach, say, a `User`.
-    fn outside_schema(&self, action: &Action) -> Option<Decision> {
-        let allowed = self.applies_to.iter().find(|a| a.verb == action.verb);
-        let principal_type = action.principal.kind.cedar_type();
-        let resource_type = action.resource.cedar_type();
-        let fits = allowed.is_some_and(|a| {
-            a.principals.iter().any(|t| t == principal_type)
-                && a.resources.iter().any(|t| t == resource_type)
-        });
-        if fits {
-            return None;
-        }
-        let why = match allowed {
-            Some(a) => format!(
-                "the schema allows {} for {} on {} only",
-                action.verb,
-                a.principals.join(", "),
-                a.resources.join(", ")
-            ),
-            None => format!("the schema does not declare {}", action.verb),
-        };
-        Some(Decision::Deny {
-            reasons: vec![format!("{} ({why})", default_deny_reason(action))],
-            policies: Vec::new(),
-        })
     }
 
     fn decision(&self, action: &Action, determining: &[&PolicyMeta]) -> Decision {

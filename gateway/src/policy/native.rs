@@ -9,7 +9,8 @@
 //!
 //! - literals (booleans, longs, strings) and sets of literals;
 //! - `context.<attribute>` and `context has <attribute>` for Warden's context attributes,
-//!   except `source_ip` (an extension value);
+//!   except `source_ip` and `addresses` (extension values); `tools` and `findings` are sets
+//!   of strings, `max_tokens`, `client_certificate` and `sni` optional;
 //! - `!`, `&&`, `||` (short-circuiting as Cedar does), `if … then … else …`;
 //! - `==`, `!=`, `<`, `<=`, `>`, `>=`, checked `+`, `-`, `*` and unary `-` on longs;
 //! - `.contains`, `.containsAll`, `.containsAny`, `.isEmpty()` on sets.
@@ -24,8 +25,9 @@ use std::sync::Arc;
 
 use cedar_policy::pst::{BinaryOp, Clause, Expr, Literal, UnaryOp, Var};
 
+use super::context_keys::Key;
 use super::request::TimeFacts;
-use crate::action::{ActionContext, Facts, LlmFacts};
+use crate::action::{ActionContext, EgressFacts, Facts, Finding, HttpFacts, LlmFacts};
 
 /// A policy's conditions, compiled: true exactly when the policy holds.
 #[derive(Debug)]
@@ -60,35 +62,10 @@ impl NativeCondition {
     }
 }
 
-/// The context attributes the compiled form reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Attr {
-    Route,
-    Stream,
-    MaxTokens,
-    Tools,
-    InputTokens,
-    Time,
-    Hour,
-    Weekday,
-    Tls,
-}
-
-impl Attr {
-    fn named(name: &str) -> Option<Attr> {
-        Some(match name {
-            "route" => Attr::Route,
-            "stream" => Attr::Stream,
-            "max_tokens" => Attr::MaxTokens,
-            "tools" => Attr::Tools,
-            "input_tokens" => Attr::InputTokens,
-            "time" => Attr::Time,
-            "hour" => Attr::Hour,
-            "weekday" => Attr::Weekday,
-            "tls" => Attr::Tls,
-            _ => return None,
-        })
-    }
+/// Whether the compiled form reads `key`: every attribute but the extension values, which
+/// stay with Cedar.
+fn compiled(key: Key) -> Option<Key> {
+    (!matches!(key, Key::SourceIp | Key::Addresses)).then_some(key)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -128,8 +105,8 @@ enum Node {
     Str(Arc<str>),
     /// Elements deduplicated, as in a Cedar set.
     Set(Vec<Elem>),
-    Get(Attr),
-    Has(Attr),
+    Get(Key),
+    Has(Key),
     Not(Box<Node>),
     Neg(Box<Node>),
     IsEmpty(Box<Node>),
@@ -165,12 +142,12 @@ fn compile(expr: &Expr) -> Option<Node> {
             Node::Set(elems)
         }
         Expr::GetAttr { expr, attr } if matches!(&**expr, Expr::Var(Var::Context)) => {
-            Node::Get(Attr::named(attr)?)
+            Node::Get(compiled(Key::named(attr)?)?)
         }
         Expr::HasAttr { expr, attrs }
             if matches!(&**expr, Expr::Var(Var::Context)) && attrs.tail.is_empty() =>
         {
-            Node::Has(Attr::named(&attrs.head)?)
+            Node::Has(compiled(Key::named(&attrs.head)?)?)
         }
         Expr::UnaryOp { op, expr } => {
             let inner = Box::new(compile(expr)?);
@@ -220,7 +197,10 @@ enum Value<'a> {
     Bool(bool),
     Long(i64),
     Str(&'a str),
-    Tools(&'a [String]),
+    /// A set of strings from the context (`tools`).
+    Strings(&'a [String]),
+    /// The detectors of the context's findings (`findings`), possibly repeated.
+    Detectors(&'a [Finding]),
     Set(&'a [Elem]),
 }
 
@@ -240,17 +220,20 @@ impl Value<'_> {
     }
 
     fn is_set(self) -> bool {
-        matches!(self, Value::Tools(_) | Value::Set(_))
+        matches!(
+            self,
+            Value::Strings(_) | Value::Detectors(_) | Value::Set(_)
+        )
     }
 
     /// Whether this set holds `item` (Cedar's `contains`: equality of values).
     fn set_has(self, item: Value<'_>) -> bool {
-        match self {
-            Value::Tools(tools) => match item {
-                Value::Str(s) => tools.iter().any(|t| t == s),
-                _ => false,
-            },
-            Value::Set(elems) => elems.iter().any(|e| item.equals(elem_value(e))),
+        match (self, item) {
+            (Value::Strings(strings), Value::Str(s)) => strings.iter().any(|t| t == s),
+            (Value::Detectors(findings), Value::Str(s)) => {
+                findings.iter().any(|f| &*f.detector == s)
+            }
+            (Value::Set(elems), item) => elems.iter().any(|e| item.equals(elem_value(e))),
             _ => false,
         }
     }
@@ -258,7 +241,8 @@ impl Value<'_> {
     /// Whether `f` holds for every element of the set.
     fn all_elems(self, mut f: impl FnMut(Value<'_>) -> bool) -> bool {
         match self {
-            Value::Tools(tools) => tools.iter().all(|t| f(Value::Str(t))),
+            Value::Strings(strings) => strings.iter().all(|t| f(Value::Str(t))),
+            Value::Detectors(findings) => findings.iter().all(|x| f(Value::Str(&x.detector))),
             Value::Set(elems) => elems.iter().all(|e| f(elem_value(e))),
             _ => true,
         }
@@ -271,7 +255,8 @@ impl Value<'_> {
 
     fn set_is_empty(self) -> bool {
         match self {
-            Value::Tools(tools) => tools.is_empty(),
+            Value::Strings(strings) => strings.is_empty(),
+            Value::Detectors(findings) => findings.is_empty(),
             Value::Set(elems) => elems.is_empty(),
             _ => false,
         }
@@ -304,11 +289,47 @@ fn long(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// The LLM facts of `ctx`; any other kind of action leaves the attribute to Cedar.
+/// The LLM facts of `ctx`; on any other kind of action the attribute is missing, which
+/// Cedar reports as an error.
 fn llm(ctx: &ActionContext) -> Result<&LlmFacts, AskCedar> {
     match &ctx.facts {
         Facts::Llm(facts) => Ok(facts),
         _ => Err(AskCedar),
+    }
+}
+
+/// The REST facts of `ctx`, as [`llm`].
+fn http(ctx: &ActionContext) -> Result<&HttpFacts, AskCedar> {
+    match &ctx.facts {
+        Facts::Http(facts) => Ok(facts),
+        _ => Err(AskCedar),
+    }
+}
+
+/// The egress facts of `ctx`, as [`llm`].
+fn egress(ctx: &ActionContext) -> Result<&EgressFacts, AskCedar> {
+    match &ctx.facts {
+        Facts::Egress(facts) => Ok(facts),
+        _ => Err(AskCedar),
+    }
+}
+
+/// Whether the context Warden builds for `ctx` has `key` (Cedar's `context has`).
+fn has(ctx: &ActionContext, key: Key) -> bool {
+    match key {
+        Key::Route
+        | Key::Time
+        | Key::Hour
+        | Key::Weekday
+        | Key::SourceIp
+        | Key::Tls
+        | Key::Findings => true,
+        Key::ClientCertificate => ctx.client_certificate.is_some(),
+        Key::Stream | Key::Tools | Key::InputTokens => llm(ctx).is_ok(),
+        Key::MaxTokens => llm(ctx).is_ok_and(|llm| llm.max_tokens.is_some()),
+        Key::Method | Key::Path => http(ctx).is_ok(),
+        Key::Port | Key::Addresses | Key::Scheme => egress(ctx).is_ok(),
+        Key::Sni => egress(ctx).is_ok_and(|egress| egress.sni.is_some()),
     }
 }
 
@@ -324,18 +345,29 @@ impl<'a> Env<'a> {
             .get_or_insert_with(|| TimeFacts::of(self.ctx.time))
     }
 
-    fn get(&mut self, attr: Attr) -> Result<Value<'a>, AskCedar> {
+    fn get(&mut self, key: Key) -> Result<Value<'a>, AskCedar> {
         let ctx = self.ctx;
-        Ok(match attr {
-            Attr::Route => Value::Str(&ctx.route),
-            Attr::Stream => Value::Bool(llm(ctx)?.stream),
-            Attr::MaxTokens => Value::Long(long(llm(ctx)?.max_tokens.ok_or(AskCedar)?)),
-            Attr::Tools => Value::Tools(&llm(ctx)?.tools),
-            Attr::InputTokens => Value::Long(long(llm(ctx)?.input_tokens)),
-            Attr::Time => Value::Long(long(self.time().unix)),
-            Attr::Hour => Value::Long(long(self.time().hour)),
-            Attr::Weekday => Value::Long(long(self.time().weekday)),
-            Attr::Tls => Value::Bool(ctx.tls),
+        Ok(match key {
+            Key::Route => Value::Str(&ctx.route),
+            Key::Time => Value::Long(long(self.time().unix)),
+            Key::Hour => Value::Long(long(self.time().hour)),
+            Key::Weekday => Value::Long(long(self.time().weekday)),
+            Key::Tls => Value::Bool(ctx.tls),
+            Key::ClientCertificate => {
+                Value::Str(ctx.client_certificate.as_deref().ok_or(AskCedar)?)
+            }
+            Key::Findings => Value::Detectors(&ctx.findings.0),
+            Key::Stream => Value::Bool(llm(ctx)?.stream),
+            Key::MaxTokens => Value::Long(long(llm(ctx)?.max_tokens.ok_or(AskCedar)?)),
+            Key::Tools => Value::Strings(&llm(ctx)?.tools),
+            Key::InputTokens => Value::Long(long(llm(ctx)?.input_tokens)),
+            Key::Method => Value::Str(&http(ctx)?.method),
+            Key::Path => Value::Str(&http(ctx)?.path),
+            Key::Port => Value::Long(i64::from(egress(ctx)?.port)),
+            Key::Scheme => Value::Str(&egress(ctx)?.scheme),
+            Key::Sni => Value::Str(egress(ctx)?.sni.as_deref().ok_or(AskCedar)?),
+            // Not compiled: extension values.
+            Key::SourceIp | Key::Addresses => return Err(AskCedar),
         })
     }
 }
@@ -348,10 +380,7 @@ impl Node {
             Node::Str(s) => Value::Str(s),
             Node::Set(elems) => Value::Set(elems),
             Node::Get(attr) => env.get(*attr)?,
-            Node::Has(attr) => Value::Bool(match attr {
-                Attr::MaxTokens => llm(env.ctx)?.max_tokens.is_some(),
-                _ => true,
-            }),
+            Node::Has(key) => Value::Bool(has(env.ctx, *key)),
             Node::Not(e) => Value::Bool(!e.eval(env)?.as_bool()?),
             Node::Neg(e) => Value::Long(e.eval(env)?.as_long()?.checked_neg().ok_or(AskCedar)?),
             Node::IsEmpty(e) => {
@@ -471,6 +500,30 @@ mod tests {
         "context.route < 3",
         "context.route",
         "context.input_tokens",
+        // The common facts every kind of action has.
+        "context.findings.contains(\"aws_access_key\")",
+        "context.findings.containsAny([\"canary\", \"aws_access_key\"])",
+        "context.findings.containsAll([\"canary\", \"aws_access_key\"])",
+        "context.findings.isEmpty()",
+        "context.findings == [\"canary\"]",
+        "context.findings.contains(1)",
+        "context has client_certificate",
+        "context has client_certificate && context.client_certificate == \"CN=ci-bot\"",
+        "context.client_certificate == \"CN=ci-bot\"",
+        "!(context has client_certificate) || context.client_certificate != \"CN=ci-bot\"",
+        // The facts of one kind, read on every kind: missing elsewhere.
+        "context has stream",
+        "context has stream && context.stream",
+        "context has max_tokens",
+        "context has method && context.method == \"DELETE\"",
+        "context.method == \"POST\" && context.path == \"/repos/acme/app/issues\"",
+        "context has path",
+        "context.port != 443",
+        "context has port && context.port == 22",
+        "context has sni",
+        "context has sni && context.sni == \"pypi.org\"",
+        "context.sni == \"pypi.org\"",
+        "context has scheme && context.scheme == \"http\"",
     ];
 
     /// Conditions outside the compiled subset: Cedar judges them.
@@ -478,6 +531,9 @@ mod tests {
         "context.route like \"open*\"",
         "context.source_ip.isInRange(ip(\"10.0.0.0/8\"))",
         "context has source_ip",
+        "context has addresses",
+        "context.addresses.contains(ip(\"192.0.2.1\"))",
+        "context.path like \"/admin*\"",
         "context has nonexistent",
         "principal has fleet && principal.fleet == \"x\"",
         "resource.name == \"gpt-4o\"",
@@ -491,35 +547,89 @@ mod tests {
         scope_free_clauses(&policy).expect("scope-free")
     }
 
-    /// Many contexts: every combination of the values where the conditions turn.
+    /// Many contexts: every combination of the values where the conditions turn, for LLM
+    /// calls, and the facts of the other kinds of action.
     fn contexts() -> Vec<ActionContext> {
         let mut all = Vec::new();
         let tools: [&[&str]; 4] = [&[], &["exec"], &["read", "exec"], &["exec", "exec"]];
         // Thursday 00:00, Monday 09:30, Saturday 20:00 (UTC).
         let times = [0, 1_700_472_600, 1_700_942_400];
+        let base = |route: &str, time: u64, tls: bool, facts: Facts| ActionContext {
+            route: Arc::from(route),
+            time: UNIX_EPOCH + Duration::from_secs(time),
+            source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            tls,
+            client_certificate: None,
+            findings: Findings::none(),
+            facts,
+        };
         for max_tokens in [None, Some(0), Some(40_000), Some(u64::MAX)] {
             for input_tokens in [0, 11, 250_000, u64::MAX] {
                 for tools in tools {
                     for (stream, tls) in [(false, false), (true, false), (true, true)] {
                         for time in times {
                             for route in ["openai", "anthropic"] {
-                                all.push(ActionContext {
-                                    route: Arc::from(route),
-                                    time: UNIX_EPOCH + Duration::from_secs(time),
-                                    source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                                all.push(base(
+                                    route,
+                                    time,
                                     tls,
-                                    client_certificate: None,
-                                    findings: Findings::none(),
-                                    facts: Facts::Llm(LlmFacts {
+                                    Facts::Llm(LlmFacts {
                                         stream,
                                         max_tokens,
                                         tools: tools.iter().map(|t| t.to_string()).collect(),
                                         input_tokens,
                                     }),
-                                });
+                                ));
                             }
                         }
                     }
+                }
+            }
+        }
+        let kinds = [
+            Facts::Llm(LlmFacts::default()),
+            Facts::Http(HttpFacts {
+                method: "POST".into(),
+                path: "/repos/acme/app/issues".into(),
+            }),
+            Facts::Http(HttpFacts {
+                method: "DELETE".into(),
+                path: "/admin/users".into(),
+            }),
+            Facts::Egress(EgressFacts {
+                port: 443,
+                addresses: vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))],
+                scheme: "https".into(),
+                sni: Some("pypi.org".into()),
+            }),
+            Facts::Egress(EgressFacts {
+                port: 22,
+                addresses: Vec::new(),
+                scheme: "http".into(),
+                sni: None,
+            }),
+            Facts::None,
+        ];
+        let finding = |d: &str| Finding {
+            detector: Arc::from(d),
+            location: "messages[0].content".into(),
+        };
+        let findings = [
+            vec![],
+            vec![finding("canary")],
+            vec![
+                finding("aws_access_key"),
+                finding("canary"),
+                finding("canary"),
+            ],
+        ];
+        for facts in kinds {
+            for certificate in [None, Some("CN=ci-bot"), Some("CN=other")] {
+                for findings in &findings {
+                    let mut ctx = base("mcp", times[1], true, facts.clone());
+                    ctx.client_certificate = certificate.map(Arc::from);
+                    ctx.findings = Findings(findings.clone());
+                    all.push(ctx);
                 }
             }
         }

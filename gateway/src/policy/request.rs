@@ -13,11 +13,9 @@ use cedar_policy::{
 use dashmap::DashMap;
 
 use super::PairJudgement;
-use super::context_keys::{ALL as ALL_KEYS, ContextKeys};
+use super::actions::built_in_slot;
+use super::context_keys::{ContextKeys, Key};
 use crate::action::{Action, ActionContext, Facts, Principal, PrincipalKind, Resource, Verb};
-
-/// Every action Warden sends to Cedar; the schema must declare each one.
-pub(crate) const WARDEN_VERBS: [Verb; 3] = [Verb::LlmChat, Verb::LlmEmbed, Verb::LlmModels];
 
 /// Principal entities kept at most; past this the cache starts over.
 const PRINCIPAL_CACHE_MAX: usize = 4096;
@@ -25,7 +23,8 @@ const PRINCIPAL_CACHE_MAX: usize = 4096;
 /// Source addresses whose `ip(...)` expression is kept; past this the cache starts over.
 const IP_CACHE_MAX: usize = 4096;
 
-/// Cedar names parsed once per engine.
+/// Cedar names parsed once per engine: every entity type Warden sends, and the uids of
+/// Warden's own actions.
 #[derive(Debug)]
 pub(crate) struct CedarNames {
     agent: EntityTypeName,
@@ -34,19 +33,30 @@ pub(crate) struct CedarNames {
     group: EntityTypeName,
     model: EntityTypeName,
     provider: EntityTypeName,
-    llm_chat: EntityUid,
-    llm_embed: EntityUid,
-    llm_models: EntityUid,
+    tool: EntityTypeName,
+    mcp_server: EntityTypeName,
+    tool_group: EntityTypeName,
+    operation: EntityTypeName,
+    api: EntityTypeName,
+    host: EntityTypeName,
+    secret: EntityTypeName,
+    approval: EntityTypeName,
+    action: EntityTypeName,
+    /// `Action::"<name>"` of each of `Verb::BUILT_IN`, in its order.
+    built_in: Vec<EntityUid>,
 }
 
 impl CedarNames {
     /// Parses the fixed type names; they are constants, so this cannot fail in practice.
     pub(crate) fn new() -> Result<CedarNames, String> {
         let ty = |s: &str| EntityTypeName::from_str(s).map_err(|e| e.to_string());
-        let action_type = ty("Action")?;
-        let action = |verb: &Verb| {
-            EntityUid::from_type_name_and_id(action_type.clone(), EntityId::new(verb.as_str()))
-        };
+        let action = ty("Action")?;
+        let built_in = Verb::BUILT_IN
+            .iter()
+            .map(|verb| {
+                EntityUid::from_type_name_and_id(action.clone(), EntityId::new(verb.as_str()))
+            })
+            .collect();
         Ok(CedarNames {
             agent: ty(PrincipalKind::Agent.cedar_type())?,
             user: ty(PrincipalKind::User.cedar_type())?,
@@ -54,22 +64,26 @@ impl CedarNames {
             group: ty("Group")?,
             model: ty("Model")?,
             provider: ty("Provider")?,
-            llm_chat: action(&Verb::LlmChat),
-            llm_embed: action(&Verb::LlmEmbed),
-            llm_models: action(&Verb::LlmModels),
+            tool: ty("Tool")?,
+            mcp_server: ty("McpServer")?,
+            tool_group: ty("ToolGroup")?,
+            operation: ty("Operation")?,
+            api: ty("Api")?,
+            host: ty("Host")?,
+            secret: ty("Secret")?,
+            approval: ty("Approval")?,
+            action,
+            built_in,
         })
     }
 
-    /// `Action::"llm:chat"` and friends.
+    /// `Action::"llm:chat"`, `Action::"github:issues.create"`.
     pub(crate) fn action(&self, verb: &Verb) -> EntityUid {
-        match verb {
-            Verb::LlmChat => self.llm_chat.clone(),
-            Verb::LlmEmbed => self.llm_embed.clone(),
-            Verb::LlmModels => self.llm_models.clone(),
-            other => EntityUid::from_type_name_and_id(
-                self.llm_chat.type_name().clone(),
-                EntityId::new(other.as_str()),
-            ),
+        match built_in_slot(verb).and_then(|slot| self.built_in.get(slot)) {
+            Some(uid) => uid.clone(),
+            None => {
+                EntityUid::from_type_name_and_id(self.action.clone(), EntityId::new(verb.as_str()))
+            }
         }
     }
 
@@ -88,18 +102,15 @@ impl CedarNames {
             PrincipalKind::Agent => &self.agent_group,
             PrincipalKind::User => &self.group,
         };
-        let parents: HashSet<EntityUid> = p
-            .groups
-            .iter()
-            .map(|g| EntityUid::from_type_name_and_id(group_type.clone(), EntityId::new(&**g)))
-            .collect();
-        let mut attrs = HashMap::with_capacity(5);
+        let parents: HashSet<EntityUid> = p.groups.iter().map(|g| uid(group_type, g)).collect();
+        let mut attrs = HashMap::with_capacity(6);
         attrs.insert("issuer".to_owned(), string(&p.issuer));
         if p.kind == PrincipalKind::Agent {
             for (key, value) in [
                 ("fleet", &p.fleet),
                 ("owner", &p.owner),
                 ("environment", &p.environment),
+                ("client_certificate", &p.client_certificate),
             ] {
                 if let Some(v) = value {
                     attrs.insert(key.to_owned(), string(v));
@@ -113,51 +124,89 @@ impl CedarNames {
         Entity::new(self.principal_uid(p), attrs, parents).map_err(|e| e.to_string())
     }
 
-    /// The resource's uid and entity (`Model` in `Provider`, or a `Provider`).
+    /// The resource's uid and entity: its attributes, its parent (a model's provider, a
+    /// tool's server or group, an operation's API) and, for an operation, its path
+    /// parameters as tags.
     pub(crate) fn resource_entity(&self, r: &Resource) -> Result<(EntityUid, Entity), String> {
+        let id = self.resource_uid(r);
+        let mut attrs: Vec<(String, RestrictedExpression)> = Vec::new();
+        let mut attr = |name: &str, value: &str| attrs.push((name.to_owned(), string(value)));
+        let mut parent = None;
+        let mut tags = Vec::new();
         match r {
             Resource::Model { provider, name } => {
-                let uid = self.resource_uid(r);
-                let attrs = HashMap::from([
-                    (
-                        "name".to_owned(),
-                        RestrictedExpression::new_string(name.clone()),
-                    ),
-                    ("provider".to_owned(), string(provider)),
-                ]);
-                let parent = self.provider_uid(provider);
-                let entity = Entity::new(uid.clone(), attrs, HashSet::from([parent]))
-                    .map_err(|e| e.to_string())?;
-                Ok((uid, entity))
+                attr("name", name);
+                attr("provider", provider);
+                parent = Some(uid(&self.provider, provider));
             }
-            Resource::Provider { name } => {
-                let uid = self.provider_uid(name);
-                Ok((uid.clone(), Entity::new_no_attrs(uid, HashSet::new())))
+            Resource::Tool { server, name } => {
+                attr("name", name);
+                attr("server", server);
+                parent = Some(uid(&self.mcp_server, server));
             }
-            _ => {
-                let uid = self.resource_uid(r);
-                Ok((uid.clone(), Entity::new_no_attrs(uid, HashSet::new())))
+            Resource::AgentTool { name, group } => {
+                attr("name", name);
+                if let Some(group) = group {
+                    attr("group", group);
+                    parent = Some(uid(&self.tool_group, group));
+                }
             }
+            Resource::Operation { api, name, params } => {
+                attr("name", name);
+                attr("api", api);
+                parent = Some(uid(&self.api, api));
+                tags = params
+                    .iter()
+                    .map(|(key, value)| (key.to_string(), string(value)))
+                    .collect();
+            }
+            Resource::Host { name } => attr("name", name),
+            Resource::Secret { path } => attr("path", path),
+            Resource::Approval {
+                principal,
+                action,
+                resource,
+                ..
+            } => {
+                attr("principal", principal);
+                attr("action", action);
+                attr("resource", resource);
+            }
+            Resource::Provider { .. } | Resource::McpServer { .. } | Resource::Api { .. } => {}
         }
+        let entity =
+            Entity::new_with_tags(id.clone(), attrs, parent, tags).map_err(|e| e.to_string())?;
+        Ok((id, entity))
     }
 
-    /// `Model::"<provider>/<name>"` or `Provider::"<name>"`.
+    /// `Model::"<provider>/<name>"`, `Tool::"<server>/<name>"`, `Host::"<name>"`, ...
     pub(crate) fn resource_uid(&self, r: &Resource) -> EntityUid {
+        let ty = match r {
+            Resource::Model { .. } => &self.model,
+            Resource::Provider { .. } => &self.provider,
+            Resource::Tool { .. } | Resource::AgentTool { .. } => &self.tool,
+            Resource::McpServer { .. } => &self.mcp_server,
+            Resource::Operation { .. } => &self.operation,
+            Resource::Api { .. } => &self.api,
+            Resource::Host { .. } => &self.host,
+            Resource::Secret { .. } => &self.secret,
+            Resource::Approval { .. } => &self.approval,
+        };
         match r {
-            Resource::Model { .. } => {
-                EntityUid::from_type_name_and_id(self.model.clone(), EntityId::new(r.cedar_id()))
+            Resource::Provider { name } | Resource::McpServer { name } | Resource::Api { name } => {
+                uid(ty, name)
             }
-            Resource::Provider { name } => self.provider_uid(name),
-            other => EntityUid::from_type_name_and_id(
-                EntityTypeName::from_str(other.cedar_type()).unwrap_or_else(|_| self.model.clone()),
-                EntityId::new(other.cedar_id()),
-            ),
+            Resource::AgentTool { name, .. } | Resource::Host { name } => uid(ty, name),
+            Resource::Secret { path } => uid(ty, path),
+            Resource::Approval { id, .. } => uid(ty, id),
+            _ => uid(ty, &r.cedar_id()),
         }
     }
+}
 
-    fn provider_uid(&self, name: &str) -> EntityUid {
-        EntityUid::from_type_name_and_id(self.provider.clone(), EntityId::new(name))
-    }
+/// `Type::"id"`.
+fn uid(ty: &EntityTypeName, id: &str) -> EntityUid {
+    EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
 }
 
 fn string(s: &str) -> RestrictedExpression {
@@ -215,36 +264,59 @@ impl IpCache {
     }
 }
 
-/// The Cedar context for an action (see `policies/schema.cedarschema`), with the attributes in
-/// `keys` (those the loaded policies read).
+/// The Cedar context for an action (see `policies/schema.cedarschema`): the common facts and
+/// those of its kind, with the attributes in `keys` (those the loaded policies read).
 pub(crate) fn context(
     ctx: &ActionContext,
     ips: &IpCache,
     keys: ContextKeys,
 ) -> Result<Context, String> {
     let t = TimeFacts::of(ctx.time);
-    let mut pairs = Vec::with_capacity(ALL_KEYS.len());
-    let mut add = |name: &'static str, value: &dyn Fn() -> RestrictedExpression| {
-        if keys.contains(name) {
-            pairs.push((name.to_owned(), value()));
+    let mut pairs = Vec::with_capacity(Key::ALL.len());
+    let mut add = |key: Key, value: &dyn Fn() -> RestrictedExpression| {
+        if keys.contains(key) {
+            pairs.push((key.name().to_owned(), value()));
         }
     };
-    add("route", &|| string(&ctx.route));
-    if let Facts::Llm(llm) = &ctx.facts {
-        add("stream", &|| RestrictedExpression::new_bool(llm.stream));
-        if let Some(max) = llm.max_tokens {
-            add("max_tokens", &|| long(max));
-        }
-        add("tools", &|| {
-            RestrictedExpression::new_set(llm.tools.iter().map(|t| string(t)))
-        });
-        add("input_tokens", &|| long(llm.input_tokens));
+    add(Key::Route, &|| string(&ctx.route));
+    add(Key::Time, &|| long(t.unix));
+    add(Key::Hour, &|| long(t.hour));
+    add(Key::Weekday, &|| long(t.weekday));
+    add(Key::SourceIp, &|| ips.expr(ctx.source_ip));
+    add(Key::Tls, &|| RestrictedExpression::new_bool(ctx.tls));
+    if let Some(certificate) = &ctx.client_certificate {
+        add(Key::ClientCertificate, &|| string(certificate));
     }
-    add("time", &|| long(t.unix));
-    add("hour", &|| long(t.hour));
-    add("weekday", &|| long(t.weekday));
-    add("source_ip", &|| ips.expr(ctx.source_ip));
-    add("tls", &|| RestrictedExpression::new_bool(ctx.tls));
+    add(Key::Findings, &|| {
+        RestrictedExpression::new_set(ctx.findings.detectors().map(string))
+    });
+    match &ctx.facts {
+        Facts::Llm(llm) => {
+            add(Key::Stream, &|| RestrictedExpression::new_bool(llm.stream));
+            if let Some(max) = llm.max_tokens {
+                add(Key::MaxTokens, &|| long(max));
+            }
+            add(Key::Tools, &|| {
+                RestrictedExpression::new_set(llm.tools.iter().map(|t| string(t)))
+            });
+            add(Key::InputTokens, &|| long(llm.input_tokens));
+        }
+        Facts::Http(http) => {
+            add(Key::Method, &|| string(&http.method));
+            add(Key::Path, &|| string(&http.path));
+        }
+        Facts::Egress(egress) => {
+            add(Key::Port, &|| long(u64::from(egress.port)));
+            add(Key::Addresses, &|| {
+                RestrictedExpression::new_set(egress.addresses.iter().map(|ip| ips.expr(*ip)))
+            });
+            add(Key::Scheme, &|| string(&egress.scheme));
+            if let Some(sni) = &egress.sni {
+                add(Key::Sni, &|| string(sni));
+            }
+        }
+        Facts::None => {}
+    }
     Context::from_pairs(pairs).map_err(|e| e.to_string())
 }
 

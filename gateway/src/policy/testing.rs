@@ -1,6 +1,7 @@
 //! `warden policy test DIR`: decision cases in `DIR/tests/*.yaml` run against the policies in
 //! `DIR`. The format is described in `docs/policy-guide.md`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -10,10 +11,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::request::WARDEN_VERBS;
+use super::actions::FactsKind;
 use super::{EvaluationFailure, PolicyEngine, PolicyErrors};
 use crate::action::{
-    Action, ActionContext, Facts, Findings, LlmFacts, Principal, PrincipalKind, Resource, Verb,
+    Action, ActionContext, EgressFacts, Facts, Finding, Findings, HttpFacts, LlmFacts, Principal,
+    PrincipalKind, Resource,
 };
 use crate::decision::Decision;
 
@@ -136,29 +138,269 @@ struct PrincipalSpec {
     scopes: Vec<String>,
     #[serde(default)]
     groups: Vec<String>,
+    client_certificate: Option<String>,
 }
 
+/// The resource, by the keys it is written with (see [`ResourceSpec::resource`]).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ResourceSpec {
-    provider: String,
+    provider: Option<String>,
     model: Option<String>,
+    server: Option<String>,
+    tool: Option<String>,
+    group: Option<String>,
+    api: Option<String>,
+    operation: Option<String>,
+    params: Option<BTreeMap<String, String>>,
+    host: Option<String>,
+    secret: Option<String>,
+    approval: Option<String>,
+    principal: Option<String>,
+    action: Option<String>,
+    resource: Option<String>,
+}
+
+/// How a case writes a resource of each entity type.
+const RESOURCE_FORMS: [(&str, &str); 10] = [
+    ("Model", "{ provider: openai, model: gpt-4o }"),
+    ("Provider", "{ provider: openai }"),
+    (
+        "Tool",
+        "{ server: github, tool: create_issue } (an MCP server's tool)",
+    ),
+    (
+        "Tool",
+        "{ tool: exec, group: shell } (a tool the agent runs; group optional)",
+    ),
+    ("McpServer", "{ server: github }"),
+    (
+        "Operation",
+        "{ api: github, operation: issues.create, params: { owner: acme } } (params optional)",
+    ),
+    ("Api", "{ api: github }"),
+    ("Host", "{ host: pypi.org }"),
+    ("Secret", "{ secret: secret/agents/ci/github }"),
+    (
+        "Approval",
+        "{ approval: a-1, principal: 'Agent::\"ci-bot\"', action: llm:chat, resource: 'Model::\"openai/gpt-4o\"' }",
+    ),
+];
+
+/// `resource: { ... }` forms for the entity types in `types`, joined with " or ".
+fn resource_forms<'a>(types: impl IntoIterator<Item = &'a str>) -> String {
+    let types: Vec<&str> = types.into_iter().collect();
+    RESOURCE_FORMS
+        .iter()
+        .filter(|(ty, _)| types.contains(ty))
+        .map(|(_, form)| format!("resource: {form}"))
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
+impl ResourceSpec {
+    /// The keys written, in declaration order.
+    fn keys(&self) -> Vec<&'static str> {
+        [
+            ("provider", self.provider.is_some()),
+            ("model", self.model.is_some()),
+            ("server", self.server.is_some()),
+            ("tool", self.tool.is_some()),
+            ("group", self.group.is_some()),
+            ("api", self.api.is_some()),
+            ("operation", self.operation.is_some()),
+            ("params", self.params.is_some()),
+            ("host", self.host.is_some()),
+            ("secret", self.secret.is_some()),
+            ("approval", self.approval.is_some()),
+            ("principal", self.principal.is_some()),
+            ("action", self.action.is_some()),
+            ("resource", self.resource.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect()
+    }
+
+    /// The resource these keys write, or what to write instead.
+    fn resource(&self) -> Result<Resource, String> {
+        let text = |s: &Option<String>| s.clone().unwrap_or_default();
+        let arc = |s: &Option<String>| Arc::from(s.as_deref().unwrap_or_default());
+        Ok(match self.keys().as_slice() {
+            ["provider", "model"] => Resource::Model {
+                provider: arc(&self.provider),
+                name: text(&self.model),
+            },
+            ["provider"] => Resource::Provider {
+                name: arc(&self.provider),
+            },
+            ["server", "tool"] => Resource::Tool {
+                server: arc(&self.server),
+                name: text(&self.tool),
+            },
+            ["server"] => Resource::McpServer {
+                name: arc(&self.server),
+            },
+            ["tool"] | ["tool", "group"] => Resource::AgentTool {
+                name: text(&self.tool),
+                group: self.group.as_deref().map(Arc::from),
+            },
+            ["api", "operation"] | ["api", "operation", "params"] => Resource::Operation {
+                api: arc(&self.api),
+                name: arc(&self.operation),
+                params: self
+                    .params
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (Arc::from(k.as_str()), v.clone()))
+                    .collect(),
+            },
+            ["api"] => Resource::Api {
+                name: arc(&self.api),
+            },
+            ["host"] => Resource::Host {
+                name: text(&self.host),
+            },
+            ["secret"] => Resource::Secret {
+                path: text(&self.secret),
+            },
+            ["approval", "principal", "action", "resource"] => Resource::Approval {
+                id: arc(&self.approval),
+                principal: arc(&self.principal),
+                action: arc(&self.action),
+                resource: arc(&self.resource),
+            },
+            keys => {
+                return Err(format!(
+                    "resource {{ {} }} is no resource Warden knows",
+                    keys.join(", ")
+                ));
+            }
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ContextSpec {
+    // Every action's.
     route: Option<String>,
-    #[serde(default)]
-    stream: bool,
-    max_tokens: Option<u64>,
-    #[serde(default)]
-    tools: Vec<String>,
-    #[serde(default)]
-    input_tokens: u64,
     time: Option<TimeSpec>,
     source_ip: Option<String>,
     tls: Option<bool>,
+    client_certificate: Option<String>,
+    #[serde(default)]
+    findings: Vec<String>,
+    // LLM calls'.
+    stream: Option<bool>,
+    max_tokens: Option<u64>,
+    tools: Option<Vec<String>>,
+    input_tokens: Option<u64>,
+    // REST calls'.
+    method: Option<String>,
+    path: Option<String>,
+    // Egress'.
+    port: Option<u16>,
+    addresses: Option<Vec<String>>,
+    scheme: Option<String>,
+    sni: Option<String>,
+}
+
+impl ContextSpec {
+    /// The facts of `kind` these keys write, or which keys do not belong to it.
+    fn facts(&self, kind: FactsKind, action: &str) -> Result<Facts, String> {
+        let of_kind = |k: FactsKind, keys: &[(&'static str, bool)]| {
+            if k == kind {
+                Vec::new()
+            } else {
+                keys.iter()
+                    .filter(|(_, set)| *set)
+                    .map(|(key, _)| *key)
+                    .collect()
+            }
+        };
+        let foreign: Vec<&str> = [
+            of_kind(
+                FactsKind::Llm,
+                &[
+                    ("stream", self.stream.is_some()),
+                    ("max_tokens", self.max_tokens.is_some()),
+                    ("tools", self.tools.is_some()),
+                    ("input_tokens", self.input_tokens.is_some()),
+                ],
+            ),
+            of_kind(
+                FactsKind::Http,
+                &[
+                    ("method", self.method.is_some()),
+                    ("path", self.path.is_some()),
+                ],
+            ),
+            of_kind(
+                FactsKind::Egress,
+                &[
+                    ("port", self.port.is_some()),
+                    ("addresses", self.addresses.is_some()),
+                    ("scheme", self.scheme.is_some()),
+                    ("sni", self.sni.is_some()),
+                ],
+            ),
+        ]
+        .concat();
+        if !foreign.is_empty() {
+            return Err(format!(
+                "context: {} not in the context of {action} ({}); it takes {}",
+                foreign.join(", "),
+                kind.context_type(),
+                context_keys(kind)
+            ));
+        }
+        Ok(match kind {
+            FactsKind::Request => Facts::None,
+            FactsKind::Llm => Facts::Llm(LlmFacts {
+                stream: self.stream.unwrap_or(false),
+                max_tokens: self.max_tokens,
+                tools: self.tools.clone().unwrap_or_default(),
+                input_tokens: self.input_tokens.unwrap_or(0),
+            }),
+            FactsKind::Http => Facts::Http(HttpFacts {
+                method: self.method.clone().unwrap_or_else(|| "GET".into()),
+                path: self.path.clone().unwrap_or_else(|| "/".into()),
+            }),
+            FactsKind::Egress => Facts::Egress(EgressFacts {
+                port: self.port.unwrap_or(443),
+                addresses: self
+                    .addresses
+                    .iter()
+                    .flatten()
+                    .map(|a| {
+                        a.parse()
+                            .map_err(|_| format!("context.addresses: `{a}` is not an IP address"))
+                    })
+                    .collect::<Result<_, _>>()?,
+                scheme: self.scheme.clone().unwrap_or_else(|| "https".into()),
+                sni: self.sni.clone(),
+            }),
+        })
+    }
+}
+
+/// The context keys a case may write for an action of `kind`.
+fn context_keys(kind: FactsKind) -> &'static str {
+    match kind {
+        FactsKind::Request => "route, time, source_ip, tls, client_certificate, findings",
+        FactsKind::Llm => {
+            "route, time, source_ip, tls, client_certificate, findings, stream, max_tokens, \
+             tools, input_tokens"
+        }
+        FactsKind::Http => {
+            "route, time, source_ip, tls, client_certificate, findings, method, path"
+        }
+        FactsKind::Egress => {
+            "route, time, source_ip, tls, client_certificate, findings, port, addresses, \
+             scheme, sni"
+        }
+    }
 }
 
 /// Unix seconds or an RFC 3339 timestamp (`2026-11-02T10:00:00Z`).
@@ -304,7 +546,7 @@ pub fn run_tests(dir: &Path) -> Result<TestReport, PolicyTestError> {
     let mut errors = Vec::new();
     let mut prepared = Vec::new();
     for file in files {
-        match read_cases(&file) {
+        match read_cases(&engine, &file) {
             Ok(cases) => prepared.extend(cases),
             Err(mut e) => errors.append(&mut e),
         }
@@ -324,7 +566,7 @@ struct Prepared {
     action: Action,
 }
 
-fn read_cases(file: &Path) -> Result<Vec<Prepared>, Vec<TestFileError>> {
+fn read_cases(engine: &PolicyEngine, file: &Path) -> Result<Vec<Prepared>, Vec<TestFileError>> {
     let err = |position, message| TestFileError {
         file: file.to_path_buf(),
         position,
@@ -342,7 +584,7 @@ fn read_cases(file: &Path) -> Result<Vec<Prepared>, Vec<TestFileError>> {
     for spanned in parsed.cases {
         let position = (spanned.referenced.line(), spanned.referenced.column());
         let case = spanned.value;
-        match to_action(&case) {
+        match to_action(engine, &case) {
             Ok(action) => out.push(Prepared {
                 file: file.to_path_buf(),
                 line: position.0,
@@ -377,39 +619,39 @@ fn strip_position_suffix(message: &str) -> &str {
     }
 }
 
-fn to_action(case: &Case) -> Result<Action, String> {
-    let verb = WARDEN_VERBS
-        .into_iter()
-        .find(|v| v.as_str() == case.action)
-        .ok_or_else(|| {
-            let known: Vec<&str> = WARDEN_VERBS.iter().map(|v| v.as_str()).collect();
-            format!(
-                "unknown action `{}`; use one of {}",
-                case.action,
-                known.join(", ")
-            )
-        })?;
-    let r = &case.resource;
-    let resource = match (verb.clone(), &r.model) {
-        (Verb::LlmChat | Verb::LlmEmbed, Some(model)) => Resource::Model {
-            provider: Arc::from(r.provider.as_str()),
-            name: model.clone(),
-        },
-        (Verb::LlmChat | Verb::LlmEmbed, None) => {
-            return Err(format!(
-                "{verb} acts on a model: write resource: {{ provider: ..., model: ... }}"
-            ));
-        }
-        (Verb::LlmModels, None) => Resource::Provider {
-            name: Arc::from(r.provider.as_str()),
-        },
-        (Verb::LlmModels, Some(_)) => {
-            return Err(format!(
-                "{verb} acts on a provider: write resource: {{ provider: ... }} without model"
-            ));
-        }
-        (other, _) => return Err(format!("{other} cannot be tested here yet")),
+fn to_action(engine: &PolicyEngine, case: &Case) -> Result<Action, String> {
+    let Some(slice) = engine
+        .by_name
+        .get(case.action.as_str())
+        .map(|&i| &engine.slices[i])
+    else {
+        let mut known: Vec<&str> = engine.slices.iter().map(|s| s.verb.as_str()).collect();
+        known.sort_unstable();
+        return Err(format!(
+            "unknown action `{}`; use one of {}",
+            case.action,
+            known.join(", ")
+        ));
     };
+    let verb = slice.verb.clone();
+    let acts_on = || {
+        format!(
+            "{verb} acts on {}: write {}",
+            slice.resources.join(" or "),
+            resource_forms(slice.resources.iter().map(String::as_str))
+        )
+    };
+    let resource = case
+        .resource
+        .resource()
+        .map_err(|e| format!("{e}; {}", acts_on()))?;
+    if !slice.resources.iter().any(|t| t == resource.cedar_type()) {
+        return Err(format!(
+            "resource is a {}; {}",
+            resource.cedar_type(),
+            acts_on()
+        ));
+    }
     let p = &case.principal;
     let opt = |s: &Option<String>| s.as_deref().map(Arc::from);
     let principal = Principal {
@@ -424,7 +666,7 @@ fn to_action(case: &Case) -> Result<Action, String> {
         environment: opt(&p.environment),
         scopes: p.scopes.iter().map(|s| Arc::from(s.as_str())).collect(),
         groups: p.groups.iter().map(|s| Arc::from(s.as_str())).collect(),
-        client_certificate: None,
+        client_certificate: opt(&p.client_certificate),
         expires_at: None,
     };
     let c = &case.context;
@@ -444,6 +686,7 @@ fn to_action(case: &Case) -> Result<Action, String> {
         Some(TimeSpec::Unix(secs)) => UNIX_EPOCH + Duration::from_secs(*secs),
         Some(TimeSpec::Rfc3339(s)) => parse_time(s)?,
     };
+    let facts = c.facts(slice.facts, &case.action)?;
     Ok(Action {
         principal: Arc::new(principal),
         verb,
@@ -453,14 +696,17 @@ fn to_action(case: &Case) -> Result<Action, String> {
             time,
             source_ip,
             tls: c.tls.unwrap_or(true),
-            client_certificate: None,
-            findings: Findings::none(),
-            facts: Facts::Llm(LlmFacts {
-                stream: c.stream,
-                max_tokens: c.max_tokens,
-                tools: c.tools.clone(),
-                input_tokens: c.input_tokens,
-            }),
+            client_certificate: opt(&c.client_certificate),
+            findings: Findings(
+                c.findings
+                    .iter()
+                    .map(|d| Finding {
+                        detector: Arc::from(d.as_str()),
+                        location: "test case".into(),
+                    })
+                    .collect(),
+            ),
+            facts,
         },
     })
 }

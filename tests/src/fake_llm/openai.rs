@@ -11,7 +11,7 @@ use super::{
 };
 
 /// Models the fake lists.
-pub const MODELS: [&str; 3] = ["gpt-4o-mini", "gpt-4.1", "text-embedding-3-small"];
+pub const MODELS: [&str; 4] = ["gpt-4o-mini", "gpt-4.1", "text-embedding-3-small", "gpt-4o"];
 
 /// Dimensions of every embedding vector.
 pub const EMBEDDING_DIMENSIONS: usize = 8;

@@ -1,0 +1,256 @@
+//! The actions the schema declares, as the engine judges them: Warden's own (`Verb::BUILT_IN`)
+//! and any other (a REST connector's operations), each with the principal and resource types
+//! it applies to and the kind of facts its context holds.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use cedar_policy::{Context, EntityUid, Schema};
+
+use super::context_keys::ContextKeys;
+use super::request::{self, IpCache};
+use crate::action::{
+    ActionContext, EgressFacts, Facts, Finding, Findings, HttpFacts, LlmFacts, Verb,
+};
+
+/// Which of the schema's context types an action's context is: which [`Facts`] it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FactsKind {
+    /// `RequestContext`: the common facts only ([`Facts::None`]).
+    Request,
+    /// `LlmContext` ([`Facts::Llm`]).
+    Llm,
+    /// `HttpContext` ([`Facts::Http`]).
+    Http,
+    /// `EgressContext` ([`Facts::Egress`]).
+    Egress,
+}
+
+impl FactsKind {
+    const ALL: [FactsKind; 4] = [
+        FactsKind::Request,
+        FactsKind::Llm,
+        FactsKind::Http,
+        FactsKind::Egress,
+    ];
+
+    /// The kind of `facts`.
+    pub(crate) fn of(facts: &Facts) -> FactsKind {
+        match facts {
+            Facts::None => FactsKind::Request,
+            Facts::Llm(_) => FactsKind::Llm,
+            Facts::Http(_) => FactsKind::Http,
+            Facts::Egress(_) => FactsKind::Egress,
+        }
+    }
+
+    /// The facts Warden gives `verb`: LLM calls theirs, REST calls and connector operations
+    /// theirs, egress its own, everything else the common facts only.
+    pub(crate) fn of_verb(verb: &Verb) -> FactsKind {
+        match verb {
+            Verb::LlmChat | Verb::LlmEmbed | Verb::LlmModels => FactsKind::Llm,
+            Verb::HttpRequest | Verb::Operation(_) => FactsKind::Http,
+            Verb::EgressConnect | Verb::EgressRequest => FactsKind::Egress,
+            Verb::McpListTools
+            | Verb::McpCallTool
+            | Verb::McpReadResource
+            | Verb::McpGetPrompt
+            | Verb::McpComplete
+            | Verb::ToolPropose
+            | Verb::SecretUse
+            | Verb::ApprovalDecide => FactsKind::Request,
+        }
+    }
+
+    /// The schema's name for the context type.
+    pub(crate) fn context_type(self) -> &'static str {
+        match self {
+            FactsKind::Request => "RequestContext",
+            FactsKind::Llm => "LlmContext",
+            FactsKind::Http => "HttpContext",
+            FactsKind::Egress => "EgressContext",
+        }
+    }
+
+    /// Sample facts of this kind, with every optional fact set (`full`) or none.
+    pub(crate) fn sample(self, full: bool) -> Facts {
+        match self {
+            FactsKind::Request => Facts::None,
+            FactsKind::Llm => Facts::Llm(LlmFacts {
+                stream: full,
+                max_tokens: full.then_some(1),
+                tools: vec!["exec".into()],
+                input_tokens: 1,
+            }),
+            FactsKind::Http => Facts::Http(HttpFacts {
+                method: "POST".into(),
+                path: "/repos/acme/app/issues".into(),
+            }),
+            FactsKind::Egress => Facts::Egress(EgressFacts {
+                port: 443,
+                addresses: vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))],
+                scheme: "https".into(),
+                sni: full.then(|| "pypi.org".into()),
+            }),
+        }
+    }
+}
+
+/// A sample context of `kind`, with every optional fact set (`full`) or none.
+pub(crate) fn sample_context(kind: FactsKind, full: bool) -> ActionContext {
+    ActionContext {
+        route: Arc::from("route"),
+        time: UNIX_EPOCH,
+        source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        tls: full,
+        client_certificate: full.then(|| Arc::from("CN=agent")),
+        findings: Findings(
+            full.then(|| Finding {
+                detector: Arc::from("canary"),
+                location: "messages[0].content".into(),
+            })
+            .into_iter()
+            .collect(),
+        ),
+        facts: kind.sample(full),
+    }
+}
+
+/// One action the schema declares, as the engine judges it.
+#[derive(Debug)]
+pub(crate) struct Declared {
+    /// The action as Warden names it.
+    pub verb: Verb,
+    /// `Action::"<name>"`.
+    pub uid: EntityUid,
+    /// The principal types it applies to.
+    pub principals: Vec<String>,
+    /// The resource types it applies to.
+    pub resources: Vec<String>,
+    /// What its context holds.
+    pub facts: FactsKind,
+}
+
+/// Why an action the schema declares cannot be judged: its name and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Undeclarable {
+    pub action: String,
+    pub message: String,
+}
+
+/// Every action the schema declares for requests (action groups, which apply to nothing,
+/// are left out), and each one whose context is not the one Warden builds for it
+/// ([`FactsKind::of_verb`]).
+pub(crate) fn declared(schema: &Schema) -> (Vec<Declared>, Vec<Undeclarable>) {
+    let ips = IpCache::default();
+    let samples: Vec<(FactsKind, Result<Context, String>)> = FactsKind::ALL
+        .into_iter()
+        .map(|kind| {
+            let context = request::context(&sample_context(kind, true), &ips, ContextKeys::all());
+            (kind, context)
+        })
+        .collect();
+    let fits = |kind: FactsKind, uid: &EntityUid| -> Result<(), String> {
+        match samples.iter().find(|(k, _)| *k == kind) {
+            Some((_, Ok(context))) => context.validate(schema, uid).map_err(|e| e.to_string()),
+            Some((_, Err(e))) => Err(e.clone()),
+            None => Err(format!("no sample of {}", kind.context_type())),
+        }
+    };
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for uid in schema.actions() {
+        if uid.type_name().to_string() != "Action" || !seen.insert(uid.clone()) {
+            continue;
+        }
+        let types = |it: Option<Vec<String>>| it.unwrap_or_default();
+        let principals = types(
+            schema
+                .principals_for_action(uid)
+                .map(|it| it.map(ToString::to_string).collect()),
+        );
+        let resources = types(
+            schema
+                .resources_for_action(uid)
+                .map(|it| it.map(ToString::to_string).collect()),
+        );
+        if principals.is_empty() || resources.is_empty() {
+            continue;
+        }
+        let name: &str = uid.id().unescaped();
+        let verb = Verb::BUILT_IN
+            .iter()
+            .find(|v| v.as_str() == name)
+            .cloned()
+            .unwrap_or_else(|| Verb::Operation(Arc::from(name)));
+        let facts = FactsKind::of_verb(&verb);
+        match fits(facts, uid) {
+            Ok(()) => out.push(Declared {
+                verb,
+                uid: uid.clone(),
+                principals,
+                resources,
+                facts,
+            }),
+            Err(cedar) => {
+                let expected = facts.context_type();
+                let message = match FactsKind::ALL.into_iter().find(|k| fits(*k, uid).is_ok()) {
+                    Some(other) => format!(
+                        "Warden sends it with a context of type {expected}, the schema gives it {}",
+                        other.context_type()
+                    ),
+                    None => format!("Warden sends it with a context of type {expected}: {cedar}"),
+                };
+                errors.push(Undeclarable {
+                    action: name.to_owned(),
+                    message,
+                });
+            }
+        }
+    }
+    (out, errors)
+}
+
+/// The place of one of Warden's own actions in `Verb::BUILT_IN`; `None` for a connector's.
+pub(crate) fn built_in_slot(verb: &Verb) -> Option<usize> {
+    Some(match verb {
+        Verb::LlmChat => 0,
+        Verb::LlmEmbed => 1,
+        Verb::LlmModels => 2,
+        Verb::McpListTools => 3,
+        Verb::McpCallTool => 4,
+        Verb::McpReadResource => 5,
+        Verb::McpGetPrompt => 6,
+        Verb::McpComplete => 7,
+        Verb::HttpRequest => 8,
+        Verb::EgressConnect => 9,
+        Verb::EgressRequest => 10,
+        Verb::ToolPropose => 11,
+        Verb::SecretUse => 12,
+        Verb::ApprovalDecide => 13,
+        Verb::Operation(_) => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_slots_follow_the_built_in_list() {
+        for (i, verb) in Verb::BUILT_IN.iter().enumerate() {
+            assert_eq!(built_in_slot(verb), Some(i), "{verb}");
+        }
+        assert_eq!(built_in_slot(&Verb::Operation("github:x".into())), None);
+    }
+
+    #[test]
+    fn facts_kinds_name_their_facts() {
+        for kind in FactsKind::ALL {
+            assert_eq!(FactsKind::of(&kind.sample(true)), kind);
+        }
+    }
+}
