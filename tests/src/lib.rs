@@ -1,9 +1,11 @@
 //! Test support for the warden end-to-end suite: the real `warden` binary against real
-//! components — an OpenID Provider (node `oidc-provider`), official Python SDKs, and a fake LLM
-//! upstream that replays provider response shapes faithfully.
+//! components — an OpenID Provider (node `oidc-provider`), official Python SDKs, a real OpenClaw
+//! agent (npm `openclaw`), and a fake LLM upstream that replays provider response shapes
+//! faithfully.
 
 pub mod fake_llm;
 pub mod idp;
+pub mod openclaw;
 pub mod paths;
 pub mod process;
 pub mod sdk;

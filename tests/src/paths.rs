@@ -46,3 +46,9 @@ pub fn idp_server() -> PathBuf {
 pub fn sdk_script(script: &str) -> PathBuf {
     tests_dir().join("sdk").join(script)
 }
+
+/// `tests/openclaw`: the npm project holding OpenClaw and the Node it runs on (`tests/run`
+/// installs it).
+pub fn openclaw_dir() -> PathBuf {
+    tests_dir().join("openclaw")
+}

@@ -218,6 +218,69 @@ async fn fake_upstream_replays_provider_error_shapes() {
     assert_eq!(fake.requests().len(), 2);
 }
 
+/// The fake proposes a tool until the conversation carries a result, wherever that result is
+/// (OpenClaw adds a user message after it), and answers in text when told not to propose.
+#[tokio::test]
+async fn fake_upstream_stops_proposing_tools_once_answered_or_when_told() {
+    let fake = FakeLlm::start().await.unwrap();
+    let client = reqwest::Client::new();
+    let tools = json!([{"type": "function", "function": {"name": "read", "parameters": {}}}]);
+    let chat = |messages: Value| {
+        let body = json!({"model": "gpt-4o-mini", "messages": messages, "tools": tools});
+        let request = client
+            .post(format!("{}/v1/chat/completions", fake.url()))
+            .json(&body);
+        async move {
+            let answer: Value = request.send().await.unwrap().json().await.unwrap();
+            answer["choices"][0]["finish_reason"].clone()
+        }
+    };
+    let ask = json!({"role": "user", "content": "Read the notes"});
+    assert_eq!(chat(json!([ask])).await, "tool_calls");
+    let answered = json!([
+        ask,
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call1", "type": "function",
+            "function": {"name": "read", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call1", "content": "notes"},
+        {"role": "user", "content": "internal context the agent adds"}
+    ]);
+    assert_eq!(chat(answered).await, "stop");
+
+    let messages = |content: Value| {
+        json!({"model": "claude-sonnet-4-5", "max_tokens": 100, "tools": [{"name": "read",
+            "input_schema": {"type": "object"}}], "messages": content})
+    };
+    let anthropic = |body: Value| {
+        let request = client
+            .post(format!("{}/v1/messages", fake.url()))
+            .header("anthropic-version", "2023-06-01")
+            .json(&body);
+        async move {
+            let answer: Value = request.send().await.unwrap().json().await.unwrap();
+            answer["stop_reason"].clone()
+        }
+    };
+    let ask = json!({"role": "user", "content": "Read the notes"});
+    assert_eq!(anthropic(messages(json!([ask]))).await, "tool_use");
+    let answered = json!([
+        ask,
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "read",
+            "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+            "content": "notes"}]},
+        {"role": "user", "content": "internal context the agent adds"}
+    ]);
+    assert_eq!(anthropic(messages(answered)).await, "end_turn");
+
+    fake.propose_tools(false);
+    assert_eq!(chat(json!([ask])).await, "stop");
+    assert_eq!(anthropic(messages(json!([ask]))).await, "end_turn");
+    assert!(
+        fake.last_request().unwrap().json()["tools"].is_array(),
+        "the recorded request keeps its tools"
+    );
+}
+
 #[tokio::test]
 async fn idp_issues_rs256_jwt_access_tokens_with_agent_claims_and_rotates_keys() {
     let idp = Idp::start().await.unwrap();

@@ -60,15 +60,16 @@ fn tool_to_call(json: &Value) -> Option<String> {
     if json.pointer("/tool_choice/type").and_then(Value::as_str) == Some("none") {
         return None;
     }
+    // Any `tool_result` block counts, not only one in the last message: agents may add
+    // messages after the results, and proposing the tool again would loop them.
     let answered = json
         .get("messages")
         .and_then(Value::as_array)
-        .and_then(|m| m.last())
-        .and_then(|m| m.get("content"))
-        .and_then(Value::as_array)
-        .is_some_and(|blocks| {
-            blocks
+        .is_some_and(|messages| {
+            messages
                 .iter()
+                .filter_map(|m| m.get("content").and_then(Value::as_array))
+                .flatten()
                 .any(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
         });
     if answered {

@@ -145,6 +145,8 @@ struct Knobs {
     chunk_delay: Duration,
     gate: Option<watch::Receiver<bool>>,
     keys: RequiredKeys,
+    /// Answer in text even when tools are declared (as a model does when none fits).
+    text_only: bool,
 }
 
 #[derive(Debug, Default)]
@@ -272,6 +274,14 @@ impl FakeLlm {
         self.state.knobs().keys = keys;
     }
 
+    /// With `false`, answers every request in text as if it declared no tools (the default,
+    /// `true`, proposes a call of the first declared tool until the conversation carries a tool
+    /// result). An agent such as OpenClaw declares a dozen tools on every turn; this keeps its
+    /// turn to one plain answer.
+    pub fn propose_tools(&self, on: bool) {
+        self.state.knobs().text_only = !on;
+    }
+
     /// Holds every stream started from now on after its first chunks until the gate opens.
     pub fn hold_streams(&self) -> StreamGate {
         let (open, held) = watch::channel(false);
@@ -380,7 +390,7 @@ async fn handle(
     state.requests().push(request.clone());
     state.request_seen.notify_waiters();
 
-    let (failure, delay, chunk_delay, gate, keys) = {
+    let (failure, delay, chunk_delay, gate, keys, text_only) = {
         let k = state.knobs();
         (
             k.failure.clone(),
@@ -388,6 +398,7 @@ async fn handle(
             k.chunk_delay,
             k.gate.clone(),
             k.keys.clone(),
+            k.text_only,
         )
     };
     if !delay.is_zero() {
@@ -400,7 +411,7 @@ async fn handle(
     if let Some(status) = check_key(provider, &request, &keys) {
         return Ok(error_response(provider, &Failure::status(status)));
     }
-    let json = if request.body.is_empty() {
+    let mut json = if request.body.is_empty() {
         Value::Null
     } else {
         match serde_json::from_slice(&request.body) {
@@ -413,6 +424,10 @@ async fn handle(
             }
         }
     };
+    if text_only && let Some(object) = json.as_object_mut() {
+        // The answer is built as for a request without tools; the recorded request keeps them.
+        object.remove("tools");
+    }
     let exchange = Exchange {
         request,
         json,

@@ -85,19 +85,22 @@ fn requested_model(json: &Value) -> String {
 }
 
 /// The tool the model should call: the first declared tool, unless the conversation already
-/// carries a tool result or `tool_choice` is `none`.
+/// carries a tool result or `tool_choice` is `none`. Any `tool` message counts, not only a last
+/// one: agents append messages after the results (OpenClaw adds a user message of internal
+/// context), and a fake that proposed the tool again would loop the agent until its deadline.
 fn tool_to_call(json: &Value) -> Option<String> {
     if json.get("tool_choice").and_then(Value::as_str) == Some("none") {
         return None;
     }
-    let last_is_tool_result = json
+    let answered = json
         .get("messages")
         .and_then(Value::as_array)
-        .and_then(|m| m.last())
-        .and_then(|m| m.get("role"))
-        .and_then(Value::as_str)
-        == Some("tool");
-    if last_is_tool_result {
+        .is_some_and(|messages| {
+            messages
+                .iter()
+                .any(|m| m.get("role").and_then(Value::as_str) == Some("tool"))
+        });
+    if answered {
         return None;
     }
     let tool = json.get("tools")?.as_array()?.first()?;
