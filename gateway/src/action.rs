@@ -137,6 +137,28 @@ impl Verb {
         Verb::ApprovalDecide,
     ];
 
+    /// The place of one of Warden's own actions in [`Verb::BUILT_IN`]; `None` for a
+    /// connector's operation.
+    pub fn built_in_index(&self) -> Option<usize> {
+        Some(match self {
+            Verb::LlmChat => 0,
+            Verb::LlmEmbed => 1,
+            Verb::LlmModels => 2,
+            Verb::McpListTools => 3,
+            Verb::McpCallTool => 4,
+            Verb::McpReadResource => 5,
+            Verb::McpGetPrompt => 6,
+            Verb::McpComplete => 7,
+            Verb::HttpRequest => 8,
+            Verb::EgressConnect => 9,
+            Verb::EgressRequest => 10,
+            Verb::ToolPropose => 11,
+            Verb::SecretUse => 12,
+            Verb::ApprovalDecide => 13,
+            Verb::Operation(_) => return None,
+        })
+    }
+
     /// The Cedar action entity id, e.g. `llm:chat`.
     pub fn as_str(&self) -> &str {
         match self {
@@ -470,6 +492,14 @@ mod tests {
             Verb::Operation("github:issues.create".into()).as_str(),
             "github:issues.create"
         );
+    }
+
+    #[test]
+    fn built_in_indexes_follow_the_built_in_list() {
+        for (i, verb) in Verb::BUILT_IN.iter().enumerate() {
+            assert_eq!(verb.built_in_index(), Some(i), "{verb}");
+        }
+        assert_eq!(Verb::Operation("github:x".into()).built_in_index(), None);
     }
 
     #[test]

@@ -39,6 +39,31 @@ impl Decision {
         }
     }
 
+    /// The reasons a record keeps for this decision: a deny's (`@reason` of its forbids), or
+    /// who must approve, under which policy and why.
+    pub fn reasons(&self) -> Vec<String> {
+        match self {
+            Decision::Allow { .. } => Vec::new(),
+            Decision::Deny { reasons, .. } => reasons.clone(),
+            Decision::NeedsApproval {
+                policy,
+                approvers,
+                reason,
+            } => vec![format!(
+                "{}requires approval by {} (policy {policy})",
+                reason
+                    .as_deref()
+                    .map(|r| format!("{r}: "))
+                    .unwrap_or_default(),
+                if approvers.is_empty() {
+                    "an approver".to_string()
+                } else {
+                    approvers.join(", ")
+                },
+            )],
+        }
+    }
+
     /// Ids of the policies that determined the decision.
     pub fn policy_ids(&self) -> Vec<Arc<str>> {
         match self {

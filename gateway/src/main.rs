@@ -133,7 +133,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Policy {
             command: PolicyCommand::Test { dir },
         } => {
-            let report = warden::policy::run_tests(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let report =
+                warden::policy::testing::run_tests(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
             print!("{report}");
             Ok(if report.failed() == 0 {
                 ExitCode::SUCCESS

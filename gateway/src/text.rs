@@ -1,10 +1,14 @@
 //! Text that came from a request, as Warden repeats it in messages, logs, audit records and
-//! metric labels: always bounded, so no request can make any of them grow with its size.
+//! metric labels: always bounded and escaped, so no request can make any of them grow with its
+//! size or hide what it says behind invisible or direction-changing characters.
 
 use std::borrow::Cow;
 use std::fmt;
 
-/// Most characters of a request path repeated in a message.
+/// Most characters of a request value quoted in a message by default.
+pub const QUOTE_MAX: usize = 64;
+
+/// Most characters of a request path quoted in a message.
 pub const PATH_MAX: usize = 200;
 
 /// Most characters of one free-text field (a reason, an error) an audit record or log line
@@ -24,31 +28,88 @@ pub fn bounded(s: &str, max: usize) -> Cow<'_, str> {
     }
 }
 
-/// A piece of request text kept for a message, cut to a bound.
+/// A piece of the request quoted in a message: at most a bound of characters, control,
+/// bidirectional and invisible characters escaped (`\u{202e}`), an ellipsis where it was cut.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Bounded(String);
+pub struct Quoted(String);
 
-impl Bounded {
-    /// `s`, at most `max` characters.
-    pub fn new(s: &str, max: usize) -> Bounded {
-        Bounded(bounded(s, max).into_owned())
+impl Quoted {
+    /// The quotation of `text`, at most [`QUOTE_MAX`] characters.
+    pub fn of(text: &str) -> Quoted {
+        Quoted::with_max(text, QUOTE_MAX)
     }
 
-    /// A request path, at most [`PATH_MAX`] characters.
-    pub fn path(s: &str) -> Bounded {
-        Bounded::new(s, PATH_MAX)
+    /// The quotation of `text`, at most `max` characters; reads at most `max` + 1 of them.
+    pub fn with_max(text: &str, max: usize) -> Quoted {
+        let mut out = String::with_capacity(text.len().min(max) + 3);
+        for (i, c) in text.chars().enumerate() {
+            if i == max {
+                out.push('…');
+                break;
+            }
+            if c.is_control() || is_bidi_control(c) || is_invisible(c) {
+                out.extend(c.escape_unicode());
+            } else {
+                out.push(c);
+            }
+        }
+        Quoted(out)
     }
 
-    /// The kept text.
+    /// The quotation as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
 
-impl fmt::Display for Bounded {
+impl fmt::Display for Quoted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Bidirectional formatting characters: marks, embeddings, overrides and isolates.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+    )
+}
+
+/// Characters that display as nothing: Unicode's `Default_Ignorable_Code_Point` set
+/// (DerivedCoreProperties 15.1) and the other format characters (general category `Cf`).
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        // Default_Ignorable_Code_Point
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFF8}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+            // other format characters (Cf)
+            | '\u{0600}'..='\u{0605}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{0890}'..='\u{0891}'
+            | '\u{08E2}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+    )
 }
 
 #[cfg(test)]
@@ -61,6 +122,18 @@ mod tests {
         assert!(matches!(bounded("short", 10), Cow::Borrowed(_)));
         assert_eq!(bounded("ééééé", 3), "ééé…");
         let huge = "x".repeat(8 * 1024 * 1024);
-        assert_eq!(Bounded::path(&huge).as_str().chars().count(), PATH_MAX + 1);
+        assert_eq!(
+            Quoted::with_max(&huge, PATH_MAX).as_str().chars().count(),
+            PATH_MAX + 1
+        );
+    }
+
+    #[test]
+    fn quotations_escape_what_would_hide_or_reorder_text() {
+        assert_eq!(Quoted::of("/v1/files").as_str(), "/v1/files");
+        assert_eq!(
+            Quoted::of("a\u{0}b\u{202e}c\nd\u{200b}").as_str(),
+            "a\\u{0}b\\u{202e}c\\u{a}d\\u{200b}"
+        );
     }
 }

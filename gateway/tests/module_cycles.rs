@@ -1,8 +1,9 @@
 //! No two source files of the gateway import each other, directly or in a circle.
 //!
 //! A file's imports are the files its `crate::` and `super::` paths resolve to (in `use`
-//! declarations and in code; tests excluded). A circle means two parts that cannot be read,
-//! changed or tested one without the other: one of them should own what both need.
+//! declarations and in code; tests excluded), and, for a module's own file, the child modules
+//! it uses or re-exports (`pub use child::Item`). A circle means two parts that cannot be
+//! read, changed or tested one without the other: one of them should own what both need.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -19,7 +20,17 @@ fn no_source_file_takes_part_in_an_import_cycle() {
         let here = module_path(file);
         let parent = here[..here.len().saturating_sub(1)].to_vec();
         let mut imports = BTreeSet::new();
-        for path in paths(&without_tests(text)) {
+        let source = without_tests(text);
+        for child in child_uses(&source) {
+            let mut full = here.clone();
+            full.push(child);
+            if let Some(target) = modules.get(&full)
+                && target != file
+            {
+                imports.insert(target.clone());
+            }
+        }
+        for path in paths(&source) {
             let full = match path.first().map(String::as_str) {
                 Some("crate") => path[1..].to_vec(),
                 Some("super") => {
@@ -61,6 +72,12 @@ fn the_checker_finds_a_circle() {
         strongly_connected(&files),
         vec![vec!["a.rs".to_string(), "b.rs".into(), "c.rs".into()]]
     );
+    assert_eq!(
+        child_uses(
+            "pub use provider::{A, B};\nuse serde::Deserialize;\nmod x;\npub(crate) use child;\n"
+        ),
+        ["provider", "serde", "child"]
+    );
     let text = "use crate::x::{a, b::{c, d}};\nfn f() { super::y::z(); crate::w::v(); }";
     let found = paths(text);
     for expected in [
@@ -73,6 +90,32 @@ fn the_checker_finds_a_circle() {
         let expected: Vec<String> = expected.into_iter().map(String::from).collect();
         assert!(found.contains(&expected), "{expected:?} in {found:?}");
     }
+}
+
+/// The child modules a module's file names at the start of a `use` (`use child::…`,
+/// `pub use child::…`, `use child;`), which imports them as much as `crate::…` would.
+fn child_uses(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_start();
+        let rest = line
+            .strip_prefix("pub(crate) use ")
+            .or_else(|| line.strip_prefix("pub(super) use "))
+            .or_else(|| line.strip_prefix("pub use "))
+            .or_else(|| line.strip_prefix("use "));
+        let Some(rest) = rest else { continue };
+        let name: String = rest
+            .bytes()
+            .take_while(|b| is_ident(*b))
+            .map(char::from)
+            .collect();
+        if !name.is_empty()
+            && !["crate", "super", "self", "std", "core", "alloc"].contains(&name.as_str())
+        {
+            out.push(name);
+        }
+    }
+    out
 }
 
 /// Every `.rs` file under `dir` that is not test-only, by path relative to `dir`.
@@ -120,11 +163,16 @@ fn module_path(file: &str) -> Vec<String> {
     parts
 }
 
-/// The source without its `#[cfg(test)]` module (from its start to the end of the file, where
-/// this code base keeps it).
+/// The source without its inline `#[cfg(test)]` module (from its start to the end of the file,
+/// where this code base keeps it).
 fn without_tests(text: &str) -> String {
-    match text.find("#[cfg(test)]\nmod tests") {
-        Some(at) => text[..at].to_string(),
+    let inline = ["mod tests {", "pub(crate) mod tests {", "pub mod tests {"];
+    let at = text.match_indices("#[cfg(test)]\n").find(|(at, marker)| {
+        let next = &text[at + marker.len()..];
+        inline.iter().any(|m| next.starts_with(m))
+    });
+    match at {
+        Some((at, _)) => text[..at].to_string(),
         None => text.to_string(),
     }
 }

@@ -112,6 +112,13 @@ async fn a_decision_that_needs_approval_is_held_with_an_explanation() {
     let decision = s.audit("decision", |_| true).await.unwrap();
     assert_eq!(decision["decision"], "approval_required");
     assert_eq!(decision["policies"], json!(["prod-needs-approval"]));
+    assert_eq!(
+        decision["reasons"],
+        json!([
+            "production model: requires approval by Group::\"sre\" (policy prod-needs-approval)"
+        ]),
+        "the record says who must approve"
+    );
     assert!(s.fake.requests().is_empty(), "nothing went upstream");
 }
 
@@ -191,14 +198,42 @@ async fn a_huge_model_name_grows_neither_the_audit_log_nor_the_logs_nor_the_metr
         "the audit log grew by {} bytes",
         audit_bytes(&s) - before
     );
-    let metrics = s.warden.metrics().await.unwrap();
-    assert!(!metrics.contains("mmmmmmmmmmmmmmmm"), "no label carries it");
     let output = s.warden.output();
     assert!(
         !output.contains("mmmmmmmmmmmmmmmm"),
         "no log line carries it"
     );
     assert!(s.fake.requests().is_empty());
+}
+
+#[tokio::test]
+async fn token_counters_name_a_long_model_other() {
+    let s = Stack::start().await.unwrap();
+    let long = format!("model-{}", "x".repeat(100));
+    let response = s
+        .post("/openai/chat/completions", &openai_chat(&long, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "a 106-character name is a valid model name"
+    );
+    let _ = response.bytes().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = s.warden.metrics().await.unwrap();
+        if metrics.contains("warden_tokens_total{") {
+            assert!(metrics.contains(r#"model="other""#), "{metrics}");
+            assert!(!metrics.contains(&long), "a long name is not a label");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no tokens were counted: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Bytes of audit data on disk (the segments' content before their zero-filled tail).

@@ -2,8 +2,6 @@
 //! needs a human's approval stops here too until approvals exist on this gateway (the
 //! approval gate will wait for one, or tell the agent how to retry, from this one place).
 
-use std::sync::Arc;
-
 use crate::decision::Decision;
 
 /// Why a decided request does not go on.
@@ -14,18 +12,12 @@ pub enum Hold {
     Denied {
         /// The reasons the agent is shown (`@reason` of the determining forbids).
         reasons: Vec<String>,
-        /// Ids of the determining policies.
-        policies: Vec<Arc<str>>,
     },
     /// A permit asks for a human's approval, and this gateway has no approval gate.
-    #[error("{}", approval_text(reason.as_deref(), policy, approvers))]
+    #[error("{needed}, and approvals are not enabled on this gateway")]
     ApprovalUnavailable {
-        /// The policy that asks for approval.
-        policy: Arc<str>,
-        /// Who may approve.
-        approvers: Vec<String>,
-        /// That policy's `@reason`, if any.
-        reason: Option<String>,
+        /// Who must approve, under which policy and why.
+        needed: String,
     },
 }
 
@@ -38,19 +30,11 @@ impl Hold {
         }
     }
 
-    /// What the agent is told: the policies' reasons.
+    /// What the agent is told.
     pub fn reason(&self) -> String {
         match self {
-            Hold::Denied { reasons, .. } => reasons.join("; "),
+            Hold::Denied { reasons } => reasons.join("; "),
             Hold::ApprovalUnavailable { .. } => self.to_string(),
-        }
-    }
-
-    /// The reasons as the audit record keeps them.
-    pub fn reasons(&self) -> Vec<String> {
-        match self {
-            Hold::Denied { reasons, .. } => reasons.clone(),
-            Hold::ApprovalUnavailable { .. } => vec![self.to_string()],
         }
     }
 }
@@ -59,32 +43,13 @@ impl Hold {
 pub fn hold(decision: &Decision) -> Result<(), Hold> {
     match decision {
         Decision::Allow { .. } => Ok(()),
-        Decision::Deny { reasons, policies } => Err(Hold::Denied {
+        Decision::Deny { reasons, .. } => Err(Hold::Denied {
             reasons: reasons.clone(),
-            policies: policies.clone(),
         }),
-        Decision::NeedsApproval {
-            policy,
-            approvers,
-            reason,
-        } => Err(Hold::ApprovalUnavailable {
-            policy: policy.clone(),
-            approvers: approvers.clone(),
-            reason: reason.clone(),
+        Decision::NeedsApproval { .. } => Err(Hold::ApprovalUnavailable {
+            needed: decision.reasons().concat(),
         }),
     }
-}
-
-fn approval_text(reason: Option<&str>, policy: &str, approvers: &[String]) -> String {
-    format!(
-        "{}requires approval by {} (policy {policy}), and approvals are not enabled on this gateway",
-        reason.map(|r| format!("{r}: ")).unwrap_or_default(),
-        if approvers.is_empty() {
-            "an approver".to_string()
-        } else {
-            approvers.join(", ")
-        },
-    )
 }
 
 #[cfg(test)]
@@ -106,17 +71,20 @@ mod tests {
         .unwrap_err();
         assert_eq!(denied.code(), "policy_denied");
         assert_eq!(denied.reason(), "too big; after hours");
-        assert_eq!(denied.reasons(), ["too big", "after hours"]);
     }
 
     #[test]
     fn approval_is_held_with_an_explanation_until_a_gate_exists() {
-        let held = hold(&Decision::NeedsApproval {
+        let decision = Decision::NeedsApproval {
             policy: "prod-deploys".into(),
             approvers: vec!["Group::\"sre\"".into()],
             reason: Some("production change".into()),
-        })
-        .unwrap_err();
+        };
+        assert_eq!(
+            decision.reasons(),
+            ["production change: requires approval by Group::\"sre\" (policy prod-deploys)"]
+        );
+        let held = hold(&decision).unwrap_err();
         assert_eq!(held.code(), "approval_required");
         assert_eq!(
             held.reason(),

@@ -2,6 +2,8 @@
 //! ([`IdentityError`]). Messages name what was wrong and where; they never contain a token.
 
 use std::fmt;
+
+use crate::text::bounded;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -17,13 +19,12 @@ pub struct Shown {
 }
 
 impl Shown {
-    /// Keeps at most [`SHOWN_MAX`] characters of `s`, shown quoted.
+    /// Keeps at most [`SHOWN_MAX`] characters of `s`, shown quoted (and so escaped).
     pub(crate) fn new(s: &str) -> Shown {
-        let text = match s.char_indices().nth(SHOWN_MAX) {
-            Some((cut, _)) => format!("{}…", &s[..cut]),
-            None => s.to_owned(),
-        };
-        Shown { text, quoted: true }
+        Shown {
+            text: bounded(s, SHOWN_MAX).into_owned(),
+            quoted: true,
+        }
     }
 
     /// Like [`Shown::new`], but shown bare when `s` is a short ASCII word.

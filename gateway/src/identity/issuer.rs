@@ -119,7 +119,7 @@ impl TokenIssuer {
             }
             payload.insert(name.clone(), value.clone());
         }
-        let now = super::now_unix();
+        let now = super::clock::now_unix();
         payload.insert("iss".into(), json!(self.issuer));
         payload.insert("sub".into(), json!(agent));
         payload.insert("aud".into(), json!(self.audience));

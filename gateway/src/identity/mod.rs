@@ -7,6 +7,7 @@ pub mod config;
 
 mod cache;
 mod claims;
+mod clock;
 mod credential;
 mod error;
 mod fetch;
@@ -22,7 +23,7 @@ mod tests;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
@@ -34,6 +35,7 @@ pub(crate) use fetch::{read_ca_bundle, secure_url};
 
 use crate::action::Principal;
 use cache::{TokenCache, TokenKey};
+pub(crate) use clock::now_unix;
 use config::{ClientCertificate, IdentityConfig};
 use fetch::JwksFetcher;
 use refresh::RemoteKeys;
@@ -210,12 +212,4 @@ impl Drop for AbortOnDrop {
             task.abort();
         }
     }
-}
-
-/// Seconds since 1970 (0 if the clock is before it).
-pub(crate) fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

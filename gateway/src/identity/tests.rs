@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use super::config::{IdentityConfig, IssuerConfig, WardenIssuerConfig};
+use super::config::{ClientCertificate, IdentityConfig, IssuerConfig, WardenIssuerConfig};
 use super::{AuthError, Identifier, IdentityError, now_unix};
 
 const RSA1: &[u8] = include_bytes!("testdata/rsa1.pem");
@@ -305,6 +305,70 @@ async fn accepts_token_without_kid_when_one_key_fits() {
     let (id, _dir) = identifier(&config(&[&idp.issuer()])).await;
     let token = key.sign_as(Algorithm::ES256, None, &claims(&idp.issuer()));
     assert!(id.identify_token(&token).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_certificate_alone_names_an_agent_only_when_certificates_are_principals() {
+    let cert: Arc<str> = Arc::from("spiffe://fleet.example/agent/7");
+    let (id, _dir) = identifier(&config(&[])).await;
+    let err = id
+        .identify(&HeaderMap::new(), Some(&cert))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        "missing_credential",
+        "attribute mode: a token is still needed"
+    );
+
+    let (open, _dir) = identifier(&IdentityConfig {
+        required: false,
+        ..config(&[])
+    })
+    .await;
+    let p = open.identify(&HeaderMap::new(), Some(&cert)).await.unwrap();
+    assert_eq!(&*p.id, "anonymous");
+    assert_eq!(p.client_certificate.as_ref(), Some(&cert));
+
+    let (by_cert, _dir) = identifier(&IdentityConfig {
+        client_certificate: ClientCertificate::Principal,
+        ..config(&[])
+    })
+    .await;
+    let p = by_cert
+        .identify(&HeaderMap::new(), Some(&cert))
+        .await
+        .unwrap();
+    assert_eq!((&*p.id, &*p.issuer), (&*cert, "mtls"));
+    assert_eq!(p.client_certificate.as_ref(), Some(&cert));
+    let err = by_cert.identify(&HeaderMap::new(), None).await.unwrap_err();
+    assert_eq!(err.code(), "missing_credential", "no token, no certificate");
+    let err = by_cert
+        .identify(&bearer("sk-not-a-jwt"), Some(&cert))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        "malformed_token",
+        "a bad token is refused; the certificate does not stand in for it"
+    );
+}
+
+#[tokio::test]
+async fn a_token_agent_carries_the_connections_certificate_as_an_attribute() {
+    let key = TestKey::rsa1();
+    let idp = Idp::start(&[&key]).await;
+    let (id, _dir) = identifier(&config(&[&idp.issuer()])).await;
+    let headers = bearer(&key.sign(&claims(&idp.issuer())));
+    let cert: Arc<str> = Arc::from("agent-7.fleet.example");
+    let with = id.identify(&headers, Some(&cert)).await.unwrap();
+    assert_eq!(&*with.id, "agent-7");
+    assert_eq!(with.client_certificate.as_ref(), Some(&cert));
+    let without = id.identify(&headers, None).await.unwrap();
+    assert_eq!(
+        without.client_certificate, None,
+        "the cached principal is not changed"
+    );
 }
 
 #[tokio::test]

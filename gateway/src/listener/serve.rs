@@ -15,8 +15,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use super::client_identity::client_identity;
+use super::conn::ConnInfo;
 use super::preface_deadline::PrefaceDeadline;
-use super::{ConnInfo, ServerTls};
+use super::tls::ServerTls;
 
 /// Longest a client may take to finish the TLS handshake, and (TLS or not) to send enough
 /// bytes to tell HTTP/1 from HTTP/2.

@@ -113,7 +113,7 @@ pub(crate) fn client_config(
 ) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.der.clone()).expect("trust CA");
-    let builder = rustls::ClientConfig::builder_with_provider(super::crypto_provider())
+    let builder = rustls::ClientConfig::builder_with_provider(super::crypto::crypto_provider())
         .with_safe_default_protocol_versions()
         .expect("protocol versions")
         .with_root_certificates(roots);

@@ -13,6 +13,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
+use super::crypto::crypto_provider;
 use crate::config::TlsConfig;
 
 /// How often the reloader looks at the certificate, key and CA files.
@@ -130,7 +131,7 @@ impl ServerTls {
             errors.push((Some("key"), e));
         }
         if let Some(ca) = &cfg.client_ca
-            && let Err(e) = client_verifier(ca, cfg.require_client_cert, super::crypto_provider())
+            && let Err(e) = client_verifier(ca, cfg.require_client_cert, crypto_provider())
         {
             errors.push((Some("client_ca"), e));
         }
@@ -228,7 +229,7 @@ fn build_server_config(cfg: &TlsConfig) -> Result<ServerConfig, TlsError> {
         });
     }
     let key = read_private_key(&cfg.key)?;
-    let provider = super::crypto_provider();
+    let provider = crypto_provider();
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Provider)?;

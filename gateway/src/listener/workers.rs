@@ -22,7 +22,9 @@ use hyper::body::Incoming;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::oneshot;
 
-use super::{ConnInfo, ServerTls, Shutdown};
+use super::conn::ConnInfo;
+use super::shutdown::Shutdown;
+use super::tls::ServerTls;
 
 /// Pending connections the kernel queues per worker socket.
 const BACKLOG: i32 = 1024;
@@ -184,7 +186,7 @@ fn run<H, F, B>(
                 return;
             }
         };
-        super::serve(listener, tls, handler, shutdown.requested(), grace).await;
+        super::serve::serve(listener, tls, handler, shutdown.requested(), grace).await;
     });
 }
 

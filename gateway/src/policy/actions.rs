@@ -214,38 +214,9 @@ pub(crate) fn declared(schema: &Schema) -> (Vec<Declared>, Vec<Undeclarable>) {
     (out, errors)
 }
 
-/// The place of one of Warden's own actions in `Verb::BUILT_IN`; `None` for a connector's.
-pub(crate) fn built_in_slot(verb: &Verb) -> Option<usize> {
-    Some(match verb {
-        Verb::LlmChat => 0,
-        Verb::LlmEmbed => 1,
-        Verb::LlmModels => 2,
-        Verb::McpListTools => 3,
-        Verb::McpCallTool => 4,
-        Verb::McpReadResource => 5,
-        Verb::McpGetPrompt => 6,
-        Verb::McpComplete => 7,
-        Verb::HttpRequest => 8,
-        Verb::EgressConnect => 9,
-        Verb::EgressRequest => 10,
-        Verb::ToolPropose => 11,
-        Verb::SecretUse => 12,
-        Verb::ApprovalDecide => 13,
-        Verb::Operation(_) => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn built_in_slots_follow_the_built_in_list() {
-        for (i, verb) in Verb::BUILT_IN.iter().enumerate() {
-            assert_eq!(built_in_slot(verb), Some(i), "{verb}");
-        }
-        assert_eq!(built_in_slot(&Verb::Operation("github:x".into())), None);
-    }
 
     #[test]
     fn facts_kinds_name_their_facts() {

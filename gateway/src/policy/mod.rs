@@ -12,7 +12,7 @@ mod error;
 mod load;
 mod native;
 mod request;
-mod testing;
+pub mod testing;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,11 +27,10 @@ pub use annotations::PolicyMeta;
 pub use error::{PolicyError, PolicyErrorKind, PolicyErrors, Position};
 pub use load::SCHEMA_FILE;
 pub use request::TimeFacts;
-pub use testing::{CaseOutcome, Expect, PolicyTestError, TestFileError, TestReport, run_tests};
 
 use crate::action::{Action, Verb};
 use crate::decision::Decision;
-use actions::{FactsKind, built_in_slot};
+use actions::FactsKind;
 use cedar_policy::pst::Clause;
 use context_keys::ContextKeys;
 use native::NativeCondition;
@@ -65,7 +64,7 @@ pub struct PolicyEngine {
     names: CedarNames,
     /// The schema's action entities: the base of every request's entity set.
     action_entities: Entities,
-    entities: EntityCache,
+    entities: EntityCache<PairJudgement>,
     ips: IpCache,
     /// Per action the schema declares, the policies whose action scope can match it
     /// (evaluation cost grows with the number of policies evaluated; most policies name
@@ -278,7 +277,7 @@ impl PolicyEngine {
                     .insert(policy.id().clone(), Arc::new(condition));
             }
             let index = slices.len();
-            if let Some(slot) = built_in_slot(&slice.verb) {
+            if let Some(slot) = slice.verb.built_in_index() {
                 built_in[slot] = Some(index);
             }
             by_name.insert(Arc::from(slice.verb.as_str()), index);
@@ -367,7 +366,7 @@ impl PolicyEngine {
 
     /// The index of the slice of `verb`, if the schema declares it.
     fn slice_index(&self, verb: &Verb) -> Option<usize> {
-        match built_in_slot(verb) {
+        match verb.built_in_index() {
             Some(slot) => self.built_in[slot],
             None => self.by_name.get(verb.as_str()).copied(),
         }
@@ -466,7 +465,7 @@ impl PolicyEngine {
     fn cedar_request(
         &self,
         slice: &Slice,
-        pair: &request::Pair,
+        pair: &request::Pair<PairJudgement>,
         verb: &EntityUid,
         action: &Action,
     ) -> Result<Request, String> {
@@ -519,7 +518,12 @@ impl PolicyEngine {
 
     /// What `slice` settles for `pair` and `verb` before any context: the fixed policies'
     /// verdict, and which context-reading policies' scopes hold.
-    fn judge_pair(&self, slice: &Slice, pair: &request::Pair, verb: &EntityUid) -> PairJudgement {
+    fn judge_pair(
+        &self,
+        slice: &Slice,
+        pair: &request::Pair<PairJudgement>,
+        verb: &EntityUid,
+    ) -> PairJudgement {
         let mut judged = PairJudgement::default();
         if slice.fixed.is_empty() && slice.scopes.is_empty() {
             return judged;

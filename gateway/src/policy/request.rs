@@ -12,8 +12,6 @@ use cedar_policy::{
 };
 use dashmap::DashMap;
 
-use super::PairJudgement;
-use super::actions::built_in_slot;
 use super::context_keys::{ContextKeys, Key};
 use crate::action::{Action, ActionContext, Facts, Principal, PrincipalKind, Resource, Verb};
 
@@ -79,7 +77,10 @@ impl CedarNames {
 
     /// `Action::"llm:chat"`, `Action::"github:issues.create"`.
     pub(crate) fn action(&self, verb: &Verb) -> EntityUid {
-        match built_in_slot(verb).and_then(|slot| self.built_in.get(slot)) {
+        match verb
+            .built_in_index()
+            .and_then(|slot| self.built_in.get(slot))
+        {
             Some(uid) => uid.clone(),
             None => {
                 EntityUid::from_type_name_and_id(self.action.clone(), EntityId::new(verb.as_str()))
@@ -330,35 +331,44 @@ fn same(a: &Arc<Principal>, b: &Arc<Principal>) -> bool {
 
 /// A principal and a resource as Cedar sees them, shared by every request between the two:
 /// their uids, their entity set, and, per action, what the policies settle before any
-/// request context (a function of principal, action and resource alone), on first use.
+/// request context (a function of principal, action and resource alone, of type `J`), on
+/// first use.
 #[derive(Debug)]
-pub(crate) struct Pair {
+pub(crate) struct Pair<J> {
     pub(crate) principal: EntityUid,
     pub(crate) resource: EntityUid,
     /// The schema's action entities, the principal and the resource.
     pub(crate) entities: Entities,
     /// What is settled before any request context, per action slice (same index).
-    pub(crate) judged: Vec<OnceLock<PairJudgement>>,
+    pub(crate) judged: Vec<OnceLock<J>>,
 }
 
 /// One principal's entity set and pairs.
 #[derive(Debug)]
-struct PrincipalEntry {
+struct PrincipalEntry<J> {
     principal: Arc<Principal>,
     /// Action entities + the principal.
     base: Entities,
     /// One pair per resource, most recently added last.
-    pairs: Vec<(Resource, Arc<Pair>)>,
+    pairs: Vec<(Resource, Arc<Pair<J>>)>,
 }
 
 /// Pairs per principal and resource, shared across requests: a request from a known principal
 /// on a known model finds its entities and fixed verdicts ready (one `Arc` clone).
-#[derive(Debug, Default)]
-pub(crate) struct EntityCache {
-    entries: DashMap<Arc<str>, PrincipalEntry>,
+#[derive(Debug)]
+pub(crate) struct EntityCache<J> {
+    entries: DashMap<Arc<str>, PrincipalEntry<J>>,
 }
 
-impl EntityCache {
+impl<J> Default for EntityCache<J> {
+    fn default() -> Self {
+        EntityCache {
+            entries: DashMap::new(),
+        }
+    }
+}
+
+impl<J> EntityCache<J> {
     /// The pair for `principal` and `resource` on top of `actions` (the schema's action
     /// entities), with `slices` empty verdict slots: from the cache when seen before, built
     /// and cached otherwise.
@@ -369,7 +379,7 @@ impl EntityCache {
         principal: &Arc<Principal>,
         resource: &Resource,
         slices: usize,
-    ) -> Result<Arc<Pair>, String> {
+    ) -> Result<Arc<Pair<J>>, String> {
         let known_base = match self.entries.get(&principal.id) {
             Some(hit) if same(&hit.principal, principal) => {
                 if let Some((_, pair)) = hit.pairs.iter().find(|(r, _)| r == resource) {

@@ -11,6 +11,7 @@ use crate::action::{
     ActionContext, EgressFacts, Facts, Finding, Findings, HttpFacts, LlmFacts, Principal,
     PrincipalKind, Resource, Verb,
 };
+use crate::policy::testing::{PolicyTestError, run_tests};
 
 fn repo_policies() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")

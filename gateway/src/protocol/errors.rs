@@ -1,51 +1,12 @@
-//! Why a request could not be interpreted. Messages quote the request only through [`Echo`]:
+//! Why a request could not be interpreted. Messages quote the request only through [`Quoted`]:
 //! a short, escaped prefix, never more.
 
-use std::fmt;
-
-use super::identifier::{IdentifierProblem, is_bidi_control, is_invisible};
+use super::identifier::IdentifierProblem;
 use super::request::Endpoint;
-
-/// Most characters of a request value quoted in an error message.
-pub const ECHO_CHARS: usize = 64;
+use crate::text::Quoted;
 
 /// Most characters of a parser's description kept in an error message.
 const DETAIL_CHARS: usize = 160;
-
-/// A piece of the request quoted in an error: at most [`ECHO_CHARS`] characters, control,
-/// bidirectional and invisible characters escaped (`\u{202e}`), an ellipsis where it was cut.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Echo(String);
-
-impl Echo {
-    /// The bounded quotation of `text`; reads at most [`ECHO_CHARS`] + 1 characters of it.
-    pub fn of(text: &str) -> Echo {
-        let mut out = String::with_capacity(text.len().min(ECHO_CHARS) + 3);
-        for (i, c) in text.chars().enumerate() {
-            if i == ECHO_CHARS {
-                out.push('…');
-                break;
-            }
-            if c.is_control() || is_bidi_control(c) || is_invisible(c) {
-                out.extend(c.escape_unicode());
-            } else {
-                out.push(c);
-            }
-        }
-        Echo(out)
-    }
-
-    /// The quotation as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Echo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// A request Warden cannot interpret: refused before it reaches the upstream.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,7 +49,7 @@ pub enum ProtocolError {
     #[error("the model name in path {path} is not valid: {detail}")]
     InvalidModelInPath {
         /// The request path, bounded.
-        path: Echo,
+        path: Quoted,
         /// What is wrong with it.
         detail: &'static str,
     },
@@ -101,9 +62,9 @@ pub enum ProtocolError {
         /// Position of the offending request in the batch.
         index: usize,
         /// The model named by the path, bounded.
-        expected: Echo,
+        expected: Quoted,
         /// The model named by the request, bounded.
-        found: Echo,
+        found: Quoted,
     },
     /// The path is not an endpoint of this protocol Warden knows; unknown endpoints are refused.
     #[error(
@@ -114,17 +75,17 @@ pub enum ProtocolError {
         /// The route's dialect (`openai`, ...).
         dialect: &'static str,
         /// Request method, bounded.
-        method: Echo,
+        method: Quoted,
         /// Request path (route prefix stripped), bounded.
-        path: Echo,
+        path: Quoted,
     },
     /// The path is known but not with this method.
     #[error("{method} is not allowed on {path}; use {allowed}")]
     WrongMethod {
         /// Request method, bounded.
-        method: Echo,
+        method: Quoted,
         /// Request path (route prefix stripped), bounded.
-        path: Echo,
+        path: Quoted,
         /// The method the endpoint accepts.
         allowed: http::Method,
     },
@@ -170,8 +131,8 @@ impl ProtocolError {
     /// The same error for a method and path, each bounded.
     pub(crate) fn wrong_method(method: &http::Method, path: &str, allowed: http::Method) -> Self {
         ProtocolError::WrongMethod {
-            method: Echo::of(method.as_str()),
-            path: Echo::of(path),
+            method: Quoted::of(method.as_str()),
+            path: Quoted::of(path),
             allowed,
         }
     }
@@ -180,8 +141,8 @@ impl ProtocolError {
     pub(crate) fn unsupported(dialect: &'static str, method: &http::Method, path: &str) -> Self {
         ProtocolError::UnsupportedEndpoint {
             dialect,
-            method: Echo::of(method.as_str()),
-            path: Echo::of(path),
+            method: Quoted::of(method.as_str()),
+            path: Quoted::of(path),
         }
     }
 }
@@ -221,6 +182,7 @@ fn redact_quoted(msg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::text::QUOTE_MAX;
 
     #[test]
     fn type_errors_do_not_echo_request_text() {
@@ -252,16 +214,16 @@ mod tests {
     #[test]
     fn echoes_keep_a_short_escaped_prefix_of_multi_megabyte_values() {
         let huge = "/v1/".to_owned() + &"a".repeat(8 * 1024 * 1024);
-        let echo = Echo::of(&huge);
-        assert_eq!(echo.as_str().chars().count(), ECHO_CHARS + 1);
+        let echo = Quoted::of(&huge);
+        assert_eq!(echo.as_str().chars().count(), QUOTE_MAX + 1);
         assert!(echo.as_str().starts_with("/v1/aaa") && echo.as_str().ends_with('…'));
         assert_eq!(
-            Echo::of("/v1/files").as_str(),
+            Quoted::of("/v1/files").as_str(),
             "/v1/files",
             "short values whole"
         );
         assert_eq!(
-            Echo::of("a\u{0}b\u{202e}c\nd").as_str(),
+            Quoted::of("a\u{0}b\u{202e}c\nd").as_str(),
             "a\\u{0}b\\u{202e}c\\u{a}d",
             "controls and bidi escaped"
         );
@@ -269,12 +231,12 @@ mod tests {
         assert!(error.to_string().len() < 300, "{error}");
         let error = ProtocolError::ModelMismatch {
             index: 1,
-            expected: Echo::of("m"),
-            found: Echo::of(&huge),
+            expected: Quoted::of("m"),
+            found: Quoted::of(&huge),
         };
         assert!(error.to_string().len() < 300, "{error}");
         let error = ProtocolError::InvalidModelInPath {
-            path: Echo::of(&huge),
+            path: Quoted::of(&huge),
             detail: "it contains '/'",
         };
         assert!(error.to_string().len() < 300, "{error}");

@@ -18,6 +18,8 @@ use std::fmt;
 
 use unicode_normalization::UnicodeNormalization;
 
+use crate::text::{is_bidi_control, is_invisible};
+
 /// Longest identifier accepted, in bytes of UTF-8.
 pub const MAX_IDENTIFIER_BYTES: usize = 256;
 
@@ -110,50 +112,6 @@ fn problem(c: char) -> Option<IdentifierProblem> {
     } else {
         None
     }
-}
-
-/// Bidirectional formatting characters: marks, embeddings, overrides and isolates.
-pub fn is_bidi_control(c: char) -> bool {
-    matches!(
-        c,
-        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
-    )
-}
-
-/// Characters that display as nothing: Unicode's `Default_Ignorable_Code_Point` set
-/// (DerivedCoreProperties 15.1) and the other format characters (general category `Cf`).
-pub fn is_invisible(c: char) -> bool {
-    matches!(
-        c,
-        // Default_Ignorable_Code_Point
-        '\u{00AD}'
-            | '\u{034F}'
-            | '\u{061C}'
-            | '\u{115F}'..='\u{1160}'
-            | '\u{17B4}'..='\u{17B5}'
-            | '\u{180B}'..='\u{180F}'
-            | '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{206F}'
-            | '\u{3164}'
-            | '\u{FE00}'..='\u{FE0F}'
-            | '\u{FEFF}'
-            | '\u{FFA0}'
-            | '\u{FFF0}'..='\u{FFF8}'
-            | '\u{1BCA0}'..='\u{1BCA3}'
-            | '\u{1D173}'..='\u{1D17A}'
-            | '\u{E0000}'..='\u{E0FFF}'
-            // other format characters (Cf)
-            | '\u{0600}'..='\u{0605}'
-            | '\u{06DD}'
-            | '\u{070F}'
-            | '\u{0890}'..='\u{0891}'
-            | '\u{08E2}'
-            | '\u{FFF9}'..='\u{FFFB}'
-            | '\u{110BD}'
-            | '\u{110CD}'
-            | '\u{13430}'..='\u{1343F}'
-    )
 }
 
 /// NFKC, then each non-ASCII character replaced by its confusable prototype where that is ASCII.

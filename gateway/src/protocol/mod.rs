@@ -30,7 +30,7 @@ use std::fmt;
 use serde::Deserialize;
 
 pub use dialect::{Dialect, Inbound, Interpreted, Shape};
-pub use errors::{Echo, ProtocolError};
+pub use errors::ProtocolError;
 pub use identifier::{IdentifierProblem, LOOKALIKE_FINDING, MAX_IDENTIFIER_BYTES};
 pub use refusal::{DECISION_HEADER, DECISION_ID_HEADER, REQUEST_ID_HEADER, Refusal, RefusalFinish};
 pub use request::{Endpoint, LlmRequest};

@@ -5,9 +5,10 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use super::errors::{Echo, ProtocolError};
+use super::errors::ProtocolError;
 use super::identifier;
 use super::request::Endpoint;
+use crate::text::Quoted;
 
 /// A model name as sent, and the folded name policy judges when it differs.
 pub type CheckedModel = (String, Option<String>);
@@ -84,7 +85,7 @@ pub fn model_from_path(
     allow_slash: bool,
 ) -> Result<CheckedModel, ProtocolError> {
     let decoded = percent_decode(raw).ok_or_else(|| ProtocolError::InvalidModelInPath {
-        path: Echo::of(path),
+        path: Quoted::of(path),
         detail: "it has a bad percent-escape",
     })?;
     let folded = check_path_model(&decoded, path, allow_slash)?;
@@ -104,7 +105,7 @@ pub fn check_path_model(
             problem,
         })?;
     let invalid = |detail| ProtocolError::InvalidModelInPath {
-        path: Echo::of(path),
+        path: Quoted::of(path),
         detail,
     };
     if decoded.contains(['?', '#', '\\']) {

@@ -131,14 +131,14 @@ impl Exchange {
         let mut event = self.event(EventKind::Decision);
         event.decision = decision.label().into();
         event.policies = decision.policy_ids();
-        event.reasons = match decision {
-            Decision::Allow { .. } => Vec::new(),
-            Decision::Deny { reasons, .. } => reasons
-                .iter()
-                .map(|r| bounded(r, FIELD_MAX).into_owned())
-                .collect(),
-            Decision::NeedsApproval { reason, .. } => reason.iter().cloned().collect(),
-        };
+        event.reasons = decision
+            .reasons()
+            .into_iter()
+            .map(|r| match bounded(&r, FIELD_MAX) {
+                std::borrow::Cow::Borrowed(_) => r,
+                cut => cut.into_owned(),
+            })
+            .collect();
         event.findings = findings
             .0
             .iter()
@@ -236,13 +236,13 @@ impl Exchange {
 
     /// The answer to `refusal`, and its record and log line.
     fn refused(&mut self, refusal: &Refusal) -> Response<Full<Bytes>> {
-        self.log(refusal);
         let response = refusal.respond(
             self.route.as_deref(),
             self.shape.as_ref(),
             &self.decision_id,
         );
         let message = bounded(&refusal.to_string(), FIELD_MAX).into_owned();
+        self.log(refusal, response.status(), &message);
         let event = match refusal.recorded() {
             Recorded::Nothing => None,
             Recorded::Rejected => {
@@ -273,16 +273,15 @@ impl Exchange {
     /// A refusal in the process log: our side failing (5xx: upstream down, audit log or
     /// credential unavailable) is a warning an operator must see; an agent's mistake (4xx) is
     /// in the audit log and logged at debug only.
-    fn log(&self, refusal: &Refusal) {
+    fn log(&self, refusal: &Refusal, status: http::StatusCode, error: &str) {
         let principal = self.principal.as_ref().map_or("", |p| &*p.id);
         let route = self.route.as_ref().map_or("none", |r| &*r.name);
-        let status = refusal.status().as_u16();
         let code = refusal.code();
-        let error = bounded(&refusal.to_string(), FIELD_MAX).into_owned();
+        let status = status.as_u16();
         if refusal.is_ours() {
-            tracing::warn!(request_id = %self.request_id, principal, route, status, code, %error, "request failed");
+            tracing::warn!(request_id = %self.request_id, principal, route, status, code, error, "request failed");
         } else {
-            tracing::debug!(request_id = %self.request_id, principal, route, status, code, %error, "request refused");
+            tracing::debug!(request_id = %self.request_id, principal, route, status, code, error, "request refused");
         }
     }
 

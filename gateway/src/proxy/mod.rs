@@ -89,7 +89,7 @@ async fn walk(
     inspect(&mut action, &request);
     let decision = decide(snap, ex, &action, &request).await?;
     hold(&decision)?;
-    let outbound = credential(&route, request).await?;
+    let outbound = credential(&route, request)?;
     let response = forward(upstream, ex, outbound).await?;
     Ok(observe(ex, &route, response))
 }
@@ -213,9 +213,9 @@ fn hold(decision: &Decision) -> Result<(), Refusal> {
 }
 
 /// Credential: the agent's credential out, the upstream's in.
-async fn credential(route: &Route, request: ReadRequest) -> Result<Request<Full<Bytes>>, Refusal> {
+fn credential(route: &Route, request: ReadRequest) -> Result<Request<Full<Bytes>>, Refusal> {
     let credential = match &route.credential {
-        Some(provider) => Some(provider.credential().await?),
+        Some(provider) => Some(provider.credential()?),
         None => None,
     };
     let ReadRequest { mut head, body } = request;

@@ -35,8 +35,9 @@ pub enum Refusal {
     #[error(transparent)]
     Hold(#[from] Hold),
     /// decide: the decision could not be recorded and `audit.fail_closed` is on.
-    #[error("the audit log cannot be written, so Warden refuses requests (audit.fail_closed): {0}")]
-    Audit(AuditError),
+    /// The agent is not told why (the operator's log says): the error names files.
+    #[error("the audit log cannot be written, so Warden refuses requests (audit.fail_closed)")]
+    Audit(#[source] AuditError),
     /// credential: the upstream credential is unavailable (fail closed).
     #[error("the upstream credential is unavailable: {0}")]
     Credential(#[from] CredentialError),

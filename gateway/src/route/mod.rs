@@ -20,7 +20,7 @@ pub enum RouteError {
     #[error("no route matches {path}; check the base URL the agent uses")]
     NoRoute {
         /// The request path (cut short if long).
-        path: crate::text::Bounded,
+        path: crate::text::Quoted,
     },
 }
 
@@ -149,7 +149,7 @@ impl RouteTable {
         self.find(path)
             .map(|(route, _)| route)
             .ok_or_else(|| RouteError::NoRoute {
-                path: crate::text::Bounded::path(path),
+                path: crate::text::Quoted::with_max(path, crate::text::PATH_MAX),
             })
     }
 
@@ -217,8 +217,8 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn openai_compatible_route_with_credential_injects_a_bearer_header() {
+    #[test]
+    fn openai_compatible_route_with_credential_injects_a_bearer_header() {
         let dir = tempfile::tempdir().expect("tempdir");
         let secret = dir.path().join("key");
         std::fs::write(&secret, "sk-local\n").expect("write secret");
@@ -232,7 +232,6 @@ mod tests {
             .as_ref()
             .expect("the route takes a credential")
             .credential()
-            .await
             .expect("credential is read");
         assert_eq!(credential.header, http::header::AUTHORIZATION);
         assert_eq!(credential.value.as_bytes(), b"Bearer sk-local");

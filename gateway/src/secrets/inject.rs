@@ -6,7 +6,7 @@ use http::header::{self, HeaderMap, HeaderName};
 use http::{HeaderValue, Request, request::Parts};
 use http_body_util::Full;
 
-use super::Credential;
+use super::credential::Credential;
 use crate::route::Route;
 
 /// Headers in which agents present their Warden credential. Never forwarded.

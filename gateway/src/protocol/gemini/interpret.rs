@@ -8,10 +8,11 @@ use http::Method;
 use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
-use crate::protocol::errors::{Echo, ProtocolError};
+use crate::protocol::errors::ProtocolError;
 use crate::protocol::estimate::{TextChars, ToolDef, tokens_from_chars};
 use crate::protocol::parse::{check_path_model, parse_body, percent_decode, require_method};
 use crate::protocol::request::{Endpoint, LlmRequest};
+use crate::text::Quoted;
 
 /// The dialect's name in configuration, logs and errors.
 pub const NAME: &str = "gemini";
@@ -36,7 +37,7 @@ pub fn interpret(
     };
     // Decode once, then split: `gemini%3AgenerateContent` means what the upstream decodes it to.
     let tail = percent_decode(tail).ok_or_else(|| ProtocolError::InvalidModelInPath {
-        path: Echo::of(path),
+        path: Quoted::of(path),
         detail: "it has a bad percent-escape",
     })?;
     let Some((model, rpc)) = tail.rsplit_once(':') else {
@@ -108,8 +109,8 @@ fn check_same_model(
         Some(m) if m.strip_prefix("models/").unwrap_or(m) != path_model => {
             Err(ProtocolError::ModelMismatch {
                 index,
-                expected: Echo::of(path_model),
-                found: Echo::of(m),
+                expected: Quoted::of(path_model),
+                found: Quoted::of(m),
             })
         }
         _ => Ok(()),
