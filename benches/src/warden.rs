@@ -65,7 +65,7 @@ identity:
 policy:
   dir: "{d}/policies"
 audit:
-  fsync: {fsync}
+  durability: {durability}
 log:
   access: {access}
 runtime:
@@ -80,7 +80,11 @@ routes:
             proxy = self.proxy,
             admin = self.admin,
             upstream = self.upstream,
-            fsync = self.variant.audit_fsync,
+            durability = if self.variant.audit_fsync {
+                "disk"
+            } else {
+                "process"
+            },
             access = self.variant.access_log,
             workers = self.workers,
         )

@@ -138,7 +138,10 @@ fn warden_config_is_accepted_by_wardens_loader_with_auth_cedar_and_fsync_on() {
     assert!(config.identity.required);
     assert_eq!(config.runtime.worker_threads, 1);
     assert!(config.identity.warden_issuer.enabled);
-    assert!(config.audit.fsync);
+    assert_eq!(
+        config.audit.durability,
+        ::warden::audit::config::Durability::Disk
+    );
     assert!(
         !config.log.access,
         "the measured setup runs Warden's defaults: no access log"

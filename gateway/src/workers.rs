@@ -9,8 +9,7 @@
 //! multi-thread runtime (docs/performance.md).
 //!
 //! Everything else (admin listener, reloads, signal handling, TLS and JWKS refreshes) runs on
-//! the main thread's runtime, so none of it competes with the proxy's event loops. The audit
-//! writer has its own thread.
+//! the main thread's runtime, so none of it competes with the proxy's event loops.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +18,6 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{oneshot, watch};
 
-use crate::audit::producers::Producer;
 use crate::config::UpstreamConfig;
 use crate::gateway::Gateway;
 use crate::listener::{self, ServerTls};
@@ -145,7 +143,10 @@ fn run(
     shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let runtime = match worker_runtime(gw.audit.register_producer()) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!(worker, %error, "cannot start the worker's runtime");
@@ -155,9 +156,6 @@ fn run(
     // Shared by reference count: a request holds a pointer, not a copy of the client.
     let client = Arc::new(client);
     runtime.block_on(async move {
-        // Decision records' durability answers reach this thread's requests in one batch per
-        // commit.
-        tokio::spawn(crate::audit::answer::open_mailbox());
         let listener = match tokio::net::TcpListener::from_std(std_listener) {
             Ok(listener) => listener,
             Err(error) => {
@@ -176,50 +174,9 @@ fn run(
     });
 }
 
-/// A worker's event loop: one thread, telling the audit writer when it goes idle and when it
-/// runs again, so the writer waits for more decisions before a commit only while a worker
-/// runs. Public for the bench's durability floor, which serves as a worker does.
-pub fn worker_runtime(producer: Producer) -> std::io::Result<tokio::runtime::Runtime> {
-    let producer = Arc::new(producer);
-    let (parked, unparked) = (Arc::clone(&producer), producer);
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .on_thread_park(move || parked.parked())
-        .on_thread_unpark(move || unparked.unparked())
-        .build()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::producers::Producers;
-    use std::time::Instant;
-
-    #[test]
-    fn a_worker_runtime_tells_the_audit_writer_when_it_is_idle() {
-        let producers = Arc::new(Producers::default());
-        let runtime = worker_runtime(producers.register()).unwrap();
-        let seen_idle = runtime.block_on(async {
-            // Another thread looks while this runtime waits on a timer with nothing to run.
-            let p = Arc::clone(&producers);
-            let look = std::thread::spawn(move || {
-                let deadline = Instant::now() + Duration::from_secs(2);
-                while Instant::now() < deadline {
-                    if p.all_idle() {
-                        return true;
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                false
-            });
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            look.join().expect("look")
-        });
-        assert!(seen_idle, "the runtime's idle wait was reported");
-        assert!(!producers.all_idle(), "running again once woken");
-        drop(runtime);
-        assert!(!producers.all_idle(), "no worker registered any more");
-    }
 
     #[test]
     fn zero_means_one_worker_per_core() {

@@ -205,27 +205,19 @@ fn serve_upstream(addr: SocketAddr, threads: usize) -> Result<()> {
 }
 
 /// The bare hyper proxy, on one single-threaded runtime as each Warden worker runs; with
-/// `audit`, recording through Warden's audit log (fsync on, its defaults otherwise), its
-/// runtime telling the writer when it goes idle as a Warden worker's does.
+/// `audit`, recording through Warden's audit log in `disk` durability (its default).
 fn serve_bare_proxy(addr: SocketAddr, upstream: SocketAddr, audit: Option<&Path>) -> Result<()> {
     let audit = audit
         .map(|dir| {
-            let config = AuditConfig {
-                fsync: true,
-                ..AuditConfig::default()
-            };
-            AuditLog::open(dir, &config)
+            AuditLog::open(dir, &AuditConfig::default())
                 .map(Arc::new)
                 .with_context(|| format!("opening the bare proxy's audit log in {}", dir.display()))
         })
         .transpose()?;
-    let runtime = match &audit {
-        Some(log) => ::warden::workers::worker_runtime(log.register_producer()),
-        None => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-    }
-    .context("starting the bare proxy's runtime")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the bare proxy's runtime")?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

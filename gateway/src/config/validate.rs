@@ -143,10 +143,13 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     if config.limits.max_request_bytes == 0 {
         err("limits.max_request_bytes", "must be greater than 0".into());
     }
-    if config.audit.max_commit_delay > std::time::Duration::from_secs(1) {
+    let flush_interval = config.audit.flush_interval;
+    if flush_interval.is_zero() || flush_interval > std::time::Duration::from_secs(1) {
         err(
-            "audit.max_commit_delay",
-            "must be at most 1s: every allowed request waits for its commit".into(),
+            "audit.flush_interval",
+            "must be more than 0 and at most 1s: a lost machine loses up to this much of the \
+             log in process durability"
+                .into(),
         );
     }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
