@@ -302,6 +302,35 @@ colour: blue
     }
 
     #[test]
+    fn audit_durability_and_flush_interval_are_read_and_bounded_and_removed_keys_refused() {
+        use crate::audit::config::Durability;
+        let process = parse(
+            "audit:\n  durability: process\n  flush_interval: 5ms\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(process.audit.durability, Durability::Process);
+        assert_eq!(
+            process.audit.flush_interval,
+            std::time::Duration::from_millis(5)
+        );
+        assert_eq!(parse("", None).unwrap().audit.durability, Durability::Disk);
+        let text = errors_of("audit:\n  flush_interval: 0s\n");
+        assert!(
+            text.contains("warden.yaml:2: audit.flush_interval: must be more than 0"),
+            "{text}"
+        );
+        for removed in ["fsync: true", "direct_io: true", "max_commit_delay: 1ms"] {
+            let key = removed.split(':').next().unwrap_or_default();
+            let text = errors_of(&format!("audit:\n  {removed}\n"));
+            assert!(
+                text.contains(&format!("warden.yaml:2: audit.{key}: unknown field")),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
     fn ca_only_without_ca_file_is_located_at_ca_only() {
         let text = errors_of("upstream:\n  connect_timeout: 5s\n  ca_only: true\n");
         assert!(
