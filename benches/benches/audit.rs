@@ -1,12 +1,13 @@
-//! Audit append: `AuditLog::append` awaited until durable (fsync on), from one task and from
-//! 32 concurrent tasks (group commit shares each fsync), with commits written by direct I/O
-//! and by a buffered write and fdatasync.
+//! Audit append: `AuditLog::append` awaited until committed, from one task and from 32
+//! concurrent tasks (group commit shares each commit), in `disk` durability (each commit
+//! flushed before it is answered) and in `process` durability (answered once written, flushed
+//! within the flush interval).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use warden::audit::AuditLog;
-use warden::audit::config::AuditConfig;
+use warden::audit::config::{AuditConfig, Durability};
 use warden_bench::records;
 
 fn append(c: &mut Criterion) {
@@ -15,17 +16,14 @@ fn append(c: &mut Criterion) {
         .build()
         .expect("tokio runtime");
     let event = records::decision();
-    // `direct`: commits written with O_DIRECT | O_DSYNC (the default where the filesystem
-    // does it); `buffered`: a write and fdatasync (`audit.direct_io: false`).
-    for (name, direct_io) in [("direct", true), ("buffered", false)] {
+    for (name, durability) in [("disk", Durability::Disk), ("process", Durability::Process)] {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = AuditConfig {
-            fsync: true,
-            direct_io,
+            durability,
             ..AuditConfig::default()
         };
         let log = Arc::new(AuditLog::open(dir.path(), &config).expect("audit log opens"));
-        let mut group = c.benchmark_group(format!("audit_append_fsync/{name}"));
+        let mut group = c.benchmark_group(format!("audit_append/{name}"));
         group.measurement_time(Duration::from_secs(5));
         group.throughput(Throughput::Elements(1));
         group.bench_function("1_task", |b| {

@@ -4,11 +4,11 @@
 //! authentication, Cedar, the audit log and the rest cost; this one minus nginx's is what the
 //! stack itself costs.
 //!
-//! With an [`AuditLog`] (target `hyper-audit`) it is the floor under Warden's durability: the
-//! same proxy that, like Warden, makes a decision record durable through Warden's own audit
-//! writer before it calls the upstream and appends an outcome record after, and does nothing
-//! else. No design that keeps point 7's guarantee (the record durable before the upstream
-//! call) with this writer can serve faster than this floor on the same machine.
+//! With an [`AuditLog`] (target `hyper-audit`) it is the floor under Warden's `disk`
+//! durability: the same proxy that, like Warden, makes a decision record durable through
+//! Warden's own audit writer before it calls the upstream and appends an outcome record after,
+//! and does nothing else. No Warden that keeps the record on disk before the upstream call
+//! with this writer can serve faster than this floor on the same machine.
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri};

@@ -75,7 +75,7 @@ pub fn locate() -> Result<PathBuf, HarnessError> {
         .ok_or(HarnessError::MissingBinary {
             what: "nginx",
             path: PathBuf::from("nginx"),
-            hint: "install it (`apt-get install -y nginx`), set $NGINX, or pass --targets direct,warden",
+            hint: "install it (`apt-get install -y nginx`), set $NGINX, or leave nginx out of --targets",
         })
 }
 

@@ -6,15 +6,32 @@ use std::fmt::Write as _;
 use crate::audit_share::AuditShare;
 use crate::loadgen::LoadResult;
 
-/// Warden must serve at least this share of nginx's requests per second.
+/// `process` durability: Warden must serve at least this share of nginx's requests per second.
 pub const RPS_RATIO_TARGET: f64 = 0.6;
-/// Warden's p99 latency may be at most this multiple of nginx's (at the same request rate).
+/// `process` durability: Warden's p99 latency may be at most this multiple of nginx's (at the
+/// same request rate).
 pub const P99_RATIO_TARGET: f64 = 1.3;
-/// Warden's peak resident memory must stay below this, MiB.
+/// `disk` durability: Warden must serve at least this share of the durability floor's
+/// (`hyper-audit`'s) requests per second, measured in the same run.
+pub const FLOOR_RATIO_TARGET: f64 = 0.85;
+/// Warden's peak resident memory must stay below this, MiB, in both durabilities.
 pub const PEAK_MIB_TARGET: f64 = 40.0;
+/// Warden's CPU per request against the baseline binary's: within this share counts as the
+/// same.
+pub const BASELINE_CPU_TOLERANCE: f64 = 0.05;
 /// Above this share of the machine's time stolen by the host in a measured window, the
 /// report warns that its figures are not a quiet machine's.
 pub const STEAL_WARN_PERCENT: f64 = 2.0;
+
+/// The Warden in `process` durability.
+pub const WARDEN_PROCESS: &str = "warden-process";
+/// The Warden in `disk` durability.
+pub const WARDEN_DISK: &str = "warden-disk";
+/// Another Warden binary, given by path (`--baseline-bin`), run with its own defaults.
+pub const WARDEN_BASELINE: &str = "warden-baseline";
+/// The durability floor: the bare proxy recording through Warden's audit log in `disk`
+/// durability.
+pub const FLOOR: &str = "hyper-audit";
 
 /// The whole run.
 #[derive(Debug, Clone, Serialize)]
@@ -27,10 +44,13 @@ pub struct Report {
     pub targets: Vec<TargetReport>,
     /// Targets that could not be measured, and why.
     pub skipped: Vec<Skipped>,
-    /// Warden against nginx, when both ran.
-    pub comparison: Option<Comparison>,
-    /// The durability floor (`hyper-audit`) against nginx, when both ran.
-    pub floor: Option<FloorComparison>,
+    /// The marks of `process` durability: `warden-process` against nginx, when both ran.
+    pub process_marks: Option<ProcessMarks>,
+    /// The marks of `disk` durability: `warden-disk` against the durability floor, when both
+    /// ran.
+    pub disk_marks: Option<DiskMarks>,
+    /// `warden-disk` against the baseline binary, when both ran.
+    pub baseline: Option<BaselineComparison>,
 }
 
 /// Where the run happened.
@@ -50,6 +70,8 @@ pub struct Versions {
     pub harness: String,
     pub nginx: Option<String>,
     pub warden: Option<String>,
+    /// `--version` of the binary run as `warden-baseline`.
+    pub warden_baseline: Option<String>,
 }
 
 /// How the load was shaped.
@@ -63,8 +85,6 @@ pub struct Params {
     pub upstream_threads: usize,
     /// How often the sequence of targets ran; each target reports its median round.
     pub rounds: u32,
-    /// Warden's `audit.fsync` (true in the measured setup).
-    pub warden_audit_fsync: bool,
     /// Warden's `log.access` (false in the measured setup, as Warden's default).
     pub warden_access_log: bool,
     /// Warden's `runtime.worker_threads` (1 in the measured setup, as nginx's one worker).
@@ -72,12 +92,15 @@ pub struct Params {
     /// Requests per second offered to every target in the fixed-rate latency phase; `None`
     /// when it did not run.
     pub latency_rate: Option<f64>,
+    /// The binary run as `warden-baseline`, when one was given.
+    pub baseline_bin: Option<String>,
 }
 
 /// One target's figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetReport {
-    /// `direct`, `nginx` or `warden`.
+    /// `direct`, `nginx`, `hyper`, `hyper-audit`, `warden-disk`, `warden-process` or
+    /// `warden-baseline`.
     pub name: String,
     pub requests: u64,
     pub errors: u64,
@@ -106,8 +129,8 @@ pub struct TargetReport {
     pub steal_percent: Option<f64>,
     /// The same for every round, in order.
     pub steal_percent_rounds: Vec<f64>,
-    /// Warden only: how long its decisions waited for the audit log over the measured window,
-    /// from its `/metrics`.
+    /// Wardens only: how long decisions waited for the audit log over the measured window,
+    /// from the target's `/metrics`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditShare>,
     /// Latency at the fixed rate every target was offered (open loop), when measured.
@@ -139,7 +162,7 @@ pub struct RateLatency {
     pub p99_rounds: Vec<u64>,
     /// Steal during the median round's window, percent (see [`TargetReport`]).
     pub steal_percent: Option<f64>,
-    /// Warden only: its audit wait during the median round's window.
+    /// Wardens only: the audit wait during the median round's window.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditShare>,
 }
@@ -184,9 +207,9 @@ pub struct Skipped {
     pub reason: String,
 }
 
-/// Warden against nginx, and whether the targets are met.
+/// `process` durability's marks: `warden-process` against nginx.
 #[derive(Debug, Clone, Serialize)]
-pub struct Comparison {
+pub struct ProcessMarks {
     /// warden rps / nginx rps, both saturated (target ≥ 0.6).
     pub rps_ratio: f64,
     /// warden p99 / nginx p99 at the same offered rate (target ≤ 1.3); at saturation when
@@ -209,22 +232,35 @@ pub struct Comparison {
     pub memory_target_met: Option<bool>,
 }
 
-/// The durability floor against the marks: the bare proxy that only makes each decision
-/// record durable before forwarding. Below a mark, no Warden that keeps that guarantee
-/// reaches it on this machine; within it, the rest of Warden's gap is Warden's own cost.
+/// `disk` durability's marks: `warden-disk` against the durability floor (`hyper-audit`, the
+/// bare proxy that only makes each decision record durable before forwarding, with Warden's
+/// audit log in the same durability), measured in the same run.
 #[derive(Debug, Clone, Serialize)]
-pub struct FloorComparison {
-    /// floor rps / nginx rps, median rounds.
+pub struct DiskMarks {
+    /// warden rps / floor rps, median rounds (target ≥ 0.85).
     pub rps_ratio: f64,
     /// The same, each round.
     pub rps_ratio_rounds: Vec<f64>,
-    /// floor p99 / nginx p99 at the same offered rate, when the fixed-rate phase ran.
-    pub p99_ratio: Option<f64>,
-    /// warden rps / floor rps, when Warden ran: how much of what durability leaves Warden
-    /// serves.
-    pub warden_share: Option<f64>,
-    pub rps_within_target: bool,
-    pub p99_within_target: Option<bool>,
+    /// Warden's peak resident memory, MiB (target < 40).
+    pub warden_peak_mib: Option<f64>,
+    /// floor rps / nginx rps, when nginx ran: what the disk leaves of a proxy's rate.
+    pub floor_rps_vs_nginx: Option<f64>,
+    pub rps_target_met: bool,
+    pub memory_target_met: Option<bool>,
+}
+
+/// `warden-disk` against `warden-baseline` (another binary, run in the same durability with
+/// its own defaults): what a change costs, in the same run.
+#[derive(Debug, Clone, Serialize)]
+pub struct BaselineComparison {
+    /// warden CPU per request / baseline CPU per request, saturated median rounds.
+    pub cpu_ratio: Option<f64>,
+    /// warden rps / baseline rps, median rounds.
+    pub rps_ratio: f64,
+    /// The same, each round.
+    pub rps_ratio_rounds: Vec<f64>,
+    /// Whether the CPU per request is within 5% of the baseline's (or below it).
+    pub cpu_within_tolerance: Option<bool>,
 }
 
 impl TargetReport {
@@ -299,50 +335,40 @@ impl Report {
                 }
             }
         }
-        self.comparison = match (self.target("warden"), self.target("nginx")) {
-            (Some(w), Some(n)) => {
-                let rps_ratio = ratio_of_rates(w.rps, n.rps);
-                let p99_ratio_saturated = ratio_of_p99s(w.p99_us, n.p99_us);
-                let at_same_rate = w.at_rate.as_ref().zip(n.at_rate.as_ref());
-                let (p99_ratio, p99_at_same_rate) = match at_same_rate {
-                    Some((w, n)) => (ratio_of_p99s(w.p99_us, n.p99_us), true),
-                    None => (p99_ratio_saturated, false),
-                };
-                let warden_peak_mib = w.peak_rss_kib.map(|k| k as f64 / 1024.0);
-                let p99_ratio_rounds = at_same_rate.map_or_else(Vec::new, |(w, n)| {
-                    paired(&w.p99_rounds, &n.p99_rounds, ratio_of_p99s)
-                });
-                Some(Comparison {
+        self.process_marks = self
+            .target(WARDEN_PROCESS)
+            .zip(self.target("nginx"))
+            .map(|(w, n)| process_marks(w, n));
+        self.disk_marks = self
+            .target(WARDEN_DISK)
+            .zip(self.target(FLOOR))
+            .map(|(w, f)| {
+                let rps_ratio = ratio_of_rates(w.rps, f.rps);
+                let warden_peak_mib = peak_mib(w);
+                DiskMarks {
                     rps_ratio,
-                    p99_ratio,
-                    p99_at_same_rate,
-                    p99_ratio_saturated,
-                    rps_ratio_rounds: paired(&w.rps_rounds, &n.rps_rounds, ratio_of_rates),
-                    p99_ratio_rounds,
+                    rps_ratio_rounds: paired(&w.rps_rounds, &f.rps_rounds, ratio_of_rates),
                     warden_peak_mib,
-                    rps_target_met: rps_ratio >= RPS_RATIO_TARGET,
-                    p99_target_met: p99_ratio <= P99_RATIO_TARGET,
+                    floor_rps_vs_nginx: self.target("nginx").map(|n| ratio_of_rates(f.rps, n.rps)),
+                    rps_target_met: rps_ratio >= FLOOR_RATIO_TARGET,
                     memory_target_met: warden_peak_mib.map(|m| m < PEAK_MIB_TARGET),
-                })
-            }
-            _ => None,
-        };
-        self.floor = match (self.target("hyper-audit"), self.target("nginx")) {
-            (Some(f), Some(n)) => {
-                let rps_ratio = ratio_of_rates(f.rps, n.rps);
-                let p99_ratio = (f.at_rate.as_ref().zip(n.at_rate.as_ref()))
-                    .map(|(f, n)| ratio_of_p99s(f.p99_us, n.p99_us));
-                Some(FloorComparison {
-                    rps_ratio,
-                    rps_ratio_rounds: paired(&f.rps_rounds, &n.rps_rounds, ratio_of_rates),
-                    p99_ratio,
-                    warden_share: self.target("warden").map(|w| ratio_of_rates(w.rps, f.rps)),
-                    rps_within_target: rps_ratio >= RPS_RATIO_TARGET,
-                    p99_within_target: p99_ratio.map(|r| r <= P99_RATIO_TARGET),
-                })
-            }
-            _ => None,
-        };
+                }
+            });
+        self.baseline = self
+            .target(WARDEN_DISK)
+            .zip(self.target(WARDEN_BASELINE))
+            .map(|(w, b)| {
+                let cpu_ratio = w
+                    .proxy_cpu_us_per_req
+                    .zip(b.proxy_cpu_us_per_req)
+                    .map(|(w, b)| w / b.max(f64::MIN_POSITIVE));
+                BaselineComparison {
+                    cpu_ratio,
+                    rps_ratio: ratio_of_rates(w.rps, b.rps),
+                    rps_ratio_rounds: paired(&w.rps_rounds, &b.rps_rounds, ratio_of_rates),
+                    cpu_within_tolerance: cpu_ratio.map(|r| r <= 1.0 + BASELINE_CPU_TOLERANCE),
+                }
+            });
     }
 
     /// A warning naming each target whose measured windows the host stole time from (above
@@ -395,12 +421,14 @@ impl Report {
                 n => format!("{n} worker threads"),
             },
         );
-        if !p.warden_audit_fsync || p.warden_access_log {
+        if p.warden_access_log {
             let _ = writeln!(
                 out,
-                "DIAGNOSTIC RUN: Warden with audit.fsync {} and log.access {}: not the measured setup",
-                p.warden_audit_fsync, p.warden_access_log
+                "DIAGNOSTIC RUN: Warden with log.access true: not the measured setup"
             );
+        }
+        if let Some(bin) = &p.baseline_bin {
+            let _ = writeln!(out, "{WARDEN_BASELINE}: {bin}");
         }
         if self.machine.load_average > self.machine.cores as f64 / 2.0 {
             let _ = writeln!(
@@ -414,7 +442,7 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "{:<11} {:>7} {:>8} {:>8} {:>8} {:>10} {:>10} {:>9} {:>9} {:>7}",
+            "{:<15} {:>7} {:>8} {:>8} {:>8} {:>10} {:>10} {:>9} {:>9} {:>7}",
             "target",
             "req/s",
             "p50 µs",
@@ -430,7 +458,7 @@ impl Report {
             let opt_i = |v: Option<i64>| v.map_or("-".to_owned(), |v| format!("{v:+}"));
             let _ = writeln!(
                 out,
-                "{:<11} {:>7.0} {:>8} {:>8} {:>8} {:>10} {:>10} {:>9} {:>9} {:>7}",
+                "{:<15} {:>7.0} {:>8} {:>8} {:>8} {:>10} {:>10} {:>9} {:>9} {:>7}",
                 t.name,
                 t.rps,
                 t.p50_us,
@@ -456,7 +484,7 @@ impl Report {
             );
             let _ = writeln!(
                 out,
-                "{:<11} {:>7} {:>8} {:>8} {:>8} {:>10} {:>10} {:>9} {:>9} {:>7}",
+                "{:<15} {:>7} {:>8} {:>8} {:>8} {:>10} {:>10} {:>9} {:>9} {:>7}",
                 "target",
                 "req/s",
                 "p50 µs",
@@ -473,7 +501,7 @@ impl Report {
                 let opt_i = |v: Option<i64>| v.map_or("-".to_owned(), |v| format!("{v:+}"));
                 let _ = writeln!(
                     out,
-                    "{:<11} {:>7.0} {:>8} {:>8} {:>8} {:>10} {:>10} {:>9} {:>9} {:>7}",
+                    "{:<15} {:>7.0} {:>8} {:>8} {:>8} {:>10} {:>10} {:>9} {:>9} {:>7}",
                     t.name,
                     r.achieved_rps,
                     r.p50_us,
@@ -488,92 +516,145 @@ impl Report {
                 );
             }
         }
-        if let Some(a) = self.target("warden").and_then(|t| t.audit.as_ref()) {
-            let _ = writeln!(out, "warden: {}", audit_line(a));
-        }
-        if let Some((rate, a)) = self
-            .target("warden")
-            .and_then(|t| t.at_rate.as_ref())
-            .and_then(|r| Some((r.rate, r.audit.as_ref()?)))
-        {
-            let _ = writeln!(out, "warden at {rate:.0} req/s: {}", audit_line(a));
+        for t in self.targets.iter().filter(|t| t.name.starts_with("warden")) {
+            if let Some(a) = &t.audit {
+                let _ = writeln!(out, "{}: {}", t.name, audit_line(a));
+            }
+            if let Some((rate, a)) = t
+                .at_rate
+                .as_ref()
+                .and_then(|r| Some((r.rate, r.audit.as_ref()?)))
+            {
+                let _ = writeln!(out, "{} at {rate:.0} req/s: {}", t.name, audit_line(a));
+            }
         }
         for s in &self.skipped {
             let _ = writeln!(out, "{:<8} skipped: {}", s.name, s.reason);
         }
-        if let Some(c) = &self.comparison {
-            let mark = |ok: bool| if ok { "met" } else { "MISSED" };
-            let _ = writeln!(
-                out,
-                "warden/nginx: rps {:.2}x (target >= {RPS_RATIO_TARGET}: {}), p99 {:.2}x {} (target <= {P99_RATIO_TARGET}: {}), peak {} (target < {PEAK_MIB_TARGET} MiB: {}); p99 at saturation {:.2}x",
-                c.rps_ratio,
-                mark(c.rps_target_met),
-                c.p99_ratio,
-                if c.p99_at_same_rate {
-                    "at the same rate"
-                } else {
-                    "at saturation"
-                },
-                mark(c.p99_target_met),
-                c.warden_peak_mib
-                    .map_or("-".to_owned(), |m| format!("{m:.1} MiB")),
-                c.memory_target_met.map_or("unknown", mark),
-                c.p99_ratio_saturated,
-            );
-            if c.rps_ratio_rounds.len() > 1 {
-                let _ = writeln!(
-                    out,
-                    "warden/nginx round by round: rps {}; p99 at the same rate {}",
-                    list(&c.rps_ratio_rounds),
-                    if c.p99_ratio_rounds.is_empty() {
-                        "-".to_owned()
-                    } else {
-                        list(&c.p99_ratio_rounds)
-                    },
-                );
-            }
+        if let Some(m) = &self.process_marks {
+            let _ = writeln!(out, "{}", process_line(m));
         }
-        if let Some(f) = &self.floor {
-            let _ = writeln!(out, "{}", floor_line(f));
+        if let Some(m) = &self.disk_marks {
+            let _ = writeln!(out, "{}", disk_line(m));
+        }
+        if let Some(b) = &self.baseline {
+            let _ = writeln!(out, "{}", baseline_line(b));
         }
         out
     }
 }
 
-/// What the durability floor says about the marks on this machine.
-fn floor_line(f: &FloorComparison) -> String {
+/// `process` durability's marks from `warden` (`warden-process`) and `nginx`.
+fn process_marks(warden: &TargetReport, nginx: &TargetReport) -> ProcessMarks {
+    let rps_ratio = ratio_of_rates(warden.rps, nginx.rps);
+    let p99_ratio_saturated = ratio_of_p99s(warden.p99_us, nginx.p99_us);
+    let at_same_rate = warden.at_rate.as_ref().zip(nginx.at_rate.as_ref());
+    let (p99_ratio, p99_at_same_rate) = match at_same_rate {
+        Some((w, n)) => (ratio_of_p99s(w.p99_us, n.p99_us), true),
+        None => (p99_ratio_saturated, false),
+    };
+    let warden_peak_mib = peak_mib(warden);
+    ProcessMarks {
+        rps_ratio,
+        p99_ratio,
+        p99_at_same_rate,
+        p99_ratio_saturated,
+        rps_ratio_rounds: paired(&warden.rps_rounds, &nginx.rps_rounds, ratio_of_rates),
+        p99_ratio_rounds: at_same_rate.map_or_else(Vec::new, |(w, n)| {
+            paired(&w.p99_rounds, &n.p99_rounds, ratio_of_p99s)
+        }),
+        warden_peak_mib,
+        rps_target_met: rps_ratio >= RPS_RATIO_TARGET,
+        p99_target_met: p99_ratio <= P99_RATIO_TARGET,
+        memory_target_met: warden_peak_mib.map(|m| m < PEAK_MIB_TARGET),
+    }
+}
+
+/// A target's peak resident memory, MiB.
+fn peak_mib(t: &TargetReport) -> Option<f64> {
+    t.peak_rss_kib.map(|k| k as f64 / 1024.0)
+}
+
+fn mark(met: bool) -> &'static str {
+    if met { "met" } else { "MISSED" }
+}
+
+fn peak_text(mib: Option<f64>, met: Option<bool>) -> String {
+    format!(
+        "peak {} (target < {PEAK_MIB_TARGET} MiB: {})",
+        mib.map_or("-".to_owned(), |m| format!("{m:.1} MiB")),
+        met.map_or("unknown", mark)
+    )
+}
+
+/// The verdict line of `process` durability's marks (and a line per round).
+fn process_line(m: &ProcessMarks) -> String {
     let mut line = format!(
-        "durability floor (hyper-audit)/nginx: rps {:.2}x",
-        f.rps_ratio
+        "process durability ({WARDEN_PROCESS}/nginx): rps {:.2}x (target >= {RPS_RATIO_TARGET}: {}), p99 {:.2}x {} (target <= {P99_RATIO_TARGET}: {}), {}; p99 at saturation {:.2}x",
+        m.rps_ratio,
+        mark(m.rps_target_met),
+        m.p99_ratio,
+        if m.p99_at_same_rate {
+            "at the same rate"
+        } else {
+            "at saturation"
+        },
+        mark(m.p99_target_met),
+        peak_text(m.warden_peak_mib, m.memory_target_met),
+        m.p99_ratio_saturated,
     );
-    if f.rps_ratio_rounds.len() > 1 {
-        line += &format!(" (rounds {})", list(&f.rps_ratio_rounds));
-    }
-    if let Some(p99) = f.p99_ratio {
-        line += &format!(", p99 {p99:.2}x at the same rate");
-    }
-    if let Some(share) = f.warden_share {
-        line += &format!("; warden served {:.0}% of the floor's rate", share * 100.0);
-    }
-    let below: Vec<&str> = [
-        (!f.rps_within_target).then_some("the rps mark"),
-        (f.p99_within_target == Some(false)).then_some("the p99 mark"),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    if below.is_empty() {
-        line += ". The floor is within the marks: what Warden misses of them is its own cost.";
-    } else {
+    if m.rps_ratio_rounds.len() > 1 {
         line += &format!(
-            ". The floor misses {}: on this machine no Warden that makes each decision durable before forwarding can meet it.",
-            below.join(" and ")
+            "\n  round by round: rps {}; p99 at the same rate {}",
+            list(&m.rps_ratio_rounds),
+            if m.p99_ratio_rounds.is_empty() {
+                "-".to_owned()
+            } else {
+                list(&m.p99_ratio_rounds)
+            },
         );
     }
     line
 }
 
-/// One rate over another (a target's over nginx's).
+/// The verdict line of `disk` durability's marks.
+fn disk_line(m: &DiskMarks) -> String {
+    let mut line = format!(
+        "disk durability ({WARDEN_DISK}/{FLOOR}, the durability floor): rps {:.2}x (target >= {FLOOR_RATIO_TARGET}: {}), {}",
+        m.rps_ratio,
+        mark(m.rps_target_met),
+        peak_text(m.warden_peak_mib, m.memory_target_met),
+    );
+    if let Some(floor) = m.floor_rps_vs_nginx {
+        line += &format!("; the floor served {floor:.2}x nginx's rate");
+    }
+    if m.rps_ratio_rounds.len() > 1 {
+        line += &format!("\n  round by round: rps {}", list(&m.rps_ratio_rounds));
+    }
+    line
+}
+
+/// The comparison with the baseline binary.
+fn baseline_line(b: &BaselineComparison) -> String {
+    let cpu = match (b.cpu_ratio, b.cpu_within_tolerance) {
+        (Some(ratio), Some(within)) => format!(
+            "CPU per request {ratio:.2}x ({} {:.0}%)",
+            if within { "within" } else { "NOT within" },
+            BASELINE_CPU_TOLERANCE * 100.0
+        ),
+        _ => "CPU per request unknown".to_owned(),
+    };
+    let mut line = format!(
+        "{WARDEN_DISK}/{WARDEN_BASELINE}: {cpu}, rps {:.2}x",
+        b.rps_ratio
+    );
+    if b.rps_ratio_rounds.len() > 1 {
+        line += &format!(" (rounds {})", list(&b.rps_ratio_rounds));
+    }
+    line
+}
+
+/// One rate over another (a target's over nginx's, or the floor's).
 fn ratio_of_rates(rps: f64, of: f64) -> f64 {
     rps / of.max(f64::MIN_POSITIVE)
 }
@@ -585,12 +666,8 @@ fn ratio_of_p99s(p99_us: u64, of: u64) -> f64 {
 
 /// `ratio` of the figures of the same round, for the rounds both targets ran (a target that
 /// fails stops, so its rounds are the first ones).
-fn paired<T: Copy>(warden: &[T], nginx: &[T], ratio: impl Fn(T, T) -> f64) -> Vec<f64> {
-    warden
-        .iter()
-        .zip(nginx)
-        .map(|(&w, &n)| ratio(w, n))
-        .collect()
+fn paired<T: Copy>(target: &[T], of: &[T], ratio: impl Fn(T, T) -> f64) -> Vec<f64> {
+    target.iter().zip(of).map(|(&t, &o)| ratio(t, o)).collect()
 }
 
 /// Ratios as `0.52 0.55 0.49`.
@@ -624,10 +701,10 @@ pub fn machine() -> Machine {
     }
 }
 
-/// Warden's wait for durable decision records during a measured window, for one line.
+/// A Warden's wait for its decision records during a measured window, for one line.
 pub fn audit_line(a: &AuditShare) -> String {
     format!(
-        "a decision waited {:.0} µs on average for its audit record to be durable, {:.0}% of its {:.0} µs in Warden; commits took {:.0} µs, {:.1} records each",
+        "a decision waited {:.0} µs on average for its audit record, {:.0}% of its {:.0} µs in Warden; commits took {:.0} µs, {:.1} records each",
         a.wait_us, a.share_percent, a.request_us, a.commit_us, a.records_per_commit
     )
 }

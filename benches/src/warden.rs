@@ -1,5 +1,7 @@
-//! Warden under test: a temporary configuration with authentication, Cedar and durable audit
-//! on, a token issued by `warden token issue`, and `warden serve`.
+//! Warden under test: a temporary configuration with authentication, Cedar and the audit log
+//! on, a token issued by `warden token issue`, and `warden serve`. Every Warden of a run
+//! (`warden-disk`, `warden-process`, `warden-baseline`) shares one data directory, so one
+//! token (signed with the key kept there) serves them all; each has its own audit log.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,50 +13,40 @@ use crate::process::Proc;
 /// Environment variable the bench route reads its upstream credential from.
 pub const KEY_ENV: &str = "BENCH_KEY";
 
-/// Where the harness puts things for one Warden run.
+/// Where the harness puts things for one Warden target.
 #[derive(Debug, Clone)]
 pub struct WardenSetup {
+    /// The target's name: `warden-disk`, `warden-process`, `warden-baseline`.
+    pub name: String,
     pub binary: PathBuf,
-    /// Temporary directory holding the config, data dir and policy copy.
+    /// Temporary directory shared by the run's Wardens: configs, data dir, policy copy.
     pub dir: PathBuf,
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
     pub upstream: SocketAddr,
-    /// Diagnostics only: switch off what the measured setup keeps on, to split its cost.
-    pub variant: Variant,
+    /// `audit.durability`; `None` leaves the key out (a binary from before the key takes
+    /// its own default, `disk`'s guarantee).
+    pub durability: Option<&'static str>,
+    /// Diagnostics only: `log.access` (off in the measured setup, as nginx's `access_log
+    /// off`).
+    pub access_log: bool,
     /// `runtime.worker_threads` (0: one per core).
     pub workers: usize,
-}
-
-/// How a diagnostic run departs from the measured setup, which is Warden's defaults: durable
-/// audit on, access log off (as nginx's `access_log off` in the baseline).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Variant {
-    /// `audit.fsync`.
-    pub audit_fsync: bool,
-    /// `log.access`.
-    pub access_log: bool,
-}
-
-impl Default for Variant {
-    fn default() -> Self {
-        Variant {
-            audit_fsync: true,
-            access_log: false,
-        }
-    }
 }
 
 impl WardenSetup {
     /// Path of the generated configuration file.
     pub fn config_path(&self) -> PathBuf {
-        self.dir.join("warden.yaml")
+        self.dir.join(format!("{}.yaml", self.name))
     }
 
-    /// The configuration: Warden-issued tokens required, the policy copy, fsynced audit,
-    /// one OpenAI route to the bench upstream.
+    /// The configuration: Warden-issued tokens required, the policy copy, the audit log in
+    /// a directory of this target's own, one OpenAI route to the bench upstream.
     pub fn config(&self) -> String {
         let d = self.dir.display();
+        let durability = self
+            .durability
+            .map_or_else(String::new, |d| format!("\n  durability: {d}"));
         format!(
             r#"data_dir: "{d}/data"
 listen:
@@ -65,7 +57,7 @@ identity:
 policy:
   dir: "{d}/policies"
 audit:
-  fsync: {fsync}
+  dir: "{d}/{name}-audit"{durability}
 log:
   access: {access}
 runtime:
@@ -77,18 +69,20 @@ routes:
     upstream: "http://{upstream}/v1"
     credential: {{ env: {KEY_ENV} }}
 "#,
+            name = self.name,
             proxy = self.proxy,
             admin = self.admin,
             upstream = self.upstream,
-            fsync = self.variant.audit_fsync,
-            access = self.variant.access_log,
+            access = self.access_log,
             workers = self.workers,
         )
     }
 
-    /// Writes the configuration and copies `policies` beside it.
+    /// Writes the configuration and copies `policies` beside it (once for the run).
     pub fn prepare(&self, policies: &Path) -> Result<(), HarnessError> {
-        copy_dir(policies, &self.dir.join("policies"))?;
+        if !self.dir.join("policies").is_dir() {
+            copy_dir(policies, &self.dir.join("policies"))?;
+        }
         std::fs::create_dir_all(self.dir.join("data"))
             .map_err(HarnessError::io("creating the Warden data dir"))?;
         std::fs::write(self.config_path(), self.config())
@@ -130,7 +124,8 @@ routes:
             .args(["serve", "--config"])
             .arg(self.config_path())
             .env(KEY_ENV, "sk-bench-upstream-key");
-        let mut proc = Proc::spawn("warden", command, &self.dir.join("warden.out"))?;
+        let out = self.dir.join(format!("{}.out", self.name));
+        let mut proc = Proc::spawn("warden", command, &out)?;
         proc.wait_for_http_ok(self.admin, "/readyz")?;
         Ok(proc)
     }

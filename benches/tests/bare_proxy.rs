@@ -107,11 +107,7 @@ fn spec(proxy: SocketAddr, connections: usize, max_requests: u64) -> LoadSpec {
 #[tokio::test]
 async fn the_durable_floor_records_each_decision_before_the_upstream_call() {
     let dir = tempfile::tempdir().unwrap();
-    let config = AuditConfig {
-        fsync: true,
-        ..AuditConfig::default()
-    };
-    let log = Arc::new(AuditLog::open(dir.path(), &config).unwrap());
+    let log = Arc::new(AuditLog::open(dir.path(), &AuditConfig::default()).unwrap());
     let seen = Arc::new(AtomicU64::new(0));
     let upstream = checking_upstream(dir.path().to_path_buf(), seen.clone()).await;
     let spec = spec(start_proxy(upstream, Some(log.clone())).await, 4, 200);

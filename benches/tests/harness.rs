@@ -121,41 +121,73 @@ fn nginx_config_keeps_one_worker_and_upstream_keepalive() {
     }
 }
 
-#[test]
-fn warden_config_is_accepted_by_wardens_loader_with_auth_cedar_and_fsync_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let setup = warden::WardenSetup {
+/// The setup of Warden target `name` in `dir`.
+fn setup(
+    dir: &std::path::Path,
+    name: &str,
+    durability: Option<&'static str>,
+) -> warden::WardenSetup {
+    warden::WardenSetup {
+        name: name.into(),
         binary: PathBuf::from("warden"),
-        dir: dir.path().to_path_buf(),
+        dir: dir.to_path_buf(),
         proxy: "127.0.0.1:18090".parse().unwrap(),
         admin: "127.0.0.1:18091".parse().unwrap(),
         upstream: "127.0.0.1:18092".parse().unwrap(),
-        variant: warden::Variant::default(),
+        durability,
+        access_log: false,
         workers: 1,
-    };
-    let config = ::warden::config::load::parse(&setup.config(), None)
-        .unwrap_or_else(|e| panic!("Warden refuses the generated config: {e}"));
-    assert!(config.identity.required);
-    assert_eq!(config.runtime.worker_threads, 1);
-    assert!(config.identity.warden_issuer.enabled);
-    assert!(config.audit.fsync);
-    assert!(
-        !config.log.access,
-        "the measured setup runs Warden's defaults: no access log"
-    );
-    assert_eq!(config.policy.dir, dir.path().join("policies"));
-    assert_eq!(config.listen.proxy, setup.proxy);
-    assert_eq!(config.routes.len(), 1);
-    let route = &config.routes[0];
-    assert_eq!(route.prefix, "/openai");
-    assert_eq!(route.connector, "openai");
-    assert_eq!(route.upstream.as_deref(), Some("http://127.0.0.1:18092/v1"));
-    assert_eq!(
-        route.credential,
-        Some(::warden::secrets::CredentialSource::Env(
-            warden_bench::warden::KEY_ENV.into()
-        ))
-    );
+    }
+}
+
+#[test]
+fn warden_configs_are_accepted_by_wardens_loader_with_auth_cedar_and_each_durability() {
+    use ::warden::audit::config::Durability;
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("warden-disk", Some("disk"), Durability::Disk),
+        ("warden-process", Some("process"), Durability::Process),
+        // The baseline binary is given no key it may not know: it runs its own default.
+        ("warden-baseline", None, Durability::Disk),
+    ];
+    let mut audit_dirs = Vec::new();
+    for (name, durability, expected) in cases {
+        let setup = setup(dir.path(), name, durability);
+        let text = setup.config();
+        assert_eq!(text.contains("durability"), durability.is_some(), "{text}");
+        let config = ::warden::config::load::parse(&text, None)
+            .unwrap_or_else(|e| panic!("Warden refuses the generated config: {e}"));
+        assert_eq!(config.audit.durability, expected, "{name}");
+        audit_dirs.push(config.audit.dir.clone().expect("an audit dir of its own"));
+        assert_eq!(
+            config.data_dir,
+            dir.path().join("data"),
+            "one data dir: one key, one token"
+        );
+        assert!(config.identity.required);
+        assert_eq!(config.runtime.worker_threads, 1);
+        assert!(config.identity.warden_issuer.enabled);
+        assert!(
+            !config.log.access,
+            "the measured setup runs Warden's defaults: no access log"
+        );
+        assert_eq!(config.policy.dir, dir.path().join("policies"));
+        assert_eq!(config.listen.proxy, setup.proxy);
+        assert_eq!(config.routes.len(), 1);
+        let route = &config.routes[0];
+        assert_eq!(route.prefix, "/openai");
+        assert_eq!(route.connector, "openai");
+        assert_eq!(route.upstream.as_deref(), Some("http://127.0.0.1:18092/v1"));
+        assert_eq!(
+            route.credential,
+            Some(::warden::secrets::CredentialSource::Env(
+                warden_bench::warden::KEY_ENV.into()
+            ))
+        );
+        assert!(setup.config_path().ends_with(format!("{name}.yaml")));
+    }
+    audit_dirs.dedup();
+    assert_eq!(audit_dirs.len(), 3, "each Warden writes its own log");
 }
 
 /// One target's figures with the given rate, p50, p99 and peak memory.
@@ -198,6 +230,7 @@ fn report_of(targets: Vec<TargetReport>, rounds: u32) -> Report {
             harness: "0".into(),
             nginx: None,
             warden: None,
+            warden_baseline: None,
         },
         params: Params {
             warmup_s: 1.0,
@@ -207,25 +240,26 @@ fn report_of(targets: Vec<TargetReport>, rounds: u32) -> Report {
             client_threads: 1,
             upstream_threads: 1,
             rounds,
-            warden_audit_fsync: true,
             warden_access_log: false,
             warden_workers: 1,
             latency_rate: None,
+            baseline_bin: None,
         },
         targets,
         skipped: Vec::new(),
-        comparison: None,
-        floor: None,
+        process_marks: None,
+        disk_marks: None,
+        baseline: None,
     }
 }
 
 #[test]
-fn report_compares_warden_with_nginx_and_direct() {
+fn process_durability_is_judged_against_nginx() {
     let mut report = report_of(
         vec![
             target("direct", 50_000.0, 300, 700, None),
             target("nginx", 20_000.0, 800, 1500, Some(12 * 1024)),
-            target("warden", 10_000.0, 1500, 2100, Some(50 * 1024)),
+            target("warden-process", 10_000.0, 1500, 2100, Some(50 * 1024)),
         ],
         1,
     );
@@ -233,7 +267,7 @@ fn report_compares_warden_with_nginx_and_direct() {
     let warden = &report.targets[2];
     assert_eq!(warden.added_p50_us, Some(1200));
     assert_eq!(warden.added_p99_us, Some(1400));
-    let c = report.comparison.as_ref().unwrap();
+    let c = report.process_marks.as_ref().unwrap();
     assert!((c.rps_ratio - 0.5).abs() < 1e-9);
     assert!((c.p99_ratio - 1.4).abs() < 1e-9);
     assert!(!c.rps_target_met);
@@ -251,12 +285,12 @@ fn report_compares_warden_with_nginx_and_direct() {
     };
     report.targets[0].at_rate = Some(at("direct", 100, 200));
     report.targets[1].at_rate = Some(at("nginx", 150, 400));
-    report.targets[2].at_rate = Some(at("warden", 250, 500));
+    report.targets[2].at_rate = Some(at("warden-process", 250, 500));
     report.compare();
     let warden = report.targets[2].at_rate.as_ref().unwrap();
     assert_eq!(warden.added_p50_us, Some(150));
     assert_eq!(warden.added_p99_us, Some(300));
-    let c = report.comparison.as_ref().unwrap();
+    let c = report.process_marks.as_ref().unwrap();
     assert!(c.p99_at_same_rate);
     assert!((c.p99_ratio - 1.25).abs() < 1e-9);
     assert!((c.p99_ratio_saturated - 1.4).abs() < 1e-9);
@@ -264,56 +298,89 @@ fn report_compares_warden_with_nginx_and_direct() {
     let table = report.table();
     assert!(table.contains("latency at 5000 req/s offered"), "{table}");
     assert!(
-        table.contains("at the same rate (target <= 1.3: met)"),
+        table.contains("process durability (warden-process/nginx): rps 0.50x (target >= 0.6: MISSED), p99 1.25x at the same rate (target <= 1.3: met), peak 50.0 MiB (target < 40 MiB: MISSED)"),
         "{table}"
     );
+    assert!(report.disk_marks.is_none() && !table.contains("disk durability"));
 }
 
 #[test]
-fn the_durability_floor_says_whether_the_marks_are_within_reach() {
-    let at = |name: &str, p99: u64| {
-        let t = target(name, 5_000.0, 1, p99, None);
-        RateLatency::from_run(5_000.0, &t)
-    };
-    let mut nginx = rounds_of("nginx", &[20_000.0, 22_000.0, 21_000.0], &[]);
-    nginx.at_rate = Some(at("nginx", 1_000));
-    let mut floor = rounds_of("hyper-audit", &[10_000.0, 11_000.0, 10_500.0], &[]);
-    floor.at_rate = Some(at("hyper-audit", 4_000));
-    let warden = rounds_of("warden", &[9_000.0, 9_900.0, 9_450.0], &[]);
+fn disk_durability_is_judged_against_the_floor_of_the_same_run() {
+    let nginx = rounds_of("nginx", &[20_000.0, 22_000.0, 21_000.0], &[]);
+    let floor = rounds_of("hyper-audit", &[10_000.0, 10_000.0, 10_500.0], &[]);
+    let mut warden = rounds_of("warden-disk", &[9_000.0, 8_800.0, 9_450.0], &[]);
+    warden.peak_rss_kib = Some(25 * 1024);
     let mut report = report_of(vec![nginx, floor, warden], 3);
     report.compare();
-    let f = report.floor.as_ref().unwrap();
-    assert!((f.rps_ratio - 0.5).abs() < 1e-9, "{}", f.rps_ratio);
-    assert_eq!(f.rps_ratio_rounds, vec![0.5, 0.5, 0.5]);
-    assert!((f.p99_ratio.unwrap() - 4.0).abs() < 1e-9);
-    assert!((f.warden_share.unwrap() - 0.9).abs() < 1e-9);
-    assert!(!f.rps_within_target);
-    assert_eq!(f.p99_within_target, Some(false));
+    let d = report.disk_marks.as_ref().unwrap();
+    assert!((d.rps_ratio - 0.9).abs() < 1e-9, "{}", d.rps_ratio);
+    let rounds: Vec<String> = d
+        .rps_ratio_rounds
+        .iter()
+        .map(|r| format!("{r:.2}"))
+        .collect();
+    assert_eq!(
+        rounds,
+        ["0.90", "0.88", "0.90"],
+        "each round against the floor's"
+    );
+    assert!(d.rps_target_met);
+    assert_eq!(d.memory_target_met, Some(true));
+    assert!((d.floor_rps_vs_nginx.unwrap() - 10_000.0 / 21_000.0).abs() < 1e-9);
     let table = report.table();
     assert!(
-        table.contains("durability floor (hyper-audit)/nginx: rps 0.50x (rounds 0.50 0.50 0.50), p99 4.00x at the same rate; warden served 90% of the floor's rate. The floor misses the rps mark and the p99 mark"),
+        table.contains("disk durability (warden-disk/hyper-audit, the durability floor): rps 0.90x (target >= 0.85: met), peak 25.0 MiB (target < 40 MiB: met); the floor served 0.48x nginx's rate\n  round by round: rps 0.90 0.88 0.90"),
         "{table}"
     );
 
-    // A floor within both marks puts what is left on Warden.
-    report.targets[1].rps = 15_000.0;
-    report.targets[1].rps_rounds = vec![15_000.0; 3];
-    report.targets[1].at_rate = Some(at("hyper-audit", 1_200));
+    // Below 0.85 of the floor, the mark is missed.
+    report.targets[2].rps = 8_000.0;
     report.compare();
-    let f = report.floor.as_ref().unwrap();
-    assert!(f.rps_within_target);
-    assert_eq!(f.p99_within_target, Some(true));
+    assert!(!report.disk_marks.as_ref().unwrap().rps_target_met);
     assert!(
-        report.table().contains("The floor is within the marks"),
-        "{}",
-        report.table()
+        report
+            .table()
+            .contains("rps 0.80x (target >= 0.85: MISSED)")
     );
 
     // Without the floor in the run, no verdict.
     report.targets.remove(1);
     report.compare();
-    assert!(report.floor.is_none());
-    assert!(!report.table().contains("durability floor"));
+    assert!(report.disk_marks.is_none());
+    assert!(!report.table().contains("disk durability"));
+}
+
+#[test]
+fn the_baseline_binary_is_compared_by_cpu_per_request() {
+    let mut warden = rounds_of("warden-disk", &[9_000.0, 10_000.0], &[]);
+    let mut baseline = rounds_of("warden-baseline", &[10_000.0, 10_000.0], &[]);
+    warden.proxy_cpu_us_per_req = Some(84.0);
+    baseline.proxy_cpu_us_per_req = Some(80.0);
+    let mut report = report_of(vec![warden, baseline], 2);
+    report.params.baseline_bin = Some("/work/warden-before".into());
+    report.compare();
+    let b = report.baseline.as_ref().unwrap();
+    assert!((b.cpu_ratio.unwrap() - 1.05).abs() < 1e-9);
+    assert_eq!(b.cpu_within_tolerance, Some(true));
+    assert_eq!(b.rps_ratio_rounds, [0.9, 1.0]);
+    let table = report.table();
+    assert!(
+        table.contains("warden-baseline: /work/warden-before"),
+        "{table}"
+    );
+    assert!(
+        table.contains("warden-disk/warden-baseline: CPU per request 1.05x (within 5%), rps 0.90x (rounds 0.90 1.00)"),
+        "{table}"
+    );
+    report.targets[0].proxy_cpu_us_per_req = Some(85.0);
+    report.compare();
+    assert_eq!(
+        report.baseline.as_ref().unwrap().cpu_within_tolerance,
+        Some(false)
+    );
+    assert!(report.table().contains("(NOT within 5%)"));
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["baseline"]["cpu_within_tolerance"], false, "{json}");
 }
 
 #[tokio::test]
@@ -422,7 +489,7 @@ fn steal_is_read_from_the_cpu_line_of_proc_stat() {
 #[test]
 fn a_run_the_host_stole_from_is_flagged_by_target_and_round() {
     let round = |rps: f64, steal: f64| {
-        let mut t = target("warden", rps, 1, 1, None);
+        let mut t = target("warden-process", rps, 1, 1, None);
         t.steal_percent = Some(steal);
         t
     };
@@ -443,7 +510,7 @@ fn a_run_the_host_stole_from_is_flagged_by_target_and_round() {
     let mut report = report_of(vec![nginx.clone(), warden], 3);
     report.compare();
     let warning = report.steal_warning().expect("a warning");
-    assert!(warning.contains("warden up to 17.3%"), "{warning}");
+    assert!(warning.contains("warden-process up to 17.3%"), "{warning}");
     assert!(!warning.contains("nginx"), "{warning}");
     assert!(report.table().contains(&warning));
 
@@ -496,7 +563,7 @@ fn medians_are_judged_and_every_round_is_shown_paired() {
         &[2000, 4000, 3000],
     );
     let warden = rounds_of(
-        "warden",
+        "warden-process",
         &[12_000.0, 12_000.0, 13_200.0],
         &[3000, 4000, 9000],
     );
@@ -505,7 +572,7 @@ fn medians_are_judged_and_every_round_is_shown_paired() {
     assert_eq!(at.p99_rounds, [3000, 4000, 9000], "in round order");
     let mut report = report_of(vec![nginx, warden], 3);
     report.compare();
-    let c = report.comparison.as_ref().unwrap();
+    let c = report.process_marks.as_ref().unwrap();
     assert!(
         (c.rps_ratio - 12_000.0 / 22_000.0).abs() < 1e-9,
         "ratio of the medians"
@@ -533,10 +600,10 @@ fn medians_are_judged_and_every_round_is_shown_paired() {
 #[test]
 fn a_target_that_stopped_early_is_paired_on_the_rounds_it_ran() {
     let nginx = rounds_of("nginx", &[20_000.0, 24_000.0, 22_000.0], &[2000]);
-    let warden = rounds_of("warden", &[10_000.0], &[]);
+    let warden = rounds_of("warden-process", &[10_000.0], &[]);
     let mut report = report_of(vec![nginx, warden], 3);
     report.compare();
-    let c = report.comparison.as_ref().unwrap();
+    let c = report.process_marks.as_ref().unwrap();
     assert_eq!(c.rps_ratio_rounds, [0.5]);
     assert!(
         c.p99_ratio_rounds.is_empty(),
@@ -547,8 +614,8 @@ fn a_target_that_stopped_early_is_paired_on_the_rounds_it_ran() {
 }
 
 #[test]
-fn the_table_tells_how_long_warden_waited_for_its_audit_log() {
-    let mut warden = target("warden", 100.0, 1, 1, None);
+fn the_table_tells_how_long_each_warden_waited_for_its_audit_log() {
+    let mut warden = target("warden-disk", 100.0, 1, 1, None);
     warden.audit = Some(warden_bench::audit_share::AuditShare {
         wait_us: 2021.4,
         request_us: 4390.0,
@@ -570,11 +637,11 @@ fn the_table_tells_how_long_warden_waited_for_its_audit_log() {
     report.compare();
     let table = report.table();
     assert!(
-        table.contains("warden: a decision waited 2021 µs on average for its audit record to be durable, 46% of its 4390 µs in Warden; commits took 901 µs, 24.8 records each"),
+        table.contains("warden-disk: a decision waited 2021 µs on average for its audit record, 46% of its 4390 µs in Warden; commits took 901 µs, 24.8 records each"),
         "{table}"
     );
     assert!(
-        table.contains("warden at 100 req/s: a decision waited 800 µs on average for its audit record to be durable, 80% of its 1000 µs in Warden; commits took 400 µs, 6.0 records each"),
+        table.contains("warden-disk at 100 req/s: a decision waited 800 µs on average for its audit record, 80% of its 1000 µs in Warden; commits took 400 µs, 6.0 records each"),
         "{table}"
     );
     let json = serde_json::to_value(&report).expect("json");
@@ -583,7 +650,7 @@ fn the_table_tells_how_long_warden_waited_for_its_audit_log() {
     let audit = &json["targets"][1]["at_rate"]["audit"];
     assert_eq!(audit["records_per_commit"], 6.0, "{json}");
     // Without the figures (nginx, or Warden's metrics unreadable), no line and no field.
-    let quiet = report_of(vec![target("warden", 100.0, 1, 1, None)], 1);
+    let quiet = report_of(vec![target("warden-process", 100.0, 1, 1, None)], 1);
     assert!(!quiet.table().contains("audit record"));
     let json = serde_json::to_value(&quiet).expect("json");
     assert!(json["targets"][0].get("audit").is_none(), "{json}");

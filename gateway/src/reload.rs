@@ -249,9 +249,8 @@ fn keep_restart_only_settings(running: &Config, new: &mut Config) {
         new.data_dir = running.data_dir.clone();
     }
     if new.audit.dir != running.audit.dir
-        || new.audit.fsync != running.audit.fsync
-        || new.audit.direct_io != running.audit.direct_io
-        || new.audit.max_commit_delay != running.audit.max_commit_delay
+        || new.audit.durability != running.audit.durability
+        || new.audit.flush_interval != running.audit.flush_interval
         || new.audit.segment_bytes != running.audit.segment_bytes
     {
         changed.push("audit");

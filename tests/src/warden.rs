@@ -149,7 +149,7 @@ impl WardenBuilder {
                 "claims": {"agent": "sub", "fleet": "fleet", "owner": "owner",
                            "environment": "environment", "groups": "groups"}
             },
-            "audit": {"fsync": true},
+            "audit": {"durability": "disk"},
             "log": {"level": "info", "format": "json"},
             "routes": [
                 {"name": "openai", "prefix": "/openai", "connector": "openai",

@@ -1,5 +1,6 @@
 //! Side-by-side load harness: the same chat-completion load sent direct to an upstream,
-//! through nginx, and through Warden (authentication, Cedar and durable audit on).
+//! through nginx, through the bare proxies Warden is built on, and through Warden
+//! (authentication, Cedar and the audit log on) in each audit durability.
 //!
 //! `cargo build --release -p warden && cargo run --release -p warden-bench --bin load -- --help`
 
@@ -18,7 +19,10 @@ use warden_bench::audit_share::{self, AuditCounters};
 use warden_bench::loadgen::{self, LoadSpec};
 use warden_bench::process::{self, Proc};
 use warden_bench::profile::{self, ProfileFiles};
-use warden_bench::report::{self, Params, RateLatency, Report, Skipped, TargetReport, Versions};
+use warden_bench::report::{
+    self, Params, RateLatency, Report, Skipped, TargetReport, Versions, WARDEN_BASELINE,
+    WARDEN_DISK, WARDEN_PROCESS,
+};
 use warden_bench::{bare_proxy, nginx, upstream, warden};
 
 /// Measure Warden against nginx and against no proxy at all, with the same load.
@@ -43,14 +47,21 @@ struct Args {
     /// Which targets to measure, in order: `direct` (no proxy), `nginx`, `hyper` (a bare
     /// hyper-util proxy: the stack Warden is built on, without Warden's stages),
     /// `hyper-audit` (the same proxy making a decision record durable through Warden's audit
-    /// writer before each upstream call, and nothing else: the floor under any design that
-    /// keeps that guarantee), `warden`.
+    /// writer before each upstream call, and nothing else: the floor under `disk`
+    /// durability), `warden-disk`, `warden-process` (Warden in each `audit.durability`),
+    /// `warden-baseline` (the binary given by `--baseline-bin`, added at the end when given).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "direct,nginx,hyper,hyper-audit,warden"
+        default_value = "direct,nginx,hyper,hyper-audit,warden-disk,warden-process"
     )]
     targets: Vec<Target>,
+    /// Another Warden binary to measure in the same run as `warden-baseline` (e.g. a release
+    /// build of an earlier commit), with the same configuration less the keys it may not
+    /// know (`audit.durability`: it runs with its own default); the report compares
+    /// `warden-disk`'s CPU per request with it.
+    #[arg(long)]
+    baseline_bin: Option<PathBuf>,
     /// Repeat the whole sequence this many times; each target reports its median round (by
     /// requests per second), and the JSON lists every round's rate.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
@@ -59,10 +70,6 @@ struct Args {
     /// flat report go beside the JSON report (`<target>.perf.data`, `<target>.perf.txt`).
     #[arg(long)]
     perf: bool,
-    /// Diagnostics: run Warden with `audit.fsync: false` (not the measured setup; splits the
-    /// cost of durability from the rest).
-    #[arg(long)]
-    no_fsync: bool,
     /// Diagnostics: run Warden with `log.access: true` (a JSON line per request), which the
     /// measured setup leaves at its default, off.
     #[arg(long)]
@@ -131,7 +138,9 @@ enum Target {
     Nginx,
     Hyper,
     HyperAudit,
-    Warden,
+    WardenDisk,
+    WardenProcess,
+    WardenBaseline,
 }
 
 impl Target {
@@ -140,8 +149,28 @@ impl Target {
             Target::Direct => "direct",
             Target::Nginx => "nginx",
             Target::Hyper => "hyper",
-            Target::HyperAudit => "hyper-audit",
-            Target::Warden => "warden",
+            Target::HyperAudit => report::FLOOR,
+            Target::WardenDisk => WARDEN_DISK,
+            Target::WardenProcess => WARDEN_PROCESS,
+            Target::WardenBaseline => WARDEN_BASELINE,
+        }
+    }
+
+    /// A Warden target's binary and `audit.durability` (`None`: the binary's own default).
+    fn warden(self, args: &Args) -> Option<Result<(PathBuf, Option<&'static str>)>> {
+        let this = || warden::locate().map_err(anyhow::Error::from);
+        match self {
+            Target::WardenDisk => Some(this().map(|bin| (bin, Some("disk")))),
+            Target::WardenProcess => Some(this().map(|bin| (bin, Some("process")))),
+            Target::WardenBaseline => Some(match &args.baseline_bin {
+                Some(bin) if bin.is_file() => Ok((bin.clone(), None)),
+                Some(bin) => Err(anyhow::anyhow!(
+                    "--baseline-bin {} is not a file",
+                    bin.display()
+                )),
+                None => Err(anyhow::anyhow!("give the binary with --baseline-bin PATH")),
+            }),
+            _ => None,
         }
     }
 }
@@ -205,16 +234,11 @@ fn serve_upstream(addr: SocketAddr, threads: usize) -> Result<()> {
 }
 
 /// The bare hyper proxy, on one single-threaded runtime as each Warden worker runs; with
-/// `audit`, recording through Warden's audit log (fsync on, its defaults otherwise), its
-/// runtime telling the writer when it goes idle as a Warden worker's does.
+/// `audit`, recording through Warden's audit log in `disk` durability (its default).
 fn serve_bare_proxy(addr: SocketAddr, upstream: SocketAddr, audit: Option<&Path>) -> Result<()> {
     let audit = audit
         .map(|dir| {
-            let config = AuditConfig {
-                fsync: true,
-                ..AuditConfig::default()
-            };
-            AuditLog::open(dir, &config)
+            AuditLog::open(dir, &AuditConfig::default())
                 .map(Arc::new)
                 .with_context(|| format!("opening the bare proxy's audit log in {}", dir.display()))
         })
@@ -253,6 +277,7 @@ async fn measure(args: &Args) -> Result<Report> {
             harness: env!("CARGO_PKG_VERSION").into(),
             nginx: None,
             warden: None,
+            warden_baseline: None,
         },
         params: Params {
             warmup_s: args.warmup.as_secs_f64(),
@@ -262,37 +287,36 @@ async fn measure(args: &Args) -> Result<Report> {
             client_threads: args.client_threads,
             upstream_threads: args.upstream_threads,
             rounds: args.rounds,
-            warden_audit_fsync: !args.no_fsync,
             warden_access_log: args.access_log,
             warden_workers: args.warden_workers,
             latency_rate: None,
+            baseline_bin: args.baseline_bin.as_ref().map(|b| b.display().to_string()),
         },
         targets: Vec::new(),
         skipped: Vec::new(),
-        comparison: None,
-        floor: None,
+        process_marks: None,
+        disk_marks: None,
+        baseline: None,
     };
 
-    // Warden is set up first so that every target receives the same request, token included.
+    // The Wardens are set up first so that every target receives the same request, token
+    // included.
     let mut targets = args.targets.clone();
-    let mut warden = None;
-    if targets.contains(&Target::Warden) {
-        match prepare_warden(&tmp.path().join("warden"), args, upstream_addr) {
-            Ok((setup, version, token)) => {
-                report.versions.warden = version;
-                warden = Some((setup, token));
-            }
-            Err(e) => {
-                skip(&mut report, Target::Warden, &e);
-                targets.retain(|&t| t != Target::Warden);
-            }
-        }
+    if args.baseline_bin.is_some() && !targets.contains(&Target::WardenBaseline) {
+        targets.push(Target::WardenBaseline);
     }
+    let (wardens, token) = prepare_wardens(
+        &tmp.path().join("warden"),
+        args,
+        &mut targets,
+        upstream_addr,
+        &mut report,
+    );
     let base = LoadSpec {
         target: String::new(),
         addr: upstream_addr,
         path: http::Uri::from_static("/v1/chat/completions"),
-        authorization: warden.as_ref().map(|(_, token)| token.clone()),
+        authorization: token,
         body,
         connections: usize::from(args.connections),
         warmup: args.warmup,
@@ -305,7 +329,7 @@ async fn measure(args: &Args) -> Result<Report> {
         args,
         tmp: tmp.path(),
         upstream: &mut upstream,
-        warden: warden.as_ref().map(|(setup, _)| setup),
+        wardens: &wardens,
     };
     let saturated = Phase {
         spec: &base,
@@ -392,7 +416,7 @@ struct Bench<'a> {
     args: &'a Args,
     tmp: &'a Path,
     upstream: &'a mut Proc,
-    warden: Option<&'a warden::WardenSetup>,
+    wardens: &'a [warden::WardenSetup],
 }
 
 /// One phase: its load, a prefix for its progress lines, a suffix for its directories, and
@@ -447,7 +471,7 @@ impl Bench<'_> {
                     &dir,
                     self.upstream,
                     versions,
-                    self.warden,
+                    self.wardens,
                     profile,
                 )
                 .await;
@@ -467,7 +491,7 @@ async fn run_target(
     dir: &Path,
     upstream: &mut Proc,
     versions: &mut Versions,
-    warden: Option<&warden::WardenSetup>,
+    wardens: &[warden::WardenSetup],
     profile: Option<ProfileFiles>,
 ) -> Result<TargetReport> {
     match target {
@@ -475,10 +499,12 @@ async fn run_target(
         Target::Nginx => run_nginx(spec, dir, upstream, versions, profile).await,
         Target::Hyper => run_bare_proxy(spec, dir, upstream, profile, false).await,
         Target::HyperAudit => run_bare_proxy(spec, dir, upstream, profile, true).await,
-        Target::Warden => match warden {
-            Some(setup) => run_warden(spec, setup, upstream, profile).await,
-            None => bail!("Warden was not set up"),
-        },
+        Target::WardenDisk | Target::WardenProcess | Target::WardenBaseline => {
+            match wardens.iter().find(|w| w.name == target.name()) {
+                Some(setup) => run_warden(spec, setup, upstream, profile).await,
+                None => bail!("{} was not set up", target.name()),
+            }
+        }
     }
 }
 
@@ -554,31 +580,74 @@ async fn run_bare_proxy(
     result
 }
 
-/// Writes Warden's configuration and issues the bench token.
-fn prepare_warden(
+/// Writes each Warden target's configuration (they share one data directory, hence Warden's
+/// signing key) and issues the bench token with the first one; a Warden that cannot be set
+/// up is skipped.
+fn prepare_wardens(
     dir: &Path,
     args: &Args,
+    targets: &mut Vec<Target>,
     upstream: SocketAddr,
-) -> Result<(warden::WardenSetup, Option<String>, HeaderValue)> {
-    let binary = warden::locate()?;
-    let version = warden::version(&binary);
-    let setup = warden::WardenSetup {
-        binary,
-        dir: dir.to_path_buf(),
-        proxy: process::free_loopback_addr()?,
-        admin: process::free_loopback_addr()?,
-        upstream,
-        variant: warden::Variant {
-            audit_fsync: !args.no_fsync,
-            access_log: args.access_log,
-        },
-        workers: args.warden_workers,
+    report: &mut Report,
+) -> (Vec<warden::WardenSetup>, Option<HeaderValue>) {
+    let mut wardens = Vec::new();
+    for target in targets.clone() {
+        let Some(located) = target.warden(args) else {
+            continue;
+        };
+        let prepared = located.and_then(|(binary, durability)| {
+            let setup = warden::WardenSetup {
+                name: target.name().to_owned(),
+                binary,
+                dir: dir.to_path_buf(),
+                proxy: process::free_loopback_addr()?,
+                admin: process::free_loopback_addr()?,
+                upstream,
+                durability,
+                access_log: args.access_log,
+                workers: args.warden_workers,
+            };
+            setup.prepare(&args.policies)?;
+            Ok(setup)
+        });
+        match prepared {
+            Ok(setup) => {
+                let version = warden::version(&setup.binary);
+                match target {
+                    Target::WardenBaseline => report.versions.warden_baseline = version,
+                    _ => report.versions.warden = version,
+                }
+                wardens.push(setup);
+            }
+            Err(e) => {
+                skip(report, target, &e);
+                targets.retain(|&t| t != target);
+            }
+        }
+    }
+    let Some(first) = wardens.first() else {
+        return (wardens, None);
     };
-    setup.prepare(&args.policies)?;
-    let token = setup.issue_token()?;
-    let authorization = HeaderValue::try_from(format!("Bearer {token}"))
-        .context("the issued token is not a valid header value")?;
-    Ok((setup, version, authorization))
+    let token = first
+        .issue_token()
+        .map_err(anyhow::Error::from)
+        .and_then(|token| {
+            HeaderValue::try_from(format!("Bearer {token}"))
+                .context("the issued token is not a valid header value")
+        });
+    match token {
+        Ok(token) => (wardens, Some(token)),
+        Err(e) => {
+            for setup in wardens {
+                let target = targets.iter().copied().find(|t| t.name() == setup.name);
+                if let Some(target) = target {
+                    skip(report, target, &e);
+                    targets.retain(|&t| t != target);
+                }
+            }
+            (Vec::new(), None)
+        }
+    }
 }
 
 async fn run_warden(
@@ -589,7 +658,7 @@ async fn run_warden(
 ) -> Result<TargetReport> {
     let mut proxy = setup.start()?;
     let spec = LoadSpec {
-        target: "warden".into(),
+        target: setup.name.clone(),
         addr: setup.proxy,
         path: http::Uri::from_static("/openai/chat/completions"),
         ..base.clone()

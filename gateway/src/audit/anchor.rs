@@ -45,11 +45,9 @@ pub fn read(dir: &Path) -> Result<Option<Anchor>, AnchorReadError> {
         .map_err(|e| AnchorReadError::Malformed(format!("{e}")))
 }
 
-/// Replaces `head.json` in `dir` atomically (write a temporary file, then rename).
-///
-/// With `sync`, the new content is on disk before the rename, so a crash leaves either the old
-/// or the new anchor, never an empty one.
-pub fn write(dir: &Path, seq: u64, hash: &Hash, sync: bool) -> io::Result<()> {
+/// Replaces `head.json` in `dir` atomically (write a temporary file, flush it, then rename), so
+/// a crash leaves either the old or the new anchor, never an empty one.
+pub fn write(dir: &Path, seq: u64, hash: &Hash) -> io::Result<()> {
     let anchor = Anchor {
         seq,
         hash: HexHash(*hash),
@@ -59,9 +57,7 @@ pub fn write(dir: &Path, seq: u64, hash: &Hash, sync: bool) -> io::Result<()> {
     let tmp = dir.join(ANCHOR_TMP);
     let mut file = File::create(&tmp)?;
     file.write_all(&text)?;
-    if sync {
-        file.sync_data()?;
-    }
+    file.sync_data()?;
     drop(file);
     fs::rename(&tmp, dir.join(ANCHOR_FILE))
 }
@@ -76,7 +72,8 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// (1.3 ms at p50, 5 ms at worst, measured on the VM in docs/performance.md), and every
 /// decision waiting for a commit would wait that long too. The writer posts each head it wants
 /// recorded; only the latest posted one is written. Only committed heads are posted, so the
-/// anchor never runs ahead of the log.
+/// anchor never runs ahead of the log (in `process` durability: only heads known to be on
+/// disk).
 pub struct Anchorer {
     shared: Arc<(Mutex<Posted>, Condvar)>,
     thread: Option<JoinHandle<()>>,
@@ -89,14 +86,14 @@ struct Posted {
 }
 
 impl Anchorer {
-    /// Starts the anchor thread for the log in `dir` (`sync`: fdatasync each anchor).
-    pub fn spawn(dir: PathBuf, sync: bool, faults: Arc<Faults>) -> io::Result<Anchorer> {
+    /// Starts the anchor thread for the log in `dir`.
+    pub fn spawn(dir: PathBuf, faults: Arc<Faults>) -> io::Result<Anchorer> {
         let shared = Arc::new((Mutex::new(Posted::default()), Condvar::new()));
         let thread = std::thread::Builder::new()
             .name("warden-audit-anchor".into())
             .spawn({
                 let shared = shared.clone();
-                move || run_anchorer(&dir, sync, &faults, &shared)
+                move || run_anchorer(&dir, &faults, &shared)
             })?;
         Ok(Anchorer {
             shared,
@@ -133,7 +130,7 @@ fn lock(posted: &Mutex<Posted>) -> MutexGuard<'_, Posted> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn run_anchorer(dir: &Path, sync: bool, faults: &Faults, shared: &(Mutex<Posted>, Condvar)) {
+fn run_anchorer(dir: &Path, faults: &Faults, shared: &(Mutex<Posted>, Condvar)) {
     let mut failing = false;
     loop {
         let (seq, hash) = {
@@ -152,7 +149,7 @@ fn run_anchorer(dir: &Path, sync: bool, faults: &Faults, shared: &(Mutex<Posted>
             }
         };
         faults.before_anchor();
-        match write(dir, seq, &hash, sync) {
+        match write(dir, seq, &hash) {
             Ok(()) => failing = false,
             Err(error) if !failing => {
                 failing = true;
@@ -173,7 +170,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(read(dir.path()), Ok(None)));
         let hash = hash_line(b"line");
-        write(dir.path(), 9, &hash, true).unwrap();
+        write(dir.path(), 9, &hash).unwrap();
         let anchor = read(dir.path()).unwrap().unwrap();
         assert_eq!(anchor.seq, 9);
         assert_eq!(anchor.hash, HexHash(hash));

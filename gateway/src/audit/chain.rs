@@ -6,9 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::anchor::Anchor;
+use super::error::{EditEvidence, Location, Problem, TruncationEvidence, VerifyError};
 use super::record::{ChainFields, GENESIS, Hash, hash_line};
 use super::segment::{Line, Lines, Stray};
-use super::verify::{EditEvidence, Location, Problem, VerifyError};
 
 /// Walks records in order and finds the first one that breaks the chain.
 pub struct Chain {
@@ -53,6 +53,29 @@ impl Walked {
     pub fn unused_end(&self) -> Option<u64> {
         let torn_end = self.torn.map(|t| self.complete_len + t.bytes);
         torn_end.max(self.stray.map(|s| s.end))
+    }
+
+    /// Why segment `name` does not end cleanly, if it does not: a torn last line, or data
+    /// after the zeros.
+    pub fn tail_problem(&self, name: &str) -> Option<VerifyError> {
+        let (line, evidence) = match (self.torn, self.stray) {
+            (Some(torn), _) => (
+                torn.line,
+                TruncationEvidence::TornLine { bytes: torn.bytes },
+            ),
+            (None, Some(stray)) => (
+                self.next_line,
+                TruncationEvidence::DataAfterEnd {
+                    offset: stray.offset,
+                    bytes: stray.end - stray.offset,
+                },
+            ),
+            (None, None) => return None,
+        };
+        Some(VerifyError::Tampered {
+            at: Location::line(Arc::from(name), line),
+            problem: Problem::Truncated(evidence),
+        })
     }
 }
 

@@ -7,23 +7,36 @@ use std::time::Duration;
 /// Default size at which a segment is closed and the next one started: 128 MiB.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 128 * 1024 * 1024;
 
+/// Default `audit.flush_interval`: 10 ms.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(10);
+
+/// When a decision record counts as recorded, so that its request may go on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// The record is on disk (its commit's `fdatasync` returned): a lost machine loses no
+    /// forwarded request's record.
+    #[default]
+    Disk,
+    /// The record is handed to the operating system (written to the segment file): a killed
+    /// Warden loses nothing; a flush follows within `flush_interval`, so a lost machine loses
+    /// at most the records of that window.
+    Process,
+}
+
 /// `audit:` section.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuditConfig {
     /// Directory of the audit log. Default: `<data_dir>/audit`.
     pub dir: Option<PathBuf>,
-    /// fsync every group commit. Off only for throwaway setups.
-    pub fsync: bool,
-    /// Write each group commit with direct I/O and `O_DSYNC` (one synchronous write, no
-    /// page-cache pass) where the filesystem supports it, else a buffered write and
-    /// `fdatasync`. Off: always the latter. Either way a commit is durable when answered.
-    pub direct_io: bool,
-    /// Longest the writer waits, after a record arrives, to gather more into the same group
-    /// commit. 0 (the default): batch what arrived during the previous commit, waiting at most
-    /// half a commit (≤ 0.5 ms) for the callers it answered.
+    /// When a decision record counts as recorded: on disk (`disk`, the default) or handed to
+    /// the operating system (`process`).
+    pub durability: Durability,
+    /// `process` durability: a flush to disk starts at most this long after a record is
+    /// written.
     #[serde(with = "humantime_serde")]
-    pub max_commit_delay: Duration,
+    pub flush_interval: Duration,
     /// Segment size limit in bytes: the log continues in a new `audit-NNNNNN.jsonl` file
     /// before a record would take the current one past it.
     pub segment_bytes: u64,
@@ -37,9 +50,8 @@ impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
             dir: None,
-            fsync: true,
-            direct_io: true,
-            max_commit_delay: Duration::ZERO,
+            durability: Durability::Disk,
+            flush_interval: DEFAULT_FLUSH_INTERVAL,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             record_content: false,
             fail_closed: true,

@@ -1,8 +1,7 @@
 //! `AuditLog`: the handle the request path appends through.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Sender};
 
@@ -10,71 +9,20 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use super::anchor::Anchorer;
+use super::answer;
 use super::config::AuditConfig;
+use super::error::AuditError;
 use super::event::{AuditEvent, EventKind};
 use super::faults::Faults;
+use super::outbox::Pushed;
 use super::record::Hash;
 use super::recover::recover;
-use super::verify::VerifyError;
-use super::writer::{Msg, SegmentFile, Settings, Shared, Writer};
+use super::segment_file::SegmentFile;
+use super::stats::CommitStats;
+use super::writer::{Msg, Settings, Shared, Writer};
 
 /// File locked while a writer owns the directory.
 const LOCK_FILE: &str = "audit.lock";
-
-/// Why a record could not be appended, or the log not opened or closed.
-#[derive(Debug, thiserror::Error)]
-pub enum AuditError {
-    /// A file operation failed.
-    #[error("cannot {action} {}: {source}", path.display())]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The error from the OS.
-        source: io::Error,
-    },
-    /// Another writer holds the directory.
-    #[error(
-        "the audit log in {} is in use by another process; stop it, or give this one its own \
-         audit.dir",
-        dir.display()
-    )]
-    Locked {
-        /// The log directory.
-        dir: PathBuf,
-    },
-    /// The existing log does not chain; appending to it would bury the damage.
-    #[error(
-        "refusing to append to the audit log in {}: {source}. Nothing was changed: run \
-         `warden audit verify {}`, investigate, and move the log aside before starting again",
-        dir.display(),
-        dir.display()
-    )]
-    Damaged {
-        /// The log directory.
-        dir: PathBuf,
-        /// The first bad record.
-        source: VerifyError,
-    },
-    /// The record's group commit failed (disk full, I/O error): it was not acknowledged.
-    #[error(
-        "audit record not committed: writing {segment} failed: {source}; check free space and \
-         the disk"
-    )]
-    Write {
-        /// The segment being written.
-        segment: String,
-        /// The error from the OS, shared by every record of the failed commit.
-        source: Arc<io::Error>,
-    },
-    /// The event could not be serialized.
-    #[error("audit event cannot be serialized as JSON: {0}")]
-    Unencodable(#[source] serde_json::Error),
-    /// The log was closed (or its writer stopped).
-    #[error("the audit log is closed; no more records can be written")]
-    Closed,
-}
 
 /// Cheap, cloneable handle to one audit log; its writer thread owns the files.
 #[derive(Clone)]
@@ -115,25 +63,17 @@ impl AuditLog {
         let lock = lock_dir(dir)?;
         let recovered = recover(dir)?;
         let limit = cfg.segment_bytes.max(1);
-        let anchorer =
-            Anchorer::spawn(dir.to_path_buf(), cfg.fsync, faults.clone()).map_err(|source| {
-                AuditError::Io {
-                    action: "start the head anchor thread for",
-                    path: dir.to_path_buf(),
-                    source,
-                }
-            })?;
+        let anchorer = Anchorer::spawn(dir.to_path_buf(), faults.clone()).map_err(|source| {
+            AuditError::Io {
+                action: "start the head anchor thread for",
+                path: dir.to_path_buf(),
+                source,
+            }
+        })?;
         let segment = if recovered.segment == 0 {
-            SegmentFile::create(dir, 1, limit, cfg.direct_io, faults)
+            SegmentFile::create(dir, 1, limit, faults)
         } else {
-            SegmentFile::open(
-                dir,
-                recovered.segment,
-                recovered.len,
-                limit,
-                cfg.direct_io,
-                faults,
-            )
+            SegmentFile::open(dir, recovered.segment, recovered.len, limit, faults)
         }
         .map_err(|source| AuditError::Io {
             action: "open a segment in",
@@ -141,19 +81,23 @@ impl AuditLog {
             source,
         })?;
         let settings = Settings {
-            fsync: cfg.fsync,
+            durability: cfg.durability,
+            flush_interval: cfg.flush_interval,
             segment_bytes: limit,
-            max_commit_delay: cfg.max_commit_delay,
-            direct_io: cfg.direct_io,
         };
         let mut writer = Writer::new(
             dir.to_path_buf(),
             segment,
-            settings,
+            &settings,
             recovered.head,
             anchorer,
             lock,
-        );
+        )
+        .map_err(|source| AuditError::Io {
+            action: "start the flusher thread for",
+            path: dir.to_path_buf(),
+            source,
+        })?;
         if let Some(torn) = recovered.torn {
             let mut event = AuditEvent::now(EventKind::System);
             event.detail = Some(json!({
@@ -166,7 +110,7 @@ impl AuditLog {
             }));
             writer.append_now(event)?;
         }
-        writer.write_anchor(true).map_err(|source| AuditError::Io {
+        writer.write_anchor().map_err(|source| AuditError::Io {
             action: "record the audit head in",
             path: dir.to_path_buf(),
             source,
@@ -186,15 +130,9 @@ impl AuditLog {
         })
     }
 
-    /// Registers the calling proxy worker thread as one that appends decisions; report its
-    /// idle and running states through the handle (tokio's park hooks), so the writer stops
-    /// waiting for more records once every worker is idle.
-    pub fn register_producer(&self) -> super::producers::Producer {
-        self.inner.shared.producers.register()
-    }
-
-    /// Appends; the returned future resolves once the record is durably on disk (its group's
-    /// fdatasync returned), with its sequence number.
+    /// Appends; the returned future resolves with the record's sequence number once it is
+    /// recorded: on disk (its group's fdatasync returned) in `disk` durability, handed to the
+    /// operating system (its group's write returned) in `process` durability.
     ///
     /// The record is handed to the writer by this call, not when the future is first polled:
     /// dropping the future does not withdraw it, and the future holds only the answer's
@@ -204,7 +142,7 @@ impl AuditLog {
         &self,
         event: AuditEvent,
     ) -> impl Future<Output = Result<u64, AuditError>> + Send + 'static {
-        let (done, committed) = super::answer::waiter();
+        let (done, committed) = answer::waiter();
         let sent = self
             .inner
             .tx
@@ -222,17 +160,24 @@ impl AuditLog {
     }
 
     /// Appends without waiting (outcome records): the record goes to the writer's outbox and
-    /// is committed, durably, with the next commit or within a few milliseconds.
+    /// is committed with the next commit or within a few milliseconds. A record that cannot
+    /// be written (the log is closed, or its commit fails) is counted in
+    /// `warden_audit_records_lost_total`.
     pub fn append_detached(&self, event: AuditEvent) {
         let shared = &self.inner.shared;
-        if !shared.alive.load(std::sync::atomic::Ordering::Acquire) {
-            tracing::error!("audit record dropped: the audit log is closed");
-            return;
+        match shared.outbox.push(event) {
+            Pushed::Queued => {}
+            Pushed::WakeWriter => {
+                let _ = self.inner.tx.send(Msg::Wake);
+            }
+            Pushed::Closed => {
+                shared.stats.lost.inc();
+                tracing::error!("audit record lost: the audit log is closed");
+            }
         }
-        shared.outbox.push(event, &self.inner.tx);
     }
 
-    /// Flushes everything queued and stops the writer (graceful shutdown).
+    /// Commits everything queued, flushes it, and stops the writer (graceful shutdown).
     ///
     /// Records appended after `close` fail with [`AuditError::Closed`]. Closing twice is fine.
     pub async fn close(&self) -> Result<(), AuditError> {
@@ -258,7 +203,7 @@ impl AuditLog {
     }
 
     /// The writer's commit counters (for `/metrics`).
-    pub fn stats(&self) -> &super::stats::CommitStats {
+    pub fn stats(&self) -> &CommitStats {
         &self.inner.shared.stats
     }
 }

@@ -2,32 +2,35 @@
 //!
 //! Every record is one JSON line, `{"seq":N,"prev":"<sha256 hex of the previous line>",...}`,
 //! appended to `audit-NNNNNN.jsonl` segments by one writer thread that group-commits (one
-//! synchronous write for everything pending: direct I/O with `O_DSYNC`, or a write and
-//! `fdatasync`) into zero-filled space it reserves ahead, so a segment's data ends at its
-//! first NUL byte. `head.json` anchors the last record so a cut tail shows. [`verify`] walks
-//! the chain and names the first bad record. The format is described in `docs/audit.md`.
+//! write for everything pending) into zero-filled space it reserves ahead, so a segment's
+//! data ends at its first NUL byte. In `disk` durability each commit is flushed
+//! (`fdatasync`) before its records are answered; in `process` durability they are answered
+//! once written and a flusher thread flushes them within `audit.flush_interval`. `head.json`
+//! anchors the last durable record so a cut tail shows. [`verify`] walks the chain and names
+//! the first bad record. The format is described in `docs/audit.md`.
 
 mod anchor;
-pub mod answer;
+mod answer;
 mod chain;
 pub mod config;
-mod direct;
+mod error;
 pub mod event;
 pub(crate) mod faults;
+mod flusher;
 mod log;
-pub mod producers;
+mod outbox;
 mod record;
 mod recover;
 mod segment;
+mod segment_file;
 pub mod stats;
 mod verify;
 mod writer;
 
-pub use log::{AuditError, AuditLog};
+pub use error::{AuditError, EditEvidence, Location, Problem, TruncationEvidence, VerifyError};
+pub use log::AuditLog;
 pub use record::Hash;
-pub use verify::{
-    EditEvidence, Location, Problem, TruncationEvidence, VerifyError, VerifyReport, verify,
-};
+pub use verify::{VerifyReport, verify};
 
 #[cfg(test)]
 mod tests;

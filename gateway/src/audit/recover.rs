@@ -7,10 +7,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::anchor::{self, ANCHOR_FILE, AnchorReadError};
 use super::chain::Chain;
-use super::log::AuditError;
+use super::error::{AuditError, Location, Problem, TruncationEvidence, VerifyError};
 use super::record::{GENESIS, Hash};
 use super::segment::list_segments;
-use super::verify::{Location, Problem, TruncationEvidence, VerifyError, tail_problem};
 
 /// Where appending resumes.
 pub struct Recovered {
@@ -100,7 +99,7 @@ pub fn recover(dir: &Path) -> Result<Recovered, AuditError> {
         }
         chain = Chain::resume(anchor);
         let earlier = chain.walk_segment(dir, name).map_err(|e| damaged(dir, e))?;
-        if let Some(problem) = tail_problem(name, &earlier) {
+        if let Some(problem) = earlier.tail_problem(name) {
             return Err(damaged(dir, problem));
         }
     }

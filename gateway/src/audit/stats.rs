@@ -1,6 +1,7 @@
 //! What the writer reports about its commits: how many, how many records each held, how
-//! long each took to become durable. Served on `/metrics`; an operator watches these to see
-//! the disk's fsync latency and how well group commit batches.
+//! long each took, how long flushes take, and how many records were lost. Served on
+//! `/metrics`; an operator watches these to see the disk's flush latency, how well group
+//! commit batches, and whether any record nobody waited for was lost.
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, core::Collector};
 
@@ -12,12 +13,17 @@ const COMMIT_BUCKETS: &[f64] = &[
 /// The writer's counters; cheap to clone (shared handles).
 #[derive(Clone, Debug)]
 pub struct CommitStats {
-    /// Commits: one write (and, with `audit.fsync`, one fdatasync) each.
+    /// Commits: one write (and, in `disk` durability, one fdatasync) each.
     pub commits: IntCounter,
     /// Records committed.
     pub records: IntCounter,
-    /// Time from a commit's first write to its records being durable.
+    /// Time from a commit's first write to its records being answered.
     pub commit_seconds: Histogram,
+    /// `process` durability: time of each flush (fdatasync) of what commits wrote.
+    pub flush_seconds: Histogram,
+    /// Records nobody waited for (outcomes, rejections, system records) that could not be
+    /// written: a failed commit's, or appended once the log was closed.
+    pub lost: IntCounter,
 }
 
 impl CommitStats {
@@ -34,9 +40,23 @@ impl CommitStats {
             commit_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "warden_audit_commit_duration_seconds",
-                    "Time for one audit commit to become durable (write and fdatasync)",
+                    "Time of one audit commit: its write and, in disk durability, its fdatasync",
                 )
                 .buckets(COMMIT_BUCKETS.to_vec()),
+            )
+            .expect("static metric definition"),
+            flush_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "warden_audit_flush_duration_seconds",
+                    "Time of one flush (fdatasync) of written audit records, in process durability",
+                )
+                .buckets(COMMIT_BUCKETS.to_vec()),
+            )
+            .expect("static metric definition"),
+            lost: IntCounter::new(
+                "warden_audit_records_lost_total",
+                "Audit records nobody waited for (outcomes, rejections, system records) that \
+                 could not be written",
             )
             .expect("static metric definition"),
         }
@@ -48,6 +68,8 @@ impl CommitStats {
             Box::new(self.commits.clone()),
             Box::new(self.records.clone()),
             Box::new(self.commit_seconds.clone()),
+            Box::new(self.flush_seconds.clone()),
+            Box::new(self.lost.clone()),
         ]
     }
 }

@@ -6,11 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::config::AuditConfig;
+use super::anchor;
+use super::config::{AuditConfig, Durability};
+use super::error::{AuditError, EditEvidence, Location, Problem, TruncationEvidence, VerifyError};
 use super::event::{AuditEvent, EventKind};
 use super::faults::Faults;
+use super::log::AuditLog;
 use super::record::{ChainFields, hash_line};
-use super::*;
+use super::verify::{VerifyReport, verify};
 
 fn event(i: u64) -> AuditEvent {
     let mut event = AuditEvent::now(EventKind::Decision);
@@ -52,9 +55,11 @@ fn log_with_faults_and(cfg: &AuditConfig) -> (tempfile::TempDir, PathBuf, Arc<Fa
     (tmp, dir, faults, log)
 }
 
-fn buffered() -> AuditConfig {
+/// `process` durability with a flush interval of `flush_interval`.
+fn process(flush_interval: Duration) -> AuditConfig {
     AuditConfig {
-        direct_io: false,
+        durability: Durability::Process,
+        flush_interval,
         ..AuditConfig::default()
     }
 }
@@ -485,9 +490,9 @@ async fn waits_until_released(
 }
 
 #[tokio::test]
-async fn append_resolves_only_after_its_write_is_synced() {
-    // Buffered commits: the write lands first, the append waits for the fdatasync.
-    let (_tmp, dir, faults, log) = log_with_faults_and(&buffered());
+async fn in_disk_durability_an_append_resolves_only_after_its_write_is_flushed() {
+    // The write lands first, the append waits for the fdatasync.
+    let (_tmp, dir, faults, log) = log_with_faults();
     let (release, appending) = append_with_held_sync(&log, &faults);
     let path = segment(&dir, 1);
     for _ in 0..200 {
@@ -506,48 +511,8 @@ async fn append_resolves_only_after_its_write_is_synced() {
 }
 
 #[tokio::test]
-async fn append_resolves_only_after_its_synchronous_direct_write() {
-    // Direct commits: one write that returns once durable; held before it, nothing is
-    // written and the append waits.
-    let (_tmp, dir, faults, log) = log_with_faults();
-    let (release, appending) = append_with_held_sync(&log, &faults);
-    waits_until_released(&log, release, appending).await;
-    assert_eq!(data(&segment(&dir, 1)).split(|&b| b == b'\n').count(), 2);
-    log.close().await.unwrap();
-}
-
-/// Open-file flags of this process's descriptors of `path` (from `/proc/self/fdinfo`).
-fn open_flags(path: &Path) -> Vec<i32> {
-    let target = fs::canonicalize(path).unwrap();
-    fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| fs::read_link(e.path()).is_ok_and(|p| p == target))
-        .filter_map(|e| fs::read_to_string(Path::new("/proc/self/fdinfo").join(e.file_name())).ok())
-        .filter_map(|info| {
-            let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?;
-            i32::from_str_radix(flags.trim(), 8).ok()
-        })
-        .collect()
-}
-
-/// Whether the filesystem under `dir` opens files for direct I/O.
-fn does_direct_io(dir: &Path) -> bool {
-    use std::os::unix::fs::OpenOptionsExt;
-    let probe = dir.join("probe");
-    fs::write(&probe, b"").unwrap();
-    let ok = fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&probe)
-        .is_ok();
-    fs::remove_file(probe).unwrap();
-    ok
-}
-
-#[tokio::test]
-async fn commits_go_through_direct_io_where_the_filesystem_does_it_and_chain_as_buffered_ones() {
-    for cfg in [config(), buffered()] {
+async fn records_of_every_size_chain_and_end_at_the_first_nul_in_both_durabilities() {
+    for cfg in [config(), process(Duration::from_millis(10))] {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("audit");
         let mut seq = 0;
@@ -566,21 +531,11 @@ async fn commits_go_through_direct_io_where_the_filesystem_does_it_and_chain_as_
                 appended.unwrap();
             }
             seq += 32;
-            let direct = open_flags(&segment(&dir, 1))
-                .iter()
-                .any(|f| f & libc::O_DIRECT != 0);
-            let expected = cfg.direct_io && does_direct_io(tmp.path());
-            assert_eq!(
-                direct, expected,
-                "direct I/O in use (direct_io: {})",
-                cfg.direct_io
-            );
-            // Whatever the path, the data ends at the first NUL and zeros follow.
             let bytes = fs::read(segment(&dir, 1)).unwrap();
             let written = data(&segment(&dir, 1));
             assert!(bytes[written.len()..].iter().all(|&b| b == 0));
             let lines = written.iter().filter(|&&b| b == b'\n').count();
-            assert_eq!(lines as u64, seq);
+            assert_eq!(lines as u64, seq, "{:?}", cfg.durability);
             log.close().await.unwrap();
         }
         let report = verify(&dir).unwrap();
@@ -1010,6 +965,159 @@ async fn a_slow_head_anchor_write_does_not_hold_up_commits() {
 
     release.send(()).unwrap();
     log.close().await.unwrap();
-    assert_eq!(super::anchor::read(&dir).unwrap().unwrap().seq, 50);
+    assert_eq!(anchor::read(&dir).unwrap().unwrap().seq, 50);
     assert_eq!(verify(&dir).unwrap().records, 50);
+}
+
+/// Waits up to 5 s for `done`.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The `audit_recovered` record in segment 1 of `dir`.
+fn recovery_record(dir: &Path) -> serde_json::Value {
+    read_lines(&segment(dir, 1))
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["detail"]["event"] == "audit_recovered")
+        .expect("an audit_recovered record")
+}
+
+#[tokio::test]
+async fn in_process_durability_an_append_resolves_once_written_and_is_flushed_within_the_interval()
+{
+    let (_tmp, dir, faults, log) = log_with_faults_and(&process(Duration::from_millis(20)));
+    let flushes = || log.stats().flush_seconds.get_sample_count();
+    // The flush is held: the append resolves anyway, once its record is in the file.
+    let (release, held) = std::sync::mpsc::channel();
+    *faults.held_sync.lock().unwrap() = Some(held);
+    let appended = tokio::time::timeout(Duration::from_secs(2), log.append(event(1))).await;
+    assert_eq!(appended.expect("not held by the flush").unwrap(), 1);
+    assert_eq!(data(&segment(&dir, 1)).split(|&b| b == b'\n').count(), 2);
+    // The flush starts within the interval and is held there; head.json names only what is on
+    // disk, so it stays behind the record until the flush returns.
+    eventually("the flush started", || {
+        faults.held_sync.lock().unwrap().is_none()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(anchor::read(&dir).unwrap().map_or(0, |a| a.seq), 0);
+    release.send(()).unwrap();
+    eventually("the flush was counted", || flushes() == 1).await;
+    eventually("head.json caught up once flushed", || {
+        anchor::read(&dir).unwrap().is_some_and(|a| a.seq == 1)
+    })
+    .await;
+    assert!(log.is_writable());
+    log.close().await.unwrap();
+    assert_eq!(verify(&dir).unwrap().records, 1);
+}
+
+#[tokio::test]
+async fn in_process_durability_close_and_rotation_flush_what_is_written() {
+    // An interval no test waits for: only rotations and the close flush.
+    let cfg = AuditConfig {
+        segment_bytes: 1000,
+        ..process(Duration::from_secs(1))
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let log = AuditLog::open(&dir, &cfg).unwrap();
+    for i in 1..=12 {
+        assert_eq!(log.append(event(i)).await.unwrap(), i);
+    }
+    let report = verify(&dir).unwrap();
+    let rotations = report.segments - 1;
+    assert!(rotations >= 2, "{report:?}");
+    assert_eq!(log.stats().flush_seconds.get_sample_count(), rotations);
+    log.close().await.unwrap();
+    assert_eq!(log.stats().flush_seconds.get_sample_count(), rotations + 1);
+    assert_eq!(anchor::read(&dir).unwrap().unwrap().seq, 12);
+    assert_eq!(verify(&dir).unwrap().records, 12);
+}
+
+#[tokio::test]
+async fn in_process_durability_a_failed_flush_fails_the_log_until_a_commit_flushes_again() {
+    let (_tmp, dir, faults, log) = log_with_faults_and(&process(Duration::from_millis(5)));
+    faults.failed_syncs.store(1, Ordering::SeqCst);
+    // Answered once written; its flush then fails: the log is no longer writable.
+    assert_eq!(log.append(event(1)).await.unwrap(), 1);
+    eventually("the failed flush made the log unwritable", || {
+        !log.is_writable()
+    })
+    .await;
+    // The next commit writes record 1 again and flushes before answering: writable again,
+    // led by the record of the outage.
+    assert_eq!(log.append(event(2)).await.unwrap(), 3);
+    assert!(log.is_writable());
+    log.close().await.unwrap();
+    assert_eq!(verify(&dir).unwrap().records, 3);
+    let recovery = recovery_record(&dir);
+    assert_eq!(recovery["seq"], 2);
+    let detail = &recovery["detail"];
+    assert_eq!(detail["failed_records"], 0, "{detail}");
+    assert_eq!(detail["lost_records"], 0, "{detail}");
+    assert!(
+        detail["last_error"].as_str().unwrap().contains("error"),
+        "{detail}"
+    );
+}
+
+#[tokio::test]
+async fn in_process_durability_commits_while_failing_are_answered_only_once_flushed() {
+    let (_tmp, dir, faults, log) = log_with_faults_and(&process(Duration::from_millis(5)));
+    assert_eq!(log.append(event(1)).await.unwrap(), 1);
+    faults.torn_writes.store(1, Ordering::SeqCst);
+    assert!(log.append(event(2)).await.is_err());
+    assert!(!log.is_writable());
+    // While failing, a commit flushes before it answers: a failed flush fails its records.
+    faults.failed_syncs.store(1, Ordering::SeqCst);
+    assert!(log.append(event(3)).await.is_err());
+    assert_eq!(log.append(event(4)).await.unwrap(), 3);
+    log.close().await.unwrap();
+    assert_eq!(verify(&dir).unwrap().records, 3);
+    assert_eq!(recovery_record(&dir)["detail"]["failed_records"], 2);
+}
+
+#[tokio::test]
+async fn lost_detached_records_are_counted_alike_by_the_recovery_record_and_the_metric() {
+    let (_tmp, dir, faults, log) = log_with_faults();
+    let lost = || log.stats().lost.get();
+    assert_eq!(log.append(event(1)).await.unwrap(), 1);
+    faults.failed_syncs.store(u32::MAX, Ordering::SeqCst);
+    for i in 2..=4 {
+        log.append_detached(event(i));
+    }
+    assert!(log.append(event(5)).await.is_err(), "a refused decision");
+    // Two more nobody waits for, committed (and failing) on their own or with a retry.
+    log.append_detached(event(6));
+    log.append_detached(event(7));
+    eventually("five detached records were lost", || lost() == 5).await;
+    faults.failed_syncs.store(0, Ordering::SeqCst);
+    assert!(log.append(event(8)).await.is_ok());
+    log.close().await.unwrap();
+    assert_eq!(lost(), 5);
+    let detail = recovery_record(&dir)["detail"].clone();
+    assert_eq!(detail["lost_records"], lost(), "{detail}");
+    // The failed records are the lost ones and the refused decision, plus a retry's own
+    // records, if it ran: the recovery records are not counted.
+    assert_eq!(detail["failed_records"], 6, "{detail}");
+}
+
+#[tokio::test]
+async fn a_detached_record_appended_once_the_log_is_closed_is_counted_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let log = AuditLog::open(&dir, &config()).unwrap();
+    log.append_detached(event(1));
+    log.close().await.unwrap();
+    assert_eq!(log.stats().lost.get(), 0, "the close committed it");
+    log.append_detached(event(2));
+    log.append_detached(event(3));
+    assert_eq!(log.stats().lost.get(), 2);
+    assert_eq!(verify(&dir).unwrap().records, 1);
 }

@@ -143,10 +143,13 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     if config.limits.max_request_bytes == 0 {
         err("limits.max_request_bytes", "must be greater than 0".into());
     }
-    if config.audit.max_commit_delay > std::time::Duration::from_secs(1) {
+    let flush_interval = config.audit.flush_interval;
+    if flush_interval.is_zero() || flush_interval > std::time::Duration::from_secs(1) {
         err(
-            "audit.max_commit_delay",
-            "must be at most 1s: every allowed request waits for its commit".into(),
+            "audit.flush_interval",
+            "must be more than 0 and at most 1s: a lost machine loses up to this much of the \
+             log in process durability"
+                .into(),
         );
     }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
@@ -304,6 +307,35 @@ colour: blue
             text.contains("warden.yaml:2: runtime.workers: unknown field"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn audit_durability_and_flush_interval_are_read_and_bounded_and_removed_keys_refused() {
+        use crate::audit::config::Durability;
+        let process = parse(
+            "audit:\n  durability: process\n  flush_interval: 5ms\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(process.audit.durability, Durability::Process);
+        assert_eq!(
+            process.audit.flush_interval,
+            std::time::Duration::from_millis(5)
+        );
+        assert_eq!(parse("", None).unwrap().audit.durability, Durability::Disk);
+        let text = errors_of("audit:\n  flush_interval: 0s\n");
+        assert!(
+            text.contains("warden.yaml:2: audit.flush_interval: must be more than 0"),
+            "{text}"
+        );
+        for removed in ["fsync: true", "direct_io: true", "max_commit_delay: 1ms"] {
+            let key = removed.split(':').next().unwrap_or_default();
+            let text = errors_of(&format!("audit:\n  {removed}\n"));
+            assert!(
+                text.contains(&format!("warden.yaml:2: audit.{key}: unknown field")),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -1,0 +1,303 @@
+//! What can go wrong with the audit log, as data a caller can match: appending, opening or
+//! closing it ([`AuditError`]), and verifying it ([`VerifyError`], which names the first bad
+//! record and what is wrong with it).
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::anchor::ANCHOR_FILE;
+
+/// Why a record could not be appended, or the log not opened or closed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// A file operation failed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The error from the OS.
+        source: io::Error,
+    },
+    /// Another writer holds the directory.
+    #[error(
+        "the audit log in {} is in use by another process; stop it, or give this one its own \
+         audit.dir",
+        dir.display()
+    )]
+    Locked {
+        /// The log directory.
+        dir: PathBuf,
+    },
+    /// The existing log does not chain; appending to it would bury the damage.
+    #[error(
+        "refusing to append to the audit log in {}: {source}. Nothing was changed: run \
+         `warden audit verify {}`, investigate, and move the log aside before starting again",
+        dir.display(),
+        dir.display()
+    )]
+    Damaged {
+        /// The log directory.
+        dir: PathBuf,
+        /// The first bad record.
+        source: VerifyError,
+    },
+    /// The record's group commit failed (disk full, I/O error): it was not acknowledged.
+    #[error(
+        "audit record not committed: writing {segment} failed: {source}; check free space and \
+         the disk"
+    )]
+    Write {
+        /// The segment being written.
+        segment: String,
+        /// The error from the OS, shared by every record of the failed commit.
+        source: Arc<io::Error>,
+    },
+    /// The event could not be serialized.
+    #[error("audit event cannot be serialized as JSON: {0}")]
+    Unencodable(#[source] serde_json::Error),
+    /// The log was closed (or its writer stopped).
+    #[error("the audit log is closed; no more records can be written")]
+    Closed,
+}
+
+/// Where a problem was found: a file, and in a segment the line and the record's seq.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// File name inside the log directory.
+    pub file: Arc<str>,
+    /// 1-based line number, for segment files.
+    pub line: Option<u64>,
+    /// The record's seq, when it could be read.
+    pub seq: Option<u64>,
+}
+
+impl Location {
+    /// Line `line` of segment `file`, seq not read yet.
+    pub fn line(file: Arc<str>, line: u64) -> Location {
+        Location {
+            file,
+            line: Some(line),
+            seq: None,
+        }
+    }
+
+    /// A whole file (`head.json`).
+    pub fn file(file: &str) -> Location {
+        Location {
+            file: Arc::from(file),
+            line: None,
+            seq: None,
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.file)?;
+        if let Some(line) = self.line {
+            write!(f, " line {line}")?;
+        }
+        if let Some(seq) = self.seq {
+            write!(f, " (seq {seq})")?;
+        }
+        Ok(())
+    }
+}
+
+/// How an edit was detected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EditEvidence {
+    /// The record's hash is not the `prev` of the record after it.
+    NextPrev {
+        /// Seq of the record after it.
+        next_seq: u64,
+    },
+    /// The first record of the log does not carry the all-zero `prev`.
+    Genesis,
+    /// The record's hash is not the one `head.json` recorded for its seq.
+    Anchor,
+}
+
+/// What is wrong with a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// The record's content changed after it was written.
+    Edited(EditEvidence),
+    /// Records `first..=last` are missing before this one.
+    Deleted {
+        /// First missing seq.
+        first: u64,
+        /// Last missing seq.
+        last: u64,
+    },
+    /// The record is out of order: `expected` should come here.
+    Reordered {
+        /// The seq that should be at this place.
+        expected: u64,
+        /// Where that seq was found further down the same segment, if it was.
+        expected_line: Option<u64>,
+    },
+    /// The log ends early.
+    Truncated(TruncationEvidence),
+    /// The line is not an audit record.
+    Malformed(String),
+}
+
+/// How a cut was detected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TruncationEvidence {
+    /// The file ends with a line without newline: a write was torn or the file was cut.
+    TornLine {
+        /// Bytes in the incomplete line.
+        bytes: u64,
+    },
+    /// The segment's data ends (zero bytes follow, the space the writer reserves ahead), but
+    /// non-zero bytes lie further on: records were zeroed out, or bytes were written into the
+    /// reserved space.
+    DataAfterEnd {
+        /// File offset of the first non-zero byte after the end.
+        offset: u64,
+        /// Bytes from there to the last non-zero byte.
+        bytes: u64,
+    },
+    /// `head.json` records a later seq than the last record present.
+    AnchorAhead {
+        /// The seq `head.json` records.
+        anchor_seq: u64,
+    },
+}
+
+impl Problem {
+    /// One word for the problem: `edited`, `deleted`, `reordered`, `truncated`, `malformed`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Problem::Edited(_) => "edited",
+            Problem::Deleted { .. } => "deleted",
+            Problem::Reordered { .. } => "reordered",
+            Problem::Truncated(_) => "truncated",
+            Problem::Malformed(_) => "malformed",
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Edited(EditEvidence::NextPrev { next_seq }) => write!(
+                f,
+                "record was edited after it was written: its hash does not match the \"prev\" \
+                 of seq {next_seq}"
+            ),
+            Problem::Edited(EditEvidence::Genesis) => f.write_str(
+                "record was edited after it was written: the first record's \"prev\" must be \
+                 64 zeros",
+            ),
+            Problem::Edited(EditEvidence::Anchor) => write!(
+                f,
+                "record was edited after it was written: its hash does not match the one \
+                 recorded in {ANCHOR_FILE}"
+            ),
+            Problem::Deleted { first, last } if first == last => {
+                write!(
+                    f,
+                    "a record was deleted before this one: seq {first} is missing"
+                )
+            }
+            Problem::Deleted { first, last } => write!(
+                f,
+                "records were deleted before this one: seq {first} to {last} are missing"
+            ),
+            Problem::Reordered {
+                expected,
+                expected_line: Some(line),
+            } => write!(
+                f,
+                "records were reordered: seq {expected} was expected here; it is at line {line}"
+            ),
+            Problem::Reordered {
+                expected,
+                expected_line: None,
+            } => write!(
+                f,
+                "records were reordered: seq goes backwards where seq {expected} was expected"
+            ),
+            Problem::Truncated(TruncationEvidence::TornLine { bytes }) => write!(
+                f,
+                "the log was truncated: the last line is incomplete ({bytes} bytes without a \
+                 newline)"
+            ),
+            Problem::Truncated(TruncationEvidence::DataAfterEnd { offset, bytes }) => write!(
+                f,
+                "the log was truncated: its data ends here (zero bytes follow), but {bytes} \
+                 bytes of data lie after the zeros at offset {offset}: records were zeroed out \
+                 or written past the end"
+            ),
+            Problem::Truncated(TruncationEvidence::AnchorAhead { anchor_seq }) => write!(
+                f,
+                "the log was truncated: {ANCHOR_FILE} records seq {anchor_seq} but the log ends \
+                 here"
+            ),
+            Problem::Malformed(reason) => write!(f, "not a valid audit record: {reason}"),
+        }
+    }
+}
+
+/// Why a log did not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// A record (or `head.json`) shows tampering or damage; `at` is the first such place.
+    #[error("{at}: {problem}")]
+    Tampered {
+        /// The first bad record.
+        at: Location,
+        /// What is wrong with it.
+        problem: Problem,
+    },
+    /// A file could not be read.
+    #[error("cannot read {}: {source}; check the path and its permissions", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error from the OS.
+        source: io::Error,
+    },
+    /// The directory holds no log.
+    #[error(
+        "no audit log in {}: no audit-NNNNNN.jsonl segment and no {ANCHOR_FILE}; check the \
+         directory (config key audit.dir)",
+        dir.display()
+    )]
+    NoLog {
+        /// The directory given.
+        dir: PathBuf,
+    },
+    /// The records chain correctly but there is no anchor to check the tail against.
+    #[error(
+        "{}: {ANCHOR_FILE} is missing, so records cut from the end cannot be detected; the \
+         {records} records present chain correctly up to seq {head_seq}. If the log was \
+         copied, copy {ANCHOR_FILE} with it",
+        dir.display()
+    )]
+    AnchorMissing {
+        /// The directory given.
+        dir: PathBuf,
+        /// Records that chain correctly.
+        records: u64,
+        /// Seq of the last of them.
+        head_seq: u64,
+    },
+}
+
+impl VerifyError {
+    /// The problem, when the log was read and found bad.
+    pub fn problem(&self) -> Option<&Problem> {
+        match self {
+            VerifyError::Tampered { problem, .. } => Some(problem),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Records nobody waits for (outcomes, rejections, system records): handed over under a lock
+//! without waking the writer, which takes them with its next commit (or after a few
+//! milliseconds). An outcome record does not need a commit of its own, and a wake-up of the
+//! writer thread per record costs more than committing it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use super::event::AuditEvent;
+
+/// The records waiting for the next commit.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    state: Mutex<State>,
+    /// The writer sleeps without a timeout: the next push must wake it.
+    sleeping: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    events: Vec<AuditEvent>,
+    /// The writer took its last records: nothing pushed from now on will be committed.
+    closed: bool,
+}
+
+/// What became of a pushed record.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pushed {
+    /// It waits for the next commit.
+    Queued,
+    /// It waits, and the writer sleeps with nothing to time: wake it.
+    WakeWriter,
+    /// The log is closed: the record is lost.
+    Closed,
+}
+
+impl Outbox {
+    /// Leaves `event` for the next commit.
+    pub fn push(&self, event: AuditEvent) -> Pushed {
+        {
+            let mut state = self.lock();
+            if state.closed {
+                return Pushed::Closed;
+            }
+            state.events.push(event);
+        }
+        if self.sleeping.swap(false, Ordering::SeqCst) {
+            Pushed::WakeWriter
+        } else {
+            Pushed::Queued
+        }
+    }
+
+    /// Whether no record waits.
+    pub fn is_empty(&self) -> bool {
+        self.lock().events.is_empty()
+    }
+
+    /// Takes every waiting record.
+    pub fn take(&self) -> Vec<AuditEvent> {
+        std::mem::take(&mut self.lock().events)
+    }
+
+    /// Takes every waiting record and refuses any pushed later.
+    pub fn close(&self) -> Vec<AuditEvent> {
+        let mut state = self.lock();
+        state.closed = true;
+        std::mem::take(&mut state.events)
+    }
+
+    /// The writer is about to sleep with nothing to time (`true`) or has woken (`false`).
+    /// Either the writer's check after setting it sees a record pushed meanwhile, or the
+    /// pusher sees the flag and wakes it.
+    pub fn set_sleeping(&self, sleeping: bool) {
+        self.sleeping.store(sleeping, Ordering::SeqCst);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::event::EventKind;
+
+    #[test]
+    fn a_sleeping_writer_is_woken_once_and_a_closed_outbox_takes_nothing() {
+        let outbox = Outbox::default();
+        assert_eq!(
+            outbox.push(AuditEvent::now(EventKind::Outcome)),
+            Pushed::Queued
+        );
+        outbox.set_sleeping(true);
+        assert_eq!(
+            outbox.push(AuditEvent::now(EventKind::Outcome)),
+            Pushed::WakeWriter
+        );
+        assert_eq!(
+            outbox.push(AuditEvent::now(EventKind::Outcome)),
+            Pushed::Queued
+        );
+        assert_eq!(outbox.close().len(), 3);
+        assert_eq!(
+            outbox.push(AuditEvent::now(EventKind::Outcome)),
+            Pushed::Closed
+        );
+        assert!(outbox.is_empty());
+    }
+}
