@@ -171,7 +171,7 @@ fn warden_configs_are_accepted_by_wardens_loader_with_auth_cedar_and_each_durabi
             !config.log.access,
             "the measured setup runs Warden's defaults: no access log"
         );
-        assert_eq!(config.policy.dir, dir.path().join("policies"));
+        assert_eq!(config.policy.dir, setup.policies_dir());
         assert_eq!(config.listen.proxy, setup.proxy);
         assert_eq!(config.routes.len(), 1);
         let route = &config.routes[0];

@@ -95,6 +95,10 @@ struct Args {
     /// Policy directory copied into Warden's temporary configuration.
     #[arg(long, default_value_os_t = warden::repo_policies())]
     policies: PathBuf,
+    /// Policy directory for `warden-baseline` (default: `--policies`): an earlier binary may
+    /// not know the current schema, e.g. `git archive <rev> policies | tar -x -C /tmp/old`.
+    #[arg(long)]
+    baseline_policies: Option<PathBuf>,
     /// Run only the bench upstream on this address (used by the harness itself).
     #[arg(long, hide = true)]
     serve_upstream: Option<SocketAddr>,
@@ -607,7 +611,11 @@ fn prepare_wardens(
                 access_log: args.access_log,
                 workers: args.warden_workers,
             };
-            setup.prepare(&args.policies)?;
+            let policies = match (target, &args.baseline_policies) {
+                (Target::WardenBaseline, Some(dir)) => dir,
+                _ => &args.policies,
+            };
+            setup.prepare(policies)?;
             Ok(setup)
         });
         match prepared {
