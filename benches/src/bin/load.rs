@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use ::warden::audit::AuditLog;
 use ::warden::audit::config::AuditConfig;
 use warden_bench::audit_share::{self, AuditCounters};
-use warden_bench::loadgen::{self, LoadSpec};
+use warden_bench::loadgen::{self, LoadSpec, Workload};
 use warden_bench::process::{self, Proc};
 use warden_bench::profile::{self, ProfileFiles};
 use warden_bench::report::{
@@ -327,6 +327,7 @@ async fn measure(args: &Args) -> Result<Report> {
         duration: args.duration,
         max_requests: args.max_requests,
         rate: None,
+        workload: Workload::Chat,
     };
 
     let mut bench = Bench {
