@@ -27,3 +27,4 @@ pub mod snapshot;
 pub mod telemetry;
 pub mod text;
 pub mod upstream;
+pub mod vault;
