@@ -4,6 +4,7 @@
 //! route ([`route`]) → identify ([`identity`]) → interpret ([`protocol`]) → inspect
 //! ([`inspect`]) → decide ([`policy`]) → hold ([`approval`]) → credential ([`secrets`]) →
 //! forward ([`upstream`]) → observe ([`observe`], [`protocol`]) → record ([`audit`]).
+//! Beside it: [`state`], the durable state store.
 
 pub mod action;
 pub mod admin;
@@ -24,6 +25,7 @@ pub mod secrets;
 pub mod server;
 pub mod shared;
 pub mod snapshot;
+pub mod state;
 pub mod telemetry;
 pub mod text;
 pub mod upstream;

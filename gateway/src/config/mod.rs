@@ -13,6 +13,7 @@ pub use crate::listener::config::{ListenConfig, TlsConfig, WorkersConfig};
 pub use crate::policy::config::PolicyConfig;
 pub use crate::protocol::config::LimitsConfig;
 pub use crate::route::config::{DenyStyle, RouteConfig, default_routes};
+pub use crate::state::config::StateConfig;
 pub use crate::telemetry::config::{LogConfig, LogFormat};
 pub use crate::upstream::config::UpstreamConfig;
 
@@ -20,8 +21,11 @@ pub use crate::upstream::config::UpstreamConfig;
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Where Warden keeps state (signing keys, audit log). Default `./warden-data`.
+    /// Where Warden keeps state (signing keys, audit log, state store). Default
+    /// `./warden-data`.
     pub data_dir: PathBuf,
+    /// The durable state store (tool pins; later approvals).
+    pub state: StateConfig,
     pub listen: ListenConfig,
     pub identity: IdentityConfig,
     pub policy: PolicyConfig,
@@ -40,6 +44,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("warden-data"),
+            state: StateConfig::default(),
             listen: ListenConfig::default(),
             identity: IdentityConfig::default(),
             policy: PolicyConfig::default(),
