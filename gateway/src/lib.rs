@@ -4,7 +4,7 @@
 //! route ([`route`]) → identify ([`identity`]) → interpret ([`protocol`]) → inspect
 //! ([`inspect`]) → decide ([`policy`]) → hold ([`approval`]) → credential ([`secrets`]) →
 //! forward ([`upstream`]) → observe ([`observe`], [`protocol`]) → record ([`audit`]).
-//! Beside it: [`state`], the durable state store.
+//! Beside it: [`state`], the durable state store, and [`pins`], tool-definition pinning.
 
 pub mod action;
 pub mod admin;
@@ -16,6 +16,7 @@ pub mod identity;
 pub mod inspect;
 pub mod listener;
 pub mod observe;
+pub mod pins;
 pub mod policy;
 pub mod protocol;
 pub mod proxy;

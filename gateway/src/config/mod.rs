@@ -10,6 +10,7 @@ use std::path::PathBuf;
 pub use crate::audit::config::AuditConfig;
 pub use crate::identity::config::IdentityConfig;
 pub use crate::listener::config::{ListenConfig, TlsConfig, WorkersConfig};
+pub use crate::pins::config::PinsConfig;
 pub use crate::policy::config::PolicyConfig;
 pub use crate::protocol::config::LimitsConfig;
 pub use crate::route::config::{DenyStyle, RouteConfig, default_routes};
@@ -26,6 +27,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The durable state store (tool pins; later approvals).
     pub state: StateConfig,
+    /// Tool-definition pinning.
+    pub pins: PinsConfig,
     pub listen: ListenConfig,
     pub identity: IdentityConfig,
     pub policy: PolicyConfig,
@@ -45,6 +48,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("warden-data"),
             state: StateConfig::default(),
+            pins: PinsConfig::default(),
             listen: ListenConfig::default(),
             identity: IdentityConfig::default(),
             policy: PolicyConfig::default(),
