@@ -11,6 +11,11 @@ use crate::state::pins::{
     ApproveOutcome, Approver, PinRecord, PinRepository, StoredDefinition, now_ms,
 };
 
+/// A pin with an approved definition: server, tool, time, digest, JSON, approver.
+const INSERT_APPROVED: &str = "INSERT INTO tool_pins (server, tool, first_seen_ms, \
+     approved_digest, approved_json, approved_at_ms, approved_by) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?3, ?6) ON CONFLICT (server, tool)";
+
 const COLUMNS: &str = "server, tool, first_seen_ms, approved_digest, approved_json, \
      approved_at_ms, approved_by, pending_digest, pending_json, pending_since_ms";
 
@@ -49,26 +54,21 @@ impl PinRepository for SqliteStore {
     ) -> BoxFuture<'a, Result<(PinRecord, bool), StateError>> {
         let (server, tool) = (server.to_owned(), tool.to_owned());
         Box::pin(self.run(move |conn, path| {
-            write(conn, path, "pin a tool on first use", |tx| {
-                let created = tx.execute(
-                    "INSERT INTO tool_pins (server, tool, first_seen_ms, approved_digest, \
-                     approved_json, approved_at_ms, approved_by) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?3, ?6) ON CONFLICT (server, tool) DO NOTHING",
-                    params![
-                        server,
-                        tool,
-                        definition.at_ms,
-                        definition.digest,
-                        definition.json,
-                        Approver::FirstUse.to_stored()
-                    ],
-                )? == 1;
-                Ok(created)
-            })
-            .and_then(|created| {
-                let pin = read(conn, path, &server, &tool)?.ok_or_else(|| vanished(path))?;
-                Ok((pin, created))
-            })
+            change_pin(
+                conn,
+                path,
+                &server,
+                &tool,
+                "pin a tool on first use",
+                |tx| {
+                    let insert = format!("{INSERT_APPROVED} DO NOTHING");
+                    let created = tx.execute(
+                        &insert,
+                        approved_params(&server, &tool, &definition, &Approver::FirstUse),
+                    )?;
+                    Ok(created == 1)
+                },
+            )
         }))
     }
 
@@ -80,18 +80,24 @@ impl PinRepository for SqliteStore {
     ) -> BoxFuture<'a, Result<(PinRecord, bool), StateError>> {
         let (server, tool) = (server.to_owned(), tool.to_owned());
         Box::pin(self.run(move |conn, path| {
-            let recorded = write(conn, path, "record a changed tool definition", |tx| {
-                let known: Option<(Option<String>, Option<String>)> = tx
-                    .query_row(
-                        "SELECT approved_digest, pending_digest FROM tool_pins \
+            change_pin(
+                conn,
+                path,
+                &server,
+                &tool,
+                "record a changed tool definition",
+                |tx| {
+                    let known: Option<(Option<String>, Option<String>)> = tx
+                        .query_row(
+                            "SELECT approved_digest, pending_digest FROM tool_pins \
                          WHERE server = ?1 AND tool = ?2",
-                        params![server, tool],
-                        |row| Ok((row.get(0)?, row.get(1)?)),
-                    )
-                    .optional()?;
-                match known {
-                    None => {
-                        tx.execute(
+                            params![server, tool],
+                            |row| Ok((row.get(0)?, row.get(1)?)),
+                        )
+                        .optional()?;
+                    match known {
+                        None => {
+                            tx.execute(
                             "INSERT INTO tool_pins (server, tool, first_seen_ms, pending_digest, \
                              pending_json, pending_since_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?3)",
                             params![
@@ -102,32 +108,31 @@ impl PinRepository for SqliteStore {
                                 definition.json
                             ],
                         )?;
-                        Ok(true)
-                    }
-                    Some((approved, pending))
-                        if approved.as_deref() == Some(definition.digest.as_str())
-                            || pending.as_deref() == Some(definition.digest.as_str()) =>
-                    {
-                        Ok(false)
-                    }
-                    Some(_) => {
-                        tx.execute(
-                            "UPDATE tool_pins SET pending_digest = ?3, pending_json = ?4, \
+                            Ok(true)
+                        }
+                        Some((approved, pending))
+                            if approved.as_deref() == Some(definition.digest.as_str())
+                                || pending.as_deref() == Some(definition.digest.as_str()) =>
+                        {
+                            Ok(false)
+                        }
+                        Some(_) => {
+                            tx.execute(
+                                "UPDATE tool_pins SET pending_digest = ?3, pending_json = ?4, \
                              pending_since_ms = ?5 WHERE server = ?1 AND tool = ?2",
-                            params![
-                                server,
-                                tool,
-                                definition.digest,
-                                definition.json,
-                                definition.at_ms
-                            ],
-                        )?;
-                        Ok(true)
+                                params![
+                                    server,
+                                    tool,
+                                    definition.digest,
+                                    definition.json,
+                                    definition.at_ms
+                                ],
+                            )?;
+                            Ok(true)
+                        }
                     }
-                }
-            })?;
-            let pin = read(conn, path, &server, &tool)?.ok_or_else(|| vanished(path))?;
-            Ok((pin, recorded))
+                },
+            )
         }))
     }
 
@@ -140,12 +145,15 @@ impl PinRepository for SqliteStore {
     ) -> BoxFuture<'a, Result<PinRecord, StateError>> {
         let (server, tool) = (server.to_owned(), tool.to_owned());
         Box::pin(self.run(move |conn, path| {
-            write(conn, path, "approve a tool definition", |tx| {
-                tx.execute(
-                    "INSERT INTO tool_pins (server, tool, first_seen_ms, approved_digest, \
-                     approved_json, approved_at_ms, approved_by) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?3, ?6) \
-                     ON CONFLICT (server, tool) DO UPDATE SET \
+            change_pin(
+                conn,
+                path,
+                &server,
+                &tool,
+                "approve a tool definition",
+                |tx| {
+                    let upsert = format!(
+                        "{INSERT_APPROVED} DO UPDATE SET \
                        approved_digest = excluded.approved_digest, \
                        approved_json = excluded.approved_json, \
                        approved_at_ms = excluded.approved_at_ms, \
@@ -155,19 +163,16 @@ impl PinRepository for SqliteStore {
                        pending_json = CASE WHEN pending_digest = excluded.approved_digest \
                          THEN NULL ELSE pending_json END, \
                        pending_digest = CASE WHEN pending_digest = excluded.approved_digest \
-                         THEN NULL ELSE pending_digest END",
-                    params![
-                        server,
-                        tool,
-                        definition.at_ms,
-                        definition.digest,
-                        definition.json,
-                        approver.to_stored()
-                    ],
-                )?;
-                Ok(true)
-            })?;
-            read(conn, path, &server, &tool)?.ok_or_else(|| vanished(path))
+                         THEN NULL ELSE pending_digest END"
+                    );
+                    tx.execute(
+                        &upsert,
+                        approved_params(&server, &tool, &definition, &approver),
+                    )?;
+                    Ok(true)
+                },
+            )
+            .map(|(pin, _)| pin)
         }))
     }
 
@@ -195,27 +200,33 @@ impl PinRepository for SqliteStore {
             let waiting = waiting.clone();
             let now = now_ms();
             let approver = approver.to_stored();
-            write(conn, path, "approve a tool definition", |tx| {
-                // Only if the row is still as read: a concurrent change is not approved unseen.
-                let changed = tx.execute(
-                    "UPDATE tool_pins SET \
+            change_pin(
+                conn,
+                path,
+                &server,
+                &tool,
+                "approve a tool definition",
+                |tx| {
+                    // Only if the row is still as read: a concurrent change is not approved unseen.
+                    let changed = tx.execute(
+                        "UPDATE tool_pins SET \
                        approved_digest = COALESCE(pending_digest, approved_digest), \
                        approved_json = COALESCE(pending_json, approved_json), \
                        approved_at_ms = ?4, approved_by = ?5, \
                        pending_digest = NULL, pending_json = NULL, pending_since_ms = NULL \
                      WHERE server = ?1 AND tool = ?2 \
                        AND COALESCE(pending_digest, approved_digest) = ?3",
-                    params![server, tool, waiting, now, approver],
-                )?;
-                Ok(changed == 1)
-            })
-            .and_then(|approved| {
-                let pin = read(conn, path, &server, &tool)?.ok_or_else(|| vanished(path))?;
-                Ok(if approved {
+                        params![server, tool, waiting, now, approver],
+                    )?;
+                    Ok(changed == 1)
+                },
+            )
+            .map(|(pin, approved)| {
+                if approved {
                     ApproveOutcome::Approved(pin)
                 } else {
                     ApproveOutcome::DigestMismatch(pin)
-                })
+                }
             })
         }))
     }
@@ -253,6 +264,38 @@ fn write(
     }
     tx.commit().map_err(query_error(path, operation))?;
     Ok(outcome)
+}
+
+/// [`write`]s `change` to the pin of `tool` on `server`, then reads the pin back: the pin as
+/// stored afterwards, and whether `change` changed it.
+fn change_pin(
+    conn: &mut Connection,
+    path: &Path,
+    server: &str,
+    tool: &str,
+    operation: &'static str,
+    change: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<bool>,
+) -> Result<(PinRecord, bool), StateError> {
+    let changed = write(conn, path, operation, change)?;
+    let pin = read(conn, path, server, tool)?.ok_or_else(|| vanished(path))?;
+    Ok((pin, changed))
+}
+
+/// The parameters of [`INSERT_APPROVED`].
+fn approved_params<'a>(
+    server: &'a str,
+    tool: &'a str,
+    definition: &'a StoredDefinition,
+    approver: &Approver,
+) -> (&'a str, &'a str, i64, &'a str, &'a str, String) {
+    (
+        server,
+        tool,
+        definition.at_ms,
+        &definition.digest,
+        &definition.json,
+        approver.to_stored(),
+    )
 }
 
 fn read(
