@@ -167,6 +167,23 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_digest_in_the_file_is_reported_at_its_line() {
+        let text = "data_dir: /tmp/w\npins:\n  mode: approved\n  approved:\n    - server: fs\n      tool: read_file\n      digest: sha256:abc\n";
+        let errors = crate::config::load::parse(text, Some(std::path::Path::new("w.yaml")))
+            .unwrap_err()
+            .0;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].key, "pins.approved[0].digest");
+        assert_eq!(errors[0].line, Some(7));
+        let config: crate::config::Config =
+            crate::config::load::parse("pins:\n  mode: approved\n  refresh_interval: 5s\n", None)
+                .unwrap();
+        assert_eq!(config.pins.mode, PinMode::Approved);
+        assert_eq!(config.pins.refresh_interval, Duration::from_secs(5));
+        assert!(crate::config::load::parse("pins:\n  mode: trusting\n", None).is_err());
+    }
+
+    #[test]
     fn approved_digests_must_be_what_warden_prints() {
         let good = format!("sha256:{}", "ab".repeat(32));
         let config = PinsConfig {

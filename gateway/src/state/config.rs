@@ -26,6 +26,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_section_is_read_from_the_configuration_file() {
+        let config =
+            crate::config::load::parse("state:\n  sqlite: /srv/warden/state.db\n", None).unwrap();
+        assert_eq!(
+            config.state.sqlite.as_deref(),
+            Some(Path::new("/srv/warden/state.db"))
+        );
+        let errors = crate::config::load::parse("state:\n  postgres: x\n", None)
+            .unwrap_err()
+            .0;
+        assert_eq!(errors[0].line, Some(2), "{errors:?}");
+    }
+
+    #[test]
     fn the_store_defaults_to_state_db_under_data_dir() {
         let config = StateConfig::default();
         assert_eq!(
