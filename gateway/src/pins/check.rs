@@ -39,31 +39,35 @@ impl std::fmt::Debug for Pins {
     }
 }
 
-/// The configuration's rules, with its approvals indexed.
+/// The configuration's rules, with its approvals indexed by server and tool.
 struct Rules {
     config: PinsConfig,
-    approved: HashSet<(String, String, String)>,
+    approved: HashMap<String, HashMap<String, HashSet<String>>>,
 }
 
 impl Rules {
     fn new(config: &PinsConfig) -> Rules {
+        let mut approved: HashMap<String, HashMap<String, HashSet<String>>> = HashMap::new();
+        for a in &config.approved {
+            approved
+                .entry(a.server.clone())
+                .or_default()
+                .entry(a.tool.clone())
+                .or_default()
+                .insert(a.digest.clone());
+        }
         Rules {
             config: config.clone(),
-            approved: config
-                .approved
-                .iter()
-                .map(|a| (a.server.clone(), a.tool.clone(), a.digest.clone()))
-                .collect(),
+            approved,
         }
     }
 
     /// Whether the configuration approves this definition.
     fn approves(&self, server: &str, tool: &str, digest: &str) -> bool {
-        // Rarely more than a few entries: no allocation on the common (empty) path.
-        !self.approved.is_empty()
-            && self
-                .approved
-                .contains(&(server.to_owned(), tool.to_owned(), digest.to_owned()))
+        self.approved
+            .get(server)
+            .and_then(|tools| tools.get(tool))
+            .is_some_and(|digests| digests.contains(digest))
     }
 
     /// Whether an approval by `approver` counts under these rules.

@@ -6,6 +6,7 @@ use crate::state::sqlite::SqliteStore;
 use futures_util::future::BoxFuture;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::time::Duration;
 
 /// The real SQLite store, counting the calls made to it and failing on demand.
 struct Observed {
@@ -233,6 +234,41 @@ async fn a_changed_description_is_held_with_a_diff_until_approved() {
         PinVerdict::Trusted
     );
     assert_eq!(pins.call_status("calc", "add"), CallStatus::Allowed);
+}
+
+#[tokio::test]
+async fn a_running_warden_picks_up_an_approval_within_the_refresh_interval() {
+    let setup = Setup::new().await;
+    let config = PinsConfig {
+        refresh_interval: Duration::from_millis(20),
+        ..approved_mode()
+    };
+    let pins = Arc::new(setup.pins(&config).await);
+    let refresher = pins.spawn_refresh();
+    let check = pins.check("calc", &add("Add two numbers.")).await.unwrap();
+    assert_eq!(pins.call_status("calc", "add"), CallStatus::Held);
+    setup
+        .store
+        .inner
+        .approve_pending(
+            "calc",
+            "add",
+            Some(&*check.digest),
+            Approver::Operator("ops".into()),
+        )
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while pins.call_status("calc", "add") != CallStatus::Allowed {
+        assert!(tokio::time::Instant::now() < deadline, "never refreshed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The refresher ends with the pins.
+    drop(pins);
+    tokio::time::timeout(Duration::from_secs(1), refresher)
+        .await
+        .expect("the refresher ends when the pins are dropped")
+        .unwrap();
 }
 
 #[tokio::test]
