@@ -4,6 +4,10 @@ use serde_json::json;
 const POISONED: &str = include_str!("../../../tests/fixtures/mcp/poisoned-tools.json");
 const EVERYTHING: &str = include_str!("../../../tests/fixtures/mcp/server-everything-tools.json");
 const FILESYSTEM: &str = include_str!("../../../tests/fixtures/mcp/server-filesystem-tools.json");
+const SEQUENTIAL_THINKING: &str =
+    include_str!("../../../tests/fixtures/mcp/server-sequential-thinking-tools.json");
+const MEMORY: &str = include_str!("../../../tests/fixtures/mcp/server-memory-tools.json");
+const GITHUB: &str = include_str!("../../../tests/fixtures/mcp/server-github-tools.json");
 
 fn detectors(tool: &Value) -> Vec<String> {
     let mut found: Vec<String> = inspect_tool(tool)
@@ -34,10 +38,16 @@ fn published_poisoned_descriptions_are_found_by_each_expected_detector() {
 
 #[test]
 fn the_real_reference_servers_tools_have_no_findings() {
-    for (server, fixture) in [("everything", EVERYTHING), ("filesystem", FILESYSTEM)] {
+    for (server, fixture, count) in [
+        ("everything", EVERYTHING, 13),
+        ("filesystem", FILESYSTEM, 14),
+        ("sequential-thinking", SEQUENTIAL_THINKING, 1),
+        ("memory", MEMORY, 9),
+        ("github", GITHUB, 26),
+    ] {
         let list: Value = serde_json::from_str(fixture).unwrap();
         let tools = list["tools"].as_array().unwrap();
-        assert!(tools.len() >= 8, "{server}: {} tools", tools.len());
+        assert_eq!(tools.len(), count, "{server}");
         for tool in tools {
             let findings = inspect_tool(tool);
             assert!(
