@@ -118,6 +118,15 @@ mod tests {
         assert_eq!(da.digest, db.digest);
         assert_eq!(da.canonical, db.canonical);
         assert!(da.digest.starts_with("sha256:") && da.digest.len() == 71);
+        // One number, one form: 1.0 and 1, 1e2 and 100 are the same schema.
+        let schema = |text: &str| {
+            let tool: Value = serde_json::from_str(text).unwrap();
+            Definition::of("s", &tool).unwrap().digest
+        };
+        assert_eq!(
+            schema(r#"{"name":"t","inputSchema":{"minimum":1.0,"maximum":1e2}}"#),
+            schema(r#"{"name":"t","inputSchema":{"maximum":100,"minimum":1}}"#)
+        );
     }
 
     #[test]
