@@ -203,6 +203,14 @@ impl Pins {
         }
     }
 
+    /// What the hidden-instruction detectors found in the approved definition of `tool` on
+    /// `server` (for a `tools/call`'s `context.findings`); empty when none or unknown.
+    pub fn findings(&self, server: &str, tool: &str) -> Vec<Finding> {
+        self.entry(server, tool)
+            .and_then(|entry| entry.approved.as_ref().map(|a| a.findings.clone()))
+            .unwrap_or_default()
+    }
+
     /// Reloads every pin from the store if it changed since the last load (an approval by
     /// `warden tools approve`, another replica's pin). Returns whether it reloaded.
     pub async fn refresh(&self) -> Result<bool, PinError> {

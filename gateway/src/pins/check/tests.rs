@@ -428,9 +428,11 @@ async fn a_poisoned_first_definition_is_pinned_with_its_findings() {
         "{detectors:?}"
     );
     assert!(detectors.contains(&"tool_concealment"), "{detectors:?}");
-    // The same findings when trusted from memory later.
+    // The same findings when trusted from memory later, and for the tool's calls.
     let again = pins.check("calc", &add(POISON)).await.unwrap();
     assert_eq!(again.findings, check.findings);
+    assert_eq!(pins.findings("calc", "add"), check.findings);
+    assert!(pins.findings("calc", "nope").is_empty());
 }
 
 #[tokio::test]
