@@ -1,0 +1,130 @@
+//! The schema of a policy directory: Warden's `schema.cedarschema` and the schema fragments
+//! beside it (any other `*.cedarschema`: a connector's actions, the argument types of an MCP
+//! server's tools), composed into one schema. Every problem is reported with its file and,
+//! where Cedar gives one, its line.
+
+use std::path::{Path, PathBuf};
+
+use cedar_policy::{Schema, SchemaFragment};
+use serde_json::Value;
+
+use super::error::{PolicyError, PolicyErrorKind, Position, flatten_diagnostic};
+use super::tool_schemas::ToolTypes;
+
+/// The schema's file name inside a policy directory.
+pub const SCHEMA_FILE: &str = "schema.cedarschema";
+
+/// A policy directory's schema files, composed.
+pub(crate) struct Schemas {
+    /// Every file together.
+    pub schema: Schema,
+    /// Warden's `schema.cedarschema` in Cedar's JSON form: the base of the schemas for
+    /// policies on tool arguments (`tool_schemas::specialized`).
+    pub base: Value,
+    /// The other files.
+    pub fragments: Vec<SchemaFragment>,
+    /// The tools whose arguments the files type.
+    pub tools: ToolTypes,
+}
+
+/// Whether `path` names a schema file.
+pub(crate) fn is_schema_file(path: &Path) -> bool {
+    path.extension().is_some_and(|x| x == "cedarschema")
+}
+
+/// Reads `dir/schema.cedarschema` and the fragments `others` (paths relative to `dir`) and
+/// composes them; `None`, with the problems in `errors`, when they do not make a schema.
+pub(crate) fn load(
+    dir: &Path,
+    others: &[PathBuf],
+    errors: &mut Vec<PolicyError>,
+) -> Option<Schemas> {
+    let before = errors.len();
+    let base_path = dir.join(SCHEMA_FILE);
+    let mut tools = ToolTypes::default();
+    let base = read_fragment(&base_path, errors, &mut tools);
+    let mut fragments = Vec::with_capacity(others.len());
+    let mut paths = Vec::with_capacity(others.len());
+    for rel in others {
+        let path = dir.join(rel);
+        if path == base_path {
+            continue;
+        }
+        if let Some(fragment) = read_fragment(&path, errors, &mut tools) {
+            fragments.push(fragment);
+            paths.push(path);
+        }
+    }
+    let base = base?;
+    if errors.len() != before {
+        return None;
+    }
+    let base_json = match base.clone().to_json_value() {
+        Ok(json) => json,
+        Err(e) => {
+            errors.push(schema_error(&base_path, None, e.to_string()));
+            return None;
+        }
+    };
+    let all = || std::iter::once(base.clone()).chain(fragments.iter().cloned());
+    let schema = match Schema::from_schema_fragments(all()) {
+        Ok(schema) => schema,
+        Err(e) => {
+            // Name the first fragment that does not compose with those before it.
+            let culprit = (0..fragments.len())
+                .find(|&n| {
+                    Schema::from_schema_fragments(
+                        std::iter::once(base.clone()).chain(fragments[..=n].iter().cloned()),
+                    )
+                    .is_err()
+                })
+                .map_or(base_path.as_path(), |n| paths[n].as_path());
+            for (_, message) in flatten_diagnostic(&e) {
+                errors.push(schema_error(culprit, None, message));
+            }
+            return None;
+        }
+    };
+    Some(Schemas {
+        schema,
+        base: base_json,
+        fragments,
+        tools,
+    })
+}
+
+fn schema_error(path: &Path, position: Option<Position>, message: String) -> PolicyError {
+    PolicyError::new(path, position, PolicyErrorKind::Schema(message))
+}
+
+/// Parses one schema file and reads the tool argument types it declares.
+fn read_fragment(
+    path: &Path,
+    errors: &mut Vec<PolicyError>,
+    tools: &mut ToolTypes,
+) -> Option<SchemaFragment> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && path.ends_with(SCHEMA_FILE) => {
+            errors.push(PolicyError::new(path, None, PolicyErrorKind::MissingSchema));
+            return None;
+        }
+        Err(e) => {
+            errors.push(PolicyError::new(path, None, PolicyErrorKind::Io(e)));
+            return None;
+        }
+    };
+    match SchemaFragment::from_cedarschema_str(&text) {
+        Ok((fragment, _warnings)) => {
+            tools.read(&fragment, path, &text, errors);
+            Some(fragment)
+        }
+        Err(e) => {
+            for (offset, message) in flatten_diagnostic(&e) {
+                let pos = offset.map(|o| Position::of_offset(&text, o));
+                errors.push(schema_error(path, pos, message));
+            }
+            None
+        }
+    }
+}
