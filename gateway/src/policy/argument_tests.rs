@@ -10,9 +10,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use super::*;
-use crate::action::{
-    ActionContext, Facts, Findings, Principal, PrincipalKind, Resource, ToolFacts,
-};
+use crate::action::{ActionContext, Facts, Findings, Principal, Resource, ToolFacts};
 use crate::policy::testing::run_tests;
 
 fn repo_policies() -> PathBuf {
@@ -54,16 +52,9 @@ fn load(files: &[(&str, &str)]) -> Result<PolicyEngine, PolicyErrors> {
 
 fn agent() -> Arc<Principal> {
     Arc::new(Principal {
-        kind: PrincipalKind::Agent,
         id: Arc::from("dev-bot"),
         issuer: Arc::from("https://idp.example.com"),
-        fleet: None,
-        owner: None,
-        environment: None,
-        scopes: Vec::new(),
-        groups: Vec::new(),
-        client_certificate: None,
-        expires_at: None,
+        ..Principal::anonymous()
     })
 }
 
