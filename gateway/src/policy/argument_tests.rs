@@ -432,3 +432,25 @@ fn arguments_in_a_case_of_another_kind_of_action_are_an_error() {
         "{text}"
     );
 }
+
+#[test]
+fn a_tool_a_call_could_use_is_listed_without_its_arguments() {
+    let engine = load(&[
+        ("writes.cedar", SHARED_WRITES),
+        (
+            "no-delete.cedar",
+            "@id(\"no-move\") forbid (principal, action == Action::\"mcp:call_tool\", resource == Tool::\"filesystem/move_file\");\n\
+             @id(\"all-moves\") permit (principal, action == Action::\"mcp:call_tool\", resource == Tool::\"filesystem/move_file\");",
+        ),
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    // No arguments: the call itself does not fit write_file's type, but some call would be
+    // allowed, so the tool is one to list.
+    let bare = call("filesystem", "write_file", json!({}));
+    assert_eq!(engine.decide(&bare).label(), "deny");
+    assert!(engine.may_allow(&bare));
+    // Forbidden whatever the arguments.
+    assert!(!engine.may_allow(&call("filesystem", "move_file", json!({}))));
+    // Permitted by nothing.
+    assert!(!engine.may_allow(&call("filesystem", "read_text_file", json!({}))));
+}

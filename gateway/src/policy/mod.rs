@@ -347,6 +347,45 @@ impl PolicyEngine {
         verdict.decision
     }
 
+    /// Whether some request could make `action` allowed, whatever its context (a tool call's
+    /// arguments, the time, ...): no forbid that reads no context holds for its principal and
+    /// resource, and a permit does, or the scope of a permit that reads the context does. For
+    /// listing what a caller may use (`tools/list`) without the arguments of a call; the call
+    /// itself is judged by [`PolicyEngine::decide`].
+    pub fn may_allow(&self, action: &Action) -> bool {
+        let Ok(index) = self.slice_of(action) else {
+            return false;
+        };
+        let slice = &self.slices[index];
+        let Ok(pair) = self.entities.pair(
+            &self.names,
+            &self.action_entities,
+            &action.principal,
+            &action.resource,
+            self.slices.len(),
+        ) else {
+            return false;
+        };
+        let Some(slot) = pair.judged.get(index) else {
+            return false;
+        };
+        let settled =
+            slot.get_or_init(|| self.judge_pair(slice, &pair, &slice.uid, &action.resource));
+        let effect = |id: &str| self.meta.get(id).map(|m| m.effect);
+        if settled
+            .reasons
+            .iter()
+            .any(|id| effect(id) == Some(Effect::Forbid))
+        {
+            return false;
+        }
+        settled
+            .reasons
+            .iter()
+            .chain(settled.conditions.iter().map(|c| &c.id))
+            .any(|id| effect(id) == Some(Effect::Permit))
+    }
+
     /// Judges `action` and returns the evaluation errors alongside the decision.
     pub fn evaluate(&self, action: &Action) -> Verdict {
         let slice = match self.slice_of(action) {
