@@ -9,7 +9,7 @@ use cedar_policy::{Schema, SchemaFragment};
 use serde_json::Value;
 
 use super::error::{PolicyError, PolicyErrorKind, Position, flatten_diagnostic};
-use super::tool_schemas::ToolTypes;
+use super::tool_schemas::{self, ToolTypes};
 
 /// The schema's file name inside a policy directory.
 pub const SCHEMA_FILE: &str = "schema.cedarschema";
@@ -21,8 +21,9 @@ pub(crate) struct Schemas {
     /// Warden's `schema.cedarschema` in Cedar's JSON form: the base of the schemas for
     /// policies on tool arguments (`tool_schemas::specialized`).
     pub base: Value,
-    /// The other files.
-    pub fragments: Vec<SchemaFragment>,
+    /// The other files without the tools' argument types: what the schemas for policies
+    /// on tool arguments take from them.
+    pub others: Vec<SchemaFragment>,
     /// The tools whose arguments the files type.
     pub tools: ToolTypes,
 }
@@ -85,10 +86,20 @@ pub(crate) fn load(
             return None;
         }
     };
+    let mut others = Vec::with_capacity(fragments.len());
+    for (fragment, path) in fragments.iter().zip(&paths) {
+        match tool_schemas::without_tools(fragment) {
+            Ok(other) => others.push(other),
+            Err(message) => {
+                errors.push(schema_error(path, None, message));
+                return None;
+            }
+        }
+    }
     Some(Schemas {
         schema,
         base: base_json,
-        fragments,
+        others,
         tools,
     })
 }

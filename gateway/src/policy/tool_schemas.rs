@@ -27,7 +27,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cedar_policy::{ResourceConstraint, Schema, SchemaFragment};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::arguments::{ArgType, Attribute, ToolArguments};
 use super::error::{PolicyError, PolicyErrorKind, Position};
@@ -50,8 +50,9 @@ const MAX_TYPE_DEPTH: usize = 32;
 struct ToolType {
     /// Its arguments.
     ty: Arc<ArgType>,
-    /// The common type that declares them: `Mcp_filesystem::write_file`.
-    common_type: String,
+    /// Their declaration in Cedar's JSON form, which names no other type but built-in ones
+    /// and the base schema's `JsonText` (`arg_type` refuses any other).
+    definition: Value,
     /// The fragment's file, as errors name it.
     file: Arc<str>,
 }
@@ -96,11 +97,10 @@ impl ToolTypes {
         }
     }
 
-    /// The common type of the tool `id`'s arguments, and the fragment declaring it.
-    pub(crate) fn common_type(&self, id: &str) -> Option<(&str, &str)> {
-        self.tools
-            .get(id)
-            .map(|t| (t.common_type.as_str(), &*t.file))
+    /// The declaration of the tool `id`'s arguments (Cedar's JSON form), and the fragment
+    /// declaring it.
+    pub(crate) fn definition(&self, id: &str) -> Option<(&Value, &str)> {
+        self.tools.get(id).map(|t| (&t.definition, &*t.file))
     }
 
     /// The tools `mcp:call_tool` can be judged on under a policy with this resource scope.
@@ -176,14 +176,14 @@ impl ToolTypes {
         let Some(namespaces) = json.as_object() else {
             return;
         };
-        for (namespace, body) in namespaces {
+        for body in namespaces.values() {
             let server = body
                 .pointer(&format!("/annotations/{SERVER_ANNOTATION}"))
                 .and_then(Value::as_str);
             let Some(types) = body.get("commonTypes").and_then(Value::as_object) else {
                 continue;
             };
-            for (name, definition) in types {
+            for definition in types.values() {
                 let Some(tool) = definition
                     .pointer(&format!("/annotations/{TOOL_ANNOTATION}"))
                     .and_then(Value::as_str)
@@ -230,16 +230,15 @@ impl ToolTypes {
                     );
                     continue;
                 }
-                let common_type = if namespace.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{namespace}::{name}")
-                };
+                let mut definition = definition.clone();
+                if let Some(map) = definition.as_object_mut() {
+                    map.remove("annotations");
+                }
                 self.tools.insert(
                     id,
                     ToolType {
                         ty: Arc::new(ty),
-                        common_type,
+                        definition,
                         file: Arc::clone(&file),
                     },
                 );
@@ -310,13 +309,34 @@ fn arg_type(json: &Value, depth: usize) -> Result<ArgType, String> {
     }
 }
 
-/// The schema in which `mcp:call_tool`'s context carries, as `arguments`, the common type
-/// `common_type`: the base schema (`base`, in Cedar's JSON form) with that one change,
-/// linked with every fragment.
+/// A fragment without the tools' argument types (common types with `@mcp_tool`): what the
+/// schemas of [`specialized`] take from it, so that each is built in time independent of the
+/// number of tools.
+pub(crate) fn without_tools(fragment: &SchemaFragment) -> Result<SchemaFragment, String> {
+    let mut json = fragment
+        .clone()
+        .to_json_value()
+        .map_err(|e| e.to_string())?;
+    if let Some(namespaces) = json.as_object_mut() {
+        for body in namespaces.values_mut() {
+            if let Some(types) = body.get_mut("commonTypes").and_then(Value::as_object_mut) {
+                types.retain(|_, t| {
+                    t.pointer(&format!("/annotations/{TOOL_ANNOTATION}"))
+                        .is_none()
+                });
+            }
+        }
+    }
+    SchemaFragment::from_json_value(json).map_err(|e| e.to_string())
+}
+
+/// The schema in which `mcp:call_tool`'s context carries, as `arguments`, the type
+/// `definition` (Cedar's JSON form, naming only built-in types and `JsonText`): the base
+/// schema (`base`, in Cedar's JSON form) with that one change, linked with `fragments`.
 pub(crate) fn specialized(
     base: &Value,
     fragments: &[SchemaFragment],
-    common_type: &str,
+    definition: &Value,
 ) -> Result<Schema, String> {
     let mut base = base.clone();
     let empty = base
@@ -332,7 +352,7 @@ pub(crate) fn specialized(
     let arguments = context
         .pointer_mut("/attributes/arguments")
         .ok_or("`ToolContext` has no `arguments`")?;
-    *arguments = json!({ "type": "EntityOrCommon", "name": common_type });
+    *arguments = definition.clone();
     let applies = empty
         .pointer_mut("/actions/mcp:call_tool/appliesTo")
         .ok_or("the base schema does not declare `mcp:call_tool`")?;
@@ -346,6 +366,7 @@ pub(crate) fn specialized(
 mod tests {
     use super::*;
     use cedar_policy::EntityUid;
+    use serde_json::json;
     use std::str::FromStr;
 
     const FRAGMENT: &str = r#"
@@ -398,8 +419,10 @@ namespace Mcp_fs {
         assert!(got.contains(&("ratio", false, &ArgType::Decimal)));
         assert!(got.contains(&("filter", false, &ArgType::JsonText)));
         assert_eq!(
-            types.common_type("fs/write_file").map(|(t, _)| t),
-            Some("Mcp_fs::write_file")
+            types
+                .definition("fs/write_file")
+                .and_then(|(d, _)| d.pointer("/attributes/path/type")),
+            Some(&json!("EntityOrCommon"))
         );
         assert!(matches!(
             types.arguments_of(&tool("fs", "delete")),

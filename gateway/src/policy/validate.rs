@@ -133,16 +133,16 @@ fn validate_per_tool(
         ));
     }
     for tool in &reach.typed {
-        if let Some((common_type, _)) = schemas.tools.common_type(tool)
+        if let Some((definition, _)) = schemas.tools.definition(tool)
             && !per_tool.contains_key(tool)
         {
-            let built = tool_schemas::specialized(&schemas.base, &schemas.fragments, common_type)
+            let built = tool_schemas::specialized(&schemas.base, &schemas.others, definition)
                 .map(Validator::new);
             per_tool.insert(tool.clone(), built);
         }
     }
     for tool in &reach.typed {
-        let Some((_, file)) = schemas.tools.common_type(tool) else {
+        let Some((_, file)) = schemas.tools.definition(tool) else {
             continue;
         };
         let label = format!("`Tool::\"{tool}\"` (arguments in {file})");
