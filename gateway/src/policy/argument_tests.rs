@@ -1,7 +1,6 @@
 //! Tool arguments in policies: typed by schema fragments, validated per tool at load, judged
 //! on the arguments the agent sent.
 
-use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -12,14 +11,11 @@ use tempfile::TempDir;
 use super::*;
 use crate::action::{ActionContext, Facts, Findings, Principal, Resource, ToolFacts};
 use crate::policy::testing::run_tests;
-
-fn repo_policies() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
-}
+use crate::policy::tests::repo_policies;
 
 /// The fragment `warden policy schema --from-mcp` wrote for the real
 /// `@modelcontextprotocol/server-filesystem` (its tools/list is in
-/// `gateway/tests/fixtures/server-filesystem-tools.json`).
+/// `gateway/tests/fixtures/server-filesystem.tools-list.json`).
 fn filesystem_fragment() -> String {
     std::fs::read_to_string(repo_policies().join("examples/mcp-filesystem.cedarschema"))
         .expect("the filesystem fragment")
@@ -27,23 +23,10 @@ fn filesystem_fragment() -> String {
 
 /// A policy directory with the repo's schema, the filesystem fragment and `files`.
 fn pack(files: &[(&str, &str)]) -> TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::copy(
-        repo_policies().join(SCHEMA_FILE),
-        dir.path().join(SCHEMA_FILE),
-    )
-    .expect("copy schema");
-    std::fs::write(
-        dir.path().join("mcp-filesystem.cedarschema"),
-        filesystem_fragment(),
-    )
-    .expect("fragment");
-    for (name, text) in files {
-        let path = dir.path().join(name);
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(path, text).expect("write");
-    }
-    dir
+    let fragment = filesystem_fragment();
+    let mut all = vec![("mcp-filesystem.cedarschema", fragment.as_str())];
+    all.extend_from_slice(files);
+    super::tests::pack(&all)
 }
 
 fn load(files: &[(&str, &str)]) -> Result<PolicyEngine, PolicyErrors> {

@@ -13,12 +13,12 @@ use crate::action::{
 };
 use crate::policy::testing::{PolicyTestError, run_tests};
 
-fn repo_policies() -> PathBuf {
+pub(super) fn repo_policies() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
 }
 
 /// A policy directory with the repo's schema and the given files.
-fn pack(files: &[(&str, &str)]) -> TempDir {
+pub(super) fn pack(files: &[(&str, &str)]) -> TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::copy(
         repo_policies().join(SCHEMA_FILE),
