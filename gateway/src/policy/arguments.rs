@@ -155,7 +155,10 @@ fn convert(
         (ArgType::Bool, _) => return Err(expected("a boolean")),
         (ArgType::Long, Value::Number(n)) => {
             RestrictedExpression::new_long(long(n).ok_or_else(|| {
-                misfit(at, format!("is {n}, not an integer Cedar holds (64 bits)"))
+                misfit(
+                    at,
+                    format!("is {}, not an integer Cedar holds (64 bits)", quoted(n)),
+                )
             })?)
         }
         (ArgType::Long, _) => return Err(expected("an integer")),
@@ -164,8 +167,9 @@ fn convert(
                 misfit(
                     at,
                     format!(
-                        "is {n}, which Cedar's decimal cannot hold exactly (at most 4 digits \
-                         after the point, below 922337203685477)"
+                        "is {}, which Cedar's decimal cannot hold exactly (at most 4 digits \
+                         after the point, below 922337203685477)",
+                        quoted(n)
                     ),
                 )
             })?)
@@ -211,6 +215,11 @@ fn convert(
         }
         (ArgType::Record(_), _) => return Err(expected("an object")),
     })
+}
+
+/// A number the agent sent, as a message quotes it (bounded: `1e308` prints 309 digits).
+fn quoted(n: &serde_json::Number) -> crate::text::Quoted {
+    crate::text::Quoted::of(&n.to_string())
 }
 
 /// A JSON number as a Cedar long: an integer within 64 bits, or a float with no fraction

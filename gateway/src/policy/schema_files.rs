@@ -43,7 +43,7 @@ pub(crate) fn load(
     let before = errors.len();
     let base_path = dir.join(SCHEMA_FILE);
     let mut tools = ToolTypes::default();
-    let base = read_fragment(&base_path, errors, &mut tools);
+    let base = read_fragment(&base_path, Path::new(SCHEMA_FILE), errors, &mut tools);
     let mut fragments = Vec::with_capacity(others.len());
     let mut paths = Vec::with_capacity(others.len());
     for rel in others {
@@ -51,7 +51,7 @@ pub(crate) fn load(
         if path == base_path {
             continue;
         }
-        if let Some(fragment) = read_fragment(&path, errors, &mut tools) {
+        if let Some(fragment) = read_fragment(&path, rel, errors, &mut tools) {
             fragments.push(fragment);
             paths.push(path);
         }
@@ -108,9 +108,11 @@ fn schema_error(path: &Path, position: Option<Position>, message: String) -> Pol
     PolicyError::new(path, position, PolicyErrorKind::Schema(message))
 }
 
-/// Parses one schema file and reads the tool argument types it declares.
+/// Parses one schema file (`rel` in the policy directory) and reads the tool argument types
+/// it declares.
 fn read_fragment(
     path: &Path,
+    rel: &Path,
     errors: &mut Vec<PolicyError>,
     tools: &mut ToolTypes,
 ) -> Option<SchemaFragment> {
@@ -127,7 +129,7 @@ fn read_fragment(
     };
     match SchemaFragment::from_cedarschema_str(&text) {
         Ok((fragment, _warnings)) => {
-            tools.read(&fragment, path, &text, errors);
+            tools.read(&fragment, path, rel, &text, errors);
             Some(fragment)
         }
         Err(e) => {

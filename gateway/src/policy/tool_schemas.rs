@@ -53,7 +53,8 @@ struct ToolType {
     /// Their declaration in Cedar's JSON form, which names no other type but built-in ones
     /// and the base schema's `JsonText` (`arg_type` refuses any other).
     definition: Value,
-    /// The fragment's file, as errors name it.
+    /// The fragment's file in the policy directory, as messages name it (also to agents:
+    /// never the directory itself).
     file: Arc<str>,
 }
 
@@ -151,16 +152,17 @@ impl ToolTypes {
         }
     }
 
-    /// Reads the tool types of one schema file (`fragment`, parsed from `text`); problems
-    /// go to `errors` with their line.
+    /// Reads the tool types of one schema file (`fragment`, parsed from `text`, at `path`,
+    /// `rel` in the policy directory); problems go to `errors` with their line.
     pub(crate) fn read(
         &mut self,
         fragment: &SchemaFragment,
         path: &Path,
+        rel: &Path,
         text: &str,
         errors: &mut Vec<PolicyError>,
     ) {
-        let file: Arc<str> = Arc::from(path.display().to_string());
+        let file: Arc<str> = Arc::from(rel.display().to_string());
         let at = |needle: &str| text.find(needle).map(|o| Position::of_offset(text, o));
         let mut error = |needle: &str, message: String| {
             errors.push(PolicyError::new(
@@ -386,6 +388,7 @@ namespace Mcp_fs {
         types.read(
             &fragment,
             Path::new("p/mcp-fs.cedarschema"),
+            Path::new("mcp-fs.cedarschema"),
             text,
             &mut errors,
         );
@@ -406,7 +409,7 @@ namespace Mcp_fs {
         let ToolArguments::Typed { ty, file } = types.arguments_of(&tool("fs", "list")) else {
             panic!("list is typed");
         };
-        assert_eq!(&*file, "p/mcp-fs.cedarschema");
+        assert_eq!(&*file, "mcp-fs.cedarschema");
         let ArgType::Record(attributes) = &*ty else {
             panic!("a record");
         };
