@@ -108,8 +108,8 @@ fn schema_error(path: &Path, position: Option<Position>, message: String) -> Pol
     PolicyError::new(path, position, PolicyErrorKind::Schema(message))
 }
 
-/// Parses one schema file (`rel` in the policy directory) and reads the tool argument types
-/// it declares.
+/// Reads one schema file (`rel` in the policy directory) and the tool argument types it
+/// declares.
 fn read_fragment(
     path: &Path,
     rel: &Path,
@@ -127,17 +127,81 @@ fn read_fragment(
             return None;
         }
     };
-    match SchemaFragment::from_cedarschema_str(&text) {
-        Ok((fragment, _warnings)) => {
-            tools.read(&fragment, path, rel, &text, errors);
+    parse_fragment(path, rel, &text, errors, tools)
+}
+
+/// Parses schema text from `path` (`rel` as messages name it) in Cedar's schema syntax, or
+/// in its JSON syntax when it starts with `{`, and reads the tool argument types it declares.
+pub(crate) fn parse_fragment(
+    path: &Path,
+    rel: &Path,
+    text: &str,
+    errors: &mut Vec<PolicyError>,
+    tools: &mut ToolTypes,
+) -> Option<SchemaFragment> {
+    let parsed = if text.trim_start().starts_with('{') {
+        SchemaFragment::from_json_str(text).map_err(|e| flatten_diagnostic(&e))
+    } else {
+        SchemaFragment::from_cedarschema_str(text)
+            .map(|(fragment, _warnings)| fragment)
+            .map_err(|e| flatten_diagnostic(&e))
+    };
+    match parsed {
+        Ok(fragment) => {
+            tools.read(&fragment, path, rel, text, errors);
             Some(fragment)
         }
-        Err(e) => {
-            for (offset, message) in flatten_diagnostic(&e) {
-                let pos = offset.map(|o| Position::of_offset(&text, o));
+        Err(problems) => {
+            for (offset, message) in problems {
+                let pos = offset.map(|o| Position::of_offset(text, o));
                 errors.push(schema_error(path, pos, message));
             }
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_fragments_in_either_syntax_with_their_tools() {
+        let cedar = "@mcp_server(\"fs\")\nnamespace Mcp_fs {\n  @mcp_tool(\"w\")\n  type w = { \"path\": String };\n}\n";
+        let (fragment, _) = SchemaFragment::from_cedarschema_str(cedar).expect("parses");
+        let json = fragment.to_json_string().expect("json");
+        for text in [cedar, json.as_str()] {
+            let mut tools = ToolTypes::default();
+            let mut errors = Vec::new();
+            let parsed = parse_fragment(
+                Path::new("x"),
+                Path::new("x"),
+                text,
+                &mut errors,
+                &mut tools,
+            );
+            assert!(parsed.is_some() && errors.is_empty(), "{errors:?}");
+            let resource = crate::action::Resource::Tool {
+                server: "fs".into(),
+                name: "w".into(),
+            };
+            assert!(matches!(
+                tools.arguments_of(&resource),
+                super::super::arguments::ToolArguments::Typed { .. }
+            ));
+        }
+        let mut errors = Vec::new();
+        let parsed = parse_fragment(
+            Path::new("bad.cedarschema"),
+            Path::new("bad.cedarschema"),
+            "namespace X {\n  type t = { \"a\" String };\n}\n",
+            &mut errors,
+            &mut ToolTypes::default(),
+        );
+        assert!(parsed.is_none());
+        assert!(
+            errors[0].to_string().starts_with("bad.cedarschema:2:"),
+            "{errors:?}"
+        );
     }
 }
