@@ -470,8 +470,8 @@ forbid (principal, action == Action::"llm:models", resource == Model::"openai/gp
 }
 
 /// Every example with decision cases (`policies/examples/tests/<name>.yaml`), copied into a
-/// policy directory beside the baseline as the policy guide says, passes `warden policy
-/// validate` and `warden policy test`.
+/// policy directory beside the baseline (with the examples' schema fragments) as the policy
+/// guide says, passes `warden policy validate` and `warden policy test`.
 #[tokio::test]
 async fn the_examples_pass_warden_policy_validate_and_test_on_top_of_the_baseline() {
     let repo = paths::repo_root().join("policies");
@@ -498,6 +498,13 @@ async fn the_examples_pass_warden_policy_validate_and_test_on_top_of_the_baselin
             (case_file.clone(), format!("tests/{stem}.yaml")),
         ] {
             std::fs::copy(&from, dir.path().join(to)).unwrap();
+        }
+        // The examples' schema fragments (an MCP server's tool arguments) come along.
+        for entry in std::fs::read_dir(repo.join("examples")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|x| x == "cedarschema") {
+                std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+            }
         }
         for command in ["validate", "test"] {
             let mut cmd = tokio::process::Command::new(paths::warden_bin());

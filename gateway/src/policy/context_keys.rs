@@ -30,11 +30,13 @@ pub(crate) enum Key {
     Addresses,
     Scheme,
     Sni,
+    // A tool call's (`ToolContext`).
+    Arguments,
 }
 
 impl Key {
     /// Every attribute.
-    pub(crate) const ALL: [Key; 18] = [
+    pub(crate) const ALL: [Key; 19] = [
         Key::Route,
         Key::Time,
         Key::Hour,
@@ -53,6 +55,7 @@ impl Key {
         Key::Addresses,
         Key::Scheme,
         Key::Sni,
+        Key::Arguments,
     ];
 
     /// The attribute's name in Cedar: `context.<name>`.
@@ -76,6 +79,7 @@ impl Key {
             Key::Addresses => "addresses",
             Key::Scheme => "scheme",
             Key::Sni => "sni",
+            Key::Arguments => "arguments",
         }
     }
 
@@ -89,8 +93,8 @@ impl Key {
     }
 }
 
-/// A set of context attributes, one bit per [`Key`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A set of context attributes, one bit per [`Key`] (by default none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct ContextKeys(u32);
 
 impl ContextKeys {
@@ -102,11 +106,6 @@ impl ContextKeys {
     /// Whether `key` must be built.
     pub(crate) fn contains(self, key: Key) -> bool {
         self.0 & key.bit() != 0
-    }
-
-    /// No attribute.
-    pub(crate) fn none() -> Self {
-        ContextKeys(0)
     }
 
     /// Whether no attribute is in the set.
@@ -171,7 +170,7 @@ mod tests {
         cedar_policy::PolicySet::from_str(src)
             .expect("policies parse")
             .policies()
-            .fold(ContextKeys::none(), |keys, p| {
+            .fold(ContextKeys::default(), |keys, p| {
                 keys.union(ContextKeys::read_by_policy(p))
             })
     }
@@ -222,6 +221,20 @@ mod tests {
             assert!(k.contains(key), "{key:?}");
         }
         assert!(!k.contains(Key::Stream));
+    }
+
+    #[test]
+    fn tool_arguments_are_read_by_dot_and_by_index_and_only_then() {
+        let k = keys(
+            r#"forbid (principal, action, resource) when { context.arguments.path like "/etc/*" };"#,
+        );
+        assert!(k.contains(Key::Arguments));
+        let k = keys(
+            r#"forbid (principal, action, resource) when { context["arguments"]["dry-run"] == true };"#,
+        );
+        assert!(k.contains(Key::Arguments));
+        let k = keys(r#"forbid (principal, action, resource) when { context.tls };"#);
+        assert!(!k.contains(Key::Arguments));
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!
 //! - literals (booleans, longs, strings) and sets of literals;
 //! - `context.<attribute>` and `context has <attribute>` for Warden's context attributes,
-//!   except `source_ip` and `addresses` (extension values); `tools` and `findings` are sets
+//!   except `source_ip` and `addresses` (extension values) and `arguments` (a tool call's
+//!   arguments, typed per tool: converted only for Cedar); `tools` and `findings` are sets
 //!   of strings, `max_tokens`, `client_certificate` and `sni` optional;
 //! - `!`, `&&`, `||` (short-circuiting as Cedar does), `if … then … else …`;
 //! - `==`, `!=`, `<`, `<=`, `>`, `>=`, checked `+`, `-`, `*` and unary `-` on longs;
@@ -62,10 +63,10 @@ impl NativeCondition {
     }
 }
 
-/// Whether the compiled form reads `key`: every attribute but the extension values, which
-/// stay with Cedar.
+/// Whether the compiled form reads `key`: every attribute but the extension values and a
+/// tool call's arguments, which stay with Cedar.
 fn compiled(key: Key) -> Option<Key> {
-    (!matches!(key, Key::SourceIp | Key::Addresses)).then_some(key)
+    (!matches!(key, Key::SourceIp | Key::Addresses | Key::Arguments)).then_some(key)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -330,6 +331,7 @@ fn has(ctx: &ActionContext, key: Key) -> bool {
         Key::Method | Key::Path => http(ctx).is_ok(),
         Key::Port | Key::Addresses | Key::Scheme => egress(ctx).is_ok(),
         Key::Sni => egress(ctx).is_ok_and(|egress| egress.sni.is_some()),
+        Key::Arguments => matches!(ctx.facts, Facts::Tool(_)),
     }
 }
 
@@ -366,8 +368,8 @@ impl<'a> Env<'a> {
             Key::Port => Value::Long(i64::from(egress(ctx)?.port)),
             Key::Scheme => Value::Str(&egress(ctx)?.scheme),
             Key::Sni => Value::Str(egress(ctx)?.sni.as_deref().ok_or(AskCedar)?),
-            // Not compiled: extension values.
-            Key::SourceIp | Key::Addresses => return Err(AskCedar),
+            // Not compiled: extension values, tool arguments.
+            Key::SourceIp | Key::Addresses | Key::Arguments => return Err(AskCedar),
         })
     }
 }
@@ -444,7 +446,8 @@ mod tests {
     use cedar_policy::{Entities, EntityUid, EvalResult, Policy, Request};
 
     use super::*;
-    use crate::action::Findings;
+    use crate::action::{Findings, ToolFacts};
+    use crate::policy::arguments::ToolArguments;
     use crate::policy::context_keys::ContextKeys;
     use crate::policy::request::{IpCache, context};
     use crate::policy::{conditions_expression, scope_free_clauses};
@@ -539,6 +542,9 @@ mod tests {
         "resource.name == \"gpt-4o\"",
         "[context.input_tokens].contains(1)",
         "context.tools.contains(\"exec\") && resource in Provider::\"openai\"",
+        "context.arguments.path like \"/srv/*\"",
+        "context has arguments",
+        "context.arguments == {}",
     ];
 
     fn clauses(condition: &str) -> Vec<Clause> {
@@ -608,6 +614,9 @@ mod tests {
                 scheme: "http".into(),
                 sni: None,
             }),
+            Facts::Tool(ToolFacts {
+                arguments: Arc::new(serde_json::json!({ "path": "/etc/passwd" })),
+            }),
             Facts::None,
         ];
         let finding = |d: &str| Finding {
@@ -652,7 +661,8 @@ mod tests {
                     uid("Agent::\"a\""),
                     uid("Action::\"llm:chat\""),
                     uid("Model::\"openai/gpt-4o\""),
-                    context(ctx, &ips, ContextKeys::all()).expect("context"),
+                    context(ctx, &ips, ContextKeys::all(), &ToolArguments::Hidden)
+                        .expect("context"),
                     None,
                 )
                 .expect("request");

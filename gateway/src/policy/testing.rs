@@ -15,7 +15,7 @@ use super::actions::FactsKind;
 use super::{EvaluationFailure, PolicyEngine, PolicyErrors};
 use crate::action::{
     Action, ActionContext, EgressFacts, Facts, Finding, Findings, HttpFacts, LlmFacts, Principal,
-    PrincipalKind, Resource,
+    PrincipalKind, Resource, ToolFacts,
 };
 use crate::decision::Decision;
 
@@ -304,6 +304,8 @@ struct ContextSpec {
     addresses: Option<Vec<String>>,
     scheme: Option<String>,
     sni: Option<String>,
+    // Tool calls' (`mcp:call_tool`, `mcp:get_prompt`, `mcp:complete`).
+    arguments: Option<serde_json::Value>,
 }
 
 impl ContextSpec {
@@ -345,6 +347,7 @@ impl ContextSpec {
                     ("sni", self.sni.is_some()),
                 ],
             ),
+            of_kind(FactsKind::Tool, &[("arguments", self.arguments.is_some())]),
         ]
         .concat();
         if !foreign.is_empty() {
@@ -381,6 +384,17 @@ impl ContextSpec {
                 scheme: self.scheme.clone().unwrap_or_else(|| "https".into()),
                 sni: self.sni.clone(),
             }),
+            FactsKind::Tool => Facts::Tool(ToolFacts {
+                arguments: Arc::new(match &self.arguments {
+                    None => serde_json::Value::Object(serde_json::Map::new()),
+                    Some(arguments @ serde_json::Value::Object(_)) => arguments.clone(),
+                    Some(_) => {
+                        return Err("context.arguments: write the arguments as a mapping, e.g. \
+                             `arguments: { path: /srv/shared/a.txt }`"
+                            .into());
+                    }
+                }),
+            }),
         })
     }
 }
@@ -400,6 +414,7 @@ fn context_keys(kind: FactsKind) -> &'static str {
             "route, time, source_ip, tls, client_certificate, findings, port, addresses, \
              scheme, sni"
         }
+        FactsKind::Tool => "route, time, source_ip, tls, client_certificate, findings, arguments",
     }
 }
 
