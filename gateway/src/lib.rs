@@ -14,6 +14,7 @@ pub mod decision;
 pub mod identity;
 pub mod inspect;
 pub mod listener;
+pub mod mcp;
 pub mod observe;
 pub mod policy;
 pub mod protocol;

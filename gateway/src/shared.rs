@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::audit::AuditLog;
+use crate::mcp::Sessions;
 use crate::snapshot::Snapshot;
 use crate::telemetry::metrics::Metrics;
 
@@ -15,6 +16,8 @@ pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub audit: AuditLog,
     pub metrics: Metrics,
+    /// Agents' MCP sessions: they outlive reloads.
+    pub mcp: Sessions,
     ready: AtomicBool,
 }
 
@@ -25,6 +28,7 @@ impl Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             audit,
             metrics,
+            mcp: Sessions::new(),
             ready: AtomicBool::new(false),
         })
     }

@@ -39,7 +39,7 @@ impl FactsKind {
     /// The kind of `facts`.
     pub(crate) fn of(facts: &Facts) -> FactsKind {
         match facts {
-            Facts::None => FactsKind::Request,
+            Facts::None | Facts::Tool(_) => FactsKind::Request,
             Facts::Llm(_) => FactsKind::Llm,
             Facts::Http(_) => FactsKind::Http,
             Facts::Egress(_) => FactsKind::Egress,

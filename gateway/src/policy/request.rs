@@ -316,7 +316,7 @@ pub(crate) fn context(
                 add(Key::Sni, &|| string(sni));
             }
         }
-        Facts::None => {}
+        Facts::None | Facts::Tool(_) => {}
     }
     Context::from_pairs(pairs).map_err(|e| e.to_string())
 }

@@ -16,6 +16,7 @@ mod errors;
 mod estimate;
 mod gemini;
 mod identifier;
+pub mod mcp;
 mod openai;
 mod parse;
 mod refusal;
@@ -31,7 +32,9 @@ use serde::Deserialize;
 
 pub use dialect::{Dialect, Inbound, Interpreted, Shape};
 pub use errors::ProtocolError;
-pub use identifier::{IdentifierProblem, LOOKALIKE_FINDING, MAX_IDENTIFIER_BYTES};
+pub use identifier::{
+    IdentifierProblem, LOOKALIKE_FINDING, MAX_IDENTIFIER_BYTES, check as check_identifier,
+};
 pub use refusal::{DECISION_HEADER, DECISION_ID_HEADER, REQUEST_ID_HEADER, Refusal, RefusalFinish};
 pub use request::{Endpoint, LlmRequest};
 pub use scanner::{MAX_BUFFERED_BODY, UsageScanner};
@@ -48,6 +51,9 @@ pub enum Protocol {
     Anthropic,
     /// Google Gemini (Generative Language API).
     Gemini,
+    /// MCP over Streamable HTTP: the endpoints of `mcp.endpoints` (no connector file names it).
+    #[serde(skip_deserializing)]
+    Mcp,
 }
 
 impl Protocol {
@@ -57,6 +63,7 @@ impl Protocol {
             Protocol::Openai => &openai::OpenAi,
             Protocol::Anthropic => &anthropic::Anthropic,
             Protocol::Gemini => &gemini::Gemini,
+            Protocol::Mcp => &mcp::Mcp,
         }
     }
 
