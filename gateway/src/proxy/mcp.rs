@@ -197,8 +197,8 @@ impl Judging<'_> {
             server,
             rewrite,
         } = *judged;
-        let deny_as_tool_result =
-            verb == Verb::McpCallTool && self.endpoint.on_deny == McpDenyStyle::ToolResult;
+        let tool_call = verb == Verb::McpCallTool;
+        let deny_as_tool_result = tool_call && self.endpoint.on_deny == McpDenyStyle::ToolResult;
         ex.interpreted(
             &verb,
             &resource,
@@ -245,17 +245,26 @@ impl Judging<'_> {
         self.session
             .started(id.clone(), Arc::clone(&server), call.upstream_id);
         // observe
-        observe(
-            ex,
-            t,
-            Arc::clone(self.session),
+        let flight = InFlight {
+            session: Arc::clone(self.session),
             link,
             call,
             id,
-            self.endpoint.request_timeout,
-        )
-        .await
+            tool_call,
+        };
+        observe(ex, t, flight, self.endpoint.request_timeout).await
     }
+}
+
+/// One request sent to its server, its answer still to come.
+struct InFlight {
+    session: Arc<Session>,
+    link: Arc<Link>,
+    call: Call,
+    /// The agent's id for it.
+    id: Id,
+    /// A `tools/call`, whose result's `isError` the outcome records.
+    tool_call: bool,
 }
 
 /// What comes of a call before the agent is answered.
@@ -274,12 +283,16 @@ enum First {
 async fn observe(
     ex: &mut Exchange,
     started: Instant,
-    session: Arc<Session>,
-    link: Arc<Link>,
-    call: Call,
-    id: Id,
+    flight: InFlight,
     timeout: Duration,
 ) -> Result<Response<ProxyBody>, Refusal> {
+    let InFlight {
+        session,
+        link,
+        call,
+        id,
+        tool_call,
+    } = flight;
     let Call {
         upstream_id,
         mut progress,
@@ -299,7 +312,7 @@ async fn observe(
         First::Done(response) => {
             let response = answer_as_agent(response, &agent_id);
             session.finished(&id);
-            let (is_error, error) = result_of(&response);
+            let (is_error, error) = result_of(&response, tool_call);
             outcome.mcp_result(is_error, error);
             Ok(json_response(StatusCode::OK, &response))
         }
@@ -345,7 +358,7 @@ async fn observe(
                 if !agent_gone {
                     agent_gone = tx.send(event(&response)).await.is_err();
                 }
-                let (is_error, failed) = result_of(&response);
+                let (is_error, failed) = result_of(&response, tool_call);
                 let error = error.or(failed).or_else(|| {
                     agent_gone.then(|| "the agent disconnected before the response".to_owned())
                 });
@@ -364,9 +377,14 @@ fn answer_as_agent(mut response: Value, id: &Value) -> Value {
     response
 }
 
-/// A response's `isError` (tool results) and its error message, for the outcome record.
-fn result_of(response: &Value) -> (Option<bool>, Option<String>) {
-    let is_error = response.pointer("/result/isError").and_then(Value::as_bool);
+/// A response's `isError` (a tool result's: absent is `false`) and its error message, for the
+/// outcome record.
+fn result_of(response: &Value, tool_call: bool) -> (Option<bool>, Option<String>) {
+    let is_error = response.get("result").filter(|_| tool_call).map(|r| {
+        r.get("isError")
+            .and_then(Value::as_bool)
+            .unwrap_or_default()
+    });
     let error = response.get("error").map(|e| {
         let message = e.get("message").and_then(Value::as_str).unwrap_or("error");
         bounded(message, FIELD_MAX).into_owned()
