@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Drives a Warden MCP endpoint with the official MCP Python SDK (`mcp` on PyPI).
 
-Usage: client.py URL STEPS_JSON      (env API_KEY: the agent's token; WARDEN_PID: Warden's pid)
+Usage: client.py URL STEPS_JSON [SAMPLING_REPLY]
+       (env API_KEY: the agent's token; WARDEN_PID: Warden's pid)
 
 Opens one session (Streamable HTTP), runs each step of STEPS_JSON (a JSON list) in it, and
 prints one JSON object: {"initialize": {...}, "steps": [result, ...]}. Steps:
@@ -11,6 +12,8 @@ prints one JSON object: {"initialize": {...}, "steps": [result, ...]}. Steps:
   {"op": "kill_upstream", "pattern": P}   kill Warden's child processes whose command line has P
   {"op": "sleep", "seconds": S}
 A JSON-RPC error a step meets is its result: {"error": {"code": C, "message": M}}.
+With SAMPLING_REPLY the client offers sampling and answers every sampling/createMessage
+request with that text; the output then counts them ("sampled").
 """
 
 import asyncio
@@ -125,6 +128,17 @@ async def _step(session: ClientSession, step: dict) -> dict:
 
 async def main() -> None:
     url, steps = sys.argv[1], json.loads(sys.argv[2])
+    reply = sys.argv[3] if len(sys.argv) > 3 else None
+    sampled = []
+
+    async def sampling(context, params):
+        from mcp import types
+
+        sampled.append(params)
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text=reply), model="e2e"
+        )
+
     token = os.environ.get("API_KEY", "")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     out: dict = {}
@@ -132,7 +146,8 @@ async def main() -> None:
         transport = _http_client(url, http_client=http) if _NEW_API else _http_client(url, headers=headers)
         async with transport as streams:
             read, write = streams[0], streams[1]
-            async with ClientSession(read, write) as session:
+            options = {"sampling_callback": sampling} if reply is not None else {}
+            async with ClientSession(read, write, **options) as session:
                 init = await session.initialize()
                 out["initialize"] = {
                     "protocolVersion": _field(init, "protocol_version", "protocolVersion"),
@@ -140,6 +155,7 @@ async def main() -> None:
                     "capabilities": sorted(init.capabilities.model_dump(exclude_none=True)),
                 }
                 out["steps"] = [await _step(session, s) for s in steps]
+                out["sampled"] = len(sampled)
     print(json.dumps(out))
 
 

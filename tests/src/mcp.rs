@@ -116,11 +116,23 @@ pub async fn session(
     token: &str,
     steps: Value,
 ) -> anyhow::Result<Value> {
+    session_with(warden, url, token, steps, None).await
+}
+
+/// As [`session`], the agent offering sampling and answering each request with `reply`.
+pub async fn session_with(
+    warden: &Warden,
+    url: &str,
+    token: &str,
+    steps: Value,
+    reply: Option<&str>,
+) -> anyhow::Result<Value> {
     let python = paths::venv_python();
     let mut cmd = Command::new(&python);
     cmd.arg(mcp_dir().join("client.py"))
         .arg(url)
         .arg(steps.to_string())
+        .args(reply)
         .env("API_KEY", token)
         .env("WARDEN_PID", warden.pid().unwrap_or_default().to_string())
         .env("PYTHONUNBUFFERED", "1");

@@ -207,6 +207,45 @@ async fn the_agent_session_survives_a_restart_of_its_local_server() {
 }
 
 #[tokio::test]
+async fn a_servers_request_reaches_the_agent_and_its_answer_returns_to_that_server() {
+    let remote = EverythingHttp::start().await.unwrap();
+    let w = warden(
+        vec![
+            mcp::everything_stdio("everything"),
+            json!({"name": "remote", "url": remote.url()}),
+        ],
+        |b| b,
+    )
+    .await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    let call = |server: &str| {
+        json!({"op": "call", "name": format!("{server}_trigger-sampling-request"),
+               "arguments": {"prompt": "say hi", "maxTokens": 10}})
+    };
+    let r = mcp::session_with(
+        &w,
+        &w.url("/mcp/tools"),
+        &agent,
+        json!([call("everything"), call("remote")]),
+        Some("sampled by the agent"),
+    )
+    .await
+    .unwrap();
+    // The servers offer the tool only because Warden passed on the agent's sampling capability.
+    for i in 0..2 {
+        assert_eq!(step(&r, i)["isError"], false, "{r}");
+        assert!(
+            step(&r, i)["text"]
+                .as_str()
+                .unwrap()
+                .contains("sampled by the agent"),
+            "{r}"
+        );
+    }
+    assert_eq!(r["sampled"], 2, "{r}");
+}
+
+#[tokio::test]
 async fn two_servers_with_the_same_tool_name_never_shadow_each_other() {
     let remote = EverythingHttp::start().await.unwrap();
     let double = Double::start().await.unwrap();

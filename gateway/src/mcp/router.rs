@@ -321,3 +321,61 @@ where
     .await
     .map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn responses_progress_and_server_requests_find_their_way() {
+        let (events_tx, mut events) = mpsc::channel(8);
+        let requests = Arc::new(ServerRequests::default());
+        let router = Router::new(Arc::from("files"), events_tx, Arc::clone(&requests));
+        let mut call = router.register(7, Some(token_key(&json!("tok"))));
+
+        router.dispatch(
+            json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                   "params": {"progressToken": "tok", "progress": 1}}),
+            None,
+        );
+        let progress = call.progress.try_recv().expect("progress of the call");
+        assert_eq!(progress["params"]["progress"], 1);
+
+        // The server asks the agent something while the call runs: it goes with the call, under
+        // an id of Warden's that leads back to the server's own.
+        router.dispatch(
+            json!({"jsonrpc": "2.0", "id": "s-1", "method": "sampling/createMessage", "params": {}}),
+            None,
+        );
+        let asked = call.progress.try_recv().expect("the server's request");
+        assert_eq!(asked["id"], "warden-0");
+        assert_eq!(
+            requests.take(&Id::Str("warden-0".into())),
+            Some((Arc::from("files"), json!("s-1")))
+        );
+
+        router.dispatch(json!({"jsonrpc": "2.0", "id": 7, "result": {}}), None);
+        assert_eq!(call.done.try_recv().expect("the response")["id"], 7);
+
+        // What belongs to no request goes to the session's event stream, URIs federated.
+        router.dispatch(
+            json!({"jsonrpc": "2.0", "method": "notifications/resources/updated",
+                   "params": {"uri": "file:///a"}}),
+            None,
+        );
+        let event = events.try_recv().expect("an event");
+        assert_eq!(event["params"]["uri"], "files+file:///a");
+    }
+
+    #[tokio::test]
+    async fn a_server_going_away_fails_its_calls_with_a_jsonrpc_error() {
+        let (events_tx, _events) = mpsc::channel(8);
+        let router = Router::new(Arc::from("files"), events_tx, Arc::default());
+        let mut call = router.register(3, None);
+        router.fail_all("the MCP server exited");
+        let response = call.done.try_recv().expect("an answer");
+        assert_eq!(response["id"], 3);
+        assert_eq!(response["error"]["code"], jsonrpc::code::UPSTREAM);
+    }
+}
