@@ -37,6 +37,7 @@ pub use identifier::{
 };
 pub use refusal::{DECISION_HEADER, DECISION_ID_HEADER, REQUEST_ID_HEADER, Refusal, RefusalFinish};
 pub use request::{Endpoint, LlmRequest};
+pub use response::{event_stream_headers, json as json_response};
 pub use scanner::{MAX_BUFFERED_BODY, UsageScanner};
 pub use sse::{SseDecoder, SseSink};
 pub use usage::Usage;

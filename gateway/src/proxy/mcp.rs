@@ -729,23 +729,12 @@ fn digest(bytes: &[u8]) -> String {
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<ProxyBody> {
-    let mut response = Response::new(Either::Left(Full::new(Bytes::from(body.to_string()))));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    protocol::json_response(status, body.to_string()).map(Either::Left)
 }
 
 fn event_stream(body: EventBody) -> Response<ProxyBody> {
     let mut response = Response::new(Either::Right(Either::Right(body)));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    protocol::event_stream_headers(response.headers_mut());
     response
 }
 
