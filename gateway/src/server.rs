@@ -109,6 +109,16 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         tls.spawn_reloader(shutdown.clone().requested());
     }
     reload::spawn(shared.clone(), config_path, shutdown.clone()).map_err(ServeError::Signals)?;
+    // MCP sessions left unused end (with their servers' processes) within a minute of their
+    // idle timeout, even when no agent starts a new one.
+    let sessions = shared.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            sessions.mcp.sweep();
+        }
+    });
 
     let mut start = AuditEvent::now(EventKind::System);
     start.detail = Some(

@@ -539,3 +539,71 @@ unless {{ context.arguments.path like "{dir}/*" && !(context.arguments.path like
         "nothing was written outside"
     );
 }
+
+/// Warden's child processes whose command line contains `pattern`.
+fn children_running(warden: &Warden, pattern: &str) -> usize {
+    let root = warden.pid().unwrap_or_default();
+    let mut count = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let parent: u32 = after
+            .split(' ')
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if parent == root && String::from_utf8_lossy(&cmdline).contains(pattern) {
+            count += 1;
+        }
+    }
+    count
+}
+
+#[tokio::test]
+async fn an_unused_session_ends_after_its_idle_timeout_and_its_server_with_it() {
+    let w = warden(vec![mcp::everything_stdio("everything")], |b| {
+        b.set("/mcp/session_idle_timeout", json!("1s"))
+    })
+    .await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    let post = |session: Option<&str>, body: Value| {
+        let mut request = w
+            .http()
+            .post(w.url("/mcp/tools"))
+            .bearer_auth(&agent)
+            .header("accept", "application/json, text/event-stream")
+            .json(&body);
+        if let Some(s) = session {
+            request = request.header("mcp-session-id", s);
+        }
+        request.send()
+    };
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let response = post(None, init).await.unwrap();
+    let session = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        children_running(&w, "server-everything"),
+        1,
+        "one server per session"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ping = json!({"jsonrpc": "2.0", "id": 2, "method": "ping"});
+    assert_eq!(post(Some(&session), ping).await.unwrap().status(), 404);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while children_running(&w, "server-everything") > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session's server still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

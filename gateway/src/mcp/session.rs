@@ -159,7 +159,7 @@ impl Sessions {
     }
 
     /// Ends the sessions unused for longer than their idle timeout.
-    fn sweep(&self) {
+    pub fn sweep(&self) {
         self.map.retain(|_, s| {
             let keep = !s.idle();
             if !keep {
