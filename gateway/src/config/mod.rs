@@ -11,9 +11,11 @@ pub use crate::audit::config::AuditConfig;
 pub use crate::identity::config::IdentityConfig;
 pub use crate::listener::config::{ListenConfig, TlsConfig, WorkersConfig};
 pub use crate::mcp::config::McpConfig;
+pub use crate::pins::config::PinsConfig;
 pub use crate::policy::config::PolicyConfig;
 pub use crate::protocol::config::LimitsConfig;
 pub use crate::route::config::{DenyStyle, RouteConfig, default_routes};
+pub use crate::state::config::StateConfig;
 pub use crate::telemetry::config::{LogConfig, LogFormat};
 pub use crate::upstream::config::UpstreamConfig;
 
@@ -21,8 +23,13 @@ pub use crate::upstream::config::UpstreamConfig;
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Where Warden keeps state (signing keys, audit log). Default `./warden-data`.
+    /// Where Warden keeps state (signing keys, audit log, state store). Default
+    /// `./warden-data`.
     pub data_dir: PathBuf,
+    /// The durable state store (tool pins; later approvals).
+    pub state: StateConfig,
+    /// Tool-definition pinning.
+    pub pins: PinsConfig,
     pub listen: ListenConfig,
     pub identity: IdentityConfig,
     pub policy: PolicyConfig,
@@ -43,6 +50,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("warden-data"),
+            state: StateConfig::default(),
+            pins: PinsConfig::default(),
             listen: ListenConfig::default(),
             identity: IdentityConfig::default(),
             policy: PolicyConfig::default(),
