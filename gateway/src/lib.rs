@@ -15,6 +15,7 @@ pub mod decision;
 pub mod identity;
 pub mod inspect;
 pub mod listener;
+pub mod mcp;
 pub mod observe;
 pub mod pins;
 pub mod policy;

@@ -496,6 +496,15 @@ fn check(path: Option<&Path>) -> Result<ExitCode> {
         match warden::route::RouteTable::build(&config) {
             Ok(routes) => {
                 for r in routes.iter() {
+                    if let Some(endpoint) = &r.mcp {
+                        println!(
+                            "route {} {} -> MCP servers {}",
+                            r.name,
+                            r.prefix,
+                            endpoint.names.join(", ")
+                        );
+                        continue;
+                    }
                     match r.credential.as_ref().and_then(|c| c.unavailable()) {
                         None => println!(
                             "route {} {} -> {}://{}{}",

@@ -195,6 +195,9 @@ pub async fn apply(shared: &Shared, config_path: Option<&Path>) -> Result<PathBu
         Ok(snapshot) => {
             let dir = snapshot.config.policy.dir.clone();
             let policies = snapshot.policy.policy_count();
+            if let Some(pins) = &shared.pins {
+                pins.reconfigure(&snapshot.config.pins);
+            }
             shared.snapshot.store(Arc::new(snapshot));
             shared.metrics.reloads.with_label_values(&["ok"]).inc();
             tracing::info!(policies, "reload applied");

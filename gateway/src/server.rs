@@ -42,6 +42,10 @@ pub enum ServeError {
     },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("cannot load the MCP tool pins: {0}")]
+    Pins(#[from] crate::pins::PinError),
 }
 
 /// The audit directory for `config`.
@@ -93,7 +97,12 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     let policy_count = snapshot.policy.policy_count();
     let metrics = Metrics::new();
     metrics.register(audit.stats().collectors());
-    let shared = Shared::new(snapshot, audit, metrics);
+    // The state store and the tool pins in it: MCP tool definitions are judged from memory,
+    // and approvals made with `warden tools approve` arrive within `pins.refresh_interval`.
+    let store = crate::state::Store::open(&snapshot.config.state, &snapshot.config.data_dir).await?;
+    let pins = std::sync::Arc::new(crate::pins::Pins::load(&snapshot.config.pins, store.pins()).await?);
+    pins.spawn_refresh();
+    let shared = Shared::new(snapshot, audit, metrics, Some(pins));
 
     let proxy_listeners = workers::bind("proxy", listen.proxy, workers)?;
     let admin_listener =
@@ -109,6 +118,16 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         tls.spawn_reloader(shutdown.clone().requested());
     }
     reload::spawn(shared.clone(), config_path, shutdown.clone()).map_err(ServeError::Signals)?;
+    // MCP sessions left unused end (with their servers' processes) within a minute of their
+    // idle timeout, even when no agent starts a new one.
+    let sessions = shared.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            sessions.mcp.sweep();
+        }
+    });
 
     let mut start = AuditEvent::now(EventKind::System);
     start.detail = Some(

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::audit::AuditLog;
+use crate::mcp::Sessions;
+use crate::pins::Pins;
 use crate::snapshot::Snapshot;
 use crate::telemetry::metrics::Metrics;
 
@@ -15,16 +17,27 @@ pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub audit: AuditLog,
     pub metrics: Metrics,
+    /// Agents' MCP sessions: they outlive reloads.
+    pub mcp: Sessions,
+    /// MCP tool-definition pins (`None`: not checked, as in tests of other parts).
+    pub pins: Option<Arc<Pins>>,
     ready: AtomicBool,
 }
 
 impl Shared {
     /// Assembles the shared state; it reports ready once [`Shared::set_ready`] is called.
-    pub fn new(snapshot: Snapshot, audit: AuditLog, metrics: Metrics) -> Arc<Shared> {
+    pub fn new(
+        snapshot: Snapshot,
+        audit: AuditLog,
+        metrics: Metrics,
+        pins: Option<Arc<Pins>>,
+    ) -> Arc<Shared> {
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             audit,
             metrics,
+            mcp: Sessions::new(),
+            pins,
             ready: AtomicBool::new(false),
         })
     }

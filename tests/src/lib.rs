@@ -5,6 +5,7 @@
 
 pub mod fake_llm;
 pub mod idp;
+pub mod mcp;
 pub mod openclaw;
 pub mod paths;
 pub mod process;

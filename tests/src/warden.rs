@@ -391,6 +391,11 @@ impl Warden {
         }
     }
 
+    /// The process id of `warden serve`.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+
     /// `http://<proxy><path>`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.setup.proxy)

@@ -93,7 +93,7 @@ mod tests {
         let audit =
             AuditLog::open_with(&tmp.path().join("audit"), &config.audit, faults.clone()).unwrap();
         let snapshot = Snapshot::build(config, None).await.unwrap();
-        let shared = Shared::new(snapshot, audit, Metrics::new());
+        let shared = Shared::new(snapshot, audit, Metrics::new(), None);
         shared.set_ready(true);
         (tmp, shared, faults)
     }

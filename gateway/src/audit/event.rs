@@ -96,6 +96,9 @@ pub struct AuditOutcome {
     /// Why the exchange failed, if it did (upstream down, stream cut, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// An MCP tool call's result said `isError` (the tool ran and failed, or Warden's refusal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_error: Option<bool>,
 }
 
 /// One finding of the inspect stage, as recorded.
@@ -153,6 +156,10 @@ pub struct AuditEvent {
     /// Request content, only when `audit.record_content` is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<serde_json::Value>,
+    /// `sha256:<hex>` of a tool call's (prompt's, completion's) arguments, always: the
+    /// arguments themselves are in `content` only with `audit.record_content`.
+    #[serde(default = "empty_text", skip_serializing_if = "is_empty")]
+    pub content_digest: Text,
     /// Free-form detail for system records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<serde_json::Value>,
@@ -178,6 +185,7 @@ impl AuditEvent {
             findings: Vec::new(),
             outcome: None,
             content: None,
+            content_digest: empty_text(),
             detail: None,
         }
     }

@@ -163,6 +163,7 @@ fn write_record(
         buf.extend_from_slice(b",\"content\":");
         serde_json::to_writer(&mut *buf, content)?;
     }
+    text_field(buf, "content_digest", &e.content_digest);
     if let Some(detail) = &e.detail {
         buf.extend_from_slice(b",\"detail\":");
         serde_json::to_writer(&mut *buf, detail)?;
@@ -355,8 +356,10 @@ mod tests {
             input_tokens: Some(17),
             output_tokens: None,
             error: Some("cut \"short\"".into()),
+            is_error: Some(true),
         });
         full.content = Some(serde_json::json!({"messages": [{"content": "hi\u{1}"}]}));
+        full.content_digest = "sha256:00ff".into();
         full.detail = Some(serde_json::json!({"event": "start", "n": 1.5}));
         let mut bare = AuditEvent::now(EventKind::System);
         bare.time = full.time;

@@ -23,6 +23,7 @@ const SECTIONS: &[&str] = &[
     "runtime",
     "connectors_dir",
     "routes",
+    "mcp",
 ];
 
 /// A configuration read as far as it could be: each section that has a mistake keeps its
@@ -134,6 +135,7 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
                 section(&key, value, &mut config.connectors_dir, &error, &mut errors)
             }
             "routes" => config.routes = routes(value, &error, &mut errors),
+            "mcp" => section(&key, value, &mut config.mcp, &error, &mut errors),
             other => errors.push(error(
                 other,
                 format!("unknown section; expected one of: {}", SECTIONS.join(", ")),

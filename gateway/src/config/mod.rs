@@ -10,6 +10,7 @@ use std::path::PathBuf;
 pub use crate::audit::config::AuditConfig;
 pub use crate::identity::config::IdentityConfig;
 pub use crate::listener::config::{ListenConfig, TlsConfig, WorkersConfig};
+pub use crate::mcp::config::McpConfig;
 pub use crate::pins::config::PinsConfig;
 pub use crate::policy::config::PolicyConfig;
 pub use crate::protocol::config::LimitsConfig;
@@ -41,6 +42,8 @@ pub struct Config {
     pub connectors_dir: Option<PathBuf>,
     /// Path prefix → upstream.
     pub routes: Vec<RouteConfig>,
+    /// MCP servers and the endpoints agents reach them through.
+    pub mcp: McpConfig,
 }
 
 impl Default for Config {
@@ -59,6 +62,7 @@ impl Default for Config {
             runtime: WorkersConfig::default(),
             connectors_dir: None,
             routes: default_routes(),
+            mcp: McpConfig::default(),
         }
     }
 }

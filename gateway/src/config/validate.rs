@@ -16,6 +16,9 @@ pub const ASYMMETRIC_ALGORITHMS: &[&str] = &[
 pub fn validate(config: &Config) -> Vec<(String, String)> {
     let mut errors = Vec::new();
     let mut err = |key: &str, message: String| errors.push((key.to_string(), message));
+    for (key, message) in config.mcp.validate() {
+        err(&key, message);
+    }
 
     let listen = &config.listen;
     if listen.proxy == listen.admin {
@@ -227,6 +230,25 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
                 format!(
                     "connector {:?} sends no credential; remove credential: or use a connector that does",
                     route.connector
+                ),
+            );
+        }
+    }
+    for (i, endpoint) in config.mcp.endpoints.iter().enumerate() {
+        let key = format!("mcp.endpoints[{i}]");
+        let prefix = endpoint.prefix();
+        if let Some(first) = prefixes.get(prefix.as_str()) {
+            err(
+                &format!("{key}.prefix"),
+                format!("{prefix:?} is already used by routes[{first}]"),
+            );
+        }
+        if let Some(first) = names.get(&endpoint.name) {
+            err(
+                &format!("{key}.name"),
+                format!(
+                    "route name {:?} is already used by routes[{first}]",
+                    endpoint.name
                 ),
             );
         }

@@ -56,6 +56,8 @@ pub struct Interpreted {
 pub enum Shape {
     /// An LLM call. Its `tools` were moved into the facts.
     Llm(LlmRequest),
+    /// An MCP message.
+    Mcp(super::mcp::shape::McpShape),
 }
 
 impl Interpreted {
@@ -170,7 +172,9 @@ pub(crate) mod tests {
             (vec!["exec".into()], Some(10))
         );
         assert!(meaning.findings.is_empty());
-        let Shape::Llm(shape) = &meaning.shape;
+        let Shape::Llm(shape) = &meaning.shape else {
+            panic!("an LLM shape");
+        };
         assert!(shape.tools.is_empty());
         let listing = Interpreted::llm(request(None, None), &upstream);
         assert_eq!(listing.resource.cedar_ref(), r#"Provider::"openai""#);

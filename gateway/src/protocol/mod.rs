@@ -16,6 +16,7 @@ mod errors;
 mod estimate;
 mod gemini;
 mod identifier;
+pub mod mcp;
 mod openai;
 mod parse;
 mod refusal;
@@ -31,9 +32,12 @@ use serde::Deserialize;
 
 pub use dialect::{Dialect, Inbound, Interpreted, Shape};
 pub use errors::ProtocolError;
-pub use identifier::{IdentifierProblem, LOOKALIKE_FINDING, MAX_IDENTIFIER_BYTES};
+pub use identifier::{
+    IdentifierProblem, LOOKALIKE_FINDING, MAX_IDENTIFIER_BYTES, check as check_identifier,
+};
 pub use refusal::{DECISION_HEADER, DECISION_ID_HEADER, REQUEST_ID_HEADER, Refusal, RefusalFinish};
 pub use request::{Endpoint, LlmRequest};
+pub use response::{event_stream_headers, json as json_response};
 pub use scanner::{MAX_BUFFERED_BODY, UsageScanner};
 pub use sse::{SseDecoder, SseSink};
 pub use usage::Usage;
@@ -48,6 +52,9 @@ pub enum Protocol {
     Anthropic,
     /// Google Gemini (Generative Language API).
     Gemini,
+    /// MCP over Streamable HTTP: the endpoints of `mcp.endpoints` (no connector file names it).
+    #[serde(skip_deserializing)]
+    Mcp,
 }
 
 impl Protocol {
@@ -57,6 +64,7 @@ impl Protocol {
             Protocol::Openai => &openai::OpenAi,
             Protocol::Anthropic => &anthropic::Anthropic,
             Protocol::Gemini => &gemini::Gemini,
+            Protocol::Mcp => &mcp::Mcp,
         }
     }
 

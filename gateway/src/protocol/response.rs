@@ -22,13 +22,17 @@ pub fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 /// A 200 response carrying a complete server-sent event stream.
 pub fn event_stream(body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
-    let headers = response.headers_mut();
+    event_stream_headers(response.headers_mut());
+    response
+}
+
+/// The headers of a server-sent event stream: its content type, and no caching.
+pub fn event_stream_headers(headers: &mut http::HeaderMap) {
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    response
 }
 
 /// An error response: `body` (the dialect's error shape) with `code` in `x-warden-error`.

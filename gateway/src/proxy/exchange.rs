@@ -16,6 +16,7 @@ use crate::audit::event::{
 };
 use crate::decision::Decision;
 use crate::listener::ConnInfo;
+use crate::mcp::EventBody;
 use crate::observe::{Complete, ObservedBody};
 use crate::protocol::{self, Shape, Usage};
 use crate::route::Route;
@@ -23,9 +24,9 @@ use crate::shared::Shared;
 use crate::telemetry::metrics::RequestMetrics;
 use crate::text::{FIELD_MAX, bounded};
 
-/// The body of every proxy response: a small complete body, or an upstream stream observed
-/// as it passes.
-pub type ProxyBody = Either<Full<Bytes>, ObservedBody<PendingOutcome>>;
+/// The body of every proxy response: a small complete body, an upstream stream observed as it
+/// passes, or an event stream Warden writes (MCP).
+pub type ProxyBody = Either<Full<Bytes>, Either<ObservedBody<PendingOutcome>, EventBody>>;
 
 /// One request's passage through the path.
 pub struct Exchange {
@@ -51,6 +52,11 @@ pub struct Exchange {
     upstream_seconds: Option<f64>,
     /// Write an access log line (`log.access`).
     access_log: bool,
+    /// `sha256:<hex>` of a tool call's arguments, for the decision record.
+    content_digest: Option<Text>,
+    /// Where an MCP client finds how to authenticate (RFC 9728), for a 401's
+    /// `WWW-Authenticate`.
+    resource_metadata: Option<HeaderValue>,
 }
 
 impl Exchange {
@@ -76,12 +82,28 @@ impl Exchange {
             audit_failed: false,
             upstream_seconds: None,
             access_log,
+            content_digest: None,
+            resource_metadata: None,
         }
+    }
+
+    /// Records that an MCP server offers a tool definition that is not the approved one
+    /// (`detail`: `pins::PinChange::audit_detail`): a `tool_change` record, by the request
+    /// that saw it.
+    pub fn tool_changed(&self, detail: serde_json::Value) {
+        let mut event = self.event(EventKind::ToolChange);
+        event.detail = Some(detail);
+        self.shared.audit.append_detached(event);
     }
 
     /// The request id (`x-request-id`).
     pub fn request_id(&self) -> &str {
         &self.request_id
+    }
+
+    /// What the process shares (the MCP sessions, among others).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// The connection the request came on.
@@ -112,6 +134,18 @@ impl Exchange {
             self.model = Some(Arc::from(name.as_str()));
         }
         self.shape = Some(shape);
+    }
+
+    /// interpret: the digest of the arguments of a tool call (or prompt, or completion).
+    pub fn digested(&mut self, digest: Text) {
+        self.content_digest = Some(digest);
+    }
+
+    /// route: a 401 answer names `url`, the route's protected resource metadata
+    /// (`WWW-Authenticate: Bearer resource_metadata="<url>"`).
+    pub fn protected_resource(&mut self, url: &str) {
+        self.resource_metadata =
+            HeaderValue::try_from(format!("Bearer resource_metadata=\"{url}\"")).ok();
     }
 
     /// decide: records `decision`, with what inspection found and (when `content` is given)
@@ -148,6 +182,9 @@ impl Exchange {
             })
             .collect();
         event.content = content.and_then(|body| serde_json::from_slice(body).ok());
+        if let Some(digest) = &self.content_digest {
+            event.content_digest = Arc::clone(digest);
+        }
         let t = Instant::now();
         let appended = self.shared.audit.append(event).await;
         self.audit_wait_seconds = Some(t.elapsed().as_secs_f64());
@@ -236,11 +273,18 @@ impl Exchange {
 
     /// The answer to `refusal`, and its record and log line.
     fn refused(&mut self, refusal: &Refusal) -> Response<Full<Bytes>> {
-        let response = refusal.respond(
+        let mut response = refusal.respond(
             self.route.as_deref(),
             self.shape.as_ref(),
             &self.decision_id,
         );
+        if response.status() == http::StatusCode::UNAUTHORIZED
+            && let Some(v) = &self.resource_metadata
+        {
+            response
+                .headers_mut()
+                .insert(http::header::WWW_AUTHENTICATE, v.clone());
+        }
         let message = bounded(&refusal.to_string(), FIELD_MAX).into_owned();
         self.log(refusal, response.status(), &message);
         let event = match refusal.recorded() {
@@ -344,6 +388,17 @@ impl Complete for PendingOutcome {
             usage.output_tokens,
         );
         self.shared.audit.append_detached(self.event);
+    }
+}
+
+impl PendingOutcome {
+    /// Completes the record of an MCP request: whether the tool's result said `isError`, and
+    /// why the exchange failed, if it did.
+    pub fn mcp_result(mut self, is_error: Option<bool>, error: Option<String>) {
+        if let Some(outcome) = self.event.outcome.as_mut() {
+            outcome.is_error = is_error;
+        }
+        self.complete(Usage::default(), error);
     }
 }
 

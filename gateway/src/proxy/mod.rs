@@ -9,11 +9,13 @@
 //! the only place audit records are built and metrics counted.
 
 mod exchange;
+mod mcp;
 mod refusal;
+mod stages;
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -23,11 +25,9 @@ use tracing::Instrument;
 
 pub use exchange::{Exchange, PendingOutcome, ProxyBody};
 pub use refusal::Refusal;
+use stages::{context, decide, hold, inspect};
 
-use crate::action::{Action, ActionContext, Principal};
-use crate::approval;
-use crate::decision::Decision;
-use crate::inspect;
+use crate::action::{Action, Principal};
 use crate::listener::ConnInfo;
 use crate::observe::ObservedBody;
 use crate::protocol::{self, Inbound, Interpreted};
@@ -83,11 +83,17 @@ async fn walk(
     ex: &mut Exchange,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Refusal> {
+    if let Some(metadata) = mcp::protected_resource(snap, ex, &req) {
+        return Ok(metadata);
+    }
     let route = route(snap, ex, &req)?;
     let principal = identify(snap, ex, &req).await?;
+    if let Some(endpoint) = &route.mcp {
+        return mcp::walk(snap, ex, &route, endpoint, principal, req).await;
+    }
     let (mut action, request) = interpret(snap, ex, &route, principal, req).await?;
-    inspect(&mut action, &request);
-    let decision = decide(snap, ex, &action, &request).await?;
+    inspect(&mut action, &request.body);
+    let decision = decide(snap, ex, &action, &request.body).await?;
     hold(&decision)?;
     let outbound = credential(&route, request)?;
     let response = forward(upstream, ex, outbound).await?;
@@ -108,6 +114,9 @@ fn route(
 ) -> Result<Arc<Route>, Refusal> {
     let route = snap.routes.route(req.uri().path())?;
     ex.routed(route);
+    if route.mcp.is_some() {
+        ex.protected_resource(&mcp::metadata_url(ex, req, &route.prefix));
+    }
     Ok(Arc::clone(route))
 }
 
@@ -161,55 +170,13 @@ async fn interpret(
         upstream: &route.provider,
     })?;
     ex.interpreted(&verb, &resource, shape);
-    let conn = ex.conn();
     let action = Action {
         principal,
         verb,
         resource,
-        context: ActionContext {
-            route: Arc::clone(&route.name),
-            time: SystemTime::now(),
-            source_ip: conn.peer.ip(),
-            tls: conn.tls,
-            client_certificate: conn.client_identity.clone(),
-            findings,
-            facts,
-        },
+        context: context(ex, route, findings, facts),
     };
     Ok((action, ReadRequest { head, body }))
-}
-
-/// Inspect: what the request's content shows before it leaves, for policy to judge.
-fn inspect(action: &mut Action, request: &ReadRequest) {
-    inspect::inspect(&mut action.context.findings, &request.body);
-}
-
-/// Decide: Cedar's verdict on the action, recorded durably before anything else happens.
-async fn decide(
-    snap: &Snapshot,
-    ex: &mut Exchange,
-    action: &Action,
-    request: &ReadRequest,
-) -> Result<Decision, Refusal> {
-    let t = Instant::now();
-    let decision = snap.policy.decide(action);
-    let policy_seconds = t.elapsed().as_secs_f64();
-    let audit = &snap.config.audit;
-    let content = audit.record_content.then_some(&request.body[..]);
-    ex.record_decision(
-        &decision,
-        &action.context.findings,
-        content,
-        policy_seconds,
-        audit.fail_closed,
-    )
-    .await?;
-    Ok(decision)
-}
-
-/// Hold: only an allowed request goes on.
-fn hold(decision: &Decision) -> Result<(), Refusal> {
-    Ok(approval::hold(decision)?)
 }
 
 /// Credential: the agent's credential out, the upstream's in.
@@ -248,7 +215,7 @@ fn observe(ex: &mut Exchange, route: &Route, response: Response<Incoming>) -> Re
     inject::strip_hop_by_hop(&mut parts.headers);
     let outcome = ex.outcome(parts.status);
     let body = ObservedBody::new(body, outcome, route.protocol.dialect(), event_stream);
-    Response::from_parts(parts, Either::Right(body))
+    Response::from_parts(parts, Either::Right(Either::Left(body)))
 }
 
 /// Record: the exchange answers a refusal, records what the request came to and counts it.

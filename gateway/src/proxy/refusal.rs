@@ -10,6 +10,7 @@ use crate::approval::Hold;
 use crate::audit::AuditError;
 use crate::config::DenyStyle;
 use crate::identity::AuthError;
+use crate::mcp::McpError;
 use crate::protocol::body::BodyError;
 use crate::protocol::{self, Protocol, ProtocolError, Shape};
 use crate::route::{Route, RouteError};
@@ -47,6 +48,10 @@ pub enum Refusal {
     /// forward: the upstream could not be reached or broke the exchange.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// An MCP message Warden cannot take (no session, a message it cannot judge), or whose
+    /// server failed.
+    #[error(transparent)]
+    Mcp(#[from] McpError),
 }
 
 /// Where on the path a refusal happened, for the audit record it leaves.
@@ -72,6 +77,7 @@ impl Refusal {
             Refusal::Audit(_) | Refusal::Credential(_) => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::UpstreamRequest(_) => StatusCode::BAD_REQUEST,
             Refusal::Upstream(e) => e.status(),
+            Refusal::Mcp(e) => e.status(),
         }
     }
 
@@ -87,6 +93,7 @@ impl Refusal {
             Refusal::Credential(_) => "credential_unavailable",
             Refusal::UpstreamRequest(_) => "invalid_upstream_request",
             Refusal::Upstream(e) => e.code(),
+            Refusal::Mcp(e) => e.code(),
         }
     }
 
@@ -97,6 +104,8 @@ impl Refusal {
                 Recorded::Rejected
             }
             Refusal::Audit(_) => Recorded::Nothing,
+            Refusal::Mcp(e) if e.after_decision() => Recorded::Outcome,
+            Refusal::Mcp(_) => Recorded::Rejected,
             Refusal::Hold(_)
             | Refusal::Credential(_)
             | Refusal::UpstreamRequest(_)
@@ -119,6 +128,9 @@ impl Refusal {
         shape: Option<&Shape>,
         decision_id: &str,
     ) -> Response<Full<Bytes>> {
+        if let Refusal::Mcp(e) = self {
+            return e.respond();
+        }
         let dialect = route.map_or(Protocol::Openai, |r| r.protocol).dialect();
         let Refusal::Hold(hold) = self else {
             return dialect.error(self.status(), self.code(), &self.to_string());

@@ -41,6 +41,9 @@ pub struct Route {
     pub on_deny: DenyStyle,
     /// How a refusal answer ends its turn (`refusal_finish`).
     pub refusal_finish: RefusalFinish,
+    /// An MCP endpoint (`mcp.endpoints`): its servers, reached through sessions rather than
+    /// `upstream`.
+    pub mcp: Option<Arc<crate::mcp::Endpoint>>,
 }
 
 impl Route {
@@ -138,6 +141,25 @@ impl RouteTable {
                 credential,
                 on_deny: rc.on_deny,
                 refusal_finish: rc.refusal_finish.unwrap_or_default(),
+                mcp: None,
+            }));
+        }
+        for endpoint in crate::mcp::Endpoint::build_all(&config.mcp) {
+            routes.push(Arc::new(Route {
+                name: Arc::clone(&endpoint.name),
+                prefix: endpoint.prefix.clone(),
+                protocol: Protocol::Mcp,
+                provider: Arc::clone(&endpoint.name),
+                // Never dialled: an MCP endpoint's servers are reached through its sessions.
+                upstream: Upstream {
+                    scheme: Scheme::HTTP,
+                    authority: Authority::from_static("mcp.invalid"),
+                    base_path: String::new(),
+                },
+                credential: None,
+                on_deny: DenyStyle::Completion,
+                refusal_finish: RefusalFinish::default(),
+                mcp: Some(endpoint),
             }));
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));

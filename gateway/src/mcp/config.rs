@@ -1,0 +1,271 @@
+//! `mcp:` the MCP servers Warden reaches (local processes over stdio, remote servers over
+//! Streamable HTTP) and the endpoints agents use, each combining one or more servers.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::secrets::config::CredentialSource;
+
+/// `mcp:` section.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpConfig {
+    /// The upstream MCP servers, by name.
+    pub servers: Vec<ServerConfig>,
+    /// The endpoints agents connect to.
+    pub endpoints: Vec<EndpointConfig>,
+    /// Between a server's name and a tool's or prompt's name in what agents see
+    /// (`github_create_issue`). Server names must not contain it.
+    pub separator: String,
+    /// How long one request to an upstream server may take before the agent gets an error.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// How long an agent session may stay unused before Warden ends it (and its upstream
+    /// sessions and processes).
+    #[serde(with = "humantime_serde")]
+    pub session_idle_timeout: Duration,
+    /// Most agent sessions open at once; a new `initialize` past this is refused (503).
+    pub max_sessions: usize,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        McpConfig {
+            servers: Vec::new(),
+            endpoints: Vec::new(),
+            separator: "_".into(),
+            request_timeout: Duration::from_secs(300),
+            session_idle_timeout: Duration::from_secs(3600),
+            max_sessions: 1000,
+        }
+    }
+}
+
+/// One upstream MCP server: `command` (a local process over stdio) or `url` (Streamable HTTP).
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The Cedar `McpServer` id and the prefix of its names (`github`).
+    pub name: String,
+    /// Program to start (stdio transport).
+    pub command: Option<String>,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Environment variables set for it (the rest of Warden's environment is not passed,
+    /// except `PATH` and `HOME`).
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    pub cwd: Option<PathBuf>,
+    /// The server's Streamable HTTP endpoint (`https://mcp.example.com/mcp`).
+    pub url: Option<String>,
+    /// Where the upstream credential for `url` comes from; sent as `credential_header`.
+    pub credential: Option<CredentialSource>,
+    /// Header carrying the credential. Default `authorization`.
+    pub credential_header: Option<String>,
+    /// The header's value with `{secret}` where the secret goes. Default `Bearer {secret}`.
+    pub credential_format: Option<String>,
+}
+
+/// One endpoint agents connect to: `prefix` speaks MCP and combines `servers`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// Route name (metrics, audit, Cedar `context.route`).
+    pub name: String,
+    /// Path prefix. Default `/mcp/<name>`.
+    pub prefix: Option<String>,
+    /// The servers it combines, by name.
+    pub servers: Vec<String>,
+    /// How a denied tool call is answered.
+    pub on_deny: McpDenyStyle,
+}
+
+/// How a policy refusal of a tool call reaches the agent.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum McpDenyStyle {
+    /// A tool result with `isError: true` whose text gives the reason and decision id, so the
+    /// model can adapt. (Prompts, resources and completions are refused with a JSON-RPC error
+    /// either way: they have no result that carries an error.)
+    #[default]
+    ToolResult,
+    /// A JSON-RPC error.
+    JsonrpcError,
+}
+
+impl EndpointConfig {
+    /// The path prefix agents use.
+    pub fn prefix(&self) -> String {
+        match &self.prefix {
+            Some(p) => p.trim_end_matches('/').to_owned(),
+            None => format!("/mcp/{}", self.name),
+        }
+    }
+}
+
+impl McpConfig {
+    /// `(key, message)` for every mistake in the section.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
+        let mut err = |key: String, message: String| errors.push((key, message));
+        let sep = self.separator.as_str();
+        if sep.is_empty()
+            || sep
+                .chars()
+                .any(|c| !(c.is_ascii_alphanumeric() || "_-".contains(c)))
+        {
+            err(
+                "mcp.separator".into(),
+                format!(
+                    "{sep:?} cannot join names: use one or more of `_` and `-` (tool names \
+                     reach models, which accept only letters, digits, `_` and `-`)"
+                ),
+            );
+        }
+        let mut names = HashSet::new();
+        for (i, s) in self.servers.iter().enumerate() {
+            let key = format!("mcp.servers[{i}]");
+            if !valid_server_name(&s.name) {
+                err(
+                    format!("{key}.name"),
+                    format!(
+                        "{:?} is not a valid server name: use letters, digits and `-`, \
+                         starting with a letter",
+                        s.name
+                    ),
+                );
+            } else if !sep.is_empty() && s.name.contains(sep) {
+                err(
+                    format!("{key}.name"),
+                    format!(
+                        "{:?} contains the separator {sep:?}, so its tool names could not be \
+                         told apart from another server's; rename it or change mcp.separator",
+                        s.name
+                    ),
+                );
+            }
+            if !names.insert(s.name.as_str()) {
+                err(
+                    format!("{key}.name"),
+                    format!("server {:?} is defined twice", s.name),
+                );
+            }
+            match (&s.command, &s.url) {
+                (Some(_), Some(_)) => err(
+                    key.clone(),
+                    "set either command (a local server over stdio) or url (Streamable HTTP), not both"
+                        .into(),
+                ),
+                (None, None) => err(
+                    key.clone(),
+                    "set command (a local server over stdio) or url (a remote server)".into(),
+                ),
+                (None, Some(url)) => {
+                    if let Err(m) = crate::route::connector::validate_base_url(url) {
+                        err(format!("{key}.url"), m);
+                    }
+                }
+                (Some(_), None) => {
+                    if s.credential.is_some() {
+                        err(
+                            format!("{key}.credential"),
+                            "a local server takes no upstream credential header; pass secrets \
+                             in env"
+                                .into(),
+                        );
+                    }
+                }
+            }
+        }
+        let mut prefixes = HashSet::new();
+        for (i, e) in self.endpoints.iter().enumerate() {
+            let key = format!("mcp.endpoints[{i}]");
+            if e.name.is_empty() {
+                err(format!("{key}.name"), "an endpoint needs a name".into());
+            }
+            let prefix = e.prefix();
+            if !prefix.starts_with('/') {
+                err(
+                    format!("{key}.prefix"),
+                    format!("{prefix:?} must start with `/`"),
+                );
+            }
+            if !prefixes.insert(prefix.clone()) {
+                err(
+                    format!("{key}.prefix"),
+                    format!("another endpoint already uses {prefix:?}"),
+                );
+            }
+            if e.servers.is_empty() {
+                err(
+                    format!("{key}.servers"),
+                    "an endpoint needs at least one server".into(),
+                );
+            }
+            for (j, name) in e.servers.iter().enumerate() {
+                if !self.servers.iter().any(|s| &s.name == name) {
+                    err(
+                        format!("{key}.servers[{j}]"),
+                        format!("unknown server {name:?}; define it under mcp.servers"),
+                    );
+                }
+            }
+        }
+        errors
+    }
+}
+
+/// A server name: a letter, then letters, digits and `-` (it prefixes resource URIs as a
+/// scheme, `<server>+<uri>`, and names Cedar entities).
+fn valid_server_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && name.len() <= 64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> McpConfig {
+        serde_saphyr::from_str(yaml).expect("parses")
+    }
+
+    #[test]
+    fn server_names_holding_the_separator_are_refused() {
+        let c = config(
+            "separator: '-'\nservers:\n  - {name: my-files, command: x}\nendpoints:\n  - {name: a, servers: [my-files]}\n",
+        );
+        let errors = c.validate();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, "mcp.servers[0].name");
+        assert!(errors[0].1.contains("separator"), "{}", errors[0].1);
+    }
+
+    #[test]
+    fn a_server_is_a_command_or_a_url_and_endpoints_name_known_servers() {
+        let c = config(
+            "servers:\n  - {name: a}\n  - {name: b, command: x, url: 'http://127.0.0.1:1/mcp'}\nendpoints:\n  - {name: e, servers: [a, zz]}\n",
+        );
+        let keys: Vec<String> = c.validate().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            [
+                "mcp.servers[0]",
+                "mcp.servers[1]",
+                "mcp.endpoints[0].servers[1]"
+            ]
+        );
+    }
+
+    #[test]
+    fn endpoints_default_to_mcp_and_their_name() {
+        let c = config("endpoints:\n  - {name: tools, servers: []}\n");
+        assert_eq!(c.endpoints[0].prefix(), "/mcp/tools");
+        assert_eq!(c.separator, "_");
+    }
+}

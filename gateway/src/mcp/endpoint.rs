@@ -1,0 +1,129 @@
+//! What an endpoint is made of: the servers it combines (a local process or a remote
+//! Streamable HTTP server each, with its credential provider), the separator of their names,
+//! how it answers denials, its timeouts.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::config::{self, McpConfig, McpDenyStyle};
+use crate::route::connector::CredentialInjection;
+use crate::secrets::{self, CredentialProvider};
+
+/// How Warden starts a local server.
+#[derive(Debug)]
+pub struct StdioCommand {
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub cwd: Option<PathBuf>,
+}
+
+/// Where a remote server is, and the credential Warden sends it.
+#[derive(Debug)]
+pub struct RemoteServer {
+    pub url: String,
+    pub credential: Option<Arc<dyn CredentialProvider>>,
+}
+
+/// How a server is reached.
+#[derive(Debug)]
+pub enum ServerKind {
+    Stdio(Arc<StdioCommand>),
+    Http(Arc<RemoteServer>),
+}
+
+/// One upstream server.
+#[derive(Debug)]
+pub struct Server {
+    /// The Cedar `McpServer` id and the prefix of its names.
+    pub name: Arc<str>,
+    pub kind: ServerKind,
+}
+
+/// One endpoint: the servers it combines and how it answers.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// The route's name.
+    pub name: Arc<str>,
+    /// Its path prefix.
+    pub prefix: String,
+    pub servers: Vec<Arc<Server>>,
+    /// The servers' names, in order.
+    pub names: Vec<Arc<str>>,
+    /// Between a server's name and its tools' and prompts' names.
+    pub separator: Arc<str>,
+    pub on_deny: McpDenyStyle,
+    /// How long one upstream request may take.
+    pub request_timeout: Duration,
+    /// How long a session may stay unused.
+    pub idle_timeout: Duration,
+    /// Most sessions open at once (over every endpoint).
+    pub max_sessions: usize,
+}
+
+impl Endpoint {
+    /// The endpoints of `config` (already validated).
+    pub fn build_all(config: &McpConfig) -> Vec<Arc<Endpoint>> {
+        let servers: Vec<Arc<Server>> = config.servers.iter().map(server).collect();
+        config
+            .endpoints
+            .iter()
+            .map(|e| {
+                let chosen: Vec<Arc<Server>> = e
+                    .servers
+                    .iter()
+                    .filter_map(|name| servers.iter().find(|s| &*s.name == name).cloned())
+                    .collect();
+                Arc::new(Endpoint {
+                    name: Arc::from(e.name.as_str()),
+                    prefix: e.prefix(),
+                    names: chosen.iter().map(|s| Arc::clone(&s.name)).collect(),
+                    servers: chosen,
+                    separator: Arc::from(config.separator.as_str()),
+                    on_deny: e.on_deny,
+                    request_timeout: config.request_timeout,
+                    idle_timeout: config.session_idle_timeout,
+                    max_sessions: config.max_sessions,
+                })
+            })
+            .collect()
+    }
+}
+
+/// One configured server, ready to be started or reached.
+fn server(c: &config::ServerConfig) -> Arc<Server> {
+    let kind = match (&c.command, &c.url) {
+        (Some(program), _) => ServerKind::Stdio(Arc::new(StdioCommand {
+            program: program.clone(),
+            args: c.args.clone(),
+            env: c.env.clone(),
+            cwd: c.cwd.clone(),
+        })),
+        (None, url) => {
+            let injection = CredentialInjection {
+                header: c
+                    .credential_header
+                    .clone()
+                    .unwrap_or_else(|| "authorization".into()),
+                format: c
+                    .credential_format
+                    .clone()
+                    .unwrap_or_else(|| "Bearer {secret}".into()),
+                optional: false,
+            };
+            ServerKind::Http(Arc::new(RemoteServer {
+                url: url.clone().unwrap_or_default(),
+                credential: c
+                    .credential
+                    .as_ref()
+                    .map(|source| secrets::provider(&c.name, Some(source), &injection)),
+            }))
+        }
+    };
+    Arc::new(Server {
+        name: Arc::from(c.name.as_str()),
+        kind,
+    })
+}

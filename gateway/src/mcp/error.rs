@@ -1,0 +1,190 @@
+//! Why an MCP message was refused or failed before it reached, or while it was at, an
+//! upstream server. Every error names what to do; none quotes more than a short, escaped
+//! prefix of what the agent sent.
+
+use http::StatusCode;
+use serde_json::Value;
+
+use crate::protocol::mcp::jsonrpc::{self, MessageError};
+
+/// An MCP request Warden refuses, or whose upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum McpError {
+    /// The body is not one JSON-RPC message Warden can judge.
+    #[error(transparent)]
+    Message(#[from] MessageError),
+    /// A message Warden read but cannot judge or answer (unknown tool, unknown method):
+    /// a JSON-RPC error to request `id`.
+    #[error("{message}")]
+    Refused {
+        /// The request id.
+        id: Value,
+        /// The JSON-RPC error code.
+        code: i64,
+        /// What is wrong, and what to do.
+        message: String,
+    },
+    /// A request other than `initialize` without `Mcp-Session-Id`.
+    #[error(
+        "this request needs the Mcp-Session-Id header that initialize answered; send initialize first"
+    )]
+    MissingSession,
+    /// No session with that id for this principal (ended, expired, never issued, or another
+    /// principal's).
+    #[error("no such MCP session (it ended or expired): send initialize again")]
+    UnknownSession,
+    /// `MCP-Protocol-Version` names a revision Warden does not speak, or not the session's.
+    #[error("MCP-Protocol-Version {found} is not supported here; this session speaks {expected}")]
+    Version {
+        /// The header's value, bounded.
+        found: crate::text::Quoted,
+        /// What the session negotiated (or the revisions Warden speaks).
+        expected: String,
+    },
+    /// Too many sessions are open.
+    #[error("Warden has {0} MCP sessions open, its limit (mcp.max_sessions); retry later")]
+    TooManySessions(usize),
+    /// No server of the endpoint could be started or reached.
+    #[error("no MCP server of this endpoint is available: {0}")]
+    NoServer(String),
+    /// The server the request is for is not available in this session.
+    #[error("MCP server {0:?} is not available in this session; it failed to start")]
+    ServerMissing(String),
+    /// The upstream failed.
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    /// A GET stream is already open for this session.
+    #[error("this session's event stream is already open on another request")]
+    StreamOpen,
+    /// A browser page of another origin.
+    #[error("requests from origin {0} are refused: MCP endpoints answer their own origin only")]
+    Origin(crate::text::Quoted),
+    /// The method is not one an MCP endpoint answers.
+    #[error(
+        "{0} is not an MCP method: use POST (messages), GET (event stream) or DELETE (end the session)"
+    )]
+    Method(crate::text::Quoted),
+}
+
+impl McpError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            McpError::Message(_) | McpError::MissingSession | McpError::Version { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            McpError::Refused { .. } | McpError::ServerMissing(_) => StatusCode::OK,
+            McpError::UnknownSession => StatusCode::NOT_FOUND,
+            McpError::TooManySessions(_) => StatusCode::SERVICE_UNAVAILABLE,
+            McpError::NoServer(_) => StatusCode::BAD_GATEWAY,
+            McpError::Link(e) => e.status(),
+            McpError::StreamOpen => StatusCode::CONFLICT,
+            McpError::Method(_) => StatusCode::METHOD_NOT_ALLOWED,
+            McpError::Origin(_) => StatusCode::FORBIDDEN,
+        }
+    }
+
+    /// Warden's stable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            McpError::Message(_) => "invalid_mcp_message",
+            McpError::Refused { .. } => "mcp_request_refused",
+            McpError::MissingSession => "mcp_session_missing",
+            McpError::UnknownSession => "mcp_session_unknown",
+            McpError::Version { .. } => "mcp_protocol_version",
+            McpError::TooManySessions(_) => "mcp_sessions_exhausted",
+            McpError::NoServer(_) | McpError::ServerMissing(_) => "mcp_server_unavailable",
+            McpError::Link(e) => e.code(),
+            McpError::StreamOpen => "mcp_stream_open",
+            McpError::Method(_) => "method_not_allowed",
+            McpError::Origin(_) => "mcp_origin_refused",
+        }
+    }
+
+    /// Whether the request was already decided when this happened (its upstream failed).
+    pub fn after_decision(&self) -> bool {
+        matches!(self, McpError::Link(_) | McpError::ServerMissing(_))
+    }
+
+    /// The answer: the JSON-RPC error under the HTTP status, with Warden's code in
+    /// `x-warden-error`.
+    pub fn respond(&self) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+        let mut response = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(
+            self.jsonrpc().to_string(),
+        )));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            http::HeaderName::from_static("x-warden-error"),
+            http::HeaderValue::from_static(self.code()),
+        );
+        response
+    }
+
+    /// The JSON-RPC error answered: with the request's id when Warden knows it.
+    pub fn jsonrpc(&self) -> Value {
+        let (id, code) = match self {
+            McpError::Refused { id, code, .. } => (id.clone(), *code),
+            McpError::Message(e) => (Value::Null, e.code()),
+            McpError::Link(_) | McpError::NoServer(_) | McpError::ServerMissing(_) => {
+                (Value::Null, jsonrpc::code::UPSTREAM)
+            }
+            _ => (Value::Null, jsonrpc::code::INVALID_REQUEST),
+        };
+        let mut body = jsonrpc::error(&id, code, &self.to_string());
+        body["error"]["data"] = serde_json::json!({"code": self.code()});
+        body
+    }
+}
+
+/// Why an upstream server could not answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LinkError {
+    /// The process could not be started.
+    #[error("cannot start MCP server {server}: {reason}")]
+    Spawn { server: String, reason: String },
+    /// The server did not complete `initialize`.
+    #[error("MCP server {server} did not initialise: {reason}")]
+    Handshake { server: String, reason: String },
+    /// The server is restarting and did not come back in time.
+    #[error("MCP server {server} is unavailable (restarting); retry shortly")]
+    Down { server: String },
+    /// The server did not answer in time (`mcp.request_timeout`).
+    #[error("MCP server {server} did not answer within {seconds} s")]
+    Timeout { server: String, seconds: u64 },
+    /// The HTTP exchange with a remote server failed.
+    #[error("MCP server {server}: {reason}")]
+    Http { server: String, reason: String },
+    /// The upstream credential is unavailable (fail closed).
+    #[error("the credential for MCP server {server} is unavailable: {reason}")]
+    Credential { server: String, reason: String },
+    /// The session with the server was closed.
+    #[error("the session with MCP server {server} is closed")]
+    Closed { server: String },
+}
+
+impl LinkError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            LinkError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            LinkError::Credential { .. } | LinkError::Down { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// Warden's stable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            LinkError::Timeout { .. } => "upstream_timeout",
+            LinkError::Credential { .. } => "credential_unavailable",
+            _ => "upstream_unavailable",
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! One upstream session: Warden's connection to one MCP server on behalf of one agent
+//! session. Warden numbers its own requests to the server (the agent's ids never reach it, so
+//! ids of two servers or two agents never collide), routes what the server sends back (a
+//! response and the progress of a request to that request; requests and notifications of
+//! the server to the agent session), and gives the server's requests to the agent under ids
+//! of Warden's (`warden-<n>`), remembered until the agent answers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::endpoint::{Server, ServerKind};
+use super::error::LinkError;
+use super::router::{Call, Events, Router, ServerRequests, State, token_key};
+use super::stdio::StdioTransport;
+use super::streamable_http::HttpTransport;
+use crate::protocol::mcp::jsonrpc::{self, Message};
+
+/// How messages reach the server.
+enum Transport {
+    Stdio(StdioTransport),
+    Http(HttpTransport),
+}
+
+/// Warden's session with one server for one agent session.
+pub struct Link {
+    pub router: Arc<Router>,
+    next_id: Arc<AtomicI64>,
+    transport: Transport,
+    timeout: Duration,
+}
+
+impl Link {
+    /// Starts (or reaches) `server` and initialises a session with it, announcing the agent's
+    /// `client` (the agent's `initialize` params: capabilities, client info, revision).
+    pub async fn connect(
+        server: &Arc<Server>,
+        client: &Map<String, Value>,
+        events: Events,
+        requests: Arc<ServerRequests>,
+        http: &reqwest::Client,
+        timeout: Duration,
+    ) -> Result<Link, LinkError> {
+        let router = Arc::new(Router::new(Arc::clone(&server.name), events, requests));
+        let next_id = Arc::new(AtomicI64::new(0));
+        let init = initialize_params(client);
+        let transport = match &server.kind {
+            ServerKind::Stdio(command) => Transport::Stdio(
+                StdioTransport::start(command, &router, &next_id, init, timeout).await?,
+            ),
+            ServerKind::Http(remote) => Transport::Http(
+                HttpTransport::start(remote, &router, &next_id, init, http.clone(), timeout)
+                    .await?,
+            ),
+        };
+        Ok(Link {
+            router,
+            next_id,
+            transport,
+            timeout,
+        })
+    }
+
+    /// The server's `initialize` result.
+    pub fn initialized(&self) -> Option<Value> {
+        self.router
+            .initialized
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Sends request `method` with `params`; its progress and response come back on the
+    /// [`Call`].
+    pub async fn call(&self, method: &str, params: Map<String, Value>) -> Result<Call, LinkError> {
+        self.ready().await?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let token = params
+            .get("_meta")
+            .and_then(|m| m.get("progressToken"))
+            .map(token_key);
+        let call = self.router.register(id, token);
+        let message = jsonrpc::request(Some(&Value::from(id)), method, Value::Object(params));
+        if let Err(e) = self.send(message, Some(id)).await {
+            self.router.fail(id, &e.to_string());
+            return Err(e);
+        }
+        Ok(call)
+    }
+
+    /// Sends `method` and waits for its result (Warden's own requests: lists).
+    pub async fn request(
+        &self,
+        method: &str,
+        params: Map<String, Value>,
+    ) -> Result<Value, LinkError> {
+        let call = self.call(method, params).await?;
+        let server = self.router.server.to_string();
+        match tokio::time::timeout(self.timeout, call.done).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(_)) => Err(LinkError::Closed { server }),
+            Err(_) => {
+                self.router.fail(call.upstream_id, "timed out");
+                Err(LinkError::Timeout {
+                    server,
+                    seconds: self.timeout.as_secs(),
+                })
+            }
+        }
+    }
+
+    /// Sends a notification.
+    pub async fn notify(&self, method: &str, params: Map<String, Value>) -> Result<(), LinkError> {
+        self.ready().await?;
+        self.send(jsonrpc::request(None, method, Value::Object(params)), None)
+            .await
+    }
+
+    /// Sends the agent's answer to one of the server's requests, under the server's own id.
+    pub async fn answer(&self, mut message: Message, id: Value) -> Result<(), LinkError> {
+        self.ready().await?;
+        message.body.insert("id".into(), id);
+        self.send(message.into_value(), None).await
+    }
+
+    /// Ends the upstream session (stops the process; ends the remote session).
+    pub fn close(&self) {
+        self.router.state.send_replace(State::Closed);
+        self.router.fail_all("the session ended");
+        if let Transport::Http(http) = &self.transport {
+            http.close();
+        }
+    }
+
+    async fn send(&self, message: Value, id: Option<i64>) -> Result<(), LinkError> {
+        match &self.transport {
+            Transport::Stdio(t) => t.send(message).await,
+            Transport::Http(t) => t.send(message, id).await,
+        }
+    }
+
+    /// Waits until the server is ready (it may be restarting), at most the request timeout.
+    async fn ready(&self) -> Result<(), LinkError> {
+        let mut state = self.router.state.subscribe();
+        let server = self.router.server.to_string();
+        let wait = async {
+            state
+                .wait_for(|s| *s != State::Starting)
+                .await
+                .map(|s| s.clone())
+        };
+        match tokio::time::timeout(self.timeout.min(Duration::from_secs(30)), wait).await {
+            Ok(Ok(State::Ready)) => Ok(()),
+            Ok(_) => Err(LinkError::Closed { server }),
+            Err(_) => Err(LinkError::Down { server }),
+        }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The `initialize` params Warden sends a server: the agent's own (its revision,
+/// capabilities and client info), so that the server offers what the agent can take.
+fn initialize_params(client: &Map<String, Value>) -> Map<String, Value> {
+    let mut params = Map::new();
+    for key in ["protocolVersion", "capabilities", "clientInfo"] {
+        if let Some(v) = client.get(key) {
+            params.insert(key.into(), v.clone());
+        }
+    }
+    params
+        .entry("capabilities")
+        .or_insert_with(|| Value::Object(Map::new()));
+    params.entry("clientInfo").or_insert_with(
+        || serde_json::json!({"name": "warden", "version": env!("CARGO_PKG_VERSION")}),
+    );
+    params
+}

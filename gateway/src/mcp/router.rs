@@ -1,0 +1,381 @@
+//! What a server sends back, routed: a response and the progress of a request to that
+//! request; the server's own requests (under ids of Warden's, `warden-<n>`, remembered until
+//! the agent answers) and notifications to the request they belong to, else to the agent
+//! session's event stream. Shared by the transports and the link.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::error::LinkError;
+use crate::protocol::mcp::jsonrpc::{self, Id, Kind, Message};
+use crate::protocol::mcp::names;
+
+/// Messages of one request held for the agent at most; past this, progress is dropped.
+const REQUEST_BUFFER: usize = 64;
+
+/// What one request to a server gives back: what the server sends while it works (progress,
+/// its own requests to the agent), then the response.
+pub struct Call {
+    /// The id Warden gave the request.
+    pub upstream_id: i64,
+    /// Messages the server sends while it works.
+    pub progress: mpsc::Receiver<Value>,
+    /// The response (its id is Warden's: the caller puts the agent's back).
+    pub done: oneshot::Receiver<Value>,
+}
+
+/// Where the server's messages that belong to no request go: the agent session's event
+/// stream.
+pub type Events = mpsc::Sender<Value>;
+
+/// The requests servers sent the agent, by the id Warden gave them: shared by one agent
+/// session's links.
+#[derive(Debug, Default)]
+pub struct ServerRequests {
+    next: AtomicU64,
+    waiting: Mutex<HashMap<String, (Arc<str>, Value)>>,
+}
+
+/// Server requests remembered at most per agent session (unanswered ones are forgotten).
+const SERVER_REQUESTS_MAX: usize = 1024;
+
+impl ServerRequests {
+    /// Gives `id` of `server` an id of Warden's for the agent.
+    fn remember(&self, server: &Arc<str>, id: Value) -> String {
+        let ours = format!("warden-{}", self.next.fetch_add(1, Ordering::Relaxed));
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        if waiting.len() >= SERVER_REQUESTS_MAX {
+            waiting.clear();
+        }
+        waiting.insert(ours.clone(), (Arc::clone(server), id));
+        ours
+    }
+
+    /// The server and its own id for the agent's answer to `ours`.
+    pub fn take(&self, ours: &Id) -> Option<(Arc<str>, Value)> {
+        let Id::Str(key) = ours else { return None };
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key)
+    }
+}
+
+/// One request in flight.
+struct Pending {
+    progress: mpsc::Sender<Value>,
+    done: oneshot::Sender<Value>,
+    token: Option<String>,
+}
+
+/// The state of a link, watched by callers that wait for a restarting server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Connecting or restarting.
+    Starting,
+    /// Initialised: requests go through.
+    Ready,
+    /// Closed for good (the agent session ended, or the first start failed).
+    Closed,
+}
+
+/// Waits until the link is closed for good.
+pub async fn closed(state: &mut watch::Receiver<State>) {
+    // The guard `wait_for` returns is dropped here, before any other await.
+    let _ = state.wait_for(|s| *s == State::Closed).await;
+}
+
+/// What the transports share with the link: the routing of everything the server sends.
+pub struct Router {
+    pub server: Arc<str>,
+    pending: Mutex<HashMap<i64, Pending>>,
+    /// Progress tokens of requests in flight → their ids.
+    tokens: Mutex<HashMap<String, i64>>,
+    /// The most recent request in flight, to which a stdio server's own requests are
+    /// attributed (stdio has no per-request stream).
+    latest: AtomicI64,
+    events: Events,
+    requests: Arc<ServerRequests>,
+    pub state: watch::Sender<State>,
+    /// The server's `initialize` result, once it answered.
+    pub initialized: Mutex<Option<Value>>,
+}
+
+impl Router {
+    /// The router of a new link to `server`.
+    pub fn new(server: Arc<str>, events: Events, requests: Arc<ServerRequests>) -> Router {
+        let (state, _) = watch::channel(State::Starting);
+        Router {
+            server,
+            pending: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashMap::new()),
+            latest: AtomicI64::new(-1),
+            events,
+            requests,
+            state,
+            initialized: Mutex::new(None),
+        }
+    }
+
+    /// Handles one message from the server; `during`: the request whose HTTP response
+    /// carried it, if any.
+    pub fn dispatch(&self, value: Value, during: Option<i64>) {
+        let message = match Message::from_value(value) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::info!(server = %self.server, error = %e, "MCP server sent a message that is not JSON-RPC; dropped");
+                return;
+            }
+        };
+        match &message.kind {
+            Kind::Response { id } => {
+                let Id::Int(n) = id else {
+                    tracing::debug!(server = %self.server, "response to an id Warden never sent; dropped");
+                    return;
+                };
+                let pending = self.lock_pending().remove(n);
+                if let Some(p) = pending {
+                    self.forget_token(p.token.as_deref());
+                    let _ = p.done.send(message.into_value());
+                }
+            }
+            Kind::Notification { method } => {
+                let mut message = message.clone();
+                let target = match method.as_str() {
+                    "notifications/progress" => {
+                        let token = message.params().get("progressToken").map(token_key);
+                        token.and_then(|t| self.lock_tokens().get(&t).copied())
+                    }
+                    "notifications/resources/updated" => {
+                        self.prefix_uri(message.params_mut());
+                        None
+                    }
+                    "notifications/cancelled" => {
+                        // The server cancels a request it sent the agent: name it as the agent
+                        // knows it, when Warden still does.
+                        None
+                    }
+                    _ => during,
+                };
+                self.deliver(target, message.into_value());
+            }
+            Kind::Request { id, .. } => {
+                let ours = self.requests.remember(&self.server, id.to_value());
+                let mut message = message.clone();
+                message.body.insert("id".into(), Value::String(ours));
+                let target = during.or_else(|| {
+                    let latest = self.latest.load(Ordering::Relaxed);
+                    self.lock_pending().contains_key(&latest).then_some(latest)
+                });
+                self.deliver(target, message.into_value());
+            }
+        }
+    }
+
+    /// Sends `message` with the request `target` when it is in flight, else to the session's
+    /// event stream.
+    fn deliver(&self, target: Option<i64>, message: Value) {
+        let message = match target {
+            Some(id) => match self.lock_pending().get(&id) {
+                Some(p) => match p.progress.try_send(message) {
+                    Ok(()) => return,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        tracing::debug!(server = %self.server, "agent reads too slowly; a progress message was dropped");
+                        return;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(m)) => m,
+                },
+                None => message,
+            },
+            None => message,
+        };
+        if self.events.try_send(message).is_err() {
+            tracing::debug!(server = %self.server, "no agent reads this session's event stream; a server message was dropped");
+        }
+    }
+
+    /// `params.uri` as the agent knows it (`<server>+<uri>`).
+    fn prefix_uri(&self, params: &mut Map<String, Value>) {
+        if let Some(Value::String(uri)) = params.get("uri") {
+            let prefixed = names::prefix_uri(&self.server, uri);
+            params.insert("uri".into(), Value::String(prefixed));
+        }
+    }
+
+    /// Registers request `id` (with its progress token) and returns its receivers.
+    pub(super) fn register(&self, id: i64, token: Option<String>) -> Call {
+        let (progress_tx, progress) = mpsc::channel(REQUEST_BUFFER);
+        let (done_tx, done) = oneshot::channel();
+        if let Some(t) = &token {
+            self.lock_tokens().insert(t.clone(), id);
+        }
+        self.lock_pending().insert(
+            id,
+            Pending {
+                progress: progress_tx,
+                done: done_tx,
+                token,
+            },
+        );
+        self.latest.store(id, Ordering::Relaxed);
+        Call {
+            upstream_id: id,
+            progress,
+            done,
+        }
+    }
+
+    /// Ends request `id` with a JSON-RPC error (the server failed, or went away).
+    pub fn fail(&self, id: i64, message: &str) {
+        let pending = self.lock_pending().remove(&id);
+        if let Some(p) = pending {
+            self.forget_token(p.token.as_deref());
+            let _ = p.done.send(jsonrpc::error(
+                &Value::from(id),
+                jsonrpc::code::UPSTREAM,
+                message,
+            ));
+        }
+    }
+
+    /// Ends every request in flight with a JSON-RPC error.
+    pub fn fail_all(&self, message: &str) {
+        let ids: Vec<i64> = self.lock_pending().keys().copied().collect();
+        for id in ids {
+            self.fail(id, message);
+        }
+    }
+
+    fn forget_token(&self, token: Option<&str>) {
+        if let Some(t) = token {
+            self.lock_tokens().remove(t);
+        }
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Pending>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+        self.tokens.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A progress token as a map key (tokens are strings or numbers).
+pub(super) fn token_key(v: &Value) -> String {
+    v.to_string()
+}
+
+/// Runs the `initialize` exchange over `send` and stores the server's result; `Err` says why
+/// it failed.
+pub(super) async fn handshake<F, Fut>(
+    router: &Router,
+    next_id: &AtomicI64,
+    init: &Map<String, Value>,
+    timeout: Duration,
+    send: F,
+) -> Result<(), String>
+where
+    F: Fn(Value, Option<i64>) -> Fut,
+    Fut: Future<Output = Result<(), LinkError>>,
+{
+    let id = next_id.fetch_add(1, Ordering::Relaxed) + 1;
+    let call = router.register(id, None);
+    let message = jsonrpc::request(
+        Some(&Value::from(id)),
+        "initialize",
+        Value::Object(init.clone()),
+    );
+    if let Err(e) = send(message, Some(id)).await {
+        router.fail(id, "initialize failed");
+        return Err(e.to_string());
+    }
+    let response = match tokio::time::timeout(timeout, call.done).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => return Err("the server went away".into()),
+        Err(_) => {
+            router.fail(id, "timed out");
+            return Err(format!("no answer within {} s", timeout.as_secs()));
+        }
+    };
+    let Some(result) = response.get("result").filter(|r| r.is_object()) else {
+        let why = response
+            .pointer("/error/message")
+            .and_then(Value::as_str)
+            .unwrap_or("no result");
+        return Err(format!(
+            "initialize failed: {}",
+            crate::text::bounded(why, crate::text::FIELD_MAX)
+        ));
+    };
+    *router.initialized.lock().unwrap_or_else(|e| e.into_inner()) = Some(result.clone());
+    send(
+        jsonrpc::request(None, "notifications/initialized", Value::Object(Map::new())),
+        None,
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn responses_progress_and_server_requests_find_their_way() {
+        let (events_tx, mut events) = mpsc::channel(8);
+        let requests = Arc::new(ServerRequests::default());
+        let router = Router::new(Arc::from("files"), events_tx, Arc::clone(&requests));
+        let mut call = router.register(7, Some(token_key(&json!("tok"))));
+
+        router.dispatch(
+            json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                   "params": {"progressToken": "tok", "progress": 1}}),
+            None,
+        );
+        let progress = call.progress.try_recv().expect("progress of the call");
+        assert_eq!(progress["params"]["progress"], 1);
+
+        // The server asks the agent something while the call runs: it goes with the call, under
+        // an id of Warden's that leads back to the server's own.
+        router.dispatch(
+            json!({"jsonrpc": "2.0", "id": "s-1", "method": "sampling/createMessage", "params": {}}),
+            None,
+        );
+        let asked = call.progress.try_recv().expect("the server's request");
+        assert_eq!(asked["id"], "warden-0");
+        assert_eq!(
+            requests.take(&Id::Str("warden-0".into())),
+            Some((Arc::from("files"), json!("s-1")))
+        );
+
+        router.dispatch(json!({"jsonrpc": "2.0", "id": 7, "result": {}}), None);
+        assert_eq!(call.done.try_recv().expect("the response")["id"], 7);
+
+        // What belongs to no request goes to the session's event stream, URIs federated.
+        router.dispatch(
+            json!({"jsonrpc": "2.0", "method": "notifications/resources/updated",
+                   "params": {"uri": "file:///a"}}),
+            None,
+        );
+        let event = events.try_recv().expect("an event");
+        assert_eq!(event["params"]["uri"], "files+file:///a");
+    }
+
+    #[tokio::test]
+    async fn a_server_going_away_fails_its_calls_with_a_jsonrpc_error() {
+        let (events_tx, _events) = mpsc::channel(8);
+        let router = Router::new(Arc::from("files"), events_tx, Arc::default());
+        let mut call = router.register(3, None);
+        router.fail_all("the MCP server exited");
+        let response = call.done.try_recv().expect("an answer");
+        assert_eq!(response["id"], 3);
+        assert_eq!(response["error"]["code"], jsonrpc::code::UPSTREAM);
+    }
+}

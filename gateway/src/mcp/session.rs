@@ -1,0 +1,345 @@
+//! Agent sessions: Warden issues the `Mcp-Session-Id` (256 random bits), binds it to the
+//! principal that created it (another principal presenting it is told the session does not
+//! exist), and holds the session's upstream sessions, one per server of the endpoint. A
+//! session ends on DELETE or after `mcp.session_idle_timeout` unused; its upstream sessions
+//! (and processes) end with it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use rand::RngCore;
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+
+use super::endpoint::Endpoint;
+use super::error::McpError;
+use super::link::Link;
+use super::router::ServerRequests;
+use crate::action::Principal;
+use crate::protocol::mcp::jsonrpc::Id;
+
+/// The MCP revisions Warden speaks to agents, newest first.
+pub const REVISIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
+
+/// The revision an agent asking for `asked` gets: the same when Warden speaks it, else the
+/// newest.
+pub fn negotiate(asked: Option<&str>) -> &'static str {
+    REVISIONS
+        .iter()
+        .find(|r| Some(**r) == asked)
+        .copied()
+        .unwrap_or(REVISIONS[0])
+}
+
+/// Server messages held for an agent that has no event stream open, at most.
+const EVENTS_BUFFER: usize = 256;
+
+/// Every open agent session, for the life of the process (they survive reloads).
+pub struct Sessions {
+    map: DashMap<Arc<str>, Arc<Session>>,
+    /// The HTTP client for remote servers.
+    http: reqwest::Client,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions::new()
+    }
+}
+
+impl Sessions {
+    /// No sessions yet.
+    pub fn new() -> Sessions {
+        Sessions {
+            map: DashMap::new(),
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Starts a session for `principal` on `endpoint` from the agent's `initialize` params:
+    /// one upstream session per server. Returns the session and the `initialize` result.
+    pub async fn open(
+        &self,
+        endpoint: &Arc<Endpoint>,
+        principal: &Principal,
+        params: &Map<String, Value>,
+    ) -> Result<(Arc<Session>, Value), McpError> {
+        self.sweep();
+        if self.map.len() >= endpoint.max_sessions {
+            return Err(McpError::TooManySessions(endpoint.max_sessions));
+        }
+        let version = negotiate(params.get("protocolVersion").and_then(Value::as_str));
+        let mut client = params.clone();
+        client.insert("protocolVersion".into(), Value::String(version.into()));
+        let (events_tx, events_rx) = mpsc::channel(EVENTS_BUFFER);
+        let requests = Arc::new(ServerRequests::default());
+        let connects = endpoint.servers.iter().map(|server| {
+            let events = events_tx.clone();
+            let requests = Arc::clone(&requests);
+            let client = &client;
+            async move {
+                let link = Link::connect(
+                    server,
+                    client,
+                    events,
+                    requests,
+                    &self.http,
+                    endpoint.request_timeout,
+                )
+                .await;
+                (Arc::clone(&server.name), link)
+            }
+        });
+        let mut links = Vec::new();
+        let mut failures = Vec::new();
+        for (name, result) in futures_util::future::join_all(connects).await {
+            match result {
+                Ok(link) => links.push((name, Arc::new(link))),
+                Err(e) => {
+                    tracing::warn!(server = %name, error = %e, "MCP server unavailable for a new session");
+                    failures.push(e.to_string());
+                }
+            }
+        }
+        if links.is_empty() {
+            return Err(McpError::NoServer(failures.join("; ")));
+        }
+        let result = initialize_result(version, &links);
+        let session = Arc::new(Session {
+            id: new_session_id(),
+            principal: (Arc::clone(&principal.id), Arc::clone(&principal.issuer)),
+            route: Arc::clone(&endpoint.name),
+            version,
+            links,
+            requests,
+            events: Mutex::new(Some(events_rx)),
+            in_flight: Mutex::new(HashMap::new()),
+            last_used: Mutex::new(Instant::now()),
+            idle_timeout: endpoint.idle_timeout,
+        });
+        self.map
+            .insert(Arc::clone(&session.id), Arc::clone(&session));
+        Ok((session, result))
+    }
+
+    /// The session `id` of `principal` on route `route`; any other's is unknown.
+    pub fn get(
+        &self,
+        id: &str,
+        principal: &Principal,
+        route: &str,
+    ) -> Result<Arc<Session>, McpError> {
+        let session = self
+            .map
+            .get(id)
+            .map(|s| Arc::clone(s.value()))
+            .ok_or(McpError::UnknownSession)?;
+        if !session.belongs_to(principal) || &*session.route != route {
+            return Err(McpError::UnknownSession);
+        }
+        if session.idle() {
+            self.map.remove(id);
+            return Err(McpError::UnknownSession);
+        }
+        session.touch();
+        Ok(session)
+    }
+
+    /// Ends session `id` of `principal`.
+    pub fn end(&self, id: &str, principal: &Principal, route: &str) -> Result<(), McpError> {
+        let session = self.get(id, principal, route)?;
+        self.map.remove(&*session.id);
+        session.close();
+        Ok(())
+    }
+
+    /// Ends the sessions unused for longer than their idle timeout.
+    pub fn sweep(&self) {
+        self.map.retain(|_, s| {
+            let keep = !s.idle();
+            if !keep {
+                s.close();
+            }
+            keep
+        });
+    }
+
+    /// Open sessions.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no session is open.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// One agent session.
+pub struct Session {
+    /// `Mcp-Session-Id`.
+    pub id: Arc<str>,
+    /// The principal (id, issuer) that created it.
+    principal: (Arc<str>, Arc<str>),
+    /// The route it was opened on.
+    pub route: Arc<str>,
+    /// The revision negotiated with the agent.
+    pub version: &'static str,
+    /// The upstream sessions, by server name, in the endpoint's order.
+    pub links: Vec<(Arc<str>, Arc<Link>)>,
+    /// The servers' requests waiting for the agent's answer.
+    pub requests: Arc<ServerRequests>,
+    /// The servers' own messages, for the agent's GET stream (taken while one is open).
+    events: Mutex<Option<mpsc::Receiver<Value>>>,
+    /// The agent's requests in flight: its id → (server, Warden's id upstream).
+    in_flight: Mutex<HashMap<Id, (Arc<str>, i64)>>,
+    last_used: Mutex<Instant>,
+    idle_timeout: Duration,
+}
+
+impl Session {
+    /// The upstream session with `server`.
+    pub fn link(&self, server: &str) -> Option<&Arc<Link>> {
+        self.links
+            .iter()
+            .find(|(name, _)| &**name == server)
+            .map(|(_, l)| l)
+    }
+
+    fn belongs_to(&self, p: &Principal) -> bool {
+        self.principal.0 == p.id && self.principal.1 == p.issuer
+    }
+
+    fn idle(&self) -> bool {
+        self.last_used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+            > self.idle_timeout
+    }
+
+    fn touch(&self) {
+        *self.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// Ends every upstream session.
+    pub fn close(&self) {
+        for (_, link) in &self.links {
+            link.close();
+        }
+    }
+
+    /// Takes the event stream's receiver (`None` while another request holds it); give it
+    /// back with [`Session::give_back_events`].
+    pub fn take_events(&self) -> Option<mpsc::Receiver<Value>> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Returns the event stream's receiver when its request ends.
+    pub fn give_back_events(&self, rx: mpsc::Receiver<Value>) {
+        *self.events.lock().unwrap_or_else(|e| e.into_inner()) = Some(rx);
+    }
+
+    /// Remembers that the agent's request `id` went to `server` as `upstream`.
+    pub fn started(&self, id: Id, server: Arc<str>, upstream: i64) {
+        let mut map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() < 4096 {
+            map.insert(id, (server, upstream));
+        }
+    }
+
+    /// Forgets the agent's request `id`.
+    pub fn finished(&self, id: &Id) {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    /// Where the agent's request `id` went, while it is in flight.
+    pub fn in_flight(&self, id: &Id) -> Option<(Arc<str>, i64)> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+}
+
+/// A new session id: 256 random bits as 64 hex digits.
+fn new_session_id() -> Arc<str> {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    Arc::from(hex::encode(bytes))
+}
+
+/// Warden's `initialize` result: the capabilities of the servers together, and their
+/// instructions, each under its server's name.
+fn initialize_result(version: &str, links: &[(Arc<str>, Arc<Link>)]) -> Value {
+    let mut capabilities = Map::new();
+    let mut instructions = Vec::new();
+    for (name, link) in links {
+        let Some(init) = link.initialized() else {
+            continue;
+        };
+        if let Some(caps) = init.get("capabilities").and_then(Value::as_object) {
+            for key in ["tools", "prompts", "resources", "logging", "completions"] {
+                if caps.contains_key(key) {
+                    capabilities.entry(key).or_insert_with(|| json!({}));
+                }
+            }
+            if caps
+                .get("resources")
+                .and_then(|r| r.get("subscribe"))
+                .and_then(Value::as_bool)
+                == Some(true)
+            {
+                capabilities.insert("resources".into(), json!({"subscribe": true}));
+            }
+        }
+        if let Some(text) = init.get("instructions").and_then(Value::as_str) {
+            instructions.push(format!("Server {name}: {text}"));
+        }
+    }
+    for key in ["tools", "prompts", "resources"] {
+        if let Some(Value::Object(c)) = capabilities.get_mut(key) {
+            c.insert("listChanged".into(), Value::Bool(true));
+        }
+    }
+    let mut result = json!({
+        "protocolVersion": version,
+        "capabilities": capabilities,
+        "serverInfo": {"name": "warden", "version": env!("CARGO_PKG_VERSION")},
+    });
+    if !instructions.is_empty() {
+        result["instructions"] = Value::String(instructions.join("\n\n"));
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agents_get_their_revision_or_the_newest() {
+        assert_eq!(negotiate(Some("2025-03-26")), "2025-03-26");
+        assert_eq!(negotiate(Some("2025-06-18")), "2025-06-18");
+        assert_eq!(negotiate(Some("2024-11-05")), "2025-11-25");
+        assert_eq!(negotiate(None), "2025-11-25");
+    }
+
+    #[test]
+    fn session_ids_are_long_random_and_visible_ascii() {
+        let a = new_session_id();
+        let b = new_session_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 64);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+    }
+}

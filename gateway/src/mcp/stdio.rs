@@ -1,0 +1,369 @@
+//! Local MCP servers over stdio: Warden starts the process (command, args, env, working
+//! directory), writes one JSON-RPC message per line to its stdin, reads one per line from its
+//! stdout, and logs its stderr line by line at `info` with the server's name. When the process
+//! dies, the requests in flight fail, and Warden starts it again with backoff (100 ms,
+//! doubling, at most 30 s) and initialises it again: the agent's session goes on.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
+
+use super::endpoint::StdioCommand;
+use super::error::LinkError;
+use super::router::{Router, State, closed as link_closed, handshake};
+use crate::text::{FIELD_MAX, bounded};
+
+/// Longest line accepted from a server's stdout (one JSON-RPC message); a longer one is
+/// dropped.
+const MAX_LINE: usize = 16 * 1024 * 1024;
+/// Longest stderr line logged (the rest is cut).
+const MAX_LOG_LINE: usize = FIELD_MAX;
+/// Messages waiting to be written to the process at most.
+const QUEUE: usize = 256;
+
+/// Sends messages to a supervised local server.
+pub struct StdioTransport {
+    tx: mpsc::Sender<Value>,
+}
+
+impl StdioTransport {
+    /// Starts the process and initialises it; later deaths are restarts, a failure of this
+    /// first start is an error.
+    pub async fn start(
+        command: &Arc<StdioCommand>,
+        router: &Arc<Router>,
+        next_id: &Arc<AtomicI64>,
+        init: Map<String, Value>,
+        timeout: Duration,
+    ) -> Result<StdioTransport, LinkError> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let (first_tx, first_rx) = oneshot::channel();
+        let supervisor = Supervisor {
+            command: Arc::clone(command),
+            router: Arc::clone(router),
+            next_id: Arc::clone(next_id),
+            init,
+            timeout,
+        };
+        tokio::spawn(supervisor.run(rx, first_tx));
+        let server = router.server.to_string();
+        match first_rx.await {
+            Ok(Ok(())) => Ok(StdioTransport { tx }),
+            Ok(Err(reason)) => Err(LinkError::Handshake { server, reason }),
+            Err(_) => Err(LinkError::Closed { server }),
+        }
+    }
+
+    /// Queues `message` for the process.
+    pub async fn send(&self, message: Value) -> Result<(), LinkError> {
+        self.tx.send(message).await.map_err(|_| LinkError::Closed {
+            server: String::new(),
+        })
+    }
+}
+
+/// Keeps one local server running for one upstream session.
+struct Supervisor {
+    command: Arc<StdioCommand>,
+    router: Arc<Router>,
+    next_id: Arc<AtomicI64>,
+    init: Map<String, Value>,
+    timeout: Duration,
+}
+
+/// Why one run of the process ended.
+enum Exit {
+    /// The session ended: do not restart.
+    Closed,
+    /// The process died or could not start.
+    Died(String),
+}
+
+impl Supervisor {
+    async fn run(self, mut rx: mpsc::Receiver<Value>, first: oneshot::Sender<Result<(), String>>) {
+        let mut first = Some(first);
+        let mut closed = self.router.state.subscribe();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let started = Instant::now();
+            let reason = match self.run_once(&mut rx, &mut first, &mut closed).await {
+                Exit::Closed => return,
+                Exit::Died(reason) => reason,
+            };
+            self.router.state.send_if_modified(|s| {
+                let changed = *s == State::Ready;
+                if changed {
+                    *s = State::Starting;
+                }
+                changed
+            });
+            self.router
+                .fail_all("the MCP server exited; Warden is restarting it");
+            if let Some(first) = first.take() {
+                self.router.state.send_replace(State::Closed);
+                let _ = first.send(Err(reason));
+                return;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                backoff = Duration::from_millis(100);
+            }
+            tracing::warn!(
+                server = %self.router.server,
+                reason = %bounded(&reason, FIELD_MAX),
+                restart_in_ms = backoff.as_millis() as u64,
+                "MCP server exited; restarting it"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                _ = link_closed(&mut closed) => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    /// Starts the process, initialises it, and relays messages until it dies or the session
+    /// ends.
+    async fn run_once(
+        &self,
+        rx: &mut mpsc::Receiver<Value>,
+        first: &mut Option<oneshot::Sender<Result<(), String>>>,
+        closed: &mut watch::Receiver<State>,
+    ) -> Exit {
+        if *closed.borrow() == State::Closed {
+            return Exit::Closed;
+        }
+        let mut child = match self.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                return Exit::Died(format!(
+                    "cannot start {}: {e}",
+                    crate::text::Quoted::of(&self.command.program)
+                ));
+            }
+        };
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Exit::Died("the process has no stdio".into());
+        };
+        let server = Arc::clone(&self.router.server);
+        tokio::spawn(log_stderr(server, BufReader::new(stderr)));
+        let mut reader = tokio::spawn(read_stdout(
+            Arc::clone(&self.router),
+            BufReader::new(stdout),
+        ));
+        let stdin = Arc::new(Mutex::new(stdin));
+        let shake = handshake(
+            &self.router,
+            &self.next_id,
+            &self.init,
+            self.timeout,
+            |m, _| {
+                let stdin = Arc::clone(&stdin);
+                async move { write_line(&stdin, &m).await }
+            },
+        );
+        let shaken = tokio::select! {
+            r = shake => r,
+            _ = &mut reader => Err("the process exited during initialize".into()),
+        };
+        if let Err(reason) = shaken {
+            kill(&mut child).await;
+            return Exit::Died(reason);
+        }
+        self.router.state.send_if_modified(|s| {
+            let changed = *s == State::Starting;
+            if changed {
+                *s = State::Ready;
+            }
+            changed
+        });
+        if let Some(first) = first.take() {
+            let _ = first.send(Ok(()));
+        }
+        loop {
+            tokio::select! {
+                message = rx.recv() => match message {
+                    Some(m) => {
+                        if let Err(e) = write_line(&stdin, &m).await {
+                            kill(&mut child).await;
+                            return Exit::Died(e.to_string());
+                        }
+                    }
+                    None => {
+                        kill(&mut child).await;
+                        return Exit::Closed;
+                    }
+                },
+                _ = &mut reader => {
+                    let status = child.wait().await.map_or_else(|e| e.to_string(), |s| s.to_string());
+                    return Exit::Died(format!("the process exited ({status})"));
+                }
+                _ = link_closed(closed) => {
+                    kill(&mut child).await;
+                    return Exit::Closed;
+                }
+            }
+        }
+    }
+
+    fn spawn(&self) -> std::io::Result<Child> {
+        let c = &self.command;
+        let mut command = Command::new(&c.program);
+        command
+            .args(&c.args)
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for key in ["PATH", "HOME", "LANG", "TMPDIR"] {
+            if let Some(v) = std::env::var_os(key) {
+                command.env(key, v);
+            }
+        }
+        command.envs(&c.env);
+        if let Some(dir) = &c.cwd {
+            command.current_dir(dir);
+        }
+        command.spawn()
+    }
+}
+
+/// Stops the process and reaps it.
+async fn kill(child: &mut Child) {
+    let _ = child.kill().await;
+}
+
+/// Writes `message` as one line.
+async fn write_line(stdin: &Mutex<ChildStdin>, message: &Value) -> Result<(), LinkError> {
+    let mut line = serde_json::to_vec(message).unwrap_or_default();
+    line.push(b'\n');
+    let mut stdin = stdin.lock().await;
+    let result = async {
+        stdin.write_all(&line).await?;
+        stdin.flush().await
+    }
+    .await;
+    result.map_err(|e| LinkError::Http {
+        server: String::new(),
+        reason: format!("cannot write to the process: {e}"),
+    })
+}
+
+/// Reads the server's messages until its stdout ends.
+async fn read_stdout(router: Arc<Router>, mut out: impl AsyncBufRead + Unpin) {
+    let mut line = Vec::new();
+    loop {
+        match read_line(&mut out, &mut line, MAX_LINE).await {
+            Ok(Line::End) | Err(_) => return,
+            Ok(Line::TooLong) => {
+                tracing::warn!(server = %router.server, max = MAX_LINE, "MCP server wrote a line longer than Warden accepts; dropped");
+            }
+            Ok(Line::Complete) => {
+                let text = line.trim_ascii();
+                if text.is_empty() {
+                    continue;
+                }
+                match serde_json::from_slice::<Value>(text) {
+                    Ok(value) => router.dispatch(value, None),
+                    Err(e) => {
+                        tracing::info!(server = %router.server, error = %e, "MCP server wrote a line that is not JSON; dropped");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Logs the server's stderr, line by line, bounded.
+async fn log_stderr(server: Arc<str>, mut err: impl AsyncBufRead + Unpin) {
+    let mut line = Vec::new();
+    while let Ok(Line::Complete | Line::TooLong) =
+        read_line(&mut err, &mut line, MAX_LOG_LINE).await
+    {
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end();
+        if !text.is_empty() {
+            tracing::info!(server = %server, line = %bounded(text, MAX_LOG_LINE), "MCP server stderr");
+        }
+    }
+}
+
+/// What [`read_line`] read.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A line (without its `\n`) is in the buffer.
+    Complete,
+    /// The line was longer than the cap: the buffer holds its first `max` bytes, the rest
+    /// was skipped.
+    TooLong,
+    /// The stream ended (a last unterminated line is dropped).
+    End,
+}
+
+/// Reads one `\n`-terminated line into `buf`, keeping at most `max` bytes of it.
+async fn read_line(
+    reader: &mut (impl AsyncBufRead + Unpin),
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Line> {
+    buf.clear();
+    let mut too_long = false;
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(Line::End);
+        }
+        let (chunk, done) = match memchr::memchr(b'\n', available) {
+            Some(i) => (&available[..i], Some(i + 1)),
+            None => (available, None),
+        };
+        let room = max.saturating_sub(buf.len());
+        if chunk.len() > room {
+            too_long = true;
+        }
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let used = done.unwrap_or(available.len());
+        reader.consume(used);
+        if done.is_some() {
+            return Ok(if too_long {
+                Line::TooLong
+            } else {
+                Line::Complete
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lines_are_read_whole_and_long_ones_cut() {
+        let input: &[u8] = b"{\"a\":1}\nabcdefghij\nlast-unterminated";
+        let mut reader = BufReader::with_capacity(4, input);
+        let mut buf = Vec::new();
+        assert_eq!(
+            read_line(&mut reader, &mut buf, 100).await.unwrap(),
+            Line::Complete
+        );
+        assert_eq!(buf, b"{\"a\":1}");
+        assert_eq!(
+            read_line(&mut reader, &mut buf, 5).await.unwrap(),
+            Line::TooLong
+        );
+        assert_eq!(buf, b"abcde");
+        assert_eq!(
+            read_line(&mut reader, &mut buf, 100).await.unwrap(),
+            Line::End
+        );
+    }
+}

@@ -1,0 +1,369 @@
+//! Remote MCP servers over Streamable HTTP: each message is a POST; a request's answer is JSON
+//! or an event stream carrying the server's progress and requests before the response. The
+//! server's session id (`Mcp-Session-Id`) and revision (`MCP-Protocol-Version`) go with every
+//! later message, the upstream credential from the server's credential provider too (the
+//! agent's never: Warden builds these requests itself). A session the server forgot (404) is
+//! initialised again and the message sent once more. A GET stream carries the server's own
+//! messages when it offers one.
+
+use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, StatusCode, header};
+use serde_json::{Map, Value};
+
+use super::endpoint::RemoteServer;
+use super::error::LinkError;
+use super::router::{Router, State, closed as link_closed, handshake};
+use crate::protocol::{SseDecoder, SseSink};
+
+/// `Mcp-Session-Id`.
+pub const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
+/// `MCP-Protocol-Version`.
+pub const VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
+/// Largest server-sent event accepted from a server.
+const MAX_EVENT: usize = 16 * 1024 * 1024;
+
+/// Sends messages to a remote server.
+pub struct HttpTransport {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    remote: Arc<RemoteServer>,
+    router: Arc<Router>,
+    next_id: Arc<AtomicI64>,
+    client: reqwest::Client,
+    init: Map<String, Value>,
+    timeout: Duration,
+    session: Mutex<Option<HeaderValue>>,
+    version: Mutex<Option<HeaderValue>>,
+    reinit: tokio::sync::Mutex<()>,
+}
+
+impl HttpTransport {
+    /// Initialises a session with the server and opens its GET stream.
+    pub async fn start(
+        remote: &Arc<RemoteServer>,
+        router: &Arc<Router>,
+        next_id: &Arc<AtomicI64>,
+        init: Map<String, Value>,
+        client: reqwest::Client,
+        timeout: Duration,
+    ) -> Result<HttpTransport, LinkError> {
+        let inner = Arc::new(Inner {
+            remote: Arc::clone(remote),
+            router: Arc::clone(router),
+            next_id: Arc::clone(next_id),
+            client,
+            init,
+            timeout,
+            session: Mutex::new(None),
+            version: Mutex::new(None),
+            reinit: tokio::sync::Mutex::new(()),
+        });
+        inner
+            .initialise()
+            .await
+            .map_err(|reason| LinkError::Handshake {
+                server: router.server.to_string(),
+                reason,
+            })?;
+        router.state.send_replace(State::Ready);
+        tokio::spawn(Arc::clone(&inner).listen());
+        Ok(HttpTransport { inner })
+    }
+
+    /// Posts `message` (request `id`, when it is one).
+    pub async fn send(&self, message: Value, id: Option<i64>) -> Result<(), LinkError> {
+        match self.inner.post(&message, id).await {
+            Err(Posted::Expired) => {
+                self.inner.reinitialise().await?;
+                self.inner
+                    .post(&message, id)
+                    .await
+                    .map_err(|p| p.into_error(&self.inner))
+            }
+            other => other.map_err(|p| p.into_error(&self.inner)),
+        }
+    }
+
+    /// Ends the server's session (best effort).
+    pub fn close(&self) {
+        let inner = Arc::clone(&self.inner);
+        let Some(session) = inner.lock_session().take() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let request = inner
+                .client
+                .delete(&inner.remote.url)
+                .header(SESSION_HEADER, session);
+            let request = match inner.credential() {
+                Ok(Some((name, value))) => request.header(name, value),
+                _ => request,
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(5), request.send()).await;
+        });
+    }
+}
+
+/// Why a POST did not go through.
+enum Posted {
+    /// The server no longer knows the session (404).
+    Expired,
+    Failed(LinkError),
+}
+
+impl Posted {
+    fn into_error(self, inner: &Inner) -> LinkError {
+        match self {
+            Posted::Expired => LinkError::Http {
+                server: inner.router.server.to_string(),
+                reason: "the server forgot the session again".into(),
+            },
+            Posted::Failed(e) => e,
+        }
+    }
+}
+
+impl Inner {
+    fn lock_session(&self) -> std::sync::MutexGuard<'_, Option<HeaderValue>> {
+        self.session.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn http_error(&self, reason: String) -> LinkError {
+        LinkError::Http {
+            server: self.router.server.to_string(),
+            reason,
+        }
+    }
+
+    /// The upstream credential header, if the server takes one.
+    fn credential(&self) -> Result<Option<(HeaderName, HeaderValue)>, LinkError> {
+        match &self.remote.credential {
+            None => Ok(None),
+            Some(provider) => match provider.credential() {
+                Ok(c) => Ok(Some((c.header.clone(), c.value.clone()))),
+                Err(e) => Err(LinkError::Credential {
+                    server: self.router.server.to_string(),
+                    reason: e.to_string(),
+                }),
+            },
+        }
+    }
+
+    /// A request to the server with the session's headers and the upstream credential.
+    fn request(&self, method: reqwest::Method) -> Result<reqwest::RequestBuilder, LinkError> {
+        let mut request = self.client.request(method, &self.remote.url);
+        if let Some(session) = self.lock_session().clone() {
+            request = request.header(SESSION_HEADER, session);
+        }
+        if let Some(version) = self
+            .version
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            request = request.header(VERSION_HEADER, version);
+        }
+        if let Some((name, value)) = self.credential()? {
+            request = request.header(name, value);
+        }
+        Ok(request)
+    }
+
+    /// Posts one message; what the server answers is dispatched as it arrives.
+    async fn post(self: &Arc<Self>, message: &Value, id: Option<i64>) -> Result<(), Posted> {
+        let had_session = self.lock_session().is_some();
+        let body = serde_json::to_vec(message).unwrap_or_default();
+        let request = self
+            .request(reqwest::Method::POST)
+            .map_err(Posted::Failed)?
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, "application/json, text/event-stream")
+            .body(body);
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Posted::Failed(self.http_error(describe(e))))?;
+        let status = response.status();
+        if status == StatusCode::NOT_FOUND && had_session {
+            return Err(Posted::Expired);
+        }
+        if !status.is_success() {
+            return Err(Posted::Failed(
+                self.http_error(format!("the server answered HTTP {status}")),
+            ));
+        }
+        if let Some(session) = response.headers().get(&SESSION_HEADER) {
+            *self.lock_session() = Some(session.clone());
+        }
+        if status == StatusCode::ACCEPTED || id.is_none() {
+            return Ok(());
+        }
+        let event_stream = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        let inner = Arc::clone(self);
+        tokio::spawn(async move {
+            inner.read(response, event_stream, id).await;
+            if let Some(id) = id {
+                inner
+                    .router
+                    .fail(id, "the server's answer ended without a response");
+            }
+        });
+        Ok(())
+    }
+
+    /// Dispatches the messages of one response body (JSON, or an event stream).
+    async fn read(&self, mut response: reqwest::Response, event_stream: bool, during: Option<i64>) {
+        if !event_stream {
+            match response.bytes().await {
+                Ok(body) => match serde_json::from_slice::<Value>(&body) {
+                    Ok(Value::Array(items)) => {
+                        for item in items {
+                            self.router.dispatch(item, during);
+                        }
+                    }
+                    Ok(value) => self.router.dispatch(value, during),
+                    Err(e) => {
+                        tracing::info!(server = %self.router.server, error = %e, "MCP server answered JSON Warden cannot read")
+                    }
+                },
+                Err(e) => {
+                    tracing::info!(server = %self.router.server, error = %describe(e), "reading the MCP server's answer failed")
+                }
+            }
+            return;
+        }
+        let mut decoder = SseDecoder::new(MAX_EVENT);
+        let mut events = Collect::default();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    decoder.feed(&chunk, &mut events);
+                    for data in events.0.drain(..) {
+                        match serde_json::from_slice::<Value>(&data) {
+                            Ok(value) => self.router.dispatch(value, during),
+                            Err(_) if data.is_empty() => {}
+                            Err(e) => {
+                                tracing::info!(server = %self.router.server, error = %e, "MCP server sent an event that is not JSON")
+                            }
+                        }
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::info!(server = %self.router.server, error = %describe(e), "the MCP server's event stream broke");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Runs `initialize` and remembers the revision the server chose.
+    async fn initialise(self: &Arc<Self>) -> Result<(), String> {
+        *self.lock_session() = None;
+        *self.version.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let this = Arc::clone(self);
+        handshake(
+            &self.router,
+            &self.next_id,
+            &self.init,
+            self.timeout,
+            move |m, id| {
+                let this = Arc::clone(&this);
+                async move { this.post(&m, id).await.map_err(|p| p.into_error(&this)) }
+            },
+        )
+        .await?;
+        let version = self
+            .router
+            .initialized
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|r| r.get("protocolVersion"))
+            .and_then(Value::as_str)
+            .and_then(|v| HeaderValue::from_str(v).ok());
+        *self.version.lock().unwrap_or_else(|e| e.into_inner()) = version;
+        Ok(())
+    }
+
+    /// A new session after the server forgot ours (one at a time).
+    async fn reinitialise(self: &Arc<Self>) -> Result<(), LinkError> {
+        let _one = self.reinit.lock().await;
+        tracing::info!(server = %self.router.server, "the MCP server forgot the session; initialising again");
+        self.initialise()
+            .await
+            .map_err(|reason| LinkError::Handshake {
+                server: self.router.server.to_string(),
+                reason,
+            })
+    }
+
+    /// Reads the server's GET stream while the session lasts, when the server offers one.
+    async fn listen(self: Arc<Self>) {
+        let mut closed = self.router.state.subscribe();
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            if *closed.borrow() == State::Closed {
+                return;
+            }
+            let request = match self.request(reqwest::Method::GET) {
+                Ok(r) => r.header(header::ACCEPT, "text/event-stream"),
+                Err(_) => return,
+            };
+            let response = tokio::select! {
+                r = request.send() => r,
+                _ = link_closed(&mut closed) => return,
+            };
+            match response {
+                Ok(r) if r.status().is_success() => {
+                    backoff = Duration::from_secs(1);
+                    tokio::select! {
+                        () = self.read(r, true, None) => {}
+                        _ = link_closed(&mut closed) => return,
+                    }
+                }
+                // 405: the server offers no GET stream.
+                Ok(r) if r.status() == StatusCode::METHOD_NOT_ALLOWED => return,
+                _ => {}
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                _ = link_closed(&mut closed) => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+}
+
+/// The data of every event decoded.
+#[derive(Default)]
+struct Collect(Vec<Vec<u8>>);
+
+impl SseSink for Collect {
+    fn event(&mut self, event: &[u8], data: &[u8]) {
+        if event.is_empty() || event == b"message" {
+            self.0.push(data.to_vec());
+        }
+    }
+}
+
+/// A reqwest error without the URL's query (which could carry a secret).
+fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    crate::text::bounded(&text, crate::text::FIELD_MAX).into_owned()
+}

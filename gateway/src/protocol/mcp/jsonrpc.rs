@@ -1,0 +1,369 @@
+//! JSON-RPC 2.0 messages as MCP sends them, read strictly: one message per body (batches are
+//! refused), no duplicate keys anywhere (two readers could see two different messages), ids
+//! that are strings or integers. The message itself is kept whole, as JSON, so that what
+//! Warden forwards is what the agent sent (unknown fields and `_meta` included).
+
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value, json};
+
+use crate::text::Quoted;
+
+/// JSON-RPC's error codes, and Warden's own in the range reserved for servers.
+pub mod code {
+    /// The body is not JSON.
+    pub const PARSE_ERROR: i64 = -32700;
+    /// The JSON is not a valid JSON-RPC message.
+    pub const INVALID_REQUEST: i64 = -32600;
+    /// No such method.
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    /// The parameters are wrong (an unknown tool, say).
+    pub const INVALID_PARAMS: i64 = -32602;
+    /// Warden failed.
+    pub const INTERNAL_ERROR: i64 = -32603;
+    /// Policy denied the request.
+    pub const DENIED: i64 = -32001;
+    /// The upstream server is unavailable or failed.
+    pub const UPSTREAM: i64 = -32002;
+}
+
+/// Why a body is not one JSON-RPC message Warden can judge. Never quotes more than a short,
+/// escaped prefix of the message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    /// Not JSON, or JSON with a duplicate key.
+    #[error("the body is not valid JSON: {0}")]
+    Json(String),
+    /// A JSON array: a batch.
+    #[error(
+        "JSON-RPC batches are not accepted: send one message per request (MCP 2025-06-18 \
+         removed batching)"
+    )]
+    Batch,
+    /// Valid JSON, but not a JSON-RPC 2.0 message.
+    #[error("not a JSON-RPC 2.0 message: {0}")]
+    Shape(&'static str),
+    /// An id that is neither a string nor an integer.
+    #[error("the message id must be a string or an integer, found {0}")]
+    Id(&'static str),
+}
+
+impl MessageError {
+    /// The JSON-RPC error code for it.
+    pub fn code(&self) -> i64 {
+        match self {
+            MessageError::Json(_) => code::PARSE_ERROR,
+            _ => code::INVALID_REQUEST,
+        }
+    }
+}
+
+/// A JSON-RPC id: a string or an integer, compared as sent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Id {
+    Str(String),
+    Int(i64),
+}
+
+impl Id {
+    /// The id as JSON.
+    pub fn to_value(&self) -> Value {
+        match self {
+            Id::Str(s) => Value::String(s.clone()),
+            Id::Int(n) => Value::from(*n),
+        }
+    }
+
+    /// Reads an id; `Err` names what was found instead.
+    pub fn from_value(v: &Value) -> Result<Id, &'static str> {
+        match v {
+            Value::String(s) => Ok(Id::Str(s.clone())),
+            Value::Number(n) => n.as_i64().map(Id::Int).ok_or("a non-integer number"),
+            Value::Null => Err("null"),
+            Value::Bool(_) => Err("a boolean"),
+            Value::Array(_) => Err("an array"),
+            Value::Object(_) => Err("an object"),
+        }
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Id::Str(s) => write!(f, "{}", Quoted::of(s)),
+            Id::Int(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// What a message is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// A request: it expects a response with its id.
+    Request { id: Id, method: String },
+    /// A notification: no response.
+    Notification { method: String },
+    /// A response (result or error) to a request of the other side.
+    Response { id: Id },
+}
+
+/// One JSON-RPC message, kept whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub kind: Kind,
+    /// The whole message as sent.
+    pub body: Map<String, Value>,
+}
+
+impl Message {
+    /// Reads one message from `bytes`.
+    pub fn parse(bytes: &[u8]) -> Result<Message, MessageError> {
+        let value = strict(bytes)?;
+        Message::from_value(value)
+    }
+
+    /// Reads one message from JSON already parsed (by a trusted reader: an upstream's).
+    pub fn from_value(value: Value) -> Result<Message, MessageError> {
+        let body = match value {
+            Value::Object(map) => map,
+            Value::Array(_) => return Err(MessageError::Batch),
+            _ => return Err(MessageError::Shape("the body must be a JSON object")),
+        };
+        if body.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+            return Err(MessageError::Shape("\"jsonrpc\" must be \"2.0\""));
+        }
+        let id = match body.get("id") {
+            None => None,
+            Some(v) => Some(Id::from_value(v).map_err(MessageError::Id)?),
+        };
+        let kind = match (body.get("method"), id) {
+            (Some(Value::String(m)), Some(id)) => Kind::Request {
+                id,
+                method: m.clone(),
+            },
+            (Some(Value::String(m)), None) => Kind::Notification { method: m.clone() },
+            (Some(_), _) => return Err(MessageError::Shape("\"method\" must be a string")),
+            (None, Some(id)) if body.contains_key("result") != body.contains_key("error") => {
+                Kind::Response { id }
+            }
+            (None, _) => {
+                return Err(MessageError::Shape(
+                    "a message needs a \"method\", or an \"id\" and one of \"result\" and \"error\"",
+                ));
+            }
+        };
+        if let Some(params) = body.get("params")
+            && !params.is_object()
+        {
+            return Err(MessageError::Shape("\"params\" must be an object"));
+        }
+        Ok(Message { kind, body })
+    }
+
+    /// The method of a request or notification.
+    pub fn method(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Request { method, .. } | Kind::Notification { method } => Some(method),
+            Kind::Response { .. } => None,
+        }
+    }
+
+    /// The `params` object (empty when absent).
+    pub fn params(&self) -> &Map<String, Value> {
+        static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+        self.body
+            .get("params")
+            .and_then(Value::as_object)
+            .unwrap_or(&EMPTY)
+    }
+
+    /// The `params` object, to change.
+    pub fn params_mut(&mut self) -> &mut Map<String, Value> {
+        let params = self
+            .body
+            .entry("params")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !params.is_object() {
+            *params = Value::Object(Map::new());
+        }
+        match params {
+            Value::Object(map) => map,
+            _ => unreachable!("made an object above"),
+        }
+    }
+
+    /// The whole message as JSON.
+    pub fn into_value(self) -> Value {
+        Value::Object(self.body)
+    }
+}
+
+/// A response with `result` to request `id`.
+pub fn result(id: &Value, result: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "result": result})
+}
+
+/// An error response to request `id` (`null` when unknown).
+pub fn error(id: &Value, code: i64, message: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+}
+
+/// A request or notification Warden itself sends.
+pub fn request(id: Option<&Value>, method: &str, params: Value) -> Value {
+    let mut m = json!({"jsonrpc": "2.0", "method": method, "params": params});
+    if let (Some(id), Some(map)) = (id, m.as_object_mut()) {
+        map.insert("id".into(), id.clone());
+    }
+    m
+}
+
+/// Parses `bytes` as JSON, refusing duplicate object keys at any depth.
+pub fn strict(bytes: &[u8]) -> Result<Value, MessageError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let Strict(value) =
+        Strict::deserialize(&mut de).map_err(|e| MessageError::Json(describe(&e)))?;
+    de.end().map_err(|e| MessageError::Json(describe(&e)))?;
+    Ok(value)
+}
+
+/// serde's description of a JSON error with its position; it never contains request text
+/// other than the duplicate key, which is quoted short and escaped.
+fn describe(e: &serde_json::Error) -> String {
+    crate::text::bounded(&e.to_string(), 200).into_owned()
+}
+
+/// A JSON value read without accepting duplicate keys.
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Strict(value) = map.next_value()?;
+            if out.contains_key(&key) {
+                return Err(de::Error::custom(format_args!(
+                    "the key {} appears twice in one object; send each key once",
+                    Quoted::of(&key)
+                )));
+            }
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        let err = Message::parse(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, MessageError::Json(m) if m.contains("appears twice")),
+            "{err}"
+        );
+        assert_eq!(err.code(), code::PARSE_ERROR);
+    }
+
+    #[test]
+    fn batches_and_odd_ids_are_refused() {
+        assert_eq!(
+            Message::parse(br#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#),
+            Err(MessageError::Batch)
+        );
+        for (id, found) in [
+            ("1.5", "a non-integer number"),
+            ("null", "null"),
+            ("true", "a boolean"),
+            ("{}", "an object"),
+        ] {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#);
+            assert_eq!(
+                Message::parse(body.as_bytes()),
+                Err(MessageError::Id(found)),
+                "{id}"
+            );
+        }
+    }
+
+    #[test]
+    fn messages_keep_every_field_as_sent() {
+        let m = Message::parse(
+            br#"{"jsonrpc":"2.0","id":"a1","method":"tools/call","params":{"name":"x","_meta":{"progressToken":7}},"extra":true}"#,
+        )
+        .expect("valid");
+        assert_eq!(
+            m.kind,
+            Kind::Request {
+                id: Id::Str("a1".into()),
+                method: "tools/call".into()
+            }
+        );
+        assert_eq!(m.body["extra"], json!(true));
+        assert_eq!(m.params()["_meta"]["progressToken"], json!(7));
+        let n = Message::parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+            .expect("valid");
+        assert!(matches!(n.kind, Kind::Notification { .. }));
+        let r = Message::parse(br#"{"jsonrpc":"2.0","id":3,"result":{}}"#).expect("valid");
+        assert_eq!(r.kind, Kind::Response { id: Id::Int(3) });
+    }
+}

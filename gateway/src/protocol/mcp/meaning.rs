@@ -1,0 +1,402 @@
+//! What one agent message asks for: answered by Warden itself (initialize, ping, lists it
+//! assembles), or judged as a Cedar action and forwarded to the one server its name belongs
+//! to, with the name given back as that server knows it.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::jsonrpc::{Kind, Message, code};
+use super::names;
+use crate::action::{Facts, Finding, Findings, Resource, ToolFacts, Verb};
+use crate::protocol::identifier::{self, LOOKALIKE_FINDING};
+
+/// A list Warden assembles from every server of the endpoint, item by item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    Tools,
+    Prompts,
+    Resources,
+    ResourceTemplates,
+}
+
+impl ListKind {
+    /// The method that asks for it.
+    pub fn method(self) -> &'static str {
+        match self {
+            ListKind::Tools => "tools/list",
+            ListKind::Prompts => "prompts/list",
+            ListKind::Resources => "resources/list",
+            ListKind::ResourceTemplates => "resources/templates/list",
+        }
+    }
+
+    /// The key of the items in the result.
+    pub fn key(self) -> &'static str {
+        match self {
+            ListKind::Tools => "tools",
+            ListKind::Prompts => "prompts",
+            ListKind::Resources => "resources",
+            ListKind::ResourceTemplates => "resourceTemplates",
+        }
+    }
+
+    /// The capability a server announces when it has such items.
+    pub fn capability(self) -> &'static str {
+        match self {
+            ListKind::Tools => "tools",
+            ListKind::Prompts => "prompts",
+            ListKind::Resources | ListKind::ResourceTemplates => "resources",
+        }
+    }
+
+    /// The field of an item that Warden prefixes, and whether it is a URI.
+    pub fn name_field(self) -> (&'static str, bool) {
+        match self {
+            ListKind::Tools | ListKind::Prompts => ("name", false),
+            ListKind::Resources => ("uri", true),
+            ListKind::ResourceTemplates => ("uriTemplate", true),
+        }
+    }
+
+    /// The action an agent needs on an item for it to be listed.
+    pub fn verb(self) -> Verb {
+        match self {
+            ListKind::Tools => Verb::McpCallTool,
+            ListKind::Prompts => Verb::McpGetPrompt,
+            ListKind::Resources | ListKind::ResourceTemplates => Verb::McpReadResource,
+        }
+    }
+}
+
+/// What an agent's message means.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Meaning {
+    /// `initialize`: starts a session.
+    Initialize,
+    /// Answered by Warden itself (`ping`), or sent to every server (`logging/setLevel`,
+    /// notifications), without a policy decision: they reach no tool, prompt or resource.
+    Session,
+    /// A list Warden assembles and filters.
+    List(ListKind),
+    /// A judged request for one server.
+    Judged(Box<Judged>),
+    /// A response to a request a server sent the agent (sampling, elicitation, roots).
+    Reply,
+}
+
+/// A request judged as a Cedar action and sent to one server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judged {
+    pub verb: Verb,
+    pub resource: Resource,
+    pub facts: Facts,
+    pub findings: Findings,
+    /// The server it goes to.
+    pub server: Arc<str>,
+    /// The message's name or URI as the server knows it.
+    pub rewrite: Rewrite,
+}
+
+/// Where the server's own name goes back into the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rewrite {
+    /// `params.name`.
+    Name(String),
+    /// `params.uri`.
+    Uri(String),
+    /// `params.ref.name`.
+    RefName(String),
+    /// `params.ref.uri`.
+    RefUri(String),
+}
+
+impl Rewrite {
+    /// Puts the server's own name into `params`.
+    pub fn apply(&self, params: &mut Map<String, Value>) {
+        let (target, key, value) = match self {
+            Rewrite::Name(v) => (Some(params), "name", v),
+            Rewrite::Uri(v) => (Some(params), "uri", v),
+            Rewrite::RefName(v) => (
+                params.get_mut("ref").and_then(Value::as_object_mut),
+                "name",
+                v,
+            ),
+            Rewrite::RefUri(v) => (
+                params.get_mut("ref").and_then(Value::as_object_mut),
+                "uri",
+                v,
+            ),
+        };
+        if let Some(map) = target {
+            map.insert(key.into(), Value::String(value.clone()));
+        }
+    }
+}
+
+/// Why a message cannot be judged: answered with a JSON-RPC error, never forwarded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct MeaningError {
+    /// The JSON-RPC error code.
+    pub code: i64,
+    /// What is wrong, and what to do.
+    pub message: String,
+}
+
+fn invalid(message: String) -> MeaningError {
+    MeaningError {
+        code: code::INVALID_PARAMS,
+        message,
+    }
+}
+
+/// What `message` means on an endpoint combining `servers`, whose names join with `sep`.
+pub fn interpret(
+    message: &Message,
+    sep: &str,
+    servers: &[Arc<str>],
+) -> Result<Meaning, MeaningError> {
+    let method = match &message.kind {
+        Kind::Response { .. } => return Ok(Meaning::Reply),
+        Kind::Notification { .. } => return Ok(Meaning::Session),
+        Kind::Request { method, .. } => method.as_str(),
+    };
+    let params = message.params();
+    let server_of = |server: &str, what: &str| -> Result<Arc<str>, MeaningError> {
+        servers
+            .iter()
+            .find(|s| &***s == server)
+            .cloned()
+            .ok_or_else(|| invalid(format!("{what}: this endpoint has no server {server:?}")))
+    };
+    let arguments = |key: &str| {
+        Facts::Tool(ToolFacts {
+            arguments: Arc::new(
+                params
+                    .get(key)
+                    .filter(|v| v.is_object())
+                    .cloned()
+                    .unwrap_or_else(|| Value::Object(Map::new())),
+            ),
+        })
+    };
+    Ok(match method {
+        "initialize" => Meaning::Initialize,
+        "ping" | "logging/setLevel" => Meaning::Session,
+        "tools/list" => Meaning::List(ListKind::Tools),
+        "prompts/list" => Meaning::List(ListKind::Prompts),
+        "resources/list" => Meaning::List(ListKind::Resources),
+        "resources/templates/list" => Meaning::List(ListKind::ResourceTemplates),
+        "tools/call" | "prompts/get" => {
+            let tool = method == "tools/call";
+            let what = if tool { "tool" } else { "prompt" };
+            let name = params
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid(format!("{method} needs params.name, the {what}'s name")))?;
+            let folded = identifier::check(name).map_err(|problem| {
+                invalid(format!("the {what} name is not a valid name: {problem}"))
+            })?;
+            let judged_name = folded.as_deref().unwrap_or(name);
+            let (server, own) = names::split(sep, judged_name).ok_or_else(|| {
+                invalid(format!(
+                    "unknown {what} {}: names are <server>{sep}<name>; list them with {what}s/list",
+                    crate::text::Quoted::of(name)
+                ))
+            })?;
+            let server = server_of(server, &format!("unknown {what}"))?;
+            // The server gets its own name as the agent spelled it.
+            let sent_own = names::split(sep, name).map_or(own, |(_, o)| o).to_owned();
+            let mut findings = Findings::none();
+            if folded.is_some() {
+                findings.0.push(Finding {
+                    detector: Arc::from(LOOKALIKE_FINDING),
+                    location: "params.name".into(),
+                });
+            }
+            let (verb, resource, facts) = if tool {
+                (
+                    Verb::McpCallTool,
+                    Resource::Tool {
+                        server: Arc::clone(&server),
+                        name: own.to_owned(),
+                    },
+                    arguments("arguments"),
+                )
+            } else {
+                (
+                    Verb::McpGetPrompt,
+                    Resource::McpServer {
+                        name: Arc::clone(&server),
+                    },
+                    arguments("arguments"),
+                )
+            };
+            Meaning::Judged(Box::new(Judged {
+                verb,
+                resource,
+                facts,
+                findings,
+                server,
+                rewrite: Rewrite::Name(sent_own),
+            }))
+        }
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            let uri = params
+                .get("uri")
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid(format!("{method} needs params.uri")))?;
+            let (server, own) = names::split_uri(uri).ok_or_else(|| {
+                invalid(format!(
+                    "unknown resource {}: URIs are <server>+<uri>; list them with resources/list",
+                    crate::text::Quoted::of(uri)
+                ))
+            })?;
+            let server = server_of(server, "unknown resource")?;
+            Meaning::Judged(Box::new(Judged {
+                verb: Verb::McpReadResource,
+                resource: Resource::McpServer {
+                    name: Arc::clone(&server),
+                },
+                facts: Facts::None,
+                findings: Findings::none(),
+                server,
+                rewrite: Rewrite::Uri(own.to_owned()),
+            }))
+        }
+        "completion/complete" => {
+            let reference = params.get("ref").and_then(Value::as_object);
+            let (target, rewrite): (&str, fn(String) -> Rewrite) = match reference
+                .and_then(|r| r.get("type"))
+                .and_then(Value::as_str)
+            {
+                Some("ref/prompt") => ("name", Rewrite::RefName),
+                Some("ref/resource") => ("uri", Rewrite::RefUri),
+                _ => {
+                    return Err(invalid(
+                        "completion/complete needs params.ref of type ref/prompt or \
+                             ref/resource"
+                            .into(),
+                    ));
+                }
+            };
+            let value = reference
+                .and_then(|r| r.get(target))
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid(format!("completion/complete needs params.ref.{target}")))?;
+            let split = if target == "name" {
+                names::split(sep, value)
+            } else {
+                names::split_uri(value)
+            };
+            let (server, own) = split.ok_or_else(|| {
+                invalid(format!(
+                    "unknown reference {}",
+                    crate::text::Quoted::of(value)
+                ))
+            })?;
+            let server = server_of(server, "unknown reference")?;
+            Meaning::Judged(Box::new(Judged {
+                verb: Verb::McpComplete,
+                resource: Resource::McpServer {
+                    name: Arc::clone(&server),
+                },
+                facts: arguments("argument"),
+                findings: Findings::none(),
+                server,
+                rewrite: rewrite(own.to_owned()),
+            }))
+        }
+        other => {
+            return Err(MeaningError {
+                code: code::METHOD_NOT_FOUND,
+                message: format!(
+                    "method {} is not one Warden can judge; unknown methods are refused, not \
+                     forwarded",
+                    crate::text::Quoted::of(other)
+                ),
+            });
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meaning(body: &str) -> Result<Meaning, MeaningError> {
+        let servers: Vec<Arc<str>> = vec![Arc::from("files"), Arc::from("everything")];
+        interpret(
+            &Message::parse(body.as_bytes()).expect("valid"),
+            "_",
+            &servers,
+        )
+    }
+
+    #[test]
+    fn a_tool_call_is_judged_on_its_server_tool_with_its_arguments() {
+        let Ok(Meaning::Judged(j)) = meaning(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"files_write_file","arguments":{"path":"/tmp/x"}}}"#,
+        ) else {
+            panic!("judged");
+        };
+        assert_eq!(j.verb, Verb::McpCallTool);
+        assert_eq!(j.resource.cedar_ref(), r#"Tool::"files/write_file""#);
+        assert_eq!(j.rewrite, Rewrite::Name("write_file".into()));
+        let Facts::Tool(facts) = &j.facts else {
+            panic!("tool facts")
+        };
+        assert_eq!(facts.arguments["path"], "/tmp/x");
+    }
+
+    #[test]
+    fn unknown_servers_names_and_methods_are_refused() {
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"other_echo"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"files_ec\u200bho"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///etc/passwd"}}"#,
+        ] {
+            assert_eq!(
+                meaning(body).map_err(|e| e.code),
+                Err(code::INVALID_PARAMS),
+                "{body}"
+            );
+        }
+        let err = meaning(r#"{"jsonrpc":"2.0","id":1,"method":"x/new"}"#).unwrap_err();
+        assert_eq!(err.code, code::METHOD_NOT_FOUND);
+    }
+
+    #[test]
+    fn a_lookalike_tool_name_is_judged_as_what_it_imitates() {
+        // Cyrillic `е` in "echo".
+        let Ok(Meaning::Judged(j)) = meaning(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"everything_\u0435cho"}}"#,
+        ) else {
+            panic!("judged");
+        };
+        assert_eq!(j.resource.cedar_ref(), r#"Tool::"everything/echo""#);
+        assert_eq!(&*j.findings.0[0].detector, LOOKALIKE_FINDING);
+    }
+
+    #[test]
+    fn resources_and_completions_go_to_their_server_unprefixed() {
+        let Ok(Meaning::Judged(j)) = meaning(
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"everything+test://static/resource/1"}}"#,
+        ) else {
+            panic!("judged");
+        };
+        assert_eq!(j.resource.cedar_ref(), r#"McpServer::"everything""#);
+        let mut params = Map::new();
+        j.rewrite.apply(&mut params);
+        assert_eq!(params["uri"], "test://static/resource/1");
+        let Ok(Meaning::Judged(j)) = meaning(
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"everything_complex"},"argument":{"name":"a","value":"b"}}}"#,
+        ) else {
+            panic!("judged");
+        };
+        assert_eq!(j.verb, Verb::McpComplete);
+        assert_eq!(j.rewrite, Rewrite::RefName("complex".into()));
+    }
+}

@@ -1,0 +1,68 @@
+//! The stages every kind of traffic shares once it is read as an [`Action`]: its context,
+//! inspect, decide (with the durable decision record) and hold. `proxy::walk` and the MCP walk
+//! (`proxy/mcp.rs`) both call them.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use super::exchange::Exchange;
+use super::refusal::Refusal;
+use crate::action::{Action, ActionContext, Facts, Findings};
+use crate::approval;
+use crate::decision::Decision;
+use crate::inspect;
+use crate::route::Route;
+use crate::snapshot::Snapshot;
+
+/// The context of an action on `route`: what the request says (`facts`, `findings`) and
+/// what every request has (time, peer, TLS, client certificate).
+pub(super) fn context(
+    ex: &Exchange,
+    route: &Route,
+    findings: Findings,
+    facts: Facts,
+) -> ActionContext {
+    let conn = ex.conn();
+    ActionContext {
+        route: Arc::clone(&route.name),
+        time: SystemTime::now(),
+        source_ip: conn.peer.ip(),
+        tls: conn.tls,
+        client_certificate: conn.client_identity.clone(),
+        findings,
+        facts,
+    }
+}
+
+/// Inspect: what the request's content shows before it leaves, for policy to judge.
+pub(super) fn inspect(action: &mut Action, body: &[u8]) {
+    inspect::inspect(&mut action.context.findings, body);
+}
+
+/// Decide: Cedar's verdict on the action, recorded durably before anything else happens.
+pub(super) async fn decide(
+    snap: &Snapshot,
+    ex: &mut Exchange,
+    action: &Action,
+    content: &[u8],
+) -> Result<Decision, Refusal> {
+    let t = Instant::now();
+    let decision = snap.policy.decide(action);
+    let policy_seconds = t.elapsed().as_secs_f64();
+    let audit = &snap.config.audit;
+    let content = audit.record_content.then_some(content);
+    ex.record_decision(
+        &decision,
+        &action.context.findings,
+        content,
+        policy_seconds,
+        audit.fail_closed,
+    )
+    .await?;
+    Ok(decision)
+}
+
+/// Hold: only an allowed request goes on.
+pub(super) fn hold(decision: &Decision) -> Result<(), Refusal> {
+    Ok(approval::hold(decision)?)
+}

@@ -1,0 +1,154 @@
+//! MCP test support: the real MCP servers of `tests/mcp/node_modules` (npm
+//! `@modelcontextprotocol/server-everything` and `server-filesystem`, installed by
+//! `tests/run`), a remote double that reports the headers reaching it (`tests/mcp/double.py`),
+//! and the official MCP Python SDK driving a Warden endpoint (`tests/mcp/client.py`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use tokio::process::Command;
+
+use crate::paths;
+use crate::process::Proc;
+use crate::warden::{Warden, run_bounded};
+
+/// `tests/mcp`.
+pub fn mcp_dir() -> PathBuf {
+    paths::tests_dir().join("mcp")
+}
+
+/// The entry script of an npm MCP server package (`server-everything`, ...).
+pub fn server_script(package: &str) -> PathBuf {
+    mcp_dir()
+        .join("node_modules/@modelcontextprotocol")
+        .join(package)
+        .join("dist/index.js")
+}
+
+fn node() -> String {
+    std::env::var("NODE").unwrap_or_else(|_| "node".into())
+}
+
+/// `mcp.servers[]` entry: server-everything over stdio, named `name`.
+pub fn everything_stdio(name: &str) -> Value {
+    json!({"name": name, "command": node(), "args": [server_script("server-everything"), "stdio"]})
+}
+
+/// `mcp.servers[]` entry: server-filesystem over stdio, named `name`, serving `root`.
+pub fn filesystem_stdio(name: &str, root: &Path) -> Value {
+    json!({"name": name, "command": node(), "args": [server_script("server-filesystem"), root]})
+}
+
+/// server-everything serving Streamable HTTP on a free port (`/mcp`).
+#[derive(Debug)]
+pub struct EverythingHttp {
+    _proc: Proc,
+    pub port: u16,
+}
+
+impl EverythingHttp {
+    /// Starts it and waits until it accepts connections.
+    pub async fn start() -> anyhow::Result<EverythingHttp> {
+        let port = crate::warden::free_port()?;
+        let mut cmd = Command::new(node());
+        cmd.arg(server_script("server-everything"))
+            .arg("streamableHttp")
+            .env("PORT", port.to_string());
+        let proc = Proc::spawn("server-everything", cmd)?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "server-everything did not listen on {port}:\n{}",
+                    proc.output()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(EverythingHttp { _proc: proc, port })
+    }
+
+    /// Its MCP endpoint.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+}
+
+/// The remote double (`tests/mcp/double.py`).
+#[derive(Debug)]
+pub struct Double {
+    _proc: Proc,
+    pub port: u16,
+}
+
+impl Double {
+    /// Starts it.
+    pub async fn start() -> anyhow::Result<Double> {
+        let mut cmd = Command::new(paths::venv_python());
+        cmd.arg(mcp_dir().join("double.py"));
+        let mut proc = Proc::spawn("mcp-double", cmd)?;
+        let line = tokio::time::timeout(Duration::from_secs(20), proc.next_stdout_line())
+            .await
+            .context("the MCP double said nothing")?
+            .context("the MCP double exited")?;
+        let port = serde_json::from_str::<Value>(&line)?["port"]
+            .as_u64()
+            .context("no port")? as u16;
+        Ok(Double { _proc: proc, port })
+    }
+
+    /// Its MCP endpoint.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+}
+
+/// Runs `steps` in one MCP session with `url` as `token`'s agent, through the official SDK;
+/// returns `{"initialize": ..., "steps": [...]}`.
+pub async fn session(
+    warden: &Warden,
+    url: &str,
+    token: &str,
+    steps: Value,
+) -> anyhow::Result<Value> {
+    session_with(warden, url, token, steps, None).await
+}
+
+/// As [`session`], the agent offering sampling and answering each request with `reply`.
+pub async fn session_with(
+    warden: &Warden,
+    url: &str,
+    token: &str,
+    steps: Value,
+    reply: Option<&str>,
+) -> anyhow::Result<Value> {
+    let python = paths::venv_python();
+    let mut cmd = Command::new(&python);
+    cmd.arg(mcp_dir().join("client.py"))
+        .arg(url)
+        .arg(steps.to_string())
+        .args(reply)
+        .env("API_KEY", token)
+        .env("WARDEN_PID", warden.pid().unwrap_or_default().to_string())
+        .env("PYTHONUNBUFFERED", "1");
+    let out = run_bounded(cmd, Duration::from_secs(120)).await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        bail!(
+            "client.py failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            out.status
+        );
+    }
+    let last = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .with_context(|| format!("client.py printed nothing; stderr:\n{stderr}"))?;
+    serde_json::from_str(last).with_context(|| format!("client.py printed no JSON: {last}"))
+}

@@ -1,0 +1,617 @@
+//! MCP through Warden, with the official MCP Python SDK as the agent and real MCP servers from
+//! npm behind it: sessions, federated names, lists filtered per agent by Cedar, tool calls
+//! judged (a denied call is a tool result with `isError` that gives the policy's reason and the
+//! decision id), progress streamed, an upstream restart survived, the agent's credential kept
+//! from the upstream, 401 with the protected resource metadata, and the audit records.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use warden_e2e::mcp::{self, Double, EverythingHttp};
+use warden_e2e::warden::{Warden, WardenBuilder};
+
+/// The reason of the policy that keeps `restricted` from `echo`.
+const ECHO_REASON: &str = "echo is not for restricted agents";
+
+const POLICIES: &str = r#"
+@id("mcp-echo-restricted")
+@reason("echo is not for restricted agents")
+forbid (principal == Agent::"restricted", action == Action::"mcp:call_tool", resource == Tool::"everything/echo");
+
+@id("mcp-no-env")
+@reason("the server's environment stays private")
+forbid (principal, action == Action::"mcp:call_tool", resource == Tool::"everything/get-env");
+"#;
+
+/// Warden with the endpoint `/mcp/tools` combining `servers` (`mcp.servers` entries).
+async fn warden(
+    servers: Vec<Value>,
+    customize: impl FnOnce(WardenBuilder) -> WardenBuilder,
+) -> Warden {
+    let names: Vec<Value> = servers.iter().map(|s| s["name"].clone()).collect();
+    let builder = WardenBuilder::with_upstream_url("http://127.0.0.1:9")
+        .set(
+            "/mcp",
+            json!({"servers": servers, "endpoints": [{"name": "tools", "servers": names}]}),
+        )
+        .policy("mcp.cedar", POLICIES);
+    customize(builder).start().await.expect("warden starts")
+}
+
+fn step(r: &Value, i: usize) -> &Value {
+    &r["steps"][i]
+}
+
+fn names(v: &Value) -> Vec<String> {
+    v["names"]
+        .as_array()
+        .unwrap_or(&Vec::new())
+        .iter()
+        .filter_map(|n| n.as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn tools_are_listed_per_agent_and_each_call_is_judged_by_cedar() {
+    let w = warden(vec![mcp::everything_stdio("everything")], |b| b).await;
+    let url = w.url("/mcp/tools");
+    let agent = w.token("e2e-agent").await.unwrap();
+    let restricted = w.token("restricted").await.unwrap();
+
+    let steps = json!([
+        {"op": "list_tools"},
+        {"op": "call", "name": "everything_echo", "arguments": {"message": "hello"}},
+        {"op": "call", "name": "everything_get-env", "arguments": {}},
+    ]);
+    let r = mcp::session(&w, &url, &agent, steps.clone()).await.unwrap();
+    assert_eq!(r["initialize"]["server"], "warden", "{r}");
+    assert!(
+        ["2025-11-25", "2025-06-18", "2025-03-26"]
+            .contains(&r["initialize"]["protocolVersion"].as_str().unwrap_or("")),
+        "{r}"
+    );
+    let listed = names(step(&r, 0));
+    assert!(listed.contains(&"everything_echo".to_owned()), "{listed:?}");
+    assert!(
+        !listed.contains(&"everything_get-env".to_owned()),
+        "a tool no agent may call is not listed: {listed:?}"
+    );
+    assert_eq!(step(&r, 1)["isError"], false, "{r}");
+    assert!(
+        step(&r, 1)["text"].as_str().unwrap().contains("hello"),
+        "{r}"
+    );
+    // Called anyway: a tool result with isError that tells the model why.
+    let denied = step(&r, 2);
+    assert_eq!(denied["isError"], true, "{r}");
+    assert!(
+        denied["text"]
+            .as_str()
+            .unwrap()
+            .contains("the server's environment stays private"),
+        "{denied}"
+    );
+
+    let r = mcp::session(&w, &url, &restricted, steps).await.unwrap();
+    let listed = names(step(&r, 0));
+    assert!(
+        !listed.contains(&"everything_echo".to_owned()),
+        "{listed:?}"
+    );
+    assert!(
+        !listed.is_empty(),
+        "the other tools stay listed: {listed:?}"
+    );
+    let denied = step(&r, 1);
+    assert_eq!(denied["isError"], true, "{r}");
+    let text = denied["text"].as_str().unwrap();
+    assert!(text.contains(ECHO_REASON), "{text}");
+
+    // Audit: the denied call's decision names the tool, the agent and the policy, with a
+    // digest of the arguments (not the arguments: audit.record_content is off); its outcome
+    // says isError. The allowed call's decision and outcome are there too.
+    let decision = w
+        .wait_for_audit(Duration::from_secs(10), |e| {
+            e["kind"] == "decision"
+                && e["principal"]["id"] == "restricted"
+                && e["decision"] == "deny"
+        })
+        .await
+        .unwrap();
+    assert_eq!(decision["action"], "mcp:call_tool", "{decision}");
+    assert_eq!(
+        decision["resource"], r#"Tool::"everything/echo""#,
+        "{decision}"
+    );
+    assert_eq!(
+        decision["policies"],
+        json!(["mcp-echo-restricted"]),
+        "{decision}"
+    );
+    assert!(
+        decision["content_digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:"),
+        "{decision}"
+    );
+    assert!(decision.get("content").is_none(), "{decision}");
+    let decision_id = decision["decision_id"].as_str().unwrap();
+    assert!(
+        text.contains(decision_id),
+        "the refusal names the decision: {text}"
+    );
+    let allowed = w
+        .wait_for_audit(Duration::from_secs(10), |e| {
+            e["kind"] == "outcome"
+                && e["principal"]["id"] == "e2e-agent"
+                && e["action"] == "mcp:call_tool"
+                && e["outcome"]["is_error"] == false
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        allowed["resource"], r#"Tool::"everything/echo""#,
+        "{allowed}"
+    );
+}
+
+#[tokio::test]
+async fn progress_notifications_stream_to_the_agent() {
+    let w = warden(vec![mcp::everything_stdio("everything")], |b| b).await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    let r = mcp::session(
+        &w,
+        &w.url("/mcp/tools"),
+        &agent,
+        json!([{"op": "call", "name": "everything_trigger-long-running-operation",
+                "arguments": {"duration": 1, "steps": 3}, "progress": true}]),
+    )
+    .await
+    .unwrap();
+    let call = step(&r, 0);
+    assert_eq!(call["isError"], false, "{r}");
+    assert!(
+        call["progress"].as_u64().unwrap() >= 2,
+        "progress reached the agent: {r}"
+    );
+}
+
+#[tokio::test]
+async fn the_agent_session_survives_a_restart_of_its_local_server() {
+    let w = warden(vec![mcp::everything_stdio("everything")], |b| b).await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    let r = mcp::session(
+        &w,
+        &w.url("/mcp/tools"),
+        &agent,
+        json!([
+            {"op": "call", "name": "everything_echo", "arguments": {"message": "before"}},
+            {"op": "kill_upstream", "pattern": "server-everything"},
+            {"op": "sleep", "seconds": 1.5},
+            {"op": "call", "name": "everything_echo", "arguments": {"message": "after"}},
+        ]),
+    )
+    .await
+    .unwrap();
+    assert!(
+        step(&r, 0)["text"].as_str().unwrap().contains("before"),
+        "{r}"
+    );
+    assert!(step(&r, 1)["killed"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(step(&r, 3)["isError"], false, "{r}");
+    assert!(
+        step(&r, 3)["text"].as_str().unwrap().contains("after"),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn a_servers_request_reaches_the_agent_and_its_answer_returns_to_that_server() {
+    let remote = EverythingHttp::start().await.unwrap();
+    let w = warden(
+        vec![
+            mcp::everything_stdio("everything"),
+            json!({"name": "remote", "url": remote.url()}),
+        ],
+        |b| b,
+    )
+    .await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    let call = |server: &str| {
+        json!({"op": "call", "name": format!("{server}_trigger-sampling-request"),
+               "arguments": {"prompt": "say hi", "maxTokens": 10}})
+    };
+    let r = mcp::session_with(
+        &w,
+        &w.url("/mcp/tools"),
+        &agent,
+        json!([call("everything"), call("remote")]),
+        Some("sampled by the agent"),
+    )
+    .await
+    .unwrap();
+    // The servers offer the tool only because Warden passed on the agent's sampling capability.
+    for i in 0..2 {
+        assert_eq!(step(&r, i)["isError"], false, "{r}");
+        assert!(
+            step(&r, i)["text"]
+                .as_str()
+                .unwrap()
+                .contains("sampled by the agent"),
+            "{r}"
+        );
+    }
+    assert_eq!(r["sampled"], 2, "{r}");
+}
+
+#[tokio::test]
+async fn two_servers_with_the_same_tool_name_never_shadow_each_other() {
+    let remote = EverythingHttp::start().await.unwrap();
+    let double = Double::start().await.unwrap();
+    let w = warden(
+        vec![
+            mcp::everything_stdio("everything"),
+            json!({"name": "remote", "url": remote.url()}),
+            json!({"name": "double", "url": double.url()}),
+        ],
+        |b| b,
+    )
+    .await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    let r = mcp::session(
+        &w,
+        &w.url("/mcp/tools"),
+        &agent,
+        json!([
+            {"op": "list_tools"},
+            {"op": "call", "name": "double_echo", "arguments": {"message": "one"}},
+            {"op": "call", "name": "remote_echo", "arguments": {"message": "two"}},
+            {"op": "call", "name": "everything_echo", "arguments": {"message": "three"}},
+        ]),
+    )
+    .await
+    .unwrap();
+    let listed = names(step(&r, 0));
+    for name in ["everything_echo", "remote_echo", "double_echo"] {
+        assert!(listed.contains(&name.to_owned()), "{name} in {listed:?}");
+    }
+    assert_eq!(step(&r, 1)["text"], "double: one", "{r}");
+    let two = step(&r, 2)["text"].as_str().unwrap();
+    assert!(two.contains("two") && !two.starts_with("double"), "{r}");
+    let three = step(&r, 3)["text"].as_str().unwrap();
+    assert!(
+        three.contains("three") && !three.starts_with("double"),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn the_agents_credential_never_reaches_the_upstream_and_the_servers_does() {
+    let double = Double::start().await.unwrap();
+    let w = warden(
+        vec![json!({"name": "double", "url": double.url(), "credential": {"env": "DOUBLE_KEY"}})],
+        |b| b.env("DOUBLE_KEY", "upstream-secret-for-double"),
+    )
+    .await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    let r = mcp::session(
+        &w,
+        &w.url("/mcp/tools"),
+        &agent,
+        json!([{"op": "call", "name": "double_whoami", "arguments": {}}]),
+    )
+    .await
+    .unwrap();
+    let text = step(&r, 0)["text"].as_str().unwrap();
+    let seen: Vec<Value> = serde_json::from_str(text).unwrap();
+    assert!(!seen.is_empty(), "{r}");
+    for request in &seen {
+        assert_eq!(
+            request["authorization"], "Bearer upstream-secret-for-double",
+            "every request carries the server's credential: {seen:?}"
+        );
+    }
+    assert!(
+        !text.contains(&agent),
+        "the agent's token reached the upstream: {text}"
+    );
+    // The session id the double issued goes back to it on later requests.
+    assert!(
+        seen.iter()
+            .any(|r| r["mcp-session-id"] == "double-session-1"),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_request_without_a_credential_gets_401_naming_the_protected_resource_metadata() {
+    let w = warden(vec![mcp::everything_stdio("everything")], |b| {
+        b.trust_issuer("https://idp.example.test", &["warden"])
+    })
+    .await;
+    let response = w
+        .http()
+        .post(w.url("/mcp/tools"))
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let challenge = response.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let expected = w.url("/.well-known/oauth-protected-resource/mcp/tools");
+    assert_eq!(
+        challenge,
+        format!("Bearer resource_metadata=\"{expected}\"")
+    );
+    let metadata: Value = w
+        .http()
+        .get(&expected)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(metadata["resource"], w.url("/mcp/tools"), "{metadata}");
+    assert_eq!(
+        metadata["authorization_servers"],
+        json!(["https://idp.example.test"]),
+        "{metadata}"
+    );
+    let root: Value = w
+        .http()
+        .get(w.url("/.well-known/oauth-protected-resource"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        root["authorization_servers"],
+        json!(["https://idp.example.test"]),
+        "{root}"
+    );
+}
+
+#[tokio::test]
+async fn a_session_is_bound_to_the_agent_that_opened_it() {
+    let w = warden(vec![mcp::everything_stdio("everything")], |b| b).await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    let other = w.token("other-agent").await.unwrap();
+    let post = |token: &str, session: Option<&str>, body: Value| {
+        let mut request = w
+            .http()
+            .post(w.url("/mcp/tools"))
+            .bearer_auth(token)
+            .header("accept", "application/json, text/event-stream")
+            .json(&body);
+        if let Some(s) = session {
+            request = request.header("mcp-session-id", s);
+        }
+        request.send()
+    };
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let response = post(&agent, None, init).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let session = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(session.len(), 64, "{session}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["result"]["protocolVersion"], "2025-06-18", "{body}");
+    let ping = json!({"jsonrpc": "2.0", "id": 2, "method": "ping"});
+    assert_eq!(
+        post(&agent, Some(&session), ping.clone())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        post(&other, Some(&session), ping.clone())
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        post(&agent, None, ping.clone()).await.unwrap().status(),
+        400
+    );
+    // Batches, duplicate keys and odd ids are refused, never forwarded.
+    for body in [
+        r#"[{"jsonrpc":"2.0","id":3,"method":"ping"}]"#,
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"everything_echo","name":"everything_get-env"}}"#,
+        r#"{"jsonrpc":"2.0","id":{"a":1},"method":"ping"}"#,
+    ] {
+        let response = w
+            .http()
+            .post(w.url("/mcp/tools"))
+            .bearer_auth(&agent)
+            .header("mcp-session-id", &session)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        let answer: Value = response.json().await.unwrap();
+        assert!(answer["error"]["code"].as_i64().is_some(), "{answer}");
+    }
+    let foreign = w
+        .http()
+        .post(w.url("/mcp/tools"))
+        .bearer_auth(&agent)
+        .header("mcp-session-id", &session)
+        .header("origin", "http://evil.example")
+        .json(&json!({"jsonrpc": "2.0", "id": 4, "method": "ping"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 403, "a page of another site is refused");
+    let delete = w
+        .http()
+        .delete(w.url("/mcp/tools"))
+        .bearer_auth(&agent)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), 200);
+    assert_eq!(
+        post(&agent, Some(&session), ping).await.unwrap().status(),
+        404
+    );
+}
+
+/// Writes allowed only under one folder, decided by Cedar on `context.arguments.path`; `..`
+/// refused by policy, a symlink out of the folder refused by the server Warden confines to it.
+#[tokio::test]
+async fn filesystem_writes_are_allowed_only_under_one_folder() {
+    let root = tempfile::tempdir().unwrap();
+    let allowed = root.path().join("allowed");
+    let outside = root.path().join("outside");
+    std::fs::create_dir_all(&allowed).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, allowed.join("link")).unwrap();
+    let allowed_dir = allowed.canonicalize().unwrap();
+    let policy = format!(
+        r#"
+@id("fs-writes-in-allowed")
+@reason("writes are allowed only under the allowed folder")
+forbid (principal, action == Action::"mcp:call_tool", resource == Tool::"files/write_file")
+unless {{ context.arguments.path like "{dir}/*" && !(context.arguments.path like "*..*") }};
+"#,
+        dir = allowed_dir.display()
+    );
+    // The server itself is confined to the folder: a symlink out of it is its to refuse
+    // (Warden judges the path as written; only the server sees where a link leads).
+    // The argument types of server-filesystem's tools (the fragment `warden policy schema
+    // --from-mcp` wrote from its tools/list), for this test's server name.
+    let fragment = std::fs::read_to_string(
+        warden_e2e::paths::repo_root().join("policies/examples/mcp-filesystem.cedarschema"),
+    )
+    .unwrap()
+    .replace(r#"@mcp_server("filesystem")"#, r#"@mcp_server("files")"#)
+    .replace("namespace Mcp_filesystem", "namespace Mcp_files");
+    let w = warden(vec![mcp::filesystem_stdio("files", &allowed_dir)], |b| {
+        b.policy("fs.cedar", &policy)
+            .policy("files.cedarschema", &fragment)
+    })
+    .await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    let inside = allowed_dir.join("note.txt");
+    let dotdot = format!("{}/../outside/dotdot.txt", allowed_dir.display());
+    let via_link = allowed_dir.join("link/linked.txt");
+    let elsewhere = outside.canonicalize().unwrap().join("direct.txt");
+    let r = mcp::session(
+        &w,
+        &w.url("/mcp/tools"),
+        &agent,
+        json!([
+            {"op": "call", "name": "files_write_file", "arguments": {"path": inside, "content": "ok"}},
+            {"op": "call", "name": "files_write_file", "arguments": {"path": elsewhere, "content": "no"}},
+            {"op": "call", "name": "files_write_file", "arguments": {"path": dotdot, "content": "no"}},
+            {"op": "call", "name": "files_write_file", "arguments": {"path": via_link, "content": "no"}},
+        ]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(step(&r, 0)["isError"], false, "{r}");
+    assert_eq!(std::fs::read_to_string(&inside).unwrap(), "ok");
+    for i in 1..=2 {
+        assert_eq!(step(&r, i)["isError"], true, "{r}");
+        assert!(
+            step(&r, i)["text"]
+                .as_str()
+                .unwrap()
+                .contains("only under the allowed folder"),
+            "{r}"
+        );
+    }
+    assert_eq!(
+        step(&r, 3)["isError"],
+        true,
+        "the server refuses the link: {r}"
+    );
+    assert!(
+        std::fs::read_dir(&outside).unwrap().next().is_none(),
+        "nothing was written outside"
+    );
+}
+
+/// Warden's child processes whose command line contains `pattern`.
+fn children_running(warden: &Warden, pattern: &str) -> usize {
+    let root = warden.pid().unwrap_or_default();
+    let mut count = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let parent: u32 = after
+            .split(' ')
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if parent == root && String::from_utf8_lossy(&cmdline).contains(pattern) {
+            count += 1;
+        }
+    }
+    count
+}
+
+#[tokio::test]
+async fn an_unused_session_ends_after_its_idle_timeout_and_its_server_with_it() {
+    let w = warden(vec![mcp::everything_stdio("everything")], |b| {
+        b.set("/mcp/session_idle_timeout", json!("1s"))
+    })
+    .await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    let post = |session: Option<&str>, body: Value| {
+        let mut request = w
+            .http()
+            .post(w.url("/mcp/tools"))
+            .bearer_auth(&agent)
+            .header("accept", "application/json, text/event-stream")
+            .json(&body);
+        if let Some(s) = session {
+            request = request.header("mcp-session-id", s);
+        }
+        request.send()
+    };
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let response = post(None, init).await.unwrap();
+    let session = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        children_running(&w, "server-everything"),
+        1,
+        "one server per session"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ping = json!({"jsonrpc": "2.0", "id": 2, "method": "ping"});
+    assert_eq!(post(Some(&session), ping).await.unwrap().status(), 404);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while children_running(&w, "server-everything") > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session's server still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
