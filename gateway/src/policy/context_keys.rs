@@ -25,6 +25,7 @@ pub(crate) enum Key {
     // A REST call's (`HttpContext`).
     Method,
     Path,
+    Fields,
     // Egress' (`EgressContext`).
     Port,
     Addresses,
@@ -34,7 +35,7 @@ pub(crate) enum Key {
 
 impl Key {
     /// Every attribute.
-    pub(crate) const ALL: [Key; 18] = [
+    pub(crate) const ALL: [Key; 19] = [
         Key::Route,
         Key::Time,
         Key::Hour,
@@ -49,6 +50,7 @@ impl Key {
         Key::InputTokens,
         Key::Method,
         Key::Path,
+        Key::Fields,
         Key::Port,
         Key::Addresses,
         Key::Scheme,
@@ -72,6 +74,7 @@ impl Key {
             Key::InputTokens => "input_tokens",
             Key::Method => "method",
             Key::Path => "path",
+            Key::Fields => "fields",
             Key::Port => "port",
             Key::Addresses => "addresses",
             Key::Scheme => "scheme",

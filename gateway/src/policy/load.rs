@@ -7,7 +7,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use cedar_policy::{
-    Entities, Policy, PolicyId, PolicySet, Request, Schema, ValidationMode, Validator,
+    Entities, Policy, PolicyId, PolicySet, Request, Schema, SchemaFragment as SchemaFragment_,
+    ValidationMode, Validator,
 };
 
 use super::actions::{self, FactsKind, sample_context};
@@ -18,6 +19,16 @@ use crate::action::{Action, Principal, PrincipalKind, Resource, Verb};
 
 /// The schema's file name inside a policy directory.
 pub const SCHEMA_FILE: &str = "schema.cedarschema";
+
+/// Schema text added to a policy directory's schema (Cedar schema syntax), and where it came
+/// from, for errors: the declarations of a REST connector's actions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaFragment {
+    /// What the text was made from (`connectors/github.yaml`).
+    pub origin: PathBuf,
+    /// The declarations.
+    pub text: String,
+}
 
 /// Subdirectories that hold material other than the active policy set.
 const SKIPPED_DIRS: [&str; 2] = ["tests", "examples"];
@@ -32,12 +43,12 @@ pub(crate) struct Loaded {
 
 /// Loads `dir/schema.cedarschema` and every `*.cedar` below `dir` except under `tests/` and
 /// `examples/`.
-pub(crate) fn load_dir(dir: &Path) -> Result<Loaded, PolicyErrors> {
+pub(crate) fn load_dir(dir: &Path, fragments: &[SchemaFragment]) -> Result<Loaded, PolicyErrors> {
     let mut files = Vec::new();
     let mut errors = Vec::new();
     find_policy_files(dir, Path::new(""), &mut files, &mut errors);
     files.sort();
-    load_files(dir, &files, errors)
+    load_files(dir, &files, errors, fragments)
 }
 
 /// Loads `dir/schema.cedarschema` and the given policy files (paths relative to `dir`).
@@ -45,9 +56,10 @@ pub(crate) fn load_files(
     dir: &Path,
     files: &[PathBuf],
     mut errors: Vec<PolicyError>,
+    fragments: &[SchemaFragment],
 ) -> Result<Loaded, PolicyErrors> {
     let mut warnings = Vec::new();
-    let schema = load_schema(&dir.join(SCHEMA_FILE), &mut errors);
+    let schema = load_schema(&dir.join(SCHEMA_FILE), fragments, &mut errors);
     let mut set = PolicySet::new();
     let mut meta: Vec<PolicyMeta> = Vec::new();
     let mut sources: HashMap<PathBuf, String> = HashMap::new();
@@ -152,8 +164,13 @@ fn find_policy_files(
     }
 }
 
-/// Parses and checks the schema; `None` (with errors pushed) when it is unusable.
-fn load_schema(path: &Path, errors: &mut Vec<PolicyError>) -> Option<Schema> {
+/// Parses and checks the schema with `fragments` added; `None` (with errors pushed) when it is
+/// unusable.
+fn load_schema(
+    path: &Path,
+    fragments: &[SchemaFragment],
+    errors: &mut Vec<PolicyError>,
+) -> Option<Schema> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -165,14 +182,46 @@ fn load_schema(path: &Path, errors: &mut Vec<PolicyError>) -> Option<Schema> {
             return None;
         }
     };
-    let schema = match Schema::from_cedarschema_str(&text) {
-        Ok((schema, _warnings)) => schema,
+    let mut parts = Vec::with_capacity(1 + fragments.len());
+    let sources = std::iter::once((path, text.as_str())).chain(
+        fragments
+            .iter()
+            .map(|f| (f.origin.as_path(), f.text.as_str())),
+    );
+    for (origin, text) in sources {
+        match SchemaFragment_::from_cedarschema_str(text) {
+            Ok((part, _warnings)) => parts.push(part),
+            Err(e) => {
+                for (offset, message) in flatten_diagnostic(&e) {
+                    let pos = offset.map(|o| Position::of_offset(text, o));
+                    errors.push(PolicyError::new(
+                        origin,
+                        pos,
+                        PolicyErrorKind::Schema(message),
+                    ));
+                }
+            }
+        }
+    }
+    if parts.len() != 1 + fragments.len() {
+        return None;
+    }
+    let schema = match Schema::from_schema_fragments(parts) {
+        Ok(schema) => schema,
         Err(e) => {
-            for (offset, message) in flatten_diagnostic(&e) {
-                let pos = offset.map(|o| Position::of_offset(&text, o));
+            let with: Vec<String> = fragments
+                .iter()
+                .map(|f| f.origin.display().to_string())
+                .collect();
+            for (_, message) in flatten_diagnostic(&e) {
+                let message = if with.is_empty() {
+                    message
+                } else {
+                    format!("{message} (with the actions of {})", with.join(", "))
+                };
                 errors.push(PolicyError::new(
                     path,
-                    pos,
+                    None,
                     PolicyErrorKind::Schema(message),
                 ));
             }

@@ -25,7 +25,7 @@ use cedar_policy::{
 
 pub use annotations::PolicyMeta;
 pub use error::{PolicyError, PolicyErrorKind, PolicyErrors, Position};
-pub use load::SCHEMA_FILE;
+pub use load::{SCHEMA_FILE, SchemaFragment};
 pub use request::TimeFacts;
 
 use crate::action::{Action, Verb};
@@ -206,13 +206,31 @@ impl PolicyEngine {
     /// Loads `schema.cedarschema` and every `*.cedar` under `dir` (recursively, skipping
     /// `tests/` and `examples/`), validates against the schema, returns ALL errors.
     pub fn load(dir: &Path) -> Result<PolicyEngine, PolicyErrors> {
-        PolicyEngine::build(load::load_dir(dir)?, dir)
+        PolicyEngine::load_with(dir, &[])
+    }
+
+    /// [`PolicyEngine::load`], with `fragments` added to the schema (the actions of the REST
+    /// connectors the routes use).
+    pub fn load_with(
+        dir: &Path,
+        fragments: &[SchemaFragment],
+    ) -> Result<PolicyEngine, PolicyErrors> {
+        PolicyEngine::build(load::load_dir(dir, fragments)?, dir)
     }
 
     /// Loads `dir/schema.cedarschema` with only the given policy files (relative to `dir`),
     /// e.g. to check `examples/*.cedar` against the schema.
     pub fn load_files(dir: &Path, files: &[PathBuf]) -> Result<PolicyEngine, PolicyErrors> {
-        PolicyEngine::build(load::load_files(dir, files, Vec::new())?, dir)
+        PolicyEngine::load_files_with(dir, files, &[])
+    }
+
+    /// [`PolicyEngine::load_files`], with `fragments` added to the schema.
+    pub fn load_files_with(
+        dir: &Path,
+        files: &[PathBuf],
+        fragments: &[SchemaFragment],
+    ) -> Result<PolicyEngine, PolicyErrors> {
+        PolicyEngine::build(load::load_files(dir, files, Vec::new(), fragments)?, dir)
     }
 
     fn build(loaded: load::Loaded, dir: &Path) -> Result<PolicyEngine, PolicyErrors> {
@@ -423,12 +441,26 @@ impl PolicyEngine {
             &self.action_entities,
             &action.principal,
             &action.resource,
-            self.slices.len(),
+            Verb::BUILT_IN.len(),
         )?;
         let verb = &slice.uid;
-        let settled = match pair.judged.get(index) {
-            Some(slot) => slot.get_or_init(|| self.judge_pair(slice, &pair, verb)),
-            None => return Err("the entity cache has no verdict slot for this action".into()),
+        let unslotted;
+        let settled = match slice.verb.built_in_index() {
+            Some(slot) => match pair.judged.get(slot) {
+                Some(slot) => slot.get_or_init(|| self.judge_pair(slice, &pair, verb)),
+                None => return Err("the entity cache has no verdict slot for this action".into()),
+            },
+            None => {
+                let (first, settled) = pair
+                    .operation
+                    .get_or_init(|| (index, self.judge_pair(slice, &pair, verb)));
+                if *first == index {
+                    settled
+                } else {
+                    unslotted = self.judge_pair(slice, &pair, verb);
+                    &unslotted
+                }
+            }
         };
         let mut reasons = settled.reasons.clone();
         let mut errors = settled.errors.clone();

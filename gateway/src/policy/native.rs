@@ -62,10 +62,10 @@ impl NativeCondition {
     }
 }
 
-/// Whether the compiled form reads `key`: every attribute but the extension values, which
-/// stay with Cedar.
+/// Whether the compiled form reads `key`: every attribute but the extension values and the
+/// records, which stay with Cedar.
 fn compiled(key: Key) -> Option<Key> {
-    (!matches!(key, Key::SourceIp | Key::Addresses)).then_some(key)
+    (!matches!(key, Key::SourceIp | Key::Addresses | Key::Fields)).then_some(key)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -328,6 +328,7 @@ fn has(ctx: &ActionContext, key: Key) -> bool {
         Key::Stream | Key::Tools | Key::InputTokens => llm(ctx).is_ok(),
         Key::MaxTokens => llm(ctx).is_ok_and(|llm| llm.max_tokens.is_some()),
         Key::Method | Key::Path => http(ctx).is_ok(),
+        Key::Fields => http(ctx).is_ok_and(|http| http.fields.is_some()),
         Key::Port | Key::Addresses | Key::Scheme => egress(ctx).is_ok(),
         Key::Sni => egress(ctx).is_ok_and(|egress| egress.sni.is_some()),
     }
@@ -366,8 +367,8 @@ impl<'a> Env<'a> {
             Key::Port => Value::Long(i64::from(egress(ctx)?.port)),
             Key::Scheme => Value::Str(&egress(ctx)?.scheme),
             Key::Sni => Value::Str(egress(ctx)?.sni.as_deref().ok_or(AskCedar)?),
-            // Not compiled: extension values.
-            Key::SourceIp | Key::Addresses => return Err(AskCedar),
+            // Not compiled: extension values and records.
+            Key::SourceIp | Key::Addresses | Key::Fields => return Err(AskCedar),
         })
     }
 }
@@ -591,10 +592,12 @@ mod tests {
             Facts::Http(HttpFacts {
                 method: "POST".into(),
                 path: "/repos/acme/app/issues".into(),
+                fields: None,
             }),
             Facts::Http(HttpFacts {
                 method: "DELETE".into(),
                 path: "/admin/users".into(),
+                fields: None,
             }),
             Facts::Egress(EgressFacts {
                 port: 443,
