@@ -148,6 +148,10 @@ pub struct AuditEvent {
     /// Request content, only when `audit.record_content` is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<serde_json::Value>,
+    /// Lower-case hex SHA-256 of the request body, when its content is not recorded (REST
+    /// operations): proves what was sent without keeping it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_sha256: Option<String>,
     /// Free-form detail for system records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<serde_json::Value>,
@@ -173,6 +177,7 @@ impl AuditEvent {
             findings: Vec::new(),
             outcome: None,
             content: None,
+            content_sha256: None,
             detail: None,
         }
     }

@@ -27,6 +27,17 @@ use crate::text::{FIELD_MAX, bounded};
 /// as it passes.
 pub type ProxyBody = Either<Full<Bytes>, ObservedBody<PendingOutcome>>;
 
+/// What a decision record keeps of the request's content.
+#[derive(Debug, Clone, Copy)]
+pub enum Content<'a> {
+    /// The content itself (`audit.record_content`): as JSON when it is JSON, else as text.
+    Recorded(&'a [u8]),
+    /// Its SHA-256, when it is not empty.
+    Digest(&'a [u8]),
+    /// Nothing.
+    Omitted,
+}
+
 /// One request's passage through the path.
 pub struct Exchange {
     shared: Arc<Shared>,
@@ -114,14 +125,14 @@ impl Exchange {
         self.shape = Some(shape);
     }
 
-    /// decide: records `decision`, with what inspection found and (when `content` is given)
-    /// the request content, durably before anything else happens. A record that cannot be
+    /// decide: records `decision`, with what inspection found and what `content` says to keep
+    /// of the request content, durably before anything else happens. A record that cannot be
     /// written refuses the request when `fail_closed`, and is logged and counted either way.
     pub async fn record_decision(
         &mut self,
         decision: &Decision,
         findings: &Findings,
-        content: Option<&[u8]>,
+        content: Content<'_>,
         policy_seconds: f64,
         fail_closed: bool,
     ) -> Result<(), Refusal> {
@@ -147,7 +158,18 @@ impl Exchange {
                 location: bounded(&f.location, FIELD_MAX).into_owned(),
             })
             .collect();
-        event.content = content.and_then(|body| serde_json::from_slice(body).ok());
+        match content {
+            Content::Recorded(body) => {
+                event.content = Some(serde_json::from_slice(body).unwrap_or_else(|_| {
+                    serde_json::Value::String(String::from_utf8_lossy(body).into_owned())
+                }));
+            }
+            Content::Digest(body) if !body.is_empty() => {
+                use sha2::Digest as _;
+                event.content_sha256 = Some(hex::encode(sha2::Sha256::digest(body)));
+            }
+            Content::Digest(_) | Content::Omitted => {}
+        }
         let t = Instant::now();
         let appended = self.shared.audit.append(event).await;
         self.audit_wait_seconds = Some(t.elapsed().as_secs_f64());

@@ -21,10 +21,10 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
-pub use exchange::{Exchange, PendingOutcome, ProxyBody};
+pub use exchange::{Content, Exchange, PendingOutcome, ProxyBody};
 pub use refusal::Refusal;
 
-use crate::action::{Action, ActionContext, Principal};
+use crate::action::{Action, ActionContext, Facts, Principal};
 use crate::approval;
 use crate::decision::Decision;
 use crate::inspect;
@@ -144,7 +144,7 @@ async fn interpret(
     principal: Arc<Principal>,
     req: Request<Incoming>,
 ) -> Result<(Action, ReadRequest), Refusal> {
-    let (head, body) = req.into_parts();
+    let (mut head, body) = req.into_parts();
     let body = protocol::body::read(body, &head.headers, &snap.config.limits).await?;
     let Interpreted {
         verb,
@@ -159,7 +159,12 @@ async fn interpret(
         headers: &head.headers,
         body: &body,
         upstream: &route.provider,
+        operations: route.operations.as_deref(),
     })?;
+    // The request goes upstream as it was judged.
+    if let Some(path) = shape.upstream_path() {
+        head.uri = judged_uri(route, path, head.uri.query()).map_err(Refusal::UpstreamRequest)?;
+    }
     ex.interpreted(&verb, &resource, shape);
     let conn = ex.conn();
     let action = Action {
@@ -179,6 +184,18 @@ async fn interpret(
     Ok((action, ReadRequest { head, body }))
 }
 
+/// The request URI with `path` (below the route's prefix) as the dialect read it.
+fn judged_uri(route: &Route, path: &str, query: Option<&str>) -> Result<http::Uri, http::Error> {
+    let mut pq = String::with_capacity(route.prefix.len() + path.len() + 1);
+    pq.push_str(&route.prefix);
+    pq.push_str(path);
+    if let Some(q) = query {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    Ok(http::uri::PathAndQuery::try_from(pq)?.into())
+}
+
 /// Inspect: what the request's content shows before it leaves, for policy to judge.
 fn inspect(action: &mut Action, request: &ReadRequest) {
     inspect::inspect(&mut action.context.findings, &request.body);
@@ -195,7 +212,12 @@ async fn decide(
     let decision = snap.policy.decide(action);
     let policy_seconds = t.elapsed().as_secs_f64();
     let audit = &snap.config.audit;
-    let content = audit.record_content.then_some(&request.body[..]);
+    let content = match (audit.record_content, &action.context.facts) {
+        (true, _) => Content::Recorded(&request.body),
+        // A REST operation's body is recorded as its digest.
+        (false, Facts::Http(_)) => Content::Digest(&request.body),
+        (false, _) => Content::Omitted,
+    };
     ex.record_decision(
         &decision,
         &action.context.findings,

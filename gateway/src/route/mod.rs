@@ -3,12 +3,15 @@
 pub mod config;
 pub mod connector;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 
 use crate::config::error::ConfigErrors;
 use crate::config::{Config, DenyStyle};
+use crate::policy::SchemaFragment;
+use crate::protocol::rest::{self, Operations};
 use crate::protocol::{Protocol, RefusalFinish};
 use crate::secrets::{self, CredentialProvider};
 use connector::{Connectors, validate_base_url};
@@ -41,6 +44,8 @@ pub struct Route {
     pub on_deny: DenyStyle,
     /// How a refusal answer ends its turn (`refusal_finish`).
     pub refusal_finish: RefusalFinish,
+    /// A REST route's operations (its connector's).
+    pub operations: Option<Arc<Operations>>,
 }
 
 impl Route {
@@ -104,6 +109,8 @@ impl Upstream {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     routes: Vec<Arc<Route>>,
+    /// The schema declarations of the REST connectors the routes use, one per connector.
+    fragments: Vec<SchemaFragment>,
 }
 
 impl RouteTable {
@@ -111,6 +118,8 @@ impl RouteTable {
     pub fn build(config: &Config) -> Result<RouteTable, ConfigErrors> {
         let connectors = Connectors::load(config.connectors_dir.as_deref())?;
         let mut routes = Vec::with_capacity(config.routes.len());
+        let mut fragments: Vec<SchemaFragment> = Vec::new();
+        let mut declared: Vec<&str> = Vec::new();
         for (i, rc) in config.routes.iter().enumerate() {
             let connector = connectors.get(&rc.connector).ok_or_else(|| {
                 ConfigErrors::one(
@@ -129,7 +138,21 @@ impl RouteTable {
                 }
                 (_, None) => None,
             };
+            let operations = connectors.operations(&rc.connector).cloned();
+            if let Some(ops) = &operations
+                && !declared.contains(&rc.connector.as_str())
+            {
+                declared.push(&rc.connector);
+                fragments.push(SchemaFragment {
+                    origin: connectors
+                        .origin(&rc.connector)
+                        .map(Path::to_path_buf)
+                        .unwrap_or_default(),
+                    text: rest::schema_fragment(ops),
+                });
+            }
             routes.push(Arc::new(Route {
+                operations,
                 name: Arc::from(name),
                 prefix: rc.prefix.trim_end_matches('/').to_string(),
                 protocol: connector.protocol,
@@ -141,7 +164,12 @@ impl RouteTable {
             }));
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-        Ok(RouteTable { routes })
+        Ok(RouteTable { routes, fragments })
+    }
+
+    /// The schema declarations of the actions of the REST connectors the routes use.
+    pub fn schema_fragments(&self) -> &[SchemaFragment] {
+        &self.fragments
     }
 
     /// The route for `path`, or why there is none.

@@ -33,7 +33,9 @@ impl Dialect for Anthropic {
     /// Messages refusals are answers whose text explains the refusal; token counts and model
     /// requests have no text to carry and get a 403.
     fn refusal(&self, shape: &Shape, refusal: &Refusal<'_>) -> Option<Response<Full<Bytes>>> {
-        let Shape::Llm(llm) = shape;
+        let Shape::Llm(llm) = shape else {
+            return None;
+        };
         let text = RefusalText::new(refusal);
         let answer = match llm.endpoint {
             Endpoint::Messages => refusal::messages(llm, &text),
