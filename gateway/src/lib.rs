@@ -15,6 +15,7 @@ pub mod identity;
 pub mod inspect;
 pub mod listener;
 pub mod observe;
+pub mod openapi;
 pub mod policy;
 pub mod protocol;
 pub mod proxy;
