@@ -163,6 +163,10 @@ fn write_record(
         buf.extend_from_slice(b",\"content\":");
         serde_json::to_writer(&mut *buf, content)?;
     }
+    if let Some(digest) = &e.content_sha256 {
+        buf.extend_from_slice(b",\"content_sha256\":");
+        serde_json::to_writer(&mut *buf, digest)?;
+    }
     if let Some(detail) = &e.detail {
         buf.extend_from_slice(b",\"detail\":");
         serde_json::to_writer(&mut *buf, detail)?;
@@ -357,6 +361,7 @@ mod tests {
             error: Some("cut \"short\"".into()),
         });
         full.content = Some(serde_json::json!({"messages": [{"content": "hi\u{1}"}]}));
+        full.content_sha256 = Some("9f86d081884c7d659a2feaa0c55ad015".into());
         full.detail = Some(serde_json::json!({"event": "start", "n": 1.5}));
         let mut bare = AuditEvent::now(EventKind::System);
         bare.time = full.time;
