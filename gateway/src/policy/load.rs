@@ -20,8 +20,9 @@ use crate::action::{Action, Principal, PrincipalKind, Resource, Verb};
 /// The schema's file name inside a policy directory.
 pub const SCHEMA_FILE: &str = "schema.cedarschema";
 
-/// Schema text added to a policy directory's schema (Cedar schema syntax), and where it came
-/// from, for errors: the declarations of a REST connector's actions.
+/// Schema text added to a policy directory's schema (Cedar's schema syntax, or its JSON
+/// syntax when it starts with `{`), and where it came from, for errors: the declarations of a
+/// REST connector's actions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchemaFragment {
     /// What the text was made from (`connectors/github.yaml`).
@@ -189,10 +190,17 @@ fn load_schema(
             .map(|f| (f.origin.as_path(), f.text.as_str())),
     );
     for (origin, text) in sources {
-        match SchemaFragment_::from_cedarschema_str(text) {
-            Ok((part, _warnings)) => parts.push(part),
-            Err(e) => {
-                for (offset, message) in flatten_diagnostic(&e) {
+        let parsed = if text.trim_start().starts_with('{') {
+            SchemaFragment_::from_json_str(text).map_err(|e| flatten_diagnostic(&e))
+        } else {
+            SchemaFragment_::from_cedarschema_str(text)
+                .map(|(part, _warnings)| part)
+                .map_err(|e| flatten_diagnostic(&e))
+        };
+        match parsed {
+            Ok(part) => parts.push(part),
+            Err(diagnostics) => {
+                for (offset, message) in diagnostics {
                     let pos = offset.map(|o| Position::of_offset(text, o));
                     errors.push(PolicyError::new(
                         origin,
