@@ -185,6 +185,15 @@ async fn representative_operations_of_every_connector_reach_the_api_with_its_cre
             "github:repos.get",
             "/github/repos/acme/app",
         ),
+        // Literals in any case and a trailing slash reach the operation as the connector
+        // spells it.
+        (
+            "GET",
+            "/github/REPOS/acme/app/",
+            None,
+            "github:repos.get",
+            "/github/repos/acme/app",
+        ),
         (
             "GET",
             "/github/repos/acme/app/git/ref/heads/feature/x",
