@@ -1,6 +1,10 @@
 //! The load generator: N persistent HTTP/1.1 connections, each sending the same chat-completion
 //! POST; a warm-up, then a measured window whose latencies go into a histogram.
 //!
+//! Two workloads: chat completions (one POST, one answer) and MCP `tools/call` (each
+//! connection first opens an MCP session with `initialize` and `notifications/initialized`,
+//! then sends its calls in that session, as an agent's MCP client does).
+//!
 //! Two shapes of load:
 //! - **closed loop** (no rate): each connection sends its next request as soon as the last
 //!   answer is in. This finds the most a target can serve; its latencies are mostly queueing.
@@ -46,7 +50,23 @@ pub struct LoadSpec {
     pub max_requests: u64,
     /// Open loop at this many requests per second in total; `None`: closed loop.
     pub rate: Option<f64>,
+    /// What each request is.
+    pub workload: Workload,
 }
+
+/// What the load sends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Workload {
+    /// `body` as a chat-completion POST.
+    #[default]
+    Chat,
+    /// MCP `tools/call` of the bench upstream's `echo` tool, in a session per connection
+    /// (`body` is the call's `text` argument).
+    Mcp,
+}
+
+/// The MCP protocol revision the load speaks.
+pub const MCP_PROTOCOL_VERSION: &str = "2025-11-25";
 
 /// What one run measured (the warm-up excluded).
 #[derive(Debug, Clone)]
@@ -97,8 +117,8 @@ pub fn chat_body(bytes: usize) -> Bytes {
 
 /// Sends one request and checks that the upstream's reply came back through the target.
 pub async fn probe(spec: &LoadSpec) -> Result<(), HarnessError> {
-    let mut sender = connect(spec.addr).await?;
-    let request = build_request(spec);
+    let (mut sender, session) = connect_for(spec).await?;
+    let request = build_request(spec, session.as_ref(), 1);
     let response = sender
         .send_request(request)
         .await
@@ -115,7 +135,12 @@ pub async fn probe(spec: &LoadSpec) -> Result<(), HarnessError> {
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     let body = String::from_utf8_lossy(&body);
-    if status == 200 && body.contains(REPLY_MARKER) {
+    let answered = match spec.workload {
+        Workload::Chat => body.contains(REPLY_MARKER),
+        // The tool's text, inside a JSON-RPC response (the chat reply carries the marker too).
+        Workload::Mcp => body.contains(REPLY_MARKER) && body.contains(r#""jsonrpc""#),
+    };
+    if status == 200 && answered {
         Ok(())
     } else {
         Err(HarnessError::BadProbe {
@@ -236,7 +261,8 @@ async fn drive_connection(
         last_end: measure_from,
         histogram: new_histogram(),
     };
-    let mut sender: Option<SendRequest<Full<Bytes>>> = None;
+    let mut sender: Option<(SendRequest<Full<Bytes>>, Option<HeaderValue>)> = None;
+    let mut call_id: u64 = 0;
     while Instant::now() < measure_until {
         if budget
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
@@ -244,10 +270,13 @@ async fn drive_connection(
         {
             break;
         }
-        let current = match sender.as_mut() {
-            Some(s) => s,
-            None => match connect(spec.addr).await {
-                Ok(s) => sender.insert(s),
+        let (current, session) = match sender.as_mut() {
+            Some((s, session)) => (s, &*session),
+            None => match connect_for(spec).await {
+                Ok(s) => {
+                    let (s, session) = sender.insert(s);
+                    (s, &*session)
+                }
                 Err(e) => {
                     out.fail(e.to_string());
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -259,7 +288,9 @@ async fn drive_connection(
             Some(schedule) => schedule.turn().await,
             None => Instant::now(),
         };
-        let result = exchange(current, build_request(spec)).await;
+        call_id += 1;
+        let request = build_request(spec, session.as_ref(), call_id);
+        let result = exchange(current, request).await;
         let end = Instant::now();
         match result {
             Ok(()) => {
@@ -323,8 +354,17 @@ async fn exchange(
     }
 }
 
-fn build_request(spec: &LoadSpec) -> Request<Full<Bytes>> {
-    let mut request = Request::new(Full::new(spec.body.clone()));
+/// Request `id` of a connection: the chat body, or a `tools/call` in the MCP `session`.
+fn build_request(spec: &LoadSpec, session: Option<&HeaderValue>, id: u64) -> Request<Full<Bytes>> {
+    match spec.workload {
+        Workload::Chat => post(spec, spec.body.clone(), None),
+        Workload::Mcp => post(spec, mcp_call(id, &spec.body), session),
+    }
+}
+
+/// A POST of `body` to the spec's path, with MCP's headers when in a `session`.
+fn post(spec: &LoadSpec, body: Bytes, session: Option<&HeaderValue>) -> Request<Full<Bytes>> {
+    let mut request = Request::new(Full::new(body));
     *request.method_mut() = Method::POST;
     *request.uri_mut() = spec.path.clone();
     let headers = request.headers_mut();
@@ -336,7 +376,90 @@ fn build_request(spec: &LoadSpec) -> Request<Full<Bytes>> {
     if let Some(auth) = &spec.authorization {
         headers.insert(header::AUTHORIZATION, auth.clone());
     }
+    if spec.workload == Workload::Mcp {
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        headers.insert(
+            "mcp-protocol-version",
+            HeaderValue::from_static(MCP_PROTOCOL_VERSION),
+        );
+        if let Some(session) = session {
+            headers.insert("mcp-session-id", session.clone());
+        }
+    }
     request
+}
+
+/// A `tools/call` of `echo` with `text` as its argument.
+pub fn mcp_call(id: u64, text: &[u8]) -> Bytes {
+    let text = String::from_utf8_lossy(text);
+    let call = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": text}},
+    });
+    Bytes::from(call.to_string())
+}
+
+/// A connection ready for the spec's workload: for MCP, with its session opened
+/// (`initialize`, then `notifications/initialized`) and the session id the server gave.
+async fn connect_for(
+    spec: &LoadSpec,
+) -> Result<(SendRequest<Full<Bytes>>, Option<HeaderValue>), HarnessError> {
+    let mut sender = connect(spec.addr).await?;
+    if spec.workload == Workload::Chat {
+        return Ok((sender, None));
+    }
+    let failed = |what: &str, detail: String| HarnessError::BadProbe {
+        target: spec.target.clone(),
+        status: 0,
+        body: format!("MCP {what}: {detail}"),
+    };
+    let initialize = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": MCP_PROTOCOL_VERSION,
+            "capabilities": {},
+            "clientInfo": {"name": "warden-bench", "version": "1"},
+        },
+    });
+    let response = sender
+        .send_request(post(spec, Bytes::from(initialize.to_string()), None))
+        .await
+        .map_err(|e| failed("initialize", e.to_string()))?;
+    let status = response.status();
+    let session = response.headers().get("mcp-session-id").cloned();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| failed("initialize", e.to_string()))?
+        .to_bytes();
+    if !status.is_success() {
+        let body: String = String::from_utf8_lossy(&body).chars().take(300).collect();
+        return Err(failed("initialize", format!("HTTP {status}: {body}")));
+    }
+    let initialized =
+        Bytes::from_static(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    sender
+        .ready()
+        .await
+        .map_err(|e| failed("initialized", e.to_string()))?;
+    let response = sender
+        .send_request(post(spec, initialized, session.as_ref()))
+        .await
+        .map_err(|e| failed("initialized", e.to_string()))?;
+    let status = response.status();
+    let _ = response.into_body().collect().await;
+    if !status.is_success() {
+        return Err(failed("initialized", format!("HTTP {status}")));
+    }
+    Ok((sender, session))
 }
 
 async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, HarnessError> {

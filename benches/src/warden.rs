@@ -19,7 +19,7 @@ pub struct WardenSetup {
     /// The target's name: `warden-disk`, `warden-process`, `warden-baseline`.
     pub name: String,
     pub binary: PathBuf,
-    /// Temporary directory shared by the run's Wardens: configs, data dir, policy copy.
+    /// Temporary directory shared by the run's Wardens: configs, data dir, policy copies.
     pub dir: PathBuf,
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
@@ -55,7 +55,7 @@ listen:
 identity:
   required: true
 policy:
-  dir: "{d}/policies"
+  dir: "{d}/{name}-policies"
 audit:
   dir: "{d}/{name}-audit"{durability}
 log:
@@ -78,10 +78,16 @@ routes:
         )
     }
 
-    /// Writes the configuration and copies `policies` beside it (once for the run).
+    /// Where this target's copy of the policies goes: its own, so a baseline binary can run
+    /// the policies (and schema) of its own version.
+    pub fn policies_dir(&self) -> PathBuf {
+        self.dir.join(format!("{}-policies", self.name))
+    }
+
+    /// Writes the configuration and copies `policies` beside it.
     pub fn prepare(&self, policies: &Path) -> Result<(), HarnessError> {
-        if !self.dir.join("policies").is_dir() {
-            copy_dir(policies, &self.dir.join("policies"))?;
+        if !self.policies_dir().is_dir() {
+            copy_dir(policies, &self.policies_dir())?;
         }
         std::fs::create_dir_all(self.dir.join("data"))
             .map_err(HarnessError::io("creating the Warden data dir"))?;

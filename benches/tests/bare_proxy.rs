@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use warden::audit::AuditLog;
 use warden::audit::config::AuditConfig;
 use warden_bench::bare_proxy;
-use warden_bench::loadgen::{self, LoadSpec};
+use warden_bench::loadgen::{self, LoadSpec, Workload};
 use warden_bench::upstream::REPLY;
 
 /// Decision records in the log's segments as they are on disk now.
@@ -101,6 +101,7 @@ fn spec(proxy: SocketAddr, connections: usize, max_requests: u64) -> LoadSpec {
         duration: Duration::from_secs(5),
         max_requests,
         rate: None,
+        workload: Workload::Chat,
     }
 }
 

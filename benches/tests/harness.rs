@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use warden_bench::loadgen::{self, LoadSpec};
+use warden_bench::loadgen::{self, LoadSpec, Workload};
 use warden_bench::report::{Machine, Params, RateLatency, Report, TargetReport, Versions};
 use warden_bench::{HarnessError, nginx, process, upstream, warden};
 
@@ -33,6 +33,7 @@ fn spec(addr: SocketAddr, path: &'static str) -> LoadSpec {
         duration: Duration::from_millis(300),
         max_requests: 1_000_000,
         rate: None,
+        workload: Workload::Chat,
     }
 }
 
@@ -57,6 +58,36 @@ async fn load_through_the_bench_upstream_measures_requests_without_errors() {
     assert!(result.latency_us(0.5) > 0);
     assert!(result.elapsed <= spec.duration);
     assert!(result.rps() > 0.0);
+}
+
+#[tokio::test]
+async fn mcp_load_opens_a_session_per_connection_and_calls_the_echo_tool() {
+    let addr = start_upstream().await;
+    let mcp = LoadSpec {
+        workload: Workload::Mcp,
+        body: bytes::Bytes::from_static(b"hello"),
+        ..spec(addr, "/mcp")
+    };
+    loadgen::probe(&mcp).await.unwrap();
+    let result = loadgen::run(&mcp).await.unwrap();
+    assert_eq!(result.errors, 0, "first error: {:?}", result.first_error);
+    assert!(result.requests > 100, "only {} requests", result.requests);
+    // The chat path is not the MCP server: a wrong route shows up as a failed probe.
+    let wrong = LoadSpec {
+        workload: Workload::Mcp,
+        ..spec(addr, "/v1/chat/completions")
+    };
+    assert!(loadgen::probe(&wrong).await.is_err());
+}
+
+#[test]
+fn mcp_calls_are_json_rpc_tools_call_of_echo() {
+    let call: serde_json::Value = serde_json::from_slice(&loadgen::mcp_call(7, b"hi")).unwrap();
+    assert_eq!(call["jsonrpc"], "2.0");
+    assert_eq!(call["id"], 7);
+    assert_eq!(call["method"], "tools/call");
+    assert_eq!(call["params"]["name"], "echo");
+    assert_eq!(call["params"]["arguments"]["text"], "hi");
 }
 
 #[tokio::test]
@@ -171,7 +202,7 @@ fn warden_configs_are_accepted_by_wardens_loader_with_auth_cedar_and_each_durabi
             !config.log.access,
             "the measured setup runs Warden's defaults: no access log"
         );
-        assert_eq!(config.policy.dir, dir.path().join("policies"));
+        assert_eq!(config.policy.dir, setup.policies_dir());
         assert_eq!(config.listen.proxy, setup.proxy);
         assert_eq!(config.routes.len(), 1);
         let route = &config.routes[0];

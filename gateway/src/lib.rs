@@ -4,6 +4,7 @@
 //! route ([`route`]) → identify ([`identity`]) → interpret ([`protocol`]) → inspect
 //! ([`inspect`]) → decide ([`policy`]) → hold ([`approval`]) → credential ([`secrets`]) →
 //! forward ([`upstream`]) → observe ([`observe`], [`protocol`]) → record ([`audit`]).
+//! Beside it: [`state`], the durable state store, and [`pins`], tool-definition pinning.
 
 pub mod action;
 pub mod admin;
@@ -16,6 +17,7 @@ pub mod inspect;
 pub mod listener;
 pub mod observe;
 pub mod openapi;
+pub mod pins;
 pub mod policy;
 pub mod protocol;
 pub mod proxy;
@@ -25,6 +27,8 @@ pub mod secrets;
 pub mod server;
 pub mod shared;
 pub mod snapshot;
+pub mod state;
 pub mod telemetry;
 pub mod text;
 pub mod upstream;
+pub mod vault;

@@ -58,6 +58,13 @@ enum Command {
         #[command(subcommand)]
         command: ConnectorCommand,
     },
+    /// Review and approve the tool definitions MCP servers offer (tool pinning, in the state
+    /// store of the configuration). A running Warden picks approvals up within
+    /// pins.refresh_interval.
+    Tools {
+        #[command(subcommand)]
+        command: ToolsCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -77,6 +84,47 @@ enum ConnectorCommand {
         /// Write the connector here instead of standard output.
         #[arg(short, long)]
         output: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ToolsCommand {
+    /// List the pinned tools: state (trusted, changed, unapproved), digests, when first seen,
+    /// who approved, and what the hidden-instruction detectors found.
+    List {
+        /// Only this MCP server's tools.
+        #[arg(long)]
+        server: Option<String>,
+        #[arg(short, long, env = "WARDEN_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Approve the definitions that wait for approval (a changed definition, a new tool in
+    /// `approved` mode, or one trusted only on first use).
+    Approve {
+        /// The MCP server.
+        server: String,
+        /// The tools to approve.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        tools: Vec<String>,
+        /// Approve every tool of the server that waits.
+        #[arg(long)]
+        all: bool,
+        /// Approve only if the waiting definition has this digest (as `list` and `diff` show
+        /// it), so that nothing offered since is approved unseen. With one TOOL.
+        #[arg(long)]
+        digest: Option<String>,
+        #[arg(short, long, env = "WARDEN_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Show what changed: a diff from the approved definition to the one waiting, and the
+    /// detectors' findings in it.
+    Diff {
+        /// The MCP server.
+        server: String,
+        /// The tool.
+        tool: String,
+        #[arg(short, long, env = "WARDEN_CONFIG")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -240,6 +288,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", issuer.issue(&agent, ttl, &claims)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Tools { command } => tools(command),
     }
 }
 
@@ -252,6 +301,115 @@ fn connector_actions(path: Option<&Path>) -> Result<Vec<warden::policy::SchemaFr
     let config = load(Some(path))?;
     let routes = warden::route::RouteTable::build(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(routes.schema_fragments().to_vec())
+}
+
+/// `warden tools …`: against the state store of the configuration, on a runtime of its own.
+fn tools(command: ToolsCommand) -> Result<ExitCode> {
+    use warden::pins::review::{self, Selection};
+    use warden::state::pins::{ApproveOutcome, Approver};
+
+    let path = match &command {
+        ToolsCommand::List { config, .. }
+        | ToolsCommand::Approve { config, .. }
+        | ToolsCommand::Diff { config, .. } => config.clone(),
+    };
+    let config = load(path.as_deref())?;
+    let file = config.state.sqlite_path(&config.data_dir);
+    if !file.exists() {
+        bail!(
+            "no state store at {}: Warden has not pinned any tool yet with this configuration              (it creates the store when it starts); check --config and state.sqlite",
+            file.display()
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let store = warden::state::Store::open(&config.state, &config.data_dir)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let pins = store.pins();
+        match command {
+            ToolsCommand::List { server, .. } => {
+                let reviews = review::list(&*pins, &config.pins, server.as_deref())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                print!("{}", review::format_list(&reviews));
+                Ok(ExitCode::SUCCESS)
+            }
+            ToolsCommand::Diff { server, tool, .. } => {
+                let diff = review::diff(&*pins, &server, &tool)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                print!("{diff}");
+                Ok(ExitCode::SUCCESS)
+            }
+            ToolsCommand::Approve {
+                server,
+                tools,
+                all,
+                digest,
+                ..
+            } => {
+                if digest.is_some() && (all || tools.len() != 1) {
+                    bail!("--digest approves one definition: name exactly one TOOL");
+                }
+                let selection = if all {
+                    Selection::All
+                } else {
+                    Selection::Named(tools, digest.clone())
+                };
+                let operator = std::env::var("USER")
+                    .or_else(|_| std::env::var("LOGNAME"))
+                    .unwrap_or_else(|_| "operator".into());
+                let outcomes =
+                    review::approve(&*pins, &server, &selection, &Approver::Operator(operator))
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                if outcomes.is_empty() {
+                    println!("nothing waits for approval on MCP server {server}");
+                }
+                let mut ok = true;
+                for (tool, outcome) in outcomes {
+                    match outcome {
+                        ApproveOutcome::Approved(pin) => {
+                            let digest = pin.approved.map(|(d, _)| d.digest).unwrap_or_default();
+                            println!("approved {server}/{tool} {digest}");
+                        }
+                        ApproveOutcome::AlreadyApproved(pin) => {
+                            let (digest, by) = pin
+                                .approved
+                                .map(|(d, by)| (d.digest, by.to_string()))
+                                .unwrap_or_default();
+                            println!("{server}/{tool}: already approved ({digest}, by {by})");
+                        }
+                        ApproveOutcome::DigestMismatch(pin) => {
+                            ok = false;
+                            let waiting = pin
+                                .pending
+                                .map(|d| d.digest)
+                                .or(pin.approved.map(|(d, _)| d.digest))
+                                .unwrap_or_default();
+                            eprintln!(
+                                "warden: {server}/{tool} not approved: the definition waiting is                                  {waiting}, not {}; review it with `warden tools diff {server} {tool}`",
+                                digest.as_deref().unwrap_or("the one expected")
+                            );
+                        }
+                        ApproveOutcome::Unknown => {
+                            ok = false;
+                            eprintln!("warden: {server}/{tool}: no such tool pinned");
+                        }
+                    }
+                }
+                Ok(if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                })
+            }
+        }
+    })
 }
 
 /// The configuration at `path`, or the embedded defaults.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use ::warden::audit::AuditLog;
 use ::warden::audit::config::AuditConfig;
 use warden_bench::audit_share::{self, AuditCounters};
-use warden_bench::loadgen::{self, LoadSpec};
+use warden_bench::loadgen::{self, LoadSpec, Workload};
 use warden_bench::process::{self, Proc};
 use warden_bench::profile::{self, ProfileFiles};
 use warden_bench::report::{
@@ -95,6 +95,10 @@ struct Args {
     /// Policy directory copied into Warden's temporary configuration.
     #[arg(long, default_value_os_t = warden::repo_policies())]
     policies: PathBuf,
+    /// Policy directory for `warden-baseline` (default: `--policies`): an earlier binary may
+    /// not know the current schema, e.g. `git archive <rev> policies | tar -x -C /tmp/old`.
+    #[arg(long)]
+    baseline_policies: Option<PathBuf>,
     /// Run only the bench upstream on this address (used by the harness itself).
     #[arg(long, hide = true)]
     serve_upstream: Option<SocketAddr>,
@@ -323,6 +327,7 @@ async fn measure(args: &Args) -> Result<Report> {
         duration: args.duration,
         max_requests: args.max_requests,
         rate: None,
+        workload: Workload::Chat,
     };
 
     let mut bench = Bench {
@@ -607,7 +612,11 @@ fn prepare_wardens(
                 access_log: args.access_log,
                 workers: args.warden_workers,
             };
-            setup.prepare(&args.policies)?;
+            let policies = match (target, &args.baseline_policies) {
+                (Target::WardenBaseline, Some(dir)) => dir,
+                _ => &args.policies,
+            };
+            setup.prepare(policies)?;
             Ok(setup)
         });
         match prepared {

@@ -18,6 +18,10 @@ pub enum EventKind {
     Rejected,
     /// Gateway lifecycle: start, stop, policy reload.
     System,
+    /// A tool definition an MCP server offers changed from the approved one, or waits for
+    /// approval: the detail holds both digests, a bounded diff and the findings
+    /// (`pins::PinChange::audit_detail`).
+    ToolChange,
 }
 
 impl EventKind {
@@ -28,6 +32,7 @@ impl EventKind {
             EventKind::Outcome => "outcome",
             EventKind::Rejected => "rejected",
             EventKind::System => "system",
+            EventKind::ToolChange => "tool_change",
         }
     }
 }

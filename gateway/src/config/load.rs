@@ -11,6 +11,8 @@ use super::{Config, RouteConfig};
 /// The top-level keys, in the order the documentation lists them.
 const SECTIONS: &[&str] = &[
     "data_dir",
+    "state",
+    "pins",
     "listen",
     "identity",
     "policy",
@@ -118,6 +120,8 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
     for (key, value) in map {
         match key.as_str() {
             "data_dir" => section(&key, value, &mut config.data_dir, &error, &mut errors),
+            "state" => section(&key, value, &mut config.state, &error, &mut errors),
+            "pins" => section(&key, value, &mut config.pins, &error, &mut errors),
             "listen" => section(&key, value, &mut config.listen, &error, &mut errors),
             "identity" => section(&key, value, &mut config.identity, &error, &mut errors),
             "policy" => section(&key, value, &mut config.policy, &error, &mut errors),

@@ -10,9 +10,11 @@ use std::path::PathBuf;
 pub use crate::audit::config::AuditConfig;
 pub use crate::identity::config::IdentityConfig;
 pub use crate::listener::config::{ListenConfig, TlsConfig, WorkersConfig};
+pub use crate::pins::config::PinsConfig;
 pub use crate::policy::config::PolicyConfig;
 pub use crate::protocol::config::LimitsConfig;
 pub use crate::route::config::{DenyStyle, RouteConfig, default_routes};
+pub use crate::state::config::StateConfig;
 pub use crate::telemetry::config::{LogConfig, LogFormat};
 pub use crate::upstream::config::UpstreamConfig;
 
@@ -20,8 +22,13 @@ pub use crate::upstream::config::UpstreamConfig;
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Where Warden keeps state (signing keys, audit log). Default `./warden-data`.
+    /// Where Warden keeps state (signing keys, audit log, state store). Default
+    /// `./warden-data`.
     pub data_dir: PathBuf,
+    /// The durable state store (tool pins; later approvals).
+    pub state: StateConfig,
+    /// Tool-definition pinning.
+    pub pins: PinsConfig,
     pub listen: ListenConfig,
     pub identity: IdentityConfig,
     pub policy: PolicyConfig,
@@ -40,6 +47,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("warden-data"),
+            state: StateConfig::default(),
+            pins: PinsConfig::default(),
             listen: ListenConfig::default(),
             identity: IdentityConfig::default(),
             policy: PolicyConfig::default(),

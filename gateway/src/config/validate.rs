@@ -140,6 +140,10 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
         );
     }
 
+    for (key, message) in config.pins.validate() {
+        err(&key, message);
+    }
+
     if config.limits.max_request_bytes == 0 {
         err("limits.max_request_bytes", "must be greater than 0".into());
     }

@@ -6,6 +6,11 @@
 //! detectors here. Today there is one: `private_key`, a PEM private key block anywhere in the
 //! body (`-----BEGIN … PRIVATE KEY-----`), which no agent has reason to send to a model. The
 //! secret, personal-data and canary detectors add theirs the same way.
+//!
+//! What comes back matters too: [`tool_description`] looks for hidden instructions in the tool
+//! definitions an MCP server offers ("tool poisoning").
+
+pub mod tool_description;
 
 use std::sync::Arc;
 

@@ -1,0 +1,390 @@
+//! [`Pins`]: the verdict on each tool definition an MCP server offers, from memory when the
+//! definition is known, from the state store when it is new.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use arc_swap::ArcSwap;
+use serde_json::Value;
+
+use super::config::{PinMode, PinsConfig, approval_counts};
+use super::definition::Definition;
+use super::diff::unified;
+use super::error::PinError;
+use super::verdict::{CallStatus, PinChange, PinCheck, PinVerdict};
+use crate::action::Finding;
+use crate::inspect::tool_description::inspect_tool;
+use crate::state::pins::{Approver, PinRecord, PinRepository, StoredDefinition, now_ms};
+
+/// Tool-definition pins of every MCP server: the rules from the configuration, the store, and
+/// a copy of every pin in memory. Shared by every worker (`Arc<Pins>`).
+///
+/// A definition whose digest is known is judged from memory without waiting for anything. A
+/// new or changed one is first recorded in the state store, then judged: if the store fails,
+/// the check fails ([`PinError::Store`]) and the tool stays hidden (fail closed).
+pub struct Pins {
+    rules: ArcSwap<Rules>,
+    store: Arc<dyn PinRepository>,
+    cache: RwLock<HashMap<String, HashMap<String, Arc<Entry>>>>,
+    /// The store's pins revision the cache was loaded at.
+    revision: AtomicI64,
+}
+
+impl std::fmt::Debug for Pins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pins")
+            .field("revision", &self.revision.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The configuration's rules, with its approvals indexed by server and tool.
+struct Rules {
+    config: PinsConfig,
+    approved: HashMap<String, HashMap<String, HashSet<String>>>,
+}
+
+impl Rules {
+    fn new(config: &PinsConfig) -> Rules {
+        let mut approved: HashMap<String, HashMap<String, HashSet<String>>> = HashMap::new();
+        for a in &config.approved {
+            approved
+                .entry(a.server.clone())
+                .or_default()
+                .entry(a.tool.clone())
+                .or_default()
+                .insert(a.digest.clone());
+        }
+        Rules {
+            config: config.clone(),
+            approved,
+        }
+    }
+
+    /// Whether the configuration approves this definition.
+    fn approves(&self, server: &str, tool: &str, digest: &str) -> bool {
+        self.approved
+            .get(server)
+            .and_then(|tools| tools.get(tool))
+            .is_some_and(|digests| digests.contains(digest))
+    }
+
+    /// Whether an approval by `approver` counts under these rules.
+    fn counts(&self, server: &str, tool: &str, digest: &str, approver: &Approver) -> bool {
+        approval_counts(
+            self.config.mode(server),
+            approver,
+            self.approves(server, tool, digest),
+        )
+    }
+}
+
+/// One tool's pin in memory.
+struct Entry {
+    server: String,
+    tool: String,
+    approved: Option<Approved>,
+    pending: Option<Pending>,
+}
+
+struct Approved {
+    digest: Arc<str>,
+    json: String,
+    approver: Approver,
+    findings: Vec<Finding>,
+}
+
+struct Pending {
+    digest: Arc<str>,
+    change: Arc<PinChange>,
+}
+
+impl Entry {
+    fn from_record(record: PinRecord) -> Entry {
+        let approved = record.approved.map(|(definition, approver)| Approved {
+            digest: Arc::from(definition.digest),
+            findings: findings_of(&definition.json),
+            json: definition.json,
+            approver,
+        });
+        let pending = record.pending.map(|definition| {
+            let change = PinChange {
+                server: record.server.clone(),
+                tool: record.tool.clone(),
+                approved_digest: approved.as_ref().map(|a| Arc::clone(&a.digest)),
+                digest: Arc::from(definition.digest),
+                diff: unified(
+                    approved.as_ref().map(|a| a.json.as_str()),
+                    &definition.json,
+                    "approved",
+                    "offered",
+                ),
+                findings: findings_of(&definition.json),
+            };
+            Pending {
+                digest: Arc::clone(&change.digest),
+                change: Arc::new(change),
+            }
+        });
+        Entry {
+            server: record.server,
+            tool: record.tool,
+            approved,
+            pending,
+        }
+    }
+
+    /// The approved definition as waiting for approval (trusted on first use only, under
+    /// `approved` mode).
+    fn approved_as_waiting(&self, approved: &Approved) -> Arc<PinChange> {
+        Arc::new(PinChange {
+            server: self.server.clone(),
+            tool: self.tool.clone(),
+            approved_digest: None,
+            digest: Arc::clone(&approved.digest),
+            diff: unified(None, &approved.json, "approved", "offered"),
+            findings: approved.findings.clone(),
+        })
+    }
+}
+
+/// The findings in a stored definition.
+fn findings_of(json: &str) -> Vec<Finding> {
+    serde_json::from_str(json)
+        .map(|tool: Value| inspect_tool(&tool))
+        .unwrap_or_default()
+}
+
+impl Pins {
+    /// The pins in `store` under `config`'s rules, loaded into memory.
+    pub async fn load(
+        config: &PinsConfig,
+        store: Arc<dyn PinRepository>,
+    ) -> Result<Pins, PinError> {
+        let pins = Pins {
+            rules: ArcSwap::from_pointee(Rules::new(config)),
+            store,
+            cache: RwLock::new(HashMap::new()),
+            revision: AtomicI64::new(i64::MIN),
+        };
+        pins.refresh().await?;
+        Ok(pins)
+    }
+
+    /// Applies a reloaded configuration's `pins` section.
+    pub fn reconfigure(&self, config: &PinsConfig) {
+        self.rules.store(Arc::new(Rules::new(config)));
+    }
+
+    /// The verdict on `tool`, one entry of `server`'s `tools/list` result.
+    pub async fn check(&self, server: &str, tool: &Value) -> Result<PinCheck, PinError> {
+        let definition = Definition::of(server, tool)?;
+        let rules = self.rules.load_full();
+        if let Some(entry) = self.entry(server, &definition.name)
+            && let Some(check) = known(&rules, &entry, &definition.digest)
+        {
+            return Ok(check);
+        }
+        self.record(&rules, server, definition, tool).await
+    }
+
+    /// Whether a call of `tool` on `server` may go ahead, from memory.
+    pub fn call_status(&self, server: &str, tool: &str) -> CallStatus {
+        let Some(entry) = self.entry(server, tool) else {
+            return CallStatus::Unknown;
+        };
+        let rules = self.rules.load();
+        match (&entry.approved, &entry.pending) {
+            (Some(a), None) if rules.counts(server, tool, &a.digest, &a.approver) => {
+                CallStatus::Allowed
+            }
+            _ => CallStatus::Held,
+        }
+    }
+
+    /// What the hidden-instruction detectors found in the approved definition of `tool` on
+    /// `server` (for a `tools/call`'s `context.findings`); empty when none or unknown.
+    pub fn findings(&self, server: &str, tool: &str) -> Vec<Finding> {
+        self.entry(server, tool)
+            .and_then(|entry| entry.approved.as_ref().map(|a| a.findings.clone()))
+            .unwrap_or_default()
+    }
+
+    /// Reloads every pin from the store if it changed since the last load (an approval by
+    /// `warden tools approve`, another replica's pin). Returns whether it reloaded.
+    pub async fn refresh(&self) -> Result<bool, PinError> {
+        let revision = self.store.revision().await?;
+        if revision == self.revision.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let records = self.store.all().await?;
+        let mut cache: HashMap<String, HashMap<String, Arc<Entry>>> = HashMap::new();
+        for record in records {
+            let entry = Entry::from_record(record);
+            cache
+                .entry(entry.server.clone())
+                .or_default()
+                .insert(entry.tool.clone(), Arc::new(entry));
+        }
+        *self.cache.write().unwrap_or_else(|e| e.into_inner()) = cache;
+        self.revision.store(revision, Ordering::Release);
+        Ok(true)
+    }
+
+    /// Refreshes every `pins.refresh_interval` on the current runtime, until the pins are
+    /// dropped. A failed refresh keeps the pins in memory and is logged.
+    pub fn spawn_refresh(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let pins = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(every) = pins
+                    .upgrade()
+                    .map(|p| p.rules.load_full().config.refresh_interval)
+                else {
+                    return;
+                };
+                tokio::time::sleep(every).await;
+                let Some(pins) = pins.upgrade() else { return };
+                if let Err(error) = pins.refresh().await {
+                    tracing::warn!(%error, "tool pins: cannot read approvals from the state store; keeping the pins in memory");
+                }
+            }
+        })
+    }
+
+    fn entry(&self, server: &str, tool: &str) -> Option<Arc<Entry>> {
+        self.cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(server)
+            .and_then(|tools| tools.get(tool))
+            .cloned()
+    }
+
+    fn remember(&self, record: PinRecord) -> Arc<Entry> {
+        let entry = Arc::new(Entry::from_record(record));
+        self.cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(entry.server.clone())
+            .or_default()
+            .insert(entry.tool.clone(), Arc::clone(&entry));
+        entry
+    }
+
+    /// Records a definition memory does not judge, then judges it.
+    async fn record(
+        &self,
+        rules: &Rules,
+        server: &str,
+        definition: Definition,
+        tool: &Value,
+    ) -> Result<PinCheck, PinError> {
+        let name = definition.name.clone();
+        let digest = Arc::clone(&definition.digest);
+        let stored = StoredDefinition {
+            digest: digest.to_string(),
+            json: definition.canonical,
+            at_ms: now_ms(),
+        };
+        let judged = |entry: &Entry, first_report: bool| {
+            known(rules, entry, &digest)
+                .map(|check| PinCheck {
+                    first_report,
+                    ..check
+                })
+                .unwrap_or_else(|| PinCheck {
+                    verdict: PinVerdict::Unapproved(Arc::new(PinChange {
+                        server: server.to_owned(),
+                        tool: name.clone(),
+                        approved_digest: None,
+                        digest: Arc::clone(&digest),
+                        diff: String::new(),
+                        findings: inspect_tool(tool),
+                    })),
+                    digest: Arc::clone(&digest),
+                    findings: inspect_tool(tool),
+                    first_report,
+                })
+        };
+
+        if rules.approves(server, &name, &digest) {
+            let record = self
+                .store
+                .approve_definition(server, &name, stored, Approver::Configuration)
+                .await?;
+            return Ok(judged(&self.remember(record), false));
+        }
+        if self.entry(server, &name).is_none() && rules.config.mode(server) == PinMode::Tofu {
+            let (record, created) = self
+                .store
+                .pin_first_use(server, &name, stored.clone())
+                .await?;
+            let entry = self.remember(record);
+            let pinned_this = entry.approved.as_ref().is_some_and(|a| a.digest == digest);
+            if created && pinned_this {
+                return Ok(PinCheck {
+                    verdict: PinVerdict::FirstSeen,
+                    digest,
+                    findings: inspect_tool(tool),
+                    first_report: true,
+                });
+            }
+            if let Some(check) = known(rules, &entry, &digest) {
+                return Ok(check);
+            }
+            // Another process pinned another definition first: this one is a change.
+        }
+        let (record, recorded) = self.store.propose(server, &name, stored).await?;
+        Ok(judged(&self.remember(record), recorded))
+    }
+}
+
+/// The verdict memory gives on `digest` for the tool in `entry`; `None` when the store must
+/// be asked (a definition not seen, or a waiting one the configuration approves).
+fn known(rules: &Rules, entry: &Entry, digest: &Arc<str>) -> Option<PinCheck> {
+    let (server, tool) = (entry.server.as_str(), entry.tool.as_str());
+    let approved = entry.approved.as_ref();
+    let check = |verdict, findings: &[Finding]| PinCheck {
+        verdict,
+        digest: Arc::clone(digest),
+        findings: findings.to_vec(),
+        first_report: false,
+    };
+    if let Some(pending) = &entry.pending {
+        let is_pending = pending.digest == *digest;
+        let is_approved = approved.is_some_and(|a| a.digest == *digest);
+        if !is_pending && !is_approved {
+            return None;
+        }
+        if is_pending && rules.approves(server, tool, &pending.digest) {
+            return None;
+        }
+        let findings = if is_pending {
+            &pending.change.findings
+        } else {
+            approved.map_or(&pending.change.findings, |a| &a.findings)
+        };
+        let change = Arc::clone(&pending.change);
+        let verdict = match approved {
+            Some(a) if rules.counts(server, tool, &a.digest, &a.approver) => {
+                PinVerdict::Changed(change)
+            }
+            _ => PinVerdict::Unapproved(change),
+        };
+        return Some(check(verdict, findings));
+    }
+    let a = approved.filter(|a| a.digest == *digest)?;
+    if rules.counts(server, tool, &a.digest, &a.approver) {
+        Some(check(PinVerdict::Trusted, &a.findings))
+    } else {
+        Some(check(
+            PinVerdict::Unapproved(entry.approved_as_waiting(a)),
+            &a.findings,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;

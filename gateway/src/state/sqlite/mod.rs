@@ -1,0 +1,159 @@
+//! The state store in one SQLite file (`state.sqlite`, default `<data_dir>/state.db`).
+//!
+//! One connection, owned by a thread of its own (`warden-state`): every read and write is a
+//! job sent to that thread, and the caller awaits its answer, so no tokio worker ever blocks on
+//! the file, whichever runtime it runs on (Warden's proxy workers each run their own). The file
+//! is in write-ahead-log mode, so `warden tools …` in another process reads and writes it while
+//! `warden serve` runs (`busy_timeout` waits out the other's transaction). Commits are
+//! synchronous (`synchronous = FULL`): an approval, once answered, survives a lost machine.
+//!
+//! rusqlite (bundled SQLite) rather than sqlx: writes are rare and small, a dedicated thread is
+//! all the concurrency they need, and it keeps the store independent of any one async
+//! runtime. PostgreSQL, when approvals bring it, implements the same repository traits.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::oneshot;
+
+use super::error::StateError;
+
+mod migrations;
+mod pins;
+
+/// How long a transaction waits for another process's transaction on the same file.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// A handle on the SQLite state store; cheap to clone. The store's thread ends when the last
+/// handle is dropped.
+#[derive(Clone)]
+pub struct SqliteStore {
+    path: Arc<Path>,
+    jobs: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens the store at `path` (creating the file and its directory if needed), brings its
+    /// schema up to date and starts its thread.
+    pub async fn open(path: &Path) -> Result<SqliteStore, StateError> {
+        let path: Arc<Path> = Arc::from(path);
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let (ready, opened) = oneshot::channel();
+        let thread_path = Arc::clone(&path);
+        std::thread::Builder::new()
+            .name("warden-state".into())
+            .spawn(move || {
+                let mut conn = match open_file(&thread_path) {
+                    Ok(conn) => {
+                        let _ = ready.send(Ok(()));
+                        conn
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                };
+                while let Ok(job) = queue.recv() {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|source| StateError::Thread {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        opened.await.map_err(|_| StateError::Closed {
+            path: path.to_path_buf(),
+        })??;
+        Ok(SqliteStore { path, jobs })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `job` on the store's thread (given the connection and the file's path, for its
+    /// errors) and returns its result.
+    pub(crate) async fn run<T, F>(&self, job: F) -> Result<T, StateError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &Path) -> Result<T, StateError> + Send + 'static,
+    {
+        let (answer, answered) = oneshot::channel();
+        let path = Arc::clone(&self.path);
+        self.jobs
+            .send(Box::new(move |conn: &mut Connection| {
+                let _ = answer.send(job(conn, &path));
+            }))
+            .map_err(|_| self.closed())?;
+        answered.await.map_err(|_| self.closed())?
+    }
+
+    fn closed(&self) -> StateError {
+        StateError::Closed {
+            path: self.path.to_path_buf(),
+        }
+    }
+}
+
+/// Opens (or creates) the file, sets it up for shared, durable use and migrates it.
+fn open_file(path: &Path) -> Result<Connection, StateError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let open = |source| StateError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut conn = Connection::open_with_flags(path, flags).map_err(open)?;
+    // The busy timeout first: switching to WAL itself waits for other connections.
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(open)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(open)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StateError::NoWal {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        .map_err(open)?;
+    migrations::migrate(&mut conn, path)?;
+    Ok(conn)
+}
+
+/// The error of `operation` failing on the store at `path`.
+pub(crate) fn query_error(
+    path: &Path,
+    operation: &'static str,
+) -> impl FnOnce(rusqlite::Error) -> StateError {
+    let path = path.to_path_buf();
+    move |source| StateError::Query {
+        path,
+        operation,
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,395 @@
+//! [`PinRepository`] on SQLite: the `tool_pins` table and the `pins` revision.
+
+use std::path::Path;
+
+use futures_util::future::BoxFuture;
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+use super::{SqliteStore, query_error};
+use crate::state::error::StateError;
+use crate::state::pins::{
+    ApproveOutcome, Approver, PinRecord, PinRepository, StoredDefinition, now_ms,
+};
+
+/// A pin with an approved definition: server, tool, time, digest, JSON, approver.
+const INSERT_APPROVED: &str = "INSERT INTO tool_pins (server, tool, first_seen_ms, \
+     approved_digest, approved_json, approved_at_ms, approved_by) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?3, ?6) ON CONFLICT (server, tool)";
+
+const COLUMNS: &str = "server, tool, first_seen_ms, approved_digest, approved_json, \
+     approved_at_ms, approved_by, pending_digest, pending_json, pending_since_ms";
+
+impl PinRepository for SqliteStore {
+    fn all(&self) -> BoxFuture<'_, Result<Vec<PinRecord>, StateError>> {
+        Box::pin(self.run(|conn, path| {
+            let err = || query_error(path, "read the tool pins");
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {COLUMNS} FROM tool_pins ORDER BY server, tool"
+                ))
+                .map_err(err())?;
+            let rows = stmt.query_map([], raw).map_err(err())?;
+            let mut pins = Vec::new();
+            for row in rows {
+                pins.push(record(row.map_err(err())?, path)?);
+            }
+            Ok(pins)
+        }))
+    }
+
+    fn get<'a>(
+        &'a self,
+        server: &'a str,
+        tool: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PinRecord>, StateError>> {
+        let (server, tool) = (server.to_owned(), tool.to_owned());
+        Box::pin(self.run(move |conn, path| read(conn, path, &server, &tool)))
+    }
+
+    fn pin_first_use<'a>(
+        &'a self,
+        server: &'a str,
+        tool: &'a str,
+        definition: StoredDefinition,
+    ) -> BoxFuture<'a, Result<(PinRecord, bool), StateError>> {
+        let (server, tool) = (server.to_owned(), tool.to_owned());
+        Box::pin(self.run(move |conn, path| {
+            change_pin(
+                conn,
+                path,
+                &server,
+                &tool,
+                "pin a tool on first use",
+                |tx| {
+                    let insert = format!("{INSERT_APPROVED} DO NOTHING");
+                    let created = tx.execute(
+                        &insert,
+                        approved_params(&server, &tool, &definition, &Approver::FirstUse),
+                    )?;
+                    Ok(created == 1)
+                },
+            )
+        }))
+    }
+
+    fn propose<'a>(
+        &'a self,
+        server: &'a str,
+        tool: &'a str,
+        definition: StoredDefinition,
+    ) -> BoxFuture<'a, Result<(PinRecord, bool), StateError>> {
+        let (server, tool) = (server.to_owned(), tool.to_owned());
+        Box::pin(self.run(move |conn, path| {
+            change_pin(
+                conn,
+                path,
+                &server,
+                &tool,
+                "record a changed tool definition",
+                |tx| {
+                    let known: Option<(Option<String>, Option<String>)> = tx
+                        .query_row(
+                            "SELECT approved_digest, pending_digest FROM tool_pins \
+                         WHERE server = ?1 AND tool = ?2",
+                            params![server, tool],
+                            |row| Ok((row.get(0)?, row.get(1)?)),
+                        )
+                        .optional()?;
+                    match known {
+                        None => {
+                            tx.execute(
+                            "INSERT INTO tool_pins (server, tool, first_seen_ms, pending_digest, \
+                             pending_json, pending_since_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?3)",
+                            params![
+                                server,
+                                tool,
+                                definition.at_ms,
+                                definition.digest,
+                                definition.json
+                            ],
+                        )?;
+                            Ok(true)
+                        }
+                        Some((approved, pending))
+                            if approved.as_deref() == Some(definition.digest.as_str())
+                                || pending.as_deref() == Some(definition.digest.as_str()) =>
+                        {
+                            Ok(false)
+                        }
+                        Some(_) => {
+                            tx.execute(
+                                "UPDATE tool_pins SET pending_digest = ?3, pending_json = ?4, \
+                             pending_since_ms = ?5 WHERE server = ?1 AND tool = ?2",
+                                params![
+                                    server,
+                                    tool,
+                                    definition.digest,
+                                    definition.json,
+                                    definition.at_ms
+                                ],
+                            )?;
+                            Ok(true)
+                        }
+                    }
+                },
+            )
+        }))
+    }
+
+    fn approve_definition<'a>(
+        &'a self,
+        server: &'a str,
+        tool: &'a str,
+        definition: StoredDefinition,
+        approver: Approver,
+    ) -> BoxFuture<'a, Result<PinRecord, StateError>> {
+        let (server, tool) = (server.to_owned(), tool.to_owned());
+        Box::pin(self.run(move |conn, path| {
+            change_pin(
+                conn,
+                path,
+                &server,
+                &tool,
+                "approve a tool definition",
+                |tx| {
+                    let upsert = format!(
+                        "{INSERT_APPROVED} DO UPDATE SET \
+                       approved_digest = excluded.approved_digest, \
+                       approved_json = excluded.approved_json, \
+                       approved_at_ms = excluded.approved_at_ms, \
+                       approved_by = excluded.approved_by, \
+                       pending_since_ms = CASE WHEN pending_digest = excluded.approved_digest \
+                         THEN NULL ELSE pending_since_ms END, \
+                       pending_json = CASE WHEN pending_digest = excluded.approved_digest \
+                         THEN NULL ELSE pending_json END, \
+                       pending_digest = CASE WHEN pending_digest = excluded.approved_digest \
+                         THEN NULL ELSE pending_digest END"
+                    );
+                    tx.execute(
+                        &upsert,
+                        approved_params(&server, &tool, &definition, &approver),
+                    )?;
+                    Ok(true)
+                },
+            )
+            .map(|(pin, _)| pin)
+        }))
+    }
+
+    fn approve_pending<'a>(
+        &'a self,
+        server: &'a str,
+        tool: &'a str,
+        expected: Option<&'a str>,
+        approver: Approver,
+    ) -> BoxFuture<'a, Result<ApproveOutcome, StateError>> {
+        let (server, tool) = (server.to_owned(), tool.to_owned());
+        let expected = expected.map(str::to_owned);
+        Box::pin(self.run(move |conn, path| {
+            let Some(pin) = read(conn, path, &server, &tool)? else {
+                return Ok(ApproveOutcome::Unknown);
+            };
+            let waiting = match (&pin.pending, &pin.approved) {
+                (Some(pending), _) => &pending.digest,
+                (None, Some((approved, Approver::FirstUse))) => &approved.digest,
+                (None, _) => return Ok(ApproveOutcome::AlreadyApproved(pin)),
+            };
+            if expected.as_ref().is_some_and(|e| e != waiting) {
+                return Ok(ApproveOutcome::DigestMismatch(pin));
+            }
+            let waiting = waiting.clone();
+            let now = now_ms();
+            let approver = approver.to_stored();
+            change_pin(
+                conn,
+                path,
+                &server,
+                &tool,
+                "approve a tool definition",
+                |tx| {
+                    // Only if the row is still as read: a concurrent change is not approved unseen.
+                    let changed = tx.execute(
+                        "UPDATE tool_pins SET \
+                       approved_digest = COALESCE(pending_digest, approved_digest), \
+                       approved_json = COALESCE(pending_json, approved_json), \
+                       approved_at_ms = ?4, approved_by = ?5, \
+                       pending_digest = NULL, pending_json = NULL, pending_since_ms = NULL \
+                     WHERE server = ?1 AND tool = ?2 \
+                       AND COALESCE(pending_digest, approved_digest) = ?3",
+                        params![server, tool, waiting, now, approver],
+                    )?;
+                    Ok(changed == 1)
+                },
+            )
+            .map(|(pin, approved)| {
+                if approved {
+                    ApproveOutcome::Approved(pin)
+                } else {
+                    ApproveOutcome::DigestMismatch(pin)
+                }
+            })
+        }))
+    }
+
+    fn revision(&self) -> BoxFuture<'_, Result<i64, StateError>> {
+        Box::pin(self.run(|conn, path| {
+            conn.query_row(
+                "SELECT revision FROM revisions WHERE concern = 'pins'",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(query_error(path, "read the pins revision"))
+        }))
+    }
+}
+
+/// Runs `change` in one immediate transaction; bumps the pins revision when it answers that
+/// it changed something, and returns that answer.
+fn write(
+    conn: &mut Connection,
+    path: &Path,
+    operation: &'static str,
+    change: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<bool>,
+) -> Result<bool, StateError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(query_error(path, operation))?;
+    let outcome = change(&tx).map_err(query_error(path, operation))?;
+    if outcome {
+        tx.execute(
+            "UPDATE revisions SET revision = revision + 1 WHERE concern = 'pins'",
+            [],
+        )
+        .map_err(query_error(path, operation))?;
+    }
+    tx.commit().map_err(query_error(path, operation))?;
+    Ok(outcome)
+}
+
+/// [`write`]s `change` to the pin of `tool` on `server`, then reads the pin back: the pin as
+/// stored afterwards, and whether `change` changed it.
+fn change_pin(
+    conn: &mut Connection,
+    path: &Path,
+    server: &str,
+    tool: &str,
+    operation: &'static str,
+    change: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<bool>,
+) -> Result<(PinRecord, bool), StateError> {
+    let changed = write(conn, path, operation, change)?;
+    let pin = read(conn, path, server, tool)?.ok_or_else(|| vanished(path))?;
+    Ok((pin, changed))
+}
+
+/// The parameters of [`INSERT_APPROVED`].
+fn approved_params<'a>(
+    server: &'a str,
+    tool: &'a str,
+    definition: &'a StoredDefinition,
+    approver: &Approver,
+) -> (&'a str, &'a str, i64, &'a str, &'a str, String) {
+    (
+        server,
+        tool,
+        definition.at_ms,
+        &definition.digest,
+        &definition.json,
+        approver.to_stored(),
+    )
+}
+
+fn read(
+    conn: &Connection,
+    path: &Path,
+    server: &str,
+    tool: &str,
+) -> Result<Option<PinRecord>, StateError> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM tool_pins WHERE server = ?1 AND tool = ?2"),
+        params![server, tool],
+        raw,
+    )
+    .optional()
+    .map_err(query_error(path, "read a tool pin"))?
+    .map(|row| record(row, path))
+    .transpose()
+}
+
+/// One row's columns, as stored.
+type RawRow = (
+    String,
+    String,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+);
+
+fn raw(row: &Row<'_>) -> rusqlite::Result<RawRow> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+        row.get(8)?,
+        row.get(9)?,
+    ))
+}
+
+fn record(row: RawRow, path: &Path) -> Result<PinRecord, StateError> {
+    let (server, tool, first_seen_ms, a_digest, a_json, a_at, a_by, p_digest, p_json, p_since) =
+        row;
+    let corrupt = |what: &str| StateError::Corrupt {
+        path: path.to_path_buf(),
+        what: format!("{what} of tool pin {server:?}/{tool:?}"),
+    };
+    let approved = match (a_digest, a_json, a_at, a_by) {
+        (None, None, None, None) => None,
+        (Some(digest), Some(json), Some(at_ms), Some(by)) => {
+            let approver = Approver::from_stored(&by).ok_or_else(|| corrupt("approver"))?;
+            Some((
+                StoredDefinition {
+                    digest,
+                    json,
+                    at_ms,
+                },
+                approver,
+            ))
+        }
+        _ => return Err(corrupt("approved definition")),
+    };
+    let pending = match (p_digest, p_json, p_since) {
+        (None, None, None) => None,
+        (Some(digest), Some(json), Some(at_ms)) => Some(StoredDefinition {
+            digest,
+            json,
+            at_ms,
+        }),
+        _ => return Err(corrupt("pending definition")),
+    };
+    if approved.is_none() && pending.is_none() {
+        return Err(corrupt("definitions"));
+    }
+    Ok(PinRecord {
+        server,
+        tool,
+        first_seen_ms,
+        approved,
+        pending,
+    })
+}
+
+fn vanished(path: &Path) -> StateError {
+    StateError::Corrupt {
+        path: path.to_path_buf(),
+        what: "tool pin (it vanished while being written)".into(),
+    }
+}

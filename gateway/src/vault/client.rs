@@ -1,0 +1,551 @@
+//! The connection to Vault: Warden's login, its token kept alive, and the calls the secret
+//! sources make. Login, token renewal and KV v2 go through `vaultrs`; the calls `vaultrs`
+//! does not have (reading any leased path, renewing and revoking leases) go over the same
+//! HTTP client with the same token and namespace.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http::{Method, StatusCode};
+use vaultrs::api::AuthInfo;
+use vaultrs::client::{Client as _, VaultClient, VaultClientSettingsBuilder};
+use vaultrs::error::ClientError;
+use zeroize::Zeroizing;
+
+use super::config::{BootstrapSecret, VaultAuth, VaultConfig};
+use super::error::VaultError;
+use super::secret::{KvSecret, LeasedSecret, SecretData};
+
+/// Whether Vault answers, as the last call found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VaultStatus {
+    /// The last call succeeded.
+    Up,
+    /// The last call failed for want of Vault (unreachable, 5xx, login refused): why.
+    Down(String),
+}
+
+/// A handle on Vault, cheap to clone; every clone shares one login.
+#[derive(Clone)]
+pub struct Vault {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: VaultConfig,
+    /// The client with the current token.
+    client: ArcSwap<VaultClient>,
+    /// When the current token expires (`None`: it does not).
+    token_expires: Mutex<Option<Instant>>,
+    /// Whether the current token can be renewed.
+    renewable: Mutex<bool>,
+    /// Held while logging in, so concurrent failures make one login.
+    login: tokio::sync::Mutex<()>,
+    status: Mutex<VaultStatus>,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("address", &self.inner.config.address)
+            .field("auth", &self.inner.config.auth.method())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vault {
+    /// Logs in to Vault as configured; then, inside a tokio runtime, keeps the token alive in
+    /// a task of its own for as long as a handle lives.
+    pub async fn connect(config: VaultConfig) -> Result<Vault, VaultError> {
+        let client = build_client(&config, "")?;
+        let vault = Vault {
+            inner: Arc::new(Inner {
+                config,
+                client: ArcSwap::from_pointee(client),
+                token_expires: Mutex::new(None),
+                renewable: Mutex::new(false),
+                login: tokio::sync::Mutex::new(()),
+                status: Mutex::new(VaultStatus::Down("not logged in yet".into())),
+            }),
+        };
+        vault.login().await?;
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(keep_alive(Arc::downgrade(&vault.inner)));
+        }
+        Ok(vault)
+    }
+
+    /// The configuration this handle was made with.
+    pub fn config(&self) -> &VaultConfig {
+        &self.inner.config
+    }
+
+    /// Whether Vault answered the last call.
+    pub fn status(&self) -> VaultStatus {
+        lock(&self.inner.status).clone()
+    }
+
+    /// Version `version` (the latest when `None`) of the KV v2 secret at `path` under
+    /// `mount`.
+    pub async fn kv(
+        &self,
+        mount: &str,
+        path: &str,
+        version: Option<u64>,
+    ) -> Result<KvSecret, VaultError> {
+        let what = format!("KV v2 {mount}/{path}");
+        let mut query = String::new();
+        if let Some(v) = version {
+            query = format!("?version={v}");
+        }
+        let answer = self
+            .call(
+                Method::GET,
+                &format!("{mount}/data/{path}{query}"),
+                None,
+                &what,
+            )
+            .await?;
+        let mut answer = answer.ok_or_else(|| VaultError::Refused {
+            what: what.clone(),
+            status: StatusCode::NOT_FOUND,
+            message: "no such secret".into(),
+        })?;
+        let version = answer["data"]["metadata"]["version"]
+            .as_u64()
+            .ok_or_else(|| VaultError::Malformed {
+                what: what.clone(),
+                reason: "no data.metadata.version (is this a KV version 2 mount?)".into(),
+            })?;
+        if answer["data"]["data"].is_null() {
+            return Err(VaultError::Refused {
+                what,
+                status: StatusCode::NOT_FOUND,
+                message: format!("version {version} is deleted or destroyed"),
+            });
+        }
+        let data = SecretData::from_json(&what, answer["data"]["data"].take())?;
+        Ok(KvSecret { data, version })
+    }
+
+    /// Reads `path`, a path that returns a secret with a lease (a database role's
+    /// `creds/<role>`, a cloud engine's credentials, ...).
+    pub async fn read_leased(&self, path: &str) -> Result<LeasedSecret, VaultError> {
+        let what = format!("secret {path}");
+        let mut answer = self
+            .call(Method::GET, path, None, &what)
+            .await?
+            .ok_or_else(|| VaultError::Malformed {
+                what: what.clone(),
+                reason: "an empty answer".into(),
+            })?;
+        let lease_id = answer["lease_id"].as_str().unwrap_or_default().to_owned();
+        let lease_duration = Duration::from_secs(answer["lease_duration"].as_u64().unwrap_or(0));
+        let renewable = answer["renewable"].as_bool().unwrap_or(false);
+        let data = SecretData::from_json(&what, answer["data"].take())?;
+        Ok(LeasedSecret {
+            data,
+            lease_id,
+            lease_duration,
+            renewable,
+        })
+    }
+
+    /// Renews lease `lease_id` by `increment` (Vault may grant less); returns the duration
+    /// granted.
+    pub async fn renew_lease(
+        &self,
+        lease_id: &str,
+        increment: Duration,
+    ) -> Result<Duration, VaultError> {
+        let what = format!("renewal of lease {lease_id}");
+        let body = serde_json::json!({"lease_id": lease_id, "increment": increment.as_secs()});
+        let answer = self
+            .call(Method::PUT, "sys/leases/renew", Some(body), &what)
+            .await?
+            .unwrap_or_default();
+        Ok(Duration::from_secs(
+            answer["lease_duration"].as_u64().unwrap_or(0),
+        ))
+    }
+
+    /// Revokes lease `lease_id` at once.
+    pub async fn revoke_lease(&self, lease_id: &str) -> Result<(), VaultError> {
+        let what = format!("revocation of lease {lease_id}");
+        let body = serde_json::json!({"lease_id": lease_id});
+        self.call(Method::PUT, "sys/leases/revoke", Some(body), &what)
+            .await
+            .map(drop)
+    }
+
+    /// One call to `/v1/<path>` with the current token; a 403 (the token was revoked or
+    /// expired early) logs in again and tries once more. `None` for an empty answer (204).
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        what: &str,
+    ) -> Result<Option<serde_json::Value>, VaultError> {
+        let first = self
+            .call_once(method.clone(), path, body.as_ref(), what)
+            .await;
+        let result = match first {
+            Err(e) if e.is_forbidden() => match self.login().await {
+                Ok(()) => self.call_once(method, path, body.as_ref(), what).await,
+                Err(login) => Err(login),
+            },
+            other => other,
+        };
+        self.note(&result);
+        result
+    }
+
+    async fn call_once(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        what: &str,
+    ) -> Result<Option<serde_json::Value>, VaultError> {
+        let client = self.inner.client.load_full();
+        let url = format!(
+            "{}/v1/{}",
+            self.inner.config.address.trim_end_matches('/'),
+            path.trim_start_matches('/')
+        );
+        let mut request = client
+            .http
+            .http
+            .request(method, &url)
+            .header("X-Vault-Request", "true")
+            .header("X-Vault-Token", client.settings.token.as_str());
+        if let Some(namespace) = &self.inner.config.namespace {
+            request = request.header("X-Vault-Namespace", namespace.as_str());
+        }
+        if let Some(body) = body {
+            request = request
+                .header("Content-Type", "application/json")
+                .body(body.to_string());
+        }
+        let unreachable = |reason: String| VaultError::Unreachable {
+            address: self.inner.config.address.clone(),
+            reason,
+        };
+        let response = request
+            .send()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let status = response.status();
+        let bytes = Zeroizing::new(
+            response
+                .bytes()
+                .await
+                .map_err(|e| unreachable(e.to_string()))?
+                .to_vec(),
+        );
+        if !status.is_success() {
+            return Err(refused(what, status, &bytes));
+        }
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| VaultError::Malformed {
+                what: what.to_owned(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Logs in (again), unless another task just did.
+    async fn login(&self) -> Result<(), VaultError> {
+        let started = Instant::now();
+        let _guard = self.inner.login.lock().await;
+        if started.elapsed() > Duration::from_millis(1) && self.status() == VaultStatus::Up {
+            // Another task logged in while this one waited.
+            return Ok(());
+        }
+        let result = self.login_now().await;
+        self.note(&result);
+        result
+    }
+
+    async fn login_now(&self) -> Result<(), VaultError> {
+        let config = &self.inner.config;
+        let anonymous = build_client(config, "")?;
+        let method = config.auth.method();
+        let auth = match &config.auth {
+            VaultAuth::Token { token } => {
+                let token = read_bootstrap(method, "the token", token)?;
+                let client = build_client(config, &token)?;
+                let looked = client
+                    .lookup()
+                    .await
+                    .map_err(|e| from_client(config, "token lookup", e))?;
+                Login {
+                    token,
+                    ttl: Duration::from_secs(looked.ttl),
+                    renewable: looked.renewable.unwrap_or(false),
+                }
+            }
+            VaultAuth::Approle {
+                mount,
+                role_id,
+                secret_id,
+            } => {
+                let secret_id = read_bootstrap(method, "the secret id", secret_id)?;
+                let info = vaultrs::auth::approle::login(&anonymous, mount, role_id, &secret_id)
+                    .await
+                    .map_err(|e| from_client(config, "AppRole login", e))?;
+                Login::from(info)
+            }
+            VaultAuth::Kubernetes {
+                mount,
+                role,
+                jwt_path,
+            } => {
+                let jwt = read_bootstrap(
+                    method,
+                    "the service-account token",
+                    &BootstrapSecret::File(jwt_path.clone()),
+                )?;
+                let info = vaultrs::auth::kubernetes::login(&anonymous, mount, role, &jwt)
+                    .await
+                    .map_err(|e| from_client(config, "Kubernetes login", e))?;
+                Login::from(info)
+            }
+            VaultAuth::Jwt { mount, role, jwt } => {
+                let jwt = read_bootstrap(method, "the JWT", jwt)?;
+                let info = vaultrs::auth::oidc::login(&anonymous, mount, &jwt, role.clone())
+                    .await
+                    .map_err(|e| from_client(config, "JWT login", e))?;
+                Login::from(info)
+            }
+        };
+        let client = build_client(config, &auth.token)?;
+        self.inner.client.store(Arc::new(client));
+        *lock(&self.inner.token_expires) = (!auth.ttl.is_zero()).then(|| Instant::now() + auth.ttl);
+        *lock(&self.inner.renewable) = auth.renewable;
+        tracing::info!(
+            address = %config.address,
+            method,
+            ttl = %humantime::format_duration(auth.ttl),
+            renewable = auth.renewable,
+            "logged in to vault"
+        );
+        Ok(())
+    }
+
+    /// Renews the token; returns the new time to live.
+    async fn renew_token(&self) -> Result<Duration, VaultError> {
+        let client = self.inner.client.load_full();
+        let info = client
+            .renew(None)
+            .await
+            .map_err(|e| from_client(&self.inner.config, "token renewal", e))?;
+        let ttl = Duration::from_secs(info.lease_duration);
+        *lock(&self.inner.token_expires) = (!ttl.is_zero()).then(|| Instant::now() + ttl);
+        Ok(ttl)
+    }
+
+    /// Records whether Vault answered, logging a change.
+    fn note<T>(&self, result: &Result<T, VaultError>) {
+        let now = match result {
+            Ok(_) => VaultStatus::Up,
+            Err(e) if e.is_outage() || e.is_forbidden() => VaultStatus::Down(e.to_string()),
+            // A refusal of one path (404, 400) says nothing about Vault itself.
+            Err(_) => return,
+        };
+        let mut status = lock(&self.inner.status);
+        if *status != now {
+            match &now {
+                VaultStatus::Up => {
+                    tracing::info!(address = %self.inner.config.address, "vault answers again")
+                }
+                VaultStatus::Down(why) => {
+                    tracing::warn!(address = %self.inner.config.address, reason = %why, "vault is not answering; cached secrets serve until they expire")
+                }
+            }
+            *status = now;
+        }
+    }
+
+    /// When the token should next be renewed (or a login tried), from now.
+    fn next_renewal(&self) -> Option<Duration> {
+        let expires = (*lock(&self.inner.token_expires))?;
+        let left = expires.saturating_duration_since(Instant::now());
+        Some(left.saturating_sub(margin(self.inner.config.renew_margin, left)))
+    }
+}
+
+/// What a login gave.
+struct Login {
+    token: Zeroizing<String>,
+    ttl: Duration,
+    renewable: bool,
+}
+
+impl From<AuthInfo> for Login {
+    fn from(info: AuthInfo) -> Login {
+        Login {
+            token: Zeroizing::new(info.client_token),
+            ttl: Duration::from_secs(info.lease_duration),
+            renewable: info.renewable,
+        }
+    }
+}
+
+/// The margin to keep before an expiry `left` away: `configured`, or a third of `left` when
+/// that is shorter (a 30 s token is renewed after 20 s, not never).
+pub fn margin(configured: Duration, left: Duration) -> Duration {
+    configured.min(left / 3)
+}
+
+/// Keeps the token alive while the handle lives: renews it before it expires; when renewal
+/// fails or the token cannot be renewed, logs in again, retrying with backoff.
+async fn keep_alive(inner: std::sync::Weak<Inner>) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let Some(vault) = inner.upgrade().map(|inner| Vault { inner }) else {
+            return;
+        };
+        let wait = match vault.next_renewal() {
+            Some(wait) => wait,
+            // A token that does not expire needs nothing; look again later in case a login
+            // gives one that does.
+            None => Duration::from_secs(60),
+        };
+        drop(vault);
+        tokio::time::sleep(wait).await;
+        let Some(vault) = inner.upgrade().map(|inner| Vault { inner }) else {
+            return;
+        };
+        if vault
+            .next_renewal()
+            .is_none_or(|w| w > Duration::from_millis(500))
+        {
+            continue;
+        }
+        let renewable = *lock(&vault.inner.renewable);
+        let renewed = if renewable {
+            vault.renew_token().await.map(|ttl| !ttl.is_zero())
+        } else {
+            Ok(false)
+        };
+        let result = match renewed {
+            Ok(true) => Ok(()),
+            // Not renewable, or renewed to nothing (at its max TTL): a new login.
+            Ok(false) | Err(_) => vault.login().await,
+        };
+        vault.note(&result);
+        match result {
+            Ok(()) => backoff = Duration::from_secs(1),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "vault token could not be renewed or obtained");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+fn build_client(config: &VaultConfig, token: &str) -> Result<VaultClient, VaultError> {
+    // The HTTP client takes rustls's process default: make sure there is one (`warden serve`
+    // installs it at start; a library caller may not have).
+    crate::listener::install_crypto_provider();
+    let mut settings = VaultClientSettingsBuilder::default();
+    settings
+        .address(config.address.as_str())
+        .token(token)
+        .timeout(Some(config.timeout))
+        .ca_certs(
+            config
+                .ca_cert
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+        );
+    if let Some(namespace) = &config.namespace {
+        settings.set_namespace(namespace.clone());
+    }
+    let settings = settings
+        .build()
+        .map_err(|e| VaultError::Config(format!("address {:?}: {e}", config.address)))?;
+    VaultClient::new(settings).map_err(|e| VaultError::Config(e.to_string()))
+}
+
+fn read_bootstrap(
+    method: &'static str,
+    what: &str,
+    source: &BootstrapSecret,
+) -> Result<Zeroizing<String>, VaultError> {
+    let failed = |origin: String, reason: String| VaultError::Bootstrap {
+        method,
+        what: format!("{what} ({origin})"),
+        reason,
+    };
+    let value = match source {
+        BootstrapSecret::Env(name) => {
+            std::env::var(name).map_err(|_| failed(format!("env {name}"), "not set".into()))?
+        }
+        BootstrapSecret::File(path) => std::fs::read_to_string(path)
+            .map_err(|e| failed(format!("file {}", path.display()), e.to_string()))?,
+    };
+    let value = Zeroizing::new(value);
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        let origin = match source {
+            BootstrapSecret::Env(name) => format!("env {name}"),
+            BootstrapSecret::File(path) => format!("file {}", path.display()),
+        };
+        return Err(failed(origin, "empty".into()));
+    }
+    Ok(Zeroizing::new(trimmed.to_owned()))
+}
+
+/// A non-2xx answer as an error, with Vault's own messages (which name paths and reasons,
+/// never values).
+fn refused(what: &str, status: StatusCode, body: &[u8]) -> VaultError {
+    let message = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v["errors"].as_array().map(|errors| {
+                errors
+                    .iter()
+                    .filter_map(|e| e.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+        })
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+    VaultError::Refused {
+        what: what.to_owned(),
+        status,
+        message: crate::text::bounded(&message, 300).into_owned(),
+    }
+}
+
+fn from_client(config: &VaultConfig, what: &str, e: ClientError) -> VaultError {
+    match e {
+        ClientError::APIError { code, errors } => VaultError::Refused {
+            what: what.to_owned(),
+            status: StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY),
+            message: crate::text::bounded(&errors.join("; "), 300).into_owned(),
+        },
+        ClientError::RestClientError { source } => VaultError::Unreachable {
+            address: config.address.clone(),
+            reason: source.to_string(),
+        },
+        other => VaultError::Malformed {
+            what: what.to_owned(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

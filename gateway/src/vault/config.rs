@@ -1,0 +1,121 @@
+//! `vault:` how Warden reaches Vault (or OpenBao) and logs in to it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The `vault:` section. Without it, no source may name Vault.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VaultConfig {
+    /// Base address, e.g. `https://vault.internal:8200`.
+    pub address: String,
+    /// Namespace (Vault Enterprise, OpenBao), sent as `X-Vault-Namespace` on every call.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// How Warden logs in.
+    pub auth: VaultAuth,
+    /// PEM file of the CA that signed Vault's certificate, when it is not in the system's
+    /// trust store.
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+    /// Time limit of one call to Vault.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long before its expiry a token or lease is renewed, and before which a cached
+    /// secret is fetched again. A fraction of a short TTL is used instead when this is more
+    /// than a third of it.
+    #[serde(default = "default_margin", with = "humantime_serde")]
+    pub renew_margin: Duration,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_margin() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// How Warden logs in to Vault.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
+pub enum VaultAuth {
+    /// A token given to Warden (renewed while renewable; a new one cannot be obtained, so
+    /// give a periodic or long-lived token).
+    Token {
+        /// Where the token is read from.
+        token: BootstrapSecret,
+    },
+    /// AppRole: a role id and a secret id.
+    Approle {
+        /// Mount path of the AppRole auth method.
+        #[serde(default = "approle_mount")]
+        mount: String,
+        /// The role id (not a secret).
+        role_id: String,
+        /// Where the secret id is read from.
+        secret_id: BootstrapSecret,
+    },
+    /// Kubernetes: the pod's service-account token.
+    Kubernetes {
+        /// Mount path of the Kubernetes auth method.
+        #[serde(default = "kubernetes_mount")]
+        mount: String,
+        /// The Vault role bound to Warden's service account.
+        role: String,
+        /// The service-account token file.
+        #[serde(default = "service_account_token")]
+        jwt_path: PathBuf,
+    },
+    /// JWT/OIDC: a JWT from an identity provider Vault trusts.
+    Jwt {
+        /// Mount path of the JWT auth method.
+        #[serde(default = "jwt_mount")]
+        mount: String,
+        /// The Vault role; the method's default role when absent.
+        #[serde(default)]
+        role: Option<String>,
+        /// Where the JWT is read from (read again at every login, so a rotated file works).
+        jwt: BootstrapSecret,
+    },
+}
+
+impl VaultAuth {
+    /// The method's name, for logs and errors.
+    pub fn method(&self) -> &'static str {
+        match self {
+            VaultAuth::Token { .. } => "token",
+            VaultAuth::Approle { .. } => "approle",
+            VaultAuth::Kubernetes { .. } => "kubernetes",
+            VaultAuth::Jwt { .. } => "jwt",
+        }
+    }
+}
+
+fn approle_mount() -> String {
+    "approle".into()
+}
+
+fn kubernetes_mount() -> String {
+    "kubernetes".into()
+}
+
+fn jwt_mount() -> String {
+    "jwt".into()
+}
+
+fn service_account_token() -> PathBuf {
+    "/var/run/secrets/kubernetes.io/serviceaccount/token".into()
+}
+
+/// Where one of the secrets Warden needs before it can reach Vault comes from.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum BootstrapSecret {
+    /// An environment variable of the Warden process.
+    Env(String),
+    /// A file whose content (trimmed) is the secret.
+    File(PathBuf),
+}

@@ -1,0 +1,56 @@
+//! What can go wrong between Warden and Vault. No variant ever holds a secret: Vault's own
+//! error messages name paths and reasons, not values.
+
+use http::StatusCode;
+
+/// A failed call to Vault, or a login that could not be made.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum VaultError {
+    /// The `vault:` section cannot be used as written.
+    #[error("vault: {0}")]
+    Config(String),
+    /// A secret Warden needs to log in could not be read.
+    #[error("vault login ({method}): cannot read {what}: {reason}")]
+    Bootstrap {
+        method: &'static str,
+        what: String,
+        reason: String,
+    },
+    /// Vault could not be reached, or did not answer in time.
+    #[error("vault at {address} is unreachable: {reason}")]
+    Unreachable { address: String, reason: String },
+    /// Vault answered with an error.
+    #[error("vault refused {what}: HTTP {status}: {message}")]
+    Refused {
+        what: String,
+        status: StatusCode,
+        message: String,
+    },
+    /// Vault's answer is not what its API documents.
+    #[error("vault's answer to {what} is not understood: {reason}")]
+    Malformed { what: String, reason: String },
+    /// The secret exists but holds no such field.
+    #[error("vault secret {path} has no field {field:?} (fields: {available})")]
+    NoField {
+        path: String,
+        field: String,
+        available: String,
+    },
+}
+
+impl VaultError {
+    /// Vault is down or unreachable (as opposed to refusing): callers may serve what they
+    /// have cached until it expires.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            VaultError::Unreachable { .. } => true,
+            VaultError::Refused { status, .. } => status.is_server_error(),
+            _ => false,
+        }
+    }
+
+    /// The token is no longer accepted: log in again.
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, VaultError::Refused { status, .. } if *status == StatusCode::FORBIDDEN)
+    }
+}

@@ -1,0 +1,12 @@
+//! Vault (or OpenBao): Warden's login, its token kept alive, and the secrets its credential
+//! sources read (KV v2 versions, leased dynamic secrets), renewed and revoked.
+
+mod client;
+pub mod config;
+mod error;
+mod secret;
+
+pub use client::{Vault, VaultStatus, margin};
+pub use config::VaultConfig;
+pub use error::VaultError;
+pub use secret::{KvSecret, LeasedSecret, SecretData};
