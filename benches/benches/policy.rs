@@ -1,5 +1,6 @@
 //! Cedar decision: `PolicyEngine::decide` on a typical chat action with the repository's
-//! `policies/`.
+//! `policies/`, and on an MCP `write_file` call judged on its arguments (the filesystem
+//! example with its schema fragment).
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::net::{IpAddr, Ipv4Addr};
@@ -7,7 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 use warden::action::{
-    Action, ActionContext, Facts, Findings, LlmFacts, Principal, PrincipalKind, Resource, Verb,
+    Action, ActionContext, Facts, Findings, LlmFacts, Principal, PrincipalKind, Resource,
+    ToolFacts, Verb,
 };
 use warden::policy::PolicyEngine;
 
@@ -55,6 +57,29 @@ fn decide(c: &mut Criterion) {
     let action = chat_action();
     c.bench_function("policy/decide_llm_chat", |b| {
         b.iter(|| engine.decide(&action))
+    });
+    let files = [
+        "baseline.cedar",
+        "examples/filesystem-writes.cedar",
+        "examples/mcp-filesystem.cedarschema",
+    ]
+    .map(std::path::PathBuf::from);
+    let engine = PolicyEngine::load_files(&policies, &files).expect("the filesystem example loads");
+    let mut write = chat_action();
+    write.verb = Verb::McpCallTool;
+    write.resource = Resource::Tool {
+        server: Arc::from("filesystem"),
+        name: "write_file".into(),
+    };
+    write.context.facts = Facts::Tool(ToolFacts {
+        arguments: Arc::new(serde_json::json!({
+            "path": "/srv/shared/report.md",
+            "content": "# Report\n".repeat(64),
+        })),
+    });
+    assert_eq!(engine.decide(&write).label(), "allow");
+    c.bench_function("policy/decide_mcp_write_file_arguments", |b| {
+        b.iter(|| engine.decide(&write))
     });
 }
 

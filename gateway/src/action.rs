@@ -323,6 +323,9 @@ pub enum Facts {
     Http(HttpFacts),
     /// Egress through the forward proxy (`egress:*`).
     Egress(EgressFacts),
+    /// A tool call and the like (`mcp:call_tool`, `mcp:get_prompt`, `mcp:complete`): the
+    /// arguments the agent sent.
+    Tool(ToolFacts),
     /// Nothing beyond the common facts.
     #[default]
     None,
@@ -391,6 +394,13 @@ pub struct EgressFacts {
     pub scheme: String,
     /// The TLS server name the client sent, when the tunnel carries TLS.
     pub sni: Option<String>,
+}
+
+/// What a tool call (or prompt, or completion) asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ToolFacts {
+    /// The arguments as the agent sent them (a JSON object), for `context.arguments`.
+    pub arguments: Arc<serde_json::Value>,
 }
 
 /// What the inspect stage found in one request's outgoing content.

@@ -132,7 +132,7 @@ enum ToolsCommand {
 enum PolicyCommand {
     /// Parse every policy and validate it against the schema.
     Validate {
-        /// Policy directory (schema.cedarschema and *.cedar files).
+        /// Policy directory (schema.cedarschema, schema fragments and *.cedar files).
         #[arg(default_value = "policies")]
         dir: PathBuf,
         /// Configuration file: the actions of the REST connectors its routes use are declared.
@@ -146,6 +146,26 @@ enum PolicyCommand {
         /// Configuration file: the actions of the REST connectors its routes use are declared.
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
+    },
+    /// Write a Cedar schema fragment that types the arguments of an MCP server's tools
+    /// (`context.arguments` of `mcp:call_tool`), so policies on arguments are checked at load.
+    /// Put the fragment in the policy directory beside schema.cedarschema.
+    Schema {
+        /// The server: a URL (MCP Streamable HTTP: initialize, then tools/list page by page),
+        /// or a file holding its tools/list result or a JSON array of tools.
+        #[arg(long, value_name = "URL|FILE")]
+        from_mcp: String,
+        /// The server's name in Warden's configuration (`Tool::"<server>/<tool>"`). Default:
+        /// the file's name without extension, or the name the server gives itself.
+        #[arg(long)]
+        server: Option<String>,
+        /// A header sent with every request to a URL, `Name: value` (e.g.
+        /// `Authorization: Bearer ...`). Repeatable.
+        #[arg(long = "header", value_name = "NAME: VALUE")]
+        headers: Vec<String>,
+        /// Write the fragment to this file instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
     },
 }
 
@@ -178,6 +198,69 @@ enum TokenCommand {
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
     },
+}
+
+/// `warden policy schema --from-mcp`: reads the tools (from a file or a server), writes the
+/// fragment, and tells on standard error what it could not type precisely.
+fn schema_from_mcp(
+    source: &str,
+    server: Option<String>,
+    headers: &[String],
+    output: Option<&Path>,
+) -> Result<ExitCode> {
+    use warden::policy::{from_mcp, tools_list};
+    let is_url = source.starts_with("http://") || source.starts_with("https://");
+    let (tools, own_name) = if is_url {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let listed = runtime
+            .block_on(tools_list::fetch(source, headers))
+            .with_context(|| format!("cannot list the tools of {source}"))?;
+        (listed.tools, listed.server_name)
+    } else {
+        if !headers.is_empty() {
+            bail!("--header applies to a URL only; {source} is read as a file");
+        }
+        let text =
+            std::fs::read_to_string(source).with_context(|| format!("cannot read {source}"))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{source} is not JSON"))?;
+        let tools = from_mcp::tools_of(&json)
+            .with_context(|| source.to_owned())?
+            .to_vec();
+        let stem = Path::new(source)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .map(str::to_owned);
+        (tools, stem)
+    };
+    let server = match server.or(own_name) {
+        Some(name) if !name.is_empty() && !name.contains('/') => name,
+        Some(name) => bail!(
+            "`{name}` cannot be a server name (Tool ids are `<server>/<tool>`): name the server \
+             as Warden's configuration does with --server"
+        ),
+        None => bail!("name the server as Warden's configuration does with --server"),
+    };
+    let fragment = from_mcp::fragment(&server, &tools, source)?;
+    for note in &fragment.notes {
+        eprintln!("note: {note}");
+    }
+    match output {
+        Some(path) => {
+            std::fs::write(path, &fragment.text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!(
+                "{}: the arguments of {} tools of MCP server `{server}`",
+                path.display(),
+                tools.len()
+            );
+        }
+        None => print!("{}", fragment.text),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
@@ -244,6 +327,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Policy {
+            command:
+                PolicyCommand::Schema {
+                    from_mcp,
+                    server,
+                    headers,
+                    output,
+                },
+        } => schema_from_mcp(&from_mcp, server, &headers, output.as_deref()),
         Command::Audit {
             command: AuditCommand::Verify { dir },
         } => match warden::audit::verify(&dir) {

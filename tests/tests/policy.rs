@@ -470,9 +470,9 @@ forbid (principal, action == Action::"llm:models", resource == Model::"openai/gp
 }
 
 /// Every example with decision cases (`policies/examples/tests/<name>.yaml`), copied into a
-/// policy directory beside the baseline as the policy guide says, passes `warden policy
-/// validate` and `warden policy test` (for a REST connector's, `rest-<connector>`, given a
-/// configuration whose route uses the connector).
+/// policy directory beside the baseline (with the examples' schema fragments) as the policy
+/// guide says, passes `warden policy validate` and `warden policy test` (for a REST
+/// connector's, `rest-<connector>`, given a configuration whose route uses the connector).
 #[tokio::test]
 async fn the_examples_pass_warden_policy_validate_and_test_on_top_of_the_baseline() {
     let repo = paths::repo_root().join("policies");
@@ -499,6 +499,13 @@ async fn the_examples_pass_warden_policy_validate_and_test_on_top_of_the_baselin
             (case_file.clone(), format!("tests/{stem}.yaml")),
         ] {
             std::fs::copy(&from, dir.path().join(to)).unwrap();
+        }
+        // The examples' schema fragments (an MCP server's tool arguments) come along.
+        for entry in std::fs::read_dir(repo.join("examples")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|x| x == "cedarschema") {
+                std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+            }
         }
         // A REST connector's example names its actions: declared when a route uses it.
         let config = stem.strip_prefix("rest-").map(|connector| {

@@ -9,10 +9,11 @@ use std::time::UNIX_EPOCH;
 
 use cedar_policy::{Context, EntityUid, Schema};
 
+use super::arguments::ToolArguments;
 use super::context_keys::ContextKeys;
 use super::request::{self, IpCache};
 use crate::action::{
-    ActionContext, EgressFacts, Facts, Finding, Findings, HttpFacts, LlmFacts, Verb,
+    ActionContext, EgressFacts, Facts, Finding, Findings, HttpFacts, LlmFacts, ToolFacts, Verb,
 };
 
 /// Which of the schema's context types an action's context is: which [`Facts`] it carries.
@@ -26,14 +27,17 @@ pub(crate) enum FactsKind {
     Http,
     /// `EgressContext` ([`Facts::Egress`]).
     Egress,
+    /// `ToolContext` ([`Facts::Tool`]).
+    Tool,
 }
 
 impl FactsKind {
-    const ALL: [FactsKind; 4] = [
+    const ALL: [FactsKind; 5] = [
         FactsKind::Request,
         FactsKind::Llm,
         FactsKind::Http,
         FactsKind::Egress,
+        FactsKind::Tool,
     ];
 
     /// The kind of `facts`.
@@ -43,21 +47,21 @@ impl FactsKind {
             Facts::Llm(_) => FactsKind::Llm,
             Facts::Http(_) => FactsKind::Http,
             Facts::Egress(_) => FactsKind::Egress,
+            Facts::Tool(_) => FactsKind::Tool,
         }
     }
 
     /// The facts Warden gives `verb`: LLM calls theirs, REST calls and connector operations
-    /// theirs, egress its own, everything else the common facts only.
+    /// theirs, egress its own, MCP tool calls, prompts and completions their arguments,
+    /// everything else the common facts only.
     pub(crate) fn of_verb(verb: &Verb) -> FactsKind {
         match verb {
             Verb::LlmChat | Verb::LlmEmbed | Verb::LlmModels => FactsKind::Llm,
             Verb::HttpRequest | Verb::Operation(_) => FactsKind::Http,
             Verb::EgressConnect | Verb::EgressRequest => FactsKind::Egress,
+            Verb::McpCallTool | Verb::McpGetPrompt | Verb::McpComplete => FactsKind::Tool,
             Verb::McpListTools
-            | Verb::McpCallTool
             | Verb::McpReadResource
-            | Verb::McpGetPrompt
-            | Verb::McpComplete
             | Verb::ToolPropose
             | Verb::SecretUse
             | Verb::ApprovalDecide => FactsKind::Request,
@@ -71,6 +75,7 @@ impl FactsKind {
             FactsKind::Llm => "LlmContext",
             FactsKind::Http => "HttpContext",
             FactsKind::Egress => "EgressContext",
+            FactsKind::Tool => "ToolContext",
         }
     }
 
@@ -94,6 +99,9 @@ impl FactsKind {
                 addresses: vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))],
                 scheme: "https".into(),
                 sni: full.then(|| "pypi.org".into()),
+            }),
+            FactsKind::Tool => Facts::Tool(ToolFacts {
+                arguments: Arc::new(serde_json::json!({ "path": "/tmp/a" })),
             }),
         }
     }
@@ -149,7 +157,12 @@ pub(crate) fn declared(schema: &Schema) -> (Vec<Declared>, Vec<Undeclarable>) {
     let mut samples: Vec<(FactsKind, Result<Context, String>)> = FactsKind::ALL
         .into_iter()
         .map(|kind| {
-            let context = request::context(&sample_context(kind, true), &ips, ContextKeys::all());
+            let context = request::context(
+                &sample_context(kind, true),
+                &ips,
+                ContextKeys::all(),
+                &ToolArguments::Hidden,
+            );
             (kind, context)
         })
         .collect();
@@ -161,7 +174,12 @@ pub(crate) fn declared(schema: &Schema) -> (Vec<Declared>, Vec<Undeclarable>) {
     }
     samples.push((
         FactsKind::Http,
-        request::context(&with_fields, &ips, ContextKeys::all()),
+        request::context(
+            &with_fields,
+            &ips,
+            ContextKeys::all(),
+            &ToolArguments::Hidden,
+        ),
     ));
     let fits = |kind: FactsKind, uid: &EntityUid| -> Result<(), String> {
         let mut first_error = None;

@@ -31,11 +31,13 @@ pub(crate) enum Key {
     Addresses,
     Scheme,
     Sni,
+    // A tool call's (`ToolContext`).
+    Arguments,
 }
 
 impl Key {
     /// Every attribute.
-    pub(crate) const ALL: [Key; 19] = [
+    pub(crate) const ALL: [Key; 20] = [
         Key::Route,
         Key::Time,
         Key::Hour,
@@ -55,6 +57,7 @@ impl Key {
         Key::Addresses,
         Key::Scheme,
         Key::Sni,
+        Key::Arguments,
     ];
 
     /// The attribute's name in Cedar: `context.<name>`.
@@ -79,6 +82,7 @@ impl Key {
             Key::Addresses => "addresses",
             Key::Scheme => "scheme",
             Key::Sni => "sni",
+            Key::Arguments => "arguments",
         }
     }
 
@@ -92,8 +96,8 @@ impl Key {
     }
 }
 
-/// A set of context attributes, one bit per [`Key`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A set of context attributes, one bit per [`Key`] (by default none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct ContextKeys(u32);
 
 impl ContextKeys {
@@ -105,11 +109,6 @@ impl ContextKeys {
     /// Whether `key` must be built.
     pub(crate) fn contains(self, key: Key) -> bool {
         self.0 & key.bit() != 0
-    }
-
-    /// No attribute.
-    pub(crate) fn none() -> Self {
-        ContextKeys(0)
     }
 
     /// Whether no attribute is in the set.
@@ -174,7 +173,7 @@ mod tests {
         cedar_policy::PolicySet::from_str(src)
             .expect("policies parse")
             .policies()
-            .fold(ContextKeys::none(), |keys, p| {
+            .fold(ContextKeys::default(), |keys, p| {
                 keys.union(ContextKeys::read_by_policy(p))
             })
     }
@@ -225,6 +224,20 @@ mod tests {
             assert!(k.contains(key), "{key:?}");
         }
         assert!(!k.contains(Key::Stream));
+    }
+
+    #[test]
+    fn tool_arguments_are_read_by_dot_and_by_index_and_only_then() {
+        let k = keys(
+            r#"forbid (principal, action, resource) when { context.arguments.path like "/etc/*" };"#,
+        );
+        assert!(k.contains(Key::Arguments));
+        let k = keys(
+            r#"forbid (principal, action, resource) when { context["arguments"]["dry-run"] == true };"#,
+        );
+        assert!(k.contains(Key::Arguments));
+        let k = keys(r#"forbid (principal, action, resource) when { context.tls };"#);
+        assert!(!k.contains(Key::Arguments));
     }
 
     #[test]

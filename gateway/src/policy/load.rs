@@ -1,35 +1,24 @@
-//! Reads a policy directory: the schema, every `*.cedar` file, each policy under its `@id`,
-//! validated against the schema. Collects every problem instead of stopping at the first.
+//! Reads a policy directory: the schema (`schema.cedarschema` and any fragments beside it),
+//! every `*.cedar` file, each policy under its `@id`, validated against the schema. Collects
+//! every problem instead of stopping at the first.
 
+use super::fragment::SchemaFragment;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use cedar_policy::{
-    Entities, Policy, PolicyId, PolicySet, Request, Schema, SchemaFragment as SchemaFragment_,
-    ValidationMode, Validator,
-};
+use cedar_policy::{Entities, Policy, PolicyId, PolicySet, Request, Schema};
 
 use super::actions::{self, FactsKind, sample_context};
 use super::annotations::{self, PolicyMeta};
+use super::arguments::ToolArguments;
 use super::error::{PolicyError, PolicyErrorKind, PolicyErrors, Position, flatten_diagnostic};
 use super::request::{self, CedarNames};
+use super::schema_files::{self, SCHEMA_FILE};
+use super::tool_schemas::ToolTypes;
+use super::validate;
 use crate::action::{Action, Principal, PrincipalKind, Resource, Verb};
-
-/// The schema's file name inside a policy directory.
-pub const SCHEMA_FILE: &str = "schema.cedarschema";
-
-/// Schema text added to a policy directory's schema (Cedar's schema syntax, or its JSON
-/// syntax when it starts with `{`), and where it came from, for errors: the declarations of a
-/// REST connector's actions.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SchemaFragment {
-    /// What the text was made from (`connectors/github.yaml`).
-    pub origin: PathBuf,
-    /// The declarations.
-    pub text: String,
-}
 
 /// Subdirectories that hold material other than the active policy set.
 const SKIPPED_DIRS: [&str; 2] = ["tests", "examples"];
@@ -40,31 +29,43 @@ pub(crate) struct Loaded {
     pub set: PolicySet,
     pub meta: Vec<PolicyMeta>,
     pub warnings: Vec<PolicyError>,
+    /// The tools whose arguments the schema fragments type.
+    pub tools: ToolTypes,
 }
 
-/// Loads `dir/schema.cedarschema` and every `*.cedar` below `dir` except under `tests/` and
-/// `examples/`.
-pub(crate) fn load_dir(dir: &Path, fragments: &[SchemaFragment]) -> Result<Loaded, PolicyErrors> {
+/// Loads `dir/schema.cedarschema`, every other `*.cedarschema` (schema fragments) and every
+/// `*.cedar` below `dir` except under `tests/` and `examples/`.
+pub(crate) fn load_dir(dir: &Path, extra: &[SchemaFragment]) -> Result<Loaded, PolicyErrors> {
     let mut files = Vec::new();
     let mut errors = Vec::new();
     find_policy_files(dir, Path::new(""), &mut files, &mut errors);
     files.sort();
-    load_files(dir, &files, errors, fragments)
+    load_files(dir, &files, errors, extra)
 }
 
-/// Loads `dir/schema.cedarschema` and the given policy files (paths relative to `dir`).
+/// Loads `dir/schema.cedarschema` and the given policy files and schema fragments (paths
+/// relative to `dir`).
 pub(crate) fn load_files(
     dir: &Path,
     files: &[PathBuf],
     mut errors: Vec<PolicyError>,
-    fragments: &[SchemaFragment],
+    extra: &[SchemaFragment],
 ) -> Result<Loaded, PolicyErrors> {
     let mut warnings = Vec::new();
-    let schema = load_schema(&dir.join(SCHEMA_FILE), fragments, &mut errors);
+    let (fragments, policies): (Vec<PathBuf>, Vec<PathBuf>) = files
+        .iter()
+        .cloned()
+        .partition(|f| schema_files::is_schema_file(f));
+    // A schema out of step with Warden is reported, and nothing is validated against it.
+    let schemas = schema_files::load(dir, &fragments, extra, &mut errors).filter(|schemas| {
+        let before = errors.len();
+        check_schema_matches_warden(&schemas.schema, &dir.join(SCHEMA_FILE), &mut errors);
+        errors.len() == before
+    });
     let mut set = PolicySet::new();
     let mut meta: Vec<PolicyMeta> = Vec::new();
     let mut sources: HashMap<PathBuf, String> = HashMap::new();
-    for rel in files {
+    for rel in &policies {
         let path = dir.join(rel);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
@@ -76,7 +77,7 @@ pub(crate) fn load_files(
         parse_file(&path, rel, &text, &mut set, &mut meta, &mut errors);
         sources.insert(path, text);
     }
-    if let Some(schema) = &schema {
+    if let Some(schemas) = &schemas {
         let by_id: HashMap<&str, &PolicyMeta> = meta.iter().map(|m| (&*m.id, m)).collect();
         let place = |policy: &PolicyId, offset: Option<usize>| -> (PathBuf, Option<Position>) {
             match by_id.get(<PolicyId as AsRef<str>>::as_ref(policy)) {
@@ -89,34 +90,31 @@ pub(crate) fn load_files(
                 None => (dir.to_path_buf(), None),
             }
         };
-        let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
-        for e in result.validation_errors() {
-            for (offset, message) in flatten_diagnostic(e) {
-                let (file, pos) = place(e.policy_id(), offset);
-                errors.push(PolicyError::new(
-                    &file,
-                    pos,
-                    PolicyErrorKind::Validation(message),
-                ));
-            }
+        let outcome = validate::validate(&set, schemas);
+        for (policy, offset, message) in outcome.errors {
+            let (file, pos) = place(&policy, offset);
+            errors.push(PolicyError::new(
+                &file,
+                pos,
+                PolicyErrorKind::Validation(message),
+            ));
         }
-        for w in result.validation_warnings() {
-            for (offset, message) in flatten_diagnostic(w) {
-                let (file, pos) = place(w.policy_id(), offset);
-                warnings.push(PolicyError::new(
-                    &file,
-                    pos,
-                    PolicyErrorKind::Warning(message),
-                ));
-            }
+        for (policy, offset, message) in outcome.warnings {
+            let (file, pos) = place(&policy, offset);
+            warnings.push(PolicyError::new(
+                &file,
+                pos,
+                PolicyErrorKind::Warning(message),
+            ));
         }
     }
-    match schema {
-        Some(schema) if errors.is_empty() => Ok(Loaded {
-            schema,
+    match schemas {
+        Some(schemas) if errors.is_empty() => Ok(Loaded {
+            schema: schemas.schema,
             set,
             meta,
             warnings,
+            tools: schemas.tools,
         }),
         _ => {
             errors.sort_by(|a, b| (&a.file, a.position).cmp(&(&b.file, b.position)));
@@ -125,7 +123,8 @@ pub(crate) fn load_files(
     }
 }
 
-/// Collects `*.cedar` files below `dir/rel`, as paths relative to `dir`.
+/// Collects `*.cedar` and `*.cedarschema` files below `dir/rel` (but `dir`'s own
+/// `schema.cedarschema`), as paths relative to `dir`.
 fn find_policy_files(
     dir: &Path,
     rel: &Path,
@@ -159,86 +158,12 @@ fn find_policy_files(
             if !SKIPPED_DIRS.contains(&name) {
                 find_policy_files(dir, &child, out, errors);
             }
-        } else if name.ends_with(".cedar") {
+        } else if name.ends_with(".cedar")
+            || (name.ends_with(".cedarschema") && child != Path::new(SCHEMA_FILE))
+        {
             out.push(child);
         }
     }
-}
-
-/// Parses and checks the schema with `fragments` added; `None` (with errors pushed) when it is
-/// unusable.
-fn load_schema(
-    path: &Path,
-    fragments: &[SchemaFragment],
-    errors: &mut Vec<PolicyError>,
-) -> Option<Schema> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            errors.push(PolicyError::new(path, None, PolicyErrorKind::MissingSchema));
-            return None;
-        }
-        Err(e) => {
-            errors.push(PolicyError::new(path, None, PolicyErrorKind::Io(e)));
-            return None;
-        }
-    };
-    let mut parts = Vec::with_capacity(1 + fragments.len());
-    let sources = std::iter::once((path, text.as_str())).chain(
-        fragments
-            .iter()
-            .map(|f| (f.origin.as_path(), f.text.as_str())),
-    );
-    for (origin, text) in sources {
-        let parsed = if text.trim_start().starts_with('{') {
-            SchemaFragment_::from_json_str(text).map_err(|e| flatten_diagnostic(&e))
-        } else {
-            SchemaFragment_::from_cedarschema_str(text)
-                .map(|(part, _warnings)| part)
-                .map_err(|e| flatten_diagnostic(&e))
-        };
-        match parsed {
-            Ok(part) => parts.push(part),
-            Err(diagnostics) => {
-                for (offset, message) in diagnostics {
-                    let pos = offset.map(|o| Position::of_offset(text, o));
-                    errors.push(PolicyError::new(
-                        origin,
-                        pos,
-                        PolicyErrorKind::Schema(message),
-                    ));
-                }
-            }
-        }
-    }
-    if parts.len() != 1 + fragments.len() {
-        return None;
-    }
-    let schema = match Schema::from_schema_fragments(parts) {
-        Ok(schema) => schema,
-        Err(e) => {
-            let with: Vec<String> = fragments
-                .iter()
-                .map(|f| f.origin.display().to_string())
-                .collect();
-            for (_, message) in flatten_diagnostic(&e) {
-                let message = if with.is_empty() {
-                    message
-                } else {
-                    format!("{message} (with the actions of {})", with.join(", "))
-                };
-                errors.push(PolicyError::new(
-                    path,
-                    None,
-                    PolicyErrorKind::Schema(message),
-                ));
-            }
-            return None;
-        }
-    };
-    let before = errors.len();
-    check_schema_matches_warden(&schema, path, errors);
-    (errors.len() == before).then_some(schema)
 }
 
 /// Checks that the schema describes what Warden sends: every action it declares has the
@@ -297,6 +222,7 @@ fn check_sample(schema: &Schema, names: &CedarNames, action: &Action) -> Result<
         &request::IpCache::default(),
         super::context_keys::ContextKeys::all(),
         action,
+        &ToolArguments::Hidden,
     )?;
     let on = |e: String| format!("on {}: {e}", action.resource.cedar_type());
     Request::new(principal, verb, resource, context, Some(schema))

@@ -1,18 +1,28 @@
 //! Decide: Cedar policies judge every action.
 //!
-//! [`PolicyEngine::load`] reads a policy directory (schema, `*.cedar` files) into an immutable
-//! snapshot; [`PolicyEngine::decide`] turns an [`Action`] into a [`Decision`]. Default deny;
-//! forbid beats permit; a determining permit with `@approval("required")` asks a human.
+//! [`PolicyEngine::load`] reads a policy directory (schema and schema fragments, `*.cedar`
+//! files) into an immutable snapshot; [`PolicyEngine::decide`] turns an [`Action`] into a
+//! [`Decision`]. Default deny; forbid beats permit; a determining permit with
+//! `@approval("required")` asks a human. Tool arguments are typed per tool by schema
+//! fragments (`tool_schemas.rs`, written by `from_mcp.rs`) and validated per tool
+//! (`validate.rs`).
 
 mod actions;
 mod annotations;
+mod arguments;
 pub mod config;
 mod context_keys;
 mod error;
+mod fragment;
+pub mod from_mcp;
 mod load;
 mod native;
 mod request;
+mod schema_files;
 pub mod testing;
+mod tool_schemas;
+pub mod tools_list;
+mod validate;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,16 +35,19 @@ use cedar_policy::{
 
 pub use annotations::PolicyMeta;
 pub use error::{PolicyError, PolicyErrorKind, PolicyErrors, Position};
-pub use load::{SCHEMA_FILE, SchemaFragment};
+pub use fragment::SchemaFragment;
 pub use request::TimeFacts;
+pub use schema_files::SCHEMA_FILE;
 
 use crate::action::{Action, Verb};
 use crate::decision::Decision;
 use actions::FactsKind;
+use arguments::ToolArguments;
 use cedar_policy::pst::Clause;
-use context_keys::ContextKeys;
+use context_keys::{ContextKeys, Key};
 use native::NativeCondition;
 use request::{CedarNames, EntityCache, IpCache};
+use tool_schemas::ToolTypes;
 
 /// A policy that could not be evaluated for a request (it then does not apply).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +87,8 @@ pub struct PolicyEngine {
     built_in: [Option<usize>; Verb::BUILT_IN.len()],
     /// The slice of every action by name: how a connector's operation finds its own.
     by_name: HashMap<Arc<str>, usize>,
+    /// The tools whose arguments schema fragments type.
+    tools: ToolTypes,
 }
 
 /// One action's policies, split by whether they read the request's context.
@@ -109,8 +124,6 @@ struct Slice {
     scopes: PolicySet,
     /// Each context-reading policy's conditions, by policy id.
     conditions: HashMap<PolicyId, Arc<Condition>>,
-    /// The context attributes the context-reading policies read; only these are built.
-    context_keys: ContextKeys,
 }
 
 /// What is settled about one principal, action and resource before any request context:
@@ -122,6 +135,10 @@ pub(crate) struct PairJudgement {
     errors: Vec<EvaluationFailure>,
     /// Evaluated on every request.
     conditions: Vec<Arc<Condition>>,
+    /// The context attributes those conditions read: only these are built for Cedar.
+    keys: ContextKeys,
+    /// What policies know of the resource's arguments (a tool's), when a condition reads them.
+    arguments: ToolArguments,
 }
 
 /// A context-reading policy's conditions (its `when` clauses and the negated `unless`
@@ -130,6 +147,8 @@ pub(crate) struct PairJudgement {
 struct Condition {
     /// The policy id, as reasons and errors name it.
     id: Arc<str>,
+    /// The context attributes the conditions read.
+    keys: ContextKeys,
     /// The conditions compiled to native code, when they fit its subset: judged without
     /// building a Cedar request; Cedar is asked only when this cannot settle them.
     native: Option<NativeCondition>,
@@ -147,7 +166,7 @@ enum Check {
 impl Condition {
     /// Prepares `policy`'s conditions from `unscoped`, the policy with its scope unconstrained
     /// (or, should that split have failed, the whole policy).
-    fn new(policy: &Policy, unscoped: Policy) -> Result<Condition, String> {
+    fn new(policy: &Policy, unscoped: Policy, keys: ContextKeys) -> Result<Condition, String> {
         let clauses = scope_free_clauses(&unscoped);
         let native = clauses.as_deref().and_then(NativeCondition::compile);
         let check = match clauses.as_deref().and_then(conditions_expression) {
@@ -160,6 +179,7 @@ impl Condition {
         };
         Ok(Condition {
             id: Arc::from(policy.id().as_ref()),
+            keys,
             native,
             check,
         })
@@ -203,8 +223,9 @@ impl std::fmt::Debug for PolicyEngine {
 }
 
 impl PolicyEngine {
-    /// Loads `schema.cedarschema` and every `*.cedar` under `dir` (recursively, skipping
-    /// `tests/` and `examples/`), validates against the schema, returns ALL errors.
+    /// Loads `schema.cedarschema`, the schema fragments (other `*.cedarschema`) and every
+    /// `*.cedar` under `dir` (recursively, skipping `tests/` and `examples/`), validates
+    /// against the schema, returns ALL errors.
     pub fn load(dir: &Path) -> Result<PolicyEngine, PolicyErrors> {
         PolicyEngine::load_with(dir, &[])
     }
@@ -218,8 +239,8 @@ impl PolicyEngine {
         PolicyEngine::build(load::load_dir(dir, fragments)?, dir)
     }
 
-    /// Loads `dir/schema.cedarschema` with only the given policy files (relative to `dir`),
-    /// e.g. to check `examples/*.cedar` against the schema.
+    /// Loads `dir/schema.cedarschema` with only the given policy files and schema fragments
+    /// (relative to `dir`), e.g. to check `examples/*.cedar` against the schema.
     pub fn load_files(dir: &Path, files: &[PathBuf]) -> Result<PolicyEngine, PolicyErrors> {
         PolicyEngine::load_files_with(dir, files, &[])
     }
@@ -265,7 +286,6 @@ impl PolicyEngine {
                 fixed: PolicySet::new(),
                 scopes: PolicySet::new(),
                 conditions: HashMap::new(),
-                context_keys: ContextKeys::none(),
             };
             for policy in loaded.set.policies() {
                 let applies = match policy.action_constraint() {
@@ -286,10 +306,9 @@ impl PolicyEngine {
                         .map_err(|e| fail(e.to_string()))?;
                     continue;
                 }
-                slice.context_keys = slice.context_keys.union(reads);
                 let (scope, unscoped) = split_scope(policy);
                 slice.scopes.add(scope).map_err(|e| fail(e.to_string()))?;
-                let condition = Condition::new(policy, unscoped).map_err(fail)?;
+                let condition = Condition::new(policy, unscoped, reads).map_err(fail)?;
                 slice
                     .conditions
                     .insert(policy.id().clone(), Arc::new(condition));
@@ -313,6 +332,7 @@ impl PolicyEngine {
             slices,
             built_in,
             by_name,
+            tools: loaded.tools,
         })
     }
 
@@ -345,6 +365,55 @@ impl PolicyEngine {
             tracing::warn!(policy = %e.policy, error = %e.message, "policy evaluation failed; policy skipped");
         }
         verdict.decision
+    }
+
+    /// Whether some request could make `action` allowed, whatever its context (a tool call's
+    /// arguments, the time, ...): no forbid that reads no context holds for its principal and
+    /// resource, and a permit does, or the scope of a permit that reads the context does. For
+    /// listing what a caller may use (`tools/list`) without the arguments of a call; the call
+    /// itself is judged by [`PolicyEngine::decide`].
+    pub fn may_allow(&self, action: &Action) -> bool {
+        let Ok(index) = self.slice_of(action) else {
+            return false;
+        };
+        let slice = &self.slices[index];
+        let Ok(pair) = self.entities.pair(
+            &self.names,
+            &self.action_entities,
+            &action.principal,
+            &action.resource,
+            Verb::BUILT_IN.len(),
+        ) else {
+            return false;
+        };
+        let judge = || self.judge_pair(slice, &pair, &slice.uid, &action.resource);
+        let unslotted;
+        let settled = match slice.verb.built_in_index() {
+            Some(slot) => match pair.judged.get(slot) {
+                Some(slot) => slot.get_or_init(judge),
+                None => return false,
+            },
+            None => match pair.operation.get_or_init(|| (index, judge())) {
+                (first, settled) if *first == index => settled,
+                _ => {
+                    unslotted = judge();
+                    &unslotted
+                }
+            },
+        };
+        let effect = |id: &str| self.meta.get(id).map(|m| m.effect);
+        if settled
+            .reasons
+            .iter()
+            .any(|id| effect(id) == Some(Effect::Forbid))
+        {
+            return false;
+        }
+        settled
+            .reasons
+            .iter()
+            .chain(settled.conditions.iter().map(|c| &c.id))
+            .any(|id| effect(id) == Some(Effect::Permit))
     }
 
     /// Judges `action` and returns the evaluation errors alongside the decision.
@@ -447,17 +516,19 @@ impl PolicyEngine {
         let unslotted;
         let settled = match slice.verb.built_in_index() {
             Some(slot) => match pair.judged.get(slot) {
-                Some(slot) => slot.get_or_init(|| self.judge_pair(slice, &pair, verb)),
+                Some(slot) => {
+                    slot.get_or_init(|| self.judge_pair(slice, &pair, verb, &action.resource))
+                }
                 None => return Err("the entity cache has no verdict slot for this action".into()),
             },
             None => {
                 let (first, settled) = pair
                     .operation
-                    .get_or_init(|| (index, self.judge_pair(slice, &pair, verb)));
+                    .get_or_init(|| (index, self.judge_pair(slice, &pair, verb, &action.resource)));
                 if *first == index {
                     settled
                 } else {
-                    unslotted = self.judge_pair(slice, &pair, verb);
+                    unslotted = self.judge_pair(slice, &pair, verb, &action.resource);
                     &unslotted
                 }
             }
@@ -480,7 +551,7 @@ impl PolicyEngine {
             }
             let request = match &mut cedar_request {
                 Some(request) => request,
-                None => cedar_request.insert(self.cedar_request(slice, &pair, verb, action)?),
+                None => cedar_request.insert(self.cedar_request(settled, &pair, verb, action)?),
             };
             self.check(
                 condition,
@@ -493,15 +564,17 @@ impl PolicyEngine {
         Ok((reasons, errors))
     }
 
-    /// The Cedar request for `action` on `pair`, with the context attributes `slice` reads.
+    /// The Cedar request for `action` on `pair`, with the context attributes the conditions
+    /// `settled` keeps read.
     fn cedar_request(
         &self,
-        slice: &Slice,
+        settled: &PairJudgement,
         pair: &request::Pair<PairJudgement>,
         verb: &EntityUid,
         action: &Action,
     ) -> Result<Request, String> {
-        let context = request::context(&action.context, &self.ips, slice.context_keys)?;
+        let context =
+            request::context(&action.context, &self.ips, settled.keys, &settled.arguments)?;
         Request::new(
             pair.principal.clone(),
             verb.clone(),
@@ -555,6 +628,7 @@ impl PolicyEngine {
         slice: &Slice,
         pair: &request::Pair<PairJudgement>,
         verb: &EntityUid,
+        resource: &crate::action::Resource,
     ) -> PairJudgement {
         let mut judged = PairJudgement::default();
         if slice.fixed.is_empty() && slice.scopes.is_empty() {
@@ -589,9 +663,13 @@ impl PolicyEngine {
                 .is_authorized(&request, &slice.scopes, &pair.entities);
             for id in response.diagnostics().reason() {
                 if let Some(condition) = slice.conditions.get(id) {
+                    judged.keys = judged.keys.union(condition.keys);
                     judged.conditions.push(Arc::clone(condition));
                 }
             }
+        }
+        if judged.keys.contains(Key::Arguments) {
+            judged.arguments = self.tools.arguments_of(resource);
         }
         judged
     }
@@ -704,5 +782,7 @@ fn default_deny_reason(action: &Action) -> String {
     )
 }
 
+#[cfg(test)]
+mod argument_tests;
 #[cfg(test)]
 mod tests;

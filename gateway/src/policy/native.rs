@@ -9,7 +9,8 @@
 //!
 //! - literals (booleans, longs, strings) and sets of literals;
 //! - `context.<attribute>` and `context has <attribute>` for Warden's context attributes,
-//!   except `source_ip` and `addresses` (extension values); `tools` and `findings` are sets
+//!   except `source_ip` and `addresses` (extension values) and `arguments` (a tool call's
+//!   arguments, typed per tool: converted only for Cedar); `tools` and `findings` are sets
 //!   of strings, `max_tokens`, `client_certificate` and `sni` optional;
 //! - `!`, `&&`, `||` (short-circuiting as Cedar does), `if … then … else …`;
 //! - `==`, `!=`, `<`, `<=`, `>`, `>=`, checked `+`, `-`, `*` and unary `-` on longs;
@@ -63,9 +64,13 @@ impl NativeCondition {
 }
 
 /// Whether the compiled form reads `key`: every attribute but the extension values and the
-/// records, which stay with Cedar.
+/// records and a tool call's arguments, which stay with Cedar.
 fn compiled(key: Key) -> Option<Key> {
-    (!matches!(key, Key::SourceIp | Key::Addresses | Key::Fields)).then_some(key)
+    (!matches!(
+        key,
+        Key::SourceIp | Key::Addresses | Key::Fields | Key::Arguments
+    ))
+    .then_some(key)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -331,6 +336,7 @@ fn has(ctx: &ActionContext, key: Key) -> bool {
         Key::Fields => http(ctx).is_ok_and(|http| http.fields.is_some()),
         Key::Port | Key::Addresses | Key::Scheme => egress(ctx).is_ok(),
         Key::Sni => egress(ctx).is_ok_and(|egress| egress.sni.is_some()),
+        Key::Arguments => matches!(ctx.facts, Facts::Tool(_)),
     }
 }
 
@@ -367,8 +373,8 @@ impl<'a> Env<'a> {
             Key::Port => Value::Long(i64::from(egress(ctx)?.port)),
             Key::Scheme => Value::Str(&egress(ctx)?.scheme),
             Key::Sni => Value::Str(egress(ctx)?.sni.as_deref().ok_or(AskCedar)?),
-            // Not compiled: extension values and records.
-            Key::SourceIp | Key::Addresses | Key::Fields => return Err(AskCedar),
+            // Not compiled: extension values, records, tool arguments.
+            Key::SourceIp | Key::Addresses | Key::Fields | Key::Arguments => return Err(AskCedar),
         })
     }
 }
@@ -445,7 +451,8 @@ mod tests {
     use cedar_policy::{Entities, EntityUid, EvalResult, Policy, Request};
 
     use super::*;
-    use crate::action::Findings;
+    use crate::action::{Findings, ToolFacts};
+    use crate::policy::arguments::ToolArguments;
     use crate::policy::context_keys::ContextKeys;
     use crate::policy::request::{IpCache, context};
     use crate::policy::{conditions_expression, scope_free_clauses};
@@ -540,6 +547,9 @@ mod tests {
         "resource.name == \"gpt-4o\"",
         "[context.input_tokens].contains(1)",
         "context.tools.contains(\"exec\") && resource in Provider::\"openai\"",
+        "context.arguments.path like \"/srv/*\"",
+        "context has arguments",
+        "context.arguments == {}",
     ];
 
     fn clauses(condition: &str) -> Vec<Clause> {
@@ -611,6 +621,9 @@ mod tests {
                 scheme: "http".into(),
                 sni: None,
             }),
+            Facts::Tool(ToolFacts {
+                arguments: Arc::new(serde_json::json!({ "path": "/etc/passwd" })),
+            }),
             Facts::None,
         ];
         let finding = |d: &str| Finding {
@@ -655,7 +668,8 @@ mod tests {
                     uid("Agent::\"a\""),
                     uid("Action::\"llm:chat\""),
                     uid("Model::\"openai/gpt-4o\""),
-                    context(ctx, &ips, ContextKeys::all()).expect("context"),
+                    context(ctx, &ips, ContextKeys::all(), &ToolArguments::Hidden)
+                        .expect("context"),
                     None,
                 )
                 .expect("request");

@@ -12,6 +12,7 @@ use cedar_policy::{
 };
 use dashmap::DashMap;
 
+use super::arguments::{self, ToolArguments};
 use super::context_keys::{ContextKeys, Key};
 use crate::action::{
     Action, ActionContext, Facts, FieldValue, Principal, PrincipalKind, Resource, Verb,
@@ -278,11 +279,13 @@ impl IpCache {
 }
 
 /// The Cedar context for an action (see `policies/schema.cedarschema`): the common facts and
-/// those of its kind, with the attributes in `keys` (those the loaded policies read).
+/// those of its kind, with the attributes in `keys` (those the loaded policies read); a tool
+/// call's arguments as `known` types them (`Err` when they do not fit).
 pub(crate) fn context(
     ctx: &ActionContext,
     ips: &IpCache,
     keys: ContextKeys,
+    known: &ToolArguments,
 ) -> Result<Context, String> {
     let t = TimeFacts::of(ctx.time);
     let mut pairs = Vec::with_capacity(Key::ALL.len());
@@ -335,6 +338,14 @@ pub(crate) fn context(
             add(Key::Scheme, &|| string(&egress.scheme));
             if let Some(sni) = &egress.sni {
                 add(Key::Sni, &|| string(sni));
+            }
+        }
+        Facts::Tool(tool) => {
+            if keys.contains(Key::Arguments) {
+                pairs.push((
+                    Key::Arguments.name().to_owned(),
+                    arguments::to_cedar(&tool.arguments, known)?,
+                ));
             }
         }
         Facts::None => {}
@@ -465,12 +476,13 @@ pub(crate) fn cedar_parts(
     ips: &IpCache,
     keys: ContextKeys,
     action: &Action,
+    known: &ToolArguments,
 ) -> Result<(EntityUid, EntityUid, EntityUid, Context), String> {
     Ok((
         names.principal_uid(&action.principal),
         names.action(&action.verb),
         names.resource_uid(&action.resource),
-        context(&action.context, ips, keys)?,
+        context(&action.context, ips, keys, known)?,
     ))
 }
 

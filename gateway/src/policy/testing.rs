@@ -15,7 +15,7 @@ use super::actions::FactsKind;
 use super::{EvaluationFailure, PolicyEngine, PolicyErrors};
 use crate::action::{
     Action, ActionContext, EgressFacts, Facts, FieldValue, Finding, Findings, HttpFacts, LlmFacts,
-    Principal, PrincipalKind, Resource,
+    Principal, PrincipalKind, Resource, ToolFacts,
 };
 use crate::decision::Decision;
 
@@ -306,6 +306,8 @@ struct ContextSpec {
     addresses: Option<Vec<String>>,
     scheme: Option<String>,
     sni: Option<String>,
+    // Tool calls' (`mcp:call_tool`, `mcp:get_prompt`, `mcp:complete`).
+    arguments: Option<serde_json::Value>,
 }
 
 impl ContextSpec {
@@ -348,6 +350,7 @@ impl ContextSpec {
                     ("sni", self.sni.is_some()),
                 ],
             ),
+            of_kind(FactsKind::Tool, &[("arguments", self.arguments.is_some())]),
         ]
         .concat();
         if !foreign.is_empty() {
@@ -384,6 +387,17 @@ impl ContextSpec {
                     .collect::<Result<_, _>>()?,
                 scheme: self.scheme.clone().unwrap_or_else(|| "https".into()),
                 sni: self.sni.clone(),
+            }),
+            FactsKind::Tool => Facts::Tool(ToolFacts {
+                arguments: Arc::new(match &self.arguments {
+                    None => serde_json::Value::Object(serde_json::Map::new()),
+                    Some(arguments @ serde_json::Value::Object(_)) => arguments.clone(),
+                    Some(_) => {
+                        return Err("context.arguments: write the arguments as a mapping, e.g. \
+                             `arguments: { path: /srv/shared/a.txt }`"
+                            .into());
+                    }
+                }),
             }),
         })
     }
@@ -434,6 +448,7 @@ fn context_keys(kind: FactsKind) -> &'static str {
             "route, time, source_ip, tls, client_certificate, findings, port, addresses, \
              scheme, sni"
         }
+        FactsKind::Tool => "route, time, source_ip, tls, client_certificate, findings, arguments",
     }
 }
 

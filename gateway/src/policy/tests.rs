@@ -9,7 +9,7 @@ use tempfile::TempDir;
 use super::*;
 use crate::action::{
     ActionContext, EgressFacts, Facts, Finding, Findings, HttpFacts, LlmFacts, Principal,
-    PrincipalKind, Resource, Verb,
+    PrincipalKind, Resource, ToolFacts, Verb,
 };
 use crate::policy::testing::{PolicyTestError, run_tests};
 
@@ -41,12 +41,12 @@ fn actions_named_in(fragments: &[SchemaFragment], policies: &str) -> Vec<SchemaF
         .collect()
 }
 
-fn repo_policies() -> PathBuf {
+pub(super) fn repo_policies() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
 }
 
 /// A policy directory with the repo's schema and the given files.
-fn pack(files: &[(&str, &str)]) -> TempDir {
+pub(super) fn pack(files: &[(&str, &str)]) -> TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::copy(
         repo_policies().join(SCHEMA_FILE),
@@ -132,13 +132,19 @@ fn repo_policy_pack_passes_its_decision_tests() {
 #[test]
 fn every_example_validates_against_the_schema_alone_and_with_the_baseline() {
     let dir = repo_policies();
-    let mut examples: Vec<PathBuf> = std::fs::read_dir(dir.join("examples"))
-        .expect("examples dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
-        .map(|p| PathBuf::from("examples").join(p.file_name().expect("name")))
-        .collect();
-    examples.sort();
+    let in_examples = |extension: &str| -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("examples"))
+            .expect("examples dir")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == extension))
+            .map(|p| PathBuf::from("examples").join(p.file_name().expect("name")))
+            .collect();
+        files.sort();
+        files
+    };
+    let examples = in_examples("cedar");
+    // The examples' schema fragments (an MCP server's tool arguments) load with each one.
+    let fragments = in_examples("cedarschema");
     assert!(
         examples.len() >= 5,
         "expected the documented examples, found {examples:?}"
@@ -147,14 +153,15 @@ fn every_example_validates_against_the_schema_alone_and_with_the_baseline() {
     let all_fragments = built_in_connector_actions();
     for example in &examples {
         let text = std::fs::read_to_string(dir.join(example)).expect("example");
-        let fragments = actions_named_in(&all_fragments, &text);
-        if let Err(e) =
-            PolicyEngine::load_files_with(&dir, std::slice::from_ref(example), &fragments)
-        {
+        let connectors = actions_named_in(&all_fragments, &text);
+        let mut files = fragments.clone();
+        files.push(example.clone());
+        if let Err(e) = PolicyEngine::load_files_with(&dir, &files, &connectors) {
             panic!("{} does not validate:\n{e}", example.display());
         }
     }
     let mut all = examples.clone();
+    all.extend(fragments);
     all.push(PathBuf::from("baseline.cedar"));
     let engine =
         PolicyEngine::load_files_with(&dir, &all, &all_fragments).unwrap_or_else(|e| panic!("{e}"));
@@ -570,13 +577,18 @@ fn test_runner_points_at_bad_case_files() {
 
 /// Cedar's own answer for `action` under the whole `set` (no slicing, no caches, no native
 /// conditions): whether it allows, and the ids of the determining policies, sorted.
-fn cedar_answer(engine: &PolicyEngine, set: &PolicySet, action: &Action) -> (bool, Vec<String>) {
+pub(super) fn cedar_answer(
+    engine: &PolicyEngine,
+    set: &PolicySet,
+    action: &Action,
+) -> (bool, Vec<String>) {
     let names = request::CedarNames::new().expect("names");
     let (p, a, r, context) = request::cedar_parts(
         &names,
         &request::IpCache::default(),
         context_keys::ContextKeys::all(),
         action,
+        &engine.tools.arguments_of(&action.resource),
     )
     .expect("parts");
     let entities = engine
@@ -759,6 +771,18 @@ fn act(principal: Principal, verb: Verb, resource: Resource, facts: Facts) -> Ac
     action
 }
 
+/// The facts of a tool call with no arguments.
+fn no_arguments() -> Facts {
+    arguments(serde_json::json!({}))
+}
+
+/// The facts of a tool call with `arguments`.
+fn arguments(arguments: serde_json::Value) -> Facts {
+    Facts::Tool(ToolFacts {
+        arguments: Arc::new(arguments),
+    })
+}
+
 fn user(id: &str, groups: &[&str]) -> Principal {
     Principal {
         kind: PrincipalKind::User,
@@ -911,7 +935,7 @@ fn mcp_tool_calls_are_judged_by_server_and_tool_name() {
             agent("dev-bot"),
             Verb::McpCallTool,
             mcp_tool("github", name),
-            Facts::None,
+            no_arguments(),
         ))
     };
     assert_eq!(
@@ -942,7 +966,7 @@ fn mcp_tool_calls_are_judged_by_server_and_tool_name() {
         agent("dev-bot"),
         Verb::McpCallTool,
         mcp_tool("filesystem", "get_file"),
-        Facts::None,
+        no_arguments(),
     );
     assert_eq!(engine.decide(&elsewhere).label(), "deny");
     // Outside the group.
@@ -952,7 +976,7 @@ fn mcp_tool_calls_are_judged_by_server_and_tool_name() {
         sales,
         Verb::McpCallTool,
         mcp_tool("github", "get_issue"),
-        Facts::None,
+        no_arguments(),
     );
     assert_eq!(engine.decide(&outsider).label(), "deny");
 }
@@ -964,8 +988,12 @@ fn mcp_server_actions_are_judged_on_the_server() {
         name: Arc::from(name),
     };
     let on = |verb: Verb, name: &str| {
+        let facts = match verb {
+            Verb::McpListTools | Verb::McpReadResource => Facts::None,
+            _ => no_arguments(),
+        };
         engine
-            .decide(&act(agent("dev-bot"), verb, server(name), Facts::None))
+            .decide(&act(agent("dev-bot"), verb, server(name), facts))
             .policy_ids()
     };
     assert_eq!(
@@ -1188,7 +1216,7 @@ fn a_finding_is_refused_on_every_kind_of_action() {
             agent("dev-bot"),
             Verb::McpCallTool,
             mcp_tool("github", "get_issue"),
-            Facts::None,
+            no_arguments(),
         ),
         act(
             agent("dev-bot"),
@@ -1235,13 +1263,13 @@ fn the_whole_model_gives_cedars_answer() {
             agent("a"),
             Verb::McpCallTool,
             mcp_tool("github", "get_issue"),
-            Facts::None,
+            no_arguments(),
         ),
         act(
             agent("a"),
             Verb::McpCallTool,
             mcp_tool("github", "delete_repo"),
-            Facts::None,
+            no_arguments(),
         ),
         act(
             agent("a"),
@@ -1647,13 +1675,29 @@ fn every_example_passes_its_own_decision_cases_on_top_of_the_baseline() {
             .unwrap_or_else(|e| panic!("{} has no example beside it: {e}", case_file.display()));
         let cases_text = std::fs::read_to_string(&case_file).expect("cases");
         let baseline = std::fs::read_to_string(dir.join("baseline.cedar")).expect("baseline");
-        let assembled = pack(&[
-            ("baseline.cedar", &baseline),
-            (&format!("{stem}.cedar"), &text),
-            (&format!("tests/{stem}.yaml"), &cases_text),
-        ]);
-        let fragments = actions_named_in(&built_in_connector_actions(), &text);
-        let report = crate::policy::testing::run_tests_with(assembled.path(), &fragments)
+        let connectors = actions_named_in(&built_in_connector_actions(), &text);
+        let mut files = vec![
+            ("baseline.cedar".to_owned(), baseline),
+            (format!("{stem}.cedar"), text),
+            (format!("tests/{stem}.yaml"), cases_text),
+        ];
+        // The examples' schema fragments come along.
+        for entry in std::fs::read_dir(dir.join("examples")).expect("examples") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|x| x == "cedarschema") {
+                let name = path.file_name().and_then(|n| n.to_str()).expect("name");
+                files.push((
+                    name.to_owned(),
+                    std::fs::read_to_string(&path).expect("read"),
+                ));
+            }
+        }
+        let files: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(name, text)| (name.as_str(), text.as_str()))
+            .collect();
+        let assembled = pack(&files);
+        let report = crate::policy::testing::run_tests_with(assembled.path(), &connectors)
             .unwrap_or_else(|e| panic!("{stem}: {e}"));
         assert!(report.cases.len() >= 10, "{stem} needs real coverage");
         assert_eq!(report.failed(), 0, "{stem}:\n{report}");
@@ -1823,7 +1867,7 @@ fn a_policy_on_every_action_reads_the_facts_of_one_kind_behind_has() {
         agent("a"),
         Verb::McpCallTool,
         mcp_tool("github", "exec"),
-        Facts::None,
+        no_arguments(),
     );
     assert_eq!(engine.decide(&tool).policy_ids(), ids(&["all"]));
 }

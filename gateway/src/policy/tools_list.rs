@@ -1,0 +1,313 @@
+//! Fetches an MCP server's tools over Streamable HTTP, for `warden policy schema --from-mcp
+//! URL`: `initialize`, `notifications/initialized`, `tools/list` page by page (following
+//! `nextCursor`), then ends the session. Answers may come as JSON or as an SSE stream.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// The protocol revision Warden asks for; the server may answer with another it supports.
+const PROTOCOL_VERSION: &str = "2025-11-25";
+/// Time limit of each request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest answer read.
+const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+/// Pages of `tools/list` read at most.
+const MAX_PAGES: usize = 100;
+
+/// Why the tools could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolsListError {
+    /// The URL or a header is malformed.
+    #[error("{0}")]
+    Usage(String),
+    /// The server could not be reached or answered at the HTTP level with an error.
+    #[error("{method}: {message}")]
+    Http {
+        method: &'static str,
+        message: String,
+    },
+    /// The server answered with a JSON-RPC error.
+    #[error("{method}: the server answered error {code}: {message}")]
+    Rpc {
+        method: &'static str,
+        code: i64,
+        message: String,
+    },
+    /// The answer is not what MCP specifies.
+    #[error("{method}: {message}")]
+    Protocol {
+        method: &'static str,
+        message: String,
+    },
+}
+
+/// What the server told about itself and its tools.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// `serverInfo.name` from `initialize`.
+    pub server_name: Option<String>,
+    /// Every tool of every page.
+    pub tools: Vec<Value>,
+}
+
+/// Fetches the tools of the MCP server at `url`, sending `headers` (`Name: value`, e.g. an
+/// `Authorization`) with every request.
+pub async fn fetch(url: &str, headers: &[String]) -> Result<Listed, ToolsListError> {
+    let url = reqwest::Url::parse(url)
+        .map_err(|e| ToolsListError::Usage(format!("`{url}` is not a URL: {e}")))?;
+    let mut header_map = reqwest::header::HeaderMap::new();
+    for header in headers {
+        let (name, value) = header.split_once(':').ok_or_else(|| {
+            ToolsListError::Usage(format!(
+                "--header needs `Name: value` (got `{}`)",
+                header.split(':').next().unwrap_or_default()
+            ))
+        })?;
+        let name = reqwest::header::HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|e| ToolsListError::Usage(format!("header name `{}`: {e}", name.trim())))?;
+        let value = reqwest::header::HeaderValue::from_str(value.trim()).map_err(|_| {
+            // Never echo the value: it is often a credential.
+            ToolsListError::Usage(format!(
+                "the value of header `{name}` is not a valid header value"
+            ))
+        })?;
+        header_map.append(name, value);
+    }
+    let client = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .user_agent(concat!("warden/", env!("CARGO_PKG_VERSION")))
+        .default_headers(header_map)
+        .build()
+        .map_err(|e| ToolsListError::Usage(format!("cannot build an HTTP client: {e}")))?;
+    let mut session = Session {
+        client,
+        url,
+        id: None,
+        version: None,
+        next_id: 1,
+    };
+    let init = session
+        .call(
+            "initialize",
+            json!({
+                "protocolVersion": PROTOCOL_VERSION,
+                "capabilities": {},
+                "clientInfo": { "name": "warden", "version": env!("CARGO_PKG_VERSION") }
+            }),
+        )
+        .await?;
+    session.version = init
+        .get("protocolVersion")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let server_name = init
+        .pointer("/serverInfo/name")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    session.notify("notifications/initialized").await?;
+    let mut tools = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let params = match &cursor {
+            Some(c) => json!({ "cursor": c }),
+            None => json!({}),
+        };
+        let page = session.call("tools/list", params).await?;
+        let Some(list) = page.get("tools").and_then(Value::as_array) else {
+            return Err(ToolsListError::Protocol {
+                method: "tools/list",
+                message: "the result has no `tools` array".into(),
+            });
+        };
+        tools.extend(list.iter().cloned());
+        cursor = page
+            .get("nextCursor")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if cursor.is_none() {
+            session.end().await;
+            return Ok(Listed { server_name, tools });
+        }
+    }
+    session.end().await;
+    Err(ToolsListError::Protocol {
+        method: "tools/list",
+        message: format!("more than {MAX_PAGES} pages"),
+    })
+}
+
+/// One MCP session over Streamable HTTP.
+struct Session {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    /// `Mcp-Session-Id`, once the server gave one.
+    id: Option<String>,
+    /// The negotiated protocol revision, sent as `MCP-Protocol-Version` after `initialize`.
+    version: Option<String>,
+    next_id: i64,
+}
+
+impl Session {
+    fn post(&self, body: &Value) -> reqwest::RequestBuilder {
+        let mut request = self
+            .client
+            .post(self.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(
+                reqwest::header::ACCEPT,
+                "application/json, text/event-stream",
+            )
+            .body(body.to_string());
+        if let Some(id) = &self.id {
+            request = request.header("mcp-session-id", id);
+        }
+        if let Some(version) = &self.version {
+            request = request.header("mcp-protocol-version", version);
+        }
+        request
+    }
+
+    /// Sends request `method` and returns its result.
+    async fn call(&mut self, method: &'static str, params: Value) -> Result<Value, ToolsListError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        let http = |message: String| ToolsListError::Http { method, message };
+        let protocol = |message: String| ToolsListError::Protocol { method, message };
+        let mut response = self
+            .post(&body)
+            .send()
+            .await
+            .map_err(|e| http(e.to_string()))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(http(format!("HTTP {status}")));
+        }
+        if let Some(session) = response
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+        {
+            self.id = Some(session.to_owned());
+        }
+        let is_sse = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("text/event-stream"));
+        let mut buffer: Vec<u8> = Vec::new();
+        let answer = loop {
+            if is_sse && let Some(answer) = answer_in_events(&buffer, id) {
+                break answer;
+            }
+            match response.chunk().await.map_err(|e| http(e.to_string()))? {
+                Some(chunk) => {
+                    if buffer.len() + chunk.len() > MAX_ANSWER_BYTES {
+                        return Err(protocol(format!("answer over {MAX_ANSWER_BYTES} bytes")));
+                    }
+                    buffer.extend_from_slice(&chunk);
+                }
+                None if is_sse => {
+                    return Err(protocol("the event stream ended without the answer".into()));
+                }
+                None => {
+                    break serde_json::from_slice(&buffer)
+                        .map_err(|e| protocol(format!("the answer is not JSON: {e}")))?;
+                }
+            }
+        };
+        if let Some(error) = answer.get("error") {
+            return Err(ToolsListError::Rpc {
+                method,
+                code: error.get("code").and_then(Value::as_i64).unwrap_or(0),
+                message: error
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .map(|m| crate::text::Quoted::with_max(m, 200).to_string())
+                    .unwrap_or_default(),
+            });
+        }
+        answer
+            .get("result")
+            .cloned()
+            .ok_or_else(|| protocol("the answer has neither `result` nor `error`".into()))
+    }
+
+    /// Sends notification `method`.
+    async fn notify(&self, method: &'static str) -> Result<(), ToolsListError> {
+        let body = json!({ "jsonrpc": "2.0", "method": method });
+        let response = self
+            .post(&body)
+            .send()
+            .await
+            .map_err(|e| ToolsListError::Http {
+                method,
+                message: e.to_string(),
+            })?;
+        if !response.status().is_success() {
+            return Err(ToolsListError::Http {
+                method,
+                message: format!("HTTP {}", response.status()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Ends the session (a courtesy: errors do not matter).
+    async fn end(&self) {
+        if let Some(id) = &self.id {
+            let _ = self
+                .client
+                .delete(self.url.clone())
+                .header("mcp-session-id", id)
+                .send()
+                .await;
+        }
+    }
+}
+
+/// The JSON-RPC answer with `id` among the complete events of an SSE stream so far.
+fn answer_in_events(buffer: &[u8], id: i64) -> Option<Value> {
+    let text = String::from_utf8_lossy(buffer);
+    let text = text.replace("\r\n", "\n");
+    // Only complete events: those followed by a blank line.
+    let complete = &text[..text.rfind("\n\n")?];
+    for event in complete.split("\n\n") {
+        let data: Vec<&str> = event
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(|d| d.strip_prefix(' ').unwrap_or(d))
+            .collect();
+        if data.is_empty() {
+            continue;
+        }
+        let Ok(message) = serde_json::from_str::<Value>(&data.join("\n")) else {
+            continue;
+        };
+        if message.get("id").and_then(Value::as_i64) == Some(id)
+            && (message.get("result").is_some() || message.get("error").is_some())
+        {
+            return Some(message);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_answer_among_complete_events_only() {
+        let stream = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\n\
+                       id: 7\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"tools\":[]}}\n\n";
+        assert_eq!(
+            answer_in_events(stream, 2),
+            Some(json!({"jsonrpc": "2.0", "id": 2, "result": {"tools": []}}))
+        );
+        assert_eq!(answer_in_events(stream, 3), None);
+        let partial = b"data: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{}}\n";
+        assert_eq!(answer_in_events(partial, 2), None);
+    }
+}

@@ -1,0 +1,220 @@
+//! Validates a policy set against a directory's schema (Cedar's strict mode), with tool
+//! arguments typed per tool.
+//!
+//! A policy that reads `context.arguments` and can apply to `mcp:call_tool` is validated once
+//! for each tool its resource scope reaches (`tool_schemas::ToolTypes::reach`): in a schema
+//! where `mcp:call_tool`'s context carries that tool's arguments. Every other policy is
+//! validated against the schema as written. An error found for some of the tools only names
+//! them.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use cedar_policy::{
+    ActionConstraint, Entities, EntityUid, Policy, PolicyId, PolicySet, ValidationMode, Validator,
+};
+
+use super::context_keys::{ContextKeys, Key};
+use super::error::flatten_diagnostic;
+use super::schema_files::Schemas;
+use super::tool_schemas;
+
+/// Tools named at most in one error.
+const TOOLS_NAMED: usize = 3;
+
+/// One problem: the policy, the byte offset in its text when known, and the message.
+pub(crate) type Diagnostic = (PolicyId, Option<usize>, String);
+
+/// What validation found.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    pub errors: Vec<Diagnostic>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Validates every policy of `set` against `schemas`.
+pub(crate) fn validate(set: &PolicySet, schemas: &Schemas) -> Outcome {
+    let call_tool = EntityUid::from_str(r#"Action::"mcp:call_tool""#).ok();
+    let actions = schemas.schema.action_entities().ok();
+    let mut plain = PolicySet::new();
+    let mut on_arguments = Vec::new();
+    for policy in set.policies() {
+        let reads_arguments = ContextKeys::read_by_policy(policy).contains(Key::Arguments);
+        let reaches = call_tool
+            .as_ref()
+            .is_some_and(|uid| applies_to(policy, uid, actions.as_ref()));
+        if reads_arguments && reaches {
+            on_arguments.push(policy);
+        } else if plain.add(policy.clone()).is_err() {
+            // Ids are unique in `set` already; keep the policy validated regardless.
+            on_arguments.push(policy);
+        }
+    }
+    let base = Validator::new(schemas.schema.clone());
+    let mut findings = Outcome::default();
+    let result = base.validate(&plain, ValidationMode::Strict);
+    for e in result.validation_errors() {
+        for (offset, message) in flatten_diagnostic(e) {
+            findings
+                .errors
+                .push((e.policy_id().clone(), offset, message));
+        }
+    }
+    for w in result.validation_warnings() {
+        for (offset, message) in flatten_diagnostic(w) {
+            findings
+                .warnings
+                .push((w.policy_id().clone(), offset, message));
+        }
+    }
+    let mut per_tool: HashMap<String, Result<Validator, String>> = HashMap::new();
+    for policy in on_arguments {
+        validate_per_tool(policy, schemas, &base, &mut per_tool, &mut findings);
+    }
+    findings
+}
+
+/// Whether `policy`'s action scope can match the action `uid`.
+fn applies_to(policy: &Policy, uid: &EntityUid, actions: Option<&Entities>) -> bool {
+    match policy.action_constraint() {
+        ActionConstraint::Any => true,
+        ActionConstraint::Eq(a) => a == *uid,
+        ActionConstraint::In(list) => list
+            .iter()
+            .any(|a| a == uid || actions.is_none_or(|e| e.is_ancestor_of(a, uid))),
+    }
+}
+
+/// A problem and the environments (by index) it was found in.
+type Noted = Vec<(Option<usize>, String, Vec<usize>)>;
+
+/// Adds a problem found in environment `env` to `list`, once per problem.
+fn note(list: &mut Noted, offset: Option<usize>, message: String, env: usize) {
+    match list
+        .iter_mut()
+        .find(|(o, m, _)| *o == offset && *m == message)
+    {
+        Some((_, _, envs)) => envs.push(env),
+        None => list.push((offset, message, vec![env])),
+    }
+}
+
+/// Validates `policy` once per tool its scope reaches.
+fn validate_per_tool(
+    policy: &Policy,
+    schemas: &Schemas,
+    base: &Validator,
+    per_tool: &mut HashMap<String, Result<Validator, String>>,
+    findings: &mut Outcome,
+) {
+    let id = policy.id().clone();
+    let reach = schemas.tools.reach(&policy.resource_constraint());
+    for (tool, file) in &reach.unlisted {
+        findings.errors.push((
+            id.clone(),
+            None,
+            format!(
+                "policy `{id}` reads the arguments of `Tool::\"{tool}\"`, which the schema \
+                 fragment of its server ({file}) does not list: regenerate the fragment with \
+                 `warden policy schema --from-mcp`"
+            ),
+        ));
+    }
+    // (label, validator) per environment; errors found for some of them name them.
+    let mut envs: Vec<(Option<String>, Result<&Validator, String>)> = Vec::new();
+    if reach.untyped {
+        envs.push((
+            Some(
+                "tools no schema fragment describes (their `context.arguments` is `{}`; write \
+                 one with `warden policy schema --from-mcp`)"
+                    .to_owned(),
+            ),
+            Ok(base),
+        ));
+    }
+    for tool in &reach.typed {
+        if let Some((definition, _)) = schemas.tools.definition(tool)
+            && !per_tool.contains_key(tool)
+        {
+            let built = tool_schemas::specialized(&schemas.base, &schemas.others, definition)
+                .map(Validator::new);
+            per_tool.insert(tool.clone(), built);
+        }
+    }
+    for tool in &reach.typed {
+        let Some((_, file)) = schemas.tools.definition(tool) else {
+            continue;
+        };
+        let label = format!("`Tool::\"{tool}\"` (arguments in {file})");
+        let validator = match per_tool.get(tool) {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(e)) => Err(e.clone()),
+            None => continue,
+        };
+        envs.push((Some(label), validator));
+    }
+    if envs.is_empty() && reach.unlisted.is_empty() {
+        envs.push((None, Ok(base)));
+    }
+    let mut single = PolicySet::new();
+    if single.add(policy.clone()).is_err() {
+        return;
+    }
+    // Each distinct problem, with the environments it was found in.
+    let mut errors: Noted = Vec::new();
+    let mut warnings: Noted = Vec::new();
+    for (index, (label, validator)) in envs.iter().enumerate() {
+        let validator = match validator {
+            Ok(v) => v,
+            Err(e) => {
+                let label = label.as_deref().unwrap_or("the tool");
+                note(
+                    &mut errors,
+                    None,
+                    format!("cannot type the arguments of {label}: {e}"),
+                    index,
+                );
+                continue;
+            }
+        };
+        let result = validator.validate(&single, ValidationMode::Strict);
+        for e in result.validation_errors() {
+            for (offset, message) in flatten_diagnostic(e) {
+                note(&mut errors, offset, message, index);
+            }
+        }
+        for w in result.validation_warnings() {
+            for (offset, message) in flatten_diagnostic(w) {
+                note(&mut warnings, offset, message, index);
+            }
+        }
+    }
+    let named = |found: &[usize]| -> Option<String> {
+        if found.len() == envs.len() && envs.len() > 1 {
+            return None;
+        }
+        let mut names: Vec<&str> = found
+            .iter()
+            .take(TOOLS_NAMED)
+            .filter_map(|&i| envs.get(i).and_then(|(label, _)| label.as_deref()))
+            .collect();
+        let more = found.len().saturating_sub(TOOLS_NAMED);
+        let more = (more > 0).then(|| format!("{more} more tools"));
+        names.extend(more.as_deref());
+        (!names.is_empty()).then(|| names.join(", "))
+    };
+    for (offset, message, found) in errors {
+        let message = match named(&found) {
+            Some(tools) => format!("{message} (for {tools})"),
+            None => message,
+        };
+        findings.errors.push((id.clone(), offset, message));
+    }
+    // A warning for some tools only (typically: the policy can never apply to a tool that
+    // lacks the argument it tests with `has`) is no warning about the policy.
+    for (offset, message, found) in warnings {
+        if found.len() == envs.len() {
+            findings.warnings.push((id.clone(), offset, message));
+        }
+    }
+}
