@@ -369,6 +369,18 @@ pub struct HttpFacts {
     pub method: String,
     /// Request path as sent upstream, without the query.
     pub path: String,
+    /// The values of the operation's fields the request gives (`context.fields`); `None` when
+    /// the operation declares no fields (its context then has no `fields`).
+    pub fields: Option<Vec<(Arc<str>, FieldValue)>>,
+}
+
+/// The value of one field of a REST operation, typed as its connector declares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldValue {
+    String(String),
+    Long(i64),
+    Bool(bool),
+    Strings(Vec<String>),
 }
 
 /// Where an egress connection or request goes.

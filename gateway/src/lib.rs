@@ -17,6 +17,7 @@ pub mod inspect;
 pub mod listener;
 pub mod mcp;
 pub mod observe;
+pub mod openapi;
 pub mod pins;
 pub mod policy;
 pub mod protocol;

@@ -53,12 +53,37 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Work with connector files (REST APIs described for Warden).
+    Connector {
+        #[command(subcommand)]
+        command: ConnectorCommand,
+    },
     /// Review and approve the tool definitions MCP servers offer (tool pinning, in the state
     /// store of the configuration). A running Warden picks approvals up within
     /// pins.refresh_interval.
     Tools {
         #[command(subcommand)]
         command: ToolsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConnectorCommand {
+    /// Generate a REST connector from an OpenAPI 3.0 or 3.1 description (JSON or YAML): one
+    /// action per operation, named from its operationId, path parameters as attributes.
+    ImportOpenapi {
+        /// The OpenAPI description file.
+        spec: PathBuf,
+        /// Connector name, the namespace of its actions (`github` → `github:issues.create`).
+        /// Default: from the description's title.
+        #[arg(long)]
+        name: Option<String>,
+        /// Upstream base URL. Default: the description's first server.
+        #[arg(long)]
+        base_url: Option<String>,
+        /// Write the connector here instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
     },
 }
 
@@ -110,11 +135,17 @@ enum PolicyCommand {
         /// Policy directory (schema.cedarschema, schema fragments and *.cedar files).
         #[arg(default_value = "policies")]
         dir: PathBuf,
+        /// Configuration file: the actions of the REST connectors its routes use are declared.
+        #[arg(short, long, env = "WARDEN_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Run the decision cases in DIR/tests/*.yaml; exits non-zero on any mismatch.
     Test {
         #[arg(default_value = "policies")]
         dir: PathBuf,
+        /// Configuration file: the actions of the REST connectors its routes use are declared.
+        #[arg(short, long, env = "WARDEN_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Write a Cedar schema fragment that types the arguments of an MCP server's tools
     /// (`context.arguments` of `mcp:call_tool`), so policies on arguments are checked at load.
@@ -247,10 +278,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve { config } => serve(config),
         Command::Check { config } => check(config.as_deref()),
         Command::Policy {
-            command: PolicyCommand::Validate { dir },
+            command: PolicyCommand::Validate { dir, config },
         } => {
-            let engine =
-                warden::policy::PolicyEngine::load(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let fragments = connector_actions(config.as_deref())?;
+            let engine = warden::policy::PolicyEngine::load_with(&dir, &fragments)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             for warning in engine.warnings() {
                 eprintln!("warning: {warning}");
             }
@@ -262,16 +294,38 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Policy {
-            command: PolicyCommand::Test { dir },
+            command: PolicyCommand::Test { dir, config },
         } => {
-            let report =
-                warden::policy::testing::run_tests(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let fragments = connector_actions(config.as_deref())?;
+            let report = warden::policy::testing::run_tests_with(&dir, &fragments)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             print!("{report}");
             Ok(if report.failed() == 0 {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Connector {
+            command:
+                ConnectorCommand::ImportOpenapi {
+                    spec,
+                    name,
+                    base_url,
+                    output,
+                },
+        } => {
+            let text = std::fs::read_to_string(&spec)
+                .with_context(|| format!("cannot read {}", spec.display()))?;
+            let options = warden::openapi::ImportOptions { name, base_url };
+            let connector = warden::openapi::import(&text, &options)
+                .with_context(|| format!("cannot import {}", spec.display()))?;
+            match output {
+                Some(path) => std::fs::write(&path, connector)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                None => print!("{connector}"),
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Policy {
             command:
@@ -328,6 +382,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Tools { command } => tools(command),
     }
+}
+
+/// The schema declarations of the REST connectors the routes of the configuration at `path`
+/// use (none without one).
+fn connector_actions(path: Option<&Path>) -> Result<Vec<warden::policy::SchemaFragment>> {
+    let Some(path) = path else {
+        return Ok(Vec::new());
+    };
+    let config = load(Some(path))?;
+    let routes = warden::route::RouteTable::build(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(routes.schema_fragments().to_vec())
 }
 
 /// `warden tools …`: against the state store of the configuration, on a runtime of its own.
@@ -479,9 +544,23 @@ fn check(path: Option<&Path>) -> Result<ExitCode> {
     if !ok {
         eprintln!("{}", ConfigErrors(errors));
     }
+    let routes = if config_ok {
+        match warden::route::RouteTable::build(&config) {
+            Ok(routes) => Some(routes),
+            Err(e) => {
+                eprintln!("{e}");
+                ok = false;
+                None
+            }
+        }
+    } else {
+        None
+    };
     // Policies are checked even when the configuration has mistakes, in the directory the
-    // `policy` section names if it parsed, else the default one.
-    match warden::policy::PolicyEngine::load(&config.policy.dir) {
+    // `policy` section names if it parsed, else the default one, with the actions of the REST
+    // connectors the routes use.
+    let fragments = routes.as_ref().map_or(&[][..], |r| r.schema_fragments());
+    match warden::policy::PolicyEngine::load_with(&config.policy.dir, fragments) {
         Ok(engine) => println!(
             "policies: {} valid in {}",
             engine.policy_count(),
@@ -492,36 +571,22 @@ fn check(path: Option<&Path>) -> Result<ExitCode> {
             ok = false;
         }
     }
-    if config_ok {
-        match warden::route::RouteTable::build(&config) {
-            Ok(routes) => {
-                for r in routes.iter() {
-                    if let Some(endpoint) = &r.mcp {
-                        println!(
-                            "route {} {} -> MCP servers {}",
-                            r.name,
-                            r.prefix,
-                            endpoint.names.join(", ")
-                        );
-                        continue;
-                    }
-                    match r.credential.as_ref().and_then(|c| c.unavailable()) {
-                        None => println!(
-                            "route {} {} -> {}://{}{}",
-                            r.name,
-                            r.prefix,
-                            r.upstream.scheme,
-                            r.upstream.authority,
-                            r.upstream.base_path
-                        ),
-                        Some(e) => println!("route {} {}: warning: {e}", r.name, r.prefix),
-                    }
-                }
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ok = false;
-            }
+    for r in routes.iter().flat_map(|routes| routes.iter()) {
+        if let Some(endpoint) = &r.mcp {
+            println!(
+                "route {} {} -> MCP servers {}",
+                r.name,
+                r.prefix,
+                endpoint.names.join(", ")
+            );
+            continue;
+        }
+        match r.credential.as_ref().and_then(|c| c.unavailable()) {
+            None => println!(
+                "route {} {} -> {}://{}{}",
+                r.name, r.prefix, r.upstream.scheme, r.upstream.authority, r.upstream.base_path
+            ),
+            Some(e) => println!("route {} {}: warning: {e}", r.name, r.prefix),
         }
     }
     if ok {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::config::error::ConfigErrors;
 use crate::identity::{Identifier, IdentityError};
-use crate::policy::{PolicyEngine, PolicyErrors};
+use crate::policy::{PolicyEngine, PolicyErrors, SchemaFragment};
 use crate::route::RouteTable;
 
 /// One consistent snapshot of everything a request consults.
@@ -38,7 +38,7 @@ impl Snapshot {
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, SnapshotError> {
         let routes = RouteTable::build(&config)?;
-        let policy = load_policies(&config.policy.dir)?;
+        let policy = load_policies(&config.policy.dir, routes.schema_fragments())?;
         let identity = match previous {
             Some(p)
                 if p.config.identity == config.identity && p.config.data_dir == config.data_dir =>
@@ -56,9 +56,13 @@ impl Snapshot {
     }
 }
 
-/// Loads and validates the policy set in `dir`.
-pub fn load_policies(dir: &Path) -> Result<Arc<PolicyEngine>, SnapshotError> {
-    PolicyEngine::load(dir)
+/// Loads and validates the policy set in `dir`, with the actions of the REST connectors the
+/// routes use (`fragments`) declared.
+pub fn load_policies(
+    dir: &Path,
+    fragments: &[SchemaFragment],
+) -> Result<Arc<PolicyEngine>, SnapshotError> {
+    PolicyEngine::load_with(dir, fragments)
         .map(Arc::new)
         .map_err(|errors| SnapshotError::Policy {
             dir: dir.into(),

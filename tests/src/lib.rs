@@ -4,6 +4,7 @@
 //! faithfully.
 
 pub mod fake_llm;
+pub mod fake_rest;
 pub mod idp;
 pub mod mcp;
 pub mod openclaw;

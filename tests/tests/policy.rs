@@ -471,7 +471,8 @@ forbid (principal, action == Action::"llm:models", resource == Model::"openai/gp
 
 /// Every example with decision cases (`policies/examples/tests/<name>.yaml`), copied into a
 /// policy directory beside the baseline (with the examples' schema fragments) as the policy
-/// guide says, passes `warden policy validate` and `warden policy test`.
+/// guide says, passes `warden policy validate` and `warden policy test` (for a REST
+/// connector's, `rest-<connector>`, given a configuration whose route uses the connector).
 #[tokio::test]
 async fn the_examples_pass_warden_policy_validate_and_test_on_top_of_the_baseline() {
     let repo = paths::repo_root().join("policies");
@@ -506,9 +507,22 @@ async fn the_examples_pass_warden_policy_validate_and_test_on_top_of_the_baselin
                 std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
             }
         }
+        // A REST connector's example names its actions: declared when a route uses it.
+        let config = stem.strip_prefix("rest-").map(|connector| {
+            let path = dir.path().join("warden.yaml");
+            std::fs::write(
+                &path,
+                format!("routes:\n  - {{ prefix: /api, connector: {connector} }}\n"),
+            )
+            .unwrap();
+            path
+        });
         for command in ["validate", "test"] {
             let mut cmd = tokio::process::Command::new(paths::warden_bin());
             cmd.args(["policy", command]).arg(dir.path());
+            if let Some(config) = &config {
+                cmd.arg("--config").arg(config);
+            }
             let out = run_bounded(cmd, Duration::from_secs(30)).await.unwrap();
             assert!(
                 out.status.success(),

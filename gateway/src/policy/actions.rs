@@ -92,6 +92,7 @@ impl FactsKind {
             FactsKind::Http => Facts::Http(HttpFacts {
                 method: "POST".into(),
                 path: "/repos/acme/app/issues".into(),
+                fields: None,
             }),
             FactsKind::Egress => Facts::Egress(EgressFacts {
                 port: 443,
@@ -153,7 +154,7 @@ pub(crate) struct Undeclarable {
 /// ([`FactsKind::of_verb`]).
 pub(crate) fn declared(schema: &Schema) -> (Vec<Declared>, Vec<Undeclarable>) {
     let ips = IpCache::default();
-    let samples: Vec<(FactsKind, Result<Context, String>)> = FactsKind::ALL
+    let mut samples: Vec<(FactsKind, Result<Context, String>)> = FactsKind::ALL
         .into_iter()
         .map(|kind| {
             let context = request::context(
@@ -165,12 +166,37 @@ pub(crate) fn declared(schema: &Schema) -> (Vec<Declared>, Vec<Undeclarable>) {
             (kind, context)
         })
         .collect();
+    // A REST operation with fields: `HttpContext`'s attributes and a record of optional fields,
+    // which an empty record fits.
+    let mut with_fields = sample_context(FactsKind::Http, true);
+    if let Facts::Http(http) = &mut with_fields.facts {
+        http.fields = Some(Vec::new());
+    }
+    samples.push((
+        FactsKind::Http,
+        request::context(
+            &with_fields,
+            &ips,
+            ContextKeys::all(),
+            &ToolArguments::Hidden,
+        ),
+    ));
     let fits = |kind: FactsKind, uid: &EntityUid| -> Result<(), String> {
-        match samples.iter().find(|(k, _)| *k == kind) {
-            Some((_, Ok(context))) => context.validate(schema, uid).map_err(|e| e.to_string()),
-            Some((_, Err(e))) => Err(e.clone()),
-            None => Err(format!("no sample of {}", kind.context_type())),
+        let mut first_error = None;
+        for (_, context) in samples.iter().filter(|(k, _)| *k == kind) {
+            match context {
+                Ok(context) => match context.validate(schema, uid) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => {
+                        first_error.get_or_insert(e.to_string());
+                    }
+                },
+                Err(e) => {
+                    first_error.get_or_insert(e.clone());
+                }
+            }
         }
+        Err(first_error.unwrap_or_else(|| format!("no sample of {}", kind.context_type())))
     };
     let mut seen = HashSet::new();
     let mut out = Vec::new();

@@ -25,6 +25,7 @@ pub(crate) enum Key {
     // A REST call's (`HttpContext`).
     Method,
     Path,
+    Fields,
     // Egress' (`EgressContext`).
     Port,
     Addresses,
@@ -36,7 +37,7 @@ pub(crate) enum Key {
 
 impl Key {
     /// Every attribute.
-    pub(crate) const ALL: [Key; 19] = [
+    pub(crate) const ALL: [Key; 20] = [
         Key::Route,
         Key::Time,
         Key::Hour,
@@ -51,6 +52,7 @@ impl Key {
         Key::InputTokens,
         Key::Method,
         Key::Path,
+        Key::Fields,
         Key::Port,
         Key::Addresses,
         Key::Scheme,
@@ -75,6 +77,7 @@ impl Key {
             Key::InputTokens => "input_tokens",
             Key::Method => "method",
             Key::Path => "path",
+            Key::Fields => "fields",
             Key::Port => "port",
             Key::Addresses => "addresses",
             Key::Scheme => "scheme",

@@ -2,6 +2,7 @@
 //! every `*.cedar` file, each policy under its `@id`, validated against the schema. Collects
 //! every problem instead of stopping at the first.
 
+use super::fragment::SchemaFragment;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -34,12 +35,12 @@ pub(crate) struct Loaded {
 
 /// Loads `dir/schema.cedarschema`, every other `*.cedarschema` (schema fragments) and every
 /// `*.cedar` below `dir` except under `tests/` and `examples/`.
-pub(crate) fn load_dir(dir: &Path) -> Result<Loaded, PolicyErrors> {
+pub(crate) fn load_dir(dir: &Path, extra: &[SchemaFragment]) -> Result<Loaded, PolicyErrors> {
     let mut files = Vec::new();
     let mut errors = Vec::new();
     find_policy_files(dir, Path::new(""), &mut files, &mut errors);
     files.sort();
-    load_files(dir, &files, errors)
+    load_files(dir, &files, errors, extra)
 }
 
 /// Loads `dir/schema.cedarschema` and the given policy files and schema fragments (paths
@@ -48,6 +49,7 @@ pub(crate) fn load_files(
     dir: &Path,
     files: &[PathBuf],
     mut errors: Vec<PolicyError>,
+    extra: &[SchemaFragment],
 ) -> Result<Loaded, PolicyErrors> {
     let mut warnings = Vec::new();
     let (fragments, policies): (Vec<PathBuf>, Vec<PathBuf>) = files
@@ -55,7 +57,7 @@ pub(crate) fn load_files(
         .cloned()
         .partition(|f| schema_files::is_schema_file(f));
     // A schema out of step with Warden is reported, and nothing is validated against it.
-    let schemas = schema_files::load(dir, &fragments, &mut errors).filter(|schemas| {
+    let schemas = schema_files::load(dir, &fragments, extra, &mut errors).filter(|schemas| {
         let before = errors.len();
         check_schema_matches_warden(&schemas.schema, &dir.join(SCHEMA_FILE), &mut errors);
         errors.len() == before

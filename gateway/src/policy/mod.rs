@@ -13,6 +13,7 @@ mod arguments;
 pub mod config;
 mod context_keys;
 mod error;
+mod fragment;
 pub mod from_mcp;
 mod load;
 mod native;
@@ -34,6 +35,7 @@ use cedar_policy::{
 
 pub use annotations::PolicyMeta;
 pub use error::{PolicyError, PolicyErrorKind, PolicyErrors, Position};
+pub use fragment::SchemaFragment;
 pub use request::TimeFacts;
 pub use schema_files::SCHEMA_FILE;
 
@@ -225,13 +227,31 @@ impl PolicyEngine {
     /// `*.cedar` under `dir` (recursively, skipping `tests/` and `examples/`), validates
     /// against the schema, returns ALL errors.
     pub fn load(dir: &Path) -> Result<PolicyEngine, PolicyErrors> {
-        PolicyEngine::build(load::load_dir(dir)?, dir)
+        PolicyEngine::load_with(dir, &[])
+    }
+
+    /// [`PolicyEngine::load`], with `fragments` added to the schema (the actions of the REST
+    /// connectors the routes use).
+    pub fn load_with(
+        dir: &Path,
+        fragments: &[SchemaFragment],
+    ) -> Result<PolicyEngine, PolicyErrors> {
+        PolicyEngine::build(load::load_dir(dir, fragments)?, dir)
     }
 
     /// Loads `dir/schema.cedarschema` with only the given policy files and schema fragments
     /// (relative to `dir`), e.g. to check `examples/*.cedar` against the schema.
     pub fn load_files(dir: &Path, files: &[PathBuf]) -> Result<PolicyEngine, PolicyErrors> {
-        PolicyEngine::build(load::load_files(dir, files, Vec::new())?, dir)
+        PolicyEngine::load_files_with(dir, files, &[])
+    }
+
+    /// [`PolicyEngine::load_files`], with `fragments` added to the schema.
+    pub fn load_files_with(
+        dir: &Path,
+        files: &[PathBuf],
+        fragments: &[SchemaFragment],
+    ) -> Result<PolicyEngine, PolicyErrors> {
+        PolicyEngine::build(load::load_files(dir, files, Vec::new(), fragments)?, dir)
     }
 
     fn build(loaded: load::Loaded, dir: &Path) -> Result<PolicyEngine, PolicyErrors> {
@@ -362,15 +382,25 @@ impl PolicyEngine {
             &self.action_entities,
             &action.principal,
             &action.resource,
-            self.slices.len(),
+            Verb::BUILT_IN.len(),
         ) else {
             return false;
         };
-        let Some(slot) = pair.judged.get(index) else {
-            return false;
+        let judge = || self.judge_pair(slice, &pair, &slice.uid, &action.resource);
+        let unslotted;
+        let settled = match slice.verb.built_in_index() {
+            Some(slot) => match pair.judged.get(slot) {
+                Some(slot) => slot.get_or_init(judge),
+                None => return false,
+            },
+            None => match pair.operation.get_or_init(|| (index, judge())) {
+                (first, settled) if *first == index => settled,
+                _ => {
+                    unslotted = judge();
+                    &unslotted
+                }
+            },
         };
-        let settled =
-            slot.get_or_init(|| self.judge_pair(slice, &pair, &slice.uid, &action.resource));
         let effect = |id: &str| self.meta.get(id).map(|m| m.effect);
         if settled
             .reasons
@@ -480,14 +510,28 @@ impl PolicyEngine {
             &self.action_entities,
             &action.principal,
             &action.resource,
-            self.slices.len(),
+            Verb::BUILT_IN.len(),
         )?;
         let verb = &slice.uid;
-        let settled = match pair.judged.get(index) {
-            Some(slot) => {
-                slot.get_or_init(|| self.judge_pair(slice, &pair, verb, &action.resource))
+        let unslotted;
+        let settled = match slice.verb.built_in_index() {
+            Some(slot) => match pair.judged.get(slot) {
+                Some(slot) => {
+                    slot.get_or_init(|| self.judge_pair(slice, &pair, verb, &action.resource))
+                }
+                None => return Err("the entity cache has no verdict slot for this action".into()),
+            },
+            None => {
+                let (first, settled) = pair
+                    .operation
+                    .get_or_init(|| (index, self.judge_pair(slice, &pair, verb, &action.resource)));
+                if *first == index {
+                    settled
+                } else {
+                    unslotted = self.judge_pair(slice, &pair, verb, &action.resource);
+                    &unslotted
+                }
             }
-            None => return Err("the entity cache has no verdict slot for this action".into()),
         };
         let mut reasons = settled.reasons.clone();
         let mut errors = settled.errors.clone();

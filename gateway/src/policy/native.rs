@@ -63,10 +63,14 @@ impl NativeCondition {
     }
 }
 
-/// Whether the compiled form reads `key`: every attribute but the extension values and a
-/// tool call's arguments, which stay with Cedar.
+/// Whether the compiled form reads `key`: every attribute but the extension values and the
+/// records and a tool call's arguments, which stay with Cedar.
 fn compiled(key: Key) -> Option<Key> {
-    (!matches!(key, Key::SourceIp | Key::Addresses | Key::Arguments)).then_some(key)
+    (!matches!(
+        key,
+        Key::SourceIp | Key::Addresses | Key::Fields | Key::Arguments
+    ))
+    .then_some(key)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -329,6 +333,7 @@ fn has(ctx: &ActionContext, key: Key) -> bool {
         Key::Stream | Key::Tools | Key::InputTokens => llm(ctx).is_ok(),
         Key::MaxTokens => llm(ctx).is_ok_and(|llm| llm.max_tokens.is_some()),
         Key::Method | Key::Path => http(ctx).is_ok(),
+        Key::Fields => http(ctx).is_ok_and(|http| http.fields.is_some()),
         Key::Port | Key::Addresses | Key::Scheme => egress(ctx).is_ok(),
         Key::Sni => egress(ctx).is_ok_and(|egress| egress.sni.is_some()),
         Key::Arguments => matches!(ctx.facts, Facts::Tool(_)),
@@ -368,8 +373,8 @@ impl<'a> Env<'a> {
             Key::Port => Value::Long(i64::from(egress(ctx)?.port)),
             Key::Scheme => Value::Str(&egress(ctx)?.scheme),
             Key::Sni => Value::Str(egress(ctx)?.sni.as_deref().ok_or(AskCedar)?),
-            // Not compiled: extension values, tool arguments.
-            Key::SourceIp | Key::Addresses | Key::Arguments => return Err(AskCedar),
+            // Not compiled: extension values, records, tool arguments.
+            Key::SourceIp | Key::Addresses | Key::Fields | Key::Arguments => return Err(AskCedar),
         })
     }
 }
@@ -597,10 +602,12 @@ mod tests {
             Facts::Http(HttpFacts {
                 method: "POST".into(),
                 path: "/repos/acme/app/issues".into(),
+                fields: None,
             }),
             Facts::Http(HttpFacts {
                 method: "DELETE".into(),
                 path: "/admin/users".into(),
+                fields: None,
             }),
             Facts::Egress(EgressFacts {
                 port: 443,

@@ -14,7 +14,9 @@ use dashmap::DashMap;
 
 use super::arguments::{self, ToolArguments};
 use super::context_keys::{ContextKeys, Key};
-use crate::action::{Action, ActionContext, Facts, Principal, PrincipalKind, Resource, Verb};
+use crate::action::{
+    Action, ActionContext, Facts, FieldValue, Principal, PrincipalKind, Resource, Verb,
+};
 
 /// Principal entities kept at most; past this the cache starts over.
 const PRINCIPAL_CACHE_MAX: usize = 4096;
@@ -215,6 +217,16 @@ fn string(s: &str) -> RestrictedExpression {
     RestrictedExpression::new_string(s.to_owned())
 }
 
+/// A REST operation's field value as Cedar holds it.
+fn field(value: &FieldValue) -> RestrictedExpression {
+    match value {
+        FieldValue::String(s) => string(s),
+        FieldValue::Long(n) => RestrictedExpression::new_long(*n),
+        FieldValue::Bool(b) => RestrictedExpression::new_bool(*b),
+        FieldValue::Strings(all) => RestrictedExpression::new_set(all.iter().map(|s| string(s))),
+    }
+}
+
 fn long(n: u64) -> RestrictedExpression {
     RestrictedExpression::new_long(i64::try_from(n).unwrap_or(i64::MAX))
 }
@@ -308,6 +320,15 @@ pub(crate) fn context(
         Facts::Http(http) => {
             add(Key::Method, &|| string(&http.method));
             add(Key::Path, &|| string(&http.path));
+            if let Some(fields) = &http.fields {
+                let record = RestrictedExpression::new_record(
+                    fields
+                        .iter()
+                        .map(|(name, value)| (name.to_string(), field(value))),
+                )
+                .map_err(|e| e.to_string())?;
+                add(Key::Fields, &|| record.clone());
+            }
         }
         Facts::Egress(egress) => {
             add(Key::Port, &|| long(u64::from(egress.port)));
@@ -350,8 +371,13 @@ pub(crate) struct Pair<J> {
     pub(crate) resource: EntityUid,
     /// The schema's action entities, the principal and the resource.
     pub(crate) entities: Entities,
-    /// What is settled before any request context, per action slice (same index).
+    /// What is settled before any request context, per one of Warden's own actions (in
+    /// `Verb::BUILT_IN` order).
     pub(crate) judged: Vec<OnceLock<J>>,
+    /// What is settled for the first connector operation judged on the pair, with its slice:
+    /// an `Operation` resource is judged under its own operation's action (and `http:request`,
+    /// a built-in), so one slot serves, however many operations a connector declares.
+    pub(crate) operation: OnceLock<(usize, J)>,
 }
 
 /// One principal's entity set and pairs.
@@ -416,6 +442,7 @@ impl<J> EntityCache<J> {
                 .add_entities([resource_entity], None)
                 .map_err(|e| e.to_string())?,
             judged: (0..slices).map(|_| OnceLock::new()).collect(),
+            operation: OnceLock::new(),
         });
         if self.entries.len() >= PRINCIPAL_CACHE_MAX {
             self.entries.clear();

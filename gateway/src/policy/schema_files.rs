@@ -9,6 +9,7 @@ use cedar_policy::{Schema, SchemaFragment};
 use serde_json::Value;
 
 use super::error::{PolicyError, PolicyErrorKind, Position, flatten_diagnostic};
+use super::fragment::SchemaFragment as SchemaFragment_;
 use super::tool_schemas::{self, ToolTypes};
 
 /// The schema's file name inside a policy directory.
@@ -33,11 +34,12 @@ pub(crate) fn is_schema_file(path: &Path) -> bool {
     path.extension().is_some_and(|x| x == "cedarschema")
 }
 
-/// Reads `dir/schema.cedarschema` and the fragments `others` (paths relative to `dir`) and
-/// composes them; `None`, with the problems in `errors`, when they do not make a schema.
+/// Reads `dir/schema.cedarschema` and the fragments `others` (paths relative to `dir`), adds
+/// `extra` (schema text made in memory), and composes them; `None`, with the problems in `errors`, when they do not make a schema.
 pub(crate) fn load(
     dir: &Path,
     others: &[PathBuf],
+    extra: &[SchemaFragment_],
     errors: &mut Vec<PolicyError>,
 ) -> Option<Schemas> {
     let before = errors.len();
@@ -54,6 +56,13 @@ pub(crate) fn load(
         if let Some(fragment) = read_fragment(&path, rel, errors, &mut tools) {
             fragments.push(fragment);
             paths.push(path);
+        }
+    }
+    // Text made in memory (the routed connectors' actions), named by where it came from.
+    for e in extra {
+        if let Some(fragment) = parse_fragment(&e.origin, &e.origin, &e.text, errors, &mut tools) {
+            fragments.push(fragment);
+            paths.push(e.origin.clone());
         }
     }
     let base = base?;

@@ -14,8 +14,8 @@ use serde_saphyr::Spanned;
 use super::actions::FactsKind;
 use super::{EvaluationFailure, PolicyEngine, PolicyErrors};
 use crate::action::{
-    Action, ActionContext, EgressFacts, Facts, Finding, Findings, HttpFacts, LlmFacts, Principal,
-    PrincipalKind, Resource, ToolFacts,
+    Action, ActionContext, EgressFacts, Facts, FieldValue, Finding, Findings, HttpFacts, LlmFacts,
+    Principal, PrincipalKind, Resource, ToolFacts,
 };
 use crate::decision::Decision;
 
@@ -299,6 +299,8 @@ struct ContextSpec {
     // REST calls'.
     method: Option<String>,
     path: Option<String>,
+    /// A REST operation's fields: strings, integers, booleans, arrays of strings.
+    fields: Option<BTreeMap<String, serde_json::Value>>,
     // Egress'.
     port: Option<u16>,
     addresses: Option<Vec<String>>,
@@ -336,6 +338,7 @@ impl ContextSpec {
                 &[
                     ("method", self.method.is_some()),
                     ("path", self.path.is_some()),
+                    ("fields", self.fields.is_some()),
                 ],
             ),
             of_kind(
@@ -369,6 +372,7 @@ impl ContextSpec {
             FactsKind::Http => Facts::Http(HttpFacts {
                 method: self.method.clone().unwrap_or_else(|| "GET".into()),
                 path: self.path.clone().unwrap_or_else(|| "/".into()),
+                fields: self.fields.as_ref().map(fields).transpose()?,
             }),
             FactsKind::Egress => Facts::Egress(EgressFacts {
                 port: self.port.unwrap_or(443),
@@ -400,6 +404,36 @@ impl ContextSpec {
 }
 
 /// The context keys a case may write for an action of `kind`.
+/// A test case's `context.fields` as a REST operation's field values.
+fn fields(
+    spec: &BTreeMap<String, serde_json::Value>,
+) -> Result<Vec<(Arc<str>, FieldValue)>, String> {
+    use serde_json::Value;
+    spec.iter()
+        .map(|(name, value)| {
+            let value = match value {
+                Value::String(s) => FieldValue::String(s.clone()),
+                Value::Bool(b) => FieldValue::Bool(*b),
+                Value::Number(n) if n.is_i64() => FieldValue::Long(n.as_i64().unwrap_or(0)),
+                Value::Array(items) => FieldValue::Strings(
+                    items
+                        .iter()
+                        .map(|i| i.as_str().map(str::to_owned))
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or_else(|| format!("context.fields.{name}: only strings in a list"))?,
+                ),
+                _ => {
+                    return Err(format!(
+                        "context.fields.{name}: a string, an integer, true or false, or a list \
+                         of strings"
+                    ));
+                }
+            };
+            Ok((Arc::from(name.as_str()), value))
+        })
+        .collect()
+}
+
 fn context_keys(kind: FactsKind) -> &'static str {
     match kind {
         FactsKind::Request => "route, time, source_ip, tls, client_certificate, findings",
@@ -408,7 +442,7 @@ fn context_keys(kind: FactsKind) -> &'static str {
              tools, input_tokens"
         }
         FactsKind::Http => {
-            "route, time, source_ip, tls, client_certificate, findings, method, path"
+            "route, time, source_ip, tls, client_certificate, findings, method, path, fields"
         }
         FactsKind::Egress => {
             "route, time, source_ip, tls, client_certificate, findings, port, addresses, \
@@ -538,7 +572,15 @@ fn describe(d: &Decision) -> String {
 
 /// Loads the policies in `dir` and runs every case in `dir/tests/*.yaml` (and `*.yml`).
 pub fn run_tests(dir: &Path) -> Result<TestReport, PolicyTestError> {
-    let engine = PolicyEngine::load(dir).map_err(PolicyTestError::Policies)?;
+    run_tests_with(dir, &[])
+}
+
+/// [`run_tests`], with `fragments` added to the schema (the REST connectors' actions).
+pub fn run_tests_with(
+    dir: &Path,
+    fragments: &[super::SchemaFragment],
+) -> Result<TestReport, PolicyTestError> {
+    let engine = PolicyEngine::load_with(dir, fragments).map_err(PolicyTestError::Policies)?;
     let tests_dir = dir.join("tests");
     let mut files: Vec<PathBuf> = match std::fs::read_dir(&tests_dir) {
         Ok(entries) => entries

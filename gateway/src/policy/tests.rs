@@ -13,6 +13,34 @@ use crate::action::{
 };
 use crate::policy::testing::{PolicyTestError, run_tests};
 
+/// The schema declarations of every built-in REST connector.
+fn built_in_connector_actions() -> Vec<SchemaFragment> {
+    let connectors = crate::route::connector::Connectors::load(None).expect("built-in connectors");
+    connectors
+        .names()
+        .into_iter()
+        .filter_map(|name| {
+            connectors.operations(name).map(|ops| SchemaFragment {
+                origin: PathBuf::from(format!("connectors/{name}.yaml")),
+                text: crate::protocol::rest::schema_fragment(ops),
+            })
+        })
+        .collect()
+}
+
+/// The fragments of the connectors whose actions `policies` names (`Action::"github:...`):
+/// loading every connector's actions for each example would only cost time.
+fn actions_named_in(fragments: &[SchemaFragment], policies: &str) -> Vec<SchemaFragment> {
+    fragments
+        .iter()
+        .filter(|f| {
+            let ns = f.origin.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            policies.contains(&format!("\"{ns}:"))
+        })
+        .cloned()
+        .collect()
+}
+
 pub(super) fn repo_policies() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
 }
@@ -121,17 +149,22 @@ fn every_example_validates_against_the_schema_alone_and_with_the_baseline() {
         examples.len() >= 5,
         "expected the documented examples, found {examples:?}"
     );
+    // The REST examples name the shipped connectors' actions, declared when a route uses them.
+    let all_fragments = built_in_connector_actions();
     for example in &examples {
+        let text = std::fs::read_to_string(dir.join(example)).expect("example");
+        let connectors = actions_named_in(&all_fragments, &text);
         let mut files = fragments.clone();
         files.push(example.clone());
-        if let Err(e) = PolicyEngine::load_files(&dir, &files) {
+        if let Err(e) = PolicyEngine::load_files_with(&dir, &files, &connectors) {
             panic!("{} does not validate:\n{e}", example.display());
         }
     }
     let mut all = examples.clone();
     all.extend(fragments);
     all.push(PathBuf::from("baseline.cedar"));
-    let engine = PolicyEngine::load_files(&dir, &all).unwrap_or_else(|e| panic!("{e}"));
+    let engine =
+        PolicyEngine::load_files_with(&dir, &all, &all_fragments).unwrap_or_else(|e| panic!("{e}"));
     assert!(engine.warnings().is_empty(), "{:?}", engine.warnings());
 }
 
@@ -795,6 +828,7 @@ fn http(method: &str, path: &str) -> Facts {
     Facts::Http(HttpFacts {
         method: method.into(),
         path: path.into(),
+        fields: None,
     })
 }
 
@@ -1432,6 +1466,95 @@ fn a_connector_operation_declared_in_the_schema_is_judged_by_its_own_name() {
 }
 
 #[test]
+fn a_connectors_actions_are_declared_by_its_fragment_and_judged_on_tags_and_fields() {
+    let all = built_in_connector_actions();
+    let fragments: Vec<SchemaFragment> = all
+        .iter()
+        .filter(|f| f.text.contains("\"github:") || f.text.contains("\"slack:"))
+        .cloned()
+        .collect();
+    let dir = pack(&[(
+        "p.cedar",
+        r#"@id("app-issues") permit (principal, action == Action::"github:issues.create", resource)
+           when { resource.hasTag("repo") && resource.getTag("repo") == "app" };
+           @id("slack-read") permit (principal, action in Action::"slack:read", resource);
+           @id("post") permit (principal, action == Action::"slack:chat.postMessage", resource);
+           @id("secret-channel") forbid (principal, action == Action::"slack:chat.postMessage", resource)
+           when { context.fields has channel && context.fields.channel == "C-SECRET" };"#,
+    )]);
+    let engine = PolicyEngine::load_with(dir.path(), &fragments).unwrap_or_else(|e| panic!("{e}"));
+    let issue = |repo: &str| {
+        act(
+            agent("a"),
+            Verb::Operation(Arc::from("github:issues.create")),
+            operation(
+                "github",
+                "issues.create",
+                &[("owner", "acme"), ("repo", repo)],
+            ),
+            http("POST", "/repos/acme/app/issues"),
+        )
+    };
+    assert_eq!(
+        engine.decide(&issue("app")).policy_ids(),
+        ids(&["app-issues"])
+    );
+    assert!(matches!(
+        engine.decide(&issue("payroll")),
+        Decision::Deny { .. }
+    ));
+    let post = |channel: &str| {
+        act(
+            agent("a"),
+            Verb::Operation(Arc::from("slack:chat.postMessage")),
+            operation("slack", "chat.postMessage", &[]),
+            Facts::Http(HttpFacts {
+                method: "POST".into(),
+                path: "/chat.postMessage".into(),
+                fields: Some(vec![(
+                    Arc::from("channel"),
+                    crate::action::FieldValue::String(channel.into()),
+                )]),
+            }),
+        )
+    };
+    assert_eq!(engine.decide(&post("C1")).policy_ids(), ids(&["post"]));
+    assert_eq!(
+        engine.decide(&post("C-SECRET")).policy_ids(),
+        ids(&["secret-channel"])
+    );
+    // The same pair judged under two operations (a policy test may ask): each its own verdict.
+    let mut listed = post("C1");
+    listed.verb = Verb::Operation(Arc::from("slack:conversations.list"));
+    assert_eq!(engine.decide(&listed).policy_ids(), ids(&["slack-read"]));
+    assert_eq!(engine.decide(&post("C1")).policy_ids(), ids(&["post"]));
+
+    // Without the fragments, a policy naming a connector action does not validate.
+    let err = PolicyEngine::load(dir.path()).expect_err("undeclared actions");
+    assert!(err.to_string().contains("github:issues.create"), "{err}");
+    // A policy naming a field the operation does not have is refused at load, or, guarded,
+    // warned about as one that can never apply.
+    let typo = pack(&[(
+        "p.cedar",
+        r#"@id("typo") forbid (principal, action == Action::"slack:chat.postMessage", resource)
+           when { context.fields.chanel == "C1" };"#,
+    )]);
+    let err = PolicyEngine::load_with(typo.path(), &fragments).expect_err("unknown field");
+    assert!(err.to_string().contains("p.cedar:2"), "{err}");
+    let guarded = pack(&[(
+        "p.cedar",
+        r#"@id("typo") forbid (principal, action == Action::"slack:chat.postMessage", resource)
+           when { context.fields has chanel && context.fields.chanel == "C1" };"#,
+    )]);
+    let engine =
+        PolicyEngine::load_with(guarded.path(), &fragments).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !engine.warnings().is_empty(),
+        "an impossible policy is reported"
+    );
+}
+
+#[test]
 fn a_schema_action_with_a_context_warden_does_not_build_is_refused() {
     let dir = pack(&[("p.cedar", PERMIT_ALL)]);
     let schema_path = dir.path().join(SCHEMA_FILE);
@@ -1552,6 +1675,7 @@ fn every_example_passes_its_own_decision_cases_on_top_of_the_baseline() {
             .unwrap_or_else(|e| panic!("{} has no example beside it: {e}", case_file.display()));
         let cases_text = std::fs::read_to_string(&case_file).expect("cases");
         let baseline = std::fs::read_to_string(dir.join("baseline.cedar")).expect("baseline");
+        let connectors = actions_named_in(&built_in_connector_actions(), &text);
         let mut files = vec![
             ("baseline.cedar".to_owned(), baseline),
             (format!("{stem}.cedar"), text),
@@ -1573,7 +1697,8 @@ fn every_example_passes_its_own_decision_cases_on_top_of_the_baseline() {
             .map(|(name, text)| (name.as_str(), text.as_str()))
             .collect();
         let assembled = pack(&files);
-        let report = run_tests(assembled.path()).unwrap_or_else(|e| panic!("{stem}: {e}"));
+        let report = crate::policy::testing::run_tests_with(assembled.path(), &connectors)
+            .unwrap_or_else(|e| panic!("{stem}: {e}"));
         assert!(report.cases.len() >= 10, "{stem} needs real coverage");
         assert_eq!(report.failed(), 0, "{stem}:\n{report}");
     }

@@ -15,6 +15,7 @@ use super::errors::ProtocolError;
 use super::identifier::LOOKALIKE_FINDING;
 use super::refusal::Refusal;
 use super::request::LlmRequest;
+use super::rest::operations::Operations;
 use super::usage::Usage;
 use crate::action::{Facts, Finding, Findings, LlmFacts, Resource, Verb};
 
@@ -34,6 +35,8 @@ pub struct Inbound<'a> {
     /// The route's upstream as Cedar names it: the provider of an LLM route (`openai`), the
     /// server of an MCP route, the API of a REST route.
     pub upstream: &'a Arc<str>,
+    /// A REST route's operations (its connector's), `None` on other routes.
+    pub operations: Option<&'a Operations>,
 }
 
 /// What a request means: the parts of its Cedar action, and how to answer it.
@@ -58,6 +61,19 @@ pub enum Shape {
     Llm(LlmRequest),
     /// An MCP message.
     Mcp(super::mcp::shape::McpShape),
+    /// A REST call, to go upstream to `path` (below the base URL), the path as judged.
+    Rest { path: String },
+}
+
+impl Shape {
+    /// The path (below the upstream's base URL) the request must go to when the dialect read
+    /// it into a canonical form; `None` to send it as received.
+    pub fn upstream_path(&self) -> Option<&str> {
+        match self {
+            Shape::Rest { path } => Some(path),
+            Shape::Llm(_) | Shape::Mcp(_) => None,
+        }
+    }
 }
 
 impl Interpreted {
@@ -95,7 +111,7 @@ impl Interpreted {
     }
 }
 
-/// One wire protocol: OpenAI, Anthropic, Gemini (and, later, MCP JSON-RPC, REST connectors,
+/// One wire protocol: OpenAI, Anthropic, Gemini, REST connectors (and, later, MCP JSON-RPC,
 /// CONNECT).
 pub trait Dialect: Send + Sync + 'static {
     /// The protocol's name in configuration and logs.
@@ -147,6 +163,7 @@ pub(crate) mod tests {
             headers: &headers,
             body: body.as_bytes(),
             upstream: &upstream,
+            operations: None,
         })
     }
 
@@ -173,7 +190,7 @@ pub(crate) mod tests {
         );
         assert!(meaning.findings.is_empty());
         let Shape::Llm(shape) = &meaning.shape else {
-            panic!("an LLM shape");
+            panic!("an LLM call has an LLM shape: {:?}", meaning.shape)
         };
         assert!(shape.tools.is_empty());
         let listing = Interpreted::llm(request(None, None), &upstream);

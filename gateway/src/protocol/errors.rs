@@ -3,6 +3,7 @@
 
 use super::identifier::IdentifierProblem;
 use super::request::Endpoint;
+use super::rest::error::RestError;
 use crate::text::Quoted;
 
 /// Most characters of a parser's description kept in an error message.
@@ -89,6 +90,9 @@ pub enum ProtocolError {
         /// The method the endpoint accepts.
         allowed: http::Method,
     },
+    /// A REST request Warden will not judge as sent.
+    #[error(transparent)]
+    Rest(#[from] RestError),
 }
 
 impl ProtocolError {
@@ -97,6 +101,7 @@ impl ProtocolError {
         match self {
             ProtocolError::UnsupportedEndpoint { .. } => http::StatusCode::NOT_FOUND,
             ProtocolError::WrongMethod { .. } => http::StatusCode::METHOD_NOT_ALLOWED,
+            ProtocolError::Rest(e) => e.status(),
             _ => http::StatusCode::BAD_REQUEST,
         }
     }
@@ -113,6 +118,7 @@ impl ProtocolError {
             ProtocolError::ModelMismatch { .. } => "model_mismatch",
             ProtocolError::UnsupportedEndpoint { .. } => "unsupported_endpoint",
             ProtocolError::WrongMethod { .. } => "method_not_allowed",
+            ProtocolError::Rest(e) => e.code(),
         }
     }
 

@@ -1,5 +1,5 @@
 //! Protocols as dialects: each wire protocol in its own folder (`openai/`, `anthropic/`,
-//! `gemini/`) owns how its requests read, its refusal answers, its error body and its usage
+//! `gemini/`, `rest/`) owns how its requests read, its refusal answers, its error body and its usage
 //! blocks, behind one trait ([`Dialect`]) and one dispatch point ([`Protocol::dialect`]).
 //!
 //! The files beside the folders are the leaves the dialects share, and import no dialect:
@@ -22,6 +22,7 @@ mod parse;
 mod refusal;
 mod request;
 mod response;
+pub mod rest;
 mod scanner;
 mod sse;
 mod usage;
@@ -55,6 +56,8 @@ pub enum Protocol {
     /// MCP over Streamable HTTP: the endpoints of `mcp.endpoints` (no connector file names it).
     #[serde(skip_deserializing)]
     Mcp,
+    /// A REST API described by a connector's operations.
+    Rest,
 }
 
 impl Protocol {
@@ -65,6 +68,7 @@ impl Protocol {
             Protocol::Anthropic => &anthropic::Anthropic,
             Protocol::Gemini => &gemini::Gemini,
             Protocol::Mcp => &mcp::Mcp,
+            Protocol::Rest => &rest::Rest,
         }
     }
 
@@ -115,6 +119,7 @@ mod tests {
             (Protocol::Openai, "openai"),
             (Protocol::Anthropic, "anthropic"),
             (Protocol::Gemini, "gemini"),
+            (Protocol::Rest, "rest"),
         ] {
             assert_eq!(protocol.dialect().name(), name);
             let parsed: Protocol = serde_json::from_value(serde_json::json!(name)).unwrap();

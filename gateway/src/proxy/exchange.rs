@@ -28,6 +28,17 @@ use crate::text::{FIELD_MAX, bounded};
 /// passes, or an event stream Warden writes (MCP).
 pub type ProxyBody = Either<Full<Bytes>, Either<ObservedBody<PendingOutcome>, EventBody>>;
 
+/// What a decision record keeps of the request's content.
+#[derive(Debug, Clone, Copy)]
+pub enum Content<'a> {
+    /// The content itself (`audit.record_content`): as JSON when it is JSON, else as text.
+    Recorded(&'a [u8]),
+    /// Its SHA-256, when it is not empty.
+    Digest(&'a [u8]),
+    /// Nothing.
+    Omitted,
+}
+
 /// One request's passage through the path.
 pub struct Exchange {
     shared: Arc<Shared>,
@@ -148,14 +159,14 @@ impl Exchange {
             HeaderValue::try_from(format!("Bearer resource_metadata=\"{url}\"")).ok();
     }
 
-    /// decide: records `decision`, with what inspection found and (when `content` is given)
-    /// the request content, durably before anything else happens. A record that cannot be
+    /// decide: records `decision`, with what inspection found and what `content` says to keep
+    /// of the request content, durably before anything else happens. A record that cannot be
     /// written refuses the request when `fail_closed`, and is logged and counted either way.
     pub async fn record_decision(
         &mut self,
         decision: &Decision,
         findings: &Findings,
-        content: Option<&[u8]>,
+        content: Content<'_>,
         policy_seconds: f64,
         fail_closed: bool,
     ) -> Result<(), Refusal> {
@@ -181,7 +192,18 @@ impl Exchange {
                 location: bounded(&f.location, FIELD_MAX).into_owned(),
             })
             .collect();
-        event.content = content.and_then(|body| serde_json::from_slice(body).ok());
+        match content {
+            Content::Recorded(body) => {
+                event.content = Some(serde_json::from_slice(body).unwrap_or_else(|_| {
+                    serde_json::Value::String(String::from_utf8_lossy(body).into_owned())
+                }));
+            }
+            Content::Digest(body) if !body.is_empty() => {
+                event.content_digest = Arc::from(digest(body));
+            }
+            Content::Digest(_) | Content::Omitted => {}
+        }
+        // A tool call's arguments (read by the MCP walk), digested whatever `content` says.
         if let Some(digest) = &self.content_digest {
             event.content_digest = Arc::clone(digest);
         }
@@ -400,6 +422,12 @@ impl PendingOutcome {
         }
         self.complete(Usage::default(), error);
     }
+}
+
+/// `sha256:<hex>` of `bytes`: what a record keeps of content it does not keep.
+pub(super) fn digest(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
 }
 
 /// A new request or decision id: a UUIDv7 as 32 lower-case hex digits (time-ordered).

@@ -14,9 +14,8 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
-use super::exchange::{Exchange, ProxyBody};
+use super::exchange::{Exchange, ProxyBody, digest};
 use super::refusal::Refusal;
 use super::stages::{context, decide, hold, inspect};
 use crate::action::{Action, Facts, Findings, Principal, Resource, ToolFacts, Verb};
@@ -25,11 +24,11 @@ use crate::mcp::{
     Call, Endpoint, EventBody, Link, McpDenyStyle, McpError, SESSION_HEADER, Session,
     VERSION_HEADER, event,
 };
+use crate::pins::{CallStatus, PinVerdict, Pins};
 use crate::protocol;
 use crate::protocol::Shape;
 use crate::protocol::mcp::McpShape;
 use crate::protocol::mcp::jsonrpc::{self, Id, Kind, Message};
-use crate::pins::{CallStatus, PinVerdict, Pins};
 use crate::protocol::mcp::meaning::{self, Judged, ListKind, Meaning, Rewrite};
 use crate::protocol::mcp::names;
 use crate::route::Route;
@@ -437,8 +436,7 @@ async fn pin_check(ex: &Exchange, pins: &Pins, server: &str, item: &Value) -> bo
     match pins.check(server, item).await {
         Ok(check) => {
             if check.first_report
-                && let PinVerdict::Changed(change) | PinVerdict::Unapproved(change) =
-                    &check.verdict
+                && let PinVerdict::Changed(change) | PinVerdict::Unapproved(change) = &check.verdict
             {
                 tracing::warn!(server, tool = %bounded(&change.tool, FIELD_MAX), digest = %change.digest, "an MCP tool definition is not the approved one: hidden and refused until an operator approves it");
                 ex.tool_changed(change.audit_detail());
@@ -799,11 +797,6 @@ fn check_origin(ex: &Exchange, req: &Request<Incoming>) -> Result<(), McpError> 
     } else {
         Err(McpError::Origin(Quoted::of(found)))
     }
-}
-
-/// `sha256:<hex>` of `bytes`.
-fn digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<ProxyBody> {

@@ -23,7 +23,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
-pub use exchange::{Exchange, PendingOutcome, ProxyBody};
+pub use exchange::{Content, Exchange, PendingOutcome, ProxyBody};
 pub use refusal::Refusal;
 use stages::{context, decide, hold, inspect};
 
@@ -153,7 +153,7 @@ async fn interpret(
     principal: Arc<Principal>,
     req: Request<Incoming>,
 ) -> Result<(Action, ReadRequest), Refusal> {
-    let (head, body) = req.into_parts();
+    let (mut head, body) = req.into_parts();
     let body = protocol::body::read(body, &head.headers, &snap.config.limits).await?;
     let Interpreted {
         verb,
@@ -168,7 +168,12 @@ async fn interpret(
         headers: &head.headers,
         body: &body,
         upstream: &route.provider,
+        operations: route.operations.as_deref(),
     })?;
+    // The request goes upstream as it was judged.
+    if let Some(path) = shape.upstream_path() {
+        head.uri = judged_uri(route, path, head.uri.query()).map_err(Refusal::UpstreamRequest)?;
+    }
     ex.interpreted(&verb, &resource, shape);
     let action = Action {
         principal,
@@ -177,6 +182,18 @@ async fn interpret(
         context: context(ex, route, findings, facts),
     };
     Ok((action, ReadRequest { head, body }))
+}
+
+/// The request URI with `path` (below the route's prefix) as the dialect read it.
+fn judged_uri(route: &Route, path: &str, query: Option<&str>) -> Result<http::Uri, http::Error> {
+    let mut pq = String::with_capacity(route.prefix.len() + path.len() + 1);
+    pq.push_str(&route.prefix);
+    pq.push_str(path);
+    if let Some(q) = query {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    Ok(http::uri::PathAndQuery::try_from(pq)?.into())
 }
 
 /// Credential: the agent's credential out, the upstream's in.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use super::exchange::Exchange;
+use super::exchange::{Content, Exchange};
 use super::refusal::Refusal;
 use crate::action::{Action, ActionContext, Facts, Findings};
 use crate::approval;
@@ -39,7 +39,9 @@ pub(super) fn inspect(action: &mut Action, body: &[u8]) {
     inspect::inspect(&mut action.context.findings, body);
 }
 
-/// Decide: Cedar's verdict on the action, recorded durably before anything else happens.
+/// Decide: Cedar's verdict on the action, recorded durably before anything else happens;
+/// the record keeps `content` (the body, or a tool call's arguments) with
+/// `audit.record_content`, else a REST operation's body as its digest.
 pub(super) async fn decide(
     snap: &Snapshot,
     ex: &mut Exchange,
@@ -50,7 +52,11 @@ pub(super) async fn decide(
     let decision = snap.policy.decide(action);
     let policy_seconds = t.elapsed().as_secs_f64();
     let audit = &snap.config.audit;
-    let content = audit.record_content.then_some(content);
+    let content = match (audit.record_content, &action.context.facts) {
+        (true, _) => Content::Recorded(content),
+        (false, Facts::Http(_)) => Content::Digest(content),
+        (false, _) => Content::Omitted,
+    };
     ex.record_decision(
         &decision,
         &action.context.findings,

@@ -1,13 +1,16 @@
 //! Connectors: declarative descriptions of upstreams (protocol, base URL, how the credential
-//! is injected). The ones in `connectors/` are built in; `connectors_dir` adds more.
+//! is injected, and for a REST API its operations). The ones in `connectors/` are built in;
+//! `connectors_dir` adds more.
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::config::error::{ConfigError, ConfigErrors};
 use crate::config::locate::LineIndex;
 use crate::protocol::Protocol;
+use crate::protocol::rest::{OperationSpec, Operations};
 
 /// One connector file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -19,13 +22,17 @@ pub struct Connector {
     pub description: String,
     /// Wire protocol the upstream speaks.
     pub protocol: Protocol,
-    /// Cedar `Provider` name for models behind it.
+    /// Cedar name of what is behind it: the `Provider` of its models, or the `Api` of a REST
+    /// connector's operations.
     pub provider: String,
     /// Default upstream base URL.
     pub base_url: String,
     /// How the upstream credential is sent; none for keyless upstreams.
     #[serde(default)]
     pub credential: Option<CredentialInjection>,
+    /// A REST connector's operations (`protocol: rest`).
+    #[serde(default)]
+    pub operations: Vec<OperationSpec>,
 }
 
 /// How a secret becomes a request header.
@@ -34,7 +41,9 @@ pub struct Connector {
 pub struct CredentialInjection {
     /// Header name, e.g. `authorization`.
     pub header: String,
-    /// Header value with `{secret}` where the secret goes, e.g. `Bearer {secret}`.
+    /// Header value with `{secret}` where the secret goes, e.g. `Bearer {secret}`, or
+    /// `{secret_base64}` where its base64 goes (HTTP Basic: `Basic {secret_base64}` with a
+    /// secret `user:password`).
     pub format: String,
     /// The upstream may need no credential (a local vLLM or LocalAI): a route without
     /// `credential:` sends none instead of answering 503. Default `false`.
@@ -63,12 +72,37 @@ const BUILT_IN: &[(&str, &str)] = &[
         "openai-compatible.yaml",
         include_str!("../../../connectors/openai-compatible.yaml"),
     ),
+    (
+        "github.yaml",
+        include_str!("../../../connectors/github.yaml"),
+    ),
+    ("slack.yaml", include_str!("../../../connectors/slack.yaml")),
+    (
+        "google-workspace.yaml",
+        include_str!("../../../connectors/google-workspace.yaml"),
+    ),
+    (
+        "microsoft-graph.yaml",
+        include_str!("../../../connectors/microsoft-graph.yaml"),
+    ),
+    ("jira.yaml", include_str!("../../../connectors/jira.yaml")),
+    (
+        "salesforce.yaml",
+        include_str!("../../../connectors/salesforce.yaml"),
+    ),
 ];
+
+/// Where built-in connectors are said to come from in messages.
+const BUILT_IN_DIR: &str = "connectors (built in)";
 
 /// Every known connector by name.
 #[derive(Debug, Clone, Default)]
 pub struct Connectors {
     by_name: BTreeMap<String, Connector>,
+    /// A REST connector's compiled operations, by connector name.
+    operations: BTreeMap<String, Arc<Operations>>,
+    /// The file each connector was read from, by name.
+    origins: BTreeMap<String, PathBuf>,
 }
 
 impl Connectors {
@@ -77,7 +111,7 @@ impl Connectors {
         let mut connectors = Connectors::default();
         let mut errors = Vec::new();
         for (file, text) in BUILT_IN {
-            connectors.add(Path::new(file), text, &mut errors);
+            connectors.add(&Path::new(BUILT_IN_DIR).join(file), text, &mut errors);
         }
         if let Some(dir) = extra_dir {
             match std::fs::read_dir(dir) {
@@ -128,15 +162,50 @@ impl Connectors {
                 }
                 if let Some(cred) = &c.credential
                     && !cred.format.contains("{secret}")
+                    && !cred.format.contains("{secret_base64}")
                 {
                     let line = LineIndex::new(text).line_of("credential.format");
                     errors.push(ConfigError {
                         file: Some(file.into()),
                         line,
                         key: "credential.format".into(),
-                        message: "must contain {secret} where the credential goes".into(),
+                        message: "must contain {secret} (or {secret_base64}) where the \
+                                  credential goes"
+                            .into(),
                     });
                 }
+                let located = |key: String, message: String| ConfigError {
+                    file: Some(file.into()),
+                    line: LineIndex::new(text).line_of(&key),
+                    key,
+                    message,
+                };
+                match (c.protocol, c.operations.is_empty()) {
+                    (Protocol::Rest, _) => match Operations::compile(&c.name, &c.operations) {
+                        Ok(table) => {
+                            self.operations.insert(c.name.clone(), Arc::new(table));
+                        }
+                        Err(mistakes) => {
+                            let lines = LineIndex::new(text);
+                            errors.extend(mistakes.into_iter().map(|m| ConfigError {
+                                file: Some(file.into()),
+                                line: lines.line_of(&m.key),
+                                key: m.key,
+                                message: m.message,
+                            }));
+                        }
+                    },
+                    (_, false) => errors.push(located(
+                        "operations".into(),
+                        format!(
+                            "operations describe a REST API; this connector speaks {} (set \
+                             protocol: rest, or remove them)",
+                            c.protocol
+                        ),
+                    )),
+                    (_, true) => {}
+                }
+                self.origins.insert(c.name.clone(), file.to_path_buf());
                 self.by_name.insert(c.name.clone(), c);
             }
             Err(e) => errors.push(ConfigError {
@@ -151,6 +220,17 @@ impl Connectors {
     /// The connector called `name`.
     pub fn get(&self, name: &str) -> Option<&Connector> {
         self.by_name.get(name)
+    }
+
+    /// The compiled operations of REST connector `name`.
+    pub fn operations(&self, name: &str) -> Option<&Arc<Operations>> {
+        self.operations.get(name)
+    }
+
+    /// The file connector `name` was read from (`connectors (built in)/github.yaml` for a
+    /// built-in one).
+    pub fn origin(&self, name: &str) -> Option<&Path> {
+        self.origins.get(name).map(PathBuf::as_path)
     }
 
     /// Names of all connectors, sorted.
@@ -189,11 +269,30 @@ mod tests {
             vec![
                 "anthropic",
                 "gemini",
+                "github",
+                "google-workspace",
+                "jira",
+                "microsoft-graph",
                 "ollama",
                 "openai",
-                "openai-compatible"
+                "openai-compatible",
+                "salesforce",
+                "slack",
             ]
         );
+        for rest in [
+            "github",
+            "slack",
+            "google-workspace",
+            "microsoft-graph",
+            "jira",
+            "salesforce",
+        ] {
+            assert!(
+                c.operations(rest).is_some_and(|ops| !ops.is_empty()),
+                "{rest} has operations"
+            );
+        }
         assert_eq!(
             c.get("anthropic").map(|c| c.protocol),
             Some(Protocol::Anthropic)
@@ -253,6 +352,32 @@ mod tests {
                 .map(|c| c.optional),
             Some(true)
         );
+    }
+
+    #[test]
+    fn mistakes_in_a_rest_connector_are_reported_with_file_line_and_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("acme.yaml"),
+            "name: acme\nprotocol: rest\nprovider: acme\nbase_url: https://api.acme.test\n\
+             operations:\n  - { action: items.list, method: GET, path: /items }\n\
+             \x20 - { action: items.get, method: GET, path: \"/items/{id}/../x\" }\n",
+        )
+        .expect("write");
+        let text = Connectors::load(Some(dir.path()))
+            .expect_err("a dot segment in a template")
+            .to_string();
+        assert!(text.contains("acme.yaml:7: operations[1].path:"), "{text}");
+        std::fs::write(
+            dir.path().join("acme.yaml"),
+            "name: acme\nprotocol: openai\nprovider: acme\nbase_url: https://api.acme.test\n\
+             operations:\n  - { action: items.list, method: GET, path: /items }\n",
+        )
+        .expect("write");
+        let text = Connectors::load(Some(dir.path()))
+            .expect_err("operations on an LLM connector")
+            .to_string();
+        assert!(text.contains("acme.yaml:5: operations:"), "{text}");
     }
 
     #[test]

@@ -3,12 +3,15 @@
 pub mod config;
 pub mod connector;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 
 use crate::config::error::ConfigErrors;
 use crate::config::{Config, DenyStyle};
+use crate::policy::SchemaFragment;
+use crate::protocol::rest::{self, Operations};
 use crate::protocol::{Protocol, RefusalFinish};
 use crate::secrets::{self, CredentialProvider};
 use connector::{Connectors, validate_base_url};
@@ -44,6 +47,8 @@ pub struct Route {
     /// An MCP endpoint (`mcp.endpoints`): its servers, reached through sessions rather than
     /// `upstream`.
     pub mcp: Option<Arc<crate::mcp::Endpoint>>,
+    /// A REST route's operations (its connector's).
+    pub operations: Option<Arc<Operations>>,
 }
 
 impl Route {
@@ -107,6 +112,8 @@ impl Upstream {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     routes: Vec<Arc<Route>>,
+    /// The schema declarations of the REST connectors the routes use, one per connector.
+    fragments: Vec<SchemaFragment>,
 }
 
 impl RouteTable {
@@ -114,6 +121,8 @@ impl RouteTable {
     pub fn build(config: &Config) -> Result<RouteTable, ConfigErrors> {
         let connectors = Connectors::load(config.connectors_dir.as_deref())?;
         let mut routes = Vec::with_capacity(config.routes.len());
+        let mut fragments: Vec<SchemaFragment> = Vec::new();
+        let mut declared: Vec<&str> = Vec::new();
         for (i, rc) in config.routes.iter().enumerate() {
             let connector = connectors.get(&rc.connector).ok_or_else(|| {
                 ConfigErrors::one(
@@ -132,7 +141,21 @@ impl RouteTable {
                 }
                 (_, None) => None,
             };
+            let operations = connectors.operations(&rc.connector).cloned();
+            if let Some(ops) = &operations
+                && !declared.contains(&rc.connector.as_str())
+            {
+                declared.push(&rc.connector);
+                fragments.push(SchemaFragment {
+                    origin: connectors
+                        .origin(&rc.connector)
+                        .map(Path::to_path_buf)
+                        .unwrap_or_default(),
+                    text: rest::schema_fragment(ops),
+                });
+            }
             routes.push(Arc::new(Route {
+                operations,
                 name: Arc::from(name),
                 prefix: rc.prefix.trim_end_matches('/').to_string(),
                 protocol: connector.protocol,
@@ -160,10 +183,16 @@ impl RouteTable {
                 on_deny: DenyStyle::Completion,
                 refusal_finish: RefusalFinish::default(),
                 mcp: Some(endpoint),
+                operations: None,
             }));
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-        Ok(RouteTable { routes })
+        Ok(RouteTable { routes, fragments })
+    }
+
+    /// The schema declarations of the actions of the REST connectors the routes use.
+    pub fn schema_fragments(&self) -> &[SchemaFragment] {
+        &self.fragments
     }
 
     /// The route for `path`, or why there is none.

@@ -191,7 +191,14 @@ fn format(
 ) -> Result<Credential, CredentialError> {
     let header = HeaderName::try_from(injection.header.as_str())
         .map_err(|_| CredentialError::InvalidHeader(injection.header.clone()))?;
-    let mut value = HeaderValue::try_from(injection.format.replace("{secret}", secret.trim()))
+    use base64::Engine as _;
+    let secret = secret.trim();
+    let mut text = injection.format.replace("{secret}", secret);
+    if text.contains("{secret_base64}") {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(secret);
+        text = text.replace("{secret_base64}", &encoded);
+    }
+    let mut value = HeaderValue::try_from(text)
         .map_err(|_| CredentialError::InvalidValue(origin.to_owned()))?;
     value.set_sensitive(true);
     Ok(Credential { header, value })
@@ -224,6 +231,21 @@ mod tests {
         let error = missing.credential().unwrap_err();
         assert_eq!(error, CredentialError::EnvMissing("UNSET".into()));
         assert_eq!(missing.unavailable(), Some(error));
+    }
+
+    #[test]
+    fn a_basic_credential_is_the_base64_of_the_secret() {
+        let basic = CredentialInjection {
+            header: "authorization".into(),
+            format: "Basic {secret_base64}".into(),
+            optional: false,
+        };
+        let env = |_: &str| Some("me@acme.test:api-token\n".to_owned());
+        let got = read_env("JIRA", &basic, env);
+        assert_eq!(
+            value(&got),
+            Some(&b"Basic bWVAYWNtZS50ZXN0OmFwaS10b2tlbg=="[..])
+        );
     }
 
     #[test]

@@ -1,0 +1,397 @@
+//! The values of an operation's fields (`context.fields`), read from the query string and the
+//! body (JSON or form-encoded).
+//!
+//! Read so that policy sees what the upstream acts on: a field given twice (in the query and
+//! the body, twice in the query, or a JSON key repeated anywhere in the body) is refused, as
+//! is a body Warden cannot read when the operation has body fields (a policy on them could
+//! otherwise be passed by sending, say, multipart), and a value of the wrong type.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+
+use http::HeaderMap;
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+use super::error::RestError;
+use super::operations::{Field, FieldKind, FieldSource};
+use crate::action::FieldValue;
+
+/// A request body as fields are read from it.
+enum Body {
+    Empty,
+    Json(Value),
+    Form(Vec<(String, String)>),
+}
+
+/// The values of `fields` in a request with `query`, `headers` and `body`; a field the request
+/// does not give is left out.
+pub fn read(
+    fields: &[Field],
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<(Arc<str>, FieldValue)>, RestError> {
+    let query: Vec<(String, String)> = query
+        .map(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let wants_body = fields
+        .iter()
+        .any(|f| matches!(f.source, FieldSource::Body(_)));
+    let body = if wants_body {
+        parse_body(headers, body)?
+    } else {
+        Body::Empty
+    };
+    let mut out = Vec::with_capacity(fields.len());
+    for field in fields {
+        let value = match &field.source {
+            FieldSource::Query(name) => {
+                if let Body::Form(pairs) = &body
+                    && pairs.iter().any(|(k, _)| k == name)
+                {
+                    return Err(RestError::RepeatedField {
+                        field: Arc::clone(&field.name),
+                    });
+                }
+                from_strings(field, query_values(&query, name))?
+            }
+            FieldSource::Body(steps) => {
+                let top = &steps[0].key;
+                if query.iter().any(|(k, _)| k == top) {
+                    return Err(RestError::RepeatedField {
+                        field: Arc::clone(&field.name),
+                    });
+                }
+                match &body {
+                    Body::Empty => None,
+                    Body::Form(pairs) if steps.len() == 1 => {
+                        from_strings(field, query_values(pairs, top))?
+                    }
+                    Body::Form(_) => None,
+                    Body::Json(json) => from_json(field, json, steps)?,
+                }
+            }
+        };
+        if let Some(value) = value {
+            out.push((Arc::clone(&field.name), value));
+        }
+    }
+    Ok(out)
+}
+
+fn query_values<'q>(pairs: &'q [(String, String)], name: &str) -> Vec<&'q str> {
+    pairs
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+/// The body as JSON or form pairs; refused when it has content in another type.
+fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Body, RestError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Body::Empty);
+    }
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/x-www-form-urlencoded" {
+        let pairs = form_urlencoded::parse(body)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        return Ok(Body::Form(pairs));
+    }
+    if essence == "application/json" || essence.ends_with("+json") || essence.is_empty() {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let value = StrictValue
+            .deserialize(&mut de)
+            .and_then(|v| de.end().map(|()| v))
+            .map_err(|e| RestError::Body {
+                detail: e.to_string().chars().take(160).collect(),
+            })?;
+        return Ok(Body::Json(value));
+    }
+    Err(RestError::UnreadableBody {
+        content_type: crate::text::Quoted::of(content_type),
+    })
+}
+
+/// A field from text values (query or form): one value, or several for `strings`.
+fn from_strings(field: &Field, values: Vec<&str>) -> Result<Option<FieldValue>, RestError> {
+    let wrong = |expected: &'static str| RestError::FieldType {
+        field: Arc::clone(&field.name),
+        expected,
+    };
+    match (field.kind, values.as_slice()) {
+        (_, []) => Ok(None),
+        (FieldKind::Strings, all) => Ok(Some(FieldValue::Strings(
+            all.iter().map(|v| (*v).to_owned()).collect(),
+        ))),
+        (_, [_, _, ..]) => Err(RestError::RepeatedField {
+            field: Arc::clone(&field.name),
+        }),
+        (FieldKind::String, [v]) => Ok(Some(FieldValue::String((*v).to_owned()))),
+        (FieldKind::Long, [v]) => v
+            .parse()
+            .map(|n| Some(FieldValue::Long(n)))
+            .map_err(|_| wrong("an integer")),
+        (FieldKind::Bool, [v]) => match *v {
+            "true" => Ok(Some(FieldValue::Bool(true))),
+            "false" => Ok(Some(FieldValue::Bool(false))),
+            _ => Err(wrong("true or false")),
+        },
+    }
+}
+
+/// A field from a JSON body, following `steps`.
+fn from_json(
+    field: &Field,
+    json: &Value,
+    steps: &[super::operations::BodyStep],
+) -> Result<Option<FieldValue>, RestError> {
+    let wrong = |expected: &'static str| RestError::FieldType {
+        field: Arc::clone(&field.name),
+        expected,
+    };
+    let mut reached: Vec<&Value> = vec![json];
+    for step in steps {
+        let mut next = Vec::new();
+        for value in reached {
+            match value.get(&step.key) {
+                None | Some(Value::Null) => {}
+                Some(Value::Array(items)) if step.each => next.extend(items.iter()),
+                Some(_) if step.each => return Err(wrong("an array")),
+                Some(v) => next.push(v),
+            }
+        }
+        reached = next;
+    }
+    let many = steps.iter().any(|s| s.each);
+    match field.kind {
+        FieldKind::Strings => {
+            let mut all = Vec::new();
+            for value in reached {
+                match value {
+                    Value::String(s) => all.push(s.clone()),
+                    Value::Array(items) if !many => {
+                        for item in items {
+                            match item {
+                                Value::String(s) => all.push(s.clone()),
+                                _ => return Err(wrong("an array of strings")),
+                            }
+                        }
+                    }
+                    _ => return Err(wrong("strings")),
+                }
+            }
+            Ok((!all.is_empty() || !many).then_some(FieldValue::Strings(all)))
+        }
+        kind => match (kind, reached.first()) {
+            (_, None) => Ok(None),
+            (FieldKind::String, Some(Value::String(s))) => Ok(Some(FieldValue::String(s.clone()))),
+            (FieldKind::Long, Some(Value::Number(n))) => n
+                .as_i64()
+                .map(|n| Some(FieldValue::Long(n)))
+                .ok_or_else(|| wrong("an integer")),
+            (FieldKind::Bool, Some(Value::Bool(b))) => Ok(Some(FieldValue::Bool(*b))),
+            (FieldKind::String, _) => Err(wrong("a string")),
+            (FieldKind::Long, _) => Err(wrong("an integer")),
+            _ => Err(wrong("true or false")),
+        },
+    }
+}
+
+/// A JSON value whose objects never repeat a key (the upstream may keep another copy than
+/// Warden would).
+struct StrictValue;
+
+impl<'de> DeserializeSeed<'de> for StrictValue {
+    type Value = Value;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictValue {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(StrictValue)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        let mut seen = HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(de::Error::custom("an object repeats a key"));
+            }
+            let value = map.next_value_seed(StrictValue)?;
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::rest::operations::{FieldSpec, OperationSpec, Operations};
+    use std::collections::BTreeMap;
+
+    fn fields(specs: &[(&str, &str, FieldKind)]) -> Vec<Field> {
+        let spec = OperationSpec {
+            action: "op".into(),
+            method: "POST".into(),
+            path: "/op".into(),
+            fields: specs
+                .iter()
+                .map(|(name, from, kind)| {
+                    (
+                        (*name).to_owned(),
+                        FieldSpec::Typed {
+                            from: (*from).to_owned(),
+                            kind: *kind,
+                        },
+                    )
+                })
+                .collect::<BTreeMap<_, _>>(),
+            read: None,
+        };
+        let table = Operations::compile("t", &[spec]).expect("valid");
+        table
+            .iter()
+            .next()
+            .and_then(|o| o.fields.clone())
+            .unwrap_or_default()
+    }
+
+    fn json_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            "application/json".parse().unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn fields_are_read_from_query_json_and_form() {
+        let f = fields(&[
+            ("channel", "body.channel", FieldKind::String),
+            (
+                "to",
+                "body.message.toRecipients[].emailAddress.address",
+                FieldKind::Strings,
+            ),
+            ("draft", "body.draft", FieldKind::Bool),
+            ("state", "query.state", FieldKind::String),
+        ]);
+        let body = br#"{"channel":"C1","draft":true,"message":{"toRecipients":[{"emailAddress":{"address":"a@x"}},{"emailAddress":{"address":"b@y"}}]}}"#;
+        let got = read(&f, Some("state=open&page=2"), &json_headers(), body).expect("reads");
+        let got: BTreeMap<String, FieldValue> =
+            got.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        assert_eq!(got["channel"], FieldValue::String("C1".into()));
+        assert_eq!(got["draft"], FieldValue::Bool(true));
+        assert_eq!(got["state"], FieldValue::String("open".into()));
+        assert_eq!(
+            got["to"],
+            FieldValue::Strings(vec!["a@x".into(), "b@y".into()])
+        );
+
+        let mut form = HeaderMap::new();
+        form.insert(
+            http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded; charset=utf-8"
+                .parse()
+                .unwrap(),
+        );
+        let got = read(&f[..1], None, &form, b"channel=C2&text=hi").expect("reads");
+        assert_eq!(got[0].1, FieldValue::String("C2".into()));
+    }
+
+    #[test]
+    fn a_field_given_twice_or_in_an_unreadable_body_is_refused() {
+        let f = fields(&[("channel", "body.channel", FieldKind::String)]);
+        let dup = read(
+            &f,
+            None,
+            &json_headers(),
+            br#"{"channel":"A","channel":"B"}"#,
+        );
+        assert!(matches!(dup, Err(RestError::Body { .. })), "{dup:?}");
+        let both = read(
+            &f,
+            Some("channel=A"),
+            &json_headers(),
+            br#"{"channel":"B"}"#,
+        );
+        assert!(
+            matches!(both, Err(RestError::RepeatedField { .. })),
+            "{both:?}"
+        );
+        let mut multipart = HeaderMap::new();
+        multipart.insert(
+            http::header::CONTENT_TYPE,
+            "multipart/form-data; boundary=x".parse().unwrap(),
+        );
+        let other = read(&f, None, &multipart, b"--x\r\n");
+        assert!(
+            matches!(other, Err(RestError::UnreadableBody { .. })),
+            "{other:?}"
+        );
+        let wrong = read(&f, None, &json_headers(), br#"{"channel":7}"#);
+        assert!(
+            matches!(wrong, Err(RestError::FieldType { .. })),
+            "{wrong:?}"
+        );
+        let q = fields(&[("state", "query.state", FieldKind::String)]);
+        let twice = read(&q, Some("state=a&state=b"), &HeaderMap::new(), b"");
+        assert!(
+            matches!(twice, Err(RestError::RepeatedField { .. })),
+            "{twice:?}"
+        );
+    }
+}

@@ -1,0 +1,282 @@
+//! The REST dialect: requests to a SaaS API described by a connector's operations
+//! (`connectors/github.yaml`, ...).
+//!
+//! A request that matches an operation is that operation's action (`github:issues.create`) on
+//! `Operation::"<api>/<operation>"` in `Api::"<api>"`, with the path parameters as the
+//! resource's tags and the operation's fields in `context.fields`. A request that matches none
+//! is `http:request` on `Api::"<api>"`: denied unless a policy permits it. The path is read so
+//! that no operation is reached under another's name (`path.rs`); the request goes upstream
+//! exactly as it was judged. Refusals are 403s with a JSON error body; REST calls carry no
+//! usage.
+
+pub(crate) mod error;
+mod fields;
+pub(crate) mod operations;
+mod path;
+mod schema;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Response, StatusCode};
+use http_body_util::Full;
+
+pub use error::RestError;
+pub use operations::{
+    FieldKind, FieldSpec, Operation, OperationSpec, Operations, SpecError, is_operation_name,
+};
+pub use schema::fragment as schema_fragment;
+
+use super::dialect::{Dialect, Inbound, Interpreted, Shape};
+use super::errors::ProtocolError;
+use super::identifier::{self, LOOKALIKE_FINDING};
+use super::refusal::{self as refusals, Refusal};
+use super::usage::Usage;
+use crate::action::{Facts, Finding, Findings, HttpFacts, Resource, Verb};
+use crate::text::{PATH_MAX, Quoted};
+
+/// The REST dialect's name in configuration.
+pub const NAME: &str = "rest";
+
+/// Headers asking a server to take a request for another method (Google APIs honour
+/// `X-HTTP-Method-Override`): refused, since the method is judged as sent.
+const METHOD_OVERRIDES: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// The REST dialect.
+pub struct Rest;
+
+impl Dialect for Rest {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn interpret(&self, request: &Inbound<'_>) -> Result<Interpreted, ProtocolError> {
+        Ok(interpret(request)?)
+    }
+
+    fn refusal(&self, _shape: &Shape, refusal: &Refusal<'_>) -> Option<Response<Full<Bytes>>> {
+        let answer = error::denied(&refusal.message(), refusal.decision_id);
+        Some(refusals::mark(answer, refusal))
+    }
+
+    fn error(&self, status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+        error::response(status, code, message)
+    }
+
+    fn usage_event_wanted(&self, _event: &[u8]) -> bool {
+        false
+    }
+
+    fn usage_from_event(&self, _event: &[u8], _data: &[u8]) -> Usage {
+        Usage::default()
+    }
+
+    fn usage_from_body(&self, _body: &[u8]) -> Usage {
+        Usage::default()
+    }
+}
+
+/// What a REST request means.
+fn interpret(request: &Inbound<'_>) -> Result<Interpreted, RestError> {
+    refuse_method_override(request.headers, request.method)?;
+    let segments = path::segments(request.path).map_err(|problem| RestError::Path {
+        path: Quoted::with_max(request.path, PATH_MAX),
+        problem,
+    })?;
+    let method = request.method.as_str().to_owned();
+    let matched = request
+        .operations
+        .and_then(|ops| ops.find(request.method, &segments));
+    let Some(matched) = matched else {
+        let raw: Vec<&str> = segments.iter().map(|(raw, _)| *raw).collect();
+        let path = format!("/{}", raw.join("/"));
+        return Ok(Interpreted {
+            verb: Verb::HttpRequest,
+            resource: Resource::Api {
+                name: Arc::clone(request.upstream),
+            },
+            facts: Facts::Http(HttpFacts {
+                method,
+                path: path.clone(),
+                fields: None,
+            }),
+            findings: Findings::none(),
+            shape: Shape::Rest { path },
+        });
+    };
+    let op = matched.operation;
+    let mut findings = Findings::none();
+    let mut params = Vec::with_capacity(op.params.len());
+    for (name, value) in op.params.iter().zip(matched.values) {
+        params.push((Arc::clone(name), parameter(name, value, &mut findings)?));
+    }
+    let fields = match &op.fields {
+        Some(fields) => Some(fields::read(
+            fields,
+            request.query,
+            request.headers,
+            request.body,
+        )?),
+        None => None,
+    };
+    let path = if matched.path.is_empty() {
+        "/".to_owned()
+    } else {
+        matched.path
+    };
+    Ok(Interpreted {
+        verb: Verb::Operation(Arc::clone(&op.action)),
+        resource: Resource::Operation {
+            api: Arc::clone(request.upstream),
+            name: Arc::clone(&op.name),
+            params,
+        },
+        facts: Facts::Http(HttpFacts {
+            method,
+            path: path.clone(),
+            fields,
+        }),
+        findings,
+        shape: Shape::Rest { path },
+    })
+}
+
+fn refuse_method_override(headers: &HeaderMap, method: &http::Method) -> Result<(), RestError> {
+    match METHOD_OVERRIDES.iter().find(|h| headers.contains_key(**h)) {
+        Some(header) => Err(RestError::MethodOverride {
+            header,
+            method: Quoted::of(method.as_str()),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A path parameter's value as policy judges it: checked segment by segment with the
+/// identifier rules (`identifier.rs`); a look-alike is judged folded and reported.
+fn parameter(name: &Arc<str>, value: String, findings: &mut Findings) -> Result<String, RestError> {
+    let mut folded_any = false;
+    let mut parts = Vec::new();
+    for part in value.split('/') {
+        match identifier::check(part) {
+            Ok(None) => parts.push(part.to_owned()),
+            Ok(Some(folded)) => {
+                folded_any = true;
+                parts.push(folded);
+            }
+            Err(problem) => {
+                return Err(RestError::Parameter {
+                    name: Arc::clone(name),
+                    problem,
+                });
+            }
+        }
+    }
+    if !folded_any {
+        return Ok(value);
+    }
+    findings.0.push(Finding {
+        detector: Arc::from(LOOKALIKE_FINDING),
+        location: format!("path parameter {name}"),
+    });
+    Ok(parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Method;
+
+    fn ops() -> Operations {
+        let spec = |action: &str, method: &str, path: &str| OperationSpec {
+            action: action.into(),
+            method: method.into(),
+            path: path.into(),
+            fields: Default::default(),
+            read: None,
+        };
+        Operations::compile(
+            "github",
+            &[
+                spec("issues.create", "POST", "/repos/{owner}/{repo}/issues"),
+                spec("repos.get", "GET", "/repos/{owner}/{repo}"),
+            ],
+        )
+        .expect("valid")
+    }
+
+    fn read(method: Method, path: &str, headers: HeaderMap) -> Result<Interpreted, RestError> {
+        let ops = ops();
+        let upstream: Arc<str> = Arc::from("github");
+        interpret(&Inbound {
+            method: &method,
+            path,
+            query: None,
+            headers: &headers,
+            body: b"",
+            upstream: &upstream,
+            operations: Some(&ops),
+        })
+    }
+
+    #[test]
+    fn an_operation_is_its_action_on_its_resource_with_the_parameters_as_tags() {
+        let meaning =
+            read(Method::POST, "/Repos/acme/app/issues/", HeaderMap::new()).expect("reads");
+        assert_eq!(meaning.verb, Verb::Operation("github:issues.create".into()));
+        assert_eq!(
+            meaning.resource,
+            Resource::Operation {
+                api: "github".into(),
+                name: "issues.create".into(),
+                params: vec![
+                    ("owner".into(), "acme".into()),
+                    ("repo".into(), "app".into())
+                ],
+            }
+        );
+        assert_eq!(
+            meaning.shape,
+            Shape::Rest {
+                path: "/repos/acme/app/issues".into()
+            },
+            "the request goes upstream as judged"
+        );
+    }
+
+    #[test]
+    fn an_unknown_operation_is_an_http_request_on_the_api() {
+        let meaning = read(Method::DELETE, "/repos/acme/app", HeaderMap::new()).expect("reads");
+        assert_eq!(meaning.verb, Verb::HttpRequest);
+        assert_eq!(meaning.resource.cedar_ref(), r#"Api::"github""#);
+    }
+
+    #[test]
+    fn a_lookalike_parameter_is_judged_folded_and_a_hidden_one_refused() {
+        let meaning = read(Method::GET, "/repos/acme/%D0%B0pp", HeaderMap::new()).expect("reads");
+        let Resource::Operation { params, .. } = &meaning.resource else {
+            panic!("{meaning:?}")
+        };
+        assert_eq!(params[1].1, "app");
+        assert_eq!(&*meaning.findings.0[0].detector, LOOKALIKE_FINDING);
+        let hidden = read(Method::GET, "/repos/acme/ap%E2%80%8Bp", HeaderMap::new());
+        assert!(
+            matches!(hidden, Err(RestError::Parameter { .. })),
+            "{hidden:?}"
+        );
+    }
+
+    #[test]
+    fn a_method_override_is_refused() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-http-method-override", "DELETE".parse().unwrap());
+        let refused = read(Method::GET, "/repos/acme/app", headers);
+        assert!(
+            matches!(refused, Err(RestError::MethodOverride { .. })),
+            "{refused:?}"
+        );
+    }
+}

@@ -1,0 +1,511 @@
+//! REST connectors end to end: the real warden binary in front of a SaaS API double
+//! (`fake_rest.rs`) that accepts a request only with the connector's credential and without
+//! the agent's. Representative operations of every shipped connector, an operation allowed and
+//! denied on a path parameter, a field, an unknown operation, a path that would reach another
+//! operation, and the GitHub connector imported from the real `@octokit/openapi` description.
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use std::time::Duration;
+use warden_e2e::fake_rest::{Credential, FakeRest};
+use warden_e2e::paths;
+use warden_e2e::warden::{Warden, WardenBuilder, run_bounded};
+
+const AGENT: &str = "rest-agent";
+
+/// Each shipped connector: (connector, route prefix, base path on the double, env var, secret,
+/// header, header value the API requires).
+fn connectors() -> Vec<(
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    String,
+    String,
+)> {
+    let bearer = |t: &str| format!("Bearer {t}");
+    let basic = base64::engine::general_purpose::STANDARD.encode("me@acme.test:jira-e2e-token");
+    vec![
+        (
+            "github",
+            "/github",
+            "/github",
+            "E2E_GITHUB_TOKEN",
+            "ghp-e2e-github".into(),
+            bearer("ghp-e2e-github"),
+        ),
+        (
+            "slack",
+            "/slack",
+            "/slack/api",
+            "E2E_SLACK_TOKEN",
+            "xoxb-e2e-slack".into(),
+            bearer("xoxb-e2e-slack"),
+        ),
+        (
+            "google-workspace",
+            "/google",
+            "/google",
+            "E2E_GOOGLE_TOKEN",
+            "ya29.e2e-google".into(),
+            bearer("ya29.e2e-google"),
+        ),
+        (
+            "microsoft-graph",
+            "/graph",
+            "/graph/v1.0",
+            "E2E_GRAPH_TOKEN",
+            "eyJ.e2e-graph".into(),
+            bearer("eyJ.e2e-graph"),
+        ),
+        (
+            "jira",
+            "/jira",
+            "/jira",
+            "E2E_JIRA_CREDENTIAL",
+            "me@acme.test:jira-e2e-token".into(),
+            format!("Basic {basic}"),
+        ),
+        (
+            "salesforce",
+            "/salesforce",
+            "/salesforce",
+            "E2E_SALESFORCE_TOKEN",
+            "00D.e2e-salesforce".into(),
+            bearer("00D.e2e-salesforce"),
+        ),
+    ]
+}
+
+/// The double and Warden with one route per shipped connector, `policies` instead of the
+/// permit-all, and an agent token the double refuses to see.
+async fn start(policies: &[(&str, &str)], permit_all: bool) -> (FakeRest, Warden, String) {
+    let required = connectors()
+        .into_iter()
+        .map(|(_, _, base, _, _, value)| Credential {
+            base: base.into(),
+            header: "authorization".into(),
+            value,
+        })
+        .collect();
+    let fake = FakeRest::start(required, Vec::new()).await.expect("double");
+    let routes: Vec<Value> = connectors()
+        .into_iter()
+        .map(|(connector, prefix, base, env, _, _)| {
+            json!({"prefix": prefix, "connector": connector,
+                   "upstream": format!("{}{base}", fake.url()), "credential": {"env": env}})
+        })
+        .collect();
+    let mut builder = WardenBuilder::with_upstream_url(&fake.url()).set("/routes", json!(routes));
+    for (_, _, _, env, secret, _) in connectors() {
+        builder = builder.env(env, &secret);
+    }
+    if !permit_all {
+        builder = builder.without_policy("e2e-permit-all.cedar");
+    }
+    for (name, text) in policies {
+        builder = builder.policy(name, text);
+    }
+    let warden = builder.start().await.expect("warden starts");
+    let token = warden.token(AGENT).await.expect("token");
+    fake.forbid(&token);
+    (fake, warden, token)
+}
+
+async fn send(
+    warden: &Warden,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut req = warden
+        .http()
+        .request(method, warden.url(path))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let body = resp.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// Sends `method path` exactly as written (no client-side path resolution) with an empty JSON
+/// body and `extra` header lines; the status and the JSON answer.
+async fn raw(warden: &Warden, token: &str, method: &str, path: &str, extra: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let base = warden.url("");
+    let addr = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\n\
+         content-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n{extra}\r\n{{}}"
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.expect("read");
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+async fn decision(warden: &Warden, action: &str) -> Value {
+    warden
+        .wait_for_audit(Duration::from_secs(10), |r| {
+            r["kind"] == "decision" && r["action"] == action
+        })
+        .await
+        .expect("decision record")
+}
+
+#[tokio::test]
+async fn representative_operations_of_every_connector_reach_the_api_with_its_credential_only() {
+    let (fake, warden, token) = start(&[], true).await;
+    // (method, path through Warden, body, action, path the API must see)
+    let cases: Vec<(&str, &str, Option<Value>, &str, &str)> = vec![
+        (
+            "POST",
+            "/github/repos/acme/app/issues",
+            Some(json!({"title": "bug"})),
+            "github:issues.create",
+            "/github/repos/acme/app/issues",
+        ),
+        (
+            "GET",
+            "/github/repos/acme/app",
+            None,
+            "github:repos.get",
+            "/github/repos/acme/app",
+        ),
+        // Literals in any case and a trailing slash reach the operation as the connector
+        // spells it.
+        (
+            "GET",
+            "/github/REPOS/acme/app/",
+            None,
+            "github:repos.get",
+            "/github/repos/acme/app",
+        ),
+        (
+            "GET",
+            "/github/repos/acme/app/git/ref/heads/feature/x",
+            None,
+            "github:git.get-ref",
+            "/github/repos/acme/app/git/ref/heads/feature/x",
+        ),
+        (
+            "POST",
+            "/slack/chat.postMessage",
+            Some(json!({"channel": "C1", "text": "hi"})),
+            "slack:chat.postMessage",
+            "/slack/api/chat.postMessage",
+        ),
+        (
+            "GET",
+            "/slack/conversations.history?channel=C1",
+            None,
+            "slack:conversations.history",
+            "/slack/api/conversations.history?channel=C1",
+        ),
+        (
+            "GET",
+            "/google/gmail/v1/users/me/messages?q=is:unread",
+            None,
+            "google-workspace:gmail.users.messages.list",
+            "/google/gmail/v1/users/me/messages?q=is:unread",
+        ),
+        (
+            "POST",
+            "/google/calendar/v3/calendars/primary/events",
+            Some(json!({"attendees": [{"email": "a@acme.test"}]})),
+            "google-workspace:calendar.events.insert",
+            "/google/calendar/v3/calendars/primary/events",
+        ),
+        (
+            "GET",
+            "/google/drive/v3/files/f1",
+            None,
+            "google-workspace:drive.files.get",
+            "/google/drive/v3/files/f1",
+        ),
+        (
+            "POST",
+            "/graph/me/sendMail",
+            Some(
+                json!({"message": {"toRecipients": [{"emailAddress": {"address": "b@acme.test"}}]}}),
+            ),
+            "microsoft-graph:me.sendMail",
+            "/graph/v1.0/me/sendMail",
+        ),
+        (
+            "GET",
+            "/graph/me/events",
+            None,
+            "microsoft-graph:me.events.list",
+            "/graph/v1.0/me/events",
+        ),
+        (
+            "GET",
+            "/graph/me/drive/root/children",
+            None,
+            "microsoft-graph:me.drive.root.children",
+            "/graph/v1.0/me/drive/root/children",
+        ),
+        (
+            "GET",
+            "/jira/rest/api/3/issue/ABC-1",
+            None,
+            "jira:issue.get",
+            "/jira/rest/api/3/issue/ABC-1",
+        ),
+        (
+            "POST",
+            "/jira/rest/api/3/issue",
+            Some(json!({"fields": {"project": {"key": "ABC"}, "issuetype": {"name": "Bug"}}})),
+            "jira:issue.create",
+            "/jira/rest/api/3/issue",
+        ),
+        (
+            "GET",
+            "/salesforce/services/data/v62.0/query?q=SELECT+Id+FROM+Account",
+            None,
+            "salesforce:query",
+            "/salesforce/services/data/v62.0/query?q=SELECT+Id+FROM+Account",
+        ),
+        (
+            "PATCH",
+            "/salesforce/services/data/v62.0/sobjects/Account/001xx",
+            Some(json!({"Name": "Acme"})),
+            "salesforce:record.update",
+            "/salesforce/services/data/v62.0/sobjects/Account/001xx",
+        ),
+    ];
+    for (i, (method, path, body, action, seen)) in cases.into_iter().enumerate() {
+        let with_body = body.is_some();
+        let (status, answer) = send(&warden, &token, method, path, body).await;
+        assert_eq!(status, 200, "{method} {path}: {answer}");
+        let requests = fake.requests();
+        assert_eq!(requests.len(), i + 1, "{method} {path}");
+        let last = &requests[i];
+        assert!(
+            last.accepted,
+            "{method} {path}: the API refused it: {answer}"
+        );
+        assert_eq!((last.method.as_str(), last.path.as_str()), (method, seen));
+        let record = decision(&warden, action).await;
+        assert_eq!(record["decision"], "allow", "{record}");
+        assert_eq!(
+            record["content_digest"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("sha256:")),
+            with_body,
+            "a body is recorded as its digest: {record}"
+        );
+    }
+}
+
+const REPO_POLICY: &str = r#"
+@id("github-issues-in-app-only")
+@reason("agents may open issues only in acme/app")
+permit (principal, action == Action::"github:issues.create", resource in Api::"github")
+when { resource.hasTag("repo") && resource.getTag("repo") == "app" };
+
+@id("slack-post")
+permit (principal, action == Action::"slack:chat.postMessage", resource in Api::"slack");
+
+@id("slack-not-in-the-secret-channel")
+@reason("agents may not post in the secret channel")
+forbid (principal, action == Action::"slack:chat.postMessage", resource)
+when { context.fields has channel && context.fields.channel == "C-SECRET" };
+"#;
+
+#[tokio::test]
+async fn an_operation_is_allowed_on_one_repository_and_denied_on_another() {
+    let (fake, warden, token) = start(&[("rest.cedar", REPO_POLICY)], false).await;
+    let issue = Some(json!({"title": "bug"}));
+    let (status, _) = send(
+        &warden,
+        &token,
+        "POST",
+        "/github/repos/acme/app/issues",
+        issue.clone(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, answer) = send(
+        &warden,
+        &token,
+        "POST",
+        "/github/repos/acme/payroll/issues",
+        issue,
+    )
+    .await;
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(answer["error"]["code"], "request_denied", "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    let id = answer["error"]["decision_id"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("no policy permits github:issues.create")
+            && message.contains(id)
+            && !id.is_empty(),
+        "the refusal says why and names its decision: {answer}"
+    );
+    assert_eq!(
+        fake.requests().len(),
+        1,
+        "the denied request never reached the API"
+    );
+    let record = warden
+        .wait_for_audit(Duration::from_secs(10), |r| {
+            r["kind"] == "decision" && r["decision"] == "deny"
+        })
+        .await
+        .expect("deny record");
+    assert_eq!(
+        record["resource"], r#"Operation::"github/issues.create""#,
+        "{record}"
+    );
+    assert_eq!(record["decision_id"], id);
+
+    // A field decides too: the same operation, another channel.
+    let post = |channel: &str| Some(json!({"channel": channel, "text": "hello"}));
+    let (status, _) = send(
+        &warden,
+        &token,
+        "POST",
+        "/slack/chat.postMessage",
+        post("C1"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, answer) = send(
+        &warden,
+        &token,
+        "POST",
+        "/slack/chat.postMessage",
+        post("C-SECRET"),
+    )
+    .await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("agents may not post in the secret channel")),
+        "{answer}"
+    );
+    assert_eq!(fake.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn an_unknown_operation_is_denied_and_a_disguised_path_refused() {
+    let (fake, warden, token) = start(&[("rest.cedar", REPO_POLICY)], false).await;
+    let (status, answer) = send(&warden, &token, "GET", "/github/internal/admin/keys", None).await;
+    assert_eq!(status, 403, "{answer}");
+    let record = decision(&warden, "http:request").await;
+    assert_eq!(record["resource"], r#"Api::"github""#, "{record}");
+    assert_eq!(record["decision"], "deny", "{record}");
+    // A path that walks from an allowed operation to another one is refused before policy.
+    // (Sent as written: an HTTP client library would resolve the dot segments itself.)
+    for path in [
+        "/github/repos/acme/app/issues/..%2f..%2fpayroll/issues",
+        "/github/repos/acme/app/%2e%2E/payroll/issues",
+        "/github/repos/acme//payroll/issues",
+    ] {
+        let (status, answer) = raw(&warden, &token, "POST", path, "").await;
+        assert_eq!(status, 400, "{path}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_path", "{path}: {answer}");
+    }
+    // A method override would make the API run another operation than the one judged.
+    let (status, answer) = raw(
+        &warden,
+        &token,
+        "POST",
+        "/github/repos/acme/app/issues",
+        "x-http-method-override: DELETE\r\n",
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["code"], "method_override", "{answer}");
+    assert!(fake.requests().is_empty(), "nothing reached the API");
+}
+
+#[tokio::test]
+async fn the_github_connector_is_what_import_makes_of_the_published_description() {
+    let spec = paths::tests_dir()
+        .join("connectors/node_modules/@octokit/openapi/generated/api.github.com.json");
+    assert!(
+        spec.is_file(),
+        "{} is missing: run tests/run (it installs tests/connectors)",
+        spec.display()
+    );
+    let mut cmd = tokio::process::Command::new(paths::warden_bin());
+    cmd.args(["connector", "import-openapi", "--name", "github"])
+        .arg(&spec);
+    let out = run_bounded(cmd, Duration::from_secs(60))
+        .await
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let committed = std::fs::read_to_string(paths::repo_root().join("connectors/github.yaml"))
+        .expect("committed connector");
+    assert!(
+        String::from_utf8_lossy(&out.stdout) == committed,
+        "connectors/github.yaml is not what import makes of {}: regenerate it (docs/tools.md)",
+        spec.display()
+    );
+    let operations = committed.lines().filter(|l| l.starts_with("  - {")).count();
+    assert!(
+        operations > 900,
+        "every GitHub operation, found {operations}"
+    );
+}
+
+#[tokio::test]
+async fn check_reports_a_bad_connector_with_file_line_and_key() {
+    let fake = FakeRest::start(Vec::new(), Vec::new())
+        .await
+        .expect("double");
+    let setup = WardenBuilder::with_upstream_url(&fake.url())
+        .set("/routes", json!([]))
+        .set("/connectors_dir", json!("CONNECTORS"))
+        .write()
+        .expect("setup");
+    let dir = setup.dir.path().join("connectors");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join("acme.yaml"),
+        "name: acme\nprotocol: rest\nprovider: acme\nbase_url: https://api.acme.test\n\
+         operations:\n  - { action: items.list, method: GET, path: /items }\n\
+         \x20 - { action: items.get, method: GET, path: \"/items/{id}/../x\" }\n",
+    )
+    .expect("write");
+    let config = std::fs::read_to_string(&setup.config_path)
+        .expect("config")
+        .replace(
+            "\"CONNECTORS\"",
+            &serde_json::to_string(&dir).expect("path"),
+        );
+    std::fs::write(&setup.config_path, config).expect("config");
+    let mut cmd = setup.command();
+    cmd.args(["check", "--config"]).arg(&setup.config_path);
+    let out = run_bounded(cmd, Duration::from_secs(30))
+        .await
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("acme.yaml:7: operations[1].path:"),
+        "file, line and key: {stderr}"
+    );
+}
