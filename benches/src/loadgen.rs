@@ -60,9 +60,10 @@ pub enum Workload {
     /// `body` as a chat-completion POST.
     #[default]
     Chat,
-    /// MCP `tools/call` of the bench upstream's `echo` tool, in a session per connection
-    /// (`body` is the call's `text` argument).
-    Mcp,
+    /// MCP `tools/call` of the bench upstream's `echo` tool, named `tool` where the load is
+    /// sent (`echo` direct, under its federated name through Warden), in a session per
+    /// connection (`body` is the call's `text` argument).
+    Mcp { tool: &'static str },
 }
 
 /// The MCP protocol revision the load speaks.
@@ -138,7 +139,7 @@ pub async fn probe(spec: &LoadSpec) -> Result<(), HarnessError> {
     let answered = match spec.workload {
         Workload::Chat => body.contains(REPLY_MARKER),
         // The tool's text, inside a JSON-RPC response (the chat reply carries the marker too).
-        Workload::Mcp => body.contains(REPLY_MARKER) && body.contains(r#""jsonrpc""#),
+        Workload::Mcp { .. } => body.contains(REPLY_MARKER) && body.contains(r#""jsonrpc""#),
     };
     if status == 200 && answered {
         Ok(())
@@ -358,7 +359,7 @@ async fn exchange(
 fn build_request(spec: &LoadSpec, session: Option<&HeaderValue>, id: u64) -> Request<Full<Bytes>> {
     match spec.workload {
         Workload::Chat => post(spec, spec.body.clone(), None),
-        Workload::Mcp => post(spec, mcp_call(id, &spec.body), session),
+        Workload::Mcp { tool } => post(spec, mcp_call(id, tool, &spec.body), session),
     }
 }
 
@@ -376,7 +377,7 @@ fn post(spec: &LoadSpec, body: Bytes, session: Option<&HeaderValue>) -> Request<
     if let Some(auth) = &spec.authorization {
         headers.insert(header::AUTHORIZATION, auth.clone());
     }
-    if spec.workload == Workload::Mcp {
+    if matches!(spec.workload, Workload::Mcp { .. }) {
         headers.insert(
             header::ACCEPT,
             HeaderValue::from_static("application/json, text/event-stream"),
@@ -392,14 +393,14 @@ fn post(spec: &LoadSpec, body: Bytes, session: Option<&HeaderValue>) -> Request<
     request
 }
 
-/// A `tools/call` of `echo` with `text` as its argument.
-pub fn mcp_call(id: u64, text: &[u8]) -> Bytes {
+/// A `tools/call` of `tool` (the bench upstream's `echo`) with `text` as its argument.
+pub fn mcp_call(id: u64, tool: &str, text: &[u8]) -> Bytes {
     let text = String::from_utf8_lossy(text);
     let call = serde_json::json!({
         "jsonrpc": "2.0",
         "id": id,
         "method": "tools/call",
-        "params": {"name": "echo", "arguments": {"text": text}},
+        "params": {"name": tool, "arguments": {"text": text}},
     });
     Bytes::from(call.to_string())
 }
@@ -459,6 +460,11 @@ async fn connect_for(
     if !status.is_success() {
         return Err(failed("initialized", format!("HTTP {status}")));
     }
+    // The connection takes the next request only once it has finished with this answer.
+    sender
+        .ready()
+        .await
+        .map_err(|e| failed("initialized", e.to_string()))?;
     Ok((sender, session))
 }
 

@@ -32,7 +32,21 @@ pub struct WardenSetup {
     pub access_log: bool,
     /// `runtime.worker_threads` (0: one per core).
     pub workers: usize,
+    /// Also an MCP endpoint `/mcp/bench` to the bench upstream's MCP server (`/mcp`), with a
+    /// policy that lets the bench agent call its tools.
+    pub mcp: bool,
 }
+
+/// The federated name of the bench upstream's `echo` tool through Warden's MCP endpoint.
+pub const MCP_TOOL: &str = "bench_echo";
+
+/// The path of Warden's MCP endpoint in the bench configuration.
+pub const MCP_PATH: &str = "/mcp/bench";
+
+/// Lets the bench agent list and call the bench MCP server's tools.
+const MCP_POLICY: &str = r#"@id("bench-mcp")
+permit (principal, action in [Action::"mcp:list_tools", Action::"mcp:call_tool"], resource);
+"#;
 
 impl WardenSetup {
     /// Path of the generated configuration file.
@@ -68,13 +82,28 @@ routes:
     connector: openai
     upstream: "http://{upstream}/v1"
     credential: {{ env: {KEY_ENV} }}
-"#,
+{mcp}"#,
             name = self.name,
             proxy = self.proxy,
             admin = self.admin,
             upstream = self.upstream,
             access = self.access_log,
             workers = self.workers,
+            mcp = if self.mcp {
+                format!(
+                    r#"mcp:
+  servers:
+    - name: bench
+      url: "http://{}/mcp"
+  endpoints:
+    - name: bench
+      servers: [bench]
+"#,
+                    self.upstream
+                )
+            } else {
+                String::new()
+            },
         )
     }
 
@@ -88,6 +117,10 @@ routes:
     pub fn prepare(&self, policies: &Path) -> Result<(), HarnessError> {
         if !self.policies_dir().is_dir() {
             copy_dir(policies, &self.policies_dir())?;
+        }
+        if self.mcp {
+            std::fs::write(self.policies_dir().join("bench-mcp.cedar"), MCP_POLICY)
+                .map_err(HarnessError::io("writing the bench MCP policy"))?;
         }
         std::fs::create_dir_all(self.dir.join("data"))
             .map_err(HarnessError::io("creating the Warden data dir"))?;

@@ -64,7 +64,7 @@ async fn load_through_the_bench_upstream_measures_requests_without_errors() {
 async fn mcp_load_opens_a_session_per_connection_and_calls_the_echo_tool() {
     let addr = start_upstream().await;
     let mcp = LoadSpec {
-        workload: Workload::Mcp,
+        workload: Workload::Mcp { tool: "echo" },
         body: bytes::Bytes::from_static(b"hello"),
         ..spec(addr, "/mcp")
     };
@@ -74,7 +74,7 @@ async fn mcp_load_opens_a_session_per_connection_and_calls_the_echo_tool() {
     assert!(result.requests > 100, "only {} requests", result.requests);
     // The chat path is not the MCP server: a wrong route shows up as a failed probe.
     let wrong = LoadSpec {
-        workload: Workload::Mcp,
+        workload: Workload::Mcp { tool: "echo" },
         ..spec(addr, "/v1/chat/completions")
     };
     assert!(loadgen::probe(&wrong).await.is_err());
@@ -82,7 +82,8 @@ async fn mcp_load_opens_a_session_per_connection_and_calls_the_echo_tool() {
 
 #[test]
 fn mcp_calls_are_json_rpc_tools_call_of_echo() {
-    let call: serde_json::Value = serde_json::from_slice(&loadgen::mcp_call(7, b"hi")).unwrap();
+    let call: serde_json::Value =
+        serde_json::from_slice(&loadgen::mcp_call(7, "echo", b"hi")).unwrap();
     assert_eq!(call["jsonrpc"], "2.0");
     assert_eq!(call["id"], 7);
     assert_eq!(call["method"], "tools/call");
@@ -168,7 +169,25 @@ fn setup(
         durability,
         access_log: false,
         workers: 1,
+        mcp: false,
     }
+}
+
+#[test]
+fn the_mcp_target_config_routes_an_endpoint_to_the_bench_server_and_permits_its_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = warden::WardenSetup {
+        mcp: true,
+        ..setup(dir.path(), "mcp-warden", Some("process"))
+    };
+    let config = ::warden::config::load::parse(&setup.config(), None)
+        .unwrap_or_else(|e| panic!("Warden refuses the generated config: {e}"));
+    assert_eq!(config.mcp.endpoints.len(), 1);
+    assert_eq!(config.mcp.servers.len(), 1);
+    // Warden's policy loader accepts the repository's policies with the bench permit.
+    setup.prepare(&warden::repo_policies()).unwrap();
+    ::warden::policy::PolicyEngine::load(&setup.policies_dir()).unwrap();
+    assert!(setup.policies_dir().join("bench-mcp.cedar").is_file());
 }
 
 #[test]

@@ -49,7 +49,10 @@ struct Args {
     /// `hyper-audit` (the same proxy making a decision record durable through Warden's audit
     /// writer before each upstream call, and nothing else: the floor under `disk`
     /// durability), `warden-disk`, `warden-process` (Warden in each `audit.durability`),
-    /// `warden-baseline` (the binary given by `--baseline-bin`, added at the end when given).
+    /// `warden-baseline` (the binary given by `--baseline-bin`, added at the end when given);
+    /// `mcp-direct`, `mcp-warden`: MCP `tools/call` in a session per connection, straight to
+    /// the bench upstream's MCP server and through a Warden MCP endpoint (`process`
+    /// durability), not in the default run.
     #[arg(
         long,
         value_delimiter = ',',
@@ -145,6 +148,8 @@ enum Target {
     WardenDisk,
     WardenProcess,
     WardenBaseline,
+    McpDirect,
+    McpWarden,
 }
 
 impl Target {
@@ -157,6 +162,8 @@ impl Target {
             Target::WardenDisk => WARDEN_DISK,
             Target::WardenProcess => WARDEN_PROCESS,
             Target::WardenBaseline => WARDEN_BASELINE,
+            Target::McpDirect => "mcp-direct",
+            Target::McpWarden => "mcp-warden",
         }
     }
 
@@ -165,7 +172,9 @@ impl Target {
         let this = || warden::locate().map_err(anyhow::Error::from);
         match self {
             Target::WardenDisk => Some(this().map(|bin| (bin, Some("disk")))),
-            Target::WardenProcess => Some(this().map(|bin| (bin, Some("process")))),
+            Target::WardenProcess | Target::McpWarden => {
+                Some(this().map(|bin| (bin, Some("process"))))
+            }
             Target::WardenBaseline => Some(match &args.baseline_bin {
                 Some(bin) if bin.is_file() => Ok((bin.clone(), None)),
                 Some(bin) => Err(anyhow::anyhow!(
@@ -510,6 +519,44 @@ async fn run_target(
                 None => bail!("{} was not set up", target.name()),
             }
         }
+        Target::McpDirect => {
+            let spec = LoadSpec {
+                path: http::Uri::from_static("/mcp"),
+                ..mcp_spec(spec, "mcp-direct", "echo")
+            };
+            measure_target(&spec, None, upstream, None, None).await
+        }
+        Target::McpWarden => match wardens.iter().find(|w| w.name == target.name()) {
+            Some(setup) => {
+                let mut proxy = setup.start()?;
+                let spec = LoadSpec {
+                    addr: setup.proxy,
+                    path: http::Uri::from_static(warden::MCP_PATH),
+                    ..mcp_spec(spec, "mcp-warden", warden::MCP_TOOL)
+                };
+                let result = measure_target(
+                    &spec,
+                    Some(&mut proxy),
+                    upstream,
+                    profile,
+                    Some(setup.admin),
+                )
+                .await;
+                proxy.stop();
+                result
+            }
+            None => bail!("{} was not set up", target.name()),
+        },
+    }
+}
+
+/// The MCP load: `tools/call` of `tool` (with a short text), in a session per connection.
+fn mcp_spec(base: &LoadSpec, target: &str, tool: &'static str) -> LoadSpec {
+    LoadSpec {
+        target: target.into(),
+        body: bytes::Bytes::from_static(b"measure the hop"),
+        workload: Workload::Mcp { tool },
+        ..base.clone()
     }
 }
 
@@ -611,6 +658,7 @@ fn prepare_wardens(
                 durability,
                 access_log: args.access_log,
                 workers: args.warden_workers,
+                mcp: target == Target::McpWarden,
             };
             let policies = match (target, &args.baseline_policies) {
                 (Target::WardenBaseline, Some(dir)) => dir,
