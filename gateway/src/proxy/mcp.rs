@@ -413,16 +413,17 @@ impl Judging<'_> {
             }
             status = pins.call_status(server, tool);
         }
-        let tool = bounded(tool, crate::text::QUOTE_MAX);
+        // The lookups use the name as the server gave it; messages show it bounded.
+        let shown = bounded(tool, crate::text::QUOTE_MAX);
         match status {
-            CallStatus::Allowed => Ok(pins.findings(server, &tool)),
+            CallStatus::Allowed => Ok(pins.findings(server, tool)),
             CallStatus::Held => Err(format!(
-                "tool {server}/{tool} is held: its definition changed since it was approved; an \
-                 operator reviews it with `warden tools diff {server} {tool}` and approves it \
-                 with `warden tools approve {server} {tool}`"
+                "tool {server}/{shown} is held: its definition changed since it was approved; an \
+                 operator reviews it with `warden tools diff {server} {shown}` and approves it \
+                 with `warden tools approve {server} {shown}`"
             )),
             CallStatus::Unknown => Err(format!(
-                "tool {server}/{tool} is not in the server's tools/list, so its definition \
+                "tool {server}/{shown} is not in the server's tools/list, so its definition \
                  cannot be checked; it is not called"
             )),
         }

@@ -481,26 +481,24 @@ fn read_bootstrap(
     what: &str,
     source: &BootstrapSecret,
 ) -> Result<Zeroizing<String>, VaultError> {
-    let failed = |origin: String, reason: String| VaultError::Bootstrap {
+    let origin = match source {
+        BootstrapSecret::Env(name) => format!("env {name}"),
+        BootstrapSecret::File(path) => format!("file {}", path.display()),
+    };
+    let failed = |reason: String| VaultError::Bootstrap {
         method,
         what: format!("{what} ({origin})"),
         reason,
     };
-    let value = match source {
-        BootstrapSecret::Env(name) => {
-            std::env::var(name).map_err(|_| failed(format!("env {name}"), "not set".into()))?
+    let value = Zeroizing::new(match source {
+        BootstrapSecret::Env(name) => std::env::var(name).map_err(|_| failed("not set".into()))?,
+        BootstrapSecret::File(path) => {
+            std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?
         }
-        BootstrapSecret::File(path) => std::fs::read_to_string(path)
-            .map_err(|e| failed(format!("file {}", path.display()), e.to_string()))?,
-    };
-    let value = Zeroizing::new(value);
+    });
     let trimmed = value.trim();
     if trimmed.is_empty() {
-        let origin = match source {
-            BootstrapSecret::Env(name) => format!("env {name}"),
-            BootstrapSecret::File(path) => format!("file {}", path.display()),
-        };
-        return Err(failed(origin, "empty".into()));
+        return Err(failed("empty".into()));
     }
     Ok(Zeroizing::new(trimmed.to_owned()))
 }
