@@ -391,7 +391,9 @@ fn connector_actions(path: Option<&Path>) -> Result<Vec<warden::policy::SchemaFr
         return Ok(Vec::new());
     };
     let config = load(Some(path))?;
-    let routes = warden::route::RouteTable::build(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let secrets = offline_secrets(&config)?;
+    let routes = warden::route::RouteTable::build(&config, secrets.as_ref())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(routes.schema_fragments().to_vec())
 }
 
@@ -545,7 +547,12 @@ fn check(path: Option<&Path>) -> Result<ExitCode> {
         eprintln!("{}", ConfigErrors(errors));
     }
     let routes = if config_ok {
-        match warden::route::RouteTable::build(&config) {
+        match offline_secrets(&config)
+            .map_err(|e| e.to_string())
+            .and_then(|secrets| {
+                warden::route::RouteTable::build(&config, secrets.as_ref())
+                    .map_err(|e| e.to_string())
+            }) {
             Ok(routes) => Some(routes),
             Err(e) => {
                 eprintln!("{e}");
@@ -586,6 +593,12 @@ fn check(path: Option<&Path>) -> Result<ExitCode> {
                 "route {} {} -> {}://{}{}",
                 r.name, r.prefix, r.upstream.scheme, r.upstream.authority, r.upstream.base_path
             ),
+            // Every credential's source is explicit: a route that needs one and names none is
+            // a mistake, not a warning.
+            Some(e @ warden::secrets::CredentialError::NotConfigured { .. }) => {
+                eprintln!("route {} {}: error: {e}", r.name, r.prefix);
+                ok = false;
+            }
             Some(e) => println!("route {} {}: warning: {e}", r.name, r.prefix),
         }
     }
@@ -598,6 +611,19 @@ fn check(path: Option<&Path>) -> Result<ExitCode> {
     } else {
         Ok(ExitCode::from(1))
     }
+}
+
+/// The secret store of the configuration's `vault:` section, for resolving routes without
+/// reaching Vault (`warden check` and the other offline commands).
+fn offline_secrets(
+    config: &warden::config::Config,
+) -> Result<Option<std::sync::Arc<warden::vault::SecretStore>>> {
+    config
+        .vault
+        .as_ref()
+        .map(|v| warden::vault::SecretStore::offline(v.clone()))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn serve(path: Option<PathBuf>) -> Result<ExitCode> {

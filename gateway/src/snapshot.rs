@@ -10,6 +10,7 @@ use crate::config::error::ConfigErrors;
 use crate::identity::{Identifier, IdentityError};
 use crate::policy::{PolicyEngine, PolicyErrors, SchemaFragment};
 use crate::route::RouteTable;
+use crate::vault::{SecretStore, VaultError};
 
 /// One consistent snapshot of everything a request consults.
 pub struct Snapshot {
@@ -17,6 +18,9 @@ pub struct Snapshot {
     pub routes: RouteTable,
     pub policy: Arc<PolicyEngine>,
     pub identity: Arc<Identifier>,
+    /// The secrets held from Vault (`vault:`); kept across reloads that leave `vault:` as it
+    /// was.
+    pub secrets: Option<Arc<SecretStore>>,
 }
 
 /// Why a snapshot could not be built.
@@ -28,6 +32,8 @@ pub enum SnapshotError {
     Policy { dir: PathBuf, errors: PolicyErrors },
     #[error("identity setup failed: {0}")]
     Identity(#[from] IdentityError),
+    #[error("{0}")]
+    Vault(#[from] VaultError),
 }
 
 impl Snapshot {
@@ -37,7 +43,12 @@ impl Snapshot {
         config: Config,
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, SnapshotError> {
-        let routes = RouteTable::build(&config)?;
+        let secrets = match (previous, &config.vault) {
+            (Some(p), Some(v)) if p.config.vault.as_ref() == Some(v) => p.secrets.clone(),
+            (_, Some(v)) => Some(SecretStore::new(v.clone())?),
+            (_, None) => None,
+        };
+        let routes = RouteTable::build(&config, secrets.as_ref())?;
         let policy = load_policies(&config.policy.dir, routes.schema_fragments())?;
         let identity = match previous {
             Some(p)
@@ -52,6 +63,7 @@ impl Snapshot {
             routes,
             policy,
             identity,
+            secrets,
         })
     }
 }

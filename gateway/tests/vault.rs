@@ -130,6 +130,8 @@ impl OpenBao {
             ca_cert: None,
             timeout: Duration::from_secs(2),
             renew_margin: Duration::from_secs(60),
+            kv_ttl: Duration::from_secs(300),
+            idle: Duration::from_secs(600),
         }
     }
 

@@ -16,7 +16,9 @@ use serde_json::{Map, Value};
 use super::endpoint::RemoteServer;
 use super::error::LinkError;
 use super::router::{Router, State, closed as link_closed, handshake};
+use crate::action::Principal;
 use crate::protocol::{SseDecoder, SseSink};
+use crate::secrets::{NoPrincipal, Placed};
 
 /// `Mcp-Session-Id`.
 pub const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
@@ -100,9 +102,9 @@ impl HttpTransport {
                 .client
                 .delete(&inner.remote.url)
                 .header(SESSION_HEADER, session);
-            let request = match inner.credential() {
-                Ok(Some((name, value))) => request.header(name, value),
-                _ => request,
+            let request = match inner.credential().await {
+                Ok(credential) => with_credential(request, credential),
+                Err(_) => request,
             };
             let _ = tokio::time::timeout(Duration::from_secs(5), request.send()).await;
         });
@@ -140,22 +142,27 @@ impl Inner {
         }
     }
 
-    /// The upstream credential header, if the server takes one.
-    fn credential(&self) -> Result<Option<(HeaderName, HeaderValue)>, LinkError> {
-        match &self.remote.credential {
-            None => Ok(None),
-            Some(provider) => match provider.credential() {
-                Ok(c) => Ok(Some((c.header.clone(), c.value.clone()))),
-                Err(e) => Err(LinkError::Credential {
-                    server: self.router.server.to_string(),
-                    reason: e.to_string(),
-                }),
-            },
+    /// The upstream credential, if the server takes one, as a header or a query parameter.
+    async fn credential(&self) -> Result<Option<Placed>, LinkError> {
+        let Some(provider) = &self.remote.credential else {
+            return Ok(None);
+        };
+        match provider
+            .credential(&Principal::anonymous(), &NoPrincipal)
+            .get()
+            .await
+        {
+            Ok(c) => Ok(Some(c.placed.clone())),
+            Err(e) => Err(LinkError::Credential {
+                server: self.router.server.to_string(),
+                reason: e.to_string(),
+            }),
         }
     }
 
     /// A request to the server with the session's headers and the upstream credential.
-    fn request(&self, method: reqwest::Method) -> Result<reqwest::RequestBuilder, LinkError> {
+    async fn request(&self, method: reqwest::Method) -> Result<reqwest::RequestBuilder, LinkError> {
+        let credential = self.credential().await?;
         let mut request = self.client.request(method, &self.remote.url);
         if let Some(session) = self.lock_session().clone() {
             request = request.header(SESSION_HEADER, session);
@@ -168,10 +175,7 @@ impl Inner {
         {
             request = request.header(VERSION_HEADER, version);
         }
-        if let Some((name, value)) = self.credential()? {
-            request = request.header(name, value);
-        }
-        Ok(request)
+        Ok(with_credential(request, credential))
     }
 
     /// Posts one message; what the server answers is dispatched as it arrives.
@@ -180,6 +184,7 @@ impl Inner {
         let body = serde_json::to_vec(message).unwrap_or_default();
         let request = self
             .request(reqwest::Method::POST)
+            .await
             .map_err(Posted::Failed)?
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::ACCEPT, "application/json, text/event-stream")
@@ -314,7 +319,7 @@ impl Inner {
             if *closed.borrow() == State::Closed {
                 return;
             }
-            let request = match self.request(reqwest::Method::GET) {
+            let request = match self.request(reqwest::Method::GET).await {
                 Ok(r) => r.header(header::ACCEPT, "text/event-stream"),
                 Err(_) => return,
             };
@@ -366,4 +371,19 @@ fn describe(e: reqwest::Error) -> String {
         source = s.source();
     }
     crate::text::bounded(&text, crate::text::FIELD_MAX).into_owned()
+}
+
+/// `request` with the upstream credential: a header, or a query parameter (already encoded).
+fn with_credential(
+    request: reqwest::RequestBuilder,
+    credential: Option<Placed>,
+) -> reqwest::RequestBuilder {
+    match credential {
+        None => request,
+        Some(Placed::Header(name, value)) => request.header(name, value),
+        Some(Placed::Query(name, value)) => {
+            let value = percent_encoding::percent_decode_str(&value).decode_utf8_lossy();
+            request.query(&[(name.as_str(), &*value)])
+        }
+    }
 }

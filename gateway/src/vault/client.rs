@@ -43,6 +43,8 @@ struct Inner {
     /// Held while logging in, so concurrent failures make one login.
     login: tokio::sync::Mutex<()>,
     status: Mutex<VaultStatus>,
+    /// Whether a login has succeeded yet (before that, a call logs in first).
+    logged_in: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Vault {
@@ -58,8 +60,37 @@ impl Vault {
     /// Logs in to Vault as configured; then, inside a tokio runtime, keeps the token alive in
     /// a task of its own for as long as a handle lives.
     pub async fn connect(config: VaultConfig) -> Result<Vault, VaultError> {
+        let vault = Vault::unconnected(config)?;
+        vault.login().await?;
+        vault.keep_alive();
+        Ok(vault)
+    }
+
+    /// A handle that logs in when first used (or when [`Vault::start`] succeeds): a Vault
+    /// that is down when Warden starts delays its secrets, not Warden. Fails only on settings
+    /// that can never work (an address that is not a URL).
+    pub fn start(config: VaultConfig) -> Result<Vault, VaultError> {
+        let vault = Vault::unconnected(config)?;
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let first = vault.clone();
+            runtime.spawn(async move {
+                if let Err(e) = first.login().await {
+                    tracing::warn!(error = %e, "cannot log in to vault yet; secrets from vault are unavailable until it answers");
+                }
+            });
+        }
+        vault.keep_alive();
+        Ok(vault)
+    }
+
+    /// A handle that logs in only when a call is made, with no task of its own.
+    pub fn offline(config: VaultConfig) -> Result<Vault, VaultError> {
+        Vault::unconnected(config)
+    }
+
+    fn unconnected(config: VaultConfig) -> Result<Vault, VaultError> {
         let client = build_client(&config, "")?;
-        let vault = Vault {
+        Ok(Vault {
             inner: Arc::new(Inner {
                 config,
                 client: ArcSwap::from_pointee(client),
@@ -67,18 +98,29 @@ impl Vault {
                 renewable: Mutex::new(false),
                 login: tokio::sync::Mutex::new(()),
                 status: Mutex::new(VaultStatus::Down("not logged in yet".into())),
+                logged_in: std::sync::atomic::AtomicBool::new(false),
             }),
-        };
-        vault.login().await?;
+        })
+    }
+
+    /// Inside a tokio runtime, keeps the token alive in a task of its own for as long as a
+    /// handle lives.
+    fn keep_alive(&self) {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(keep_alive(Arc::downgrade(&vault.inner)));
+            runtime.spawn(keep_alive(Arc::downgrade(&self.inner)));
         }
-        Ok(vault)
     }
 
     /// The configuration this handle was made with.
     pub fn config(&self) -> &VaultConfig {
         &self.inner.config
+    }
+
+    /// Whether a login has succeeded.
+    pub fn is_logged_in(&self) -> bool {
+        self.inner
+            .logged_in
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Whether Vault answered the last call.
@@ -188,6 +230,17 @@ impl Vault {
         body: Option<serde_json::Value>,
         what: &str,
     ) -> Result<Option<serde_json::Value>, VaultError> {
+        if !self
+            .inner
+            .logged_in
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            let login = self.login().await;
+            if let Err(e) = login {
+                self.note(&Err::<(), _>(e.clone()));
+                return Err(e);
+            }
+        }
         let first = self
             .call_once(method.clone(), path, body.as_ref(), what)
             .await;
@@ -326,6 +379,9 @@ impl Vault {
         };
         let client = build_client(config, &auth.token)?;
         self.inner.client.store(Arc::new(client));
+        self.inner
+            .logged_in
+            .store(true, std::sync::atomic::Ordering::Release);
         *lock(&self.inner.token_expires) = (!auth.ttl.is_zero()).then(|| Instant::now() + auth.ttl);
         *lock(&self.inner.renewable) = auth.renewable;
         tracing::info!(
@@ -358,6 +414,9 @@ impl Vault {
             // A refusal of one path (404, 400) says nothing about Vault itself.
             Err(_) => return,
         };
+        super::metrics::VAULT
+            .up
+            .set(i64::from(now == VaultStatus::Up));
         let mut status = lock(&self.inner.status);
         if *status != now {
             match &now {
