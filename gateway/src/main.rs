@@ -373,10 +373,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "identity.warden_issuer.enabled is false: Warden does not accept its own tokens in this configuration"
                 );
             }
-            let issuer = warden::identity::TokenIssuer::load_or_create(
-                &config.identity.warden_issuer,
-                &config.data_dir,
-            )?;
+            let issuer = token_issuer(&config)?;
             println!("{}", issuer.issue(&agent, ttl, &claims)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -611,6 +608,35 @@ fn check(path: Option<&Path>) -> Result<ExitCode> {
     } else {
         Ok(ExitCode::from(1))
     }
+}
+
+/// Warden's token issuer: its signing key from `identity.warden_issuer.key` (read now, from
+/// Vault if it says so) or its key file (created on first use).
+fn token_issuer(config: &warden::config::Config) -> Result<warden::identity::TokenIssuer> {
+    let cfg = &config.identity.warden_issuer;
+    let Some(source) = &cfg.key else {
+        return Ok(warden::identity::TokenIssuer::load_or_create(
+            cfg,
+            &config.data_dir,
+        )?);
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let store = config
+            .vault
+            .as_ref()
+            .map(|v| warden::vault::SecretStore::new(v.clone()))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let key = "identity.warden_issuer.key";
+        let pem = warden::secrets::own::read(source, store.as_ref(), key)
+            .await
+            .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+        Ok(warden::identity::TokenIssuer::from_pem(cfg, &pem, key)?)
+    })
 }
 
 /// The secret store of the configuration's `vault:` section, for resolving routes without

@@ -10,6 +10,7 @@ use crate::config::error::ConfigErrors;
 use crate::identity::{Identifier, IdentityError};
 use crate::policy::{PolicyEngine, PolicyErrors, SchemaFragment};
 use crate::route::RouteTable;
+use crate::secrets::{CredentialError, own};
 use crate::vault::{SecretStore, VaultError};
 
 /// One consistent snapshot of everything a request consults.
@@ -34,6 +35,8 @@ pub enum SnapshotError {
     Identity(#[from] IdentityError),
     #[error("{0}")]
     Vault(#[from] VaultError),
+    #[error("identity.warden_issuer.key: {0}")]
+    SigningKey(#[from] CredentialError),
 }
 
 impl Snapshot {
@@ -56,7 +59,7 @@ impl Snapshot {
             {
                 p.identity.clone()
             }
-            _ => Arc::new(Identifier::new(&config.identity, &config.data_dir).await?),
+            _ => Arc::new(identity(&config, secrets.as_ref()).await?),
         };
         Ok(Snapshot {
             config: Arc::new(config),
@@ -66,6 +69,26 @@ impl Snapshot {
             secrets,
         })
     }
+}
+
+/// The identity of `config`, with Warden's signing key read from its secret source when
+/// `identity.warden_issuer.key` names one.
+async fn identity(
+    config: &Config,
+    secrets: Option<&Arc<SecretStore>>,
+) -> Result<Identifier, SnapshotError> {
+    let warden = &config.identity.warden_issuer;
+    let key = match (&warden.key, warden.enabled) {
+        (Some(source), true) => Some((
+            own::read(source, secrets, "identity.warden_issuer.key").await?,
+            format!("identity.warden_issuer.key ({})", source.kind()),
+        )),
+        _ => None,
+    };
+    let key = key
+        .as_ref()
+        .map(|(pem, origin)| (pem.as_str(), origin.as_str()));
+    Ok(Identifier::with_key(&config.identity, &config.data_dir, key).await?)
 }
 
 /// Loads and validates the policy set in `dir`, with the actions of the REST connectors the

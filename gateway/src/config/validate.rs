@@ -253,6 +253,21 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
             );
         }
     }
+    let warden = &config.identity.warden_issuer;
+    if warden.key.is_some() && warden.key_file.is_some() {
+        err(
+            "identity.warden_issuer.key",
+            "give the signing key either as key (a secret source) or as key_file, not both".into(),
+        );
+    }
+    if let Some(crate::secrets::CredentialSource::Vault(_)) = &warden.key
+        && config.vault.is_none()
+    {
+        err(
+            "identity.warden_issuer.key.vault",
+            "names a Vault secret, but there is no vault: section saying how to reach Vault".into(),
+        );
+    }
     for (i, endpoint) in config.mcp.endpoints.iter().enumerate() {
         let key = format!("mcp.endpoints[{i}]");
         let prefix = endpoint.prefix();

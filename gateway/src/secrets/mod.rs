@@ -6,6 +6,7 @@ pub mod config;
 mod credential;
 pub mod inject;
 mod injection;
+pub mod own;
 mod provider;
 pub mod redact;
 mod template;

@@ -129,25 +129,7 @@ impl VaultCredential {
 
     /// The store's key for the resolved `path`.
     fn key(&self, path: &str) -> SecretKey {
-        match &self.kind {
-            Kind::Kv { mount, version } => {
-                let (mount, below) = match mount {
-                    Some(m) => (m.trim_matches('/').to_owned(), path.to_owned()),
-                    None => {
-                        let (m, below) = path.split_once('/').unwrap_or((path, ""));
-                        (m.to_owned(), below.to_owned())
-                    }
-                };
-                SecretKey::Kv {
-                    mount,
-                    path: below,
-                    version: *version,
-                }
-            }
-            Kind::Lease => SecretKey::Lease {
-                path: path.to_owned(),
-            },
-        }
+        key_of(&self.kind, path)
     }
 
     /// The credential made of `held`.
@@ -187,6 +169,74 @@ impl VaultCredential {
         })));
         credential
     }
+}
+
+/// The store's key of a secret of `kind` at `path` (resolved).
+fn key_of(kind: &Kind, path: &str) -> SecretKey {
+    match kind {
+        Kind::Kv { mount, version } => {
+            let (mount, below) = match mount {
+                Some(m) => (m.trim_matches('/').to_owned(), path.to_owned()),
+                None => {
+                    let (m, below) = path.split_once('/').unwrap_or((path, ""));
+                    (m.to_owned(), below.to_owned())
+                }
+            };
+            SecretKey::Kv {
+                mount,
+                path: below,
+                version: *version,
+            }
+        }
+        Kind::Lease => SecretKey::Lease {
+            path: path.to_owned(),
+        },
+    }
+}
+
+/// One value of a Vault secret for Warden itself (its signing key ...): read now, through
+/// `store`. `key` names the configuration key in errors.
+pub async fn read_one(
+    source: &VaultSource,
+    store: &SecretStore,
+    key: &str,
+) -> Result<zeroize::Zeroizing<String>, CredentialError> {
+    let refused = |why: String| CredentialError::Vault {
+        path: key.to_owned(),
+        reason: why,
+    };
+    let (kind, path) = match (&source.kv, &source.lease) {
+        (Some(kv), None) => (
+            Kind::Kv {
+                mount: source.mount.clone(),
+                version: source.version,
+            },
+            kv,
+        ),
+        (None, Some(lease)) => (Kind::Lease, lease),
+        _ => return Err(refused("give one of kv: and lease:".into())),
+    };
+    let path = path.trim_matches('/');
+    if path.contains("{principal.") {
+        return Err(refused(
+            "Warden's own secrets have no principal: the path cannot name one".into(),
+        ));
+    }
+    let slot = store.slot(&key_of(&kind, path));
+    let held = store.get(&slot).await?;
+    let value = match &source.field {
+        Some(f) => held.data.get(f),
+        None => held.data.only(),
+    };
+    value
+        .map(|v| zeroize::Zeroizing::new(v.to_owned()))
+        .ok_or_else(|| CredentialError::Missing {
+            origin: format!("vault {path}"),
+            what: match &source.field {
+                Some(f) => format!("field {f:?}"),
+                None => "single field (set field:)".into(),
+            },
+        })
 }
 
 impl CredentialProvider for VaultCredential {
