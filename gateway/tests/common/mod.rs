@@ -1,0 +1,3 @@
+//! What the Vault tests share: an OpenBao dev server of each test's own.
+
+pub mod openbao;
