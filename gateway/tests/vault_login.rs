@@ -101,6 +101,10 @@ async fn the_jwt_file_is_read_again_at_each_login() {
     let e = vault.kv("secret", "app", None).await.unwrap_err();
     assert!(matches!(&e, VaultError::Refused { .. }), "{e:?}");
     assert!(e.to_string().contains("JWT login"), "{e}");
+    assert!(
+        matches!(vault.status(), VaultStatus::Down(_)),
+        "a refused login leaves nothing readable: Vault is down for Warden"
+    );
 
     // A good token in the file again (as a token file rotated by its issuer): the next call
     // logs in with it.

@@ -45,6 +45,9 @@ struct Inner {
     status: Mutex<VaultStatus>,
     /// Whether a login has succeeded yet (before that, a call logs in first).
     logged_in: std::sync::atomic::AtomicBool,
+    /// Successful logins so far: a task whose token was refused logs in again only if no
+    /// other task has since.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Vault {
@@ -61,7 +64,7 @@ impl Vault {
     /// a task of its own for as long as a handle lives.
     pub async fn connect(config: VaultConfig) -> Result<Vault, VaultError> {
         let vault = Vault::unconnected(config)?;
-        vault.login().await?;
+        vault.login(0).await?;
         vault.keep_alive();
         Ok(vault)
     }
@@ -74,7 +77,7 @@ impl Vault {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let first = vault.clone();
             runtime.spawn(async move {
-                if let Err(e) = first.login().await {
+                if let Err(e) = first.login(first.generation()).await {
                     tracing::warn!(error = %e, "cannot log in to vault yet; secrets from vault are unavailable until it answers");
                 }
             });
@@ -99,6 +102,7 @@ impl Vault {
                 login: tokio::sync::Mutex::new(()),
                 status: Mutex::new(VaultStatus::Down("not logged in yet".into())),
                 logged_in: std::sync::atomic::AtomicBool::new(false),
+                generation: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -230,22 +234,20 @@ impl Vault {
         body: Option<serde_json::Value>,
         what: &str,
     ) -> Result<Option<serde_json::Value>, VaultError> {
+        let generation = self.generation();
         if !self
             .inner
             .logged_in
             .load(std::sync::atomic::Ordering::Acquire)
         {
-            let login = self.login().await;
-            if let Err(e) = login {
-                self.note(&Err::<(), _>(e.clone()));
-                return Err(e);
-            }
+            self.login(generation).await?;
         }
+        let generation = self.generation();
         let first = self
             .call_once(method.clone(), path, body.as_ref(), what)
             .await;
         let result = match first {
-            Err(e) if e.is_forbidden() => match self.login().await {
+            Err(e) if e.is_forbidden() => match self.login(generation).await {
                 Ok(()) => self.call_once(method, path, body.as_ref(), what).await,
                 Err(login) => Err(login),
             },
@@ -313,16 +315,32 @@ impl Vault {
     }
 
     /// Logs in (again), unless another task just did.
-    async fn login(&self) -> Result<(), VaultError> {
-        let started = Instant::now();
+    /// Logs in, unless a login succeeded since the caller saw login `generation` (another
+    /// task replaced the token the caller found refused). A refused login marks Vault down:
+    /// nothing can be read until one succeeds.
+    async fn login(&self, generation: u64) -> Result<(), VaultError> {
         let _guard = self.inner.login.lock().await;
-        if started.elapsed() > Duration::from_millis(1) && self.status() == VaultStatus::Up {
-            // Another task logged in while this one waited.
+        if self.generation() != generation {
             return Ok(());
         }
         let result = self.login_now().await;
-        self.note(&result);
+        match &result {
+            Ok(()) => {
+                self.inner
+                    .generation
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                self.note(&result);
+            }
+            Err(e) => self.set_status(VaultStatus::Down(e.to_string())),
+        }
         result
+    }
+
+    /// How many logins have succeeded.
+    fn generation(&self) -> u64 {
+        self.inner
+            .generation
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     async fn login_now(&self) -> Result<(), VaultError> {
@@ -414,6 +432,11 @@ impl Vault {
             // A refusal of one path (404, 400) says nothing about Vault itself.
             Err(_) => return,
         };
+        self.set_status(now);
+    }
+
+    /// Records Vault's status, logging a change.
+    fn set_status(&self, now: VaultStatus) {
         super::metrics::VAULT
             .up
             .set(i64::from(now == VaultStatus::Up));
@@ -496,7 +519,7 @@ async fn keep_alive(inner: std::sync::Weak<Inner>) {
         let result = match renewed {
             Ok(true) => Ok(()),
             // Not renewable, or renewed to nothing (at its max TTL): a new login.
-            Ok(false) | Err(_) => vault.login().await,
+            Ok(false) | Err(_) => vault.login(vault.generation()).await,
         };
         vault.note(&result);
         match result {
