@@ -11,6 +11,7 @@ pub mod mcp;
 pub mod openbao;
 pub mod openclaw;
 pub mod paths;
+pub mod postgres;
 pub mod process;
 pub mod sdk;
 pub mod serve;

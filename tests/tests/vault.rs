@@ -3,7 +3,10 @@
 //! LLM route and on routes to an upstream that echoes what it receives (`tests/src/echo.rs`),
 //! as a header and as a query parameter, and redacted from what the echo sends back; the secret
 //! never in the audit log, Warden's output or its metrics; per-agent paths judged by
-//! `secret:use`; OpenBao stopped and started again (cached serve, fail closed, recovery).
+//! `secret:use`; OpenBao stopped and started again (cached serve, fail closed, recovery); a
+//! leased PostgreSQL login from OpenBao's database engine (on the cluster tests/run starts)
+//! injected as HTTP Basic, renewed while in use and revoked when idle and at shutdown, as
+//! PostgreSQL sees it; concurrent misses make one Vault read.
 
 use std::time::Duration;
 
@@ -11,6 +14,7 @@ use serde_json::{Value, json};
 use warden_e2e::echo::Echo;
 use warden_e2e::fake_llm::FakeLlm;
 use warden_e2e::openbao::{OpenBao, ROOT_TOKEN};
+use warden_e2e::postgres::Postgres;
 use warden_e2e::warden::{OPENAI_KEY, Warden, WardenBuilder};
 
 const AGENT: &str = "vault-agent";
@@ -373,5 +377,197 @@ async fn an_outage_serves_the_cache_then_fails_closed_then_recovers() {
     assert_eq!(
         echo.seen().last().unwrap()["headers"]["authorization"],
         "Bearer sk-outage-0123456"
+    );
+}
+
+/// The value of metric `name` (with its labels, as printed) in `metrics`, 0 when absent.
+fn metric(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// OpenBao's database engine on `bao`, connected to `pg`, with role `role` making login roles
+/// whose leases last `ttl`.
+fn database_role(bao: &OpenBao, pg: &Postgres, role: &str, ttl: &str) {
+    bao.run(&["secrets", "enable", "database"]);
+    bao.run(&[
+        "write",
+        "database/config/e2e",
+        "plugin_name=postgresql-database-plugin",
+        &format!(
+            "connection_url=postgresql://{{{{username}}}}:{{{{password}}}}@{}/postgres?sslmode=disable",
+            pg.host_port()
+        ),
+        &format!("username={}", pg.superuser()),
+        &format!("password={}", pg.password()),
+        &format!("allowed_roles={role}"),
+    ]);
+    bao.run(&[
+        "write",
+        &format!("database/roles/{role}"),
+        "db_name=e2e",
+        "creation_statements=CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' \
+         VALID UNTIL '{{expiration}}';",
+        &format!("default_ttl={ttl}"),
+        "max_ttl=10m",
+    ]);
+}
+
+/// The user and password of a Basic `authorization` header.
+fn basic(header: &Value) -> (String, String) {
+    use base64::Engine as _;
+    let encoded = header
+        .as_str()
+        .and_then(|h| h.strip_prefix("Basic "))
+        .unwrap_or_else(|| panic!("not Basic: {header}"));
+    let pair = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap();
+    let pair = String::from_utf8(pair).unwrap();
+    let (user, password) = pair.split_once(':').unwrap();
+    (user.to_owned(), password.to_owned())
+}
+
+async fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_leased_database_login_is_injected_renewed_and_revoked() {
+    let pg = Postgres::from_env();
+    let bao = OpenBao::start().await.expect("openbao");
+    bao.kv_put("e2e/openai", &[("api_key", OPENAI_KEY)]);
+    let role = format!("e2e-lease-{}", std::process::id());
+    database_role(&bao, &pg, &role, "9s");
+    let fake = FakeLlm::start().await.expect("fake llm");
+    let echo = Echo::start().await.expect("echo");
+    let route = echo_route(
+        "/db",
+        &echo,
+        json!({"vault": {"lease": format!("database/creds/{role}")}}),
+        Some(json!({"basic": {"username": "{secret.username}", "password": "{secret.password}"}})),
+    );
+    let mut warden = warden(&bao, &fake, |b| {
+        b.set("/routes/3", route).set("/vault/idle", json!("3s"))
+    })
+    .await;
+    let token = warden.token(AGENT).await.unwrap();
+
+    // The lease's login goes upstream as Basic, works in PostgreSQL, and is redacted from
+    // the echo.
+    let (status, body) = get(&warden, &token, "/db/models").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["headers"]["authorization"], "Basic [REDACTED]",
+        "{body}"
+    );
+    let (user, password) = basic(&echo.seen()[0]["headers"]["authorization"]);
+    assert!(pg.role_exists(&user), "no role {user}");
+    assert_eq!(
+        pg.query_as(&user, &password, "select current_user")
+            .unwrap(),
+        user
+    );
+    let record = warden
+        .wait_for_audit(Duration::from_secs(5), |r| {
+            r["kind"] == "outcome" && r["route"] == "db"
+        })
+        .await
+        .unwrap();
+    let lease = record["secret"]["lease_id"].as_str().unwrap().to_owned();
+    assert!(
+        lease.starts_with(&format!("database/creds/{role}/")),
+        "{record}"
+    );
+
+    // In use past its first 9 s: renewed, the same login all along.
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(11) {
+        let (status, body) = get(&warden, &token, "/db/models").await;
+        assert_eq!(status, 200, "{body}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        echo.seen()
+            .iter()
+            .all(|r| basic(&r["headers"]["authorization"]).0 == user),
+        "one lease, renewed"
+    );
+    assert!(
+        pg.role_exists(&user),
+        "the renewed login lives past its first TTL"
+    );
+    let renewed = bao.run(&["lease", "lookup", "-format=json", &lease]);
+    assert!(
+        !renewed.contains("\"last_renewal\": null"),
+        "OpenBao saw a renewal: {renewed}"
+    );
+    let metrics = warden.metrics().await.unwrap();
+    assert!(
+        metric(&metrics, "warden_vault_lease_renewals_total{result=\"ok\"}") >= 1.0,
+        "{metrics}"
+    );
+
+    // Left unused: revoked, and PostgreSQL drops the login.
+    wait_until("the idle lease revoked", Duration::from_secs(10), || {
+        !pg.role_exists(&user)
+    })
+    .await;
+
+    // A new lease; at shutdown it is revoked at once, long before it would expire.
+    let (status, body) = get(&warden, &token, "/db/models").await;
+    assert_eq!(status, 200, "{body}");
+    let (second, _) = basic(&echo.seen().last().unwrap()["headers"]["authorization"]);
+    assert_ne!(second, user);
+    assert!(pg.role_exists(&second));
+    warden.signal(libc::SIGTERM).unwrap();
+    warden.wait_exit(Duration::from_secs(15)).await.unwrap();
+    wait_until(
+        "the lease revoked at shutdown",
+        Duration::from_secs(3),
+        || !pg.role_exists(&second),
+    )
+    .await;
+    let output = warden.output();
+    let audit = all_text(&warden.audit_dir());
+    assert!(!output.contains(&password) && !audit.contains(&password));
+}
+
+#[tokio::test]
+async fn concurrent_misses_make_one_vault_read() {
+    let bao = OpenBao::start().await.expect("openbao");
+    bao.kv_put("e2e/openai", &[("api_key", OPENAI_KEY)]);
+    bao.kv_put("e2e/echo", &[("token", "sk-single-flight-01")]);
+    let fake = FakeLlm::start().await.expect("fake llm");
+    let echo = Echo::start().await.expect("echo");
+    let route = echo_route(
+        "/echo",
+        &echo,
+        json!({"vault": {"kv": "secret/e2e/echo"}}),
+        None,
+    );
+    let warden = warden(&bao, &fake, |b| b.set("/routes/3", route)).await;
+    let token = warden.token(AGENT).await.unwrap();
+    let requests = (0..24).map(|_| get(&warden, &token, "/echo/models"));
+    for (status, body) in futures_util::future::join_all(requests).await {
+        assert_eq!(status, 200, "{body}");
+    }
+    let metrics = warden.metrics().await.unwrap();
+    assert_eq!(
+        metric(
+            &metrics,
+            "warden_vault_reads_total{kind=\"kv\",result=\"ok\"}"
+        ),
+        1.0,
+        "{metrics}"
     );
 }

@@ -6,4 +6,8 @@
 
 pub mod idp;
 pub mod openbao;
-pub mod postgres;
+/// The cluster, as the end-to-end suite reaches it.
+pub mod postgres {
+    #[allow(unused_imports)]
+    pub use warden_e2e::postgres::Postgres;
+}
