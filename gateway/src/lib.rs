@@ -12,6 +12,7 @@ pub mod approval;
 pub mod audit;
 pub mod config;
 pub mod decision;
+pub mod harden;
 pub mod identity;
 pub mod inspect;
 pub mod listener;

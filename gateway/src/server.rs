@@ -59,6 +59,7 @@ pub fn audit_dir(config: &Config) -> PathBuf {
 
 /// Runs the gateway until SIGTERM or SIGINT.
 pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), ServeError> {
+    crate::harden::no_core_dumps();
     listener::install_crypto_provider();
     let audit_dir = audit_dir(&config);
     let audit = AuditLog::open(&audit_dir, &config.audit).map_err(|source| ServeError::Audit {

@@ -202,6 +202,17 @@ async fn kv_secrets_reach_the_upstream_and_nowhere_else() {
         .unwrap();
     assert_eq!(record["secret"]["version"], 2, "{record}");
 
+    // Memory holding secrets never lands in a core dump.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", warden.pid().unwrap()))
+        .unwrap_or_default();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>();
+    assert_eq!(core.get(4..6), Some(&["0", "0"][..]), "{limits}");
+
     let metrics = warden.metrics().await.unwrap();
     assert!(metrics.contains("warden_vault_up 1"), "{metrics}");
     assert!(
@@ -570,4 +581,48 @@ async fn concurrent_misses_make_one_vault_read() {
         1.0,
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn the_token_signing_key_comes_from_vault_and_is_shared_by_replicas() {
+    let bao = OpenBao::start().await.expect("openbao");
+    bao.kv_put("e2e/openai", &[("api_key", OPENAI_KEY)]);
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    bao.kv_put("warden/signing", &[("pem", &key.serialize_pem())]);
+    let fake = FakeLlm::start().await.expect("fake llm");
+    let signing = json!({"vault": {"kv": "secret/warden/signing", "field": "pem"}});
+    let first = warden(&bao, &fake, |b| {
+        b.set("/identity/warden_issuer/key", signing.clone())
+    })
+    .await;
+    let second = warden(&bao, &fake, |b| {
+        b.set("/identity/warden_issuer/key", signing.clone())
+    })
+    .await;
+    // `warden token issue` reads the key from Vault too; either replica accepts the token.
+    let token = first.token(AGENT).await.unwrap();
+    for replica in [&first, &second] {
+        let response = replica
+            .http()
+            .get(replica.url("/openai/models"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    }
+    let jwks = |w: &Warden| {
+        let url = w.admin_url("/.well-known/jwks.json");
+        let http = w.http().clone();
+        async move {
+            let keys: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+            keys["keys"][0]["kid"].clone()
+        }
+    };
+    assert_eq!(jwks(&first).await, jwks(&second).await);
+    assert!(
+        !first.audit_dir().with_file_name("keys").exists(),
+        "no key file is created when the key comes from Vault"
+    );
+    assert!(!first.output().contains("PRIVATE KEY"));
 }
