@@ -358,6 +358,34 @@ mod tests {
     }
 
     #[test]
+    fn an_mcp_server_takes_a_vault_credential_but_no_per_principal_path() {
+        let yaml = |path: &str| {
+            format!(
+                "vault: {{ address: 'http://127.0.0.1:1', auth: {{ method: token, token: {{ env: T }} }} }}\n\
+                 mcp:\n  servers:\n    - {{ name: gh, url: 'http://127.0.0.1:2/mcp', credential: {{ vault: {{ kv: '{path}' }} }}, inject: {{ query: key }} }}\n\
+                 \x20 endpoints:\n    - {{ name: tools, servers: [gh] }}\n"
+            )
+        };
+        let config = parse(&yaml("secret/mcp/gh"), None).expect("valid config");
+        let store = crate::vault::SecretStore::offline(config.vault.clone().unwrap()).unwrap();
+        let table = RouteTable::build(&config, Some(&store)).expect("routes");
+        let (route, _) = table.find("/mcp/tools").expect("the endpoint");
+        let endpoint = route.mcp.as_ref().expect("an MCP endpoint");
+        assert!(matches!(
+            &endpoint.servers[0].kind,
+            crate::mcp::ServerKind::Http(remote) if remote.credential.is_some()
+        ));
+        let config = parse(&yaml("secret/{principal.owner}/gh"), None).expect("valid config");
+        let e = RouteTable::build(&config, Some(&store))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("mcp.servers[0].credential.vault") && e.contains("per-principal"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn provider_route_without_credential_is_not_configured() {
         let t = table("routes:\n  - { prefix: /o, connector: openai }\n");
         let (r, _) = t.find("/o/chat/completions").expect("match");
