@@ -122,7 +122,7 @@ async fn kubernetes_login_with_the_pods_service_account_token_reads_kv_secrets()
     .unwrap();
     let secret = vault.kv("secret", "agents/k8s/openai", None).await.unwrap();
     assert_eq!(secret.data.get("api_key"), Some("sk-k8s"));
-    assert_eq!(asked.lock().unwrap().as_slice(), [token.clone()]);
+    assert_eq!(*asked.lock().unwrap(), vec![token.clone()]);
 
     // A token the API server does not vouch for (another account's, revoked) is refused.
     std::fs::write(&jwt_path, service_account_token("intruder")).unwrap();
