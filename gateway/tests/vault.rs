@@ -170,3 +170,21 @@ async fn an_outage_is_reported_and_recovery_needs_no_restart() {
     assert_eq!(secret.data.field("app", "key").unwrap(), "v2");
     assert_eq!(vault.status(), VaultStatus::Up);
 }
+
+#[tokio::test]
+async fn a_path_warden_may_not_read_is_a_refusal_not_an_outage() {
+    let bao = OpenBao::start();
+    let dir = tempfile::tempdir().unwrap();
+    // The AppRole's policy grants `secret/data/*` only.
+    bao.run(&["secrets", "enable", "-path=other", "-version=2", "kv"]);
+    bao.run(&["kv", "put", "other/app", "key=v"]);
+    let vault = Vault::connect(bao.approle(dir.path(), "1h")).await.unwrap();
+    let e = vault.kv("other", "app", None).await.unwrap_err();
+    assert!(e.is_forbidden(), "{e:?}");
+    assert!(!e.is_outage());
+    assert_eq!(
+        vault.status(),
+        VaultStatus::Up,
+        "Vault answered: it is up, the path is not granted"
+    );
+}

@@ -254,10 +254,12 @@ impl CredentialProvider for VaultCredential {
             Ok(path) => path,
             Err(e) => return Fetch::Ready(Err(e.into())),
         };
-        if let Err(e) = guard.check(principal, &path) {
+        // Policy judges the path as audit records name it: `<mount>/<path>`.
+        let key = self.key(&path);
+        if let Err(e) = guard.check(principal, &key.path()) {
             return Fetch::Ready(Err(e));
         }
-        let slot = self.store.slot(&self.key(&path));
+        let slot = self.store.slot(&key);
         if let Some(held) = self.store.cached(&slot) {
             return Fetch::Ready(self.render(&held));
         }

@@ -428,8 +428,10 @@ impl Vault {
     fn note<T>(&self, result: &Result<T, VaultError>) {
         let now = match result {
             Ok(_) => VaultStatus::Up,
-            Err(e) if e.is_outage() || e.is_forbidden() => VaultStatus::Down(e.to_string()),
-            // A refusal of one path (404, 400) says nothing about Vault itself.
+            Err(e) if e.is_outage() => VaultStatus::Down(e.to_string()),
+            // A refusal of one path (404, 400, or 403 after a fresh login: Warden's Vault
+            // policy does not grant it) says nothing about Vault itself; a refused login
+            // marks Vault down where it happens (`login`).
             Err(_) => return,
         };
         self.set_status(now);

@@ -231,9 +231,10 @@ impl SecretStore {
             }),
             SecretKey::Lease { path } => self.vault.read_leased(path).await.map(|leased| {
                 let now = Instant::now();
-                // A secret without a lease (a plain read of a non-dynamic path) is treated
-                // as KV is: kept for `kv_ttl`.
-                let duration = if leased.lease_duration.is_zero() {
+                // A secret without a lease (a plain read of a non-dynamic path, whose
+                // `lease_duration` is only a refresh hint: 32 days on KV v1) is kept as KV is,
+                // for `kv_ttl`.
+                let duration = if leased.lease_duration.is_zero() || leased.lease_id.is_empty() {
                     self.config.kv_ttl
                 } else {
                     leased.lease_duration
