@@ -1,8 +1,6 @@
 //! How much of Warden's time per request is the wait for its decision record to be durable,
 //! read from Warden's own `/metrics` at both ends of a measured window.
 
-use std::net::SocketAddr;
-
 use serde::Serialize;
 
 /// The cumulative figures scraped at one moment.
@@ -81,11 +79,6 @@ impl AuditCounters {
             records_per_commit: (later.records - self.records) / commits,
         })
     }
-}
-
-/// `GET /metrics` on Warden's admin listener; `None` if it cannot be read.
-pub fn scrape(admin: SocketAddr) -> Option<AuditCounters> {
-    AuditCounters::parse(&crate::process::http_get_body(admin, "/metrics")?)
 }
 
 #[cfg(test)]

@@ -6,11 +6,13 @@ pub mod bare_proxy;
 pub mod error;
 pub mod loadgen;
 pub mod nginx;
+pub mod openbao;
 pub mod process;
 pub mod profile;
 pub mod records;
 pub mod report;
 pub mod upstream;
+pub mod vault_reads;
 pub mod warden;
 
 pub use error::HarnessError;

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use crate::audit_share::AuditShare;
 use crate::loadgen::LoadResult;
+use crate::vault_reads::VaultReads;
 
 /// `process` durability: Warden must serve at least this share of nginx's requests per second.
 pub const RPS_RATIO_TARGET: f64 = 0.6;
@@ -32,6 +33,11 @@ pub const WARDEN_BASELINE: &str = "warden-baseline";
 /// The durability floor: the bare proxy recording through Warden's audit log in `disk`
 /// durability.
 pub const FLOOR: &str = "hyper-audit";
+/// Warden (`process` durability) with the route's credential in an environment variable.
+pub const WARDEN_ENV: &str = "warden-env";
+/// The same Warden with the route's credential in Vault (OpenBao KV), cached after the first
+/// request.
+pub const WARDEN_VAULT: &str = "warden-vault";
 
 /// The whole run.
 #[derive(Debug, Clone, Serialize)]
@@ -51,6 +57,8 @@ pub struct Report {
     pub disk_marks: Option<DiskMarks>,
     /// `warden-disk` against the baseline binary, when both ran.
     pub baseline: Option<BaselineComparison>,
+    /// `warden-vault` against `warden-env`, when both ran.
+    pub credentials: Option<CredentialComparison>,
 }
 
 /// Where the run happened.
@@ -99,8 +107,8 @@ pub struct Params {
 /// One target's figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetReport {
-    /// `direct`, `nginx`, `hyper`, `hyper-audit`, `warden-disk`, `warden-process` or
-    /// `warden-baseline`.
+    /// `direct`, `nginx`, `hyper`, `hyper-audit`, `warden-disk`, `warden-process`,
+    /// `warden-baseline`, `mcp-direct`, `mcp-warden`, `warden-env` or `warden-vault`.
     pub name: String,
     pub requests: u64,
     pub errors: u64,
@@ -124,6 +132,8 @@ pub struct TargetReport {
     pub upstream_cpu_us_per_req: f64,
     /// Requests per second of every round, in order (the figures above are the median's).
     pub rps_rounds: Vec<f64>,
+    /// CPU µs per request of every round, in order, where the proxy's CPU was measured.
+    pub proxy_cpu_rounds: Vec<f64>,
     /// Share of the machine's CPU time the hypervisor gave to other guests (steal) during
     /// the measured window, percent; `None` where `/proc/stat` cannot tell.
     pub steal_percent: Option<f64>,
@@ -133,6 +143,9 @@ pub struct TargetReport {
     /// from the target's `/metrics`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditShare>,
+    /// Wardens with a credential from Vault: its reads from Vault, every round, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub vault_reads: Vec<VaultReads>,
     /// Latency at the fixed rate every target was offered (open loop), when measured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub at_rate: Option<RateLatency>,
@@ -263,6 +276,29 @@ pub struct BaselineComparison {
     pub cpu_within_tolerance: Option<bool>,
 }
 
+/// `warden-vault` against `warden-env` (the same Warden and route, the credential from Vault
+/// or from an environment variable), measured in the same run: what a credential from
+/// Vault costs per request once Warden holds it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CredentialComparison {
+    /// vault CPU per request / env CPU per request, saturated median rounds.
+    pub cpu_ratio: Option<f64>,
+    /// The same, each round.
+    pub cpu_ratio_rounds: Vec<f64>,
+    /// vault rps / env rps, median rounds.
+    pub rps_ratio: f64,
+    /// The same, each round.
+    pub rps_ratio_rounds: Vec<f64>,
+    /// Whether the CPU per request is within 5% of env's (or below it).
+    pub cpu_within_tolerance: Option<bool>,
+    /// Reads from Vault in all of `warden-vault`'s measured windows together.
+    pub vault_reads_in_windows: u64,
+    /// Most reads from Vault by one `warden-vault` from its start to its window's end.
+    pub vault_reads_per_start: u64,
+    /// Requests `warden-vault` answered in its measured windows, every round.
+    pub vault_requests: u64,
+}
+
 impl TargetReport {
     /// Figures of one run; `proxy_cpu_s` and `upstream_cpu_s` are CPU seconds spent in the
     /// measured window.
@@ -291,9 +327,11 @@ impl TargetReport {
             proxy_cpu_us_per_req: proxy_cpu_s.map(per_req),
             upstream_cpu_us_per_req: per_req(upstream_cpu_s),
             rps_rounds: vec![result.rps()],
+            proxy_cpu_rounds: Vec::new(),
             steal_percent: None,
             steal_percent_rounds: Vec::new(),
             audit: None,
+            vault_reads: Vec::new(),
             at_rate: None,
         }
     }
@@ -302,12 +340,19 @@ impl TargetReport {
     /// every round's rate; `None` when there were no rounds.
     pub fn median_by_rps(mut rounds: Vec<TargetReport>) -> Option<TargetReport> {
         let all: Vec<f64> = rounds.iter().map(|r| r.rps).collect();
+        let cpu: Vec<f64> = rounds
+            .iter()
+            .filter_map(|r| r.proxy_cpu_us_per_req)
+            .collect();
         let steal: Vec<f64> = rounds.iter().filter_map(|r| r.steal_percent).collect();
+        let reads: Vec<VaultReads> = rounds.iter().flat_map(|r| r.vault_reads.clone()).collect();
         rounds.sort_by(|a, b| a.rps.total_cmp(&b.rps));
         let middle = rounds.len().checked_sub(1)? / 2;
         let mut median = rounds.swap_remove(middle);
         median.rps_rounds = all;
+        median.proxy_cpu_rounds = cpu;
         median.steal_percent_rounds = steal;
+        median.vault_reads = reads;
         Some(median)
     }
 }
@@ -369,6 +414,10 @@ impl Report {
                     cpu_within_tolerance: cpu_ratio.map(|r| r <= 1.0 + BASELINE_CPU_TOLERANCE),
                 }
             });
+        self.credentials = self
+            .target(WARDEN_VAULT)
+            .zip(self.target(WARDEN_ENV))
+            .map(|(v, e)| credential_comparison(v, e));
     }
 
     /// A warning naming each target whose measured windows the host stole time from (above
@@ -520,6 +569,9 @@ impl Report {
             if let Some(a) = &t.audit {
                 let _ = writeln!(out, "{}: {}", t.name, audit_line(a));
             }
+            if !t.vault_reads.is_empty() {
+                let _ = writeln!(out, "{}: {}", t.name, vault_reads_line(&t.vault_reads));
+            }
             if let Some((rate, a)) = t
                 .at_rate
                 .as_ref()
@@ -539,6 +591,9 @@ impl Report {
         }
         if let Some(b) = &self.baseline {
             let _ = writeln!(out, "{}", baseline_line(b));
+        }
+        if let Some(c) = &self.credentials {
+            let _ = writeln!(out, "{}", credentials_line(c));
         }
         out
     }
@@ -650,6 +705,68 @@ fn baseline_line(b: &BaselineComparison) -> String {
     );
     if b.rps_ratio_rounds.len() > 1 {
         line += &format!(" (rounds {})", list(&b.rps_ratio_rounds));
+    }
+    line
+}
+
+/// `warden-vault` against `warden-env`.
+fn credential_comparison(vault: &TargetReport, env: &TargetReport) -> CredentialComparison {
+    let cpu_ratio = vault
+        .proxy_cpu_us_per_req
+        .zip(env.proxy_cpu_us_per_req)
+        .map(|(v, e)| v / e.max(f64::MIN_POSITIVE));
+    let per_request = |v: f64, e: f64| v / e.max(f64::MIN_POSITIVE);
+    CredentialComparison {
+        cpu_ratio,
+        cpu_ratio_rounds: paired(&vault.proxy_cpu_rounds, &env.proxy_cpu_rounds, per_request),
+        rps_ratio: ratio_of_rates(vault.rps, env.rps),
+        rps_ratio_rounds: paired(&vault.rps_rounds, &env.rps_rounds, ratio_of_rates),
+        cpu_within_tolerance: cpu_ratio.map(|r| r <= 1.0 + BASELINE_CPU_TOLERANCE),
+        vault_reads_in_windows: vault.vault_reads.iter().map(|r| r.in_window).sum(),
+        vault_reads_per_start: vault
+            .vault_reads
+            .iter()
+            .map(|r| r.since_start)
+            .max()
+            .unwrap_or(0),
+        vault_requests: vault.vault_reads.iter().map(|r| r.requests).sum(),
+    }
+}
+
+/// A Warden's reads from Vault, round by round.
+fn vault_reads_line(reads: &[VaultReads]) -> String {
+    let rounds: Vec<String> = reads
+        .iter()
+        .map(|r| {
+            format!(
+                "{} in the window ({} since start)",
+                r.in_window, r.since_start
+            )
+        })
+        .collect();
+    format!("reads from Vault, round by round: {}", rounds.join(", "))
+}
+
+/// The comparison of a credential from Vault with one from an environment variable.
+fn credentials_line(c: &CredentialComparison) -> String {
+    let cpu = match (c.cpu_ratio, c.cpu_within_tolerance) {
+        (Some(ratio), Some(within)) => format!(
+            "CPU per request {ratio:.2}x ({} {:.0}%)",
+            if within { "within" } else { "NOT within" },
+            BASELINE_CPU_TOLERANCE * 100.0
+        ),
+        _ => "CPU per request unknown".to_owned(),
+    };
+    let mut line = format!(
+        "credential from Vault ({WARDEN_VAULT}/{WARDEN_ENV}): {cpu}, rps {:.2}x; {} reads from Vault in the measured windows ({} requests), at most {} per Warden start",
+        c.rps_ratio, c.vault_reads_in_windows, c.vault_requests, c.vault_reads_per_start
+    );
+    if c.rps_ratio_rounds.len() > 1 {
+        line += &format!(
+            "\n  round by round: CPU per request {}; rps {}",
+            list(&c.cpu_ratio_rounds),
+            list(&c.rps_ratio_rounds)
+        );
     }
     line
 }

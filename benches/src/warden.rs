@@ -1,6 +1,6 @@
 //! Warden under test: a temporary configuration with authentication, Cedar and the audit log
 //! on, a token issued by `warden token issue`, and `warden serve`. Every Warden of a run
-//! (`warden-disk`, `warden-process`, `warden-baseline`) shares one data directory, so one
+//! (`warden-disk`, `warden-process`, `warden-baseline`, ...) shares one data directory, so one
 //! token (signed with the key kept there) serves them all; each has its own audit log.
 
 use std::net::SocketAddr;
@@ -8,10 +8,27 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::HarnessError;
+use crate::openbao;
 use crate::process::Proc;
 
 /// Environment variable the bench route reads its upstream credential from.
 pub const KEY_ENV: &str = "BENCH_KEY";
+
+/// The bench upstream's key, in [`KEY_ENV`] or in Vault.
+pub const UPSTREAM_KEY: &str = "sk-bench-upstream-key";
+
+/// Environment variable Warden reads its Vault token from.
+pub const VAULT_TOKEN_ENV: &str = "BENCH_BAO_TOKEN";
+
+/// Where the bench route's upstream credential comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// Environment variable [`KEY_ENV`].
+    Env,
+    /// KV secret [`openbao::KV_SECRET`], field [`openbao::KV_FIELD`], of the OpenBao at
+    /// `address`, logged in with its root token.
+    Vault { address: String },
+}
 
 /// Where the harness puts things for one Warden target.
 #[derive(Debug, Clone)]
@@ -35,6 +52,8 @@ pub struct WardenSetup {
     /// Also an MCP endpoint `/mcp/bench` to the bench upstream's MCP server (`/mcp`), with a
     /// policy that lets the bench agent call its tools.
     pub mcp: bool,
+    /// The route's upstream credential.
+    pub credential: Credential,
 }
 
 /// The federated name of the bench upstream's `echo` tool through Warden's MCP endpoint.
@@ -55,7 +74,8 @@ impl WardenSetup {
     }
 
     /// The configuration: Warden-issued tokens required, the policy copy, the audit log in
-    /// a directory of this target's own, one OpenAI route to the bench upstream.
+    /// a directory of this target's own, one OpenAI route to the bench upstream (with a
+    /// `vault:` section when its credential is in Vault).
     pub fn config(&self) -> String {
         let d = self.dir.display();
         let durability = self
@@ -76,12 +96,12 @@ log:
   access: {access}
 runtime:
   worker_threads: {workers}
-routes:
+{vault}routes:
   - name: openai
     prefix: /openai
     connector: openai
     upstream: "http://{upstream}/v1"
-    credential: {{ env: {KEY_ENV} }}
+    credential: {credential}
 {mcp}"#,
             name = self.name,
             proxy = self.proxy,
@@ -89,6 +109,20 @@ routes:
             upstream = self.upstream,
             access = self.access_log,
             workers = self.workers,
+            vault = match &self.credential {
+                Credential::Env => String::new(),
+                Credential::Vault { address } => format!(
+                    "vault:\n  address: \"{address}\"\n  auth: {{ method: token, token: {{ env: {VAULT_TOKEN_ENV} }} }}\n"
+                ),
+            },
+            credential = match self.credential {
+                Credential::Env => format!("{{ env: {KEY_ENV} }}"),
+                Credential::Vault { .. } => format!(
+                    "{{ vault: {{ kv: {}, field: {} }} }}",
+                    openbao::KV_SECRET,
+                    openbao::KV_FIELD
+                ),
+            },
             mcp = if self.mcp {
                 format!(
                     r#"mcp:
@@ -159,10 +193,11 @@ routes:
     /// `warden serve --config FILE`; returns once `/readyz` on the admin listener answers 200.
     pub fn start(&self) -> Result<Proc, HarnessError> {
         let mut command = Command::new(&self.binary);
-        command
-            .args(["serve", "--config"])
-            .arg(self.config_path())
-            .env(KEY_ENV, "sk-bench-upstream-key");
+        command.args(["serve", "--config"]).arg(self.config_path());
+        match self.credential {
+            Credential::Env => command.env(KEY_ENV, UPSTREAM_KEY),
+            Credential::Vault { .. } => command.env(VAULT_TOKEN_ENV, openbao::ROOT_TOKEN),
+        };
         let out = self.dir.join(format!("{}.out", self.name));
         let mut proc = Proc::spawn("warden", command, &out)?;
         proc.wait_for_http_ok(self.admin, "/readyz")?;
@@ -197,10 +232,15 @@ pub fn version(binary: &Path) -> Option<String> {
     (out.status.success() && !text.is_empty()).then_some(text)
 }
 
+/// The repository's top directory.
+pub fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
 /// The repository's `policies/` directory.
 pub fn repo_policies() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).join("policies")
+    repo_root().join("policies")
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<(), HarnessError> {

@@ -170,6 +170,7 @@ fn setup(
         access_log: false,
         workers: 1,
         mcp: false,
+        credential: warden::Credential::Env,
     }
 }
 
@@ -259,9 +260,11 @@ fn target(name: &str, rps: f64, p50: u64, p99: u64, peak: Option<u64>) -> Target
         proxy_cpu_us_per_req: None,
         upstream_cpu_us_per_req: 1.0,
         rps_rounds: vec![rps],
+        proxy_cpu_rounds: Vec::new(),
         steal_percent: None,
         steal_percent_rounds: Vec::new(),
         audit: None,
+        vault_reads: Vec::new(),
         at_rate: None,
     }
 }
@@ -300,6 +303,7 @@ fn report_of(targets: Vec<TargetReport>, rounds: u32) -> Report {
         process_marks: None,
         disk_marks: None,
         baseline: None,
+        credentials: None,
     }
 }
 
@@ -398,6 +402,93 @@ fn disk_durability_is_judged_against_the_floor_of_the_same_run() {
     report.compare();
     assert!(report.disk_marks.is_none());
     assert!(!report.table().contains("disk durability"));
+}
+
+#[test]
+fn the_vault_target_reads_its_credential_from_kv_with_a_token_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault_setup = warden::WardenSetup {
+        credential: warden::Credential::Vault {
+            address: "http://127.0.0.1:18200".into(),
+        },
+        ..setup(dir.path(), "warden-vault", Some("process"))
+    };
+    let config = ::warden::config::load::parse(&vault_setup.config(), None)
+        .unwrap_or_else(|e| panic!("Warden refuses the generated config: {e}"));
+    let vault = config.vault.as_ref().expect("a vault section");
+    assert_eq!(vault.address, "http://127.0.0.1:18200");
+    assert!(
+        vault_setup.config().contains(warden::VAULT_TOKEN_ENV),
+        "the token comes from the environment"
+    );
+    assert_eq!(config.routes.len(), 1);
+    assert_eq!(
+        config.routes[0].credential,
+        Some(::warden::secrets::CredentialSource::Vault(
+            ::warden::secrets::config::VaultSource {
+                kv: Some(warden_bench::openbao::KV_SECRET.into()),
+                field: Some(warden_bench::openbao::KV_FIELD.into()),
+                ..Default::default()
+            }
+        ))
+    );
+    // The env target has no vault section.
+    let env = setup(dir.path(), "warden-env", Some("process"));
+    let config = ::warden::config::load::parse(&env.config(), None).unwrap();
+    assert!(config.vault.is_none());
+}
+
+#[test]
+fn a_credential_from_vault_is_compared_with_one_from_env_by_cpu_per_request() {
+    use warden_bench::vault_reads::VaultReads;
+    let cpu_rounds = |name: &str, rps: &[f64], cpu: &[f64]| {
+        let runs = rps.iter().zip(cpu).map(|(&rps, &cpu)| {
+            let mut t = target(name, rps, 1, 1, None);
+            t.proxy_cpu_us_per_req = Some(cpu);
+            t.proxy_cpu_rounds = vec![cpu];
+            if name == "warden-vault" {
+                t.vault_reads = vec![VaultReads {
+                    in_window: 0,
+                    since_start: 1,
+                    requests: 1000,
+                }];
+            }
+            t
+        });
+        TargetReport::median_by_rps(runs.collect()).unwrap()
+    };
+    let env = cpu_rounds("warden-env", &[10_000.0, 11_000.0], &[40.0, 40.0]);
+    let vault = cpu_rounds("warden-vault", &[10_000.0, 10_000.0], &[40.0, 41.0]);
+    assert_eq!(
+        vault.proxy_cpu_rounds,
+        [40.0, 41.0],
+        "every round, in order"
+    );
+    assert_eq!(vault.vault_reads.len(), 2);
+    let mut report = report_of(vec![env, vault], 2);
+    report.compare();
+    let c = report.credentials.as_ref().unwrap();
+    assert_eq!(c.cpu_ratio, Some(1.0));
+    assert_eq!(c.cpu_ratio_rounds, [1.0, 41.0 / 40.0]);
+    assert_eq!(c.cpu_within_tolerance, Some(true));
+    assert_eq!(c.vault_reads_in_windows, 0);
+    assert_eq!(c.vault_reads_per_start, 1);
+    assert_eq!(c.vault_requests, 2000);
+    let table = report.table();
+    assert!(
+        table.contains("credential from Vault (warden-vault/warden-env): CPU per request 1.00x (within 5%), rps 1.00x; 0 reads from Vault in the measured windows (2000 requests), at most 1 per Warden start"),
+        "{table}"
+    );
+    assert!(
+        table.contains("round by round: CPU per request 1.00 1.02; rps 1.00 0.91"),
+        "{table}"
+    );
+    assert!(
+        table.contains(
+            "warden-vault: reads from Vault, round by round: 0 in the window (1 since start)"
+        ),
+        "{table}"
+    );
 }
 
 #[test]

@@ -15,14 +15,16 @@ use std::time::{Duration, Instant};
 
 use ::warden::audit::AuditLog;
 use ::warden::audit::config::AuditConfig;
-use warden_bench::audit_share::{self, AuditCounters};
+use warden_bench::audit_share::AuditCounters;
 use warden_bench::loadgen::{self, LoadSpec, Workload};
+use warden_bench::openbao::{self, OpenBao};
 use warden_bench::process::{self, Proc};
 use warden_bench::profile::{self, ProfileFiles};
 use warden_bench::report::{
     self, Params, RateLatency, Report, Skipped, TargetReport, Versions, WARDEN_BASELINE,
     WARDEN_DISK, WARDEN_PROCESS,
 };
+use warden_bench::vault_reads::{self, VaultReads};
 use warden_bench::{bare_proxy, nginx, upstream, warden};
 
 /// Measure Warden against nginx and against no proxy at all, with the same load.
@@ -52,7 +54,10 @@ struct Args {
     /// `warden-baseline` (the binary given by `--baseline-bin`, added at the end when given);
     /// `mcp-direct`, `mcp-warden`: MCP `tools/call` in a session per connection, straight to
     /// the bench upstream's MCP server and through a Warden MCP endpoint (`process`
-    /// durability), not in the default run.
+    /// durability), not in the default run; `warden-env`, `warden-vault`: Warden (`process`
+    /// durability) with the route's credential from an environment variable, and from an
+    /// OpenBao dev server the harness starts (`bao`: `$WARDEN_BAO`, tests/.venv or the
+    /// PATH), read once and then served from Warden's memory; not in the default run.
     #[arg(
         long,
         value_delimiter = ',',
@@ -150,6 +155,8 @@ enum Target {
     WardenBaseline,
     McpDirect,
     McpWarden,
+    WardenEnv,
+    WardenVault,
 }
 
 impl Target {
@@ -164,6 +171,8 @@ impl Target {
             Target::WardenBaseline => WARDEN_BASELINE,
             Target::McpDirect => "mcp-direct",
             Target::McpWarden => "mcp-warden",
+            Target::WardenEnv => report::WARDEN_ENV,
+            Target::WardenVault => report::WARDEN_VAULT,
         }
     }
 
@@ -172,7 +181,7 @@ impl Target {
         let this = || warden::locate().map_err(anyhow::Error::from);
         match self {
             Target::WardenDisk => Some(this().map(|bin| (bin, Some("disk")))),
-            Target::WardenProcess | Target::McpWarden => {
+            Target::WardenProcess | Target::McpWarden | Target::WardenEnv | Target::WardenVault => {
                 Some(this().map(|bin| (bin, Some("process"))))
             }
             Target::WardenBaseline => Some(match &args.baseline_bin {
@@ -310,6 +319,7 @@ async fn measure(args: &Args) -> Result<Report> {
         process_marks: None,
         disk_marks: None,
         baseline: None,
+        credentials: None,
     };
 
     // The Wardens are set up first so that every target receives the same request, token
@@ -318,11 +328,14 @@ async fn measure(args: &Args) -> Result<Report> {
     if args.baseline_bin.is_some() && !targets.contains(&Target::WardenBaseline) {
         targets.push(Target::WardenBaseline);
     }
+    // Stopped when the run ends (dropped).
+    let openbao = start_openbao(tmp.path(), &mut targets, &mut report);
     let (wardens, token) = prepare_wardens(
         &tmp.path().join("warden"),
         args,
         &mut targets,
         upstream_addr,
+        openbao.as_ref().map(OpenBao::address),
         &mut report,
     );
     let base = LoadSpec {
@@ -513,12 +526,14 @@ async fn run_target(
         Target::Nginx => run_nginx(spec, dir, upstream, versions, profile).await,
         Target::Hyper => run_bare_proxy(spec, dir, upstream, profile, false).await,
         Target::HyperAudit => run_bare_proxy(spec, dir, upstream, profile, true).await,
-        Target::WardenDisk | Target::WardenProcess | Target::WardenBaseline => {
-            match wardens.iter().find(|w| w.name == target.name()) {
-                Some(setup) => run_warden(spec, setup, upstream, profile).await,
-                None => bail!("{} was not set up", target.name()),
-            }
-        }
+        Target::WardenDisk
+        | Target::WardenProcess
+        | Target::WardenBaseline
+        | Target::WardenEnv
+        | Target::WardenVault => match wardens.iter().find(|w| w.name == target.name()) {
+            Some(setup) => run_warden(spec, setup, upstream, profile).await,
+            None => bail!("{} was not set up", target.name()),
+        },
         Target::McpDirect => {
             let spec = LoadSpec {
                 path: http::Uri::from_static("/mcp"),
@@ -632,20 +647,50 @@ async fn run_bare_proxy(
     result
 }
 
+/// The OpenBao dev server `warden-vault` reads its credential from, holding the bench
+/// upstream's key, when that target is to run; `warden-vault` is skipped when it cannot start.
+fn start_openbao(dir: &Path, targets: &mut Vec<Target>, report: &mut Report) -> Option<OpenBao> {
+    if !targets.contains(&Target::WardenVault) {
+        return None;
+    }
+    let started = openbao::locate()
+        .and_then(|binary| OpenBao::start(binary, &dir.join("openbao.out"), warden::UPSTREAM_KEY));
+    match started {
+        Ok(bao) => Some(bao),
+        Err(e) => {
+            skip(report, Target::WardenVault, &e.into());
+            targets.retain(|&t| t != Target::WardenVault);
+            None
+        }
+    }
+}
+
 /// Writes each Warden target's configuration (they share one data directory, hence Warden's
 /// signing key) and issues the bench token with the first one; a Warden that cannot be set
-/// up is skipped.
+/// up is skipped. `vault`: the address of the OpenBao `warden-vault` reads from.
 fn prepare_wardens(
     dir: &Path,
     args: &Args,
     targets: &mut Vec<Target>,
     upstream: SocketAddr,
+    vault: Option<String>,
     report: &mut Report,
 ) -> (Vec<warden::WardenSetup>, Option<HeaderValue>) {
     let mut wardens = Vec::new();
     for target in targets.clone() {
         let Some(located) = target.warden(args) else {
             continue;
+        };
+        let credential = match (target, &vault) {
+            (Target::WardenVault, Some(address)) => warden::Credential::Vault {
+                address: address.clone(),
+            },
+            (Target::WardenVault, None) => {
+                skip(report, target, &anyhow::anyhow!("no OpenBao was started"));
+                targets.retain(|&t| t != target);
+                continue;
+            }
+            _ => warden::Credential::Env,
         };
         let prepared = located.and_then(|(binary, durability)| {
             let setup = warden::WardenSetup {
@@ -659,6 +704,7 @@ fn prepare_wardens(
                 access_log: args.access_log,
                 workers: args.warden_workers,
                 mcp: target == Target::McpWarden,
+                credential,
             };
             let policies = match (target, &args.baseline_policies) {
                 (Target::WardenBaseline, Some(dir)) => dir,
@@ -734,7 +780,7 @@ async fn run_warden(
 
 /// Probes, runs the load, and samples the proxy's and upstream's CPU time over the measured
 /// window (profiling the proxy then, if asked) and the proxy's peak memory at the end; with
-/// Warden's admin address, also its audit wait over the window.
+/// Warden's admin address, also its audit wait and Vault reads over the window.
 async fn measure_target(
     spec: &LoadSpec,
     proxy: Option<&mut Proc>,
@@ -747,47 +793,16 @@ async fn measure_target(
         .as_ref()
         .map(|p| process::process_tree(p.pid()))
         .unwrap_or_default();
-    let upstream_pid = upstream.pid();
-    let sampler = {
-        let proxy_pids = proxy_pids.clone();
-        let (warmup, duration) = (spec.warmup, spec.duration);
-        tokio::spawn(async move {
-            let start = Instant::now();
-            tokio::time::sleep(warmup).await;
-            let audit_before = scrape_audit(warden_admin).await;
-            let before = (
-                process::cpu_seconds(&proxy_pids),
-                process::cpu_seconds(&[upstream_pid]),
-                process::MachineTicks::now(),
-            );
-            let window_end = tokio::time::sleep_until((start + warmup + duration).into());
-            match profile {
-                Some(files) if !proxy_pids.is_empty() => {
-                    let (_, recorded) =
-                        tokio::join!(window_end, profile::record(&proxy_pids, duration, &files));
-                    match recorded {
-                        Ok(()) => eprintln!("profile: {}", files.report.display()),
-                        Err(e) => eprintln!("profile not recorded: {e}"),
-                    }
-                }
-                _ => window_end.await,
-            }
-            let after = (
-                process::cpu_seconds(&proxy_pids),
-                process::cpu_seconds(&[upstream_pid]),
-                process::MachineTicks::now(),
-            );
-            let audit_after = scrape_audit(warden_admin).await;
-            let steal = before
-                .2
-                .zip(after.2)
-                .and_then(|(b, a)| b.steal_percent_until(a));
-            let audit = audit_before.zip(audit_after).and_then(|(b, a)| b.until(&a));
-            (after.0 - before.0, after.1 - before.1, steal, audit)
-        })
-    };
+    let sampler = tokio::spawn(sample_window(
+        spec.warmup,
+        spec.duration,
+        proxy_pids.clone(),
+        upstream.pid(),
+        profile,
+        warden_admin,
+    ));
     let result = loadgen::run(spec).await?;
-    let (proxy_cpu, upstream_cpu, steal, audit) = sampler.await.context("CPU sampler")?;
+    let window = sampler.await.context("CPU sampler")?;
     if let Some(p) = proxy {
         p.check_running()?;
     }
@@ -798,17 +813,97 @@ async fn measure_target(
             .filter_map(|&pid| process::peak_rss_kib(pid))
             .sum()
     });
-    let proxy_cpu = (!proxy_pids.is_empty()).then_some(proxy_cpu);
-    let mut report = TargetReport::new(&spec.target, &result, peak, proxy_cpu, upstream_cpu);
-    report.steal_percent = steal;
-    report.audit = audit;
+    let proxy_cpu = (!proxy_pids.is_empty()).then_some(window.proxy_cpu_s);
+    let mut report = TargetReport::new(
+        &spec.target,
+        &result,
+        peak,
+        proxy_cpu,
+        window.upstream_cpu_s,
+    );
+    report.steal_percent = window.steal_percent;
+    report.proxy_cpu_rounds = report.proxy_cpu_us_per_req.into_iter().collect();
+    let (before, after) = (
+        window.metrics_before.as_deref(),
+        window.metrics_after.as_deref(),
+    );
+    report.audit = before
+        .and_then(AuditCounters::parse)
+        .zip(after.and_then(AuditCounters::parse))
+        .and_then(|(b, a)| b.until(&a));
+    report.vault_reads = VaultReads::between(
+        before.and_then(vault_reads::parse),
+        after.and_then(vault_reads::parse),
+        result.requests,
+    )
+    .into_iter()
+    .collect();
     Ok(report)
 }
 
-/// Warden's audit counters, read off the runtime's threads (the load generator shares them).
-async fn scrape_audit(admin: Option<SocketAddr>) -> Option<AuditCounters> {
+/// What was sampled over a measured window.
+struct Window {
+    /// CPU seconds of the proxy's processes.
+    proxy_cpu_s: f64,
+    /// CPU seconds of the bench upstream.
+    upstream_cpu_s: f64,
+    steal_percent: Option<f64>,
+    /// Warden's `/metrics` at the window's start and end.
+    metrics_before: Option<String>,
+    metrics_after: Option<String>,
+}
+
+/// Waits out the warm-up, then samples CPU time (and Warden's `/metrics`) at both ends of
+/// the measured window, profiling the proxy in between if asked.
+async fn sample_window(
+    warmup: Duration,
+    duration: Duration,
+    proxy_pids: Vec<u32>,
+    upstream_pid: u32,
+    profile: Option<ProfileFiles>,
+    warden_admin: Option<SocketAddr>,
+) -> Window {
+    let start = Instant::now();
+    tokio::time::sleep(warmup).await;
+    let metrics_before = scrape_metrics(warden_admin).await;
+    let cpu = || {
+        (
+            process::cpu_seconds(&proxy_pids),
+            process::cpu_seconds(&[upstream_pid]),
+            process::MachineTicks::now(),
+        )
+    };
+    let before = cpu();
+    let window_end = tokio::time::sleep_until((start + warmup + duration).into());
+    match profile {
+        Some(files) if !proxy_pids.is_empty() => {
+            let (_, recorded) =
+                tokio::join!(window_end, profile::record(&proxy_pids, duration, &files));
+            match recorded {
+                Ok(()) => eprintln!("profile: {}", files.report.display()),
+                Err(e) => eprintln!("profile not recorded: {e}"),
+            }
+        }
+        _ => window_end.await,
+    }
+    let after = cpu();
+    let metrics_after = scrape_metrics(warden_admin).await;
+    Window {
+        proxy_cpu_s: after.0 - before.0,
+        upstream_cpu_s: after.1 - before.1,
+        steal_percent: before
+            .2
+            .zip(after.2)
+            .and_then(|(b, a)| b.steal_percent_until(a)),
+        metrics_before,
+        metrics_after,
+    }
+}
+
+/// Warden's `/metrics`, read off the runtime's threads (the load generator shares them).
+async fn scrape_metrics(admin: Option<SocketAddr>) -> Option<String> {
     let admin = admin?;
-    tokio::task::spawn_blocking(move || audit_share::scrape(admin))
+    tokio::task::spawn_blocking(move || process::http_get_body(admin, "/metrics"))
         .await
         .ok()
         .flatten()
