@@ -14,11 +14,13 @@ pub mod config;
 mod endpoint;
 mod error;
 mod link;
+mod remote;
 mod router;
 mod session;
 mod stdio;
 mod stream;
 mod streamable_http;
+mod supervise;
 
 pub use config::{McpConfig, McpDenyStyle};
 pub use endpoint::{Endpoint, RemoteServer, Server, ServerKind, StdioCommand};

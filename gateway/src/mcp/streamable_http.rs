@@ -15,15 +15,13 @@ use serde_json::{Map, Value};
 
 use super::endpoint::RemoteServer;
 use super::error::LinkError;
+use super::remote::{self, describe};
 use super::router::{Router, State, closed as link_closed, handshake};
-use crate::protocol::{SseDecoder, SseSink};
 
 /// `Mcp-Session-Id`.
 pub const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
 /// `MCP-Protocol-Version`.
 pub const VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
-/// Largest server-sent event accepted from a server.
-const MAX_EVENT: usize = 16 * 1024 * 1024;
 
 /// Sends messages to a remote server.
 pub struct HttpTransport {
@@ -142,16 +140,7 @@ impl Inner {
 
     /// The upstream credential header, if the server takes one.
     fn credential(&self) -> Result<Option<(HeaderName, HeaderValue)>, LinkError> {
-        match &self.remote.credential {
-            None => Ok(None),
-            Some(provider) => match provider.credential() {
-                Ok(c) => Ok(Some((c.header.clone(), c.value.clone()))),
-                Err(e) => Err(LinkError::Credential {
-                    server: self.router.server.to_string(),
-                    reason: e.to_string(),
-                }),
-            },
-        }
+        remote::credential(&self.remote, &self.router.server)
     }
 
     /// A request to the server with the session's headers and the upstream credential.
@@ -240,28 +229,13 @@ impl Inner {
             }
             return;
         }
-        let mut decoder = SseDecoder::new(MAX_EVENT);
-        let mut events = Collect::default();
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    decoder.feed(&chunk, &mut events);
-                    for data in events.0.drain(..) {
-                        match serde_json::from_slice::<Value>(&data) {
-                            Ok(value) => self.router.dispatch(value, during),
-                            Err(_) if data.is_empty() => {}
-                            Err(e) => {
-                                tracing::info!(server = %self.router.server, error = %e, "MCP server sent an event that is not JSON")
-                            }
-                        }
-                    }
-                }
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::info!(server = %self.router.server, error = %describe(e), "the MCP server's event stream broke");
-                    return;
-                }
+        let read = remote::read_events(&mut response, |event, data| {
+            if event.is_empty() || event == b"message" {
+                remote::dispatch_event(&self.router, data, during);
             }
+        });
+        if let Err(e) = read.await {
+            tracing::info!(server = %self.router.server, error = %e, "the MCP server's event stream broke");
         }
     }
 
@@ -341,29 +315,4 @@ impl Inner {
             backoff = (backoff * 2).min(Duration::from_secs(30));
         }
     }
-}
-
-/// The data of every event decoded.
-#[derive(Default)]
-struct Collect(Vec<Vec<u8>>);
-
-impl SseSink for Collect {
-    fn event(&mut self, event: &[u8], data: &[u8]) {
-        if event.is_empty() || event == b"message" {
-            self.0.push(data.to_vec());
-        }
-    }
-}
-
-/// A reqwest error without the URL's query (which could carry a secret).
-fn describe(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    crate::text::bounded(&text, crate::text::FIELD_MAX).into_owned()
 }
