@@ -1,6 +1,6 @@
 //! MCP test support: the real MCP servers of `tests/mcp/node_modules` (npm
 //! `@modelcontextprotocol/server-everything` and `server-filesystem`, installed by
-//! `tests/run`), a remote double that reports the headers reaching it (`tests/mcp/double.py`),
+//! `tests/run`; over HTTP on 127.0.0.1 only, `tests/mcp/loopback.mjs`), a remote double that reports the headers reaching it (`tests/mcp/double.py`),
 //! and the official MCP Python SDK driving a Warden endpoint (`tests/mcp/client.py`).
 
 use std::path::{Path, PathBuf};
@@ -41,6 +41,32 @@ pub fn filesystem_stdio(name: &str, root: &Path) -> Value {
     json!({"name": name, "command": node(), "args": [server_script("server-filesystem"), root]})
 }
 
+/// server-everything serving `transport` (`streamableHttp`, `sse`) on `port` of 127.0.0.1,
+/// once it accepts connections.
+async fn serve_everything(transport: &str, port: u16) -> anyhow::Result<Proc> {
+    let mut cmd = Command::new(node());
+    cmd.arg("--import")
+        .arg(mcp_dir().join("loopback.mjs"))
+        .arg(server_script("server-everything"))
+        .arg(transport)
+        .env("PORT", port.to_string());
+    let proc = Proc::spawn("server-everything", cmd)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "server-everything did not listen on {port}:\n{}",
+                proc.output()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(proc)
+}
+
 /// server-everything serving Streamable HTTP on a free port (`/mcp`).
 #[derive(Debug)]
 pub struct EverythingHttp {
@@ -52,30 +78,42 @@ impl EverythingHttp {
     /// Starts it and waits until it accepts connections.
     pub async fn start() -> anyhow::Result<EverythingHttp> {
         let port = crate::warden::free_port()?;
-        let mut cmd = Command::new(node());
-        cmd.arg(server_script("server-everything"))
-            .arg("streamableHttp")
-            .env("PORT", port.to_string());
-        let proc = Proc::spawn("server-everything", cmd)?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            if tokio::time::Instant::now() > deadline {
-                bail!(
-                    "server-everything did not listen on {port}:\n{}",
-                    proc.output()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let proc = serve_everything("streamableHttp", port).await?;
         Ok(EverythingHttp { _proc: proc, port })
     }
 
     /// Its MCP endpoint.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+}
+
+/// server-everything serving the legacy HTTP+SSE transport (MCP 2024-11-05) on a free port:
+/// its event stream at `/sse`, messages posted to `/message?sessionId=...`.
+#[derive(Debug)]
+pub struct EverythingSse {
+    proc: Proc,
+    pub port: u16,
+}
+
+impl EverythingSse {
+    /// Starts it and waits until it accepts connections.
+    pub async fn start() -> anyhow::Result<EverythingSse> {
+        let port = crate::warden::free_port()?;
+        let proc = serve_everything("sse", port).await?;
+        Ok(EverythingSse { proc, port })
+    }
+
+    /// Kills it (its sessions and event streams end) and starts it again on the same port.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.proc.kill().await;
+        self.proc = serve_everything("sse", self.port).await?;
+        Ok(())
+    }
+
+    /// Its event stream.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/sse", self.port)
     }
 }
 
@@ -127,12 +165,36 @@ pub async fn session_with(
     steps: Value,
     reply: Option<&str>,
 ) -> anyhow::Result<Value> {
+    run_client(warden, url, token, steps, reply, "streamable_http").await
+}
+
+/// As [`session`], over the legacy HTTP+SSE transport (MCP 2024-11-05): `url` is the event
+/// stream, and the SDK's `sse_client` posts to the endpoint it names.
+pub async fn sse_session(
+    warden: &Warden,
+    url: &str,
+    token: &str,
+    steps: Value,
+) -> anyhow::Result<Value> {
+    run_client(warden, url, token, steps, None, "sse").await
+}
+
+/// Runs `tests/mcp/client.py` over `transport`.
+async fn run_client(
+    warden: &Warden,
+    url: &str,
+    token: &str,
+    steps: Value,
+    reply: Option<&str>,
+    transport: &str,
+) -> anyhow::Result<Value> {
     let python = paths::venv_python();
     let mut cmd = Command::new(&python);
     cmd.arg(mcp_dir().join("client.py"))
         .arg(url)
         .arg(steps.to_string())
         .args(reply)
+        .env("TRANSPORT", transport)
         .env("API_KEY", token)
         .env("WARDEN_PID", warden.pid().unwrap_or_default().to_string())
         .env("PYTHONUNBUFFERED", "1");

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use warden_e2e::mcp::{self, Double, EverythingHttp};
+use warden_e2e::mcp::{self, Double, EverythingHttp, EverythingSse};
 use warden_e2e::warden::{Warden, WardenBuilder};
 
 /// The reason of the policy that keeps `restricted` from `echo`.
@@ -614,4 +614,80 @@ async fn an_unused_session_ends_after_its_idle_timeout_and_its_server_with_it() 
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A remote server over the legacy HTTP+SSE transport (`transport: sse`): server-everything in
+/// its `sse` mode, driven through Warden by the official SDK over Streamable HTTP. Calls are
+/// judged as for any server, progress comes through, and when the server restarts, Warden
+/// connects to it again and the agent's session goes on.
+#[tokio::test]
+async fn a_remote_server_over_the_legacy_sse_transport_is_judged_and_reconnected() {
+    let mut remote = EverythingSse::start().await.unwrap();
+    let w = warden(
+        vec![json!({"name": "everything", "url": remote.url(), "transport": "sse"})],
+        |b| b,
+    )
+    .await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    let signals = tempfile::tempdir().unwrap();
+    let before = signals.path().join("before-restart");
+    let after = signals.path().join("after-restart");
+    let url = w.url("/mcp/tools");
+    let client = mcp::session(
+        &w,
+        &url,
+        &agent,
+        json!([
+            {"op": "list_tools"},
+            {"op": "call", "name": "everything_echo", "arguments": {"message": "over sse"}},
+            {"op": "call", "name": "everything_get-env", "arguments": {}},
+            {"op": "call", "name": "everything_trigger-long-running-operation",
+             "arguments": {"duration": 1, "steps": 3}, "progress": true},
+            {"op": "touch", "path": before},
+            {"op": "wait_for", "path": after},
+            {"op": "call", "name": "everything_echo", "arguments": {"message": "after restart"}},
+        ]),
+    );
+    let restart = async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !before.exists() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the session did not get there"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        remote.restart().await.unwrap();
+        std::fs::write(&after, "").unwrap();
+    };
+    let (r, ()) = tokio::join!(client, restart);
+    let r = r.unwrap();
+    let listed = names(step(&r, 0));
+    assert!(listed.contains(&"everything_echo".to_owned()), "{listed:?}");
+    assert!(
+        !listed.contains(&"everything_get-env".to_owned()),
+        "{listed:?}"
+    );
+    assert_eq!(step(&r, 1)["isError"], false, "{r}");
+    assert!(
+        step(&r, 1)["text"].as_str().unwrap().contains("over sse"),
+        "{r}"
+    );
+    assert_eq!(step(&r, 2)["isError"], true, "{r}");
+    assert!(
+        step(&r, 2)["text"]
+            .as_str()
+            .unwrap()
+            .contains("the server's environment stays private"),
+        "{r}"
+    );
+    assert!(step(&r, 3)["progress"].as_u64().unwrap() >= 2, "{r}");
+    assert_eq!(step(&r, 6)["isError"], false, "{r}");
+    assert!(
+        step(&r, 6)["text"]
+            .as_str()
+            .unwrap()
+            .contains("after restart"),
+        "the session goes on with the restarted server: {r}"
+    );
 }

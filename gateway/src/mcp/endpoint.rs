@@ -1,5 +1,5 @@
-//! What an endpoint is made of: the servers it combines (a local process or a remote
-//! Streamable HTTP server each, with its credential provider), the separator of their names,
+//! What an endpoint is made of: the servers it combines (a local process, or a remote server
+//! over Streamable HTTP or the legacy HTTP+SSE transport with its credential provider), the separator of their names,
 //! how it answers denials, its timeouts.
 
 use std::collections::BTreeMap;
@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::config::{self, McpConfig, McpDenyStyle};
+use super::config::{self, McpConfig, McpDenyStyle, RemoteTransport};
 use crate::route::connector::CredentialInjection;
 use crate::secrets::{self, CredentialProvider};
 
@@ -31,7 +31,10 @@ pub struct RemoteServer {
 #[derive(Debug)]
 pub enum ServerKind {
     Stdio(Arc<StdioCommand>),
+    /// Streamable HTTP.
     Http(Arc<RemoteServer>),
+    /// The legacy HTTP+SSE transport: `url` is the server's event stream.
+    LegacySse(Arc<RemoteServer>),
 }
 
 /// One upstream server.
@@ -113,13 +116,17 @@ fn server(c: &config::ServerConfig) -> Arc<Server> {
                     .unwrap_or_else(|| "Bearer {secret}".into()),
                 optional: false,
             };
-            ServerKind::Http(Arc::new(RemoteServer {
+            let remote = Arc::new(RemoteServer {
                 url: url.clone().unwrap_or_default(),
                 credential: c
                     .credential
                     .as_ref()
                     .map(|source| secrets::provider(&c.name, Some(source), &injection)),
-            }))
+            });
+            match c.transport {
+                Some(RemoteTransport::Sse) => ServerKind::LegacySse(remote),
+                Some(RemoteTransport::StreamableHttp) | None => ServerKind::Http(remote),
+            }
         }
     };
     Arc::new(Server {

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 use super::endpoint::{Server, ServerKind};
 use super::error::LinkError;
+use super::legacy_sse::LegacySseTransport;
 use super::router::{Call, Events, Router, ServerRequests, State, token_key};
 use super::stdio::StdioTransport;
 use super::streamable_http::HttpTransport;
@@ -22,6 +23,7 @@ use crate::protocol::mcp::jsonrpc::{self, Message};
 enum Transport {
     Stdio(StdioTransport),
     Http(HttpTransport),
+    LegacySse(LegacySseTransport),
 }
 
 /// Warden's session with one server for one agent session.
@@ -52,6 +54,10 @@ impl Link {
             ),
             ServerKind::Http(remote) => Transport::Http(
                 HttpTransport::start(remote, &router, &next_id, init, http.clone(), timeout)
+                    .await?,
+            ),
+            ServerKind::LegacySse(remote) => Transport::LegacySse(
+                LegacySseTransport::start(remote, &router, &next_id, init, http.clone(), timeout)
                     .await?,
             ),
         };
@@ -138,6 +144,7 @@ impl Link {
         match &self.transport {
             Transport::Stdio(t) => t.send(message).await,
             Transport::Http(t) => t.send(message, id).await,
+            Transport::LegacySse(t) => t.send(message).await,
         }
     }
 

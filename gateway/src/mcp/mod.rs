@@ -1,7 +1,8 @@
 //! MCP endpoints: agents speak MCP (Streamable HTTP) to Warden, which terminates their
 //! sessions (`session.rs`) and holds, per agent session, one upstream session per server of
 //! the endpoint (`link.rs`): a local process Warden starts and restarts (`stdio.rs`), or a
-//! remote server over Streamable HTTP (`streamable_http.rs`). What the agent sees of the servers'
+//! remote server over Streamable HTTP (`streamable_http.rs`) or the legacy HTTP+SSE transport
+//! (`legacy_sse.rs`). What the agent sees of the servers'
 //! tools, prompts and resources carries the server's name (`protocol/mcp/names.rs`); every
 //! message is judged on the request path (`proxy/mcp.rs`).
 //!
@@ -13,6 +14,7 @@
 pub mod config;
 mod endpoint;
 mod error;
+mod legacy_sse;
 mod link;
 mod remote;
 mod router;
