@@ -1,6 +1,7 @@
 //! MCP test support: the real MCP servers of `tests/mcp/node_modules` (npm
 //! `@modelcontextprotocol/server-everything` and `server-filesystem`, installed by
-//! `tests/run`; over HTTP on 127.0.0.1 only, `tests/mcp/loopback.mjs`), a remote double that reports the headers reaching it (`tests/mcp/double.py`),
+//! `tests/run`; over HTTP on 127.0.0.1 only, `tests/mcp/loopback.mjs`), a remote double that
+//! reports the headers and notifications reaching it (`tests/mcp/double.py`),
 //! and the official MCP Python SDK driving a Warden endpoint (`tests/mcp/client.py`).
 
 use std::path::{Path, PathBuf};
@@ -122,13 +123,27 @@ impl EverythingSse {
 pub struct Double {
     _proc: Proc,
     pub port: u16,
+    /// It speaks the legacy HTTP+SSE transport.
+    sse: bool,
 }
 
 impl Double {
-    /// Starts it.
+    /// Starts it over Streamable HTTP.
     pub async fn start() -> anyhow::Result<Double> {
+        Double::spawn(false).await
+    }
+
+    /// Starts it over the legacy HTTP+SSE transport.
+    pub async fn start_sse() -> anyhow::Result<Double> {
+        Double::spawn(true).await
+    }
+
+    async fn spawn(sse: bool) -> anyhow::Result<Double> {
         let mut cmd = Command::new(paths::venv_python());
         cmd.arg(mcp_dir().join("double.py"));
+        if sse {
+            cmd.arg("--sse");
+        }
         let mut proc = Proc::spawn("mcp-double", cmd)?;
         let line = tokio::time::timeout(Duration::from_secs(20), proc.next_stdout_line())
             .await
@@ -137,17 +152,52 @@ impl Double {
         let port = serde_json::from_str::<Value>(&line)?["port"]
             .as_u64()
             .context("no port")? as u16;
-        Ok(Double { _proc: proc, port })
+        Ok(Double {
+            _proc: proc,
+            port,
+            sse,
+        })
     }
 
-    /// Its MCP endpoint.
+    /// Its MCP endpoint (its event stream, over the legacy transport).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/mcp", self.port)
+        let path = if self.sse { "sse" } else { "mcp" };
+        format!("http://127.0.0.1:{}/{path}", self.port)
     }
 }
 
-/// Runs `steps` in one MCP session with `url` as `token`'s agent, through the official SDK;
-/// returns `{"initialize": ..., "steps": [...]}`.
+/// How an agent reaches an MCP endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Streamable HTTP, at the endpoint's prefix.
+    StreamableHttp,
+    /// The legacy HTTP+SSE transport (MCP 2024-11-05): the event stream at `<prefix>/sse`,
+    /// messages posted where its `endpoint` event says (the SDK's `sse_client`).
+    LegacySse,
+}
+
+impl Transport {
+    /// Both.
+    pub const ALL: [Transport; 2] = [Transport::StreamableHttp, Transport::LegacySse];
+
+    /// The URL an agent opens for the endpoint at `endpoint`.
+    pub fn url(self, endpoint: &str) -> String {
+        match self {
+            Transport::StreamableHttp => endpoint.to_owned(),
+            Transport::LegacySse => format!("{endpoint}/sse"),
+        }
+    }
+
+    fn client_name(self) -> &'static str {
+        match self {
+            Transport::StreamableHttp => "streamable_http",
+            Transport::LegacySse => "sse",
+        }
+    }
+}
+
+/// Runs `steps` in one MCP session with `url` as `token`'s agent, through the official SDK
+/// over Streamable HTTP; returns `{"initialize": ..., "steps": [...]}`.
 pub async fn session(
     warden: &Warden,
     url: &str,
@@ -165,18 +215,26 @@ pub async fn session_with(
     steps: Value,
     reply: Option<&str>,
 ) -> anyhow::Result<Value> {
-    run_client(warden, url, token, steps, reply, "streamable_http").await
+    run_client(warden, url, token, steps, reply, Transport::StreamableHttp).await
 }
 
-/// As [`session`], over the legacy HTTP+SSE transport (MCP 2024-11-05): `url` is the event
-/// stream, and the SDK's `sse_client` posts to the endpoint it names.
-pub async fn sse_session(
+/// As [`session`], over `transport` to the endpoint at `endpoint` (its prefix's URL).
+pub async fn session_over(
+    transport: Transport,
     warden: &Warden,
-    url: &str,
+    endpoint: &str,
     token: &str,
     steps: Value,
 ) -> anyhow::Result<Value> {
-    run_client(warden, url, token, steps, None, "sse").await
+    run_client(
+        warden,
+        &transport.url(endpoint),
+        token,
+        steps,
+        None,
+        transport,
+    )
+    .await
 }
 
 /// Runs `tests/mcp/client.py` over `transport`.
@@ -186,7 +244,7 @@ async fn run_client(
     token: &str,
     steps: Value,
     reply: Option<&str>,
-    transport: &str,
+    transport: Transport,
 ) -> anyhow::Result<Value> {
     let python = paths::venv_python();
     let mut cmd = Command::new(&python);
@@ -194,7 +252,7 @@ async fn run_client(
         .arg(url)
         .arg(steps.to_string())
         .args(reply)
-        .env("TRANSPORT", transport)
+        .env("TRANSPORT", transport.client_name())
         .env("API_KEY", token)
         .env("WARDEN_PID", warden.pid().unwrap_or_default().to_string())
         .env("PYTHONUNBUFFERED", "1");
