@@ -611,6 +611,7 @@ fn children_running(warden: &Warden, pattern: &str) -> usize {
     count
 }
 
+/// Over Streamable HTTP, and over the legacy transport (whose stream Warden then closes).
 #[tokio::test]
 async fn an_unused_session_ends_after_its_idle_timeout_and_its_server_with_it() {
     let w = warden(vec![mcp::everything_stdio("everything")], |b| {
@@ -645,14 +646,43 @@ async fn an_unused_session_ends_after_its_idle_timeout_and_its_server_with_it() 
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let ping = json!({"jsonrpc": "2.0", "id": 2, "method": "ping"});
     assert_eq!(post(Some(&session), ping).await.unwrap().status(), 404);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while children_running(&w, "server-everything") > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the session's server still runs"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let no_server_left = || async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while children_running(&w, "server-everything") > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the session's server still runs"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    no_server_left().await;
+
+    // A legacy session rests past its idle timeout: Warden closes its stream and ends it.
+    let (mut stream, endpoint) = open_legacy(&w, &agent).await;
+    let messages = w.url(&endpoint);
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let post_legacy = |body: &str| {
+        w.http()
+            .post(&messages)
+            .bearer_auth(&agent)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+    };
+    assert_eq!(post_legacy(init).await.unwrap().status(), 202);
+    answer(&mut stream, json!(1)).await;
+    assert_eq!(children_running(&w, "server-everything"), 1);
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(event) = stream.next(Duration::from_secs(10)).await.unwrap() {
+            assert!(event.json().get("id").is_none(), "{event:?}");
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream of an idle session stays open");
+    let ping = r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#;
+    assert_eq!(post_legacy(ping).await.unwrap().status(), 404);
+    no_server_left().await;
 }
 
 /// A remote server over the legacy HTTP+SSE transport (`transport: sse`): server-everything in
@@ -729,6 +759,50 @@ async fn a_remote_server_over_the_legacy_sse_transport_is_judged_and_reconnected
             .contains("after restart"),
         "the session goes on with the restarted server: {r}"
     );
+}
+
+/// The answer to request `id` on a legacy session's stream (the servers' own notifications
+/// come too).
+async fn answer(stream: &mut EventReader, id: Value) -> Value {
+    loop {
+        let event = stream.next(Duration::from_secs(20)).await.unwrap().unwrap();
+        assert_eq!(event.name.as_deref(), Some("message"), "{event:?}");
+        let message = event.json();
+        if message.get("id") == Some(&id) {
+            return message;
+        }
+        assert!(
+            message.get("id").is_none(),
+            "an answer to another request: {message}"
+        );
+    }
+}
+
+/// Opens a legacy session's stream as `token`'s agent: the stream and where to post.
+async fn open_legacy(w: &Warden, token: &str) -> (EventReader, String) {
+    let opened = w
+        .http()
+        .get(w.url("/mcp/tools/sse"))
+        .bearer_auth(token)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), 200);
+    assert!(
+        opened.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut stream = EventReader::new(opened);
+    let endpoint = stream
+        .next(Duration::from_secs(20))
+        .await
+        .unwrap()
+        .expect("the endpoint event");
+    assert_eq!(endpoint.name.as_deref(), Some("endpoint"));
+    (stream, endpoint.data)
 }
 
 /// A legacy session is its stream's and its principal's: the endpoint event names where to

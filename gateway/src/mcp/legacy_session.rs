@@ -3,7 +3,7 @@
 //! (`<prefix>/messages?session_id=<id>`, 256 random bits); every answer, notification and
 //! request of the servers then reaches the agent on that stream as an `event: message`. The
 //! stream is bound to the principal that opened it, its queue is bounded (a full queue makes
-//! the senders wait for the agent to read), it carries a keep-alive comment when quiet, and
+//! the senders wait for the agent to read), it carries a keep-alive comment every 15 s, and
 //! the session ends when the stream closes or rests unused past `mcp.session_idle_timeout`.
 //! Once the agent posts `initialize`, its Warden session (`session.rs`) has the stream's id.
 
@@ -124,8 +124,8 @@ impl LegacySession {
     }
 
     /// Keeps the stream for as long as the session lasts: relays the servers' own messages,
-    /// with keep-alive comments when quiet, until the agent leaves or the session rests past
-    /// its idle timeout; then closes the stream.
+    /// with keep-alive comments, until the agent leaves or the session rests past its idle
+    /// timeout; then closes the stream.
     pub async fn keep(&self) {
         let events = self
             .events_rx

@@ -58,8 +58,8 @@ pub fn event(message: &Value) -> Bytes {
 const KEEPALIVE: &[u8] = b": keepalive\n\n";
 
 /// Relays a session's server messages (`events`) to an agent's event stream (`tx`), with a
-/// keep-alive comment after every `period` of quiet, until the agent leaves, the messages end,
-/// or `done` (asked at every keep-alive) says the session is over.
+/// keep-alive comment every `period`, until the agent leaves, the messages end, or `done`
+/// (asked at every keep-alive) says the session is over.
 pub async fn relay(
     events: &mut mpsc::Receiver<Value>,
     tx: &mpsc::Sender<Bytes>,
