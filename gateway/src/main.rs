@@ -373,10 +373,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "identity.warden_issuer.enabled is false: Warden does not accept its own tokens in this configuration"
                 );
             }
-            let issuer = warden::identity::TokenIssuer::load_or_create(
-                &config.identity.warden_issuer,
-                &config.data_dir,
-            )?;
+            let issuer = token_issuer(&config)?;
             println!("{}", issuer.issue(&agent, ttl, &claims)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -391,7 +388,9 @@ fn connector_actions(path: Option<&Path>) -> Result<Vec<warden::policy::SchemaFr
         return Ok(Vec::new());
     };
     let config = load(Some(path))?;
-    let routes = warden::route::RouteTable::build(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let secrets = offline_secrets(&config)?;
+    let routes = warden::route::RouteTable::build(&config, secrets.as_ref())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(routes.schema_fragments().to_vec())
 }
 
@@ -545,7 +544,12 @@ fn check(path: Option<&Path>) -> Result<ExitCode> {
         eprintln!("{}", ConfigErrors(errors));
     }
     let routes = if config_ok {
-        match warden::route::RouteTable::build(&config) {
+        match offline_secrets(&config)
+            .map_err(|e| e.to_string())
+            .and_then(|secrets| {
+                warden::route::RouteTable::build(&config, secrets.as_ref())
+                    .map_err(|e| e.to_string())
+            }) {
             Ok(routes) => Some(routes),
             Err(e) => {
                 eprintln!("{e}");
@@ -586,6 +590,12 @@ fn check(path: Option<&Path>) -> Result<ExitCode> {
                 "route {} {} -> {}://{}{}",
                 r.name, r.prefix, r.upstream.scheme, r.upstream.authority, r.upstream.base_path
             ),
+            // Every credential's source is explicit: a route that needs one and names none is
+            // a mistake, not a warning.
+            Some(e @ warden::secrets::CredentialError::NotConfigured { .. }) => {
+                eprintln!("route {} {}: error: {e}", r.name, r.prefix);
+                ok = false;
+            }
             Some(e) => println!("route {} {}: warning: {e}", r.name, r.prefix),
         }
     }
@@ -598,6 +608,48 @@ fn check(path: Option<&Path>) -> Result<ExitCode> {
     } else {
         Ok(ExitCode::from(1))
     }
+}
+
+/// Warden's token issuer: its signing key from `identity.warden_issuer.key` (read now, from
+/// Vault if it says so) or its key file (created on first use).
+fn token_issuer(config: &warden::config::Config) -> Result<warden::identity::TokenIssuer> {
+    let cfg = &config.identity.warden_issuer;
+    let Some(source) = &cfg.key else {
+        return Ok(warden::identity::TokenIssuer::load_or_create(
+            cfg,
+            &config.data_dir,
+        )?);
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let store = config
+            .vault
+            .as_ref()
+            .map(|v| warden::vault::SecretStore::new(v.clone()))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let key = "identity.warden_issuer.key";
+        let pem = warden::secrets::own::read(source, store.as_ref(), key)
+            .await
+            .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+        Ok(warden::identity::TokenIssuer::from_pem(cfg, &pem, key)?)
+    })
+}
+
+/// The secret store of the configuration's `vault:` section, for resolving routes without
+/// reaching Vault (`warden check` and the other offline commands).
+fn offline_secrets(
+    config: &warden::config::Config,
+) -> Result<Option<std::sync::Arc<warden::vault::SecretStore>>> {
+    config
+        .vault
+        .as_ref()
+        .map(|v| warden::vault::SecretStore::offline(v.clone()))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn serve(path: Option<PathBuf>) -> Result<ExitCode> {

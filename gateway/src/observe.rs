@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use crate::protocol::{Dialect, Usage, UsageScanner};
+use crate::secrets::redact::Redactor;
 
 /// What to do with a response's outcome once its body has ended: the request path records it.
 pub trait Complete: Send + 'static {
@@ -51,12 +52,17 @@ impl<C: Complete> Drop for Observer<C> {
 }
 
 pin_project_lite::pin_project! {
-    /// An upstream body passed through unchanged while its usage is read; its outcome is
-    /// completed when it ends.
+    /// An upstream body passed through while its usage is read (unchanged, but for an
+    /// injected secret it echoes, redacted); its outcome is completed when it ends.
     pub struct ObservedBody<C: Complete> {
         #[pin]
         inner: Incoming,
         observer: Observer<C>,
+        redactor: Option<Redactor>,
+        // A frame that waits while the redactor's held-back bytes go first.
+        stashed: Option<Frame<Bytes>>,
+        // The redacted stream has given everything.
+        done: bool,
     }
 }
 
@@ -77,8 +83,35 @@ impl<C: Complete> ObservedBody<C> {
             // An empty body is never polled: its outcome is complete now.
             observer.complete(None);
         }
-        ObservedBody { inner, observer }
+        ObservedBody {
+            inner,
+            observer,
+            redactor: None,
+            stashed: None,
+            done: false,
+        }
     }
+
+    /// Redacts what `redactor` looks for from the body (its length may change: the response
+    /// must not announce one).
+    pub fn redacting(mut self, redactor: Option<Redactor>) -> Self {
+        self.redactor = redactor;
+        self
+    }
+}
+
+/// `a` then `b`.
+fn join(a: Bytes, b: Bytes) -> Bytes {
+    if b.is_empty() {
+        return a;
+    }
+    if a.is_empty() {
+        return b;
+    }
+    let mut both = bytes::BytesMut::with_capacity(a.len() + b.len());
+    both.extend_from_slice(&a);
+    both.extend_from_slice(&b);
+    both.freeze()
 }
 
 impl<C: Complete> Body for ObservedBody<C> {
@@ -90,32 +123,92 @@ impl<C: Complete> Body for ObservedBody<C> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let mut this = self.project();
-        let polled = this.inner.as_mut().poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.observer.feed(data);
-                }
-                // A body of known length ends with its last frame: the server stops polling
-                // there, so this is the end to record, not a later `None`.
-                if this.inner.is_end_stream() {
-                    this.observer.complete(None);
-                }
+        loop {
+            if let Some(frame) = this.stashed.take() {
+                return Poll::Ready(Some(Ok(frame)));
             }
-            Poll::Ready(Some(Err(e))) => this
-                .observer
-                .complete(Some(format!("upstream stream failed: {e}"))),
-            Poll::Ready(None) => this.observer.complete(None),
-            Poll::Pending => {}
+            if *this.done {
+                return Poll::Ready(None);
+            }
+            let polled = this.inner.as_mut().poll_frame(cx);
+            let ended = match &polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        this.observer.feed(data);
+                    }
+                    // A body of known length ends with its last frame: the server stops
+                    // polling there, so this is the end to record, not a later `None`.
+                    let ended = this.inner.is_end_stream();
+                    if ended {
+                        this.observer.complete(None);
+                    }
+                    ended
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.observer
+                        .complete(Some(format!("upstream stream failed: {e}")));
+                    false
+                }
+                Poll::Ready(None) => {
+                    this.observer.complete(None);
+                    true
+                }
+                Poll::Pending => false,
+            };
+            let Some(redactor) = this.redactor.as_mut() else {
+                return polled;
+            };
+            match polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let frame = match frame.into_data() {
+                        Ok(data) => {
+                            let mut out = redactor.push(data);
+                            if ended {
+                                out = join(out, redactor.finish());
+                                *this.done = true;
+                            }
+                            if out.is_empty() {
+                                continue;
+                            }
+                            Frame::data(out)
+                        }
+                        Err(trailers) => {
+                            let held = redactor.finish();
+                            if held.is_empty() {
+                                trailers
+                            } else {
+                                *this.stashed = Some(trailers);
+                                Frame::data(held)
+                            }
+                        }
+                    };
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Poll::Ready(None) => {
+                    *this.done = true;
+                    let held = redactor.finish();
+                    if held.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(held))));
+                }
+                other => return other,
+            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.redactor {
+            None => self.inner.is_end_stream(),
+            Some(_) => self.done && self.stashed.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.redactor {
+            None => self.inner.size_hint(),
+            // Redaction may change the length.
+            Some(_) => SizeHint::default(),
+        }
     }
 }

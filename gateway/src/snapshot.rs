@@ -10,6 +10,8 @@ use crate::config::error::ConfigErrors;
 use crate::identity::{Identifier, IdentityError};
 use crate::policy::{PolicyEngine, PolicyErrors, SchemaFragment};
 use crate::route::RouteTable;
+use crate::secrets::{CredentialError, own};
+use crate::vault::{SecretStore, VaultError};
 
 /// One consistent snapshot of everything a request consults.
 pub struct Snapshot {
@@ -17,6 +19,9 @@ pub struct Snapshot {
     pub routes: RouteTable,
     pub policy: Arc<PolicyEngine>,
     pub identity: Arc<Identifier>,
+    /// The secrets held from Vault (`vault:`); kept across reloads that leave `vault:` as it
+    /// was.
+    pub secrets: Option<Arc<SecretStore>>,
 }
 
 /// Why a snapshot could not be built.
@@ -28,6 +33,10 @@ pub enum SnapshotError {
     Policy { dir: PathBuf, errors: PolicyErrors },
     #[error("identity setup failed: {0}")]
     Identity(#[from] IdentityError),
+    #[error("{0}")]
+    Vault(#[from] VaultError),
+    #[error("identity.warden_issuer.key: {0}")]
+    SigningKey(#[from] CredentialError),
 }
 
 impl Snapshot {
@@ -37,7 +46,12 @@ impl Snapshot {
         config: Config,
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, SnapshotError> {
-        let routes = RouteTable::build(&config)?;
+        let secrets = match (previous, &config.vault) {
+            (Some(p), Some(v)) if p.config.vault.as_ref() == Some(v) => p.secrets.clone(),
+            (_, Some(v)) => Some(SecretStore::new(v.clone())?),
+            (_, None) => None,
+        };
+        let routes = RouteTable::build(&config, secrets.as_ref())?;
         let policy = load_policies(&config.policy.dir, routes.schema_fragments())?;
         let identity = match previous {
             Some(p)
@@ -45,15 +59,36 @@ impl Snapshot {
             {
                 p.identity.clone()
             }
-            _ => Arc::new(Identifier::new(&config.identity, &config.data_dir).await?),
+            _ => Arc::new(identity(&config, secrets.as_ref()).await?),
         };
         Ok(Snapshot {
             config: Arc::new(config),
             routes,
             policy,
             identity,
+            secrets,
         })
     }
+}
+
+/// The identity of `config`, with Warden's signing key read from its secret source when
+/// `identity.warden_issuer.key` names one.
+async fn identity(
+    config: &Config,
+    secrets: Option<&Arc<SecretStore>>,
+) -> Result<Identifier, SnapshotError> {
+    let warden = &config.identity.warden_issuer;
+    let key = match (&warden.key, warden.enabled) {
+        (Some(source), true) => Some((
+            own::read(source, secrets, "identity.warden_issuer.key").await?,
+            format!("identity.warden_issuer.key ({})", source.kind()),
+        )),
+        _ => None,
+    };
+    let key = key
+        .as_ref()
+        .map(|(pem, origin)| (pem.as_str(), origin.as_str()));
+    Ok(Identifier::with_key(&config.identity, &config.data_dir, key).await?)
 }
 
 /// Loads and validates the policy set in `dir`, with the actions of the REST connectors the

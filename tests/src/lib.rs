@@ -3,14 +3,17 @@
 //! agent (npm `openclaw`), and a fake LLM upstream that replays provider response shapes
 //! faithfully.
 
+pub mod echo;
 pub mod fake_llm;
 pub mod fake_rest;
 pub mod idp;
 pub mod mcp;
+pub mod openbao;
 pub mod openclaw;
 pub mod paths;
 pub mod process;
 pub mod sdk;
+pub mod serve;
 pub mod sse;
 pub mod stack;
 pub mod warden;

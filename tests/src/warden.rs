@@ -189,7 +189,8 @@ impl WardenBuilder {
     }
 
     /// Sets the config value at JSON pointer `pointer` (e.g. `/limits/max_request_bytes`,
-    /// `/routes/0/on_deny`), creating objects on the way; array indexes must exist.
+    /// `/routes/0/on_deny`), creating objects on the way; array indexes must exist, or be one
+    /// past the end (`/routes/3` appends a fourth route).
     pub fn set(mut self, pointer: &str, value: Value) -> WardenBuilder {
         set_pointer(&mut self.config, pointer, value);
         self
@@ -291,11 +292,16 @@ fn set_pointer(root: &mut Value, pointer: &str, value: Value) {
         };
     }
     match node {
-        Value::Array(items) => {
-            if let Some(slot) = last.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
-                *slot = value;
+        Value::Array(items) => match last.parse::<usize>() {
+            // One past the end appends.
+            Ok(i) if i == items.len() => items.push(value),
+            Ok(i) => {
+                if let Some(slot) = items.get_mut(i) {
+                    *slot = value;
+                }
             }
-        }
+            Err(_) => {}
+        },
         other => {
             if !other.is_object() {
                 *other = json!({});

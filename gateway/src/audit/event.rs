@@ -110,6 +110,19 @@ pub struct AuditFinding {
     pub location: String,
 }
 
+/// Which Vault secret a request's upstream credential came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditSecret {
+    /// Its path (`secret/agents/team-a/github`, `database/creds/readonly`).
+    pub path: String,
+    /// The KV version read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// The lease of a dynamic secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_id: Option<String>,
+}
+
 /// One audit event: who, what, on what, decision, outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvent {
@@ -160,6 +173,10 @@ pub struct AuditEvent {
     /// arguments themselves are in `content` only with `audit.record_content`.
     #[serde(default = "empty_text", skip_serializing_if = "is_empty")]
     pub content_digest: Text,
+    /// The Vault secret whose credential went upstream: path, version, lease (never the
+    /// value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<AuditSecret>,
     /// Free-form detail for system records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<serde_json::Value>,
@@ -186,6 +203,7 @@ impl AuditEvent {
             outcome: None,
             content: None,
             content_digest: empty_text(),
+            secret: None,
             detail: None,
         }
     }

@@ -164,6 +164,10 @@ fn write_record(
         serde_json::to_writer(&mut *buf, content)?;
     }
     text_field(buf, "content_digest", &e.content_digest);
+    if let Some(secret) = &e.secret {
+        buf.extend_from_slice(b",\"secret\":");
+        serde_json::to_writer(&mut *buf, secret)?;
+    }
     if let Some(detail) = &e.detail {
         buf.extend_from_slice(b",\"detail\":");
         serde_json::to_writer(&mut *buf, detail)?;
@@ -360,6 +364,11 @@ mod tests {
         });
         full.content = Some(serde_json::json!({"messages": [{"content": "hi\u{1}"}]}));
         full.content_digest = "sha256:00ff".into();
+        full.secret = Some(crate::audit::event::AuditSecret {
+            path: "database/creds/ro".into(),
+            version: None,
+            lease_id: Some("database/creds/ro/abc".into()),
+        });
         full.detail = Some(serde_json::json!({"event": "start", "n": 1.5}));
         let mut bare = AuditEvent::now(EventKind::System);
         bare.time = full.time;

@@ -23,6 +23,7 @@ const SECTIONS: &[&str] = &[
     "runtime",
     "connectors_dir",
     "routes",
+    "vault",
     "mcp",
 ];
 
@@ -135,6 +136,7 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
                 section(&key, value, &mut config.connectors_dir, &error, &mut errors)
             }
             "routes" => config.routes = routes(value, &error, &mut errors),
+            "vault" => section(&key, value, &mut config.vault, &error, &mut errors),
             "mcp" => section(&key, value, &mut config.mcp, &error, &mut errors),
             other => errors.push(error(
                 other,
@@ -302,6 +304,17 @@ mod tests {
                 "routes[]",
                 "",
             ),
+            (
+                "routes: [{prefix: /a, connector: openai, credential: {vault: {zz: 1}}}]",
+                "routes[]",
+                "credential.vault.",
+            ),
+            (
+                "routes: [{prefix: /a, connector: openai, inject: {zz: 1}}]",
+                "routes[]",
+                "inject.",
+            ),
+            ("vault: {zz: 1}", "vault", "vault."),
         ];
         for (probe, heading, prefix) in sections {
             let text = doc_section(doc, heading);

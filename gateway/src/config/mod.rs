@@ -44,6 +44,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// MCP servers and the endpoints agents reach them through.
     pub mcp: McpConfig,
+    /// How Warden reaches Vault (or OpenBao), for credentials with a `vault:` source.
+    pub vault: Option<crate::vault::VaultConfig>,
 }
 
 impl Default for Config {
@@ -63,6 +65,7 @@ impl Default for Config {
             connectors_dir: None,
             routes: default_routes(),
             mcp: McpConfig::default(),
+            vault: None,
         }
     }
 }

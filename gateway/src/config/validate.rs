@@ -224,15 +224,49 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
                     .into(),
             );
         }
-        if route.credential.is_some() && connector.credential.is_none() {
+        let placed = route
+            .inject
+            .as_ref()
+            .is_some_and(|i| i.header.is_some() || i.query.is_some() || i.basic.is_some());
+        if route.credential.is_some() && connector.credential.is_none() && !placed {
             err(
                 &format!("{key}.credential"),
                 format!(
-                    "connector {:?} sends no credential; remove credential: or use a connector that does",
+                    "connector {:?} sends no credential; say where it goes (inject: {{ header: NAME }}, {{ query: NAME }} or {{ basic: ... }}), remove credential:, or use a connector that does",
                     route.connector
                 ),
             );
         }
+        if route.inject.is_some() && route.credential.is_none() {
+            err(
+                &format!("{key}.inject"),
+                "says how a credential is sent, but the route has no credential: give its source (credential: { env: NAME }, { file: PATH } or { vault: ... })".into(),
+            );
+        }
+        if let Some(crate::secrets::CredentialSource::Vault(_)) = &route.credential
+            && config.vault.is_none()
+        {
+            err(
+                &format!("{key}.credential.vault"),
+                "names a Vault secret, but there is no vault: section saying how to reach Vault"
+                    .into(),
+            );
+        }
+    }
+    let warden = &config.identity.warden_issuer;
+    if warden.key.is_some() && warden.key_file.is_some() {
+        err(
+            "identity.warden_issuer.key",
+            "give the signing key either as key (a secret source) or as key_file, not both".into(),
+        );
+    }
+    if let Some(crate::secrets::CredentialSource::Vault(_)) = &warden.key
+        && config.vault.is_none()
+    {
+        err(
+            "identity.warden_issuer.key.vault",
+            "names a Vault secret, but there is no vault: section saying how to reach Vault".into(),
+        );
     }
     for (i, endpoint) in config.mcp.endpoints.iter().enumerate() {
         let key = format!("mcp.endpoints[{i}]");

@@ -75,6 +75,10 @@ pub struct WardenIssuerConfig {
     /// Signing key (PKCS#8 PEM, Ed25519). Default: `<data_dir>/keys/agent-signing.pem`,
     /// created on first use with mode 0600.
     pub key_file: Option<PathBuf>,
+    /// The signing key's PEM from a secret source instead (`{ vault: { kv: ..., field: ... }
+    /// }`, `{ env: NAME }`, `{ file: PATH }`): read at start and when the identity settings
+    /// change; never created.
+    pub key: Option<crate::secrets::CredentialSource>,
 }
 
 impl Default for WardenIssuerConfig {
@@ -84,6 +88,7 @@ impl Default for WardenIssuerConfig {
             issuer: "warden".to_string(),
             audience: "warden".to_string(),
             key_file: None,
+            key: None,
         }
     }
 }

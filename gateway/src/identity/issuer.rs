@@ -63,6 +63,29 @@ impl TokenIssuer {
                 });
             }
         };
+        TokenIssuer::with_key(cfg, key_file, &signing)
+    }
+
+    /// Warden's signing key from `pem` (PKCS#8, Ed25519), read from `origin` (a secret
+    /// source, named in errors).
+    pub fn from_pem(
+        cfg: &WardenIssuerConfig,
+        pem: &str,
+        origin: &str,
+    ) -> Result<TokenIssuer, IdentityError> {
+        let signing =
+            SigningKey::from_pkcs8_pem(pem.trim()).map_err(|e| IdentityError::KeyFormat {
+                path: PathBuf::from(origin),
+                reason: e.to_string(),
+            })?;
+        TokenIssuer::with_key(cfg, PathBuf::from(origin), &signing)
+    }
+
+    fn with_key(
+        cfg: &WardenIssuerConfig,
+        key_file: PathBuf,
+        signing: &SigningKey,
+    ) -> Result<TokenIssuer, IdentityError> {
         let der = signing
             .to_pkcs8_der()
             .map_err(|e| IdentityError::Sign(format!("cannot encode the signing key: {e}")))?;
@@ -81,6 +104,10 @@ impl TokenIssuer {
     /// creating anything: an existing file must be readable and hold an Ed25519 PKCS#8 PEM
     /// key. A missing file is fine: start-up creates it.
     pub fn check_key_file(cfg: &WardenIssuerConfig, data_dir: &Path) -> Result<(), IdentityError> {
+        if cfg.key.is_some() {
+            // Read from its source at start (it may be in Vault).
+            return Ok(());
+        }
         let key_file = key_path(cfg, data_dir);
         match std::fs::read_to_string(&key_file) {
             Ok(pem) => load_key(&key_file, &pem).map(drop),
@@ -159,7 +186,7 @@ impl TokenIssuer {
         &self.kid
     }
 
-    /// Where the signing key lives.
+    /// Where the signing key lives (its file, or the secret source it was read from).
     pub fn key_file(&self) -> &Path {
         &self.key_file
     }

@@ -59,6 +59,16 @@ impl Identifier {
     /// Never fails because an IdP is down: keys are fetched in the background and tokens of an
     /// issuer whose keys are unavailable are rejected (fail closed) with a clear reason.
     pub async fn new(cfg: &IdentityConfig, data_dir: &Path) -> Result<Identifier, IdentityError> {
+        Identifier::with_key(cfg, data_dir, None).await
+    }
+
+    /// [`Identifier::new`] with Warden's signing key given as PEM (`warden_issuer.key`, read
+    /// from its source by the caller) instead of its key file.
+    pub async fn with_key(
+        cfg: &IdentityConfig,
+        data_dir: &Path,
+        key: Option<(&str, &str)>,
+    ) -> Result<Identifier, IdentityError> {
         if cfg.jwks_refresh_interval.is_zero() {
             return Err(IdentityError::Config {
                 key: "identity.jwks_refresh_interval".into(),
@@ -68,7 +78,10 @@ impl Identifier {
         let mut issuers = Vec::with_capacity(cfg.issuers.len() + 1);
         let mut names = HashSet::new();
         let token_issuer = if cfg.warden_issuer.enabled {
-            let token_issuer = Arc::new(TokenIssuer::load_or_create(&cfg.warden_issuer, data_dir)?);
+            let token_issuer = Arc::new(match key {
+                Some((pem, origin)) => TokenIssuer::from_pem(&cfg.warden_issuer, pem, origin)?,
+                None => TokenIssuer::load_or_create(&cfg.warden_issuer, data_dir)?,
+            });
             issuers.push(TrustedIssuer::warden(
                 token_issuer.issuer(),
                 token_issuer.audience(),

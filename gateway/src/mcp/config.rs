@@ -72,6 +72,9 @@ pub struct ServerConfig {
     pub credential_header: Option<String>,
     /// The header's value with `{secret}` where the secret goes. Default `Bearer {secret}`.
     pub credential_format: Option<String>,
+    /// How the credential is sent instead of `credential_header` (a query parameter, HTTP
+    /// Basic), as a route's `inject:`.
+    pub inject: Option<crate::secrets::InjectConfig>,
 }
 
 /// The transport of a remote server.
@@ -182,6 +185,14 @@ impl McpConfig {
                 (None, Some(url)) => {
                     if let Err(m) = crate::route::connector::validate_base_url(url) {
                         err(format!("{key}.url"), m);
+                    }
+                    if s.inject.is_some() && s.credential.is_none() {
+                        err(
+                            format!("{key}.inject"),
+                            "says how a credential is sent, but the server has no credential: \
+                             give its source"
+                                .into(),
+                        );
                     }
                 }
                 (Some(_), None) => {

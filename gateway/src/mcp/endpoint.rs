@@ -1,6 +1,6 @@
 //! What an endpoint is made of: the servers it combines (a local process, or a remote server
-//! over Streamable HTTP or the legacy HTTP+SSE transport with its credential provider), the separator of their names,
-//! how it answers denials, its timeouts.
+//! over Streamable HTTP or the legacy HTTP+SSE transport with its credential provider), the
+//! separator of their names, how it answers denials, its timeouts.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::config::{self, McpConfig, McpDenyStyle, RemoteTransport};
+use crate::config::error::ConfigErrors;
 use crate::route::connector::CredentialInjection;
-use crate::secrets::{self, CredentialProvider};
+use crate::secrets::{self, CredentialProvider, CredentialSource, Injection};
+use crate::vault::SecretStore;
 
 /// How Warden starts a local server.
 #[derive(Debug)]
@@ -67,10 +69,19 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// The endpoints of `config` (already validated).
-    pub fn build_all(config: &McpConfig) -> Vec<Arc<Endpoint>> {
-        let servers: Vec<Arc<Server>> = config.servers.iter().map(server).collect();
-        config
+    /// The endpoints of `config` (already validated); `secrets` is the store of the `vault:`
+    /// section, if any.
+    pub fn build_all(
+        config: &McpConfig,
+        secrets: Option<&Arc<SecretStore>>,
+    ) -> Result<Vec<Arc<Endpoint>>, ConfigErrors> {
+        let servers: Vec<Arc<Server>> = config
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| server(i, s, secrets))
+            .collect::<Result<_, _>>()?;
+        Ok(config
             .endpoints
             .iter()
             .map(|e| {
@@ -91,12 +102,23 @@ impl Endpoint {
                     max_sessions: config.max_sessions,
                 })
             })
-            .collect()
+            .collect())
     }
 }
 
-/// One configured server, ready to be started or reached.
-fn server(c: &config::ServerConfig) -> Arc<Server> {
+/// Server `i` of the configuration, ready to be started or reached.
+fn server(
+    i: usize,
+    c: &config::ServerConfig,
+    secrets: Option<&Arc<SecretStore>>,
+) -> Result<Arc<Server>, ConfigErrors> {
+    let key = |k: &str| {
+        if k.is_empty() {
+            format!("mcp.servers[{i}]")
+        } else {
+            format!("mcp.servers[{i}].{k}")
+        }
+    };
     let kind = match (&c.command, &c.url) {
         (Some(program), _) => ServerKind::Stdio(Arc::new(StdioCommand {
             program: program.clone(),
@@ -105,7 +127,7 @@ fn server(c: &config::ServerConfig) -> Arc<Server> {
             cwd: c.cwd.clone(),
         })),
         (None, url) => {
-            let injection = CredentialInjection {
+            let default = CredentialInjection {
                 header: c
                     .credential_header
                     .clone()
@@ -116,12 +138,34 @@ fn server(c: &config::ServerConfig) -> Arc<Server> {
                     .unwrap_or_else(|| "Bearer {secret}".into()),
                 optional: false,
             };
+            let credential = match &c.credential {
+                None => None,
+                Some(source) => {
+                    if let CredentialSource::Vault(v) = source
+                        && v.kv
+                            .iter()
+                            .chain(&v.lease)
+                            .any(|p| p.contains("{principal."))
+                    {
+                        return Err(ConfigErrors::one(
+                            key("credential.vault"),
+                            "an MCP server's upstream session is shared by the requests of one agent session; a per-principal secret path is not supported here".to_owned(),
+                        ));
+                    }
+                    let injection =
+                        Injection::build(Some(&default), c.inject.as_ref()).map_err(|(k, m)| {
+                            ConfigErrors::one(key(format!("inject.{k}").trim_end_matches('.')), m)
+                        })?;
+                    Some(
+                        secrets::provider(&c.name, Some(source), &injection, secrets).map_err(
+                            |e| ConfigErrors::one(key(&format!("credential.{}", e.key)), e.message),
+                        )?,
+                    )
+                }
+            };
             let remote = Arc::new(RemoteServer {
                 url: url.clone().unwrap_or_default(),
-                credential: c
-                    .credential
-                    .as_ref()
-                    .map(|source| secrets::provider(&c.name, Some(source), &injection)),
+                credential,
             });
             match c.transport {
                 Some(RemoteTransport::Sse) => ServerKind::LegacySse(remote),
@@ -129,8 +173,8 @@ fn server(c: &config::ServerConfig) -> Arc<Server> {
             }
         }
     };
-    Arc::new(Server {
+    Ok(Arc::new(Server {
         name: Arc::from(c.name.as_str()),
         kind,
-    })
+    }))
 }

@@ -119,18 +119,14 @@ impl Inner {
     }
 
     /// A request with the upstream credential.
-    fn request(
+    async fn request(
         &self,
         method: reqwest::Method,
         url: &Url,
     ) -> Result<reqwest::RequestBuilder, LinkError> {
+        let credential = remote::credential(&self.remote, &self.router.server).await?;
         let request = self.client.request(method, url.clone());
-        Ok(
-            match remote::credential(&self.remote, &self.router.server)? {
-                Some((name, value)) => request.header(name, value),
-                None => request,
-            },
-        )
+        Ok(remote::with_credential(request, credential))
     }
 
     /// Posts one message to `endpoint`; the server answers it on the stream.
@@ -138,6 +134,7 @@ impl Inner {
         let body = serde_json::to_vec(message).unwrap_or_default();
         let request = self
             .request(reqwest::Method::POST, endpoint)
+            .await
             .map_err(Posted::Failed)?
             .header(header::CONTENT_TYPE, "application/json")
             .timeout(POST_TIMEOUT)
@@ -177,7 +174,7 @@ impl Connection for EventStream {
         if *closed.borrow() == State::Closed {
             return Exit::Closed;
         }
-        let request = match self.inner.request(reqwest::Method::GET, &self.url) {
+        let request = match self.inner.request(reqwest::Method::GET, &self.url).await {
             Ok(r) => r.header(header::ACCEPT, "text/event-stream"),
             Err(e) => return Exit::Died(e.to_string()),
         };

@@ -2,32 +2,52 @@
 //! and the legacy HTTP+SSE transport, `legacy_sse.rs`): the server's credential header, the
 //! server-sent events of a response read as they come, and errors described without URLs.
 
-use http::{HeaderName, HeaderValue};
 use serde_json::Value;
 
 use super::endpoint::RemoteServer;
 use super::error::LinkError;
 use super::router::Router;
+use crate::action::Principal;
 use crate::protocol::{SseDecoder, SseSink};
+use crate::secrets::{NoPrincipal, Placed};
 
 /// Largest server-sent event accepted from a server.
 const MAX_EVENT: usize = 16 * 1024 * 1024;
 
-/// The upstream credential header of `remote` (the server named `server`), if it takes one;
-/// an unavailable credential fails closed.
-pub(super) fn credential(
+/// The upstream credential of `remote` (the server named `server`), if it takes one: a header
+/// or a query parameter. An unavailable credential fails closed.
+pub(super) async fn credential(
     remote: &RemoteServer,
     server: &str,
-) -> Result<Option<(HeaderName, HeaderValue)>, LinkError> {
-    match &remote.credential {
-        None => Ok(None),
-        Some(provider) => match provider.credential() {
-            Ok(c) => Ok(Some((c.header.clone(), c.value.clone()))),
-            Err(e) => Err(LinkError::Credential {
-                server: server.to_owned(),
-                reason: e.to_string(),
-            }),
-        },
+) -> Result<Option<Placed>, LinkError> {
+    let Some(provider) = &remote.credential else {
+        return Ok(None);
+    };
+    match provider
+        .credential(&Principal::anonymous(), &NoPrincipal)
+        .get()
+        .await
+    {
+        Ok(c) => Ok(Some(c.placed.clone())),
+        Err(e) => Err(LinkError::Credential {
+            server: server.to_owned(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// `request` with the upstream credential: a header, or a query parameter (already encoded).
+pub(super) fn with_credential(
+    request: reqwest::RequestBuilder,
+    credential: Option<Placed>,
+) -> reqwest::RequestBuilder {
+    match credential {
+        None => request,
+        Some(Placed::Header(name, value)) => request.header(name, value),
+        Some(Placed::Query(name, value)) => {
+            let value = percent_encoding::percent_decode_str(&value).decode_utf8_lossy();
+            request.query(&[(name.as_str(), &*value)])
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use super::endpoint::RemoteServer;
 use super::error::LinkError;
 use super::remote::{self, describe};
 use super::router::{Router, State, closed as link_closed, handshake};
+use crate::secrets::Placed;
 
 /// `Mcp-Session-Id`.
 pub const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
@@ -98,9 +99,9 @@ impl HttpTransport {
                 .client
                 .delete(&inner.remote.url)
                 .header(SESSION_HEADER, session);
-            let request = match inner.credential() {
-                Ok(Some((name, value))) => request.header(name, value),
-                _ => request,
+            let request = match inner.credential().await {
+                Ok(credential) => remote::with_credential(request, credential),
+                Err(_) => request,
             };
             let _ = tokio::time::timeout(Duration::from_secs(5), request.send()).await;
         });
@@ -138,13 +139,14 @@ impl Inner {
         }
     }
 
-    /// The upstream credential header, if the server takes one.
-    fn credential(&self) -> Result<Option<(HeaderName, HeaderValue)>, LinkError> {
-        remote::credential(&self.remote, &self.router.server)
+    /// The upstream credential, if the server takes one, as a header or a query parameter.
+    async fn credential(&self) -> Result<Option<Placed>, LinkError> {
+        remote::credential(&self.remote, &self.router.server).await
     }
 
     /// A request to the server with the session's headers and the upstream credential.
-    fn request(&self, method: reqwest::Method) -> Result<reqwest::RequestBuilder, LinkError> {
+    async fn request(&self, method: reqwest::Method) -> Result<reqwest::RequestBuilder, LinkError> {
+        let credential = self.credential().await?;
         let mut request = self.client.request(method, &self.remote.url);
         if let Some(session) = self.lock_session().clone() {
             request = request.header(SESSION_HEADER, session);
@@ -157,10 +159,7 @@ impl Inner {
         {
             request = request.header(VERSION_HEADER, version);
         }
-        if let Some((name, value)) = self.credential()? {
-            request = request.header(name, value);
-        }
-        Ok(request)
+        Ok(remote::with_credential(request, credential))
     }
 
     /// Posts one message; what the server answers is dispatched as it arrives.
@@ -169,6 +168,7 @@ impl Inner {
         let body = serde_json::to_vec(message).unwrap_or_default();
         let request = self
             .request(reqwest::Method::POST)
+            .await
             .map_err(Posted::Failed)?
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::ACCEPT, "application/json, text/event-stream")
@@ -288,7 +288,7 @@ impl Inner {
             if *closed.borrow() == State::Closed {
                 return;
             }
-            let request = match self.request(reqwest::Method::GET) {
+            let request = match self.request(reqwest::Method::GET).await {
                 Ok(r) => r.header(header::ACCEPT, "text/event-stream"),
                 Err(_) => return,
             };

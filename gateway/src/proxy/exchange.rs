@@ -8,11 +8,13 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{HeaderValue, Response};
 use http_body_util::{Either, Full};
+use zeroize::Zeroizing;
 
 use super::refusal::{Recorded, Refusal};
 use crate::action::{Findings, Principal, Resource, Verb};
 use crate::audit::event::{
-    AuditEvent, AuditFinding, AuditOutcome, AuditPrincipal, EventKind, Text, empty_text,
+    AuditEvent, AuditFinding, AuditOutcome, AuditPrincipal, AuditSecret, EventKind, Text,
+    empty_text,
 };
 use crate::decision::Decision;
 use crate::listener::ConnInfo;
@@ -20,6 +22,8 @@ use crate::mcp::EventBody;
 use crate::observe::{Complete, ObservedBody};
 use crate::protocol::{self, Shape, Usage};
 use crate::route::Route;
+use crate::secrets::redact::Redactor;
+use crate::secrets::{Credential, SecretOrigin};
 use crate::shared::Shared;
 use crate::telemetry::metrics::RequestMetrics;
 use crate::text::{FIELD_MAX, bounded};
@@ -68,6 +72,10 @@ pub struct Exchange {
     /// Where an MCP client finds how to authenticate (RFC 9728), for a 401's
     /// `WWW-Authenticate`.
     resource_metadata: Option<HeaderValue>,
+    /// The Vault secret the upstream credential came from, for the outcome record.
+    secret: Option<Arc<SecretOrigin>>,
+    /// The injected secret's forms, to redact from the response.
+    echo: Option<Arc<[Zeroizing<String>]>>,
 }
 
 impl Exchange {
@@ -95,6 +103,8 @@ impl Exchange {
             access_log,
             content_digest: None,
             resource_metadata: None,
+            secret: None,
+            echo: None,
         }
     }
 
@@ -222,6 +232,20 @@ impl Exchange {
                 }
             }
         }
+    }
+
+    /// credential: what went upstream (its Vault origin is recorded; its value is redacted
+    /// from the response).
+    pub fn credential(&mut self, credential: &Credential) {
+        self.secret.clone_from(&credential.origin);
+        if !credential.echo.is_empty() {
+            self.echo = Some(Arc::clone(&credential.echo));
+        }
+    }
+
+    /// observe: what redacts the injected secret from the response, if anything must.
+    pub fn redactor(&mut self) -> Option<Redactor> {
+        self.echo.take().and_then(Redactor::new)
     }
 
     /// forward: the upstream answered (or failed) after `seconds`.
@@ -371,6 +395,13 @@ impl Exchange {
             e.route = Arc::clone(&r.name);
         }
         e.source_ip = Some(self.conn.peer.ip());
+        if let Some(origin) = &self.secret {
+            e.secret = Some(AuditSecret {
+                path: origin.path.clone(),
+                version: origin.version,
+                lease_id: origin.lease_id.clone(),
+            });
+        }
         if let Some(cert) = &self.conn.client_identity {
             e.client_certificate = Arc::clone(cert);
         }

@@ -95,7 +95,7 @@ async fn walk(
     inspect(&mut action, &request.body);
     let decision = decide(snap, ex, &action, &request.body).await?;
     hold(&decision)?;
-    let outbound = credential(&route, request)?;
+    let outbound = credential(snap, ex, &route, &action, request).await?;
     let response = forward(upstream, ex, outbound).await?;
     Ok(observe(ex, &route, response))
 }
@@ -196,10 +196,22 @@ fn judged_uri(route: &Route, path: &str, query: Option<&str>) -> Result<http::Ur
     Ok(http::uri::PathAndQuery::try_from(pq)?.into())
 }
 
-/// Credential: the agent's credential out, the upstream's in.
-fn credential(route: &Route, request: ReadRequest) -> Result<Request<Full<Bytes>>, Refusal> {
+/// Credential: the agent's credential out, the upstream's in (from memory; from Vault on a
+/// miss).
+async fn credential(
+    snap: &Snapshot,
+    ex: &mut Exchange,
+    route: &Route,
+    action: &Action,
+    request: ReadRequest,
+) -> Result<Request<Full<Bytes>>, Refusal> {
     let credential = match &route.credential {
-        Some(provider) => Some(provider.credential()?),
+        Some(provider) => {
+            let guard = stages::SecretPolicy { snap, action };
+            let credential = provider.credential(&action.principal, &guard).get().await?;
+            ex.credential(&credential);
+            Some(credential)
+        }
         None => None,
     };
     let ReadRequest { mut head, body } = request;
@@ -231,7 +243,13 @@ fn observe(ex: &mut Exchange, route: &Route, response: Response<Incoming>) -> Re
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     inject::strip_hop_by_hop(&mut parts.headers);
     let outcome = ex.outcome(parts.status);
-    let body = ObservedBody::new(body, outcome, route.protocol.dialect(), event_stream);
+    let redactor = ex.redactor();
+    if redactor.is_some() {
+        // Redaction may change the body's length.
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+    }
+    let body = ObservedBody::new(body, outcome, route.protocol.dialect(), event_stream)
+        .redacting(redactor);
     Response::from_parts(parts, Either::Right(Either::Left(body)))
 }
 

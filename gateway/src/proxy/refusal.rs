@@ -39,7 +39,8 @@ pub enum Refusal {
     /// The agent is not told why (the operator's log says): the error names files.
     #[error("the audit log cannot be written, so Warden refuses requests (audit.fail_closed)")]
     Audit(#[source] AuditError),
-    /// credential: the upstream credential is unavailable (fail closed).
+    /// credential: the upstream credential is unavailable (fail closed), or the principal may
+    /// not use the secret its route's path template chose.
     #[error("the upstream credential is unavailable: {0}")]
     Credential(#[from] CredentialError),
     /// credential: the upstream request cannot be built from this request.
@@ -74,7 +75,8 @@ impl Refusal {
             Refusal::Body(e) => e.status(),
             Refusal::Interpret(e) => e.status(),
             Refusal::Hold(_) => StatusCode::FORBIDDEN,
-            Refusal::Audit(_) | Refusal::Credential(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Audit(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Credential(e) => e.status(),
             Refusal::UpstreamRequest(_) => StatusCode::BAD_REQUEST,
             Refusal::Upstream(e) => e.status(),
             Refusal::Mcp(e) => e.status(),
@@ -90,7 +92,7 @@ impl Refusal {
             Refusal::Interpret(e) => e.code(),
             Refusal::Hold(e) => e.code(),
             Refusal::Audit(_) => "audit_unavailable",
-            Refusal::Credential(_) => "credential_unavailable",
+            Refusal::Credential(e) => e.code(),
             Refusal::UpstreamRequest(_) => "invalid_upstream_request",
             Refusal::Upstream(e) => e.code(),
             Refusal::Mcp(e) => e.code(),

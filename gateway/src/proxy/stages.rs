@@ -7,11 +7,12 @@ use std::time::{Instant, SystemTime};
 
 use super::exchange::{Content, Exchange};
 use super::refusal::Refusal;
-use crate::action::{Action, ActionContext, Facts, Findings};
+use crate::action::{Action, ActionContext, Facts, Findings, Principal, Resource, Verb};
 use crate::approval;
 use crate::decision::Decision;
 use crate::inspect;
 use crate::route::Route;
+use crate::secrets::{CredentialError, SecretGuard};
 use crate::snapshot::Snapshot;
 
 /// The context of an action on `route`: what the request says (`facts`, `findings`) and
@@ -71,4 +72,41 @@ pub(super) async fn decide(
 /// Hold: only an allowed request goes on.
 pub(super) fn hold(decision: &Decision) -> Result<(), Refusal> {
     Ok(approval::hold(decision)?)
+}
+
+/// Credential: Cedar's `secret:use` on the secret path a principal's attributes chose
+/// (`secret/agents/{principal.owner}/github`), judged in the request's circumstances.
+pub(super) struct SecretPolicy<'a> {
+    pub snap: &'a Snapshot,
+    pub action: &'a Action,
+}
+
+impl SecretGuard for SecretPolicy<'_> {
+    fn check(&self, principal: &Principal, path: &str) -> Result<(), CredentialError> {
+        let c = &self.action.context;
+        let use_secret = Action {
+            principal: Arc::clone(&self.action.principal),
+            verb: Verb::SecretUse,
+            resource: Resource::Secret {
+                path: path.to_owned(),
+            },
+            context: ActionContext {
+                route: Arc::clone(&c.route),
+                time: c.time,
+                source_ip: c.source_ip,
+                tls: c.tls,
+                client_certificate: c.client_certificate.clone(),
+                findings: c.findings.clone(),
+                facts: Facts::None,
+            },
+        };
+        match self.snap.policy.decide(&use_secret) {
+            Decision::Allow { .. } => Ok(()),
+            denied => Err(CredentialError::Forbidden {
+                principal: principal.id.to_string(),
+                path: path.to_owned(),
+                reason: denied.reasons().join("; "),
+            }),
+        }
+    }
 }

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use crate::protocol::RefusalFinish;
-use crate::secrets::config::CredentialSource;
+use crate::secrets::config::{CredentialSource, InjectConfig};
 
 /// How a policy refusal reaches the agent.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -37,6 +37,10 @@ pub struct RouteConfig {
     /// Where the upstream credential comes from.
     #[serde(default)]
     pub credential: Option<CredentialSource>,
+    /// How the credential is sent, when not as the connector says (a header, a query
+    /// parameter, HTTP Basic), and whether responses that echo it are redacted.
+    #[serde(default)]
+    pub inject: Option<InjectConfig>,
     /// How refusals are answered on this route.
     #[serde(default)]
     pub on_deny: DenyStyle,
@@ -62,6 +66,7 @@ pub fn default_routes() -> Vec<RouteConfig> {
         upstream: None,
         provider: None,
         credential: Some(CredentialSource::Env(env.into())),
+        inject: None,
         on_deny: DenyStyle::Completion,
         refusal_finish: None,
     })
@@ -72,6 +77,7 @@ pub fn default_routes() -> Vec<RouteConfig> {
         upstream: None,
         provider: None,
         credential: None,
+        inject: None,
         on_deny: DenyStyle::Completion,
         refusal_finish: None,
     }))

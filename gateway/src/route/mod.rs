@@ -13,7 +13,8 @@ use crate::config::{Config, DenyStyle};
 use crate::policy::SchemaFragment;
 use crate::protocol::rest::{self, Operations};
 use crate::protocol::{Protocol, RefusalFinish};
-use crate::secrets::{self, CredentialProvider};
+use crate::secrets::{self, CredentialProvider, Injection};
+use crate::vault::SecretStore;
 use connector::{Connectors, validate_base_url};
 
 /// Why a request has no route.
@@ -108,6 +109,15 @@ impl Upstream {
     }
 }
 
+/// The configuration key `routes[i].<section>.<key>` (`key` may be empty).
+fn below(i: usize, section: &str, key: &str) -> String {
+    if key.is_empty() {
+        format!("routes[{i}].{section}")
+    } else {
+        format!("routes[{i}].{section}.{key}")
+    }
+}
+
 /// All routes, longest prefix first.
 #[derive(Debug, Default)]
 pub struct RouteTable {
@@ -118,7 +128,10 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// Resolves the configured routes against the connectors and reads their credentials.
-    pub fn build(config: &Config) -> Result<RouteTable, ConfigErrors> {
+    pub fn build(
+        config: &Config,
+        secrets: Option<&Arc<SecretStore>>,
+    ) -> Result<RouteTable, ConfigErrors> {
         let connectors = Connectors::load(config.connectors_dir.as_deref())?;
         let mut routes = Vec::with_capacity(config.routes.len());
         let mut fragments: Vec<SchemaFragment> = Vec::new();
@@ -136,10 +149,23 @@ impl RouteTable {
             let name = rc.name.as_deref().unwrap_or(&rc.connector);
             let credential = match (&rc.credential, &connector.credential) {
                 (None, Some(injection)) if injection.optional => None,
-                (source, Some(injection)) => {
-                    Some(secrets::provider(name, source.as_ref(), injection))
+                (None, None) => None,
+                (source, default) => {
+                    let injection = Injection::build(default.as_ref(), rc.inject.as_ref())
+                        .map_err(|(key, message)| {
+                            ConfigErrors::one(below(i, "inject", &key), message)
+                        })?;
+                    let provider = secrets::provider(name, source.as_ref(), &injection, secrets)
+                        .map_err(|e| {
+                            let key = if e.key == "inject" {
+                                format!("routes[{i}].inject")
+                            } else {
+                                below(i, "credential", &e.key)
+                            };
+                            ConfigErrors::one(key, e.message)
+                        })?;
+                    Some(provider)
                 }
-                (_, None) => None,
             };
             let operations = connectors.operations(&rc.connector).cloned();
             if let Some(ops) = &operations
@@ -167,7 +193,7 @@ impl RouteTable {
                 mcp: None,
             }));
         }
-        for endpoint in crate::mcp::Endpoint::build_all(&config.mcp) {
+        for endpoint in crate::mcp::Endpoint::build_all(&config.mcp, secrets)? {
             routes.push(Arc::new(Route {
                 name: Arc::clone(&endpoint.name),
                 prefix: endpoint.prefix.clone(),
@@ -225,7 +251,7 @@ mod tests {
     use crate::secrets::CredentialError;
 
     fn table(yaml: &str) -> RouteTable {
-        RouteTable::build(&parse(yaml, None).expect("valid config")).expect("routes build")
+        RouteTable::build(&parse(yaml, None).expect("valid config"), None).expect("routes build")
     }
 
     #[test]
@@ -278,14 +304,57 @@ mod tests {
             secret.display()
         ));
         let (r, _) = t.find("/vllm/chat/completions").expect("match");
-        let credential = r
-            .credential
-            .as_ref()
-            .expect("the route takes a credential")
-            .credential()
-            .expect("credential is read");
-        assert_eq!(credential.header, http::header::AUTHORIZATION);
-        assert_eq!(credential.value.as_bytes(), b"Bearer sk-local");
+        let provider = r.credential.as_ref().expect("the route takes a credential");
+        let secrets::Fetch::Ready(Ok(credential)) = provider.credential(
+            &crate::action::Principal::anonymous(),
+            &secrets::NoPrincipal,
+        ) else {
+            panic!("a file credential is read at once");
+        };
+        let secrets::Placed::Header(name, value) = &credential.placed else {
+            panic!("a header credential");
+        };
+        assert_eq!(name, http::header::AUTHORIZATION);
+        assert_eq!(value.as_bytes(), b"Bearer sk-local");
+    }
+
+    #[test]
+    fn a_route_sends_its_credential_where_inject_says_and_mistakes_name_their_key() {
+        let t = table(
+            "routes:\n  - { prefix: /o, connector: openai, credential: { env: PATH }, inject: { query: key } }\n",
+        );
+        let (r, _) = t.find("/o/models").expect("match");
+        let provider = r.credential.as_ref().expect("a credential");
+        let secrets::Fetch::Ready(Ok(credential)) = provider.credential(
+            &crate::action::Principal::anonymous(),
+            &secrets::NoPrincipal,
+        ) else {
+            panic!("an env credential is read at once");
+        };
+        assert!(matches!(&credential.placed, secrets::Placed::Query(name, _) if name == "key"));
+        let config = parse(
+            "routes:\n  - { prefix: /o, connector: openai, credential: { env: PATH }, inject: { header: x-k, query: k } }\n",
+            None,
+        )
+        .expect("valid config");
+        let e = RouteTable::build(&config, None).unwrap_err().to_string();
+        assert!(
+            e.contains("routes[0].inject") && e.contains("one of"),
+            "{e}"
+        );
+        let config = parse(
+            "vault: { address: 'http://127.0.0.1:1', auth: { method: token, token: { env: T } } }\nroutes:\n  - { prefix: /o, connector: openai, credential: { vault: { kv: nomount } } }\n",
+            None,
+        )
+        .expect("valid config");
+        let store = crate::vault::SecretStore::offline(config.vault.clone().unwrap()).unwrap();
+        let e = RouteTable::build(&config, Some(&store))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("routes[0].credential.vault.kv") && e.contains("names no mount"),
+            "{e}"
+        );
     }
 
     #[test]

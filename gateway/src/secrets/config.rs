@@ -1,4 +1,5 @@
-//! Where upstream credentials come from (`credential:` of a route).
+//! Where upstream credentials come from (`credential:` of a route or an MCP server) and how
+//! they are sent (`inject:`).
 
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -9,6 +10,83 @@ use std::path::PathBuf;
 pub enum CredentialSource {
     /// An environment variable of the Warden process.
     Env(String),
-    /// A file whose content (trimmed) is the secret; re-read on reload.
+    /// A file whose content (trimmed) is the secret; read again when it changes.
     File(PathBuf),
+    /// A secret in Vault (or OpenBao), read when first needed and kept in memory until its
+    /// lease or TTL ends (needs the `vault:` section).
+    Vault(VaultSource),
+}
+
+impl CredentialSource {
+    /// The source's kind, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CredentialSource::Env(_) => "env",
+            CredentialSource::File(_) => "file",
+            CredentialSource::Vault(_) => "vault",
+        }
+    }
+}
+
+/// A secret in Vault: a KV v2 secret (`kv`) or a leased dynamic secret (`lease`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct VaultSource {
+    /// A KV version 2 secret as `<mount>/<path>` (`secret/agents/{principal.owner}/github`).
+    /// May name `{principal.id}`, `{principal.owner}`, `{principal.fleet}` and
+    /// `{principal.environment}`: each request then reads the path of its principal, which
+    /// policy must permit (`secret:use` on `Secret::"<path>"`).
+    #[serde(default)]
+    pub kv: Option<String>,
+    /// The KV mount, when it is not the first segment of `kv` (a mount with a `/` in it);
+    /// `kv` is then the path below it.
+    #[serde(default)]
+    pub mount: Option<String>,
+    /// A KV version to read instead of the latest.
+    #[serde(default)]
+    pub version: Option<u64>,
+    /// A path that answers with a leased secret (`database/creds/readonly`,
+    /// `aws/creds/deploy`): read once, renewed while in use, revoked when idle and at
+    /// shutdown. May name principal attributes as `kv` does.
+    #[serde(default)]
+    pub lease: Option<String>,
+    /// The field of the secret that `{secret}` is. Default: the secret's only field; a
+    /// secret with several fields needs `field`, or templates that name them
+    /// (`{secret.username}`).
+    #[serde(default)]
+    pub field: Option<String>,
+}
+
+/// How a route's (or MCP server's) credential is sent, replacing its connector's way:
+/// one of `header`, `query` and `basic`; or only `redact`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct InjectConfig {
+    /// A request header (`authorization`, `x-api-key`).
+    #[serde(default)]
+    pub header: Option<String>,
+    /// A query parameter (`api_key`), added to every upstream request's URL.
+    #[serde(default)]
+    pub query: Option<String>,
+    /// The header's or parameter's value: `{secret}`, `{secret_base64}` and
+    /// `{secret.<field>}` are put in. Default `{secret}` (for `header: authorization`,
+    /// `Bearer {secret}`).
+    #[serde(default)]
+    pub format: Option<String>,
+    /// HTTP Basic authentication from two templates (`{secret.username}`,
+    /// `{secret.password}` of a database lease).
+    #[serde(default)]
+    pub basic: Option<BasicAuth>,
+    /// Replace the secret with `[REDACTED]` wherever an upstream response echoes it, before
+    /// the agent sees it. Default `true`.
+    #[serde(default)]
+    pub redact: Option<bool>,
+}
+
+/// The two halves of HTTP Basic authentication.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    pub username: String,
+    pub password: String,
 }

@@ -1,13 +1,18 @@
-//! A credential ready to send upstream, and why a route may have none.
+//! A credential ready to send upstream, and why a request may have none.
 
-use http::{HeaderName, HeaderValue};
 use std::path::PathBuf;
+use std::sync::Arc;
 
-/// Why a route has no usable upstream credential. Never contains the secret.
+use http::{HeaderName, HeaderValue, StatusCode};
+use zeroize::Zeroizing;
+
+use super::template::ResolveError;
+
+/// Why a request has no usable upstream credential. Never contains the secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialError {
     #[error(
-        "route {route:?} has no upstream credential configured (set credential: {{ env: NAME }} or {{ file: PATH }})"
+        "route {route:?} has no upstream credential configured (set credential: {{ env: NAME }}, {{ file: PATH }} or {{ vault: ... }})"
     )]
     NotConfigured { route: String },
     #[error("environment variable {0} is not set or empty")]
@@ -20,21 +25,106 @@ pub enum CredentialError {
     InvalidHeader(String),
     #[error("no credential is available yet: {0}")]
     Unavailable(String),
+    /// The secret lacks what the injection template puts in.
+    #[error("the secret from {origin} has no {what}")]
+    Missing { origin: String, what: String },
+    /// Vault answered, but not with the secret (no such path, no permission, a bad answer).
+    #[error("vault could not give {path}: {reason}")]
+    Vault { path: String, reason: String },
+    /// Vault is unreachable and no cached copy of the secret is still valid: fail closed.
+    #[error(
+        "vault is unreachable and the cached secret {path} has expired (or was never read): {reason}"
+    )]
+    VaultDown { path: String, reason: String },
+    /// The principal's templated secret path is one policy does not let it use.
+    #[error("principal {principal:?} may not use secret {path}: {reason}")]
+    Forbidden {
+        principal: String,
+        path: String,
+        reason: String,
+    },
+    /// The principal lacks an attribute its route's secret path names, or has an unsafe one.
+    #[error(transparent)]
+    Unresolved(#[from] ResolveError),
 }
 
-/// A ready-to-send upstream credential header. The value is marked sensitive so that it is
-/// never printed by `Debug` nor indexed by HPACK.
+impl CredentialError {
+    /// The HTTP status the agent gets: 403 when the principal may not have this secret,
+    /// 503 (fail closed) when Warden cannot get it.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            CredentialError::Forbidden { .. } | CredentialError::Unresolved(_) => {
+                StatusCode::FORBIDDEN
+            }
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The stable code (`x-warden-error`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            CredentialError::Forbidden { .. } => "secret_denied",
+            CredentialError::Unresolved(_) => "secret_unresolved",
+            CredentialError::VaultDown { .. } => "vault_unavailable",
+            _ => "credential_unavailable",
+        }
+    }
+}
+
+/// Where a credential goes on the upstream request.
+#[derive(Clone)]
+pub enum Placed {
+    /// A header; its value is marked sensitive, so it is never printed by `Debug` nor indexed
+    /// by HPACK.
+    Header(HeaderName, HeaderValue),
+    /// A query parameter: its name and its value, already percent-encoded.
+    Query(String, Zeroizing<String>),
+}
+
+/// Where a Vault secret came from: what audit records keep (never the value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretOrigin {
+    /// The secret's path (`secret/agents/team-a/github`, `database/creds/readonly`).
+    pub path: String,
+    /// The KV version read.
+    pub version: Option<u64>,
+    /// The lease of a dynamic secret.
+    pub lease_id: Option<String>,
+}
+
+/// A ready-to-send upstream credential.
 #[derive(Clone)]
 pub struct Credential {
-    pub header: HeaderName,
-    pub value: HeaderValue,
+    pub placed: Placed,
+    /// The secret's values as they could come back in a response (the value, its base64,
+    /// its encoded form): redacted from responses. Empty with `inject.redact: false`.
+    pub echo: Arc<[Zeroizing<String>]>,
+    /// Where in Vault it came from.
+    pub origin: Option<Arc<SecretOrigin>>,
+}
+
+impl Credential {
+    /// A header credential with nothing to redact (tests, MCP sessions' fixed headers).
+    pub fn header(name: HeaderName, mut value: HeaderValue) -> Credential {
+        value.set_sensitive(true);
+        Credential {
+            placed: Placed::Header(name, value),
+            echo: Arc::new([]),
+            origin: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let place = match &self.placed {
+            Placed::Header(name, _) => format!("header {name}"),
+            Placed::Query(name, _) => format!("query {name}"),
+        };
         f.debug_struct("Credential")
-            .field("header", &self.header)
+            .field("placed", &place)
             .field("value", &"<redacted>")
+            .field("origin", &self.origin)
             .finish()
     }
 }

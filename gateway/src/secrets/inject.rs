@@ -6,7 +6,7 @@ use http::header::{self, HeaderMap, HeaderName};
 use http::{HeaderValue, Request, request::Parts};
 use http_body_util::Full;
 
-use super::credential::Credential;
+use super::credential::{Credential, Placed};
 use crate::route::Route;
 
 /// Headers in which agents present their Warden credential. Never forwarded.
@@ -44,7 +44,10 @@ pub fn upstream_request(
     body: Bytes,
     credential: Option<&Credential>,
 ) -> Result<Request<Full<Bytes>>, http::Error> {
-    let query = parts.uri.query().map(strip_key_param);
+    let mut query = parts.uri.query().map(strip_key_param);
+    if let Some(Placed::Query(name, value)) = credential.map(|c| &c.placed) {
+        query = Some(with_param(query, name, value));
+    }
     let uri = route.upstream.uri(rest, query.as_deref())?;
     strip_hop_by_hop(&mut headers);
     for h in &AGENT_CREDENTIAL_HEADERS {
@@ -56,8 +59,8 @@ pub fn upstream_request(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
     );
-    if let Some(c) = credential {
-        headers.insert(c.header.clone(), c.value.clone());
+    if let Some(Placed::Header(name, value)) = credential.map(|c| &c.placed) {
+        headers.insert(name.clone(), value.clone());
     }
     let mut req = Request::builder()
         .method(parts.method.clone())
@@ -94,6 +97,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// `query` with `name=value` added (`value` already encoded), replacing a parameter of that
+/// name the agent sent.
+fn with_param(query: Option<String>, name: &str, value: &str) -> String {
+    let mut out =
+        String::with_capacity(query.as_ref().map_or(0, String::len) + name.len() + value.len() + 2);
+    for kv in query.iter().flat_map(|q| q.split('&')) {
+        let key = kv.split_once('=').map_or(kv, |(k, _)| k);
+        if kv.is_empty() || key == name {
+            continue;
+        }
+        out.push_str(kv);
+        out.push('&');
+    }
+    out.push_str(name);
+    out.push('=');
+    out.push_str(value);
+    out
+}
+
 /// Removes a `key=` parameter (the Gemini API-key query parameter) so an agent's credential
 /// never travels upstream in the URL.
 fn strip_key_param(query: &str) -> String {
@@ -117,7 +139,7 @@ mod tests {
             None,
         )
         .expect("config");
-        let table = RouteTable::build(&config).expect("routes");
+        let table = RouteTable::build(&config, None).expect("routes");
         let (route, rest) = table.find("/o/chat/completions").expect("route");
         let req = Request::post("/o/chat/completions?key=agent-secret&alt=sse")
             .header("authorization", "Bearer agent-token")
@@ -132,10 +154,10 @@ mod tests {
             .expect("request");
         let (mut parts, ()) = req.into_parts();
         let headers = std::mem::take(&mut parts.headers);
-        let cred = Credential {
-            header: header::AUTHORIZATION,
-            value: http::HeaderValue::from_static("Bearer provider-key"),
-        };
+        let cred = Credential::header(
+            header::AUTHORIZATION,
+            http::HeaderValue::from_static("Bearer provider-key"),
+        );
         let out = upstream_request(
             route,
             &parts,
@@ -169,5 +191,19 @@ mod tests {
             h.get("accept-encoding").map(|v| v.as_bytes()),
             Some(&b"identity"[..])
         );
+    }
+}
+
+#[cfg(test)]
+mod query_tests {
+    use super::with_param;
+
+    #[test]
+    fn an_injected_parameter_replaces_the_agents_and_keeps_the_rest() {
+        assert_eq!(
+            with_param(Some("a=1&api_key=agent&b".into()), "api_key", "s%20k"),
+            "a=1&b&api_key=s%20k"
+        );
+        assert_eq!(with_param(None, "k", "v"), "k=v");
     }
 }

@@ -1,11 +1,21 @@
 //! Credential: the agent's credential never leaves Warden; the upstream's is injected, taken at
-//! request time from the route's [`CredentialProvider`].
+//! request time from the route's [`CredentialProvider`] (an environment variable, a file, or
+//! Vault).
 
 pub mod config;
 mod credential;
 pub mod inject;
+mod injection;
+pub mod own;
 mod provider;
+pub mod redact;
+mod template;
+mod vault_source;
 
-pub use config::CredentialSource;
-pub use credential::{Credential, CredentialError};
-pub use provider::{CredentialProvider, Lookup, provider};
+pub use config::{CredentialSource, InjectConfig, VaultSource};
+pub use credential::{Credential, CredentialError, Placed, SecretOrigin};
+pub use injection::Injection;
+pub use provider::{
+    CredentialProvider, Fetch, Lookup, NoPrincipal, ProviderError, SecretGuard, provider,
+};
+pub use template::{PathTemplate, ResolveError};

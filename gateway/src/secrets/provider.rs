@@ -7,46 +7,128 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use http::{HeaderName, HeaderValue};
 
 use super::config::CredentialSource;
 use super::credential::{Credential, CredentialError};
-use crate::route::connector::CredentialInjection;
+use super::injection::Injection;
+use crate::action::Principal;
+use crate::vault::SecretStore;
 
 /// What the request path receives: the credential, or why there is none.
 pub type Lookup = Result<Arc<Credential>, CredentialError>;
 
-/// A source of one route's upstream credential.
-pub trait CredentialProvider: Send + Sync + fmt::Debug + 'static {
-    /// The credential for the next upstream request.
-    fn credential(&self) -> Lookup;
+/// A credential at once (from memory), or the wait for one (a Vault read on a miss).
+pub enum Fetch<'a> {
+    Ready(Lookup),
+    Pending(Pin<Box<dyn Future<Output = Lookup> + Send + 'a>>),
+}
 
-    /// Why no credential can be given right now, if so (for start-up and reload warnings).
-    fn unavailable(&self) -> Option<CredentialError> {
-        self.credential().err()
+impl Fetch<'_> {
+    /// The credential, waiting if it must be read.
+    pub async fn get(self) -> Lookup {
+        match self {
+            Fetch::Ready(lookup) => lookup,
+            Fetch::Pending(future) => future.await,
+        }
     }
 }
 
-/// The provider for a route: `source` formatted as `injection` says, or the error the route's
-/// requests get when it has none.
+/// Whether a principal may use the secret at a path its route's template resolved to (Cedar
+/// `secret:use` on `Secret::"<path>"`, on the request path).
+pub trait SecretGuard: Sync {
+    fn check(&self, principal: &Principal, path: &str) -> Result<(), CredentialError>;
+}
+
+/// The guard where no principal is known (an MCP server's own session): a templated path is
+/// refused.
+pub struct NoPrincipal;
+
+impl SecretGuard for NoPrincipal {
+    fn check(&self, principal: &Principal, path: &str) -> Result<(), CredentialError> {
+        Err(CredentialError::Forbidden {
+            principal: principal.id.to_string(),
+            path: path.to_owned(),
+            reason: "a per-principal secret path needs a request's principal".into(),
+        })
+    }
+}
+
+/// A source of one route's upstream credential.
+pub trait CredentialProvider: Send + Sync + fmt::Debug + 'static {
+    /// The credential for `principal`'s next upstream request; `guard` judges a secret path
+    /// chosen by the principal's attributes.
+    fn credential<'a>(&'a self, principal: &'a Principal, guard: &'a dyn SecretGuard) -> Fetch<'a>;
+
+    /// Why no credential can be given right now, if that is known without a request (for
+    /// start-up and reload warnings).
+    fn unavailable(&self) -> Option<CredentialError> {
+        None
+    }
+}
+
+/// Why a provider cannot be built from its configuration: the key (below `credential` or
+/// `inject`) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderError {
+    pub key: String,
+    pub message: String,
+}
+
+/// The provider for a route: `source` sent as `injection` says, or the error the route's
+/// requests get when it has none. `vault` is the store of the `vault:` section, if any.
 pub fn provider(
     route: &str,
     source: Option<&CredentialSource>,
-    injection: &CredentialInjection,
-) -> Arc<dyn CredentialProvider> {
-    match source {
+    injection: &Injection,
+    vault: Option<&Arc<SecretStore>>,
+) -> Result<Arc<dyn CredentialProvider>, ProviderError> {
+    let single_value = |kind: &str| {
+        let fields = injection.fields();
+        if fields.is_empty() {
+            Ok(())
+        } else {
+            Err(ProviderError {
+                key: "inject".into(),
+                message: format!(
+                    "names {} but a {kind} source has one value: use {{secret}}",
+                    fields
+                        .iter()
+                        .map(|f| format!("{{secret.{f}}}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })
+        }
+    };
+    Ok(match source {
         Some(CredentialSource::Env(name)) => {
+            single_value("env")?;
             Arc::new(Fixed(read_env(name, injection, |n| std::env::var(n).ok())))
         }
-        Some(CredentialSource::File(path)) => Arc::new(FileCredential::new(path, injection)),
+        Some(CredentialSource::File(path)) => {
+            single_value("file")?;
+            Arc::new(FileCredential::new(path, injection))
+        }
+        Some(CredentialSource::Vault(source)) => {
+            let Some(store) = vault else {
+                return Err(ProviderError {
+                    key: "vault".into(),
+                    message: "names a Vault secret, but there is no vault: section saying how to reach Vault".into(),
+                });
+            };
+            Arc::new(super::vault_source::VaultCredential::new(
+                source, injection, store,
+            )?)
+        }
         None => Arc::new(Fixed(Err(CredentialError::NotConfigured {
             route: route.to_owned(),
         }))),
-    }
+    })
 }
 
 /// A credential fixed for the life of the configuration (environment variables; a source that
@@ -55,21 +137,21 @@ pub fn provider(
 struct Fixed(Lookup);
 
 impl CredentialProvider for Fixed {
-    fn credential(&self) -> Lookup {
-        self.0.clone()
+    fn credential<'a>(&'a self, _: &'a Principal, _: &'a dyn SecretGuard) -> Fetch<'a> {
+        Fetch::Ready(self.0.clone())
+    }
+
+    fn unavailable(&self) -> Option<CredentialError> {
+        self.0.clone().err()
     }
 }
 
 /// The credential in environment variable `name`, read through `var`.
-fn read_env(
-    name: &str,
-    injection: &CredentialInjection,
-    var: impl Fn(&str) -> Option<String>,
-) -> Lookup {
+fn read_env(name: &str, injection: &Injection, var: impl Fn(&str) -> Option<String>) -> Lookup {
     match var(name) {
-        Some(v) if !v.trim().is_empty() => {
-            format(&v, &format!("env {name}"), injection).map(Arc::new)
-        }
+        Some(v) if !v.trim().is_empty() => injection
+            .render(Some(&v), |_| None, &format!("env {name}"), None)
+            .map(Arc::new),
         _ => Err(CredentialError::EnvMissing(name.to_owned())),
     }
 }
@@ -86,7 +168,7 @@ struct FileCredential {
 
 struct FileState {
     path: PathBuf,
-    injection: CredentialInjection,
+    injection: Injection,
     current: ArcSwap<Lookup>,
     /// Modification time and length the current value was read at.
     stamp: std::sync::Mutex<Option<(SystemTime, u64)>>,
@@ -103,7 +185,7 @@ impl fmt::Debug for FileCredential {
 impl FileCredential {
     /// Reads the file now; then, when a tokio runtime runs (`warden serve`, not `warden
     /// check`), looks at it again every [`FILE_RECHECK`] until the provider is dropped.
-    fn new(path: &Path, injection: &CredentialInjection) -> FileCredential {
+    fn new(path: &Path, injection: &Injection) -> FileCredential {
         let state = Arc::new(FileState {
             path: path.to_path_buf(),
             injection: injection.clone(),
@@ -162,16 +244,25 @@ impl FileState {
 }
 
 impl CredentialProvider for FileCredential {
-    fn credential(&self) -> Lookup {
-        (**self.state.current.load()).clone()
+    fn credential<'a>(&'a self, _: &'a Principal, _: &'a dyn SecretGuard) -> Fetch<'a> {
+        Fetch::Ready((**self.state.current.load()).clone())
+    }
+
+    fn unavailable(&self) -> Option<CredentialError> {
+        (**self.state.current.load()).clone().err()
     }
 }
 
-fn read_file(path: &Path, injection: &CredentialInjection) -> Lookup {
+fn read_file(path: &Path, injection: &Injection) -> Lookup {
     match std::fs::read_to_string(path) {
-        Ok(v) if !v.trim().is_empty() => {
-            format(&v, &format!("file {}", path.display()), injection).map(Arc::new)
-        }
+        Ok(v) if !v.trim().is_empty() => injection
+            .render(
+                Some(&v),
+                |_| None,
+                &format!("file {}", path.display()),
+                None,
+            )
+            .map(Arc::new),
         Ok(_) => Err(CredentialError::File {
             path: path.to_path_buf(),
             reason: "file is empty".into(),
@@ -183,42 +274,39 @@ fn read_file(path: &Path, injection: &CredentialInjection) -> Lookup {
     }
 }
 
-/// The header `injection` makes of `secret` (read from `origin`, named in errors).
-fn format(
-    secret: &str,
-    origin: &str,
-    injection: &CredentialInjection,
-) -> Result<Credential, CredentialError> {
-    let header = HeaderName::try_from(injection.header.as_str())
-        .map_err(|_| CredentialError::InvalidHeader(injection.header.clone()))?;
-    use base64::Engine as _;
-    let secret = secret.trim();
-    let mut text = injection.format.replace("{secret}", secret);
-    if text.contains("{secret_base64}") {
-        let encoded = base64::engine::general_purpose::STANDARD.encode(secret);
-        text = text.replace("{secret_base64}", &encoded);
-    }
-    let mut value = HeaderValue::try_from(text)
-        .map_err(|_| CredentialError::InvalidValue(origin.to_owned()))?;
-    value.set_sensitive(true);
-    Ok(Credential { header, value })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Instant;
 
-    fn bearer() -> CredentialInjection {
-        CredentialInjection {
+    use crate::route::connector::CredentialInjection;
+    use crate::secrets::credential::Placed;
+
+    fn injection(format: &str) -> Injection {
+        let c = CredentialInjection {
             header: "authorization".into(),
-            format: "Bearer {secret}".into(),
+            format: format.into(),
             optional: false,
-        }
+        };
+        Injection::build(Some(&c), None).expect("injection")
+    }
+
+    fn bearer() -> Injection {
+        injection("Bearer {secret}")
     }
 
     fn value(lookup: &Lookup) -> Option<&[u8]> {
-        lookup.as_ref().ok().map(|c| c.value.as_bytes())
+        lookup.as_ref().ok().map(|c| match &c.placed {
+            Placed::Header(_, v) => v.as_bytes(),
+            Placed::Query(_, v) => v.as_bytes(),
+        })
+    }
+
+    fn now(p: &dyn CredentialProvider) -> Lookup {
+        match p.credential(&Principal::anonymous(), &NoPrincipal) {
+            Fetch::Ready(lookup) => lookup,
+            Fetch::Pending(_) => panic!("env and file credentials are in memory"),
+        }
     }
 
     #[test]
@@ -226,20 +314,19 @@ mod tests {
         let env = |name: &str| (name == "KEY").then(|| " sk-1 \n".to_owned());
         let got = read_env("KEY", &bearer(), env);
         assert_eq!(value(&got), Some(&b"Bearer sk-1"[..]));
-        assert!(got.unwrap().value.is_sensitive());
+        let Placed::Header(_, v) = &got.unwrap().placed else {
+            panic!("a header")
+        };
+        assert!(v.is_sensitive());
         let missing = Fixed(read_env("UNSET", &bearer(), env));
-        let error = missing.credential().unwrap_err();
+        let error = now(&missing).unwrap_err();
         assert_eq!(error, CredentialError::EnvMissing("UNSET".into()));
         assert_eq!(missing.unavailable(), Some(error));
     }
 
     #[test]
     fn a_basic_credential_is_the_base64_of_the_secret() {
-        let basic = CredentialInjection {
-            header: "authorization".into(),
-            format: "Basic {secret_base64}".into(),
-            optional: false,
-        };
+        let basic = injection("Basic {secret_base64}");
         let env = |_: &str| Some("me@acme.test:api-token\n".to_owned());
         let got = read_env("JIRA", &basic, env);
         assert_eq!(
@@ -250,8 +337,8 @@ mod tests {
 
     #[test]
     fn a_route_without_a_source_is_refused_with_what_to_configure() {
-        let p = provider("anthropic", None, &bearer());
-        let error = p.credential().unwrap_err();
+        let p = provider("anthropic", None, &bearer(), None).unwrap();
+        let error = now(&*p).unwrap_err();
         assert!(
             error.to_string().contains("credential: { env: NAME }"),
             "{error}"
@@ -267,19 +354,21 @@ mod tests {
             "openai",
             Some(&CredentialSource::File(path.clone())),
             &bearer(),
-        );
-        assert_eq!(value(&p.credential()), Some(&b"Bearer first"[..]));
+            None,
+        )
+        .unwrap();
+        assert_eq!(value(&now(&*p)), Some(&b"Bearer first"[..]));
         // A different length, so the change shows even where timestamps are coarse.
         std::fs::write(&path, "second-key\n").unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while value(&p.credential()) != Some(&b"Bearer second-key"[..]) {
-            assert_eq!(value(&p.credential()), Some(&b"Bearer first"[..]));
+        while value(&now(&*p)) != Some(&b"Bearer second-key"[..]) {
+            assert_eq!(value(&now(&*p)), Some(&b"Bearer first"[..]));
             assert!(Instant::now() < deadline, "the new key was never picked up");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         std::fs::remove_file(&path).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while p.credential().is_ok() {
+        while now(&*p).is_ok() {
             assert!(
                 Instant::now() < deadline,
                 "a deleted key file must fail closed"
@@ -290,6 +379,25 @@ mod tests {
             p.unavailable(),
             Some(CredentialError::File { .. })
         ));
+    }
+
+    #[test]
+    fn a_vault_source_needs_the_vault_section_and_env_has_no_fields() {
+        use crate::secrets::config::VaultSource;
+        let vault = CredentialSource::Vault(VaultSource {
+            kv: Some("secret/openai".into()),
+            ..Default::default()
+        });
+        let e = provider("openai", Some(&vault), &bearer(), None).unwrap_err();
+        assert!(e.message.contains("no vault: section"), "{e:?}");
+        let e = provider(
+            "openai",
+            Some(&CredentialSource::Env("K".into())),
+            &injection("{secret.username}"),
+            None,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("one value"), "{e:?}");
     }
 
     #[tokio::test]

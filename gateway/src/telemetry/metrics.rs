@@ -210,7 +210,10 @@ impl Metrics {
             Box::new(audit_failures.clone()),
             Box::new(reloads.clone()),
             Box::new(in_flight.clone()),
-        ] {
+        ]
+        .into_iter()
+        .chain(crate::vault::metrics::VAULT.collectors())
+        {
             registry.register(c).expect("metric names are unique");
         }
         Metrics {

@@ -43,6 +43,11 @@ struct Inner {
     /// Held while logging in, so concurrent failures make one login.
     login: tokio::sync::Mutex<()>,
     status: Mutex<VaultStatus>,
+    /// Whether a login has succeeded yet (before that, a call logs in first).
+    logged_in: std::sync::atomic::AtomicBool,
+    /// Successful logins so far: a task whose token was refused logs in again only if no
+    /// other task has since.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Vault {
@@ -58,8 +63,37 @@ impl Vault {
     /// Logs in to Vault as configured; then, inside a tokio runtime, keeps the token alive in
     /// a task of its own for as long as a handle lives.
     pub async fn connect(config: VaultConfig) -> Result<Vault, VaultError> {
+        let vault = Vault::unconnected(config)?;
+        vault.login(0).await?;
+        vault.keep_alive();
+        Ok(vault)
+    }
+
+    /// A handle that logs in when first used (or when [`Vault::start`] succeeds): a Vault
+    /// that is down when Warden starts delays its secrets, not Warden. Fails only on settings
+    /// that can never work (an address that is not a URL).
+    pub fn start(config: VaultConfig) -> Result<Vault, VaultError> {
+        let vault = Vault::unconnected(config)?;
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let first = vault.clone();
+            runtime.spawn(async move {
+                if let Err(e) = first.login(first.generation()).await {
+                    tracing::warn!(error = %e, "cannot log in to vault yet; secrets from vault are unavailable until it answers");
+                }
+            });
+        }
+        vault.keep_alive();
+        Ok(vault)
+    }
+
+    /// A handle that logs in only when a call is made, with no task of its own.
+    pub fn offline(config: VaultConfig) -> Result<Vault, VaultError> {
+        Vault::unconnected(config)
+    }
+
+    fn unconnected(config: VaultConfig) -> Result<Vault, VaultError> {
         let client = build_client(&config, "")?;
-        let vault = Vault {
+        Ok(Vault {
             inner: Arc::new(Inner {
                 config,
                 client: ArcSwap::from_pointee(client),
@@ -67,18 +101,30 @@ impl Vault {
                 renewable: Mutex::new(false),
                 login: tokio::sync::Mutex::new(()),
                 status: Mutex::new(VaultStatus::Down("not logged in yet".into())),
+                logged_in: std::sync::atomic::AtomicBool::new(false),
+                generation: std::sync::atomic::AtomicU64::new(0),
             }),
-        };
-        vault.login().await?;
+        })
+    }
+
+    /// Inside a tokio runtime, keeps the token alive in a task of its own for as long as a
+    /// handle lives.
+    fn keep_alive(&self) {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(keep_alive(Arc::downgrade(&vault.inner)));
+            runtime.spawn(keep_alive(Arc::downgrade(&self.inner)));
         }
-        Ok(vault)
     }
 
     /// The configuration this handle was made with.
     pub fn config(&self) -> &VaultConfig {
         &self.inner.config
+    }
+
+    /// Whether a login has succeeded.
+    pub fn is_logged_in(&self) -> bool {
+        self.inner
+            .logged_in
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Whether Vault answered the last call.
@@ -188,11 +234,20 @@ impl Vault {
         body: Option<serde_json::Value>,
         what: &str,
     ) -> Result<Option<serde_json::Value>, VaultError> {
+        let generation = self.generation();
+        if !self
+            .inner
+            .logged_in
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            self.login(generation).await?;
+        }
+        let generation = self.generation();
         let first = self
             .call_once(method.clone(), path, body.as_ref(), what)
             .await;
         let result = match first {
-            Err(e) if e.is_forbidden() => match self.login().await {
+            Err(e) if e.is_forbidden() => match self.login(generation).await {
                 Ok(()) => self.call_once(method, path, body.as_ref(), what).await,
                 Err(login) => Err(login),
             },
@@ -260,16 +315,32 @@ impl Vault {
     }
 
     /// Logs in (again), unless another task just did.
-    async fn login(&self) -> Result<(), VaultError> {
-        let started = Instant::now();
+    /// Logs in, unless a login succeeded since the caller saw login `generation` (another
+    /// task replaced the token the caller found refused). A refused login marks Vault down:
+    /// nothing can be read until one succeeds.
+    async fn login(&self, generation: u64) -> Result<(), VaultError> {
         let _guard = self.inner.login.lock().await;
-        if started.elapsed() > Duration::from_millis(1) && self.status() == VaultStatus::Up {
-            // Another task logged in while this one waited.
+        if self.generation() != generation {
             return Ok(());
         }
         let result = self.login_now().await;
-        self.note(&result);
+        match &result {
+            Ok(()) => {
+                self.inner
+                    .generation
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                self.note(&result);
+            }
+            Err(e) => self.set_status(VaultStatus::Down(e.to_string())),
+        }
         result
+    }
+
+    /// How many logins have succeeded.
+    fn generation(&self) -> u64 {
+        self.inner
+            .generation
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     async fn login_now(&self) -> Result<(), VaultError> {
@@ -326,6 +397,9 @@ impl Vault {
         };
         let client = build_client(config, &auth.token)?;
         self.inner.client.store(Arc::new(client));
+        self.inner
+            .logged_in
+            .store(true, std::sync::atomic::Ordering::Release);
         *lock(&self.inner.token_expires) = (!auth.ttl.is_zero()).then(|| Instant::now() + auth.ttl);
         *lock(&self.inner.renewable) = auth.renewable;
         tracing::info!(
@@ -358,6 +432,14 @@ impl Vault {
             // A refusal of one path (404, 400) says nothing about Vault itself.
             Err(_) => return,
         };
+        self.set_status(now);
+    }
+
+    /// Records Vault's status, logging a change.
+    fn set_status(&self, now: VaultStatus) {
+        super::metrics::VAULT
+            .up
+            .set(i64::from(now == VaultStatus::Up));
         let mut status = lock(&self.inner.status);
         if *status != now {
             match &now {
@@ -437,7 +519,7 @@ async fn keep_alive(inner: std::sync::Weak<Inner>) {
         let result = match renewed {
             Ok(true) => Ok(()),
             // Not renewable, or renewed to nothing (at its max TTL): a new login.
-            Ok(false) | Err(_) => vault.login().await,
+            Ok(false) | Err(_) => vault.login(vault.generation()).await,
         };
         vault.note(&result);
         match result {

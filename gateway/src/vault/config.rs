@@ -28,6 +28,23 @@ pub struct VaultConfig {
     /// than a third of it.
     #[serde(default = "default_margin", with = "humantime_serde")]
     pub renew_margin: Duration,
+    /// How long a KV secret is used before it is read again (KV secrets have no lease): a
+    /// rotated secret is in use within this time. While Vault is unreachable, a cached KV
+    /// secret serves until this time is up, then requests fail closed.
+    #[serde(default = "default_kv_ttl", with = "humantime_serde")]
+    pub kv_ttl: Duration,
+    /// A secret no request used for this long is dropped from memory, and its lease
+    /// revoked.
+    #[serde(default = "default_idle", with = "humantime_serde")]
+    pub idle: Duration,
+}
+
+fn default_kv_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_idle() -> Duration {
+    Duration::from_secs(600)
 }
 
 fn default_timeout() -> Duration {

@@ -50,6 +50,19 @@ impl SecretData {
             })
     }
 
+    /// The value of `field`, if there is one.
+    pub fn get(&self, field: &str) -> Option<&str> {
+        self.0.get(field).map(|v| v.as_str())
+    }
+
+    /// The value of the only field, when there is exactly one.
+    pub fn only(&self) -> Option<&str> {
+        match self.0.len() {
+            1 => self.0.values().next().map(|v| v.as_str()),
+            _ => None,
+        }
+    }
+
     /// The field names.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.0.keys().map(String::as_str)

@@ -1,0 +1,389 @@
+//! Templates: a secret path with principal attributes in it
+//! (`secret/agents/{principal.owner}/github`), and a credential's wire form with the secret in
+//! it (`Bearer {secret}`, `{secret.username}`).
+
+use std::fmt;
+
+use zeroize::Zeroizing;
+
+use crate::action::Principal;
+
+/// One piece of a parsed template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece<V> {
+    Text(String),
+    Var(V),
+}
+
+/// A principal attribute a secret path may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalVar {
+    Id,
+    Owner,
+    Fleet,
+    Environment,
+}
+
+impl PrincipalVar {
+    const ALL: [(&'static str, PrincipalVar); 4] = [
+        ("principal.id", PrincipalVar::Id),
+        ("principal.owner", PrincipalVar::Owner),
+        ("principal.fleet", PrincipalVar::Fleet),
+        ("principal.environment", PrincipalVar::Environment),
+    ];
+
+    fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, v)| *v == self)
+            .map_or("", |(n, _)| n)
+    }
+
+    fn of(self, principal: &Principal) -> Option<&str> {
+        match self {
+            PrincipalVar::Id => Some(&principal.id),
+            PrincipalVar::Owner => principal.owner.as_deref(),
+            PrincipalVar::Fleet => principal.fleet.as_deref(),
+            PrincipalVar::Environment => principal.environment.as_deref(),
+        }
+    }
+}
+
+/// Why a template cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("unknown placeholder {{{name}}} in {template:?} (known: {known})")]
+    Unknown {
+        name: String,
+        template: String,
+        known: String,
+    },
+    #[error("unclosed {{ in {0:?}")]
+    Unclosed(String),
+}
+
+/// Why a path template gives no path for a principal. Names the attribute, never a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    #[error(
+        "the secret path {template:?} needs {var}, which principal {principal:?} does not have"
+    )]
+    Missing {
+        template: String,
+        var: &'static str,
+        principal: String,
+    },
+    #[error(
+        "the secret path {template:?} cannot use {var} of principal {principal:?}: only letters, digits and . _ @ - are allowed in a path segment"
+    )]
+    Unsafe {
+        template: String,
+        var: &'static str,
+        principal: String,
+    },
+}
+
+fn parse<V: Copy>(
+    template: &str,
+    var: impl Fn(&str) -> Option<V>,
+    known: &str,
+) -> Result<Vec<Piece<V>>, TemplateError> {
+    let mut pieces = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            pieces.push(Piece::Text(rest[..open].to_owned()));
+        }
+        let after = &rest[open + 1..];
+        let close = after
+            .find('}')
+            .ok_or_else(|| TemplateError::Unclosed(template.to_owned()))?;
+        let name = &after[..close];
+        let v = var(name).ok_or_else(|| TemplateError::Unknown {
+            name: name.to_owned(),
+            template: template.to_owned(),
+            known: known.to_owned(),
+        })?;
+        pieces.push(Piece::Var(v));
+        rest = &after[close + 1..];
+    }
+    if !rest.is_empty() {
+        pieces.push(Piece::Text(rest.to_owned()));
+    }
+    Ok(pieces)
+}
+
+/// A secret path, possibly naming principal attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathTemplate {
+    text: String,
+    pieces: Vec<Piece<PrincipalVar>>,
+}
+
+impl PathTemplate {
+    pub fn parse(text: &str) -> Result<PathTemplate, TemplateError> {
+        let known = PrincipalVar::ALL
+            .iter()
+            .map(|(n, _)| format!("{{{n}}}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let pieces = parse(
+            text,
+            |name| {
+                PrincipalVar::ALL
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| *v)
+            },
+            &known,
+        )?;
+        Ok(PathTemplate {
+            text: text.to_owned(),
+            pieces,
+        })
+    }
+
+    /// Whether the path depends on the principal.
+    pub fn is_templated(&self) -> bool {
+        self.pieces.iter().any(|p| matches!(p, Piece::Var(_)))
+    }
+
+    /// The path as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The path for `principal`. An attribute that could change the path's shape (a `/`,
+    /// `..`, anything outside letters, digits and `. _ @ -`) is refused, never substituted.
+    pub fn resolve(&self, principal: &Principal) -> Result<String, ResolveError> {
+        let mut path = String::with_capacity(self.text.len() + 16);
+        for piece in &self.pieces {
+            match piece {
+                Piece::Text(t) => path.push_str(t),
+                Piece::Var(v) => {
+                    let value = v.of(principal).ok_or_else(|| ResolveError::Missing {
+                        template: self.text.clone(),
+                        var: v.name(),
+                        principal: principal.id.to_string(),
+                    })?;
+                    if !is_safe_segment(value) {
+                        return Err(ResolveError::Unsafe {
+                            template: self.text.clone(),
+                            var: v.name(),
+                            principal: principal.id.to_string(),
+                        });
+                    }
+                    path.push_str(value);
+                }
+            }
+        }
+        Ok(path)
+    }
+}
+
+impl fmt::Display for PathTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+fn is_safe_segment(value: &str) -> bool {
+    !value.is_empty()
+        && value != "."
+        && value != ".."
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'))
+}
+
+/// What a credential template puts in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretVar {
+    /// `{secret}`: the secret (a file's or variable's content, or the source's `field`).
+    Secret,
+    /// `{secret_base64}`: its base64.
+    SecretBase64,
+    /// `{secret.<field>}`: one field of a Vault secret (a lease's `username`).
+    Field(String),
+}
+
+/// A credential's wire form: text with the secret, or fields of it, in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueTemplate {
+    pieces: Vec<Piece<SecretVarIndex>>,
+    fields: Vec<String>,
+}
+
+/// A [`SecretVar`], with fields by their index in [`ValueTemplate::fields`] (so pieces are
+/// `Copy` while parsing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SecretVarIndex {
+    Secret,
+    SecretBase64,
+    Field(usize),
+}
+
+impl ValueTemplate {
+    pub fn parse(text: &str) -> Result<ValueTemplate, TemplateError> {
+        // Field names are collected first so the parser's lookup can hand out indices.
+        let mut fields: Vec<String> = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            let after = &rest[open + 1..];
+            let Some(close) = after.find('}') else { break };
+            if let Some(field) = after[..close].strip_prefix("secret.")
+                && !fields.iter().any(|f| f == field)
+            {
+                fields.push(field.to_owned());
+            }
+            rest = &after[close + 1..];
+        }
+        let pieces = parse(
+            text,
+            |name| match name {
+                "secret" => Some(SecretVarIndex::Secret),
+                "secret_base64" => Some(SecretVarIndex::SecretBase64),
+                _ => name
+                    .strip_prefix("secret.")
+                    .filter(|f| !f.is_empty())
+                    .and_then(|f| fields.iter().position(|x| x == f))
+                    .map(SecretVarIndex::Field),
+            },
+            "{secret}, {secret_base64}, {secret.<field>}",
+        )?;
+        Ok(ValueTemplate { pieces, fields })
+    }
+
+    /// The placeholders it uses.
+    pub fn vars(&self) -> impl Iterator<Item = SecretVar> + '_ {
+        self.pieces.iter().filter_map(|p| match p {
+            Piece::Text(_) => None,
+            Piece::Var(SecretVarIndex::Secret) => Some(SecretVar::Secret),
+            Piece::Var(SecretVarIndex::SecretBase64) => Some(SecretVar::SecretBase64),
+            Piece::Var(SecretVarIndex::Field(i)) => Some(SecretVar::Field(self.fields[*i].clone())),
+        })
+    }
+
+    /// Whether it puts any of the secret in.
+    pub fn uses_secret(&self) -> bool {
+        self.pieces.iter().any(|p| matches!(p, Piece::Var(_)))
+    }
+
+    /// The text with the secret put in; `field` looks up `{secret.<name>}` (`None`: no such
+    /// field, an error naming it).
+    pub fn render<'s>(
+        &self,
+        secret: Option<&str>,
+        field: impl Fn(&str) -> Option<&'s str>,
+    ) -> Result<Zeroizing<String>, MissingValue> {
+        use base64::Engine as _;
+        let mut out = Zeroizing::new(String::new());
+        for piece in &self.pieces {
+            match piece {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Var(SecretVarIndex::Secret) => {
+                    out.push_str(secret.ok_or(MissingValue::Secret)?)
+                }
+                Piece::Var(SecretVarIndex::SecretBase64) => {
+                    let encoded = Zeroizing::new(
+                        base64::engine::general_purpose::STANDARD
+                            .encode(secret.ok_or(MissingValue::Secret)?),
+                    );
+                    out.push_str(&encoded);
+                }
+                Piece::Var(SecretVarIndex::Field(i)) => {
+                    let name = &self.fields[*i];
+                    out.push_str(field(name).ok_or_else(|| MissingValue::Field(name.clone()))?);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What a template asked for that the secret does not have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MissingValue {
+    /// `{secret}`: the source names no single value (a Vault secret without `field`).
+    Secret,
+    /// `{secret.<name>}`.
+    Field(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn agent(id: &str, owner: Option<&str>) -> Principal {
+        let mut p = Principal::anonymous();
+        p.id = Arc::from(id);
+        p.owner = owner.map(Arc::from);
+        p
+    }
+
+    #[test]
+    fn a_path_takes_principal_attributes_and_refuses_what_would_change_its_shape() {
+        let t = PathTemplate::parse("secret/agents/{principal.owner}/github").unwrap();
+        assert!(t.is_templated());
+        assert_eq!(
+            t.resolve(&agent("ci", Some("team-a"))).unwrap(),
+            "secret/agents/team-a/github"
+        );
+        for bad in ["../admin", "a/b", "..", "", "x y", "é"] {
+            assert!(
+                matches!(
+                    t.resolve(&agent("ci", Some(bad))),
+                    Err(ResolveError::Unsafe { .. })
+                ),
+                "{bad:?} must be refused"
+            );
+        }
+        let missing = t.resolve(&agent("ci", None)).unwrap_err();
+        assert!(missing.to_string().contains("principal.owner"), "{missing}");
+        let fixed = PathTemplate::parse("secret/openai").unwrap();
+        assert!(!fixed.is_templated());
+        assert_eq!(fixed.resolve(&agent("x", None)).unwrap(), "secret/openai");
+    }
+
+    #[test]
+    fn unknown_placeholders_are_named_with_what_is_known() {
+        let e = PathTemplate::parse("secret/{principal.name}").unwrap_err();
+        assert!(e.to_string().contains("{principal.owner}"), "{e}");
+        let e = ValueTemplate::parse("Bearer {token}").unwrap_err();
+        assert!(e.to_string().contains("{secret.<field>}"), "{e}");
+        assert!(matches!(
+            ValueTemplate::parse("Bearer {secret").unwrap_err(),
+            TemplateError::Unclosed(_)
+        ));
+    }
+
+    #[test]
+    fn a_value_template_puts_in_the_secret_its_base64_and_fields() {
+        let t =
+            ValueTemplate::parse("{secret.username}:{secret.password}|{secret_base64}|{secret}")
+                .unwrap();
+        let fields = |n: &str| match n {
+            "username" => Some("u"),
+            "password" => Some("p"),
+            _ => None,
+        };
+        assert_eq!(&*t.render(Some("ab"), fields).unwrap(), "u:p|YWI=|ab");
+        assert_eq!(
+            t.vars().collect::<Vec<_>>(),
+            vec![
+                SecretVar::Field("username".into()),
+                SecretVar::Field("password".into()),
+                SecretVar::SecretBase64,
+                SecretVar::Secret
+            ]
+        );
+        assert_eq!(t.render(None, fields).unwrap_err(), MissingValue::Secret);
+        let t = ValueTemplate::parse("{secret.token}").unwrap();
+        assert_eq!(
+            t.render(Some("x"), |_| None).unwrap_err(),
+            MissingValue::Field("token".into())
+        );
+        assert!(!ValueTemplate::parse("static").unwrap().uses_secret());
+    }
+}

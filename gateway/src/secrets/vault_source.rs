@@ -1,0 +1,269 @@
+//! A credential from Vault: a KV v2 secret or a leased one, possibly at a path of the
+//! principal's own (`secret/agents/{principal.owner}/github`), served from the secret store's
+//! memory and read on a miss.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+
+use super::config::VaultSource;
+use super::credential::CredentialError;
+use super::injection::Injection;
+use super::provider::{CredentialProvider, Fetch, Lookup, ProviderError, SecretGuard};
+use super::template::PathTemplate;
+use crate::action::Principal;
+use crate::vault::{Held, SecretKey, SecretStore, Slot};
+
+/// Which kind of Vault secret.
+#[derive(Debug, Clone)]
+enum Kind {
+    /// KV v2, with the mount when it is given apart from the path.
+    Kv {
+        mount: Option<String>,
+        version: Option<u64>,
+    },
+    Lease,
+}
+
+/// A route's credential from Vault.
+pub struct VaultCredential {
+    kind: Kind,
+    path: PathTemplate,
+    field: Option<String>,
+    injection: Injection,
+    store: Arc<SecretStore>,
+    /// For a path that names no principal attribute: its slot, and the credential made from
+    /// the secret it last held (so a cached secret costs no formatting per request).
+    fixed: Option<FixedPath>,
+}
+
+struct FixedPath {
+    slot: Arc<Slot>,
+    memo: ArcSwapOption<Memo>,
+}
+
+struct Memo {
+    held: Arc<Held>,
+    credential: Lookup,
+}
+
+impl fmt::Debug for VaultCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VaultCredential")
+            .field("kind", &self.kind)
+            .field("path", &self.path.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl VaultCredential {
+    pub fn new(
+        source: &VaultSource,
+        injection: &Injection,
+        store: &Arc<SecretStore>,
+    ) -> Result<VaultCredential, ProviderError> {
+        let error = |key: &str, message: String| ProviderError {
+            key: format!("vault.{key}"),
+            message,
+        };
+        let (kind, text, key) = match (&source.kv, &source.lease) {
+            (Some(kv), None) => (
+                Kind::Kv {
+                    mount: source.mount.clone(),
+                    version: source.version,
+                },
+                kv,
+                "kv",
+            ),
+            (None, Some(lease)) => {
+                if source.version.is_some() || source.mount.is_some() {
+                    return Err(error(
+                        "lease",
+                        "version and mount go with kv, not lease".into(),
+                    ));
+                }
+                (Kind::Lease, lease, "lease")
+            }
+            _ => {
+                return Err(ProviderError {
+                    key: "vault".into(),
+                    message: "give one of kv: (a KV v2 secret) and lease: (a path that answers with a leased secret)".into(),
+                });
+            }
+        };
+        let text = text.trim_matches('/');
+        let path = PathTemplate::parse(text).map_err(|e| error(key, e.to_string()))?;
+        if matches!(kind, Kind::Kv { mount: None, .. }) && !text.contains('/') {
+            return Err(error(
+                key,
+                format!(
+                    "{text:?} names no mount: write <mount>/<path> (secret/openai), or give mount:"
+                ),
+            ));
+        }
+        if source.field.is_some() && !injection.uses_secret() {
+            return Err(error(
+                "field",
+                "the injection names the fields it uses ({secret.<field>}); field: is not used"
+                    .into(),
+            ));
+        }
+        let mut credential = VaultCredential {
+            kind,
+            path,
+            field: source.field.clone(),
+            injection: injection.clone(),
+            store: Arc::clone(store),
+            fixed: None,
+        };
+        if !credential.path.is_templated() {
+            let key = credential.key(credential.path.as_str());
+            credential.fixed = Some(FixedPath {
+                slot: store.slot(&key),
+                memo: ArcSwapOption::empty(),
+            });
+        }
+        Ok(credential)
+    }
+
+    /// The store's key for the resolved `path`.
+    fn key(&self, path: &str) -> SecretKey {
+        key_of(&self.kind, path)
+    }
+
+    /// The credential made of `held`.
+    fn render(&self, held: &Held) -> Lookup {
+        let path = &held.origin.path;
+        let secret = match &self.field {
+            Some(f) => Some(held.data.get(f).ok_or_else(|| CredentialError::Missing {
+                origin: format!("vault {path}"),
+                what: format!(
+                    "field {f:?} (fields: {})",
+                    held.data.names().collect::<Vec<_>>().join(", ")
+                ),
+            })?),
+            None => held.data.only(),
+        };
+        self.injection
+            .render(
+                secret,
+                |name| held.data.get(name),
+                &format!("vault {path}"),
+                Some(Arc::clone(&held.origin)),
+            )
+            .map(Arc::new)
+    }
+
+    /// The credential of the fixed path, from the memo when it was made from `held`.
+    fn memoized(&self, fixed: &FixedPath, held: Arc<Held>) -> Lookup {
+        if let Some(memo) = &*fixed.memo.load()
+            && Arc::ptr_eq(&memo.held, &held)
+        {
+            return memo.credential.clone();
+        }
+        let credential = self.render(&held);
+        fixed.memo.store(Some(Arc::new(Memo {
+            held,
+            credential: credential.clone(),
+        })));
+        credential
+    }
+}
+
+/// The store's key of a secret of `kind` at `path` (resolved).
+fn key_of(kind: &Kind, path: &str) -> SecretKey {
+    match kind {
+        Kind::Kv { mount, version } => {
+            let (mount, below) = match mount {
+                Some(m) => (m.trim_matches('/').to_owned(), path.to_owned()),
+                None => {
+                    let (m, below) = path.split_once('/').unwrap_or((path, ""));
+                    (m.to_owned(), below.to_owned())
+                }
+            };
+            SecretKey::Kv {
+                mount,
+                path: below,
+                version: *version,
+            }
+        }
+        Kind::Lease => SecretKey::Lease {
+            path: path.to_owned(),
+        },
+    }
+}
+
+/// One value of a Vault secret for Warden itself (its signing key ...): read now, through
+/// `store`. `key` names the configuration key in errors.
+pub async fn read_one(
+    source: &VaultSource,
+    store: &SecretStore,
+    key: &str,
+) -> Result<zeroize::Zeroizing<String>, CredentialError> {
+    let refused = |why: String| CredentialError::Vault {
+        path: key.to_owned(),
+        reason: why,
+    };
+    let (kind, path) = match (&source.kv, &source.lease) {
+        (Some(kv), None) => (
+            Kind::Kv {
+                mount: source.mount.clone(),
+                version: source.version,
+            },
+            kv,
+        ),
+        (None, Some(lease)) => (Kind::Lease, lease),
+        _ => return Err(refused("give one of kv: and lease:".into())),
+    };
+    let path = path.trim_matches('/');
+    if path.contains("{principal.") {
+        return Err(refused(
+            "Warden's own secrets have no principal: the path cannot name one".into(),
+        ));
+    }
+    let slot = store.slot(&key_of(&kind, path));
+    let held = store.get(&slot).await?;
+    let value = match &source.field {
+        Some(f) => held.data.get(f),
+        None => held.data.only(),
+    };
+    value
+        .map(|v| zeroize::Zeroizing::new(v.to_owned()))
+        .ok_or_else(|| CredentialError::Missing {
+            origin: format!("vault {path}"),
+            what: match &source.field {
+                Some(f) => format!("field {f:?}"),
+                None => "single field (set field:)".into(),
+            },
+        })
+}
+
+impl CredentialProvider for VaultCredential {
+    fn credential<'a>(&'a self, principal: &'a Principal, guard: &'a dyn SecretGuard) -> Fetch<'a> {
+        if let Some(fixed) = &self.fixed {
+            if let Some(held) = self.store.cached(&fixed.slot) {
+                return Fetch::Ready(self.memoized(fixed, held));
+            }
+            return Fetch::Pending(Box::pin(async move {
+                let held = self.store.get(&fixed.slot).await?;
+                self.memoized(fixed, held)
+            }));
+        }
+        let path = match self.path.resolve(principal) {
+            Ok(path) => path,
+            Err(e) => return Fetch::Ready(Err(e.into())),
+        };
+        if let Err(e) = guard.check(principal, &path) {
+            return Fetch::Ready(Err(e));
+        }
+        let slot = self.store.slot(&self.key(&path));
+        if let Some(held) = self.store.cached(&slot) {
+            return Fetch::Ready(self.render(&held));
+        }
+        Fetch::Pending(Box::pin(async move {
+            let held = self.store.get(&slot).await?;
+            self.render(&held)
+        }))
+    }
+}
