@@ -155,6 +155,14 @@ impl LegacySession {
         self.initialised.store(true, Ordering::Release);
     }
 
+    /// Whether the stream is closed (the session is over).
+    pub(super) fn closed(&self) -> bool {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+    }
+
     /// Closes the stream (once what is being sent has gone).
     fn close(&self) {
         self.queue.lock().unwrap_or_else(|e| e.into_inner()).take();

@@ -163,6 +163,11 @@ impl Sessions {
             .insert(Arc::clone(&session.id), Arc::clone(&session));
         if let Over::LegacySse(stream) = over {
             stream.set_initialised();
+            // The agent may have closed the stream while the servers started.
+            if stream.closed() {
+                self.end_legacy(&stream.id);
+                return Err(McpError::UnknownSession);
+            }
         }
         Ok((session, result))
     }
