@@ -2,15 +2,21 @@
 """Drives a Warden MCP endpoint with the official MCP Python SDK (`mcp` on PyPI).
 
 Usage: client.py URL STEPS_JSON [SAMPLING_REPLY]
-       (env API_KEY: the agent's token; WARDEN_PID: Warden's pid)
+       (env API_KEY: the agent's token; WARDEN_PID: Warden's pid; TRANSPORT: `streamable_http`,
+       the default, or `sse`, the legacy HTTP+SSE transport with URL its event stream)
 
-Opens one session (Streamable HTTP), runs each step of STEPS_JSON (a JSON list) in it, and
+Opens one session, runs each step of STEPS_JSON (a JSON list) in it, and
 prints one JSON object: {"initialize": {...}, "steps": [result, ...]}. Steps:
   {"op": "list_tools"} | {"op": "list_prompts"} | {"op": "list_resources"}
   {"op": "call", "name": N, "arguments": {...}, "progress": true}
+  {"op": "cancel_call", "name": N, "arguments": {...}, "after": S}
+                                          abandons the call after S seconds (the SDK then
+                                          sends notifications/cancelled); {"cancelled": true}
   {"op": "read_resource", "uri": U} | {"op": "get_prompt", "name": N, "arguments": {...}}
   {"op": "kill_upstream", "pattern": P}   kill Warden's child processes whose command line has P
   {"op": "sleep", "seconds": S}
+  {"op": "touch", "path": P}              creates file P (tells the test where the session is)
+  {"op": "wait_for", "path": P}           waits (at most 60 s) until file P exists
 A JSON-RPC error a step meets is its result: {"error": {"code": C, "message": M}}.
 With SAMPLING_REPLY the client offers sampling and answers every sampling/createMessage
 request with that text; the output then counts them ("sampled").
@@ -26,7 +32,9 @@ try:
     import httpx2 as httpx  # mcp >= 2 ships on httpx2
 except ImportError:
     import httpx
+import anyio
 from mcp import ClientSession
+from mcp.client.sse import sse_client
 try:
     from mcp.shared.exceptions import MCPError as McpError  # mcp >= 2
 except ImportError:
@@ -108,6 +116,10 @@ async def _step(session: ClientSession, step: dict) -> dict:
             )
             is_error = bool(_field(result, "is_error", "isError"))
             return {"isError": is_error, "text": _text(result.content), "progress": len(seen)}
+        if op == "cancel_call":
+            with anyio.move_on_after(step["after"]) as scope:
+                await session.call_tool(step["name"], step.get("arguments", {}))
+            return {"cancelled": scope.cancelled_caught}
         if op == "read_resource":
             from pydantic import AnyUrl
 
@@ -121,6 +133,15 @@ async def _step(session: ClientSession, step: dict) -> dict:
         if op == "sleep":
             await asyncio.sleep(step["seconds"])
             return {}
+        if op == "touch":
+            open(step["path"], "w").close()
+            return {}
+        if op == "wait_for":
+            for _ in range(600):
+                if os.path.exists(step["path"]):
+                    return {}
+                await asyncio.sleep(0.1)
+            return {"error": {"code": 0, "message": f"{step['path']} did not appear"}}
         return {"error": {"code": 0, "message": f"unknown step {op}"}}
     except McpError as e:
         return {"error": {"code": e.error.code, "message": e.error.message}}
@@ -143,7 +164,12 @@ async def main() -> None:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     out: dict = {}
     async with httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(60.0)) as http:
-        transport = _http_client(url, http_client=http) if _NEW_API else _http_client(url, headers=headers)
+        if os.environ.get("TRANSPORT", "streamable_http") == "sse":
+            transport = sse_client(url, headers=headers, timeout=60.0)
+        elif _NEW_API:
+            transport = _http_client(url, http_client=http)
+        else:
+            transport = _http_client(url, headers=headers)
         async with transport as streams:
             read, write = streams[0], streams[1]
             options = {"sampling_callback": sampling} if reply is not None else {}

@@ -1,6 +1,7 @@
 //! MCP test support: the real MCP servers of `tests/mcp/node_modules` (npm
 //! `@modelcontextprotocol/server-everything` and `server-filesystem`, installed by
-//! `tests/run`), a remote double that reports the headers reaching it (`tests/mcp/double.py`),
+//! `tests/run`; over HTTP on 127.0.0.1 only, `tests/mcp/loopback.mjs`), a remote double that
+//! reports the headers and notifications reaching it (`tests/mcp/double.py`),
 //! and the official MCP Python SDK driving a Warden endpoint (`tests/mcp/client.py`).
 
 use std::path::{Path, PathBuf};
@@ -41,6 +42,32 @@ pub fn filesystem_stdio(name: &str, root: &Path) -> Value {
     json!({"name": name, "command": node(), "args": [server_script("server-filesystem"), root]})
 }
 
+/// server-everything serving `transport` (`streamableHttp`, `sse`) on `port` of 127.0.0.1,
+/// once it accepts connections.
+async fn serve_everything(transport: &str, port: u16) -> anyhow::Result<Proc> {
+    let mut cmd = Command::new(node());
+    cmd.arg("--import")
+        .arg(mcp_dir().join("loopback.mjs"))
+        .arg(server_script("server-everything"))
+        .arg(transport)
+        .env("PORT", port.to_string());
+    let proc = Proc::spawn("server-everything", cmd)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "server-everything did not listen on {port}:\n{}",
+                proc.output()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(proc)
+}
+
 /// server-everything serving Streamable HTTP on a free port (`/mcp`).
 #[derive(Debug)]
 pub struct EverythingHttp {
@@ -52,24 +79,7 @@ impl EverythingHttp {
     /// Starts it and waits until it accepts connections.
     pub async fn start() -> anyhow::Result<EverythingHttp> {
         let port = crate::warden::free_port()?;
-        let mut cmd = Command::new(node());
-        cmd.arg(server_script("server-everything"))
-            .arg("streamableHttp")
-            .env("PORT", port.to_string());
-        let proc = Proc::spawn("server-everything", cmd)?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            if tokio::time::Instant::now() > deadline {
-                bail!(
-                    "server-everything did not listen on {port}:\n{}",
-                    proc.output()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let proc = serve_everything("streamableHttp", port).await?;
         Ok(EverythingHttp { _proc: proc, port })
     }
 
@@ -79,18 +89,61 @@ impl EverythingHttp {
     }
 }
 
+/// server-everything serving the legacy HTTP+SSE transport (MCP 2024-11-05) on a free port:
+/// its event stream at `/sse`, messages posted to `/message?sessionId=...`.
+#[derive(Debug)]
+pub struct EverythingSse {
+    proc: Proc,
+    pub port: u16,
+}
+
+impl EverythingSse {
+    /// Starts it and waits until it accepts connections.
+    pub async fn start() -> anyhow::Result<EverythingSse> {
+        let port = crate::warden::free_port()?;
+        let proc = serve_everything("sse", port).await?;
+        Ok(EverythingSse { proc, port })
+    }
+
+    /// Kills it (its sessions and event streams end) and starts it again on the same port.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.proc.kill().await;
+        self.proc = serve_everything("sse", self.port).await?;
+        Ok(())
+    }
+
+    /// Its event stream.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/sse", self.port)
+    }
+}
+
 /// The remote double (`tests/mcp/double.py`).
 #[derive(Debug)]
 pub struct Double {
     _proc: Proc,
     pub port: u16,
+    /// It speaks the legacy HTTP+SSE transport.
+    sse: bool,
 }
 
 impl Double {
-    /// Starts it.
+    /// Starts it over Streamable HTTP.
     pub async fn start() -> anyhow::Result<Double> {
+        Double::spawn(false).await
+    }
+
+    /// Starts it over the legacy HTTP+SSE transport.
+    pub async fn start_sse() -> anyhow::Result<Double> {
+        Double::spawn(true).await
+    }
+
+    async fn spawn(sse: bool) -> anyhow::Result<Double> {
         let mut cmd = Command::new(paths::venv_python());
         cmd.arg(mcp_dir().join("double.py"));
+        if sse {
+            cmd.arg("--sse");
+        }
         let mut proc = Proc::spawn("mcp-double", cmd)?;
         let line = tokio::time::timeout(Duration::from_secs(20), proc.next_stdout_line())
             .await
@@ -99,17 +152,52 @@ impl Double {
         let port = serde_json::from_str::<Value>(&line)?["port"]
             .as_u64()
             .context("no port")? as u16;
-        Ok(Double { _proc: proc, port })
+        Ok(Double {
+            _proc: proc,
+            port,
+            sse,
+        })
     }
 
-    /// Its MCP endpoint.
+    /// Its MCP endpoint (its event stream, over the legacy transport).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/mcp", self.port)
+        let path = if self.sse { "sse" } else { "mcp" };
+        format!("http://127.0.0.1:{}/{path}", self.port)
     }
 }
 
-/// Runs `steps` in one MCP session with `url` as `token`'s agent, through the official SDK;
-/// returns `{"initialize": ..., "steps": [...]}`.
+/// How an agent reaches an MCP endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Streamable HTTP, at the endpoint's prefix.
+    StreamableHttp,
+    /// The legacy HTTP+SSE transport (MCP 2024-11-05): the event stream at `<prefix>/sse`,
+    /// messages posted where its `endpoint` event says (the SDK's `sse_client`).
+    LegacySse,
+}
+
+impl Transport {
+    /// Both.
+    pub const ALL: [Transport; 2] = [Transport::StreamableHttp, Transport::LegacySse];
+
+    /// The URL an agent opens for the endpoint at `endpoint`.
+    pub fn url(self, endpoint: &str) -> String {
+        match self {
+            Transport::StreamableHttp => endpoint.to_owned(),
+            Transport::LegacySse => format!("{endpoint}/sse"),
+        }
+    }
+
+    fn client_name(self) -> &'static str {
+        match self {
+            Transport::StreamableHttp => "streamable_http",
+            Transport::LegacySse => "sse",
+        }
+    }
+}
+
+/// Runs `steps` in one MCP session with `url` as `token`'s agent, through the official SDK
+/// over Streamable HTTP; returns `{"initialize": ..., "steps": [...]}`.
 pub async fn session(
     warden: &Warden,
     url: &str,
@@ -127,12 +215,44 @@ pub async fn session_with(
     steps: Value,
     reply: Option<&str>,
 ) -> anyhow::Result<Value> {
+    run_client(warden, url, token, steps, reply, Transport::StreamableHttp).await
+}
+
+/// As [`session`], over `transport` to the endpoint at `endpoint` (its prefix's URL).
+pub async fn session_over(
+    transport: Transport,
+    warden: &Warden,
+    endpoint: &str,
+    token: &str,
+    steps: Value,
+) -> anyhow::Result<Value> {
+    run_client(
+        warden,
+        &transport.url(endpoint),
+        token,
+        steps,
+        None,
+        transport,
+    )
+    .await
+}
+
+/// Runs `tests/mcp/client.py` over `transport`.
+async fn run_client(
+    warden: &Warden,
+    url: &str,
+    token: &str,
+    steps: Value,
+    reply: Option<&str>,
+    transport: Transport,
+) -> anyhow::Result<Value> {
     let python = paths::venv_python();
     let mut cmd = Command::new(&python);
     cmd.arg(mcp_dir().join("client.py"))
         .arg(url)
         .arg(steps.to_string())
         .args(reply)
+        .env("TRANSPORT", transport.client_name())
         .env("API_KEY", token)
         .env("WARDEN_PID", warden.pid().unwrap_or_default().to_string())
         .env("PYTHONUNBUFFERED", "1");

@@ -73,3 +73,38 @@ pub fn parse_events(body: &str) -> Vec<Event> {
         })
         .collect()
 }
+
+/// Reads a live event stream event by event, as a client does (keep-alive comments skipped).
+pub struct EventReader {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl EventReader {
+    /// Reads the events of `response`.
+    pub fn new(response: reqwest::Response) -> EventReader {
+        EventReader {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event with data, waiting at most `timeout`; `None` when the stream ended.
+    pub async fn next(&mut self, timeout: Duration) -> anyhow::Result<Option<Event>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let normalized = self.buffer.replace("\r\n", "\n");
+            if let Some(end) = normalized.find("\n\n") {
+                self.buffer = normalized[end + 2..].to_owned();
+                if let Some(event) = parse_events(&normalized[..end + 2]).pop() {
+                    return Ok(Some(event));
+                }
+                continue;
+            }
+            match tokio::time::timeout_at(deadline, self.response.chunk()).await?? {
+                Some(bytes) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
+                None => return Ok(None),
+            }
+        }
+    }
+}

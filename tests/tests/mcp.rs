@@ -1,13 +1,16 @@
 //! MCP through Warden, with the official MCP Python SDK as the agent and real MCP servers from
 //! npm behind it: sessions, federated names, lists filtered per agent by Cedar, tool calls
 //! judged (a denied call is a tool result with `isError` that gives the policy's reason and the
-//! decision id), progress streamed, an upstream restart survived, the agent's credential kept
-//! from the upstream, 401 with the protected resource metadata, and the audit records.
+//! decision id), progress streamed, cancellations passed on, an upstream restart survived, the
+//! agent's credential kept from the upstream, 401 with the protected resource metadata, and the
+//! audit records. Agents speak Streamable HTTP or the legacy HTTP+SSE transport (MCP
+//! 2024-11-05), and remote servers are reached over either.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use warden_e2e::mcp::{self, Double, EverythingHttp};
+use warden_e2e::mcp::{self, Double, EverythingHttp, EverythingSse, Transport};
+use warden_e2e::sse::EventReader;
 use warden_e2e::warden::{Warden, WardenBuilder};
 
 /// The reason of the policy that keeps `restricted` from `echo`.
@@ -51,8 +54,16 @@ fn names(v: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Over either transport (Streamable HTTP, or the legacy HTTP+SSE transport with the SDK's
+/// `sse_client`), the same judging: lists filtered per agent, each call decided by Cedar.
 #[tokio::test]
 async fn tools_are_listed_per_agent_and_each_call_is_judged_by_cedar() {
+    for transport in Transport::ALL {
+        tools_are_judged_over(transport).await;
+    }
+}
+
+async fn tools_are_judged_over(transport: Transport) {
     let w = warden(vec![mcp::everything_stdio("everything")], |b| b).await;
     let url = w.url("/mcp/tools");
     let agent = w.token("e2e-agent").await.unwrap();
@@ -63,8 +74,10 @@ async fn tools_are_listed_per_agent_and_each_call_is_judged_by_cedar() {
         {"op": "call", "name": "everything_echo", "arguments": {"message": "hello"}},
         {"op": "call", "name": "everything_get-env", "arguments": {}},
     ]);
-    let r = mcp::session(&w, &url, &agent, steps.clone()).await.unwrap();
-    assert_eq!(r["initialize"]["server"], "warden", "{r}");
+    let r = mcp::session_over(transport, &w, &url, &agent, steps.clone())
+        .await
+        .unwrap();
+    assert_eq!(r["initialize"]["server"], "warden", "{transport:?}: {r}");
     assert!(
         ["2025-11-25", "2025-06-18", "2025-03-26"]
             .contains(&r["initialize"]["protocolVersion"].as_str().unwrap_or("")),
@@ -92,7 +105,9 @@ async fn tools_are_listed_per_agent_and_each_call_is_judged_by_cedar() {
         "{denied}"
     );
 
-    let r = mcp::session(&w, &url, &restricted, steps).await.unwrap();
+    let r = mcp::session_over(transport, &w, &url, &restricted, steps)
+        .await
+        .unwrap();
     let listed = names(step(&r, 0));
     assert!(
         !listed.contains(&"everything_echo".to_owned()),
@@ -156,25 +171,30 @@ async fn tools_are_listed_per_agent_and_each_call_is_judged_by_cedar() {
     );
 }
 
+/// Progress notifications reach the agent before the result: in the POST's event stream, or
+/// on the session's stream of the legacy transport.
 #[tokio::test]
 async fn progress_notifications_stream_to_the_agent() {
     let w = warden(vec![mcp::everything_stdio("everything")], |b| b).await;
     let agent = w.token("e2e-agent").await.unwrap();
-    let r = mcp::session(
-        &w,
-        &w.url("/mcp/tools"),
-        &agent,
-        json!([{"op": "call", "name": "everything_trigger-long-running-operation",
-                "arguments": {"duration": 1, "steps": 3}, "progress": true}]),
-    )
-    .await
-    .unwrap();
-    let call = step(&r, 0);
-    assert_eq!(call["isError"], false, "{r}");
-    assert!(
-        call["progress"].as_u64().unwrap() >= 2,
-        "progress reached the agent: {r}"
-    );
+    for transport in Transport::ALL {
+        let r = mcp::session_over(
+            transport,
+            &w,
+            &w.url("/mcp/tools"),
+            &agent,
+            json!([{"op": "call", "name": "everything_trigger-long-running-operation",
+                    "arguments": {"duration": 1, "steps": 3}, "progress": true}]),
+        )
+        .await
+        .unwrap();
+        let call = step(&r, 0);
+        assert_eq!(call["isError"], false, "{transport:?}: {r}");
+        assert!(
+            call["progress"].as_u64().unwrap() >= 2,
+            "{transport:?}: progress reached the agent: {r}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -286,42 +306,61 @@ async fn two_servers_with_the_same_tool_name_never_shadow_each_other() {
     );
 }
 
+/// Over Streamable HTTP and over the legacy transport (its event stream and every POST).
 #[tokio::test]
 async fn the_agents_credential_never_reaches_the_upstream_and_the_servers_does() {
-    let double = Double::start().await.unwrap();
-    let w = warden(
-        vec![json!({"name": "double", "url": double.url(), "credential": {"env": "DOUBLE_KEY"}})],
-        |b| b.env("DOUBLE_KEY", "upstream-secret-for-double"),
-    )
-    .await;
-    let agent = w.token("e2e-agent").await.unwrap();
-    let r = mcp::session(
-        &w,
-        &w.url("/mcp/tools"),
-        &agent,
-        json!([{"op": "call", "name": "double_whoami", "arguments": {}}]),
-    )
-    .await
-    .unwrap();
-    let text = step(&r, 0)["text"].as_str().unwrap();
-    let seen: Vec<Value> = serde_json::from_str(text).unwrap();
-    assert!(!seen.is_empty(), "{r}");
-    for request in &seen {
-        assert_eq!(
-            request["authorization"], "Bearer upstream-secret-for-double",
-            "every request carries the server's credential: {seen:?}"
+    for legacy in [false, true] {
+        let (double, transport) = if legacy {
+            (Double::start_sse().await.unwrap(), "sse")
+        } else {
+            (Double::start().await.unwrap(), "streamable_http")
+        };
+        let w = warden(
+            vec![
+                json!({"name": "double", "url": double.url(), "transport": transport,
+                        "credential": {"env": "DOUBLE_KEY"}}),
+            ],
+            |b| b.env("DOUBLE_KEY", "upstream-secret-for-double"),
+        )
+        .await;
+        let agent = w.token("e2e-agent").await.unwrap();
+        let r = mcp::session(
+            &w,
+            &w.url("/mcp/tools"),
+            &agent,
+            json!([{"op": "call", "name": "double_whoami", "arguments": {}}]),
+        )
+        .await
+        .unwrap();
+        let text = step(&r, 0)["text"].as_str().unwrap();
+        let seen: Vec<Value> = serde_json::from_str(text).unwrap();
+        assert!(!seen.is_empty(), "{r}");
+        for request in &seen {
+            assert_eq!(
+                request["authorization"], "Bearer upstream-secret-for-double",
+                "every request carries the server's credential: {seen:?}"
+            );
+        }
+        assert!(
+            !text.contains(&agent),
+            "the agent's token reached the upstream: {text}"
         );
+        let requests: Vec<&str> = seen.iter().filter_map(|s| s["request"].as_str()).collect();
+        if legacy {
+            assert_eq!(requests.first(), Some(&"GET /sse"), "{seen:?}");
+            assert!(
+                requests.iter().filter(|r| **r == "POST /messages").count() >= 3,
+                "{seen:?}"
+            );
+        } else {
+            // The session id the double issued goes back to it on later requests.
+            assert!(
+                seen.iter()
+                    .any(|r| r["mcp-session-id"] == "double-session-1"),
+                "{seen:?}"
+            );
+        }
     }
-    assert!(
-        !text.contains(&agent),
-        "the agent's token reached the upstream: {text}"
-    );
-    // The session id the double issued goes back to it on later requests.
-    assert!(
-        seen.iter()
-            .any(|r| r["mcp-session-id"] == "double-session-1"),
-        "{seen:?}"
-    );
 }
 
 #[tokio::test]
@@ -572,6 +611,7 @@ fn children_running(warden: &Warden, pattern: &str) -> usize {
     count
 }
 
+/// Over Streamable HTTP, and over the legacy transport (whose stream Warden then closes).
 #[tokio::test]
 async fn an_unused_session_ends_after_its_idle_timeout_and_its_server_with_it() {
     let w = warden(vec![mcp::everything_stdio("everything")], |b| {
@@ -606,12 +646,318 @@ async fn an_unused_session_ends_after_its_idle_timeout_and_its_server_with_it() 
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let ping = json!({"jsonrpc": "2.0", "id": 2, "method": "ping"});
     assert_eq!(post(Some(&session), ping).await.unwrap().status(), 404);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while children_running(&w, "server-everything") > 0 {
+    let no_server_left = || async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while children_running(&w, "server-everything") > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the session's server still runs"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    no_server_left().await;
+
+    // A legacy session rests past its idle timeout: Warden closes its stream and ends it.
+    let (mut stream, endpoint) = open_legacy(&w, &agent).await;
+    let messages = w.url(&endpoint);
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let post_legacy = |body: &str| {
+        w.http()
+            .post(&messages)
+            .bearer_auth(&agent)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+    };
+    assert_eq!(post_legacy(init).await.unwrap().status(), 202);
+    answer(&mut stream, json!(1)).await;
+    assert_eq!(children_running(&w, "server-everything"), 1);
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(event) = stream.next(Duration::from_secs(10)).await.unwrap() {
+            assert!(event.json().get("id").is_none(), "{event:?}");
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream of an idle session stays open");
+    let ping = r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#;
+    assert_eq!(post_legacy(ping).await.unwrap().status(), 404);
+    no_server_left().await;
+}
+
+/// A remote server over the legacy HTTP+SSE transport (`transport: sse`): server-everything in
+/// its `sse` mode, driven through Warden by the official SDK over Streamable HTTP. Its tools
+/// are listed and called, progress comes through, and when the server restarts, Warden
+/// connects to it again and the agent's session goes on.
+#[tokio::test]
+async fn a_remote_server_over_the_legacy_sse_transport_is_reached_and_reconnected() {
+    let mut remote = EverythingSse::start().await.unwrap();
+    let w = warden(
+        vec![json!({"name": "everything", "url": remote.url(), "transport": "sse"})],
+        |b| b,
+    )
+    .await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    let signals = tempfile::tempdir().unwrap();
+    let before = signals.path().join("before-restart");
+    let after = signals.path().join("after-restart");
+    let url = w.url("/mcp/tools");
+    let client = mcp::session(
+        &w,
+        &url,
+        &agent,
+        json!([
+            {"op": "list_tools"},
+            {"op": "call", "name": "everything_echo", "arguments": {"message": "over sse"}},
+            {"op": "call", "name": "everything_trigger-long-running-operation",
+             "arguments": {"duration": 1, "steps": 3}, "progress": true},
+            {"op": "touch", "path": before},
+            {"op": "wait_for", "path": after},
+            {"op": "call", "name": "everything_echo", "arguments": {"message": "after restart"}},
+        ]),
+    );
+    let restart = async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !before.exists() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the session did not get there"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        remote.restart().await.unwrap();
+        std::fs::write(&after, "").unwrap();
+    };
+    let (r, ()) = tokio::join!(client, restart);
+    let r = r.unwrap();
+    assert!(
+        names(step(&r, 0)).contains(&"everything_echo".to_owned()),
+        "{r}"
+    );
+    assert_eq!(step(&r, 1)["isError"], false, "{r}");
+    assert!(
+        step(&r, 1)["text"].as_str().unwrap().contains("over sse"),
+        "{r}"
+    );
+    assert!(step(&r, 2)["progress"].as_u64().unwrap() >= 2, "{r}");
+    assert_eq!(step(&r, 5)["isError"], false, "{r}");
+    assert!(
+        step(&r, 5)["text"]
+            .as_str()
+            .unwrap()
+            .contains("after restart"),
+        "the session goes on with the restarted server: {r}"
+    );
+}
+
+/// The answer to request `id` on a legacy session's stream (the servers' own notifications
+/// come too).
+async fn answer(stream: &mut EventReader, id: Value) -> Value {
+    loop {
+        let event = stream.next(Duration::from_secs(20)).await.unwrap().unwrap();
+        assert_eq!(event.name.as_deref(), Some("message"), "{event:?}");
+        let message = event.json();
+        if message.get("id") == Some(&id) {
+            return message;
+        }
+        assert!(
+            message.get("id").is_none(),
+            "an answer to another request: {message}"
+        );
+    }
+}
+
+/// Opens a legacy session's stream as `token`'s agent: the stream and where to post.
+async fn open_legacy(w: &Warden, token: &str) -> (EventReader, String) {
+    let opened = w
+        .http()
+        .get(w.url("/mcp/tools/sse"))
+        .bearer_auth(token)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), 200);
+    assert!(
+        opened.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut stream = EventReader::new(opened);
+    let endpoint = stream
+        .next(Duration::from_secs(20))
+        .await
+        .unwrap()
+        .expect("the endpoint event");
+    assert_eq!(endpoint.name.as_deref(), Some("endpoint"));
+    (stream, endpoint.data)
+}
+
+/// A legacy session is its stream's and its principal's: the endpoint event names where to
+/// post, answers come on the stream, another agent posting to the session gets 404 (and
+/// nothing reaches the stream), an unknown session 404, a POST without one or with a body that
+/// is not one JSON-RPC message 400, and when the agent closes the stream the session ends.
+#[tokio::test]
+async fn a_legacy_session_is_bound_to_its_stream_and_its_agent() {
+    let w = warden(vec![mcp::everything_stdio("everything")], |b| b).await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    let other = w.token("other-agent").await.unwrap();
+    let unauthenticated = w.http().get(w.url("/mcp/tools/sse")).send().await.unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+    let (mut stream, endpoint) = open_legacy(&w, &agent).await;
+    let session = endpoint
+        .strip_prefix("/mcp/tools/messages?session_id=")
+        .unwrap_or_else(|| panic!("{endpoint}"))
+        .to_owned();
+    assert_eq!(session.len(), 64, "{session}");
+    let messages = w.url(&endpoint);
+    let post = |token: &str, url: &str, body: &str| {
+        w.http()
+            .post(url)
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+    };
+
+    // Before initialize, a request is answered on the stream with an error naming its id.
+    let early = post(
+        &agent,
+        &messages,
+        r#"{"jsonrpc":"2.0","id":"e","method":"tools/list"}"#,
+    );
+    assert_eq!(early.await.unwrap().status(), 202);
+    let refused = answer(&mut stream, json!("e")).await;
+    assert_eq!(
+        refused["error"]["data"]["code"], "mcp_session_not_initialised",
+        "{refused}"
+    );
+
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    assert_eq!(post(&agent, &messages, init).await.unwrap().status(), 202);
+    let initialized = answer(&mut stream, json!(1)).await;
+    assert_eq!(
+        initialized["result"]["serverInfo"]["name"], "warden",
+        "{initialized}"
+    );
+    assert_eq!(
+        initialized["result"]["protocolVersion"], "2024-11-05",
+        "{initialized}"
+    );
+
+    // Another agent's POST to this session: 404, as for a session that never was.
+    let ping = r#"{"jsonrpc":"2.0","id":"p","method":"ping"}"#;
+    let foreign = post(&other, &messages, ping).await.unwrap();
+    assert_eq!(foreign.status(), 404);
+    let body: Value = foreign.json().await.unwrap();
+    assert_eq!(
+        body["error"]["data"]["code"], "mcp_session_unknown",
+        "{body}"
+    );
+    let unknown = w.url(&format!(
+        "/mcp/tools/messages?session_id={}",
+        "0".repeat(64)
+    ));
+    let response = post(&agent, &unknown, ping).await.unwrap();
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no such MCP session"),
+        "{body}"
+    );
+    let missing = post(&agent, &w.url("/mcp/tools/messages"), ping)
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 400);
+    for bad in [
+        r#"[{"jsonrpc":"2.0","id":3,"method":"ping"}]"#,
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"everything_echo","name":"everything_get-env"}}"#,
+        "not json",
+    ] {
+        let response = post(&agent, &messages, bad).await.unwrap();
+        assert_eq!(response.status(), 400, "{bad}");
+    }
+    // The agent's own ping is answered on the stream, and nothing of the others' reached it.
+    assert_eq!(post(&agent, &messages, ping).await.unwrap().status(), 202);
+    let pong = answer(&mut stream, json!("p")).await;
+    assert_eq!(pong, json!({"jsonrpc": "2.0", "id": "p", "result": {}}));
+
+    // The agent closes the stream: the session ends.
+    drop(stream);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = post(&agent, &messages, ping).await.unwrap().status();
+        if status == 404 {
+            break;
+        }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the session's server still runs"
+            "the session outlived its stream"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Neither transport answers other methods or paths.
+    for (method, path, status) in [
+        (reqwest::Method::DELETE, "/mcp/tools/sse", 405),
+        (reqwest::Method::GET, "/mcp/tools/messages", 405),
+        (reqwest::Method::GET, "/mcp/tools/elsewhere", 404),
+    ] {
+        let response = w
+            .http()
+            .request(method, w.url(path))
+            .bearer_auth(&agent)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{path}");
+    }
+}
+
+/// An agent that cancels a call (the SDK abandons it and sends `notifications/cancelled`),
+/// over either transport: the cancellation reaches the server the call went to, under the id
+/// Warden gave the call there, while the server still works on it (it answers only when done),
+/// and the call's outcome says it was cancelled.
+#[tokio::test]
+async fn a_cancelled_call_is_cancelled_at_its_server() {
+    for transport in Transport::ALL {
+        let double = Double::start().await.unwrap();
+        let w = warden(vec![json!({"name": "double", "url": double.url()})], |b| b).await;
+        let agent = w.token("e2e-agent").await.unwrap();
+        let steps = json!([
+            {"op": "cancel_call", "name": "double_wait", "arguments": {"seconds": 30}, "after": 1.0},
+            {"op": "call", "name": "double_notifications", "arguments": {}},
+        ]);
+        let r = mcp::session_over(transport, &w, &w.url("/mcp/tools"), &agent, steps)
+            .await
+            .unwrap();
+        assert_eq!(step(&r, 0)["cancelled"], true, "{transport:?}: {r}");
+        let seen: Value = serde_json::from_str(step(&r, 1)["text"].as_str().unwrap()).unwrap();
+        let waits = seen["waits"].as_array().unwrap();
+        assert_eq!(waits.len(), 1, "{transport:?}: {seen}");
+        let cancelled: Vec<&Value> = seen["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["method"] == "notifications/cancelled")
+            .collect();
+        assert_eq!(cancelled.len(), 1, "{transport:?}: {seen}");
+        assert_eq!(
+            cancelled[0]["params"]["requestId"], waits[0],
+            "{transport:?}: the cancellation names the call as the server knows it: {seen}"
+        );
+        let outcome = w
+            .wait_for_audit(Duration::from_secs(10), |e| {
+                e["kind"] == "outcome" && e["resource"] == r#"Tool::"double/wait""#
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome["outcome"]["error"], "cancelled by the agent",
+            "{transport:?}: {outcome}"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! `mcp:` the MCP servers Warden reaches (local processes over stdio, remote servers over
-//! Streamable HTTP) and the endpoints agents use, each combining one or more servers.
+//! Streamable HTTP or the legacy HTTP+SSE transport) and the endpoints agents use, each
+//! combining one or more servers.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -44,7 +45,8 @@ impl Default for McpConfig {
     }
 }
 
-/// One upstream MCP server: `command` (a local process over stdio) or `url` (Streamable HTTP).
+/// One upstream MCP server: `command` (a local process over stdio) or `url` (a remote server,
+/// over `transport`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
@@ -59,8 +61,11 @@ pub struct ServerConfig {
     pub env: BTreeMap<String, String>,
     /// Working directory.
     pub cwd: Option<PathBuf>,
-    /// The server's Streamable HTTP endpoint (`https://mcp.example.com/mcp`).
+    /// The remote server's endpoint: Streamable HTTP (`https://mcp.example.com/mcp`), or the
+    /// event stream of the legacy transport (`https://mcp.example.com/sse`).
     pub url: Option<String>,
+    /// How `url` is spoken. Default `streamable_http`.
+    pub transport: Option<RemoteTransport>,
     /// Where the upstream credential for `url` comes from; sent as `credential_header`.
     pub credential: Option<CredentialSource>,
     /// Header carrying the credential. Default `authorization`.
@@ -70,6 +75,17 @@ pub struct ServerConfig {
     /// How the credential is sent instead of `credential_header` (a query parameter, HTTP
     /// Basic), as a route's `inject:`.
     pub inject: Option<crate::secrets::InjectConfig>,
+}
+
+/// The transport of a remote server.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoteTransport {
+    /// Streamable HTTP (MCP 2025-03-26 and later): `url` takes POST, GET and DELETE.
+    StreamableHttp,
+    /// The legacy HTTP+SSE transport (MCP 2024-11-05): `url` is the event stream, whose
+    /// `endpoint` event names where messages are posted.
+    Sse,
 }
 
 /// One endpoint agents connect to: `prefix` speaks MCP and combines `servers`.
@@ -159,7 +175,7 @@ impl McpConfig {
             match (&s.command, &s.url) {
                 (Some(_), Some(_)) => err(
                     key.clone(),
-                    "set either command (a local server over stdio) or url (Streamable HTTP), not both"
+                    "set either command (a local server over stdio) or url (a remote server), not both"
                         .into(),
                 ),
                 (None, None) => err(
@@ -180,6 +196,14 @@ impl McpConfig {
                     }
                 }
                 (Some(_), None) => {
+                    if s.transport.is_some() {
+                        err(
+                            format!("{key}.transport"),
+                            "a local server speaks stdio; transport applies to a remote server \
+                             (url)"
+                                .into(),
+                        );
+                    }
                     if s.credential.is_some() {
                         err(
                             format!("{key}.credential"),
@@ -271,6 +295,16 @@ mod tests {
                 "mcp.endpoints[0].servers[1]"
             ]
         );
+    }
+
+    #[test]
+    fn a_remote_server_may_speak_the_legacy_transport_and_a_local_one_not() {
+        let c = config(
+            "servers:\n  - {name: old, url: 'http://127.0.0.1:1/sse', transport: sse}\n  - {name: local, command: x, transport: sse}\nendpoints:\n  - {name: e, servers: [old, local]}\n",
+        );
+        assert_eq!(c.servers[0].transport, Some(RemoteTransport::Sse));
+        let keys: Vec<String> = c.validate().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["mcp.servers[1].transport"]);
     }
 
     #[test]

@@ -1,13 +1,13 @@
-//! What an endpoint is made of: the servers it combines (a local process or a remote
-//! Streamable HTTP server each, with its credential provider), the separator of their names,
-//! how it answers denials, its timeouts.
+//! What an endpoint is made of: the servers it combines (a local process, or a remote server
+//! over Streamable HTTP or the legacy HTTP+SSE transport with its credential provider), the
+//! separator of their names, how it answers denials, its timeouts.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::config::{self, McpConfig, McpDenyStyle};
+use super::config::{self, McpConfig, McpDenyStyle, RemoteTransport};
 use crate::config::error::ConfigErrors;
 use crate::route::connector::CredentialInjection;
 use crate::secrets::{self, CredentialProvider, CredentialSource, Injection};
@@ -33,7 +33,10 @@ pub struct RemoteServer {
 #[derive(Debug)]
 pub enum ServerKind {
     Stdio(Arc<StdioCommand>),
+    /// Streamable HTTP.
     Http(Arc<RemoteServer>),
+    /// The legacy HTTP+SSE transport: `url` is the server's event stream.
+    LegacySse(Arc<RemoteServer>),
 }
 
 /// One upstream server.
@@ -160,10 +163,14 @@ fn server(
                     )
                 }
             };
-            ServerKind::Http(Arc::new(RemoteServer {
+            let remote = Arc::new(RemoteServer {
                 url: url.clone().unwrap_or_default(),
                 credential,
-            }))
+            });
+            match c.transport {
+                Some(RemoteTransport::Sse) => ServerKind::LegacySse(remote),
+                Some(RemoteTransport::StreamableHttp) | None => ServerKind::Http(remote),
+            }
         }
     };
     Ok(Arc::new(Server {

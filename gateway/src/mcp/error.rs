@@ -41,6 +41,19 @@ pub enum McpError {
         /// What the session negotiated (or the revisions Warden speaks).
         expected: String,
     },
+    /// `initialize` on a legacy session that was initialised already.
+    #[error(
+        "this session is initialised already; open a new event stream (GET <endpoint>/sse) for a new session"
+    )]
+    Initialised,
+    /// A message other than `initialize` on a legacy session not initialised yet.
+    #[error("this session is not initialised: send initialize first")]
+    NotInitialised,
+    /// A POST of the legacy transport that names no session.
+    #[error(
+        "this request needs the session_id query parameter of the endpoint event (the URI to post to); open GET <endpoint>/sse first"
+    )]
+    LegacySessionMissing,
     /// Too many sessions are open.
     #[error("Warden has {0} MCP sessions open, its limit (mcp.max_sessions); retry later")]
     TooManySessions(usize),
@@ -59,27 +72,41 @@ pub enum McpError {
     /// A browser page of another origin.
     #[error("requests from origin {0} are refused: MCP endpoints answer their own origin only")]
     Origin(crate::text::Quoted),
-    /// The method is not one an MCP endpoint answers.
+    /// The method is not one this path of an MCP endpoint answers.
+    #[error("{method} is not an MCP method here: use {allowed}")]
+    Method {
+        method: crate::text::Quoted,
+        /// What the path takes.
+        allowed: &'static str,
+    },
+    /// A path below an MCP endpoint's prefix that is neither transport's.
     #[error(
-        "{0} is not an MCP method: use POST (messages), GET (event stream) or DELETE (end the session)"
+        "no MCP endpoint at {path}: use {prefix} (Streamable HTTP) or {prefix}/sse (the legacy HTTP+SSE transport)"
     )]
-    Method(crate::text::Quoted),
+    Path {
+        path: crate::text::Quoted,
+        /// The endpoint's prefix.
+        prefix: String,
+    },
 }
 
 impl McpError {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            McpError::Message(_) | McpError::MissingSession | McpError::Version { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            McpError::Message(_)
+            | McpError::MissingSession
+            | McpError::LegacySessionMissing
+            | McpError::Version { .. }
+            | McpError::Initialised
+            | McpError::NotInitialised => StatusCode::BAD_REQUEST,
             McpError::Refused { .. } | McpError::ServerMissing(_) => StatusCode::OK,
-            McpError::UnknownSession => StatusCode::NOT_FOUND,
+            McpError::UnknownSession | McpError::Path { .. } => StatusCode::NOT_FOUND,
             McpError::TooManySessions(_) => StatusCode::SERVICE_UNAVAILABLE,
             McpError::NoServer(_) => StatusCode::BAD_GATEWAY,
             McpError::Link(e) => e.status(),
             McpError::StreamOpen => StatusCode::CONFLICT,
-            McpError::Method(_) => StatusCode::METHOD_NOT_ALLOWED,
+            McpError::Method { .. } => StatusCode::METHOD_NOT_ALLOWED,
             McpError::Origin(_) => StatusCode::FORBIDDEN,
         }
     }
@@ -89,14 +116,17 @@ impl McpError {
         match self {
             McpError::Message(_) => "invalid_mcp_message",
             McpError::Refused { .. } => "mcp_request_refused",
-            McpError::MissingSession => "mcp_session_missing",
+            McpError::MissingSession | McpError::LegacySessionMissing => "mcp_session_missing",
+            McpError::Initialised => "mcp_session_initialised",
+            McpError::NotInitialised => "mcp_session_not_initialised",
             McpError::UnknownSession => "mcp_session_unknown",
             McpError::Version { .. } => "mcp_protocol_version",
             McpError::TooManySessions(_) => "mcp_sessions_exhausted",
             McpError::NoServer(_) | McpError::ServerMissing(_) => "mcp_server_unavailable",
             McpError::Link(e) => e.code(),
             McpError::StreamOpen => "mcp_stream_open",
-            McpError::Method(_) => "method_not_allowed",
+            McpError::Method { .. } => "method_not_allowed",
+            McpError::Path { .. } => "mcp_path_unknown",
             McpError::Origin(_) => "mcp_origin_refused",
         }
     }

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 use super::endpoint::{Server, ServerKind};
 use super::error::LinkError;
+use super::legacy_sse::LegacySseTransport;
 use super::router::{Call, Events, Router, ServerRequests, State, token_key};
 use super::stdio::StdioTransport;
 use super::streamable_http::HttpTransport;
@@ -22,6 +23,7 @@ use crate::protocol::mcp::jsonrpc::{self, Message};
 enum Transport {
     Stdio(StdioTransport),
     Http(HttpTransport),
+    LegacySse(LegacySseTransport),
 }
 
 /// Warden's session with one server for one agent session.
@@ -54,6 +56,10 @@ impl Link {
                 HttpTransport::start(remote, &router, &next_id, init, http.clone(), timeout)
                     .await?,
             ),
+            ServerKind::LegacySse(remote) => Transport::LegacySse(
+                LegacySseTransport::start(remote, &router, &next_id, init, http.clone(), timeout)
+                    .await?,
+            ),
         };
         Ok(Link {
             router,
@@ -75,19 +81,39 @@ impl Link {
     /// Sends request `method` with `params`; its progress and response come back on the
     /// [`Call`].
     pub async fn call(&self, method: &str, params: Map<String, Value>) -> Result<Call, LinkError> {
+        let call = self.prepare(&params).await?;
+        self.send_call(&call, method, params).await?;
+        Ok(call)
+    }
+
+    /// Once the server is ready, gives a request with `params` an id of Warden's and
+    /// registers it: its progress and response will come back on the [`Call`]. Send it with
+    /// [`Link::send_call`].
+    pub async fn prepare(&self, params: &Map<String, Value>) -> Result<Call, LinkError> {
         self.ready().await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let token = params
             .get("_meta")
             .and_then(|m| m.get("progressToken"))
             .map(token_key);
-        let call = self.router.register(id, token);
+        Ok(self.router.register(id, token))
+    }
+
+    /// Sends the request of `call`: `method` with `params`. When it cannot be sent, the call
+    /// also ends with a JSON-RPC error.
+    pub async fn send_call(
+        &self,
+        call: &Call,
+        method: &str,
+        params: Map<String, Value>,
+    ) -> Result<(), LinkError> {
+        let id = call.upstream_id;
         let message = jsonrpc::request(Some(&Value::from(id)), method, Value::Object(params));
-        if let Err(e) = self.send(message, Some(id)).await {
+        let sent = self.send(message, Some(id)).await;
+        if let Err(e) = &sent {
             self.router.fail(id, &e.to_string());
-            return Err(e);
         }
-        Ok(call)
+        sent
     }
 
     /// Sends `method` and waits for its result (Warden's own requests: lists).
@@ -138,6 +164,7 @@ impl Link {
         match &self.transport {
             Transport::Stdio(t) => t.send(message).await,
             Transport::Http(t) => t.send(message, id).await,
+            Transport::LegacySse(t) => t.send(message).await,
         }
     }
 

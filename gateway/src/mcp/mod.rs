@@ -1,30 +1,37 @@
-//! MCP endpoints: agents speak MCP (Streamable HTTP) to Warden, which terminates their
-//! sessions (`session.rs`) and holds, per agent session, one upstream session per server of
-//! the endpoint (`link.rs`): a local process Warden starts and restarts (`stdio.rs`), or a
-//! remote server over Streamable HTTP (`streamable_http.rs`). What the agent sees of the servers'
-//! tools, prompts and resources carries the server's name (`protocol/mcp/names.rs`); every
-//! message is judged on the request path (`proxy/mcp.rs`).
+//! MCP endpoints: agents speak MCP to Warden (Streamable HTTP, or the legacy HTTP+SSE
+//! transport, `legacy_session.rs`), which terminates their sessions (`session.rs`) and holds,
+//! per agent session, one upstream session per server of the endpoint (`link.rs`): a local
+//! process Warden starts and restarts (`stdio.rs`), or a remote server over Streamable HTTP
+//! (`streamable_http.rs`) or the legacy HTTP+SSE transport (`legacy_sse.rs`). What the agent
+//! sees of the servers' tools, prompts and resources carries the server's name
+//! (`protocol/mcp/names.rs`); every message is judged on the request path (`proxy/mcp/`).
 //!
 //! Messages pass as JSON values, not typed structures: Warden reads only the fields it
 //! judges or rewrites (method, id, names, URIs, progress tokens) and forwards the rest as
 //! sent, so fields and methods of newer revisions are not lost on the way (see
 //! docs/tools.md, "Why not an SDK").
 
+mod binding;
 pub mod config;
 mod endpoint;
 mod error;
+mod legacy_session;
+mod legacy_sse;
 mod link;
+mod remote;
 mod router;
 mod session;
 mod stdio;
 mod stream;
 mod streamable_http;
+mod supervise;
 
 pub use config::{McpConfig, McpDenyStyle};
 pub use endpoint::{Endpoint, RemoteServer, Server, ServerKind, StdioCommand};
 pub use error::{LinkError, McpError};
+pub use legacy_session::{LegacySession, MESSAGES_PATH, SSE_PATH, session_param};
 pub use link::Link;
 pub use router::Call;
-pub use session::{REVISIONS, Session, Sessions, negotiate};
-pub use stream::{EventBody, event};
+pub use session::{LEGACY_REVISION, Over, REVISIONS, Session, Sessions, negotiate};
+pub use stream::{EventBody, event, relay};
 pub use streamable_http::{SESSION_HEADER, VERSION_HEADER};

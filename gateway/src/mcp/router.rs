@@ -243,6 +243,15 @@ impl Router {
         }
     }
 
+    /// Stops waiting for request `id`, which the agent cancelled (a server answers no
+    /// cancelled request): its receivers end without a response.
+    pub fn abandon(&self, id: i64) {
+        let pending = self.lock_pending().remove(&id);
+        if let Some(p) = pending {
+            self.forget_token(p.token.as_deref());
+        }
+    }
+
     /// Ends every request in flight with a JSON-RPC error.
     pub fn fail_all(&self, message: &str) {
         let ids: Vec<i64> = self.lock_pending().keys().copied().collect();
@@ -366,6 +375,18 @@ mod tests {
         );
         let event = events.try_recv().expect("an event");
         assert_eq!(event["params"]["uri"], "files+file:///a");
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_call_ends_without_a_response_and_its_late_answer_is_dropped() {
+        let (events_tx, mut events) = mpsc::channel(8);
+        let router = Router::new(Arc::from("files"), events_tx, Arc::default());
+        let mut call = router.register(4, Some(token_key(&json!(9))));
+        router.abandon(4);
+        assert!(call.done.try_recv().is_err(), "no response");
+        assert!(call.progress.recv().await.is_none(), "no more progress");
+        router.dispatch(json!({"jsonrpc": "2.0", "id": 4, "result": {}}), None);
+        assert!(events.try_recv().is_err(), "the late answer goes nowhere");
     }
 
     #[tokio::test]

@@ -2,35 +2,53 @@
 //! principal that created it (another principal presenting it is told the session does not
 //! exist), and holds the session's upstream sessions, one per server of the endpoint. A
 //! session ends on DELETE or after `mcp.session_idle_timeout` unused; its upstream sessions
-//! (and processes) end with it.
+//! (and processes) end with it. A session of the legacy HTTP+SSE transport
+//! (`legacy_session.rs`) has its stream's id, is reached only through that stream, and ends
+//! with it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dashmap::DashMap;
-use rand::RngCore;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
+use super::binding::{Binding, new_session_id};
 use super::endpoint::Endpoint;
 use super::error::McpError;
+use super::legacy_session::{LegacySession, LegacySessions};
 use super::link::Link;
 use super::router::ServerRequests;
+use super::stream::EventBody;
 use crate::action::Principal;
 use crate::protocol::mcp::jsonrpc::Id;
 
-/// The MCP revisions Warden speaks to agents, newest first.
+/// The MCP revisions Warden speaks to agents over Streamable HTTP, newest first.
 pub const REVISIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
+/// The revision that defined the legacy HTTP+SSE transport, spoken over that transport too.
+pub const LEGACY_REVISION: &str = "2024-11-05";
 
-/// The revision an agent asking for `asked` gets: the same when Warden speaks it, else the
-/// newest.
-pub fn negotiate(asked: Option<&str>) -> &'static str {
+/// The revision an agent asking for `asked` gets: the same when Warden speaks it (over the
+/// legacy transport when `legacy`), else the newest.
+pub fn negotiate(asked: Option<&str>, legacy: bool) -> &'static str {
+    if legacy && asked == Some(LEGACY_REVISION) {
+        return LEGACY_REVISION;
+    }
     REVISIONS
         .iter()
         .find(|r| Some(**r) == asked)
         .copied()
         .unwrap_or(REVISIONS[0])
+}
+
+/// The transport an agent opens its session over.
+#[derive(Clone, Copy)]
+pub enum Over<'a> {
+    /// Streamable HTTP: a new session id, answered in `Mcp-Session-Id`.
+    StreamableHttp,
+    /// The legacy HTTP+SSE transport: the session of this event stream.
+    LegacySse(&'a LegacySession),
 }
 
 /// Server messages held for an agent that has no event stream open, at most.
@@ -39,6 +57,8 @@ const EVENTS_BUFFER: usize = 256;
 /// Every open agent session, for the life of the process (they survive reloads).
 pub struct Sessions {
     map: DashMap<Arc<str>, Arc<Session>>,
+    /// The event streams of the legacy transport.
+    legacy: LegacySessions,
     /// The HTTP client for remote servers.
     http: reqwest::Client,
 }
@@ -54,6 +74,7 @@ impl Sessions {
     pub fn new() -> Sessions {
         Sessions {
             map: DashMap::new(),
+            legacy: LegacySessions::default(),
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(10))
                 .build()
@@ -61,22 +82,40 @@ impl Sessions {
         }
     }
 
-    /// Starts a session for `principal` on `endpoint` from the agent's `initialize` params:
-    /// one upstream session per server. Returns the session and the `initialize` result.
+    /// Starts a session for `principal` on `endpoint` from the agent's `initialize` params,
+    /// over the transport `over`: one upstream session per server. Returns the session and the
+    /// `initialize` result.
     pub async fn open(
         &self,
         endpoint: &Arc<Endpoint>,
         principal: &Principal,
         params: &Map<String, Value>,
+        over: Over<'_>,
     ) -> Result<(Arc<Session>, Value), McpError> {
         self.sweep();
+        if let Over::LegacySse(stream) = over
+            && stream.initialised()
+        {
+            return Err(McpError::Initialised);
+        }
         if self.map.len() >= endpoint.max_sessions {
             return Err(McpError::TooManySessions(endpoint.max_sessions));
         }
-        let version = negotiate(params.get("protocolVersion").and_then(Value::as_str));
+        let legacy = matches!(over, Over::LegacySse(_));
+        let version = negotiate(
+            params.get("protocolVersion").and_then(Value::as_str),
+            legacy,
+        );
         let mut client = params.clone();
         client.insert("protocolVersion".into(), Value::String(version.into()));
-        let (events_tx, events_rx) = mpsc::channel(EVENTS_BUFFER);
+        // The servers' own messages go to the session's GET stream, or the legacy stream.
+        let (id, events_tx, events_rx) = match over {
+            Over::StreamableHttp => {
+                let (tx, rx) = mpsc::channel(EVENTS_BUFFER);
+                (new_session_id(), tx, Some(rx))
+            }
+            Over::LegacySse(stream) => (Arc::clone(&stream.id), stream.events(), None),
+        };
         let requests = Arc::new(ServerRequests::default());
         let connects = endpoint.servers.iter().map(|server| {
             let events = events_tx.clone();
@@ -111,42 +150,73 @@ impl Sessions {
         }
         let result = initialize_result(version, &links);
         let session = Arc::new(Session {
-            id: new_session_id(),
-            principal: (Arc::clone(&principal.id), Arc::clone(&principal.issuer)),
-            route: Arc::clone(&endpoint.name),
+            id,
+            binding: Binding::new(principal, &endpoint.name, endpoint.idle_timeout),
+            legacy,
             version,
             links,
             requests,
-            events: Mutex::new(Some(events_rx)),
+            events: Mutex::new(events_rx),
             in_flight: Mutex::new(HashMap::new()),
-            last_used: Mutex::new(Instant::now()),
-            idle_timeout: endpoint.idle_timeout,
         });
         self.map
             .insert(Arc::clone(&session.id), Arc::clone(&session));
+        if let Over::LegacySse(stream) = over {
+            stream.set_initialised();
+            // The agent may have closed the stream while the servers started.
+            if stream.closed() {
+                self.end_legacy(&stream.id);
+                return Err(McpError::UnknownSession);
+            }
+        }
         Ok((session, result))
     }
 
-    /// The session `id` of `principal` on route `route`; any other's is unknown.
+    /// The Streamable HTTP session `id` of `principal` on route `route`; any other's is
+    /// unknown.
     pub fn get(
         &self,
         id: &str,
         principal: &Principal,
         route: &str,
     ) -> Result<Arc<Session>, McpError> {
+        self.find(id, principal, route, false)
+    }
+
+    /// The session of the legacy event stream `stream`, once the agent initialised it.
+    pub fn get_legacy(
+        &self,
+        stream: &LegacySession,
+        principal: &Principal,
+        route: &str,
+    ) -> Result<Arc<Session>, McpError> {
+        if !stream.initialised() {
+            return Err(McpError::NotInitialised);
+        }
+        self.find(&stream.id, principal, route, true)
+    }
+
+    fn find(
+        &self,
+        id: &str,
+        principal: &Principal,
+        route: &str,
+        legacy: bool,
+    ) -> Result<Arc<Session>, McpError> {
         let session = self
             .map
             .get(id)
             .map(|s| Arc::clone(s.value()))
             .ok_or(McpError::UnknownSession)?;
-        if !session.belongs_to(principal) || &*session.route != route {
+        if !session.binding.admits(principal, route) || session.legacy != legacy {
             return Err(McpError::UnknownSession);
         }
-        if session.idle() {
+        if session.binding.idle() {
             self.map.remove(id);
+            session.close();
             return Err(McpError::UnknownSession);
         }
-        session.touch();
+        session.binding.touch();
         Ok(session)
     }
 
@@ -161,12 +231,41 @@ impl Sessions {
     /// Ends the sessions unused for longer than their idle timeout.
     pub fn sweep(&self) {
         self.map.retain(|_, s| {
-            let keep = !s.idle();
+            let keep = !s.binding.idle();
             if !keep {
                 s.close();
             }
             keep
         });
+    }
+
+    /// Opens an event stream of the legacy transport for `principal` on `endpoint`: the
+    /// session and the stream's body, whose first event names where to post.
+    pub fn open_legacy(
+        &self,
+        endpoint: &Endpoint,
+        principal: &Principal,
+    ) -> Result<(Arc<LegacySession>, EventBody), McpError> {
+        self.legacy.open(endpoint, principal)
+    }
+
+    /// The legacy session `id` of `principal` on route `route`; any other's is unknown.
+    pub fn legacy(
+        &self,
+        id: &str,
+        principal: &Principal,
+        route: &str,
+    ) -> Result<Arc<LegacySession>, McpError> {
+        self.legacy.get(id, principal, route)
+    }
+
+    /// Ends legacy session `id` (its stream closed, or it rested too long) and the Warden
+    /// session initialised on it.
+    pub fn end_legacy(&self, id: &str) {
+        self.legacy.remove(id);
+        if let Some((_, session)) = self.map.remove_if(id, |_, s| s.legacy) {
+            session.close();
+        }
     }
 
     /// Open sessions.
@@ -182,24 +281,23 @@ impl Sessions {
 
 /// One agent session.
 pub struct Session {
-    /// `Mcp-Session-Id`.
+    /// `Mcp-Session-Id` (the stream's id for a legacy session).
     pub id: Arc<str>,
-    /// The principal (id, issuer) that created it.
-    principal: (Arc<str>, Arc<str>),
-    /// The route it was opened on.
-    pub route: Arc<str>,
+    /// Whose it is, where, and its idle clock.
+    binding: Binding,
+    /// Opened over the legacy HTTP+SSE transport (reached only through its stream).
+    legacy: bool,
     /// The revision negotiated with the agent.
     pub version: &'static str,
     /// The upstream sessions, by server name, in the endpoint's order.
     pub links: Vec<(Arc<str>, Arc<Link>)>,
     /// The servers' requests waiting for the agent's answer.
     pub requests: Arc<ServerRequests>,
-    /// The servers' own messages, for the agent's GET stream (taken while one is open).
+    /// The servers' own messages, for the agent's GET stream (taken while one is open;
+    /// never here for a legacy session, whose stream carries them).
     events: Mutex<Option<mpsc::Receiver<Value>>>,
     /// The agent's requests in flight: its id → (server, Warden's id upstream).
     in_flight: Mutex<HashMap<Id, (Arc<str>, i64)>>,
-    last_used: Mutex<Instant>,
-    idle_timeout: Duration,
 }
 
 impl Session {
@@ -209,22 +307,6 @@ impl Session {
             .iter()
             .find(|(name, _)| &**name == server)
             .map(|(_, l)| l)
-    }
-
-    fn belongs_to(&self, p: &Principal) -> bool {
-        self.principal.0 == p.id && self.principal.1 == p.issuer
-    }
-
-    fn idle(&self) -> bool {
-        self.last_used
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .elapsed()
-            > self.idle_timeout
-    }
-
-    fn touch(&self) {
-        *self.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
     }
 
     /// Ends every upstream session.
@@ -269,13 +351,6 @@ impl Session {
             .get(id)
             .cloned()
     }
-}
-
-/// A new session id: 256 random bits as 64 hex digits.
-fn new_session_id() -> Arc<str> {
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    Arc::from(hex::encode(bytes))
 }
 
 /// Warden's `initialize` result: the capabilities of the servers together, and their
@@ -328,18 +403,16 @@ mod tests {
 
     #[test]
     fn agents_get_their_revision_or_the_newest() {
-        assert_eq!(negotiate(Some("2025-03-26")), "2025-03-26");
-        assert_eq!(negotiate(Some("2025-06-18")), "2025-06-18");
-        assert_eq!(negotiate(Some("2024-11-05")), "2025-11-25");
-        assert_eq!(negotiate(None), "2025-11-25");
+        assert_eq!(negotiate(Some("2025-03-26"), false), "2025-03-26");
+        assert_eq!(negotiate(Some("2025-06-18"), false), "2025-06-18");
+        assert_eq!(negotiate(Some("2024-11-05"), false), "2025-11-25");
+        assert_eq!(negotiate(None, false), "2025-11-25");
     }
 
     #[test]
-    fn session_ids_are_long_random_and_visible_ascii() {
-        let a = new_session_id();
-        let b = new_session_id();
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 64);
-        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+    fn the_legacy_transport_speaks_its_own_revision_too() {
+        assert_eq!(negotiate(Some("2024-11-05"), true), "2024-11-05");
+        assert_eq!(negotiate(Some("2025-06-18"), true), "2025-06-18");
+        assert_eq!(negotiate(Some("2023-01-01"), true), "2025-11-25");
     }
 }

@@ -7,16 +7,17 @@
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use tokio::sync::{Mutex, mpsc, watch};
 
 use super::endpoint::StdioCommand;
 use super::error::LinkError;
 use super::router::{Router, State, closed as link_closed, handshake};
+use super::supervise::{self, Connection, Exit, Up};
 use crate::text::{FIELD_MAX, bounded};
 
 /// Longest line accepted from a server's stdout (one JSON-RPC message); a longer one is
@@ -43,21 +44,16 @@ impl StdioTransport {
         timeout: Duration,
     ) -> Result<StdioTransport, LinkError> {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let (first_tx, first_rx) = oneshot::channel();
-        let supervisor = Supervisor {
+        let process = Process {
             command: Arc::clone(command),
             router: Arc::clone(router),
             next_id: Arc::clone(next_id),
             init,
             timeout,
+            rx,
         };
-        tokio::spawn(supervisor.run(rx, first_tx));
-        let server = router.server.to_string();
-        match first_rx.await {
-            Ok(Ok(())) => Ok(StdioTransport { tx }),
-            Ok(Err(reason)) => Err(LinkError::Handshake { server, reason }),
-            Err(_) => Err(LinkError::Closed { server }),
-        }
+        supervise::start(process, router).await?;
+        Ok(StdioTransport { tx })
     }
 
     /// Queues `message` for the process.
@@ -68,73 +64,24 @@ impl StdioTransport {
     }
 }
 
-/// Keeps one local server running for one upstream session.
-struct Supervisor {
+/// One local server for one upstream session, run (and run again) by the supervisor.
+struct Process {
     command: Arc<StdioCommand>,
     router: Arc<Router>,
     next_id: Arc<AtomicI64>,
     init: Map<String, Value>,
     timeout: Duration,
+    /// The messages for the process.
+    rx: mpsc::Receiver<Value>,
 }
 
-/// Why one run of the process ended.
-enum Exit {
-    /// The session ended: do not restart.
-    Closed,
-    /// The process died or could not start.
-    Died(String),
-}
-
-impl Supervisor {
-    async fn run(self, mut rx: mpsc::Receiver<Value>, first: oneshot::Sender<Result<(), String>>) {
-        let mut first = Some(first);
-        let mut closed = self.router.state.subscribe();
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let started = Instant::now();
-            let reason = match self.run_once(&mut rx, &mut first, &mut closed).await {
-                Exit::Closed => return,
-                Exit::Died(reason) => reason,
-            };
-            self.router.state.send_if_modified(|s| {
-                let changed = *s == State::Ready;
-                if changed {
-                    *s = State::Starting;
-                }
-                changed
-            });
-            self.router
-                .fail_all("the MCP server exited; Warden is restarting it");
-            if let Some(first) = first.take() {
-                self.router.state.send_replace(State::Closed);
-                let _ = first.send(Err(reason));
-                return;
-            }
-            if started.elapsed() > Duration::from_secs(60) {
-                backoff = Duration::from_millis(100);
-            }
-            tracing::warn!(
-                server = %self.router.server,
-                reason = %bounded(&reason, FIELD_MAX),
-                restart_in_ms = backoff.as_millis() as u64,
-                "MCP server exited; restarting it"
-            );
-            tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
-                _ = link_closed(&mut closed) => return,
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(30));
-        }
-    }
+impl Connection for Process {
+    const LOST: &'static str = "the MCP server exited; Warden is restarting it";
+    const LOG: &'static str = "MCP server exited; restarting it";
 
     /// Starts the process, initialises it, and relays messages until it dies or the session
     /// ends.
-    async fn run_once(
-        &self,
-        rx: &mut mpsc::Receiver<Value>,
-        first: &mut Option<oneshot::Sender<Result<(), String>>>,
-        closed: &mut watch::Receiver<State>,
-    ) -> Exit {
+    async fn run_once(&mut self, up: &mut Up, closed: &mut watch::Receiver<State>) -> Exit {
         if *closed.borrow() == State::Closed {
             return Exit::Closed;
         }
@@ -177,19 +124,10 @@ impl Supervisor {
             kill(&mut child).await;
             return Exit::Died(reason);
         }
-        self.router.state.send_if_modified(|s| {
-            let changed = *s == State::Starting;
-            if changed {
-                *s = State::Ready;
-            }
-            changed
-        });
-        if let Some(first) = first.take() {
-            let _ = first.send(Ok(()));
-        }
+        up.ready();
         loop {
             tokio::select! {
-                message = rx.recv() => match message {
+                message = self.rx.recv() => match message {
                     Some(m) => {
                         if let Err(e) = write_line(&stdin, &m).await {
                             kill(&mut child).await;
@@ -212,7 +150,9 @@ impl Supervisor {
             }
         }
     }
+}
 
+impl Process {
     fn spawn(&self) -> std::io::Result<Child> {
         let c = &self.command;
         let mut command = Command::new(&c.program);

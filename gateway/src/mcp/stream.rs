@@ -1,9 +1,11 @@
-//! The body of Warden's own event streams to agents: server-sent events handed over a
-//! channel by the task that relays an upstream's messages.
+//! Warden's own event streams to agents: a body of server-sent events handed over a channel
+//! by the task that relays an upstream's messages, each message one `event: message`, and
+//! the relay of a session's server messages with keep-alive comments.
 
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame};
@@ -20,6 +22,11 @@ impl EventBody {
     pub fn channel(capacity: usize) -> (mpsc::Sender<Bytes>, EventBody) {
         let (tx, rx) = mpsc::channel(capacity);
         (tx, EventBody { rx })
+    }
+
+    /// The next chunk, or `None` once every sender is gone.
+    pub async fn next(&mut self) -> Option<Bytes> {
+        self.rx.recv().await
     }
 }
 
@@ -47,6 +54,36 @@ pub fn event(message: &Value) -> Bytes {
     Bytes::from(out)
 }
 
+/// A comment that keeps an idle event stream open through proxies.
+const KEEPALIVE: &[u8] = b": keepalive\n\n";
+
+/// Relays a session's server messages (`events`) to an agent's event stream (`tx`), with a
+/// keep-alive comment every `period`, until the agent leaves, the messages end, or `done`
+/// (asked at every keep-alive) says the session is over.
+pub async fn relay(
+    events: &mut mpsc::Receiver<Value>,
+    tx: &mpsc::Sender<Bytes>,
+    period: Duration,
+    done: impl Fn() -> bool,
+) {
+    let mut keepalive = tokio::time::interval(period);
+    keepalive.tick().await;
+    loop {
+        tokio::select! {
+            m = events.recv() => match m {
+                Some(m) => if tx.send(event(&m)).await.is_err() { return },
+                None => return,
+            },
+            _ = keepalive.tick() => {
+                if done() || tx.send(Bytes::from_static(KEEPALIVE)).await.is_err() {
+                    return;
+                }
+            }
+            () = tx.closed() => return,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +95,22 @@ mod tests {
             &e[..],
             b"event: message\ndata: {\"a\":\"line1\\nline2\"}\n\n"
         );
+    }
+
+    #[tokio::test]
+    async fn a_quiet_stream_carries_keepalives_until_the_session_is_over() {
+        let (events_tx, mut events) = mpsc::channel(4);
+        let (tx, mut body) = EventBody::channel(8);
+        let over = std::sync::atomic::AtomicBool::new(false);
+        let relay = relay(&mut events, &tx, Duration::from_millis(20), || {
+            over.load(std::sync::atomic::Ordering::Relaxed)
+        });
+        let agent = async {
+            events_tx.send(serde_json::json!({"n": 1})).await.unwrap();
+            assert!(body.next().await.unwrap().starts_with(b"event: message\n"));
+            assert_eq!(&body.next().await.unwrap()[..], KEEPALIVE);
+            over.store(true, std::sync::atomic::Ordering::Relaxed);
+        };
+        let ((), ()) = tokio::join!(relay, agent);
     }
 }

@@ -15,17 +15,14 @@ use serde_json::{Map, Value};
 
 use super::endpoint::RemoteServer;
 use super::error::LinkError;
+use super::remote::{self, describe};
 use super::router::{Router, State, closed as link_closed, handshake};
-use crate::action::Principal;
-use crate::protocol::{SseDecoder, SseSink};
-use crate::secrets::{NoPrincipal, Placed};
+use crate::secrets::Placed;
 
 /// `Mcp-Session-Id`.
 pub const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
 /// `MCP-Protocol-Version`.
 pub const VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
-/// Largest server-sent event accepted from a server.
-const MAX_EVENT: usize = 16 * 1024 * 1024;
 
 /// Sends messages to a remote server.
 pub struct HttpTransport {
@@ -103,7 +100,7 @@ impl HttpTransport {
                 .delete(&inner.remote.url)
                 .header(SESSION_HEADER, session);
             let request = match inner.credential().await {
-                Ok(credential) => with_credential(request, credential),
+                Ok(credential) => remote::with_credential(request, credential),
                 Err(_) => request,
             };
             let _ = tokio::time::timeout(Duration::from_secs(5), request.send()).await;
@@ -144,20 +141,7 @@ impl Inner {
 
     /// The upstream credential, if the server takes one, as a header or a query parameter.
     async fn credential(&self) -> Result<Option<Placed>, LinkError> {
-        let Some(provider) = &self.remote.credential else {
-            return Ok(None);
-        };
-        match provider
-            .credential(&Principal::anonymous(), &NoPrincipal)
-            .get()
-            .await
-        {
-            Ok(c) => Ok(Some(c.placed.clone())),
-            Err(e) => Err(LinkError::Credential {
-                server: self.router.server.to_string(),
-                reason: e.to_string(),
-            }),
-        }
+        remote::credential(&self.remote, &self.router.server).await
     }
 
     /// A request to the server with the session's headers and the upstream credential.
@@ -175,7 +159,7 @@ impl Inner {
         {
             request = request.header(VERSION_HEADER, version);
         }
-        Ok(with_credential(request, credential))
+        Ok(remote::with_credential(request, credential))
     }
 
     /// Posts one message; what the server answers is dispatched as it arrives.
@@ -245,28 +229,13 @@ impl Inner {
             }
             return;
         }
-        let mut decoder = SseDecoder::new(MAX_EVENT);
-        let mut events = Collect::default();
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    decoder.feed(&chunk, &mut events);
-                    for data in events.0.drain(..) {
-                        match serde_json::from_slice::<Value>(&data) {
-                            Ok(value) => self.router.dispatch(value, during),
-                            Err(_) if data.is_empty() => {}
-                            Err(e) => {
-                                tracing::info!(server = %self.router.server, error = %e, "MCP server sent an event that is not JSON")
-                            }
-                        }
-                    }
-                }
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::info!(server = %self.router.server, error = %describe(e), "the MCP server's event stream broke");
-                    return;
-                }
+        let read = remote::read_events(&mut response, |event, data| {
+            if event.is_empty() || event == b"message" {
+                remote::dispatch_event(&self.router, data, during);
             }
+        });
+        if let Err(e) = read.await {
+            tracing::info!(server = %self.router.server, error = %e, "the MCP server's event stream broke");
         }
     }
 
@@ -344,46 +313,6 @@ impl Inner {
                 _ = link_closed(&mut closed) => return,
             }
             backoff = (backoff * 2).min(Duration::from_secs(30));
-        }
-    }
-}
-
-/// The data of every event decoded.
-#[derive(Default)]
-struct Collect(Vec<Vec<u8>>);
-
-impl SseSink for Collect {
-    fn event(&mut self, event: &[u8], data: &[u8]) {
-        if event.is_empty() || event == b"message" {
-            self.0.push(data.to_vec());
-        }
-    }
-}
-
-/// A reqwest error without the URL's query (which could carry a secret).
-fn describe(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    crate::text::bounded(&text, crate::text::FIELD_MAX).into_owned()
-}
-
-/// `request` with the upstream credential: a header, or a query parameter (already encoded).
-fn with_credential(
-    request: reqwest::RequestBuilder,
-    credential: Option<Placed>,
-) -> reqwest::RequestBuilder {
-    match credential {
-        None => request,
-        Some(Placed::Header(name, value)) => request.header(name, value),
-        Some(Placed::Query(name, value)) => {
-            let value = percent_encoding::percent_decode_str(&value).decode_utf8_lossy();
-            request.query(&[(name.as_str(), &*value)])
         }
     }
 }

@@ -53,7 +53,8 @@ pub enum Protocol {
     Anthropic,
     /// Google Gemini (Generative Language API).
     Gemini,
-    /// MCP over Streamable HTTP: the endpoints of `mcp.endpoints` (no connector file names it).
+    /// MCP (Streamable HTTP, or the legacy HTTP+SSE transport): the endpoints of
+    /// `mcp.endpoints` (no connector file names it).
     #[serde(skip_deserializing)]
     Mcp,
     /// A REST API described by a connector's operations.

@@ -318,7 +318,7 @@ impl Exchange {
     }
 
     /// The answer to `refusal`, and its record and log line.
-    fn refused(&mut self, refusal: &Refusal) -> Response<Full<Bytes>> {
+    pub(super) fn refused(&mut self, refusal: &Refusal) -> Response<Full<Bytes>> {
         let mut response = refusal.respond(
             self.route.as_deref(),
             self.shape.as_ref(),

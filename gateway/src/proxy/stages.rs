@@ -1,6 +1,6 @@
 //! The stages every kind of traffic shares once it is read as an [`Action`]: its context,
 //! inspect, decide (with the durable decision record) and hold. `proxy::walk` and the MCP walk
-//! (`proxy/mcp.rs`) both call them.
+//! (`proxy/mcp/message.rs`) both call them.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};

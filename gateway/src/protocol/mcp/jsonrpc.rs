@@ -26,6 +26,9 @@ pub mod code {
     pub const DENIED: i64 = -32001;
     /// The upstream server is unavailable or failed.
     pub const UPSTREAM: i64 = -32002;
+    /// The agent cancelled the request (`notifications/cancelled`); MCP numbers no such
+    /// error, this is LSP's number for it.
+    pub const CANCELLED: i64 = -32800;
 }
 
 /// Why a body is not one JSON-RPC message Warden can judge. Never quotes more than a short,

@@ -21,7 +21,7 @@ use crate::protocol::response;
 use crate::protocol::usage::Usage;
 use crate::text::Quoted;
 
-/// The MCP dialect (Streamable HTTP, JSON-RPC 2.0).
+/// The MCP dialect (JSON-RPC 2.0, over Streamable HTTP or the legacy HTTP+SSE transport).
 pub struct Mcp;
 
 impl Dialect for Mcp {
@@ -29,7 +29,7 @@ impl Dialect for Mcp {
         "mcp"
     }
 
-    /// MCP messages are read by the MCP endpoint with its session (`proxy/mcp.rs`); a plain
+    /// MCP messages are read by the MCP endpoint with its session (`proxy/mcp/message.rs`); a plain
     /// request to an MCP route never gets here.
     fn interpret(&self, request: &Inbound<'_>) -> Result<Interpreted, ProtocolError> {
         Err(ProtocolError::UnsupportedEndpoint {

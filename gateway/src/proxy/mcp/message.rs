@@ -1,6 +1,6 @@
-//! The request path of an MCP endpoint: after route and identify, each agent message is read
-//! strictly (interpret), its session found, and — for what reaches a tool, prompt, resource
-//! or completion — inspected, decided, held and forwarded to its server through the
+//! One agent message on the request path of an MCP endpoint, whatever transport brought it:
+//! read strictly (interpret), its session found, and — for what reaches a tool, prompt,
+//! resource or completion — inspected, decided, held and forwarded to its server through the
 //! session's upstream session, with the same stages and the same exchange as an LLM call.
 //! Lists are assembled from every server and filtered item by item by Cedar; `initialize`,
 //! `ping`, notifications and answers to the servers' own requests are session business
@@ -10,80 +10,70 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{Either, Full};
-use hyper::body::Incoming;
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
 
-use super::exchange::{Exchange, ProxyBody, digest};
-use super::refusal::Refusal;
-use super::stages::{context, decide, hold, inspect};
+use super::answer::{empty, event_stream, json_response};
 use crate::action::{Action, Facts, Findings, Principal, Resource, ToolFacts, Verb};
 use crate::decision::Decision;
 use crate::mcp::{
-    Call, Endpoint, EventBody, Link, McpDenyStyle, McpError, SESSION_HEADER, Session,
-    VERSION_HEADER, event,
+    Call, Endpoint, EventBody, LegacySession, Link, McpDenyStyle, McpError, Over, SESSION_HEADER,
+    Session, VERSION_HEADER, event,
 };
 use crate::pins::{CallStatus, PinVerdict, Pins};
-use crate::protocol;
 use crate::protocol::Shape;
 use crate::protocol::mcp::McpShape;
 use crate::protocol::mcp::jsonrpc::{self, Id, Kind, Message};
 use crate::protocol::mcp::meaning::{self, Judged, ListKind, Meaning, Rewrite};
 use crate::protocol::mcp::names;
+use crate::proxy::exchange::{Exchange, PendingOutcome, ProxyBody, digest};
+use crate::proxy::refusal::Refusal;
+use crate::proxy::stages::{context, decide, hold, inspect};
 use crate::route::Route;
 use crate::snapshot::Snapshot;
 use crate::text::{FIELD_MAX, Quoted, bounded};
 
-/// RFC 9728's well-known path.
-const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 /// Pages of one server's list Warden reads at most.
 const MAX_PAGES: usize = 32;
 /// Events of one response held for a slow agent.
 const STREAM_BUFFER: usize = 16;
-/// How often an idle event stream carries a comment, so proxies keep it open.
-const KEEPALIVE: Duration = Duration::from_secs(15);
 
-/// The MCP stages for one request to `endpoint`, by HTTP method: POST a message, GET the
-/// session's event stream, DELETE the session.
-pub(super) async fn walk(
-    snap: &Snapshot,
-    ex: &mut Exchange,
-    route: &Arc<Route>,
-    endpoint: &Arc<Endpoint>,
-    principal: Arc<Principal>,
-    req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Refusal> {
-    check_origin(ex, &req)?;
-    let method = req.method().clone();
-    match method {
-        Method::POST => post(snap, ex, route, endpoint, principal, req).await,
-        Method::GET => {
-            let session = session(ex, req.headers(), &principal, route)?;
-            events(session)
-        }
-        Method::DELETE => {
-            let id = session_id(req.headers())?;
-            ex.shared().mcp.end(id, &principal, &route.name)?;
-            Ok(empty(StatusCode::OK))
-        }
-        other => Err(McpError::Method(Quoted::of(other.as_str())).into()),
-    }
+/// Who sends a message to which endpoint, under which snapshot.
+pub(super) struct Caller<'a> {
+    pub snap: &'a Snapshot,
+    pub route: &'a Arc<Route>,
+    pub endpoint: &'a Arc<Endpoint>,
+    pub principal: Arc<Principal>,
 }
 
-/// One message from the agent.
-async fn post(
-    snap: &Snapshot,
+/// The transport a message came over: how its session is found and how it is answered.
+#[derive(Clone, Copy)]
+pub(super) enum Via<'a> {
+    /// Streamable HTTP: the session these headers name (`Mcp-Session-Id`); a request is
+    /// answered in the POST's response, as JSON or as an event stream.
+    StreamableHttp(&'a HeaderMap),
+    /// The legacy HTTP+SSE transport: the session of this event stream; a request to a server
+    /// is answered as an event stream at once, which the transport relays to the session's
+    /// stream.
+    LegacySse(&'a LegacySession),
+}
+
+/// The stages for one message read from a POST (`body`, as sent).
+pub(super) async fn handle(
+    caller: Caller<'_>,
     ex: &mut Exchange,
-    route: &Arc<Route>,
-    endpoint: &Arc<Endpoint>,
-    principal: Arc<Principal>,
-    req: Request<Incoming>,
+    message: Message,
+    body: &[u8],
+    via: Via<'_>,
 ) -> Result<Response<ProxyBody>, Refusal> {
+    let Caller {
+        snap,
+        route,
+        endpoint,
+        principal,
+    } = caller;
     // interpret
-    let (head, body) = req.into_parts();
-    let body = protocol::body::read(body, &head.headers, &snap.config.limits).await?;
-    let message = Message::parse(&body).map_err(McpError::from)?;
     let id = match &message.kind {
         Kind::Request { id, .. } => Some(id.clone()),
         _ => None,
@@ -98,9 +88,15 @@ async fn post(
             }
         })?;
     if meaning == Meaning::Initialize {
-        return initialize(ex, endpoint, &principal, &message, &id_value).await;
+        return initialize(ex, endpoint, &principal, &message, &id_value, via).await;
     }
-    let session = session(ex, &head.headers, &principal, route)?;
+    let session = match via {
+        Via::StreamableHttp(headers) => session(ex, headers, &principal, route)?,
+        Via::LegacySse(stream) => ex
+            .shared()
+            .mcp
+            .get_legacy(stream, &principal, &route.name)?,
+    };
     match (meaning, id) {
         (Meaning::Judged(judged), Some(id)) => {
             let request = Judging {
@@ -109,8 +105,9 @@ async fn post(
                 endpoint,
                 session: &session,
                 principal,
+                stream_at_once: matches!(via, Via::LegacySse(_)),
             };
-            request.judged(ex, message, judged, id, &body).await
+            request.judged(ex, message, judged, id, body).await
         }
         (Meaning::List(kind), _) => {
             list(snap, ex, route, &session, &principal, kind, &id_value).await
@@ -127,22 +124,27 @@ async fn initialize(
     principal: &Principal,
     message: &Message,
     id: &Value,
+    via: Via<'_>,
 ) -> Result<Response<ProxyBody>, Refusal> {
+    let over = match via {
+        Via::StreamableHttp(_) => Over::StreamableHttp,
+        Via::LegacySse(stream) => Over::LegacySse(stream),
+    };
     let (session, result) = ex
         .shared()
         .mcp
-        .open(endpoint, principal, message.params())
+        .open(endpoint, principal, message.params(), over)
         .await?;
     ex.outcome(StatusCode::OK).mcp_result(None, None);
     let mut response = json_response(StatusCode::OK, &jsonrpc::result(id, result));
-    if let Ok(v) = HeaderValue::from_str(&session.id) {
+    if let (Via::StreamableHttp(_), Ok(v)) = (via, HeaderValue::from_str(&session.id)) {
         response.headers_mut().insert(SESSION_HEADER, v);
     }
     Ok(response)
 }
 
-/// The session the request names, if it is the caller's.
-fn session(
+/// The Streamable HTTP session the request names, if it is the caller's.
+pub(super) fn session(
     ex: &Exchange,
     headers: &HeaderMap,
     principal: &Principal,
@@ -162,7 +164,8 @@ fn session(
     Ok(session)
 }
 
-fn session_id(headers: &HeaderMap) -> Result<&str, McpError> {
+/// The `Mcp-Session-Id` a request names.
+pub(super) fn session_id(headers: &HeaderMap) -> Result<&str, McpError> {
     headers
         .get(SESSION_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -176,6 +179,10 @@ struct Judging<'a> {
     endpoint: &'a Arc<Endpoint>,
     session: &'a Arc<Session>,
     principal: Arc<Principal>,
+    /// Answer with an event stream at once and send the call in the background (the legacy
+    /// transport answers the POST once the message is judged, and relays every answer to the
+    /// session's stream).
+    stream_at_once: bool,
 }
 
 impl Judging<'_> {
@@ -248,12 +255,11 @@ impl Judging<'_> {
         rewrite.apply(message.params_mut());
         let method = message.method().unwrap_or_default().to_owned();
         let params = message.params().clone();
-        // forward
+        // forward: the call is known (and can be cancelled) before it is sent.
         let t = Instant::now();
-        let call = link.call(&method, params).await.map_err(McpError::from)?;
+        let call = link.prepare(&params).await.map_err(McpError::from)?;
         self.session
             .started(id.clone(), Arc::clone(&server), call.upstream_id);
-        // observe
         let flight = InFlight {
             session: Arc::clone(self.session),
             link,
@@ -261,7 +267,16 @@ impl Judging<'_> {
             id,
             tool_call,
         };
-        observe(ex, t, flight, self.endpoint.request_timeout).await
+        let timeout = self.endpoint.request_timeout;
+        if self.stream_at_once {
+            return Ok(forward_in_background(ex, flight, method, params, timeout));
+        }
+        if let Err(e) = flight.link.send_call(&flight.call, &method, params).await {
+            flight.session.finished(&flight.id);
+            return Err(McpError::from(e).into());
+        }
+        // observe
+        observe(ex, t, flight, timeout).await
     }
 }
 
@@ -282,8 +297,33 @@ enum First {
     Progress(Value),
     /// The response, with nothing before it: the answer is JSON.
     Done(Value),
+    /// The agent cancelled the request.
+    Cancelled,
     /// Nothing in time.
     Timeout,
+}
+
+/// What the outcome record says of a request the agent cancelled.
+const CANCELLED: &str = "cancelled by the agent";
+
+/// Forward and observe for the legacy transport, which answers the POST once the message is
+/// judged: the call is sent, and its answer streamed, in the background. A call that cannot
+/// be sent ends with a JSON-RPC error, streamed like a response.
+fn forward_in_background(
+    ex: &mut Exchange,
+    flight: InFlight,
+    method: String,
+    params: Map<String, Value>,
+    timeout: Duration,
+) -> Response<ProxyBody> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let outcome = ex.outcome(StatusCode::OK);
+    let (tx, body) = EventBody::channel(STREAM_BUFFER);
+    tokio::spawn(async move {
+        let _ = flight.link.send_call(&flight.call, &method, params).await;
+        stream_answer(tx, None, flight, deadline, timeout, outcome).await;
+    });
+    event_stream(body)
 }
 
 /// Observe: the server's answer to the agent, as JSON when the response comes alone, else as
@@ -292,9 +332,70 @@ enum First {
 async fn observe(
     ex: &mut Exchange,
     started: Instant,
-    flight: InFlight,
+    mut flight: InFlight,
     timeout: Duration,
 ) -> Result<Response<ProxyBody>, Refusal> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let first = tokio::select! {
+        biased;
+        Some(m) = flight.call.progress.recv() => First::Progress(m),
+        r = &mut flight.call.done => r.map_or(First::Cancelled, First::Done),
+        () = tokio::time::sleep_until(deadline) => First::Timeout,
+    };
+    ex.forwarded(started.elapsed().as_secs_f64());
+    let outcome = ex.outcome(StatusCode::OK);
+    let agent_id = flight.id.to_value();
+    let answer = match first {
+        First::Progress(first) => {
+            let (tx, body) = EventBody::channel(STREAM_BUFFER);
+            tokio::spawn(stream_answer(
+                tx,
+                Some(first),
+                flight,
+                deadline,
+                timeout,
+                outcome,
+            ));
+            return Ok(event_stream(body));
+        }
+        First::Done(response) => {
+            let response = answer_as_agent(response, &agent_id);
+            let (is_error, error) = result_of(&response, flight.tool_call);
+            outcome.mcp_result(is_error, error);
+            response
+        }
+        First::Cancelled => {
+            outcome.mcp_result(None, Some(CANCELLED.into()));
+            jsonrpc::error(&agent_id, jsonrpc::code::CANCELLED, CANCELLED)
+        }
+        First::Timeout => {
+            flight
+                .link
+                .router
+                .fail(flight.call.upstream_id, "timed out");
+            let message = format!(
+                "the MCP server did not answer within {} s",
+                timeout.as_secs()
+            );
+            outcome.mcp_result(None, Some(message.clone()));
+            jsonrpc::error(&agent_id, jsonrpc::code::UPSTREAM, &message)
+        }
+    };
+    flight.session.finished(&flight.id);
+    Ok(json_response(StatusCode::OK, &answer))
+}
+
+/// The answer to a call as events on `tx`: `first`, what the server sends while it works, and
+/// the response (none when the agent cancelled the call); the outcome is recorded when it has
+/// passed, or the deadline.
+async fn stream_answer(
+    tx: mpsc::Sender<Bytes>,
+    first: Option<Value>,
+    flight: InFlight,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    outcome: PendingOutcome,
+) {
     let InFlight {
         session,
         link,
@@ -307,75 +408,49 @@ async fn observe(
         mut progress,
         mut done,
     } = call;
-    let deadline = tokio::time::Instant::now() + timeout;
-    let first = tokio::select! {
-        biased;
-        Some(m) = progress.recv() => First::Progress(m),
-        r = &mut done => r.map_or(First::Timeout, First::Done),
-        () = tokio::time::sleep_until(deadline) => First::Timeout,
-    };
-    ex.forwarded(started.elapsed().as_secs_f64());
-    let outcome = ex.outcome(StatusCode::OK);
     let agent_id = id.to_value();
-    match first {
-        First::Done(response) => {
-            let response = answer_as_agent(response, &agent_id);
-            session.finished(&id);
-            let (is_error, error) = result_of(&response, tool_call);
-            outcome.mcp_result(is_error, error);
-            Ok(json_response(StatusCode::OK, &response))
+    let mut agent_gone = match first {
+        Some(m) => tx.send(event(&m)).await.is_err(),
+        None => false,
+    };
+    let relayed = tokio::time::timeout_at(deadline, async {
+        while let Some(m) = progress.recv().await {
+            if !agent_gone {
+                agent_gone = tx.send(event(&m)).await.is_err();
+            }
         }
-        First::Timeout => {
-            link.router.fail(upstream_id, "timed out");
-            session.finished(&id);
+        (&mut done).await.ok()
+    })
+    .await;
+    session.finished(&id);
+    // A cancelled call has no answer to pass on.
+    let (response, error) = match relayed {
+        Ok(Some(r)) => (Some(answer_as_agent(r, &agent_id)), None),
+        Ok(None) => (None, Some(CANCELLED.to_owned())),
+        Err(_) => {
             let message = format!(
                 "the MCP server did not answer within {} s",
                 timeout.as_secs()
             );
-            let response = jsonrpc::error(&agent_id, jsonrpc::code::UPSTREAM, &message);
-            outcome.mcp_result(None, Some(message));
-            Ok(json_response(StatusCode::OK, &response))
+            link.router.fail(upstream_id, "timed out");
+            (
+                Some(jsonrpc::error(&agent_id, jsonrpc::code::UPSTREAM, &message)),
+                Some(message),
+            )
         }
-        First::Progress(first) => {
-            let (tx, body) = EventBody::channel(STREAM_BUFFER);
-            tokio::spawn(async move {
-                let mut agent_gone = tx.send(event(&first)).await.is_err();
-                let relayed = tokio::time::timeout_at(deadline, async {
-                    while let Some(m) = progress.recv().await {
-                        if !agent_gone {
-                            agent_gone = tx.send(event(&m)).await.is_err();
-                        }
-                    }
-                    (&mut done).await.ok()
-                })
-                .await;
-                session.finished(&id);
-                let (response, error) = match relayed {
-                    Ok(Some(r)) => (answer_as_agent(r, &agent_id), None),
-                    _ => {
-                        let message = format!(
-                            "the MCP server did not answer within {} s",
-                            timeout.as_secs()
-                        );
-                        link.router.fail(upstream_id, "timed out");
-                        (
-                            jsonrpc::error(&agent_id, jsonrpc::code::UPSTREAM, &message),
-                            Some(message),
-                        )
-                    }
-                };
-                if !agent_gone {
-                    agent_gone = tx.send(event(&response)).await.is_err();
-                }
-                let (is_error, failed) = result_of(&response, tool_call);
-                let error = error.or(failed).or_else(|| {
-                    agent_gone.then(|| "the agent disconnected before the response".to_owned())
-                });
-                outcome.mcp_result(is_error, error);
-            });
-            Ok(event_stream(body))
-        }
+    };
+    if let Some(response) = &response
+        && !agent_gone
+    {
+        agent_gone = tx.send(event(response)).await.is_err();
     }
+    let (is_error, failed) = response
+        .as_ref()
+        .map_or((None, None), |r| result_of(r, tool_call));
+    let error = error
+        .or(failed)
+        .or_else(|| agent_gone.then(|| "the agent disconnected before the response".to_owned()));
+    outcome.mcp_result(is_error, error);
 }
 
 /// The response with the agent's own id.
@@ -669,6 +744,8 @@ async fn session_message(
                 let mut params = message.params().clone();
                 params.insert("requestId".into(), Value::from(upstream_id));
                 let _ = link.notify(&method, params).await;
+                // The server answers no cancelled request: Warden stops waiting for it.
+                link.router.abandon(upstream_id);
             }
         }
         _ => {
@@ -696,122 +773,4 @@ async fn reply(session: &Session, message: Message) -> Result<Response<ProxyBody
         None => tracing::debug!(id = %id, "an answer to no request Warden sent; dropped"),
     }
     Ok(empty(StatusCode::ACCEPTED))
-}
-
-/// GET: the session's event stream (the servers' own requests and notifications).
-fn events(session: Arc<Session>) -> Result<Response<ProxyBody>, Refusal> {
-    let Some(mut rx) = session.take_events() else {
-        return Err(McpError::StreamOpen.into());
-    };
-    let (tx, body) = EventBody::channel(STREAM_BUFFER);
-    tokio::spawn(async move {
-        let mut keepalive = tokio::time::interval(KEEPALIVE);
-        keepalive.tick().await;
-        loop {
-            tokio::select! {
-                m = rx.recv() => match m {
-                    Some(m) => if tx.send(event(&m)).await.is_err() { break },
-                    None => break,
-                },
-                _ = keepalive.tick() => {
-                    if tx.send(Bytes::from_static(b": keepalive\n\n")).await.is_err() {
-                        break;
-                    }
-                }
-                () = tx.closed() => break,
-            }
-        }
-        session.give_back_events(rx);
-    });
-    Ok(event_stream(body))
-}
-
-/// `/.well-known/oauth-protected-resource[/<endpoint prefix>]` (RFC 9728): the resource, and
-/// the authorization servers whose tokens Warden accepts (the identity section's issuers).
-/// `None` when the request is not for it.
-pub(super) fn protected_resource(
-    snap: &Snapshot,
-    ex: &Exchange,
-    req: &Request<Incoming>,
-) -> Option<Response<ProxyBody>> {
-    let rest = req.uri().path().strip_prefix(METADATA_PATH)?;
-    if req.method() != Method::GET {
-        return None;
-    }
-    let mut endpoints = snap.routes.iter().filter(|r| r.mcp.is_some());
-    let resource_path = if rest.is_empty() || rest == "/" {
-        endpoints.next()?;
-        String::new()
-    } else {
-        endpoints.find(|r| r.prefix == rest)?.prefix.clone()
-    };
-    let origin = own_origin(ex, req);
-    let issuers: Vec<&str> = snap
-        .config
-        .identity
-        .issuers
-        .iter()
-        .map(|i| i.issuer.as_str())
-        .collect();
-    let body = json!({
-        "resource": format!("{origin}{resource_path}"),
-        "authorization_servers": issuers,
-        "bearer_methods_supported": ["header"],
-        "resource_name": "Warden MCP endpoint",
-    });
-    Some(json_response(StatusCode::OK, &body))
-}
-
-/// The protected resource metadata URL of the endpoint at `prefix`.
-pub(super) fn metadata_url(ex: &Exchange, req: &Request<Incoming>, prefix: &str) -> String {
-    format!("{}{METADATA_PATH}{prefix}", own_origin(ex, req))
-}
-
-/// `scheme://host[:port]` as the agent reached Warden (`localhost` when it named no valid
-/// host).
-fn own_origin(ex: &Exchange, req: &Request<Incoming>) -> String {
-    let scheme = if ex.conn().tls { "https" } else { "http" };
-    let host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .and_then(|h| h.parse::<http::uri::Authority>().ok())
-                .map(|a| a.as_str().to_owned())
-        })
-        .unwrap_or_else(|| "localhost".into());
-    format!("{scheme}://{host}")
-}
-
-/// A browser's `Origin`, when sent, must be Warden's own (DNS rebinding: a page of another
-/// site must not reach the endpoint through the agent's browser).
-fn check_origin(ex: &Exchange, req: &Request<Incoming>) -> Result<(), McpError> {
-    let Some(origin) = req.headers().get(header::ORIGIN) else {
-        return Ok(());
-    };
-    let found = origin.to_str().unwrap_or_default();
-    if found.eq_ignore_ascii_case(&own_origin(ex, req)) {
-        Ok(())
-    } else {
-        Err(McpError::Origin(Quoted::of(found)))
-    }
-}
-
-fn json_response(status: StatusCode, body: &Value) -> Response<ProxyBody> {
-    protocol::json_response(status, body.to_string()).map(Either::Left)
-}
-
-fn event_stream(body: EventBody) -> Response<ProxyBody> {
-    let mut response = Response::new(Either::Right(Either::Right(body)));
-    protocol::event_stream_headers(response.headers_mut());
-    response
-}
-
-fn empty(status: StatusCode) -> Response<ProxyBody> {
-    let mut response = Response::new(Either::Left(Full::new(Bytes::new())));
-    *response.status_mut() = status;
-    response
 }
