@@ -6,7 +6,7 @@
 mod client_identity;
 pub mod config;
 mod conn;
-mod crypto;
+pub(crate) mod crypto;
 mod preface_deadline;
 mod serve;
 mod shutdown;

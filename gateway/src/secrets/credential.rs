@@ -7,6 +7,8 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use zeroize::Zeroizing;
 
 use super::template::ResolveError;
+use crate::vault::SecretError;
+pub use crate::vault::SecretOrigin;
 
 /// Why a request has no usable upstream credential. Never contains the secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,6 +50,15 @@ pub enum CredentialError {
     Unresolved(#[from] ResolveError),
 }
 
+impl From<SecretError> for CredentialError {
+    fn from(e: SecretError) -> CredentialError {
+        match e {
+            SecretError::Down { path, reason } => CredentialError::VaultDown { path, reason },
+            SecretError::Refused { path, reason } => CredentialError::Vault { path, reason },
+        }
+    }
+}
+
 impl CredentialError {
     /// The HTTP status the agent gets: 403 when the principal may not have this secret,
     /// 503 (fail closed) when Warden cannot get it.
@@ -79,17 +90,6 @@ pub enum Placed {
     Header(HeaderName, HeaderValue),
     /// A query parameter: its name and its value, already percent-encoded.
     Query(String, Zeroizing<String>),
-}
-
-/// Where a Vault secret came from: what audit records keep (never the value).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecretOrigin {
-    /// The secret's path (`secret/agents/team-a/github`, `database/creds/readonly`).
-    pub path: String,
-    /// The KV version read.
-    pub version: Option<u64>,
-    /// The lease of a dynamic secret.
-    pub lease_id: Option<String>,
 }
 
 /// A ready-to-send upstream credential.

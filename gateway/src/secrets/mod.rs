@@ -4,6 +4,7 @@
 
 pub mod config;
 mod credential;
+mod fetch;
 pub mod inject;
 mod injection;
 pub mod own;
@@ -14,8 +15,7 @@ mod vault_source;
 
 pub use config::{CredentialSource, InjectConfig, VaultSource};
 pub use credential::{Credential, CredentialError, Placed, SecretOrigin};
+pub use fetch::{CredentialProvider, Fetch, Lookup, NoPrincipal, ProviderError, SecretGuard};
 pub use injection::Injection;
-pub use provider::{
-    CredentialProvider, Fetch, Lookup, NoPrincipal, ProviderError, SecretGuard, provider,
-};
+pub use provider::provider;
 pub use template::{PathTemplate, ResolveError};

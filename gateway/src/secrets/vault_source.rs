@@ -9,8 +9,8 @@ use arc_swap::ArcSwapOption;
 
 use super::config::VaultSource;
 use super::credential::CredentialError;
+use super::fetch::{CredentialProvider, Fetch, Lookup, ProviderError, SecretGuard};
 use super::injection::Injection;
-use super::provider::{CredentialProvider, Fetch, Lookup, ProviderError, SecretGuard};
 use super::template::PathTemplate;
 use crate::action::Principal;
 use crate::vault::{Held, SecretKey, SecretStore, Slot};

@@ -538,7 +538,7 @@ async fn keep_alive(inner: std::sync::Weak<Inner>) {
 fn build_client(config: &VaultConfig, token: &str) -> Result<VaultClient, VaultError> {
     // The HTTP client takes rustls's process default: make sure there is one (`warden serve`
     // installs it at start; a library caller may not have).
-    crate::listener::install_crypto_provider();
+    crate::listener::crypto::install_crypto_provider();
     let mut settings = VaultClientSettingsBuilder::default();
     settings
         .address(config.address.as_str())

@@ -12,4 +12,4 @@ pub use client::{Vault, VaultStatus, margin};
 pub use config::VaultConfig;
 pub use error::VaultError;
 pub use secret::{KvSecret, LeasedSecret, SecretData};
-pub use store::{Held, SecretKey, SecretStore, Slot};
+pub use store::{Held, SecretError, SecretKey, SecretOrigin, SecretStore, Slot};

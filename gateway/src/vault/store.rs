@@ -16,7 +16,30 @@ use super::config::VaultConfig;
 use super::error::VaultError;
 use super::metrics::VAULT;
 use super::secret::SecretData;
-use crate::secrets::{CredentialError, SecretOrigin};
+
+/// Where a secret came from: what audit records keep (never the value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretOrigin {
+    /// The secret's path (`secret/agents/team-a/github`, `database/creds/readonly`).
+    pub path: String,
+    /// The KV version read.
+    pub version: Option<u64>,
+    /// The lease of a dynamic secret.
+    pub lease_id: Option<String>,
+}
+
+/// Why the store has no secret to give. Never holds a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    /// Vault is unreachable and no cached copy of the secret is still valid: fail closed.
+    #[error(
+        "vault is unreachable and the cached secret {path} has expired (or was never read): {reason}"
+    )]
+    Down { path: String, reason: String },
+    /// Vault answered, but not with the secret (no such path, no permission, a bad answer).
+    #[error("vault could not give {path}: {reason}")]
+    Refused { path: String, reason: String },
+}
 
 /// Which secret: a KV v2 version, or a leased path.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -76,7 +99,7 @@ pub struct Slot {
     next_try: AtomicU64,
     /// The last failure, answered at once until `next_try` (so an outage does not make every
     /// request wait for Vault's timeout).
-    last_error: std::sync::Mutex<Option<CredentialError>>,
+    last_error: std::sync::Mutex<Option<SecretError>>,
 }
 
 impl Slot {
@@ -178,7 +201,7 @@ impl SecretStore {
     }
 
     /// The secret: from memory when valid, else read from Vault (one call for all who wait).
-    pub async fn get(&self, slot: &Slot) -> Result<Arc<Held>, CredentialError> {
+    pub async fn get(&self, slot: &Slot) -> Result<Arc<Held>, SecretError> {
         if let Some(held) = self.cached(slot) {
             return Ok(held);
         }
@@ -297,15 +320,15 @@ impl SecretStore {
 
     /// Notes a failed read of `slot` and answers the error requests get: Vault down (and
     /// nothing valid cached) or Vault refusing.
-    fn failed(&self, slot: &Slot, e: VaultError) -> CredentialError {
+    fn failed(&self, slot: &Slot, e: VaultError) -> SecretError {
         let path = slot.key.path();
         let answer = if e.is_outage() || (e.is_forbidden() && !self.vault.is_logged_in()) {
-            CredentialError::VaultDown {
+            SecretError::Down {
                 path,
                 reason: e.to_string(),
             }
         } else {
-            CredentialError::Vault {
+            SecretError::Refused {
                 path,
                 reason: e.to_string(),
             }
