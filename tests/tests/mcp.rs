@@ -317,8 +317,9 @@ async fn the_agents_credential_never_reaches_the_upstream_and_the_servers_does()
         };
         let w = warden(
             vec![
+                // The double's `whoami` quotes the credential back: shown as it is here.
                 json!({"name": "double", "url": double.url(), "transport": transport,
-                        "credential": {"env": "DOUBLE_KEY"}}),
+                        "credential": {"env": "DOUBLE_KEY"}, "inject": {"redact": false}}),
             ],
             |b| b.env("DOUBLE_KEY", "upstream-secret-for-double"),
         )
@@ -360,6 +361,40 @@ async fn the_agents_credential_never_reaches_the_upstream_and_the_servers_does()
                 "{seen:?}"
             );
         }
+    }
+}
+
+/// A server that echoes its own credential (the double's `whoami`, an error quoting a header)
+/// shows the agent `[REDACTED]` instead, over both transports.
+#[tokio::test]
+async fn a_server_echoing_its_credential_shows_the_agent_redacted() {
+    for legacy in [false, true] {
+        let (double, transport) = if legacy {
+            (Double::start_sse().await.unwrap(), "sse")
+        } else {
+            (Double::start().await.unwrap(), "streamable_http")
+        };
+        let w = warden(
+            vec![
+                json!({"name": "double", "url": double.url(), "transport": transport,
+                        "credential": {"env": "DOUBLE_KEY"}}),
+            ],
+            |b| b.env("DOUBLE_KEY", "upstream-secret-for-double"),
+        )
+        .await;
+        let agent = w.token("e2e-agent").await.unwrap();
+        let r = mcp::session(
+            &w,
+            &w.url("/mcp/tools"),
+            &agent,
+            json!([{"op": "call", "name": "double_whoami", "arguments": {}}]),
+        )
+        .await
+        .unwrap();
+        let text = step(&r, 0)["text"].as_str().unwrap();
+        assert!(text.contains("Bearer [REDACTED]"), "{text}");
+        assert!(!r.to_string().contains("upstream-secret-for-double"), "{r}");
+        assert!(!w.output().contains("upstream-secret-for-double"));
     }
 }
 

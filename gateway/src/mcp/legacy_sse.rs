@@ -124,7 +124,7 @@ impl Inner {
         method: reqwest::Method,
         url: &Url,
     ) -> Result<reqwest::RequestBuilder, LinkError> {
-        let credential = remote::credential(&self.remote, &self.router.server).await?;
+        let credential = remote::credential(&self.remote, &self.router).await?;
         let request = self.client.request(method, url.clone());
         Ok(remote::with_credential(request, credential))
     }

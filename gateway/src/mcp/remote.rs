@@ -14,12 +14,14 @@ use crate::secrets::{NoPrincipal, Placed};
 /// Largest server-sent event accepted from a server.
 const MAX_EVENT: usize = 16 * 1024 * 1024;
 
-/// The upstream credential of `remote` (the server named `server`), if it takes one: a header
-/// or a query parameter. An unavailable credential fails closed.
+/// The upstream credential of `remote` (the server `router` speaks with), if it takes one: a
+/// header or a query parameter; its forms are redacted from the server's messages. An
+/// unavailable credential fails closed.
 pub(super) async fn credential(
     remote: &RemoteServer,
-    server: &str,
+    router: &Router,
 ) -> Result<Option<Placed>, LinkError> {
+    let server = &*router.server;
     let Some(provider) = &remote.credential else {
         return Ok(None);
     };
@@ -28,7 +30,10 @@ pub(super) async fn credential(
         .get()
         .await
     {
-        Ok(c) => Ok(Some(c.placed.clone())),
+        Ok(c) => {
+            router.redact(&c.echo);
+            Ok(Some(c.placed.clone()))
+        }
         Err(e) => Err(LinkError::Credential {
             server: server.to_owned(),
             reason: e.to_string(),

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot, watch};
+use zeroize::Zeroizing;
 
 use super::error::LinkError;
 use crate::protocol::mcp::jsonrpc::{self, Id, Kind, Message};
@@ -104,6 +105,9 @@ pub struct Router {
     pub state: watch::Sender<State>,
     /// The server's `initialize` result, once it answered.
     pub initialized: Mutex<Option<Value>>,
+    /// The forms of the credential Warden last sent the server: replaced with `[REDACTED]`
+    /// wherever its messages echo them (`inject.redact`).
+    echo: Mutex<Option<Arc<[Zeroizing<String>]>>>,
 }
 
 impl Router {
@@ -119,12 +123,30 @@ impl Router {
             requests,
             state,
             initialized: Mutex::new(None),
+            echo: Mutex::new(None),
+        }
+    }
+
+    /// Redacts `echo` (a credential's forms; empty: nothing) from the server's messages from
+    /// now on.
+    pub fn redact(&self, echo: &Arc<[Zeroizing<String>]>) {
+        let mut current = self.echo.lock().unwrap_or_else(|e| e.into_inner());
+        match (&*current, echo.is_empty()) {
+            (_, true) => *current = None,
+            (Some(known), false) if Arc::ptr_eq(known, echo) => {}
+            _ => *current = Some(Arc::clone(echo)),
         }
     }
 
     /// Handles one message from the server; `during`: the request whose HTTP response
     /// carried it, if any.
-    pub fn dispatch(&self, value: Value, during: Option<i64>) {
+    pub fn dispatch(&self, mut value: Value, during: Option<i64>) {
+        let echo = self.echo.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(echo) = echo
+            && crate::secrets::redact::redact_json(&mut value, &echo) > 0
+        {
+            tracing::info!(server = %self.server, "MCP server echoed its credential; redacted");
+        }
         let message = match Message::from_value(value) {
             Ok(m) => m,
             Err(e) => {

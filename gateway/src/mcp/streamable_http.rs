@@ -141,7 +141,7 @@ impl Inner {
 
     /// The upstream credential, if the server takes one, as a header or a query parameter.
     async fn credential(&self) -> Result<Option<Placed>, LinkError> {
-        remote::credential(&self.remote, &self.router.server).await
+        remote::credential(&self.remote, &self.router).await
     }
 
     /// A request to the server with the session's headers and the upstream credential.

@@ -108,6 +108,27 @@ impl Redactor {
     }
 }
 
+/// Replaces every secret of `secrets` in the strings of `value` (a JSON-RPC message from an
+/// MCP server) with `[REDACTED]`; returns how many were replaced.
+pub fn redact_json(value: &mut serde_json::Value, secrets: &[Zeroizing<String>]) -> usize {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => {
+            let mut count = 0;
+            for secret in secrets {
+                if text.contains(secret.as_str()) {
+                    count += text.matches(secret.as_str()).count();
+                    *text = text.replace(secret.as_str(), "[REDACTED]");
+                }
+            }
+            count
+        }
+        Value::Array(items) => items.iter_mut().map(|v| redact_json(v, secrets)).sum(),
+        Value::Object(fields) => fields.values_mut().map(|v| redact_json(v, secrets)).sum(),
+        _ => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +182,19 @@ mod tests {
         assert_eq!(out, "ends with sk-live-12");
         let (out, _) = run(&mut r, &["b64 c2stbGl2ZS0xMjM0NTY= too"]);
         assert_eq!(out, "b64 [REDACTED] too");
+    }
+
+    #[test]
+    fn secrets_in_a_json_message_are_replaced_wherever_they_are() {
+        let secrets = [Zeroizing::new("ghp-0123456789".to_owned())];
+        let mut message = serde_json::json!({"result": {"content": [
+            {"type": "text", "text": "token ghp-0123456789 is ghp-0123456789"}
+        ], "isError": false}});
+        assert_eq!(redact_json(&mut message, &secrets), 2);
+        assert_eq!(
+            message["result"]["content"][0]["text"],
+            "token [REDACTED] is [REDACTED]"
+        );
+        assert_eq!(message["result"]["isError"], false);
     }
 }
