@@ -626,3 +626,35 @@ async fn the_token_signing_key_comes_from_vault_and_is_shared_by_replicas() {
     );
     assert!(!first.output().contains("PRIVATE KEY"));
 }
+
+#[tokio::test]
+async fn a_stdio_mcp_servers_secret_env_comes_from_vault_and_is_redacted() {
+    let bao = OpenBao::start().await.expect("openbao");
+    bao.kv_put("e2e/openai", &[("api_key", OPENAI_KEY)]);
+    bao.kv_put("mcp/everything", &[("token", "ghp-mcp-stdio-secret")]);
+    let fake = FakeLlm::start().await.expect("fake llm");
+    let mut server = warden_e2e::mcp::everything_stdio("everything");
+    server["secret_env"] = json!({"EVERYTHING_TOKEN":
+        {"vault": {"kv": "secret/mcp/everything", "field": "token"}}});
+    let warden = warden(&bao, &fake, |b| {
+        b.set(
+            "/mcp",
+            json!({"servers": [server], "endpoints": [{"name": "tools", "servers": ["everything"]}]}),
+        )
+    })
+    .await;
+    let token = warden.token(AGENT).await.unwrap();
+    let r = warden_e2e::mcp::session(
+        &warden,
+        &warden.url("/mcp/tools"),
+        &token,
+        json!([{"op": "call", "name": "everything_get-env", "arguments": {}}]),
+    )
+    .await
+    .unwrap();
+    let text = r["steps"][0]["text"].as_str().unwrap_or_default();
+    // The process had the secret (only its exact value is replaced), and the agent never sees it.
+    assert!(text.contains("\"EVERYTHING_TOKEN\": \"[REDACTED]\""), "{r}");
+    assert!(!r.to_string().contains("ghp-mcp-stdio-secret"), "{r}");
+    assert!(!warden.output().contains("ghp-mcp-stdio-secret"));
+}

@@ -59,6 +59,10 @@ pub struct ServerConfig {
     /// Environment variables set for it (the rest of Warden's environment is not passed,
     /// except `PATH` and `HOME`).
     pub env: BTreeMap<String, String>,
+    /// Environment variables whose values are secrets, each from a source (`{ vault: { kv:
+    /// ..., field: ... } }`, `{ env: NAME }`, `{ file: PATH }`), read each time the process
+    /// starts, and redacted from what it sends.
+    pub secret_env: BTreeMap<String, CredentialSource>,
     /// Working directory.
     pub cwd: Option<PathBuf>,
     /// The remote server's endpoint: Streamable HTTP (`https://mcp.example.com/mcp`), or the
@@ -186,6 +190,14 @@ impl McpConfig {
                     if let Err(m) = crate::route::connector::validate_base_url(url) {
                         err(format!("{key}.url"), m);
                     }
+                    if !s.secret_env.is_empty() {
+                        err(
+                            format!("{key}.secret_env"),
+                            "a remote server takes no environment; give its credential in \
+                             credential:"
+                                .into(),
+                        );
+                    }
                     if s.inject.is_some() && s.credential.is_none() {
                         err(
                             format!("{key}.inject"),
@@ -208,9 +220,21 @@ impl McpConfig {
                         err(
                             format!("{key}.credential"),
                             "a local server takes no upstream credential header; pass secrets \
-                             in env"
+                             in secret_env"
                                 .into(),
                         );
+                    }
+                    for (name, source) in &s.secret_env {
+                        if let CredentialSource::Vault(v) = source
+                            && v.kv.iter().chain(&v.lease).any(|p| p.contains("{principal."))
+                        {
+                            err(
+                                format!("{key}.secret_env.{name}"),
+                                "a server process is not one principal's: its secret path \
+                                 cannot name one"
+                                    .into(),
+                            );
+                        }
                     }
                 }
             }
@@ -294,6 +318,18 @@ mod tests {
                 "mcp.servers[1]",
                 "mcp.endpoints[0].servers[1]"
             ]
+        );
+    }
+
+    #[test]
+    fn secret_env_is_for_local_servers_and_names_no_principal() {
+        let c = config(
+            "servers:\n  - {name: r, url: 'http://127.0.0.1:1/mcp', secret_env: {K: {env: X}}}\n  - {name: l, command: x, secret_env: {K: {vault: {kv: 'secret/{principal.owner}/k'}}, J: {env: Y}}}\nendpoints:\n  - {name: e, servers: [r, l]}\n",
+        );
+        let keys: Vec<String> = c.validate().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            ["mcp.servers[0].secret_env", "mcp.servers[1].secret_env.K"]
         );
     }
 

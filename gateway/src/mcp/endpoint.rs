@@ -10,8 +10,9 @@ use std::time::Duration;
 use super::config::{self, McpConfig, McpDenyStyle, RemoteTransport};
 use crate::config::error::ConfigErrors;
 use crate::route::connector::CredentialInjection;
-use crate::secrets::{self, CredentialProvider, CredentialSource, Injection};
+use crate::secrets::{self, CredentialProvider, CredentialSource, Injection, own};
 use crate::vault::SecretStore;
+use zeroize::Zeroizing;
 
 /// How Warden starts a local server.
 #[derive(Debug)]
@@ -19,7 +20,26 @@ pub struct StdioCommand {
     pub program: String,
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
+    /// Variables whose values are read from their source at each start.
+    pub secret_env: Vec<(String, CredentialSource)>,
+    /// The store `vault` sources of `secret_env` are read through.
+    pub secrets: Option<Arc<SecretStore>>,
     pub cwd: Option<PathBuf>,
+}
+
+impl StdioCommand {
+    /// The values of `secret_env`, read now (a Vault read only when not held already).
+    pub async fn secret_values(&self) -> Result<Vec<(String, Zeroizing<String>)>, String> {
+        let mut values = Vec::with_capacity(self.secret_env.len());
+        for (name, source) in &self.secret_env {
+            let key = format!("secret_env.{name}");
+            let value = own::read(source, self.secrets.as_ref(), &key)
+                .await
+                .map_err(|e| format!("cannot read {key}: {e}"))?;
+            values.push((name.clone(), Zeroizing::new(value.trim().to_owned())));
+        }
+        Ok(values)
+    }
 }
 
 /// Where a remote server is, and the credential Warden sends it.
@@ -120,12 +140,32 @@ fn server(
         }
     };
     let kind = match (&c.command, &c.url) {
-        (Some(program), _) => ServerKind::Stdio(Arc::new(StdioCommand {
-            program: program.clone(),
-            args: c.args.clone(),
-            env: c.env.clone(),
-            cwd: c.cwd.clone(),
-        })),
+        (Some(program), _) => {
+            if c.secret_env
+                .values()
+                .any(|s| matches!(s, CredentialSource::Vault(_)))
+                && secrets.is_none()
+            {
+                return Err(ConfigErrors::one(
+                    key("secret_env"),
+                    "names a Vault secret, but there is no vault: section saying how to reach \
+                     Vault"
+                        .to_owned(),
+                ));
+            }
+            ServerKind::Stdio(Arc::new(StdioCommand {
+                program: program.clone(),
+                args: c.args.clone(),
+                env: c.env.clone(),
+                secret_env: c
+                    .secret_env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                secrets: secrets.cloned(),
+                cwd: c.cwd.clone(),
+            }))
+        }
         (None, url) => {
             let default = CredentialInjection {
                 header: c

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{Mutex, mpsc, watch};
+use zeroize::Zeroizing;
 
 use super::endpoint::StdioCommand;
 use super::error::LinkError;
@@ -85,7 +86,18 @@ impl Connection for Process {
         if *closed.borrow() == State::Closed {
             return Exit::Closed;
         }
-        let mut child = match self.spawn() {
+        let secret_env = match self.command.secret_values().await {
+            Ok(values) => values,
+            Err(reason) => return Exit::Died(reason),
+        };
+        // What the process could quote back of its secrets is redacted from its messages.
+        let echo: Arc<[Zeroizing<String>]> = secret_env
+            .iter()
+            .filter(|(_, v)| v.len() >= 6)
+            .map(|(_, v)| v.clone())
+            .collect();
+        self.router.redact(&echo);
+        let mut child = match self.spawn(&secret_env) {
             Ok(child) => child,
             Err(e) => {
                 return Exit::Died(format!(
@@ -153,7 +165,7 @@ impl Connection for Process {
 }
 
 impl Process {
-    fn spawn(&self) -> std::io::Result<Child> {
+    fn spawn(&self, secret_env: &[(String, Zeroizing<String>)]) -> std::io::Result<Child> {
         let c = &self.command;
         let mut command = Command::new(&c.program);
         command
@@ -169,6 +181,9 @@ impl Process {
             }
         }
         command.envs(&c.env);
+        for (name, value) in secret_env {
+            command.env(name, value.as_str());
+        }
         if let Some(dir) = &c.cwd {
             command.current_dir(dir);
         }
