@@ -188,3 +188,33 @@ async fn a_path_warden_may_not_read_is_a_refusal_not_an_outage() {
         "Vault answered: it is up, the path is not granted"
     );
 }
+
+#[tokio::test]
+async fn a_namespace_is_where_every_call_goes() {
+    let bao = OpenBao::start();
+    bao.run(&["namespace", "create", "team-a"]);
+    bao.run(&[
+        "secrets",
+        "enable",
+        "-namespace=team-a",
+        "-path=secret",
+        "-version=2",
+        "kv",
+    ]);
+    bao.run(&[
+        "kv",
+        "put",
+        "-namespace=team-a",
+        "secret/app",
+        "key=in-team-a",
+    ]);
+    bao.run(&["kv", "put", "secret/app", "key=in-root"]);
+    let mut config = bao.root_config();
+    config.namespace = Some("team-a".into());
+    let vault = Vault::connect(config).await.unwrap();
+    let secret = vault.kv("secret", "app", None).await.unwrap();
+    assert_eq!(secret.data.get("key"), Some("in-team-a"));
+    let root = Vault::connect(bao.root_config()).await.unwrap();
+    let secret = root.kv("secret", "app", None).await.unwrap();
+    assert_eq!(secret.data.get("key"), Some("in-root"));
+}
