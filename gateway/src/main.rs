@@ -632,9 +632,12 @@ fn token_issuer(config: &warden::config::Config) -> Result<warden::identity::Tok
             .transpose()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let key = "identity.warden_issuer.key";
-        let pem = warden::secrets::own::read(source, store.as_ref(), key)
-            .await
-            .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+        let pem = warden::secrets::own::read(source, store.as_ref(), key).await;
+        // A leased key's lease ends with the command.
+        if let Some(store) = &store {
+            store.shutdown(std::time::Duration::from_secs(5)).await;
+        }
+        let pem = pem.map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
         Ok(warden::identity::TokenIssuer::from_pem(cfg, &pem, key)?)
     })
 }

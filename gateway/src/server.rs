@@ -174,9 +174,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         tracing::error!(error = %e, "admin listener task failed");
     }
     // Leases end with Warden: what it held from Vault is revoked, not left to expire.
-    if let Some(secrets) = shared.snapshot.load().secrets.clone() {
-        secrets.shutdown(std::time::Duration::from_secs(5)).await;
-    }
+    crate::vault::SecretStore::shutdown_all(std::time::Duration::from_secs(5)).await;
     let mut stop = AuditEvent::now(EventKind::System);
     stop.detail = Some(serde_json::json!({ "event": "stop" }));
     shared.audit.append_detached(stop);

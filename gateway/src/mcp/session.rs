@@ -77,6 +77,9 @@ impl Sessions {
             legacy: LegacySessions::default(),
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(10))
+                // A redirect would carry the server's credential (in any header it is sent
+                // in) to wherever the server points: servers are reached where configured.
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap_or_default(),
         }

@@ -243,14 +243,33 @@ fn observe(ex: &mut Exchange, route: &Route, response: Response<Incoming>) -> Re
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     inject::strip_hop_by_hop(&mut parts.headers);
     let outcome = ex.outcome(parts.status);
-    let redactor = ex.redactor();
-    if redactor.is_some() {
-        // Redaction may change the body's length.
-        parts.headers.remove(http::header::CONTENT_LENGTH);
+    let mut redactor = ex.redactor();
+    if let Some(r) = redactor.as_mut() {
+        r.headers(&mut parts.headers);
+        if bodiless(parts.status) {
+            redactor = None;
+        } else {
+            // Redaction may change the body's length.
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+            if parts
+                .headers
+                .get(http::header::CONTENT_ENCODING)
+                .is_some_and(|v| v.as_bytes() != b"identity")
+            {
+                tracing::warn!(route = %route.name, "the upstream compressed its response although asked not to; an echoed credential in it cannot be redacted");
+            }
+        }
     }
     let body = ObservedBody::new(body, outcome, route.protocol.dialect(), event_stream)
         .redacting(redactor);
     Response::from_parts(parts, Either::Right(Either::Left(body)))
+}
+
+/// A response that has no body (its length header describes another, or none).
+fn bodiless(status: http::StatusCode) -> bool {
+    status.is_informational()
+        || status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED
 }
 
 /// Record: the exchange answers a refusal, records what the request came to and counts it.

@@ -35,6 +35,24 @@ impl Redactor {
         self.count
     }
 
+    /// Redacts the secrets from `headers` (a `Location` or `Link` quoting a query-parameter
+    /// credential, a debug header echoing one); returns how many were replaced.
+    pub fn headers(&mut self, headers: &mut http::HeaderMap) -> usize {
+        let before = self.count;
+        for value in headers.values_mut() {
+            if !self.any_in(value.as_bytes()) {
+                continue;
+            }
+            let redacted = self.replace_all(value.as_bytes());
+            // `[REDACTED]` is a valid header value wherever the secret was.
+            if let Ok(mut new) = http::HeaderValue::from_bytes(&redacted) {
+                new.set_sensitive(value.is_sensitive());
+                *value = new;
+            }
+        }
+        self.count - before
+    }
+
     /// The part of `chunk` (after what was held back) that can be passed on now.
     pub fn push(&mut self, chunk: Bytes) -> Bytes {
         if self.tail.is_empty() && !self.any_in(&chunk) && self.partial(&chunk) == 0 {
@@ -182,6 +200,20 @@ mod tests {
         assert_eq!(out, "ends with sk-live-12");
         let (out, _) = run(&mut r, &["b64 c2stbGl2ZS0xMjM0NTY= too"]);
         assert_eq!(out, "b64 [REDACTED] too");
+    }
+
+    #[test]
+    fn response_headers_are_redacted_too() {
+        let mut r = redactor(&["sk-live-123456"]);
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::LOCATION,
+            "/v1/items/?api_key=sk-live-123456".parse().unwrap(),
+        );
+        headers.insert("x-other", "fine".parse().unwrap());
+        assert_eq!(r.headers(&mut headers), 1);
+        assert_eq!(headers["location"], "/v1/items/?api_key=[REDACTED]");
+        assert_eq!(headers["x-other"], "fine");
     }
 
     #[test]

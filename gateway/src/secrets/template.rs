@@ -60,6 +60,10 @@ pub enum TemplateError {
     },
     #[error("unclosed {{ in {0:?}")]
     Unclosed(String),
+    #[error(
+        "{0:?} starts with a placeholder: the first segment (the mount) must be fixed, so that no principal attribute chooses it"
+    )]
+    AttributeMount(String),
 }
 
 /// Why a path template gives no path for a principal. Names the attribute, never a secret.
@@ -122,6 +126,9 @@ pub struct PathTemplate {
 
 impl PathTemplate {
     pub fn parse(text: &str) -> Result<PathTemplate, TemplateError> {
+        if text.starts_with('{') {
+            return Err(TemplateError::AttributeMount(text.to_owned()));
+        }
         let known = PrincipalVar::ALL
             .iter()
             .map(|(n, _)| format!("{{{n}}}"))
@@ -176,6 +183,19 @@ impl PathTemplate {
                     path.push_str(value);
                 }
             }
+        }
+        // Each segment as resolved: attributes side by side (`{principal.owner}{principal.fleet}`)
+        // or beside a dot must not make `.` or `..`, nor an empty segment.
+        if self.is_templated()
+            && path
+                .split('/')
+                .any(|segment| segment.is_empty() || segment == "." || segment == "..")
+        {
+            return Err(ResolveError::Unsafe {
+                template: self.text.clone(),
+                var: "the resolved path",
+                principal: principal.id.to_string(),
+            });
         }
         Ok(path)
     }
@@ -339,6 +359,14 @@ mod tests {
                 "{bad:?} must be refused"
             );
         }
+        let joined = PathTemplate::parse("secret/x/{principal.owner}{principal.fleet}/k").unwrap();
+        let mut dots = agent("ci", Some("."));
+        dots.fleet = Some(Arc::from("."));
+        assert!(matches!(
+            joined.resolve(&dots),
+            Err(ResolveError::Unsafe { .. })
+        ));
+        assert!(PathTemplate::parse("{principal.owner}/github").is_err());
         let missing = t.resolve(&agent("ci", None)).unwrap_err();
         assert!(missing.to_string().contains("principal.owner"), "{missing}");
         let fixed = PathTemplate::parse("secret/openai").unwrap();

@@ -5,8 +5,6 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
-
 use super::config::VaultSource;
 use super::credential::CredentialError;
 use super::fetch::{CredentialProvider, Fetch, Lookup, ProviderError, SecretGuard};
@@ -33,20 +31,16 @@ pub struct VaultCredential {
     field: Option<String>,
     injection: Injection,
     store: Arc<SecretStore>,
-    /// For a path that names no principal attribute: its slot, and the credential made from
-    /// the secret it last held (so a cached secret costs no formatting per request).
-    fixed: Option<FixedPath>,
+    /// For a path that names no principal attribute: its slot.
+    fixed: Option<Arc<Slot>>,
+    /// This provider's mark on what it made of a held secret (its formatted credential,
+    /// kept with the secret so that a cached secret costs no formatting per request, and
+    /// goes when the secret goes).
+    id: u64,
 }
 
-struct FixedPath {
-    slot: Arc<Slot>,
-    memo: ArcSwapOption<Memo>,
-}
-
-struct Memo {
-    held: Arc<Held>,
-    credential: Lookup,
-}
+/// The marks of providers.
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl fmt::Debug for VaultCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -116,13 +110,11 @@ impl VaultCredential {
             injection: injection.clone(),
             store: Arc::clone(store),
             fixed: None,
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         if !credential.path.is_templated() {
             let key = credential.key(credential.path.as_str());
-            credential.fixed = Some(FixedPath {
-                slot: store.slot(&key),
-                memo: ArcSwapOption::empty(),
-            });
+            credential.fixed = Some(store.slot(&key));
         }
         Ok(credential)
     }
@@ -155,19 +147,16 @@ impl VaultCredential {
             .map(Arc::new)
     }
 
-    /// The credential of the fixed path, from the memo when it was made from `held`.
-    fn memoized(&self, fixed: &FixedPath, held: Arc<Held>) -> Lookup {
-        if let Some(memo) = &*fixed.memo.load()
-            && Arc::ptr_eq(&memo.held, &held)
+    /// The credential made of `held`: made once per secret read, then kept with it.
+    fn made(&self, held: &Held) -> Lookup {
+        if let Some(made) = held.made_by(self.id)
+            && let Some(lookup) = made.downcast_ref::<Lookup>()
         {
-            return memo.credential.clone();
+            return lookup.clone();
         }
-        let credential = self.render(&held);
-        fixed.memo.store(Some(Arc::new(Memo {
-            held,
-            credential: credential.clone(),
-        })));
-        credential
+        let lookup = self.render(held);
+        held.remember(self.id, Arc::new(lookup.clone()));
+        lookup
     }
 }
 
@@ -198,7 +187,7 @@ fn key_of(kind: &Kind, path: &str) -> SecretKey {
 /// `store`. `key` names the configuration key in errors.
 pub async fn read_one(
     source: &VaultSource,
-    store: &SecretStore,
+    store: &Arc<SecretStore>,
     key: &str,
 ) -> Result<zeroize::Zeroizing<String>, CredentialError> {
     let refused = |why: String| CredentialError::Vault {
@@ -241,31 +230,27 @@ pub async fn read_one(
 
 impl CredentialProvider for VaultCredential {
     fn credential<'a>(&'a self, principal: &'a Principal, guard: &'a dyn SecretGuard) -> Fetch<'a> {
-        if let Some(fixed) = &self.fixed {
-            if let Some(held) = self.store.cached(&fixed.slot) {
-                return Fetch::Ready(self.memoized(fixed, held));
+        let slot = match &self.fixed {
+            Some(slot) => Arc::clone(slot),
+            None => {
+                let path = match self.path.resolve(principal) {
+                    Ok(path) => path,
+                    Err(e) => return Fetch::Ready(Err(e.into())),
+                };
+                // Policy judges the path as audit records name it: `<mount>/<path>`.
+                let key = self.key(&path);
+                if let Err(e) = guard.check(principal, &key.path()) {
+                    return Fetch::Ready(Err(e));
+                }
+                self.store.slot(&key)
             }
-            return Fetch::Pending(Box::pin(async move {
-                let held = self.store.get(&fixed.slot).await?;
-                self.memoized(fixed, held)
-            }));
-        }
-        let path = match self.path.resolve(principal) {
-            Ok(path) => path,
-            Err(e) => return Fetch::Ready(Err(e.into())),
         };
-        // Policy judges the path as audit records name it: `<mount>/<path>`.
-        let key = self.key(&path);
-        if let Err(e) = guard.check(principal, &key.path()) {
-            return Fetch::Ready(Err(e));
-        }
-        let slot = self.store.slot(&key);
         if let Some(held) = self.store.cached(&slot) {
-            return Fetch::Ready(self.render(&held));
+            return Fetch::Ready(self.made(&held));
         }
         Fetch::Pending(Box::pin(async move {
             let held = self.store.get(&slot).await?;
-            self.render(&held)
+            self.made(&held)
         }))
     }
 }

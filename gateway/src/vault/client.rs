@@ -247,14 +247,24 @@ impl Vault {
             .call_once(method.clone(), path, body.as_ref(), what)
             .await;
         let result = match first {
-            Err(e) if e.is_forbidden() => match self.login(generation).await {
-                Ok(()) => self.call_once(method, path, body.as_ref(), what).await,
-                Err(login) => Err(login),
-            },
+            // A 403 is a revoked or expired token, or a path Warden's Vault policy does not
+            // grant: only the first needs a login (each login makes a token).
+            Err(e) if e.is_forbidden() && !self.token_is_valid().await => {
+                match self.login(generation).await {
+                    Ok(()) => self.call_once(method, path, body.as_ref(), what).await,
+                    Err(login) => Err(login),
+                }
+            }
             other => other,
         };
         self.note(&result);
         result
+    }
+
+    /// Whether Vault still accepts the current token (`auth/token/lookup-self`).
+    async fn token_is_valid(&self) -> bool {
+        let client = self.inner.client.load_full();
+        vaultrs::token::lookup_self(&*client).await.is_ok()
     }
 
     async fn call_once(
@@ -396,7 +406,17 @@ impl Vault {
             }
         };
         let client = build_client(config, &auth.token)?;
-        self.inner.client.store(Arc::new(client));
+        let old = self.inner.client.swap(Arc::new(client));
+        // The token this login replaces is Warden's own (not one it was given): revoke it
+        // rather than leave it to its TTL.
+        if !matches!(config.auth, VaultAuth::Token { .. })
+            && !old.settings.token.is_empty()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = vaultrs::token::revoke_self(&*old).await;
+            });
+        }
         self.inner
             .logged_in
             .store(true, std::sync::atomic::Ordering::Release);

@@ -80,10 +80,37 @@ pub struct Held {
     lease: Option<(String, bool)>,
     /// The lease duration asked for at renewal (the one first granted).
     lease_duration: Duration,
+    /// Vault granted less than asked at the last renewal (the lease nears its maximum TTL):
+    /// the next refresh reads a new lease instead of renewing.
+    last_renewal: bool,
     /// After this, the secret is not used.
     expires: Instant,
     /// From this on, the background task renews or re-reads it.
     refresh_at: Instant,
+    /// What a user of the secret made of it (a formatted credential), kept as long as the
+    /// secret is: dropped with it when it expires, idles or is replaced.
+    made: ArcSwapOption<Made>,
+}
+
+/// A value made from a [`Held`] secret by one of its users.
+pub struct Made {
+    owner: u64,
+    value: Arc<dyn std::any::Any + Send + Sync>,
+}
+
+impl Held {
+    /// What user `owner` made of this secret, if it did.
+    pub fn made_by(&self, owner: u64) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let made = self.made.load();
+        made.as_ref()
+            .filter(|m| m.owner == owner)
+            .map(|m| Arc::clone(&m.value))
+    }
+
+    /// Keeps what user `owner` made of this secret (the last user's only).
+    pub fn remember(&self, owner: u64, value: Arc<dyn std::any::Any + Send + Sync>) {
+        self.made.store(Some(Arc::new(Made { owner, value })));
+    }
 }
 
 /// One secret's place in the store.
@@ -114,6 +141,8 @@ pub struct SecretStore {
     config: VaultConfig,
     slots: DashMap<SecretKey, Arc<Slot>>,
     epoch: Instant,
+    /// Shut down: nothing more is read, renewed or held.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for SecretStore {
@@ -130,6 +159,10 @@ const TICK: Duration = Duration::from_secs(1);
 /// Longest wait between two tries while Vault fails.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// Every store alive in the process (a reload may leave an old one in use by open MCP
+/// sessions): shutdown revokes what each holds.
+static STORES: std::sync::Mutex<Vec<Weak<SecretStore>>> = std::sync::Mutex::new(Vec::new());
+
 impl SecretStore {
     /// A store on Vault as `config` says; inside a tokio runtime, its background task runs
     /// for as long as the store lives. Vault need not be up.
@@ -140,10 +173,14 @@ impl SecretStore {
             config,
             slots: DashMap::new(),
             epoch: Instant::now(),
+            closed: std::sync::atomic::AtomicBool::new(false),
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(tend(Arc::downgrade(&store)));
         }
+        let mut stores = lock(&STORES);
+        stores.retain(|s| s.strong_count() > 0);
+        stores.push(Arc::downgrade(&store));
         Ok(store)
     }
 
@@ -155,6 +192,7 @@ impl SecretStore {
             config,
             slots: DashMap::new(),
             epoch: Instant::now(),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -166,6 +204,10 @@ impl SecretStore {
     /// Whether Vault answered the last call.
     pub fn status(&self) -> VaultStatus {
         self.vault.status()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// The slot of `key`, made on first use.
@@ -193,21 +235,48 @@ impl SecretStore {
     /// The secret, if one still valid is in memory (no I/O); marks it used.
     pub fn cached(&self, slot: &Slot) -> Option<Arc<Held>> {
         let held = slot.current.load_full()?;
-        if Instant::now() >= held.expires {
+        let now = Instant::now();
+        if now >= held.expires {
             return None;
         }
-        slot.last_used.store(self.now_ms(), Ordering::Relaxed);
+        // Written at most once a second: every worker touches this line.
+        let now_ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
+            .unwrap_or(u64::MAX);
+        if now_ms.saturating_sub(slot.last_used.load(Ordering::Relaxed)) >= 1000 {
+            slot.last_used.store(now_ms, Ordering::Relaxed);
+        }
         Some(held)
     }
 
     /// The secret: from memory when valid, else read from Vault (one call for all who wait).
-    pub async fn get(&self, slot: &Slot) -> Result<Arc<Held>, SecretError> {
+    /// The read runs in a task of its own: a request that goes away while it waits leaves
+    /// the read to finish and its lease to be kept (and revoked in time), never lost.
+    pub async fn get(self: &Arc<Self>, slot: &Arc<Slot>) -> Result<Arc<Held>, SecretError> {
         if let Some(held) = self.cached(slot) {
             return Ok(held);
         }
+        let store = Arc::clone(self);
+        let slot = Arc::clone(slot);
+        let path = slot.key.path();
+        match tokio::spawn(async move { store.fetch(&slot).await }).await {
+            Ok(result) => result,
+            Err(e) => Err(SecretError::Refused {
+                path,
+                reason: format!("the read was interrupted: {e}"),
+            }),
+        }
+    }
+
+    async fn fetch(&self, slot: &Slot) -> Result<Arc<Held>, SecretError> {
         let _fetching = slot.fetching.lock().await;
         if let Some(held) = self.cached(slot) {
             return Ok(held);
+        }
+        if self.is_closed() {
+            return Err(SecretError::Refused {
+                path: slot.key.path(),
+                reason: "Warden is shutting down".into(),
+            });
         }
         if self.now_ms() < slot.next_try.load(Ordering::Relaxed)
             && let Some(e) = lock(&slot.last_error).clone()
@@ -218,14 +287,11 @@ impl SecretStore {
         match self.read(&slot.key).await {
             Ok(held) => {
                 let held = Arc::new(held);
-                self.replace(slot, Some(Arc::clone(&held)));
+                self.replace(slot, Some(Arc::clone(&held)), Revoke::Never);
                 self.succeeded(slot);
                 Ok(held)
             }
-            Err(e) => {
-                let e = self.failed(slot, e);
-                Err(e)
-            }
+            Err(e) => Err(self.failed(slot, e)),
         }
     }
 
@@ -237,23 +303,10 @@ impl SecretStore {
                 path,
                 version,
             } => self.vault.kv(mount, path, *version).await.map(|kv| {
-                let now = Instant::now();
                 let ttl = self.config.kv_ttl;
-                Held {
-                    data: kv.data,
-                    origin: Arc::new(SecretOrigin {
-                        path: key.path(),
-                        version: Some(kv.version),
-                        lease_id: None,
-                    }),
-                    lease: None,
-                    lease_duration: ttl,
-                    expires: now + ttl,
-                    refresh_at: now + ttl.saturating_sub(margin(self.config.renew_margin, ttl)),
-                }
+                self.held(kv.data, key.path(), Some(kv.version), None, ttl)
             }),
             SecretKey::Lease { path } => self.vault.read_leased(path).await.map(|leased| {
-                let now = Instant::now();
                 // A secret without a lease (a plain read of a non-dynamic path, whose
                 // `lease_duration` is only a refresh hint: 32 days on KV v1) is kept as KV is,
                 // for `kv_ttl`.
@@ -262,20 +315,9 @@ impl SecretStore {
                 } else {
                     leased.lease_duration
                 };
-                let lease_id = (!leased.lease_id.is_empty()).then_some(leased.lease_id);
-                Held {
-                    data: leased.data,
-                    origin: Arc::new(SecretOrigin {
-                        path: path.clone(),
-                        version: None,
-                        lease_id: lease_id.clone(),
-                    }),
-                    lease: lease_id.map(|id| (id, leased.renewable)),
-                    lease_duration: duration,
-                    expires: now + duration,
-                    refresh_at: now
-                        + duration.saturating_sub(margin(self.config.renew_margin, duration)),
-                }
+                let lease =
+                    (!leased.lease_id.is_empty()).then_some((leased.lease_id, leased.renewable));
+                self.held(leased.data, path.clone(), None, lease, duration)
             }),
         };
         VAULT
@@ -285,24 +327,47 @@ impl SecretStore {
         result
     }
 
-    /// Puts `new` in the slot; revokes the lease of what it replaces, in the background.
-    fn replace(&self, slot: &Slot, new: Option<Arc<Held>>) {
+    fn held(
+        &self,
+        data: SecretData,
+        path: String,
+        version: Option<u64>,
+        lease: Option<(String, bool)>,
+        duration: Duration,
+    ) -> Held {
+        let now = Instant::now();
+        Held {
+            data,
+            origin: Arc::new(SecretOrigin {
+                path,
+                version,
+                lease_id: lease.as_ref().map(|(id, _)| id.clone()),
+            }),
+            lease,
+            lease_duration: duration,
+            last_renewal: false,
+            expires: now + duration,
+            refresh_at: now + duration.saturating_sub(margin(self.config.renew_margin, duration)),
+            made: ArcSwapOption::empty(),
+        }
+    }
+
+    /// Puts `new` in the slot. What it replaces is revoked when `revoke` says so; a lease
+    /// replaced by a fresh one is left to run out (requests that took it may still use it,
+    /// and it has at most the renewal margin left).
+    fn replace(&self, slot: &Slot, new: Option<Arc<Held>>, revoke: Revoke) {
+        let had = new.is_some();
         let old = slot.current.swap(new);
-        self.count_held();
-        if let Some(old) = old
+        match (old.is_some(), had) {
+            (false, true) => VAULT.held.inc(),
+            (true, false) => VAULT.held.dec(),
+            _ => {}
+        }
+        if let (Some(old), Revoke::Now) = (old, revoke)
             && let Some((lease_id, _)) = &old.lease
         {
             self.revoke_later(lease_id.clone());
         }
-    }
-
-    fn count_held(&self) {
-        let held = self
-            .slots
-            .iter()
-            .filter(|s| s.current.load().is_some())
-            .count();
-        VAULT.held.set(i64::try_from(held).unwrap_or(i64::MAX));
     }
 
     fn revoke_later(&self, lease_id: String) {
@@ -343,9 +408,10 @@ impl SecretStore {
         answer
     }
 
-    /// One pass of the background task: renews or re-reads what is due and in use; drops
-    /// (and revokes) what no request used for `idle`.
-    async fn tend_once(&self) {
+    /// One pass of the background task: drops (and revokes) what no request used for
+    /// `idle`, drops what expired; starts the renewal or re-read of what is due, each in a
+    /// task of its own (one slow slot delays no other).
+    fn tend_once(self: &Arc<Self>) {
         let now_ms = self.now_ms();
         let idle_ms = u64::try_from(self.config.idle.as_millis()).unwrap_or(u64::MAX);
         let slots: Vec<Arc<Slot>> = self.slots.iter().map(|s| Arc::clone(&s)).collect();
@@ -363,29 +429,37 @@ impl SecretStore {
             let unused_ms = now_ms.saturating_sub(slot.last_used.load(Ordering::Relaxed));
             if unused_ms > idle_ms {
                 tracing::debug!(path = %slot.key.path(), "secret idle: dropped from memory");
-                self.replace(&slot, None);
+                self.replace(&slot, None, Revoke::Now);
                 continue;
             }
             let now = Instant::now();
             if now >= held.expires {
                 // Expired while Vault was down: requests read it again when it is back.
-                self.replace(&slot, None);
+                self.replace(&slot, None, Revoke::Never);
                 continue;
             }
             if now < held.refresh_at || now_ms < slot.next_try.load(Ordering::Relaxed) {
                 continue;
             }
-            let _fetching = slot.fetching.lock().await;
-            self.refresh(&slot, &held).await;
+            let store = Arc::clone(self);
+            tokio::spawn(async move {
+                // A refresh (or a request's read) already under way does this one's work.
+                let Ok(_fetching) = slot.fetching.try_lock() else {
+                    return;
+                };
+                if !store.is_closed() {
+                    store.refresh(&slot, &held).await;
+                }
+            });
         }
     }
 
     /// Renews `held`'s lease, or reads the secret again when it has no renewable lease or
-    /// renewal gave too little.
+    /// the last renewal was capped by the lease's maximum TTL.
     async fn refresh(&self, slot: &Slot, held: &Arc<Held>) {
-        if let Some((lease_id, true)) = &held.lease {
+        if let (Some((lease_id, true)), false) = (&held.lease, held.last_renewal) {
             match self.vault.renew_lease(lease_id, held.lease_duration).await {
-                Ok(granted) if granted > TICK * 3 => {
+                Ok(granted) if !granted.is_zero() => {
                     VAULT.renewals.with_label_values(&["ok"]).inc();
                     let now = Instant::now();
                     let renewed = Held {
@@ -393,9 +467,12 @@ impl SecretStore {
                         origin: Arc::clone(&held.origin),
                         lease: held.lease.clone(),
                         lease_duration: held.lease_duration,
+                        // Less than asked: the maximum TTL is near; a new lease comes next.
+                        last_renewal: granted < held.lease_duration,
                         expires: now + granted,
                         refresh_at: now
                             + granted.saturating_sub(margin(self.config.renew_margin, granted)),
+                        made: ArcSwapOption::empty(),
                     };
                     slot.current.store(Some(Arc::new(renewed)));
                     self.succeeded(slot);
@@ -403,7 +480,6 @@ impl SecretStore {
                     return;
                 }
                 Ok(_) => {
-                    // At its maximum TTL: a new lease replaces it below.
                     VAULT.renewals.with_label_values(&["exhausted"]).inc();
                 }
                 Err(e) if e.is_outage() => {
@@ -419,33 +495,46 @@ impl SecretStore {
         }
         match self.read(&slot.key).await {
             Ok(new) => {
-                self.replace(slot, Some(Arc::new(new)));
+                self.replace(slot, Some(Arc::new(new)), Revoke::Never);
                 self.succeeded(slot);
             }
-            Err(e) => {
+            Err(e) if e.is_outage() => {
                 let answer = self.failed(slot, e);
                 tracing::warn!(error = %answer, "cannot refresh a secret from vault; the cached one serves until it expires");
+            }
+            Err(e) => {
+                // Vault refuses it now (deleted, destroyed, no longer granted): so does Warden.
+                let answer = self.failed(slot, e);
+                tracing::warn!(error = %answer, "vault no longer gives a secret; it is dropped and its requests refused");
+                self.replace(slot, None, Revoke::Now);
             }
         }
     }
 
     /// Drops every secret held; returns their leases.
     fn forget_all(&self) -> Vec<String> {
-        let leases = self
-            .slots
+        self.slots
             .iter()
             .filter_map(|s| {
-                s.current
-                    .swap(None)
-                    .and_then(|h| h.lease.as_ref().map(|(id, _)| id.clone()))
+                let old = s.current.swap(None)?;
+                VAULT.held.dec();
+                old.lease.as_ref().map(|(id, _)| id.clone())
             })
-            .collect();
-        self.count_held();
-        leases
+            .collect()
     }
 
-    /// Revokes every lease held and forgets every secret (shutdown), within `within`.
+    /// Revokes every lease held and forgets every secret (shutdown), within `within`;
+    /// nothing is read or renewed afterwards.
     pub async fn shutdown(&self, within: Duration) {
+        self.closed.store(true, Ordering::Release);
+        // Wait for reads and renewals under way, so that none stores a lease afterwards.
+        let slots: Vec<Arc<Slot>> = self.slots.iter().map(|s| Arc::clone(&s)).collect();
+        let settled = async {
+            for slot in &slots {
+                drop(slot.fetching.lock().await);
+            }
+        };
+        let _ = tokio::time::timeout(within, settled).await;
         let leases = self.forget_all();
         if leases.is_empty() {
             return;
@@ -464,6 +553,23 @@ impl SecretStore {
             );
         }
     }
+
+    /// Shuts down every store of the process (the current configuration's, and older ones
+    /// open MCP sessions still use).
+    pub async fn shutdown_all(within: Duration) {
+        let stores: Vec<Arc<SecretStore>> =
+            lock(&STORES).iter().filter_map(Weak::upgrade).collect();
+        futures_util::future::join_all(stores.iter().map(|s| s.shutdown(within))).await;
+    }
+}
+
+/// Whether a replaced secret's lease is revoked.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Revoke {
+    /// Now: nobody uses it (idle), or Vault no longer gives it.
+    Now,
+    /// Never: it runs out (a fresh lease replaced it; or it expired).
+    Never,
 }
 
 impl Drop for SecretStore {
@@ -494,14 +600,17 @@ fn backoff(failures: u32) -> Duration {
     (Duration::from_secs(1) * 2u32.pow(exp)).min(BACKOFF_MAX)
 }
 
-/// The background task of a store, for as long as it lives.
+/// The background task of a store, for as long as it lives (and is not shut down).
 async fn tend(store: Weak<SecretStore>) {
     loop {
         tokio::time::sleep(TICK).await;
         let Some(store) = store.upgrade() else {
             return;
         };
-        store.tend_once().await;
+        if store.is_closed() {
+            return;
+        }
+        store.tend_once();
     }
 }
 
