@@ -218,3 +218,29 @@ async fn a_namespace_is_where_every_call_goes() {
     let secret = root.kv("secret", "app", None).await.unwrap();
     assert_eq!(secret.data.get("key"), Some("in-root"));
 }
+
+#[tokio::test]
+async fn a_read_whose_requester_went_away_still_lands_in_the_store() {
+    use std::sync::Arc;
+    use warden::vault::{SecretKey, SecretStore};
+    let bao = OpenBao::start();
+    bao.run(&["kv", "put", "secret/app", "key=v1"]);
+    let store: Arc<SecretStore> = SecretStore::new(bao.root_config()).unwrap();
+    let slot = store.slot(&SecretKey::Kv {
+        mount: "secret".into(),
+        path: "app".into(),
+        version: None,
+    });
+    // The requester gives up at once (an agent that reset its stream): the read goes on.
+    let gave_up = tokio::time::timeout(std::time::Duration::from_micros(1), store.get(&slot)).await;
+    assert!(gave_up.is_err(), "the read cannot be that fast");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.cached(&slot).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the abandoned read never landed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(store.cached(&slot).unwrap().data.get("key"), Some("v1"));
+}

@@ -1,5 +1,6 @@
 //! An upstream that answers every request with what it received: method, path and query, and
-//! every header, as JSON (`{"method", "path", "headers": {name: value}}`). It stands for an API
+//! every header, as JSON (`{"method", "path", "headers": {name: value}}`), and the path and
+//! `authorization` again in response headers (`content-location`, `x-echo-authorization`). It stands for an API
 //! whose error messages quote the request (the credential with it), and lets a test see what
 //! Warden sent. Every request is kept.
 
@@ -77,9 +78,20 @@ async fn handle(
         .unwrap_or_else(|p| p.into_inner())
         .push(answer.clone());
     let mut response = Response::new(Full::new(Bytes::from(answer.to_string())));
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
     );
+    // As a redirect or a debug header would quote them.
+    if let Some(path) = answer["path"].as_str().and_then(|p| p.parse().ok()) {
+        headers.insert(http::header::CONTENT_LOCATION, path);
+    }
+    if let Some(auth) = answer["headers"]["authorization"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+    {
+        headers.insert("x-echo-authorization", auth);
+    }
     Ok(response)
 }

@@ -149,6 +149,31 @@ async fn kv_secrets_reach_the_upstream_and_nowhere_else() {
         Some(format!("Bearer {OPENAI_KEY}"))
     );
 
+    // Response headers quoting the credential are redacted as the body is.
+    let response = warden
+        .http()
+        .get(warden.url("/echo-query/models?x=2"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["content-location"],
+        "/models?x=2&api_key=[REDACTED]"
+    );
+    let response = warden
+        .http()
+        .get(warden.url("/echo-latest/models"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["x-echo-authorization"],
+        "Bearer [REDACTED]"
+    );
+    let before = echo.seen().len();
+
     // The latest version as a header, echoed back redacted; the agent's token never upstream.
     let (status, body) = get(&warden, &token, "/echo-latest/models").await;
     assert_eq!(status, 200, "{body}");
@@ -158,16 +183,16 @@ async fn kv_secrets_reach_the_upstream_and_nowhere_else() {
     );
     let seen = echo.seen();
     assert_eq!(
-        seen[0]["headers"]["authorization"],
+        seen[before]["headers"]["authorization"],
         "Bearer sk-echo-version-two-2222"
     );
-    assert!(!seen[0].to_string().contains(&token));
+    assert!(!seen[before].to_string().contains(&token));
 
     // A pinned version.
     let (status, body) = get(&warden, &token, "/echo-v1/models").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
-        echo.seen()[1]["headers"]["authorization"],
+        echo.seen()[before + 1]["headers"]["authorization"],
         "Bearer sk-echo-version-one-1111"
     );
 
@@ -176,7 +201,7 @@ async fn kv_secrets_reach_the_upstream_and_nowhere_else() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["path"], "/models?x=1&api_key=[REDACTED]", "{body}");
     assert_eq!(
-        echo.seen()[2]["path"],
+        echo.seen()[before + 2]["path"],
         "/models?x=1&api_key=sk-echo-version-two-2222"
     );
 
