@@ -683,3 +683,74 @@ async fn a_stdio_mcp_servers_secret_env_comes_from_vault_and_is_redacted() {
     assert!(!r.to_string().contains("ghp-mcp-stdio-secret"), "{r}");
     assert!(!warden.output().contains("ghp-mcp-stdio-secret"));
 }
+
+#[tokio::test]
+async fn a_secret_issued_by_a_write_is_leased_and_revoked_at_shutdown() {
+    let bao = OpenBao::start().await.expect("openbao");
+    bao.kv_put("e2e/openai", &[("api_key", OPENAI_KEY)]);
+    bao.run(&["secrets", "enable", "pki"]);
+    bao.run(&["secrets", "tune", "-max-lease-ttl=1h", "pki"]);
+    bao.run(&[
+        "write",
+        "pki/root/generate/internal",
+        "common_name=e2e-root",
+        "ttl=1h",
+    ]);
+    bao.run(&[
+        "write",
+        "pki/roles/agents",
+        "allowed_domains=example.com",
+        "allow_subdomains=true",
+        "max_ttl=10m",
+        "generate_lease=true",
+    ]);
+    let fake = FakeLlm::start().await.expect("fake llm");
+    let echo = Echo::start().await.expect("echo");
+    let route = echo_route(
+        "/pki",
+        &echo,
+        json!({"vault": {"lease": "pki/issue/agents",
+                         "params": {"common_name": "agent.example.com", "ttl": "5m"}}}),
+        Some(json!({"header": "x-client-cert-serial", "format": "{secret.serial_number}"})),
+    );
+    let mut warden = warden(&bao, &fake, |b| b.set("/routes/3", route)).await;
+    let token = warden.token(AGENT).await.unwrap();
+    for _ in 0..3 {
+        let (status, body) = get(&warden, &token, "/pki/models").await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // One certificate issued (the write made once), with its lease.
+    let serials: Vec<String> = echo
+        .seen()
+        .iter()
+        .map(|r| {
+            r["headers"]["x-client-cert-serial"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(serials.iter().all(|s| *s == serials[0]), "{serials:?}");
+    let record = warden
+        .wait_for_audit(Duration::from_secs(5), |r| {
+            r["kind"] == "outcome" && r["route"] == "pki"
+        })
+        .await
+        .unwrap();
+    assert!(
+        record["secret"]["lease_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("pki/issue/agents/"),
+        "{record}"
+    );
+    // At shutdown the lease is revoked, and with it the certificate.
+    warden.signal(libc::SIGTERM).unwrap();
+    warden.wait_exit(Duration::from_secs(15)).await.unwrap();
+    let revoked = bao.run(&["list", "-format=json", "pki/certs/revoked"]);
+    let serial = serials[0].replace(':', "-");
+    assert!(
+        revoked.replace(':', "-").contains(&serial),
+        "{serial} not in {revoked}"
+    );
+}

@@ -50,6 +50,11 @@ pub struct VaultSource {
     /// shutdown. May name principal attributes as `kv` does.
     #[serde(default)]
     pub lease: Option<String>,
+    /// With `lease`: the parameters of a write that issues the secret, for engines that
+    /// issue on a write rather than a read (`pki/issue/<role>` with `{ common_name: ... }`).
+    /// Without them the path is read.
+    #[serde(default)]
+    pub params: Option<std::collections::BTreeMap<String, serde_json::Value>>,
     /// The field of the secret that `{secret}` is. Default: the secret's only field; a
     /// secret with several fields needs `field`, or templates that name them
     /// (`{secret.username}`).

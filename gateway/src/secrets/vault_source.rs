@@ -21,7 +21,8 @@ enum Kind {
         mount: Option<String>,
         version: Option<u64>,
     },
-    Lease,
+    /// A leased secret; issued by a write with these parameters (their JSON text) when given.
+    Lease { params: Option<String> },
 }
 
 /// A route's credential from Vault.
@@ -61,6 +62,12 @@ impl VaultCredential {
             key: format!("vault.{key}"),
             message,
         };
+        if source.kv.is_some() && source.params.is_some() {
+            return Err(error(
+                "params",
+                "params go with lease (a write that issues a secret), not kv".into(),
+            ));
+        }
         let (kind, text, key) = match (&source.kv, &source.lease) {
             (Some(kv), None) => (
                 Kind::Kv {
@@ -77,7 +84,13 @@ impl VaultCredential {
                         "version and mount go with kv, not lease".into(),
                     ));
                 }
-                (Kind::Lease, lease, "lease")
+                (
+                    Kind::Lease {
+                        params: params_text(source),
+                    },
+                    lease,
+                    "lease",
+                )
             }
             _ => {
                 return Err(ProviderError {
@@ -160,6 +173,14 @@ impl VaultCredential {
     }
 }
 
+/// The JSON text of a lease source's `params` (keys in order, so equal params are one key).
+fn params_text(source: &VaultSource) -> Option<String> {
+    source
+        .params
+        .as_ref()
+        .map(|p| serde_json::to_string(p).unwrap_or_default())
+}
+
 /// The store's key of a secret of `kind` at `path` (resolved).
 fn key_of(kind: &Kind, path: &str) -> SecretKey {
     match kind {
@@ -177,8 +198,9 @@ fn key_of(kind: &Kind, path: &str) -> SecretKey {
                 version: *version,
             }
         }
-        Kind::Lease => SecretKey::Lease {
+        Kind::Lease { params } => SecretKey::Lease {
             path: path.to_owned(),
+            params: params.clone(),
         },
     }
 }
@@ -202,7 +224,12 @@ pub async fn read_one(
             },
             kv,
         ),
-        (None, Some(lease)) => (Kind::Lease, lease),
+        (None, Some(lease)) => (
+            Kind::Lease {
+                params: params_text(source),
+            },
+            lease,
+        ),
         _ => return Err(refused("give one of kv: and lease:".into())),
     };
     let path = path.trim_matches('/');

@@ -178,9 +178,24 @@ impl Vault {
     /// Reads `path`, a path that returns a secret with a lease (a database role's
     /// `creds/<role>`, a cloud engine's credentials, ...).
     pub async fn read_leased(&self, path: &str) -> Result<LeasedSecret, VaultError> {
+        self.lease(path, None).await
+    }
+
+    /// A secret with a lease from `path`: read (`params` `None`), or issued by a write with
+    /// `params` (`pki/issue/<role>` with `common_name`, engines that issue on a write).
+    pub async fn lease(
+        &self,
+        path: &str,
+        params: Option<&serde_json::Value>,
+    ) -> Result<LeasedSecret, VaultError> {
         let what = format!("secret {path}");
+        let method = if params.is_some() {
+            Method::POST
+        } else {
+            Method::GET
+        };
         let mut answer = self
-            .call(Method::GET, path, None, &what)
+            .call(method, path, params.cloned(), &what)
             .await?
             .ok_or_else(|| VaultError::Malformed {
                 what: what.clone(),

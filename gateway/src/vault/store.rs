@@ -50,8 +50,12 @@ pub enum SecretKey {
         path: String,
         version: Option<u64>,
     },
-    /// A path that answers with a leased secret.
-    Lease { path: String },
+    /// A path that answers with a leased secret: read, or written with `params` (their
+    /// JSON text).
+    Lease {
+        path: String,
+        params: Option<String>,
+    },
 }
 
 impl SecretKey {
@@ -59,7 +63,7 @@ impl SecretKey {
     pub fn path(&self) -> String {
         match self {
             SecretKey::Kv { mount, path, .. } => format!("{mount}/{path}"),
-            SecretKey::Lease { path } => path.clone(),
+            SecretKey::Lease { path, .. } => path.clone(),
         }
     }
 
@@ -306,19 +310,27 @@ impl SecretStore {
                 let ttl = self.config.kv_ttl;
                 self.held(kv.data, key.path(), Some(kv.version), None, ttl)
             }),
-            SecretKey::Lease { path } => self.vault.read_leased(path).await.map(|leased| {
-                // A secret without a lease (a plain read of a non-dynamic path, whose
-                // `lease_duration` is only a refresh hint: 32 days on KV v1) is kept as KV is,
-                // for `kv_ttl`.
-                let duration = if leased.lease_duration.is_zero() || leased.lease_id.is_empty() {
-                    self.config.kv_ttl
-                } else {
-                    leased.lease_duration
-                };
-                let lease =
-                    (!leased.lease_id.is_empty()).then_some((leased.lease_id, leased.renewable));
-                self.held(leased.data, path.clone(), None, lease, duration)
-            }),
+            SecretKey::Lease { path, params } => {
+                let params = params
+                    .as_deref()
+                    .map(serde_json::from_str::<serde_json::Value>)
+                    .transpose()
+                    .map_err(|e| VaultError::Config(format!("params of {path}: {e}")))?;
+                self.vault.lease(path, params.as_ref()).await.map(|leased| {
+                    // A secret without a lease (a plain read of a non-dynamic path, whose
+                    // `lease_duration` is only a refresh hint: 32 days on KV v1) is kept as
+                    // KV is, for `kv_ttl`.
+                    let duration = if leased.lease_duration.is_zero() || leased.lease_id.is_empty()
+                    {
+                        self.config.kv_ttl
+                    } else {
+                        leased.lease_duration
+                    };
+                    let lease = (!leased.lease_id.is_empty())
+                        .then_some((leased.lease_id, leased.renewable));
+                    self.held(leased.data, path.clone(), None, lease, duration)
+                })
+            }
         };
         VAULT
             .reads
@@ -640,7 +652,8 @@ mod tests {
         assert_eq!(kv.path(), "secret/agents/ci/github");
         assert_eq!(
             SecretKey::Lease {
-                path: "database/creds/ro".into()
+                path: "database/creds/ro".into(),
+                params: None,
             }
             .path(),
             "database/creds/ro"
