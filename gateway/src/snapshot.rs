@@ -46,10 +46,11 @@ impl Snapshot {
         config: Config,
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, SnapshotError> {
-        let secrets = match (previous, &config.vault) {
-            (Some(p), Some(v)) if p.config.vault.as_ref() == Some(v) => p.secrets.clone(),
-            (_, Some(v)) => Some(SecretStore::new(v.clone())?),
-            (_, None) => None,
+        // A new store starts its upkeep only once the whole snapshot is valid.
+        let (secrets, fresh) = match (previous, &config.vault) {
+            (Some(p), Some(v)) if p.config.vault.as_ref() == Some(v) => (p.secrets.clone(), false),
+            (_, Some(v)) => (Some(SecretStore::idle(v.clone())?), true),
+            (_, None) => (None, false),
         };
         let routes = RouteTable::build(&config, secrets.as_ref())?;
         let policy = load_policies(&config.policy.dir, routes.schema_fragments())?;
@@ -61,6 +62,9 @@ impl Snapshot {
             }
             _ => Arc::new(identity(&config, secrets.as_ref()).await?),
         };
+        if let (Some(store), true) = (&secrets, fresh) {
+            store.start();
+        }
         Ok(Snapshot {
             config: Arc::new(config),
             routes,

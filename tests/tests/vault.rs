@@ -754,3 +754,48 @@ async fn a_secret_issued_by_a_write_is_leased_and_revoked_at_shutdown() {
         "{serial} not in {revoked}"
     );
 }
+
+#[tokio::test]
+async fn a_reload_that_changes_the_vault_section_keeps_serving() {
+    let bao = OpenBao::start().await.expect("openbao");
+    bao.kv_put("e2e/openai", &[("api_key", OPENAI_KEY)]);
+    bao.kv_put("e2e/echo", &[("token", "sk-reload-000001")]);
+    let fake = FakeLlm::start().await.expect("fake llm");
+    let echo = Echo::start().await.expect("echo");
+    let route = echo_route(
+        "/echo",
+        &echo,
+        json!({"vault": {"kv": "secret/e2e/echo"}}),
+        None,
+    );
+    let warden = warden(&bao, &fake, |b| b.set("/routes/3", route)).await;
+    let token = warden.token(AGENT).await.unwrap();
+    let (status, body) = get(&warden, &token, "/echo/models").await;
+    assert_eq!(status, 200, "{body}");
+
+    // A new vault: section (another kv_ttl): a new store, and the secret read again.
+    bao.kv_put("e2e/echo", &[("token", "sk-reload-000002")]);
+    let path = &warden.setup.config_path;
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    config["vault"]["kv_ttl"] = json!("2m");
+    std::fs::write(path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    warden.signal(libc::SIGHUP).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = get(&warden, &token, "/echo/models").await;
+        assert_eq!(status, 200, "{body}");
+        if echo.seen().last().unwrap()["headers"]["authorization"] == "Bearer sk-reload-000002" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new store never read the secret"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let metrics = warden.metrics().await.unwrap();
+    assert!(
+        metric(&metrics, "warden_reloads_total{result=\"ok\"}") >= 1.0,
+        "{metrics}"
+    );
+}

@@ -74,6 +74,14 @@ impl Vault {
     /// that can never work (an address that is not a URL).
     pub fn start(config: VaultConfig) -> Result<Vault, VaultError> {
         let vault = Vault::unconnected(config)?;
+        vault.begin();
+        Ok(vault)
+    }
+
+    /// Starts an [offline](Vault::offline) handle's upkeep: a first login in the
+    /// background, then its token kept alive (inside a tokio runtime).
+    pub fn begin(&self) {
+        let vault = self;
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let first = vault.clone();
             runtime.spawn(async move {
@@ -83,7 +91,6 @@ impl Vault {
             });
         }
         vault.keep_alive();
-        Ok(vault)
     }
 
     /// A handle that logs in only when a call is made, with no task of its own.

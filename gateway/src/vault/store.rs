@@ -171,21 +171,35 @@ impl SecretStore {
     /// A store on Vault as `config` says; inside a tokio runtime, its background task runs
     /// for as long as the store lives. Vault need not be up.
     pub fn new(config: VaultConfig) -> Result<Arc<SecretStore>, VaultError> {
-        let vault = Vault::start(config.clone())?;
+        let store = SecretStore::idle(config)?;
+        store.start();
+        Ok(store)
+    }
+
+    /// A store whose upkeep has not started: it reads on demand, but makes no login and no
+    /// renewal of its own until [`SecretStore::start`] (a reload starts its new store only
+    /// once the whole new configuration is valid).
+    pub fn idle(config: VaultConfig) -> Result<Arc<SecretStore>, VaultError> {
         let store = Arc::new(SecretStore {
-            vault,
+            vault: Vault::offline(config.clone())?,
             config,
             slots: DashMap::new(),
             epoch: Instant::now(),
             closed: std::sync::atomic::AtomicBool::new(false),
         });
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(tend(Arc::downgrade(&store)));
-        }
         let mut stores = lock(&STORES);
         stores.retain(|s| s.strong_count() > 0);
         stores.push(Arc::downgrade(&store));
         Ok(store)
+    }
+
+    /// Starts the upkeep: Vault's login and token renewal, and the background task that
+    /// renews, re-reads and revokes what is held.
+    pub fn start(self: &Arc<Self>) {
+        self.vault.begin();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(tend(Arc::downgrade(self)));
+        }
     }
 
     /// A store that never reaches Vault (no login, no background task): for resolving
