@@ -178,6 +178,69 @@ enum AuditCommand {
         #[arg(default_value = "warden-data/audit")]
         dir: PathBuf,
     },
+    /// Print the last records, one JSON object a line; with --follow, new ones as they are
+    /// written.
+    Tail {
+        /// Audit directory (default: ./warden-data/audit).
+        #[arg(default_value = "warden-data/audit")]
+        dir: PathBuf,
+        /// How many of the last records to print first.
+        #[arg(short = 'n', long, default_value_t = 10)]
+        lines: usize,
+        /// Keep printing records as they are written, until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+        /// raw (as written), ecs (Elastic Common Schema 8) or ocsf (OCSF API Activity).
+        #[arg(long, value_enum, default_value = "raw")]
+        format: warden::audit::shape::Shape,
+    },
+    /// Print the records written in a time range, in a SIEM's shape, one JSON object a line
+    /// (to load into a SIEM, or to hand to an auditor).
+    Export {
+        /// Audit directory (default: ./warden-data/audit).
+        #[arg(default_value = "warden-data/audit")]
+        dir: PathBuf,
+        /// From this time on (RFC 3339, e.g. 2026-12-01T00:00:00Z).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<std::time::SystemTime>,
+        /// Before this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        until: Option<std::time::SystemTime>,
+        /// raw, ecs or ocsf.
+        #[arg(long, value_enum, default_value = "ecs")]
+        format: warden::audit::shape::Shape,
+    },
+    /// Print the records that match every filter given.
+    Search {
+        /// Audit directory (default: ./warden-data/audit).
+        #[arg(default_value = "warden-data/audit")]
+        dir: PathBuf,
+        /// The principal's id (an agent's, or an approver's).
+        #[arg(long)]
+        agent: Option<String>,
+        /// The Cedar action (llm:chat, mcp:call_tool, github:issues.create, ...).
+        #[arg(long)]
+        action: Option<String>,
+        /// allow, deny or rejected; or a record kind (decision, outcome, system, tool_change).
+        #[arg(long)]
+        decision: Option<String>,
+        /// From this time on (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<std::time::SystemTime>,
+        /// Before this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        until: Option<std::time::SystemTime>,
+        /// raw, ecs or ocsf.
+        #[arg(long, value_enum, default_value = "raw")]
+        format: warden::audit::shape::Shape,
+    },
+}
+
+/// An RFC 3339 time (`2026-12-01T00:00:00Z`; a date alone is midnight UTC).
+fn parse_time(text: &str) -> Result<std::time::SystemTime, String> {
+    humantime::parse_rfc3339_weak(text)
+        .or_else(|_| humantime::parse_rfc3339_weak(&format!("{text}T00:00:00Z")))
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time (2026-12-01T00:00:00Z): {e}"))
 }
 
 #[derive(Subcommand)]
@@ -336,6 +399,54 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     output,
                 },
         } => schema_from_mcp(&from_mcp, server, &headers, output.as_deref()),
+        Command::Audit {
+            command:
+                AuditCommand::Tail {
+                    dir,
+                    lines,
+                    follow,
+                    format,
+                },
+        } => audit_tail(&dir, lines, follow, format),
+        Command::Audit {
+            command:
+                AuditCommand::Export {
+                    dir,
+                    since,
+                    until,
+                    format,
+                },
+        } => audit_print(
+            &dir,
+            &warden::audit::read::Filter {
+                since,
+                until,
+                ..Default::default()
+            },
+            format,
+        ),
+        Command::Audit {
+            command:
+                AuditCommand::Search {
+                    dir,
+                    agent,
+                    action,
+                    decision,
+                    since,
+                    until,
+                    format,
+                },
+        } => audit_print(
+            &dir,
+            &warden::audit::read::Filter {
+                agent,
+                action,
+                decision,
+                since,
+                until,
+            },
+            format,
+        ),
         Command::Audit {
             command: AuditCommand::Verify { dir },
         } => match warden::audit::verify(&dir) {
@@ -607,6 +718,50 @@ fn check(path: Option<&Path>) -> Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     } else {
         Ok(ExitCode::from(1))
+    }
+}
+
+/// `warden audit export` and `search`: the records of `dir` that `filter` keeps, in `shape`.
+fn audit_print(
+    dir: &Path,
+    filter: &warden::audit::read::Filter,
+    shape: warden::audit::shape::Shape,
+) -> Result<ExitCode> {
+    use std::io::Write as _;
+    let records = warden::audit::read::Reader::new(dir).next_batch()?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for record in records.iter().filter(|r| filter.keeps(r)) {
+        writeln!(out, "{}", shape.of(record))?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `warden audit tail`: the last `lines` records of `dir`, then (`follow`) new ones as they
+/// are written.
+fn audit_tail(
+    dir: &Path,
+    lines: usize,
+    follow: bool,
+    shape: warden::audit::shape::Shape,
+) -> Result<ExitCode> {
+    use std::io::Write as _;
+    let mut reader = warden::audit::read::Reader::new(dir);
+    let records = reader.next_batch()?;
+    let mut out = std::io::stdout().lock();
+    for record in &records[records.len().saturating_sub(lines)..] {
+        writeln!(out, "{}", shape.of(record))?;
+    }
+    out.flush()?;
+    if !follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        for record in reader.next_batch()? {
+            writeln!(out, "{}", shape.of(&record))?;
+        }
+        out.flush()?;
     }
 }
 

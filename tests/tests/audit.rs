@@ -106,3 +106,116 @@ async fn audit_verify_passes_on_the_produced_log_and_fails_after_an_edit() {
         "names the edited record (seq {seq}): {report}"
     );
 }
+
+/// Lines of JSON a `warden audit ...` command printed.
+async fn audit_cli(s: &Stack, args: &[&str]) -> Vec<Value> {
+    let mut cmd = s.warden.setup.command();
+    cmd.arg("audit").args(args);
+    let out = run_bounded(cmd, Duration::from_secs(30)).await.unwrap();
+    assert!(
+        out.status.success(),
+        "warden audit {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn audit_tail_export_and_search_read_the_log_in_siem_shapes() {
+    use warden_e2e::stack::AGENT;
+    let s = Stack::start_with(|b| {
+        b.policy(
+            "e2e-forbid.cedar",
+            "@id(\"e2e-forbid-gpt41\")\n@reason(\"no gpt-4.1\")\nforbid (principal, action, resource == Model::\"openai/gpt-4.1\");\n",
+        )
+    })
+    .await
+    .unwrap();
+    for model in ["gpt-4o-mini", "gpt-4.1"] {
+        let response = s
+            .post("/openai/chat/completions", &openai_chat(model, false))
+            .await
+            .unwrap();
+        let _ = response.text().await.unwrap();
+    }
+    s.audit("decision", |r| r["decision"] == "deny")
+        .await
+        .unwrap();
+    let dir = s.warden.audit_dir();
+    let dir = dir.to_str().unwrap();
+
+    let denied = audit_cli(&s, &["search", dir, "--decision", "deny", "--agent", AGENT]).await;
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert_eq!(denied[0]["resource"], "Model::\"openai/gpt-4.1\"");
+    assert!(
+        audit_cli(&s, &["search", dir, "--agent", "nobody"])
+            .await
+            .is_empty()
+    );
+    let chats = audit_cli(
+        &s,
+        &[
+            "search",
+            dir,
+            "--action",
+            "llm:chat",
+            "--decision",
+            "decision",
+        ],
+    )
+    .await;
+    assert_eq!(chats.len(), 2, "{chats:?}");
+
+    // ECS: the fields a SIEM indexes, with the line's hash as a stable event id.
+    let ecs = audit_cli(
+        &s,
+        &["export", dir, "--since", "2020-01-01", "--format", "ecs"],
+    )
+    .await;
+    let deny = ecs
+        .iter()
+        .find(|d| d["event"]["type"] == serde_json::json!(["denied"]))
+        .expect("the deny in ECS");
+    assert_eq!(deny["event"]["outcome"], "failure");
+    assert_eq!(deny["user"]["id"], AGENT);
+    assert_eq!(deny["rule"]["id"], serde_json::json!(["e2e-forbid-gpt41"]));
+    assert_eq!(deny["event"]["id"].as_str().unwrap().len(), 64);
+    assert!(deny["@timestamp"].is_string());
+    assert!(
+        audit_cli(&s, &["export", dir, "--until", "2020-01-01"])
+            .await
+            .is_empty(),
+        "nothing before 2020"
+    );
+    let ocsf = audit_cli(&s, &["export", dir, "--format", "ocsf"]).await;
+    assert!(ocsf.iter().all(|d| d["class_uid"] == 6003), "{ocsf:?}");
+
+    // tail: the last record; with --follow, records written later.
+    let last = audit_cli(&s, &["tail", dir, "-n", "1"]).await;
+    assert_eq!(last.len(), 1);
+    let mut follow = s.warden.setup.command();
+    follow
+        .args(["audit", "tail", "-n", "0", "--follow", dir])
+        .stdout(std::process::Stdio::piped());
+    let mut child = follow.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let response = s
+        .post("/openai/chat/completions", &openai_chat("gpt-4.1", false))
+        .await
+        .unwrap();
+    let _ = response.text().await.unwrap();
+    use tokio::io::AsyncBufReadExt as _;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("a record within 10 s")
+        .unwrap()
+        .unwrap();
+    let record: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(record["principal"]["id"], AGENT);
+    let _ = child.kill().await;
+}

@@ -1,0 +1,315 @@
+//! A record in the shapes SIEMs read: Elastic Common Schema 8 (`ecs`) and OCSF 1.x API
+//! Activity (`ocsf`), beside the record as written (`raw`). `warden audit export` writes them;
+//! the SIEM sinks send them.
+
+use serde_json::{Map, Value, json};
+
+use super::read::Record;
+
+/// The shape of exported records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shape {
+    /// The record as written (with `seq` and `prev`, so the chain can be checked).
+    Raw,
+    /// Elastic Common Schema 8.
+    Ecs,
+    /// OCSF 1.x, class API Activity (6003).
+    Ocsf,
+}
+
+impl Shape {
+    /// `record` in this shape.
+    pub fn of(self, record: &Record) -> Value {
+        match self {
+            Shape::Raw => record.value.clone(),
+            Shape::Ecs => ecs(record),
+            Shape::Ocsf => ocsf(record),
+        }
+    }
+}
+
+/// Whether the record says the action succeeded: `success`, `failure` or `unknown` (ECS
+/// `event.outcome`).
+fn outcome(v: &Value) -> &'static str {
+    match v["kind"].as_str() {
+        Some("decision") => match v["decision"].as_str() {
+            Some("allow") => "success",
+            Some(_) => "failure",
+            None => "unknown",
+        },
+        Some("rejected") => "failure",
+        Some("outcome") => {
+            let status = v["outcome"]["status"].as_u64().unwrap_or(0);
+            let failed = status >= 400
+                || v["outcome"]["error"].is_string()
+                || v["outcome"]["is_error"] == json!(true);
+            if failed { "failure" } else { "success" }
+        }
+        _ => "unknown",
+    }
+}
+
+/// Puts `value` at `path` (`a.b.c`) in `doc`, unless it is null.
+fn put(doc: &mut Map<String, Value>, path: &str, value: Value) {
+    if value.is_null() || value == json!("") || value == json!([]) {
+        return;
+    }
+    let mut keys = path.split('.').peekable();
+    let mut node = doc;
+    while let Some(key) = keys.next() {
+        if keys.peek().is_none() {
+            node.insert(key.to_owned(), value);
+            return;
+        }
+        let next = node
+            .entry(key.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        let Value::Object(map) = next else { return };
+        node = map;
+    }
+}
+
+/// The record in Elastic Common Schema 8: `@timestamp`, `event.*` (`id` is the line's hash,
+/// so a redelivered record is the same document), `user.*`, `source.ip`,
+/// `http.response.status_code`, `rule.id`, and Warden's own fields under `warden.*`.
+pub fn ecs(record: &Record) -> Value {
+    let v = &record.value;
+    let kind = v["kind"].as_str().unwrap_or_default();
+    let mut doc = Map::new();
+    put(&mut doc, "@timestamp", v["time"].clone());
+    put(&mut doc, "ecs.version", json!("8.11.0"));
+    put(&mut doc, "event.id", json!(record.id));
+    put(&mut doc, "event.kind", json!("event"));
+    put(&mut doc, "event.module", json!("warden"));
+    put(&mut doc, "event.dataset", json!(format!("warden.{kind}")));
+    put(&mut doc, "event.action", v["action"].clone());
+    put(&mut doc, "event.outcome", json!(outcome(v)));
+    let (category, kind_type) = match kind {
+        "decision" => (
+            "web",
+            if v["decision"] == "allow" {
+                "allowed"
+            } else {
+                "denied"
+            },
+        ),
+        "rejected" => ("authentication", "denied"),
+        "outcome" => ("web", "access"),
+        "tool_change" => ("configuration", "change"),
+        _ => ("process", "info"),
+    };
+    put(&mut doc, "event.category", json!([category]));
+    put(&mut doc, "event.type", json!([kind_type]));
+    if let Some(ms) = v["outcome"]["latency_ms"].as_f64() {
+        put(&mut doc, "event.duration", json!((ms * 1_000_000.0) as u64));
+    }
+    put(
+        &mut doc,
+        "event.reason",
+        json!(v["reasons"].as_array().map(|r| {
+            r.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })),
+    );
+    put(&mut doc, "user.id", v["principal"]["id"].clone());
+    put(&mut doc, "user.name", v["principal"]["id"].clone());
+    put(&mut doc, "user.domain", v["principal"]["issuer"].clone());
+    put(&mut doc, "source.ip", v["source_ip"].clone());
+    put(
+        &mut doc,
+        "http.response.status_code",
+        v["outcome"]["status"].clone(),
+    );
+    put(&mut doc, "rule.id", v["policies"].clone());
+    put(&mut doc, "trace.id", v["request_id"].clone());
+    for field in [
+        "decision",
+        "decision_id",
+        "request_id",
+        "resource",
+        "route",
+        "seq",
+        "prev",
+        "content_digest",
+        "findings",
+        "outcome",
+        "secret",
+        "detail",
+        "client_certificate",
+    ] {
+        put(&mut doc, &format!("warden.{field}"), v[field].clone());
+    }
+    put(&mut doc, "warden.kind", json!(kind));
+    put(
+        &mut doc,
+        "warden.principal.kind",
+        v["principal"]["kind"].clone(),
+    );
+    Value::Object(doc)
+}
+
+/// The record as an OCSF 1.x API Activity event (class 6003, category Application Activity):
+/// the actor, the API operation (Warden's action on its resource), the source endpoint, the
+/// status, and Warden's fields under `unmapped`.
+pub fn ocsf(record: &Record) -> Value {
+    let v = &record.value;
+    let kind = v["kind"].as_str().unwrap_or_default();
+    let action = v["action"].as_str().unwrap_or_default();
+    // Create, Read, Update, Delete, Other.
+    let activity_id = match action.rsplit([':', '.']).next().unwrap_or_default() {
+        a if a.starts_with("create") || a.starts_with("post") => 1,
+        a if a.starts_with("get") || a.starts_with("list") || a.starts_with("read") => 2,
+        a if a.starts_with("update") || a.starts_with("edit") => 3,
+        a if a.starts_with("delete") || a.starts_with("remove") => 4,
+        _ => 99,
+    };
+    let (status_id, status) = match outcome(v) {
+        "success" => (1, "Success"),
+        "failure" => (2, "Failure"),
+        _ => (0, "Unknown"),
+    };
+    let time_ms = record
+        .time()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64);
+    let mut doc = Map::new();
+    put(&mut doc, "class_uid", json!(6003));
+    put(&mut doc, "class_name", json!("API Activity"));
+    put(&mut doc, "category_uid", json!(6));
+    put(&mut doc, "category_name", json!("Application Activity"));
+    put(&mut doc, "activity_id", json!(activity_id));
+    put(&mut doc, "type_uid", json!(6003 * 100 + activity_id));
+    put(
+        &mut doc,
+        "severity_id",
+        json!(if status_id == 2 { 3 } else { 1 }),
+    );
+    put(&mut doc, "time", json!(time_ms));
+    put(&mut doc, "status_id", json!(status_id));
+    put(&mut doc, "status", json!(status));
+    put(
+        &mut doc,
+        "message",
+        json!(v["reasons"].as_array().map(|r| {
+            r.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })),
+    );
+    put(&mut doc, "metadata.version", json!("1.3.0"));
+    put(&mut doc, "metadata.uid", json!(record.id));
+    put(&mut doc, "metadata.log_name", json!("warden-audit"));
+    put(&mut doc, "metadata.product.name", json!("Warden"));
+    put(&mut doc, "metadata.product.vendor_name", json!("Warden"));
+    put(
+        &mut doc,
+        "metadata.correlation_uid",
+        v["request_id"].clone(),
+    );
+    put(&mut doc, "actor.user.uid", v["principal"]["id"].clone());
+    put(&mut doc, "actor.user.name", v["principal"]["id"].clone());
+    put(&mut doc, "actor.user.type", v["principal"]["kind"].clone());
+    put(&mut doc, "actor.idp.name", v["principal"]["issuer"].clone());
+    put(&mut doc, "api.operation", v["action"].clone());
+    put(&mut doc, "api.service.name", v["route"].clone());
+    put(&mut doc, "api.request.uid", v["request_id"].clone());
+    put(&mut doc, "src_endpoint.ip", v["source_ip"].clone());
+    put(
+        &mut doc,
+        "http_response.code",
+        v["outcome"]["status"].clone(),
+    );
+    if let Some(resource) = v["resource"].as_str() {
+        put(
+            &mut doc,
+            "resources",
+            json!([{"uid": resource, "type": resource.split("::").next().unwrap_or_default()}]),
+        );
+    }
+    for field in [
+        "decision",
+        "decision_id",
+        "policies",
+        "seq",
+        "prev",
+        "content_digest",
+        "findings",
+        "outcome",
+        "secret",
+        "detail",
+    ] {
+        put(
+            &mut doc,
+            &format!("unmapped.warden.{field}"),
+            v[field].clone(),
+        );
+    }
+    put(&mut doc, "unmapped.warden.kind", json!(kind));
+    Value::Object(doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(v: Value) -> Record {
+        Record {
+            value: v,
+            id: "ab".repeat(32),
+        }
+    }
+
+    fn deny() -> Record {
+        record(json!({
+            "seq": 7, "prev": "00", "time": "2026-12-03T10:00:00.123Z", "kind": "decision",
+            "request_id": "r1", "decision_id": "d1",
+            "principal": {"kind": "agent", "id": "ci-bot", "issuer": "warden"},
+            "action": "github:issues.create", "resource": "Operation::\"github/issues.create\"",
+            "route": "github", "source_ip": "127.0.0.1", "decision": "deny",
+            "reasons": ["no policy permits it"], "policies": ["p1"]
+        }))
+    }
+
+    #[test]
+    fn a_decision_maps_to_ecs_with_its_stable_id_and_outcome() {
+        let doc = ecs(&deny());
+        assert_eq!(doc["@timestamp"], "2026-12-03T10:00:00.123Z");
+        assert_eq!(doc["event"]["id"], "ab".repeat(32));
+        assert_eq!(doc["event"]["outcome"], "failure");
+        assert_eq!(doc["event"]["type"], json!(["denied"]));
+        assert_eq!(doc["event"]["action"], "github:issues.create");
+        assert_eq!(doc["user"]["id"], "ci-bot");
+        assert_eq!(doc["source"]["ip"], "127.0.0.1");
+        assert_eq!(doc["rule"]["id"], json!(["p1"]));
+        assert_eq!(doc["warden"]["seq"], 7);
+        assert_eq!(doc["event"]["reason"], "no policy permits it");
+    }
+
+    #[test]
+    fn a_decision_maps_to_ocsf_api_activity() {
+        let doc = ocsf(&deny());
+        assert_eq!(doc["class_uid"], 6003);
+        assert_eq!(doc["activity_id"], 1, "issues.create is a Create");
+        assert_eq!(doc["type_uid"], 600301);
+        assert_eq!(doc["status_id"], 2);
+        assert_eq!(doc["time"], 1_796_292_000_123u64);
+        assert_eq!(doc["actor"]["user"]["uid"], "ci-bot");
+        assert_eq!(doc["api"]["operation"], "github:issues.create");
+        assert_eq!(doc["metadata"]["uid"], "ab".repeat(32));
+        assert_eq!(doc["resources"][0]["type"], "Operation");
+        assert_eq!(doc["unmapped"]["warden"]["decision"], "deny");
+    }
+
+    #[test]
+    fn an_outcome_with_an_error_status_is_a_failure() {
+        let r = record(json!({"kind": "outcome", "time": "2026-12-03T10:00:00Z",
+                              "outcome": {"status": 502, "latency_ms": 1.5}}));
+        let doc = ecs(&r);
+        assert_eq!(doc["event"]["outcome"], "failure");
+        assert_eq!(doc["event"]["duration"], 1_500_000);
+        assert_eq!(doc["http"]["response"]["status_code"], 502);
+    }
+}
