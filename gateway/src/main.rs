@@ -728,11 +728,14 @@ fn audit_print(
     shape: warden::audit::shape::Shape,
 ) -> Result<ExitCode> {
     use std::io::Write as _;
-    let records = warden::audit::read::Reader::new(dir).next_batch()?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for record in records.iter().filter(|r| filter.keeps(r)) {
-        writeln!(out, "{}", shape.of(record))?;
-    }
+    let mut written = Ok(());
+    warden::audit::read::Reader::new(dir).each_new(|record| {
+        if written.is_ok() && filter.keeps(&record) {
+            written = writeln!(out, "{}", shape.of(&record));
+        }
+    })?;
+    written?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }

@@ -68,12 +68,19 @@ impl Reader {
 
     /// The records written since the last call (all of them, the first time).
     pub fn next_batch(&mut self) -> Result<Vec<Record>, ReadError> {
+        let mut out = Vec::new();
+        self.each_new(|r| out.push(r))?;
+        Ok(out)
+    }
+
+    /// Hands each record written since the last call to `each`, one segment in memory at a
+    /// time (a log of many segments is never read whole).
+    pub fn each_new(&mut self, mut each: impl FnMut(Record)) -> Result<(), ReadError> {
         let io = |source| ReadError::Io {
             path: self.dir.clone(),
             source,
         };
         let segments = list_segments(&self.dir).map_err(io)?;
-        let mut out = Vec::new();
         for (number, name) in segments {
             if self.segment.is_some_and(|current| number < current) {
                 continue;
@@ -83,9 +90,11 @@ impl Reader {
                 self.offset = 0;
                 self.line = 0;
             }
+            let mut out = Vec::new();
             self.read_segment(&name, &mut out)?;
+            out.into_iter().for_each(&mut each);
         }
-        Ok(out)
+        Ok(())
     }
 
     fn read_segment(&mut self, name: &str, out: &mut Vec<Record>) -> Result<(), ReadError> {
