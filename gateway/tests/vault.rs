@@ -12,7 +12,7 @@ use warden::vault::{Vault, VaultError, VaultStatus};
 
 #[tokio::test]
 async fn kv_v2_reads_the_latest_or_a_given_version_and_names_fields_never_values() {
-    let bao = OpenBao::start();
+    let bao = OpenBao::start().await;
     bao.run(&[
         "kv",
         "put",
@@ -65,7 +65,7 @@ async fn kv_v2_reads_the_latest_or_a_given_version_and_names_fields_never_values
 
 #[tokio::test]
 async fn approle_login_keeps_a_short_lived_token_alive() {
-    let bao = OpenBao::start();
+    let bao = OpenBao::start().await;
     let dir = tempfile::tempdir().unwrap();
     bao.run(&["kv", "put", "secret/app", "key=v1"]);
     // Tokens live 3 s and the secret id serves one login: without renewal, reads fail after
@@ -82,7 +82,7 @@ async fn approle_login_keeps_a_short_lived_token_alive() {
 
 #[tokio::test]
 async fn a_revoked_token_is_replaced_by_a_new_login() {
-    let bao = OpenBao::start();
+    let bao = OpenBao::start().await;
     let dir = tempfile::tempdir().unwrap();
     bao.run(&["kv", "put", "secret/app", "key=v1"]);
     let vault = Vault::connect(bao.approle(dir.path(), "1h")).await.unwrap();
@@ -95,7 +95,7 @@ async fn a_revoked_token_is_replaced_by_a_new_login() {
 
 #[tokio::test]
 async fn wrong_credentials_fail_the_login_with_a_clear_error() {
-    let bao = OpenBao::start();
+    let bao = OpenBao::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = bao.approle(dir.path(), "1h");
     std::fs::write(dir.path().join("secret-id"), "not-the-secret-id").unwrap();
@@ -114,7 +114,7 @@ async fn wrong_credentials_fail_the_login_with_a_clear_error() {
 
 #[tokio::test]
 async fn leased_secrets_are_read_with_their_lease_and_revoked() {
-    let bao = OpenBao::start();
+    let bao = OpenBao::start().await;
     let dir = tempfile::tempdir().unwrap();
     bao.run(&["secrets", "enable", "pki"]);
     bao.run(&[
@@ -153,7 +153,7 @@ async fn leased_secrets_are_read_with_their_lease_and_revoked() {
 
 #[tokio::test]
 async fn an_outage_is_reported_and_recovery_needs_no_restart() {
-    let mut bao = OpenBao::start();
+    let mut bao = OpenBao::start().await;
     bao.run(&["kv", "put", "secret/app", "key=v1"]);
     let vault = Vault::connect(bao.root_config()).await.unwrap();
     vault.kv("secret", "app", None).await.unwrap();
@@ -164,7 +164,9 @@ async fn an_outage_is_reported_and_recovery_needs_no_restart() {
     assert!(matches!(vault.status(), VaultStatus::Down(_)));
 
     // A dev server starts empty: the same root token, the secret written again.
-    assert!(bao.spawn(), "OpenBao could not start again on its port");
+    bao.restart()
+        .await
+        .expect("OpenBao could not start again on its port");
     bao.run(&["kv", "put", "secret/app", "key=v2"]);
     let secret = vault.kv("secret", "app", None).await.unwrap();
     assert_eq!(secret.data.field("app", "key").unwrap(), "v2");
@@ -173,7 +175,7 @@ async fn an_outage_is_reported_and_recovery_needs_no_restart() {
 
 #[tokio::test]
 async fn a_path_warden_may_not_read_is_a_refusal_not_an_outage() {
-    let bao = OpenBao::start();
+    let bao = OpenBao::start().await;
     let dir = tempfile::tempdir().unwrap();
     // The AppRole's policy grants `secret/data/*` only.
     bao.run(&["secrets", "enable", "-path=other", "-version=2", "kv"]);
@@ -191,7 +193,7 @@ async fn a_path_warden_may_not_read_is_a_refusal_not_an_outage() {
 
 #[tokio::test]
 async fn a_namespace_is_where_every_call_goes() {
-    let bao = OpenBao::start();
+    let bao = OpenBao::start().await;
     bao.run(&["namespace", "create", "team-a"]);
     bao.run(&[
         "secrets",
@@ -223,7 +225,7 @@ async fn a_namespace_is_where_every_call_goes() {
 async fn a_read_whose_requester_went_away_still_lands_in_the_store() {
     use std::sync::Arc;
     use warden::vault::{SecretKey, SecretStore};
-    let bao = OpenBao::start();
+    let bao = OpenBao::start().await;
     bao.run(&["kv", "put", "secret/app", "key=v1"]);
     let store: Arc<SecretStore> = SecretStore::new(bao.root_config()).unwrap();
     let slot = store.slot(&SecretKey::Kv {

@@ -50,7 +50,7 @@ fn lookup(bao: &OpenBao, lease_id: &str) -> serde_json::Value {
 #[tokio::test]
 async fn a_leased_database_login_works_is_renewed_and_is_dropped_when_revoked() {
     let pg = Postgres::from_env();
-    let bao = OpenBao::start();
+    let bao = OpenBao::start().await;
     let dir = tempfile::tempdir().unwrap();
     database_role(&bao, &pg, "lease-cycle", "30s", "10m");
     let vault = Vault::connect(bao.approle(dir.path(), "1h")).await.unwrap();
@@ -122,7 +122,7 @@ async fn a_leased_database_login_works_is_renewed_and_is_dropped_when_revoked() 
 #[tokio::test]
 async fn a_lease_left_to_run_out_ends_its_login() {
     let pg = Postgres::from_env();
-    let bao = OpenBao::start();
+    let bao = OpenBao::start().await;
     let dir = tempfile::tempdir().unwrap();
     database_role(&bao, &pg, "run-out", "2s", "2s");
     let vault = Vault::connect(bao.approle(dir.path(), "1h")).await.unwrap();

@@ -104,7 +104,7 @@ fn kubernetes_auth(bao: &OpenBao, dir: &std::path::Path, host: &str) {
 
 #[tokio::test]
 async fn kubernetes_login_with_the_pods_service_account_token_reads_kv_secrets() {
-    let bao = OpenBao::start();
+    let bao = OpenBao::start().await;
     let dir = tempfile::tempdir().unwrap();
     let token = service_account_token(ACCOUNT);
     let (host, asked) = token_review(vec![token.clone()]).await;

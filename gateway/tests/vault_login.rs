@@ -46,7 +46,7 @@ fn jwt_login(bao: &OpenBao, idp: &Idp, dir: &Path) -> (VaultConfig, PathBuf) {
 #[tokio::test]
 async fn jwt_login_with_a_token_from_the_idp_reads_kv_secrets() {
     let idp = Idp::shared();
-    let bao = OpenBao::start();
+    let bao = OpenBao::start().await;
     let dir = tempfile::tempdir().unwrap();
     bao.run(&["kv", "put", "secret/agents/alpha/github", "token=ghp-alpha"]);
     let (config, file) = jwt_login(&bao, &idp, dir.path());
@@ -64,7 +64,7 @@ async fn jwt_login_with_a_token_from_the_idp_reads_kv_secrets() {
 #[tokio::test]
 async fn jwt_login_refuses_a_token_for_another_subject_or_audience() {
     let idp = Idp::shared();
-    let bao = OpenBao::start();
+    let bao = OpenBao::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (config, file) = jwt_login(&bao, &idp, dir.path());
 
@@ -86,7 +86,7 @@ async fn jwt_login_refuses_a_token_for_another_subject_or_audience() {
 #[tokio::test]
 async fn the_jwt_file_is_read_again_at_each_login() {
     let idp = Idp::shared();
-    let bao = OpenBao::start();
+    let bao = OpenBao::start().await;
     let dir = tempfile::tempdir().unwrap();
     bao.run(&["kv", "put", "secret/app", "key=v1"]);
     let (config, file) = jwt_login(&bao, &idp, dir.path());
