@@ -1,5 +1,6 @@
 //! Checks that need more than one key: listener safety, issuers, routes against connectors.
 
+use crate::secrets::config::NO_VAULT_SECTION;
 use std::collections::HashMap;
 
 use super::{Config, DenyStyle};
@@ -246,11 +247,7 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
         if let Some(crate::secrets::CredentialSource::Vault(_)) = &route.credential
             && config.vault.is_none()
         {
-            err(
-                &format!("{key}.credential.vault"),
-                "names a Vault secret, but there is no vault: section saying how to reach Vault"
-                    .into(),
-            );
+            err(&format!("{key}.credential.vault"), NO_VAULT_SECTION.into());
         }
     }
     let warden = &config.identity.warden_issuer;
@@ -263,10 +260,7 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     if let Some(crate::secrets::CredentialSource::Vault(_)) = &warden.key
         && config.vault.is_none()
     {
-        err(
-            "identity.warden_issuer.key.vault",
-            "names a Vault secret, but there is no vault: section saying how to reach Vault".into(),
-        );
+        err("identity.warden_issuer.key.vault", NO_VAULT_SECTION.into());
     }
     for (i, endpoint) in config.mcp.endpoints.iter().enumerate() {
         let key = format!("mcp.endpoints[{i}]");

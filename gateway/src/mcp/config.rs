@@ -225,9 +225,7 @@ impl McpConfig {
                         );
                     }
                     for (name, source) in &s.secret_env {
-                        if let CredentialSource::Vault(v) = source
-                            && v.kv.iter().chain(&v.lease).any(|p| p.contains("{principal."))
-                        {
+                        if source.names_principal() {
                             err(
                                 format!("{key}.secret_env.{name}"),
                                 "a server process is not one principal's: its secret path \

@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::config::{self, McpConfig, McpDenyStyle, RemoteTransport};
 use crate::config::error::ConfigErrors;
 use crate::route::connector::CredentialInjection;
+use crate::secrets::config::NO_VAULT_SECTION;
 use crate::secrets::{self, CredentialProvider, CredentialSource, Injection, own};
 use crate::vault::SecretStore;
 use zeroize::Zeroizing;
@@ -148,9 +149,7 @@ fn server(
             {
                 return Err(ConfigErrors::one(
                     key("secret_env"),
-                    "names a Vault secret, but there is no vault: section saying how to reach \
-                     Vault"
-                        .to_owned(),
+                    NO_VAULT_SECTION.to_owned(),
                 ));
             }
             ServerKind::Stdio(Arc::new(StdioCommand {
@@ -181,12 +180,7 @@ fn server(
             let credential = match &c.credential {
                 None => None,
                 Some(source) => {
-                    if let CredentialSource::Vault(v) = source
-                        && v.kv
-                            .iter()
-                            .chain(&v.lease)
-                            .any(|p| p.contains("{principal."))
-                    {
+                    if source.names_principal() {
                         return Err(ConfigErrors::one(
                             key("credential.vault"),
                             "an MCP server's upstream session is shared by the requests of one agent session; a per-principal secret path is not supported here".to_owned(),

@@ -17,7 +17,17 @@ pub enum CredentialSource {
     Vault(VaultSource),
 }
 
+/// Why a source naming Vault cannot be used: the configuration has no `vault:` section.
+pub const NO_VAULT_SECTION: &str =
+    "names a Vault secret, but there is no vault: section saying how to reach Vault";
+
 impl CredentialSource {
+    /// Whether it is a Vault secret whose path names a principal attribute
+    /// (`{principal.owner}`): only a request's credential can have one.
+    pub fn names_principal(&self) -> bool {
+        matches!(self, CredentialSource::Vault(v) if v.names_principal())
+    }
+
     /// The source's kind, for messages.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -60,6 +70,16 @@ pub struct VaultSource {
     /// (`{secret.username}`).
     #[serde(default)]
     pub field: Option<String>,
+}
+
+impl VaultSource {
+    /// Whether its path names a principal attribute (`{principal.owner}`).
+    pub fn names_principal(&self) -> bool {
+        self.kv
+            .iter()
+            .chain(&self.lease)
+            .any(|p| p.contains("{principal."))
+    }
 }
 
 /// How a route's (or MCP server's) credential is sent, replacing its connector's way:

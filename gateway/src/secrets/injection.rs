@@ -133,14 +133,18 @@ impl Injection {
         Ok(Injection { placement, redact })
     }
 
-    /// The `{secret.<field>}` names its templates use.
-    pub fn fields(&self) -> Vec<String> {
-        let templates: Vec<&ValueTemplate> = match &self.placement {
+    /// Its templates: the value, or Basic's username and password.
+    fn templates(&self) -> Vec<&ValueTemplate> {
+        match &self.placement {
             Placement::Header { value, .. } | Placement::Query { value, .. } => vec![value],
             Placement::Basic { username, password } => vec![username, password],
-        };
+        }
+    }
+
+    /// The `{secret.<field>}` names its templates use.
+    pub fn fields(&self) -> Vec<String> {
         let mut fields = Vec::new();
-        for t in templates {
+        for t in self.templates() {
             for v in t.vars() {
                 if let SecretVar::Field(f) = v
                     && !fields.contains(&f)
@@ -154,11 +158,7 @@ impl Injection {
 
     /// Whether its templates use `{secret}` (or its base64).
     pub fn uses_secret(&self) -> bool {
-        let templates: Vec<&ValueTemplate> = match &self.placement {
-            Placement::Header { value, .. } | Placement::Query { value, .. } => vec![value],
-            Placement::Basic { username, password } => vec![username, password],
-        };
-        templates
+        self.templates()
             .iter()
             .any(|t| t.vars().any(|v| !matches!(v, SecretVar::Field(_))))
     }

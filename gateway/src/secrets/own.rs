@@ -32,7 +32,7 @@ pub async fn read(
         CredentialSource::Vault(v) => {
             let store = vault.ok_or_else(|| CredentialError::Vault {
                 path: key.to_owned(),
-                reason: "there is no vault: section saying how to reach Vault".into(),
+                reason: super::config::NO_VAULT_SECTION.into(),
             })?;
             super::vault_source::read_one(v, store, key).await?
         }

@@ -58,7 +58,7 @@ pub fn provider(
             let Some(store) = vault else {
                 return Err(ProviderError {
                     key: "vault".into(),
-                    message: "names a Vault secret, but there is no vault: section saying how to reach Vault".into(),
+                    message: super::config::NO_VAULT_SECTION.into(),
                 });
             };
             Arc::new(super::vault_source::VaultCredential::new(

@@ -233,7 +233,7 @@ pub async fn read_one(
         _ => return Err(refused("give one of kv: and lease:".into())),
     };
     let path = path.trim_matches('/');
-    if path.contains("{principal.") {
+    if source.names_principal() {
         return Err(refused(
             "Warden's own secrets have no principal: the path cannot name one".into(),
         ));
