@@ -19,6 +19,16 @@ use warden_e2e::warden::{OPENAI_KEY, Warden, WardenBuilder};
 
 const AGENT: &str = "vault-agent";
 
+/// An OpenBao holding the fake provider's key (the one Warden's `/openai` route reads), the
+/// fake provider, and an echoing upstream.
+async fn stage() -> (OpenBao, FakeLlm, Echo) {
+    let bao = OpenBao::start().await.expect("openbao");
+    bao.kv_put("e2e/openai", &[("api_key", OPENAI_KEY)]);
+    let fake = FakeLlm::start().await.expect("fake llm");
+    let echo = Echo::start().await.expect("echo");
+    (bao, fake, echo)
+}
+
 /// Warden with a `vault:` section for `bao`, changed by `more`.
 async fn warden(
     bao: &OpenBao,
@@ -90,12 +100,9 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test]
 async fn kv_secrets_reach_the_upstream_and_nowhere_else() {
-    let bao = OpenBao::start().await.expect("openbao");
-    bao.kv_put("e2e/openai", &[("api_key", OPENAI_KEY)]);
+    let (bao, fake, echo) = stage().await;
     bao.kv_put("e2e/echo", &[("token", "sk-echo-version-one-1111")]);
     bao.kv_put("e2e/echo", &[("token", "sk-echo-version-two-2222")]);
-    let fake = FakeLlm::start().await.expect("fake llm");
-    let echo = Echo::start().await.expect("echo");
     let routes = [
         echo_route(
             "/echo-latest",
@@ -261,12 +268,9 @@ async fn kv_secrets_reach_the_upstream_and_nowhere_else() {
 
 #[tokio::test]
 async fn per_agent_paths_are_judged_by_secret_use() {
-    let bao = OpenBao::start().await.expect("openbao");
-    bao.kv_put("e2e/openai", &[("api_key", OPENAI_KEY)]);
+    let (bao, fake, echo) = stage().await;
     bao.kv_put("agents/team-a/github", &[("token", "ghp-team-a-secret")]);
     bao.kv_put("agents/team-b/github", &[("token", "ghp-team-b-secret")]);
-    let fake = FakeLlm::start().await.expect("fake llm");
-    let echo = Echo::start().await.expect("echo");
     let route = echo_route(
         "/gh",
         &echo,
@@ -339,11 +343,8 @@ when { resource.path like "secret/agents/team-a/*" };
 
 #[tokio::test]
 async fn an_outage_serves_the_cache_then_fails_closed_then_recovers() {
-    let mut bao = OpenBao::start().await.expect("openbao");
-    bao.kv_put("e2e/openai", &[("api_key", OPENAI_KEY)]);
+    let (mut bao, fake, echo) = stage().await;
     bao.kv_put("e2e/echo", &[("token", "sk-outage-0123456")]);
-    let fake = FakeLlm::start().await.expect("fake llm");
-    let echo = Echo::start().await.expect("echo");
     let route = echo_route(
         "/echo",
         &echo,
@@ -480,12 +481,9 @@ async fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) 
 #[tokio::test]
 async fn a_leased_database_login_is_injected_renewed_and_revoked() {
     let pg = Postgres::from_env();
-    let bao = OpenBao::start().await.expect("openbao");
-    bao.kv_put("e2e/openai", &[("api_key", OPENAI_KEY)]);
+    let (bao, fake, echo) = stage().await;
     let role = format!("e2e-lease-{}", std::process::id());
     database_role(&bao, &pg, &role, "9s");
-    let fake = FakeLlm::start().await.expect("fake llm");
-    let echo = Echo::start().await.expect("echo");
     let route = echo_route(
         "/db",
         &echo,
@@ -580,11 +578,8 @@ async fn a_leased_database_login_is_injected_renewed_and_revoked() {
 
 #[tokio::test]
 async fn concurrent_misses_make_one_vault_read() {
-    let bao = OpenBao::start().await.expect("openbao");
-    bao.kv_put("e2e/openai", &[("api_key", OPENAI_KEY)]);
+    let (bao, fake, echo) = stage().await;
     bao.kv_put("e2e/echo", &[("token", "sk-single-flight-01")]);
-    let fake = FakeLlm::start().await.expect("fake llm");
-    let echo = Echo::start().await.expect("echo");
     let route = echo_route(
         "/echo",
         &echo,
@@ -610,11 +605,9 @@ async fn concurrent_misses_make_one_vault_read() {
 
 #[tokio::test]
 async fn the_token_signing_key_comes_from_vault_and_is_shared_by_replicas() {
-    let bao = OpenBao::start().await.expect("openbao");
-    bao.kv_put("e2e/openai", &[("api_key", OPENAI_KEY)]);
+    let (bao, fake, _echo) = stage().await;
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
     bao.kv_put("warden/signing", &[("pem", &key.serialize_pem())]);
-    let fake = FakeLlm::start().await.expect("fake llm");
     let signing = json!({"vault": {"kv": "secret/warden/signing", "field": "pem"}});
     let first = warden(&bao, &fake, |b| {
         b.set("/identity/warden_issuer/key", signing.clone())
@@ -654,10 +647,8 @@ async fn the_token_signing_key_comes_from_vault_and_is_shared_by_replicas() {
 
 #[tokio::test]
 async fn a_stdio_mcp_servers_secret_env_comes_from_vault_and_is_redacted() {
-    let bao = OpenBao::start().await.expect("openbao");
-    bao.kv_put("e2e/openai", &[("api_key", OPENAI_KEY)]);
+    let (bao, fake, _echo) = stage().await;
     bao.kv_put("mcp/everything", &[("token", "ghp-mcp-stdio-secret")]);
-    let fake = FakeLlm::start().await.expect("fake llm");
     let mut server = warden_e2e::mcp::everything_stdio("everything");
     server["secret_env"] = json!({"EVERYTHING_TOKEN":
         {"vault": {"kv": "secret/mcp/everything", "field": "token"}}});
@@ -686,8 +677,7 @@ async fn a_stdio_mcp_servers_secret_env_comes_from_vault_and_is_redacted() {
 
 #[tokio::test]
 async fn a_secret_issued_by_a_write_is_leased_and_revoked_at_shutdown() {
-    let bao = OpenBao::start().await.expect("openbao");
-    bao.kv_put("e2e/openai", &[("api_key", OPENAI_KEY)]);
+    let (bao, fake, echo) = stage().await;
     bao.run(&["secrets", "enable", "pki"]);
     bao.run(&["secrets", "tune", "-max-lease-ttl=1h", "pki"]);
     bao.run(&[
@@ -704,8 +694,6 @@ async fn a_secret_issued_by_a_write_is_leased_and_revoked_at_shutdown() {
         "max_ttl=10m",
         "generate_lease=true",
     ]);
-    let fake = FakeLlm::start().await.expect("fake llm");
-    let echo = Echo::start().await.expect("echo");
     let route = echo_route(
         "/pki",
         &echo,
@@ -757,11 +745,8 @@ async fn a_secret_issued_by_a_write_is_leased_and_revoked_at_shutdown() {
 
 #[tokio::test]
 async fn a_reload_that_changes_the_vault_section_keeps_serving() {
-    let bao = OpenBao::start().await.expect("openbao");
-    bao.kv_put("e2e/openai", &[("api_key", OPENAI_KEY)]);
+    let (bao, fake, echo) = stage().await;
     bao.kv_put("e2e/echo", &[("token", "sk-reload-000001")]);
-    let fake = FakeLlm::start().await.expect("fake llm");
-    let echo = Echo::start().await.expect("echo");
     let route = echo_route(
         "/echo",
         &echo,

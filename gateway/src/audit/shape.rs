@@ -49,6 +49,16 @@ fn outcome(v: &Value) -> &'static str {
     }
 }
 
+/// The record's reasons as one text (`null` when it has none).
+fn reasons(v: &Value) -> Value {
+    json!(v["reasons"].as_array().map(|r| {
+        r.iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join("; ")
+    }))
+}
+
 /// Puts `value` at `path` (`a.b.c`) in `doc`, unless it is null.
 fn put(doc: &mut Map<String, Value>, path: &str, value: Value) {
     if value.is_null() || value == json!("") || value == json!([]) {
@@ -103,16 +113,7 @@ pub fn ecs(record: &Record) -> Value {
     if let Some(ms) = v["outcome"]["latency_ms"].as_f64() {
         put(&mut doc, "event.duration", json!((ms * 1_000_000.0) as u64));
     }
-    put(
-        &mut doc,
-        "event.reason",
-        json!(v["reasons"].as_array().map(|r| {
-            r.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join("; ")
-        })),
-    );
+    put(&mut doc, "event.reason", reasons(v));
     put(&mut doc, "user.id", v["principal"]["id"].clone());
     put(&mut doc, "user.name", v["principal"]["id"].clone());
     put(&mut doc, "user.domain", v["principal"]["issuer"].clone());
@@ -189,16 +190,7 @@ pub fn ocsf(record: &Record) -> Value {
     put(&mut doc, "time", json!(time_ms));
     put(&mut doc, "status_id", json!(status_id));
     put(&mut doc, "status", json!(status));
-    put(
-        &mut doc,
-        "message",
-        json!(v["reasons"].as_array().map(|r| {
-            r.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join("; ")
-        })),
-    );
+    put(&mut doc, "message", reasons(v));
     put(&mut doc, "metadata.version", json!("1.3.0"));
     put(&mut doc, "metadata.uid", json!(record.id));
     put(&mut doc, "metadata.log_name", json!("warden-audit"));
