@@ -15,6 +15,7 @@ pub mod decision;
 pub mod harden;
 pub mod identity;
 pub mod inspect;
+pub mod keys;
 pub mod listener;
 pub mod mcp;
 pub mod observe;

@@ -169,14 +169,34 @@ enum PolicyCommand {
     },
 }
 
+/// The audit public key(s) signatures are checked with.
+#[derive(clap::Args)]
+struct AuditKeyArgs {
+    /// The audit public key: a PEM public key, or the private key file itself
+    /// (`<data_dir>/keys/audit-signing.pem`, whose public half is used).
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// The audit keys as a JWK Set: a file, or a URL such as
+    /// http://127.0.0.1:9090/.well-known/warden-audit-keys.json.
+    #[arg(long, value_name = "FILE|URL")]
+    jwks: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Verify the hash chain; name the first record that was edited, deleted, reordered or
-    /// truncated, and exit non-zero if there is one.
+    /// Verify the hash chain and the signed checkpoints; name the first record that was
+    /// edited, deleted, reordered, truncated or forged, report records no checkpoint covers,
+    /// and exit non-zero if there is a bad one.
     Verify {
         /// Audit directory (default: ./warden-data/audit).
         #[arg(default_value = "warden-data/audit")]
         dir: PathBuf,
+        #[command(flatten)]
+        keys: AuditKeyArgs,
+        /// Fail unless every record is covered by a checkpoint whose signature verifies
+        /// (needs --key or --jwks).
+        #[arg(long)]
+        require_signed: bool,
     },
     /// Print the last records, one JSON object a line; with --follow, new ones as they are
     /// written.
@@ -448,8 +468,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             format,
         ),
         Command::Audit {
-            command: AuditCommand::Verify { dir },
-        } => match warden::audit::verify(&dir) {
+            command:
+                AuditCommand::Verify {
+                    dir,
+                    keys,
+                    require_signed,
+                },
+        } => match warden::audit::verify_with(
+            &dir,
+            &warden::audit::VerifyOptions {
+                keys: audit_keys(&keys)?,
+                require_signed,
+            },
+        ) {
             Ok(report) => {
                 println!("{report}");
                 Ok(ExitCode::SUCCESS)
@@ -719,6 +750,43 @@ fn check(path: Option<&Path>) -> Result<ExitCode> {
     } else {
         Ok(ExitCode::from(1))
     }
+}
+
+/// The audit public keys of `--key` and `--jwks` (none when neither is given).
+fn audit_keys(args: &AuditKeyArgs) -> Result<warden::audit::checkpoint::Keys> {
+    let mut keys = Vec::new();
+    if let Some(path) = &args.key {
+        let pem = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the audit key {}", path.display()))?;
+        let key = warden::keys::public_from_pem(&pem, &path.display().to_string())?;
+        keys.push((warden::keys::thumbprint(&key.to_bytes()), key));
+    }
+    if let Some(source) = &args.jwks {
+        let text = if source.starts_with("http://") || source.starts_with("https://") {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime
+                .block_on(async {
+                    let response = reqwest::Client::builder()
+                        .timeout(Duration::from_secs(10))
+                        .build()?
+                        .get(source)
+                        .send()
+                        .await?
+                        .error_for_status()?;
+                    response.text().await
+                })
+                .with_context(|| format!("cannot fetch the audit keys from {source}"))?
+        } else {
+            std::fs::read_to_string(source)
+                .with_context(|| format!("cannot read the audit keys {source}"))?
+        };
+        let jwks: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{source} is not a JWK Set (JSON)"))?;
+        keys.extend(warden::keys::public_from_jwks(&jwks, source)?);
+    }
+    Ok(warden::audit::checkpoint::Keys::new(keys))
 }
 
 /// `warden audit export` and `search`: the records of `dir` that `filter` keeps, in `shape`.

@@ -1,16 +1,19 @@
 //! `warden serve`: assemble the gateway, listen, reload on change, shut down gracefully.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::audit::AuditLog;
 use crate::audit::event::{AuditEvent, EventKind};
+use crate::audit::signer::Signer;
 use crate::config::Config;
 use crate::listener::workers::{self, WorkerError};
 use crate::listener::{self, ServerTls, shutdown_signal};
 use crate::reload;
+use crate::secrets::own;
 use crate::shared::Shared;
 use crate::snapshot::{Snapshot, SnapshotError};
 use crate::telemetry::metrics::Metrics;
@@ -40,6 +43,8 @@ pub enum ServeError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("audit.signing: {0}")]
+    AuditKey(String),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
     #[error(transparent)]
@@ -61,11 +66,6 @@ pub fn audit_dir(config: &Config) -> PathBuf {
 pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), ServeError> {
     crate::harden::no_core_dumps();
     listener::install_crypto_provider();
-    let audit_dir = audit_dir(&config);
-    let audit = AuditLog::open(&audit_dir, &config.audit).map_err(|source| ServeError::Audit {
-        dir: audit_dir.clone(),
-        source,
-    })?;
     let proxy_tls = config
         .listen
         .tls
@@ -90,6 +90,16 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     let upstream = config.upstream.clone();
     let workers = workers::count(config.runtime.worker_threads);
     let snapshot = Snapshot::build(config, None).await?;
+    // The audit key may be in Vault: the log opens once the snapshot's secret store exists.
+    let signer = audit_signer(&snapshot).await?;
+    let audit_dir = audit_dir(&snapshot.config);
+    let audit =
+        AuditLog::open_signed(&audit_dir, &snapshot.config.audit, signer).map_err(|source| {
+            ServeError::Audit {
+                dir: audit_dir.clone(),
+                source,
+            }
+        })?;
     for route in snapshot.routes.iter() {
         if let Some(e) = route.credential.as_ref().and_then(|c| c.unavailable()) {
             tracing::warn!(route = %route.name, error = %e, "route has no upstream credential; its requests will be refused with 503 until it is configured");
@@ -183,6 +193,28 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     }
     tracing::info!("warden stopped");
     Ok(())
+}
+
+/// The audit signing key of `audit.signing`: from its secret source, or its file (created at
+/// first start).
+async fn audit_signer(snapshot: &Snapshot) -> Result<Arc<Signer>, ServeError> {
+    let config = &snapshot.config;
+    let signing = &config.audit.signing;
+    let pem = match &signing.key {
+        Some(source) => Some((
+            own::read(source, snapshot.secrets.as_ref(), "audit.signing.key")
+                .await
+                .map_err(|e| ServeError::AuditKey(e.to_string()))?,
+            format!("audit.signing.key ({})", source.kind()),
+        )),
+        None => None,
+    };
+    let pem = pem
+        .as_ref()
+        .map(|(pem, origin)| (pem.as_str(), origin.as_str()));
+    Signer::load(signing, &config.data_dir, pem)
+        .map(Arc::new)
+        .map_err(|e| ServeError::AuditKey(e.to_string()))
 }
 
 async fn wait_for_termination() -> std::io::Result<()> {

@@ -16,6 +16,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/.well-known/jwks.json", get(jwks))
+        .route("/.well-known/warden-audit-keys.json", get(audit_keys))
         .with_state(shared)
 }
 
@@ -67,6 +68,16 @@ async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
+/// The public key of the audit log's checkpoints and decision receipts (JWK Set), for
+/// `warden audit verify --jwks` and `warden receipt verify --jwks`. Kept apart from the agent
+/// tokens' keys: a service that trusts those must not trust a receipt as a token.
+async fn audit_keys(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.audit.signer() {
+        Some(signer) => axum::Json(signer.jwks()).into_response(),
+        None => (StatusCode::NOT_FOUND, "the audit log is not signed\n").into_response(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,8 +101,13 @@ mod tests {
         config.policy.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
         config.audit.fail_closed = fail_closed;
         let faults = Arc::new(Faults::default());
-        let audit =
-            AuditLog::open_with(&tmp.path().join("audit"), &config.audit, faults.clone()).unwrap();
+        let audit = AuditLog::open_with(
+            &tmp.path().join("audit"),
+            &config.audit,
+            faults.clone(),
+            None,
+        )
+        .unwrap();
         let snapshot = Snapshot::build(config, None).await.unwrap();
         let shared = Shared::new(snapshot, audit, Metrics::new(), None);
         shared.set_ready(true);

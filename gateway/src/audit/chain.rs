@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::anchor::Anchor;
+use super::checkpoint::{Checkpoint, Keys};
 use super::error::{EditEvidence, Location, Problem, TruncationEvidence, VerifyError};
+use super::event::AuditEvent;
 use super::record::{ChainFields, GENESIS, Hash, hash_line};
 use super::segment::{Line, Lines, Stray};
 
@@ -21,6 +23,62 @@ pub struct Chain {
     /// Checked when the record with the anchor's seq goes by.
     anchor: Option<Anchor>,
     records: u64,
+    /// Checkpoints checked on the way (`verify`), if they are.
+    signatures: Option<Signatures>,
+}
+
+/// What the checkpoints on the way covered.
+#[derive(Debug, Default)]
+pub struct Signatures {
+    /// The keys signatures are checked with; none: only the chain facts are.
+    pub keys: Keys,
+    /// The first seq no checkpoint covered yet (0: the first record's).
+    next_unsigned: u64,
+    /// Ranges of records no checkpoint covers, in order.
+    pub unsigned: Vec<(u64, u64)>,
+    /// Checkpoints found.
+    pub checkpoints: u64,
+}
+
+impl Signatures {
+    /// Checks checkpoints against `keys`.
+    pub fn new(keys: Keys) -> Signatures {
+        Signatures {
+            keys,
+            ..Signatures::default()
+        }
+    }
+
+    /// Ends the walk at `head_seq`: what no checkpoint covered at the end is unsigned.
+    pub fn finish(&mut self, head_seq: u64) {
+        if self.next_unsigned != 0 && self.next_unsigned <= head_seq {
+            self.unsigned.push((self.next_unsigned, head_seq));
+            self.next_unsigned = head_seq + 1;
+        }
+    }
+
+    /// A record at `seq` (a `checkpoint` one when `line` says so) went by.
+    fn record(&mut self, seq: u64, prev: &Hash, line: &[u8]) -> Result<(), Problem> {
+        if self.next_unsigned == 0 {
+            self.next_unsigned = seq;
+        }
+        if memchr::memmem::find(line, br#""kind":"checkpoint""#).is_none() {
+            return Ok(());
+        }
+        let event: AuditEvent = serde_json::from_slice(line)
+            .map_err(|e| Problem::Malformed(format!("checkpoint record: {e}")))?;
+        let checkpoint = Checkpoint::of(&event).map_err(Problem::Checkpoint)?;
+        checkpoint
+            .check(seq, prev, &event.time, &self.keys)
+            .map_err(Problem::Checkpoint)?;
+        if checkpoint.from > self.next_unsigned {
+            self.unsigned
+                .push((self.next_unsigned, checkpoint.from - 1));
+        }
+        self.next_unsigned = seq + 1;
+        self.checkpoints += 1;
+        Ok(())
+    }
 }
 
 /// What one record did to the chain.
@@ -97,7 +155,21 @@ impl Chain {
             last: None,
             anchor,
             records: 0,
+            signatures: None,
         }
+    }
+
+    /// A whole log whose checkpoints are checked with `keys`.
+    pub fn signed(anchor: Option<Anchor>, keys: Keys) -> Chain {
+        Chain {
+            signatures: Some(Signatures::new(keys)),
+            ..Chain::from_genesis(anchor)
+        }
+    }
+
+    /// What the checkpoints covered, once the walk is done.
+    pub fn signatures(&mut self) -> Option<&mut Signatures> {
+        self.signatures.as_mut()
     }
 
     /// A chain that accepts its first record as given (one segment, read on open).
@@ -161,6 +233,11 @@ impl Chain {
                     },
                 });
             }
+        }
+        if let Some(signatures) = &mut self.signatures
+            && let Err(problem) = signatures.record(fields.seq, &fields.prev.0, line)
+        {
+            return Err(VerifyError::Tampered { at, problem });
         }
         let hash = hash_line(line);
         if let Some(anchor) = self.anchor

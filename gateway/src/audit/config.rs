@@ -7,6 +7,15 @@ use std::time::Duration;
 /// Default size at which a segment is closed and the next one started: 128 MiB.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 128 * 1024 * 1024;
 
+/// Default `audit.signing.checkpoint_records`.
+pub const DEFAULT_CHECKPOINT_RECORDS: u64 = 1000;
+
+/// Default `audit.signing.checkpoint_interval`: 10 s.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Default `audit.segment_max_age`: a day.
+pub const DEFAULT_SEGMENT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
 /// Default `audit.flush_interval`: 10 ms.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -44,6 +53,42 @@ pub struct AuditConfig {
     pub record_content: bool,
     /// Refuse requests when the audit log cannot be written (fail closed).
     pub fail_closed: bool,
+    /// A segment older than this is closed (with a checkpoint) and the log continues in a new
+    /// one, however small it is.
+    #[serde(with = "humantime_serde")]
+    pub segment_max_age: Duration,
+    /// The audit key: signed checkpoints and decision receipts.
+    pub signing: SigningConfig,
+    /// Answer every decided request with `x-warden-receipt`, a signed receipt of its decision.
+    pub receipts: bool,
+}
+
+/// `audit.signing:` the key that signs checkpoints and receipts, and how often checkpoints
+/// are written.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SigningConfig {
+    /// The key (PKCS#8 PEM, Ed25519). Default: `<data_dir>/keys/audit-signing.pem`, created
+    /// at first start.
+    pub key_file: Option<PathBuf>,
+    /// The key's PEM from a secret source instead (env, file, Vault).
+    pub key: Option<crate::secrets::CredentialSource>,
+    /// A checkpoint after at most this many records.
+    pub checkpoint_records: u64,
+    /// A checkpoint at most this long after the first record it covers.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        SigningConfig {
+            key_file: None,
+            key: None,
+            checkpoint_records: DEFAULT_CHECKPOINT_RECORDS,
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+        }
+    }
 }
 
 impl Default for AuditConfig {
@@ -55,6 +100,9 @@ impl Default for AuditConfig {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             record_content: false,
             fail_closed: true,
+            segment_max_age: DEFAULT_SEGMENT_MAX_AGE,
+            signing: SigningConfig::default(),
+            receipts: true,
         }
     }
 }

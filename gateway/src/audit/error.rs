@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::anchor::ANCHOR_FILE;
+use super::checkpoint::CheckpointProblem;
 
 /// Why a record could not be appended, or the log not opened or closed.
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +146,9 @@ pub enum Problem {
     Truncated(TruncationEvidence),
     /// The line is not an audit record.
     Malformed(String),
+    /// A signed checkpoint does not hold: the records it covers were rewritten, or the
+    /// checkpoint itself was forged or replaced.
+    Checkpoint(CheckpointProblem),
 }
 
 /// How a cut was detected.
@@ -180,6 +184,9 @@ impl Problem {
             Problem::Reordered { .. } => "reordered",
             Problem::Truncated(_) => "truncated",
             Problem::Malformed(_) => "malformed",
+            Problem::Checkpoint(CheckpointProblem::Rewritten { .. }) => "edited",
+            Problem::Checkpoint(CheckpointProblem::Malformed(_)) => "malformed",
+            Problem::Checkpoint(_) => "forged",
         }
     }
 }
@@ -242,6 +249,7 @@ impl fmt::Display for Problem {
                  here"
             ),
             Problem::Malformed(reason) => write!(f, "not a valid audit record: {reason}"),
+            Problem::Checkpoint(problem) => problem.fmt(f),
         }
     }
 }
@@ -275,6 +283,24 @@ pub enum VerifyError {
         /// The directory given.
         dir: PathBuf,
     },
+    /// The records chain and their checkpoints hold, but some are not covered by a signed
+    /// checkpoint, and `--require-signed` was given.
+    #[error(
+        "records not covered by a signed checkpoint: {}. They chain correctly, but whoever \
+         can write the files could have added them; compare them with the SIEM's copy",
+        ranges(unsigned)
+    )]
+    Unsigned {
+        /// The uncovered ranges (first and last seq).
+        unsigned: Vec<(u64, u64)>,
+    },
+    /// `--require-signed` without a key to check signatures with.
+    #[error(
+        "cannot require signed records without the audit public key: give --key FILE (the \
+         PEM public key) or --jwks FILE|URL (the admin listener's \
+         /.well-known/warden-audit-keys.json)"
+    )]
+    NoKey,
     /// The records chain correctly but there is no anchor to check the tail against.
     #[error(
         "{}: {ANCHOR_FILE} is missing, so records cut from the end cannot be detected; the \
@@ -290,6 +316,21 @@ pub enum VerifyError {
         /// Seq of the last of them.
         head_seq: u64,
     },
+}
+
+/// `1-10, 12-12` as `seq 1 to 10, seq 12`.
+pub fn ranges(ranges: &[(u64, u64)]) -> String {
+    ranges
+        .iter()
+        .map(|&(a, b)| {
+            if a == b {
+                format!("seq {a}")
+            } else {
+                format!("seq {a} to {b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl VerifyError {

@@ -22,6 +22,9 @@ pub enum EventKind {
     /// approval: the detail holds both digests, a bounded diff and the findings
     /// (`pins::PinChange::audit_detail`).
     ToolChange,
+    /// A signed checkpoint: the detail holds the seq range it covers, the hash of its last
+    /// record, the key id and the Ed25519 signature (`audit/checkpoint.rs`).
+    Checkpoint,
 }
 
 impl EventKind {
@@ -33,6 +36,7 @@ impl EventKind {
             EventKind::Rejected => "rejected",
             EventKind::System => "system",
             EventKind::ToolChange => "tool_change",
+            EventKind::Checkpoint => "checkpoint",
         }
     }
 }

@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 use super::anchor::Anchorer;
 use super::answer;
+use super::checkpoint::Schedule;
 use super::config::AuditConfig;
 use super::error::AuditError;
 use super::event::{AuditEvent, EventKind};
@@ -18,6 +19,7 @@ use super::outbox::Pushed;
 use super::record::Hash;
 use super::recover::recover;
 use super::segment_file::SegmentFile;
+use super::signer::Signer;
 use super::stats::CommitStats;
 use super::writer::{Msg, Settings, Shared, Writer};
 
@@ -33,6 +35,8 @@ pub struct AuditLog {
 struct Inner {
     tx: Sender<Msg>,
     shared: Arc<Shared>,
+    /// The audit key, when the log is signed: checkpoints and receipts.
+    signer: Option<Arc<Signer>>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -47,13 +51,24 @@ impl AuditLog {
     /// Opens (creating) the log in `dir`, recovers the chain head from the last segment,
     /// starts the writer thread. Blocking: call it at start-up, before serving.
     pub fn open(dir: &Path, cfg: &AuditConfig) -> Result<AuditLog, AuditError> {
-        Self::open_with(dir, cfg, Arc::default())
+        Self::open_with(dir, cfg, Arc::default(), None)
+    }
+
+    /// Opens the log as [`open`](Self::open) does, signed with `signer`: the writer appends
+    /// signed checkpoints (`audit.signing`), and [`receipt`](Self::receipt) signs receipts.
+    pub fn open_signed(
+        dir: &Path,
+        cfg: &AuditConfig,
+        signer: Arc<Signer>,
+    ) -> Result<AuditLog, AuditError> {
+        Self::open_with(dir, cfg, Arc::default(), Some(signer))
     }
 
     pub(crate) fn open_with(
         dir: &Path,
         cfg: &AuditConfig,
         faults: Arc<Faults>,
+        signer: Option<Arc<Signer>>,
     ) -> Result<AuditLog, AuditError> {
         fs::create_dir_all(dir).map_err(|source| AuditError::Io {
             action: "create",
@@ -80,15 +95,25 @@ impl AuditLog {
             path: dir.to_path_buf(),
             source,
         })?;
+        let checkpoints = signer.as_ref().map(|signer| {
+            Schedule::new(
+                Arc::clone(signer),
+                cfg.signing.checkpoint_records,
+                cfg.signing.checkpoint_interval,
+                recovered.head.0,
+            )
+        });
         let settings = Settings {
             durability: cfg.durability,
             flush_interval: cfg.flush_interval,
             segment_bytes: limit,
+            segment_max_age: cfg.segment_max_age,
+            checkpoints,
         };
         let mut writer = Writer::new(
             dir.to_path_buf(),
             segment,
-            &settings,
+            settings,
             recovered.head,
             anchorer,
             lock,
@@ -126,7 +151,7 @@ impl AuditLog {
                 source,
             })?;
         Ok(AuditLog {
-            inner: Arc::new(Inner { tx, shared }),
+            inner: Arc::new(Inner { tx, shared, signer }),
         })
     }
 
@@ -186,6 +211,11 @@ impl AuditLog {
             return Ok(());
         }
         closed.await.unwrap_or(Ok(()))
+    }
+
+    /// The audit key, when the log is signed.
+    pub fn signer(&self) -> Option<&Arc<Signer>> {
+        self.inner.signer.as_ref()
     }
 
     /// Last committed seq and hash ((0, zeros) for an empty log).

@@ -12,6 +12,7 @@
 mod anchor;
 mod answer;
 mod chain;
+pub mod checkpoint;
 pub mod config;
 mod error;
 pub mod event;
@@ -25,6 +26,7 @@ mod recover;
 mod segment;
 mod segment_file;
 pub mod shape;
+pub mod signer;
 pub mod stats;
 mod verify;
 mod writer;
@@ -32,7 +34,9 @@ mod writer;
 pub use error::{AuditError, EditEvidence, Location, Problem, TruncationEvidence, VerifyError};
 pub use log::AuditLog;
 pub use record::Hash;
-pub use verify::{VerifyReport, verify};
+pub use verify::{VerifyOptions, VerifyReport, verify, verify_with};
 
+#[cfg(test)]
+mod signed_tests;
 #[cfg(test)]
 mod tests;

@@ -6,9 +6,20 @@ use std::path::Path;
 
 use super::anchor::{self, ANCHOR_FILE, AnchorReadError};
 use super::chain::Chain;
+use super::checkpoint::Keys;
 use super::error::{Location, Problem, TruncationEvidence, VerifyError};
 use super::record::{GENESIS, Hash, to_hex};
 use super::segment::list_segments;
+
+/// How to verify.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// The audit public keys checkpoints are checked with; none: only their chain facts are
+    /// checked, not their signatures.
+    pub keys: Keys,
+    /// Fail when records are not covered by a signed checkpoint (and without keys).
+    pub require_signed: bool,
+}
 
 /// An intact log, as verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +32,12 @@ pub struct VerifyReport {
     pub head_seq: u64,
     /// Hash of the last record's line (zeros for an empty log).
     pub head_hash: [u8; 32],
+    /// Signed checkpoints found (their signatures verified when `signatures_checked`).
+    pub checkpoints: u64,
+    /// Whether checkpoint signatures were checked (a key was given).
+    pub signatures_checked: bool,
+    /// Records no checkpoint covers: first and last seq of each range.
+    pub unsigned: Vec<(u64, u64)>,
 }
 
 impl fmt::Display for VerifyReport {
@@ -32,12 +49,37 @@ impl fmt::Display for VerifyReport {
             self.segments,
             self.head_seq,
             to_hex(&self.head_hash)
-        )
+        )?;
+        write!(f, "; {} signed checkpoints", self.checkpoints)?;
+        if !self.signatures_checked {
+            f.write_str(
+                " (signatures NOT checked: give --key or --jwks with the audit public key)",
+            )?;
+        }
+        if self.unsigned.is_empty() {
+            f.write_str(", every record covered")
+        } else {
+            write!(
+                f,
+                "; not covered by a checkpoint (unsigned): {}",
+                super::error::ranges(&self.unsigned)
+            )
+        }
     }
 }
 
-/// Verifies the whole log in `dir`: every segment in order, then the head anchor.
+/// Verifies the whole log in `dir`: every segment in order, then the head anchor; checkpoints
+/// are checked for what they cover, not for their signatures.
 pub fn verify(dir: &Path) -> Result<VerifyReport, VerifyError> {
+    verify_with(dir, &VerifyOptions::default())
+}
+
+/// Verifies the whole log in `dir` as [`verify`] does, with checkpoint signatures checked
+/// against `options.keys`, and unsigned records refused with `options.require_signed`.
+pub fn verify_with(dir: &Path, options: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
+    if options.require_signed && options.keys.is_empty() {
+        return Err(VerifyError::NoKey);
+    }
     let segments = list_segments(dir).map_err(|source| VerifyError::Io {
         path: dir.to_path_buf(),
         source,
@@ -62,7 +104,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, VerifyError> {
             dir: dir.to_path_buf(),
         });
     }
-    let mut chain = Chain::from_genesis(anchor);
+    let mut chain = Chain::signed(anchor, options.keys.clone());
     for (_, name) in &segments {
         let walked = chain.walk_segment(dir, name)?;
         if let Some(problem) = walked.tail_problem(name) {
@@ -70,6 +112,16 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, VerifyError> {
         }
     }
     let (head_seq, head_hash): (u64, Hash) = chain.head().unwrap_or((0, GENESIS));
+    let (checkpoints, unsigned) = match chain.signatures() {
+        Some(signatures) => {
+            signatures.finish(head_seq);
+            (
+                signatures.checkpoints,
+                std::mem::take(&mut signatures.unsigned),
+            )
+        }
+        None => (0, Vec::new()),
+    };
     match anchor {
         None => Err(VerifyError::AnchorMissing {
             dir: dir.to_path_buf(),
@@ -85,11 +137,17 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, VerifyError> {
                 anchor_seq: anchor.seq,
             }),
         }),
+        Some(_) if options.require_signed && !unsigned.is_empty() => {
+            Err(VerifyError::Unsigned { unsigned })
+        }
         Some(_) => Ok(VerifyReport {
             records: chain.records(),
             segments: segments.len() as u64,
             head_seq,
             head_hash,
+            checkpoints,
+            signatures_checked: !options.keys.is_empty(),
+            unsigned,
         }),
     }
 }

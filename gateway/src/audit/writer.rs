@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 
 use super::anchor;
 use super::answer::{Delivery, Waiter};
+use super::checkpoint::Schedule;
 use super::config::Durability;
 use super::error::AuditError;
 use super::event::{AuditEvent, EventKind, Timestamp};
@@ -99,6 +100,10 @@ pub struct Settings {
     pub flush_interval: Duration,
     /// Rotate before a record would take a segment past this size.
     pub segment_bytes: u64,
+    /// Rotate before the first record written once a segment is this old.
+    pub segment_max_age: Duration,
+    /// When to append signed checkpoints, and with which key (none: the log is unsigned).
+    pub checkpoints: Option<Schedule>,
 }
 
 /// A record waiting for its group commit.
@@ -111,6 +116,9 @@ struct Pending {
     /// The record of an outage that leads a retry: made anew for each retry, so neither
     /// failed nor lost when one fails.
     recovery: bool,
+    /// A checkpoint the writer added: made anew when its commit fails, so neither failed nor
+    /// lost either.
+    checkpoint: bool,
 }
 
 impl Pending {
@@ -122,7 +130,22 @@ impl Pending {
             seq: 0,
             unencodable: None,
             recovery: false,
+            checkpoint: false,
         }
+    }
+
+    /// A checkpoint record.
+    fn checkpoint(event: AuditEvent) -> Pending {
+        Pending {
+            checkpoint: true,
+            ..Pending::detached(event)
+        }
+    }
+
+    /// A record the writer made itself (a recovery record or a checkpoint): not counted as
+    /// failed or lost when its commit fails.
+    fn own(&self) -> bool {
+        self.recovery || self.checkpoint
     }
 
     /// The record of `outage`, to lead a retry.
@@ -255,15 +278,22 @@ pub struct Writer {
     dir: PathBuf,
     segment: SegmentFile,
     segment_bytes: u64,
+    segment_max_age: Duration,
+    /// When the current segment was started.
+    segment_born: std::time::SystemTime,
+    /// Signed checkpoints, if the log is signed.
+    checkpoints: Option<Schedule>,
     /// Last record written.
     head: (u64, Hash),
     /// Last record known to be on disk: the head in `disk` durability.
     durable: (u64, Hash),
     shared: Arc<Shared>,
-    /// Reused encode buffer and per-record ends and hashes of the current batch.
+    /// Reused encode buffer and per-record ends and hashes of the current batch, and the
+    /// records that start a new segment.
     buf: Vec<u8>,
     ends: Vec<usize>,
     hashes: Vec<Hash>,
+    breaks: Vec<usize>,
     /// Writes `head.json` off this thread while the log runs.
     anchorer: anchor::Anchorer,
     /// Seq recorded in (or posted for) `head.json`, and when.
@@ -283,7 +313,7 @@ impl Writer {
     pub fn new(
         dir: PathBuf,
         segment: SegmentFile,
-        settings: &Settings,
+        settings: Settings,
         head: (u64, Hash),
         anchorer: anchor::Anchorer,
         lock: File,
@@ -300,10 +330,18 @@ impl Writer {
                 failed: false,
             }),
         };
+        let segment_born = segment
+            .file()
+            .metadata()
+            .and_then(|m| m.created().or_else(|_| m.modified()))
+            .unwrap_or_else(|_| std::time::SystemTime::now());
         Ok(Writer {
             dir,
             segment,
             segment_bytes: settings.segment_bytes,
+            segment_max_age: settings.segment_max_age,
+            segment_born,
+            checkpoints: settings.checkpoints,
             head,
             durable: head,
             shared: Arc::new(Shared {
@@ -316,6 +354,7 @@ impl Writer {
             buf: Vec::with_capacity(64 * 1024),
             ends: Vec::with_capacity(MAX_BATCH),
             hashes: Vec::with_capacity(MAX_BATCH),
+            breaks: Vec::new(),
             anchorer,
             anchored: None,
             anchored_at: Instant::now(),
@@ -333,8 +372,8 @@ impl Writer {
     /// Commits one record now, on the caller's thread (recovery notes on open).
     pub fn append_now(&mut self, event: AuditEvent) -> Result<u64, AuditError> {
         let mut batch = vec![Pending::detached(event)];
-        let failure = self.commit(&mut batch);
-        let pending = batch.pop();
+        let failure = self.commit(&mut batch, false);
+        let pending = batch.into_iter().find(|p| !p.checkpoint);
         match (pending, failure) {
             (
                 Some(Pending {
@@ -375,14 +414,18 @@ impl Writer {
                 // there before it was sent are the last to commit.
                 take_detached(self.shared.outbox.close(), &mut batch);
             }
-            if batch.is_empty() && close.is_none() && self.outage.is_none() {
+            if batch.is_empty()
+                && close.is_none()
+                && self.outage.is_none()
+                && !self.checkpoint_due()
+            {
                 continue; // a wake-up whose records an earlier commit took
             }
             if let Some(outage) = &self.outage {
                 batch.insert(0, Pending::recovery(outage));
             }
             let started = Instant::now();
-            let failure = self.commit(&mut batch);
+            let failure = self.commit(&mut batch, close.is_some());
             let took = started.elapsed();
             self.track_outage(&batch, failure.as_ref());
             if failure.is_none() {
@@ -413,8 +456,8 @@ impl Writer {
         }
         // Every handle is gone: what waits in the outbox is the last to commit.
         take_detached(self.shared.outbox.close(), &mut batch);
-        if !batch.is_empty() {
-            let failure = self.commit(&mut batch);
+        if !batch.is_empty() || self.checkpoint_pending() {
+            let failure = self.commit(&mut batch, true);
             reply(&mut batch, self.head.0, failure, &self.shared.stats);
         }
         if let Err(error) = self.stop() {
@@ -446,9 +489,7 @@ impl Writer {
                     *outage = None;
                 }
                 let outage = outage.get_or_insert_with(Outage::begin);
-                let failed = batch
-                    .iter()
-                    .filter(|p| !p.recovery && p.not_written(written));
+                let failed = batch.iter().filter(|p| !p.own() && p.not_written(written));
                 let lost = failed.clone().filter(|p| p.done.is_none()).count();
                 outage.failed_records += failed.count() as u64;
                 outage.lost_records += lost as u64;
@@ -610,7 +651,18 @@ impl Writer {
                 .as_ref()
                 .filter(|_| self.outage.is_none())
                 .and_then(|u| u.due);
-            let wake = [commit_at, anchor_at, flush_at].into_iter().flatten().min();
+            let checkpoint_at = self
+                .checkpoints
+                .as_ref()
+                .filter(|_| self.outage.is_none())
+                .and_then(|c| c.deadline(self.head.0));
+            if checkpoint_at.is_some_and(|at| at <= now) {
+                return Some(None);
+            }
+            let wake = [commit_at, anchor_at, flush_at, checkpoint_at]
+                .into_iter()
+                .flatten()
+                .min();
             let Some(at) = wake else {
                 match self.sleep_untimed(rx) {
                     Some(Some(Msg::Wake)) => continue,
@@ -639,37 +691,105 @@ impl Writer {
         next
     }
 
-    /// Encodes the batch, writes it (rotating segments as needed), and in `disk` durability
-    /// (or, in `process` durability, while the log is failing) makes it durable. On failure,
-    /// the records not written are given up and the head stays at the last one written, so
-    /// later records continue the chain from there.
-    fn commit(&mut self, batch: &mut [Pending]) -> Option<CommitFailure> {
-        self.encode(batch);
+    /// Whether a checkpoint is due (by count or time) for the records written so far.
+    fn checkpoint_due(&self) -> bool {
+        self.checkpoints
+            .as_ref()
+            .is_some_and(|c| c.due(self.head.0))
+    }
+
+    /// Whether records written so far wait for a checkpoint.
+    fn checkpoint_pending(&self) -> bool {
+        self.checkpoints
+            .as_ref()
+            .is_some_and(|c| c.pending(self.head.0))
+    }
+
+    /// Encodes the batch (with the checkpoints that fall due in it, and one at its end when
+    /// `closing`), writes it (rotating segments as needed), and in `disk` durability (or, in
+    /// `process` durability, while the log is failing) makes it durable. On failure, the
+    /// records not written are given up and the head stays at the last one written, so later
+    /// records continue the chain from there.
+    fn commit(&mut self, batch: &mut Vec<Pending>, closing: bool) -> Option<CommitFailure> {
+        self.encode(batch, closing);
         let failure = self.write_encoded();
         self.buf.clear();
         self.ends.clear();
         self.hashes.clear();
+        self.breaks.clear();
+        let written = self.head.0;
+        if let Some(schedule) = &mut self.checkpoints
+            && let Some(cp) = batch
+                .iter()
+                .rev()
+                .find(|p| p.checkpoint && !p.not_written(written))
+        {
+            schedule.written(cp.seq);
+        }
         failure
     }
 
-    /// Encodes the batch's records into the buffer, continuing the chain from the head.
-    fn encode(&mut self, batch: &mut [Pending]) {
+    /// Encodes the batch's records into the buffer, continuing the chain from the head, and
+    /// notes where a segment ends: before a record that would take it past
+    /// `audit.segment_bytes`, or once it is `segment_max_age` old. A signed log closes each
+    /// segment with a checkpoint (it may take the segment past the limit by its size), and
+    /// adds one when one is due, or `closing`.
+    fn encode(&mut self, batch: &mut Vec<Pending>, closing: bool) {
         let (mut seq, mut prev) = self.head;
-        for pending in batch {
-            match record::encode(&mut self.buf, seq + 1, &prev, &pending.event) {
-                Ok(hash) => {
-                    seq += 1;
-                    prev = hash;
-                    pending.seq = seq;
-                    self.ends.push(self.buf.len());
-                    self.hashes.push(hash);
+        let mut segment_len = self.segment.len;
+        let mut aged = self.segment_born.elapsed().unwrap_or_default() >= self.segment_max_age;
+        // Whether every record encoded so far is under a checkpoint.
+        let mut covered = !self.checkpoint_pending();
+        let mut i = 0;
+        loop {
+            if i == batch.len() {
+                let due = self
+                    .checkpoints
+                    .as_ref()
+                    .filter(|c| !covered && (closing || c.due(seq)));
+                match due {
+                    Some(schedule) => {
+                        batch.push(Pending::checkpoint(schedule.checkpoint((seq, prev))));
+                    }
+                    None => break,
                 }
-                Err(e) => pending.unencodable = Some(e),
             }
+            let start = self.buf.len();
+            let pending = &mut batch[i];
+            let hash = match record::encode(&mut self.buf, seq + 1, &prev, &pending.event) {
+                Ok(hash) => hash,
+                Err(e) => {
+                    pending.unencodable = Some(e);
+                    i += 1;
+                    continue;
+                }
+            };
+            let len = (self.buf.len() - start) as u64;
+            let ends_segment = (aged || segment_len + len > self.segment_bytes) && segment_len > 0;
+            if ends_segment && !pending.checkpoint {
+                if let Some(schedule) = self.checkpoints.as_ref().filter(|_| !covered) {
+                    // The segment ends with a checkpoint: encode it first, then this record.
+                    self.buf.truncate(start);
+                    let checkpoint = schedule.checkpoint((seq, prev));
+                    batch.insert(i, Pending::checkpoint(checkpoint));
+                    continue;
+                }
+                self.breaks.push(self.ends.len());
+                segment_len = 0;
+                aged = false;
+            }
+            segment_len += len;
+            seq += 1;
+            prev = hash;
+            covered = pending.checkpoint;
+            pending.seq = seq;
+            self.ends.push(self.buf.len());
+            self.hashes.push(hash);
+            i += 1;
         }
     }
 
-    /// Writes the encoded records, rotating segments as needed.
+    /// Writes the encoded records, starting a new segment where `encode` said.
     fn write_encoded(&mut self) -> Option<CommitFailure> {
         // Durable before answered: always in `disk` durability; in `process` durability while
         // the log is failing, so that it reports writable again only once the disk flushes.
@@ -680,25 +800,22 @@ impl Writer {
         let first_seq = self.head.0 + 1;
         let mut chunk_start = 0;
         let mut chunk_first = 0;
-        for i in 0..self.ends.len() {
-            let record_start = if i == 0 { 0 } else { self.ends[i - 1] };
-            let before = self.segment.len + (record_start - chunk_start) as u64;
-            let after = before + (self.ends[i] - record_start) as u64;
-            if after > self.segment_bytes && before > 0 {
-                if i > chunk_first
-                    && let Err(f) =
-                        self.write_chunk(chunk_start..record_start, first_seq, i - 1, sync)
-                {
-                    return Some(f);
-                }
-                if let Err(f) = self.rotate() {
-                    return Some(f);
-                }
-                chunk_start = record_start;
-                chunk_first = i;
+        for b in 0..self.breaks.len() {
+            let first = self.breaks[b];
+            let start = if first == 0 { 0 } else { self.ends[first - 1] };
+            if first > chunk_first
+                && let Err(f) = self.write_chunk(chunk_start..start, first_seq, first - 1, sync)
+            {
+                return Some(f);
             }
+            if let Err(f) = self.rotate() {
+                return Some(f);
+            }
+            chunk_start = start;
+            chunk_first = first;
         }
         if let Some(&end) = self.ends.last()
+            && chunk_first < self.ends.len()
             && let Err(f) = self.write_chunk(chunk_start..end, first_seq, self.ends.len() - 1, sync)
         {
             return Some(f);
@@ -756,6 +873,7 @@ impl Writer {
             Ok(segment) => {
                 self.trim_or_warn();
                 self.segment = segment;
+                self.segment_born = std::time::SystemTime::now();
                 if let Some(unflushed) = &mut self.unflushed {
                     unflushed.all_flushed(0);
                 }
@@ -834,6 +952,7 @@ fn reply(
     let mut lost = 0u64;
     let mut delivery = Delivery::default();
     for pending in batch.drain(..) {
+        let own = pending.own();
         let result = match (pending.unencodable, &failure) {
             (Some(e), _) => Err(AuditError::Unencodable(e)),
             (None, Some(failure)) if pending.seq > written => Err(failure.clone_error()),
@@ -841,7 +960,7 @@ fn reply(
         };
         match pending.done {
             Some(done) => delivery.answer(done, result),
-            None if result.is_err() && !pending.recovery => lost += 1,
+            None if result.is_err() && !own => lost += 1,
             None => {}
         }
     }

@@ -1,25 +1,42 @@
 //! Warden's own agent tokens: the Ed25519 signing key (loaded or created with tight file
 //! modes), `warden token issue`, and the public key as a JWK Set.
 
-use std::fs::{DirBuilder, OpenOptions, Permissions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::SigningKey;
-use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
 use super::config::WardenIssuerConfig;
 use super::error::{ClaimArgError, IdentityError};
 use super::jwks::VerifyKey;
+use crate::keys::{self, KeyError};
+
+impl From<KeyError> for IdentityError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::File {
+                action,
+                path,
+                source,
+            } => IdentityError::KeyFile {
+                action,
+                path,
+                source,
+            },
+            KeyError::Format { origin, reason, .. } => IdentityError::KeyFormat {
+                path: PathBuf::from(origin),
+                reason,
+            },
+            other @ (KeyError::Jwks { .. } | KeyError::Encode(_)) => {
+                IdentityError::Sign(other.to_string())
+            }
+        }
+    }
+}
 
 /// Claims Warden sets itself; `--claim` cannot override them.
 const RESERVED_CLAIMS: [&str; 7] = ["iss", "sub", "aud", "exp", "iat", "nbf", "jti"];
@@ -52,17 +69,7 @@ impl TokenIssuer {
         data_dir: &Path,
     ) -> Result<TokenIssuer, IdentityError> {
         let key_file = key_path(cfg, data_dir);
-        let signing = match std::fs::read_to_string(&key_file) {
-            Ok(pem) => load_key(&key_file, &pem)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_key(&key_file)?,
-            Err(source) => {
-                return Err(IdentityError::KeyFile {
-                    action: "cannot read",
-                    path: key_file,
-                    source,
-                });
-            }
-        };
+        let signing = keys::load_or_create(&key_file, "agent signing key")?;
         TokenIssuer::with_key(cfg, key_file, &signing)
     }
 
@@ -73,11 +80,7 @@ impl TokenIssuer {
         pem: &str,
         origin: &str,
     ) -> Result<TokenIssuer, IdentityError> {
-        let signing =
-            SigningKey::from_pkcs8_pem(pem.trim()).map_err(|e| IdentityError::KeyFormat {
-                path: PathBuf::from(origin),
-                reason: e.to_string(),
-            })?;
+        let signing = keys::from_pem(pem, origin)?;
         TokenIssuer::with_key(cfg, PathBuf::from(origin), &signing)
     }
 
@@ -94,7 +97,7 @@ impl TokenIssuer {
             issuer: cfg.issuer.clone(),
             audience: cfg.audience.clone(),
             key_file,
-            kid: Arc::from(thumbprint(&public)),
+            kid: Arc::from(keys::thumbprint(&public)),
             public,
             encoding: EncodingKey::from_ed_der(der.as_bytes()),
         })
@@ -108,16 +111,10 @@ impl TokenIssuer {
             // Read from its source at start (it may be in Vault).
             return Ok(());
         }
-        let key_file = key_path(cfg, data_dir);
-        match std::fs::read_to_string(&key_file) {
-            Ok(pem) => load_key(&key_file, &pem).map(drop),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(IdentityError::KeyFile {
-                action: "cannot read",
-                path: key_file,
-                source,
-            }),
-        }
+        Ok(keys::check_file(
+            &key_path(cfg, data_dir),
+            "agent signing key",
+        )?)
     }
 
     /// `warden token issue --agent NAME --ttl 1h --claim k=v`: claims are extra JWT claims.
@@ -161,14 +158,7 @@ impl TokenIssuer {
 
     /// Warden's public key as a JWK Set, for the admin API.
     pub fn jwks(&self) -> Value {
-        json!({"keys": [{
-            "kty": "OKP",
-            "crv": "Ed25519",
-            "x": URL_SAFE_NO_PAD.encode(self.public),
-            "kid": &*self.kid,
-            "alg": "EdDSA",
-            "use": "sig",
-        }]})
+        json!({"keys": [keys::public_jwk(&self.public, &self.kid)]})
     }
 
     /// `iss` of issued tokens.
@@ -217,77 +207,10 @@ pub fn parse_claim_arg(s: &str) -> Result<(String, Value), ClaimArgError> {
     Ok((name.to_owned(), value))
 }
 
-fn load_key(path: &Path, pem: &str) -> Result<SigningKey, IdentityError> {
-    if let Ok(meta) = std::fs::metadata(path)
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!(
-            path = %path.display(),
-            mode = format_args!("{:o}", meta.permissions().mode() & 0o777),
-            "the agent signing key is readable by other users; run chmod 600 on it"
-        );
-    }
-    SigningKey::from_pkcs8_pem(pem).map_err(|e| IdentityError::KeyFormat {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })
-}
-
-fn create_key(path: &Path) -> Result<SigningKey, IdentityError> {
-    let key_file_err = |action, source| IdentityError::KeyFile {
-        action,
-        path: path.to_owned(),
-        source,
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-        && !dir.exists()
-    {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| key_file_err("cannot create the directory of", e))?;
-        std::fs::set_permissions(dir, Permissions::from_mode(0o700))
-            .map_err(|e| key_file_err("cannot restrict the directory of", e))?;
-    }
-    let signing = SigningKey::generate(&mut rand::rngs::OsRng);
-    let pem = signing
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|e| IdentityError::Sign(format!("cannot encode the new signing key: {e}")))?;
-    let mut file = match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            // Another process created it first: use theirs.
-            let pem = std::fs::read_to_string(path).map_err(|e| key_file_err("cannot read", e))?;
-            return load_key(path, &pem);
-        }
-        Err(e) => return Err(key_file_err("cannot create", e)),
-    };
-    file.set_permissions(Permissions::from_mode(0o600))
-        .and_then(|()| file.write_all(pem.as_bytes()))
-        .and_then(|()| file.sync_all())
-        .map_err(|e| key_file_err("cannot write", e))?;
-    tracing::info!(path = %path.display(), "created the agent signing key");
-    Ok(signing)
-}
-
-/// RFC 7638 JWK thumbprint of an Ed25519 public key.
-fn thumbprint(public: &[u8; 32]) -> String {
-    let canonical = format!(
-        r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
-        URL_SAFE_NO_PAD.encode(public)
-    );
-    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn cfg() -> WardenIssuerConfig {
         WardenIssuerConfig::default()

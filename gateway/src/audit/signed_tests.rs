@@ -1,0 +1,316 @@
+//! Signed checkpoints end to end: the writer appends them (by count, by time, at each
+//! segment's end, at close), `verify_with` checks them, and every kind of tampering shows.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use serde_json::Value;
+
+use super::anchor;
+use super::checkpoint::{Checkpoint, CheckpointProblem, Keys};
+use super::config::{AuditConfig, SigningConfig};
+use super::error::{Problem, VerifyError};
+use super::event::{AuditEvent, EventKind};
+use super::log::AuditLog;
+use super::record::{ChainFields, hash_line, to_hex};
+use super::signer::Signer;
+use super::verify::{VerifyOptions, VerifyReport, verify_with};
+
+const KEY: [u8; 32] = [9; 32];
+
+fn signer() -> Arc<Signer> {
+    Arc::new(Signer::new(SigningKey::from_bytes(&KEY)))
+}
+
+fn keys() -> Keys {
+    Keys::one(SigningKey::from_bytes(&KEY).verifying_key())
+}
+
+fn strict() -> VerifyOptions {
+    VerifyOptions {
+        keys: keys(),
+        require_signed: true,
+    }
+}
+
+fn lenient() -> VerifyOptions {
+    VerifyOptions {
+        keys: keys(),
+        require_signed: false,
+    }
+}
+
+fn config(every: u64) -> AuditConfig {
+    AuditConfig {
+        signing: SigningConfig {
+            checkpoint_records: every,
+            checkpoint_interval: Duration::from_secs(3600),
+            ..SigningConfig::default()
+        },
+        ..AuditConfig::default()
+    }
+}
+
+fn event(i: u64) -> AuditEvent {
+    let mut event = AuditEvent::now(EventKind::Decision);
+    event.request_id = format!("req-{i}").into();
+    event.action = "llm:chat".into();
+    event.decision = "allow".into();
+    event
+}
+
+/// A closed signed log of `n` appended records (plus its checkpoints).
+async fn signed_log(n: u64, cfg: &AuditConfig) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let log = AuditLog::open_signed(&dir, cfg, signer()).unwrap();
+    for i in 1..=n {
+        log.append(event(i)).await.unwrap();
+    }
+    log.close().await.unwrap();
+    (tmp, dir)
+}
+
+fn segment(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("audit-{n:06}.jsonl"))
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn write_lines(path: &Path, lines: &[String]) {
+    fs::write(path, lines.join("\n") + "\n").unwrap();
+}
+
+fn kind(line: &str) -> String {
+    let v: Value = serde_json::from_str(line).unwrap();
+    v["kind"].as_str().unwrap().to_owned()
+}
+
+/// Recomputes every `prev` from line `from` on, as someone who rewrites the file would, and
+/// moves `head.json` along.
+fn rechain(dir: &Path, path: &Path, lines: &mut [String], from: usize) {
+    for i in from.max(1)..lines.len() {
+        let mut v: Value = serde_json::from_str(&lines[i]).unwrap();
+        v["prev"] = Value::String(to_hex(&hash_line(lines[i - 1].as_bytes())));
+        lines[i] = serde_json::to_string(&v).unwrap();
+    }
+    write_lines(path, lines);
+    let last = lines.last().unwrap();
+    let seq = ChainFields::parse(last.as_bytes()).unwrap().seq;
+    anchor::write(dir, seq, &hash_line(last.as_bytes())).unwrap();
+}
+
+fn tampered(result: Result<VerifyReport, VerifyError>) -> (u64, Problem) {
+    match result {
+        Err(VerifyError::Tampered { at, problem }) => (at.seq.unwrap_or(0), problem),
+        other => panic!("expected a tampered log, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn checkpoints_cover_every_record_by_count_and_at_close() {
+    let (_tmp, dir) = signed_log(25, &config(10)).await;
+    let report = verify_with(&dir, &strict()).unwrap();
+    assert!(report.unsigned.is_empty(), "{report}");
+    assert!(report.signatures_checked);
+    // After records 1-10, 12-21, and at close after 23-27.
+    assert_eq!(report.checkpoints, 3, "{report}");
+    assert_eq!(report.records, 28);
+    let all = lines(&segment(&dir, 1));
+    assert_eq!(kind(&all[10]), "checkpoint");
+    assert_eq!(kind(all.last().unwrap()), "checkpoint");
+    let cp: AuditEvent = serde_json::from_str(&all[10]).unwrap();
+    let cp = Checkpoint::of(&cp).unwrap();
+    assert_eq!((cp.from, cp.to), (1, 10));
+    assert_eq!(cp.hash.0, hash_line(all[9].as_bytes()));
+}
+
+#[tokio::test]
+async fn a_checkpoint_follows_within_the_interval_while_the_log_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let mut cfg = config(1000);
+    cfg.signing.checkpoint_interval = Duration::from_millis(50);
+    let log = AuditLog::open_signed(&dir, &cfg, signer()).unwrap();
+    for i in 1..=3 {
+        log.append(event(i)).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let all = lines(&segment(&dir, 1));
+        let text: String = all.concat();
+        if text.contains("\"kind\":\"checkpoint\"") {
+            assert_eq!(kind(&all[3]), "checkpoint");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    log.close().await.unwrap();
+    assert!(verify_with(&dir, &strict()).is_ok());
+}
+
+#[tokio::test]
+async fn every_segment_ends_with_a_checkpoint_and_reopening_continues_signed() {
+    let mut cfg = config(1000);
+    cfg.segment_bytes = 1200;
+    let (_tmp, dir) = signed_log(30, &cfg).await;
+    let report = verify_with(&dir, &strict()).unwrap();
+    assert!(report.segments >= 4, "{report}");
+    for n in 1..=report.segments {
+        let all = lines(&segment(&dir, n));
+        assert_eq!(kind(all.last().unwrap()), "checkpoint", "segment {n}");
+    }
+    let log = AuditLog::open_signed(&dir, &cfg, signer()).unwrap();
+    log.append(event(31)).await.unwrap();
+    log.close().await.unwrap();
+    let again = verify_with(&dir, &strict()).unwrap();
+    assert!(again.unsigned.is_empty(), "{again}");
+}
+
+#[tokio::test]
+async fn a_record_appended_with_recomputed_hashes_is_unsigned() {
+    let (_tmp, dir) = signed_log(5, &config(1000)).await;
+    let path = segment(&dir, 1);
+    let mut all = lines(&path);
+    let last: Value = serde_json::from_str(all.last().unwrap()).unwrap();
+    let seq = last["seq"].as_u64().unwrap() + 1;
+    let mut forged: Value = serde_json::from_str(&all[0]).unwrap();
+    forged["seq"] = seq.into();
+    forged["request_id"] = "forged".into();
+    all.push(serde_json::to_string(&forged).unwrap());
+    let n = all.len();
+    rechain(&dir, &path, &mut all, n - 1);
+
+    let report = verify_with(&dir, &lenient()).unwrap();
+    assert_eq!(report.unsigned, vec![(seq, seq)], "{report}");
+    assert!(report.to_string().contains("unsigned"), "{report}");
+    match verify_with(&dir, &strict()) {
+        Err(VerifyError::Unsigned { unsigned }) => assert_eq!(unsigned, vec![(seq, seq)]),
+        other => panic!("expected unsigned records, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_record_forged_under_a_checkpoint_fails_even_with_every_hash_recomputed() {
+    let (_tmp, dir) = signed_log(20, &config(10)).await;
+    let path = segment(&dir, 1);
+    let mut all = lines(&path);
+    let mut edited: Value = serde_json::from_str(&all[4]).unwrap();
+    edited["decision"] = "deny".into();
+    all[4] = serde_json::to_string(&edited).unwrap();
+    rechain(&dir, &path, &mut all, 5);
+    let (seq, problem) = tampered(verify_with(&dir, &lenient()));
+    assert_eq!(seq, 11, "the first checkpoint after the edit");
+    assert_eq!(
+        problem,
+        Problem::Checkpoint(CheckpointProblem::Rewritten { from: 1, to: 10 })
+    );
+    assert_eq!(problem.kind(), "edited");
+}
+
+#[tokio::test]
+async fn a_replaced_or_altered_checkpoint_is_forged() {
+    let (_tmp, dir) = signed_log(10, &config(5)).await;
+    let path = segment(&dir, 1);
+    let original = lines(&path);
+    assert_eq!(kind(&original[5]), "checkpoint");
+
+    // Signed by another key, with the right chain facts.
+    let mut all = original.clone();
+    let other = Signer::new(SigningKey::from_bytes(&[1; 32]));
+    let fields = ChainFields::parse(all[5].as_bytes()).unwrap();
+    let mut replaced: Value = serde_json::from_str(&all[5]).unwrap();
+    let mine = Checkpoint::event(&other, 1, 5, &fields.prev.0);
+    replaced["detail"] = mine.detail.unwrap();
+    replaced["time"] = serde_json::to_value(mine.time).unwrap();
+    all[5] = serde_json::to_string(&replaced).unwrap();
+    rechain(&dir, &path, &mut all, 6);
+    let (seq, problem) = tampered(verify_with(&dir, &lenient()));
+    assert_eq!(seq, 6);
+    assert!(
+        matches!(
+            problem,
+            Problem::Checkpoint(CheckpointProblem::UnknownKey(_))
+        ),
+        "{problem}"
+    );
+
+    // Its range widened: the signature no longer verifies.
+    let mut all = original.clone();
+    let mut widened: Value = serde_json::from_str(&all[5]).unwrap();
+    widened["detail"]["from"] = 0.into();
+    all[5] = serde_json::to_string(&widened).unwrap();
+    rechain(&dir, &path, &mut all, 6);
+    let (_, problem) = tampered(verify_with(&dir, &lenient()));
+    assert!(
+        matches!(
+            problem,
+            Problem::Checkpoint(CheckpointProblem::BadSignature(_))
+        ),
+        "{problem}"
+    );
+    assert_eq!(problem.kind(), "forged");
+}
+
+#[tokio::test]
+async fn records_a_killed_writer_left_unsigned_stay_unsigned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let cfg = config(1000);
+    let log = AuditLog::open_signed(&dir, &cfg, signer()).unwrap();
+    for i in 1..=4 {
+        log.append(event(i)).await.unwrap();
+    }
+    // What a crash leaves: the files as they are now, without the close's checkpoint.
+    let crashed = tmp.path().join("crashed");
+    fs::create_dir(&crashed).unwrap();
+    for entry in fs::read_dir(&dir).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), crashed.join(entry.file_name())).unwrap();
+    }
+    log.close().await.unwrap();
+
+    let log = AuditLog::open_signed(&crashed, &cfg, signer()).unwrap();
+    log.append(event(5)).await.unwrap();
+    log.close().await.unwrap();
+    let report = verify_with(&crashed, &lenient()).unwrap();
+    assert_eq!(report.unsigned, vec![(1, 4)], "{report}");
+    assert!(matches!(
+        verify_with(&crashed, &strict()),
+        Err(VerifyError::Unsigned { .. })
+    ));
+}
+
+#[tokio::test]
+async fn an_unsigned_log_reports_every_record_unsigned_and_require_signed_needs_a_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let log = AuditLog::open(&dir, &AuditConfig::default()).unwrap();
+    log.append(event(1)).await.unwrap();
+    log.close().await.unwrap();
+    let report = verify_with(&dir, &lenient()).unwrap();
+    assert_eq!(report.unsigned, vec![(1, 1)]);
+    assert!(matches!(
+        verify_with(
+            &dir,
+            &VerifyOptions {
+                keys: Keys::default(),
+                require_signed: true
+            }
+        ),
+        Err(VerifyError::NoKey)
+    ));
+}

@@ -1,0 +1,88 @@
+//! The audit log's Ed25519 key: it signs checkpoints (on the writer thread) and decision
+//! receipts (on the request path). Its public half is published as a JWK Set on the admin
+//! listener (`/.well-known/warden-audit-keys.json`) for `warden audit verify --jwks` and
+//! `warden receipt verify`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ed25519_dalek::{Signer as _, SigningKey};
+use serde_json::{Value, json};
+
+use super::config::SigningConfig;
+use crate::keys::{self, KeyError};
+
+/// What [`Signer::load`] names the key in logs.
+const WHAT: &str = "audit signing key";
+
+/// Signs with the audit key.
+pub struct Signer {
+    key: SigningKey,
+    kid: Arc<str>,
+    public: [u8; 32],
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// A signer with `key`; its key id is the key's RFC 7638 thumbprint.
+    pub fn new(key: SigningKey) -> Signer {
+        let public = key.verifying_key().to_bytes();
+        Signer {
+            kid: Arc::from(keys::thumbprint(&public)),
+            key,
+            public,
+        }
+    }
+
+    /// The key of `audit.signing`: `pem` (read from `audit.signing.key`'s source, with its
+    /// origin) when given, else the file `audit.signing.key_file`
+    /// (`<data_dir>/keys/audit-signing.pem` by default), created when missing.
+    pub fn load(
+        cfg: &SigningConfig,
+        data_dir: &Path,
+        pem: Option<(&str, &str)>,
+    ) -> Result<Signer, KeyError> {
+        let key = match pem {
+            Some((pem, origin)) => keys::from_pem(pem, origin)?,
+            None => keys::load_or_create(&key_path(cfg, data_dir), WHAT)?,
+        };
+        Ok(Signer::new(key))
+    }
+
+    /// Checks the key file start-up would use, without creating it (`warden check`).
+    pub fn check(cfg: &SigningConfig, data_dir: &Path) -> Result<(), KeyError> {
+        if cfg.key.is_some() {
+            return Ok(());
+        }
+        keys::check_file(&key_path(cfg, data_dir), WHAT)
+    }
+
+    /// The key id (`kid`) checkpoints and receipts name.
+    pub fn key_id(&self) -> &str {
+        &self.kid
+    }
+
+    /// The Ed25519 signature of `message`.
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.key.sign(message).to_bytes()
+    }
+
+    /// The public key as a JWK Set.
+    pub fn jwks(&self) -> Value {
+        json!({ "keys": [keys::public_jwk(&self.public, &self.kid)] })
+    }
+}
+
+/// Where the key file is: `audit.signing.key_file`, or `<data_dir>/keys/audit-signing.pem`.
+pub fn key_path(cfg: &SigningConfig, data_dir: &Path) -> PathBuf {
+    cfg.key_file
+        .clone()
+        .unwrap_or_else(|| data_dir.join("keys").join("audit-signing.pem"))
+}

@@ -1,0 +1,235 @@
+//! Ed25519 signing keys Warden keeps (its agent-token key, its audit key): loaded from a
+//! PKCS#8 PEM file or created with tight file modes, read from a PEM text, named by their
+//! RFC 7638 thumbprint and published as JWKs; public keys read back from PEM or a JWK Set.
+
+use std::fs::{DirBuilder, OpenOptions, Permissions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey};
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// Why a key could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// Reading, creating or writing a key file failed.
+    #[error("{action} {path}: {source}")]
+    File {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not an Ed25519 key in PEM.
+    #[error("{origin} is not an Ed25519 {what} in PEM ({reason})")]
+    Format {
+        /// The file or secret source it came from.
+        origin: String,
+        /// `private key (PKCS#8)`, `public or private key`.
+        what: &'static str,
+        reason: String,
+    },
+    /// A JWK Set holds no usable Ed25519 key.
+    #[error("{origin}: {reason}")]
+    Jwks { origin: String, reason: String },
+    /// Encoding a new key failed.
+    #[error("cannot encode the new signing key: {0}")]
+    Encode(String),
+}
+
+/// The key in `path`, or a new one created there (directory mode 0700, file 0600) when the
+/// file does not exist; `what` names it in logs (`agent signing key`).
+pub fn load_or_create(path: &Path, what: &str) -> Result<SigningKey, KeyError> {
+    match std::fs::read_to_string(path) {
+        Ok(pem) => load(path, &pem, what),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create(path, what),
+        Err(source) => Err(KeyError::File {
+            action: "cannot read",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Checks the key `path` holds, if the file exists (a missing file is created at start).
+pub fn check_file(path: &Path, what: &str) -> Result<(), KeyError> {
+    match std::fs::read_to_string(path) {
+        Ok(pem) => load(path, &pem, what).map(drop),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(KeyError::File {
+            action: "cannot read",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// The private key in `pem` (PKCS#8), which came from `origin`.
+pub fn from_pem(pem: &str, origin: &str) -> Result<SigningKey, KeyError> {
+    SigningKey::from_pkcs8_pem(pem.trim()).map_err(|e| KeyError::Format {
+        origin: origin.to_owned(),
+        what: "private key (PKCS#8)",
+        reason: e.to_string(),
+    })
+}
+
+/// The public key in `pem`: a public key (SPKI, `BEGIN PUBLIC KEY`) or a private key
+/// (PKCS#8), whose public half is taken.
+pub fn public_from_pem(pem: &str, origin: &str) -> Result<VerifyingKey, KeyError> {
+    let pem = pem.trim();
+    VerifyingKey::from_public_key_pem(pem)
+        .or_else(|_| SigningKey::from_pkcs8_pem(pem).map(|k| k.verifying_key()))
+        .map_err(|e| KeyError::Format {
+            origin: origin.to_owned(),
+            what: "public or private key",
+            reason: e.to_string(),
+        })
+}
+
+/// The Ed25519 keys of a JWK Set (`{"keys":[{"kty":"OKP","crv":"Ed25519","x":..,"kid":..}]}`),
+/// with their `kid` (the thumbprint when the JWK has none); other keys are skipped.
+pub fn public_from_jwks(
+    jwks: &Value,
+    origin: &str,
+) -> Result<Vec<(String, VerifyingKey)>, KeyError> {
+    let err = |reason: &str| KeyError::Jwks {
+        origin: origin.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let keys = jwks
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or_else(|| err("not a JWK Set: no \"keys\" array"))?;
+    let mut out = Vec::new();
+    for key in keys {
+        if key.get("kty").and_then(Value::as_str) != Some("OKP")
+            || key.get("crv").and_then(Value::as_str) != Some("Ed25519")
+        {
+            continue;
+        }
+        let x = key
+            .get("x")
+            .and_then(Value::as_str)
+            .and_then(|x| URL_SAFE_NO_PAD.decode(x).ok())
+            .and_then(|x| <[u8; 32]>::try_from(x).ok())
+            .ok_or_else(|| err("an Ed25519 key's \"x\" is not 32 bytes of base64url"))?;
+        let public = VerifyingKey::from_bytes(&x)
+            .map_err(|_| err("an Ed25519 key's \"x\" is not a valid public key"))?;
+        let kid = key
+            .get("kid")
+            .and_then(Value::as_str)
+            .map_or_else(|| thumbprint(&x), str::to_owned);
+        out.push((kid, public));
+    }
+    if out.is_empty() {
+        return Err(err("the JWK Set holds no Ed25519 (OKP) key"));
+    }
+    Ok(out)
+}
+
+/// RFC 7638 JWK thumbprint of an Ed25519 public key: its key id.
+pub fn thumbprint(public: &[u8; 32]) -> String {
+    let canonical = format!(
+        r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
+        URL_SAFE_NO_PAD.encode(public)
+    );
+    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+}
+
+/// The public JWK of an Ed25519 key, for a JWK Set.
+pub fn public_jwk(public: &[u8; 32], kid: &str) -> Value {
+    json!({
+        "kty": "OKP",
+        "crv": "Ed25519",
+        "x": URL_SAFE_NO_PAD.encode(public),
+        "kid": kid,
+        "alg": "EdDSA",
+        "use": "sig",
+    })
+}
+
+fn load(path: &Path, pem: &str, what: &str) -> Result<SigningKey, KeyError> {
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format_args!("{:o}", meta.permissions().mode() & 0o777),
+            "the {what} is readable by other users; run chmod 600 on it"
+        );
+    }
+    from_pem(pem, &path.display().to_string())
+}
+
+fn create(path: &Path, what: &str) -> Result<SigningKey, KeyError> {
+    let file_err = |action, source| KeyError::File {
+        action,
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| file_err("cannot create the directory of", e))?;
+        std::fs::set_permissions(dir, Permissions::from_mode(0o700))
+            .map_err(|e| file_err("cannot restrict the directory of", e))?;
+    }
+    let signing = SigningKey::generate(&mut rand::rngs::OsRng);
+    let pem = signing
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| KeyError::Encode(e.to_string()))?;
+    let mut file = match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // Another process created it first: use theirs.
+            let pem = std::fs::read_to_string(path).map_err(|e| file_err("cannot read", e))?;
+            return load(path, &pem, what);
+        }
+        Err(e) => return Err(file_err("cannot create", e)),
+    };
+    file.set_permissions(Permissions::from_mode(0o600))
+        .and_then(|()| file.write_all(pem.as_bytes()))
+        .and_then(|()| file.sync_all())
+        .map_err(|e| file_err("cannot write", e))?;
+    tracing::info!(path = %path.display(), "created the {what}");
+    Ok(signing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::pkcs8::EncodePublicKey;
+
+    #[test]
+    fn public_keys_read_from_spki_pkcs8_and_jwks_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k").join("key.pem");
+        let key = load_or_create(&path, "test key").unwrap();
+        let public = key.verifying_key();
+        let private_pem = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(public_from_pem(&private_pem, "f").unwrap(), public);
+        let spki = public.to_public_key_pem(LineEnding::LF).unwrap();
+        assert_eq!(public_from_pem(&spki, "f").unwrap(), public);
+        let kid = thumbprint(&public.to_bytes());
+        let jwks = json!({"keys": [{"kty": "RSA"}, public_jwk(&public.to_bytes(), &kid)]});
+        assert_eq!(public_from_jwks(&jwks, "j").unwrap(), vec![(kid, public)]);
+        assert!(public_from_pem("nope", "f").is_err());
+        assert!(public_from_jwks(&json!({"keys": []}), "j").is_err());
+        assert_eq!(load_or_create(&path, "test key").unwrap(), key);
+    }
+}
