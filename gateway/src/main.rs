@@ -48,6 +48,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Check decision receipts (`x-warden-receipt`).
+    Receipt {
+        #[command(subcommand)]
+        command: ReceiptCommand,
+    },
     /// Issue agent tokens signed by Warden's own key (for setups without an IdP).
     Token {
         #[command(subcommand)]
@@ -166,6 +171,21 @@ enum PolicyCommand {
         /// Write the fragment to this file instead of standard output.
         #[arg(short, long)]
         output: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReceiptCommand {
+    /// Verify a receipt's signature with the audit public key and print what it says; with
+    /// --audit, also check that the decision record it names says the same.
+    Verify {
+        /// The receipt (the `x-warden-receipt` header's value), or - to read it from stdin.
+        receipt: String,
+        #[command(flatten)]
+        keys: AuditKeyArgs,
+        /// The audit directory holding the decision record.
+        #[arg(long, value_name = "DIR")]
+        audit: Option<PathBuf>,
     },
 }
 
@@ -467,6 +487,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             },
             format,
         ),
+        Command::Receipt {
+            command:
+                ReceiptCommand::Verify {
+                    receipt,
+                    keys,
+                    audit,
+                },
+        } => receipt_verify(&receipt, &keys, audit.as_deref()),
         Command::Audit {
             command:
                 AuditCommand::Verify {
@@ -750,6 +778,67 @@ fn check(path: Option<&Path>) -> Result<ExitCode> {
     } else {
         Ok(ExitCode::from(1))
     }
+}
+
+/// `warden receipt verify`: the receipt's signature, and with `audit`, its decision record.
+fn receipt_verify(receipt: &str, keys: &AuditKeyArgs, audit: Option<&Path>) -> Result<ExitCode> {
+    let keys = audit_keys(keys)?;
+    if keys.is_empty() {
+        bail!(
+            "give the audit public key: --key FILE or --jwks FILE|URL (the admin listener's \
+             /.well-known/warden-audit-keys.json)"
+        );
+    }
+    let text = if receipt == "-" {
+        std::io::read_to_string(std::io::stdin()).context("cannot read the receipt from stdin")?
+    } else {
+        receipt.to_owned()
+    };
+    let claims = match warden::audit::receipt::verify(&text, &keys) {
+        Ok(claims) => claims,
+        Err(e) => {
+            eprintln!("warden: receipt INVALID: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&claims)?);
+    let Some(dir) = audit else {
+        println!("receipt valid: signed by the audit key");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let mut found = None;
+    warden::audit::read::Reader::new(dir).each_new(|record| {
+        if found.is_none() && record.value["seq"].as_u64() == Some(claims.seq) {
+            found = Some(record.value);
+        }
+    })?;
+    let Some(record) = found else {
+        eprintln!(
+            "warden: receipt valid, but the audit log in {} has no record at seq {}",
+            dir.display(),
+            claims.seq
+        );
+        return Ok(ExitCode::from(1));
+    };
+    let same = record["kind"] == "decision"
+        && record["decision_id"] == claims.decision_id.as_str()
+        && record["action_digest"] == claims.action_digest.as_str()
+        && record["decision"] == claims.decision.as_str();
+    if !same {
+        eprintln!(
+            "warden: receipt valid, but the record at seq {} in {} does not match it (decision \
+             id, action digest or decision differ): the log was changed, or this receipt is \
+             from another log",
+            claims.seq,
+            dir.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    println!(
+        "receipt valid: signed by the audit key, and the decision record at seq {} matches",
+        claims.seq
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The audit public keys of `--key` and `--jwks` (none when neither is given).

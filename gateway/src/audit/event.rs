@@ -177,6 +177,10 @@ pub struct AuditEvent {
     /// arguments themselves are in `content` only with `audit.record_content`.
     #[serde(default = "empty_text", skip_serializing_if = "is_empty")]
     pub content_digest: Text,
+    /// `sha256:<hex>` of the action a decision record judged: principal, action, resource and
+    /// the arguments' digest (`audit::receipt::action_digest`); receipts name it.
+    #[serde(default = "empty_text", skip_serializing_if = "is_empty")]
+    pub action_digest: Text,
     /// The Vault secret whose credential went upstream: path, version, lease (never the
     /// value).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -207,6 +211,7 @@ impl AuditEvent {
             outcome: None,
             content: None,
             content_digest: empty_text(),
+            action_digest: empty_text(),
             secret: None,
             detail: None,
         }

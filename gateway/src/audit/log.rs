@@ -16,6 +16,7 @@ use super::error::AuditError;
 use super::event::{AuditEvent, EventKind};
 use super::faults::Faults;
 use super::outbox::Pushed;
+use super::receipt::{Receipt, Receipts};
 use super::record::Hash;
 use super::recover::recover;
 use super::segment_file::SegmentFile;
@@ -37,6 +38,7 @@ struct Inner {
     shared: Arc<Shared>,
     /// The audit key, when the log is signed: checkpoints and receipts.
     signer: Option<Arc<Signer>>,
+    receipts: Option<Receipts>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -151,7 +153,12 @@ impl AuditLog {
                 source,
             })?;
         Ok(AuditLog {
-            inner: Arc::new(Inner { tx, shared, signer }),
+            inner: Arc::new(Inner {
+                tx,
+                shared,
+                receipts: signer.as_deref().map(Receipts::new),
+                signer,
+            }),
         })
     }
 
@@ -216,6 +223,12 @@ impl AuditLog {
     /// The audit key, when the log is signed.
     pub fn signer(&self) -> Option<&Arc<Signer>> {
         self.inner.signer.as_ref()
+    }
+
+    /// `receipt` as a compact JWS signed with the audit key (`None` for an unsigned log).
+    pub fn receipt(&self, receipt: &Receipt) -> Option<String> {
+        let signer = self.inner.signer.as_ref()?;
+        Some(self.inner.receipts.as_ref()?.sign(signer, receipt))
     }
 
     /// Last committed seq and hash ((0, zeros) for an empty log).

@@ -21,6 +21,7 @@ mod flusher;
 mod log;
 mod outbox;
 pub mod read;
+pub mod receipt;
 mod record;
 mod recover;
 mod segment;

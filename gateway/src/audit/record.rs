@@ -164,6 +164,7 @@ fn write_record(
         serde_json::to_writer(&mut *buf, content)?;
     }
     text_field(buf, "content_digest", &e.content_digest);
+    text_field(buf, "action_digest", &e.action_digest);
     if let Some(secret) = &e.secret {
         buf.extend_from_slice(b",\"secret\":");
         serde_json::to_writer(&mut *buf, secret)?;
@@ -364,6 +365,7 @@ mod tests {
         });
         full.content = Some(serde_json::json!({"messages": [{"content": "hi\u{1}"}]}));
         full.content_digest = "sha256:00ff".into();
+        full.action_digest = "sha256:ff00".into();
         full.secret = Some(crate::audit::event::AuditSecret {
             path: "database/creds/ro".into(),
             version: None,

@@ -134,6 +134,7 @@ pub fn ecs(record: &Record) -> Value {
         "seq",
         "prev",
         "content_digest",
+        "action_digest",
         "findings",
         "outcome",
         "secret",

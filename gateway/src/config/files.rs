@@ -44,6 +44,10 @@ pub fn check_files(config: &Config, source: &Source) -> Vec<ConfigError> {
     {
         errors.push(source.error("identity.warden_issuer.key_file", error.to_string()));
     }
+    if let Err(error) = crate::audit::signer::Signer::check(&config.audit.signing, &config.data_dir)
+    {
+        errors.push(source.error("audit.signing.key_file", error.to_string()));
+    }
     errors
 }
 

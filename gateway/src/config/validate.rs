@@ -160,6 +160,28 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
                 .into(),
         );
     }
+    let signing = &config.audit.signing;
+    if signing.checkpoint_records == 0 {
+        err(
+            "audit.signing.checkpoint_records",
+            "must be at least 1: a signed checkpoint after at most this many records".into(),
+        );
+    }
+    let interval = signing.checkpoint_interval;
+    if interval.is_zero() || interval > std::time::Duration::from_secs(3600) {
+        err(
+            "audit.signing.checkpoint_interval",
+            "must be more than 0 and at most 1h: records written since the last checkpoint \
+             are unsigned until the next one"
+                .into(),
+        );
+    }
+    if config.audit.segment_max_age.is_zero() {
+        err(
+            "audit.segment_max_age",
+            "must be more than 0 (for example 24h): a segment this old is closed".into(),
+        );
+    }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
         err(
             "log.level",

@@ -103,6 +103,8 @@ pub enum Answer {
 pub const DECISION_HEADER: HeaderName = HeaderName::from_static("x-warden-decision");
 /// `x-warden-decision-id`: the decision id of every decided request.
 pub const DECISION_ID_HEADER: HeaderName = HeaderName::from_static("x-warden-decision-id");
+/// `x-warden-receipt`: the signed receipt of every decided request (`audit/receipt.rs`).
+pub const RECEIPT_HEADER: HeaderName = HeaderName::from_static("x-warden-receipt");
 /// `x-request-id`: the request id of every response.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 

@@ -16,6 +16,7 @@ use crate::audit::event::{
     AuditEvent, AuditFinding, AuditOutcome, AuditPrincipal, AuditSecret, EventKind, Text,
     empty_text,
 };
+use crate::audit::receipt::{self, Receipt};
 use crate::decision::Decision;
 use crate::listener::ConnInfo;
 use crate::mcp::EventBody;
@@ -76,11 +77,15 @@ pub struct Exchange {
     secret: Option<Arc<SecretOrigin>>,
     /// The injected secret's forms, to redact from the response.
     echo: Option<Arc<[Zeroizing<String>]>>,
+    /// Sign a receipt of the decision (`audit.receipts`).
+    receipts: bool,
+    /// The decision's signed receipt, for `x-warden-receipt`.
+    receipt: Option<HeaderValue>,
 }
 
 impl Exchange {
     /// A request that just arrived on `conn`.
-    pub fn new(shared: Arc<Shared>, conn: ConnInfo, access_log: bool) -> Self {
+    pub fn new(shared: Arc<Shared>, conn: ConnInfo, access_log: bool, receipts: bool) -> Self {
         shared.metrics.in_flight.inc();
         Exchange {
             shared,
@@ -105,6 +110,8 @@ impl Exchange {
             resource_metadata: None,
             secret: None,
             echo: None,
+            receipts,
+            receipt: None,
         }
     }
 
@@ -217,11 +224,19 @@ impl Exchange {
         if let Some(digest) = &self.content_digest {
             event.content_digest = Arc::clone(digest);
         }
+        let action_digest = receipt::action_digest(&event);
+        event.action_digest = Arc::from(action_digest.as_str());
+        let policies = self.receipts.then(|| event.policies.clone());
         let t = Instant::now();
         let appended = self.shared.audit.append(event).await;
         self.audit_wait_seconds = Some(t.elapsed().as_secs_f64());
         match appended {
-            Ok(_) => Ok(()),
+            Ok(seq) => {
+                if let Some(policies) = policies {
+                    self.sign_receipt(decision, action_digest, policies, seq);
+                }
+                Ok(())
+            }
             Err(e) => {
                 self.audit_failed = true;
                 tracing::error!(request_id = %self.request_id, error = %e, "audit append failed");
@@ -232,6 +247,33 @@ impl Exchange {
                 }
             }
         }
+    }
+
+    /// decide: the signed receipt of the decision recorded at `seq`.
+    fn sign_receipt(
+        &mut self,
+        decision: &Decision,
+        action_digest: String,
+        policies: Vec<Text>,
+        seq: u64,
+    ) {
+        let iat = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let receipt = Receipt {
+            iss: "warden".to_owned(),
+            iat,
+            decision_id: self.decision_id.to_string(),
+            action_digest,
+            decision: decision.label().to_owned(),
+            policies: policies.iter().map(|p| p.to_string()).collect(),
+            seq,
+        };
+        self.receipt = self
+            .shared
+            .audit
+            .receipt(&receipt)
+            .and_then(|jws| HeaderValue::try_from(jws).ok());
     }
 
     /// credential: what went upstream (its Vault origin is recorded; its value is redacted
@@ -285,6 +327,9 @@ impl Exchange {
             && let Ok(v) = HeaderValue::try_from(&*self.decision_id)
         {
             headers.entry(protocol::DECISION_ID_HEADER).or_insert(v);
+        }
+        if let Some(receipt) = self.receipt.take() {
+            headers.insert(protocol::RECEIPT_HEADER, receipt);
         }
         let route = self.route.as_ref().map_or("none", |r| &*r.name);
         let decision = self.decision.unwrap_or("none");

@@ -68,7 +68,12 @@ pub async fn handle(
     conn: ConnInfo,
 ) -> Response<ProxyBody> {
     let snap = shared.snapshot.load_full();
-    let mut ex = Exchange::new(shared, conn, snap.config.log.access);
+    let mut ex = Exchange::new(
+        shared,
+        conn,
+        snap.config.log.access,
+        snap.config.audit.receipts,
+    );
     // A debug-level span: at `info` it costs nothing; with `warden=debug` every line logged
     // during the request carries its request id and principal.
     let span = tracing::debug_span!("request", request_id = %ex.request_id(), principal = tracing::field::Empty);
