@@ -20,6 +20,9 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     for (key, message) in config.mcp.validate() {
         err(&key, message);
     }
+    for (key, message) in crate::siem::config::validate(&config.siem) {
+        err(&key, message);
+    }
 
     let listen = &config.listen;
     if listen.proxy == listen.admin {
