@@ -43,8 +43,14 @@ impl Osmem {
     /// Starts a server on a free port.
     pub async fn start() -> anyhow::Result<Osmem> {
         let mut cmd = Command::new(osmem_binary()?);
-        cmd.args(["--addr", "127.0.0.1:0", "--no-ja", "--parent-pid"])
-            .arg(std::process::id().to_string());
+        cmd.args([
+            "--addr",
+            "127.0.0.1:0",
+            "--no-ja",
+            "--no-stdin-watch",
+            "--parent-pid",
+        ])
+        .arg(std::process::id().to_string());
         let mut proc = Proc::spawn("osmem-server", cmd)?;
         let line = tokio::time::timeout(Duration::from_secs(30), proc.next_stdout_line())
             .await
