@@ -245,6 +245,11 @@ async fn every_record_reaches_splunk_through_kills_of_warden_and_of_the_collecto
     let events = indexed(&store);
     let have = counts(&events);
     let duplicates: usize = have.values().map(|n| n - 1).sum();
+    eprintln!(
+        "{} records in the log, {} events indexed, {duplicates} duplicates",
+        local.len(),
+        events.len()
+    );
     // At most the batch in flight at each interruption (the collector's kill, Warden's kill)
     // is sent twice.
     assert!(
