@@ -194,7 +194,7 @@ async fn handle(
         return Ok(ack(&state, channel.unwrap_or_default(), &body));
     }
     let n = state.requests.fetch_add(1, Ordering::SeqCst) + 1;
-    if state.options.busy_every > 0 && n % state.options.busy_every == 0 {
+    if state.options.busy_every > 0 && n.is_multiple_of(state.options.busy_every) {
         return Ok(reply(StatusCode::SERVICE_UNAVAILABLE, "Server is busy", 9));
     }
     // The batch: event objects one after the other.

@@ -211,10 +211,7 @@ async fn read_frames(
             return;
         }
         buf.extend_from_slice(&chunk[..n]);
-        loop {
-            let Some(space) = buf.iter().position(|&b| b == b' ') else {
-                break;
-            };
+        while let Some(space) = buf.iter().position(|&b| b == b' ') {
             let Some(len) = std::str::from_utf8(&buf[..space])
                 .ok()
                 .and_then(|l| l.parse::<usize>().ok())
