@@ -267,7 +267,7 @@ pub async fn against(
         };
         (config.clone(), sink.shape)
     };
-    let auth = super::elastic_auth("siem", &config, vault)
+    let auth = super::setup::elastic_auth("siem", &config, vault)
         .await
         .map_err(|e| AgainstError::Sink(e.to_string()))?;
     let (checkpoints, newest) = query(&config, shape, &auth).await?;

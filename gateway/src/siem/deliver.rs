@@ -12,8 +12,9 @@ use super::backoff::Backoff;
 use super::config::{BatchConfig, RetryConfig};
 use super::cursor::Cursor;
 use super::metrics::SiemMetrics;
-use super::sink::{SendError, Sink};
+use super::sink::Sink;
 use super::spool::{Entry, Spool};
+use super::verdict::SendError;
 
 /// What the shipper is asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

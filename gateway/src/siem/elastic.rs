@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 
 use super::config::{ElasticConfig, EventShape};
 use super::http::{Secret, error_text, gzip, short};
-use super::sink::{SendError, Verdict};
 use super::spool::Entry;
+use super::verdict::{SendError, Verdict};
 
 /// How Warden authenticates to the cluster.
 pub enum Auth {

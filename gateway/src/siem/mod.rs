@@ -14,12 +14,15 @@ pub mod cursor;
 mod dead_letter;
 mod deliver;
 pub mod elastic;
+mod host;
 mod http;
 pub mod metrics;
+mod setup;
 mod sink;
 mod splunk;
 pub mod spool;
 mod syslog;
+mod verdict;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,10 +33,9 @@ use tokio::sync::watch;
 pub use dead_letter::{DEAD_LETTER_DIR, path as dead_letter_path};
 pub use http::SetupError;
 
-use config::{Destination, SiemConfig, SinkConfig};
+use config::SiemConfig;
 use deliver::{Delivery, Run};
 use metrics::SiemMetrics;
-use sink::Sink;
 
 use crate::vault::SecretStore;
 
@@ -60,7 +62,7 @@ impl Shipper {
             deliveries.push(Delivery {
                 name: sink.name.clone(),
                 dir: audit_dir.to_path_buf(),
-                sink: build(&format!("siem.sinks[{i}]"), sink, vault.clone()).await?,
+                sink: setup::build(&format!("siem.sinks[{i}]"), sink, vault.clone()).await?,
                 batch: sink.batch.clone(),
                 retry: sink.retry.clone(),
                 poll: config.poll(),
@@ -120,81 +122,4 @@ impl Shipper {
             );
         }
     }
-}
-
-/// The sink of `config`, its secrets read (`key` names it in errors).
-async fn build(
-    key: &str,
-    config: &SinkConfig,
-    vault: Option<Arc<SecretStore>>,
-) -> Result<Sink, SetupError> {
-    let invalid = |k: &str, reason: String| SetupError::Client {
-        key: format!("{key}.{k}"),
-        reason,
-    };
-    match config.destination() {
-        Some(Destination::Splunk(s)) => {
-            let k = format!("{key}.splunk_hec");
-            let client = http::client(&k, s.ca_file.as_deref(), s.timeout)?;
-            let token = http::Secret::read(&s.token, &format!("{k}.token"), vault).await?;
-            splunk::SplunkSink::new(s.clone(), config.shape, client, token)
-                .map(|s| Sink::Splunk(Box::new(s)))
-                .map_err(|e| invalid("splunk_hec.url", e))
-        }
-        Some(Destination::Elastic(e)) => {
-            let k = format!("{key}.elasticsearch");
-            let client = http::client(&k, e.ca_file.as_deref(), e.timeout)?;
-            let auth = elastic_auth(&k, e, vault).await?;
-            elastic::ElasticSink::new(e.clone(), config.shape, client, auth)
-                .map(|s| Sink::Elastic(Box::new(s)))
-                .map_err(|err| invalid("elasticsearch.url", err))
-        }
-        Some(Destination::Syslog(s)) => {
-            syslog::SyslogSink::new(&format!("{key}.syslog"), s.clone(), config.shape)
-                .map(|s| Sink::Syslog(Box::new(s)))
-        }
-        None => Err(invalid(
-            "",
-            "needs exactly one destination: splunk_hec, elasticsearch or syslog".into(),
-        )),
-    }
-}
-
-/// The credential of an Elasticsearch sink, read now.
-pub async fn elastic_auth(
-    key: &str,
-    config: &config::ElasticConfig,
-    vault: Option<Arc<SecretStore>>,
-) -> Result<elastic::Auth, SetupError> {
-    let Some(auth) = &config.auth else {
-        return Ok(elastic::Auth::None);
-    };
-    if let Some(source) = &auth.api_key {
-        let key = format!("{key}.auth.api_key");
-        return Ok(elastic::Auth::ApiKey(
-            http::Secret::read(source, &key, vault).await?,
-        ));
-    }
-    match (&auth.username, &auth.password) {
-        (Some(username), Some(source)) => Ok(elastic::Auth::Basic {
-            username: username.clone(),
-            password: http::Secret::read(source, &format!("{key}.auth.password"), vault).await?,
-        }),
-        _ => Err(SetupError::Secret {
-            key: format!("{key}.auth"),
-            reason: "give either api_key, or username and password".into(),
-        }),
-    }
-}
-
-/// This machine's host name (`HOSTNAME` of syslog, `host` of Splunk events).
-pub fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname(2) writes at most `buf.len()` bytes into the buffer we own.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "warden".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }

@@ -5,42 +5,13 @@ use super::elastic::ElasticSink;
 use super::splunk::SplunkSink;
 use super::spool::Entry;
 use super::syslog::SyslogSink;
+use super::verdict::{SendError, Verdict};
 
 /// A destination, ready to send.
 pub enum Sink {
     Splunk(Box<SplunkSink>),
     Elastic(Box<ElasticSink>),
     Syslog(Box<SyslogSink>),
-}
-
-/// What the destination said about a batch it answered.
-#[derive(Debug, Default, PartialEq)]
-pub struct Verdict {
-    /// Indexes (into the batch) of records to send again: the destination could not take
-    /// them now (busy, a shard unavailable).
-    pub retry: Vec<usize>,
-    /// Indexes of records rejected for good, with the destination's reason.
-    pub rejected: Vec<(usize, String)>,
-}
-
-impl Verdict {
-    /// Every record delivered.
-    pub fn delivered() -> Verdict {
-        Verdict::default()
-    }
-}
-
-/// Why a batch was not delivered as a whole.
-#[derive(Debug, thiserror::Error)]
-pub enum SendError {
-    /// Worth trying again later: the destination is down, busy, slow, or refused the
-    /// credential (an operator may fix it).
-    #[error("{0}")]
-    Retry(String),
-    /// The destination rejected the batch for good (its data, not its delivery): dead-letter
-    /// it.
-    #[error("{0}")]
-    Rejected(String),
 }
 
 impl Sink {

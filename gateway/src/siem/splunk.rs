@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 
 use super::config::{EventShape, SplunkConfig};
 use super::http::{Secret, error_text, gzip, short};
-use super::sink::{SendError, Verdict};
 use super::spool::Entry;
+use super::verdict::{SendError, Verdict};
 
 /// A Splunk HEC destination.
 pub struct SplunkSink {
@@ -95,7 +95,7 @@ impl SplunkSink {
             .clone()
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         Ok(SplunkSink {
-            host: config.host.clone().unwrap_or_else(super::host_name),
+            host: config.host.clone().unwrap_or_else(super::host::host_name),
             config,
             shape,
             client,

@@ -13,8 +13,8 @@ use tokio::net::TcpStream;
 
 use super::config::{EventShape, SyslogConfig, SyslogFormat};
 use super::http::SetupError;
-use super::sink::{SendError, Verdict};
 use super::spool::Entry;
+use super::verdict::{SendError, Verdict};
 
 /// The SD-ID of Warden's structured data.
 pub const SD_ID: &str = "warden@32473";
@@ -80,7 +80,7 @@ impl SyslogSink {
             }
         };
         Ok(SyslogSink {
-            host: config.host.clone().unwrap_or_else(super::host_name),
+            host: config.host.clone().unwrap_or_else(super::host::host_name),
             config,
             shape,
             tls,
