@@ -260,3 +260,127 @@ fn unix_now() -> f64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::AuditLog;
+    use crate::audit::config::AuditConfig;
+    use crate::audit::event::{AuditEvent, EventKind};
+    use crate::siem::config::{EventShape, SyslogConfig};
+    use crate::siem::syslog::SyslogSink;
+    use tokio::io::AsyncReadExt;
+
+    async fn log_of(dir: &std::path::Path, n: usize) {
+        let log = AuditLog::open(dir, &AuditConfig::default()).unwrap();
+        for _ in 0..n {
+            log.append(AuditEvent::now(EventKind::System))
+                .await
+                .unwrap();
+        }
+        log.close().await.unwrap();
+    }
+
+    fn delivery(dir: &std::path::Path, addr: std::net::SocketAddr, batch: BatchConfig) -> Delivery {
+        let config: SyslogConfig =
+            serde_json::from_value(serde_json::json!({"address": addr.to_string()})).unwrap();
+        Delivery {
+            name: "t".into(),
+            dir: dir.to_path_buf(),
+            sink: Sink::Syslog(Box::new(
+                SyslogSink::new("t", config, EventShape::Raw).unwrap(),
+            )),
+            batch,
+            retry: RetryConfig {
+                initial: Duration::from_millis(20),
+                max: Duration::from_millis(50),
+            },
+            poll: Duration::from_millis(10),
+            metrics: SiemMetrics::new(),
+        }
+    }
+
+    fn cursor_seq(dir: &std::path::Path) -> u64 {
+        Cursor::load(dir, "t").unwrap().seq
+    }
+
+    #[tokio::test]
+    async fn the_cursor_moves_only_once_the_destination_took_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        log_of(dir.path(), 5).await;
+        // A port nobody listens on yet.
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = probe.local_addr().unwrap();
+        drop(probe);
+        let batch = BatchConfig {
+            max_events: 2,
+            max_bytes: usize::MAX,
+            linger: Duration::from_millis(10),
+        };
+        let d = delivery(dir.path(), addr, batch);
+        let metrics = d.metrics.clone();
+        let (run, watch) = watch::channel(Run::Ship);
+        let task = tokio::spawn(d.run(watch));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            cursor_seq(dir.path()),
+            0,
+            "nothing acknowledged, nothing moved"
+        );
+        assert!(metrics.failed.with_label_values(&["t"]).get() > 0);
+        assert_eq!(metrics.lag_events.with_label_values(&["t"]).get(), 5);
+        // The collector comes up: everything is delivered, in batches of at most 2.
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let reader = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut all = Vec::new();
+            let _ = stream.read_to_end(&mut all).await;
+            all
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cursor_seq(dir.path()) < 5 {
+            assert!(
+                Instant::now() < deadline,
+                "the cursor did not reach the head"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(metrics.sent.with_label_values(&["t"]).get(), 5);
+        assert_eq!(metrics.lag_events.with_label_values(&["t"]).get(), 0);
+        run.send(Run::Drain(Instant::now())).unwrap();
+        task.await.unwrap();
+        let text = String::from_utf8(reader.await.unwrap()).unwrap();
+        assert_eq!(text.matches("<110>1 ").count(), 5, "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_is_not_full_waits_for_its_linger() {
+        let dir = tempfile::tempdir().unwrap();
+        log_of(dir.path(), 3).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _accept = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let _ = stream.read_to_end(&mut Vec::new()).await;
+        });
+        let batch = BatchConfig {
+            max_events: 100,
+            max_bytes: usize::MAX,
+            linger: Duration::from_millis(400),
+        };
+        let (run, watch) = watch::channel(Run::Ship);
+        let start = Instant::now();
+        let task = tokio::spawn(delivery(dir.path(), addr, batch).run(watch));
+        while cursor_seq(dir.path()) < 3 {
+            assert!(start.elapsed() < Duration::from_secs(10));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            start.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            start.elapsed()
+        );
+        run.send(Run::Drain(Instant::now())).unwrap();
+        task.await.unwrap();
+    }
+}
