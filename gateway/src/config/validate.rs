@@ -265,6 +265,18 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     {
         err("identity.warden_issuer.key.vault", NO_VAULT_SECTION.into());
     }
+    for (i, sink) in config.siem.sinks.iter().enumerate() {
+        for (key, source) in sink.secrets() {
+            if matches!(source, crate::secrets::CredentialSource::Vault(_))
+                && config.vault.is_none()
+            {
+                err(
+                    &format!("siem.sinks[{i}].{key}.vault"),
+                    NO_VAULT_SECTION.into(),
+                );
+            }
+        }
+    }
     for (i, endpoint) in config.mcp.endpoints.iter().enumerate() {
         let key = format!("mcp.endpoints[{i}]");
         let prefix = endpoint.prefix();

@@ -313,6 +313,30 @@ fn default_app_name() -> String {
     "warden".into()
 }
 
+impl SinkConfig {
+    /// The secret sources the sink reads, each with its key below the sink
+    /// (`splunk_hec.token`, `elasticsearch.auth.api_key`, ...).
+    pub fn secrets(&self) -> Vec<(&'static str, &CredentialSource)> {
+        let mut out = Vec::new();
+        if let Some(s) = &self.splunk_hec {
+            out.push(("splunk_hec.token", &s.token));
+        }
+        if let Some(auth) = self.elasticsearch.as_ref().and_then(|e| e.auth.as_ref()) {
+            out.extend(
+                auth.api_key
+                    .iter()
+                    .map(|k| ("elasticsearch.auth.api_key", k)),
+            );
+            out.extend(
+                auth.password
+                    .iter()
+                    .map(|p| ("elasticsearch.auth.password", p)),
+            );
+        }
+        out
+    }
+}
+
 /// Every mistake in `siem:` as (key, message).
 pub fn validate(config: &SiemConfig) -> Vec<(String, String)> {
     let mut errors = Vec::new();
@@ -477,6 +501,15 @@ mod tests {
             ],
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn a_vault_token_without_a_vault_section_is_refused_where_it_is_named() {
+        let text = "siem:\n  sinks:\n  - name: s\n    splunk_hec: {url: 'https://s:8088', token: {vault: {kv: secret/hec}}}\n";
+        let e = crate::config::load::parse(text, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("siem.sinks[0].splunk_hec.token.vault"), "{e}");
     }
 
     #[test]
