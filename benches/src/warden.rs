@@ -54,6 +54,8 @@ pub struct WardenSetup {
     pub mcp: bool,
     /// The route's upstream credential.
     pub credential: Credential,
+    /// A `siem:` section (YAML, at the top level): the audit log shipped while the load runs.
+    pub siem: Option<String>,
 }
 
 /// The federated name of the bench upstream's `echo` tool through Warden's MCP endpoint.
@@ -102,7 +104,7 @@ runtime:
     connector: openai
     upstream: "http://{upstream}/v1"
     credential: {credential}
-{mcp}"#,
+{mcp}{siem}"#,
             name = self.name,
             proxy = self.proxy,
             admin = self.admin,
@@ -123,6 +125,7 @@ runtime:
                     openbao::KV_FIELD
                 ),
             },
+            siem = self.siem.as_deref().unwrap_or_default(),
             mcp = if self.mcp {
                 format!(
                     r#"mcp:
@@ -259,4 +262,30 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), HarnessError> {
         }
     }
     Ok(())
+}
+
+/// The `siem:` section of the `warden-siem` target: every record shipped in ECS to a syslog
+/// collector at `collector` (the harness's, which reads and discards).
+pub fn siem_section(collector: SocketAddr) -> String {
+    format!(
+        "siem:\n  sinks:\n    - name: bench\n      syslog: {{ address: \"{collector}\", format: json }}\n"
+    )
+}
+
+/// A TCP collector on a free loopback port that reads and discards everything, on a thread
+/// of its own (outside the measured processes).
+pub fn discard_collector() -> std::io::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("bench-syslog".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut stream = stream;
+                    let _ = std::io::copy(&mut stream, &mut std::io::sink());
+                });
+            }
+        })?;
+    Ok(addr)
 }

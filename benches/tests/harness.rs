@@ -171,7 +171,21 @@ fn setup(
         workers: 1,
         mcp: false,
         credential: warden::Credential::Env,
+        siem: None,
     }
+}
+
+#[test]
+fn the_siem_target_config_ships_to_syslog() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = warden::WardenSetup {
+        siem: Some(warden::siem_section("127.0.0.1:18093".parse().unwrap())),
+        ..setup(dir.path(), "warden-siem", Some("process"))
+    };
+    let config = ::warden::config::load::parse(&setup.config(), None)
+        .unwrap_or_else(|e| panic!("Warden refuses the generated config: {e}"));
+    assert_eq!(config.siem.sinks.len(), 1);
+    assert!(config.siem.sinks[0].syslog.is_some());
 }
 
 #[test]

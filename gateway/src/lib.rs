@@ -29,6 +29,7 @@ pub mod route;
 pub mod secrets;
 pub mod server;
 pub mod shared;
+pub mod siem;
 pub mod snapshot;
 pub mod state;
 pub mod telemetry;

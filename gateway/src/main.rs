@@ -217,6 +217,8 @@ enum AuditCommand {
         /// (needs --key or --jwks).
         #[arg(long)]
         require_signed: bool,
+        #[command(flatten)]
+        siem: AgainstSiem,
     },
     /// Print the last records, one JSON object a line; with --follow, new ones as they are
     /// written.
@@ -274,6 +276,20 @@ enum AuditCommand {
         #[arg(long, value_enum, default_value = "raw")]
         format: warden::audit::shape::Shape,
     },
+}
+
+/// `warden audit verify --against-siem`: compare the local log with what a SIEM received.
+#[derive(clap::Args)]
+struct AgainstSiem {
+    /// Also compare the checkpoints (and the newest record) an Elasticsearch/OpenSearch sink
+    /// holds with the local log: a sink's name from --config, or a cluster's URL (data stream
+    /// logs-warden-default, ECS). Exits non-zero when the local log lacks or differs from
+    /// what was shipped.
+    #[arg(long, value_name = "SINK|URL")]
+    against_siem: Option<String>,
+    /// Configuration file naming the sink (with --against-siem).
+    #[arg(short, long, env = "WARDEN_CONFIG", requires = "against_siem")]
+    config: Option<PathBuf>,
 }
 
 /// An RFC 3339 time (`2026-12-01T00:00:00Z`; a date alone is midnight UTC).
@@ -501,26 +517,38 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     dir,
                     keys,
                     require_signed,
+                    siem,
                 },
-        } => match warden::audit::verify_with(
-            &dir,
-            &warden::audit::VerifyOptions {
+        } => {
+            let options = warden::audit::VerifyOptions {
                 keys: audit_keys(&keys)?,
                 require_signed,
-            },
-        ) {
-            Ok(report) => {
-                println!("{report}");
-                Ok(ExitCode::SUCCESS)
+            };
+            let local = match warden::audit::verify_with(&dir, &options) {
+                Ok(report) => {
+                    println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!(
+                        "warden: audit log in {} FAILED verification: {e}",
+                        dir.display()
+                    );
+                    ExitCode::from(1)
+                }
+            };
+            match siem.against_siem {
+                Some(target) => {
+                    let against = verify_against_siem(&dir, &target, siem.config.as_deref())?;
+                    Ok(if local == ExitCode::SUCCESS {
+                        against
+                    } else {
+                        local
+                    })
+                }
+                None => Ok(local),
             }
-            Err(e) => {
-                eprintln!(
-                    "warden: audit log in {} FAILED verification: {e}",
-                    dir.display()
-                );
-                Ok(ExitCode::from(1))
-            }
-        },
+        }
         Command::Token {
             command:
                 TokenCommand::Issue {
@@ -922,6 +950,45 @@ fn audit_tail(
             writeln!(out, "{}", shape.of(&record))?;
         }
         out.flush()?;
+    }
+}
+
+/// `warden audit verify --against-siem TARGET`: the SIEM's checkpoints and newest record
+/// compared with the log in `dir`; exit 1 when they differ (whatever the local check said,
+/// which is printed before).
+fn verify_against_siem(dir: &Path, target: &str, config: Option<&Path>) -> Result<ExitCode> {
+    let config = match config {
+        Some(path) => load(Some(path))?,
+        None => Config::default(),
+    };
+    warden::listener::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let comparison = runtime.block_on(async {
+        let store = config
+            .vault
+            .as_ref()
+            .map(|v| warden::vault::SecretStore::new(v.clone()))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let result = warden::siem::against::against(&config.siem, target, dir, store.clone()).await;
+        if let Some(store) = &store {
+            store.shutdown(Duration::from_secs(5)).await;
+        }
+        result.map_err(|e| anyhow::anyhow!("{e}"))
+    })?;
+    if comparison.problems.is_empty() {
+        println!("{comparison}");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "warden: audit log in {} does not match the SIEM ({target}):",
+            dir.display()
+        );
+        eprintln!("{comparison}");
+        Ok(ExitCode::from(1))
     }
 }
 

@@ -267,6 +267,10 @@ fn keep_restart_only_settings(running: &Config, new: &mut Config) {
         changed.push("runtime");
         new.runtime = running.runtime.clone();
     }
+    if new.siem != running.siem {
+        changed.push("siem");
+        new.siem = running.siem.clone();
+    }
     if new.log.level != running.log.level || new.log.format != running.log.format {
         changed.push("log.level/log.format");
     }

@@ -51,6 +51,8 @@ pub enum ServeError {
     State(#[from] crate::state::StateError),
     #[error("cannot load the MCP tool pins: {0}")]
     Pins(#[from] crate::pins::PinError),
+    #[error("cannot set up SIEM shipping: {0}")]
+    Siem(#[from] crate::siem::SetupError),
 }
 
 /// The audit directory for `config`.
@@ -108,6 +110,16 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     let policy_count = snapshot.policy.policy_count();
     let metrics = Metrics::new();
     metrics.register(audit.stats().collectors());
+    // The audit log's shippers, on a thread of their own, reading the log from disk.
+    let siem_metrics = crate::siem::metrics::SiemMetrics::new();
+    metrics.register(siem_metrics.collectors());
+    let shipper = crate::siem::Shipper::start(
+        &snapshot.config.siem,
+        &audit_dir,
+        snapshot.secrets.clone(),
+        siem_metrics,
+    )
+    .await?;
     // The state store and the tool pins in it: MCP tool definitions are judged from memory,
     // and approvals made with `warden tools approve` arrive within `pins.refresh_interval`.
     let store =
@@ -190,6 +202,13 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     shared.audit.append_detached(stop);
     if let Err(e) = shared.audit.close().await {
         tracing::error!(error = %e, "audit log did not close cleanly");
+    }
+    // What the log holds now, the stop record included, is shipped within the grace period;
+    // anything left is shipped after the next start.
+    if let Some(shipper) = shipper {
+        shipper
+            .stop(listen.shutdown_grace.min(std::time::Duration::from_secs(5)))
+            .await;
     }
     tracing::info!("warden stopped");
     Ok(())

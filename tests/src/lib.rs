@@ -6,10 +6,12 @@
 pub mod echo;
 pub mod fake_llm;
 pub mod fake_rest;
+pub mod hec;
 pub mod idp;
 pub mod mcp;
 pub mod openbao;
 pub mod openclaw;
+pub mod osmem;
 pub mod paths;
 pub mod postgres;
 pub mod process;
@@ -17,4 +19,5 @@ pub mod sdk;
 pub mod serve;
 pub mod sse;
 pub mod stack;
+pub mod syslog;
 pub mod warden;

@@ -57,7 +57,9 @@ struct Args {
     /// durability), not in the default run; `warden-env`, `warden-vault`: Warden (`process`
     /// durability) with the route's credential from an environment variable, and from an
     /// OpenBao dev server the harness starts (`bao`: `$WARDEN_BAO`, tests/.venv or the
-    /// PATH), read once and then served from Warden's memory; not in the default run.
+    /// PATH), read once and then served from Warden's memory; not in the default run;
+    /// `warden-siem`: `warden-process` shipping its audit log (ECS, syslog over TCP) to a
+    /// collector of the harness's while it serves: compare it with `warden-process`.
     #[arg(
         long,
         value_delimiter = ',',
@@ -157,6 +159,7 @@ enum Target {
     McpWarden,
     WardenEnv,
     WardenVault,
+    WardenSiem,
 }
 
 impl Target {
@@ -173,6 +176,7 @@ impl Target {
             Target::McpWarden => "mcp-warden",
             Target::WardenEnv => report::WARDEN_ENV,
             Target::WardenVault => report::WARDEN_VAULT,
+            Target::WardenSiem => "warden-siem",
         }
     }
 
@@ -181,9 +185,11 @@ impl Target {
         let this = || warden::locate().map_err(anyhow::Error::from);
         match self {
             Target::WardenDisk => Some(this().map(|bin| (bin, Some("disk")))),
-            Target::WardenProcess | Target::McpWarden | Target::WardenEnv | Target::WardenVault => {
-                Some(this().map(|bin| (bin, Some("process"))))
-            }
+            Target::WardenProcess
+            | Target::McpWarden
+            | Target::WardenEnv
+            | Target::WardenVault
+            | Target::WardenSiem => Some(this().map(|bin| (bin, Some("process")))),
             Target::WardenBaseline => Some(match &args.baseline_bin {
                 Some(bin) if bin.is_file() => Ok((bin.clone(), None)),
                 Some(bin) => Err(anyhow::anyhow!(
@@ -530,7 +536,8 @@ async fn run_target(
         | Target::WardenProcess
         | Target::WardenBaseline
         | Target::WardenEnv
-        | Target::WardenVault => match wardens.iter().find(|w| w.name == target.name()) {
+        | Target::WardenVault
+        | Target::WardenSiem => match wardens.iter().find(|w| w.name == target.name()) {
             Some(setup) => run_warden(spec, setup, upstream, profile).await,
             None => bail!("{} was not set up", target.name()),
         },
@@ -705,6 +712,10 @@ fn prepare_wardens(
                 workers: args.warden_workers,
                 mcp: target == Target::McpWarden,
                 credential,
+                siem: match target {
+                    Target::WardenSiem => Some(warden::siem_section(warden::discard_collector()?)),
+                    _ => None,
+                },
             };
             let policies = match (target, &args.baseline_policies) {
                 (Target::WardenBaseline, Some(dir)) => dir,

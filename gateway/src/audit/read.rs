@@ -137,6 +137,25 @@ pub fn segment_file(number: u64) -> String {
     segment_name(number)
 }
 
+/// The segments in `dir`, oldest first, as (number, file name).
+pub fn segments(dir: &Path) -> std::io::Result<Vec<(u64, String)>> {
+    list_segments(dir)
+}
+
+/// The durable head named by `head.json` in `dir`: the last record known to be on disk
+/// (`None` when there is no anchor yet). Readers that must never pass what is on disk (the
+/// SIEM shipper) read no further than this.
+pub fn durable_head(dir: &Path) -> std::io::Result<Option<u64>> {
+    super::anchor::read(dir)
+        .map(|anchor| anchor.map(|a| a.seq))
+        .map_err(|e| match e {
+            super::anchor::AnchorReadError::Io(e) => e,
+            super::anchor::AnchorReadError::Malformed(m) => {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, m)
+            }
+        })
+}
+
 /// Which records to keep.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {

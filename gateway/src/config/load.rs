@@ -25,6 +25,7 @@ const SECTIONS: &[&str] = &[
     "routes",
     "vault",
     "mcp",
+    "siem",
 ];
 
 /// A configuration read as far as it could be: each section that has a mistake keeps its
@@ -138,6 +139,7 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
             "routes" => config.routes = routes(value, &error, &mut errors),
             "vault" => section(&key, value, &mut config.vault, &error, &mut errors),
             "mcp" => section(&key, value, &mut config.mcp, &error, &mut errors),
+            "siem" => section(&key, value, &mut config.siem, &error, &mut errors),
             other => errors.push(error(
                 other,
                 format!("unknown section; expected one of: {}", SECTIONS.join(", ")),
@@ -315,6 +317,33 @@ mod tests {
                 "inject.",
             ),
             ("vault: {zz: 1}", "vault", "vault."),
+            ("siem: {zz: 1}", "siem", "siem."),
+            ("siem: {sinks: [{zz: 1}]}", "siem", "siem.sinks[]."),
+            (
+                "siem: {sinks: [{batch: {zz: 1}}]}",
+                "siem",
+                "siem.sinks[].batch.",
+            ),
+            (
+                "siem: {sinks: [{retry: {zz: 1}}]}",
+                "siem",
+                "siem.sinks[].retry.",
+            ),
+            (
+                "siem: {sinks: [{splunk_hec: {zz: 1}}]}",
+                "siem",
+                "siem.sinks[].splunk_hec.",
+            ),
+            (
+                "siem: {sinks: [{elasticsearch: {zz: 1}}]}",
+                "siem",
+                "siem.sinks[].elasticsearch.",
+            ),
+            (
+                "siem: {sinks: [{syslog: {zz: 1}}]}",
+                "siem",
+                "siem.sinks[].syslog.",
+            ),
         ];
         for (probe, heading, prefix) in sections {
             let text = doc_section(doc, heading);

@@ -46,6 +46,8 @@ pub struct Config {
     pub mcp: McpConfig,
     /// How Warden reaches Vault (or OpenBao), for credentials with a `vault:` source.
     pub vault: Option<crate::vault::VaultConfig>,
+    /// Where the audit log is shipped (Splunk, Elastic, syslog).
+    pub siem: crate::siem::config::SiemConfig,
 }
 
 impl Default for Config {
@@ -66,6 +68,7 @@ impl Default for Config {
             routes: default_routes(),
             mcp: McpConfig::default(),
             vault: None,
+            siem: Default::default(),
         }
     }
 }

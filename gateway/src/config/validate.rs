@@ -20,6 +20,9 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     for (key, message) in config.mcp.validate() {
         err(&key, message);
     }
+    for (key, message) in crate::siem::config::validate(&config.siem) {
+        err(&key, message);
+    }
 
     let listen = &config.listen;
     if listen.proxy == listen.admin {
@@ -283,6 +286,18 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
         && config.vault.is_none()
     {
         err("identity.warden_issuer.key.vault", NO_VAULT_SECTION.into());
+    }
+    for (i, sink) in config.siem.sinks.iter().enumerate() {
+        for (key, source) in sink.secrets() {
+            if matches!(source, crate::secrets::CredentialSource::Vault(_))
+                && config.vault.is_none()
+            {
+                err(
+                    &format!("siem.sinks[{i}].{key}.vault"),
+                    NO_VAULT_SECTION.into(),
+                );
+            }
+        }
     }
     for (i, endpoint) in config.mcp.endpoints.iter().enumerate() {
         let key = format!("mcp.endpoints[{i}]");

@@ -1,0 +1,386 @@
+//! One sink's delivery loop: read a batch of durable records from the spool, send it, and
+//! move the sink's cursor only once the destination acknowledged every record (or the
+//! dead-letter file holds the ones it rejected for good). Failures are retried with backoff
+//! and jitter, without end: the log is the buffer, and the cursor simply falls behind.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::watch;
+
+use super::backoff::Backoff;
+use super::config::{BatchConfig, RetryConfig};
+use super::cursor::Cursor;
+use super::metrics::SiemMetrics;
+use super::sink::Sink;
+use super::spool::{Entry, Spool};
+use super::verdict::SendError;
+
+/// What the shipper is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Run {
+    /// Ship as records come.
+    Ship,
+    /// Ship what is durable now, until this instant at the latest, then stop.
+    Drain(Instant),
+}
+
+/// Everything one sink's loop needs.
+pub struct Delivery {
+    pub name: String,
+    pub dir: PathBuf,
+    pub sink: Sink,
+    pub batch: BatchConfig,
+    pub retry: RetryConfig,
+    pub poll: Duration,
+    pub metrics: SiemMetrics,
+}
+
+impl Delivery {
+    /// Runs until told to stop (after draining).
+    pub async fn run(mut self, mut run: watch::Receiver<Run>) {
+        let mut cursor = match Cursor::load(&self.dir, &self.name) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(sink = %self.name, error = %e, "SIEM sink not started");
+                return;
+            }
+        };
+        tracing::info!(sink = %self.name, acknowledged_seq = cursor.seq, "SIEM sink shipping");
+        let mut spool = Spool::new(&self.dir, &self.name, &cursor);
+        let mut backoff = Backoff::new(&self.retry);
+        let mut batch: Vec<Entry> = Vec::new();
+        let mut first_seen: Option<Instant> = None;
+        let mut warned_behind = false;
+        loop {
+            let mode = *run.borrow();
+            if matches!(mode, Run::Drain(deadline) if Instant::now() >= deadline) {
+                return;
+            }
+            let head = match spool.durable_head() {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!(sink = %self.name, error = %e, "cannot read the audit log's head");
+                    if self.wait(&mut run, self.poll).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            if head < cursor.seq && !warned_behind {
+                warned_behind = true;
+                tracing::error!(sink = %self.name, head, acknowledged_seq = cursor.seq,
+                    "the audit log ends before this sink's cursor (a new log?); move cursors/<sink>.json aside to ship it");
+            }
+            if let Err(e) = spool.read(
+                head,
+                self.batch.max_events,
+                self.batch.max_bytes,
+                &mut batch,
+            ) {
+                tracing::error!(sink = %self.name, error = %e, "cannot read the audit log");
+                let wait = backoff.next_wait();
+                if self.wait(&mut run, wait).await {
+                    return;
+                }
+                continue;
+            }
+            self.lag(head, &cursor, batch.first());
+            if batch.is_empty() {
+                first_seen = None;
+                if let Run::Drain(_) = mode {
+                    return;
+                }
+                if self.wait(&mut run, self.poll).await {
+                    return;
+                }
+                continue;
+            }
+            let since = *first_seen.get_or_insert_with(Instant::now);
+            let bytes: usize = batch.iter().map(|e| e.bytes).sum();
+            let full = batch.len() >= self.batch.max_events || bytes >= self.batch.max_bytes;
+            if !full && mode == Run::Ship && since.elapsed() < self.batch.linger {
+                let wait = self.poll.min(self.batch.linger - since.elapsed());
+                if self.wait(&mut run, wait).await {
+                    return;
+                }
+                continue;
+            }
+            if !self.deliver(&batch, &mut backoff, &mut run).await {
+                return;
+            }
+            let last = batch.last().map(Entry::cursor).unwrap_or_default();
+            if let Err(e) = last.save(&self.dir, &self.name) {
+                tracing::error!(sink = %self.name, error = %e, "cannot save the SIEM cursor; a restart will send this batch again");
+            }
+            cursor = last;
+            batch.clear();
+            first_seen = None;
+            backoff.reset();
+            self.lag(head, &cursor, None);
+            self.metrics
+                .last_success
+                .with_label_values(&[&self.name])
+                .set(unix_now());
+        }
+    }
+
+    /// Sends `batch` until every record is acknowledged or dead-lettered; `false` when the
+    /// shipper stopped first (the cursor stays where it was).
+    async fn deliver(
+        &mut self,
+        batch: &[Entry],
+        backoff: &mut Backoff,
+        run: &mut watch::Receiver<Run>,
+    ) -> bool {
+        let mut pending: Vec<&Entry> = batch.iter().collect();
+        loop {
+            let result = self.sink.send(&pending).await;
+            let sent = pending.len();
+            let (retry, rejected): (Vec<&Entry>, Vec<(&Entry, String)>) = match result {
+                Ok(verdict) => (
+                    verdict
+                        .retry
+                        .iter()
+                        .filter_map(|&i| pending.get(i).copied())
+                        .collect(),
+                    verdict
+                        .rejected
+                        .into_iter()
+                        .filter_map(|(i, why)| pending.get(i).map(|e| (*e, why)))
+                        .collect(),
+                ),
+                Err(SendError::Rejected(why)) => (
+                    Vec::new(),
+                    pending.iter().map(|e| (*e, why.clone())).collect(),
+                ),
+                Err(SendError::Retry(why)) => {
+                    self.metrics
+                        .failed
+                        .with_label_values(&[&self.name])
+                        .inc_by(sent as u64);
+                    let wait = backoff.next_wait();
+                    tracing::warn!(sink = %self.name, error = %why, events = sent,
+                        first_seq = pending.first().map(|e| e.seq), attempt = backoff.failures,
+                        retry_in = ?wait, "SIEM delivery failed; will try again");
+                    if self.wait_retry(run, wait).await {
+                        return false;
+                    }
+                    continue;
+                }
+            };
+            if !rejected.is_empty() {
+                let letters: Vec<(&Entry, &str)> =
+                    rejected.iter().map(|(e, why)| (*e, why.as_str())).collect();
+                if let Err(e) = super::dead_letter::write(&self.dir, &self.name, &letters) {
+                    // Not written: the records stay undelivered and are tried again.
+                    tracing::error!(sink = %self.name, error = %e, "cannot dead-letter rejected records; will try again");
+                    if self.wait_retry(run, backoff.next_wait()).await {
+                        return false;
+                    }
+                    continue;
+                }
+                for (entry, why) in &rejected {
+                    tracing::warn!(sink = %self.name, seq = entry.seq, id = %entry.record.id,
+                        reason = %why, "the SIEM rejected a record; kept in the dead-letter file");
+                }
+                self.metrics
+                    .dead_lettered
+                    .with_label_values(&[&self.name])
+                    .inc_by(rejected.len() as u64);
+            }
+            let delivered = sent - retry.len() - rejected.len();
+            self.metrics
+                .sent
+                .with_label_values(&[&self.name])
+                .inc_by(delivered as u64);
+            if retry.is_empty() {
+                return true;
+            }
+            self.metrics
+                .failed
+                .with_label_values(&[&self.name])
+                .inc_by(retry.len() as u64);
+            let wait = backoff.next_wait();
+            tracing::warn!(sink = %self.name, events = retry.len(), retry_in = ?wait,
+                "the SIEM could not take some records now; sending them again");
+            pending = retry;
+            if self.wait_retry(run, wait).await {
+                return false;
+            }
+        }
+    }
+
+    /// Sets the lag gauges: records durable but not acknowledged, and their age.
+    fn lag(&self, head: u64, cursor: &Cursor, oldest: Option<&Entry>) {
+        let label = [self.name.as_str()];
+        let behind = head.saturating_sub(cursor.seq);
+        self.metrics
+            .lag_events
+            .with_label_values(&label)
+            .set(behind as i64);
+        let age = |time: Option<SystemTime>| {
+            time.and_then(|t| SystemTime::now().duration_since(t).ok())
+                .map_or(0.0, |d| d.as_secs_f64())
+        };
+        let (lag, oldest) = if behind == 0 {
+            (0.0, 0.0)
+        } else {
+            (
+                age(humantime::parse_rfc3339(&cursor.time).ok()),
+                oldest.map_or(0.0, |e| age(e.record.time())),
+            )
+        };
+        self.metrics.lag_seconds.with_label_values(&label).set(lag);
+        self.metrics
+            .oldest_undelivered_seconds
+            .with_label_values(&label)
+            .set(oldest);
+    }
+
+    /// Waits `wait`, or less when asked to stop; `true` when the loop should end now.
+    async fn wait(&self, run: &mut watch::Receiver<Run>, wait: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => false,
+            changed = run.changed() => changed.is_err(),
+        }
+    }
+
+    /// Waits before a retry; `true` when draining ran out of time (or the shipper is gone).
+    async fn wait_retry(&self, run: &mut watch::Receiver<Run>, wait: Duration) -> bool {
+        if self.wait(run, wait).await {
+            return true;
+        }
+        matches!(*run.borrow(), Run::Drain(deadline) if Instant::now() >= deadline)
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::AuditLog;
+    use crate::audit::config::AuditConfig;
+    use crate::audit::event::{AuditEvent, EventKind};
+    use crate::siem::config::{EventShape, SyslogConfig};
+    use crate::siem::syslog::SyslogSink;
+    use tokio::io::AsyncReadExt;
+
+    async fn log_of(dir: &std::path::Path, n: usize) {
+        let log = AuditLog::open(dir, &AuditConfig::default()).unwrap();
+        for _ in 0..n {
+            log.append(AuditEvent::now(EventKind::System))
+                .await
+                .unwrap();
+        }
+        log.close().await.unwrap();
+    }
+
+    fn delivery(dir: &std::path::Path, addr: std::net::SocketAddr, batch: BatchConfig) -> Delivery {
+        let config: SyslogConfig =
+            serde_json::from_value(serde_json::json!({"address": addr.to_string()})).unwrap();
+        Delivery {
+            name: "t".into(),
+            dir: dir.to_path_buf(),
+            sink: Sink::Syslog(Box::new(
+                SyslogSink::new("t", config, EventShape::Raw).unwrap(),
+            )),
+            batch,
+            retry: RetryConfig {
+                initial: Duration::from_millis(20),
+                max: Duration::from_millis(50),
+            },
+            poll: Duration::from_millis(10),
+            metrics: SiemMetrics::new(),
+        }
+    }
+
+    fn cursor_seq(dir: &std::path::Path) -> u64 {
+        Cursor::load(dir, "t").unwrap().seq
+    }
+
+    #[tokio::test]
+    async fn the_cursor_moves_only_once_the_destination_took_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        log_of(dir.path(), 5).await;
+        // A port nobody listens on yet.
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = probe.local_addr().unwrap();
+        drop(probe);
+        let batch = BatchConfig {
+            max_events: 2,
+            max_bytes: usize::MAX,
+            linger: Duration::from_millis(10),
+        };
+        let d = delivery(dir.path(), addr, batch);
+        let metrics = d.metrics.clone();
+        let (run, watch) = watch::channel(Run::Ship);
+        let task = tokio::spawn(d.run(watch));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            cursor_seq(dir.path()),
+            0,
+            "nothing acknowledged, nothing moved"
+        );
+        assert!(metrics.failed.with_label_values(&["t"]).get() > 0);
+        assert_eq!(metrics.lag_events.with_label_values(&["t"]).get(), 5);
+        // The collector comes up: everything is delivered, in batches of at most 2.
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let reader = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut all = Vec::new();
+            let _ = stream.read_to_end(&mut all).await;
+            all
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cursor_seq(dir.path()) < 5 {
+            assert!(
+                Instant::now() < deadline,
+                "the cursor did not reach the head"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(metrics.sent.with_label_values(&["t"]).get(), 5);
+        assert_eq!(metrics.lag_events.with_label_values(&["t"]).get(), 0);
+        run.send(Run::Drain(Instant::now())).unwrap();
+        task.await.unwrap();
+        let text = String::from_utf8(reader.await.unwrap()).unwrap();
+        assert_eq!(text.matches("<110>1 ").count(), 5, "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_is_not_full_waits_for_its_linger() {
+        let dir = tempfile::tempdir().unwrap();
+        log_of(dir.path(), 3).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _accept = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let _ = stream.read_to_end(&mut Vec::new()).await;
+        });
+        let batch = BatchConfig {
+            max_events: 100,
+            max_bytes: usize::MAX,
+            linger: Duration::from_millis(400),
+        };
+        let (run, watch) = watch::channel(Run::Ship);
+        let start = Instant::now();
+        let task = tokio::spawn(delivery(dir.path(), addr, batch).run(watch));
+        while cursor_seq(dir.path()) < 3 {
+            assert!(start.elapsed() < Duration::from_secs(10));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            start.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            start.elapsed()
+        );
+        run.send(Run::Drain(Instant::now())).unwrap();
+        task.await.unwrap();
+    }
+}

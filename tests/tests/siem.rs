@@ -1,0 +1,756 @@
+//! Shipping the audit log to SIEMs (`siem:`): to the Splunk HEC double (killed and restarted
+//! while Warden is killed with -9, under load: every record arrives, duplicates within the
+//! stated bound), to OpenSearch (osmem-server: ECS fields queryable, rejected items
+//! dead-lettered, redelivery deduplicated by `_id`, `warden audit verify --against-siem`
+//! finding a rewritten or cut local log), and to syslog over TCP and TLS (RFC 5424).
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rcgen::{CertificateParams, KeyPair};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use warden_e2e::fake_llm::FakeLlm;
+use warden_e2e::hec::indexed;
+use warden_e2e::osmem::Osmem;
+use warden_e2e::process::Proc;
+use warden_e2e::stack::openai_chat;
+use warden_e2e::syslog::Collector;
+use warden_e2e::warden::{Warden, WardenBuilder, free_port, run_bounded};
+
+const HEC_TOKEN: &str = "11111111-2222-3333-4444-555555555555";
+/// `batch.max_events` of the test sinks: the most a restart may send twice.
+const BATCH: usize = 40;
+
+/// `(seq, id)` of every complete record in the log in `dir`: the id is the SHA-256 of the
+/// line, as every sink sends it.
+fn local_records(dir: &Path) -> Vec<(u64, String)> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("audit-") && n.ends_with(".jsonl"))
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    for name in names {
+        let bytes = std::fs::read(dir.join(&name)).unwrap();
+        let data = &bytes[..bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len())];
+        for line in data.split_inclusive(|&b| b == b'\n') {
+            let Some(line) = line.strip_suffix(b"\n") else {
+                continue;
+            };
+            let v: Value = serde_json::from_slice(line).unwrap();
+            out.push((
+                v["seq"].as_u64().unwrap(),
+                hex::encode(Sha256::digest(line)),
+            ));
+        }
+    }
+    out
+}
+
+/// The sink settings every test uses: small batches, short waits.
+fn quick(sink: Value) -> Value {
+    let mut sink = sink;
+    sink["batch"] = json!({"max_events": BATCH, "linger": "50ms"});
+    sink["retry"] = json!({"initial": "50ms", "max": "500ms"});
+    sink
+}
+
+/// Sends chat requests from `tasks` tasks until `stop`; counts the ones answered.
+fn load(warden: &Warden, token: &str, tasks: usize, stop: &Arc<AtomicBool>) -> Arc<AtomicUsize> {
+    let done = Arc::new(AtomicUsize::new(0));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    for task in 0..tasks {
+        let (client, url, token, stop, done) = (
+            client.clone(),
+            warden.url("/openai/chat/completions"),
+            token.to_owned(),
+            stop.clone(),
+            done.clone(),
+        );
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let body = openai_chat(&format!("m-{task}-{i}"), false);
+                match client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send()
+                    .await
+                {
+                    Ok(r) => {
+                        let _ = r.bytes().await;
+                        done.fetch_add(1, Ordering::SeqCst);
+                    }
+                    // Warden is being killed: wait for it to come back.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+    }
+    done
+}
+
+/// The HEC double as a process on `port`, indexing into `store`.
+async fn hec_process(port: u16, store: &Path) -> Proc {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_hec-double"));
+    cmd.args(["--port", &port.to_string(), "--token", HEC_TOKEN])
+        .arg("--store")
+        .arg(store)
+        .args(["--index-delay-ms", "150", "--busy-every", "7"]);
+    for _ in 0..40 {
+        let mut proc = Proc::spawn("hec-double", cmd_clone(&cmd)).unwrap();
+        match tokio::time::timeout(Duration::from_secs(10), proc.next_stdout_line()).await {
+            Ok(Some(_)) => return proc,
+            // The port may linger a moment after a kill.
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+    panic!("the HEC double did not start on port {port}");
+}
+
+fn cmd_clone(cmd: &tokio::process::Command) -> tokio::process::Command {
+    let std = cmd.as_std();
+    let mut out = tokio::process::Command::new(std.get_program());
+    out.args(std.get_args());
+    out
+}
+
+/// Waits until `done` holds, or fails with `what` after `timeout`.
+async fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} after {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One metric's value for the sink, from the `/metrics` text.
+fn metric(text: &str, name: &str, sink: &str) -> Option<f64> {
+    let prefix = format!("{name}{{sink=\"{sink}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_record_reaches_splunk_through_kills_of_warden_and_of_the_collector() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = store_dir.path().join("indexed.jsonl");
+    let port = free_port().unwrap();
+    let mut hec = hec_process(port, &store).await;
+    let sink = quick(json!({
+        "name": "splunk",
+        "shape": "ecs",
+        "splunk_hec": {
+            "url": format!("http://127.0.0.1:{port}"),
+            "token": {"env": "HEC_TOKEN"},
+            "index": "warden",
+            "ack_interval": "50ms",
+            "ack_timeout": "2s",
+            "timeout": "2s",
+        }
+    }));
+    let warden = WardenBuilder::new(&upstream)
+        .set("/siem", json!({"poll_interval": "20ms", "sinks": [sink]}))
+        .env("HEC_TOKEN", HEC_TOKEN)
+        .start()
+        .await
+        .unwrap();
+    let token = warden.token("ship-bot").await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = load(&warden, &token, 4, &stop);
+    let audit_dir = warden.audit_dir();
+
+    // Mid-stream, the collector dies (events it had not indexed are lost) and comes back.
+    wait_until(Duration::from_secs(30), "no events indexed", || {
+        indexed(&store).len() > 100
+    })
+    .await;
+    hec.signal(libc::SIGKILL).unwrap();
+    hec.kill().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let hec_restarted = hec_process(port, &store).await;
+    drop(hec);
+
+    // Then Warden is killed with -9 mid-stream and started again on the same files.
+    let before = done.load(Ordering::SeqCst);
+    wait_until(
+        Duration::from_secs(30),
+        "no load after the collector restart",
+        || done.load(Ordering::SeqCst) > before + 100,
+    )
+    .await;
+    warden.signal(libc::SIGKILL).unwrap();
+    let setup = warden.setup;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut warden = setup.spawn().unwrap();
+    warden.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let after = done.load(Ordering::SeqCst);
+    wait_until(
+        Duration::from_secs(30),
+        "no load after Warden's restart",
+        || done.load(Ordering::SeqCst) > after + 100,
+    )
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Every record of the local log arrives; none is missing.
+    let local = local_records(&audit_dir);
+    let wanted: HashSet<String> = local.iter().map(|(_, id)| id.clone()).collect();
+    let counts = |events: &[Value]| {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for e in events {
+            let id = e["fields"]["event_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            *counts.entry(id).or_default() += 1;
+        }
+        counts
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let have = counts(&indexed(&store));
+        let missing: Vec<u64> = local
+            .iter()
+            .filter(|(_, id)| !have.contains_key(id))
+            .map(|(seq, _)| *seq)
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} records never reached Splunk, first seqs {:?}\n{}",
+            missing.len(),
+            local.len(),
+            &missing[..missing.len().min(10)],
+            warden.output()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let events = indexed(&store);
+    let have = counts(&events);
+    let duplicates: usize = have.values().map(|n| n - 1).sum();
+    eprintln!(
+        "{} records in the log, {} events indexed, {duplicates} duplicates",
+        local.len(),
+        events.len()
+    );
+    // At most the batch in flight at each interruption (the collector's kill, Warden's kill)
+    // is sent twice.
+    assert!(
+        duplicates <= 2 * BATCH,
+        "{duplicates} duplicates, more than the unacknowledged batch per restart ({BATCH} x 2)"
+    );
+    assert!(local.len() > 300, "a real stream: {} records", local.len());
+    assert!(
+        have.keys().all(|id| wanted.contains(id)),
+        "only records of the log arrive"
+    );
+    // The events are the records in ECS, with Splunk's fields set.
+    let e = events
+        .iter()
+        .find(|e| e["event"]["warden"]["kind"] == "decision")
+        .expect("a decision");
+    assert_eq!(e["index"], "warden");
+    assert_eq!(e["sourcetype"], "warden:audit");
+    assert_eq!(e["event"]["event"]["id"], e["fields"]["event_id"]);
+    assert_eq!(e["event"]["user"]["id"], "ship-bot");
+    // The cursor file holds the acknowledged seq, and the metrics say the sink caught up.
+    wait_until(
+        Duration::from_secs(10),
+        "the cursor did not reach the head",
+        || {
+            let cursor: Value = std::fs::read(audit_dir.join("cursors/splunk.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            cursor["seq"].as_u64() == local.last().map(|(s, _)| *s)
+        },
+    )
+    .await;
+    let text = warden.metrics().await.unwrap();
+    assert_eq!(metric(&text, "warden_siem_lag_events", "splunk"), Some(0.0));
+    assert!(metric(&text, "warden_siem_events_sent_total", "splunk").unwrap() > 0.0);
+    assert!(
+        metric(
+            &text,
+            "warden_siem_last_success_timestamp_seconds",
+            "splunk"
+        )
+        .unwrap()
+            > 0.0
+    );
+    let log = warden.output();
+    assert!(!log.contains(HEC_TOKEN), "the token is never logged");
+    drop(hec_restarted);
+}
+
+#[tokio::test]
+async fn the_hec_double_answers_as_splunk_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let hec = warden_e2e::hec::Hec::start(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        warden_e2e::hec::HecOptions {
+            token: HEC_TOKEN.into(),
+            acks: true,
+            index_delay: Duration::from_millis(10),
+            busy_every: 3,
+            store: dir.path().join("i.jsonl"),
+        },
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("{}/services/collector/event", hec.url());
+    let channel = "0aeeac95-ac74-4aa9-b30d-6c4c0ac581ba";
+    let post = |auth: Option<&str>, channel: Option<&str>, body: &str| {
+        let mut r = http.post(&url).body(body.to_owned());
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        if let Some(c) = channel {
+            r = r.header("x-splunk-request-channel", c);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let ok = r#"{"event":{"a":1}}{"event":"b"}"#;
+    assert_eq!(
+        post(None, Some(channel), ok).await,
+        (401, json!({"text": "Token is required", "code": 2}))
+    );
+    assert_eq!(
+        post(Some("Bearer x"), Some(channel), ok).await,
+        (401, json!({"text": "Invalid authorization", "code": 3}))
+    );
+    assert_eq!(
+        post(Some("Splunk wrong"), Some(channel), ok).await,
+        (403, json!({"text": "Invalid token", "code": 4}))
+    );
+    let auth = format!("Splunk {HEC_TOKEN}");
+    assert_eq!(
+        post(Some(&auth), None, ok).await,
+        (400, json!({"text": "Data channel is missing", "code": 10}))
+    );
+    let (status, first) = post(Some(&auth), Some(channel), ok).await;
+    assert_eq!((status, first["code"].clone()), (200, json!(0)));
+    assert_eq!(first["ackId"], 0);
+    let (status, second) = post(Some(&auth), Some(channel), r#"{"nope":1}"#).await;
+    assert_eq!(
+        (status, second),
+        (
+            400,
+            json!({"text": "Event field is required", "code": 12, "invalid-event-number": 0})
+        )
+    );
+    // The third event request is refused as busy.
+    assert_eq!(
+        post(Some(&auth), Some(channel), ok).await,
+        (503, json!({"text": "Server is busy", "code": 9}))
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ack = http
+        .post(format!("{}/services/collector/ack", hec.url()))
+        .header("authorization", &auth)
+        .header("x-splunk-request-channel", channel)
+        .body(r#"{"acks":[0,5]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ack.json::<Value>().await.unwrap(),
+        json!({"acks": {"0": true, "5": false}})
+    );
+    assert_eq!(indexed(&dir.path().join("i.jsonl")).len(), 2);
+}
+
+/// A Warden shipping to `osmem` as sink `elastic` into `index`.
+fn elastic_warden(upstream: &FakeLlm, osmem: &Osmem, index: &str) -> WardenBuilder {
+    let sink = quick(json!({
+        "name": "elastic",
+        "elasticsearch": {"url": osmem.url(), "data_stream": index},
+    }));
+    WardenBuilder::new(upstream).set("/siem", json!({"poll_interval": "20ms", "sinks": [sink]}))
+}
+
+async fn chats(warden: &Warden, agent: &str, n: usize) {
+    let token = warden.token(agent).await.unwrap();
+    for i in 0..n {
+        let r = warden
+            .http()
+            .post(warden.url("/openai/chat/completions"))
+            .bearer_auth(&token)
+            .json(&openai_chat(&format!("gpt-{i}"), false))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+}
+
+/// Waits until `index` holds exactly the records of the log in `dir` (by `_id`).
+async fn wait_shipped(osmem: &Osmem, index: &str, dir: &Path) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let docs = osmem.documents(index).await.unwrap();
+        let ids: HashSet<&str> = docs.iter().filter_map(|d| d["_id"].as_str()).collect();
+        let local = local_records(dir);
+        if local.iter().all(|(_, id)| ids.contains(id.as_str())) {
+            return docs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} records in OpenSearch",
+            ids.len(),
+            local.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn records_reach_opensearch_in_ecs_once_each_even_when_sent_again() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let osmem = Osmem::start().await.unwrap();
+    let warden = elastic_warden(&upstream, &osmem, "logs-warden-default")
+        .start()
+        .await
+        .unwrap();
+    chats(&warden, "elastic-bot", 5).await;
+    let dir = warden.audit_dir();
+    let docs = wait_shipped(&osmem, "logs-warden-default", &dir).await;
+    // ECS fields, queryable: the decisions of one agent, found by a term query.
+    let (status, found) = osmem
+        .request(
+            reqwest::Method::POST,
+            "/logs-warden-default/_search",
+            Some(json!({"size": 100, "query": {"bool": {"filter": [
+                {"match_phrase": {"user.id": "elastic-bot"}},
+                {"match_phrase": {"event.dataset": "warden.decision"}}
+            ]}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let hits = found["hits"]["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 5, "{found}");
+    let doc = &hits[0]["_source"];
+    assert_eq!(hits[0]["_id"], doc["event"]["id"], "_id is the stable id");
+    assert_eq!(doc["event"]["action"], "llm:chat");
+    assert_eq!(doc["event"]["outcome"], "success");
+    assert_eq!(doc["ecs"]["version"], "8.11.0");
+    assert!(doc["@timestamp"].is_string());
+    assert!(doc["warden"]["seq"].is_u64());
+
+    // Sent again from the start (the cursor gone): the same documents, no duplicates.
+    let setup = warden.stop_and_take_setup().await;
+    let dir = setup.data_dir.join("audit");
+    std::fs::remove_file(dir.join("cursors/elastic.json")).unwrap();
+    let warden = setup.spawn().unwrap();
+    let mut warden = warden;
+    warden.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let again = wait_shipped(&osmem, "logs-warden-default", &dir).await;
+    wait_until(
+        Duration::from_secs(10),
+        "the cursor did not come back",
+        || dir.join("cursors/elastic.json").exists(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = osmem.documents("logs-warden-default").await.unwrap();
+    let ids: HashSet<&str> = after.iter().filter_map(|d| d["_id"].as_str()).collect();
+    assert_eq!(ids.len(), after.len(), "no document twice");
+    assert!(after.len() >= docs.len() && again.len() >= docs.len());
+    assert_eq!(after.len(), local_records(&dir).len());
+}
+
+#[tokio::test]
+async fn a_record_opensearch_rejects_is_dead_lettered_not_dropped() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let osmem = Osmem::start().await.unwrap();
+    // A mapping that cannot take an agent's id: every record naming a user is rejected
+    // (400, mapper_parsing_exception); the others are stored.
+    let (status, _) = osmem
+        .request(
+            reqwest::Method::PUT,
+            "/warden-strict",
+            Some(json!({"mappings": {"properties": {"user": {"properties": {"id": {"type": "long"}}}}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let warden = elastic_warden(&upstream, &osmem, "warden-strict")
+        .start()
+        .await
+        .unwrap();
+    chats(&warden, "strict-bot", 3).await;
+    let dir = warden.audit_dir();
+    let dead_file = dir.join("dead-letter/elastic.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let local = local_records(&dir);
+        let docs = osmem.documents("warden-strict").await.unwrap();
+        let stored: HashSet<String> = docs
+            .iter()
+            .filter_map(|d| d["_id"].as_str().map(str::to_owned))
+            .collect();
+        let dead: Vec<Value> = std::fs::read_to_string(&dead_file)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let dead_ids: HashSet<String> = dead
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_owned())
+            .collect();
+        // Every record is either stored or in the dead-letter file, with its reason.
+        if local
+            .iter()
+            .all(|(_, id)| stored.contains(id) || dead_ids.contains(id))
+            && !dead.is_empty()
+        {
+            assert!(dead.iter().all(|d| {
+                d["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("mapper_parsing_exception")
+            }));
+            assert!(
+                dead.iter()
+                    .all(|d| d["record"]["principal"]["id"] == "strict-bot")
+            );
+            assert!(!stored.is_empty(), "records without a user are stored");
+            assert!(stored.is_disjoint(&dead_ids));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "records neither stored nor dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = warden.metrics().await.unwrap();
+    assert!(metric(&text, "warden_siem_events_dead_lettered_total", "elastic").unwrap() >= 6.0);
+}
+
+/// Appends a checkpoint record to the log in `dir` (as the signed checkpoints will be: a
+/// chained record whose `detail` names the last seq it covers and that record's hash).
+fn append_checkpoint(dir: &Path) -> u64 {
+    let local = local_records(dir);
+    let (last_seq, last_id) = local.last().unwrap().clone();
+    let segment = {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+            .collect();
+        names.sort();
+        names.pop().unwrap()
+    };
+    let line = json!({
+        "seq": last_seq + 1, "prev": last_id, "time": "2026-12-04T00:00:00.000Z",
+        "kind": "checkpoint", "principal": {},
+        "detail": {"from": 1, "to": last_seq, "hash": last_id, "key_id": "e2e", "signature": "e2e"}
+    });
+    let mut text = std::fs::read(&segment).unwrap();
+    text.truncate(text.iter().position(|&b| b == 0).unwrap_or(text.len()));
+    text.extend_from_slice(line.to_string().as_bytes());
+    text.push(b'\n');
+    std::fs::write(&segment, text).unwrap();
+    last_seq + 1
+}
+
+#[tokio::test]
+async fn verify_against_the_siem_finds_a_rewritten_or_cut_local_log() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let osmem = Osmem::start().await.unwrap();
+    let warden = elastic_warden(&upstream, &osmem, "logs-warden-default")
+        .start()
+        .await
+        .unwrap();
+    chats(&warden, "verify-bot", 3).await;
+    let setup = warden.stop_and_take_setup().await;
+    let dir = setup.data_dir.join("audit");
+    let checkpoint = append_checkpoint(&dir);
+    let mut warden = setup.spawn().unwrap();
+    warden.wait_ready(Duration::from_secs(30)).await.unwrap();
+    chats(&warden, "verify-bot", 2).await;
+    wait_shipped(&osmem, "logs-warden-default", &dir).await;
+    let setup = warden.stop_and_take_setup().await;
+    wait_shipped(&osmem, "logs-warden-default", &dir).await;
+
+    let verify = |dir: &Path| {
+        let mut cmd = setup.command();
+        cmd.args(["audit", "verify"])
+            .arg(dir)
+            .args(["--against-siem", "elastic", "--config"])
+            .arg(&setup.config_path);
+        run_bounded(cmd, Duration::from_secs(30))
+    };
+    let out = verify(&dir).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("the local log matches the SIEM: 1 checkpoints"),
+        "{stdout}"
+    );
+
+    // A copy whose checkpoint was rewritten (hashes recomputed would not help: its id is the
+    // SHA-256 of the line the SIEM holds).
+    let rewritten = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), rewritten.path().join(entry.file_name())).unwrap();
+        }
+    }
+    for entry in std::fs::read_dir(rewritten.path()).unwrap().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        if text.contains("\"kind\":\"checkpoint\"") {
+            std::fs::write(
+                entry.path(),
+                text.replace("\"key_id\":\"e2e\"", "\"key_id\":\"e2x\""),
+            )
+            .unwrap();
+        }
+    }
+    let out = verify(rewritten.path()).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("checkpoint (seq {checkpoint}) differs")),
+        "{stderr}"
+    );
+
+    // The log deleted and started afresh: what the SIEM holds is not there.
+    let deleted = tempfile::tempdir().unwrap();
+    let out = verify(deleted.path()).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is in the SIEM but not in the local log"),
+        "{stderr}"
+    );
+}
+
+/// A CA and a certificate for `127.0.0.1` signed by it: (CA PEM, server TLS config).
+fn syslog_tls() -> (String, Arc<rustls::ServerConfig>) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::default();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    (ca_cert.pem(), Arc::new(config))
+}
+
+#[tokio::test]
+async fn records_reach_syslog_over_tcp_and_tls_as_rfc_5424_messages() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let tcp = Collector::tcp().await.unwrap();
+    let (ca_pem, server) = syslog_tls();
+    let tls = Collector::tls(server).await.unwrap();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca_file = ca_dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let sinks = json!([
+        quick(
+            json!({"name": "syslog-tcp", "syslog": {"address": tcp.addr.to_string(), "format": "structured"}})
+        ),
+        quick(json!({"name": "syslog-tls", "shape": "ocsf", "syslog": {
+            "address": tls.addr.to_string(), "tls": {"ca_file": ca_file}, "format": "json"}})),
+    ]);
+    let warden = WardenBuilder::new(&upstream)
+        .set("/siem", json!({"poll_interval": "20ms", "sinks": sinks}))
+        .start()
+        .await
+        .unwrap();
+    chats(&warden, "syslog-bot", 3).await;
+    let dir = warden.audit_dir();
+    for collector in [&tcp, &tls] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let local = local_records(&dir);
+            let messages = collector.messages();
+            let ids: HashSet<String> = messages
+                .iter()
+                .filter_map(|m| m.as_ref().ok())
+                .filter_map(|m| m.data.get("warden@32473")?.get("id").cloned())
+                .collect();
+            if local.iter().all(|(_, id)| ids.contains(id)) {
+                for m in &messages {
+                    let m = m.as_ref().unwrap_or_else(|e| panic!("not RFC 5424: {e}"));
+                    assert_eq!(m.version, 1);
+                    assert_eq!(m.app, "warden");
+                    assert_eq!(m.pri / 8, 13, "facility log audit");
+                }
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {} records over syslog",
+                ids.len(),
+                local.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let decision = |c: &Collector| {
+        c.messages()
+            .into_iter()
+            .filter_map(Result::ok)
+            .find(|m| m.msgid == "decision")
+            .unwrap()
+    };
+    let plain = decision(&tcp);
+    assert_eq!(plain.data["warden@32473"]["principal"], "syslog-bot");
+    assert!(
+        plain.msg.starts_with("decision allow llm:chat"),
+        "{}",
+        plain.msg
+    );
+    let json_body = decision(&tls);
+    let event: Value = serde_json::from_str(&json_body.msg).unwrap();
+    assert_eq!(event["class_uid"], 6003, "OCSF API Activity");
+    assert_eq!(
+        event["metadata"]["uid"],
+        json_body.data["warden@32473"]["id"].as_str()
+    );
+}
