@@ -267,6 +267,10 @@ fn keep_restart_only_settings(running: &Config, new: &mut Config) {
         changed.push("runtime");
         new.runtime = running.runtime.clone();
     }
+    if new.traces != running.traces {
+        changed.push("traces");
+        new.traces = running.traces.clone();
+    }
     if new.log.level != running.log.level || new.log.format != running.log.format {
         changed.push("log.level/log.format");
     }

@@ -93,7 +93,13 @@ mod tests {
         let audit =
             AuditLog::open_with(&tmp.path().join("audit"), &config.audit, faults.clone()).unwrap();
         let snapshot = Snapshot::build(config, None).await.unwrap();
-        let shared = Shared::new(snapshot, audit, Metrics::new(), None);
+        let shared = Shared::new(
+            snapshot,
+            audit,
+            Metrics::new(),
+            None,
+            crate::telemetry::trace::Traces::off(),
+        );
         shared.set_ready(true);
         (tmp, shared, faults)
     }

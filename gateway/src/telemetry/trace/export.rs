@@ -1,0 +1,189 @@
+//! The export queue and its thread: finished spans wait in a bounded queue and go to the
+//! collector in batches from a thread of their own (its own single-threaded runtime), so a
+//! slow or absent collector never holds up a request; a full queue drops the span and counts
+//! it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
+use prometheus::IntCounter;
+use tokio::sync::{mpsc, oneshot};
+use zeroize::Zeroizing;
+
+use super::TraceError;
+use super::client::CollectorClient;
+use crate::telemetry::config::TracesConfig;
+use crate::upstream::UpstreamClient;
+use crate::upstream::config::UpstreamConfig;
+
+/// What happened to spans, for `warden_trace_spans_total{result}`.
+#[derive(Clone)]
+pub struct SpanCounters {
+    /// Accepted by the collector.
+    pub exported: IntCounter,
+    /// Dropped because the queue was full.
+    pub dropped: IntCounter,
+    /// Lost in an export that failed.
+    pub failed: IntCounter,
+}
+
+/// Where finished spans are handed over; never waits.
+pub struct Queue {
+    spans: mpsc::Sender<SpanData>,
+    counters: SpanCounters,
+    stop: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+}
+
+impl Queue {
+    /// Starts the export thread for `cfg`, sending `headers` with every export.
+    pub fn start(
+        cfg: &TracesConfig,
+        headers: HashMap<String, Zeroizing<String>>,
+        counters: SpanCounters,
+    ) -> Result<Queue, TraceError> {
+        let client = UpstreamClient::new(&UpstreamConfig {
+            ca_file: cfg.ca_file.clone(),
+            ca_only: false,
+            connect_timeout: cfg.timeout.min(Duration::from_secs(5)),
+            response_timeout: cfg.timeout,
+            pool_max_idle_per_host: 2,
+        })?;
+        let headers = headers
+            .into_iter()
+            .map(|(k, v)| (k, v.as_str().to_owned()))
+            .collect();
+        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_http_client(CollectorClient::new(client, cfg.timeout))
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(cfg.endpoint.as_str())
+            .with_timeout(cfg.timeout)
+            .with_headers(headers)
+            .build()
+            .map_err(|e| TraceError::Exporter(e.to_string()))?;
+        exporter.set_resource(
+            &Resource::builder_empty()
+                .with_service_name(cfg.service_name.clone())
+                .with_attribute(opentelemetry::KeyValue::new(
+                    "service.version",
+                    env!("CARGO_PKG_VERSION"),
+                ))
+                .build(),
+        );
+        let (spans, rx) = mpsc::channel(cfg.batch.max_queue_size);
+        let (stop, stopped) = oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(TraceError::Thread)?;
+        let batcher = Batcher {
+            exporter,
+            counters: counters.clone(),
+            batch_size: cfg.batch.max_export_batch_size,
+            delay: cfg.batch.scheduled_delay,
+            endpoint: cfg.endpoint.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("warden-trace-export".into())
+            .spawn(move || runtime.block_on(batcher.run(rx, stopped)))
+            .map_err(TraceError::Thread)?;
+        Ok(Queue {
+            spans,
+            counters,
+            stop: Mutex::new(Some((stop, thread))),
+        })
+    }
+
+    /// Hands `span` to the export thread, or drops and counts it when the queue is full.
+    pub fn push(&self, span: SpanData) {
+        if self.spans.try_send(span).is_err() {
+            self.counters.dropped.inc();
+        }
+    }
+
+    /// Sends what is queued and stops the export thread, waiting at most `within`.
+    pub fn shutdown(&self, within: Duration) {
+        let Some((stop, thread)) = self.stop.lock().unwrap_or_else(|p| p.into_inner()).take()
+        else {
+            return;
+        };
+        let _ = stop.send(());
+        let deadline = std::time::Instant::now() + within;
+        while !thread.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        } else {
+            tracing::warn!(
+                ?within,
+                "trace export did not finish in time; spans still queued are lost"
+            );
+        }
+    }
+}
+
+/// The export thread's loop: a batch goes when it is full, when its oldest span has waited
+/// `delay`, and at shutdown.
+struct Batcher {
+    exporter: opentelemetry_otlp::SpanExporter,
+    counters: SpanCounters,
+    batch_size: usize,
+    delay: Duration,
+    endpoint: String,
+}
+
+impl Batcher {
+    async fn run(self, mut rx: mpsc::Receiver<SpanData>, mut stop: oneshot::Receiver<()>) {
+        let mut batch = Vec::with_capacity(self.batch_size);
+        loop {
+            let deadline = tokio::time::Instant::now() + self.delay;
+            let stopping = loop {
+                tokio::select! {
+                    span = rx.recv() => match span {
+                        Some(span) => {
+                            batch.push(span);
+                            if batch.len() >= self.batch_size {
+                                break false;
+                            }
+                        }
+                        None => break true,
+                    },
+                    () = tokio::time::sleep_until(deadline) => break false,
+                    _ = &mut stop => break true,
+                }
+            };
+            if stopping {
+                rx.close();
+                while let Ok(span) = rx.try_recv() {
+                    batch.push(span);
+                    if batch.len() >= self.batch_size {
+                        self.export(&mut batch).await;
+                    }
+                }
+                self.export(&mut batch).await;
+                return;
+            }
+            self.export(&mut batch).await;
+        }
+    }
+
+    async fn export(&self, batch: &mut Vec<SpanData>) {
+        if batch.is_empty() {
+            return;
+        }
+        let n = batch.len() as u64;
+        match self.exporter.export(std::mem::take(batch)).await {
+            Ok(()) => self.counters.exported.inc_by(n),
+            Err(e) => {
+                self.counters.failed.inc_by(n);
+                tracing::warn!(endpoint = %self.endpoint, spans = n, error = %e, "trace export failed; these spans are lost");
+            }
+        }
+    }
+}
