@@ -10,6 +10,7 @@ pub mod idp;
 pub mod mcp;
 pub mod openbao;
 pub mod openclaw;
+pub mod otlp;
 pub mod paths;
 pub mod postgres;
 pub mod process;
