@@ -15,8 +15,8 @@ use prometheus::IntCounter;
 use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroizing;
 
-use super::TraceError;
 use super::client::CollectorClient;
+use super::error::TraceError;
 use crate::telemetry::config::TracesConfig;
 use crate::upstream::UpstreamClient;
 use crate::upstream::config::UpstreamConfig;

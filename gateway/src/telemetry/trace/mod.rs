@@ -10,6 +10,7 @@
 
 mod client;
 pub mod context;
+mod error;
 mod export;
 mod sampler;
 mod span;
@@ -21,6 +22,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, HeaderValue};
 use opentelemetry::trace::{SpanId, TraceId, TraceState};
 
+pub use error::TraceError;
 pub use export::SpanCounters;
 pub use span::{Answered, Asked};
 
@@ -32,24 +34,6 @@ use crate::telemetry::config::{HeaderSource, TracesConfig};
 use crate::vault::SecretStore;
 use export::Queue;
 use sampler::Sampler;
-
-/// Why tracing could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum TraceError {
-    #[error("traces.headers.{name}: {source}")]
-    Header {
-        name: String,
-        source: crate::secrets::CredentialError,
-    },
-    #[error("traces.headers.{0}: the secret is not a valid HTTP header value")]
-    HeaderValue(String),
-    #[error("traces: cannot build the collector's client: {0}")]
-    Client(#[from] crate::upstream::UpstreamError),
-    #[error("traces: cannot build the OTLP exporter: {0}")]
-    Exporter(String),
-    #[error("traces: cannot start the export thread: {0}")]
-    Thread(std::io::Error),
-}
 
 /// Tracing for the life of the process: off, or sampling and the export queue.
 #[derive(Clone, Default)]
