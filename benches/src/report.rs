@@ -33,6 +33,8 @@ pub const WARDEN_BASELINE: &str = "warden-baseline";
 /// The durability floor: the bare proxy recording through Warden's audit log in `disk`
 /// durability.
 pub const FLOOR: &str = "hyper-audit";
+/// Warden (`process` durability) exporting traces over OTLP (every request sampled).
+pub const WARDEN_TRACED: &str = "warden-traced";
 /// Warden (`process` durability) with the route's credential in an environment variable.
 pub const WARDEN_ENV: &str = "warden-env";
 /// The same Warden with the route's credential in Vault (OpenBao KV), cached after the first

@@ -170,6 +170,7 @@ fn setup(
         access_log: false,
         workers: 1,
         mcp: false,
+        traces: false,
         credential: warden::Credential::Env,
     }
 }
@@ -179,6 +180,7 @@ fn the_mcp_target_config_routes_an_endpoint_to_the_bench_server_and_permits_its_
     let dir = tempfile::tempdir().unwrap();
     let setup = warden::WardenSetup {
         mcp: true,
+        traces: false,
         ..setup(dir.path(), "mcp-warden", Some("process"))
     };
     let config = ::warden::config::load::parse(&setup.config(), None)

@@ -58,6 +58,8 @@ struct Args {
     /// durability) with the route's credential from an environment variable, and from an
     /// OpenBao dev server the harness starts (`bao`: `$WARDEN_BAO`, tests/.venv or the
     /// PATH), read once and then served from Warden's memory; not in the default run.
+    /// `warden-traced`: `warden-process` exporting a span pair per request over OTLP to the
+    /// bench upstream (`traces:` defaults: every request sampled); not in the default run.
     #[arg(
         long,
         value_delimiter = ',',
@@ -157,6 +159,7 @@ enum Target {
     McpWarden,
     WardenEnv,
     WardenVault,
+    WardenTraced,
 }
 
 impl Target {
@@ -173,6 +176,7 @@ impl Target {
             Target::McpWarden => "mcp-warden",
             Target::WardenEnv => report::WARDEN_ENV,
             Target::WardenVault => report::WARDEN_VAULT,
+            Target::WardenTraced => report::WARDEN_TRACED,
         }
     }
 
@@ -181,7 +185,11 @@ impl Target {
         let this = || warden::locate().map_err(anyhow::Error::from);
         match self {
             Target::WardenDisk => Some(this().map(|bin| (bin, Some("disk")))),
-            Target::WardenProcess | Target::McpWarden | Target::WardenEnv | Target::WardenVault => {
+            Target::WardenProcess
+            | Target::McpWarden
+            | Target::WardenEnv
+            | Target::WardenVault
+            | Target::WardenTraced => {
                 Some(this().map(|bin| (bin, Some("process"))))
             }
             Target::WardenBaseline => Some(match &args.baseline_bin {
@@ -530,7 +538,8 @@ async fn run_target(
         | Target::WardenProcess
         | Target::WardenBaseline
         | Target::WardenEnv
-        | Target::WardenVault => match wardens.iter().find(|w| w.name == target.name()) {
+        | Target::WardenVault
+        | Target::WardenTraced => match wardens.iter().find(|w| w.name == target.name()) {
             Some(setup) => run_warden(spec, setup, upstream, profile).await,
             None => bail!("{} was not set up", target.name()),
         },
@@ -704,6 +713,7 @@ fn prepare_wardens(
                 access_log: args.access_log,
                 workers: args.warden_workers,
                 mcp: target == Target::McpWarden,
+                traces: target == Target::WardenTraced,
                 credential,
             };
             let policies = match (target, &args.baseline_policies) {
