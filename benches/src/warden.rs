@@ -112,7 +112,10 @@ runtime:
             access = self.access_log,
             workers = self.workers,
             traces = if self.traces {
-                format!("traces:\n  endpoint: \"http://{}/v1/traces\"\n", self.upstream)
+                format!(
+                    "traces:\n  endpoint: \"http://{}/v1/traces\"\n",
+                    self.upstream
+                )
             } else {
                 String::new()
             },

@@ -332,3 +332,161 @@ async fn spans_still_queued_are_sent_at_shutdown() {
     let server = otlp.wait_for(WAIT, |s| kind(s) == SERVER).await.unwrap();
     assert_eq!(server.trace_id(), AGENT_TRACE);
 }
+
+/// One JSON-RPC message to the MCP endpoint at `url` (Streamable HTTP); the answer's JSON
+/// (from a JSON body or the first event of a stream) and its session id header.
+async fn mcp_post(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    session: Option<&str>,
+    message: Value,
+    traceparent: Option<&str>,
+) -> (u16, Option<Value>, Option<String>) {
+    let mut req = http
+        .post(url)
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .json(&message);
+    if let Some(id) = session {
+        req = req.header("mcp-session-id", id);
+    }
+    if let Some(tp) = traceparent {
+        req = req.header("traceparent", tp);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let session = r
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text = r.text().await.unwrap();
+    let json = serde_json::from_str(&text).ok().or_else(|| {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .find_map(|d| serde_json::from_str(d.trim()).ok())
+    });
+    (status, json, session)
+}
+
+#[tokio::test]
+async fn an_mcp_tool_call_is_an_execute_tool_span_without_its_arguments() {
+    let otlp = OtlpReceiver::start().await.unwrap();
+    let endpoint = otlp.endpoint();
+    let w = traced(&endpoint)(WardenBuilder::with_upstream_url("http://127.0.0.1:9").set(
+        "/mcp",
+        json!({"servers": [warden_e2e::mcp::everything_stdio("everything")],
+                   "endpoints": [{"name": "tools", "servers": ["everything"]}]}),
+    ))
+    .start()
+    .await
+    .unwrap();
+    let token = w.token(AGENT).await.unwrap();
+    let url = w.url("/mcp/tools");
+    let (status, init, session) = mcp_post(
+        w.http(),
+        &url,
+        &token,
+        None,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "e2e", "version": "1"}}}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{init:?}");
+    let session = session.expect("a session id");
+    let (status, _, _) = mcp_post(
+        w.http(),
+        &url,
+        &token,
+        Some(&session),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        None,
+    )
+    .await;
+    assert!(status < 300, "{status}");
+    let (status, answer, _) = mcp_post(
+        w.http(),
+        &url,
+        &token,
+        Some(&session),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+            "name": "everything_echo", "arguments": {"message": "arg-marker-5e1d"}}}),
+        Some(&agent_traceparent()),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let answer = answer.expect("a JSON-RPC answer");
+    assert!(answer["result"].is_object(), "{answer}");
+
+    let server = otlp
+        .wait_for(WAIT, |s| kind(s) == SERVER && s.trace_id() == AGENT_TRACE)
+        .await
+        .unwrap();
+    assert_eq!(server.span.name, "tools/call echo");
+    assert_eq!(server.parent_span_id(), AGENT_SPAN);
+    assert_eq!(server.str("gen_ai.operation.name"), Some("execute_tool"));
+    assert_eq!(server.str("gen_ai.tool.name"), Some("echo"));
+    assert_eq!(server.str("mcp.method.name"), Some("tools/call"));
+    assert_eq!(server.str("warden.decision"), Some("allow"));
+    assert_eq!(server.str("warden.action"), Some("mcp:call_tool"));
+    assert_eq!(server.str("gen_ai.provider.name"), None);
+    let client = otlp
+        .wait_for(WAIT, |s| kind(s) == CLIENT && s.trace_id() == AGENT_TRACE)
+        .await
+        .unwrap();
+    assert_eq!(client.parent_span_id(), server.span_id());
+    assert_eq!(client.span.name, "tools/call echo");
+    for s in otlp.spans() {
+        assert!(!s.dump().contains("arg-marker-5e1d"), "{}", s.dump());
+    }
+}
+
+/// A collector that accepts connections and never answers: requests go on at full speed, and
+/// what the queue cannot hold is dropped and counted.
+#[tokio::test]
+async fn a_stalled_collector_never_holds_a_request_and_overflow_is_counted() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+    let stalled = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    let s = Stack::start_with(|b| {
+        traced(&endpoint)(b).set(
+            "/traces",
+            json!({"endpoint": endpoint, "timeout": "30s",
+                   "batch": {"max_queue_size": 2, "max_export_batch_size": 1,
+                             "scheduled_delay": "10ms"}}),
+        )
+    })
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    for _ in 0..8 {
+        let r = post_traced(&s, &chat("gpt-4o-mini", false), Some(&agent_traceparent())).await;
+        assert_eq!(r.status(), 200);
+        let _ = r.bytes().await.unwrap();
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "requests waited for the collector: {:?}",
+        started.elapsed()
+    );
+    let metrics = s.warden.metrics().await.unwrap();
+    let dropped = metrics
+        .lines()
+        .find(|l| l.starts_with("warden_trace_spans_total{result=\"dropped\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(
+        dropped >= 10,
+        "16 spans, one in export, two queued: {metrics}"
+    );
+    stalled.abort();
+}

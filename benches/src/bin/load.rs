@@ -189,9 +189,7 @@ impl Target {
             | Target::McpWarden
             | Target::WardenEnv
             | Target::WardenVault
-            | Target::WardenTraced => {
-                Some(this().map(|bin| (bin, Some("process"))))
-            }
+            | Target::WardenTraced => Some(this().map(|bin| (bin, Some("process")))),
             Target::WardenBaseline => Some(match &args.baseline_bin {
                 Some(bin) if bin.is_file() => Ok((bin.clone(), None)),
                 Some(bin) => Err(anyhow::anyhow!(
