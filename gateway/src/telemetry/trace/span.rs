@@ -369,3 +369,182 @@ fn scope() -> InstrumentationScope {
         .with_version(env!("CARGO_PKG_VERSION"))
         .build()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::action::{LlmFacts, ToolFacts};
+
+    fn ids() -> Ids {
+        Ids {
+            trace_id: TraceId::from(7),
+            parent: Some(SpanId::from(1)),
+            server: SpanId::from(2),
+            client: SpanId::from(3),
+            state: TraceState::default(),
+        }
+    }
+
+    fn answered(status: u16, refusal: Option<(&'static str, bool)>) -> Answered<'static> {
+        Answered {
+            request_id: "r1",
+            route: Some(("gemini", "/gemini", "gemini", Protocol::Gemini)),
+            upstream_host: Some("generativelanguage.googleapis.com"),
+            peer: IpAddr::from([127, 0, 0, 1]),
+            principal: Some("ci-bot"),
+            decision: Some("allow"),
+            decision_id: "d1",
+            status: http::StatusCode::from_u16(status).unwrap(),
+            refusal,
+        }
+    }
+
+    fn spans(asked: &Asked, answered: &Answered<'_>, forwarded: bool) -> Vec<SpanData> {
+        let now = SystemTime::now();
+        let request = Request {
+            method: &http::Method::POST,
+            path: "/gemini/v1beta/models/gemini-2.5-pro:generateContent",
+            start: now,
+            upstream_start: forwarded.then_some(now),
+            asked,
+            policies: &[Arc::from("permit-gemini")],
+        };
+        open(&ids(), &request, answered)
+            .end(
+                Usage {
+                    input_tokens: Some(11),
+                    output_tokens: Some(5),
+                },
+                None,
+            )
+            .collect()
+    }
+
+    fn attr<'a>(span: &'a SpanData, key: &str) -> Option<&'a Value> {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| &kv.value)
+    }
+
+    fn gemini_chat() -> Asked {
+        let facts = Facts::Llm(LlmFacts {
+            stream: true,
+            max_tokens: Some(100),
+            ..LlmFacts::default()
+        });
+        let model = Resource::Model {
+            provider: Arc::from("gemini"),
+            name: "gemini-2.5-pro".into(),
+        };
+        Asked::new(&Verb::LlmChat, &model, &facts, Protocol::Gemini)
+    }
+
+    #[test]
+    fn a_gemini_call_is_generate_content_by_gcp_gemini_with_usage_on_both_spans() {
+        let spans = spans(&gemini_chat(), &answered(200, None), true);
+        let [server, client] = &spans[..] else {
+            panic!("two spans: {spans:?}")
+        };
+        assert_eq!(server.name, "generate_content gemini-2.5-pro");
+        assert_eq!(server.span_kind, SpanKind::Server);
+        assert_eq!(server.parent_span_id, SpanId::from(1));
+        assert!(server.parent_span_is_remote);
+        assert_eq!(client.span_kind, SpanKind::Client);
+        assert_eq!(client.parent_span_id, SpanId::from(2));
+        for span in [server, client] {
+            assert_eq!(
+                attr(span, "gen_ai.provider.name"),
+                Some(&Value::from("gcp.gemini"))
+            );
+            assert_eq!(
+                attr(span, "gen_ai.request.stream"),
+                Some(&Value::Bool(true))
+            );
+            assert_eq!(
+                attr(span, "gen_ai.usage.output_tokens"),
+                Some(&Value::I64(5))
+            );
+            assert_eq!(span.status, Status::Unset);
+        }
+        assert_eq!(
+            attr(server, "warden.policy_ids"),
+            Some(&Value::Array(
+                vec![StringValue::from("permit-gemini")].into()
+            ))
+        );
+        assert_eq!(
+            attr(client, "server.address"),
+            Some(&Value::from("generativelanguage.googleapis.com"))
+        );
+    }
+
+    #[test]
+    fn warden_failing_is_an_error_and_a_policy_refusal_is_not() {
+        let failed = spans(
+            &gemini_chat(),
+            &answered(503, Some(("vault_unavailable", true))),
+            false,
+        );
+        assert_eq!(failed.len(), 1, "nothing went upstream");
+        assert_eq!(failed[0].status, Status::error("vault_unavailable"));
+        assert_eq!(
+            attr(&failed[0], "error.type"),
+            Some(&Value::from("vault_unavailable"))
+        );
+        let denied = spans(
+            &gemini_chat(),
+            &answered(200, Some(("policy_denied", false))),
+            false,
+        );
+        assert_eq!(denied[0].status, Status::Unset);
+        assert_eq!(
+            attr(&denied[0], "warden.refusal.code"),
+            Some(&Value::from("policy_denied"))
+        );
+        assert_eq!(attr(&denied[0], "error.type"), None);
+    }
+
+    #[test]
+    fn a_tool_call_names_the_tool_and_never_its_arguments() {
+        let facts = Facts::Tool(ToolFacts {
+            arguments: Arc::new(serde_json::json!({"message": "do-not-export"})),
+        });
+        let tool = Resource::Tool {
+            server: Arc::from("github"),
+            name: "create_issue".into(),
+        };
+        let asked = Asked::new(&Verb::McpCallTool, &tool, &facts, Protocol::Mcp);
+        let spans = spans(&asked, &answered(200, None), true);
+        assert_eq!(spans[0].name, "tools/call create_issue");
+        assert_eq!(
+            attr(&spans[0], "gen_ai.operation.name"),
+            Some(&Value::from("execute_tool"))
+        );
+        assert_eq!(attr(&spans[0], "gen_ai.provider.name"), None);
+        assert_eq!(attr(&spans[0], "gen_ai.usage.input_tokens"), None);
+        for span in &spans {
+            assert!(!format!("{span:?}").contains("do-not-export"));
+        }
+    }
+
+    #[test]
+    fn an_interrupted_response_ends_its_spans_in_error() {
+        let now = SystemTime::now();
+        let asked = gemini_chat();
+        let request = Request {
+            method: &http::Method::POST,
+            path: "/gemini/x",
+            start: now,
+            upstream_start: Some(now),
+            asked: &asked,
+            policies: &[],
+        };
+        for span in open(&ids(), &request, &answered(200, None))
+            .end(Usage::default(), Some("upstream reset the stream"))
+        {
+            assert_eq!(span.status, Status::error("upstream reset the stream"));
+            assert!(span.end_time >= span.start_time);
+        }
+    }
+}
