@@ -285,7 +285,11 @@ impl Exchange {
 
     /// The request's spans, answered with `status` (and `refusal`'s code if refused); `None`
     /// when tracing is off, the request is not sampled, or its spans were built already.
-    fn spans(&mut self, status: http::StatusCode, refusal: Option<&Refusal>) -> Option<OpenSpans> {
+    fn spans(
+        &mut self,
+        status: http::StatusCode,
+        refusal: Option<&Refusal>,
+    ) -> Option<Box<OpenSpans>> {
         let trace = self.trace.take()?;
         let route = self.route.as_deref();
         trace.answered(&Answered {
@@ -482,7 +486,7 @@ pub struct PendingOutcome {
     started: Instant,
     model: Option<Arc<str>>,
     /// The request's spans (sampled requests, with tracing on).
-    spans: Option<OpenSpans>,
+    spans: Option<Box<OpenSpans>>,
 }
 
 impl Complete for PendingOutcome {

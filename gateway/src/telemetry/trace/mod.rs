@@ -210,7 +210,8 @@ impl RequestTrace {
     }
 
     /// The request's spans, built now that it is answered; `None` when it is not sampled.
-    pub fn answered(self: Box<Self>, answered: &Answered<'_>) -> Option<OpenSpans> {
+    /// Boxed: the spans ride with the response body, which is moved as the response goes.
+    pub fn answered(self: Box<Self>, answered: &Answered<'_>) -> Option<Box<OpenSpans>> {
         let RequestTrace {
             trace_id,
             parent,
@@ -245,10 +246,10 @@ impl RequestTrace {
             asked: &asked.unwrap_or_default(),
             policies: &policies,
         };
-        Some(OpenSpans {
+        Some(Box::new(OpenSpans {
             spans: span::open(&ids, &request, answered),
             on,
-        })
+        }))
     }
 }
 
