@@ -18,8 +18,8 @@ use zeroize::Zeroizing;
 use super::client::CollectorClient;
 use super::error::TraceError;
 use crate::telemetry::config::TracesConfig;
-use crate::upstream::UpstreamClient;
 use crate::upstream::config::UpstreamConfig;
+use crate::upstream::{UpstreamClient, UpstreamError};
 
 /// What happened to spans, for `warden_trace_spans_total{result}`.
 #[derive(Clone)]
@@ -52,6 +52,10 @@ impl Queue {
             connect_timeout: cfg.timeout.min(Duration::from_secs(5)),
             response_timeout: cfg.timeout,
             pool_max_idle_per_host: 2,
+        })
+        .map_err(|e| match e {
+            UpstreamError::CaFile(e) => TraceError::CaFile(e),
+            other => TraceError::Client(other),
         })?;
         let headers = headers
             .into_iter()
