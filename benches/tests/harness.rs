@@ -306,6 +306,7 @@ fn report_of(targets: Vec<TargetReport>, rounds: u32) -> Report {
         disk_marks: None,
         baseline: None,
         credentials: None,
+        tracing: None,
     }
 }
 

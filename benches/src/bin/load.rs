@@ -24,6 +24,7 @@ use warden_bench::report::{
     self, Params, RateLatency, Report, Skipped, TargetReport, Versions, WARDEN_BASELINE,
     WARDEN_DISK, WARDEN_PROCESS,
 };
+use warden_bench::trace_spans::{self, TraceSpans};
 use warden_bench::vault_reads::{self, VaultReads};
 use warden_bench::{bare_proxy, nginx, upstream, warden};
 
@@ -326,6 +327,7 @@ async fn measure(args: &Args) -> Result<Report> {
         disk_marks: None,
         baseline: None,
         credentials: None,
+        tracing: None,
     };
 
     // The Wardens are set up first so that every target receives the same request, token
@@ -843,6 +845,12 @@ async fn measure_target(
         before.and_then(vault_reads::parse),
         after.and_then(vault_reads::parse),
         result.requests,
+    )
+    .into_iter()
+    .collect();
+    report.trace_spans = TraceSpans::between(
+        before.and_then(trace_spans::parse),
+        after.and_then(trace_spans::parse),
     )
     .into_iter()
     .collect();
