@@ -1,10 +1,11 @@
 //! The export queue and its thread: finished spans wait in a bounded queue and go to the
 //! collector in batches from a thread of their own (its own single-threaded runtime), so a
 //! slow or absent collector never holds up a request; a full queue drops the span and counts
-//! it.
+//! it. A span joins the queue under a short lock and wakes the thread only when it completes
+//! a batch: waking it for every span cost more CPU than exporting it (docs/performance.md).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use prometheus::IntCounter;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 use zeroize::Zeroizing;
 
 use super::client::CollectorClient;
@@ -34,9 +35,31 @@ pub struct SpanCounters {
 
 /// Where finished spans are handed over; never waits.
 pub struct Queue {
-    spans: mpsc::Sender<SpanData>,
+    pending: Arc<Pending>,
     counters: SpanCounters,
     stop: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+}
+
+/// The spans waiting for the export thread, and how it is woken.
+struct Pending {
+    spans: Mutex<Vec<SpanData>>,
+    /// Most spans waiting.
+    max: usize,
+    /// Spans in one export: the thread is woken when this many wait.
+    batch: usize,
+    batch_ready: Notify,
+}
+
+impl Pending {
+    /// Up to one batch of the spans waiting.
+    fn take_batch(&self) -> Vec<SpanData> {
+        let mut spans = self.spans.lock().unwrap_or_else(|p| p.into_inner());
+        if spans.len() <= self.batch {
+            std::mem::take(&mut *spans)
+        } else {
+            spans.drain(..self.batch).collect()
+        }
+    }
 }
 
 impl Queue {
@@ -79,7 +102,12 @@ impl Queue {
                 ))
                 .build(),
         );
-        let (spans, rx) = mpsc::channel(cfg.batch.max_queue_size);
+        let pending = Arc::new(Pending {
+            spans: Mutex::new(Vec::new()),
+            max: cfg.batch.max_queue_size,
+            batch: cfg.batch.max_export_batch_size,
+            batch_ready: Notify::new(),
+        });
         let (stop, stopped) = oneshot::channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -87,17 +115,17 @@ impl Queue {
             .map_err(TraceError::Thread)?;
         let batcher = Batcher {
             exporter,
+            pending: Arc::clone(&pending),
             counters: counters.clone(),
-            batch_size: cfg.batch.max_export_batch_size,
             delay: cfg.batch.scheduled_delay,
             endpoint: cfg.endpoint.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("warden-trace-export".into())
-            .spawn(move || runtime.block_on(batcher.run(rx, stopped)))
+            .spawn(move || runtime.block_on(batcher.run(stopped)))
             .map_err(TraceError::Thread)?;
         Ok(Queue {
-            spans,
+            pending,
             counters,
             stop: Mutex::new(Some((stop, thread))),
         })
@@ -105,8 +133,20 @@ impl Queue {
 
     /// Hands `span` to the export thread, or drops and counts it when the queue is full.
     pub fn push(&self, span: SpanData) {
-        if self.spans.try_send(span).is_err() {
-            self.counters.dropped.inc();
+        let p = &*self.pending;
+        let waiting = {
+            let mut spans = p.spans.lock().unwrap_or_else(|e| e.into_inner());
+            if spans.len() >= p.max {
+                None
+            } else {
+                spans.push(span);
+                Some(spans.len())
+            }
+        };
+        match waiting {
+            None => self.counters.dropped.inc(),
+            Some(n) if n == p.batch => p.batch_ready.notify_one(),
+            Some(_) => {}
         }
     }
 
@@ -132,57 +172,46 @@ impl Queue {
     }
 }
 
-/// The export thread's loop: a batch goes when it is full, when its oldest span has waited
+/// The export thread's loop: a batch goes when it is full, when the oldest span has waited
 /// `delay`, and at shutdown.
 struct Batcher {
     exporter: opentelemetry_otlp::SpanExporter,
+    pending: Arc<Pending>,
     counters: SpanCounters,
-    batch_size: usize,
     delay: Duration,
     endpoint: String,
 }
 
 impl Batcher {
-    async fn run(self, mut rx: mpsc::Receiver<SpanData>, mut stop: oneshot::Receiver<()>) {
-        let mut batch = Vec::with_capacity(self.batch_size);
+    async fn run(self, mut stop: oneshot::Receiver<()>) {
         loop {
-            let deadline = tokio::time::Instant::now() + self.delay;
-            let stopping = loop {
-                tokio::select! {
-                    span = rx.recv() => match span {
-                        Some(span) => {
-                            batch.push(span);
-                            if batch.len() >= self.batch_size {
-                                break false;
-                            }
-                        }
-                        None => break true,
-                    },
-                    () = tokio::time::sleep_until(deadline) => break false,
-                    _ = &mut stop => break true,
-                }
+            let stopping = tokio::select! {
+                () = self.pending.batch_ready.notified() => false,
+                () = tokio::time::sleep(self.delay) => false,
+                _ = &mut stop => true,
             };
-            if stopping {
-                rx.close();
-                while let Ok(span) = rx.try_recv() {
-                    batch.push(span);
-                    if batch.len() >= self.batch_size {
-                        self.export(&mut batch).await;
-                    }
+            // Everything waiting goes, a batch at a time: at shutdown, and when spans arrive
+            // faster than one batch per export.
+            loop {
+                let batch = self.pending.take_batch();
+                if batch.is_empty() {
+                    break;
                 }
-                self.export(&mut batch).await;
+                let full = batch.len() == self.pending.batch;
+                self.export(batch).await;
+                if !full && !stopping {
+                    break;
+                }
+            }
+            if stopping {
                 return;
             }
-            self.export(&mut batch).await;
         }
     }
 
-    async fn export(&self, batch: &mut Vec<SpanData>) {
-        if batch.is_empty() {
-            return;
-        }
+    async fn export(&self, batch: Vec<SpanData>) {
         let n = batch.len() as u64;
-        match self.exporter.export(std::mem::take(batch)).await {
+        match self.exporter.export(batch).await {
             Ok(()) => self.counters.exported.inc_by(n),
             Err(e) => {
                 self.counters.failed.inc_by(n);
