@@ -199,7 +199,7 @@ impl Exchange {
         self.decision = Some(decision.label());
         self.policy_seconds = Some(policy_seconds);
         if let Some(trace) = self.trace.as_deref_mut() {
-            trace.decided(decision.policy_ids());
+            trace.decided(decision);
         }
         self.decision_id = new_id();
         let mut event = self.event(EventKind::Decision);

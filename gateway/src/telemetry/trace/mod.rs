@@ -9,7 +9,7 @@
 //! trace, no span, no header touched.
 
 mod client;
-pub mod context;
+mod context;
 mod error;
 mod export;
 mod sampler;
@@ -24,9 +24,10 @@ use opentelemetry::trace::{SpanId, TraceId, TraceState};
 
 pub use error::TraceError;
 pub use export::SpanCounters;
-pub use span::{Answered, Asked};
+pub use span::Answered;
 
 use crate::action::{Facts, Resource, Verb};
+use crate::decision::Decision;
 use crate::protocol::{Protocol, Usage};
 use crate::secrets::config::CredentialSource;
 use crate::secrets::own;
@@ -34,6 +35,7 @@ use crate::telemetry::config::{HeaderSource, TracesConfig};
 use crate::vault::SecretStore;
 use export::Queue;
 use sampler::Sampler;
+use span::Asked;
 
 /// Tracing for the life of the process: off, or sampling and the export queue.
 #[derive(Clone, Default)]
@@ -74,11 +76,6 @@ impl Traces {
             sampler: Sampler::new(cfg.sample_ratio),
             queue,
         }))))
-    }
-
-    /// Whether spans are exported.
-    pub fn is_on(&self) -> bool {
-        self.0.is_some()
     }
 
     /// The trace of a request that just arrived (`method`, `path`, `headers`); `None` when
@@ -162,11 +159,6 @@ pub struct RequestTrace {
 }
 
 impl RequestTrace {
-    /// The trace id, as 32 hex digits.
-    pub fn trace_id(&self) -> TraceId {
-        self.trace_id
-    }
-
     /// Sets the upstream request's `traceparent` to name Warden's CLIENT span (replacing the
     /// agent's), and its `tracestate` to the agent's.
     pub fn propagate(&self, headers: &mut HeaderMap) {
@@ -198,15 +190,17 @@ impl RequestTrace {
     }
 
     /// decide: the policies that decided.
-    pub fn decided(&mut self, policies: Vec<Arc<str>>) {
+    pub fn decided(&mut self, decision: &Decision) {
         if self.sampled {
-            self.policies = policies;
+            self.policies = decision.policy_ids();
         }
     }
 
     /// forward: the upstream call began `seconds` ago.
     pub fn forwarded(&mut self, seconds: f64) {
-        self.upstream_start = SystemTime::now().checked_sub(Duration::from_secs_f64(seconds));
+        if self.sampled {
+            self.upstream_start = SystemTime::now().checked_sub(Duration::from_secs_f64(seconds));
+        }
     }
 
     /// The request's spans, built now that it is answered; `None` when it is not sampled.
