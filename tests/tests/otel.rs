@@ -490,3 +490,25 @@ async fn a_stalled_collector_never_holds_a_request_and_overflow_is_counted() {
     );
     stalled.abort();
 }
+
+/// The agent's sampling decision is honoured: an unsampled trace exports nothing, yet the
+/// upstream still hears of Warden's span, unsampled.
+#[tokio::test]
+async fn an_unsampled_agent_trace_exports_nothing_and_stays_unsampled_upstream() {
+    let otlp = OtlpReceiver::start().await.unwrap();
+    let s = Stack::start_with(traced(&otlp.endpoint())).await.unwrap();
+    let unsampled = format!("00-{AGENT_TRACE}-{AGENT_SPAN}-00");
+    let r = post_traced(&s, &chat("gpt-4o-mini", false), Some(&unsampled)).await;
+    assert_eq!(r.status(), 200);
+    let _ = r.bytes().await.unwrap();
+    let upstream = s.upstream_requests(1).await;
+    let sent = upstream[0].header("traceparent").unwrap();
+    assert!(sent.starts_with(&format!("00-{AGENT_TRACE}-")), "{sent}");
+    assert!(sent.ends_with("-00"), "still unsampled: {sent}");
+    assert!(
+        !sent.contains(AGENT_SPAN),
+        "Warden's span, not the agent's: {sent}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(otlp.spans().is_empty(), "{:?}", otlp.spans());
+}
