@@ -11,6 +11,7 @@ pub mod process;
 pub mod profile;
 pub mod records;
 pub mod report;
+pub mod trace_spans;
 pub mod upstream;
 pub mod vault_reads;
 pub mod warden;

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use crate::audit_share::AuditShare;
 use crate::loadgen::LoadResult;
+use crate::trace_spans::TraceSpans;
 use crate::vault_reads::VaultReads;
 
 /// `process` durability: Warden must serve at least this share of nginx's requests per second.
@@ -33,6 +34,8 @@ pub const WARDEN_BASELINE: &str = "warden-baseline";
 /// The durability floor: the bare proxy recording through Warden's audit log in `disk`
 /// durability.
 pub const FLOOR: &str = "hyper-audit";
+/// Warden (`process` durability) exporting traces over OTLP (every request sampled).
+pub const WARDEN_TRACED: &str = "warden-traced";
 /// Warden (`process` durability) with the route's credential in an environment variable.
 pub const WARDEN_ENV: &str = "warden-env";
 /// The same Warden with the route's credential in Vault (OpenBao KV), cached after the first
@@ -59,6 +62,8 @@ pub struct Report {
     pub baseline: Option<BaselineComparison>,
     /// `warden-vault` against `warden-env`, when both ran.
     pub credentials: Option<CredentialComparison>,
+    /// `warden-traced` against `warden-process`, when both ran.
+    pub tracing: Option<TracingComparison>,
 }
 
 /// Where the run happened.
@@ -146,6 +151,9 @@ pub struct TargetReport {
     /// Wardens with a credential from Vault: its reads from Vault, every round, in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub vault_reads: Vec<VaultReads>,
+    /// Traced Wardens: what became of their spans, every round, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trace_spans: Vec<TraceSpans>,
     /// Latency at the fixed rate every target was offered (open loop), when measured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub at_rate: Option<RateLatency>,
@@ -276,6 +284,22 @@ pub struct BaselineComparison {
     pub cpu_within_tolerance: Option<bool>,
 }
 
+/// `warden-traced` against `warden-process` (the same Warden and route, every request traced
+/// and its spans exported, or tracing off), measured in the same run.
+#[derive(Debug, Clone, Serialize)]
+pub struct TracingComparison {
+    /// traced CPU per request / untraced CPU per request, saturated median rounds.
+    pub cpu_ratio: Option<f64>,
+    /// The same, each round.
+    pub cpu_ratio_rounds: Vec<f64>,
+    /// traced rps / untraced rps, median rounds.
+    pub rps_ratio: f64,
+    /// The same, each round.
+    pub rps_ratio_rounds: Vec<f64>,
+    /// The traced Warden's spans over all its measured windows.
+    pub spans: TraceSpans,
+}
+
 /// `warden-vault` against `warden-env` (the same Warden and route, the credential from Vault
 /// or from an environment variable), measured in the same run: what a credential from
 /// Vault costs per request once Warden holds it.
@@ -332,6 +356,7 @@ impl TargetReport {
             steal_percent_rounds: Vec::new(),
             audit: None,
             vault_reads: Vec::new(),
+            trace_spans: Vec::new(),
             at_rate: None,
         }
     }
@@ -346,6 +371,7 @@ impl TargetReport {
             .collect();
         let steal: Vec<f64> = rounds.iter().filter_map(|r| r.steal_percent).collect();
         let reads: Vec<VaultReads> = rounds.iter().flat_map(|r| r.vault_reads.clone()).collect();
+        let spans: Vec<TraceSpans> = rounds.iter().flat_map(|r| r.trace_spans.clone()).collect();
         rounds.sort_by(|a, b| a.rps.total_cmp(&b.rps));
         let middle = rounds.len().checked_sub(1)? / 2;
         let mut median = rounds.swap_remove(middle);
@@ -353,6 +379,7 @@ impl TargetReport {
         median.proxy_cpu_rounds = cpu;
         median.steal_percent_rounds = steal;
         median.vault_reads = reads;
+        median.trace_spans = spans;
         Some(median)
     }
 }
@@ -418,6 +445,10 @@ impl Report {
             .target(WARDEN_VAULT)
             .zip(self.target(WARDEN_ENV))
             .map(|(v, e)| credential_comparison(v, e));
+        self.tracing = self
+            .target(WARDEN_TRACED)
+            .zip(self.target(WARDEN_PROCESS))
+            .map(|(t, p)| tracing_comparison(t, p));
     }
 
     /// A warning naming each target whose measured windows the host stole time from (above
@@ -595,6 +626,9 @@ impl Report {
         if let Some(c) = &self.credentials {
             let _ = writeln!(out, "{}", credentials_line(c));
         }
+        if let Some(t) = &self.tracing {
+            let _ = writeln!(out, "{}", tracing_line(t));
+        }
         out
     }
 }
@@ -731,6 +765,48 @@ fn credential_comparison(vault: &TargetReport, env: &TargetReport) -> Credential
             .unwrap_or(0),
         vault_requests: vault.vault_reads.iter().map(|r| r.requests).sum(),
     }
+}
+
+/// `warden-traced` against `warden-process`.
+fn tracing_comparison(traced: &TargetReport, off: &TargetReport) -> TracingComparison {
+    let per_request = |t: f64, o: f64| t / o.max(f64::MIN_POSITIVE);
+    let mut spans = TraceSpans::default();
+    for s in &traced.trace_spans {
+        spans.exported += s.exported;
+        spans.dropped += s.dropped;
+        spans.failed += s.failed;
+    }
+    TracingComparison {
+        cpu_ratio: traced
+            .proxy_cpu_us_per_req
+            .zip(off.proxy_cpu_us_per_req)
+            .map(|(t, o)| per_request(t, o)),
+        cpu_ratio_rounds: paired(&traced.proxy_cpu_rounds, &off.proxy_cpu_rounds, per_request),
+        rps_ratio: ratio_of_rates(traced.rps, off.rps),
+        rps_ratio_rounds: paired(&traced.rps_rounds, &off.rps_rounds, ratio_of_rates),
+        spans,
+    }
+}
+
+/// The cost of tracing every request.
+fn tracing_line(t: &TracingComparison) -> String {
+    let cpu = t
+        .cpu_ratio
+        .map_or("CPU per request unknown".to_owned(), |r| {
+            format!("CPU per request {r:.2}x")
+        });
+    let mut line = format!(
+        "tracing every request ({WARDEN_TRACED}/{WARDEN_PROCESS}): {cpu}, rps {:.2}x; spans in the measured windows: {} exported, {} dropped (queue full), {} failed",
+        t.rps_ratio, t.spans.exported, t.spans.dropped, t.spans.failed
+    );
+    if t.rps_ratio_rounds.len() > 1 {
+        line += &format!(
+            "\n  round by round: CPU per request {}; rps {}",
+            list(&t.cpu_ratio_rounds),
+            list(&t.rps_ratio_rounds)
+        );
+    }
+    line
 }
 
 /// A Warden's reads from Vault, round by round.

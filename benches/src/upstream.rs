@@ -43,7 +43,8 @@ pub async fn serve(listener: TcpListener) -> std::io::Result<()> {
 /// The session id the bench MCP server gives every session.
 pub const MCP_SESSION: &str = "warden-bench-session";
 
-/// `POST …/chat/completions` → the fixed reply; `POST …/mcp` → the MCP server; anything
+/// `POST …/chat/completions` → the fixed reply; `POST …/mcp` → the MCP server; `POST
+/// /v1/traces` → an OTLP collector's empty answer; anything
 /// else → 404, so that a proxy rewriting the path wrongly shows up as errors instead of as
 /// speed.
 async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -51,10 +52,14 @@ async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
     let path = request.uri().path();
     let is_chat = post && path.ends_with("/chat/completions");
     let is_mcp = post && path.ends_with("/mcp");
+    // An OTLP/HTTP collector that accepts every export (`warden-traced`): an empty
+    // `ExportTraceServiceResponse` is zero bytes.
+    let is_otlp = post && path == "/v1/traces";
     // Read the whole body, as a real provider does before answering.
     let body = request.into_body().collect().await.map(|b| b.to_bytes());
     let (status, body, session) = match body {
         Ok(_) if is_chat => (StatusCode::OK, Bytes::from_static(REPLY.as_bytes()), false),
+        Ok(_) if is_otlp => (StatusCode::OK, Bytes::new(), false),
         Ok(body) if is_mcp => match mcp(&body) {
             McpAnswer::Result(result, session) => (StatusCode::OK, result, session),
             McpAnswer::Accepted => (StatusCode::ACCEPTED, Bytes::new(), false),

@@ -52,6 +52,8 @@ pub struct WardenSetup {
     /// Also an MCP endpoint `/mcp/bench` to the bench upstream's MCP server (`/mcp`), with a
     /// policy that lets the bench agent call its tools.
     pub mcp: bool,
+    /// Export traces over OTLP to the bench upstream (`/v1/traces`), every request sampled.
+    pub traces: bool,
     /// The route's upstream credential.
     pub credential: Credential,
     /// A `siem:` section (YAML, at the top level): the audit log shipped while the load runs.
@@ -98,7 +100,7 @@ log:
   access: {access}
 runtime:
   worker_threads: {workers}
-{vault}routes:
+{traces}{vault}routes:
   - name: openai
     prefix: /openai
     connector: openai
@@ -111,6 +113,14 @@ runtime:
             upstream = self.upstream,
             access = self.access_log,
             workers = self.workers,
+            traces = if self.traces {
+                format!(
+                    "traces:\n  endpoint: \"http://{}/v1/traces\"\n",
+                    self.upstream
+                )
+            } else {
+                String::new()
+            },
             vault = match &self.credential {
                 Credential::Env => String::new(),
                 Credential::Vault { address } => format!(

@@ -170,6 +170,7 @@ fn setup(
         access_log: false,
         workers: 1,
         mcp: false,
+        traces: false,
         credential: warden::Credential::Env,
         siem: None,
     }
@@ -203,6 +204,23 @@ fn the_mcp_target_config_routes_an_endpoint_to_the_bench_server_and_permits_its_
     setup.prepare(&warden::repo_policies()).unwrap();
     ::warden::policy::PolicyEngine::load(&setup.policies_dir()).unwrap();
     assert!(setup.policies_dir().join("bench-mcp.cedar").is_file());
+}
+
+#[test]
+fn the_traced_target_exports_every_request_to_the_bench_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let traced = warden::WardenSetup {
+        traces: true,
+        ..setup(dir.path(), "warden-traced", Some("process"))
+    };
+    let config = ::warden::config::load::parse(&traced.config(), None)
+        .unwrap_or_else(|e| panic!("Warden refuses the generated config: {e}"));
+    let traces = config.traces.expect("a traces section");
+    assert_eq!(traces.endpoint, "http://127.0.0.1:18092/v1/traces");
+    assert_eq!(traces.sample_ratio, 1.0, "every request");
+    let untraced = setup(dir.path(), "warden-process", Some("process"));
+    let config = ::warden::config::load::parse(&untraced.config(), None).unwrap();
+    assert_eq!(config.traces, None);
 }
 
 #[test]
@@ -279,6 +297,7 @@ fn target(name: &str, rps: f64, p50: u64, p99: u64, peak: Option<u64>) -> Target
         steal_percent_rounds: Vec::new(),
         audit: None,
         vault_reads: Vec::new(),
+        trace_spans: Vec::new(),
         at_rate: None,
     }
 }
@@ -318,6 +337,7 @@ fn report_of(targets: Vec<TargetReport>, rounds: u32) -> Report {
         disk_marks: None,
         baseline: None,
         credentials: None,
+        tracing: None,
     }
 }
 

@@ -271,6 +271,10 @@ fn keep_restart_only_settings(running: &Config, new: &mut Config) {
         changed.push("siem");
         new.siem = running.siem.clone();
     }
+    if new.traces != running.traces {
+        changed.push("traces");
+        new.traces = running.traces.clone();
+    }
     if new.log.level != running.log.level || new.log.format != running.log.format {
         changed.push("log.level/log.format");
     }

@@ -17,6 +17,7 @@ use crate::secrets::own;
 use crate::shared::Shared;
 use crate::snapshot::{Snapshot, SnapshotError};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::trace::Traces;
 
 /// Why the gateway could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +54,12 @@ pub enum ServeError {
     Pins(#[from] crate::pins::PinError),
     #[error("cannot set up SIEM shipping: {0}")]
     Siem(#[from] crate::siem::SetupError),
+    #[error(transparent)]
+    Traces(#[from] crate::telemetry::trace::TraceError),
 }
+
+/// Longest wait at shutdown for queued spans to reach the collector.
+const TRACE_FLUSH_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The audit directory for `config`.
 pub fn audit_dir(config: &Config) -> PathBuf {
@@ -127,7 +133,13 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     let pins =
         std::sync::Arc::new(crate::pins::Pins::load(&snapshot.config.pins, store.pins()).await?);
     pins.spawn_refresh();
-    let shared = Shared::new(snapshot, audit, metrics, Some(pins));
+    let traces = Traces::start(
+        snapshot.config.traces.as_ref(),
+        snapshot.secrets.as_ref(),
+        metrics.span_counters(),
+    )
+    .await?;
+    let shared = Shared::new(snapshot, audit, metrics, Some(pins), traces);
 
     let proxy_listeners = workers::bind("proxy", listen.proxy, workers)?;
     let admin_listener =
@@ -197,6 +209,12 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     }
     // Leases end with Warden: what it held from Vault is revoked, not left to expire.
     crate::vault::SecretStore::shutdown_all(std::time::Duration::from_secs(5)).await;
+    // The spans of the last requests go out before Warden does (bounded: a collector that is
+    // down does not hold up the exit).
+    let traces = shared.traces.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || traces.shutdown(TRACE_FLUSH_WITHIN)).await {
+        tracing::error!(error = %e, "trace export did not stop cleanly");
+    }
     let mut stop = AuditEvent::now(EventKind::System);
     stop.detail = Some(serde_json::json!({ "event": "stop" }));
     shared.audit.append_detached(stop);

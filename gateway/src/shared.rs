@@ -9,6 +9,7 @@ use crate::mcp::Sessions;
 use crate::pins::Pins;
 use crate::snapshot::Snapshot;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::trace::Traces;
 
 /// What every request and the admin listener share for the life of the process. Each worker has its own
 /// upstream connection pool (`workers.rs`).
@@ -21,6 +22,8 @@ pub struct Shared {
     pub mcp: Sessions,
     /// MCP tool-definition pins (`None`: not checked, as in tests of other parts).
     pub pins: Option<Arc<Pins>>,
+    /// OpenTelemetry traces (`traces:`; off when not configured).
+    pub traces: Traces,
     ready: AtomicBool,
 }
 
@@ -31,6 +34,7 @@ impl Shared {
         audit: AuditLog,
         metrics: Metrics,
         pins: Option<Arc<Pins>>,
+        traces: Traces,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -38,6 +42,7 @@ impl Shared {
             metrics,
             mcp: Sessions::new(),
             pins,
+            traces,
             ready: AtomicBool::new(false),
         })
     }

@@ -12,6 +12,7 @@ pub mod mcp;
 pub mod openbao;
 pub mod openclaw;
 pub mod osmem;
+pub mod otlp;
 pub mod paths;
 pub mod postgres;
 pub mod process;

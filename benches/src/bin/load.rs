@@ -24,6 +24,7 @@ use warden_bench::report::{
     self, Params, RateLatency, Report, Skipped, TargetReport, Versions, WARDEN_BASELINE,
     WARDEN_DISK, WARDEN_PROCESS,
 };
+use warden_bench::trace_spans::{self, TraceSpans};
 use warden_bench::vault_reads::{self, VaultReads};
 use warden_bench::{bare_proxy, nginx, upstream, warden};
 
@@ -60,6 +61,8 @@ struct Args {
     /// PATH), read once and then served from Warden's memory; not in the default run;
     /// `warden-siem`: `warden-process` shipping its audit log (ECS, syslog over TCP) to a
     /// collector of the harness's while it serves: compare it with `warden-process`.
+    /// `warden-traced`: `warden-process` exporting a span pair per request over OTLP to the
+    /// bench upstream (`traces:` defaults: every request sampled); not in the default run.
     #[arg(
         long,
         value_delimiter = ',',
@@ -160,6 +163,7 @@ enum Target {
     WardenEnv,
     WardenVault,
     WardenSiem,
+    WardenTraced,
 }
 
 impl Target {
@@ -177,6 +181,7 @@ impl Target {
             Target::WardenEnv => report::WARDEN_ENV,
             Target::WardenVault => report::WARDEN_VAULT,
             Target::WardenSiem => "warden-siem",
+            Target::WardenTraced => report::WARDEN_TRACED,
         }
     }
 
@@ -189,7 +194,8 @@ impl Target {
             | Target::McpWarden
             | Target::WardenEnv
             | Target::WardenVault
-            | Target::WardenSiem => Some(this().map(|bin| (bin, Some("process")))),
+            | Target::WardenSiem
+            | Target::WardenTraced => Some(this().map(|bin| (bin, Some("process")))),
             Target::WardenBaseline => Some(match &args.baseline_bin {
                 Some(bin) if bin.is_file() => Ok((bin.clone(), None)),
                 Some(bin) => Err(anyhow::anyhow!(
@@ -326,6 +332,7 @@ async fn measure(args: &Args) -> Result<Report> {
         disk_marks: None,
         baseline: None,
         credentials: None,
+        tracing: None,
     };
 
     // The Wardens are set up first so that every target receives the same request, token
@@ -537,7 +544,8 @@ async fn run_target(
         | Target::WardenBaseline
         | Target::WardenEnv
         | Target::WardenVault
-        | Target::WardenSiem => match wardens.iter().find(|w| w.name == target.name()) {
+        | Target::WardenSiem
+        | Target::WardenTraced => match wardens.iter().find(|w| w.name == target.name()) {
             Some(setup) => run_warden(spec, setup, upstream, profile).await,
             None => bail!("{} was not set up", target.name()),
         },
@@ -711,6 +719,7 @@ fn prepare_wardens(
                 access_log: args.access_log,
                 workers: args.warden_workers,
                 mcp: target == Target::McpWarden,
+                traces: target == Target::WardenTraced,
                 credential,
                 siem: match target {
                     Target::WardenSiem => Some(warden::siem_section(warden::discard_collector()?)),
@@ -846,6 +855,12 @@ async fn measure_target(
         before.and_then(vault_reads::parse),
         after.and_then(vault_reads::parse),
         result.requests,
+    )
+    .into_iter()
+    .collect();
+    report.trace_spans = TraceSpans::between(
+        before.and_then(trace_spans::parse),
+        after.and_then(trace_spans::parse),
     )
     .into_iter()
     .collect();

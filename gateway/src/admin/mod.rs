@@ -109,7 +109,13 @@ mod tests {
         )
         .unwrap();
         let snapshot = Snapshot::build(config, None).await.unwrap();
-        let shared = Shared::new(snapshot, audit, Metrics::new(), None);
+        let shared = Shared::new(
+            snapshot,
+            audit,
+            Metrics::new(),
+            None,
+            crate::telemetry::trace::Traces::off(),
+        );
         shared.set_ready(true);
         (tmp, shared, faults)
     }

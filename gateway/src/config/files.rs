@@ -31,6 +31,11 @@ pub fn check_files(config: &Config, source: &Source) -> Vec<ConfigError> {
     {
         errors.push(source.error("upstream.ca_file", error.to_string()));
     }
+    if let Some(path) = config.traces.as_ref().and_then(|t| t.ca_file.as_ref())
+        && let Err(error) = crate::upstream::check_ca_file(path)
+    {
+        errors.push(source.error("traces.ca_file", error.to_string()));
+    }
     for (i, issuer) in config.identity.issuers.iter().enumerate() {
         if let Some(path) = &issuer.ca_file
             && let Err(problem) = read_ca_bundle(path)
@@ -171,6 +176,23 @@ mod tests {
         );
         assert!(
             errors[1].starts_with("warden.yaml:6: listen.tls.client_ca: client CA bundle"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_collector_ca_file_is_located_at_traces_ca_file() {
+        let dir = data_dir();
+        let yaml = format!(
+            "data_dir: {}\ntraces:\n  endpoint: https://collector.example.com/v1/traces\n  ca_file: /nonexistent/warden/otel.pem\n",
+            dir.path().display()
+        );
+        let errors = file_errors(&yaml);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with(
+                "warden.yaml:4: traces.ca_file: cannot read /nonexistent/warden/otel.pem"
+            ),
             "{errors:?}"
         );
     }

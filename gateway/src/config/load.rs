@@ -20,6 +20,7 @@ const SECTIONS: &[&str] = &[
     "upstream",
     "limits",
     "log",
+    "traces",
     "runtime",
     "connectors_dir",
     "routes",
@@ -132,6 +133,7 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
             "upstream" => section(&key, value, &mut config.upstream, &error, &mut errors),
             "limits" => section(&key, value, &mut config.limits, &error, &mut errors),
             "log" => section(&key, value, &mut config.log, &error, &mut errors),
+            "traces" => section(&key, value, &mut config.traces, &error, &mut errors),
             "runtime" => section(&key, value, &mut config.runtime, &error, &mut errors),
             "connectors_dir" => {
                 section(&key, value, &mut config.connectors_dir, &error, &mut errors)
@@ -295,6 +297,8 @@ mod tests {
             ("upstream: {zz: 1}", "upstream", ""),
             ("limits: {zz: 1}", "limits", ""),
             ("log: {zz: 1}", "log", ""),
+            ("traces: {endpoint: e, zz: 1}", "traces", ""),
+            ("traces: {endpoint: e, batch: {zz: 1}}", "traces", "batch."),
             ("runtime: {zz: 1}", "runtime", ""),
             (
                 "routes: [{prefix: /a, connector: openai, zz: 1}]",

@@ -16,7 +16,7 @@ pub use crate::policy::config::PolicyConfig;
 pub use crate::protocol::config::LimitsConfig;
 pub use crate::route::config::{DenyStyle, RouteConfig, default_routes};
 pub use crate::state::config::StateConfig;
-pub use crate::telemetry::config::{LogConfig, LogFormat};
+pub use crate::telemetry::config::{LogConfig, LogFormat, TracesConfig};
 pub use crate::upstream::config::UpstreamConfig;
 
 /// The whole configuration file.
@@ -37,6 +37,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
+    /// OpenTelemetry traces over OTLP (off when absent).
+    pub traces: Option<TracesConfig>,
     pub runtime: WorkersConfig,
     /// Extra connector descriptions (`*.yaml`), beside the built-in ones.
     pub connectors_dir: Option<PathBuf>,
@@ -63,6 +65,7 @@ impl Default for Config {
             upstream: UpstreamConfig::default(),
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
+            traces: None,
             runtime: WorkersConfig::default(),
             connectors_dir: None,
             routes: default_routes(),

@@ -23,6 +23,22 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     for (key, message) in crate::siem::config::validate(&config.siem) {
         err(&key, message);
     }
+    for (key, message) in config.traces.iter().flat_map(|t| t.validate()) {
+        err(&key, message);
+    }
+    if let (Some(traces), None) = (&config.traces, &config.vault) {
+        for (name, source) in &traces.headers {
+            if let crate::telemetry::config::HeaderSource::Secret(
+                crate::secrets::config::CredentialSource::Vault(_),
+            ) = source
+            {
+                err(
+                    &format!("traces.headers.{name}.vault"),
+                    NO_VAULT_SECTION.into(),
+                );
+            }
+        }
+    }
 
     let listen = &config.listen;
     if listen.proxy == listen.admin {

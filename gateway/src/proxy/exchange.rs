@@ -11,7 +11,7 @@ use http_body_util::{Either, Full};
 use zeroize::Zeroizing;
 
 use super::refusal::{Recorded, Refusal};
-use crate::action::{Findings, Principal, Resource, Verb};
+use crate::action::{Facts, Findings, Principal, Resource, Verb};
 use crate::audit::event::{
     AuditEvent, AuditFinding, AuditOutcome, AuditPrincipal, AuditSecret, EventKind, Text,
     empty_text,
@@ -27,6 +27,7 @@ use crate::secrets::redact::Redactor;
 use crate::secrets::{Credential, SecretOrigin};
 use crate::shared::Shared;
 use crate::telemetry::metrics::RequestMetrics;
+use crate::telemetry::trace::{Answered, OpenSpans, RequestTrace};
 use crate::text::{FIELD_MAX, bounded};
 
 /// The body of every proxy response: a small complete body, an upstream stream observed as it
@@ -81,12 +82,24 @@ pub struct Exchange {
     receipts: bool,
     /// The decision's signed receipt, for `x-warden-receipt`.
     receipt: Option<HeaderValue>,
+    /// The request's trace (`traces:`; `None` when tracing is off), until its spans are built.
+    trace: Option<Box<RequestTrace>>,
 }
 
 impl Exchange {
-    /// A request that just arrived on `conn`.
-    pub fn new(shared: Arc<Shared>, conn: ConnInfo, access_log: bool, receipts: bool) -> Self {
+    /// A request that just arrived on `conn` (`req`: its head, for its trace), signing a
+    /// receipt of its decision when `receipts`.
+    pub fn new<B>(
+        shared: Arc<Shared>,
+        conn: ConnInfo,
+        access_log: bool,
+        receipts: bool,
+        req: &http::Request<B>,
+    ) -> Self {
         shared.metrics.in_flight.inc();
+        let trace = shared
+            .traces
+            .request(req.method(), req.uri().path(), req.headers());
         Exchange {
             shared,
             conn,
@@ -112,6 +125,7 @@ impl Exchange {
             echo: None,
             receipts,
             receipt: None,
+            trace,
         }
     }
 
@@ -154,8 +168,12 @@ impl Exchange {
         self.auth_failure = Some(code);
     }
 
-    /// interpret: what the request is, and how its dialect would answer it.
-    pub fn interpreted(&mut self, verb: &Verb, resource: &Resource, shape: Shape) {
+    /// interpret: what the request is (`facts`: what it says beyond its verb and resource),
+    /// and how its dialect would answer it.
+    pub fn interpreted(&mut self, verb: &Verb, resource: &Resource, facts: &Facts, shape: Shape) {
+        if let (Some(trace), Some(route)) = (self.trace.as_deref_mut(), &self.route) {
+            trace.interpreted(verb, resource, facts, route.protocol);
+        }
         self.verb = Some(verb.clone());
         self.resource = Arc::from(resource.cedar_ref());
         if let Resource::Model { name, .. } = resource {
@@ -189,6 +207,9 @@ impl Exchange {
     ) -> Result<(), Refusal> {
         self.decision = Some(decision.label());
         self.policy_seconds = Some(policy_seconds);
+        if let Some(trace) = self.trace.as_deref_mut() {
+            trace.decided(decision);
+        }
         self.decision_id = new_id();
         let mut event = self.event(EventKind::Decision);
         event.decision = decision.label().into();
@@ -293,6 +314,42 @@ impl Exchange {
     /// forward: the upstream answered (or failed) after `seconds`.
     pub fn forwarded(&mut self, seconds: f64) {
         self.upstream_seconds = Some(seconds);
+        if let Some(trace) = self.trace.as_deref_mut() {
+            trace.forwarded(seconds);
+        }
+    }
+
+    /// credential: the upstream request's trace context names Warden's span (with tracing
+    /// on; off, the agent's headers pass as they came).
+    pub fn propagate(&self, headers: &mut http::HeaderMap) {
+        if let Some(trace) = &self.trace {
+            trace.propagate(headers);
+        }
+    }
+
+    /// The request's spans, answered with `status` (and `refusal`'s code if refused); `None`
+    /// when tracing is off, the request is not sampled, or its spans were built already.
+    fn spans(
+        &mut self,
+        status: http::StatusCode,
+        refusal: Option<&Refusal>,
+    ) -> Option<Box<OpenSpans>> {
+        let trace = self.trace.take()?;
+        let route = self.route.as_deref();
+        trace.answered(&Answered {
+            request_id: &self.request_id,
+            route: route.map(|r| (&*r.name, r.prefix.as_str(), &*r.provider, r.protocol)),
+            upstream_host: self
+                .upstream_seconds
+                .and(route)
+                .map(|r| r.upstream.authority.host()),
+            peer: self.conn.peer.ip(),
+            principal: self.principal.as_ref().map(|p| &*p.id),
+            decision: self.decision,
+            decision_id: &self.decision_id,
+            status,
+            refusal: refusal.map(|r| (r.code(), r.is_ours())),
+        })
     }
 
     /// observe: the outcome record of a response with `status`, completed when its body ends.
@@ -308,6 +365,7 @@ impl Exchange {
             event,
             started: self.started,
             model: self.model.clone(),
+            spans: self.spans(status, None),
         }
     }
 
@@ -319,6 +377,10 @@ impl Exchange {
             Ok(response) => response,
             Err(refusal) => self.refused(&refusal).map(Either::Left),
         };
+        // A response Warden wrote itself (metadata, an MCP session's answer): its spans end now.
+        if let Some(spans) = self.spans(response.status(), None) {
+            spans.end(Usage::default(), None);
+        }
         let headers = response.headers_mut();
         if let Ok(v) = HeaderValue::try_from(&*self.request_id) {
             headers.insert(protocol::REQUEST_ID_HEADER, v);
@@ -378,6 +440,9 @@ impl Exchange {
         }
         let message = bounded(&refusal.to_string(), FIELD_MAX).into_owned();
         self.log(refusal, response.status(), &message);
+        if let Some(spans) = self.spans(response.status(), Some(refusal)) {
+            spans.end(Usage::default(), None);
+        }
         let event = match refusal.recorded() {
             Recorded::Nothing => None,
             Recorded::Rejected => {
@@ -467,12 +532,17 @@ pub struct PendingOutcome {
     event: AuditEvent,
     started: Instant,
     model: Option<Arc<str>>,
+    /// The request's spans (sampled requests, with tracing on).
+    spans: Option<Box<OpenSpans>>,
 }
 
 impl Complete for PendingOutcome {
     /// Completes the record with the usage the response reported and why it failed, if it did;
     /// counts the tokens.
     fn complete(mut self, usage: Usage, error: Option<String>) {
+        if let Some(spans) = self.spans.take() {
+            spans.end(usage, error.as_deref());
+        }
         if let Some(outcome) = self.event.outcome.as_mut() {
             outcome.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
             outcome.input_tokens = usage.input_tokens;

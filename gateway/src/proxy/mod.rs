@@ -73,6 +73,7 @@ pub async fn handle(
         conn,
         snap.config.log.access,
         snap.config.audit.receipts,
+        &req,
     );
     // A debug-level span: at `info` it costs nothing; with `warden=debug` every line logged
     // during the request carries its request id and principal.
@@ -179,7 +180,7 @@ async fn interpret(
     if let Some(path) = shape.upstream_path() {
         head.uri = judged_uri(route, path, head.uri.query()).map_err(Refusal::UpstreamRequest)?;
     }
-    ex.interpreted(&verb, &resource, shape);
+    ex.interpreted(&verb, &resource, &facts, shape);
     let action = Action {
         principal,
         verb,
@@ -222,8 +223,11 @@ async fn credential(
     let ReadRequest { mut head, body } = request;
     let headers = std::mem::take(&mut head.headers);
     let rest = route.rest(head.uri.path());
-    inject::upstream_request(route, &head, headers, rest, body, credential.as_deref())
-        .map_err(Refusal::UpstreamRequest)
+    let mut outbound =
+        inject::upstream_request(route, &head, headers, rest, body, credential.as_deref())
+            .map_err(Refusal::UpstreamRequest)?;
+    ex.propagate(outbound.headers_mut());
+    Ok(outbound)
 }
 
 /// Forward: the request goes upstream over the worker's pooled client; wait for the response

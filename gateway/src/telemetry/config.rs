@@ -1,6 +1,12 @@
-//! `log:` process logs (not the audit log).
+//! `log:` process logs (not the audit log) and `traces:` OpenTelemetry spans.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::secrets::config::CredentialSource;
 
 /// `log:` process logs (not the audit log).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -30,5 +36,233 @@ impl Default for LogConfig {
             format: LogFormat::Json,
             access: false,
         }
+    }
+}
+
+/// `traces:` OpenTelemetry spans per request, exported over OTLP/HTTP (protobuf). Absent:
+/// no tracing, and `traceparent` passes upstream as the agent sent it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TracesConfig {
+    /// The collector's OTLP/HTTP traces URL, e.g. `http://127.0.0.1:4318/v1/traces`.
+    pub endpoint: String,
+    /// Headers sent with every export (a collector's or vendor's API key): each a plain value
+    /// or a secret source.
+    #[serde(default)]
+    pub headers: BTreeMap<String, HeaderSource>,
+    /// `service.name` of the spans' resource.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Share of new traces (no sampled parent decision from the agent) that are recorded:
+    /// 0.0 to 1.0. A `traceparent`'s sampled flag is honoured as it is.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+    /// Extra CA bundle (PEM) trusted for the collector's TLS, besides the system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Longest wait for one export (connect, TLS, answer).
+    #[serde(default = "default_export_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How finished spans are queued and sent.
+    #[serde(default)]
+    pub batch: BatchConfig,
+}
+
+/// `traces.batch:` the export queue.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Most finished spans waiting to be sent; beyond it spans are dropped (and counted),
+    /// never waited for.
+    pub max_queue_size: usize,
+    /// Most spans in one export.
+    pub max_export_batch_size: usize,
+    /// Longest a finished span waits for its batch to fill before it is sent.
+    #[serde(with = "humantime_serde")]
+    pub scheduled_delay: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_queue_size: 2048,
+            max_export_batch_size: 512,
+            scheduled_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The value of an export header: as written, or read from a secret source.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(
+    untagged,
+    expecting = "a header value: a string, or a secret source ({ env: NAME }, { file: PATH } or { vault: { ... } })"
+)]
+pub enum HeaderSource {
+    Value(String),
+    Secret(CredentialSource),
+}
+
+fn default_service_name() -> String {
+    "warden".into()
+}
+
+fn default_sample_ratio() -> f64 {
+    1.0
+}
+
+fn default_export_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl TracesConfig {
+    /// Returns `(key, message)` for every mistake in `traces:`.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
+        let mut err = |key: &str, message: String| errors.push((format!("traces.{key}"), message));
+        match http::Uri::try_from(self.endpoint.as_str()) {
+            Ok(uri)
+                if matches!(uri.scheme_str(), Some("http" | "https"))
+                    && uri.host().is_some_and(|h| !h.is_empty()) => {}
+            _ => err(
+                "endpoint",
+                format!(
+                    "\"{}\" is not an http:// or https:// URL; give the collector's OTLP/HTTP \
+                     traces URL, e.g. http://127.0.0.1:4318/v1/traces",
+                    crate::text::Quoted::of(&self.endpoint)
+                ),
+            ),
+        }
+        for (name, value) in &self.headers {
+            let key = format!("headers.{name}");
+            match http::HeaderName::try_from(name.as_str()) {
+                Err(_) => err(&key, "is not a valid HTTP header name".into()),
+                Ok(h) if RESERVED_HEADERS.contains(&h) => err(
+                    &key,
+                    "is set by Warden itself (content type, length, host, connection); remove it"
+                        .into(),
+                ),
+                Ok(_) => {}
+            }
+            match value {
+                HeaderSource::Value(v) if http::HeaderValue::try_from(v.as_str()).is_err() => {
+                    err(
+                        &key,
+                        "is not a valid HTTP header value (control characters?)".into(),
+                    );
+                }
+                HeaderSource::Secret(s) if s.names_principal() => err(
+                    &key,
+                    "a Vault path of an export header cannot name principal attributes: \
+                     exports serve every agent"
+                        .into(),
+                ),
+                _ => {}
+            }
+        }
+        if self.service_name.trim().is_empty() {
+            err("service_name", "must not be empty (default: warden)".into());
+        }
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            err(
+                "sample_ratio",
+                format!(
+                    "{} is not between 0.0 (no new traces) and 1.0 (every new trace)",
+                    self.sample_ratio
+                ),
+            );
+        }
+        if self.timeout.is_zero() {
+            err("timeout", "must be longer than zero (e.g. 10s)".into());
+        }
+        let batch = &self.batch;
+        if batch.max_queue_size == 0 {
+            err(
+                "batch.max_queue_size",
+                "must be at least 1 (e.g. 2048)".into(),
+            );
+        }
+        if batch.max_export_batch_size == 0 || batch.max_export_batch_size > batch.max_queue_size {
+            err(
+                "batch.max_export_batch_size",
+                format!(
+                    "must be between 1 and batch.max_queue_size ({})",
+                    batch.max_queue_size
+                ),
+            );
+        }
+        if batch.scheduled_delay.is_zero() {
+            err(
+                "batch.scheduled_delay",
+                "must be longer than zero (e.g. 5s)".into(),
+            );
+        }
+        errors
+    }
+}
+
+/// Headers an export sets itself.
+const RESERVED_HEADERS: [http::HeaderName; 5] = [
+    http::header::CONTENT_TYPE,
+    http::header::CONTENT_LENGTH,
+    http::header::HOST,
+    http::header::CONNECTION,
+    http::header::TRANSFER_ENCODING,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn traces(yaml: &str) -> TracesConfig {
+        serde_saphyr::from_str(yaml).expect("parses")
+    }
+
+    #[test]
+    fn defaults_sample_everything_and_name_the_service_warden() {
+        let t = traces("endpoint: http://127.0.0.1:4318/v1/traces\n");
+        assert_eq!(t.service_name, "warden");
+        assert_eq!(t.sample_ratio, 1.0);
+        assert_eq!(t.batch, BatchConfig::default());
+        assert!(t.validate().is_empty(), "{:?}", t.validate());
+    }
+
+    #[test]
+    fn header_values_are_plain_or_secret_sources() {
+        let t = traces(
+            "endpoint: https://otlp.example.com/v1/traces\n\
+             headers:\n  x-tenant: acme\n  x-api-key: { env: OTLP_KEY }\n",
+        );
+        assert_eq!(t.headers["x-tenant"], HeaderSource::Value("acme".into()));
+        assert_eq!(
+            t.headers["x-api-key"],
+            HeaderSource::Secret(CredentialSource::Env("OTLP_KEY".into()))
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_the_key_and_what_to_do() {
+        let t = traces(
+            "endpoint: 127.0.0.1:4318\nsample_ratio: 1.5\ntimeout: 0s\n\
+             headers: { content-type: text, \"bad name\": v, x-ok: \"a\\u0001b\" }\n\
+             batch: { max_queue_size: 10, max_export_batch_size: 20 }\n",
+        );
+        let errors = t.validate();
+        let keys: Vec<&str> = errors.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "traces.endpoint",
+                "traces.headers.bad name",
+                "traces.headers.content-type",
+                "traces.headers.x-ok",
+                "traces.sample_ratio",
+                "traces.timeout",
+                "traces.batch.max_export_batch_size",
+            ],
+            "{errors:?}"
+        );
+        assert!(errors[0].1.contains("http://127.0.0.1:4318/v1/traces"));
+        assert!(errors[4].1.contains("between 0.0"));
     }
 }

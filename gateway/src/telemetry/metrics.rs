@@ -54,6 +54,9 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// Requests in flight.
     pub in_flight: IntGauge,
+    /// Trace spans by what became of them (`exported`, `dropped`: the export queue was full,
+    /// `failed`: their export failed).
+    pub trace_spans: IntCounterVec,
     agents: Arc<LabelSet>,
     models: Arc<LabelSet>,
 }
@@ -199,6 +202,14 @@ impl Metrics {
         .expect("static metric definition");
         let in_flight = IntGauge::new("warden_requests_in_flight", "Requests in flight")
             .expect("static metric definition");
+        let trace_spans = IntCounterVec::new(
+            Opts::new(
+                "warden_trace_spans_total",
+                "Trace spans by result: exported, dropped (export queue full), failed (export failed)",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_seconds.clone()),
@@ -210,6 +221,7 @@ impl Metrics {
             Box::new(audit_failures.clone()),
             Box::new(reloads.clone()),
             Box::new(in_flight.clone()),
+            Box::new(trace_spans.clone()),
         ]
         .into_iter()
         .chain(crate::vault::metrics::VAULT.collectors())
@@ -228,6 +240,7 @@ impl Metrics {
             audit_failures,
             reloads,
             in_flight,
+            trace_spans,
             agents: Arc::new(LabelSet::new(AGENT_LABELS_MAX)),
             models: Arc::new(LabelSet::new(MODEL_LABELS_MAX)),
         }
@@ -274,6 +287,15 @@ impl Metrics {
                     .with_label_values(&[&*agent, &*model, kind])
                     .inc_by(n);
             }
+        }
+    }
+
+    /// The counters the trace export updates.
+    pub fn span_counters(&self) -> crate::telemetry::trace::SpanCounters {
+        crate::telemetry::trace::SpanCounters {
+            exported: self.trace_spans.with_label_values(&["exported"]),
+            dropped: self.trace_spans.with_label_values(&["dropped"]),
+            failed: self.trace_spans.with_label_values(&["failed"]),
         }
     }
 

@@ -209,6 +209,7 @@ impl Judging<'_> {
         ex.interpreted(
             &verb,
             &resource,
+            &facts,
             Shape::Mcp(McpShape {
                 id: id.to_value(),
                 deny_as_tool_result,
@@ -558,6 +559,7 @@ async fn list(
             &Resource::McpServer {
                 name: Arc::clone(&route.name),
             },
+            &Facts::None,
             Shape::Mcp(McpShape {
                 id: id.clone(),
                 deny_as_tool_result: false,
