@@ -550,34 +550,6 @@ async fn a_record_opensearch_rejects_is_dead_lettered_not_dropped() {
     assert!(metric(&text, "warden_siem_events_dead_lettered_total", "elastic").unwrap() >= 6.0);
 }
 
-/// Appends a checkpoint record to the log in `dir` (as the signed checkpoints will be: a
-/// chained record whose `detail` names the last seq it covers and that record's hash).
-fn append_checkpoint(dir: &Path) -> u64 {
-    let local = local_records(dir);
-    let (last_seq, last_id) = local.last().unwrap().clone();
-    let segment = {
-        let mut names: Vec<_> = std::fs::read_dir(dir)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-            .collect();
-        names.sort();
-        names.pop().unwrap()
-    };
-    let line = json!({
-        "seq": last_seq + 1, "prev": last_id, "time": "2026-12-04T00:00:00.000Z",
-        "kind": "checkpoint", "principal": {},
-        "detail": {"from": 1, "to": last_seq, "hash": last_id, "key_id": "e2e", "signature": "e2e"}
-    });
-    let mut text = std::fs::read(&segment).unwrap();
-    text.truncate(text.iter().position(|&b| b == 0).unwrap_or(text.len()));
-    text.extend_from_slice(line.to_string().as_bytes());
-    text.push(b'\n');
-    std::fs::write(&segment, text).unwrap();
-    last_seq + 1
-}
-
 #[tokio::test]
 async fn verify_against_the_siem_finds_a_rewritten_or_cut_local_log() {
     let upstream = FakeLlm::start().await.unwrap();
@@ -589,7 +561,6 @@ async fn verify_against_the_siem_finds_a_rewritten_or_cut_local_log() {
     chats(&warden, "verify-bot", 3).await;
     let setup = warden.stop_and_take_setup().await;
     let dir = setup.data_dir.join("audit");
-    let checkpoint = append_checkpoint(&dir);
     let mut warden = setup.spawn().unwrap();
     warden.wait_ready(Duration::from_secs(30)).await.unwrap();
     chats(&warden, "verify-bot", 2).await;
@@ -613,7 +584,7 @@ async fn verify_against_the_siem_finds_a_rewritten_or_cut_local_log() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("the local log matches the SIEM: 1 checkpoints"),
+        stdout.contains("the local log matches the SIEM"),
         "{stdout}"
     );
 
@@ -630,7 +601,7 @@ async fn verify_against_the_siem_finds_a_rewritten_or_cut_local_log() {
         if text.contains("\"kind\":\"checkpoint\"") {
             std::fs::write(
                 entry.path(),
-                text.replace("\"key_id\":\"e2e\"", "\"key_id\":\"e2x\""),
+                text.replace("\"signature\":\"", "\"signature\":\"x"),
             )
             .unwrap();
         }
@@ -639,7 +610,7 @@ async fn verify_against_the_siem_finds_a_rewritten_or_cut_local_log() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains(&format!("checkpoint (seq {checkpoint}) differs")),
+        stderr.contains("checkpoint (seq ") && stderr.contains(") differs"),
         "{stderr}"
     );
 

@@ -639,8 +639,12 @@ async fn the_token_signing_key_comes_from_vault_and_is_shared_by_replicas() {
     };
     assert_eq!(jwks(&first).await, jwks(&second).await);
     assert!(
-        !first.audit_dir().with_file_name("keys").exists(),
-        "no key file is created when the key comes from Vault"
+        !first
+            .audit_dir()
+            .with_file_name("keys")
+            .join("agent-signing.pem")
+            .exists(),
+        "no token key file is created when the key comes from Vault"
     );
     assert!(!first.output().contains("PRIVATE KEY"));
 }

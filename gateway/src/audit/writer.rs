@@ -669,12 +669,34 @@ impl Writer {
                     next => return next,
                 }
             };
-            match rx.recv_timeout(at.saturating_duration_since(now)) {
+            let wait = at.saturating_duration_since(now);
+            // A long wait (a checkpoint's interval) lets the outbox's pushers wake the writer,
+            // as an untimed sleep does; a short one ends before an outbox record is due.
+            let next = if wait > OUTBOX_DELAY {
+                self.sleep_timed(rx, wait)
+            } else {
+                rx.recv_timeout(wait)
+            };
+            match next {
+                Ok(Msg::Wake) => {}
                 Ok(msg) => return Some(Some(msg)),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return None,
             }
         }
+    }
+
+    /// Blocks for the next message for at most `wait`, woken by the outbox's pushers too.
+    fn sleep_timed(&self, rx: &Receiver<Msg>, wait: Duration) -> Result<Msg, RecvTimeoutError> {
+        let outbox = &self.shared.outbox;
+        outbox.set_sleeping(true);
+        if !outbox.is_empty() {
+            outbox.set_sleeping(false);
+            return Ok(Msg::Wake);
+        }
+        let next = rx.recv_timeout(wait);
+        outbox.set_sleeping(false);
+        next
     }
 
     /// Blocks for the next message with nothing to time. The outbox's pushers wake the
