@@ -664,16 +664,17 @@ impl Writer {
                 .flatten()
                 .min();
             let Some(at) = wake else {
-                match self.sleep_untimed(rx) {
-                    Some(Some(Msg::Wake)) => continue,
-                    next => return next,
+                match self.sleep(rx, None) {
+                    Ok(Msg::Wake) => continue,
+                    Ok(msg) => return Some(Some(msg)),
+                    Err(_) => return None,
                 }
             };
             let wait = at.saturating_duration_since(now);
             // A long wait (a checkpoint's interval) lets the outbox's pushers wake the writer,
             // as an untimed sleep does; a short one ends before an outbox record is due.
             let next = if wait > OUTBOX_DELAY {
-                self.sleep_timed(rx, wait)
+                self.sleep(rx, Some(wait))
             } else {
                 rx.recv_timeout(wait)
             };
@@ -686,29 +687,19 @@ impl Writer {
         }
     }
 
-    /// Blocks for the next message for at most `wait`, woken by the outbox's pushers too.
-    fn sleep_timed(&self, rx: &Receiver<Msg>, wait: Duration) -> Result<Msg, RecvTimeoutError> {
+    /// Blocks for the next message, for at most `wait` when given. The outbox's pushers wake
+    /// the writer (with [`Msg::Wake`]) only while it sleeps here.
+    fn sleep(&self, rx: &Receiver<Msg>, wait: Option<Duration>) -> Result<Msg, RecvTimeoutError> {
         let outbox = &self.shared.outbox;
         outbox.set_sleeping(true);
         if !outbox.is_empty() {
             outbox.set_sleeping(false);
             return Ok(Msg::Wake);
         }
-        let next = rx.recv_timeout(wait);
-        outbox.set_sleeping(false);
-        next
-    }
-
-    /// Blocks for the next message with nothing to time. The outbox's pushers wake the
-    /// writer (with [`Msg::Wake`]) only while it sleeps here.
-    fn sleep_untimed(&self, rx: &Receiver<Msg>) -> Option<Option<Msg>> {
-        let outbox = &self.shared.outbox;
-        outbox.set_sleeping(true);
-        if !outbox.is_empty() {
-            outbox.set_sleeping(false);
-            return Some(Some(Msg::Wake));
-        }
-        let next = rx.recv().ok().map(Some);
+        let next = match wait {
+            Some(wait) => rx.recv_timeout(wait),
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
         outbox.set_sleeping(false);
         next
     }
