@@ -78,6 +78,10 @@ impl Stack {
     }
 }
 
+/// A policy that forbids `openai/gpt-4.1` (`e2e-forbid-gpt41`, reason "no gpt-4.1"): a deny
+/// to provoke beside the stack's allows.
+pub const FORBID_GPT41: &str = "@id(\"e2e-forbid-gpt41\")\n@reason(\"no gpt-4.1\")\nforbid (principal, action, resource == Model::\"openai/gpt-4.1\");\n";
+
 /// A minimal OpenAI chat request body.
 pub fn openai_chat(model: &str, stream: bool) -> Value {
     let mut body = serde_json::json!({

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 use warden_e2e::fake_llm::{COMPLETION_TOKENS, PROMPT_TOKENS};
-use warden_e2e::stack::{AGENT, Stack, openai_chat};
+use warden_e2e::stack::{AGENT, FORBID_GPT41, Stack, openai_chat};
 
 /// The value of the sample whose line starts with `name{` and contains every label.
 fn sample(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
@@ -17,14 +17,9 @@ fn sample(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
 
 #[tokio::test]
 async fn health_readiness_and_metrics_count_requests_and_tokens() {
-    let s = Stack::start_with(|b| {
-        b.policy(
-            "e2e-forbid.cedar",
-            "@id(\"e2e-forbid-gpt41\")\n@reason(\"no gpt-4.1\")\nforbid (principal, action, resource == Model::\"openai/gpt-4.1\");\n",
-        )
-    })
-    .await
-    .unwrap();
+    let s = Stack::start_with(|b| b.policy("e2e-forbid.cedar", FORBID_GPT41))
+        .await
+        .unwrap();
     for path in ["/healthz", "/readyz"] {
         let response = s
             .warden

@@ -3,19 +3,14 @@
 
 use serde_json::Value;
 use std::time::Duration;
-use warden_e2e::stack::{Stack, openai_chat};
+use warden_e2e::stack::{FORBID_GPT41, Stack, openai_chat};
 use warden_e2e::warden::run_bounded;
 
 #[tokio::test]
 async fn audit_verify_passes_on_the_produced_log_and_fails_after_an_edit() {
-    let mut s = Stack::start_with(|b| {
-        b.policy(
-            "e2e-forbid.cedar",
-            "@id(\"e2e-forbid-gpt41\")\n@reason(\"no gpt-4.1\")\nforbid (principal, action, resource == Model::\"openai/gpt-4.1\");\n",
-        )
-    })
-    .await
-    .unwrap();
+    let mut s = Stack::start_with(|b| b.policy("e2e-forbid.cedar", FORBID_GPT41))
+        .await
+        .unwrap();
     for model in ["gpt-4o-mini", "gpt-4.1", "gpt-4o-mini"] {
         let response = s
             .post("/openai/chat/completions", &openai_chat(model, false))
@@ -127,14 +122,9 @@ async fn audit_cli(s: &Stack, args: &[&str]) -> Vec<Value> {
 #[tokio::test]
 async fn audit_tail_export_and_search_read_the_log_in_siem_shapes() {
     use warden_e2e::stack::AGENT;
-    let s = Stack::start_with(|b| {
-        b.policy(
-            "e2e-forbid.cedar",
-            "@id(\"e2e-forbid-gpt41\")\n@reason(\"no gpt-4.1\")\nforbid (principal, action, resource == Model::\"openai/gpt-4.1\");\n",
-        )
-    })
-    .await
-    .unwrap();
+    let s = Stack::start_with(|b| b.policy("e2e-forbid.cedar", FORBID_GPT41))
+        .await
+        .unwrap();
     for model in ["gpt-4o-mini", "gpt-4.1"] {
         let response = s
             .post("/openai/chat/completions", &openai_chat(model, false))

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 use std::time::Duration;
-use warden_e2e::stack::{Stack, openai_chat};
+use warden_e2e::stack::{FORBID_GPT41, Stack, openai_chat};
 use warden_e2e::warden::run_bounded;
 
 async fn warden_cli(s: &Stack, args: &[&str]) -> std::process::Output {
@@ -16,14 +16,9 @@ async fn warden_cli(s: &Stack, args: &[&str]) -> std::process::Output {
 
 #[tokio::test]
 async fn receipts_verify_independently_and_match_the_signed_log() {
-    let mut s = Stack::start_with(|b| {
-        b.policy(
-            "e2e-forbid.cedar",
-            "@id(\"e2e-forbid-gpt41\")\n@reason(\"no gpt-4.1\")\nforbid (principal, action, resource == Model::\"openai/gpt-4.1\");\n",
-        )
-    })
-    .await
-    .unwrap();
+    let mut s = Stack::start_with(|b| b.policy("e2e-forbid.cedar", FORBID_GPT41))
+        .await
+        .unwrap();
     let mut receipts = Vec::new();
     for (model, status) in [("gpt-4o-mini", 200), ("gpt-4.1", 200)] {
         let response = s
