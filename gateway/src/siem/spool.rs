@@ -314,12 +314,8 @@ mod tests {
         }
     }
 
-    fn seqs(entries: &[Entry]) -> Vec<u64> {
-        entries.iter().map(|e| e.seq).collect()
-    }
-
-    #[tokio::test]
-    async fn reads_in_batches_across_rotation_and_resumes_from_a_cursor() {
+    /// A closed log of 30 records in segments of 1500 bytes.
+    async fn rotated_log() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let config = AuditConfig {
             segment_bytes: 1500,
@@ -328,6 +324,16 @@ mod tests {
         let log = AuditLog::open(dir.path(), &config).unwrap();
         append(&log, 30).await;
         log.close().await.unwrap();
+        dir
+    }
+
+    fn seqs(entries: &[Entry]) -> Vec<u64> {
+        entries.iter().map(|e| e.seq).collect()
+    }
+
+    #[tokio::test]
+    async fn reads_in_batches_across_rotation_and_resumes_from_a_cursor() {
+        let dir = rotated_log().await;
         assert!(segments(dir.path()).unwrap().len() > 2, "rotated");
         let mut spool = Spool::new(dir.path(), "s", &Cursor::default());
         let head = spool.durable_head().unwrap();
@@ -365,14 +371,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cursor_into_a_removed_segment_resumes_at_the_next_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = AuditConfig {
-            segment_bytes: 1500,
-            ..AuditConfig::default()
-        };
-        let log = AuditLog::open(dir.path(), &config).unwrap();
-        append(&log, 30).await;
-        log.close().await.unwrap();
+        let dir = rotated_log().await;
         let list = segments(dir.path()).unwrap();
         let mut spool = Spool::new(dir.path(), "s", &Cursor::default());
         let mut batch = Vec::new();
