@@ -101,13 +101,19 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     // The audit key may be in Vault: the log opens once the snapshot's secret store exists.
     let signer = audit_signer(&snapshot).await?;
     let audit_dir = audit_dir(&snapshot.config);
-    let audit =
-        AuditLog::open_signed(&audit_dir, &snapshot.config.audit, signer).map_err(|source| {
-            ServeError::Audit {
-                dir: audit_dir.clone(),
-                source,
-            }
-        })?;
+    let sinks = snapshot
+        .config
+        .siem
+        .sinks
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    let audit = AuditLog::open_signed(&audit_dir, &snapshot.config.audit, signer, sinks).map_err(
+        |source| ServeError::Audit {
+            dir: audit_dir.clone(),
+            source,
+        },
+    )?;
     for route in snapshot.routes.iter() {
         if let Some(e) = route.credential.as_ref().and_then(|c| c.unavailable()) {
             tracing::warn!(route = %route.name, error = %e, "route has no upstream credential; its requests will be refused with 503 until it is configured");

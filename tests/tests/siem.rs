@@ -725,3 +725,125 @@ async fn records_reach_syslog_over_tcp_and_tls_as_rfc_5424_messages() {
         json_body.data["warden@32473"]["id"].as_str()
     );
 }
+
+/// One chat request's status and body.
+async fn chat_status(warden: &Warden, token: &str, i: usize) -> (u16, Value) {
+    let r = warden
+        .http()
+        .post(warden.url("/openai/chat/completions"))
+        .bearer_auth(token)
+        .json(&openai_chat(&format!("full-{i}"), false))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_log_at_its_bound_refuses_while_splunk_is_down_and_recovers_once_it_has_shipped() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = store_dir.path().join("indexed.jsonl");
+    let port = free_port().unwrap();
+    let hec = hec_process(port, &store).await;
+    let sink = quick(json!({
+        "name": "splunk",
+        "splunk_hec": {
+            "url": format!("http://127.0.0.1:{port}"),
+            "token": {"env": "HEC_TOKEN"},
+            "ack_interval": "50ms",
+            "timeout": "1s",
+        }
+    }));
+    let warden = WardenBuilder::new(&upstream)
+        .set("/siem", json!({"poll_interval": "20ms", "sinks": [sink]}))
+        .set("/audit/segment_bytes", json!(8192))
+        .set("/audit/retention", json!({"max_bytes": 65536}))
+        .env("HEC_TOKEN", HEC_TOKEN)
+        .start()
+        .await
+        .unwrap();
+    let token = warden.token("bound-bot").await.unwrap();
+    let dir = warden.audit_dir();
+    // While Splunk is up, the oldest segments are shipped and go (a request refused while
+    // Splunk lags behind the bound is tried again).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for i in 0..80 {
+        while let (503, body) = chat_status(&warden, &token, i).await {
+            assert!(body.to_string().contains("audit_full"), "{body}");
+            assert!(Instant::now() < deadline, "refused for 30 s with Splunk up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    wait_until(
+        Duration::from_secs(20),
+        "no segment deleted while Splunk was up",
+        || !dir.join("audit-000001.jsonl").exists(),
+    )
+    .await;
+
+    // Splunk goes away: the log fills up and decisions are refused, fail closed.
+    drop(hec);
+    let mut refused = None;
+    for i in 0..2000 {
+        let (status, body) = chat_status(&warden, &token, i).await;
+        if status == 503 {
+            refused = Some(body);
+            break;
+        }
+        assert_eq!(status, 200, "{body}");
+    }
+    let body = refused.expect("the bounded log never refused a request");
+    assert!(body.to_string().contains("audit_full"), "{body}");
+    let ready = warden
+        .http()
+        .get(warden.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    let metrics = warden.metrics().await.unwrap();
+    assert!(metrics.contains("warden_audit_full 1"), "{metrics}");
+    let kept = local_records(&dir);
+
+    // Splunk is back: what it acknowledges goes, and requests are served again by themselves.
+    let _hec = hec_process(port, &store).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut i = 0;
+    loop {
+        i += 1;
+        let (status, body) = chat_status(&warden, &token, 10_000 + i).await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still refused: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Nothing was deleted before Splunk had it.
+    let have: HashSet<String> = indexed(&store)
+        .iter()
+        .filter_map(|e| e["fields"]["event_id"].as_str().map(str::to_owned))
+        .collect();
+    let now_local: HashSet<u64> = local_records(&dir).iter().map(|(s, _)| *s).collect();
+    for (seq, id) in &kept {
+        assert!(
+            now_local.contains(seq) || have.contains(id),
+            "record {seq} was deleted before Splunk received it"
+        );
+    }
+    let setup = warden.stop_and_take_setup().await;
+    let mut cmd = setup.command();
+    cmd.args(["audit", "verify"])
+        .arg(&dir)
+        .args(["--require-signed", "--key"])
+        .arg(setup.data_dir.join("keys/audit-signing.pem"));
+    let out = run_bounded(cmd, Duration::from_secs(30)).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("removed by retention"), "{stdout}");
+}

@@ -44,6 +44,14 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
         )
             .into_response();
     }
+    if shared.audit.is_full() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the audit log is full (audit.retention.max_bytes) and a SIEM sink has \
+             not received its oldest segments, so decisions are refused; see the process log\n",
+        )
+            .into_response();
+    }
     (StatusCode::OK, "ready\n").into_response()
 }
 
@@ -106,6 +114,7 @@ mod tests {
             &config.audit,
             faults.clone(),
             None,
+            Vec::new(),
         )
         .unwrap();
         let snapshot = Snapshot::build(config, None).await.unwrap();

@@ -25,6 +25,20 @@ pub struct Chain {
     records: u64,
     /// Checkpoints checked on the way (`verify`), if they are.
     signatures: Option<Signatures>,
+    /// What `retention` records on the way say was removed: each segment's last seq and
+    /// hash, with the seq of the record that says so.
+    removed: Vec<Removed>,
+}
+
+/// A segment a `retention` record says was removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Removed {
+    /// Its last record's seq.
+    pub last: u64,
+    /// Its last record's hash.
+    pub hash: Hash,
+    /// The seq of the `retention` record.
+    pub by: u64,
 }
 
 /// What the checkpoints on the way covered.
@@ -156,7 +170,23 @@ impl Chain {
             anchor,
             records: 0,
             signatures: None,
+            removed: Vec::new(),
         }
+    }
+
+    /// A whole log whose beginning retention removed: it starts at `seq`, chained to `prev`
+    /// (what a `retention` record must then account for, see [`Chain::removed`]).
+    pub fn signed_from(anchor: Option<Anchor>, keys: Keys, seq: u64, prev: Hash) -> Chain {
+        Chain {
+            next_seq: Some(seq),
+            prev,
+            ..Chain::signed(anchor, keys)
+        }
+    }
+
+    /// The segments `retention` records walked so far say were removed.
+    pub fn removed(&self) -> &[Removed] {
+        &self.removed
     }
 
     /// A whole log whose checkpoints are checked with `keys`.
@@ -238,6 +268,19 @@ impl Chain {
             && let Err(problem) = signatures.record(fields.seq, &fields.prev.0, line)
         {
             return Err(VerifyError::Tampered { at, problem });
+        }
+        if memchr::memmem::find(line, br#""kind":"retention""#).is_some() {
+            let event: serde_json::Value =
+                serde_json::from_slice(line).map_err(|e| VerifyError::Tampered {
+                    at: at.clone(),
+                    problem: Problem::Malformed(format!("retention record: {e}")),
+                })?;
+            let by = fields.seq;
+            self.removed.extend(
+                super::retention::removed_ends(&event["detail"])
+                    .into_iter()
+                    .map(|(last, hash)| Removed { last, hash, by }),
+            );
         }
         let hash = hash_line(line);
         if let Some(anchor) = self.anchor

@@ -61,6 +61,40 @@ pub struct AuditConfig {
     pub signing: SigningConfig,
     /// Answer every decided request with `x-warden-receipt`, a signed receipt of its decision.
     pub receipts: bool,
+    /// When closed segments are deleted, and what happens when the log reaches its bound.
+    pub retention: RetentionConfig,
+}
+
+/// What happens when the log reaches `audit.retention.max_bytes` and no segment can be
+/// deleted because a SIEM sink has not acknowledged it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Decisions fail closed: requests are refused (503 `audit_full`) until a sink catches up
+    /// and retention can delete; nothing unshipped is deleted.
+    #[default]
+    Refuse,
+    /// The oldest segments are deleted even though a sink has not received them; the
+    /// retention record names, per sink, the records it will never receive.
+    DeleteUnshipped,
+}
+
+/// `audit.retention:` which closed segments are deleted. A segment is deleted only once every
+/// configured SIEM sink has acknowledged all of it (its cursor is past it), and only after a
+/// signed `retention` record naming what goes is on disk, so `warden audit verify` accepts a
+/// log whose beginning retention removed, and nothing else.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Delete closed segments whose last record is older than this. Default: never.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Option<Duration>,
+    /// Keep the log's segment files under this many bytes, deleting the oldest closed ones.
+    /// Default: no bound (the file system's free space is the bound; a full disk fails
+    /// commits, and `fail_closed` refuses requests).
+    pub max_bytes: Option<u64>,
+    /// At `max_bytes` with nothing deletable: `refuse` (the default) or `delete_unshipped`.
+    pub when_full: WhenFull,
 }
 
 /// `audit.signing:` the key that signs checkpoints and receipts, and how often checkpoints
@@ -103,6 +137,7 @@ impl Default for AuditConfig {
             segment_max_age: DEFAULT_SEGMENT_MAX_AGE,
             signing: SigningConfig::default(),
             receipts: true,
+            retention: RetentionConfig::default(),
         }
     }
 }

@@ -60,6 +60,18 @@ pub enum AuditError {
     /// The event could not be serialized.
     #[error("audit event cannot be serialized as JSON: {0}")]
     Unencodable(#[source] serde_json::Error),
+    /// The log is at `audit.retention.max_bytes`, what is left has not reached every SIEM
+    /// sink, and `when_full` is `refuse`: decisions are refused until a sink catches up.
+    #[error(
+        "the audit log is full: it is at audit.retention.max_bytes ({max_bytes} bytes) and a \
+         SIEM sink has not received its oldest segments, so decisions are refused \
+         (audit.retention.when_full: refuse); see warden_siem_lag_events for the sink that \
+         lags, raise max_bytes, or choose when_full: delete_unshipped"
+    )]
+    Full {
+        /// The bound.
+        max_bytes: u64,
+    },
     /// The log was closed (or its writer stopped).
     #[error("the audit log is closed; no more records can be written")]
     Closed,

@@ -25,6 +25,10 @@ pub enum EventKind {
     /// A signed checkpoint: the detail holds the seq range it covers, the hash of its last
     /// record, the key id and the Ed25519 signature (`audit/checkpoint.rs`).
     Checkpoint,
+    /// Retention removes the oldest segments: the detail names each (its first and last seq,
+    /// the last record's hash), why (`max_age`, `max_bytes`, `when_full`) and, when a sink
+    /// had not received them, what it lost (`audit/retention.rs`).
+    Retention,
 }
 
 impl EventKind {
@@ -37,6 +41,7 @@ impl EventKind {
             EventKind::System => "system",
             EventKind::ToolChange => "tool_change",
             EventKind::Checkpoint => "checkpoint",
+            EventKind::Retention => "retention",
         }
     }
 }

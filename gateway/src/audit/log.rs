@@ -19,10 +19,11 @@ use super::outbox::Pushed;
 use super::receipt::{Receipt, Receipts};
 use super::record::Hash;
 use super::recover::recover;
+use super::retention::Retention;
 use super::segment_file::SegmentFile;
 use super::signer::Signer;
 use super::stats::CommitStats;
-use super::writer::{Msg, Settings, Shared, Writer};
+use super::writer::{FULL_HARD, FULL_REFUSE, Msg, Settings, Shared, Writer};
 
 /// File locked while a writer owns the directory.
 const LOCK_FILE: &str = "audit.lock";
@@ -53,17 +54,20 @@ impl AuditLog {
     /// Opens (creating) the log in `dir`, recovers the chain head from the last segment,
     /// starts the writer thread. Blocking: call it at start-up, before serving.
     pub fn open(dir: &Path, cfg: &AuditConfig) -> Result<AuditLog, AuditError> {
-        Self::open_with(dir, cfg, Arc::default(), None)
+        Self::open_with(dir, cfg, Arc::default(), None, Vec::new())
     }
 
     /// Opens the log as [`open`](Self::open) does, signed with `signer`: the writer appends
     /// signed checkpoints (`audit.signing`), and [`receipt`](Self::receipt) signs receipts.
+    /// Retention (`audit.retention`) keeps every segment the SIEM sinks named in `sinks` have
+    /// not acknowledged (their cursors); cursors of other names are not waited for.
     pub fn open_signed(
         dir: &Path,
         cfg: &AuditConfig,
         signer: Arc<Signer>,
+        sinks: Vec<String>,
     ) -> Result<AuditLog, AuditError> {
-        Self::open_with(dir, cfg, Arc::default(), Some(signer))
+        Self::open_with(dir, cfg, Arc::default(), Some(signer), sinks)
     }
 
     pub(crate) fn open_with(
@@ -71,6 +75,7 @@ impl AuditLog {
         cfg: &AuditConfig,
         faults: Arc<Faults>,
         signer: Option<Arc<Signer>>,
+        sinks: Vec<String>,
     ) -> Result<AuditLog, AuditError> {
         fs::create_dir_all(dir).map_err(|source| AuditError::Io {
             action: "create",
@@ -111,6 +116,8 @@ impl AuditLog {
             segment_bytes: limit,
             segment_max_age: cfg.segment_max_age,
             checkpoints,
+            retention: Retention::new(&cfg.retention, sinks),
+            max_bytes: cfg.retention.max_bytes.unwrap_or(0),
         };
         let mut writer = Writer::new(
             dir.to_path_buf(),
@@ -174,16 +181,23 @@ impl AuditLog {
         &self,
         event: AuditEvent,
     ) -> impl Future<Output = Result<u64, AuditError>> + Send + 'static {
+        let shared = &self.inner.shared;
+        let full = shared.full.load(std::sync::atomic::Ordering::Acquire) >= FULL_REFUSE;
+        let max_bytes = shared.max_bytes;
         let (done, committed) = answer::waiter();
-        let sent = self
-            .inner
-            .tx
-            .send(Msg::Append {
-                event,
-                done: Some(done),
-            })
-            .is_ok();
+        let sent = !full
+            && self
+                .inner
+                .tx
+                .send(Msg::Append {
+                    event,
+                    done: Some(done),
+                })
+                .is_ok();
         async move {
+            if full {
+                return Err(AuditError::Full { max_bytes });
+            }
             if !sent {
                 return Err(AuditError::Closed);
             }
@@ -197,6 +211,10 @@ impl AuditLog {
     /// `warden_audit_records_lost_total`.
     pub fn append_detached(&self, event: AuditEvent) {
         let shared = &self.inner.shared;
+        if shared.full.load(std::sync::atomic::Ordering::Acquire) == FULL_HARD {
+            shared.stats.lost.inc();
+            return;
+        }
         match shared.outbox.push(event) {
             Pushed::Queued => {}
             Pushed::WakeWriter => {
@@ -243,6 +261,13 @@ impl AuditLog {
         use std::sync::atomic::Ordering::Acquire;
         let shared = &self.inner.shared;
         shared.alive.load(Acquire) && !shared.failing.load(Acquire)
+    }
+
+    /// Whether the log is full (`audit.retention.when_full: refuse`): decisions are refused
+    /// until a SIEM sink catches up and retention deletes what it has received.
+    pub fn is_full(&self) -> bool {
+        use std::sync::atomic::Ordering::Acquire;
+        self.inner.shared.full.load(Acquire) >= FULL_REFUSE
     }
 
     /// The writer's commit counters (for `/metrics`).

@@ -24,6 +24,7 @@ pub mod read;
 pub mod receipt;
 mod record;
 mod recover;
+pub mod retention;
 mod segment;
 mod segment_file;
 pub mod shape;
@@ -37,6 +38,8 @@ pub use log::AuditLog;
 pub use record::Hash;
 pub use verify::{VerifyOptions, VerifyReport, verify, verify_with};
 
+#[cfg(test)]
+mod retention_tests;
 #[cfg(test)]
 mod signed_tests;
 #[cfg(test)]

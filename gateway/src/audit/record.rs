@@ -35,7 +35,7 @@ fn hex_bytes(hash: &Hash) -> [u8; 64] {
     out
 }
 
-fn from_hex(text: &str) -> Option<Hash> {
+pub(super) fn from_hex(text: &str) -> Option<Hash> {
     let bytes = text.as_bytes();
     if bytes.len() != 64 {
         return None;

@@ -106,6 +106,7 @@ pub fn ecs(record: &Record) -> Value {
         "rejected" => ("authentication", "denied"),
         "outcome" => ("web", "access"),
         "tool_change" => ("configuration", "change"),
+        "retention" => ("file", "deletion"),
         _ => ("process", "info"),
     };
     put(&mut doc, "event.category", json!([category]));

@@ -21,29 +21,29 @@ use super::verify::{VerifyOptions, VerifyReport, verify_with};
 
 const KEY: [u8; 32] = [9; 32];
 
-fn signer() -> Arc<Signer> {
+pub(super) fn signer() -> Arc<Signer> {
     Arc::new(Signer::new(SigningKey::from_bytes(&KEY)))
 }
 
-fn keys() -> Keys {
+pub(super) fn keys() -> Keys {
     Keys::one(SigningKey::from_bytes(&KEY).verifying_key())
 }
 
-fn strict() -> VerifyOptions {
+pub(super) fn strict() -> VerifyOptions {
     VerifyOptions {
         keys: keys(),
         require_signed: true,
     }
 }
 
-fn lenient() -> VerifyOptions {
+pub(super) fn lenient() -> VerifyOptions {
     VerifyOptions {
         keys: keys(),
         require_signed: false,
     }
 }
 
-fn config(every: u64) -> AuditConfig {
+pub(super) fn config(every: u64) -> AuditConfig {
     AuditConfig {
         signing: SigningConfig {
             checkpoint_records: every,
@@ -54,7 +54,7 @@ fn config(every: u64) -> AuditConfig {
     }
 }
 
-fn event(i: u64) -> AuditEvent {
+pub(super) fn event(i: u64) -> AuditEvent {
     let mut event = AuditEvent::now(EventKind::Decision);
     event.request_id = format!("req-{i}").into();
     event.action = "llm:chat".into();
@@ -63,10 +63,10 @@ fn event(i: u64) -> AuditEvent {
 }
 
 /// A closed signed log of `n` appended records (plus its checkpoints).
-async fn signed_log(n: u64, cfg: &AuditConfig) -> (tempfile::TempDir, PathBuf) {
+pub(super) async fn signed_log(n: u64, cfg: &AuditConfig) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("audit");
-    let log = AuditLog::open_signed(&dir, cfg, signer()).unwrap();
+    let log = AuditLog::open_signed(&dir, cfg, signer(), Vec::new()).unwrap();
     for i in 1..=n {
         log.append(event(i)).await.unwrap();
     }
@@ -74,11 +74,11 @@ async fn signed_log(n: u64, cfg: &AuditConfig) -> (tempfile::TempDir, PathBuf) {
     (tmp, dir)
 }
 
-fn segment(dir: &Path, n: u64) -> PathBuf {
+pub(super) fn segment(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("audit-{n:06}.jsonl"))
 }
 
-fn lines(path: &Path) -> Vec<String> {
+pub(super) fn lines(path: &Path) -> Vec<String> {
     fs::read_to_string(path)
         .unwrap()
         .lines()
@@ -86,18 +86,18 @@ fn lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
-fn write_lines(path: &Path, lines: &[String]) {
+pub(super) fn write_lines(path: &Path, lines: &[String]) {
     fs::write(path, lines.join("\n") + "\n").unwrap();
 }
 
-fn kind(line: &str) -> String {
+pub(super) fn kind(line: &str) -> String {
     let v: Value = serde_json::from_str(line).unwrap();
     v["kind"].as_str().unwrap().to_owned()
 }
 
 /// Recomputes every `prev` from line `from` on, as someone who rewrites the file would, and
 /// moves `head.json` along.
-fn rechain(dir: &Path, path: &Path, lines: &mut [String], from: usize) {
+pub(super) fn rechain(dir: &Path, path: &Path, lines: &mut [String], from: usize) {
     for i in from.max(1)..lines.len() {
         let mut v: Value = serde_json::from_str(&lines[i]).unwrap();
         v["prev"] = Value::String(to_hex(&hash_line(lines[i - 1].as_bytes())));
@@ -109,7 +109,7 @@ fn rechain(dir: &Path, path: &Path, lines: &mut [String], from: usize) {
     anchor::write(dir, seq, &hash_line(last.as_bytes())).unwrap();
 }
 
-fn tampered(result: Result<VerifyReport, VerifyError>) -> (u64, Problem) {
+pub(super) fn tampered(result: Result<VerifyReport, VerifyError>) -> (u64, Problem) {
     match result {
         Err(VerifyError::Tampered { at, problem }) => (at.seq.unwrap_or(0), problem),
         other => panic!("expected a tampered log, got {other:?}"),
@@ -140,7 +140,7 @@ async fn a_checkpoint_follows_within_the_interval_while_the_log_runs() {
     let dir = tmp.path().join("audit");
     let mut cfg = config(1000);
     cfg.signing.checkpoint_interval = Duration::from_millis(50);
-    let log = AuditLog::open_signed(&dir, &cfg, signer()).unwrap();
+    let log = AuditLog::open_signed(&dir, &cfg, signer(), Vec::new()).unwrap();
     for i in 1..=3 {
         log.append(event(i)).await.unwrap();
     }
@@ -173,7 +173,7 @@ async fn every_segment_ends_with_a_checkpoint_and_reopening_continues_signed() {
         let all = lines(&segment(&dir, n));
         assert_eq!(kind(all.last().unwrap()), "checkpoint", "segment {n}");
     }
-    let log = AuditLog::open_signed(&dir, &cfg, signer()).unwrap();
+    let log = AuditLog::open_signed(&dir, &cfg, signer(), Vec::new()).unwrap();
     log.append(event(31)).await.unwrap();
     log.close().await.unwrap();
     let again = verify_with(&dir, &strict()).unwrap();
@@ -270,7 +270,7 @@ async fn records_a_killed_writer_left_unsigned_stay_unsigned() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("audit");
     let cfg = config(1000);
-    let log = AuditLog::open_signed(&dir, &cfg, signer()).unwrap();
+    let log = AuditLog::open_signed(&dir, &cfg, signer(), Vec::new()).unwrap();
     for i in 1..=4 {
         log.append(event(i)).await.unwrap();
     }
@@ -283,7 +283,7 @@ async fn records_a_killed_writer_left_unsigned_stay_unsigned() {
     }
     log.close().await.unwrap();
 
-    let log = AuditLog::open_signed(&crashed, &cfg, signer()).unwrap();
+    let log = AuditLog::open_signed(&crashed, &cfg, signer(), Vec::new()).unwrap();
     log.append(event(5)).await.unwrap();
     log.close().await.unwrap();
     let report = verify_with(&crashed, &lenient()).unwrap();

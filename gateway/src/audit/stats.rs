@@ -3,7 +3,7 @@
 //! `/metrics`; an operator watches these to see the disk's flush latency, how well group
 //! commit batches, and whether any record nobody waited for was lost.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, core::Collector};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, core::Collector};
 
 /// Commit time buckets in seconds, from 50 µs (a fast fdatasync) to 1 s (a stalled disk).
 const COMMIT_BUCKETS: &[f64] = &[
@@ -24,6 +24,15 @@ pub struct CommitStats {
     /// Records nobody waited for (outcomes, rejections, system records) that could not be
     /// written: a failed commit's, or appended once the log was closed.
     pub lost: IntCounter,
+    /// Bytes of segment files, as retention last measured them (0 without retention).
+    pub bytes: IntGauge,
+    /// 1 while the log is full and decisions are refused (`when_full: refuse`).
+    pub full: IntGauge,
+    /// Segments retention deleted.
+    pub deleted_segments: IntCounter,
+    /// Records retention deleted before every sink had received them (`delete_unshipped`),
+    /// counted once per sink.
+    pub deleted_unshipped: IntCounter,
 }
 
 impl CommitStats {
@@ -59,6 +68,28 @@ impl CommitStats {
                  could not be written",
             )
             .expect("static metric definition"),
+            bytes: IntGauge::new(
+                "warden_audit_bytes",
+                "Bytes of audit segment files, as retention last measured them",
+            )
+            .expect("static metric definition"),
+            full: IntGauge::new(
+                "warden_audit_full",
+                "1 while the audit log is at audit.retention.max_bytes with nothing deletable \
+                 and decisions are refused",
+            )
+            .expect("static metric definition"),
+            deleted_segments: IntCounter::new(
+                "warden_audit_retention_deleted_segments_total",
+                "Audit segments deleted by retention",
+            )
+            .expect("static metric definition"),
+            deleted_unshipped: IntCounter::new(
+                "warden_audit_retention_unshipped_records_total",
+                "Audit records retention deleted before a SIEM sink received them \
+                 (when_full: delete_unshipped), once per sink",
+            )
+            .expect("static metric definition"),
         }
     }
 
@@ -70,6 +101,10 @@ impl CommitStats {
             Box::new(self.commit_seconds.clone()),
             Box::new(self.flush_seconds.clone()),
             Box::new(self.lost.clone()),
+            Box::new(self.bytes.clone()),
+            Box::new(self.full.clone()),
+            Box::new(self.deleted_segments.clone()),
+            Box::new(self.deleted_unshipped.clone()),
         ]
     }
 }

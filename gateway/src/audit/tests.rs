@@ -51,7 +51,7 @@ fn log_with_faults_and(cfg: &AuditConfig) -> (tempfile::TempDir, PathBuf, Arc<Fa
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("audit");
     let faults = Arc::new(Faults::default());
-    let log = AuditLog::open_with(&dir, cfg, faults.clone(), None).unwrap();
+    let log = AuditLog::open_with(&dir, cfg, faults.clone(), None, Vec::new()).unwrap();
     (tmp, dir, faults, log)
 }
 

@@ -8,8 +8,8 @@ use super::anchor::{self, ANCHOR_FILE, AnchorReadError};
 use super::chain::Chain;
 use super::checkpoint::Keys;
 use super::error::{Location, Problem, TruncationEvidence, VerifyError};
-use super::record::{GENESIS, Hash, to_hex};
-use super::segment::list_segments;
+use super::record::{ChainFields, GENESIS, Hash, to_hex};
+use super::segment::{Line, Lines, list_segments};
 
 /// How to verify.
 #[derive(Debug, Clone, Default)]
@@ -38,6 +38,9 @@ pub struct VerifyReport {
     pub signatures_checked: bool,
     /// Records no checkpoint covers: first and last seq of each range.
     pub unsigned: Vec<(u64, u64)>,
+    /// Retention removed the log's beginning: the last seq removed, and the seq of the
+    /// `retention` record that says so.
+    pub removed: Option<(u64, u64)>,
 }
 
 impl fmt::Display for VerifyReport {
@@ -50,6 +53,12 @@ impl fmt::Display for VerifyReport {
             self.head_seq,
             to_hex(&self.head_hash)
         )?;
+        if let Some((last, by)) = self.removed {
+            write!(
+                f,
+                "; seq 1 to {last} removed by retention (retention record seq {by})"
+            )?;
+        }
         write!(f, "; {} signed checkpoints", self.checkpoints)?;
         if !self.signatures_checked {
             f.write_str(
@@ -104,7 +113,18 @@ pub fn verify_with(dir: &Path, options: &VerifyOptions) -> Result<VerifyReport, 
             dir: dir.to_path_buf(),
         });
     }
-    let mut chain = Chain::signed(anchor, options.keys.clone());
+    // A log whose first record is not seq 1 must be one retention shortened: walk it from
+    // there, and find the `retention` record that removed what precedes it.
+    let start = match segments.first() {
+        Some((_, name)) => first_record(dir, name)?,
+        None => None,
+    };
+    let mut chain = match start {
+        Some((seq, prev, _)) if seq > 1 => {
+            Chain::signed_from(anchor, options.keys.clone(), seq, prev)
+        }
+        _ => Chain::signed(anchor, options.keys.clone()),
+    };
     for (_, name) in &segments {
         let walked = chain.walk_segment(dir, name)?;
         if let Some(problem) = walked.tail_problem(name) {
@@ -121,6 +141,13 @@ pub fn verify_with(dir: &Path, options: &VerifyOptions) -> Result<VerifyReport, 
             )
         }
         None => (0, Vec::new()),
+    };
+    // With keys, only a retention record under a valid checkpoint accounts for a removal: an
+    // unsigned one could have been added by whoever deleted the segments.
+    let signed_only = (!options.keys.is_empty()).then_some(unsigned.as_slice());
+    let removed = match start {
+        Some((seq, prev, at)) if seq > 1 => Some(accounted(&chain, seq, &prev, at, signed_only)?),
+        _ => None,
     };
     match anchor {
         None => Err(VerifyError::AnchorMissing {
@@ -148,6 +175,64 @@ pub fn verify_with(dir: &Path, options: &VerifyOptions) -> Result<VerifyReport, 
             checkpoints,
             signatures_checked: !options.keys.is_empty(),
             unsigned,
+            removed,
         }),
     }
+}
+
+/// The first record of segment `name`: its seq, its `prev`, and where it is.
+fn first_record(dir: &Path, name: &str) -> Result<Option<(u64, Hash, Location)>, VerifyError> {
+    let path = dir.join(name);
+    let io_error = |source| VerifyError::Io {
+        path: path.clone(),
+        source,
+    };
+    let file = std::fs::File::open(&path).map_err(io_error)?;
+    let mut lines = Lines::new(file);
+    let Some((line_no, Line::Complete(bytes))) = lines.next_line().map_err(io_error)? else {
+        return Ok(None);
+    };
+    let at = Location::line(std::sync::Arc::from(name), line_no);
+    // A malformed first line is reported by the walk, where it is read again.
+    Ok(ChainFields::parse(bytes)
+        .ok()
+        .map(|fields| (fields.seq, fields.prev.0, at)))
+}
+
+/// The log starts at `seq`, chained to `prev`: a `retention` record must name a removed
+/// segment that ended at `seq - 1` with that hash. Returns (`seq - 1`, the record's seq).
+/// With `signed_only` (the unsigned ranges), the record must not be in one of them.
+fn accounted(
+    chain: &Chain,
+    seq: u64,
+    prev: &Hash,
+    at: Location,
+    signed_only: Option<&[(u64, u64)]>,
+) -> Result<(u64, u64), VerifyError> {
+    let unsigned =
+        |by: u64| signed_only.is_some_and(|u| u.iter().any(|(a, b)| (*a..=*b).contains(&by)));
+    let removed: Vec<_> = chain.removed().iter().filter(|r| !unsigned(r.by)).collect();
+    if let Some(r) = removed
+        .iter()
+        .find(|r| r.last + 1 == seq && r.hash == *prev)
+    {
+        return Ok((r.last, r.by));
+    }
+    // What retention removed legitimately ends before what is missing.
+    let first = removed
+        .iter()
+        .filter(|r| r.last < seq)
+        .map(|r| r.last + 1)
+        .max()
+        .unwrap_or(1);
+    Err(VerifyError::Tampered {
+        at: Location {
+            seq: Some(seq),
+            ..at
+        },
+        problem: Problem::Deleted {
+            first,
+            last: seq - 1,
+        },
+    })
 }

@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,6 +22,7 @@ use super::event::{AuditEvent, EventKind, Timestamp};
 use super::flusher::{FlushRequest, Flusher, Report};
 use super::outbox::Outbox;
 use super::record::{self, Hash};
+use super::retention::Retention;
 use super::segment::segment_name;
 use super::segment_file::SegmentFile;
 use super::stats::CommitStats;
@@ -73,7 +74,17 @@ pub struct Shared {
     pub failing: AtomicBool,
     /// Commit counters for `/metrics`.
     pub stats: CommitStats,
+    /// Whether the log is full ([`FULL_REFUSE`], [`FULL_HARD`]) or not (0), as retention
+    /// last found it.
+    pub full: AtomicU8,
+    /// `audit.retention.max_bytes`, for the error a full log answers with.
+    pub max_bytes: u64,
 }
+
+/// The log is at its bound: decision records are refused.
+pub const FULL_REFUSE: u8 = 1;
+/// Past the bound's headroom too: records nobody waits for are not written either.
+pub const FULL_HARD: u8 = 2;
 
 impl Shared {
     /// Last committed (seq, hash).
@@ -104,6 +115,10 @@ pub struct Settings {
     pub segment_max_age: Duration,
     /// When to append signed checkpoints, and with which key (none: the log is unsigned).
     pub checkpoints: Option<Schedule>,
+    /// Which closed segments to delete (none: all are kept).
+    pub retention: Option<Retention>,
+    /// `audit.retention.max_bytes` (0: none).
+    pub max_bytes: u64,
 }
 
 /// A record waiting for its group commit.
@@ -283,6 +298,8 @@ pub struct Writer {
     segment_born: std::time::SystemTime,
     /// Signed checkpoints, if the log is signed.
     checkpoints: Option<Schedule>,
+    /// Retention, if segments are ever deleted.
+    retention: Option<Retention>,
     /// Last record written.
     head: (u64, Hash),
     /// Last record known to be on disk: the head in `disk` durability.
@@ -342,6 +359,7 @@ impl Writer {
             segment_max_age: settings.segment_max_age,
             segment_born,
             checkpoints: settings.checkpoints,
+            retention: settings.retention,
             head,
             durable: head,
             shared: Arc::new(Shared {
@@ -350,6 +368,8 @@ impl Writer {
                 alive: AtomicBool::new(true),
                 failing: AtomicBool::new(false),
                 stats,
+                full: AtomicU8::new(0),
+                max_bytes: settings.max_bytes,
             }),
             buf: Vec::with_capacity(64 * 1024),
             ends: Vec::with_capacity(MAX_BATCH),
@@ -403,6 +423,7 @@ impl Writer {
         let _stopped = Stopped(self.shared.clone());
         let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = self.wait_first(&rx) {
+            self.tend_retention();
             // Records waiting in the outbox were appended before this message arrived.
             take_detached(self.shared.outbox.take(), &mut batch);
             let mut close = first.and_then(|msg| take(msg, &mut batch));
@@ -656,10 +677,16 @@ impl Writer {
                 .as_ref()
                 .filter(|_| self.outage.is_none())
                 .and_then(|c| c.deadline(self.head.0));
-            if checkpoint_at.is_some_and(|at| at <= now) {
+            let retention_at = self
+                .retention
+                .as_ref()
+                .filter(|_| self.outage.is_none())
+                .map(Retention::next_look);
+            if checkpoint_at.is_some_and(|at| at <= now) || retention_at.is_some_and(|at| at <= now)
+            {
                 return Some(None);
             }
-            let wake = [commit_at, anchor_at, flush_at, checkpoint_at]
+            let wake = [commit_at, anchor_at, flush_at, checkpoint_at, retention_at]
                 .into_iter()
                 .flatten()
                 .min();
@@ -877,6 +904,81 @@ impl Writer {
         }
     }
 
+    /// When retention is due: deletes the closed segments it allows, after a `retention`
+    /// record naming them is committed under a checkpoint and durable, and marks the log full
+    /// or not. Skipped while commits fail (the record could not be written).
+    fn tend_retention(&mut self) {
+        let Some(retention) = self.retention.as_mut().filter(|_| self.outage.is_none()) else {
+            return;
+        };
+        if retention.next_look() > Instant::now() {
+            return;
+        }
+        let hard = retention.hard_bytes();
+        let plan = match retention.look(&self.dir) {
+            Ok((plan, _)) => plan,
+            Err(error) => {
+                tracing::warn!(dir = %self.dir.display(), %error, "audit retention cannot survey the segments; it tries again later");
+                return;
+            }
+        };
+        let stats = self.shared.stats.clone();
+        let mut bytes = plan.bytes_after + plan.remove.iter().map(|r| r.bytes).sum::<u64>();
+        if !plan.remove.is_empty() {
+            let mut batch = vec![Pending::detached(plan.event())];
+            if let Some(failure) = self.commit(&mut batch, true) {
+                tracing::error!(segment = %failure.segment, error = %failure.source, "audit retention record not committed; nothing was deleted");
+                return;
+            }
+            if let Err(failure) = self.flush_all() {
+                tracing::error!(segment = %failure.segment, error = %failure.source, "audit retention record not flushed; nothing was deleted");
+                return;
+            }
+            for removal in &plan.remove {
+                let path = self.dir.join(&removal.name);
+                if let Err(error) = std::fs::remove_file(&path) {
+                    tracing::error!(path = %path.display(), %error, "audit retention cannot delete a segment; later ones are kept too");
+                    break;
+                }
+                bytes -= removal.bytes;
+                stats.deleted_segments.inc();
+            }
+            if let Err(error) = anchor::sync_dir(&self.dir) {
+                tracing::warn!(dir = %self.dir.display(), %error, "cannot sync the audit directory after retention");
+            }
+            for (sink, (from, to)) in &plan.unshipped {
+                stats.deleted_unshipped.inc_by(to - from + 1);
+                tracing::error!(sink = %sink, from, to, "audit retention deleted records this SIEM sink never received (audit.retention.when_full: delete_unshipped)");
+            }
+            tracing::info!(
+                segments = plan.remove.len(),
+                reason = plan.reason,
+                first_kept = plan.remove.last().map_or(0, |r| r.last + 1),
+                "audit retention deleted the oldest segments"
+            );
+        }
+        let state = match (plan.full, hard) {
+            (false, _) => 0,
+            (true, Some(hard)) if bytes > hard => FULL_HARD,
+            (true, _) => FULL_REFUSE,
+        };
+        let before = self.shared.full.swap(state, Ordering::AcqRel);
+        if state != 0 && before == 0 {
+            tracing::error!(
+                bytes,
+                max_bytes = self.shared.max_bytes,
+                "the audit log is full and a SIEM sink has not received its oldest segments: decisions are refused until it catches up (audit.retention.when_full: refuse)"
+            );
+        } else if state == 0 && before != 0 {
+            tracing::warn!(
+                bytes,
+                "the audit log is under its bound again: decisions go on"
+            );
+        }
+        stats.full.set(i64::from(state != 0));
+        stats.bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
     /// Continues the log in the next segment, once the current one is durable.
     fn rotate(&mut self) -> Result<(), CommitFailure> {
         self.flush_all()?;
@@ -887,6 +989,9 @@ impl Writer {
                 self.trim_or_warn();
                 self.segment = segment;
                 self.segment_born = std::time::SystemTime::now();
+                if let Some(retention) = &mut self.retention {
+                    retention.look_soon();
+                }
                 if let Some(unflushed) = &mut self.unflushed {
                     unflushed.all_flushed(0);
                 }

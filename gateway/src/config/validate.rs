@@ -201,6 +201,31 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
             "must be more than 0 (for example 24h): a segment this old is closed".into(),
         );
     }
+    let retention = &config.audit.retention;
+    if let Some(max_bytes) = retention.max_bytes {
+        let floor = config.audit.segment_bytes.saturating_mul(2);
+        if max_bytes < floor {
+            err(
+                "audit.retention.max_bytes",
+                format!(
+                    "{max_bytes} is less than two segments (2 x audit.segment_bytes = {floor}): \
+                     the segment being written is never deleted, so the bound could not be kept; \
+                     raise it or lower audit.segment_bytes"
+                ),
+            );
+        }
+    }
+    if retention
+        .max_age
+        .is_some_and(|age| age < config.audit.segment_max_age)
+    {
+        err(
+            "audit.retention.max_age",
+            "is shorter than audit.segment_max_age: a segment is deleted only once closed, so \
+             records would outlive max_age; lower audit.segment_max_age or raise max_age"
+                .into(),
+        );
+    }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
         err(
             "log.level",
@@ -354,6 +379,41 @@ mod tests {
         assert_eq!(config.listen.proxy.to_string(), "127.0.0.1:8080");
         assert_eq!(config.listen.admin.to_string(), "127.0.0.1:9090");
         assert_eq!(config.routes.len(), 4);
+    }
+
+    #[test]
+    fn audit_retention_is_read_and_a_bound_it_could_not_keep_is_refused() {
+        let config = parse(
+            "audit:\n  retention:\n    max_age: 90d\n    max_bytes: 10737418240\n    when_full: delete_unshipped\n",
+            None,
+        )
+        .unwrap();
+        let retention = &config.audit.retention;
+        assert_eq!(
+            retention.max_age,
+            Some(std::time::Duration::from_secs(90 * 86400))
+        );
+        assert_eq!(retention.max_bytes, Some(10 << 30));
+        assert_eq!(
+            retention.when_full,
+            crate::audit::config::WhenFull::DeleteUnshipped
+        );
+        let text = errors_of(
+            "audit:\n  segment_bytes: 1048576\n  retention:\n    max_bytes: 1048576\n    max_age: 1h\n",
+        );
+        assert!(
+            text.contains("audit.retention.max_bytes: 1048576 is less than two segments"),
+            "{text}"
+        );
+        assert!(
+            text.contains("audit.retention.max_age: is shorter than audit.segment_max_age"),
+            "{text}"
+        );
+        let text = errors_of("audit:\n  retention:\n    when_full: drop\n");
+        assert!(
+            text.contains("warden.yaml:3: audit.retention.when_full"),
+            "{text}"
+        );
     }
 
     #[test]

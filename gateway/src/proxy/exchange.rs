@@ -12,6 +12,7 @@ use zeroize::Zeroizing;
 
 use super::refusal::{Recorded, Refusal};
 use crate::action::{Facts, Findings, Principal, Resource, Verb};
+use crate::audit::AuditError;
 use crate::audit::event::{
     AuditEvent, AuditFinding, AuditOutcome, AuditPrincipal, AuditSecret, EventKind, Text,
     empty_text,
@@ -261,7 +262,8 @@ impl Exchange {
             Err(e) => {
                 self.audit_failed = true;
                 tracing::error!(request_id = %self.request_id, error = %e, "audit append failed");
-                if fail_closed {
+                // A full log refuses by its own policy (audit.retention.when_full).
+                if fail_closed || matches!(e, AuditError::Full { .. }) {
                     Err(Refusal::Audit(e))
                 } else {
                     Ok(())

@@ -37,7 +37,7 @@ pub enum Refusal {
     Hold(#[from] Hold),
     /// decide: the decision could not be recorded and `audit.fail_closed` is on.
     /// The agent is not told why (the operator's log says): the error names files.
-    #[error("the audit log cannot be written, so Warden refuses requests (audit.fail_closed)")]
+    #[error("{}", audit_refusal(.0))]
     Audit(#[source] AuditError),
     /// credential: the upstream credential is unavailable (fail closed), or the principal may
     /// not use the secret its route's path template chose.
@@ -91,6 +91,7 @@ impl Refusal {
             Refusal::Body(e) => e.code(),
             Refusal::Interpret(e) => e.code(),
             Refusal::Hold(e) => e.code(),
+            Refusal::Audit(AuditError::Full { .. }) => "audit_full",
             Refusal::Audit(_) => "audit_unavailable",
             Refusal::Credential(e) => e.code(),
             Refusal::UpstreamRequest(_) => "invalid_upstream_request",
@@ -160,5 +161,16 @@ impl Refusal {
             .headers_mut()
             .insert(protocol::DECISION_HEADER, HeaderValue::from_static("deny"));
         response
+    }
+}
+
+/// What the agent is told when its decision could not be recorded.
+fn audit_refusal(error: &AuditError) -> &'static str {
+    match error {
+        AuditError::Full { .. } => {
+            "the audit log is full and has not reached the SIEM yet, so Warden refuses requests \
+             until it does (audit.retention.when_full)"
+        }
+        _ => "the audit log cannot be written, so Warden refuses requests (audit.fail_closed)",
     }
 }

@@ -14,6 +14,7 @@ use super::config::{ElasticConfig, EventShape};
 use super::elastic::Auth;
 use super::http::{error_text, short};
 use crate::audit::read::Reader;
+use crate::audit::retention;
 
 /// Most hits asked for in one search.
 const PAGE: usize = 500;
@@ -37,6 +38,9 @@ pub struct Comparison {
     pub newest: Option<u64>,
     /// What does not match, one line each.
     pub problems: Vec<String>,
+    /// Records the SIEM holds that local retention removed (a `retention` record in the
+    /// local log names their segments).
+    pub removed_by_retention: usize,
 }
 
 impl fmt::Display for Comparison {
@@ -49,7 +53,15 @@ impl fmt::Display for Comparison {
                 self.newest
                     .map(|n| format!(", newest shipped record seq {n}"))
                     .unwrap_or_default()
-            )
+            )?;
+            if self.removed_by_retention > 0 {
+                write!(
+                    f,
+                    " ({} of what the SIEM holds was removed locally by retention)",
+                    self.removed_by_retention
+                )?;
+            }
+            Ok(())
         } else {
             for p in &self.problems {
                 writeln!(f, "{p}")?;
@@ -194,16 +206,31 @@ pub fn compare(
     }
     let mut local: BTreeMap<u64, String> = BTreeMap::new();
     let mut last_local = 0;
+    let mut first_local = None;
+    // The last seq local retention records say they removed.
+    let mut removed_through = 0;
     Reader::new(dir).each_new(|r| {
         if let Some(seq) = r.value["seq"].as_u64() {
             last_local = last_local.max(seq);
+            first_local.get_or_insert(seq);
             if wanted.contains(&seq) {
                 local.insert(seq, r.id);
             }
+            if r.value["kind"] == "retention" {
+                for (last, _) in retention::removed_ends(&r.value["detail"]) {
+                    removed_through = removed_through.max(last);
+                }
+            }
         }
     })?;
+    let first_local = first_local.unwrap_or(0);
     let mut problems = Vec::new();
+    let mut removed_by_retention = 0;
     let mut check = |what: &str, seq: u64, id: &str| {
+        if seq < first_local && seq <= removed_through {
+            removed_by_retention += 1;
+            return;
+        }
         match local.get(&seq) {
         None => problems.push(format!(
             "{what} (seq {seq}) is in the SIEM but not in the local log, which ends at seq {last_local}: records were deleted or cut"
@@ -231,6 +258,7 @@ pub fn compare(
         checkpoints: checkpoints.len(),
         newest: newest.map(|n| n.seq),
         problems,
+        removed_by_retention,
     })
 }
 
@@ -320,5 +348,57 @@ mod tests {
         };
         let cut = compare(dir.path(), &[], Some(&beyond)).unwrap();
         assert!(cut.problems[0].contains("deleted or cut"), "{cut}");
+    }
+
+    #[tokio::test]
+    async fn what_local_retention_removed_is_accounted_for_not_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = AuditConfig {
+            segment_bytes: 2048,
+            retention: crate::audit::config::RetentionConfig {
+                max_bytes: Some(3 * 2048),
+                ..Default::default()
+            },
+            ..AuditConfig::default()
+        };
+        let log = AuditLog::open(dir.path(), &cfg).unwrap();
+        for _ in 0..80 {
+            log.append(AuditEvent::now(EventKind::System))
+                .await
+                .unwrap();
+        }
+        log.close().await.unwrap();
+        let mut first = None;
+        Reader::new(dir.path())
+            .each_new(|r| {
+                first.get_or_insert(r.value["seq"].as_u64().unwrap());
+            })
+            .unwrap();
+        let first = first.unwrap();
+        assert!(first > 2, "retention removed nothing");
+        let early = Shipped {
+            seq: 2,
+            id: "22".repeat(32),
+            covers: Some((1, "11".repeat(32))),
+        };
+        let comparison = compare(dir.path(), &[early], None).unwrap();
+        assert!(comparison.problems.is_empty(), "{comparison}");
+        assert_eq!(comparison.removed_by_retention, 2);
+        assert!(
+            comparison
+                .to_string()
+                .contains("removed locally by retention")
+        );
+        // Beyond what retention removed, a missing record is still missing.
+        let later = Shipped {
+            seq: 500,
+            id: "33".repeat(32),
+            covers: None,
+        };
+        let comparison = compare(dir.path(), &[], Some(&later)).unwrap();
+        assert!(
+            comparison.problems[0].contains("deleted or cut"),
+            "{comparison}"
+        );
     }
 }
