@@ -59,5 +59,34 @@ fn append(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, append);
+/// What a decided request pays for its receipt: the action digest (SHA-256 over who asked
+/// for what) and the signed JWS (an Ed25519 signature over the encoded payload).
+fn receipt(c: &mut Criterion) {
+    use warden::audit::receipt::{Receipt, Receipts, action_digest};
+    use warden::audit::signer::Signer;
+    let signer = Signer::new(ed25519_dalek::SigningKey::from_bytes(&[7; 32]));
+    let receipts = Receipts::new(&signer);
+    let event = records::decision();
+    let mut group = c.benchmark_group("receipt");
+    group.measurement_time(Duration::from_secs(3));
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("action_digest", |b| b.iter(|| action_digest(&event)));
+    group.bench_function("sign", |b| {
+        b.iter(|| {
+            let receipt = Receipt {
+                iss: "warden".to_owned(),
+                iat: 1_796_000_000,
+                decision_id: "01JDZ8Q3V7Y2M4K6N8P0R2T4W6".to_owned(),
+                action_digest: action_digest(&event),
+                decision: "allow".to_owned(),
+                policies: vec!["allow-gpt4o".to_owned()],
+                seq: 123_456,
+            };
+            receipts.sign(&signer, &receipt)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, append, receipt);
 criterion_main!(benches);
