@@ -65,6 +65,22 @@ impl ReceivedSpan {
         }
     }
 
+    /// String-array attribute `key` (non-string elements are left out).
+    pub fn strs(&self, key: &str) -> Option<Vec<&str>> {
+        match self.attr(key)? {
+            any_value::Value::ArrayValue(a) => Some(
+                a.values
+                    .iter()
+                    .filter_map(|v| match v.value.as_ref()? {
+                        any_value::Value::StringValue(s) => Some(s.as_str()),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+
     /// Boolean attribute `key`.
     pub fn bool(&self, key: &str) -> Option<bool> {
         match self.attr(key)? {

@@ -121,6 +121,12 @@ async fn an_agents_traceparent_is_continued_with_genai_and_decision_attributes()
         server.int("gen_ai.usage.output_tokens"),
         Some(COMPLETION_TOKENS as i64)
     );
+    // What the response says: the model that answered and why it stopped.
+    assert_eq!(server.str("gen_ai.response.model"), Some("gpt-4o-mini"));
+    assert_eq!(
+        server.strs("gen_ai.response.finish_reasons"),
+        Some(vec!["stop"])
+    );
     assert_eq!(server.str("warden.decision"), Some("allow"));
     assert_eq!(server.str("warden.decision_id"), Some(decision_id.as_str()));
     assert_eq!(

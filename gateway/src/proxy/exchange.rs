@@ -542,20 +542,21 @@ impl Complete for PendingOutcome {
     /// Completes the record with the usage the response reported and why it failed, if it did;
     /// counts the tokens.
     fn complete(mut self, usage: Usage, error: Option<String>) {
+        let (input_tokens, output_tokens) = (usage.input_tokens, usage.output_tokens);
         if let Some(spans) = self.spans.take() {
             spans.end(usage, error.as_deref());
         }
         if let Some(outcome) = self.event.outcome.as_mut() {
             outcome.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
-            outcome.input_tokens = usage.input_tokens;
-            outcome.output_tokens = usage.output_tokens;
+            outcome.input_tokens = input_tokens;
+            outcome.output_tokens = output_tokens;
             outcome.error = error.map(|e| bounded(&e, FIELD_MAX).into_owned());
         }
         self.shared.metrics.tokens(
             &self.event.principal.id,
             self.model.as_deref().unwrap_or(""),
-            usage.input_tokens,
-            usage.output_tokens,
+            input_tokens,
+            output_tokens,
         );
         self.shared.audit.append_detached(self.event);
     }

@@ -13,7 +13,7 @@ pub fn event_wanted(event: &[u8]) -> bool {
 
 /// The usage a stream event or a whole body reports.
 pub fn from_json(data: &[u8]) -> Usage {
-    serde_json::from_slice::<AnthropicEvent>(data)
+    serde_json::from_slice::<AnthropicEvent<'_>>(data)
         .ok()
         .map(AnthropicEvent::usage)
         .unwrap_or_default()
@@ -42,28 +42,49 @@ impl AnthropicUsage {
         Usage {
             input_tokens: input,
             output_tokens: self.output_tokens,
+            ..Usage::default()
         }
     }
 }
 
 /// An Anthropic event or body: usage at the top, or in `message` (`message_start`).
+/// (A Messages body, or `message_start`'s `message`, also names the model and the stop
+/// reason; `message_delta` names the stop reason in `delta`.)
 #[derive(Debug, Deserialize)]
-struct AnthropicEvent {
+struct AnthropicEvent<'a> {
     usage: Option<AnthropicUsage>,
-    message: Option<AnthropicMessage>,
+    #[serde(borrow)]
+    message: Option<AnthropicMessage<'a>>,
+    #[serde(borrow)]
+    model: Option<&'a str>,
+    #[serde(borrow)]
+    stop_reason: Option<&'a str>,
+    #[serde(borrow)]
+    delta: Option<AnthropicDelta<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
-struct AnthropicMessage {
+struct AnthropicMessage<'a> {
     usage: Option<AnthropicUsage>,
+    #[serde(borrow)]
+    model: Option<&'a str>,
 }
 
-impl AnthropicEvent {
+#[derive(Debug, Deserialize)]
+struct AnthropicDelta<'a> {
+    #[serde(borrow)]
+    stop_reason: Option<&'a str>,
+}
+
+impl AnthropicEvent<'_> {
     fn usage(self) -> Usage {
+        let model = self.model.or(self.message.as_ref().and_then(|m| m.model));
+        let reason = self.stop_reason.or(self.delta.and_then(|d| d.stop_reason));
         self.usage
             .or(self.message.and_then(|m| m.usage))
             .map(AnthropicUsage::usage)
             .unwrap_or_default()
+            .with_response(model, [reason])
     }
 }
 
@@ -111,5 +132,17 @@ mod tests {
         let mut scanner = UsageScanner::new(&Anthropic, false);
         scanner.feed(br#"{"type":"error","error":{"type":"overloaded_error","message":"usage"}}"#);
         assert_eq!(scanner.finish(), Usage::default());
+    }
+
+    #[test]
+    fn reads_the_model_and_stop_reason_of_streams_and_bodies() {
+        use crate::protocol::scanner::tests::response_of;
+        let expected = (
+            Some("claude-sonnet-4-5-20250929".to_owned()),
+            vec!["end_turn".to_owned()],
+        );
+        assert_eq!(response_of(&Anthropic, true, ANTHROPIC_STREAM), expected);
+        let body = r#"{"id":"msg_1","type":"message","model":"claude-sonnet-4-5-20250929","stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":2}}"#;
+        assert_eq!(response_of(&Anthropic, false, body), expected);
     }
 }

@@ -8,24 +8,21 @@ use crate::protocol::usage::Usage;
 
 /// The usage one streamed event reports.
 pub fn from_event(data: &[u8]) -> Usage {
-    serde_json::from_slice::<GeminiBody>(data)
+    serde_json::from_slice::<GeminiBody<'_>>(data)
         .ok()
-        .and_then(|b| b.usage_metadata)
-        .map(GeminiUsage::usage)
+        .map(GeminiBody::usage)
         .unwrap_or_default()
 }
 
 /// The usage a complete body reports (a JSON-array stream: the last report of each figure
 /// wins).
 pub fn from_body(body: &[u8]) -> Usage {
-    match serde_json::from_slice::<GeminiBodies>(body) {
-        Ok(GeminiBodies::One(b)) => b.usage_metadata.map(GeminiUsage::usage).unwrap_or_default(),
+    match serde_json::from_slice::<GeminiBodies<'_>>(body) {
+        Ok(GeminiBodies::One(b)) => b.usage(),
         Ok(GeminiBodies::Many(all)) => {
             let mut usage = Usage::default();
             for b in all {
-                if let Some(u) = b.usage_metadata {
-                    usage.update(u.usage());
-                }
+                usage.update(b.usage());
             }
             usage
         }
@@ -50,6 +47,7 @@ impl GeminiUsage {
             input_tokens: sum(self.prompt_token_count, self.tool_use_prompt_token_count),
             output_tokens: sum(self.candidates_token_count, self.thoughts_token_count)
                 .or(self.thoughts_token_count),
+            ..Usage::default()
         }
     }
 }
@@ -57,16 +55,40 @@ impl GeminiUsage {
 /// A Gemini response (or stream element).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct GeminiBody {
+struct GeminiBody<'a> {
     usage_metadata: Option<GeminiUsage>,
+    #[serde(borrow)]
+    model_version: Option<&'a str>,
+    #[serde(default, borrow)]
+    candidates: Vec<GeminiCandidate<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GeminiCandidate<'a> {
+    #[serde(borrow)]
+    finish_reason: Option<&'a str>,
+}
+
+impl GeminiBody<'_> {
+    fn usage(self) -> Usage {
+        self.usage_metadata
+            .map(GeminiUsage::usage)
+            .unwrap_or_default()
+            .with_response(
+                self.model_version,
+                self.candidates.iter().map(|c| c.finish_reason),
+            )
+    }
 }
 
 /// A Gemini JSON body: one response, or the array a non-SSE stream sends.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-enum GeminiBodies {
-    One(GeminiBody),
-    Many(Vec<GeminiBody>),
+enum GeminiBodies<'a> {
+    #[serde(borrow)]
+    One(GeminiBody<'a>),
+    Many(Vec<GeminiBody<'a>>),
 }
 
 #[cfg(test)]
@@ -116,5 +138,14 @@ mod tests {
         let mut scanner = UsageScanner::new(&Gemini, false);
         scanner.feed("\u{1f}\u{8b} not json usage".as_bytes());
         assert_eq!(scanner.finish(), Usage::default());
+    }
+
+    #[test]
+    fn reads_the_model_version_and_finish_reason() {
+        use crate::protocol::scanner::tests::response_of;
+        assert_eq!(
+            response_of(&Gemini, true, GEMINI_SSE),
+            (Some("gemini-2.5-flash".to_owned()), vec!["STOP".to_owned()])
+        );
     }
 }

@@ -18,7 +18,7 @@ pub fn event_wanted(event: &[u8]) -> bool {
 
 /// The usage a stream event or a whole body reports.
 pub fn from_json(data: &[u8]) -> Usage {
-    serde_json::from_slice::<OpenaiBody>(data)
+    serde_json::from_slice::<OpenaiBody<'_>>(data)
         .ok()
         .map(OpenaiBody::usage)
         .unwrap_or_default()
@@ -39,6 +39,7 @@ impl OpenaiUsage {
         Usage {
             input_tokens: self.prompt_tokens.or(self.input_tokens),
             output_tokens: self.completion_tokens.or(self.output_tokens),
+            ..Usage::default()
         }
     }
 }
@@ -46,22 +47,37 @@ impl OpenaiUsage {
 /// An OpenAI body or event: usage at the top (chat chunk, JSON body) or in `response`
 /// (Responses `response.completed`).
 #[derive(Debug, Deserialize)]
-struct OpenaiBody {
+struct OpenaiBody<'a> {
     usage: Option<OpenaiUsage>,
-    response: Option<OpenaiResponse>,
+    #[serde(borrow)]
+    response: Option<OpenaiResponse<'a>>,
+    #[serde(borrow)]
+    model: Option<&'a str>,
+    #[serde(default, borrow)]
+    choices: Vec<OpenaiChoice<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
-struct OpenaiResponse {
+struct OpenaiResponse<'a> {
     usage: Option<OpenaiUsage>,
+    #[serde(borrow)]
+    model: Option<&'a str>,
 }
 
-impl OpenaiBody {
+#[derive(Debug, Deserialize)]
+struct OpenaiChoice<'a> {
+    #[serde(borrow)]
+    finish_reason: Option<&'a str>,
+}
+
+impl OpenaiBody<'_> {
     fn usage(self) -> Usage {
+        let model = self.model.or(self.response.as_ref().and_then(|r| r.model));
         self.usage
             .or(self.response.and_then(|r| r.usage))
             .map(OpenaiUsage::usage)
             .unwrap_or_default()
+            .with_response(model, self.choices.iter().map(|c| c.finish_reason))
     }
 }
 
@@ -123,6 +139,7 @@ mod tests {
             Usage {
                 input_tokens: Some(8),
                 output_tokens: None,
+                ..Usage::default()
             },
         );
     }
@@ -132,5 +149,25 @@ mod tests {
         let mut scanner = UsageScanner::new(&OpenAi, false);
         scanner.feed(br#"{"error":{"message":"bad usage","type":"invalid_request_error"}}"#);
         assert_eq!(scanner.finish(), Usage::default());
+    }
+
+    #[test]
+    fn reads_the_model_and_finish_reasons_of_streams_and_bodies() {
+        use crate::protocol::scanner::tests::response_of;
+        assert_eq!(
+            response_of(&OpenAi, true, OPENAI_CHAT_STREAM),
+            (
+                Some("gpt-4.1-2025-04-14".to_owned()),
+                vec!["tool_calls".to_owned()]
+            )
+        );
+        let chat = r#"{"id":"c","model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"finish_reason":"stop"},{"index":1,"finish_reason":"length"}],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
+        assert_eq!(
+            response_of(&OpenAi, false, chat),
+            (
+                Some("gpt-4o-mini-2024-07-18".to_owned()),
+                vec!["stop".to_owned(), "length".to_owned()]
+            )
+        );
     }
 }

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };
-use opentelemetry::{InstrumentationScope, KeyValue, StringValue, Value};
+use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
 use crate::action::{Facts, Resource, Verb};
@@ -283,6 +283,21 @@ impl Open {
                     span.attributes
                         .push(KeyValue::new("gen_ai.usage.output_tokens", int(n)));
                 }
+                if let Some(model) = &usage.model {
+                    span.attributes
+                        .push(KeyValue::new("gen_ai.response.model", model.to_string()));
+                }
+                if !usage.finish_reasons.is_empty() {
+                    let reasons: Vec<StringValue> = usage
+                        .finish_reasons
+                        .iter()
+                        .map(|r| StringValue::from(r.to_string()))
+                        .collect();
+                    span.attributes.push(KeyValue::new(
+                        "gen_ai.response.finish_reasons",
+                        Value::Array(Array::String(reasons)),
+                    ));
+                }
             }
             if let (Some(e), Status::Unset) = (error, &span.status) {
                 span.attributes
@@ -414,6 +429,7 @@ mod tests {
                 Usage {
                     input_tokens: Some(11),
                     output_tokens: Some(5),
+                    ..Usage::default()
                 },
                 None,
             )
