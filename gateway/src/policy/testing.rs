@@ -559,6 +559,7 @@ fn describe(d: &Decision) -> String {
             policy,
             approvers,
             reason,
+            ..
         } => format!(
             "approval_required by {policy} (approvers: {}){}",
             approvers.join(", "),

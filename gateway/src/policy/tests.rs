@@ -236,6 +236,8 @@ fn approval_permit_needs_approval_even_beside_a_plain_permit() {
             policy: Arc::from("opus-needs-approval"),
             approvers: vec![r#"Group::"sre""#.into(), r#"Group::"secops""#.into()],
             reason: Some("claude-opus-4-1 is expensive: a human approves each call".into()),
+            ttl: None,
+            approvals: 1,
         }
     );
     // Another model is not affected.
@@ -261,6 +263,36 @@ fn forbid_beats_an_approval_permit() {
             reasons: vec!["denied by policy stop".into()],
             policies: ids(&["stop"])
         }
+    );
+}
+
+#[test]
+fn the_strictest_approval_permit_decides_with_its_ttl_and_count() {
+    let engine = load(&[(
+        "p.cedar",
+        r#"
+        @id("one") @approval("required") @approval_ttl("1h")
+        permit (principal, action, resource);
+        @id("two-person") @approval("required") @approvers("Group::\"sre\"")
+        @approval_ttl("15m") @approvals("2")
+        permit (principal, action == Action::"llm:chat", resource);
+        "#,
+    )])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let decision = engine.decide(&chat(agent("ci-bot"), "openai", "gpt-4o"));
+    assert_eq!(
+        decision,
+        Decision::NeedsApproval {
+            policy: Arc::from("two-person"),
+            approvers: vec![r#"Group::"sre""#.into()],
+            reason: None,
+            ttl: Some(std::time::Duration::from_secs(15 * 60)),
+            approvals: 2,
+        }
+    );
+    assert_eq!(
+        decision.reasons(),
+        [r#"requires 2 approvals by Group::"sre" (policy two-person)"#]
     );
 }
 
