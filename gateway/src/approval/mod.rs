@@ -2,6 +2,9 @@
 //! needs a human's approval stops here too until approvals exist on this gateway (the
 //! approval gate will wait for one, or tell the agent how to retry, from this one place).
 
+pub mod sealed;
+pub mod totp;
+
 use crate::decision::Decision;
 
 /// Why a decided request does not go on.
@@ -79,6 +82,8 @@ mod tests {
             policy: "prod-deploys".into(),
             approvers: vec!["Group::\"sre\"".into()],
             reason: Some("production change".into()),
+            ttl: None,
+            approvals: 1,
         };
         assert_eq!(
             decision.reasons(),
