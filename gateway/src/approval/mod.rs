@@ -2,6 +2,7 @@
 //! needs a human's approval stops here too until approvals exist on this gateway (the
 //! approval gate will wait for one, or tell the agent how to retry, from this one place).
 
+pub mod config;
 pub mod sealed;
 pub mod totp;
 

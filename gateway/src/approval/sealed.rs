@@ -11,6 +11,7 @@ use std::fs::{DirBuilder, OpenOptions, Permissions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -19,6 +20,9 @@ use base64::engine::general_purpose::STANDARD;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
+
+use super::config::ApprovalsConfig;
+use crate::vault::SecretStore;
 
 /// The file name of the generated key under `<data_dir>/keys/`.
 pub const KEY_FILE_NAME: &str = "approvals-factor.key";
@@ -65,6 +69,12 @@ pub enum SealError {
     /// Encryption failed.
     #[error("cannot seal the factor secret")]
     Seal,
+    /// A key's secret source cannot be read.
+    #[error("approvals.{key}: {reason}")]
+    Source { key: String, reason: String },
+    /// The task reading the key file failed.
+    #[error("cannot read the approvals factor key file: {0}")]
+    Task(String),
 }
 
 /// What a sealed secret is for; part of the associated data.
@@ -260,6 +270,43 @@ fn associated_data(head: &[u8], purpose: Purpose, user: &str) -> Vec<u8> {
         aad.extend_from_slice(part);
     }
     aad
+}
+
+/// The sealer `approvals:` configures: `factor_key` then `previous_factor_keys` from their
+/// sources, or the key file under `data_dir` (created when missing) without a `factor_key`.
+pub async fn sealer(
+    config: &ApprovalsConfig,
+    data_dir: &Path,
+    vault: Option<&Arc<SecretStore>>,
+) -> Result<Sealer, SealError> {
+    let Some(first) = &config.factor_key else {
+        let path = default_key_file(data_dir);
+        let key = tokio::task::spawn_blocking(move || load_or_create_key_file(&path))
+            .await
+            .map_err(|e| SealError::Task(e.to_string()))??;
+        return Sealer::new(vec![key]);
+    };
+    let sources = std::iter::once(("factor_key".to_owned(), first)).chain(
+        config
+            .previous_factor_keys
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("previous_factor_keys[{i}]"), s)),
+    );
+    let mut keys = Vec::new();
+    for (key, source) in sources {
+        let text = crate::secrets::own::read(source, vault, &format!("approvals.{key}"))
+            .await
+            .map_err(|e| SealError::Source {
+                key: key.clone(),
+                reason: e.to_string(),
+            })?;
+        keys.push(FactorKey::parse(
+            &text,
+            &format!("approvals.{key} ({})", source.kind()),
+        )?);
+    }
+    Sealer::new(keys)
 }
 
 /// The default key file: `<data_dir>/keys/approvals-factor.key`.
@@ -459,6 +506,66 @@ mod tests {
             "{err}"
         );
         assert!(!format!("{:?}", key(7)).contains("cipher"));
+    }
+
+    #[tokio::test]
+    async fn the_configured_keys_come_from_their_sources_or_the_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // No factor_key: the key file under data_dir, created once and kept.
+        let by_default = sealer(&ApprovalsConfig::default(), dir.path(), None)
+            .await
+            .unwrap();
+        assert!(dir.path().join("keys/approvals-factor.key").exists());
+        let blob = by_default.seal(Purpose::TotpSecret, "alice", b"s").unwrap();
+        let again = sealer(&ApprovalsConfig::default(), dir.path(), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            again
+                .open(Purpose::TotpSecret, "alice", &blob)
+                .unwrap()
+                .as_slice(),
+            b"s"
+        );
+        // factor_key from a file source, the old file key as a previous key: rotation.
+        let new_key = dir.path().join("new.key");
+        std::fs::write(&new_key, STANDARD.encode([9u8; 32])).unwrap();
+        let old_key = dir.path().join("keys/approvals-factor.key");
+        let config = ApprovalsConfig {
+            factor_key: Some(crate::secrets::CredentialSource::File(new_key.clone())),
+            previous_factor_keys: vec![crate::secrets::CredentialSource::File(old_key)],
+            ..ApprovalsConfig::default()
+        };
+        let rotated = sealer(&config, dir.path(), None).await.unwrap();
+        assert_eq!(rotated.sealing_key_id(), key(9).id());
+        assert_eq!(
+            rotated
+                .open(Purpose::TotpSecret, "alice", &blob)
+                .unwrap()
+                .as_slice(),
+            b"s"
+        );
+        // A source that cannot be read names its key.
+        let missing = ApprovalsConfig {
+            factor_key: Some(crate::secrets::CredentialSource::Env(
+                "WARDEN_TEST_NO_SUCH_FACTOR_KEY".into(),
+            )),
+            ..ApprovalsConfig::default()
+        };
+        let err = sealer(&missing, dir.path(), None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("approvals.factor_key: "), "{err}");
+        std::fs::write(&new_key, "short").unwrap();
+        let err = sealer(&config, dir.path(), None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("approvals.factor_key (file) is not a factor key"),
+            "{err}"
+        );
     }
 
     #[test]
