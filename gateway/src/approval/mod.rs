@@ -3,6 +3,7 @@
 //! approval gate will wait for one, or tell the agent how to retry, from this one place).
 
 pub mod config;
+pub mod notify;
 pub mod sealed;
 pub mod totp;
 
