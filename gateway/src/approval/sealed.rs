@@ -309,6 +309,24 @@ pub async fn sealer(
     Sealer::new(keys)
 }
 
+/// Checks the key file Warden would use without `approvals.factor_key`, if it exists (a
+/// missing one is created at start); reads, never creates.
+pub fn check_key_file(config: &ApprovalsConfig, data_dir: &Path) -> Result<(), SealError> {
+    if config.factor_key.is_some() {
+        return Ok(());
+    }
+    let path = default_key_file(data_dir);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => FactorKey::parse(&Zeroizing::new(text), &path.display().to_string()).map(drop),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(SealError::File {
+            action: "cannot read",
+            path,
+            source,
+        }),
+    }
+}
+
 /// The default key file: `<data_dir>/keys/approvals-factor.key`.
 pub fn default_key_file(data_dir: &Path) -> PathBuf {
     data_dir.join("keys").join(KEY_FILE_NAME)
