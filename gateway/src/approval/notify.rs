@@ -93,8 +93,12 @@ fn bounded(text: &str, max: usize) -> String {
 
 /// Text for Slack's mrkdwn: its three control characters escaped, bounded.
 fn slack_text(text: &str) -> String {
-    bounded(text, MAX_VALUE_CHARS)
-        .replace('&', "&amp;")
+    escape_mrkdwn(&bounded(text, MAX_VALUE_CHARS))
+}
+
+/// `&`, `<` and `>` escaped, as Slack asks: `<...>` would otherwise be a link or mention.
+fn escape_mrkdwn(text: &str) -> String {
+    text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
@@ -138,10 +142,12 @@ pub fn slack_body(notice: &Notice, link: &str, include_arguments: bool) -> Value
         blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Why*\n{}", slack_text(reason))}}));
     }
     if include_arguments && let Some(arguments) = &notice.arguments {
-        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!(
-            "*Arguments*\n```{}```",
-            arguments_text(arguments).replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-        )}}));
+        blocks.push(
+            json!({"type": "section", "text": {"type": "mrkdwn", "text": format!(
+                "*Arguments*\n```{}```",
+                escape_mrkdwn(&arguments_text(arguments))
+            )}}),
+        );
     }
     blocks.push(
         json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!(
@@ -159,9 +165,9 @@ pub fn slack_body(notice: &Notice, link: &str, include_arguments: bool) -> Value
     json!({
         "text": format!(
             "Approval needed: {} wants {} on {} (expires {expires}): {link}",
-            bounded(&notice.agent, MAX_VALUE_CHARS),
-            notice.action,
-            bounded(&notice.resource, MAX_VALUE_CHARS)
+            slack_text(&notice.agent),
+            slack_text(&notice.action),
+            slack_text(&notice.resource)
         ),
         "blocks": blocks,
     })
@@ -786,6 +792,32 @@ mod tests {
         );
         assert!(!body.to_string().contains("rotate keys"));
         assert_eq!(metrics.count("chat", "sent"), 1);
+    }
+
+    #[test]
+    fn slack_arguments_and_values_cannot_mention_or_link() {
+        let mut n = notice();
+        n.agent = "<!channel> bot".into();
+        n.arguments = Some(json!({"cmd": "echo <@U123> && curl <https://evil.example|ok>"}));
+        let body = slack_body(&n, LINK, true);
+        let text = body.to_string();
+        assert!(
+            !text.contains("<!channel>") && !text.contains("<@U123>"),
+            "{text}"
+        );
+        assert!(text.contains("&lt;!channel&gt; bot"), "{text}");
+        assert_eq!(
+            body["blocks"][3]["text"]["text"],
+            "*Arguments*\n```{\n  \"cmd\": \"echo &lt;@U123&gt; &amp;&amp; curl &lt;https://evil.example|ok&gt;\"\n}```"
+        );
+        // Long values are cut.
+        n.resource = "x".repeat(5000);
+        let body = slack_body(&n, LINK, false);
+        let resource = body["blocks"][1]["fields"][2]["text"].as_str().unwrap();
+        assert_eq!(
+            resource.chars().count(),
+            "*Resource*\n".len() + MAX_VALUE_CHARS + 1
+        );
     }
 
     #[tokio::test]
