@@ -103,6 +103,19 @@ fn escape_mrkdwn(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// Text for an Adaptive Card, bounded, with the brackets of Markdown links escaped.
+fn teams_text(text: &str) -> String {
+    escape_markdown_links(&bounded(text, MAX_VALUE_CHARS))
+}
+
+/// `[` and `]` escaped (and `\` itself): a value an agent chose cannot become a link whose
+/// text hides where it leads (`[Approve](https://elsewhere)`).
+fn escape_markdown_links(text: &str) -> String {
+    text.replace('\\', r"\\")
+        .replace('[', r"\[")
+        .replace(']', r"\]")
+}
+
 fn approvers_text(notice: &Notice) -> String {
     let who = if notice.approvers.is_empty() {
         "any approver".to_owned()
@@ -177,14 +190,12 @@ pub fn slack_body(notice: &Notice, link: &str, include_arguments: bool) -> Value
 /// and Workflows' "When a Teams webhook request is received" accept; its only action opens
 /// the console.
 pub fn teams_body(notice: &Notice, link: &str, include_arguments: bool) -> Value {
-    let fact = |title: &str, value: &str| json!({"title": title, "value": bounded(value, MAX_VALUE_CHARS)});
+    let fact = |title: &str, value: &str| json!({"title": title, "value": teams_text(value)});
     let mut body = vec![
         json!({"type": "TextBlock", "text": "Approval needed", "weight": "Bolder", "size": "Medium", "wrap": true}),
     ];
     if let Some(reason) = &notice.reason {
-        body.push(
-            json!({"type": "TextBlock", "text": bounded(reason, MAX_VALUE_CHARS), "wrap": true}),
-        );
+        body.push(json!({"type": "TextBlock", "text": teams_text(reason), "wrap": true}));
     }
     body.push(json!({"type": "FactSet", "facts": [
         fact("Agent", &notice.agent),
@@ -199,7 +210,7 @@ pub fn teams_body(notice: &Notice, link: &str, include_arguments: bool) -> Value
         body.push(
             json!({"type": "TextBlock", "text": "Arguments", "weight": "Bolder", "wrap": true}),
         );
-        body.push(json!({"type": "TextBlock", "text": arguments_text(arguments), "fontType": "Monospace", "wrap": true}));
+        body.push(json!({"type": "TextBlock", "text": escape_markdown_links(&arguments_text(arguments)), "fontType": "Monospace", "wrap": true}));
     }
     body.push(json!({"type": "TextBlock", "text": "Approve or deny in the Warden console, with your second factor.", "isSubtle": true, "wrap": true}));
     json!({
@@ -817,6 +828,29 @@ mod tests {
         assert_eq!(
             resource.chars().count(),
             "*Resource*\n".len() + MAX_VALUE_CHARS + 1
+        );
+    }
+
+    #[test]
+    fn teams_values_cannot_become_disguised_links() {
+        let mut n = notice();
+        n.reason = Some(r"[Approve now](https://evil.example) \o/".into());
+        n.resource = r#"Tool::"[x](https://evil.example)""#.into();
+        n.arguments = Some(json!(["a"]));
+        let body = teams_body(&n, LINK, true);
+        let card = &body["attachments"][0]["content"];
+        assert_eq!(
+            card["body"][1]["text"],
+            r"\[Approve now\](https://evil.example) \\o/"
+        );
+        assert_eq!(
+            card["body"][2]["facts"][2]["value"],
+            r#"Tool::"\[x\](https://evil.example)""#
+        );
+        assert_eq!(card["body"][4]["text"], "\\[\n  \"a\"\n\\]");
+        assert_eq!(
+            card["actions"][0]["url"], LINK,
+            "the only link is the console's"
         );
     }
 
