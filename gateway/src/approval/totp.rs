@@ -221,11 +221,7 @@ impl Totp {
 
 /// Equality of two byte strings in time that depends on their lengths only.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 /// The `otpauth://totp/Warden:<account>?secret=...&issuer=Warden` URI an authenticator app
