@@ -192,7 +192,7 @@ impl ApprovalsConfig {
 }
 
 /// An absolute `https://` URL (plain `http://` only to a loopback address).
-fn check_url(url: &str) -> Result<reqwest::Url, String> {
+pub fn check_url(url: &str) -> Result<reqwest::Url, String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
     let Some(host) = parsed.host_str().filter(|h| !h.is_empty()) else {
         return Err(format!("{url:?} has no host"));

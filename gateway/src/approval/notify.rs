@@ -320,16 +320,12 @@ impl Target {
             UrlSource::Secret(source) => {
                 let key = format!("notify[{index}].url");
                 let url = read(key.clone(), source).await?;
-                match reqwest::Url::parse(&url) {
-                    Ok(u) if matches!(u.scheme(), "https" | "http") => url,
-                    // Never quote it: the URL is the credential.
-                    _ => {
-                        return Err(NotifyError::Url {
-                            key,
-                            reason: "is not an http(s) URL".into(),
-                        });
-                    }
-                }
+                // Never quote it: the URL is the credential.
+                super::config::check_url(&url).map_err(|_| NotifyError::Url {
+                    key,
+                    reason: "is not an https URL (plain http only to a loopback address)".into(),
+                })?;
+                url
             }
         };
         let secret = match &config.secret {
@@ -1067,15 +1063,18 @@ mod tests {
         assert_eq!(target.url.as_str(), "https://hooks.example.com/abc");
         assert_eq!(target.secret.as_deref().map(String::as_str), Some("s3cret"));
         assert!(!format!("{target:?}").contains("abc"));
-        std::fs::write(&url_file, "not a url with a t0ken").unwrap();
-        let err = Target::resolve(&config, 3, None)
-            .await
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            err,
-            "approvals.notify[3].url: the URL read from its source is not an http(s) URL"
-        );
+        for bad in ["not a url with a t0ken", "http://hooks.example.com/t0ken"] {
+            std::fs::write(&url_file, bad).unwrap();
+            let err = Target::resolve(&config, 3, None)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                err,
+                "approvals.notify[3].url: the URL read from its source is not an https URL \
+                 (plain http only to a loopback address)"
+            );
+        }
         let none = Notifier::from_config(&ApprovalsConfig::default(), None, NotifyMetrics::new())
             .await
             .unwrap();
