@@ -264,6 +264,49 @@ pub fn qr_svg(uri: &str) -> Result<Zeroizing<String>, TotpError> {
     Ok(Zeroizing::new(svg[start..].to_owned()))
 }
 
+/// A TOTP enrolment being set up: the new secret (to seal and keep once the approver has
+/// typed a code it produces) and what the enrolment page shows.
+pub struct NewEnrolment {
+    /// The new secret.
+    pub secret: TotpSecret,
+    /// Its `otpauth://` URI.
+    pub uri: Zeroizing<String>,
+    /// The URI's QR code as an inline `<svg>`.
+    pub qr_svg: Zeroizing<String>,
+    /// The secret in base32, grouped by four for typing in.
+    pub typed: Zeroizing<String>,
+}
+
+impl fmt::Debug for NewEnrolment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NewEnrolment { .. }")
+    }
+}
+
+impl NewEnrolment {
+    /// A new secret for `account` with its URI, QR code and typed form.
+    pub fn start(account: &str) -> Result<NewEnrolment, TotpError> {
+        let secret = TotpSecret::generate();
+        let uri = provisioning_uri(&secret, account, &Totp::new(&secret))?;
+        let qr_svg = qr_svg(&uri)?;
+        let base32 = secret.to_base32();
+        let typed = Zeroizing::new(
+            base32
+                .as_bytes()
+                .chunks(4)
+                .map(|c| std::str::from_utf8(c).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+        Ok(NewEnrolment {
+            secret,
+            uri,
+            qr_svg,
+            typed,
+        })
+    }
+}
+
 /// The QR code of `uri` as a `data:image/svg+xml;base64,` URL, for an `<img>` under a
 /// Content-Security-Policy that allows `img-src data:`.
 pub fn qr_data_url(uri: &str) -> Result<Zeroizing<String>, TotpError> {
@@ -457,6 +500,34 @@ mod tests {
         assert_ne!(svg.as_str(), other.as_str());
         let url = qr_data_url(&uri).unwrap();
         assert!(url.starts_with("data:image/svg+xml;base64,PHN2Zy"));
+    }
+
+    #[test]
+    fn an_enrolment_shows_its_secret_as_uri_qr_code_and_groups_of_four() {
+        let enrolment = NewEnrolment::start("alice@example.com").unwrap();
+        let base32 = enrolment.secret.to_base32();
+        assert_eq!(
+            enrolment.uri.as_str(),
+            format!(
+                "otpauth://totp/Warden:alice%40example%2Ecom?secret={}&issuer=Warden",
+                base32.as_str()
+            )
+        );
+        assert_eq!(
+            enrolment.qr_svg.as_str(),
+            qr_svg(&enrolment.uri).unwrap().as_str()
+        );
+        assert_eq!(enrolment.typed.len(), 32 + 7);
+        assert_eq!(enrolment.typed.replace(' ', ""), base32.as_str());
+        assert_eq!(format!("{enrolment:?}"), "NewEnrolment { .. }");
+        assert!(NewEnrolment::start("a:b").is_err());
+        // Typed in by hand, with its spaces, it is the same secret.
+        assert_eq!(
+            TotpSecret::from_base32(&enrolment.typed)
+                .unwrap()
+                .as_bytes(),
+            enrolment.secret.as_bytes()
+        );
     }
 
     /// Runs the real `oathtool` (Debian package `oathtool`, installed by tests/run).
