@@ -263,6 +263,53 @@ pub fn signature(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
     )
 }
 
+/// Why a `warden-signature` does not vouch for a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureRefused {
+    /// Not `t=<unix seconds>,v1=<64 hex digits>`.
+    #[error("the signature header is not t=<unix seconds>,v1=<hex>")]
+    Malformed,
+    /// The timestamp is further from now than the tolerance: a replay, or a clock off.
+    #[error("the signature's timestamp is {0} s from now, beyond the tolerance")]
+    Stale(u64),
+    /// The HMAC does not match: another secret, or an altered body.
+    #[error("the signature does not match the body")]
+    Mismatch,
+}
+
+/// Checks a `warden-signature` `header` for `body` as a receiver would: the timestamp within
+/// `tolerance` of `now` (unix seconds), then the HMAC in constant time.
+pub fn verify_signature(
+    secret: &[u8],
+    header: &str,
+    body: &[u8],
+    now: u64,
+    tolerance: Duration,
+) -> Result<(), SignatureRefused> {
+    let mut timestamp = None;
+    let mut given = None;
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", t)) => timestamp = t.parse::<u64>().ok(),
+            Some(("v1", v)) => given = hex::decode(v).ok(),
+            _ => {}
+        }
+    }
+    let (Some(timestamp), Some(given)) = (timestamp, given) else {
+        return Err(SignatureRefused::Malformed);
+    };
+    let skew = now.abs_diff(timestamp);
+    if skew > tolerance.as_secs() {
+        return Err(SignatureRefused::Stale(skew));
+    }
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac.verify_slice(&given)
+        .map_err(|_| SignatureRefused::Mismatch)
+}
+
 /// One webhook, its secrets read.
 pub struct Target {
     name: String,
@@ -943,6 +990,16 @@ mod tests {
             let mut signed = format!("{t}.").into_bytes();
             signed.extend_from_slice(raw);
             assert_eq!(v1, python_hmac(secret, &signed));
+            assert_eq!(
+                verify_signature(
+                    secret.as_bytes(),
+                    header,
+                    raw,
+                    now,
+                    Duration::from_secs(300)
+                ),
+                Ok(())
+            );
             assert_ne!(v1, python_hmac("another secret", &signed));
         }
         assert_eq!(metrics.count("secops", "retried"), 1);
@@ -959,6 +1016,42 @@ mod tests {
             with["arguments"],
             json!({"repo": "acme/api", "title": "rotate keys"})
         );
+    }
+
+    #[test]
+    fn a_signature_verifies_only_for_its_secret_body_and_time() {
+        let body = br#"{"type":"approval.pending"}"#;
+        let header = signature(b"k", 1_800_000_000, body);
+        let five = Duration::from_secs(300);
+        assert_eq!(
+            verify_signature(b"k", &header, body, 1_800_000_100, five),
+            Ok(())
+        );
+        assert_eq!(
+            verify_signature(b"other", &header, body, 1_800_000_000, five),
+            Err(SignatureRefused::Mismatch)
+        );
+        assert_eq!(
+            verify_signature(b"k", &header, b"{}", 1_800_000_000, five),
+            Err(SignatureRefused::Mismatch)
+        );
+        assert_eq!(
+            verify_signature(b"k", &header, body, 1_800_000_301, five),
+            Err(SignatureRefused::Stale(301))
+        );
+        // The timestamp is signed: moving it breaks the signature.
+        let moved = header.replace("t=1800000000", "t=1800000200");
+        assert_eq!(
+            verify_signature(b"k", &moved, body, 1_800_000_200, five),
+            Err(SignatureRefused::Mismatch)
+        );
+        for bad in ["", "t=1", "v1=00", "t=x,v1=00", "t=1800000000,v1=zz"] {
+            assert_eq!(
+                verify_signature(b"k", bad, body, 1_800_000_000, five),
+                Err(SignatureRefused::Malformed),
+                "{bad}"
+            );
+        }
     }
 
     #[tokio::test]
