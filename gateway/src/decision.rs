@@ -1,6 +1,7 @@
 //! The verdict of the decide stage.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What policy says about an [`crate::action::Action`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +27,12 @@ pub enum Decision {
         approvers: Vec<String>,
         /// `@reason` of that policy, if any.
         reason: Option<String>,
+        /// `@approval_ttl`: how long the approval may wait before it expires into a deny
+        /// (`None`: the approval gate's default).
+        ttl: Option<Duration>,
+        /// `@approvals`: how many distinct approvers must approve (1 unless a two-person
+        /// rule).
+        approvals: u8,
     },
 }
 
@@ -49,12 +56,18 @@ impl Decision {
                 policy,
                 approvers,
                 reason,
+                approvals,
+                ..
             } => vec![format!(
-                "{}requires approval by {} (policy {policy})",
+                "{}requires {} by {} (policy {policy})",
                 reason
                     .as_deref()
                     .map(|r| format!("{r}: "))
                     .unwrap_or_default(),
+                match approvals {
+                    0 | 1 => "approval".to_string(),
+                    n => format!("{n} approvals"),
+                },
                 if approvers.is_empty() {
                     "an approver".to_string()
                 } else {

@@ -1,6 +1,15 @@
 //! Hold: what a decision lets through. An allow goes on; a deny stops here; a decision that
 //! needs a human's approval stops here too until approvals exist on this gateway (the
 //! approval gate will wait for one, or tell the agent how to retry, from this one place).
+//!
+//! The gate's building blocks live beside it: `config` (the `approvals:` section), `totp`
+//! (the second factor), `sealed` (second-factor secrets encrypted for the state store) and
+//! `notify` (webhooks telling approvers that an action waits).
+
+pub mod config;
+pub mod notify;
+pub mod sealed;
+pub mod totp;
 
 use crate::decision::Decision;
 
@@ -79,6 +88,8 @@ mod tests {
             policy: "prod-deploys".into(),
             approvers: vec!["Group::\"sre\"".into()],
             reason: Some("production change".into()),
+            ttl: None,
+            approvals: 1,
         };
         assert_eq!(
             decision.reasons(),

@@ -1,5 +1,5 @@
-//! Checks of the files a configuration names: listener certificates and keys, CA bundles and
-//! Warden's token-signing key. Each is read the way start-up reads it, so `warden check`
+//! Checks of the files a configuration names: listener certificates and keys, CA bundles,
+//! Warden's token-signing key and its approvals factor key. Each is read the way start-up reads it, so `warden check`
 //! reports what `warden serve` would stop on, and start-up names the key at fault. Nothing is
 //! created or written, and nothing is fetched over the network.
 
@@ -52,6 +52,10 @@ pub fn check_files(config: &Config, source: &Source) -> Vec<ConfigError> {
     if let Err(error) = crate::audit::signer::Signer::check(&config.audit.signing, &config.data_dir)
     {
         errors.push(source.error("audit.signing.key_file", error.to_string()));
+    }
+    if let Err(error) = crate::approval::sealed::check_key_file(&config.approvals, &config.data_dir)
+    {
+        errors.push(source.error("approvals.factor_key", error.to_string()));
     }
     errors
 }
@@ -284,5 +288,34 @@ mod tests {
             !dir.path().join("keys").exists(),
             "a check must not create the signing key"
         );
+    }
+
+    #[test]
+    fn an_approvals_factor_key_file_that_is_no_key_is_reported_and_a_missing_one_is_not_created() {
+        let dir = data_dir();
+        let yaml = format!("data_dir: {}\n", dir.path().display());
+        assert_eq!(file_errors(&yaml), Vec::<String>::new());
+        assert!(!dir.path().join("keys").exists(), "a check creates no key");
+        std::fs::create_dir(dir.path().join("keys")).unwrap();
+        let key = write(
+            &dir.path().join("keys"),
+            "approvals-factor.key",
+            "not a key",
+        );
+        let errors = file_errors(&yaml);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with(&format!(
+                "warden.yaml: approvals.factor_key: {} is not a factor key",
+                key.display()
+            )),
+            "{errors:?}"
+        );
+        // With a configured factor_key the file is not Warden's key, and not read.
+        let yaml = format!(
+            "data_dir: {}\napprovals:\n  factor_key: {{ env: WARDEN_FACTOR_KEY }}\n",
+            dir.path().display()
+        );
+        assert_eq!(file_errors(&yaml), Vec::<String>::new());
     }
 }

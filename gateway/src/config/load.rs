@@ -27,6 +27,7 @@ const SECTIONS: &[&str] = &[
     "vault",
     "mcp",
     "siem",
+    "approvals",
 ];
 
 /// A configuration read as far as it could be: each section that has a mistake keeps its
@@ -142,6 +143,7 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
             "vault" => section(&key, value, &mut config.vault, &error, &mut errors),
             "mcp" => section(&key, value, &mut config.mcp, &error, &mut errors),
             "siem" => section(&key, value, &mut config.siem, &error, &mut errors),
+            "approvals" => section(&key, value, &mut config.approvals, &error, &mut errors),
             other => errors.push(error(
                 other,
                 format!("unknown section; expected one of: {}", SECTIONS.join(", ")),
@@ -347,6 +349,12 @@ mod tests {
                 "siem: {sinks: [{syslog: {zz: 1}}]}",
                 "siem",
                 "siem.sinks[].syslog.",
+            ),
+            ("approvals: {zz: 1}", "approvals", "approvals."),
+            (
+                "approvals: {notify: [{kind: json, url: u, zz: 1}]}",
+                "approvals",
+                "approvals.notify[].",
             ),
         ];
         for (probe, heading, prefix) in sections {

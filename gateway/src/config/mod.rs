@@ -7,6 +7,7 @@
 use serde::Deserialize;
 use std::path::PathBuf;
 
+pub use crate::approval::config::ApprovalsConfig;
 pub use crate::audit::config::AuditConfig;
 pub use crate::identity::config::IdentityConfig;
 pub use crate::listener::config::{ListenConfig, TlsConfig, WorkersConfig};
@@ -50,6 +51,8 @@ pub struct Config {
     pub vault: Option<crate::vault::VaultConfig>,
     /// Where the audit log is shipped (Splunk, Elastic, syslog).
     pub siem: crate::siem::config::SiemConfig,
+    /// Human approvals: the console's public URL, the second-factor key, notifications.
+    pub approvals: ApprovalsConfig,
 }
 
 impl Default for Config {
@@ -72,6 +75,7 @@ impl Default for Config {
             mcp: McpConfig::default(),
             vault: None,
             siem: Default::default(),
+            approvals: ApprovalsConfig::default(),
         }
     }
 }

@@ -23,6 +23,14 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     for (key, message) in crate::siem::config::validate(&config.siem) {
         err(&key, message);
     }
+    for (key, message) in config.approvals.validate() {
+        err(&key, message);
+    }
+    for (key, source) in config.approvals.secrets() {
+        if matches!(source, crate::secrets::CredentialSource::Vault(_)) && config.vault.is_none() {
+            err(&format!("approvals.{key}.vault"), NO_VAULT_SECTION.into());
+        }
+    }
     for (key, message) in config.traces.iter().flat_map(|t| t.validate()) {
         err(&key, message);
     }

@@ -1,8 +1,10 @@
-//! What Warden reads from policy annotations: `@id`, `@reason`, `@approval`, `@approvers`.
+//! What Warden reads from policy annotations: `@id`, `@reason`, `@approval`, `@approvers`,
+//! `@approval_ttl`, `@approvals`.
 
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use cedar_policy::{Effect, EntityUid, Policy};
 
@@ -10,6 +12,25 @@ use super::error::Position;
 
 /// `@approval("required")`: a matching permit asks a human first.
 const APPROVAL_REQUIRED: &str = "required";
+
+/// The shortest `@approval_ttl`: a human needs time to see the notification and sign in.
+pub const MIN_APPROVAL_TTL: Duration = Duration::from_secs(60);
+/// The longest `@approval_ttl`: an approval older than a week no longer reflects a decision.
+pub const MAX_APPROVAL_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The most distinct approvers `@approvals` may ask for.
+pub const MAX_APPROVALS: u8 = 5;
+
+/// What a permit with `@approval("required")` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRule {
+    /// `@approvers`: who may approve, as Cedar entity references (empty: the gate's default).
+    pub approvers: Vec<String>,
+    /// `@approval_ttl`: how long the pending approval lives before it expires into a deny
+    /// (`None`: the gate's default).
+    pub ttl: Option<Duration>,
+    /// `@approvals`: how many distinct approvers must approve (1 unless a two-person rule).
+    pub approvals: u8,
+}
 
 /// Warden's view of one loaded policy.
 #[derive(Debug, Clone)]
@@ -20,8 +41,8 @@ pub struct PolicyMeta {
     pub effect: Effect,
     /// `@reason`: shown to the agent when this policy determines the decision.
     pub reason: Option<String>,
-    /// `Some(approvers)` when the policy carries `@approval("required")`.
-    pub approval: Option<Vec<String>>,
+    /// `Some(rule)` when the policy carries `@approval("required")`.
+    pub approval: Option<ApprovalRule>,
     /// The file that defines the policy (policy directory joined with the relative path).
     pub file: PathBuf,
     /// Where the policy starts in that file.
@@ -53,26 +74,38 @@ pub(crate) fn read(
         }
         r => r.map(str::to_owned),
     };
-    let approval = match (
-        policy.annotation("approval"),
-        policy.annotation("approvers"),
-    ) {
-        (None, None) => None,
-        (None, Some(_)) => {
-            return Err(
-                "@approvers has no effect without @approval(\"required\"); add it or remove @approvers"
-                    .into(),
-            );
+    let approval = match policy.annotation("approval") {
+        None => {
+            if let Some(other) = ["approvers", "approval_ttl", "approvals"]
+                .into_iter()
+                .find(|a| policy.annotation(a).is_some())
+            {
+                return Err(format!(
+                    "@{other} has no effect without @approval(\"required\"); add it or remove @{other}"
+                ));
+            }
+            None
         }
-        (Some(v), _) if v != APPROVAL_REQUIRED => {
+        Some(v) if v != APPROVAL_REQUIRED => {
             return Err(format!(
                 "@approval(\"{v}\") is not understood; the only value is @approval(\"required\")"
             ));
         }
-        (Some(_), _) if effect == Effect::Forbid => {
+        Some(_) if effect == Effect::Forbid => {
             return Err("@approval applies to permit policies only; a forbid always denies".into());
         }
-        (Some(_), approvers) => Some(parse_approvers(approvers.unwrap_or(""))?),
+        Some(_) => Some(ApprovalRule {
+            approvers: parse_approvers(policy.annotation("approvers").unwrap_or(""))?,
+            ttl: policy
+                .annotation("approval_ttl")
+                .map(parse_ttl)
+                .transpose()?,
+            approvals: policy
+                .annotation("approvals")
+                .map(parse_approvals)
+                .transpose()?
+                .unwrap_or(1),
+        }),
     };
     Ok(PolicyMeta {
         id,
@@ -99,6 +132,34 @@ fn parse_approvers(list: &str) -> Result<Vec<String>, String> {
         .collect()
 }
 
+/// `@approval_ttl("15m")`: a duration (humantime) from [`MIN_APPROVAL_TTL`] to
+/// [`MAX_APPROVAL_TTL`].
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(text.trim()).map_err(|e| {
+        format!(
+            "@approval_ttl(\"{text}\") is not a duration ({e}); write e.g. @approval_ttl(\"15m\"), \
+             @approval_ttl(\"2h\") or @approval_ttl(\"1day\")"
+        )
+    })?;
+    if !(MIN_APPROVAL_TTL..=MAX_APPROVAL_TTL).contains(&ttl) {
+        return Err(format!(
+            "@approval_ttl(\"{text}\") is out of bounds; an approval may wait from 1m to 7d"
+        ));
+    }
+    Ok(ttl)
+}
+
+/// `@approvals("2")`: how many distinct approvers, from 1 to [`MAX_APPROVALS`].
+fn parse_approvals(text: &str) -> Result<u8, String> {
+    match text.trim().parse::<u8>() {
+        Ok(n) if (1..=MAX_APPROVALS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "@approvals(\"{text}\") must be a whole number from 1 to {MAX_APPROVALS}: how many \
+             distinct approvers must approve (e.g. @approvals(\"2\") for a two-person rule)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,11 +183,88 @@ mod tests {
         );
         assert_eq!(
             m.map(|m| m.approval),
-            Ok(Some(vec![
-                r#"Group::"sre""#.to_owned(),
-                r#"Group::"secops""#.to_owned()
-            ]))
+            Ok(Some(ApprovalRule {
+                approvers: vec![
+                    r#"Group::"sre""#.to_owned(),
+                    r#"Group::"secops""#.to_owned()
+                ],
+                ttl: None,
+                approvals: 1,
+            }))
         );
+    }
+
+    #[test]
+    fn reads_approval_ttl_and_the_number_of_approvals() {
+        let m = meta(
+            r#"@approval("required") @approval_ttl("15m") @approvals("2")
+            permit(principal, action, resource);"#,
+        );
+        assert_eq!(
+            m.map(|m| m.approval),
+            Ok(Some(ApprovalRule {
+                approvers: vec![],
+                ttl: Some(Duration::from_secs(15 * 60)),
+                approvals: 2,
+            }))
+        );
+        for (ttl, seconds) in [("1m", 60), ("7d", 7 * 24 * 3600), ("1h 30m", 5400)] {
+            let m = meta(&format!(
+                r#"@approval("required") @approval_ttl("{ttl}") permit(principal, action, resource);"#
+            ));
+            assert_eq!(
+                m.map(|m| m.approval.and_then(|a| a.ttl)),
+                Ok(Some(Duration::from_secs(seconds))),
+                "{ttl}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_approval_ttl_that_is_not_a_duration_or_out_of_bounds() {
+        let m = |ttl: &str| {
+            meta(&format!(
+                r#"@approval("required") @approval_ttl("{ttl}") permit(principal, action, resource);"#
+            ))
+        };
+        assert!(
+            m("soon").is_err_and(|e| e.contains("@approval_ttl(\"soon\") is not a duration")
+                && e.contains("@approval_ttl(\"15m\")"))
+        );
+        for out in ["59s", "0s", "8d", "30days"] {
+            assert!(
+                m(out).is_err_and(|e| e.contains("out of bounds") && e.contains("1m to 7d")),
+                "{out}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_approvals_outside_one_to_five() {
+        for bad in ["0", "6", "two", "-1", "1.5", ""] {
+            let m = meta(&format!(
+                r#"@approval("required") @approvals("{bad}") permit(principal, action, resource);"#
+            ));
+            assert!(
+                m.is_err_and(|e| e.contains(&format!(
+                    "@approvals(\"{bad}\") must be a whole number from 1 to 5"
+                ))),
+                "{bad}"
+            );
+        }
+        let five =
+            meta(r#"@approval("required") @approvals("5") permit(principal, action, resource);"#);
+        assert_eq!(five.map(|m| m.approval.map(|a| a.approvals)), Ok(Some(5)));
+    }
+
+    #[test]
+    fn rejects_ttl_and_approvals_without_approval() {
+        let ttl = meta(r#"@approval_ttl("15m") permit(principal, action, resource);"#);
+        assert!(ttl.is_err_and(|e| e.contains("@approval_ttl has no effect without @approval")));
+        let count = meta(r#"@approvals("2") permit(principal, action, resource);"#);
+        assert!(count.is_err_and(|e| e.contains("@approvals has no effect without @approval")));
+        let forbid = meta(r#"@approval_ttl("15m") forbid(principal, action, resource);"#);
+        assert!(forbid.is_err_and(|e| e.contains("without @approval")));
     }
 
     #[test]

@@ -718,11 +718,21 @@ impl PolicyEngine {
                 policies: Vec::new(),
             };
         }
-        if let Some(m) = determining.iter().find(|m| m.approval.is_some()) {
+        // Of several approval permits, the one asking for the most approvers decides (the
+        // first in load order among equals): a two-person rule is never undercut by a looser
+        // permit that matches too.
+        if let Some((m, rule)) = determining
+            .iter()
+            .filter_map(|m| m.approval.as_ref().map(|rule| (m, rule)))
+            .rev()
+            .max_by_key(|(_, rule)| rule.approvals)
+        {
             return Decision::NeedsApproval {
                 policy: m.id.clone(),
-                approvers: m.approval.clone().unwrap_or_default(),
+                approvers: rule.approvers.clone(),
                 reason: m.reason.clone(),
+                ttl: rule.ttl,
+                approvals: rule.approvals,
             };
         }
         Decision::Allow {

@@ -114,6 +114,11 @@ struct Case {
     reasons: Option<Vec<String>>,
     /// Expected approvers of an `approval_required` decision.
     approvers: Option<Vec<String>>,
+    /// Expected number of approvals (`@approvals`) of an `approval_required` decision.
+    approvals: Option<u8>,
+    /// Expected `@approval_ttl` of an `approval_required` decision (`15m`; `default` for
+    /// none).
+    approval_ttl: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
@@ -559,6 +564,7 @@ fn describe(d: &Decision) -> String {
             policy,
             approvers,
             reason,
+            ..
         } => format!(
             "approval_required by {policy} (approvers: {}){}",
             approvers.join(", "),
@@ -825,6 +831,42 @@ fn run_case(engine: &PolicyEngine, p: Prepared) -> CaseOutcome {
                 got.join(", "),
                 expected.join(", ")
             ));
+        }
+    }
+    if let Some(expected) = p.case.approvals {
+        let got = match actual {
+            Decision::NeedsApproval { approvals, .. } => Some(*approvals),
+            _ => None,
+        };
+        if got != Some(expected) {
+            mismatches.push(match got {
+                Some(n) => format!("{n} approvals required, expected {expected}"),
+                None => format!("no approval required, expected {expected} approvals"),
+            });
+        }
+    }
+    if let Some(expected) = &p.case.approval_ttl {
+        let got = match actual {
+            Decision::NeedsApproval { ttl, .. } => Some(*ttl),
+            _ => None,
+        };
+        let want = match expected.trim() {
+            "default" => Ok(None),
+            text => humantime::parse_duration(text).map(Some),
+        };
+        match (want, got) {
+            (Err(e), _) => mismatches.push(format!(
+                "approval_ttl {expected:?} is not a duration ({e}); write e.g. 15m, or default"
+            )),
+            (Ok(want), Some(got)) if want == got => {}
+            (Ok(_), got) => mismatches.push(format!(
+                "approval TTL is {}, expected {expected}",
+                match got {
+                    Some(Some(ttl)) => humantime::format_duration(ttl).to_string(),
+                    Some(None) => "default".into(),
+                    None => "none (no approval required)".into(),
+                }
+            )),
         }
     }
     CaseOutcome {

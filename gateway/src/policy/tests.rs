@@ -236,6 +236,8 @@ fn approval_permit_needs_approval_even_beside_a_plain_permit() {
             policy: Arc::from("opus-needs-approval"),
             approvers: vec![r#"Group::"sre""#.into(), r#"Group::"secops""#.into()],
             reason: Some("claude-opus-4-1 is expensive: a human approves each call".into()),
+            ttl: Some(std::time::Duration::from_secs(30 * 60)),
+            approvals: 1,
         }
     );
     // Another model is not affected.
@@ -262,6 +264,81 @@ fn forbid_beats_an_approval_permit() {
             policies: ids(&["stop"])
         }
     );
+}
+
+#[test]
+fn the_strictest_approval_permit_decides_with_its_ttl_and_count() {
+    let engine = load(&[(
+        "p.cedar",
+        r#"
+        @id("one") @approval("required") @approval_ttl("1h")
+        permit (principal, action, resource);
+        @id("two-person") @approval("required") @approvers("Group::\"sre\"")
+        @approval_ttl("15m") @approvals("2")
+        permit (principal, action == Action::"llm:chat", resource);
+        "#,
+    )])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let decision = engine.decide(&chat(agent("ci-bot"), "openai", "gpt-4o"));
+    assert_eq!(
+        decision,
+        Decision::NeedsApproval {
+            policy: Arc::from("two-person"),
+            approvers: vec![r#"Group::"sre""#.into()],
+            reason: None,
+            ttl: Some(std::time::Duration::from_secs(15 * 60)),
+            approvals: 2,
+        }
+    );
+    assert_eq!(
+        decision.reasons(),
+        [r#"requires 2 approvals by Group::"sre" (policy two-person)"#]
+    );
+}
+
+#[test]
+fn decision_tests_check_the_number_of_approvals_and_the_ttl() {
+    let dir = pack(&[
+        (
+            "p.cedar",
+            r#"@id("two-person") @approval("required") @approval_ttl("15m") @approvals("2")
+permit (principal, action == Action::"llm:chat", resource);
+@id("one") @approval("required")
+permit (principal, action == Action::"llm:embed", resource);
+"#,
+        ),
+        (
+            "tests/cases.yaml",
+            "cases:
+  - name: two-person rule for 15 minutes
+    principal: { id: a }
+    action: llm:chat
+    resource: { provider: openai, model: gpt-4o }
+    expect: approval_required
+    approvals: 2
+    approval_ttl: 15m
+  - name: one approver, the default TTL
+    principal: { id: a }
+    action: llm:embed
+    resource: { provider: openai, model: text-embedding-3-small }
+    expect: approval_required
+    approvals: 1
+    approval_ttl: default
+  - name: wrong expectations
+    principal: { id: a }
+    action: llm:chat
+    resource: { provider: openai, model: gpt-4o }
+    expect: approval_required
+    approvals: 3
+    approval_ttl: 1h
+",
+        ),
+    ]);
+    let report = run_tests(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((report.passed(), report.failed()), (2, 1), "\n{report}");
+    let text = report.to_string();
+    assert!(text.contains("2 approvals required, expected 3"), "{text}");
+    assert!(text.contains("approval TTL is 15m, expected 1h"), "{text}");
 }
 
 #[test]

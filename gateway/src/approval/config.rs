@@ -1,0 +1,349 @@
+//! `approvals:` configuration: where the approval console is reached (`console_url`, the
+//! address links point at), the key that seals second-factor secrets, and the webhooks that
+//! tell approvers an action waits. The gate's own settings (its listener, whether requests
+//! wait or are answered "pending", how long they wait) join this section when the gate does.
+
+use serde::Deserialize;
+
+use crate::secrets::config::CredentialSource;
+
+/// `approvals:` section.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// The public base URL of the approval console (`https://warden.example.com`); every
+    /// notification links to `<console_url>/approvals/<id>`. Required with `notify`.
+    pub console_url: Option<String>,
+    /// The key that seals second-factor secrets (32 bytes, base64 or hex) from a secret
+    /// source. Default: a key generated in `<data_dir>/keys/approvals-factor.key`.
+    pub factor_key: Option<CredentialSource>,
+    /// Keys that sealed secrets before `factor_key` replaced them: they open, never seal.
+    pub previous_factor_keys: Vec<CredentialSource>,
+    /// Webhooks told when an action waits for approval.
+    pub notify: Vec<NotifyConfig>,
+}
+
+/// One webhook of `approvals.notify`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Its name in logs and metrics: letters, digits, `-` and `_`. Default `<kind>-<index>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The body's shape.
+    pub kind: NotifyKind,
+    /// Where it is posted: a URL, or a secret source holding one (a Slack or Teams webhook
+    /// URL is itself a credential).
+    pub url: UrlSource,
+    /// The HMAC-SHA256 signing secret of a `json` webhook.
+    #[serde(default)]
+    pub secret: Option<CredentialSource>,
+    /// Whether the message shows the action's arguments (tool arguments, request facts).
+    #[serde(default)]
+    pub include_arguments: bool,
+}
+
+impl NotifyConfig {
+    /// Its name: `name`, or `<kind>-<index>`.
+    pub fn name_or_default(&self, index: usize) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{index}", self.kind.label()))
+    }
+}
+
+/// The body shape of a webhook.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyKind {
+    /// A Slack incoming webhook (Block Kit `blocks`), or anything that reads Slack's shape
+    /// (Mattermost, Rocket.Chat).
+    Slack,
+    /// A Microsoft Teams incoming webhook or Workflows trigger: an Adaptive Card message.
+    Teams,
+    /// A JSON document signed with HMAC-SHA256 (`warden-signature`).
+    Json,
+}
+
+impl NotifyKind {
+    /// `slack`, `teams` or `json`.
+    pub fn label(self) -> &'static str {
+        match self {
+            NotifyKind::Slack => "slack",
+            NotifyKind::Teams => "teams",
+            NotifyKind::Json => "json",
+        }
+    }
+}
+
+/// A webhook URL: as written, or read from a secret source.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(
+    untagged,
+    expecting = "a URL: a string, or a secret source holding it ({ env: NAME }, { file: PATH } or { vault: { ... } })"
+)]
+pub enum UrlSource {
+    Url(String),
+    Secret(CredentialSource),
+}
+
+impl ApprovalsConfig {
+    /// The secret sources of the section with their keys (below `approvals.`), for checks
+    /// that need the rest of the configuration (a `vault:` section).
+    pub fn secrets(&self) -> Vec<(String, &CredentialSource)> {
+        let mut out = Vec::new();
+        if let Some(key) = &self.factor_key {
+            out.push(("factor_key".to_owned(), key));
+        }
+        for (i, key) in self.previous_factor_keys.iter().enumerate() {
+            out.push((format!("previous_factor_keys[{i}]"), key));
+        }
+        for (i, n) in self.notify.iter().enumerate() {
+            if let UrlSource::Secret(s) = &n.url {
+                out.push((format!("notify[{i}].url"), s));
+            }
+            if let Some(s) = &n.secret {
+                out.push((format!("notify[{i}].secret"), s));
+            }
+        }
+        out
+    }
+
+    /// Returns `(key, message)` for every mistake in `approvals:`.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
+        let mut err =
+            |key: &str, message: String| errors.push((format!("approvals.{key}"), message));
+        match &self.console_url {
+            Some(url) => {
+                if let Err(m) = check_url(url) {
+                    err("console_url", m);
+                } else if url.contains(['?', '#']) {
+                    err(
+                        "console_url",
+                        format!(
+                            "{url:?} must not have a query or fragment: links add /approvals/<id> to it"
+                        ),
+                    );
+                }
+            }
+            None if !self.notify.is_empty() => err(
+                "console_url",
+                "notifications link to the approval console: set approvals.console_url to its \
+                 public URL (e.g. https://warden.example.com)"
+                    .into(),
+            ),
+            None => {}
+        }
+        if self.factor_key.is_none() && !self.previous_factor_keys.is_empty() {
+            err(
+                "previous_factor_keys",
+                "lists keys that open older secrets, but there is no approvals.factor_key to seal \
+                 new ones: set factor_key to the new key"
+                    .into(),
+            );
+        }
+        let mut names: Vec<String> = Vec::new();
+        for (i, n) in self.notify.iter().enumerate() {
+            let key = format!("notify[{i}]");
+            let name = n.name_or_default(i);
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                err(
+                    &format!("{key}.name"),
+                    format!("{name:?}: use 1 to 64 letters, digits, - and _"),
+                );
+            } else if let Some(first) = names.iter().position(|n| *n == name) {
+                err(
+                    &format!("{key}.name"),
+                    format!("{name:?} is already the name of approvals.notify[{first}]"),
+                );
+            }
+            names.push(name);
+            if let UrlSource::Url(url) = &n.url
+                && let Err(m) = check_url(url)
+            {
+                err(&format!("{key}.url"), m);
+            }
+            match (n.kind, &n.secret) {
+                (NotifyKind::Json, None) => err(
+                    &format!("{key}.secret"),
+                    "a json webhook is signed: give the signing secret's source ({ env: NAME }, \
+                     { file: PATH } or { vault: ... }); receivers check warden-signature with it"
+                        .into(),
+                ),
+                (NotifyKind::Slack | NotifyKind::Teams, Some(_)) => err(
+                    &format!("{key}.secret"),
+                    format!(
+                        "{} webhooks are not signed (their URL is the credential); remove secret, \
+                         or use kind: json",
+                        n.kind.label()
+                    ),
+                ),
+                _ => {}
+            }
+        }
+        errors
+    }
+}
+
+/// An absolute `https://` URL (plain `http://` only to a loopback address).
+pub fn check_url(url: &str) -> Result<reqwest::Url, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    let Some(host) = parsed.host_str().filter(|h| !h.is_empty()) else {
+        return Err(format!("{url:?} has no host"));
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    };
+    match parsed.scheme() {
+        "https" => Ok(parsed),
+        "http" if loopback => Ok(parsed),
+        "http" => Err(format!(
+            "{url:?} must use https (plain http only to a loopback address)"
+        )),
+        other => Err(format!("{url:?} has scheme {other:?}; use https")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load::parse;
+    use std::path::Path;
+
+    fn errors_of(yaml: &str) -> String {
+        parse(yaml, Some(Path::new("warden.yaml")))
+            .expect_err("config must be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn the_section_is_read_with_every_key() {
+        let config = parse(
+            "\
+approvals:
+  console_url: https://warden.example.com/console
+  factor_key: { env: WARDEN_FACTOR_KEY }
+  previous_factor_keys: [{ file: /run/secrets/old-factor-key }]
+  notify:
+    - kind: slack
+      url: { env: SLACK_WEBHOOK_URL }
+    - name: secops
+      kind: json
+      url: https://hooks.example.com/warden
+      secret: { file: /run/secrets/hook-secret }
+      include_arguments: true
+    - kind: teams
+      url: https://example.webhook.office.com/webhookb2/x
+",
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let a = &config.approvals;
+        assert_eq!(
+            a.console_url.as_deref(),
+            Some("https://warden.example.com/console")
+        );
+        assert_eq!(
+            a.factor_key,
+            Some(CredentialSource::Env("WARDEN_FACTOR_KEY".into()))
+        );
+        assert_eq!(a.previous_factor_keys.len(), 1);
+        assert_eq!(a.notify.len(), 3);
+        assert_eq!(a.notify[0].kind, NotifyKind::Slack);
+        assert_eq!(
+            a.notify[0].url,
+            UrlSource::Secret(CredentialSource::Env("SLACK_WEBHOOK_URL".into()))
+        );
+        assert!(!a.notify[0].include_arguments);
+        assert_eq!(a.notify[0].name_or_default(0), "slack-0");
+        assert_eq!(a.notify[1].name_or_default(1), "secops");
+        assert!(a.notify[1].include_arguments);
+        assert_eq!(
+            a.notify[2].url,
+            UrlSource::Url("https://example.webhook.office.com/webhookb2/x".into())
+        );
+        let keys: Vec<String> = a.secrets().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            [
+                "factor_key",
+                "previous_factor_keys[0]",
+                "notify[0].url",
+                "notify[1].secret"
+            ]
+        );
+        assert_eq!(
+            parse("", None).unwrap().approvals,
+            ApprovalsConfig::default()
+        );
+    }
+
+    #[test]
+    fn mistakes_are_located_at_their_key() {
+        let text = errors_of(
+            "\
+approvals:
+  notify:
+    - kind: json
+      url: http://hooks.example.com/x
+    - kind: slack
+      url: { env: SLACK }
+      secret: { env: S }
+",
+        );
+        for expected in [
+            "warden.yaml:1: approvals.console_url: notifications link to the approval console",
+            "warden.yaml:4: approvals.notify[0].url: \"http://hooks.example.com/x\" must use https",
+            "warden.yaml:3: approvals.notify[0].secret: a json webhook is signed",
+            "warden.yaml:7: approvals.notify[1].secret: slack webhooks are not signed",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+        let text =
+            errors_of("approvals:\n  notify:\n    - kind: discord\n      url: https://x.example\n");
+        assert!(
+            text.contains("warden.yaml:3: approvals.notify[0].kind: unknown variant `discord`"),
+            "{text}"
+        );
+        let text = errors_of("approvals:\n  console_url: ftp://x.example\n");
+        assert!(
+            text.contains(
+                "warden.yaml:2: approvals.console_url: \"ftp://x.example\" has scheme \"ftp\""
+            ),
+            "{text}"
+        );
+        let text = errors_of("approvals:\n  console_url: https://x.example/?a=1\n");
+        assert!(
+            text.contains(
+                "approvals.console_url: \"https://x.example/?a=1\" must not have a query"
+            ),
+            "{text}"
+        );
+        let text = errors_of("approvals:\n  previous_factor_keys: [{ env: OLD }]\n");
+        assert!(
+            text.contains("warden.yaml:2: approvals.previous_factor_keys: lists keys"),
+            "{text}"
+        );
+        let text = errors_of("approvals:\n  factor_key: { vault: { kv: secret/warden/factor } }\n");
+        assert!(
+            text.contains("warden.yaml:2: approvals.factor_key.vault: names a Vault secret"),
+            "{text}"
+        );
+        let text = errors_of(
+            "approvals:\n  console_url: http://127.0.0.1:9\n  notify:\n    - { kind: slack, url: 'https://a.example' }\n    - { name: slack-0, kind: teams, url: 'https://b.example' }\n    - { name: 'bad name', kind: teams, url: 'https://c.example' }\n",
+        );
+        assert!(text.contains("warden.yaml:5: approvals.notify[1].name: \"slack-0\" is already the name of approvals.notify[0]"), "{text}");
+        assert!(
+            text.contains("approvals.notify[2].name: \"bad name\": use 1 to 64"),
+            "{text}"
+        );
+    }
+}
