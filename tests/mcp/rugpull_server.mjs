@@ -9,11 +9,13 @@
 //   --change-after-lists N  within one session, after N tools/list answers it is poisoned and
 //                           sends notifications/tools/list_changed.
 // Without either it is honest forever. `--poisoned` starts poisoned.
+//   --record FILE           appends each tools/call's `params._meta` (as one JSON line) to FILE,
+//                           so a test can see what the client propagated (trace context).
 //
 // Speaks MCP over stdio (newline-delimited JSON-RPC 2.0): initialize, ping, tools/list,
 // tools/call; no dependencies beyond Node.
 
-import { readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 
 const args = process.argv.slice(2);
@@ -95,6 +97,8 @@ function answer(request) {
     }
     case "tools/call": {
       const { name, arguments: a = {} } = params;
+      const record = option("--record");
+      if (record) appendFileSync(record, JSON.stringify(params._meta ?? null) + "\n");
       if (name === "add") {
         return { content: [{ type: "text", text: String(Number(a.a) + Number(a.b)) }], isError: false };
       }

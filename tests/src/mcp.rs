@@ -37,6 +37,13 @@ pub fn everything_stdio(name: &str) -> Value {
     json!({"name": name, "command": node(), "args": [server_script("server-everything"), "stdio"]})
 }
 
+/// `mcp.servers[]` entry: the honest rug-pull double over stdio, named `name`, appending the
+/// `params._meta` of each `tools/call` it receives to `record` (one JSON line each).
+pub fn recording_stdio(name: &str, record: &Path) -> Value {
+    json!({"name": name, "command": node(),
+           "args": [mcp_dir().join("rugpull_server.mjs"), "--record", record]})
+}
+
 /// `mcp.servers[]` entry: server-filesystem over stdio, named `name`, serving `root`.
 pub fn filesystem_stdio(name: &str, root: &Path) -> Value {
     json!({"name": name, "command": node(), "args": [server_script("server-filesystem"), root]})

@@ -380,10 +380,13 @@ async fn mcp_post(
 async fn an_mcp_tool_call_is_an_execute_tool_span_without_its_arguments() {
     let otlp = OtlpReceiver::start().await.unwrap();
     let endpoint = otlp.endpoint();
+    let recorded = tempfile::tempdir().unwrap();
+    let record = recorded.path().join("meta.jsonl");
     let w = traced(&endpoint)(WardenBuilder::with_upstream_url("http://127.0.0.1:9").set(
         "/mcp",
-        json!({"servers": [warden_e2e::mcp::everything_stdio("everything")],
-                   "endpoints": [{"name": "tools", "servers": ["everything"]}]}),
+        json!({"servers": [warden_e2e::mcp::everything_stdio("everything"),
+                           warden_e2e::mcp::recording_stdio("recorder", &record)],
+                   "endpoints": [{"name": "tools", "servers": ["everything", "recorder"]}]}),
     ))
     .start()
     .await
@@ -448,6 +451,39 @@ async fn an_mcp_tool_call_is_an_execute_tool_span_without_its_arguments() {
     for s in otlp.spans() {
         assert!(!s.dump().contains("arg-marker-5e1d"), "{}", s.dump());
     }
+
+    // A stdio server has no headers: the trace context reaches it in `params._meta`, naming
+    // Warden's CLIENT span of that call, with the agent's tracestate.
+    let (status, answer, _) = mcp_post(
+        w.http(),
+        &url,
+        &token,
+        Some(&session),
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+            "name": "recorder_add", "arguments": {"a": 2, "b": 3}}}),
+        Some(&agent_traceparent()),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer:?}");
+    let meta: Value = serde_json::from_str(
+        std::fs::read_to_string(&record)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    let client = otlp
+        .wait_for(WAIT, |s| {
+            kind(s) == CLIENT && s.trace_id() == AGENT_TRACE && s.span.name == "tools/call add"
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        meta["traceparent"],
+        format!("00-{AGENT_TRACE}-{}-01", client.span_id()),
+        "{meta}"
+    );
 }
 
 /// A collector that accepts connections and never answers: requests go on at full speed, and

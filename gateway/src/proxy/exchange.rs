@@ -329,6 +329,14 @@ impl Exchange {
         }
     }
 
+    /// credential: an MCP message's `params._meta` trace context names Warden's span (with
+    /// tracing on; off, the agent's `_meta` passes as it came).
+    pub fn propagate_meta(&self, params: &mut serde_json::Map<String, serde_json::Value>) {
+        if let Some(trace) = &self.trace {
+            trace.propagate_meta(params);
+        }
+    }
+
     /// The request's spans, answered with `status` (and `refusal`'s code if refused); `None`
     /// when tracing is off, the request is not sampled, or its spans were built already.
     fn spans(

@@ -255,7 +255,8 @@ impl Judging<'_> {
             .ok_or_else(|| McpError::ServerMissing(server.to_string()))?;
         rewrite.apply(message.params_mut());
         let method = message.method().unwrap_or_default().to_owned();
-        let params = message.params().clone();
+        let mut params = message.params().clone();
+        ex.propagate_meta(&mut params);
         // forward: the call is known (and can be cancelled) before it is sent.
         let t = Instant::now();
         let call = link.prepare(&params).await.map_err(McpError::from)?;

@@ -176,6 +176,31 @@ impl RequestTrace {
         }
     }
 
+    /// MCP: names Warden's CLIENT span in the message's `params._meta` (`traceparent`, and
+    /// the agent's `tracestate`), where the OpenTelemetry MCP conventions carry trace context:
+    /// a stdio server has no headers, and an HTTP server's session is shared by many calls.
+    pub fn propagate_meta(&self, params: &mut serde_json::Map<String, serde_json::Value>) {
+        use serde_json::Value;
+        let meta = params
+            .entry("_meta")
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+        let Value::Object(meta) = meta else {
+            return; // not an object: the server would refuse what Warden added to it
+        };
+        let parent = context::traceparent(self.trace_id, self.client, self.sampled);
+        if let Ok(parent) = parent.to_str() {
+            meta.insert("traceparent".to_owned(), Value::from(parent));
+        }
+        match self.state.as_ref().and_then(|s| s.to_str().ok()) {
+            Some(state) => {
+                meta.insert("tracestate".to_owned(), Value::from(state));
+            }
+            None => {
+                meta.remove("tracestate");
+            }
+        }
+    }
+
     /// interpret: what the request asks for.
     pub fn interpreted(
         &mut self,
