@@ -279,7 +279,8 @@ async fn every_record_reaches_splunk_through_kills_of_warden_and_of_the_collecto
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok())
                 .unwrap_or_default();
-            cursor["seq"].as_u64() == local.last().map(|(s, _)| *s)
+            // At or past: a checkpoint may have been appended (and shipped) since.
+            cursor["seq"].as_u64() >= local.last().map(|(s, _)| *s)
         },
     )
     .await;
