@@ -604,7 +604,7 @@ fn tools(command: ToolsCommand) -> Result<ExitCode> {
     };
     let config = load(path.as_deref())?;
     let file = config.state.sqlite_path(&config.data_dir);
-    if !file.exists() {
+    if config.state.postgres.is_none() && !file.exists() {
         bail!(
             "no state store at {}: Warden has not pinned any tool yet with this configuration              (it creates the store when it starts); check --config and state.sqlite",
             file.display()
@@ -615,7 +615,7 @@ fn tools(command: ToolsCommand) -> Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let store = warden::state::Store::open(&config.state, &config.data_dir)
+        let store = warden::state::Store::open(&config.state, &config.data_dir, None)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let pins = store.pins();
