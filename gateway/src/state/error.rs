@@ -107,7 +107,11 @@ pub enum StateError {
         source: tokio_postgres::Error,
     },
     /// A read or write failed.
-    #[error("the PostgreSQL state store {database} failed to {operation}: {source}")]
+    #[error(
+        "the PostgreSQL state store {database} failed to {operation}: {source}; check that the \
+         server is up and that the role in state.postgres.url may read and write Warden's \
+         tables (docs/approvals.md, State store)"
+    )]
     PostgresQuery {
         database: String,
         operation: &'static str,

@@ -8,7 +8,7 @@ use super::migrations::MIGRATIONS;
 use super::*;
 use crate::state::Store;
 use crate::state::config::{PostgresConfig, PostgresTls, StateConfig};
-use crate::state::tests::{fresh_database, options, psql};
+use crate::state::tests::{drop_database, fresh_database, options, psql};
 
 /// Runs without the cluster: nothing listens on the port.
 #[tokio::test]
@@ -128,4 +128,86 @@ async fn the_store_reads_its_url_from_the_configured_source() {
     let err = Store::open(&missing, dir.path(), None).await.unwrap_err();
     assert!(matches!(err, StateError::PostgresUrl { .. }), "{err}");
     assert!(err.to_string().contains("state.postgres.url"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_database_is_an_error_never_an_answer() {
+    use crate::state::approvals::ApprovalRepository;
+    let test = "postgres_a_lost_database_is_an_error";
+    let url = fresh_database(test).await;
+    let store = PostgresStore::connect(PostgresOptions {
+        connect_timeout: Duration::from_secs(2),
+        ..options(&url)
+    })
+    .await
+    .unwrap();
+    assert_eq!(store.get("apr_x").await.unwrap(), None);
+    drop_database(test).await;
+    let err = store.get("apr_x").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StateError::PostgresConnect { .. } | StateError::PostgresQuery { .. }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains(store.database()), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_are_told_when_the_listening_connection_was_lost() {
+    use crate::state::approvals::{
+        ApprovalRepository, NewApproval, SecondFactor, Vote, VoteDecision,
+    };
+    let url = fresh_database("postgres_watchers_are_told_when_the_listening").await;
+    let holder = PostgresStore::connect(options(&url)).await.unwrap();
+    let console = PostgresStore::connect(options(&url)).await.unwrap();
+    let (record, _) = holder
+        .create_or_find(NewApproval {
+            digest: "sha256:a".into(),
+            principal: "Agent::\"a\"".into(),
+            action: "Action::\"llm:chat\"".into(),
+            resource: "Model::\"m\"".into(),
+            context: serde_json::json!({}),
+            policy: "p".into(),
+            reason: "r".into(),
+            approver_groups: vec![],
+            required: 1,
+            ttl: Duration::from_secs(3600),
+        })
+        .await
+        .unwrap();
+    let mut watch = holder.watch(&record.id);
+    // Both stores' listening connections are cut.
+    let cut = psql(
+        &url,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    )
+    .await;
+    assert_eq!(cut, "2");
+    tokio::time::timeout(Duration::from_secs(5), watch.changed())
+        .await
+        .expect("not told within 5 s that changes may have been missed")
+        .unwrap();
+    // Listening again: a decision on the other replica arrives.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut watch = holder.watch(&record.id);
+    console
+        .vote(
+            &record.id,
+            Vote {
+                approver: "alice".into(),
+                decision: VoteDecision::Approve,
+                factor: SecondFactor::Totp,
+                source: None,
+                at_ms: crate::state::pins::now_ms(),
+            },
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(1), watch.changed())
+        .await
+        .expect("the decision was not announced within a second after reconnecting")
+        .unwrap();
 }

@@ -82,6 +82,17 @@ pub(super) async fn fresh_database(test: &str) -> String {
     .unwrap()
 }
 
+/// Drops the database of test `test`, whoever is connected to it.
+pub(super) async fn drop_database(test: &str) {
+    let pg = warden_e2e::postgres::Postgres::from_env();
+    let name = database_name(test);
+    tokio::task::spawn_blocking(move || {
+        pg.query(&format!("DROP DATABASE {name} WITH (FORCE)"));
+    })
+    .await
+    .unwrap();
+}
+
 /// Runs `sql` as the cluster's superuser in the database of `url`.
 pub(super) async fn psql(url: &str, sql: &str) -> String {
     let (url, sql) = (url.to_owned(), sql.to_owned());
