@@ -211,3 +211,33 @@ async fn watchers_are_told_when_the_listening_connection_was_lost() {
         .expect("the decision was not announced within a second after reconnecting")
         .unwrap();
 }
+
+/// Runs without the cluster.
+#[tokio::test]
+async fn a_ca_file_without_certificates_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("db-ca.pem");
+    std::fs::write(&ca, "not a certificate\n").unwrap();
+    let err = PostgresStore::connect(PostgresOptions {
+        ca_file: Some(ca.clone()),
+        ..options("postgres://warden:pw@127.0.0.1:1/warden")
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StateError::PostgresTls { .. }), "{err}");
+    assert!(err.to_string().contains("db-ca.pem"), "{err}");
+}
+
+#[tokio::test]
+async fn sslmode_require_refuses_a_server_without_tls() {
+    let url = fresh_database("postgres_sslmode_require_refuses").await;
+    let url = url.replace("sslmode=disable", "sslmode=require");
+    let err = PostgresStore::connect(PostgresOptions {
+        connect_timeout: Duration::from_secs(5),
+        ..options(&url)
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StateError::PostgresConnect { .. }), "{err}");
+    assert!(err.to_string().contains("TLS"), "{err}");
+}
