@@ -251,14 +251,17 @@ async fn a_request_past_its_time_refuses_votes_and_a_retry_gets_a_new_one(backen
 async fn an_approval_left_unused_expires(backend: Backend) {
     let approvals = backend.open().await.approvals();
     let (record, _) = approvals
-        .create_or_find(request("a", 1, Duration::from_millis(300)))
+        .create_or_find(request("a", 1, Duration::from_secs(1)))
         .await
         .unwrap();
-    approvals
-        .vote(&record.id, vote("alice", VoteDecision::Approve))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(matches!(
+        approvals
+            .vote(&record.id, vote("alice", VoteDecision::Approve))
+            .await
+            .unwrap(),
+        VoteOutcome::Recorded(r) if r.status == ApprovalStatus::Approved
+    ));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
         approvals.consume(&record.id, "sha256:a").await.unwrap(),
         ConsumeOutcome::NotApproved(ApprovalStatus::Expired)
