@@ -604,7 +604,7 @@ fn tools(command: ToolsCommand) -> Result<ExitCode> {
     };
     let config = load(path.as_deref())?;
     let file = config.state.sqlite_path(&config.data_dir);
-    if !file.exists() {
+    if config.state.postgres.is_none() && !file.exists() {
         bail!(
             "no state store at {}: Warden has not pinned any tool yet with this configuration              (it creates the store when it starts); check --config and state.sqlite",
             file.display()
@@ -615,9 +615,23 @@ fn tools(command: ToolsCommand) -> Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let store = warden::state::Store::open(&config.state, &config.data_dir)
+        // A PostgreSQL URL may be a Vault secret, read once when the store opens.
+        let secrets = match &config.state.postgres {
+            Some(_) => config
+                .vault
+                .as_ref()
+                .map(|v| warden::vault::SecretStore::new(v.clone()))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            None => None,
+        };
+        let store = warden::state::Store::open(&config.state, &config.data_dir, secrets.as_ref())
             .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .map_err(|e| anyhow::anyhow!("{e}"));
+        if let Some(secrets) = &secrets {
+            secrets.shutdown(std::time::Duration::from_secs(5)).await;
+        }
+        let store = store?;
         let pins = store.pins();
         match command {
             ToolsCommand::List { server, .. } => {

@@ -134,8 +134,12 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     .await?;
     // The state store and the tool pins in it: MCP tool definitions are judged from memory,
     // and approvals made with `warden tools approve` arrive within `pins.refresh_interval`.
-    let store =
-        crate::state::Store::open(&snapshot.config.state, &snapshot.config.data_dir).await?;
+    let store = crate::state::Store::open(
+        &snapshot.config.state,
+        &snapshot.config.data_dir,
+        snapshot.secrets.as_ref(),
+    )
+    .await?;
     let pins =
         std::sync::Arc::new(crate::pins::Pins::load(&snapshot.config.pins, store.pins()).await?);
     pins.spawn_refresh();

@@ -75,7 +75,7 @@ impl Setup {
     }
 
     async fn pins(&self) -> Arc<Pins> {
-        let store = Store::open(&StateConfig::default(), &self.dir.path().join("data"))
+        let store = Store::open(&StateConfig::default(), &self.dir.path().join("data"), None)
             .await
             .unwrap();
         Arc::new(

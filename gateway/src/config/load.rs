@@ -322,6 +322,17 @@ mod tests {
                 "routes[]",
                 "inject.",
             ),
+            ("state: {zz: 1}", "state", ""),
+            (
+                "state: {postgres: {url: {env: U}, zz: 1}}",
+                "state",
+                "postgres.",
+            ),
+            (
+                "state: {postgres: {url: {env: U}, tls: {zz: 1}}}",
+                "state",
+                "postgres.tls.",
+            ),
             ("vault: {zz: 1}", "vault", "vault."),
             ("siem: {zz: 1}", "siem", "siem."),
             ("siem: {sinks: [{zz: 1}]}", "siem", "siem.sinks[]."),

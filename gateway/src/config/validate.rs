@@ -336,6 +336,24 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     {
         err("identity.warden_issuer.key.vault", NO_VAULT_SECTION.into());
     }
+    if let Some(postgres) = &config.state.postgres {
+        if config.state.sqlite.is_some() {
+            err(
+                "state.postgres",
+                "the state is either in a SQLite file (state.sqlite) or in PostgreSQL \
+                 (state.postgres), not both: remove one"
+                    .into(),
+            );
+        }
+        if matches!(postgres.url, crate::secrets::CredentialSource::Vault(_))
+            && config.vault.is_none()
+        {
+            err("state.postgres.url.vault", NO_VAULT_SECTION.into());
+        }
+        if postgres.pool_size == 0 {
+            err("state.postgres.pool_size", "must be at least 1".into());
+        }
+    }
     for (i, sink) in config.siem.sinks.iter().enumerate() {
         for (key, source) in sink.secrets() {
             if matches!(source, crate::secrets::CredentialSource::Vault(_))

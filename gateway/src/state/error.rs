@@ -55,8 +55,8 @@ pub enum StateError {
         source: rusqlite::Error,
     },
     /// A stored value is not what this Warden wrote (edited by hand, or damaged).
-    #[error("the state store {path} holds an unreadable {what}; restore it from a backup")]
-    Corrupt { path: PathBuf, what: String },
+    #[error("the state store {store} holds an unreadable {what}; restore it from a backup")]
+    Corrupt { store: String, what: String },
     /// The store's thread could not be started.
     #[error("cannot start the thread of the state store {path}: {source}")]
     Thread {
@@ -64,6 +64,57 @@ pub enum StateError {
         source: std::io::Error,
     },
     /// The store's thread has stopped (the process is shutting down, or it panicked).
-    #[error("the state store {path} is closed")]
-    Closed { path: PathBuf },
+    #[error("the state store {store} is closed")]
+    Closed { store: String },
+    /// `state.postgres.url` could not be read from its source.
+    #[error("cannot read state.postgres.url: {reason}")]
+    PostgresUrl { reason: String },
+    /// `state.postgres.url` is not a PostgreSQL connection URL (the message never quotes it).
+    #[error(
+        "state.postgres.url is not a PostgreSQL connection URL ({reason}); write it as \
+         postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=require"
+    )]
+    PostgresUrlInvalid { reason: String },
+    /// The TLS settings of `state.postgres.tls` cannot be used.
+    #[error("cannot set up TLS for the PostgreSQL state store: {reason}; check state.postgres.tls")]
+    PostgresTls { reason: String },
+    /// No connection to the database could be had (server down, refused login, TLS, timeout).
+    #[error(
+        "cannot reach the PostgreSQL state store {database}: {reason}; check that the server is \
+         up and reachable, and the role, password and sslmode in state.postgres.url"
+    )]
+    PostgresConnect { database: String, reason: String },
+    /// The database was migrated by a newer Warden, whose schema this one does not know.
+    #[error(
+        "the PostgreSQL state store {database} has schema version {found}, newer than the \
+         {known} this Warden knows; run the Warden version that wrote it (every replica on the \
+         same version), or restore a backup taken before the upgrade"
+    )]
+    PostgresTooNew {
+        database: String,
+        found: i64,
+        known: usize,
+    },
+    /// A migration step failed; the database is left at the version before it.
+    #[error(
+        "the PostgreSQL state store {database} could not be migrated to schema version \
+         {version}: {source}; the role in state.postgres.url needs to create tables in its \
+         database (docs/approvals.md, State store)"
+    )]
+    PostgresMigrate {
+        database: String,
+        version: usize,
+        source: tokio_postgres::Error,
+    },
+    /// A read or write failed.
+    #[error(
+        "the PostgreSQL state store {database} failed to {operation}: {source}; check that the \
+         server is up and that the role in state.postgres.url may read and write Warden's \
+         tables (docs/approvals.md, State store)"
+    )]
+    PostgresQuery {
+        database: String,
+        operation: &'static str,
+        source: tokio_postgres::Error,
+    },
 }

@@ -101,9 +101,9 @@ pub enum ApproveOutcome {
 /// Tool-definition pins in the state store. Every method is one transaction; each change bumps
 /// the pins revision, which other processes read to learn that their copy is stale.
 ///
-/// SQLite implements it in `state/sqlite/pins.rs`; PostgreSQL will implement the same methods
-/// with the same table (`INSERT … ON CONFLICT`, a row-locked revision counter), so several
-/// replicas agree through the database.
+/// SQLite implements it in `state/sqlite/pins.rs`, PostgreSQL in `state/postgres/pins.rs` with
+/// the same table (`INSERT … ON CONFLICT`, a row-locked revision counter), so several replicas
+/// agree through the database.
 pub trait PinRepository: Send + Sync {
     /// Every pin.
     fn all(&self) -> BoxFuture<'_, Result<Vec<PinRecord>, StateError>>;
@@ -155,6 +155,68 @@ pub trait PinRepository: Send + Sync {
 
     /// The pins revision: it changes whenever a pin changes, in any process.
     fn revision(&self) -> BoxFuture<'_, Result<i64, StateError>>;
+}
+
+/// The columns of a pin, in [`PinRow`]'s order.
+pub(crate) const PIN_COLUMNS: &str = "server, tool, first_seen_ms, approved_digest, \
+     approved_json, approved_at_ms, approved_by, pending_digest, pending_json, pending_since_ms";
+
+/// One row's columns, as stored.
+pub(crate) type PinRow = (
+    String,
+    String,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+);
+
+/// The pin a row holds; `store` names the store in errors.
+pub(crate) fn pin_record(row: PinRow, store: &str) -> Result<PinRecord, StateError> {
+    let (server, tool, first_seen_ms, a_digest, a_json, a_at, a_by, p_digest, p_json, p_since) =
+        row;
+    let corrupt = |what: &str| StateError::Corrupt {
+        store: store.to_owned(),
+        what: format!("{what} of tool pin {server:?}/{tool:?}"),
+    };
+    let approved = match (a_digest, a_json, a_at, a_by) {
+        (None, None, None, None) => None,
+        (Some(digest), Some(json), Some(at_ms), Some(by)) => {
+            let approver = Approver::from_stored(&by).ok_or_else(|| corrupt("approver"))?;
+            Some((
+                StoredDefinition {
+                    digest,
+                    json,
+                    at_ms,
+                },
+                approver,
+            ))
+        }
+        _ => return Err(corrupt("approved definition")),
+    };
+    let pending = match (p_digest, p_json, p_since) {
+        (None, None, None) => None,
+        (Some(digest), Some(json), Some(at_ms)) => Some(StoredDefinition {
+            digest,
+            json,
+            at_ms,
+        }),
+        _ => return Err(corrupt("pending definition")),
+    };
+    if approved.is_none() && pending.is_none() {
+        return Err(corrupt("definitions"));
+    }
+    Ok(PinRecord {
+        server,
+        tool,
+        first_seen_ms,
+        approved,
+        pending,
+    })
 }
 
 #[cfg(test)]

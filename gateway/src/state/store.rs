@@ -3,17 +3,25 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::approvals::ApprovalRepository;
 use super::config::StateConfig;
 use super::error::StateError;
+use super::factors::FactorRepository;
 use super::pins::PinRepository;
+use super::postgres::{PostgresOptions, PostgresStore};
+use super::sessions::SessionRepository;
 use super::sqlite::SqliteStore;
+use crate::vault::SecretStore;
 
-/// Warden's durable state, opened: one repository per concern (tool pins today; approvals,
-/// quarantine and SIEM spool cursors add theirs), all in the same backend. Cheap to clone.
+/// Warden's durable state, opened: one repository per concern (tool pins, approvals,
+/// approvers' second factors, console sessions), all in the same backend. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     location: Arc<str>,
     pins: Arc<dyn PinRepository>,
+    approvals: Arc<dyn ApprovalRepository>,
+    factors: Arc<dyn FactorRepository>,
+    sessions: Arc<dyn SessionRepository>,
 }
 
 impl std::fmt::Debug for Store {
@@ -25,16 +33,61 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens the store `config` names (SQLite under `data_dir` by default), migrating it.
-    pub async fn open(config: &StateConfig, data_dir: &Path) -> Result<Store, StateError> {
-        let sqlite = SqliteStore::open(&config.sqlite_path(data_dir)).await?;
-        Ok(Store {
-            location: Arc::from(sqlite.path().display().to_string()),
-            pins: Arc::new(sqlite),
-        })
+    /// Opens the store `config` names, migrating it: PostgreSQL with `state.postgres` (its URL
+    /// read from its source, Vault through `secrets`), else SQLite under `data_dir`.
+    pub async fn open(
+        config: &StateConfig,
+        data_dir: &Path,
+        secrets: Option<&Arc<SecretStore>>,
+    ) -> Result<Store, StateError> {
+        match &config.postgres {
+            Some(postgres) => {
+                let url = crate::secrets::own::read(&postgres.url, secrets, "state.postgres.url")
+                    .await
+                    .map_err(|e| StateError::PostgresUrl {
+                        reason: e.to_string(),
+                    })?;
+                let store = PostgresStore::connect(PostgresOptions {
+                    url: zeroize::Zeroizing::new(url.trim().to_owned()),
+                    pool_size: postgres.pool_size,
+                    connect_timeout: postgres.connect_timeout,
+                    ca_file: postgres.tls.ca_file.clone(),
+                })
+                .await?;
+                Ok(Store::postgres(store))
+            }
+            None => Ok(Store::sqlite(
+                SqliteStore::open(&config.sqlite_path(data_dir)).await?,
+            )),
+        }
     }
 
-    /// Where the state is (the SQLite file), for messages.
+    /// The store on an opened SQLite file.
+    pub fn sqlite(store: SqliteStore) -> Store {
+        let store = Arc::new(store);
+        Store {
+            location: Arc::from(store.path().display().to_string()),
+            pins: store.clone(),
+            approvals: store.clone(),
+            factors: store.clone(),
+            sessions: store,
+        }
+    }
+
+    /// The store on a connected PostgreSQL database.
+    pub fn postgres(store: PostgresStore) -> Store {
+        let store = Arc::new(store);
+        Store {
+            location: Arc::from(format!("postgres {}", store.database())),
+            pins: store.clone(),
+            approvals: store.clone(),
+            factors: store.clone(),
+            sessions: store,
+        }
+    }
+
+    /// Where the state is (the SQLite file, or `postgres user@host:port/database`), for
+    /// messages.
     pub fn location(&self) -> &str {
         &self.location
     }
@@ -42,5 +95,20 @@ impl Store {
     /// Tool-definition pins.
     pub fn pins(&self) -> Arc<dyn PinRepository> {
         Arc::clone(&self.pins)
+    }
+
+    /// Approval requests and their votes.
+    pub fn approvals(&self) -> Arc<dyn ApprovalRepository> {
+        Arc::clone(&self.approvals)
+    }
+
+    /// Approvers' second factors: TOTP enrolments and passkeys.
+    pub fn factors(&self) -> Arc<dyn FactorRepository> {
+        Arc::clone(&self.factors)
+    }
+
+    /// Approval-console sessions.
+    pub fn sessions(&self) -> Arc<dyn SessionRepository> {
+        Arc::clone(&self.sessions)
     }
 }

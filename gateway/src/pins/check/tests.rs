@@ -20,7 +20,7 @@ impl Observed {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.failing.load(Ordering::SeqCst) {
             Err(StateError::Closed {
-                path: self.inner.path().to_path_buf(),
+                store: self.inner.path().display().to_string(),
             })
         } else {
             Ok(())

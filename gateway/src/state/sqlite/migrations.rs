@@ -28,6 +28,65 @@ pub(super) const MIGRATIONS: &[&str] = &[
         revision  INTEGER NOT NULL
     ) STRICT;
     INSERT INTO revisions (concern, revision) VALUES ('pins', 0);",
+    // 2: approvals and their votes, approvers' second factors, console sessions.
+    "CREATE TABLE approvals (
+        id            TEXT    PRIMARY KEY,
+        digest        TEXT    NOT NULL,
+        principal     TEXT    NOT NULL,
+        action        TEXT    NOT NULL,
+        resource      TEXT    NOT NULL,
+        context_json  TEXT    NOT NULL,
+        policy        TEXT    NOT NULL,
+        reason        TEXT    NOT NULL,
+        groups_json   TEXT    NOT NULL,
+        required      INTEGER NOT NULL CHECK (required >= 1),
+        created_ms    INTEGER NOT NULL,
+        expires_ms    INTEGER NOT NULL,
+        status        TEXT    NOT NULL
+            CHECK (status IN ('pending', 'approved', 'denied', 'expired', 'consumed')),
+        decided_ms    INTEGER
+    ) STRICT;
+    CREATE UNIQUE INDEX approvals_open_digest ON approvals (digest)
+        WHERE status IN ('pending', 'approved');
+    CREATE INDEX approvals_status ON approvals (status, expires_ms);
+    CREATE INDEX approvals_created ON approvals (created_ms);
+    CREATE TABLE approval_votes (
+        approval_id   TEXT    NOT NULL REFERENCES approvals (id) ON DELETE CASCADE,
+        approver      TEXT    NOT NULL,
+        decision      TEXT    NOT NULL CHECK (decision IN ('approve', 'deny')),
+        factor        TEXT    NOT NULL CHECK (factor IN ('totp', 'webauthn')),
+        source        TEXT,
+        at_ms         INTEGER NOT NULL,
+        PRIMARY KEY (approval_id, approver)
+    ) STRICT;
+    INSERT INTO revisions (concern, revision) VALUES ('approvals', 0);
+    CREATE TABLE totp_enrolments (
+        subject        TEXT    PRIMARY KEY,
+        sealed_secret  BLOB    NOT NULL,
+        last_step      INTEGER,
+        created_ms     INTEGER NOT NULL,
+        confirmed_ms   INTEGER
+    ) STRICT;
+    CREATE TABLE webauthn_credentials (
+        credential_id  BLOB    PRIMARY KEY,
+        subject        TEXT    NOT NULL,
+        passkey        TEXT    NOT NULL,
+        sign_count     INTEGER NOT NULL,
+        created_ms     INTEGER NOT NULL,
+        last_used_ms   INTEGER
+    ) STRICT;
+    CREATE INDEX webauthn_credentials_subject ON webauthn_credentials (subject);
+    CREATE TABLE console_sessions (
+        id_hash        TEXT    PRIMARY KEY,
+        subject        TEXT    NOT NULL,
+        display_name   TEXT    NOT NULL,
+        groups_json    TEXT    NOT NULL,
+        csrf_hash      TEXT    NOT NULL,
+        created_ms     INTEGER NOT NULL,
+        expires_ms     INTEGER NOT NULL,
+        last_seen_ms   INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX console_sessions_expires ON console_sessions (expires_ms);",
 ];
 
 /// Applies the steps the file lacks, each in its own transaction with its version; refuses a

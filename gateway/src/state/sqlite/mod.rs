@@ -9,20 +9,33 @@
 //!
 //! rusqlite (bundled SQLite) rather than sqlx: writes are rare and small, a dedicated thread is
 //! all the concurrency they need, and it keeps the store independent of any one async
-//! runtime. PostgreSQL, when approvals bring it, implements the same repository traits.
+//! runtime. PostgreSQL (`state/postgres/`) implements the same repository traits.
+//!
+//! Approval changes are announced to this process's watchers by the writes themselves; the
+//! store's thread also polls the approvals revision while someone watches, so a change made by
+//! another process on the file (the CLI) wakes them too.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 
+use super::approvals::{ANY, CHANGES_CAPACITY, Change};
 use super::error::StateError;
 
+mod approvals;
+mod factors;
 mod migrations;
 mod pins;
+mod sessions;
+
+/// How often the store's thread looks for approvals changed by another process on the file,
+/// while someone watches.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// How long a transaction waits for another process's transaction on the same file.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,6 +48,11 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 pub struct SqliteStore {
     path: Arc<Path>,
     jobs: mpsc::Sender<Job>,
+    /// Approval changes: announced by this process's writes, and by the store's thread when
+    /// the approvals revision moved without them (another process wrote).
+    changes: broadcast::Sender<Change>,
+    /// The approvals revision this process last saw.
+    seen_revision: Arc<AtomicI64>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -53,11 +71,16 @@ impl SqliteStore {
         let (jobs, queue) = mpsc::channel::<Job>();
         let (ready, opened) = oneshot::channel();
         let thread_path = Arc::clone(&path);
+        let (changes, _) = broadcast::channel(CHANGES_CAPACITY);
+        let seen_revision = Arc::new(AtomicI64::new(-1));
+        let (thread_changes, thread_seen) = (changes.clone(), Arc::clone(&seen_revision));
         std::thread::Builder::new()
             .name("warden-state".into())
             .spawn(move || {
                 let mut conn = match open_file(&thread_path) {
                     Ok(conn) => {
+                        thread_seen
+                            .store(approvals_revision(&conn).unwrap_or(-1), Ordering::SeqCst);
                         let _ = ready.send(Ok(()));
                         conn
                     }
@@ -66,8 +89,20 @@ impl SqliteStore {
                         return;
                     }
                 };
-                while let Ok(job) = queue.recv() {
-                    job(&mut conn);
+                // Polled every POLL_INTERVAL, between jobs however busy the store is.
+                let mut polled = Instant::now();
+                loop {
+                    match queue.recv_timeout(POLL_INTERVAL.saturating_sub(polled.elapsed())) {
+                        Ok(job) => job(&mut conn),
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                    if polled.elapsed() >= POLL_INTERVAL {
+                        polled = Instant::now();
+                        if thread_changes.receiver_count() > 0 {
+                            poll_changes(&conn, &thread_changes, &thread_seen);
+                        }
+                    }
                 }
             })
             .map_err(|source| StateError::Thread {
@@ -75,9 +110,14 @@ impl SqliteStore {
                 source,
             })?;
         opened.await.map_err(|_| StateError::Closed {
-            path: path.to_path_buf(),
+            store: path.display().to_string(),
         })??;
-        Ok(SqliteStore { path, jobs })
+        Ok(SqliteStore {
+            path,
+            jobs,
+            changes,
+            seen_revision,
+        })
     }
 
     /// The database file.
@@ -104,7 +144,31 @@ impl SqliteStore {
 
     fn closed(&self) -> StateError {
         StateError::Closed {
-            path: self.path.to_path_buf(),
+            store: self.path.display().to_string(),
+        }
+    }
+}
+
+/// The approvals revision: it moves with every change of an approval, by any process.
+fn approvals_revision(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT revision FROM revisions WHERE concern = 'approvals'",
+        [],
+        |row| row.get(0),
+    )
+}
+
+/// Announces "any approval may have changed" when the approvals revision moved since this
+/// process last saw it: another process wrote.
+fn poll_changes(conn: &Connection, changes: &broadcast::Sender<Change>, seen: &AtomicI64) {
+    match approvals_revision(conn) {
+        Ok(revision) => {
+            if seen.swap(revision, Ordering::SeqCst) != revision {
+                let _ = changes.send(Arc::from(ANY));
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the approvals revision of the state store");
         }
     }
 }

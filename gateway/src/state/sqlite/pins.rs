@@ -8,7 +8,8 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use super::{SqliteStore, query_error};
 use crate::state::error::StateError;
 use crate::state::pins::{
-    ApproveOutcome, Approver, PinRecord, PinRepository, StoredDefinition, now_ms,
+    ApproveOutcome, Approver, PIN_COLUMNS, PinRecord, PinRepository, PinRow, StoredDefinition,
+    now_ms, pin_record,
 };
 
 /// A pin with an approved definition: server, tool, time, digest, JSON, approver.
@@ -16,16 +17,13 @@ const INSERT_APPROVED: &str = "INSERT INTO tool_pins (server, tool, first_seen_m
      approved_digest, approved_json, approved_at_ms, approved_by) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?3, ?6) ON CONFLICT (server, tool)";
 
-const COLUMNS: &str = "server, tool, first_seen_ms, approved_digest, approved_json, \
-     approved_at_ms, approved_by, pending_digest, pending_json, pending_since_ms";
-
 impl PinRepository for SqliteStore {
     fn all(&self) -> BoxFuture<'_, Result<Vec<PinRecord>, StateError>> {
         Box::pin(self.run(|conn, path| {
             let err = || query_error(path, "read the tool pins");
             let mut stmt = conn
                 .prepare(&format!(
-                    "SELECT {COLUMNS} FROM tool_pins ORDER BY server, tool"
+                    "SELECT {PIN_COLUMNS} FROM tool_pins ORDER BY server, tool"
                 ))
                 .map_err(err())?;
             let rows = stmt.query_map([], raw).map_err(err())?;
@@ -305,7 +303,7 @@ fn read(
     tool: &str,
 ) -> Result<Option<PinRecord>, StateError> {
     conn.query_row(
-        &format!("SELECT {COLUMNS} FROM tool_pins WHERE server = ?1 AND tool = ?2"),
+        &format!("SELECT {PIN_COLUMNS} FROM tool_pins WHERE server = ?1 AND tool = ?2"),
         params![server, tool],
         raw,
     )
@@ -315,21 +313,7 @@ fn read(
     .transpose()
 }
 
-/// One row's columns, as stored.
-type RawRow = (
-    String,
-    String,
-    i64,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-);
-
-fn raw(row: &Row<'_>) -> rusqlite::Result<RawRow> {
+fn raw(row: &Row<'_>) -> rusqlite::Result<PinRow> {
     Ok((
         row.get(0)?,
         row.get(1)?,
@@ -344,52 +328,13 @@ fn raw(row: &Row<'_>) -> rusqlite::Result<RawRow> {
     ))
 }
 
-fn record(row: RawRow, path: &Path) -> Result<PinRecord, StateError> {
-    let (server, tool, first_seen_ms, a_digest, a_json, a_at, a_by, p_digest, p_json, p_since) =
-        row;
-    let corrupt = |what: &str| StateError::Corrupt {
-        path: path.to_path_buf(),
-        what: format!("{what} of tool pin {server:?}/{tool:?}"),
-    };
-    let approved = match (a_digest, a_json, a_at, a_by) {
-        (None, None, None, None) => None,
-        (Some(digest), Some(json), Some(at_ms), Some(by)) => {
-            let approver = Approver::from_stored(&by).ok_or_else(|| corrupt("approver"))?;
-            Some((
-                StoredDefinition {
-                    digest,
-                    json,
-                    at_ms,
-                },
-                approver,
-            ))
-        }
-        _ => return Err(corrupt("approved definition")),
-    };
-    let pending = match (p_digest, p_json, p_since) {
-        (None, None, None) => None,
-        (Some(digest), Some(json), Some(at_ms)) => Some(StoredDefinition {
-            digest,
-            json,
-            at_ms,
-        }),
-        _ => return Err(corrupt("pending definition")),
-    };
-    if approved.is_none() && pending.is_none() {
-        return Err(corrupt("definitions"));
-    }
-    Ok(PinRecord {
-        server,
-        tool,
-        first_seen_ms,
-        approved,
-        pending,
-    })
+fn record(row: PinRow, path: &Path) -> Result<PinRecord, StateError> {
+    pin_record(row, &path.display().to_string())
 }
 
 fn vanished(path: &Path) -> StateError {
     StateError::Corrupt {
-        path: path.to_path_buf(),
+        store: path.display().to_string(),
         what: "tool pin (it vanished while being written)".into(),
     }
 }

@@ -1,0 +1,455 @@
+//! The approval repository: requests for a human's approval of one exact action, the votes
+//! approvers cast on them, and the atomic steps between their states. Who may vote, with which
+//! second factor, is decided by the approval gate (`approval/`); this is what is stored and the
+//! rules every backend keeps: one vote per approver, a deny ends it, the required count of
+//! approvals approves it, an approval is consumed once, for its own digest, before it expires.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::broadcast;
+
+use super::error::StateError;
+
+/// Where an approval goes: pending until decided, then approved or denied; approved until
+/// consumed; pending or approved until it expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ApprovalStatus {
+    /// Waiting for votes.
+    Pending,
+    /// Approved by the required number of approvers, not yet used.
+    Approved,
+    /// Denied by an approver.
+    Denied,
+    /// Its time ran out before it was decided or used.
+    Expired,
+    /// Approved and used by the request it was for (single use).
+    Consumed,
+}
+
+impl ApprovalStatus {
+    /// The status as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalStatus::Pending => "pending",
+            ApprovalStatus::Approved => "approved",
+            ApprovalStatus::Denied => "denied",
+            ApprovalStatus::Expired => "expired",
+            ApprovalStatus::Consumed => "consumed",
+        }
+    }
+
+    /// The status from its stored text.
+    pub fn from_stored(text: &str) -> Option<ApprovalStatus> {
+        Some(match text {
+            "pending" => ApprovalStatus::Pending,
+            "approved" => ApprovalStatus::Approved,
+            "denied" => ApprovalStatus::Denied,
+            "expired" => ApprovalStatus::Expired,
+            "consumed" => ApprovalStatus::Consumed,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for ApprovalStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an approver said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VoteDecision {
+    Approve,
+    Deny,
+}
+
+impl VoteDecision {
+    /// The decision as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VoteDecision::Approve => "approve",
+            VoteDecision::Deny => "deny",
+        }
+    }
+
+    /// The decision from its stored text.
+    pub fn from_stored(text: &str) -> Option<VoteDecision> {
+        match text {
+            "approve" => Some(VoteDecision::Approve),
+            "deny" => Some(VoteDecision::Deny),
+            _ => None,
+        }
+    }
+}
+
+/// The second factor an approver confirmed a vote with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SecondFactor {
+    /// A time-based one-time password (RFC 6238).
+    Totp,
+    /// A WebAuthn passkey.
+    Webauthn,
+}
+
+impl SecondFactor {
+    /// The factor as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecondFactor::Totp => "totp",
+            SecondFactor::Webauthn => "webauthn",
+        }
+    }
+
+    /// The factor from its stored text.
+    pub fn from_stored(text: &str) -> Option<SecondFactor> {
+        match text {
+            "totp" => Some(SecondFactor::Totp),
+            "webauthn" => Some(SecondFactor::Webauthn),
+            _ => None,
+        }
+    }
+}
+
+/// A request for approval, as the hold stage asks for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewApproval {
+    /// `sha256:<64 hex digits>` over the exact action (principal, action, resource, arguments).
+    pub digest: String,
+    /// The principal that asked (`Agent::"ci-bot"`).
+    pub principal: String,
+    /// The Cedar action (`Action::"mcp:call_tool"`).
+    pub action: String,
+    /// The resource (`Tool::"github__create_issue"`).
+    pub resource: String,
+    /// What the approver is shown of the action's context and arguments, as the caller gives it.
+    pub context: serde_json::Value,
+    /// The id of the policy that asked for approval.
+    pub policy: String,
+    /// The policy's reason, shown to approvers and the agent.
+    pub reason: String,
+    /// The groups whose members may approve (empty: whoever policy allows to decide).
+    pub approver_groups: Vec<String>,
+    /// Approvals needed (two for a two-person rule); at least one.
+    pub required: u32,
+    /// How long the request, and the approval once given, stay valid.
+    pub ttl: Duration,
+}
+
+/// One approver's vote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vote {
+    /// The approver's subject (their identity at the SSO provider).
+    pub approver: String,
+    pub decision: VoteDecision,
+    /// The second factor the vote was confirmed with.
+    pub factor: SecondFactor,
+    /// Where the vote came from, when known.
+    pub source: Option<IpAddr>,
+    /// When it was cast, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// An approval request as stored, with its votes in the order they were cast.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalRecord {
+    /// Random and unguessable (`apr_` and 32 hex digits): it is in the console's URLs and
+    /// told to the agent.
+    pub id: String,
+    pub digest: String,
+    pub principal: String,
+    pub action: String,
+    pub resource: String,
+    pub context: serde_json::Value,
+    pub policy: String,
+    pub reason: String,
+    pub approver_groups: Vec<String>,
+    pub required: u32,
+    /// When it was asked for, in milliseconds since the Unix epoch.
+    pub created_ms: i64,
+    /// When it expires, in milliseconds since the Unix epoch.
+    pub expires_ms: i64,
+    pub status: ApprovalStatus,
+    /// When it was approved, denied, expired or consumed.
+    pub decided_ms: Option<i64>,
+    pub votes: Vec<Vote>,
+}
+
+/// Which approvals to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalFilter {
+    /// Pending and not yet past their time, oldest first.
+    Pending,
+    /// The most recent ones, whatever their status, newest first.
+    Recent { limit: u32 },
+}
+
+/// What [`ApprovalRepository::vote`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VoteOutcome {
+    /// The vote is recorded; the approval as it is afterwards (pending, approved or denied).
+    Recorded(Box<ApprovalRecord>),
+    /// This approver has voted on it already: nothing changed.
+    AlreadyVoted(Box<ApprovalRecord>),
+    /// It is no longer pending (decided, consumed, or expired now or before): nothing changed.
+    NotPending(Box<ApprovalRecord>),
+    /// No approval has this id.
+    Unknown,
+}
+
+/// What [`ApprovalRepository::consume`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConsumeOutcome {
+    /// It was approved for this digest and is now used up.
+    Consumed(Box<ApprovalRecord>),
+    /// It is for another action: nothing changed.
+    DigestMismatch,
+    /// It is not approved (pending, denied, expired or consumed already): nothing changed.
+    NotApproved(ApprovalStatus),
+    /// No approval has this id.
+    Unknown,
+}
+
+/// Approval requests and votes in the state store. Every step is one transaction, and every
+/// change is announced to watchers in every process sharing the store ([`ApprovalWatch`]).
+pub trait ApprovalRepository: Send + Sync {
+    /// The pending or approved request for `new.digest`, or a new pending one: an agent that
+    /// retries the same action finds its request; a request past its time is expired first.
+    /// Returns the request and whether this call created it.
+    fn create_or_find(
+        &self,
+        new: NewApproval,
+    ) -> BoxFuture<'_, Result<(ApprovalRecord, bool), StateError>>;
+
+    /// The request with `id`.
+    fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<ApprovalRecord>, StateError>>;
+
+    /// The requests `filter` selects.
+    fn list(
+        &self,
+        filter: ApprovalFilter,
+    ) -> BoxFuture<'_, Result<Vec<ApprovalRecord>, StateError>>;
+
+    /// Records `approver`'s vote on `id`, if it is pending and not past its time, and decides
+    /// it: denied on a deny, approved once `required` approvers approved.
+    fn vote<'a>(
+        &'a self,
+        id: &'a str,
+        vote: Vote,
+    ) -> BoxFuture<'a, Result<VoteOutcome, StateError>>;
+
+    /// Uses the approval `id` up for the action with `digest`: only once, only if approved,
+    /// only before it expires.
+    fn consume<'a>(
+        &'a self,
+        id: &'a str,
+        digest: &'a str,
+    ) -> BoxFuture<'a, Result<ConsumeOutcome, StateError>>;
+
+    /// Marks every pending or approved request past its time as expired; returns their ids.
+    fn expire_due(&self) -> BoxFuture<'_, Result<Vec<String>, StateError>>;
+
+    /// A watch on the changes of approval `id`. Take it before reading the approval, then wait
+    /// on it: a change between the read and the wait is not missed.
+    fn watch(&self, id: &str) -> ApprovalWatch;
+}
+
+/// What a change announcement carries: the id of the approval that changed, or [`ANY`] when
+/// the store cannot say which (another process wrote, or notifications were interrupted).
+pub(crate) type Change = Arc<str>;
+
+/// The announcement that any approval may have changed.
+pub(crate) const ANY: &str = "*";
+
+/// How many announcements a slow watcher may fall behind before it is told "something changed".
+pub(crate) const CHANGES_CAPACITY: usize = 256;
+
+/// A wait for changes of one approval (from any process or replica sharing the store).
+#[derive(Debug)]
+pub struct ApprovalWatch {
+    id: Arc<str>,
+    changes: broadcast::Receiver<Change>,
+}
+
+impl ApprovalWatch {
+    pub(crate) fn new(id: &str, changes: broadcast::Receiver<Change>) -> ApprovalWatch {
+        ApprovalWatch {
+            id: Arc::from(id),
+            changes,
+        }
+    }
+
+    /// Returns when the approval may have changed: read it again then. An error when the
+    /// store has closed.
+    pub async fn changed(&mut self) -> Result<(), StateError> {
+        loop {
+            match self.changes.recv().await {
+                Ok(id) if *id == *self.id || &*id == ANY => return Ok(()),
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => return Ok(()),
+                Err(broadcast::error::RecvError::Closed) => {
+                    return Err(StateError::Closed {
+                        store: "(approval changes)".into(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// A new approval id: `apr_` and 128 random bits in hex.
+pub(crate) fn new_id() -> String {
+    format!("apr_{}", hex::encode(rand::random::<[u8; 16]>()))
+}
+
+/// The status `votes` decide for an approval needing `required` approvals.
+pub(crate) fn decide(votes: &[Vote], required: u32) -> ApprovalStatus {
+    if votes.iter().any(|v| v.decision == VoteDecision::Deny) {
+        return ApprovalStatus::Denied;
+    }
+    let approvals = votes
+        .iter()
+        .filter(|v| v.decision == VoteDecision::Approve)
+        .count();
+    if approvals >= usize::try_from(required.max(1)).unwrap_or(usize::MAX) {
+        ApprovalStatus::Approved
+    } else {
+        ApprovalStatus::Pending
+    }
+}
+
+/// The time `ttl` after `now_ms`.
+pub(crate) fn expiry(now_ms: i64, ttl: Duration) -> i64 {
+    now_ms.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// An approval's columns as both backends store them, before they are checked.
+pub(crate) struct ApprovalRow {
+    pub id: String,
+    pub digest: String,
+    pub principal: String,
+    pub action: String,
+    pub resource: String,
+    pub context_json: String,
+    pub policy: String,
+    pub reason: String,
+    pub groups_json: String,
+    pub required: i64,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    pub status: String,
+    pub decided_ms: Option<i64>,
+}
+
+/// The columns of [`ApprovalRow`], in its order.
+pub(crate) const APPROVAL_COLUMNS: &str = "id, digest, principal, action, resource, \
+     context_json, policy, reason, groups_json, required, created_ms, expires_ms, status, \
+     decided_ms";
+
+/// A vote's columns as both backends store them.
+pub(crate) struct VoteRow {
+    pub approver: String,
+    pub decision: String,
+    pub factor: String,
+    pub source: Option<String>,
+    pub at_ms: i64,
+}
+
+/// The columns of [`VoteRow`], in its order.
+pub(crate) const VOTE_COLUMNS: &str = "approver, decision, factor, source, at_ms";
+
+impl ApprovalRow {
+    /// The record, as of `now_ms`: a pending or approved request past its time reads as
+    /// expired even before [`ApprovalRepository::expire_due`] writes it. `Err` names what is
+    /// unreadable.
+    pub(crate) fn into_record(
+        self,
+        votes: Vec<VoteRow>,
+        now_ms: i64,
+    ) -> Result<ApprovalRecord, String> {
+        let what = |field: &str| format!("{field} of approval {}", self.id);
+        let context = serde_json::from_str(&self.context_json).map_err(|_| what("context"))?;
+        let approver_groups =
+            serde_json::from_str(&self.groups_json).map_err(|_| what("approver groups"))?;
+        let required = u32::try_from(self.required).map_err(|_| what("required approvals"))?;
+        let mut status = ApprovalStatus::from_stored(&self.status).ok_or_else(|| what("status"))?;
+        if matches!(status, ApprovalStatus::Pending | ApprovalStatus::Approved)
+            && self.expires_ms <= now_ms
+        {
+            status = ApprovalStatus::Expired;
+        }
+        let votes = votes
+            .into_iter()
+            .map(|v| {
+                Some(Vote {
+                    decision: VoteDecision::from_stored(&v.decision)?,
+                    factor: SecondFactor::from_stored(&v.factor)?,
+                    source: match v.source {
+                        Some(s) => Some(s.parse().ok()?),
+                        None => None,
+                    },
+                    approver: v.approver,
+                    at_ms: v.at_ms,
+                })
+            })
+            .collect::<Option<Vec<Vote>>>()
+            .ok_or_else(|| what("votes"))?;
+        Ok(ApprovalRecord {
+            id: self.id,
+            digest: self.digest,
+            principal: self.principal,
+            action: self.action,
+            resource: self.resource,
+            context,
+            policy: self.policy,
+            reason: self.reason,
+            approver_groups,
+            required,
+            created_ms: self.created_ms,
+            expires_ms: self.expires_ms,
+            status,
+            decided_ms: self.decided_ms,
+            votes,
+        })
+    }
+}
+
+impl NewApproval {
+    /// The JSON texts of the context and the approver groups, as stored.
+    pub(crate) fn json_columns(&self) -> (String, String) {
+        (
+            self.context.to_string(),
+            serde_json::to_string(&self.approver_groups).unwrap_or_else(|_| "[]".into()),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip_through_their_stored_text() {
+        for status in [
+            ApprovalStatus::Pending,
+            ApprovalStatus::Approved,
+            ApprovalStatus::Denied,
+            ApprovalStatus::Expired,
+            ApprovalStatus::Consumed,
+        ] {
+            assert_eq!(ApprovalStatus::from_stored(status.as_str()), Some(status));
+        }
+        assert_eq!(ApprovalStatus::from_stored("maybe"), None);
+    }
+
+    #[test]
+    fn ids_are_random_and_long_enough_not_to_be_guessed() {
+        let (a, b) = (new_id(), new_id());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 4 + 32);
+        assert!(a.starts_with("apr_"));
+    }
+}

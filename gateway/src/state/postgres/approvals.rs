@@ -1,0 +1,364 @@
+//! [`ApprovalRepository`] on PostgreSQL: the `approvals` and `approval_votes` tables. A step
+//! that changes an approval locks its row (`FOR UPDATE`) and sends `NOTIFY` with the id in the
+//! same transaction, so the notification goes out exactly when the change is committed.
+
+use futures_util::future::BoxFuture;
+use tokio_postgres::{Row, Transaction};
+
+use super::listen::CHANNEL;
+use super::{PostgresStore, query_error};
+use crate::state::approvals::{
+    APPROVAL_COLUMNS, ApprovalFilter, ApprovalRecord, ApprovalRepository, ApprovalRow,
+    ApprovalStatus, ApprovalWatch, ConsumeOutcome, NewApproval, VOTE_COLUMNS, Vote, VoteOutcome,
+    VoteRow, decide, expiry, new_id,
+};
+use crate::state::error::StateError;
+use crate::state::pins::now_ms;
+
+impl ApprovalRepository for PostgresStore {
+    fn create_or_find(
+        &self,
+        new: NewApproval,
+    ) -> BoxFuture<'_, Result<(ApprovalRecord, bool), StateError>> {
+        Box::pin(self.with_client(move |mut client, db| async move {
+            let operation = "record an approval request";
+            let err = || query_error(&db, operation);
+            let tx = client.transaction().await.map_err(err())?;
+            let now = now_ms();
+            let mut changed = expire(&tx, Some(&new.digest), now).await.map_err(err())?;
+            let (context, groups) = new.json_columns();
+            let id = new_id();
+            let created = tx
+                .execute(
+                    &format!(
+                        "INSERT INTO approvals ({APPROVAL_COLUMNS}) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                         'pending', NULL) \
+                         ON CONFLICT (digest) WHERE status IN ('pending', 'approved') \
+                         DO NOTHING"
+                    ),
+                    &[
+                        &id,
+                        &new.digest,
+                        &new.principal,
+                        &new.action,
+                        &new.resource,
+                        &context,
+                        &new.policy,
+                        &new.reason,
+                        &groups,
+                        &i64::from(new.required.max(1)),
+                        &now,
+                        &expiry(now, new.ttl),
+                    ],
+                )
+                .await
+                .map_err(err())?
+                == 1;
+            if created {
+                changed.push(id);
+            }
+            let open: String = tx
+                .query_one(
+                    "SELECT id FROM approvals WHERE digest = $1 \
+                     AND status IN ('pending', 'approved')",
+                    &[&new.digest],
+                )
+                .await
+                .map_err(err())?
+                .get(0);
+            let record = read(&tx, &db, &open, now, false)
+                .await?
+                .ok_or_else(|| vanished(&db))?;
+            commit(tx, &db, operation, &changed).await?;
+            Ok((record, created))
+        }))
+    }
+
+    fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<ApprovalRecord>, StateError>> {
+        let id = id.to_owned();
+        Box::pin(self.with_client(move |mut client, db| async move {
+            let tx = client
+                .transaction()
+                .await
+                .map_err(query_error(&db, "read an approval"))?;
+            read(&tx, &db, &id, now_ms(), false).await
+        }))
+    }
+
+    fn list(
+        &self,
+        filter: ApprovalFilter,
+    ) -> BoxFuture<'_, Result<Vec<ApprovalRecord>, StateError>> {
+        Box::pin(self.with_client(move |mut client, db| async move {
+            let err = || query_error(&db, "list approvals");
+            let tx = client.transaction().await.map_err(err())?;
+            let now = now_ms();
+            let rows = match filter {
+                ApprovalFilter::Pending => {
+                    tx.query(
+                        &format!(
+                            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE status = 'pending' \
+                             AND expires_ms > $1 ORDER BY created_ms, id"
+                        ),
+                        &[&now],
+                    )
+                    .await
+                }
+                ApprovalFilter::Recent { limit } => {
+                    tx.query(
+                        &format!(
+                            "SELECT {APPROVAL_COLUMNS} FROM approvals \
+                             ORDER BY created_ms DESC, id LIMIT $1"
+                        ),
+                        &[&i64::from(limit)],
+                    )
+                    .await
+                }
+            }
+            .map_err(err())?;
+            let mut records = Vec::with_capacity(rows.len());
+            for row in rows {
+                records.push(with_votes(&tx, &db, approval_row(&row), now).await?);
+            }
+            Ok(records)
+        }))
+    }
+
+    fn vote<'a>(
+        &'a self,
+        id: &'a str,
+        vote: Vote,
+    ) -> BoxFuture<'a, Result<VoteOutcome, StateError>> {
+        let id = id.to_owned();
+        Box::pin(self.with_client(move |mut client, db| async move {
+            let operation = "record a vote on an approval";
+            let err = || query_error(&db, operation);
+            let tx = client.transaction().await.map_err(err())?;
+            let now = now_ms();
+            let Some(record) = read(&tx, &db, &id, now, true).await? else {
+                return Ok(VoteOutcome::Unknown);
+            };
+            if record.status != ApprovalStatus::Pending {
+                let changed = if record.status == ApprovalStatus::Expired {
+                    expire(&tx, Some(&record.digest), now)
+                        .await
+                        .map_err(err())?
+                } else {
+                    vec![]
+                };
+                let record = read(&tx, &db, &id, now, false)
+                    .await?
+                    .ok_or_else(|| vanished(&db))?;
+                commit(tx, &db, operation, &changed).await?;
+                return Ok(VoteOutcome::NotPending(Box::new(record)));
+            }
+            if record.votes.iter().any(|v| v.approver == vote.approver) {
+                return Ok(VoteOutcome::AlreadyVoted(Box::new(record)));
+            }
+            tx.execute(
+                &format!(
+                    "INSERT INTO approval_votes (approval_id, {VOTE_COLUMNS}) \
+                     VALUES ($1, $2, $3, $4, $5, $6)"
+                ),
+                &[
+                    &id,
+                    &vote.approver,
+                    &vote.decision.as_str(),
+                    &vote.factor.as_str(),
+                    &vote.source.map(|s| s.to_string()),
+                    &vote.at_ms,
+                ],
+            )
+            .await
+            .map_err(err())?;
+            let mut votes = record.votes.clone();
+            votes.push(vote);
+            let status = decide(&votes, record.required);
+            if status != ApprovalStatus::Pending {
+                tx.execute(
+                    "UPDATE approvals SET status = $2, decided_ms = $3 WHERE id = $1",
+                    &[&id, &status.as_str(), &now],
+                )
+                .await
+                .map_err(err())?;
+            }
+            let record = read(&tx, &db, &id, now, false)
+                .await?
+                .ok_or_else(|| vanished(&db))?;
+            commit(tx, &db, operation, std::slice::from_ref(&id)).await?;
+            Ok(VoteOutcome::Recorded(Box::new(record)))
+        }))
+    }
+
+    fn consume<'a>(
+        &'a self,
+        id: &'a str,
+        digest: &'a str,
+    ) -> BoxFuture<'a, Result<ConsumeOutcome, StateError>> {
+        let (id, digest) = (id.to_owned(), digest.to_owned());
+        Box::pin(self.with_client(move |mut client, db| async move {
+            let operation = "use an approval";
+            let err = || query_error(&db, operation);
+            let tx = client.transaction().await.map_err(err())?;
+            let now = now_ms();
+            let Some(record) = read(&tx, &db, &id, now, true).await? else {
+                return Ok(ConsumeOutcome::Unknown);
+            };
+            if record.digest != digest {
+                return Ok(ConsumeOutcome::DigestMismatch);
+            }
+            match record.status {
+                ApprovalStatus::Approved => {
+                    tx.execute(
+                        "UPDATE approvals SET status = 'consumed', decided_ms = $2 \
+                         WHERE id = $1 AND status = 'approved'",
+                        &[&id, &now],
+                    )
+                    .await
+                    .map_err(err())?;
+                    let record = read(&tx, &db, &id, now, false)
+                        .await?
+                        .ok_or_else(|| vanished(&db))?;
+                    commit(tx, &db, operation, std::slice::from_ref(&id)).await?;
+                    Ok(ConsumeOutcome::Consumed(Box::new(record)))
+                }
+                ApprovalStatus::Expired => {
+                    let changed = expire(&tx, Some(&digest), now).await.map_err(err())?;
+                    commit(tx, &db, operation, &changed).await?;
+                    Ok(ConsumeOutcome::NotApproved(ApprovalStatus::Expired))
+                }
+                status => Ok(ConsumeOutcome::NotApproved(status)),
+            }
+        }))
+    }
+
+    fn expire_due(&self) -> BoxFuture<'_, Result<Vec<String>, StateError>> {
+        Box::pin(self.with_client(move |mut client, db| async move {
+            let operation = "expire approvals";
+            let err = || query_error(&db, operation);
+            let tx = client.transaction().await.map_err(err())?;
+            let expired = expire(&tx, None, now_ms()).await.map_err(err())?;
+            commit(tx, &db, operation, &expired).await?;
+            Ok(expired)
+        }))
+    }
+
+    fn watch(&self, id: &str) -> ApprovalWatch {
+        ApprovalWatch::new(id, self.changes.subscribe())
+    }
+}
+
+/// Announces the approvals `changed` (to every replica, once committed) and commits.
+async fn commit(
+    tx: deadpool_postgres::Transaction<'_>,
+    db: &str,
+    operation: &'static str,
+    changed: &[String],
+) -> Result<(), StateError> {
+    let err = || query_error(db, operation);
+    for id in changed {
+        tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, id])
+            .await
+            .map_err(err())?;
+    }
+    tx.commit().await.map_err(err())
+}
+
+/// Marks the pending or approved requests past their time (of `digest`, or all) as expired;
+/// their ids.
+async fn expire(
+    tx: &Transaction<'_>,
+    digest: Option<&str>,
+    now: i64,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let rows = tx
+        .query(
+            "UPDATE approvals SET status = 'expired', decided_ms = $1 \
+             WHERE status IN ('pending', 'approved') AND expires_ms <= $1 \
+             AND ($2::text IS NULL OR digest = $2) RETURNING id",
+            &[&now, &digest],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// The approval `id`; with `lock`, its row stays locked until the transaction ends.
+async fn read(
+    tx: &Transaction<'_>,
+    db: &str,
+    id: &str,
+    now: i64,
+    lock: bool,
+) -> Result<Option<ApprovalRecord>, StateError> {
+    let lock = if lock { " FOR UPDATE" } else { "" };
+    let row = tx
+        .query_opt(
+            &format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1{lock}"),
+            &[&id],
+        )
+        .await
+        .map_err(query_error(db, "read an approval"))?;
+    match row {
+        Some(row) => Ok(Some(with_votes(tx, db, approval_row(&row), now).await?)),
+        None => Ok(None),
+    }
+}
+
+async fn with_votes(
+    tx: &Transaction<'_>,
+    db: &str,
+    row: ApprovalRow,
+    now: i64,
+) -> Result<ApprovalRecord, StateError> {
+    let votes = tx
+        .query(
+            &format!(
+                "SELECT {VOTE_COLUMNS} FROM approval_votes WHERE approval_id = $1 \
+                 ORDER BY at_ms, approver"
+            ),
+            &[&row.id],
+        )
+        .await
+        .map_err(query_error(db, "read the votes on an approval"))?
+        .iter()
+        .map(|r| VoteRow {
+            approver: r.get(0),
+            decision: r.get(1),
+            factor: r.get(2),
+            source: r.get(3),
+            at_ms: r.get(4),
+        })
+        .collect();
+    row.into_record(votes, now)
+        .map_err(|what| StateError::Corrupt {
+            store: db.to_owned(),
+            what,
+        })
+}
+
+fn approval_row(row: &Row) -> ApprovalRow {
+    ApprovalRow {
+        id: row.get(0),
+        digest: row.get(1),
+        principal: row.get(2),
+        action: row.get(3),
+        resource: row.get(4),
+        context_json: row.get(5),
+        policy: row.get(6),
+        reason: row.get(7),
+        groups_json: row.get(8),
+        required: row.get(9),
+        created_ms: row.get(10),
+        expires_ms: row.get(11),
+        status: row.get(12),
+        decided_ms: row.get(13),
+    }
+}
+
+fn vanished(db: &str) -> StateError {
+    StateError::Corrupt {
+        store: db.to_owned(),
+        what: "approval (it vanished while being written)".into(),
+    }
+}

@@ -1,0 +1,203 @@
+//! [`FactorRepository`] on PostgreSQL: the `totp_enrolments` and `webauthn_credentials`
+//! tables. Each step is one statement, atomic on its own.
+
+use futures_util::future::BoxFuture;
+
+use super::{PostgresStore, query_error};
+use crate::state::error::StateError;
+use crate::state::factors::{FactorRepository, TotpEnrolment, WebauthnCredential};
+use crate::state::pins::now_ms;
+
+impl FactorRepository for PostgresStore {
+    fn totp<'a>(
+        &'a self,
+        subject: &'a str,
+    ) -> BoxFuture<'a, Result<Option<TotpEnrolment>, StateError>> {
+        let subject = subject.to_owned();
+        Box::pin(self.with_client(move |client, db| async move {
+            let row = client
+                .query_opt(
+                    "SELECT subject, sealed_secret, last_step, created_ms, confirmed_ms \
+                     FROM totp_enrolments WHERE subject = $1",
+                    &[&subject],
+                )
+                .await
+                .map_err(query_error(&db, "read a TOTP enrolment"))?;
+            Ok(row.map(|row| TotpEnrolment {
+                subject: row.get(0),
+                sealed_secret: row.get(1),
+                last_step: row.get(2),
+                created_ms: row.get(3),
+                confirmed_ms: row.get(4),
+            }))
+        }))
+    }
+
+    fn begin_totp<'a>(
+        &'a self,
+        subject: &'a str,
+        sealed_secret: Vec<u8>,
+    ) -> BoxFuture<'a, Result<bool, StateError>> {
+        let subject = subject.to_owned();
+        Box::pin(self.with_client(move |client, db| async move {
+            let changed = client
+                .execute(
+                    "INSERT INTO totp_enrolments (subject, sealed_secret, last_step, \
+                     created_ms, confirmed_ms) VALUES ($1, $2, NULL, $3, NULL) \
+                     ON CONFLICT (subject) DO UPDATE SET sealed_secret = excluded.sealed_secret, \
+                     last_step = NULL, created_ms = excluded.created_ms \
+                     WHERE totp_enrolments.confirmed_ms IS NULL",
+                    &[&subject, &sealed_secret, &now_ms()],
+                )
+                .await
+                .map_err(query_error(&db, "record a TOTP enrolment"))?;
+            Ok(changed == 1)
+        }))
+    }
+
+    fn accept_totp_step<'a>(
+        &'a self,
+        subject: &'a str,
+        step: i64,
+        confirm: bool,
+    ) -> BoxFuture<'a, Result<bool, StateError>> {
+        let subject = subject.to_owned();
+        Box::pin(self.with_client(move |client, db| async move {
+            let changed = client
+                .execute(
+                    "UPDATE totp_enrolments SET last_step = $2, \
+                     confirmed_ms = CASE WHEN $3 THEN COALESCE(confirmed_ms, $4) \
+                       ELSE confirmed_ms END \
+                     WHERE subject = $1 AND (last_step IS NULL OR last_step < $2)",
+                    &[&subject, &step, &confirm, &now_ms()],
+                )
+                .await
+                .map_err(query_error(&db, "record a TOTP code's time step"))?;
+            Ok(changed == 1)
+        }))
+    }
+
+    fn remove_totp<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<bool, StateError>> {
+        let subject = subject.to_owned();
+        Box::pin(self.with_client(move |client, db| async move {
+            let changed = client
+                .execute(
+                    "DELETE FROM totp_enrolments WHERE subject = $1",
+                    &[&subject],
+                )
+                .await
+                .map_err(query_error(&db, "remove a TOTP enrolment"))?;
+            Ok(changed == 1)
+        }))
+    }
+
+    fn webauthn_credentials<'a>(
+        &'a self,
+        subject: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<WebauthnCredential>, StateError>> {
+        let subject = subject.to_owned();
+        Box::pin(self.with_client(move |client, db| async move {
+            let rows = client
+                .query(
+                    "SELECT credential_id, subject, passkey, sign_count, created_ms, \
+                     last_used_ms FROM webauthn_credentials WHERE subject = $1 \
+                     ORDER BY created_ms, credential_id",
+                    &[&subject],
+                )
+                .await
+                .map_err(query_error(&db, "read passkeys"))?;
+            rows.iter()
+                .map(|row| {
+                    let subject: String = row.get(1);
+                    let sign_count =
+                        u32::try_from(row.get::<_, i64>(3)).map_err(|_| StateError::Corrupt {
+                            store: db.to_string(),
+                            what: format!("signature counter of a passkey of {subject:?}"),
+                        })?;
+                    Ok(WebauthnCredential {
+                        credential_id: row.get(0),
+                        subject,
+                        passkey: row.get(2),
+                        sign_count,
+                        created_ms: row.get(4),
+                        last_used_ms: row.get(5),
+                    })
+                })
+                .collect()
+        }))
+    }
+
+    fn add_webauthn<'a>(
+        &'a self,
+        subject: &'a str,
+        credential_id: &'a [u8],
+        passkey: String,
+        sign_count: u32,
+    ) -> BoxFuture<'a, Result<bool, StateError>> {
+        let (subject, credential_id) = (subject.to_owned(), credential_id.to_vec());
+        Box::pin(self.with_client(move |client, db| async move {
+            let changed = client
+                .execute(
+                    "INSERT INTO webauthn_credentials (credential_id, subject, passkey, \
+                     sign_count, created_ms, last_used_ms) VALUES ($1, $2, $3, $4, $5, NULL) \
+                     ON CONFLICT (credential_id) DO NOTHING",
+                    &[
+                        &credential_id,
+                        &subject,
+                        &passkey,
+                        &i64::from(sign_count),
+                        &now_ms(),
+                    ],
+                )
+                .await
+                .map_err(query_error(&db, "record a passkey"))?;
+            Ok(changed == 1)
+        }))
+    }
+
+    fn use_webauthn<'a>(
+        &'a self,
+        subject: &'a str,
+        credential_id: &'a [u8],
+        passkey: String,
+        sign_count: u32,
+    ) -> BoxFuture<'a, Result<bool, StateError>> {
+        let (subject, credential_id) = (subject.to_owned(), credential_id.to_vec());
+        Box::pin(self.with_client(move |client, db| async move {
+            let changed = client
+                .execute(
+                    "UPDATE webauthn_credentials SET passkey = $3, sign_count = $4, \
+                     last_used_ms = $5 WHERE credential_id = $1 AND subject = $2 \
+                     AND (sign_count < $4 OR (sign_count = 0 AND $4 = 0))",
+                    &[
+                        &credential_id,
+                        &subject,
+                        &passkey,
+                        &i64::from(sign_count),
+                        &now_ms(),
+                    ],
+                )
+                .await
+                .map_err(query_error(&db, "record a passkey's use"))?;
+            Ok(changed == 1)
+        }))
+    }
+
+    fn remove_webauthn<'a>(
+        &'a self,
+        subject: &'a str,
+        credential_id: &'a [u8],
+    ) -> BoxFuture<'a, Result<bool, StateError>> {
+        let (subject, credential_id) = (subject.to_owned(), credential_id.to_vec());
+        Box::pin(self.with_client(move |client, db| async move {
+            let changed = client
+                .execute(
+                    "DELETE FROM webauthn_credentials WHERE credential_id = $1 AND subject = $2",
+                    &[&credential_id, &subject],
+                )
+                .await
+                .map_err(query_error(&db, "remove a passkey"))?;
+            Ok(changed == 1)
+        }))
+    }
+}

@@ -1,0 +1,104 @@
+//! The connection that `LISTEN`s for approval changes: every `NOTIFY` on
+//! [`CHANNEL`] (sent in the transaction that changed an approval, on any replica) is announced
+//! to this store's watchers. When the connection is lost it is opened again, and watchers are
+//! told that anything may have changed meanwhile.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, oneshot};
+use tokio_postgres::AsyncMessage;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::state::approvals::{ANY, Change};
+
+/// The notification channel of approval changes; the payload is the approval's id.
+pub(super) const CHANNEL: &str = "warden_approvals";
+
+/// How long to wait before connecting again after the connection was lost.
+const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
+/// Starts listening on `runtime`; the answer says when the first `LISTEN` is in place (or why
+/// it could not be). Ends with the runtime.
+pub(super) fn start(
+    runtime: &tokio::runtime::Handle,
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    changes: broadcast::Sender<Change>,
+) -> impl Future<Output = Result<(), String>> + Send + 'static {
+    let (ready, listening) = oneshot::channel();
+    runtime.spawn(run(config, tls, changes, ready));
+    async move {
+        listening
+            .await
+            .unwrap_or_else(|_| Err("the store's runtime stopped".into()))
+    }
+}
+
+async fn run(
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    changes: broadcast::Sender<Change>,
+    ready: oneshot::Sender<Result<(), String>>,
+) {
+    let mut ready = Some(ready);
+    loop {
+        match listen_once(&config, &tls, &changes, &mut ready).await {
+            Ok(()) => {
+                tracing::warn!("the state store's change notifications stopped; reconnecting")
+            }
+            Err(reason) => {
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(Err(reason));
+                    return;
+                }
+                tracing::warn!(%reason, "cannot listen for the state store's changes; retrying");
+            }
+        }
+        tokio::time::sleep(RECONNECT_DELAY).await;
+    }
+}
+
+/// One connection's life: connect, `LISTEN`, relay notifications until it ends.
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    tls: &MakeRustlsConnect,
+    changes: &broadcast::Sender<Change>,
+    ready: &mut Option<oneshot::Sender<Result<(), String>>>,
+) -> Result<(), String> {
+    let (client, mut connection) = config
+        .connect(tls.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let relay_changes = changes.clone();
+    let relay = tokio::spawn(async move {
+        while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            match message {
+                Ok(AsyncMessage::Notification(n)) if n.channel() == CHANNEL => {
+                    let _ = relay_changes.send(Arc::from(n.payload()));
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "the state store's notification connection failed");
+                    break;
+                }
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN {CHANNEL}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    match ready.take() {
+        Some(ready) => {
+            let _ = ready.send(Ok(()));
+        }
+        // Reconnected: what changed while nobody listened is unknown.
+        None => {
+            let _ = changes.send(Arc::from(ANY));
+        }
+    }
+    let _ = relay.await;
+    drop(client);
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! The schema, versioned in the binary: step N brings the database from version N-1 to N
+//! (the `warden_schema` table). Never edit a released step; add the next one. The same tables
+//! as SQLite's (`state/sqlite/migrations.rs`), in PostgreSQL's types.
+//!
+//! Every replica migrates at start: in one transaction that first takes an advisory lock, so
+//! two replicas starting at once take turns and the second finds the work done.
+
+use crate::state::error::StateError;
+
+/// The advisory lock migrations take (an arbitrary number: "warden" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7761_7264_656e;
+
+/// Every step, in order; the schema version is the number of steps applied.
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: tool-definition pins, and the revision counters other processes poll.
+    "CREATE TABLE tool_pins (
+        server              TEXT   NOT NULL,
+        tool                TEXT   NOT NULL,
+        first_seen_ms       BIGINT NOT NULL,
+        approved_digest     TEXT,
+        approved_json       TEXT,
+        approved_at_ms      BIGINT,
+        approved_by         TEXT,
+        pending_digest      TEXT,
+        pending_json        TEXT,
+        pending_since_ms    BIGINT,
+        PRIMARY KEY (server, tool)
+    );
+    CREATE TABLE revisions (
+        concern   TEXT   PRIMARY KEY,
+        revision  BIGINT NOT NULL
+    );
+    INSERT INTO revisions (concern, revision) VALUES ('pins', 0);",
+    // 2: approvals and their votes, approvers' second factors, console sessions.
+    "CREATE TABLE approvals (
+        id            TEXT    PRIMARY KEY,
+        digest        TEXT    NOT NULL,
+        principal     TEXT    NOT NULL,
+        action        TEXT    NOT NULL,
+        resource      TEXT    NOT NULL,
+        context_json  TEXT    NOT NULL,
+        policy        TEXT    NOT NULL,
+        reason        TEXT    NOT NULL,
+        groups_json   TEXT    NOT NULL,
+        required      BIGINT  NOT NULL CHECK (required >= 1),
+        created_ms    BIGINT  NOT NULL,
+        expires_ms    BIGINT  NOT NULL,
+        status        TEXT    NOT NULL
+            CHECK (status IN ('pending', 'approved', 'denied', 'expired', 'consumed')),
+        decided_ms    BIGINT
+    );
+    CREATE UNIQUE INDEX approvals_open_digest ON approvals (digest)
+        WHERE status IN ('pending', 'approved');
+    CREATE INDEX approvals_status ON approvals (status, expires_ms);
+    CREATE INDEX approvals_created ON approvals (created_ms);
+    CREATE TABLE approval_votes (
+        approval_id   TEXT    NOT NULL REFERENCES approvals (id) ON DELETE CASCADE,
+        approver      TEXT    NOT NULL,
+        decision      TEXT    NOT NULL CHECK (decision IN ('approve', 'deny')),
+        factor        TEXT    NOT NULL CHECK (factor IN ('totp', 'webauthn')),
+        source        TEXT,
+        at_ms         BIGINT  NOT NULL,
+        PRIMARY KEY (approval_id, approver)
+    );
+    INSERT INTO revisions (concern, revision) VALUES ('approvals', 0);
+    CREATE TABLE totp_enrolments (
+        subject        TEXT    PRIMARY KEY,
+        sealed_secret  BYTEA   NOT NULL,
+        last_step      BIGINT,
+        created_ms     BIGINT  NOT NULL,
+        confirmed_ms   BIGINT
+    );
+    CREATE TABLE webauthn_credentials (
+        credential_id  BYTEA   PRIMARY KEY,
+        subject        TEXT    NOT NULL,
+        passkey        TEXT    NOT NULL,
+        sign_count     BIGINT  NOT NULL,
+        created_ms     BIGINT  NOT NULL,
+        last_used_ms   BIGINT
+    );
+    CREATE INDEX webauthn_credentials_subject ON webauthn_credentials (subject);
+    CREATE TABLE console_sessions (
+        id_hash        TEXT    PRIMARY KEY,
+        subject        TEXT    NOT NULL,
+        display_name   TEXT    NOT NULL,
+        groups_json    TEXT    NOT NULL,
+        csrf_hash      TEXT    NOT NULL,
+        created_ms     BIGINT  NOT NULL,
+        expires_ms     BIGINT  NOT NULL,
+        last_seen_ms   BIGINT  NOT NULL
+    );
+    CREATE INDEX console_sessions_expires ON console_sessions (expires_ms);",
+];
+
+/// Applies the steps the database lacks, in one transaction under the advisory lock; refuses
+/// a database from a newer Warden.
+pub(super) async fn migrate(
+    client: &mut tokio_postgres::Client,
+    database: &str,
+) -> Result<(), StateError> {
+    let failed = |version: usize| {
+        let database = database.to_owned();
+        move |source| StateError::PostgresMigrate {
+            database,
+            version,
+            source,
+        }
+    };
+    let first = 1;
+    let tx = client.transaction().await.map_err(failed(first))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(failed(first))?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS warden_schema (version BIGINT NOT NULL);
+         INSERT INTO warden_schema (version)
+             SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM warden_schema);",
+    )
+    .await
+    .map_err(failed(first))?;
+    let found: i64 = tx
+        .query_one("SELECT max(version) FROM warden_schema", &[])
+        .await
+        .map_err(failed(first))?
+        .get(0);
+    let applied = usize::try_from(found)
+        .ok()
+        .filter(|applied| *applied <= MIGRATIONS.len())
+        .ok_or_else(|| StateError::PostgresTooNew {
+            database: database.to_owned(),
+            found,
+            known: MIGRATIONS.len(),
+        })?;
+    if applied == MIGRATIONS.len() {
+        return tx.commit().await.map_err(failed(applied));
+    }
+    for (index, step) in MIGRATIONS.iter().enumerate().skip(applied) {
+        tx.batch_execute(step).await.map_err(failed(index + 1))?;
+    }
+    let latest = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    tx.execute("UPDATE warden_schema SET version = $1", &[&latest])
+        .await
+        .map_err(failed(MIGRATIONS.len()))?;
+    tx.commit().await.map_err(failed(MIGRATIONS.len()))
+}

@@ -1,0 +1,258 @@
+//! The state store in a PostgreSQL database (`state.postgres`), shared by several replicas.
+//!
+//! `tokio-postgres` with a `deadpool-postgres` pool, TLS by rustls (`tokio-postgres-rustls`).
+//! The pool and its connections live on a runtime of their own, on a thread of its own
+//! (`warden-state-pg`): every query is a task sent there, so the store works the same from
+//! any of Warden's runtimes (each proxy worker runs its own) and no connection is tied to a
+//! worker's event loop. The schema is migrated at start under an advisory lock
+//! (`migrations.rs`). Changes of approvals are announced with `NOTIFY` in the transaction that
+//! makes them; every store keeps one connection that `LISTEN`s (`listen.rs`), so an approval
+//! decided on one replica wakes the requests held on every other.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio::sync::{broadcast, oneshot};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::approvals::{CHANGES_CAPACITY, Change};
+use super::error::StateError;
+
+mod approvals;
+mod factors;
+mod listen;
+mod migrations;
+mod pins;
+mod sessions;
+
+/// How to reach the database: what `state.postgres` says, with the URL read from its source.
+pub struct PostgresOptions {
+    /// The connection URL (holds the password: never logged, never in an error).
+    pub url: zeroize::Zeroizing<String>,
+    pub pool_size: usize,
+    pub connect_timeout: Duration,
+    /// PEM certificates of a CA trusted besides the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// A handle on the PostgreSQL state store; cheap to clone. Its runtime ends with the last
+/// handle.
+#[derive(Clone)]
+pub struct PostgresStore {
+    /// `host:port/database` as user@…, for messages (no password).
+    database: Arc<str>,
+    pool: Pool,
+    runtime: tokio::runtime::Handle,
+    changes: broadcast::Sender<Change>,
+    _stop: Arc<oneshot::Sender<()>>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("database", &self.database)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects, brings the schema up to date (refusing a database from a newer Warden) and
+    /// starts listening for changes.
+    pub async fn connect(options: PostgresOptions) -> Result<PostgresStore, StateError> {
+        let mut config: tokio_postgres::Config =
+            options.url.parse().map_err(|e: tokio_postgres::Error| {
+                StateError::PostgresUrlInvalid {
+                    reason: e.to_string(),
+                }
+            })?;
+        config.connect_timeout(options.connect_timeout);
+        config.application_name("warden");
+        let database: Arc<str> = Arc::from(describe(&config));
+        let tls = MakeRustlsConnect::new(tls_config(options.ca_file.as_deref()).await?);
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StateError::PostgresConnect {
+                database: database.to_string(),
+                reason: format!("cannot start its runtime: {e}"),
+            })?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("warden-state-pg".into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            })
+            .map_err(|e| StateError::PostgresConnect {
+                database: database.to_string(),
+                reason: format!("cannot start its thread: {e}"),
+            })?;
+
+        let manager = Manager::from_config(
+            config.clone(),
+            tls.clone(),
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .wait_timeout(Some(options.connect_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .recycle_timeout(Some(options.connect_timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| StateError::PostgresConnect {
+                database: database.to_string(),
+                reason: e.to_string(),
+            })?;
+        let (changes, _) = broadcast::channel(CHANGES_CAPACITY);
+        let store = PostgresStore {
+            database,
+            pool,
+            runtime: handle,
+            changes,
+            _stop: Arc::new(stop),
+        };
+        let (pool, database) = (store.pool.clone(), Arc::clone(&store.database));
+        store
+            .spawn(async move {
+                let mut client = get(&pool, &database).await?;
+                migrations::migrate(&mut client, &database).await
+            })
+            .await?;
+        let listening = listen::start(&store.runtime, config, tls, store.changes.clone());
+        let database = Arc::clone(&store.database);
+        store
+            .spawn(async move {
+                listening
+                    .await
+                    .map_err(|reason| StateError::PostgresConnect {
+                        database: database.to_string(),
+                        reason: format!("cannot listen for changes: {reason}"),
+                    })
+            })
+            .await?;
+        Ok(store)
+    }
+
+    /// The database, as `user@host:port/database`, for messages.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// Runs `work` on the store's runtime and returns its result.
+    async fn spawn<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, StateError>> + Send + 'static,
+    ) -> Result<T, StateError> {
+        self.runtime
+            .spawn(work)
+            .await
+            .map_err(|_| StateError::Closed {
+                store: self.database.to_string(),
+            })?
+    }
+
+    /// Runs `work` with a pooled connection on the store's runtime.
+    async fn with_client<T, F, Fut>(&self, work: F) -> Result<T, StateError>
+    where
+        T: Send + 'static,
+        F: FnOnce(deadpool_postgres::Object, Arc<str>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, StateError>> + Send,
+    {
+        let (pool, database) = (self.pool.clone(), Arc::clone(&self.database));
+        self.spawn(async move {
+            let client = get(&pool, &database).await?;
+            work(client, database).await
+        })
+        .await
+    }
+}
+
+/// A connection from the pool.
+async fn get(pool: &Pool, database: &str) -> Result<deadpool_postgres::Object, StateError> {
+    pool.get().await.map_err(|e| StateError::PostgresConnect {
+        database: database.to_owned(),
+        reason: match e {
+            deadpool_postgres::PoolError::Backend(e) => e.to_string(),
+            deadpool_postgres::PoolError::Timeout(_) => {
+                "no connection within state.postgres.connect_timeout".into()
+            }
+            other => other.to_string(),
+        },
+    })
+}
+
+/// The error of `operation` failing on `database`.
+pub(crate) fn query_error(
+    database: &str,
+    operation: &'static str,
+) -> impl FnOnce(tokio_postgres::Error) -> StateError {
+    let database = database.to_owned();
+    move |source| StateError::PostgresQuery {
+        database,
+        operation,
+        source,
+    }
+}
+
+/// `user@host:port/database`: where the URL points, without its password.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config.get_user().unwrap_or_default();
+    let dbname = config.get_dbname().unwrap_or(user);
+    format!("{user}@{host}:{port}/{dbname}")
+}
+
+/// rustls for the connections: the system's roots and `ca_file`; the server's certificate and
+/// name are always verified when TLS is used.
+async fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, StateError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(path) = ca_file {
+        let failed = |reason: String| StateError::PostgresTls {
+            reason: format!(
+                "cannot read the CA certificates in {}: {reason}",
+                path.display()
+            ),
+        };
+        let pem = tokio::fs::read(path)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| failed(e.to_string()))?;
+            roots.add(cert).map_err(|e| failed(e.to_string()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(failed("no PEM certificate in it".into()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StateError::PostgresTls {
+            reason: e.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,97 @@
+//! [`SessionRepository`] on PostgreSQL: the `console_sessions` table.
+
+use futures_util::future::BoxFuture;
+
+use super::{PostgresStore, query_error};
+use crate::state::approvals::expiry;
+use crate::state::error::StateError;
+use crate::state::pins::now_ms;
+use crate::state::sessions::{ConsoleSession, NewSession, SessionRepository, secret_hash};
+
+impl SessionRepository for PostgresStore {
+    fn create(&self, session: NewSession) -> BoxFuture<'_, Result<(), StateError>> {
+        Box::pin(self.with_client(move |client, db| async move {
+            let now = now_ms();
+            client
+                .execute(
+                    "INSERT INTO console_sessions (id_hash, subject, display_name, \
+                     groups_json, csrf_hash, created_ms, expires_ms, last_seen_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $6)",
+                    &[
+                        &secret_hash(&session.id),
+                        &session.subject,
+                        &session.display_name,
+                        &serde_json::to_string(&session.groups).unwrap_or_else(|_| "[]".into()),
+                        &secret_hash(&session.csrf_token),
+                        &now,
+                        &expiry(now, session.ttl),
+                    ],
+                )
+                .await
+                .map_err(query_error(&db, "record a console session"))?;
+            Ok(())
+        }))
+    }
+
+    fn resume<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ConsoleSession>, StateError>> {
+        let id_hash = secret_hash(id);
+        Box::pin(self.with_client(move |client, db| async move {
+            let row = client
+                .query_opt(
+                    "UPDATE console_sessions SET last_seen_ms = $2 \
+                     WHERE id_hash = $1 AND expires_ms > $2 \
+                     RETURNING subject, display_name, groups_json, csrf_hash, created_ms, \
+                     expires_ms, last_seen_ms",
+                    &[&id_hash, &now_ms()],
+                )
+                .await
+                .map_err(query_error(&db, "read a console session"))?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let subject: String = row.get(0);
+            let groups = serde_json::from_str(row.get(2)).map_err(|_| StateError::Corrupt {
+                store: db.to_string(),
+                what: format!("groups of a console session of {subject:?}"),
+            })?;
+            Ok(Some(ConsoleSession {
+                subject,
+                display_name: row.get(1),
+                groups,
+                csrf_hash: row.get(3),
+                created_ms: row.get(4),
+                expires_ms: row.get(5),
+                last_seen_ms: row.get(6),
+            }))
+        }))
+    }
+
+    fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StateError>> {
+        let id_hash = secret_hash(id);
+        Box::pin(self.with_client(move |client, db| async move {
+            let changed = client
+                .execute(
+                    "DELETE FROM console_sessions WHERE id_hash = $1",
+                    &[&id_hash],
+                )
+                .await
+                .map_err(query_error(&db, "end a console session"))?;
+            Ok(changed == 1)
+        }))
+    }
+
+    fn purge_expired(&self) -> BoxFuture<'_, Result<u64, StateError>> {
+        Box::pin(self.with_client(move |client, db| async move {
+            client
+                .execute(
+                    "DELETE FROM console_sessions WHERE expires_ms <= $1",
+                    &[&now_ms()],
+                )
+                .await
+                .map_err(query_error(&db, "remove expired console sessions"))
+        }))
+    }
+}

@@ -1,0 +1,243 @@
+//! What only the PostgreSQL backend does: its URL, its connection errors, migrations under
+//! the advisory lock. The repositories' rules are tested on both backends in `state/tests/`;
+//! these tests, too, need the cluster `tests/run` starts, except where they say otherwise.
+
+use std::time::Duration;
+
+use super::migrations::MIGRATIONS;
+use super::*;
+use crate::state::Store;
+use crate::state::config::{PostgresConfig, PostgresTls, StateConfig};
+use crate::state::tests::{drop_database, fresh_database, options, psql};
+
+/// Runs without the cluster: nothing listens on the port.
+#[tokio::test]
+async fn an_unreachable_database_is_named_without_its_password() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let url = format!("postgres://warden:hunter2-secret@127.0.0.1:{port}/wardenstate");
+    let err = PostgresStore::connect(PostgresOptions {
+        connect_timeout: Duration::from_secs(2),
+        ..options(&url)
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StateError::PostgresConnect { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("warden@127.0.0.1:{port}/wardenstate")),
+        "{text}"
+    );
+    assert!(text.contains("state.postgres.url"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+/// Runs without the cluster.
+#[tokio::test]
+async fn a_url_that_is_not_one_is_refused_without_quoting_it() {
+    let err = PostgresStore::connect(options("postgres://warden:hunter2@host:notaport/db"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StateError::PostgresUrlInvalid { .. }),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_warden_is_refused_with_what_to_do() {
+    let url = fresh_database("postgres_a_database_from_a_newer_warden").await;
+    drop(PostgresStore::connect(options(&url)).await.unwrap());
+    psql(&url, "UPDATE warden_schema SET version = 99").await;
+    let err = PostgresStore::connect(options(&url)).await.unwrap_err();
+    assert!(
+        matches!(err, StateError::PostgresTooNew { found: 99, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("restore a backup"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_at_once_migrate_the_database_once() {
+    let url = fresh_database("postgres_replicas_starting_at_once").await;
+    let mut starting = Vec::new();
+    for _ in 0..4 {
+        let url = url.clone();
+        starting.push(tokio::spawn(async move {
+            PostgresStore::connect(options(&url)).await
+        }));
+    }
+    for replica in starting {
+        replica.await.unwrap().unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT count(*) || ' ' || max(version) FROM warden_schema"
+        )
+        .await,
+        format!("1 {}", MIGRATIONS.len())
+    );
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT revision FROM revisions WHERE concern = 'pins'"
+        )
+        .await,
+        "0"
+    );
+}
+
+#[tokio::test]
+async fn the_store_reads_its_url_from_the_configured_source() {
+    let url = fresh_database("postgres_the_store_reads_its_url").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("state-url");
+    std::fs::write(&file, format!("{url}\n")).unwrap();
+    let config = StateConfig {
+        sqlite: None,
+        postgres: Some(PostgresConfig {
+            url: crate::secrets::CredentialSource::File(file),
+            pool_size: 2,
+            connect_timeout: Duration::from_secs(10),
+            tls: PostgresTls::default(),
+        }),
+    };
+    let store = Store::open(&config, dir.path(), None).await.unwrap();
+    assert!(
+        store.location().starts_with("postgres "),
+        "{}",
+        store.location()
+    );
+    let password = url.split('@').next().unwrap().rsplit(':').next().unwrap();
+    assert!(!store.location().contains(password), "{}", store.location());
+    assert_eq!(store.pins().revision().await.unwrap(), 0);
+    // Nothing was written to data_dir.
+    assert!(!dir.path().join("state.db").exists());
+
+    let missing = StateConfig {
+        postgres: Some(PostgresConfig {
+            url: crate::secrets::CredentialSource::Env("WARDEN_TEST_NO_SUCH_VARIABLE".into()),
+            ..config.postgres.clone().unwrap()
+        }),
+        ..config
+    };
+    let err = Store::open(&missing, dir.path(), None).await.unwrap_err();
+    assert!(matches!(err, StateError::PostgresUrl { .. }), "{err}");
+    assert!(err.to_string().contains("state.postgres.url"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_database_is_an_error_never_an_answer() {
+    use crate::state::approvals::ApprovalRepository;
+    let test = "postgres_a_lost_database_is_an_error";
+    let url = fresh_database(test).await;
+    let store = PostgresStore::connect(PostgresOptions {
+        connect_timeout: Duration::from_secs(2),
+        ..options(&url)
+    })
+    .await
+    .unwrap();
+    assert_eq!(store.get("apr_x").await.unwrap(), None);
+    drop_database(test).await;
+    let err = store.get("apr_x").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StateError::PostgresConnect { .. } | StateError::PostgresQuery { .. }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains(store.database()), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_are_told_when_the_listening_connection_was_lost() {
+    use crate::state::approvals::{
+        ApprovalRepository, NewApproval, SecondFactor, Vote, VoteDecision,
+    };
+    let url = fresh_database("postgres_watchers_are_told_when_the_listening").await;
+    let holder = PostgresStore::connect(options(&url)).await.unwrap();
+    let console = PostgresStore::connect(options(&url)).await.unwrap();
+    let (record, _) = holder
+        .create_or_find(NewApproval {
+            digest: "sha256:a".into(),
+            principal: "Agent::\"a\"".into(),
+            action: "Action::\"llm:chat\"".into(),
+            resource: "Model::\"m\"".into(),
+            context: serde_json::json!({}),
+            policy: "p".into(),
+            reason: "r".into(),
+            approver_groups: vec![],
+            required: 1,
+            ttl: Duration::from_secs(3600),
+        })
+        .await
+        .unwrap();
+    let mut watch = holder.watch(&record.id);
+    // Both stores' listening connections are cut.
+    let cut = psql(
+        &url,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    )
+    .await;
+    assert_eq!(cut, "2");
+    tokio::time::timeout(Duration::from_secs(5), watch.changed())
+        .await
+        .expect("not told within 5 s that changes may have been missed")
+        .unwrap();
+    // Listening again: a decision on the other replica arrives.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut watch = holder.watch(&record.id);
+    console
+        .vote(
+            &record.id,
+            Vote {
+                approver: "alice".into(),
+                decision: VoteDecision::Approve,
+                factor: SecondFactor::Totp,
+                source: None,
+                at_ms: crate::state::pins::now_ms(),
+            },
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(1), watch.changed())
+        .await
+        .expect("the decision was not announced within a second after reconnecting")
+        .unwrap();
+}
+
+/// Runs without the cluster.
+#[tokio::test]
+async fn a_ca_file_without_certificates_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("db-ca.pem");
+    std::fs::write(&ca, "not a certificate\n").unwrap();
+    let err = PostgresStore::connect(PostgresOptions {
+        ca_file: Some(ca.clone()),
+        ..options("postgres://warden:pw@127.0.0.1:1/warden")
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StateError::PostgresTls { .. }), "{err}");
+    assert!(err.to_string().contains("db-ca.pem"), "{err}");
+}
+
+#[tokio::test]
+async fn sslmode_require_refuses_a_server_without_tls() {
+    let url = fresh_database("postgres_sslmode_require_refuses").await;
+    let url = url.replace("sslmode=disable", "sslmode=require");
+    let err = PostgresStore::connect(PostgresOptions {
+        connect_timeout: Duration::from_secs(5),
+        ..options(&url)
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StateError::PostgresConnect { .. }), "{err}");
+    assert!(err.to_string().contains("TLS"), "{err}");
+}

@@ -1,0 +1,106 @@
+//! [`SessionRepository`] on SQLite: the `console_sessions` table.
+
+use futures_util::future::BoxFuture;
+use rusqlite::{OptionalExtension, params};
+
+use super::{SqliteStore, query_error};
+use crate::state::approvals::expiry;
+use crate::state::error::StateError;
+use crate::state::pins::now_ms;
+use crate::state::sessions::{ConsoleSession, NewSession, SessionRepository, secret_hash};
+
+impl SessionRepository for SqliteStore {
+    fn create(&self, session: NewSession) -> BoxFuture<'_, Result<(), StateError>> {
+        Box::pin(self.run(move |conn, path| {
+            let now = now_ms();
+            conn.execute(
+                "INSERT INTO console_sessions (id_hash, subject, display_name, groups_json, \
+                 csrf_hash, created_ms, expires_ms, last_seen_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?6)",
+                params![
+                    secret_hash(&session.id),
+                    session.subject,
+                    session.display_name,
+                    serde_json::to_string(&session.groups).unwrap_or_else(|_| "[]".into()),
+                    secret_hash(&session.csrf_token),
+                    now,
+                    expiry(now, session.ttl),
+                ],
+            )
+            .map_err(query_error(path, "record a console session"))?;
+            Ok(())
+        }))
+    }
+
+    fn resume<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ConsoleSession>, StateError>> {
+        let id_hash = secret_hash(id);
+        Box::pin(self.run(move |conn, path| {
+            let row = conn
+                .query_row(
+                    "UPDATE console_sessions SET last_seen_ms = ?2 \
+                     WHERE id_hash = ?1 AND expires_ms > ?2 \
+                     RETURNING subject, display_name, groups_json, csrf_hash, created_ms, \
+                     expires_ms, last_seen_ms",
+                    params![id_hash, now_ms()],
+                    |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                            row.get::<_, String>(3)?,
+                            row.get::<_, i64>(4)?,
+                            row.get::<_, i64>(5)?,
+                            row.get::<_, i64>(6)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(query_error(path, "read a console session"))?;
+            let Some((subject, display_name, groups, csrf_hash, created, expires, seen)) = row
+            else {
+                return Ok(None);
+            };
+            let groups = serde_json::from_str(&groups).map_err(|_| StateError::Corrupt {
+                store: path.display().to_string(),
+                what: format!("groups of a console session of {subject:?}"),
+            })?;
+            Ok(Some(ConsoleSession {
+                subject,
+                display_name,
+                groups,
+                csrf_hash,
+                created_ms: created,
+                expires_ms: expires,
+                last_seen_ms: seen,
+            }))
+        }))
+    }
+
+    fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StateError>> {
+        let id_hash = secret_hash(id);
+        Box::pin(self.run(move |conn, path| {
+            let changed = conn
+                .execute(
+                    "DELETE FROM console_sessions WHERE id_hash = ?1",
+                    params![id_hash],
+                )
+                .map_err(query_error(path, "end a console session"))?;
+            Ok(changed == 1)
+        }))
+    }
+
+    fn purge_expired(&self) -> BoxFuture<'_, Result<u64, StateError>> {
+        Box::pin(self.run(move |conn, path| {
+            let removed = conn
+                .execute(
+                    "DELETE FROM console_sessions WHERE expires_ms <= ?1",
+                    params![now_ms()],
+                )
+                .map_err(query_error(path, "remove expired console sessions"))?;
+            Ok(removed as u64)
+        }))
+    }
+}

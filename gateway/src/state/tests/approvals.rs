@@ -1,0 +1,469 @@
+//! Approval requests and votes, on both backends.
+
+use std::time::{Duration, Instant};
+
+use super::Backend;
+use crate::state::approvals::{
+    ApprovalFilter, ApprovalStatus, ConsumeOutcome, NewApproval, SecondFactor, Vote, VoteDecision,
+    VoteOutcome,
+};
+use crate::state::pins::now_ms;
+
+on_both_backends!(
+    an_agent_retrying_the_same_action_finds_its_request,
+    a_single_approval_approves_and_is_consumed_once_for_its_own_digest,
+    a_two_person_rule_needs_two_different_approvers,
+    a_deny_ends_the_request,
+    a_request_past_its_time_refuses_votes_and_a_retry_gets_a_new_one,
+    an_approval_left_unused_expires,
+    expire_due_marks_what_is_past_its_time,
+    pending_and_recent_lists,
+    a_vote_keeps_who_how_and_from_where,
+    concurrent_votes_on_two_handles_decide_once,
+    concurrent_requests_for_one_action_on_two_handles_make_one,
+    a_decision_on_one_handle_wakes_a_watcher_on_another_within_a_second,
+);
+
+fn request(digest: &str, required: u32, ttl: Duration) -> NewApproval {
+    NewApproval {
+        digest: format!("sha256:{digest}"),
+        principal: r#"Agent::"ci-bot""#.into(),
+        action: r#"Action::"mcp:call_tool""#.into(),
+        resource: r#"Tool::"github__create_issue""#.into(),
+        context: serde_json::json!({"arguments": {"title": "x", "labels": ["a"]}, "z": 1}),
+        policy: "issues-need-approval".into(),
+        reason: "creating issues needs a human".into(),
+        approver_groups: vec!["sre".into(), "security".into()],
+        required,
+        ttl,
+    }
+}
+
+fn vote(approver: &str, decision: VoteDecision) -> Vote {
+    Vote {
+        approver: approver.into(),
+        decision,
+        factor: SecondFactor::Totp,
+        source: Some("192.0.2.7".parse().unwrap()),
+        at_ms: now_ms(),
+    }
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+async fn an_agent_retrying_the_same_action_finds_its_request(backend: Backend) {
+    let approvals = backend.open().await.approvals();
+    let (first, created) = approvals
+        .create_or_find(request("a", 1, HOUR))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(first.status, ApprovalStatus::Pending);
+    assert!(first.id.starts_with("apr_"));
+    assert_eq!(first.expires_ms - first.created_ms, 3_600_000);
+    assert_eq!(first.context, request("a", 1, HOUR).context);
+    assert_eq!(first.approver_groups, ["sre", "security"]);
+    let (again, created) = approvals
+        .create_or_find(request("a", 1, HOUR))
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(again.id, first.id);
+    // Other arguments are another action: another request.
+    let (other, created) = approvals
+        .create_or_find(request("b", 1, HOUR))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_ne!(other.id, first.id);
+    assert_eq!(approvals.get(&first.id).await.unwrap().unwrap(), first);
+    assert_eq!(approvals.get("apr_nope").await.unwrap(), None);
+}
+
+async fn a_single_approval_approves_and_is_consumed_once_for_its_own_digest(backend: Backend) {
+    let approvals = backend.open().await.approvals();
+    let (record, _) = approvals
+        .create_or_find(request("a", 1, HOUR))
+        .await
+        .unwrap();
+    // Not approved yet: nothing to use.
+    assert_eq!(
+        approvals.consume(&record.id, "sha256:a").await.unwrap(),
+        ConsumeOutcome::NotApproved(ApprovalStatus::Pending)
+    );
+    let VoteOutcome::Recorded(approved) = approvals
+        .vote(&record.id, vote("alice", VoteDecision::Approve))
+        .await
+        .unwrap()
+    else {
+        panic!("vote not recorded")
+    };
+    assert_eq!(approved.status, ApprovalStatus::Approved);
+    assert!(approved.decided_ms.is_some());
+    // The agent retrying finds the approved request.
+    let (found, created) = approvals
+        .create_or_find(request("a", 1, HOUR))
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(found.status, ApprovalStatus::Approved);
+    // Replayed for other arguments: refused, and still usable for its own.
+    assert_eq!(
+        approvals.consume(&record.id, "sha256:b").await.unwrap(),
+        ConsumeOutcome::DigestMismatch
+    );
+    let ConsumeOutcome::Consumed(used) = approvals.consume(&record.id, "sha256:a").await.unwrap()
+    else {
+        panic!("not consumed")
+    };
+    assert_eq!(used.status, ApprovalStatus::Consumed);
+    assert_eq!(
+        approvals.consume(&record.id, "sha256:a").await.unwrap(),
+        ConsumeOutcome::NotApproved(ApprovalStatus::Consumed)
+    );
+    assert_eq!(
+        approvals.consume("apr_nope", "sha256:a").await.unwrap(),
+        ConsumeOutcome::Unknown
+    );
+    // The same action once more needs a new approval.
+    let (next, created) = approvals
+        .create_or_find(request("a", 1, HOUR))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_ne!(next.id, record.id);
+}
+
+async fn a_two_person_rule_needs_two_different_approvers(backend: Backend) {
+    let approvals = backend.open().await.approvals();
+    let (record, _) = approvals
+        .create_or_find(request("a", 2, HOUR))
+        .await
+        .unwrap();
+    let VoteOutcome::Recorded(after_one) = approvals
+        .vote(&record.id, vote("alice", VoteDecision::Approve))
+        .await
+        .unwrap()
+    else {
+        panic!("vote not recorded")
+    };
+    assert_eq!(after_one.status, ApprovalStatus::Pending);
+    assert!(matches!(
+        approvals
+            .vote(&record.id, vote("alice", VoteDecision::Approve))
+            .await
+            .unwrap(),
+        VoteOutcome::AlreadyVoted(r) if r.votes.len() == 1
+    ));
+    assert_eq!(
+        approvals.consume(&record.id, "sha256:a").await.unwrap(),
+        ConsumeOutcome::NotApproved(ApprovalStatus::Pending)
+    );
+    let VoteOutcome::Recorded(after_two) = approvals
+        .vote(&record.id, vote("bob", VoteDecision::Approve))
+        .await
+        .unwrap()
+    else {
+        panic!("vote not recorded")
+    };
+    assert_eq!(after_two.status, ApprovalStatus::Approved);
+    let approvers: Vec<_> = after_two
+        .votes
+        .iter()
+        .map(|v| v.approver.as_str())
+        .collect();
+    assert_eq!(approvers.len(), 2);
+    assert!(approvers.contains(&"alice") && approvers.contains(&"bob"));
+    // Decided: a third vote changes nothing.
+    assert!(matches!(
+        approvals
+            .vote(&record.id, vote("carol", VoteDecision::Deny))
+            .await
+            .unwrap(),
+        VoteOutcome::NotPending(r) if r.status == ApprovalStatus::Approved
+    ));
+}
+
+async fn a_deny_ends_the_request(backend: Backend) {
+    let approvals = backend.open().await.approvals();
+    let (record, _) = approvals
+        .create_or_find(request("a", 2, HOUR))
+        .await
+        .unwrap();
+    approvals
+        .vote(&record.id, vote("alice", VoteDecision::Approve))
+        .await
+        .unwrap();
+    let VoteOutcome::Recorded(denied) = approvals
+        .vote(&record.id, vote("bob", VoteDecision::Deny))
+        .await
+        .unwrap()
+    else {
+        panic!("vote not recorded")
+    };
+    assert_eq!(denied.status, ApprovalStatus::Denied);
+    assert!(matches!(
+        approvals
+            .vote(&record.id, vote("carol", VoteDecision::Approve))
+            .await
+            .unwrap(),
+        VoteOutcome::NotPending(r) if r.status == ApprovalStatus::Denied
+    ));
+    assert_eq!(
+        approvals.consume(&record.id, "sha256:a").await.unwrap(),
+        ConsumeOutcome::NotApproved(ApprovalStatus::Denied)
+    );
+    // Asking again after a deny is a new request.
+    let (again, created) = approvals
+        .create_or_find(request("a", 2, HOUR))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_ne!(again.id, record.id);
+}
+
+async fn a_request_past_its_time_refuses_votes_and_a_retry_gets_a_new_one(backend: Backend) {
+    let approvals = backend.open().await.approvals();
+    let (record, _) = approvals
+        .create_or_find(request("a", 1, Duration::from_millis(50)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(
+        approvals.get(&record.id).await.unwrap().unwrap().status,
+        ApprovalStatus::Expired
+    );
+    assert!(matches!(
+        approvals
+            .vote(&record.id, vote("alice", VoteDecision::Approve))
+            .await
+            .unwrap(),
+        VoteOutcome::NotPending(r) if r.status == ApprovalStatus::Expired && r.votes.is_empty()
+    ));
+    let (again, created) = approvals
+        .create_or_find(request("a", 1, HOUR))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_ne!(again.id, record.id);
+}
+
+async fn an_approval_left_unused_expires(backend: Backend) {
+    let approvals = backend.open().await.approvals();
+    let (record, _) = approvals
+        .create_or_find(request("a", 1, Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        approvals
+            .vote(&record.id, vote("alice", VoteDecision::Approve))
+            .await
+            .unwrap(),
+        VoteOutcome::Recorded(r) if r.status == ApprovalStatus::Approved
+    ));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        approvals.consume(&record.id, "sha256:a").await.unwrap(),
+        ConsumeOutcome::NotApproved(ApprovalStatus::Expired)
+    );
+    assert_eq!(
+        approvals.consume(&record.id, "sha256:a").await.unwrap(),
+        ConsumeOutcome::NotApproved(ApprovalStatus::Expired)
+    );
+}
+
+async fn expire_due_marks_what_is_past_its_time(backend: Backend) {
+    let approvals = backend.open().await.approvals();
+    let (short, _) = approvals
+        .create_or_find(request("a", 1, Duration::from_millis(50)))
+        .await
+        .unwrap();
+    let (long, _) = approvals
+        .create_or_find(request("b", 1, HOUR))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(
+        approvals.expire_due().await.unwrap(),
+        vec![short.id.clone()]
+    );
+    assert!(approvals.expire_due().await.unwrap().is_empty());
+    let expired = approvals.get(&short.id).await.unwrap().unwrap();
+    assert_eq!(expired.status, ApprovalStatus::Expired);
+    assert!(expired.decided_ms.is_some());
+    assert_eq!(
+        approvals.get(&long.id).await.unwrap().unwrap().status,
+        ApprovalStatus::Pending
+    );
+}
+
+async fn pending_and_recent_lists(backend: Backend) {
+    let approvals = backend.open().await.approvals();
+    let mut ids = Vec::new();
+    for digest in ["a", "b", "c"] {
+        let (record, _) = approvals
+            .create_or_find(request(digest, 1, HOUR))
+            .await
+            .unwrap();
+        ids.push(record.id);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    approvals
+        .vote(&ids[1], vote("alice", VoteDecision::Deny))
+        .await
+        .unwrap();
+    let pending: Vec<_> = approvals
+        .list(ApprovalFilter::Pending)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(pending, [ids[0].clone(), ids[2].clone()]);
+    let recent = approvals
+        .list(ApprovalFilter::Recent { limit: 2 })
+        .await
+        .unwrap();
+    let recent_ids: Vec<_> = recent.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(recent_ids, [ids[2].clone(), ids[1].clone()]);
+    assert_eq!(recent[1].status, ApprovalStatus::Denied);
+    assert_eq!(recent[1].votes.len(), 1);
+}
+
+async fn a_vote_keeps_who_how_and_from_where(backend: Backend) {
+    let approvals = backend.open().await.approvals();
+    let (record, _) = approvals
+        .create_or_find(request("a", 2, HOUR))
+        .await
+        .unwrap();
+    let cast = Vote {
+        approver: "alice@example.com".into(),
+        decision: VoteDecision::Approve,
+        factor: SecondFactor::Webauthn,
+        source: Some("2001:db8::1".parse().unwrap()),
+        at_ms: 1_790_000_000_123,
+    };
+    approvals.vote(&record.id, cast.clone()).await.unwrap();
+    let no_source = Vote {
+        approver: "bob".into(),
+        source: None,
+        factor: SecondFactor::Totp,
+        ..cast.clone()
+    };
+    approvals.vote(&record.id, no_source.clone()).await.unwrap();
+    let stored = backend
+        .open()
+        .await
+        .approvals()
+        .get(&record.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.votes, [cast, no_source]);
+}
+
+async fn concurrent_votes_on_two_handles_decide_once(backend: Backend) {
+    let first = backend.open().await.approvals();
+    let second = backend.open().await.approvals();
+    let (record, _) = first.create_or_find(request("a", 2, HOUR)).await.unwrap();
+    // The same approver voting from two places at once: one vote counts.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = if i % 2 == 0 {
+            first.clone()
+        } else {
+            second.clone()
+        };
+        let id = record.id.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .vote(&id, vote("alice", VoteDecision::Approve))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut recorded = 0;
+    for task in tasks {
+        recorded += usize::from(matches!(task.await.unwrap(), VoteOutcome::Recorded(_)));
+    }
+    assert_eq!(recorded, 1);
+    // Two approvers at once, on two replicas: both count and it is approved.
+    let (record, _) = first.create_or_find(request("b", 2, HOUR)).await.unwrap();
+    let (a, b) = tokio::join!(
+        first.vote(&record.id, vote("alice", VoteDecision::Approve)),
+        second.vote(&record.id, vote("bob", VoteDecision::Approve)),
+    );
+    assert!(matches!(a.unwrap(), VoteOutcome::Recorded(_)));
+    assert!(matches!(b.unwrap(), VoteOutcome::Recorded(_)));
+    let decided = first.get(&record.id).await.unwrap().unwrap();
+    assert_eq!(decided.status, ApprovalStatus::Approved);
+    // Both replicas' requests try to use it at once: one does.
+    let (a, b) = tokio::join!(
+        first.consume(&record.id, "sha256:b"),
+        second.consume(&record.id, "sha256:b"),
+    );
+    let used = [a.unwrap(), b.unwrap()]
+        .iter()
+        .filter(|o| matches!(o, ConsumeOutcome::Consumed(_)))
+        .count();
+    assert_eq!(used, 1);
+}
+
+async fn concurrent_requests_for_one_action_on_two_handles_make_one(backend: Backend) {
+    let first = backend.open().await.approvals();
+    let second = backend.open().await.approvals();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = if i % 2 == 0 {
+            first.clone()
+        } else {
+            second.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            store.create_or_find(request("a", 1, HOUR)).await.unwrap()
+        }));
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    let mut created = 0;
+    for task in tasks {
+        let (record, new) = task.await.unwrap();
+        ids.insert(record.id);
+        created += usize::from(new);
+    }
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(created, 1);
+}
+
+async fn a_decision_on_one_handle_wakes_a_watcher_on_another_within_a_second(backend: Backend) {
+    let holder = backend.open().await.approvals();
+    let console = backend.open().await.approvals();
+    let (record, _) = holder.create_or_find(request("a", 1, HOUR)).await.unwrap();
+    let mut watch = holder.watch(&record.id);
+    let id = record.id.clone();
+    let waiter = tokio::spawn(async move {
+        let started = Instant::now();
+        loop {
+            tokio::time::timeout(Duration::from_secs(5), watch.changed())
+                .await
+                .expect("no change announced within 5 s")
+                .unwrap();
+            let now = holder.get(&id).await.unwrap().unwrap();
+            if now.status != ApprovalStatus::Pending {
+                return (now.status, started.elapsed());
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let decided_at = Instant::now();
+    console
+        .vote(&record.id, vote("alice", VoteDecision::Approve))
+        .await
+        .unwrap();
+    let (status, _) = waiter.await.unwrap();
+    assert_eq!(status, ApprovalStatus::Approved);
+    let latency = decided_at.elapsed();
+    assert!(
+        latency < Duration::from_secs(1),
+        "the other handle learned of the decision after {latency:?}"
+    );
+}

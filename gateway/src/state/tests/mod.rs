@@ -1,0 +1,168 @@
+//! The store's tests, run on both backends: each test is a function of a [`Backend`], and
+//! `on_both_backends!` makes a SQLite and a PostgreSQL test of it
+//! (`state::tests::sqlite::…`, `state::tests::postgres::…`). The PostgreSQL tests need the
+//! cluster `tests/run` starts (`WARDEN_TEST_PG_URL`); each creates a database named after
+//! itself, so they run in parallel. Without the cluster they fail and say to use tests/run.
+
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+
+use super::Store;
+use super::postgres::{PostgresOptions, PostgresStore};
+use super::sqlite::SqliteStore;
+
+/// Where a test's store is: a SQLite file of its own, or a PostgreSQL database of its own.
+pub(super) enum Backend {
+    Sqlite {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+    },
+    Postgres {
+        url: String,
+    },
+}
+
+impl Backend {
+    /// A new SQLite file in a directory of the test's own.
+    pub(super) async fn sqlite() -> Backend {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state").join("state.db");
+        Backend::Sqlite { _dir: dir, path }
+    }
+
+    /// A new database on the run's cluster, named after the test.
+    pub(super) async fn postgres(test: &str) -> Backend {
+        Backend::Postgres {
+            url: fresh_database(test).await,
+        }
+    }
+
+    /// A new handle on the store: another process on the file, another replica on the
+    /// database.
+    pub(super) async fn open(&self) -> Store {
+        match self {
+            Backend::Sqlite { path, .. } => Store::sqlite(SqliteStore::open(path).await.unwrap()),
+            Backend::Postgres { url } => Store::postgres(
+                PostgresStore::connect(options(url))
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}")),
+            ),
+        }
+    }
+}
+
+/// How the tests connect to `url`.
+pub(super) fn options(url: &str) -> PostgresOptions {
+    PostgresOptions {
+        url: zeroize::Zeroizing::new(url.to_owned()),
+        pool_size: 4,
+        connect_timeout: std::time::Duration::from_secs(10),
+        ca_file: None,
+    }
+}
+
+/// Creates (again) the database of test `test` on the cluster tests/run started; its URL.
+pub(super) async fn fresh_database(test: &str) -> String {
+    let test = test.to_owned();
+    // Here, so that without the cluster the test fails with what to do.
+    let pg = warden_e2e::postgres::Postgres::from_env();
+    tokio::task::spawn_blocking(move || {
+        let name = database_name(&test);
+        pg.query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        pg.query(&format!("CREATE DATABASE {name}"));
+        format!(
+            "postgres://{}:{}@{}/{name}?sslmode=disable",
+            pg.superuser(),
+            pg.password(),
+            pg.host_port()
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// Drops the database of test `test`, whoever is connected to it.
+pub(super) async fn drop_database(test: &str) {
+    let pg = warden_e2e::postgres::Postgres::from_env();
+    let name = database_name(test);
+    tokio::task::spawn_blocking(move || {
+        pg.query(&format!("DROP DATABASE {name} WITH (FORCE)"));
+    })
+    .await
+    .unwrap();
+}
+
+/// Runs `sql` as the cluster's superuser in the database of `url`.
+pub(super) async fn psql(url: &str, sql: &str) -> String {
+    let (url, sql) = (url.to_owned(), sql.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(
+            std::env::var_os("WARDEN_TEST_PSQL").unwrap_or_else(|| "psql".into()),
+        )
+        .args([
+            "-X",
+            "-q",
+            "-t",
+            "-A",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &url,
+            "-c",
+            &sql,
+        ])
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    })
+    .await
+    .unwrap()
+}
+
+/// A database name for `test`: readable, unique, within PostgreSQL's 63 bytes.
+fn database_name(test: &str) -> String {
+    let digest = hex::encode(&Sha256::digest(test.as_bytes())[..4]);
+    let short: String = test.chars().take(40).collect();
+    format!("warden_{short}_{digest}")
+}
+
+/// A SQLite and a PostgreSQL test of each `async fn name(backend: Backend)` named.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::state::tests::Backend::sqlite().await).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(
+                        crate::state::tests::Backend::postgres(concat!(
+                            module_path!(),
+                            "::",
+                            stringify!($name)
+                        ).trim_start_matches("warden::state::tests::").replace("::", "_").as_str())
+                        .await,
+                    )
+                    .await
+                }
+            )*
+        }
+    };
+}
+
+mod approvals;
+mod factors;
+mod pins;
+mod sessions;

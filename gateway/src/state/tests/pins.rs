@@ -1,0 +1,218 @@
+//! Tool-definition pins, on both backends.
+
+use super::Backend;
+use crate::state::pins::{ApproveOutcome, Approver, StoredDefinition};
+
+on_both_backends!(
+    a_new_store_starts_at_revision_zero,
+    pins_survive_a_reopen,
+    first_use_pins_once_and_later_definitions_wait_for_approval,
+    approving_moves_the_pending_definition_only_if_it_is_the_one_expected,
+    an_operator_approval_confirms_a_first_use_pin,
+    a_configured_approval_clears_the_same_pending_definition_only,
+    every_change_bumps_the_revision_another_handle_reads,
+    concurrent_writers_on_two_handles_record_a_change_once,
+);
+
+fn definition(digest: &str) -> StoredDefinition {
+    StoredDefinition {
+        digest: format!("sha256:{digest}"),
+        json: format!(r#"{{"description":"{digest}","name":"t"}}"#),
+        at_ms: 1_790_000_000_000,
+    }
+}
+
+async fn a_new_store_starts_at_revision_zero(backend: Backend) {
+    let store = backend.open().await.pins();
+    assert_eq!(store.revision().await.unwrap(), 0);
+    assert!(store.all().await.unwrap().is_empty());
+}
+
+async fn pins_survive_a_reopen(backend: Backend) {
+    {
+        let store = backend.open().await.pins();
+        store
+            .pin_first_use("fs", "read_file", definition("a"))
+            .await
+            .unwrap();
+    }
+    // The first handle is gone; another process (or replica) opens the same store.
+    let again = backend.open().await.pins();
+    let pins = again.all().await.unwrap();
+    assert_eq!(pins.len(), 1);
+    assert_eq!(pins[0].tool, "read_file");
+    assert_eq!(
+        pins[0]
+            .approved
+            .as_ref()
+            .map(|(d, by)| (d.digest.as_str(), by)),
+        Some(("sha256:a", &Approver::FirstUse))
+    );
+}
+
+async fn first_use_pins_once_and_later_definitions_wait_for_approval(backend: Backend) {
+    let store = backend.open().await.pins();
+    let (pin, created) = store
+        .pin_first_use("fs", "t", definition("a"))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(pin.approved.unwrap().0.digest, "sha256:a");
+    // A second first use (another replica racing) keeps the first pin.
+    let (pin, created) = store
+        .pin_first_use("fs", "t", definition("b"))
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(pin.approved.unwrap().0.digest, "sha256:a");
+
+    let (pin, recorded) = store.propose("fs", "t", definition("b")).await.unwrap();
+    assert!(recorded);
+    assert_eq!(pin.pending.unwrap().digest, "sha256:b");
+    // The same change seen again is not news; the approved definition is never pending.
+    assert!(!store.propose("fs", "t", definition("b")).await.unwrap().1);
+    assert!(!store.propose("fs", "t", definition("a")).await.unwrap().1);
+    // A tool never seen before waits, with nothing approved.
+    let (pin, recorded) = store.propose("fs", "new", definition("c")).await.unwrap();
+    assert!(recorded);
+    assert_eq!(pin.approved, None);
+    assert_eq!(pin.pending.unwrap().digest, "sha256:c");
+}
+
+async fn approving_moves_the_pending_definition_only_if_it_is_the_one_expected(backend: Backend) {
+    let store = backend.open().await.pins();
+    store
+        .pin_first_use("fs", "t", definition("a"))
+        .await
+        .unwrap();
+    store.propose("fs", "t", definition("b")).await.unwrap();
+    let alice = Approver::Operator("alice".into());
+
+    let outcome = store
+        .approve_pending("fs", "t", Some("sha256:zzz"), alice.clone())
+        .await
+        .unwrap();
+    assert!(matches!(outcome, ApproveOutcome::DigestMismatch(_)));
+
+    let ApproveOutcome::Approved(pin) = store
+        .approve_pending("fs", "t", Some("sha256:b"), alice.clone())
+        .await
+        .unwrap()
+    else {
+        panic!("not approved")
+    };
+    assert_eq!(pin.pending, None);
+    let (approved, by) = pin.approved.unwrap();
+    assert_eq!((approved.digest.as_str(), by), ("sha256:b", alice.clone()));
+
+    assert!(matches!(
+        store
+            .approve_pending("fs", "t", None, alice.clone())
+            .await
+            .unwrap(),
+        ApproveOutcome::AlreadyApproved(_)
+    ));
+    assert_eq!(
+        store
+            .approve_pending("fs", "nope", None, alice)
+            .await
+            .unwrap(),
+        ApproveOutcome::Unknown
+    );
+}
+
+async fn an_operator_approval_confirms_a_first_use_pin(backend: Backend) {
+    let store = backend.open().await.pins();
+    store
+        .pin_first_use("fs", "t", definition("a"))
+        .await
+        .unwrap();
+    let bob = Approver::Operator("bob".into());
+    let ApproveOutcome::Approved(pin) = store
+        .approve_pending("fs", "t", None, bob.clone())
+        .await
+        .unwrap()
+    else {
+        panic!("not approved")
+    };
+    let (approved, by) = pin.approved.unwrap();
+    assert_eq!((approved.digest.as_str(), by), ("sha256:a", bob));
+}
+
+async fn a_configured_approval_clears_the_same_pending_definition_only(backend: Backend) {
+    let store = backend.open().await.pins();
+    store.propose("fs", "t", definition("a")).await.unwrap();
+    let pin = store
+        .approve_definition("fs", "t", definition("a"), Approver::Configuration)
+        .await
+        .unwrap();
+    assert_eq!(pin.pending, None);
+    store.propose("fs", "t", definition("b")).await.unwrap();
+    let pin = store
+        .approve_definition("fs", "t", definition("c"), Approver::Configuration)
+        .await
+        .unwrap();
+    assert_eq!(pin.approved.unwrap().0.digest, "sha256:c");
+    assert_eq!(pin.pending.unwrap().digest, "sha256:b");
+}
+
+async fn every_change_bumps_the_revision_another_handle_reads(backend: Backend) {
+    let writer = backend.open().await.pins();
+    let reader = backend.open().await.pins();
+    let before = reader.revision().await.unwrap();
+    writer
+        .pin_first_use("fs", "t", definition("a"))
+        .await
+        .unwrap();
+    let after_pin = reader.revision().await.unwrap();
+    assert!(after_pin > before);
+    // Nothing changed: the revision stays.
+    writer.propose("fs", "t", definition("a")).await.unwrap();
+    assert_eq!(reader.revision().await.unwrap(), after_pin);
+    writer.propose("fs", "t", definition("b")).await.unwrap();
+    assert!(reader.revision().await.unwrap() > after_pin);
+}
+
+async fn concurrent_writers_on_two_handles_record_a_change_once(backend: Backend) {
+    let first = backend.open().await.pins();
+    let second = backend.open().await.pins();
+    first
+        .pin_first_use("fs", "t", definition("a"))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = if i % 2 == 0 {
+            first.clone()
+        } else {
+            second.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            store.propose("fs", "t", definition("b")).await.unwrap().1
+        }));
+    }
+    let mut recorded = 0;
+    for task in tasks {
+        recorded += usize::from(task.await.unwrap());
+    }
+    assert_eq!(recorded, 1, "exactly one writer records the change");
+    // And many tools at once, from both handles: every one is there afterwards.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = if i % 2 == 0 {
+            first.clone()
+        } else {
+            second.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            store
+                .pin_first_use("fs", &format!("tool{i}"), definition("a"))
+                .await
+                .unwrap()
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(first.all().await.unwrap().len(), 21);
+}
