@@ -11,6 +11,8 @@ use warden::config::error::ConfigErrors;
 use warden::config::files::check_files;
 use warden::config::load::{Parsed, load_file, load_file_partial};
 
+mod cli_approvals;
+
 /// Warden: a security gateway for AI agent fleets.
 ///
 /// Agents send their LLM traffic through Warden, which authenticates them, judges every call
@@ -69,6 +71,17 @@ enum Command {
     Tools {
         #[command(subcommand)]
         command: ToolsCommand,
+    },
+    /// Decide pending approvals from the command line (a TOTP code of your own enrolment
+    /// confirms each decision); the gateways holding the requests see it at once.
+    Approvals {
+        #[command(subcommand)]
+        command: cli_approvals::ApprovalsCommand,
+    },
+    /// Enrol approvers' second factor for the command line.
+    Approvers {
+        #[command(subcommand)]
+        command: cli_approvals::ApproversCommand,
     },
 }
 
@@ -576,6 +589,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Tools { command } => tools(command),
+        Command::Approvals { command } => cli_approvals::approvals(command),
+        Command::Approvers { command } => cli_approvals::approvers(command),
     }
 }
 

@@ -56,6 +56,8 @@ pub enum ServeError {
     Siem(#[from] crate::siem::SetupError),
     #[error(transparent)]
     Traces(#[from] crate::telemetry::trace::TraceError),
+    #[error("cannot set up approval notifications: {0}")]
+    Approvals(String),
 }
 
 /// Longest wait at shutdown for queued spans to reach the collector.
@@ -149,7 +151,22 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         metrics.span_counters(),
     )
     .await?;
+    let notify_metrics = crate::approval::notify::NotifyMetrics::new();
+    metrics.register(notify_metrics.collectors());
+    let notifier = crate::approval::notify::Notifier::from_config(
+        &snapshot.config.approvals,
+        snapshot.secrets.as_ref(),
+        notify_metrics,
+    )
+    .await
+    .map_err(|e| ServeError::Approvals(e.to_string()))?;
+    let gate = std::sync::Arc::new(crate::approval::gate::Gate::new(
+        &snapshot.config.approvals,
+        store.approvals(),
+        notifier,
+    ));
     let shared = Shared::new(snapshot, audit, metrics, Some(pins), traces);
+    shared.set_gate(gate);
 
     let proxy_listeners = workers::bind("proxy", listen.proxy, workers)?;
     let admin_listener =

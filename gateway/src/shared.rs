@@ -24,6 +24,9 @@ pub struct Shared {
     pub pins: Option<Arc<Pins>>,
     /// OpenTelemetry traces (`traces:`; off when not configured).
     pub traces: Traces,
+    /// The approval gate, once the state store is open (unset: approvals are refused, as in
+    /// tests of other parts).
+    gate: std::sync::OnceLock<Arc<crate::approval::gate::Gate>>,
     ready: AtomicBool,
 }
 
@@ -43,8 +46,19 @@ impl Shared {
             mcp: Sessions::new(),
             pins,
             traces,
+            gate: std::sync::OnceLock::new(),
             ready: AtomicBool::new(false),
         })
+    }
+
+    /// Sets the approval gate (once, at start).
+    pub fn set_gate(&self, gate: Arc<crate::approval::gate::Gate>) {
+        let _ = self.gate.set(gate);
+    }
+
+    /// The approval gate, if this gateway has one.
+    pub fn gate(&self) -> Option<&Arc<crate::approval::gate::Gate>> {
+        self.gate.get()
     }
 
     /// Marks the gateway ready (or not) for `/readyz`.

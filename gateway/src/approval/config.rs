@@ -4,13 +4,42 @@
 //! wait or are answered "pending", how long they wait) join this section when the gate does.
 
 use serde::Deserialize;
+use std::time::Duration;
 
 use crate::secrets::config::CredentialSource;
 
+/// Default `approvals.wait_timeout`: how long a held request waits before "pending".
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `approvals.default_ttl`: how long an approval request stays open.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// What a request that needs an approval does while it is pending.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalMode {
+    /// It waits (up to `wait_timeout`) and goes on as soon as it is approved; still pending
+    /// then, it is answered "pending".
+    #[default]
+    Wait,
+    /// It is answered "pending" at once, with the approval's id and console link; the agent
+    /// sends the same request again once it is approved.
+    Pending,
+}
+
 /// `approvals:` section.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApprovalsConfig {
+    /// `wait` (default) or `pending`.
+    pub mode: ApprovalMode,
+    /// `wait` mode: how long a request waits for its approval before it is answered
+    /// "pending".
+    #[serde(with = "humantime_serde")]
+    pub wait_timeout: Duration,
+    /// How long an approval request stays open (and an approval stays usable) when its policy
+    /// has no `@approval_ttl`.
+    #[serde(with = "humantime_serde")]
+    pub default_ttl: Duration,
     /// The public base URL of the approval console (`https://warden.example.com`); every
     /// notification links to `<console_url>/approvals/<id>`. Required with `notify`.
     pub console_url: Option<String>,
@@ -21,6 +50,20 @@ pub struct ApprovalsConfig {
     pub previous_factor_keys: Vec<CredentialSource>,
     /// Webhooks told when an action waits for approval.
     pub notify: Vec<NotifyConfig>,
+    /// Approvers who decide from the command line (`warden approvals approve`), with their
+    /// groups; console users get theirs from the IdP.
+    pub operators: Vec<OperatorConfig>,
+}
+
+/// One approver of `approvals.operators`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorConfig {
+    /// Their subject (as the IdP names them: `alice@example.com`).
+    pub subject: String,
+    /// Their groups, as Cedar sees them (`sre` is `Group::"sre"`).
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// One webhook of `approvals.notify`.
@@ -87,6 +130,21 @@ pub enum UrlSource {
     Secret(CredentialSource),
 }
 
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        ApprovalsConfig {
+            mode: ApprovalMode::Wait,
+            wait_timeout: DEFAULT_WAIT_TIMEOUT,
+            default_ttl: DEFAULT_TTL,
+            console_url: None,
+            factor_key: None,
+            previous_factor_keys: Vec::new(),
+            notify: Vec::new(),
+            operators: Vec::new(),
+        }
+    }
+}
+
 impl ApprovalsConfig {
     /// The secret sources of the section with their keys (below `approvals.`), for checks
     /// that need the rest of the configuration (a `vault:` section).
@@ -114,6 +172,22 @@ impl ApprovalsConfig {
         let mut errors = Vec::new();
         let mut err =
             |key: &str, message: String| errors.push((format!("approvals.{key}"), message));
+        if self.wait_timeout.is_zero() || self.wait_timeout > Duration::from_secs(600) {
+            err(
+                "wait_timeout",
+                "must be more than 0 and at most 10m: a held request keeps its connection (and \
+                 the agent) waiting that long; use mode: pending for longer approvals"
+                    .into(),
+            );
+        }
+        if self.default_ttl < Duration::from_secs(60)
+            || self.default_ttl > Duration::from_secs(7 * 86400)
+        {
+            err(
+                "default_ttl",
+                "must be between 1m and 7d, as @approval_ttl is".into(),
+            );
+        }
         match &self.console_url {
             Some(url) => {
                 if let Err(m) = check_url(url) {

@@ -7,7 +7,9 @@
 //! `notify` (webhooks telling approvers that an action waits).
 
 pub mod config;
+pub mod gate;
 pub mod notify;
+pub mod operator;
 pub mod sealed;
 pub mod totp;
 
@@ -28,6 +30,42 @@ pub enum Hold {
         /// Who must approve, under which policy and why.
         needed: String,
     },
+    /// The approval this action needs is pending: the agent sends the same request again once
+    /// it is approved.
+    #[error(
+        "{needed}. Approval {id} is pending{}; send the same request again once it is approved",
+        link.as_deref().map(|l| format!(": an approver decides at {l}")).unwrap_or_default()
+    )]
+    Pending {
+        /// The approval's id.
+        id: String,
+        /// Who must approve, under which policy and why.
+        needed: String,
+        /// The console's page for it, when a console URL is configured.
+        link: Option<String>,
+    },
+    /// An approver denied it.
+    #[error("approval {id} was denied by {by}")]
+    ApprovalDenied {
+        /// The approval's id.
+        id: String,
+        /// Who denied it.
+        by: String,
+    },
+    /// Its approval expired (or was used) before the request came back.
+    #[error(
+        "approval {id} expired before it was used; the next identical request asks for a new one"
+    )]
+    ApprovalExpired {
+        /// The approval's id.
+        id: String,
+    },
+    /// The approval store cannot answer: refused (fail closed).
+    #[error("{error}, so actions that need approval are refused")]
+    Unavailable {
+        /// What failed (no secret, no store address).
+        error: String,
+    },
 }
 
 impl Hold {
@@ -36,6 +74,10 @@ impl Hold {
         match self {
             Hold::Denied { .. } => "policy_denied",
             Hold::ApprovalUnavailable { .. } => "approval_required",
+            Hold::Pending { .. } => "approval_pending",
+            Hold::ApprovalDenied { .. } => "approval_denied",
+            Hold::ApprovalExpired { .. } => "approval_expired",
+            Hold::Unavailable { .. } => "approval_unavailable",
         }
     }
 
@@ -43,7 +85,7 @@ impl Hold {
     pub fn reason(&self) -> String {
         match self {
             Hold::Denied { reasons } => reasons.join("; "),
-            Hold::ApprovalUnavailable { .. } => self.to_string(),
+            _ => self.to_string(),
         }
     }
 }

@@ -467,6 +467,11 @@ impl NotifyMetrics {
         registry.register(Box::new(self.notifications.clone()))
     }
 
+    /// The collectors, to register with Warden's registry.
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![Box::new(self.notifications.clone())]
+    }
+
     /// The count of `result` for `target`.
     pub fn count(&self, target: &str, result: &str) -> u64 {
         self.notifications

@@ -40,11 +40,20 @@ pub struct Refusal<'a> {
     pub decision_id: &'a str,
     /// How the answer ends its turn.
     pub finish: RefusalFinish,
+    /// The request waits for a human's approval (the reason says which and how to retry),
+    /// rather than being refused for good.
+    pub pending: bool,
 }
 
 impl Refusal<'_> {
     /// The text an agent is shown: what was blocked, why, and the decision id.
     pub fn message(&self) -> String {
+        if self.pending {
+            return format!(
+                "Warden is holding this request for a human's approval: {} (decision {}).",
+                self.reason, self.decision_id
+            );
+        }
         format!(
             "Warden blocked this request: {} (decision {}). Ask your operator if you need this.",
             self.reason, self.decision_id
@@ -146,6 +155,7 @@ pub(crate) mod tests {
         reason: "model gpt-5 is not allowed for fleet dev",
         decision_id: "01JDEC0000000000000000000",
         finish: RefusalFinish::Stop,
+        pending: false,
     };
 
     /// The same refusal on a route that keeps the content-filter marking.

@@ -72,6 +72,9 @@ pub struct Exchange {
     access_log: bool,
     /// `sha256:<hex>` of a tool call's arguments, for the decision record.
     content_digest: Option<Text>,
+    /// `sha256:<hex>` of the decided action (the decision record's `action_digest`): what an
+    /// approval is bound to.
+    action_digest: Text,
     /// Where an MCP client finds how to authenticate (RFC 9728), for a 401's
     /// `WWW-Authenticate`.
     resource_metadata: Option<HeaderValue>,
@@ -107,6 +110,7 @@ impl Exchange {
             started: Instant::now(),
             request_id: new_id(),
             decision_id: empty_text(),
+            action_digest: empty_text(),
             route: None,
             principal: None,
             verb: None,
@@ -142,6 +146,26 @@ impl Exchange {
     /// The request id (`x-request-id`).
     pub fn request_id(&self) -> &str {
         &self.request_id
+    }
+
+    /// `sha256:<hex>` of the decided action (empty before the decision).
+    pub fn action_digest(&self) -> &str {
+        &self.action_digest
+    }
+
+    /// hold: the request goes on with `approved`: recorded (who approved, with which factor).
+    pub fn approved(&mut self, approved: &crate::approval::gate::Approved) {
+        let mut event = self.event(EventKind::System);
+        event.decision_id = Arc::clone(&self.decision_id);
+        event.detail = Some(serde_json::json!({
+            "event": "approval_used",
+            "approval_id": approved.id,
+            "action_digest": &*self.action_digest,
+            "approvers": approved.approvers.iter().map(|(who, factor)| serde_json::json!({
+                "approver": who, "factor": factor,
+            })).collect::<Vec<_>>(),
+        }));
+        self.shared.audit.append_detached(event);
     }
 
     /// What the process shares (the MCP sessions, among others).
@@ -236,6 +260,10 @@ impl Exchange {
                 event.content = Some(serde_json::from_slice(body).unwrap_or_else(|_| {
                     serde_json::Value::String(String::from_utf8_lossy(body).into_owned())
                 }));
+                // An approval binds to the exact request: its digest is in the action's.
+                if matches!(decision, Decision::NeedsApproval { .. }) && !body.is_empty() {
+                    event.content_digest = Arc::from(digest(body));
+                }
             }
             Content::Digest(body) if !body.is_empty() => {
                 event.content_digest = Arc::from(digest(body));
@@ -248,6 +276,7 @@ impl Exchange {
         }
         let action_digest = receipt::action_digest(&event);
         event.action_digest = Arc::from(action_digest.as_str());
+        self.action_digest = Arc::clone(&event.action_digest);
         let policies = self.receipts.then(|| event.policies.clone());
         let t = Instant::now();
         let appended = self.shared.audit.append(event).await;

@@ -100,7 +100,7 @@ async fn walk(
     let (mut action, request) = interpret(snap, ex, &route, principal, req).await?;
     inspect(&mut action, &request.body);
     let decision = decide(snap, ex, &action, &request.body).await?;
-    hold(&decision)?;
+    hold(ex, &action, &decision).await?;
     let outbound = credential(snap, ex, &route, &action, request).await?;
     let response = forward(upstream, ex, outbound).await?;
     Ok(observe(ex, &route, response))

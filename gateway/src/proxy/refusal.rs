@@ -74,6 +74,7 @@ impl Refusal {
             Refusal::Identity(e) => e.status(),
             Refusal::Body(e) => e.status(),
             Refusal::Interpret(e) => e.status(),
+            Refusal::Hold(Hold::Unavailable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Hold(_) => StatusCode::FORBIDDEN,
             Refusal::Audit(_) => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Credential(e) => e.status(),
@@ -138,12 +139,17 @@ impl Refusal {
         let Refusal::Hold(hold) = self else {
             return dialect.error(self.status(), self.code(), &self.to_string());
         };
+        if let Hold::Unavailable { .. } = hold {
+            return dialect.error(self.status(), self.code(), &self.to_string());
+        }
         let reason = hold.reason();
+        let pending = matches!(hold, Hold::Pending { .. });
         let completion = route.is_none_or(|r| r.on_deny == DenyStyle::Completion);
         let text = protocol::Refusal {
             reason: &reason,
             decision_id,
             finish: route.map(|r| r.refusal_finish).unwrap_or_default(),
+            pending,
         };
         let mut response = match (completion, shape) {
             (true, Some(shape)) => match dialect.refusal(shape, &text) {
@@ -151,18 +157,34 @@ impl Refusal {
                 None => dialect.error(StatusCode::FORBIDDEN, "request_denied", &text.message()),
             },
             (true, None) => dialect.error(StatusCode::FORBIDDEN, "request_denied", &text.message()),
+            (false, _) if pending => dialect.error(
+                StatusCode::FORBIDDEN,
+                hold.code(),
+                &format!(
+                    "Warden holds this request for approval: {reason} (decision {decision_id})"
+                ),
+            ),
             (false, _) => dialect.error(
                 StatusCode::FORBIDDEN,
                 hold.code(),
                 &format!("Warden denied this request: {reason} (decision {decision_id})"),
             ),
         };
+        let label = if pending { "approval_required" } else { "deny" };
         response
             .headers_mut()
-            .insert(protocol::DECISION_HEADER, HeaderValue::from_static("deny"));
+            .insert(protocol::DECISION_HEADER, HeaderValue::from_static(label));
+        if let Hold::Pending { id, .. } = hold
+            && let Ok(v) = HeaderValue::try_from(id.as_str())
+        {
+            response.headers_mut().insert(APPROVAL_HEADER, v);
+        }
         response
     }
 }
+
+/// The id of the approval a held request waits for.
+pub const APPROVAL_HEADER: &str = "x-warden-approval-id";
 
 /// What the agent is told when its decision could not be recorded.
 fn audit_refusal(error: &AuditError) -> &'static str {

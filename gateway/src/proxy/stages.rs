@@ -42,7 +42,8 @@ pub(super) fn inspect(action: &mut Action, body: &[u8]) {
 
 /// Decide: Cedar's verdict on the action, recorded durably before anything else happens;
 /// the record keeps `content` (the body, or a tool call's arguments) with
-/// `audit.record_content`, else a REST operation's body as its digest.
+/// `audit.record_content`, else a REST operation's body (and any request that needs an
+/// approval) as its digest.
 pub(super) async fn decide(
     snap: &Snapshot,
     ex: &mut Exchange,
@@ -53,10 +54,14 @@ pub(super) async fn decide(
     let decision = snap.policy.decide(action);
     let policy_seconds = t.elapsed().as_secs_f64();
     let audit = &snap.config.audit;
-    let content = match (audit.record_content, &action.context.facts) {
-        (true, _) => Content::Recorded(content),
-        (false, Facts::Http(_)) => Content::Digest(content),
-        (false, _) => Content::Omitted,
+    // An approval is bound to the exact request: what waits for one is digested whatever
+    // its kind (an LLM call's prompt too), so other arguments are another action.
+    let content = match (audit.record_content, &action.context.facts, &decision) {
+        (true, _, _) => Content::Recorded(content),
+        (false, Facts::Http(_), _) | (false, _, Decision::NeedsApproval { .. }) => {
+            Content::Digest(content)
+        }
+        (false, _, _) => Content::Omitted,
     };
     ex.record_decision(
         &decision,
@@ -69,9 +74,46 @@ pub(super) async fn decide(
     Ok(decision)
 }
 
-/// Hold: only an allowed request goes on.
-pub(super) fn hold(decision: &Decision) -> Result<(), Refusal> {
-    Ok(approval::hold(decision)?)
+/// Hold: an allowed request goes on; one that needs a human's approval goes on once the
+/// approval gate has it approved (it waits, or is answered "pending"); any other stops.
+pub(super) async fn hold(
+    ex: &mut Exchange,
+    action: &Action,
+    decision: &Decision,
+) -> Result<(), Refusal> {
+    let (Decision::NeedsApproval { .. }, Some(gate)) = (decision, ex.shared().gate().cloned())
+    else {
+        return Ok(approval::hold(decision)?);
+    };
+    let context = match &action.context.facts {
+        Facts::Tool(tool) => serde_json::json!({ "arguments": &*tool.arguments }),
+        Facts::Http(http) => serde_json::json!({ "method": http.method, "path": http.path }),
+        Facts::Llm(llm) => serde_json::json!({
+            "stream": llm.stream, "max_tokens": llm.max_tokens, "tools": llm.tools,
+            "input_tokens": llm.input_tokens,
+        }),
+        _ => serde_json::json!({}),
+    };
+    let mut context = context;
+    if let Some(owner) = &action.principal.owner {
+        // Who owns the agent: they may not approve its actions themselves.
+        context["owner"] = serde_json::Value::from(&**owner);
+    }
+    let waiting = approval::gate::Waiting {
+        digest: ex.action_digest().to_owned(),
+        principal: format!(
+            "{}::{:?}",
+            action.principal.kind.cedar_type(),
+            &*action.principal.id
+        ),
+        agent: action.principal.id.to_string(),
+        action: action.verb.as_str().to_owned(),
+        resource: action.resource.cedar_ref(),
+        context,
+    };
+    let approved = gate.hold(decision, waiting).await?;
+    ex.approved(&approved);
+    Ok(())
 }
 
 /// Credential: Cedar's `secret:use` on the secret path a principal's attributes chose

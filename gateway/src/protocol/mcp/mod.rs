@@ -105,6 +105,7 @@ mod tests {
             reason: "writes stay in the workspace",
             decision_id: "d123",
             finish: Default::default(),
+            pending: false,
         };
         let response = Mcp.refusal(&shape, &refusal).expect("an answer");
         let body = http_body_util::BodyExt::collect(response.body().clone());

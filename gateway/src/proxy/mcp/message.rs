@@ -246,7 +246,7 @@ impl Judging<'_> {
         };
         inspect(&mut action, body);
         let decision = decide(self.snap, ex, &action, &arguments).await?;
-        hold(&decision)?;
+        hold(ex, &action, &decision).await?;
         // credential: the server's own, added by its upstream session (never the agent's).
         let link = self
             .session

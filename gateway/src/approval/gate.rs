@@ -1,0 +1,250 @@
+//! The approval gate: what the hold stage does with a decision that needs a human.
+//!
+//! The action's digest (principal, action, resource, arguments) names the approval: the gate
+//! finds the open request for it or opens one (telling approvers through the webhooks), then
+//!
+//! - finds it approved: consumes it (once, for this digest, before it expires) and lets the
+//!   request go on;
+//! - finds it pending: in `wait` mode waits for a decision, up to `approvals.wait_timeout`,
+//!   woken by the store's change announcements (another replica's console included); else,
+//!   or when the wait ends undecided, answers "pending" with the approval's id and where to
+//!   decide, and the agent sends the same request again later;
+//! - finds it denied or expired: refuses.
+//!
+//! A state store that cannot answer refuses (fail closed).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+
+use super::Hold;
+use super::config::{ApprovalMode, ApprovalsConfig};
+use super::notify::{Notice, Notifier, console_link};
+use crate::decision::Decision;
+use crate::state::approvals::{
+    ApprovalRecord, ApprovalRepository, ApprovalStatus, ConsumeOutcome, NewApproval,
+};
+
+/// The action waiting, as the gate asks about it.
+#[derive(Debug, Clone)]
+pub struct Waiting {
+    /// `sha256:<hex>` over the exact action (the decision record's `action_digest`).
+    pub digest: String,
+    /// `Agent::"ci-bot"`.
+    pub principal: String,
+    /// The principal's id (`ci-bot`), for notifications.
+    pub agent: String,
+    /// `llm:chat`, `mcp:call_tool`.
+    pub action: String,
+    /// `Tool::"github__create_issue"`.
+    pub resource: String,
+    /// What approvers are shown: the arguments of a tool call, the facts of the request.
+    pub context: Value,
+}
+
+/// An approval a request went on with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Approved {
+    /// Its id.
+    pub id: String,
+    /// Who approved, with which factor.
+    pub approvers: Vec<(String, &'static str)>,
+}
+
+/// The approval gate.
+pub struct Gate {
+    approvals: Arc<dyn ApprovalRepository>,
+    notifier: Option<Notifier>,
+    mode: ApprovalMode,
+    wait: Duration,
+    default_ttl: Duration,
+    console_url: Option<String>,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate")
+            .field("mode", &self.mode)
+            .field("wait", &self.wait)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gate {
+    /// The gate `config` describes, on the store's approvals, telling `notifier`'s webhooks.
+    pub fn new(
+        config: &ApprovalsConfig,
+        approvals: Arc<dyn ApprovalRepository>,
+        notifier: Option<Notifier>,
+    ) -> Gate {
+        Gate {
+            approvals,
+            notifier,
+            mode: config.mode,
+            wait: config.wait_timeout,
+            default_ttl: config.default_ttl,
+            console_url: config.console_url.clone(),
+        }
+    }
+
+    /// Holds `waiting` until the approval `decision` asks for is given (and consumes it), or
+    /// says why it does not go on.
+    pub async fn hold(&self, decision: &Decision, waiting: Waiting) -> Result<Approved, Hold> {
+        let Decision::NeedsApproval {
+            policy,
+            approvers,
+            reason,
+            ttl,
+            approvals,
+        } = decision
+        else {
+            return Err(super::hold(decision).err().unwrap_or(Hold::Unavailable {
+                error: "the gate was asked about a decision that needs no approval".into(),
+            }));
+        };
+        let ttl = ttl.unwrap_or(self.default_ttl);
+        let new = NewApproval {
+            digest: waiting.digest.clone(),
+            principal: waiting.principal.clone(),
+            action: waiting.action.clone(),
+            resource: waiting.resource.clone(),
+            context: waiting.context.clone(),
+            policy: policy.to_string(),
+            reason: reason.clone().unwrap_or_default(),
+            approver_groups: approvers.clone(),
+            required: u32::from((*approvals).max(1)),
+            ttl,
+        };
+        let (record, created) = self
+            .approvals
+            .create_or_find(new)
+            .await
+            .map_err(unavailable)?;
+        if created && let Some(notifier) = &self.notifier {
+            notifier.notify(Notice {
+                approval_id: record.id.clone(),
+                agent: waiting.agent.clone(),
+                action: waiting.action.clone(),
+                resource: waiting.resource.clone(),
+                policy: policy.to_string(),
+                reason: reason.clone(),
+                approvers: approvers.clone(),
+                approvals: *approvals,
+                expires_at: SystemTime::UNIX_EPOCH
+                    + Duration::from_millis(u64::try_from(record.expires_ms).unwrap_or(0)),
+                arguments: waiting.context.get("arguments").cloned(),
+            });
+        }
+        if created {
+            tracing::info!(approval_id = %record.id, principal = %waiting.principal, action = %waiting.action, policy = %policy, "action waits for approval");
+        }
+        let record = match (record.status, self.mode) {
+            (ApprovalStatus::Pending, ApprovalMode::Wait) => self.wait_for(record).await?,
+            _ => record,
+        };
+        self.settle(record, &waiting.digest, decision).await
+    }
+
+    /// Waits for `record` to be decided, up to the wait timeout; the record as it then is.
+    async fn wait_for(&self, record: ApprovalRecord) -> Result<ApprovalRecord, Hold> {
+        let deadline = tokio::time::Instant::now() + self.wait;
+        let mut record = record;
+        loop {
+            // Watch first, then read: a decision between the two is not missed.
+            let mut watch = self.approvals.watch(&record.id);
+            match self.approvals.get(&record.id).await.map_err(unavailable)? {
+                Some(now) if now.status != ApprovalStatus::Pending => return Ok(now),
+                Some(now) => record = now,
+                None => return Ok(record),
+            }
+            let expires = deadline.min(
+                tokio::time::Instant::now()
+                    + Duration::from_millis(
+                        u64::try_from(record.expires_ms - crate::state::pins::now_ms())
+                            .unwrap_or(0),
+                    ),
+            );
+            if tokio::time::timeout_at(expires, watch.changed())
+                .await
+                .is_err()
+            {
+                // The wait is over (or the approval's time): as it stands now.
+                return Ok(self
+                    .approvals
+                    .get(&record.id)
+                    .await
+                    .map_err(unavailable)?
+                    .unwrap_or(record));
+            }
+        }
+    }
+
+    /// What `record`'s state means for the request with `digest`.
+    async fn settle(
+        &self,
+        record: ApprovalRecord,
+        digest: &str,
+        decision: &Decision,
+    ) -> Result<Approved, Hold> {
+        match record.status {
+            ApprovalStatus::Approved => {
+                match self
+                    .approvals
+                    .consume(&record.id, digest)
+                    .await
+                    .map_err(unavailable)?
+                {
+                    ConsumeOutcome::Consumed(used) => Ok(Approved {
+                        id: used.id.clone(),
+                        approvers: used
+                            .votes
+                            .iter()
+                            .map(|v| (v.approver.clone(), v.factor.as_str()))
+                            .collect(),
+                    }),
+                    // Another request with the same digest used it first: this one needs its
+                    // own approval (single use).
+                    ConsumeOutcome::NotApproved(_) | ConsumeOutcome::Unknown => {
+                        Err(self.pending(&record, decision))
+                    }
+                    ConsumeOutcome::DigestMismatch => Err(Hold::Unavailable {
+                        error: format!("approval {} is for another action", record.id),
+                    }),
+                }
+            }
+            ApprovalStatus::Pending => Err(self.pending(&record, decision)),
+            ApprovalStatus::Denied => Err(Hold::ApprovalDenied {
+                id: record.id.clone(),
+                by: record
+                    .votes
+                    .iter()
+                    .rev()
+                    .find(|v| v.decision == crate::state::approvals::VoteDecision::Deny)
+                    .map(|v| v.approver.clone())
+                    .unwrap_or_default(),
+            }),
+            ApprovalStatus::Expired | ApprovalStatus::Consumed => Err(Hold::ApprovalExpired {
+                id: record.id.clone(),
+            }),
+        }
+    }
+
+    fn pending(&self, record: &ApprovalRecord, decision: &Decision) -> Hold {
+        Hold::Pending {
+            id: record.id.clone(),
+            needed: decision.reasons().concat(),
+            link: self
+                .console_url
+                .as_deref()
+                .map(|url| console_link(url, &record.id)),
+        }
+    }
+}
+
+fn unavailable(e: crate::state::StateError) -> Hold {
+    tracing::error!(error = %e, "approval store unavailable; the request is refused");
+    Hold::Unavailable {
+        error: "the approval store cannot be reached".into(),
+    }
+}

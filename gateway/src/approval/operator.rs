@@ -1,0 +1,303 @@
+//! Approving from the command line (`warden approvals …`, `warden approvers enroll`), for
+//! operators without a browser: the same rules as the console. The approver is one of
+//! `approvals.operators` (a subject and its groups), proves it with a fresh TOTP code of their
+//! own enrolment (refused when replayed, on any replica), must be allowed by Cedar
+//! (`approval:decide` on the `Approval`), must be in a group the policy's `@approvers` names,
+//! and may not approve their own agent's action. Every vote is kept with who, when and which
+//! factor; the gate records it with the request it released.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::config::{ApprovalsConfig, OperatorConfig};
+use super::sealed::{Purpose, Sealer};
+use super::totp::{CodeRefused, NewEnrolment, Totp, TotpSecret};
+use crate::action::{Action, ActionContext, Principal, PrincipalKind, Resource, Verb};
+use crate::decision::Decision;
+use crate::policy::PolicyEngine;
+use crate::state::Store;
+use crate::state::approvals::{
+    ApprovalFilter, ApprovalRecord, SecondFactor, Vote, VoteDecision, VoteOutcome,
+};
+
+/// Why an operator's step was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error(
+        "{0:?} is not an approver on the command line: add it to approvals.operators (with its groups)"
+    )]
+    NotAnOperator(String),
+    #[error("{0} has no confirmed TOTP enrolment: run `warden approvers enroll {0}` first")]
+    NotEnrolled(String),
+    #[error("the TOTP code was refused: {0}")]
+    Code(#[from] CodeRefused),
+    #[error("the TOTP code was used already (a code counts once, on every replica)")]
+    Replayed,
+    #[error("no approval has the id {0:?}; `warden approvals list` shows the pending ones")]
+    Unknown(String),
+    #[error("approval {id} is {status}: only a pending approval can be decided")]
+    NotPending { id: String, status: String },
+    #[error("{subject} has decided approval {id} already")]
+    AlreadyVoted { subject: String, id: String },
+    #[error("{subject} may not decide approval {id}: it must be approved by a member of {groups}")]
+    NotInGroup {
+        subject: String,
+        id: String,
+        groups: String,
+    },
+    #[error("{subject} may not approve their own agent's action (approval {id})")]
+    OwnAgent { subject: String, id: String },
+    #[error("policy does not permit {subject} to decide approval {id} (approval:decide): {reason}")]
+    Policy {
+        subject: String,
+        id: String,
+        reason: String,
+    },
+    #[error("the second-factor secret cannot be used: {0}")]
+    Sealed(#[from] super::sealed::SealError),
+    #[error("{0}")]
+    Totp(#[from] super::totp::TotpError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+}
+
+/// The command line's view of approvals.
+pub struct Operator {
+    store: Store,
+    sealer: Sealer,
+    operators: Vec<OperatorConfig>,
+    policy: Arc<PolicyEngine>,
+}
+
+impl Operator {
+    /// Approvals in `store`, secrets opened with `sealer`, approvers judged by `policy`.
+    pub fn new(
+        config: &ApprovalsConfig,
+        store: Store,
+        sealer: Sealer,
+        policy: Arc<PolicyEngine>,
+    ) -> Operator {
+        Operator {
+            store,
+            sealer,
+            operators: config.operators.clone(),
+            policy,
+        }
+    }
+
+    fn operator(&self, subject: &str) -> Result<&OperatorConfig, OperatorError> {
+        self.operators
+            .iter()
+            .find(|o| o.subject == subject)
+            .ok_or_else(|| OperatorError::NotAnOperator(subject.to_owned()))
+    }
+
+    /// Starts `subject`'s TOTP enrolment: the secret, sealed in the store, and how to enrol an
+    /// app with it. It counts once [`Operator::confirm`] accepts a first code.
+    pub async fn enroll(&self, subject: &str) -> Result<NewEnrolment, OperatorError> {
+        self.operator(subject)?;
+        let enrolment = NewEnrolment::start(subject)?;
+        let sealed = self
+            .sealer
+            .seal(Purpose::TotpSecret, subject, enrolment.secret.as_bytes())?;
+        if !self.store.factors().begin_totp(subject, sealed).await? {
+            return Err(OperatorError::NotPending {
+                id: format!("the TOTP enrolment of {subject}"),
+                status: "confirmed (remove it before enrolling again)".into(),
+            });
+        }
+        Ok(enrolment)
+    }
+
+    /// Confirms `subject`'s enrolment with a first code of the new secret.
+    pub async fn confirm(&self, subject: &str, code: &str) -> Result<(), OperatorError> {
+        self.check_code(subject, code, true).await
+    }
+
+    /// Checks `code` against `subject`'s enrolment and uses its step up (atomically: a code
+    /// counts once, on every replica).
+    async fn check_code(
+        &self,
+        subject: &str,
+        code: &str,
+        confirm: bool,
+    ) -> Result<(), OperatorError> {
+        let factors = self.store.factors();
+        let enrolment = factors
+            .totp(subject)
+            .await?
+            .filter(|e| confirm || e.confirmed_ms.is_some())
+            .ok_or_else(|| OperatorError::NotEnrolled(subject.to_owned()))?;
+        let secret = self
+            .sealer
+            .open(Purpose::TotpSecret, subject, &enrolment.sealed_secret)?;
+        let totp = Totp::new(&TotpSecret::from_bytes(&secret)?);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = enrolment.last_step.and_then(|s| u64::try_from(s).ok());
+        let step = totp.accept(code, now, last)?;
+        let step = i64::try_from(step).unwrap_or(i64::MAX);
+        if !factors.accept_totp_step(subject, step, confirm).await? {
+            return Err(OperatorError::Replayed);
+        }
+        Ok(())
+    }
+
+    /// The pending approvals, oldest first.
+    pub async fn pending(&self) -> Result<Vec<ApprovalRecord>, OperatorError> {
+        Ok(self.store.approvals().list(ApprovalFilter::Pending).await?)
+    }
+
+    /// One approval.
+    pub async fn show(&self, id: &str) -> Result<ApprovalRecord, OperatorError> {
+        self.store
+            .approvals()
+            .get(id)
+            .await?
+            .ok_or_else(|| OperatorError::Unknown(id.to_owned()))
+    }
+
+    /// `subject` approves or denies approval `id`, confirmed by `code`.
+    pub async fn decide(
+        &self,
+        id: &str,
+        subject: &str,
+        code: &str,
+        decision: VoteDecision,
+        source: Option<IpAddr>,
+    ) -> Result<ApprovalRecord, OperatorError> {
+        let operator = self.operator(subject)?;
+        let record = self.show(id).await?;
+        if record.status != crate::state::approvals::ApprovalStatus::Pending {
+            return Err(OperatorError::NotPending {
+                id: id.to_owned(),
+                status: record.status.to_string(),
+            });
+        }
+        self.may_decide(operator, &record, decision)?;
+        // The factor last: a refused decision does not use a code up.
+        self.check_code(subject, code, false).await?;
+        let vote = Vote {
+            approver: subject.to_owned(),
+            decision,
+            factor: SecondFactor::Totp,
+            source,
+            at_ms: crate::state::pins::now_ms(),
+        };
+        match self.store.approvals().vote(id, vote).await? {
+            VoteOutcome::Recorded(record) => Ok(*record),
+            VoteOutcome::AlreadyVoted(_) => Err(OperatorError::AlreadyVoted {
+                subject: subject.to_owned(),
+                id: id.to_owned(),
+            }),
+            VoteOutcome::NotPending(record) => Err(OperatorError::NotPending {
+                id: id.to_owned(),
+                status: record.status.to_string(),
+            }),
+            VoteOutcome::Unknown => Err(OperatorError::Unknown(id.to_owned())),
+        }
+    }
+
+    /// Whether `operator` may cast `decision` on `record`: the `@approvers` groups, not their
+    /// own agent, and Cedar's `approval:decide`.
+    fn may_decide(
+        &self,
+        operator: &OperatorConfig,
+        record: &ApprovalRecord,
+        decision: VoteDecision,
+    ) -> Result<(), OperatorError> {
+        let subject = operator.subject.as_str();
+        let in_group = |g: &str| {
+            operator
+                .groups
+                .iter()
+                .any(|mine| g == mine || g == format!("Group::{mine:?}"))
+        };
+        if !record.approver_groups.is_empty() && !record.approver_groups.iter().any(|g| in_group(g))
+        {
+            return Err(OperatorError::NotInGroup {
+                subject: subject.to_owned(),
+                id: record.id.clone(),
+                groups: record.approver_groups.join(", "),
+            });
+        }
+        let owner = record.context.get("owner").and_then(|o| o.as_str());
+        let own = owner == Some(subject) || record.principal == format!("User::{subject:?}");
+        if own && decision == VoteDecision::Approve {
+            return Err(OperatorError::OwnAgent {
+                subject: subject.to_owned(),
+                id: record.id.clone(),
+            });
+        }
+        let action = Action {
+            principal: Arc::new(Principal {
+                kind: PrincipalKind::User,
+                id: Arc::from(subject),
+                issuer: Arc::from("warden-cli"),
+                groups: operator
+                    .groups
+                    .iter()
+                    .map(|g| Arc::from(g.as_str()))
+                    .collect(),
+                ..Principal::anonymous()
+            }),
+            verb: Verb::ApprovalDecide,
+            resource: Resource::Approval {
+                id: Arc::from(record.id.as_str()),
+                principal: Arc::from(record.principal.as_str()),
+                action: Arc::from(record.action.as_str()),
+                resource: Arc::from(record.resource.as_str()),
+            },
+            context: ActionContext {
+                route: Arc::from("cli"),
+                time: SystemTime::now(),
+                source_ip: IpAddr::from([127, 0, 0, 1]),
+                tls: false,
+                client_certificate: None,
+                findings: Default::default(),
+                facts: Default::default(),
+            },
+        };
+        match self.policy.decide(&action) {
+            Decision::Allow { .. } => Ok(()),
+            other => Err(OperatorError::Policy {
+                subject: subject.to_owned(),
+                id: record.id.clone(),
+                reason: other.reasons().join("; "),
+            }),
+        }
+    }
+}
+
+/// One approval as `warden approvals show` prints it.
+pub fn describe(record: &ApprovalRecord) -> String {
+    let mut out = format!(
+        "approval {}\n  status:    {}\n  agent:     {}\n  action:    {}\n  resource:  {}\n  policy:    {}\n",
+        record.id, record.status, record.principal, record.action, record.resource, record.policy
+    );
+    if !record.reason.is_empty() {
+        out.push_str(&format!("  reason:    {}\n", record.reason));
+    }
+    out.push_str(&format!(
+        "  approvers: {} of {}\n  context:   {}\n",
+        record.required,
+        if record.approver_groups.is_empty() {
+            "whoever policy allows".to_owned()
+        } else {
+            record.approver_groups.join(", ")
+        },
+        record.context
+    ));
+    for v in &record.votes {
+        out.push_str(&format!(
+            "  vote:      {} {} ({}){}\n",
+            v.approver,
+            v.decision.as_str(),
+            v.factor.as_str(),
+            v.source.map(|s| format!(" from {s}")).unwrap_or_default()
+        ));
+    }
+    out
+}

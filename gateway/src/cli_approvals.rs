@@ -1,0 +1,214 @@
+//! `warden approvals …` and `warden approvers …`: deciding approvals from the command line,
+//! against the state store of the configuration (the running gateways see the decision at
+//! once: the store announces it to every replica).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow};
+use clap::Subcommand;
+
+use warden::approval::operator::{Operator, describe};
+use warden::state::approvals::VoteDecision;
+
+#[derive(Subcommand)]
+pub enum ApprovalsCommand {
+    /// List the pending approvals, oldest first.
+    List {
+        #[arg(short, long, env = "WARDEN_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Show one approval: what waits, under which policy, who voted.
+    Show {
+        /// The approval's id (`apr_…`).
+        id: String,
+        #[arg(short, long, env = "WARDEN_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Approve an approval, confirmed with a fresh TOTP code of your own enrolment.
+    Approve {
+        /// The approval's id (`apr_…`).
+        id: String,
+        #[command(flatten)]
+        who: Approver,
+    },
+    /// Deny an approval, confirmed with a fresh TOTP code of your own enrolment.
+    Deny {
+        /// The approval's id (`apr_…`).
+        id: String,
+        #[command(flatten)]
+        who: Approver,
+    },
+}
+
+/// Who decides, and their second factor.
+#[derive(clap::Args)]
+pub struct Approver {
+    /// Your subject, as listed in approvals.operators.
+    #[arg(long = "as", value_name = "SUBJECT")]
+    subject: String,
+    /// The current code of your authenticator app (asked for when not given).
+    #[arg(long)]
+    code: Option<String>,
+    #[arg(short, long, env = "WARDEN_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum ApproversCommand {
+    /// Enrol an authenticator app for SUBJECT (one of approvals.operators): prints the
+    /// otpauth:// URI (and writes its QR code as SVG with --qr); confirm with a first code.
+    Enroll {
+        subject: String,
+        /// Write the QR code to this file (SVG).
+        #[arg(long)]
+        qr: Option<PathBuf>,
+        /// Confirm the enrolment with a first code of the app instead (after enrolling).
+        #[arg(long)]
+        confirm: Option<String>,
+        #[arg(short, long, env = "WARDEN_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// The operator of the configuration at `path`, on `runtime`.
+async fn operator(config: &warden::config::Config) -> Result<Operator> {
+    let secrets = super::offline_secrets(config)?;
+    let store = warden::state::Store::open(&config.state, &config.data_dir, secrets.as_ref())
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let sealer =
+        warden::approval::sealed::sealer(&config.approvals, &config.data_dir, secrets.as_ref())
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+    let routes =
+        warden::route::RouteTable::build(config, secrets.as_ref()).map_err(|e| anyhow!("{e}"))?;
+    let policy =
+        warden::policy::PolicyEngine::load_with(&config.policy.dir, routes.schema_fragments())
+            .map_err(|e| anyhow!("{e}"))?;
+    Ok(Operator::new(
+        &config.approvals,
+        store,
+        sealer,
+        Arc::new(policy),
+    ))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn code_or_prompt(code: Option<String>) -> Result<String> {
+    if let Some(code) = code {
+        return Ok(code);
+    }
+    eprint!("TOTP code: ");
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the code from standard input")?;
+    Ok(line.trim().to_owned())
+}
+
+pub fn approvals(command: ApprovalsCommand) -> Result<ExitCode> {
+    let path = match &command {
+        ApprovalsCommand::List { config } | ApprovalsCommand::Show { config, .. } => config,
+        ApprovalsCommand::Approve { who, .. } | ApprovalsCommand::Deny { who, .. } => &who.config,
+    };
+    let config = super::load(path.as_deref())?;
+    runtime()?.block_on(async {
+        let operator = operator(&config).await?;
+        match command {
+            ApprovalsCommand::List { .. } => {
+                let pending = operator.pending().await.map_err(|e| anyhow!("{e}"))?;
+                if pending.is_empty() {
+                    println!("no approval is pending");
+                }
+                for r in pending {
+                    println!(
+                        "{}  {}  {}  {}  (policy {})",
+                        r.id, r.principal, r.action, r.resource, r.policy
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            ApprovalsCommand::Show { id, .. } => {
+                let record = operator.show(&id).await.map_err(|e| anyhow!("{e}"))?;
+                print!("{}", describe(&record));
+                Ok(ExitCode::SUCCESS)
+            }
+            ApprovalsCommand::Approve { id, who } => {
+                decide(&operator, &id, who, VoteDecision::Approve).await
+            }
+            ApprovalsCommand::Deny { id, who } => {
+                decide(&operator, &id, who, VoteDecision::Deny).await
+            }
+        }
+    })
+}
+
+async fn decide(
+    operator: &Operator,
+    id: &str,
+    who: Approver,
+    decision: VoteDecision,
+) -> Result<ExitCode> {
+    let code = code_or_prompt(who.code)?;
+    let record = operator
+        .decide(id, &who.subject, &code, decision, None)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    println!(
+        "{} {} approval {}: it is now {}",
+        who.subject,
+        match decision {
+            VoteDecision::Approve => "approved",
+            VoteDecision::Deny => "denied",
+        },
+        record.id,
+        record.status
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn approvers(command: ApproversCommand) -> Result<ExitCode> {
+    let ApproversCommand::Enroll {
+        subject,
+        qr,
+        confirm,
+        config,
+    } = command;
+    let config = super::load(config.as_deref())?;
+    runtime()?.block_on(async {
+        let operator = operator(&config).await?;
+        if let Some(code) = confirm {
+            operator
+                .confirm(&subject, &code)
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            println!("{subject}'s authenticator is enrolled: it confirms approvals from now on");
+            return Ok(ExitCode::SUCCESS);
+        }
+        let enrolment = operator
+            .enroll(&subject)
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        if let Some(path) = qr {
+            std::fs::write(&path, enrolment.qr_svg.as_bytes())
+                .with_context(|| format!("cannot write the QR code to {}", path.display()))?;
+            eprintln!("QR code written to {}", path.display());
+        }
+        // The secret is shown once, to the operator enrolling at this terminal.
+        println!("{}", &*enrolment.uri);
+        eprintln!(
+            "Add it to an authenticator app (scan the QR code or type {}), then confirm with \
+             `warden approvers enroll {subject} --confirm CODE`.",
+            &*enrolment.typed
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,335 @@
+//! Approvals end to end: a request a policy holds for approval is answered "pending" (or waits),
+//! an operator enrolled with TOTP (codes from the real `oathtool`) approves it from the command
+//! line, and the same request then goes through once; the negative cases are refused before
+//! anything changes.
+
+use std::process::Output;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use warden_e2e::fake_llm::FakeLlm;
+use warden_e2e::stack::openai_chat;
+use warden_e2e::warden::{Warden, WardenBuilder};
+
+/// Chat on gpt-4o waits for a member of `sre`.
+const NEEDS_SRE: &str = "@id(\"gpt4o-needs-sre\")\n@reason(\"gpt-4o costs money\")\n\
+    @approval(\"required\")\n@approvers(\"Group::\\\"sre\\\"\")\n\
+    permit (principal, action == Action::\"llm:chat\", resource == Model::\"openai/gpt-4o\");\n";
+
+fn approvals(mode: &str) -> Value {
+    json!({
+        "mode": mode,
+        "wait_timeout": "20s",
+        "console_url": "https://warden.example.com",
+        "operators": [
+            {"subject": "alice", "groups": ["sre"]},
+            {"subject": "bob", "groups": ["dev"]},
+            {"subject": "carol", "groups": ["sre"]},
+        ],
+    })
+}
+
+async fn start(upstream: &FakeLlm, mode: &str) -> Warden {
+    WardenBuilder::new(upstream)
+        .policy("needs-sre.cedar", NEEDS_SRE)
+        .set("/approvals", approvals(mode))
+        .start()
+        .await
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Enrols `subject` and confirms it with a code of the current step; its secret.
+async fn enrol(w: &Warden, subject: &str) -> String {
+    let out = w.cli(&["approvers", "enroll", subject]).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let uri = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(uri.starts_with("otpauth://totp/Warden:"), "{uri}");
+    let secret = uri
+        .split("secret=")
+        .nth(1)
+        .and_then(|s| s.split('&').next())
+        .unwrap()
+        .to_owned();
+    let out = w
+        .cli(&[
+            "approvers",
+            "enroll",
+            subject,
+            "--confirm",
+            &oathtool(&secret, 0),
+        ])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    secret
+}
+
+/// The code of `secret` `ahead` steps from now, from the real `oathtool`.
+fn oathtool(secret: &str, ahead: u32) -> String {
+    let now = format!("now + {} seconds", ahead * 30);
+    let out = std::process::Command::new("oathtool")
+        .args(["--totp", "-b", "-N", &now, secret])
+        .output()
+        .expect("oathtool (apt-get install oathtool; tests/run installs it)");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+async fn chat(w: &Warden, token: &str, content: &str) -> reqwest::Response {
+    let mut body = openai_chat("gpt-4o", false);
+    body["messages"][0]["content"] = json!(content);
+    w.http()
+        .post(w.url("/openai/chat/completions"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn pending_id(w: &Warden, token: &str, content: &str) -> String {
+    let r = chat(w, token, content).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-warden-decision"], "approval_required");
+    let id = r.headers()["x-warden-approval-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: Value = r.json().await.unwrap();
+    let said = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        said.contains("holding this request for a human's approval"),
+        "{said}"
+    );
+    assert!(
+        said.contains(&id) && said.contains("https://warden.example.com/approvals/"),
+        "{said}"
+    );
+    id
+}
+
+#[tokio::test]
+async fn a_held_request_goes_through_once_after_an_sre_approves_it_with_totp() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let w = start(&upstream, "pending").await;
+    let token = w.token("billing-bot").await.unwrap();
+    let id = pending_id(&w, &token, "summarise the invoices").await;
+    // Sent again unchanged: the same approval. Other arguments: another one.
+    assert_eq!(pending_id(&w, &token, "summarise the invoices").await, id);
+    let other = pending_id(&w, &token, "delete the invoices").await;
+    assert_ne!(other, id);
+
+    let out = w.cli(&["approvals", "list"]).await.unwrap();
+    assert!(
+        text(&out).contains(&id) && text(&out).contains(&other),
+        "{}",
+        text(&out)
+    );
+    let out = w.cli(&["approvals", "show", &id]).await.unwrap();
+    assert!(text(&out).contains("gpt4o-needs-sre"), "{}", text(&out));
+
+    let alice = enrol(&w, "alice").await;
+    let bob = enrol(&w, "bob").await;
+    // Outside the group the policy names: refused, whatever the code.
+    let out = w
+        .cli(&[
+            "approvals",
+            "approve",
+            &id,
+            "--as",
+            "bob",
+            "--code",
+            &oathtool(&bob, 1),
+        ])
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("must be approved by a member of Group::\"sre\""),
+        "{}",
+        text(&out)
+    );
+    // Not an operator at all.
+    let out = w
+        .cli(&[
+            "approvals",
+            "approve",
+            &id,
+            "--as",
+            "mallory",
+            "--code",
+            "123456",
+        ])
+        .await
+        .unwrap();
+    assert!(text(&out).contains("is not an approver"), "{}", text(&out));
+    // A wrong code.
+    let out = w
+        .cli(&[
+            "approvals",
+            "approve",
+            &id,
+            "--as",
+            "alice",
+            "--code",
+            "000000",
+        ])
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("code was refused"), "{}", text(&out));
+    // The code used to confirm the enrolment is used up.
+    let out = w
+        .cli(&[
+            "approvals",
+            "approve",
+            &id,
+            "--as",
+            "alice",
+            "--code",
+            &oathtool(&alice, 0),
+        ])
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("already used"),
+        "{}",
+        text(&out)
+    );
+
+    let next = oathtool(&alice, 1);
+    let out = w
+        .cli(&[
+            "approvals",
+            "approve",
+            &id,
+            "--as",
+            "alice",
+            "--code",
+            &next,
+        ])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("it is now approved"), "{}", text(&out));
+    // The same code again, on the other approval: a replay.
+    let out = w
+        .cli(&[
+            "approvals",
+            "deny",
+            &other,
+            "--as",
+            "alice",
+            "--code",
+            &next,
+        ])
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("already used"),
+        "{}",
+        text(&out)
+    );
+
+    // The approved request goes through, once.
+    let r = chat(&w, &token, "summarise the invoices").await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("x-warden-approval-id").is_none());
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        !body["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("holding")
+    );
+    let used = w
+        .wait_for_audit(Duration::from_secs(5), |r| {
+            r["detail"]["event"] == "approval_used"
+        })
+        .await
+        .unwrap();
+    assert_eq!(used["detail"]["approval_id"], json!(id));
+    assert_eq!(used["detail"]["approvers"][0]["approver"], "alice");
+    assert_eq!(used["detail"]["approvers"][0]["factor"], "totp");
+    let again = pending_id(&w, &token, "summarise the invoices").await;
+    assert_ne!(again, id, "an approval is used once");
+}
+
+#[tokio::test]
+async fn a_waiting_request_goes_on_when_approved_and_no_one_approves_their_own_agent() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let w = start(&upstream, "wait").await;
+    // carol owns this agent: she may not approve its actions.
+    let token = w
+        .token_with("carol-bot", "1h", &[("owner", "carol")])
+        .await
+        .unwrap();
+    let carol = enrol(&w, "carol").await;
+    let alice = enrol(&w, "alice").await;
+    let held = {
+        let (w_url, http, token) = (
+            w.url("/openai/chat/completions"),
+            w.http().clone(),
+            token.clone(),
+        );
+        tokio::spawn(async move {
+            http.post(w_url)
+                .bearer_auth(token)
+                .json(&openai_chat("gpt-4o", false))
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await
+        })
+    };
+    // The request waits; its approval shows up pending.
+    let mut id = None;
+    for _ in 0..50 {
+        let out = w.cli(&["approvals", "list"]).await.unwrap();
+        if let Some(line) = text(&out).lines().find(|l| l.starts_with("apr_")) {
+            id = line.split_whitespace().next().map(str::to_owned);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = id.expect("the waiting request's approval is listed");
+    assert!(!held.is_finished(), "the request waits");
+    let out = w
+        .cli(&[
+            "approvals",
+            "approve",
+            &id,
+            "--as",
+            "carol",
+            "--code",
+            &oathtool(&carol, 1),
+        ])
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("own agent"), "{}", text(&out));
+    let out = w
+        .cli(&[
+            "approvals",
+            "approve",
+            &id,
+            "--as",
+            "alice",
+            "--code",
+            &oathtool(&alice, 1),
+        ])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let r = held.await.unwrap().unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("x-warden-approval-id").is_none());
+}
