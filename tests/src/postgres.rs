@@ -39,6 +39,15 @@ impl Postgres {
         )
     }
 
+    /// A fresh database `name` (dropped first if it exists), and the superuser's URL to it.
+    pub fn fresh_database(&self, name: &str) -> String {
+        self.query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        self.query(&format!("CREATE DATABASE {name}"));
+        let mut url = self.url.clone();
+        url.set_path(&format!("/{name}"));
+        url.to_string()
+    }
+
     /// The superuser's name.
     pub fn superuser(&self) -> &str {
         self.url.username()

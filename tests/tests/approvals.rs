@@ -199,11 +199,7 @@ async fn a_held_request_goes_through_once_after_an_sre_approves_it_with_totp() {
         .await
         .unwrap();
     assert!(!out.status.success());
-    assert!(
-        text(&out).contains("already used"),
-        "{}",
-        text(&out)
-    );
+    assert!(text(&out).contains("already used"), "{}", text(&out));
 
     let next = oathtool(&alice, 1);
     let out = w
@@ -234,11 +230,7 @@ async fn a_held_request_goes_through_once_after_an_sre_approves_it_with_totp() {
         .await
         .unwrap();
     assert!(!out.status.success());
-    assert!(
-        text(&out).contains("already used"),
-        "{}",
-        text(&out)
-    );
+    assert!(text(&out).contains("already used"), "{}", text(&out));
 
     // The approved request goes through, once.
     let r = chat(&w, &token, "summarise the invoices").await;
@@ -332,4 +324,71 @@ async fn a_waiting_request_goes_on_when_approved_and_no_one_approves_their_own_a
     let r = held.await.unwrap().unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers().get("x-warden-approval-id").is_none());
+}
+
+#[tokio::test]
+async fn an_approval_given_through_one_replica_releases_the_request_held_by_another() {
+    let pg = warden_e2e::postgres::Postgres::from_env();
+    let url = pg.fresh_database("warden_e2e_replicas");
+    let upstream = FakeLlm::start().await.unwrap();
+    // Two replicas on one PostgreSQL, sharing the key that seals second factors.
+    let replica = || {
+        let mut approvals = approvals("wait");
+        approvals["factor_key"] = json!({"env": "FACTOR_KEY"});
+        WardenBuilder::new(&upstream)
+            .policy("needs-sre.cedar", NEEDS_SRE)
+            .set("/approvals", approvals)
+            .set("/state", json!({"postgres": {"url": {"env": "STATE_URL"}}}))
+            .env("STATE_URL", &url)
+            .env("FACTOR_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
+            .start()
+    };
+    let a = replica().await.unwrap();
+    let b = replica().await.unwrap();
+    let alice = enrol(&b, "alice").await;
+    let token = a.token("billing-bot").await.unwrap();
+    let held = {
+        let (url, http, token) = (
+            a.url("/openai/chat/completions"),
+            a.http().clone(),
+            token.clone(),
+        );
+        tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(token)
+                .json(&openai_chat("gpt-4o", false))
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await
+        })
+    };
+    let mut id = None;
+    for _ in 0..50 {
+        let out = b.cli(&["approvals", "list"]).await.unwrap();
+        if let Some(line) = text(&out).lines().find(|l| l.starts_with("apr_")) {
+            id = line.split_whitespace().next().map(str::to_owned);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = id.expect("replica B sees the approval replica A holds a request for");
+    let out = b
+        .cli(&[
+            "approvals",
+            "approve",
+            &id,
+            "--as",
+            "alice",
+            "--code",
+            &oathtool(&alice, 1),
+        ])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let r = held.await.unwrap().unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers().get("x-warden-approval-id").is_none(),
+        "released, not pending"
+    );
 }
