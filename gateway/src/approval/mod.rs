@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod notify;
+pub mod passkey;
 pub mod sealed;
 pub mod totp;
 
