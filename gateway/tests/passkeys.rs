@@ -4,6 +4,12 @@
 //! signs assertions on a small page served here on `http://localhost` (a secure context and a
 //! valid relying party id, as `127.0.0.1` is not), whose JSON endpoints call the passkey module
 //! and keep the stored passkeys as the state store will.
+//!
+//! It lives with the gateway's tests, not in `tests/tests/`, because it calls the library
+//! directly: a dev-dependency of `warden-e2e` on `warden` would link the whole gateway into
+//! every end-to-end test binary (about 270 MB each). Run it with
+//! `NEXTEST_ARGS='-E binary(/^passkeys$/)' tests/run`, which installs Chromium and
+//! playwright-core.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
