@@ -69,7 +69,7 @@ pub enum PasskeyError {
     #[error("no passkey ceremony under this id: it expired, was already used, or never started")]
     UnknownCeremony,
     /// The ceremony is of the other kind (registration for authentication, or back).
-    #[error("this passkey ceremony is a {0}, not what was finished")]
+    #[error("this passkey ceremony is for {0}, not the other kind of ceremony")]
     WrongKind(&'static str),
     /// The ceremony was started for another user.
     #[error("this passkey ceremony was started for another user")]
