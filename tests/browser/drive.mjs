@@ -39,10 +39,11 @@ function send(answer) {
   process.stdout.write(JSON.stringify(answer) + '\n');
 }
 
-function withTimeout(promise, ms, what) {
+// `promise`, or an error saying `what` took longer than `limit` ms once `ms` have passed.
+function withTimeout(promise, ms, what, limit = ms) {
   let timer;
   const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} took longer than ${ms} ms`)), ms);
+    timer = setTimeout(() => reject(new Error(`${what} took longer than ${limit} ms`)), ms);
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
@@ -193,7 +194,8 @@ for await (const line of lines) {
   const timeout = Number.isFinite(c.timeout_ms) ? c.timeout_ms : DEFAULT_TIMEOUT_MS;
   const seen = pageLog.length;
   try {
-    const answer = await withTimeout(run(c, timeout), timeout + 1000, c.cmd);
+    // Playwright's own bound (`timeout`) usually answers first, with its own message.
+    const answer = await withTimeout(run(c, timeout), timeout + 1000, c.cmd, timeout);
     send({ ok: true, ...answer });
   } catch (e) {
     send({ ok: false, error: e.message, page_log: pageLog.slice(Math.max(0, seen - 5)) });
