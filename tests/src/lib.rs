@@ -3,6 +3,7 @@
 //! agent (npm `openclaw`), and a fake LLM upstream that replays provider response shapes
 //! faithfully.
 
+pub mod browser;
 pub mod echo;
 pub mod fake_llm;
 pub mod fake_rest;

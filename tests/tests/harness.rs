@@ -339,3 +339,79 @@ async fn idp_issues_rs256_jwt_access_tokens_with_agent_claims_and_rotates_keys()
             .any(|k| k["kid"] == unknown_kid)
     );
 }
+
+/// The browser harness the console tests drive (`tests/browser/drive.mjs` through
+/// `warden_e2e::browser`): a real headless Chromium loads a page, types, clicks, reads text,
+/// writes a screenshot, reports a page's failure with its console, and a command that never
+/// ends is cut at its bound while the browser goes on working.
+#[tokio::test]
+async fn headless_chromium_types_clicks_reads_and_takes_screenshots() {
+    use std::convert::Infallible;
+    use std::sync::Arc;
+    use warden_e2e::browser::Browser;
+
+    const PAGE: &str = r#"<!doctype html><html><head><title>harness</title></head><body>
+<label>Name <input id="name"></label><button id="go">Greet</button><p id="out"></p>
+<script>
+document.getElementById('go').addEventListener('click', () => {
+  document.getElementById('out').textContent = 'hello ' + document.getElementById('name').value;
+});
+</script></body></html>"#;
+    async fn page(
+        _req: http::Request<hyper::body::Incoming>,
+        _state: Arc<()>,
+    ) -> Result<http::Response<http_body_util::Full<bytes::Bytes>>, Infallible> {
+        Ok(http::Response::builder()
+            .header("content-type", "text/html; charset=utf-8")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                PAGE.as_bytes(),
+            )))
+            .unwrap())
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://localhost:{}/",
+        listener.local_addr().unwrap().port()
+    );
+    let server = tokio::spawn(warden_e2e::serve::accept_loop(listener, Arc::new(()), page));
+
+    let mut browser = Browser::launch("harness").await.unwrap();
+    assert!(!browser.version.is_empty());
+    assert_eq!(browser.goto(&url).await.unwrap(), Some(200));
+    assert_eq!(browser.eval("document.title").await.unwrap(), "harness");
+    assert_eq!(
+        browser.eval("window.isSecureContext").await.unwrap(),
+        true,
+        "http://localhost is a secure context (WebAuthn needs one)"
+    );
+    browser.fill("#name", "Alice").await.unwrap();
+    browser.click("#go").await.unwrap();
+    browser.wait_for("#out:not(:empty)").await.unwrap();
+    assert_eq!(browser.text("#out").await.unwrap(), "hello Alice");
+    assert_eq!(browser.url().await.unwrap(), url);
+
+    let dir = tempfile::tempdir().unwrap();
+    let shot = dir.path().join("page.png");
+    browser.screenshot(&shot).await.unwrap();
+    let png = std::fs::read(&shot).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    assert_eq!((width, height), (1280, 800));
+
+    let failed = browser
+        .eval("console.error('about to fail'); Promise.reject(new Error('boom'))")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(failed.contains("boom"), "{failed}");
+    let stuck = browser
+        .command(json!({"cmd": "eval", "expression": "new Promise(() => {})", "timeout_ms": 500}))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(stuck.contains("took longer than 500 ms"), "{stuck}");
+    assert_eq!(browser.eval("1 + 1").await.unwrap(), 2);
+    browser.close().await.unwrap();
+    server.abort();
+}

@@ -10,6 +10,7 @@ pub mod config;
 pub mod gate;
 pub mod notify;
 pub mod operator;
+pub mod passkey;
 pub mod sealed;
 pub mod totp;
 
