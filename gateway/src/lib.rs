@@ -11,6 +11,7 @@ pub mod admin;
 pub mod approval;
 pub mod audit;
 pub mod config;
+pub mod console;
 pub mod decision;
 pub mod harden;
 pub mod identity;

@@ -165,8 +165,39 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         store.approvals(),
         notifier,
     ));
+    let console_config = snapshot.config.console.clone();
+    let console_sealer = if console_config.oidc.is_some() {
+        Some(
+            crate::approval::sealed::sealer(
+                &snapshot.config.approvals,
+                &snapshot.config.data_dir,
+                snapshot.secrets.as_ref(),
+            )
+            .await
+            .map_err(|e| ServeError::Approvals(e.to_string()))?,
+        )
+    } else {
+        None
+    };
     let shared = Shared::new(snapshot, audit, metrics, Some(pins), traces);
     shared.set_gate(gate);
+    let console = match console_sealer {
+        Some(sealer) => Some(std::sync::Arc::new(
+            crate::console::Console::new(shared.clone(), store.clone(), sealer)
+                .await
+                .map_err(|e| ServeError::Approvals(format!("the approval console: {e}")))?,
+        )),
+        None => None,
+    };
+    let console_tls = console_config
+        .tls
+        .as_ref()
+        .map(ServerTls::load)
+        .transpose()
+        .map_err(|source| ServeError::Tls {
+            listener: "console",
+            source,
+        })?;
 
     let proxy_listeners = workers::bind("proxy", listen.proxy, workers)?;
     let admin_listener =
@@ -177,8 +208,20 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
                 addr: listen.admin,
                 source,
             })?;
+    let console_listener = match &console {
+        Some(_) => Some(
+            TcpListener::bind(console_config.listen)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    listener: "console",
+                    addr: console_config.listen,
+                    source,
+                })?,
+        ),
+        None => None,
+    };
     let (stop, shutdown) = shutdown_signal();
-    for tls in [&proxy_tls, &admin_tls].into_iter().flatten() {
+    for tls in [&proxy_tls, &admin_tls, &console_tls].into_iter().flatten() {
         tls.spawn_reloader(shutdown.clone().requested());
     }
     reload::spawn(shared.clone(), config_path, shutdown.clone()).map_err(ServeError::Signals)?;
@@ -221,9 +264,31 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
                 }
             }
         },
-        shutdown.requested(),
+        shutdown.clone().requested(),
         listen.shutdown_grace,
     ));
+    let console_task = console.zip(console_listener).map(|(console, listener)| {
+        tracing::info!(console = %console_config.listen, url = %console.url, "approval console listening");
+        let router = crate::console::router(console);
+        tokio::spawn(listener::serve(
+            listener,
+            console_tls,
+            move |mut req: http::Request<hyper::body::Incoming>, conn| {
+                let router = router.clone();
+                req.extensions_mut()
+                    .insert(crate::console::Peer(conn.peer));
+                async move {
+                    use tower::ServiceExt;
+                    match router.oneshot(req.map(axum::body::Body::new)).await {
+                        Ok(resp) => resp,
+                        Err(never) => match never {},
+                    }
+                }
+            },
+            shutdown.requested(),
+            listen.shutdown_grace,
+        ))
+    });
     shared.set_ready(true);
 
     wait_for_termination().await.map_err(ServeError::Signals)?;
@@ -233,6 +298,12 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     proxy.join().await;
     if let Err(e) = admin.await {
         tracing::error!(error = %e, "admin listener task failed");
+    }
+    if let Some(Err(e)) = match console_task {
+        Some(task) => Some(task.await),
+        None => None,
+    } {
+        tracing::error!(error = %e, "console listener task failed");
     }
     // Leases end with Warden: what it held from Vault is revoked, not left to expire.
     crate::vault::SecretStore::shutdown_all(std::time::Duration::from_secs(5)).await;

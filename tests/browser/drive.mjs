@@ -25,6 +25,7 @@
 //                               it is a promise) → {value} (JSON-serialisable)
 //   click selector | fill selector value | wait selector | text selector → {value}
 //   screenshot path [full_page] writes a PNG → {path}
+//   viewport width height       resizes the page's viewport (default 1280x800; 390x844 is a phone)
 //   url                         → {url}
 //   close
 // Page errors and console lines are kept; a failed command returns the last few as `page_log`.
@@ -162,6 +163,10 @@ const commands = {
   },
   async url() {
     return { url: page.url() };
+  },
+  async viewport(c) {
+    await page.setViewportSize({ width: Number(c.width), height: Number(c.height) });
+    return {};
   },
 };
 

@@ -6,6 +6,13 @@
 //   IDP_AUDIENCE  `aud` of tokens for the default resource (default: warden)
 //   IDP_CLIENTS   JSON array of clients, replacing the built-in ones:
 //                 [{ "client_id", "client_secret", "claims": { fleet, owner, environment, groups } }]
+//   IDP_CONSOLE_REDIRECTS  comma-separated redirect URIs of the public client `warden-console`
+//                 (authorization code flow with PKCE, for the approval console's sign-in);
+//                 without it there is no such client
+//   IDP_USERS     JSON object of people who sign in, replacing the built-in ones:
+//                 { "alice": { "password", "name", "email", "groups": [...] }, ... }
+//                 built in: alice and bob (groups sre), carol (finance), dave (sre, ops);
+//                 each one's password is "<login>-password"
 //
 // On start it prints one line on stdout, then serves until SIGTERM/SIGINT:
 //   {"ready":true,"issuer":"http://127.0.0.1:PORT","token_endpoint":"…","jwks_uri":"…","kid":"…"}
@@ -14,6 +21,10 @@
 //   urn:warden            aud = IDP_AUDIENCE, 1 hour   (the default when none is asked)
 //   urn:warden:short      aud = IDP_AUDIENCE, 1 second (for expiry tests)
 //   urn:other             aud = other-api,    1 hour   (for wrong-audience tests)
+//
+// People sign in on this server's own login page (`/interaction/<uid>`: login and password
+// checked against IDP_USERS); the console's client is granted its scopes without a consent page.
+// Their ID tokens and userinfo carry sub (the login), name, preferred_username, email, groups.
 //
 // Admin endpoints (test control, not part of OIDC):
 //   POST /admin/rotate                 new RSA key, published in the JWKS and used from now on
@@ -47,6 +58,23 @@ const defaultClients = [
 ];
 
 const clients = process.env.IDP_CLIENTS ? JSON.parse(process.env.IDP_CLIENTS) : defaultClients;
+
+function person(login, name, groups) {
+  return { password: `${login}-password`, name, email: `${login}@example.com`, groups };
+}
+const defaultUsers = {
+  alice: person('alice', 'Alice Approver', ['sre']),
+  bob: person('bob', 'Bob Builder', ['sre']),
+  carol: person('carol', 'Carol Counts', ['finance']),
+  dave: person('dave', 'Dave Ops', ['sre', 'ops']),
+};
+const users = process.env.IDP_USERS ? JSON.parse(process.env.IDP_USERS) : defaultUsers;
+const consoleRedirects = (process.env.IDP_CONSOLE_REDIRECTS || '')
+  .split(',')
+  .map((u) => u.trim())
+  .filter(Boolean);
+const CONSOLE_CLIENT = 'warden-console';
+const CONSOLE_SCOPES = 'openid profile email groups';
 const claimsByClient = new Map(clients.map((c) => [c.client_id, c.claims || {}]));
 
 const resources = {
@@ -72,17 +100,63 @@ function buildProvider(issuer) {
   // keystore only for signing and filtered out of the JWKS response below.
   const keystore = [current, ...published.filter((k) => k !== current)].map((k) => k.jwk);
   const provider = new Provider(issuer, {
-    clients: clients.map(({ client_id, client_secret }) => ({
-      client_id,
-      client_secret,
-      grant_types: ['client_credentials'],
-      redirect_uris: [],
-      response_types: [],
-      token_endpoint_auth_method: 'client_secret_basic',
-    })),
+    clients: [
+      ...clients.map(({ client_id, client_secret }) => ({
+        client_id,
+        client_secret,
+        grant_types: ['client_credentials'],
+        redirect_uris: [],
+        response_types: [],
+        token_endpoint_auth_method: 'client_secret_basic',
+      })),
+      ...(consoleRedirects.length
+        ? [{
+          client_id: CONSOLE_CLIENT,
+          grant_types: ['authorization_code'],
+          response_types: ['code'],
+          redirect_uris: consoleRedirects,
+          token_endpoint_auth_method: 'none',
+        }]
+        : []),
+    ],
+    findAccount: (_ctx, id) => {
+      const user = users[id];
+      if (!user) return undefined;
+      return {
+        accountId: id,
+        claims: async () => ({
+          sub: id,
+          name: user.name,
+          preferred_username: id,
+          email: user.email,
+          groups: user.groups || [],
+        }),
+      };
+    },
+    claims: {
+      openid: ['sub'],
+      profile: ['name', 'preferred_username'],
+      email: ['email'],
+      groups: ['groups'],
+    },
+    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    // The console is this company's own application: it needs no consent page.
+    loadExistingGrant: async (ctx) => {
+      const grantId = ctx.oidc.result?.consent?.grantId
+        || ctx.oidc.session.grantIdFor(ctx.oidc.client.clientId);
+      if (grantId) return ctx.oidc.provider.Grant.find(grantId);
+      if (ctx.oidc.client.clientId !== CONSOLE_CLIENT) return undefined;
+      const grant = new ctx.oidc.provider.Grant({
+        clientId: CONSOLE_CLIENT,
+        accountId: ctx.oidc.session.accountId,
+      });
+      grant.addOIDCScope(CONSOLE_SCOPES);
+      await grant.save();
+      return grant;
+    },
     jwks: { keys: keystore },
     cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
-    scopes: ['openid', 'llm'],
+    scopes: ['openid', 'llm', 'profile', 'email', 'groups'],
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
@@ -118,9 +192,67 @@ const { errors } = Provider;
 
 let handler;
 let issuer;
+let provider;
+
+function escapeHtml(text) {
+  return String(text).replace(/[&<>"']/g, (c) => ({
+    '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;',
+  }[c]));
+}
+
+function loginPage(res, uid, message) {
+  res.writeHead(message ? 401 : 200, { 'content-type': 'text/html; charset=utf-8' });
+  res.end(`<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>Example Corp sign-in</title></head>
+<body><h1>Example Corp sign-in</h1>${message ? `<p id="error">${escapeHtml(message)}</p>` : ''}
+<form method="post" action="/interaction/${escapeHtml(uid)}/login">
+<label>Login <input id="login" name="login" autocomplete="username" required></label>
+<label>Password <input id="password" name="password" type="password" autocomplete="current-password" required></label>
+<button id="sign-in" type="submit">Sign in</button></form></body></html>`);
+}
+
+function readForm(req) {
+  return new Promise((resolve, reject) => {
+    let body = '';
+    req.on('data', (chunk) => {
+      body += chunk;
+      if (body.length > 10000) reject(new Error('form too large'));
+    });
+    req.on('end', () => resolve(new URLSearchParams(body)));
+    req.on('error', reject);
+  });
+}
+
+// The login page of a sign-in in progress, and its form.
+async function interaction(req, res, url) {
+  const [, , uid, step] = url.pathname.split('/');
+  const details = await provider.interactionDetails(req, res);
+  if (details.uid !== uid) throw new Error('interaction mismatch');
+  if (req.method === 'GET' && !step) {
+    if (details.prompt.name === 'login') return loginPage(res, uid);
+    // A consent prompt: grant what the client asked (only the console reaches here).
+    const grant = details.grantId
+      ? await provider.Grant.find(details.grantId)
+      : new provider.Grant({ accountId: details.session.accountId, clientId: details.params.client_id });
+    grant.addOIDCScope(CONSOLE_SCOPES);
+    const grantId = await grant.save();
+    return provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+  }
+  if (req.method === 'POST' && step === 'login') {
+    const form = await readForm(req);
+    const login = form.get('login') || '';
+    const user = users[login];
+    if (!user || user.password !== form.get('password')) {
+      return loginPage(res, uid, 'Wrong login or password.');
+    }
+    return provider.interactionFinished(req, res, { login: { accountId: login } }, { mergeWithLastSubmission: false });
+  }
+  res.writeHead(404);
+  return res.end();
+}
 
 function rebuild() {
-  const provider = buildProvider(issuer);
+  provider = buildProvider(issuer);
   const callback = provider.callback();
   const jwksPath = '/jwks';
   handler = (req, res) => {
@@ -226,6 +358,13 @@ const server = http.createServer((req, res) => {
   const url = new URL(req.url, issuer);
   if (url.pathname.startsWith('/admin/')) {
     admin(req, res, url).catch((err) => reply(res, 500, { error: String(err) }));
+    return;
+  }
+  if (url.pathname.startsWith('/interaction/')) {
+    interaction(req, res, url).catch((err) => {
+      console.error('idp interaction error', err);
+      if (!res.headersSent) reply(res, 400, { error: String(err.message || err) });
+    });
     return;
   }
   handler(req, res);

@@ -270,6 +270,20 @@ impl Browser {
             .map(drop)
     }
 
+    /// Writes a PNG of the whole page, beyond the viewport, to `path`.
+    pub async fn screenshot_full(&mut self, path: &Path) -> anyhow::Result<()> {
+        self.command(json!({"cmd": "screenshot", "path": path, "full_page": true}))
+            .await
+            .map(drop)
+    }
+
+    /// Resizes the viewport (`390`×`844` is a phone's).
+    pub async fn viewport(&mut self, width: u32, height: u32) -> anyhow::Result<()> {
+        self.command(json!({"cmd": "viewport", "width": width, "height": height}))
+            .await
+            .map(drop)
+    }
+
     /// Closes the browser and waits for the driver to exit.
     pub async fn close(mut self) -> anyhow::Result<()> {
         let _ = self.command(json!({"cmd": "close"})).await;

@@ -97,52 +97,12 @@ impl Operator {
     /// app with it. It counts once [`Operator::confirm`] accepts a first code.
     pub async fn enroll(&self, subject: &str) -> Result<NewEnrolment, OperatorError> {
         self.operator(subject)?;
-        let enrolment = NewEnrolment::start(subject)?;
-        let sealed = self
-            .sealer
-            .seal(Purpose::TotpSecret, subject, enrolment.secret.as_bytes())?;
-        if !self.store.factors().begin_totp(subject, sealed).await? {
-            return Err(OperatorError::NotPending {
-                id: format!("the TOTP enrolment of {subject}"),
-                status: "confirmed (remove it before enrolling again)".into(),
-            });
-        }
-        Ok(enrolment)
+        begin_totp(&self.store, &self.sealer, subject).await
     }
 
     /// Confirms `subject`'s enrolment with a first code of the new secret.
     pub async fn confirm(&self, subject: &str, code: &str) -> Result<(), OperatorError> {
-        self.check_code(subject, code, true).await
-    }
-
-    /// Checks `code` against `subject`'s enrolment and uses its step up (atomically: a code
-    /// counts once, on every replica).
-    async fn check_code(
-        &self,
-        subject: &str,
-        code: &str,
-        confirm: bool,
-    ) -> Result<(), OperatorError> {
-        let factors = self.store.factors();
-        let enrolment = factors
-            .totp(subject)
-            .await?
-            .filter(|e| confirm || e.confirmed_ms.is_some())
-            .ok_or_else(|| OperatorError::NotEnrolled(subject.to_owned()))?;
-        let secret = self
-            .sealer
-            .open(Purpose::TotpSecret, subject, &enrolment.sealed_secret)?;
-        let totp = Totp::new(&TotpSecret::from_bytes(&secret)?);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let last = enrolment.last_step.and_then(|s| u64::try_from(s).ok());
-        let step = totp.accept(code, now, last)?;
-        let step = i64::try_from(step).unwrap_or(i64::MAX);
-        if !factors.accept_totp_step(subject, step, confirm).await? {
-            return Err(OperatorError::Replayed);
-        }
-        Ok(())
+        check_totp(&self.store, &self.sealer, subject, code, true).await
     }
 
     /// The pending approvals, oldest first.
@@ -176,9 +136,14 @@ impl Operator {
                 status: record.status.to_string(),
             });
         }
-        self.may_decide(operator, &record, decision)?;
+        let approver = Approver {
+            subject: operator.subject.clone(),
+            groups: operator.groups.clone(),
+            issuer: "warden-cli".into(),
+        };
+        may_decide(&self.policy, &approver, &record, decision, "cli", source)?;
         // The factor last: a refused decision does not use a code up.
-        self.check_code(subject, code, false).await?;
+        check_totp(&self.store, &self.sealer, subject, code, false).await?;
         let vote = Vote {
             approver: subject.to_owned(),
             decision,
@@ -186,91 +151,154 @@ impl Operator {
             source,
             at_ms: crate::state::pins::now_ms(),
         };
-        match self.store.approvals().vote(id, vote).await? {
-            VoteOutcome::Recorded(record) => Ok(*record),
-            VoteOutcome::AlreadyVoted(_) => Err(OperatorError::AlreadyVoted {
-                subject: subject.to_owned(),
-                id: id.to_owned(),
-            }),
-            VoteOutcome::NotPending(record) => Err(OperatorError::NotPending {
-                id: id.to_owned(),
-                status: record.status.to_string(),
-            }),
-            VoteOutcome::Unknown => Err(OperatorError::Unknown(id.to_owned())),
-        }
-    }
-
-    /// Whether `operator` may cast `decision` on `record`: the `@approvers` groups, not their
-    /// own agent, and Cedar's `approval:decide`.
-    fn may_decide(
-        &self,
-        operator: &OperatorConfig,
-        record: &ApprovalRecord,
-        decision: VoteDecision,
-    ) -> Result<(), OperatorError> {
-        let subject = operator.subject.as_str();
-        let in_group = |g: &str| {
-            operator
-                .groups
-                .iter()
-                .any(|mine| g == mine || g == format!("Group::{mine:?}"))
-        };
-        if !record.approver_groups.is_empty() && !record.approver_groups.iter().any(|g| in_group(g))
-        {
-            return Err(OperatorError::NotInGroup {
-                subject: subject.to_owned(),
-                id: record.id.clone(),
-                groups: record.approver_groups.join(", "),
-            });
-        }
-        let owner = record.context.get("owner").and_then(|o| o.as_str());
-        let own = owner == Some(subject) || record.principal == format!("User::{subject:?}");
-        if own && decision == VoteDecision::Approve {
-            return Err(OperatorError::OwnAgent {
-                subject: subject.to_owned(),
-                id: record.id.clone(),
-            });
-        }
-        let action = Action {
-            principal: Arc::new(Principal {
-                kind: PrincipalKind::User,
-                id: Arc::from(subject),
-                issuer: Arc::from("warden-cli"),
-                groups: operator
-                    .groups
-                    .iter()
-                    .map(|g| Arc::from(g.as_str()))
-                    .collect(),
-                ..Principal::anonymous()
-            }),
-            verb: Verb::ApprovalDecide,
-            resource: Resource::Approval {
-                id: Arc::from(record.id.as_str()),
-                principal: Arc::from(record.principal.as_str()),
-                action: Arc::from(record.action.as_str()),
-                resource: Arc::from(record.resource.as_str()),
-            },
-            context: ActionContext {
-                route: Arc::from("cli"),
-                time: SystemTime::now(),
-                source_ip: IpAddr::from([127, 0, 0, 1]),
-                tls: false,
-                client_certificate: None,
-                findings: Default::default(),
-                facts: Default::default(),
-            },
-        };
-        match self.policy.decide(&action) {
-            Decision::Allow { .. } => Ok(()),
-            other => Err(OperatorError::Policy {
-                subject: subject.to_owned(),
-                id: record.id.clone(),
-                reason: other.reasons().join("; "),
-            }),
-        }
+        cast(&self.store, id, vote).await
     }
 }
 
+/// Who decides an approval: their subject, their groups (as Cedar sees them: `sre` is
+/// `Group::"sre"`) and who vouched for them (the SSO issuer, or `warden-cli`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approver {
+    pub subject: String,
+    pub groups: Vec<String>,
+    pub issuer: String,
+}
+
+/// Starts `subject`'s TOTP enrolment in `store`, its secret sealed with `sealer`: refused
+/// while a confirmed enrolment exists.
+pub async fn begin_totp(
+    store: &Store,
+    sealer: &Sealer,
+    subject: &str,
+) -> Result<NewEnrolment, OperatorError> {
+    let enrolment = NewEnrolment::start(subject)?;
+    let sealed = sealer.seal(Purpose::TotpSecret, subject, enrolment.secret.as_bytes())?;
+    if !store.factors().begin_totp(subject, sealed).await? {
+        return Err(OperatorError::NotPending {
+            id: format!("the TOTP enrolment of {subject}"),
+            status: "confirmed (remove it before enrolling again)".into(),
+        });
+    }
+    Ok(enrolment)
+}
+
+/// Checks `code` against `subject`'s TOTP enrolment and uses its step up (atomically: a code
+/// counts once, on every replica); with `confirm`, an unconfirmed enrolment is accepted and
+/// confirmed by it.
+pub async fn check_totp(
+    store: &Store,
+    sealer: &Sealer,
+    subject: &str,
+    code: &str,
+    confirm: bool,
+) -> Result<(), OperatorError> {
+    let factors = store.factors();
+    let enrolment = factors
+        .totp(subject)
+        .await?
+        .filter(|e| confirm || e.confirmed_ms.is_some())
+        .ok_or_else(|| OperatorError::NotEnrolled(subject.to_owned()))?;
+    let secret = sealer.open(Purpose::TotpSecret, subject, &enrolment.sealed_secret)?;
+    let totp = Totp::new(&TotpSecret::from_bytes(&secret)?);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = enrolment.last_step.and_then(|s| u64::try_from(s).ok());
+    let step = totp.accept(code, now, last)?;
+    let step = i64::try_from(step).unwrap_or(i64::MAX);
+    if !factors.accept_totp_step(subject, step, confirm).await? {
+        return Err(OperatorError::Replayed);
+    }
+    Ok(())
+}
+
+/// Records `vote` on approval `id`: the approval as it is afterwards.
+pub async fn cast(store: &Store, id: &str, vote: Vote) -> Result<ApprovalRecord, OperatorError> {
+    let subject = vote.approver.clone();
+    match store.approvals().vote(id, vote).await? {
+        VoteOutcome::Recorded(record) => Ok(*record),
+        VoteOutcome::AlreadyVoted(_) => Err(OperatorError::AlreadyVoted {
+            subject,
+            id: id.to_owned(),
+        }),
+        VoteOutcome::NotPending(record) => Err(OperatorError::NotPending {
+            id: id.to_owned(),
+            status: record.status.to_string(),
+        }),
+        VoteOutcome::Unknown => Err(OperatorError::Unknown(id.to_owned())),
+    }
+}
+
+/// Whether `approver` may cast `decision` on `record`: the `@approvers` groups, not their own
+/// agent, and Cedar's `approval:decide` (judged as coming from `route` and `source`).
+pub fn may_decide(
+    policy: &PolicyEngine,
+    approver: &Approver,
+    record: &ApprovalRecord,
+    decision: VoteDecision,
+    route: &str,
+    source: Option<IpAddr>,
+) -> Result<(), OperatorError> {
+    let subject = approver.subject.as_str();
+    let in_group = |g: &str| {
+        approver
+            .groups
+            .iter()
+            .any(|mine| g == mine || g == format!("Group::{mine:?}"))
+    };
+    if !record.approver_groups.is_empty() && !record.approver_groups.iter().any(|g| in_group(g)) {
+        return Err(OperatorError::NotInGroup {
+            subject: subject.to_owned(),
+            id: record.id.clone(),
+            groups: record.approver_groups.join(", "),
+        });
+    }
+    let owner = record.context.get("owner").and_then(|o| o.as_str());
+    let own = owner == Some(subject) || record.principal == format!("User::{subject:?}");
+    if own && decision == VoteDecision::Approve {
+        return Err(OperatorError::OwnAgent {
+            subject: subject.to_owned(),
+            id: record.id.clone(),
+        });
+    }
+    let action = Action {
+        principal: Arc::new(Principal {
+            kind: PrincipalKind::User,
+            id: Arc::from(subject),
+            issuer: Arc::from(approver.issuer.as_str()),
+            groups: approver
+                .groups
+                .iter()
+                .map(|g| Arc::from(g.as_str()))
+                .collect(),
+            ..Principal::anonymous()
+        }),
+        verb: Verb::ApprovalDecide,
+        resource: Resource::Approval {
+            id: Arc::from(record.id.as_str()),
+            principal: Arc::from(record.principal.as_str()),
+            action: Arc::from(record.action.as_str()),
+            resource: Arc::from(record.resource.as_str()),
+        },
+        context: ActionContext {
+            route: Arc::from(route),
+            time: SystemTime::now(),
+            source_ip: source.unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            tls: false,
+            client_certificate: None,
+            findings: Default::default(),
+            facts: Default::default(),
+        },
+    };
+    match policy.decide(&action) {
+        Decision::Allow { .. } => Ok(()),
+        other => Err(OperatorError::Policy {
+            subject: subject.to_owned(),
+            id: record.id.clone(),
+            reason: other.reasons().join("; "),
+        }),
+    }
+}
 /// One approval as `warden approvals show` prints it.
 pub fn describe(record: &ApprovalRecord) -> String {
     let mut out = format!(

@@ -82,12 +82,16 @@ pub enum SealError {
 pub enum Purpose {
     /// A TOTP enrolment's shared secret.
     TotpSecret,
+    /// The approval console's sign-in in flight (PKCE verifier, nonce, state), held by the
+    /// browser in a cookie between the redirect to the SSO provider and its return.
+    LoginState,
 }
 
 impl Purpose {
     fn label(self) -> &'static str {
         match self {
             Purpose::TotpSecret => "totp-secret",
+            Purpose::LoginState => "console-login",
         }
     }
 }

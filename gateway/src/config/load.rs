@@ -28,6 +28,7 @@ const SECTIONS: &[&str] = &[
     "mcp",
     "siem",
     "approvals",
+    "console",
 ];
 
 /// A configuration read as far as it could be: each section that has a mistake keeps its
@@ -144,6 +145,7 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
             "mcp" => section(&key, value, &mut config.mcp, &error, &mut errors),
             "siem" => section(&key, value, &mut config.siem, &error, &mut errors),
             "approvals" => section(&key, value, &mut config.approvals, &error, &mut errors),
+            "console" => section(&key, value, &mut config.console, &error, &mut errors),
             other => errors.push(error(
                 other,
                 format!("unknown section; expected one of: {}", SECTIONS.join(", ")),
@@ -362,6 +364,12 @@ mod tests {
                 "siem.sinks[].syslog.",
             ),
             ("approvals: {zz: 1}", "approvals", "approvals."),
+            ("console: {zz: 1}", "console", "console."),
+            (
+                "console: {oidc: {issuer: i, client_id: c, zz: 1}}",
+                "console",
+                "console.oidc.",
+            ),
             (
                 "approvals: {notify: [{kind: json, url: u, zz: 1}]}",
                 "approvals",

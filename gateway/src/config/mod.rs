@@ -53,6 +53,8 @@ pub struct Config {
     pub siem: crate::siem::config::SiemConfig,
     /// Human approvals: the console's public URL, the second-factor key, notifications.
     pub approvals: ApprovalsConfig,
+    /// The approval console: its listener, SSO and sessions.
+    pub console: crate::console::config::ConsoleConfig,
 }
 
 impl Default for Config {
@@ -76,6 +78,7 @@ impl Default for Config {
             vault: None,
             siem: Default::default(),
             approvals: ApprovalsConfig::default(),
+            console: Default::default(),
         }
     }
 }

@@ -26,6 +26,28 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     for (key, message) in config.approvals.validate() {
         err(&key, message);
     }
+    for (key, message) in config
+        .console
+        .validate(config.approvals.console_url.as_deref())
+    {
+        err(&key, message);
+    }
+    for (key, source) in config.console.secrets() {
+        if matches!(source, crate::secrets::CredentialSource::Vault(_)) && config.vault.is_none() {
+            err(&format!("console.{key}.vault"), NO_VAULT_SECTION.into());
+        }
+    }
+    if config.console.oidc.is_some()
+        && [config.listen.proxy, config.listen.admin].contains(&config.console.listen)
+    {
+        err(
+            "console.listen",
+            format!(
+                "the console must not share the address {} of the proxy or admin listener",
+                config.console.listen
+            ),
+        );
+    }
     for (key, source) in config.approvals.secrets() {
         if matches!(source, crate::secrets::CredentialSource::Vault(_)) && config.vault.is_none() {
             err(&format!("approvals.{key}.vault"), NO_VAULT_SECTION.into());

@@ -1,0 +1,188 @@
+//! `console:` the approval console's listener, its single sign-on and its sessions.
+//!
+//! The console is served only when `console.oidc` is set: approvers sign in with the
+//! company's SSO (OpenID Connect, authorization code with PKCE), and nobody can use it
+//! without. Its public address is `approvals.console_url` (the links in notifications, the
+//! SSO redirect and the passkeys' relying party all derive from it).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::listener::config::TlsConfig;
+use crate::secrets::config::CredentialSource;
+
+/// Default `console.listen`.
+pub const DEFAULT_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 9443);
+/// Default `console.session_ttl`.
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
+/// Default `console.enrol_within`.
+pub const DEFAULT_ENROL_WITHIN: Duration = Duration::from_secs(10 * 60);
+
+/// `console:` section.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Where the console listens (default `127.0.0.1:9443`).
+    pub listen: SocketAddr,
+    /// TLS for the console listener (PEM files, reloaded when they change).
+    pub tls: Option<TlsConfig>,
+    /// The SSO provider approvers sign in with; without it the console is not served.
+    pub oidc: Option<OidcConfig>,
+    /// How long a console session lasts after sign-in (default 8h, at most 7d).
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// How recent the sign-in must be to enrol or remove a second factor (default 10m): a
+    /// session taken over later cannot add the taker's own authenticator.
+    #[serde(with = "humantime_serde")]
+    pub enrol_within: Duration,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            listen: SocketAddr::from(DEFAULT_LISTEN),
+            tls: None,
+            oidc: None,
+            session_ttl: DEFAULT_SESSION_TTL,
+            enrol_within: DEFAULT_ENROL_WITHIN,
+        }
+    }
+}
+
+/// `console.oidc:` the SSO provider.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The provider's issuer URL; its discovery document is read from
+    /// `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// The console's client id at the provider.
+    pub client_id: String,
+    /// The client secret (a confidential client); absent for a public client, which PKCE
+    /// protects.
+    #[serde(default)]
+    pub client_secret: Option<CredentialSource>,
+    /// Scopes asked for beside `openid` (default `profile`, `email`).
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// The claim that names the approver (default `sub`; `email` or `preferred_username`
+    /// where `approvals.operators` and agents' `owner` claims use those).
+    #[serde(default = "default_subject_claim")]
+    pub subject_claim: String,
+    /// The claim listing the approver's groups (default `groups`), read from the ID token
+    /// or else from the userinfo endpoint.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["profile".into(), "email".into()]
+}
+
+fn default_subject_claim() -> String {
+    "sub".into()
+}
+
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+
+impl ConsoleConfig {
+    /// The secret sources this section reads, by key.
+    pub fn secrets(&self) -> Vec<(String, &CredentialSource)> {
+        self.oidc
+            .iter()
+            .filter_map(|o| o.client_secret.as_ref())
+            .map(|s| ("oidc.client_secret".to_owned(), s))
+            .collect()
+    }
+
+    /// Returns `(key, message)` for every mistake in `console:`; `console_url` is
+    /// `approvals.console_url`.
+    pub fn validate(&self, console_url: Option<&str>) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
+        let mut err = |key: &str, message: String| errors.push((format!("console.{key}"), message));
+        if self.session_ttl < Duration::from_secs(60)
+            || self.session_ttl > Duration::from_secs(7 * 86400)
+        {
+            err("session_ttl", "must be between 1m and 7d".into());
+        }
+        if self.enrol_within < Duration::from_secs(60) || self.enrol_within > self.session_ttl {
+            err(
+                "enrol_within",
+                "must be at least 1m and at most console.session_ttl".into(),
+            );
+        }
+        let Some(oidc) = &self.oidc else {
+            return errors;
+        };
+        if console_url.is_none() {
+            err(
+                "oidc",
+                "the console needs approvals.console_url, its public address (the SSO \
+                 provider redirects there, and passkeys are bound to it): set it to the URL \
+                 approvers open, e.g. https://warden.example.com"
+                    .into(),
+            );
+        }
+        if let Err(m) = crate::approval::config::check_url(&oidc.issuer) {
+            err("oidc.issuer", m);
+        }
+        if oidc.client_id.trim().is_empty() {
+            err("oidc.client_id", "must not be empty".into());
+        }
+        for (key, value) in [
+            ("oidc.subject_claim", &oidc.subject_claim),
+            ("oidc.groups_claim", &oidc.groups_claim),
+        ] {
+            if value.trim().is_empty() {
+                err(key, "must name a claim".into());
+            }
+        }
+        errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> ConsoleConfig {
+        serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn the_console_is_off_without_an_sso_provider() {
+        let c = ConsoleConfig::default();
+        assert!(c.oidc.is_none());
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9443");
+        assert!(c.validate(None).is_empty());
+    }
+
+    #[test]
+    fn an_sso_provider_needs_the_console_url_and_a_safe_issuer() {
+        let c = parse("oidc: {issuer: 'http://idp.example.com', client_id: console}");
+        let errors = c.validate(None);
+        let keys: Vec<_> = errors.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["console.oidc", "console.oidc.issuer"], "{errors:?}");
+        let c = parse("oidc: {issuer: 'http://127.0.0.1:4000', client_id: console}");
+        assert!(c.validate(Some("http://localhost:9443")).is_empty());
+        let oidc = c.oidc.unwrap();
+        assert_eq!(oidc.scopes, ["profile", "email"]);
+        assert_eq!(oidc.subject_claim, "sub");
+        assert_eq!(oidc.groups_claim, "groups");
+    }
+
+    #[test]
+    fn sessions_are_bounded() {
+        let c = parse("{session_ttl: 30s, enrol_within: 1h}");
+        let errors = c.validate(None);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            serde_saphyr::from_str::<ConsoleConfig>("sesion_ttl: 1h").is_err(),
+            "a misspelt key is refused"
+        );
+    }
+}

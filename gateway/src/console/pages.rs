@@ -1,0 +1,582 @@
+//! The console's pages, as HTML. Every value that came from outside (an agent's arguments, a
+//! policy's reason, a name from the SSO provider) goes through [`esc`]; the pages carry no
+//! inline script or style (the Content-Security-Policy forbids both), only `/assets/…`.
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+use crate::state::approvals::{ApprovalRecord, ApprovalStatus, VoteDecision};
+
+/// `text` escaped for HTML text and attribute values.
+pub fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `message` as a sentence: its first letter upper-case (errors read "the code was …").
+fn sentence(message: &str) -> String {
+    let mut chars = message.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// A message above a page's content: a success (`ok`) or what went wrong.
+fn flash_message(message: &str, ok: bool) -> String {
+    format!(
+        r#"<p class="flash {kind}" role="{role}">{m}</p>"#,
+        kind = if ok { "ok" } else { "error" },
+        role = if ok { "status" } else { "alert" },
+        m = esc(&sentence(message)),
+    )
+}
+
+/// Who is signed in, as the pages show them.
+pub struct Viewer<'a> {
+    pub display_name: &'a str,
+    pub subject: &'a str,
+    pub csrf: &'a str,
+}
+
+/// A whole page: `title`, the header (with the viewer's name and sign-out), `body`.
+pub fn layout(title: &str, viewer: Option<&Viewer<'_>>, body: &str) -> String {
+    let mut nav = String::new();
+    if let Some(v) = viewer {
+        let _ = write!(
+            nav,
+            r#"<nav aria-label="Console"><a href="/approvals">Pending</a><a href="/factors">Second factors</a></nav>
+<form class="signout" method="post" action="/logout"><input type="hidden" name="csrf" value="{csrf}"><span class="who" title="{subject}">{name}</span><button type="submit" class="link">Sign out</button></form>"#,
+            csrf = esc(v.csrf),
+            subject = esc(v.subject),
+            name = esc(v.display_name),
+        );
+    }
+    let csrf_meta = viewer
+        .map(|v| format!(r#"<meta name="csrf-token" content="{}">"#, esc(v.csrf)))
+        .unwrap_or_default();
+    format!(
+        r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="same-origin">
+{csrf_meta}
+<title>{title} · Warden</title>
+<link rel="stylesheet" href="/assets/console.css">
+<script src="/assets/console.js" defer></script>
+</head>
+<body>
+<header class="top"><a class="brand" href="/approvals"><span class="mark" aria-hidden="true">◆</span> Warden approvals</a>{nav}</header>
+<main id="main">
+{body}
+</main>
+</body>
+</html>
+"#,
+        title = esc(title),
+    )
+}
+
+/// "3 min ago" / "in 12 min", from milliseconds.
+pub fn relative(ms: i64, now_ms: i64) -> String {
+    let delta = (ms - now_ms) / 1000;
+    let span = delta.unsigned_abs();
+    let amount = match span {
+        0..=59 => format!("{span} s"),
+        60..=3599 => format!("{} min", span / 60),
+        3600..=86399 => format!("{} h {} min", span / 3600, span % 3600 / 60),
+        _ => format!("{} d", span / 86400),
+    };
+    if delta < 0 {
+        format!("{amount} ago")
+    } else {
+        format!("in {amount}")
+    }
+}
+
+/// `2026-12-04 10:15:02 UTC`.
+pub fn timestamp(ms: i64) -> String {
+    let Ok(ms) = u64::try_from(ms) else {
+        return ms.to_string();
+    };
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(at)
+        .to_string()
+        .replacen('T', " ", 1)
+        .replace('Z', " UTC")
+}
+
+/// The agent's name in a principal reference: `Agent::"ci-bot"` → `ci-bot`.
+fn entity_id(reference: &str) -> &str {
+    reference
+        .split_once("::\"")
+        .and_then(|(_, rest)| rest.strip_suffix('"'))
+        .unwrap_or(reference)
+}
+
+/// What an approval is now: a pending one past its time is expired, whether or not the store
+/// has marked it yet.
+pub fn effective_status(r: &ApprovalRecord, now_ms: i64) -> ApprovalStatus {
+    if r.status == ApprovalStatus::Pending && r.expires_ms <= now_ms {
+        ApprovalStatus::Expired
+    } else {
+        r.status
+    }
+}
+
+fn status_badge(status: ApprovalStatus) -> String {
+    format!(
+        r#"<span class="badge {s}">{s}</span>"#,
+        s = esc(&status.to_string())
+    )
+}
+
+/// The pending approvals, oldest first.
+pub fn list(records: &[ApprovalRecord], now_ms: i64, flash: Option<&str>) -> String {
+    let mut body = String::from("<h1>Waiting for approval</h1>\n");
+    if let Some(flash) = flash {
+        let _ = write!(body, r#"<p class="flash" role="status">{}</p>"#, esc(flash));
+    }
+    if records.is_empty() {
+        body.push_str(
+            r#"<p class="empty">Nothing is waiting. When an agent asks for something a policy holds for approval, it appears here, and the configured channels are told.</p>"#,
+        );
+        return body;
+    }
+    body.push_str(r#"<ul class="cards">"#);
+    for r in records {
+        let _ = write!(
+            body,
+            r#"<li class="card"><a class="cardlink" href="/approvals/{id}">
+<div class="row"><strong class="agent">{agent}</strong><span class="age" title="{asked}">asked {age}</span></div>
+<div class="what"><code>{action}</code> on <code>{resource}</code></div>
+<div class="why">{reason}</div>
+<div class="row meta"><span>policy <code>{policy}</code></span><span>{votes} of {required} approvals · expires {expires}</span></div>
+</a></li>"#,
+            id = esc(&r.id),
+            agent = esc(entity_id(&r.principal)),
+            asked = timestamp(r.created_ms),
+            age = relative(r.created_ms, now_ms),
+            action = esc(&r.action),
+            resource = esc(&r.resource),
+            reason = esc(if r.reason.is_empty() {
+                "No reason given by the policy."
+            } else {
+                &r.reason
+            }),
+            policy = esc(&r.policy),
+            votes = r
+                .votes
+                .iter()
+                .filter(|v| v.decision == VoteDecision::Approve)
+                .count(),
+            required = r.required,
+            expires = relative(r.expires_ms, now_ms),
+        );
+    }
+    body.push_str("</ul>");
+    body
+}
+
+/// What the viewer can do on an approval's page.
+pub enum Decide<'a> {
+    /// Decide with a second factor: whether they have TOTP, and passkeys, and whether they
+    /// may approve (or only deny: their own agent's action).
+    Allowed {
+        totp: bool,
+        passkeys: bool,
+        approve: bool,
+    },
+    /// They may not decide: why.
+    NotAllowed(&'a str),
+    /// It is not pending any more.
+    Closed,
+}
+
+/// One approval with its whole context, and the forms that decide it.
+pub fn detail(
+    r: &ApprovalRecord,
+    now_ms: i64,
+    decide: Decide<'_>,
+    flash: Option<(&str, bool)>,
+    csrf: &str,
+) -> String {
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        r#"<p class="back"><a href="/approvals">← All pending approvals</a></p>
+<h1><span class="agent">{agent}</span> wants <code>{action}</code></h1>
+<p class="lead">on <code>{resource}</code> {badge}</p>"#,
+        agent = esc(entity_id(&r.principal)),
+        action = esc(&r.action),
+        resource = esc(&r.resource),
+        badge = status_badge(effective_status(r, now_ms)),
+    );
+    if let Some((message, ok)) = flash {
+        body.push_str(&flash_message(message, ok));
+    }
+    let groups = if r.approver_groups.is_empty() {
+        "anyone policy allows".to_owned()
+    } else {
+        r.approver_groups.join(", ")
+    };
+    let _ = write!(
+        body,
+        r#"<section class="panel"><h2>Why it waits</h2><dl class="facts">
+<dt>Reason</dt><dd>{reason}</dd>
+<dt>Policy</dt><dd><code>{policy}</code></dd>
+<dt>Approvers</dt><dd>{required} of {groups}</dd>
+<dt>Agent</dt><dd><code>{principal}</code>{owner}</dd>
+<dt>Asked</dt><dd>{asked} <span class="muted">({age})</span></dd>
+<dt>Expires</dt><dd>{expires_at} <span class="muted">({expires})</span></dd>
+<dt>Approval</dt><dd><code>{id}</code></dd>
+<dt>Action digest</dt><dd><code class="digest">{digest}</code></dd>
+</dl></section>"#,
+        reason = esc(if r.reason.is_empty() {
+            "No reason given by the policy."
+        } else {
+            &r.reason
+        }),
+        policy = esc(&r.policy),
+        required = r.required,
+        groups = esc(&groups),
+        principal = esc(&r.principal),
+        owner = r
+            .context
+            .get("owner")
+            .and_then(Value::as_str)
+            .map(|o| format!(r#" <span class="muted">owned by {}</span>"#, esc(o)))
+            .unwrap_or_default(),
+        asked = timestamp(r.created_ms),
+        age = relative(r.created_ms, now_ms),
+        expires_at = timestamp(r.expires_ms),
+        expires = relative(r.expires_ms, now_ms),
+        id = esc(&r.id),
+        digest = esc(&r.digest),
+    );
+    body.push_str(&context_panel(&r.context));
+    if !r.votes.is_empty() {
+        body.push_str(r#"<section class="panel"><h2>Votes</h2><ul class="votes">"#);
+        for v in &r.votes {
+            let _ = write!(
+                body,
+                r#"<li><strong>{who}</strong> {decision} with {factor} <span class="muted">{at}{from}</span></li>"#,
+                who = esc(&v.approver),
+                decision = match v.decision {
+                    VoteDecision::Approve => "approved",
+                    VoteDecision::Deny => "denied",
+                },
+                factor = esc(v.factor.as_str()),
+                at = timestamp(v.at_ms),
+                from = v.source.map(|s| format!(" from {s}")).unwrap_or_default(),
+            );
+        }
+        body.push_str("</ul></section>");
+    }
+    body.push_str(&decide_panel(r, effective_status(r, now_ms), decide, csrf));
+    body
+}
+
+/// The action's arguments and findings, as approvers are shown them.
+fn context_panel(context: &Value) -> String {
+    let mut out = String::from(r#"<section class="panel"><h2>What exactly</h2>"#);
+    let mut shown = false;
+    if let Some(args) = context.get("arguments") {
+        let pretty = serde_json::to_string_pretty(args).unwrap_or_default();
+        let _ = write!(
+            out,
+            r#"<h3>Arguments</h3><pre class="args" tabindex="0">{}</pre>"#,
+            esc(&pretty)
+        );
+        shown = true;
+    }
+    if let Some(findings) = context.get("findings").and_then(Value::as_array)
+        && !findings.is_empty()
+    {
+        out.push_str(r#"<h3>Findings</h3><ul class="findings">"#);
+        for f in findings {
+            let text = f
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| f.to_string());
+            let _ = write!(out, "<li>{}</li>", esc(&text));
+        }
+        out.push_str("</ul>");
+        shown = true;
+    }
+    let rest: Vec<_> = context
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| !matches!(k.as_str(), "arguments" | "findings" | "owner"))
+        .filter(|(_, v)| !v.is_null())
+        .collect();
+    if !rest.is_empty() {
+        out.push_str(r#"<h3>Request</h3><dl class="facts">"#);
+        for (k, v) in rest {
+            let text = v
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| v.to_string());
+            let _ = write!(
+                out,
+                "<dt>{}</dt><dd><code>{}</code></dd>",
+                esc(k),
+                esc(&text)
+            );
+        }
+        out.push_str("</dl>");
+        shown = true;
+    }
+    if !shown {
+        out.push_str(r#"<p class="muted">The request carries no arguments.</p>"#);
+    }
+    out.push_str("</section>");
+    out
+}
+
+fn decide_panel(
+    r: &ApprovalRecord,
+    status: ApprovalStatus,
+    decide: Decide<'_>,
+    csrf: &str,
+) -> String {
+    match decide {
+        Decide::Closed => format!(
+            r#"<section class="panel decide"><h2>Decision</h2><p>This approval is {}: nothing is left to decide.</p></section>"#,
+            esc(&status.to_string())
+        ),
+        Decide::NotAllowed(why) => format!(
+            r#"<section class="panel decide"><h2>Decision</h2><p class="flash error" role="alert">You cannot decide this approval: {}</p></section>"#,
+            esc(why)
+        ),
+        Decide::Allowed {
+            totp: false,
+            passkeys: false,
+            ..
+        } => r#"<section class="panel decide"><h2>Decision</h2><p>Deciding needs a second factor, and you have none yet. <a href="/factors">Enrol an authenticator app or a passkey</a>, then come back.</p></section>"#.to_owned(),
+        Decide::Allowed {
+            totp,
+            passkeys,
+            approve,
+        } => {
+            let mut out = String::from(
+                r#"<section class="panel decide"><h2>Decision</h2><p class="muted">Your decision is confirmed with a second factor bound to this exact action, and recorded in the audit log with your name and address.</p>"#,
+            );
+            if !approve {
+                out.push_str(r#"<p class="flash" role="status">This is your own agent's action: you may deny it, and another approver must approve it.</p>"#);
+            }
+            let approve_passkey = if approve {
+                r#"<button type="button" class="primary" data-passkey-decision="approve">Approve with passkey</button>"#
+            } else {
+                ""
+            };
+            let approve_totp = if approve {
+                r#"<button type="submit" name="decision" value="approve" class="primary">Approve</button>"#
+            } else {
+                ""
+            };
+            if passkeys {
+                let _ = write!(
+                    out,
+                    r#"<div class="passkey" data-approval="{id}">{approve_passkey}<button type="button" class="danger" data-passkey-decision="deny">Deny with passkey</button><p class="passkey-status" role="status" aria-live="polite"></p></div>"#,
+                    id = esc(&r.id)
+                );
+            }
+            if totp {
+                let _ = write!(
+                    out,
+                    r#"<form class="totp" method="post" action="/approvals/{id}/decide">
+<input type="hidden" name="csrf" value="{csrf}">
+<label for="code">Code from your authenticator app</label>
+<input id="code" name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{{6}}" maxlength="6" required placeholder="123456">
+<div class="buttons">{approve_totp}<button type="submit" name="decision" value="deny" class="danger">Deny</button></div>
+</form>"#,
+                    id = esc(&r.id),
+                    csrf = esc(csrf),
+                );
+            }
+            out.push_str("</section>");
+            out
+        }
+    }
+}
+
+/// A registered passkey, as the factors page lists it.
+pub struct PasskeyRow {
+    pub credential_id: String,
+    pub created_ms: i64,
+    pub last_used_ms: Option<i64>,
+}
+
+/// What the factors page shows of TOTP.
+pub enum TotpState<'a> {
+    None,
+    /// An enrolment just started: the QR code (SVG) and the secret for typing in.
+    Started {
+        qr_svg: &'a str,
+        secret: &'a str,
+    },
+    /// Started earlier and not confirmed.
+    Unconfirmed,
+    Confirmed,
+}
+
+/// The viewer's second factors.
+pub fn factors(
+    totp: TotpState<'_>,
+    passkeys: &[PasskeyRow],
+    may_enrol: bool,
+    flash: Option<(&str, bool)>,
+    csrf: &str,
+    now_ms: i64,
+) -> String {
+    let mut body = String::from("<h1>Your second factors</h1>");
+    if let Some((message, ok)) = flash {
+        body.push_str(&flash_message(message, ok));
+    }
+    if !may_enrol {
+        body.push_str(r#"<p class="flash" role="status">Adding or removing a factor needs a recent sign-in. <a href="/login?next=/factors">Sign in again</a> to change them.</p>"#);
+    }
+    let hidden = format!(r#"<input type="hidden" name="csrf" value="{}">"#, esc(csrf));
+    body.push_str(r#"<section class="panel"><h2>Authenticator app (TOTP)</h2>"#);
+    match totp {
+        TotpState::Confirmed => {
+            let _ = write!(
+                body,
+                r#"<p><span class="badge approved">enrolled</span> Codes from your app confirm decisions.</p>
+<form method="post" action="/factors/totp/remove" class="inline">{hidden}<label for="remove-code">Current code</label><input id="remove-code" name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{{6}}" maxlength="6" required><button type="submit" class="danger"{disabled}>Remove</button></form>"#,
+                disabled = if may_enrol { "" } else { " disabled" },
+            );
+        }
+        TotpState::Started { qr_svg, secret } => {
+            let _ = write!(
+                body,
+                r#"<ol class="steps"><li>Scan this code with your authenticator app (or type the key below).</li><li>Enter the code the app shows to finish.</li></ol>
+<figure class="qr" aria-label="QR code of the enrolment">{qr_svg}</figure>
+<p>Key: <code class="secret">{secret}</code></p>
+<form method="post" action="/factors/totp/confirm" class="inline">{hidden}<label for="confirm-code">Code from the app</label><input id="confirm-code" name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{{6}}" maxlength="6" required><button type="submit" class="primary">Finish enrolment</button></form>"#,
+                secret = esc(secret),
+            );
+        }
+        TotpState::Unconfirmed | TotpState::None => {
+            if matches!(totp, TotpState::Unconfirmed) {
+                body.push_str(r#"<p>An enrolment was started and not finished. Start again to see a new code.</p>"#);
+            } else {
+                body.push_str(r#"<p>Not enrolled.</p>"#);
+            }
+            let _ = write!(
+                body,
+                r#"<form method="post" action="/factors/totp">{hidden}<button type="submit" class="primary"{disabled}>Enrol an authenticator app</button></form>"#,
+                disabled = if may_enrol { "" } else { " disabled" },
+            );
+        }
+    }
+    body.push_str("</section>");
+    body.push_str(r#"<section class="panel"><h2>Passkeys</h2>"#);
+    if passkeys.is_empty() {
+        body.push_str("<p>No passkey yet.</p>");
+    } else {
+        body.push_str(r#"<ul class="keys">"#);
+        for p in passkeys {
+            let short: String = p.credential_id.chars().take(12).collect();
+            let _ = write!(
+                body,
+                r#"<li><code title="{id}">{short}…</code> <span class="muted">added {added}{used}</span>
+<form method="post" action="/factors/passkeys/remove" class="inline">{hidden}<input type="hidden" name="credential" value="{id}"><button type="submit" class="link danger"{disabled}>Remove</button></form></li>"#,
+                id = esc(&p.credential_id),
+                short = esc(&short),
+                added = relative(p.created_ms, now_ms),
+                used = p
+                    .last_used_ms
+                    .map(|u| format!(", last used {}", relative(u, now_ms)))
+                    .unwrap_or_default(),
+                disabled = if may_enrol { "" } else { " disabled" },
+            );
+        }
+        body.push_str("</ul>");
+    }
+    let _ = write!(
+        body,
+        r#"<div class="passkey-register"><button type="button" class="primary" data-passkey-register{disabled}>Add a passkey</button><p class="passkey-status" role="status" aria-live="polite"></p></div></section>"#,
+        disabled = if may_enrol { "" } else { " disabled" },
+    );
+    body
+}
+
+/// A page that explains what went wrong and what to do.
+pub fn problem(title: &str, message: &str, action: Option<(&str, &str)>) -> String {
+    let mut body = format!(
+        r#"<h1>{}</h1><p class="flash error" role="alert">{}</p>"#,
+        esc(title),
+        esc(&sentence(message))
+    );
+    if let Some((href, label)) = action {
+        let _ = write!(
+            body,
+            r#"<p><a class="button" href="{}">{}</a></p>"#,
+            esc(href),
+            esc(label)
+        );
+    }
+    body
+}
+
+/// After signing out.
+pub fn signed_out() -> String {
+    r#"<h1>Signed out</h1><p>You are signed out of the approval console.</p><p><a class="button" href="/login">Sign in</a></p>"#.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outside_text_cannot_become_markup() {
+        assert_eq!(
+            esc(r#"<script>alert("x")</script> & 'y'"#),
+            "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;y&#39;"
+        );
+        let page = layout(
+            "<b>",
+            Some(&Viewer {
+                display_name: "<img src=x>",
+                subject: "\"alice\"",
+                csrf: "t\"ok",
+            }),
+            "",
+        );
+        assert!(!page.contains("<img src=x>"));
+        assert!(!page.contains("<b>"));
+        assert!(page.contains("&lt;img src=x&gt;"));
+        assert!(!page.contains("<script>"), "no inline script");
+    }
+
+    #[test]
+    fn messages_read_as_sentences() {
+        assert_eq!(sentence("the code was refused"), "The code was refused");
+        assert_eq!(sentence(""), "");
+    }
+
+    #[test]
+    fn times_read_as_people_say_them() {
+        assert_eq!(relative(0, 90_000), "1 min ago");
+        assert_eq!(relative(3_700_000, 0), "in 1 h 1 min");
+        assert_eq!(relative(5_000, 0), "in 5 s");
+        assert_eq!(timestamp(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(entity_id("Agent::\"ci-bot\""), "ci-bot");
+    }
+}

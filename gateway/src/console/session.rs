@@ -1,0 +1,393 @@
+//! Console sessions: sign-in and sign-out, the session cookie, CSRF tokens, the same-origin
+//! check, the security headers, and the brake on guessed codes.
+//!
+//! - The session id is 256 random bits in an `HttpOnly`, `Secure`, `SameSite=Lax` cookie
+//!   (`__Host-` prefixed on https); the store keeps only its SHA-256, so a copy of the store
+//!   opens no session. Sessions end at `console.session_ttl` or at sign-out.
+//! - The CSRF token is derived from the session id (HMAC-SHA256), so every page can carry it
+//!   while the store keeps only its hash; every POST must bring it (a form field, or the
+//!   `x-csrf-token` header for the passkey calls) and, when the browser says where it comes
+//!   from (`Origin`), come from the console's own origin.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::Response;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use serde::Deserialize;
+use sha2::Sha256;
+
+use super::app::{Console, Peer};
+use super::error::{ConsoleError, html, see_other};
+use super::pages;
+use super::sso::{CallbackQuery, constant_time_eq};
+use crate::state::sessions::{ConsoleSession, NewSession};
+
+/// The sign-in in flight's cookie (scoped to `/auth`).
+const LOGIN_COOKIE: &str = "warden-login";
+
+/// The Content-Security-Policy of every answer: the console's own script and stylesheet only,
+/// no inline code, no framing, forms and requests to itself only.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' \
+                       data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+                       base-uri 'none'";
+
+/// Adds the security headers every console answer carries.
+pub fn secure_headers(headers: &mut HeaderMap, https: bool) {
+    let set = |h: &mut HeaderMap, name: &'static str, value: &'static str| {
+        h.insert(name, HeaderValue::from_static(value));
+    };
+    set(headers, "content-security-policy", CSP);
+    set(headers, "x-frame-options", "DENY");
+    set(headers, "x-content-type-options", "nosniff");
+    set(headers, "referrer-policy", "same-origin");
+    set(headers, "cross-origin-opener-policy", "same-origin");
+    set(
+        headers,
+        "permissions-policy",
+        "camera=(), microphone=(), geolocation=(), payment=()",
+    );
+    set(headers, "cache-control", "no-store");
+    if https {
+        set(
+            headers,
+            "strict-transport-security",
+            "max-age=31536000; includeSubDomains",
+        );
+    }
+}
+
+/// A signed-in approver.
+pub struct Session {
+    /// The session id (from the cookie).
+    pub id: String,
+    pub record: ConsoleSession,
+    /// The CSRF token of this session.
+    pub csrf: String,
+}
+
+impl Session {
+    /// How the pages show them.
+    pub fn viewer(&self) -> pages::Viewer<'_> {
+        pages::Viewer {
+            display_name: &self.record.display_name,
+            subject: &self.record.subject,
+            csrf: &self.csrf,
+        }
+    }
+
+    /// Whether the sign-in is recent enough to change second factors.
+    pub fn is_fresh(&self, within: Duration) -> bool {
+        let age = crate::state::pins::now_ms() - self.record.created_ms;
+        u128::try_from(age).is_ok_and(|age| age <= within.as_millis())
+    }
+}
+
+/// The CSRF token of session `id`.
+pub fn csrf_token(id: &str) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(id.as_bytes()).expect("any key length");
+    mac.update(b"warden-console-csrf");
+    URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The value of cookie `name` in `headers`.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+impl Console {
+    /// The session cookie's name.
+    pub(crate) fn session_cookie(&self) -> &'static str {
+        if self.https() {
+            "__Host-warden-session"
+        } else {
+            "warden-session"
+        }
+    }
+
+    fn set_cookie(&self, name: &str, value: &str, path: &str, max_age: Duration) -> HeaderValue {
+        HeaderValue::from_str(&format!(
+            "{name}={value}; Path={path}; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
+            max_age.as_secs()
+        ))
+        .expect("cookie values are base64url")
+    }
+
+    /// The signed-in approver of this request, if any.
+    pub(crate) async fn session(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<Session>, ConsoleError> {
+        let Some(id) = cookie(headers, self.session_cookie()).filter(|v| !v.is_empty()) else {
+            return Ok(None);
+        };
+        let Some(record) = self.store.sessions().resume(id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Session {
+            id: id.to_owned(),
+            csrf: csrf_token(id),
+            record,
+        }))
+    }
+
+    /// The signed-in approver, or [`ConsoleError::SignIn`].
+    pub(crate) async fn signed_in(&self, headers: &HeaderMap) -> Result<Session, ConsoleError> {
+        self.session(headers).await?.ok_or(ConsoleError::SignIn)
+    }
+
+    /// A POST's checks: it comes from the console's own origin (when the browser says) and
+    /// carries the session's CSRF token.
+    pub(crate) fn check_post(
+        &self,
+        headers: &HeaderMap,
+        session: &Session,
+        token: Option<&str>,
+    ) -> Result<(), ConsoleError> {
+        if let Some(origin) = headers.get(header::ORIGIN)
+            && origin.as_bytes() != self.origin.as_bytes()
+        {
+            return Err(ConsoleError::CrossOrigin);
+        }
+        let token = token
+            .or_else(|| headers.get("x-csrf-token").and_then(|v| v.to_str().ok()))
+            .unwrap_or_default();
+        if token.is_empty() || !session.record.csrf_matches(token) {
+            return Err(ConsoleError::Csrf);
+        }
+        Ok(())
+    }
+}
+
+/// Where a sign-in may lead: a path of the console, never another site.
+pub fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.starts_with("/\\")
+                && !n.contains(['\r', '\n'])
+                && n.len() < 512 =>
+        {
+            n.to_owned()
+        }
+        _ => "/approvals".to_owned(),
+    }
+}
+
+/// The page for a GET without a session: to the sign-in, coming back to `path`.
+pub fn to_login(path: &str) -> Response {
+    let next: String = form_urlencoded::byte_serialize(path.as_bytes()).collect();
+    see_other(&format!("/login?next={next}"))
+}
+
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    next: Option<String>,
+}
+
+/// `GET /login`: off to the SSO provider.
+pub async fn login(State(c): State<Arc<Console>>, Query(q): Query<LoginQuery>) -> Response {
+    let next = safe_next(q.next.as_deref());
+    match c.sso.start(&c.sealer, &next).await {
+        Ok((url, sealed)) => {
+            let mut response = see_other(&url);
+            let cookie = c.set_cookie(
+                LOGIN_COOKIE,
+                &URL_SAFE_NO_PAD.encode(sealed),
+                "/auth",
+                super::sso::LOGIN_TTL,
+            );
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+            response
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "console sign-in cannot start");
+            ConsoleError::from(e).page(None)
+        }
+    }
+}
+
+/// `GET /auth/callback`: the provider's answer; a session on success.
+pub async fn callback(
+    State(c): State<Arc<Console>>,
+    peer: Option<axum::Extension<Peer>>,
+    headers: HeaderMap,
+    Query(answer): Query<CallbackQuery>,
+) -> Response {
+    let source = peer.map(|p| p.0.0.ip());
+    let sealed = cookie(&headers, LOGIN_COOKIE).and_then(|v| URL_SAFE_NO_PAD.decode(v).ok());
+    let clear_login = c.set_cookie(LOGIN_COOKIE, "", "/auth", Duration::ZERO);
+    let who = match c.sso.finish(&c.sealer, sealed.as_deref(), &answer).await {
+        Ok(who) => who,
+        Err(e) => {
+            tracing::warn!(error = %e, "console sign-in refused");
+            c.audit_detached(
+                None,
+                source,
+                serde_json::json!({ "event": "console_sign_in_refused", "reason": e.to_string() }),
+            );
+            let mut page = ConsoleError::from(e).page(None);
+            page.headers_mut().append(header::SET_COOKIE, clear_login);
+            return page;
+        }
+    };
+    let id = random_token();
+    let ttl = c.config.session_ttl;
+    let created = c
+        .store
+        .sessions()
+        .create(NewSession {
+            id: id.clone(),
+            csrf_token: csrf_token(&id),
+            subject: who.subject.clone(),
+            display_name: who.display_name.clone(),
+            groups: who.groups.clone(),
+            ttl,
+        })
+        .await;
+    if let Err(e) = created {
+        return ConsoleError::from(e).page(None);
+    }
+    c.audit_detached(
+        Some(&who.subject),
+        source,
+        serde_json::json!({
+            "event": "console_sign_in",
+            "subject": who.subject,
+            "name": who.display_name,
+            "groups": who.groups,
+        }),
+    );
+    let mut response = see_other(&who.next);
+    let headers = response.headers_mut();
+    headers.append(
+        header::SET_COOKIE,
+        c.set_cookie(c.session_cookie(), &id, "/", ttl),
+    );
+    headers.append(header::SET_COOKIE, clear_login);
+    response
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    csrf: Option<String>,
+}
+
+/// `POST /logout`: the session ends, here and on every replica.
+pub async fn logout(
+    State(c): State<Arc<Console>>,
+    peer: Option<axum::Extension<Peer>>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<CsrfForm>,
+) -> Response {
+    let session = match c.signed_in(&headers).await {
+        Ok(s) => s,
+        Err(ConsoleError::SignIn) => return see_other("/signed-out"),
+        Err(e) => return e.page(None),
+    };
+    if let Err(e) = c.check_post(&headers, &session, form.csrf.as_deref()) {
+        return e.page(Some(&session.viewer()));
+    }
+    if let Err(e) = c.store.sessions().delete(&session.id).await {
+        return ConsoleError::from(e).page(Some(&session.viewer()));
+    }
+    c.audit_detached(
+        Some(&session.record.subject),
+        peer.map(|p| p.0.0.ip()),
+        serde_json::json!({ "event": "console_sign_out", "subject": session.record.subject }),
+    );
+    let mut response = see_other("/signed-out");
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        c.set_cookie(c.session_cookie(), "", "/", Duration::ZERO),
+    );
+    response
+}
+
+/// `GET /signed-out`.
+pub async fn signed_out() -> Response {
+    html(
+        axum::http::StatusCode::OK,
+        pages::layout("Signed out", None, &pages::signed_out()),
+    )
+}
+
+/// The client address of a request.
+pub fn source(peer: &Option<axum::Extension<Peer>>) -> Option<IpAddr> {
+    peer.as_ref().map(|p| p.0.0.ip())
+}
+
+/// Whether `a` equals `b` without telling where they differ.
+pub fn same(a: &str, b: &str) -> bool {
+    constant_time_eq(a.as_bytes(), b.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sign_in_leads_only_to_the_console_itself() {
+        assert_eq!(safe_next(Some("/approvals/apr_1")), "/approvals/apr_1");
+        for bad in [
+            "https://evil.example",
+            "//evil.example",
+            "/\\evil.example",
+            "approvals",
+            "/a\r\nSet-Cookie: x=y",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/approvals", "{bad:?}");
+        }
+        assert_eq!(safe_next(None), "/approvals");
+    }
+
+    #[test]
+    fn cookies_are_read_by_exact_name() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; warden-session-x=2; warden-session=3"),
+        );
+        assert_eq!(cookie(&h, "warden-session"), Some("3"));
+        assert_eq!(cookie(&h, "b"), None);
+    }
+
+    #[test]
+    fn the_csrf_token_belongs_to_its_session() {
+        let a = csrf_token("session-a");
+        assert_eq!(a, csrf_token("session-a"));
+        assert_ne!(a, csrf_token("session-b"));
+        assert!(!a.contains("session-a"));
+    }
+
+    #[test]
+    fn every_answer_forbids_inline_code_and_framing() {
+        let mut h = HeaderMap::new();
+        secure_headers(&mut h, true);
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"));
+        assert!(csp.contains("frame-ancestors 'none'"));
+        assert_eq!(h["cache-control"], "no-store");
+        assert!(h.contains_key("strict-transport-security"));
+    }
+}

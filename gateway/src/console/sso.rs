@@ -1,0 +1,510 @@
+//! Signing approvers in with the company's SSO: OpenID Connect authorization code flow with
+//! PKCE (`openidconnect`), the provider found by discovery.
+//!
+//! The sign-in in flight (PKCE verifier, nonce, `state`, where to go afterwards) is not kept
+//! on the server: it travels sealed (AES-256-GCM under the factor key, bound to its purpose)
+//! in a short-lived cookie, so the provider's redirect may come back to any replica. The ID
+//! token is verified (signature against the provider's keys, issuer, audience, expiry, nonce);
+//! the approver's groups come from the ID token, or else from the userinfo endpoint.
+//!
+//! The provider's metadata is read on the first sign-in and kept for [`METADATA_TTL`]; an
+//! unreachable provider makes sign-in fail with a clear page, and Warden still starts.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreGenderClaim, CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm, CoreProviderMetadata,
+};
+use openidconnect::{
+    AccessToken, AdditionalClaims, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, IdToken, IssuerUrl, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, SubjectIdentifier, TokenResponse,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use zeroize::Zeroizing;
+
+use super::config::OidcConfig;
+use crate::approval::sealed::{Purpose, Sealer};
+
+/// How long the provider's discovered metadata (and keys) is used before it is read again.
+pub const METADATA_TTL: Duration = Duration::from_secs(15 * 60);
+/// How long a sign-in may take at the provider.
+pub const LOGIN_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// Why a sign-in failed. The messages are shown to the person signing in: no token, code or
+/// secret is ever part of one.
+#[derive(Debug, thiserror::Error)]
+pub enum SsoError {
+    #[error("the SSO provider {issuer} cannot be reached or read: {reason}")]
+    Discovery { issuer: String, reason: String },
+    #[error("the console's SSO settings are not usable: {0}")]
+    Config(String),
+    #[error("the sign-in expired or was started in another browser: sign in again")]
+    NoLogin,
+    #[error("the SSO provider's answer does not belong to the sign-in this browser started")]
+    StateMismatch,
+    #[error("the SSO provider refused the sign-in: {0}")]
+    Refused(String),
+    #[error("the code from the SSO provider could not be exchanged: {0}")]
+    Exchange(String),
+    #[error("the SSO provider's ID token is not valid: {0}")]
+    IdToken(String),
+    #[error("the SSO provider's userinfo could not be read: {0}")]
+    UserInfo(String),
+    #[error("the sign-in has no {0:?} claim naming the approver")]
+    NoSubject(String),
+}
+
+/// Claims beyond the standard ones (the groups claim among them), kept as they came.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OtherClaims {
+    #[serde(flatten)]
+    pub claims: Map<String, Value>,
+}
+
+impl AdditionalClaims for OtherClaims {}
+
+/// The client discovery gives: authorization and (maybe) token and userinfo endpoints.
+type Client = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+type ClaimsIdToken = IdToken<
+    OtherClaims,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+>;
+
+/// A sign-in the browser holds between the redirect and its return (sealed in a cookie).
+#[derive(Serialize, Deserialize)]
+struct Pending {
+    state: String,
+    nonce: String,
+    verifier: String,
+    next: String,
+    /// When it was started, seconds since the Unix epoch.
+    at: u64,
+}
+
+/// Who signed in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedIn {
+    /// The approver's name for Warden (the `subject_claim`).
+    pub subject: String,
+    /// The name shown (`name`, else `preferred_username`, else `email`, else the subject).
+    pub display_name: String,
+    /// Their groups (the `groups_claim`).
+    pub groups: Vec<String>,
+    /// Where to go now (a path of the console).
+    pub next: String,
+}
+
+/// The SSO side of the console.
+pub struct Sso {
+    config: OidcConfig,
+    client_secret: Option<Zeroizing<String>>,
+    redirect: String,
+    http: reqwest::Client,
+    metadata: Mutex<Option<(CoreProviderMetadata, Instant)>>,
+}
+
+impl std::fmt::Debug for Sso {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sso")
+            .field("issuer", &self.config.issuer)
+            .field("client_id", &self.config.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Sso {
+    /// Sign-in at `config`'s provider, returning to `console_url`'s `/auth/callback`.
+    pub fn new(
+        config: &OidcConfig,
+        client_secret: Option<Zeroizing<String>>,
+        console_url: &str,
+    ) -> Result<Sso, SsoError> {
+        let http = reqwest::Client::builder()
+            // The token and userinfo endpoints answer directly: a redirect there is refused
+            // (a redirected token request could carry the code somewhere else).
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| SsoError::Config(e.to_string()))?;
+        Ok(Sso {
+            config: config.clone(),
+            client_secret,
+            redirect: format!("{}/auth/callback", console_url.trim_end_matches('/')),
+            http,
+            metadata: Mutex::new(None),
+        })
+    }
+
+    /// The provider's issuer URL.
+    pub fn issuer(&self) -> &str {
+        &self.config.issuer
+    }
+
+    async fn metadata(&self) -> Result<CoreProviderMetadata, SsoError> {
+        if let Some((m, at)) = &*self.metadata.lock().unwrap_or_else(|p| p.into_inner())
+            && at.elapsed() < METADATA_TTL
+        {
+            return Ok(m.clone());
+        }
+        let issuer = IssuerUrl::new(self.config.issuer.clone())
+            .map_err(|e| SsoError::Config(format!("console.oidc.issuer: {e}")))?;
+        let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
+            .await
+            .map_err(|e| SsoError::Discovery {
+                issuer: self.config.issuer.clone(),
+                reason: error_chain(&e),
+            })?;
+        *self.metadata.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((metadata.clone(), Instant::now()));
+        Ok(metadata)
+    }
+
+    /// The provider's client, with the console's redirect.
+    async fn client(&self) -> Result<Client, SsoError> {
+        let metadata = self.metadata().await?;
+        Ok(CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new(self.config.client_id.clone()),
+            self.client_secret
+                .as_ref()
+                .map(|s| ClientSecret::new(s.to_string())),
+        )
+        .set_redirect_uri(
+            RedirectUrl::new(self.redirect.clone())
+                .map_err(|e| SsoError::Config(format!("approvals.console_url: {e}")))?,
+        ))
+    }
+
+    /// Starts a sign-in that comes back to `next`: the provider's URL to send the browser to,
+    /// and the sealed sign-in for the browser to hold.
+    pub async fn start(&self, sealer: &Sealer, next: &str) -> Result<(String, Vec<u8>), SsoError> {
+        let client = self.client().await?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut request = client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .set_pkce_challenge(challenge);
+        for scope in &self.config.scopes {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        let (url, state, nonce) = request.url();
+        let pending = Pending {
+            state: state.secret().clone(),
+            nonce: nonce.secret().clone(),
+            verifier: verifier.secret().clone(),
+            next: next.to_owned(),
+            at: now_secs(),
+        };
+        let plain = Zeroizing::new(serde_json::to_vec(&pending).expect("plain data serializes"));
+        let sealed = sealer
+            .seal(Purpose::LoginState, "console", &plain)
+            .map_err(|e| SsoError::Config(e.to_string()))?;
+        Ok((url.to_string(), sealed))
+    }
+
+    /// Finishes the sign-in the browser's `sealed` cookie holds with the provider's answer
+    /// (`state` and `code`, or `error`).
+    pub async fn finish(
+        &self,
+        sealer: &Sealer,
+        sealed: Option<&[u8]>,
+        answer: &CallbackQuery,
+    ) -> Result<SignedIn, SsoError> {
+        let sealed = sealed.ok_or(SsoError::NoLogin)?;
+        let plain = sealer
+            .open(Purpose::LoginState, "console", sealed)
+            .map_err(|_| SsoError::NoLogin)?;
+        let pending: Pending = serde_json::from_slice(&plain).map_err(|_| SsoError::NoLogin)?;
+        if now_secs().saturating_sub(pending.at) > LOGIN_TTL.as_secs() {
+            return Err(SsoError::NoLogin);
+        }
+        // The state check first: an answer to another browser's sign-in tells nothing.
+        let state_matches = answer
+            .state
+            .as_deref()
+            .is_some_and(|s| constant_time_eq(s.as_bytes(), pending.state.as_bytes()));
+        if !state_matches {
+            return Err(SsoError::StateMismatch);
+        }
+        if let Some(error) = &answer.error {
+            let detail = answer.error_description.as_deref().unwrap_or("");
+            return Err(SsoError::Refused(
+                format!("{error} {detail}")
+                    .trim()
+                    .chars()
+                    .take(300)
+                    .collect(),
+            ));
+        }
+        let code = answer
+            .code
+            .clone()
+            .ok_or_else(|| SsoError::Refused("no authorization code came back".into()))?;
+        let client = self.client().await?;
+        let tokens = client
+            .exchange_code(AuthorizationCode::new(code))
+            .map_err(|e| SsoError::Config(e.to_string()))?
+            .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier.clone()))
+            .request_async(&self.http)
+            .await
+            .map_err(|e| SsoError::Exchange(error_chain(&e)))?;
+        let id_token = tokens
+            .id_token()
+            .ok_or_else(|| SsoError::IdToken("the provider returned none".into()))?;
+        // Read again with room for every claim (the groups claim is not a standard one).
+        let id_token: ClaimsIdToken = id_token
+            .to_string()
+            .parse()
+            .map_err(|e: serde_json::Error| SsoError::IdToken(e.to_string()))?;
+        let nonce = Nonce::new(pending.nonce.clone());
+        let claims = id_token
+            .claims(&client.id_token_verifier(), &nonce)
+            .map_err(|e| SsoError::IdToken(e.to_string()))?;
+        let mut other = claims.additional_claims().claims.clone();
+        insert_standard(&mut other, claims.subject(), |k| match k {
+            "name" => claims
+                .name()
+                .and_then(|n| n.get(None))
+                .map(|n| n.to_string()),
+            "preferred_username" => claims.preferred_username().map(|n| n.to_string()),
+            "email" => claims.email().map(|n| n.to_string()),
+            _ => None,
+        });
+        let needs_userinfo = !other.contains_key(&self.config.groups_claim)
+            || !other.contains_key(&self.config.subject_claim);
+        if needs_userinfo
+            && let Ok(request) = client.user_info(
+                AccessToken::new(tokens.access_token().secret().clone()),
+                Some(claims.subject().clone()),
+            )
+        {
+            let info: openidconnect::UserInfoClaims<OtherClaims, CoreGenderClaim> = request
+                .request_async(&self.http)
+                .await
+                .map_err(|e| SsoError::UserInfo(error_chain(&e)))?;
+            for (k, v) in &info.additional_claims().claims {
+                other.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            insert_standard(&mut other, info.subject(), |k| match k {
+                "name" => info.name().and_then(|n| n.get(None)).map(|n| n.to_string()),
+                "preferred_username" => info.preferred_username().map(|n| n.to_string()),
+                "email" => info.email().map(|n| n.to_string()),
+                _ => None,
+            });
+        }
+        identity(&other, &self.config, pending.next)
+    }
+}
+
+/// Adds `sub` and the standard name claims to `claims` where absent.
+fn insert_standard(
+    claims: &mut Map<String, Value>,
+    subject: &SubjectIdentifier,
+    standard: impl Fn(&str) -> Option<String>,
+) {
+    claims
+        .entry("sub")
+        .or_insert_with(|| Value::from(subject.as_str()));
+    for k in ["name", "preferred_username", "email"] {
+        if !claims.contains_key(k)
+            && let Some(v) = standard(k)
+        {
+            claims.insert(k.to_owned(), Value::from(v));
+        }
+    }
+}
+
+/// Who `claims` name, by `config`'s claim names.
+fn identity(
+    claims: &Map<String, Value>,
+    config: &OidcConfig,
+    next: String,
+) -> Result<SignedIn, SsoError> {
+    let text = |k: &str| {
+        claims
+            .get(k)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let subject = text(&config.subject_claim)
+        .ok_or_else(|| SsoError::NoSubject(config.subject_claim.clone()))?;
+    let display_name = text("name")
+        .or_else(|| text("preferred_username"))
+        .or_else(|| text("email"))
+        .unwrap_or_else(|| subject.clone());
+    let groups = match claims.get(&config.groups_claim) {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        // Some providers send a single group as a string, or a space-separated list.
+        Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+        _ => Vec::new(),
+    };
+    Ok(SignedIn {
+        subject,
+        display_name,
+        groups,
+        next,
+    })
+}
+
+/// The provider's answer at `/auth/callback`.
+#[derive(Debug, Default, Deserialize)]
+pub struct CallbackQuery {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+}
+
+/// Whether `a` and `b` are equal, in time that does not depend on where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `e` and its sources, as one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn oidc() -> OidcConfig {
+        OidcConfig {
+            issuer: "http://127.0.0.1:1".into(),
+            client_id: "console".into(),
+            client_secret: None,
+            scopes: vec![],
+            subject_claim: "sub".into(),
+            groups_claim: "groups".into(),
+        }
+    }
+
+    #[test]
+    fn the_approver_is_named_by_the_configured_claims() {
+        let claims: Map<String, Value> = serde_json::from_value(serde_json::json!({
+            "sub": "u-123", "email": "alice@example.com", "preferred_username": "alice",
+            "groups": ["sre", "oncall"], "roles": "admins approvers",
+        }))
+        .unwrap();
+        let who = identity(&claims, &oidc(), "/approvals".into()).unwrap();
+        assert_eq!(who.subject, "u-123");
+        assert_eq!(who.display_name, "alice");
+        assert_eq!(who.groups, ["sre", "oncall"]);
+        let mut by_email = oidc();
+        by_email.subject_claim = "email".into();
+        by_email.groups_claim = "roles".into();
+        let who = identity(&claims, &by_email, "/".into()).unwrap();
+        assert_eq!(who.subject, "alice@example.com");
+        assert_eq!(who.groups, ["admins", "approvers"]);
+        let mut missing = oidc();
+        missing.subject_claim = "upn".into();
+        assert!(matches!(
+            identity(&claims, &missing, "/".into()),
+            Err(SsoError::NoSubject(c)) if c == "upn"
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_sign_in_comes_back_only_to_the_browser_that_started_it() {
+        let sealer = Sealer::new(vec![crate::approval::sealed::FactorKey::from_bytes(
+            &[7; 32],
+        )])
+        .unwrap();
+        let sso = Sso::new(&oidc(), None, "http://localhost:9443").unwrap();
+        let answer = CallbackQuery {
+            code: Some("c".into()),
+            state: Some("s".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            sso.finish(&sealer, None, &answer).await,
+            Err(SsoError::NoLogin)
+        ));
+        let pending = Pending {
+            state: "the-state".into(),
+            nonce: "n".into(),
+            verifier: "v".into(),
+            next: "/".into(),
+            at: now_secs(),
+        };
+        let sealed = sealer
+            .seal(
+                Purpose::LoginState,
+                "console",
+                &serde_json::to_vec(&pending).unwrap(),
+            )
+            .unwrap();
+        assert!(matches!(
+            sso.finish(&sealer, Some(&sealed), &answer).await,
+            Err(SsoError::StateMismatch)
+        ));
+        // A blob sealed for another purpose (a TOTP secret) is not a sign-in.
+        let other = sealer
+            .seal(
+                Purpose::TotpSecret,
+                "console",
+                &serde_json::to_vec(&pending).unwrap(),
+            )
+            .unwrap();
+        assert!(matches!(
+            sso.finish(&sealer, Some(&other), &answer).await,
+            Err(SsoError::NoLogin)
+        ));
+        let old = Pending {
+            at: now_secs() - LOGIN_TTL.as_secs() - 1,
+            ..pending
+        };
+        let sealed = sealer
+            .seal(
+                Purpose::LoginState,
+                "console",
+                &serde_json::to_vec(&old).unwrap(),
+            )
+            .unwrap();
+        let answer = CallbackQuery {
+            state: Some("the-state".into()),
+            ..answer
+        };
+        assert!(matches!(
+            sso.finish(&sealer, Some(&sealed), &answer).await,
+            Err(SsoError::NoLogin)
+        ));
+    }
+}

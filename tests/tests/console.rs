@@ -1,0 +1,638 @@
+//! The approval console end to end: a real headless Chromium (playwright-core) signs in at the
+//! real IdP (node `oidc-provider`, authorization code flow with PKCE, a test user's login and
+//! password), reads the held action, and approves it with a TOTP code from the real `oathtool`
+//! or with a passkey of Chromium's virtual authenticator; the request Warden holds then
+//! completes. The refusals: wrong, expired and replayed codes, a code of another approver's
+//! app, an approver outside the policy's group, approving one's own agent, a POST without the
+//! CSRF token, an approval used once and not for other arguments, an expired approval.
+//!
+//! Screenshots of the pages land in `target/console-screenshots/` (docs/approvals.md shows
+//! them).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use warden_e2e::browser::Browser;
+use warden_e2e::fake_llm::FakeLlm;
+use warden_e2e::idp::Idp;
+use warden_e2e::stack::openai_chat;
+use warden_e2e::warden::{Warden, WardenBuilder, free_port};
+
+/// Chat on gpt-4o waits for a member of `sre`; gpt-4o-mini too, and its approval lasts a
+/// minute.
+const POLICIES: &str = "@id(\"gpt4o-needs-sre\")\n@reason(\"gpt-4o costs money\")\n\
+    @approval(\"required\")\n@approvers(\"Group::\\\"sre\\\"\")\n\
+    permit (principal, action == Action::\"llm:chat\", resource == Model::\"openai/gpt-4o\");\n\
+    @id(\"mini-needs-sre-soon\")\n@reason(\"a quick check\")\n@approval(\"required\")\n\
+    @approvers(\"Group::\\\"sre\\\"\")\n@approval_ttl(\"1m\")\n\
+    permit (principal, action == Action::\"llm:chat\", resource == Model::\"openai/gpt-4o-mini\");\n";
+
+struct Stack {
+    _upstream: FakeLlm,
+    _idp: Idp,
+    warden: Warden,
+    console: String,
+}
+
+async fn start() -> Stack {
+    let upstream = FakeLlm::start().await.unwrap();
+    let port = free_port().unwrap();
+    let console = format!("http://localhost:{port}");
+    let idp = Idp::start_with(&[("IDP_CONSOLE_REDIRECTS", &format!("{console}/auth/callback"))])
+        .await
+        .unwrap();
+    let warden = WardenBuilder::new(&upstream)
+        .policy("needs-sre.cedar", POLICIES)
+        .set(
+            "/approvals",
+            json!({"mode": "wait", "wait_timeout": "2m", "console_url": console}),
+        )
+        .set(
+            "/console",
+            json!({
+                "listen": format!("127.0.0.1:{port}"),
+                "oidc": {
+                    "issuer": idp.issuer(),
+                    "client_id": "warden-console",
+                    "scopes": ["profile", "email", "groups"],
+                },
+            }),
+        )
+        .start()
+        .await
+        .unwrap();
+    Stack {
+        _upstream: upstream,
+        _idp: idp,
+        warden,
+        console,
+    }
+}
+
+fn screenshots() -> PathBuf {
+    let dir = warden_e2e::paths::repo_root().join("target/console-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The code of `secret` `ahead` 30-second steps from now (negative: past), from `oathtool`.
+fn oathtool(secret: &str, ahead: i32) -> String {
+    let now = format!(
+        "now {} {} seconds",
+        if ahead < 0 { "-" } else { "+" },
+        ahead.abs() * 30
+    );
+    let out = std::process::Command::new("oathtool")
+        .args(["--totp", "-b", "-N", &now, secret])
+        .output()
+        .expect("oathtool (apt-get install oathtool; tests/run installs it)");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A chat request the gateway holds, sent in the background.
+fn held(
+    w: &Warden,
+    token: &str,
+    model: &str,
+    content: &str,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    let mut body = openai_chat(model, false);
+    body["messages"][0]["content"] = json!(content);
+    let request = w
+        .http()
+        .post(w.url("/openai/chat/completions"))
+        .bearer_auth(token)
+        .json(&body)
+        .timeout(Duration::from_secs(150));
+    tokio::spawn(request.send())
+}
+
+/// The id of the pending approval of `model` not among `known`, once the held request made it.
+async fn new_approval(w: &Warden, resource: &str, known: &[String]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = w.cli(&["approvals", "list"]).await.unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if let Some(id) = text
+            .lines()
+            .filter(|l| l.contains(resource))
+            .filter_map(|l| l.split_whitespace().next())
+            .find(|id| id.starts_with("apr_") && !known.iter().any(|k| k == id))
+        {
+            return id.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new approval for {resource}: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Signs `login` in at the IdP through the console, ending on `path`.
+async fn sign_in(b: &mut Browser, console: &str, login: &str, path: &str) {
+    b.goto(&format!("{console}{path}")).await.unwrap();
+    b.wait_for("#login").await.unwrap();
+    b.fill("#login", login).await.unwrap();
+    b.fill("#password", &format!("{login}-password"))
+        .await
+        .unwrap();
+    b.click("#sign-in").await.unwrap();
+    b.wait_for("header.top .who").await.unwrap();
+    let url = b.url().await.unwrap();
+    assert!(url.starts_with(&format!("{console}{path}")), "{url}");
+    let who = b.text("header.top .who").await.unwrap();
+    assert!(!who.is_empty());
+}
+
+/// Enrols an authenticator app on the factors page: its secret (base32) and the code that
+/// confirmed it.
+async fn enrol_totp(b: &mut Browser, console: &str, shot: Option<&str>) -> (String, String) {
+    b.goto(&format!("{console}/factors")).await.unwrap();
+    b.click("form[action='/factors/totp'] button")
+        .await
+        .unwrap();
+    b.wait_for(".qr svg").await.unwrap();
+    if let Some(name) = shot {
+        b.screenshot(&screenshots().join(name)).await.unwrap();
+    }
+    let secret: String = b
+        .text("code.secret")
+        .await
+        .unwrap()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let code = oathtool(&secret, 0);
+    b.fill("#confirm-code", &code).await.unwrap();
+    b.click("form[action='/factors/totp/confirm'] button")
+        .await
+        .unwrap();
+    b.wait_for(".flash.ok").await.unwrap();
+    let said = b.text(".flash.ok").await.unwrap();
+    assert!(said.contains("enrolled"), "{said}");
+    (secret, code)
+}
+
+/// Submits the TOTP form of approval `id` with `code` and `decision`: the flash shown.
+async fn decide(b: &mut Browser, console: &str, id: &str, code: &str, decision: &str) -> String {
+    b.goto(&format!("{console}/approvals/{id}")).await.unwrap();
+    b.fill("#code", code).await.unwrap();
+    b.click(&format!("form.totp button[value='{decision}']"))
+        .await
+        .unwrap();
+    b.wait_for(".flash").await.unwrap();
+    b.text(".flash").await.unwrap()
+}
+
+/// A POST from the page itself (same origin, with its cookies): `{status, body}`.
+async fn page_post(b: &mut Browser, path: &str, form: &[(&str, &str)], csrf: bool) -> Value {
+    let fields: serde_json::Map<String, Value> = form
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+        .collect();
+    let expression = format!(
+        "(async () => {{ const f = new URLSearchParams({fields}); \
+         if ({csrf}) f.set('csrf', document.querySelector('meta[name=csrf-token]').content); \
+         const r = await fetch({path}, {{ method: 'POST', body: f }}); \
+         return {{ status: r.status, body: await r.text() }}; }})()",
+        fields = Value::Object(fields),
+        path = serde_json::to_string(path).unwrap(),
+    );
+    b.eval(&expression).await.unwrap()
+}
+
+#[tokio::test]
+async fn an_sre_signs_in_with_sso_and_approves_with_totp_and_the_held_request_completes() {
+    let s = start().await;
+    let (w, console) = (&s.warden, s.console.as_str());
+    // dave (sre) owns the agent: he may not approve its actions.
+    let token = w
+        .token_with("billing-bot", "1h", &[("owner", "dave")])
+        .await
+        .unwrap();
+    // An approval that expires within a minute, asked first.
+    let soon = held(w, &token, "gpt-4o-mini", "check the ledger");
+    let soon_id = new_approval(w, "gpt-4o-mini", &[]).await;
+    let soon_asked = Instant::now();
+    let request = held(w, &token, "gpt-4o", "summarise the invoices");
+    let id = new_approval(w, "Model::\"openai/gpt-4o\"", &[]).await;
+
+    // Without a session, the console sends the browser to the SSO provider.
+    let mut alice = Browser::launch("alice").await.unwrap();
+    alice.goto(&format!("{console}/approvals")).await.unwrap();
+    let at = alice.url().await.unwrap();
+    assert!(at.starts_with(s._idp.issuer()), "{at}");
+    // A wrong password stays at the provider.
+    alice.fill("#login", "alice").await.unwrap();
+    alice.fill("#password", "guess").await.unwrap();
+    alice.click("#sign-in").await.unwrap();
+    alice.wait_for("#error").await.unwrap();
+    sign_in(&mut alice, console, "alice", "/approvals").await;
+    assert_eq!(
+        alice.text("header.top .who").await.unwrap(),
+        "Alice Approver"
+    );
+    let listed = alice.text("main").await.unwrap();
+    assert!(
+        listed.contains("billing-bot") && listed.contains("gpt-4o costs money"),
+        "{listed}"
+    );
+    alice
+        .screenshot(&screenshots().join("console-pending.png"))
+        .await
+        .unwrap();
+    let security = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{console}/approvals"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(security.status(), 303, "to the sign-in");
+    let csp = security.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+
+    // No factor yet: the page says how to get one.
+    alice
+        .goto(&format!("{console}/approvals/{id}"))
+        .await
+        .unwrap();
+    let page = alice.text("main").await.unwrap();
+    assert!(page.contains("you have none yet"), "{page}");
+    let (secret, first_code) =
+        enrol_totp(&mut alice, console, Some("console-enrol-totp.png")).await;
+
+    // The approval's page shows the whole context.
+    alice
+        .goto(&format!("{console}/approvals/{id}"))
+        .await
+        .unwrap();
+    let page = alice.text("main").await.unwrap();
+    for expected in [
+        "billing-bot",
+        "llm:chat",
+        "Model::\"openai/gpt-4o\"",
+        "gpt4o-needs-sre",
+        "gpt-4o costs money",
+        "owned by dave",
+        "sha256:",
+        &id,
+    ] {
+        assert!(page.contains(expected), "{expected:?} in {page}");
+    }
+    alice
+        .screenshot_full(&screenshots().join("console-approval.png"))
+        .await
+        .unwrap();
+    // On a phone: nothing wider than the screen, and the decision within reach.
+    alice.viewport(390, 844).await.unwrap();
+    let overflow = alice
+        .eval("document.documentElement.scrollWidth - window.innerWidth")
+        .await
+        .unwrap();
+    assert!(
+        overflow.as_i64().unwrap() <= 0,
+        "no sideways scrolling: {overflow}"
+    );
+    alice
+        .eval("document.querySelector('section.decide').scrollIntoView()")
+        .await
+        .unwrap();
+    alice
+        .screenshot(&screenshots().join("console-phone.png"))
+        .await
+        .unwrap();
+    alice.viewport(1280, 800).await.unwrap();
+
+    // Refused, each before anything changes: a wrong code, a code of two minutes ago, the code
+    // that confirmed the enrolment (used), a POST without the CSRF token.
+    let said = decide(&mut alice, console, &id, "000000", "approve").await;
+    assert!(said.contains("code was refused"), "{said}");
+    let said = decide(&mut alice, console, &id, &oathtool(&secret, -4), "approve").await;
+    assert!(said.contains("code was refused"), "{said}");
+    let said = decide(&mut alice, console, &id, &first_code, "approve").await;
+    assert!(said.contains("already used"), "{said}");
+    let forged = page_post(
+        &mut alice,
+        &format!("/approvals/{id}/decide"),
+        &[("decision", "approve"), ("code", &oathtool(&secret, 1))],
+        false,
+    )
+    .await;
+    assert_eq!(forged["status"], 403, "{forged}");
+    assert!(
+        forged["body"].as_str().unwrap().contains("security token"),
+        "{forged}"
+    );
+    alice
+        .screenshot_full(&screenshots().join("console-refused.png"))
+        .await
+        .unwrap();
+    assert!(!request.is_finished(), "the request still waits");
+
+    // dave is in sre but owns the agent; carol is not in sre.
+    let mut dave = Browser::launch("dave").await.unwrap();
+    sign_in(&mut dave, console, "dave", &format!("/approvals/{id}")).await;
+    let (dave_secret, _) = enrol_totp(&mut dave, console, None).await;
+    dave.goto(&format!("{console}/approvals/{id}"))
+        .await
+        .unwrap();
+    let page = dave.text("main").await.unwrap();
+    assert!(page.contains("your own agent's action"), "{page}");
+    assert_eq!(
+        dave.eval("document.querySelectorAll('button[value=approve]').length")
+            .await
+            .unwrap(),
+        0,
+        "no Approve button for the agent's owner"
+    );
+    let own = page_post(
+        &mut dave,
+        &format!("/approvals/{id}/decide"),
+        &[
+            ("decision", "approve"),
+            ("code", &oathtool(&dave_secret, 1)),
+        ],
+        true,
+    )
+    .await;
+    assert_eq!(own["status"], 403, "{own}");
+    assert!(own["body"].as_str().unwrap().contains("own agent"), "{own}");
+    // A code from dave's app is no factor of alice's.
+    let said = decide(
+        &mut alice,
+        console,
+        &id,
+        &oathtool(&dave_secret, 1),
+        "approve",
+    )
+    .await;
+    assert!(said.contains("code was refused"), "{said}");
+    let mut carol = Browser::launch("carol").await.unwrap();
+    sign_in(&mut carol, console, "carol", &format!("/approvals/{id}")).await;
+    let page = carol.text("main").await.unwrap();
+    assert!(
+        page.contains("must be approved by a member of Group::\"sre\""),
+        "{page}"
+    );
+    let outside = page_post(
+        &mut carol,
+        &format!("/approvals/{id}/decide"),
+        &[("decision", "approve"), ("code", "123456")],
+        true,
+    )
+    .await;
+    assert_eq!(outside["status"], 403, "{outside}");
+    drop(carol);
+
+    // Alice approves with the next code: the held request completes.
+    let said = decide(&mut alice, console, &id, &oathtool(&secret, 1), "approve").await;
+    assert!(said.contains("Approved"), "{said}");
+    alice
+        .screenshot(&screenshots().join("console-approved.png"))
+        .await
+        .unwrap();
+    let r = request.await.unwrap().unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("x-warden-approval-id").is_none());
+    let vote = w
+        .wait_for_audit(Duration::from_secs(5), |r| {
+            r["detail"]["event"] == "approval_vote"
+        })
+        .await
+        .unwrap();
+    assert_eq!(vote["detail"]["approval_id"], json!(id));
+    assert_eq!(vote["detail"]["approver"], "alice");
+    assert_eq!(vote["detail"]["factor"], "totp");
+    assert_eq!(vote["detail"]["decision"], "approve");
+    assert_eq!(vote["principal"]["id"], "alice");
+    assert_eq!(vote["source_ip"], "127.0.0.1");
+    let used = w
+        .wait_for_audit(Duration::from_secs(5), |r| {
+            r["detail"]["event"] == "approval_used"
+        })
+        .await
+        .unwrap();
+    assert_eq!(used["detail"]["approvers"][0]["approver"], "alice");
+    let records = w.audit_records();
+    let refused: Vec<_> = records
+        .iter()
+        .filter(|r| r["detail"]["event"] == "approval_vote_refused")
+        .map(|r| r["detail"]["code"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    for code in [
+        "wrong_code",
+        "replayed_code",
+        "csrf",
+        "own_agent",
+        "not_in_group",
+    ] {
+        assert!(refused.iter().any(|c| c == code), "{code} in {refused:?}");
+    }
+    assert!(
+        !serde_json::to_string(&records).unwrap().contains(&secret),
+        "no factor secret in the audit log"
+    );
+
+    // Used once: the same request again, and one with other arguments, each wait anew.
+    let again = held(w, &token, "gpt-4o", "summarise the invoices");
+    let again_id = new_approval(w, "Model::\"openai/gpt-4o\"", std::slice::from_ref(&id)).await;
+    assert_ne!(again_id, id);
+    let other = held(w, &token, "gpt-4o", "delete the invoices");
+    let other_id = new_approval(
+        w,
+        "Model::\"openai/gpt-4o\"",
+        &[id.clone(), again_id.clone()],
+    )
+    .await;
+    assert_ne!(other_id, again_id);
+    // The agent's owner may not approve its actions, but may deny them.
+    let said = decide(
+        &mut dave,
+        console,
+        &again_id,
+        &oathtool(&dave_secret, 1),
+        "deny",
+    )
+    .await;
+    assert!(said.contains("Denied"), "{said}");
+    let r = again.await.unwrap().unwrap();
+    let body: Value = r.json().await.unwrap();
+    let said = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        said.contains(&format!("approval {again_id} was denied by dave")),
+        "a denied request is refused: {said}"
+    );
+    other.abort();
+
+    // The minute-long approval expires into a refusal, and the console no longer takes votes.
+    let left = Duration::from_secs(62).saturating_sub(soon_asked.elapsed());
+    tokio::time::sleep(left).await;
+    alice
+        .goto(&format!("{console}/approvals/{soon_id}"))
+        .await
+        .unwrap();
+    let page = alice.text("main").await.unwrap();
+    assert!(page.contains("expired"), "{page}");
+    let late = page_post(
+        &mut alice,
+        &format!("/approvals/{soon_id}/decide"),
+        &[("decision", "approve"), ("code", &oathtool(&secret, 3))],
+        true,
+    )
+    .await;
+    assert_eq!(late["status"], 409, "{late}");
+    let r = soon.await.unwrap().unwrap();
+    let body: Value = r.json().await.unwrap();
+    let said = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        said.contains(&format!("approval {soon_id} expired")),
+        "an expired approval is refused: {said}"
+    );
+}
+
+#[tokio::test]
+async fn an_approver_registers_a_passkey_and_approves_with_it() {
+    let s = start().await;
+    let (w, console) = (&s.warden, s.console.as_str());
+    let token = w.token("deploy-bot").await.unwrap();
+    let request = held(w, &token, "gpt-4o", "roll out v2");
+    let id = new_approval(w, "Model::\"openai/gpt-4o\"", &[]).await;
+
+    let mut bob = Browser::launch("bob").await.unwrap();
+    bob.add_authenticator().await.unwrap();
+    sign_in(&mut bob, console, "bob", "/factors").await;
+    bob.click("button[data-passkey-register]").await.unwrap();
+    bob.wait_for(".flash.ok").await.unwrap();
+    let page = bob.text("main").await.unwrap();
+    assert!(page.contains("passkey is added"), "{page}");
+    let on_authenticator = bob.credentials(false).await.unwrap();
+    assert_eq!(on_authenticator.len(), 1);
+    assert_eq!(on_authenticator[0]["rp_id"], "localhost");
+    bob.screenshot(&screenshots().join("console-factors.png"))
+        .await
+        .unwrap();
+
+    // A passkey start without the CSRF header is refused.
+    bob.goto(&format!("{console}/approvals/{id}"))
+        .await
+        .unwrap();
+    let forged = bob
+        .eval(&format!(
+            "fetch('/approvals/{id}/passkey/start', {{ method: 'POST', \
+             headers: {{ 'content-type': 'application/json' }}, \
+             body: JSON.stringify({{ decision: 'approve' }}) }}).then(r => r.status)"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(forged, 403);
+
+    // The passkey approves this action; the held request completes.
+    bob.click("button[data-passkey-decision='approve']")
+        .await
+        .unwrap();
+    bob.wait_for(".flash.ok").await.unwrap();
+    let said = bob.text(".flash.ok").await.unwrap();
+    assert!(said.contains("Approved"), "{said}");
+    let r = request.await.unwrap().unwrap();
+    assert_eq!(r.status(), 200);
+    let vote = w
+        .wait_for_audit(Duration::from_secs(5), |r| {
+            r["detail"]["event"] == "approval_vote"
+        })
+        .await
+        .unwrap();
+    assert_eq!(vote["detail"]["approver"], "bob");
+    assert_eq!(vote["detail"]["factor"], "webauthn");
+    let enrolled = w
+        .wait_for_audit(Duration::from_secs(5), |r| {
+            r["detail"]["event"] == "factor_enrolled"
+        })
+        .await
+        .unwrap();
+    assert_eq!(enrolled["detail"]["factor"], "webauthn");
+
+    // Signing out ends the session.
+    bob.eval("document.querySelector('form.signout').submit()")
+        .await
+        .unwrap();
+    bob.wait_for("a.button[href='/login']").await.unwrap();
+    let after = bob
+        .eval("fetch('/approvals', { redirect: 'manual' }).then(r => r.type)")
+        .await
+        .unwrap();
+    assert_eq!(
+        after, "opaqueredirect",
+        "signed out, the console sends to the sign-in"
+    );
+
+    // Alice's authenticator also holds a copy of bob's passkey. Her own passkey is the only
+    // one the console asks for; an assertion made with bob's is refused.
+    let next = held(w, &token, "gpt-4o", "roll out v3");
+    let next_id = new_approval(w, "Model::\"openai/gpt-4o\"", std::slice::from_ref(&id)).await;
+    let bobs = bob.credentials(true).await.unwrap();
+    let mut alice = Browser::launch("alice").await.unwrap();
+    alice.add_authenticator().await.unwrap();
+    alice.add_credential(&bobs[0]).await.unwrap();
+    sign_in(&mut alice, console, "alice", "/factors").await;
+    alice.click("button[data-passkey-register]").await.unwrap();
+    alice.wait_for(".flash.ok").await.unwrap();
+    alice
+        .goto(&format!("{console}/approvals/{next_id}"))
+        .await
+        .unwrap();
+    let bob_id = bobs[0]["credential_id"].as_str().unwrap();
+    let with_bobs = alice
+        .eval(&format!(
+            "(async () => {{ \
+               const headers = {{ 'content-type': 'application/json', 'x-csrf-token': \
+                 document.querySelector('meta[name=csrf-token]').content }}; \
+               const s = await (await fetch('/approvals/{next_id}/passkey/start', {{ method: 'POST', \
+                 headers, body: JSON.stringify({{ decision: 'approve' }}) }})).json(); \
+               const o = {{ ...s.options.publicKey, allowCredentials: \
+                 [{{ type: 'public-key', id: '{bob_id}' }}] }}; \
+               const c = await navigator.credentials.get({{ \
+                 publicKey: PublicKeyCredential.parseRequestOptionsFromJSON(o) }}); \
+               const r = await fetch('/approvals/{next_id}/passkey/finish', {{ method: 'POST', \
+                 headers, body: JSON.stringify({{ ceremony: s.ceremony, decision: 'approve', \
+                 credential: c.toJSON() }}) }}); \
+               return {{ status: r.status, body: await r.json() }}; }})()"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(with_bobs["status"], 403, "{with_bobs}");
+    assert_eq!(with_bobs["body"]["error"], "passkey_refused", "{with_bobs}");
+    // With her own passkey, she approves.
+    alice
+        .goto(&format!("{console}/approvals/{next_id}"))
+        .await
+        .unwrap();
+    alice
+        .click("button[data-passkey-decision='approve']")
+        .await
+        .unwrap();
+    alice.wait_for(".flash.ok").await.unwrap();
+    let r = next.await.unwrap().unwrap();
+    assert_eq!(r.status(), 200);
+    let votes: Vec<_> = w
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["detail"]["event"] == "approval_vote")
+        .map(|r| {
+            r["detail"]["approver"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(votes, ["bob", "alice"]);
+}
