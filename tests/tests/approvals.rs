@@ -1,13 +1,16 @@
 //! Approvals end to end: a request a policy holds for approval is answered "pending" (or waits),
 //! an operator enrolled with TOTP (codes from the real `oathtool`) approves it from the command
 //! line, and the same request then goes through once; the negative cases are refused before
-//! anything changes.
+//! anything changes. A streamed request that waits is answered at once and kept alive until
+//! its completion (or the "pending" answer) follows in the same stream.
 
 use std::process::Output;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use warden_e2e::fake_llm::FakeLlm;
+use warden_e2e::fake_llm::{self, FakeLlm};
+use warden_e2e::sdk;
+use warden_e2e::sse::parse_events;
 use warden_e2e::stack::openai_chat;
 use warden_e2e::warden::{Warden, WardenBuilder};
 
@@ -390,5 +393,209 @@ async fn an_approval_given_through_one_replica_releases_the_request_held_by_anot
     assert!(
         r.headers().get("x-warden-approval-id").is_none(),
         "released, not pending"
+    );
+}
+
+/// Warden in `wait` mode with `approvals` changes (`wait_timeout`, `keepalive_interval`).
+async fn start_waiting(upstream: &FakeLlm, changes: Value) -> Warden {
+    let mut config = approvals("wait");
+    for (key, value) in changes.as_object().unwrap() {
+        config[key] = value.clone();
+    }
+    WardenBuilder::new(upstream)
+        .policy("needs-sre.cedar", NEEDS_SRE)
+        .set("/approvals", config)
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Reads `response`'s body until `done` holds for what was read, within `timeout`.
+async fn read_until(
+    response: &mut reqwest::Response,
+    read: &mut String,
+    timeout: Duration,
+    done: impl Fn(&str) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !done(read) {
+        match tokio::time::timeout_at(deadline, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => read.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(Ok(None)) => panic!("the stream ended early; read:\n{read}"),
+            Ok(Err(e)) => panic!("{e}; read:\n{read}"),
+            Err(_) => panic!("not within {timeout:?}; read:\n{read}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_waiting_stream_is_kept_alive_then_carries_the_completion_once_approved() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let w = start_waiting(
+        &upstream,
+        json!({"wait_timeout": "30s", "keepalive_interval": "300ms"}),
+    )
+    .await;
+    let alice = enrol(&w, "alice").await;
+    let token = w.token("billing-bot").await.unwrap();
+    let mut r = w
+        .http()
+        .post(w.url("/openai/chat/completions"))
+        .bearer_auth(&token)
+        .json(&openai_chat("gpt-4o", true))
+        .timeout(Duration::from_secs(40))
+        .send()
+        .await
+        .unwrap();
+    // Answered at once: the stream has begun while the request waits.
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    assert_eq!(r.headers()["x-warden-decision"], "approval_required");
+    let id = r.headers()["x-warden-approval-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(id.starts_with("apr_"), "{id}");
+    let comment = format!(": waiting for approval {id}\n\n");
+    let mut read = String::new();
+    read_until(&mut r, &mut read, Duration::from_secs(10), |s| {
+        s.matches(&comment).count() >= 3
+    })
+    .await;
+    assert_eq!(
+        read,
+        comment.repeat(read.matches(&comment).count()),
+        "only keep-alive comments before the approval"
+    );
+    assert!(
+        upstream.requests().is_empty(),
+        "nothing goes upstream before the approval"
+    );
+
+    let out = w
+        .cli(&[
+            "approvals",
+            "approve",
+            &id,
+            "--as",
+            "alice",
+            "--code",
+            &oathtool(&alice, 1),
+        ])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    read_until(&mut r, &mut read, Duration::from_secs(20), |s| {
+        s.contains("data: [DONE]")
+    })
+    .await;
+    assert!(r.chunk().await.unwrap().is_none(), "the stream ends");
+    let events = parse_events(&read);
+    let content: String = events
+        .iter()
+        .filter_map(|e| {
+            e.json()["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(
+        content,
+        fake_llm::full_text(),
+        "the upstream's stream, spliced in"
+    );
+    assert_eq!(upstream.requests().len(), 1);
+
+    // Recorded as any approved request: the approval used, then the outcome with its usage.
+    let used = w
+        .wait_for_audit(Duration::from_secs(5), |r| {
+            r["detail"]["event"] == "approval_used"
+        })
+        .await
+        .unwrap();
+    assert_eq!(used["detail"]["approval_id"], json!(id));
+    assert_eq!(used["detail"]["approvers"][0]["approver"], "alice");
+    let outcome = w
+        .wait_for_audit(Duration::from_secs(5), |r| {
+            r["kind"] == "outcome" && r["decision_id"] == used["decision_id"]
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome["outcome"]["status"], 200, "{outcome}");
+    assert_eq!(
+        outcome["outcome"]["output_tokens"],
+        fake_llm::COMPLETION_TOKENS,
+        "{outcome}"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_whose_wait_ends_undecided_carries_the_pending_answer_to_the_sdk() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let w = start_waiting(
+        &upstream,
+        json!({"wait_timeout": "2s", "keepalive_interval": "200ms"}),
+    )
+    .await;
+    let token = w.token("billing-bot").await.unwrap();
+    // The official SDK skips the keep-alive comments and reads the answer as a streamed
+    // completion that ends its turn normally.
+    let out = sdk::run(
+        "openai_chat.py",
+        &w.url("/openai"),
+        &token,
+        &["stream", "--model", "gpt-4o"],
+    )
+    .await
+    .unwrap();
+    let stream = &out["stream"];
+    let said = stream["content"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        said.contains("holding this request for a human's approval")
+            && said.contains("Approval apr_")
+            && said.contains(
+                "is pending: an approver decides at https://warden.example.com/approvals/"
+            ),
+        "{said}"
+    );
+    assert_eq!(stream["finish_reason"], "stop", "{out}");
+    assert!(upstream.requests().is_empty());
+
+    // A raw reader sees the comments, then the same answer.
+    let mut r = w
+        .http()
+        .post(w.url("/openai/chat/completions"))
+        .bearer_auth(&token)
+        .json(&openai_chat("gpt-4o", true))
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .unwrap();
+    let id = r.headers()["x-warden-approval-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut read = String::new();
+    read_until(&mut r, &mut read, Duration::from_secs(10), |s| {
+        s.contains("data: [DONE]")
+    })
+    .await;
+    let comments = read
+        .matches(&format!(": waiting for approval {id}\n\n"))
+        .count();
+    assert!(
+        comments >= 5,
+        "{comments} keep-alive comments in 2 s:\n{read}"
+    );
+    let answer = read.find("data: ").unwrap();
+    assert!(
+        read[answer..].contains(&format!("Approval {id} is pending")),
+        "{read}"
+    );
+    assert!(
+        !read[answer..].contains(": waiting"),
+        "no comment after the answer:\n{read}"
     );
 }
