@@ -2,7 +2,8 @@
 //! an operator enrolled with TOTP (codes from the real `oathtool`) approves it from the command
 //! line, and the same request then goes through once; the negative cases are refused before
 //! anything changes. A streamed request that waits is answered at once and kept alive until
-//! its completion (or the "pending" answer) follows in the same stream.
+//! its completion (or the "pending" answer) follows in the same stream; approvers see what
+//! inspection found.
 
 use std::process::Output;
 use std::time::Duration;
@@ -598,4 +599,25 @@ async fn a_stream_whose_wait_ends_undecided_carries_the_pending_answer_to_the_sd
         !read[answer..].contains(": waiting"),
         "no comment after the answer:\n{read}"
     );
+}
+
+#[tokio::test]
+async fn approvers_see_what_inspection_found_in_the_request() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let w = start(&upstream, "pending").await;
+    let token = w.token("billing-bot").await.unwrap();
+    let id = pending_id(
+        &w,
+        &token,
+        "deploy with -----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\n-----END OPENSSH PRIVATE KEY-----",
+    )
+    .await;
+    let out = w.cli(&["approvals", "show", &id]).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = text(&out);
+    assert!(
+        shown.contains(r#""findings":[{"detector":"private_key","location":"body, byte "#),
+        "{shown}"
+    );
+    assert!(!shown.contains("b3Blbn"), "never the content: {shown}");
 }

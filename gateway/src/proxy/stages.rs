@@ -15,6 +15,7 @@ use crate::inspect;
 use crate::route::Route;
 use crate::secrets::{CredentialError, SecretGuard};
 use crate::snapshot::Snapshot;
+use crate::text::{FIELD_MAX, bounded};
 
 /// The context of an action on `route`: what the request says (`facts`, `findings`) and
 /// what every request has (time, peer, TLS, client certificate).
@@ -176,7 +177,8 @@ async fn open(
 }
 
 /// What approvers are shown of `action`: the arguments of a tool call or the facts of the
-/// request, and who owns the agent (they may not approve its actions themselves).
+/// request, what inspection found in it (detector and location, never the content), and who
+/// owns the agent (they may not approve its actions themselves).
 fn approval_context(action: &Action) -> serde_json::Value {
     let mut context = match &action.context.facts {
         Facts::Tool(tool) => serde_json::json!({ "arguments": &*tool.arguments }),
@@ -187,6 +189,13 @@ fn approval_context(action: &Action) -> serde_json::Value {
         }),
         _ => serde_json::json!({}),
     };
+    context["findings"] = action
+        .context
+        .findings
+        .0
+        .iter()
+        .map(|f| serde_json::json!({ "detector": &*f.detector, "location": bounded(&f.location, FIELD_MAX) }))
+        .collect();
     if let Some(owner) = &action.principal.owner {
         context["owner"] = serde_json::Value::from(&**owner);
     }
@@ -227,5 +236,58 @@ impl SecretGuard for SecretPolicy<'_> {
                 reason: denied.reasons().join("; "),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::action::{Finding, ToolFacts};
+
+    fn call(findings: Vec<Finding>) -> Action {
+        Action {
+            principal: Arc::new(Principal {
+                id: Arc::from("ci-bot"),
+                owner: Some(Arc::from("carol")),
+                ..Principal::anonymous()
+            }),
+            verb: Verb::McpCallTool,
+            resource: Resource::Tool {
+                server: Arc::from("github"),
+                name: "create_issue".to_owned(),
+            },
+            context: ActionContext {
+                route: Arc::from("mcp"),
+                time: UNIX_EPOCH + Duration::from_secs(1_793_613_600),
+                source_ip: "10.0.0.1".parse().expect("ip"),
+                tls: true,
+                client_certificate: None,
+                findings: Findings(findings),
+                facts: Facts::Tool(ToolFacts {
+                    arguments: Arc::new(json!({"title": "deploy"})),
+                }),
+            },
+        }
+    }
+
+    #[test]
+    fn approvers_see_the_arguments_the_owner_and_what_inspection_found() {
+        let action = call(vec![Finding {
+            detector: Arc::from("private_key"),
+            location: "params.arguments.body".to_owned(),
+        }]);
+        assert_eq!(
+            approval_context(&action),
+            json!({
+                "arguments": {"title": "deploy"},
+                "findings": [{"detector": "private_key", "location": "params.arguments.body"}],
+                "owner": "carol",
+            })
+        );
+        assert_eq!(approval_context(&call(Vec::new()))["findings"], json!([]));
     }
 }
