@@ -3,17 +3,19 @@
 //! line, and the same request then goes through once; the negative cases are refused before
 //! anything changes. A streamed request that waits is answered at once and kept alive until
 //! its completion (or the "pending" answer) follows in the same stream; approvers see what
-//! inspection found.
+//! inspection found; a held action is posted to a signed JSON webhook and a Slack webhook.
 
 use std::process::Output;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use warden_e2e::fake_llm::{self, FakeLlm};
 use warden_e2e::sdk;
 use warden_e2e::sse::parse_events;
 use warden_e2e::stack::openai_chat;
 use warden_e2e::warden::{Warden, WardenBuilder};
+use warden_e2e::webhook::Webhook;
 
 /// Chat on gpt-4o waits for a member of `sre`.
 const NEEDS_SRE: &str = "@id(\"gpt4o-needs-sre\")\n@reason(\"gpt-4o costs money\")\n\
@@ -620,4 +622,90 @@ async fn approvers_see_what_inspection_found_in_the_request() {
         "{shown}"
     );
     assert!(!shown.contains("b3Blbn"), "never the content: {shown}");
+}
+
+#[tokio::test]
+async fn a_held_action_is_posted_to_a_signed_json_webhook_and_to_slack() {
+    const SECRET: &str = "e2e-webhook-signing-secret";
+    let hooks = Webhook::start().await.unwrap();
+    let upstream = FakeLlm::start().await.unwrap();
+    let mut config = approvals("pending");
+    config["notify"] = json!([
+        {"name": "automation", "kind": "json", "url": hooks.url("/json"),
+         "secret": {"env": "HOOK_SECRET"}},
+        {"kind": "slack", "url": hooks.url("/slack")},
+    ]);
+    let w = WardenBuilder::new(&upstream)
+        .policy("needs-sre.cedar", NEEDS_SRE)
+        .set("/approvals", config)
+        .env("HOOK_SECRET", SECRET)
+        .start()
+        .await
+        .unwrap();
+    let token = w.token("billing-bot").await.unwrap();
+    let id = pending_id(&w, &token, "summarise the invoices").await;
+    let link = format!(
+        "https://warden.example.com/approvals/{}",
+        id.replace('_', "%5F")
+    );
+
+    let posted = hooks
+        .delivery("/json", Duration::from_secs(15))
+        .await
+        .unwrap();
+    assert_eq!(posted.headers["content-type"], "application/json");
+    let body = posted.json();
+    assert_eq!(body["type"], "approval.pending", "{body}");
+    assert_eq!(body["approval_id"], json!(id), "{body}");
+    assert_eq!(body["console_url"], json!(link), "{body}");
+    assert_eq!(body["agent"], "billing-bot", "{body}");
+    assert_eq!(body["policy"], "gpt4o-needs-sre", "{body}");
+    assert_eq!(body["approvers"], json!(["Group::\"sre\""]), "{body}");
+    // The signature, checked as docs/approvals.md tells a receiver to.
+    let header = posted.headers["warden-signature"].to_str().unwrap();
+    let (t, v1) = header
+        .split_once(',')
+        .and_then(|(t, v)| Some((t.strip_prefix("t=")?, v.strip_prefix("v1=")?)))
+        .unwrap_or_else(|| panic!("{header}"));
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(now.abs_diff(t.parse().unwrap()) <= 300, "{header}");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(&posted.body);
+    mac.verify_slice(&hex::decode(v1).unwrap())
+        .expect("the signature verifies with the webhook's secret");
+    let mut forged = Hmac::<sha2::Sha256>::new_from_slice(b"another secret").unwrap();
+    forged.update(format!("{t}.").as_bytes());
+    forged.update(&posted.body);
+    assert!(forged.verify_slice(&hex::decode(v1).unwrap()).is_err());
+
+    let posted = hooks
+        .delivery("/slack", Duration::from_secs(15))
+        .await
+        .unwrap();
+    assert!(posted.headers.get("warden-signature").is_none());
+    let body = posted.json();
+    assert!(body["text"].as_str().unwrap().contains(&link), "{body}");
+    let button = body["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|b| {
+            b["elements"]
+                .as_array()?
+                .iter()
+                .find(|e| e["type"] == "button")
+        })
+        .unwrap_or_else(|| panic!("no button: {body}"));
+    assert_eq!(button["url"], json!(link), "{body}");
+    assert!(body.to_string().contains(&id), "{body}");
+
+    // Sent again, the same approval: nobody is told twice.
+    assert_eq!(pending_id(&w, &token, "summarise the invoices").await, id);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hooks.deliveries("/json").len(), 1);
+    assert_eq!(hooks.deliveries("/slack").len(), 1);
 }
