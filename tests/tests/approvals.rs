@@ -3,7 +3,9 @@
 //! line, and the same request then goes through once; the negative cases are refused before
 //! anything changes. A streamed request that waits is answered at once and kept alive until
 //! its completion (or the "pending" answer) follows in the same stream; approvers see what
-//! inspection found; a held action is posted to a signed JSON webhook and a Slack webhook.
+//! inspection found; a held action is posted to a signed JSON webhook and a Slack webhook; an
+//! MCP tool call that waits is a tool result naming its approval (the official MCP SDK against
+//! a real MCP server), and goes through when called again once approved.
 
 use std::process::Output;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -708,4 +710,127 @@ async fn a_held_action_is_posted_to_a_signed_json_webhook_and_to_slack() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(hooks.deliveries("/json").len(), 1);
     assert_eq!(hooks.deliveries("/slack").len(), 1);
+}
+
+/// Calls of `everything/echo` wait for a member of `sre`.
+const ECHO_NEEDS_SRE: &str = "@id(\"echo-needs-sre\")\n@reason(\"echo speaks for us\")\n\
+    @approval(\"required\")\n@approvers(\"Group::\\\"sre\\\"\")\n\
+    permit (principal, action == Action::\"mcp:call_tool\", resource == Tool::\"everything/echo\");\n";
+
+/// The approval id a "pending" text names.
+fn approval_in(text: &str) -> String {
+    let at = text
+        .find("Approval apr_")
+        .unwrap_or_else(|| panic!("no approval id in {text:?}"))
+        + "Approval ".len();
+    text[at..at + "apr_".len() + 32].to_owned()
+}
+
+#[tokio::test]
+async fn an_mcp_call_pending_approval_is_a_tool_result_and_goes_through_when_sent_again() {
+    // Answered "pending" at once, or after a wait that ends undecided: the same tool result,
+    // also where denials are JSON-RPC errors (a call that waits is not refused).
+    for (mode, on_deny) in [("pending", "jsonrpc_error"), ("wait", "tool_result")] {
+        let mut config = approvals(mode);
+        config["wait_timeout"] = json!("1s");
+        let w = WardenBuilder::with_upstream_url("http://127.0.0.1:9")
+            .set(
+                "/mcp",
+                json!({"servers": [warden_e2e::mcp::everything_stdio("everything")],
+                       "endpoints": [{"name": "tools", "servers": ["everything"],
+                                      "on_deny": on_deny}]}),
+            )
+            .policy("echo-needs-sre.cedar", ECHO_NEEDS_SRE)
+            .set("/approvals", config)
+            .start()
+            .await
+            .unwrap();
+        let alice = enrol(&w, "alice").await;
+        let token = w.token("ci-bot").await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (asked, approved) = (dir.path().join("asked"), dir.path().join("approved"));
+        let call = |message: &str| json!({"op": "call", "name": "everything_echo", "arguments": {"message": message}});
+        // One session of the official MCP SDK: the call, the same call again once an approver
+        // approved it, then one with other arguments.
+        let steps = json!([
+            call("deploy v42"),
+            {"op": "touch", "path": asked},
+            {"op": "wait_for", "path": approved},
+            call("deploy v42"),
+            call("deploy v43"),
+        ]);
+        let session = {
+            let (w_url, token) = (w.url("/mcp/tools"), token.clone());
+            let w = &w;
+            async move { warden_e2e::mcp::session(w, &w_url, &token, steps).await }
+        };
+        let approver = async {
+            for _ in 0..600 {
+                if asked.exists() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(asked.exists(), "{mode}: the first call was answered");
+            let out = w.cli(&["approvals", "list"]).await.unwrap();
+            let listed: Vec<String> = text(&out)
+                .lines()
+                .filter(|l| l.starts_with("apr_"))
+                .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+                .collect();
+            assert_eq!(listed.len(), 1, "{mode}: {}", text(&out));
+            let out = w
+                .cli(&[
+                    "approvals",
+                    "approve",
+                    &listed[0],
+                    "--as",
+                    "alice",
+                    "--code",
+                    &oathtool(&alice, 1),
+                ])
+                .await
+                .unwrap();
+            assert!(out.status.success(), "{mode}: {}", text(&out));
+            std::fs::write(&approved, b"").unwrap();
+            listed[0].clone()
+        };
+        let (r, id) = tokio::join!(session, approver);
+        let r = r.unwrap();
+        let pending = &r["steps"][0];
+        assert_eq!(pending["isError"], true, "{mode}: {r}");
+        let said = pending["text"].as_str().unwrap();
+        assert!(said.contains("approval"), "{mode}: {said}");
+        assert_eq!(approval_in(said), id, "{mode}: {said}");
+        let link = format!(
+            "https://warden.example.com/approvals/{}",
+            id.replace('_', "%5F")
+        );
+        assert_eq!(
+            pending["meta"]["warden/approval"],
+            json!({"id": id, "status": "pending", "url": link}),
+            "{mode}: {r}"
+        );
+        assert!(said.contains(&link), "{mode}: {said}");
+        let done = &r["steps"][3];
+        assert_eq!(done["isError"], false, "{mode}: approved, it runs: {r}");
+        assert!(
+            done["text"].as_str().unwrap().contains("deploy v42"),
+            "{mode}: {r}"
+        );
+        let other = &r["steps"][4];
+        assert_eq!(other["isError"], true, "{mode}: {r}");
+        assert_ne!(
+            approval_in(other["text"].as_str().unwrap()),
+            id,
+            "{mode}: other arguments, another approval: {r}"
+        );
+        let used = w
+            .wait_for_audit(Duration::from_secs(5), |r| {
+                r["detail"]["event"] == "approval_used"
+            })
+            .await
+            .unwrap();
+        assert_eq!(used["detail"]["approval_id"], json!(id), "{mode}");
+    }
 }

@@ -213,6 +213,7 @@ impl Judging<'_> {
             Shape::Mcp(McpShape {
                 id: id.to_value(),
                 deny_as_tool_result,
+                tool_call,
             }),
         );
         let arguments = match &facts {
@@ -564,6 +565,7 @@ async fn list(
             Shape::Mcp(McpShape {
                 id: id.clone(),
                 deny_as_tool_result: false,
+                tool_call: false,
             }),
         );
     }
