@@ -14,7 +14,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use warden_e2e::fake_llm::{self, FakeLlm};
 use warden_e2e::sdk;
-use warden_e2e::sse::parse_events;
+use warden_e2e::sse::{chat_text, parse_events};
 use warden_e2e::stack::openai_chat;
 use warden_e2e::warden::{Warden, WardenBuilder};
 use warden_e2e::webhook::Webhook;
@@ -90,6 +90,22 @@ fn oathtool(secret: &str, ahead: u32) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// `warden approvals approve <id>` as `subject`, with the code of `secret` one step ahead (the
+/// code of the current step confirmed the enrolment).
+async fn approve(w: &Warden, id: &str, subject: &str, secret: &str) -> Output {
+    w.cli(&[
+        "approvals",
+        "approve",
+        id,
+        "--as",
+        subject,
+        "--code",
+        &oathtool(secret, 1),
+    ])
+    .await
+    .unwrap()
+}
+
 async fn chat(w: &Warden, token: &str, content: &str) -> reqwest::Response {
     let mut body = openai_chat("gpt-4o", false);
     body["messages"][0]["content"] = json!(content);
@@ -146,18 +162,7 @@ async fn a_held_request_goes_through_once_after_an_sre_approves_it_with_totp() {
     let alice = enrol(&w, "alice").await;
     let bob = enrol(&w, "bob").await;
     // Outside the group the policy names: refused, whatever the code.
-    let out = w
-        .cli(&[
-            "approvals",
-            "approve",
-            &id,
-            "--as",
-            "bob",
-            "--code",
-            &oathtool(&bob, 1),
-        ])
-        .await
-        .unwrap();
+    let out = approve(&w, &id, "bob", &bob).await;
     assert!(!out.status.success());
     assert!(
         text(&out).contains("must be approved by a member of Group::\"sre\""),
@@ -302,32 +307,10 @@ async fn a_waiting_request_goes_on_when_approved_and_no_one_approves_their_own_a
     }
     let id = id.expect("the waiting request's approval is listed");
     assert!(!held.is_finished(), "the request waits");
-    let out = w
-        .cli(&[
-            "approvals",
-            "approve",
-            &id,
-            "--as",
-            "carol",
-            "--code",
-            &oathtool(&carol, 1),
-        ])
-        .await
-        .unwrap();
+    let out = approve(&w, &id, "carol", &carol).await;
     assert!(!out.status.success());
     assert!(text(&out).contains("own agent"), "{}", text(&out));
-    let out = w
-        .cli(&[
-            "approvals",
-            "approve",
-            &id,
-            "--as",
-            "alice",
-            "--code",
-            &oathtool(&alice, 1),
-        ])
-        .await
-        .unwrap();
+    let out = approve(&w, &id, "alice", &alice).await;
     assert!(out.status.success(), "{}", text(&out));
     let r = held.await.unwrap().unwrap();
     assert_eq!(r.status(), 200);
@@ -380,18 +363,7 @@ async fn an_approval_given_through_one_replica_releases_the_request_held_by_anot
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let id = id.expect("replica B sees the approval replica A holds a request for");
-    let out = b
-        .cli(&[
-            "approvals",
-            "approve",
-            &id,
-            "--as",
-            "alice",
-            "--code",
-            &oathtool(&alice, 1),
-        ])
-        .await
-        .unwrap();
+    let out = approve(&b, &id, "alice", &alice).await;
     assert!(out.status.success(), "{}", text(&out));
     let r = held.await.unwrap().unwrap();
     assert_eq!(r.status(), 200);
@@ -411,6 +383,18 @@ async fn start_waiting(upstream: &FakeLlm, changes: Value) -> Warden {
         .policy("needs-sre.cedar", NEEDS_SRE)
         .set("/approvals", config)
         .start()
+        .await
+        .unwrap()
+}
+
+/// A streamed chat on gpt-4o as `token`, once its response has begun.
+async fn stream_chat(w: &Warden, token: &str) -> reqwest::Response {
+    w.http()
+        .post(w.url("/openai/chat/completions"))
+        .bearer_auth(token)
+        .json(&openai_chat("gpt-4o", true))
+        .timeout(Duration::from_secs(40))
+        .send()
         .await
         .unwrap()
 }
@@ -443,15 +427,7 @@ async fn a_waiting_stream_is_kept_alive_then_carries_the_completion_once_approve
     .await;
     let alice = enrol(&w, "alice").await;
     let token = w.token("billing-bot").await.unwrap();
-    let mut r = w
-        .http()
-        .post(w.url("/openai/chat/completions"))
-        .bearer_auth(&token)
-        .json(&openai_chat("gpt-4o", true))
-        .timeout(Duration::from_secs(40))
-        .send()
-        .await
-        .unwrap();
+    let mut r = stream_chat(&w, &token).await;
     // Answered at once: the stream has begun while the request waits.
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "text/event-stream");
@@ -477,35 +453,15 @@ async fn a_waiting_stream_is_kept_alive_then_carries_the_completion_once_approve
         "nothing goes upstream before the approval"
     );
 
-    let out = w
-        .cli(&[
-            "approvals",
-            "approve",
-            &id,
-            "--as",
-            "alice",
-            "--code",
-            &oathtool(&alice, 1),
-        ])
-        .await
-        .unwrap();
+    let out = approve(&w, &id, "alice", &alice).await;
     assert!(out.status.success(), "{}", text(&out));
     read_until(&mut r, &mut read, Duration::from_secs(20), |s| {
         s.contains("data: [DONE]")
     })
     .await;
     assert!(r.chunk().await.unwrap().is_none(), "the stream ends");
-    let events = parse_events(&read);
-    let content: String = events
-        .iter()
-        .filter_map(|e| {
-            e.json()["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect();
     assert_eq!(
-        content,
+        chat_text(&parse_events(&read)),
         fake_llm::full_text(),
         "the upstream's stream, spliced in"
     );
@@ -569,15 +525,7 @@ async fn a_stream_whose_wait_ends_undecided_carries_the_pending_answer_to_the_sd
     assert!(upstream.requests().is_empty());
 
     // A raw reader sees the comments, then the same answer.
-    let mut r = w
-        .http()
-        .post(w.url("/openai/chat/completions"))
-        .bearer_auth(&token)
-        .json(&openai_chat("gpt-4o", true))
-        .timeout(Duration::from_secs(20))
-        .send()
-        .await
-        .unwrap();
+    let mut r = stream_chat(&w, &token).await;
     let id = r.headers()["x-warden-approval-id"]
         .to_str()
         .unwrap()
@@ -779,18 +727,7 @@ async fn an_mcp_call_pending_approval_is_a_tool_result_and_goes_through_when_sen
                 .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
                 .collect();
             assert_eq!(listed.len(), 1, "{mode}: {}", text(&out));
-            let out = w
-                .cli(&[
-                    "approvals",
-                    "approve",
-                    &listed[0],
-                    "--as",
-                    "alice",
-                    "--code",
-                    &oathtool(&alice, 1),
-                ])
-                .await
-                .unwrap();
+            let out = approve(&w, &listed[0], "alice", &alice).await;
             assert!(out.status.success(), "{mode}: {}", text(&out));
             std::fs::write(&approved, b"").unwrap();
             listed[0].clone()
