@@ -120,13 +120,6 @@ impl Gate {
         (self.mode == ApprovalMode::Wait).then_some(self.keepalive)
     }
 
-    /// Holds `waiting` until the approval `decision` asks for is given (and consumes it), or
-    /// says why it does not go on.
-    pub async fn hold(&self, decision: &Decision, waiting: Waiting) -> Result<Approved, Hold> {
-        let opened = self.open(decision, waiting).await?;
-        self.conclude(opened).await
-    }
-
     /// Finds the open approval `waiting` needs, or opens one and tells approvers.
     pub async fn open(&self, decision: &Decision, waiting: Waiting) -> Result<Opened, Hold> {
         let Decision::NeedsApproval {

@@ -184,3 +184,95 @@ async fn error_body(
     serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| serde_json::json!({"error": {"message": message, "code": code}}))
 }
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::Full;
+
+    use super::*;
+    use crate::protocol::Protocol;
+
+    /// Everything `body` carried until its senders were gone.
+    async fn drain(mut body: EventBody) -> String {
+        let mut out = String::new();
+        while let Some(chunk) = body.next().await {
+            out.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn the_stream_carries_a_comment_at_once_and_at_each_interval_until_settled() {
+        let (tx, body) = EventBody::channel(BUFFER);
+        let comment = Bytes::from_static(b": waiting for approval apr_1\n\n");
+        let settled = keep_alive(
+            tokio::time::sleep(Duration::from_millis(130)),
+            &tx,
+            comment,
+            Duration::from_millis(50),
+        )
+        .await;
+        assert_eq!(settled, Some(()));
+        drop(tx);
+        let read = drain(body).await;
+        // At 0, 50 and 100 ms.
+        assert_eq!(read, ": waiting for approval apr_1\n\n".repeat(3));
+    }
+
+    #[tokio::test]
+    async fn the_wait_ends_when_the_agent_leaves() {
+        let (tx, body) = EventBody::channel(BUFFER);
+        drop(body);
+        let settled = keep_alive(
+            std::future::pending::<()>(),
+            &tx,
+            Bytes::from_static(b": waiting\n\n"),
+            Duration::from_millis(10),
+        )
+        .await;
+        assert_eq!(settled, None);
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_is_no_event_stream_ends_the_stream_as_the_protocols_error() {
+        for (protocol, expected) in [
+            (Protocol::Openai, "data: {"),
+            (Protocol::Anthropic, "event: error\ndata: {"),
+        ] {
+            let dialect = protocol.dialect();
+            let refusal = dialect
+                .error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "approval_unavailable",
+                    "no store",
+                )
+                .map(Either::Left);
+            let (tx, body) = EventBody::channel(BUFFER);
+            splice(refusal, dialect, &tx).await;
+            drop(tx);
+            let read = drain(body).await;
+            assert!(read.starts_with(expected), "{read}");
+            assert!(
+                read.contains("\"error\":{") && read.contains("no store"),
+                "{read}"
+            );
+            assert_eq!(
+                read.matches('\n').count(),
+                expected.matches('\n').count() + 2
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_stream_answer_passes_as_it_is() {
+        let stream = "data: {\"a\":1}\n\ndata: [DONE]\n\n";
+        let mut answer = Response::new(Either::Left(Full::new(Bytes::from_static(
+            stream.as_bytes(),
+        ))));
+        protocol::event_stream_headers(answer.headers_mut());
+        let (tx, body) = EventBody::channel(BUFFER);
+        splice(answer, Protocol::Openai.dialect(), &tx).await;
+        drop(tx);
+        assert_eq!(drain(body).await, stream);
+    }
+}
