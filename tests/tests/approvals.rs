@@ -373,6 +373,11 @@ async fn an_approval_given_through_one_replica_releases_the_request_held_by_anot
     );
 }
 
+/// Chat on Anthropic's claude-sonnet-4-5 waits for a member of `sre` too.
+const CLAUDE_NEEDS_SRE: &str = "@id(\"claude-needs-sre\")\n@approval(\"required\")\n\
+    @approvers(\"Group::\\\"sre\\\"\")\n\
+    permit (principal, action == Action::\"llm:chat\", resource == Model::\"anthropic/claude-sonnet-4-5\");\n";
+
 /// Warden in `wait` mode with `approvals` changes (`wait_timeout`, `keepalive_interval`).
 async fn start_waiting(upstream: &FakeLlm, changes: Value) -> Warden {
     let mut config = approvals("wait");
@@ -381,6 +386,7 @@ async fn start_waiting(upstream: &FakeLlm, changes: Value) -> Warden {
     }
     WardenBuilder::new(upstream)
         .policy("needs-sre.cedar", NEEDS_SRE)
+        .policy("claude-needs-sre.cedar", CLAUDE_NEEDS_SRE)
         .set("/approvals", config)
         .start()
         .await
@@ -491,7 +497,7 @@ async fn a_waiting_stream_is_kept_alive_then_carries_the_completion_once_approve
 }
 
 #[tokio::test]
-async fn a_stream_whose_wait_ends_undecided_carries_the_pending_answer_to_the_sdk() {
+async fn a_stream_whose_wait_ends_undecided_carries_the_pending_answer_to_the_sdks() {
     let upstream = FakeLlm::start().await.unwrap();
     let w = start_waiting(
         &upstream,
@@ -499,16 +505,24 @@ async fn a_stream_whose_wait_ends_undecided_carries_the_pending_answer_to_the_sd
     )
     .await;
     let token = w.token("billing-bot").await.unwrap();
-    // The official SDK skips the keep-alive comments and reads the answer as a streamed
+    // The official SDKs skip the keep-alive comments and read the answer as a streamed
     // completion that ends its turn normally.
-    let out = sdk::run(
-        "openai_chat.py",
-        &w.url("/openai"),
-        &token,
-        &["stream", "--model", "gpt-4o"],
-    )
-    .await
-    .unwrap();
+    let (openai_base, anthropic_base) = (w.url("/openai"), w.url("/anthropic"));
+    let (out, claude) = tokio::join!(
+        sdk::run(
+            "openai_chat.py",
+            &openai_base,
+            &token,
+            &["stream", "--model", "gpt-4o"],
+        ),
+        sdk::run(
+            "anthropic_messages.py",
+            &anthropic_base,
+            &token,
+            &["stream", "--model", "claude-sonnet-4-5"],
+        ),
+    );
+    let (out, claude) = (out.unwrap(), claude.unwrap());
     let stream = &out["stream"];
     let said = stream["content"]
         .as_str()
@@ -522,6 +536,15 @@ async fn a_stream_whose_wait_ends_undecided_carries_the_pending_answer_to_the_sd
         "{said}"
     );
     assert_eq!(stream["finish_reason"], "stop", "{out}");
+    let said = claude["stream"]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{claude}"));
+    assert!(
+        said.contains("holding this request for a human's approval")
+            && said.contains("is pending: an approver decides at"),
+        "{said}"
+    );
+    assert_eq!(claude["stream"]["stop_reason"], "end_turn", "{claude}");
     assert!(upstream.requests().is_empty());
 
     // A raw reader sees the comments, then the same answer.
