@@ -93,6 +93,7 @@ async fn a_decision_that_needs_approval_is_held_with_an_explanation() {
     let s = Stack::start_with(|b| {
         b.without_policy("e2e-permit-all.cedar")
             .policy("approval.cedar", needs)
+            .set("/approvals", json!({"mode": "pending"}))
     })
     .await
     .unwrap();
@@ -101,12 +102,12 @@ async fn a_decision_that_needs_approval_is_held_with_an_explanation() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200, "a completion that explains itself");
-    assert_eq!(response.headers()["x-warden-decision"], "deny");
+    assert_eq!(response.headers()["x-warden-decision"], "approval_required");
     let body: Value = response.json().await.unwrap();
     let text = body["choices"][0]["message"]["content"].as_str().unwrap();
     assert!(
         text.contains("production model: requires approval by Group::\"sre\"")
-            && text.contains("approvals are not enabled"),
+            && text.contains("is pending"),
         "{text}"
     );
     let decision = s.audit("decision", |_| true).await.unwrap();
