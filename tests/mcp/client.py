@@ -115,7 +115,8 @@ async def _step(session: ClientSession, step: dict) -> dict:
                 progress_callback=progress if step.get("progress") else None,
             )
             is_error = bool(_field(result, "is_error", "isError"))
-            return {"isError": is_error, "text": _text(result.content), "progress": len(seen)}
+            meta = getattr(result, "meta", None)
+            return {"isError": is_error, "text": _text(result.content), "progress": len(seen), "meta": meta}
         if op == "cancel_call":
             with anyio.move_on_after(step["after"]) as scope:
                 await session.call_tool(step["name"], step.get("arguments", {}))

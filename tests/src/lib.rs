@@ -23,3 +23,4 @@ pub mod sse;
 pub mod stack;
 pub mod syslog;
 pub mod warden;
+pub mod webhook;

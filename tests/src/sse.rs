@@ -74,6 +74,18 @@ pub fn parse_events(body: &str) -> Vec<Event> {
         .collect()
 }
 
+/// The assistant text of an OpenAI chat completion stream: its content deltas, joined.
+pub fn chat_text(events: &[Event]) -> String {
+    events
+        .iter()
+        .filter_map(|e| {
+            e.json()["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
 /// Reads a live event stream event by event, as a client does (keep-alive comments skipped).
 pub struct EventReader {
     response: reqwest::Response,

@@ -1,15 +1,23 @@
 //! Approvals end to end: a request a policy holds for approval is answered "pending" (or waits),
 //! an operator enrolled with TOTP (codes from the real `oathtool`) approves it from the command
 //! line, and the same request then goes through once; the negative cases are refused before
-//! anything changes.
+//! anything changes. A streamed request that waits is answered at once and kept alive until
+//! its completion (or the "pending" answer) follows in the same stream; approvers see what
+//! inspection found; a held action is posted to a signed JSON webhook and a Slack webhook; an
+//! MCP tool call that waits is a tool result naming its approval (the official MCP SDK against
+//! a real MCP server), and goes through when called again once approved.
 
 use std::process::Output;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-use warden_e2e::fake_llm::FakeLlm;
+use warden_e2e::fake_llm::{self, FakeLlm};
+use warden_e2e::sdk;
+use warden_e2e::sse::{chat_text, parse_events};
 use warden_e2e::stack::openai_chat;
 use warden_e2e::warden::{Warden, WardenBuilder};
+use warden_e2e::webhook::Webhook;
 
 /// Chat on gpt-4o waits for a member of `sre`.
 const NEEDS_SRE: &str = "@id(\"gpt4o-needs-sre\")\n@reason(\"gpt-4o costs money\")\n\
@@ -82,6 +90,22 @@ fn oathtool(secret: &str, ahead: u32) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// `warden approvals approve <id>` as `subject`, with the code of `secret` one step ahead (the
+/// code of the current step confirmed the enrolment).
+async fn approve(w: &Warden, id: &str, subject: &str, secret: &str) -> Output {
+    w.cli(&[
+        "approvals",
+        "approve",
+        id,
+        "--as",
+        subject,
+        "--code",
+        &oathtool(secret, 1),
+    ])
+    .await
+    .unwrap()
+}
+
 async fn chat(w: &Warden, token: &str, content: &str) -> reqwest::Response {
     let mut body = openai_chat("gpt-4o", false);
     body["messages"][0]["content"] = json!(content);
@@ -138,18 +162,7 @@ async fn a_held_request_goes_through_once_after_an_sre_approves_it_with_totp() {
     let alice = enrol(&w, "alice").await;
     let bob = enrol(&w, "bob").await;
     // Outside the group the policy names: refused, whatever the code.
-    let out = w
-        .cli(&[
-            "approvals",
-            "approve",
-            &id,
-            "--as",
-            "bob",
-            "--code",
-            &oathtool(&bob, 1),
-        ])
-        .await
-        .unwrap();
+    let out = approve(&w, &id, "bob", &bob).await;
     assert!(!out.status.success());
     assert!(
         text(&out).contains("must be approved by a member of Group::\"sre\""),
@@ -294,32 +307,10 @@ async fn a_waiting_request_goes_on_when_approved_and_no_one_approves_their_own_a
     }
     let id = id.expect("the waiting request's approval is listed");
     assert!(!held.is_finished(), "the request waits");
-    let out = w
-        .cli(&[
-            "approvals",
-            "approve",
-            &id,
-            "--as",
-            "carol",
-            "--code",
-            &oathtool(&carol, 1),
-        ])
-        .await
-        .unwrap();
+    let out = approve(&w, &id, "carol", &carol).await;
     assert!(!out.status.success());
     assert!(text(&out).contains("own agent"), "{}", text(&out));
-    let out = w
-        .cli(&[
-            "approvals",
-            "approve",
-            &id,
-            "--as",
-            "alice",
-            "--code",
-            &oathtool(&alice, 1),
-        ])
-        .await
-        .unwrap();
+    let out = approve(&w, &id, "alice", &alice).await;
     assert!(out.status.success(), "{}", text(&out));
     let r = held.await.unwrap().unwrap();
     assert_eq!(r.status(), 200);
@@ -372,18 +363,7 @@ async fn an_approval_given_through_one_replica_releases_the_request_held_by_anot
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let id = id.expect("replica B sees the approval replica A holds a request for");
-    let out = b
-        .cli(&[
-            "approvals",
-            "approve",
-            &id,
-            "--as",
-            "alice",
-            "--code",
-            &oathtool(&alice, 1),
-        ])
-        .await
-        .unwrap();
+    let out = approve(&b, &id, "alice", &alice).await;
     assert!(out.status.success(), "{}", text(&out));
     let r = held.await.unwrap().unwrap();
     assert_eq!(r.status(), 200);
@@ -391,4 +371,426 @@ async fn an_approval_given_through_one_replica_releases_the_request_held_by_anot
         r.headers().get("x-warden-approval-id").is_none(),
         "released, not pending"
     );
+}
+
+/// Chat on Anthropic's claude-sonnet-4-5 waits for a member of `sre` too.
+const CLAUDE_NEEDS_SRE: &str = "@id(\"claude-needs-sre\")\n@approval(\"required\")\n\
+    @approvers(\"Group::\\\"sre\\\"\")\n\
+    permit (principal, action == Action::\"llm:chat\", resource == Model::\"anthropic/claude-sonnet-4-5\");\n";
+
+/// Warden in `wait` mode with `approvals` changes (`wait_timeout`, `keepalive_interval`).
+async fn start_waiting(upstream: &FakeLlm, changes: Value) -> Warden {
+    let mut config = approvals("wait");
+    for (key, value) in changes.as_object().unwrap() {
+        config[key] = value.clone();
+    }
+    WardenBuilder::new(upstream)
+        .policy("needs-sre.cedar", NEEDS_SRE)
+        .policy("claude-needs-sre.cedar", CLAUDE_NEEDS_SRE)
+        .set("/approvals", config)
+        .start()
+        .await
+        .unwrap()
+}
+
+/// A streamed chat on gpt-4o as `token`, once its response has begun.
+async fn stream_chat(w: &Warden, token: &str) -> reqwest::Response {
+    w.http()
+        .post(w.url("/openai/chat/completions"))
+        .bearer_auth(token)
+        .json(&openai_chat("gpt-4o", true))
+        .timeout(Duration::from_secs(40))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Reads `response`'s body until `done` holds for what was read, within `timeout`.
+async fn read_until(
+    response: &mut reqwest::Response,
+    read: &mut String,
+    timeout: Duration,
+    done: impl Fn(&str) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !done(read) {
+        match tokio::time::timeout_at(deadline, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => read.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(Ok(None)) => panic!("the stream ended early; read:\n{read}"),
+            Ok(Err(e)) => panic!("{e}; read:\n{read}"),
+            Err(_) => panic!("not within {timeout:?}; read:\n{read}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_waiting_stream_is_kept_alive_then_carries_the_completion_once_approved() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let w = start_waiting(
+        &upstream,
+        json!({"wait_timeout": "30s", "keepalive_interval": "300ms"}),
+    )
+    .await;
+    let alice = enrol(&w, "alice").await;
+    let token = w.token("billing-bot").await.unwrap();
+    let mut r = stream_chat(&w, &token).await;
+    // Answered at once: the stream has begun while the request waits.
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    assert_eq!(r.headers()["x-warden-decision"], "approval_required");
+    let id = r.headers()["x-warden-approval-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(id.starts_with("apr_"), "{id}");
+    let comment = format!(": waiting for approval {id}\n\n");
+    let mut read = String::new();
+    read_until(&mut r, &mut read, Duration::from_secs(10), |s| {
+        s.matches(&comment).count() >= 3
+    })
+    .await;
+    assert_eq!(
+        read,
+        comment.repeat(read.matches(&comment).count()),
+        "only keep-alive comments before the approval"
+    );
+    assert!(
+        upstream.requests().is_empty(),
+        "nothing goes upstream before the approval"
+    );
+
+    let out = approve(&w, &id, "alice", &alice).await;
+    assert!(out.status.success(), "{}", text(&out));
+    read_until(&mut r, &mut read, Duration::from_secs(20), |s| {
+        s.contains("data: [DONE]")
+    })
+    .await;
+    assert!(r.chunk().await.unwrap().is_none(), "the stream ends");
+    assert_eq!(
+        chat_text(&parse_events(&read)),
+        fake_llm::full_text(),
+        "the upstream's stream, spliced in"
+    );
+    assert_eq!(upstream.requests().len(), 1);
+
+    // Recorded as any approved request: the approval used, then the outcome with its usage.
+    let used = w
+        .wait_for_audit(Duration::from_secs(5), |r| {
+            r["detail"]["event"] == "approval_used"
+        })
+        .await
+        .unwrap();
+    assert_eq!(used["detail"]["approval_id"], json!(id));
+    assert_eq!(used["detail"]["approvers"][0]["approver"], "alice");
+    let outcome = w
+        .wait_for_audit(Duration::from_secs(5), |r| {
+            r["kind"] == "outcome" && r["decision_id"] == used["decision_id"]
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome["outcome"]["status"], 200, "{outcome}");
+    assert_eq!(
+        outcome["outcome"]["output_tokens"],
+        fake_llm::COMPLETION_TOKENS,
+        "{outcome}"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_whose_wait_ends_undecided_carries_the_pending_answer_to_the_sdks() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let w = start_waiting(
+        &upstream,
+        json!({"wait_timeout": "2s", "keepalive_interval": "200ms"}),
+    )
+    .await;
+    let token = w.token("billing-bot").await.unwrap();
+    // The official SDKs skip the keep-alive comments and read the answer as a streamed
+    // completion that ends its turn normally.
+    let (openai_base, anthropic_base) = (w.url("/openai"), w.url("/anthropic"));
+    let (out, claude) = tokio::join!(
+        sdk::run(
+            "openai_chat.py",
+            &openai_base,
+            &token,
+            &["stream", "--model", "gpt-4o"],
+        ),
+        sdk::run(
+            "anthropic_messages.py",
+            &anthropic_base,
+            &token,
+            &["stream", "--model", "claude-sonnet-4-5"],
+        ),
+    );
+    let (out, claude) = (out.unwrap(), claude.unwrap());
+    let stream = &out["stream"];
+    let said = stream["content"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        said.contains("holding this request for a human's approval")
+            && said.contains("Approval apr_")
+            && said.contains(
+                "is pending: an approver decides at https://warden.example.com/approvals/"
+            ),
+        "{said}"
+    );
+    assert_eq!(stream["finish_reason"], "stop", "{out}");
+    let said = claude["stream"]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{claude}"));
+    assert!(
+        said.contains("holding this request for a human's approval")
+            && said.contains("is pending: an approver decides at"),
+        "{said}"
+    );
+    assert_eq!(claude["stream"]["stop_reason"], "end_turn", "{claude}");
+    assert!(upstream.requests().is_empty());
+
+    // A raw reader sees the comments, then the same answer.
+    let mut r = stream_chat(&w, &token).await;
+    let id = r.headers()["x-warden-approval-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut read = String::new();
+    read_until(&mut r, &mut read, Duration::from_secs(10), |s| {
+        s.contains("data: [DONE]")
+    })
+    .await;
+    let comments = read
+        .matches(&format!(": waiting for approval {id}\n\n"))
+        .count();
+    assert!(
+        comments >= 5,
+        "{comments} keep-alive comments in 2 s:\n{read}"
+    );
+    let answer = read.find("data: ").unwrap();
+    assert!(
+        read[answer..].contains(&format!("Approval {id} is pending")),
+        "{read}"
+    );
+    assert!(
+        !read[answer..].contains(": waiting"),
+        "no comment after the answer:\n{read}"
+    );
+}
+
+#[tokio::test]
+async fn approvers_see_what_inspection_found_in_the_request() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let w = start(&upstream, "pending").await;
+    let token = w.token("billing-bot").await.unwrap();
+    let id = pending_id(
+        &w,
+        &token,
+        "deploy with -----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\n-----END OPENSSH PRIVATE KEY-----",
+    )
+    .await;
+    let out = w.cli(&["approvals", "show", &id]).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = text(&out);
+    assert!(
+        shown.contains(r#""findings":[{"detector":"private_key","location":"body, byte "#),
+        "{shown}"
+    );
+    assert!(!shown.contains("b3Blbn"), "never the content: {shown}");
+}
+
+#[tokio::test]
+async fn a_held_action_is_posted_to_a_signed_json_webhook_and_to_slack() {
+    const SECRET: &str = "e2e-webhook-signing-secret";
+    let hooks = Webhook::start().await.unwrap();
+    let upstream = FakeLlm::start().await.unwrap();
+    let mut config = approvals("pending");
+    config["notify"] = json!([
+        {"name": "automation", "kind": "json", "url": hooks.url("/json"),
+         "secret": {"env": "HOOK_SECRET"}},
+        {"kind": "slack", "url": hooks.url("/slack")},
+    ]);
+    let w = WardenBuilder::new(&upstream)
+        .policy("needs-sre.cedar", NEEDS_SRE)
+        .set("/approvals", config)
+        .env("HOOK_SECRET", SECRET)
+        .start()
+        .await
+        .unwrap();
+    let token = w.token("billing-bot").await.unwrap();
+    let id = pending_id(&w, &token, "summarise the invoices").await;
+    let link = format!(
+        "https://warden.example.com/approvals/{}",
+        id.replace('_', "%5F")
+    );
+
+    let posted = hooks
+        .delivery("/json", Duration::from_secs(15))
+        .await
+        .unwrap();
+    assert_eq!(posted.headers["content-type"], "application/json");
+    let body = posted.json();
+    assert_eq!(body["type"], "approval.pending", "{body}");
+    assert_eq!(body["approval_id"], json!(id), "{body}");
+    assert_eq!(body["console_url"], json!(link), "{body}");
+    assert_eq!(body["agent"], "billing-bot", "{body}");
+    assert_eq!(body["policy"], "gpt4o-needs-sre", "{body}");
+    assert_eq!(body["approvers"], json!(["Group::\"sre\""]), "{body}");
+    // The signature, checked as docs/approvals.md tells a receiver to.
+    let header = posted.headers["warden-signature"].to_str().unwrap();
+    let (t, v1) = header
+        .split_once(',')
+        .and_then(|(t, v)| Some((t.strip_prefix("t=")?, v.strip_prefix("v1=")?)))
+        .unwrap_or_else(|| panic!("{header}"));
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(now.abs_diff(t.parse().unwrap()) <= 300, "{header}");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(&posted.body);
+    mac.verify_slice(&hex::decode(v1).unwrap())
+        .expect("the signature verifies with the webhook's secret");
+    let mut forged = Hmac::<sha2::Sha256>::new_from_slice(b"another secret").unwrap();
+    forged.update(format!("{t}.").as_bytes());
+    forged.update(&posted.body);
+    assert!(forged.verify_slice(&hex::decode(v1).unwrap()).is_err());
+
+    let posted = hooks
+        .delivery("/slack", Duration::from_secs(15))
+        .await
+        .unwrap();
+    assert!(posted.headers.get("warden-signature").is_none());
+    let body = posted.json();
+    assert!(body["text"].as_str().unwrap().contains(&link), "{body}");
+    let button = body["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|b| {
+            b["elements"]
+                .as_array()?
+                .iter()
+                .find(|e| e["type"] == "button")
+        })
+        .unwrap_or_else(|| panic!("no button: {body}"));
+    assert_eq!(button["url"], json!(link), "{body}");
+    assert!(body.to_string().contains(&id), "{body}");
+
+    // Sent again, the same approval: nobody is told twice.
+    assert_eq!(pending_id(&w, &token, "summarise the invoices").await, id);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hooks.deliveries("/json").len(), 1);
+    assert_eq!(hooks.deliveries("/slack").len(), 1);
+}
+
+/// Calls of `everything/echo` wait for a member of `sre`.
+const ECHO_NEEDS_SRE: &str = "@id(\"echo-needs-sre\")\n@reason(\"echo speaks for us\")\n\
+    @approval(\"required\")\n@approvers(\"Group::\\\"sre\\\"\")\n\
+    permit (principal, action == Action::\"mcp:call_tool\", resource == Tool::\"everything/echo\");\n";
+
+/// The approval id a "pending" text names.
+fn approval_in(text: &str) -> String {
+    let at = text
+        .find("Approval apr_")
+        .unwrap_or_else(|| panic!("no approval id in {text:?}"))
+        + "Approval ".len();
+    text[at..at + "apr_".len() + 32].to_owned()
+}
+
+#[tokio::test]
+async fn an_mcp_call_pending_approval_is_a_tool_result_and_goes_through_when_sent_again() {
+    // Answered "pending" at once, or after a wait that ends undecided: the same tool result,
+    // also where denials are JSON-RPC errors (a call that waits is not refused).
+    for (mode, on_deny) in [("pending", "jsonrpc_error"), ("wait", "tool_result")] {
+        let mut config = approvals(mode);
+        config["wait_timeout"] = json!("1s");
+        let w = WardenBuilder::with_upstream_url("http://127.0.0.1:9")
+            .set(
+                "/mcp",
+                json!({"servers": [warden_e2e::mcp::everything_stdio("everything")],
+                       "endpoints": [{"name": "tools", "servers": ["everything"],
+                                      "on_deny": on_deny}]}),
+            )
+            .policy("echo-needs-sre.cedar", ECHO_NEEDS_SRE)
+            .set("/approvals", config)
+            .start()
+            .await
+            .unwrap();
+        let alice = enrol(&w, "alice").await;
+        let token = w.token("ci-bot").await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (asked, approved) = (dir.path().join("asked"), dir.path().join("approved"));
+        let call = |message: &str| json!({"op": "call", "name": "everything_echo", "arguments": {"message": message}});
+        // One session of the official MCP SDK: the call, the same call again once an approver
+        // approved it, then one with other arguments.
+        let steps = json!([
+            call("deploy v42"),
+            {"op": "touch", "path": asked},
+            {"op": "wait_for", "path": approved},
+            call("deploy v42"),
+            call("deploy v43"),
+        ]);
+        let session = {
+            let (w_url, token) = (w.url("/mcp/tools"), token.clone());
+            let w = &w;
+            async move { warden_e2e::mcp::session(w, &w_url, &token, steps).await }
+        };
+        let approver = async {
+            for _ in 0..600 {
+                if asked.exists() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(asked.exists(), "{mode}: the first call was answered");
+            let out = w.cli(&["approvals", "list"]).await.unwrap();
+            let listed: Vec<String> = text(&out)
+                .lines()
+                .filter(|l| l.starts_with("apr_"))
+                .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+                .collect();
+            assert_eq!(listed.len(), 1, "{mode}: {}", text(&out));
+            let out = approve(&w, &listed[0], "alice", &alice).await;
+            assert!(out.status.success(), "{mode}: {}", text(&out));
+            std::fs::write(&approved, b"").unwrap();
+            listed[0].clone()
+        };
+        let (r, id) = tokio::join!(session, approver);
+        let r = r.unwrap();
+        let pending = &r["steps"][0];
+        assert_eq!(pending["isError"], true, "{mode}: {r}");
+        let said = pending["text"].as_str().unwrap();
+        assert!(said.contains("approval"), "{mode}: {said}");
+        assert_eq!(approval_in(said), id, "{mode}: {said}");
+        let link = format!(
+            "https://warden.example.com/approvals/{}",
+            id.replace('_', "%5F")
+        );
+        assert_eq!(
+            pending["meta"]["warden/approval"],
+            json!({"id": id, "status": "pending", "url": link}),
+            "{mode}: {r}"
+        );
+        assert!(said.contains(&link), "{mode}: {said}");
+        let done = &r["steps"][3];
+        assert_eq!(done["isError"], false, "{mode}: approved, it runs: {r}");
+        assert!(
+            done["text"].as_str().unwrap().contains("deploy v42"),
+            "{mode}: {r}"
+        );
+        let other = &r["steps"][4];
+        assert_eq!(other["isError"], true, "{mode}: {r}");
+        assert_ne!(
+            approval_in(other["text"].as_str().unwrap()),
+            id,
+            "{mode}: other arguments, another approval: {r}"
+        );
+        let used = w
+            .wait_for_audit(Duration::from_secs(5), |r| {
+                r["detail"]["event"] == "approval_used"
+            })
+            .await
+            .unwrap();
+        assert_eq!(used["detail"]["approval_id"], json!(id), "{mode}");
+    }
 }

@@ -63,14 +63,7 @@ async fn start_held_stream(s: &Stack, model: &str) -> (reqwest::Response, String
 }
 
 fn streamed_text(body: &str) -> String {
-    sse::parse_events(body)
-        .iter()
-        .filter_map(|e| {
-            e.json()["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect()
+    sse::chat_text(&sse::parse_events(body))
 }
 
 #[tokio::test]

@@ -43,15 +43,7 @@ async fn openai_first_chunk_reaches_agent_before_upstream_finishes() {
         .unwrap();
     let body = first + &sse::text_of(&rest);
     let events = sse::parse_events(&body);
-    let text: String = events
-        .iter()
-        .filter_map(|e| {
-            e.json()["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect();
-    assert_eq!(text, fake_llm::full_text());
+    assert_eq!(sse::chat_text(&events), fake_llm::full_text());
     assert_eq!(events.last().map(|e| e.data.as_str()), Some("[DONE]"));
     assert_eq!(s.fake.streams_completed(), 1);
 }

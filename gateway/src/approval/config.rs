@@ -10,6 +10,9 @@ use crate::secrets::config::CredentialSource;
 
 /// Default `approvals.wait_timeout`: how long a held request waits before "pending".
 pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `approvals.keepalive_interval`: how often a streamed request that waits carries a
+/// keep-alive comment.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// Default `approvals.default_ttl`: how long an approval request stays open.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(15 * 60);
 
@@ -36,6 +39,11 @@ pub struct ApprovalsConfig {
     /// "pending".
     #[serde(with = "humantime_serde")]
     pub wait_timeout: Duration,
+    /// `wait` mode: a streamed request (an LLM call with `stream: true`) is answered with its
+    /// event stream at once and carries a comment this often while it waits, so that idle
+    /// timeouts of clients and proxies do not cut it.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
     /// How long an approval request stays open (and an approval stays usable) when its policy
     /// has no `@approval_ttl`.
     #[serde(with = "humantime_serde")]
@@ -135,6 +143,7 @@ impl Default for ApprovalsConfig {
         ApprovalsConfig {
             mode: ApprovalMode::Wait,
             wait_timeout: DEFAULT_WAIT_TIMEOUT,
+            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
             default_ttl: DEFAULT_TTL,
             console_url: None,
             factor_key: None,
@@ -177,6 +186,16 @@ impl ApprovalsConfig {
                 "wait_timeout",
                 "must be more than 0 and at most 10m: a held request keeps its connection (and \
                  the agent) waiting that long; use mode: pending for longer approvals"
+                    .into(),
+            );
+        }
+        if self.keepalive_interval < Duration::from_millis(100)
+            || self.keepalive_interval > Duration::from_secs(300)
+        {
+            err(
+                "keepalive_interval",
+                "must be between 100ms and 5m: shorter than the idle timeouts of the clients and \
+                 proxies in front of Warden (often 30 s to 60 s)"
                     .into(),
             );
         }
@@ -304,6 +323,7 @@ mod tests {
             "\
 approvals:
   console_url: https://warden.example.com/console
+  keepalive_interval: 2s
   factor_key: { env: WARDEN_FACTOR_KEY }
   previous_factor_keys: [{ file: /run/secrets/old-factor-key }]
   notify:
@@ -321,6 +341,7 @@ approvals:
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let a = &config.approvals;
+        assert_eq!(a.keepalive_interval, Duration::from_secs(2));
         assert_eq!(
             a.console_url.as_deref(),
             Some("https://warden.example.com/console")
@@ -398,6 +419,13 @@ approvals:
         assert!(
             text.contains(
                 "approvals.console_url: \"https://x.example/?a=1\" must not have a query"
+            ),
+            "{text}"
+        );
+        let text = errors_of("approvals:\n  keepalive_interval: 10ms\n");
+        assert!(
+            text.contains(
+                "warden.yaml:2: approvals.keepalive_interval: must be between 100ms and 5m"
             ),
             "{text}"
         );

@@ -1,7 +1,9 @@
 //! The approval gate: what the hold stage does with a decision that needs a human.
 //!
 //! The action's digest (principal, action, resource, arguments) names the approval: the gate
-//! finds the open request for it or opens one (telling approvers through the webhooks), then
+//! finds the open request for it or opens one, telling approvers through the webhooks
+//! ([`Gate::open`]; a streamed request is answered at once then, `proxy/held.rs`), then
+//! ([`Gate::conclude`])
 //!
 //! - finds it approved: consumes it (once, for this digest, before it expires) and lets the
 //!   request go on;
@@ -52,12 +54,35 @@ pub struct Approved {
     pub approvers: Vec<(String, &'static str)>,
 }
 
+/// An approval an action waits for, as the gate found or opened it.
+#[derive(Debug)]
+pub struct Opened {
+    record: ApprovalRecord,
+    /// The digest of the action waiting.
+    digest: String,
+    /// Who must approve, under which policy and why (for a "pending" answer).
+    needed: String,
+}
+
+impl Opened {
+    /// The approval's id.
+    pub fn id(&self) -> &str {
+        &self.record.id
+    }
+
+    /// Whether it is still to be decided.
+    pub fn is_pending(&self) -> bool {
+        self.record.status == ApprovalStatus::Pending
+    }
+}
+
 /// The approval gate.
 pub struct Gate {
     approvals: Arc<dyn ApprovalRepository>,
     notifier: Option<Notifier>,
     mode: ApprovalMode,
     wait: Duration,
+    keepalive: Duration,
     default_ttl: Duration,
     console_url: Option<String>,
 }
@@ -83,14 +108,20 @@ impl Gate {
             notifier,
             mode: config.mode,
             wait: config.wait_timeout,
+            keepalive: config.keepalive_interval,
             default_ttl: config.default_ttl,
             console_url: config.console_url.clone(),
         }
     }
 
-    /// Holds `waiting` until the approval `decision` asks for is given (and consumes it), or
-    /// says why it does not go on.
-    pub async fn hold(&self, decision: &Decision, waiting: Waiting) -> Result<Approved, Hold> {
+    /// How often a streamed request waiting for its approval carries a keep-alive comment;
+    /// `None` when requests do not wait (`mode: pending`).
+    pub fn keepalive(&self) -> Option<Duration> {
+        (self.mode == ApprovalMode::Wait).then_some(self.keepalive)
+    }
+
+    /// Finds the open approval `waiting` needs, or opens one and tells approvers.
+    pub async fn open(&self, decision: &Decision, waiting: Waiting) -> Result<Opened, Hold> {
         let Decision::NeedsApproval {
             policy,
             approvers,
@@ -139,11 +170,26 @@ impl Gate {
         if created {
             tracing::info!(approval_id = %record.id, principal = %waiting.principal, action = %waiting.action, policy = %policy, "action waits for approval");
         }
+        Ok(Opened {
+            record,
+            digest: waiting.digest,
+            needed: decision.reasons().concat(),
+        })
+    }
+
+    /// The end of `opened`: in `wait` mode it is waited for while pending; approved, it is
+    /// consumed and the request goes on; else why not.
+    pub async fn conclude(&self, opened: Opened) -> Result<Approved, Hold> {
+        let Opened {
+            record,
+            digest,
+            needed,
+        } = opened;
         let record = match (record.status, self.mode) {
             (ApprovalStatus::Pending, ApprovalMode::Wait) => self.wait_for(record).await?,
             _ => record,
         };
-        self.settle(record, &waiting.digest, decision).await
+        self.settle(record, &digest, &needed).await
     }
 
     /// Waits for `record` to be decided, up to the wait timeout; the record as it then is.
@@ -185,7 +231,7 @@ impl Gate {
         &self,
         record: ApprovalRecord,
         digest: &str,
-        decision: &Decision,
+        needed: &str,
     ) -> Result<Approved, Hold> {
         match record.status {
             ApprovalStatus::Approved => {
@@ -206,14 +252,14 @@ impl Gate {
                     // Another request with the same digest used it first: this one needs its
                     // own approval (single use).
                     ConsumeOutcome::NotApproved(_) | ConsumeOutcome::Unknown => {
-                        Err(self.pending(&record, decision))
+                        Err(self.pending(&record, needed))
                     }
                     ConsumeOutcome::DigestMismatch => Err(Hold::Unavailable {
                         error: format!("approval {} is for another action", record.id),
                     }),
                 }
             }
-            ApprovalStatus::Pending => Err(self.pending(&record, decision)),
+            ApprovalStatus::Pending => Err(self.pending(&record, needed)),
             ApprovalStatus::Denied => Err(Hold::ApprovalDenied {
                 id: record.id.clone(),
                 by: record
@@ -230,10 +276,10 @@ impl Gate {
         }
     }
 
-    fn pending(&self, record: &ApprovalRecord, decision: &Decision) -> Hold {
+    fn pending(&self, record: &ApprovalRecord, needed: &str) -> Hold {
         Hold::Pending {
             id: record.id.clone(),
-            needed: decision.reasons().concat(),
+            needed: needed.to_owned(),
             link: self
                 .console_url
                 .as_deref()

@@ -1,6 +1,6 @@
 //! Hold: what a decision lets through. An allow goes on; a deny stops here; a decision that
-//! needs a human's approval stops here too until approvals exist on this gateway (the
-//! approval gate will wait for one, or tell the agent how to retry, from this one place).
+//! needs a human's approval goes to the approval gate (`gate`), which lets it go on once
+//! approved, has it wait, or tells the agent how to retry; without a gate it stops here.
 //!
 //! The gate's building blocks live beside it: `config` (the `approvals:` section), `totp`
 //! (the second factor), `sealed` (second-factor secrets encrypted for the state store) and

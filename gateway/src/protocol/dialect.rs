@@ -131,6 +131,14 @@ pub trait Dialect: Send + Sync + 'static {
     /// An HTTP error in this protocol's error shape; `code` is Warden's stable error code.
     fn error(&self, status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>>;
 
+    /// An error that ends an event stream already answered `200`, as the provider streams one:
+    /// `error` (a body in this protocol's error shape) as one `data:` event.
+    fn stream_error(&self, error: &serde_json::Value) -> Bytes {
+        let mut sse = super::sse::SseWriter::default();
+        sse.data(error);
+        Bytes::from(sse.finish())
+    }
+
     /// Whether a response's server-sent event named `event` can carry usage (others are not
     /// buffered).
     fn usage_event_wanted(&self, event: &[u8]) -> bool;

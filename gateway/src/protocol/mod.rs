@@ -37,7 +37,8 @@ pub use identifier::{
     IdentifierProblem, LOOKALIKE_FINDING, MAX_IDENTIFIER_BYTES, check as check_identifier,
 };
 pub use refusal::{
-    DECISION_HEADER, DECISION_ID_HEADER, RECEIPT_HEADER, REQUEST_ID_HEADER, Refusal, RefusalFinish,
+    DECISION_HEADER, DECISION_ID_HEADER, Pending, RECEIPT_HEADER, REQUEST_ID_HEADER, Refusal,
+    RefusalFinish,
 };
 pub use request::{Endpoint, LlmRequest};
 pub use response::{event_stream_headers, json as json_response};

@@ -40,15 +40,24 @@ pub struct Refusal<'a> {
     pub decision_id: &'a str,
     /// How the answer ends its turn.
     pub finish: RefusalFinish,
-    /// The request waits for a human's approval (the reason says which and how to retry),
-    /// rather than being refused for good.
-    pub pending: bool,
+    /// The approval the request waits for (the reason says which and how to retry), when it
+    /// is pending rather than refused for good.
+    pub pending: Option<Pending<'a>>,
+}
+
+/// An approval a request waits for, as told to the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pending<'a> {
+    /// The approval's id (`apr_…`).
+    pub id: &'a str,
+    /// Where an approver decides (the console's page for it), when a console URL is set.
+    pub link: Option<&'a str>,
 }
 
 impl Refusal<'_> {
     /// The text an agent is shown: what was blocked, why, and the decision id.
     pub fn message(&self) -> String {
-        if self.pending {
+        if self.pending.is_some() {
             return format!(
                 "Warden is holding this request for a human's approval: {} (decision {}).",
                 self.reason, self.decision_id
@@ -155,7 +164,7 @@ pub(crate) mod tests {
         reason: "model gpt-5 is not allowed for fleet dev",
         decision_id: "01JDEC0000000000000000000",
         finish: RefusalFinish::Stop,
-        pending: false,
+        pending: None,
     };
 
     /// The same refusal on a route that keeps the content-filter marking.

@@ -32,7 +32,8 @@ use crate::telemetry::trace::{Answered, OpenSpans, RequestTrace};
 use crate::text::{FIELD_MAX, bounded};
 
 /// The body of every proxy response: a small complete body, an upstream stream observed as it
-/// passes, or an event stream Warden writes (MCP).
+/// passes, or an event stream Warden writes (MCP; a streamed request that waits for its
+/// approval).
 pub type ProxyBody = Either<Full<Bytes>, Either<ObservedBody<PendingOutcome>, EventBody>>;
 
 /// What a decision record keeps of the request's content.
@@ -205,6 +206,12 @@ impl Exchange {
             self.model = Some(Arc::from(name.as_str()));
         }
         self.shape = Some(shape);
+    }
+
+    /// Whether the request is answered with an event stream (an LLM call with `stream: true`,
+    /// Gemini's with `alt=sse`).
+    pub fn streams_events(&self) -> bool {
+        matches!(&self.shape, Some(Shape::Llm(r)) if r.stream && r.event_stream)
     }
 
     /// interpret: the digest of the arguments of a tool call (or prompt, or completion).
@@ -420,18 +427,7 @@ impl Exchange {
         if let Some(spans) = self.spans(response.status(), None) {
             spans.end(Usage::default(), None);
         }
-        let headers = response.headers_mut();
-        if let Ok(v) = HeaderValue::try_from(&*self.request_id) {
-            headers.insert(protocol::REQUEST_ID_HEADER, v);
-        }
-        if !self.decision_id.is_empty()
-            && let Ok(v) = HeaderValue::try_from(&*self.decision_id)
-        {
-            headers.entry(protocol::DECISION_ID_HEADER).or_insert(v);
-        }
-        if let Some(receipt) = self.receipt.take() {
-            headers.insert(protocol::RECEIPT_HEADER, receipt);
-        }
+        self.stamp(response.headers_mut());
         let route = self.route.as_ref().map_or("none", |r| &*r.name);
         let decision = self.decision.unwrap_or("none");
         let status = response.status();
@@ -461,6 +457,22 @@ impl Exchange {
             );
         }
         response
+    }
+
+    /// Stamps a response's `headers` with the request id, the decision id and the decision's
+    /// receipt.
+    pub fn stamp(&mut self, headers: &mut http::HeaderMap) {
+        if let Ok(v) = HeaderValue::try_from(&*self.request_id) {
+            headers.insert(protocol::REQUEST_ID_HEADER, v);
+        }
+        if !self.decision_id.is_empty()
+            && let Ok(v) = HeaderValue::try_from(&*self.decision_id)
+        {
+            headers.entry(protocol::DECISION_ID_HEADER).or_insert(v);
+        }
+        if let Some(receipt) = self.receipt.take() {
+            headers.insert(protocol::RECEIPT_HEADER, receipt);
+        }
     }
 
     /// The answer to `refusal`, and its record and log line.

@@ -9,6 +9,7 @@
 //! the only place audit records are built and metrics counted.
 
 mod exchange;
+mod held;
 mod mcp;
 mod refusal;
 mod stages;
@@ -25,7 +26,7 @@ use tracing::Instrument;
 
 pub use exchange::{Content, Exchange, PendingOutcome, ProxyBody};
 pub use refusal::Refusal;
-use stages::{context, decide, hold, inspect};
+use stages::{Held, context, decide, hold, inspect};
 
 use crate::action::{Action, Principal};
 use crate::listener::ConnInfo;
@@ -78,8 +79,25 @@ pub async fn handle(
     // A debug-level span: at `info` it costs nothing; with `warden=debug` every line logged
     // during the request carries its request id and principal.
     let span = tracing::debug_span!("request", request_id = %ex.request_id(), principal = tracing::field::Empty);
-    let result = walk(&snap, &upstream, &mut ex, req).instrument(span).await;
-    record(ex, result)
+    let walked = walk(&snap, &upstream, &mut ex, req)
+        .instrument(span.clone())
+        .await;
+    match walked {
+        Ok(Walked::Answered(response)) => record(ex, Ok(response)),
+        Ok(Walked::InStream(held)) => held::answer(ex, snap, upstream, held, span),
+        Err(refusal) => record(ex, Err(refusal)),
+    }
+}
+
+/// What the stages came to: the answer, or a streamed request that waits for its approval in
+/// its stream (answered at once, the rest of the path walked once it is settled).
+#[expect(
+    clippy::large_enum_variant,
+    reason = "the answer is the larger one, and boxing it would allocate on every request"
+)]
+enum Walked {
+    Answered(Response<ProxyBody>),
+    InStream(held::InStream),
 }
 
 /// The stages, in order.
@@ -88,19 +106,55 @@ async fn walk(
     upstream: &UpstreamClient,
     ex: &mut Exchange,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Refusal> {
+) -> Result<Walked, Refusal> {
     if let Some(metadata) = mcp::protected_resource(snap, ex, &req) {
-        return Ok(metadata);
+        return Ok(Walked::Answered(metadata));
     }
     let route = route(snap, ex, &req)?;
     let principal = identify(snap, ex, &req).await?;
     if let Some(endpoint) = &route.mcp {
-        return mcp::walk(snap, ex, &route, endpoint, principal, req).await;
+        return mcp::walk(snap, ex, &route, endpoint, principal, req)
+            .await
+            .map(Walked::Answered);
     }
     let (mut action, request) = interpret(snap, ex, &route, principal, req).await?;
     inspect(&mut action, &request.body);
     let decision = decide(snap, ex, &action, &request.body).await?;
-    hold(ex, &action, &decision).await?;
+    let decided = Decided {
+        route,
+        action,
+        request,
+    };
+    match hold(ex, &decided.action, &decision).await? {
+        Held::Released => go_on(snap, upstream, ex, decided)
+            .await
+            .map(Walked::Answered),
+        Held::InStream(waiting) => Ok(Walked::InStream(held::InStream {
+            waiting: *waiting,
+            decided,
+        })),
+    }
+}
+
+/// A request past the decision: what the rest of the path needs.
+struct Decided {
+    route: Arc<Route>,
+    action: Action,
+    request: ReadRequest,
+}
+
+/// The stages after hold: credential → forward → observe.
+async fn go_on(
+    snap: &Snapshot,
+    upstream: &UpstreamClient,
+    ex: &mut Exchange,
+    decided: Decided,
+) -> Result<Response<ProxyBody>, Refusal> {
+    let Decided {
+        route,
+        action,
+        request,
+    } = decided;
     let outbound = credential(snap, ex, &route, &action, request).await?;
     let response = forward(upstream, ex, outbound).await?;
     Ok(observe(ex, &route, response))

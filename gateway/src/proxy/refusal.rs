@@ -143,7 +143,13 @@ impl Refusal {
             return dialect.error(self.status(), self.code(), &self.to_string());
         }
         let reason = hold.reason();
-        let pending = matches!(hold, Hold::Pending { .. });
+        let pending = match hold {
+            Hold::Pending { id, link, .. } => Some(protocol::Pending {
+                id,
+                link: link.as_deref(),
+            }),
+            _ => None,
+        };
         let completion = route.is_none_or(|r| r.on_deny == DenyStyle::Completion);
         let text = protocol::Refusal {
             reason: &reason,
@@ -157,7 +163,7 @@ impl Refusal {
                 None => dialect.error(StatusCode::FORBIDDEN, "request_denied", &text.message()),
             },
             (true, None) => dialect.error(StatusCode::FORBIDDEN, "request_denied", &text.message()),
-            (false, _) if pending => dialect.error(
+            (false, _) if pending.is_some() => dialect.error(
                 StatusCode::FORBIDDEN,
                 hold.code(),
                 &format!(
@@ -170,7 +176,11 @@ impl Refusal {
                 &format!("Warden denied this request: {reason} (decision {decision_id})"),
             ),
         };
-        let label = if pending { "approval_required" } else { "deny" };
+        let label = if pending.is_some() {
+            "approval_required"
+        } else {
+            "deny"
+        };
         response
             .headers_mut()
             .insert(protocol::DECISION_HEADER, HeaderValue::from_static(label));

@@ -9,11 +9,13 @@ use super::exchange::{Content, Exchange};
 use super::refusal::Refusal;
 use crate::action::{Action, ActionContext, Facts, Findings, Principal, Resource, Verb};
 use crate::approval;
+use crate::approval::gate::{Gate, Opened};
 use crate::decision::Decision;
 use crate::inspect;
 use crate::route::Route;
 use crate::secrets::{CredentialError, SecretGuard};
 use crate::snapshot::Snapshot;
+use crate::text::{FIELD_MAX, bounded};
 
 /// The context of an action on `route`: what the request says (`facts`, `findings`) and
 /// what every request has (time, peer, TLS, client certificate).
@@ -76,29 +78,88 @@ pub(super) async fn decide(
 
 /// Hold: an allowed request goes on; one that needs a human's approval goes on once the
 /// approval gate has it approved (it waits, or is answered "pending"); any other stops.
+/// A request answered with an event stream whose approval is pending waits for it in that
+/// stream ([`Held::InStream`], `proxy/held.rs`) when requests wait (`approvals.mode: wait`).
 pub(super) async fn hold(
     ex: &mut Exchange,
     action: &Action,
     decision: &Decision,
+) -> Result<Held, Refusal> {
+    let Some(approval) = open(ex, action, decision).await? else {
+        return Ok(Held::Released);
+    };
+    if ex.streams_events()
+        && approval.opened.is_pending()
+        && let Some(every) = approval.gate.keepalive()
+    {
+        return Ok(Held::InStream(Box::new(Waiting { approval, every })));
+    }
+    approval.settle(ex).await?;
+    Ok(Held::Released)
+}
+
+/// Hold, for a request answered only once it is settled (an MCP message): as [`hold`], with
+/// any wait here.
+pub(super) async fn hold_here(
+    ex: &mut Exchange,
+    action: &Action,
+    decision: &Decision,
 ) -> Result<(), Refusal> {
+    match open(ex, action, decision).await? {
+        Some(approval) => approval.settle(ex).await,
+        None => Ok(()),
+    }
+}
+
+/// What the hold stage lets through.
+pub(super) enum Held {
+    /// Allowed, or approved (the approval used): the request goes on.
+    Released,
+    /// It waits for its approval in its event stream, answered at once.
+    InStream(Box<Waiting>),
+}
+
+/// A streamed request's approval, to be settled while its stream is kept alive.
+pub(super) struct Waiting {
+    /// The approval.
+    pub approval: Approval,
+    /// How often the stream carries a keep-alive comment meanwhile.
+    pub every: std::time::Duration,
+}
+
+/// An approval the hold stage found or opened for an action.
+pub(super) struct Approval {
+    gate: Arc<Gate>,
+    opened: Opened,
+}
+
+impl Approval {
+    /// Its id.
+    pub fn id(&self) -> &str {
+        self.opened.id()
+    }
+
+    /// Waits for it (in `wait` mode) and, approved, uses it and records so; else why the
+    /// request does not go on.
+    pub async fn settle(self, ex: &mut Exchange) -> Result<(), Refusal> {
+        let approved = self.gate.conclude(self.opened).await?;
+        ex.approved(&approved);
+        Ok(())
+    }
+}
+
+/// The approval `decision` asks for, found or opened (approvers told); `None` when the
+/// decision allows; a refusal when it denies or no gate can approve.
+async fn open(
+    ex: &mut Exchange,
+    action: &Action,
+    decision: &Decision,
+) -> Result<Option<Approval>, Refusal> {
     let (Decision::NeedsApproval { .. }, Some(gate)) = (decision, ex.shared().gate().cloned())
     else {
-        return Ok(approval::hold(decision)?);
+        approval::hold(decision)?;
+        return Ok(None);
     };
-    let context = match &action.context.facts {
-        Facts::Tool(tool) => serde_json::json!({ "arguments": &*tool.arguments }),
-        Facts::Http(http) => serde_json::json!({ "method": http.method, "path": http.path }),
-        Facts::Llm(llm) => serde_json::json!({
-            "stream": llm.stream, "max_tokens": llm.max_tokens, "tools": llm.tools,
-            "input_tokens": llm.input_tokens,
-        }),
-        _ => serde_json::json!({}),
-    };
-    let mut context = context;
-    if let Some(owner) = &action.principal.owner {
-        // Who owns the agent: they may not approve its actions themselves.
-        context["owner"] = serde_json::Value::from(&**owner);
-    }
     let waiting = approval::gate::Waiting {
         digest: ex.action_digest().to_owned(),
         principal: format!(
@@ -109,11 +170,36 @@ pub(super) async fn hold(
         agent: action.principal.id.to_string(),
         action: action.verb.as_str().to_owned(),
         resource: action.resource.cedar_ref(),
-        context,
+        context: approval_context(action),
     };
-    let approved = gate.hold(decision, waiting).await?;
-    ex.approved(&approved);
-    Ok(())
+    let opened = gate.open(decision, waiting).await?;
+    Ok(Some(Approval { gate, opened }))
+}
+
+/// What approvers are shown of `action`: the arguments of a tool call or the facts of the
+/// request, what inspection found in it (detector and location, never the content), and who
+/// owns the agent (they may not approve its actions themselves).
+fn approval_context(action: &Action) -> serde_json::Value {
+    let mut context = match &action.context.facts {
+        Facts::Tool(tool) => serde_json::json!({ "arguments": &*tool.arguments }),
+        Facts::Http(http) => serde_json::json!({ "method": http.method, "path": http.path }),
+        Facts::Llm(llm) => serde_json::json!({
+            "stream": llm.stream, "max_tokens": llm.max_tokens, "tools": llm.tools,
+            "input_tokens": llm.input_tokens,
+        }),
+        _ => serde_json::json!({}),
+    };
+    context["findings"] = action
+        .context
+        .findings
+        .0
+        .iter()
+        .map(|f| serde_json::json!({ "detector": &*f.detector, "location": bounded(&f.location, FIELD_MAX) }))
+        .collect();
+    if let Some(owner) = &action.principal.owner {
+        context["owner"] = serde_json::Value::from(&**owner);
+    }
+    context
 }
 
 /// Credential: Cedar's `secret:use` on the secret path a principal's attributes chose
@@ -150,5 +236,58 @@ impl SecretGuard for SecretPolicy<'_> {
                 reason: denied.reasons().join("; "),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::action::{Finding, ToolFacts};
+
+    fn call(findings: Vec<Finding>) -> Action {
+        Action {
+            principal: Arc::new(Principal {
+                id: Arc::from("ci-bot"),
+                owner: Some(Arc::from("carol")),
+                ..Principal::anonymous()
+            }),
+            verb: Verb::McpCallTool,
+            resource: Resource::Tool {
+                server: Arc::from("github"),
+                name: "create_issue".to_owned(),
+            },
+            context: ActionContext {
+                route: Arc::from("mcp"),
+                time: UNIX_EPOCH + Duration::from_secs(1_793_613_600),
+                source_ip: "10.0.0.1".parse().expect("ip"),
+                tls: true,
+                client_certificate: None,
+                findings: Findings(findings),
+                facts: Facts::Tool(ToolFacts {
+                    arguments: Arc::new(json!({"title": "deploy"})),
+                }),
+            },
+        }
+    }
+
+    #[test]
+    fn approvers_see_the_arguments_the_owner_and_what_inspection_found() {
+        let action = call(vec![Finding {
+            detector: Arc::from("private_key"),
+            location: "params.arguments.body".to_owned(),
+        }]);
+        assert_eq!(
+            approval_context(&action),
+            json!({
+                "arguments": {"title": "deploy"},
+                "findings": [{"detector": "private_key", "location": "params.arguments.body"}],
+                "owner": "carol",
+            })
+        );
+        assert_eq!(approval_context(&call(Vec::new()))["findings"], json!([]));
     }
 }

@@ -51,6 +51,13 @@ impl Dialect for Anthropic {
         error::response(status, code, message)
     }
 
+    /// Anthropic streams an error as an `error` event (`{"type":"error","error":{...}}`).
+    fn stream_error(&self, error: &serde_json::Value) -> Bytes {
+        let mut sse = crate::protocol::sse::SseWriter::default();
+        sse.event("error", error);
+        Bytes::from(sse.finish())
+    }
+
     fn usage_event_wanted(&self, event: &[u8]) -> bool {
         usage::event_wanted(event)
     }

@@ -41,20 +41,30 @@ impl Dialect for Mcp {
 
     /// A denied tool call is a tool result with `isError: true` whose text gives the reason
     /// and the decision id (the model can adapt), unless the endpoint asks for JSON-RPC
-    /// errors; any other denied request is a JSON-RPC error.
+    /// errors; any other denied request is a JSON-RPC error. A tool call that waits for an
+    /// approval is a tool result either way, its text saying which approval, where an
+    /// approver decides and to call again once approved; the approval is also in the result's
+    /// `_meta` (`warden/approval`: id, status, url) or the error's `data`.
     fn refusal(&self, shape: &Shape, refusal: &Refusal<'_>) -> Option<Response<Full<Bytes>>> {
         let Shape::Mcp(shape) = shape else {
             return None;
         };
         let text = refusal.message();
-        let body = if shape.deny_as_tool_result {
-            jsonrpc::result(
-                &shape.id,
-                json!({"content": [{"type": "text", "text": text}], "isError": true}),
-            )
+        let approval = refusal
+            .pending
+            .map(|p| json!({"id": p.id, "status": "pending", "url": p.link}));
+        let body = if shape.deny_as_tool_result || (shape.tool_call && approval.is_some()) {
+            let mut result = json!({"content": [{"type": "text", "text": text}], "isError": true});
+            if let Some(approval) = approval {
+                result["_meta"] = json!({ "warden/approval": approval });
+            }
+            jsonrpc::result(&shape.id, result)
         } else {
             let mut e = jsonrpc::error(&shape.id, jsonrpc::code::DENIED, &text);
             e["error"]["data"] = json!({"decision_id": refusal.decision_id});
+            if let Some(approval) = approval {
+                e["error"]["data"]["approval"] = approval;
+            }
             e
         };
         Some(refusals::mark(
@@ -97,15 +107,24 @@ mod tests {
     use super::*;
 
     fn answer(deny_as_tool_result: bool) -> (Response<Full<Bytes>>, Value) {
+        answer_to(deny_as_tool_result, true, None)
+    }
+
+    fn answer_to(
+        deny_as_tool_result: bool,
+        tool_call: bool,
+        pending: Option<crate::protocol::Pending<'_>>,
+    ) -> (Response<Full<Bytes>>, Value) {
         let shape = Shape::Mcp(McpShape {
             id: json!("call-7"),
             deny_as_tool_result,
+            tool_call,
         });
         let refusal = Refusal {
             reason: "writes stay in the workspace",
             decision_id: "d123",
             finish: Default::default(),
-            pending: false,
+            pending,
         };
         let response = Mcp.refusal(&shape, &refusal).expect("an answer");
         let body = http_body_util::BodyExt::collect(response.body().clone());
@@ -129,6 +148,33 @@ mod tests {
             text.contains("writes stay in the workspace") && text.contains("d123"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_tool_call_pending_approval_is_a_tool_result_naming_it_even_where_denials_are_errors() {
+        let pending = crate::protocol::Pending {
+            id: "apr_0123",
+            link: Some("https://warden.example.com/approvals/apr%5F0123"),
+        };
+        for deny_as_tool_result in [true, false] {
+            let (response, body) = answer_to(deny_as_tool_result, true, Some(pending));
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(body["result"]["isError"], true, "{body}");
+            let text = body["result"]["content"][0]["text"].as_str().unwrap();
+            assert!(
+                text.contains("holding this request for a human's approval"),
+                "{text}"
+            );
+            assert_eq!(
+                body["result"]["_meta"]["warden/approval"],
+                json!({"id": "apr_0123", "status": "pending",
+                       "url": "https://warden.example.com/approvals/apr%5F0123"})
+            );
+        }
+        // A prompt or resource has no result to carry it: a JSON-RPC error that names it.
+        let (_, body) = answer_to(false, false, Some(pending));
+        assert_eq!(body["error"]["code"], jsonrpc::code::DENIED);
+        assert_eq!(body["error"]["data"]["approval"]["id"], "apr_0123");
     }
 
     #[test]

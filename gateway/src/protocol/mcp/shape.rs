@@ -10,4 +10,8 @@ pub struct McpShape {
     /// A tool call whose denial is a tool result with `isError: true` (the model reads it);
     /// `false`: a JSON-RPC error.
     pub deny_as_tool_result: bool,
+    /// A `tools/call`: while it waits for an approval, it is answered with a tool result
+    /// whatever `deny_as_tool_result` says (it is not refused; the model reads when to call
+    /// again).
+    pub tool_call: bool,
 }

@@ -29,7 +29,7 @@ use crate::protocol::mcp::meaning::{self, Judged, ListKind, Meaning, Rewrite};
 use crate::protocol::mcp::names;
 use crate::proxy::exchange::{Exchange, PendingOutcome, ProxyBody, digest};
 use crate::proxy::refusal::Refusal;
-use crate::proxy::stages::{context, decide, hold, inspect};
+use crate::proxy::stages::{context, decide, hold_here, inspect};
 use crate::route::Route;
 use crate::snapshot::Snapshot;
 use crate::text::{FIELD_MAX, Quoted, bounded};
@@ -213,6 +213,7 @@ impl Judging<'_> {
             Shape::Mcp(McpShape {
                 id: id.to_value(),
                 deny_as_tool_result,
+                tool_call,
             }),
         );
         let arguments = match &facts {
@@ -246,7 +247,7 @@ impl Judging<'_> {
         };
         inspect(&mut action, body);
         let decision = decide(self.snap, ex, &action, &arguments).await?;
-        hold(ex, &action, &decision).await?;
+        hold_here(ex, &action, &decision).await?;
         // credential: the server's own, added by its upstream session (never the agent's).
         let link = self
             .session
@@ -564,6 +565,7 @@ async fn list(
             Shape::Mcp(McpShape {
                 id: id.clone(),
                 deny_as_tool_result: false,
+                tool_call: false,
             }),
         );
     }
