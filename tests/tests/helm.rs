@@ -383,8 +383,13 @@ async fn network_policy_admits_the_listeners_and_only_declared_egress() {
     let ingress = np["spec"]["ingress"].as_array().unwrap();
     assert_eq!(ingress.len(), 2, "proxy and admin only (no console)");
     assert_eq!(ingress[0]["ports"][0]["port"], "proxy");
+    let proxy_from = ingress[0]["from"].as_array().unwrap();
     assert_eq!(
-        ingress[0]["from"][0]["namespaceSelector"]["matchLabels"]["warden.example.com/agents"],
+        proxy_from[0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"], "test",
+        "the test pod reaches the proxy"
+    );
+    assert_eq!(
+        proxy_from[1]["namespaceSelector"]["matchLabels"]["warden.example.com/agents"],
         "true"
     );
     assert_eq!(ingress[1]["ports"][0]["port"], "admin");
