@@ -23,6 +23,24 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The `name` of each entry of a JSON array (ports, env, containers).
+fn names(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The entry of a JSON array whose `name` is `name`.
+fn named<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v.as_array()
+        .and_then(|a| a.iter().find(|e| e["name"] == name))
+        .unwrap_or_else(|| panic!("no entry named {name} in {v}"))
+}
+
 /// Whether `labels` carries every label of `selector`.
 fn selects(selector: &Value, labels: &Value) -> bool {
     selector
@@ -84,12 +102,7 @@ fn assert_consistent(case: &Case) {
         "{name}: the workload's selector misses its pods"
     );
     let container = case.warden_container();
-    let port_names: BTreeSet<String> = container["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap().to_owned())
-        .collect();
+    let port_names: BTreeSet<String> = names(&container["ports"]).into_iter().collect();
     let test_labels = &case.get("Pod", &format!("{FULLNAME}-test"))["metadata"]["labels"];
     for service in case.all("Service") {
         let sname = &service["metadata"]["name"];
@@ -176,18 +189,13 @@ fn assert_consistent(case: &Case) {
             "{name}: the Ingress's backend port is not on the Service"
         );
     }
-    let mut names = Vec::new();
-    helm::env_sources(&case.config, &mut names);
-    let env: Vec<String> = container["env"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap().to_owned())
-        .collect();
+    let mut sources = Vec::new();
+    helm::env_sources(&case.config, &mut sources);
+    let env = names(&container["env"]);
     let env_from = container["envFrom"]
         .as_array()
         .is_some_and(|e| !e.is_empty());
-    for n in names {
+    for n in sources {
         assert!(
             env.contains(&n) || env_from,
             "{name}: the configuration reads ${n}, which the container is not given"
@@ -294,17 +302,8 @@ async fn values_reach_the_manifests() {
     // Ports: the listeners, the container, the probes and the Services agree.
     assert_eq!(case.config["listen"]["proxy"], "0.0.0.0:8443");
     assert_eq!(case.config["listen"]["admin"], "0.0.0.0:9191");
-    let port = |name: &str| {
-        c["ports"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == name)
-            .unwrap()["containerPort"]
-            .clone()
-    };
-    assert_eq!(port("proxy"), 8443);
-    assert_eq!(port("admin"), 9191);
+    assert_eq!(named(&c["ports"], "proxy")["containerPort"], 8443);
+    assert_eq!(named(&c["ports"], "admin")["containerPort"], 9191);
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(c["startupProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
@@ -328,17 +327,14 @@ async fn values_reach_the_manifests() {
     assert_eq!(case.config["runtime"]["worker_threads"], 2);
     // The test hook asks the admin Service on its port.
     let test = &case.get("Pod", &format!("{FULLNAME}-test"))["spec"]["containers"][0];
-    let env = |n: &str| {
-        test["env"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["name"] == n)
-            .unwrap()["value"]
-            .clone()
-    };
-    assert_eq!(env("READY_URL"), "http://gw-warden-admin:9191/readyz");
-    assert_eq!(env("PROXY_URL"), "http://gw-warden:443/openai/v1/models");
+    assert_eq!(
+        named(&test["env"], "READY_URL")["value"],
+        "http://gw-warden-admin:9191/readyz"
+    );
+    assert_eq!(
+        named(&test["env"], "PROXY_URL")["value"],
+        "http://gw-warden:443/openai/v1/models"
+    );
     // Topology spread over zones and nodes, by the pods' own labels.
     let spread = case.pod()["topologySpreadConstraints"].as_array().unwrap();
     let keys: Vec<&str> = spread
@@ -468,13 +464,7 @@ async fn vault_kubernetes_auth_alone_mounts_the_service_account_token() {
     let vault = helm::case("vault").await;
     assert_eq!(vault.pod()["automountServiceAccountToken"], true);
     assert_eq!(vault.config["vault"]["auth"]["method"], "kubernetes");
-    let mount = vault.warden_container()["volumeMounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "vault-ca")
-        .expect("the Vault CA mount")
-        .clone();
+    let mount = named(&vault.warden_container()["volumeMounts"], "vault-ca").clone();
     assert_eq!(mount["mountPath"], "/etc/warden/secrets/vault-ca");
     assert_eq!(mount["readOnly"], true);
     for other in ["minimal", "siem"] {
@@ -493,11 +483,7 @@ async fn statefulset_keeps_the_audit_log_on_a_volume_claim() {
     assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "50Gi");
     assert_eq!(claim["spec"]["storageClassName"], "fast-ssd");
     assert!(
-        !case.pod()["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|v| v["name"] == "data"),
+        !names(&case.pod()["volumes"]).contains(&"data".to_owned()),
         "the data directory must come from the claim, not an emptyDir"
     );
     assert_eq!(
@@ -508,13 +494,7 @@ async fn statefulset_keeps_the_audit_log_on_a_volume_claim() {
     assert!(!case.notes.contains("emptyDir"), "{}", case.notes);
     // The Deployment's data directory is an emptyDir with the size limit.
     let minimal = helm::case("minimal").await;
-    let data = minimal.pod()["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "data")
-        .unwrap()
-        .clone();
+    let data = named(&minimal.pod()["volumes"], "data").clone();
     assert_eq!(data["emptyDir"]["sizeLimit"], "4Gi");
 }
 
@@ -625,12 +605,7 @@ async fn policies_come_from_the_image_values_or_git_sync() {
     let pod = git.pod();
     let init = &pod["initContainers"][0];
     assert!(strings(&init["args"]).contains(&"--one-time".to_owned()));
-    let sidecar = pod["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "git-sync")
-        .expect("the git-sync sidecar");
+    let sidecar = named(&pod["containers"], "git-sync");
     let args = strings(&sidecar["args"]);
     for arg in [
         "--repo=https://git.example.com/security/warden-policies.git",
@@ -706,12 +681,7 @@ async fn rendered_configuration_serves_the_probes_and_refuses_unauthenticated_ag
     assert_eq!(live.status(), 200);
     // What the helm test hook asks, with the path it uses.
     let test = &case.get("Pod", &format!("{FULLNAME}-test"))["spec"]["containers"][0];
-    let proxy_url = test["env"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "PROXY_URL")
-        .unwrap()["value"]
+    let proxy_url = named(&test["env"], "PROXY_URL")["value"]
         .as_str()
         .unwrap()
         .to_owned();
