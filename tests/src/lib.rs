@@ -8,6 +8,7 @@ pub mod echo;
 pub mod fake_llm;
 pub mod fake_rest;
 pub mod hec;
+pub mod helm;
 pub mod idp;
 pub mod mcp;
 pub mod openbao;

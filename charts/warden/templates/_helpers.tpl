@@ -1,0 +1,229 @@
+{{/* The chart's name. */}}
+{{- define "warden.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The release's full name: names every object. */}}
+{{- define "warden.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "warden.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels every object carries. */}}
+{{- define "warden.labels" -}}
+helm.sh/chart: {{ include "warden.chart" . }}
+{{ include "warden.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: warden
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Labels that select the gateway's pods. */}}
+{{- define "warden.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "warden.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+{{- end -}}
+
+{{- define "warden.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "warden.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The gateway's image: by digest when one is given, else by tag (appVersion by default). */}}
+{{- define "warden.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Paths inside the pod. */}}
+{{- define "warden.dataDir" -}}/var/lib/warden{{- end -}}
+{{- define "warden.configFile" -}}/etc/warden/config/warden.yaml{{- end -}}
+{{- define "warden.tlsDir" -}}/etc/warden/tls{{- end -}}
+
+{{/* The policy directory Warden reads, by policies.source. */}}
+{{- define "warden.policyDir" -}}
+{{- $p := .Values.policies -}}
+{{- if eq $p.source "gitSync" -}}
+{{- if $p.gitSync.subPath -}}
+{{- printf "/etc/warden/git/current/%s" (trimAll "/" $p.gitSync.subPath) -}}
+{{- else -}}
+/etc/warden/git/current
+{{- end -}}
+{{- else -}}
+/etc/warden/policies
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when Vault's Kubernetes auth needs the service-account token. */}}
+{{- define "warden.vaultKubernetesAuth" -}}
+{{- $vault := .Values.config.vault | default dict -}}
+{{- $auth := $vault.auth | default dict -}}
+{{- if eq ($auth.method | default "") "kubernetes" -}}true{{- end -}}
+{{- end -}}
+
+{{/* "true" when the proxy requires a client certificate (mTLS): no request reaches identify without one. */}}
+{{- define "warden.requiresClientCert" -}}
+{{- if and .Values.tls.proxy.secretName .Values.tls.proxy.clientCA.secretName .Values.tls.proxy.requireClientCert -}}true{{- end -}}
+{{- end -}}
+
+{{/* Refuses what the schema cannot say clearly: keys the chart manages, and combinations. */}}
+{{- define "warden.validate" -}}
+{{- $config := .Values.config | default dict -}}
+{{- range $key := list "data_dir" -}}
+{{- if hasKey $config $key -}}
+{{- fail (printf "config.%s is managed by the chart (the data volume at /var/lib/warden): remove it" $key) -}}
+{{- end -}}
+{{- end -}}
+{{- $listen := $config.listen | default dict -}}
+{{- range $key, $instead := dict "proxy" "ports.proxy and listenAddress" "admin" "ports.admin and listenAddress" "shutdown_grace" "drain.shutdownGraceSeconds" "tls" "tls.proxy" "admin_tls" "tls.admin" -}}
+{{- if hasKey $listen $key -}}
+{{- fail (printf "config.listen.%s is managed by the chart: set %s instead" $key $instead) -}}
+{{- end -}}
+{{- end -}}
+{{- if hasKey ($config.policy | default dict) "dir" -}}
+{{- fail "config.policy.dir is managed by the chart: choose policies.source instead" -}}
+{{- end -}}
+{{- if hasKey ($config.audit | default dict) "dir" -}}
+{{- fail "config.audit.dir is managed by the chart (under the data volume): remove it" -}}
+{{- end -}}
+{{- $consoleCfg := $config.console | default dict -}}
+{{- range $key, $instead := dict "listen" "ports.console and console.enabled" "tls" "tls.console" -}}
+{{- if hasKey $consoleCfg $key -}}
+{{- fail (printf "config.console.%s is managed by the chart: set %s instead" $key $instead) -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.tls.proxy.clientCA.secretName (not .Values.tls.proxy.secretName) -}}
+{{- fail "tls.proxy.clientCA needs tls.proxy.secretName: client certificates (mTLS) are asked for in a TLS handshake" -}}
+{{- end -}}
+{{- $identity := $config.identity | default dict -}}
+{{- if and (hasKey $identity "required") (not $identity.required) -}}
+{{- fail "config.identity.required must stay true: Warden refuses to serve agents on a pod address without authenticating them" -}}
+{{- end -}}
+{{- $replicas := ternary .Values.autoscaling.maxReplicas .Values.replicaCount .Values.autoscaling.enabled -}}
+{{- $state := $config.state | default dict -}}
+{{- if and (gt (int $replicas) 1) (not $state.postgres) -}}
+{{- fail "several replicas (replicaCount or autoscaling) need config.state.postgres: with SQLite each pod keeps approvals, pins and console sessions to itself" -}}
+{{- end -}}
+{{- if .Values.console.enabled -}}
+{{- if not $consoleCfg.oidc -}}
+{{- fail "console.enabled needs config.console.oidc (the SSO provider approvers sign in with)" -}}
+{{- end -}}
+{{- if not ($config.approvals | default dict).console_url -}}
+{{- fail "console.enabled needs config.approvals.console_url (the console's public address)" -}}
+{{- end -}}
+{{- end -}}
+{{- if and (or .Values.console.ingress.enabled .Values.console.httpRoute.enabled) (not .Values.console.enabled) -}}
+{{- fail "console.ingress and console.httpRoute need console.enabled" -}}
+{{- end -}}
+{{- if and .Values.console.ingress.enabled .Values.console.enabled -}}
+{{- $url := urlParse (($config.approvals | default dict).console_url) -}}
+{{- if ne (.Values.console.ingress.host | default "") (regexReplaceAll ":[0-9]+$" $url.host "") -}}
+{{- fail (printf "console.ingress.host (%q) must be the host of config.approvals.console_url (%q): the SSO provider redirects there" (.Values.console.ingress.host | default "") $url.host) -}}
+{{- end -}}
+{{- end -}}
+{{- if and $consoleCfg.oidc (not .Values.console.enabled) -}}
+{{- fail "config.console.oidc needs console.enabled: the console listener is served by the chart's Service only then" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Warden's configuration: config with the chart-managed keys added. */}}
+{{- define "warden.config" -}}
+{{- $config := deepCopy (.Values.config | default dict) -}}
+{{- $host := .Values.listenAddress -}}
+{{- $listen := dict "proxy" (printf "%s:%d" $host (int .Values.ports.proxy)) "admin" (printf "%s:%d" $host (int .Values.ports.admin)) "shutdown_grace" (printf "%ds" (int .Values.drain.shutdownGraceSeconds)) -}}
+{{- if .Values.tls.proxy.secretName -}}
+{{- $tls := dict "cert" (printf "%s/proxy/tls.crt" (include "warden.tlsDir" .)) "key" (printf "%s/proxy/tls.key" (include "warden.tlsDir" .)) -}}
+{{- if .Values.tls.proxy.clientCA.secretName -}}
+{{- $_ := set $tls "client_ca" (printf "%s/client-ca/%s" (include "warden.tlsDir" .) .Values.tls.proxy.clientCA.key) -}}
+{{- $_ := set $tls "require_client_cert" .Values.tls.proxy.requireClientCert -}}
+{{- end -}}
+{{- $_ := set $listen "tls" $tls -}}
+{{- end -}}
+{{- if .Values.tls.admin.secretName -}}
+{{- $_ := set $listen "admin_tls" (dict "cert" (printf "%s/admin/tls.crt" (include "warden.tlsDir" .)) "key" (printf "%s/admin/tls.key" (include "warden.tlsDir" .))) -}}
+{{- end -}}
+{{- $_ := set $config "listen" (mergeOverwrite ($config.listen | default dict) $listen) -}}
+{{- $_ := set $config "data_dir" (include "warden.dataDir" .) -}}
+{{- $_ := set $config "policy" (mergeOverwrite ($config.policy | default dict) (dict "dir" (include "warden.policyDir" .))) -}}
+{{- if .Values.console.enabled -}}
+{{- $console := dict "listen" (printf "%s:%d" $host (int .Values.ports.console)) -}}
+{{- if .Values.tls.console.secretName -}}
+{{- $_ := set $console "tls" (dict "cert" (printf "%s/console/tls.crt" (include "warden.tlsDir" .)) "key" (printf "%s/console/tls.key" (include "warden.tlsDir" .))) -}}
+{{- end -}}
+{{- $_ := set $config "console" (mergeOverwrite ($config.console | default dict) $console) -}}
+{{- end -}}
+{{- toYaml $config -}}
+{{- end -}}
+
+{{/* The path the test pod sends its unauthenticated request to: under the first route. */}}
+{{- define "warden.testPath" -}}
+{{- if .Values.tests.path -}}
+{{- .Values.tests.path -}}
+{{- else -}}
+{{- $routes := (.Values.config | default dict).routes | default list -}}
+{{- if $routes -}}
+{{- printf "%s/" (first $routes).prefix -}}
+{{- else -}}
+/openai/v1/models
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* http or https, for a listener with or without TLS. */}}
+{{- define "warden.proxyScheme" -}}{{ ternary "https" "http" (not (empty .Values.tls.proxy.secretName)) }}{{- end -}}
+{{- define "warden.adminScheme" -}}{{ ternary "HTTPS" "HTTP" (not (empty .Values.tls.admin.secretName)) }}{{- end -}}
+
+{{/* The git-sync container (policies.source: gitSync): once before Warden starts, then beside it. */}}
+{{- define "warden.gitSyncContainer" -}}
+{{- $root := .root -}}
+{{- $g := $root.Values.policies.gitSync -}}
+image: {{ printf "%s:%s" $g.image.repository $g.image.tag }}
+imagePullPolicy: {{ $g.image.pullPolicy }}
+args:
+  - --repo={{ $g.repo }}
+  - --ref={{ $g.ref }}
+  - --root=/etc/warden/git
+  - --link=current
+  - --depth=1
+  {{- if .oneTime }}
+  - --one-time
+  {{- else }}
+  - --period={{ $g.period }}
+  {{- end }}
+{{- with $g.credentialsSecret }}
+envFrom:
+  - secretRef:
+      name: {{ . }}
+{{- end }}
+resources:
+  {{- toYaml $g.resources | nindent 2 }}
+securityContext:
+  {{- toYaml $root.Values.securityContext | nindent 2 }}
+volumeMounts:
+  - name: git
+    mountPath: /etc/warden/git
+  - name: tmp
+    mountPath: /tmp
+{{- end -}}
