@@ -243,6 +243,8 @@ pub enum Resource {
         action: Arc<str>,
         /// The resource it waits on (`Model::"openai/gpt-4o"`).
         resource: Arc<str>,
+        /// Who owns the agent whose action waits (its `owner` attribute), when it has one.
+        owner: Option<Arc<str>>,
     },
 }
 

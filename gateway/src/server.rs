@@ -182,11 +182,15 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     let shared = Shared::new(snapshot, audit, metrics, Some(pins), traces);
     shared.set_gate(gate);
     let console = match console_sealer {
-        Some(sealer) => Some(std::sync::Arc::new(
-            crate::console::Console::new(shared.clone(), store.clone(), sealer)
-                .await
-                .map_err(|e| ServeError::Approvals(format!("the approval console: {e}")))?,
-        )),
+        Some(sealer) => {
+            let console = std::sync::Arc::new(
+                crate::console::Console::new(shared.clone(), store.clone(), sealer)
+                    .await
+                    .map_err(|e| ServeError::Approvals(format!("the approval console: {e}")))?,
+            );
+            console.keep_tidy();
+            Some(console)
+        }
         None => None,
     };
     let console_tls = console_config

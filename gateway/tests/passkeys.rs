@@ -71,8 +71,8 @@ window.sign = async (options, allow) => {
   });
   return credential.toJSON();
 };
-window.finish = (user, ceremony, approval, digest, credential) =>
-  post('/auth/finish', { user, ceremony, approval, digest, credential });
+window.finish = (user, ceremony, approval, digest, credential, intent) =>
+  post('/auth/finish', { user, ceremony, approval, digest, credential, intent });
 // The whole confirmation, as the console does it.
 window.approve = async (user, approval, digest) => {
   const s = await start(user, approval, digest);
@@ -108,6 +108,7 @@ fn binding(body: &Value) -> ActionBinding {
     ActionBinding {
         approval_id: body["approval"].as_str().unwrap_or_default().to_owned(),
         digest: body["digest"].as_str().unwrap_or_default().to_owned(),
+        intent: body["intent"].as_str().unwrap_or("approve").to_owned(),
     }
 }
 
@@ -297,21 +298,27 @@ async fn a_passkey_assertion_approves_only_the_action_and_user_it_was_made_for()
             .contains("MismatchedChallenge"),
         "{replayed}"
     );
-    // … cannot finish A's ceremony for approval B, nor for A with another digest …
-    for (approval, digest, what) in [("apr_B", &d, "apr_B"), ("apr_A", &d_other, "apr_A")] {
+    // … cannot finish A's ceremony for approval B, nor for A with another digest, nor to
+    // deny what it was started to approve …
+    for (approval, digest, intent, what) in [
+        ("apr_B", &d, "approve", "approve of approval apr_B"),
+        ("apr_A", &d_other, "approve", "approve of approval apr_A"),
+        ("apr_A", &d, "deny", "deny of approval apr_A"),
+    ] {
         let moved = alice
             .eval(&format!(
-                "finish('alice', {}, {}, {}, {assertion_a})",
+                "finish('alice', {}, {}, {}, {assertion_a}, {})",
                 js(&ceremony_a),
                 js(approval),
-                js(digest)
+                js(digest),
+                js(intent)
             ))
             .await
             .unwrap();
         assert_eq!(moved["status"], 403, "{moved}");
         assert!(
             moved["error"].as_str().unwrap().contains(&format!(
-                "confirms approval apr_A with digest {d}, not approval {what}"
+                "confirms approve of approval apr_A with digest {d}, not {what}"
             )),
             "{moved}"
         );

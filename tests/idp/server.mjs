@@ -24,7 +24,8 @@
 //
 // People sign in on this server's own login page (`/interaction/<uid>`: login and password
 // checked against IDP_USERS); the console's client is granted its scopes without a consent page.
-// Their ID tokens and userinfo carry sub (the login), name, preferred_username, email, groups.
+// Their ID tokens and userinfo carry sub (the login), name, preferred_username, email (verified),
+// groups.
 //
 // Admin endpoints (test control, not part of OIDC):
 //   POST /admin/rotate                 new RSA key, published in the JWKS and used from now on
@@ -129,6 +130,7 @@ function buildProvider(issuer) {
           name: user.name,
           preferred_username: id,
           email: user.email,
+          email_verified: true,
           groups: user.groups || [],
         }),
       };
@@ -136,7 +138,7 @@ function buildProvider(issuer) {
     claims: {
       openid: ['sub'],
       profile: ['name', 'preferred_username'],
-      email: ['email'],
+      email: ['email', 'email_verified'],
       groups: ['groups'],
     },
     interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },

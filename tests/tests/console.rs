@@ -207,9 +207,10 @@ async fn page_post(b: &mut Browser, path: &str, form: &[(&str, &str)], csrf: boo
 async fn an_sre_signs_in_with_sso_and_approves_with_totp_and_the_held_request_completes() {
     let s = start().await;
     let (w, console) = (&s.warden, s.console.as_str());
-    // dave (sre) owns the agent: he may not approve its actions.
+    // dave (sre) owns the agent, by his verified e-mail address: he may not approve its
+    // actions.
     let token = w
-        .token_with("billing-bot", "1h", &[("owner", "dave")])
+        .token_with("billing-bot", "1h", &[("owner", "dave@example.com")])
         .await
         .unwrap();
     // An approval that expires within a minute, asked first.
@@ -270,6 +271,25 @@ async fn an_sre_signs_in_with_sso_and_approves_with_totp_and_the_held_request_co
     assert!(page.contains("you have none yet"), "{page}");
     let (secret, first_code) =
         enrol_totp(&mut alice, console, Some("console-enrol-totp.png")).await;
+    // With a factor, a session alone changes no factor: she must confirm with it first.
+    alice.goto(&format!("{console}/factors")).await.unwrap();
+    let page = alice.text("main").await.unwrap();
+    assert!(page.contains("Confirm it is you"), "{page}");
+    let unproved = page_post(
+        &mut alice,
+        "/factors/passkeys/remove",
+        &[("credential", "AAAAAAAAAAAAAAAAAAAAAA")],
+        true,
+    )
+    .await;
+    assert_eq!(unproved["status"], 403, "{unproved}");
+    assert!(
+        unproved["body"]
+            .as_str()
+            .unwrap()
+            .contains("it is you first"),
+        "{unproved}"
+    );
 
     // The approval's page shows the whole context.
     alice
@@ -384,6 +404,16 @@ async fn an_sre_signs_in_with_sso_and_approves_with_totp_and_the_held_request_co
         page.contains("must be approved by a member of Group::\"sre\""),
         "{page}"
     );
+    assert!(
+        !page.contains("summarise the invoices") && !page.contains("billing-bot"),
+        "what waits is shown only to those who may decide it: {page}"
+    );
+    carol.goto(&format!("{console}/approvals")).await.unwrap();
+    let listed = carol.text("main").await.unwrap();
+    assert!(
+        listed.contains("Nothing waits for your decision") && !listed.contains("billing-bot"),
+        "{listed}"
+    );
     let outside = page_post(
         &mut carol,
         &format!("/approvals/{id}/decide"),
@@ -397,6 +427,7 @@ async fn an_sre_signs_in_with_sso_and_approves_with_totp_and_the_held_request_co
     // Alice approves with the next code: the held request completes.
     let said = decide(&mut alice, console, &id, &oathtool(&secret, 1), "approve").await;
     assert!(said.contains("Approved"), "{said}");
+    let approved_at = Instant::now();
     alice
         .screenshot(&screenshots().join("console-approved.png"))
         .await
@@ -498,6 +529,57 @@ async fn an_sre_signs_in_with_sso_and_approves_with_totp_and_the_held_request_co
         said.contains(&format!("approval {soon_id} expired")),
         "an expired approval is refused: {said}"
     );
+
+    // A code from her app proves it is her; then factors may change (for a while), and each
+    // change is recorded with that proof. A code counts once: wait for a step after the last.
+    tokio::time::sleep(Duration::from_secs(31).saturating_sub(approved_at.elapsed())).await;
+    alice.goto(&format!("{console}/factors")).await.unwrap();
+    alice
+        .fill("#verify-code", &oathtool(&secret, 1))
+        .await
+        .unwrap();
+    alice
+        .click("form[action='/factors/verify'] button")
+        .await
+        .unwrap();
+    alice.wait_for(".flash.ok").await.unwrap();
+    let said = alice.text(".flash.ok").await.unwrap();
+    assert!(said.contains("Confirmed"), "{said}");
+    let proved = page_post(
+        &mut alice,
+        "/factors/passkeys/remove",
+        &[("credential", "AAAAAAAAAAAAAAAAAAAAAA")],
+        true,
+    )
+    .await;
+    assert_eq!(proved["status"], 400, "past the proof: {proved}");
+    assert!(
+        proved["body"]
+            .as_str()
+            .unwrap()
+            .contains("no passkey with that id"),
+        "{proved}"
+    );
+    let verified = w
+        .wait_for_audit(Duration::from_secs(5), |r| {
+            r["detail"]["event"] == "factors_verified"
+        })
+        .await
+        .unwrap();
+    assert_eq!(verified["detail"]["factor"], "totp");
+    let void = w
+        .wait_for_audit(Duration::from_secs(5), |r| {
+            r["detail"]["event"] == "factor_change_void"
+        })
+        .await
+        .unwrap();
+    assert_eq!(void["detail"]["change"], "factor_removed");
+    let enrolled = w
+        .audit_records()
+        .into_iter()
+        .find(|r| r["detail"]["event"] == "factor_enrolled" && r["principal"]["id"] == "alice")
+        .unwrap();
+    assert_eq!(enrolled["detail"]["proof"], "sign_in", "her first factor");
 }
 
 #[tokio::test]
@@ -518,9 +600,25 @@ async fn an_approver_registers_a_passkey_and_approves_with_it() {
     let on_authenticator = bob.credentials(false).await.unwrap();
     assert_eq!(on_authenticator.len(), 1);
     assert_eq!(on_authenticator[0]["rp_id"], "localhost");
+    // With a passkey, another factor is added only after confirming with it.
+    let unproved = page_post(&mut bob, "/factors/totp", &[], true).await;
+    assert_eq!(unproved["status"], 403, "{unproved}");
+    bob.goto(&format!("{console}/factors")).await.unwrap();
+    bob.click("button[data-passkey-verify]").await.unwrap();
+    bob.wait_for(".flash.ok").await.unwrap();
+    let said = bob.text(".flash.ok").await.unwrap();
+    assert!(said.contains("Confirmed"), "{said}");
     bob.screenshot(&screenshots().join("console-factors.png"))
         .await
         .unwrap();
+    let (_, _) = enrol_totp(&mut bob, console, None).await;
+    let totp_enrolled = w
+        .wait_for_audit(Duration::from_secs(5), |r| {
+            r["detail"]["event"] == "factor_enrolled" && r["detail"]["factor"] == "totp"
+        })
+        .await
+        .unwrap();
+    assert_eq!(totp_enrolled["detail"]["proof"], "webauthn");
 
     // A passkey start without the CSRF header is refused.
     bob.goto(&format!("{console}/approvals/{id}"))

@@ -139,6 +139,7 @@ impl Operator {
         let approver = Approver {
             subject: operator.subject.clone(),
             groups: operator.groups.clone(),
+            aliases: Vec::new(),
             issuer: "warden-cli".into(),
         };
         may_decide(&self.policy, &approver, &record, decision, "cli", source)?;
@@ -156,12 +157,25 @@ impl Operator {
 }
 
 /// Who decides an approval: their subject, their groups (as Cedar sees them: `sre` is
-/// `Group::"sre"`) and who vouched for them (the SSO issuer, or `warden-cli`).
+/// `Group::"sre"`), the other names they go by (a verified e-mail address, the preferred
+/// username: an agent owned by any of them is theirs) and who vouched for them (the SSO
+/// issuer, or `warden-cli`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Approver {
     pub subject: String,
     pub groups: Vec<String>,
+    pub aliases: Vec<String>,
     pub issuer: String,
+}
+
+impl Approver {
+    /// Whether `name` is one of this approver's names (e-mail addresses compared without
+    /// regard to case).
+    pub fn is(&self, name: &str) -> bool {
+        std::iter::once(&self.subject)
+            .chain(&self.aliases)
+            .any(|mine| mine == name || (mine.contains('@') && mine.eq_ignore_ascii_case(name)))
+    }
 }
 
 /// Starts `subject`'s TOTP enrolment in `store`, its secret sealed with `sealer`: refused
@@ -240,6 +254,12 @@ pub fn may_decide(
     source: Option<IpAddr>,
 ) -> Result<(), OperatorError> {
     let subject = approver.subject.as_str();
+    if record.votes.iter().any(|v| v.approver == subject) {
+        return Err(OperatorError::AlreadyVoted {
+            subject: subject.to_owned(),
+            id: record.id.clone(),
+        });
+    }
     let in_group = |g: &str| {
         approver
             .groups
@@ -254,7 +274,12 @@ pub fn may_decide(
         });
     }
     let owner = record.context.get("owner").and_then(|o| o.as_str());
-    let own = owner == Some(subject) || record.principal == format!("User::{subject:?}");
+    let own = owner.is_some_and(|o| approver.is(o))
+        || record
+            .principal
+            .strip_prefix("User::")
+            .and_then(|quoted| serde_json::from_str::<String>(quoted).ok())
+            .is_some_and(|user| approver.is(&user));
     if own && decision == VoteDecision::Approve {
         return Err(OperatorError::OwnAgent {
             subject: subject.to_owned(),
@@ -279,6 +304,7 @@ pub fn may_decide(
             principal: Arc::from(record.principal.as_str()),
             action: Arc::from(record.action.as_str()),
             resource: Arc::from(record.resource.as_str()),
+            owner: owner.map(Arc::from),
         },
         context: ActionContext {
             route: Arc::from(route),

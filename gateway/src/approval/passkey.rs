@@ -51,6 +51,8 @@ use super::config::ApprovalsConfig;
 pub const CEREMONY_TTL: Duration = Duration::from_secs(300);
 /// Ceremonies under way at once in one process; more are refused until some finish or expire.
 pub const MAX_CEREMONIES: usize = 10_000;
+/// Ceremonies one user may have under way: one signed-in approver cannot crowd out the rest.
+pub const MAX_CEREMONIES_PER_USER: usize = 16;
 /// The relying party name authenticators show.
 pub const RP_NAME: &str = "Warden";
 
@@ -74,16 +76,19 @@ pub enum PasskeyError {
     /// The ceremony was started for another user.
     #[error("this passkey ceremony was started for another user")]
     OtherUser,
-    /// The ceremony was started for another approval or action.
+    /// The ceremony was started for another approval, action or intent.
     #[error(
-        "this passkey ceremony confirms approval {expected} with digest {expected_digest}, not approval {given} with digest {given_digest}"
+        "this passkey ceremony confirms {} of approval {} with digest {}, not {} of approval {} with digest {}",
+        expected.intent, expected.approval_id, expected.digest,
+        given.intent, given.approval_id, given.digest
     )]
     OtherAction {
-        expected: String,
-        expected_digest: String,
-        given: String,
-        given_digest: String,
+        expected: Box<ActionBinding>,
+        given: Box<ActionBinding>,
     },
+    /// The intent is empty, too long or not a plain word.
+    #[error("a passkey ceremony's intent is a word of 1 to 32 letters, digits or dashes")]
+    Intent,
     /// The action digest is not `sha256:` and 64 lowercase hex digits.
     #[error("{0:?} is not an action digest (sha256: and 64 lowercase hex digits)")]
     Digest(String),
@@ -99,6 +104,11 @@ pub enum PasskeyError {
     /// Too many ceremonies are under way.
     #[error("too many passkey ceremonies are under way; try again in a minute")]
     Busy,
+    /// This user has too many ceremonies under way.
+    #[error(
+        "you have {0} passkey ceremonies under way already; finish or cancel one, or wait a minute"
+    )]
+    UserBusy(usize),
     /// The browser's answer is not a WebAuthn credential.
     #[error("the browser's answer is not a WebAuthn credential: {0}")]
     Malformed(String),
@@ -135,13 +145,16 @@ pub struct PasskeyUser {
     pub display_name: String,
 }
 
-/// The action an authentication confirms: one approval and the digest of its exact action.
+/// What an authentication confirms: one approval, the digest of its exact action, and what
+/// the approver does with it (`approve`, `deny`): an assertion started to deny cannot approve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActionBinding {
     /// The approval id.
     pub approval_id: String,
     /// The action digest, `sha256:<64 lowercase hex digits>`.
     pub digest: String,
+    /// What the assertion confirms (`approve`, `deny`, or another step such as `verify`).
+    pub intent: String,
 }
 
 /// A registered passkey as the state store keeps it.
@@ -197,6 +210,12 @@ enum Ceremony {
 }
 
 impl Ceremony {
+    fn user(&self) -> &str {
+        match self {
+            Ceremony::Registration { user, .. } | Ceremony::Authentication { user, .. } => user,
+        }
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Ceremony::Registration { .. } => "registration",
@@ -390,10 +409,8 @@ impl Passkeys {
             Ceremony::Authentication { user: u, .. } if u != user => Err(PasskeyError::OtherUser),
             Ceremony::Authentication { binding, .. } if binding != action => {
                 Err(PasskeyError::OtherAction {
-                    expected: binding.approval_id.clone(),
-                    expected_digest: binding.digest.clone(),
-                    given: action.approval_id.clone(),
-                    given_digest: action.digest.clone(),
+                    expected: Box::new(binding.clone()),
+                    given: Box::new(action.clone()),
                 })
             }
             Ceremony::Authentication { .. } => Ok(()),
@@ -453,6 +470,13 @@ impl Passkeys {
             pending.retain(|_, p| p.expires > now);
             if pending.len() >= MAX_CEREMONIES {
                 return Err(PasskeyError::Busy);
+            }
+        }
+        let mine = |p: &Pending| p.ceremony.user() == ceremony.user();
+        if pending.values().filter(|p| mine(p)).count() >= MAX_CEREMONIES_PER_USER {
+            pending.retain(|_, p| p.expires > now);
+            if pending.values().filter(|p| mine(p)).count() >= MAX_CEREMONIES_PER_USER {
+                return Err(PasskeyError::UserBusy(MAX_CEREMONIES_PER_USER));
             }
         }
         pending.insert(
@@ -523,6 +547,10 @@ fn check_action(action: &ActionBinding) -> Result<(), PasskeyError> {
     if !hex_ok {
         return Err(PasskeyError::Digest(action.digest.clone()));
     }
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'-';
+    if action.intent.is_empty() || action.intent.len() > 32 || !action.intent.bytes().all(word) {
+        return Err(PasskeyError::Intent);
+    }
     Ok(())
 }
 
@@ -568,6 +596,7 @@ mod tests {
         ActionBinding {
             approval_id: id.into(),
             digest: format!("sha256:{}", "ab".repeat(32)),
+            intent: "approve".into(),
         }
     }
 
@@ -658,6 +687,24 @@ mod tests {
     }
 
     #[test]
+    fn one_user_cannot_crowd_out_the_others() {
+        let p = Passkeys::new("https://warden.example.com").unwrap();
+        for _ in 0..MAX_CEREMONIES_PER_USER {
+            p.start_registration(&alice(), &[]).unwrap();
+        }
+        assert!(matches!(
+            p.start_registration(&alice(), &[]),
+            Err(PasskeyError::UserBusy(_))
+        ));
+        let bob = PasskeyUser {
+            id: "sub-bob".into(),
+            name: "bob".into(),
+            display_name: "Bob".into(),
+        };
+        p.start_registration(&bob, &[]).unwrap();
+    }
+
+    #[test]
     fn authentication_needs_a_passkey_and_a_well_formed_action() {
         let p = Passkeys::new("https://warden.example.com").unwrap();
         assert!(matches!(
@@ -673,6 +720,7 @@ mod tests {
             let bad = ActionBinding {
                 approval_id: "apr_1".into(),
                 digest: digest.clone(),
+                intent: "approve".into(),
             };
             assert!(
                 matches!(

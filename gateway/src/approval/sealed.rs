@@ -85,6 +85,9 @@ pub enum Purpose {
     /// The approval console's sign-in in flight (PKCE verifier, nonce, state), held by the
     /// browser in a cookie between the redirect to the SSO provider and its return.
     LoginState,
+    /// The approval console's proof that an approver confirmed it is them with a factor
+    /// before changing factors, held by the browser in a cookie bound to the session.
+    FactorsVerified,
 }
 
 impl Purpose {
@@ -92,6 +95,7 @@ impl Purpose {
         match self {
             Purpose::TotpSecret => "totp-secret",
             Purpose::LoginState => "console-login",
+            Purpose::FactorsVerified => "console-verified",
         }
     }
 }

@@ -14,6 +14,9 @@ use crate::audit::event::{AuditEvent, AuditPrincipal, EventKind};
 use crate::shared::Shared;
 use crate::state::Store;
 
+/// How often expired console sessions are removed from the state store.
+pub const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 /// The client's address, as the listener saw it.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
@@ -102,6 +105,29 @@ impl Console {
             origin,
             attempts: Attempts::default(),
         })
+    }
+
+    /// Removes expired sessions from the state store now and every [`PURGE_EVERY`], for as
+    /// long as the console lives (any replica may do it: the delete is idempotent).
+    pub fn keep_tidy(self: &Arc<Self>) {
+        let console = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(PURGE_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(console) = console.upgrade() else {
+                    return;
+                };
+                match console.store.sessions().purge_expired().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(removed = n, "expired console sessions removed"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "expired console sessions could not be removed")
+                    }
+                }
+            }
+        });
     }
 
     /// Whether cookies may carry the `__Host-` prefix (an https console).

@@ -33,6 +33,7 @@ impl Console {
         Approver {
             subject: session.record.subject.clone(),
             groups: session.record.groups.clone(),
+            aliases: session.record.aliases.clone(),
             issuer: self.sso.issuer().to_owned(),
         }
     }
@@ -77,6 +78,24 @@ impl Console {
         Ok(())
     }
 
+    /// Whether `session` may see `record` at all: only someone who may decide it (approve or
+    /// deny, whatever its status now) reads what an agent asked; others learn only that it
+    /// is not theirs to decide.
+    fn may_view(&self, session: &Session, record: &ApprovalRecord) -> Result<(), ConsoleError> {
+        let policy = self.shared.snapshot.load().policy.clone();
+        match may_decide(
+            &policy,
+            &self.approver(session),
+            record,
+            VoteDecision::Deny,
+            "console",
+            None,
+        ) {
+            Ok(()) | Err(OperatorError::AlreadyVoted { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// What both passkey calls check first: same origin and CSRF token, the decision, the
     /// approval pending and the approver allowed; then the approver's passkeys and what the
     /// assertion must be bound to.
@@ -104,8 +123,65 @@ impl Console {
         let binding = ActionBinding {
             approval_id: record.id.clone(),
             digest: record.digest.clone(),
+            intent: decision.as_str().to_owned(),
         };
         Ok((decision, record, stored, binding))
+    }
+
+    /// Finishes passkey ceremony `ceremony` of `session`'s approver for `binding` with the
+    /// browser's `credential`, and stores the passkey's new counter (refused when another use
+    /// raced it).
+    pub(crate) async fn assert_passkey(
+        &self,
+        session: &Session,
+        ceremony: &str,
+        binding: &ActionBinding,
+        credential: &Value,
+    ) -> Result<(), ConsoleError> {
+        let stored = self.stored_passkeys(&session.record.subject).await?;
+        self.assert_passkey_of(session, &stored, ceremony, binding, credential)
+            .await
+    }
+
+    async fn assert_passkey_of(
+        &self,
+        session: &Session,
+        stored: &[crate::approval::passkey::StoredPasskey],
+        ceremony: &str,
+        binding: &ActionBinding,
+        credential: &Value,
+    ) -> Result<(), ConsoleError> {
+        let subject = &session.record.subject;
+        let done = self.passkeys.finish_authentication(
+            ceremony,
+            subject,
+            binding,
+            stored,
+            &credential.to_string(),
+        )?;
+        let before = stored
+            .iter()
+            .find(|p| p.credential_id == done.passkey.credential_id)
+            .map_or(0, |p| p.counter);
+        let id_bytes = super::factors::credential_bytes(&done.passkey.credential_id)?;
+        let used = self
+            .store
+            .factors()
+            .use_webauthn(
+                subject,
+                &id_bytes,
+                done.passkey.json.clone(),
+                done.passkey.counter,
+            )
+            .await?;
+        if !used {
+            return Err(PasskeyError::CounterNotIncreased {
+                stored: before,
+                seen: done.passkey.counter,
+            }
+            .into());
+        }
+        Ok(())
     }
 
     /// Checks `code` against `subject`'s TOTP app (confirming an enrolment with `confirm`),
@@ -116,15 +192,15 @@ impl Console {
         code: &str,
         confirm: bool,
     ) -> Result<(), ConsoleError> {
-        self.attempts.check(subject)?;
+        self.attempts.begin(subject)?;
         match check_totp(&self.store, &self.sealer, subject, code.trim(), confirm).await {
             Ok(()) => {
                 self.attempts.succeeded(subject);
                 Ok(())
             }
             Err(e) => {
-                if matches!(e, OperatorError::Code(_) | OperatorError::Replayed) {
-                    self.attempts.failed(subject);
+                if !matches!(e, OperatorError::Code(_) | OperatorError::Replayed) {
+                    self.attempts.given_back(subject);
                 }
                 Err(e.into())
             }
@@ -219,6 +295,11 @@ impl Console {
             Err(ConsoleError::Decide(OperatorError::NotPending { .. })) => {
                 return Ok(DecideOptions::Closed);
             }
+            Err(ConsoleError::Decide(OperatorError::AlreadyVoted { .. })) => {
+                return Ok(DecideOptions::NotAllowed(
+                    "you have voted on it already; another approver must add theirs".into(),
+                ));
+            }
             // Their own agent's action: they may deny it, not approve it.
             Err(ConsoleError::Decide(OperatorError::OwnAgent { .. })) => false,
             Err(e) => return Ok(DecideOptions::NotAllowed(e.to_string())),
@@ -226,15 +307,6 @@ impl Console {
         };
         if !approve && let Err(e) = self.may(session, record, VoteDecision::Deny, None) {
             return Ok(DecideOptions::NotAllowed(e.to_string()));
-        }
-        if record
-            .votes
-            .iter()
-            .any(|v| v.approver == session.record.subject)
-        {
-            return Ok(DecideOptions::NotAllowed(
-                "you have voted on it already; another approver must add theirs".into(),
-            ));
         }
         let factors = self.store.factors();
         let subject = &session.record.subject;
@@ -309,17 +381,20 @@ pub async fn list(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response
         Ok(None) => return to_login("/approvals"),
         Err(e) => return e.page(None),
     };
-    match c.store.approvals().list(ApprovalFilter::Pending).await {
-        Ok(records) => html(
-            StatusCode::OK,
-            pages::layout(
-                "Pending approvals",
-                Some(&session.viewer()),
-                &pages::list(&records, now_ms(), None),
-            ),
+    let mut records = match c.store.approvals().list(ApprovalFilter::Pending).await {
+        Ok(records) => records,
+        Err(e) => return ConsoleError::from(e).page(Some(&session.viewer())),
+    };
+    // Only what this approver may decide: what others' agents ask is not theirs to read.
+    records.retain(|r| c.may_view(&session, r).is_ok());
+    html(
+        StatusCode::OK,
+        pages::layout(
+            "Pending approvals",
+            Some(&session.viewer()),
+            &pages::list(&records, now_ms(), None),
         ),
-        Err(e) => ConsoleError::from(e).page(Some(&session.viewer())),
-    }
+    )
 }
 
 /// `GET /approvals/{id}`: one approval with its whole context.
@@ -338,6 +413,9 @@ pub async fn show(
         Ok(r) => r,
         Err(e) => return e.page(Some(&session.viewer())),
     };
+    if let Err(e) = c.may_view(&session, &record) {
+        return e.page(Some(&session.viewer()));
+    }
     let flash = done.done.as_deref().and_then(|d| done_message(d, &record));
     c.detail_page(
         &session,
@@ -455,16 +533,10 @@ pub async fn passkey_start(
         )?)
     }
     .await;
-    match result {
-        Ok(started) => {
-            axum::Json(json!({ "ceremony": started.ceremony, "options": started.options }))
-                .into_response()
-        }
-        Err(e) => {
-            c.refused(&session, &id, Some(SecondFactor::Webauthn), source, &e);
-            e.json()
-        }
+    if let Err(e) = &result {
+        c.refused(&session, &id, Some(SecondFactor::Webauthn), source, e);
     }
+    super::error::ceremony(result)
 }
 
 #[derive(Deserialize)]
@@ -491,36 +563,14 @@ pub async fn passkey_finish(
         let (decision, record, stored, binding) = c
             .passkey_checks(&headers, &session, &id, body.decision.as_deref(), source)
             .await?;
-        let subject = &session.record.subject;
-        let done = c.passkeys.finish_authentication(
-            &body.ceremony,
-            subject,
-            &binding,
+        c.assert_passkey_of(
+            &session,
             &stored,
-            &body.credential.to_string(),
-        )?;
-        let before = stored
-            .iter()
-            .find(|p| p.credential_id == done.passkey.credential_id)
-            .map_or(0, |p| p.counter);
-        let id_bytes = super::factors::credential_bytes(&done.passkey.credential_id)?;
-        let used = c
-            .store
-            .factors()
-            .use_webauthn(
-                subject,
-                &id_bytes,
-                done.passkey.json.clone(),
-                done.passkey.counter,
-            )
-            .await?;
-        if !used {
-            return Err(PasskeyError::CounterNotIncreased {
-                stored: before,
-                seen: done.passkey.counter,
-            }
-            .into());
-        }
+            &body.ceremony,
+            &binding,
+            &body.credential,
+        )
+        .await?;
         c.vote(&session, &record, decision, SecondFactor::Webauthn, source)
             .await
             .map(|after| (decision, after))

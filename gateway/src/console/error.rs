@@ -42,6 +42,11 @@ pub enum ConsoleError {
          retry"
     )]
     NotFresh(String),
+    #[error(
+        "confirm it is you first, with a code from your authenticator app or your passkey: \
+         a factor changes only with one you already have"
+    )]
+    VerifyFirst,
     #[error("the state store cannot answer ({0}), so nothing was changed: try again shortly")]
     State(#[from] StateError),
     #[error("the audit log cannot record this ({0}), so it was not done: try again shortly")]
@@ -67,12 +72,13 @@ impl ConsoleError {
                 _ => StatusCode::FORBIDDEN,
             },
             ConsoleError::Passkey(PasskeyError::Busy) => StatusCode::SERVICE_UNAVAILABLE,
+            ConsoleError::Passkey(PasskeyError::UserBusy(_)) => StatusCode::TOO_MANY_REQUESTS,
             ConsoleError::Passkey(PasskeyError::Malformed(_)) => StatusCode::BAD_REQUEST,
             ConsoleError::Passkey(_) => StatusCode::FORBIDDEN,
             ConsoleError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ConsoleError::NotFound(_) => StatusCode::NOT_FOUND,
             ConsoleError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ConsoleError::NotFresh(_) => StatusCode::FORBIDDEN,
+            ConsoleError::NotFresh(_) | ConsoleError::VerifyFirst => StatusCode::FORBIDDEN,
             ConsoleError::State(_) | ConsoleError::Audit(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -103,6 +109,7 @@ impl ConsoleError {
             ConsoleError::NotFound(_) => "unknown_approval",
             ConsoleError::TooManyAttempts { .. } => "too_many_attempts",
             ConsoleError::NotFresh(_) => "sign_in_again",
+            ConsoleError::VerifyFirst => "verify_first",
             ConsoleError::State(_) => "unavailable",
             ConsoleError::Audit(_) => "audit_unavailable",
         }
@@ -137,6 +144,17 @@ impl ConsoleError {
             axum::Json(serde_json::json!({ "error": self.code(), "message": self.to_string() })),
         )
             .into_response()
+    }
+}
+
+/// A passkey ceremony's start as the browser takes it (`{ceremony, options}`), or the failure.
+pub fn ceremony(started: Result<crate::approval::passkey::Started, ConsoleError>) -> Response {
+    match started {
+        Ok(started) => axum::Json(
+            serde_json::json!({ "ceremony": started.ceremony, "options": started.options }),
+        )
+        .into_response(),
+        Err(e) => e.json(),
     }
 }
 

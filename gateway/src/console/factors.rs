@@ -1,7 +1,9 @@
 //! An approver's second factors: enrolling an authenticator app (TOTP, with its QR code; the
 //! secret sealed in the state store and shown once) and passkeys (WebAuthn registration), and
-//! removing them. Changing factors needs a recent sign-in (`console.enrol_within`), and
-//! removing the TOTP app a current code; every change is audited.
+//! removing them. Changing factors needs a recent sign-in (`console.enrol_within`) and, once
+//! the approver has a factor, proof with it first (`verify`); removing the TOTP app takes a
+//! current code of it. Every change is audited with the proof it rested on, before it is
+//! made; a change the store then refuses is audited as void.
 
 use std::sync::Arc;
 
@@ -17,6 +19,7 @@ use super::app::{Console, Peer};
 use super::error::{ConsoleError, html, see_other};
 use super::pages::{self, PasskeyRow, TotpState};
 use super::session::{Session, source, to_login};
+use super::verify::Proof;
 use crate::approval::operator::begin_totp;
 use crate::approval::passkey::{PasskeyError, PasskeyUser, StoredPasskey};
 use crate::state::pins::now_ms;
@@ -48,7 +51,7 @@ impl Console {
             .collect())
     }
 
-    fn fresh(&self, session: &Session) -> Result<(), ConsoleError> {
+    pub(crate) fn fresh(&self, session: &Session) -> Result<(), ConsoleError> {
         if session.is_fresh(self.config.enrol_within) {
             Ok(())
         } else {
@@ -58,8 +61,9 @@ impl Console {
         }
     }
 
-    async fn factors_page(
+    pub(crate) async fn factors_page(
         &self,
+        headers: &HeaderMap,
         session: &Session,
         started: Option<(&str, &str)>,
         flash: Option<(&str, bool)>,
@@ -70,10 +74,11 @@ impl Console {
         let loaded = async {
             let totp = factors.totp(subject).await?;
             let keys = factors.webauthn_credentials(subject).await?;
-            Ok::<_, ConsoleError>((totp, keys))
+            let verification = self.verification(headers, session).await?;
+            Ok::<_, ConsoleError>((totp, keys, verification))
         }
         .await;
-        let (totp, keys) = match loaded {
+        let (totp, keys, verification) = match loaded {
             Ok(l) => l,
             Err(e) => return e.page(Some(&session.viewer())),
         };
@@ -95,6 +100,7 @@ impl Console {
             state,
             &rows,
             session.is_fresh(self.config.enrol_within),
+            verification,
             flash,
             &session.csrf,
             now_ms(),
@@ -105,26 +111,78 @@ impl Console {
         )
     }
 
+    /// Records a change of `session`'s factors before it is made (`event`: `factor_enrolled`
+    /// or `factor_removed`), with the `proof` it rests on.
     async fn factor_changed(
         &self,
         session: &Session,
         source: Option<std::net::IpAddr>,
-        event: &str,
-        factor: &str,
-        credential: Option<&str>,
+        change: Change<'_>,
     ) -> Result<(), ConsoleError> {
         self.audit(
             Some(&session.record.subject),
             source,
             json!({
-                "event": event,
+                "event": change.event,
                 "subject": session.record.subject,
-                "factor": factor,
-                "credential_id": credential,
+                "factor": change.factor,
+                "credential_id": change.credential,
+                "proof": change.proof.as_str(),
             }),
         )
         .await
     }
+
+    /// Records that a change audited by [`Console::factor_changed`] was not made after all.
+    fn factor_change_void(
+        &self,
+        session: &Session,
+        source: Option<std::net::IpAddr>,
+        change: Change<'_>,
+        error: &ConsoleError,
+    ) {
+        self.audit_detached(
+            Some(&session.record.subject),
+            source,
+            json!({
+                "event": "factor_change_void",
+                "change": change.event,
+                "subject": session.record.subject,
+                "factor": change.factor,
+                "credential_id": change.credential,
+                "code": error.code(),
+                "reason": error.to_string(),
+            }),
+        );
+    }
+
+    /// Makes `change` with `apply`: audited first, audited as void when `apply` fails.
+    async fn change<T, F>(
+        &self,
+        session: &Session,
+        source: Option<std::net::IpAddr>,
+        change: Change<'_>,
+        apply: F,
+    ) -> Result<T, ConsoleError>
+    where
+        F: std::future::Future<Output = Result<T, ConsoleError>>,
+    {
+        self.factor_changed(session, source, change).await?;
+        let done = apply.await;
+        if let Err(e) = &done {
+            self.factor_change_void(session, source, change, e);
+        }
+        done
+    }
+}
+
+/// A change of an approver's factors, as the audit log records it.
+#[derive(Debug, Clone, Copy)]
+struct Change<'a> {
+    event: &'static str,
+    factor: &'static str,
+    credential: Option<&'a str>,
+    proof: Proof,
 }
 
 #[derive(Deserialize)]
@@ -148,10 +206,17 @@ pub async fn page(
         Some("totp-removed") => Some("Your authenticator app is removed."),
         Some("passkey") => Some("Your passkey is added."),
         Some("passkey-removed") => Some("The passkey is removed."),
+        Some("verified") => Some("Confirmed. You can change your factors for a few minutes."),
         _ => None,
     };
-    c.factors_page(&session, None, flash.map(|f| (f, true)), StatusCode::OK)
-        .await
+    c.factors_page(
+        &headers,
+        &session,
+        None,
+        flash.map(|f| (f, true)),
+        StatusCode::OK,
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -161,15 +226,26 @@ pub struct CodeForm {
     credential: Option<String>,
 }
 
-/// Runs a form POST of the factors page: its checks, then `step`; errors shown on the page.
+/// What a form POST of the factors page must show first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Needs {
+    /// Proof with an existing factor (or, with none, a recent sign-in).
+    Proof,
+    /// A recent sign-in only: the step proves itself (removing the TOTP app with its code).
+    SignIn,
+}
+
+/// Runs a form POST of the factors page: its checks, then `step` with the proof it rests on;
+/// errors shown on the page.
 async fn form_post<F, Fut>(
     c: &Arc<Console>,
     headers: &HeaderMap,
     form: &CodeForm,
+    needs: Needs,
     step: F,
 ) -> Response
 where
-    F: FnOnce(Session) -> Fut,
+    F: FnOnce(Session, Proof) -> Fut,
     Fut: std::future::Future<Output = (Session, Result<Response, ConsoleError>)>,
 {
     let session = match c.session(headers).await {
@@ -177,20 +253,40 @@ where
         Ok(None) => return ConsoleError::SignIn.page(None),
         Err(e) => return e.page(None),
     };
-    if let Err(e) = c
-        .check_post(headers, &session, form.csrf.as_deref())
-        .and_then(|()| c.fresh(&session))
-    {
-        return c
-            .factors_page(&session, None, Some((&e.to_string(), false)), e.status())
-            .await;
+    let checked = async {
+        c.check_post(headers, &session, form.csrf.as_deref())?;
+        match needs {
+            Needs::Proof => c.proof(headers, &session).await,
+            Needs::SignIn => c.fresh(&session).map(|()| Proof::Totp),
+        }
     }
-    let (session, result) = step(session).await;
+    .await;
+    let proof = match checked {
+        Ok(proof) => proof,
+        Err(e) => {
+            return c
+                .factors_page(
+                    headers,
+                    &session,
+                    None,
+                    Some((&e.to_string(), false)),
+                    e.status(),
+                )
+                .await;
+        }
+    };
+    let (session, result) = step(session, proof).await;
     match result {
         Ok(response) => response,
         Err(e) => {
-            c.factors_page(&session, None, Some((&e.to_string(), false)), e.status())
-                .await
+            c.factors_page(
+                headers,
+                &session,
+                None,
+                Some((&e.to_string(), false)),
+                e.status(),
+            )
+            .await
         }
     }
 }
@@ -202,12 +298,14 @@ pub async fn totp_begin(
     axum::Form(form): axum::Form<CodeForm>,
 ) -> Response {
     let c2 = c.clone();
-    form_post(&c, &headers, &form, |session| async move {
+    let headers2 = headers.clone();
+    form_post(&c, &headers, &form, Needs::Proof, |session, _| async move {
         let c = c2;
         match begin_totp(&c.store, &c.sealer, &session.record.subject).await {
             Ok(enrolment) => {
                 let page = c
                     .factors_page(
+                        &headers2,
                         &session,
                         Some((&enrolment.qr_svg, &enrolment.typed)),
                         None,
@@ -229,50 +327,69 @@ pub async fn totp_confirm(
     headers: HeaderMap,
     axum::Form(form): axum::Form<CodeForm>,
 ) -> Response {
-    totp_step(c, source(&peer), headers, form, true).await
+    let c2 = c.clone();
+    let code = form.code.clone().unwrap_or_default();
+    form_post(&c, &headers, &form, Needs::Proof, |session, proof| async move {
+        let c = c2;
+        let subject = session.record.subject.clone();
+        let change = Change {
+            event: "factor_enrolled",
+            factor: "totp",
+            credential: None,
+            proof,
+        };
+        let result = async {
+            c.checked_code(&subject, &code, true).await?;
+            // Confirmed by the code; it counts only once it is recorded.
+            if let Err(e) = c.factor_changed(&session, source(&peer), change).await {
+                if let Err(gone) = c.store.factors().remove_totp(&subject).await {
+                    tracing::warn!(error = %gone, "an unrecorded TOTP enrolment could not be removed");
+                }
+                return Err(e);
+            }
+            Ok(see_other("/factors?done=totp"))
+        }
+        .await;
+        (session, result)
+    })
+    .await
 }
 
-/// `POST /factors/totp/remove`: with a current code.
+/// `POST /factors/totp/remove`: with a current code of the app.
 pub async fn totp_remove(
     State(c): State<Arc<Console>>,
     peer: Option<axum::Extension<Peer>>,
     headers: HeaderMap,
     axum::Form(form): axum::Form<CodeForm>,
 ) -> Response {
-    totp_step(c, source(&peer), headers, form, false).await
-}
-
-/// Confirms (`confirm`) or removes the TOTP app of the signed-in approver, proved by a code.
-async fn totp_step(
-    c: Arc<Console>,
-    source: Option<std::net::IpAddr>,
-    headers: HeaderMap,
-    form: CodeForm,
-    confirm: bool,
-) -> Response {
     let c2 = c.clone();
     let code = form.code.clone().unwrap_or_default();
-    form_post(&c, &headers, &form, |session| async move {
-        let c = c2;
-        let subject = session.record.subject.clone();
-        let result = async {
-            c.checked_code(&subject, &code, confirm).await?;
-            let event = if confirm {
-                "factor_enrolled"
-            } else {
-                "factor_removed"
+    form_post(
+        &c,
+        &headers,
+        &form,
+        Needs::SignIn,
+        |session, proof| async move {
+            let c = c2;
+            let subject = session.record.subject.clone();
+            let change = Change {
+                event: "factor_removed",
+                factor: "totp",
+                credential: None,
+                proof,
             };
-            c.factor_changed(&session, source, event, "totp", None)
+            let result = async {
+                c.checked_code(&subject, &code, false).await?;
+                c.change(&session, source(&peer), change, async {
+                    Ok(c.store.factors().remove_totp(&subject).await?)
+                })
                 .await?;
-            if confirm {
-                return Ok(see_other("/factors?done=totp"));
+                Ok(see_other("/factors?done=totp-removed"))
             }
-            c.store.factors().remove_totp(&subject).await?;
-            Ok(see_other("/factors?done=totp-removed"))
-        }
-        .await;
-        (session, result)
-    })
+            .await;
+            (session, result)
+        },
+    )
     .await
 }
 
@@ -285,33 +402,38 @@ pub async fn passkey_remove(
 ) -> Response {
     let c2 = c.clone();
     let credential = form.credential.clone().unwrap_or_default();
-    form_post(&c, &headers, &form, |session| async move {
-        let c = c2;
-        let result = async {
-            let bytes = credential_bytes(&credential)?;
-            c.factor_changed(
-                &session,
-                source(&peer),
-                "factor_removed",
-                "webauthn",
-                Some(&credential),
-            )
-            .await?;
-            if !c
-                .store
-                .factors()
-                .remove_webauthn(&session.record.subject, &bytes)
-                .await?
-            {
-                return Err(ConsoleError::BadRequest(
-                    "you have no passkey with that id".into(),
-                ));
+    form_post(
+        &c,
+        &headers,
+        &form,
+        Needs::Proof,
+        |session, proof| async move {
+            let c = c2;
+            let result = async {
+                let bytes = credential_bytes(&credential)?;
+                let change = Change {
+                    event: "factor_removed",
+                    factor: "webauthn",
+                    credential: Some(&credential),
+                    proof,
+                };
+                let subject = &session.record.subject;
+                c.change(&session, source(&peer), change, async {
+                    if c.store.factors().remove_webauthn(subject, &bytes).await? {
+                        Ok(())
+                    } else {
+                        Err(ConsoleError::BadRequest(
+                            "you have no passkey with that id".into(),
+                        ))
+                    }
+                })
+                .await?;
+                Ok(see_other("/factors?done=passkey-removed"))
             }
-            Ok(see_other("/factors?done=passkey-removed"))
-        }
-        .await;
-        (session, result)
-    })
+            .await;
+            (session, result)
+        },
+    )
     .await
 }
 
@@ -323,7 +445,7 @@ pub async fn passkey_start(State(c): State<Arc<Console>>, headers: HeaderMap) ->
     };
     let result = async {
         c.check_post(&headers, &session, None)?;
-        c.fresh(&session)?;
+        c.proof(&headers, &session).await?;
         let stored = c.stored_passkeys(&session.record.subject).await?;
         let user = PasskeyUser {
             id: session.record.subject.clone(),
@@ -333,19 +455,14 @@ pub async fn passkey_start(State(c): State<Arc<Console>>, headers: HeaderMap) ->
         Ok::<_, ConsoleError>(c.passkeys.start_registration(&user, &stored)?)
     }
     .await;
-    match result {
-        Ok(started) => {
-            axum::Json(json!({ "ceremony": started.ceremony, "options": started.options }))
-                .into_response()
-        }
-        Err(e) => e.json(),
-    }
+    super::error::ceremony(result)
 }
 
+/// A passkey ceremony's finish: its id and the browser's credential.
 #[derive(Deserialize)]
-pub struct RegisterFinish {
-    ceremony: String,
-    credential: Value,
+pub struct CeremonyFinish {
+    pub(crate) ceremony: String,
+    pub(crate) credential: Value,
 }
 
 /// `POST /factors/passkeys/finish`: the new passkey, stored.
@@ -353,7 +470,7 @@ pub async fn passkey_finish(
     State(c): State<Arc<Console>>,
     peer: Option<axum::Extension<Peer>>,
     headers: HeaderMap,
-    axum::Json(body): axum::Json<RegisterFinish>,
+    axum::Json(body): axum::Json<CeremonyFinish>,
 ) -> Response {
     let session = match c.signed_in(&headers).await {
         Ok(s) => s,
@@ -361,7 +478,7 @@ pub async fn passkey_finish(
     };
     let result = async {
         c.check_post(&headers, &session, None)?;
-        c.fresh(&session)?;
+        let proof = c.proof(&headers, &session).await?;
         let subject = &session.record.subject;
         let stored = c.stored_passkeys(subject).await?;
         let new = c.passkeys.finish_registration(
@@ -371,23 +488,24 @@ pub async fn passkey_finish(
             &body.credential.to_string(),
         )?;
         let bytes = credential_bytes(&new.credential_id)?;
-        c.factor_changed(
-            &session,
-            source(&peer),
-            "factor_enrolled",
-            "webauthn",
-            Some(&new.credential_id),
-        )
-        .await?;
-        if !c
-            .store
-            .factors()
-            .add_webauthn(subject, &bytes, new.json.clone(), new.counter)
-            .await?
-        {
-            return Err(PasskeyError::AlreadyRegistered.into());
-        }
-        Ok::<(), ConsoleError>(())
+        let change = Change {
+            event: "factor_enrolled",
+            factor: "webauthn",
+            credential: Some(&new.credential_id),
+            proof,
+        };
+        c.change(&session, source(&peer), change, async {
+            if c.store
+                .factors()
+                .add_webauthn(subject, &bytes, new.json.clone(), new.counter)
+                .await?
+            {
+                Ok(())
+            } else {
+                Err(PasskeyError::AlreadyRegistered.into())
+            }
+        })
+        .await
     }
     .await;
     match result {

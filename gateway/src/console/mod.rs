@@ -8,6 +8,7 @@
 //!   every replica), CSRF tokens, the same-origin check, the security headers on every answer;
 //! - `approve`: the pending list, an approval's page, deciding with TOTP or a passkey;
 //! - `factors`: enrolling and removing an approver's TOTP app and passkeys;
+//! - `verify`: proving it is you with a factor you have before factors change;
 //! - `pages`: the HTML; `assets/`: the one stylesheet and script (no inline script or style).
 //!
 //! Whoever decides must be allowed by the same rules as on the command line
@@ -24,6 +25,7 @@ pub mod factors;
 pub mod pages;
 pub mod session;
 pub mod sso;
+pub mod verify;
 
 use std::sync::Arc;
 
@@ -62,6 +64,12 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/factors/passkeys/start", post(factors::passkey_start))
         .route("/factors/passkeys/finish", post(factors::passkey_finish))
         .route("/factors/passkeys/remove", post(factors::passkey_remove))
+        .route("/factors/verify", post(verify::with_code))
+        .route("/factors/verify/passkey/start", post(verify::passkey_start))
+        .route(
+            "/factors/verify/passkey/finish",
+            post(verify::passkey_finish),
+        )
         .route("/assets/console.css", get(css))
         .route("/assets/console.js", get(js))
         .fallback(|| async {

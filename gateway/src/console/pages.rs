@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
+use super::verify::Verification;
 use crate::state::approvals::{ApprovalRecord, ApprovalStatus, VoteDecision};
 
 /// `text` escaped for HTML text and attribute values.
@@ -152,7 +153,7 @@ pub fn list(records: &[ApprovalRecord], now_ms: i64, flash: Option<&str>) -> Str
     }
     if records.is_empty() {
         body.push_str(
-            r#"<p class="empty">Nothing is waiting. When an agent asks for something a policy holds for approval, it appears here, and the configured channels are told.</p>"#,
+            r#"<p class="empty">Nothing waits for your decision. When an agent asks for something a policy holds for approval and you are one who may decide it, it appears here, and the configured channels are told.</p>"#,
         );
         return body;
     }
@@ -440,6 +441,7 @@ pub fn factors(
     totp: TotpState<'_>,
     passkeys: &[PasskeyRow],
     may_enrol: bool,
+    verification: Verification,
     flash: Option<(&str, bool)>,
     csrf: &str,
     now_ms: i64,
@@ -448,10 +450,25 @@ pub fn factors(
     if let Some((message, ok)) = flash {
         body.push_str(&flash_message(message, ok));
     }
+    let hidden = format!(r#"<input type="hidden" name="csrf" value="{}">"#, esc(csrf));
     if !may_enrol {
         body.push_str(r#"<p class="flash" role="status">Adding or removing a factor needs a recent sign-in. <a href="/login?next=/factors">Sign in again</a> to change them.</p>"#);
+    } else if let Verification::Needed { totp, passkeys } = verification {
+        body.push_str(r#"<section class="panel verify"><h2>Confirm it is you</h2><p>A factor changes only with one you already have. Confirm with it first; it counts for a few minutes.</p>"#);
+        if totp {
+            let _ = write!(
+                body,
+                r#"<form method="post" action="/factors/verify" class="inline">{hidden}<label for="verify-code">Code from your app</label><input id="verify-code" name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{{6}}" maxlength="6" required><button type="submit" class="primary">Confirm</button></form>"#
+            );
+        }
+        if passkeys {
+            body.push_str(r#"<div class="passkey-verify"><button type="button" class="primary" data-passkey-verify>Confirm with a passkey</button><p class="passkey-status" role="status" aria-live="polite"></p></div>"#);
+        }
+        body.push_str("</section>");
     }
-    let hidden = format!(r#"<input type="hidden" name="csrf" value="{}">"#, esc(csrf));
+    // Changing a factor needs both; removing the app proves itself with its code.
+    let may_change = may_enrol && verification.allows_changes();
+    let disabled = if may_change { "" } else { " disabled" };
     body.push_str(r#"<section class="panel"><h2>Authenticator app (TOTP)</h2>"#);
     match totp {
         TotpState::Confirmed => {
@@ -481,7 +498,6 @@ pub fn factors(
             let _ = write!(
                 body,
                 r#"<form method="post" action="/factors/totp">{hidden}<button type="submit" class="primary"{disabled}>Enrol an authenticator app</button></form>"#,
-                disabled = if may_enrol { "" } else { " disabled" },
             );
         }
     }
@@ -504,7 +520,6 @@ pub fn factors(
                     .last_used_ms
                     .map(|u| format!(", last used {}", relative(u, now_ms)))
                     .unwrap_or_default(),
-                disabled = if may_enrol { "" } else { " disabled" },
             );
         }
         body.push_str("</ul>");
@@ -512,7 +527,6 @@ pub fn factors(
     let _ = write!(
         body,
         r#"<div class="passkey-register"><button type="button" class="primary" data-passkey-register{disabled}>Add a passkey</button><p class="passkey-status" role="status" aria-live="polite"></p></div></section>"#,
-        disabled = if may_enrol { "" } else { " disabled" },
     );
     body
 }

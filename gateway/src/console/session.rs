@@ -103,7 +103,7 @@ fn random_token() -> String {
 }
 
 /// The value of cookie `name` in `headers`.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -124,7 +124,13 @@ impl Console {
         }
     }
 
-    fn set_cookie(&self, name: &str, value: &str, path: &str, max_age: Duration) -> HeaderValue {
+    pub(crate) fn set_cookie(
+        &self,
+        name: &str,
+        value: &str,
+        path: &str,
+        max_age: Duration,
+    ) -> HeaderValue {
         HeaderValue::from_str(&format!(
             "{name}={value}; Path={path}; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
             max_age.as_secs()
@@ -163,11 +169,7 @@ impl Console {
         session: &Session,
         token: Option<&str>,
     ) -> Result<(), ConsoleError> {
-        if let Some(origin) = headers.get(header::ORIGIN)
-            && origin.as_bytes() != self.origin.as_bytes()
-        {
-            return Err(ConsoleError::CrossOrigin);
-        }
+        same_origin(headers, &self.origin)?;
         let token = token
             .or_else(|| headers.get("x-csrf-token").and_then(|v| v.to_str().ok()))
             .unwrap_or_default();
@@ -178,15 +180,35 @@ impl Console {
     }
 }
 
-/// Where a sign-in may lead: a path of the console, never another site.
+/// Whether a POST comes from `origin`'s own pages, as far as the browser says: its `Origin`
+/// (when sent) is `origin`, and its `Sec-Fetch-Site` (when sent) is `same-origin`.
+pub fn same_origin(headers: &HeaderMap, origin: &str) -> Result<(), ConsoleError> {
+    if let Some(given) = headers.get(header::ORIGIN)
+        && given.as_bytes() != origin.as_bytes()
+    {
+        return Err(ConsoleError::CrossOrigin);
+    }
+    if let Some(site) = headers.get("sec-fetch-site")
+        && !matches!(site.as_bytes(), b"same-origin" | b"none")
+    {
+        return Err(ConsoleError::CrossOrigin);
+    }
+    Ok(())
+}
+
+/// Where a sign-in may lead: a page of the console (`/approvals…`, `/factors…`), never
+/// another site. Browsers drop tabs and newlines from URLs and read `\\` as `/`, so a path
+/// with any control character or backslash leads to the pending list instead.
 pub fn safe_next(next: Option<&str>) -> String {
+    let page = |n: &str, root: &str| {
+        n.strip_prefix(root)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', '?']))
+    };
     match next {
         Some(n)
-            if n.starts_with('/')
-                && !n.starts_with("//")
-                && !n.starts_with("/\\")
-                && !n.contains(['\r', '\n'])
-                && n.len() < 512 =>
+            if (page(n, "/approvals") || page(n, "/factors"))
+                && n.len() < 512
+                && !n.chars().any(|c| c.is_control() || c == '\\') =>
         {
             n.to_owned()
         }
@@ -262,22 +284,35 @@ pub async fn callback(
             subject: who.subject.clone(),
             display_name: who.display_name.clone(),
             groups: who.groups.clone(),
+            aliases: who.aliases.clone(),
             ttl,
         })
         .await;
     if let Err(e) = created {
         return ConsoleError::from(e).page(None);
     }
-    c.audit_detached(
-        Some(&who.subject),
-        source,
-        serde_json::json!({
-            "event": "console_sign_in",
-            "subject": who.subject,
-            "name": who.display_name,
-            "groups": who.groups,
-        }),
-    );
+    // The session counts only once its sign-in is recorded.
+    let recorded = c
+        .audit(
+            Some(&who.subject),
+            source,
+            serde_json::json!({
+                "event": "console_sign_in",
+                "subject": who.subject,
+                "name": who.display_name,
+                "groups": who.groups,
+                "aliases": who.aliases,
+            }),
+        )
+        .await;
+    if let Err(e) = recorded {
+        if let Err(gone) = c.store.sessions().delete(&id).await {
+            tracing::warn!(error = %gone, "an unrecorded console session could not be removed");
+        }
+        let mut page = e.page(None);
+        page.headers_mut().append(header::SET_COOKIE, clear_login);
+        return page;
+    }
     let mut response = see_other(&who.next);
     let headers = response.headers_mut();
     headers.append(
@@ -311,11 +346,18 @@ pub async fn logout(
     if let Err(e) = c.store.sessions().delete(&session.id).await {
         return ConsoleError::from(e).page(Some(&session.viewer()));
     }
-    c.audit_detached(
-        Some(&session.record.subject),
-        peer.map(|p| p.0.0.ip()),
-        serde_json::json!({ "event": "console_sign_out", "subject": session.record.subject }),
-    );
+    // Signed out whatever happens next; the record is awaited, and a log that cannot take it
+    // says so in Warden's own log (the session is gone either way).
+    let recorded = c
+        .audit(
+            Some(&session.record.subject),
+            peer.map(|p| p.0.0.ip()),
+            serde_json::json!({ "event": "console_sign_out", "subject": session.record.subject }),
+        )
+        .await;
+    if let Err(e) = recorded {
+        tracing::error!(error = %e, subject = %session.record.subject, "a console sign-out could not be recorded");
+    }
     let mut response = see_other("/signed-out");
     response.headers_mut().append(
         header::SET_COOKIE,
@@ -355,10 +397,48 @@ mod tests {
             "/\\evil.example",
             "approvals",
             "/a\r\nSet-Cookie: x=y",
+            "/\t/evil.example",
+            "/approvals/\\evil",
+            "/approvalsx",
+            "/logout",
+            "/approvals/\u{7f}",
         ] {
             assert_eq!(safe_next(Some(bad)), "/approvals", "{bad:?}");
         }
         assert_eq!(safe_next(None), "/approvals");
+        assert_eq!(safe_next(Some("/factors")), "/factors");
+        assert_eq!(safe_next(Some("/approvals?x=1")), "/approvals?x=1");
+    }
+
+    #[test]
+    fn a_post_from_another_site_is_refused() {
+        let console = "https://warden.example.com";
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            same_origin(&h, console)
+        };
+        assert!(with(&[]).is_ok(), "an old browser that sends neither");
+        assert!(with(&[("origin", "https://warden.example.com")]).is_ok());
+        assert!(with(&[("sec-fetch-site", "same-origin")]).is_ok());
+        for bad in [
+            &[("origin", "https://evil.example")][..],
+            &[("origin", "http://warden.example.com")],
+            &[("origin", "null")],
+            &[("sec-fetch-site", "cross-site")],
+            &[("sec-fetch-site", "same-site")],
+            &[
+                ("origin", "https://warden.example.com"),
+                ("sec-fetch-site", "cross-site"),
+            ],
+        ] {
+            assert!(
+                matches!(with(bad), Err(ConsoleError::CrossOrigin)),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -56,6 +56,11 @@ pub enum SsoError {
     UserInfo(String),
     #[error("the sign-in has no {0:?} claim naming the approver")]
     NoSubject(String),
+    #[error(
+        "console.oidc.subject_claim is email, and the provider does not say this e-mail address \
+         is verified (email_verified): verify it at the provider, or name approvers by sub"
+    )]
+    EmailNotVerified,
 }
 
 /// Claims beyond the standard ones (the groups claim among them), kept as they came.
@@ -104,6 +109,9 @@ pub struct SignedIn {
     pub display_name: String,
     /// Their groups (the `groups_claim`).
     pub groups: Vec<String>,
+    /// The other names they go by, for telling their own agents: `sub`, `preferred_username`
+    /// and `email` (only when the provider says it is verified), without the subject itself.
+    pub aliases: Vec<String>,
     /// Where to go now (a path of the console).
     pub next: String,
 }
@@ -288,9 +296,12 @@ impl Sso {
             "name" => claims
                 .name()
                 .and_then(|n| n.get(None))
-                .map(|n| n.to_string()),
-            "preferred_username" => claims.preferred_username().map(|n| n.to_string()),
-            "email" => claims.email().map(|n| n.to_string()),
+                .map(|n| Value::from(n.to_string())),
+            "preferred_username" => claims
+                .preferred_username()
+                .map(|n| Value::from(n.to_string())),
+            "email" => claims.email().map(|n| Value::from(n.to_string())),
+            "email_verified" => claims.email_verified().map(Value::from),
             _ => None,
         });
         let needs_userinfo = !other.contains_key(&self.config.groups_claim)
@@ -309,9 +320,15 @@ impl Sso {
                 other.entry(k.clone()).or_insert_with(|| v.clone());
             }
             insert_standard(&mut other, info.subject(), |k| match k {
-                "name" => info.name().and_then(|n| n.get(None)).map(|n| n.to_string()),
-                "preferred_username" => info.preferred_username().map(|n| n.to_string()),
-                "email" => info.email().map(|n| n.to_string()),
+                "name" => info
+                    .name()
+                    .and_then(|n| n.get(None))
+                    .map(|n| Value::from(n.to_string())),
+                "preferred_username" => info
+                    .preferred_username()
+                    .map(|n| Value::from(n.to_string())),
+                "email" => info.email().map(|n| Value::from(n.to_string())),
+                "email_verified" => info.email_verified().map(Value::from),
                 _ => None,
             });
         }
@@ -323,16 +340,16 @@ impl Sso {
 fn insert_standard(
     claims: &mut Map<String, Value>,
     subject: &SubjectIdentifier,
-    standard: impl Fn(&str) -> Option<String>,
+    standard: impl Fn(&str) -> Option<Value>,
 ) {
     claims
         .entry("sub")
         .or_insert_with(|| Value::from(subject.as_str()));
-    for k in ["name", "preferred_username", "email"] {
+    for k in ["name", "preferred_username", "email", "email_verified"] {
         if !claims.contains_key(k)
             && let Some(v) = standard(k)
         {
-            claims.insert(k.to_owned(), Value::from(v));
+            claims.insert(k.to_owned(), v);
         }
     }
 }
@@ -353,6 +370,20 @@ fn identity(
     };
     let subject = text(&config.subject_claim)
         .ok_or_else(|| SsoError::NoSubject(config.subject_claim.clone()))?;
+    let email_verified = claims.get("email_verified") == Some(&Value::Bool(true));
+    if config.subject_claim == "email" && !email_verified {
+        return Err(SsoError::EmailNotVerified);
+    }
+    let mut aliases: Vec<String> = Vec::new();
+    let verified_email = text("email").filter(|_| email_verified);
+    for alias in [text("sub"), text("preferred_username"), verified_email]
+        .into_iter()
+        .flatten()
+    {
+        if alias != subject && !aliases.contains(&alias) {
+            aliases.push(alias);
+        }
+    }
     let display_name = text("name")
         .or_else(|| text("preferred_username"))
         .or_else(|| text("email"))
@@ -371,6 +402,7 @@ fn identity(
         subject,
         display_name,
         groups,
+        aliases,
         next,
     })
 }
@@ -427,11 +459,21 @@ mod tests {
         assert_eq!(who.subject, "u-123");
         assert_eq!(who.display_name, "alice");
         assert_eq!(who.groups, ["sre", "oncall"]);
+        assert_eq!(who.aliases, ["alice"], "an unverified e-mail names no one");
         let mut by_email = oidc();
         by_email.subject_claim = "email".into();
         by_email.groups_claim = "roles".into();
-        let who = identity(&claims, &by_email, "/".into()).unwrap();
+        assert!(matches!(
+            identity(&claims, &by_email, "/".into()),
+            Err(SsoError::EmailNotVerified)
+        ));
+        let mut verified = claims.clone();
+        verified.insert("email_verified".into(), Value::Bool(true));
+        let who = identity(&verified, &oidc(), "/".into()).unwrap();
+        assert_eq!(who.aliases, ["alice", "alice@example.com"]);
+        let who = identity(&verified, &by_email, "/".into()).unwrap();
         assert_eq!(who.subject, "alice@example.com");
+        assert_eq!(who.aliases, ["u-123", "alice"]);
         assert_eq!(who.groups, ["admins", "approvers"]);
         let mut missing = oidc();
         missing.subject_claim = "upn".into();

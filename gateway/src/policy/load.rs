@@ -287,6 +287,7 @@ fn sample_resources(verb: &Verb, full: bool) -> Vec<Resource> {
             principal: Arc::from("Agent::\"ci-bot\""),
             action: Arc::from("llm:chat"),
             resource: Arc::from("Model::\"openai/gpt-4o\""),
+            owner: full.then(|| Arc::from("dave")),
         }],
     }
 }

@@ -170,11 +170,15 @@ impl CedarNames {
                 principal,
                 action,
                 resource,
+                owner,
                 ..
             } => {
                 attr("principal", principal);
                 attr("action", action);
                 attr("resource", resource);
+                if let Some(owner) = owner {
+                    attr("owner", owner);
+                }
             }
             Resource::Provider { .. } | Resource::McpServer { .. } | Resource::Api { .. } => {}
         }

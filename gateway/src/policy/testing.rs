@@ -164,6 +164,7 @@ struct ResourceSpec {
     principal: Option<String>,
     action: Option<String>,
     resource: Option<String>,
+    owner: Option<String>,
 }
 
 /// How a case writes a resource of each entity type.
@@ -188,7 +189,7 @@ const RESOURCE_FORMS: [(&str, &str); 10] = [
     ("Secret", "{ secret: secret/agents/ci/github }"),
     (
         "Approval",
-        "{ approval: a-1, principal: 'Agent::\"ci-bot\"', action: llm:chat, resource: 'Model::\"openai/gpt-4o\"' }",
+        "{ approval: a-1, principal: 'Agent::\"ci-bot\"', action: llm:chat, resource: 'Model::\"openai/gpt-4o\"', owner: dave } (owner optional)",
     ),
 ];
 
@@ -221,6 +222,7 @@ impl ResourceSpec {
             ("principal", self.principal.is_some()),
             ("action", self.action.is_some()),
             ("resource", self.resource.is_some()),
+            ("owner", self.owner.is_some()),
         ]
         .into_iter()
         .filter_map(|(key, set)| set.then_some(key))
@@ -269,11 +271,13 @@ impl ResourceSpec {
             ["secret"] => Resource::Secret {
                 path: text(&self.secret),
             },
-            ["approval", "principal", "action", "resource"] => Resource::Approval {
+            ["approval", "principal", "action", "resource"]
+            | ["approval", "principal", "action", "resource", "owner"] => Resource::Approval {
                 id: arc(&self.approval),
                 principal: arc(&self.principal),
                 action: arc(&self.action),
                 resource: arc(&self.resource),
+                owner: self.owner.as_deref().map(Arc::from),
             },
             keys => {
                 return Err(format!(

@@ -919,11 +919,16 @@ fn egress(port: u16, sni: Option<&str>) -> Facts {
 }
 
 fn approval(action: &str) -> Resource {
+    owned_approval(action, None)
+}
+
+fn owned_approval(action: &str, owner: Option<&str>) -> Resource {
     Resource::Approval {
         id: Arc::from("a-1"),
         principal: Arc::from(r#"Agent::"ci-bot""#),
         action: Arc::from(action),
         resource: Arc::from(r#"Model::"anthropic/claude-opus-4-1""#),
+        owner: owner.map(Arc::from),
     }
 }
 
@@ -989,6 +994,10 @@ when { resource.path like "secret/ci/*" && context has client_certificate };
 @id("sre-approves-llm")
 permit (principal in Group::"sre", action == Action::"approval:decide", resource)
 when { resource.action like "llm:*" && resource.principal == "Agent::\"ci-bot\"" };
+
+@id("interns-agents-need-a-lead")
+forbid (principal, action == Action::"approval:decide", resource)
+when { resource has owner && resource.owner == "intern" && !(principal in Group::"leads") };
 
 @id("no-canary")
 @reason("a canary token leaves")
@@ -1274,6 +1283,24 @@ fn approvals_are_decided_by_users_on_what_waits() {
         "deny"
     );
     assert_eq!(decide(user("bob", &["sales"]), "llm:chat").label(), "deny");
+    // Policy sees whose agent waits.
+    let owned = |principal: Principal, owner: &str| {
+        engine.decide(&act(
+            principal,
+            Verb::ApprovalDecide,
+            owned_approval("llm:chat", Some(owner)),
+            Facts::None,
+        ))
+    };
+    assert_eq!(owned(user("alice", &["sre"]), "dave").label(), "allow");
+    assert_eq!(
+        owned(user("alice", &["sre"]), "intern").policy_ids(),
+        ids(&["interns-agents-need-a-lead"])
+    );
+    assert_eq!(
+        owned(user("alice", &["sre", "leads"]), "intern").label(),
+        "allow"
+    );
     // An agent is no approver: the schema says approval:decide is for users.
     let Decision::Deny { reasons, policies } = decide(agent("ci-bot"), "llm:chat") else {
         panic!("an agent must not decide approvals");

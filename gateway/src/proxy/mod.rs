@@ -91,10 +91,6 @@ pub async fn handle(
 
 /// What the stages came to: the answer, or a streamed request that waits for its approval in
 /// its stream (answered at once, the rest of the path walked once it is settled).
-#[expect(
-    clippy::large_enum_variant,
-    reason = "the answer is the larger one, and boxing it would allocate on every request"
-)]
 enum Walked {
     Answered(Response<ProxyBody>),
     InStream(held::InStream),

@@ -21,6 +21,8 @@ pub struct NewSession {
     pub display_name: String,
     /// The approver's groups, from the SSO provider.
     pub groups: Vec<String>,
+    /// Other names the approver goes by (a verified e-mail address, the preferred username).
+    pub aliases: Vec<String>,
     /// How long the session lasts.
     pub ttl: Duration,
 }
@@ -31,6 +33,8 @@ pub struct ConsoleSession {
     pub subject: String,
     pub display_name: String,
     pub groups: Vec<String>,
+    /// Other names the approver goes by (a verified e-mail address, the preferred username).
+    pub aliases: Vec<String>,
     /// [`secret_hash`] of the CSRF token.
     pub csrf_hash: String,
     pub created_ms: i64,
@@ -86,6 +90,7 @@ mod tests {
             subject: "alice".into(),
             display_name: "Alice".into(),
             groups: vec![],
+            aliases: vec![],
             csrf_hash: secret_hash("token-1"),
             created_ms: 0,
             expires_ms: 1,

@@ -79,6 +79,25 @@ async function registerPasskey(container) {
   }
 }
 
+async function verifyWithPasskey(container) {
+  buttons(container, true);
+  try {
+    if (webauthnMissing()) throw new Error('this browser cannot use passkeys here; use a code from your app');
+    say(container, 'Confirm with your passkey…');
+    const started = await post('/factors/verify/passkey/start', {});
+    const credential = await navigator.credentials.get({
+      publicKey: PublicKeyCredential.parseRequestOptionsFromJSON(started.options.publicKey),
+    });
+    const done = await post('/factors/verify/passkey/finish', {
+      ceremony: started.ceremony, credential: credential.toJSON(),
+    });
+    window.location.assign(done.redirect);
+  } catch (e) {
+    say(container, `Not confirmed: ${e.message}`, true);
+    buttons(container, false);
+  }
+}
+
 document.addEventListener('DOMContentLoaded', () => {
   document.querySelectorAll('.passkey[data-approval]').forEach((container) => {
     container.querySelectorAll('button[data-passkey-decision]').forEach((button) => {
@@ -88,5 +107,9 @@ document.addEventListener('DOMContentLoaded', () => {
   document.querySelectorAll('.passkey-register').forEach((container) => {
     const button = container.querySelector('button[data-passkey-register]');
     if (button) button.addEventListener('click', () => registerPasskey(container));
+  });
+  document.querySelectorAll('.passkey-verify').forEach((container) => {
+    const button = container.querySelector('button[data-passkey-verify]');
+    if (button) button.addEventListener('click', () => verifyWithPasskey(container));
   });
 });

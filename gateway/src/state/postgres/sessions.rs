@@ -15,8 +15,8 @@ impl SessionRepository for PostgresStore {
             client
                 .execute(
                     "INSERT INTO console_sessions (id_hash, subject, display_name, \
-                     groups_json, csrf_hash, created_ms, expires_ms, last_seen_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $6)",
+                     groups_json, csrf_hash, created_ms, expires_ms, last_seen_ms, aliases_json) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $8)",
                     &[
                         &secret_hash(&session.id),
                         &session.subject,
@@ -25,6 +25,7 @@ impl SessionRepository for PostgresStore {
                         &secret_hash(&session.csrf_token),
                         &now,
                         &expiry(now, session.ttl),
+                        &serde_json::to_string(&session.aliases).unwrap_or_else(|_| "[]".into()),
                     ],
                 )
                 .await
@@ -44,7 +45,7 @@ impl SessionRepository for PostgresStore {
                     "UPDATE console_sessions SET last_seen_ms = $2 \
                      WHERE id_hash = $1 AND expires_ms > $2 \
                      RETURNING subject, display_name, groups_json, csrf_hash, created_ms, \
-                     expires_ms, last_seen_ms",
+                     expires_ms, last_seen_ms, aliases_json",
                     &[&id_hash, &now_ms()],
                 )
                 .await
@@ -57,10 +58,15 @@ impl SessionRepository for PostgresStore {
                 store: db.to_string(),
                 what: format!("groups of a console session of {subject:?}"),
             })?;
+            let aliases = serde_json::from_str(row.get(7)).map_err(|_| StateError::Corrupt {
+                store: db.to_string(),
+                what: format!("other names of a console session of {subject:?}"),
+            })?;
             Ok(Some(ConsoleSession {
                 subject,
                 display_name: row.get(1),
                 groups,
+                aliases,
                 csrf_hash: row.get(3),
                 created_ms: row.get(4),
                 expires_ms: row.get(5),

@@ -87,6 +87,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
         last_seen_ms   INTEGER NOT NULL
     ) STRICT;
     CREATE INDEX console_sessions_expires ON console_sessions (expires_ms);",
+    // 3: the other names an approver goes by (verified e-mail, preferred username), so that an
+    // agent owned by any of them is their own.
+    "ALTER TABLE console_sessions ADD COLUMN aliases_json TEXT NOT NULL DEFAULT '[]';",
 ];
 
 /// Applies the steps the file lacks, each in its own transaction with its version; refuses a

@@ -15,8 +15,8 @@ impl SessionRepository for SqliteStore {
             let now = now_ms();
             conn.execute(
                 "INSERT INTO console_sessions (id_hash, subject, display_name, groups_json, \
-                 csrf_hash, created_ms, expires_ms, last_seen_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?6)",
+                 csrf_hash, created_ms, expires_ms, last_seen_ms, aliases_json) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?6, ?8)",
                 params![
                     secret_hash(&session.id),
                     session.subject,
@@ -25,6 +25,7 @@ impl SessionRepository for SqliteStore {
                     secret_hash(&session.csrf_token),
                     now,
                     expiry(now, session.ttl),
+                    serde_json::to_string(&session.aliases).unwrap_or_else(|_| "[]".into()),
                 ],
             )
             .map_err(query_error(path, "record a console session"))?;
@@ -43,7 +44,7 @@ impl SessionRepository for SqliteStore {
                     "UPDATE console_sessions SET last_seen_ms = ?2 \
                      WHERE id_hash = ?1 AND expires_ms > ?2 \
                      RETURNING subject, display_name, groups_json, csrf_hash, created_ms, \
-                     expires_ms, last_seen_ms",
+                     expires_ms, last_seen_ms, aliases_json",
                     params![id_hash, now_ms()],
                     |row| {
                         Ok((
@@ -54,12 +55,14 @@ impl SessionRepository for SqliteStore {
                             row.get::<_, i64>(4)?,
                             row.get::<_, i64>(5)?,
                             row.get::<_, i64>(6)?,
+                            row.get::<_, String>(7)?,
                         ))
                     },
                 )
                 .optional()
                 .map_err(query_error(path, "read a console session"))?;
-            let Some((subject, display_name, groups, csrf_hash, created, expires, seen)) = row
+            let Some((subject, display_name, groups, csrf_hash, created, expires, seen, aliases)) =
+                row
             else {
                 return Ok(None);
             };
@@ -67,10 +70,15 @@ impl SessionRepository for SqliteStore {
                 store: path.display().to_string(),
                 what: format!("groups of a console session of {subject:?}"),
             })?;
+            let aliases = serde_json::from_str(&aliases).map_err(|_| StateError::Corrupt {
+                store: path.display().to_string(),
+                what: format!("other names of a console session of {subject:?}"),
+            })?;
             Ok(Some(ConsoleSession {
                 subject,
                 display_name,
                 groups,
+                aliases,
                 csrf_hash,
                 created_ms: created,
                 expires_ms: expires,

@@ -17,6 +17,7 @@ fn session(id: &str, ttl: Duration) -> NewSession {
         subject: "alice".into(),
         display_name: "Alice Example".into(),
         groups: vec!["sre".into()],
+        aliases: vec!["alice@example.com".into()],
         ttl,
     }
 }
@@ -38,6 +39,7 @@ async fn a_session_is_resumed_by_its_id_only_while_it_lasts(backend: Backend) {
     assert_eq!(found.subject, "alice");
     assert_eq!(found.display_name, "Alice Example");
     assert_eq!(found.groups, ["sre"]);
+    assert_eq!(found.aliases, ["alice@example.com"]);
     assert!(found.csrf_matches("csrf-s3cr3t-session-id"));
     assert!(!found.csrf_matches("csrf-other"));
     // Only the hashes are stored.
