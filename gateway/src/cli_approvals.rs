@@ -70,6 +70,18 @@ pub enum ApproversCommand {
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Remove every second factor of SUBJECT (their authenticator app and passkeys), for an
+    /// approver who lost them or whose first enrolment was not theirs. They enrol again in
+    /// the console after a fresh sign-in (or with `enroll`). An administrator's step: it needs
+    /// the configuration and its state store, and is not in the gateway's audit log.
+    Reset {
+        subject: String,
+        /// Do it (without it, only say what would be removed).
+        #[arg(long)]
+        yes: bool,
+        #[arg(short, long, env = "WARDEN_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 /// The operator of the configuration at `path`, on `runtime`.
@@ -176,12 +188,19 @@ async fn decide(
 }
 
 pub fn approvers(command: ApproversCommand) -> Result<ExitCode> {
-    let ApproversCommand::Enroll {
-        subject,
-        qr,
-        confirm,
-        config,
-    } = command;
+    let (subject, qr, confirm, config) = match command {
+        ApproversCommand::Enroll {
+            subject,
+            qr,
+            confirm,
+            config,
+        } => (subject, qr, confirm, config),
+        ApproversCommand::Reset {
+            subject,
+            yes,
+            config,
+        } => return reset(&subject, yes, config),
+    };
     let config = super::load(config.as_deref())?;
     runtime()?.block_on(async {
         let operator = operator(&config).await?;
@@ -209,6 +228,32 @@ pub fn approvers(command: ApproversCommand) -> Result<ExitCode> {
              `warden approvers enroll {subject} --confirm CODE`.",
             &*enrolment.typed
         );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `warden approvers reset SUBJECT`.
+fn reset(subject: &str, yes: bool, config: Option<PathBuf>) -> Result<ExitCode> {
+    let config = super::load(config.as_deref())?;
+    runtime()?.block_on(async {
+        let operator = operator(&config).await?;
+        let held = operator
+            .factors_of(subject)
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        if held.is_empty() {
+            println!("{subject} has no second factor");
+            return Ok(ExitCode::SUCCESS);
+        }
+        if !yes {
+            println!(
+                "{subject} has {held}; run again with --yes to remove them (they enrol again \
+                 after a fresh sign-in)"
+            );
+            return Ok(ExitCode::from(2));
+        }
+        let removed = operator.reset(subject).await.map_err(|e| anyhow!("{e}"))?;
+        println!("removed {removed} of {subject}: they enrol again after a fresh sign-in");
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -315,6 +315,49 @@ async fn a_waiting_request_goes_on_when_approved_and_no_one_approves_their_own_a
     let r = held.await.unwrap().unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers().get("x-warden-approval-id").is_none());
+
+    // An approver who lost their phone: an administrator resets their factors.
+    let out = w.cli(&["approvers", "reset", "carol"]).await.unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("carol has an authenticator app and 0 passkeys"),
+        "{}",
+        text(&out)
+    );
+    let out = w
+        .cli(&["approvers", "reset", "carol", "--yes"])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("removed an authenticator app"),
+        "{}",
+        text(&out)
+    );
+    let out = w
+        .cli(&[
+            "approvers",
+            "enroll",
+            "carol",
+            "--confirm",
+            &oathtool(&carol, 2),
+        ])
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("no confirmed TOTP enrolment")
+            || text(&out).contains("run `warden approvers enroll carol` first"),
+        "{}",
+        text(&out)
+    );
+    let out = w.cli(&["approvers", "reset", "carol"]).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("carol has no second factor"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[tokio::test]

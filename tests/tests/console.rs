@@ -422,6 +422,13 @@ async fn an_sre_signs_in_with_sso_and_approves_with_totp_and_the_held_request_co
     )
     .await;
     assert_eq!(outside["status"], 403, "{outside}");
+    assert!(
+        !outside["body"]
+            .as_str()
+            .unwrap()
+            .contains("summarise the invoices"),
+        "a refused vote shows no context either: {outside}"
+    );
     drop(carol);
 
     // Alice approves with the next code: the held request completes.
@@ -567,13 +574,6 @@ async fn an_sre_signs_in_with_sso_and_approves_with_totp_and_the_held_request_co
         .await
         .unwrap();
     assert_eq!(verified["detail"]["factor"], "totp");
-    let void = w
-        .wait_for_audit(Duration::from_secs(5), |r| {
-            r["detail"]["event"] == "factor_change_void"
-        })
-        .await
-        .unwrap();
-    assert_eq!(void["detail"]["change"], "factor_removed");
     let enrolled = w
         .audit_records()
         .into_iter()

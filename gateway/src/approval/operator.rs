@@ -105,6 +105,37 @@ impl Operator {
         check_totp(&self.store, &self.sealer, subject, code, true).await
     }
 
+    /// The second factors `subject` has.
+    pub async fn factors_of(&self, subject: &str) -> Result<HeldFactors, OperatorError> {
+        let factors = self.store.factors();
+        Ok(HeldFactors {
+            totp: factors.totp(subject).await?.is_some(),
+            passkeys: factors.webauthn_credentials(subject).await?.len(),
+        })
+    }
+
+    /// Removes every second factor of `subject` (an administrator's reset): what was removed.
+    pub async fn reset(&self, subject: &str) -> Result<HeldFactors, OperatorError> {
+        let factors = self.store.factors();
+        let mut removed = HeldFactors::default();
+        for passkey in factors.webauthn_credentials(subject).await? {
+            if factors
+                .remove_webauthn(subject, &passkey.credential_id)
+                .await?
+            {
+                removed.passkeys += 1;
+            }
+        }
+        removed.totp = factors.remove_totp(subject).await?;
+        tracing::warn!(
+            subject,
+            totp = removed.totp,
+            passkeys = removed.passkeys,
+            "second factors reset"
+        );
+        Ok(removed)
+    }
+
     /// The pending approvals, oldest first.
     pub async fn pending(&self) -> Result<Vec<ApprovalRecord>, OperatorError> {
         Ok(self.store.approvals().list(ApprovalFilter::Pending).await?)
@@ -153,6 +184,34 @@ impl Operator {
             at_ms: crate::state::pins::now_ms(),
         };
         cast(&self.store, id, vote).await
+    }
+}
+
+/// The second factors one approver has (or had removed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeldFactors {
+    /// An authenticator app, confirmed or not.
+    pub totp: bool,
+    /// How many passkeys.
+    pub passkeys: usize,
+}
+
+impl HeldFactors {
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        !self.totp && self.passkeys == 0
+    }
+}
+
+impl std::fmt::Display for HeldFactors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let app = if self.totp {
+            "an authenticator app"
+        } else {
+            "no authenticator app"
+        };
+        let s = if self.passkeys == 1 { "" } else { "s" };
+        write!(f, "{app} and {} passkey{s}", self.passkeys)
     }
 }
 
@@ -243,8 +302,10 @@ pub async fn cast(store: &Store, id: &str, vote: Vote) -> Result<ApprovalRecord,
     }
 }
 
-/// Whether `approver` may cast `decision` on `record`: the `@approvers` groups, not their own
-/// agent, and Cedar's `approval:decide` (judged as coming from `route` and `source`).
+/// Whether `approver` may cast `decision` on `record`: not voted yet (under any of their
+/// names), the `@approvers` groups, Cedar's `approval:decide` (judged as coming from `route`
+/// and `source`), and not approving their own agent's action unless a permit that allowed it
+/// says `@own_agent("allowed")`.
 pub fn may_decide(
     policy: &PolicyEngine,
     approver: &Approver,
@@ -254,7 +315,8 @@ pub fn may_decide(
     source: Option<IpAddr>,
 ) -> Result<(), OperatorError> {
     let subject = approver.subject.as_str();
-    if record.votes.iter().any(|v| v.approver == subject) {
+    // One person votes once, under whichever of their names.
+    if record.votes.iter().any(|v| approver.is(&v.approver)) {
         return Err(OperatorError::AlreadyVoted {
             subject: subject.to_owned(),
             id: record.id.clone(),
@@ -280,12 +342,6 @@ pub fn may_decide(
             .strip_prefix("User::")
             .and_then(|quoted| serde_json::from_str::<String>(quoted).ok())
             .is_some_and(|user| approver.is(&user));
-    if own && decision == VoteDecision::Approve {
-        return Err(OperatorError::OwnAgent {
-            subject: subject.to_owned(),
-            id: record.id.clone(),
-        });
-    }
     let action = Action {
         principal: Arc::new(Principal {
             kind: PrincipalKind::User,
@@ -316,14 +372,29 @@ pub fn may_decide(
             facts: Default::default(),
         },
     };
-    match policy.decide(&action) {
-        Decision::Allow { .. } => Ok(()),
-        other => Err(OperatorError::Policy {
+    let permits = match policy.decide(&action) {
+        Decision::Allow { policies } => policies,
+        other => {
+            return Err(OperatorError::Policy {
+                subject: subject.to_owned(),
+                id: record.id.clone(),
+                reason: other.reasons().join("; "),
+            });
+        }
+    };
+    // Their own agent's action: they may deny it; approving it takes a permit that says so.
+    let own_allowed = || {
+        permits
+            .iter()
+            .any(|id| policy.policy(id).is_some_and(|p| p.own_agent))
+    };
+    if own && decision == VoteDecision::Approve && !own_allowed() {
+        return Err(OperatorError::OwnAgent {
             subject: subject.to_owned(),
             id: record.id.clone(),
-            reason: other.reasons().join("; "),
-        }),
+        });
     }
+    Ok(())
 }
 /// One approval as `warden approvals show` prints it.
 pub fn describe(record: &ApprovalRecord) -> String {
@@ -354,4 +425,109 @@ pub fn describe(record: &ApprovalRecord) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::approvals::ApprovalStatus;
+
+    const RULES: &str = r#"
+@id("sre-decides")
+permit (principal in Group::"sre", action == Action::"approval:decide", resource);
+
+@id("leads-approve-their-own")
+@own_agent("allowed")
+permit (principal in Group::"leads", action == Action::"approval:decide", resource)
+when { resource.action == "llm:chat" };
+"#;
+
+    fn engine() -> PolicyEngine {
+        let dir = crate::policy::tests::pack(&[("decide.cedar", RULES)]);
+        PolicyEngine::load(dir.path()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn record(owner: &str, action: &str, votes: &[&str]) -> ApprovalRecord {
+        ApprovalRecord {
+            id: "apr_1".into(),
+            digest: format!("sha256:{}", "ab".repeat(32)),
+            principal: r#"Agent::"billing-bot""#.into(),
+            action: action.into(),
+            resource: r#"Model::"openai/gpt-4o""#.into(),
+            context: serde_json::json!({ "owner": owner }),
+            policy: "p".into(),
+            reason: String::new(),
+            approver_groups: vec![],
+            required: 2,
+            created_ms: 0,
+            expires_ms: i64::MAX,
+            status: ApprovalStatus::Pending,
+            decided_ms: None,
+            votes: votes
+                .iter()
+                .map(|v| Vote {
+                    approver: (*v).into(),
+                    decision: VoteDecision::Approve,
+                    factor: SecondFactor::Totp,
+                    source: None,
+                    at_ms: 0,
+                })
+                .collect(),
+        }
+    }
+
+    fn dave(groups: &[&str]) -> Approver {
+        Approver {
+            subject: "u-42".into(),
+            groups: groups.iter().map(|g| (*g).into()).collect(),
+            aliases: vec!["dave".into(), "Dave@Example.com".into()],
+            issuer: "https://sso.example.com".into(),
+        }
+    }
+
+    fn judge(who: &Approver, r: &ApprovalRecord, d: VoteDecision) -> Result<(), OperatorError> {
+        may_decide(&engine(), who, r, d, "console", None)
+    }
+
+    #[test]
+    fn an_agent_owned_by_any_name_of_the_approver_is_their_own() {
+        for owner in ["u-42", "dave", "dave@example.com"] {
+            let r = record(owner, "llm:chat", &[]);
+            assert!(
+                matches!(
+                    judge(&dave(&["sre"]), &r, VoteDecision::Approve),
+                    Err(OperatorError::OwnAgent { .. })
+                ),
+                "{owner}"
+            );
+            judge(&dave(&["sre"]), &r, VoteDecision::Deny).unwrap();
+        }
+        judge(
+            &dave(&["sre"]),
+            &record("carol", "llm:chat", &[]),
+            VoteDecision::Approve,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_permit_that_says_own_agent_allowed_lets_them_approve_their_own() {
+        let r = record("dave", "llm:chat", &[]);
+        judge(&dave(&["sre", "leads"]), &r, VoteDecision::Approve).unwrap();
+        // Only where that permit applies.
+        let elsewhere = record("dave", "mcp:call_tool", &[]);
+        assert!(matches!(
+            judge(&dave(&["sre", "leads"]), &elsewhere, VoteDecision::Approve),
+            Err(OperatorError::OwnAgent { .. })
+        ));
+    }
+
+    #[test]
+    fn one_person_votes_once_under_any_of_their_names() {
+        let r = record("carol", "llm:chat", &["dave@example.com"]);
+        assert!(matches!(
+            judge(&dave(&["sre"]), &r, VoteDecision::Approve),
+            Err(OperatorError::AlreadyVoted { .. })
+        ));
+    }
 }

@@ -81,7 +81,12 @@ impl Console {
     /// Whether `session` may see `record` at all: only someone who may decide it (approve or
     /// deny, whatever its status now) reads what an agent asked; others learn only that it
     /// is not theirs to decide.
-    fn may_view(&self, session: &Session, record: &ApprovalRecord) -> Result<(), ConsoleError> {
+    fn may_view(
+        &self,
+        session: &Session,
+        record: &ApprovalRecord,
+        source: Option<IpAddr>,
+    ) -> Result<(), ConsoleError> {
         let policy = self.shared.snapshot.load().policy.clone();
         match may_decide(
             &policy,
@@ -89,7 +94,7 @@ impl Console {
             record,
             VoteDecision::Deny,
             "console",
-            None,
+            source,
         ) {
             Ok(()) | Err(OperatorError::AlreadyVoted { .. }) => Ok(()),
             Err(e) => Err(e.into()),
@@ -290,8 +295,9 @@ impl Console {
         &self,
         session: &Session,
         record: &ApprovalRecord,
+        source: Option<IpAddr>,
     ) -> Result<DecideOptions, ConsoleError> {
-        let approve = match self.may(session, record, VoteDecision::Approve, None) {
+        let approve = match self.may(session, record, VoteDecision::Approve, source) {
             Err(ConsoleError::Decide(OperatorError::NotPending { .. })) => {
                 return Ok(DecideOptions::Closed);
             }
@@ -305,7 +311,7 @@ impl Console {
             Err(e) => return Ok(DecideOptions::NotAllowed(e.to_string())),
             Ok(()) => true,
         };
-        if !approve && let Err(e) = self.may(session, record, VoteDecision::Deny, None) {
+        if !approve && let Err(e) = self.may(session, record, VoteDecision::Deny, source) {
             return Ok(DecideOptions::NotAllowed(e.to_string()));
         }
         let factors = self.store.factors();
@@ -326,11 +332,12 @@ impl Console {
     async fn detail_page(
         &self,
         session: &Session,
+        source: Option<IpAddr>,
         record: &ApprovalRecord,
         flash: Option<(&str, bool)>,
         status: StatusCode,
     ) -> Response {
-        let options = match self.decide_options(session, record).await {
+        let options = match self.decide_options(session, record, source).await {
             Ok(o) => o,
             Err(e) => return e.page(Some(&session.viewer())),
         };
@@ -375,7 +382,11 @@ pub struct Done {
 }
 
 /// `GET /approvals`: what waits, oldest first.
-pub async fn list(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
+pub async fn list(
+    State(c): State<Arc<Console>>,
+    peer: Option<axum::Extension<Peer>>,
+    headers: HeaderMap,
+) -> Response {
     let session = match c.session(&headers).await {
         Ok(Some(s)) => s,
         Ok(None) => return to_login("/approvals"),
@@ -386,7 +397,7 @@ pub async fn list(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response
         Err(e) => return ConsoleError::from(e).page(Some(&session.viewer())),
     };
     // Only what this approver may decide: what others' agents ask is not theirs to read.
-    records.retain(|r| c.may_view(&session, r).is_ok());
+    records.retain(|r| c.may_view(&session, r, source(&peer)).is_ok());
     html(
         StatusCode::OK,
         pages::layout(
@@ -400,6 +411,7 @@ pub async fn list(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response
 /// `GET /approvals/{id}`: one approval with its whole context.
 pub async fn show(
     State(c): State<Arc<Console>>,
+    peer: Option<axum::Extension<Peer>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(done): Query<Done>,
@@ -413,12 +425,13 @@ pub async fn show(
         Ok(r) => r,
         Err(e) => return e.page(Some(&session.viewer())),
     };
-    if let Err(e) = c.may_view(&session, &record) {
+    if let Err(e) = c.may_view(&session, &record, source(&peer)) {
         return e.page(Some(&session.viewer()));
     }
     let flash = done.done.as_deref().and_then(|d| done_message(d, &record));
     c.detail_page(
         &session,
+        source(&peer),
         &record,
         flash.as_deref().map(|m| (m, true)),
         StatusCode::OK,
@@ -497,9 +510,19 @@ pub async fn decide_totp(
         Ok(decision) => see_other(&format!("/approvals/{id}?done={}", decision.as_str())),
         Err(e) => {
             c.refused(&session, &id, Some(SecondFactor::Totp), source, &e);
+            // The page with its context only for who may read it.
+            if c.may_view(&session, &record, source).is_err() {
+                return e.page(Some(&session.viewer()));
+            }
             let record = c.record(&id).await.unwrap_or(record);
-            c.detail_page(&session, &record, Some((&e.to_string(), false)), e.status())
-                .await
+            c.detail_page(
+                &session,
+                source,
+                &record,
+                Some((&e.to_string(), false)),
+                e.status(),
+            )
+            .await
         }
     }
 }

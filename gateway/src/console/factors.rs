@@ -13,13 +13,13 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::app::{Console, Peer};
 use super::error::{ConsoleError, html, see_other};
 use super::pages::{self, PasskeyRow, TotpState};
 use super::session::{Session, source, to_login};
-use super::verify::Proof;
+use super::verify::{CeremonyFinish, Proof};
 use crate::approval::operator::begin_totp;
 use crate::approval::passkey::{PasskeyError, PasskeyUser, StoredPasskey};
 use crate::state::pins::now_ms;
@@ -339,6 +339,13 @@ pub async fn totp_confirm(
             proof,
         };
         let result = async {
+            let enrolled = c.store.factors().totp(&subject).await?;
+            if enrolled.is_some_and(|t| t.confirmed_ms.is_some()) {
+                return Err(ConsoleError::BadRequest(
+                    "your authenticator app is enrolled already; remove it to enrol another"
+                        .into(),
+                ));
+            }
             c.checked_code(&subject, &code, true).await?;
             // Confirmed by the code; it counts only once it is recorded.
             if let Err(e) = c.factor_changed(&session, source(&peer), change).await {
@@ -411,13 +418,19 @@ pub async fn passkey_remove(
             let c = c2;
             let result = async {
                 let bytes = credential_bytes(&credential)?;
+                let subject = &session.record.subject;
+                let theirs = c.store.factors().webauthn_credentials(subject).await?;
+                if !theirs.iter().any(|k| k.credential_id == bytes) {
+                    return Err(ConsoleError::BadRequest(
+                        "you have no passkey with that id".into(),
+                    ));
+                }
                 let change = Change {
                     event: "factor_removed",
                     factor: "webauthn",
                     credential: Some(&credential),
                     proof,
                 };
-                let subject = &session.record.subject;
                 c.change(&session, source(&peer), change, async {
                     if c.store.factors().remove_webauthn(subject, &bytes).await? {
                         Ok(())
@@ -456,13 +469,6 @@ pub async fn passkey_start(State(c): State<Arc<Console>>, headers: HeaderMap) ->
     }
     .await;
     super::error::ceremony(result)
-}
-
-/// A passkey ceremony's finish: its id and the browser's credential.
-#[derive(Deserialize)]
-pub struct CeremonyFinish {
-    pub(crate) ceremony: String,
-    pub(crate) credential: Value,
 }
 
 /// `POST /factors/passkeys/finish`: the new passkey, stored.

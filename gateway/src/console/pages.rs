@@ -6,7 +6,6 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-use super::verify::Verification;
 use crate::state::approvals::{ApprovalRecord, ApprovalStatus, VoteDecision};
 
 /// `text` escaped for HTML text and attribute values.
@@ -529,6 +528,24 @@ pub fn factors(
         r#"<div class="passkey-register"><button type="button" class="primary" data-passkey-register{disabled}>Add a passkey</button><p class="passkey-status" role="status" aria-live="polite"></p></div></section>"#,
     );
     body
+}
+
+/// Whether the approver must prove it is them before changing factors, and how they can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    /// No factor yet: a recent sign-in is enough.
+    NotNeeded,
+    /// Proved with an existing factor, within `console.enrol_within`.
+    Done,
+    /// Needed first, with the factors they have.
+    Needed { totp: bool, passkeys: bool },
+}
+
+impl Verification {
+    /// Whether changes may be made now.
+    pub fn allows_changes(self) -> bool {
+        !matches!(self, Verification::Needed { .. })
+    }
 }
 
 /// A page that explains what went wrong and what to do.

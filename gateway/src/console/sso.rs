@@ -109,8 +109,9 @@ pub struct SignedIn {
     pub display_name: String,
     /// Their groups (the `groups_claim`).
     pub groups: Vec<String>,
-    /// The other names they go by, for telling their own agents: `sub`, `preferred_username`
-    /// and `email` (only when the provider says it is verified), without the subject itself.
+    /// The other names they go by, for telling their own agents and counting one vote per
+    /// person: `sub`, `preferred_username` and `email`, without the subject itself. (These
+    /// only ever restrict: an e-mail address the provider has not verified counts too.)
     pub aliases: Vec<String>,
     /// Where to go now (a path of the console).
     pub next: String,
@@ -375,8 +376,7 @@ fn identity(
         return Err(SsoError::EmailNotVerified);
     }
     let mut aliases: Vec<String> = Vec::new();
-    let verified_email = text("email").filter(|_| email_verified);
-    for alias in [text("sub"), text("preferred_username"), verified_email]
+    for alias in [text("sub"), text("preferred_username"), text("email")]
         .into_iter()
         .flatten()
     {
@@ -459,7 +459,11 @@ mod tests {
         assert_eq!(who.subject, "u-123");
         assert_eq!(who.display_name, "alice");
         assert_eq!(who.groups, ["sre", "oncall"]);
-        assert_eq!(who.aliases, ["alice"], "an unverified e-mail names no one");
+        assert_eq!(
+            who.aliases,
+            ["alice", "alice@example.com"],
+            "names that only restrict: an unverified e-mail counts"
+        );
         let mut by_email = oidc();
         by_email.subject_claim = "email".into();
         by_email.groups_claim = "roles".into();
@@ -469,8 +473,6 @@ mod tests {
         ));
         let mut verified = claims.clone();
         verified.insert("email_verified".into(), Value::Bool(true));
-        let who = identity(&verified, &oidc(), "/".into()).unwrap();
-        assert_eq!(who.aliases, ["alice", "alice@example.com"]);
         let who = identity(&verified, &by_email, "/".into()).unwrap();
         assert_eq!(who.subject, "alice@example.com");
         assert_eq!(who.aliases, ["u-123", "alice"]);

@@ -19,11 +19,21 @@ use serde_json::json;
 
 use super::app::{Console, Peer};
 use super::error::{ConsoleError, see_other};
+use super::pages::Verification;
 use super::session::{Session, source};
 use crate::approval::passkey::ActionBinding;
 use crate::approval::sealed::Purpose;
 use crate::state::pins::now_ms;
 use crate::state::sessions::secret_hash;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// A passkey ceremony's finish: its id and the browser's credential.
+#[derive(Deserialize)]
+pub struct CeremonyFinish {
+    pub(crate) ceremony: String,
+    pub(crate) credential: serde_json::Value,
+}
 
 /// The cookie that says the approver proved it is them (sealed, bound to the session).
 pub const VERIFIED_COOKIE: &str = "warden-verified";
@@ -58,30 +68,17 @@ impl Proof {
     }
 }
 
-/// Whether the approver must prove it is them before changing factors, and how they can.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verification {
-    /// No factor yet: a recent sign-in is enough.
-    NotNeeded,
-    /// Proved with this factor, within `console.enrol_within`.
-    Done(Proof),
-    /// Needed first, with the factors they have.
-    Needed { totp: bool, passkeys: bool },
-}
-
-impl Verification {
-    /// Whether changes may be made now.
-    pub fn allows_changes(self) -> bool {
-        !matches!(self, Verification::Needed { .. })
-    }
-}
-
 impl Console {
-    /// The binding of a passkey assertion that proves it is `session`'s approver.
+    /// The binding of a passkey assertion that proves it is `session`'s approver: a digest
+    /// derived from the session id that is neither the id nor its stored hash (messages may
+    /// show it).
     fn verify_binding(session: &Session) -> ActionBinding {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(session.id.as_bytes()).expect("any key length");
+        mac.update(b"warden-console-verify");
         ActionBinding {
             approval_id: "factors".into(),
-            digest: secret_hash(&session.id),
+            digest: format!("sha256:{}", hex::encode(mac.finalize().into_bytes())),
             intent: "verify".into(),
         }
     }
@@ -92,8 +89,8 @@ impl Console {
         headers: &HeaderMap,
         session: &Session,
     ) -> Result<Verification, ConsoleError> {
-        if let Some(proof) = self.verified(headers, session) {
-            return Ok(Verification::Done(proof));
+        if self.verified(headers, session).is_some() {
+            return Ok(Verification::Done);
         }
         let factors = self.store.factors();
         let subject = &session.record.subject;
@@ -117,10 +114,12 @@ impl Console {
         session: &Session,
     ) -> Result<Proof, ConsoleError> {
         self.fresh(session)?;
+        if let Some(proof) = self.verified(headers, session) {
+            return Ok(proof);
+        }
         match self.verification(headers, session).await? {
             Verification::NotNeeded => Ok(Proof::SignIn),
-            Verification::Done(proof) => Ok(proof),
-            Verification::Needed { .. } => Err(ConsoleError::VerifyFirst),
+            Verification::Done | Verification::Needed { .. } => Err(ConsoleError::VerifyFirst),
         }
     }
 
@@ -231,7 +230,11 @@ pub async fn with_code(
 }
 
 /// `POST /factors/verify/passkey/start`: a WebAuthn challenge bound to this session.
-pub async fn passkey_start(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
+pub async fn passkey_start(
+    State(c): State<Arc<Console>>,
+    peer: Option<axum::Extension<Peer>>,
+    headers: HeaderMap,
+) -> Response {
     let session = match c.signed_in(&headers).await {
         Ok(s) => s,
         Err(e) => return e.json(),
@@ -247,6 +250,9 @@ pub async fn passkey_start(State(c): State<Arc<Console>>, headers: HeaderMap) ->
         )?)
     }
     .await;
+    if let Err(e) = &result {
+        c.refused_verification(&session, Proof::Webauthn, source(&peer), e);
+    }
     super::error::ceremony(result)
 }
 
@@ -255,7 +261,7 @@ pub async fn passkey_finish(
     State(c): State<Arc<Console>>,
     peer: Option<axum::Extension<Peer>>,
     headers: HeaderMap,
-    axum::Json(body): axum::Json<super::factors::CeremonyFinish>,
+    axum::Json(body): axum::Json<CeremonyFinish>,
 ) -> Response {
     let session = match c.signed_in(&headers).await {
         Ok(s) => s,

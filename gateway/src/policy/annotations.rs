@@ -43,6 +43,9 @@ pub struct PolicyMeta {
     pub reason: Option<String>,
     /// `Some(rule)` when the policy carries `@approval("required")`.
     pub approval: Option<ApprovalRule>,
+    /// `@own_agent("allowed")`: a permit of `approval:decide` that lets an approver approve
+    /// their own agent's action (refused otherwise, whatever else permits it).
+    pub own_agent: bool,
     /// The file that defines the policy (policy directory joined with the relative path).
     pub file: PathBuf,
     /// Where the policy starts in that file.
@@ -107,11 +110,27 @@ pub(crate) fn read(
                 .unwrap_or(1),
         }),
     };
+    let own_agent = match policy.annotation("own_agent") {
+        None => false,
+        Some("allowed") if effect == Effect::Permit => true,
+        Some("allowed") => {
+            return Err(
+                "@own_agent applies to permit policies of approval:decide only; a forbid always denies"
+                    .into(),
+            );
+        }
+        Some(v) => {
+            return Err(format!(
+                "@own_agent(\"{v}\") is not understood; the only value is @own_agent(\"allowed\")"
+            ));
+        }
+    };
     Ok(PolicyMeta {
         id,
         effect,
         reason,
         approval,
+        own_agent,
         file,
         position,
         order,
@@ -191,6 +210,24 @@ mod tests {
                 ttl: None,
                 approvals: 1,
             }))
+        );
+    }
+
+    #[test]
+    fn own_agent_is_allowed_only_by_a_permit_that_says_so() {
+        let m = |text: &str| meta(text).map(|m| m.own_agent);
+        assert_eq!(m("permit(principal, action, resource);"), Ok(false));
+        assert_eq!(
+            m(r#"@own_agent("allowed") permit(principal, action, resource);"#),
+            Ok(true)
+        );
+        assert!(
+            m(r#"@own_agent("yes") permit(principal, action, resource);"#)
+                .is_err_and(|e| e.contains(r#"only value is @own_agent("allowed")"#))
+        );
+        assert!(
+            m(r#"@own_agent("allowed") forbid(principal, action, resource);"#)
+                .is_err_and(|e| e.contains("permit policies"))
         );
     }
 

@@ -346,6 +346,11 @@ impl PolicyEngine {
         &self.warnings
     }
 
+    /// The loaded policy whose id is `id`.
+    pub fn policy(&self, id: &str) -> Option<&PolicyMeta> {
+        self.meta.get(id)
+    }
+
     /// The loaded policies in load order.
     pub fn policies(&self) -> Vec<&PolicyMeta> {
         let mut all: Vec<&PolicyMeta> = self.meta.values().collect();
@@ -795,4 +800,4 @@ fn default_deny_reason(action: &Action) -> String {
 #[cfg(test)]
 mod argument_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -46,7 +46,7 @@ pub(super) fn repo_policies() -> PathBuf {
 }
 
 /// A policy directory with the repo's schema and the given files.
-pub(super) fn pack(files: &[(&str, &str)]) -> TempDir {
+pub(crate) fn pack(files: &[(&str, &str)]) -> TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::copy(
         repo_policies().join(SCHEMA_FILE),
