@@ -8,6 +8,7 @@
 //! the route's protocol shape. What the path learns on the way is kept in the [`Exchange`],
 //! the only place audit records are built and metrics counted.
 
+pub mod egress;
 mod exchange;
 mod held;
 mod mcp;
@@ -91,10 +92,6 @@ pub async fn handle(
 
 /// What the stages came to: the answer, or a streamed request that waits for its approval in
 /// its stream (answered at once, the rest of the path walked once it is settled).
-#[expect(
-    clippy::large_enum_variant,
-    reason = "the answer is the larger one, and boxing it would allocate on every request"
-)]
 enum Walked {
     Answered(Response<ProxyBody>),
     InStream(held::InStream),
