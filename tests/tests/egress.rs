@@ -63,12 +63,29 @@ fn records_for(warden: &Warden, host: &str) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test]
-async fn curl_reaches_an_allowed_host_over_https_and_http_and_each_request_is_judged() {
+/// An allowlisted setup: origins on loopback over HTTPS (a certificate for `allowed.test`
+/// and `fronted.test` from a test CA, written to `ca`) and HTTP, `allowed.test` resolving to
+/// 127.0.0.1, Warden with [`ALLOWLIST`], and a token of `build-bot`.
+struct Allowlisted {
+    https: Origin,
+    http: Origin,
+    /// Kept alive with the setup: it answers for `allowed.test`.
+    _dns: Dns,
+    warden: Warden,
+    proxy: SocketAddr,
+    token: String,
+    ca: std::path::PathBuf,
+}
+
+async fn allowlisted() -> Allowlisted {
     let pki = Pki::new();
-    let https = Origin::start(LOOPBACK, 0, Some(pki.server(&["allowed.test"])))
-        .await
-        .unwrap();
+    let https = Origin::start(
+        LOOPBACK,
+        0,
+        Some(pki.server(&["allowed.test", "fronted.test"])),
+    )
+    .await
+    .unwrap();
     let http = Origin::start(LOOPBACK, 0, None).await.unwrap();
     let dns = Dns::start(json!({"allowed.test": [["127.0.0.1"]]}))
         .await
@@ -76,6 +93,29 @@ async fn curl_reaches_an_allowed_host_over_https_and_http_and_each_request_is_ju
     let (warden, proxy) = warden(&dns, &[("egress.cedar", ALLOWLIST)]).await;
     let token = warden.token("build-bot").await.unwrap();
     let ca = pki.write_ca(warden.setup.dir.path());
+    Allowlisted {
+        https,
+        http,
+        _dns: dns,
+        warden,
+        proxy,
+        token,
+        ca,
+    }
+}
+
+#[tokio::test]
+async fn curl_reaches_an_allowed_host_over_https_and_http_and_each_request_is_judged() {
+    let Allowlisted {
+        https,
+        http,
+        warden,
+        proxy,
+        token,
+        ca,
+        _dns,
+        ..
+    } = allowlisted().await;
     let ca = ca.to_str().unwrap();
 
     let url = format!("https://allowed.test:{}/simple/", https.addr.port());
@@ -182,17 +222,16 @@ async fn curl_reaches_an_allowed_host_over_https_and_http_and_each_request_is_ju
 
 #[tokio::test]
 async fn python_requests_httpx_and_node_fetch_go_through_the_proxy() {
-    let pki = Pki::new();
-    let https = Origin::start(LOOPBACK, 0, Some(pki.server(&["allowed.test"])))
-        .await
-        .unwrap();
-    let http = Origin::start(LOOPBACK, 0, None).await.unwrap();
-    let dns = Dns::start(json!({"allowed.test": [["127.0.0.1"]]}))
-        .await
-        .unwrap();
-    let (warden, proxy) = warden(&dns, &[("egress.cedar", ALLOWLIST)]).await;
-    let token = warden.token("build-bot").await.unwrap();
-    let ca = pki.write_ca(warden.setup.dir.path());
+    let Allowlisted {
+        https,
+        http,
+        warden,
+        proxy,
+        token,
+        ca,
+        _dns,
+        ..
+    } = allowlisted().await;
     let https_url = format!("https://allowed.test:{}/py", https.addr.port());
     let http_url = format!("http://allowed.test:{}/py", http.addr.port());
 
@@ -228,11 +267,13 @@ async fn python_requests_httpx_and_node_fetch_go_through_the_proxy() {
 
 #[tokio::test]
 async fn missing_or_refused_proxy_credentials_get_407_with_a_reason() {
-    let http = Origin::start(LOOPBACK, 0, None).await.unwrap();
-    let dns = Dns::start(json!({"allowed.test": [["127.0.0.1"]]}))
-        .await
-        .unwrap();
-    let (warden, proxy) = warden(&dns, &[("egress.cedar", ALLOWLIST)]).await;
+    let Allowlisted {
+        http,
+        warden,
+        proxy,
+        _dns,
+        ..
+    } = allowlisted().await;
     let url = format!("http://allowed.test:{}/", http.addr.port());
 
     let got = curl(proxy, None, &["-i", &url]).await.unwrap();
@@ -382,19 +423,15 @@ permit (principal is Agent, action in [Action::"egress:connect", Action::"egress
 
 #[tokio::test]
 async fn a_tls_server_name_other_than_the_tunnel_host_is_refused() {
-    let pki = Pki::new();
-    let https = Origin::start(
-        LOOPBACK,
-        0,
-        Some(pki.server(&["allowed.test", "fronted.test"])),
-    )
-    .await
-    .unwrap();
-    let dns = Dns::start(json!({"allowed.test": [["127.0.0.1"]]}))
-        .await
-        .unwrap();
-    let (warden, proxy) = warden(&dns, &[("egress.cedar", ALLOWLIST)]).await;
-    let token = warden.token("build-bot").await.unwrap();
+    let Allowlisted {
+        https,
+        warden,
+        proxy,
+        token,
+        ca,
+        _dns,
+        ..
+    } = allowlisted().await;
 
     // A tunnel opened to allowed.test whose ClientHello names fronted.test.
     let mut stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
@@ -413,7 +450,7 @@ async fn a_tls_server_name_other_than_the_tunnel_host_is_refused() {
     let head = String::from_utf8_lossy(&head[..n]);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_certs(&pki.ca_pem) {
+    for cert in rustls_pki_certs(&std::fs::read_to_string(&ca).unwrap()) {
         roots.add(cert).unwrap();
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(

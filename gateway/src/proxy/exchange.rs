@@ -464,11 +464,7 @@ impl Exchange {
             spans.end(Usage::default(), None);
         }
         self.stamp(response.headers_mut());
-        let route = match (&self.route, &self.egress) {
-            (Some(r), _) => &*r.name,
-            (None, Some(_)) => EGRESS_ROUTE,
-            (None, None) => "none",
-        };
+        let route = self.route_label();
         let decision = self.decision.unwrap_or("none");
         let status = response.status();
         if let Some(note) = &self.egress {
@@ -580,13 +576,23 @@ impl Exchange {
     /// in the audit log and logged at debug only.
     fn log(&self, refusal: &Refusal, status: http::StatusCode, error: &str) {
         let principal = self.principal.as_ref().map_or("", |p| &*p.id);
-        let route = self.route.as_ref().map_or("none", |r| &*r.name);
+        let route = self.route_label();
         let code = refusal.code();
         let status = status.as_u16();
         if refusal.is_ours() {
             tracing::warn!(request_id = %self.request_id, principal, route, status, code, error, "request failed");
         } else {
             tracing::debug!(request_id = %self.request_id, principal, route, status, code, error, "request refused");
+        }
+    }
+
+    /// The route's name in metrics and logs: `egress` for the egress proxy, `none` before a
+    /// route matched.
+    fn route_label(&self) -> &str {
+        match (&self.route, &self.egress) {
+            (Some(r), _) => &r.name,
+            (None, Some(_)) => EGRESS_ROUTE,
+            (None, None) => "none",
         }
     }
 

@@ -13,16 +13,16 @@ mod request;
 mod tunnel;
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
 use super::BoxedResponse;
-use super::exchange::{Content, EGRESS_ROUTE, Exchange, ProxyBody};
+use super::exchange::{EGRESS_ROUTE, Exchange, ProxyBody};
 use super::refusal::Refusal;
-use super::stages::hold_here;
+use super::stages::{decide_with, hold_here};
 use crate::action::{
     Action, ActionContext, EgressFacts, Facts, Findings, Principal, Resource, Verb,
 };
@@ -239,8 +239,8 @@ fn destination(dest: &Destination, facts: &EgressFacts) -> serde_json::Value {
 }
 
 /// Decide: Cedar's verdict and the internal-address guard, recorded durably before
-/// anything else happens; the record keeps `content` (a plain-HTTP body) as its digest, or
-/// itself with `audit.record_content`.
+/// anything else happens (a plain-HTTP body as its digest, or itself with
+/// `audit.record_content`).
 async fn decide(
     snap: &Snapshot,
     ex: &mut Exchange,
@@ -248,24 +248,10 @@ async fn decide(
     dest: &Destination,
     content: &[u8],
 ) -> Result<Decision, Refusal> {
-    let t = Instant::now();
-    let decision = guard(snap, dest, snap.policy.decide(action));
-    let policy_seconds = t.elapsed().as_secs_f64();
-    let audit = &snap.config.audit;
-    let content = if audit.record_content {
-        Content::Recorded(content)
-    } else {
-        Content::Digest(content)
-    };
-    ex.record_decision(
-        &decision,
-        &action.context.findings,
-        content,
-        policy_seconds,
-        audit.fail_closed,
-    )
-    .await?;
-    Ok(decision)
+    decide_with(snap, ex, action, content, |decision| {
+        guard(snap, dest, decision)
+    })
+    .await
 }
 
 /// A destination with an address that is not globally reachable (loopback, private,
