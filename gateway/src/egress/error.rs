@@ -57,6 +57,9 @@ pub enum EgressError {
     /// A plain-HTTP destination did not answer in time (`egress.response_timeout`).
     #[error("the destination did not answer within egress.response_timeout")]
     UpstreamTimeout,
+    /// The client's side of a tunnel failed before its first bytes were read.
+    #[error("the client's connection failed: {0}")]
+    Client(String),
     /// The client sent nothing through its tunnel in time (`egress.first_bytes_timeout`).
     #[error("the client sent nothing through the tunnel within egress.first_bytes_timeout")]
     FirstBytesTimeout,
@@ -90,7 +93,8 @@ impl EgressError {
             EgressError::ResolveTimeout { .. }
             | EgressError::ConnectTimeout { .. }
             | EgressError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            EgressError::FirstBytesTimeout
+            EgressError::Client(_)
+            | EgressError::FirstBytesTimeout
             | EgressError::Hello(_)
             | EgressError::SniMismatch { .. } => StatusCode::BAD_REQUEST,
             EgressError::TunnelDenied(_) => StatusCode::FORBIDDEN,
@@ -111,6 +115,7 @@ impl EgressError {
             EgressError::ConnectTimeout { .. } => "egress_connect_timeout",
             EgressError::Upstream(_) => "egress_upstream_failed",
             EgressError::UpstreamTimeout => "egress_upstream_timeout",
+            EgressError::Client(_) => "egress_client_error",
             EgressError::FirstBytesTimeout => "egress_first_bytes_timeout",
             EgressError::Hello(_) => "egress_bad_client_hello",
             EgressError::SniMismatch { .. } => "egress_sni_mismatch",

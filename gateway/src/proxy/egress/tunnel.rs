@@ -182,7 +182,7 @@ async fn first_bytes<C: AsyncRead + Unpin>(
             let n = client
                 .read(&mut chunk)
                 .await
-                .map_err(|e| EgressError::Upstream(format!("reading the client: {e}")))?;
+                .map_err(|e| EgressError::Client(e.to_string()))?;
             if n == 0 {
                 return Ok::<_, EgressError>(if buf.is_empty() {
                     None
