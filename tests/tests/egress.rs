@@ -577,3 +577,56 @@ when { context.addresses.contains(ip("127.0.0.2")) };
     assert_eq!(second.connections(), 0, "127.0.0.2 was never dialled");
     assert!(!first.seen().is_empty());
 }
+
+#[tokio::test]
+async fn a_tunnel_is_judged_again_once_its_first_bytes_show_what_it_carries() {
+    let http = Origin::start(LOOPBACK, 0, None).await.unwrap();
+    let dns = Dns::start(json!({"allowed.test": [["127.0.0.1"]]}))
+        .await
+        .unwrap();
+    let tls_only = r#"
+@id("egress-tls-only")
+@reason("egress tunnels carry TLS only")
+forbid (principal, action == Action::"egress:connect", resource)
+when { context.scheme != "connect" && context.scheme != "https" };
+"#;
+    let (warden, proxy) = warden(
+        &dns,
+        &[("egress.cedar", ALLOWLIST), ("tls-only.cedar", tls_only)],
+    )
+    .await;
+    let token = warden.token("build-bot").await.unwrap();
+
+    // The CONNECT is allowed (scheme "connect"); its first bytes are plain HTTP, which the
+    // policy forbids: the tunnel closes before a byte reaches the origin.
+    let got = curl(
+        proxy,
+        Some(&token),
+        &["-p", &format!("http://allowed.test:{}/", http.addr.port())],
+    )
+    .await
+    .unwrap();
+    assert_ne!(got.status, 200, "{got:?}");
+    assert!(http.seen().is_empty(), "{:?}", http.seen());
+    let closed = warden
+        .wait_for_audit(WAIT, |r| {
+            r["kind"] == "outcome"
+                && r["outcome"]["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("policy denies this tunnel"))
+        })
+        .await
+        .unwrap();
+    assert!(
+        closed["outcome"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("egress tunnels carry TLS only (policies: egress-tls-only)"),
+        "{closed}"
+    );
+    let metrics = warden.metrics().await.unwrap();
+    assert!(
+        metrics.contains(r#"warden_egress_tunnels_total{result="egress_tunnel_denied"} 1"#),
+        "{metrics}"
+    );
+}
