@@ -630,3 +630,53 @@ when { context.scheme != "connect" && context.scheme != "https" };
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn plain_http_in_a_tunnel_is_judged_per_request_as_the_tunnels_agent() {
+    let Allowlisted {
+        http,
+        warden,
+        proxy,
+        token,
+        _dns,
+        ..
+    } = allowlisted().await;
+    let url = format!("http://allowed.test:{}", http.addr.port());
+
+    // What OpenClaw's web_fetch does for http:// URLs: CONNECT, then plain HTTP inside.
+    let got = curl(proxy, Some(&token), &["-p", &format!("{url}/page")])
+        .await
+        .unwrap();
+    assert_eq!(got.status, 200, "{got:?}");
+    let saw: Value = serde_json::from_str(&got.body).unwrap();
+    assert_eq!(saw["path"], "/page");
+    assert_eq!(saw["host"], format!("allowed.test:{}", http.addr.port()));
+    let got = curl(
+        proxy,
+        Some(&token),
+        &[
+            "-p",
+            "-X",
+            "POST",
+            "--data",
+            "x=1",
+            &format!("{url}/upload/a"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.status, 403, "{got:?}");
+    assert!(got.body.contains("uploads are not allowed"), "{got:?}");
+    assert_eq!(http.seen().len(), 1, "{:?}", http.seen());
+
+    let upload = warden
+        .wait_for_audit(WAIT, |r| {
+            r["kind"] == "decision" && r["detail"]["egress"]["path"] == "/upload/a"
+        })
+        .await
+        .unwrap();
+    assert_eq!(upload["action"], "egress:request");
+    assert_eq!(upload["decision"], "deny");
+    assert_eq!(upload["principal"]["id"], "build-bot");
+    assert_eq!(upload["policies"], json!(["egress-no-uploads"]));
+}

@@ -86,7 +86,7 @@ async fn handle(
 /// The stages, in order.
 async fn walk(
     snap: &Arc<Snapshot>,
-    worker: &Worker,
+    worker: &Arc<Worker>,
     ex: &mut Exchange,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Refusal> {

@@ -2,6 +2,7 @@
 //! within `limits` and inspected, judged as `egress:request` with its method and path, sent
 //! over a new connection to the checked address, its response streamed back.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,7 +15,7 @@ use hyper_util::rt::TokioIo;
 
 use super::{Worker, action, decide, destination, hold_here};
 use crate::action::{EgressFacts, Findings, Principal, Verb};
-use crate::egress::{Destination, EgressError, dial};
+use crate::egress::{Destination, EgressError, Host, dial};
 use crate::observe::ObservedBody;
 use crate::protocol::{self, Protocol};
 use crate::proxy::exchange::{Exchange, ProxyBody};
@@ -70,18 +71,21 @@ pub(super) async fn forward(
 }
 
 /// Sends the request (`head`, `body`) over a new connection to `dest`'s checked address:
-/// origin-form, its own `Host`, without the proxy's and hop-by-hop headers.
+/// origin-form, `Host` naming the judged destination (whatever the agent wrote), without the
+/// proxy's and hop-by-hop headers.
 async fn send(
     worker: &Worker,
     dest: &Destination,
     head: &mut http::request::Parts,
     body: Bytes,
 ) -> Result<Response<Incoming>, EgressError> {
-    let host = match head.uri.authority() {
-        Some(authority) => HeaderValue::from_str(authority.as_str())
-            .map_err(|e| EgressError::Target(e.to_string()))?,
-        None => return Err(EgressError::Target("no host".into())),
+    let host = match (&dest.host, dest.port) {
+        (Host::Name(name), 80) => name.clone(),
+        (Host::Name(name), port) => format!("{name}:{port}"),
+        (Host::Address(IpAddr::V6(ip)), port) => format!("[{ip}]:{port}"),
+        (Host::Address(ip), port) => format!("{ip}:{port}"),
     };
+    let host = HeaderValue::from_str(&host).map_err(|e| EgressError::Target(e.to_string()))?;
     let path = head
         .uri
         .path_and_query()

@@ -2,7 +2,9 @@
 //! checked address before the agent hears `200`, then judged again on the client's first
 //! bytes: a TLS ClientHello must name the tunnel's own host (no domain fronting), and the
 //! policy sees what the tunnel carries (`scheme`, `sni`). Only then do bytes flow, both ways,
-//! counted; the outcome record is written when the tunnel closes.
+//! counted; the outcome record is written when the tunnel closes. A tunnel that carries plain
+//! HTTP is served as HTTP instead: each request in it is walked as a plain-HTTP egress request
+//! (`request.rs`) by the tunnel's agent, to the tunnel's destination.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,13 +20,15 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::{Worker, action, decide, destination, guard, hold_here};
+use super::{Worker, action, decide, destination, guard, hold_here, request};
 use crate::action::{Action, EgressFacts, Facts, Findings, Principal, Verb};
 use crate::decision::Decision;
 use crate::egress::sni::{self, FirstBytes};
 use crate::egress::{Destination, EgressError, Host, dial};
+use crate::listener::ConnInfo;
 use crate::proxy::exchange::{Exchange, PendingOutcome, ProxyBody};
 use crate::proxy::refusal::Refusal;
+use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 
 /// The scheme a tunnel is judged with before its first bytes show what it carries.
@@ -34,7 +38,7 @@ const ASKED: &str = "connect";
 /// of its own once the agent's connection is handed over.
 pub(super) async fn open(
     snap: &Arc<Snapshot>,
-    worker: &Worker,
+    worker: &Arc<Worker>,
     ex: &mut Exchange,
     principal: Arc<Principal>,
     dest: Destination,
@@ -65,9 +69,11 @@ pub(super) async fn open(
     let on_upgrade = hyper::upgrade::on(&mut req);
     let tunnel = Tunnel {
         snap: Arc::clone(snap),
+        worker: Arc::clone(worker),
+        shared: Arc::clone(ex.shared()),
+        conn: ex.conn().clone(),
         action,
         dest,
-        first_bytes_timeout: worker.config.first_bytes_timeout,
     };
     tokio::spawn(tunnel.run(on_upgrade, upstream, ex.outcome(StatusCode::OK)));
     Ok(Response::new(Either::Left(Full::new(Bytes::new()))))
@@ -76,9 +82,12 @@ pub(super) async fn open(
 /// An allowed tunnel, waiting for the agent's connection.
 struct Tunnel {
     snap: Arc<Snapshot>,
+    worker: Arc<Worker>,
+    shared: Arc<Shared>,
+    /// The agent's connection to the proxy.
+    conn: ConnInfo,
     action: Action,
     dest: Destination,
-    first_bytes_timeout: Duration,
 }
 
 impl Tunnel {
@@ -109,14 +118,21 @@ impl Tunnel {
         U: AsyncRead + AsyncWrite + Unpin,
     {
         let refused = |e: EgressError| (e.code(), e.to_string());
-        let Some((first, seen)) = first_bytes(client, self.first_bytes_timeout)
+        let Some((first, seen)) = first_bytes(client, self.worker.config.first_bytes_timeout)
             .await
             .map_err(refused)?
         else {
             // The agent closed the tunnel before sending anything.
             return Ok(());
         };
+        let carries_http = seen == FirstBytes::Http;
         self.judge(seen).map_err(refused)?;
+        if carries_http {
+            // Plain HTTP in a tunnel (what OpenClaw's web_fetch sends for http:// URLs): each
+            // request is judged, inspected and forwarded as an absolute-form one would be.
+            let _ = upstream.inner.shutdown().await;
+            return self.serve_http(Prefixed::new(first, client)).await;
+        }
         upstream
             .write_all(&first)
             .await
@@ -127,6 +143,49 @@ impl Tunnel {
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),
             Err(e) => Err(("egress_tunnel_error", e.to_string())),
         }
+    }
+
+    /// Serves the plain-HTTP requests the tunnel carries, each as `egress:request` on the
+    /// tunnel's host, by the agent that opened it.
+    async fn serve_http<C>(
+        &self,
+        io: Prefixed<&mut Counted<C>>,
+    ) -> Result<(), (&'static str, String)>
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+    {
+        let service = hyper::service::service_fn(|req| async move {
+            Ok::<_, std::convert::Infallible>(self.request(req).await)
+        });
+        hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(io), service)
+            .await
+            .map_err(|e| ("egress_tunnel_error", e.to_string()))
+    }
+
+    /// One plain-HTTP request in the tunnel, walked with an exchange of its own.
+    async fn request(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let snap = self.shared.snapshot.load_full();
+        let mut ex = Exchange::new(
+            Arc::clone(&self.shared),
+            self.conn.clone(),
+            snap.config.log.access,
+            snap.config.audit.receipts,
+            &req,
+        );
+        ex.egress();
+        let principal = Arc::clone(&self.action.principal);
+        ex.identified(&principal);
+        let result = request::forward(
+            &snap,
+            &self.worker,
+            &mut ex,
+            principal,
+            self.dest.clone(),
+            req,
+        )
+        .await;
+        ex.finish(result)
     }
 
     /// What the first bytes show, judged: a TLS server name must be the tunnel's host, and
@@ -202,6 +261,58 @@ async fn first_bytes<C: AsyncRead + Unpin>(
         .await
         .map_err(|_| EgressError::FirstBytesTimeout)??;
     Ok(seen.map(|seen| (buf, seen)))
+}
+
+/// A stream whose first bytes, already read, are read again.
+struct Prefixed<T> {
+    prefix: Vec<u8>,
+    at: usize,
+    inner: T,
+}
+
+impl<T> Prefixed<T> {
+    fn new(prefix: Vec<u8>, inner: T) -> Self {
+        Prefixed {
+            prefix,
+            at: 0,
+            inner,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.at < self.prefix.len() {
+            let n = buf.remaining().min(self.prefix.len() - self.at);
+            let at = self.at;
+            buf.put_slice(&self.prefix[at..at + n]);
+            self.at += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// A stream that counts the bytes read from it.
