@@ -131,7 +131,7 @@ impl Tunnel {
             // Plain HTTP in a tunnel (what OpenClaw's web_fetch sends for http:// URLs): each
             // request is judged, inspected and forwarded as an absolute-form one would be.
             let _ = upstream.inner.shutdown().await;
-            return self.serve_http(Prefixed::new(first, client)).await;
+            return self.serve_http(client.replaying(first)).await;
         }
         upstream
             .write_all(&first)
@@ -147,10 +147,7 @@ impl Tunnel {
 
     /// Serves the plain-HTTP requests the tunnel carries, each as `egress:request` on the
     /// tunnel's host, by the agent that opened it.
-    async fn serve_http<C>(
-        &self,
-        io: Prefixed<&mut Counted<C>>,
-    ) -> Result<(), (&'static str, String)>
+    async fn serve_http<C>(&self, io: &mut Counted<C>) -> Result<(), (&'static str, String)>
     where
         C: AsyncRead + AsyncWrite + Unpin,
     {
@@ -263,67 +260,30 @@ async fn first_bytes<C: AsyncRead + Unpin>(
     Ok(seen.map(|seen| (buf, seen)))
 }
 
-/// A stream whose first bytes, already read, are read again.
-struct Prefixed<T> {
-    prefix: Vec<u8>,
-    at: usize,
-    inner: T,
-}
-
-impl<T> Prefixed<T> {
-    fn new(prefix: Vec<u8>, inner: T) -> Self {
-        Prefixed {
-            prefix,
-            at: 0,
-            inner,
-        }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if self.at < self.prefix.len() {
-            let n = buf.remaining().min(self.prefix.len() - self.at);
-            let at = self.at;
-            buf.put_slice(&self.prefix[at..at + n]);
-            self.at += n;
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// A stream that counts the bytes read from it.
+/// A stream that counts the bytes read from it, and can have bytes it already gave read
+/// again (uncounted) before the rest.
 struct Counted<T> {
     inner: T,
     read: u64,
+    replay: Vec<u8>,
+    replayed: usize,
 }
 
 impl<T> Counted<T> {
     fn new(inner: T) -> Self {
-        Counted { inner, read: 0 }
+        Counted {
+            inner,
+            read: 0,
+            replay: Vec::new(),
+            replayed: 0,
+        }
+    }
+
+    /// Reads `bytes` (already read from it) again first.
+    fn replaying(&mut self, bytes: Vec<u8>) -> &mut Self {
+        self.replay = bytes;
+        self.replayed = 0;
+        self
     }
 }
 
@@ -333,6 +293,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if self.replayed < self.replay.len() {
+            let at = self.replayed;
+            let n = buf.remaining().min(self.replay.len() - at);
+            buf.put_slice(&self.replay[at..at + n]);
+            self.replayed += n;
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
