@@ -21,6 +21,8 @@ fn outcome_event() -> AuditEvent {
         output_tokens: Some(34),
         error: None,
         is_error: None,
+        bytes_up: None,
+        bytes_down: None,
     });
     event
 }

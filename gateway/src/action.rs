@@ -396,6 +396,10 @@ pub struct EgressFacts {
     pub scheme: String,
     /// The TLS server name the client sent, when the tunnel carries TLS.
     pub sni: Option<String>,
+    /// A plain-HTTP request's method (`egress:request` only).
+    pub method: Option<String>,
+    /// A plain-HTTP request's path, without the query (`egress:request` only).
+    pub path: Option<String>,
 }
 
 /// What a tool call (or prompt, or completion) asks for.

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod config;
 pub mod console;
 pub mod decision;
+pub mod egress;
 pub mod harden;
 pub mod identity;
 pub mod inspect;

@@ -263,6 +263,10 @@ fn keep_restart_only_settings(running: &Config, new: &mut Config) {
         changed.push("upstream");
         new.upstream = running.upstream.clone();
     }
+    if new.egress != running.egress {
+        changed.push("egress");
+        new.egress = running.egress.clone();
+    }
     if new.runtime != running.runtime {
         changed.push("runtime");
         new.runtime = running.runtime.clone();

@@ -203,7 +203,12 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
             source,
         })?;
 
-    let proxy_listeners = workers::bind("proxy", listen.proxy, workers)?;
+    let proxy_listeners = workers::bind("listen.proxy", listen.proxy, workers)?;
+    let egress_config = shared.snapshot.load().config.egress.clone();
+    let egress_listeners = egress_config
+        .listen
+        .map(|addr| workers::bind("egress.listen", addr, workers))
+        .transpose()?;
     let admin_listener =
         TcpListener::bind(listen.admin)
             .await
@@ -253,6 +258,20 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         &shutdown,
         listen.shutdown_grace,
     )?;
+    let egress = match egress_listeners {
+        Some(listeners) => Some(workers::spawn(
+            "warden-egress",
+            listeners,
+            None,
+            |_worker| crate::proxy::egress::handler(&shared, &egress_config),
+            &shutdown,
+            listen.shutdown_grace,
+        )?),
+        None => None,
+    };
+    if let Some(addr) = egress_config.listen {
+        tracing::info!(egress = %addr, "egress proxy listening");
+    }
     tracing::info!(proxy = %listen.proxy, admin = %listen.admin, tls = proxy_tls.is_some(), workers, policies = policy_count, "warden listening");
     let admin_router = crate::admin::router(shared.clone());
     let admin = tokio::spawn(listener::serve(
@@ -300,6 +319,9 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     shared.set_ready(false);
     stop.trigger();
     proxy.join().await;
+    if let Some(egress) = egress {
+        egress.join().await;
+    }
     if let Err(e) = admin.await {
         tracing::error!(error = %e, "admin listener task failed");
     }

@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod echo;
+pub mod egress;
 pub mod fake_llm;
 pub mod fake_rest;
 pub mod hec;

@@ -66,7 +66,7 @@ type HttpContext = {
 type EgressContext = {
   route: String, time: Long, hour: Long, weekday: Long, source_ip: ipaddr, tls: Bool,
   client_certificate?: String, findings: Set<String>,
-  port: Long, addresses: Set<ipaddr>, scheme: String, sni?: String,
+  port: Long, addresses: Set<ipaddr>, scheme: String, sni?: String, method?: String, path?: String,
 };
 action "llm:chat", "llm:embed" appliesTo { principal: [Agent], resource: [Model], context: LlmContext };
 action "llm:models" appliesTo { principal: [Agent], resource: [Provider, Model], context: LlmContext };

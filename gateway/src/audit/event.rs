@@ -108,6 +108,12 @@ pub struct AuditOutcome {
     /// An MCP tool call's result said `isError` (the tool ran and failed, or Warden's refusal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub is_error: Option<bool>,
+    /// Bytes an egress tunnel carried from the agent to the destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_up: Option<u64>,
+    /// Bytes an egress tunnel carried from the destination back to the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_down: Option<u64>,
 }
 
 /// One finding of the inspect stage, as recorded.

@@ -362,6 +362,8 @@ mod tests {
             output_tokens: None,
             error: Some("cut \"short\"".into()),
             is_error: Some(true),
+            bytes_up: Some(1024),
+            bytes_down: None,
         });
         full.content = Some(serde_json::json!({"messages": [{"content": "hi\u{1}"}]}));
         full.content_digest = "sha256:00ff".into();

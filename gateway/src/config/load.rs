@@ -29,6 +29,7 @@ const SECTIONS: &[&str] = &[
     "siem",
     "approvals",
     "console",
+    "egress",
 ];
 
 /// A configuration read as far as it could be: each section that has a mistake keeps its
@@ -146,6 +147,7 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
             "siem" => section(&key, value, &mut config.siem, &error, &mut errors),
             "approvals" => section(&key, value, &mut config.approvals, &error, &mut errors),
             "console" => section(&key, value, &mut config.console, &error, &mut errors),
+            "egress" => section(&key, value, &mut config.egress, &error, &mut errors),
             other => errors.push(error(
                 other,
                 format!("unknown section; expected one of: {}", SECTIONS.join(", ")),
@@ -304,6 +306,7 @@ mod tests {
             ("traces: {endpoint: e, zz: 1}", "traces", ""),
             ("traces: {endpoint: e, batch: {zz: 1}}", "traces", "batch."),
             ("runtime: {zz: 1}", "runtime", ""),
+            ("egress: {zz: 1}", "egress", "egress."),
             (
                 "routes: [{prefix: /a, connector: openai, zz: 1}]",
                 "routes[]",

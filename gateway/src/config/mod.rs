@@ -55,6 +55,8 @@ pub struct Config {
     pub approvals: ApprovalsConfig,
     /// The approval console: its listener, SSO and sessions.
     pub console: crate::console::config::ConsoleConfig,
+    /// The egress proxy agents reach the outside through (off without `egress.listen`).
+    pub egress: crate::egress::EgressConfig,
 }
 
 impl Default for Config {
@@ -79,6 +81,7 @@ impl Default for Config {
             siem: Default::default(),
             approvals: ApprovalsConfig::default(),
             console: Default::default(),
+            egress: Default::default(),
         }
     }
 }

@@ -23,6 +23,16 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     for (key, message) in crate::siem::config::validate(&config.siem) {
         err(&key, message);
     }
+    let mut taken = vec![
+        ("listen.proxy", config.listen.proxy),
+        ("listen.admin", config.listen.admin),
+    ];
+    if config.console.oidc.is_some() {
+        taken.push(("console.listen", config.console.listen));
+    }
+    for (key, message) in config.egress.validate(config.identity.required, &taken) {
+        err(&key, message);
+    }
     for (key, message) in config.approvals.validate() {
         err(&key, message);
     }

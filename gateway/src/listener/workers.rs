@@ -32,11 +32,9 @@ const BACKLOG: i32 = 1024;
 /// Why the workers could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error(
-        "cannot listen on {addr}: {source}; is another process using it? Change listen.{listener}"
-    )]
+    #[error("cannot listen on {addr}: {source}; is another process using it? Change {listener}")]
     Bind {
-        /// The listener's name in `listen:` (`proxy`, ...).
+        /// The key that sets the listener's address (`listen.proxy`, `egress.listen`).
         listener: &'static str,
         addr: SocketAddr,
         source: std::io::Error,
@@ -210,7 +208,7 @@ mod tests {
 
     #[test]
     fn several_workers_share_one_port() {
-        let listeners = bind("proxy", "127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        let listeners = bind("listen.proxy", "127.0.0.1:0".parse().unwrap(), 3).unwrap();
         let ports: Vec<u16> = listeners
             .iter()
             .map(|l| l.local_addr().unwrap().port())
@@ -223,7 +221,7 @@ mod tests {
     fn a_port_in_use_fails_the_bind_and_names_the_address() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap();
-        let error = bind("proxy", addr, 2).unwrap_err();
+        let error = bind("listen.proxy", addr, 2).unwrap_err();
         assert!(error.to_string().contains(&addr.to_string()), "{error}");
         assert!(error.to_string().contains("listen.proxy"), "{error}");
     }

@@ -99,6 +99,8 @@ impl FactsKind {
                 addresses: vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))],
                 scheme: "https".into(),
                 sni: full.then(|| "pypi.org".into()),
+                method: full.then(|| "GET".into()),
+                path: full.then(|| "/simple/".into()),
             }),
             FactsKind::Tool => Facts::Tool(ToolFacts {
                 arguments: Arc::new(serde_json::json!({ "path": "/tmp/a" })),

@@ -1,5 +1,5 @@
 //! What Warden reads from policy annotations: `@id`, `@reason`, `@approval`, `@approvers`,
-//! `@approval_ttl`, `@approvals`.
+//! `@approval_ttl`, `@approvals`, `@egress`.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -12,6 +12,9 @@ use super::error::Position;
 
 /// `@approval("required")`: a matching permit asks a human first.
 const APPROVAL_REQUIRED: &str = "required";
+/// `@egress("internal")`: a matching permit lets egress reach addresses that are not globally
+/// reachable (loopback, private, link-local, ...).
+const EGRESS_INTERNAL: &str = "internal";
 
 /// The shortest `@approval_ttl`: a human needs time to see the notification and sign in.
 pub const MIN_APPROVAL_TTL: Duration = Duration::from_secs(60);
@@ -46,6 +49,9 @@ pub struct PolicyMeta {
     /// `@own_agent("allowed")`: a permit of `approval:decide` that lets an approver approve
     /// their own agent's action (refused otherwise, whatever else permits it).
     pub own_agent: bool,
+    /// The permit carries `@egress("internal")`: egress it allows may reach internal
+    /// addresses.
+    pub egress_internal: bool,
     /// The file that defines the policy (policy directory joined with the relative path).
     pub file: PathBuf,
     /// Where the policy starts in that file.
@@ -125,12 +131,28 @@ pub(crate) fn read(
             ));
         }
     };
+    let egress_internal = match policy.annotation("egress") {
+        None => false,
+        Some(v) if v != EGRESS_INTERNAL => {
+            return Err(format!(
+                "@egress(\"{v}\") is not understood; the only value is @egress(\"internal\")"
+            ));
+        }
+        Some(_) if effect == Effect::Forbid => {
+            return Err(
+                "@egress(\"internal\") applies to permit policies only: it widens what a permit allows"
+                    .into(),
+            );
+        }
+        Some(_) => true,
+    };
     Ok(PolicyMeta {
         id,
         effect,
         reason,
         approval,
         own_agent,
+        egress_internal,
         file,
         position,
         order,
@@ -192,6 +214,21 @@ mod tests {
             Position { line: 1, column: 1 },
             0,
         )
+    }
+
+    #[test]
+    fn egress_internal_is_a_permit_annotation_with_one_value() {
+        let m = meta(r#"@egress("internal") permit(principal, action, resource);"#);
+        assert_eq!(m.map(|m| m.egress_internal), Ok(true));
+        let m = meta(r#"permit(principal, action, resource);"#);
+        assert_eq!(m.map(|m| m.egress_internal), Ok(false));
+        let m = meta(r#"@egress("private") permit(principal, action, resource);"#);
+        assert!(
+            m.unwrap_err()
+                .contains("the only value is @egress(\"internal\")")
+        );
+        let m = meta(r#"@egress("internal") forbid(principal, action, resource);"#);
+        assert!(m.unwrap_err().contains("permit policies only"));
     }
 
     #[test]

@@ -363,6 +363,14 @@ impl PolicyEngine {
         &self.schema
     }
 
+    /// Whether one of `policies` (the permits that allowed an egress action) carries
+    /// `@egress("internal")`: the egress may reach addresses that are not globally reachable.
+    pub fn allows_internal(&self, policies: &[Arc<str>]) -> bool {
+        policies
+            .iter()
+            .any(|id| self.meta.get(id).is_some_and(|m| m.egress_internal))
+    }
+
     /// Judges `action`; evaluation errors are logged (policy id and message) and skipped.
     pub fn decide(&self, action: &Action) -> Decision {
         let verdict = self.evaluate(action);

@@ -332,7 +332,9 @@ fn has(ctx: &ActionContext, key: Key) -> bool {
         Key::ClientCertificate => ctx.client_certificate.is_some(),
         Key::Stream | Key::Tools | Key::InputTokens => llm(ctx).is_ok(),
         Key::MaxTokens => llm(ctx).is_ok_and(|llm| llm.max_tokens.is_some()),
-        Key::Method | Key::Path => http(ctx).is_ok(),
+        Key::Method | Key::Path => {
+            http(ctx).is_ok() || egress(ctx).is_ok_and(|egress| egress.method.is_some())
+        }
         Key::Fields => http(ctx).is_ok_and(|http| http.fields.is_some()),
         Key::Port | Key::Addresses | Key::Scheme => egress(ctx).is_ok(),
         Key::Sni => egress(ctx).is_ok_and(|egress| egress.sni.is_some()),
@@ -368,8 +370,14 @@ impl<'a> Env<'a> {
             Key::MaxTokens => Value::Long(long(llm(ctx)?.max_tokens.ok_or(AskCedar)?)),
             Key::Tools => Value::Strings(&llm(ctx)?.tools),
             Key::InputTokens => Value::Long(long(llm(ctx)?.input_tokens)),
-            Key::Method => Value::Str(&http(ctx)?.method),
-            Key::Path => Value::Str(&http(ctx)?.path),
+            Key::Method => Value::Str(match http(ctx) {
+                Ok(http) => &http.method,
+                Err(_) => egress(ctx)?.method.as_deref().ok_or(AskCedar)?,
+            }),
+            Key::Path => Value::Str(match http(ctx) {
+                Ok(http) => &http.path,
+                Err(_) => egress(ctx)?.path.as_deref().ok_or(AskCedar)?,
+            }),
             Key::Port => Value::Long(i64::from(egress(ctx)?.port)),
             Key::Scheme => Value::Str(&egress(ctx)?.scheme),
             Key::Sni => Value::Str(egress(ctx)?.sni.as_deref().ok_or(AskCedar)?),
@@ -614,12 +622,16 @@ mod tests {
                 addresses: vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))],
                 scheme: "https".into(),
                 sni: Some("pypi.org".into()),
+                method: None,
+                path: None,
             }),
             Facts::Egress(EgressFacts {
                 port: 22,
                 addresses: Vec::new(),
                 scheme: "http".into(),
                 sni: None,
+                method: Some("POST".into()),
+                path: Some("/upload".into()),
             }),
             Facts::Tool(ToolFacts {
                 arguments: Arc::new(serde_json::json!({ "path": "/etc/passwd" })),

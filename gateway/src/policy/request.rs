@@ -343,6 +343,12 @@ pub(crate) fn context(
             if let Some(sni) = &egress.sni {
                 add(Key::Sni, &|| string(sni));
             }
+            if let Some(method) = &egress.method {
+                add(Key::Method, &|| string(method));
+            }
+            if let Some(path) = &egress.path {
+                add(Key::Path, &|| string(path));
+            }
         }
         Facts::Tool(tool) => {
             if keys.contains(Key::Arguments) {

@@ -342,14 +342,19 @@ impl ContextSpec {
                     ("input_tokens", self.input_tokens.is_some()),
                 ],
             ),
-            of_kind(
-                FactsKind::Http,
-                &[
-                    ("method", self.method.is_some()),
-                    ("path", self.path.is_some()),
-                    ("fields", self.fields.is_some()),
-                ],
-            ),
+            // A REST call's method and path; egress:request has them too.
+            if kind == FactsKind::Egress {
+                Vec::new()
+            } else {
+                of_kind(
+                    FactsKind::Http,
+                    &[
+                        ("method", self.method.is_some()),
+                        ("path", self.path.is_some()),
+                    ],
+                )
+            },
+            of_kind(FactsKind::Http, &[("fields", self.fields.is_some())]),
             of_kind(
                 FactsKind::Egress,
                 &[
@@ -396,6 +401,8 @@ impl ContextSpec {
                     .collect::<Result<_, _>>()?,
                 scheme: self.scheme.clone().unwrap_or_else(|| "https".into()),
                 sni: self.sni.clone(),
+                method: self.method.clone(),
+                path: self.path.clone(),
             }),
             FactsKind::Tool => Facts::Tool(ToolFacts {
                 arguments: Arc::new(match &self.arguments {
@@ -455,7 +462,7 @@ fn context_keys(kind: FactsKind) -> &'static str {
         }
         FactsKind::Egress => {
             "route, time, source_ip, tls, client_certificate, findings, port, addresses, \
-             scheme, sni"
+             scheme, sni, method, path"
         }
         FactsKind::Tool => "route, time, source_ip, tls, client_certificate, findings, arguments",
     }

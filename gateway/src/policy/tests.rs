@@ -915,6 +915,8 @@ fn egress(port: u16, sni: Option<&str>) -> Facts {
         addresses: vec![IpAddr::V4(Ipv4Addr::new(151, 101, 0, 223))],
         scheme: "https".into(),
         sni: sni.map(Into::into),
+        method: None,
+        path: None,
     })
 }
 
@@ -1888,7 +1890,7 @@ fn test_cases_that_misname_a_resource_or_a_fact_say_what_to_write() {
                 "cases:\n{}{}{}{}{}",
                 case("mcp:call_tool", "{ provider: openai, model: gpt-4o }", "{}"),
                 case("egress:connect", "{ host: pypi.org, tool: exec }", "{}"),
-                case("egress:connect", "{ host: pypi.org }", "{ method: GET }"),
+                case("egress:connect", "{ host: pypi.org }", "{ stream: true }"),
                 case(
                     "llm:chat",
                     "{ provider: openai, model: gpt-4o }",
@@ -1925,7 +1927,7 @@ fn test_cases_that_misname_a_resource_or_a_fact_say_what_to_write() {
     );
     assert!(
         messages[2]
-            .contains("context: method not in the context of egress:connect (EgressContext)")
+            .contains("context: stream not in the context of egress:connect (EgressContext)")
             && messages[2].contains("port, addresses, scheme, sni"),
         "{}",
         messages[2]

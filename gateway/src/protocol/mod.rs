@@ -41,7 +41,7 @@ pub use refusal::{
     RefusalFinish,
 };
 pub use request::{Endpoint, LlmRequest};
-pub use response::{event_stream_headers, json as json_response};
+pub use response::{ERROR_HEADER, event_stream_headers, json as json_response};
 pub use scanner::{MAX_BUFFERED_BODY, UsageScanner};
 pub use sse::{SseDecoder, SseSink};
 pub use usage::Usage;

@@ -10,6 +10,7 @@ use http::{HeaderValue, Response};
 use http_body_util::{Either, Full};
 use zeroize::Zeroizing;
 
+use super::egress::answer::egress_answer;
 use super::refusal::{Recorded, Refusal};
 use crate::action::{Facts, Findings, Principal, Resource, Verb};
 use crate::audit::AuditError;
@@ -89,6 +90,18 @@ pub struct Exchange {
     receipt: Option<HeaderValue>,
     /// The request's trace (`traces:`; `None` when tracing is off), until its spans are built.
     trace: Option<Box<RequestTrace>>,
+    /// Egress through the forward proxy: answered in plain text, recorded with where it goes.
+    egress: Option<Box<EgressNote>>,
+}
+
+/// What an egress exchange records beside the usual: its kind and where it goes.
+#[derive(Debug, Default)]
+struct EgressNote {
+    /// `connect` or `request` (metrics); empty until the target is read.
+    kind: &'static str,
+    /// `{host, port, addresses, classes, scheme, sni, method, path}`: each record's
+    /// `detail.egress`.
+    destination: Option<serde_json::Value>,
 }
 
 impl Exchange {
@@ -132,7 +145,30 @@ impl Exchange {
             receipts,
             receipt: None,
             trace,
+            egress: None,
         }
+    }
+
+    /// Marks this exchange as egress through the forward proxy: refusals are answered in
+    /// plain text, records and metrics name it so.
+    pub fn egress(&mut self) {
+        self.egress = Some(Box::default());
+    }
+
+    /// interpret, for egress: what it is (`kind`: `connect` or `request`), on which host,
+    /// and where it goes (`destination`, recorded as `detail.egress`).
+    pub fn egress_target(
+        &mut self,
+        kind: &'static str,
+        verb: &Verb,
+        resource: &Resource,
+        destination: serde_json::Value,
+    ) {
+        self.verb = Some(verb.clone());
+        self.resource = Arc::from(resource.cedar_ref());
+        let note = self.egress.get_or_insert_with(Box::default);
+        note.kind = kind;
+        note.destination = Some(destination);
     }
 
     /// Records that an MCP server offers a tool definition that is not the approved one
@@ -428,9 +464,19 @@ impl Exchange {
             spans.end(Usage::default(), None);
         }
         self.stamp(response.headers_mut());
-        let route = self.route.as_ref().map_or("none", |r| &*r.name);
+        let route = self.route_label();
         let decision = self.decision.unwrap_or("none");
         let status = response.status();
+        if let Some(note) = &self.egress {
+            let kind = if note.kind.is_empty() {
+                "none"
+            } else {
+                note.kind
+            };
+            self.shared
+                .metrics
+                .egress(kind, egress_result(self.decision, status));
+        }
         let seconds = self.started.elapsed().as_secs_f64();
         self.shared.metrics.request(&RequestMetrics {
             route,
@@ -477,11 +523,15 @@ impl Exchange {
 
     /// The answer to `refusal`, and its record and log line.
     pub(super) fn refused(&mut self, refusal: &Refusal) -> Response<Full<Bytes>> {
-        let mut response = refusal.respond(
-            self.route.as_deref(),
-            self.shape.as_ref(),
-            &self.decision_id,
-        );
+        let mut response = if self.egress.is_some() {
+            egress_answer(refusal, &self.decision_id)
+        } else {
+            refusal.respond(
+                self.route.as_deref(),
+                self.shape.as_ref(),
+                &self.decision_id,
+            )
+        };
         if response.status() == http::StatusCode::UNAUTHORIZED
             && let Some(v) = &self.resource_metadata
         {
@@ -526,13 +576,23 @@ impl Exchange {
     /// in the audit log and logged at debug only.
     fn log(&self, refusal: &Refusal, status: http::StatusCode, error: &str) {
         let principal = self.principal.as_ref().map_or("", |p| &*p.id);
-        let route = self.route.as_ref().map_or("none", |r| &*r.name);
+        let route = self.route_label();
         let code = refusal.code();
         let status = status.as_u16();
         if refusal.is_ours() {
             tracing::warn!(request_id = %self.request_id, principal, route, status, code, error, "request failed");
         } else {
             tracing::debug!(request_id = %self.request_id, principal, route, status, code, error, "request refused");
+        }
+    }
+
+    /// The route's name in metrics and logs: `egress` for the egress proxy, `none` before a
+    /// route matched.
+    fn route_label(&self) -> &str {
+        match (&self.route, &self.egress) {
+            (Some(r), _) => &r.name,
+            (None, Some(_)) => EGRESS_ROUTE,
+            (None, None) => "none",
         }
     }
 
@@ -554,6 +614,12 @@ impl Exchange {
         e.resource = Arc::clone(&self.resource);
         if let Some(r) = &self.route {
             e.route = Arc::clone(&r.name);
+        }
+        if let Some(note) = &self.egress {
+            e.route = Arc::from(EGRESS_ROUTE);
+            if let Some(destination) = &note.destination {
+                e.detail = Some(serde_json::json!({ "egress": destination }));
+            }
         }
         e.source_ip = Some(self.conn.peer.ip());
         if let Some(origin) = &self.secret {
@@ -612,6 +678,24 @@ impl Complete for PendingOutcome {
 }
 
 impl PendingOutcome {
+    /// Completes the record of an egress tunnel that carried `up` bytes to the destination
+    /// and `down` back, and closed (`error`: its stable code and why, when it was cut or
+    /// refused); counts the bytes and how it ended.
+    pub fn tunnel_closed(mut self, up: u64, down: u64, error: Option<(&'static str, String)>) {
+        if let Some(spans) = self.spans.take() {
+            spans.end(Usage::default(), error.as_ref().map(|(_, e)| e.as_str()));
+        }
+        let result = error.as_ref().map_or("closed", |(code, _)| *code);
+        if let Some(outcome) = self.event.outcome.as_mut() {
+            outcome.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+            outcome.bytes_up = Some(up);
+            outcome.bytes_down = Some(down);
+            outcome.error = error.map(|(_, e)| bounded(&e, FIELD_MAX).into_owned());
+        }
+        self.shared.metrics.tunnel_closed(result, up, down);
+        self.shared.audit.append_detached(self.event);
+    }
+
     /// Completes the record of an MCP request: whether the tool's result said `isError`, and
     /// why the exchange failed, if it did.
     pub fn mcp_result(mut self, is_error: Option<bool>, error: Option<String>) {
@@ -619,6 +703,22 @@ impl PendingOutcome {
             outcome.is_error = is_error;
         }
         self.complete(Usage::default(), error);
+    }
+}
+
+/// The route name egress records and metrics carry.
+pub const EGRESS_ROUTE: &str = "egress";
+
+/// What became of an egress connection or request, for `warden_egress_total`: `allowed`,
+/// `denied` (policy), `unauthenticated` (407), `refused` (a malformed target), or `failed`
+/// (resolution, connection, the destination, the audit log).
+fn egress_result(decision: Option<&'static str>, status: http::StatusCode) -> &'static str {
+    match (decision, status.as_u16()) {
+        (_, 407) => "unauthenticated",
+        (Some("allow"), s) if s < 400 => "allowed",
+        (Some("deny" | "approval_required"), 403) => "denied",
+        (_, 400..=499) => "refused",
+        _ => "failed",
     }
 }
 

@@ -9,6 +9,7 @@ use http_body_util::Full;
 use crate::approval::Hold;
 use crate::audit::AuditError;
 use crate::config::DenyStyle;
+use crate::egress::EgressError;
 use crate::identity::AuthError;
 use crate::mcp::McpError;
 use crate::protocol::body::BodyError;
@@ -53,6 +54,10 @@ pub enum Refusal {
     /// server failed.
     #[error(transparent)]
     Mcp(#[from] McpError),
+    /// Egress through the forward proxy: no proxy credential, a malformed destination, one
+    /// that cannot be resolved or reached.
+    #[error(transparent)]
+    Egress(#[from] EgressError),
 }
 
 /// Where on the path a refusal happened, for the audit record it leaves.
@@ -81,6 +86,7 @@ impl Refusal {
             Refusal::UpstreamRequest(_) => StatusCode::BAD_REQUEST,
             Refusal::Upstream(e) => e.status(),
             Refusal::Mcp(e) => e.status(),
+            Refusal::Egress(e) => e.status(),
         }
     }
 
@@ -98,6 +104,7 @@ impl Refusal {
             Refusal::UpstreamRequest(_) => "invalid_upstream_request",
             Refusal::Upstream(e) => e.code(),
             Refusal::Mcp(e) => e.code(),
+            Refusal::Egress(e) => e.code(),
         }
     }
 
@@ -110,6 +117,8 @@ impl Refusal {
             Refusal::Audit(_) => Recorded::Nothing,
             Refusal::Mcp(e) if e.after_decision() => Recorded::Outcome,
             Refusal::Mcp(_) => Recorded::Rejected,
+            Refusal::Egress(e) if e.before_decision() => Recorded::Rejected,
+            Refusal::Egress(_) => Recorded::Outcome,
             Refusal::Hold(_)
             | Refusal::Credential(_)
             | Refusal::UpstreamRequest(_)

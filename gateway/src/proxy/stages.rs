@@ -44,25 +44,36 @@ pub(super) fn inspect(action: &mut Action, body: &[u8]) {
 
 /// Decide: Cedar's verdict on the action, recorded durably before anything else happens;
 /// the record keeps `content` (the body, or a tool call's arguments) with
-/// `audit.record_content`, else a REST operation's body (and any request that needs an
-/// approval) as its digest.
+/// `audit.record_content`, else a REST operation's or a plain-HTTP egress request's body (and
+/// any request that needs an approval) as its digest.
 pub(super) async fn decide(
     snap: &Snapshot,
     ex: &mut Exchange,
     action: &Action,
     content: &[u8],
 ) -> Result<Decision, Refusal> {
+    decide_with(snap, ex, action, content, |decision| decision).await
+}
+
+/// Decide, with `adjust` applied to Cedar's verdict before it is recorded (the egress
+/// proxy's internal-address guard).
+pub(super) async fn decide_with(
+    snap: &Snapshot,
+    ex: &mut Exchange,
+    action: &Action,
+    content: &[u8],
+    adjust: impl FnOnce(Decision) -> Decision,
+) -> Result<Decision, Refusal> {
     let t = Instant::now();
-    let decision = snap.policy.decide(action);
+    let decision = adjust(snap.policy.decide(action));
     let policy_seconds = t.elapsed().as_secs_f64();
     let audit = &snap.config.audit;
     // An approval is bound to the exact request: what waits for one is digested whatever
     // its kind (an LLM call's prompt too), so other arguments are another action.
     let content = match (audit.record_content, &action.context.facts, &decision) {
         (true, _, _) => Content::Recorded(content),
-        (false, Facts::Http(_), _) | (false, _, Decision::NeedsApproval { .. }) => {
-            Content::Digest(content)
-        }
+        (false, Facts::Http(_) | Facts::Egress(_), _)
+        | (false, _, Decision::NeedsApproval { .. }) => Content::Digest(content),
         (false, _, _) => Content::Omitted,
     };
     ex.record_decision(

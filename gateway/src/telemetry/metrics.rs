@@ -57,6 +57,12 @@ pub struct Metrics {
     /// Trace spans by what became of them (`exported`, `dropped`: the export queue was full,
     /// `failed`: their export failed).
     pub trace_spans: IntCounterVec,
+    /// Egress connections (`connect`) and plain-HTTP requests (`request`) by result.
+    pub egress: IntCounterVec,
+    /// Egress tunnels by how they ended (`closed`, or the code that cut them).
+    pub egress_tunnels: IntCounterVec,
+    /// Bytes egress tunnels carried, by direction (`up`: to the destination, `down`: back).
+    pub egress_bytes: IntCounterVec,
     agents: Arc<LabelSet>,
     models: Arc<LabelSet>,
 }
@@ -210,8 +216,35 @@ impl Metrics {
             &["result"],
         )
         .expect("static metric definition");
+        let egress = IntCounterVec::new(
+            Opts::new(
+                "warden_egress_total",
+                "Egress connections (connect) and plain-HTTP requests (request) by result: allowed, denied, unauthenticated, refused, failed",
+            ),
+            &["kind", "result"],
+        )
+        .expect("static metric definition");
+        let egress_tunnels = IntCounterVec::new(
+            Opts::new(
+                "warden_egress_tunnels_total",
+                "Egress tunnels by how they ended: closed, or the code that cut them (egress_sni_mismatch, ...)",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let egress_bytes = IntCounterVec::new(
+            Opts::new(
+                "warden_egress_bytes_total",
+                "Bytes egress tunnels carried: up (to the destination), down (back to the agent)",
+            ),
+            &["direction"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(egress.clone()),
+            Box::new(egress_tunnels.clone()),
+            Box::new(egress_bytes.clone()),
             Box::new(request_seconds.clone()),
             Box::new(upstream_seconds.clone()),
             Box::new(policy_seconds.clone()),
@@ -241,6 +274,9 @@ impl Metrics {
             reloads,
             in_flight,
             trace_spans,
+            egress,
+            egress_tunnels,
+            egress_bytes,
             agents: Arc::new(LabelSet::new(AGENT_LABELS_MAX)),
             models: Arc::new(LabelSet::new(MODEL_LABELS_MAX)),
         }
@@ -288,6 +324,19 @@ impl Metrics {
                     .inc_by(n);
             }
         }
+    }
+
+    /// Counts one egress connection or request (`kind`) and what became of it.
+    pub fn egress(&self, kind: &str, result: &str) {
+        self.egress.with_label_values(&[kind, result]).inc();
+    }
+
+    /// Counts one egress tunnel that ended with `result`, having carried `up` and `down`
+    /// bytes.
+    pub fn tunnel_closed(&self, result: &str, up: u64, down: u64) {
+        self.egress_tunnels.with_label_values(&[result]).inc();
+        self.egress_bytes.with_label_values(&["up"]).inc_by(up);
+        self.egress_bytes.with_label_values(&["down"]).inc_by(down);
     }
 
     /// The counters the trace export updates.

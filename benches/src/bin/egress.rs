@@ -1,0 +1,258 @@
+//! `egress [--mib N] [--pings N] [--tunnels N] [--durability disk|process]`: what Warden's
+//! egress proxy costs a CONNECT tunnel, against a direct connection to the same server, in one
+//! run:
+//!
+//! - opening: time from TCP connect to the first echoed byte, through a new tunnel (auth,
+//!   decision, its durable record, dial, first-bytes check) or directly, `--tunnels` times;
+//! - round trip: 64-byte ping-pongs on one open connection, `--pings` times;
+//! - throughput: `--mib` MiB sent up and echoed back down on one connection.
+//!
+//! The server is an echo on 127.0.0.1 in this process; Warden is `target/release/warden` (or
+//! `$WARDEN_BIN`), one worker thread, anonymous agents on loopback, a policy permitting the
+//! loopback host. Load generator, server and Warden share the machine's cores.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use warden_bench::process::{Proc, free_loopback_addr};
+
+const POLICY: &str = r#"@id("bench-egress")
+@egress("internal")
+permit (principal, action == Action::"egress:connect", resource == Host::"127.0.0.1");
+"#;
+
+struct Args {
+    mib: usize,
+    pings: usize,
+    tunnels: usize,
+    durability: String,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut args = Args {
+        mib: 256,
+        pings: 20_000,
+        tunnels: 500,
+        durability: "disk".into(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--mib" => args.mib = value()?.parse()?,
+            "--pings" => args.pings = value()?.parse()?,
+            "--tunnels" => args.tunnels = value()?.parse()?,
+            "--durability" => args.durability = value()?,
+            other => bail!(
+                "unknown argument {other:?}; usage: egress [--mib N] [--pings N] [--tunnels N] [--durability disk|process]"
+            ),
+        }
+    }
+    Ok(args)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = args()?;
+    let echo = echo_server().await?;
+    let dir = tempfile::tempdir()?;
+    let proxy = free_loopback_addr()?;
+    let (warden, egress) = start_warden(dir.path(), &args.durability, proxy)?;
+
+    println!(
+        "egress bench: echo at {echo}, Warden egress at {egress} (audit.durability {}, 1 worker)",
+        args.durability
+    );
+    println!(
+        "{:<12} {:>12} {:>12} {:>12}",
+        "", "direct", "tunnel", "added"
+    );
+
+    let direct = opening(args.tunnels, || TcpStream::connect(echo)).await?;
+    let tunnel = opening(args.tunnels, || connect_via(egress, echo)).await?;
+    row("open p50", &direct, &tunnel, 0.5);
+    row("open p99", &direct, &tunnel, 0.99);
+
+    let mut stream = TcpStream::connect(echo).await?;
+    let direct = ping_pong(&mut stream, args.pings).await?;
+    let mut stream = connect_via(egress, echo).await?;
+    let tunnel = ping_pong(&mut stream, args.pings).await?;
+    row("rtt p50", &direct, &tunnel, 0.5);
+    row("rtt p99", &direct, &tunnel, 0.99);
+
+    let bytes = args.mib * 1024 * 1024;
+    let mut stream = TcpStream::connect(echo).await?;
+    let direct = throughput(&mut stream, bytes).await?;
+    let mut stream = connect_via(egress, echo).await?;
+    let tunnel = throughput(&mut stream, bytes).await?;
+    println!(
+        "{:<12} {:>9.0} MiB/s {:>6.0} MiB/s {:>11.2}x",
+        "throughput",
+        direct,
+        tunnel,
+        tunnel / direct
+    );
+    drop(warden);
+    Ok(())
+}
+
+/// Prints the `q` quantile of `direct` and `tunnel` (µs) and the difference.
+fn row(name: &str, direct: &Histogram<u64>, tunnel: &Histogram<u64>, q: f64) {
+    let (d, t) = (direct.value_at_quantile(q), tunnel.value_at_quantile(q));
+    println!(
+        "{name:<12} {d:>9} µs {t:>9} µs {:>9} µs",
+        t.saturating_sub(d)
+    );
+}
+
+/// A server that echoes what it reads, on a free loopback port.
+async fn echo_server() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// Warden with the egress proxy on a free port; its process and the egress address.
+fn start_warden(
+    dir: &std::path::Path,
+    durability: &str,
+    proxy: SocketAddr,
+) -> anyhow::Result<(Proc, SocketAddr)> {
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies)?;
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::copy(
+        repo.join("policies/schema.cedarschema"),
+        policies.join("schema.cedarschema"),
+    )?;
+    std::fs::write(policies.join("egress.cedar"), POLICY)?;
+    let admin = free_loopback_addr()?;
+    let egress = free_loopback_addr()?;
+    let config = serde_json::json!({
+        "data_dir": dir.join("data"),
+        "policy": {"dir": policies},
+        "identity": {"required": false},
+        "listen": {"proxy": proxy.to_string(), "admin": admin.to_string()},
+        "runtime": {"worker_threads": 1},
+        "audit": {"durability": durability},
+        "log": {"level": "warn"},
+        "routes": [],
+        "egress": {"listen": egress.to_string()},
+    });
+    let path = dir.join("warden.yaml");
+    std::fs::write(&path, serde_json::to_string_pretty(&config)?)?;
+    let binary = std::env::var_os("WARDEN_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo.join("target/release/warden"));
+    let mut command = Command::new(&binary);
+    command.arg("serve").arg("--config").arg(&path);
+    let mut proc = Proc::spawn("warden", command, &dir.join("warden.log"))?;
+    proc.wait_for_http_ok(admin, "/readyz")?;
+    Ok((proc, egress))
+}
+
+/// A tunnel to `target` through the egress proxy at `egress`.
+async fn connect_via(egress: SocketAddr, target: SocketAddr) -> std::io::Result<TcpStream> {
+    let mut stream = TcpStream::connect(egress).await?;
+    stream.set_nodelay(true)?;
+    stream
+        .write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await?;
+    let mut head = Vec::with_capacity(256);
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await? == 0 {
+            return Err(std::io::Error::other("the proxy closed the connection"));
+        }
+        head.push(byte[0]);
+    }
+    if !head.starts_with(b"HTTP/1.1 200") {
+        return Err(std::io::Error::other(format!(
+            "the proxy refused the tunnel: {}",
+            String::from_utf8_lossy(&head)
+        )));
+    }
+    Ok(stream)
+}
+
+/// Microseconds from connecting to the first echoed byte, `n` times.
+async fn opening<F, Fut>(n: usize, connect: F) -> anyhow::Result<Histogram<u64>>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = std::io::Result<TcpStream>>,
+{
+    let mut hist = Histogram::<u64>::new(3)?;
+    for _ in 0..n {
+        let t = Instant::now();
+        let mut stream = connect().await?;
+        stream.write_all(b"x").await?;
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await?;
+        hist.record(micros(t.elapsed()))?;
+    }
+    Ok(hist)
+}
+
+/// Microseconds per 64-byte round trip on `stream`, `n` times.
+async fn ping_pong(stream: &mut TcpStream, n: usize) -> anyhow::Result<Histogram<u64>> {
+    stream.set_nodelay(true)?;
+    let mut hist = Histogram::<u64>::new(3)?;
+    let ping = [7u8; 64];
+    let mut pong = [0u8; 64];
+    for _ in 0..n {
+        let t = Instant::now();
+        stream.write_all(&ping).await?;
+        stream.read_exact(&mut pong).await?;
+        hist.record(micros(t.elapsed()))?;
+    }
+    Ok(hist)
+}
+
+/// MiB/s of `bytes` sent and echoed back on `stream` (both directions at once).
+async fn throughput(stream: &mut TcpStream, bytes: usize) -> anyhow::Result<f64> {
+    let (mut r, mut w) = stream.split();
+    let chunk = vec![1u8; 64 * 1024];
+    let t = Instant::now();
+    let send = async {
+        let mut sent = 0;
+        while sent < bytes {
+            let n = chunk.len().min(bytes - sent);
+            w.write_all(&chunk[..n]).await?;
+            sent += n;
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let receive = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = 0;
+        while got < bytes {
+            let n = r.read(&mut buf).await?;
+            if n == 0 {
+                return Err(std::io::Error::other("closed early"));
+            }
+            got += n;
+        }
+        Ok(())
+    };
+    tokio::try_join!(send, receive)?;
+    Ok(bytes as f64 / (1024.0 * 1024.0) / t.elapsed().as_secs_f64())
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,124 @@
+//! `egress:` the forward proxy agents reach the outside through (`HTTPS_PROXY`), and how it
+//! resolves and dials destinations.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// `egress:` section. Without `listen` there is no egress proxy.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EgressConfig {
+    /// Where the forward proxy listens (e.g. `127.0.0.1:3128`); absent: no egress proxy.
+    pub listen: Option<SocketAddr>,
+    /// DNS servers destinations are resolved with (`address:port`); empty: the system's
+    /// (`/etc/resolv.conf` and `/etc/hosts`).
+    pub nameservers: Vec<SocketAddr>,
+    /// Longest wait for a DNS answer.
+    #[serde(with = "humantime_serde")]
+    pub resolve_timeout: Duration,
+    /// Longest wait for the destination to accept the connection.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Longest a client may take, once its tunnel is open, to send its first bytes (the TLS
+    /// ClientHello Warden reads the server name from).
+    #[serde(with = "humantime_serde")]
+    pub first_bytes_timeout: Duration,
+    /// Longest wait for a plain-HTTP destination's response headers.
+    #[serde(with = "humantime_serde")]
+    pub response_timeout: Duration,
+}
+
+impl Default for EgressConfig {
+    fn default() -> Self {
+        EgressConfig {
+            listen: None,
+            nameservers: Vec::new(),
+            resolve_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            first_bytes_timeout: Duration::from_secs(10),
+            response_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+impl EgressConfig {
+    /// `(key, message)` for every mistake; `identity_required`: whether agents must
+    /// authenticate; `taken`: the other listeners' addresses.
+    pub fn validate(
+        &self,
+        identity_required: bool,
+        taken: &[(&str, SocketAddr)],
+    ) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
+        let Some(listen) = self.listen else {
+            return errors;
+        };
+        if !identity_required && !listen.ip().is_loopback() {
+            errors.push((
+                "egress.listen".to_owned(),
+                format!(
+                    "refusing to listen on {listen} while agent authentication is off \
+                     (identity.required: false): anyone who reaches this address could reach \
+                     whatever Warden reaches. Turn authentication on or listen on 127.0.0.1"
+                ),
+            ));
+        }
+        for (name, addr) in taken {
+            if *addr == listen {
+                errors.push((
+                    "egress.listen".to_owned(),
+                    format!("the egress proxy must not share the address {listen} of {name}"),
+                ));
+            }
+        }
+        for (key, timeout) in [
+            ("resolve_timeout", self.resolve_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("first_bytes_timeout", self.first_bytes_timeout),
+            ("response_timeout", self.response_timeout),
+        ] {
+            if timeout.is_zero() {
+                errors.push((
+                    format!("egress.{key}"),
+                    "must be longer than 0s (e.g. 5s)".to_owned(),
+                ));
+            }
+        }
+        errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_an_open_listener_without_authentication() {
+        let config = EgressConfig {
+            listen: Some("0.0.0.0:3128".parse().unwrap()),
+            ..Default::default()
+        };
+        let errors = config.validate(false, &[]);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].1.contains("refusing to listen on 0.0.0.0:3128"));
+        assert!(config.validate(true, &[]).is_empty());
+        let loopback = EgressConfig {
+            listen: Some("127.0.0.1:3128".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(loopback.validate(false, &[]).is_empty());
+    }
+
+    #[test]
+    fn refuses_an_address_another_listener_has() {
+        let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let config = EgressConfig {
+            listen: Some(addr),
+            ..Default::default()
+        };
+        let errors = config.validate(true, &[("listen.proxy", addr)]);
+        assert!(errors[0].1.contains("listen.proxy"), "{errors:?}");
+    }
+}

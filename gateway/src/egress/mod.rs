@@ -1,0 +1,82 @@
+//! Egress: what an agent reaches outside Warden's routes, through the forward proxy
+//! (`HTTPS_PROXY`), judged per destination.
+//!
+//! The parts every egress path shares, none of which knows about requests: the destination
+//! host read as the OS would ([`host`]), resolved once ([`resolve`]), each address classified
+//! ([`ip_guard`]), and dialled as checked ([`dial`]); the tunnel's first bytes ([`sni`]); the
+//! agent's credential from `Proxy-Authorization` ([`proxy_auth`]). The proxy's walk through
+//! identify, decide and record is in `proxy/egress/`.
+
+pub mod config;
+pub mod dial;
+pub mod error;
+pub mod host;
+pub mod ip_guard;
+pub mod proxy_auth;
+pub mod resolve;
+pub mod sni;
+
+use std::net::IpAddr;
+
+pub use config::EgressConfig;
+pub use error::EgressError;
+pub use host::Host;
+pub use ip_guard::{AddressClass, classify};
+pub use resolve::Resolver;
+
+/// A destination as judged: its host, port, and every address it resolved to with its class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub host: Host,
+    pub port: u16,
+    /// The addresses found (an address host: itself), in the order they are tried.
+    pub addresses: Vec<IpAddr>,
+}
+
+impl Destination {
+    /// `host` on `port`, resolved once by `resolver` when it is a name.
+    pub async fn resolve(
+        resolver: &Resolver,
+        host: Host,
+        port: u16,
+    ) -> Result<Destination, EgressError> {
+        let addresses = match &host {
+            Host::Address(ip) => vec![*ip],
+            Host::Name(name) => resolver.resolve(name).await?,
+        };
+        Ok(Destination {
+            host,
+            port,
+            addresses,
+        })
+    }
+
+    /// The first address that is not globally reachable, with its class.
+    pub fn internal(&self) -> Option<(IpAddr, AddressClass)> {
+        self.addresses
+            .iter()
+            .map(|ip| (*ip, classify(*ip)))
+            .find(|(_, class)| !class.is_global())
+    }
+
+    /// The classes of its addresses, each once.
+    pub fn classes(&self) -> Vec<AddressClass> {
+        let mut classes = Vec::new();
+        for class in self.addresses.iter().map(|ip| classify(*ip)) {
+            if !classes.contains(&class) {
+                classes.push(class);
+            }
+        }
+        classes
+    }
+}
+
+/// Whether Warden may connect to `ip` on its own behalf (an upstream, a redirect it
+/// follows) without a setting that names internal addresses: `Err` with the class when it is
+/// not globally reachable.
+pub fn check_address(ip: IpAddr) -> Result<(), AddressClass> {
+    match classify(ip) {
+        AddressClass::Global => Ok(()),
+        class => Err(class),
+    }
+}

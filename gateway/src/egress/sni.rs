@@ -1,0 +1,314 @@
+//! What a tunnel carries, read from the client's first bytes: a TLS ClientHello and the
+//! server name it asks for (SNI), plain HTTP, or something else.
+//!
+//! Only the ClientHello is read, never decrypted traffic: its handshake message may span
+//! several TLS records, and is read whole (up to [`HELLO_MAX`] bytes) before it is judged.
+
+/// The most bytes read to find the ClientHello's end.
+pub const HELLO_MAX: usize = 64 * 1024;
+
+/// TLS record type of handshake messages.
+const HANDSHAKE: u8 = 22;
+/// Handshake message type of a ClientHello.
+const CLIENT_HELLO: u8 = 1;
+/// Extension type of `server_name` (RFC 6066).
+const SERVER_NAME: u16 = 0;
+/// Extension type of `application_layer_protocol_negotiation` (RFC 7301).
+const ALPN: u16 = 16;
+
+/// What the first bytes of a tunnel show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FirstBytes {
+    /// Not enough bytes yet to tell.
+    NeedMore,
+    /// A TLS ClientHello.
+    Tls(ClientHello),
+    /// An HTTP/1 request line (plain HTTP in the tunnel).
+    Http,
+    /// Anything else.
+    Other,
+}
+
+/// What the ClientHello asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientHello {
+    /// The server name (`host_name` of `server_name`), lower-case, without a trailing dot.
+    pub sni: Option<String>,
+    /// The application protocols offered (`h2`, `http/1.1`).
+    pub alpn: Vec<String>,
+}
+
+/// Why a ClientHello cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HelloError {
+    #[error("the TLS ClientHello is malformed ({0})")]
+    Malformed(&'static str),
+    #[error("the TLS ClientHello is longer than {HELLO_MAX} bytes")]
+    TooLong,
+    #[error("the TLS ClientHello names its server twice or in a form other than a host name")]
+    ServerName,
+}
+
+/// Reads `buf`, the bytes the client sent first.
+pub fn read(buf: &[u8]) -> Result<FirstBytes, HelloError> {
+    let Some(&first) = buf.first() else {
+        return Ok(FirstBytes::NeedMore);
+    };
+    if first != HANDSHAKE {
+        return Ok(http_or_other(buf));
+    }
+    // Gather the handshake message from as many records as it spans.
+    let mut message = Vec::new();
+    let mut at = 0;
+    loop {
+        let Some(header) = buf.get(at..at + 5) else {
+            return Ok(FirstBytes::NeedMore);
+        };
+        if header[0] != HANDSHAKE {
+            return Err(HelloError::Malformed(
+                "a record before the hello's end is not a handshake",
+            ));
+        }
+        let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+        let Some(fragment) = buf.get(at + 5..at + 5 + len) else {
+            return if buf.len() >= HELLO_MAX {
+                Err(HelloError::TooLong)
+            } else {
+                Ok(FirstBytes::NeedMore)
+            };
+        };
+        message.extend_from_slice(fragment);
+        at += 5 + len;
+        if message.len() >= 4 {
+            if message[0] != CLIENT_HELLO {
+                return Err(HelloError::Malformed(
+                    "the first handshake message is not a ClientHello",
+                ));
+            }
+            let body = usize::from(message[1]) << 16
+                | usize::from(message[2]) << 8
+                | usize::from(message[3]);
+            if body + 4 > HELLO_MAX {
+                return Err(HelloError::TooLong);
+            }
+            if message.len() >= body + 4 {
+                return client_hello(&message[4..4 + body]).map(FirstBytes::Tls);
+            }
+        }
+        if at >= HELLO_MAX {
+            return Err(HelloError::TooLong);
+        }
+    }
+}
+
+/// An HTTP/1 request line starts with a method token and a space.
+fn http_or_other(buf: &[u8]) -> FirstBytes {
+    const METHODS: [&[u8]; 9] = [
+        b"GET ",
+        b"POST ",
+        b"PUT ",
+        b"HEAD ",
+        b"DELETE ",
+        b"PATCH ",
+        b"OPTIONS ",
+        b"CONNECT ",
+        b"TRACE ",
+    ];
+    for method in METHODS {
+        let n = buf.len().min(method.len());
+        if buf[..n] == method[..n] {
+            return if n == method.len() {
+                FirstBytes::Http
+            } else {
+                FirstBytes::NeedMore
+            };
+        }
+    }
+    FirstBytes::Other
+}
+
+/// A cursor over a ClientHello's body.
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], HelloError> {
+        if self.0.len() < n {
+            return Err(HelloError::Malformed("a field runs past the message's end"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<usize, HelloError> {
+        Ok(usize::from(self.take(1)?[0]))
+    }
+
+    fn u16(&mut self) -> Result<usize, HelloError> {
+        let b = self.take(2)?;
+        Ok(usize::from(u16::from_be_bytes([b[0], b[1]])))
+    }
+
+    /// A field with a one- or two-byte length.
+    fn vec8(&mut self) -> Result<&'a [u8], HelloError> {
+        let n = self.u8()?;
+        self.take(n)
+    }
+
+    fn vec16(&mut self) -> Result<&'a [u8], HelloError> {
+        let n = self.u16()?;
+        self.take(n)
+    }
+}
+
+/// The server name and ALPN offers of a ClientHello body.
+fn client_hello(body: &[u8]) -> Result<ClientHello, HelloError> {
+    let mut c = Cursor(body);
+    c.take(2)?; // legacy_version
+    c.take(32)?; // random
+    c.vec8()?; // legacy_session_id
+    c.vec16()?; // cipher_suites
+    c.vec8()?; // legacy_compression_methods
+    let mut hello = ClientHello::default();
+    if c.0.is_empty() {
+        return Ok(hello);
+    }
+    let mut extensions = Cursor(c.vec16()?);
+    let mut named = false;
+    while !extensions.0.is_empty() {
+        let kind = extensions.u16()?;
+        let data = extensions.vec16()?;
+        match kind as u16 {
+            SERVER_NAME => {
+                if named {
+                    return Err(HelloError::ServerName);
+                }
+                named = true;
+                hello.sni = Some(server_name(data)?);
+            }
+            ALPN => {
+                let mut list = Cursor(Cursor(data).vec16()?);
+                while !list.0.is_empty() {
+                    hello
+                        .alpn
+                        .push(String::from_utf8_lossy(list.vec8()?).into_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(hello)
+}
+
+/// The one `host_name` of a `server_name` extension.
+fn server_name(data: &[u8]) -> Result<String, HelloError> {
+    let mut list = Cursor(Cursor(data).vec16()?);
+    let kind = list.u8()?;
+    let name = list.vec16()?;
+    if kind != 0 || !list.0.is_empty() || name.is_empty() {
+        return Err(HelloError::ServerName);
+    }
+    let name = std::str::from_utf8(name).map_err(|_| HelloError::ServerName)?;
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return Err(HelloError::ServerName);
+    }
+    let name = name.strip_suffix('.').unwrap_or(name);
+    Ok(name.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ClientHello as rustls writes it for `name`.
+    fn hello(name: &str) -> Vec<u8> {
+        use std::sync::Arc;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots_none());
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let mut config = config;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let server = rustls::pki_types::ServerName::try_from(name.to_owned()).expect("name");
+        let mut conn = rustls::ClientConnection::new(Arc::new(config), server).expect("conn");
+        let mut out = Vec::new();
+        conn.write_tls(&mut out).expect("hello");
+        out
+    }
+
+    fn webpki_roots_none() -> Vec<rustls::pki_types::TrustAnchor<'static>> {
+        Vec::new()
+    }
+
+    #[test]
+    fn reads_the_server_name_and_alpn_of_a_real_client_hello() {
+        let bytes = hello("Example.COM");
+        assert_eq!(
+            read(&bytes),
+            Ok(FirstBytes::Tls(ClientHello {
+                sni: Some("example.com".into()),
+                alpn: vec!["h2".into(), "http/1.1".into()],
+            }))
+        );
+    }
+
+    #[test]
+    fn asks_for_more_until_the_hello_is_whole() {
+        let bytes = hello("example.com");
+        for cut in [0, 1, 4, 5, 40, bytes.len() - 1] {
+            assert_eq!(read(&bytes[..cut]), Ok(FirstBytes::NeedMore), "{cut}");
+        }
+    }
+
+    #[test]
+    fn reads_a_hello_split_over_two_records() {
+        let bytes = hello("split.example");
+        let body = &bytes[5..];
+        let (a, b) = body.split_at(30);
+        let mut split = Vec::new();
+        for part in [a, b] {
+            split.extend_from_slice(&[HANDSHAKE, 3, 1]);
+            split.extend_from_slice(&(part.len() as u16).to_be_bytes());
+            split.extend_from_slice(part);
+        }
+        let Ok(FirstBytes::Tls(hello)) = read(&split) else {
+            panic!("{:?}", read(&split));
+        };
+        assert_eq!(hello.sni.as_deref(), Some("split.example"));
+    }
+
+    #[test]
+    fn an_address_hello_has_no_server_name() {
+        let bytes = hello("127.0.0.1");
+        let Ok(FirstBytes::Tls(hello)) = read(&bytes) else {
+            panic!("{:?}", read(&bytes));
+        };
+        assert_eq!(hello.sni, None);
+    }
+
+    #[test]
+    fn tells_plain_http_and_other_bytes() {
+        assert_eq!(read(b"GET / HTTP/1.1\r\n"), Ok(FirstBytes::Http));
+        assert_eq!(read(b"PO"), Ok(FirstBytes::NeedMore));
+        assert_eq!(read(b"SSH-2.0-OpenSSH"), Ok(FirstBytes::Other));
+        assert_eq!(read(b""), Ok(FirstBytes::NeedMore));
+    }
+
+    #[test]
+    fn malformed_hellos_are_errors() {
+        let mut bytes = hello("example.com");
+        bytes[5] = 2; // a ServerHello where a ClientHello belongs
+        assert!(matches!(read(&bytes), Err(HelloError::Malformed(_))));
+        // A hello whose body ends before its random does.
+        let short = [HANDSHAKE, 3, 1, 0, 6, CLIENT_HELLO, 0, 0, 2, 3, 3];
+        assert!(matches!(read(&short), Err(HelloError::Malformed(_))));
+    }
+}

@@ -1,0 +1,282 @@
+//! The egress proxy's path: a forward proxy (`HTTPS_PROXY`, `HTTP_PROXY`) whose every
+//! `CONNECT` and plain-HTTP request walks the same stages as the proxy's requests:
+//!
+//! identify (`Proxy-Authorization`) → interpret (the target, resolved once) → inspect (a
+//! plain-HTTP body) → decide (`egress:connect` / `egress:request` on `Host::"<name>"`, and
+//! the internal-address guard) → hold → forward (dial the checked address) → record
+//!
+//! [`walk`] is that path on one screen; a tunnel's life after its `200` is in [`tunnel`], a
+//! plain-HTTP request's exchange in [`request`], refusals' plain-text answers in [`answer`].
+
+pub(super) mod answer;
+mod request;
+mod tunnel;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use tracing::Instrument;
+
+use super::BoxedResponse;
+use super::exchange::{EGRESS_ROUTE, Exchange, ProxyBody};
+use super::refusal::Refusal;
+use super::stages::{decide_with, hold_here};
+use crate::action::{
+    Action, ActionContext, EgressFacts, Facts, Findings, Principal, Resource, Verb,
+};
+use crate::decision::Decision;
+use crate::egress::proxy_auth;
+use crate::egress::resolve::ResolverSetupError;
+use crate::egress::{Destination, EgressConfig, EgressError, Host, Resolver};
+use crate::identity::AuthError;
+use crate::listener::ConnInfo;
+use crate::shared::Shared;
+use crate::snapshot::Snapshot;
+use crate::text::Quoted;
+
+/// What one worker's egress proxy holds: its resolver (and cache) and the settings bound at
+/// start.
+struct Worker {
+    resolver: Resolver,
+    config: EgressConfig,
+}
+
+/// The egress proxy's handler for one worker thread, with that worker's own resolver (built
+/// here, so a bad resolver setting fails the start).
+pub fn handler(
+    shared: &Arc<Shared>,
+    config: &EgressConfig,
+) -> Result<
+    impl Fn(Request<Incoming>, ConnInfo) -> BoxedResponse + Clone + Send + Sync + 'static,
+    ResolverSetupError,
+> {
+    let worker = Arc::new(Worker {
+        resolver: Resolver::new(config)?,
+        config: config.clone(),
+    });
+    let shared = Arc::clone(shared);
+    Ok(move |req, conn| -> BoxedResponse {
+        Box::pin(handle(Arc::clone(&shared), Arc::clone(&worker), req, conn))
+    })
+}
+
+/// Handles one `CONNECT` or plain-HTTP request.
+async fn handle(
+    shared: Arc<Shared>,
+    worker: Arc<Worker>,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+) -> Response<ProxyBody> {
+    let snap = shared.snapshot.load_full();
+    let mut ex = Exchange::new(
+        shared,
+        conn,
+        snap.config.log.access,
+        snap.config.audit.receipts,
+        &req,
+    );
+    ex.egress();
+    let span = tracing::debug_span!("egress", request_id = %ex.request_id(), principal = tracing::field::Empty);
+    let result = walk(&snap, &worker, &mut ex, req).instrument(span).await;
+    ex.finish(result)
+}
+
+/// The stages, in order.
+async fn walk(
+    snap: &Arc<Snapshot>,
+    worker: &Arc<Worker>,
+    ex: &mut Exchange,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Refusal> {
+    let principal = identify(snap, ex, &req).await?;
+    let target = Target::of(&req)?;
+    let dest = Destination::resolve(&worker.resolver, target.host, target.port).await?;
+    if target.connect {
+        tunnel::open(snap, worker, ex, principal, dest, req).await
+    } else {
+        request::forward(snap, worker, ex, principal, dest, req).await
+    }
+}
+
+/// Identify: the agent behind the token in `Proxy-Authorization`.
+async fn identify(
+    snap: &Snapshot,
+    ex: &mut Exchange,
+    req: &Request<Incoming>,
+) -> Result<Arc<Principal>, Refusal> {
+    let headers = match proxy_auth::token(req.headers()) {
+        Ok(token) => proxy_auth::as_authorization(&token)?,
+        // Without a credential the identify stage decides: refused when agents must
+        // authenticate, the anonymous agent when they need not.
+        Err(EgressError::MissingCredential) => http::HeaderMap::new(),
+        Err(e) => {
+            ex.unidentified(e.code());
+            return Err(e.into());
+        }
+    };
+    match snap.identity.identify(&headers, None).await {
+        Ok(principal) => {
+            tracing::Span::current().record("principal", &*principal.id);
+            ex.identified(&principal);
+            Ok(principal)
+        }
+        Err(AuthError::MissingCredential) => {
+            ex.unidentified(EgressError::MissingCredential.code());
+            Err(EgressError::MissingCredential.into())
+        }
+        Err(e) => {
+            ex.unidentified(e.code());
+            Err(EgressError::Auth(e).into())
+        }
+    }
+}
+
+/// Where a request goes: `CONNECT host:port`, or an absolute-form `http://` URL.
+struct Target {
+    connect: bool,
+    host: Host,
+    port: u16,
+}
+
+impl Target {
+    fn of(req: &Request<Incoming>) -> Result<Target, EgressError> {
+        let connect = req.method() == Method::CONNECT;
+        let uri = req.uri();
+        let Some(authority) = uri.authority() else {
+            return Err(EgressError::Target(
+                "this is Warden's egress proxy: send CONNECT host:port (HTTPS_PROXY) or a \
+                 request with an absolute http:// URL (HTTP_PROXY)"
+                    .into(),
+            ));
+        };
+        let port = if connect {
+            authority.port_u16().ok_or_else(|| {
+                EgressError::Target(format!(
+                    "CONNECT {} names no port; write host:port",
+                    Quoted::of(authority.as_str())
+                ))
+            })?
+        } else {
+            match uri.scheme_str() {
+                Some("http") => authority.port_u16().unwrap_or(80),
+                _ => {
+                    return Err(EgressError::Target(format!(
+                        "only http:// URLs are forwarded as they are; {} goes through a CONNECT \
+                         tunnel (set HTTPS_PROXY)",
+                        Quoted::of(&uri.to_string())
+                    )));
+                }
+            }
+        };
+        let text = authority.host();
+        // `http` keeps an IPv6 address's brackets; the parser expects them.
+        let host = if text.contains(':') && !text.starts_with('[') {
+            Host::parse(&format!("[{text}]"))
+        } else {
+            Host::parse(text)
+        }
+        .map_err(|source| EgressError::Host {
+            host: Quoted::of(text).to_string(),
+            source,
+        })?;
+        Ok(Target {
+            connect,
+            host,
+            port,
+        })
+    }
+}
+
+/// The action of egress to `dest` by `principal` with `facts`.
+fn action(
+    ex: &Exchange,
+    principal: Arc<Principal>,
+    verb: Verb,
+    dest: &Destination,
+    facts: EgressFacts,
+    findings: Findings,
+) -> Action {
+    let conn = ex.conn();
+    Action {
+        principal,
+        verb,
+        resource: Resource::Host {
+            name: dest.host.cedar_name(),
+        },
+        context: ActionContext {
+            route: Arc::from(EGRESS_ROUTE),
+            time: SystemTime::now(),
+            source_ip: conn.peer.ip(),
+            tls: conn.tls,
+            client_certificate: conn.client_identity.clone(),
+            findings,
+            facts: Facts::Egress(facts),
+        },
+    }
+}
+
+/// Where egress goes, as its records keep it (`detail.egress`).
+fn destination(dest: &Destination, facts: &EgressFacts) -> serde_json::Value {
+    let mut detail = serde_json::json!({
+        "host": dest.host.cedar_name(),
+        "port": dest.port,
+        "addresses": dest.addresses,
+        "classes": dest.classes().iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+        "scheme": facts.scheme,
+    });
+    for (key, value) in [
+        ("sni", &facts.sni),
+        ("method", &facts.method),
+        ("path", &facts.path),
+    ] {
+        if let Some(value) = value {
+            detail[key] = serde_json::Value::from(value.as_str());
+        }
+    }
+    detail
+}
+
+/// Decide: Cedar's verdict and the internal-address guard, recorded durably before
+/// anything else happens (a plain-HTTP body as its digest, or itself with
+/// `audit.record_content`).
+async fn decide(
+    snap: &Snapshot,
+    ex: &mut Exchange,
+    action: &Action,
+    dest: &Destination,
+    content: &[u8],
+) -> Result<Decision, Refusal> {
+    decide_with(snap, ex, action, content, |decision| {
+        guard(snap, dest, decision)
+    })
+    .await
+}
+
+/// A destination with an address that is not globally reachable (loopback, private,
+/// link-local, ...) is allowed only by a permit with `@egress("internal")`: any other
+/// allow becomes a deny that says so.
+fn guard(snap: &Snapshot, dest: &Destination, decision: Decision) -> Decision {
+    let Some((ip, class)) = dest.internal() else {
+        return decision;
+    };
+    let allowed = match &decision {
+        Decision::Allow { policies } => snap.policy.allows_internal(policies),
+        Decision::NeedsApproval { policy, .. } => {
+            snap.policy.allows_internal(std::slice::from_ref(policy))
+        }
+        Decision::Deny { .. } => return decision,
+    };
+    if allowed {
+        return decision;
+    }
+    Decision::Deny {
+        reasons: vec![format!(
+            "{} resolves to {ip}, a {class} address; egress reaches addresses that are not \
+             globally reachable only when a permit with @egress(\"internal\") allows the host",
+            dest.host.cedar_name()
+        )],
+        policies: Vec::new(),
+    }
+}

@@ -1,0 +1,327 @@
+//! A `CONNECT` tunnel: judged when it is asked for (host, port, addresses), dialled to the
+//! checked address before the agent hears `200`, then judged again on the client's first
+//! bytes: a TLS ClientHello must name the tunnel's own host (no domain fronting), and the
+//! policy sees what the tunnel carries (`scheme`, `sni`). Only then do bytes flow, both ways,
+//! counted; the outcome record is written when the tunnel closes. A tunnel that carries plain
+//! HTTP is served as HTTP instead: each request in it is walked as a plain-HTTP egress request
+//! (`request.rs`) by the tunnel's agent, to the tunnel's destination.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::{Worker, action, decide, destination, guard, hold_here, request};
+use crate::action::{Action, EgressFacts, Facts, Findings, Principal, Verb};
+use crate::decision::Decision;
+use crate::egress::sni::{self, FirstBytes};
+use crate::egress::{Destination, EgressError, Host, dial};
+use crate::listener::ConnInfo;
+use crate::proxy::exchange::{Exchange, PendingOutcome, ProxyBody};
+use crate::proxy::refusal::Refusal;
+use crate::shared::Shared;
+use crate::snapshot::Snapshot;
+
+/// The scheme a tunnel is judged with before its first bytes show what it carries.
+const ASKED: &str = "connect";
+
+/// Judges a `CONNECT`, dials the destination and answers `200`; the tunnel runs in a task
+/// of its own once the agent's connection is handed over.
+pub(super) async fn open(
+    snap: &Arc<Snapshot>,
+    worker: &Arc<Worker>,
+    ex: &mut Exchange,
+    principal: Arc<Principal>,
+    dest: Destination,
+    mut req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Refusal> {
+    let facts = EgressFacts {
+        port: dest.port,
+        addresses: dest.addresses.clone(),
+        scheme: ASKED.to_owned(),
+        ..Default::default()
+    };
+    let detail = destination(&dest, &facts);
+    let action = action(
+        ex,
+        principal,
+        Verb::EgressConnect,
+        &dest,
+        facts,
+        Findings::none(),
+    );
+    ex.egress_target("connect", &action.verb, &action.resource, detail);
+    let decision = decide(snap, ex, &action, &dest, &[]).await?;
+    hold_here(ex, &action, &decision).await?;
+    let t = Instant::now();
+    let dialled = dial::dial(&dest, worker.config.connect_timeout).await;
+    ex.forwarded(t.elapsed().as_secs_f64());
+    let upstream = dialled?;
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let tunnel = Tunnel {
+        snap: Arc::clone(snap),
+        worker: Arc::clone(worker),
+        shared: Arc::clone(ex.shared()),
+        conn: ex.conn().clone(),
+        action,
+        dest,
+    };
+    tokio::spawn(tunnel.run(on_upgrade, upstream, ex.outcome(StatusCode::OK)));
+    Ok(Response::new(Either::Left(Full::new(Bytes::new()))))
+}
+
+/// An allowed tunnel, waiting for the agent's connection.
+struct Tunnel {
+    snap: Arc<Snapshot>,
+    worker: Arc<Worker>,
+    shared: Arc<Shared>,
+    /// The agent's connection to the proxy.
+    conn: ConnInfo,
+    action: Action,
+    dest: Destination,
+}
+
+impl Tunnel {
+    /// Carries the tunnel until either side closes it, and records how it ended.
+    async fn run(self, on_upgrade: OnUpgrade, upstream: TcpStream, outcome: PendingOutcome) {
+        let client = match on_upgrade.await {
+            Ok(upgraded) => TokioIo::new(upgraded),
+            Err(e) => {
+                outcome.tunnel_closed(0, 0, Some(("egress_upgrade_failed", e.to_string())));
+                return;
+            }
+        };
+        let mut client = Counted::new(client);
+        let mut upstream = Counted::new(upstream);
+        let carried = self.carry(&mut client, &mut upstream).await;
+        let (up, down) = (client.read, upstream.read);
+        outcome.tunnel_closed(up, down, carried.err());
+    }
+
+    /// Reads and judges the first bytes, then copies both ways.
+    async fn carry<C, U>(
+        &self,
+        client: &mut Counted<C>,
+        upstream: &mut Counted<U>,
+    ) -> Result<(), (&'static str, String)>
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+        U: AsyncRead + AsyncWrite + Unpin,
+    {
+        let refused = |e: EgressError| (e.code(), e.to_string());
+        let Some((first, seen)) = first_bytes(client, self.worker.config.first_bytes_timeout)
+            .await
+            .map_err(refused)?
+        else {
+            // The agent closed the tunnel before sending anything.
+            return Ok(());
+        };
+        let carries_http = seen == FirstBytes::Http;
+        self.judge(seen).map_err(refused)?;
+        if carries_http {
+            // Plain HTTP in a tunnel (what OpenClaw's web_fetch sends for http:// URLs): each
+            // request is judged, inspected and forwarded as an absolute-form one would be.
+            let _ = upstream.inner.shutdown().await;
+            return self.serve_http(client.replaying(first)).await;
+        }
+        upstream
+            .write_all(&first)
+            .await
+            .map_err(|e| ("egress_tunnel_error", e.to_string()))?;
+        match tokio::io::copy_bidirectional(client, upstream).await {
+            Ok(_) => Ok(()),
+            // A peer that resets at the end of its exchange is how many close a tunnel.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),
+            Err(e) => Err(("egress_tunnel_error", e.to_string())),
+        }
+    }
+
+    /// Serves the plain-HTTP requests the tunnel carries, each as `egress:request` on the
+    /// tunnel's host, by the agent that opened it.
+    async fn serve_http<C>(&self, io: &mut Counted<C>) -> Result<(), (&'static str, String)>
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+    {
+        let service = hyper::service::service_fn(|req| async move {
+            Ok::<_, std::convert::Infallible>(self.request(req).await)
+        });
+        hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(io), service)
+            .await
+            .map_err(|e| ("egress_tunnel_error", e.to_string()))
+    }
+
+    /// One plain-HTTP request in the tunnel, walked with an exchange of its own.
+    async fn request(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let snap = self.shared.snapshot.load_full();
+        let mut ex = Exchange::new(
+            Arc::clone(&self.shared),
+            self.conn.clone(),
+            snap.config.log.access,
+            snap.config.audit.receipts,
+            &req,
+        );
+        ex.egress();
+        let principal = Arc::clone(&self.action.principal);
+        ex.identified(&principal);
+        let result = request::forward(
+            &snap,
+            &self.worker,
+            &mut ex,
+            principal,
+            self.dest.clone(),
+            req,
+        )
+        .await;
+        ex.finish(result)
+    }
+
+    /// What the first bytes show, judged: a TLS server name must be the tunnel's host, and
+    /// policy sees the tunnel's scheme and server name.
+    fn judge(&self, seen: FirstBytes) -> Result<(), EgressError> {
+        let (scheme, sni) = match seen {
+            FirstBytes::Tls(hello) => {
+                if let Some(sni) = &hello.sni {
+                    let matches = matches!(&self.dest.host, Host::Name(name) if name == sni);
+                    if !matches {
+                        return Err(EgressError::SniMismatch {
+                            host: self.dest.host.cedar_name(),
+                            sni: sni.clone(),
+                        });
+                    }
+                }
+                ("https", hello.sni)
+            }
+            FirstBytes::Http => ("http", None),
+            FirstBytes::Other | FirstBytes::NeedMore => ("tcp", None),
+        };
+        let mut action = self.action.clone();
+        if let Facts::Egress(facts) = &mut action.context.facts {
+            facts.scheme = scheme.to_owned();
+            facts.sni = sni;
+        }
+        match guard(&self.snap, &self.dest, self.snap.policy.decide(&action)) {
+            // An approval the tunnel needed was settled when it was asked for.
+            Decision::Allow { .. } | Decision::NeedsApproval { .. } => Ok(()),
+            Decision::Deny { reasons, policies } => Err(EgressError::TunnelDenied(format!(
+                "{} (policies: {})",
+                reasons.join("; "),
+                policies
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+}
+
+/// The client's first bytes, read until they show what the tunnel carries; `None` when the
+/// client closed the tunnel without sending any.
+async fn first_bytes<C: AsyncRead + Unpin>(
+    client: &mut C,
+    timeout: Duration,
+) -> Result<Option<(Vec<u8>, FirstBytes)>, EgressError> {
+    let mut buf = Vec::with_capacity(2048);
+    let read = async {
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = client
+                .read(&mut chunk)
+                .await
+                .map_err(|e| EgressError::Client(e.to_string()))?;
+            if n == 0 {
+                return Ok::<_, EgressError>(if buf.is_empty() {
+                    None
+                } else {
+                    Some(FirstBytes::Other)
+                });
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            match sni::read(&buf)? {
+                FirstBytes::NeedMore if buf.len() < sni::HELLO_MAX => continue,
+                FirstBytes::NeedMore => return Err(sni::HelloError::TooLong.into()),
+                seen => return Ok(Some(seen)),
+            }
+        }
+    };
+    let seen = tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| EgressError::FirstBytesTimeout)??;
+    Ok(seen.map(|seen| (buf, seen)))
+}
+
+/// A stream that counts the bytes read from it, and can have bytes it already gave read
+/// again (uncounted) before the rest.
+struct Counted<T> {
+    inner: T,
+    read: u64,
+    replay: Vec<u8>,
+    replayed: usize,
+}
+
+impl<T> Counted<T> {
+    fn new(inner: T) -> Self {
+        Counted {
+            inner,
+            read: 0,
+            replay: Vec::new(),
+            replayed: 0,
+        }
+    }
+
+    /// Reads `bytes` (already read from it) again first.
+    fn replaying(&mut self, bytes: Vec<u8>) -> &mut Self {
+        self.replay = bytes;
+        self.replayed = 0;
+        self
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.replayed < self.replay.len() {
+            let at = self.replayed;
+            let n = buf.remaining().min(self.replay.len() - at);
+            buf.put_slice(&self.replay[at..at + n]);
+            self.replayed += n;
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.read += n as u64;
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

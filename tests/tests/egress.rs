@@ -1,0 +1,682 @@
+//! The egress proxy (`egress.listen`): real clients (curl, Python `requests` and `httpx`,
+//! Node's fetch through undici's `ProxyAgent`) reach origin servers on loopback through it,
+//! with the names resolved by a DNS server of the test's own; every connection and plain-HTTP
+//! request is authenticated, judged by Cedar, guarded against internal addresses, DNS
+//! rebinding and domain fronting, and recorded.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use warden_e2e::egress::{Dns, Origin, Pki, curl, node_fetch, python_clients};
+use warden_e2e::warden::{Warden, WardenBuilder, free_port};
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const WAIT: Duration = Duration::from_secs(10);
+
+/// The build agents may reach `allowed.test` (a name on loopback, so the permit says
+/// `@egress("internal")`), except for uploads; nothing else is permitted.
+const ALLOWLIST: &str = r#"
+@id("egress-allowed-test")
+@egress("internal")
+permit (
+  principal is Agent,
+  action in [Action::"egress:connect", Action::"egress:request"],
+  resource == Host::"allowed.test"
+);
+
+@id("egress-no-uploads")
+@reason("uploads are not allowed")
+forbid (principal, action == Action::"egress:request", resource)
+when { context has method && context has path && context.method == "POST" && context.path like "/upload*" };
+
+@id("egress-no-private-keys")
+@reason("the request carries a private key")
+forbid (principal, action, resource)
+when { context.findings.contains("private_key") };
+"#;
+
+/// Warden with the egress proxy on a free port, names resolved by `dns`, `policies`
+/// instead of the permit-all one.
+async fn warden(dns: &Dns, policies: &[(&str, &str)]) -> (Warden, SocketAddr) {
+    let egress = SocketAddr::from(([127, 0, 0, 1], free_port().unwrap()));
+    let mut builder = WardenBuilder::with_upstream_url("http://127.0.0.1:9")
+        .without_policy("e2e-permit-all.cedar")
+        .set("/egress/listen", json!(egress.to_string()))
+        .set("/egress/nameservers", json!([dns.addr.to_string()]))
+        .set("/egress/connect_timeout", json!("3s"))
+        .set("/egress/first_bytes_timeout", json!("5s"));
+    for (name, text) in policies {
+        builder = builder.policy(name, text);
+    }
+    (builder.start().await.expect("warden starts"), egress)
+}
+
+/// The audit records of egress to `host`.
+fn records_for(warden: &Warden, host: &str) -> Vec<Value> {
+    warden
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["detail"]["egress"]["host"] == host)
+        .collect()
+}
+
+/// An allowlisted setup: origins on loopback over HTTPS (a certificate for `allowed.test`
+/// and `fronted.test` from a test CA, written to `ca`) and HTTP, `allowed.test` resolving to
+/// 127.0.0.1, Warden with [`ALLOWLIST`], and a token of `build-bot`.
+struct Allowlisted {
+    https: Origin,
+    http: Origin,
+    /// Kept alive with the setup: it answers for `allowed.test`.
+    _dns: Dns,
+    warden: Warden,
+    proxy: SocketAddr,
+    token: String,
+    ca: std::path::PathBuf,
+}
+
+async fn allowlisted() -> Allowlisted {
+    let pki = Pki::new();
+    let https = Origin::start(
+        LOOPBACK,
+        0,
+        Some(pki.server(&["allowed.test", "fronted.test"])),
+    )
+    .await
+    .unwrap();
+    let http = Origin::start(LOOPBACK, 0, None).await.unwrap();
+    let dns = Dns::start(json!({"allowed.test": [["127.0.0.1"]]}))
+        .await
+        .unwrap();
+    let (warden, proxy) = warden(&dns, &[("egress.cedar", ALLOWLIST)]).await;
+    let token = warden.token("build-bot").await.unwrap();
+    let ca = pki.write_ca(warden.setup.dir.path());
+    Allowlisted {
+        https,
+        http,
+        _dns: dns,
+        warden,
+        proxy,
+        token,
+        ca,
+    }
+}
+
+#[tokio::test]
+async fn curl_reaches_an_allowed_host_over_https_and_http_and_each_request_is_judged() {
+    let Allowlisted {
+        https,
+        http,
+        warden,
+        proxy,
+        token,
+        ca,
+        _dns,
+        ..
+    } = allowlisted().await;
+    let ca = ca.to_str().unwrap();
+
+    let url = format!("https://allowed.test:{}/simple/", https.addr.port());
+    let got = curl(proxy, Some(&token), &["--cacert", ca, &url])
+        .await
+        .unwrap();
+    assert_eq!(got.status, 200, "{got:?}");
+    let saw: Value = serde_json::from_str(&got.body).unwrap();
+    assert_eq!(saw["path"], "/simple/");
+    assert_eq!(saw["proxy_authorization"], false);
+
+    // Plain HTTP: judged per request, with its method and path; the proxy's credential
+    // does not go on.
+    let base = format!("http://allowed.test:{}", http.addr.port());
+    let got = curl(proxy, Some(&token), &[&format!("{base}/index.html")])
+        .await
+        .unwrap();
+    assert_eq!(got.status, 200, "{got:?}");
+    let saw: Value = serde_json::from_str(&got.body).unwrap();
+    assert_eq!(saw["host"], format!("allowed.test:{}", http.addr.port()));
+    assert_eq!(saw["proxy_authorization"], false);
+    let got = curl(
+        proxy,
+        Some(&token),
+        &[
+            "-X",
+            "POST",
+            "--data",
+            "x=1",
+            &format!("{base}/upload/file"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.status, 403, "{got:?}");
+    assert!(got.body.contains("uploads are not allowed"), "{got:?}");
+    // The plain-HTTP body is inspected: what it finds reaches the policy.
+    let got = curl(
+        proxy,
+        Some(&token),
+        &[
+            "--data-binary",
+            "key=-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\n-----END OPENSSH PRIVATE KEY-----",
+            &format!("{base}/paste"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.status, 403, "{got:?}");
+    assert!(got.body.contains("private key"), "{got:?}");
+    assert_eq!(http.seen().len(), 1, "only the allowed request arrived");
+
+    // Every decision is recorded with where it went; the tunnel's outcome with its bytes.
+    let outcome = warden
+        .wait_for_audit(WAIT, |r| {
+            r["kind"] == "outcome"
+                && r["action"] == "egress:connect"
+                && r["outcome"]["bytes_down"].as_u64() > Some(0)
+        })
+        .await
+        .unwrap();
+    assert!(
+        outcome["outcome"]["bytes_up"].as_u64() > Some(0),
+        "{outcome}"
+    );
+    assert_eq!(outcome["detail"]["egress"]["port"], https.addr.port());
+    let records = records_for(&warden, "allowed.test");
+    let connect = records
+        .iter()
+        .find(|r| r["kind"] == "decision" && r["action"] == "egress:connect")
+        .expect("the CONNECT's decision");
+    assert_eq!(connect["decision"], "allow");
+    assert_eq!(connect["resource"], "Host::\"allowed.test\"");
+    assert_eq!(connect["principal"]["id"], "build-bot");
+    assert_eq!(connect["policies"], json!(["egress-allowed-test"]));
+    assert_eq!(
+        connect["detail"]["egress"]["addresses"],
+        json!(["127.0.0.1"])
+    );
+    assert_eq!(connect["detail"]["egress"]["classes"], json!(["loopback"]));
+    let upload = records
+        .iter()
+        .find(|r| r["kind"] == "decision" && r["detail"]["egress"]["path"] == "/upload/file")
+        .expect("the upload's decision");
+    assert_eq!(upload["decision"], "deny");
+    assert_eq!(upload["detail"]["egress"]["method"], "POST");
+    assert_eq!(upload["policies"], json!(["egress-no-uploads"]));
+    let paste = records
+        .iter()
+        .find(|r| r["kind"] == "decision" && r["detail"]["egress"]["path"] == "/paste")
+        .expect("the paste's decision");
+    assert_eq!(paste["findings"][0]["detector"], "private_key");
+
+    let metrics = warden.metrics().await.unwrap();
+    for line in [
+        r#"warden_egress_total{kind="connect",result="allowed"} 1"#,
+        r#"warden_egress_total{kind="request",result="allowed"} 1"#,
+        r#"warden_egress_total{kind="request",result="denied"} 2"#,
+        r#"warden_egress_tunnels_total{result="closed"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn python_requests_httpx_and_node_fetch_go_through_the_proxy() {
+    let Allowlisted {
+        https,
+        http,
+        warden,
+        proxy,
+        token,
+        ca,
+        _dns,
+        ..
+    } = allowlisted().await;
+    let https_url = format!("https://allowed.test:{}/py", https.addr.port());
+    let http_url = format!("http://allowed.test:{}/py", http.addr.port());
+
+    let python = python_clients(proxy, &token, &ca, &https_url, &http_url)
+        .await
+        .unwrap();
+    for client in ["requests", "httpx"] {
+        for call in ["https", "http"] {
+            assert_eq!(
+                python[client][call]["status"], 200,
+                "{client} {call}: {python}"
+            );
+        }
+    }
+    let node = node_fetch(proxy, &token, &ca, &[&https_url, &http_url])
+        .await
+        .unwrap();
+    assert_eq!(node[0]["status"], 200, "{node}");
+    assert_eq!(node[1]["status"], 200, "{node}");
+    assert_eq!(https.seen().len(), 3, "{:?}", https.seen());
+    assert_eq!(http.seen().len(), 3, "{:?}", http.seen());
+    let tunnels = records_for(&warden, "allowed.test")
+        .into_iter()
+        .filter(|r| r["kind"] == "decision" && r["action"] == "egress:connect")
+        .count();
+    // undici's ProxyAgent tunnels http:// URLs too: one CONNECT each for requests' and
+    // httpx's https call, two for Node's.
+    assert_eq!(
+        tunnels, 4,
+        "one CONNECT per https client call, two for Node"
+    );
+}
+
+#[tokio::test]
+async fn missing_or_refused_proxy_credentials_get_407_with_a_reason() {
+    let Allowlisted {
+        http,
+        warden,
+        proxy,
+        _dns,
+        ..
+    } = allowlisted().await;
+    let url = format!("http://allowed.test:{}/", http.addr.port());
+
+    let got = curl(proxy, None, &["-i", &url]).await.unwrap();
+    assert_eq!(got.status, 407, "{got:?}");
+    assert!(
+        got.body
+            .to_ascii_lowercase()
+            .contains("proxy-authenticate: basic realm=\"warden egress\""),
+        "{got:?}"
+    );
+    assert!(got.body.contains("needs Proxy-Authorization"), "{got:?}");
+    let got = curl(proxy, Some("not-a-token"), &[&url]).await.unwrap();
+    assert_eq!(got.status, 407, "{got:?}");
+    assert!(got.body.contains("proxy authentication failed"), "{got:?}");
+    // A CONNECT without credentials: curl reports the proxy's 407.
+    let got = curl(proxy, None, &["-p", &url]).await.unwrap();
+    assert!(got.stderr.contains("407"), "{got:?}");
+    assert!(http.seen().is_empty());
+    let rejected = warden
+        .wait_for_audit(WAIT, |r| r["kind"] == "rejected" && r["route"] == "egress")
+        .await
+        .unwrap();
+    assert_eq!(rejected["decision"], "rejected");
+    let metrics = warden.metrics().await.unwrap();
+    assert!(
+        metrics.contains(r#"warden_egress_total{kind="none",result="unauthenticated"} 3"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn egress_is_denied_by_default_and_internal_addresses_need_an_explicit_permit() {
+    let http = Origin::start(LOOPBACK, 0, None).await.unwrap();
+    let port = http.addr.port();
+    let dns = Dns::start(json!({
+        "allowed.test": [["127.0.0.1"]],
+        "elsewhere.test": [["127.0.0.1"]],
+        "metadata.test": [["169.254.169.254"]],
+    }))
+    .await
+    .unwrap();
+    // Every host is permitted, but only allowed.test with @egress("internal").
+    let anywhere = r#"
+@id("egress-anywhere")
+permit (principal is Agent, action in [Action::"egress:connect", Action::"egress:request"], resource);
+"#;
+    let (warden, proxy) = warden(
+        &dns,
+        &[("egress.cedar", ALLOWLIST), ("anywhere.cedar", anywhere)],
+    )
+    .await;
+    let token = warden.token("build-bot").await.unwrap();
+
+    let got = curl(
+        proxy,
+        Some(&token),
+        &[&format!("http://allowed.test:{port}/")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.status, 200, "{got:?}");
+    // A name that resolves to loopback, and the same address in other spellings: refused
+    // without reaching it, the reason naming the address and its class.
+    for target in [
+        format!("elsewhere.test:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("2130706433:{port}"),
+        format!("0x7f.1:{port}"),
+        format!("0177.0.0.1:{port}"),
+        format!("127.1:{port}"),
+        format!("[::ffff:127.0.0.1]:{port}"),
+    ] {
+        let got = curl(proxy, Some(&token), &[&format!("http://{target}/")])
+            .await
+            .unwrap();
+        assert_eq!(got.status, 403, "{target}: {got:?}");
+        assert!(
+            got.body.contains("127.0.0.1, a loopback address")
+                && got.body.contains("@egress(\"internal\")"),
+            "{target}: {got:?}"
+        );
+        let tunnel = curl(proxy, Some(&token), &["-p", &format!("http://{target}/")])
+            .await
+            .unwrap();
+        assert!(
+            tunnel.stderr.contains("403"),
+            "CONNECT {target}: {tunnel:?}"
+        );
+    }
+    for (target, class) in [
+        ("metadata.test", "link_local"),
+        ("169.254.169.254", "link_local"),
+        ("0xa9fea9fe", "link_local"),
+        ("10.1", "private"),
+        ("100.64.0.1", "shared_cgnat"),
+        ("[fd00:ec2::254]", "unique_local"),
+    ] {
+        let got = curl(
+            proxy,
+            Some(&token),
+            &[&format!("http://{target}/latest/meta-data/")],
+        )
+        .await
+        .unwrap();
+        assert_eq!(got.status, 403, "{target}: {got:?}");
+        assert!(
+            got.body.contains(&format!("a {class} address")),
+            "{target}: {got:?}"
+        );
+    }
+    assert_eq!(
+        http.seen().len(),
+        1,
+        "only allowed.test arrived: {:?}",
+        http.seen()
+    );
+    let denied = records_for(&warden, "127.0.0.1")
+        .into_iter()
+        .find(|r| r["kind"] == "decision")
+        .expect("a decision on the address");
+    assert_eq!(denied["decision"], "deny");
+    assert_eq!(denied["resource"], "Host::\"127.0.0.1\"");
+
+    // Without the permit-anywhere policy, nothing but the allowlist passes: default deny.
+    warden.write_policy("anywhere.cedar", "").unwrap();
+    let reloaded = async {
+        loop {
+            let got = curl(
+                proxy,
+                Some(&token),
+                &[&format!("http://elsewhere.test:{port}/")],
+            )
+            .await
+            .unwrap();
+            if got.body.contains("no policy permits") {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let got = tokio::time::timeout(Duration::from_secs(20), reloaded)
+        .await
+        .expect("the reload takes effect");
+    assert_eq!(got.status, 403, "{got:?}");
+    assert!(got.body.contains("no policy permits"), "{got:?}");
+}
+
+#[tokio::test]
+async fn a_tls_server_name_other_than_the_tunnel_host_is_refused() {
+    let Allowlisted {
+        https,
+        warden,
+        proxy,
+        token,
+        ca,
+        _dns,
+        ..
+    } = allowlisted().await;
+
+    // A tunnel opened to allowed.test whose ClientHello names fronted.test.
+    let mut stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let target = format!("allowed.test:{}", https.addr.port());
+    stream
+        .write_all(
+            format!(
+                "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: Bearer {token}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut head = vec![0u8; 1024];
+    let n = stream.read(&mut head).await.unwrap();
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_certs(&std::fs::read_to_string(&ca).unwrap()) {
+        roots.add(cert).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from("fronted.test").unwrap();
+    let handshake = tokio::time::timeout(WAIT, connector.connect(name, stream))
+        .await
+        .expect("the handshake ends");
+    assert!(
+        handshake.is_err(),
+        "the tunnel must not carry TLS for another host"
+    );
+    assert!(https.seen().is_empty());
+
+    let closed = warden
+        .wait_for_audit(WAIT, |r| {
+            r["kind"] == "outcome"
+                && r["outcome"]["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("fronted.test"))
+        })
+        .await
+        .unwrap();
+    assert!(
+        closed["outcome"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("is not the tunnel's destination \"allowed.test\""),
+        "{closed}"
+    );
+    let metrics = warden.metrics().await.unwrap();
+    assert!(
+        metrics.contains(r#"warden_egress_tunnels_total{result="egress_sni_mismatch"} 1"#),
+        "{metrics}"
+    );
+}
+
+fn rustls_pki_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(|c| c.unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_rebinding_name_is_dialled_at_the_address_that_was_judged() {
+    // rebind.test answers 127.0.0.1, 127.0.0.1, 127.0.0.2 in turn, with TTL 0 (three, so that
+    // the plain requests and the tunnels, asked alternately, each see both). Policy allows it, but
+    // never towards 127.0.0.2: a proxy that looked the name up again to dial would reach
+    // the origin on 127.0.0.2 after judging 127.0.0.1.
+    let first = Origin::start(LOOPBACK, 0, None).await.unwrap();
+    let port = first.addr.port();
+    let second = Origin::start(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), port, None)
+        .await
+        .unwrap();
+    let dns = Dns::start(json!({"rebind.test": [["127.0.0.1"], ["127.0.0.1"], ["127.0.0.2"]]}))
+        .await
+        .unwrap();
+    let policy = r#"
+@id("egress-rebind-test")
+@egress("internal")
+permit (principal is Agent, action in [Action::"egress:connect", Action::"egress:request"], resource == Host::"rebind.test");
+
+@id("egress-not-127-0-0-2")
+@reason("127.0.0.2 is off limits")
+forbid (principal, action in [Action::"egress:connect", Action::"egress:request"], resource)
+when { context.addresses.contains(ip("127.0.0.2")) };
+"#;
+    let (warden, proxy) = warden(&dns, &[("egress.cedar", policy)]).await;
+    let token = warden.token("build-bot").await.unwrap();
+
+    let mut allowed = 0;
+    let mut denied = 0;
+    for _ in 0..6 {
+        let got = curl(
+            proxy,
+            Some(&token),
+            &[&format!("http://rebind.test:{port}/")],
+        )
+        .await
+        .unwrap();
+        match got.status {
+            200 => allowed += 1,
+            403 => {
+                assert!(got.body.contains("127.0.0.2 is off limits"), "{got:?}");
+                denied += 1;
+            }
+            _ => panic!("{got:?}"),
+        }
+        let got = curl(
+            proxy,
+            Some(&token),
+            &["-p", &format!("http://rebind.test:{port}/")],
+        )
+        .await
+        .unwrap();
+        if got.status == 200 {
+            allowed += 1;
+        } else {
+            assert!(got.stderr.contains("403"), "{got:?}");
+            denied += 1;
+        }
+    }
+    let answers: Vec<Value> = dns
+        .queries()
+        .into_iter()
+        .filter(|q| q["type"] == "A")
+        .map(|q| q["answer"].clone())
+        .collect();
+    assert!(
+        answers.contains(&json!(["127.0.0.1"])) && answers.contains(&json!(["127.0.0.2"])),
+        "the DNS server rebound the name: {answers:?}"
+    );
+    assert!(
+        allowed > 0 && denied > 0,
+        "allowed {allowed}, denied {denied}"
+    );
+    assert_eq!(second.connections(), 0, "127.0.0.2 was never dialled");
+    assert!(!first.seen().is_empty());
+}
+
+#[tokio::test]
+async fn a_tunnel_is_judged_again_once_its_first_bytes_show_what_it_carries() {
+    let http = Origin::start(LOOPBACK, 0, None).await.unwrap();
+    let dns = Dns::start(json!({"allowed.test": [["127.0.0.1"]]}))
+        .await
+        .unwrap();
+    let tls_only = r#"
+@id("egress-tls-only")
+@reason("egress tunnels carry TLS only")
+forbid (principal, action == Action::"egress:connect", resource)
+when { context.scheme != "connect" && context.scheme != "https" };
+"#;
+    let (warden, proxy) = warden(
+        &dns,
+        &[("egress.cedar", ALLOWLIST), ("tls-only.cedar", tls_only)],
+    )
+    .await;
+    let token = warden.token("build-bot").await.unwrap();
+
+    // The CONNECT is allowed (scheme "connect"); its first bytes are plain HTTP, which the
+    // policy forbids: the tunnel closes before a byte reaches the origin.
+    let got = curl(
+        proxy,
+        Some(&token),
+        &["-p", &format!("http://allowed.test:{}/", http.addr.port())],
+    )
+    .await
+    .unwrap();
+    assert_ne!(got.status, 200, "{got:?}");
+    assert!(http.seen().is_empty(), "{:?}", http.seen());
+    let closed = warden
+        .wait_for_audit(WAIT, |r| {
+            r["kind"] == "outcome"
+                && r["outcome"]["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("policy denies this tunnel"))
+        })
+        .await
+        .unwrap();
+    assert!(
+        closed["outcome"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("egress tunnels carry TLS only (policies: egress-tls-only)"),
+        "{closed}"
+    );
+    let metrics = warden.metrics().await.unwrap();
+    assert!(
+        metrics.contains(r#"warden_egress_tunnels_total{result="egress_tunnel_denied"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn plain_http_in_a_tunnel_is_judged_per_request_as_the_tunnels_agent() {
+    let Allowlisted {
+        http,
+        warden,
+        proxy,
+        token,
+        _dns,
+        ..
+    } = allowlisted().await;
+    let url = format!("http://allowed.test:{}", http.addr.port());
+
+    // What OpenClaw's web_fetch does for http:// URLs: CONNECT, then plain HTTP inside.
+    let got = curl(proxy, Some(&token), &["-p", &format!("{url}/page")])
+        .await
+        .unwrap();
+    assert_eq!(got.status, 200, "{got:?}");
+    let saw: Value = serde_json::from_str(&got.body).unwrap();
+    assert_eq!(saw["path"], "/page");
+    assert_eq!(saw["host"], format!("allowed.test:{}", http.addr.port()));
+    let got = curl(
+        proxy,
+        Some(&token),
+        &[
+            "-p",
+            "-X",
+            "POST",
+            "--data",
+            "x=1",
+            &format!("{url}/upload/a"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.status, 403, "{got:?}");
+    assert!(got.body.contains("uploads are not allowed"), "{got:?}");
+    assert_eq!(http.seen().len(), 1, "{:?}", http.seen());
+
+    let upload = warden
+        .wait_for_audit(WAIT, |r| {
+            r["kind"] == "decision" && r["detail"]["egress"]["path"] == "/upload/a"
+        })
+        .await
+        .unwrap();
+    assert_eq!(upload["action"], "egress:request");
+    assert_eq!(upload["decision"], "deny");
+    assert_eq!(upload["principal"]["id"], "build-bot");
+    assert_eq!(upload["policies"], json!(["egress-no-uploads"]));
+}
