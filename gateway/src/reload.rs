@@ -255,6 +255,7 @@ fn keep_restart_only_settings(running: &Config, new: &mut Config) {
         || new.audit.durability != running.audit.durability
         || new.audit.flush_interval != running.audit.flush_interval
         || new.audit.segment_bytes != running.audit.segment_bytes
+        || new.audit.replica_id != running.audit.replica_id
     {
         changed.push("audit");
         new.audit = running.audit.clone();
