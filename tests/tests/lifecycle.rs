@@ -1,6 +1,7 @@
 //! The process under signals: SIGHUP reloads policies without dropping streams, an invalid
-//! policy set never replaces a valid one, SIGTERM lets in-flight streams finish; and the
-//! startup guard against an open listener without authentication.
+//! policy set never replaces a valid one, SIGTERM lets in-flight streams finish (after
+//! `listen.drain_delay`, serving while not ready); and the startup guard against an open
+//! listener without authentication.
 
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -166,6 +167,72 @@ async fn sigterm_lets_an_in_flight_stream_finish_then_exits() {
         .send()
         .await;
     assert!(refused.is_err(), "no longer listening after exit");
+}
+
+/// `GET /readyz`'s status, or `None` when nothing answers.
+async fn readyz(s: &Stack) -> Option<u16> {
+    reqwest::Client::new()
+        .get(s.warden.admin_url("/readyz"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+}
+
+#[tokio::test]
+async fn drain_delay_keeps_serving_while_readyz_says_not_ready() {
+    let mut s = Stack::start_with(|b| b.set("/listen/drain_delay", json!("5m")))
+        .await
+        .unwrap();
+    assert_eq!(readyz(&s).await, Some(200));
+    s.warden.signal(libc::SIGTERM).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while readyz(&s).await != Some(503) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz turns 503 on SIGTERM:\n{}",
+            s.warden.output()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Not ready, and still serving: a new connection's request is answered.
+    let response = reqwest::Client::new()
+        .post(s.warden.url("/openai/chat/completions"))
+        .bearer_auth(&s.token)
+        .json(&openai_chat("gpt-4o-mini", false))
+        .send()
+        .await
+        .expect("served during the drain delay");
+    assert_eq!(response.status(), 200);
+    assert_eq!(readyz(&s).await, Some(503), "still draining");
+
+    // A second signal ends the delay (of five minutes) and the graceful stop follows.
+    s.warden.signal(libc::SIGTERM).unwrap();
+    let status = s.warden.wait_exit(Duration::from_secs(30)).await.unwrap();
+    assert!(status.success(), "{status}\n{}", s.warden.output());
+    let stop = s
+        .warden
+        .audit_records()
+        .into_iter()
+        .rfind(|r| r["kind"] == "system")
+        .unwrap();
+    assert_eq!(stop["detail"]["event"], "stop");
+}
+
+#[tokio::test]
+async fn after_the_drain_delay_warden_stops_on_its_own() {
+    let mut s = Stack::start_with(|b| b.set("/listen/drain_delay", json!("1s")))
+        .await
+        .unwrap();
+    s.warden.signal(libc::SIGTERM).unwrap();
+    let status = s.warden.wait_exit(Duration::from_secs(30)).await.unwrap();
+    assert!(status.success(), "{status}\n{}", s.warden.output());
+    assert!(
+        s.warden.output().contains("listen.drain_delay"),
+        "the drain is logged:\n{}",
+        s.warden.output()
+    );
 }
 
 #[tokio::test]
