@@ -638,6 +638,21 @@ async fn rendered_configuration_passes_warden_check_in_every_case() {
 }
 
 #[tokio::test]
+async fn every_audit_record_names_the_pod_that_wrote_it() {
+    let case = helm::case("minimal").await;
+    assert_eq!(
+        case.config["audit"]["replica_id"],
+        serde_json::json!({"env": "WARDEN_REPLICA_ID"})
+    );
+    let env = &case.warden_container()["env"];
+    assert_eq!(
+        named(env, "WARDEN_REPLICA_ID")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name",
+        "the pod's full name, from the downward API"
+    );
+}
+
+#[tokio::test]
 async fn rendered_configuration_serves_the_probes_and_refuses_unauthenticated_agents() {
     let case = helm::case("minimal").await;
     let (proxy, admin) = (free_port().unwrap(), free_port().unwrap());
