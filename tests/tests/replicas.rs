@@ -4,7 +4,8 @@
 //! balancer; one replica killed with SIGKILL in the middle of a load loses only what it had in
 //! flight (the others go on answering), every request the upstream saw has its decision record
 //! in some replica's log, the killed replica records its in-flight requests as interrupted when
-//! it starts again, every record names its replica, and every chain verifies.
+//! it starts again, every record names its replica, and every chain verifies. Tool pins are
+//! shared too: a definition pinned through one replica judges the same tool at another.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use warden_e2e::fake_llm::FakeLlm;
 use warden_e2e::haproxy::{Backend, Haproxy};
+use warden_e2e::mcp;
 use warden_e2e::operator::{approve, enrol, first_pending, text};
 use warden_e2e::postgres::Postgres;
 use warden_e2e::stack::openai_chat;
@@ -389,4 +391,116 @@ async fn three_replicas_behind_a_load_balancer_share_approvals_and_survive_a_kil
             );
         }
     }
+}
+
+/// The tool names a `list_tools` step of `tests/mcp/client.py` reported.
+fn tool_names(step: &Value) -> Vec<String> {
+    step["names"]
+        .as_array()
+        .map(|n| {
+            n.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_tool_pinned_through_one_replica_judges_the_tool_at_another() {
+    let pg = Postgres::from_env();
+    let state_url = pg.fresh_database("warden_e2e_replicas_pins");
+    let node = std::env::var("NODE").unwrap_or_else(|_| "node".into());
+    // The same MCP server on every replica; replica B's offers a changed (poisoned) `add`.
+    let replica = |name: &str, poisoned: bool, key: Option<&str>| {
+        let mut args = vec![json!(mcp::mcp_dir().join("rugpull_server.mjs"))];
+        if poisoned {
+            args.push(json!("--poisoned"));
+        }
+        let server = json!({"name": "calc", "command": node, "args": args});
+        let mut builder = WardenBuilder::with_upstream_url("http://127.0.0.1:9")
+            .set(
+                "/mcp",
+                json!({"servers": [server], "endpoints": [{"name": "tools", "servers": ["calc"]}]}),
+            )
+            .set("/pins", json!({"refresh_interval": "200ms"}))
+            .set("/state", json!({"postgres": {"url": {"env": "STATE_URL"}}}))
+            .set("/audit/replica_id", json!(name))
+            .env("STATE_URL", &state_url);
+        if let Some(key) = key {
+            builder = builder.set("/identity/warden_issuer/key_file", json!(key));
+        }
+        builder.start()
+    };
+    let a = replica(NAMES[0], false, None).await.unwrap();
+    let key = a.setup.data_dir.join("keys/agent-signing.pem");
+    let key = key.to_str().unwrap().to_owned();
+    let c = replica(NAMES[2], false, Some(&key)).await.unwrap();
+    let agent = a.token("e2e-agent").await.unwrap();
+    let add = json!({"op": "call", "name": "calc_add", "arguments": {"a": 2, "b": 3}});
+
+    // Through replica A, the honest definition is pinned on first use, in PostgreSQL.
+    let r = mcp::session(
+        &a,
+        &a.url("/mcp/tools"),
+        &agent,
+        json!([{"op": "list_tools"}, add]),
+    )
+    .await
+    .unwrap();
+    assert!(
+        tool_names(&r["steps"][0]).contains(&"calc_add".to_owned()),
+        "{r}"
+    );
+    assert_eq!(r["steps"][1]["isError"], false, "{r}");
+
+    // Replica B never saw the honest definition: A's pin judges the changed one it is offered.
+    let b = replica(NAMES[1], true, Some(&key)).await.unwrap();
+    let r = mcp::session(
+        &b,
+        &b.url("/mcp/tools"),
+        &agent,
+        json!([{"op": "list_tools"}, add]),
+    )
+    .await
+    .unwrap();
+    assert!(
+        !tool_names(&r["steps"][0]).contains(&"calc_add".to_owned()),
+        "{r}"
+    );
+    let refused = r["steps"][1].to_string();
+    assert!(refused.contains("warden tools approve"), "{r}");
+    let change = b
+        .wait_for_audit(Duration::from_secs(10), |r| r["kind"] == "tool_change")
+        .await
+        .unwrap();
+    assert_eq!(change["replica"], NAMES[1]);
+    assert!(
+        change["detail"]["diff"]
+            .as_str()
+            .unwrap()
+            .contains("id_rsa"),
+        "{change}"
+    );
+
+    // Approved at replica C's command line, the new definition is B's to use.
+    let out = c.cli(&["tools", "approve", "calc", "add"]).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let mut listed = false;
+    for _ in 0..20 {
+        let r = mcp::session(
+            &b,
+            &b.url("/mcp/tools"),
+            &agent,
+            json!([{"op": "list_tools"}, add]),
+        )
+        .await
+        .unwrap();
+        if tool_names(&r["steps"][0]).contains(&"calc_add".to_owned()) {
+            assert_eq!(r["steps"][1]["isError"], false, "{r}");
+            listed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(listed, "the approval given at C reaches B:\n{}", b.output());
 }
