@@ -1,7 +1,8 @@
 //! A real load balancer in front of several Warden replicas: Debian's `haproxy` (tests/run
 //! installs it), on 127.0.0.1, round robin over the replicas' proxy listeners, each checked
-//! on its admin listener's `/readyz`, a connection refused retried on another replica. Its
-//! statistics page tells which replicas it sends to.
+//! on its admin listener's `/readyz`, a connection refused retried on another replica, an MCP
+//! session kept on the replica that opened it (its `mcp-session-id`, learnt from the answer to
+//! `initialize`). Its statistics page tells which replicas it sends to.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -60,6 +61,9 @@ impl Haproxy {
              http-reuse never\n\
              frontend agents\n  bind 127.0.0.1:{port}\n  default_backend wardens\n\
              backend wardens\n  balance roundrobin\n  option httpchk GET /readyz\n  \
+             stick-table type string len 128 size 10k expire 30m\n  \
+             stick on req.hdr(mcp-session-id)\n  \
+             stick store-response res.hdr(mcp-session-id)\n  \
              default-server inter 200ms fall 2 rise 1\n{servers}\
              frontend stats\n  bind 127.0.0.1:{stats}\n  stats enable\n  stats uri /stats\n"
         );

@@ -48,6 +48,10 @@ fn replica(upstream: &FakeLlm, state_url: &str, name: &str, key: Option<&str>) -
         .set("/state", json!({"postgres": {"url": {"env": "STATE_URL"}}}))
         .set("/audit/record_content", json!(true))
         .set("/audit/replica_id", json!({"env": "POD_NAME"}))
+        .set(
+            "/mcp",
+            json!({"servers": [calc_server(false)], "endpoints": [{"name": "tools", "servers": ["calc"]}]}),
+        )
         .env("STATE_URL", state_url)
         .env("FACTOR_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
         .env("POD_NAME", name);
@@ -55,6 +59,17 @@ fn replica(upstream: &FakeLlm, state_url: &str, name: &str, key: Option<&str>) -
         builder = builder.set("/identity/warden_issuer/key_file", json!(key));
     }
     builder
+}
+
+/// The MCP server every replica runs: `calc` (`tests/mcp/rugpull_server.mjs`), honest, or
+/// offering a changed (poisoned) `add` when `poisoned`.
+fn calc_server(poisoned: bool) -> Value {
+    let node = std::env::var("NODE").unwrap_or_else(|_| "node".into());
+    let mut args = vec![json!(mcp::mcp_dir().join("rugpull_server.mjs"))];
+    if poisoned {
+        args.push(json!("--poisoned"));
+    }
+    json!({"name": "calc", "command": node, "args": args})
 }
 
 /// A chat through the load balancer whose prompt carries `marker`.
@@ -255,6 +270,21 @@ async fn three_replicas_behind_a_load_balancer_share_approvals_and_survive_a_kil
     assert_eq!(released.status(), 200, "the held request is released");
     assert!(released.headers().get("x-warden-approval-id").is_none());
 
+    // An MCP session through the load balancer: it lives in the replica that opened it, where
+    // haproxy keeps it (its mcp-session-id), one call after another.
+    let add = json!({"op": "call", "name": "calc_add", "arguments": {"a": 2, "b": 3}});
+    let r = mcp::session(
+        &a,
+        &lb.url("/mcp/tools"),
+        &token,
+        json!([{"op": "list_tools"}, add, add, add, add]),
+    )
+    .await
+    .unwrap();
+    for step in 1..=4 {
+        assert_eq!(r["steps"][step]["isError"], false, "{r}");
+    }
+
     // Load through the load balancer; replica B is killed in the middle of it.
     let load = Load::start(&lb, &token, 6);
     load.answered(30).await;
@@ -409,14 +439,9 @@ fn tool_names(step: &Value) -> Vec<String> {
 async fn a_tool_pinned_through_one_replica_judges_the_tool_at_another() {
     let pg = Postgres::from_env();
     let state_url = pg.fresh_database("warden_e2e_replicas_pins");
-    let node = std::env::var("NODE").unwrap_or_else(|_| "node".into());
     // The same MCP server on every replica; replica B's offers a changed (poisoned) `add`.
     let replica = |name: &str, poisoned: bool, key: Option<&str>| {
-        let mut args = vec![json!(mcp::mcp_dir().join("rugpull_server.mjs"))];
-        if poisoned {
-            args.push(json!("--poisoned"));
-        }
-        let server = json!({"name": "calc", "command": node, "args": args});
+        let server = calc_server(poisoned);
         let mut builder = WardenBuilder::with_upstream_url("http://127.0.0.1:9")
             .set(
                 "/mcp",
