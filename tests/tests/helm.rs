@@ -316,6 +316,7 @@ async fn values_reach_the_manifests() {
         strings(&agents["spec"]["loadBalancerSourceRanges"]),
         ["203.0.113.0/24"]
     );
+    assert_eq!(agents["spec"]["sessionAffinity"], "ClientIP");
     assert_eq!(
         case.get("Service", &format!("{FULLNAME}-admin"))["spec"]["ports"][0]["port"],
         9191
