@@ -4,6 +4,7 @@
 pub mod audit_share;
 pub mod bare_proxy;
 pub mod error;
+pub mod haproxy;
 pub mod loadgen;
 pub mod nginx;
 pub mod openbao;

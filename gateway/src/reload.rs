@@ -44,7 +44,7 @@ pub fn spawn(
         }
     })
     .map_err(std::io::Error::other)?;
-    let mut watched = watch_paths(
+    let mut watched = Watched::start(
         &mut watcher,
         config_path.as_deref(),
         &shared.snapshot.load().config.policy.dir,
@@ -62,11 +62,14 @@ pub fn spawn(
                 }
                 () = &mut stop => break,
             }
-            if let Ok(policy_dir) = apply(&shared, config_path.as_deref()).await
-                && policy_dir != watched
-            {
-                let _ = watcher.unwatch(&absolute(&watched));
-                watched = watch_paths(&mut watcher, config_path.as_deref(), &policy_dir);
+            let policy_dir = apply(&shared, config_path.as_deref())
+                .await
+                .unwrap_or_else(|_| watched.dir.clone());
+            // A new policy directory, or the same path now leading elsewhere (a git-sync
+            // `current` link swapped): watch what it is now.
+            if policy_dir != watched.dir || resolved(&policy_dir) != watched.resolved {
+                watched.stop(&mut watcher);
+                watched = Watched::start(&mut watcher, config_path.as_deref(), &policy_dir);
                 if let Ok(mut r) = relevant.lock() {
                     *r = Relevant::new(config_path.as_deref(), &policy_dir);
                 }
@@ -87,6 +90,8 @@ struct Relevant {
     config_stamp: Option<Stamp>,
     /// The policy directory as given (absolute) and with symlinks resolved.
     policy_dirs: [PathBuf; 2],
+    /// Symlinks on the way to the policy directory: swapping one changes the directory.
+    policy_links: Vec<PathBuf>,
 }
 
 /// What a path resolves to, and that file's identity and version.
@@ -119,13 +124,14 @@ impl Relevant {
             config_stamp: config_file.as_deref().and_then(Stamp::of),
             config_file,
             policy_dirs: [absolute(policy_dir), resolved(policy_dir)],
+            policy_links: links_to(policy_dir),
         }
     }
 
     fn matches(&mut self, paths: &[PathBuf]) -> bool {
         let mut relevant = false;
         for p in paths {
-            if self.policy_dirs.iter().any(|d| p.starts_with(d)) {
+            if self.policy_dirs.iter().any(|d| p.starts_with(d)) || self.policy_links.contains(p) {
                 relevant = true;
             }
             let Some(config) = &self.config_file else {
@@ -157,24 +163,70 @@ fn resolved(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| absolute(path))
 }
 
-/// Watches the config file's directory (editors replace files by rename; ConfigMaps swap a
-/// symlink there) and the policy directory, both by their absolute paths so that events name
-/// the paths [`Relevant`] compares.
-fn watch_paths(
-    watcher: &mut notify::RecommendedWatcher,
-    config_path: Option<&Path>,
-    policy_dir: &Path,
-) -> PathBuf {
-    if let Some(dir) = config_path.map(absolute).as_deref().and_then(Path::parent)
-        && let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive)
-    {
-        tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the configuration directory; reload with SIGHUP");
+/// The symlinks among `dir` and its ancestors (absolute paths): a git-sync `current` link, a
+/// directory mounted through a link.
+fn links_to(dir: &Path) -> Vec<PathBuf> {
+    absolute(dir)
+        .ancestors()
+        .filter(|a| std::fs::symlink_metadata(a).is_ok_and(|m| m.file_type().is_symlink()))
+        .map(Path::to_path_buf)
+        .collect()
+}
+
+/// What is watched for a policy directory.
+struct Watched {
+    /// The policy directory as configured.
+    dir: PathBuf,
+    /// What it resolved to when the watch began: the inotify watch is on that directory.
+    resolved: PathBuf,
+    /// The directories holding the symlinks on the way to it.
+    link_dirs: Vec<PathBuf>,
+}
+
+impl Watched {
+    /// Watches the config file's directory (editors replace files by rename; ConfigMaps swap a
+    /// symlink there), the policy directory, and the directory of each symlink on the way to
+    /// it (git-sync swaps its `current` link there, which changes no file under the directory
+    /// watched before), all by their absolute paths so that events name the paths
+    /// [`Relevant`] compares.
+    fn start(
+        watcher: &mut notify::RecommendedWatcher,
+        config_path: Option<&Path>,
+        policy_dir: &Path,
+    ) -> Watched {
+        if let Some(dir) = config_path.map(absolute).as_deref().and_then(Path::parent)
+            && let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive)
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the configuration directory; reload with SIGHUP");
+        }
+        let dir = absolute(policy_dir);
+        if let Err(e) = watcher.watch(&dir, RecursiveMode::Recursive) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the policy directory; reload with SIGHUP");
+        }
+        let link_dirs: Vec<PathBuf> = links_to(policy_dir)
+            .iter()
+            .filter_map(|link| link.parent().map(Path::to_path_buf))
+            .collect();
+        for link_dir in &link_dirs {
+            if let Err(e) = watcher.watch(link_dir, RecursiveMode::NonRecursive) {
+                tracing::warn!(dir = %link_dir.display(), error = %e, "cannot watch the directory of a link to the policy directory; reload with SIGHUP");
+            }
+        }
+        Watched {
+            dir: policy_dir.to_path_buf(),
+            resolved: resolved(policy_dir),
+            link_dirs,
+        }
     }
-    let dir = absolute(policy_dir);
-    if let Err(e) = watcher.watch(&dir, RecursiveMode::Recursive) {
-        tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the policy directory; reload with SIGHUP");
+
+    /// Stops watching the policy directory and its links' directories (the config file's
+    /// directory is watched again by the next [`Watched::start`]).
+    fn stop(&self, watcher: &mut notify::RecommendedWatcher) {
+        let _ = watcher.unwatch(&absolute(&self.dir));
+        for link_dir in &self.link_dirs {
+            let _ = watcher.unwatch(link_dir);
+        }
     }
-    policy_dir.to_path_buf()
 }
 
 /// Builds a new snapshot from the files and swaps it in. Returns the policy dir in effect.
@@ -255,6 +307,7 @@ fn keep_restart_only_settings(running: &Config, new: &mut Config) {
         || new.audit.durability != running.audit.durability
         || new.audit.flush_interval != running.audit.flush_interval
         || new.audit.segment_bytes != running.audit.segment_bytes
+        || new.audit.replica_id != running.audit.replica_id
     {
         changed.push("audit");
         new.audit = running.audit.clone();

@@ -315,8 +315,11 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     shared.set_ready(true);
 
     wait_for_termination().await.map_err(ServeError::Signals)?;
-    tracing::info!(grace = ?listen.shutdown_grace, "shutting down: finishing in-flight requests");
     shared.set_ready(false);
+    drain(listen.drain_delay)
+        .await
+        .map_err(ServeError::Signals)?;
+    tracing::info!(grace = ?listen.shutdown_grace, "shutting down: finishing in-flight requests");
     stop.trigger();
     proxy.join().await;
     if let Some(egress) = egress {
@@ -376,6 +379,26 @@ async fn audit_signer(snapshot: &Snapshot) -> Result<Arc<Signer>, ServeError> {
     Signer::load(signing, &config.data_dir, pem)
         .map(Arc::new)
         .map_err(|e| ServeError::AuditKey(e.to_string()))
+}
+
+/// `listen.drain_delay`: serves on, not ready, for `delay` (a second signal ends it early),
+/// so that load balancers polling `/readyz` stop sending before the listeners close.
+async fn drain(delay: std::time::Duration) -> std::io::Result<()> {
+    if delay.is_zero() {
+        return Ok(());
+    }
+    tracing::info!(
+        ?delay,
+        "stopping: /readyz answers 503; serving on while load balancers stop sending (listen.drain_delay)"
+    );
+    tokio::select! {
+        () = tokio::time::sleep(delay) => {}
+        second = wait_for_termination() => {
+            second?;
+            tracing::info!("a second signal: the drain delay ends now");
+        }
+    }
+    Ok(())
 }
 
 async fn wait_for_termination() -> std::io::Result<()> {

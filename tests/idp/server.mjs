@@ -32,6 +32,12 @@
 //   POST /admin/rotate?publish=false   new RSA key used from now on but NOT in the JWKS
 //   POST /admin/publish                publish every key generated so far
 //   GET  /admin/public-key             PEM (SPKI) of the current signing key
+//   POST /admin/kubernetes-token?namespace=NS&serviceaccount=SA&pod=POD&audience=AUD
+//        a token shaped like a Kubernetes projected service-account token (as the cluster's
+//        OIDC issuer signs them: header {alg, kid}; iss, sub "system:serviceaccount:NS:SA",
+//        aud [AUD] (default IDP_AUDIENCE), iat, nbf, exp (1 hour), jti and the "kubernetes.io"
+//        claim with namespace, pod, serviceaccount and node), signed with the current key;
+//        iss is this server's issuer, where a cluster's would be https://kubernetes.default.svc…
 //   POST /admin/forge?mode=M&client=ID an attack token with the claims a real token for ID has:
 //        M = none (alg "none", empty signature) | hs256-public-key (HS256, HMAC key = the
 //        public key's PEM) | unpublished-key (RS256 with a key never published, fresh kid)
@@ -324,6 +330,32 @@ async function forge(mode, clientId) {
   throw new Error(`unknown forge mode ${mode}`);
 }
 
+// A Kubernetes projected service-account token for `serviceaccount` in `namespace`, mounted
+// in `pod` (kube-apiserver's shape, pkg/serviceaccount/claims.go).
+async function kubernetesToken({ namespace, serviceaccount, pod, aud }) {
+  const now = Math.floor(Date.now() / 1000);
+  const uid = () => crypto.randomUUID();
+  const payload = {
+    aud: [aud || audience],
+    exp: now + 3600,
+    iat: now,
+    iss: issuer,
+    jti: uid(),
+    'kubernetes.io': {
+      namespace,
+      node: { name: 'node-1', uid: uid() },
+      pod: { name: pod, uid: uid() },
+      serviceaccount: { name: serviceaccount, uid: uid() },
+      warnafter: now + 3000,
+    },
+    nbf: now,
+    sub: `system:serviceaccount:${namespace}:${serviceaccount}`,
+  };
+  return new jose.SignJWT(payload)
+    .setProtectedHeader({ alg: 'RS256', kid: current.jwk.kid })
+    .sign(current.privateKey);
+}
+
 function reply(res, status, value) {
   res.writeHead(status, { 'content-type': 'application/json' });
   res.end(JSON.stringify(value));
@@ -343,6 +375,15 @@ async function admin(req, res, url) {
     const pem = crypto.createPublicKey(current.privateKey).export({ format: 'pem', type: 'spki' });
     res.writeHead(200, { 'content-type': 'application/x-pem-file' });
     return res.end(pem);
+  }
+  if (req.method === 'POST' && url.pathname === '/admin/kubernetes-token') {
+    const q = url.searchParams;
+    const namespace = q.get('namespace') || 'default';
+    const serviceaccount = q.get('serviceaccount') || 'default';
+    const pod = q.get('pod') || `${serviceaccount}-0`;
+    return reply(res, 200, {
+      token: await kubernetesToken({ namespace, serviceaccount, pod, aud: q.get('audience') }),
+    });
   }
   if (req.method === 'POST' && url.pathname === '/admin/forge') {
     const mode = url.searchParams.get('mode') || '';

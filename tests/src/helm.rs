@@ -361,6 +361,9 @@ fn dummy_secret(name: &str, pki: &TestPki) -> String {
         base64::engine::general_purpose::STANDARD.encode([7u8; 32])
     } else if name.contains("SIGNING") {
         pki.ed25519.clone()
+    } else if name == "WARDEN_REPLICA_ID" {
+        // The pod's name, from the downward API.
+        "warden-7d9f6c5b8-x2l4q".to_owned()
     } else if name.contains("STATE_URL") {
         "postgres://warden:secret@db.internal:5432/warden?sslmode=require".to_owned()
     } else {

@@ -195,20 +195,34 @@ impl Idp {
         Ok(())
     }
 
-    /// An attack token carrying the same claims a real token for `client` has.
-    pub async fn forge(&self, forgery: Forgery, client: IdpClient) -> anyhow::Result<String> {
-        let mode = match forgery {
-            Forgery::AlgNone => "none",
-            Forgery::Hs256WithPublicKey => "hs256-public-key",
-            Forgery::UnpublishedKey => "unpublished-key",
-        };
-        let url = format!(
-            "{}/admin/forge?mode={mode}&client={}",
-            self.issuer, client.id
-        );
+    /// A token shaped like a Kubernetes projected service-account token for service account
+    /// `serviceaccount` in `namespace`, mounted in `pod`, for `audience` (see
+    /// `tests/idp/server.mjs`): `sub` is `system:serviceaccount:<namespace>:<serviceaccount>`.
+    pub async fn kubernetes_token(
+        &self,
+        namespace: &str,
+        serviceaccount: &str,
+        pod: &str,
+        audience: &str,
+    ) -> anyhow::Result<String> {
+        self.admin_token(
+            "kubernetes-token",
+            &[
+                ("namespace", namespace),
+                ("serviceaccount", serviceaccount),
+                ("pod", pod),
+                ("audience", audience),
+            ],
+        )
+        .await
+    }
+
+    /// The token `POST /admin/<endpoint>?<query>` answers.
+    async fn admin_token(&self, endpoint: &str, query: &[(&str, &str)]) -> anyhow::Result<String> {
         let body: Value = self
             .http
-            .post(url)
+            .post(format!("{}/admin/{endpoint}", self.issuer))
+            .query(query)
             .send()
             .await?
             .error_for_status()?
@@ -217,7 +231,18 @@ impl Idp {
         body["token"]
             .as_str()
             .map(str::to_owned)
-            .context("forge answered no token")
+            .with_context(|| format!("{endpoint} answered no token"))
+    }
+
+    /// An attack token carrying the same claims a real token for `client` has.
+    pub async fn forge(&self, forgery: Forgery, client: IdpClient) -> anyhow::Result<String> {
+        let mode = match forgery {
+            Forgery::AlgNone => "none",
+            Forgery::Hs256WithPublicKey => "hs256-public-key",
+            Forgery::UnpublishedKey => "unpublished-key",
+        };
+        self.admin_token("forge", &[("mode", mode), ("client", client.id)])
+            .await
     }
 
     /// What the IdP printed (empty for a shared one).

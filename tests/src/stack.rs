@@ -5,7 +5,7 @@ use serde_json::Value;
 use std::time::Duration;
 
 use crate::fake_llm::{FakeLlm, RecordedRequest};
-use crate::warden::{Warden, WardenBuilder};
+use crate::warden::{Prepared, Warden, WardenBuilder};
 
 /// Agent id of the token every [`Stack`] carries.
 pub const AGENT: &str = "e2e-agent";
@@ -30,6 +30,19 @@ impl Stack {
     ) -> anyhow::Result<Stack> {
         let fake = FakeLlm::start().await?;
         let warden = customize(WardenBuilder::new(&fake)).start().await?;
+        let token = warden.token(AGENT).await?;
+        Ok(Stack {
+            fake,
+            warden,
+            token,
+        })
+    }
+
+    /// Starts Warden on `setup` (written, maybe edited since) in front of `fake`, and issues
+    /// the agent's token.
+    pub async fn spawn(fake: FakeLlm, setup: Prepared) -> anyhow::Result<Stack> {
+        let mut warden = setup.spawn()?;
+        warden.wait_ready(Duration::from_secs(30)).await?;
         let token = warden.token(AGENT).await?;
         Ok(Stack {
             fake,

@@ -7,12 +7,12 @@
 //! MCP tool call that waits is a tool result naming its approval (the official MCP SDK against
 //! a real MCP server), and goes through when called again once approved.
 
-use std::process::Output;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use warden_e2e::fake_llm::{self, FakeLlm};
+use warden_e2e::operator::{approve, enrol, first_pending, oathtool, text};
 use warden_e2e::sdk;
 use warden_e2e::sse::{chat_text, parse_events};
 use warden_e2e::stack::openai_chat;
@@ -44,66 +44,6 @@ async fn start(upstream: &FakeLlm, mode: &str) -> Warden {
         .start()
         .await
         .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Enrols `subject` and confirms it with a code of the current step; its secret.
-async fn enrol(w: &Warden, subject: &str) -> String {
-    let out = w.cli(&["approvers", "enroll", subject]).await.unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let uri = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    assert!(uri.starts_with("otpauth://totp/Warden:"), "{uri}");
-    let secret = uri
-        .split("secret=")
-        .nth(1)
-        .and_then(|s| s.split('&').next())
-        .unwrap()
-        .to_owned();
-    let out = w
-        .cli(&[
-            "approvers",
-            "enroll",
-            subject,
-            "--confirm",
-            &oathtool(&secret, 0),
-        ])
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    secret
-}
-
-/// The code of `secret` `ahead` steps from now, from the real `oathtool`.
-fn oathtool(secret: &str, ahead: u32) -> String {
-    let now = format!("now + {} seconds", ahead * 30);
-    let out = std::process::Command::new("oathtool")
-        .args(["--totp", "-b", "-N", &now, secret])
-        .output()
-        .expect("oathtool (apt-get install oathtool; tests/run installs it)");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// `warden approvals approve <id>` as `subject`, with the code of `secret` one step ahead (the
-/// code of the current step confirmed the enrolment).
-async fn approve(w: &Warden, id: &str, subject: &str, secret: &str) -> Output {
-    w.cli(&[
-        "approvals",
-        "approve",
-        id,
-        "--as",
-        subject,
-        "--code",
-        &oathtool(secret, 1),
-    ])
-    .await
-    .unwrap()
 }
 
 async fn chat(w: &Warden, token: &str, content: &str) -> reqwest::Response {
@@ -296,16 +236,9 @@ async fn a_waiting_request_goes_on_when_approved_and_no_one_approves_their_own_a
         })
     };
     // The request waits; its approval shows up pending.
-    let mut id = None;
-    for _ in 0..50 {
-        let out = w.cli(&["approvals", "list"]).await.unwrap();
-        if let Some(line) = text(&out).lines().find(|l| l.starts_with("apr_")) {
-            id = line.split_whitespace().next().map(str::to_owned);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let id = id.expect("the waiting request's approval is listed");
+    let id = first_pending(&w)
+        .await
+        .expect("the waiting request's approval is listed");
     assert!(!held.is_finished(), "the request waits");
     let out = approve(&w, &id, "carol", &carol).await;
     assert!(!out.status.success());
@@ -396,16 +329,9 @@ async fn an_approval_given_through_one_replica_releases_the_request_held_by_anot
                 .await
         })
     };
-    let mut id = None;
-    for _ in 0..50 {
-        let out = b.cli(&["approvals", "list"]).await.unwrap();
-        if let Some(line) = text(&out).lines().find(|l| l.starts_with("apr_")) {
-            id = line.split_whitespace().next().map(str::to_owned);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let id = id.expect("replica B sees the approval replica A holds a request for");
+    let id = first_pending(&b)
+        .await
+        .expect("replica B sees the approval replica A holds a request for");
     let out = approve(&b, &id, "alice", &alice).await;
     assert!(out.status.success(), "{}", text(&out));
     let r = held.await.unwrap().unwrap();

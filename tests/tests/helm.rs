@@ -316,6 +316,7 @@ async fn values_reach_the_manifests() {
         strings(&agents["spec"]["loadBalancerSourceRanges"]),
         ["203.0.113.0/24"]
     );
+    assert_eq!(agents["spec"]["sessionAffinity"], "ClientIP");
     assert_eq!(
         case.get("Service", &format!("{FULLNAME}-admin"))["spec"]["ports"][0]["port"],
         9191
@@ -635,6 +636,21 @@ async fn rendered_configuration_passes_warden_check_in_every_case() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[tokio::test]
+async fn every_audit_record_names_the_pod_that_wrote_it() {
+    let case = helm::case("minimal").await;
+    assert_eq!(
+        case.config["audit"]["replica_id"],
+        serde_json::json!({"env": "WARDEN_REPLICA_ID"})
+    );
+    let env = &case.warden_container()["env"];
+    assert_eq!(
+        named(env, "WARDEN_REPLICA_ID")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name",
+        "the pod's full name, from the downward API"
+    );
 }
 
 #[tokio::test]

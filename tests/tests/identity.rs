@@ -151,6 +151,80 @@ async fn idp_client_credentials_jwt_is_accepted_and_claims_reach_policies() {
     );
 }
 
+/// gpt-4.1 only for agents of the `agents` namespace (the `fleet` their token's
+/// `kubernetes.io.namespace` claim gives them).
+const NAMESPACE_POLICY: &str = r#"
+@id("e2e-k8s-agents-namespace-only")
+@reason("gpt-4.1 is for the agents namespace")
+forbid (principal, action == Action::"llm:chat", resource == Model::"openai/gpt-4.1")
+unless { principal has fleet && principal.fleet == "agents" };
+"#;
+
+/// Agents in Kubernetes present projected service-account tokens from the cluster's OIDC
+/// issuer (docs/deploy.md "Agents in Kubernetes"): the service account is the agent, its
+/// namespace the fleet (a claim path into the `kubernetes.io` claim).
+#[tokio::test]
+async fn a_kubernetes_service_account_token_is_the_agent_and_its_namespace_the_fleet() {
+    let idp = Idp::shared().await.unwrap();
+    let s = setup(&idp, |b| {
+        b.set(
+            "/identity/issuers/0/claims",
+            json!({"agent": "sub", "fleet": "/kubernetes.io/namespace"}),
+        )
+        .policy("e2e-k8s.cedar", NAMESPACE_POLICY)
+    })
+    .await;
+    let token = idp
+        .kubernetes_token("agents", "billing-bot", "billing-bot-7d9f6-x2l4q", "warden")
+        .await
+        .unwrap();
+    let claims = idp::jwt_claims(&token).unwrap();
+    assert_eq!(claims["sub"], "system:serviceaccount:agents:billing-bot");
+    assert_eq!(
+        claims["kubernetes.io"]["serviceaccount"]["name"],
+        "billing-bot"
+    );
+    assert_eq!(claims["aud"], json!(["warden"]));
+    // A token the cluster issued for another audience (the API server's) is refused.
+    let api_server = idp
+        .kubernetes_token(
+            "agents",
+            "billing-bot",
+            "billing-bot-0",
+            "https://kubernetes.default.svc",
+        )
+        .await
+        .unwrap();
+    assert_rejected(&s, Some(&api_server), "audience").await;
+
+    let (status, _, body) = chat(&s.warden, Some(&token), "gpt-4.1").await;
+    assert_eq!(status, 200);
+    assert_eq!(reply_text(&body), fake_llm::full_text(), "{body}");
+    let record = s
+        .warden
+        .wait_for_audit(Duration::from_secs(10), |r| r["kind"] == "decision")
+        .await
+        .unwrap();
+    assert_eq!(
+        record["principal"]["id"],
+        "system:serviceaccount:agents:billing-bot"
+    );
+    assert_eq!(record["principal"]["issuer"], idp.issuer());
+    assert_eq!(record["decision"], "allow");
+
+    // The same service account name in another namespace is another agent, of another fleet.
+    let other = idp
+        .kubernetes_token("sandbox", "billing-bot", "billing-bot-0", "warden")
+        .await
+        .unwrap();
+    let (status, _, body) = chat(&s.warden, Some(&other), "gpt-4.1").await;
+    assert_eq!(status, 200, "a refusal is a completion: {body}");
+    assert!(
+        reply_text(&body).contains("gpt-4.1 is for the agents namespace"),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn rejects_request_without_credential() {
     let idp = Idp::shared().await.unwrap();

@@ -1,6 +1,7 @@
 //! The process under signals: SIGHUP reloads policies without dropping streams, an invalid
-//! policy set never replaces a valid one, SIGTERM lets in-flight streams finish; and the
-//! startup guard against an open listener without authentication.
+//! policy set never replaces a valid one, SIGTERM lets in-flight streams finish (after
+//! `listen.drain_delay`, serving while not ready); and the startup guard against an open
+//! listener without authentication.
 
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -38,8 +39,18 @@ async fn refused(s: &Stack, model: &str) -> Option<bool> {
 
 /// Polls until a chat with `model` is refused, up to 10 s.
 async fn wait_until_refused(s: &Stack, model: &str) -> bool {
+    wait_for_refusal(s, model, true).await
+}
+
+/// Polls until a chat with `model` is allowed again, up to 10 s.
+async fn wait_until_allowed(s: &Stack, model: &str) -> bool {
+    wait_for_refusal(s, model, false).await
+}
+
+/// Polls until whether a chat with `model` is refused is `want`, up to 10 s.
+async fn wait_for_refusal(s: &Stack, model: &str, want: bool) -> bool {
     for _ in 0..100 {
-        if refused(s, model).await == Some(true) {
+        if refused(s, model).await == Some(want) {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -166,6 +177,72 @@ async fn sigterm_lets_an_in_flight_stream_finish_then_exits() {
         .send()
         .await;
     assert!(refused.is_err(), "no longer listening after exit");
+}
+
+/// `GET /readyz`'s status, or `None` when nothing answers.
+async fn readyz(s: &Stack) -> Option<u16> {
+    reqwest::Client::new()
+        .get(s.warden.admin_url("/readyz"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+}
+
+#[tokio::test]
+async fn drain_delay_keeps_serving_while_readyz_says_not_ready() {
+    let mut s = Stack::start_with(|b| b.set("/listen/drain_delay", json!("5m")))
+        .await
+        .unwrap();
+    assert_eq!(readyz(&s).await, Some(200));
+    s.warden.signal(libc::SIGTERM).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while readyz(&s).await != Some(503) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz turns 503 on SIGTERM:\n{}",
+            s.warden.output()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Not ready, and still serving: a new connection's request is answered.
+    let response = reqwest::Client::new()
+        .post(s.warden.url("/openai/chat/completions"))
+        .bearer_auth(&s.token)
+        .json(&openai_chat("gpt-4o-mini", false))
+        .send()
+        .await
+        .expect("served during the drain delay");
+    assert_eq!(response.status(), 200);
+    assert_eq!(readyz(&s).await, Some(503), "still draining");
+
+    // A second signal ends the delay (of five minutes) and the graceful stop follows.
+    s.warden.signal(libc::SIGTERM).unwrap();
+    let status = s.warden.wait_exit(Duration::from_secs(30)).await.unwrap();
+    assert!(status.success(), "{status}\n{}", s.warden.output());
+    let stop = s
+        .warden
+        .audit_records()
+        .into_iter()
+        .rfind(|r| r["kind"] == "system")
+        .unwrap();
+    assert_eq!(stop["detail"]["event"], "stop");
+}
+
+#[tokio::test]
+async fn after_the_drain_delay_warden_stops_on_its_own() {
+    let mut s = Stack::start_with(|b| b.set("/listen/drain_delay", json!("1s")))
+        .await
+        .unwrap();
+    s.warden.signal(libc::SIGTERM).unwrap();
+    let status = s.warden.wait_exit(Duration::from_secs(30)).await.unwrap();
+    assert!(status.success(), "{status}\n{}", s.warden.output());
+    assert!(
+        s.warden.output().contains("listen.drain_delay"),
+        "the drain is logged:\n{}",
+        s.warden.output()
+    );
 }
 
 #[tokio::test]
@@ -314,14 +391,7 @@ async fn configmap_style_symlink_swap_reloads_the_config() {
         let Stack { fake, warden, .. } = s;
         let mut setup = warden.stop_and_take_setup().await;
         setup.config_path = mount.join("warden.yaml");
-        let mut warden = setup.spawn().unwrap();
-        warden.wait_ready(Duration::from_secs(30)).await.unwrap();
-        let token = warden.token(warden_e2e::stack::AGENT).await.unwrap();
-        Stack {
-            fake,
-            warden,
-            token,
-        }
+        Stack::spawn(fake, setup).await.unwrap()
     };
     assert_eq!(denied_status(&s).await, 200);
 
@@ -342,4 +412,137 @@ async fn configmap_style_symlink_swap_reloads_the_config() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A policy that forbids nothing (a ConfigMap key's content before and after a change).
+const NOTHING: &str = "// nothing forbidden\n";
+
+/// Starts Warden (a stack with its fake upstream) on the files `prepare` lays out in its
+/// setup's directory, with `policy.dir` set to the path `prepare` returns.
+async fn stack_with_policy_dir(
+    prepare: impl FnOnce(&std::path::Path) -> std::path::PathBuf,
+) -> Stack {
+    let fake = FakeLlm::start().await.unwrap();
+    let setup = WardenBuilder::new(&fake).write().unwrap();
+    let policy_dir = prepare(setup.dir.path());
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&setup.config_path).unwrap()).unwrap();
+    config["policy"]["dir"] = json!(policy_dir);
+    std::fs::write(
+        &setup.config_path,
+        serde_json::to_string_pretty(&config).unwrap(),
+    )
+    .unwrap();
+    Stack::spawn(fake, setup).await.unwrap()
+}
+
+/// The policy files every version holds: the schema and permit-all from the default setup.
+fn base_policies() -> Vec<(&'static str, String)> {
+    let schema = warden_e2e::paths::repo_root().join("policies/schema.cedarschema");
+    vec![
+        (
+            "schema.cedarschema",
+            std::fs::read_to_string(schema).unwrap(),
+        ),
+        (
+            "e2e-permit-all.cedar",
+            warden_e2e::warden::PERMIT_ALL.to_owned(),
+        ),
+    ]
+}
+
+/// The policy directory as Kubernetes mounts a ConfigMap: each key a symlink
+/// `name -> ..data/name`, `..data` a symlink to a timestamped directory holding the files;
+/// an update writes a new directory, renames a new `..data` link over the old one and removes
+/// the old directory. Two updates in a row both apply.
+#[tokio::test]
+async fn a_policy_configmap_swapped_twice_reloads_twice() {
+    let version = |mount: &std::path::Path, n: u32, switch: &str| {
+        let dir = mount.join(format!("..2026_12_04_10_0{n}_00.12345{n}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, text) in base_policies() {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        std::fs::write(dir.join("switch.cedar"), switch).unwrap();
+        dir
+    };
+    let swap = |mount: &std::path::Path, to: &std::path::Path, old: &std::path::Path| {
+        let tmp = mount.join("..data_tmp");
+        std::os::unix::fs::symlink(to.file_name().unwrap(), &tmp).unwrap();
+        std::fs::rename(&tmp, mount.join("..data")).unwrap();
+        std::fs::remove_dir_all(old).unwrap();
+    };
+    let mut mount = std::path::PathBuf::new();
+    let s = stack_with_policy_dir(|root| {
+        mount = root.join("policies-configmap");
+        let v1 = version(&mount, 1, NOTHING);
+        std::os::unix::fs::symlink(v1.file_name().unwrap(), mount.join("..data")).unwrap();
+        for name in ["schema.cedarschema", "e2e-permit-all.cedar", "switch.cedar"] {
+            std::os::unix::fs::symlink(format!("..data/{name}"), mount.join(name)).unwrap();
+        }
+        mount.clone()
+    })
+    .await;
+    assert_eq!(refused(&s, "gpt-4o-mini").await, Some(false));
+
+    let v1 = std::fs::canonicalize(mount.join("..data")).unwrap();
+    let v2 = version(&mount, 2, FORBID_MINI);
+    swap(&mount, &v2, &v1);
+    assert!(
+        wait_until_refused(&s, "gpt-4o-mini").await,
+        "the first swap applies:\n{}",
+        s.warden.output()
+    );
+    let v3 = version(&mount, 3, NOTHING);
+    swap(&mount, &v3, &v2);
+    assert!(
+        wait_until_allowed(&s, "gpt-4o-mini").await,
+        "the second swap applies:\n{}",
+        s.warden.output()
+    );
+}
+
+/// `policies.source: gitSync`: `policy.dir` is git-sync's `current` link, which git-sync
+/// points at a new worktree on each change (the old worktree may stay a while). Each swap
+/// applies, the second one too (Warden watches the worktree the link now leads to).
+#[tokio::test]
+async fn a_swapped_git_sync_link_to_the_policy_directory_reloads_each_time() {
+    let worktree = |root: &std::path::Path, n: u32, switch: &str| {
+        let dir = root.join(".worktrees").join(format!("{n:040}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, text) in base_policies() {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        std::fs::write(dir.join("switch.cedar"), switch).unwrap();
+        dir
+    };
+    let point = |root: &std::path::Path, to: &std::path::Path| {
+        let tmp = root.join("tmp-link");
+        std::os::unix::fs::symlink(to, &tmp).unwrap();
+        std::fs::rename(&tmp, root.join("current")).unwrap();
+    };
+    let mut root = std::path::PathBuf::new();
+    let s = stack_with_policy_dir(|dir| {
+        root = dir.join("git");
+        let v1 = worktree(&root, 1, NOTHING);
+        point(&root, &v1);
+        root.join("current")
+    })
+    .await;
+    assert_eq!(refused(&s, "gpt-4o-mini").await, Some(false));
+
+    let v2 = worktree(&root, 2, FORBID_MINI);
+    point(&root, &v2);
+    assert!(
+        wait_until_refused(&s, "gpt-4o-mini").await,
+        "the first link swap applies:\n{}",
+        s.warden.output()
+    );
+    let v3 = worktree(&root, 3, NOTHING);
+    point(&root, &v3);
+    assert!(
+        wait_until_allowed(&s, "gpt-4o-mini").await,
+        "the second link swap applies:\n{}",
+        s.warden.output()
+    );
 }

@@ -431,6 +431,7 @@ async fn records_reach_opensearch_in_ecs_once_each_even_when_sent_again() {
     let upstream = FakeLlm::start().await.unwrap();
     let osmem = Osmem::start().await.unwrap();
     let warden = elastic_warden(&upstream, &osmem, "logs-warden-default")
+        .set("/audit/replica_id", json!("warden-es-0"))
         .start()
         .await
         .unwrap();
@@ -459,6 +460,9 @@ async fn records_reach_opensearch_in_ecs_once_each_even_when_sent_again() {
     assert_eq!(doc["ecs"]["version"], "8.11.0");
     assert!(doc["@timestamp"].is_string());
     assert!(doc["warden"]["seq"].is_u64());
+    // The replica that wrote it (audit.replica_id), so several replicas' logs stay apart.
+    assert_eq!(doc["service"]["node"]["name"], "warden-es-0", "{doc}");
+    assert_eq!(doc["warden"]["replica"], "warden-es-0", "{doc}");
 
     // Sent again from the start (the cursor gone): the same documents, no duplicates.
     let setup = warden.stop_and_take_setup().await;

@@ -164,6 +164,12 @@ enum Target {
     WardenVault,
     WardenSiem,
     WardenTraced,
+    /// One Warden behind haproxy.
+    #[value(name = "replicas-1")]
+    Replicas1,
+    /// Three Wardens behind haproxy.
+    #[value(name = "replicas-3")]
+    Replicas3,
 }
 
 impl Target {
@@ -182,6 +188,8 @@ impl Target {
             Target::WardenVault => report::WARDEN_VAULT,
             Target::WardenSiem => "warden-siem",
             Target::WardenTraced => report::WARDEN_TRACED,
+            Target::Replicas1 => "replicas-1",
+            Target::Replicas3 => "replicas-3",
         }
     }
 
@@ -195,7 +203,9 @@ impl Target {
             | Target::WardenEnv
             | Target::WardenVault
             | Target::WardenSiem
-            | Target::WardenTraced => Some(this().map(|bin| (bin, Some("process")))),
+            | Target::WardenTraced
+            | Target::Replicas1
+            | Target::Replicas3 => Some(this().map(|bin| (bin, Some("process")))),
             Target::WardenBaseline => Some(match &args.baseline_bin {
                 Some(bin) if bin.is_file() => Ok((bin.clone(), None)),
                 Some(bin) => Err(anyhow::anyhow!(
@@ -549,12 +559,21 @@ async fn run_target(
             Some(setup) => run_warden(spec, setup, upstream, profile).await,
             None => bail!("{} was not set up", target.name()),
         },
+        Target::Replicas1 | Target::Replicas3 => {
+            match wardens.iter().find(|w| w.name == target.name()) {
+                Some(setup) => {
+                    let n = if target == Target::Replicas3 { 3 } else { 1 };
+                    run_replicas(spec, dir, setup, n, upstream, profile).await
+                }
+                None => bail!("{} was not set up", target.name()),
+            }
+        }
         Target::McpDirect => {
             let spec = LoadSpec {
                 path: http::Uri::from_static("/mcp"),
                 ..mcp_spec(spec, "mcp-direct", "echo")
             };
-            measure_target(&spec, None, upstream, None, None).await
+            measure_target(&spec, &mut [], upstream, None, None).await
         }
         Target::McpWarden => match wardens.iter().find(|w| w.name == target.name()) {
             Some(setup) => {
@@ -566,7 +585,7 @@ async fn run_target(
                 };
                 let result = measure_target(
                     &spec,
-                    Some(&mut proxy),
+                    &mut [&mut proxy],
                     upstream,
                     profile,
                     Some(setup.admin),
@@ -603,7 +622,7 @@ async fn run_direct(base: &LoadSpec, upstream: &mut Proc) -> Result<TargetReport
         target: "direct".into(),
         ..base.clone()
     };
-    measure_target(&spec, None, upstream, None, None).await
+    measure_target(&spec, &mut [], upstream, None, None).await
 }
 
 async fn run_nginx(
@@ -622,7 +641,7 @@ async fn run_nginx(
         addr: listen,
         ..base.clone()
     };
-    let result = measure_target(&spec, Some(&mut proxy), upstream, profile, None).await;
+    let result = measure_target(&spec, &mut [&mut proxy], upstream, profile, None).await;
     proxy.stop();
     result
 }
@@ -657,7 +676,7 @@ async fn run_bare_proxy(
         addr: listen,
         ..base.clone()
     };
-    let result = measure_target(&spec, Some(&mut proxy), upstream, profile, None).await;
+    let result = measure_target(&spec, &mut [&mut proxy], upstream, profile, None).await;
     proxy.stop();
     result
 }
@@ -788,7 +807,7 @@ async fn run_warden(
     };
     let result = measure_target(
         &spec,
-        Some(&mut proxy),
+        &mut [&mut proxy],
         upstream,
         profile,
         Some(setup.admin),
@@ -798,21 +817,69 @@ async fn run_warden(
     result
 }
 
+/// `n` Wardens configured as `setup` (each its own listeners and audit log; one data
+/// directory, so one agent-token key and one SQLite state file) behind one haproxy: the load
+/// goes to haproxy, and the CPU and memory counted are haproxy's and every Warden's.
+async fn run_replicas(
+    base: &LoadSpec,
+    dir: &Path,
+    setup: &warden::WardenSetup,
+    n: usize,
+    upstream: &mut Proc,
+    profile: Option<ProfileFiles>,
+) -> Result<TargetReport> {
+    let haproxy = warden_bench::haproxy::locate()?;
+    let mut replicas = Vec::new();
+    for i in 0..n {
+        let replica = warden::WardenSetup {
+            name: format!("{}-{i}", setup.name),
+            proxy: process::free_loopback_addr()?,
+            admin: process::free_loopback_addr()?,
+            ..setup.clone()
+        };
+        replica.prepare(&setup.policies_dir())?;
+        replicas.push(replica);
+    }
+    let mut procs = Vec::new();
+    for replica in &replicas {
+        procs.push(replica.start()?);
+    }
+    let listen = process::free_loopback_addr()?;
+    let backends: Vec<SocketAddr> = replicas.iter().map(|r| r.proxy).collect();
+    let lb_dir = dir.join(&setup.name);
+    std::fs::create_dir_all(&lb_dir).with_context(|| format!("creating {}", lb_dir.display()))?;
+    let mut lb = warden_bench::haproxy::start(&haproxy, &lb_dir, listen, &backends)?;
+    let spec = LoadSpec {
+        target: setup.name.clone(),
+        addr: listen,
+        path: http::Uri::from_static("/openai/chat/completions"),
+        ..base.clone()
+    };
+    let mut measured: Vec<&mut Proc> = std::iter::once(&mut lb).chain(procs.iter_mut()).collect();
+    let result = measure_target(&spec, &mut measured, upstream, profile, None).await;
+    drop(measured);
+    lb.stop();
+    for p in &mut procs {
+        p.stop();
+    }
+    result
+}
+
 /// Probes, runs the load, and samples the proxy's and upstream's CPU time over the measured
 /// window (profiling the proxy then, if asked) and the proxy's peak memory at the end; with
 /// Warden's admin address, also its audit wait and Vault reads over the window.
 async fn measure_target(
     spec: &LoadSpec,
-    proxy: Option<&mut Proc>,
+    proxies: &mut [&mut Proc],
     upstream: &mut Proc,
     profile: Option<ProfileFiles>,
     warden_admin: Option<SocketAddr>,
 ) -> Result<TargetReport> {
     loadgen::probe(spec).await?;
-    let proxy_pids = proxy
-        .as_ref()
-        .map(|p| process::process_tree(p.pid()))
-        .unwrap_or_default();
+    let proxy_pids: Vec<u32> = proxies
+        .iter()
+        .flat_map(|p| process::process_tree(p.pid()))
+        .collect();
     let sampler = tokio::spawn(sample_window(
         spec.warmup,
         spec.duration,
@@ -823,7 +890,7 @@ async fn measure_target(
     ));
     let result = loadgen::run(spec).await?;
     let window = sampler.await.context("CPU sampler")?;
-    if let Some(p) = proxy {
+    for p in proxies.iter_mut() {
         p.check_running()?;
     }
     upstream.check_running()?;

@@ -166,6 +166,12 @@ app.kubernetes.io/component: gateway
 {{- end -}}
 {{- $_ := set $config "listen" (mergeOverwrite ($config.listen | default dict) $listen) -}}
 {{- $_ := set $config "data_dir" (include "warden.dataDir" .) -}}
+{{- /* Every audit record names the pod that wrote it, by its full name (the host name stops at 63 characters). */ -}}
+{{- $audit := $config.audit | default dict -}}
+{{- if not (hasKey $audit "replica_id") -}}
+{{- $_ := set $audit "replica_id" (dict "env" "WARDEN_REPLICA_ID") -}}
+{{- $_ := set $config "audit" $audit -}}
+{{- end -}}
 {{- $_ := set $config "policy" (mergeOverwrite ($config.policy | default dict) (dict "dir" (include "warden.policyDir" .))) -}}
 {{- if .Values.console.enabled -}}
 {{- $console := dict "listen" (printf "%s:%d" $host (int .Values.ports.console)) -}}

@@ -63,6 +63,9 @@ pub struct AuditConfig {
     pub receipts: bool,
     /// When closed segments are deleted, and what happens when the log reaches its bound.
     pub retention: RetentionConfig,
+    /// The replica id every record carries (`replica`): a name or `{ env: NAME }`. Default:
+    /// the host name (`HOSTNAME`, else the system's), which in Kubernetes is the pod's name.
+    pub replica_id: Option<super::replica::ReplicaIdSource>,
 }
 
 /// What happens when the log reaches `audit.retention.max_bytes` and no segment can be
@@ -138,6 +141,7 @@ impl Default for AuditConfig {
             signing: SigningConfig::default(),
             receipts: true,
             retention: RetentionConfig::default(),
+            replica_id: None,
         }
     }
 }

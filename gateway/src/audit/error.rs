@@ -23,6 +23,9 @@ pub enum AuditError {
         /// The error from the OS.
         source: io::Error,
     },
+    /// No replica id could be had (`audit.replica_id`).
+    #[error(transparent)]
+    ReplicaId(#[from] super::replica::ReplicaIdError),
     /// Another writer holds the directory.
     #[error(
         "the audit log in {} is in use by another process; stop it, or give this one its own \

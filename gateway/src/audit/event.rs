@@ -52,6 +52,10 @@ pub type Text = Arc<str>;
 /// Text that is usually a constant (`llm:chat`, `allow`).
 pub type Label = Cow<'static, str>;
 
+fn is_zero(n: &u16) -> bool {
+    *n == 0
+}
+
 fn is_empty<T: AsRef<str>>(text: &T) -> bool {
     text.as_ref().is_empty()
 }
@@ -89,7 +93,9 @@ impl Default for AuditPrincipal {
 /// What happened upstream (outcome records).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct AuditOutcome {
-    /// HTTP status returned to the agent.
+    /// HTTP status returned to the agent; 0 (left out) when none is known (an interrupted
+    /// request).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub status: u16,
     /// Total time in Warden and upstream, milliseconds.
     pub latency_ms: f64,
@@ -144,6 +150,9 @@ pub struct AuditEvent {
     /// RFC 3339 UTC timestamp with milliseconds.
     pub time: Timestamp,
     pub kind: EventKind,
+    /// The replica that wrote the record (`audit.replica_id`): set by the writer.
+    #[serde(default = "empty_text", skip_serializing_if = "is_empty")]
+    pub replica: Text,
     /// Request id (also in logs and the `x-request-id` response header).
     #[serde(default = "empty_text", skip_serializing_if = "is_empty")]
     pub request_id: Text,
@@ -207,6 +216,7 @@ impl AuditEvent {
         AuditEvent {
             time: Timestamp::now(),
             kind,
+            replica: empty_text(),
             request_id: empty_text(),
             decision_id: empty_text(),
             principal: AuditPrincipal::default(),

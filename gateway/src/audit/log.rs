@@ -82,8 +82,10 @@ impl AuditLog {
             path: dir.to_path_buf(),
             source,
         })?;
+        let replica = super::replica::resolve(cfg.replica_id.as_ref())?;
         let lock = lock_dir(dir)?;
         let recovered = recover(dir)?;
+        let interrupted = super::interrupted::interrupted(dir)?;
         let limit = cfg.segment_bytes.max(1);
         let anchorer = Anchorer::spawn(dir.to_path_buf(), faults.clone()).map_err(|source| {
             AuditError::Io {
@@ -118,6 +120,7 @@ impl AuditLog {
             checkpoints,
             retention: Retention::new(&cfg.retention, sinks),
             max_bytes: cfg.retention.max_bytes.unwrap_or(0),
+            replica,
         };
         let mut writer = Writer::new(
             dir.to_path_buf(),
@@ -143,6 +146,14 @@ impl AuditLog {
                             moved to the side file and the chain continues",
             }));
             writer.append_now(event)?;
+        }
+        if !interrupted.is_empty() {
+            tracing::warn!(
+                requests = interrupted.len(),
+                "the previous run ended without stopping (killed or crashed) while requests \
+                 were in flight; each is recorded as interrupted"
+            );
+            writer.append_all_now(interrupted)?;
         }
         writer.write_anchor().map_err(|source| AuditError::Io {
             action: "record the audit head in",

@@ -119,6 +119,7 @@ fn write_record(
     buf.extend_from_slice(b"\",\"kind\":\"");
     buf.extend_from_slice(e.kind.as_str().as_bytes());
     buf.push(b'"');
+    text_field(buf, "replica", &e.replica);
     text_field(buf, "request_id", &e.request_id);
     text_field(buf, "decision_id", &e.decision_id);
     buf.extend_from_slice(b",\"principal\":{");

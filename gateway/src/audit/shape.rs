@@ -126,7 +126,9 @@ pub fn ecs(record: &Record) -> Value {
     );
     put(&mut doc, "rule.id", v["policies"].clone());
     put(&mut doc, "trace.id", v["request_id"].clone());
+    put(&mut doc, "service.node.name", v["replica"].clone());
     for field in [
+        "replica",
         "decision",
         "decision_id",
         "request_id",
@@ -224,6 +226,7 @@ pub fn ocsf(record: &Record) -> Value {
         );
     }
     for field in [
+        "replica",
         "decision",
         "decision_id",
         "policies",

@@ -18,7 +18,7 @@ use super::answer::{Delivery, Waiter};
 use super::checkpoint::Schedule;
 use super::config::Durability;
 use super::error::AuditError;
-use super::event::{AuditEvent, EventKind, Timestamp};
+use super::event::{AuditEvent, EventKind, Text, Timestamp};
 use super::flusher::{FlushRequest, Flusher, Report};
 use super::outbox::Outbox;
 use super::record::{self, Hash};
@@ -119,6 +119,8 @@ pub struct Settings {
     pub retention: Option<Retention>,
     /// `audit.retention.max_bytes` (0: none).
     pub max_bytes: u64,
+    /// The replica id every record is stamped with (`audit.replica_id`).
+    pub replica: Text,
 }
 
 /// A record waiting for its group commit.
@@ -291,6 +293,8 @@ impl Unflushed {
 /// Owns the log files; runs on its own thread.
 pub struct Writer {
     dir: PathBuf,
+    /// Stamped on every record.
+    replica: Text,
     segment: SegmentFile,
     segment_bytes: u64,
     segment_max_age: Duration,
@@ -354,6 +358,7 @@ impl Writer {
             .unwrap_or_else(|_| std::time::SystemTime::now());
         Ok(Writer {
             dir,
+            replica: settings.replica,
             segment,
             segment_bytes: settings.segment_bytes,
             segment_max_age: settings.segment_max_age,
@@ -405,6 +410,21 @@ impl Writer {
             (_, Some(failure)) => Err(failure.into_error()),
             (Some(pending), None) => Ok(pending.seq),
             (None, None) => Err(AuditError::Closed),
+        }
+    }
+
+    /// Commits `events` now in one commit, on the caller's thread (recovery notes on open).
+    pub fn append_all_now(&mut self, events: Vec<AuditEvent>) -> Result<(), AuditError> {
+        let mut batch: Vec<Pending> = events.into_iter().map(Pending::detached).collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if let Some(failure) = self.commit(&mut batch, false) {
+            return Err(failure.into_error());
+        }
+        match batch.into_iter().find_map(|p| p.unencodable) {
+            Some(e) => Err(AuditError::Unencodable(e)),
+            None => Ok(()),
         }
     }
 
@@ -796,6 +816,7 @@ impl Writer {
             }
             let start = self.buf.len();
             let pending = &mut batch[i];
+            pending.event.replica = Arc::clone(&self.replica);
             let hash = match record::encode(&mut self.buf, seq + 1, &prev, &pending.event) {
                 Ok(hash) => hash,
                 Err(e) => {

@@ -241,6 +241,15 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
             "must be more than 0 (for example 24h): a segment this old is closed".into(),
         );
     }
+    if let Some(crate::audit::replica::ReplicaIdSource::Name(name)) = &config.audit.replica_id
+        && let Err(e) = crate::audit::replica::check(name)
+    {
+        let message = e.to_string();
+        let message = message
+            .strip_prefix("audit.replica_id: ")
+            .unwrap_or(&message);
+        err("audit.replica_id", message.to_owned());
+    }
     let retention = &config.audit.retention;
     if let Some(max_bytes) = retention.max_bytes {
         let floor = config.audit.segment_bytes.saturating_mul(2);

@@ -106,11 +106,25 @@ impl ClaimMapper {
 }
 
 /// The claim `name`, unless the name is empty (attribute switched off) or the value is null.
+/// The claim `name`: a top-level claim, or with a leading `/` a JSON Pointer (RFC 6901) into
+/// the claims (`/kubernetes.io/namespace`).
 fn lookup<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     if name.is_empty() {
         return None;
     }
-    claims.get(name).filter(|v| !v.is_null())
+    let found = match name.strip_prefix('/') {
+        Some(path) => {
+            let (first, rest) = path.split_at(path.find('/').unwrap_or(path.len()));
+            let top = claims.get(&first.replace("~1", "/").replace("~0", "~"))?;
+            if rest.is_empty() {
+                Some(top)
+            } else {
+                top.pointer(rest)
+            }
+        }
+        None => claims.get(name),
+    };
+    found.filter(|v| !v.is_null())
 }
 
 #[cfg(test)]
@@ -123,6 +137,38 @@ mod tests {
             Value::Object(map) => map,
             _ => unreachable!("test claims are objects"),
         }
+    }
+
+    #[test]
+    fn a_claim_path_reads_nested_claims_of_a_kubernetes_service_account_token() {
+        let mapper = ClaimMapper::new(&ClaimMapping {
+            fleet: "/kubernetes.io/namespace".into(),
+            owner: "/kubernetes.io/serviceaccount/name".into(),
+            environment: "/kubernetes.io/missing".into(),
+            ..ClaimMapping::default()
+        });
+        let c = claims(json!({
+            "sub": "system:serviceaccount:agents:billing-bot",
+            "kubernetes.io": {
+                "namespace": "agents",
+                "pod": {"name": "billing-bot-7d9f-x2", "uid": "u1"},
+                "serviceaccount": {"name": "billing-bot", "uid": "u2"},
+            },
+        }));
+        let p = mapper.principal(&c, &Arc::from("https://k8s"), 99).unwrap();
+        assert_eq!(&*p.id, "system:serviceaccount:agents:billing-bot");
+        assert_eq!(p.fleet.as_deref(), Some("agents"));
+        assert_eq!(p.owner.as_deref(), Some("billing-bot"));
+        assert_eq!(p.environment, None);
+        let escaped = ClaimMapper::new(&ClaimMapping {
+            fleet: "/a~1b".into(),
+            ..ClaimMapping::default()
+        });
+        let c = claims(json!({"sub": "x", "a/b": "slash"}));
+        let p = escaped
+            .principal(&c, &Arc::from("https://k8s"), 99)
+            .unwrap();
+        assert_eq!(p.fleet.as_deref(), Some("slash"));
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub struct ListenConfig {
     /// How long in-flight requests may run after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// After SIGTERM, how long Warden keeps serving with `/readyz` answering 503 before it
+    /// stops accepting, so that load balancers that poll readiness stop sending first.
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
 }
 
 impl Default for ListenConfig {
@@ -30,6 +34,7 @@ impl Default for ListenConfig {
             tls: None,
             admin_tls: None,
             shutdown_grace: Duration::from_secs(30),
+            drain_delay: Duration::ZERO,
         }
     }
 }

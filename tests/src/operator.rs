@@ -1,0 +1,81 @@
+//! An approver at the command line: enrolled with TOTP (codes from the real `oathtool`),
+//! approving with `warden approvals approve`.
+
+use std::process::Output;
+use std::time::Duration;
+
+use crate::warden::Warden;
+
+/// A command's stdout and stderr, for messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Enrols `subject` and confirms it with a code of the current step; its secret.
+pub async fn enrol(w: &Warden, subject: &str) -> String {
+    let out = w.cli(&["approvers", "enroll", subject]).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let uri = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(uri.starts_with("otpauth://totp/Warden:"), "{uri}");
+    let secret = uri
+        .split("secret=")
+        .nth(1)
+        .and_then(|s| s.split('&').next())
+        .unwrap()
+        .to_owned();
+    let out = w
+        .cli(&[
+            "approvers",
+            "enroll",
+            subject,
+            "--confirm",
+            &oathtool(&secret, 0),
+        ])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    secret
+}
+
+/// The code of `secret` `ahead` steps from now, from the real `oathtool`.
+pub fn oathtool(secret: &str, ahead: u32) -> String {
+    let now = format!("now + {} seconds", ahead * 30);
+    let out = std::process::Command::new("oathtool")
+        .args(["--totp", "-b", "-N", &now, secret])
+        .output()
+        .expect("oathtool (apt-get install oathtool; tests/run installs it)");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// `warden approvals approve <id>` as `subject`, with the code of `secret` one step ahead (the
+/// code of the current step confirmed the enrolment).
+pub async fn approve(w: &Warden, id: &str, subject: &str, secret: &str) -> Output {
+    w.cli(&[
+        "approvals",
+        "approve",
+        id,
+        "--as",
+        subject,
+        "--code",
+        &oathtool(secret, 1),
+    ])
+    .await
+    .unwrap()
+}
+
+/// The id of the first pending approval `warden approvals list` shows, polling up to 10 s
+/// (a request that waits opens its approval a moment after it is sent).
+pub async fn first_pending(w: &Warden) -> Option<String> {
+    for _ in 0..100 {
+        let out = w.cli(&["approvals", "list"]).await.unwrap();
+        if let Some(line) = text(&out).lines().find(|l| l.starts_with("apr_")) {
+            return line.split_whitespace().next().map(str::to_owned);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
