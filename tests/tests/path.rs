@@ -327,6 +327,43 @@ async fn a_rotated_key_file_takes_effect_without_a_reload() {
 }
 
 #[tokio::test]
+async fn cloud_keys_and_card_numbers_in_a_prompt_are_findings_policy_can_refuse() {
+    let no_secrets = "@id(\"no-credentials\")\n@reason(\"credentials stay in the vault\")\nforbid (principal, action, resource) when { context.findings.contains(\"aws_access_key\") || context.findings.contains(\"github_token\") };\n";
+    let s = Stack::start_with(|b| b.policy("no-secrets.cedar", no_secrets))
+        .await
+        .unwrap();
+    let github = format!("ghp_{}", "A1b2C3d4E5f6".repeat(3));
+    for secret in ["AKIAIOSFODNN7EXAMPLE", github.as_str()] {
+        let mut body = openai_chat("gpt-4o-mini", false);
+        body["messages"][0]["content"] = json!(format!("use {secret} to upload the report"));
+        let response = s.post("/openai/chat/completions", &body).await.unwrap();
+        assert_eq!(response.headers()["x-warden-decision"], "deny", "{secret}");
+    }
+    // A card number is found and recorded; this policy lets it through.
+    let mut body = openai_chat("gpt-4o-mini", false);
+    body["messages"][0]["content"] = json!("charge 4111 1111 1111 1111 for the order");
+    let response = s.post("/openai/chat/completions", &body).await.unwrap();
+    assert!(response.headers().get("x-warden-decision").is_none());
+    let decision = s
+        .audit("decision", |d| d["decision"] == "allow")
+        .await
+        .unwrap();
+    assert_eq!(
+        decision["findings"][0]["detector"], "payment_card",
+        "{decision}"
+    );
+    let records = serde_json::to_string(&s.warden.audit_records()).unwrap();
+    for secret in [
+        "AKIAIOSFODNN7EXAMPLE",
+        github.as_str(),
+        "4111 1111 1111 1111",
+    ] {
+        assert!(!records.contains(secret), "never the value: {secret}");
+    }
+    assert_eq!(s.fake.requests().len(), 1, "only the allowed one went out");
+}
+
+#[tokio::test]
 async fn a_private_key_in_a_prompt_is_a_finding_policy_can_refuse() {
     let no_keys = "@id(\"no-private-keys\")\n@reason(\"never send a private key to a model\")\nforbid (principal, action, resource) when { context.findings.contains(\"private_key\") };\n";
     let s = Stack::start_with(|b| b.policy("no-keys.cedar", no_keys))

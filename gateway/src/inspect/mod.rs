@@ -3,13 +3,15 @@
 //! decision (detector and location, never the content).
 //!
 //! Findings come from interpretation (identifiers that imitate others) and from the content
-//! detectors here. Today there is one: `private_key`, a PEM private key block anywhere in the
-//! body (`-----BEGIN … PRIVATE KEY-----`), which no agent has reason to send to a model. The
-//! secret, personal-data and canary detectors add theirs the same way.
+//! detectors here: `private_key`, a PEM private key block anywhere in the body
+//! (`-----BEGIN … PRIVATE KEY-----`), which no agent has reason to send to a model, and the
+//! credential and payment detectors of [`secrets`] (cloud and SaaS keys, JWTs, card numbers,
+//! IBANs). The personal-data and canary detectors add theirs the same way.
 //!
 //! What comes back matters too: [`tool_description`] looks for hidden instructions in the tool
 //! definitions an MCP server offers ("tool poisoning").
 
+pub mod secrets;
 pub mod tool_description;
 
 use std::sync::Arc;
@@ -31,6 +33,12 @@ pub fn inspect(findings: &mut Findings, body: &[u8]) {
     if let Some(at) = private_key(body) {
         findings.0.push(Finding {
             detector: Arc::from("private_key"),
+            location: format!("body, byte {at}"),
+        });
+    }
+    for (detector, at) in secrets::find(body) {
+        findings.0.push(Finding {
+            detector: Arc::from(detector),
             location: format!("body, byte {at}"),
         });
     }
