@@ -471,27 +471,13 @@ async fn a_tls_server_name_other_than_the_tunnel_host_is_refused() {
     );
     assert!(https.seen().is_empty());
 
-    let closed = warden
-        .wait_for_audit(WAIT, |r| {
-            r["kind"] == "outcome"
-                && r["outcome"]["error"]
-                    .as_str()
-                    .is_some_and(|e| e.contains("fronted.test"))
-        })
-        .await
-        .unwrap();
-    assert!(
-        closed["outcome"]["error"]
-            .as_str()
-            .unwrap()
-            .contains("is not the tunnel's destination \"allowed.test\""),
-        "{closed}"
-    );
-    let metrics = warden.metrics().await.unwrap();
-    assert!(
-        metrics.contains(r#"warden_egress_tunnels_total{result="egress_sni_mismatch"} 1"#),
-        "{metrics}"
-    );
+    tunnel_closed(
+        &warden,
+        "fronted.test",
+        "is not the tunnel's destination \"allowed.test\"",
+        "egress_sni_mismatch",
+    )
+    .await;
 }
 
 fn rustls_pki_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
@@ -608,27 +594,13 @@ when { context.scheme != "connect" && context.scheme != "https" };
     .unwrap();
     assert_ne!(got.status, 200, "{got:?}");
     assert!(http.seen().is_empty(), "{:?}", http.seen());
-    let closed = warden
-        .wait_for_audit(WAIT, |r| {
-            r["kind"] == "outcome"
-                && r["outcome"]["error"]
-                    .as_str()
-                    .is_some_and(|e| e.contains("policy denies this tunnel"))
-        })
-        .await
-        .unwrap();
-    assert!(
-        closed["outcome"]["error"]
-            .as_str()
-            .unwrap()
-            .contains("egress tunnels carry TLS only (policies: egress-tls-only)"),
-        "{closed}"
-    );
-    let metrics = warden.metrics().await.unwrap();
-    assert!(
-        metrics.contains(r#"warden_egress_tunnels_total{result="egress_tunnel_denied"} 1"#),
-        "{metrics}"
-    );
+    tunnel_closed(
+        &warden,
+        "policy denies this tunnel",
+        "egress tunnels carry TLS only (policies: egress-tls-only)",
+        "egress_tunnel_denied",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -679,4 +651,25 @@ async fn plain_http_in_a_tunnel_is_judged_per_request_as_the_tunnels_agent() {
     assert_eq!(upload["decision"], "deny");
     assert_eq!(upload["principal"]["id"], "build-bot");
     assert_eq!(upload["policies"], json!(["egress-no-uploads"]));
+}
+
+/// Waits for the outcome record of a tunnel closed with an error naming `find`, checks that the
+/// error says `says`, and that the tunnel is counted under `result`.
+async fn tunnel_closed(warden: &Warden, find: &str, says: &str, result: &str) {
+    let closed = warden
+        .wait_for_audit(WAIT, |r| {
+            r["kind"] == "outcome"
+                && r["outcome"]["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains(find))
+        })
+        .await
+        .unwrap();
+    assert!(
+        closed["outcome"]["error"].as_str().unwrap().contains(says),
+        "{closed}"
+    );
+    let metrics = warden.metrics().await.unwrap();
+    let counted = format!(r#"warden_egress_tunnels_total{{result="{result}"}} 1"#);
+    assert!(metrics.contains(&counted), "{metrics}");
 }

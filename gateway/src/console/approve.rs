@@ -314,16 +314,10 @@ impl Console {
         if !approve && let Err(e) = self.may(session, record, VoteDecision::Deny, source) {
             return Ok(DecideOptions::NotAllowed(e.to_string()));
         }
-        let factors = self.store.factors();
-        let subject = &session.record.subject;
-        let totp = factors
-            .totp(subject)
-            .await?
-            .is_some_and(|t| t.confirmed_ms.is_some());
-        let passkeys = !factors.webauthn_credentials(subject).await?.is_empty();
+        let usable = self.usable_factors(&session.record.subject).await?;
         Ok(DecideOptions::Allowed {
-            totp,
-            passkeys,
+            totp: usable.totp,
+            passkeys: usable.passkeys,
             approve,
         })
     }

@@ -17,7 +17,7 @@ use serde_json::json;
 
 use super::app::{Console, Peer};
 use super::error::{ConsoleError, html, see_other};
-use super::pages::{self, PasskeyRow, TotpState};
+use super::pages::{self, PasskeyRow, TotpState, Verification};
 use super::session::{Session, source, to_login};
 use super::verify::{CeremonyFinish, Proof};
 use crate::approval::operator::begin_totp;
@@ -74,14 +74,18 @@ impl Console {
         let loaded = async {
             let totp = factors.totp(subject).await?;
             let keys = factors.webauthn_credentials(subject).await?;
-            let verification = self.verification(headers, session).await?;
-            Ok::<_, ConsoleError>((totp, keys, verification))
+            Ok::<_, ConsoleError>((totp, keys))
         }
         .await;
-        let (totp, keys, verification) = match loaded {
+        let (totp, keys) = match loaded {
             Ok(l) => l,
             Err(e) => return e.page(Some(&session.viewer())),
         };
+        let verification = Verification::of(
+            self.verified(headers, session).is_some(),
+            totp.as_ref().is_some_and(|t| t.confirmed_ms.is_some()),
+            !keys.is_empty(),
+        );
         let state = match (started, &totp) {
             (Some((qr_svg, secret)), _) => TotpState::Started { qr_svg, secret },
             (None, Some(t)) if t.confirmed_ms.is_some() => TotpState::Confirmed,

@@ -542,6 +542,18 @@ pub enum Verification {
 }
 
 impl Verification {
+    /// What an approver who has `proved` it is them (or not), with an app (`totp`) and
+    /// `passkeys` (or not), must do before changing factors.
+    pub fn of(proved: bool, totp: bool, passkeys: bool) -> Verification {
+        if proved {
+            Verification::Done
+        } else if totp || passkeys {
+            Verification::Needed { totp, passkeys }
+        } else {
+            Verification::NotNeeded
+        }
+    }
+
     /// Whether changes may be made now.
     pub fn allows_changes(self) -> bool {
         !matches!(self, Verification::Needed { .. })

@@ -19,7 +19,6 @@ use serde_json::json;
 
 use super::app::{Console, Peer};
 use super::error::{ConsoleError, see_other};
-use super::pages::Verification;
 use super::session::{Session, source};
 use crate::approval::passkey::ActionBinding;
 use crate::approval::sealed::Purpose;
@@ -27,6 +26,15 @@ use crate::state::pins::now_ms;
 use crate::state::sessions::secret_hash;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+
+/// The factors an approver can confirm with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsableFactors {
+    /// A confirmed authenticator app.
+    pub totp: bool,
+    /// At least one passkey.
+    pub passkeys: bool,
+}
 
 /// A passkey ceremony's finish: its id and the browser's credential.
 #[derive(Deserialize)]
@@ -83,26 +91,18 @@ impl Console {
         }
     }
 
-    /// Whether `session`'s approver must prove it is them before changing factors.
-    pub(crate) async fn verification(
+    /// The factors `subject` can confirm with: a confirmed authenticator app, passkeys.
+    pub(crate) async fn usable_factors(
         &self,
-        headers: &HeaderMap,
-        session: &Session,
-    ) -> Result<Verification, ConsoleError> {
-        if self.verified(headers, session).is_some() {
-            return Ok(Verification::Done);
-        }
+        subject: &str,
+    ) -> Result<UsableFactors, ConsoleError> {
         let factors = self.store.factors();
-        let subject = &session.record.subject;
-        let totp = factors
-            .totp(subject)
-            .await?
-            .is_some_and(|t| t.confirmed_ms.is_some());
-        let passkeys = !factors.webauthn_credentials(subject).await?.is_empty();
-        Ok(if totp || passkeys {
-            Verification::Needed { totp, passkeys }
-        } else {
-            Verification::NotNeeded
+        Ok(UsableFactors {
+            totp: factors
+                .totp(subject)
+                .await?
+                .is_some_and(|t| t.confirmed_ms.is_some()),
+            passkeys: !factors.webauthn_credentials(subject).await?.is_empty(),
         })
     }
 
@@ -117,14 +117,16 @@ impl Console {
         if let Some(proof) = self.verified(headers, session) {
             return Ok(proof);
         }
-        match self.verification(headers, session).await? {
-            Verification::NotNeeded => Ok(Proof::SignIn),
-            Verification::Done | Verification::Needed { .. } => Err(ConsoleError::VerifyFirst),
+        let usable = self.usable_factors(&session.record.subject).await?;
+        if usable.totp || usable.passkeys {
+            Err(ConsoleError::VerifyFirst)
+        } else {
+            Ok(Proof::SignIn)
         }
     }
 
     /// The proof the request's cookie holds for `session`, if it holds one still valid.
-    fn verified(&self, headers: &HeaderMap, session: &Session) -> Option<Proof> {
+    pub(crate) fn verified(&self, headers: &HeaderMap, session: &Session) -> Option<Proof> {
         let sealed = super::session::cookie(headers, VERIFIED_COOKIE)
             .and_then(|v| URL_SAFE_NO_PAD.decode(v).ok())?;
         let plain = self
