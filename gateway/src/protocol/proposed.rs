@@ -97,3 +97,144 @@ pub fn event_data(event: &[u8]) -> Option<Vec<u8>> {
     }
     data
 }
+
+/// What a dialect does with each whole event of a stream.
+pub trait EventRewriter: Send {
+    /// One complete event (raw bytes, terminator included): what to send goes to `out`.
+    fn event(&mut self, event: Vec<u8>, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>);
+
+    /// The stream ended: whatever is still held goes to `out`.
+    fn end(&mut self, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>);
+}
+
+/// A [`ProposalRewriter`] over an event stream: framed into whole events for `R`.
+#[derive(Debug, Default)]
+pub struct Events<R> {
+    framer: EventFramer,
+    inner: R,
+}
+
+impl<R: EventRewriter> Events<R> {
+    /// Frames a stream for `inner`.
+    pub fn new(inner: R) -> Self {
+        Events {
+            framer: EventFramer::default(),
+            inner,
+        }
+    }
+}
+
+impl<R: EventRewriter> ProposalRewriter for Events<R> {
+    fn push(&mut self, chunk: &[u8], judge: &mut dyn JudgeCalls) -> Bytes {
+        let mut out = Vec::with_capacity(chunk.len());
+        let mut events = Vec::new();
+        self.framer.push(chunk, |e| events.push(e.to_vec()));
+        for event in events {
+            self.inner.event(event, judge, &mut out);
+        }
+        Bytes::from(out)
+    }
+
+    fn finish(&mut self, judge: &mut dyn JudgeCalls) -> Bytes {
+        let mut out = Vec::new();
+        let rest = self.framer.rest();
+        if !rest.is_empty() {
+            self.inner.event(rest, judge, &mut out);
+        }
+        self.inner.end(judge, &mut out);
+        Bytes::from(out)
+    }
+}
+
+/// A dialect's rewriter: `stream` for an event stream, else the body judged whole by
+/// `judge_body` (`too_large_body` past [`MAX_WHOLE_BODY`]).
+pub fn rewriter<R: EventRewriter + 'static>(
+    event_stream: bool,
+    stream: impl FnOnce() -> R,
+    judge_body: fn(&mut serde_json::Value, &mut dyn JudgeCalls) -> bool,
+    too_large_body: fn() -> serde_json::Value,
+) -> Box<dyn ProposalRewriter> {
+    if event_stream {
+        Box::new(Events::new(stream()))
+    } else {
+        Box::new(WholeBody::new(judge_body, too_large_body))
+    }
+}
+
+/// Largest non-streamed body judged; a larger one is not delivered (it cannot be judged).
+pub const MAX_WHOLE_BODY: usize = 32 * 1024 * 1024;
+
+/// What a response larger than [`MAX_WHOLE_BODY`] is replaced by, in a dialect's error shape.
+pub const TOO_LARGE: &str =
+    "Warden could not judge the tool calls of a response larger than 32 MiB; it was not delivered";
+
+/// A [`ProposalRewriter`] for a body judged whole: held until its end, then given to
+/// `judge_body` (which says whether it changed the JSON); sent unchanged when nothing changed.
+pub struct WholeBody {
+    body: Vec<u8>,
+    too_large: bool,
+    judge_body: fn(&mut serde_json::Value, &mut dyn JudgeCalls) -> bool,
+    /// The error body that replaces a body too large to judge.
+    too_large_body: fn() -> serde_json::Value,
+}
+
+impl WholeBody {
+    /// A body judged by `judge_body`, replaced by `too_large_body()` past [`MAX_WHOLE_BODY`].
+    pub fn new(
+        judge_body: fn(&mut serde_json::Value, &mut dyn JudgeCalls) -> bool,
+        too_large_body: fn() -> serde_json::Value,
+    ) -> Self {
+        WholeBody {
+            body: Vec::new(),
+            too_large: false,
+            judge_body,
+            too_large_body,
+        }
+    }
+}
+
+impl ProposalRewriter for WholeBody {
+    fn push(&mut self, chunk: &[u8], _judge: &mut dyn JudgeCalls) -> Bytes {
+        if self.body.len() + chunk.len() > MAX_WHOLE_BODY {
+            self.too_large = true;
+            self.body = Vec::new();
+        } else if !self.too_large {
+            self.body.extend_from_slice(chunk);
+        }
+        Bytes::new()
+    }
+
+    fn finish(&mut self, judge: &mut dyn JudgeCalls) -> Bytes {
+        let body = std::mem::take(&mut self.body);
+        if self.too_large {
+            return Bytes::from((self.too_large_body)().to_string());
+        }
+        let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            return Bytes::from(body);
+        };
+        if (self.judge_body)(&mut value, judge) {
+            Bytes::from(value.to_string())
+        } else {
+            Bytes::from(body)
+        }
+    }
+}
+
+/// Writes `value` as a named event (`event: <its type>`), as Anthropic and the Responses API
+/// stream them.
+pub fn write_named_event(out: &mut Vec<u8>, value: &serde_json::Value) {
+    let kind = value
+        .get("type")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("");
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    out.extend_from_slice(value.to_string().as_bytes());
+    out.extend_from_slice(b"\n\n");
+}
+
+/// The JSON of a raw event's data, if it has any.
+pub fn event_json(event: &[u8]) -> Option<serde_json::Value> {
+    event_data(event).and_then(|d| serde_json::from_slice(&d).ok())
+}

@@ -6,6 +6,7 @@ mod error;
 mod interpret;
 mod proposals;
 mod refusal;
+mod response_calls;
 mod usage;
 
 use bytes::Bytes;
@@ -67,11 +68,14 @@ impl Dialect for OpenAi {
         usage::from_json(body)
     }
 
-    /// Chat Completions responses' `tool_calls`.
+    /// Chat Completions responses' `tool_calls`, Responses answers' `function_call` items.
     fn proposals(&self, shape: &Shape, event_stream: bool) -> Option<Box<dyn ProposalRewriter>> {
         match shape {
             Shape::Llm(llm) if llm.endpoint == Endpoint::ChatCompletions => {
                 Some(proposals::rewriter(event_stream))
+            }
+            Shape::Llm(llm) if llm.endpoint == Endpoint::Responses => {
+                Some(response_calls::rewriter(event_stream))
             }
             _ => None,
         }

@@ -5,23 +5,20 @@
 //! rewritten without the refused calls (the others renumbered), an assistant text naming the
 //! refused ones, and `finish_reason: stop` when no call is left.
 
-use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::protocol::proposed::{
-    EventFramer, JudgeCalls, ProposalRewriter, ProposedCall, Verdict, event_data,
+    self, EventRewriter, JudgeCalls, ProposalRewriter, ProposedCall, TOO_LARGE, Verdict, event_data,
 };
-
-/// Largest non-streamed body judged; a larger one is refused (it cannot be judged).
-const MAX_BODY: usize = 32 * 1024 * 1024;
 
 /// The rewriter for a Chat Completions response (`event_stream`: streamed).
 pub fn rewriter(event_stream: bool) -> Box<dyn ProposalRewriter> {
-    if event_stream {
-        Box::new(Stream::default())
-    } else {
-        Box::new(Whole::default())
-    }
+    proposed::rewriter(event_stream, Stream::default, judge_whole, too_large)
+}
+
+/// The error that replaces a body too large to judge.
+fn too_large() -> Value {
+    serde_json::json!({ "error": { "message": TOO_LARGE, "type": "warden_error", "code": "response_too_large" } })
 }
 
 /// One call as its deltas build it.
@@ -43,36 +40,17 @@ struct Held {
 
 #[derive(Debug, Default)]
 struct Stream {
-    framer: EventFramer,
     /// Held events per choice index.
     held: Vec<(u64, Held)>,
 }
 
-impl ProposalRewriter for Stream {
-    fn push(&mut self, chunk: &[u8], judge: &mut dyn JudgeCalls) -> Bytes {
-        let mut out = Vec::with_capacity(chunk.len());
-        let mut events = Vec::new();
-        self.framer.push(chunk, |e| events.push(e.to_vec()));
-        for event in events {
-            self.event(event, judge, &mut out);
-        }
-        Bytes::from(out)
-    }
-
-    fn finish(&mut self, judge: &mut dyn JudgeCalls) -> Bytes {
-        let mut out = Vec::new();
-        let rest = self.framer.rest();
-        if !rest.is_empty() {
-            self.event(rest, judge, &mut out);
-        }
+impl EventRewriter for Stream {
+    fn end(&mut self, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>) {
         for (index, held) in std::mem::take(&mut self.held) {
-            release(index, held, None, judge, &mut out);
+            release(index, held, None, judge, out);
         }
-        Bytes::from(out)
     }
-}
 
-impl Stream {
     fn event(&mut self, event: Vec<u8>, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>) {
         let parsed = event_data(&event)
             .filter(|d| d.as_slice() != b"[DONE]")
@@ -159,7 +137,9 @@ impl Stream {
             out.extend_from_slice(&event);
         }
     }
+}
 
+impl Stream {
     fn held_for(&mut self, index: u64) -> &mut Held {
         if let Some(at) = self.held.iter().position(|(i, _)| *i == index) {
             return &mut self.held[at].1;
@@ -316,45 +296,6 @@ fn write_event(out: &mut Vec<u8>, chunk: &Value) {
     out.extend_from_slice(b"data: ");
     out.extend_from_slice(chunk.to_string().as_bytes());
     out.extend_from_slice(b"\n\n");
-}
-
-/// A non-streamed response: held whole, judged at its end.
-#[derive(Debug, Default)]
-struct Whole {
-    body: Vec<u8>,
-    too_large: bool,
-}
-
-impl ProposalRewriter for Whole {
-    fn push(&mut self, chunk: &[u8], _judge: &mut dyn JudgeCalls) -> Bytes {
-        if self.body.len() + chunk.len() > MAX_BODY {
-            self.too_large = true;
-            self.body.clear();
-        } else if !self.too_large {
-            self.body.extend_from_slice(chunk);
-        }
-        Bytes::new()
-    }
-
-    fn finish(&mut self, judge: &mut dyn JudgeCalls) -> Bytes {
-        let body = std::mem::take(&mut self.body);
-        if self.too_large {
-            return Bytes::from(
-                serde_json::json!({ "error": {
-                    "message": "Warden could not judge the tool calls of a response larger than 32 MiB; it was not delivered",
-                    "type": "warden_error", "code": "response_too_large" } })
-                .to_string(),
-            );
-        }
-        let Ok(mut value) = serde_json::from_slice::<Value>(&body) else {
-            return Bytes::from(body);
-        };
-        if judge_whole(&mut value, judge) {
-            Bytes::from(value.to_string())
-        } else {
-            Bytes::from(body)
-        }
-    }
 }
 
 /// Judges every `choices[].message.tool_calls[]` of a complete response; whether it changed.
