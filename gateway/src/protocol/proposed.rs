@@ -234,6 +234,12 @@ pub fn write_named_event(out: &mut Vec<u8>, value: &serde_json::Value) {
     out.extend_from_slice(b"\n\n");
 }
 
+/// Whether `event` holds `needle` anywhere: the cheap test that lets most events (text
+/// deltas) pass without being parsed.
+pub fn mentions(event: &[u8], needle: &[u8]) -> bool {
+    memchr::memmem::find(event, needle).is_some()
+}
+
 /// The JSON of a raw event's data, if it has any.
 pub fn event_json(event: &[u8]) -> Option<serde_json::Value> {
     event_data(event).and_then(|d| serde_json::from_slice(&d).ok())

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::protocol::proposed::{
     self, EventRewriter, JudgeCalls, ProposalRewriter, ProposedCall, TOO_LARGE, Verdict,
-    event_json as parsed, write_named_event as write_event,
+    event_json as parsed, mentions, write_named_event as write_event,
 };
 
 /// The rewriter for a Messages response (`event_stream`: streamed).
@@ -37,8 +37,8 @@ struct Stream {
     held: Option<Block>,
     /// Blocks removed so far: later blocks' indices go down by this much.
     removed: u64,
-    /// The next index of a block the agent gets.
-    next_index: u64,
+    /// Blocks started so far (`content_block_start` events), as the upstream numbers them.
+    started: u64,
     /// `tool_use` blocks that stayed.
     kept: usize,
     /// What the agent is told about refused calls, not yet sent.
@@ -54,12 +54,27 @@ impl EventRewriter for Stream {
     }
 
     fn event(&mut self, event: Vec<u8>, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>) {
+        // Nothing held, removed or to say, and no call in it: sent as it is, unparsed.
+        if self.held.is_none()
+            && self.removed == 0
+            && self.refusals.is_empty()
+            && !mentions(&event, b"\"tool_use\"")
+        {
+            if mentions(&event, b"content_block_start") {
+                self.started += 1;
+            }
+            out.extend_from_slice(&event);
+            return;
+        }
         let Some(value) = parsed(&event) else {
             out.extend_from_slice(&event);
             return;
         };
         let kind = value.get("type").and_then(Value::as_str).unwrap_or("");
         let index = value.get("index").and_then(Value::as_u64);
+        if kind == "content_block_start" {
+            self.started += 1;
+        }
         if let Some(block) = self.held.as_mut()
             && index == Some(block.index)
         {
@@ -110,9 +125,6 @@ impl EventRewriter for Stream {
                 return;
             }
         }
-        if let Some(i) = index {
-            self.next_index = self.next_index.max(i.saturating_sub(self.removed) + 1);
-        }
         self.pass(event, &value, index, out);
     }
 }
@@ -145,9 +157,6 @@ impl Stream {
         match verdict {
             Verdict::Allow => {
                 self.kept += 1;
-                self.next_index = self
-                    .next_index
-                    .max(block.index.saturating_sub(self.removed) + 1);
                 for event in block.events {
                     match parsed(&event) {
                         Some(value) => self.pass(event, &value, Some(block.index), out),
@@ -168,8 +177,9 @@ impl Stream {
             return;
         }
         let text = std::mem::take(&mut self.refusals).join("\n");
-        let index = self.next_index;
-        self.next_index += 1;
+        // After every block the agent got: those started, less those removed.
+        let index = self.started - self.removed.min(self.started);
+        self.started += 1;
         write_event(
             out,
             &json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),

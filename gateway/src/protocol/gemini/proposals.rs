@@ -8,7 +8,8 @@
 use serde_json::{Value, json};
 
 use crate::protocol::proposed::{
-    self, EventRewriter, JudgeCalls, ProposalRewriter, ProposedCall, TOO_LARGE, Verdict, event_json,
+    self, EventRewriter, JudgeCalls, ProposalRewriter, ProposedCall, TOO_LARGE, Verdict,
+    event_json, mentions,
 };
 
 /// The rewriter for a Gemini response (`event_stream`: `alt=sse`).
@@ -28,7 +29,8 @@ impl EventRewriter for Stream {
     fn end(&mut self, _judge: &mut dyn JudgeCalls, _out: &mut Vec<u8>) {}
 
     fn event(&mut self, event: Vec<u8>, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>) {
-        if let Some(mut value) = event_json(&event)
+        if mentions(&event, b"\"functionCall\"")
+            && let Some(mut value) = event_json(&event)
             && judge_response(&mut value, judge)
         {
             out.extend_from_slice(b"data: ");

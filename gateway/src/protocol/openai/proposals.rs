@@ -8,7 +8,8 @@
 use serde_json::{Map, Value};
 
 use crate::protocol::proposed::{
-    self, EventRewriter, JudgeCalls, ProposalRewriter, ProposedCall, TOO_LARGE, Verdict, event_data,
+    self, EventRewriter, JudgeCalls, ProposalRewriter, ProposedCall, TOO_LARGE, Verdict,
+    event_data, mentions,
 };
 
 /// The rewriter for a Chat Completions response (`event_stream`: streamed).
@@ -52,6 +53,11 @@ impl EventRewriter for Stream {
     }
 
     fn event(&mut self, event: Vec<u8>, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>) {
+        // Nothing held and no call in it: a text delta, sent as it is, unparsed.
+        if self.held.is_empty() && !mentions(&event, b"\"tool_calls\"") {
+            out.extend_from_slice(&event);
+            return;
+        }
         let parsed = event_data(&event)
             .filter(|d| d.as_slice() != b"[DONE]")
             .and_then(|d| serde_json::from_slice::<Value>(&d).ok());

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::protocol::proposed::{
     self, EventRewriter, JudgeCalls, ProposalRewriter, ProposedCall, TOO_LARGE, Verdict,
-    event_json as parsed, write_named_event as write_event,
+    event_json as parsed, mentions, write_named_event as write_event,
 };
 
 /// The id of the message item that names refused calls.
@@ -43,8 +43,8 @@ struct Stream {
     dropped_ids: Vec<String>,
     /// Events added minus events dropped: what later `sequence_number`s move by.
     shift: i64,
-    /// The next `output_index` of an item the agent gets.
-    next_output: u64,
+    /// Items added so far (`response.output_item.added`), as the upstream numbers them.
+    added: u64,
     refusals: Vec<String>,
     /// The refusal message item, once sent, for `response.completed`.
     said: Option<Value>,
@@ -58,12 +58,28 @@ impl EventRewriter for Stream {
     }
 
     fn event(&mut self, event: Vec<u8>, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>) {
+        // Nothing held, dropped or to say, and no call in it: sent as it is, unparsed.
+        if self.held.is_empty()
+            && self.dropped.is_empty()
+            && self.refusals.is_empty()
+            && self.shift == 0
+            && !mentions(&event, b"\"function_call\"")
+        {
+            if mentions(&event, b"response.output_item.added") {
+                self.added += 1;
+            }
+            out.extend_from_slice(&event);
+            return;
+        }
         let Some(value) = parsed(&event) else {
             out.extend_from_slice(&event);
             return;
         };
         let kind = value.get("type").and_then(Value::as_str).unwrap_or("");
         let index = value.get("output_index").and_then(Value::as_u64);
+        if kind == "response.output_item.added" {
+            self.added += 1;
+        }
         if let Some(i) = index
             && let Some(at) = self.held.iter().position(|h| h.output_index == i)
         {
@@ -107,9 +123,6 @@ impl EventRewriter for Stream {
                 self.renumbered(value, out);
                 return;
             }
-        }
-        if let Some(i) = index {
-            self.next_output = self.next_output.max(self.lowered(i) + 1);
         }
         self.pass(event, value, out);
     }
@@ -170,7 +183,6 @@ impl Stream {
         });
         match verdict {
             Verdict::Allow => {
-                self.next_output = self.next_output.max(self.lowered(held.output_index) + 1);
                 for (event, value) in held.events.into_iter().chain(done) {
                     self.pass(event, value, out);
                 }
@@ -193,8 +205,9 @@ impl Stream {
             return;
         }
         let text = std::mem::take(&mut self.refusals).join("\n");
-        let index = self.next_output;
-        self.next_output += 1;
+        // After every item the agent got: those added, less those dropped.
+        let index = self.added - (self.dropped.len() as u64).min(self.added);
+        self.added += 1;
         let first = completed
             .get("sequence_number")
             .and_then(Value::as_i64)
