@@ -328,6 +328,8 @@ pub enum Facts {
     /// A tool call and the like (`mcp:call_tool`, `mcp:get_prompt`, `mcp:complete`): the
     /// arguments the agent sent.
     Tool(ToolFacts),
+    /// A tool call a model proposes (`tool:propose`): what its arguments ask the agent to do.
+    Propose(Box<ProposeFacts>),
     /// Nothing beyond the common facts.
     #[default]
     None,
@@ -407,6 +409,40 @@ pub struct EgressFacts {
 pub struct ToolFacts {
     /// The arguments as the agent sent them (a JSON object), for `context.arguments`.
     pub arguments: Arc<serde_json::Value>,
+}
+
+/// What a tool call a model proposes asks the agent to do, read from its arguments
+/// (`propose/facts.rs`; Cedar `ProposeContext`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProposeFacts {
+    /// The arguments as compact JSON text.
+    pub arguments_json: String,
+    /// A shell tool's command line, as proposed.
+    pub command: Option<String>,
+    /// The command line could be read (always true for other tools).
+    pub command_parsed: bool,
+    /// Every program the command runs (file names), through wrappers and substitutions.
+    pub programs: Vec<String>,
+    /// `program first-operand` of every command (`git push`, `npm install`).
+    pub subcommands: Vec<String>,
+    /// A download's output reaches an interpreter (`curl … | sh`, `sh -c "$(curl …)"`).
+    pub pipes_to_shell: bool,
+    /// `git push` that overwrites remote history.
+    pub force_push: bool,
+    /// A recursive delete (`rm -r`, `find -delete`).
+    pub recursive_delete: bool,
+    /// A delete whose target lies outside the workspace (or cannot be known).
+    pub deletes_outside_workspace: bool,
+    /// Absolute, lexically normalised paths the call names.
+    pub paths: Vec<String>,
+    /// A path lies outside the workspace (or cannot be known).
+    pub outside_workspace: bool,
+    /// A path the call writes, edits or deletes lies outside the workspace.
+    pub writes_outside_workspace: bool,
+    /// Hosts of the URLs the call names.
+    pub hosts: Vec<String>,
+    /// Who a message tool sends to.
+    pub recipients: Vec<String>,
 }
 
 /// What the inspect stage found in one request's outgoing content.

@@ -24,6 +24,7 @@ pub mod observe;
 pub mod openapi;
 pub mod pins;
 pub mod policy;
+pub mod propose;
 pub mod protocol;
 pub mod proxy;
 pub mod reload;

@@ -7,6 +7,7 @@ use hyper::body::Incoming;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::protocol::proposed::{JudgeCalls, ProposalRewriter};
 use crate::protocol::{Dialect, Usage, UsageScanner};
 use crate::secrets::redact::Redactor;
 
@@ -58,7 +59,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Incoming,
         observer: Observer<C>,
-        redactor: Option<Redactor>,
+        redactor: Option<Box<Redactor>>,
+        judging: Option<Box<Judging>>,
         // A frame that waits while the redactor's held-back bytes go first.
         stashed: Option<Frame<Bytes>>,
         // The redacted stream has given everything.
@@ -87,16 +89,45 @@ impl<C: Complete> ObservedBody<C> {
             inner,
             observer,
             redactor: None,
+            judging: None,
             stashed: None,
             done: false,
         }
     }
 
+    /// Has the tool calls the response proposes judged by `judge` and rewritten by
+    /// `rewriter` before the agent gets them (the length may change: the response must not
+    /// announce one).
+    pub fn judging(
+        mut self,
+        rewriter: Box<dyn ProposalRewriter>,
+        judge: Box<dyn JudgeCalls>,
+    ) -> Self {
+        self.judging = Some(Box::new(Judging { rewriter, judge }));
+        self
+    }
+
     /// Redacts what `redactor` looks for from the body (its length may change: the response
     /// must not announce one).
     pub fn redacting(mut self, redactor: Option<Redactor>) -> Self {
-        self.redactor = redactor;
+        self.redactor = redactor.map(Box::new);
         self
+    }
+}
+
+/// A response's proposed tool calls, judged as they pass.
+struct Judging {
+    rewriter: Box<dyn ProposalRewriter>,
+    judge: Box<dyn JudgeCalls>,
+}
+
+impl Judging {
+    fn push(&mut self, data: &[u8]) -> Bytes {
+        self.rewriter.push(data, self.judge.as_mut())
+    }
+
+    fn finish(&mut self) -> Bytes {
+        self.rewriter.finish(self.judge.as_mut())
     }
 }
 
@@ -155,6 +186,42 @@ impl<C: Complete> Body for ObservedBody<C> {
                 }
                 Poll::Pending => false,
             };
+            let polled = match this.judging.as_mut() {
+                None => polled,
+                Some(judging) => match polled {
+                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(data) => {
+                            let mut out = judging.push(&data);
+                            if ended {
+                                out = join(out, judging.finish());
+                                *this.done = this.redactor.is_none();
+                            } else if out.is_empty() {
+                                continue;
+                            }
+                            Poll::Ready(Some(Ok(Frame::data(out))))
+                        }
+                        Err(trailers) => {
+                            let held = judging.finish();
+                            if held.is_empty() {
+                                Poll::Ready(Some(Ok(trailers)))
+                            } else {
+                                *this.stashed = Some(trailers);
+                                Poll::Ready(Some(Ok(Frame::data(held))))
+                            }
+                        }
+                    },
+                    Poll::Ready(None) => {
+                        let held = judging.finish();
+                        if held.is_empty() {
+                            Poll::Ready(None)
+                        } else {
+                            *this.done = this.redactor.is_none();
+                            Poll::Ready(Some(Ok(Frame::data(held))))
+                        }
+                    }
+                    other => other,
+                },
+            };
             let Some(redactor) = this.redactor.as_mut() else {
                 return polled;
             };
@@ -198,17 +265,17 @@ impl<C: Complete> Body for ObservedBody<C> {
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.redactor {
-            None => self.inner.is_end_stream(),
-            Some(_) => self.done && self.stashed.is_none(),
+        match (&self.redactor, &self.judging) {
+            (None, None) => self.inner.is_end_stream(),
+            _ => self.done && self.stashed.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.redactor {
-            None => self.inner.size_hint(),
-            // Redaction may change the length.
-            Some(_) => SizeHint::default(),
+        match (&self.redactor, &self.judging) {
+            (None, None) => self.inner.size_hint(),
+            // Redaction and judging may change the length.
+            _ => SizeHint::default(),
         }
     }
 }

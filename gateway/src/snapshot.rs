@@ -22,6 +22,8 @@ pub struct Snapshot {
     /// The secrets held from Vault (`vault:`); kept across reloads that leave `vault:` as it
     /// was.
     pub secrets: Option<Arc<SecretStore>>,
+    /// The catalogue of the agents' tools and their workspace (`propose:`).
+    pub propose: Arc<crate::propose::Catalogue>,
 }
 
 /// Why a snapshot could not be built.
@@ -66,6 +68,7 @@ impl Snapshot {
             store.start();
         }
         Ok(Snapshot {
+            propose: Arc::new(crate::propose::Catalogue::new(&config.propose)),
             config: Arc::new(config),
             routes,
             policy,

@@ -1,7 +1,8 @@
 """Calls Warden with the official `anthropic` SDK and prints one JSON line with what it parsed.
 
 Usage: BASE_URL=http://127.0.0.1:PORT/anthropic API_KEY=<warden token> python anthropic_messages.py MODE... [--model M]
-MODE: message | stream | tools | tools-stream
+MODE: message | stream | tools | tools-stream | propose | propose-stream
+      (with --propose '[{"name":..,"arguments":{..}}]': the fake model proposes a call to each of these tools)
 Prints {"<mode>": result, ...}; SDK errors become {"error": {...}} (exit 0) so the caller can assert on them.
 """
 
@@ -97,9 +98,45 @@ def tools_stream(client, model):
     }
 
 
+PROPOSE = []
+
+
+def propose_tools():
+    """Tools whose description makes the fake model propose a call with this input."""
+    return [
+        {
+            "name": p["name"],
+            "description": "propose:" + json.dumps(p["arguments"], separators=(",", ":")),
+            "input_schema": {"type": "object", "properties": {}},
+        }
+        for p in PROPOSE
+    ]
+
+
+def propose(client, model):
+    msg = client.messages.create(model=model, max_tokens=200, system=SYSTEM, messages=MESSAGES, tools=propose_tools())
+    return {"tool_uses": tool_uses(msg), "text": text_of(msg), "stop_reason": msg.stop_reason}
+
+
+def propose_stream(client, model):
+    """`messages.stream()` accumulates and checks the rewritten stream (block indices included)."""
+    with client.messages.stream(model=model, max_tokens=200, system=SYSTEM, messages=MESSAGES, tools=propose_tools()) as events:
+        for _ in events:
+            pass
+        final = events.get_final_message()
+    return {"tool_uses": tool_uses(final), "text": text_of(final), "stop_reason": final.stop_reason, "usage": usage_of(final.usage)}
+
+
 DEFAULT_MODEL = "claude-sonnet-4-5"
 
-MODES = {"message": message, "stream": stream, "tools": tools, "tools-stream": tools_stream}
+MODES = {
+    "message": message,
+    "stream": stream,
+    "tools": tools,
+    "tools-stream": tools_stream,
+    "propose": propose,
+    "propose-stream": propose_stream,
+}
 
 
 def call(mode, client, model):
@@ -123,7 +160,9 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("modes", nargs="+", choices=sorted(MODES))
     parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--propose", default="[]")
     args = parser.parse_args()
+    PROPOSE.extend(json.loads(args.propose))
     client = anthropic.Anthropic(base_url=os.environ["BASE_URL"], api_key=os.environ["API_KEY"], max_retries=0, timeout=30)
     result = {mode: call(mode, client, args.model) for mode in args.modes}
     json.dump(result, sys.stdout)

@@ -3,6 +3,8 @@
 Usage: BASE_URL=http://127.0.0.1:PORT/openai API_KEY=<warden token> python openai_chat.py MODE... [--model M]
 MODE: chat | stream | tools | tools-stream | embeddings | models | responses | responses-stream
       | chat-stream-helper | chat-parse | responses-stream-helper   (the SDK's helper methods)
+      | propose | propose-stream | propose-stream-helper   (with --propose '[{"name":..,"arguments":{..}}]':
+        the fake model proposes a call to each of these tools, in parallel)
 Prints {"<mode>": result, ...}; SDK errors become {"error": {...}} (exit 0) so the caller can assert on them,
 including the helpers' own exceptions (ContentFilterFinishReasonError).
 """
@@ -209,6 +211,97 @@ def responses_stream_helper(client, model):
     return {"text": "".join(deltas), "output_text": final.output_text, "status": final.status}
 
 
+PROPOSE = []
+
+
+def propose_tools():
+    """Tools whose description makes the fake model propose a call with these arguments."""
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": p["name"],
+                "description": "propose:" + json.dumps(p["arguments"], separators=(",", ":")),
+                "parameters": {"type": "object", "properties": {}},
+            },
+        }
+        for p in PROPOSE
+    ]
+
+
+def calls_of(tool_calls):
+    return [{"id": c.id, "name": c.function.name, "arguments": json.loads(c.function.arguments)} for c in tool_calls or []]
+
+
+def propose(client, model):
+    completion = client.chat.completions.create(model=model, messages=MESSAGES, tools=propose_tools())
+    choice = completion.choices[0]
+    return {
+        "tool_calls": calls_of(choice.message.tool_calls),
+        "content": choice.message.content,
+        "finish_reason": choice.finish_reason,
+        "usage": usage_of(completion.usage),
+    }
+
+
+def propose_stream(client, model):
+    """Every chunk as the SDK parsed it, and the calls assembled by index."""
+    calls = {}
+    content = []
+    finish_reason = None
+    usage = None
+    chunks = 0
+    with client.chat.completions.create(
+        model=model,
+        messages=MESSAGES,
+        tools=propose_tools(),
+        stream=True,
+        stream_options={"include_usage": True},
+    ) as events:
+        for chunk in events:
+            chunks += 1
+            if chunk.usage is not None:
+                usage = usage_of(chunk.usage)
+            for choice in chunk.choices:
+                if choice.delta.content:
+                    content.append(choice.delta.content)
+                if choice.finish_reason:
+                    finish_reason = choice.finish_reason
+                for delta in choice.delta.tool_calls or []:
+                    call = calls.setdefault(delta.index, {"id": None, "name": None, "arguments": ""})
+                    if delta.id:
+                        call["id"] = delta.id
+                    if delta.function and delta.function.name:
+                        call["name"] = delta.function.name
+                    if delta.function and delta.function.arguments:
+                        call["arguments"] += delta.function.arguments
+    ordered = [calls[i] for i in sorted(calls)]
+    for call in ordered:
+        call["arguments"] = json.loads(call["arguments"])
+    return {
+        "tool_calls": ordered,
+        "indices": sorted(calls),
+        "content": "".join(content),
+        "finish_reason": finish_reason,
+        "usage": usage,
+        "chunks": chunks,
+    }
+
+
+def propose_stream_helper(client, model):
+    """`chat.completions.stream()`: the helper that assembles and validates the whole stream."""
+    with client.chat.completions.stream(model=model, messages=MESSAGES, tools=propose_tools()) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    choice = final.choices[0]
+    return {
+        "tool_calls": calls_of(choice.message.tool_calls),
+        "content": choice.message.content,
+        "finish_reason": choice.finish_reason,
+    }
+
+
 DEFAULT_MODEL = "gpt-4o-mini"
 
 MODES = {
@@ -223,6 +316,9 @@ MODES = {
     "chat-stream-helper": chat_stream_helper,
     "chat-parse": chat_parse,
     "responses-stream-helper": responses_stream_helper,
+    "propose": propose,
+    "propose-stream": propose_stream,
+    "propose-stream-helper": propose_stream_helper,
 }
 
 
@@ -247,7 +343,9 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("modes", nargs="+", choices=sorted(MODES))
     parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--propose", default="[]")
     args = parser.parse_args()
+    PROPOSE.extend(json.loads(args.propose))
     client = openai.OpenAI(base_url=os.environ["BASE_URL"], api_key=os.environ["API_KEY"], max_retries=0, timeout=30)
     result = {mode: call(mode, client, args.model) for mode in args.modes}
     json.dump(result, sys.stdout)

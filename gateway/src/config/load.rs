@@ -30,6 +30,7 @@ const SECTIONS: &[&str] = &[
     "approvals",
     "console",
     "egress",
+    "propose",
 ];
 
 /// A configuration read as far as it could be: each section that has a mistake keeps its
@@ -148,6 +149,7 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
             "approvals" => section(&key, value, &mut config.approvals, &error, &mut errors),
             "console" => section(&key, value, &mut config.console, &error, &mut errors),
             "egress" => section(&key, value, &mut config.egress, &error, &mut errors),
+            "propose" => section(&key, value, &mut config.propose, &error, &mut errors),
             other => errors.push(error(
                 other,
                 format!("unknown section; expected one of: {}", SECTIONS.join(", ")),
@@ -307,6 +309,7 @@ mod tests {
             ("traces: {endpoint: e, batch: {zz: 1}}", "traces", "batch."),
             ("runtime: {zz: 1}", "runtime", ""),
             ("egress: {zz: 1}", "egress", "egress."),
+            ("propose: {zz: 1}", "propose", "propose."),
             (
                 "routes: [{prefix: /a, connector: openai, zz: 1}]",
                 "routes[]",
@@ -395,6 +398,35 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn propose_settings_are_read_and_a_relative_workspace_is_refused_at_its_key() {
+        let config = parse(
+            "propose: {enabled: false, workspace: /srv/ws, tools: {deploy: {group: release}}}",
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!config.propose.enabled);
+        assert_eq!(config.propose.workspace, "/srv/ws");
+        assert_eq!(
+            config.propose.tools.keys().collect::<Vec<_>>(),
+            vec!["deploy"],
+            "a catalogue given replaces the built-in one"
+        );
+        let error = parse("propose: {workspace: ws}", None)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("propose.workspace") && error.contains("not an absolute path"),
+            "{error}"
+        );
+        let error = parse("propose: {tools: {exec: {group: \"a b\"}}}", None)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("propose.tools.exec.group"), "{error}");
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct Config {
     pub console: crate::console::config::ConsoleConfig,
     /// The egress proxy agents reach the outside through (off without `egress.listen`).
     pub egress: crate::egress::EgressConfig,
+    /// Judging the tool calls models propose, and the catalogue of the agents' tools.
+    pub propose: crate::propose::ProposeConfig,
 }
 
 impl Default for Config {
@@ -82,6 +84,7 @@ impl Default for Config {
             approvals: ApprovalsConfig::default(),
             console: Default::default(),
             egress: Default::default(),
+            propose: Default::default(),
         }
     }
 }

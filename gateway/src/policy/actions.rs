@@ -13,7 +13,8 @@ use super::arguments::ToolArguments;
 use super::context_keys::ContextKeys;
 use super::request::{self, IpCache};
 use crate::action::{
-    ActionContext, EgressFacts, Facts, Finding, Findings, HttpFacts, LlmFacts, ToolFacts, Verb,
+    ActionContext, EgressFacts, Facts, Finding, Findings, HttpFacts, LlmFacts, ProposeFacts,
+    ToolFacts, Verb,
 };
 
 /// Which of the schema's context types an action's context is: which [`Facts`] it carries.
@@ -29,15 +30,18 @@ pub(crate) enum FactsKind {
     Egress,
     /// `ToolContext` ([`Facts::Tool`]).
     Tool,
+    /// `ProposeContext` ([`Facts::Propose`]).
+    Propose,
 }
 
 impl FactsKind {
-    const ALL: [FactsKind; 5] = [
+    const ALL: [FactsKind; 6] = [
         FactsKind::Request,
         FactsKind::Llm,
         FactsKind::Http,
         FactsKind::Egress,
         FactsKind::Tool,
+        FactsKind::Propose,
     ];
 
     /// The kind of `facts`.
@@ -48,6 +52,7 @@ impl FactsKind {
             Facts::Http(_) => FactsKind::Http,
             Facts::Egress(_) => FactsKind::Egress,
             Facts::Tool(_) => FactsKind::Tool,
+            Facts::Propose(_) => FactsKind::Propose,
         }
     }
 
@@ -60,11 +65,10 @@ impl FactsKind {
             Verb::HttpRequest | Verb::Operation(_) => FactsKind::Http,
             Verb::EgressConnect | Verb::EgressRequest => FactsKind::Egress,
             Verb::McpCallTool | Verb::McpGetPrompt | Verb::McpComplete => FactsKind::Tool,
-            Verb::McpListTools
-            | Verb::McpReadResource
-            | Verb::ToolPropose
-            | Verb::SecretUse
-            | Verb::ApprovalDecide => FactsKind::Request,
+            Verb::ToolPropose => FactsKind::Propose,
+            Verb::McpListTools | Verb::McpReadResource | Verb::SecretUse | Verb::ApprovalDecide => {
+                FactsKind::Request
+            }
         }
     }
 
@@ -76,6 +80,7 @@ impl FactsKind {
             FactsKind::Http => "HttpContext",
             FactsKind::Egress => "EgressContext",
             FactsKind::Tool => "ToolContext",
+            FactsKind::Propose => "ProposeContext",
         }
     }
 
@@ -105,6 +110,13 @@ impl FactsKind {
             FactsKind::Tool => Facts::Tool(ToolFacts {
                 arguments: Arc::new(serde_json::json!({ "path": "/tmp/a" })),
             }),
+            FactsKind::Propose => Facts::Propose(Box::new(ProposeFacts {
+                arguments_json: r#"{"command":"ls"}"#.into(),
+                command: full.then(|| "ls".into()),
+                command_parsed: true,
+                programs: vec!["ls".into()],
+                ..ProposeFacts::default()
+            })),
         }
     }
 }

@@ -33,11 +33,26 @@ pub(crate) enum Key {
     Sni,
     // A tool call's (`ToolContext`).
     Arguments,
+    // A proposed tool call's (`ProposeContext`).
+    ArgumentsJson,
+    Command,
+    CommandParsed,
+    Programs,
+    Subcommands,
+    PipesToShell,
+    ForcePush,
+    RecursiveDelete,
+    DeletesOutsideWorkspace,
+    Paths,
+    OutsideWorkspace,
+    WritesOutsideWorkspace,
+    Hosts,
+    Recipients,
 }
 
 impl Key {
     /// Every attribute.
-    pub(crate) const ALL: [Key; 20] = [
+    pub(crate) const ALL: [Key; 34] = [
         Key::Route,
         Key::Time,
         Key::Hour,
@@ -58,6 +73,20 @@ impl Key {
         Key::Scheme,
         Key::Sni,
         Key::Arguments,
+        Key::ArgumentsJson,
+        Key::Command,
+        Key::CommandParsed,
+        Key::Programs,
+        Key::Subcommands,
+        Key::PipesToShell,
+        Key::ForcePush,
+        Key::RecursiveDelete,
+        Key::DeletesOutsideWorkspace,
+        Key::Paths,
+        Key::OutsideWorkspace,
+        Key::WritesOutsideWorkspace,
+        Key::Hosts,
+        Key::Recipients,
     ];
 
     /// The attribute's name in Cedar: `context.<name>`.
@@ -83,6 +112,20 @@ impl Key {
             Key::Scheme => "scheme",
             Key::Sni => "sni",
             Key::Arguments => "arguments",
+            Key::ArgumentsJson => "arguments_json",
+            Key::Command => "command",
+            Key::CommandParsed => "command_parsed",
+            Key::Programs => "programs",
+            Key::Subcommands => "subcommands",
+            Key::PipesToShell => "pipes_to_shell",
+            Key::ForcePush => "force_push",
+            Key::RecursiveDelete => "recursive_delete",
+            Key::DeletesOutsideWorkspace => "deletes_outside_workspace",
+            Key::Paths => "paths",
+            Key::OutsideWorkspace => "outside_workspace",
+            Key::WritesOutsideWorkspace => "writes_outside_workspace",
+            Key::Hosts => "hosts",
+            Key::Recipients => "recipients",
         }
     }
 
@@ -91,14 +134,14 @@ impl Key {
         Key::ALL.into_iter().find(|k| k.name() == name)
     }
 
-    fn bit(self) -> u32 {
-        1 << self as u32
+    fn bit(self) -> u64 {
+        1 << self as u64
     }
 }
 
 /// A set of context attributes, one bit per [`Key`] (by default none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct ContextKeys(u32);
+pub(crate) struct ContextKeys(u64);
 
 impl ContextKeys {
     /// Every attribute.

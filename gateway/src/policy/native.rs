@@ -28,7 +28,9 @@ use cedar_policy::pst::{BinaryOp, Clause, Expr, Literal, UnaryOp, Var};
 
 use super::context_keys::Key;
 use super::request::TimeFacts;
-use crate::action::{ActionContext, EgressFacts, Facts, Finding, HttpFacts, LlmFacts};
+use crate::action::{
+    ActionContext, EgressFacts, Facts, Finding, HttpFacts, LlmFacts, ProposeFacts,
+};
 
 /// A policy's conditions, compiled: true exactly when the policy holds.
 #[derive(Debug)]
@@ -319,6 +321,14 @@ fn egress(ctx: &ActionContext) -> Result<&EgressFacts, AskCedar> {
     }
 }
 
+/// The facts of a proposed tool call in `ctx`, as [`llm`].
+fn propose(ctx: &ActionContext) -> Result<&ProposeFacts, AskCedar> {
+    match &ctx.facts {
+        Facts::Propose(facts) => Ok(facts),
+        _ => Err(AskCedar),
+    }
+}
+
 /// Whether the context Warden builds for `ctx` has `key` (Cedar's `context has`).
 fn has(ctx: &ActionContext, key: Key) -> bool {
     match key {
@@ -339,6 +349,20 @@ fn has(ctx: &ActionContext, key: Key) -> bool {
         Key::Port | Key::Addresses | Key::Scheme => egress(ctx).is_ok(),
         Key::Sni => egress(ctx).is_ok_and(|egress| egress.sni.is_some()),
         Key::Arguments => matches!(ctx.facts, Facts::Tool(_)),
+        Key::Command => propose(ctx).is_ok_and(|p| p.command.is_some()),
+        Key::ArgumentsJson
+        | Key::CommandParsed
+        | Key::Programs
+        | Key::Subcommands
+        | Key::PipesToShell
+        | Key::ForcePush
+        | Key::RecursiveDelete
+        | Key::DeletesOutsideWorkspace
+        | Key::Paths
+        | Key::OutsideWorkspace
+        | Key::WritesOutsideWorkspace
+        | Key::Hosts
+        | Key::Recipients => propose(ctx).is_ok(),
     }
 }
 
@@ -381,6 +405,20 @@ impl<'a> Env<'a> {
             Key::Port => Value::Long(i64::from(egress(ctx)?.port)),
             Key::Scheme => Value::Str(&egress(ctx)?.scheme),
             Key::Sni => Value::Str(egress(ctx)?.sni.as_deref().ok_or(AskCedar)?),
+            Key::ArgumentsJson => Value::Str(&propose(ctx)?.arguments_json),
+            Key::Command => Value::Str(propose(ctx)?.command.as_deref().ok_or(AskCedar)?),
+            Key::CommandParsed => Value::Bool(propose(ctx)?.command_parsed),
+            Key::Programs => Value::Strings(&propose(ctx)?.programs),
+            Key::Subcommands => Value::Strings(&propose(ctx)?.subcommands),
+            Key::PipesToShell => Value::Bool(propose(ctx)?.pipes_to_shell),
+            Key::ForcePush => Value::Bool(propose(ctx)?.force_push),
+            Key::RecursiveDelete => Value::Bool(propose(ctx)?.recursive_delete),
+            Key::DeletesOutsideWorkspace => Value::Bool(propose(ctx)?.deletes_outside_workspace),
+            Key::Paths => Value::Strings(&propose(ctx)?.paths),
+            Key::OutsideWorkspace => Value::Bool(propose(ctx)?.outside_workspace),
+            Key::WritesOutsideWorkspace => Value::Bool(propose(ctx)?.writes_outside_workspace),
+            Key::Hosts => Value::Strings(&propose(ctx)?.hosts),
+            Key::Recipients => Value::Strings(&propose(ctx)?.recipients),
             // Not compiled: extension values, records, tool arguments.
             Key::SourceIp | Key::Addresses | Key::Fields | Key::Arguments => return Err(AskCedar),
         })

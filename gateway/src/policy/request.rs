@@ -358,6 +358,31 @@ pub(crate) fn context(
                 ));
             }
         }
+        Facts::Propose(p) => {
+            let strings =
+                |all: &[String]| RestrictedExpression::new_set(all.iter().map(|s| string(s)));
+            let boolean = RestrictedExpression::new_bool;
+            add(Key::ArgumentsJson, &|| string(&p.arguments_json));
+            if let Some(command) = &p.command {
+                add(Key::Command, &|| string(command));
+            }
+            add(Key::CommandParsed, &|| boolean(p.command_parsed));
+            add(Key::Programs, &|| strings(&p.programs));
+            add(Key::Subcommands, &|| strings(&p.subcommands));
+            add(Key::PipesToShell, &|| boolean(p.pipes_to_shell));
+            add(Key::ForcePush, &|| boolean(p.force_push));
+            add(Key::RecursiveDelete, &|| boolean(p.recursive_delete));
+            add(Key::DeletesOutsideWorkspace, &|| {
+                boolean(p.deletes_outside_workspace)
+            });
+            add(Key::Paths, &|| strings(&p.paths));
+            add(Key::OutsideWorkspace, &|| boolean(p.outside_workspace));
+            add(Key::WritesOutsideWorkspace, &|| {
+                boolean(p.writes_outside_workspace)
+            });
+            add(Key::Hosts, &|| strings(&p.hosts));
+            add(Key::Recipients, &|| strings(&p.recipients));
+        }
         Facts::None => {}
     }
     Context::from_pairs(pairs).map_err(|e| e.to_string())

@@ -315,8 +315,10 @@ struct ContextSpec {
     addresses: Option<Vec<String>>,
     scheme: Option<String>,
     sni: Option<String>,
-    // Tool calls' (`mcp:call_tool`, `mcp:get_prompt`, `mcp:complete`).
+    // Tool calls' (`mcp:call_tool`, `mcp:get_prompt`, `mcp:complete`), and a proposed tool
+    // call's, read as `tool_kind` says (the context Warden derives from them).
     arguments: Option<serde_json::Value>,
+    tool_kind: Option<crate::propose::config::ToolKind>,
 }
 
 impl ContextSpec {
@@ -364,7 +366,15 @@ impl ContextSpec {
                     ("sni", self.sni.is_some()),
                 ],
             ),
-            of_kind(FactsKind::Tool, &[("arguments", self.arguments.is_some())]),
+            if kind == FactsKind::Propose {
+                Vec::new()
+            } else {
+                of_kind(FactsKind::Tool, &[("arguments", self.arguments.is_some())])
+            },
+            of_kind(
+                FactsKind::Propose,
+                &[("tool_kind", self.tool_kind.is_some())],
+            ),
         ]
         .concat();
         if !foreign.is_empty() {
@@ -415,6 +425,32 @@ impl ContextSpec {
                     }
                 }),
             }),
+            FactsKind::Propose => {
+                let arguments = match &self.arguments {
+                    None => serde_json::Value::Object(serde_json::Map::new()),
+                    Some(arguments @ serde_json::Value::Object(_)) => arguments.clone(),
+                    Some(_) => {
+                        return Err("context.arguments: write the arguments as a mapping, e.g. \
+                             `arguments: { command: \"git push --force\" }`"
+                            .into());
+                    }
+                };
+                let kind = self
+                    .tool_kind
+                    .unwrap_or(if arguments.get("command").is_some() {
+                        crate::propose::config::ToolKind::Shell
+                    } else {
+                        crate::propose::config::ToolKind::Other
+                    });
+                let defaults = crate::propose::config::ProposeConfig::default();
+                let workspace = crate::propose::paths::Workspace {
+                    root: defaults.workspace,
+                    home: defaults.home,
+                };
+                Facts::Propose(Box::new(crate::propose::facts::read(
+                    kind, &arguments, &workspace,
+                )))
+            }
         })
     }
 }
@@ -465,6 +501,10 @@ fn context_keys(kind: FactsKind) -> &'static str {
              scheme, sni, method, path"
         }
         FactsKind::Tool => "route, time, source_ip, tls, client_certificate, findings, arguments",
+        FactsKind::Propose => {
+            "route, time, source_ip, tls, client_certificate, findings, arguments, tool_kind \
+             (the context of docs/local-tools.md is derived from them)"
+        }
     }
 }
 

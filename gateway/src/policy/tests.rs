@@ -171,7 +171,7 @@ fn every_example_validates_against_the_schema_alone_and_with_the_baseline() {
 #[test]
 fn baseline_allows_a_typical_chat_and_names_the_permit() {
     let engine = PolicyEngine::load(&repo_policies()).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(engine.policy_count(), 4);
+    assert_eq!(engine.policy_count(), 10);
     let decision = engine.decide(&chat(agent("ci-bot"), "openai", "gpt-4o"));
     assert_eq!(
         decision,
@@ -848,6 +848,14 @@ fn act(principal: Principal, verb: Verb, resource: Resource, facts: Facts) -> Ac
     action
 }
 
+/// The facts of a proposed tool call that does nothing the baseline guards against.
+fn proposed() -> Facts {
+    Facts::Propose(Box::new(crate::action::ProposeFacts {
+        command_parsed: true,
+        ..Default::default()
+    }))
+}
+
 /// The facts of a tool call with no arguments.
 fn no_arguments() -> Facts {
     arguments(serde_json::json!({}))
@@ -1208,7 +1216,7 @@ fn proposed_tools_are_judged_by_their_group_and_the_agent() {
     let engine = whole_model();
     let propose = |principal: Principal, tool: Resource| {
         engine
-            .decide(&act(principal, Verb::ToolPropose, tool, Facts::None))
+            .decide(&act(principal, Verb::ToolPropose, tool, proposed()))
             .policy_ids()
     };
     let prod = agent("prod-bot");
@@ -1340,7 +1348,7 @@ fn a_finding_is_refused_on_every_kind_of_action() {
             agent("dev-bot"),
             Verb::ToolPropose,
             agent_tool("write", None),
-            Facts::None,
+            proposed(),
         ),
     ];
     for mut action in actions {
@@ -1399,7 +1407,7 @@ fn the_whole_model_gives_cedars_answer() {
             agent("a"),
             Verb::ToolPropose,
             agent_tool("exec", Some("shell")),
-            Facts::None,
+            proposed(),
         ),
         act(
             cert,

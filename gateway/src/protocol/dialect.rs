@@ -13,6 +13,7 @@ use http_body_util::Full;
 
 use super::errors::ProtocolError;
 use super::identifier::LOOKALIKE_FINDING;
+use super::proposed::ProposalRewriter;
 use super::refusal::Refusal;
 use super::request::LlmRequest;
 use super::rest::operations::Operations;
@@ -148,6 +149,13 @@ pub trait Dialect: Send + Sync + 'static {
 
     /// The usage a complete (non-streamed, or JSON-array streamed) body reports.
     fn usage_from_body(&self, body: &[u8]) -> Usage;
+
+    /// A rewriter that has the tool calls a model proposes in the response to a request read
+    /// as `shape` judged before the agent gets them (`event_stream`: the response streams);
+    /// `None` when this dialect's response to it carries no tool calls Warden reads.
+    fn proposals(&self, _shape: &Shape, _event_stream: bool) -> Option<Box<dyn ProposalRewriter>> {
+        None
+    }
 }
 
 #[cfg(test)]

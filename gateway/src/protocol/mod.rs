@@ -19,6 +19,7 @@ mod identifier;
 pub mod mcp;
 mod openai;
 mod parse;
+pub mod proposed;
 mod refusal;
 mod request;
 mod response;

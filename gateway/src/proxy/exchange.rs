@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 
 use super::egress::answer::egress_answer;
 use super::refusal::{Recorded, Refusal};
-use crate::action::{Facts, Findings, Principal, Resource, Verb};
+use crate::action::{Action, Facts, Findings, Principal, Resource, Verb};
 use crate::audit::AuditError;
 use crate::audit::event::{
     AuditEvent, AuditFinding, AuditOutcome, AuditPrincipal, AuditSecret, EventKind, Text,
@@ -451,6 +451,19 @@ impl Exchange {
         }
     }
 
+    /// observe: what records the tool calls the model proposes in the response.
+    pub fn proposal_records(&self) -> ProposalRecords {
+        ProposalRecords {
+            shared: Arc::clone(&self.shared),
+            event: self.event(EventKind::Decision),
+        }
+    }
+
+    /// How the route's dialect read the request.
+    pub fn shape(&self) -> Option<&Shape> {
+        self.shape.as_ref()
+    }
+
     /// record: answers a refusal in the route's protocol shape, records what the request
     /// came to (a refusal's record; an observed response records its own outcome when its body
     /// ends), counts it, logs it, and stamps the response with the request and decision ids.
@@ -639,6 +652,38 @@ impl Exchange {
 impl Drop for Exchange {
     fn drop(&mut self) {
         self.shared.metrics.in_flight.dec();
+    }
+}
+
+/// Records the tool calls a model proposes in this exchange's response: one decision record
+/// each (`tool:propose` on the tool, with the decision and its policies, the arguments as a
+/// digest), and `warden_proposed_calls_total`.
+pub struct ProposalRecords {
+    shared: Arc<Shared>,
+    event: AuditEvent,
+}
+
+impl crate::propose::RecordProposal for ProposalRecords {
+    fn record(&self, action: &Action, decision: &Decision, arguments: &[u8], tool: &str) {
+        let mut event = self.event.clone();
+        event.decision_id = new_id();
+        event.action = action.verb.label();
+        event.resource = Arc::from(action.resource.cedar_ref());
+        event.decision = decision.label().into();
+        event.policies = decision.policy_ids();
+        event.reasons = decision
+            .reasons()
+            .into_iter()
+            .map(|r| bounded(&r, FIELD_MAX).into_owned())
+            .collect();
+        event.content_digest = Arc::from(digest(arguments));
+        self.shared.audit.append_detached(event);
+        let outcome = match decision {
+            Decision::Allow { .. } => "allowed",
+            Decision::Deny { .. } => "denied",
+            Decision::NeedsApproval { .. } => "held",
+        };
+        self.shared.metrics.proposed_call(tool, outcome);
     }
 }
 

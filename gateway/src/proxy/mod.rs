@@ -32,6 +32,7 @@ use stages::{Held, context, decide, hold, inspect};
 use crate::action::{Action, Principal};
 use crate::listener::ConnInfo;
 use crate::observe::ObservedBody;
+use crate::propose::Judge;
 use crate::protocol::{self, Inbound, Interpreted};
 use crate::route::Route;
 use crate::secrets::inject;
@@ -154,7 +155,7 @@ async fn go_on(
     } = decided;
     let outbound = credential(snap, ex, &route, &action, request).await?;
     let response = forward(upstream, ex, outbound).await?;
-    Ok(observe(ex, &route, response))
+    Ok(observe(snap, ex, &route, &action, response))
 }
 
 /// A request as interpret read it: its head and its whole body.
@@ -294,8 +295,15 @@ async fn forward(
     Ok(result?)
 }
 
-/// Observe: stream the response through, reading usage; its outcome is recorded when it ends.
-fn observe(ex: &mut Exchange, route: &Route, response: Response<Incoming>) -> Response<ProxyBody> {
+/// Observe: stream the response through, reading usage and judging the tool calls the model
+/// proposes; its outcome is recorded when it ends.
+fn observe(
+    snap: &Snapshot,
+    ex: &mut Exchange,
+    route: &Route,
+    action: &Action,
+    response: Response<Incoming>,
+) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     let event_stream = parts
         .headers
@@ -320,9 +328,43 @@ fn observe(ex: &mut Exchange, route: &Route, response: Response<Incoming>) -> Re
             }
         }
     }
-    let body = ObservedBody::new(body, outcome, route.protocol.dialect(), event_stream)
+    let mut body = ObservedBody::new(body, outcome, route.protocol.dialect(), event_stream)
         .redacting(redactor);
+    if let Some((rewriter, judge)) = proposals(snap, ex, route, action, &parts, event_stream) {
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+        body = body.judging(rewriter, judge);
+    }
     Response::from_parts(parts, Either::Right(Either::Left(body)))
+}
+
+/// The rewriter and judge of the tool calls a successful LLM response proposes, when
+/// `propose.enabled` and the route's dialect reads them.
+fn proposals(
+    snap: &Snapshot,
+    ex: &Exchange,
+    route: &Route,
+    action: &Action,
+    parts: &http::response::Parts,
+    event_stream: bool,
+) -> Option<(
+    Box<dyn protocol::proposed::ProposalRewriter>,
+    Box<dyn protocol::proposed::JudgeCalls>,
+)> {
+    if !snap.config.propose.enabled || !parts.status.is_success() || bodiless(parts.status) {
+        return None;
+    }
+    let rewriter = route
+        .protocol
+        .dialect()
+        .proposals(ex.shape()?, event_stream)?;
+    let judge = Judge::new(
+        Arc::clone(&snap.policy),
+        Arc::clone(&snap.propose),
+        Arc::clone(&action.principal),
+        &action.context,
+        Box::new(ex.proposal_records()),
+    );
+    Some((rewriter, Box::new(judge)))
 }
 
 /// A response that has no body (its length header describes another, or none).

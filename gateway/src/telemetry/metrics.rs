@@ -63,6 +63,9 @@ pub struct Metrics {
     pub egress_tunnels: IntCounterVec,
     /// Bytes egress tunnels carried, by direction (`up`: to the destination, `down`: back).
     pub egress_bytes: IntCounterVec,
+    /// Tool calls models proposed, by tool (a catalogue name or `other`) and outcome
+    /// (`allowed`, `denied`, `held`).
+    pub proposed_calls: IntCounterVec,
     agents: Arc<LabelSet>,
     models: Arc<LabelSet>,
 }
@@ -240,8 +243,17 @@ impl Metrics {
             &["direction"],
         )
         .expect("static metric definition");
+        let proposed_calls = IntCounterVec::new(
+            Opts::new(
+                "warden_proposed_calls_total",
+                "Tool calls models proposed, judged before the agent got them, by tool and outcome (allowed, denied, held)",
+            ),
+            &["tool", "outcome"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(proposed_calls.clone()),
             Box::new(egress.clone()),
             Box::new(egress_tunnels.clone()),
             Box::new(egress_bytes.clone()),
@@ -277,6 +289,7 @@ impl Metrics {
             egress,
             egress_tunnels,
             egress_bytes,
+            proposed_calls,
             agents: Arc::new(LabelSet::new(AGENT_LABELS_MAX)),
             models: Arc::new(LabelSet::new(MODEL_LABELS_MAX)),
         }
@@ -337,6 +350,13 @@ impl Metrics {
         self.egress_tunnels.with_label_values(&[result]).inc();
         self.egress_bytes.with_label_values(&["up"]).inc_by(up);
         self.egress_bytes.with_label_values(&["down"]).inc_by(down);
+    }
+
+    /// Counts one proposed tool call to `tool` (a bounded label) and its `outcome`.
+    pub fn proposed_call(&self, tool: &str, outcome: &str) {
+        self.proposed_calls
+            .with_label_values(&[tool, outcome])
+            .inc();
     }
 
     /// The counters the trace export updates.

@@ -83,6 +83,42 @@ fn tool_to_call(json: &Value) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The calls the model proposes: one per declared tool whose description is
+/// `propose:<input JSON>`, else the first declared tool with the usual input, unless the
+/// conversation is past it.
+fn calls_to_propose(json: &Value) -> Vec<(String, Value)> {
+    let Some(first) = tool_to_call(json) else {
+        return Vec::new();
+    };
+    let proposed: Vec<(String, Value)> = json
+        .get("tools")
+        .and_then(Value::as_array)
+        .map(|tools| {
+            tools
+                .iter()
+                .filter_map(|t| {
+                    let name = t.get("name")?.as_str()?;
+                    let input = t
+                        .get("description")?
+                        .as_str()?
+                        .strip_prefix(super::PROPOSE_PREFIX)?;
+                    Some((name.to_owned(), serde_json::from_str(input).ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if proposed.is_empty() {
+        vec![(first, tool_input())]
+    } else {
+        proposed
+    }
+}
+
+/// The id of the `n`th `tool_use` block.
+fn tool_use_id(n: usize) -> String {
+    super::nth_id(TOOL_USE_ID, n)
+}
+
 fn usage(output_tokens: u64) -> Value {
     json!({
         "input_tokens": PROMPT_TOKENS, "output_tokens": output_tokens,
@@ -102,7 +138,8 @@ fn messages(ex: Exchange) -> Response<FakeBody> {
         .and_then(Value::as_str)
         .unwrap_or("claude-sonnet-4-5")
         .to_owned();
-    let tool = tool_to_call(&ex.json);
+    let calls = calls_to_propose(&ex.json);
+    let tool = calls.first().map(|(name, _)| name.clone());
     let stop_reason = if tool.is_some() {
         "tool_use"
     } else {
@@ -110,10 +147,13 @@ fn messages(ex: Exchange) -> Response<FakeBody> {
     };
     if ex.json.get("stream").and_then(Value::as_bool) != Some(true) {
         let content = match &tool {
-            Some(name) => json!([
-                {"type": "text", "text": TOOL_PREAMBLE},
-                {"type": "tool_use", "id": TOOL_USE_ID, "name": name, "input": tool_input()}
-            ]),
+            Some(_) => {
+                let mut blocks = vec![json!({"type": "text", "text": TOOL_PREAMBLE})];
+                blocks.extend(calls.iter().enumerate().map(|(n, (name, input))| {
+                    json!({"type": "tool_use", "id": tool_use_id(n), "name": name, "input": input})
+                }));
+                Value::from(blocks)
+            }
             None => json!([{"type": "text", "text": full_text()}]),
         };
         return json_response(&json!({
@@ -144,33 +184,37 @@ fn messages(ex: Exchange) -> Response<FakeBody> {
         )
     };
     match &tool {
-        Some(name) => {
+        Some(_) => {
             events.push(text_delta(TOOL_PREAMBLE));
             events.push(named_event(
                 "content_block_stop",
                 &json!({"type": "content_block_stop", "index": 0}),
             ));
-            events.push(named_event(
-                "content_block_start",
-                &json!({"type": "content_block_start", "index": 1,
-                        "content_block": {"type": "tool_use", "id": TOOL_USE_ID, "name": name, "input": {}}}),
-            ));
-            events.push(named_event(
-                "content_block_delta",
-                &json!({"type": "content_block_delta", "index": 1,
-                        "delta": {"type": "input_json_delta", "partial_json": ""}}),
-            ));
-            for piece in fragments(TOOL_ARGUMENTS, 4) {
+            for (n, (name, input)) in calls.iter().enumerate() {
+                let index = n + 1;
+                events.push(named_event(
+                    "content_block_start",
+                    &json!({"type": "content_block_start", "index": index,
+                            "content_block": {"type": "tool_use", "id": tool_use_id(n), "name": name, "input": {}}}),
+                ));
                 events.push(named_event(
                     "content_block_delta",
-                    &json!({"type": "content_block_delta", "index": 1,
-                            "delta": {"type": "input_json_delta", "partial_json": piece}}),
+                    &json!({"type": "content_block_delta", "index": index,
+                            "delta": {"type": "input_json_delta", "partial_json": ""}}),
+                ));
+                let text = input.to_string();
+                for piece in fragments(&text, 4.max(text.len() / 4)) {
+                    events.push(named_event(
+                        "content_block_delta",
+                        &json!({"type": "content_block_delta", "index": index,
+                                "delta": {"type": "input_json_delta", "partial_json": piece}}),
+                    ));
+                }
+                events.push(named_event(
+                    "content_block_stop",
+                    &json!({"type": "content_block_stop", "index": index}),
                 ));
             }
-            events.push(named_event(
-                "content_block_stop",
-                &json!({"type": "content_block_stop", "index": 1}),
-            ));
         }
         None => {
             for piece in TEXT_CHUNKS {

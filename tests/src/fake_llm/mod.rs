@@ -26,6 +26,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 pub use body::FakeBody;
+pub use openai::{PROPOSE_PREFIX, call_id};
 
 /// The assistant text every completion carries, one stream chunk per element.
 pub const TEXT_CHUNKS: [&str; 9] = [
@@ -532,6 +533,15 @@ pub(crate) fn fragments(s: &str, n: usize) -> Vec<String> {
     let chars: Vec<char> = s.chars().collect();
     let size = chars.len().div_ceil(n.max(1)).max(1);
     chars.chunks(size).map(|c| c.iter().collect()).collect()
+}
+
+/// The id of the `n`th of several proposed calls: `first`, then `first1`, `first2`, ...
+pub(crate) fn nth_id(first: &str, n: usize) -> String {
+    if n == 0 {
+        first.to_owned()
+    } else {
+        format!("{first}{n}")
+    }
 }
 
 /// Seconds since the Unix epoch.

@@ -125,23 +125,72 @@ fn usage() -> Value {
 
 const CALL_ID: &str = "call_fake0TOOL1";
 
+/// The calls the model proposes: one per declared tool whose description is
+/// `propose:<arguments JSON>` (parallel calls, as a test asks for them), else the first
+/// declared tool with the usual arguments, unless the conversation is past it.
+fn calls_to_propose(json: &Value) -> Vec<(String, String)> {
+    let answered = tool_to_call(json).is_none();
+    let proposed: Vec<(String, String)> = json
+        .get("tools")
+        .and_then(Value::as_array)
+        .map(|tools| {
+            tools
+                .iter()
+                .filter_map(|t| {
+                    let name = t.pointer("/function/name")?.as_str()?;
+                    let args = t
+                        .pointer("/function/description")?
+                        .as_str()?
+                        .strip_prefix(PROPOSE_PREFIX)?;
+                    Some((name.to_owned(), args.to_owned()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if answered {
+        return Vec::new();
+    }
+    if !proposed.is_empty() {
+        return proposed;
+    }
+    tool_to_call(json)
+        .map(|name| vec![(name, TOOL_ARGUMENTS.to_owned())])
+        .unwrap_or_default()
+}
+
+/// A tool description that makes the fake propose a call to it with the arguments that follow.
+pub const PROPOSE_PREFIX: &str = "propose:";
+
+/// The id of the fake's `n`th proposed call.
+pub fn call_id(n: usize) -> String {
+    super::nth_id(CALL_ID, n)
+}
+
 fn chat(ex: Exchange) -> Response<FakeBody> {
     let model = requested_model(&ex.json);
-    let tool = tool_to_call(&ex.json);
+    let calls = calls_to_propose(&ex.json);
     let created = now();
     let id = "chatcmpl-fakeW4RD3N";
     if ex.json.get("stream").and_then(Value::as_bool) != Some(true) {
-        let (message, finish) = match &tool {
-            Some(name) => (
-                json!({"role": "assistant", "content": null, "refusal": null, "annotations": [],
-                       "tool_calls": [{"id": CALL_ID, "type": "function",
-                                       "function": {"name": name, "arguments": TOOL_ARGUMENTS}}]}),
-                "tool_calls",
-            ),
-            None => (
+        let (message, finish) = if calls.is_empty() {
+            (
                 json!({"role": "assistant", "content": full_text(), "refusal": null, "annotations": []}),
                 "stop",
-            ),
+            )
+        } else {
+            let tool_calls: Vec<Value> = calls
+                .iter()
+                .enumerate()
+                .map(|(n, (name, args))| {
+                    json!({"id": call_id(n), "type": "function",
+                           "function": {"name": name, "arguments": args}})
+                })
+                .collect();
+            (
+                json!({"role": "assistant", "content": null, "refusal": null, "annotations": [],
+                       "tool_calls": tool_calls}),
+                "tool_calls",
+            )
         };
         return json_response(&json!({
             "id": id, "object": "chat.completion", "created": created, "model": model,
@@ -167,32 +216,33 @@ fn chat(ex: Exchange) -> Response<FakeBody> {
         data_event(&c)
     };
     let mut events: Vec<Bytes> = Vec::new();
-    match &tool {
-        Some(name) => {
-            events.push(chunk(
-                json!({"role": "assistant", "content": null, "refusal": null,
-                       "tool_calls": [{"index": 0, "id": CALL_ID, "type": "function",
-                                       "function": {"name": name, "arguments": ""}}]}),
-                Value::Null,
-            ));
-            for piece in fragments(TOOL_ARGUMENTS, 5) {
+    if calls.is_empty() {
+        events.push(chunk(
+            json!({"role": "assistant", "content": "", "refusal": null}),
+            Value::Null,
+        ));
+        for piece in TEXT_CHUNKS {
+            events.push(chunk(json!({"content": piece}), Value::Null));
+        }
+        events.push(chunk(json!({}), json!("stop")));
+    } else {
+        for (n, (name, args)) in calls.iter().enumerate() {
+            let head = json!([{"index": n, "id": call_id(n), "type": "function",
+                               "function": {"name": name, "arguments": ""}}]);
+            let delta = if n == 0 {
+                json!({"role": "assistant", "content": null, "refusal": null, "tool_calls": head})
+            } else {
+                json!({"tool_calls": head})
+            };
+            events.push(chunk(delta, Value::Null));
+            for piece in fragments(args, 5.max(args.len() / 4)) {
                 events.push(chunk(
-                    json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}),
+                    json!({"tool_calls": [{"index": n, "function": {"arguments": piece}}]}),
                     Value::Null,
                 ));
             }
-            events.push(chunk(json!({}), json!("tool_calls")));
         }
-        None => {
-            events.push(chunk(
-                json!({"role": "assistant", "content": "", "refusal": null}),
-                Value::Null,
-            ));
-            for piece in TEXT_CHUNKS {
-                events.push(chunk(json!({"content": piece}), Value::Null));
-            }
-            events.push(chunk(json!({}), json!("stop")));
-        }
+        events.push(chunk(json!({}), json!("tool_calls")));
     }
     if include_usage {
         events.push(data_event(&json!({

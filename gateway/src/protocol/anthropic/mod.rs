@@ -4,6 +4,7 @@
 
 mod error;
 mod interpret;
+mod proposals;
 mod refusal;
 mod usage;
 
@@ -13,6 +14,7 @@ use http_body_util::Full;
 
 use crate::protocol::dialect::{Dialect, Inbound, Interpreted, Shape};
 use crate::protocol::errors::ProtocolError;
+use crate::protocol::proposed::ProposalRewriter;
 use crate::protocol::refusal::{self as refusals, Refusal, RefusalText};
 use crate::protocol::request::Endpoint;
 use crate::protocol::usage::Usage;
@@ -69,5 +71,15 @@ impl Dialect for Anthropic {
 
     fn usage_from_body(&self, body: &[u8]) -> Usage {
         usage::from_json(body)
+    }
+
+    /// Messages responses' `tool_use` blocks.
+    fn proposals(&self, shape: &Shape, event_stream: bool) -> Option<Box<dyn ProposalRewriter>> {
+        match shape {
+            Shape::Llm(llm) if llm.endpoint == Endpoint::Messages => {
+                Some(proposals::rewriter(event_stream))
+            }
+            _ => None,
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 mod error;
 mod interpret;
+mod proposals;
 mod refusal;
 mod usage;
 
@@ -13,6 +14,7 @@ use http_body_util::Full;
 
 use crate::protocol::dialect::{Dialect, Inbound, Interpreted, Shape};
 use crate::protocol::errors::ProtocolError;
+use crate::protocol::proposed::ProposalRewriter;
 use crate::protocol::refusal::{self as refusals, Refusal, RefusalText};
 use crate::protocol::request::Endpoint;
 use crate::protocol::usage::Usage;
@@ -64,5 +66,20 @@ impl Dialect for Gemini {
 
     fn usage_from_body(&self, body: &[u8]) -> Usage {
         usage::from_body(body)
+    }
+
+    /// `generateContent` and `streamGenerateContent` responses' `functionCall` parts.
+    fn proposals(&self, shape: &Shape, event_stream: bool) -> Option<Box<dyn ProposalRewriter>> {
+        match shape {
+            Shape::Llm(llm)
+                if matches!(
+                    llm.endpoint,
+                    Endpoint::GenerateContent | Endpoint::StreamGenerateContent
+                ) =>
+            {
+                Some(proposals::rewriter(event_stream))
+            }
+            _ => None,
+        }
     }
 }

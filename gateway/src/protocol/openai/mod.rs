@@ -4,7 +4,9 @@
 
 mod error;
 mod interpret;
+mod proposals;
 mod refusal;
+mod response_calls;
 mod usage;
 
 use bytes::Bytes;
@@ -13,6 +15,7 @@ use http_body_util::Full;
 
 use crate::protocol::dialect::{Dialect, Inbound, Interpreted, Shape};
 use crate::protocol::errors::ProtocolError;
+use crate::protocol::proposed::ProposalRewriter;
 use crate::protocol::refusal::{self as refusals, Refusal, RefusalText};
 use crate::protocol::request::Endpoint;
 use crate::protocol::usage::Usage;
@@ -63,5 +66,18 @@ impl Dialect for OpenAi {
 
     fn usage_from_body(&self, body: &[u8]) -> Usage {
         usage::from_json(body)
+    }
+
+    /// Chat Completions responses' `tool_calls`, Responses answers' `function_call` items.
+    fn proposals(&self, shape: &Shape, event_stream: bool) -> Option<Box<dyn ProposalRewriter>> {
+        match shape {
+            Shape::Llm(llm) if llm.endpoint == Endpoint::ChatCompletions => {
+                Some(proposals::rewriter(event_stream))
+            }
+            Shape::Llm(llm) if llm.endpoint == Endpoint::Responses => {
+                Some(response_calls::rewriter(event_stream))
+            }
+            _ => None,
+        }
     }
 }

@@ -1,0 +1,341 @@
+//! The context policy authors need about one proposed call, read from its arguments by what
+//! the catalogue says the tool is: a shell command's programs and what they touch, a file
+//! tool's path, a URL's host, a message's recipients.
+
+use serde_json::Value;
+
+use super::config::ToolKind;
+use super::paths::Workspace;
+use super::shell::{self, Command};
+use crate::action::ProposeFacts;
+
+/// Argument names that hold each kind of value, in the order tried.
+const COMMAND_KEYS: &[&str] = &["command", "cmd", "script"];
+const WORKDIR_KEYS: &[&str] = &["workdir", "cwd", "working_directory", "dir"];
+const PATH_KEYS: &[&str] = &[
+    "path",
+    "file_path",
+    "filePath",
+    "file",
+    "filename",
+    "target_file",
+];
+const URL_KEYS: &[&str] = &["url", "targetUrl", "href", "uri"];
+const RECIPIENT_KEYS: &[&str] = &[
+    "to",
+    "target",
+    "recipient",
+    "recipients",
+    "channel",
+    "chatId",
+    "chat_id",
+    "email",
+];
+
+/// Programs whose every operand is a file they change.
+const CHANGES_OPERANDS: &[&str] = &[
+    "rm", "rmdir", "unlink", "shred", "touch", "mkdir", "chmod", "chown", "chgrp", "truncate",
+    "tee", "chattr", "setfacl",
+];
+/// Programs whose last operand is the file they write.
+const WRITES_LAST: &[&str] = &["cp", "mv", "install", "ln", "rsync", "scp"];
+/// Programs that delete their operands.
+const DELETERS: &[&str] = &["rm", "rmdir", "unlink", "shred"];
+/// Redirection targets that are not files.
+const NOT_FILES: &[&str] = &["/dev/null", "/dev/stdout", "/dev/stderr", "/dev/tty"];
+
+/// The facts of a call to a tool of `kind` with `arguments`.
+pub fn read(kind: ToolKind, arguments: &Value, workspace: &Workspace) -> ProposeFacts {
+    let mut facts = ProposeFacts {
+        arguments_json: arguments.to_string(),
+        command_parsed: true,
+        ..ProposeFacts::default()
+    };
+    let mut paths = Paths {
+        workspace,
+        facts: &mut facts,
+    };
+    match kind {
+        ToolKind::Shell => {
+            let workdir = first_string(arguments, WORKDIR_KEYS);
+            if let Some(dir) = workdir {
+                paths.add(dir, None, false);
+            }
+            if let Some(line) = first_string(arguments, COMMAND_KEYS) {
+                shell_facts(line, workdir, &mut paths);
+            }
+        }
+        ToolKind::FileRead | ToolKind::FileWrite => {
+            if let Some(path) = first_string(arguments, PATH_KEYS) {
+                paths.add(path, None, kind == ToolKind::FileWrite);
+            }
+        }
+        ToolKind::Patch => {
+            if let Some(patch) = first_string(arguments, &["input", "patch"]) {
+                for path in patch_files(patch) {
+                    paths.add(path, None, true);
+                }
+            }
+        }
+        ToolKind::Url => {
+            if let Some(host) = first_string(arguments, URL_KEYS).and_then(host_of) {
+                facts.hosts.push(host);
+            }
+        }
+        ToolKind::Message => {
+            for key in RECIPIENT_KEYS {
+                match arguments.get(key) {
+                    Some(Value::String(s)) if !s.is_empty() => facts.recipients.push(s.clone()),
+                    Some(Value::Array(all)) => facts.recipients.extend(
+                        all.iter()
+                            .filter_map(Value::as_str)
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_owned),
+                    ),
+                    _ => {}
+                }
+            }
+        }
+        ToolKind::Other => {}
+    }
+    facts.paths.dedup();
+    facts
+}
+
+fn first_string<'a>(arguments: &'a Value, keys: &[&str]) -> Option<&'a str> {
+    keys.iter()
+        .find_map(|k| arguments.get(k).and_then(Value::as_str))
+}
+
+/// Collects paths into the facts with what they say about the workspace.
+struct Paths<'a> {
+    workspace: &'a Workspace,
+    facts: &'a mut ProposeFacts,
+}
+
+impl Paths<'_> {
+    /// Notes `path` (read from `cwd`); `changes`: the call writes or deletes it.
+    fn add(&mut self, path: &str, cwd: Option<&str>, changes: bool) -> bool {
+        if NOT_FILES.contains(&path) {
+            return false;
+        }
+        let resolved = self.workspace.resolve(path, cwd);
+        let outside = !self.workspace.contains(&resolved);
+        if outside {
+            self.facts.outside_workspace = true;
+            if changes {
+                self.facts.writes_outside_workspace = true;
+            }
+        }
+        let text = resolved.as_str().to_owned();
+        if !self.facts.paths.contains(&text) {
+            self.facts.paths.push(text);
+        }
+        outside
+    }
+}
+
+/// What the shell command `line` (run in `workdir`) does.
+fn shell_facts(line: &str, workdir: Option<&str>, paths: &mut Paths<'_>) {
+    paths.facts.command = Some(line.to_owned());
+    let script = match shell::parse(line) {
+        Ok(script) => script,
+        Err(_) => {
+            paths.facts.command_parsed = false;
+            return;
+        }
+    };
+    paths.facts.pipes_to_shell = script.pipes_download_to_interpreter;
+    for command in &script.commands {
+        let cwd = match (&command.cwd, workdir) {
+            (Some(dir), _) => Some(dir.as_str()),
+            (None, dir) => dir,
+        };
+        command_facts(command, cwd, paths);
+    }
+}
+
+fn push_unique(set: &mut Vec<String>, value: String) {
+    if !set.contains(&value) {
+        set.push(value);
+    }
+}
+
+/// What one command does, run in `cwd`.
+fn command_facts(command: &Command, cwd: Option<&str>, paths: &mut Paths<'_>) {
+    let name = command.name();
+    push_unique(&mut paths.facts.programs, name.to_owned());
+    let operands: Vec<&str> = operands(&command.args);
+    if let Some(first) = operands.first() {
+        push_unique(&mut paths.facts.subcommands, format!("{name} {first}"));
+    }
+    for redirect in &command.redirects {
+        if redirect.target.starts_with('&') {
+            continue;
+        }
+        paths.add(&redirect.target, cwd, redirect.writes);
+    }
+    if DELETERS.contains(&name) {
+        if command.args.iter().any(|a| recursive_flag(a)) {
+            paths.facts.recursive_delete = true;
+        }
+        for operand in &operands {
+            if paths.add(operand, cwd, true) {
+                paths.facts.deletes_outside_workspace = true;
+            }
+        }
+        return;
+    }
+    if name == "find" && command.args.iter().any(|a| a == "-delete") {
+        paths.facts.recursive_delete = true;
+        for operand in operands.iter().take_while(|o| !o.starts_with('(')) {
+            if paths.add(operand, cwd, true) {
+                paths.facts.deletes_outside_workspace = true;
+            }
+        }
+        return;
+    }
+    if CHANGES_OPERANDS.contains(&name) {
+        let skip = usize::from(matches!(
+            name,
+            "chmod" | "chown" | "chgrp" | "setfacl" | "chattr"
+        ));
+        for operand in operands.iter().skip(skip) {
+            paths.add(operand, cwd, true);
+        }
+        return;
+    }
+    if WRITES_LAST.contains(&name) && operands.len() >= 2 {
+        let (last, sources) = operands.split_last().unwrap_or((&"", &[]));
+        for source in sources {
+            paths.add(source, cwd, name == "mv");
+        }
+        paths.add(last, cwd, true);
+        return;
+    }
+    if name == "dd" {
+        for arg in &command.args {
+            if let Some(out) = arg.strip_prefix("of=") {
+                paths.add(out, cwd, true);
+            } else if let Some(input) = arg.strip_prefix("if=") {
+                paths.add(input, cwd, false);
+            }
+        }
+        return;
+    }
+    if name == "git" && operands.first() == Some(&"push") && force_push(&command.args) {
+        paths.facts.force_push = true;
+    }
+    // Other programs: operands that look like paths are read (or used) by them.
+    for arg in &command.args {
+        let value = arg.split_once('=').map_or(arg.as_str(), |(_, v)| v);
+        if looks_like_path(value) {
+            paths.add(value, cwd, false);
+        }
+        if let Some(host) = host_of(value) {
+            push_unique(&mut paths.facts.hosts, host);
+        }
+    }
+}
+
+/// The arguments that are not options (those after `--` all are).
+fn operands(args: &[String]) -> Vec<&str> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut options_done = false;
+    for arg in args {
+        if !options_done && arg == "--" {
+            options_done = true;
+            continue;
+        }
+        if options_done || !arg.starts_with('-') || arg == "-" {
+            out.push(arg.as_str());
+        }
+    }
+    out
+}
+
+/// `-r`, `-R`, `--recursive`, or a cluster that holds one (`-rf`, `-fR`).
+fn recursive_flag(arg: &str) -> bool {
+    arg == "--recursive"
+        || arg
+            .strip_prefix('-')
+            .is_some_and(|f| !f.starts_with('-') && (f.contains('r') || f.contains('R')))
+}
+
+/// `git push` that overwrites remote history: `--force`, `-f` (alone or in a cluster),
+/// `--force-with-lease`, `--force-if-includes`, `--mirror`, `--delete`, a `+refspec`, `:ref`.
+fn force_push(args: &[String]) -> bool {
+    let after_push = args.iter().skip_while(|a| *a != "push").skip(1);
+    after_push.clone().any(|a| {
+        a.starts_with("--force")
+            || a == "--mirror"
+            || a == "--delete"
+            || (a.starts_with('-') && !a.starts_with("--") && a.contains('f'))
+    }) || after_push
+        .filter(|a| !a.starts_with('-'))
+        .skip(1)
+        .any(|a| a.starts_with('+') || a.starts_with(':'))
+}
+
+fn looks_like_path(s: &str) -> bool {
+    !s.contains("://")
+        && (s.starts_with('/')
+            || s.starts_with("./")
+            || s.starts_with("../")
+            || s.starts_with('~')
+            || s == "..")
+}
+
+/// The host of an absolute `http`/`https`/`ws`/`wss`/`ftp` URL, lower-cased, without a
+/// trailing dot.
+pub fn host_of(text: &str) -> Option<String> {
+    let scheme_end = text.find("://")?;
+    let scheme = &text[..scheme_end];
+    if !matches!(
+        scheme.to_ascii_lowercase().as_str(),
+        "http" | "https" | "ws" | "wss" | "ftp"
+    ) {
+        return None;
+    }
+    let rest = &text[scheme_end + 3..];
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    (!host.is_empty()).then_some(host)
+}
+
+/// The files a patch in OpenClaw's (Codex's) `apply_patch` format or a unified diff names.
+fn patch_files(patch: &str) -> Vec<&str> {
+    let mut files = Vec::new();
+    for line in patch.lines() {
+        let named = [
+            "*** Add File: ",
+            "*** Update File: ",
+            "*** Delete File: ",
+            "*** Move to: ",
+            "+++ ",
+            "--- ",
+        ]
+        .iter()
+        .find_map(|prefix| line.strip_prefix(prefix));
+        if let Some(name) = named {
+            let name = name.trim();
+            let name = name
+                .strip_prefix("a/")
+                .or_else(|| name.strip_prefix("b/"))
+                .unwrap_or(name);
+            if !name.is_empty() && name != "/dev/null" && !files.contains(&name) {
+                files.push(name);
+            }
+        }
+    }
+    files
+}
+
+#[cfg(test)]
+mod tests;

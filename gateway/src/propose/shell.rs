@@ -1,0 +1,855 @@
+//! A shell command line read the way a POSIX shell reads it: words split with quoting rules,
+//! control operators (`|`, `|&`, `&&`, `||`, `;`, `&`, newlines), subshells and groups,
+//! command and process substitutions (`$(...)`, backticks, `<(...)`), redirections and
+//! here-documents; then every simple command unwrapped through what only runs another
+//! command (`sudo`, `env`, `nohup`, `timeout`, `xargs`, `sh -c`, `eval`, ...).
+//!
+//! Nothing is expanded: a word holding `$HOME` keeps that text, and whoever reads a path from
+//! it must treat it as unknown. A line the lexer cannot finish (an unterminated quote or
+//! substitution) is an error: policy sees it as not understood, never as harmless.
+
+/// Wrappers and substitutions nested deeper than this are not unwrapped: an error.
+const MAX_DEPTH: usize = 8;
+
+/// The name of a program only the agent's shell knows (`$(curl …)`, `$EDITOR`).
+pub const SUBSTITUTED: &str = "(substituted)";
+
+/// One command the line runs: the program and its arguments, quotes removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// The program as written (`/usr/bin/rm`, `rm`, `$SHELL`).
+    pub program: String,
+    /// The arguments, in order.
+    pub args: Vec<String>,
+    /// Its redirections.
+    pub redirects: Vec<Redirect>,
+    /// The directory it runs in, as far as `cd` earlier on the line says (`None`: the
+    /// agent's working directory; `Some("")`: unknown).
+    pub cwd: Option<String>,
+}
+
+impl Command {
+    /// The program's file name (`rm` for `/usr/bin/rm`); [`SUBSTITUTED`] when it is the
+    /// output of a command or parameter substitution (`$(curl …)`, `$CMD`).
+    pub fn name(&self) -> &str {
+        if self.program.contains('$') || self.program.contains('`') {
+            return SUBSTITUTED;
+        }
+        self.program.rsplit('/').next().unwrap_or(&self.program)
+    }
+}
+
+/// A redirection: where a file descriptor reads from or writes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    /// It writes (or appends to) its target.
+    pub writes: bool,
+    /// The file (or `&2`-style descriptor) it names.
+    pub target: String,
+}
+
+/// What a command line runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Script {
+    /// Every command, through wrappers and substitutions, in the order written.
+    pub commands: Vec<Command>,
+    /// Output of a download (`curl`, `wget`) reaches an interpreter (`sh`, `python`, ...)
+    /// through a pipe, a command or process substitution.
+    pub pipes_download_to_interpreter: bool,
+}
+
+/// Why a command line could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShellError {
+    /// A quote, substitution or group that is never closed.
+    #[error("unterminated {what} starting at byte {at}")]
+    Unterminated { what: &'static str, at: usize },
+    /// A `)` with no `(` before it.
+    #[error("unbalanced `)` at byte {at}")]
+    Unbalanced { at: usize },
+    /// Wrappers or substitutions nested more than [`MAX_DEPTH`] deep.
+    #[error("commands nested more than {MAX_DEPTH} deep")]
+    TooDeep,
+}
+
+/// Reads `line` as a shell would.
+pub fn parse(line: &str) -> Result<Script, ShellError> {
+    let mut script = Script::default();
+    read_into(line, 0, &mut script)?;
+    Ok(script)
+}
+
+/// Programs that fetch from the network.
+const DOWNLOADERS: &[&str] = &["curl", "wget", "fetch", "aria2c", "http", "xh", "lynx"];
+/// Programs that run code they read.
+const INTERPRETERS: &[&str] = &[
+    "sh", "bash", "zsh", "dash", "ksh", "mksh", "fish", "ash", "busybox", "python", "python3",
+    "python2", "perl", "ruby", "node", "php", "pwsh", "lua", "deno", "bun",
+];
+/// Shells whose `-c STRING` is a command line.
+const SHELLS: &[&str] = &["sh", "bash", "zsh", "dash", "ksh", "mksh", "ash", "fish"];
+
+fn is_one_of(name: &str, set: &[&str]) -> bool {
+    set.contains(&name)
+}
+
+/// Lexes, parses and unwraps `line` into `script`, `depth` levels down.
+fn read_into(line: &str, depth: usize, script: &mut Script) -> Result<(), ShellError> {
+    if depth > MAX_DEPTH {
+        return Err(ShellError::TooDeep);
+    }
+    let tokens = Lexer::new(line).tokens()?;
+    let mut parser = Parser::default();
+    for token in tokens {
+        parser.take(token)?;
+    }
+    parser.end_command();
+    if parser.open_groups > 0 {
+        return Err(ShellError::Unterminated {
+            what: "subshell",
+            at: line.len(),
+        });
+    }
+    let mut cwd: Option<String> = None;
+    for pipeline in parser.pipelines {
+        let mut downloads = false;
+        for simple in pipeline {
+            // Substitutions run first; a download among them feeds this command.
+            let mut substituted_download = false;
+            for sub in &simple.substitutions {
+                let mut inner = Script::default();
+                read_into(sub, depth + 1, &mut inner)?;
+                substituted_download |= inner
+                    .commands
+                    .iter()
+                    .any(|c| is_one_of(c.name(), DOWNLOADERS));
+                script.pipes_download_to_interpreter |= inner.pipes_download_to_interpreter;
+                script.commands.extend(inner.commands);
+            }
+            let Some(command) = simple.into_command(cwd.clone()) else {
+                continue;
+            };
+            let mut unwrapped = Script::default();
+            unwrap(command, depth, &mut unwrapped)?;
+            for c in &unwrapped.commands {
+                let name = c.name();
+                if is_one_of(name, INTERPRETERS) && (downloads || substituted_download) {
+                    script.pipes_download_to_interpreter = true;
+                }
+                if is_one_of(name, DOWNLOADERS) {
+                    downloads = true;
+                }
+                if name == "cd" || name == "pushd" {
+                    cwd = Some(next_cwd(cwd.as_deref(), c.args.first().map(String::as_str)));
+                }
+            }
+            script.pipes_download_to_interpreter |= unwrapped.pipes_download_to_interpreter;
+            script.commands.extend(unwrapped.commands);
+        }
+    }
+    Ok(())
+}
+
+/// The directory after `cd target` from `cwd`: a path as written, joined to the previous one
+/// when relative (resolved later); `""` when unknown (`cd -`, `cd $X`).
+fn next_cwd(cwd: Option<&str>, target: Option<&str>) -> String {
+    let target = target.unwrap_or("~");
+    if target == "-" || target.starts_with('$') || cwd == Some("") {
+        return String::new();
+    }
+    if target.starts_with('/') || target.starts_with('~') {
+        return target.to_owned();
+    }
+    match cwd {
+        Some(dir) => format!("{dir}/{target}"),
+        None => target.to_owned(),
+    }
+}
+
+/// Options of wrappers that take a value (`sudo -u root`), by wrapper.
+fn option_takes_value(wrapper: &str, option: &str) -> bool {
+    let list: &[&str] = match wrapper {
+        "sudo" => &[
+            "-u", "-g", "-h", "-p", "-C", "-D", "-r", "-t", "-U", "-T", "-R",
+        ],
+        "doas" => &["-u", "-C"],
+        "env" => &["-u", "-C", "--unset", "--chdir", "-S", "--split-string"],
+        "nice" => &["-n", "--adjustment"],
+        "timeout" => &["-s", "--signal", "-k", "--kill-after"],
+        "xargs" => &[
+            "-I",
+            "-L",
+            "-n",
+            "-P",
+            "-s",
+            "-d",
+            "-E",
+            "-a",
+            "--arg-file",
+            "--delimiter",
+        ],
+        "stdbuf" => &["-i", "-o", "-e"],
+        "ionice" => &["-c", "-n", "-p"],
+        "chroot" => &["--userspec", "--groups"],
+        "runuser" | "su" => &["-u", "-g", "-G", "-s", "--shell"],
+        _ => &[],
+    };
+    list.contains(&option)
+}
+
+/// Programs that only run the command that follows their options.
+const WRAPPERS: &[&str] = &[
+    "sudo",
+    "doas",
+    "env",
+    "nohup",
+    "nice",
+    "timeout",
+    "xargs",
+    "exec",
+    "command",
+    "builtin",
+    "stdbuf",
+    "ionice",
+    "time",
+    "chroot",
+    "setsid",
+    "unbuffer",
+    "caffeinate",
+    "watch",
+    "strace",
+    "torsocks",
+    "proxychains",
+    "proxychains4",
+    "firejail",
+    "flock",
+];
+
+/// `command` as the commands it runs: itself, or what its wrapper (`sudo`, `sh -c`, `eval`)
+/// runs, recorded with the wrapper.
+fn unwrap(command: Command, depth: usize, script: &mut Script) -> Result<(), ShellError> {
+    if depth > MAX_DEPTH {
+        return Err(ShellError::TooDeep);
+    }
+    let name = command.name().to_owned();
+    if is_one_of(&name, SHELLS)
+        && let Some(at) = command.args.iter().position(|a| shell_c_flag(a))
+    {
+        let inner = command.args.get(at + 1).cloned().unwrap_or_default();
+        script.commands.push(command);
+        let mut nested = Script::default();
+        read_into(&inner, depth + 1, &mut nested)?;
+        script.pipes_download_to_interpreter |= nested.pipes_download_to_interpreter;
+        script.commands.extend(nested.commands);
+        return Ok(());
+    }
+    if name == "eval" {
+        let inner = command.args.join(" ");
+        script.commands.push(command);
+        return read_into(&inner, depth + 1, script);
+    }
+    if !is_one_of(&name, WRAPPERS) {
+        script.commands.push(command);
+        return Ok(());
+    }
+    // The wrapped command starts after the wrapper's options (and, for some, an operand).
+    let mut i = 0;
+    let mut split_string = None;
+    while let Some(arg) = command.args.get(i) {
+        if arg == "--" {
+            i += 1;
+            break;
+        }
+        if name == "env" && is_assignment(arg) {
+            i += 1;
+            continue;
+        }
+        if !arg.starts_with('-') || arg == "-" {
+            break;
+        }
+        if name == "env" && (arg == "-S" || arg == "--split-string") {
+            split_string = command.args.get(i + 1).cloned();
+        }
+        i += if option_takes_value(&name, arg) { 2 } else { 1 };
+    }
+    match name.as_str() {
+        // An operand before the command: the duration, the new root, the lock file.
+        "timeout" | "chroot" | "flock" => i += 1,
+        _ => {}
+    }
+    let rest: Vec<String> = command
+        .args
+        .get(i..)
+        .map(<[String]>::to_vec)
+        .unwrap_or_default();
+    let Command { redirects, cwd, .. } = command.clone();
+    script.commands.push(Command {
+        args: command
+            .args
+            .get(..i)
+            .map(<[String]>::to_vec)
+            .unwrap_or_default(),
+        ..command
+    });
+    if let Some(line) = split_string {
+        return read_into(&line, depth + 1, script);
+    }
+    let mut words = rest.into_iter();
+    let Some(program) = words.next() else {
+        return Ok(());
+    };
+    unwrap(
+        Command {
+            program,
+            args: words.collect(),
+            redirects,
+            cwd,
+        },
+        depth + 1,
+        script,
+    )
+}
+
+/// `-c`, or a cluster of single-letter options that holds `c` (`-lc`, `-ec`).
+fn shell_c_flag(arg: &str) -> bool {
+    arg.strip_prefix('-')
+        .is_some_and(|flags| !flags.starts_with('-') && flags.contains('c'))
+}
+
+/// `NAME=value`: a variable assignment, not a command.
+fn is_assignment(word: &str) -> bool {
+    match word.split_once('=') {
+        Some((name, _)) => {
+            !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        }
+        None => false,
+    }
+}
+
+// ---- lexer ---------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token {
+    /// A word, quotes removed, and the command lines of the substitutions in it.
+    Word {
+        text: String,
+        subs: Vec<String>,
+    },
+    /// `|`, `|&`: the next command reads this one's output.
+    Pipe,
+    /// `&&`, `||`, `;`, `&`, `;;`, a newline: the next command starts a new pipeline.
+    Separator,
+    /// `(`, `)`.
+    Open,
+    Close {
+        at: usize,
+    },
+    /// A redirection operator; `writes` when it writes. Its target is the next word.
+    Redirect {
+        writes: bool,
+    },
+    /// `<<` / `<<-`: a here-document; its delimiter is the next word.
+    HereDoc,
+    /// `>&`, `<&`: a descriptor duplicated; the next word names the descriptor.
+    Dup,
+}
+
+struct Lexer<'a> {
+    src: &'a str,
+    bytes: &'a [u8],
+    at: usize,
+    /// Delimiters of here-documents whose bodies start after the next newline.
+    heredocs: Vec<(String, bool)>,
+}
+
+impl<'a> Lexer<'a> {
+    fn new(src: &'a str) -> Self {
+        Lexer {
+            src,
+            bytes: src.as_bytes(),
+            at: 0,
+            heredocs: Vec::new(),
+        }
+    }
+
+    fn peek(&self, ahead: usize) -> Option<u8> {
+        self.bytes.get(self.at + ahead).copied()
+    }
+
+    fn tokens(mut self) -> Result<Vec<Token>, ShellError> {
+        let mut out = Vec::new();
+        let mut heredoc_next = false;
+        while let Some(b) = self.peek(0) {
+            match b {
+                b' ' | b'\t' => {
+                    self.at += 1;
+                    continue;
+                }
+                b'\\' if self.peek(1) == Some(b'\n') => {
+                    self.at += 2;
+                    continue;
+                }
+                b'#' => {
+                    while self.peek(0).is_some_and(|b| b != b'\n') {
+                        self.at += 1;
+                    }
+                }
+                b'\n' => {
+                    self.at += 1;
+                    self.skip_heredoc_bodies()?;
+                    out.push(Token::Separator);
+                }
+                b'|' => {
+                    let (len, token) = match self.peek(1) {
+                        Some(b'|') => (2, Token::Separator),
+                        Some(b'&') => (2, Token::Pipe),
+                        _ => (1, Token::Pipe),
+                    };
+                    self.at += len;
+                    out.push(token);
+                }
+                b'&' => {
+                    if self.peek(1) == Some(b'>') {
+                        self.at += if self.peek(2) == Some(b'>') { 3 } else { 2 };
+                        out.push(Token::Redirect { writes: true });
+                    } else {
+                        self.at += if self.peek(1) == Some(b'&') { 2 } else { 1 };
+                        out.push(Token::Separator);
+                    }
+                }
+                b';' => {
+                    self.at += if self.peek(1) == Some(b';') { 2 } else { 1 };
+                    out.push(Token::Separator);
+                }
+                b'(' => {
+                    self.at += 1;
+                    out.push(Token::Open);
+                }
+                b')' => {
+                    out.push(Token::Close { at: self.at });
+                    self.at += 1;
+                }
+                b'<' | b'>' if self.peek(1) == Some(b'(') => {
+                    // Process substitution: a word whose command runs beside this one.
+                    let start = self.at;
+                    self.at += 2;
+                    let inner = self.balanced(start, "process substitution")?;
+                    out.push(Token::Word {
+                        text: self.src[start..self.at].to_owned(),
+                        subs: vec![inner],
+                    });
+                }
+                b'<' => {
+                    let (len, token) = match (self.peek(1), self.peek(2)) {
+                        (Some(b'<'), Some(b'<')) => (3, Token::Redirect { writes: false }),
+                        (Some(b'<'), Some(b'-')) => (3, Token::HereDoc),
+                        (Some(b'<'), _) => (2, Token::HereDoc),
+                        (Some(b'>'), _) => (2, Token::Redirect { writes: true }),
+                        (Some(b'&'), _) => (2, Token::Dup),
+                        _ => (1, Token::Redirect { writes: false }),
+                    };
+                    self.at += len;
+                    heredoc_next = token == Token::HereDoc;
+                    out.push(token);
+                    continue;
+                }
+                b'>' => {
+                    let (len, token) = match self.peek(1) {
+                        Some(b'&') => (2, Token::Dup),
+                        Some(b'>' | b'|') => (2, Token::Redirect { writes: true }),
+                        _ => (1, Token::Redirect { writes: true }),
+                    };
+                    self.at += len;
+                    out.push(token);
+                }
+                _ => {
+                    let (text, subs, quoted) = self.word()?;
+                    // Digits right before a redirection are its file descriptor.
+                    if !quoted
+                        && text.bytes().all(|b| b.is_ascii_digit())
+                        && matches!(self.peek(0), Some(b'<' | b'>'))
+                    {
+                        continue;
+                    }
+                    if heredoc_next {
+                        self.heredocs.push((text.clone(), quoted));
+                    }
+                    out.push(Token::Word { text, subs });
+                }
+            }
+            heredoc_next = false;
+        }
+        Ok(out)
+    }
+
+    /// Skips the bodies of the here-documents announced on the line just ended.
+    fn skip_heredoc_bodies(&mut self) -> Result<(), ShellError> {
+        for (delimiter, _) in std::mem::take(&mut self.heredocs) {
+            let start = self.at;
+            loop {
+                let rest = &self.src[self.at..];
+                if rest.is_empty() {
+                    return Err(ShellError::Unterminated {
+                        what: "here-document",
+                        at: start,
+                    });
+                }
+                let line_end = rest.find('\n').map_or(rest.len(), |i| i + 1);
+                let line = rest[..line_end].trim_end_matches('\n');
+                self.at += line_end;
+                if line.trim_start_matches('\t') == delimiter {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads up to the `)` that closes a `(` just passed (quotes and nesting respected):
+    /// the text between.
+    fn balanced(&mut self, start: usize, what: &'static str) -> Result<String, ShellError> {
+        let inner_start = self.at;
+        let mut depth = 1usize;
+        while let Some(b) = self.peek(0) {
+            match b {
+                b'\\' => self.at += 2,
+                b'\'' => {
+                    self.at += 1;
+                    self.single_quoted(start)?;
+                }
+                b'"' => {
+                    self.at += 1;
+                    let mut subs = Vec::new();
+                    let mut text = String::new();
+                    self.double_quoted(start, &mut text, &mut subs)?;
+                }
+                b'(' => {
+                    depth += 1;
+                    self.at += 1;
+                }
+                b')' => {
+                    depth -= 1;
+                    self.at += 1;
+                    if depth == 0 {
+                        return Ok(self.src[inner_start..self.at - 1].to_owned());
+                    }
+                }
+                _ => self.at += 1,
+            }
+        }
+        Err(ShellError::Unterminated { what, at: start })
+    }
+
+    /// Reads a `'...'` body (the opening quote passed): its text.
+    fn single_quoted(&mut self, start: usize) -> Result<&'a str, ShellError> {
+        let from = self.at;
+        match memchr::memchr(b'\'', &self.bytes[from..]) {
+            Some(i) => {
+                self.at = from + i + 1;
+                Ok(&self.src[from..from + i])
+            }
+            None => Err(ShellError::Unterminated {
+                what: "single quote",
+                at: start,
+            }),
+        }
+    }
+
+    /// Reads a `"..."` body (the opening quote passed) into `text`, its substitutions into
+    /// `subs`.
+    fn double_quoted(
+        &mut self,
+        start: usize,
+        text: &mut String,
+        subs: &mut Vec<String>,
+    ) -> Result<(), ShellError> {
+        loop {
+            let Some(b) = self.peek(0) else {
+                return Err(ShellError::Unterminated {
+                    what: "double quote",
+                    at: start,
+                });
+            };
+            match b {
+                b'"' => {
+                    self.at += 1;
+                    return Ok(());
+                }
+                b'\\' => match self.peek(1) {
+                    Some(c @ (b'"' | b'\\' | b'$' | b'`')) => {
+                        text.push(char::from(c));
+                        self.at += 2;
+                    }
+                    Some(b'\n') => self.at += 2,
+                    _ => {
+                        text.push('\\');
+                        self.at += 1;
+                    }
+                },
+                b'$' | b'`' => self.dollar_or_backtick(text, subs)?,
+                _ => self.push_char(text),
+            }
+        }
+    }
+
+    /// Copies one (UTF-8) character to `text`.
+    fn push_char(&mut self, text: &mut String) {
+        let c = self.src[self.at..].chars().next().unwrap_or('\u{fffd}');
+        text.push(c);
+        self.at += c.len_utf8().max(1);
+    }
+
+    /// At `$` or a backtick: a substitution (kept as written in `text`, its command line
+    /// in `subs`), an expansion kept as written, or a plain `$`.
+    fn dollar_or_backtick(
+        &mut self,
+        text: &mut String,
+        subs: &mut Vec<String>,
+    ) -> Result<(), ShellError> {
+        let start = self.at;
+        if self.peek(0) == Some(b'`') {
+            self.at += 1;
+            let mut inner = String::new();
+            loop {
+                match self.peek(0) {
+                    None => {
+                        return Err(ShellError::Unterminated {
+                            what: "backquote",
+                            at: start,
+                        });
+                    }
+                    Some(b'`') => {
+                        self.at += 1;
+                        break;
+                    }
+                    Some(b'\\') if matches!(self.peek(1), Some(b'`' | b'\\' | b'$')) => {
+                        inner.push(char::from(self.bytes[self.at + 1]));
+                        self.at += 2;
+                    }
+                    Some(_) => self.push_char(&mut inner),
+                }
+            }
+            subs.push(inner);
+            text.push_str(&self.src[start..self.at]);
+            return Ok(());
+        }
+        match (self.peek(1), self.peek(2)) {
+            (Some(b'('), Some(b'(')) => {
+                // Arithmetic: no command runs.
+                self.at += 3;
+                self.balanced(start, "arithmetic expansion")?;
+                if self.peek(0) == Some(b')') {
+                    self.at += 1;
+                }
+            }
+            (Some(b'('), _) => {
+                self.at += 2;
+                let inner = self.balanced(start, "command substitution")?;
+                subs.push(inner);
+            }
+            (Some(b'{'), _) => {
+                self.at += 2;
+                match memchr::memchr(b'}', &self.bytes[self.at..]) {
+                    Some(i) => self.at += i + 1,
+                    None => {
+                        return Err(ShellError::Unterminated {
+                            what: "parameter expansion",
+                            at: start,
+                        });
+                    }
+                }
+            }
+            _ => self.at += 1,
+        }
+        text.push_str(&self.src[start..self.at]);
+        Ok(())
+    }
+
+    /// Reads one word: its text (quotes removed), its substitutions, whether any of it was
+    /// quoted.
+    fn word(&mut self) -> Result<(String, Vec<String>, bool), ShellError> {
+        let mut text = String::new();
+        let mut subs = Vec::new();
+        let mut quoted = false;
+        while let Some(b) = self.peek(0) {
+            match b {
+                b' ' | b'\t' | b'\n' | b'|' | b'&' | b';' | b'(' | b')' | b'<' | b'>' => break,
+                b'\\' => {
+                    quoted = true;
+                    match self.peek(1) {
+                        Some(b'\n') => self.at += 2,
+                        Some(_) => {
+                            self.at += 1;
+                            self.push_char(&mut text);
+                        }
+                        None => self.at += 1,
+                    }
+                }
+                b'\'' => {
+                    quoted = true;
+                    let start = self.at;
+                    self.at += 1;
+                    let body = self.single_quoted(start)?;
+                    text.push_str(body);
+                }
+                b'"' => {
+                    quoted = true;
+                    let start = self.at;
+                    self.at += 1;
+                    self.double_quoted(start, &mut text, &mut subs)?;
+                }
+                b'$' if self.peek(1) == Some(b'\'') => {
+                    // ANSI-C quoting: `$'...'`, escapes kept as written.
+                    quoted = true;
+                    let start = self.at;
+                    self.at += 2;
+                    let body = self.single_quoted(start)?;
+                    text.push_str(body);
+                }
+                b'$' | b'`' => self.dollar_or_backtick(&mut text, &mut subs)?,
+                _ => self.push_char(&mut text),
+            }
+        }
+        Ok((text, subs, quoted))
+    }
+}
+
+// ---- parser --------------------------------------------------------------------------------
+
+/// A simple command as written: words, redirections, substitutions.
+#[derive(Debug, Default)]
+struct Simple {
+    words: Vec<String>,
+    redirects: Vec<Redirect>,
+    substitutions: Vec<String>,
+}
+
+impl Simple {
+    /// The command, leading assignments dropped; `None` when it runs nothing.
+    fn into_command(self, cwd: Option<String>) -> Option<Command> {
+        let mut words = self.words.into_iter().skip_while(|w| is_assignment(w));
+        let program = words.next()?;
+        Some(Command {
+            program,
+            args: words.collect(),
+            redirects: self.redirects,
+            cwd,
+        })
+    }
+}
+
+/// Reserved words that open or close compound commands: not programs.
+const RESERVED: &[&str] = &[
+    "!", "{", "}", "if", "then", "else", "elif", "fi", "do", "done", "while", "until", "time",
+    "function",
+];
+
+#[derive(Default)]
+struct Parser {
+    pipelines: Vec<Vec<Simple>>,
+    pipeline: Vec<Simple>,
+    current: Simple,
+    /// The next word is a redirection's target (`Some(writes)`).
+    redirect: Option<bool>,
+    /// The next word is a here-document's delimiter or a duplicated descriptor: not an
+    /// argument.
+    heredoc: bool,
+    /// Inside `for NAME in ...` / `case WORD in`: words until the separator are not a command.
+    skip_words: bool,
+    /// Inside a `case` body, where words up to `)` are patterns.
+    case_patterns: bool,
+    open_groups: usize,
+}
+
+impl Parser {
+    fn take(&mut self, token: Token) -> Result<(), ShellError> {
+        match token {
+            Token::Word { text, subs } => self.word(text, subs),
+            Token::Redirect { writes } => self.redirect = Some(writes),
+            Token::HereDoc | Token::Dup => self.heredoc = true,
+            Token::Pipe => {
+                let simple = std::mem::take(&mut self.current);
+                self.pipeline.push(simple);
+            }
+            Token::Separator => {
+                self.skip_words = false;
+                self.end_command();
+            }
+            Token::Open => {
+                // `name()`: a function definition; the name is not a command.
+                if self.current.words.len() == 1 && self.current.substitutions.is_empty() {
+                    self.current.words.clear();
+                }
+                self.open_groups += 1;
+                self.end_command();
+            }
+            Token::Close { at } => {
+                if self.case_patterns {
+                    // `pattern)` in a case body: the words so far were patterns.
+                    self.current.words.clear();
+                    return Ok(());
+                }
+                if self.open_groups == 0 {
+                    return Err(ShellError::Unbalanced { at });
+                }
+                self.open_groups -= 1;
+                self.end_command();
+            }
+        }
+        Ok(())
+    }
+
+    fn word(&mut self, text: String, subs: Vec<String>) {
+        self.current.substitutions.extend(subs);
+        if let Some(writes) = self.redirect.take() {
+            self.current.redirects.push(Redirect {
+                writes,
+                target: text,
+            });
+            return;
+        }
+        if std::mem::take(&mut self.heredoc) {
+            return;
+        }
+        if self.skip_words {
+            if self.case_patterns && text == "in" {
+                self.skip_words = false;
+            }
+            return;
+        }
+        if self.current.words.is_empty() {
+            match text.as_str() {
+                "for" | "select" => {
+                    self.skip_words = true;
+                    return;
+                }
+                "case" => {
+                    self.skip_words = true;
+                    self.case_patterns = true;
+                    return;
+                }
+                "esac" => {
+                    self.case_patterns = false;
+                    return;
+                }
+                word if RESERVED.contains(&word) => return,
+                _ => {}
+            }
+        }
+        self.current.words.push(text);
+    }
+
+    fn end_command(&mut self) {
+        let simple = std::mem::take(&mut self.current);
+        self.pipeline.push(simple);
+        let pipeline = std::mem::take(&mut self.pipeline);
+        if pipeline
+            .iter()
+            .any(|s| !s.words.is_empty() || !s.substitutions.is_empty())
+        {
+            self.pipelines.push(pipeline);
+        }
+    }
+}

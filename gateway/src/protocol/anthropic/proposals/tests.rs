@@ -1,0 +1,157 @@
+use super::*;
+
+struct DenyNamed(&'static [&'static str], Vec<(String, String)>);
+
+impl JudgeCalls for DenyNamed {
+    fn judge(&mut self, call: &ProposedCall<'_>) -> Verdict {
+        self.1
+            .push((call.name.to_owned(), call.arguments.to_owned()));
+        if self.0.contains(&call.name) {
+            Verdict::Deny {
+                text: format!("refused {}", call.name),
+            }
+        } else {
+            Verdict::Allow
+        }
+    }
+}
+
+fn ev(value: Value) -> String {
+    format!(
+        "event: {}\ndata: {value}\n\n",
+        value["type"].as_str().unwrap_or_default()
+    )
+}
+
+/// Text, then two `tool_use` blocks whose input arrives in pieces.
+fn stream() -> String {
+    let mut events = vec![
+        ev(
+            json!({"type":"message_start","message":{"id":"m","type":"message","role":"assistant","content":[],"model":"c","stop_reason":null,"usage":{"input_tokens":5,"output_tokens":1}}}),
+        ),
+        ev(
+            json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+        ),
+        ev(
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"On it."}}),
+        ),
+        ev(json!({"type":"content_block_stop","index":0})),
+    ];
+    for (i, (id, name, input)) in [
+        (1, ("tu_1", "exec", r#"{"command":"rm -rf /"}"#)),
+        (2, ("tu_2", "read", r#"{"path":"a.txt"}"#)),
+    ] {
+        events.push(ev(json!({"type":"content_block_start","index":i,"content_block":{"type":"tool_use","id":id,"name":name,"input":{}}})));
+        for piece in input.as_bytes().chunks(4) {
+            let piece = std::str::from_utf8(piece).unwrap_or_default();
+            events.push(ev(json!({"type":"content_block_delta","index":i,"delta":{"type":"input_json_delta","partial_json":piece}})));
+        }
+        events.push(ev(json!({"type":"content_block_stop","index":i})));
+    }
+    events.push(ev(json!({"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":9}})));
+    events.push(ev(json!({"type":"message_stop"})));
+    events.concat()
+}
+
+fn run(judge: &mut DenyNamed) -> String {
+    let mut rewriter = rewriter(true);
+    let mut out = Vec::new();
+    for piece in stream().as_bytes().chunks(11) {
+        out.extend_from_slice(&rewriter.push(piece, judge));
+    }
+    out.extend_from_slice(&rewriter.finish(judge));
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// (index, type, name or text) of every block started, and the stop reason.
+fn blocks(out: &str) -> (Vec<(u64, String, String)>, String) {
+    let mut blocks = Vec::new();
+    let mut stop = String::new();
+    for event in out.split("\n\n").filter(|e| !e.is_empty()) {
+        let data = event.split("data: ").nth(1).unwrap_or_default();
+        let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+        match v["type"].as_str() {
+            Some("content_block_start") => blocks.push((
+                v["index"].as_u64().unwrap_or(99),
+                v["content_block"]["type"].as_str().unwrap_or("").to_owned(),
+                v["content_block"]["name"].as_str().unwrap_or("").to_owned(),
+            )),
+            Some("content_block_delta") => {
+                if let (Some(t), Some(last)) = (v["delta"]["text"].as_str(), blocks.last_mut()) {
+                    last.2.push_str(t);
+                }
+            }
+            Some("message_delta") => {
+                stop = v["delta"]["stop_reason"].as_str().unwrap_or("").to_owned();
+            }
+            _ => {}
+        }
+    }
+    (blocks, stop)
+}
+
+#[test]
+fn allowed_tool_use_blocks_pass_byte_for_byte() {
+    let mut judge = DenyNamed(&[], Vec::new());
+    assert_eq!(run(&mut judge), stream());
+    assert_eq!(
+        judge.1,
+        vec![
+            ("exec".to_owned(), r#"{"command":"rm -rf /"}"#.to_owned()),
+            ("read".to_owned(), r#"{"path":"a.txt"}"#.to_owned()),
+        ]
+    );
+}
+
+#[test]
+fn a_refused_tool_use_is_dropped_later_blocks_renumbered_and_the_refusal_said() {
+    let mut judge = DenyNamed(&["exec"], Vec::new());
+    let out = run(&mut judge);
+    assert!(!out.contains("tu_1") && !out.contains("rm -rf"), "{out}");
+    let (blocks, stop) = blocks(&out);
+    assert_eq!(
+        blocks,
+        vec![
+            (0, "text".to_owned(), "On it.".to_owned()),
+            (1, "tool_use".to_owned(), "read".to_owned()),
+            (2, "text".to_owned(), "refused exec".to_owned()),
+        ]
+    );
+    assert_eq!(stop, "tool_use");
+}
+
+#[test]
+fn with_every_call_refused_the_turn_ends() {
+    let mut judge = DenyNamed(&["exec", "read"], Vec::new());
+    let (blocks, stop) = blocks(&run(&mut judge));
+    assert_eq!(
+        blocks,
+        vec![
+            (0, "text".to_owned(), "On it.".to_owned()),
+            (
+                1,
+                "text".to_owned(),
+                "refused exec\nrefused read".to_owned()
+            ),
+        ]
+    );
+    assert_eq!(stop, "end_turn");
+}
+
+#[test]
+fn a_whole_message_loses_its_refused_tool_use() {
+    let body = json!({"id":"m","type":"message","role":"assistant","model":"c","stop_reason":"tool_use",
+        "content":[{"type":"text","text":"On it."},{"type":"tool_use","id":"tu_1","name":"exec","input":{"command":"rm -rf /"}}],
+        "usage":{"input_tokens":5,"output_tokens":9}}).to_string();
+    let mut judge = DenyNamed(&["exec"], Vec::new());
+    let mut rewriter = rewriter(false);
+    let mut out = rewriter.push(body.as_bytes(), &mut judge).to_vec();
+    out.extend_from_slice(&rewriter.finish(&mut judge));
+    let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+    assert_eq!(v["stop_reason"], "end_turn");
+    assert_eq!(
+        v["content"],
+        json!([{"type":"text","text":"On it."},{"type":"text","text":"refused exec"}])
+    );
+    assert_eq!(judge.1[0].1, r#"{"command":"rm -rf /"}"#);
+}

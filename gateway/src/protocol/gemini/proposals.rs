@@ -1,0 +1,151 @@
+//! `generateContent` and `streamGenerateContent` responses with their proposed calls judged:
+//! `candidates[].content.parts[].functionCall`. A Gemini function call arrives whole in one
+//! part, so a stream holds nothing: each event is judged as it passes, sent byte for byte
+//! when every call in it is allowed, else rewritten with each refused call replaced by a text
+//! part that names it. A JSON-array stream (no `alt=sse`) and a whole body are judged at
+//! their end.
+
+use serde_json::{Value, json};
+
+use crate::protocol::proposed::{
+    self, EventRewriter, JudgeCalls, ProposalRewriter, ProposedCall, TOO_LARGE, Verdict,
+    event_json, mentions,
+};
+
+/// The rewriter for a Gemini response (`event_stream`: `alt=sse`).
+pub fn rewriter(event_stream: bool) -> Box<dyn ProposalRewriter> {
+    proposed::rewriter(event_stream, || Stream, judge_body, too_large)
+}
+
+/// The error that replaces a body too large to judge.
+fn too_large() -> Value {
+    json!({"error": {"code": 502, "status": "UNAVAILABLE", "message": TOO_LARGE}})
+}
+
+#[derive(Debug, Default)]
+struct Stream;
+
+impl EventRewriter for Stream {
+    fn end(&mut self, _judge: &mut dyn JudgeCalls, _out: &mut Vec<u8>) {}
+
+    fn event(&mut self, event: Vec<u8>, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>) {
+        if mentions(&event, b"\"functionCall\"")
+            && let Some(mut value) = event_json(&event)
+            && judge_response(&mut value, judge)
+        {
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(value.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n\r\n");
+            return;
+        }
+        out.extend_from_slice(&event);
+    }
+}
+
+/// Judges a whole body: one response, or a JSON array of them (a stream without `alt=sse`).
+fn judge_body(value: &mut Value, judge: &mut dyn JudgeCalls) -> bool {
+    match value.as_array_mut() {
+        // Every response is judged: no short circuit.
+        Some(all) => {
+            let mut changed = false;
+            for one in all.iter_mut() {
+                changed |= judge_response(one, judge);
+            }
+            changed
+        }
+        None => judge_response(value, judge),
+    }
+}
+
+/// Judges the function calls of one `GenerateContentResponse`; whether it changed.
+fn judge_response(response: &mut Value, judge: &mut dyn JudgeCalls) -> bool {
+    let Some(candidates) = response.get_mut("candidates").and_then(Value::as_array_mut) else {
+        return false;
+    };
+    let mut changed = false;
+    for candidate in candidates.iter_mut() {
+        let Some(parts) = candidate
+            .pointer_mut("/content/parts")
+            .and_then(Value::as_array_mut)
+        else {
+            continue;
+        };
+        for part in parts.iter_mut() {
+            let Some(call) = part.get("functionCall") else {
+                continue;
+            };
+            let args = call
+                .get("args")
+                .map_or_else(|| "{}".to_owned(), Value::to_string);
+            let verdict = judge.judge(&ProposedCall {
+                id: call.get("id").and_then(Value::as_str).unwrap_or(""),
+                name: call.get("name").and_then(Value::as_str).unwrap_or(""),
+                arguments: &args,
+            });
+            if let Verdict::Deny { text } = verdict {
+                *part = json!({ "text": text });
+                changed = true;
+            }
+        }
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct DenyExec;
+
+    impl JudgeCalls for DenyExec {
+        fn judge(&mut self, call: &ProposedCall<'_>) -> Verdict {
+            if call.name == "exec" {
+                Verdict::Deny {
+                    text: format!("refused exec {}", call.arguments),
+                }
+            } else {
+                Verdict::Allow
+            }
+        }
+    }
+
+    fn response(name: &str) -> Value {
+        json!({"candidates": [{"content": {"role": "model", "parts": [
+            {"functionCall": {"name": name, "args": {"command": "rm -rf /"}}}]},
+            "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 4}})
+    }
+
+    #[test]
+    fn an_allowed_call_streams_through_and_a_refused_one_becomes_text() {
+        let allowed = format!("data: {}\r\n\r\n", response("read"));
+        let refused = format!("data: {}\r\n\r\n", response("exec"));
+        let mut rewriter = rewriter(true);
+        let mut out = Vec::new();
+        for piece in format!("{allowed}{refused}").as_bytes().chunks(9) {
+            out.extend_from_slice(&rewriter.push(piece, &mut DenyExec));
+        }
+        out.extend_from_slice(&rewriter.finish(&mut DenyExec));
+        let out = String::from_utf8(out).unwrap_or_default();
+        assert!(out.starts_with(&allowed), "{out}");
+        let second: Value =
+            serde_json::from_str(out[allowed.len()..].trim_start_matches("data: ").trim_end())
+                .unwrap_or(Value::Null);
+        assert_eq!(
+            second["candidates"][0]["content"]["parts"],
+            json!([{"text": r#"refused exec {"command":"rm -rf /"}"#}])
+        );
+        assert_eq!(second["usageMetadata"]["candidatesTokenCount"], 4);
+    }
+
+    #[test]
+    fn a_json_array_stream_is_judged_whole() {
+        let body = json!([response("read"), response("exec")]).to_string();
+        let mut rewriter = rewriter(false);
+        let mut out = rewriter.push(body.as_bytes(), &mut DenyExec).to_vec();
+        out.extend_from_slice(&rewriter.finish(&mut DenyExec));
+        let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+        assert!(v[0]["candidates"][0]["content"]["parts"][0]["functionCall"].is_object());
+        assert!(v[1]["candidates"][0]["content"]["parts"][0]["text"].is_string());
+    }
+}

