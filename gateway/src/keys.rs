@@ -142,6 +142,13 @@ pub fn thumbprint(public: &[u8; 32]) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
 }
 
+/// `key` as an SPKI PEM text (what [`public_from_pem`] reads).
+pub fn public_pem(key: &VerifyingKey) -> Result<String, KeyError> {
+    use ed25519_dalek::pkcs8::EncodePublicKey;
+    key.to_public_key_pem(LineEnding::LF)
+        .map_err(|e| KeyError::Encode(e.to_string()))
+}
+
 /// The public JWK of an Ed25519 key, for a JWK Set.
 pub fn public_jwk(public: &[u8; 32], kid: &str) -> Value {
     json!({

@@ -12,6 +12,7 @@ use warden::config::files::check_files;
 use warden::config::load::{Parsed, load_file, load_file_partial};
 
 mod cli_approvals;
+mod cli_policy;
 
 /// Warden: a security gateway for AI agent fleets.
 ///
@@ -164,6 +165,48 @@ enum PolicyCommand {
         /// Configuration file: the actions of the REST connectors its routes use are declared.
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
+    },
+    /// Explain a decision: the decision, the policies that determined it with their @reason,
+    /// and for every other policy why it did not apply (scope, condition false, error).
+    Explain {
+        /// Policy directory.
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+        /// Who asks: `Agent::"ci-bot"`, `User::"alice"`, a bare agent id, or a test case's
+        /// principal with attributes: `{ id: ci-bot, fleet: ci, owner: alice, groups: [ci] }`.
+        #[arg(long)]
+        principal: String,
+        /// The Cedar action, e.g. `llm:chat`, `mcp:call_tool`, `github:issues.create`.
+        #[arg(long)]
+        action: String,
+        /// On what: `Model::"openai/gpt-4o"`, `Tool::"github/create_issue"`, `Host::"pypi.org"`,
+        /// ... or a test case's resource: `{ server: github, tool: create_issue }`.
+        #[arg(long)]
+        resource: String,
+        /// A YAML or JSON file with the request's context, as a test case writes it
+        /// (`arguments`, `findings`, `time`, `source_ip`, `max_tokens`, ...); the time is now
+        /// when it names none.
+        #[arg(long, value_name = "FILE")]
+        context: Option<PathBuf>,
+        /// Configuration file: the actions of the REST connectors its routes use are declared.
+        #[arg(short, long, env = "WARDEN_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Make DIR a signed bundle: write DIR/bundle.manifest (the SHA-256 of every policy and
+    /// schema file) and DIR/bundle.sig (its Ed25519 signature). With
+    /// `policy.bundle.public_keys` configured, Warden loads only a bundle signed by one of them.
+    Bundle {
+        /// Policy directory.
+        dir: PathBuf,
+        /// The Ed25519 private key (PKCS#8 PEM) to sign with (`warden policy keygen`).
+        #[arg(long, value_name = "KEY")]
+        sign: PathBuf,
+    },
+    /// Create an Ed25519 key pair for signing policy bundles: KEY (private, PKCS#8 PEM, mode
+    /// 0600) and KEY.pub (public, SPKI PEM, for `policy.bundle.public_keys`).
+    Keygen {
+        /// Where to write the private key; refused if it exists.
+        key: PathBuf,
     },
     /// Write a Cedar schema fragment that types the arguments of an MCP server's tools
     /// (`context.arguments` of `mcp:call_tool`), so policies on arguments are checked at load.
@@ -438,6 +481,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::Policy {
+            command:
+                PolicyCommand::Explain {
+                    dir,
+                    principal,
+                    action,
+                    resource,
+                    context,
+                    config,
+                },
+        } => {
+            let fragments = connector_actions(config.as_deref())?;
+            cli_policy::explain(
+                &dir,
+                &fragments,
+                &principal,
+                &action,
+                &resource,
+                context.as_deref(),
+            )
+        }
+        Command::Policy {
+            command: PolicyCommand::Bundle { dir, sign },
+        } => cli_policy::bundle(&dir, &sign),
+        Command::Policy {
+            command: PolicyCommand::Keygen { key },
+        } => cli_policy::keygen(&key),
         Command::Connector {
             command:
                 ConnectorCommand::ImportOpenapi {
@@ -791,11 +861,12 @@ fn check(path: Option<&Path>) -> Result<ExitCode> {
     // `policy` section names if it parsed, else the default one, with the actions of the REST
     // connectors the routes use.
     let fragments = routes.as_ref().map_or(&[][..], |r| r.schema_fragments());
-    match warden::policy::PolicyEngine::load_with(&config.policy.dir, fragments) {
+    match warden::snapshot::load_policies(&config.policy, fragments) {
         Ok(engine) => println!(
-            "policies: {} valid in {}",
+            "policies: {} valid in {} (version {})",
             engine.policy_count(),
-            config.policy.dir.display()
+            config.policy.dir.display(),
+            engine.version()
         ),
         Err(e) => {
             eprintln!("{e}");

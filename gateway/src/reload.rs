@@ -247,15 +247,20 @@ pub async fn apply(shared: &Shared, config_path: Option<&Path>) -> Result<PathBu
         Ok(snapshot) => {
             let dir = snapshot.config.policy.dir.clone();
             let policies = snapshot.policy.policy_count();
+            let version = Arc::clone(snapshot.policy.version());
+            shared.metrics.policy_loaded(&version);
             if let Some(pins) = &shared.pins {
                 pins.reconfigure(&snapshot.config.pins);
             }
             shared.snapshot.store(Arc::new(snapshot));
             shared.metrics.reloads.with_label_values(&["ok"]).inc();
-            tracing::info!(policies, "reload applied");
-            event.detail = Some(
-                serde_json::json!({ "event": "reload", "result": "applied", "policies": policies }),
-            );
+            tracing::info!(policies, version = %version, "reload applied");
+            event.detail = Some(serde_json::json!({
+                "event": "reload",
+                "result": "applied",
+                "policies": policies,
+                "policy_version": &*version,
+            }));
             shared.audit.append_detached(event);
             Ok(dir)
         }

@@ -122,7 +122,9 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         }
     }
     let policy_count = snapshot.policy.policy_count();
+    let policy_version = std::sync::Arc::clone(snapshot.policy.version());
     let metrics = Metrics::new();
+    metrics.policy_loaded(snapshot.policy.version());
     metrics.register(audit.stats().collectors());
     // The audit log's shippers, on a thread of their own, reading the log from disk.
     let siem_metrics = crate::siem::metrics::SiemMetrics::new();
@@ -247,7 +249,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
 
     let mut start = AuditEvent::now(EventKind::System);
     start.detail = Some(
-        serde_json::json!({ "event": "start", "version": env!("CARGO_PKG_VERSION"), "policies": policy_count }),
+        serde_json::json!({ "event": "start", "version": env!("CARGO_PKG_VERSION"), "policies": policy_count, "policy_version": &*policy_version }),
     );
     shared.audit.append_detached(start);
     let proxy = workers::spawn(
@@ -272,7 +274,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     if let Some(addr) = egress_config.listen {
         tracing::info!(egress = %addr, "egress proxy listening");
     }
-    tracing::info!(proxy = %listen.proxy, admin = %listen.admin, tls = proxy_tls.is_some(), workers, policies = policy_count, "warden listening");
+    tracing::info!(proxy = %listen.proxy, admin = %listen.admin, tls = proxy_tls.is_some(), workers, policies = policy_count, policy_version = %policy_version, "warden listening");
     let admin_router = crate::admin::router(shared.clone());
     let admin = tokio::spawn(listener::serve(
         admin_listener,

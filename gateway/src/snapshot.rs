@@ -8,6 +8,8 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::config::error::ConfigErrors;
 use crate::identity::{Identifier, IdentityError};
+use crate::policy::bundle::{BundleError, Trust};
+use crate::policy::config::PolicyConfig;
 use crate::policy::{PolicyEngine, PolicyErrors, SchemaFragment};
 use crate::route::RouteTable;
 use crate::secrets::{CredentialError, own};
@@ -33,6 +35,8 @@ pub enum SnapshotError {
     Config(#[from] ConfigErrors),
     #[error("policies in {dir} are invalid:\n{errors}")]
     Policy { dir: PathBuf, errors: PolicyErrors },
+    #[error("policy.bundle.public_keys: {0}")]
+    BundleKeys(#[from] BundleError),
     #[error("identity setup failed: {0}")]
     Identity(#[from] IdentityError),
     #[error("{0}")]
@@ -55,7 +59,7 @@ impl Snapshot {
             (_, None) => (None, false),
         };
         let routes = RouteTable::build(&config, secrets.as_ref())?;
-        let policy = load_policies(&config.policy.dir, routes.schema_fragments())?;
+        let policy = load_policies(&config.policy, routes.schema_fragments())?;
         let identity = match previous {
             Some(p)
                 if p.config.identity == config.identity && p.config.data_dir == config.data_dir =>
@@ -98,16 +102,25 @@ async fn identity(
     Ok(Identifier::with_key(&config.identity, &config.data_dir, key).await?)
 }
 
-/// Loads and validates the policy set in `dir`, with the actions of the REST connectors the
-/// routes use (`fragments`) declared.
+/// Loads and validates the policy set of `policy.dir` (a bundle signed by a key of
+/// `policy.bundle.public_keys` when any is configured), with the actions of the REST
+/// connectors the routes use (`fragments`) declared, and `policy.shadow_dir`'s set (under the
+/// same rule) in its shadow.
 pub fn load_policies(
-    dir: &Path,
+    policy: &PolicyConfig,
     fragments: &[SchemaFragment],
 ) -> Result<Arc<PolicyEngine>, SnapshotError> {
-    PolicyEngine::load_with(dir, fragments)
-        .map(Arc::new)
-        .map_err(|errors| SnapshotError::Policy {
+    let trust = Trust::load(&policy.bundle.public_keys)?;
+    let load = |dir: &Path| {
+        PolicyEngine::load_trusted(dir, fragments, &trust).map_err(|errors| SnapshotError::Policy {
             dir: dir.into(),
             errors,
         })
+    };
+    let engine = load(&policy.dir)?;
+    let engine = match &policy.shadow_dir {
+        Some(dir) => engine.with_shadow(load(dir)?),
+        None => engine,
+    };
+    Ok(Arc::new(engine))
 }

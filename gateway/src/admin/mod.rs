@@ -52,7 +52,12 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
         )
             .into_response();
     }
-    (StatusCode::OK, "ready\n").into_response()
+    let version = Arc::clone(shared.snapshot.load().policy.version());
+    (
+        StatusCode::OK,
+        format!("ready\npolicy_version: {version}\n"),
+    )
+        .into_response()
 }
 
 /// Prometheus text exposition.

@@ -131,6 +131,21 @@ pub struct AuditFinding {
     pub location: String,
 }
 
+/// What the shadow policy set would have decided, on a decision record where it differs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditShadow {
+    /// `allow`, `deny` or `approval_required`.
+    pub decision: Label,
+    /// The policy the difference is counted under (`warden_shadow_differences_total`).
+    pub policy: Text,
+    /// The shadow decision's determining policies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<Text>,
+    /// The shadow set's version.
+    #[serde(default = "empty_text", skip_serializing_if = "is_empty")]
+    pub version: Text,
+}
+
 /// Which Vault secret a request's upstream credential came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditSecret {
@@ -185,6 +200,12 @@ pub struct AuditEvent {
     /// Determining policy ids.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<Text>,
+    /// The version (content digest) of the policy set that decided.
+    #[serde(default = "empty_text", skip_serializing_if = "is_empty")]
+    pub policy_version: Text,
+    /// What the shadow policy set would have decided, when it differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<Box<AuditShadow>>,
     /// What inspection found in the request: detector and location, never the content.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<AuditFinding>,
@@ -228,6 +249,8 @@ impl AuditEvent {
             decision: Label::Borrowed(""),
             reasons: Vec::new(),
             policies: Vec::new(),
+            policy_version: empty_text(),
+            shadow: None,
             findings: Vec::new(),
             outcome: None,
             content: None,

@@ -152,6 +152,11 @@ fn write_record(
     text_field(buf, "decision", &e.decision);
     list_field(buf, "reasons", &e.reasons);
     list_field(buf, "policies", &e.policies);
+    text_field(buf, "policy_version", &e.policy_version);
+    if let Some(shadow) = &e.shadow {
+        buf.extend_from_slice(b",\"shadow\":");
+        serde_json::to_writer(&mut *buf, shadow)?;
+    }
     if !e.findings.is_empty() {
         buf.extend_from_slice(b",\"findings\":");
         serde_json::to_writer(&mut *buf, &e.findings)?;
@@ -355,6 +360,13 @@ mod tests {
         full.decision = "deny".into();
         full.reasons = vec!["too \"big\"".into(), String::new()];
         full.policies = vec!["p1".into(), "p\u{0}2".into()];
+        full.policy_version = "sha256:abcd".into();
+        full.shadow = Some(Box::new(crate::audit::event::AuditShadow {
+            decision: "deny".into(),
+            policy: "p\"3".into(),
+            policies: vec!["p\"3".into()],
+            version: "sha256:ef".into(),
+        }));
         full.outcome = Some(AuditOutcome {
             status: 502,
             latency_ms: 12.345678,

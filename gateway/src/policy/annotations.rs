@@ -1,5 +1,5 @@
 //! What Warden reads from policy annotations: `@id`, `@reason`, `@approval`, `@approvers`,
-//! `@approval_ttl`, `@approvals`, `@egress`.
+//! `@approval_ttl`, `@approvals`, `@egress`, `@mode`.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -15,6 +15,10 @@ const APPROVAL_REQUIRED: &str = "required";
 /// `@egress("internal")`: a matching permit lets egress reach addresses that are not globally
 /// reachable (loopback, private, link-local, ...).
 const EGRESS_INTERNAL: &str = "internal";
+/// `@mode("shadow")`: the policy is judged beside the enforced set, never deciding.
+const MODE_SHADOW: &str = "shadow";
+/// `@mode("enforce")`: the default, written out when promoting a shadow policy.
+const MODE_ENFORCE: &str = "enforce";
 
 /// The shortest `@approval_ttl`: a human needs time to see the notification and sign in.
 pub const MIN_APPROVAL_TTL: Duration = Duration::from_secs(60);
@@ -52,6 +56,9 @@ pub struct PolicyMeta {
     /// The permit carries `@egress("internal")`: egress it allows may reach internal
     /// addresses.
     pub egress_internal: bool,
+    /// `@mode("shadow")`: judged beside the enforced set on live traffic, where its decision
+    /// differs recorded, never enforced.
+    pub shadow: bool,
     /// The file that defines the policy (policy directory joined with the relative path).
     pub file: PathBuf,
     /// Where the policy starts in that file.
@@ -146,6 +153,16 @@ pub(crate) fn read(
         }
         Some(_) => true,
     };
+    let shadow = match policy.annotation("mode") {
+        None | Some(MODE_ENFORCE) => false,
+        Some(MODE_SHADOW) => true,
+        Some(v) => {
+            return Err(format!(
+                "@mode(\"{v}\") is not understood; write @mode(\"shadow\") to judge the policy \
+                 beside the enforced set without enforcing it, or @mode(\"enforce\")"
+            ));
+        }
+    };
     Ok(PolicyMeta {
         id,
         effect,
@@ -153,6 +170,7 @@ pub(crate) fn read(
         approval,
         own_agent,
         egress_internal,
+        shadow,
         file,
         position,
         order,

@@ -82,6 +82,10 @@ pub enum PolicyErrorKind {
         "policy `{0}` is a template (it uses ?principal or ?resource); Warden loads static policies only"
     )]
     Template(String),
+    /// The set is not the signed bundle `policy.bundle.public_keys` requires, or its files
+    /// changed while it loaded.
+    #[error("{0}")]
+    Bundle(String),
     /// An annotation Warden interprets has a value it cannot use.
     #[error("policy `{policy}`: {message}")]
     Annotation {

@@ -13,6 +13,7 @@ use cedar_policy::{Entities, Policy, PolicyId, PolicySet, Request, Schema};
 use super::actions::{self, FactsKind, sample_context};
 use super::annotations::{self, PolicyMeta};
 use super::arguments::ToolArguments;
+use super::bundle::{self, BundleError, Manifest, Trust};
 use super::error::{PolicyError, PolicyErrorKind, PolicyErrors, Position, flatten_diagnostic};
 use super::request::{self, CedarNames};
 use super::schema_files::{self, SCHEMA_FILE};
@@ -31,16 +32,68 @@ pub(crate) struct Loaded {
     pub warnings: Vec<PolicyError>,
     /// The tools whose arguments the schema fragments type.
     pub tools: ToolTypes,
+    /// The set's content digest (`bundle::Manifest::version`).
+    pub version: String,
 }
 
 /// Loads `dir/schema.cedarschema`, every other `*.cedarschema` (schema fragments) and every
-/// `*.cedar` below `dir` except under `tests/` and `examples/`.
-pub(crate) fn load_dir(dir: &Path, extra: &[SchemaFragment]) -> Result<Loaded, PolicyErrors> {
+/// `*.cedar` below `dir` except under `tests/` and `examples/`; when `trust` holds keys, only
+/// if `dir` is a bundle signed by one of them that lists exactly those files.
+pub(crate) fn load_dir(
+    dir: &Path,
+    extra: &[SchemaFragment],
+    trust: &Trust,
+) -> Result<Loaded, PolicyErrors> {
     let mut files = Vec::new();
     let mut errors = Vec::new();
     find_policy_files(dir, Path::new(""), &mut files, &mut errors);
     files.sort();
-    load_files(dir, &files, errors, extra)
+    let listed = with_schema(&files);
+    let before = Manifest::of(dir, &listed);
+    if !trust.is_empty() && errors.is_empty() {
+        let manifest = before.as_ref().map_err(|e| bundle_error(dir, e))?;
+        bundle::verify(dir, manifest, trust).map_err(|e| bundle_error(dir, &e))?;
+    }
+    let loaded = load_files(dir, &files, errors, extra)?;
+    // What was verified (and what the version names) is what was parsed.
+    match before {
+        Ok(before) if before.version(extra) == loaded.version => Ok(loaded),
+        _ => Err(bundle_error(
+            dir,
+            &BundleError::Tampered {
+                dir: dir.display().to_string(),
+                changes: "files changed while the set loaded; reload again".into(),
+            },
+        )),
+    }
+}
+
+/// The policy and schema-fragment files below `dir` (relative, sorted), as [`load_dir`] loads
+/// them: what a bundle's manifest lists besides `schema.cedarschema`.
+pub(crate) fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyErrors> {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    find_policy_files(dir, Path::new(""), &mut files, &mut errors);
+    if !errors.is_empty() {
+        return Err(PolicyErrors(errors));
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// `files` and `schema.cedarschema`: every file a set is made of.
+pub(crate) fn with_schema(files: &[PathBuf]) -> Vec<PathBuf> {
+    let mut listed = files.to_vec();
+    listed.push(PathBuf::from(SCHEMA_FILE));
+    listed
+}
+
+fn bundle_error(dir: &Path, e: &BundleError) -> PolicyErrors {
+    PolicyErrors(vec![PolicyError::new(
+        dir,
+        None,
+        PolicyErrorKind::Bundle(e.to_string()),
+    )])
 }
 
 /// Loads `dir/schema.cedarschema` and the given policy files and schema fragments (paths
@@ -108,6 +161,14 @@ pub(crate) fn load_files(
             ));
         }
     }
+    // Digested once the set is known good (an unreadable file is reported above).
+    let version = match (&schemas, errors.is_empty()) {
+        (Some(_), true) => match Manifest::of(dir, &with_schema(files)) {
+            Ok(manifest) => manifest.version(extra),
+            Err(e) => return Err(bundle_error(dir, &e)),
+        },
+        _ => String::new(),
+    };
     match schemas {
         Some(schemas) if errors.is_empty() => Ok(Loaded {
             schema: schemas.schema,
@@ -115,6 +176,7 @@ pub(crate) fn load_files(
             meta,
             warnings,
             tools: schemas.tools,
+            version,
         }),
         _ => {
             errors.sort_by(|a, b| (&a.file, a.position).cmp(&(&b.file, b.position)));

@@ -10,15 +10,18 @@
 mod actions;
 mod annotations;
 mod arguments;
+pub mod bundle;
 pub mod config;
 mod context_keys;
 mod error;
+pub mod explain;
 mod fragment;
 pub mod from_mcp;
 mod load;
 mod native;
 mod request;
 mod schema_files;
+mod shadow;
 pub mod testing;
 mod tool_schemas;
 pub mod tools_list;
@@ -38,6 +41,7 @@ pub use error::{PolicyError, PolicyErrorKind, PolicyErrors, Position};
 pub use fragment::SchemaFragment;
 pub use request::TimeFacts;
 pub use schema_files::SCHEMA_FILE;
+pub use shadow::ShadowDifference;
 
 use crate::action::{Action, Verb};
 use crate::decision::Decision;
@@ -89,6 +93,13 @@ pub struct PolicyEngine {
     by_name: HashMap<Arc<str>, usize>,
     /// The tools whose arguments schema fragments type.
     tools: ToolTypes,
+    /// The set's content digest (`sha256:<hex>` of its files' manifest).
+    version: Arc<str>,
+    /// Every enforced policy as loaded, for `explain`.
+    set: PolicySet,
+    /// The candidate set judged beside this one without deciding: this set with its
+    /// `@mode("shadow")` policies enforced, or `policy.shadow_dir`'s.
+    shadow: Option<Box<PolicyEngine>>,
 }
 
 /// One action's policies, split by whether they read the request's context.
@@ -236,7 +247,39 @@ impl PolicyEngine {
         dir: &Path,
         fragments: &[SchemaFragment],
     ) -> Result<PolicyEngine, PolicyErrors> {
-        PolicyEngine::build(load::load_dir(dir, fragments)?, dir)
+        PolicyEngine::load_trusted(dir, fragments, &bundle::Trust::default())
+    }
+
+    /// [`PolicyEngine::load_with`], refusing a directory that is not a bundle signed by a key
+    /// of `trust` (when it holds any) listing exactly the files it loads.
+    pub fn load_trusted(
+        dir: &Path,
+        fragments: &[SchemaFragment],
+        trust: &bundle::Trust,
+    ) -> Result<PolicyEngine, PolicyErrors> {
+        PolicyEngine::build(load::load_dir(dir, fragments, trust)?, dir)
+    }
+
+    /// The set's version: `sha256:<hex>` over its files (policies and schema) and the
+    /// connector actions declared with it.
+    pub fn version(&self) -> &Arc<str> {
+        &self.version
+    }
+
+    /// The candidate set judged in the shadow of this one, if any.
+    pub fn shadow(&self) -> Option<&PolicyEngine> {
+        self.shadow.as_deref()
+    }
+
+    /// This set with `candidate` (every policy of it enforced, its own `@mode("shadow")` ones
+    /// included) judged in its shadow, in place of its own shadow policies.
+    pub fn with_shadow(mut self, candidate: PolicyEngine) -> PolicyEngine {
+        let full = match candidate.shadow {
+            Some(full) => full,
+            None => Box::new(candidate),
+        };
+        self.shadow = Some(full);
+        self
     }
 
     /// Loads `dir/schema.cedarschema` with only the given policy files and schema fragments
@@ -254,7 +297,18 @@ impl PolicyEngine {
         PolicyEngine::build(load::load_files(dir, files, Vec::new(), fragments)?, dir)
     }
 
+    /// The engine of `loaded`'s enforced policies, with the whole set (its `@mode("shadow")`
+    /// policies enforced too) in its shadow when it has any.
     fn build(loaded: load::Loaded, dir: &Path) -> Result<PolicyEngine, PolicyErrors> {
+        let (enforced, candidate) = shadow::split(loaded);
+        let mut engine = PolicyEngine::build_set(enforced, dir)?;
+        if let Some(candidate) = candidate {
+            engine.shadow = Some(Box::new(PolicyEngine::build_set(candidate, dir)?));
+        }
+        Ok(engine)
+    }
+
+    fn build_set(loaded: load::Loaded, dir: &Path) -> Result<PolicyEngine, PolicyErrors> {
         let fail = |message: String| {
             PolicyErrors(vec![PolicyError::new(
                 &dir.join(SCHEMA_FILE),
@@ -333,6 +387,9 @@ impl PolicyEngine {
             built_in,
             by_name,
             tools: loaded.tools,
+            version: Arc::from(loaded.version),
+            set: loaded.set,
+            shadow: None,
         })
     }
 
@@ -369,6 +426,18 @@ impl PolicyEngine {
         policies
             .iter()
             .any(|id| self.meta.get(id).is_some_and(|m| m.egress_internal))
+    }
+
+    /// Judges `action` by the shadow set, if there is one, and says how its decision differs
+    /// from `enforced` (this set's decision on it); `None` when there is no shadow set or it
+    /// decides the same.
+    pub fn shadow_difference(
+        &self,
+        action: &Action,
+        enforced: &Decision,
+    ) -> Option<ShadowDifference> {
+        let shadow = self.shadow.as_deref()?;
+        ShadowDifference::between(enforced, shadow.decide(action), &shadow.version)
     }
 
     /// Judges `action`; evaluation errors are logged (policy id and message) and skipped.

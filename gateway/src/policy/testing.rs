@@ -129,7 +129,7 @@ enum KindSpec {
     User,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PrincipalSpec {
     id: String,
@@ -147,7 +147,7 @@ struct PrincipalSpec {
 }
 
 /// The resource, by the keys it is written with (see [`ResourceSpec::resource`]).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ResourceSpec {
     provider: Option<String>,
@@ -823,6 +823,123 @@ fn to_action(engine: &PolicyEngine, case: &Case) -> Result<Action, String> {
             facts,
         },
     })
+}
+
+/// The action `warden policy explain` judges, from its arguments: `principal` as a test
+/// case's principal (`{ id: ci-bot, fleet: ci }`), `Agent::"ci-bot"`, `User::"alice"` or a bare
+/// agent id; `verb` the Cedar action; `resource` as a test case's resource
+/// (`{ provider: openai, model: gpt-4o }`) or `Model::"openai/gpt-4o"`; `context` the YAML of a
+/// test case's context (the time is now when it names none).
+pub fn explain_action(
+    engine: &PolicyEngine,
+    principal: &str,
+    verb: &str,
+    resource: &str,
+    context: Option<&str>,
+) -> Result<Action, String> {
+    let principal = match principal.trim() {
+        p if p.starts_with('{') => {
+            serde_saphyr::from_str::<PrincipalSpec>(p).map_err(|e| format!("--principal: {e}"))?
+        }
+        p => {
+            let (kind, id) = match cedar_reference(p) {
+                Some(("Agent", id)) => (KindSpec::Agent, id),
+                Some(("User", id)) => (KindSpec::User, id),
+                Some((other, _)) => {
+                    return Err(format!(
+                        "--principal: `{other}` is not a principal type; write Agent::\"id\", \
+                         User::\"id\" or {{ id: ci-bot, fleet: ci, owner: alice }}"
+                    ));
+                }
+                None => (KindSpec::Agent, p.to_owned()),
+            };
+            PrincipalSpec {
+                id,
+                kind,
+                ..PrincipalSpec::default()
+            }
+        }
+    };
+    let resource = match resource.trim() {
+        r if r.starts_with('{') => {
+            serde_saphyr::from_str::<ResourceSpec>(r).map_err(|e| format!("--resource: {e}"))?
+        }
+        r => resource_from_reference(r)?,
+    };
+    let context_spec = match context {
+        Some(text) => {
+            serde_saphyr::from_str::<ContextSpec>(text).map_err(|e| format!("--context: {e}"))?
+        }
+        None => ContextSpec::default(),
+    };
+    let timed = context_spec.time.is_some();
+    let case = Case {
+        name: "explain".into(),
+        principal,
+        action: verb.to_owned(),
+        resource,
+        context: context_spec,
+        expect: Expect::Allow,
+        policies: None,
+        reasons: None,
+        approvers: None,
+        approvals: None,
+        approval_ttl: None,
+    };
+    let mut action = to_action(engine, &case)?;
+    if !timed {
+        action.context.time = SystemTime::now();
+    }
+    Ok(action)
+}
+
+/// `Type::"id"` as its type and id.
+fn cedar_reference(text: &str) -> Option<(&str, String)> {
+    let (kind, rest) = text.split_once("::")?;
+    let id = rest.strip_prefix('"')?.strip_suffix('"')?;
+    Some((kind, id.replace("\\\"", "\"")))
+}
+
+/// A resource written as a Cedar reference, in a test case's terms.
+fn resource_from_reference(text: &str) -> Result<ResourceSpec, String> {
+    let mut spec = ResourceSpec::default();
+    let unknown = || {
+        format!(
+            "--resource `{text}`: write Model::\"openai/gpt-4o\", Provider::\"openai\", \
+             Tool::\"github/create_issue\", McpServer::\"github\", Api::\"github\", \
+             Operation::\"github/issues.create\", Host::\"pypi.org\", Secret::\"path\", or a \
+             test case's resource mapping such as {{ provider: openai, model: gpt-4o }}"
+        )
+    };
+    let (kind, id) = cedar_reference(text).ok_or_else(unknown)?;
+    let split = |id: &str| {
+        id.split_once('/')
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .ok_or_else(unknown)
+    };
+    match kind {
+        "Model" => {
+            let (provider, model) = split(&id)?;
+            (spec.provider, spec.model) = (Some(provider), Some(model));
+        }
+        "Provider" => spec.provider = Some(id),
+        "Tool" => match id.split_once('/') {
+            Some((server, tool)) => {
+                (spec.server, spec.tool) = (Some(server.into()), Some(tool.into()))
+            }
+            None => spec.tool = Some(id),
+        },
+        "McpServer" => spec.server = Some(id),
+        "Api" => spec.api = Some(id),
+        "Operation" => {
+            let (api, operation) = split(&id)?;
+            (spec.api, spec.operation) = (Some(api), Some(operation));
+        }
+        "Host" => spec.host = Some(id),
+        "Secret" => spec.secret = Some(id),
+        _ => return Err(unknown()),
+    }
+    Ok(spec)
 }
 
 fn parse_time(s: &str) -> Result<SystemTime, String> {

@@ -15,14 +15,15 @@ use super::refusal::{Recorded, Refusal};
 use crate::action::{Action, Facts, Findings, Principal, Resource, Verb};
 use crate::audit::AuditError;
 use crate::audit::event::{
-    AuditEvent, AuditFinding, AuditOutcome, AuditPrincipal, AuditSecret, EventKind, Text,
-    empty_text,
+    AuditEvent, AuditFinding, AuditOutcome, AuditPrincipal, AuditSecret, AuditShadow, EventKind,
+    Text, empty_text,
 };
 use crate::audit::receipt::{self, Receipt};
 use crate::decision::Decision;
 use crate::listener::ConnInfo;
 use crate::mcp::EventBody;
 use crate::observe::{Complete, ObservedBody};
+use crate::policy::ShadowDifference;
 use crate::protocol::{self, Shape, Usage};
 use crate::route::Route;
 use crate::secrets::redact::Redactor;
@@ -46,6 +47,15 @@ pub enum Content<'a> {
     Digest(&'a [u8]),
     /// Nothing.
     Omitted,
+}
+
+/// Which policy set decided, and what its shadow set would have decided instead.
+#[derive(Debug)]
+pub struct Judged {
+    /// The deciding set's version.
+    pub version: Text,
+    /// The shadow set's differing decision, if any.
+    pub shadow: Option<ShadowDifference>,
 }
 
 /// One request's passage through the path.
@@ -268,6 +278,7 @@ impl Exchange {
     pub async fn record_decision(
         &mut self,
         decision: &Decision,
+        judged: Judged,
         findings: &Findings,
         content: Content<'_>,
         policy_seconds: f64,
@@ -282,6 +293,23 @@ impl Exchange {
         let mut event = self.event(EventKind::Decision);
         event.decision = decision.label().into();
         event.policies = decision.policy_ids();
+        self.shared
+            .metrics
+            .decided(decision.label(), &event.policies);
+        event.policy_version = judged.version;
+        if let Some(shadow) = judged.shadow {
+            self.shared
+                .metrics
+                .shadow_differences
+                .with_label_values(&[&*shadow.policy])
+                .inc();
+            event.shadow = Some(Box::new(AuditShadow {
+                decision: shadow.decision.label().into(),
+                policies: shadow.decision.policy_ids(),
+                policy: shadow.policy,
+                version: shadow.version,
+            }));
+        }
         event.reasons = decision
             .reasons()
             .into_iter()

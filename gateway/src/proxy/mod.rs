@@ -93,6 +93,10 @@ pub async fn handle(
 
 /// What the stages came to: the answer, or a streamed request that waits for its approval in
 /// its stream (answered at once, the rest of the path walked once it is settled).
+#[expect(
+    clippy::large_enum_variant,
+    reason = "an answer is the common case: boxing it would cost an allocation per request"
+)]
 enum Walked {
     Answered(Response<ProxyBody>),
     InStream(held::InStream),

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use super::exchange::{Content, Exchange};
+use super::exchange::{Content, Exchange, Judged};
 use super::refusal::Refusal;
 use crate::action::{Action, ActionContext, Facts, Findings, Principal, Resource, Verb};
 use crate::approval;
@@ -65,8 +65,14 @@ pub(super) async fn decide_with(
     adjust: impl FnOnce(Decision) -> Decision,
 ) -> Result<Decision, Refusal> {
     let t = Instant::now();
-    let decision = adjust(snap.policy.decide(action));
+    let enforced = snap.policy.decide(action);
     let policy_seconds = t.elapsed().as_secs_f64();
+    // The shadow set is judged beside the enforced one, outside the time policy took.
+    let judged = Judged {
+        version: Arc::clone(snap.policy.version()),
+        shadow: snap.policy.shadow_difference(action, &enforced),
+    };
+    let decision = adjust(enforced);
     let audit = &snap.config.audit;
     // An approval is bound to the exact request: what waits for one is digested whatever
     // its kind (an LLM call's prompt too), so other arguments are another action.
@@ -78,6 +84,7 @@ pub(super) async fn decide_with(
     };
     ex.record_decision(
         &decision,
+        judged,
         &action.context.findings,
         content,
         policy_seconds,

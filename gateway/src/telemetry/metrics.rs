@@ -4,8 +4,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Most distinct agents the token counters name; later agents are counted as `other`.
@@ -54,6 +54,13 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// Requests in flight.
     pub in_flight: IntGauge,
+    /// `warden_policy_info{version}`: 1 for the policy set in effect.
+    pub policy_info: IntGaugeVec,
+    /// `warden_shadow_differences_total{policy}`: requests the shadow set decides otherwise.
+    pub shadow_differences: IntCounterVec,
+    /// `warden_policy_decisions_total{policy, decision}`: decisions by determining policy
+    /// (`<default>` for a default deny).
+    pub policy_decisions: IntCounterVec,
     /// Trace spans by what became of them (`exported`, `dropped`: the export queue was full,
     /// `failed`: their export failed).
     pub trace_spans: IntCounterVec,
@@ -211,6 +218,30 @@ impl Metrics {
         .expect("static metric definition");
         let in_flight = IntGauge::new("warden_requests_in_flight", "Requests in flight")
             .expect("static metric definition");
+        let policy_info = IntGaugeVec::new(
+            Opts::new(
+                "warden_policy_info",
+                "The policy set in effect: 1 for its version (content digest)",
+            ),
+            &["version"],
+        )
+        .expect("static metric definition");
+        let policy_decisions = IntCounterVec::new(
+            Opts::new(
+                "warden_policy_decisions_total",
+                "Decisions by determining policy (<default> when nothing permits) and decision: allow, deny, approval_required",
+            ),
+            &["policy", "decision"],
+        )
+        .expect("static metric definition");
+        let shadow_differences = IntCounterVec::new(
+            Opts::new(
+                "warden_shadow_differences_total",
+                "Decisions the shadow policy set would have made otherwise, by the policy that made the difference",
+            ),
+            &["policy"],
+        )
+        .expect("static metric definition");
         let trace_spans = IntCounterVec::new(
             Opts::new(
                 "warden_trace_spans_total",
@@ -266,6 +297,9 @@ impl Metrics {
             Box::new(audit_failures.clone()),
             Box::new(reloads.clone()),
             Box::new(in_flight.clone()),
+            Box::new(policy_info.clone()),
+            Box::new(shadow_differences.clone()),
+            Box::new(policy_decisions.clone()),
             Box::new(trace_spans.clone()),
         ]
         .into_iter()
@@ -285,6 +319,9 @@ impl Metrics {
             audit_failures,
             reloads,
             in_flight,
+            policy_info,
+            shadow_differences,
+            policy_decisions,
             trace_spans,
             egress,
             egress_tunnels,
@@ -292,6 +329,26 @@ impl Metrics {
             proposed_calls,
             agents: Arc::new(LabelSet::new(AGENT_LABELS_MAX)),
             models: Arc::new(LabelSet::new(MODEL_LABELS_MAX)),
+        }
+    }
+
+    /// The policy set of `version` is in effect (at start and after each reload).
+    pub fn policy_loaded(&self, version: &str) {
+        self.policy_info.reset();
+        self.policy_info.with_label_values(&[version]).set(1);
+    }
+
+    /// Counts a decision under each policy that determined it.
+    pub fn decided(&self, decision: &str, policies: &[Arc<str>]) {
+        if policies.is_empty() {
+            self.policy_decisions
+                .with_label_values(&["<default>", decision])
+                .inc();
+        }
+        for policy in policies {
+            self.policy_decisions
+                .with_label_values(&[&**policy, decision])
+                .inc();
         }
     }
 

@@ -1,0 +1,354 @@
+//! A policy set as a bundle: its manifest (the SHA-256 of every file it loads, by path), its
+//! version (the digest of that manifest and of the connector actions declared beside it) and,
+//! optionally, a detached Ed25519 signature over the manifest (`bundle.manifest`,
+//! `bundle.sig`) that must verify against a configured public key before the set loads.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use sha2::{Digest, Sha256};
+
+use super::fragment::SchemaFragment;
+use crate::keys;
+
+/// The manifest's file name in a policy directory.
+pub const MANIFEST_FILE: &str = "bundle.manifest";
+/// The detached signature's file name in a policy directory.
+pub const SIGNATURE_FILE: &str = "bundle.sig";
+/// The manifest's first line: its format.
+const MANIFEST_HEADER: &str = "warden-policy-bundle v1";
+
+/// Why a bundle was refused or could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// A file of the set could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Signatures are required and the directory has no manifest or no signature.
+    #[error(
+        "{dir} is not a signed bundle: {missing} is missing (policy.bundle.public_keys requires \
+         one); make it with `warden policy bundle {dir} --sign KEY`"
+    )]
+    Unsigned { dir: String, missing: &'static str },
+    /// The signature file does not parse.
+    #[error("{0}: not a bundle signature ({1}); make it again with `warden policy bundle --sign`")]
+    BadSignatureFile(PathBuf, String),
+    /// No configured key has the signature's key id.
+    #[error(
+        "{path} is signed by key {kid}, which is not among policy.bundle.public_keys; add its \
+         public key or sign with a trusted key"
+    )]
+    UnknownKey { path: PathBuf, kid: String },
+    /// The signature does not verify over the manifest.
+    #[error(
+        "{0}: the signature does not match {MANIFEST_FILE} (the manifest was changed after it \
+         was signed); sign the bundle again"
+    )]
+    Forged(PathBuf),
+    /// The files on disk are not the ones the manifest lists.
+    #[error("{dir}: the policy files differ from the signed {MANIFEST_FILE}: {changes}")]
+    Tampered { dir: String, changes: String },
+    /// A path cannot be written in a manifest.
+    #[error("{0}: a policy file's path must be UTF-8 without line breaks")]
+    BadPath(PathBuf),
+    /// A key could not be read.
+    #[error("{0}")]
+    Key(#[from] keys::KeyError),
+}
+
+/// The public keys a bundle must be signed with (`policy.bundle.public_keys`).
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    keys: Vec<(String, VerifyingKey)>,
+}
+
+impl Trust {
+    /// Reads each PEM file (a public key, or a private key whose public half is taken).
+    pub fn load(paths: &[PathBuf]) -> Result<Trust, BundleError> {
+        let mut keys = Vec::with_capacity(paths.len());
+        for path in paths {
+            let pem = std::fs::read_to_string(path).map_err(|source| BundleError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let key = keys::public_from_pem(&pem, &path.display().to_string())?;
+            keys.push((keys::thumbprint(&key.to_bytes()), key));
+        }
+        Ok(Trust { keys })
+    }
+
+    /// Whether no key is configured (bundles need not be signed).
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// The SHA-256 of each file of a policy set, by path relative to its directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// `(path, sha256:<hex>)`, sorted by path.
+    files: Vec<(String, String)>,
+}
+
+impl Manifest {
+    /// Digests `files` (relative to `dir`).
+    pub fn of(dir: &Path, files: &[PathBuf]) -> Result<Manifest, BundleError> {
+        let mut out = Vec::with_capacity(files.len());
+        for rel in files {
+            let name = rel
+                .to_str()
+                .filter(|s| !s.contains(['\n', '\r']))
+                .ok_or_else(|| BundleError::BadPath(rel.clone()))?;
+            let path = dir.join(rel);
+            let bytes = std::fs::read(&path).map_err(|source| BundleError::Io { path, source })?;
+            out.push((name.replace('\\', "/"), sha256(&bytes)));
+        }
+        out.sort();
+        Ok(Manifest { files: out })
+    }
+
+    /// The manifest as written to `bundle.manifest`.
+    pub fn text(&self) -> String {
+        let mut text = format!("{MANIFEST_HEADER}\n");
+        for (path, digest) in &self.files {
+            let _ = writeln!(text, "{digest}  {path}");
+        }
+        text
+    }
+
+    /// Reads a manifest's text; `None` when it is not one.
+    fn parse(text: &str) -> Option<Manifest> {
+        let mut lines = text.lines();
+        if lines.next()? != MANIFEST_HEADER {
+            return None;
+        }
+        let mut files = Vec::new();
+        for line in lines.filter(|l| !l.is_empty()) {
+            let (digest, path) = line.split_once("  ")?;
+            if !digest.starts_with("sha256:") {
+                return None;
+            }
+            files.push((path.to_owned(), digest.to_owned()));
+        }
+        files.sort();
+        Some(Manifest { files })
+    }
+
+    /// The set's version: `sha256:<hex>` of the manifest and of the schema text added in
+    /// memory (the connector actions the routes declare).
+    pub fn version(&self, extra: &[SchemaFragment]) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(self.text().as_bytes());
+        for e in extra {
+            hasher.update(format!("{}\n", e.origin.display()).as_bytes());
+            hasher.update(sha256(e.text.as_bytes()).as_bytes());
+            hasher.update(b"\n");
+        }
+        format!("sha256:{}", hex::encode(hasher.finalize()))
+    }
+
+    /// What differs from `signed`: files added, removed or changed, by path.
+    fn changes_from(&self, signed: &Manifest) -> Vec<String> {
+        let mut changes = Vec::new();
+        for (path, digest) in &self.files {
+            match signed.files.iter().find(|(p, _)| p == path) {
+                None => changes.push(format!("{path} is not in the manifest")),
+                Some((_, d)) if d != digest => changes.push(format!("{path} was changed")),
+                Some(_) => {}
+            }
+        }
+        for (path, _) in &signed.files {
+            if !self.files.iter().any(|(p, _)| p == path) {
+                changes.push(format!("{path} is missing"));
+            }
+        }
+        changes
+    }
+}
+
+/// The detached signature file's content.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SignatureFile {
+    alg: String,
+    kid: String,
+    signature: String,
+}
+
+/// Checks that `dir`'s signed manifest is signed by a key of `trust` and lists exactly the
+/// files of `manifest` (what is about to load).
+pub fn verify(dir: &Path, manifest: &Manifest, trust: &Trust) -> Result<(), BundleError> {
+    let shown = dir.display().to_string();
+    let read = |name: &'static str| -> Result<String, BundleError> {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                BundleError::Unsigned {
+                    dir: shown.clone(),
+                    missing: name,
+                }
+            } else {
+                BundleError::Io { path, source }
+            }
+        })
+    };
+    let text = read(MANIFEST_FILE)?;
+    let sig_path = dir.join(SIGNATURE_FILE);
+    let sig: SignatureFile = serde_json::from_str(&read(SIGNATURE_FILE)?)
+        .map_err(|e| BundleError::BadSignatureFile(sig_path.clone(), e.to_string()))?;
+    if sig.alg != "Ed25519" {
+        return Err(BundleError::BadSignatureFile(
+            sig_path,
+            format!("algorithm {:?}; only Ed25519 is accepted", sig.alg),
+        ));
+    }
+    let bytes = STANDARD
+        .decode(sig.signature.trim())
+        .map_err(|e| BundleError::BadSignatureFile(sig_path.clone(), e.to_string()))?;
+    let signature = Signature::from_slice(&bytes)
+        .map_err(|e| BundleError::BadSignatureFile(sig_path.clone(), e.to_string()))?;
+    let Some((_, key)) = trust.keys.iter().find(|(kid, _)| *kid == sig.kid) else {
+        return Err(BundleError::UnknownKey {
+            path: sig_path,
+            kid: sig.kid,
+        });
+    };
+    key.verify_strict(text.as_bytes(), &signature)
+        .map_err(|_| BundleError::Forged(sig_path))?;
+    let signed = Manifest::parse(&text).ok_or_else(|| BundleError::Tampered {
+        dir: shown.clone(),
+        changes: format!("{MANIFEST_FILE} is not a manifest"),
+    })?;
+    let changes = manifest.changes_from(&signed);
+    if changes.is_empty() {
+        Ok(())
+    } else {
+        Err(BundleError::Tampered {
+            dir: shown,
+            changes: changes.join("; "),
+        })
+    }
+}
+
+/// Writes `dir`'s manifest of `files` and its signature with `key`; returns the key id.
+pub fn sign(dir: &Path, files: &[PathBuf], key: &SigningKey) -> Result<String, BundleError> {
+    let text = Manifest::of(dir, files)?.text();
+    let kid = keys::thumbprint(&key.verifying_key().to_bytes());
+    let sig = SignatureFile {
+        alg: "Ed25519".into(),
+        kid: kid.clone(),
+        signature: STANDARD.encode(key.sign(text.as_bytes()).to_bytes()),
+    };
+    let write = |name: &str, body: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, body).map_err(|source| BundleError::Io { path, source })
+    };
+    write(MANIFEST_FILE, text)?;
+    let body = serde_json::to_string_pretty(&sig).unwrap_or_default();
+    write(SIGNATURE_FILE, format!("{body}\n"))?;
+    Ok(kid)
+}
+
+/// The files of the policy set in `dir` (relative, `schema.cedarschema` included): what its
+/// manifest lists.
+pub fn files(dir: &Path) -> Result<Vec<PathBuf>, super::PolicyErrors> {
+    super::load::policy_files(dir).map(|files| super::load::with_schema(&files))
+}
+
+/// `sha256:<hex>` of `bytes`.
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(dir: &Path) -> Vec<PathBuf> {
+        std::fs::write(dir.join("schema.cedarschema"), "namespace X {}").unwrap();
+        std::fs::write(dir.join("a.cedar"), "permit(principal, action, resource);").unwrap();
+        vec!["a.cedar".into(), "schema.cedarschema".into()]
+    }
+
+    fn trust_of(key: &SigningKey) -> Trust {
+        let public = key.verifying_key();
+        Trust {
+            keys: vec![(keys::thumbprint(&public.to_bytes()), public)],
+        }
+    }
+
+    #[test]
+    fn a_signed_bundle_verifies_and_an_edited_file_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let files = set(tmp.path());
+        let key = SigningKey::from_bytes(&[7; 32]);
+        sign(tmp.path(), &files, &key).unwrap();
+        let trust = trust_of(&key);
+        let manifest = Manifest::of(tmp.path(), &files).unwrap();
+        verify(tmp.path(), &manifest, &trust).unwrap();
+
+        std::fs::write(
+            tmp.path().join("a.cedar"),
+            "forbid(principal, action, resource);",
+        )
+        .unwrap();
+        let manifest = Manifest::of(tmp.path(), &files).unwrap();
+        let e = verify(tmp.path(), &manifest, &trust)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a.cedar was changed"), "{e}");
+
+        let mut more = files.clone();
+        std::fs::write(tmp.path().join("b.cedar"), "").unwrap();
+        more.push("b.cedar".into());
+        sign(tmp.path(), &files, &key).unwrap();
+        let manifest = Manifest::of(tmp.path(), &more).unwrap();
+        let e = verify(tmp.path(), &manifest, &trust)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("b.cedar is not in the manifest"), "{e}");
+    }
+
+    #[test]
+    fn a_forged_manifest_or_an_untrusted_key_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let files = set(tmp.path());
+        let key = SigningKey::from_bytes(&[7; 32]);
+        sign(tmp.path(), &files, &key).unwrap();
+        let other = trust_of(&SigningKey::from_bytes(&[8; 32]));
+        let manifest = Manifest::of(tmp.path(), &files).unwrap();
+        let e = verify(tmp.path(), &manifest, &other).unwrap_err();
+        assert!(matches!(e, BundleError::UnknownKey { .. }), "{e}");
+
+        let path = tmp.path().join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{text}sha256:00  c.cedar\n")).unwrap();
+        let e = verify(tmp.path(), &manifest, &trust_of(&key)).unwrap_err();
+        assert!(matches!(e, BundleError::Forged(_)), "{e}");
+
+        std::fs::remove_file(tmp.path().join(SIGNATURE_FILE)).unwrap();
+        let e = verify(tmp.path(), &manifest, &trust_of(&key)).unwrap_err();
+        assert!(e.to_string().contains("bundle.sig is missing"), "{e}");
+    }
+
+    #[test]
+    fn the_version_follows_the_content() {
+        let tmp = tempfile::tempdir().unwrap();
+        let files = set(tmp.path());
+        let v1 = Manifest::of(tmp.path(), &files).unwrap().version(&[]);
+        assert!(v1.starts_with("sha256:") && v1.len() == 71, "{v1}");
+        assert_eq!(Manifest::of(tmp.path(), &files).unwrap().version(&[]), v1);
+        std::fs::write(
+            tmp.path().join("a.cedar"),
+            "forbid(principal, action, resource);",
+        )
+        .unwrap();
+        assert_ne!(Manifest::of(tmp.path(), &files).unwrap().version(&[]), v1);
+    }
+}

@@ -1,0 +1,419 @@
+//! Policies as code: a shadow forbid is judged on live traffic and recorded without denying;
+//! the policy set's version is in `/readyz`, `warden_policy_info` and every decision record; a
+//! signed bundle that was tampered with is refused at start and on reload (the running set
+//! stays); `warden policy explain` names the deciding policies with their reasons and says why
+//! the others did not apply.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::json;
+use warden_e2e::paths;
+use warden_e2e::stack::{Stack, openai_chat};
+use warden_e2e::warden::run_bounded;
+
+const SHADOW_FORBID: &str = r#"
+@id("e2e-shadow-forbid-gpt41")
+@mode("shadow")
+@reason("gpt-4.1 is being withdrawn")
+forbid (principal, action == Action::"llm:chat", resource == Model::"openai/gpt-4.1");
+"#;
+
+/// Runs `warden <args>` (no configuration) and returns its exit status, stdout and stderr.
+async fn warden(args: &[&str]) -> (bool, String, String) {
+    let mut cmd = tokio::process::Command::new(paths::warden_bin());
+    cmd.args(args).env_remove("RUST_LOG");
+    let out = run_bounded(cmd, Duration::from_secs(30)).await.unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A non-streamed chat with `model`: the answer's status and the request's decision record.
+async fn chat(s: &Stack, model: &str) -> (u16, serde_json::Value) {
+    let response = s
+        .post("/openai/chat/completions", &openai_chat(model, false))
+        .await
+        .unwrap();
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let record = s
+        .audit("decision", |r| r["request_id"] == id.as_str())
+        .await
+        .unwrap();
+    (response.status().as_u16(), record)
+}
+
+/// The `policy_version` line of `/readyz`.
+async fn ready_version(s: &Stack) -> String {
+    let body = s
+        .warden
+        .http()
+        .get(s.warden.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix("policy_version: "))
+        .unwrap_or_else(|| panic!("/readyz names no policy version: {body}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_shadow_forbid_records_the_difference_without_denying() {
+    let s = Stack::start_with(|b| b.policy("e2e-shadow.cedar", SHADOW_FORBID))
+        .await
+        .unwrap();
+    let version = ready_version(&s).await;
+    assert!(
+        version.starts_with("sha256:") && version.len() == 71,
+        "{version}"
+    );
+
+    let (status, record) = chat(&s, "gpt-4.1").await;
+    assert_eq!(status, 200, "a shadow forbid never denies");
+    assert_eq!(record["decision"], "allow", "{record}");
+    assert_eq!(record["policy_version"], version.as_str(), "{record}");
+    assert_eq!(record["shadow"]["decision"], "deny", "{record}");
+    assert_eq!(
+        record["shadow"]["policy"], "e2e-shadow-forbid-gpt41",
+        "{record}"
+    );
+    assert_eq!(
+        record["shadow"]["policies"],
+        json!(["e2e-shadow-forbid-gpt41"]),
+        "{record}"
+    );
+
+    // Where the shadow set agrees, the record says nothing of it.
+    let (status, record) = chat(&s, "gpt-4o").await;
+    assert_eq!(status, 200);
+    assert!(record.get("shadow").is_none(), "{record}");
+    assert_eq!(record["policy_version"], version.as_str(), "{record}");
+
+    let metrics = s.warden.metrics().await.unwrap();
+    assert!(
+        metrics.contains("warden_shadow_differences_total{policy=\"e2e-shadow-forbid-gpt41\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("warden_policy_info{{version=\"{version}\"}} 1")),
+        "{metrics}"
+    );
+
+    // Promoting is a file change and a reload: the forbid now denies, under a new version.
+    s.warden
+        .write_policy(
+            "e2e-shadow.cedar",
+            &SHADOW_FORBID.replace("@mode(\"shadow\")\n", ""),
+        )
+        .unwrap();
+    s.warden.signal(libc::SIGHUP).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while ready_version(&s).await == version {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the promotion did not load:\n{}",
+            s.warden.output()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let response = s
+        .post("/openai/chat/completions", &openai_chat("gpt-4.1", false))
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-warden-decision"], "deny");
+}
+
+#[tokio::test]
+async fn a_shadow_directory_is_judged_beside_the_enforced_set() {
+    let candidate = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        paths::repo_root().join("policies/schema.cedarschema"),
+        candidate.path().join("schema.cedarschema"),
+    )
+    .unwrap();
+    std::fs::write(
+        candidate.path().join("candidate.cedar"),
+        "@id(\"candidate-models\")\npermit (principal, action == Action::\"llm:chat\", resource == Model::\"openai/gpt-4o\");\n",
+    )
+    .unwrap();
+    let s = Stack::start_with(|b| b.set("/policy/shadow_dir", json!(candidate.path())))
+        .await
+        .unwrap();
+    let (status, record) = chat(&s, "gpt-4.1").await;
+    assert_eq!(status, 200, "the enforced set still allows");
+    // The candidate set permits gpt-4o only: it would deny gpt-4.1 by default, a difference
+    // counted under the enforced permit it lacks.
+    assert_eq!(record["shadow"]["decision"], "deny", "{record}");
+    assert_eq!(record["shadow"]["policy"], "e2e-permit-all", "{record}");
+    assert_ne!(
+        record["shadow"]["version"], record["policy_version"],
+        "{record}"
+    );
+}
+
+/// A key pair in `dir`: (private, public).
+async fn keygen(dir: &Path) -> (String, String) {
+    let key = dir.join("bundle-signing.pem");
+    let (ok, out, err) = warden(&["policy", "keygen", key.to_str().unwrap()]).await;
+    assert!(ok, "{out}{err}");
+    let public = dir.join("bundle-signing.pub");
+    assert!(public.is_file(), "{out}");
+    (
+        key.to_string_lossy().into_owned(),
+        public.to_string_lossy().into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_tampered_signed_bundle_is_refused_at_start_and_on_reload() {
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(keys.path()).await;
+    let fake = warden_e2e::fake_llm::FakeLlm::start().await.unwrap();
+    let setup = warden_e2e::warden::WardenBuilder::new(&fake)
+        .set("/policy/bundle/public_keys", json!([public]))
+        .write()
+        .unwrap();
+    let policy_dir = setup.policy_dir.to_string_lossy().into_owned();
+
+    // Unsigned: refused at start, with what to do.
+    let mut unsigned = setup.spawn().unwrap();
+    let status = unsigned.wait_exit(Duration::from_secs(30)).await.unwrap();
+    assert!(!status.success());
+    let output = unsigned.output();
+    assert!(output.contains("is not a signed bundle"), "{output}");
+    assert!(output.contains("warden policy bundle"), "{output}");
+    let setup = unsigned.stop_and_take_setup().await;
+
+    let (ok, out, err) = warden(&["policy", "bundle", &policy_dir, "--sign", &key]).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("signed with key"), "{out}");
+    let s = Stack::spawn(fake, setup).await.unwrap();
+    let version = ready_version(&s).await;
+    let allowed = s
+        .post("/openai/chat/completions", &openai_chat("gpt-4.1", false))
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 200);
+
+    // Tampered: a forbid slipped into the signed directory. The reload is refused and the
+    // running set stays.
+    s.warden
+        .write_policy("e2e-forbid.cedar", warden_e2e::stack::FORBID_GPT41)
+        .unwrap();
+    s.warden.signal(libc::SIGHUP).unwrap();
+    let refused = s
+        .audit("system", |r| {
+            r["detail"]["event"] == "reload" && r["detail"]["result"] == "refused"
+        })
+        .await
+        .unwrap();
+    assert!(
+        refused["reasons"]
+            .to_string()
+            .contains("e2e-forbid.cedar is not in the manifest"),
+        "{refused}"
+    );
+    assert_eq!(ready_version(&s).await, version, "the running set stays");
+    let still = s
+        .post("/openai/chat/completions", &openai_chat("gpt-4.1", false))
+        .await
+        .unwrap();
+    assert_eq!(still.status(), 200, "the running set stays");
+
+    // And refused at start.
+    let setup = s.warden.stop_and_take_setup().await;
+    let mut tampered = setup.spawn().unwrap();
+    let status = tampered.wait_exit(Duration::from_secs(30)).await.unwrap();
+    assert!(!status.success());
+    let output = tampered.output();
+    assert!(
+        output.contains("e2e-forbid.cedar is not in the manifest"),
+        "{output}"
+    );
+
+    // An edited file is named too.
+    let setup = tampered.stop_and_take_setup().await;
+    std::fs::remove_file(setup.policy_dir.join("e2e-forbid.cedar")).unwrap();
+    std::fs::write(
+        setup.policy_dir.join("e2e-permit-all.cedar"),
+        "@id(\"e2e-permit-all\")\npermit(principal, action, resource) when { context.tls };\n",
+    )
+    .unwrap();
+    let mut edited = setup.spawn().unwrap();
+    assert!(
+        !edited
+            .wait_exit(Duration::from_secs(30))
+            .await
+            .unwrap()
+            .success()
+    );
+    let output = edited.output();
+    assert!(
+        output.contains("e2e-permit-all.cedar was changed"),
+        "{output}"
+    );
+}
+
+const EXPLAINED: &str = r#"
+@id("models")
+permit (principal is Agent, action == Action::"llm:chat", resource is Model);
+
+@id("no-gpt41")
+@reason("gpt-4.1 is not approved")
+forbid (principal, action == Action::"llm:chat", resource == Model::"openai/gpt-4.1");
+
+@id("ci-only-big-prompts")
+@reason("only CI may send prompts this large")
+forbid (principal, action == Action::"llm:chat", resource)
+when { context.input_tokens > 1000 } unless { principal has fleet && principal.fleet == "ci" };
+
+@id("deploys-need-approval")
+@approval("required")
+@approvers("Group::\"sre\"")
+@reason("deploys change production")
+permit (principal is Agent, action == Action::"mcp:call_tool", resource == Tool::"ops/deploy");
+"#;
+
+#[tokio::test]
+async fn explain_names_the_deciding_policies_and_why_the_others_did_not_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        paths::repo_root().join("policies/schema.cedarschema"),
+        dir.path().join("schema.cedarschema"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("explained.cedar"), EXPLAINED).unwrap();
+    let policies = dir.path().to_str().unwrap();
+    let explain = |principal: &'static str,
+                   action: &'static str,
+                   resource: &'static str,
+                   context: Option<&'static str>| {
+        let context_file = dir.path().join("context.yaml");
+        async move {
+            let mut args = vec![
+                "policy",
+                "explain",
+                policies,
+                "--principal",
+                principal,
+                "--action",
+                action,
+                "--resource",
+                resource,
+            ];
+            let path;
+            if let Some(text) = context {
+                std::fs::write(&context_file, text).unwrap();
+                path = context_file.to_string_lossy().into_owned();
+                args.extend(["--context", path.as_str()]);
+            }
+            let (ok, out, err) = warden(&args).await;
+            assert!(ok, "{out}{err}");
+            out
+        }
+    };
+
+    let allow = explain(
+        "{ id: ci-bot, fleet: ci }",
+        "llm:chat",
+        "Model::\"openai/gpt-4o\"",
+        Some("input_tokens: 5000\n"),
+    )
+    .await;
+    assert!(allow.starts_with("decision: allow\n"), "{allow}");
+    let (determined, others) = allow.split_once("did not apply:").unwrap();
+    assert!(determined.contains("models (permit"), "{allow}");
+    assert!(
+        others.contains("no-gpt41 (forbid") && others.contains("resource does not match"),
+        "{allow}"
+    );
+    assert!(
+        others.contains("ci-only-big-prompts (forbid") && others.contains("its condition is false"),
+        "{allow}"
+    );
+    assert!(
+        others.contains("deploys-need-approval (permit")
+            && others.contains("action, resource does not match"),
+        "{allow}"
+    );
+
+    let deny = explain(
+        "{ id: web-bot, fleet: web }",
+        "llm:chat",
+        "{ provider: openai, model: gpt-4.1 }",
+        Some("input_tokens: 5000\n"),
+    )
+    .await;
+    assert!(deny.starts_with("decision: deny\n"), "{deny}");
+    let (determined, others) = deny.split_once("did not apply:").unwrap();
+    assert!(
+        determined.contains("no-gpt41 (forbid")
+            && determined.contains("@reason: gpt-4.1 is not approved"),
+        "{deny}"
+    );
+    assert!(
+        determined.contains("ci-only-big-prompts (forbid")
+            && determined.contains("@reason: only CI may send prompts this large"),
+        "{deny}"
+    );
+    assert!(
+        others.contains("models (permit") && others.contains("it holds, but a forbid decides"),
+        "{deny}"
+    );
+
+    let approval = explain(
+        "Agent::\"ops-bot\"",
+        "mcp:call_tool",
+        "Tool::\"ops/deploy\"",
+        None,
+    )
+    .await;
+    assert!(
+        approval.starts_with("decision: approval_required\n"),
+        "{approval}"
+    );
+    assert!(
+        approval.contains("requires approval by Group::\"sre\""),
+        "{approval}"
+    );
+    let (determined, _) = approval.split_once("did not apply:").unwrap();
+    assert!(
+        determined.contains("deploys-need-approval (permit")
+            && determined.contains("@reason: deploys change production"),
+        "{approval}"
+    );
+
+    let nothing = explain(
+        "Agent::\"ops-bot\"",
+        "mcp:call_tool",
+        "Tool::\"ops/restart\"",
+        None,
+    )
+    .await;
+    assert!(nothing.starts_with("decision: deny\n"), "{nothing}");
+    assert!(nothing.contains("no policy (default deny"), "{nothing}");
+
+    let (ok, _, err) = warden(&[
+        "policy",
+        "explain",
+        policies,
+        "--principal",
+        "Host::\"x\"",
+        "--action",
+        "llm:chat",
+        "--resource",
+        "Model::\"openai/gpt-4o\"",
+    ])
+    .await;
+    assert!(!ok);
+    assert!(err.contains("is not a principal type"), "{err}");
+}
