@@ -36,7 +36,7 @@ pub fn bundle(dir: &Path, key: &Path) -> Result<ExitCode> {
     let pem = std::fs::read_to_string(key)
         .with_context(|| format!("cannot read the signing key {}", key.display()))?;
     let signing = warden::keys::from_pem(&pem, &key.display().to_string())?;
-    let files = bundle::files(dir).map_err(|e| anyhow!("{e}"))?;
+    let files = warden::policy::bundle_files(dir).map_err(|e| anyhow!("{e}"))?;
     let kid = bundle::sign(dir, &files, &signing)?;
     println!(
         "{}: {} files signed with key {kid}; policy set version {}",

@@ -255,12 +255,6 @@ pub fn sign(dir: &Path, files: &[PathBuf], key: &SigningKey) -> Result<String, B
     Ok(kid)
 }
 
-/// The files of the policy set in `dir` (relative, `schema.cedarschema` included): what its
-/// manifest lists.
-pub fn files(dir: &Path) -> Result<Vec<PathBuf>, super::PolicyErrors> {
-    super::load::policy_files(dir).map(|files| super::load::with_schema(&files))
-}
-
 /// `sha256:<hex>` of `bytes`.
 fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))

@@ -53,6 +53,12 @@ use native::NativeCondition;
 use request::{CedarNames, EntityCache, IpCache};
 use tool_schemas::ToolTypes;
 
+/// The files of the policy set in `dir` (relative, `schema.cedarschema` included): what its
+/// bundle manifest lists ([`bundle::sign`]).
+pub fn bundle_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyErrors> {
+    load::policy_files(dir).map(|files| load::with_schema(&files))
+}
+
 /// A policy that could not be evaluated for a request (it then does not apply).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EvaluationFailure {
