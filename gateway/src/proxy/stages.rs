@@ -1,5 +1,5 @@
 //! The stages every kind of traffic shares once it is read as an [`Action`]: its context,
-//! inspect, decide (with the durable decision record) and hold. `proxy::walk` and the MCP walk
+//! inspect, limit, decide (with the durable decision record) and hold. `proxy::walk` and the MCP walk
 //! (`proxy/mcp/message.rs`) both call them.
 
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use crate::action::{Action, ActionContext, Facts, Findings, Principal, Resource,
 use crate::approval;
 use crate::approval::gate::{Gate, Opened};
 use crate::decision::Decision;
+use crate::fleet::limits::Subject;
 use crate::inspect;
 use crate::route::Route;
 use crate::secrets::{CredentialError, SecretGuard};
@@ -40,6 +41,17 @@ pub(super) fn context(
 /// Inspect: what the request's content shows before it leaves, for policy to judge.
 pub(super) fn inspect(action: &mut Action, body: &[u8]) {
     inspect::inspect(&mut action.context.findings, body);
+}
+
+/// Limit: the action counted against the rate and concurrency limits (`rate_limits:`); its
+/// place in flight, when a rule limits concurrency, is kept until the response ends.
+pub(super) fn limit(snap: &Snapshot, ex: &mut Exchange, action: &Action) -> Result<(), Refusal> {
+    let permit = ex
+        .shared()
+        .limits
+        .admit(&snap.config.rate_limits, &Subject::of(action))?;
+    ex.admitted(permit);
+    Ok(())
 }
 
 /// Decide: Cedar's verdict on the action, recorded durably before anything else happens;

@@ -29,7 +29,7 @@ use crate::protocol::mcp::meaning::{self, Judged, ListKind, Meaning, Rewrite};
 use crate::protocol::mcp::names;
 use crate::proxy::exchange::{Exchange, PendingOutcome, ProxyBody, digest};
 use crate::proxy::refusal::Refusal;
-use crate::proxy::stages::{context, decide, hold_here, inspect};
+use crate::proxy::stages::{context, decide, hold_here, inspect, limit};
 use crate::route::Route;
 use crate::snapshot::Snapshot;
 use crate::text::{FIELD_MAX, Quoted, bounded};
@@ -246,6 +246,7 @@ impl Judging<'_> {
             context: context(ex, self.route, findings, facts),
         };
         inspect(&mut action, body);
+        limit(self.snap, ex, &action)?;
         let decision = decide(self.snap, ex, &action, &arguments).await?;
         hold_here(ex, &action, &decision).await?;
         // credential: the server's own, added by its upstream session (never the agent's).
