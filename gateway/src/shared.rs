@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::audit::AuditLog;
 use crate::fleet::limits::Limiter;
+use crate::fleet::session::AgentSessions;
 use crate::mcp::Sessions;
 use crate::pins::Pins;
 use crate::snapshot::Snapshot;
@@ -27,6 +28,8 @@ pub struct Shared {
     pub traces: Traces,
     /// Rate and concurrency counts (`rate_limits:`): they outlive reloads.
     pub limits: Limiter,
+    /// Agents' session facts (`sessions:`): they outlive reloads.
+    pub sessions: AgentSessions,
     /// The approval gate, once the state store is open (unset: approvals are refused, as in
     /// tests of other parts).
     gate: std::sync::OnceLock<Arc<crate::approval::gate::Gate>>,
@@ -51,6 +54,7 @@ impl Shared {
             pins,
             traces,
             limits,
+            sessions: AgentSessions::default(),
             gate: std::sync::OnceLock::new(),
             ready: AtomicBool::new(false),
         })

@@ -182,3 +182,77 @@ async fn a_burst_of_tool_calls_over_the_tools_rate_gets_a_json_rpc_error_with_42
     let sum = mcp::tool_call(5, "everything_get-sum", json!({"a": 1, "b": 2}));
     assert_eq!(post(sum).await.unwrap().status(), 200);
 }
+
+/// The baseline pack's session rule, as shipped in `policies/baseline.cedar`.
+fn baseline_session_rule() -> String {
+    let pack = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/baseline.cedar"),
+    )
+    .unwrap();
+    let start = pack
+        .find("@id(\"baseline-private-then-external-approval\")")
+        .unwrap();
+    let end = start + pack[start..].find("};").unwrap() + 2;
+    pack[start..end].to_owned()
+}
+
+#[tokio::test]
+async fn a_send_tagged_external_after_a_private_read_in_the_session_is_held_for_approval() {
+    let w = WardenBuilder::with_upstream_url("http://127.0.0.1:9")
+        .set(
+            "/mcp",
+            json!({"servers": [mcp::everything_stdio("everything")],
+                   "endpoints": [{"name": "tools", "servers": ["everything"]}]}),
+        )
+        .set(
+            "/sessions/tags",
+            json!({"Tool::\"everything/echo\"": ["private"],
+                   "Tool::\"everything/get-sum\"": ["external"]}),
+        )
+        .set(
+            "/approvals",
+            json!({"mode": "pending", "console_url": "https://warden.example.com",
+                   "operators": [{"subject": "alice", "groups": ["sre"]}]}),
+        )
+        .policy("private-then-external.cedar", &baseline_session_rule())
+        .start()
+        .await
+        .expect("warden starts");
+    let token = w.token(AGENT).await.unwrap();
+    let url = w.url("/mcp/tools");
+    let send = json!({"op": "call", "name": "everything_get-sum", "arguments": {"a": 1, "b": 2}});
+    let read = json!({"op": "call", "name": "everything_echo", "arguments": {"message": "the customer file"}});
+
+    // A session that read nothing private sends freely.
+    let r = mcp::session(&w, &url, &token, json!([send.clone()]))
+        .await
+        .unwrap();
+    assert_eq!(r["steps"][0]["isError"], false, "{r}");
+
+    // In another session, the same send after a private read waits for a human.
+    let r = mcp::session(&w, &url, &token, json!([read, send]))
+        .await
+        .unwrap();
+    assert_eq!(
+        r["steps"][0]["isError"], false,
+        "the read goes through: {r}"
+    );
+    let held = &r["steps"][1];
+    assert_eq!(held["isError"], true, "{r}");
+    let said = held["text"].as_str().unwrap();
+    assert!(
+        said.contains("approval") && said.contains("read private data"),
+        "{said}"
+    );
+    let record = w
+        .wait_for_audit(std::time::Duration::from_secs(10), |r| {
+            r["kind"] == "decision" && r["decision"] == "approval_required"
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        record["policies"],
+        json!(["baseline-private-then-external-approval"]),
+        "{record}"
+    );
+}

@@ -39,6 +39,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Requests per second and in flight, per agent, group, route, model and tool.
     pub rate_limits: crate::fleet::limits::RateLimitsConfig,
+    /// Per-agent session facts for policy (`context.session`).
+    pub sessions: crate::fleet::session::SessionsConfig,
     pub log: LogConfig,
     /// OpenTelemetry traces over OTLP (off when absent).
     pub traces: Option<TracesConfig>,
@@ -74,6 +76,7 @@ impl Default for Config {
             upstream: UpstreamConfig::default(),
             limits: LimitsConfig::default(),
             rate_limits: Default::default(),
+            sessions: Default::default(),
             log: LogConfig::default(),
             traces: None,
             runtime: WorkersConfig::default(),

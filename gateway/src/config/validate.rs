@@ -36,6 +36,9 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     for (key, message) in config.rate_limits.validate() {
         err(&key, message);
     }
+    for (key, message) in config.sessions.validate() {
+        err(&key, message);
+    }
     for (key, message) in config.approvals.validate() {
         err(&key, message);
     }

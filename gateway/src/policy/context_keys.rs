@@ -33,11 +33,13 @@ pub(crate) enum Key {
     Sni,
     // A tool call's (`ToolContext`).
     Arguments,
+    // Every action's, when policies read it (`SessionFacts`).
+    Session,
 }
 
 impl Key {
     /// Every attribute.
-    pub(crate) const ALL: [Key; 20] = [
+    pub(crate) const ALL: [Key; 21] = [
         Key::Route,
         Key::Time,
         Key::Hour,
@@ -58,6 +60,7 @@ impl Key {
         Key::Scheme,
         Key::Sni,
         Key::Arguments,
+        Key::Session,
     ];
 
     /// The attribute's name in Cedar: `context.<name>`.
@@ -83,6 +86,7 @@ impl Key {
             Key::Scheme => "scheme",
             Key::Sni => "sni",
             Key::Arguments => "arguments",
+            Key::Session => "session",
         }
     }
 

@@ -89,6 +89,8 @@ pub struct PolicyEngine {
     by_name: HashMap<Arc<str>, usize>,
     /// The tools whose arguments schema fragments type.
     tools: ToolTypes,
+    /// Whether a loaded policy reads `context.session`.
+    reads_session: bool,
 }
 
 /// One action's policies, split by whether they read the request's context.
@@ -273,6 +275,7 @@ impl PolicyEngine {
             return Err(fail(format!("`{}`: {}", e.action, e.message)));
         }
         let mut slices = Vec::with_capacity(declared.len());
+        let mut read = ContextKeys::default();
         let mut built_in = [None; Verb::BUILT_IN.len()];
         let mut by_name = HashMap::with_capacity(declared.len());
         for action in declared {
@@ -299,6 +302,7 @@ impl PolicyEngine {
                     continue;
                 }
                 let reads = ContextKeys::read_by_policy(policy);
+                read = read.union(reads);
                 if reads.is_empty() {
                     slice
                         .fixed
@@ -333,7 +337,13 @@ impl PolicyEngine {
             built_in,
             by_name,
             tools: loaded.tools,
+            reads_session: read.contains(Key::Session),
         })
+    }
+
+    /// Whether a loaded policy reads `context.session` (session facts are kept only then).
+    pub fn reads_session(&self) -> bool {
+        self.reads_session
     }
 
     /// Number of loaded policies.

@@ -68,7 +68,7 @@ impl NativeCondition {
 fn compiled(key: Key) -> Option<Key> {
     (!matches!(
         key,
-        Key::SourceIp | Key::Addresses | Key::Fields | Key::Arguments
+        Key::SourceIp | Key::Addresses | Key::Fields | Key::Arguments | Key::Session
     ))
     .then_some(key)
 }
@@ -339,6 +339,7 @@ fn has(ctx: &ActionContext, key: Key) -> bool {
         Key::Port | Key::Addresses | Key::Scheme => egress(ctx).is_ok(),
         Key::Sni => egress(ctx).is_ok_and(|egress| egress.sni.is_some()),
         Key::Arguments => matches!(ctx.facts, Facts::Tool(_)),
+        Key::Session => ctx.session.is_some(),
     }
 }
 
@@ -382,7 +383,9 @@ impl<'a> Env<'a> {
             Key::Scheme => Value::Str(&egress(ctx)?.scheme),
             Key::Sni => Value::Str(egress(ctx)?.sni.as_deref().ok_or(AskCedar)?),
             // Not compiled: extension values, records, tool arguments.
-            Key::SourceIp | Key::Addresses | Key::Fields | Key::Arguments => return Err(AskCedar),
+            Key::SourceIp | Key::Addresses | Key::Fields | Key::Arguments | Key::Session => {
+                return Err(AskCedar);
+            }
         })
     }
 }
@@ -581,6 +584,7 @@ mod tests {
             client_certificate: None,
             findings: Findings::none(),
             facts,
+            session: None,
         };
         for max_tokens in [None, Some(0), Some(40_000), Some(u64::MAX)] {
             for input_tokens in [0, 11, 250_000, u64::MAX] {

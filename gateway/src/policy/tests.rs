@@ -103,6 +103,7 @@ fn chat(principal: Principal, provider: &str, model: &str) -> Action {
                 tools: vec!["exec".into(), "read".into()],
                 input_tokens: 200,
             }),
+            session: None,
         },
     }
 }

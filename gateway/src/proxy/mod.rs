@@ -27,9 +27,10 @@ use tracing::Instrument;
 
 pub use exchange::{Content, Exchange, PendingOutcome, ProxyBody};
 pub use refusal::Refusal;
-use stages::{Held, context, decide, hold, inspect, limit};
+use stages::{Held, context, decide, hold, inspect, limit, recall};
 
 use crate::action::{Action, Principal};
+use crate::fleet::session::named;
 use crate::listener::ConnInfo;
 use crate::observe::ObservedBody;
 use crate::protocol::{self, Inbound, Interpreted};
@@ -120,6 +121,12 @@ async fn walk(
     let (mut action, request) = interpret(snap, ex, &route, principal, req).await?;
     inspect(&mut action, &request.body);
     limit(snap, ex, &action)?;
+    recall(
+        snap,
+        ex,
+        &mut action,
+        named(&snap.config.sessions, &request.head.headers),
+    );
     let decision = decide(snap, ex, &action, &request.body).await?;
     let decided = Decided {
         route,
