@@ -135,14 +135,18 @@ async fn a_limited_request_can_be_answered_with_a_well_formed_refusal() {
     assert_eq!(s.upstream_requests(2).await.len(), 2);
 }
 
+/// Warden with the endpoint `/mcp/tools` on the `everything` MCP server.
+fn everything() -> WardenBuilder {
+    WardenBuilder::with_upstream_url("http://127.0.0.1:9").set(
+        "/mcp",
+        json!({"servers": [mcp::everything_stdio("everything")],
+               "endpoints": [{"name": "tools", "servers": ["everything"]}]}),
+    )
+}
+
 #[tokio::test]
 async fn a_burst_of_tool_calls_over_the_tools_rate_gets_a_json_rpc_error_with_429() {
-    let w = WardenBuilder::with_upstream_url("http://127.0.0.1:9")
-        .set(
-            "/mcp",
-            json!({"servers": [mcp::everything_stdio("everything")],
-                   "endpoints": [{"name": "tools", "servers": ["everything"]}]}),
-        )
+    let w = everything()
         .set(
             "/rate_limits",
             json!({"rules": [{"scope": "tool", "match": "everything/echo", "rate": 0.001, "burst": 2}]}),
@@ -198,12 +202,7 @@ fn baseline_session_rule() -> String {
 
 #[tokio::test]
 async fn a_send_tagged_external_after_a_private_read_in_the_session_is_held_for_approval() {
-    let w = WardenBuilder::with_upstream_url("http://127.0.0.1:9")
-        .set(
-            "/mcp",
-            json!({"servers": [mcp::everything_stdio("everything")],
-                   "endpoints": [{"name": "tools", "servers": ["everything"]}]}),
-        )
+    let w = everything()
         .set(
             "/sessions/tags",
             json!({"Tool::\"everything/echo\"": ["private"],

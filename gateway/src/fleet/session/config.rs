@@ -10,9 +10,9 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionsConfig {
-    /// The request header an agent names its session with. Without it, an MCP request's
-    /// session is its `Mcp-Session-Id`, and any other request's is the agent's current
-    /// `window`.
+    /// The request header an agent names its session with (LLM and REST calls); without it
+    /// the session is the agent's current `window`. An MCP request's session is its MCP
+    /// session (`Mcp-Session-Id`).
     pub header: String,
     /// A session without a name: the agent's requests within this window (aligned to the
     /// clock). A named session ends after being idle this long.

@@ -4,8 +4,8 @@
 //! `sent_external`). The baseline pack's rule "after reading private data, sending to an
 //! external destination needs approval" reads them.
 //!
-//! A session is named by the agent (`sessions.header`), by its MCP session, or is the agent's
-//! current clock-aligned window. Facts are kept in memory, bounded in sessions and in distinct
+//! A session is an MCP request's MCP session; for other requests, the one the agent names
+//! (`sessions.header`), or else the agent's current clock-aligned window. Facts are kept in memory, bounded in sessions and in distinct
 //! keys per session, and only while a loaded policy reads `context.session`.
 
 pub mod config;
