@@ -46,6 +46,7 @@ fn chat_action() -> Action {
                 tools: vec!["exec".into(), "read".into(), "web_fetch".into()],
                 input_tokens: 250,
             }),
+            session: None,
         },
     }
 }

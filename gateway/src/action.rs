@@ -314,6 +314,43 @@ pub struct ActionContext {
     pub findings: Findings,
     /// What the request itself says, by kind of action.
     pub facts: Facts,
+    /// What the agent's session did before (`context.session`), when a policy reads it.
+    pub session: Option<Box<SessionFacts>>,
+}
+
+/// What an agent's session did before an action (`context.session`; `fleet/session`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SessionFacts {
+    /// Actions remembered in the session before this one.
+    pub actions: u64,
+    /// Of them, with this action's verb.
+    pub action_count: u64,
+    /// Of them, on this action's resource.
+    pub resource_count: u64,
+    /// The tags of the resources the session used (`private`, `external`, ...).
+    pub labels: Vec<Arc<str>>,
+    /// The tags of this action's resource.
+    pub resource_tags: Vec<Arc<str>>,
+    /// The session (a hash of the agent and the session's name), to remember the action in.
+    pub key: u64,
+    /// A hash of the action's verb.
+    pub verb_key: u64,
+    /// A hash of the action's resource.
+    pub resource_key: u64,
+    /// The agent named the session (else it is a time window).
+    pub named: bool,
+}
+
+impl SessionFacts {
+    /// The tag of resources holding private data (`context.session.read_private`).
+    pub const PRIVATE: &str = "private";
+    /// The tag of destinations outside (`context.session.sent_external`).
+    pub const EXTERNAL: &str = "external";
+
+    /// Whether the session used a resource tagged `tag`.
+    pub fn labelled(&self, tag: &str) -> bool {
+        self.labels.iter().any(|l| &**l == tag)
+    }
 }
 
 /// What a request says that policies may judge, by kind of action.

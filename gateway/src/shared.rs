@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::audit::AuditLog;
+use crate::fleet::limits::Limiter;
+use crate::fleet::session::AgentSessions;
 use crate::mcp::Sessions;
 use crate::pins::Pins;
 use crate::snapshot::Snapshot;
@@ -24,6 +26,10 @@ pub struct Shared {
     pub pins: Option<Arc<Pins>>,
     /// OpenTelemetry traces (`traces:`; off when not configured).
     pub traces: Traces,
+    /// Rate and concurrency counts (`rate_limits:`): they outlive reloads.
+    pub limits: Limiter,
+    /// Agents' session facts (`sessions:`): they outlive reloads.
+    pub sessions: AgentSessions,
     /// The approval gate, once the state store is open (unset: approvals are refused, as in
     /// tests of other parts).
     gate: std::sync::OnceLock<Arc<crate::approval::gate::Gate>>,
@@ -39,6 +45,7 @@ impl Shared {
         pins: Option<Arc<Pins>>,
         traces: Traces,
     ) -> Arc<Shared> {
+        let limits = Limiter::new(&metrics);
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             audit,
@@ -46,6 +53,8 @@ impl Shared {
             mcp: Sessions::new(),
             pins,
             traces,
+            limits,
+            sessions: AgentSessions::default(),
             gate: std::sync::OnceLock::new(),
             ready: AtomicBool::new(false),
         })

@@ -279,3 +279,46 @@ async fn run_client(
         .with_context(|| format!("client.py printed nothing; stderr:\n{stderr}"))?;
     serde_json::from_str(last).with_context(|| format!("client.py printed no JSON: {last}"))
 }
+
+/// One JSON-RPC message posted raw (no SDK) to the Streamable HTTP endpoint at `path`, as
+/// `token`'s agent, in `session` when given.
+pub async fn post_raw(
+    warden: &Warden,
+    path: &str,
+    token: &str,
+    session: Option<&str>,
+    body: &Value,
+) -> anyhow::Result<reqwest::Response> {
+    let mut request = warden
+        .http()
+        .post(warden.url(path))
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .json(body);
+    if let Some(s) = session {
+        request = request.header("mcp-session-id", s);
+    }
+    Ok(request.send().await?)
+}
+
+/// Opens a session raw at `path` as `token`'s agent: its `Mcp-Session-Id`.
+pub async fn initialize_raw(warden: &Warden, path: &str, token: &str) -> anyhow::Result<String> {
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let response = post_raw(warden, path, token, None, &init).await?;
+    if response.status() != 200 {
+        bail!("initialize answered {}", response.status());
+    }
+    Ok(response
+        .headers()
+        .get("mcp-session-id")
+        .context("initialize answered no Mcp-Session-Id")?
+        .to_str()?
+        .to_owned())
+}
+
+/// A raw `tools/call` of `tool` (its federated name) with `arguments`.
+pub fn tool_call(id: u64, tool: &str, arguments: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+           "params": {"name": tool, "arguments": arguments}})
+}

@@ -370,6 +370,7 @@ pub fn may_decide(
             client_certificate: None,
             findings: Default::default(),
             facts: Default::default(),
+            session: None,
         },
     };
     let permits = match policy.decide(&action) {

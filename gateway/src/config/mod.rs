@@ -37,6 +37,10 @@ pub struct Config {
     pub audit: AuditConfig,
     pub upstream: UpstreamConfig,
     pub limits: LimitsConfig,
+    /// Requests per second and in flight, per agent, group, route, model and tool.
+    pub rate_limits: crate::fleet::limits::RateLimitsConfig,
+    /// Per-agent session facts for policy (`context.session`).
+    pub sessions: crate::fleet::session::SessionsConfig,
     pub log: LogConfig,
     /// OpenTelemetry traces over OTLP (off when absent).
     pub traces: Option<TracesConfig>,
@@ -73,6 +77,8 @@ impl Default for Config {
             audit: AuditConfig::default(),
             upstream: UpstreamConfig::default(),
             limits: LimitsConfig::default(),
+            rate_limits: Default::default(),
+            sessions: Default::default(),
             log: LogConfig::default(),
             traces: None,
             runtime: WorkersConfig::default(),

@@ -36,6 +36,12 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     if let Err(e) = config.propose.validate() {
         err(&e.key(), e.to_string());
     }
+    for (key, message) in config.rate_limits.validate() {
+        err(&key, message);
+    }
+    for (key, message) in config.sessions.validate() {
+        err(&key, message);
+    }
     for (key, message) in config.approvals.validate() {
         err(&key, message);
     }

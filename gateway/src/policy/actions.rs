@@ -138,6 +138,13 @@ pub(crate) fn sample_context(kind: FactsKind, full: bool) -> ActionContext {
             .collect(),
         ),
         facts: kind.sample(full),
+        session: full.then(|| {
+            Box::new(crate::action::SessionFacts {
+                actions: 3,
+                labels: vec![Arc::from("private")],
+                ..Default::default()
+            })
+        }),
     }
 }
 

@@ -59,6 +59,7 @@ fn call(server: &str, tool: &str, arguments: Value) -> Action {
             facts: Facts::Tool(ToolFacts {
                 arguments: Arc::new(arguments),
             }),
+            session: None,
         },
     }
 }

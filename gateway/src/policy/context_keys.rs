@@ -48,11 +48,13 @@ pub(crate) enum Key {
     WritesOutsideWorkspace,
     Hosts,
     Recipients,
+    // Every action's, when policies read it (`SessionFacts`).
+    Session,
 }
 
 impl Key {
     /// Every attribute.
-    pub(crate) const ALL: [Key; 34] = [
+    pub(crate) const ALL: [Key; 35] = [
         Key::Route,
         Key::Time,
         Key::Hour,
@@ -87,6 +89,7 @@ impl Key {
         Key::WritesOutsideWorkspace,
         Key::Hosts,
         Key::Recipients,
+        Key::Session,
     ];
 
     /// The attribute's name in Cedar: `context.<name>`.
@@ -126,6 +129,7 @@ impl Key {
             Key::WritesOutsideWorkspace => "writes_outside_workspace",
             Key::Hosts => "hosts",
             Key::Recipients => "recipients",
+            Key::Session => "session",
         }
     }
 

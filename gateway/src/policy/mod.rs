@@ -106,6 +106,8 @@ pub struct PolicyEngine {
     /// The candidate set judged beside this one without deciding: this set with its
     /// `@mode("shadow")` policies enforced, or `policy.shadow_dir`'s.
     shadow: Option<Box<PolicyEngine>>,
+    /// Whether a loaded policy reads `context.session`.
+    reads_session: bool,
 }
 
 /// One action's policies, split by whether they read the request's context.
@@ -333,6 +335,7 @@ impl PolicyEngine {
             return Err(fail(format!("`{}`: {}", e.action, e.message)));
         }
         let mut slices = Vec::with_capacity(declared.len());
+        let mut read = ContextKeys::default();
         let mut built_in = [None; Verb::BUILT_IN.len()];
         let mut by_name = HashMap::with_capacity(declared.len());
         for action in declared {
@@ -359,6 +362,7 @@ impl PolicyEngine {
                     continue;
                 }
                 let reads = ContextKeys::read_by_policy(policy);
+                read = read.union(reads);
                 if reads.is_empty() {
                     slice
                         .fixed
@@ -396,7 +400,13 @@ impl PolicyEngine {
             version: Arc::from(loaded.version),
             set: loaded.set,
             shadow: None,
+            reads_session: read.contains(Key::Session),
         })
+    }
+
+    /// Whether a loaded policy reads `context.session` (session facts are kept only then).
+    pub fn reads_session(&self) -> bool {
+        self.reads_session
     }
 
     /// Number of loaded policies.

@@ -70,7 +70,7 @@ impl NativeCondition {
 fn compiled(key: Key) -> Option<Key> {
     (!matches!(
         key,
-        Key::SourceIp | Key::Addresses | Key::Fields | Key::Arguments
+        Key::SourceIp | Key::Addresses | Key::Fields | Key::Arguments | Key::Session
     ))
     .then_some(key)
 }
@@ -363,6 +363,7 @@ fn has(ctx: &ActionContext, key: Key) -> bool {
         | Key::WritesOutsideWorkspace
         | Key::Hosts
         | Key::Recipients => propose(ctx).is_ok(),
+        Key::Session => ctx.session.is_some(),
     }
 }
 
@@ -420,7 +421,9 @@ impl<'a> Env<'a> {
             Key::Hosts => Value::Strings(&propose(ctx)?.hosts),
             Key::Recipients => Value::Strings(&propose(ctx)?.recipients),
             // Not compiled: extension values, records, tool arguments.
-            Key::SourceIp | Key::Addresses | Key::Fields | Key::Arguments => return Err(AskCedar),
+            Key::SourceIp | Key::Addresses | Key::Fields | Key::Arguments | Key::Session => {
+                return Err(AskCedar);
+            }
         })
     }
 }
@@ -619,6 +622,7 @@ mod tests {
             client_certificate: None,
             findings: Findings::none(),
             facts,
+            session: None,
         };
         for max_tokens in [None, Some(0), Some(40_000), Some(u64::MAX)] {
             for input_tokens in [0, 11, 250_000, u64::MAX] {

@@ -15,7 +15,8 @@ use dashmap::DashMap;
 use super::arguments::{self, ToolArguments};
 use super::context_keys::{ContextKeys, Key};
 use crate::action::{
-    Action, ActionContext, Facts, FieldValue, Principal, PrincipalKind, Resource, Verb,
+    Action, ActionContext, Facts, FieldValue, Principal, PrincipalKind, Resource, SessionFacts,
+    Verb,
 };
 
 /// Principal entities kept at most; past this the cache starts over.
@@ -385,7 +386,37 @@ pub(crate) fn context(
         }
         Facts::None => {}
     }
+    if let Some(session) = &ctx.session
+        && keys.contains(Key::Session)
+    {
+        pairs.push((
+            Key::Session.name().to_owned(),
+            session_record(session).map_err(|e| e.to_string())?,
+        ));
+    }
     Context::from_pairs(pairs).map_err(|e| e.to_string())
+}
+
+/// `context.session` (`SessionFacts` in the schema).
+fn session_record(
+    s: &SessionFacts,
+) -> Result<RestrictedExpression, cedar_policy::ExpressionConstructionError> {
+    let tags = |t: &[Arc<str>]| RestrictedExpression::new_set(t.iter().map(|x| string(x)));
+    RestrictedExpression::new_record([
+        ("actions".to_owned(), long(s.actions)),
+        ("action_count".to_owned(), long(s.action_count)),
+        ("resource_count".to_owned(), long(s.resource_count)),
+        ("labels".to_owned(), tags(&s.labels)),
+        ("resource_tags".to_owned(), tags(&s.resource_tags)),
+        (
+            "read_private".to_owned(),
+            RestrictedExpression::new_bool(s.labelled(SessionFacts::PRIVATE)),
+        ),
+        (
+            "sent_external".to_owned(),
+            RestrictedExpression::new_bool(s.labelled(SessionFacts::EXTERNAL)),
+        ),
+    ])
 }
 
 /// Resources kept per principal; past this the oldest is dropped.

@@ -15,7 +15,7 @@ use super::actions::FactsKind;
 use super::{EvaluationFailure, PolicyEngine, PolicyErrors};
 use crate::action::{
     Action, ActionContext, EgressFacts, Facts, FieldValue, Finding, Findings, HttpFacts, LlmFacts,
-    Principal, PrincipalKind, Resource, ToolFacts,
+    Principal, PrincipalKind, Resource, SessionFacts, ToolFacts,
 };
 use crate::decision::Decision;
 
@@ -319,6 +319,38 @@ struct ContextSpec {
     // call's, read as `tool_kind` says (the context Warden derives from them).
     arguments: Option<serde_json::Value>,
     tool_kind: Option<crate::propose::config::ToolKind>,
+    // Every action's, when policies read it.
+    session: Option<SessionSpec>,
+}
+
+/// A test case's `context.session`: what the session did before (unset figures are 0).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionSpec {
+    #[serde(default)]
+    actions: u64,
+    #[serde(default)]
+    action_count: u64,
+    #[serde(default)]
+    resource_count: u64,
+    #[serde(default)]
+    labels: Vec<String>,
+    #[serde(default)]
+    resource_tags: Vec<String>,
+}
+
+impl SessionSpec {
+    fn facts(&self) -> SessionFacts {
+        let tags = |t: &[String]| t.iter().map(|s| Arc::from(s.as_str())).collect();
+        SessionFacts {
+            actions: self.actions,
+            action_count: self.action_count,
+            resource_count: self.resource_count,
+            labels: tags(&self.labels),
+            resource_tags: tags(&self.resource_tags),
+            ..SessionFacts::default()
+        }
+    }
 }
 
 impl ContextSpec {
@@ -488,22 +520,24 @@ fn fields(
 
 fn context_keys(kind: FactsKind) -> &'static str {
     match kind {
-        FactsKind::Request => "route, time, source_ip, tls, client_certificate, findings",
+        FactsKind::Request => "route, time, source_ip, tls, client_certificate, findings, session",
         FactsKind::Llm => {
-            "route, time, source_ip, tls, client_certificate, findings, stream, max_tokens, \
+            "route, time, source_ip, tls, client_certificate, findings, session, stream, max_tokens, \
              tools, input_tokens"
         }
         FactsKind::Http => {
-            "route, time, source_ip, tls, client_certificate, findings, method, path, fields"
+            "route, time, source_ip, tls, client_certificate, findings, session, method, path, fields"
         }
         FactsKind::Egress => {
-            "route, time, source_ip, tls, client_certificate, findings, port, addresses, \
+            "route, time, source_ip, tls, client_certificate, findings, session, port, addresses, \
              scheme, sni, method, path"
         }
-        FactsKind::Tool => "route, time, source_ip, tls, client_certificate, findings, arguments",
+        FactsKind::Tool => {
+            "route, time, source_ip, tls, client_certificate, findings, session, arguments"
+        }
         FactsKind::Propose => {
-            "route, time, source_ip, tls, client_certificate, findings, arguments, tool_kind \
-             (the context of docs/local-tools.md is derived from them)"
+            "route, time, source_ip, tls, client_certificate, findings, session, arguments, \
+             tool_kind (the context of docs/local-tools.md is derived from them)"
         }
     }
 }
@@ -821,6 +855,7 @@ fn to_action(engine: &PolicyEngine, case: &Case) -> Result<Action, String> {
                     .collect(),
             ),
             facts,
+            session: c.session.as_ref().map(|s| Box::new(s.facts())),
         },
     })
 }

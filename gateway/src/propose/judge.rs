@@ -228,6 +228,7 @@ mod tests {
             client_certificate: None,
             findings: Findings::none(),
             facts: Facts::None,
+            session: None,
         };
         let mut principal = Principal::anonymous();
         principal.id = Arc::from("ci-bot");

@@ -20,6 +20,7 @@ use crate::audit::event::{
 };
 use crate::audit::receipt::{self, Receipt};
 use crate::decision::Decision;
+use crate::fleet::limits::Permit;
 use crate::listener::ConnInfo;
 use crate::mcp::EventBody;
 use crate::observe::{Complete, ObservedBody};
@@ -102,6 +103,8 @@ pub struct Exchange {
     trace: Option<Box<RequestTrace>>,
     /// Egress through the forward proxy: answered in plain text, recorded with where it goes.
     egress: Option<Box<EgressNote>>,
+    /// The request's places in flight (`rate_limits:` concurrency), released when it ends.
+    permit: Option<Permit>,
 }
 
 /// What an egress exchange records beside the usual: its kind and where it goes.
@@ -156,6 +159,7 @@ impl Exchange {
             receipt: None,
             trace,
             egress: None,
+            permit: None,
         }
     }
 
@@ -188,6 +192,11 @@ impl Exchange {
         let mut event = self.event(EventKind::ToolChange);
         event.detail = Some(detail);
         self.shared.audit.append_detached(event);
+    }
+
+    /// limit: the places in flight the request holds until its response ends.
+    pub fn admitted(&mut self, permit: Option<Permit>) {
+        self.permit = permit;
     }
 
     /// The request id (`x-request-id`).
@@ -476,6 +485,7 @@ impl Exchange {
             started: self.started,
             model: self.model.clone(),
             spans: self.spans(status, None),
+            _permit: self.permit.take(),
         }
     }
 
@@ -724,6 +734,8 @@ pub struct PendingOutcome {
     model: Option<Arc<str>>,
     /// The request's spans (sampled requests, with tracing on).
     spans: Option<Box<OpenSpans>>,
+    /// The request's places in flight, held until the response ends.
+    _permit: Option<Permit>,
 }
 
 impl Complete for PendingOutcome {

@@ -1,7 +1,7 @@
 //! The request path, stage by stage:
 //!
-//! route → identify → interpret → inspect → decide → hold → credential → forward → observe →
-//! record
+//! route → identify → interpret → inspect → limit → decide → hold → credential → forward →
+//! observe → record
 //!
 //! [`walk`] is the whole path on one screen: one call per stage, each into the module that
 //! owns its logic. A stage that refuses returns a [`Refusal`]; the record stage answers it in
@@ -27,9 +27,10 @@ use tracing::Instrument;
 
 pub use exchange::{Content, Exchange, PendingOutcome, ProxyBody};
 pub use refusal::Refusal;
-use stages::{Held, context, decide, hold, inspect};
+use stages::{Held, context, decide, hold, inspect, limit, recall};
 
 use crate::action::{Action, Principal};
+use crate::fleet::session::named;
 use crate::listener::ConnInfo;
 use crate::observe::ObservedBody;
 use crate::propose::Judge;
@@ -93,10 +94,9 @@ pub async fn handle(
 
 /// What the stages came to: the answer, or a streamed request that waits for its approval in
 /// its stream (answered at once, the rest of the path walked once it is settled).
-#[expect(
-    clippy::large_enum_variant,
-    reason = "an answer is the common case: boxing it would cost an allocation per request"
-)]
+// Both variants are about 1 KB and returned once per request: boxing either would cost an
+// allocation on every request to save a copy.
+#[allow(clippy::large_enum_variant)]
 enum Walked {
     Answered(Response<ProxyBody>),
     InStream(held::InStream),
@@ -121,6 +121,13 @@ async fn walk(
     }
     let (mut action, request) = interpret(snap, ex, &route, principal, req).await?;
     inspect(&mut action, &request.body);
+    limit(snap, ex, &action)?;
+    recall(
+        snap,
+        ex,
+        &mut action,
+        named(&snap.config.sessions, &request.head.headers),
+    );
     let decision = decide(snap, ex, &action, &request.body).await?;
     let decided = Decided {
         route,

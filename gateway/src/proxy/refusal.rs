@@ -10,9 +10,11 @@ use crate::approval::Hold;
 use crate::audit::AuditError;
 use crate::config::DenyStyle;
 use crate::egress::EgressError;
+use crate::fleet::limits::{LimitAnswer, Limited};
 use crate::identity::AuthError;
 use crate::mcp::McpError;
 use crate::protocol::body::BodyError;
+use crate::protocol::mcp::jsonrpc;
 use crate::protocol::{self, Protocol, ProtocolError, Shape};
 use crate::route::{Route, RouteError};
 use crate::secrets::CredentialError;
@@ -33,6 +35,9 @@ pub enum Refusal {
     /// interpret: the request is not one the route's protocol understands.
     #[error(transparent)]
     Interpret(#[from] ProtocolError),
+    /// limit: the request is over a rate or concurrency limit (`rate_limits:`).
+    #[error(transparent)]
+    Limited(#[from] Limited),
     /// hold: policy denied the request, or it needs an approval it cannot get.
     #[error(transparent)]
     Hold(#[from] Hold),
@@ -79,6 +84,7 @@ impl Refusal {
             Refusal::Identity(e) => e.status(),
             Refusal::Body(e) => e.status(),
             Refusal::Interpret(e) => e.status(),
+            Refusal::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
             Refusal::Hold(Hold::Unavailable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Hold(_) => StatusCode::FORBIDDEN,
             Refusal::Audit(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -97,6 +103,7 @@ impl Refusal {
             Refusal::Identity(e) => e.code(),
             Refusal::Body(e) => e.code(),
             Refusal::Interpret(e) => e.code(),
+            Refusal::Limited(e) => e.code(),
             Refusal::Hold(e) => e.code(),
             Refusal::Audit(AuditError::Full { .. }) => "audit_full",
             Refusal::Audit(_) => "audit_unavailable",
@@ -111,9 +118,11 @@ impl Refusal {
     /// Which record the refusal leaves.
     pub fn recorded(&self) -> Recorded {
         match self {
-            Refusal::Route(_) | Refusal::Identity(_) | Refusal::Body(_) | Refusal::Interpret(_) => {
-                Recorded::Rejected
-            }
+            Refusal::Route(_)
+            | Refusal::Identity(_)
+            | Refusal::Body(_)
+            | Refusal::Interpret(_)
+            | Refusal::Limited(_) => Recorded::Rejected,
             Refusal::Audit(_) => Recorded::Nothing,
             Refusal::Mcp(e) if e.after_decision() => Recorded::Outcome,
             Refusal::Mcp(_) => Recorded::Rejected,
@@ -145,6 +154,9 @@ impl Refusal {
             return e.respond();
         }
         let dialect = route.map_or(Protocol::Openai, |r| r.protocol).dialect();
+        if let Refusal::Limited(limited) = self {
+            return limited_answer(limited, dialect, route, shape);
+        }
         let Refusal::Hold(hold) = self else {
             return dialect.error(self.status(), self.code(), &self.to_string());
         };
@@ -200,6 +212,48 @@ impl Refusal {
         }
         response
     }
+}
+
+/// The answer to a request over a limit: `429` with `retry-after` in the protocol's error shape
+/// (a JSON-RPC error to the request's id for MCP), or, with `rate_limits.answer: refusal`, a
+/// well-formed answer that says when to retry where the request has such a shape.
+fn limited_answer(
+    limited: &Limited,
+    dialect: &dyn protocol::Dialect,
+    route: Option<&Route>,
+    shape: Option<&Shape>,
+) -> Response<Full<Bytes>> {
+    let message = limited.to_string();
+    let refusal = match (limited.answer, shape) {
+        (LimitAnswer::Refusal, Some(shape)) => dialect.refusal(
+            shape,
+            &protocol::Refusal {
+                reason: &message,
+                decision_id: "none",
+                finish: route.map(|r| r.refusal_finish).unwrap_or_default(),
+                pending: None,
+            },
+        ),
+        _ => None,
+    };
+    let mut response = refusal.unwrap_or_else(|| match shape {
+        Some(Shape::Mcp(mcp)) => {
+            let mut body = jsonrpc::error(&mcp.id, jsonrpc::code::DENIED, &message);
+            body["error"]["data"] = serde_json::json!({"code": limited.code()});
+            protocol::json_response(StatusCode::TOO_MANY_REQUESTS, body.to_string())
+        }
+        _ => dialect.error(StatusCode::TOO_MANY_REQUESTS, limited.code(), &message),
+    });
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::RETRY_AFTER,
+        HeaderValue::from(limited.retry_after_secs()),
+    );
+    headers.insert(
+        protocol::ERROR_HEADER,
+        HeaderValue::from_static(limited.code()),
+    );
+    response
 }
 
 /// The id of the approval a held request waits for.

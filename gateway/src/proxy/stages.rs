@@ -1,5 +1,5 @@
 //! The stages every kind of traffic shares once it is read as an [`Action`]: its context,
-//! inspect, decide (with the durable decision record) and hold. `proxy::walk` and the MCP walk
+//! inspect, limit, session, decide (with the durable decision record) and hold. `proxy::walk` and the MCP walk
 //! (`proxy/mcp/message.rs`) both call them.
 
 use std::sync::Arc;
@@ -11,6 +11,8 @@ use crate::action::{Action, ActionContext, Facts, Findings, Principal, Resource,
 use crate::approval;
 use crate::approval::gate::{Gate, Opened};
 use crate::decision::Decision;
+use crate::fleet::limits::Subject;
+use crate::fleet::session::Named;
 use crate::inspect;
 use crate::route::Route;
 use crate::secrets::{CredentialError, SecretGuard};
@@ -34,12 +36,36 @@ pub(super) fn context(
         client_certificate: conn.client_identity.clone(),
         findings,
         facts,
+        session: None,
     }
 }
 
 /// Inspect: what the request's content shows before it leaves, for policy to judge.
 pub(super) fn inspect(action: &mut Action, body: &[u8]) {
     inspect::inspect(&mut action.context.findings, body);
+}
+
+/// Limit: the action counted against the rate and concurrency limits (`rate_limits:`); its
+/// place in flight, when a rule limits concurrency, is kept until the response ends.
+pub(super) fn limit(snap: &Snapshot, ex: &mut Exchange, action: &Action) -> Result<(), Refusal> {
+    let permit = ex
+        .shared()
+        .limits
+        .admit(&snap.config.rate_limits, &Subject::of(action))?;
+    ex.admitted(permit);
+    Ok(())
+}
+
+/// Session: what the agent's session did before `action` (`context.session`), when a loaded
+/// policy reads it; the action is remembered in it once decided and not denied.
+pub(super) fn recall(snap: &Snapshot, ex: &Exchange, action: &mut Action, named: Named<'_>) {
+    if snap.policy.reads_session() {
+        let facts = ex
+            .shared()
+            .sessions
+            .facts(&snap.config.sessions, action, named);
+        action.context.session = Some(Box::new(facts));
+    }
 }
 
 /// Decide: Cedar's verdict on the action, recorded durably before anything else happens;
@@ -73,6 +99,13 @@ pub(super) async fn decide_with(
         shadow: snap.policy.shadow_difference(action, &enforced),
     };
     let decision = adjust(enforced);
+    if let Some(session) = &action.context.session
+        && !matches!(decision, Decision::Deny { .. })
+    {
+        ex.shared()
+            .sessions
+            .remember(&snap.config.sessions, session);
+    }
     let audit = &snap.config.audit;
     // An approval is bound to the exact request: what waits for one is digested whatever
     // its kind (an LLM call's prompt too), so other arguments are another action.
@@ -244,6 +277,7 @@ impl SecretGuard for SecretPolicy<'_> {
                 client_certificate: c.client_certificate.clone(),
                 findings: c.findings.clone(),
                 facts: Facts::None,
+                session: None,
             },
         };
         match self.snap.policy.decide(&use_secret) {
@@ -288,6 +322,7 @@ mod tests {
                 facts: Facts::Tool(ToolFacts {
                     arguments: Arc::new(json!({"title": "deploy"})),
                 }),
+                session: None,
             },
         }
     }

@@ -17,7 +17,7 @@ use super::operations::{FieldKind, Operations};
 
 /// `HttpContext`'s attributes (policies/schema.cedarschema), repeated in the context of an
 /// operation with fields: Cedar records do not extend one another. Name, type, required.
-const HTTP_CONTEXT_ATTRIBUTES: [(&str, &str, bool); 10] = [
+const HTTP_CONTEXT_ATTRIBUTES: [(&str, &str, bool); 11] = [
     ("route", "String", true),
     ("time", "Long", true),
     ("hour", "Long", true),
@@ -26,6 +26,7 @@ const HTTP_CONTEXT_ATTRIBUTES: [(&str, &str, bool); 10] = [
     ("tls", "Boolean", true),
     ("client_certificate", "String", false),
     ("findings", "Set<String>", true),
+    ("session", "SessionFacts", false),
     ("method", "String", true),
     ("path", "String", true),
 ];

@@ -213,6 +213,7 @@ fn action(
             client_certificate: conn.client_identity.clone(),
             findings,
             facts: Facts::Egress(facts),
+            session: None,
         },
     }
 }

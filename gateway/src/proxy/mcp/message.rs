@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use super::answer::{empty, event_stream, json_response};
 use crate::action::{Action, Facts, Findings, Principal, Resource, ToolFacts, Verb};
 use crate::decision::Decision;
+use crate::fleet::session::Named;
 use crate::mcp::{
     Call, Endpoint, EventBody, LegacySession, Link, McpDenyStyle, McpError, Over, SESSION_HEADER,
     Session, VERSION_HEADER, event,
@@ -29,7 +30,7 @@ use crate::protocol::mcp::meaning::{self, Judged, ListKind, Meaning, Rewrite};
 use crate::protocol::mcp::names;
 use crate::proxy::exchange::{Exchange, PendingOutcome, ProxyBody, digest};
 use crate::proxy::refusal::Refusal;
-use crate::proxy::stages::{context, decide, hold_here, inspect};
+use crate::proxy::stages::{context, decide, hold_here, inspect, limit, recall};
 use crate::route::Route;
 use crate::snapshot::Snapshot;
 use crate::text::{FIELD_MAX, Quoted, bounded};
@@ -246,6 +247,8 @@ impl Judging<'_> {
             context: context(ex, self.route, findings, facts),
         };
         inspect(&mut action, body);
+        limit(self.snap, ex, &action)?;
+        recall(self.snap, ex, &mut action, Named::By(&self.session.id));
         let decision = decide(self.snap, ex, &action, &arguments).await?;
         hold_here(ex, &action, &decision).await?;
         // credential: the server's own, added by its upstream session (never the agent's).

@@ -1,0 +1,462 @@
+//! Rate and concurrency limits per agent, group, route, model and tool (`rate_limits:`).
+//!
+//! Rates are paced with GCRA (the generic cell rate algorithm, a token bucket kept as one
+//! timestamp per bucket): a rule of `rate` r and `burst` b admits b requests at once after a
+//! quiet spell, then one every 1/r seconds, and tells a refused request exactly when the next
+//! one would be admitted. Concurrency counts requests in flight: a [`Permit`] is held until the
+//! response (a stream included) ends. Counts are exact on one replica; see docs/fleet.md for
+//! several.
+
+pub mod config;
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use prometheus::{IntCounterVec, Opts};
+
+use crate::action::{Action, Resource};
+use crate::telemetry::metrics::Metrics;
+pub use config::{LimitAnswer, RateLimitsConfig, RateRule, Scope};
+
+/// Buckets kept before those at rest (full again, so equal to no bucket) are dropped.
+const BUCKETS_MAX: usize = 65_536;
+
+/// The limits' counts, shared by every request for the life of the process (rules come from
+/// the current configuration on each request, so a reload keeps the counts of unchanged rules).
+pub struct Limiter {
+    epoch: Instant,
+    hasher: RandomState,
+    /// Per rate bucket: its theoretical arrival time, nanoseconds since `epoch`.
+    buckets: DashMap<u64, u64>,
+    /// Per concurrency bucket: requests in flight.
+    inflight: Arc<DashMap<u64, u32>>,
+    /// `warden_rate_limited_total{scope}`.
+    limited: IntCounterVec,
+}
+
+/// What the rules count a request by.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub agent: &'a str,
+    pub groups: &'a [Arc<str>],
+    pub route: &'a str,
+    /// An LLM call's model.
+    pub model: Option<&'a str>,
+    /// An MCP tool (server, tool) or a REST operation (API, operation).
+    pub tool: Option<(&'a str, &'a str)>,
+}
+
+impl<'a> Subject<'a> {
+    /// What `action` is counted by.
+    pub fn of(action: &'a Action) -> Subject<'a> {
+        let (model, tool) = match &action.resource {
+            Resource::Model { name, .. } => (Some(name.as_str()), None),
+            Resource::Tool { server, name } => (None, Some((&**server, name.as_str()))),
+            Resource::Operation { api, name, .. } => (None, Some((&**api, &**name))),
+            _ => (None, None),
+        };
+        Subject {
+            agent: &action.principal.id,
+            groups: &action.principal.groups,
+            route: &action.context.route,
+            model,
+            tool,
+        }
+    }
+
+    /// Calls `each` with every value of `scope` this request has.
+    fn values(
+        &self,
+        scope: Scope,
+        mut each: impl FnMut(Value<'a>) -> Result<(), Limited>,
+    ) -> Result<(), Limited> {
+        match scope {
+            Scope::Agent => each(Value::One(self.agent)),
+            Scope::Group => self.groups.iter().try_for_each(|g| each(Value::One(g))),
+            Scope::Route => each(Value::One(self.route)),
+            Scope::Model => self.model.map_or(Ok(()), |m| each(Value::One(m))),
+            Scope::Tool => self.tool.map_or(Ok(()), |(a, b)| each(Value::Pair(a, b))),
+        }
+    }
+}
+
+/// A value a request is counted by: one name, or two joined by `/` (never built unless a
+/// refusal names it).
+#[derive(Debug, Clone, Copy, Hash)]
+enum Value<'a> {
+    One(&'a str),
+    Pair(&'a str, &'a str),
+}
+
+impl Value<'_> {
+    /// Whether a rule's `match` selects it.
+    fn matched_by(self, pattern: &str) -> bool {
+        match self {
+            _ if pattern == config::ANY => true,
+            Value::One(v) => v == pattern,
+            Value::Pair(a, b) => pattern
+                .strip_prefix(a)
+                .and_then(|rest| rest.strip_prefix('/'))
+                .is_some_and(|rest| rest == b),
+        }
+    }
+
+    fn text(self) -> String {
+        match self {
+            Value::One(v) => v.to_owned(),
+            Value::Pair(a, b) => format!("{a}/{b}"),
+        }
+    }
+}
+
+/// A request over a limit: which rule, for whom, and when to retry.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", self.describe())]
+pub struct Limited {
+    /// The rule's scope.
+    pub scope: Scope,
+    /// The agent, group, route, model or tool it was counted by.
+    pub value: String,
+    /// The rule's index in `rate_limits.rules`.
+    pub rule: usize,
+    /// Which limit.
+    pub kind: LimitKind,
+    /// When a retry would be admitted (for concurrency, a guess: when requests end is not
+    /// known).
+    pub retry_after: Duration,
+    /// How it is answered.
+    pub answer: LimitAnswer,
+}
+
+/// Which limit a request went over.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LimitKind {
+    /// `rate` requests per second, bursts of `burst`.
+    Rate { rate: f64, burst: u32 },
+    /// `max` requests in flight.
+    Concurrency { max: u32 },
+}
+
+impl Limited {
+    /// Seconds for `retry-after`: rounded up, at least 1.
+    pub fn retry_after_secs(&self) -> u64 {
+        let d = self.retry_after;
+        (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+    }
+
+    /// `warden_rate_limited_total`'s `scope`: the rule's, or `concurrency`.
+    pub fn metric_scope(&self) -> &'static str {
+        match self.kind {
+            LimitKind::Rate { .. } => self.scope.as_str(),
+            LimitKind::Concurrency { .. } => "concurrency",
+        }
+    }
+
+    /// Warden's stable code.
+    pub fn code(&self) -> &'static str {
+        match self.kind {
+            LimitKind::Rate { .. } => "rate_limited",
+            LimitKind::Concurrency { .. } => "concurrency_limited",
+        }
+    }
+
+    fn describe(&self) -> String {
+        let (scope, value, rule) = (self.scope.as_str(), &self.value, self.rule);
+        match self.kind {
+            LimitKind::Rate { rate, burst } => format!(
+                "rate limit reached: {scope} {value:?} may send {rate} requests per second \
+                 (bursts of {burst}); retry after {} s (rate_limits.rules[{rule}])",
+                self.retry_after_secs()
+            ),
+            LimitKind::Concurrency { max } => format!(
+                "concurrency limit reached: {scope} {value:?} may have {max} requests in flight; \
+                 retry when one ends (rate_limits.rules[{rule}])"
+            ),
+        }
+    }
+}
+
+/// Requests in flight that a request holds a place among, released when it is dropped (when
+/// the response, a stream included, ends).
+#[derive(Debug)]
+pub struct Permit {
+    inflight: Arc<DashMap<u64, u32>>,
+    keys: Vec<u64>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        for key in &self.keys {
+            release(&self.inflight, *key);
+        }
+    }
+}
+
+fn release(inflight: &DashMap<u64, u32>, key: u64) {
+    let empty = match inflight.get_mut(&key) {
+        Some(mut n) => {
+            *n = n.saturating_sub(1);
+            *n == 0
+        }
+        None => false,
+    };
+    if empty {
+        inflight.remove_if(&key, |_, n| *n == 0);
+    }
+}
+
+/// A rate bucket charged for this request, to give back if a later rule refuses it.
+struct Charged {
+    key: u64,
+    interval: u64,
+}
+
+impl Limiter {
+    /// No counts yet; `warden_rate_limited_total` registered with `metrics`.
+    pub fn new(metrics: &Metrics) -> Limiter {
+        let limited = IntCounterVec::new(
+            Opts::new(
+                "warden_rate_limited_total",
+                "Requests refused by a rate or concurrency limit, by the limit's scope (agent, group, route, model, tool, or concurrency).",
+            ),
+            &["scope"],
+        )
+        .expect("valid metric");
+        metrics.register(vec![Box::new(limited.clone())]);
+        Limiter {
+            epoch: Instant::now(),
+            hasher: RandomState::new(),
+            buckets: DashMap::new(),
+            inflight: Arc::new(DashMap::new()),
+            limited,
+        }
+    }
+
+    /// Admits `subject` under every rule of `config` that matches it (a place in flight held
+    /// by the permit, when a rule limits concurrency), or says which limit it is over.
+    pub fn admit(
+        &self,
+        config: &RateLimitsConfig,
+        subject: &Subject<'_>,
+    ) -> Result<Option<Permit>, Limited> {
+        if config.rules.is_empty() {
+            return Ok(None);
+        }
+        let now = self.now();
+        let mut charged: Vec<Charged> = Vec::new();
+        let mut permit: Option<Permit> = None;
+        let result = config.rules.iter().enumerate().try_for_each(|(i, rule)| {
+            subject.values(rule.scope, |value| {
+                if !value.matched_by(&rule.matches) {
+                    return Ok(());
+                }
+                let refused = |kind, retry_after| Limited {
+                    scope: rule.scope,
+                    value: value.text(),
+                    rule: i,
+                    kind,
+                    retry_after,
+                    answer: config.answer,
+                };
+                if let Some(max) = rule.concurrency {
+                    let key = self.key(b'c', rule, value);
+                    if !self.enter(key, max) {
+                        return Err(refused(
+                            LimitKind::Concurrency { max },
+                            Duration::from_secs(1),
+                        ));
+                    }
+                    permit
+                        .get_or_insert_with(|| Permit {
+                            inflight: Arc::clone(&self.inflight),
+                            keys: Vec::new(),
+                        })
+                        .keys
+                        .push(key);
+                }
+                if let Some(rate) = rule.rate {
+                    let burst = rule.burst();
+                    let key = self.key(b'r', rule, value);
+                    let interval = ((1e9 / rate) as u64).max(1);
+                    match self.charge(key, now, interval, burst) {
+                        Ok(()) => charged.push(Charged { key, interval }),
+                        Err(wait) => {
+                            return Err(refused(
+                                LimitKind::Rate { rate, burst },
+                                Duration::from_nanos(wait),
+                            ));
+                        }
+                    }
+                }
+                Ok(())
+            })
+        });
+        match result {
+            Ok(()) => Ok(permit),
+            Err(limited) => {
+                for c in charged {
+                    if let Some(mut tat) = self.buckets.get_mut(&c.key) {
+                        *tat = tat.saturating_sub(c.interval);
+                    }
+                }
+                self.limited
+                    .with_label_values(&[limited.metric_scope()])
+                    .inc();
+                Err(limited)
+            }
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The bucket of `rule` for `value` (`kind`: rate or concurrency).
+    fn key(&self, kind: u8, rule: &RateRule, value: Value<'_>) -> u64 {
+        self.hasher.hash_one((
+            kind,
+            rule.scope,
+            &rule.matches,
+            rule.rate.map(f64::to_bits),
+            rule.burst,
+            rule.concurrency,
+            value,
+        ))
+    }
+
+    /// GCRA: charges one request to bucket `key` (`interval` ns apart, `burst` at once), or
+    /// returns how many nanoseconds until it would be admitted.
+    fn charge(&self, key: u64, now: u64, interval: u64, burst: u32) -> Result<(), u64> {
+        let tolerance = interval.saturating_mul(u64::from(burst - 1));
+        if self.buckets.len() >= BUCKETS_MAX && !self.buckets.contains_key(&key) {
+            self.buckets.retain(|_, tat| *tat > now);
+        }
+        let mut tat = self.buckets.entry(key).or_insert(now);
+        let start = (*tat).max(now);
+        let ahead = start - now;
+        if ahead > tolerance {
+            return Err(ahead - tolerance);
+        }
+        *tat = start + interval;
+        Ok(())
+    }
+
+    /// Takes a place in flight in bucket `key`, if fewer than `max` are taken.
+    fn enter(&self, key: u64, max: u32) -> bool {
+        let mut n = self.inflight.entry(key).or_insert(0);
+        if *n >= max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> RateLimitsConfig {
+        serde_saphyr::from_str(yaml).expect("parses")
+    }
+
+    fn subject<'a>(agent: &'a str, groups: &'a [Arc<str>]) -> Subject<'a> {
+        Subject {
+            agent,
+            groups,
+            route: "openai",
+            model: Some("gpt-4o"),
+            tool: None,
+        }
+    }
+
+    #[test]
+    fn admits_a_burst_then_paces_and_says_when_to_retry() {
+        let limiter = Limiter::new(&Metrics::new());
+        let config = config("rules:\n  - scope: agent\n    rate: 1\n    burst: 3\n");
+        let s = subject("ci-bot", &[]);
+        for _ in 0..3 {
+            assert!(limiter.admit(&config, &s).is_ok());
+        }
+        let refused = limiter.admit(&config, &s).expect_err("over the burst");
+        assert_eq!(
+            (refused.code(), refused.metric_scope()),
+            ("rate_limited", "agent")
+        );
+        assert_eq!(refused.value, "ci-bot");
+        assert!(refused.retry_after <= Duration::from_secs(1));
+        assert_eq!(refused.retry_after_secs(), 1);
+        // Another agent has its own bucket.
+        assert!(limiter.admit(&config, &subject("other", &[])).is_ok());
+        assert_eq!(limiter.limited.with_label_values(&["agent"]).get(), 1);
+    }
+
+    #[test]
+    fn a_named_match_limits_that_value_only_and_groups_share_a_bucket() {
+        let limiter = Limiter::new(&Metrics::new());
+        let config =
+            config("rules:\n  - scope: group\n    match: batch\n    rate: 0.001\n    burst: 2\n");
+        let batch: [Arc<str>; 1] = [Arc::from("batch")];
+        assert!(limiter.admit(&config, &subject("a", &batch)).is_ok());
+        assert!(limiter.admit(&config, &subject("b", &batch)).is_ok());
+        let refused = limiter
+            .admit(&config, &subject("c", &batch))
+            .expect_err("group spent");
+        assert_eq!(
+            (refused.scope, refused.value.as_str()),
+            (Scope::Group, "batch")
+        );
+        assert!(refused.retry_after > Duration::from_secs(900));
+        assert!(limiter.admit(&config, &subject("d", &[])).is_ok());
+    }
+
+    #[test]
+    fn concurrency_is_held_until_the_permit_is_dropped() {
+        let limiter = Limiter::new(&Metrics::new());
+        let config = config("rules:\n  - scope: model\n    match: gpt-4o\n    concurrency: 1\n");
+        let s = subject("a", &[]);
+        let first = limiter
+            .admit(&config, &s)
+            .expect("admitted")
+            .expect("a permit");
+        let refused = limiter.admit(&config, &s).expect_err("one in flight");
+        assert_eq!(
+            (refused.code(), refused.metric_scope()),
+            ("concurrency_limited", "concurrency")
+        );
+        drop(first);
+        assert!(
+            limiter
+                .admit(&config, &s)
+                .expect("admitted again")
+                .is_some()
+        );
+        assert!(limiter.inflight.is_empty(), "a released bucket is dropped");
+    }
+
+    #[test]
+    fn a_refusal_by_a_later_rule_gives_back_what_earlier_rules_took() {
+        let limiter = Limiter::new(&Metrics::new());
+        let config = config(
+            "rules:\n  - scope: agent\n    rate: 0.001\n    burst: 1\n    concurrency: 1\n  - scope: model\n    match: gpt-4o\n    concurrency: 1\n",
+        );
+        let held = limiter
+            .admit(&config, &subject("a", &[]))
+            .expect("admitted");
+        // Agent b's request passes its own rule, then the model is busy: b is not charged.
+        assert!(limiter.admit(&config, &subject("b", &[])).is_err());
+        drop(held);
+        assert!(limiter.admit(&config, &subject("b", &[])).is_ok());
+    }
+
+    #[test]
+    fn a_tool_rule_matches_server_and_tool() {
+        assert!(Value::Pair("github", "create_issue").matched_by("github/create_issue"));
+        assert!(!Value::Pair("github", "create_issue").matched_by("github/create"));
+        assert!(!Value::Pair("git", "hub/create_issue").matched_by("github/create_issue"));
+        assert!(Value::Pair("x", "y").matched_by("*"));
+    }
+}

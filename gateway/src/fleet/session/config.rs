@@ -1,0 +1,88 @@
+//! `sessions:` how Warden tells an agent's sessions apart, how much of each it remembers, and
+//! the tags that label what a session touched.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// `sessions:` per-agent session facts for policy (`context.session`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// The request header an agent names its session with (LLM and REST calls); without it
+    /// the session is the agent's current `window`. An MCP request's session is its MCP
+    /// session (`Mcp-Session-Id`).
+    pub header: String,
+    /// A session without a name: the agent's requests within this window (aligned to the
+    /// clock). A named session ends after being idle this long.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Sessions remembered at most (each replica); past this the least recently used is
+    /// forgotten.
+    pub max_sessions: usize,
+    /// Distinct actions and resources counted per session at most; past this, new ones count
+    /// from zero.
+    pub max_keys: usize,
+    /// Tags of resources, by Cedar reference: `Tool::"files/read_file": [private]`,
+    /// `Host::"api.partner.example": [external]`, `Operation::"slack/chat.postMessage":
+    /// [external]`. A session that used a resource carries its tags in `context.session.labels`.
+    pub tags: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig {
+            header: "x-warden-session".to_owned(),
+            window: Duration::from_secs(3600),
+            max_sessions: 100_000,
+            max_keys: 256,
+            tags: BTreeMap::new(),
+        }
+    }
+}
+
+impl SessionsConfig {
+    /// `(key, message)` for every mistake.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
+        if http::HeaderName::from_bytes(self.header.as_bytes()).is_err() {
+            errors.push((
+                "sessions.header".to_owned(),
+                format!("{:?} is not a valid HTTP header name", self.header),
+            ));
+        }
+        if self.window < Duration::from_secs(1) {
+            errors.push(("sessions.window".to_owned(), "must be at least 1s".into()));
+        }
+        if self.max_sessions == 0 {
+            errors.push((
+                "sessions.max_sessions".to_owned(),
+                "must be at least 1".into(),
+            ));
+        }
+        if self.max_keys == 0 {
+            errors.push(("sessions.max_keys".to_owned(), "must be at least 1".into()));
+        }
+        for (resource, tags) in &self.tags {
+            let well_formed = resource
+                .split_once("::\"")
+                .is_some_and(|(ty, rest)| !ty.is_empty() && rest.len() > 1 && rest.ends_with('"'));
+            if !well_formed {
+                errors.push((
+                    format!("sessions.tags.{resource}"),
+                    "name a resource as Cedar does: Tool::\"<server>/<tool>\", Host::\"<host>\", \
+                     Operation::\"<api>/<operation>\", Model::\"<provider>/<model>\""
+                        .into(),
+                ));
+            }
+            if tags.iter().any(String::is_empty) {
+                errors.push((
+                    format!("sessions.tags.{resource}"),
+                    "a tag cannot be empty".into(),
+                ));
+            }
+        }
+        errors
+    }
+}

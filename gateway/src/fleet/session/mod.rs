@@ -1,0 +1,294 @@
+//! Per-agent session facts for policy (`context.session`): what an agent did earlier in its
+//! session — how many actions, how many of this action and on this resource, and the tags of
+//! what it touched (a `private` tool read sets `read_private`; an `external` one,
+//! `sent_external`). The baseline pack's rule "after reading private data, sending to an
+//! external destination needs approval" reads them.
+//!
+//! A session is an MCP request's MCP session; for other requests, the one the agent names
+//! (`sessions.header`), or else the agent's current clock-aligned window. Facts are kept in memory, bounded in sessions and in distinct
+//! keys per session, and only while a loaded policy reads `context.session`.
+
+pub mod config;
+
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::{Instant, UNIX_EPOCH};
+
+use dashmap::DashMap;
+
+use crate::action::{Action, SessionFacts};
+pub use config::SessionsConfig;
+
+/// Every agent's sessions on this replica.
+pub struct AgentSessions {
+    hasher: RandomState,
+    epoch: Instant,
+    sessions: DashMap<u64, Session>,
+}
+
+/// What one session remembers.
+#[derive(Debug, Default)]
+struct Session {
+    /// Seconds since `epoch` of its last action.
+    last: u64,
+    actions: u64,
+    per_verb: HashMap<u64, u64>,
+    per_resource: HashMap<u64, u64>,
+    labels: Vec<Arc<str>>,
+}
+
+/// Which session a request belongs to, by how the agent named it.
+#[derive(Debug, Clone, Copy)]
+pub enum Named<'a> {
+    /// The agent's `sessions.header`, or its MCP session.
+    By(&'a str),
+    /// None: the agent's current window.
+    Window,
+}
+
+impl Default for AgentSessions {
+    fn default() -> Self {
+        AgentSessions {
+            hasher: RandomState::new(),
+            epoch: Instant::now(),
+            sessions: DashMap::new(),
+        }
+    }
+}
+
+impl AgentSessions {
+    /// The facts of `action`'s session before it (its key kept in them, to remember the
+    /// action once decided).
+    pub fn facts(
+        &self,
+        config: &SessionsConfig,
+        action: &Action,
+        named: Named<'_>,
+    ) -> SessionFacts {
+        let reference = action.resource.cedar_ref();
+        let (verb, resource) = (
+            self.hasher.hash_one(action.verb.as_str()),
+            self.hasher.hash_one(&reference),
+        );
+        let now = self.now();
+        let mut facts = SessionFacts {
+            key: self.key(config, action, named),
+            verb_key: verb,
+            resource_key: resource,
+            resource_tags: tags_of(config, &reference),
+            named: matches!(named, Named::By(_)),
+            ..SessionFacts::default()
+        };
+        if let Some(session) = self.sessions.get(&facts.key)
+            && !expired(config, &session, now, facts.named)
+        {
+            facts.actions = session.actions;
+            facts.action_count = session.per_verb.get(&verb).copied().unwrap_or(0);
+            facts.resource_count = session.per_resource.get(&resource).copied().unwrap_or(0);
+            facts.labels.clone_from(&session.labels);
+        }
+        facts
+    }
+
+    /// Remembers `action` in its session (`facts`: what [`AgentSessions::facts`] gave it).
+    pub fn remember(&self, config: &SessionsConfig, facts: &SessionFacts) {
+        let (verb, resource) = (facts.verb_key, facts.resource_key);
+        let now = self.now();
+        if self.sessions.len() >= config.max_sessions && !self.sessions.contains_key(&facts.key) {
+            self.evict(config, now);
+        }
+        let mut entry = self.sessions.entry(facts.key).or_default();
+        let session = &mut *entry;
+        if expired(config, session, now, facts.named) {
+            *session = Session::default();
+        }
+        session.last = now;
+        session.actions += 1;
+        for (map, key) in [
+            (&mut session.per_verb, verb),
+            (&mut session.per_resource, resource),
+        ] {
+            if map.len() < config.max_keys || map.contains_key(&key) {
+                *map.entry(key).or_insert(0) += 1;
+            }
+        }
+        for tag in &facts.resource_tags {
+            if !session.labels.contains(tag) {
+                session.labels.push(Arc::clone(tag));
+            }
+        }
+    }
+
+    /// Sessions held now.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_secs()
+    }
+
+    fn key(&self, config: &SessionsConfig, action: &Action, named: Named<'_>) -> u64 {
+        let agent: &str = &action.principal.id;
+        match named {
+            Named::By(name) => self.hasher.hash_one((agent, 0u8, name)),
+            Named::Window => {
+                let unix = action
+                    .context
+                    .time
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let window = unix / config.window.as_secs().max(1);
+                self.hasher.hash_one((agent, 1u8, window))
+            }
+        }
+    }
+
+    /// Makes room: sessions idle past their window go; if none is, the least recently used.
+    fn evict(&self, config: &SessionsConfig, now: u64) {
+        let idle = config.window.as_secs();
+        self.sessions
+            .retain(|_, s| now.saturating_sub(s.last) < idle);
+        if self.sessions.len() >= config.max_sessions {
+            let oldest = self
+                .sessions
+                .iter()
+                .min_by_key(|s| s.last)
+                .map(|s| *s.key());
+            if let Some(key) = oldest {
+                self.sessions.remove(&key);
+            }
+        }
+    }
+}
+
+/// A named session idle past the window starts over (a window's own key changes with it).
+fn expired(config: &SessionsConfig, session: &Session, now: u64, named: bool) -> bool {
+    named && now.saturating_sub(session.last) >= config.window.as_secs()
+}
+
+/// How the request with `headers` names its session: by `sessions.header`, else not.
+pub fn named<'a>(config: &SessionsConfig, headers: &'a http::HeaderMap) -> Named<'a> {
+    match headers
+        .get(config.header.as_str())
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(name) if !name.is_empty() => Named::By(name),
+        _ => Named::Window,
+    }
+}
+
+/// The tags `sessions.tags` gives the resource `reference` (`Tool::"files/read_file"`).
+fn tags_of(config: &SessionsConfig, reference: &str) -> Vec<Arc<str>> {
+    config
+        .tags
+        .get(reference)
+        .map(|tags| tags.iter().map(|t| Arc::from(t.as_str())).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::action::{ActionContext, Facts, Findings, Principal, Resource, Verb};
+
+    fn call(agent: &str, tool: &str) -> Action {
+        Action {
+            principal: Arc::new(Principal {
+                id: Arc::from(agent),
+                ..Principal::anonymous()
+            }),
+            verb: Verb::McpCallTool,
+            resource: Resource::Tool {
+                server: Arc::from("files"),
+                name: tool.to_owned(),
+            },
+            context: ActionContext {
+                route: Arc::from("mcp"),
+                time: UNIX_EPOCH + Duration::from_secs(1_793_613_600),
+                source_ip: "10.0.0.1".parse().expect("ip"),
+                tls: true,
+                client_certificate: None,
+                findings: Findings::default(),
+                facts: Facts::None,
+                session: None,
+            },
+        }
+    }
+
+    fn config() -> SessionsConfig {
+        let mut config = SessionsConfig::default();
+        config
+            .tags
+            .insert("Tool::\"files/read_file\"".into(), vec!["private".into()]);
+        config
+            .tags
+            .insert("Tool::\"files/upload\"".into(), vec!["external".into()]);
+        config
+    }
+
+    #[test]
+    fn a_session_remembers_counts_and_the_tags_of_what_it_used() {
+        let (sessions, config) = (AgentSessions::default(), config());
+        let read = call("a", "read_file");
+        let first = sessions.facts(&config, &read, Named::By("s1"));
+        assert_eq!((first.actions, first.resource_count), (0, 0));
+        assert_eq!(&*first.resource_tags, [Arc::from("private")]);
+        sessions.remember(&config, &first);
+        let upload = sessions.facts(&config, &call("a", "upload"), Named::By("s1"));
+        assert_eq!(
+            (upload.actions, upload.action_count, upload.resource_count),
+            (1, 1, 0)
+        );
+        assert!(upload.labelled(SessionFacts::PRIVATE));
+        assert_eq!(&*upload.resource_tags, [Arc::from("external")]);
+    }
+
+    #[test]
+    fn sessions_are_per_agent_and_per_name() {
+        let (sessions, config) = (AgentSessions::default(), config());
+        let facts = sessions.facts(&config, &call("a", "read_file"), Named::By("s1"));
+        sessions.remember(&config, &facts);
+        for (agent, named) in [
+            ("b", Named::By("s1")),
+            ("a", Named::By("s2")),
+            ("a", Named::Window),
+        ] {
+            let other = sessions.facts(&config, &call(agent, "upload"), named);
+            assert_eq!(other.actions, 0, "{agent} {named:?}");
+            assert!(!other.labelled(SessionFacts::PRIVATE));
+        }
+    }
+
+    #[test]
+    fn past_the_bound_the_least_recently_used_session_is_forgotten() {
+        let sessions = AgentSessions::default();
+        let config = SessionsConfig {
+            max_sessions: 2,
+            ..config()
+        };
+        for name in ["s1", "s2", "s3"] {
+            let facts = sessions.facts(&config, &call("a", "read_file"), Named::By(name));
+            sessions.remember(&config, &facts);
+        }
+        assert_eq!(sessions.len(), 2);
+    }
+
+    #[test]
+    fn the_header_names_the_session() {
+        let config = SessionsConfig::default();
+        let mut headers = http::HeaderMap::new();
+        assert!(matches!(named(&config, &headers), Named::Window));
+        headers.insert("x-warden-session", http::HeaderValue::from_static("t-42"));
+        assert!(matches!(named(&config, &headers), Named::By("t-42")));
+    }
+}
