@@ -30,6 +30,7 @@ const SECTIONS: &[&str] = &[
     "approvals",
     "console",
     "egress",
+    "inspect",
 ];
 
 /// A configuration read as far as it could be: each section that has a mistake keeps its
@@ -148,6 +149,7 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
             "approvals" => section(&key, value, &mut config.approvals, &error, &mut errors),
             "console" => section(&key, value, &mut config.console, &error, &mut errors),
             "egress" => section(&key, value, &mut config.egress, &error, &mut errors),
+            "inspect" => section(&key, value, &mut config.inspect, &error, &mut errors),
             other => errors.push(error(
                 other,
                 format!("unknown section; expected one of: {}", SECTIONS.join(", ")),
@@ -307,6 +309,8 @@ mod tests {
             ("traces: {endpoint: e, batch: {zz: 1}}", "traces", "batch."),
             ("runtime: {zz: 1}", "runtime", ""),
             ("egress: {zz: 1}", "egress", "egress."),
+            ("inspect: {zz: 1}", "inspect", "inspect."),
+            ("inspect: {entropy: {zz: 1}}", "inspect", "inspect.entropy."),
             (
                 "routes: [{prefix: /a, connector: openai, zz: 1}]",
                 "routes[]",

@@ -57,6 +57,8 @@ pub struct Config {
     pub console: crate::console::config::ConsoleConfig,
     /// The egress proxy agents reach the outside through (off without `egress.listen`).
     pub egress: crate::egress::EgressConfig,
+    /// Which content detectors run on what leaves.
+    pub inspect: crate::inspect::InspectConfig,
 }
 
 impl Default for Config {
@@ -82,6 +84,7 @@ impl Default for Config {
             approvals: ApprovalsConfig::default(),
             console: Default::default(),
             egress: Default::default(),
+            inspect: Default::default(),
         }
     }
 }

@@ -38,8 +38,8 @@ pub(super) fn context(
 }
 
 /// Inspect: what the request's content shows before it leaves, for policy to judge.
-pub(super) fn inspect(action: &mut Action, body: &[u8]) {
-    inspect::inspect(&mut action.context.findings, body);
+pub(super) fn inspect(snap: &Snapshot, action: &mut Action, body: &[u8]) {
+    inspect::inspect(&mut action.context.findings, body, &snap.config.inspect);
 }
 
 /// Decide: Cedar's verdict on the action, recorded durably before anything else happens;

@@ -53,7 +53,7 @@ pub(super) async fn forward(
         Findings::none(),
     );
     ex.egress_target("request", &action.verb, &action.resource, detail);
-    inspect(&mut action, &body);
+    inspect(snap, &mut action, &body);
     let decision = decide(snap, ex, &action, &dest, &body).await?;
     hold_here(ex, &action, &decision).await?;
 
