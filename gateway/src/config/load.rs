@@ -31,6 +31,7 @@ const SECTIONS: &[&str] = &[
     "console",
     "egress",
     "inspect",
+    "canaries",
 ];
 
 /// A configuration read as far as it could be: each section that has a mistake keeps its
@@ -150,6 +151,7 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
             "console" => section(&key, value, &mut config.console, &error, &mut errors),
             "egress" => section(&key, value, &mut config.egress, &error, &mut errors),
             "inspect" => section(&key, value, &mut config.inspect, &error, &mut errors),
+            "canaries" => section(&key, value, &mut config.canaries, &error, &mut errors),
             other => errors.push(error(
                 other,
                 format!("unknown section; expected one of: {}", SECTIONS.join(", ")),
@@ -311,6 +313,7 @@ mod tests {
             ("egress: {zz: 1}", "egress", "egress."),
             ("inspect: {zz: 1}", "inspect", "inspect."),
             ("inspect: {entropy: {zz: 1}}", "inspect", "inspect.entropy."),
+            ("canaries: {zz: 1}", "canaries", "canaries."),
             (
                 "routes: [{prefix: /a, connector: openai, zz: 1}]",
                 "routes[]",

@@ -59,6 +59,8 @@ pub struct Config {
     pub egress: crate::egress::EgressConfig,
     /// Which content detectors run on what leaves.
     pub inspect: crate::inspect::InspectConfig,
+    /// Canary tokens: how replicas learn of them, where a hit is announced.
+    pub canaries: crate::canary::CanaryConfig,
 }
 
 impl Default for Config {
@@ -85,6 +87,7 @@ impl Default for Config {
             console: Default::default(),
             egress: Default::default(),
             inspect: Default::default(),
+            canaries: Default::default(),
         }
     }
 }

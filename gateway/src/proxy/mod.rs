@@ -115,7 +115,7 @@ async fn walk(
             .map(Walked::Answered);
     }
     let (mut action, request) = interpret(snap, ex, &route, principal, req).await?;
-    inspect(snap, &mut action, &request.body);
+    inspect(snap, ex, &mut action, &request.body);
     let decision = decide(snap, ex, &action, &request.body).await?;
     let decided = Decided {
         route,

@@ -10,6 +10,7 @@ use super::refusal::Refusal;
 use crate::action::{Action, ActionContext, Facts, Findings, Principal, Resource, Verb};
 use crate::approval;
 use crate::approval::gate::{Gate, Opened};
+use crate::canary;
 use crate::decision::Decision;
 use crate::inspect;
 use crate::route::Route;
@@ -37,9 +38,18 @@ pub(super) fn context(
     }
 }
 
-/// Inspect: what the request's content shows before it leaves, for policy to judge.
-pub(super) fn inspect(snap: &Snapshot, action: &mut Action, body: &[u8]) {
+/// Inspect: what the request's content shows before it leaves, for policy to judge, and any
+/// canary token in it.
+pub(super) fn inspect(snap: &Snapshot, ex: &Exchange, action: &mut Action, body: &[u8]) {
     inspect::inspect(&mut action.context.findings, body, &snap.config.inspect);
+    look_for_canaries(ex, action, body, "body");
+}
+
+/// Any canary token in `haystack` (`place` of the request) becomes a `canary` finding.
+pub(super) fn look_for_canaries(ex: &Exchange, action: &mut Action, haystack: &[u8], place: &str) {
+    if let Some(canaries) = ex.shared().canaries() {
+        canaries.inspect(action, haystack, place, ex.request_id());
+    }
 }
 
 /// Decide: Cedar's verdict on the action, recorded durably before anything else happens;
@@ -65,12 +75,16 @@ pub(super) async fn decide_with(
     adjust: impl FnOnce(Decision) -> Decision,
 ) -> Result<Decision, Refusal> {
     let t = Instant::now();
-    let decision = adjust(snap.policy.decide(action));
+    // A canary token is a leak whatever policy says.
+    let decision = canary::overrule(adjust(snap.policy.decide(action)), &action.context.findings);
     let policy_seconds = t.elapsed().as_secs_f64();
     let audit = &snap.config.audit;
     // An approval is bound to the exact request: what waits for one is digested whatever
     // its kind (an LLM call's prompt too), so other arguments are another action.
+    let canary = canary::hit(&action.context.findings);
     let content = match (audit.record_content, &action.context.facts, &decision) {
+        // A canary's value is never recorded.
+        (true, _, _) if canary => Content::Digest(content),
         (true, _, _) => Content::Recorded(content),
         (false, Facts::Http(_) | Facts::Egress(_), _)
         | (false, _, Decision::NeedsApproval { .. }) => Content::Digest(content),

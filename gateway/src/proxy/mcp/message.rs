@@ -245,7 +245,7 @@ impl Judging<'_> {
             resource,
             context: context(ex, self.route, findings, facts),
         };
-        inspect(self.snap, &mut action, body);
+        inspect(self.snap, ex, &mut action, body);
         let decision = decide(self.snap, ex, &action, &arguments).await?;
         hold_here(ex, &action, &decision).await?;
         // credential: the server's own, added by its upstream session (never the agent's).
