@@ -1,5 +1,6 @@
 //! Data loss prevention on what leaves: canary tokens issued with `warden canary issue` while
-//! Warden runs are found in every channel (an LLM prompt, an MCP tool argument, a plain-HTTP
+//! Warden runs are found in every channel (an LLM prompt, an MCP tool argument, a REST call's
+//! body, a plain-HTTP
 //! egress request's line, headers and body, and the host a `CONNECT` names), denied whatever
 //! policy says, recorded without their values, counted and alerted; a revoked canary is no
 //! longer looked for. Content detectors name what they find in the record.
@@ -10,6 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use warden_e2e::egress::{Dns, Origin, curl};
 use warden_e2e::fake_llm::FakeLlm;
+use warden_e2e::fake_rest::FakeRest;
 use warden_e2e::mcp::{self, Transport};
 use warden_e2e::warden::{Warden, WardenBuilder, free_port};
 use warden_e2e::webhook::Webhook;
@@ -29,6 +31,7 @@ struct Setup {
     proxy: SocketAddr,
     origin: Origin,
     hook: Webhook,
+    rest: FakeRest,
     _dns: Dns,
     _llm: FakeLlm,
     token: String,
@@ -43,8 +46,19 @@ async fn setup() -> Setup {
     let dns = Dns::start(json!({"allowed.test": [["127.0.0.1"]]}))
         .await
         .unwrap();
+    let rest = FakeRest::start(Vec::new(), Vec::new()).await.unwrap();
     let proxy = SocketAddr::from(([127, 0, 0, 1], free_port().unwrap()));
     let warden = WardenBuilder::new(&llm)
+        .set(
+            "/routes",
+            json!([
+                {"name": "openai", "prefix": "/openai", "connector": "openai",
+                 "upstream": format!("{}/v1", llm.url()), "credential": {"env": "FAKE_OPENAI_KEY"}},
+                {"name": "github", "prefix": "/github", "connector": "github",
+                 "upstream": format!("{}/github", rest.url()), "credential": {"env": "E2E_GITHUB_TOKEN"}}
+            ]),
+        )
+        .env("E2E_GITHUB_TOKEN", "ghp-e2e-github")
         .set("/egress/listen", json!(proxy.to_string()))
         .set("/egress/nameservers", json!([dns.addr.to_string()]))
         .set(
@@ -67,6 +81,7 @@ async fn setup() -> Setup {
         proxy,
         origin,
         hook,
+        rest,
         _dns: dns,
         _llm: llm,
         token,
@@ -220,6 +235,25 @@ async fn a_canary_leaked_through_each_channel_is_denied_recorded_counted_and_ale
     assert_denied_as_canary(record);
     assert_eq!(record["action"], "mcp:call_tool");
 
+    // REST call body: the AWS key id in an issue's text.
+    let response = s
+        .warden
+        .http()
+        .post(s.warden.url("/github/repos/acme/app/issues"))
+        .bearer_auth(&s.token)
+        .json(&json!({"title": "deploy", "body": format!("keys: {aws_id}")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert!(s.rest.requests().is_empty(), "nothing reached the API");
+    let rest: Vec<Value> = canary_records(&s.warden, &aws_cn)
+        .into_iter()
+        .filter(|r| r["route"] == "github")
+        .collect();
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert_denied_as_canary(&rest[0]);
+
     // Egress: a plain-HTTP body, a header, the request line; the control request passes.
     let base = format!("http://allowed.test:{}", s.origin.addr.port());
     let ok = curl(s.proxy, Some(&s.token), &[&format!("{base}/ok")])
@@ -273,7 +307,7 @@ async fn a_canary_leaked_through_each_channel_is_denied_recorded_counted_and_ale
 
     // Counted per channel, alerted with the canary's id and never its value.
     let metrics = s.warden.metrics().await.unwrap();
-    for (channel, least) in [("llm", 1), ("mcp", 1), ("egress", 4)] {
+    for (channel, least) in [("llm", 1), ("mcp", 1), ("rest", 1), ("egress", 4)] {
         let count: u64 = metrics
             .lines()
             .find(|l| {
