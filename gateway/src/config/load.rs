@@ -315,6 +315,11 @@ mod tests {
             ("inspect: {entropy: {zz: 1}}", "inspect", "inspect.entropy."),
             ("canaries: {zz: 1}", "canaries", "canaries."),
             (
+                "canaries: {alert: {url: u, zz: 1}}",
+                "canaries",
+                "canaries.alert.",
+            ),
+            (
                 "routes: [{prefix: /a, connector: openai, zz: 1}]",
                 "routes[]",
                 "",

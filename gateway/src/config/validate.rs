@@ -36,7 +36,7 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     for (key, message) in config.canaries.validate() {
         err(&key, message);
     }
-    for (key, message) in config.inspect.validate() {
+    for (key, message) in crate::inspect::validate(&config.inspect) {
         err(&key, message);
     }
     for (key, message) in config.approvals.validate() {

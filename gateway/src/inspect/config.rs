@@ -3,8 +3,6 @@
 
 use serde::Deserialize;
 
-use super::DETECTOR_NAMES;
-
 /// `inspect:` section.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -41,8 +39,8 @@ impl InspectConfig {
         !self.disabled.iter().any(|d| d == name)
     }
 
-    /// `(key, message)` for every mistake.
-    pub fn validate(&self) -> Vec<(String, String)> {
+    /// `(key, message)` for every mistake; `known`: every detector's name.
+    pub fn validate(&self, known: &[&str]) -> Vec<(String, String)> {
         let mut errors = Vec::new();
         for (i, name) in self.disabled.iter().enumerate() {
             if name == "canary" {
@@ -50,12 +48,12 @@ impl InspectConfig {
                     format!("inspect.disabled[{i}]"),
                     "canary tokens are always looked for; revoke a canary with `warden canary revoke` instead".to_owned(),
                 ));
-            } else if !DETECTOR_NAMES.contains(&name.as_str()) {
+            } else if !known.contains(&name.as_str()) {
                 errors.push((
                     format!("inspect.disabled[{i}]"),
                     format!(
                         "{name:?} is not a detector; expected one of: {}",
-                        DETECTOR_NAMES.join(", ")
+                        known.join(", ")
                     ),
                 ));
             }

@@ -48,6 +48,11 @@ pub static DETECTOR_NAMES: std::sync::LazyLock<Vec<&'static str>> =
             .collect()
     });
 
+/// `(key, message)` for every mistake in `config`.
+pub fn validate(config: &InspectConfig) -> Vec<(String, String)> {
+    config.validate(&DETECTOR_NAMES)
+}
+
 /// Adds to `findings` (what interpretation reported) what the content of `body` shows, with
 /// the detectors `config` enables.
 pub fn inspect(findings: &mut Findings, body: &[u8], config: &InspectConfig) {
