@@ -7,7 +7,7 @@ use warden::action::Findings;
 /// A chat request body of about `kb` KiB of prose.
 fn body(kb: usize, extra: &str) -> Vec<u8> {
     let sentence = "The quarterly report covers 1234 orders shipped on 2026-12-04; \
-                    see ticket ABCD-1234 and call +44 20 7946 0958 with questions. ";
+                    see ticket ABCD-1234 and ask the front desk with questions. ";
     let mut text = String::new();
     while text.len() < kb * 1024 {
         text.push_str(sentence);
@@ -21,6 +21,7 @@ fn body(kb: usize, extra: &str) -> Vec<u8> {
 }
 
 fn inspect(c: &mut Criterion) {
+    let config = warden::inspect::InspectConfig::default();
     let mut group = c.benchmark_group("inspect");
     for kb in [1, 16, 256] {
         let clean = body(kb, "");
@@ -28,7 +29,7 @@ fn inspect(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("clean", kb), &clean, |b, body| {
             b.iter(|| {
                 let mut findings = Findings::none();
-                warden::inspect::inspect(&mut findings, body);
+                warden::inspect::inspect(&mut findings, body, &config);
                 findings
             })
         });
@@ -38,7 +39,7 @@ fn inspect(c: &mut Criterion) {
     group.bench_with_input(BenchmarkId::new("aws_key", 16), &with_key, |b, body| {
         b.iter(|| {
             let mut findings = Findings::none();
-            warden::inspect::inspect(&mut findings, body);
+            warden::inspect::inspect(&mut findings, body, &config);
             findings
         })
     });

@@ -10,6 +10,7 @@ pub mod action;
 pub mod admin;
 pub mod approval;
 pub mod audit;
+pub mod canary;
 pub mod config;
 pub mod console;
 pub mod decision;

@@ -12,6 +12,7 @@ use warden::config::files::check_files;
 use warden::config::load::{Parsed, load_file, load_file_partial};
 
 mod cli_approvals;
+mod cli_canary;
 mod cli_policy;
 
 /// Warden: a security gateway for AI agent fleets.
@@ -83,6 +84,12 @@ enum Command {
     Approvers {
         #[command(subcommand)]
         command: cli_approvals::ApproversCommand,
+    },
+    /// Issue, list and revoke canary tokens: planted credentials and documents whose
+    /// appearance in outbound traffic is denied, recorded and alerted.
+    Canary {
+        #[command(subcommand)]
+        command: cli_canary::CanaryCommand,
     },
 }
 
@@ -661,6 +668,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Tools { command } => tools(command),
         Command::Approvals { command } => cli_approvals::approvals(command),
         Command::Approvers { command } => cli_approvals::approvers(command),
+        Command::Canary { command } => cli_canary::canary(command),
     }
 }
 

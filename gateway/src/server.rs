@@ -147,6 +147,12 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     let pins =
         std::sync::Arc::new(crate::pins::Pins::load(&snapshot.config.pins, store.pins()).await?);
     pins.spawn_refresh();
+    // Canary tokens: every live one is looked for in what leaves; new ones arrive within
+    // `canaries.refresh_interval`.
+    let canaries = crate::canary::Canaries::start(&snapshot.config.canaries, store.canaries())
+        .await
+        .map_err(|e| ServeError::Approvals(e.to_string()))?;
+    metrics.register(canaries.collectors());
     let traces = Traces::start(
         snapshot.config.traces.as_ref(),
         snapshot.secrets.as_ref(),
@@ -183,6 +189,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     };
     let shared = Shared::new(snapshot, audit, metrics, Some(pins), traces);
     shared.set_gate(gate);
+    shared.set_canaries(canaries);
     let console = match console_sealer {
         Some(sealer) => {
             let console = std::sync::Arc::new(

@@ -33,6 +33,9 @@ pub struct Shared {
     /// The approval gate, once the state store is open (unset: approvals are refused, as in
     /// tests of other parts).
     gate: std::sync::OnceLock<Arc<crate::approval::gate::Gate>>,
+    /// The canary tokens looked for, once the state store is open (unset: none, as in tests
+    /// of other parts).
+    canaries: std::sync::OnceLock<Arc<crate::canary::Canaries>>,
     ready: AtomicBool,
 }
 
@@ -56,6 +59,7 @@ impl Shared {
             limits,
             sessions: AgentSessions::default(),
             gate: std::sync::OnceLock::new(),
+            canaries: std::sync::OnceLock::new(),
             ready: AtomicBool::new(false),
         })
     }
@@ -68,6 +72,16 @@ impl Shared {
     /// The approval gate, if this gateway has one.
     pub fn gate(&self) -> Option<&Arc<crate::approval::gate::Gate>> {
         self.gate.get()
+    }
+
+    /// Sets the canary tokens looked for (once, at start).
+    pub fn set_canaries(&self, canaries: Arc<crate::canary::Canaries>) {
+        let _ = self.canaries.set(canaries);
+    }
+
+    /// The canary tokens looked for, if this gateway has a state store.
+    pub fn canaries(&self) -> Option<&Arc<crate::canary::Canaries>> {
+        self.canaries.get()
     }
 
     /// Marks the gateway ready (or not) for `/readyz`.

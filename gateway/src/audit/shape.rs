@@ -188,10 +188,18 @@ pub fn ocsf(record: &Record) -> Value {
     put(&mut doc, "category_name", json!("Application Activity"));
     put(&mut doc, "activity_id", json!(activity_id));
     put(&mut doc, "type_uid", json!(6003 * 100 + activity_id));
+    // A canary token in traffic is a leak: High (4); other failures Medium (3).
+    let canary = v["findings"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|f| f["detector"] == "canary"));
     put(
         &mut doc,
         "severity_id",
-        json!(if status_id == 2 { 3 } else { 1 }),
+        json!(match (canary, status_id) {
+            (true, _) => 4,
+            (false, 2) => 3,
+            _ => 1,
+        }),
     );
     put(&mut doc, "time", json!(time_ms));
     put(&mut doc, "status_id", json!(status_id));

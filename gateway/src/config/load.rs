@@ -33,6 +33,8 @@ const SECTIONS: &[&str] = &[
     "console",
     "egress",
     "propose",
+    "inspect",
+    "canaries",
 ];
 
 /// A configuration read as far as it could be: each section that has a mistake keeps its
@@ -154,6 +156,8 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
             "console" => section(&key, value, &mut config.console, &error, &mut errors),
             "egress" => section(&key, value, &mut config.egress, &error, &mut errors),
             "propose" => section(&key, value, &mut config.propose, &error, &mut errors),
+            "inspect" => section(&key, value, &mut config.inspect, &error, &mut errors),
+            "canaries" => section(&key, value, &mut config.canaries, &error, &mut errors),
             other => errors.push(error(
                 other,
                 format!("unknown section; expected one of: {}", SECTIONS.join(", ")),
@@ -314,6 +318,14 @@ mod tests {
             ("runtime: {zz: 1}", "runtime", ""),
             ("egress: {zz: 1}", "egress", "egress."),
             ("propose: {zz: 1}", "propose", "propose."),
+            ("inspect: {zz: 1}", "inspect", "inspect."),
+            ("inspect: {entropy: {zz: 1}}", "inspect", "inspect.entropy."),
+            ("canaries: {zz: 1}", "canaries", "canaries."),
+            (
+                "canaries: {alert: {url: u, zz: 1}}",
+                "canaries",
+                "canaries.alert.",
+            ),
             (
                 "routes: [{prefix: /a, connector: openai, zz: 1}]",
                 "routes[]",

@@ -63,6 +63,10 @@ pub struct Config {
     pub egress: crate::egress::EgressConfig,
     /// Judging the tool calls models propose, and the catalogue of the agents' tools.
     pub propose: crate::propose::ProposeConfig,
+    /// Which content detectors run on what leaves.
+    pub inspect: crate::inspect::InspectConfig,
+    /// Canary tokens: how replicas learn of them, where a hit is announced.
+    pub canaries: crate::canary::CanaryConfig,
 }
 
 impl Default for Config {
@@ -91,6 +95,8 @@ impl Default for Config {
             console: Default::default(),
             egress: Default::default(),
             propose: Default::default(),
+            inspect: Default::default(),
+            canaries: Default::default(),
         }
     }
 }

@@ -42,6 +42,12 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     for (key, message) in config.sessions.validate() {
         err(&key, message);
     }
+    for (key, message) in config.canaries.validate() {
+        err(&key, message);
+    }
+    for (key, message) in crate::inspect::validate(&config.inspect) {
+        err(&key, message);
+    }
     for (key, message) in config.approvals.validate() {
         err(&key, message);
     }

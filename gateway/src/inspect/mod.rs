@@ -6,13 +6,22 @@
 //! detectors here: `private_key`, a PEM private key block anywhere in the body
 //! (`-----BEGIN … PRIVATE KEY-----`), which no agent has reason to send to a model, and the
 //! credential and payment detectors of [`secrets`] (cloud and SaaS keys, JWTs, card numbers,
-//! IBANs). The personal-data and canary detectors add theirs the same way.
+//! IBANs), the personal-data detectors of [`personal`] (e-mail addresses, telephone numbers)
+//! and the generic secret detector of [`entropy`], all found in one pass ([`scan`]). Which run
+//! is `inspect:` ([`config`]).
 //!
 //! What comes back matters too: [`tool_description`] looks for hidden instructions in the tool
 //! definitions an MCP server offers ("tool poisoning").
 
+pub mod config;
+mod detector;
+mod entropy;
+mod personal;
+mod scan;
 pub mod secrets;
 pub mod tool_description;
+
+pub use config::InspectConfig;
 
 use std::sync::Arc;
 
@@ -28,15 +37,34 @@ const PRIVATE_KEY: &[u8] = b"PRIVATE KEY";
 /// Longest PEM label looked at after `-----BEGIN `.
 const LABEL_MAX: usize = 40;
 
-/// Adds to `findings` (what interpretation reported) what the content of `body` shows.
-pub fn inspect(findings: &mut Findings, body: &[u8]) {
-    if let Some(at) = private_key(body) {
+/// The detector of PEM private key blocks.
+const PRIVATE_KEY_DETECTOR: &str = "private_key";
+
+/// Every content detector's name, as policies test it in `context.findings`.
+pub static DETECTOR_NAMES: std::sync::LazyLock<Vec<&'static str>> =
+    std::sync::LazyLock::new(|| {
+        std::iter::once(PRIVATE_KEY_DETECTOR)
+            .chain(scan::names())
+            .collect()
+    });
+
+/// `(key, message)` for every mistake in `config`.
+pub fn validate(config: &InspectConfig) -> Vec<(String, String)> {
+    config.validate(&DETECTOR_NAMES)
+}
+
+/// Adds to `findings` (what interpretation reported) what the content of `body` shows, with
+/// the detectors `config` enables.
+pub fn inspect(findings: &mut Findings, body: &[u8], config: &InspectConfig) {
+    if config.enabled(PRIVATE_KEY_DETECTOR)
+        && let Some(at) = private_key(body)
+    {
         findings.0.push(Finding {
-            detector: Arc::from("private_key"),
+            detector: Arc::from(PRIVATE_KEY_DETECTOR),
             location: format!("body, byte {at}"),
         });
     }
-    for (detector, at) in secrets::find(body) {
+    for (detector, at) in scan::find(body, config) {
         findings.0.push(Finding {
             detector: Arc::from(detector),
             location: format!("body, byte {at}"),
@@ -60,7 +88,7 @@ mod tests {
 
     fn found(body: &str) -> Vec<String> {
         let mut findings = Findings::none();
-        inspect(&mut findings, body.as_bytes());
+        inspect(&mut findings, body.as_bytes(), &InspectConfig::default());
         findings
             .0
             .iter()
@@ -97,6 +125,66 @@ mod tests {
             "",
         ] {
             assert!(found(body).is_empty(), "{body}");
+        }
+    }
+
+    /// The corpus committed in `tests/dlp/`: `clean/` (ordinary code in several languages,
+    /// prose, configuration, lockfiles, identifiers and digests, inline images) and
+    /// `positive/<detector>.txt` (one sample a line).
+    fn corpus(dir: &str) -> Vec<(String, String)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/dlp")
+            .join(dir);
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| {
+                let path = entry.expect("a corpus entry").path();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read_to_string(&path).expect("a corpus file"))
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn no_detector_fires_on_the_clean_corpus() {
+        let files = corpus("clean");
+        assert!(files.len() >= 10, "the clean corpus is there");
+        for (name, text) in files {
+            assert_eq!(found(&text), Vec::<String>::new(), "tests/dlp/clean/{name}");
+        }
+    }
+
+    #[test]
+    fn every_detector_finds_each_of_its_positive_samples() {
+        let files = corpus("positive");
+        for detector in DETECTOR_NAMES.iter() {
+            let (_, text) = files
+                .iter()
+                .find(|(name, _)| name.strip_suffix(".txt") == Some(detector))
+                .unwrap_or_else(|| panic!("tests/dlp/positive/{detector}.txt is missing"));
+            for line in text
+                .lines()
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            {
+                let mut findings = Findings::none();
+                inspect(&mut findings, line.as_bytes(), &InspectConfig::default());
+                assert!(
+                    findings.detectors().any(|d| d == *detector),
+                    "{detector} in {line:?}: {findings:?}"
+                );
+                let off = InspectConfig {
+                    disabled: vec![(*detector).to_owned()],
+                    ..InspectConfig::default()
+                };
+                let mut findings = Findings::none();
+                inspect(&mut findings, line.as_bytes(), &off);
+                assert!(
+                    !findings.detectors().any(|d| d == *detector),
+                    "{detector} disabled still finds {line:?}"
+                );
+            }
         }
     }
 }

@@ -3,26 +3,14 @@
 //! numbers (checked with Luhn and the card brands' prefixes and lengths) and IBANs (checked with
 //! their mod-97 checksum). One pass of a compiled regex set over the body says which may be
 //! present; only those are then located, and checksums weed out look-alikes. A finding names the
-//! detector and the byte where the match starts, never the match.
+//! detector and the byte where the match starts, never the match. [`super::scan`] runs them
+//! with the personal-data and generic-secret detectors in the same pass.
 
-use std::sync::LazyLock;
+use super::config::InspectConfig;
+use super::detector::{Detector, any};
 
-use regex::bytes::{Regex, RegexSet};
-
-/// A detector: its name (what policies test in `context.findings`), its pattern, and a check
-/// of each match beyond the pattern.
-struct Detector {
-    name: &'static str,
-    pattern: &'static str,
-    check: fn(&[u8]) -> bool,
-}
-
-fn any(_: &[u8]) -> bool {
-    true
-}
-
-/// The detectors, in the order their findings are reported.
-const DETECTORS: &[Detector] = &[
+/// The credential and payment detectors, in the order their findings are reported.
+pub(super) const DETECTORS: &[Detector] = &[
     Detector {
         name: "aws_access_key",
         pattern: r"\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}\b",
@@ -85,35 +73,6 @@ const DETECTORS: &[Detector] = &[
     },
 ];
 
-static SET: LazyLock<RegexSet> = LazyLock::new(|| {
-    RegexSet::new(DETECTORS.iter().map(|d| d.pattern)).expect("the detectors' patterns compile")
-});
-
-static EACH: LazyLock<Vec<Regex>> = LazyLock::new(|| {
-    DETECTORS
-        .iter()
-        .map(|d| Regex::new(d.pattern).expect("the detectors' patterns compile"))
-        .collect()
-});
-
-/// Each detector that matches `body`, with the byte its first checked match starts at.
-pub fn find(body: &[u8]) -> Vec<(&'static str, usize)> {
-    let maybe = SET.matches(body);
-    if !maybe.matched_any() {
-        return Vec::new();
-    }
-    maybe
-        .iter()
-        .filter_map(|i| {
-            let detector = &DETECTORS[i];
-            EACH[i].captures_iter(body).find_map(|c| {
-                let m = c.get(1).or_else(|| c.get(0))?;
-                (detector.check)(m.as_bytes()).then_some((detector.name, m.start()))
-            })
-        })
-        .collect()
-}
-
 /// The digits of `text`, skipping spaces and dashes.
 fn digits(text: &[u8]) -> Vec<u8> {
     text.iter()
@@ -123,7 +82,7 @@ fn digits(text: &[u8]) -> Vec<u8> {
 }
 
 /// A payment card number: a brand's prefix and length, and a Luhn checksum that holds.
-fn card(text: &[u8]) -> bool {
+fn card(text: &[u8], _: &InspectConfig) -> bool {
     let d = digits(text);
     let prefix = |n: usize| {
         d.iter()
@@ -164,7 +123,7 @@ fn luhn(digits: &[u8]) -> bool {
 }
 
 /// An IBAN: 15 to 34 characters whose mod-97 checksum (ISO 13616) holds.
-fn iban(text: &[u8]) -> bool {
+fn iban(text: &[u8], _: &InspectConfig) -> bool {
     let compact: Vec<u8> = text.iter().copied().filter(|b| *b != b' ').collect();
     if !(15..=34).contains(&compact.len()) {
         return false;
@@ -189,9 +148,17 @@ fn iban(text: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inspect::scan::find;
+
+    fn find_all(body: &[u8]) -> Vec<(&'static str, usize)> {
+        find(body, &InspectConfig::default())
+    }
 
     fn names(body: &str) -> Vec<&'static str> {
-        find(body.as_bytes()).into_iter().map(|(n, _)| n).collect()
+        find_all(body.as_bytes())
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect()
     }
 
     #[test]
@@ -229,7 +196,7 @@ mod tests {
         ];
         for (detector, secret) in samples {
             let body = format!(r#"{{"content":"please use {secret} for this"}}"#);
-            let found = find(body.as_bytes());
+            let found = find_all(body.as_bytes());
             let at = body.find(&secret).unwrap();
             assert!(
                 found.contains(&(detector, at)),
@@ -242,8 +209,8 @@ mod tests {
     fn ordinary_code_and_prose_find_nothing() {
         let samples = [
             include_str!("mod.rs"),
-            include_str!("../approval/totp.rs"),
-            "Order 1234 5678 9012 3456 shipped on 2026-12-04; call +44 20 7946 0958.",
+            include_str!("../policy/annotations.rs"),
+            "Order 1234 5678 9012 3456 shipped on 2026-12-04; call the front desk.",
             "The build took 1733300000123 ms; see ticket ABCD-1234 and commit 4707c1f.",
             "sk_test_4eC39HqLyjWDarjtT1zdp7dc is Stripe's documented test key",
             "AKIA is the prefix AWS uses; GB82 is not an IBAN on its own.",
@@ -258,9 +225,10 @@ mod tests {
     fn checksums_hold_for_known_numbers_only() {
         assert!(luhn(&digits(b"4111111111111111")));
         assert!(!luhn(&digits(b"4111111111111112")));
-        assert!(card(b"6011111111111117"));
-        assert!(!card(b"1234567812345670"), "no brand starts with 1");
-        assert!(iban(b"FR1420041010050500013M02606"));
-        assert!(!iban(b"FR1420041010050500013M02607"));
+        let c = InspectConfig::default();
+        assert!(card(b"6011111111111117", &c));
+        assert!(!card(b"1234567812345670", &c), "no brand starts with 1");
+        assert!(iban(b"FR1420041010050500013M02606", &c));
+        assert!(!iban(b"FR1420041010050500013M02607", &c));
     }
 }

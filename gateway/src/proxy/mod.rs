@@ -120,7 +120,7 @@ async fn walk(
             .map(Walked::Answered);
     }
     let (mut action, request) = interpret(snap, ex, &route, principal, req).await?;
-    inspect(&mut action, &request.body);
+    inspect(snap, ex, &mut action, &request.body);
     limit(snap, ex, &action)?;
     recall(
         snap,

@@ -10,6 +10,7 @@ use super::refusal::Refusal;
 use crate::action::{Action, ActionContext, Facts, Findings, Principal, Resource, Verb};
 use crate::approval;
 use crate::approval::gate::{Gate, Opened};
+use crate::canary;
 use crate::decision::Decision;
 use crate::fleet::limits::Subject;
 use crate::fleet::session::Named;
@@ -40,9 +41,18 @@ pub(super) fn context(
     }
 }
 
-/// Inspect: what the request's content shows before it leaves, for policy to judge.
-pub(super) fn inspect(action: &mut Action, body: &[u8]) {
-    inspect::inspect(&mut action.context.findings, body);
+/// Inspect: what the request's content shows before it leaves, for policy to judge, and any
+/// canary token in it.
+pub(super) fn inspect(snap: &Snapshot, ex: &Exchange, action: &mut Action, body: &[u8]) {
+    inspect::inspect(&mut action.context.findings, body, &snap.config.inspect);
+    look_for_canaries(ex, action, body, "body");
+}
+
+/// Any canary token in `haystack` (`place` of the request) becomes a `canary` finding.
+pub(super) fn look_for_canaries(ex: &Exchange, action: &mut Action, haystack: &[u8], place: &str) {
+    if let Some(canaries) = ex.shared().canaries() {
+        canaries.inspect(action, haystack, place, ex.request_id());
+    }
 }
 
 /// Limit: the action counted against the rate and concurrency limits (`rate_limits:`); its
@@ -98,7 +108,8 @@ pub(super) async fn decide_with(
         version: Arc::clone(snap.policy.version()),
         shadow: snap.policy.shadow_difference(action, &enforced),
     };
-    let decision = adjust(enforced);
+    // A canary token is a leak whatever policy says.
+    let decision = canary::overrule(adjust(enforced), &action.context.findings);
     if let Some(session) = &action.context.session
         && !matches!(decision, Decision::Deny { .. })
     {
@@ -109,7 +120,10 @@ pub(super) async fn decide_with(
     let audit = &snap.config.audit;
     // An approval is bound to the exact request: what waits for one is digested whatever
     // its kind (an LLM call's prompt too), so other arguments are another action.
+    let canary = canary::hit(&action.context.findings);
     let content = match (audit.record_content, &action.context.facts, &decision) {
+        // A canary's value is never recorded.
+        (true, _, _) if canary => Content::Digest(content),
         (true, _, _) => Content::Recorded(content),
         (false, Facts::Http(_) | Facts::Egress(_), _)
         | (false, _, Decision::NeedsApproval { .. }) => Content::Digest(content),

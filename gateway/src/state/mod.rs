@@ -1,5 +1,6 @@
 //! Warden's durable state: what must survive a restart and, with several replicas, be shared
-//! (tool-definition pins, approvals, approvers' second factors, console sessions; quarantine
+//! (tool-definition pins, approvals, approvers' second factors, console sessions, canary
+//! tokens; quarantine
 //! and SIEM spool cursors next).
 //!
 //! One repository trait per concern (`pins::PinRepository`, `approvals::ApprovalRepository`,
@@ -16,6 +17,7 @@
 //! A store failure is a [`StateError`], which security decisions treat as a refusal.
 
 pub mod approvals;
+pub mod canaries;
 pub mod config;
 pub mod error;
 pub mod factors;

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::approvals::ApprovalRepository;
+use super::canaries::CanaryRepository;
 use super::config::StateConfig;
 use super::error::StateError;
 use super::factors::FactorRepository;
@@ -14,7 +15,7 @@ use super::sqlite::SqliteStore;
 use crate::vault::SecretStore;
 
 /// Warden's durable state, opened: one repository per concern (tool pins, approvals,
-/// approvers' second factors, console sessions), all in the same backend. Cheap to clone.
+/// approvers' second factors, console sessions, canary tokens), all in the same backend. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     location: Arc<str>,
@@ -22,6 +23,7 @@ pub struct Store {
     approvals: Arc<dyn ApprovalRepository>,
     factors: Arc<dyn FactorRepository>,
     sessions: Arc<dyn SessionRepository>,
+    canaries: Arc<dyn CanaryRepository>,
 }
 
 impl std::fmt::Debug for Store {
@@ -70,7 +72,8 @@ impl Store {
             pins: store.clone(),
             approvals: store.clone(),
             factors: store.clone(),
-            sessions: store,
+            sessions: store.clone(),
+            canaries: store,
         }
     }
 
@@ -82,7 +85,8 @@ impl Store {
             pins: store.clone(),
             approvals: store.clone(),
             factors: store.clone(),
-            sessions: store,
+            sessions: store.clone(),
+            canaries: store,
         }
     }
 
@@ -110,5 +114,10 @@ impl Store {
     /// Approval-console sessions.
     pub fn sessions(&self) -> Arc<dyn SessionRepository> {
         Arc::clone(&self.sessions)
+    }
+
+    /// Canary tokens.
+    pub fn canaries(&self) -> Arc<dyn CanaryRepository> {
+        Arc::clone(&self.canaries)
     }
 }

@@ -92,12 +92,41 @@ async fn walk(
 ) -> Result<Response<ProxyBody>, Refusal> {
     let principal = identify(snap, ex, &req).await?;
     let target = Target::of(&req)?;
-    let dest = Destination::resolve(&worker.resolver, target.host, target.port).await?;
-    if target.connect {
-        tunnel::open(snap, worker, ex, principal, dest, req).await
+    let head = head(&req);
+    // A canary in the request line or headers (a URL canary's host) is denied without a DNS
+    // query for it.
+    let dest = if ex.shared().canaries().is_some_and(|c| c.present(&head)) {
+        Destination {
+            host: target.host,
+            port: target.port,
+            addresses: Vec::new(),
+        }
     } else {
-        request::forward(snap, worker, ex, principal, dest, req).await
+        Destination::resolve(&worker.resolver, target.host, target.port).await?
+    };
+    if target.connect {
+        tunnel::open(snap, worker, ex, principal, dest, &head, req).await
+    } else {
+        request::forward(snap, worker, ex, principal, dest, &head, req).await
     }
+}
+
+/// The request line and headers, where a canary may hide (the agent's own
+/// `Proxy-Authorization` left out).
+fn head(req: &Request<Incoming>) -> Vec<u8> {
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(req.method().as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(req.uri().to_string().as_bytes());
+    for (name, value) in req.headers() {
+        if name != http::header::PROXY_AUTHORIZATION {
+            head.push(b'\n');
+            head.extend_from_slice(name.as_str().as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value.as_bytes());
+        }
+    }
+    head
 }
 
 /// Identify: the agent behind the token in `Proxy-Authorization`.

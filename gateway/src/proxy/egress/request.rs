@@ -20,7 +20,7 @@ use crate::observe::ObservedBody;
 use crate::protocol::{self, Protocol};
 use crate::proxy::exchange::{Exchange, ProxyBody};
 use crate::proxy::refusal::Refusal;
-use crate::proxy::stages::inspect;
+use crate::proxy::stages::{inspect, look_for_canaries};
 use crate::secrets::inject::strip_hop_by_hop;
 use crate::snapshot::Snapshot;
 
@@ -31,6 +31,7 @@ pub(super) async fn forward(
     ex: &mut Exchange,
     principal: Arc<Principal>,
     dest: Destination,
+    line_and_headers: &[u8],
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Refusal> {
     let (mut head, body) = req.into_parts();
@@ -53,7 +54,13 @@ pub(super) async fn forward(
         Findings::none(),
     );
     ex.egress_target("request", &action.verb, &action.resource, detail);
-    inspect(&mut action, &body);
+    look_for_canaries(
+        ex,
+        &mut action,
+        line_and_headers,
+        "request line and headers",
+    );
+    inspect(snap, ex, &mut action, &body);
     let decision = decide(snap, ex, &action, &dest, &body).await?;
     hold_here(ex, &action, &decision).await?;
 

@@ -28,6 +28,7 @@ use crate::egress::{Destination, EgressError, Host, dial};
 use crate::listener::ConnInfo;
 use crate::proxy::exchange::{Exchange, PendingOutcome, ProxyBody};
 use crate::proxy::refusal::Refusal;
+use crate::proxy::stages::look_for_canaries;
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 
@@ -42,6 +43,7 @@ pub(super) async fn open(
     ex: &mut Exchange,
     principal: Arc<Principal>,
     dest: Destination,
+    head: &[u8],
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Refusal> {
     let facts = EgressFacts {
@@ -51,7 +53,7 @@ pub(super) async fn open(
         ..Default::default()
     };
     let detail = destination(&dest, &facts);
-    let action = action(
+    let mut action = action(
         ex,
         principal,
         Verb::EgressConnect,
@@ -60,6 +62,7 @@ pub(super) async fn open(
         Findings::none(),
     );
     ex.egress_target("connect", &action.verb, &action.resource, detail);
+    look_for_canaries(ex, &mut action, head, "CONNECT request");
     let decision = decide(snap, ex, &action, &dest, &[]).await?;
     hold_here(ex, &action, &decision).await?;
     let t = Instant::now();
@@ -173,12 +176,14 @@ impl Tunnel {
         ex.egress();
         let principal = Arc::clone(&self.action.principal);
         ex.identified(&principal);
+        let head = super::head(&req);
         let result = request::forward(
             &snap,
             &self.worker,
             &mut ex,
             principal,
             self.dest.clone(),
+            &head,
             req,
         )
         .await;

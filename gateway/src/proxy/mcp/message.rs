@@ -246,7 +246,7 @@ impl Judging<'_> {
             resource,
             context: context(ex, self.route, findings, facts),
         };
-        inspect(&mut action, body);
+        inspect(self.snap, ex, &mut action, body);
         limit(self.snap, ex, &action)?;
         recall(self.snap, ex, &mut action, Named::By(&self.session.id));
         let decision = decide(self.snap, ex, &action, &arguments).await?;

@@ -93,6 +93,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 3: the other names an approver goes by (verified e-mail, preferred username), so that an
     // agent owned by any of them is their own.
     "ALTER TABLE console_sessions ADD COLUMN aliases_json TEXT NOT NULL DEFAULT '[]';",
+    // 4: canary tokens: planted credentials and documents whose appearance in traffic is a leak.
+    "CREATE TABLE canaries (
+        id           TEXT   NOT NULL PRIMARY KEY,
+        kind         TEXT   NOT NULL,
+        label        TEXT   NOT NULL,
+        needles_json TEXT   NOT NULL,
+        created_ms   BIGINT NOT NULL,
+        revoked_ms   BIGINT
+    );",
 ];
 
 /// Applies the steps the database lacks, in one transaction under the advisory lock; refuses

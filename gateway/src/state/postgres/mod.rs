@@ -21,6 +21,7 @@ use super::approvals::{CHANGES_CAPACITY, Change};
 use super::error::StateError;
 
 mod approvals;
+mod canaries;
 mod factors;
 mod listen;
 mod migrations;

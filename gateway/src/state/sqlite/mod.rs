@@ -28,6 +28,7 @@ use super::approvals::{ANY, CHANGES_CAPACITY, Change};
 use super::error::StateError;
 
 mod approvals;
+mod canaries;
 mod factors;
 mod migrations;
 mod pins;

@@ -163,6 +163,7 @@ macro_rules! on_both_backends {
 }
 
 mod approvals;
+mod canaries;
 mod factors;
 mod pins;
 mod sessions;

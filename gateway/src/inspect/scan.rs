@@ -1,0 +1,74 @@
+//! One pass over a body for every content detector: a compiled regex set says which detectors
+//! may match; only those are then located and checked.
+
+use std::sync::LazyLock;
+
+use regex::bytes::{Regex, RegexSet};
+
+use super::config::InspectConfig;
+use super::detector::Detector;
+use super::{entropy, personal, secrets};
+
+/// Every pattern detector, in the order their findings are reported.
+static DETECTORS: LazyLock<Vec<&'static Detector>> = LazyLock::new(|| {
+    secrets::DETECTORS
+        .iter()
+        .chain(personal::DETECTORS)
+        .chain(entropy::DETECTORS)
+        .collect()
+});
+
+static SET: LazyLock<RegexSet> = LazyLock::new(|| {
+    RegexSet::new(DETECTORS.iter().map(|d| d.pattern)).expect("the detectors' patterns compile")
+});
+
+static EACH: LazyLock<Vec<Regex>> = LazyLock::new(|| {
+    DETECTORS
+        .iter()
+        .map(|d| Regex::new(d.pattern).expect("the detectors' patterns compile"))
+        .collect()
+});
+
+/// The names of the pattern detectors.
+pub(super) fn names() -> impl Iterator<Item = &'static str> {
+    DETECTORS.iter().map(|d| d.name)
+}
+
+/// Each enabled detector that matches `body`, with the byte its first checked match starts at.
+pub(super) fn find(body: &[u8], config: &InspectConfig) -> Vec<(&'static str, usize)> {
+    spans(body, config)
+        .into_iter()
+        .map(|(name, span)| (name, span.start))
+        .collect()
+}
+
+/// Each enabled detector that matches `body`, with the span of its first checked match.
+pub(super) fn spans(
+    body: &[u8],
+    config: &InspectConfig,
+) -> Vec<(&'static str, std::ops::Range<usize>)> {
+    let maybe = SET.matches(body);
+    if !maybe.matched_any() {
+        return Vec::new();
+    }
+    maybe
+        .iter()
+        .filter(|&i| config.enabled(DETECTORS[i].name))
+        .filter_map(|i| {
+            let detector = DETECTORS[i];
+            EACH[i].captures_iter(body).find_map(|c| {
+                let m = c.get(1).or_else(|| c.get(0))?;
+                (detector.check)(m.as_bytes(), config).then_some((detector.name, m.range()))
+            })
+        })
+        .collect()
+}
+
+/// The names of the detectors that match `body` with the default configuration.
+#[cfg(test)]
+pub(super) fn found_names(body: &str) -> Vec<&'static str> {
+    find(body.as_bytes(), &InspectConfig::default())
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect()
+}

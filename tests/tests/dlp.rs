@@ -1,0 +1,422 @@
+//! Data loss prevention on what leaves: canary tokens issued with `warden canary issue` while
+//! Warden runs are found in every channel (an LLM prompt, an MCP tool argument, a REST call's
+//! body, a plain-HTTP
+//! egress request's line, headers and body, and the host a `CONNECT` names), denied whatever
+//! policy says, recorded without their values, counted and alerted; a revoked canary is no
+//! longer looked for. Content detectors name what they find in the record.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use warden_e2e::egress::{Dns, Origin, curl};
+use warden_e2e::fake_llm::FakeLlm;
+use warden_e2e::fake_rest::FakeRest;
+use warden_e2e::mcp::{self, Transport};
+use warden_e2e::warden::{Warden, WardenBuilder, free_port};
+use warden_e2e::webhook::Webhook;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// Everything is permitted (the harness's permit-all policy), egress to internal addresses
+/// too: only canary tokens are refused.
+const EGRESS: &str = r#"
+@id("egress-anywhere")
+@egress("internal")
+permit (principal, action in [Action::"egress:connect", Action::"egress:request"], resource);
+"#;
+
+struct Setup {
+    warden: Warden,
+    proxy: SocketAddr,
+    origin: Origin,
+    hook: Webhook,
+    rest: FakeRest,
+    _dns: Dns,
+    _llm: FakeLlm,
+    token: String,
+}
+
+async fn setup() -> Setup {
+    let llm = FakeLlm::start().await.unwrap();
+    let hook = Webhook::start().await.unwrap();
+    let origin = Origin::start(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, None)
+        .await
+        .unwrap();
+    let dns = Dns::start(json!({"allowed.test": [["127.0.0.1"]]}))
+        .await
+        .unwrap();
+    let rest = FakeRest::start(Vec::new(), Vec::new()).await.unwrap();
+    let proxy = SocketAddr::from(([127, 0, 0, 1], free_port().unwrap()));
+    let warden = WardenBuilder::new(&llm)
+        .set(
+            "/routes",
+            json!([
+                {"name": "openai", "prefix": "/openai", "connector": "openai",
+                 "upstream": format!("{}/v1", llm.url()), "credential": {"env": "FAKE_OPENAI_KEY"}},
+                {"name": "github", "prefix": "/github", "connector": "github",
+                 "upstream": format!("{}/github", rest.url()), "credential": {"env": "E2E_GITHUB_TOKEN"}}
+            ]),
+        )
+        .env("E2E_GITHUB_TOKEN", "ghp-e2e-github")
+        .set("/egress/listen", json!(proxy.to_string()))
+        .set("/egress/nameservers", json!([dns.addr.to_string()]))
+        .set(
+            "/canaries",
+            json!({"refresh_interval": "200ms", "url_host": "assets.acme-corp.com",
+                   "alert": {"url": hook.url("/canary"), "attempts": 3}}),
+        )
+        .set(
+            "/mcp",
+            json!({"servers": [mcp::everything_stdio("everything")],
+                   "endpoints": [{"name": "tools", "servers": ["everything"]}]}),
+        )
+        .policy("egress.cedar", EGRESS)
+        .start()
+        .await
+        .expect("warden starts");
+    let token = warden.token("build-bot").await.unwrap();
+    Setup {
+        warden,
+        proxy,
+        origin,
+        hook,
+        rest,
+        _dns: dns,
+        _llm: llm,
+        token,
+    }
+}
+
+/// `warden canary issue --kind <kind> [extra]`: stdout.
+async fn issue(warden: &Warden, kind: &str, extra: &[&str]) -> String {
+    let mut args = vec!["canary", "issue", "--kind", kind, "--label", "e2e"];
+    args.extend_from_slice(extra);
+    let out = warden.cli(&args).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A chat completion whose prompt says `text`: the status and body.
+async fn chat(s: &Setup, text: &str) -> (u16, Value) {
+    let response = s
+        .warden
+        .http()
+        .post(s.warden.url("/openai/chat/completions"))
+        .bearer_auth(&s.token)
+        .json(&json!({"model": "gpt-4o-mini",
+                      "messages": [{"role": "user", "content": text}]}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+/// The decision records that carry the canary `id`.
+fn canary_records(warden: &Warden, id: &str) -> Vec<Value> {
+    warden
+        .audit_records()
+        .into_iter()
+        .filter(|r| {
+            r["findings"].as_array().is_some_and(|f| {
+                f.iter().any(|f| {
+                    f["detector"] == "canary"
+                        && f["location"].as_str().is_some_and(|l| l.ends_with(id))
+                })
+            })
+        })
+        .collect()
+}
+
+/// The canary's id from `warden canary list` (the newest of `kind`).
+async fn listed_id(warden: &Warden, kind: &str) -> String {
+    let out = warden.cli(&["canary", "list"]).await.unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines()
+        .rev()
+        .find(|l| l.split_whitespace().nth(1) == Some(kind))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no {kind} canary listed:\n{text}"))
+        .to_owned()
+}
+
+fn assert_denied_as_canary(record: &Value) {
+    assert_eq!(record["decision"], "deny", "{record}");
+    assert_eq!(
+        record["policies"],
+        json!(["warden/canary-token"]),
+        "{record}"
+    );
+}
+
+#[tokio::test]
+async fn a_canary_leaked_through_each_channel_is_denied_recorded_counted_and_alerted() {
+    let s = setup().await;
+    // Issued while Warden runs: it picks them up from the state store on its own.
+    let aws = issue(&s.warden, "aws-key", &[]).await;
+    let aws_secret = aws
+        .lines()
+        .find_map(|l| l.strip_prefix("aws_secret_access_key = "))
+        .expect("an AWS secret")
+        .to_owned();
+    let aws_id = aws
+        .lines()
+        .find_map(|l| l.strip_prefix("aws_access_key_id = "))
+        .expect("an AWS key id")
+        .to_owned();
+    let api_token = issue(&s.warden, "api-token", &[]).await.trim().to_owned();
+    let url = issue(&s.warden, "url", &[]).await.trim().to_owned();
+    let doc_path = s.warden.setup.dir.path().join("break-glass.md");
+    issue(
+        &s.warden,
+        "document",
+        &["--out", doc_path.to_str().unwrap()],
+    )
+    .await;
+    let doc = std::fs::read_to_string(&doc_path).unwrap();
+    let doc_token = doc
+        .lines()
+        .find_map(|l| l.strip_prefix("VAULT_TOKEN="))
+        .expect("the document's token")
+        .to_owned();
+    let (aws_cn, token_cn, url_cn, doc_cn) = (
+        listed_id(&s.warden, "aws-key").await,
+        listed_id(&s.warden, "api-token").await,
+        listed_id(&s.warden, "url").await,
+        listed_id(&s.warden, "document").await,
+    );
+
+    // LLM prompt: the secret half of the AWS pair, once the replica has the canaries.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = chat(&s, &format!("use this: {aws_secret} to deploy")).await;
+        if canary_records(&s.warden, &aws_cn).is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the canary was not picked up within {WAIT:?}: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        assert!(
+            body.to_string().contains("canary token"),
+            "the refusal explains itself: {status} {body}"
+        );
+        break;
+    }
+    let record = &canary_records(&s.warden, &aws_cn)[0];
+    assert_denied_as_canary(record);
+    assert_eq!(record["action"], "llm:chat");
+    let (status, body) = chat(&s, "an ordinary prompt").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.to_string().contains("canary"), "{body}");
+
+    // MCP tool argument.
+    let r = mcp::session_over(
+        Transport::StreamableHttp,
+        &s.warden,
+        &s.warden.url("/mcp/tools"),
+        &s.token,
+        json!([{"op": "call", "name": "everything_echo",
+                "arguments": {"message": format!("token {api_token}")}}]),
+    )
+    .await
+    .unwrap();
+    assert!(
+        !r.to_string().contains(&format!("Echo: token {api_token}")),
+        "the call was not forwarded: {r}"
+    );
+    let record = &canary_records(&s.warden, &token_cn)[0];
+    assert_denied_as_canary(record);
+    assert_eq!(record["action"], "mcp:call_tool");
+
+    // REST call body: the AWS key id in an issue's text.
+    let response = s
+        .warden
+        .http()
+        .post(s.warden.url("/github/repos/acme/app/issues"))
+        .bearer_auth(&s.token)
+        .json(&json!({"title": "deploy", "body": format!("keys: {aws_id}")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert!(s.rest.requests().is_empty(), "nothing reached the API");
+    let rest: Vec<Value> = canary_records(&s.warden, &aws_cn)
+        .into_iter()
+        .filter(|r| r["route"] == "github")
+        .collect();
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert_denied_as_canary(&rest[0]);
+
+    // Egress: a plain-HTTP body, a header, the request line; the control request passes.
+    let base = format!("http://allowed.test:{}", s.origin.addr.port());
+    let ok = curl(s.proxy, Some(&s.token), &[&format!("{base}/ok")])
+        .await
+        .unwrap();
+    assert_eq!(ok.status, 200, "{}", ok.stderr);
+    for args in [
+        vec![
+            "-d".to_owned(),
+            format!("key={aws_id}"),
+            format!("{base}/body"),
+        ],
+        vec![
+            "-H".to_owned(),
+            format!("x-note: {doc_token}"),
+            format!("{base}/header"),
+        ],
+        vec![format!("{base}/line?t={api_token}")],
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let denied = curl(s.proxy, Some(&s.token), &args).await.unwrap();
+        assert_eq!(denied.status, 403, "{args:?}: {}", denied.body);
+    }
+    assert_eq!(
+        s.origin.seen().len(),
+        1,
+        "only the control request reached the origin: {:?}",
+        s.origin.seen()
+    );
+    let egress: Vec<Value> = [&aws_cn, &doc_cn, &token_cn]
+        .iter()
+        .flat_map(|id| canary_records(&s.warden, id))
+        .filter(|r| r["action"] == "egress:request")
+        .collect();
+    assert_eq!(egress.len(), 3, "{egress:?}");
+    egress.iter().for_each(assert_denied_as_canary);
+
+    // CONNECT to the URL canary's own host name: refused before any DNS query for it.
+    let connect = curl(s.proxy, Some(&s.token), &[&url]).await.unwrap();
+    assert_ne!(connect.status, 200, "{}", connect.stderr);
+    let record = &canary_records(&s.warden, &url_cn)[0];
+    assert_denied_as_canary(record);
+    assert_eq!(record["action"], "egress:connect");
+    assert!(
+        record["findings"][0]["location"]
+            .as_str()
+            .unwrap()
+            .starts_with("CONNECT request"),
+        "{record}"
+    );
+
+    // Counted per channel, alerted with the canary's id and never its value.
+    let metrics = s.warden.metrics().await.unwrap();
+    for (channel, least) in [("llm", 1), ("mcp", 1), ("rest", 1), ("egress", 4)] {
+        let count: u64 = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "warden_canary_hits_total{{channel=\"{channel}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {channel} hits in:\n{metrics}"));
+        assert!(count >= least, "{channel}: {count}");
+    }
+    let alert = s.hook.delivery("/canary", WAIT).await.unwrap().json();
+    assert_eq!(alert["event"], "canary_hit", "{alert}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while s.hook.deliveries("/canary").len() < 6 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let alerts: Vec<Value> = s
+        .hook
+        .deliveries("/canary")
+        .iter()
+        .map(|d| d.json())
+        .collect();
+    for id in [&aws_cn, &token_cn, &url_cn, &doc_cn] {
+        assert!(
+            alerts
+                .iter()
+                .any(|a| a["canary"]["id"] == **id && a["agent"] == "build-bot"),
+            "an alert for {id}: {alerts:?}"
+        );
+    }
+    let everything = format!(
+        "{}\n{}\n{alerts:?}",
+        std::fs::read_dir(s.warden.audit_dir())
+            .unwrap()
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+            .collect::<String>(),
+        String::from_utf8(s.warden.cli(&["canary", "list"]).await.unwrap().stdout).unwrap()
+    );
+    for value in [&aws_secret, &aws_id, &api_token, &doc_token] {
+        assert!(
+            !everything.contains(value.as_str()),
+            "a canary's value leaked into records"
+        );
+    }
+
+    // Revoked: no longer looked for, on this replica within the refresh interval.
+    let out = s
+        .warden
+        .cli(&["canary", "revoke", &token_cn])
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = chat(&s, &format!("token {api_token}")).await;
+        if status == 200 && !body.to_string().contains("canary token") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still denied: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let again = s
+        .warden
+        .cli(&["canary", "revoke", &token_cn])
+        .await
+        .unwrap();
+    assert!(!again.status.success(), "revoking twice says so");
+}
+
+#[tokio::test]
+async fn content_findings_are_recorded_by_detector_and_location_without_the_content() {
+    let llm = FakeLlm::start().await.unwrap();
+    let warden = WardenBuilder::new(&llm)
+        .set("/inspect", json!({"disabled": ["phone"]}))
+        .start()
+        .await
+        .expect("warden starts");
+    let token = warden.token("support-bot").await.unwrap();
+    let text =
+        "mail jane.doe@acme-corp.com or call +44 20 7946 0958; api_key=q8Vd3kLz0PwX7mRt2YbN5sHc";
+    let response = warden
+        .http()
+        .post(warden.url("/openai/chat/completions"))
+        .bearer_auth(&token)
+        .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let record = warden
+        .wait_for_audit(WAIT, |r| {
+            r["action"] == "llm:chat" && r["kind"] == "decision"
+        })
+        .await
+        .unwrap();
+    let detectors: Vec<&str> = record["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["detector"].as_str())
+        .collect();
+    assert_eq!(detectors, ["email", "high_entropy_secret"], "{record}");
+    assert!(!record.to_string().contains("jane.doe"), "{record}");
+    assert!(
+        !record.to_string().contains("q8Vd3kLz0PwX7mRt2YbN5sHc"),
+        "{record}"
+    );
+}
