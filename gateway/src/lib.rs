@@ -14,6 +14,7 @@ pub mod config;
 pub mod console;
 pub mod decision;
 pub mod egress;
+pub mod fleet;
 pub mod harden;
 pub mod identity;
 pub mod inspect;

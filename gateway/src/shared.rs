@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::audit::AuditLog;
+use crate::fleet::quarantine::{QuarantineMetrics, Quarantines};
 use crate::mcp::Sessions;
 use crate::pins::Pins;
 use crate::snapshot::Snapshot;
@@ -24,6 +25,9 @@ pub struct Shared {
     pub pins: Option<Arc<Pins>>,
     /// OpenTelemetry traces (`traces:`; off when not configured).
     pub traces: Traces,
+    /// Quarantined agents and groups, as this process knows them (the state store attached
+    /// at start; without it, only this process's own quarantines).
+    pub quarantines: Arc<Quarantines>,
     /// The approval gate, once the state store is open (unset: approvals are refused, as in
     /// tests of other parts).
     gate: std::sync::OnceLock<Arc<crate::approval::gate::Gate>>,
@@ -39,6 +43,9 @@ impl Shared {
         pins: Option<Arc<Pins>>,
         traces: Traces,
     ) -> Arc<Shared> {
+        let quarantine_metrics = QuarantineMetrics::new();
+        metrics.register(quarantine_metrics.collectors());
+        let quarantines = Arc::new(Quarantines::new(audit.clone(), quarantine_metrics));
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             audit,
@@ -46,6 +53,7 @@ impl Shared {
             mcp: Sessions::new(),
             pins,
             traces,
+            quarantines,
             gate: std::sync::OnceLock::new(),
             ready: AtomicBool::new(false),
         })

@@ -57,6 +57,8 @@ pub struct Config {
     pub console: crate::console::config::ConsoleConfig,
     /// The egress proxy agents reach the outside through (off without `egress.listen`).
     pub egress: crate::egress::EgressConfig,
+    /// Fleet controls: quarantine and its triggers.
+    pub fleet: crate::fleet::FleetConfig,
 }
 
 impl Default for Config {
@@ -82,6 +84,7 @@ impl Default for Config {
             approvals: ApprovalsConfig::default(),
             console: Default::default(),
             egress: Default::default(),
+            fleet: Default::default(),
         }
     }
 }

@@ -27,7 +27,7 @@ use tracing::Instrument;
 
 pub use exchange::{Content, Exchange, PendingOutcome, ProxyBody};
 pub use refusal::Refusal;
-use stages::{Held, context, decide, hold, inspect};
+use stages::{Held, context, decide, hold, inspect, quarantine};
 
 use crate::action::{Action, Principal};
 use crate::listener::ConnInfo;
@@ -109,6 +109,7 @@ async fn walk(
     }
     let route = route(snap, ex, &req)?;
     let principal = identify(snap, ex, &req).await?;
+    quarantine(ex, &principal)?;
     if let Some(endpoint) = &route.mcp {
         return mcp::walk(snap, ex, &route, endpoint, principal, req)
             .await

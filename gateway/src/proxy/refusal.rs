@@ -10,6 +10,8 @@ use crate::approval::Hold;
 use crate::audit::AuditError;
 use crate::config::DenyStyle;
 use crate::egress::EgressError;
+use crate::fleet::quarantine;
+use crate::state::quarantine::QuarantineRecord;
 use crate::identity::AuthError;
 use crate::mcp::McpError;
 use crate::protocol::body::BodyError;
@@ -58,6 +60,9 @@ pub enum Refusal {
     /// that cannot be resolved or reached.
     #[error(transparent)]
     Egress(#[from] EgressError),
+    /// identify: the agent, or a group it is in, is quarantined.
+    #[error("{}", quarantine::message(.0))]
+    Quarantined(std::sync::Arc<QuarantineRecord>),
 }
 
 /// Where on the path a refusal happened, for the audit record it leaves.
@@ -87,6 +92,7 @@ impl Refusal {
             Refusal::Upstream(e) => e.status(),
             Refusal::Mcp(e) => e.status(),
             Refusal::Egress(e) => e.status(),
+            Refusal::Quarantined(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -105,15 +111,18 @@ impl Refusal {
             Refusal::Upstream(e) => e.code(),
             Refusal::Mcp(e) => e.code(),
             Refusal::Egress(e) => e.code(),
+            Refusal::Quarantined(_) => QUARANTINED,
         }
     }
 
     /// Which record the refusal leaves.
     pub fn recorded(&self) -> Recorded {
         match self {
-            Refusal::Route(_) | Refusal::Identity(_) | Refusal::Body(_) | Refusal::Interpret(_) => {
-                Recorded::Rejected
-            }
+            Refusal::Route(_)
+            | Refusal::Identity(_)
+            | Refusal::Body(_)
+            | Refusal::Interpret(_)
+            | Refusal::Quarantined(_) => Recorded::Rejected,
             Refusal::Audit(_) => Recorded::Nothing,
             Refusal::Mcp(e) if e.after_decision() => Recorded::Outcome,
             Refusal::Mcp(_) => Recorded::Rejected,
@@ -201,6 +210,9 @@ impl Refusal {
         response
     }
 }
+
+/// The code of a quarantined agent's refusals (and of its streams' cut).
+pub const QUARANTINED: &str = "agent_quarantined";
 
 /// The id of the approval a held request waits for.
 pub const APPROVAL_HEADER: &str = "x-warden-approval-id";

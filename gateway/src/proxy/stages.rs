@@ -37,6 +37,14 @@ pub(super) fn context(
     }
 }
 
+/// After identify: a quarantined agent (or one of a quarantined group) goes no further.
+pub(super) fn quarantine(ex: &Exchange, principal: &Principal) -> Result<(), Refusal> {
+    match ex.shared().quarantines.check(principal) {
+        Some(record) => Err(Refusal::Quarantined(record)),
+        None => Ok(()),
+    }
+}
+
 /// Inspect: what the request's content shows before it leaves, for policy to judge.
 pub(super) fn inspect(action: &mut Action, body: &[u8]) {
     inspect::inspect(&mut action.context.findings, body);
@@ -66,6 +74,7 @@ pub(super) async fn decide_with(
 ) -> Result<Decision, Refusal> {
     let t = Instant::now();
     let decision = adjust(snap.policy.decide(action));
+    let decision = triggers(snap, ex, action, decision);
     let policy_seconds = t.elapsed().as_secs_f64();
     let audit = &snap.config.audit;
     // An approval is bound to the exact request: what waits for one is digested whatever
@@ -85,6 +94,24 @@ pub(super) async fn decide_with(
     )
     .await?;
     Ok(decision)
+}
+
+/// The quarantine triggers on a decision: when one fires, the agent is quarantined and a
+/// request that policy would have let go on is denied with the quarantine's reason.
+fn triggers(snap: &Snapshot, ex: &Exchange, action: &Action, decision: Decision) -> Decision {
+    let quarantines = &ex.shared().quarantines;
+    let config = &snap.config.fleet.quarantine.triggers;
+    if !quarantines.after_decision(config, &snap.policy, action, &decision) {
+        return decision;
+    }
+    match (decision, quarantines.check(&action.principal)) {
+        (Decision::Deny { reasons, policies }, _) => Decision::Deny { reasons, policies },
+        (_, Some(record)) => Decision::Deny {
+            reasons: vec![crate::fleet::quarantine::message(&record)],
+            policies: Vec::new(),
+        },
+        (decision, None) => decision,
+    }
 }
 
 /// Hold: an allowed request goes on; one that needs a human's approval goes on once the

@@ -9,6 +9,7 @@ use super::error::StateError;
 use super::factors::FactorRepository;
 use super::pins::PinRepository;
 use super::postgres::{PostgresOptions, PostgresStore};
+use super::quarantine::QuarantineRepository;
 use super::sessions::SessionRepository;
 use super::sqlite::SqliteStore;
 use crate::vault::SecretStore;
@@ -22,6 +23,7 @@ pub struct Store {
     approvals: Arc<dyn ApprovalRepository>,
     factors: Arc<dyn FactorRepository>,
     sessions: Arc<dyn SessionRepository>,
+    quarantine: Arc<dyn QuarantineRepository>,
 }
 
 impl std::fmt::Debug for Store {
@@ -70,7 +72,8 @@ impl Store {
             pins: store.clone(),
             approvals: store.clone(),
             factors: store.clone(),
-            sessions: store,
+            sessions: store.clone(),
+            quarantine: store,
         }
     }
 
@@ -82,7 +85,8 @@ impl Store {
             pins: store.clone(),
             approvals: store.clone(),
             factors: store.clone(),
-            sessions: store,
+            sessions: store.clone(),
+            quarantine: store,
         }
     }
 
@@ -105,6 +109,11 @@ impl Store {
     /// Approvers' second factors: TOTP enrolments and passkeys.
     pub fn factors(&self) -> Arc<dyn FactorRepository> {
         Arc::clone(&self.factors)
+    }
+
+    /// Quarantined agents and groups.
+    pub fn quarantine(&self) -> Arc<dyn QuarantineRepository> {
+        Arc::clone(&self.quarantine)
     }
 
     /// Approval-console sessions.

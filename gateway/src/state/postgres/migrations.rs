@@ -93,6 +93,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 3: the other names an approver goes by (verified e-mail, preferred username), so that an
     // agent owned by any of them is their own.
     "ALTER TABLE console_sessions ADD COLUMN aliases_json TEXT NOT NULL DEFAULT '[]';",
+    // 4: quarantined agents and groups (fleet controls), and their revision.
+    "CREATE TABLE quarantines (
+        kind        TEXT    NOT NULL CHECK (kind IN ('agent', 'group')),
+        name        TEXT    NOT NULL,
+        reason      TEXT    NOT NULL,
+        trigger     TEXT    NOT NULL,
+        by          TEXT    NOT NULL,
+        created_ms  BIGINT  NOT NULL,
+        until_ms    BIGINT,
+        PRIMARY KEY (kind, name)
+    );
+    INSERT INTO revisions (concern, revision) VALUES ('quarantine', 0);",
 ];
 
 /// Applies the steps the database lacks, in one transaction under the advisory lock; refuses

@@ -31,6 +31,7 @@ mod approvals;
 mod factors;
 mod migrations;
 mod pins;
+mod quarantine;
 mod sessions;
 
 /// How often the store's thread looks for approvals changed by another process on the file,
