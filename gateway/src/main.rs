@@ -11,6 +11,7 @@ use warden::config::error::ConfigErrors;
 use warden::config::files::check_files;
 use warden::config::load::{Parsed, load_file, load_file_partial};
 
+mod cli_agents;
 mod cli_approvals;
 
 /// Warden: a security gateway for AI agent fleets.
@@ -82,6 +83,12 @@ enum Command {
     Approvers {
         #[command(subcommand)]
         command: cli_approvals::ApproversCommand,
+    },
+    /// Quarantine agents or groups (refused at once on every gateway sharing the state
+    /// store), release them, list them.
+    Agents {
+        #[command(subcommand)]
+        command: cli_agents::AgentsCommand,
     },
 }
 
@@ -591,6 +598,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Tools { command } => tools(command),
         Command::Approvals { command } => cli_approvals::approvals(command),
         Command::Approvers { command } => cli_approvals::approvers(command),
+        Command::Agents { command } => cli_agents::agents(command),
     }
 }
 

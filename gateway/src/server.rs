@@ -186,7 +186,13 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         .quarantines
         .attach(
             store.quarantine(),
-            shared.snapshot.load().config.fleet.quarantine.refresh_interval,
+            shared
+                .snapshot
+                .load()
+                .config
+                .fleet
+                .quarantine
+                .refresh_interval,
         )
         .await?;
     let console = match console_sealer {

@@ -11,6 +11,7 @@ use crate::pins::Pins;
 use crate::snapshot::Snapshot;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::trace::Traces;
+use crate::upstream::breaker::{BreakerMetrics, Breakers};
 
 /// What every request and the admin listener share for the life of the process. Each worker has its own
 /// upstream connection pool (`workers.rs`).
@@ -28,6 +29,8 @@ pub struct Shared {
     /// Quarantined agents and groups, as this process knows them (the state store attached
     /// at start; without it, only this process's own quarantines).
     pub quarantines: Arc<Quarantines>,
+    /// Every upstream's circuit breaker, shared by the workers.
+    pub breakers: Breakers,
     /// The approval gate, once the state store is open (unset: approvals are refused, as in
     /// tests of other parts).
     gate: std::sync::OnceLock<Arc<crate::approval::gate::Gate>>,
@@ -46,6 +49,8 @@ impl Shared {
         let quarantine_metrics = QuarantineMetrics::new();
         metrics.register(quarantine_metrics.collectors());
         let quarantines = Arc::new(Quarantines::new(audit.clone(), quarantine_metrics));
+        let breaker_metrics = BreakerMetrics::new();
+        metrics.register(breaker_metrics.collectors());
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             audit,
@@ -54,6 +59,7 @@ impl Shared {
             pins,
             traces,
             quarantines,
+            breakers: Breakers::new(breaker_metrics),
             gate: std::sync::OnceLock::new(),
             ready: AtomicBool::new(false),
         })

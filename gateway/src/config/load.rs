@@ -30,6 +30,7 @@ const SECTIONS: &[&str] = &[
     "approvals",
     "console",
     "egress",
+    "fleet",
 ];
 
 /// A configuration read as far as it could be: each section that has a mistake keeps its
@@ -148,6 +149,7 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
             "approvals" => section(&key, value, &mut config.approvals, &error, &mut errors),
             "console" => section(&key, value, &mut config.console, &error, &mut errors),
             "egress" => section(&key, value, &mut config.egress, &error, &mut errors),
+            "fleet" => section(&key, value, &mut config.fleet, &error, &mut errors),
             other => errors.push(error(
                 other,
                 format!("unknown section; expected one of: {}", SECTIONS.join(", ")),

@@ -33,6 +33,9 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     for (key, message) in config.egress.validate(config.identity.required, &taken) {
         err(&key, message);
     }
+    for (key, message) in config.fleet.quarantine.validate() {
+        err(&key, message);
+    }
     for (key, message) in config.approvals.validate() {
         err(&key, message);
     }

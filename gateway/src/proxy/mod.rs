@@ -92,6 +92,9 @@ pub async fn handle(
 
 /// What the stages came to: the answer, or a streamed request that waits for its approval in
 /// its stream (answered at once, the rest of the path walked once it is settled).
+// The answer is the common case and moves once: boxing it would cost an allocation per request
+// to save a copy of the rare in-stream wait.
+#[expect(clippy::large_enum_variant)]
 enum Walked {
     Answered(Response<ProxyBody>),
     InStream(held::InStream),
@@ -154,7 +157,7 @@ async fn go_on(
         request,
     } = decided;
     let outbound = credential(snap, ex, &route, &action, request).await?;
-    let response = forward(upstream, ex, outbound).await?;
+    let response = forward(snap, upstream, ex, &route, outbound).await?;
     Ok(observe(ex, &route, response))
 }
 
@@ -282,16 +285,27 @@ async fn credential(
     Ok(outbound)
 }
 
-/// Forward: the request goes upstream over the worker's pooled client; wait for the response
-/// headers.
+/// Forward: the request goes upstream over the worker's pooled client, unless the upstream's
+/// circuit breaker is open; wait for the response headers.
 async fn forward(
+    snap: &Snapshot,
     upstream: &UpstreamClient,
     ex: &mut Exchange,
+    route: &Route,
     outbound: Request<Full<Bytes>>,
 ) -> Result<Response<Incoming>, Refusal> {
+    let breaker = ex
+        .shared()
+        .breakers
+        .of(&route.name, snap.config.upstream.breaker_for(&route.name));
+    let admitted = breaker.admit()?;
     let t = Instant::now();
     let result = upstream.send(outbound).await;
     ex.forwarded(t.elapsed().as_secs_f64());
+    match &result {
+        Ok(response) => admitted.answered(response.status()),
+        Err(_) => admitted.failed(),
+    }
     Ok(result?)
 }
 
@@ -322,7 +336,8 @@ fn observe(ex: &mut Exchange, route: &Route, response: Response<Incoming>) -> Re
         }
     }
     let body = ObservedBody::new(body, outcome, route.protocol.dialect(), event_stream)
-        .redacting(redactor);
+        .redacting(redactor)
+        .cut_on(ex.cut(), event_stream);
     Response::from_parts(parts, Either::Right(Either::Left(body)))
 }
 

@@ -11,14 +11,15 @@ use crate::audit::AuditError;
 use crate::config::DenyStyle;
 use crate::egress::EgressError;
 use crate::fleet::quarantine;
-use crate::state::quarantine::QuarantineRecord;
 use crate::identity::AuthError;
 use crate::mcp::McpError;
 use crate::protocol::body::BodyError;
 use crate::protocol::{self, Protocol, ProtocolError, Shape};
 use crate::route::{Route, RouteError};
 use crate::secrets::CredentialError;
+use crate::state::quarantine::QuarantineRecord;
 use crate::upstream::UpstreamError;
+use crate::upstream::breaker::CircuitOpen;
 
 /// A request that did not reach its upstream, or whose upstream exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +61,9 @@ pub enum Refusal {
     /// that cannot be resolved or reached.
     #[error(transparent)]
     Egress(#[from] EgressError),
+    /// forward: the upstream's circuit breaker is open (it failed repeatedly).
+    #[error(transparent)]
+    CircuitOpen(#[from] CircuitOpen),
     /// identify: the agent, or a group it is in, is quarantined.
     #[error("{}", quarantine::message(.0))]
     Quarantined(std::sync::Arc<QuarantineRecord>),
@@ -93,6 +97,7 @@ impl Refusal {
             Refusal::Mcp(e) => e.status(),
             Refusal::Egress(e) => e.status(),
             Refusal::Quarantined(_) => StatusCode::FORBIDDEN,
+            Refusal::CircuitOpen(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -111,7 +116,8 @@ impl Refusal {
             Refusal::Upstream(e) => e.code(),
             Refusal::Mcp(e) => e.code(),
             Refusal::Egress(e) => e.code(),
-            Refusal::Quarantined(_) => QUARANTINED,
+            Refusal::Quarantined(_) => quarantine::CODE,
+            Refusal::CircuitOpen(_) => "upstream_circuit_open",
         }
     }
 
@@ -131,7 +137,8 @@ impl Refusal {
             Refusal::Hold(_)
             | Refusal::Credential(_)
             | Refusal::UpstreamRequest(_)
-            | Refusal::Upstream(_) => Recorded::Outcome,
+            | Refusal::Upstream(_)
+            | Refusal::CircuitOpen(_) => Recorded::Outcome,
         }
     }
 
@@ -210,9 +217,6 @@ impl Refusal {
         response
     }
 }
-
-/// The code of a quarantined agent's refusals (and of its streams' cut).
-pub const QUARANTINED: &str = "agent_quarantined";
 
 /// The id of the approval a held request waits for.
 pub const APPROVAL_HEADER: &str = "x-warden-approval-id";

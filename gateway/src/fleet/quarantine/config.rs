@@ -27,6 +27,41 @@ impl Default for QuarantineConfig {
     }
 }
 
+impl QuarantineConfig {
+    /// Mistakes, as (key, message).
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
+        if self.refresh_interval < Duration::from_millis(10) {
+            errors.push((
+                "fleet.quarantine.refresh_interval".into(),
+                "must be at least 10ms (e.g. 500ms)".into(),
+            ));
+        }
+        if let Some(denies) = &self.triggers.denies {
+            if denies.count == 0 {
+                errors.push((
+                    "fleet.quarantine.triggers.denies.count".into(),
+                    "must be at least 1: how many denies within the window quarantine an agent"
+                        .into(),
+                ));
+            }
+            if denies.window.is_zero() {
+                errors.push((
+                    "fleet.quarantine.triggers.denies.window".into(),
+                    "must be longer than zero (e.g. 5m)".into(),
+                ));
+            }
+        }
+        if self.triggers.duration.is_some_and(|d| d.is_zero()) {
+            errors.push((
+                "fleet.quarantine.triggers.duration".into(),
+                "must be longer than zero; leave it out to quarantine until released".into(),
+            ));
+        }
+        errors
+    }
+}
+
 /// `fleet.quarantine.triggers`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]

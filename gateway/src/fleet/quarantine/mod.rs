@@ -31,6 +31,9 @@ use crate::state::StateError;
 use crate::state::pins::now_ms;
 use crate::state::quarantine::{QuarantineRecord, QuarantineRepository, Target};
 
+/// The stable code of a quarantined agent's refusals and of its streams' cut.
+pub const CODE: &str = "agent_quarantined";
+
 /// The quarantines in force, as this process knows them.
 #[derive(Debug, Default)]
 struct InForce {

@@ -126,3 +126,28 @@ impl Quarantines {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn denies_quarantine_only_when_enough_fall_within_the_window() {
+        let windows = DenyWindows::default();
+        let agent: std::sync::Arc<str> = "a".into();
+        let trigger = DeniesTrigger {
+            count: 3,
+            window: Duration::from_secs(60),
+        };
+        let t0 = Instant::now();
+        assert!(!windows.deny(&agent, &trigger, t0));
+        assert!(!windows.deny(&agent, &trigger, t0 + Duration::from_secs(1)));
+        // The first deny has left the window: two within it.
+        assert!(!windows.deny(&agent, &trigger, t0 + Duration::from_secs(62)));
+        assert!(windows.deny(&agent, &trigger, t0 + Duration::from_secs(63)));
+        // The window starts again after a quarantine.
+        assert!(!windows.deny(&agent, &trigger, t0 + Duration::from_secs(64)));
+        let other: std::sync::Arc<str> = "b".into();
+        assert!(!windows.deny(&other, &trigger, t0 + Duration::from_secs(64)));
+    }
+}

@@ -165,4 +165,5 @@ macro_rules! on_both_backends {
 mod approvals;
 mod factors;
 mod pins;
+mod quarantine;
 mod sessions;
