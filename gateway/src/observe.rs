@@ -7,7 +7,7 @@ use hyper::body::Incoming;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::fleet::quarantine::{self, Cut};
+use crate::fleet::quarantine::{self, cut::Cut};
 use crate::protocol::{Dialect, Usage, UsageScanner};
 use crate::secrets::redact::Redactor;
 

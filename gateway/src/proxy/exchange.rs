@@ -226,7 +226,7 @@ impl Exchange {
     }
 
     /// What cuts this request's in-flight work when its agent is quarantined.
-    pub fn cut(&self) -> Option<crate::fleet::quarantine::Cut> {
+    pub fn cut(&self) -> Option<crate::fleet::quarantine::cut::Cut> {
         let principal = self.principal.as_ref()?;
         Some(self.shared.quarantines.cut(Arc::clone(principal)))
     }

@@ -9,7 +9,7 @@
 //! answers. Every quarantine and release that takes effect on a replica is audited there.
 
 pub mod config;
-mod cut;
+pub mod cut;
 mod metrics;
 mod sync;
 pub mod triggers;
@@ -21,7 +21,6 @@ use std::time::{Duration, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
-pub use cut::Cut;
 pub use metrics::QuarantineMetrics;
 
 use crate::action::Principal;
@@ -157,8 +156,8 @@ impl Quarantines {
     }
 
     /// What cuts `principal`'s in-flight work when it is quarantined.
-    pub fn cut(self: &Arc<Self>, principal: Arc<Principal>) -> Cut {
-        Cut::new(Arc::clone(self), principal)
+    pub fn cut(self: &Arc<Self>, principal: Arc<Principal>) -> cut::Cut {
+        cut::Cut::new(Arc::clone(self), principal)
     }
 
     /// Every quarantine in force, as this process knows it.
