@@ -11,6 +11,7 @@ use warden::config::error::ConfigErrors;
 use warden::config::files::check_files;
 use warden::config::load::{Parsed, load_file, load_file_partial};
 
+mod cli_agents;
 mod cli_approvals;
 mod cli_canary;
 mod cli_policy;
@@ -90,6 +91,12 @@ enum Command {
     Canary {
         #[command(subcommand)]
         command: cli_canary::CanaryCommand,
+    },
+    /// Quarantine agents or groups (refused at once on every gateway sharing the state
+    /// store), release them, list them.
+    Agents {
+        #[command(subcommand)]
+        command: cli_agents::AgentsCommand,
     },
 }
 
@@ -669,6 +676,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Approvals { command } => cli_approvals::approvals(command),
         Command::Approvers { command } => cli_approvals::approvers(command),
         Command::Canary { command } => cli_canary::canary(command),
+        Command::Agents { command } => cli_agents::agents(command),
     }
 }
 

@@ -7,6 +7,7 @@ use hyper::body::Incoming;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::fleet::quarantine::{self, cut::Cut};
 use crate::protocol::proposed::{JudgeCalls, ProposalRewriter};
 use crate::protocol::{Dialect, Usage, UsageScanner};
 use crate::secrets::redact::Redactor;
@@ -65,6 +66,10 @@ pin_project_lite::pin_project! {
         stashed: Option<Frame<Bytes>>,
         // The redacted stream has given everything.
         done: bool,
+        // Ends the stream when its agent is quarantined.
+        // Ends the stream when its agent is quarantined (boxed: a response body is moved
+        // around whole, and few are cut), and whether it is an event stream.
+        cut: Option<Box<(Cut, bool)>>,
     }
 }
 
@@ -92,6 +97,7 @@ impl<C: Complete> ObservedBody<C> {
             judging: None,
             stashed: None,
             done: false,
+            cut: None,
         }
     }
 
@@ -113,6 +119,28 @@ impl<C: Complete> ObservedBody<C> {
         self.redactor = redactor.map(Box::new);
         self
     }
+
+    /// Ends the body when `cut` is ready (its agent quarantined): an event stream with an
+    /// `error` event that says why (what OpenAI's and Anthropic's SDKs raise), any other body
+    /// where it is; the outcome records the cut.
+    pub fn cut_on(mut self, cut: Option<Cut>, event_stream: bool) -> Self {
+        self.cut = cut.map(|cut| Box::new((cut, event_stream)));
+        self
+    }
+}
+
+/// The server-sent event that ends a cut stream: `event: error` with the error in the shape
+/// both OpenAI's and Anthropic's SDKs read.
+fn cut_event(message: &str) -> Bytes {
+    let data = serde_json::json!({
+        "type": "error",
+        "error": {
+            "type": quarantine::CODE,
+            "code": quarantine::CODE,
+            "message": message,
+        },
+    });
+    Bytes::from(format!("event: error\ndata: {data}\n\n"))
 }
 
 /// A response's proposed tool calls, judged as they pass.
@@ -159,6 +187,22 @@ impl<C: Complete> Body for ObservedBody<C> {
                 return Poll::Ready(Some(Ok(frame)));
             }
             if *this.done {
+                return Poll::Ready(None);
+            }
+            if let Some(cut) = this.cut.as_mut()
+                && let Poll::Ready(record) = cut.0.poll_cut(cx)
+            {
+                let event_stream = cut.1;
+                *this.cut = None;
+                *this.done = true;
+                let message = quarantine::message(&record);
+                this.observer.complete(Some(format!(
+                    "cut: the agent was quarantined ({})",
+                    record.reason
+                )));
+                if event_stream {
+                    return Poll::Ready(Some(Ok(Frame::data(cut_event(&message)))));
+                }
                 return Poll::Ready(None);
             }
             let polled = this.inner.as_mut().poll_frame(cx);

@@ -190,6 +190,20 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     let shared = Shared::new(snapshot, audit, metrics, Some(pins), traces);
     shared.set_gate(gate);
     shared.set_canaries(canaries);
+    // Quarantines in force, kept current from the store (NOTIFY on PostgreSQL).
+    shared
+        .quarantines
+        .attach(
+            store.quarantine(),
+            shared
+                .snapshot
+                .load()
+                .config
+                .fleet
+                .quarantine
+                .refresh_interval,
+        )
+        .await?;
     let console = match console_sealer {
         Some(sealer) => {
             let console = std::sync::Arc::new(

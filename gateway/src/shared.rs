@@ -6,12 +6,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::audit::AuditLog;
 use crate::fleet::limits::Limiter;
+use crate::fleet::quarantine::{QuarantineMetrics, Quarantines};
 use crate::fleet::session::AgentSessions;
 use crate::mcp::Sessions;
 use crate::pins::Pins;
 use crate::snapshot::Snapshot;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::trace::Traces;
+use crate::upstream::breaker::{BreakerMetrics, Breakers};
 
 /// What every request and the admin listener share for the life of the process. Each worker has its own
 /// upstream connection pool (`workers.rs`).
@@ -30,6 +32,11 @@ pub struct Shared {
     pub limits: Limiter,
     /// Agents' session facts (`sessions:`): they outlive reloads.
     pub sessions: AgentSessions,
+    /// Quarantined agents and groups, as this process knows them (the state store attached
+    /// at start; without it, only this process's own quarantines).
+    pub quarantines: Arc<Quarantines>,
+    /// Every upstream's circuit breaker, shared by the workers.
+    pub breakers: Breakers,
     /// The approval gate, once the state store is open (unset: approvals are refused, as in
     /// tests of other parts).
     gate: std::sync::OnceLock<Arc<crate::approval::gate::Gate>>,
@@ -49,6 +56,11 @@ impl Shared {
         traces: Traces,
     ) -> Arc<Shared> {
         let limits = Limiter::new(&metrics);
+        let quarantine_metrics = QuarantineMetrics::new();
+        metrics.register(quarantine_metrics.collectors());
+        let quarantines = Arc::new(Quarantines::new(audit.clone(), quarantine_metrics));
+        let breaker_metrics = BreakerMetrics::new();
+        metrics.register(breaker_metrics.collectors());
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             audit,
@@ -58,6 +70,8 @@ impl Shared {
             traces,
             limits,
             sessions: AgentSessions::default(),
+            quarantines,
+            breakers: Breakers::new(breaker_metrics),
             gate: std::sync::OnceLock::new(),
             canaries: std::sync::OnceLock::new(),
             ready: AtomicBool::new(false),

@@ -35,6 +35,7 @@ const SECTIONS: &[&str] = &[
     "propose",
     "inspect",
     "canaries",
+    "fleet",
 ];
 
 /// A configuration read as far as it could be: each section that has a mistake keeps its
@@ -158,6 +159,7 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
             "propose" => section(&key, value, &mut config.propose, &error, &mut errors),
             "inspect" => section(&key, value, &mut config.inspect, &error, &mut errors),
             "canaries" => section(&key, value, &mut config.canaries, &error, &mut errors),
+            "fleet" => section(&key, value, &mut config.fleet, &error, &mut errors),
             other => errors.push(error(
                 other,
                 format!("unknown section; expected one of: {}", SECTIONS.join(", ")),

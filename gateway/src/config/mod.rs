@@ -67,6 +67,8 @@ pub struct Config {
     pub inspect: crate::inspect::InspectConfig,
     /// Canary tokens: how replicas learn of them, where a hit is announced.
     pub canaries: crate::canary::CanaryConfig,
+    /// Fleet controls: quarantine and its triggers.
+    pub fleet: crate::fleet::FleetConfig,
 }
 
 impl Default for Config {
@@ -97,6 +99,7 @@ impl Default for Config {
             propose: Default::default(),
             inspect: Default::default(),
             canaries: Default::default(),
+            fleet: Default::default(),
         }
     }
 }

@@ -48,6 +48,9 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     for (key, message) in crate::inspect::validate(&config.inspect) {
         err(&key, message);
     }
+    for (key, message) in config.fleet.quarantine.validate() {
+        err(&key, message);
+    }
     for (key, message) in config.approvals.validate() {
         err(&key, message);
     }

@@ -1,5 +1,5 @@
 //! What Warden reads from policy annotations: `@id`, `@reason`, `@approval`, `@approvers`,
-//! `@approval_ttl`, `@approvals`, `@egress`, `@mode`.
+//! `@approval_ttl`, `@approvals`, `@egress`, `@mode`, `@on_match`.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -19,6 +19,9 @@ const EGRESS_INTERNAL: &str = "internal";
 const MODE_SHADOW: &str = "shadow";
 /// `@mode("enforce")`: the default, written out when promoting a shadow policy.
 const MODE_ENFORCE: &str = "enforce";
+/// `@on_match("quarantine")`: a matching forbid that determines a deny also quarantines the
+/// agent (`fleet.quarantine.triggers.on_match`).
+const ON_MATCH_QUARANTINE: &str = "quarantine";
 
 /// The shortest `@approval_ttl`: a human needs time to see the notification and sign in.
 pub const MIN_APPROVAL_TTL: Duration = Duration::from_secs(60);
@@ -59,6 +62,9 @@ pub struct PolicyMeta {
     /// `@mode("shadow")`: judged beside the enforced set on live traffic, where its decision
     /// differs recorded, never enforced.
     pub shadow: bool,
+    /// The forbid carries `@on_match("quarantine")`: a deny it determines quarantines the
+    /// agent.
+    pub on_match_quarantine: bool,
     /// The file that defines the policy (policy directory joined with the relative path).
     pub file: PathBuf,
     /// Where the policy starts in that file.
@@ -68,6 +74,11 @@ pub struct PolicyMeta {
 }
 
 impl PolicyMeta {
+    /// Whether a deny this policy determines quarantines the agent (`@on_match("quarantine")`).
+    pub fn quarantines(&self) -> bool {
+        self.on_match_quarantine
+    }
+
     /// `file:line:column` of the policy.
     pub fn location(&self) -> String {
         format!("{}:{}", self.file.display(), self.position)
@@ -163,6 +174,24 @@ pub(crate) fn read(
             ));
         }
     };
+    let on_match_quarantine = match policy.annotation("on_match") {
+        None => false,
+        Some(ON_MATCH_QUARANTINE) if effect == Effect::Forbid => true,
+        Some(ON_MATCH_QUARANTINE) => {
+            return Err(
+                "@on_match(\"quarantine\") applies to forbid policies only: it acts on the denies a forbid determines"
+                    .into(),
+            );
+        }
+        // `redact` belongs to DLP (redact the findings in place and go on).
+        Some("redact") => false,
+        Some(v) => {
+            return Err(format!(
+                "@on_match(\"{v}\") is not understood; write @on_match(\"quarantine\") (a deny \
+                 quarantines the agent) or @on_match(\"redact\")"
+            ));
+        }
+    };
     Ok(PolicyMeta {
         id,
         effect,
@@ -171,6 +200,7 @@ pub(crate) fn read(
         own_agent,
         egress_internal,
         shadow,
+        on_match_quarantine,
         file,
         position,
         order,

@@ -1986,3 +1986,29 @@ fn a_policy_on_every_action_reads_the_facts_of_one_kind_behind_has() {
     );
     assert_eq!(engine.decide(&tool).policy_ids(), ids(&["all"]));
 }
+
+#[test]
+fn on_match_quarantine_marks_forbids_and_is_refused_on_permits_or_unknown_values() {
+    let engine = load(&[(
+        "p.cedar",
+        &format!(
+            "{PERMIT_ALL}\n@id(\"no-gpt-4o\")\n@on_match(\"quarantine\")\n\
+             forbid (principal, action == Action::\"llm:chat\", resource == Model::\"openai/gpt-4o\");"
+        ),
+    )])
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(engine.policy("no-gpt-4o").unwrap().quarantines());
+    for (text, expected) in [
+        (
+            "@on_match(\"quarantine\")\npermit (principal, action, resource);",
+            "applies to forbid policies only",
+        ),
+        (
+            "@on_match(\"quarantaine\")\nforbid (principal, action, resource);",
+            "is not understood",
+        ),
+    ] {
+        let error = load(&[("p.cedar", text)]).unwrap_err().to_string();
+        assert!(error.contains(expected), "{error}");
+    }
+}

@@ -244,6 +244,12 @@ impl Exchange {
         self.principal = Some(Arc::clone(principal));
     }
 
+    /// What cuts this request's in-flight work when its agent is quarantined.
+    pub fn cut(&self) -> Option<crate::fleet::quarantine::cut::Cut> {
+        let principal = self.principal.as_ref()?;
+        Some(self.shared.quarantines.cut(Arc::clone(principal)))
+    }
+
     /// identify: why the caller could not be identified (for the metrics).
     pub fn unidentified(&mut self, code: &'static str) {
         self.auth_failure = Some(code);

@@ -27,7 +27,7 @@ use tracing::Instrument;
 
 pub use exchange::{Content, Exchange, PendingOutcome, ProxyBody};
 pub use refusal::Refusal;
-use stages::{Held, context, decide, hold, inspect, limit, recall};
+use stages::{Held, context, decide, hold, inspect, limit, quarantine, recall};
 
 use crate::action::{Action, Principal};
 use crate::fleet::session::named;
@@ -114,6 +114,7 @@ async fn walk(
     }
     let route = route(snap, ex, &req)?;
     let principal = identify(snap, ex, &req).await?;
+    quarantine(ex, &principal)?;
     if let Some(endpoint) = &route.mcp {
         return mcp::walk(snap, ex, &route, endpoint, principal, req)
             .await
@@ -165,7 +166,7 @@ async fn go_on(
         request,
     } = decided;
     let outbound = credential(snap, ex, &route, &action, request).await?;
-    let response = forward(upstream, ex, outbound).await?;
+    let response = forward(snap, upstream, ex, &route, outbound).await?;
     Ok(observe(snap, ex, &route, &action, response))
 }
 
@@ -293,16 +294,27 @@ async fn credential(
     Ok(outbound)
 }
 
-/// Forward: the request goes upstream over the worker's pooled client; wait for the response
-/// headers.
+/// Forward: the request goes upstream over the worker's pooled client, unless the upstream's
+/// circuit breaker is open; wait for the response headers.
 async fn forward(
+    snap: &Snapshot,
     upstream: &UpstreamClient,
     ex: &mut Exchange,
+    route: &Route,
     outbound: Request<Full<Bytes>>,
 ) -> Result<Response<Incoming>, Refusal> {
+    let breaker = ex
+        .shared()
+        .breakers
+        .of(&route.name, snap.config.upstream.breaker_for(&route.name));
+    let admitted = breaker.admit()?;
     let t = Instant::now();
     let result = upstream.send(outbound).await;
     ex.forwarded(t.elapsed().as_secs_f64());
+    match &result {
+        Ok(response) => admitted.answered(response.status()),
+        Err(_) => admitted.failed(),
+    }
     Ok(result?)
 }
 
@@ -340,7 +352,8 @@ fn observe(
         }
     }
     let mut body = ObservedBody::new(body, outcome, route.protocol.dialect(), event_stream)
-        .redacting(redactor);
+        .redacting(redactor)
+        .cut_on(ex.cut(), event_stream);
     if let Some((rewriter, judge)) = proposals(snap, ex, route, action, &parts, event_stream) {
         parts.headers.remove(http::header::CONTENT_LENGTH);
         body = body.judging(rewriter, judge);

@@ -11,6 +11,7 @@ use crate::audit::AuditError;
 use crate::config::DenyStyle;
 use crate::egress::EgressError;
 use crate::fleet::limits::{LimitAnswer, Limited};
+use crate::fleet::quarantine;
 use crate::identity::AuthError;
 use crate::mcp::McpError;
 use crate::protocol::body::BodyError;
@@ -18,7 +19,9 @@ use crate::protocol::mcp::jsonrpc;
 use crate::protocol::{self, Protocol, ProtocolError, Shape};
 use crate::route::{Route, RouteError};
 use crate::secrets::CredentialError;
+use crate::state::quarantine::QuarantineRecord;
 use crate::upstream::UpstreamError;
+use crate::upstream::breaker::CircuitOpen;
 
 /// A request that did not reach its upstream, or whose upstream exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +66,12 @@ pub enum Refusal {
     /// that cannot be resolved or reached.
     #[error(transparent)]
     Egress(#[from] EgressError),
+    /// forward: the upstream's circuit breaker is open (it failed repeatedly).
+    #[error(transparent)]
+    CircuitOpen(#[from] CircuitOpen),
+    /// identify: the agent, or a group it is in, is quarantined.
+    #[error("{}", quarantine::message(.0))]
+    Quarantined(std::sync::Arc<QuarantineRecord>),
 }
 
 /// Where on the path a refusal happened, for the audit record it leaves.
@@ -93,6 +102,8 @@ impl Refusal {
             Refusal::Upstream(e) => e.status(),
             Refusal::Mcp(e) => e.status(),
             Refusal::Egress(e) => e.status(),
+            Refusal::Quarantined(_) => StatusCode::FORBIDDEN,
+            Refusal::CircuitOpen(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -112,6 +123,8 @@ impl Refusal {
             Refusal::Upstream(e) => e.code(),
             Refusal::Mcp(e) => e.code(),
             Refusal::Egress(e) => e.code(),
+            Refusal::Quarantined(_) => quarantine::CODE,
+            Refusal::CircuitOpen(_) => "upstream_circuit_open",
         }
     }
 
@@ -122,7 +135,8 @@ impl Refusal {
             | Refusal::Identity(_)
             | Refusal::Body(_)
             | Refusal::Interpret(_)
-            | Refusal::Limited(_) => Recorded::Rejected,
+            | Refusal::Limited(_)
+            | Refusal::Quarantined(_) => Recorded::Rejected,
             Refusal::Audit(_) => Recorded::Nothing,
             Refusal::Mcp(e) if e.after_decision() => Recorded::Outcome,
             Refusal::Mcp(_) => Recorded::Rejected,
@@ -131,7 +145,8 @@ impl Refusal {
             Refusal::Hold(_)
             | Refusal::Credential(_)
             | Refusal::UpstreamRequest(_)
-            | Refusal::Upstream(_) => Recorded::Outcome,
+            | Refusal::Upstream(_)
+            | Refusal::CircuitOpen(_) => Recorded::Outcome,
         }
     }
 

@@ -41,6 +41,14 @@ pub(super) fn context(
     }
 }
 
+/// After identify: a quarantined agent (or one of a quarantined group) goes no further.
+pub(super) fn quarantine(ex: &Exchange, principal: &Principal) -> Result<(), Refusal> {
+    match ex.shared().quarantines.check(principal) {
+        Some(record) => Err(Refusal::Quarantined(record)),
+        None => Ok(()),
+    }
+}
+
 /// Inspect: what the request's content shows before it leaves, for policy to judge, and any
 /// canary token in it.
 pub(super) fn inspect(snap: &Snapshot, ex: &Exchange, action: &mut Action, body: &[u8]) {
@@ -110,6 +118,7 @@ pub(super) async fn decide_with(
     };
     // A canary token is a leak whatever policy says.
     let decision = canary::overrule(adjust(enforced), &action.context.findings);
+    let decision = triggers(snap, ex, action, decision);
     if let Some(session) = &action.context.session
         && !matches!(decision, Decision::Deny { .. })
     {
@@ -139,6 +148,24 @@ pub(super) async fn decide_with(
     )
     .await?;
     Ok(decision)
+}
+
+/// The quarantine triggers on a decision: when one fires, the agent is quarantined and a
+/// request that policy would have let go on is denied with the quarantine's reason.
+fn triggers(snap: &Snapshot, ex: &Exchange, action: &Action, decision: Decision) -> Decision {
+    let quarantines = &ex.shared().quarantines;
+    let config = &snap.config.fleet.quarantine.triggers;
+    if !quarantines.after_decision(config, &snap.policy, action, &decision) {
+        return decision;
+    }
+    match (decision, quarantines.check(&action.principal)) {
+        (Decision::Deny { reasons, policies }, _) => Decision::Deny { reasons, policies },
+        (_, Some(record)) => Decision::Deny {
+            reasons: vec![crate::fleet::quarantine::message(&record)],
+            policies: Vec::new(),
+        },
+        (decision, None) => decision,
+    }
 }
 
 /// Hold: an allowed request goes on; one that needs a human's approval goes on once the

@@ -10,6 +10,7 @@ use super::error::StateError;
 use super::factors::FactorRepository;
 use super::pins::PinRepository;
 use super::postgres::{PostgresOptions, PostgresStore};
+use super::quarantine::QuarantineRepository;
 use super::sessions::SessionRepository;
 use super::sqlite::SqliteStore;
 use crate::vault::SecretStore;
@@ -24,6 +25,7 @@ pub struct Store {
     factors: Arc<dyn FactorRepository>,
     sessions: Arc<dyn SessionRepository>,
     canaries: Arc<dyn CanaryRepository>,
+    quarantine: Arc<dyn QuarantineRepository>,
 }
 
 impl std::fmt::Debug for Store {
@@ -73,7 +75,8 @@ impl Store {
             approvals: store.clone(),
             factors: store.clone(),
             sessions: store.clone(),
-            canaries: store,
+            canaries: store.clone(),
+            quarantine: store,
         }
     }
 
@@ -86,7 +89,8 @@ impl Store {
             approvals: store.clone(),
             factors: store.clone(),
             sessions: store.clone(),
-            canaries: store,
+            canaries: store.clone(),
+            quarantine: store,
         }
     }
 
@@ -109,6 +113,11 @@ impl Store {
     /// Approvers' second factors: TOTP enrolments and passkeys.
     pub fn factors(&self) -> Arc<dyn FactorRepository> {
         Arc::clone(&self.factors)
+    }
+
+    /// Quarantined agents and groups.
+    pub fn quarantine(&self) -> Arc<dyn QuarantineRepository> {
+        Arc::clone(&self.quarantine)
     }
 
     /// Approval-console sessions.

@@ -1,7 +1,10 @@
 //! `upstream:` how Warden connects to the services behind it.
 
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+
+use super::breaker::BreakerConfig;
 use std::time::Duration;
 
 /// `upstream:` how Warden talks to providers.
@@ -19,6 +22,17 @@ pub struct UpstreamConfig {
     pub response_timeout: Duration,
     /// Idle pooled connections kept per upstream host.
     pub pool_max_idle_per_host: usize,
+    /// The circuit breaker of every upstream (`breakers` overrides it per route).
+    pub breaker: BreakerConfig,
+    /// The circuit breaker of the upstream of the route with this name.
+    pub breakers: BTreeMap<String, BreakerConfig>,
+}
+
+impl UpstreamConfig {
+    /// The breaker settings of the upstream of route `name`.
+    pub fn breaker_for(&self, name: &str) -> &BreakerConfig {
+        self.breakers.get(name).unwrap_or(&self.breaker)
+    }
 }
 
 impl Default for UpstreamConfig {
@@ -29,6 +43,8 @@ impl Default for UpstreamConfig {
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(300),
             pool_max_idle_per_host: 64,
+            breaker: BreakerConfig::default(),
+            breakers: BTreeMap::new(),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! upstream offers it by ALPN, TLS always verified against the system roots and/or
 //! `upstream.ca_file`.
 
+pub mod breaker;
 pub mod config;
 mod connect_timeout;
 mod error;

@@ -26,6 +26,7 @@ pub fn egress_answer(refusal: &Refusal, decision_id: &str) -> Response<Full<Byte
             "Warden denied this egress: {} (decision {decision_id})",
             hold.reason()
         ),
+        Refusal::Quarantined(_) => refusal.to_string(),
         other => format!("Warden: {other}"),
     };
     let mut response = Response::new(Full::new(Bytes::from(format!("{text}\n"))));

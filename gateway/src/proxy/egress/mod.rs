@@ -22,7 +22,7 @@ use tracing::Instrument;
 use super::BoxedResponse;
 use super::exchange::{EGRESS_ROUTE, Exchange, ProxyBody};
 use super::refusal::Refusal;
-use super::stages::{decide_with, hold_here};
+use super::stages::{decide_with, hold_here, quarantine};
 use crate::action::{
     Action, ActionContext, EgressFacts, Facts, Findings, Principal, Resource, Verb,
 };
@@ -91,6 +91,7 @@ async fn walk(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Refusal> {
     let principal = identify(snap, ex, &req).await?;
+    quarantine(ex, &principal)?;
     let target = Target::of(&req)?;
     let head = head(&req);
     // A canary in the request line or headers (a URL canary's host) is denied without a DNS

@@ -1,6 +1,6 @@
-//! The connection that `LISTEN`s for approval changes: every `NOTIFY` on
-//! [`CHANNEL`] (sent in the transaction that changed an approval, on any replica) is announced
-//! to this store's watchers. When the connection is lost it is opened again, and watchers are
+//! The connection that `LISTEN`s for changes: every `NOTIFY` on [`CHANNEL`] (sent in the
+//! transaction that changed an approval, on any replica) is announced to this store's
+//! approval watchers, every one on [`QUARANTINE_CHANNEL`] to its quarantine watchers. When the connection is lost it is opened again, and watchers are
 //! told that anything may have changed meanwhile.
 
 use std::sync::Arc;
@@ -15,6 +15,16 @@ use crate::state::approvals::{ANY, Change};
 /// The notification channel of approval changes; the payload is the approval's id.
 pub(super) const CHANNEL: &str = "warden_approvals";
 
+/// The notification channel of quarantine changes (no payload: watchers read them all).
+pub(super) const QUARANTINE_CHANNEL: &str = "warden_quarantine";
+
+/// Where the notifications of each channel go.
+#[derive(Clone)]
+pub(super) struct Relays {
+    pub approvals: broadcast::Sender<Change>,
+    pub quarantine: broadcast::Sender<()>,
+}
+
 /// How long to wait before connecting again after the connection was lost.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
@@ -24,7 +34,7 @@ pub(super) fn start(
     runtime: &tokio::runtime::Handle,
     config: tokio_postgres::Config,
     tls: MakeRustlsConnect,
-    changes: broadcast::Sender<Change>,
+    changes: Relays,
 ) -> impl Future<Output = Result<(), String>> + Send + 'static {
     let (ready, listening) = oneshot::channel();
     runtime.spawn(run(config, tls, changes, ready));
@@ -38,7 +48,7 @@ pub(super) fn start(
 async fn run(
     config: tokio_postgres::Config,
     tls: MakeRustlsConnect,
-    changes: broadcast::Sender<Change>,
+    changes: Relays,
     ready: oneshot::Sender<Result<(), String>>,
 ) {
     let mut ready = Some(ready);
@@ -63,7 +73,7 @@ async fn run(
 async fn listen_once(
     config: &tokio_postgres::Config,
     tls: &MakeRustlsConnect,
-    changes: &broadcast::Sender<Change>,
+    changes: &Relays,
     ready: &mut Option<oneshot::Sender<Result<(), String>>>,
 ) -> Result<(), String> {
     let (client, mut connection) = config
@@ -75,7 +85,10 @@ async fn listen_once(
         while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
             match message {
                 Ok(AsyncMessage::Notification(n)) if n.channel() == CHANNEL => {
-                    let _ = relay_changes.send(Arc::from(n.payload()));
+                    let _ = relay_changes.approvals.send(Arc::from(n.payload()));
+                }
+                Ok(AsyncMessage::Notification(n)) if n.channel() == QUARANTINE_CHANNEL => {
+                    let _ = relay_changes.quarantine.send(());
                 }
                 Ok(_) => {}
                 Err(error) => {
@@ -86,7 +99,7 @@ async fn listen_once(
         }
     });
     client
-        .batch_execute(&format!("LISTEN {CHANNEL}"))
+        .batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {QUARANTINE_CHANNEL}"))
         .await
         .map_err(|e| e.to_string())?;
     match ready.take() {
@@ -95,7 +108,8 @@ async fn listen_once(
         }
         // Reconnected: what changed while nobody listened is unknown.
         None => {
-            let _ = changes.send(Arc::from(ANY));
+            let _ = changes.approvals.send(Arc::from(ANY));
+            let _ = changes.quarantine.send(());
         }
     }
     let _ = relay.await;

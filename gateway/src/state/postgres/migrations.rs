@@ -102,6 +102,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
         created_ms   BIGINT NOT NULL,
         revoked_ms   BIGINT
     );",
+    // 5: quarantined agents and groups (fleet controls), and their revision.
+    "CREATE TABLE quarantines (
+        kind        TEXT    NOT NULL CHECK (kind IN ('agent', 'group')),
+        name        TEXT    NOT NULL,
+        reason      TEXT    NOT NULL,
+        trigger     TEXT    NOT NULL,
+        by          TEXT    NOT NULL,
+        created_ms  BIGINT  NOT NULL,
+        until_ms    BIGINT,
+        PRIMARY KEY (kind, name)
+    );
+    INSERT INTO revisions (concern, revision) VALUES ('quarantine', 0);",
 ];
 
 /// Applies the steps the database lacks, in one transaction under the advisory lock; refuses

@@ -26,6 +26,7 @@ mod factors;
 mod listen;
 mod migrations;
 mod pins;
+mod quarantine;
 mod sessions;
 
 /// How to reach the database: what `state.postgres` says, with the URL read from its source.
@@ -47,6 +48,8 @@ pub struct PostgresStore {
     pool: Pool,
     runtime: tokio::runtime::Handle,
     changes: broadcast::Sender<Change>,
+    /// Quarantine changes announced by any replica.
+    quarantine_changes: broadcast::Sender<()>,
     _stop: Arc<oneshot::Sender<()>>,
 }
 
@@ -118,6 +121,7 @@ impl PostgresStore {
             pool,
             runtime: handle,
             changes,
+            quarantine_changes: broadcast::channel(CHANGES_CAPACITY).0,
             _stop: Arc::new(stop),
         };
         let (pool, database) = (store.pool.clone(), Arc::clone(&store.database));
@@ -127,7 +131,15 @@ impl PostgresStore {
                 migrations::migrate(&mut client, &database).await
             })
             .await?;
-        let listening = listen::start(&store.runtime, config, tls, store.changes.clone());
+        let listening = listen::start(
+            &store.runtime,
+            config,
+            tls,
+            listen::Relays {
+                approvals: store.changes.clone(),
+                quarantine: store.quarantine_changes.clone(),
+            },
+        );
         let database = Arc::clone(&store.database);
         store
             .spawn(async move {

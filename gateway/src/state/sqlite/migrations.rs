@@ -99,6 +99,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
         created_ms   INTEGER NOT NULL,
         revoked_ms   INTEGER
     ) STRICT;",
+    // 5: quarantined agents and groups (fleet controls), and their revision.
+    "CREATE TABLE quarantines (
+        kind        TEXT    NOT NULL CHECK (kind IN ('agent', 'group')),
+        name        TEXT    NOT NULL,
+        reason      TEXT    NOT NULL,
+        trigger     TEXT    NOT NULL,
+        by          TEXT    NOT NULL,
+        created_ms  INTEGER NOT NULL,
+        until_ms    INTEGER,
+        PRIMARY KEY (kind, name)
+    ) STRICT;
+    INSERT INTO revisions (concern, revision) VALUES ('quarantine', 0);",
 ];
 
 /// Applies the steps the file lacks, each in its own transaction with its version; refuses a

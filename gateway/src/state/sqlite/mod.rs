@@ -32,6 +32,7 @@ mod canaries;
 mod factors;
 mod migrations;
 mod pins;
+mod quarantine;
 mod sessions;
 
 /// How often the store's thread looks for approvals changed by another process on the file,

@@ -166,4 +166,5 @@ mod approvals;
 mod canaries;
 mod factors;
 mod pins;
+mod quarantine;
 mod sessions;

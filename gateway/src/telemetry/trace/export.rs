@@ -75,6 +75,7 @@ impl Queue {
             connect_timeout: cfg.timeout.min(Duration::from_secs(5)),
             response_timeout: cfg.timeout,
             pool_max_idle_per_host: 2,
+            ..UpstreamConfig::default()
         })
         .map_err(|e| match e {
             UpstreamError::CaFile(e) => TraceError::CaFile(e),

@@ -1,0 +1,192 @@
+//! `warden agents …`: quarantine an agent or a group, release it, list what is quarantined;
+//! against the state store of the configuration. Every running gateway on that store applies
+//! the change (at once on PostgreSQL, within `fleet.quarantine.refresh_interval` on SQLite)
+//! and records it in its audit log.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Subcommand;
+
+use warden::state::pins::now_ms;
+use warden::state::quarantine::{QuarantineRecord, Target};
+
+#[derive(Subcommand)]
+pub enum AgentsCommand {
+    /// Quarantine an agent (its principal id) or, with --group, every agent of a group: their
+    /// new requests are refused with the reason, their streams, MCP sessions and egress
+    /// tunnels cut.
+    Quarantine {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Why: shown to the agent in every refusal, and recorded.
+        #[arg(long, default_value = "quarantined by an operator")]
+        reason: String,
+        /// When it ends by itself: a duration from now (`30m`, `2h`) or an RFC 3339 time
+        /// (`2026-12-05T09:00:00Z`); without it, until released.
+        #[arg(long, value_parser = parse_until)]
+        until: Option<i64>,
+        /// Who quarantines, as recorded (default: $USER).
+        #[arg(long = "as", value_name = "OPERATOR")]
+        operator: Option<String>,
+        #[arg(short, long, env = "WARDEN_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Release an agent or, with --group, a group from quarantine.
+    Release {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(short, long, env = "WARDEN_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// List the agents and groups in quarantine.
+    List {
+        #[arg(short, long, env = "WARDEN_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// An agent, or a group with --group.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct TargetArgs {
+    /// The agent's principal id (as in the audit log).
+    name: Option<String>,
+    /// A group: every agent in it.
+    #[arg(long)]
+    group: Option<String>,
+}
+
+impl TargetArgs {
+    fn target(self) -> Result<Target> {
+        match (self.name, self.group) {
+            (Some(name), None) if !name.trim().is_empty() => Ok(Target::Agent(name)),
+            (None, Some(group)) if !group.trim().is_empty() => Ok(Target::Group(group)),
+            _ => bail!("name one agent, or one group with --group"),
+        }
+    }
+}
+
+/// `--until`: a duration from now or an RFC 3339 time, as milliseconds since the epoch.
+fn parse_until(text: &str) -> Result<i64, String> {
+    let at = match humantime::parse_duration(text) {
+        Ok(duration) if duration > Duration::ZERO => SystemTime::now() + duration,
+        Ok(_) => return Err("the duration must be longer than zero".into()),
+        Err(_) => humantime::parse_rfc3339_weak(text).map_err(|_| {
+            format!(
+                "{text:?} is neither a duration (`30m`, `2h`) nor an RFC 3339 time \
+                 (`2026-12-05T09:00:00Z`)"
+            )
+        })?,
+    };
+    let ms = at
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| "the time is before 1970".to_owned())?
+        .as_millis();
+    let ms = i64::try_from(ms).map_err(|_| "the time is too far away".to_owned())?;
+    if ms <= now_ms() {
+        return Err(format!("{text:?} is in the past"));
+    }
+    Ok(ms)
+}
+
+fn describe(record: &QuarantineRecord) -> String {
+    let until = record.until_ms.map_or("until released".to_owned(), |ms| {
+        format!(
+            "until {}",
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms as u64))
+        )
+    });
+    format!(
+        "{}  {}  since {}  {}  by {}  ({}): {}",
+        record.target.kind(),
+        record.target.name(),
+        humantime::format_rfc3339_seconds(
+            UNIX_EPOCH + Duration::from_millis(record.created_ms.max(0) as u64)
+        ),
+        until,
+        record.by,
+        record.trigger,
+        record.reason
+    )
+}
+
+pub fn agents(command: AgentsCommand) -> Result<ExitCode> {
+    let path = match &command {
+        AgentsCommand::Quarantine { config, .. }
+        | AgentsCommand::Release { config, .. }
+        | AgentsCommand::List { config } => config,
+    };
+    let config = super::load(path.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let secrets = super::offline_secrets(&config)?;
+        let store = warden::state::Store::open(&config.state, &config.data_dir, secrets.as_ref())
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        let repository = store.quarantine();
+        match command {
+            AgentsCommand::Quarantine {
+                target,
+                reason,
+                until,
+                operator,
+                ..
+            } => {
+                let reason = reason.trim().to_owned();
+                if reason.is_empty() {
+                    bail!("--reason is empty; write the sentence the agent should see");
+                }
+                let by = operator
+                    .or_else(|| std::env::var("USER").ok())
+                    .unwrap_or_else(|| "unknown".into());
+                let record = QuarantineRecord {
+                    target: target.target()?,
+                    reason,
+                    trigger: "manual".into(),
+                    by: format!("operator:{by}"),
+                    created_ms: now_ms(),
+                    until_ms: until,
+                };
+                repository
+                    .quarantine(record.clone())
+                    .await
+                    .map_err(|e| anyhow!("{e}"))?;
+                println!("quarantined: {}", describe(&record));
+                Ok(ExitCode::SUCCESS)
+            }
+            AgentsCommand::Release { target, .. } => {
+                let target = target.target()?;
+                match repository
+                    .release(&target)
+                    .await
+                    .map_err(|e| anyhow!("{e}"))?
+                {
+                    Some(record) => {
+                        println!("released: {}", describe(&record));
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    None => {
+                        eprintln!("{target} is not quarantined");
+                        Ok(ExitCode::FAILURE)
+                    }
+                }
+            }
+            AgentsCommand::List { .. } => {
+                let all = repository.active().await.map_err(|e| anyhow!("{e}"))?;
+                if all.is_empty() {
+                    println!("no agent or group is quarantined");
+                }
+                for record in all {
+                    println!("{}", describe(&record));
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
+}

@@ -1,0 +1,355 @@
+//! Quarantine: an agent, or every agent of a group, stopped at once on every replica. New
+//! requests are refused (`proxy::Refusal::Quarantined`), in-flight streams, MCP sessions and
+//! egress tunnels are cut ([`Cut`]), until a release or the quarantine's expiry.
+//!
+//! The state store keeps quarantines (`state::quarantine`); each process keeps the ones in
+//! force in memory ([`Quarantines::check`] is one atomic load and a hash lookup per request)
+//! and refreshes that copy when the store announces a change (PostgreSQL `NOTIFY`) or its
+//! revision moves (`sync.rs`). A command applies on its own process at once, before the store
+//! answers. Every quarantine and release that takes effect on a replica is audited there.
+
+pub mod config;
+pub mod cut;
+mod metrics;
+mod sync;
+pub mod triggers;
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use tokio::sync::Notify;
+
+pub use metrics::QuarantineMetrics;
+
+use crate::action::Principal;
+use crate::audit::AuditLog;
+use crate::audit::event::{AuditEvent, EventKind, Timestamp};
+use crate::state::StateError;
+use crate::state::pins::now_ms;
+use crate::state::quarantine::{QuarantineRecord, QuarantineRepository, Target};
+
+/// The stable code of a quarantined agent's refusals and of its streams' cut.
+pub const CODE: &str = "agent_quarantined";
+
+/// The quarantines in force, as this process knows them.
+#[derive(Debug, Default)]
+struct InForce {
+    agents: HashMap<String, Arc<QuarantineRecord>>,
+    groups: HashMap<String, Arc<QuarantineRecord>>,
+}
+
+impl InForce {
+    fn from_records(records: impl IntoIterator<Item = QuarantineRecord>) -> InForce {
+        let mut set = InForce::default();
+        for record in records {
+            set.insert(Arc::new(record));
+        }
+        set
+    }
+
+    fn insert(&mut self, record: Arc<QuarantineRecord>) {
+        match &record.target {
+            Target::Agent(name) => self.agents.insert(name.clone(), record),
+            Target::Group(name) => self.groups.insert(name.clone(), record),
+        };
+    }
+
+    fn remove(&mut self, target: &Target) {
+        match target {
+            Target::Agent(name) => self.agents.remove(name),
+            Target::Group(name) => self.groups.remove(name),
+        };
+    }
+
+    fn get(&self, target: &Target) -> Option<&Arc<QuarantineRecord>> {
+        match target {
+            Target::Agent(name) => self.agents.get(name),
+            Target::Group(name) => self.groups.get(name),
+        }
+    }
+
+    fn records(&self) -> impl Iterator<Item = &Arc<QuarantineRecord>> {
+        self.agents.values().chain(self.groups.values())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.agents.is_empty() && self.groups.is_empty()
+    }
+}
+
+/// Why a quarantine command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QuarantineError {
+    /// This process has no state store (a test of another part).
+    #[error("this gateway has no state store to keep quarantines in")]
+    NoStore,
+    /// The store failed: the quarantine applies on this replica only (a release is refused).
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// The quarantines of this process: the copy in force, the store behind it, the signal that
+/// wakes in-flight work when the copy changes.
+pub struct Quarantines {
+    in_force: ArcSwap<InForce>,
+    /// Woken whenever the copy changes: in-flight streams and tunnels check their agent then.
+    changed: Arc<Notify>,
+    store: OnceLock<Arc<dyn QuarantineRepository>>,
+    audit: AuditLog,
+    metrics: QuarantineMetrics,
+    /// Recent denies per agent, for the `denies` trigger.
+    denies: triggers::DenyWindows,
+}
+
+impl std::fmt::Debug for Quarantines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Quarantines")
+            .field("in_force", &self.in_force.load().records().count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Quarantines {
+    /// None in force and no store yet ([`Quarantines::attach`] gives it one).
+    pub fn new(audit: AuditLog, metrics: QuarantineMetrics) -> Quarantines {
+        Quarantines {
+            in_force: ArcSwap::from_pointee(InForce::default()),
+            changed: Arc::new(Notify::new()),
+            store: OnceLock::new(),
+            audit,
+            metrics,
+            denies: triggers::DenyWindows::default(),
+        }
+    }
+
+    /// Loads the quarantines in force from `store` and keeps them current: refreshed on the
+    /// store's announcements and whenever its revision moves (read every `refresh_interval`).
+    pub async fn attach(
+        self: &Arc<Self>,
+        store: Arc<dyn QuarantineRepository>,
+        refresh_interval: Duration,
+    ) -> Result<(), StateError> {
+        let _ = self.store.set(Arc::clone(&store));
+        let revision = store.revision().await?;
+        self.refresh().await?;
+        sync::spawn(Arc::downgrade(self), store, revision, refresh_interval);
+        Ok(())
+    }
+
+    /// The quarantine that stops `principal` now (its own, else one of its groups'), if any.
+    /// One atomic load and at most a few hash lookups: the request path calls it every time.
+    pub fn check(&self, principal: &Principal) -> Option<Arc<QuarantineRecord>> {
+        let in_force = self.in_force.load();
+        if in_force.is_empty() {
+            return None;
+        }
+        let now = now_ms();
+        let found = in_force.agents.get(&*principal.id).or_else(|| {
+            principal
+                .groups
+                .iter()
+                .find_map(|group| in_force.groups.get(&**group))
+        })?;
+        found.in_force(now).then(|| Arc::clone(found))
+    }
+
+    /// What cuts `principal`'s in-flight work when it is quarantined.
+    pub fn cut(self: &Arc<Self>, principal: Arc<Principal>) -> cut::Cut {
+        cut::Cut::new(Arc::clone(self), principal)
+    }
+
+    /// Every quarantine in force, as this process knows it.
+    pub fn list(&self) -> Vec<Arc<QuarantineRecord>> {
+        let now = now_ms();
+        let mut all: Vec<_> = self
+            .in_force
+            .load()
+            .records()
+            .filter(|r| r.in_force(now))
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| (a.created_ms, &a.target).cmp(&(b.created_ms, &b.target)));
+        all
+    }
+
+    /// Quarantines `record.target`: in force on this process at once, then in the store for
+    /// every other. When the store fails, it stays in force here and the error says so.
+    pub async fn quarantine(&self, record: QuarantineRecord) -> Result<(), QuarantineError> {
+        self.apply(&[Arc::new(record.clone())], &[]);
+        let store = self.store.get().ok_or(QuarantineError::NoStore)?;
+        store.quarantine(record).await?;
+        Ok(())
+    }
+
+    /// Releases `target`: removed from the store, then from this process; the quarantine
+    /// released, `None` when there was none.
+    pub async fn release(
+        &self,
+        target: &Target,
+        by: &str,
+    ) -> Result<Option<QuarantineRecord>, QuarantineError> {
+        let store = self.store.get().ok_or(QuarantineError::NoStore)?;
+        let released = store.release(target).await?;
+        if let Some(record) = self.in_force.load().get(target).cloned() {
+            self.apply(&[], &[(record, by)]);
+        }
+        Ok(released)
+    }
+
+    /// Quarantines the agent of `principal` because a trigger fired: in force here at once,
+    /// written to the store in the background (a failure is logged; it stays in force here).
+    pub fn trigger(
+        &self,
+        principal: &Principal,
+        trigger: &'static str,
+        reason: String,
+        duration: Option<Duration>,
+    ) {
+        let now = now_ms();
+        let record = QuarantineRecord {
+            target: Target::Agent(principal.id.to_string()),
+            reason,
+            trigger: trigger.to_owned(),
+            by: "warden".into(),
+            created_ms: now,
+            until_ms: duration.map(|d| now.saturating_add(d.as_millis() as i64)),
+        };
+        tracing::warn!(agent = %principal.id, trigger, reason = %record.reason, "quarantining an agent");
+        self.apply(&[Arc::new(record.clone())], &[]);
+        if let Some(store) = self.store.get() {
+            let store = Arc::clone(store);
+            tokio::spawn(async move {
+                if let Err(error) = store.quarantine(record).await {
+                    tracing::error!(%error, "cannot store an automatic quarantine; it is in force on this replica only");
+                }
+            });
+        }
+    }
+
+    /// Whether a quarantine in this process's copy has expired (the copy needs a refresh).
+    fn has_expired(&self) -> bool {
+        let now = now_ms();
+        self.in_force.load().records().any(|r| !r.in_force(now))
+    }
+
+    /// Reads the quarantines in force from the store and applies the difference.
+    async fn refresh(&self) -> Result<(), StateError> {
+        let Some(store) = self.store.get() else {
+            return Ok(());
+        };
+        let stored = InForce::from_records(store.active().await?);
+        let now = now_ms();
+        let current = self.in_force.load_full();
+        let added: Vec<_> = stored
+            .records()
+            .filter(|r| current.get(&r.target) != Some(*r))
+            .cloned()
+            .collect();
+        let removed: Vec<_> = current
+            .records()
+            .filter(|r| stored.get(&r.target).is_none())
+            .map(|r| {
+                let by = if r.in_force(now) {
+                    "another process"
+                } else {
+                    "expiry"
+                };
+                (Arc::clone(r), by)
+            })
+            .collect();
+        if !added.is_empty() || !removed.is_empty() {
+            self.apply(&added, &removed);
+        }
+        Ok(())
+    }
+
+    /// Puts `added` in force and lifts `removed` on this process; audits, counts and wakes
+    /// in-flight work.
+    fn apply(&self, added: &[Arc<QuarantineRecord>], removed: &[(Arc<QuarantineRecord>, &str)]) {
+        self.in_force.rcu(|current| {
+            let mut next = InForce {
+                agents: current.agents.clone(),
+                groups: current.groups.clone(),
+            };
+            for record in added {
+                next.insert(Arc::clone(record));
+            }
+            for (record, _) in removed {
+                next.remove(&record.target);
+            }
+            next
+        });
+        let now = now_ms();
+        for record in added {
+            let effect = (now - record.created_ms).max(0) as f64 / 1000.0;
+            self.metrics.effect_seconds.observe(effect);
+            self.metrics
+                .total
+                .with_label_values(&[metrics::trigger_label(&record.trigger)])
+                .inc();
+            tracing::info!(target = %record.target, trigger = %record.trigger, by = %record.by, "quarantine in force");
+            self.audit.append_detached(event(
+                "quarantine",
+                record,
+                serde_json::json!({ "effect_ms": (now - record.created_ms).max(0) }),
+            ));
+        }
+        for (record, by) in removed {
+            tracing::info!(target = %record.target, by, "quarantine released");
+            self.audit.append_detached(event(
+                "release",
+                record,
+                serde_json::json!({ "released_by": by }),
+            ));
+        }
+        self.metrics
+            .agents
+            .set(self.in_force.load().records().count() as i64);
+        self.changed.notify_waiters();
+    }
+}
+
+/// The system record of a quarantine `what` (`quarantine`, `release`, `cut`) of `record`.
+pub(crate) fn event(what: &str, record: &QuarantineRecord, extra: serde_json::Value) -> AuditEvent {
+    let mut event = AuditEvent::now(EventKind::System);
+    let mut detail = serde_json::json!({
+        "event": what,
+        "target": { "kind": record.target.kind(), "name": record.target.name() },
+        "reason": record.reason,
+        "trigger": record.trigger,
+        "by": record.by,
+        "since_ms": record.created_ms,
+        "until_ms": record.until_ms,
+    });
+    if let (Some(detail), serde_json::Value::Object(extra)) = (detail.as_object_mut(), extra) {
+        detail.extend(extra);
+    }
+    if let Target::Agent(name) = &record.target {
+        event.principal.kind = "agent".into();
+        event.principal.id = Arc::from(name.as_str());
+    }
+    event.detail = Some(detail);
+    event
+}
+
+/// The sentence an agent is told about `record`.
+pub fn message(record: &QuarantineRecord) -> String {
+    let whom = match &record.target {
+        Target::Agent(_) => "this agent".to_owned(),
+        Target::Group(group) => format!("the agent group {group:?}"),
+    };
+    let until = match record.until_ms {
+        Some(ms) => format!(
+            " until {}",
+            Timestamp(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
+        ),
+        None => " until an operator releases it".to_owned(),
+    };
+    format!(
+        "Warden has quarantined {whom}{until}: {}. Its requests are refused; ask the operators of \
+         this gateway to release it.",
+        record.reason
+    )
+}

@@ -1,0 +1,158 @@
+//! [`QuarantineRepository`] on PostgreSQL: the `quarantines` table. Every change bumps the
+//! quarantine revision and sends `NOTIFY` on [`QUARANTINE_CHANNEL`] in its transaction, so
+//! every replica hears of it once it is committed (`listen.rs`).
+
+use futures_util::future::BoxFuture;
+use tokio::sync::broadcast;
+
+use super::listen::QUARANTINE_CHANNEL;
+use super::{PostgresStore, query_error};
+use crate::state::error::StateError;
+use crate::state::pins::now_ms;
+use crate::state::quarantine::{QuarantineRecord, QuarantineRepository, Target};
+
+impl QuarantineRepository for PostgresStore {
+    fn quarantine(&self, record: QuarantineRecord) -> BoxFuture<'_, Result<(), StateError>> {
+        Box::pin(self.with_client(move |mut client, db| async move {
+            let operation = "record a quarantine";
+            let err = || query_error(&db, operation);
+            let tx = client.transaction().await.map_err(err())?;
+            tx.execute(
+                "INSERT INTO quarantines (kind, name, reason, trigger, by, created_ms, until_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (kind, name) DO UPDATE SET reason = excluded.reason, \
+                 trigger = excluded.trigger, by = excluded.by, \
+                 created_ms = excluded.created_ms, until_ms = excluded.until_ms",
+                &[
+                    &record.target.kind(),
+                    &record.target.name(),
+                    &record.reason,
+                    &record.trigger,
+                    &record.by,
+                    &record.created_ms,
+                    &record.until_ms,
+                ],
+            )
+            .await
+            .map_err(err())?;
+            announce(tx, &db, operation).await
+        }))
+    }
+
+    fn release<'a>(
+        &'a self,
+        target: &'a Target,
+    ) -> BoxFuture<'a, Result<Option<QuarantineRecord>, StateError>> {
+        let target = target.clone();
+        Box::pin(self.with_client(move |mut client, db| async move {
+            let operation = "release a quarantine";
+            let err = || query_error(&db, operation);
+            let tx = client.transaction().await.map_err(err())?;
+            let row = tx
+                .query_opt(
+                    "DELETE FROM quarantines WHERE kind = $1 AND name = $2 \
+                     RETURNING reason, trigger, by, created_ms, until_ms",
+                    &[&target.kind(), &target.name()],
+                )
+                .await
+                .map_err(err())?;
+            let Some(row) = row else {
+                tx.commit().await.map_err(err())?;
+                return Ok(None);
+            };
+            announce(tx, &db, operation).await?;
+            Ok(Some(QuarantineRecord {
+                target,
+                reason: row.get(0),
+                trigger: row.get(1),
+                by: row.get(2),
+                created_ms: row.get(3),
+                until_ms: row.get(4),
+            }))
+        }))
+    }
+
+    fn active(&self) -> BoxFuture<'_, Result<Vec<QuarantineRecord>, StateError>> {
+        Box::pin(self.with_client(move |mut client, db| async move {
+            let operation = "read the quarantines";
+            let err = || query_error(&db, operation);
+            let tx = client.transaction().await.map_err(err())?;
+            let removed = tx
+                .execute(
+                    "DELETE FROM quarantines WHERE until_ms IS NOT NULL AND until_ms <= $1",
+                    &[&now_ms()],
+                )
+                .await
+                .map_err(err())?;
+            let rows = tx
+                .query(
+                    "SELECT kind, name, reason, trigger, by, created_ms, until_ms \
+                     FROM quarantines ORDER BY created_ms, kind, name",
+                    &[],
+                )
+                .await
+                .map_err(err())?;
+            if removed > 0 {
+                announce(tx, &db, operation).await?;
+            } else {
+                tx.commit().await.map_err(err())?;
+            }
+            rows.into_iter()
+                .map(|row| {
+                    let kind: String = row.get(0);
+                    let target = Target::from_stored(&kind, row.get(1)).ok_or_else(|| {
+                        StateError::Corrupt {
+                            store: db.to_string(),
+                            what: format!("the kind {kind:?} of a quarantine"),
+                        }
+                    })?;
+                    Ok(QuarantineRecord {
+                        target,
+                        reason: row.get(2),
+                        trigger: row.get(3),
+                        by: row.get(4),
+                        created_ms: row.get(5),
+                        until_ms: row.get(6),
+                    })
+                })
+                .collect()
+        }))
+    }
+
+    fn revision(&self) -> BoxFuture<'_, Result<i64, StateError>> {
+        Box::pin(self.with_client(|client, db| async move {
+            client
+                .query_one(
+                    "SELECT revision FROM revisions WHERE concern = 'quarantine'",
+                    &[],
+                )
+                .await
+                .map(|row| row.get(0))
+                .map_err(query_error(&db, "read the quarantine revision"))
+        }))
+    }
+
+    fn announcements(&self) -> Option<broadcast::Receiver<()>> {
+        Some(self.quarantine_changes.subscribe())
+    }
+}
+
+/// Bumps the quarantine revision, announces the change to every replica (once committed) and
+/// commits.
+async fn announce(
+    tx: deadpool_postgres::Transaction<'_>,
+    db: &str,
+    operation: &'static str,
+) -> Result<(), StateError> {
+    let err = || query_error(db, operation);
+    tx.execute(
+        "UPDATE revisions SET revision = revision + 1 WHERE concern = 'quarantine'",
+        &[],
+    )
+    .await
+    .map_err(err())?;
+    tx.execute("SELECT pg_notify($1, '')", &[&QUARANTINE_CHANNEL])
+        .await
+        .map_err(err())?;
+    tx.commit().await.map_err(err())
+}

@@ -1,0 +1,95 @@
+//! The quarantine repository: which agents and groups are stopped, why, by whom, until when.
+//! The rules (who may quarantine, what a quarantine cuts) live in `fleet/quarantine/`; this is
+//! only what is stored. Every change bumps the quarantine revision, which other processes read
+//! to learn that their copy is stale; on PostgreSQL it is also announced with `NOTIFY`.
+
+use futures_util::future::BoxFuture;
+use tokio::sync::broadcast;
+
+use super::error::StateError;
+
+/// What a quarantine stops: one agent, or every agent of a group.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    /// The agent whose principal id is this.
+    Agent(String),
+    /// Every agent whose principal is in this group.
+    Group(String),
+}
+
+impl Target {
+    /// `agent` or `group`, as stored.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Agent(_) => "agent",
+            Target::Group(_) => "group",
+        }
+    }
+
+    /// The agent's or the group's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Target::Agent(name) | Target::Group(name) => name,
+        }
+    }
+
+    /// The target from its stored kind and name; `None` for an unknown kind.
+    pub fn from_stored(kind: &str, name: String) -> Option<Target> {
+        match kind {
+            "agent" => Some(Target::Agent(name)),
+            "group" => Some(Target::Group(name)),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:?}", self.kind(), self.name())
+    }
+}
+
+/// One quarantine as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineRecord {
+    pub target: Target,
+    /// Why, as the agent is told.
+    pub reason: String,
+    /// What put it there: `manual`, `canary`, `denies` or `policy`.
+    pub trigger: String,
+    /// Who put it there: `operator:<name>`, `admin:<subject>` or `warden` (a trigger).
+    pub by: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub created_ms: i64,
+    /// When it ends by itself; `None`: until released.
+    pub until_ms: Option<i64>,
+}
+
+impl QuarantineRecord {
+    /// Whether it is in force at `now_ms`.
+    pub fn in_force(&self, now_ms: i64) -> bool {
+        self.until_ms.is_none_or(|until| until > now_ms)
+    }
+}
+
+/// Quarantines in the state store, shared by every replica.
+pub trait QuarantineRepository: Send + Sync {
+    /// Stores `record`, replacing a quarantine of the same target (a new reason, a new expiry).
+    fn quarantine(&self, record: QuarantineRecord) -> BoxFuture<'_, Result<(), StateError>>;
+
+    /// Ends the quarantine of `target`; the one ended, `None` when there was none.
+    fn release<'a>(
+        &'a self,
+        target: &'a Target,
+    ) -> BoxFuture<'a, Result<Option<QuarantineRecord>, StateError>>;
+
+    /// Every quarantine in force now, oldest first (expired ones are removed on the way).
+    fn active(&self) -> BoxFuture<'_, Result<Vec<QuarantineRecord>, StateError>>;
+
+    /// The quarantine revision: it changes whenever a quarantine changes, in any process.
+    fn revision(&self) -> BoxFuture<'_, Result<i64, StateError>>;
+
+    /// Announcements of changes made by any replica, as they happen (PostgreSQL's `NOTIFY`);
+    /// `None` when the backend has none and the revision must be polled (SQLite).
+    fn announcements(&self) -> Option<broadcast::Receiver<()>>;
+}

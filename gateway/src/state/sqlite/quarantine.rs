@@ -1,0 +1,151 @@
+//! [`QuarantineRepository`] on SQLite: the `quarantines` table and the `quarantine` revision,
+//! which other processes on the file (the CLI, a gateway) poll.
+
+use futures_util::future::BoxFuture;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::broadcast;
+
+use super::{SqliteStore, query_error};
+use crate::state::error::StateError;
+use crate::state::pins::now_ms;
+use crate::state::quarantine::{QuarantineRecord, QuarantineRepository, Target};
+
+impl QuarantineRepository for SqliteStore {
+    fn quarantine(&self, record: QuarantineRecord) -> BoxFuture<'_, Result<(), StateError>> {
+        Box::pin(self.run(move |conn, path| {
+            let operation = "record a quarantine";
+            write(conn, |tx| {
+                tx.execute(
+                    "INSERT INTO quarantines (kind, name, reason, trigger, by, created_ms, until_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                     ON CONFLICT (kind, name) DO UPDATE SET reason = excluded.reason, \
+                     trigger = excluded.trigger, by = excluded.by, \
+                     created_ms = excluded.created_ms, until_ms = excluded.until_ms",
+                    params![
+                        record.target.kind(),
+                        record.target.name(),
+                        record.reason,
+                        record.trigger,
+                        record.by,
+                        record.created_ms,
+                        record.until_ms,
+                    ],
+                )?;
+                Ok(true)
+            })
+            .map_err(query_error(path, operation))?;
+            Ok(())
+        }))
+    }
+
+    fn release<'a>(
+        &'a self,
+        target: &'a Target,
+    ) -> BoxFuture<'a, Result<Option<QuarantineRecord>, StateError>> {
+        let target = target.clone();
+        Box::pin(self.run(move |conn, path| {
+            let operation = "release a quarantine";
+            let mut released = None;
+            write(conn, |tx| {
+                released = tx
+                    .query_row(
+                        "DELETE FROM quarantines WHERE kind = ?1 AND name = ?2 \
+                         RETURNING reason, trigger, by, created_ms, until_ms",
+                        params![target.kind(), target.name()],
+                        |row| {
+                            Ok(QuarantineRecord {
+                                target: target.clone(),
+                                reason: row.get(0)?,
+                                trigger: row.get(1)?,
+                                by: row.get(2)?,
+                                created_ms: row.get(3)?,
+                                until_ms: row.get(4)?,
+                            })
+                        },
+                    )
+                    .optional()?;
+                Ok(released.is_some())
+            })
+            .map_err(query_error(path, operation))?;
+            Ok(released)
+        }))
+    }
+
+    fn active(&self) -> BoxFuture<'_, Result<Vec<QuarantineRecord>, StateError>> {
+        Box::pin(self.run(move |conn, path| {
+            let operation = "read the quarantines";
+            let now = now_ms();
+            write(conn, |tx| {
+                let removed = tx.execute(
+                    "DELETE FROM quarantines WHERE until_ms IS NOT NULL AND until_ms <= ?1",
+                    params![now],
+                )?;
+                Ok(removed > 0)
+            })
+            .map_err(query_error(path, operation))?;
+            let mut statement = conn
+                .prepare(
+                    "SELECT kind, name, reason, trigger, by, created_ms, until_ms \
+                     FROM quarantines ORDER BY created_ms, kind, name",
+                )
+                .map_err(query_error(path, operation))?;
+            let rows = statement
+                .query_map([], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        QuarantineRecord {
+                            target: Target::Agent(row.get(1)?),
+                            reason: row.get(2)?,
+                            trigger: row.get(3)?,
+                            by: row.get(4)?,
+                            created_ms: row.get(5)?,
+                            until_ms: row.get(6)?,
+                        },
+                    ))
+                })
+                .map_err(query_error(path, operation))?;
+            let mut records = Vec::new();
+            for row in rows {
+                let (kind, mut record) = row.map_err(query_error(path, operation))?;
+                record.target = Target::from_stored(&kind, record.target.name().to_owned())
+                    .ok_or_else(|| StateError::Corrupt {
+                        store: path.display().to_string(),
+                        what: format!("the kind {kind:?} of a quarantine"),
+                    })?;
+                records.push(record);
+            }
+            Ok(records)
+        }))
+    }
+
+    fn revision(&self) -> BoxFuture<'_, Result<i64, StateError>> {
+        Box::pin(self.run(|conn, path| {
+            conn.query_row(
+                "SELECT revision FROM revisions WHERE concern = 'quarantine'",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(query_error(path, "read the quarantine revision"))
+        }))
+    }
+
+    fn announcements(&self) -> Option<broadcast::Receiver<()>> {
+        None
+    }
+}
+
+/// Runs `change` in one immediate transaction; bumps the quarantine revision when it answers
+/// that it changed something.
+fn write(
+    conn: &mut Connection,
+    change: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<bool>,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if change(&tx)? {
+        tx.execute(
+            "UPDATE revisions SET revision = revision + 1 WHERE concern = 'quarantine'",
+            [],
+        )?;
+    }
+    tx.commit()
+}

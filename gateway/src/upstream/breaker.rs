@@ -1,0 +1,381 @@
+//! The circuit breaker of each upstream (a route's upstream: an LLM provider or a REST API):
+//! after `failures` consecutive failures (unreachable, timed out, or a 5xx answer) it opens
+//! and requests are answered at once with 503 `upstream_circuit_open`, without calling the
+//! upstream, for `open_for`; then it lets `probes` requests through (half-open): their success
+//! closes it, a failure opens it again. Each transition is logged and counted
+//! (`warden_breaker_state`, `warden_breaker_transitions_total`).
+//!
+//! One breaker per upstream for the whole process (every worker shares it): its state is a
+//! small mutex taken twice per request, never across an await.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use prometheus::core::Collector;
+use prometheus::{IntCounterVec, IntGaugeVec, Opts};
+use serde::Deserialize;
+
+/// `upstream.breaker` (and each entry of `upstream.breakers`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open the breaker; 0 turns it off.
+    pub failures: u32,
+    /// How long it stays open before it lets probes through.
+    #[serde(with = "humantime_serde")]
+    pub open_for: Duration,
+    /// How many requests it lets through while half-open; all must succeed to close it.
+    pub probes: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failures: 5,
+            open_for: Duration::from_secs(30),
+            probes: 1,
+        }
+    }
+}
+
+/// Where a breaker is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Closed { failures: u32 },
+    Open { until: Instant },
+    HalfOpen { admitted: u32, succeeded: u32 },
+}
+
+impl State {
+    fn label(&self) -> &'static str {
+        match self {
+            State::Closed { .. } => "closed",
+            State::Open { .. } => "open",
+            State::HalfOpen { .. } => "half_open",
+        }
+    }
+
+    fn gauge(&self) -> i64 {
+        match self {
+            State::Closed { .. } => 0,
+            State::HalfOpen { .. } => 1,
+            State::Open { .. } => 2,
+        }
+    }
+}
+
+/// A request refused because its upstream's breaker is open.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "Warden stopped calling the upstream of route {upstream} after {failures} consecutive failures; \
+     it tries again in {}s",
+    retry_after.as_secs().max(1)
+)]
+pub struct CircuitOpen {
+    pub upstream: Arc<str>,
+    pub failures: u32,
+    pub retry_after: Duration,
+}
+
+/// One upstream's breaker.
+#[derive(Debug)]
+pub struct Breaker {
+    upstream: Arc<str>,
+    config: BreakerConfig,
+    state: Mutex<State>,
+    metrics: BreakerMetrics,
+}
+
+/// A request the breaker let through: report how it went ([`Admitted::succeeded`],
+/// [`Admitted::failed`]); dropped without a report (the agent left) it counts as neither.
+#[derive(Debug)]
+pub struct Admitted {
+    breaker: Option<Arc<Breaker>>,
+}
+
+impl Admitted {
+    /// A request no breaker watches.
+    pub fn unwatched() -> Admitted {
+        Admitted { breaker: None }
+    }
+
+    /// The upstream answered (a status below 500).
+    pub fn succeeded(self) {
+        if let Some(b) = &self.breaker {
+            b.report(true);
+        }
+    }
+
+    /// The upstream failed: unreachable, timed out, or a 5xx answer.
+    pub fn failed(self) {
+        if let Some(b) = &self.breaker {
+            b.report(false);
+        }
+    }
+
+    /// Reports `status`: a 5xx is a failure.
+    pub fn answered(self, status: http::StatusCode) {
+        if status.is_server_error() {
+            self.failed()
+        } else {
+            self.succeeded()
+        }
+    }
+}
+
+impl Breaker {
+    fn new(upstream: Arc<str>, config: BreakerConfig, metrics: BreakerMetrics) -> Breaker {
+        metrics
+            .state
+            .with_label_values(&[&*upstream])
+            .set(State::Closed { failures: 0 }.gauge());
+        Breaker {
+            upstream,
+            config,
+            state: Mutex::new(State::Closed { failures: 0 }),
+            metrics,
+        }
+    }
+
+    /// Lets a request through, or says the breaker is open.
+    pub fn admit(self: &Arc<Self>) -> Result<Admitted, CircuitOpen> {
+        if self.config.failures == 0 {
+            return Ok(Admitted::unwatched());
+        }
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match *state {
+            State::Closed { .. } => {}
+            State::Open { until } if now < until => {
+                return Err(self.open(until - now));
+            }
+            State::Open { .. } => {
+                self.transition(
+                    &mut state,
+                    State::HalfOpen {
+                        admitted: 1,
+                        succeeded: 0,
+                    },
+                );
+            }
+            State::HalfOpen {
+                admitted,
+                succeeded,
+            } if admitted < self.config.probes.max(1) => {
+                *state = State::HalfOpen {
+                    admitted: admitted + 1,
+                    succeeded,
+                };
+            }
+            State::HalfOpen { .. } => return Err(self.open(Duration::from_secs(1))),
+        }
+        Ok(Admitted {
+            breaker: Some(Arc::clone(self)),
+        })
+    }
+
+    fn open(&self, retry_after: Duration) -> CircuitOpen {
+        CircuitOpen {
+            upstream: Arc::clone(&self.upstream),
+            failures: self.config.failures,
+            retry_after,
+        }
+    }
+
+    fn report(&self, success: bool) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let next = match (*state, success) {
+            (State::Closed { .. }, true) => State::Closed { failures: 0 },
+            (State::Closed { failures }, false) if failures + 1 >= self.config.failures => {
+                State::Open {
+                    until: Instant::now() + self.config.open_for,
+                }
+            }
+            (State::Closed { failures }, false) => State::Closed {
+                failures: failures + 1,
+            },
+            (
+                State::HalfOpen {
+                    admitted,
+                    succeeded,
+                },
+                true,
+            ) if succeeded + 1 >= self.config.probes.max(1) => {
+                let _ = admitted;
+                State::Closed { failures: 0 }
+            }
+            (
+                State::HalfOpen {
+                    admitted,
+                    succeeded,
+                },
+                true,
+            ) => State::HalfOpen {
+                admitted,
+                succeeded: succeeded + 1,
+            },
+            (State::HalfOpen { .. }, false) => State::Open {
+                until: Instant::now() + self.config.open_for,
+            },
+            // A request admitted before the breaker opened: it changes nothing.
+            (open @ State::Open { .. }, _) => open,
+        };
+        if next.label() != state.label() {
+            self.transition(&mut state, next);
+        } else {
+            *state = next;
+        }
+    }
+
+    fn transition(&self, state: &mut State, next: State) {
+        let from = state.label();
+        *state = next;
+        let to = next.label();
+        match next {
+            State::Open { .. } => tracing::warn!(
+                upstream = %self.upstream, from, to,
+                failures = self.config.failures,
+                open_for = ?self.config.open_for,
+                "circuit breaker opened: requests to this upstream are answered 503 without calling it"
+            ),
+            _ => tracing::info!(upstream = %self.upstream, from, to, "circuit breaker {to}"),
+        }
+        self.metrics
+            .state
+            .with_label_values(&[&*self.upstream])
+            .set(next.gauge());
+        self.metrics
+            .transitions
+            .with_label_values(&[&*self.upstream, to])
+            .inc();
+    }
+}
+
+/// Every upstream's breaker, by route name.
+#[derive(Debug)]
+pub struct Breakers {
+    by_upstream: DashMap<Arc<str>, Arc<Breaker>>,
+    metrics: BreakerMetrics,
+}
+
+impl Breakers {
+    /// None yet: each is made on its upstream's first request.
+    pub fn new(metrics: BreakerMetrics) -> Breakers {
+        Breakers {
+            by_upstream: DashMap::new(),
+            metrics,
+        }
+    }
+
+    /// The breaker of `upstream` with `config` (a new one when its configuration changed).
+    pub fn of(&self, upstream: &Arc<str>, config: &BreakerConfig) -> Arc<Breaker> {
+        if let Some(b) = self.by_upstream.get(upstream)
+            && b.config == *config
+        {
+            return Arc::clone(&b);
+        }
+        let breaker = Arc::new(Breaker::new(
+            Arc::clone(upstream),
+            *config,
+            self.metrics.clone(),
+        ));
+        self.by_upstream
+            .insert(Arc::clone(upstream), Arc::clone(&breaker));
+        breaker
+    }
+}
+
+/// `warden_breaker_state{upstream}` and `warden_breaker_transitions_total{upstream,to}`.
+#[derive(Debug, Clone)]
+pub struct BreakerMetrics {
+    state: IntGaugeVec,
+    transitions: IntCounterVec,
+}
+
+impl BreakerMetrics {
+    /// New, unregistered metrics.
+    pub fn new() -> BreakerMetrics {
+        BreakerMetrics {
+            state: IntGaugeVec::new(
+                Opts::new(
+                    "warden_breaker_state",
+                    "Circuit breaker of each upstream: 0 closed, 1 half-open, 2 open",
+                ),
+                &["upstream"],
+            )
+            .expect("static metric definition"),
+            transitions: IntCounterVec::new(
+                Opts::new(
+                    "warden_breaker_transitions_total",
+                    "Circuit breaker transitions, by upstream and the state entered",
+                ),
+                &["upstream", "to"],
+            )
+            .expect("static metric definition"),
+        }
+    }
+
+    /// Every metric, for the registry.
+    pub fn collectors(&self) -> Vec<Box<dyn Collector>> {
+        vec![
+            Box::new(self.state.clone()),
+            Box::new(self.transitions.clone()),
+        ]
+    }
+}
+
+impl Default for BreakerMetrics {
+    fn default() -> Self {
+        BreakerMetrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breaker(open_for: Duration) -> Arc<Breaker> {
+        Arc::new(Breaker::new(
+            Arc::from("openai"),
+            BreakerConfig {
+                failures: 3,
+                open_for,
+                probes: 1,
+            },
+            BreakerMetrics::new(),
+        ))
+    }
+
+    #[test]
+    fn opens_after_consecutive_failures_and_closes_on_a_successful_probe() {
+        let b = breaker(Duration::from_millis(50));
+        b.admit().unwrap().failed();
+        b.admit().unwrap().failed();
+        // A success in between starts the count again.
+        b.admit().unwrap().succeeded();
+        b.admit().unwrap().failed();
+        b.admit().unwrap().failed();
+        assert!(b.admit().is_ok(), "two consecutive failures only");
+        b.admit().unwrap().failed();
+        let open = b.admit().unwrap_err();
+        assert_eq!(open.failures, 3);
+        assert!(open.to_string().contains("route openai"), "{open}");
+        std::thread::sleep(Duration::from_millis(60));
+        let probe = b.admit().expect("half-open lets a probe through");
+        assert!(b.admit().is_err(), "one probe at a time");
+        probe.succeeded();
+        assert!(b.admit().is_ok(), "closed again");
+    }
+
+    #[test]
+    fn a_failed_probe_opens_it_again() {
+        let b = breaker(Duration::from_millis(20));
+        for _ in 0..3 {
+            b.admit().unwrap().failed();
+        }
+        std::thread::sleep(Duration::from_millis(30));
+        b.admit().unwrap().answered(http::StatusCode::BAD_GATEWAY);
+        assert!(b.admit().is_err());
+    }
+}

@@ -1,0 +1,324 @@
+//! Quarantine (fleet controls): an agent quarantined at the command line is refused at once
+//! on every replica sharing the state store (two processes on one PostgreSQL, within a
+//! second), its stream in flight is cut with an error event that says why, and a release
+//! lets it through again; triggers quarantine an agent by themselves (a detector's finding, a
+//! forbid annotated `@on_match("quarantine")`, denies within a window). Everything audited.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use warden_e2e::fake_llm::FakeLlm;
+use warden_e2e::operator::text;
+use warden_e2e::postgres::Postgres;
+use warden_e2e::sse;
+use warden_e2e::stack::openai_chat;
+use warden_e2e::warden::{Warden, WardenBuilder};
+
+/// A chat on `warden` as `token`: its status and body.
+async fn chat(warden: &Warden, token: &str, prompt: &str) -> (u16, Value) {
+    chat_on(warden, token, "gpt-4o-mini", prompt).await
+}
+
+/// A chat with `model`.
+async fn chat_on(warden: &Warden, token: &str, model: &str, prompt: &str) -> (u16, Value) {
+    let mut body = openai_chat(model, false);
+    body["messages"][0]["content"] = json!(prompt);
+    let response = warden
+        .http()
+        .post(warden.url("/openai/chat/completions"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Asks `warden` as `token` every 20 ms until it answers `status`; how long that took (at
+/// most `within`, else the test fails).
+async fn until_status(warden: &Warden, token: &str, status: u16, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let (got, body) = chat(warden, token, "hello").await;
+        if got == status {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "still {got} after {within:?} (waiting for {status}): {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The system records of quarantine `what` (`quarantine`, `release`) of agent `agent`.
+fn quarantine_record(record: &Value, what: &str, agent: &str) -> bool {
+    record["kind"] == "system"
+        && record["detail"]["event"] == what
+        && record["detail"]["target"]["name"] == agent
+}
+
+#[tokio::test]
+async fn quarantine_on_one_replica_is_enforced_on_another_within_a_second_cuts_its_stream_and_release_undoes_it()
+ {
+    let pg = Postgres::from_env();
+    let state_url = pg.fresh_database("warden_e2e_quarantine");
+    let upstream = FakeLlm::start().await.unwrap();
+    let replica = |key: Option<&str>| {
+        let mut builder = WardenBuilder::new(&upstream)
+            .set("/state", json!({"postgres": {"url": {"env": "STATE_URL"}}}))
+            .env("STATE_URL", &state_url);
+        if let Some(key) = key {
+            builder = builder.set("/identity/warden_issuer/key_file", json!(key));
+        }
+        builder
+    };
+    let a = replica(None).start().await.unwrap();
+    let key = a.setup.data_dir.join("keys/agent-signing.pem");
+    let b = replica(Some(key.to_str().unwrap())).start().await.unwrap();
+    let rogue = a.token("rogue-agent").await.unwrap();
+    let honest = a.token("honest-agent").await.unwrap();
+    assert_eq!(chat(&b, &rogue, "hello").await.0, 200);
+
+    // A stream of the rogue agent in flight on replica B, held after its first chunks.
+    let gate = upstream.hold_streams();
+    let mut stream = b
+        .http()
+        .post(b.url("/openai/chat/completions"))
+        .bearer_auth(&rogue)
+        .json(&openai_chat("gpt-4o-mini", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.chunk())
+        .await
+        .expect("the first chunk within 5 s")
+        .unwrap()
+        .expect("a first chunk");
+    assert!(String::from_utf8_lossy(&first).contains("chat.completion.chunk"));
+
+    // Quarantined at the command line of replica A's configuration.
+    let out = a
+        .cli(&[
+            "agents",
+            "quarantine",
+            "rogue-agent",
+            "--reason",
+            "incident 4711: exfiltration suspected",
+            "--as",
+            "alice",
+        ])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let took = until_status(&b, &rogue, 403, Duration::from_secs(1)).await;
+    eprintln!("replica B refused the quarantined agent {took:?} after the command");
+    let (status, refused) = chat(&b, &rogue, "hello").await;
+    assert_eq!(status, 403);
+    assert_eq!(refused["error"]["code"], "agent_quarantined", "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("incident 4711: exfiltration suspected"),
+        "the agent is told why: {message}"
+    );
+    // Replica A too, and nobody else.
+    assert_eq!(chat(&a, &rogue, "hello").await.0, 403);
+    assert_eq!(chat(&b, &honest, "hello").await.0, 200);
+
+    // The held stream was cut with an error event that says why; the upstream never finished.
+    let rest = sse::read_chunks(stream, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let events = sse::parse_events(&sse::text_of(&rest));
+    let last = events.last().expect("an event after the cut");
+    assert_eq!(last.name.as_deref(), Some("error"), "{events:?}");
+    assert!(last.data.contains("agent_quarantined"), "{}", last.data);
+    assert!(last.data.contains("incident 4711"), "{}", last.data);
+    assert_eq!(upstream.streams_completed(), 0);
+    drop(gate);
+
+    // Audited on the replica where it took effect: the quarantine and the cut stream.
+    let record = b
+        .wait_for_audit(Duration::from_secs(5), |r| {
+            quarantine_record(r, "quarantine", "rogue-agent")
+        })
+        .await
+        .unwrap();
+    assert_eq!(record["detail"]["by"], "operator:alice");
+    assert_eq!(record["detail"]["trigger"], "manual");
+    b.wait_for_audit(Duration::from_secs(5), |r| {
+        r["kind"] == "outcome"
+            && r["principal"]["id"] == "rogue-agent"
+            && r["outcome"]["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("cut: the agent was quarantined"))
+    })
+    .await
+    .unwrap();
+    let metrics = b.metrics().await.unwrap();
+    assert!(metrics.contains("warden_quarantined_agents 1"), "{metrics}");
+    assert!(
+        metrics.contains("warden_quarantines_total{trigger=\"manual\"} 1"),
+        "{metrics}"
+    );
+
+    // Listed, then released: both replicas let it through again.
+    let out = a.cli(&["agents", "list"]).await.unwrap();
+    assert!(text(&out).contains("rogue-agent"), "{}", text(&out));
+    let out = a.cli(&["agents", "release", "rogue-agent"]).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    until_status(&b, &rogue, 200, Duration::from_secs(1)).await;
+    until_status(&a, &rogue, 200, Duration::from_secs(1)).await;
+    b.wait_for_audit(Duration::from_secs(5), |r| {
+        quarantine_record(r, "release", "rogue-agent")
+    })
+    .await
+    .unwrap();
+    let out = a.cli(&["agents", "release", "rogue-agent"]).await.unwrap();
+    assert!(
+        !out.status.success(),
+        "releasing twice says it was not quarantined"
+    );
+}
+
+#[tokio::test]
+async fn a_group_quarantine_stops_every_agent_of_the_group_until_its_expiry() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let w = WardenBuilder::new(&upstream)
+        .set("/fleet/quarantine/refresh_interval", json!("50ms"))
+        .start()
+        .await
+        .unwrap();
+    let red = w
+        .token_with("red-1", "1h", &[("groups", "red-team")])
+        .await
+        .unwrap();
+    let blue = w.token("blue-1").await.unwrap();
+    let out = w
+        .cli(&[
+            "agents",
+            "quarantine",
+            "--group",
+            "red-team",
+            "--reason",
+            "exercise",
+            "--until",
+            "2s",
+        ])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    until_status(&w, &red, 403, Duration::from_secs(1)).await;
+    assert_eq!(chat(&w, &blue, "hello").await.0, 200);
+    let (_, refused) = chat(&w, &red, "hello").await;
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("agent group \"red-team\""), "{message}");
+    assert!(
+        message.contains("until 20"),
+        "the expiry is named: {message}"
+    );
+    // It ends by itself.
+    until_status(&w, &red, 200, Duration::from_secs(4)).await;
+    w.wait_for_audit(Duration::from_secs(5), |r| {
+        r["kind"] == "system"
+            && r["detail"]["event"] == "release"
+            && r["detail"]["released_by"] == "expiry"
+    })
+    .await
+    .unwrap();
+}
+
+/// Forbids chats with gpt-4o and quarantines the agent it denies.
+const QUARANTINING_FORBID: &str = "@id(\"no-gpt-4o\")\n\
+    @reason(\"gpt-4o is off limits\")\n@on_match(\"quarantine\")\n\
+    forbid (principal, action == Action::\"llm:chat\", resource == Model::\"openai/gpt-4o\");\n";
+
+#[tokio::test]
+async fn triggers_quarantine_an_agent_by_themselves() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let w = WardenBuilder::new(&upstream)
+        .set(
+            "/fleet/quarantine/triggers",
+            json!({
+                "detectors": ["private_key"],
+            }),
+        )
+        .policy("quarantining.cedar", QUARANTINING_FORBID)
+        .start()
+        .await
+        .unwrap();
+
+    // A detector's finding (private_key standing in for a canary token).
+    let leaker = w.token("leaker").await.unwrap();
+    let (status, answer) = chat(
+        &w,
+        &leaker,
+        "deploy with -----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\n-----END OPENSSH PRIVATE KEY-----",
+    )
+    .await;
+    assert!(
+        answer.to_string().contains("quarantined"),
+        "the request that fired the trigger is refused with the quarantine ({status}): {answer}"
+    );
+    let (status, refused) = chat(&w, &leaker, "hello").await;
+    assert_eq!(status, 403);
+    assert_eq!(refused["error"]["code"], "agent_quarantined", "{refused}");
+    let record = w
+        .wait_for_audit(Duration::from_secs(5), |r| {
+            quarantine_record(r, "quarantine", "leaker")
+        })
+        .await
+        .unwrap();
+    assert_eq!(record["detail"]["by"], "warden");
+    assert!(
+        record["detail"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("private_key"),
+        "{record}"
+    );
+    // Stored for every replica: the command line lists it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = w.cli(&["agents", "list"]).await.unwrap();
+        if text(&out).contains("leaker") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", text(&out));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        chat(&w, &w.token("bystander").await.unwrap(), "hello")
+            .await
+            .0,
+        200
+    );
+
+    // A forbid annotated @on_match("quarantine") that determines a deny.
+    let prober = w.token("prober").await.unwrap();
+    assert_eq!(chat(&w, &prober, "hello").await.0, 200);
+    let (_, denied) = chat_on(&w, &prober, "gpt-4o", "hello").await;
+    assert!(
+        denied.to_string().contains("gpt-4o is off limits"),
+        "{denied}"
+    );
+    let (status, refused) = chat(&w, &prober, "hello").await;
+    assert_eq!(status, 403, "{refused}");
+    assert_eq!(refused["error"]["code"], "agent_quarantined", "{refused}");
+    let record = w
+        .wait_for_audit(Duration::from_secs(5), |r| {
+            quarantine_record(r, "quarantine", "prober")
+        })
+        .await
+        .unwrap();
+    assert_eq!(record["detail"]["trigger"], "policy");
+    assert!(
+        record["detail"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no-gpt-4o"),
+        "{record}"
+    );
+}
