@@ -1,7 +1,7 @@
 //! The request path, stage by stage:
 //!
-//! route → identify → interpret → inspect → limit → decide → hold → credential → forward →
-//! observe → record
+//! route → identify → quarantine → interpret → inspect → limit → recall (session) → decide →
+//! hold → credential → forward → observe → record
 //!
 //! [`walk`] is the whole path on one screen: one call per stage, each into the module that
 //! owns its logic. A stage that refuses returns a [`Refusal`]; the record stage answers it in
