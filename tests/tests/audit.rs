@@ -200,12 +200,19 @@ async fn audit_tail_export_and_search_read_the_log_in_siem_shapes() {
     let _ = response.text().await.unwrap();
     use tokio::io::AsyncBufReadExt as _;
     let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
-        .await
-        .expect("a record within 10 s")
-        .unwrap()
-        .unwrap();
-    let record: Value = serde_json::from_str(&line).unwrap();
+    // The request's decision record; the log's own records (a signed checkpoint written on
+    // its timer) may come first.
+    let record = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("tail --follow ended");
+            let record: Value = serde_json::from_str(&line).unwrap();
+            if record["kind"] == "decision" {
+                return record;
+            }
+        }
+    })
+    .await
+    .expect("the decision record within 10 s");
     assert_eq!(record["principal"]["id"], AGENT);
     let _ = child.kill().await;
 }

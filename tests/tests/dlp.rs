@@ -3,7 +3,8 @@
 //! body, a plain-HTTP
 //! egress request's line, headers and body, and the host a `CONNECT` names), denied whatever
 //! policy says, recorded without their values, counted and alerted; a revoked canary is no
-//! longer looked for. Content detectors name what they find in the record.
+//! longer looked for. With the default fleet trigger, a canary hit also quarantines the agent
+//! that leaked it. Content detectors name what they find in the record.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -37,7 +38,9 @@ struct Setup {
     token: String,
 }
 
-async fn setup() -> Setup {
+/// `quarantine_on_canary`: the default fleet trigger (a canary finding quarantines the agent);
+/// off, every channel can be tried with one agent.
+async fn setup(quarantine_on_canary: bool) -> Setup {
     let llm = FakeLlm::start().await.unwrap();
     let hook = Webhook::start().await.unwrap();
     let origin = Origin::start(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, None)
@@ -70,6 +73,14 @@ async fn setup() -> Setup {
             "/mcp",
             json!({"servers": [mcp::everything_stdio("everything")],
                    "endpoints": [{"name": "tools", "servers": ["everything"]}]}),
+        )
+        .set(
+            "/fleet",
+            if quarantine_on_canary {
+                json!({})
+            } else {
+                json!({"quarantine": {"triggers": {"detectors": []}}})
+            },
         )
         .policy("egress.cedar", EGRESS)
         .start()
@@ -156,7 +167,7 @@ fn assert_denied_as_canary(record: &Value) {
 
 #[tokio::test]
 async fn a_canary_leaked_through_each_channel_is_denied_recorded_counted_and_alerted() {
-    let s = setup().await;
+    let s = setup(false).await;
     // Issued while Warden runs: it picks them up from the state store on its own.
     let aws = issue(&s.warden, "aws-key", &[]).await;
     let aws_secret = aws
@@ -419,4 +430,65 @@ async fn content_findings_are_recorded_by_detector_and_location_without_the_cont
         !record.to_string().contains("q8Vd3kLz0PwX7mRt2YbN5sHc"),
         "{record}"
     );
+}
+
+/// The configured response to a canary hit: the agent that leaked it is quarantined (the
+/// default trigger), so its next ordinary request is refused too, until an operator releases
+/// it.
+#[tokio::test]
+async fn a_leaked_canary_quarantines_the_agent_that_leaked_it() {
+    let s = setup(true).await;
+    let api_token = issue(&s.warden, "api-token", &[]).await;
+    let api_token = api_token.trim();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = chat(&s, &format!("token {api_token}")).await;
+        if status == 200 {
+            // Not picked up yet: the replica reads the canaries every 200 ms.
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the canary was not picked up within {WAIT:?}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        assert_eq!(status, 403, "{body}");
+        break;
+    }
+    let (status, body) = chat(&s, "an ordinary prompt").await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "agent_quarantined", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("canary"),
+        "the refusal says why: {body}"
+    );
+    assert!(
+        !body.to_string().contains(api_token),
+        "never the canary's value: {body}"
+    );
+    let out = s
+        .warden
+        .cli(&["agents", "release", "build-bot"])
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = chat(&s, "an ordinary prompt").await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still refused after release: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

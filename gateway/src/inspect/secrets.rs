@@ -3,7 +3,7 @@
 //! numbers (checked with Luhn and the card brands' prefixes and lengths) and IBANs (checked with
 //! their mod-97 checksum). One pass of a compiled regex set over the body says which may be
 //! present; only those are then located, and checksums weed out look-alikes. A finding names the
-//! detector and the byte where the match starts, never the match. [`super::scan`] runs them
+//! detector and the byte where the match starts, never the match. `scan.rs` runs them
 //! with the personal-data and generic-secret detectors in the same pass.
 
 use super::config::InspectConfig;

@@ -14,7 +14,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
 use super::crypto::crypto_provider;
-use crate::config::TlsConfig;
+use crate::listener::config::TlsConfig;
 
 /// How often the reloader looks at the certificate, key and CA files.
 const RELOAD_POLL: Duration = Duration::from_secs(2);

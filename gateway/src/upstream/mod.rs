@@ -28,7 +28,7 @@ pub use error::{CaFileError, UpstreamError};
 
 use connect_timeout::ConnectTimeout;
 
-use crate::config::UpstreamConfig;
+use config::UpstreamConfig;
 
 /// TCP keep-alive probes on upstream connections, so dead peers are noticed while pooled.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
