@@ -188,20 +188,54 @@ enum PolicyCommand {
         dir: PathBuf,
         /// Who asks: `Agent::"ci-bot"`, `User::"alice"`, a bare agent id, or a test case's
         /// principal with attributes: `{ id: ci-bot, fleet: ci, owner: alice, groups: [ci] }`.
-        #[arg(long)]
-        principal: String,
+        #[arg(long, required_unless_present = "decision")]
+        principal: Option<String>,
         /// The Cedar action, e.g. `llm:chat`, `mcp:call_tool`, `github:issues.create`.
-        #[arg(long)]
-        action: String,
+        #[arg(long, required_unless_present = "decision")]
+        action: Option<String>,
         /// On what: `Model::"openai/gpt-4o"`, `Tool::"github/create_issue"`, `Host::"pypi.org"`,
         /// ... or a test case's resource: `{ server: github, tool: create_issue }`.
-        #[arg(long)]
-        resource: String,
+        #[arg(long, required_unless_present = "decision")]
+        resource: Option<String>,
+        /// Instead of --principal/--action/--resource: explain a recorded decision, by its id
+        /// (the `decision_id` of its audit record, shown to agents in refusals), from the facts
+        /// its record carries (`audit.decision_facts`). Needs --audit.
+        #[arg(long, value_name = "ID", requires = "audit", conflicts_with_all = ["principal", "action", "resource", "context"])]
+        decision: Option<String>,
+        /// The audit directory holding the decision record (with --decision).
+        #[arg(long, value_name = "DIR")]
+        audit: Option<PathBuf>,
         /// A YAML or JSON file with the request's context, as a test case writes it
         /// (`arguments`, `findings`, `time`, `source_ip`, `max_tokens`, ...); the time is now
         /// when it names none.
         #[arg(long, value_name = "FILE")]
         context: Option<PathBuf>,
+        /// Configuration file: the actions of the REST connectors its routes use are declared.
+        #[arg(short, long, env = "WARDEN_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Judge the decisions recorded in an audit log again with the policies in DIR (a
+    /// candidate set) and print what would change (allow-to-deny, deny-to-allow,
+    /// approval-added, approval-removed), grouped by policy and agent, with counts and
+    /// example request ids. Decision records carry the facts policy judged
+    /// (`audit.decision_facts`); records without them are counted as skipped.
+    Replay {
+        /// The candidate policy directory.
+        #[arg(long, value_name = "DIR")]
+        policies: PathBuf,
+        /// The audit directory to replay.
+        #[arg(long, value_name = "DIR")]
+        audit: PathBuf,
+        /// Decisions from this time on (RFC 3339, e.g. 2026-12-01T00:00:00Z).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<std::time::SystemTime>,
+        /// Decisions before this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        until: Option<std::time::SystemTime>,
+        /// Exit with status 1 when a change of this kind is found: allow-to-deny,
+        /// deny-to-allow, approval-added, approval-removed or any. Repeatable.
+        #[arg(long = "fail-on", value_name = "CHANGE")]
+        fail_on: Vec<String>,
         /// Configuration file: the actions of the REST connectors its routes use are declared.
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
@@ -503,18 +537,44 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     action,
                     resource,
                     context,
+                    decision,
+                    audit,
                     config,
                 },
         } => {
             let fragments = connector_actions(config.as_deref())?;
-            cli_policy::explain(
-                &dir,
-                &fragments,
-                &principal,
-                &action,
-                &resource,
-                context.as_deref(),
-            )
+            match (decision, audit) {
+                (Some(id), Some(audit)) => {
+                    cli_policy::explain_decision(&dir, &fragments, &id, &audit)
+                }
+                _ => cli_policy::explain(
+                    &dir,
+                    &fragments,
+                    principal.as_deref().unwrap_or_default(),
+                    action.as_deref().unwrap_or_default(),
+                    resource.as_deref().unwrap_or_default(),
+                    context.as_deref(),
+                ),
+            }
+        }
+        Command::Policy {
+            command:
+                PolicyCommand::Replay {
+                    policies,
+                    audit,
+                    since,
+                    until,
+                    fail_on,
+                    config,
+                },
+        } => {
+            let fragments = connector_actions(config.as_deref())?;
+            let window = warden::audit::read::Filter {
+                since,
+                until,
+                ..Default::default()
+            };
+            cli_policy::replay(&policies, &fragments, &audit, &window, &fail_on)
         }
         Command::Policy {
             command: PolicyCommand::Bundle { dir, sign },

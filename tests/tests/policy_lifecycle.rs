@@ -417,3 +417,147 @@ async fn explain_names_the_deciding_policies_and_why_the_others_did_not_apply() 
     assert!(!ok);
     assert!(err.contains("is not a principal type"), "{err}");
 }
+
+const FORBID_GPT4O: &str = r#"
+@id("e2e-candidate-forbid-gpt4o")
+@reason("gpt-4o is withdrawn")
+forbid (principal, action == Action::"llm:chat", resource == Model::"openai/gpt-4o");
+"#;
+
+#[tokio::test]
+async fn replay_reports_what_a_candidate_set_would_change_and_explain_takes_a_decision_id() {
+    let s = Stack::start_with(|b| b.policy("e2e-forbid.cedar", warden_e2e::stack::FORBID_GPT41))
+        .await
+        .unwrap();
+    let (status, allowed) = chat(&s, "gpt-4o").await;
+    assert_eq!(status, 200);
+    assert_eq!(allowed["decision"], "allow", "{allowed}");
+    // The record carries what policy judged, as a test case writes it.
+    assert_eq!(allowed["facts"]["action"], "llm:chat", "{allowed}");
+    assert_eq!(
+        allowed["facts"]["resource"],
+        json!({"provider": "openai", "model": "gpt-4o"}),
+        "{allowed}"
+    );
+    assert_eq!(
+        allowed["facts"]["principal"]["id"], allowed["principal"]["id"],
+        "{allowed}"
+    );
+    let (_, denied) = chat(&s, "gpt-4.1").await;
+    assert_eq!(denied["decision"], "deny", "{denied}");
+    let agent = allowed["principal"]["id"].as_str().unwrap().to_owned();
+    let request_id = allowed["request_id"].as_str().unwrap().to_owned();
+    let decision_id = denied["decision_id"].as_str().unwrap().to_owned();
+    let decisions = s
+        .warden
+        .audit_records()
+        .iter()
+        .filter(|r| r["kind"] == "decision")
+        .count();
+    let setup = s.warden.stop_and_take_setup().await;
+    let audit = setup.data_dir.join("audit");
+    let audit = audit.to_str().unwrap();
+    let enforced = setup.policy_dir.to_str().unwrap();
+
+    // The candidate: the enforced set and a forbid of the model the first request used.
+    let candidate = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&setup.policy_dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, candidate.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::write(candidate.path().join("candidate.cedar"), FORBID_GPT4O).unwrap();
+    let candidate = candidate.path().to_str().unwrap();
+
+    let replay = [
+        "policy",
+        "replay",
+        "--policies",
+        candidate,
+        "--audit",
+        audit,
+    ];
+    let (ok, out, err) = warden(&replay).await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.starts_with(&format!("replayed {decisions} decisions: 1 would change\n")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "allow-to-deny: 1\n  policy e2e-candidate-forbid-gpt4o, agent {agent}: 1 (e.g. {request_id})\n"
+        )),
+        "{out}"
+    );
+    assert!(
+        !out.contains("deny-to-allow") && !out.contains("skipped"),
+        "{out}"
+    );
+
+    let fail_on = |change: &'static str| {
+        let mut args = replay.to_vec();
+        args.extend(["--fail-on", change]);
+        args
+    };
+    let (ok, out, _) = warden(&fail_on("allow-to-deny")).await;
+    assert!(!ok, "a matching --fail-on exits non-zero: {out}");
+    assert!(out.contains("failing: allow-to-deny"), "{out}");
+    let (ok, out, err) = warden(&fail_on("deny-to-allow")).await;
+    assert!(ok, "no deny-to-allow change: {out}{err}");
+    let (ok, _, err) = warden(&fail_on("sometimes")).await;
+    assert!(!ok && err.contains("--fail-on sometimes"), "{err}");
+
+    // The enforced set itself changes nothing.
+    let same = [
+        "policy",
+        "replay",
+        "--policies",
+        enforced,
+        "--audit",
+        audit,
+        "--fail-on",
+        "any",
+    ];
+    let (ok, out, err) = warden(&same).await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.starts_with(&format!("replayed {decisions} decisions: 0 would change\n")),
+        "{out}"
+    );
+
+    let explain = [
+        "policy",
+        "explain",
+        enforced,
+        "--decision",
+        &decision_id,
+        "--audit",
+        audit,
+    ];
+    let (ok, out, err) = warden(&explain).await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.starts_with("recorded: deny by [e2e-forbid-gpt41]"),
+        "{out}"
+    );
+    let (determined, _) = out.split_once("did not apply:").unwrap();
+    assert!(
+        determined.contains("decision: deny") && determined.contains("e2e-forbid-gpt41 (forbid"),
+        "{out}"
+    );
+    let unknown = [
+        "policy",
+        "explain",
+        enforced,
+        "--decision",
+        "nope",
+        "--audit",
+        audit,
+    ];
+    let (ok, _, err) = warden(&unknown).await;
+    assert!(
+        !ok && err.contains("no decision record with decision_id nope"),
+        "{err}"
+    );
+}

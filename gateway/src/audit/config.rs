@@ -51,6 +51,12 @@ pub struct AuditConfig {
     pub segment_bytes: u64,
     /// Record request content (prompts, tool arguments) in decision records.
     pub record_content: bool,
+    /// Record in each decision record the facts policy judged (`facts`), for `warden policy
+    /// replay` and `warden policy explain --decision`.
+    pub decision_facts: bool,
+    /// Bound of a decision record's `facts` in bytes of JSON; larger facts are left out
+    /// (`facts_omitted: too large`).
+    pub decision_facts_max_bytes: usize,
     /// Refuse requests when the audit log cannot be written (fail closed).
     pub fail_closed: bool,
     /// A segment older than this is closed (with a checkpoint) and the log continues in a new
@@ -136,6 +142,8 @@ impl Default for AuditConfig {
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             record_content: false,
+            decision_facts: true,
+            decision_facts_max_bytes: 8 * 1024,
             fail_closed: true,
             segment_max_age: DEFAULT_SEGMENT_MAX_AGE,
             signing: SigningConfig::default(),

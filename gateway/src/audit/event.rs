@@ -222,6 +222,13 @@ pub struct AuditEvent {
     /// the arguments' digest (`audit::receipt::action_digest`); receipts name it.
     #[serde(default = "empty_text", skip_serializing_if = "is_empty")]
     pub action_digest: Text,
+    /// What policy judged, for `warden policy replay`: principal with its attributes, action,
+    /// resource and context as a policy test case writes them (`audit.decision_facts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facts: Option<Box<serde_json::Value>>,
+    /// Why a decision record carries no `facts` (`too large`, `arguments not recorded`).
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub facts_omitted: Label,
     /// The Vault secret whose credential went upstream: path, version, lease (never the
     /// value).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -256,6 +263,8 @@ impl AuditEvent {
             content: None,
             content_digest: empty_text(),
             action_digest: empty_text(),
+            facts: None,
+            facts_omitted: Label::Borrowed(""),
             secret: None,
             detail: None,
         }

@@ -171,6 +171,11 @@ fn write_record(
     }
     text_field(buf, "content_digest", &e.content_digest);
     text_field(buf, "action_digest", &e.action_digest);
+    if let Some(facts) = &e.facts {
+        buf.extend_from_slice(b",\"facts\":");
+        serde_json::to_writer(&mut *buf, facts)?;
+    }
+    text_field(buf, "facts_omitted", &e.facts_omitted);
     if let Some(secret) = &e.secret {
         buf.extend_from_slice(b",\"secret\":");
         serde_json::to_writer(&mut *buf, secret)?;
@@ -381,6 +386,10 @@ mod tests {
         full.content = Some(serde_json::json!({"messages": [{"content": "hi\u{1}"}]}));
         full.content_digest = "sha256:00ff".into();
         full.action_digest = "sha256:ff00".into();
+        full.facts = Some(Box::new(
+            serde_json::json!({"action": "llm:chat", "context": {}}),
+        ));
+        full.facts_omitted = "too large".into();
         full.secret = Some(crate::audit::event::AuditSecret {
             path: "database/creds/ro".into(),
             version: None,

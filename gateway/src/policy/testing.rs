@@ -908,24 +908,55 @@ pub fn explain_action(
         None => ContextSpec::default(),
     };
     let timed = context_spec.time.is_some();
-    let case = Case {
-        name: "explain".into(),
+    let case = judged_case(principal, verb.to_owned(), resource, context_spec);
+    let mut action = to_action(engine, &case)?;
+    if !timed {
+        action.context.time = SystemTime::now();
+    }
+    Ok(action)
+}
+
+/// The action a decision record's `facts` describe (`policy/facts.rs` writes them), to judge
+/// again: `warden policy replay` and `warden policy explain --decision`.
+pub fn recorded_action(engine: &PolicyEngine, facts: &serde_json::Value) -> Result<Action, String> {
+    #[derive(Deserialize)]
+    struct Recorded {
+        principal: PrincipalSpec,
+        action: String,
+        resource: ResourceSpec,
+        #[serde(default)]
+        context: ContextSpec,
+    }
+    let recorded = Recorded::deserialize(facts).map_err(|e| format!("facts: {e}"))?;
+    let case = judged_case(
+        recorded.principal,
+        recorded.action,
+        recorded.resource,
+        recorded.context,
+    );
+    to_action(engine, &case)
+}
+
+/// A case with no expectations: an action to judge (explain, replay).
+fn judged_case(
+    principal: PrincipalSpec,
+    action: String,
+    resource: ResourceSpec,
+    context: ContextSpec,
+) -> Case {
+    Case {
+        name: "judged".into(),
         principal,
-        action: verb.to_owned(),
+        action,
         resource,
-        context: context_spec,
+        context,
         expect: Expect::Allow,
         policies: None,
         reasons: None,
         approvers: None,
         approvals: None,
         approval_ttl: None,
-    };
-    let mut action = to_action(engine, &case)?;
-    if !timed {
-        action.context.time = SystemTime::now();
     }
-    Ok(action)
 }
 
 /// `Type::"id"` as its type and id.

@@ -57,6 +57,9 @@ pub struct Judged {
     pub version: Text,
     /// The shadow set's differing decision, if any.
     pub shadow: Option<ShadowDifference>,
+    /// What the decision record carries for replay (`policy/facts.rs`), or why nothing;
+    /// `None` with `audit.decision_facts: false`.
+    pub facts: Option<Result<serde_json::Value, &'static str>>,
 }
 
 /// One request's passage through the path.
@@ -359,6 +362,11 @@ impl Exchange {
         // A tool call's arguments (read by the MCP walk), digested whatever `content` says.
         if let Some(digest) = &self.content_digest {
             event.content_digest = Arc::clone(digest);
+        }
+        match judged.facts {
+            Some(Ok(facts)) => event.facts = Some(Box::new(facts)),
+            Some(Err(why)) => event.facts_omitted = why.into(),
+            None => {}
         }
         let action_digest = receipt::action_digest(&event);
         event.action_digest = Arc::from(action_digest.as_str());

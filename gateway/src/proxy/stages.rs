@@ -112,9 +112,13 @@ pub(super) async fn decide_with(
     let enforced = snap.policy.decide(action);
     let policy_seconds = t.elapsed().as_secs_f64();
     // The shadow set is judged beside the enforced one, outside the time policy took.
+    let audit = &snap.config.audit;
     let judged = Judged {
         version: Arc::clone(snap.policy.version()),
         shadow: snap.policy.shadow_difference(action, &enforced),
+        facts: audit.decision_facts.then(|| {
+            crate::policy::facts::of(action, audit.record_content, audit.decision_facts_max_bytes)
+        }),
     };
     // A canary token is a leak whatever policy says.
     let decision = canary::overrule(adjust(enforced), &action.context.findings);
@@ -126,7 +130,6 @@ pub(super) async fn decide_with(
             .sessions
             .remember(&snap.config.sessions, session);
     }
-    let audit = &snap.config.audit;
     // An approval is bound to the exact request: what waits for one is digested whatever
     // its kind (an LLM call's prompt too), so other arguments are another action.
     let canary = canary::hit(&action.context.findings);
