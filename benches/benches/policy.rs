@@ -47,6 +47,7 @@ fn chat_action() -> Action {
                 input_tokens: 250,
             }),
             session: None,
+            budget: None,
         },
     }
 }

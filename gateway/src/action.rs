@@ -316,6 +316,23 @@ pub struct ActionContext {
     pub facts: Facts,
     /// What the agent's session did before (`context.session`), when a policy reads it.
     pub session: Option<Box<SessionFacts>>,
+    /// What the agent has left of its budgets (`context.budget`), when a policy reads it and
+    /// budgets are set.
+    pub budget: Option<BudgetFacts>,
+}
+
+/// What an agent has left of its token and cost budgets (`context.budget`; `fleet/budget`):
+/// each figure from the tightest budget that bounds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetFacts {
+    /// Tokens left (`i64::MAX` when no budget counts tokens).
+    pub tokens_left: u64,
+    /// Millionths of a US dollar left (`i64::MAX` when no budget counts dollars).
+    pub cost_left_micro_usd: u64,
+    /// The most used budget's spend, in percent of it (past 100 when overspent).
+    pub used_ratio_percent: u64,
+    /// A budget is spent.
+    pub exceeded: bool,
 }
 
 /// What an agent's session did before an action (`context.session`; `fleet/session`).

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::audit::AuditLog;
+use crate::fleet::budget::Ledger;
 use crate::fleet::limits::Limiter;
 use crate::fleet::quarantine::{QuarantineMetrics, Quarantines};
 use crate::fleet::session::AgentSessions;
@@ -32,6 +33,8 @@ pub struct Shared {
     pub limits: Limiter,
     /// Agents' session facts (`sessions:`): they outlive reloads.
     pub sessions: AgentSessions,
+    /// Tokens and dollars spent per agent, group and fleet (`budgets:`): they outlive reloads.
+    pub budgets: Ledger,
     /// Quarantined agents and groups, as this process knows them (the state store attached
     /// at start; without it, only this process's own quarantines).
     pub quarantines: Arc<Quarantines>,
@@ -56,6 +59,7 @@ impl Shared {
         traces: Traces,
     ) -> Arc<Shared> {
         let limits = Limiter::new(&metrics);
+        let budgets = Ledger::new(&metrics);
         let quarantine_metrics = QuarantineMetrics::new();
         metrics.register(quarantine_metrics.collectors());
         let quarantines = Arc::new(Quarantines::new(audit.clone(), quarantine_metrics));
@@ -70,6 +74,7 @@ impl Shared {
             traces,
             limits,
             sessions: AgentSessions::default(),
+            budgets,
             quarantines,
             breakers: Breakers::new(breaker_metrics),
             gate: std::sync::OnceLock::new(),

@@ -187,17 +187,22 @@ async fn a_burst_of_tool_calls_over_the_tools_rate_gets_a_json_rpc_error_with_42
     assert_eq!(post(sum).await.unwrap().status(), 200);
 }
 
-/// The baseline pack's session rule, as shipped in `policies/baseline.cedar`.
-fn baseline_session_rule() -> String {
+/// The policy `@id(id)` from the shipped policy file `file` (under `policies/`).
+fn shipped_rule(file: &str, id: &str) -> String {
     let pack = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/baseline.cedar"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../policies")
+            .join(file),
     )
     .unwrap();
-    let start = pack
-        .find("@id(\"baseline-private-then-external-approval\")")
-        .unwrap();
+    let start = pack.find(&format!("@id(\"{id}\")")).unwrap();
     let end = start + pack[start..].find("};").unwrap() + 2;
     pack[start..end].to_owned()
+}
+
+/// The baseline pack's session rule, as shipped in `policies/baseline.cedar`.
+fn baseline_session_rule() -> String {
+    shipped_rule("baseline.cedar", "baseline-private-then-external-approval")
 }
 
 #[tokio::test]
@@ -253,5 +258,81 @@ async fn a_send_tagged_external_after_a_private_read_in_the_session_is_held_for_
         record["policies"],
         json!(["baseline-private-then-external-approval"]),
         "{record}"
+    );
+}
+
+/// The example budget rule, as shipped in `policies/examples/budgets.cedar`.
+fn example_budget_rule() -> String {
+    shipped_rule("examples/budgets.cedar", "budget-exceeded-deny")
+}
+
+#[tokio::test]
+async fn a_token_budget_spent_by_streamed_responses_denies_the_next_request() {
+    use warden_e2e::fake_llm::{COMPLETION_TOKENS, PROMPT_TOKENS};
+    let per_call = PROMPT_TOKENS + COMPLETION_TOKENS;
+    // Two streamed calls spend the day's budget exactly.
+    let s = Stack::start_with(|b| {
+        b.set(
+            "/budgets",
+            json!({"limits": [{"scope": "agent", "name": "*", "period": "day", "tokens": 2 * per_call}]}),
+        )
+        .policy("budgets.cedar", &example_budget_rule())
+    })
+    .await
+    .unwrap();
+    for call in 1..=2 {
+        let streamed = s
+            .post(
+                "/openai/chat/completions",
+                &openai_chat("gpt-4o-mini", true),
+            )
+            .await
+            .unwrap();
+        assert_eq!(streamed.status(), 200, "call {call} is within the budget");
+        let request_id = streamed.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let events = streamed.text().await.unwrap();
+        assert!(
+            events.contains("\"usage\""),
+            "the stream reports usage: {events}"
+        );
+        // Its usage is charged when the stream ends, before its outcome is recorded.
+        let outcome = s
+            .audit("outcome", |r| r["request_id"] == request_id.as_str())
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome["outcome"]["output_tokens"],
+            json!(COMPLETION_TOKENS),
+            "{outcome}"
+        );
+    }
+
+    let denied = s
+        .post(
+            "/openai/chat/completions",
+            &openai_chat("gpt-4o-mini", true),
+        )
+        .await
+        .unwrap();
+    // A deny of a streamed call is answered as the provider would end a turn (200), with
+    // the reason; the decision record says which policy denied.
+    let body = denied.text().await.unwrap();
+    assert!(body.contains("budget is spent"), "says why: {body}");
+    let record = s
+        .audit("decision", |r| r["decision"] == "deny")
+        .await
+        .unwrap();
+    assert_eq!(
+        record["policies"],
+        json!(["budget-exceeded-deny"]),
+        "{record}"
+    );
+    assert_eq!(
+        s.upstream_requests(2).await.len(),
+        2,
+        "the denied request never reached the provider"
     );
 }

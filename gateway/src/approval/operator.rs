@@ -371,6 +371,7 @@ pub fn may_decide(
             findings: Default::default(),
             facts: Default::default(),
             session: None,
+            budget: None,
         },
     };
     let permits = match policy.decide(&action) {

@@ -21,6 +21,7 @@ const SECTIONS: &[&str] = &[
     "limits",
     "rate_limits",
     "sessions",
+    "budgets",
     "log",
     "traces",
     "runtime",
@@ -143,6 +144,7 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
             "limits" => section(&key, value, &mut config.limits, &error, &mut errors),
             "rate_limits" => section(&key, value, &mut config.rate_limits, &error, &mut errors),
             "sessions" => section(&key, value, &mut config.sessions, &error, &mut errors),
+            "budgets" => section(&key, value, &mut config.budgets, &error, &mut errors),
             "log" => section(&key, value, &mut config.log, &error, &mut errors),
             "traces" => section(&key, value, &mut config.traces, &error, &mut errors),
             "runtime" => section(&key, value, &mut config.runtime, &error, &mut errors),
@@ -349,6 +351,12 @@ mod tests {
                 "inject.",
             ),
             ("state: {zz: 1}", "state", ""),
+            ("budgets: {zz: 1}", "budgets", ""),
+            (
+                "budgets: {limits: [{scope: fleet, period: day, zz: 1}]}",
+                "budgets",
+                "limits[].",
+            ),
             (
                 "state: {postgres: {url: {env: U}, zz: 1}}",
                 "state",

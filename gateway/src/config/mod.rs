@@ -41,6 +41,8 @@ pub struct Config {
     pub rate_limits: crate::fleet::limits::RateLimitsConfig,
     /// Per-agent session facts for policy (`context.session`).
     pub sessions: crate::fleet::session::SessionsConfig,
+    /// Token and cost budgets per agent, group and fleet (`context.budget`).
+    pub budgets: crate::fleet::budget::BudgetsConfig,
     pub log: LogConfig,
     /// OpenTelemetry traces over OTLP (off when absent).
     pub traces: Option<TracesConfig>,
@@ -85,6 +87,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             rate_limits: Default::default(),
             sessions: Default::default(),
+            budgets: Default::default(),
             log: LogConfig::default(),
             traces: None,
             runtime: WorkersConfig::default(),

@@ -42,6 +42,9 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     for (key, message) in config.sessions.validate() {
         err(&key, message);
     }
+    for (key, message) in config.budgets.validate() {
+        err(&key, message);
+    }
     for (key, message) in config.canaries.validate() {
         err(&key, message);
     }

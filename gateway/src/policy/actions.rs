@@ -145,6 +145,12 @@ pub(crate) fn sample_context(kind: FactsKind, full: bool) -> ActionContext {
                 ..Default::default()
             })
         }),
+        budget: full.then_some(crate::action::BudgetFacts {
+            tokens_left: 1000,
+            cost_left_micro_usd: 2_000_000,
+            used_ratio_percent: 80,
+            exceeded: false,
+        }),
     }
 }
 

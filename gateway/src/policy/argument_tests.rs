@@ -60,6 +60,7 @@ fn call(server: &str, tool: &str, arguments: Value) -> Action {
                 arguments: Arc::new(arguments),
             }),
             session: None,
+            budget: None,
         },
     }
 }

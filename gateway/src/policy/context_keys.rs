@@ -50,11 +50,13 @@ pub(crate) enum Key {
     Recipients,
     // Every action's, when policies read it (`SessionFacts`).
     Session,
+    // Every action's, when policies read it and budgets are set (`BudgetFacts`).
+    Budget,
 }
 
 impl Key {
     /// Every attribute.
-    pub(crate) const ALL: [Key; 35] = [
+    pub(crate) const ALL: [Key; 36] = [
         Key::Route,
         Key::Time,
         Key::Hour,
@@ -90,6 +92,7 @@ impl Key {
         Key::Hosts,
         Key::Recipients,
         Key::Session,
+        Key::Budget,
     ];
 
     /// The attribute's name in Cedar: `context.<name>`.
@@ -130,6 +133,7 @@ impl Key {
             Key::Hosts => "hosts",
             Key::Recipients => "recipients",
             Key::Session => "session",
+            Key::Budget => "budget",
         }
     }
 

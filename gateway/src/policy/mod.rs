@@ -110,6 +110,8 @@ pub struct PolicyEngine {
     shadow: Option<Box<PolicyEngine>>,
     /// Whether a loaded policy reads `context.session`.
     reads_session: bool,
+    /// Whether a loaded policy reads `context.budget`.
+    reads_budget: bool,
 }
 
 /// One action's policies, split by whether they read the request's context.
@@ -403,12 +405,19 @@ impl PolicyEngine {
             set: loaded.set,
             shadow: None,
             reads_session: read.contains(Key::Session),
+            reads_budget: read.contains(Key::Budget),
         })
     }
 
     /// Whether a loaded policy reads `context.session` (session facts are kept only then).
     pub fn reads_session(&self) -> bool {
         self.reads_session
+    }
+
+    /// Whether a loaded policy reads `context.budget` (the remaining budget is computed only
+    /// then).
+    pub fn reads_budget(&self) -> bool {
+        self.reads_budget
     }
 
     /// Number of loaded policies.

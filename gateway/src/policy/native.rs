@@ -70,7 +70,7 @@ impl NativeCondition {
 fn compiled(key: Key) -> Option<Key> {
     (!matches!(
         key,
-        Key::SourceIp | Key::Addresses | Key::Fields | Key::Arguments | Key::Session
+        Key::SourceIp | Key::Addresses | Key::Fields | Key::Arguments | Key::Session | Key::Budget
     ))
     .then_some(key)
 }
@@ -364,6 +364,7 @@ fn has(ctx: &ActionContext, key: Key) -> bool {
         | Key::Hosts
         | Key::Recipients => propose(ctx).is_ok(),
         Key::Session => ctx.session.is_some(),
+        Key::Budget => ctx.budget.is_some(),
     }
 }
 
@@ -421,7 +422,12 @@ impl<'a> Env<'a> {
             Key::Hosts => Value::Strings(&propose(ctx)?.hosts),
             Key::Recipients => Value::Strings(&propose(ctx)?.recipients),
             // Not compiled: extension values, records, tool arguments.
-            Key::SourceIp | Key::Addresses | Key::Fields | Key::Arguments | Key::Session => {
+            Key::SourceIp
+            | Key::Addresses
+            | Key::Fields
+            | Key::Arguments
+            | Key::Session
+            | Key::Budget => {
                 return Err(AskCedar);
             }
         })
@@ -623,6 +629,7 @@ mod tests {
             findings: Findings::none(),
             facts,
             session: None,
+            budget: None,
         };
         for max_tokens in [None, Some(0), Some(40_000), Some(u64::MAX)] {
             for input_tokens in [0, 11, 250_000, u64::MAX] {

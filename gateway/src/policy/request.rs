@@ -15,8 +15,8 @@ use dashmap::DashMap;
 use super::arguments::{self, ToolArguments};
 use super::context_keys::{ContextKeys, Key};
 use crate::action::{
-    Action, ActionContext, Facts, FieldValue, Principal, PrincipalKind, Resource, SessionFacts,
-    Verb,
+    Action, ActionContext, BudgetFacts, Facts, FieldValue, Principal, PrincipalKind, Resource,
+    SessionFacts, Verb,
 };
 
 /// Principal entities kept at most; past this the cache starts over.
@@ -394,6 +394,14 @@ pub(crate) fn context(
             session_record(session).map_err(|e| e.to_string())?,
         ));
     }
+    if let Some(budget) = &ctx.budget
+        && keys.contains(Key::Budget)
+    {
+        pairs.push((
+            Key::Budget.name().to_owned(),
+            budget_record(budget).map_err(|e| e.to_string())?,
+        ));
+    }
     Context::from_pairs(pairs).map_err(|e| e.to_string())
 }
 
@@ -415,6 +423,24 @@ fn session_record(
         (
             "sent_external".to_owned(),
             RestrictedExpression::new_bool(s.labelled(SessionFacts::EXTERNAL)),
+        ),
+    ])
+}
+
+/// `context.budget` (`BudgetFacts` in the schema).
+fn budget_record(
+    b: &BudgetFacts,
+) -> Result<RestrictedExpression, cedar_policy::ExpressionConstructionError> {
+    RestrictedExpression::new_record([
+        ("tokens_left".to_owned(), long(b.tokens_left)),
+        (
+            "cost_left_micro_usd".to_owned(),
+            long(b.cost_left_micro_usd),
+        ),
+        ("used_ratio_percent".to_owned(), long(b.used_ratio_percent)),
+        (
+            "exceeded".to_owned(),
+            RestrictedExpression::new_bool(b.exceeded),
         ),
     ])
 }

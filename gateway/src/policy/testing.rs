@@ -321,6 +321,32 @@ struct ContextSpec {
     tool_kind: Option<crate::propose::config::ToolKind>,
     // Every action's, when policies read it.
     session: Option<SessionSpec>,
+    budget: Option<BudgetSpec>,
+}
+
+/// A test case's `context.budget`: what the agent has left (unset figures are unbounded,
+/// `exceeded` false).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BudgetSpec {
+    tokens_left: Option<u64>,
+    cost_left_micro_usd: Option<u64>,
+    #[serde(default)]
+    used_ratio_percent: u64,
+    #[serde(default)]
+    exceeded: bool,
+}
+
+impl BudgetSpec {
+    fn facts(&self) -> crate::action::BudgetFacts {
+        let unbounded = i64::MAX as u64;
+        crate::action::BudgetFacts {
+            tokens_left: self.tokens_left.unwrap_or(unbounded),
+            cost_left_micro_usd: self.cost_left_micro_usd.unwrap_or(unbounded),
+            used_ratio_percent: self.used_ratio_percent,
+            exceeded: self.exceeded,
+        }
+    }
 }
 
 /// A test case's `context.session`: what the session did before (unset figures are 0).
@@ -520,23 +546,25 @@ fn fields(
 
 fn context_keys(kind: FactsKind) -> &'static str {
     match kind {
-        FactsKind::Request => "route, time, source_ip, tls, client_certificate, findings, session",
+        FactsKind::Request => {
+            "route, time, source_ip, tls, client_certificate, findings, session, budget"
+        }
         FactsKind::Llm => {
-            "route, time, source_ip, tls, client_certificate, findings, session, stream, max_tokens, \
+            "route, time, source_ip, tls, client_certificate, findings, session, budget, stream, max_tokens, \
              tools, input_tokens"
         }
         FactsKind::Http => {
-            "route, time, source_ip, tls, client_certificate, findings, session, method, path, fields"
+            "route, time, source_ip, tls, client_certificate, findings, session, budget, method, path, fields"
         }
         FactsKind::Egress => {
-            "route, time, source_ip, tls, client_certificate, findings, session, port, addresses, \
+            "route, time, source_ip, tls, client_certificate, findings, session, budget, port, addresses, \
              scheme, sni, method, path"
         }
         FactsKind::Tool => {
-            "route, time, source_ip, tls, client_certificate, findings, session, arguments"
+            "route, time, source_ip, tls, client_certificate, findings, session, budget, arguments"
         }
         FactsKind::Propose => {
-            "route, time, source_ip, tls, client_certificate, findings, session, arguments, \
+            "route, time, source_ip, tls, client_certificate, findings, session, budget, arguments, \
              tool_kind (the context of docs/local-tools.md is derived from them)"
         }
     }
@@ -856,6 +884,7 @@ fn to_action(engine: &PolicyEngine, case: &Case) -> Result<Action, String> {
             ),
             facts,
             session: c.session.as_ref().map(|s| Box::new(s.facts())),
+            budget: c.budget.as_ref().map(BudgetSpec::facts),
         },
     })
 }

@@ -104,6 +104,7 @@ fn chat(principal: Principal, provider: &str, model: &str) -> Action {
                 input_tokens: 200,
             }),
             session: None,
+            budget: None,
         },
     }
 }

@@ -229,6 +229,7 @@ mod tests {
             findings: Findings::none(),
             facts: Facts::None,
             session: None,
+            budget: None,
         };
         let mut principal = Principal::anonymous();
         principal.id = Arc::from("ci-bot");

@@ -76,6 +76,8 @@ pub struct Exchange {
     resource: Text,
     /// The model, for the token counters.
     model: Option<Arc<str>>,
+    /// The model's provider, for the price of its tokens in budgets.
+    provider: Option<Arc<str>>,
     /// How the route's dialect read the request, for its refusal answer.
     shape: Option<Shape>,
     decision: Option<&'static str>,
@@ -146,6 +148,7 @@ impl Exchange {
             verb: None,
             resource: empty_text(),
             model: None,
+            provider: None,
             shape: None,
             decision: None,
             auth_failure: None,
@@ -266,8 +269,9 @@ impl Exchange {
         }
         self.verb = Some(verb.clone());
         self.resource = Arc::from(resource.cedar_ref());
-        if let Resource::Model { name, .. } = resource {
+        if let Resource::Model { name, provider } = resource {
             self.model = Some(Arc::from(name.as_str()));
+            self.provider = Some(Arc::clone(provider));
         }
         self.shape = Some(shape);
     }
@@ -498,6 +502,7 @@ impl Exchange {
             event,
             started: self.started,
             model: self.model.clone(),
+            spender: self.principal.clone().zip(self.provider.clone()),
             spans: self.spans(status, None),
             _permit: self.permit.take(),
         }
@@ -746,6 +751,8 @@ pub struct PendingOutcome {
     event: AuditEvent,
     started: Instant,
     model: Option<Arc<str>>,
+    /// Who pays for the response's tokens, and their provider (LLM calls).
+    spender: Option<(Arc<Principal>, Arc<str>)>,
     /// The request's spans (sampled requests, with tracing on).
     spans: Option<Box<OpenSpans>>,
     /// The request's places in flight, held until the response ends.
@@ -754,9 +761,24 @@ pub struct PendingOutcome {
 
 impl Complete for PendingOutcome {
     /// Completes the record with the usage the response reported and why it failed, if it did;
-    /// counts the tokens.
+    /// counts the tokens and charges them to the agent's budgets.
     fn complete(mut self, usage: Usage, error: Option<String>) {
         let (input_tokens, output_tokens) = (usage.input_tokens, usage.output_tokens);
+        if let Some((principal, provider)) = &self.spender {
+            let model = usage
+                .model
+                .as_deref()
+                .or(self.model.as_deref())
+                .unwrap_or("");
+            let snap = self.shared.snapshot.load();
+            self.shared.budgets.charge(
+                &snap.config.budgets,
+                principal,
+                (provider, model),
+                (input_tokens.unwrap_or(0), output_tokens.unwrap_or(0)),
+                std::time::SystemTime::now(),
+            );
+        }
         if let Some(spans) = self.spans.take() {
             spans.end(usage, error.as_deref());
         }

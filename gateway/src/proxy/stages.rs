@@ -38,6 +38,7 @@ pub(super) fn context(
         findings,
         facts,
         session: None,
+        budget: None,
     }
 }
 
@@ -75,8 +76,15 @@ pub(super) fn limit(snap: &Snapshot, ex: &mut Exchange, action: &Action) -> Resu
 }
 
 /// Session: what the agent's session did before `action` (`context.session`), when a loaded
-/// policy reads it; the action is remembered in it once decided and not denied.
+/// policy reads it; the action is remembered in it once decided and not denied. And what the
+/// agent has left of its budgets (`context.budget`), when a loaded policy reads that.
 pub(super) fn recall(snap: &Snapshot, ex: &Exchange, action: &mut Action, named: Named<'_>) {
+    if snap.policy.reads_budget() {
+        action.context.budget =
+            ex.shared()
+                .budgets
+                .facts(&snap.config.budgets, &action.principal, action.context.time);
+    }
     if snap.policy.reads_session() {
         let facts = ex
             .shared()
@@ -322,6 +330,7 @@ impl SecretGuard for SecretPolicy<'_> {
                 findings: c.findings.clone(),
                 facts: Facts::None,
                 session: None,
+                budget: None,
             },
         };
         match self.snap.policy.decide(&use_secret) {
@@ -367,6 +376,7 @@ mod tests {
                     arguments: Arc::new(json!({"title": "deploy"})),
                 }),
                 session: None,
+                budget: None,
             },
         }
     }

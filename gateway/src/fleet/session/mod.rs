@@ -221,6 +221,7 @@ mod tests {
                 findings: Findings::default(),
                 facts: Facts::None,
                 session: None,
+                budget: None,
             },
         }
     }

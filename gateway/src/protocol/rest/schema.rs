@@ -17,7 +17,7 @@ use super::operations::{FieldKind, Operations};
 
 /// `HttpContext`'s attributes (policies/schema.cedarschema), repeated in the context of an
 /// operation with fields: Cedar records do not extend one another. Name, type, required.
-const HTTP_CONTEXT_ATTRIBUTES: [(&str, &str, bool); 11] = [
+const HTTP_CONTEXT_ATTRIBUTES: [(&str, &str, bool); 12] = [
     ("route", "String", true),
     ("time", "Long", true),
     ("hour", "Long", true),
@@ -27,6 +27,7 @@ const HTTP_CONTEXT_ATTRIBUTES: [(&str, &str, bool); 11] = [
     ("client_certificate", "String", false),
     ("findings", "Set<String>", true),
     ("session", "SessionFacts", false),
+    ("budget", "BudgetFacts", false),
     ("method", "String", true),
     ("path", "String", true),
 ];

@@ -244,6 +244,7 @@ fn action(
             findings,
             facts: Facts::Egress(facts),
             session: None,
+            budget: None,
         },
     }
 }

@@ -1,0 +1,212 @@
+//! `budgets:` token and cost budgets per agent, group and fleet, per day and month, and the
+//! price table that turns tokens into dollars.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::prices::Prices;
+
+/// `budgets:` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "RawBudgets")]
+pub struct BudgetsConfig {
+    /// `budgets.prices`: a price table that replaces the shipped one.
+    pub prices: Option<PathBuf>,
+    /// `budgets.limits`: the budgets.
+    pub limits: Vec<BudgetLimit>,
+    /// The price table in force (`prices`, else the shipped one), read when the configuration
+    /// is loaded.
+    pub table: Arc<Prices>,
+}
+
+impl Default for BudgetsConfig {
+    fn default() -> Self {
+        BudgetsConfig {
+            prices: None,
+            limits: Vec::new(),
+            table: Arc::new(Prices::shipped()),
+        }
+    }
+}
+
+/// The section as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawBudgets {
+    prices: Option<PathBuf>,
+    limits: Vec<BudgetLimit>,
+}
+
+impl TryFrom<RawBudgets> for BudgetsConfig {
+    type Error = String;
+
+    fn try_from(raw: RawBudgets) -> Result<Self, String> {
+        let table = match &raw.prices {
+            Some(path) => Prices::load(path).map_err(|e| format!("prices: {e}"))?,
+            None => Prices::shipped(),
+        };
+        Ok(BudgetsConfig {
+            prices: raw.prices,
+            limits: raw.limits,
+            table: Arc::new(table),
+        })
+    }
+}
+
+/// One budget: what one agent, group or the fleet may spend in a day or a month.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetLimit {
+    /// Whose spend it bounds.
+    pub scope: Scope,
+    /// The agent's id or the group's name; `*` for each agent (or each group) on its own.
+    /// None for the fleet.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Over which period spend is counted (calendar days and months, UTC).
+    pub period: Period,
+    /// Input and output tokens, together.
+    #[serde(default)]
+    pub tokens: Option<u64>,
+    /// US dollars, priced by the price table.
+    #[serde(default)]
+    pub usd: Option<f64>,
+}
+
+/// Whose spend a budget bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// One agent (a principal id).
+    Agent,
+    /// The agents of one group.
+    Group,
+    /// Every agent.
+    Fleet,
+}
+
+impl Scope {
+    /// Its name in metrics and `warden budgets show`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Agent => "agent",
+            Scope::Group => "group",
+            Scope::Fleet => "fleet",
+        }
+    }
+}
+
+/// The period a budget counts over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Period {
+    /// The calendar day, UTC.
+    Day,
+    /// The calendar month, UTC.
+    Month,
+}
+
+impl Period {
+    /// Both, in the order they are reported.
+    pub const ALL: [Period; 2] = [Period::Day, Period::Month];
+
+    /// Its name in metrics and `warden budgets show`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Period::Day => "day",
+            Period::Month => "month",
+        }
+    }
+}
+
+impl BudgetsConfig {
+    /// `(key, message)` for every mistake.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
+        for (i, limit) in self.limits.iter().enumerate() {
+            let key = format!("budgets.limits[{i}]");
+            match (limit.scope, &limit.name) {
+                (Scope::Fleet, Some(_)) => errors.push((
+                    format!("{key}.name"),
+                    "a fleet budget has no name: remove it".into(),
+                )),
+                (Scope::Agent | Scope::Group, None) => errors.push((
+                    format!("{key}.name"),
+                    format!(
+                        "a {} budget names its {} (or `*` for each on its own)",
+                        limit.scope.as_str(),
+                        limit.scope.as_str()
+                    ),
+                )),
+                (_, Some(name)) if name.is_empty() => {
+                    errors.push((format!("{key}.name"), "cannot be empty".into()));
+                }
+                _ => {}
+            }
+            if limit.tokens.is_none() && limit.usd.is_none() {
+                errors.push((
+                    key.clone(),
+                    "set `tokens`, `usd` or both: a budget without either bounds nothing".into(),
+                ));
+            }
+            if limit.tokens == Some(0) {
+                errors.push((format!("{key}.tokens"), "must be at least 1".into()));
+            }
+            if let Some(usd) = limit.usd
+                && !(usd.is_finite() && usd > 0.0)
+            {
+                errors.push((
+                    format!("{key}.usd"),
+                    format!("{usd} is not a budget: give US dollars, more than 0"),
+                ));
+            }
+        }
+        errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<BudgetsConfig, String> {
+        serde_saphyr::from_str(yaml).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn limits_parse_and_mistakes_are_named() {
+        let config = parse(
+            "limits:\n\
+             - { scope: agent, name: '*', period: day, tokens: 1000 }\n\
+             - { scope: fleet, name: all, period: month }\n\
+             - { scope: group, period: day, usd: -2 }\n",
+        )
+        .expect("parses");
+        assert_eq!(config.limits[0].scope, Scope::Agent);
+        let errors = config.validate();
+        let keys: Vec<&str> = errors.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "budgets.limits[1].name",
+                "budgets.limits[1]",
+                "budgets.limits[2].name",
+                "budgets.limits[2].usd"
+            ],
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_price_file_is_an_error_naming_it() {
+        let err = parse("prices: /nonexistent/prices.yaml").expect_err("missing file");
+        assert!(err.contains("/nonexistent/prices.yaml"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(parse("limit: []").is_err());
+    }
+}

@@ -1,0 +1,454 @@
+//! Token and cost budgets per agent, group and fleet, per calendar day and month (UTC).
+//!
+//! Every LLM response's usage (streams included, counted when the response ends) is charged
+//! to its agent, each of the agent's groups and the fleet, in tokens and in dollars priced by
+//! the price table ([`prices`]). Before the decision, an agent's remaining budget — the
+//! tightest of the `budgets.limits` that apply to it — is put in `context.budget` for policy
+//! to deny, downgrade or hold past a threshold. Spend is kept in memory on each replica; the
+//! decision never waits for it.
+
+pub mod config;
+pub mod prices;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use prometheus::{GaugeVec, Opts};
+
+use crate::action::{BudgetFacts, Principal};
+use crate::telemetry::metrics::Metrics;
+pub use config::{BudgetLimit, BudgetsConfig, Period, Scope};
+
+/// What goes wrong with budgets.
+#[derive(Debug, thiserror::Error)]
+pub enum BudgetError {
+    /// The price table file cannot be read.
+    #[error("cannot read the price table {path}: {error}")]
+    PricesRead { path: String, error: String },
+    /// The price table is not one.
+    #[error(
+        "{origin} is not a price table ({error}); write `<provider>: {{ <model>: {{ input: <USD per million tokens>, output: <USD per million tokens> }} }}`"
+    )]
+    Prices { origin: String, error: String },
+}
+
+/// The fleet's name in the spend table.
+pub const FLEET: &str = "*";
+
+/// What was spent in one period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Spent {
+    /// Input and output tokens.
+    pub tokens: u64,
+    /// Millionths of a US dollar.
+    pub micro_usd: u64,
+}
+
+/// Whose spend, over which period, and which one (days or months since 1970).
+type Account = (Scope, Arc<str>, Period, u32);
+
+/// Accounts past which spend is not exported as metrics (a gauge cannot be summed into an
+/// `other` label); it is still counted.
+const METRIC_ACCOUNTS_MAX: usize = 4096;
+
+/// Characters of an agent's or group's name kept in a metric label.
+const LABEL_MAX: usize = 64;
+
+/// The spend of every agent, group and the fleet, in the current day and month.
+pub struct Ledger {
+    spent: DashMap<Account, Spent>,
+    /// The day spend was last charged on: past periods are dropped when it changes.
+    day: AtomicU64,
+    /// `warden_budget_spent_usd{scope,name,period}`.
+    spent_usd: GaugeVec,
+    /// `warden_budget_remaining_ratio{scope,name,period}`.
+    remaining: GaugeVec,
+}
+
+impl Ledger {
+    /// An empty ledger, its gauges registered with `metrics`.
+    pub fn new(metrics: &Metrics) -> Ledger {
+        let gauge = |name: &str, help: &str| {
+            GaugeVec::new(Opts::new(name, help), &["scope", "name", "period"])
+                .expect("static metric definition")
+        };
+        let spent_usd = gauge(
+            "warden_budget_spent_usd",
+            "US dollars spent in the current day or month, by agent, group or the fleet (name `*`).",
+        );
+        let remaining = gauge(
+            "warden_budget_remaining_ratio",
+            "What is left of the tightest budget on an agent, group or the fleet, 0 to 1, by period.",
+        );
+        metrics.register(vec![
+            Box::new(spent_usd.clone()),
+            Box::new(remaining.clone()),
+        ]);
+        Ledger {
+            spent: DashMap::new(),
+            day: AtomicU64::new(0),
+            spent_usd,
+            remaining,
+        }
+    }
+
+    /// Charges `principal` (its groups and the fleet) with `input` and `output` tokens of
+    /// `provider`'s `model`, priced by `config`'s price table, at `now`.
+    pub fn charge(
+        &self,
+        config: &BudgetsConfig,
+        principal: &Principal,
+        (provider, model): (&str, &str),
+        (input, output): (u64, u64),
+        now: SystemTime,
+    ) {
+        let prices = &config.table;
+        let tokens = input.saturating_add(output);
+        if tokens == 0 {
+            return;
+        }
+        let micro_usd = prices
+            .cost_micro_usd(provider, model, input, output)
+            .unwrap_or_else(|| {
+                tracing::debug!(
+                    provider,
+                    model,
+                    "no price for the model: its tokens cost $0 in budgets"
+                );
+                0
+            });
+        let day = days(now);
+        if self.day.swap(day, Ordering::Relaxed) != day {
+            let (d, m) = (index(Period::Day, now), index(Period::Month, now));
+            self.spent.retain(|(_, _, period, i), _| match period {
+                Period::Day => *i == d,
+                Period::Month => *i == m,
+            });
+            self.spent_usd.reset();
+            self.remaining.reset();
+        }
+        let fleet: Arc<str> = Arc::from(FLEET);
+        let names = std::iter::once((Scope::Agent, &principal.id))
+            .chain(principal.groups.iter().map(|g| (Scope::Group, g)))
+            .chain(std::iter::once((Scope::Fleet, &fleet)));
+        for (scope, name) in names {
+            for period in Period::ALL {
+                let mut entry = self
+                    .spent
+                    .entry((scope, Arc::clone(name), period, index(period, now)))
+                    .or_default();
+                entry.tokens = entry.tokens.saturating_add(tokens);
+                entry.micro_usd = entry.micro_usd.saturating_add(micro_usd);
+                let spent = *entry;
+                drop(entry);
+                if self.spent.len() <= METRIC_ACCOUNTS_MAX {
+                    self.export(config, (scope, name, period), spent);
+                }
+            }
+        }
+    }
+
+    /// Sets the account's gauges: its spend, and what is left of the tightest budget on it.
+    fn export(
+        &self,
+        config: &BudgetsConfig,
+        (scope, name, period): (Scope, &str, Period),
+        spent: Spent,
+    ) {
+        let label = crate::text::bounded(name, LABEL_MAX);
+        let labels = [scope.as_str(), &*label, period.as_str()];
+        self.spent_usd
+            .with_label_values(&labels)
+            .set(spent.micro_usd as f64 / 1e6);
+        let mut facts = BudgetFacts::UNBOUNDED;
+        let on_account = |l: &&BudgetLimit| {
+            l.scope == scope
+                && l.period == period
+                && (scope == Scope::Fleet
+                    || l.name.as_deref().is_some_and(|n| n == "*" || n == name))
+        };
+        let mut bounded = false;
+        for limit in config.limits.iter().filter(on_account) {
+            facts.tighten(limit, spent);
+            bounded = true;
+        }
+        if bounded {
+            let left = 1.0 - (facts.used_ratio_percent.min(100) as f64 / 100.0);
+            self.remaining.with_label_values(&labels).set(left);
+        }
+    }
+
+    /// What `scope`'s `name` spent in the `period` holding `now`.
+    pub fn spent(&self, scope: Scope, name: &str, period: Period, now: SystemTime) -> Spent {
+        self.spent
+            .get(&(scope, Arc::from(name), period, index(period, now)))
+            .map(|s| *s)
+            .unwrap_or_default()
+    }
+
+    /// `principal`'s remaining budget at `now` (`context.budget`): each figure from the
+    /// tightest budget that bounds it; `None` when no budget is configured.
+    pub fn facts(
+        &self,
+        config: &BudgetsConfig,
+        principal: &Principal,
+        now: SystemTime,
+    ) -> Option<BudgetFacts> {
+        if config.limits.is_empty() {
+            return None;
+        }
+        let mut facts = BudgetFacts::UNBOUNDED;
+        for limit in &config.limits {
+            for name in bounded(limit, principal) {
+                let spent = self.spent(limit.scope, name, limit.period, now);
+                facts.tighten(limit, spent);
+            }
+        }
+        Some(facts)
+    }
+
+    /// Every account with spend in the current periods: scope, name, period, spend.
+    pub fn accounts(&self, now: SystemTime) -> Vec<(Scope, Arc<str>, Period, Spent)> {
+        let current = |p: Period, i: u32| index(p, now) == i;
+        let mut accounts: Vec<_> = self
+            .spent
+            .iter()
+            .filter(|e| current(e.key().2, e.key().3))
+            .map(|e| (e.key().0, Arc::clone(&e.key().1), e.key().2, *e.value()))
+            .collect();
+        accounts.sort_by(|a, b| {
+            (a.0.as_str(), &a.1, a.2.as_str()).cmp(&(b.0.as_str(), &b.1, b.2.as_str()))
+        });
+        accounts
+    }
+}
+
+/// The names whose spend `limit` bounds for `principal`: its id, its groups, or the fleet.
+fn bounded<'a>(limit: &'a BudgetLimit, principal: &'a Principal) -> Vec<&'a str> {
+    let matches = |name: &str| limit.name.as_deref().is_some_and(|n| n == "*" || n == name);
+    match limit.scope {
+        Scope::Agent => [&*principal.id]
+            .into_iter()
+            .filter(|id| matches(id))
+            .collect(),
+        Scope::Group => principal
+            .groups
+            .iter()
+            .map(|g| &**g)
+            .filter(|g| matches(g))
+            .collect(),
+        Scope::Fleet => vec![FLEET],
+    }
+}
+
+impl BudgetFacts {
+    /// Facts no budget bounds.
+    pub const UNBOUNDED: BudgetFacts = BudgetFacts {
+        tokens_left: UNLIMITED,
+        cost_left_micro_usd: UNLIMITED,
+        used_ratio_percent: 0,
+        exceeded: false,
+    };
+
+    /// Takes in `limit`, with `spent` against it.
+    fn tighten(&mut self, limit: &BudgetLimit, spent: Spent) {
+        if let Some(tokens) = limit.tokens {
+            self.tokens_left = self.tokens_left.min(tokens.saturating_sub(spent.tokens));
+            self.used_ratio_percent = self.used_ratio_percent.max(percent(spent.tokens, tokens));
+            self.exceeded |= spent.tokens >= tokens;
+        }
+        if let Some(usd) = limit.usd {
+            let micro = (usd * 1e6).round() as u64;
+            self.cost_left_micro_usd = self
+                .cost_left_micro_usd
+                .min(micro.saturating_sub(spent.micro_usd));
+            self.used_ratio_percent = self.used_ratio_percent.max(percent(spent.micro_usd, micro));
+            self.exceeded |= spent.micro_usd >= micro;
+        }
+    }
+}
+
+/// A figure no budget bounds (Cedar's largest `Long`).
+pub const UNLIMITED: u64 = i64::MAX as u64;
+
+/// `used` of `limit`, in whole percent.
+fn percent(used: u64, limit: u64) -> u64 {
+    (u128::from(used) * 100 / u128::from(limit.max(1))).min(u128::from(UNLIMITED)) as u64
+}
+
+/// Days since 1970-01-01 (UTC) at `t`.
+fn days(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) / 86_400
+}
+
+/// Which day or month `t` falls in: days since 1970, or `year * 12 + month - 1`.
+fn index(period: Period, t: SystemTime) -> u32 {
+    let days = days(t);
+    match period {
+        Period::Day => days as u32,
+        Period::Month => {
+            let (year, month) = year_month(days as i64);
+            (year * 12 + month - 1) as u32
+        }
+    }
+}
+
+/// The civil year and month (1-12) of a day count since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`).
+fn year_month(days: i64) -> (i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn agent(id: &str, groups: &[&str]) -> Principal {
+        Principal {
+            id: Arc::from(id),
+            groups: groups.iter().map(|g| Arc::from(*g)).collect(),
+            ..Principal::anonymous()
+        }
+    }
+
+    /// `budgets:` as `yaml` says, with the price table `prices`.
+    fn config(yaml: &str, prices: &str) -> BudgetsConfig {
+        let mut config: BudgetsConfig = serde_saphyr::from_str(yaml).expect("config");
+        assert_eq!(config.validate(), []);
+        config.table = Arc::new(prices::Prices::parse(prices, "test").expect("prices"));
+        config
+    }
+
+    fn ledger() -> Ledger {
+        Ledger::new(&Metrics::new())
+    }
+
+    // 2026-12-04T12:00:00Z.
+    fn noon() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_796_385_600)
+    }
+
+    #[test]
+    fn months_are_calendar_months() {
+        assert_eq!(year_month(0), (1970, 1));
+        assert_eq!(year_month(days(noon()) as i64), (2026, 12));
+        // 2024-02-29 is day 19782.
+        assert_eq!(year_month(19_782), (2024, 2));
+        assert_eq!(year_month(19_783), (2024, 3));
+    }
+
+    #[test]
+    fn spend_is_charged_to_the_agent_its_groups_and_the_fleet() {
+        let ledger = ledger();
+        let config = config(
+            "limits: [{ scope: group, name: research, period: month, usd: 1 }]",
+            "openai: { gpt-4o: { input: 2, output: 10 } }",
+        );
+        let a = agent("a", &["research"]);
+        let gpt4o = ("openai", "gpt-4o");
+        ledger.charge(&config, &a, gpt4o, (1000, 100), noon());
+        ledger.charge(&config, &agent("b", &[]), gpt4o, (10, 0), noon());
+        let spent = ledger.spent(Scope::Agent, "a", Period::Day, noon());
+        assert_eq!(
+            spent,
+            Spent {
+                tokens: 1100,
+                micro_usd: 3000
+            }
+        );
+        assert_eq!(
+            ledger
+                .spent(Scope::Group, "research", Period::Month, noon())
+                .tokens,
+            1100
+        );
+        assert_eq!(
+            ledger
+                .spent(Scope::Fleet, FLEET, Period::Day, noon())
+                .tokens,
+            1110
+        );
+        let tomorrow = noon() + Duration::from_secs(86_400);
+        assert_eq!(
+            ledger
+                .spent(Scope::Agent, "a", Period::Day, tomorrow)
+                .tokens,
+            0
+        );
+        assert_eq!(
+            ledger
+                .spent(Scope::Agent, "a", Period::Month, tomorrow)
+                .tokens,
+            1100
+        );
+        // The gauges: dollars spent, and what is left of the group's $1 a month.
+        let spent = ledger
+            .spent_usd
+            .with_label_values(&["agent", "a", "day"])
+            .get();
+        assert!((spent - 0.003).abs() < 1e-9, "{spent}");
+        let left = ledger
+            .remaining
+            .with_label_values(&["group", "research", "month"])
+            .get();
+        assert_eq!(left, 1.0, "0.3% used rounds down to 0%");
+    }
+
+    #[test]
+    fn the_tightest_budget_sets_each_figure_and_exhaustion_shows() {
+        let ledger = ledger();
+        let config = config(
+            "limits:\n\
+             - { scope: agent, name: '*', period: day, tokens: 1000 }\n\
+             - { scope: group, name: research, period: month, tokens: 5000, usd: 1 }\n\
+             - { scope: agent, name: someone-else, period: day, tokens: 1 }\n",
+            "p: { m: { input: 1, output: 1 } }",
+        );
+        let a = agent("a", &["research"]);
+        let fresh = ledger.facts(&config, &a, noon()).expect("budgets set");
+        assert_eq!(
+            fresh,
+            BudgetFacts {
+                tokens_left: 1000,
+                cost_left_micro_usd: 1_000_000,
+                used_ratio_percent: 0,
+                exceeded: false
+            }
+        );
+        ledger.charge(&config, &a, ("p", "m"), (600, 150), noon());
+        let used = ledger.facts(&config, &a, noon()).expect("facts");
+        assert_eq!((used.tokens_left, used.used_ratio_percent), (250, 75));
+        assert_eq!(used.cost_left_micro_usd, 1_000_000 - 750);
+        assert!(!used.exceeded);
+        ledger.charge(&config, &a, ("p", "m"), (200, 50), noon());
+        let spent = ledger.facts(&config, &a, noon()).expect("facts");
+        assert_eq!((spent.tokens_left, spent.exceeded), (0, true));
+        assert_eq!(spent.used_ratio_percent, 100);
+        // Another agent of no group has its own day budget.
+        let b = ledger
+            .facts(&config, &agent("b", &[]), noon())
+            .expect("facts");
+        assert_eq!((b.tokens_left, b.cost_left_micro_usd), (1000, UNLIMITED));
+    }
+
+    #[test]
+    fn no_budget_no_facts() {
+        let ledger = ledger();
+        assert_eq!(
+            ledger.facts(&BudgetsConfig::default(), &agent("a", &[]), noon()),
+            None
+        );
+    }
+}
