@@ -204,7 +204,11 @@ async fn audit_tail_export_and_search_read_the_log_in_siem_shapes() {
     // its timer) may come first.
     let record = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            let line = lines.next_line().await.unwrap().expect("tail --follow ended");
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("tail --follow ended");
             let record: Value = serde_json::from_str(&line).unwrap();
             if record["kind"] == "decision" {
                 return record;

@@ -46,6 +46,17 @@ pub fn of(action: &Action, arguments: bool, max_bytes: usize) -> Result<Value, &
             }),
         );
     }
+    if let Some(b) = &c.budget {
+        context.insert(
+            "budget".into(),
+            json!({
+                "tokens_left": b.tokens_left,
+                "cost_left_micro_usd": b.cost_left_micro_usd,
+                "used_ratio_percent": b.used_ratio_percent,
+                "exceeded": b.exceeded,
+            }),
+        );
+    }
     match &c.facts {
         Facts::None => {}
         Facts::Llm(l) => {
@@ -222,6 +233,12 @@ mod tests {
                     location: "messages[0]".into(),
                 }]),
                 facts,
+                budget: Some(crate::action::BudgetFacts {
+                    tokens_left: 1200,
+                    cost_left_micro_usd: 450_000,
+                    used_ratio_percent: 91,
+                    exceeded: false,
+                }),
                 session: Some(Box::new(SessionFacts {
                     actions: 4,
                     action_count: 2,
