@@ -20,19 +20,7 @@ use prometheus::{GaugeVec, Opts};
 use crate::action::{BudgetFacts, Principal};
 use crate::telemetry::metrics::Metrics;
 pub use config::{BudgetLimit, BudgetsConfig, Period, Scope};
-
-/// What goes wrong with budgets.
-#[derive(Debug, thiserror::Error)]
-pub enum BudgetError {
-    /// The price table file cannot be read.
-    #[error("cannot read the price table {path}: {error}")]
-    PricesRead { path: String, error: String },
-    /// The price table is not one.
-    #[error(
-        "{origin} is not a price table ({error}); write `<provider>: {{ <model>: {{ input: <USD per million tokens>, output: <USD per million tokens> }} }}`"
-    )]
-    Prices { origin: String, error: String },
-}
+pub use prices::BudgetError;
 
 /// The fleet's name in the spend table.
 pub const FLEET: &str = "*";

@@ -6,7 +6,18 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::BudgetError;
+/// What goes wrong with budgets.
+#[derive(Debug, thiserror::Error)]
+pub enum BudgetError {
+    /// The price table file cannot be read.
+    #[error("cannot read the price table {path}: {error}")]
+    PricesRead { path: String, error: String },
+    /// The price table is not one.
+    #[error(
+        "{origin} is not a price table ({error}); write `<provider>: {{ <model>: {{ input: <USD per million tokens>, output: <USD per million tokens> }} }}`"
+    )]
+    Prices { origin: String, error: String },
+}
 
 /// The table Warden ships.
 const SHIPPED: &str = include_str!("prices.yaml");
