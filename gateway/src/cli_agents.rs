@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use clap::Subcommand;
 
 use warden::state::pins::now_ms;
@@ -120,15 +120,8 @@ pub fn agents(command: AgentsCommand) -> Result<ExitCode> {
         | AgentsCommand::List { config } => config,
     };
     let config = super::load(path.as_deref())?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let secrets = super::offline_secrets(&config)?;
-        let store = warden::state::Store::open(&config.state, &config.data_dir, secrets.as_ref())
-            .await
-            .map_err(|e| anyhow!("{e}"))?;
+    super::cli_runtime()?.block_on(async {
+        let store = super::open_store(&config).await?;
         let repository = store.quarantine();
         match command {
             AgentsCommand::Quarantine {

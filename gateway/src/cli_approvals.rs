@@ -107,13 +107,6 @@ async fn operator(config: &warden::config::Config) -> Result<Operator> {
     ))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-}
-
 fn code_or_prompt(code: Option<String>) -> Result<String> {
     if let Some(code) = code {
         return Ok(code);
@@ -132,7 +125,7 @@ pub fn approvals(command: ApprovalsCommand) -> Result<ExitCode> {
         ApprovalsCommand::Approve { who, .. } | ApprovalsCommand::Deny { who, .. } => &who.config,
     };
     let config = super::load(path.as_deref())?;
-    runtime()?.block_on(async {
+    super::cli_runtime()?.block_on(async {
         let operator = operator(&config).await?;
         match command {
             ApprovalsCommand::List { .. } => {
@@ -202,7 +195,7 @@ pub fn approvers(command: ApproversCommand) -> Result<ExitCode> {
         } => return reset(&subject, yes, config),
     };
     let config = super::load(config.as_deref())?;
-    runtime()?.block_on(async {
+    super::cli_runtime()?.block_on(async {
         let operator = operator(&config).await?;
         if let Some(code) = confirm {
             operator
@@ -235,7 +228,7 @@ pub fn approvers(command: ApproversCommand) -> Result<ExitCode> {
 /// `warden approvers reset SUBJECT`.
 fn reset(subject: &str, yes: bool, config: Option<PathBuf>) -> Result<ExitCode> {
     let config = super::load(config.as_deref())?;
-    runtime()?.block_on(async {
+    super::cli_runtime()?.block_on(async {
         let operator = operator(&config).await?;
         let held = operator
             .factors_of(subject)

@@ -54,15 +54,8 @@ pub fn canary(command: CanaryCommand) -> Result<ExitCode> {
         | CanaryCommand::Revoke { config, .. } => config.clone(),
     };
     let config = super::load(path.as_deref())?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let secrets = super::offline_secrets(&config)?;
-        let store = warden::state::Store::open(&config.state, &config.data_dir, secrets.as_ref())
-            .await
-            .map_err(|e| anyhow!("{e}"))?;
+    super::cli_runtime()?.block_on(async {
+        let store = super::open_store(&config).await?;
         let canaries = store.canaries();
         match command {
             CanaryCommand::Issue {

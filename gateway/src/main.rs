@@ -1202,6 +1202,23 @@ fn token_issuer(config: &warden::config::Config) -> Result<warden::identity::Tok
 
 /// The secret store of the configuration's `vault:` section, for resolving routes without
 /// reaching Vault (`warden check` and the other offline commands).
+/// A command's runtime: one thread, for the state store and Vault.
+fn cli_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// The state store `config` names, opened by a command (its database password from Vault when
+/// configured so).
+async fn open_store(config: &warden::config::Config) -> Result<warden::state::Store> {
+    let secrets = offline_secrets(config)?;
+    warden::state::Store::open(&config.state, &config.data_dir, secrets.as_ref())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 fn offline_secrets(
     config: &warden::config::Config,
 ) -> Result<Option<std::sync::Arc<warden::vault::SecretStore>>> {
