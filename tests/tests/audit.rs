@@ -193,25 +193,30 @@ async fn audit_tail_export_and_search_read_the_log_in_siem_shapes() {
         .stdout(std::process::Stdio::piped());
     let mut child = follow.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
-    let response = s
-        .post("/openai/chat/completions", &openai_chat("gpt-4.1", false))
-        .await
-        .unwrap();
-    let _ = response.text().await.unwrap();
     use tokio::io::AsyncBufReadExt as _;
     let mut lines = tokio::io::BufReader::new(stdout).lines();
-    // The request's decision record; the log's own records (a signed checkpoint written on
+    // The follower starts at the end of the log whenever its process gets there, so a
+    // request made before that is (rightly) not shown: keep making requests until one of
+    // their decision records arrives. The log's own records (a signed checkpoint written on
     // its timer) may come first.
     let record = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut ticker = tokio::time::interval(Duration::from_millis(300));
         loop {
-            let line = lines
-                .next_line()
-                .await
-                .unwrap()
-                .expect("tail --follow ended");
-            let record: Value = serde_json::from_str(&line).unwrap();
-            if record["kind"] == "decision" {
-                return record;
+            tokio::select! {
+                line = lines.next_line() => {
+                    let line = line.unwrap().expect("tail --follow ended");
+                    let record: Value = serde_json::from_str(&line).unwrap();
+                    if record["kind"] == "decision" {
+                        return record;
+                    }
+                }
+                _ = ticker.tick() => {
+                    let response = s
+                        .post("/openai/chat/completions", &openai_chat("gpt-4.1", false))
+                        .await
+                        .unwrap();
+                    let _ = response.text().await.unwrap();
+                }
             }
         }
     })
