@@ -204,6 +204,13 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
                 .refresh_interval,
         )
         .await?;
+    // Budget spend shared with the other replicas through the store, on a tick.
+    let weak = std::sync::Arc::downgrade(&shared);
+    shared.budgets.attach(
+        store.fleet(),
+        shared.snapshot.load().config.budgets.sync_interval,
+        move || Some(weak.upgrade()?.snapshot.load().config.budgets.clone()),
+    );
     let console = match console_sealer {
         Some(sealer) => {
             let console = std::sync::Arc::new(

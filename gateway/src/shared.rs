@@ -34,7 +34,7 @@ pub struct Shared {
     /// Agents' session facts (`sessions:`): they outlive reloads.
     pub sessions: AgentSessions,
     /// Tokens and dollars spent per agent, group and fleet (`budgets:`): they outlive reloads.
-    pub budgets: Ledger,
+    pub budgets: Arc<Ledger>,
     /// Quarantined agents and groups, as this process knows them (the state store attached
     /// at start; without it, only this process's own quarantines).
     pub quarantines: Arc<Quarantines>,
@@ -59,7 +59,7 @@ impl Shared {
         traces: Traces,
     ) -> Arc<Shared> {
         let limits = Limiter::new(&metrics);
-        let budgets = Ledger::new(&metrics);
+        let budgets = Arc::new(Ledger::new(&metrics));
         let quarantine_metrics = QuarantineMetrics::new();
         metrics.register(quarantine_metrics.collectors());
         let quarantines = Arc::new(Quarantines::new(audit.clone(), quarantine_metrics));

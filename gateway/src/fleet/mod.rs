@@ -9,5 +9,6 @@ pub mod config;
 pub mod limits;
 pub mod quarantine;
 pub mod session;
+pub mod tick;
 
 pub use config::FleetConfig;

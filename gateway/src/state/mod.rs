@@ -1,10 +1,10 @@
 //! Warden's durable state: what must survive a restart and, with several replicas, be shared
 //! (tool-definition pins, approvals, approvers' second factors, console sessions, canary
-//! tokens, quarantines; SIEM spool cursors next).
+//! tokens, quarantines, fleet counters: budget spend, rate-limit counts, session labels; SIEM spool cursors next).
 //!
 //! One repository trait per concern (`pins::PinRepository`, `approvals::ApprovalRepository`,
 //! `factors::FactorRepository`, `sessions::SessionRepository`,
-//! `quarantine::QuarantineRepository`), each with typed records and
+//! `quarantine::QuarantineRepository`, `fleet::FleetRepository`), each with typed records and
 //! atomic steps rather than a key/value bag, so that every backend keeps the same rules. A
 //! [`Store`] opens the backend the `state:` section names and hands out the repositories.
 //! SQLite in one file under `data_dir` is the embedded default (`sqlite/`); PostgreSQL
@@ -21,6 +21,7 @@ pub mod canaries;
 pub mod config;
 pub mod error;
 pub mod factors;
+pub mod fleet;
 pub mod pins;
 pub mod postgres;
 pub mod quarantine;

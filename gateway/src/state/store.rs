@@ -8,6 +8,7 @@ use super::canaries::CanaryRepository;
 use super::config::StateConfig;
 use super::error::StateError;
 use super::factors::FactorRepository;
+use super::fleet::FleetRepository;
 use super::pins::PinRepository;
 use super::postgres::{PostgresOptions, PostgresStore};
 use super::quarantine::QuarantineRepository;
@@ -16,7 +17,7 @@ use super::sqlite::SqliteStore;
 use crate::vault::SecretStore;
 
 /// Warden's durable state, opened: one repository per concern (tool pins, approvals,
-/// approvers' second factors, console sessions, canary tokens), all in the same backend. Cheap to clone.
+/// approvers' second factors, console sessions, canary tokens, quarantines, fleet counters), all in the same backend. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     location: Arc<str>,
@@ -26,6 +27,7 @@ pub struct Store {
     sessions: Arc<dyn SessionRepository>,
     canaries: Arc<dyn CanaryRepository>,
     quarantine: Arc<dyn QuarantineRepository>,
+    fleet: Arc<dyn FleetRepository>,
 }
 
 impl std::fmt::Debug for Store {
@@ -76,7 +78,8 @@ impl Store {
             factors: store.clone(),
             sessions: store.clone(),
             canaries: store.clone(),
-            quarantine: store,
+            quarantine: store.clone(),
+            fleet: store,
         }
     }
 
@@ -90,7 +93,8 @@ impl Store {
             factors: store.clone(),
             sessions: store.clone(),
             canaries: store.clone(),
-            quarantine: store,
+            quarantine: store.clone(),
+            fleet: store,
         }
     }
 
@@ -118,6 +122,11 @@ impl Store {
     /// Quarantined agents and groups.
     pub fn quarantine(&self) -> Arc<dyn QuarantineRepository> {
         Arc::clone(&self.quarantine)
+    }
+
+    /// Fleet counters the replicas add up: budget spend, rate-limit counts, session labels.
+    pub fn fleet(&self) -> Arc<dyn FleetRepository> {
+        Arc::clone(&self.fleet)
     }
 
     /// Approval-console sessions.

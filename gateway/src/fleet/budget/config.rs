@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -16,6 +17,9 @@ pub struct BudgetsConfig {
     pub prices: Option<PathBuf>,
     /// `budgets.limits`: the budgets.
     pub limits: Vec<BudgetLimit>,
+    /// `budgets.sync_interval`: how often a replica adds its spend to the state store and
+    /// reads every replica's totals (read at start).
+    pub sync_interval: Duration,
     /// The price table in force (`prices`, else the shipped one), read when the configuration
     /// is loaded.
     pub table: Arc<Prices>,
@@ -26,18 +30,34 @@ impl Default for BudgetsConfig {
         BudgetsConfig {
             prices: None,
             limits: Vec::new(),
+            sync_interval: SYNC_INTERVAL,
             table: Arc::new(Prices::shipped()),
         }
     }
 }
 
 /// The section as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RawBudgets {
     prices: Option<PathBuf>,
     limits: Vec<BudgetLimit>,
+    #[serde(with = "humantime_serde")]
+    sync_interval: Duration,
 }
+
+impl Default for RawBudgets {
+    fn default() -> Self {
+        RawBudgets {
+            prices: None,
+            limits: Vec::new(),
+            sync_interval: SYNC_INTERVAL,
+        }
+    }
+}
+
+/// `budgets.sync_interval` unless set.
+const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 impl TryFrom<RawBudgets> for BudgetsConfig {
     type Error = String;
@@ -50,6 +70,7 @@ impl TryFrom<RawBudgets> for BudgetsConfig {
         Ok(BudgetsConfig {
             prices: raw.prices,
             limits: raw.limits,
+            sync_interval: raw.sync_interval,
             table: Arc::new(table),
         })
     }
@@ -88,6 +109,16 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// The scope `as_str` names.
+    pub fn from_stored(text: &str) -> Option<Scope> {
+        match text {
+            "agent" => Some(Scope::Agent),
+            "group" => Some(Scope::Group),
+            "fleet" => Some(Scope::Fleet),
+            _ => None,
+        }
+    }
+
     /// Its name in metrics and `warden budgets show`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -112,6 +143,15 @@ impl Period {
     /// Both, in the order they are reported.
     pub const ALL: [Period; 2] = [Period::Day, Period::Month];
 
+    /// The period `as_str` names.
+    pub fn from_stored(text: &str) -> Option<Period> {
+        match text {
+            "day" => Some(Period::Day),
+            "month" => Some(Period::Month),
+            _ => None,
+        }
+    }
+
     /// Its name in metrics and `warden budgets show`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -125,6 +165,12 @@ impl BudgetsConfig {
     /// `(key, message)` for every mistake.
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut errors = Vec::new();
+        if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&self.sync_interval) {
+            errors.push((
+                "budgets.sync_interval".to_owned(),
+                "give 10ms to 60s: how often spend is shared with the other replicas".into(),
+            ));
+        }
         for (i, limit) in self.limits.iter().enumerate() {
             let key = format!("budgets.limits[{i}]");
             match (limit.scope, &limit.name) {

@@ -4,11 +4,14 @@
 //! to its agent, each of the agent's groups and the fleet, in tokens and in dollars priced by
 //! the price table ([`prices`]). Before the decision, an agent's remaining budget — the
 //! tightest of the `budgets.limits` that apply to it — is put in `context.budget` for policy
-//! to deny, downgrade or hold past a threshold. Spend is kept in memory on each replica; the
-//! decision never waits for it.
+//! to deny, downgrade or hold past a threshold. The decision reads spend from memory and never
+//! waits for it; every `budgets.sync_interval` each replica adds what it charged to the state
+//! store and reads back every replica's totals ([`sync`]), so that all enforce the same
+//! remaining budget and a restart keeps what was spent.
 
 pub mod config;
 pub mod prices;
+pub mod sync;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,10 +31,45 @@ pub const FLEET: &str = "*";
 /// What was spent in one period.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Spent {
-    /// Input and output tokens.
-    pub tokens: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
     /// Millionths of a US dollar.
     pub micro_usd: u64,
+}
+
+impl Spent {
+    /// Input and output tokens.
+    pub fn tokens(self) -> u64 {
+        self.input_tokens.saturating_add(self.output_tokens)
+    }
+
+    fn add(&mut self, other: Spent) {
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.micro_usd = self.micro_usd.saturating_add(other.micro_usd);
+    }
+
+    fn is_zero(self) -> bool {
+        self == Spent::default()
+    }
+}
+
+/// One account's spend as this replica knows it: the fleet's total at the last sync, what this
+/// replica charged since and has not stored yet, and what it is storing now.
+#[derive(Debug, Clone, Copy, Default)]
+struct Entry {
+    stored: Spent,
+    unflushed: Spent,
+    flushing: Spent,
+}
+
+impl Entry {
+    fn total(&self) -> Spent {
+        let mut total = self.stored;
+        total.add(self.unflushed);
+        total.add(self.flushing);
+        total
+    }
 }
 
 /// Whose spend, over which period, and which one (days or months since 1970).
@@ -46,7 +84,7 @@ const LABEL_MAX: usize = 64;
 
 /// The spend of every agent, group and the fleet, in the current day and month.
 pub struct Ledger {
-    spent: DashMap<Account, Spent>,
+    spent: DashMap<Account, Entry>,
     /// The day spend was last charged on: past periods are dropped when it changes.
     day: AtomicU64,
     /// `warden_budget_spent_usd{scope,name,period}`.
@@ -93,8 +131,7 @@ impl Ledger {
         now: SystemTime,
     ) {
         let prices = &config.table;
-        let tokens = input.saturating_add(output);
-        if tokens == 0 {
+        if input.saturating_add(output) == 0 {
             return;
         }
         let micro_usd = prices
@@ -107,16 +144,12 @@ impl Ledger {
                 );
                 0
             });
-        let day = days(now);
-        if self.day.swap(day, Ordering::Relaxed) != day {
-            let (d, m) = (index(Period::Day, now), index(Period::Month, now));
-            self.spent.retain(|(_, _, period, i), _| match period {
-                Period::Day => *i == d,
-                Period::Month => *i == m,
-            });
-            self.spent_usd.reset();
-            self.remaining.reset();
-        }
+        self.roll_over(now);
+        let charged = Spent {
+            input_tokens: input,
+            output_tokens: output,
+            micro_usd,
+        };
         let fleet: Arc<str> = Arc::from(FLEET);
         let names = std::iter::once((Scope::Agent, &principal.id))
             .chain(principal.groups.iter().map(|g| (Scope::Group, g)))
@@ -127,14 +160,31 @@ impl Ledger {
                     .spent
                     .entry((scope, Arc::clone(name), period, index(period, now)))
                     .or_default();
-                entry.tokens = entry.tokens.saturating_add(tokens);
-                entry.micro_usd = entry.micro_usd.saturating_add(micro_usd);
-                let spent = *entry;
+                entry.unflushed.add(charged);
+                let spent = entry.total();
                 drop(entry);
                 if self.spent.len() <= METRIC_ACCOUNTS_MAX {
                     self.export(config, (scope, name, period), spent);
                 }
             }
+        }
+    }
+
+    /// Drops the spend of past periods when the day changed since the last call (what is
+    /// not stored yet stays until it is).
+    fn roll_over(&self, now: SystemTime) {
+        let day = days(now);
+        if self.day.swap(day, Ordering::Relaxed) != day {
+            let (d, m) = (index(Period::Day, now), index(Period::Month, now));
+            self.spent.retain(|(_, _, period, i), entry| {
+                let current = match period {
+                    Period::Day => *i == d,
+                    Period::Month => *i == m,
+                };
+                current || !entry.unflushed.is_zero() || !entry.flushing.is_zero()
+            });
+            self.spent_usd.reset();
+            self.remaining.reset();
         }
     }
 
@@ -172,7 +222,7 @@ impl Ledger {
     pub fn spent(&self, scope: Scope, name: &str, period: Period, now: SystemTime) -> Spent {
         self.spent
             .get(&(scope, Arc::from(name), period, index(period, now)))
-            .map(|s| *s)
+            .map(|e| e.total())
             .unwrap_or_default()
     }
 
@@ -204,7 +254,14 @@ impl Ledger {
             .spent
             .iter()
             .filter(|e| current(e.key().2, e.key().3))
-            .map(|e| (e.key().0, Arc::clone(&e.key().1), e.key().2, *e.value()))
+            .map(|e| {
+                (
+                    e.key().0,
+                    Arc::clone(&e.key().1),
+                    e.key().2,
+                    e.value().total(),
+                )
+            })
             .collect();
         accounts.sort_by(|a, b| {
             (a.0.as_str(), &a.1, a.2.as_str()).cmp(&(b.0.as_str(), &b.1, b.2.as_str()))
@@ -243,9 +300,10 @@ impl BudgetFacts {
     /// Takes in `limit`, with `spent` against it.
     fn tighten(&mut self, limit: &BudgetLimit, spent: Spent) {
         if let Some(tokens) = limit.tokens {
-            self.tokens_left = self.tokens_left.min(tokens.saturating_sub(spent.tokens));
-            self.used_ratio_percent = self.used_ratio_percent.max(percent(spent.tokens, tokens));
-            self.exceeded |= spent.tokens >= tokens;
+            let used = spent.tokens();
+            self.tokens_left = self.tokens_left.min(tokens.saturating_sub(used));
+            self.used_ratio_percent = self.used_ratio_percent.max(percent(used, tokens));
+            self.exceeded |= used >= tokens;
         }
         if let Some(usd) = limit.usd {
             let micro = (usd * 1e6).round() as u64;
@@ -272,7 +330,7 @@ fn days(t: SystemTime) -> u64 {
 }
 
 /// Which day or month `t` falls in: days since 1970, or `year * 12 + month - 1`.
-fn index(period: Period, t: SystemTime) -> u32 {
+pub fn index(period: Period, t: SystemTime) -> u32 {
     let days = days(t);
     match period {
         Period::Day => days as u32,
@@ -303,7 +361,7 @@ mod tests {
 
     use super::*;
 
-    fn agent(id: &str, groups: &[&str]) -> Principal {
+    pub(super) fn agent(id: &str, groups: &[&str]) -> Principal {
         Principal {
             id: Arc::from(id),
             groups: groups.iter().map(|g| Arc::from(*g)).collect(),
@@ -312,19 +370,19 @@ mod tests {
     }
 
     /// `budgets:` as `yaml` says, with the price table `prices`.
-    fn config(yaml: &str, prices: &str) -> BudgetsConfig {
+    pub(super) fn config(yaml: &str, prices: &str) -> BudgetsConfig {
         let mut config: BudgetsConfig = serde_saphyr::from_str(yaml).expect("config");
         assert_eq!(config.validate(), []);
         config.table = Arc::new(prices::Prices::parse(prices, "test").expect("prices"));
         config
     }
 
-    fn ledger() -> Ledger {
+    pub(super) fn ledger() -> Ledger {
         Ledger::new(&Metrics::new())
     }
 
     // 2026-12-04T12:00:00Z.
-    fn noon() -> SystemTime {
+    pub(super) fn noon() -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_796_385_600)
     }
 
@@ -352,33 +410,34 @@ mod tests {
         assert_eq!(
             spent,
             Spent {
-                tokens: 1100,
+                input_tokens: 1000,
+                output_tokens: 100,
                 micro_usd: 3000
             }
         );
         assert_eq!(
             ledger
                 .spent(Scope::Group, "research", Period::Month, noon())
-                .tokens,
+                .tokens(),
             1100
         );
         assert_eq!(
             ledger
                 .spent(Scope::Fleet, FLEET, Period::Day, noon())
-                .tokens,
+                .tokens(),
             1110
         );
         let tomorrow = noon() + Duration::from_secs(86_400);
         assert_eq!(
             ledger
                 .spent(Scope::Agent, "a", Period::Day, tomorrow)
-                .tokens,
+                .tokens(),
             0
         );
         assert_eq!(
             ledger
                 .spent(Scope::Agent, "a", Period::Month, tomorrow)
-                .tokens,
+                .tokens(),
             1100
         );
         // The gauges: dollars spent, and what is left of the group's $1 a month.

@@ -114,6 +114,36 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (kind, name)
     );
     INSERT INTO revisions (concern, revision) VALUES ('quarantine', 0);",
+    // 6: fleet counters the replicas add up: budget spend per account and period, each
+    // replica's rate-limit counts, and the labels sessions earned.
+    "CREATE TABLE budget_spend (
+        scope          TEXT   NOT NULL CHECK (scope IN ('agent', 'group', 'fleet')),
+        name           TEXT   NOT NULL,
+        period         TEXT   NOT NULL CHECK (period IN ('day', 'month')),
+        period_index   BIGINT NOT NULL,
+        input_tokens   BIGINT NOT NULL,
+        output_tokens  BIGINT NOT NULL,
+        micro_usd      BIGINT NOT NULL,
+        updated_ms     BIGINT NOT NULL,
+        PRIMARY KEY (scope, name, period, period_index)
+    );
+    CREATE TABLE rate_counts (
+        replica      TEXT   NOT NULL,
+        bucket       TEXT   NOT NULL,
+        admitted     BIGINT NOT NULL,
+        interval_ns  BIGINT NOT NULL,
+        updated_ms   BIGINT NOT NULL,
+        PRIMARY KEY (replica, bucket)
+    );
+    CREATE INDEX rate_counts_updated ON rate_counts (updated_ms);
+    CREATE TABLE session_labels (
+        session     TEXT   NOT NULL,
+        label       TEXT   NOT NULL,
+        expires_ms  BIGINT NOT NULL,
+        updated_ms  BIGINT NOT NULL,
+        PRIMARY KEY (session, label)
+    );
+    CREATE INDEX session_labels_updated ON session_labels (updated_ms);",
 ];
 
 /// Applies the steps the database lacks, in one transaction under the advisory lock; refuses

@@ -23,6 +23,7 @@ use super::error::StateError;
 mod approvals;
 mod canaries;
 mod factors;
+mod fleet;
 mod listen;
 mod migrations;
 mod pins;

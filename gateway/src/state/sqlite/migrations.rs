@@ -111,6 +111,36 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (kind, name)
     ) STRICT;
     INSERT INTO revisions (concern, revision) VALUES ('quarantine', 0);",
+    // 6: fleet counters the replicas add up: budget spend per account and period, each
+    // replica's rate-limit counts, and the labels sessions earned.
+    "CREATE TABLE budget_spend (
+        scope          TEXT    NOT NULL CHECK (scope IN ('agent', 'group', 'fleet')),
+        name           TEXT    NOT NULL,
+        period         TEXT    NOT NULL CHECK (period IN ('day', 'month')),
+        period_index   INTEGER NOT NULL,
+        input_tokens   INTEGER NOT NULL,
+        output_tokens  INTEGER NOT NULL,
+        micro_usd      INTEGER NOT NULL,
+        updated_ms     INTEGER NOT NULL,
+        PRIMARY KEY (scope, name, period, period_index)
+    ) STRICT;
+    CREATE TABLE rate_counts (
+        replica      TEXT    NOT NULL,
+        bucket       TEXT    NOT NULL,
+        admitted     INTEGER NOT NULL,
+        interval_ns  INTEGER NOT NULL,
+        updated_ms   INTEGER NOT NULL,
+        PRIMARY KEY (replica, bucket)
+    ) STRICT;
+    CREATE INDEX rate_counts_updated ON rate_counts (updated_ms);
+    CREATE TABLE session_labels (
+        session     TEXT    NOT NULL,
+        label       TEXT    NOT NULL,
+        expires_ms  INTEGER NOT NULL,
+        updated_ms  INTEGER NOT NULL,
+        PRIMARY KEY (session, label)
+    ) STRICT;
+    CREATE INDEX session_labels_updated ON session_labels (updated_ms);",
 ];
 
 /// Applies the steps the file lacks, each in its own transaction with its version; refuses a

@@ -30,6 +30,7 @@ use super::error::StateError;
 mod approvals;
 mod canaries;
 mod factors;
+mod fleet;
 mod migrations;
 mod pins;
 mod quarantine;

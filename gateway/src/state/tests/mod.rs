@@ -165,6 +165,7 @@ macro_rules! on_both_backends {
 mod approvals;
 mod canaries;
 mod factors;
+mod fleet;
 mod pins;
 mod quarantine;
 mod sessions;

@@ -1,0 +1,181 @@
+//! The fleet repository: what the replicas of a fleet add up together so that fleet controls
+//! hold for the fleet rather than for each replica — budget spend per account and period,
+//! each replica's rate-limit counts, and the labels sessions earned. The rules (what counts,
+//! what is allowed) live in `fleet/`; this is only what is stored. Replicas write on a tick
+//! and read on the same tick: nothing here is on the request path.
+
+use futures_util::future::BoxFuture;
+
+use super::error::StateError;
+
+/// Spend of one account in one period: added to by [`FleetRepository::add_spend`], read as
+/// the fleet's total.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpendRow {
+    /// `agent`, `group` or `fleet`.
+    pub scope: String,
+    /// The agent's id, the group's name, or `*` for the fleet.
+    pub name: String,
+    /// `day` or `month`.
+    pub period: String,
+    /// Which day (since 1970) or month (`year * 12 + month - 1`).
+    pub index: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    /// Millionths of a US dollar.
+    pub micro_usd: i64,
+}
+
+/// One replica's count of requests a rate bucket admitted since it started counting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateCount {
+    /// The replica that counted (random per process).
+    pub replica: String,
+    /// The bucket: its rule and the value counted, the same text on every replica.
+    pub bucket: String,
+    /// Requests admitted, in all.
+    pub admitted: i64,
+    /// The bucket's pace: nanoseconds between requests.
+    pub interval_ns: i64,
+    /// When the replica last published it, milliseconds since the Unix epoch.
+    pub updated_ms: i64,
+}
+
+/// A label a session earned (what it touched), until it expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionLabel {
+    /// The session: a digest of the agent and the session's name or window.
+    pub session: String,
+    pub label: String,
+    /// When it is forgotten, milliseconds since the Unix epoch.
+    pub expires_ms: i64,
+    /// When it was last stored (set by the store).
+    pub updated_ms: i64,
+}
+
+/// Fleet counters in the state store, shared by every replica.
+pub trait FleetRepository: Send + Sync {
+    /// Adds every row's tokens and dollars to its account's stored spend, in one transaction:
+    /// all are added or none is.
+    fn add_spend(&self, deltas: Vec<SpendRow>) -> BoxFuture<'_, Result<(), StateError>>;
+
+    /// The stored spend of the day `day` and the month `month`, by scope, name and period.
+    fn spend(&self, day: i64, month: i64) -> BoxFuture<'_, Result<Vec<SpendRow>, StateError>>;
+
+    /// Forgets the spend of the day and the month `periods` of `scope` (with `name`: that
+    /// one's only); how many accounts were reset. Past periods go too.
+    fn reset_spend(
+        &self,
+        scope: Option<String>,
+        name: Option<String>,
+        periods: (i64, i64),
+    ) -> BoxFuture<'_, Result<u64, StateError>>;
+
+    /// Stores this replica's counts, replacing those it published before.
+    fn publish_counts(&self, counts: Vec<RateCount>) -> BoxFuture<'_, Result<(), StateError>>;
+
+    /// Every replica's counts published at or after `since_ms`; older ones are removed.
+    fn counts(&self, since_ms: i64) -> BoxFuture<'_, Result<Vec<RateCount>, StateError>>;
+
+    /// Stores labels sessions earned (a label stored again lives until the later expiry).
+    fn add_labels(&self, labels: Vec<SessionLabel>) -> BoxFuture<'_, Result<(), StateError>>;
+
+    /// The labels stored at or after `since_ms` that have not expired; expired ones are
+    /// removed.
+    fn labels(&self, since_ms: i64) -> BoxFuture<'_, Result<Vec<SessionLabel>, StateError>>;
+}
+
+/// For tests of what shares through the store: a real store that can be made to fail, as a
+/// database outage would.
+#[cfg(test)]
+pub mod flaky {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use futures_util::future::BoxFuture;
+
+    use super::{FleetRepository, RateCount, SessionLabel, SpendRow};
+    use crate::state::StateError;
+
+    /// `inner`, refusing every call while `down`.
+    pub struct Flaky {
+        pub inner: Arc<dyn FleetRepository>,
+        pub down: AtomicBool,
+    }
+
+    impl Flaky {
+        /// A SQLite store in `dir`, up.
+        pub async fn sqlite(dir: &std::path::Path) -> Arc<Flaky> {
+            let store = crate::state::sqlite::SqliteStore::open(&dir.join("state.db"))
+                .await
+                .expect("opens");
+            Arc::new(Flaky {
+                inner: crate::state::Store::sqlite(store).fleet(),
+                down: AtomicBool::new(false),
+            })
+        }
+
+        pub fn set_down(&self, down: bool) {
+            self.down.store(down, Ordering::SeqCst);
+        }
+
+        fn check(&self) -> Result<(), StateError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(StateError::Closed {
+                    store: "the test's store (down)".into(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    impl FleetRepository for Flaky {
+        fn add_spend(&self, deltas: Vec<SpendRow>) -> BoxFuture<'_, Result<(), StateError>> {
+            Box::pin(async move {
+                self.check()?;
+                self.inner.add_spend(deltas).await
+            })
+        }
+        fn spend(&self, day: i64, month: i64) -> BoxFuture<'_, Result<Vec<SpendRow>, StateError>> {
+            Box::pin(async move {
+                self.check()?;
+                self.inner.spend(day, month).await
+            })
+        }
+        fn reset_spend(
+            &self,
+            scope: Option<String>,
+            name: Option<String>,
+            periods: (i64, i64),
+        ) -> BoxFuture<'_, Result<u64, StateError>> {
+            Box::pin(async move {
+                self.check()?;
+                self.inner.reset_spend(scope, name, periods).await
+            })
+        }
+        fn publish_counts(&self, counts: Vec<RateCount>) -> BoxFuture<'_, Result<(), StateError>> {
+            Box::pin(async move {
+                self.check()?;
+                self.inner.publish_counts(counts).await
+            })
+        }
+        fn counts(&self, since_ms: i64) -> BoxFuture<'_, Result<Vec<RateCount>, StateError>> {
+            Box::pin(async move {
+                self.check()?;
+                self.inner.counts(since_ms).await
+            })
+        }
+        fn add_labels(&self, labels: Vec<SessionLabel>) -> BoxFuture<'_, Result<(), StateError>> {
+            Box::pin(async move {
+                self.check()?;
+                self.inner.add_labels(labels).await
+            })
+        }
+        fn labels(&self, since_ms: i64) -> BoxFuture<'_, Result<Vec<SessionLabel>, StateError>> {
+            Box::pin(async move {
+                self.check()?;
+                self.inner.labels(since_ms).await
+            })
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! [`FleetRepository`] on PostgreSQL: the `budget_spend`, `rate_counts` and `session_labels`
+//! tables every replica adds to and reads on its tick.
+
+use futures_util::future::BoxFuture;
+
+use super::{PostgresStore, query_error};
+use crate::state::error::StateError;
+use crate::state::fleet::{FleetRepository, RateCount, SessionLabel, SpendRow};
+use crate::state::pins::now_ms;
+
+impl FleetRepository for PostgresStore {
+    fn add_spend(&self, deltas: Vec<SpendRow>) -> BoxFuture<'_, Result<(), StateError>> {
+        Box::pin(self.with_client(move |mut client, db| async move {
+            let err = || query_error(&db, "add budget spend");
+            let now = now_ms();
+            let tx = client.transaction().await.map_err(err())?;
+            let statement = tx
+                .prepare_cached(
+                    "INSERT INTO budget_spend (scope, name, period, period_index, \
+                     input_tokens, output_tokens, micro_usd, updated_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                     ON CONFLICT (scope, name, period, period_index) DO UPDATE SET \
+                     input_tokens = budget_spend.input_tokens + excluded.input_tokens, \
+                     output_tokens = budget_spend.output_tokens + excluded.output_tokens, \
+                     micro_usd = budget_spend.micro_usd + excluded.micro_usd, \
+                     updated_ms = excluded.updated_ms",
+                )
+                .await
+                .map_err(err())?;
+            for d in &deltas {
+                tx.execute(
+                    &statement,
+                    &[
+                        &d.scope,
+                        &d.name,
+                        &d.period,
+                        &d.index,
+                        &d.input_tokens,
+                        &d.output_tokens,
+                        &d.micro_usd,
+                        &now,
+                    ],
+                )
+                .await
+                .map_err(err())?;
+            }
+            tx.commit().await.map_err(err())
+        }))
+    }
+
+    fn spend(&self, day: i64, month: i64) -> BoxFuture<'_, Result<Vec<SpendRow>, StateError>> {
+        Box::pin(self.with_client(move |client, db| async move {
+            let rows = client
+                .query(
+                    "SELECT scope, name, period, period_index, input_tokens, output_tokens, \
+                     micro_usd FROM budget_spend \
+                     WHERE (period = 'day' AND period_index = $1) \
+                        OR (period = 'month' AND period_index = $2) \
+                     ORDER BY scope, name, period",
+                    &[&day, &month],
+                )
+                .await
+                .map_err(query_error(&db, "read budget spend"))?;
+            Ok(rows
+                .into_iter()
+                .map(|row| SpendRow {
+                    scope: row.get(0),
+                    name: row.get(1),
+                    period: row.get(2),
+                    index: row.get(3),
+                    input_tokens: row.get(4),
+                    output_tokens: row.get(5),
+                    micro_usd: row.get(6),
+                })
+                .collect())
+        }))
+    }
+
+    fn reset_spend(
+        &self,
+        scope: Option<String>,
+        name: Option<String>,
+        (day, month): (i64, i64),
+    ) -> BoxFuture<'_, Result<u64, StateError>> {
+        Box::pin(self.with_client(move |mut client, db| async move {
+            let err = || query_error(&db, "reset budget spend");
+            let tx = client.transaction().await.map_err(err())?;
+            tx.execute(
+                "DELETE FROM budget_spend \
+                 WHERE (period = 'day' AND period_index < $1) \
+                    OR (period = 'month' AND period_index < $2)",
+                &[&day, &month],
+            )
+            .await
+            .map_err(err())?;
+            let n = tx
+                .execute(
+                    "DELETE FROM budget_spend WHERE ($1::TEXT IS NULL OR scope = $1) \
+                     AND ($2::TEXT IS NULL OR name = $2)",
+                    &[&scope, &name],
+                )
+                .await
+                .map_err(err())?;
+            tx.commit().await.map_err(err())?;
+            Ok(n)
+        }))
+    }
+
+    fn publish_counts(&self, counts: Vec<RateCount>) -> BoxFuture<'_, Result<(), StateError>> {
+        Box::pin(self.with_client(move |mut client, db| async move {
+            let err = || query_error(&db, "publish rate-limit counts");
+            let tx = client.transaction().await.map_err(err())?;
+            let statement = tx
+                .prepare_cached(
+                    "INSERT INTO rate_counts (replica, bucket, admitted, interval_ns, \
+                     updated_ms) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (replica, bucket) DO UPDATE SET \
+                     admitted = excluded.admitted, interval_ns = excluded.interval_ns, \
+                     updated_ms = excluded.updated_ms",
+                )
+                .await
+                .map_err(err())?;
+            for c in &counts {
+                tx.execute(
+                    &statement,
+                    &[
+                        &c.replica,
+                        &c.bucket,
+                        &c.admitted,
+                        &c.interval_ns,
+                        &c.updated_ms,
+                    ],
+                )
+                .await
+                .map_err(err())?;
+            }
+            tx.commit().await.map_err(err())
+        }))
+    }
+
+    fn counts(&self, since_ms: i64) -> BoxFuture<'_, Result<Vec<RateCount>, StateError>> {
+        Box::pin(self.with_client(move |client, db| async move {
+            let err = || query_error(&db, "read rate-limit counts");
+            client
+                .execute(
+                    "DELETE FROM rate_counts WHERE updated_ms < $1",
+                    &[&since_ms],
+                )
+                .await
+                .map_err(err())?;
+            let rows = client
+                .query(
+                    "SELECT replica, bucket, admitted, interval_ns, updated_ms FROM rate_counts",
+                    &[],
+                )
+                .await
+                .map_err(err())?;
+            Ok(rows
+                .into_iter()
+                .map(|row| RateCount {
+                    replica: row.get(0),
+                    bucket: row.get(1),
+                    admitted: row.get(2),
+                    interval_ns: row.get(3),
+                    updated_ms: row.get(4),
+                })
+                .collect())
+        }))
+    }
+
+    fn add_labels(&self, labels: Vec<SessionLabel>) -> BoxFuture<'_, Result<(), StateError>> {
+        Box::pin(self.with_client(move |mut client, db| async move {
+            let err = || query_error(&db, "store session labels");
+            let now = now_ms();
+            let tx = client.transaction().await.map_err(err())?;
+            let statement = tx
+                .prepare_cached(
+                    "INSERT INTO session_labels (session, label, expires_ms, updated_ms) \
+                     VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (session, label) DO UPDATE SET \
+                     expires_ms = GREATEST(session_labels.expires_ms, excluded.expires_ms), \
+                     updated_ms = excluded.updated_ms",
+                )
+                .await
+                .map_err(err())?;
+            for l in &labels {
+                tx.execute(&statement, &[&l.session, &l.label, &l.expires_ms, &now])
+                    .await
+                    .map_err(err())?;
+            }
+            tx.commit().await.map_err(err())
+        }))
+    }
+
+    fn labels(&self, since_ms: i64) -> BoxFuture<'_, Result<Vec<SessionLabel>, StateError>> {
+        Box::pin(self.with_client(move |client, db| async move {
+            let err = || query_error(&db, "read session labels");
+            client
+                .execute(
+                    "DELETE FROM session_labels WHERE expires_ms <= $1",
+                    &[&now_ms()],
+                )
+                .await
+                .map_err(err())?;
+            let rows = client
+                .query(
+                    "SELECT session, label, expires_ms, updated_ms FROM session_labels \
+                     WHERE updated_ms >= $1 ORDER BY updated_ms",
+                    &[&since_ms],
+                )
+                .await
+                .map_err(err())?;
+            Ok(rows
+                .into_iter()
+                .map(|row| SessionLabel {
+                    session: row.get(0),
+                    label: row.get(1),
+                    expires_ms: row.get(2),
+                    updated_ms: row.get(3),
+                })
+                .collect())
+        }))
+    }
+}

@@ -1,0 +1,135 @@
+//! Fleet counters, on both backends: spend adds up across replicas, counts are per replica,
+//! labels expire.
+
+use super::Backend;
+use crate::state::fleet::{RateCount, SessionLabel, SpendRow};
+use crate::state::pins::now_ms;
+
+on_both_backends!(
+    spend_from_every_replica_adds_up_per_account_and_period,
+    each_replica_publishes_its_own_counts_and_stale_ones_go,
+    session_labels_are_read_by_every_replica_until_they_expire,
+);
+
+fn spend(scope: &str, name: &str, period: &str, index: i64, tokens: i64) -> SpendRow {
+    SpendRow {
+        scope: scope.into(),
+        name: name.into(),
+        period: period.into(),
+        index,
+        input_tokens: tokens,
+        output_tokens: tokens / 2,
+        micro_usd: tokens * 10,
+    }
+}
+
+async fn spend_from_every_replica_adds_up_per_account_and_period(backend: Backend) {
+    let a = backend.open().await.fleet();
+    let b = backend.open().await.fleet();
+    a.add_spend(vec![
+        spend("agent", "bot", "day", 100, 10),
+        spend("agent", "bot", "month", 7, 10),
+        spend("agent", "bot", "day", 99, 1000),
+    ])
+    .await
+    .unwrap();
+    b.add_spend(vec![spend("agent", "bot", "day", 100, 4)])
+        .await
+        .unwrap();
+    b.add_spend(vec![spend("fleet", "*", "day", 100, 4)])
+        .await
+        .unwrap();
+    let rows = a.spend(100, 7).await.unwrap();
+    assert_eq!(
+        rows,
+        [
+            SpendRow {
+                input_tokens: 14,
+                output_tokens: 7,
+                micro_usd: 140,
+                ..spend("agent", "bot", "day", 100, 0)
+            },
+            spend("agent", "bot", "month", 7, 10),
+            spend("fleet", "*", "day", 100, 4),
+        ],
+        "yesterday (day 99) is not today's"
+    );
+    assert_eq!(
+        b.reset_spend(Some("agent".into()), Some("bot".into()), (100, 7))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(a.spend(100, 7).await.unwrap().len(), 1, "the fleet's stays");
+    assert!(
+        a.spend(99, 7).await.unwrap().is_empty(),
+        "past periods went"
+    );
+}
+
+fn count(replica: &str, bucket: &str, admitted: i64, updated_ms: i64) -> RateCount {
+    RateCount {
+        replica: replica.into(),
+        bucket: bucket.into(),
+        admitted,
+        interval_ns: 1_000_000_000,
+        updated_ms,
+    }
+}
+
+async fn each_replica_publishes_its_own_counts_and_stale_ones_go(backend: Backend) {
+    let (a, b) = (backend.open().await.fleet(), backend.open().await.fleet());
+    let now = now_ms();
+    a.publish_counts(vec![count("a", "agent|bot", 3, now)])
+        .await
+        .unwrap();
+    a.publish_counts(vec![count("a", "agent|bot", 5, now)])
+        .await
+        .unwrap();
+    b.publish_counts(vec![
+        count("b", "agent|bot", 2, now),
+        count("gone", "agent|bot", 9, now - 600_000),
+    ])
+    .await
+    .unwrap();
+    let mut counts = b.counts(now - 60_000).await.unwrap();
+    counts.sort_by(|x, y| x.replica.cmp(&y.replica));
+    assert_eq!(
+        counts,
+        [
+            count("a", "agent|bot", 5, now),
+            count("b", "agent|bot", 2, now)
+        ]
+    );
+    assert_eq!(
+        a.counts(0).await.unwrap().len(),
+        2,
+        "the stale one was removed"
+    );
+}
+
+async fn session_labels_are_read_by_every_replica_until_they_expire(backend: Backend) {
+    let (a, b) = (backend.open().await.fleet(), backend.open().await.fleet());
+    let now = now_ms();
+    let label = |session: &str, label: &str, expires_ms| SessionLabel {
+        session: session.into(),
+        label: label.into(),
+        expires_ms,
+        updated_ms: 0,
+    };
+    a.add_labels(vec![
+        label("s1", "private", now + 60_000),
+        label("s2", "private", now - 1),
+    ])
+    .await
+    .unwrap();
+    a.add_labels(vec![label("s1", "private", now + 1000)])
+        .await
+        .unwrap();
+    let read = b.labels(now - 5000).await.unwrap();
+    assert_eq!(read.len(), 1, "{read:?}");
+    assert_eq!((&*read[0].session, &*read[0].label), ("s1", "private"));
+    assert_eq!(read[0].expires_ms, now + 60_000, "the later expiry is kept");
+    assert!(read[0].updated_ms >= now);
+    assert!(b.labels(now + 60_000).await.unwrap().is_empty());
+}
