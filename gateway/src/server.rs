@@ -204,13 +204,25 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
                 .refresh_interval,
         )
         .await?;
-    // Budget spend shared with the other replicas through the store, on a tick.
+    // Budget spend, rate counts and session labels shared with the other replicas through
+    // the store, on a tick.
+    let snap = shared.snapshot.load_full();
     let weak = std::sync::Arc::downgrade(&shared);
     shared.budgets.attach(
         store.fleet(),
-        shared.snapshot.load().config.budgets.sync_interval,
+        snap.config.budgets.sync_interval,
         move || Some(weak.upgrade()?.snapshot.load().config.budgets.clone()),
     );
+    shared
+        .limits
+        .attach(store.fleet(), snap.config.rate_limits.sync_interval);
+    let weak = std::sync::Arc::downgrade(&shared);
+    shared.sessions.attach(
+        store.fleet(),
+        snap.config.sessions.sync_interval,
+        move || Some(weak.upgrade()?.snapshot.load().config.sessions.clone()),
+    );
+    drop(snap);
     let console = match console_sealer {
         Some(sealer) => {
             let console = std::sync::Arc::new(

@@ -30,9 +30,9 @@ pub struct Shared {
     /// OpenTelemetry traces (`traces:`; off when not configured).
     pub traces: Traces,
     /// Rate and concurrency counts (`rate_limits:`): they outlive reloads.
-    pub limits: Limiter,
+    pub limits: Arc<Limiter>,
     /// Agents' session facts (`sessions:`): they outlive reloads.
-    pub sessions: AgentSessions,
+    pub sessions: Arc<AgentSessions>,
     /// Tokens and dollars spent per agent, group and fleet (`budgets:`): they outlive reloads.
     pub budgets: Arc<Ledger>,
     /// Quarantined agents and groups, as this process knows them (the state store attached
@@ -58,7 +58,7 @@ impl Shared {
         pins: Option<Arc<Pins>>,
         traces: Traces,
     ) -> Arc<Shared> {
-        let limits = Limiter::new(&metrics);
+        let limits = Arc::new(Limiter::new(&metrics));
         let budgets = Arc::new(Ledger::new(&metrics));
         let quarantine_metrics = QuarantineMetrics::new();
         metrics.register(quarantine_metrics.collectors());
@@ -73,7 +73,7 @@ impl Shared {
             pins,
             traces,
             limits,
-            sessions: AgentSessions::default(),
+            sessions: Arc::new(AgentSessions::default()),
             budgets,
             quarantines,
             breakers: Breakers::new(breaker_metrics),

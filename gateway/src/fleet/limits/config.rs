@@ -1,16 +1,32 @@
 //! `rate_limits:` how many requests an agent, a group, a route, a model or a tool may make per
 //! second (with a burst), and how many may be in flight at once.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 /// `rate_limits:` the rules, and how a limited request is answered.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitsConfig {
     /// How a request over a limit is answered.
     pub answer: LimitAnswer,
     /// Every rule applies: a request goes on only if each rule that matches it admits it.
     pub rules: Vec<RateRule>,
+    /// How often a replica publishes its rate counts to the state store and charges the
+    /// other replicas' to its buckets (read at start).
+    #[serde(with = "humantime_serde")]
+    pub sync_interval: Duration,
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        RateLimitsConfig {
+            answer: LimitAnswer::default(),
+            rules: Vec::new(),
+            sync_interval: Duration::from_millis(500),
+        }
+    }
 }
 
 /// How a request over a limit is answered (`rate_limits.answer`).
@@ -99,6 +115,12 @@ impl RateLimitsConfig {
     /// `(key, message)` for every mistake.
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut errors = Vec::new();
+        if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&self.sync_interval) {
+            errors.push((
+                "rate_limits.sync_interval".to_owned(),
+                "give 10ms to 60s: how often rate counts are shared with the other replicas".into(),
+            ));
+        }
         for (i, rule) in self.rules.iter().enumerate() {
             let key = |k: &str| format!("rate_limits.rules[{i}].{k}");
             if rule.rate.is_none() && rule.concurrency.is_none() {

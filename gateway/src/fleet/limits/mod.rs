@@ -4,14 +4,17 @@
 //! timestamp per bucket): a rule of `rate` r and `burst` b admits b requests at once after a
 //! quiet spell, then one every 1/r seconds, and tells a refused request exactly when the next
 //! one would be admitted. Concurrency counts requests in flight: a [`Permit`] is held until the
-//! response (a stream included) ends. Counts are exact on one replica; see docs/fleet.md for
-//! several.
+//! response (a stream included) ends. Counts are exact on one replica; with several, each
+//! publishes its rate counts through the state store on a tick and charges the others' to its
+//! own buckets ([`sync`]; the bound this allows is in docs/fleet.md). Concurrency is counted
+//! per replica.
 
 pub mod config;
+pub mod sync;
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -29,12 +32,27 @@ const BUCKETS_MAX: usize = 65_536;
 pub struct Limiter {
     epoch: Instant,
     hasher: RandomState,
-    /// Per rate bucket: its theoretical arrival time, nanoseconds since `epoch`.
-    buckets: DashMap<u64, u64>,
+    /// Per rate bucket: its theoretical arrival time and what it admitted.
+    buckets: DashMap<u64, Bucket>,
     /// Per concurrency bucket: requests in flight.
     inflight: Arc<DashMap<u64, u32>>,
     /// `warden_rate_limited_total{scope}`.
     limited: IntCounterVec,
+    /// Set once counts are shared with other replicas ([`Limiter::attach`]).
+    sharing: OnceLock<sync::Sharing>,
+}
+
+/// One rate bucket.
+#[derive(Debug)]
+struct Bucket {
+    /// Its theoretical arrival time (GCRA), nanoseconds since the limiter's epoch.
+    tat: u64,
+    /// Requests it admitted, in all (published to the other replicas).
+    admitted: u64,
+    /// Nanoseconds between requests at its rate.
+    interval: u64,
+    /// Its name among the replicas (its rule and value), when counts are shared.
+    name: Option<Arc<str>>,
 }
 
 /// What the rules count a request by.
@@ -232,6 +250,7 @@ impl Limiter {
             buckets: DashMap::new(),
             inflight: Arc::new(DashMap::new()),
             limited,
+            sharing: OnceLock::new(),
         }
     }
 
@@ -281,7 +300,8 @@ impl Limiter {
                     let burst = rule.burst();
                     let key = self.key(b'r', rule, value);
                     let interval = ((1e9 / rate) as u64).max(1);
-                    match self.charge(key, now, interval, burst) {
+                    let name = || shared_name(rule, rate, burst, value);
+                    match self.charge(key, now, (interval, burst), name) {
                         Ok(()) => charged.push(Charged { key, interval }),
                         Err(wait) => {
                             return Err(refused(
@@ -298,8 +318,9 @@ impl Limiter {
             Ok(()) => Ok(permit),
             Err(limited) => {
                 for c in charged {
-                    if let Some(mut tat) = self.buckets.get_mut(&c.key) {
-                        *tat = tat.saturating_sub(c.interval);
+                    if let Some(mut bucket) = self.buckets.get_mut(&c.key) {
+                        bucket.tat = bucket.tat.saturating_sub(c.interval);
+                        bucket.admitted = bucket.admitted.saturating_sub(1);
                     }
                 }
                 self.limited
@@ -328,20 +349,50 @@ impl Limiter {
     }
 
     /// GCRA: charges one request to bucket `key` (`interval` ns apart, `burst` at once), or
-    /// returns how many nanoseconds until it would be admitted.
-    fn charge(&self, key: u64, now: u64, interval: u64, burst: u32) -> Result<(), u64> {
+    /// returns how many nanoseconds until it would be admitted. `name` names a new bucket
+    /// among the replicas (called only when counts are shared).
+    fn charge(
+        &self,
+        key: u64,
+        now: u64,
+        (interval, burst): (u64, u32),
+        name: impl FnOnce() -> Arc<str>,
+    ) -> Result<(), u64> {
         let tolerance = interval.saturating_mul(u64::from(burst - 1));
         if self.buckets.len() >= BUCKETS_MAX && !self.buckets.contains_key(&key) {
-            self.buckets.retain(|_, tat| *tat > now);
+            self.buckets.retain(|_, b| b.tat > now);
         }
-        let mut tat = self.buckets.entry(key).or_insert(now);
-        let start = (*tat).max(now);
+        let mut bucket = self
+            .buckets
+            .entry(key)
+            .or_insert_with(|| self.new_bucket(now, interval, name));
+        let start = bucket.tat.max(now);
         let ahead = start - now;
         if ahead > tolerance {
             return Err(ahead - tolerance);
         }
-        *tat = start + interval;
+        bucket.tat = start + interval;
+        bucket.admitted += 1;
         Ok(())
+    }
+
+    /// A bucket at rest, or, when counts are shared, charged with what other replicas
+    /// admitted in it before this one had it.
+    fn new_bucket(&self, now: u64, interval: u64, name: impl FnOnce() -> Arc<str>) -> Bucket {
+        let mut bucket = Bucket {
+            tat: now,
+            admitted: 0,
+            interval,
+            name: None,
+        };
+        if let Some(sharing) = self.sharing.get() {
+            let name = name();
+            if let Some((_, owed)) = sharing.owed.remove(&name) {
+                bucket.tat = owed.max(now);
+            }
+            bucket.name = Some(name);
+        }
+        bucket
     }
 
     /// Takes a place in flight in bucket `key`, if fewer than `max` are taken.
@@ -355,15 +406,26 @@ impl Limiter {
     }
 }
 
+/// A rate bucket's name among the replicas: the rule (scope, match, rate, burst) and the value
+/// counted, as text every replica builds alike.
+fn shared_name(rule: &RateRule, rate: f64, burst: u32, value: Value<'_>) -> Arc<str> {
+    Arc::from(format!(
+        "{}|{}|{rate}|{burst}|{}",
+        rule.scope.as_str(),
+        rule.matches,
+        value.text()
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn config(yaml: &str) -> RateLimitsConfig {
+    pub(super) fn config(yaml: &str) -> RateLimitsConfig {
         serde_saphyr::from_str(yaml).expect("parses")
     }
 
-    fn subject<'a>(agent: &'a str, groups: &'a [Arc<str>]) -> Subject<'a> {
+    pub(super) fn subject<'a>(agent: &'a str, groups: &'a [Arc<str>]) -> Subject<'a> {
         Subject {
             agent,
             groups,

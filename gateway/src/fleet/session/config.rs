@@ -28,6 +28,10 @@ pub struct SessionsConfig {
     /// `Host::"api.partner.example": [external]`, `Operation::"slack/chat.postMessage":
     /// [external]`. A session that used a resource carries its tags in `context.session.labels`.
     pub tags: BTreeMap<String, Vec<String>>,
+    /// How often a replica stores the labels its sessions earned and reads those the other
+    /// replicas stored (read at start).
+    #[serde(with = "humantime_serde")]
+    pub sync_interval: Duration,
 }
 
 impl Default for SessionsConfig {
@@ -38,6 +42,7 @@ impl Default for SessionsConfig {
             max_sessions: 100_000,
             max_keys: 256,
             tags: BTreeMap::new(),
+            sync_interval: Duration::from_millis(500),
         }
     }
 }
@@ -59,6 +64,13 @@ impl SessionsConfig {
             errors.push((
                 "sessions.max_sessions".to_owned(),
                 "must be at least 1".into(),
+            ));
+        }
+        if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&self.sync_interval) {
+            errors.push((
+                "sessions.sync_interval".to_owned(),
+                "give 10ms to 60s: how often session labels are shared with the other replicas"
+                    .into(),
             ));
         }
         if self.max_keys == 0 {

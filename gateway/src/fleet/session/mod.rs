@@ -6,17 +6,21 @@
 //!
 //! A session is an MCP request's MCP session; for other requests, the one the agent names
 //! (`sessions.header`), or else the agent's current clock-aligned window. Facts are kept in memory, bounded in sessions and in distinct
-//! keys per session, and only while a loaded policy reads `context.session`.
+//! keys per session, and only while a loaded policy reads `context.session`. The labels a
+//! session earns are shared with the other replicas through the state store ([`sync`]), so
+//! that a session spread over replicas meets the same rules; its counts are per replica.
 
 pub mod config;
+pub mod sync;
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Instant, UNIX_EPOCH};
 
 use dashmap::DashMap;
+use sha2::{Digest, Sha256};
 
 use crate::action::{Action, SessionFacts};
 pub use config::SessionsConfig;
@@ -26,6 +30,8 @@ pub struct AgentSessions {
     hasher: RandomState,
     epoch: Instant,
     sessions: DashMap<u64, Session>,
+    /// Set once labels are shared with other replicas ([`AgentSessions::attach`]).
+    sharing: OnceLock<sync::Sharing>,
 }
 
 /// What one session remembers.
@@ -54,6 +60,7 @@ impl Default for AgentSessions {
             hasher: RandomState::new(),
             epoch: Instant::now(),
             sessions: DashMap::new(),
+            sharing: OnceLock::new(),
         }
     }
 }
@@ -117,6 +124,9 @@ impl AgentSessions {
         for tag in &facts.resource_tags {
             if !session.labels.contains(tag) {
                 session.labels.push(Arc::clone(tag));
+                if let Some(sharing) = self.sharing.get() {
+                    sharing.publish(facts.key, tag, config.window);
+                }
             }
         }
     }
@@ -135,10 +145,18 @@ impl AgentSessions {
         self.epoch.elapsed().as_secs()
     }
 
+    /// The session's key: the same on every replica (a digest of the agent and the session's
+    /// name or window), so that labels shared through the store find it.
     fn key(&self, config: &SessionsConfig, action: &Action, named: Named<'_>) -> u64 {
         let agent: &str = &action.principal.id;
+        let mut digest = Sha256::new();
+        digest.update((agent.len() as u64).to_be_bytes());
+        digest.update(agent.as_bytes());
         match named {
-            Named::By(name) => self.hasher.hash_one((agent, 0u8, name)),
+            Named::By(name) => {
+                digest.update([0u8]);
+                digest.update(name.as_bytes());
+            }
             Named::Window => {
                 let unix = action
                     .context
@@ -146,9 +164,14 @@ impl AgentSessions {
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
                 let window = unix / config.window.as_secs().max(1);
-                self.hasher.hash_one((agent, 1u8, window))
+                digest.update([1u8]);
+                digest.update(window.to_be_bytes());
             }
         }
+        let digest = digest.finalize();
+        let mut key = [0u8; 8];
+        key.copy_from_slice(&digest[..8]);
+        u64::from_be_bytes(key)
     }
 
     /// Makes room: sessions idle past their window go; if none is, the least recently used.
@@ -201,7 +224,7 @@ mod tests {
     use super::*;
     use crate::action::{ActionContext, Facts, Findings, Principal, Resource, Verb};
 
-    fn call(agent: &str, tool: &str) -> Action {
+    pub(super) fn call(agent: &str, tool: &str) -> Action {
         Action {
             principal: Arc::new(Principal {
                 id: Arc::from(agent),
@@ -226,7 +249,7 @@ mod tests {
         }
     }
 
-    fn config() -> SessionsConfig {
+    pub(super) fn config() -> SessionsConfig {
         let mut config = SessionsConfig::default();
         config
             .tags

@@ -1,0 +1,138 @@
+//! Session labels shared through the state store. When an action gives its session a label
+//! it did not have (`private`, `external`, ...), the label is queued; every
+//! `sessions.sync_interval` a replica stores what it queued and reads what every replica
+//! stored since its last read, adding those labels to its own copy of each session. A session
+//! spread over replicas so carries, on each, the labels it earned on any, at most two intervals
+//! after it earned them (one for the replica that saw it to store it, one for this one to
+//! read it). Counts (`actions`, `action_count`, `resource_count`) stay per replica.
+//!
+//! When the store fails, labels stay queued (up to [`QUEUE_MAX`]) and are stored when it
+//! answers; meanwhile each replica knows the labels earned through it.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{AgentSessions, Session, SessionsConfig};
+use crate::fleet::tick;
+use crate::state::StateError;
+use crate::state::fleet::{FleetRepository, SessionLabel};
+use crate::state::pins::now_ms;
+
+/// Labels waiting to be stored at most; past this, new ones are known to this replica only.
+pub const QUEUE_MAX: usize = 10_000;
+
+/// Labels are read again from a little before the last read: other replicas' clocks stamp
+/// what they store.
+const CLOCK_SLACK_MS: i64 = 5_000;
+
+/// What sharing labels needs between ticks.
+pub(crate) struct Sharing {
+    queue: Mutex<Vec<SessionLabel>>,
+    /// When the labels were last read (this replica's clock), milliseconds since the epoch.
+    read_ms: AtomicI64,
+}
+
+impl Sharing {
+    /// Queues `label` of session `key`, to live `window` (a session idle that long ends).
+    pub(super) fn publish(&self, key: u64, label: &str, window: Duration) {
+        let mut queue = self.queue.lock().expect("not poisoned");
+        if queue.len() >= QUEUE_MAX {
+            return;
+        }
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        queue.push(SessionLabel {
+            session: format!("{key:016x}"),
+            label: label.to_owned(),
+            expires_ms: now_ms().saturating_add(window_ms),
+            updated_ms: 0,
+        });
+    }
+}
+
+impl AgentSessions {
+    /// Shares session labels through `store`: a [`AgentSessions::sync`] every `every`, with
+    /// the `sessions:` section `config` gives; it stops when the sessions are dropped.
+    pub fn attach(
+        self: &Arc<Self>,
+        store: Arc<dyn FleetRepository>,
+        every: Duration,
+        config: impl Fn() -> Option<SessionsConfig> + Send + Sync + 'static,
+    ) {
+        self.share();
+        let config = Arc::new(config);
+        tick::spawn(
+            Arc::downgrade(self),
+            every,
+            "session labels",
+            move |sessions| {
+                let (store, config) = (Arc::clone(&store), Arc::clone(&config));
+                Box::pin(async move {
+                    match config() {
+                        Some(config) => sessions.sync(&*store, &config).await,
+                        None => Ok(()),
+                    }
+                })
+            },
+        );
+    }
+
+    /// Queues the labels sessions earn from now on, for [`AgentSessions::sync`].
+    pub fn share(&self) {
+        let _ = self.sharing.set(Sharing {
+            queue: Mutex::new(Vec::new()),
+            read_ms: AtomicI64::new(0),
+        });
+    }
+
+    /// One tick: stores the labels queued since the last, then adds those every replica
+    /// stored since the last read to the sessions here.
+    pub async fn sync(
+        &self,
+        store: &dyn FleetRepository,
+        config: &SessionsConfig,
+    ) -> Result<(), StateError> {
+        let Some(sharing) = self.sharing.get() else {
+            return Ok(());
+        };
+        let queued = std::mem::take(&mut *sharing.queue.lock().expect("not poisoned"));
+        if !queued.is_empty()
+            && let Err(error) = store.add_labels(queued.clone()).await
+        {
+            let mut queue = sharing.queue.lock().expect("not poisoned");
+            let room = QUEUE_MAX.saturating_sub(queue.len());
+            queue.splice(0..0, queued.into_iter().take(room));
+            return Err(error);
+        }
+        let started = now_ms();
+        let since = sharing.read_ms.load(Ordering::Relaxed) - CLOCK_SLACK_MS;
+        let labels = store.labels(since).await?;
+        sharing.read_ms.store(started, Ordering::Relaxed);
+        self.merge(config, labels);
+        Ok(())
+    }
+
+    /// Adds stored labels to the sessions they belong to (a session not known here starts
+    /// with them).
+    fn merge(&self, config: &SessionsConfig, labels: Vec<SessionLabel>) {
+        let now = self.now();
+        for stored in labels {
+            let Ok(key) = u64::from_str_radix(&stored.session, 16) else {
+                continue;
+            };
+            if self.sessions.len() >= config.max_sessions && !self.sessions.contains_key(&key) {
+                self.evict(config, now);
+            }
+            let mut session = self.sessions.entry(key).or_insert_with(|| Session {
+                last: now,
+                ..Session::default()
+            });
+            if !session.labels.iter().any(|l| **l == *stored.label) {
+                session.labels.push(Arc::from(stored.label));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
