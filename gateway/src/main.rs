@@ -13,6 +13,7 @@ use warden::config::load::{Parsed, load_file, load_file_partial};
 
 mod cli_agents;
 mod cli_approvals;
+mod cli_budgets;
 mod cli_canary;
 mod cli_policy;
 
@@ -97,6 +98,12 @@ enum Command {
     Agents {
         #[command(subcommand)]
         command: cli_agents::AgentsCommand,
+    },
+    /// What agents, groups and the fleet spent this day and month against their budgets, as
+    /// every gateway sharing the state store recorded it; reset an account's spend.
+    Budgets {
+        #[command(subcommand)]
+        command: cli_budgets::BudgetsCommand,
     },
 }
 
@@ -737,6 +744,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Approvers { command } => cli_approvals::approvers(command),
         Command::Canary { command } => cli_canary::canary(command),
         Command::Agents { command } => cli_agents::agents(command),
+        Command::Budgets { command } => cli_budgets::budgets(command),
     }
 }
 
