@@ -101,6 +101,11 @@ impl Ledger {
                 micro_usd: clamp(unflushed.micro_usd),
             });
         }
+        // One order on every replica: two replicas adding to the same rows at once take their
+        // locks in the same order (no deadlock on PostgreSQL).
+        rows.sort_unstable_by(|a, b| {
+            (&a.scope, &a.name, &a.period, a.index).cmp(&(&b.scope, &b.name, &b.period, b.index))
+        });
         rows
     }
 

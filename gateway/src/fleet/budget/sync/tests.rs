@@ -7,6 +7,14 @@ use super::super::tests::{agent, config, ledger, noon};
 use super::*;
 use crate::state::fleet::flaky::Flaky;
 
+/// The day and month of `noon()`, as stored.
+fn periods() -> (i64, i64) {
+    (
+        i64::from(super::super::index(Period::Day, noon())),
+        i64::from(super::super::index(Period::Month, noon())),
+    )
+}
+
 const TEN_K: &str = "limits: [{ scope: agent, name: '*', period: day, tokens: 10000 }]";
 const PRICES: &str = "p: { m: { input: 1, output: 2 } }";
 
@@ -89,8 +97,7 @@ async fn an_outage_keeps_every_delta_and_stores_it_once() {
         (stored.tokens(), unflushed.tokens(), flushing.tokens()),
         (150, 0, 0)
     );
-    let day = i64::from(super::super::index(Period::Day, noon()));
-    let month = i64::from(super::super::index(Period::Month, noon()));
+    let (day, month) = periods();
     let rows = store.inner.spend(day, month).await.unwrap();
     let row = rows
         .iter()
@@ -114,8 +121,7 @@ async fn stored_but_unread_spend_counts_as_stored_and_a_reset_reaches_every_repl
         a.spent(Scope::Agent, "bot", Period::Day, noon()).tokens(),
         100
     );
-    let day = i64::from(super::super::index(Period::Day, noon()));
-    let month = i64::from(super::super::index(Period::Month, noon()));
+    let (day, month) = periods();
     store
         .reset_spend(Some("agent".into()), Some("bot".into()), (day, month))
         .await

@@ -95,7 +95,12 @@ impl AgentSessions {
         let Some(sharing) = self.sharing.get() else {
             return Ok(());
         };
-        let queued = std::mem::take(&mut *sharing.queue.lock().expect("not poisoned"));
+        let mut queued = std::mem::take(&mut *sharing.queue.lock().expect("not poisoned"));
+        // One order on every replica, so that two storing the same label do not deadlock.
+        queued.sort_unstable_by(|a, b| {
+            (&a.session, &a.label, b.expires_ms).cmp(&(&b.session, &b.label, a.expires_ms))
+        });
+        queued.dedup_by(|a, b| a.session == b.session && a.label == b.label);
         if !queued.is_empty()
             && let Err(error) = store.add_labels(queued.clone()).await
         {
