@@ -206,8 +206,10 @@ fn judge_hop(previous: &[Url], next: &Url) -> Result<(), String> {
     {
         return Ok(());
     }
-    crate::egress::check_address(ip)
-        .map_err(|class| format!("{next} is at {ip}, a {class} address"))
+    match crate::egress::ip_guard::classify(ip) {
+        class if class.is_global() => Ok(()),
+        class => Err(format!("{next} is at {ip}, a {class} address")),
+    }
 }
 
 fn is_loopback(url: &Url) -> bool {

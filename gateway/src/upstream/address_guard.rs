@@ -20,8 +20,8 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use tower::Service;
 
-use crate::egress::resolve::ResolverSetupError;
-use crate::egress::{AddressClass, Resolver, classify};
+use crate::egress::ip_guard::{AddressClass, classify};
+use crate::egress::resolve::{Resolver, ResolverSetupError};
 
 /// One entry of `upstream.allow_private`: what may be reached at addresses that are not
 /// globally reachable.
