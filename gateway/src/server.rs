@@ -96,6 +96,16 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
             listener: "admin",
             source,
         })?;
+    let egress_tls = config
+        .egress
+        .tls
+        .as_ref()
+        .map(ServerTls::load)
+        .transpose()
+        .map_err(|source| ServeError::Tls {
+            listener: "egress",
+            source,
+        })?;
     let listen = config.listen.clone();
     let upstream = config.upstream.clone();
     let workers = workers::count(config.runtime.worker_threads);
@@ -272,7 +282,10 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         None => None,
     };
     let (stop, shutdown) = shutdown_signal();
-    for tls in [&proxy_tls, &admin_tls, &console_tls].into_iter().flatten() {
+    for tls in [&proxy_tls, &admin_tls, &console_tls, &egress_tls]
+        .into_iter()
+        .flatten()
+    {
         tls.spawn_reloader(shutdown.clone().requested());
     }
     reload::spawn(shared.clone(), config_path, shutdown.clone()).map_err(ServeError::Signals)?;
@@ -296,6 +309,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         "warden-worker",
         proxy_listeners,
         proxy_tls.clone(),
+        listener::HttpOptions::default(),
         |_worker| crate::proxy::handler(&shared, &upstream),
         &shutdown,
         listen.shutdown_grace,
@@ -304,7 +318,12 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         Some(listeners) => Some(workers::spawn(
             "warden-egress",
             listeners,
-            None,
+            egress_tls,
+            // HTTP/2 clients open tunnels with CONNECT, and with extended CONNECT
+            // (`:protocol connect-tcp`).
+            listener::HttpOptions {
+                extended_connect: true,
+            },
             |_worker| crate::proxy::egress::handler(&shared, &egress_config),
             &shutdown,
             listen.shutdown_grace,
@@ -312,7 +331,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         None => None,
     };
     if let Some(addr) = egress_config.listen {
-        tracing::info!(egress = %addr, "egress proxy listening");
+        tracing::info!(egress = %addr, tls = egress_config.tls.is_some(), "egress proxy listening");
     }
     tracing::info!(proxy = %listen.proxy, admin = %listen.admin, tls = proxy_tls.is_some(), workers, policies = policy_count, policy_version = %policy_version, "warden listening");
     let admin_router = crate::admin::router(shared.clone());

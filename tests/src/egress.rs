@@ -117,6 +117,22 @@ impl Pki {
         Arc::new(config)
     }
 
+    /// A certificate for `names` and its key, written (PEM) to `dir/<stem>.crt` and
+    /// `dir/<stem>.key`, for a server that reads files (Warden's own listeners).
+    pub fn write_server(&self, dir: &Path, stem: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let params = CertificateParams::new(names).expect("names");
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.issuer).expect("leaf");
+        let (cert_path, key_path) = (
+            dir.join(format!("{stem}.crt")),
+            dir.join(format!("{stem}.key")),
+        );
+        std::fs::write(&cert_path, cert.pem()).expect("write certificate");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+        (cert_path, key_path)
+    }
+
     /// The CA written to `dir/ca.pem`, for clients.
     pub fn write_ca(&self, dir: &Path) -> PathBuf {
         let path = dir.join("ca.pem");

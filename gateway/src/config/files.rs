@@ -15,6 +15,7 @@ pub fn check_files(config: &Config, source: &Source) -> Vec<ConfigError> {
     let listeners = [
         ("listen.tls", &config.listen.tls),
         ("listen.admin_tls", &config.listen.admin_tls),
+        ("egress.tls", &config.egress.tls),
     ];
     for (section, tls) in listeners {
         let Some(tls) = tls else { continue };

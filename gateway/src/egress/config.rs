@@ -6,12 +6,18 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::listener::config::TlsConfig;
+
 /// `egress:` section. Without `listen` there is no egress proxy.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct EgressConfig {
     /// Where the forward proxy listens (e.g. `127.0.0.1:3128`); absent: no egress proxy.
     pub listen: Option<SocketAddr>,
+    /// TLS on the proxy's own listener (`HTTPS_PROXY=https://...`): agents then reach the
+    /// proxy over TLS, HTTP/2 by ALPN; absent: plaintext (HTTP/1.1, or HTTP/2 with prior
+    /// knowledge).
+    pub tls: Option<TlsConfig>,
     /// DNS servers destinations are resolved with (`address:port`); empty: the system's
     /// (`/etc/resolv.conf` and `/etc/hosts`).
     pub nameservers: Vec<SocketAddr>,
@@ -34,6 +40,7 @@ impl Default for EgressConfig {
     fn default() -> Self {
         EgressConfig {
             listen: None,
+            tls: None,
             nameservers: Vec::new(),
             resolve_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
@@ -53,6 +60,14 @@ impl EgressConfig {
     ) -> Vec<(String, String)> {
         let mut errors = Vec::new();
         let Some(listen) = self.listen else {
+            if self.tls.is_some() {
+                errors.push((
+                    "egress.tls".to_owned(),
+                    "is set but egress.listen is not: name the address the egress proxy \
+                     listens on (e.g. 127.0.0.1:3128), or remove egress.tls"
+                        .to_owned(),
+                ));
+            }
             return errors;
         };
         if !identity_required && !listen.ip().is_loopback() {

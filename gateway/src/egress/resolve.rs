@@ -28,13 +28,22 @@ pub struct ResolverSetupError(String);
 impl Resolver {
     /// The resolver `config` asks for: its `nameservers`, else the system's.
     pub fn new(config: &EgressConfig) -> Result<Resolver, ResolverSetupError> {
+        Resolver::with_servers(&config.nameservers, config.resolve_timeout)
+    }
+
+    /// A resolver asking `nameservers` (empty: the system's), each answer waited for at
+    /// most `timeout`.
+    pub fn with_servers(
+        nameservers: &[SocketAddr],
+        timeout: Duration,
+    ) -> Result<Resolver, ResolverSetupError> {
         let mut options = ResolverOpts::default();
-        options.timeout = config.resolve_timeout;
+        options.timeout = timeout;
         options.attempts = 2;
-        let builder = if config.nameservers.is_empty() {
+        let builder = if nameservers.is_empty() {
             TokioResolver::builder_tokio().map_err(|e| ResolverSetupError(e.to_string()))?
         } else {
-            let servers = config.nameservers.iter().map(name_server).collect();
+            let servers = nameservers.iter().map(name_server).collect();
             TokioResolver::builder_with_config(
                 ResolverConfig::from_parts(None, Vec::new(), servers),
                 TokioRuntimeProvider::default(),
@@ -44,10 +53,7 @@ impl Resolver {
             .with_options(options)
             .build()
             .map_err(|e| ResolverSetupError(e.to_string()))?;
-        Ok(Resolver {
-            inner,
-            timeout: config.resolve_timeout,
-        })
+        Ok(Resolver { inner, timeout })
     }
 
     /// The addresses of `name` (an ASCII DNS name without the trailing dot), looked up as a

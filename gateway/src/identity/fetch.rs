@@ -62,6 +62,8 @@ impl JwksFetcher {
                     attempt.error("too many redirects")
                 } else if let Err(problem) = secure_url(attempt.url().as_str()) {
                     attempt.error(format!("redirect refused: {problem}"))
+                } else if let Err(problem) = judge_hop(attempt.previous(), attempt.url()) {
+                    attempt.error(format!("redirect refused: {problem}"))
                 } else {
                     attempt.follow()
                 }
@@ -186,6 +188,30 @@ pub(crate) fn secure_url(url: &str) -> Result<Url, String> {
     }
 }
 
+/// A redirect hop to `next` after `previous` (the first the configured URL), judged by the
+/// egress address guard: a hop to an address that is not globally reachable is refused,
+/// unless the configured URL names that address itself. (A hop to a name goes to the host the
+/// IdP names, resolved by the system, as the configured URL is.)
+fn judge_hop(previous: &[Url], next: &Url) -> Result<(), String> {
+    let Some(host) = next.host_str() else {
+        return Ok(());
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let Ok(ip) = bare.parse::<std::net::IpAddr>() else {
+        return Ok(());
+    };
+    if previous
+        .first()
+        .is_some_and(|first| first.host_str() == next.host_str())
+    {
+        return Ok(());
+    }
+    match crate::egress::ip_guard::classify(ip) {
+        class if class.is_global() => Ok(()),
+        class => Err(format!("{next} is at {ip}, a {class} address")),
+    }
+}
+
 fn is_loopback(url: &Url) -> bool {
     let Some(host) = url.host_str() else {
         return false;
@@ -231,5 +257,20 @@ mod tests {
         assert!(err.contains("must use https"), "{err}");
         assert!(secure_url("ftp://idp.example.com").is_err());
         assert!(secure_url("not a url").is_err());
+    }
+
+    #[test]
+    fn a_redirect_to_an_internal_address_is_refused_unless_configured() {
+        let first = Url::parse("https://idp.example.com/.well-known/openid-configuration").unwrap();
+        let metadata = Url::parse("https://169.254.169.254/latest/meta-data/").unwrap();
+        let err = judge_hop(std::slice::from_ref(&first), &metadata).unwrap_err();
+        assert!(err.contains("a link_local address"), "{err}");
+        let public = Url::parse("https://8.8.8.8/keys").unwrap();
+        assert!(judge_hop(std::slice::from_ref(&first), &public).is_ok());
+        let named = Url::parse("https://keys.example.com/jwks").unwrap();
+        assert!(judge_hop(std::slice::from_ref(&first), &named).is_ok());
+        let internal = Url::parse("https://10.0.0.5/realms/agents").unwrap();
+        let same = Url::parse("https://10.0.0.5/realms/agents/keys").unwrap();
+        assert!(judge_hop(std::slice::from_ref(&internal), &same).is_ok());
     }
 }

@@ -21,7 +21,7 @@ mod tests;
 pub use conn::ConnInfo;
 pub(crate) use crypto::crypto_provider;
 pub use crypto::install_crypto_provider;
-pub use serve::{HANDSHAKE_TIMEOUT, HEADER_READ_TIMEOUT, serve};
+pub use serve::{HANDSHAKE_TIMEOUT, HEADER_READ_TIMEOUT, HttpOptions, serve, serve_with};
 pub use shutdown::{Shutdown, ShutdownTrigger, shutdown_signal};
 pub use tls::{ServerTls, TlsError};
 

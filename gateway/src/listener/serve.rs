@@ -32,17 +32,15 @@ const H2_KEEPALIVE: Duration = Duration::from_secs(20);
 /// Longest pause after a failing `accept` (e.g. out of file descriptors).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Accepts on `listener` and serves HTTP/1.1 and HTTP/2 until `shutdown` resolves.
-///
-/// Under TLS the protocol follows ALPN (`h2`, `http/1.1`); in plaintext HTTP/1.1 and HTTP/2
-/// with prior knowledge are told apart by the first bytes. `handler` is called once per
-/// request with the connection's [`ConnInfo`]; HTTP upgrades (`CONNECT`, WebSocket) work via
-/// `hyper::upgrade::on`.
-///
-/// When `shutdown` resolves the listener is closed (new connections are refused), idle
-/// connections are closed, and in-flight requests may finish; whatever still runs after
-/// `grace` is dropped. Returns when every connection is gone. Upgraded connections are
-/// detached from this accounting and end on their own.
+/// What a listener's HTTP/2 takes besides ordinary requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HttpOptions {
+    /// Advertise `SETTINGS_ENABLE_CONNECT_PROTOCOL` and accept RFC 8441 extended `CONNECT`
+    /// (a `:protocol` pseudo-header, read as `hyper::ext::Protocol`).
+    pub extended_connect: bool,
+}
+
+/// [`serve_with`] with the default [`HttpOptions`].
 pub async fn serve<H, F, B>(
     listener: TcpListener,
     tls: Option<Arc<ServerTls>>,
@@ -55,7 +53,42 @@ pub async fn serve<H, F, B>(
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let http = Arc::new(http_builder());
+    serve_with(
+        listener,
+        tls,
+        HttpOptions::default(),
+        handler,
+        shutdown,
+        grace,
+    )
+    .await;
+}
+
+/// Accepts on `listener` and serves HTTP/1.1 and HTTP/2 until `shutdown` resolves.
+///
+/// Under TLS the protocol follows ALPN (`h2`, `http/1.1`); in plaintext HTTP/1.1 and HTTP/2
+/// with prior knowledge are told apart by the first bytes. `handler` is called once per
+/// request with the connection's [`ConnInfo`]; HTTP upgrades (`CONNECT`, WebSocket) work via
+/// `hyper::upgrade::on`.
+///
+/// When `shutdown` resolves the listener is closed (new connections are refused), idle
+/// connections are closed, and in-flight requests may finish; whatever still runs after
+/// `grace` is dropped. Returns when every connection is gone. Upgraded connections are
+/// detached from this accounting and end on their own.
+pub async fn serve_with<H, F, B>(
+    listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
+    options: HttpOptions,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) where
+    H: Fn(http::Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = http::Response<B>> + Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let http = Arc::new(http_builder(options));
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     let mut backoff = Duration::ZERO;
@@ -124,7 +157,7 @@ pub async fn serve<H, F, B>(
 }
 
 /// The HTTP/1 + HTTP/2 server settings shared by all connections.
-fn http_builder() -> auto::Builder<TokioExecutor> {
+fn http_builder(options: HttpOptions) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -135,6 +168,9 @@ fn http_builder() -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .keep_alive_interval(H2_KEEPALIVE)
         .keep_alive_timeout(H2_KEEPALIVE);
+    if options.extended_connect {
+        builder.http2().enable_connect_protocol();
+    }
     builder
 }
 

@@ -23,6 +23,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::oneshot;
 
 use super::conn::ConnInfo;
+use super::serve::HttpOptions;
 use super::shutdown::Shutdown;
 use super::tls::ServerTls;
 
@@ -112,6 +113,7 @@ pub fn spawn<M, H, E, F, B>(
     name: &str,
     listeners: Vec<std::net::TcpListener>,
     tls: Option<Arc<ServerTls>>,
+    options: HttpOptions,
     mut make_handler: M,
     shutdown: &Shutdown,
     grace: Duration,
@@ -136,7 +138,7 @@ where
         std::thread::Builder::new()
             .name(format!("{name}-{worker}"))
             .spawn(move || {
-                run(worker, std_listener, tls, handler, shutdown, grace);
+                run(worker, std_listener, tls, options, handler, shutdown, grace);
                 let _ = done.send(());
             })
             .map_err(|source| WorkerError::Start { worker, source })?;
@@ -160,6 +162,7 @@ fn run<H, F, B>(
     worker: usize,
     std_listener: std::net::TcpListener,
     tls: Option<Arc<ServerTls>>,
+    options: HttpOptions,
     handler: H,
     shutdown: Shutdown,
     grace: Duration,
@@ -184,7 +187,8 @@ fn run<H, F, B>(
                 return;
             }
         };
-        super::serve::serve(listener, tls, handler, shutdown.requested(), grace).await;
+        super::serve::serve_with(listener, tls, options, handler, shutdown.requested(), grace)
+            .await;
     });
 }
 

@@ -2,8 +2,10 @@
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use super::address_guard::PrivateAllowance;
 use super::breaker::BreakerConfig;
 use std::time::Duration;
 
@@ -22,6 +24,14 @@ pub struct UpstreamConfig {
     pub response_timeout: Duration,
     /// Idle pooled connections kept per upstream host.
     pub pool_max_idle_per_host: usize,
+    /// What upstreams written as host names may reach at addresses that are not globally
+    /// reachable (loopback, private, link-local, ...): networks (`10.0.0.0/8`), addresses,
+    /// host names (`vllm.internal`) and domains (`*.svc.cluster.local`). An upstream URL
+    /// written with an address is trusted as written.
+    pub allow_private: Vec<PrivateAllowance>,
+    /// DNS servers upstream names are resolved with (`address:port`); empty: the system's
+    /// resolver.
+    pub nameservers: Vec<SocketAddr>,
     /// The circuit breaker of every upstream (`breakers` overrides it per route).
     pub breaker: BreakerConfig,
     /// The circuit breaker of the upstream of the route with this name.
@@ -43,6 +53,8 @@ impl Default for UpstreamConfig {
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(300),
             pool_max_idle_per_host: 64,
+            allow_private: Vec::new(),
+            nameservers: Vec::new(),
             breaker: BreakerConfig::default(),
             breakers: BTreeMap::new(),
         }

@@ -8,6 +8,8 @@ use std::time::Duration;
 use http::StatusCode;
 use http::uri::Authority;
 
+use super::address_guard::{AddressRefused, UpstreamResolveError};
+use crate::egress::resolve::ResolverSetupError;
 use crate::listener::TlsError;
 
 /// A boxed error from the HTTP stack.
@@ -28,6 +30,9 @@ pub enum UpstreamError {
     /// The crypto provider refused the protocol versions (a build defect, not configuration).
     #[error("the TLS crypto provider cannot speak TLS 1.2/1.3: {0}")]
     Provider(rustls::Error),
+    /// `upstream.nameservers` cannot serve as a resolver.
+    #[error("upstream.nameservers: {0}")]
+    Resolver(ResolverSetupError),
     /// The request URI has no scheme and host.
     #[error(
         "upstream request URI is not absolute (scheme://host/...); the route's upstream URL is wrong"
@@ -38,6 +43,12 @@ pub enum UpstreamError {
     Connect {
         authority: Authority,
         source: BoxError,
+    },
+    /// The upstream's name resolves to an address the guard refuses (`upstream.allow_private`).
+    #[error("Warden refuses to connect to upstream {authority}: {source}")]
+    AddressRefused {
+        authority: Authority,
+        source: AddressRefused,
     },
     /// TCP connect did not complete within `upstream.connect_timeout`.
     #[error("connecting to upstream {authority} timed out after {after:?}")]
@@ -102,6 +113,7 @@ impl UpstreamError {
             UpstreamError::Timeout { .. } | UpstreamError::ConnectTimeout { .. } => {
                 "upstream_timeout"
             }
+            UpstreamError::AddressRefused { .. } => "upstream_address_refused",
             _ => "upstream_unavailable",
         }
     }
@@ -112,6 +124,12 @@ impl UpstreamError {
         error: hyper_util::client::legacy::Error,
         connect_timeout: Duration,
     ) -> UpstreamError {
+        if let Some(refused) = refused(&error) {
+            return UpstreamError::AddressRefused {
+                authority,
+                source: refused.clone(),
+            };
+        }
         match kind(&error, error.is_connect()) {
             Kind::Tls => UpstreamError::Tls {
                 authority,
@@ -131,6 +149,20 @@ impl UpstreamError {
             },
         }
     }
+}
+
+/// The guard's refusal in a client error's source chain, if that is why it failed.
+fn refused<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a AddressRefused> {
+    let mut next = Some(error);
+    while let Some(current) = next {
+        if let Some(UpstreamResolveError::Refused(refused)) =
+            current.downcast_ref::<UpstreamResolveError>()
+        {
+            return Some(refused);
+        }
+        next = current.source();
+    }
+    None
 }
 
 /// The class of a client error, read from its source chain.

@@ -4,6 +4,7 @@
 //! upstream offers it by ALPN, TLS always verified against the system roots and/or
 //! `upstream.ca_file`.
 
+pub mod address_guard;
 pub mod breaker;
 pub mod config;
 mod connect_timeout;
@@ -26,6 +27,7 @@ use rustls::RootCertStore;
 
 pub use error::{CaFileError, UpstreamError};
 
+use address_guard::{AddressGuard, GuardedResolver};
 use connect_timeout::ConnectTimeout;
 
 use config::UpstreamConfig;
@@ -36,16 +38,28 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 /// The client Warden forwards with; cloning is cheap and shares the pool.
 #[derive(Clone, Debug)]
 pub struct UpstreamClient {
-    client: Client<ConnectTimeout<HttpsConnector<HttpConnector>>, Full<Bytes>>,
+    client: Client<ConnectTimeout<HttpsConnector<HttpConnector<GuardedResolver>>>, Full<Bytes>>,
     response_timeout: Duration,
     connect_timeout: Duration,
 }
 
 impl UpstreamClient {
-    /// Builds the client: trust roots, ALPN `h2`/`http/1.1`, timeouts and pool size from `cfg`.
+    /// Builds the client: trust roots, ALPN `h2`/`http/1.1`, timeouts and pool size from `cfg`,
+    /// and the address guard (`cfg.allow_private`) on the names it resolves.
     ///
     /// `connect_timeout` bounds DNS, TCP connect and the TLS handshake together.
     pub fn new(cfg: &UpstreamConfig) -> Result<UpstreamClient, UpstreamError> {
+        UpstreamClient::build(cfg, AddressGuard::new(&cfg.allow_private))
+    }
+
+    /// A client for a side system the operator names by itself (the OTLP collector): as
+    /// [`UpstreamClient::new`], but every address its names resolve to is trusted, as for
+    /// the IdP, Vault and the SIEM.
+    pub fn side_system(cfg: &UpstreamConfig) -> Result<UpstreamClient, UpstreamError> {
+        UpstreamClient::build(cfg, AddressGuard::allowing_everything())
+    }
+
+    fn build(cfg: &UpstreamConfig, guard: AddressGuard) -> Result<UpstreamClient, UpstreamError> {
         let roots = trust_roots(cfg)?;
         let tls = rustls::ClientConfig::builder_with_provider(crate::listener::crypto_provider())
             .with_safe_default_protocol_versions()
@@ -53,7 +67,9 @@ impl UpstreamClient {
             .with_root_certificates(roots)
             .with_no_client_auth();
 
-        let mut tcp = HttpConnector::new();
+        let resolver = GuardedResolver::new(guard, &cfg.nameservers, cfg.connect_timeout)
+            .map_err(UpstreamError::Resolver)?;
+        let mut tcp = HttpConnector::new_with_resolver(resolver);
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(cfg.connect_timeout));

@@ -19,7 +19,8 @@ use crate::listener::{ConnInfo, ServerTls, serve};
 /// Every test finishes within this, or fails.
 const BOUND: Duration = Duration::from_secs(20);
 
-/// An upstream served by the listener: `/slow` answers after 2 s; anything else answers
+/// An upstream served by the listener: `/slow` answers after 2 s; `/redirect` answers 302 to
+/// the cloud metadata address; anything else answers
 /// "<version> port=<client port>" at once.
 struct Upstream {
     addr: SocketAddr,
@@ -53,6 +54,15 @@ impl Upstream {
         let handler = |req: Request<Incoming>, info: ConnInfo| async move {
             if req.uri().path() == "/slow" {
                 tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            if req.uri().path() == "/redirect" {
+                let mut moved = Response::new(Full::new(Bytes::new()));
+                *moved.status_mut() = StatusCode::FOUND;
+                moved.headers_mut().insert(
+                    http::header::LOCATION,
+                    http::HeaderValue::from_static("http://169.254.169.254/latest/meta-data/"),
+                );
+                return moved;
             }
             let text = format!("{:?} port={}", req.version(), info.peer.port());
             Response::new(Full::new(Bytes::from(text)))
@@ -187,6 +197,36 @@ async fn refused_connection_is_a_connect_error() {
             .expect_err("refused");
         assert!(matches!(error, UpstreamError::Connect { .. }), "{error:?}");
         assert_eq!(error.status(), StatusCode::BAD_GATEWAY);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_redirect_is_passed_back_not_followed() {
+    bounded(async {
+        let upstream = Upstream::start(None).await;
+        let client = UpstreamClient::new(&UpstreamConfig::default()).expect("client");
+        let response = client
+            .send(get(&upstream.url("http", "/redirect")))
+            .await
+            .expect("the 302 itself");
+        assert_eq!(response.status(), StatusCode::FOUND);
+        assert_eq!(
+            response.headers()[http::header::LOCATION],
+            "http://169.254.169.254/latest/meta-data/"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn localhost_reaches_loopback_without_allow_private() {
+    bounded(async {
+        let upstream = Upstream::start(None).await;
+        let client = UpstreamClient::new(&UpstreamConfig::default()).expect("client");
+        let url = format!("http://localhost:{}/", upstream.addr.port());
+        let response = client.send(get(&url)).await.expect("response");
+        assert_eq!(response.status(), StatusCode::OK);
     })
     .await;
 }

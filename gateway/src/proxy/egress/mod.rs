@@ -10,12 +10,13 @@
 
 pub(super) mod answer;
 mod request;
+mod target;
 mod tunnel;
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::{Method, Request, Response};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
@@ -29,12 +30,12 @@ use crate::action::{
 use crate::decision::Decision;
 use crate::egress::proxy_auth;
 use crate::egress::resolve::ResolverSetupError;
-use crate::egress::{Destination, EgressConfig, EgressError, Host, Resolver};
+use crate::egress::{Destination, EgressConfig, EgressError, Resolver};
 use crate::identity::AuthError;
 use crate::listener::ConnInfo;
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
-use crate::text::Quoted;
+use target::Target;
 
 /// What one worker's egress proxy holds: its resolver (and cache) and the settings bound at
 /// start.
@@ -160,62 +161,6 @@ async fn identify(
             ex.unidentified(e.code());
             Err(EgressError::Auth(e).into())
         }
-    }
-}
-
-/// Where a request goes: `CONNECT host:port`, or an absolute-form `http://` URL.
-struct Target {
-    connect: bool,
-    host: Host,
-    port: u16,
-}
-
-impl Target {
-    fn of(req: &Request<Incoming>) -> Result<Target, EgressError> {
-        let connect = req.method() == Method::CONNECT;
-        let uri = req.uri();
-        let Some(authority) = uri.authority() else {
-            return Err(EgressError::Target(
-                "this is Warden's egress proxy: send CONNECT host:port (HTTPS_PROXY) or a \
-                 request with an absolute http:// URL (HTTP_PROXY)"
-                    .into(),
-            ));
-        };
-        let port = if connect {
-            authority.port_u16().ok_or_else(|| {
-                EgressError::Target(format!(
-                    "CONNECT {} names no port; write host:port",
-                    Quoted::of(authority.as_str())
-                ))
-            })?
-        } else {
-            match uri.scheme_str() {
-                Some("http") => authority.port_u16().unwrap_or(80),
-                _ => {
-                    return Err(EgressError::Target(format!(
-                        "only http:// URLs are forwarded as they are; {} goes through a CONNECT \
-                         tunnel (set HTTPS_PROXY)",
-                        Quoted::of(&uri.to_string())
-                    )));
-                }
-            }
-        };
-        let text = authority.host();
-        // `http` keeps an IPv6 address's brackets; the parser expects them.
-        let host = if text.contains(':') && !text.starts_with('[') {
-            Host::parse(&format!("[{text}]"))
-        } else {
-            Host::parse(text)
-        }
-        .map_err(|source| EgressError::Host {
-            host: Quoted::of(text).to_string(),
-            source,
-        })?;
-        Ok(Target {
-            connect,
-            host,
-            port,
-        })
     }
 }
 

@@ -52,7 +52,13 @@ pub(super) async fn open(
         scheme: ASKED.to_owned(),
         ..Default::default()
     };
-    let detail = destination(&dest, &facts);
+    let mut detail = destination(&dest, &facts);
+    // How the tunnel was asked for: `HTTP/1.1`, or `HTTP/2` (classic, or extended with its
+    // `:protocol`).
+    detail["http_version"] = serde_json::Value::from(format!("{:?}", req.version()));
+    if let Some(protocol) = req.extensions().get::<hyper::ext::Protocol>() {
+        detail["protocol"] = serde_json::Value::from(protocol.as_str());
+    }
     let mut action = action(
         ex,
         principal,

@@ -69,7 +69,7 @@ impl Queue {
         headers: HashMap<String, Zeroizing<String>>,
         counters: SpanCounters,
     ) -> Result<Queue, TraceError> {
-        let client = UpstreamClient::new(&UpstreamConfig {
+        let client = UpstreamClient::side_system(&UpstreamConfig {
             ca_file: cfg.ca_file.clone(),
             ca_only: false,
             connect_timeout: cfg.timeout.min(Duration::from_secs(5)),
