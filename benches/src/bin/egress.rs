@@ -7,6 +7,10 @@
 //! - round trip: 64-byte ping-pongs on one open connection, `--pings` times;
 //! - throughput: `--mib` MiB sent up and echoed back down on one connection.
 //!
+//! Each through an HTTP/1.1 `CONNECT` tunnel and through an HTTP/2 one (a stream of one
+//! prior-knowledge HTTP/2 connection opened beforehand, so its opening is a new stream, not a
+//! new TCP connection).
+//!
 //! The server is an echo on 127.0.0.1 in this process; Warden is `target/release/warden` (or
 //! `$WARDEN_BIN`), one worker thread, anonymous agents on loopback, a policy permitting the
 //! loopback host. Load generator, server and Warden share the machine's cores.
@@ -17,8 +21,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use bytes::Bytes;
 use hdrhistogram::Histogram;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use http_body_util::Empty;
+use hyper::client::conn::http2::SendRequest;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use warden_bench::process::{Proc, free_loopback_addr};
 
@@ -70,44 +79,51 @@ async fn main() -> anyhow::Result<()> {
         args.durability
     );
     println!(
-        "{:<12} {:>12} {:>12} {:>12}",
-        "", "direct", "tunnel", "added"
+        "{:<12} {:>12} {:>12} {:>12} {:>12} {:>12}",
+        "", "direct", "tunnel", "added", "h2 tunnel", "h2 added"
     );
+    let h2 = h2_connection(egress).await?;
 
-    let direct = opening(args.tunnels, || TcpStream::connect(echo)).await?;
+    let direct = opening(args.tunnels, || direct_to(echo)).await?;
     let tunnel = opening(args.tunnels, || connect_via(egress, echo)).await?;
-    row("open p50", &direct, &tunnel, 0.5);
-    row("open p99", &direct, &tunnel, 0.99);
+    let h2_tunnel = opening(args.tunnels, || connect_via_h2(h2.clone(), echo)).await?;
+    row("open p50", &direct, &tunnel, &h2_tunnel, 0.5);
+    row("open p99", &direct, &tunnel, &h2_tunnel, 0.99);
 
-    let mut stream = TcpStream::connect(echo).await?;
-    let direct = ping_pong(&mut stream, args.pings).await?;
-    let mut stream = connect_via(egress, echo).await?;
-    let tunnel = ping_pong(&mut stream, args.pings).await?;
-    row("rtt p50", &direct, &tunnel, 0.5);
-    row("rtt p99", &direct, &tunnel, 0.99);
+    let direct = ping_pong(&mut direct_to(echo).await?, args.pings).await?;
+    let tunnel = ping_pong(&mut connect_via(egress, echo).await?, args.pings).await?;
+    let h2_tunnel = ping_pong(&mut connect_via_h2(h2.clone(), echo).await?, args.pings).await?;
+    row("rtt p50", &direct, &tunnel, &h2_tunnel, 0.5);
+    row("rtt p99", &direct, &tunnel, &h2_tunnel, 0.99);
 
     let bytes = args.mib * 1024 * 1024;
-    let mut stream = TcpStream::connect(echo).await?;
-    let direct = throughput(&mut stream, bytes).await?;
-    let mut stream = connect_via(egress, echo).await?;
-    let tunnel = throughput(&mut stream, bytes).await?;
+    let direct = throughput(direct_to(echo).await?, bytes).await?;
+    let tunnel = throughput(connect_via(egress, echo).await?, bytes).await?;
+    let h2_tunnel = throughput(connect_via_h2(h2, echo).await?, bytes).await?;
     println!(
-        "{:<12} {:>9.0} MiB/s {:>6.0} MiB/s {:>11.2}x",
+        "{:<12} {:>6.0} MiB/s {:>6.0} MiB/s {:>11.2}x {:>6.0} MiB/s {:>11.2}x",
         "throughput",
         direct,
         tunnel,
-        tunnel / direct
+        tunnel / direct,
+        h2_tunnel,
+        h2_tunnel / direct
     );
     drop(warden);
     Ok(())
 }
 
-/// Prints the `q` quantile of `direct` and `tunnel` (µs) and the difference.
-fn row(name: &str, direct: &Histogram<u64>, tunnel: &Histogram<u64>, q: f64) {
-    let (d, t) = (direct.value_at_quantile(q), tunnel.value_at_quantile(q));
+/// Prints the `q` quantile of `direct`, `tunnel` and `h2` (µs) and the differences.
+fn row(name: &str, direct: &Histogram<u64>, tunnel: &Histogram<u64>, h2: &Histogram<u64>, q: f64) {
+    let (d, t, h) = (
+        direct.value_at_quantile(q),
+        tunnel.value_at_quantile(q),
+        h2.value_at_quantile(q),
+    );
     println!(
-        "{name:<12} {d:>9} µs {t:>9} µs {:>9} µs",
-        t.saturating_sub(d)
+        "{name:<12} {d:>9} µs {t:>9} µs {:>9} µs {h:>9} µs {:>9} µs",
+        t.saturating_sub(d),
+        h.saturating_sub(d)
     );
 }
 
@@ -166,6 +182,13 @@ fn start_warden(
     Ok((proc, egress))
 }
 
+/// A direct connection to `target`.
+async fn direct_to(target: SocketAddr) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect(target).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
 /// A tunnel to `target` through the egress proxy at `egress`.
 async fn connect_via(egress: SocketAddr, target: SocketAddr) -> std::io::Result<TcpStream> {
     let mut stream = TcpStream::connect(egress).await?;
@@ -190,11 +213,48 @@ async fn connect_via(egress: SocketAddr, target: SocketAddr) -> std::io::Result<
     Ok(stream)
 }
 
+/// An HTTP/2 connection (prior knowledge) to the egress proxy at `egress`.
+async fn h2_connection(egress: SocketAddr) -> anyhow::Result<SendRequest<Empty<Bytes>>> {
+    let stream = TcpStream::connect(egress).await?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// A tunnel to `target` on a new stream of the HTTP/2 connection `h2`.
+async fn connect_via_h2(
+    mut h2: SendRequest<Empty<Bytes>>,
+    target: SocketAddr,
+) -> std::io::Result<TokioIo<Upgraded>> {
+    let request = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(target.to_string())
+        .body(Empty::new())
+        .map_err(std::io::Error::other)?;
+    let response = h2
+        .send_request(request)
+        .await
+        .map_err(std::io::Error::other)?;
+    if response.status() != http::StatusCode::OK {
+        return Err(std::io::Error::other(format!(
+            "the proxy refused the tunnel: {}",
+            response.status()
+        )));
+    }
+    let upgraded = hyper::upgrade::on(response)
+        .await
+        .map_err(std::io::Error::other)?;
+    Ok(TokioIo::new(upgraded))
+}
+
 /// Microseconds from connecting to the first echoed byte, `n` times.
-async fn opening<F, Fut>(n: usize, connect: F) -> anyhow::Result<Histogram<u64>>
+async fn opening<F, Fut, S>(n: usize, connect: F) -> anyhow::Result<Histogram<u64>>
 where
     F: Fn() -> Fut,
-    Fut: Future<Output = std::io::Result<TcpStream>>,
+    Fut: Future<Output = std::io::Result<S>>,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut hist = Histogram::<u64>::new(3)?;
     for _ in 0..n {
@@ -209,8 +269,10 @@ where
 }
 
 /// Microseconds per 64-byte round trip on `stream`, `n` times.
-async fn ping_pong(stream: &mut TcpStream, n: usize) -> anyhow::Result<Histogram<u64>> {
-    stream.set_nodelay(true)?;
+async fn ping_pong<S>(stream: &mut S, n: usize) -> anyhow::Result<Histogram<u64>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut hist = Histogram::<u64>::new(3)?;
     let ping = [7u8; 64];
     let mut pong = [0u8; 64];
@@ -224,8 +286,11 @@ async fn ping_pong(stream: &mut TcpStream, n: usize) -> anyhow::Result<Histogram
 }
 
 /// MiB/s of `bytes` sent and echoed back on `stream` (both directions at once).
-async fn throughput(stream: &mut TcpStream, bytes: usize) -> anyhow::Result<f64> {
-    let (mut r, mut w) = stream.split();
+async fn throughput<S>(stream: S, bytes: usize) -> anyhow::Result<f64>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut r, mut w) = tokio::io::split(stream);
     let chunk = vec![1u8; 64 * 1024];
     let t = Instant::now();
     let send = async {
