@@ -1,6 +1,7 @@
 //! Cedar decision: `PolicyEngine::decide` on a typical chat action with the repository's
 //! `policies/`, and on an MCP `write_file` call judged on its arguments (the filesystem
-//! example with its schema fragment).
+//! example with its schema fragment). And what decision facts (`audit.decision_facts`) cost
+//! a request: its decision record encoded without them and with them built and encoded.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::net::{IpAddr, Ipv4Addr};
@@ -85,5 +86,38 @@ fn decide(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, decide);
+/// The decision record of the chat action, with and without its facts: the CPU the facts add
+/// to a request (building them from the action, encoding them into the record) and the bytes
+/// they add to its record.
+fn decision_facts(c: &mut Criterion) {
+    use warden::policy::facts;
+    let action = chat_action();
+    let max = warden::audit::config::AuditConfig::default().decision_facts_max_bytes;
+    let off = warden_bench::records::decision();
+    let mut on = off.clone();
+    on.facts = Some(Box::new(facts::of(&action, false, max).expect("facts fit")));
+    let size = |e: &warden::audit::event::AuditEvent| serde_json::to_vec(e).expect("encodes").len();
+    println!(
+        "decision record: {} bytes without facts, {} bytes with",
+        size(&off),
+        size(&on)
+    );
+    let mut group = c.benchmark_group("decision_facts");
+    group.bench_function("record_off", |b| {
+        b.iter(|| serde_json::to_vec(&off).expect("encodes"))
+    });
+    group.bench_function("record_on", |b| {
+        b.iter(|| {
+            let mut event = off.clone();
+            event.facts = Some(Box::new(facts::of(&action, false, max).expect("facts fit")));
+            serde_json::to_vec(&event).expect("encodes")
+        })
+    });
+    group.bench_function("record_off_cloned", |b| {
+        b.iter(|| serde_json::to_vec(&off.clone()).expect("encodes"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decide, decision_facts);
 criterion_main!(benches);

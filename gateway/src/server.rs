@@ -183,6 +183,8 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         store.approvals(),
         notifier,
     ));
+    metrics.register(gate.metrics().collectors());
+    gate.metrics().keep_current(store.approvals());
     let console_config = snapshot.config.console.clone();
     let console_sealer = if console_config.oidc.is_some() {
         Some(

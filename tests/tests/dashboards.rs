@@ -4,16 +4,23 @@
 //! exports: those a running warden serves on `/metrics` after traffic, or, for those that
 //! appear only with a component configured (a SIEM sink, Vault), those its code registers.
 //! The chart ships the same dashboard in an optional ConfigMap Grafana's sidecar picks up.
+//! The approval panels' metrics are served once approvals resolve: a held request approved,
+//! one denied and one its agent left are each observed in `warden_approval_wait_seconds`, and
+//! `warden_approvals_pending` follows the store.
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::time::Duration;
 
 use promql_parser::parser::{self, Expr};
 use promql_parser::util::{ExprVisitor, walk_expr};
-use serde_json::Value;
+use serde_json::{Value, json};
+use warden_e2e::fake_llm::FakeLlm;
 use warden_e2e::helm;
+use warden_e2e::operator::{approve, enrol, first_pending, oathtool, text as text_of};
 use warden_e2e::paths;
 use warden_e2e::stack::{Stack, openai_chat};
+use warden_e2e::warden::{Warden, WardenBuilder};
 
 /// Collects the metric names a query selects.
 struct Names(BTreeSet<String>);
@@ -233,4 +240,155 @@ async fn every_dashboard_and_alert_query_parses_and_names_only_metrics_warden_ex
             .is_some_and(|n| n.ends_with("-grafana-dashboard"))),
         "off by default"
     );
+}
+
+/// Chat on gpt-4o waits for a member of `sre`.
+const NEEDS_SRE: &str = "@id(\"gpt4o-needs-sre\")\n@approval(\"required\")\n\
+    @approvers(\"Group::\\\"sre\\\"\")\n\
+    permit (principal, action == Action::\"llm:chat\", resource == Model::\"openai/gpt-4o\");\n";
+
+/// The value of the series `series` (name and labels as served) in a `/metrics` text.
+fn value_of(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Reads `/metrics` until `series` has `want`, within 15 s (the pending gauges are read from
+/// the store every 5 s); the last text.
+async fn metric_reaches(w: &Warden, series: &str, want: f64) -> String {
+    let mut text = String::new();
+    for _ in 0..75 {
+        text = w.metrics().await.unwrap();
+        if value_of(&text, series) == Some(want) {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{series} never reached {want}:\n{text}");
+}
+
+/// A chat on gpt-4o saying `content`, as `token`, spawned: it waits for its approval.
+fn held_chat(
+    w: &Warden,
+    token: &str,
+    content: &str,
+    stream: bool,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    let mut body = openai_chat("gpt-4o", stream);
+    body["messages"][0]["content"] = json!(content);
+    let request = w
+        .http()
+        .post(w.url("/openai/chat/completions"))
+        .bearer_auth(token)
+        .json(&body)
+        .timeout(Duration::from_secs(30));
+    tokio::spawn(request.send())
+}
+
+#[tokio::test]
+async fn approval_waits_and_pending_approvals_are_served_as_the_dashboard_charts_them() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let w = WardenBuilder::new(&upstream)
+        .policy("needs-sre.cedar", NEEDS_SRE)
+        .set(
+            "/approvals",
+            json!({
+                "mode": "wait",
+                "wait_timeout": "25s",
+                "keepalive_interval": "200ms",
+                "operators": [
+                    {"subject": "alice", "groups": ["sre"]},
+                    {"subject": "carol", "groups": ["sre"]},
+                ],
+            }),
+        )
+        .start()
+        .await
+        .unwrap();
+    let token = w.token("billing-bot").await.unwrap();
+    let alice = enrol(&w, "alice").await;
+    let carol = enrol(&w, "carol").await;
+    metric_reaches(&w, "warden_approvals_pending", 0.0).await;
+
+    // Approved: the held request goes on, and its wait is observed once.
+    let held = held_chat(&w, &token, "summarise the invoices", false);
+    let id = first_pending(&w)
+        .await
+        .expect("the held request's approval");
+    metric_reaches(&w, "warden_approvals_pending", 1.0).await;
+    let text = w.metrics().await.unwrap();
+    assert!(
+        value_of(&text, "warden_approval_oldest_pending_seconds").is_some_and(|s| s >= 0.0),
+        "{text}"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let out = approve(&w, &id, "alice", &alice).await;
+    assert!(out.status.success(), "{}", text_of(&out));
+    assert_eq!(held.await.unwrap().unwrap().status(), 200);
+    let text = metric_reaches(&w, "warden_approvals_pending", 0.0).await;
+    let approved = "warden_approval_wait_seconds_count{outcome=\"approved\"}";
+    assert_eq!(value_of(&text, approved), Some(1.0), "{text}");
+    let waited = value_of(
+        &text,
+        "warden_approval_wait_seconds_sum{outcome=\"approved\"}",
+    );
+    assert!(
+        waited.is_some_and(|s| (1.0..25.0).contains(&s)),
+        "from the request to alice's approval: {waited:?}"
+    );
+
+    // Denied: the held request is refused, its wait observed as denied.
+    let held = held_chat(&w, &token, "delete the invoices", false);
+    let id = first_pending(&w)
+        .await
+        .expect("the held request's approval");
+    let out = w
+        .cli(&[
+            "approvals",
+            "deny",
+            &id,
+            "--as",
+            "carol",
+            "--code",
+            &oathtool(&carol, 1),
+        ])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text_of(&out));
+    let refused = held.await.unwrap().unwrap().text().await.unwrap();
+    assert!(refused.contains(&format!("{id} was denied")), "{refused}");
+    let text = w.metrics().await.unwrap();
+    assert_eq!(
+        value_of(
+            &text,
+            "warden_approval_wait_seconds_count{outcome=\"denied\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+
+    // Cancelled: the agent leaves a streamed request while it waits.
+    let held = held_chat(&w, &token, "archive the invoices", true);
+    let mut response = held.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    let first = tokio::time::timeout(Duration::from_secs(10), response.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_or_default();
+    assert!(
+        String::from_utf8_lossy(&first).contains("waiting for approval"),
+        "{first:?}"
+    );
+    drop(response);
+    metric_reaches(
+        &w,
+        "warden_approval_wait_seconds_count{outcome=\"cancelled\"}",
+        1.0,
+    )
+    .await;
+    // The approval the agent left stays pending for its next try.
+    metric_reaches(&w, "warden_approvals_pending", 1.0).await;
+    let text = w.metrics().await.unwrap();
+    assert_eq!(value_of(&text, approved), Some(1.0), "counted once: {text}");
 }

@@ -2,15 +2,18 @@
 //! the policy set's version is in `/readyz`, `warden_policy_info` and every decision record; a
 //! signed bundle that was tampered with is refused at start and on reload (the running set
 //! stays); `warden policy explain` names the deciding policies with their reasons and says why
-//! the others did not apply.
+//! the others did not apply; `warden policy replay` reports approvals added and removed, and
+//! counts what policy did not decide alone (a quarantine trigger's deny, refusals before
+//! policy) as not re-judged instead of claiming they would flip.
 
 use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
+use warden_e2e::fake_llm::FakeLlm;
 use warden_e2e::paths;
 use warden_e2e::stack::{Stack, openai_chat};
-use warden_e2e::warden::run_bounded;
+use warden_e2e::warden::{Warden, WardenBuilder, run_bounded};
 
 const SHADOW_FORBID: &str = r#"
 @id("e2e-shadow-forbid-gpt41")
@@ -559,5 +562,156 @@ async fn replay_reports_what_a_candidate_set_would_change_and_explain_takes_a_de
     assert!(
         !ok && err.contains("no decision record with decision_id nope"),
         "{err}"
+    );
+}
+
+/// Chat with o3 waits for an approval.
+const HELD_O3: &str = r#"
+@id("e2e-held-o3")
+@approval("required")
+permit (principal, action == Action::"llm:chat", resource == Model::"openai/o3");
+"#;
+
+/// The candidate's new rule: chat with gpt-4o-mini waits for an approval.
+const MINI_NEEDS_APPROVAL: &str = r#"
+@id("e2e-candidate-mini-needs-approval")
+@approval("required")
+permit (principal, action == Action::"llm:chat", resource == Model::"openai/gpt-4o-mini");
+"#;
+
+/// A chat with `model` saying `content`, as `token`: the answer's status and request id.
+async fn ask(w: &Warden, token: &str, model: &str, content: &str) -> (u16, String) {
+    let mut body = openai_chat(model, false);
+    body["messages"][0]["content"] = json!(content);
+    let response = w
+        .http()
+        .post(w.url("/openai/chat/completions"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (response.status().as_u16(), id)
+}
+
+#[tokio::test]
+async fn replay_reports_approvals_added_and_removed_and_does_not_rejudge_what_policy_did_not_decide()
+ {
+    let upstream = FakeLlm::start().await.unwrap();
+    let w = WardenBuilder::new(&upstream)
+        .policy("e2e-forbid.cedar", warden_e2e::stack::FORBID_GPT41)
+        .policy("e2e-held.cedar", HELD_O3)
+        .set("/approvals", json!({"mode": "pending"}))
+        .set(
+            "/fleet/quarantine/triggers",
+            json!({"detectors": ["private_key"]}),
+        )
+        .set(
+            "/rate_limits",
+            json!({"rules": [{"scope": "agent", "rate": 0.001, "burst": 2}]}),
+        )
+        .start()
+        .await
+        .unwrap();
+    let ci = w.token("ci-bot").await.unwrap();
+    let (status, _) = ask(&w, &ci, "gpt-4o", "hello").await;
+    assert_eq!(status, 200);
+    let (_, forbidden) = ask(&w, &ci, "gpt-4.1", "hello").await;
+    // Held for approval by the enforced set.
+    let reviewer = w.token("reviewer").await.unwrap();
+    let (_, held) = ask(&w, &reviewer, "o3", "hello").await;
+    // Policy allows it; the quarantine trigger on the key it carries denies it.
+    let leaker = w.token("leaker").await.unwrap();
+    let (_, leaked) = ask(
+        &w,
+        &leaker,
+        "gpt-4o-mini",
+        "deploy with -----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\n-----END OPENSSH PRIVATE KEY-----",
+    )
+    .await;
+    // Refused before policy: quarantined, and over its rate limit.
+    let (status, _) = ask(&w, &leaker, "gpt-4o-mini", "hello").await;
+    assert_eq!(status, 403);
+    let busy = w.token("busy-bot").await.unwrap();
+    let mut allowed = Vec::new();
+    for _ in 0..2 {
+        let (status, id) = ask(&w, &busy, "gpt-4o-mini", "hello").await;
+        assert_eq!(status, 200);
+        allowed.push(id);
+    }
+    let (status, _) = ask(&w, &busy, "gpt-4o-mini", "hello").await;
+    assert_eq!(status, 429);
+    let leaked_record = w
+        .wait_for_audit(Duration::from_secs(5), |r| {
+            r["kind"] == "decision" && r["request_id"] == leaked.as_str()
+        })
+        .await
+        .unwrap();
+    assert_eq!(leaked_record["decision"], "deny", "{leaked_record}");
+    assert_eq!(
+        leaked_record["overruled_by"], "quarantine",
+        "{leaked_record}"
+    );
+    for code in ["agent_quarantined", "rate_limited"] {
+        let rejected = w
+            .wait_for_audit(Duration::from_secs(5), |r| {
+                r["kind"] == "rejected" && r["code"] == code
+            })
+            .await;
+        assert!(rejected.is_ok(), "no rejected record with code {code}");
+    }
+    let decisions = w
+        .audit_records()
+        .iter()
+        .filter(|r| r["kind"] == "decision")
+        .count();
+    assert_eq!(decisions, 6, "{:#?}", w.audit_records());
+    let setup = w.stop_and_take_setup().await;
+    let audit = setup.data_dir.join("audit");
+
+    // The candidate: without the gpt-4.1 forbid and the o3 approval, with an approval on
+    // gpt-4o-mini.
+    let candidate = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&setup.policy_dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if path.is_file() && name != "e2e-forbid.cedar" && name != "e2e-held.cedar" {
+            std::fs::copy(&path, candidate.path().join(name)).unwrap();
+        }
+    }
+    std::fs::write(
+        candidate.path().join("candidate.cedar"),
+        MINI_NEEDS_APPROVAL,
+    )
+    .unwrap();
+    let (ok, out, err) = warden(&[
+        "policy",
+        "replay",
+        "--policies",
+        candidate.path().to_str().unwrap(),
+        "--audit",
+        audit.to_str().unwrap(),
+        "--fail-on",
+        "approval-removed",
+    ])
+    .await;
+    assert!(!ok, "an approval removed fails: {out}{err}");
+    assert_eq!(
+        out,
+        format!(
+            "replayed 5 decisions: 4 would change\n\
+             not re-judged 1: a quarantine trigger denied it, not policy\n\
+             not re-judged 1: a rate limit refused it before policy judged it\n\
+             not re-judged 1: the agent was quarantined: refused before policy judged it\n\
+             deny-to-allow: 1\n  policy e2e-forbid-gpt41, agent ci-bot: 1 (e.g. {forbidden})\n\
+             approval-added: 2\n  policy e2e-candidate-mini-needs-approval, agent busy-bot: 2 (e.g. {}, {})\n\
+             approval-removed: 1\n  policy e2e-held-o3, agent reviewer: 1 (e.g. {held})\n\
+             failing: approval-removed\n",
+            allowed[0], allowed[1]
+        )
     );
 }

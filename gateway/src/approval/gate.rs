@@ -13,7 +13,9 @@
 //!   decide, and the agent sends the same request again later;
 //! - finds it denied or expired: refuses.
 //!
-//! A state store that cannot answer refuses (fail closed).
+//! A state store that cannot answer refuses (fail closed). Where a held request ends on its
+//! approval (used, denied, expired, or left by the agent while it waited), the wait is
+//! observed in `warden_approval_wait_seconds` (`approval/metrics.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -22,6 +24,7 @@ use serde_json::Value;
 
 use super::Hold;
 use super::config::{ApprovalMode, ApprovalsConfig};
+use super::metrics::{ApprovalMetrics, WaitOutcome};
 use super::notify::{Notice, Notifier, console_link};
 use crate::decision::Decision;
 use crate::state::approvals::{
@@ -85,6 +88,7 @@ pub struct Gate {
     keepalive: Duration,
     default_ttl: Duration,
     console_url: Option<String>,
+    metrics: ApprovalMetrics,
 }
 
 impl std::fmt::Debug for Gate {
@@ -111,7 +115,13 @@ impl Gate {
             keepalive: config.keepalive_interval,
             default_ttl: config.default_ttl,
             console_url: config.console_url.clone(),
+            metrics: ApprovalMetrics::new(),
         }
+    }
+
+    /// The gate's metrics, to register and keep current.
+    pub fn metrics(&self) -> &ApprovalMetrics {
+        &self.metrics
     }
 
     /// How often a streamed request waiting for its approval carries a keep-alive comment;
@@ -194,6 +204,19 @@ impl Gate {
 
     /// Waits for `record` to be decided, up to the wait timeout; the record as it then is.
     async fn wait_for(&self, record: ApprovalRecord) -> Result<ApprovalRecord, Hold> {
+        // Dropped before the wait ends, the agent left: a cancelled wait.
+        let left = AgentLeaves {
+            metrics: &self.metrics,
+            created_ms: record.created_ms,
+            waiting: true,
+        };
+        let decided = self.wait_until(record).await;
+        left.ended();
+        decided
+    }
+
+    /// The wait of [`Gate::wait_for`].
+    async fn wait_until(&self, record: ApprovalRecord) -> Result<ApprovalRecord, Hold> {
         let deadline = tokio::time::Instant::now() + self.wait;
         let mut record = record;
         loop {
@@ -241,14 +264,17 @@ impl Gate {
                     .await
                     .map_err(unavailable)?
                 {
-                    ConsumeOutcome::Consumed(used) => Ok(Approved {
-                        id: used.id.clone(),
-                        approvers: used
-                            .votes
-                            .iter()
-                            .map(|v| (v.approver.clone(), v.factor.as_str()))
-                            .collect(),
-                    }),
+                    ConsumeOutcome::Consumed(used) => {
+                        self.waited(&used, WaitOutcome::Approved);
+                        Ok(Approved {
+                            id: used.id.clone(),
+                            approvers: used
+                                .votes
+                                .iter()
+                                .map(|v| (v.approver.clone(), v.factor.as_str()))
+                                .collect(),
+                        })
+                    }
                     // Another request with the same digest used it first: this one needs its
                     // own approval (single use).
                     ConsumeOutcome::NotApproved(_) | ConsumeOutcome::Unknown => {
@@ -260,20 +286,35 @@ impl Gate {
                 }
             }
             ApprovalStatus::Pending => Err(self.pending(&record, needed)),
-            ApprovalStatus::Denied => Err(Hold::ApprovalDenied {
-                id: record.id.clone(),
-                by: record
-                    .votes
-                    .iter()
-                    .rev()
-                    .find(|v| v.decision == crate::state::approvals::VoteDecision::Deny)
-                    .map(|v| v.approver.clone())
-                    .unwrap_or_default(),
-            }),
-            ApprovalStatus::Expired | ApprovalStatus::Consumed => Err(Hold::ApprovalExpired {
+            ApprovalStatus::Denied => {
+                self.waited(&record, WaitOutcome::Denied);
+                Err(Hold::ApprovalDenied {
+                    id: record.id.clone(),
+                    by: record
+                        .votes
+                        .iter()
+                        .rev()
+                        .find(|v| v.decision == crate::state::approvals::VoteDecision::Deny)
+                        .map(|v| v.approver.clone())
+                        .unwrap_or_default(),
+                })
+            }
+            ApprovalStatus::Expired => {
+                self.waited(&record, WaitOutcome::Expired);
+                Err(Hold::ApprovalExpired {
+                    id: record.id.clone(),
+                })
+            }
+            // Used by another request with the same digest (counted there).
+            ApprovalStatus::Consumed => Err(Hold::ApprovalExpired {
                 id: record.id.clone(),
             }),
         }
+    }
+
+    fn waited(&self, record: &ApprovalRecord, outcome: WaitOutcome) {
+        self.metrics
+            .waited(record, outcome, crate::state::pins::now_ms());
     }
 
     fn pending(&self, record: &ApprovalRecord, needed: &str) -> Hold {
@@ -284,6 +325,29 @@ impl Gate {
                 .console_url
                 .as_deref()
                 .map(|url| console_link(url, &record.id)),
+        }
+    }
+}
+
+/// A wait in progress: dropped before [`AgentLeaves::ended`], the agent left while its
+/// approval was undecided.
+struct AgentLeaves<'a> {
+    metrics: &'a ApprovalMetrics,
+    created_ms: i64,
+    waiting: bool,
+}
+
+impl AgentLeaves<'_> {
+    fn ended(mut self) {
+        self.waiting = false;
+    }
+}
+
+impl Drop for AgentLeaves<'_> {
+    fn drop(&mut self) {
+        if self.waiting {
+            self.metrics
+                .left(self.created_ms, crate::state::pins::now_ms());
         }
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod gate;
+pub mod metrics;
 pub mod notify;
 pub mod operator;
 pub mod passkey;

@@ -229,6 +229,15 @@ pub struct AuditEvent {
     /// Why a decision record carries no `facts` (`too large`, `arguments not recorded`).
     #[serde(default, skip_serializing_if = "is_empty")]
     pub facts_omitted: Label,
+    /// What made a decision other than policy's verdict, when something beyond policy did:
+    /// `quarantine` (a quarantine trigger fired), `internal_address` (the egress guard).
+    /// `warden policy replay` does not judge such a decision again.
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub overruled_by: Label,
+    /// A rejected record's refusal code (`rate_limited`, `agent_quarantined`, `missing_credential`,
+    /// …), as the agent was told.
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub code: Label,
     /// The Vault secret whose credential went upstream: path, version, lease (never the
     /// value).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -265,6 +274,8 @@ impl AuditEvent {
             action_digest: empty_text(),
             facts: None,
             facts_omitted: Label::Borrowed(""),
+            overruled_by: Label::Borrowed(""),
+            code: Label::Borrowed(""),
             secret: None,
             detail: None,
         }

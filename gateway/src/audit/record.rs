@@ -176,6 +176,8 @@ fn write_record(
         serde_json::to_writer(&mut *buf, facts)?;
     }
     text_field(buf, "facts_omitted", &e.facts_omitted);
+    text_field(buf, "overruled_by", &e.overruled_by);
+    text_field(buf, "code", &e.code);
     if let Some(secret) = &e.secret {
         buf.extend_from_slice(b",\"secret\":");
         serde_json::to_writer(&mut *buf, secret)?;
@@ -390,6 +392,8 @@ mod tests {
             serde_json::json!({"action": "llm:chat", "context": {}}),
         ));
         full.facts_omitted = "too large".into();
+        full.overruled_by = "quarantine".into();
+        full.code = "rate_limited".into();
         full.secret = Some(crate::audit::event::AuditSecret {
             path: "database/creds/ro".into(),
             version: None,

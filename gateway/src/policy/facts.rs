@@ -18,6 +18,13 @@ pub const ARGUMENTS_NOT_RECORDED: &str = "arguments not recorded";
 /// workspace settings; it is not replayed.
 pub const PROPOSED_CALL: &str = "proposed tool call";
 
+/// A decision record's `overruled_by`: a quarantine trigger turned policy's verdict into a
+/// deny. Replay does not judge it again.
+pub const OVERRULED_BY_QUARANTINE: &str = "quarantine";
+/// A decision record's `overruled_by`: the egress guard denied an internal address policy let
+/// through without `@egress("internal")`. Replay does not judge it again.
+pub const OVERRULED_BY_INTERNAL_ADDRESS: &str = "internal_address";
+
 /// The facts of `action`, or why there are none. `arguments`: a tool call's arguments may be
 /// recorded (they are in the record's `content` already). `max_bytes` bounds the JSON text.
 pub fn of(action: &Action, arguments: bool, max_bytes: usize) -> Result<Value, &'static str> {

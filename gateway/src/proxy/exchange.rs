@@ -60,6 +60,9 @@ pub struct Judged {
     /// What the decision record carries for replay (`policy/facts.rs`), or why nothing;
     /// `None` with `audit.decision_facts: false`.
     pub facts: Option<Result<serde_json::Value, &'static str>>,
+    /// What made the decision other than policy's verdict, if anything did
+    /// (`policy::facts::OVERRULED_BY_*`).
+    pub overruled_by: Option<&'static str>,
 }
 
 /// One request's passage through the path.
@@ -372,6 +375,9 @@ impl Exchange {
             Some(Err(why)) => event.facts_omitted = why.into(),
             None => {}
         }
+        if let Some(by) = judged.overruled_by {
+            event.overruled_by = by.into();
+        }
         let action_digest = receipt::action_digest(&event);
         event.action_digest = Arc::from(action_digest.as_str());
         self.action_digest = Arc::clone(&event.action_digest);
@@ -619,6 +625,7 @@ impl Exchange {
             Recorded::Rejected => {
                 let mut event = self.event(EventKind::Rejected);
                 event.decision = "rejected".into();
+                event.code = refusal.code().into();
                 event.reasons = vec![message];
                 Some(event)
             }

@@ -121,16 +121,22 @@ pub(super) async fn decide_with(
     let policy_seconds = t.elapsed().as_secs_f64();
     // The shadow set is judged beside the enforced one, outside the time policy took.
     let audit = &snap.config.audit;
+    let shadow = snap.policy.shadow_difference(action, &enforced);
+    let cedar = enforced.label();
+    let adjusted = adjust(enforced);
+    let adjusted_label = adjusted.label();
+    // A canary token is a leak whatever policy says (replay judges it so again).
+    let decision = canary::overrule(adjusted, &action.context.findings);
+    let judged_label = decision.label();
+    let decision = triggers(snap, ex, action, decision);
     let judged = Judged {
         version: Arc::clone(snap.policy.version()),
-        shadow: snap.policy.shadow_difference(action, &enforced),
+        shadow,
         facts: audit.decision_facts.then(|| {
             crate::policy::facts::of(action, audit.record_content, audit.decision_facts_max_bytes)
         }),
+        overruled_by: overruled_by(cedar, adjusted_label, judged_label, decision.label()),
     };
-    // A canary token is a leak whatever policy says.
-    let decision = canary::overrule(adjust(enforced), &action.context.findings);
-    let decision = triggers(snap, ex, action, decision);
     if let Some(session) = &action.context.session
         && !matches!(decision, Decision::Deny { .. })
     {
@@ -159,6 +165,19 @@ pub(super) async fn decide_with(
     )
     .await?;
     Ok(decision)
+}
+
+/// What made the decision beyond policy, from its labels along the way: Cedar's verdict, after
+/// the `adjust` of [`decide_with`], after the canary check (which replay judges again) and
+/// after the quarantine triggers.
+fn overruled_by(cedar: &str, adjusted: &str, judged: &str, last: &str) -> Option<&'static str> {
+    if last != judged {
+        Some(crate::policy::facts::OVERRULED_BY_QUARANTINE)
+    } else if adjusted != cedar {
+        Some(crate::policy::facts::OVERRULED_BY_INTERNAL_ADDRESS)
+    } else {
+        None
+    }
 }
 
 /// The quarantine triggers on a decision: when one fires, the agent is quarantined and a
