@@ -813,6 +813,14 @@ forbid (principal, action, resource)
 when { context.findings.contains("aws_access_key") };
 "#;
 
+/// E-mail addresses are redacted in place.
+const REDACT_MAIL: &str = r#"
+@id("redact-mail")
+@on_match("redact")
+forbid (principal, action, resource)
+when { context.findings.contains("email") };
+"#;
+
 /// A 5 MB body of ordinary text lines.
 fn large_body() -> Vec<u8> {
     let line = b"2026-12-04T10:00:00Z INFO worker processed batch 1829 of the nightly export\n";
@@ -836,10 +844,14 @@ async fn upload(
 #[tokio::test]
 async fn a_large_egress_body_is_inspected_as_it_streams_and_stopped_mid_body_on_a_deny() {
     // Buffered: at most 64 KiB of any body (and no whole body over 1 MiB is ever read).
-    let s = setup_with(false, &[("dlp.cedar", NO_AWS_KEYS)], |b| {
-        b.set("/limits/max_request_bytes", json!(1024 * 1024))
-            .set("/inspect/stream_above", json!(64 * 1024))
-    })
+    let s = setup_with(
+        false,
+        &[("dlp.cedar", NO_AWS_KEYS), ("redact.cedar", REDACT_MAIL)],
+        |b| {
+            b.set("/limits/max_request_bytes", json!(1024 * 1024))
+                .set("/inspect/stream_above", json!(64 * 1024))
+        },
+    )
     .await;
     let base = format!("http://allowed.test:{}", s.origin.addr.port());
     let dir = s.warden.setup.dir.path().to_owned();
@@ -859,6 +871,26 @@ async fn a_large_egress_body_is_inspected_as_it_streams_and_stopped_mid_body_on_
     assert!(
         seen["body"].as_str().unwrap().as_bytes() == clean.as_slice(),
         "unchanged"
+    );
+
+    // An address in the first bytes is redacted; the rest streams on, its length fixed up.
+    let mut mailed = large_body();
+    let words = format!(" {MAIL} ");
+    mailed[100..100 + words.len()].copy_from_slice(words.as_bytes());
+    let sent = upload(
+        &s,
+        &dir.join("mailed.txt"),
+        &mailed,
+        &format!("{base}/upload"),
+    )
+    .await;
+    assert_eq!(sent.status, 200, "{}", sent.stderr);
+    let seen = s.origin.seen().pop().expect("the origin was reached");
+    let expected = redacted(&String::from_utf8(mailed).unwrap());
+    assert_eq!(seen["body_len"], json!(expected.len()), "whole, redacted");
+    assert!(
+        seen["body"].as_str() == Some(expected.as_str()),
+        "redacted in place"
     );
 
     // A key near the end, across a 64 KiB boundary: the origin never gets the whole body.

@@ -72,8 +72,13 @@ pub(super) async fn forward(
         "request line and headers",
     );
     inspect(snap, ex, &mut action, &body);
+    let read = body.len();
     let decision = decide(snap, ex, &mut action, &dest, &mut body).await?;
     hold_here(ex, &action, &decision).await?;
+    if rest.is_some() && body.len() != read {
+        // The first bytes were redacted: the length the agent declared no longer holds.
+        head.headers.remove(CONTENT_LENGTH);
+    }
 
     let verdict = streamed::Verdict::default();
     let body = match rest {
