@@ -1,5 +1,6 @@
 //! The inspect stage: every content detector over a chat request body of 1 KB, 16 KB and
-//! 256 KB of ordinary prose (nothing to find: the common case), and over 16 KB with a key in it.
+//! 256 KB of ordinary prose (nothing to find: the common case), and over 16 KB with a key in it;
+//! redacting that key in place; and the streaming scan of a 1 MiB body in 64 KiB chunks.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use warden::action::Findings;
@@ -41,6 +42,24 @@ fn inspect(c: &mut Criterion) {
             let mut findings = Findings::none();
             warden::inspect::inspect(&mut findings, body, &config);
             findings
+        })
+    });
+    let wanted = |d: &str| d == "aws_access_key";
+    group.bench_with_input(BenchmarkId::new("redact", 16), &with_key, |b, body| {
+        b.iter(|| warden::inspect::redact::redact(body, &config, &wanted))
+    });
+    let large = body(1024, "");
+    let shared = std::sync::Arc::new(config.clone());
+    group.throughput(Throughput::Bytes(large.len() as u64));
+    group.bench_with_input(BenchmarkId::new("stream", 1024), &large, |b, body| {
+        b.iter(|| {
+            let mut scan = warden::inspect::stream::StreamScan::new(std::sync::Arc::clone(&shared));
+            let chunks: Vec<&[u8]> = body.chunks(64 * 1024).collect();
+            let mut found = 0;
+            for (i, chunk) in chunks.iter().enumerate() {
+                found += scan.feed(chunk, i + 1 == chunks.len()).len();
+            }
+            found
         })
     });
     group.finish();

@@ -5,6 +5,7 @@ MODE: chat | stream | tools | tools-stream | embeddings | models | responses | r
       | chat-stream-helper | chat-parse | responses-stream-helper   (the SDK's helper methods)
       | propose | propose-stream | propose-stream-helper   (with --propose '[{"name":..,"arguments":{..}}]':
         the fake model proposes a call to each of these tools, in parallel)
+--prompt TEXT: the user's message instead of the default question.
 Prints {"<mode>": result, ...}; SDK errors become {"error": {...}} (exit 0) so the caller can assert on them,
 including the helpers' own exceptions (ContentFilterFinishReasonError).
 """
@@ -344,7 +345,10 @@ def main():
     parser.add_argument("modes", nargs="+", choices=sorted(MODES))
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--propose", default="[]")
+    parser.add_argument("--prompt")
     args = parser.parse_args()
+    if args.prompt is not None:
+        MESSAGES[1]["content"] = args.prompt
     PROPOSE.extend(json.loads(args.propose))
     client = openai.OpenAI(base_url=os.environ["BASE_URL"], api_key=os.environ["API_KEY"], max_retries=0, timeout=30)
     result = {mode: call(mode, client, args.model) for mode in args.modes}

@@ -259,6 +259,7 @@ async fn answer(
         "host": head.headers.get(http::header::HOST).and_then(|v| v.to_str().ok()),
         "proxy_authorization": head.headers.get(http::header::PROXY_AUTHORIZATION).is_some(),
         "body_len": body.len(),
+        "body": String::from_utf8_lossy(&body),
     });
     seen.lock()
         .unwrap_or_else(|p| p.into_inner())

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use warden_e2e::egress::{Dns, Origin, curl};
-use warden_e2e::fake_llm::FakeLlm;
+use warden_e2e::fake_llm::{self, FakeLlm};
 use warden_e2e::fake_rest::FakeRest;
 use warden_e2e::mcp::{self, Transport};
+use warden_e2e::sdk;
 use warden_e2e::warden::{Warden, WardenBuilder, free_port};
 use warden_e2e::webhook::Webhook;
 
@@ -40,7 +41,17 @@ struct Setup {
 
 /// `quarantine_on_canary`: the default fleet trigger (a canary finding quarantines the agent);
 /// off, every channel can be tried with one agent.
-async fn setup(quarantine_on_canary: bool) -> Setup {
+/// `policies`: more policy files, by name.
+async fn setup(quarantine_on_canary: bool, policies: &[(&str, &str)]) -> Setup {
+    setup_with(quarantine_on_canary, policies, |b| b).await
+}
+
+/// As [`setup`], the builder changed by `customize` before Warden starts.
+async fn setup_with(
+    quarantine_on_canary: bool,
+    policies: &[(&str, &str)],
+    customize: impl FnOnce(WardenBuilder) -> WardenBuilder,
+) -> Setup {
     let llm = FakeLlm::start().await.unwrap();
     let hook = Webhook::start().await.unwrap();
     let origin = Origin::start(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, None)
@@ -82,10 +93,15 @@ async fn setup(quarantine_on_canary: bool) -> Setup {
                 json!({"quarantine": {"triggers": {"detectors": []}}})
             },
         )
-        .policy("egress.cedar", EGRESS)
-        .start()
-        .await
-        .expect("warden starts");
+        .policy("egress.cedar", EGRESS);
+    let warden = customize(
+        policies
+            .iter()
+            .fold(warden, |w, (name, text)| w.policy(name, text)),
+    )
+    .start()
+    .await
+    .expect("warden starts");
     let token = warden.token("build-bot").await.unwrap();
     Setup {
         warden,
@@ -167,7 +183,7 @@ fn assert_denied_as_canary(record: &Value) {
 
 #[tokio::test]
 async fn a_canary_leaked_through_each_channel_is_denied_recorded_counted_and_alerted() {
-    let s = setup(false).await;
+    let s = setup(false, &[]).await;
     // Issued while Warden runs: it picks them up from the state store on its own.
     let aws = issue(&s.warden, "aws-key", &[]).await;
     let aws_secret = aws
@@ -437,7 +453,7 @@ async fn content_findings_are_recorded_by_detector_and_location_without_the_cont
 /// it.
 #[tokio::test]
 async fn a_leaked_canary_quarantines_the_agent_that_leaked_it() {
-    let s = setup(true).await;
+    let s = setup(true, &[]).await;
     let api_token = issue(&s.warden, "api-token", &[]).await;
     let api_token = api_token.trim();
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -491,4 +507,427 @@ async fn a_leaked_canary_quarantines_the_agent_that_leaked_it() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// AWS keys and e-mail addresses are redacted in place; an IBAN is refused outright.
+const REDACT: &str = r#"
+@id("redact-keys-and-mail")
+@reason("AWS keys and e-mail addresses are redacted before they leave")
+@on_match("redact")
+forbid (principal, action, resource)
+when { context.findings.contains("aws_access_key") || context.findings.contains("email") };
+
+@id("no-iban")
+@reason("IBANs never leave")
+forbid (principal, action, resource)
+when { context.findings.contains("iban") };
+"#;
+
+const AWS_KEY: &str = "AKIAQ3EGRT5KWZ7XJ2MD";
+const MAIL: &str = "jane.doe@acme-corp.com";
+/// A valid IBAN (its checksum holds).
+const IBAN: &str = "DE89370400440532013000";
+
+/// `text` as the upstream must receive it: the key and the address replaced.
+fn redacted(text: &str) -> String {
+    text.replace(AWS_KEY, "[REDACTED:aws_access_key]")
+        .replace(MAIL, "[REDACTED:email]")
+}
+
+/// Everything Warden's audit log holds, as text.
+fn audit_text(warden: &Warden) -> String {
+    std::fs::read_dir(warden.audit_dir())
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+        .collect()
+}
+
+/// The value of `warden_dlp_findings_total` with these labels (0 when absent).
+fn dlp_count(metrics: &str, detector: &str, channel: &str, outcome: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("warden_dlp_findings_total{")
+                && l.contains(&format!("detector=\"{detector}\""))
+                && l.contains(&format!("channel=\"{channel}\""))
+                && l.contains(&format!("outcome=\"{outcome}\""))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_redact_policy_replaces_findings_in_prompts_of_every_protocol_and_the_call_goes_on() {
+    let llm = FakeLlm::start().await.unwrap();
+    let warden = WardenBuilder::new(&llm)
+        .policy("dlp.cedar", REDACT)
+        .start()
+        .await
+        .expect("warden starts");
+    let token = warden.token("support-bot").await.unwrap();
+    // As JSON writes it: a newline, accents and quotes escaped.
+    let text = format!(r#"deploy with {AWS_KEY}, then mail {MAIL}\nand \u00e9t\u00e9 \"done\""#);
+    // Whitespace, key order and escapes the way the agent wrote them: only the values change.
+    for (path, body) in [
+        (
+            "/openai/chat/completions",
+            format!(
+                r#"{{ "model": "gpt-4o-mini",  "messages": [{{"role": "user", "content": "{text}"}}]}}"#
+            ),
+        ),
+        (
+            "/openai/responses",
+            format!(r#"{{"input": "{text}", "model": "gpt-4o-mini", "store": false}}"#),
+        ),
+        (
+            "/anthropic/v1/messages",
+            format!(
+                r#"{{"model": "claude-sonnet-4-5", "max_tokens": 100,
+  "messages": [{{"role": "user", "content": [{{"type": "text", "text": "{text}"}}]}}]}}"#
+            ),
+        ),
+        (
+            "/gemini/v1beta/models/gemini-2.0-flash:generateContent",
+            format!(r#"{{"contents": [{{"role": "user", "parts": [{{"text": "{text}"}}]}}]}}"#),
+        ),
+    ] {
+        let before = llm.requests().len();
+        let mut request = warden
+            .http()
+            .post(warden.url(path))
+            .bearer_auth(&token)
+            .header("content-type", "application/json");
+        if path.starts_with("/anthropic") {
+            request = request.header("anthropic-version", "2023-06-01");
+        }
+        let response = request.body(body.clone()).send().await.unwrap();
+        let status = response.status();
+        assert_eq!(status, 200, "{path}: {}", response.text().await.unwrap());
+        let seen = llm.requests();
+        assert_eq!(seen.len(), before + 1, "{path}: forwarded once");
+        let got = &seen[before];
+        assert_eq!(
+            String::from_utf8_lossy(&got.body),
+            redacted(&body),
+            "{path}: the prompt reaches the model redacted, byte for byte otherwise"
+        );
+        assert_eq!(
+            got.header("content-length"),
+            Some(got.body.len().to_string().as_str()),
+            "{path}: Content-Length is the redacted body's"
+        );
+    }
+
+    // The official SDK gets its normal answer.
+    let out = sdk::run(
+        "openai_chat.py",
+        &warden.url("/openai"),
+        &token,
+        &[
+            "chat",
+            "--prompt",
+            &format!("my key is {AWS_KEY}; reply to {MAIL}"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out["chat"]["content"],
+        json!(fake_llm::full_text()),
+        "{out}"
+    );
+    assert_eq!(out["chat"]["finish_reason"], "stop", "{out}");
+    let sent = llm.last_request().unwrap().json();
+    assert_eq!(
+        sent["messages"][1]["content"],
+        "my key is [REDACTED:aws_access_key]; reply to [REDACTED:email]"
+    );
+
+    // Recorded as allowed, with what was redacted where, never the values.
+    let records: Vec<Value> = warden
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["kind"] == "decision")
+        .collect();
+    assert_eq!(records.len(), 5, "{records:?}");
+    for record in &records {
+        assert_eq!(record["decision"], "allow", "{record}");
+        let redacted: Vec<&str> = record["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| {
+                f["location"]
+                    .as_str()
+                    .is_some_and(|l| l.ends_with("redacted"))
+            })
+            .filter_map(|f| f["detector"].as_str())
+            .collect();
+        assert_eq!(redacted, ["aws_access_key", "email"], "{record}");
+    }
+    let audit = audit_text(&warden);
+    assert!(
+        !audit.contains(AWS_KEY) && !audit.contains(MAIL),
+        "a value reached the audit log"
+    );
+
+    // A plain forbid that matches too wins: denied, nothing forwarded.
+    let before = llm.requests().len();
+    let response = warden
+        .http()
+        .post(warden.url("/openai/chat/completions"))
+        .bearer_auth(&token)
+        .json(&json!({"model": "gpt-4o-mini",
+                      "messages": [{"role": "user", "content": format!("{AWS_KEY} pays {IBAN}")}]}))
+        .send()
+        .await
+        .unwrap();
+    let answer = response.text().await.unwrap();
+    assert!(answer.contains("IBANs never leave"), "{answer}");
+    assert_eq!(llm.requests().len(), before, "nothing reached the model");
+    let record = warden
+        .wait_for_audit(WAIT, |r| r["kind"] == "decision" && r["decision"] == "deny")
+        .await
+        .unwrap();
+    assert!(
+        record["policies"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("no-iban")),
+        "{record}"
+    );
+
+    let metrics = warden.metrics().await.unwrap();
+    assert_eq!(
+        dlp_count(&metrics, "aws_access_key", "llm", "redacted"),
+        5,
+        "{metrics}"
+    );
+    assert_eq!(
+        dlp_count(&metrics, "email", "llm", "redacted"),
+        5,
+        "{metrics}"
+    );
+    assert_eq!(dlp_count(&metrics, "iban", "llm", "denied"), 1, "{metrics}");
+}
+
+#[tokio::test]
+async fn tool_arguments_rest_bodies_and_egress_bodies_are_redacted_and_a_canary_still_denies() {
+    let s = setup(false, &[("dlp.cedar", REDACT)]).await;
+    let secret = format!("key {AWS_KEY} for {MAIL}");
+
+    // MCP: the tool gets the redacted argument.
+    let r = mcp::session_over(
+        Transport::StreamableHttp,
+        &s.warden,
+        &s.warden.url("/mcp/tools"),
+        &s.token,
+        json!([{"op": "call", "name": "everything_echo", "arguments": {"message": secret}}]),
+    )
+    .await
+    .unwrap();
+    assert!(
+        r.to_string()
+            .contains(&format!("Echo: {}", redacted(&secret))),
+        "the server echoes the redacted argument: {r}"
+    );
+    assert!(!r.to_string().contains(AWS_KEY), "{r}");
+    let record = s
+        .warden
+        .wait_for_audit(WAIT, |r| {
+            r["kind"] == "decision" && r["action"] == "mcp:call_tool"
+        })
+        .await
+        .unwrap();
+    assert_eq!(record["decision"], "allow", "{record}");
+
+    // REST: the API gets the redacted body with its own length.
+    let body = format!(r#"{{"title": "deploy", "body": "{secret}"}}"#);
+    let response = s
+        .warden
+        .http()
+        .post(s.warden.url("/github/repos/acme/app/issues"))
+        .bearer_auth(&s.token)
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(response.status(), 403, "not refused by Warden");
+    let got = s.rest.requests().pop().expect("the API was called");
+    assert_eq!(String::from_utf8_lossy(&got.body), redacted(&body));
+    assert_eq!(
+        got.headers["content-length"].to_str().unwrap(),
+        got.body.len().to_string()
+    );
+
+    // Plain-HTTP egress: the origin gets the redacted form body.
+    let base = format!("http://allowed.test:{}", s.origin.addr.port());
+    let form = format!("note={AWS_KEY}&mail={MAIL}");
+    let sent = curl(
+        s.proxy,
+        Some(&s.token),
+        &["-d", &form, &format!("{base}/form")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(sent.status, 200, "{} {}", sent.body, sent.stderr);
+    let seen = s.origin.seen().pop().expect("the origin was reached");
+    assert_eq!(seen["body"], json!(redacted(&form)), "{seen}");
+    assert_eq!(seen["body_len"], json!(redacted(&form).len()), "{seen}");
+
+    // A canary in the same prompt as a redactable key: denied, never redacted and sent.
+    let api_token = issue(&s.warden, "api-token", &[]).await.trim().to_owned();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = chat(&s, &format!("{AWS_KEY} and {api_token}")).await;
+        if body.to_string().contains("canary token") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the canary was not picked up within {WAIT:?}: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let audit = audit_text(&s.warden);
+    for value in [AWS_KEY, MAIL, api_token.as_str()] {
+        assert!(!audit.contains(value), "a value reached the audit log");
+    }
+    let metrics = s.warden.metrics().await.unwrap();
+    for channel in ["mcp", "rest", "egress"] {
+        assert_eq!(
+            dlp_count(&metrics, "aws_access_key", channel, "redacted"),
+            1,
+            "{channel}: {metrics}"
+        );
+    }
+}
+
+/// AWS keys never leave (a plain forbid).
+const NO_AWS_KEYS: &str = r#"
+@id("no-aws-keys")
+@reason("AWS keys never leave")
+forbid (principal, action, resource)
+when { context.findings.contains("aws_access_key") };
+"#;
+
+/// E-mail addresses are redacted in place.
+const REDACT_MAIL: &str = r#"
+@id("redact-mail")
+@on_match("redact")
+forbid (principal, action, resource)
+when { context.findings.contains("email") };
+"#;
+
+/// A 5 MB body of ordinary text lines.
+fn large_body() -> Vec<u8> {
+    let line = b"2026-12-04T10:00:00Z INFO worker processed batch 1829 of the nightly export\n";
+    line.iter().copied().cycle().take(5 * 1000 * 1000).collect()
+}
+
+/// POSTs `body` (written to `file` first) to `url` through the egress proxy with curl.
+async fn upload(
+    s: &Setup,
+    file: &std::path::Path,
+    body: &[u8],
+    url: &str,
+) -> warden_e2e::egress::Curled {
+    std::fs::write(file, body).unwrap();
+    let data = format!("@{}", file.display());
+    curl(s.proxy, Some(&s.token), &["--data-binary", &data, url])
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_large_egress_body_is_inspected_as_it_streams_and_stopped_mid_body_on_a_deny() {
+    // Buffered: at most 64 KiB of any body (and no whole body over 1 MiB is ever read).
+    let s = setup_with(
+        false,
+        &[("dlp.cedar", NO_AWS_KEYS), ("redact.cedar", REDACT_MAIL)],
+        |b| {
+            b.set("/limits/max_request_bytes", json!(1024 * 1024))
+                .set("/inspect/stream_above", json!(64 * 1024))
+        },
+    )
+    .await;
+    let base = format!("http://allowed.test:{}", s.origin.addr.port());
+    let dir = s.warden.setup.dir.path().to_owned();
+
+    // A clean 5 MB body reaches the origin whole.
+    let clean = large_body();
+    let sent = upload(
+        &s,
+        &dir.join("clean.txt"),
+        &clean,
+        &format!("{base}/upload"),
+    )
+    .await;
+    assert_eq!(sent.status, 200, "{}", sent.stderr);
+    let seen = s.origin.seen().pop().expect("the origin was reached");
+    assert_eq!(seen["body_len"], json!(clean.len()), "whole");
+    assert!(
+        seen["body"].as_str().unwrap().as_bytes() == clean.as_slice(),
+        "unchanged"
+    );
+
+    // An address in the first bytes is redacted; the rest streams on, its length fixed up.
+    let mut mailed = large_body();
+    let words = format!(" {MAIL} ");
+    mailed[100..100 + words.len()].copy_from_slice(words.as_bytes());
+    let sent = upload(
+        &s,
+        &dir.join("mailed.txt"),
+        &mailed,
+        &format!("{base}/upload"),
+    )
+    .await;
+    assert_eq!(sent.status, 200, "{}", sent.stderr);
+    let seen = s.origin.seen().pop().expect("the origin was reached");
+    let expected = redacted(&String::from_utf8(mailed).unwrap());
+    assert_eq!(seen["body_len"], json!(expected.len()), "whole, redacted");
+    assert!(
+        seen["body"].as_str() == Some(expected.as_str()),
+        "redacted in place"
+    );
+
+    // A key near the end, across a 64 KiB boundary: the origin never gets the whole body.
+    let at = 4 * 1024 * 1024 + 64 * 1024 - 7;
+    let mut dirty = large_body();
+    dirty[at..at + AWS_KEY.len()].copy_from_slice(AWS_KEY.as_bytes());
+    let before = s.origin.seen().len();
+    let denied = upload(
+        &s,
+        &dir.join("dirty.txt"),
+        &dirty,
+        &format!("{base}/upload"),
+    )
+    .await;
+    assert_eq!(denied.status, 403, "{} {}", denied.body, denied.stderr);
+    assert!(
+        denied.body.contains("AWS keys never leave"),
+        "{}",
+        denied.body
+    );
+    assert!(
+        s.origin.seen()[before..]
+            .iter()
+            .all(|r| r["body_len"].as_u64() != Some(dirty.len() as u64)),
+        "the origin never got the body whole"
+    );
+    let record = s
+        .warden
+        .wait_for_audit(WAIT, |r| r["kind"] == "decision" && r["decision"] == "deny")
+        .await
+        .unwrap();
+    assert_eq!(record["action"], "egress:request", "{record}");
+    assert_eq!(record["policies"], json!(["no-aws-keys"]), "{record}");
+    assert_eq!(
+        record["findings"],
+        json!([{"detector": "aws_access_key", "location": format!("body, byte {at}")}]),
+        "{record}"
+    );
+    assert!(!audit_text(&s.warden).contains(AWS_KEY));
 }

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 /// `inspect:` section.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct InspectConfig {
     /// Detectors that never run (their names as in `context.findings`: `email`, `phone`,
@@ -12,6 +12,19 @@ pub struct InspectConfig {
     pub disabled: Vec<String>,
     /// The generic secret detector (`high_entropy_secret`).
     pub entropy: EntropyConfig,
+    /// Plain-HTTP egress bodies larger than this many bytes are inspected as they stream to
+    /// the origin (`inspect/stream.rs`) instead of being read whole first.
+    pub stream_above: usize,
+}
+
+impl Default for InspectConfig {
+    fn default() -> Self {
+        InspectConfig {
+            disabled: Vec::new(),
+            entropy: EntropyConfig::default(),
+            stream_above: 1024 * 1024,
+        }
+    }
 }
 
 /// `inspect.entropy:` what makes a value assigned to a key-like name a secret.
@@ -64,6 +77,15 @@ impl InspectConfig {
                 format!(
                     "{} bits per character is outside 1.0 to 8.0 (random base64 has about 5.5, English words about 3)",
                     self.entropy.threshold
+                ),
+            ));
+        }
+        if !(64 * 1024..=1024 * 1024 * 1024).contains(&self.stream_above) {
+            errors.push((
+                "inspect.stream_above".to_owned(),
+                format!(
+                    "{} bytes is outside 65536 (64 KiB) to 1073741824 (1 GiB)",
+                    self.stream_above
                 ),
             ));
         }

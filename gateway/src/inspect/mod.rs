@@ -17,8 +17,10 @@ pub mod config;
 mod detector;
 mod entropy;
 mod personal;
+pub mod redact;
 mod scan;
 pub mod secrets;
+pub mod stream;
 pub mod tool_description;
 
 pub use config::InspectConfig;
@@ -48,6 +50,21 @@ pub static DETECTOR_NAMES: std::sync::LazyLock<Vec<&'static str>> =
             .collect()
     });
 
+/// `warden_dlp_findings_total{detector,channel,outcome}`: findings in outgoing requests by what
+/// became of the request (`allowed`, `denied`, `held`, `redacted`).
+pub static FINDINGS: std::sync::LazyLock<prometheus::IntCounterVec> = std::sync::LazyLock::new(
+    || {
+        prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "warden_dlp_findings_total",
+                "Findings in outgoing requests by detector, channel (llm, mcp, rest, egress) and outcome: allowed, denied, held, redacted",
+            ),
+            &["detector", "channel", "outcome"],
+        )
+        .expect("static metric definition")
+    },
+);
+
 /// `(key, message)` for every mistake in `config`.
 pub fn validate(config: &InspectConfig) -> Vec<(String, String)> {
     config.validate(&DETECTOR_NAMES)
@@ -70,6 +87,28 @@ pub fn inspect(findings: &mut Findings, body: &[u8], config: &InspectConfig) {
             location: format!("body, byte {at}"),
         });
     }
+}
+
+/// Most bytes a PEM private key block spans (an RSA 16384-bit key is about 13 KB).
+const PEM_MAX: usize = 32 * 1024;
+
+/// Every PEM private key block in `body`: from `-----BEGIN` to the end of its `-----END …
+/// PRIVATE KEY-----` line, or to the end of the body (of [`PEM_MAX`] bytes) when it has none.
+fn private_keys(body: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let mut blocks = Vec::new();
+    let mut from = 0;
+    while let Some(at) = private_key(&body[from..]).map(|at| from + at) {
+        let window = &body[at..body.len().min(at + PEM_MAX)];
+        let end = memmem::find(window, b"-----END ")
+            .and_then(|end| {
+                let label_end = memmem::find(&window[end + 9..], b"-----")?;
+                Some(end + 9 + label_end + 5)
+            })
+            .unwrap_or(window.len());
+        blocks.push(at..at + end);
+        from = at + end.max(1);
+    }
+    blocks
 }
 
 /// Where the first PEM private key block starts in `body`, if there is one.

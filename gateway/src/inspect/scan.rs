@@ -64,6 +64,38 @@ pub(super) fn spans(
         .collect()
 }
 
+/// Every checked match in `body` of each enabled detector `wanted` accepts, in the order of the
+/// detectors, then of the body. Matches of one detector may be adjacent: the search goes on
+/// where the match proper ends, not where the context its pattern reads around it does.
+pub(super) fn all_spans(
+    body: &[u8],
+    config: &InspectConfig,
+    wanted: &dyn Fn(&str) -> bool,
+) -> Vec<(&'static str, std::ops::Range<usize>)> {
+    let maybe = SET.matches(body);
+    let mut spans = Vec::new();
+    for i in maybe.iter() {
+        let detector = DETECTORS[i];
+        if !config.enabled(detector.name) || !wanted(detector.name) {
+            continue;
+        }
+        let mut start = 0;
+        while start <= body.len() {
+            let Some(c) = EACH[i].captures_at(body, start) else {
+                break;
+            };
+            let Some(m) = c.get(1).or_else(|| c.get(0)) else {
+                break;
+            };
+            if (detector.check)(m.as_bytes(), config) {
+                spans.push((detector.name, m.range()));
+            }
+            start = m.end().max(c.get(0).map_or(start, |all| all.start()) + 1);
+        }
+    }
+    spans
+}
+
 /// The names of the detectors that match `body` with the default configuration.
 #[cfg(test)]
 pub(super) fn found_names(body: &str) -> Vec<&'static str> {

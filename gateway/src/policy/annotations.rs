@@ -22,6 +22,9 @@ const MODE_ENFORCE: &str = "enforce";
 /// `@on_match("quarantine")`: a matching forbid that determines a deny also quarantines the
 /// agent (`fleet.quarantine.triggers.on_match`).
 const ON_MATCH_QUARANTINE: &str = "quarantine";
+/// `@on_match("redact")`: a matching forbid redacts the findings it tests in place instead of
+/// denying (`inspect/redact.rs`).
+const ON_MATCH_REDACT: &str = "redact";
 
 /// The shortest `@approval_ttl`: a human needs time to see the notification and sign in.
 pub const MIN_APPROVAL_TTL: Duration = Duration::from_secs(60);
@@ -65,6 +68,10 @@ pub struct PolicyMeta {
     /// The forbid carries `@on_match("quarantine")`: a deny it determines quarantines the
     /// agent.
     pub on_match_quarantine: bool,
+    /// The forbid carries `@on_match("redact")`: the string literals its conditions compare
+    /// (the detector names it tests in `context.findings`, among others). A deny it alone
+    /// determines becomes a redaction of those findings.
+    pub on_match_redact: Option<Vec<String>>,
     /// The file that defines the policy (policy directory joined with the relative path).
     pub file: PathBuf,
     /// Where the policy starts in that file.
@@ -183,14 +190,23 @@ pub(crate) fn read(
                     .into(),
             );
         }
-        // `redact` belongs to DLP (redact the findings in place and go on).
-        Some("redact") => false,
+        Some(ON_MATCH_REDACT) => false,
         Some(v) => {
             return Err(format!(
                 "@on_match(\"{v}\") is not understood; write @on_match(\"quarantine\") (a deny \
                  quarantines the agent) or @on_match(\"redact\")"
             ));
         }
+    };
+    let on_match_redact = match policy.annotation("on_match") {
+        Some(ON_MATCH_REDACT) if effect == Effect::Forbid => Some(literals(policy)),
+        Some(ON_MATCH_REDACT) => {
+            return Err(
+                "@on_match(\"redact\") applies to forbid policies only: it redacts what a forbid's conditions find instead of denying"
+                    .into(),
+            );
+        }
+        _ => None,
     };
     Ok(PolicyMeta {
         id,
@@ -201,10 +217,37 @@ pub(crate) fn read(
         egress_internal,
         shadow,
         on_match_quarantine,
+        on_match_redact,
         file,
         position,
         order,
     })
+}
+
+/// The string literals in `policy`'s conditions (`context.findings.contains("email")` gives
+/// `email`).
+fn literals(policy: &Policy) -> Vec<String> {
+    fn walk(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, item) in map {
+                    match (key.as_str(), item) {
+                        ("Value", serde_json::Value::String(s)) => out.push(s.clone()),
+                        _ => walk(item, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(json) = policy.to_json() {
+        walk(&json["conditions"], &mut out);
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Splits `Group::"sre", Group::"secops"` on commas; each entry must be a Cedar entity reference.

@@ -455,6 +455,24 @@ impl PolicyEngine {
             .any(|id| self.meta.get(id).is_some_and(|m| m.egress_internal))
     }
 
+    /// When `decision` is a deny determined only by `@on_match("redact")` forbids: the string
+    /// literals their conditions compare (the detectors they test); `None` for any other
+    /// decision, a default deny, or a deny any other forbid took part in (deny wins).
+    pub fn redaction(&self, decision: &Decision) -> Option<Vec<&str>> {
+        let Decision::Deny { policies, .. } = decision else {
+            return None;
+        };
+        if policies.is_empty() {
+            return None;
+        }
+        let mut literals = Vec::new();
+        for id in policies {
+            let redact = self.meta.get(id)?.on_match_redact.as_ref()?;
+            literals.extend(redact.iter().map(String::as_str));
+        }
+        Some(literals)
+    }
+
     /// Judges `action` by the shadow set, if there is one, and says how its decision differs
     /// from `enforced` (this set's decision on it); `None` when there is no shadow set or it
     /// decides the same.

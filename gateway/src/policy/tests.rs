@@ -1989,6 +1989,38 @@ fn a_policy_on_every_action_reads_the_facts_of_one_kind_behind_has() {
 }
 
 #[test]
+fn a_deny_only_redact_forbids_determine_asks_for_the_detectors_they_name() {
+    let engine = load(&[(
+        "p.cedar",
+        &format!(
+            "{PERMIT_ALL}\n@id(\"redact-mail\")\n@on_match(\"redact\")\n\
+             forbid (principal, action, resource) when {{ context.findings.containsAny([\"email\", \"phone\"]) }};\n\
+             @id(\"no-gpt-4o\")\nforbid (principal, action, resource == Model::\"openai/gpt-4o\");"
+        ),
+    )])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let deny = |policies: &[&str]| Decision::Deny {
+        reasons: Vec::new(),
+        policies: ids(policies),
+    };
+    assert_eq!(
+        engine.redaction(&deny(&["redact-mail"])),
+        Some(vec!["email", "phone"])
+    );
+    // Deny wins: another forbid took part, or nothing permitted.
+    assert_eq!(engine.redaction(&deny(&["redact-mail", "no-gpt-4o"])), None);
+    assert_eq!(engine.redaction(&deny(&[])), None);
+    assert!(!engine.policy("redact-mail").unwrap().quarantines());
+    let error = load(&[(
+        "p.cedar",
+        "@on_match(\"redact\")\npermit (principal, action, resource);",
+    )])
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("applies to forbid policies only"), "{error}");
+}
+
+#[test]
 fn on_match_quarantine_marks_forbids_and_is_refused_on_permits_or_unknown_values() {
     let engine = load(&[(
         "p.cedar",

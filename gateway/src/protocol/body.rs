@@ -84,6 +84,53 @@ where
     }
 }
 
+/// A body read as far as a bound: whole, or its first bytes and the rest still to come.
+pub enum Head<B> {
+    /// The body ended within the bound.
+    Whole(Bytes),
+    /// More than the bound: the bytes read so far (more than the bound) and the rest.
+    Streaming(Bytes, B),
+}
+
+/// Reads `body` whole when it ends within `bound` bytes (at most
+/// `limits.max_request_bytes`); otherwise stops once more than that is read and hands back the
+/// rest unread, whatever its size: what streams on is never held whole. The bytes read must
+/// come within `limits.body_timeout`.
+pub async fn read_head<B>(
+    mut body: B,
+    limits: &LimitsConfig,
+    bound: usize,
+) -> Result<Head<B>, BodyError>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let bound = bound.min(limits.max_request_bytes);
+    let read = async {
+        let mut head = bytes::BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+            if let Ok(data) = frame.into_data() {
+                head.extend_from_slice(&data);
+                if head.len() > bound {
+                    return Ok((head.freeze(), false));
+                }
+            }
+        }
+        Ok((head.freeze(), true))
+    };
+    let (head, whole) = tokio::time::timeout(limits.body_timeout, read)
+        .await
+        .map_err(|_| BodyError::Timeout {
+            after: limits.body_timeout,
+        })??;
+    Ok(if whole {
+        Head::Whole(head)
+    } else {
+        Head::Streaming(head, body)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

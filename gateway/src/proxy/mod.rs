@@ -12,6 +12,7 @@ pub mod egress;
 mod exchange;
 mod held;
 mod mcp;
+mod redaction;
 mod refusal;
 mod stages;
 
@@ -120,7 +121,7 @@ async fn walk(
             .await
             .map(Walked::Answered);
     }
-    let (mut action, request) = interpret(snap, ex, &route, principal, req).await?;
+    let (mut action, mut request) = interpret(snap, ex, &route, principal, req).await?;
     inspect(snap, ex, &mut action, &request.body);
     limit(snap, ex, &action)?;
     recall(
@@ -129,7 +130,7 @@ async fn walk(
         &mut action,
         named(&snap.config.sessions, &request.head.headers),
     );
-    let decision = decide(snap, ex, &action, &request.body).await?;
+    let decision = decide(snap, ex, &mut action, &mut request.body).await?;
     let decided = Decided {
         route,
         action,

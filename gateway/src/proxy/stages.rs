@@ -5,7 +5,10 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use bytes::Bytes;
+
 use super::exchange::{Content, Exchange, Judged};
+use super::redaction;
 use super::refusal::Refusal;
 use crate::action::{Action, ActionContext, Facts, Findings, Principal, Resource, Verb};
 use crate::approval;
@@ -97,12 +100,13 @@ pub(super) fn recall(snap: &Snapshot, ex: &Exchange, action: &mut Action, named:
 /// Decide: Cedar's verdict on the action, recorded durably before anything else happens;
 /// the record keeps `content` (the body, or a tool call's arguments) with
 /// `audit.record_content`, else a REST operation's or a plain-HTTP egress request's body (and
-/// any request that needs an approval) as its digest.
+/// any request that needs an approval) as its digest. A deny of `@on_match("redact")` forbids
+/// redacts `content` in place and judges it again (`proxy/redaction.rs`).
 pub(super) async fn decide(
     snap: &Snapshot,
     ex: &mut Exchange,
-    action: &Action,
-    content: &[u8],
+    action: &mut Action,
+    content: &mut Bytes,
 ) -> Result<Decision, Refusal> {
     decide_with(snap, ex, action, content, |decision| decision).await
 }
@@ -112,12 +116,13 @@ pub(super) async fn decide(
 pub(super) async fn decide_with(
     snap: &Snapshot,
     ex: &mut Exchange,
-    action: &Action,
-    content: &[u8],
+    action: &mut Action,
+    content: &mut Bytes,
     adjust: impl FnOnce(Decision) -> Decision,
 ) -> Result<Decision, Refusal> {
     let t = Instant::now();
-    let enforced = snap.policy.decide(action);
+    let (enforced, redacted) = redaction::judge(snap, action, content);
+    let action = &*action;
     let policy_seconds = t.elapsed().as_secs_f64();
     // The shadow set is judged beside the enforced one, outside the time policy took.
     let audit = &snap.config.audit;
@@ -137,6 +142,7 @@ pub(super) async fn decide_with(
         }),
         overruled_by: overruled_by(cedar, adjusted_label, judged_label, decision.label()),
     };
+    redaction::count(action, &decision, &redacted);
     if let Some(session) = &action.context.session
         && !matches!(decision, Decision::Deny { .. })
     {
@@ -147,6 +153,7 @@ pub(super) async fn decide_with(
     // An approval is bound to the exact request: what waits for one is digested whatever
     // its kind (an LLM call's prompt too), so other arguments are another action.
     let canary = canary::hit(&action.context.findings);
+    let content: &[u8] = content;
     let content = match (audit.record_content, &action.context.facts, &decision) {
         // A canary's value is never recorded.
         (true, _, _) if canary => Content::Digest(content),
@@ -155,10 +162,18 @@ pub(super) async fn decide_with(
         | (false, _, Decision::NeedsApproval { .. }) => Content::Digest(content),
         (false, _, _) => Content::Omitted,
     };
+    // The record names what was redacted (detector and location, never the value).
+    let recorded = if redacted.is_empty() {
+        std::borrow::Cow::Borrowed(&action.context.findings)
+    } else {
+        let mut all = action.context.findings.clone();
+        all.0.extend(redacted);
+        std::borrow::Cow::Owned(all)
+    };
     ex.record_decision(
         &decision,
         judged,
-        &action.context.findings,
+        &recorded,
         content,
         policy_seconds,
         audit.fail_closed,

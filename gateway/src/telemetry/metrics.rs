@@ -304,6 +304,7 @@ impl Metrics {
         ]
         .into_iter()
         .chain(crate::vault::metrics::VAULT.collectors())
+        .chain([Box::new(crate::inspect::FINDINGS.clone()) as Box<dyn prometheus::core::Collector>])
         {
             registry.register(c).expect("metric names are unique");
         }

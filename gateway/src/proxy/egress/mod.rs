@@ -11,6 +11,7 @@
 pub(super) mod answer;
 mod request;
 mod target;
+mod streamed;
 mod tunnel;
 
 use std::sync::Arc;
@@ -217,13 +218,13 @@ fn destination(dest: &Destination, facts: &EgressFacts) -> serde_json::Value {
 
 /// Decide: Cedar's verdict and the internal-address guard, recorded durably before
 /// anything else happens (a plain-HTTP body as its digest, or itself with
-/// `audit.record_content`).
+/// `audit.record_content`), redacted in place when policy says so.
 async fn decide(
     snap: &Snapshot,
     ex: &mut Exchange,
-    action: &Action,
+    action: &mut Action,
     dest: &Destination,
-    content: &[u8],
+    content: &mut bytes::Bytes,
 ) -> Result<Decision, Refusal> {
     decide_with(snap, ex, action, content, |decision| {
         guard(snap, dest, decision)
@@ -234,7 +235,7 @@ async fn decide(
 /// A destination with an address that is not globally reachable (loopback, private,
 /// link-local, ...) is allowed only by a permit with `@egress("internal")`: any other
 /// allow becomes a deny that says so.
-fn guard(snap: &Snapshot, dest: &Destination, decision: Decision) -> Decision {
+pub(super) fn guard(snap: &Snapshot, dest: &Destination, decision: Decision) -> Decision {
     let Some((ip, class)) = dest.internal() else {
         return decision;
     };

@@ -7,24 +7,30 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::HOST;
+use http::header::{CONTENT_LENGTH, HOST};
 use http::{HeaderValue, Request, Response};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use super::{Worker, action, decide, destination, hold_here};
+use super::streamed;
+use super::{Worker, action, decide, destination, guard, hold_here};
 use crate::action::{EgressFacts, Findings, Principal, Verb};
+use crate::approval::Hold;
+use crate::decision::Decision;
 use crate::egress::{Destination, EgressError, Host, dial};
+use crate::inspect::stream::StreamScan;
 use crate::observe::ObservedBody;
-use crate::protocol::{self, Protocol};
+use crate::protocol::Protocol;
+use crate::protocol::body::{self, Head};
 use crate::proxy::exchange::{Exchange, ProxyBody};
 use crate::proxy::refusal::Refusal;
-use crate::proxy::stages::{inspect, look_for_canaries};
+use crate::proxy::stages::{decide_with, inspect, look_for_canaries};
 use crate::secrets::inject::strip_hop_by_hop;
 use crate::snapshot::Snapshot;
 
-/// Judges one plain-HTTP request and forwards it.
+/// Judges one plain-HTTP request and forwards it. A body larger than `inspect.stream_above`
+/// is judged on its first bytes and inspected as it streams on (`streamed.rs`).
 pub(super) async fn forward(
     snap: &Arc<Snapshot>,
     worker: &Worker,
@@ -35,7 +41,12 @@ pub(super) async fn forward(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Refusal> {
     let (mut head, body) = req.into_parts();
-    let body = protocol::body::read(body, &head.headers, &snap.config.limits).await?;
+    let limits = &snap.config.limits;
+    let (mut body, rest) =
+        match body::read_head(body, limits, snap.config.inspect.stream_above).await? {
+            Head::Whole(body) => (body, None),
+            Head::Streaming(first, rest) => (first, Some(rest)),
+        };
     let facts = EgressFacts {
         port: dest.port,
         addresses: dest.addresses.clone(),
@@ -61,12 +72,37 @@ pub(super) async fn forward(
         "request line and headers",
     );
     inspect(snap, ex, &mut action, &body);
-    let decision = decide(snap, ex, &action, &dest, &body).await?;
+    let read = body.len();
+    let decision = decide(snap, ex, &mut action, &dest, &mut body).await?;
     hold_here(ex, &action, &decision).await?;
+    if rest.is_some() && body.len() != read {
+        // The first bytes were redacted: the length the agent declared no longer holds.
+        head.headers.remove(CONTENT_LENGTH);
+    }
 
+    let verdict = streamed::Verdict::default();
+    let body = match rest {
+        None => Either::Left(Full::new(body)),
+        Some(rest) => Either::Right(streamed::Inspected::new(
+            body,
+            rest,
+            StreamScan::new(Arc::new(snap.config.inspect.clone())),
+            streamed::Judge {
+                policy: Arc::clone(&snap.policy),
+                canaries: ex.shared().canaries().cloned(),
+                action: action.clone(),
+                request_id: ex.request_id().to_owned(),
+            },
+            Arc::clone(&verdict),
+        )),
+    };
     let t = Instant::now();
     let sent = send(worker, &dest, &mut head, body).await;
     ex.forwarded(t.elapsed().as_secs_f64());
+    let tripped = verdict.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(tripped) = tripped {
+        return Err(denied_mid_body(snap, ex, action, &dest, tripped).await);
+    }
     let (mut parts, body) = sent?.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let outcome = ex.outcome(parts.status);
@@ -77,6 +113,39 @@ pub(super) async fn forward(
     ))
 }
 
+/// A streamed body stopped by inspection: the findings past its first bytes join the action,
+/// which is judged and recorded again (denied mid-body), and the agent is refused.
+async fn denied_mid_body(
+    snap: &Snapshot,
+    ex: &mut Exchange,
+    mut action: crate::action::Action,
+    dest: &Destination,
+    tripped: streamed::Tripped,
+) -> Refusal {
+    action.context.findings.0.extend(tripped.findings);
+    let judged = tripped.decision.reasons();
+    // What the stream stopped is denied, whatever could not be held in it.
+    let stopped = |decision: Decision| match decision {
+        Decision::Deny { .. } => decision,
+        other => Decision::Deny {
+            reasons: vec![format!(
+                "{}; a body streamed past inspect.stream_above cannot wait for an approval",
+                other.reasons().concat()
+            )],
+            policies: other.policy_ids(),
+        },
+    };
+    match decide_with(snap, ex, &mut action, &mut Bytes::new(), |d| {
+        stopped(guard(snap, dest, d))
+    })
+    .await
+    {
+        Ok(Decision::Deny { reasons, .. }) => Hold::Denied { reasons }.into(),
+        Ok(_) => Hold::Denied { reasons: judged }.into(),
+        Err(refusal) => refusal,
+    }
+}
+
 /// Sends the request (`head`, `body`) over a new connection to `dest`'s checked address:
 /// origin-form, `Host` naming the judged destination (whatever the agent wrote), without the
 /// proxy's and hop-by-hop headers.
@@ -84,7 +153,7 @@ async fn send(
     worker: &Worker,
     dest: &Destination,
     head: &mut http::request::Parts,
-    body: Bytes,
+    body: Either<Full<Bytes>, streamed::Inspected>,
 ) -> Result<Response<Incoming>, EgressError> {
     let host = match (&dest.host, dest.port) {
         (Host::Name(name), 80) => name.clone(),
@@ -97,7 +166,8 @@ async fn send(
         .uri
         .path_and_query()
         .map_or("/", http::uri::PathAndQuery::as_str);
-    let mut outbound = Request::new(Full::new(body));
+    let whole = matches!(body, Either::Left(_));
+    let mut outbound = Request::new(body);
     *outbound.method_mut() = head.method.clone();
     *outbound.uri_mut() = path
         .parse()
@@ -105,6 +175,10 @@ async fn send(
     let mut headers = std::mem::take(&mut head.headers);
     strip_hop_by_hop(&mut headers);
     headers.insert(HOST, host);
+    if whole {
+        // The body is whole (and may have been redacted): its length is what goes.
+        headers.remove(CONTENT_LENGTH);
+    }
     *outbound.headers_mut() = headers;
 
     let stream = dial::dial(dest, worker.config.connect_timeout).await?;

@@ -69,7 +69,7 @@ pub(super) async fn open(
     );
     ex.egress_target("connect", &action.verb, &action.resource, detail);
     look_for_canaries(ex, &mut action, head, "CONNECT request");
-    let decision = decide(snap, ex, &action, &dest, &[]).await?;
+    let decision = decide(snap, ex, &mut action, &dest, &mut bytes::Bytes::new()).await?;
     hold_here(ex, &action, &decision).await?;
     let t = Instant::now();
     let dialled = dial::dial(&dest, worker.config.connect_timeout).await;

@@ -249,7 +249,24 @@ impl Judging<'_> {
         inspect(self.snap, ex, &mut action, body);
         limit(self.snap, ex, &action)?;
         recall(self.snap, ex, &mut action, Named::By(&self.session.id));
-        let decision = decide(self.snap, ex, &action, &arguments).await?;
+        let sent = Bytes::from(arguments);
+        let mut content = sent.clone();
+        let decision = decide(self.snap, ex, &mut action, &mut content).await?;
+        if let Facts::Tool(tool) = &mut action.context.facts
+            && content != sent
+        {
+            // Redacted in place: the call goes on with the redacted arguments.
+            let redacted: Value =
+                serde_json::from_slice(&content).map_err(|e| McpError::Refused {
+                    id: id.to_value(),
+                    code: jsonrpc::code::DENIED,
+                    message: format!("the redacted arguments are not JSON: {e}"),
+                })?;
+            message
+                .params_mut()
+                .insert("arguments".to_owned(), redacted.clone());
+            tool.arguments = Arc::new(redacted);
+        }
         hold_here(ex, &action, &decision).await?;
         // credential: the server's own, added by its upstream session (never the agent's).
         let link = self
