@@ -10,8 +10,8 @@
 
 pub(super) mod answer;
 mod request;
-mod target;
 mod streamed;
+mod target;
 mod tunnel;
 
 use std::sync::Arc;
