@@ -175,11 +175,37 @@ fn load(path: &Path, pem: &str, what: &str) -> Result<SigningKey, KeyError> {
 }
 
 fn create(path: &Path, what: &str) -> Result<SigningKey, KeyError> {
-    let file_err = |action, source| KeyError::File {
-        action,
-        path: path.to_owned(),
-        source,
-    };
+    let signing = SigningKey::generate(&mut rand::rngs::OsRng);
+    let pem = signing
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| KeyError::Encode(e.to_string()))?;
+    let created =
+        write_new(path, pem.as_bytes(), 0o600).map_err(|(action, source)| KeyError::File {
+            action,
+            path: path.to_owned(),
+            source,
+        })?;
+    if !created {
+        // Another process created it first: use theirs.
+        let pem = std::fs::read_to_string(path).map_err(|source| KeyError::File {
+            action: "cannot read",
+            path: path.to_owned(),
+            source,
+        })?;
+        return load(path, &pem, what);
+    }
+    tracing::info!(path = %path.display(), "created the {what}");
+    Ok(signing)
+}
+
+/// Writes `contents` to the new file `path` with `mode`, synced, its directory created (mode
+/// 0700) when missing: `Ok(false)` when the file exists already (another process created it
+/// first), else `Err` with what failed (`cannot create`, ...) and why.
+pub fn write_new(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+) -> Result<bool, (&'static str, std::io::Error)> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.exists()
     {
@@ -187,34 +213,25 @@ fn create(path: &Path, what: &str) -> Result<SigningKey, KeyError> {
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|e| file_err("cannot create the directory of", e))?;
+            .map_err(|e| ("cannot create the directory of", e))?;
         std::fs::set_permissions(dir, Permissions::from_mode(0o700))
-            .map_err(|e| file_err("cannot restrict the directory of", e))?;
+            .map_err(|e| ("cannot restrict the directory of", e))?;
     }
-    let signing = SigningKey::generate(&mut rand::rngs::OsRng);
-    let pem = signing
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|e| KeyError::Encode(e.to_string()))?;
     let mut file = match OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(mode)
         .open(path)
     {
         Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            // Another process created it first: use theirs.
-            let pem = std::fs::read_to_string(path).map_err(|e| file_err("cannot read", e))?;
-            return load(path, &pem, what);
-        }
-        Err(e) => return Err(file_err("cannot create", e)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => return Err(("cannot create", e)),
     };
-    file.set_permissions(Permissions::from_mode(0o600))
-        .and_then(|()| file.write_all(pem.as_bytes()))
+    file.set_permissions(Permissions::from_mode(mode))
+        .and_then(|()| file.write_all(contents))
         .and_then(|()| file.sync_all())
-        .map_err(|e| file_err("cannot write", e))?;
-    tracing::info!(path = %path.display(), "created the {what}");
-    Ok(signing)
+        .map_err(|e| ("cannot write", e))?;
+    Ok(true)
 }
 
 #[cfg(test)]

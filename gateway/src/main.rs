@@ -15,6 +15,7 @@ mod cli_agents;
 mod cli_approvals;
 mod cli_budgets;
 mod cli_canary;
+mod cli_egress;
 mod cli_policy;
 
 /// Warden: a security gateway for AI agent fleets.
@@ -92,6 +93,11 @@ enum Command {
     Canary {
         #[command(subcommand)]
         command: cli_canary::CanaryCommand,
+    },
+    /// The egress proxy: the CA certificate agents trust for intercepted hosts.
+    Egress {
+        #[command(subcommand)]
+        command: cli_egress::EgressCommand,
     },
     /// Quarantine agents or groups (refused at once on every gateway sharing the state
     /// store), release them, list them.
@@ -743,6 +749,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Approvals { command } => cli_approvals::approvals(command),
         Command::Approvers { command } => cli_approvals::approvers(command),
         Command::Canary { command } => cli_canary::canary(command),
+        Command::Egress { command } => cli_egress::egress(command),
         Command::Agents { command } => cli_agents::agents(command),
         Command::Budgets { command } => cli_budgets::budgets(command),
     }

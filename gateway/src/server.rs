@@ -58,6 +58,8 @@ pub enum ServeError {
     Traces(#[from] crate::telemetry::trace::TraceError),
     #[error("cannot set up approval notifications: {0}")]
     Approvals(String),
+    #[error(transparent)]
+    Intercept(#[from] crate::egress::intercept::InterceptError),
 }
 
 /// Longest wait at shutdown for queued spans to reach the collector.
@@ -259,6 +261,10 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
 
     let proxy_listeners = workers::bind("listen.proxy", listen.proxy, workers)?;
     let egress_config = shared.snapshot.load().config.egress.clone();
+    let interceptor = crate::egress::intercept::Interceptor::new(
+        &egress_config.intercept,
+        &shared.snapshot.load().config.data_dir,
+    )?;
     let egress_listeners = egress_config
         .listen
         .map(|addr| workers::bind("egress.listen", addr, workers))
@@ -326,7 +332,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
             listener::HttpOptions {
                 extended_connect: true,
             },
-            |_worker| crate::proxy::egress::handler(&shared, &egress_config),
+            |_worker| crate::proxy::egress::handler(&shared, &egress_config, interceptor.clone()),
             &shutdown,
             listen.shutdown_grace,
         )?),

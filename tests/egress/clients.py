@@ -14,18 +14,18 @@ import httpx
 import requests
 
 
-def with_requests(url, ca):
+def with_requests(url, ca, method="GET", body=None):
     try:
-        r = requests.get(url, verify=ca, timeout=30)
+        r = requests.request(method, url, data=body, verify=ca, timeout=30)
         return {"status": r.status_code, "body": r.text}
     except Exception as e:  # the test reads the error
         return {"error": f"{type(e).__name__}: {e}"}
 
 
-def with_httpx(url, ca):
+def with_httpx(url, ca, method="GET", body=None):
     try:
         with httpx.Client(verify=ca, timeout=30, trust_env=True) as client:
-            r = client.get(url)
+            r = client.request(method, url, content=body)
             return {"status": r.status_code, "body": r.text}
     except Exception as e:
         return {"error": f"{type(e).__name__}: {e}"}

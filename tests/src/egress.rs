@@ -325,6 +325,29 @@ pub async fn python_clients(
     last_json_line(&out, "clients.py")
 }
 
+/// `tests/egress/intercept_clients.py`: Python `requests` and `httpx` GET `url`, then POST
+/// `body` to it, through the proxy (`HTTPS_PROXY`, the token as the proxy password), trusting
+/// only `ca`.
+pub async fn python_intercepted(
+    proxy: SocketAddr,
+    token: &str,
+    ca: &Path,
+    url: &str,
+    body: &str,
+) -> anyhow::Result<Value> {
+    let proxy_url = format!("http://agent:{token}@{proxy}");
+    let mut cmd = Command::new(paths::venv_python());
+    cmd.arg(egress_dir().join("intercept_clients.py"))
+        .args([url, body])
+        .env("HTTPS_PROXY", &proxy_url)
+        .env("CA_FILE", ca)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .env_remove("ALL_PROXY");
+    let out = run_bounded(cmd, Duration::from_secs(90)).await?;
+    last_json_line(&out, "intercept_clients.py")
+}
+
 /// `tests/egress/fetch.mjs`: Node's fetch of each of `urls` through undici's `ProxyAgent`,
 /// the token as a Bearer proxy credential.
 pub async fn node_fetch(

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use prometheus::{IntCounterVec, Opts};
 
-use crate::action::{Action, Facts, Finding, Findings};
+use crate::action::{Action, EgressFacts, Facts, Finding, Findings};
 use crate::decision::Decision;
 use crate::state::canaries::CanaryRepository;
 use crate::state::error::StateError;
@@ -132,13 +132,23 @@ impl Canaries {
     }
 }
 
-/// The channel a request leaves by: `llm`, `mcp`, `rest` or `egress`.
+/// The channel a request leaves by: `llm`, `mcp`, `rest`, `egress` or `egress_tls`.
 pub fn channel(facts: &Facts) -> &'static str {
     match facts {
         Facts::Llm(_) | Facts::Propose(_) => "llm",
         Facts::Http(_) => "rest",
-        Facts::Egress(_) => "egress",
+        Facts::Egress(facts) => egress_channel(facts),
         Facts::Tool(_) | Facts::None => "mcp",
+    }
+}
+
+/// The channel of egress: `egress_tls` for a request read out of an intercepted TLS tunnel
+/// (`egress.intercept`), else `egress`.
+pub fn egress_channel(facts: &EgressFacts) -> &'static str {
+    if facts.scheme == "https" && facts.method.is_some() {
+        "egress_tls"
+    } else {
+        "egress"
     }
 }
 

@@ -58,6 +58,15 @@ pub fn check_files(config: &Config, source: &Source) -> Vec<ConfigError> {
     {
         errors.push(source.error("approvals.factor_key", error.to_string()));
     }
+    let intercept = &config.egress.intercept;
+    if let Some(path) = &intercept.upstream_ca_file
+        && let Err(error) = crate::upstream::check_ca_file(path)
+    {
+        errors.push(source.error("egress.intercept.upstream_ca_file", error.to_string()));
+    }
+    if let Err(error) = crate::egress::intercept::Ca::check_files(intercept, &config.data_dir) {
+        errors.push(source.error("egress.intercept.ca_cert", error.to_string()));
+    }
     errors
 }
 

@@ -34,6 +34,8 @@ pub struct EgressConfig {
     /// Longest wait for a plain-HTTP destination's response headers.
     #[serde(with = "humantime_serde")]
     pub response_timeout: Duration,
+    /// TLS interception for configured hosts (off by default).
+    pub intercept: super::intercept::config::InterceptConfig,
 }
 
 impl Default for EgressConfig {
@@ -46,6 +48,7 @@ impl Default for EgressConfig {
             connect_timeout: Duration::from_secs(5),
             first_bytes_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(300),
+            intercept: Default::default(),
         }
     }
 }
@@ -58,7 +61,7 @@ impl EgressConfig {
         identity_required: bool,
         taken: &[(&str, SocketAddr)],
     ) -> Vec<(String, String)> {
-        let mut errors = Vec::new();
+        let mut errors = self.intercept.validate();
         let Some(listen) = self.listen else {
             if self.tls.is_some() {
                 errors.push((

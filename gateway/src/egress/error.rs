@@ -57,6 +57,15 @@ pub enum EgressError {
     /// A plain-HTTP destination did not answer in time (`egress.response_timeout`).
     #[error("the destination did not answer within egress.response_timeout")]
     UpstreamTimeout,
+    /// An intercepted destination's certificate is not trusted (`egress.intercept`).
+    #[error(
+        "the certificate of {host} is not trusted ({reason}): Warden verifies intercepted \
+         destinations against the system's CAs and egress.intercept.upstream_ca_file"
+    )]
+    UpstreamUntrusted { host: String, reason: String },
+    /// TLS with an intercepted destination failed otherwise.
+    #[error("TLS with {host} failed: {reason}")]
+    UpstreamTls { host: String, reason: String },
     /// The client's side of a tunnel failed before its first bytes were read.
     #[error("the client's connection failed: {0}")]
     Client(String),
@@ -89,7 +98,9 @@ impl EgressError {
             EgressError::Target(_) | EgressError::Host { .. } => StatusCode::BAD_REQUEST,
             EgressError::Resolve { .. }
             | EgressError::Connect { .. }
-            | EgressError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            | EgressError::Upstream(_)
+            | EgressError::UpstreamUntrusted { .. }
+            | EgressError::UpstreamTls { .. } => StatusCode::BAD_GATEWAY,
             EgressError::ResolveTimeout { .. }
             | EgressError::ConnectTimeout { .. }
             | EgressError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -115,6 +126,8 @@ impl EgressError {
             EgressError::ConnectTimeout { .. } => "egress_connect_timeout",
             EgressError::Upstream(_) => "egress_upstream_failed",
             EgressError::UpstreamTimeout => "egress_upstream_timeout",
+            EgressError::UpstreamUntrusted { .. } => "egress_upstream_untrusted",
+            EgressError::UpstreamTls { .. } => "egress_upstream_tls_failed",
             EgressError::Client(_) => "egress_client_error",
             EgressError::FirstBytesTimeout => "egress_first_bytes_timeout",
             EgressError::Hello(_) => "egress_bad_client_hello",

@@ -4,13 +4,15 @@
 //! The parts every egress path shares, none of which knows about requests: the destination
 //! host read as the OS would ([`host`]), resolved once ([`resolve`]), each address classified
 //! ([`ip_guard`]), and dialled as checked ([`dial`]); the tunnel's first bytes ([`sni`]); the
-//! agent's credential from `Proxy-Authorization` ([`proxy_auth`]). The proxy's walk through
+//! agent's credential from `Proxy-Authorization` ([`proxy_auth`]); the CA and certificates of
+//! TLS interception for configured hosts ([`intercept`]). The proxy's walk through
 //! identify, decide and record is in `proxy/egress/`.
 
 pub mod config;
 pub mod dial;
 pub mod error;
 pub mod host;
+pub mod intercept;
 pub mod ip_guard;
 pub mod proxy_auth;
 pub mod resolve;

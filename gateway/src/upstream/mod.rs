@@ -131,11 +131,17 @@ impl UpstreamClient {
 
 /// System roots plus `ca_file`, or only `ca_file` when `ca_only`.
 fn trust_roots(cfg: &UpstreamConfig) -> Result<Arc<RootCertStore>, UpstreamError> {
-    let mut roots = RootCertStore::empty();
     if cfg.ca_only && cfg.ca_file.is_none() {
         return Err(UpstreamError::CaOnlyWithoutFile);
     }
-    if !cfg.ca_only {
+    Ok(Arc::new(roots(cfg.ca_file.as_deref(), cfg.ca_only)?))
+}
+
+/// The system's CA certificates (unless `ca_only`) and those of the PEM bundle `ca_file`:
+/// what Warden verifies the servers it connects to against.
+pub(crate) fn roots(ca_file: Option<&Path>, ca_only: bool) -> Result<RootCertStore, CaFileError> {
+    let mut roots = RootCertStore::empty();
+    if !ca_only {
         let native = rustls_native_certs::load_native_certs();
         for error in &native.errors {
             tracing::warn!(%error, "some system CA certificates could not be loaded");
@@ -144,19 +150,20 @@ fn trust_roots(cfg: &UpstreamConfig) -> Result<Arc<RootCertStore>, UpstreamError
         tracing::debug!(
             added,
             ignored,
-            "system CA certificates trusted for upstream TLS"
+            "system CA certificates trusted for TLS to servers"
         );
-        if added == 0 && cfg.ca_file.is_none() {
+        if added == 0 && ca_file.is_none() {
             tracing::warn!(
-                "no system CA certificates found: upstream TLS will fail; install the \
-                 ca-certificates package or set upstream.ca_file"
+                "no system CA certificates found: TLS to servers will fail; install the \
+                 ca-certificates package or set a CA file (upstream.ca_file, \
+                 egress.intercept.upstream_ca_file)"
             );
         }
     }
-    if let Some(path) = &cfg.ca_file {
+    if let Some(path) = ca_file {
         add_ca_file(&mut roots, path)?;
     }
-    Ok(Arc::new(roots))
+    Ok(roots)
 }
 
 /// Checks that `upstream.ca_file` at `path` can be read and that every certificate in it

@@ -6,9 +6,11 @@
 //! the internal-address guard) → hold → forward (dial the checked address) → record
 //!
 //! [`walk`] is that path on one screen; a tunnel's life after its `200` is in [`tunnel`], a
-//! plain-HTTP request's exchange in [`request`], refusals' plain-text answers in [`answer`].
+//! plain-HTTP request's exchange in [`request`], an intercepted TLS tunnel's requests in
+//! [`intercepted`], refusals' plain-text answers in [`answer`].
 
 pub(super) mod answer;
+mod intercepted;
 mod request;
 mod streamed;
 mod target;
@@ -29,6 +31,7 @@ use crate::action::{
     Action, ActionContext, EgressFacts, Facts, Findings, Principal, Resource, Verb,
 };
 use crate::decision::Decision;
+use crate::egress::intercept::Interceptor;
 use crate::egress::proxy_auth;
 use crate::egress::resolve::ResolverSetupError;
 use crate::egress::{Destination, EgressConfig, EgressError, Resolver};
@@ -43,13 +46,16 @@ use target::Target;
 struct Worker {
     resolver: Resolver,
     config: EgressConfig,
+    /// TLS interception for `egress.intercept.hosts`, when any.
+    interceptor: Option<Arc<Interceptor>>,
 }
 
 /// The egress proxy's handler for one worker thread, with that worker's own resolver (built
-/// here, so a bad resolver setting fails the start).
+/// here, so a bad resolver setting fails the start) and the shared `interceptor`.
 pub fn handler(
     shared: &Arc<Shared>,
     config: &EgressConfig,
+    interceptor: Option<Arc<Interceptor>>,
 ) -> Result<
     impl Fn(Request<Incoming>, ConnInfo) -> BoxedResponse + Clone + Send + Sync + 'static,
     ResolverSetupError,
@@ -57,6 +63,7 @@ pub fn handler(
     let worker = Arc::new(Worker {
         resolver: Resolver::new(config)?,
         config: config.clone(),
+        interceptor,
     });
     let shared = Arc::clone(shared);
     Ok(move |req, conn| -> BoxedResponse {
@@ -110,7 +117,17 @@ async fn walk(
     if target.connect {
         tunnel::open(snap, worker, ex, principal, dest, &head, req).await
     } else {
-        request::forward(snap, worker, ex, principal, dest, &head, req).await
+        request::forward(
+            snap,
+            worker,
+            ex,
+            principal,
+            dest,
+            &head,
+            req,
+            request::Via::Plain,
+        )
+        .await
     }
 }
 
@@ -203,6 +220,7 @@ fn destination(dest: &Destination, facts: &EgressFacts) -> serde_json::Value {
         "addresses": dest.addresses,
         "classes": dest.classes().iter().map(|c| c.as_str()).collect::<Vec<_>>(),
         "scheme": facts.scheme,
+        "channel": crate::canary::egress_channel(facts),
     });
     for (key, value) in [
         ("sni", &facts.sni),

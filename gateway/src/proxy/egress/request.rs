@@ -1,6 +1,8 @@
 //! A plain-HTTP request through the egress proxy (`HTTP_PROXY`, absolute-form): its body read
 //! within `limits` and inspected, judged as `egress:request` with its method and path, sent
-//! over a new connection to the checked address, its response streamed back.
+//! over a new connection to the checked address, its response streamed back. A request in an
+//! intercepted TLS tunnel walks the same way ([`Via::Intercepted`]) and leaves over the
+//! tunnel's own TLS to the destination.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -9,7 +11,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST};
 use http::{HeaderValue, Request, Response};
-use http_body_util::{Either, Full};
+use http_body_util::{BodyExt as _, Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
@@ -18,6 +20,7 @@ use super::{Worker, action, decide, destination, guard, hold_here};
 use crate::action::{EgressFacts, Findings, Principal, Verb};
 use crate::approval::Hold;
 use crate::decision::Decision;
+use crate::egress::intercept::TunnelUpstream;
 use crate::egress::{Destination, EgressError, Host, dial};
 use crate::inspect::stream::StreamScan;
 use crate::observe::ObservedBody;
@@ -29,8 +32,23 @@ use crate::proxy::stages::{decide_with, inspect, look_for_canaries};
 use crate::secrets::inject::strip_hop_by_hop;
 use crate::snapshot::Snapshot;
 
-/// Judges one plain-HTTP request and forwards it. A body larger than `inspect.stream_above`
-/// is judged on its first bytes and inspected as it streams on (`streamed.rs`).
+/// How a request reaches its destination.
+#[derive(Clone, Copy)]
+pub(super) enum Via<'a> {
+    /// Plain HTTP, over a new connection.
+    Plain,
+    /// Out of an intercepted TLS tunnel (`sni`: the server name the agent sent), over the
+    /// tunnel's TLS to the destination.
+    Intercepted {
+        upstream: &'a TunnelUpstream,
+        sni: Option<&'a str>,
+    },
+}
+
+/// Judges one plain-HTTP (or intercepted) request and forwards it. A body larger than
+/// `inspect.stream_above` is judged on its first bytes and inspected as it streams on
+/// (`streamed.rs`).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn forward(
     snap: &Arc<Snapshot>,
     worker: &Worker,
@@ -39,6 +57,7 @@ pub(super) async fn forward(
     dest: Destination,
     line_and_headers: &[u8],
     req: Request<Incoming>,
+    via: Via<'_>,
 ) -> Result<Response<ProxyBody>, Refusal> {
     let (mut head, body) = req.into_parts();
     let limits = &snap.config.limits;
@@ -50,8 +69,11 @@ pub(super) async fn forward(
     let facts = EgressFacts {
         port: dest.port,
         addresses: dest.addresses.clone(),
-        scheme: "http".to_owned(),
-        sni: None,
+        scheme: via.scheme().to_owned(),
+        sni: match via {
+            Via::Plain => None,
+            Via::Intercepted { sni, .. } => sni.map(str::to_owned),
+        },
         method: Some(head.method.to_string()),
         path: Some(head.uri.path().to_owned()),
     };
@@ -97,7 +119,7 @@ pub(super) async fn forward(
         )),
     };
     let t = Instant::now();
-    let sent = send(worker, &dest, &mut head, body).await;
+    let sent = send(worker, &dest, &mut head, body, via).await;
     ex.forwarded(t.elapsed().as_secs_f64());
     let tripped = verdict.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let Some(tripped) = tripped {
@@ -146,14 +168,25 @@ async fn denied_mid_body(
     }
 }
 
-/// Sends the request (`head`, `body`) over a new connection to `dest`'s checked address:
-/// origin-form, `Host` naming the judged destination (whatever the agent wrote), without the
-/// proxy's and hop-by-hop headers.
+impl Via<'_> {
+    /// The scheme its requests are judged with.
+    fn scheme(&self) -> &'static str {
+        match self {
+            Via::Plain => "http",
+            Via::Intercepted { .. } => "https",
+        }
+    }
+}
+
+/// Sends the request (`head`, `body`) over a new connection to `dest`'s checked address (or
+/// the intercepted tunnel's TLS): origin-form, `Host` naming the judged destination (whatever
+/// the agent wrote), without the proxy's and hop-by-hop headers.
 async fn send(
     worker: &Worker,
     dest: &Destination,
     head: &mut http::request::Parts,
     body: Either<Full<Bytes>, streamed::Inspected>,
+    via: Via<'_>,
 ) -> Result<Response<Incoming>, EgressError> {
     let host = match (&dest.host, dest.port) {
         (Host::Name(name), 80) => name.clone(),
@@ -174,11 +207,20 @@ async fn send(
         .map_err(|e: http::uri::InvalidUri| EgressError::Target(e.to_string()))?;
     let mut headers = std::mem::take(&mut head.headers);
     strip_hop_by_hop(&mut headers);
-    headers.insert(HOST, host);
     if whole {
         // The body is whole (and may have been redacted): its length is what goes.
         headers.remove(CONTENT_LENGTH);
     }
+    if let Via::Intercepted { upstream, .. } = via {
+        // The client names the destination itself (`Host` or HTTP/2's `:authority`).
+        headers.remove(HOST);
+        *outbound.headers_mut() = headers;
+        *outbound.uri_mut() = upstream.uri(dest.port, path)?;
+        return upstream
+            .send(outbound.map(|body| body.boxed_unsync()))
+            .await;
+    }
+    headers.insert(HOST, host);
     *outbound.headers_mut() = headers;
 
     let stream = dial::dial(dest, worker.config.connect_timeout).await?;

@@ -4,7 +4,9 @@
 //! policy sees what the tunnel carries (`scheme`, `sni`). Only then do bytes flow, both ways,
 //! counted; the outcome record is written when the tunnel closes. A tunnel that carries plain
 //! HTTP is served as HTTP instead: each request in it is walked as a plain-HTTP egress request
-//! (`request.rs`) by the tunnel's agent, to the tunnel's destination.
+//! (`request.rs`) by the tunnel's agent, to the tunnel's destination. A TLS tunnel to a host
+//! `egress.intercept` names is served by `intercepted.rs` instead: its TLS terminated, each
+//! request inside walked the same way.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,7 +22,10 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::{Worker, action, decide, destination, guard, hold_here, request};
+use super::request::Via;
+use super::{
+    Worker, action, decide, destination, guard, hold_here, intercepted, quarantine, request,
+};
 use crate::action::{Action, EgressFacts, Facts, Findings, Principal, Verb};
 use crate::decision::Decision;
 use crate::egress::sni::{self, FirstBytes};
@@ -89,6 +94,7 @@ pub(super) async fn open(
 }
 
 /// An allowed tunnel, waiting for the agent's connection.
+#[derive(Clone)]
 struct Tunnel {
     snap: Arc<Snapshot>,
     worker: Arc<Worker>,
@@ -97,6 +103,16 @@ struct Tunnel {
     conn: ConnInfo,
     action: Action,
     dest: Destination,
+}
+
+impl intercepted::Walk for Tunnel {
+    fn walk<'a>(
+        &'a self,
+        req: Request<Incoming>,
+        via: Via<'a>,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + 'a {
+        self.request(req, via)
+    }
 }
 
 impl Tunnel {
@@ -123,7 +139,7 @@ impl Tunnel {
         upstream: &mut Counted<U>,
     ) -> Result<(), (&'static str, String)>
     where
-        C: AsyncRead + AsyncWrite + Unpin,
+        C: AsyncRead + AsyncWrite + Unpin + Send,
         U: AsyncRead + AsyncWrite + Unpin,
     {
         let refused = |e: EgressError| (e.code(), e.to_string());
@@ -135,7 +151,16 @@ impl Tunnel {
             return Ok(());
         };
         let carries_http = seen == FirstBytes::Http;
+        let intercept = self.intercepting(&seen);
         self.judge(seen).map_err(refused)?;
+        if let Some((interceptor, sni)) = intercept {
+            // TLS to an intercepted host: Warden's own TLS on both sides, and a connection of
+            // its own to the destination.
+            let _ = upstream.inner.shutdown().await;
+            let (dest, config) = (&self.dest, &self.worker.config);
+            let client = client.replaying(first);
+            return intercepted::serve(self.clone(), dest, config, &interceptor, client, sni).await;
+        }
         if carries_http {
             // Plain HTTP in a tunnel (what OpenClaw's web_fetch sends for http:// URLs): each
             // request is judged, inspected and forwarded as an absolute-form one would be.
@@ -161,7 +186,7 @@ impl Tunnel {
         C: AsyncRead + AsyncWrite + Unpin,
     {
         let service = hyper::service::service_fn(|req| async move {
-            Ok::<_, std::convert::Infallible>(self.request(req).await)
+            Ok::<_, std::convert::Infallible>(self.request(req, Via::Plain).await)
         });
         hyper::server::conn::http1::Builder::new()
             .serve_connection(TokioIo::new(io), service)
@@ -169,8 +194,28 @@ impl Tunnel {
             .map_err(|e| ("egress_tunnel_error", e.to_string()))
     }
 
-    /// One plain-HTTP request in the tunnel, walked with an exchange of its own.
-    async fn request(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+    /// The interceptor, and the server name the agent sent, when the tunnel carries TLS to a
+    /// host `egress.intercept` names.
+    fn intercepting(
+        &self,
+        seen: &FirstBytes,
+    ) -> Option<(Arc<crate::egress::intercept::Interceptor>, Option<String>)> {
+        let FirstBytes::Tls(hello) = seen else {
+            return None;
+        };
+        let interceptor = self.worker.interceptor.as_ref()?;
+        interceptor
+            .intercepts(&self.dest.host)
+            .then(|| (Arc::clone(interceptor), hello.sni.clone()))
+    }
+
+    /// One request in the tunnel (plain HTTP, or out of its intercepted TLS), walked with an
+    /// exchange of its own.
+    pub(super) async fn request(
+        &self,
+        req: Request<Incoming>,
+        via: Via<'_>,
+    ) -> Response<ProxyBody> {
         let snap = self.shared.snapshot.load_full();
         let mut ex = Exchange::new(
             Arc::clone(&self.shared),
@@ -183,16 +228,22 @@ impl Tunnel {
         let principal = Arc::clone(&self.action.principal);
         ex.identified(&principal);
         let head = super::head(&req);
-        let result = request::forward(
-            &snap,
-            &self.worker,
-            &mut ex,
-            principal,
-            self.dest.clone(),
-            &head,
-            req,
-        )
-        .await;
+        let result = match quarantine(&ex, &principal) {
+            Ok(()) => {
+                request::forward(
+                    &snap,
+                    &self.worker,
+                    &mut ex,
+                    principal,
+                    self.dest.clone(),
+                    &head,
+                    req,
+                    via,
+                )
+                .await
+            }
+            Err(refusal) => Err(refusal),
+        };
         ex.finish(result)
     }
 

@@ -1,0 +1,402 @@
+//! TLS interception on the egress proxy (`egress.intercept`): for the hosts it names, Warden
+//! terminates the agent's TLS with a certificate of its own CA (`warden egress ca`), judges and
+//! inspects each request inside as `egress:request` (channel `egress_tls`), and forwards it
+//! over TLS of its own to the real destination, whose certificate it verifies. curl and
+//! Python `requests` and `httpx` go through it to origin servers on loopback with a test CA of
+//! their own; other hosts keep a blind tunnel.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use warden_e2e::egress::{Dns, Origin, Pki, curl, python_intercepted};
+use warden_e2e::warden::{Warden, WardenBuilder, free_port};
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const WAIT: Duration = Duration::from_secs(10);
+/// An AWS access key id of the documentation's: the `aws_access_key` detector finds it.
+const AWS_KEY: &str = "AKIAIOSFODNN7EXAMPLE";
+
+/// Agents may reach the three test hosts (names on loopback, so `@egress("internal")`),
+/// except with an AWS key in what they send.
+const POLICIES: &str = r#"
+@id("egress-test-hosts")
+@egress("internal")
+permit (
+  principal is Agent,
+  action in [Action::"egress:connect", Action::"egress:request"],
+  resource
+)
+when { [Host::"intercepted.test", Host::"blind.test", Host::"untrusted.test"].contains(resource) };
+
+@id("egress-no-aws-keys")
+@reason("the request carries an AWS access key")
+forbid (principal, action, resource)
+when { context.findings.contains("aws_access_key") };
+"#;
+
+/// Origins on loopback: `origin` with a certificate of the test CA for `intercepted.test` and
+/// `blind.test`, `untrusted` with one of another CA for `untrusted.test`; Warden intercepting
+/// `intercepted.test` and `untrusted.test` and trusting only the test CA upstream.
+struct Setup {
+    origin: Origin,
+    untrusted: Origin,
+    _dns: Dns,
+    warden: Warden,
+    proxy: SocketAddr,
+    token: String,
+    /// The test CA (what the origins' certificates verify against).
+    test_ca: PathBuf,
+    /// Warden's interception CA, as `warden egress ca` printed it.
+    warden_ca: PathBuf,
+}
+
+async fn setup() -> Setup {
+    let pki = Pki::new();
+    let origin = Origin::start(
+        LOOPBACK,
+        0,
+        Some(pki.server(&["intercepted.test", "blind.test"])),
+    )
+    .await
+    .unwrap();
+    let untrusted = Origin::start(LOOPBACK, 0, Some(Pki::new().server(&["untrusted.test"])))
+        .await
+        .unwrap();
+    let dns = Dns::start(json!({
+        "intercepted.test": [["127.0.0.1"]],
+        "blind.test": [["127.0.0.1"]],
+        "untrusted.test": [["127.0.0.1"]],
+    }))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let test_ca = pki.write_ca(dir.path());
+    let proxy = SocketAddr::from(([127, 0, 0, 1], free_port().unwrap()));
+    let warden = WardenBuilder::with_upstream_url("http://127.0.0.1:9")
+        .without_policy("e2e-permit-all.cedar")
+        .policy("egress.cedar", POLICIES)
+        .set("/egress/listen", json!(proxy.to_string()))
+        .set("/egress/nameservers", json!([dns.addr.to_string()]))
+        .set("/egress/connect_timeout", json!("3s"))
+        .set(
+            "/egress/intercept",
+            json!({
+                "hosts": ["intercepted.test", "*.untrusted.test", "untrusted.test"],
+                "upstream_ca_file": test_ca.to_str().unwrap(),
+                "upstream_ca_only": true,
+            }),
+        )
+        .set("/canaries", json!({"refresh_interval": "200ms"}))
+        .set(
+            "/fleet",
+            json!({"quarantine": {"triggers": {"detectors": []}}}),
+        )
+        .start()
+        .await
+        .expect("warden starts");
+    let token = warden.token("build-bot").await.unwrap();
+    let out = warden.cli(&["egress", "ca"]).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pem = String::from_utf8(out.stdout).unwrap();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    assert_eq!(
+        pem,
+        std::fs::read_to_string(warden.setup.data_dir.join("keys/egress-ca.pem")).unwrap(),
+        "the CA Warden created at start is the one printed"
+    );
+    let warden_ca = warden.setup.dir.path().join("warden-egress-ca.pem");
+    std::fs::write(&warden_ca, pem).unwrap();
+    // The test CA's file lives as long as the setup.
+    let test_ca_kept = warden.setup.dir.path().join("test-ca.pem");
+    std::fs::copy(&test_ca, &test_ca_kept).unwrap();
+    Setup {
+        origin,
+        untrusted,
+        _dns: dns,
+        warden,
+        proxy,
+        token,
+        test_ca: test_ca_kept,
+        warden_ca,
+    }
+}
+
+/// The decision records of `egress:request`s to `host`.
+fn request_decisions(warden: &Warden, host: &str) -> Vec<Value> {
+    warden
+        .audit_records()
+        .into_iter()
+        .filter(|r| {
+            r["kind"] == "decision"
+                && r["action"] == "egress:request"
+                && r["detail"]["egress"]["host"] == host
+        })
+        .collect()
+}
+
+fn detectors(record: &Value) -> Vec<String> {
+    record["findings"]
+        .as_array()
+        .map(|f| {
+            f.iter()
+                .filter_map(|f| f["detector"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn requests_inside_an_intercepted_tunnel_are_judged_and_leaks_are_denied_with_403() {
+    let s = setup().await;
+    let ca = s.warden_ca.to_str().unwrap();
+    let url = format!(
+        "https://intercepted.test:{}/v1/upload",
+        s.origin.addr.port()
+    );
+
+    // A normal request passes (curl speaks HTTP/2 to Warden here, Warden HTTP/1.1 upstream).
+    let got = curl(s.proxy, Some(&s.token), &["--cacert", ca, &url])
+        .await
+        .unwrap();
+    assert_eq!(got.status, 200, "{got:?}");
+    let saw: Value = serde_json::from_str(&got.body).unwrap();
+    assert_eq!(saw["path"], "/v1/upload");
+    assert_eq!(saw["proxy_authorization"], false);
+    assert_eq!(s.origin.seen().len(), 1);
+
+    // The same with HTTP/1.1 to Warden, and a body that is let through.
+    let got = curl(
+        s.proxy,
+        Some(&s.token),
+        &[
+            "--http1.1",
+            "--cacert",
+            ca,
+            "--data-binary",
+            "report=ok",
+            &url,
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.status, 200, "{got:?}");
+    let saw: Value = serde_json::from_str(&got.body).unwrap();
+    assert_eq!(saw["method"], "POST");
+    assert_eq!(saw["body_len"], 9);
+
+    // A body with an AWS key is denied inside the tunnel, and never reaches the origin.
+    for version in ["--http2", "--http1.1"] {
+        let got = curl(
+            s.proxy,
+            Some(&s.token),
+            &[
+                version,
+                "--cacert",
+                ca,
+                "--data-binary",
+                &format!("aws_access_key_id={AWS_KEY}"),
+                &url,
+            ],
+        )
+        .await
+        .unwrap();
+        assert_eq!(got.status, 403, "{version}: {got:?}");
+        assert!(
+            got.body.contains("the request carries an AWS access key"),
+            "{version}: {got:?}"
+        );
+    }
+    assert_eq!(s.origin.seen().len(), 2, "the denied bodies did not arrive");
+
+    // A planted canary is denied whatever policy says.
+    let out = s
+        .warden
+        .cli(&["canary", "issue", "--kind", "api-token", "--label", "e2e"])
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let canary = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let got = loop {
+        let got = curl(
+            s.proxy,
+            Some(&s.token),
+            &[
+                "--cacert",
+                ca,
+                "--data-binary",
+                &format!("token={canary}"),
+                &url,
+            ],
+        )
+        .await
+        .unwrap();
+        if got.status == 403 || tokio::time::Instant::now() > deadline {
+            break got;
+        }
+        // Not yet picked up from the state store: that request went through.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(got.status, 403, "{got:?}");
+    assert!(got.body.contains("canary token"), "{got:?}");
+
+    // Recorded as egress:request on the channel egress_tls, with what was found and never
+    // the values.
+    let decisions = request_decisions(&s.warden, "intercepted.test");
+    let allowed = decisions
+        .iter()
+        .find(|r| r["decision"] == "allow")
+        .expect("an allowed request's decision");
+    assert_eq!(allowed["principal"]["id"], "build-bot");
+    assert_eq!(allowed["detail"]["egress"]["channel"], "egress_tls");
+    assert_eq!(allowed["detail"]["egress"]["scheme"], "https");
+    assert_eq!(allowed["detail"]["egress"]["sni"], "intercepted.test");
+    assert_eq!(allowed["detail"]["egress"]["path"], "/v1/upload");
+    let aws: Vec<&Value> = decisions
+        .iter()
+        .filter(|r| detectors(r).contains(&"aws_access_key".to_owned()))
+        .collect();
+    assert_eq!(aws.len(), 2, "{decisions:#?}");
+    for record in &aws {
+        assert_eq!(record["decision"], "deny");
+        assert_eq!(record["policies"], json!(["egress-no-aws-keys"]));
+        assert_eq!(record["detail"]["egress"]["channel"], "egress_tls");
+    }
+    let canary_record = decisions
+        .iter()
+        .find(|r| detectors(r).contains(&"canary".to_owned()))
+        .expect("the canary's decision");
+    assert_eq!(canary_record["policies"], json!(["warden/canary-token"]));
+    let log = serde_json::to_string(&s.warden.audit_records()).unwrap();
+    assert!(!log.contains(AWS_KEY), "the AWS key is in the audit log");
+    assert!(!log.contains(&canary), "the canary is in the audit log");
+    let metrics = s.warden.metrics().await.unwrap();
+    assert!(
+        metrics.contains("warden_canary_hits_total{channel=\"egress_tls\"} 1"),
+        "{metrics}"
+    );
+
+    // Python requests and httpx, trusting only Warden's CA.
+    let before = s.origin.seen().len();
+    let got = python_intercepted(
+        s.proxy,
+        &s.token,
+        &s.warden_ca,
+        &url,
+        &format!("key={AWS_KEY}"),
+    )
+    .await
+    .unwrap();
+    for client in ["requests", "httpx"] {
+        assert_eq!(got[client]["get"]["status"], 200, "{client}: {got}");
+        let saw: Value =
+            serde_json::from_str(got[client]["get"]["body"].as_str().unwrap()).unwrap();
+        assert_eq!(saw["path"], "/v1/upload", "{client}");
+        assert_eq!(got[client]["post"]["status"], 403, "{client}: {got}");
+        assert!(
+            got[client]["post"]["body"]
+                .as_str()
+                .unwrap()
+                .contains("AWS access key"),
+            "{client}: {got}"
+        );
+    }
+    assert_eq!(s.origin.seen().len(), before + 2, "only the GETs arrived");
+}
+
+#[tokio::test]
+async fn a_host_not_intercepted_keeps_a_blind_tunnel_and_an_intercepted_one_shows_wardens_certificate()
+ {
+    let s = setup().await;
+    let test_ca = s.test_ca.to_str().unwrap();
+    let warden_ca = s.warden_ca.to_str().unwrap();
+    let port = s.origin.addr.port();
+
+    // blind.test: the client sees the origin's own certificate (the test CA verifies it,
+    // Warden's does not) and the body is not inspected.
+    let blind = format!("https://blind.test:{port}/x");
+    let got = curl(
+        s.proxy,
+        Some(&s.token),
+        &[
+            "--cacert",
+            test_ca,
+            "--data-binary",
+            &format!("k={AWS_KEY}"),
+            &blind,
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.status, 200, "{got:?}");
+    let got = curl(s.proxy, Some(&s.token), &["--cacert", warden_ca, &blind])
+        .await
+        .unwrap();
+    assert_eq!(
+        got.status, 0,
+        "Warden's CA does not verify the origin: {got:?}"
+    );
+    assert!(request_decisions(&s.warden, "blind.test").is_empty());
+
+    // intercepted.test: the other way round.
+    let intercepted = format!("https://intercepted.test:{port}/x");
+    let got = curl(
+        s.proxy,
+        Some(&s.token),
+        &["--cacert", test_ca, &intercepted],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        got.status, 0,
+        "the origin's CA does not verify Warden's leaf: {got:?}"
+    );
+    // The refused handshake is the tunnel's outcome.
+    s.warden
+        .wait_for_audit(WAIT, |r| {
+            r["kind"] == "outcome"
+                && r["action"] == "egress:connect"
+                && r["outcome"]["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("interception CA"))
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_intercepted_destination_with_an_untrusted_certificate_is_refused_with_502() {
+    let s = setup().await;
+    let ca = s.warden_ca.to_str().unwrap();
+    let url = format!("https://untrusted.test:{}/secret", s.untrusted.addr.port());
+    let got = curl(s.proxy, Some(&s.token), &["--cacert", ca, &url])
+        .await
+        .unwrap();
+    assert_eq!(got.status, 502, "{got:?}");
+    assert!(
+        got.body
+            .contains("the certificate of untrusted.test is not trusted"),
+        "{got:?}"
+    );
+    assert!(s.untrusted.seen().is_empty(), "nothing was sent to it");
+    let outcome = s
+        .warden
+        .wait_for_audit(WAIT, |r| {
+            r["kind"] != "decision"
+                && r["action"] == "egress:request"
+                && r["detail"]["egress"]["host"] == "untrusted.test"
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome["outcome"]["status"], 502, "{outcome}");
+}
