@@ -116,11 +116,17 @@ pub enum Verb {
     SecretUse,
     /// A human deciding a pending approval: `approval:decide`.
     ApprovalDecide,
+    /// An operator quarantining an agent or a group through the admin API: `admin:quarantine`.
+    AdminQuarantine,
+    /// An operator releasing a quarantine through the admin API: `admin:release`.
+    AdminRelease,
+    /// An operator listing the quarantines through the admin API: `admin:list`.
+    AdminList,
 }
 
 impl Verb {
     /// Every action Warden itself defines (connector operations come from connector files).
-    pub const BUILT_IN: [Verb; 14] = [
+    pub const BUILT_IN: [Verb; 17] = [
         Verb::LlmChat,
         Verb::LlmEmbed,
         Verb::LlmModels,
@@ -135,6 +141,9 @@ impl Verb {
         Verb::ToolPropose,
         Verb::SecretUse,
         Verb::ApprovalDecide,
+        Verb::AdminQuarantine,
+        Verb::AdminRelease,
+        Verb::AdminList,
     ];
 
     /// The place of one of Warden's own actions in [`Verb::BUILT_IN`]; `None` for a
@@ -155,6 +164,9 @@ impl Verb {
             Verb::ToolPropose => 11,
             Verb::SecretUse => 12,
             Verb::ApprovalDecide => 13,
+            Verb::AdminQuarantine => 14,
+            Verb::AdminRelease => 15,
+            Verb::AdminList => 16,
             Verb::Operation(_) => return None,
         })
     }
@@ -194,6 +206,9 @@ impl Verb {
             Verb::ToolPropose => "tool:propose",
             Verb::SecretUse => "secret:use",
             Verb::ApprovalDecide => "approval:decide",
+            Verb::AdminQuarantine => "admin:quarantine",
+            Verb::AdminRelease => "admin:release",
+            Verb::AdminList => "admin:list",
         })
     }
 }
@@ -246,6 +261,15 @@ pub enum Resource {
         /// Who owns the agent whose action waits (its `owner` attribute), when it has one.
         owner: Option<Arc<str>>,
     },
+    /// What an operator's admin action is about: an agent's quarantine
+    /// (`Quarantine::"agent/<name>"`), a group's (`Quarantine::"group/<name>"`, in
+    /// `AgentGroup::"<name>"`), or every quarantine (`Quarantine::"*"`, kind `all`).
+    Quarantine {
+        /// `agent`, `group` or `all`.
+        kind: &'static str,
+        /// The agent's or the group's name; `*` for all.
+        name: Arc<str>,
+    },
 }
 
 impl Resource {
@@ -261,6 +285,7 @@ impl Resource {
             Resource::Host { .. } => "Host",
             Resource::Secret { .. } => "Secret",
             Resource::Approval { .. } => "Approval",
+            Resource::Quarantine { .. } => "Quarantine",
         }
     }
 
@@ -293,6 +318,8 @@ impl Resource {
             Resource::AgentTool { name, .. } | Resource::Host { name } => name.clone(),
             Resource::Secret { path } => path.clone(),
             Resource::Approval { id, .. } => id.to_string(),
+            Resource::Quarantine { kind: "all", .. } => "*".to_owned(),
+            Resource::Quarantine { kind, name } => joined(kind, name),
         }
     }
 }
@@ -594,6 +621,20 @@ mod tests {
                 },
                 r#"Secret::"secret/agents/ci/github""#,
             ),
+            (
+                Resource::Quarantine {
+                    kind: "group",
+                    name: "red-team".into(),
+                },
+                r#"Quarantine::"group/red-team""#,
+            ),
+            (
+                Resource::Quarantine {
+                    kind: "all",
+                    name: "*".into(),
+                },
+                r#"Quarantine::"*""#,
+            ),
         ];
         for (resource, expected) in cases {
             assert_eq!(resource.cedar_ref(), expected);
@@ -605,7 +646,7 @@ mod tests {
         let mut names: Vec<&str> = Verb::BUILT_IN.iter().map(Verb::as_str).collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 14, "{names:?}");
+        assert_eq!(names.len(), Verb::BUILT_IN.len(), "{names:?}");
         assert_eq!(
             Verb::Operation("github:issues.create".into()).as_str(),
             "github:issues.create"

@@ -5,11 +5,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, anyhow, bail};
 use clap::Subcommand;
 
+use warden::fleet::quarantine::until::{parse_until, rfc3339};
 use warden::state::pins::now_ms;
 use warden::state::quarantine::{QuarantineRecord, Target};
 
@@ -69,43 +69,15 @@ impl TargetArgs {
     }
 }
 
-/// `--until`: a duration from now or an RFC 3339 time, as milliseconds since the epoch.
-fn parse_until(text: &str) -> Result<i64, String> {
-    let at = match humantime::parse_duration(text) {
-        Ok(duration) if duration > Duration::ZERO => SystemTime::now() + duration,
-        Ok(_) => return Err("the duration must be longer than zero".into()),
-        Err(_) => humantime::parse_rfc3339_weak(text).map_err(|_| {
-            format!(
-                "{text:?} is neither a duration (`30m`, `2h`) nor an RFC 3339 time \
-                 (`2026-12-05T09:00:00Z`)"
-            )
-        })?,
-    };
-    let ms = at
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| "the time is before 1970".to_owned())?
-        .as_millis();
-    let ms = i64::try_from(ms).map_err(|_| "the time is too far away".to_owned())?;
-    if ms <= now_ms() {
-        return Err(format!("{text:?} is in the past"));
-    }
-    Ok(ms)
-}
-
 fn describe(record: &QuarantineRecord) -> String {
     let until = record.until_ms.map_or("until released".to_owned(), |ms| {
-        format!(
-            "until {}",
-            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms as u64))
-        )
+        format!("until {}", rfc3339(ms))
     });
     format!(
         "{}  {}  since {}  {}  by {}  ({}): {}",
         record.target.kind(),
         record.target.name(),
-        humantime::format_rfc3339_seconds(
-            UNIX_EPOCH + Duration::from_millis(record.created_ms.max(0) as u64)
-        ),
+        rfc3339(record.created_ms),
         until,
         record.by,
         record.trigger,

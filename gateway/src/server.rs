@@ -346,8 +346,10 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     let admin = tokio::spawn(listener::serve(
         admin_listener,
         admin_tls,
-        move |req: http::Request<hyper::body::Incoming>, _conn| {
+        move |mut req: http::Request<hyper::body::Incoming>, conn| {
             let router = admin_router.clone();
+            req.extensions_mut()
+                .insert(crate::admin::caller::Peer(conn.peer.ip()));
             async move {
                 use tower::ServiceExt;
                 match router.oneshot(req.map(axum::body::Body::new)).await {

@@ -322,3 +322,64 @@ async fn triggers_quarantine_an_agent_by_themselves() {
         "{record}"
     );
 }
+
+/// Forbids chats with gpt-4o, with no `@on_match`: only the denies trigger can quarantine.
+const PLAIN_FORBID: &str = "@id(\"no-gpt-4o\")\n@reason(\"gpt-4o is off limits\")\n\
+    forbid (principal, action == Action::\"llm:chat\", resource == Model::\"openai/gpt-4o\");\n";
+
+#[tokio::test]
+async fn denies_within_the_window_quarantine_the_agent_by_themselves() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let w = WardenBuilder::new(&upstream)
+        .set(
+            "/fleet/quarantine/triggers",
+            json!({ "denies": { "count": 3, "window": "1m" } }),
+        )
+        .policy("forbid.cedar", PLAIN_FORBID)
+        .start()
+        .await
+        .unwrap();
+    let prober = w.token("prober").await.unwrap();
+    let careful = w.token("careful").await.unwrap();
+
+    // Two denies: not yet (and another agent's denies count for that agent only).
+    for agent in [&prober, &careful, &prober, &careful] {
+        let (_, denied) = chat_on(&w, agent, "gpt-4o", "hello").await;
+        assert!(
+            denied.to_string().contains("gpt-4o is off limits"),
+            "{denied}"
+        );
+    }
+    assert_eq!(chat(&w, &prober, "hello").await.0, 200);
+    assert_eq!(chat(&w, &careful, "hello").await.0, 200);
+
+    // The third within the window quarantines the prober; its next request is refused.
+    let (_, denied) = chat_on(&w, &prober, "gpt-4o", "hello").await;
+    assert!(
+        denied.to_string().contains("gpt-4o is off limits"),
+        "{denied}"
+    );
+    let (status, refused) = chat(&w, &prober, "hello").await;
+    assert_eq!(status, 403, "{refused}");
+    assert_eq!(refused["error"]["code"], "agent_quarantined", "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("3 requests were denied within 1m"),
+        "{message}"
+    );
+    assert_eq!(chat(&w, &careful, "hello").await.0, 200);
+
+    let record = w
+        .wait_for_audit(Duration::from_secs(5), |r| {
+            quarantine_record(r, "quarantine", "prober")
+        })
+        .await
+        .unwrap();
+    assert_eq!(record["detail"]["trigger"], "denies");
+    assert_eq!(record["detail"]["by"], "warden");
+    let metrics = w.metrics().await.unwrap();
+    assert!(
+        metrics.contains("warden_quarantines_total{trigger=\"denies\"} 1"),
+        "{metrics}"
+    );
+}

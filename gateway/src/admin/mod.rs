@@ -1,15 +1,22 @@
-//! The admin listener: health, readiness, metrics and Warden's token-signing keys.
+//! The admin listener: health, readiness, metrics and Warden's token-signing keys; with
+//! `admin.api`, the admin API (`/v1/admin/…`), whose calls are authenticated like agents'
+//! and authorised by Cedar's `admin:*` actions (`caller.rs`).
+
+pub mod caller;
+pub mod config;
+pub mod error;
+mod quarantines;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
 use std::sync::Arc;
 
 use crate::shared::Shared;
 
-/// The admin API.
+/// The admin listener's routes.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
@@ -17,6 +24,18 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/.well-known/warden-audit-keys.json", get(audit_keys))
+        .route(
+            "/v1/admin/quarantines",
+            get(quarantines::list).post(quarantines::create),
+        )
+        .route(
+            "/v1/admin/quarantines/{agent}",
+            delete(quarantines::release_agent),
+        )
+        .route(
+            "/v1/admin/quarantines/groups/{group}",
+            delete(quarantines::release_group),
+        )
         .with_state(shared)
 }
 

@@ -37,6 +37,7 @@ const SECTIONS: &[&str] = &[
     "inspect",
     "canaries",
     "fleet",
+    "admin",
 ];
 
 /// A configuration read as far as it could be: each section that has a mistake keeps its
@@ -162,6 +163,7 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
             "inspect" => section(&key, value, &mut config.inspect, &error, &mut errors),
             "canaries" => section(&key, value, &mut config.canaries, &error, &mut errors),
             "fleet" => section(&key, value, &mut config.fleet, &error, &mut errors),
+            "admin" => section(&key, value, &mut config.admin, &error, &mut errors),
             other => errors.push(error(
                 other,
                 format!("unknown section; expected one of: {}", SECTIONS.join(", ")),
@@ -397,6 +399,7 @@ mod tests {
             ),
             ("approvals: {zz: 1}", "approvals", "approvals."),
             ("console: {zz: 1}", "console", "console."),
+            ("admin: {zz: 1}", "admin", "admin."),
             (
                 "console: {oidc: {issuer: i, client_id: c, zz: 1}}",
                 "console",

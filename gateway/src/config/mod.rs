@@ -71,6 +71,8 @@ pub struct Config {
     pub canaries: crate::canary::CanaryConfig,
     /// Fleet controls: quarantine and its triggers.
     pub fleet: crate::fleet::FleetConfig,
+    /// The admin API on the admin listener (off by default).
+    pub admin: crate::admin::config::AdminConfig,
 }
 
 impl Default for Config {
@@ -103,6 +105,7 @@ impl Default for Config {
             inspect: Default::default(),
             canaries: Default::default(),
             fleet: Default::default(),
+            admin: Default::default(),
         }
     }
 }

@@ -51,6 +51,12 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     for (key, message) in crate::inspect::validate(&config.inspect) {
         err(&key, message);
     }
+    for (key, message) in config
+        .admin
+        .validate(config.listen.admin, config.listen.admin_tls.is_some())
+    {
+        err(&key, message);
+    }
     for (key, message) in config.fleet.quarantine.validate() {
         err(&key, message);
     }

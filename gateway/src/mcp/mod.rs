@@ -13,6 +13,7 @@
 
 mod binding;
 pub mod config;
+mod ended;
 mod endpoint;
 mod error;
 mod legacy_session;
@@ -27,6 +28,7 @@ mod streamable_http;
 mod supervise;
 
 pub use config::{McpConfig, McpDenyStyle};
+pub use ended::cut_notice;
 pub use endpoint::{Endpoint, RemoteServer, Server, ServerKind, StdioCommand};
 pub use error::{LinkError, McpError};
 pub use legacy_session::{LegacySession, MESSAGES_PATH, SSE_PATH, session_param};

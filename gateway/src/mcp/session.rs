@@ -2,7 +2,8 @@
 //! principal that created it (another principal presenting it is told the session does not
 //! exist), and holds the session's upstream sessions, one per server of the endpoint. A
 //! session ends on DELETE or after `mcp.session_idle_timeout` unused; its upstream sessions
-//! (and processes) end with it. A session of the legacy HTTP+SSE transport
+//! (and processes) end with it, and so does it when its agent is quarantined: its event
+//! stream gets a last notification that says why, then ends. A session of the legacy HTTP+SSE transport
 //! (`legacy_session.rs`) has its stream's id, is reached only through that stream, and ends
 //! with it.
 
@@ -15,6 +16,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
 use super::binding::{Binding, new_session_id};
+use super::ended::Ended;
 use super::endpoint::Endpoint;
 use super::error::McpError;
 use super::legacy_session::{LegacySession, LegacySessions};
@@ -22,6 +24,7 @@ use super::link::Link;
 use super::router::ServerRequests;
 use super::stream::EventBody;
 use crate::action::Principal;
+use crate::fleet::quarantine::{self, cut::Cut};
 use crate::protocol::mcp::jsonrpc::Id;
 
 /// The MCP revisions Warden speaks to agents over Streamable HTTP, newest first.
@@ -86,14 +89,15 @@ impl Sessions {
     }
 
     /// Starts a session for `principal` on `endpoint` from the agent's `initialize` params,
-    /// over the transport `over`: one upstream session per server. Returns the session and the
-    /// `initialize` result.
+    /// over the transport `over`: one upstream session per server, ended when `cut` reports a
+    /// quarantine of the agent. Returns the session and the `initialize` result.
     pub async fn open(
         &self,
         endpoint: &Arc<Endpoint>,
         principal: &Principal,
         params: &Map<String, Value>,
         over: Over<'_>,
+        cut: Option<Cut>,
     ) -> Result<(Arc<Session>, Value), McpError> {
         self.sweep();
         if let Over::LegacySse(stream) = over
@@ -161,9 +165,13 @@ impl Sessions {
             requests,
             events: Mutex::new(events_rx),
             in_flight: Mutex::new(HashMap::new()),
+            ended: Ended::default(),
         });
         self.map
             .insert(Arc::clone(&session.id), Arc::clone(&session));
+        if let Some(cut) = cut {
+            tokio::spawn(watch(Arc::clone(&session), cut, Arc::clone(&endpoint.name)));
+        }
         if let Over::LegacySse(stream) = over {
             stream.set_initialised();
             // The agent may have closed the stream while the servers started.
@@ -214,7 +222,7 @@ impl Sessions {
         if !session.binding.admits(principal, route) || session.legacy != legacy {
             return Err(McpError::UnknownSession);
         }
-        if session.binding.idle() {
+        if session.binding.idle() || session.ended.is_ended() {
             self.map.remove(id);
             session.close();
             return Err(McpError::UnknownSession);
@@ -234,7 +242,7 @@ impl Sessions {
     /// Ends the sessions unused for longer than their idle timeout.
     pub fn sweep(&self) {
         self.map.retain(|_, s| {
-            let keep = !s.binding.idle();
+            let keep = !s.binding.idle() && !s.ended.is_ended();
             if !keep {
                 s.close();
             }
@@ -301,6 +309,28 @@ pub struct Session {
     events: Mutex<Option<mpsc::Receiver<Value>>>,
     /// The agent's requests in flight: its id → (server, Warden's id upstream).
     in_flight: Mutex<HashMap<Id, (Arc<str>, i64)>>,
+    /// Whether, and why, the session ended.
+    ended: Ended,
+}
+
+/// Ends `session` when `cut` reports a quarantine of its agent (its upstream sessions closed,
+/// its stream told why), and records the cut; returns when the session ends either way.
+async fn watch(session: Arc<Session>, mut cut: Cut, endpoint: Arc<str>) {
+    let record = tokio::select! {
+        record = cut.cut() => record,
+        () = session.ended.wait() => return,
+    };
+    tracing::info!(agent = %cut.principal().id, %endpoint, "MCP session cut: the agent was quarantined");
+    session.ended.end(Some(quarantine::message(&record)));
+    session.close();
+    cut.record(
+        &record,
+        serde_json::json!({
+            "cut": "mcp_session",
+            "endpoint": &*endpoint,
+            "servers": session.links.iter().map(|(name, _)| &**name).collect::<Vec<_>>(),
+        }),
+    );
 }
 
 impl Session {
@@ -317,6 +347,13 @@ impl Session {
         for (_, link) in &self.links {
             link.close();
         }
+        self.ended.end(None);
+    }
+
+    /// Waits until the session ends; what the agent is told when a quarantine cut it.
+    pub async fn ended(&self) -> Option<String> {
+        self.ended.wait().await;
+        self.ended.cut()
     }
 
     /// Takes the event stream's receiver (`None` while another request holds it); give it

@@ -66,9 +66,13 @@ impl FactsKind {
             Verb::EgressConnect | Verb::EgressRequest => FactsKind::Egress,
             Verb::McpCallTool | Verb::McpGetPrompt | Verb::McpComplete => FactsKind::Tool,
             Verb::ToolPropose => FactsKind::Propose,
-            Verb::McpListTools | Verb::McpReadResource | Verb::SecretUse | Verb::ApprovalDecide => {
-                FactsKind::Request
-            }
+            Verb::McpListTools
+            | Verb::McpReadResource
+            | Verb::SecretUse
+            | Verb::ApprovalDecide
+            | Verb::AdminQuarantine
+            | Verb::AdminRelease
+            | Verb::AdminList => FactsKind::Request,
         }
     }
 

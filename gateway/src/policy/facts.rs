@@ -186,6 +186,7 @@ fn resource(r: &Resource) -> Value {
             }
             m
         }
+        Resource::Quarantine { kind, name } => json!({ "quarantine": kind, "name": &**name }),
     }
 }
 

@@ -351,6 +351,20 @@ fn sample_resources(verb: &Verb, full: bool) -> Vec<Resource> {
             resource: Arc::from("Model::\"openai/gpt-4o\""),
             owner: full.then(|| Arc::from("dave")),
         }],
+        Verb::AdminQuarantine | Verb::AdminRelease => vec![
+            Resource::Quarantine {
+                kind: "agent",
+                name: Arc::from("ci-bot"),
+            },
+            Resource::Quarantine {
+                kind: "group",
+                name: Arc::from("ci"),
+            },
+        ],
+        Verb::AdminList => vec![Resource::Quarantine {
+            kind: "all",
+            name: Arc::from("*"),
+        }],
     }
 }
 
@@ -358,7 +372,9 @@ fn sample_resources(verb: &Verb, full: bool) -> Vec<Resource> {
 /// optional fact set and with none.
 fn sample_actions(verb: &Verb) -> Vec<Action> {
     let kind = match verb {
-        Verb::ApprovalDecide => PrincipalKind::User,
+        Verb::ApprovalDecide | Verb::AdminQuarantine | Verb::AdminRelease | Verb::AdminList => {
+            PrincipalKind::User
+        }
         _ => PrincipalKind::Agent,
     };
     let mut out = Vec::new();

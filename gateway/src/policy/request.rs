@@ -43,6 +43,7 @@ pub(crate) struct CedarNames {
     host: EntityTypeName,
     secret: EntityTypeName,
     approval: EntityTypeName,
+    quarantine: EntityTypeName,
     action: EntityTypeName,
     /// `Action::"<name>"` of each of `Verb::BUILT_IN`, in its order.
     built_in: Vec<EntityUid>,
@@ -74,6 +75,7 @@ impl CedarNames {
             host: ty("Host")?,
             secret: ty("Secret")?,
             approval: ty("Approval")?,
+            quarantine: ty("Quarantine")?,
             action,
             built_in,
         })
@@ -181,6 +183,13 @@ impl CedarNames {
                     attr("owner", owner);
                 }
             }
+            Resource::Quarantine { kind, name } => {
+                attr("kind", kind);
+                attr("name", name);
+                if *kind == "group" {
+                    parent = Some(uid(&self.agent_group, name));
+                }
+            }
             Resource::Provider { .. } | Resource::McpServer { .. } | Resource::Api { .. } => {}
         }
         let entity =
@@ -200,6 +209,7 @@ impl CedarNames {
             Resource::Host { .. } => &self.host,
             Resource::Secret { .. } => &self.secret,
             Resource::Approval { .. } => &self.approval,
+            Resource::Quarantine { .. } => &self.quarantine,
         };
         match r {
             Resource::Provider { name } | Resource::McpServer { name } | Resource::Api { name } => {

@@ -165,10 +165,12 @@ struct ResourceSpec {
     action: Option<String>,
     resource: Option<String>,
     owner: Option<String>,
+    quarantine: Option<String>,
+    name: Option<String>,
 }
 
 /// How a case writes a resource of each entity type.
-const RESOURCE_FORMS: [(&str, &str); 10] = [
+const RESOURCE_FORMS: [(&str, &str); 11] = [
     ("Model", "{ provider: openai, model: gpt-4o }"),
     ("Provider", "{ provider: openai }"),
     (
@@ -190,6 +192,10 @@ const RESOURCE_FORMS: [(&str, &str); 10] = [
     (
         "Approval",
         "{ approval: a-1, principal: 'Agent::\"ci-bot\"', action: llm:chat, resource: 'Model::\"openai/gpt-4o\"', owner: dave } (owner optional)",
+    ),
+    (
+        "Quarantine",
+        "{ quarantine: agent, name: ci-bot } (quarantine: agent, group or all; name * for all)",
     ),
 ];
 
@@ -223,6 +229,8 @@ impl ResourceSpec {
             ("action", self.action.is_some()),
             ("resource", self.resource.is_some()),
             ("owner", self.owner.is_some()),
+            ("quarantine", self.quarantine.is_some()),
+            ("name", self.name.is_some()),
         ]
         .into_iter()
         .filter_map(|(key, set)| set.then_some(key))
@@ -278,6 +286,15 @@ impl ResourceSpec {
                 action: arc(&self.action),
                 resource: arc(&self.resource),
                 owner: self.owner.as_deref().map(Arc::from),
+            },
+            ["quarantine", "name"] => Resource::Quarantine {
+                kind: match self.quarantine.as_deref() {
+                    Some("agent") => "agent",
+                    Some("group") => "group",
+                    Some("all") => "all",
+                    _ => return Err("quarantine: must be agent, group or all".to_owned()),
+                },
+                name: arc(&self.name),
             },
             keys => {
                 return Err(format!(

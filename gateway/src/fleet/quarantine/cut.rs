@@ -19,6 +19,9 @@ pub struct Cut {
     principal: Arc<Principal>,
     /// Armed before each check, so a change between the check and the wait is not missed.
     change: Pin<Box<OwnedNotified>>,
+    /// Whether the quarantines were checked once (a quarantine that came between the
+    /// request's admission and this cut's making is found then).
+    checked: bool,
 }
 
 impl std::fmt::Debug for Cut {
@@ -36,11 +39,18 @@ impl Cut {
             quarantines,
             principal,
             change,
+            checked: false,
         }
     }
 
     /// The quarantine of this agent once one is in force.
     pub fn poll_cut(&mut self, cx: &mut Context<'_>) -> Poll<Arc<QuarantineRecord>> {
+        if !self.checked {
+            self.checked = true;
+            if let Some(record) = self.quarantines.check(&self.principal) {
+                return Poll::Ready(record);
+            }
+        }
         loop {
             if self.change.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
@@ -61,5 +71,12 @@ impl Cut {
     /// The agent this watches.
     pub fn principal(&self) -> &Arc<Principal> {
         &self.principal
+    }
+
+    /// Records that `record` cut this agent's work: what, in `detail`.
+    pub fn record(&self, record: &QuarantineRecord, detail: serde_json::Value) {
+        self.quarantines
+            .audit
+            .append_detached(super::event("cut", record, detail));
     }
 }

@@ -13,6 +13,7 @@ pub mod cut;
 mod metrics;
 mod sync;
 pub mod triggers;
+pub mod until;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};

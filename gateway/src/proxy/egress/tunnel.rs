@@ -30,6 +30,7 @@ use crate::action::{Action, EgressFacts, Facts, Findings, Principal, Verb};
 use crate::decision::Decision;
 use crate::egress::sni::{self, FirstBytes};
 use crate::egress::{Destination, EgressError, Host, dial};
+use crate::fleet::quarantine::{self, cut::Cut};
 use crate::listener::ConnInfo;
 use crate::proxy::exchange::{Exchange, PendingOutcome, ProxyBody};
 use crate::proxy::refusal::Refusal;
@@ -86,6 +87,7 @@ pub(super) async fn open(
         worker: Arc::clone(worker),
         shared: Arc::clone(ex.shared()),
         conn: ex.conn().clone(),
+        cut: ex.cut(),
         action,
         dest,
     };
@@ -101,6 +103,8 @@ struct Tunnel {
     shared: Arc<Shared>,
     /// The agent's connection to the proxy.
     conn: ConnInfo,
+    /// What closes the tunnel when its agent is quarantined.
+    cut: Option<Cut>,
     action: Action,
     dest: Destination,
 }
@@ -116,8 +120,9 @@ impl intercepted::Walk for Tunnel {
 }
 
 impl Tunnel {
-    /// Carries the tunnel until either side closes it, and records how it ended.
-    async fn run(self, on_upgrade: OnUpgrade, upstream: TcpStream, outcome: PendingOutcome) {
+    /// Carries the tunnel until either side closes it or its agent is quarantined (both
+    /// connections closed then), and records how it ended.
+    async fn run(mut self, on_upgrade: OnUpgrade, upstream: TcpStream, outcome: PendingOutcome) {
         let client = match on_upgrade.await {
             Ok(upgraded) => TokioIo::new(upgraded),
             Err(e) => {
@@ -127,7 +132,20 @@ impl Tunnel {
         };
         let mut client = Counted::new(client);
         let mut upstream = Counted::new(upstream);
-        let carried = self.carry(&mut client, &mut upstream).await;
+        let mut cut = self.cut.take();
+        let quarantined = async {
+            match cut.as_mut() {
+                Some(cut) => cut.cut().await,
+                None => std::future::pending().await,
+            }
+        };
+        let carried = tokio::select! {
+            carried = self.carry(&mut client, &mut upstream) => carried,
+            record = quarantined => Err((
+                quarantine::CODE,
+                format!("cut: the agent was quarantined ({})", record.reason),
+            )),
+        };
         let (up, down) = (client.read, upstream.read);
         outcome.tunnel_closed(up, down, carried.err());
     }

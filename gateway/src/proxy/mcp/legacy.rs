@@ -15,22 +15,43 @@ use serde_json::Value;
 
 use super::answer::{empty, event_stream};
 use super::message::{self, Caller, Via};
-use crate::mcp::{LegacySession, McpError, event, session_param};
+use crate::fleet::quarantine;
+use crate::mcp::{LegacySession, McpError, cut_notice, event, session_param};
 use crate::protocol;
 use crate::protocol::mcp::jsonrpc::{Kind, Message};
 use crate::proxy::exchange::{Exchange, ProxyBody};
 use crate::proxy::refusal::Refusal;
 
-/// GET `/sse`: a new session's event stream. It lasts until the agent closes it or the
-/// session rests unused past its idle timeout; the session ends with it.
+/// How long the last notification of a cut stream may wait for room in its queue.
+const CUT_NOTICE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// GET `/sse`: a new session's event stream. It lasts until the agent closes it, the
+/// session rests unused past its idle timeout, or the agent is quarantined (a last
+/// notification says why); the session ends with it.
 pub(super) fn open(caller: &Caller<'_>, ex: &Exchange) -> Result<Response<ProxyBody>, Refusal> {
     let (stream, body) = ex
         .shared()
         .mcp
         .open_legacy(caller.endpoint, &caller.principal)?;
     let shared = Arc::clone(ex.shared());
+    let cut = ex.cut();
+    let endpoint = Arc::clone(&caller.endpoint.name);
     tokio::spawn(async move {
-        stream.keep().await;
+        match cut {
+            Some(mut cut) => tokio::select! {
+                () = stream.keep() => {}
+                record = cut.cut() => {
+                    let notice = event(&cut_notice(&quarantine::message(&record)));
+                    // The queue may be full of what the agent has not read: not waited for.
+                    let _ = tokio::time::timeout(CUT_NOTICE_WAIT, stream.push(notice)).await;
+                    cut.record(&record, serde_json::json!({
+                        "cut": "mcp_stream",
+                        "endpoint": &*endpoint,
+                    }));
+                }
+            },
+            None => stream.keep().await,
+        }
         shared.mcp.end_legacy(&stream.id);
     });
     Ok(event_stream(body))

@@ -134,7 +134,7 @@ async fn initialize(
     let (session, result) = ex
         .shared()
         .mcp
-        .open(endpoint, principal, message.params(), over)
+        .open(endpoint, principal, message.params(), over, ex.cut())
         .await?;
     ex.outcome(StatusCode::OK).mcp_result(None, None);
     let mut response = json_response(StatusCode::OK, &jsonrpc::result(id, result));

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 
 use super::answer::{empty, event_stream};
 use super::message::{self, Caller, Via};
-use crate::mcp::{EventBody, McpError, Session, relay};
+use crate::mcp::{EventBody, McpError, Session, cut_notice, event, relay};
 use crate::protocol;
 use crate::protocol::mcp::jsonrpc::Message;
 use crate::proxy::exchange::{Exchange, ProxyBody};
@@ -70,14 +70,21 @@ async fn post(
     .await
 }
 
-/// GET: the session's event stream (the servers' own requests and notifications).
+/// GET: the session's event stream (the servers' own requests and notifications), until
+/// the agent leaves or the session ends; a session its agent's quarantine cut ends it with a
+/// last notification that says why.
 fn events(session: Arc<Session>) -> Result<Response<ProxyBody>, Refusal> {
     let Some(mut rx) = session.take_events() else {
         return Err(McpError::StreamOpen.into());
     };
     let (tx, body) = EventBody::channel(STREAM_BUFFER);
     tokio::spawn(async move {
-        relay(&mut rx, &tx, KEEPALIVE, || false).await;
+        tokio::select! {
+            () = relay(&mut rx, &tx, KEEPALIVE, || false) => {}
+            cut = session.ended() => if let Some(message) = cut {
+                let _ = tx.try_send(event(&cut_notice(&message)));
+            }
+        }
         session.give_back_events(rx);
     });
     Ok(event_stream(body))

@@ -1,0 +1,105 @@
+//! Why an admin API call was refused, answered as JSON:
+//! `{"error": {"code": "...", "message": "...", ...}}`.
+
+use axum::Json;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::fleet::quarantine::QuarantineError;
+use crate::identity::AuthError;
+
+/// What a refused admin action was, and why.
+#[derive(Debug)]
+pub struct Forbidden {
+    /// The caller's principal id.
+    pub subject: String,
+    /// The `admin:*` action.
+    pub action: std::borrow::Cow<'static, str>,
+    /// The Cedar resource (`Quarantine::"agent/ci-bot"`).
+    pub resource: String,
+    /// The policy's reasons, joined.
+    pub reasons: String,
+    /// The determining policies.
+    pub policies: Vec<String>,
+    /// The decision record's id.
+    pub decision_id: String,
+}
+
+/// An admin API refusal: each knows its status and stable code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// `admin.api` is off.
+    #[error(
+        "the admin API is off on this gateway: set `admin.api: true` (docs/fleet.md#admin-api)"
+    )]
+    Off,
+    /// No credential, or one that does not verify.
+    #[error(
+        "{0}; the admin API takes an operator's token (an OIDC token of a trusted issuer, or one \
+         of `warden token issue`) in `Authorization: Bearer`"
+    )]
+    Unauthenticated(AuthError),
+    /// Policy does not permit the caller this admin action.
+    #[error(
+        "policy does not permit User::{:?} to {} {}: {}",
+        .0.subject, .0.action, .0.resource, .0.reasons
+    )]
+    Forbidden(Box<Forbidden>),
+    /// The request is malformed: what, and what to send.
+    #[error("{0}")]
+    BadRequest(String),
+    /// What the call names does not exist (no such quarantine).
+    #[error("{0}")]
+    NotFound(String),
+    /// The decision could not be recorded, and the audit log fails closed.
+    #[error("the admin action was not taken: its decision could not be recorded ({0})")]
+    Audit(String),
+    /// The state store failed.
+    #[error("{0}")]
+    Store(#[from] QuarantineError),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Off | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthenticated(e) => e.status(),
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Audit(_) | ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A stable short code for the answer.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Off => "admin_api_off",
+            ApiError::Unauthenticated(e) => e.code(),
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::NotFound(_) => "not_quarantined",
+            ApiError::Audit(_) => "audit_unavailable",
+            ApiError::Store(_) => "state_unavailable",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut error = json!({ "code": self.code(), "message": self.to_string() });
+        if let ApiError::Forbidden(refused) = &self {
+            error["policies"] = json!(refused.policies);
+            error["decision_id"] = json!(refused.decision_id);
+        }
+        let mut response = (status, Json(json!({ "error": error }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"warden-admin\""),
+            );
+        }
+        response
+    }
+}

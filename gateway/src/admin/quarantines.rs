@@ -1,0 +1,241 @@
+//! `/v1/admin/quarantines`: quarantine an agent or a group, release it, list what is in
+//! force, over HTTP; the same effect as `warden agents …`, for the operator the policy allows
+//! (`admin:quarantine`, `admin:release`, `admin:list`).
+//!
+//! - `POST /v1/admin/quarantines` `{"agent": "<id>"}` or `{"group": "<name>"}`, with
+//!   `"reason"` (shown to the agent) and optionally `"until"` (`"2h"`, an RFC 3339 time):
+//!   `201` with the quarantine.
+//! - `DELETE /v1/admin/quarantines/{agent}`, `DELETE /v1/admin/quarantines/groups/{group}`:
+//!   `200` with the released quarantine, `404` when there was none.
+//! - `GET /v1/admin/quarantines`: `200` with the quarantines in force on this replica.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::caller::{Peer, authorize};
+use super::error::ApiError;
+use crate::action::{Resource, Verb};
+use crate::fleet::quarantine::until::{parse_until, rfc3339};
+use crate::shared::Shared;
+use crate::state::pins::now_ms;
+use crate::state::quarantine::{QuarantineRecord, Target};
+
+/// The largest request body the API reads.
+const BODY_MAX: usize = 16 * 1024;
+/// The longest agent or group name, in bytes.
+const NAME_MAX: usize = 256;
+/// The longest reason, in bytes.
+const REASON_MAX: usize = 1024;
+
+/// `POST /v1/admin/quarantines`'s body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewQuarantine {
+    agent: Option<String>,
+    group: Option<String>,
+    reason: Option<String>,
+    until: Option<String>,
+}
+
+/// `POST /v1/admin/quarantines`.
+pub async fn create(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    answer(create_quarantine(&shared, request).await)
+}
+
+/// `DELETE /v1/admin/quarantines/{agent}`.
+pub async fn release_agent(
+    State(shared): State<Arc<Shared>>,
+    Path(agent): Path<String>,
+    request: Request,
+) -> Response {
+    answer(release(&shared, Target::Agent(agent), request).await)
+}
+
+/// `DELETE /v1/admin/quarantines/groups/{group}`.
+pub async fn release_group(
+    State(shared): State<Arc<Shared>>,
+    Path(group): Path<String>,
+    request: Request,
+) -> Response {
+    answer(release(&shared, Target::Group(group), request).await)
+}
+
+/// `GET /v1/admin/quarantines`.
+pub async fn list(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    answer(list_quarantines(&shared, request).await)
+}
+
+fn answer(result: Result<(StatusCode, Value), ApiError>) -> Response {
+    match result {
+        Ok((status, body)) => (status, Json(body)).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn create_quarantine(
+    shared: &Shared,
+    request: Request,
+) -> Result<(StatusCode, Value), ApiError> {
+    let (parts, body) = request.into_parts();
+    check_on(shared)?;
+    let body = axum::body::to_bytes(body, BODY_MAX).await.map_err(|_| {
+        ApiError::BadRequest(format!(
+            "the body could not be read, or is larger than {BODY_MAX} bytes"
+        ))
+    })?;
+    let new: NewQuarantine = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "the body must be a JSON object {{\"agent\" or \"group\", \"reason\", \"until\"}}: {e}"
+        ))
+    })?;
+    let target = match (new.agent, new.group) {
+        (Some(agent), None) => Target::Agent(name(agent, "agent")?),
+        (None, Some(group)) => Target::Group(name(group, "group")?),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "name one agent (\"agent\") or one group (\"group\"), not both".into(),
+            ));
+        }
+    };
+    let reason = new
+        .reason
+        .unwrap_or_else(|| "quarantined by an operator".into())
+        .trim()
+        .to_owned();
+    if reason.is_empty() || reason.len() > REASON_MAX {
+        return Err(ApiError::BadRequest(format!(
+            "\"reason\" must be a sentence of 1 to {REASON_MAX} bytes: the agent is told it"
+        )));
+    }
+    let until_ms = new
+        .until
+        .as_deref()
+        .map(parse_until)
+        .transpose()
+        .map_err(|e| ApiError::BadRequest(format!("\"until\": {e}")))?;
+    let operator = authorize(
+        shared,
+        &parts.headers,
+        parts.extensions.get::<Peer>().copied(),
+        Verb::AdminQuarantine,
+        resource(&target),
+    )
+    .await?;
+    let record = QuarantineRecord {
+        target,
+        reason,
+        trigger: "manual".into(),
+        by: operator.by(),
+        created_ms: now_ms(),
+        until_ms,
+    };
+    shared.quarantines.quarantine(record.clone()).await?;
+    Ok((
+        StatusCode::CREATED,
+        json!({ "quarantine": describe(&record), "decision_id": operator.decision_id }),
+    ))
+}
+
+async fn release(
+    shared: &Shared,
+    target: Target,
+    request: Request,
+) -> Result<(StatusCode, Value), ApiError> {
+    check_on(shared)?;
+    let target = match target {
+        Target::Agent(agent) => Target::Agent(name(agent, "agent")?),
+        Target::Group(group) => Target::Group(name(group, "group")?),
+    };
+    let operator = authorize(
+        shared,
+        request.headers(),
+        request.extensions().get::<Peer>().copied(),
+        Verb::AdminRelease,
+        resource(&target),
+    )
+    .await?;
+    match shared.quarantines.release(&target, &operator.by()).await? {
+        Some(record) => Ok((
+            StatusCode::OK,
+            json!({
+                "released": describe(&record),
+                "by": operator.by(),
+                "decision_id": operator.decision_id,
+            }),
+        )),
+        None => Err(ApiError::NotFound(format!(
+            "{target} is not quarantined; GET /v1/admin/quarantines lists the quarantines"
+        ))),
+    }
+}
+
+async fn list_quarantines(
+    shared: &Shared,
+    request: Request,
+) -> Result<(StatusCode, Value), ApiError> {
+    check_on(shared)?;
+    authorize(
+        shared,
+        request.headers(),
+        request.extensions().get::<Peer>().copied(),
+        Verb::AdminList,
+        Resource::Quarantine {
+            kind: "all",
+            name: Arc::from("*"),
+        },
+    )
+    .await?;
+    let all: Vec<Value> = shared
+        .quarantines
+        .list()
+        .iter()
+        .map(|r| describe(r))
+        .collect();
+    Ok((StatusCode::OK, json!({ "quarantines": all })))
+}
+
+fn check_on(shared: &Shared) -> Result<(), ApiError> {
+    if shared.snapshot.load().config.admin.api {
+        Ok(())
+    } else {
+        Err(ApiError::Off)
+    }
+}
+
+/// An agent's or group's name as sent: trimmed, not empty, bounded, no control characters.
+fn name(text: String, what: &str) -> Result<String, ApiError> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() || trimmed.len() > NAME_MAX || trimmed.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(format!(
+            "the {what} name must be 1 to {NAME_MAX} bytes without control characters \
+             (an agent: its principal id, as in the audit log)"
+        )));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// The Cedar resource of an action on `target`'s quarantine.
+fn resource(target: &Target) -> Resource {
+    Resource::Quarantine {
+        kind: target.kind(),
+        name: Arc::from(target.name()),
+    }
+}
+
+/// A quarantine as the API shows it.
+fn describe(record: &QuarantineRecord) -> Value {
+    json!({
+        "target": { "kind": record.target.kind(), "name": record.target.name() },
+        "reason": record.reason,
+        "trigger": record.trigger,
+        "by": record.by,
+        "since": rfc3339(record.created_ms),
+        "until": record.until_ms.map(rfc3339),
+    })
+}
