@@ -87,11 +87,11 @@ pub(super) async fn open(
         worker: Arc::clone(worker),
         shared: Arc::clone(ex.shared()),
         conn: ex.conn().clone(),
-        cut: ex.cut(),
         action,
         dest,
     };
-    tokio::spawn(tunnel.run(on_upgrade, upstream, ex.outcome(StatusCode::OK)));
+    let cut = ex.cut();
+    tokio::spawn(tunnel.run(on_upgrade, upstream, cut, ex.outcome(StatusCode::OK)));
     Ok(Response::new(Either::Left(Full::new(Bytes::new()))))
 }
 
@@ -103,8 +103,6 @@ struct Tunnel {
     shared: Arc<Shared>,
     /// The agent's connection to the proxy.
     conn: ConnInfo,
-    /// What closes the tunnel when its agent is quarantined.
-    cut: Option<Cut>,
     action: Action,
     dest: Destination,
 }
@@ -120,9 +118,15 @@ impl intercepted::Walk for Tunnel {
 }
 
 impl Tunnel {
-    /// Carries the tunnel until either side closes it or its agent is quarantined (both
-    /// connections closed then), and records how it ended.
-    async fn run(mut self, on_upgrade: OnUpgrade, upstream: TcpStream, outcome: PendingOutcome) {
+    /// Carries the tunnel until either side closes it or its agent is quarantined (`cut`;
+    /// both connections closed then), and records how it ended.
+    async fn run(
+        self,
+        on_upgrade: OnUpgrade,
+        upstream: TcpStream,
+        mut cut: Option<Cut>,
+        outcome: PendingOutcome,
+    ) {
         let client = match on_upgrade.await {
             Ok(upgraded) => TokioIo::new(upgraded),
             Err(e) => {
@@ -132,7 +136,6 @@ impl Tunnel {
         };
         let mut client = Counted::new(client);
         let mut upstream = Counted::new(upstream);
-        let mut cut = self.cut.take();
         let quarantined = async {
             match cut.as_mut() {
                 Some(cut) => cut.cut().await,
