@@ -15,7 +15,6 @@ use crate::action::{Action, Facts, ProposeFacts};
 use crate::approval::Hold;
 use crate::approval::gate::{Approved, Gate, Waiting};
 use crate::decision::Decision;
-use crate::protocol::proposed::Verdict;
 
 /// A call waiting for its approval: polled until it is settled.
 pub struct HeldCall {
@@ -28,11 +27,9 @@ impl std::fmt::Debug for HeldCall {
     }
 }
 
-/// How a held call ended: its verdict, and what the approval came to (for the record).
+/// How a held call ended: what the approval came to.
 #[derive(Debug)]
 pub struct Settled {
-    /// What the agent gets: the call unchanged, or a text that names it and says why not.
-    pub verdict: Verdict,
     /// The call's action.
     pub action: Action,
     /// The approval used, or why the call does not go on.
@@ -55,20 +52,12 @@ impl HeldCall {
     ) -> HeldCall {
         let waiting = waiting(&action, arguments, show_arguments);
         let tool = label.to_owned();
-        let name = action.resource.cedar_id();
         let settle = async move {
             let approval = match gate.open(&decision, waiting).await {
                 Ok(opened) => gate.conclude(opened).await,
                 Err(hold) => Err(hold),
             };
-            let verdict = match &approval {
-                Ok(_) => Verdict::Allow,
-                Err(hold) => Verdict::Deny {
-                    text: super::judge::refusal_text(&name, &hold.reason()),
-                },
-            };
             Settled {
-                verdict,
                 action,
                 approval,
                 tool,

@@ -190,12 +190,19 @@ impl Judge {
         self.held.is_some()
     }
 
-    /// The held call is settled: its verdict is the next one given, and it is recorded.
+    /// The held call is settled: it is recorded, and its verdict (the call unchanged once
+    /// approved, else a text naming it and why not) is the next one given.
     pub fn settle(&mut self, settled: Settled) {
         self.records
             .settled(&settled.action, &settled.approval, &settled.tool);
-        self.refusing(&settled.verdict);
-        self.given.push(settled.verdict);
+        let verdict = match &settled.approval {
+            Ok(_) => Verdict::Allow,
+            Err(hold) => Verdict::Deny {
+                text: refusal_text(&settled.action.resource.cedar_id(), &hold.reason()),
+            },
+        };
+        self.refusing(&verdict);
+        self.given.push(verdict);
     }
 
     /// What the agent is told about a call needing approval that cannot be held.
@@ -305,7 +312,7 @@ impl JudgeCalls for Judge {
 }
 
 /// What the agent reads about a refused call.
-pub(super) fn refusal_text(tool: &str, why: &str) -> String {
+fn refusal_text(tool: &str, why: &str) -> String {
     let why = if why.is_empty() {
         "no policy permits it"
     } else {
