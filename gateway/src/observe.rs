@@ -8,7 +8,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use crate::fleet::quarantine::{self, cut::Cut};
-use crate::protocol::proposed::{JudgeCalls, ProposalRewriter};
+use crate::propose::Judging;
+use crate::propose::judging::Resumed;
+use crate::protocol::proposed::join;
 use crate::protocol::{Dialect, Usage, UsageScanner};
 use crate::secrets::redact::Redactor;
 
@@ -101,15 +103,10 @@ impl<C: Complete> ObservedBody<C> {
         }
     }
 
-    /// Has the tool calls the response proposes judged by `judge` and rewritten by
-    /// `rewriter` before the agent gets them (the length may change: the response must not
-    /// announce one).
-    pub fn judging(
-        mut self,
-        rewriter: Box<dyn ProposalRewriter>,
-        judge: Box<dyn JudgeCalls>,
-    ) -> Self {
-        self.judging = Some(Box::new(Judging { rewriter, judge }));
+    /// Has the tool calls the response proposes judged and rewritten by `judging` before the
+    /// agent gets them (the length may change: the response must not announce one).
+    pub fn judging(mut self, judging: Judging) -> Self {
+        self.judging = Some(Box::new(judging));
         self
     }
 
@@ -143,34 +140,42 @@ fn cut_event(message: &str) -> Bytes {
     Bytes::from(format!("event: error\ndata: {data}\n\n"))
 }
 
-/// A response's proposed tool calls, judged as they pass.
-struct Judging {
-    rewriter: Box<dyn ProposalRewriter>,
-    judge: Box<dyn JudgeCalls>,
-}
-
-impl Judging {
-    fn push(&mut self, data: &[u8]) -> Bytes {
-        self.rewriter.push(data, self.judge.as_mut())
+impl<C: Complete> ObservedBody<C> {
+    /// The upstream's next frame, its usage read; whether it ended the body (its outcome then
+    /// completed).
+    #[allow(clippy::type_complexity)]
+    fn read(
+        inner: Pin<&mut Incoming>,
+        observer: &mut Observer<C>,
+        cx: &mut Context<'_>,
+    ) -> (Poll<Option<Result<Frame<Bytes>, hyper::Error>>>, bool) {
+        let mut inner = inner;
+        let polled = inner.as_mut().poll_frame(cx);
+        let ended = match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    observer.feed(data);
+                }
+                // A body of known length ends with its last frame: the server stops
+                // polling there, so this is the end to record, not a later `None`.
+                let ended = inner.is_end_stream();
+                if ended {
+                    observer.complete(None);
+                }
+                ended
+            }
+            Poll::Ready(Some(Err(e))) => {
+                observer.complete(Some(format!("upstream stream failed: {e}")));
+                false
+            }
+            Poll::Ready(None) => {
+                observer.complete(None);
+                true
+            }
+            Poll::Pending => false,
+        };
+        (polled, ended)
     }
-
-    fn finish(&mut self) -> Bytes {
-        self.rewriter.finish(self.judge.as_mut())
-    }
-}
-
-/// `a` then `b`.
-fn join(a: Bytes, b: Bytes) -> Bytes {
-    if b.is_empty() {
-        return a;
-    }
-    if a.is_empty() {
-        return b;
-    }
-    let mut both = bytes::BytesMut::with_capacity(a.len() + b.len());
-    both.extend_from_slice(&a);
-    both.extend_from_slice(&b);
-    both.freeze()
 }
 
 impl<C: Complete> Body for ObservedBody<C> {
@@ -205,66 +210,76 @@ impl<C: Complete> Body for ObservedBody<C> {
                 }
                 return Poll::Ready(None);
             }
-            let polled = this.inner.as_mut().poll_frame(cx);
-            let ended = match &polled {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(data) = frame.data_ref() {
-                        this.observer.feed(data);
+            // A proposed call waits for its approval: nothing more is read meanwhile.
+            let (polled, ended) = match this.judging.as_mut().filter(|j| j.is_held()) {
+                Some(judging) => match judging.poll_held(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Resumed::Again) => continue,
+                    Poll::Ready(Resumed::KeepAlive(comment)) => {
+                        (Poll::Ready(Some(Ok(Frame::data(comment)))), false)
                     }
-                    // A body of known length ends with its last frame: the server stops
-                    // polling there, so this is the end to record, not a later `None`.
-                    let ended = this.inner.is_end_stream();
-                    if ended {
-                        this.observer.complete(None);
+                    Poll::Ready(Resumed::Out { out, end, trailers }) => {
+                        if end {
+                            *this.done = this.redactor.is_none() && trailers.is_none();
+                            *this.stashed = trailers;
+                        } else if out.is_empty() {
+                            continue;
+                        }
+                        (Poll::Ready(Some(Ok(Frame::data(out)))), end)
                     }
-                    ended
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    this.observer
-                        .complete(Some(format!("upstream stream failed: {e}")));
-                    false
-                }
-                Poll::Ready(None) => {
-                    this.observer.complete(None);
-                    true
-                }
-                Poll::Pending => false,
-            };
-            let polled = match this.judging.as_mut() {
-                None => polled,
-                Some(judging) => match polled {
-                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                        Ok(data) => {
-                            let mut out = judging.push(&data);
-                            if ended {
-                                out = join(out, judging.finish());
-                                *this.done = this.redactor.is_none();
-                            } else if out.is_empty() {
-                                continue;
-                            }
-                            Poll::Ready(Some(Ok(Frame::data(out))))
-                        }
-                        Err(trailers) => {
-                            let held = judging.finish();
-                            if held.is_empty() {
-                                Poll::Ready(Some(Ok(trailers)))
-                            } else {
-                                *this.stashed = Some(trailers);
-                                Poll::Ready(Some(Ok(Frame::data(held))))
-                            }
-                        }
-                    },
-                    Poll::Ready(None) => {
-                        let held = judging.finish();
-                        if held.is_empty() {
-                            Poll::Ready(None)
-                        } else {
-                            *this.done = this.redactor.is_none();
-                            Poll::Ready(Some(Ok(Frame::data(held))))
-                        }
-                    }
-                    other => other,
                 },
+                None => {
+                    let (polled, ended) = Self::read(this.inner.as_mut(), this.observer, cx);
+                    match this.judging.as_mut() {
+                        None => (polled, ended),
+                        Some(judging) => {
+                            let polled = match polled {
+                                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                                    Ok(data) => match judging.push(&data, ended) {
+                                        None => continue,
+                                        Some(out) => {
+                                            if ended || judging.failed() {
+                                                *this.done = this.redactor.is_none();
+                                            } else if out.is_empty() {
+                                                continue;
+                                            }
+                                            Poll::Ready(Some(Ok(Frame::data(out))))
+                                        }
+                                    },
+                                    Err(trailers) => match judging.push(&[], true) {
+                                        None => {
+                                            judging.hold_trailers(trailers);
+                                            continue;
+                                        }
+                                        Some(held) if held.is_empty() => {
+                                            Poll::Ready(Some(Ok(trailers)))
+                                        }
+                                        Some(held) => {
+                                            *this.stashed = Some(trailers);
+                                            Poll::Ready(Some(Ok(Frame::data(held))))
+                                        }
+                                    },
+                                },
+                                Poll::Ready(None) => match judging.push(&[], true) {
+                                    None => continue,
+                                    Some(held) if held.is_empty() => Poll::Ready(None),
+                                    Some(held) => {
+                                        *this.done = this.redactor.is_none();
+                                        Poll::Ready(Some(Ok(Frame::data(held))))
+                                    }
+                                },
+                                other => other,
+                            };
+                            if judging.failed() {
+                                this.observer.complete(Some(
+                                    "a proposed tool call was refused (propose.on_deny: error)"
+                                        .into(),
+                                ));
+                            }
+                            (polled, ended || judging.failed())
+                        }
+                    }
+                }
             };
             let Some(redactor) = this.redactor.as_mut() else {
                 return polled;

@@ -154,6 +154,9 @@ def call(mode, client, model):
         }
     except anthropic.APIConnectionError as e:
         return {"error": {"class": type(e).__name__, "message": str(e)}}
+    except anthropic.APIError as e:
+        # An error event inside a stream.
+        return {"error": {"class": type(e).__name__, "message": e.message, "body": e.body}}
 
 
 def main():

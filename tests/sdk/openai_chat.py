@@ -5,6 +5,7 @@ MODE: chat | stream | tools | tools-stream | embeddings | models | responses | r
       | chat-stream-helper | chat-parse | responses-stream-helper   (the SDK's helper methods)
       | propose | propose-stream | propose-stream-helper   (with --propose '[{"name":..,"arguments":{..}}]':
         the fake model proposes a call to each of these tools, in parallel)
+      | responses-propose | responses-propose-stream   (the same through the Responses API)
 --prompt TEXT: the user's message instead of the default question.
 Prints {"<mode>": result, ...}; SDK errors become {"error": {...}} (exit 0) so the caller can assert on them,
 including the helpers' own exceptions (ContentFilterFinishReasonError).
@@ -303,6 +304,38 @@ def propose_stream_helper(client, model):
     }
 
 
+def responses_propose_tools():
+    """The Responses API's tool shape of `propose_tools()`."""
+    return [{"type": "function", **t["function"]} for t in propose_tools()]
+
+
+def response_calls(output):
+    calls = [
+        {"id": i.call_id, "name": i.name, "arguments": json.loads(i.arguments)}
+        for i in output
+        if i.type == "function_call"
+    ]
+    text = "".join(c.text for i in output if i.type == "message" for c in i.content if c.type == "output_text")
+    return calls, text
+
+
+def responses_propose(client, model):
+    response = client.responses.create(model=model, input="go", tools=responses_propose_tools(), store=False)
+    calls, text = response_calls(response.output)
+    return {"tool_calls": calls, "content": text, "status": response.status}
+
+
+def responses_propose_stream(client, model):
+    """`responses.stream()`: the helper that assembles the items and needs `response.completed`."""
+    kinds = []
+    with client.responses.stream(model=model, input="go", tools=responses_propose_tools(), store=False) as stream:
+        for event in stream:
+            kinds.append(event.type)
+        final = stream.get_final_response()
+    calls, text = response_calls(final.output)
+    return {"tool_calls": calls, "content": text, "status": final.status, "events": kinds}
+
+
 DEFAULT_MODEL = "gpt-4o-mini"
 
 MODES = {
@@ -320,6 +353,8 @@ MODES = {
     "propose": propose,
     "propose-stream": propose_stream,
     "propose-stream-helper": propose_stream_helper,
+    "responses-propose": responses_propose,
+    "responses-propose-stream": responses_propose_stream,
 }
 
 
@@ -338,6 +373,9 @@ def call(mode, client, model):
         }
     except (openai.APIConnectionError, openai.ContentFilterFinishReasonError, openai.LengthFinishReasonError) as e:
         return {"error": {"class": type(e).__name__, "message": str(e)}}
+    except openai.APIError as e:
+        # An error event inside a stream.
+        return {"error": {"class": type(e).__name__, "message": e.message, "body": e.body}}
 
 
 def main():

@@ -5,10 +5,11 @@
 
 use serde_json::{Value, json};
 use warden_e2e::fake_llm::{PROPOSE_PREFIX, call_id};
+use warden_e2e::operator::{approve, enrol, first_pending, oathtool, text};
 use warden_e2e::paths;
 use warden_e2e::sdk;
 use warden_e2e::stack::Stack;
-use warden_e2e::warden::OPENAI_KEY;
+use warden_e2e::warden::{OPENAI_KEY, WardenBuilder};
 
 /// Starts Warden with the repository's baseline pack beside the test's permit-all.
 async fn with_baseline() -> Stack {
@@ -142,8 +143,14 @@ async fn streams(s: &Stack, tools: &Value) -> (String, String) {
         "model": "gpt-4o-mini", "stream": true, "stream_options": {"include_usage": true},
         "messages": [{"role": "user", "content": "go"}], "tools": tools,
     });
+    through_and_direct(s, "chat/completions", &body).await
+}
+
+/// The answer to `body` at OpenAI's `path` through Warden and straight from the fake, with
+/// `created` and `created_at` made equal.
+async fn through_and_direct(s: &Stack, path: &str, body: &Value) -> (String, String) {
     let through = s
-        .post("/openai/chat/completions", &body)
+        .post(&format!("/openai/{path}"), body)
         .await
         .unwrap()
         .text()
@@ -152,16 +159,17 @@ async fn streams(s: &Stack, tools: &Value) -> (String, String) {
     let direct = s
         .warden
         .http()
-        .post(format!("{}/v1/chat/completions", s.fake.url()))
+        .post(format!("{}/v1/{path}", s.fake.url()))
         .bearer_auth(OPENAI_KEY)
-        .json(&body)
+        .json(body)
         .send()
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    (without_created(&through), without_created(&direct))
+    let same = |t: &str| without_created(&t.replace("\"created_at\":", "\"created\":"));
+    (same(&through), same(&direct))
 }
 
 /// `text` with every `"created":<digits>` made `"created":0`.
@@ -216,6 +224,38 @@ async fn allowed_calls_arrive_byte_for_byte_and_a_refused_call_in_no_chunk() {
     assert!(through.ends_with("data: [DONE]\n\n"), "{through}");
 }
 
+/// `mode`'s result in `out`, asserted to carry the allowed calls of [`proposals`] (the list,
+/// each call's arguments and the text at the keys `[calls, arguments, text]`) and a text
+/// naming the refused `exec` and why.
+fn only_read_and_write<'a>(
+    out: &'a Value,
+    mode: &str,
+    [calls, arguments, text]: [&str; 3],
+) -> &'a Value {
+    let got = &out[mode];
+    assert!(got.get("error").is_none(), "{mode}: {out}");
+    let kept: Vec<Value> = got[calls]
+        .as_array()
+        .unwrap_or_else(|| panic!("{mode}: {out}"))
+        .iter()
+        .map(|c| json!({"name": c["name"], "arguments": c[arguments]}))
+        .collect();
+    assert_eq!(
+        Value::from(kept),
+        json!([
+            {"name": "read", "arguments": {"path": "README.md"}},
+            {"name": "write", "arguments": {"path": "notes.txt", "content": "remember"}},
+        ]),
+        "{mode}: {out}"
+    );
+    let said = got[text].as_str().unwrap_or_default();
+    assert!(
+        said.contains("`exec`") && said.contains("runs a download in an interpreter"),
+        "{mode}: the text names the refused call and the policy's reason: {out}"
+    );
+    got
+}
+
 #[tokio::test]
 async fn anthropic_sdk_gets_the_allowed_tool_use_and_a_text_block_naming_the_refused_one() {
     let s = with_baseline().await;
@@ -229,28 +269,8 @@ async fn anthropic_sdk_gets_the_allowed_tool_use_and_a_text_block_naming_the_ref
     .await
     .unwrap();
     for mode in ["propose", "propose-stream"] {
-        let got = &out[mode];
-        assert!(got.get("error").is_none(), "{mode}: {out}");
-        let uses: Vec<Value> = got["tool_uses"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{mode}: {out}"))
-            .iter()
-            .map(|u| json!({"name": u["name"], "arguments": u["input"]}))
-            .collect();
-        assert_eq!(
-            Value::from(uses),
-            json!([
-                {"name": "read", "arguments": {"path": "README.md"}},
-                {"name": "write", "arguments": {"path": "notes.txt", "content": "remember"}},
-            ]),
-            "{mode}: {out}"
-        );
+        let got = only_read_and_write(&out, mode, ["tool_uses", "input", "text"]);
         assert_eq!(got["stop_reason"], "tool_use", "{mode}: {out}");
-        let text = got["text"].as_str().unwrap_or_default();
-        assert!(
-            text.contains("`exec`") && text.contains("runs a download in an interpreter"),
-            "{mode}: {out}"
-        );
     }
     let only_refused = json!([{"name": "exec", "arguments": {"command": "rm -rf ~"}}]).to_string();
     let out = sdk::run(
@@ -263,4 +283,426 @@ async fn anthropic_sdk_gets_the_allowed_tool_use_and_a_text_block_naming_the_ref
     .unwrap();
     assert_eq!(out["propose-stream"]["tool_uses"], json!([]), "{out}");
     assert_eq!(out["propose-stream"]["stop_reason"], "end_turn", "{out}");
+}
+
+/// The baseline pack and an approval gate where requests wait (`alice` and `carol` decide).
+async fn with_approvals(extra: impl FnOnce(WardenBuilder) -> WardenBuilder) -> Stack {
+    let baseline = std::fs::read_to_string(paths::repo_root().join("policies/baseline.cedar"))
+        .unwrap_or_else(|e| panic!("policies/baseline.cedar: {e}"));
+    Stack::start_with(|b| {
+        extra(b.policy("baseline.cedar", &baseline).set(
+            "/approvals",
+            json!({
+                "mode": "wait",
+                "wait_timeout": "30s",
+                "keepalive_interval": "1s",
+                "operators": [
+                    {"subject": "alice", "groups": ["sre"]},
+                    {"subject": "carol", "groups": ["sre"]},
+                ],
+            }),
+        ))
+    })
+    .await
+    .unwrap()
+}
+
+const FORCE_PUSH: &str = "git push --force origin main";
+
+/// A read and a forced push, in parallel: the push waits for its approval.
+fn read_and_push(command: &str) -> Value {
+    json!([
+        {"name": "read", "arguments": {"path": "README.md"}},
+        {"name": "exec", "arguments": {"command": command}},
+    ])
+}
+
+/// Runs the OpenAI SDK in `modes` while the approval its push opens in each is decided with
+/// `decide` (`approve` or `deny`) by the operator of the same rank in `deciders` (TOTP codes
+/// are single use); what the SDK parsed.
+async fn decided(
+    s: &Stack,
+    modes: &[&str],
+    command: &str,
+    decide: &str,
+    deciders: &[&str],
+) -> Value {
+    let mut secrets = Vec::new();
+    for who in deciders {
+        secrets.push(enrol(&s.warden, who).await);
+    }
+    let propose = read_and_push(command).to_string();
+    let base = s.openai_base();
+    let token = s.token.clone();
+    let mut args: Vec<String> = modes.iter().map(|m| (*m).to_owned()).collect();
+    args.extend(["--propose".to_owned(), propose]);
+    let sdk = tokio::spawn(async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        sdk::run("openai_chat.py", &base, &token, &args).await
+    });
+    for (who, secret) in deciders.iter().zip(&secrets) {
+        let id = first_pending(&s.warden)
+            .await
+            .expect("the proposed push opens an approval");
+        let shown = text(&s.warden.cli(&["approvals", "show", &id]).await.unwrap());
+        assert!(
+            shown.contains("tool:propose")
+                && shown.contains("Tool::\"exec\"")
+                && shown.contains("baseline-approve-force-push")
+                && shown.contains("git push"),
+            "approvers see the call and what was read from it: {shown}"
+        );
+        assert!(
+            !shown.contains("origin main"),
+            "the arguments are not shown unless configured: {shown}"
+        );
+        let out = s
+            .warden
+            .cli(&[
+                "approvals",
+                decide,
+                &id,
+                "--as",
+                who,
+                "--code",
+                &oathtool(secret, 1),
+            ])
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        // The next mode's approval is a new one: wait until this one is no longer pending.
+        for _ in 0..100 {
+            let listed = text(&s.warden.cli(&["approvals", "list"]).await.unwrap());
+            if !listed.contains(&id) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(60), sdk)
+        .await
+        .expect("the SDK finishes once the call is decided")
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_proposed_push_is_held_until_approved_then_released_as_the_model_sent_it() {
+    let s = with_approvals(|b| b).await;
+    let out = decided(
+        &s,
+        &["propose-stream-helper"],
+        FORCE_PUSH,
+        "approve",
+        &["alice"],
+    )
+    .await;
+    let got = &out["propose-stream-helper"];
+    assert!(got.get("error").is_none(), "{out}");
+    assert_eq!(
+        got["tool_calls"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{out}"))
+            .iter()
+            .map(|c| json!({"name": c["name"], "arguments": c["arguments"]}))
+            .collect::<Vec<_>>(),
+        vec![
+            json!({"name": "read", "arguments": {"path": "README.md"}}),
+            json!({"name": "exec", "arguments": {"command": FORCE_PUSH}}),
+        ],
+        "{out}"
+    );
+    assert_eq!(got["finish_reason"], "tool_calls", "{out}");
+    let used = s
+        .audit("system", |r| {
+            r["detail"]["event"] == "approval_used" && r["action"] == "tool:propose"
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        used["detail"]["approvers"][0]["approver"], "alice",
+        "{used}"
+    );
+    let held = s
+        .audit("decision", |r| {
+            r["action"] == "tool:propose" && r["resource"] == "Tool::\"exec\""
+        })
+        .await
+        .unwrap();
+    assert_eq!(held["decision"], "approval_required", "{held}");
+}
+
+#[tokio::test]
+async fn a_denied_push_is_replaced_by_a_text_naming_the_approver_streamed_and_whole() {
+    let s = with_approvals(|b| b).await;
+    let out = decided(
+        &s,
+        &["propose", "propose-stream"],
+        "git push -f origin dev",
+        "deny",
+        &["alice", "carol"],
+    )
+    .await;
+    for mode in ["propose", "propose-stream"] {
+        let got = &out[mode];
+        assert!(got.get("error").is_none(), "{mode}: {out}");
+        let names: Vec<&Value> = got["tool_calls"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{mode}: {out}"))
+            .iter()
+            .map(|c| &c["name"])
+            .collect();
+        assert_eq!(names, [&json!("read")], "{mode}: {out}");
+        let said = got["content"].as_str().unwrap_or_default();
+        assert!(
+            said.contains("`exec`") && said.contains("was denied by"),
+            "{mode}: {out}"
+        );
+        assert!(!said.contains("origin dev"), "{mode}: {out}");
+    }
+}
+
+#[tokio::test]
+async fn an_approved_call_arrives_byte_for_byte_and_the_wait_is_kept_alive_with_comments() {
+    let s = with_approvals(|b| b).await;
+    let alice = enrol(&s.warden, "alice").await;
+    let calls = read_and_push(FORCE_PUSH);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let stack = &s;
+    let stream = async {
+        let got = streams(stack, &tools(&calls)).await;
+        let _ = tx.send(());
+        got
+    };
+    let approve_it = async {
+        let id = first_pending(&s.warden).await.expect("an approval opens");
+        // Kept alive meanwhile: the stream carries comments (checked below).
+        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        let out = approve(&s.warden, &id, "alice", &alice).await;
+        assert!(out.status.success(), "{}", text(&out));
+        rx.await.ok();
+    };
+    let ((through, direct), ()) = tokio::join!(stream, approve_it);
+    assert!(
+        through.contains(": a proposed tool call waits for approval\n\n"),
+        "{through}"
+    );
+    let without_comments: String = through
+        .split_inclusive("\n\n")
+        .filter(|event| !event.starts_with(':'))
+        .collect();
+    assert_eq!(without_comments, direct, "released unchanged");
+}
+
+/// The Responses API stream as the agent receives it and as the fake sends it.
+async fn response_streams(s: &Stack, calls: &Value) -> (String, String) {
+    let tools: Vec<Value> = tools(calls)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let mut f = t["function"].clone();
+            f["type"] = json!("function");
+            f
+        })
+        .collect();
+    let body = json!({"model": "gpt-4o-mini", "stream": true, "store": false, "input": "go",
+                      "tools": tools});
+    through_and_direct(s, "responses", &body).await
+}
+
+#[tokio::test]
+async fn responses_api_calls_are_judged_streamed_and_whole_and_the_sdk_parses_them() {
+    let s = with_baseline().await;
+    let propose = proposals().to_string();
+    let out = sdk::run(
+        "openai_chat.py",
+        &s.openai_base(),
+        &s.token,
+        &[
+            "responses-propose",
+            "responses-propose-stream",
+            "--propose",
+            &propose,
+        ],
+    )
+    .await
+    .unwrap();
+    for mode in ["responses-propose", "responses-propose-stream"] {
+        let got = only_read_and_write(&out, mode, ["tool_calls", "arguments", "content"]);
+        assert_eq!(got["status"], "completed", "{mode}: {out}");
+    }
+
+    let allowed = json!([
+        {"name": "read", "arguments": {"path": "README.md"}},
+        {"name": "write", "arguments": {"path": "notes.txt", "content": "remember"}},
+    ]);
+    let (through, direct) = response_streams(&s, &allowed).await;
+    assert!(
+        through.contains("response.function_call_arguments.delta"),
+        "{through}"
+    );
+    assert_eq!(
+        through, direct,
+        "every call allowed: the stream is unchanged"
+    );
+    let (through, _) = response_streams(&s, &proposals()).await;
+    assert!(
+        !through.contains("get.example.sh") && !through.contains(&format!("\"{}\"", call_id(1))),
+        "the refused call is in no event: {through}"
+    );
+    assert!(through.contains(&call_id(2)), "{through}");
+}
+
+/// A Gemini request whose model proposes `calls`, as Gemini declares functions.
+fn gemini_request(calls: &Value) -> Value {
+    let declarations: Vec<Value> = calls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            json!({"name": c["name"], "description": format!("{PROPOSE_PREFIX}{}", c["arguments"]),
+                   "parameters": {"type": "object", "properties": {}}})
+        })
+        .collect();
+    json!({"contents": [{"role": "user", "parts": [{"text": "go"}]}],
+           "tools": [{"functionDeclarations": declarations}]})
+}
+
+/// The function calls of Gemini responses, in order.
+fn gemini_calls(responses: &[Value]) -> Vec<Value> {
+    responses
+        .iter()
+        .flat_map(|r| {
+            r["candidates"][0]["content"]["parts"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|p| p.get("functionCall").cloned())
+        .map(|c| json!({"name": c["name"], "arguments": c["args"]}))
+        .collect()
+}
+
+#[tokio::test]
+async fn gemini_function_calls_are_judged_in_every_event_and_in_a_whole_body() {
+    let s = with_baseline().await;
+    let request = gemini_request(&proposals());
+    let allowed = json!([
+        {"name": "read", "arguments": {"path": "README.md"}},
+        {"name": "write", "arguments": {"path": "notes.txt", "content": "remember"}},
+    ]);
+
+    let streamed = s
+        .post(
+            "/gemini/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+            &request,
+        )
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), 200);
+    let text = streamed.text().await.unwrap();
+    assert!(!text.contains("get.example.sh"), "{text}");
+    let events: Vec<Value> = text
+        .split("\r\n\r\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let data = e
+                .strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("each event is one data line: {e:?}"));
+            serde_json::from_str::<Value>(data)
+                .unwrap_or_else(|err| panic!("each event is JSON ({err}): {data}"))
+        })
+        .collect();
+    for event in &events {
+        assert!(
+            event["candidates"][0]["content"]["parts"].is_array()
+                && event["usageMetadata"]["promptTokenCount"].is_u64(),
+            "a GenerateContentResponse: {event}"
+        );
+    }
+    assert_eq!(Value::from(gemini_calls(&events)), allowed, "{text}");
+    let said: String = events
+        .iter()
+        .flat_map(|e| {
+            e["candidates"][0]["content"]["parts"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|p| p["text"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        said.contains("`exec`") && said.contains("runs a download in an interpreter"),
+        "{said}"
+    );
+
+    let whole: Value = s
+        .post(
+            "/gemini/v1beta/models/gemini-2.0-flash:generateContent",
+            &request,
+        )
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        Value::from(gemini_calls(std::slice::from_ref(&whole))),
+        allowed,
+        "{whole}"
+    );
+    assert!(!whole.to_string().contains("get.example.sh"), "{whole}");
+}
+
+#[tokio::test]
+async fn with_on_deny_error_the_sdks_raise_an_error_naming_the_refused_call() {
+    let s = Stack::start_with(|b| {
+        let baseline = std::fs::read_to_string(paths::repo_root().join("policies/baseline.cedar"))
+            .unwrap_or_else(|e| panic!("policies/baseline.cedar: {e}"));
+        b.policy("baseline.cedar", &baseline)
+            .set("/propose", json!({"on_deny": "error"}))
+    })
+    .await
+    .unwrap();
+    let propose = proposals().to_string();
+    let out = sdk::run(
+        "openai_chat.py",
+        &s.openai_base(),
+        &s.token,
+        &[
+            "propose",
+            "propose-stream",
+            "responses-propose-stream",
+            "--propose",
+            &propose,
+        ],
+    )
+    .await
+    .unwrap();
+    for mode in ["propose", "propose-stream", "responses-propose-stream"] {
+        let error = &out[mode]["error"];
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("`exec`") && message.contains("runs a download in an interpreter"),
+            "{mode}: the SDK raises naming the call and why: {out}"
+        );
+        assert!(!out[mode].to_string().contains("get.example.sh"), "{out}");
+    }
+    assert_eq!(out["propose"]["error"]["status"], 403, "{out}");
+    let out = sdk::run(
+        "anthropic_messages.py",
+        &s.anthropic_base(),
+        &s.token,
+        &["propose", "propose-stream", "--propose", &propose],
+    )
+    .await
+    .unwrap();
+    for mode in ["propose", "propose-stream"] {
+        let message = out[mode]["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("`exec`") && message.contains("runs a download in an interpreter"),
+            "{mode}: {out}"
+        );
+    }
 }

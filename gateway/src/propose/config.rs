@@ -19,6 +19,26 @@ pub struct ProposeConfig {
     /// The agents' tools by name: their group (`ToolGroup::"<group>"`) and what their
     /// arguments are. Replaces the built-in OpenClaw catalogue when set.
     pub tools: BTreeMap<String, ToolEntry>,
+    /// What a refused call makes of the response: `text` (default: the call is replaced by
+    /// an assistant text naming it and why) or `error` (the response becomes the protocol's
+    /// error, which SDKs raise).
+    pub on_deny: OnDeny,
+    /// Approvers are shown a held call's arguments (the command line, a file's content) in
+    /// the approval record and notifications. Off by default: arguments may carry secrets;
+    /// approvers see the tool and what Warden read from them (programs, paths, hosts).
+    pub approval_arguments: bool,
+}
+
+/// What a refused proposed call makes of the response (`propose.on_deny`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDeny {
+    /// The call is replaced by an assistant text naming it and why; the turn goes on.
+    #[default]
+    Text,
+    /// The response becomes the protocol's error naming the call and why (for a stream: the
+    /// error event each provider ends a failed stream with), which SDKs raise.
+    Error,
 }
 
 /// One agent tool in the catalogue.
@@ -61,6 +81,8 @@ impl Default for ProposeConfig {
             workspace: "/home/node/.openclaw/workspace".into(),
             home: "/home/node".into(),
             tools: openclaw_catalogue(),
+            on_deny: OnDeny::Text,
+            approval_arguments: false,
         }
     }
 }

@@ -1,16 +1,22 @@
 //! The judge of the tool calls a model proposes: each becomes the action `tool:propose` on
 //! `Tool::"<name>"` (in its catalogue group), with the context read from its arguments, is
 //! decided by the policies, recorded, and answered as a verdict the dialect's rewriter applies.
+//! A call that needs a human's approval is held through the approval gate (`hold.rs`): the
+//! judge says so ([`Judge::take_held`]), the rewriter goes back to before the call, and once
+//! the call is settled the same input is given again, each verdict given so far replayed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::config::{ProposeConfig, ToolEntry, ToolKind};
+use super::config::{OnDeny, ProposeConfig, ToolEntry, ToolKind};
 use super::facts;
+use super::hold::{HeldCall, Settled};
 use super::paths::{Workspace, normalise};
 use crate::action::{Action, ActionContext, Facts, Principal, Resource, Verb};
+use crate::approval::gate::{Approved, Gate};
+use crate::approval::{self, Hold};
 use crate::decision::Decision;
 use crate::policy::PolicyEngine;
 use crate::protocol::proposed::{JudgeCalls, ProposedCall, Verdict};
@@ -24,6 +30,9 @@ const MAX_TOOL_NAME: usize = 128;
 pub trait RecordProposal: Send {
     /// Records the decision on one call (`arguments`: as proposed; `tool`: a bounded label).
     fn record(&self, action: &Action, decision: &Decision, arguments: &[u8], tool: &str);
+
+    /// Records what the approval a held call waited for came to: used, or why not.
+    fn settled(&self, action: &Action, approval: &Result<Approved, Hold>, tool: &str);
 }
 
 /// The catalogue and workspace of `propose:`, ready for judging.
@@ -32,6 +41,10 @@ pub struct Catalogue {
     tools: BTreeMap<String, ToolEntry>,
     groups: BTreeMap<String, Arc<str>>,
     workspace: Workspace,
+    /// Approvers see a held call's arguments.
+    approval_arguments: bool,
+    /// What a refused call makes of the response.
+    on_deny: OnDeny,
 }
 
 impl Catalogue {
@@ -49,7 +62,14 @@ impl Catalogue {
                 root: normalise(&config.workspace),
                 home: normalise(&config.home),
             },
+            approval_arguments: config.approval_arguments,
+            on_deny: config.on_deny,
         }
+    }
+
+    /// What a refused call makes of the response.
+    pub fn on_deny(&self) -> OnDeny {
+        self.on_deny
     }
 
     /// The tool's resource and kind.
@@ -80,6 +100,17 @@ pub struct Judge {
     /// The request's context, its facts replaced per call.
     context: ActionContext,
     records: Box<dyn RecordProposal>,
+    /// The approval gate that holds calls needing approval (none: they are refused).
+    gate: Option<Arc<Gate>>,
+    /// Every verdict given so far, in order: replayed when the rewriter goes back.
+    given: Vec<Verdict>,
+    /// The next verdict to replay (`given.len()`: the next call is judged).
+    cursor: usize,
+    /// A call met that waits for its approval; later calls wait for the replay.
+    held: Option<HeldCall>,
+    /// What the agent is told about the first call refused since the last look
+    /// (`propose.on_deny: error`).
+    refused: Option<String>,
 }
 
 impl Judge {
@@ -99,6 +130,89 @@ impl Judge {
             principal,
             context,
             records,
+            gate: None,
+            given: Vec::new(),
+            cursor: 0,
+            held: None,
+            refused: None,
+        }
+    }
+
+    /// What a refused call makes of the response.
+    pub fn on_deny(&self) -> OnDeny {
+        self.catalogue.on_deny()
+    }
+
+    /// What the agent is told about the first call refused since the last look, if any.
+    pub fn take_refused(&mut self) -> Option<String> {
+        self.refused.take()
+    }
+
+    /// Keeps what the agent is told about a refused call when refusals end the response.
+    fn refusing(&mut self, verdict: &Verdict) {
+        if let Verdict::Deny { text } = verdict
+            && self.refused.is_none()
+            && self.catalogue.on_deny == OnDeny::Error
+        {
+            self.refused = Some(text.clone());
+        }
+    }
+
+    /// Holds the calls that need approval through `gate` instead of refusing them.
+    pub fn holding(mut self, gate: Option<Arc<Gate>>) -> Judge {
+        self.gate = gate;
+        self
+    }
+
+    /// Whether a call may be held (the rewriter then keeps checkpoints).
+    pub fn may_hold(&self) -> bool {
+        self.gate.is_some()
+    }
+
+    /// Where the verdicts stand: what [`rewind`](Self::rewind) comes back to.
+    pub fn mark(&self) -> usize {
+        self.cursor
+    }
+
+    /// Comes back to `mark`: the calls judged since are given their verdicts again.
+    pub fn rewind(&mut self, mark: usize) {
+        self.cursor = mark.min(self.given.len());
+    }
+
+    /// The call met since the last look that waits for its approval, if any: what the
+    /// rewriter wrote since is void.
+    pub fn take_held(&mut self) -> Option<HeldCall> {
+        self.held.take()
+    }
+
+    /// Whether a call waits (later calls are not judged until it is settled).
+    pub fn is_holding(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// The held call is settled: it is recorded, and its verdict (the call unchanged once
+    /// approved, else a text naming it and why not) is the next one given.
+    pub fn settle(&mut self, settled: Settled) {
+        self.records
+            .settled(&settled.action, &settled.approval, &settled.tool);
+        let verdict = match &settled.approval {
+            Ok(_) => Verdict::Allow,
+            Err(hold) => Verdict::Deny {
+                text: refusal_text(&settled.action.resource.cedar_id(), &hold.reason()),
+            },
+        };
+        self.refusing(&verdict);
+        self.given.push(verdict);
+    }
+
+    /// What the agent is told about a call needing approval that cannot be held.
+    fn unheld(&self, name: &str, decision: &Decision) -> Verdict {
+        let why = approval::hold(decision)
+            .err()
+            .map(|hold| hold.reason())
+            .unwrap_or_default();
+        Verdict::Deny {
+            text: refusal_text(name, &why),
         }
     }
 
@@ -151,31 +265,49 @@ fn object(text: &str) -> (Value, bool) {
 
 impl JudgeCalls for Judge {
     fn judge(&mut self, call: &ProposedCall<'_>) -> Verdict {
+        if let Some(verdict) = self.given.get(self.cursor) {
+            self.cursor += 1;
+            return verdict.clone();
+        }
+        if self.held.is_some() {
+            // Void: this part of the response is given again once the held call is settled.
+            return Verdict::Deny {
+                text: String::new(),
+            };
+        }
         let action = self.action(call);
         let decision = self.policy.decide(&action);
         let name = action.resource.cedar_id();
-        self.records.record(
-            &action,
-            &decision,
-            call.arguments.as_bytes(),
-            self.catalogue.label(&name),
-        );
-        match decision {
+        let label = self.catalogue.label(&name);
+        self.records
+            .record(&action, &decision, call.arguments.as_bytes(), label);
+        let verdict = match &decision {
             Decision::Allow { .. } => Verdict::Allow,
             Decision::Deny { reasons, .. } => Verdict::Deny {
                 text: refusal_text(&name, &reasons.join("; ")),
             },
-            // Holding one call of a stream for a human is not done: it is refused, saying so.
-            Decision::NeedsApproval { reason, policy, .. } => Verdict::Deny {
-                text: refusal_text(
-                    &name,
-                    &format!(
-                        "it needs a human's approval (policy {policy}{}), which Warden cannot wait for inside a response; ask the user to approve running it another way",
-                        reason.map(|r| format!(": {r}")).unwrap_or_default()
-                    ),
-                ),
+            Decision::NeedsApproval { .. } => match &self.gate {
+                Some(gate) => {
+                    let label = label.to_owned();
+                    self.held = Some(HeldCall::new(
+                        Arc::clone(gate),
+                        decision,
+                        action,
+                        call.arguments,
+                        &label,
+                        self.catalogue.approval_arguments,
+                    ));
+                    return Verdict::Deny {
+                        text: String::new(),
+                    };
+                }
+                None => self.unheld(&name, &decision),
             },
-        }
+        };
+        self.refusing(&verdict);
+        self.given.push(verdict.clone());
+        self.cursor += 1;
+        verdict
     }
 }
 
@@ -215,6 +347,8 @@ mod tests {
                 ));
             }
         }
+
+        fn settled(&self, _action: &Action, _approval: &Result<Approved, Hold>, _tool: &str) {}
     }
 
     fn judge(kept: &Kept) -> Judge {
@@ -284,7 +418,7 @@ mod tests {
             verdict(&mut judge, "exec", r#"{"command": "ls"#),
             Verdict::Deny { .. }
         ));
-        // Approval required cannot be waited for inside a response: refused, saying so.
+        // Approval required without an approval gate: refused, saying so.
         let Verdict::Deny { text } = verdict(
             &mut judge,
             "exec",
@@ -292,7 +426,11 @@ mod tests {
         ) else {
             panic!("a force push is not let through")
         };
-        assert!(text.contains("needs a human's approval"), "{text}");
+        assert!(
+            text.contains("requires approval by")
+                && text.contains("approvals are not enabled on this gateway"),
+            "{text}"
+        );
         let kept = kept.0.lock().map(|k| k.clone()).unwrap_or_default();
         assert_eq!(
             kept,

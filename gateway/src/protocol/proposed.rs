@@ -39,11 +39,19 @@ pub trait ProposalRewriter: Send {
 
     /// The upstream body ended: whatever is still held, judged.
     fn finish(&mut self, judge: &mut dyn JudgeCalls) -> Bytes;
+
+    /// Keeps the rewriter's state, to come back to with [`rewind`](Self::rewind): a call met
+    /// after it may wait for a human, and the input since is then given again once it is
+    /// settled.
+    fn checkpoint(&mut self);
+
+    /// Returns to the last checkpoint: what was pushed or finished since is forgotten.
+    fn rewind(&mut self);
 }
 
 /// Splits a server-sent event stream into whole events (each with its blank-line end), as
 /// the bytes arrive; partial events wait for the rest.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct EventFramer {
     pending: Vec<u8>,
 }
@@ -112,6 +120,8 @@ pub trait EventRewriter: Send {
 pub struct Events<R> {
     framer: EventFramer,
     inner: R,
+    /// The state kept by the last checkpoint.
+    saved: Option<Box<(EventFramer, R)>>,
 }
 
 impl<R: EventRewriter> Events<R> {
@@ -120,11 +130,12 @@ impl<R: EventRewriter> Events<R> {
         Events {
             framer: EventFramer::default(),
             inner,
+            saved: None,
         }
     }
 }
 
-impl<R: EventRewriter> ProposalRewriter for Events<R> {
+impl<R: EventRewriter + Clone> ProposalRewriter for Events<R> {
     fn push(&mut self, chunk: &[u8], judge: &mut dyn JudgeCalls) -> Bytes {
         let mut out = Vec::with_capacity(chunk.len());
         let mut events = Vec::new();
@@ -144,11 +155,23 @@ impl<R: EventRewriter> ProposalRewriter for Events<R> {
         self.inner.end(judge, &mut out);
         Bytes::from(out)
     }
+
+    fn checkpoint(&mut self) {
+        // The framer holds at most a partial event and the rewriter the parts of the calls it
+        // holds: small.
+        self.saved = Some(Box::new((self.framer.clone(), self.inner.clone())));
+    }
+
+    fn rewind(&mut self) {
+        if let Some(saved) = self.saved.take() {
+            (self.framer, self.inner) = *saved;
+        }
+    }
 }
 
 /// A dialect's rewriter: `stream` for an event stream, else the body judged whole by
 /// `judge_body` (`too_large_body` past [`MAX_WHOLE_BODY`]).
-pub fn rewriter<R: EventRewriter + 'static>(
+pub fn rewriter<R: EventRewriter + Clone + 'static>(
     event_stream: bool,
     stream: impl FnOnce() -> R,
     judge_body: fn(&mut serde_json::Value, &mut dyn JudgeCalls) -> bool,
@@ -173,6 +196,8 @@ pub const TOO_LARGE: &str =
 pub struct WholeBody {
     body: Vec<u8>,
     too_large: bool,
+    /// The length and size verdict kept by the last checkpoint (the body only grows).
+    saved: (usize, bool),
     judge_body: fn(&mut serde_json::Value, &mut dyn JudgeCalls) -> bool,
     /// The error body that replaces a body too large to judge.
     too_large_body: fn() -> serde_json::Value,
@@ -187,6 +212,7 @@ impl WholeBody {
         WholeBody {
             body: Vec::new(),
             too_large: false,
+            saved: (0, false),
             judge_body,
             too_large_body,
         }
@@ -205,17 +231,30 @@ impl ProposalRewriter for WholeBody {
     }
 
     fn finish(&mut self, judge: &mut dyn JudgeCalls) -> Bytes {
-        let body = std::mem::take(&mut self.body);
+        // The body stays until the next push or the end of the rewriter: a rewind gives it
+        // again.
         if self.too_large {
             return Bytes::from((self.too_large_body)().to_string());
         }
-        let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&body) else {
-            return Bytes::from(body);
+        let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&self.body) else {
+            return Bytes::copy_from_slice(&self.body);
         };
         if (self.judge_body)(&mut value, judge) {
             Bytes::from(value.to_string())
         } else {
-            Bytes::from(body)
+            Bytes::copy_from_slice(&self.body)
+        }
+    }
+
+    fn checkpoint(&mut self) {
+        self.saved = (self.body.len(), self.too_large);
+    }
+
+    fn rewind(&mut self) {
+        let (len, too_large) = self.saved;
+        self.too_large = too_large;
+        if !too_large {
+            self.body.truncate(len);
         }
     }
 }
@@ -232,6 +271,20 @@ pub fn write_named_event(out: &mut Vec<u8>, value: &serde_json::Value) {
     out.extend_from_slice(b"\ndata: ");
     out.extend_from_slice(value.to_string().as_bytes());
     out.extend_from_slice(b"\n\n");
+}
+
+/// `a` then `b`.
+pub fn join(a: Bytes, b: Bytes) -> Bytes {
+    if b.is_empty() {
+        return a;
+    }
+    if a.is_empty() {
+        return b;
+    }
+    let mut both = bytes::BytesMut::with_capacity(a.len() + b.len());
+    both.extend_from_slice(&a);
+    both.extend_from_slice(&b);
+    both.freeze()
 }
 
 /// Whether `event` holds `needle` anywhere: the cheap test that lets most events (text

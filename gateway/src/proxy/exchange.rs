@@ -749,6 +749,36 @@ impl crate::propose::RecordProposal for ProposalRecords {
         };
         self.shared.metrics.proposed_call(tool, outcome);
     }
+
+    /// One system record: the approval a held call used (who approved, with which factor),
+    /// or why the call was refused after all (counted `held` when it was judged).
+    fn settled(
+        &self,
+        action: &Action,
+        approval: &Result<crate::approval::gate::Approved, crate::approval::Hold>,
+        _tool: &str,
+    ) {
+        let mut event = self.event.clone();
+        event.kind = EventKind::System;
+        event.decision_id = new_id();
+        event.action = action.verb.label();
+        event.resource = Arc::from(action.resource.cedar_ref());
+        event.detail = Some(match approval {
+            Ok(approved) => serde_json::json!({
+                "event": "approval_used",
+                "approval_id": approved.id,
+                "approvers": approved.approvers.iter().map(|(who, factor)| serde_json::json!({
+                    "approver": who, "factor": factor,
+                })).collect::<Vec<_>>(),
+            }),
+            Err(hold) => serde_json::json!({
+                "event": "proposed_call_refused",
+                "code": hold.code(),
+                "reason": bounded(&hold.reason(), FIELD_MAX),
+            }),
+        });
+        self.shared.audit.append_detached(event);
+    }
 }
 
 /// The outcome record of a response whose body is still streaming: completed once, when the

@@ -18,6 +18,7 @@ mod stages;
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -34,7 +35,7 @@ use crate::action::{Action, Principal};
 use crate::fleet::session::named;
 use crate::listener::ConnInfo;
 use crate::observe::ObservedBody;
-use crate::propose::Judge;
+use crate::propose::{Judge, Judging};
 use crate::protocol::{self, Inbound, Interpreted};
 use crate::route::Route;
 use crate::secrets::inject;
@@ -168,7 +169,44 @@ async fn go_on(
     } = decided;
     let outbound = credential(snap, ex, &route, &action, request).await?;
     let response = forward(snap, upstream, ex, &route, outbound).await?;
-    Ok(observe(snap, ex, &route, &action, response))
+    let (response, refusal) = observe(snap, ex, &route, &action, response);
+    Ok(match refusal {
+        Some(refused) => whole_or_refused(&route, response, &refused).await,
+        None => response,
+    })
+}
+
+/// A whole response whose refused calls make it an error (`propose.on_deny: error`): read to
+/// its end, then answered `403` with the protocol's error it became when a call was refused.
+async fn whole_or_refused(
+    route: &Route,
+    response: Response<ProxyBody>,
+    refused: &AtomicBool,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    let Ok(read) = http_body_util::BodyExt::collect(body).await else {
+        return route
+            .protocol
+            .dialect()
+            .error(
+                http::StatusCode::BAD_GATEWAY,
+                "upstream_stream_failed",
+                "the upstream's response broke off",
+            )
+            .map(Either::Left);
+    };
+    if refused.load(Ordering::Acquire) {
+        parts.status = http::StatusCode::FORBIDDEN;
+        parts.headers.insert(
+            protocol::DECISION_HEADER,
+            http::HeaderValue::from_static("deny"),
+        );
+        parts.headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+    }
+    Response::from_parts(parts, Either::Left(Full::new(read.to_bytes())))
 }
 
 /// A request as interpret read it: its head and its whole body.
@@ -320,14 +358,15 @@ async fn forward(
 }
 
 /// Observe: stream the response through, reading usage and judging the tool calls the model
-/// proposes; its outcome is recorded when it ends.
+/// proposes; its outcome is recorded when it ends. With `propose.on_deny: error`, a whole
+/// body comes with the flag its refusal sets.
 fn observe(
     snap: &Snapshot,
     ex: &mut Exchange,
     route: &Route,
     action: &Action,
     response: Response<Incoming>,
-) -> Response<ProxyBody> {
+) -> (Response<ProxyBody>, Option<Arc<AtomicBool>>) {
     let (mut parts, body) = response.into_parts();
     let event_stream = parts
         .headers
@@ -355,15 +394,21 @@ fn observe(
     let mut body = ObservedBody::new(body, outcome, route.protocol.dialect(), event_stream)
         .redacting(redactor)
         .cut_on(ex.cut(), event_stream);
-    if let Some((rewriter, judge)) = proposals(snap, ex, route, action, &parts, event_stream) {
+    let mut refusal = None;
+    if let Some(mut judging) = proposals(snap, ex, route, action, &parts, event_stream) {
         parts.headers.remove(http::header::CONTENT_LENGTH);
-        body = body.judging(rewriter, judge);
+        refusal = judging.refusal_signal();
+        body = body.judging(judging);
     }
-    Response::from_parts(parts, Either::Right(Either::Left(body)))
+    (
+        Response::from_parts(parts, Either::Right(Either::Left(body))),
+        refusal,
+    )
 }
 
-/// The rewriter and judge of the tool calls a successful LLM response proposes, when
-/// `propose.enabled` and the route's dialect reads them.
+/// The judging of the tool calls a successful LLM response proposes, when `propose.enabled`
+/// and the route's dialect reads them; calls that need approval are held through the
+/// approval gate, when there is one.
 fn proposals(
     snap: &Snapshot,
     ex: &Exchange,
@@ -371,10 +416,7 @@ fn proposals(
     action: &Action,
     parts: &http::response::Parts,
     event_stream: bool,
-) -> Option<(
-    Box<dyn protocol::proposed::ProposalRewriter>,
-    Box<dyn protocol::proposed::JudgeCalls>,
-)> {
+) -> Option<Judging> {
     if !snap.config.propose.enabled || !parts.status.is_success() || bodiless(parts.status) {
         return None;
     }
@@ -388,8 +430,16 @@ fn proposals(
         Arc::clone(&action.principal),
         &action.context,
         Box::new(ex.proposal_records()),
-    );
-    Some((rewriter, Box::new(judge)))
+    )
+    .holding(ex.shared().gate().cloned());
+    let keepalive = ex.shared().gate().and_then(|gate| gate.keepalive());
+    Some(Judging::new(
+        rewriter,
+        judge,
+        route.protocol.dialect(),
+        event_stream,
+        keepalive,
+    ))
 }
 
 /// A response that has no body (its length header describes another, or none).

@@ -90,23 +90,11 @@ fn calls_to_propose(json: &Value) -> Vec<(String, Value)> {
     let Some(first) = tool_to_call(json) else {
         return Vec::new();
     };
-    let proposed: Vec<(String, Value)> = json
-        .get("tools")
-        .and_then(Value::as_array)
-        .map(|tools| {
-            tools
-                .iter()
-                .filter_map(|t| {
-                    let name = t.get("name")?.as_str()?;
-                    let input = t
-                        .get("description")?
-                        .as_str()?
-                        .strip_prefix(super::PROPOSE_PREFIX)?;
-                    Some((name.to_owned(), serde_json::from_str(input).ok()?))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let tools = json.get("tools").and_then(Value::as_array);
+    let proposed: Vec<(String, Value)> = super::proposed_calls(tools.into_iter().flatten(), "")
+        .into_iter()
+        .filter_map(|(name, input)| Some((name, serde_json::from_str(&input).ok()?)))
+        .collect();
     if proposed.is_empty() {
         vec![(first, tool_input())]
     } else {

@@ -55,6 +55,22 @@ pub(super) fn error_body(status: StatusCode) -> Value {
     json!({"error": {"code": status.as_u16(), "message": message, "status": kind}})
 }
 
+/// The calls the model proposes: one per declared function whose description is
+/// `propose:<arguments JSON>` (parallel calls, as a test asks for them).
+fn calls_to_propose(json: &Value) -> Vec<(String, Value)> {
+    let Some(tools) = json.get("tools").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    let declarations = tools
+        .iter()
+        .filter_map(|t| t.get("functionDeclarations")?.as_array())
+        .flatten();
+    super::proposed_calls(declarations, "")
+        .into_iter()
+        .filter_map(|(name, args)| Some((name, serde_json::from_str(&args).ok()?)))
+        .collect()
+}
+
 fn function_to_call(json: &Value) -> Option<String> {
     let tools = json.get("tools")?.as_array()?;
     let declaration = tools
@@ -82,7 +98,14 @@ fn candidate(parts: Value, finish: Option<&str>) -> Value {
 }
 
 fn whole(model: &str, json: &Value) -> Value {
+    let proposed = calls_to_propose(json);
     let parts = match function_to_call(json) {
+        Some(_) if !proposed.is_empty() => Value::from(
+            proposed
+                .iter()
+                .map(|(name, args)| json!({"functionCall": {"name": name, "args": args}}))
+                .collect::<Vec<_>>(),
+        ),
         Some(name) => {
             json!([{"functionCall": {"name": name, "args": serde_json::from_str::<Value>(TOOL_ARGUMENTS).unwrap_or(Value::Null)}}])
         }
@@ -95,7 +118,67 @@ fn whole(model: &str, json: &Value) -> Value {
     })
 }
 
+/// The events of a stream that proposes `calls`: a text, one call per event, then the end
+/// with the usage.
+fn call_events(model: &str, calls: &[(String, Value)]) -> Vec<Value> {
+    let event = |parts: Value, finish: Option<&str>, produced: u64| {
+        json!({
+            "candidates": [candidate(parts, finish)],
+            "usageMetadata": usage(produced),
+            "modelVersion": model, "responseId": "fakeW4RD3N"
+        })
+    };
+    let mut events = vec![event(json!([{"text": TEXT_CHUNKS[0]}]), None, 0)];
+    for (name, args) in calls {
+        events.push(event(
+            json!([{"functionCall": {"name": name, "args": args}}]),
+            None,
+            0,
+        ));
+    }
+    events.push(event(
+        json!([{"text": ""}]),
+        Some("STOP"),
+        COMPLETION_TOKENS,
+    ));
+    events
+}
+
+/// `bytes` in three writes: a reader must join an event's pieces.
+fn in_pieces(bytes: &[u8]) -> Vec<Bytes> {
+    let third = bytes.len().div_ceil(3).max(1);
+    bytes.chunks(third).map(Bytes::copy_from_slice).collect()
+}
+
 fn stream(ex: Exchange, model: &str, sse: bool) -> Response<FakeBody> {
+    let calls = calls_to_propose(&ex.json);
+    if !calls.is_empty() {
+        let values = call_events(model, &calls);
+        let count = values.len();
+        let mut writes = Vec::new();
+        for (i, v) in values.iter().enumerate() {
+            let text = if sse {
+                format!("data: {v}\r\n\r\n")
+            } else {
+                let open = if i == 0 { "[" } else { "" };
+                let close = if i + 1 == count { "]" } else { "\r\n," };
+                format!("{open}{v}{close}")
+            };
+            writes.extend(in_pieces(text.as_bytes()));
+        }
+        let mut response = if sse {
+            sse_response(ex.stream.spawn(writes, 1))
+        } else {
+            Response::new(ex.stream.spawn(writes, 1))
+        };
+        if !sse {
+            response.headers_mut().insert(
+                "content-type",
+                http::HeaderValue::from_static("application/json; charset=UTF-8"),
+            );
+        }
+        return response;
+    }
     let last = TEXT_CHUNKS.len() - 1;
     let values: Vec<Value> = TEXT_CHUNKS
         .iter()

@@ -535,6 +535,27 @@ pub(crate) fn fragments(s: &str, n: usize) -> Vec<String> {
     chars.chunks(size).map(|c| c.iter().collect()).collect()
 }
 
+/// The calls `tools` make the model propose: each tool (its fields in the object at pointer
+/// `at`: `""` or `/function`) whose `description` is `propose:<arguments JSON>`, as its
+/// name and the arguments' text.
+pub(crate) fn proposed_calls<'a>(
+    tools: impl IntoIterator<Item = &'a Value>,
+    at: &str,
+) -> Vec<(String, String)> {
+    tools
+        .into_iter()
+        .filter_map(|t| {
+            let tool = t.pointer(at)?;
+            let name = tool.get("name")?.as_str()?;
+            let args = tool
+                .get("description")?
+                .as_str()?
+                .strip_prefix(PROPOSE_PREFIX)?;
+            Some((name.to_owned(), args.to_owned()))
+        })
+        .collect()
+}
+
 /// The id of the `n`th of several proposed calls: `first`, then `first1`, `first2`, ...
 pub(crate) fn nth_id(first: &str, n: usize) -> String {
     if n == 0 {

@@ -130,23 +130,7 @@ const CALL_ID: &str = "call_fake0TOOL1";
 /// declared tool with the usual arguments, unless the conversation is past it.
 fn calls_to_propose(json: &Value) -> Vec<(String, String)> {
     let answered = tool_to_call(json).is_none();
-    let proposed: Vec<(String, String)> = json
-        .get("tools")
-        .and_then(Value::as_array)
-        .map(|tools| {
-            tools
-                .iter()
-                .filter_map(|t| {
-                    let name = t.pointer("/function/name")?.as_str()?;
-                    let args = t
-                        .pointer("/function/description")?
-                        .as_str()?
-                        .strip_prefix(PROPOSE_PREFIX)?;
-                    Some((name.to_owned(), args.to_owned()))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let proposed = super::proposed_calls(tools_of(json), "/function");
     if answered {
         return Vec::new();
     }
@@ -274,8 +258,69 @@ fn response_object(model: &str, created: u64, status: &str, output: Value, usage
     })
 }
 
+/// The `function_call` item of the `n`th call the model proposes, `arguments` as far as given.
+fn function_call_item(n: usize, name: &str, arguments: &str, status: &str) -> Value {
+    json!({"type": "function_call", "id": super::nth_id(FUNCTION_CALL_ITEM, n),
+           "call_id": call_id(n), "name": name, "arguments": arguments, "status": status})
+}
+
+const FUNCTION_CALL_ITEM: &str = "fc_fakeW4RD3N";
+
+/// A Responses API answer that proposes `calls` (parallel `function_call` items), whole or
+/// streamed: each item added, its arguments in several deltas, done, then the response.
+fn responses_calls(ex: Exchange, model: &str, calls: &[(String, String)]) -> Response<FakeBody> {
+    let created = now();
+    let done: Vec<Value> = calls
+        .iter()
+        .enumerate()
+        .map(|(n, (name, args))| function_call_item(n, name, args, "completed"))
+        .collect();
+    let completed = response_object(model, created, "completed", json!(done), responses_usage());
+    if ex.json.get("stream").and_then(Value::as_bool) != Some(true) {
+        return json_response(&completed);
+    }
+    let mut seq = 0u64;
+    let mut events = Vec::new();
+    let mut push = |name: &str, mut value: Value| {
+        value["type"] = json!(name);
+        value["sequence_number"] = json!(seq);
+        seq += 1;
+        events.push(named_event(name, &value));
+    };
+    let pending = response_object(model, created, "in_progress", json!([]), Value::Null);
+    push("response.created", json!({"response": pending}));
+    push("response.in_progress", json!({"response": pending}));
+    for (n, (name, args)) in calls.iter().enumerate() {
+        let item_id = super::nth_id(FUNCTION_CALL_ITEM, n);
+        push(
+            "response.output_item.added",
+            json!({"output_index": n, "item": function_call_item(n, name, "", "in_progress")}),
+        );
+        for piece in fragments(args, 5.max(args.len() / 4)) {
+            push(
+                "response.function_call_arguments.delta",
+                json!({"item_id": item_id, "output_index": n, "delta": piece}),
+            );
+        }
+        push(
+            "response.function_call_arguments.done",
+            json!({"item_id": item_id, "output_index": n, "arguments": args}),
+        );
+        push(
+            "response.output_item.done",
+            json!({"output_index": n, "item": done[n]}),
+        );
+    }
+    push("response.completed", json!({"response": completed}));
+    sse_response(ex.stream.spawn(events, 4))
+}
+
 fn responses(ex: Exchange) -> Response<FakeBody> {
     let model = requested_model(&ex.json);
+    let calls = responses_calls_to_propose(&ex.json);
+    if !calls.is_empty() {
+        return responses_calls(ex, &model, &calls);
+    }
     let created = now();
     let msg_id = "msg_fakeW4RD3N";
     let part = |text: &str| json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []});
@@ -332,6 +377,30 @@ fn responses(ex: Exchange) -> Response<FakeBody> {
         json!({"response": response_object(&model, created, "completed", json!([done_item]), responses_usage())}),
     );
     sse_response(ex.stream.spawn(events, 4))
+}
+
+/// The calls a Responses API request makes the model propose: one per declared tool whose
+/// description is `propose:<arguments JSON>`, unless its input already carries a call's output.
+fn responses_calls_to_propose(json: &Value) -> Vec<(String, String)> {
+    let answered = json
+        .get("input")
+        .and_then(Value::as_array)
+        .is_some_and(|items| {
+            items
+                .iter()
+                .any(|i| i.get("type").and_then(Value::as_str) == Some("function_call_output"))
+        });
+    if answered {
+        return Vec::new();
+    }
+    super::proposed_calls(tools_of(json), "")
+}
+
+/// The tools a request declares.
+fn tools_of(json: &Value) -> &[Value] {
+    json.get("tools")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
 }
 
 fn embedding_vector(index: usize) -> Vec<f32> {

@@ -23,7 +23,7 @@ fn too_large() -> Value {
 }
 
 /// A `tool_use` block being held.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Block {
     index: u64,
     id: String,
@@ -32,7 +32,7 @@ struct Block {
     events: Vec<Vec<u8>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Stream {
     held: Option<Block>,
     /// Blocks removed so far: later blocks' indices go down by this much.

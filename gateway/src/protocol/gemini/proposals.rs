@@ -22,7 +22,7 @@ fn too_large() -> Value {
     json!({"error": {"code": 502, "status": "UNAVAILABLE", "message": TOO_LARGE}})
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Stream;
 
 impl EventRewriter for Stream {

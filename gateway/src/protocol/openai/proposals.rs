@@ -31,7 +31,7 @@ struct Call {
 }
 
 /// What one choice holds back.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Held {
     /// The raw events, in order.
     events: Vec<Vec<u8>>,
@@ -39,7 +39,7 @@ struct Held {
     calls: Vec<(u64, Call)>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Stream {
     /// Held events per choice index.
     held: Vec<(u64, Held)>,

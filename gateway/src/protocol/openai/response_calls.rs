@@ -28,13 +28,13 @@ fn too_large() -> Value {
 }
 
 /// A `function_call` item being held.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Held {
     output_index: u64,
     events: Vec<(Vec<u8>, Value)>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Stream {
     held: Vec<Held>,
     /// Items dropped so far, by their original `output_index`.

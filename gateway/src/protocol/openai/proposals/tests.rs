@@ -213,3 +213,39 @@ fn a_whole_response_loses_its_denied_calls_and_explains() {
     out.extend_from_slice(&rewriter.finish(&mut allow));
     assert_eq!(out, body.as_bytes());
 }
+
+#[test]
+fn rewound_to_a_checkpoint_a_rewriter_gives_the_same_output_again() {
+    for event_stream in [true, false] {
+        let whole = if event_stream {
+            stream().concat()
+        } else {
+            serde_json::json!({"id":"c1","object":"chat.completion","created":1,"model":"m",
+                "choices":[{"index":0,"finish_reason":"tool_calls","message":{"role":"assistant",
+                "content":null,"tool_calls":[{"id":"call_b","type":"function",
+                "function":{"name":"exec","arguments":"{}"}}]}}]})
+            .to_string()
+        };
+        let (first, rest) = whole.as_bytes().split_at(whole.len() / 2);
+        let mut judge = DenyNamed {
+            denied: &["exec"],
+            seen: Vec::new(),
+        };
+        let mut rewriter = rewriter(event_stream);
+        let mut out = rewriter.push(first, &mut judge).to_vec();
+        rewriter.checkpoint();
+        let mut once = rewriter.push(rest, &mut judge).to_vec();
+        once.extend_from_slice(&rewriter.finish(&mut judge));
+        rewriter.rewind();
+        let mut again = rewriter.push(rest, &mut judge).to_vec();
+        again.extend_from_slice(&rewriter.finish(&mut judge));
+        assert_eq!(
+            String::from_utf8_lossy(&again),
+            String::from_utf8_lossy(&once),
+            "event stream: {event_stream}"
+        );
+        out.extend_from_slice(&again);
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.contains("refused exec"), "{out}");
+    }
+}
