@@ -10,6 +10,7 @@
 //! per replica.
 
 pub mod config;
+mod sharing;
 pub mod sync;
 
 use std::collections::hash_map::RandomState;
@@ -39,7 +40,7 @@ pub struct Limiter {
     /// `warden_rate_limited_total{scope}`.
     limited: IntCounterVec,
     /// Set once counts are shared with other replicas ([`Limiter::attach`]).
-    sharing: OnceLock<sync::Sharing>,
+    sharing: OnceLock<sharing::Sharing>,
 }
 
 /// One rate bucket.

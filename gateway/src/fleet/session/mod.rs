@@ -11,6 +11,7 @@
 //! that a session spread over replicas meets the same rules; its counts are per replica.
 
 pub mod config;
+mod sharing;
 pub mod sync;
 
 use std::collections::HashMap;
@@ -31,7 +32,7 @@ pub struct AgentSessions {
     epoch: Instant,
     sessions: DashMap<u64, Session>,
     /// Set once labels are shared with other replicas ([`AgentSessions::attach`]).
-    sharing: OnceLock<sync::Sharing>,
+    sharing: OnceLock<sharing::Sharing>,
 }
 
 /// What one session remembers.

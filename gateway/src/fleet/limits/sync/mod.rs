@@ -13,13 +13,12 @@
 //! nothing it admitted is lost to the others.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use dashmap::DashMap;
-
 use super::Limiter;
+use super::sharing::Sharing;
 use crate::fleet::tick;
 use crate::state::StateError;
 use crate::state::fleet::{FleetRepository, RateCount};
@@ -33,33 +32,6 @@ const STALE_MS: i64 = 30 * 60 * 1000;
 
 /// Owed charges kept at most for buckets this replica has not used.
 const OWED_MAX: usize = 65_536;
-
-/// What sharing counts needs to remember between ticks.
-pub(crate) struct Sharing {
-    /// This process among the replicas (random).
-    replica: String,
-    /// Theoretical arrival times of buckets this replica has not used yet, by name: what other
-    /// replicas admitted in them.
-    pub(super) owed: DashMap<Arc<str>, u64>,
-    /// What this replica last published per bucket, and when.
-    published: Mutex<HashMap<Arc<str>, (u64, i64)>>,
-    /// What each other replica's count of each bucket was when last read.
-    seen: Mutex<HashMap<(String, String), i64>>,
-    /// Whether the counts have been read once (the first read is taken as the start).
-    started: AtomicBool,
-}
-
-impl Sharing {
-    fn new() -> Sharing {
-        Sharing {
-            replica: uuid::Uuid::now_v7().simple().to_string(),
-            owed: DashMap::new(),
-            published: Mutex::new(HashMap::new()),
-            seen: Mutex::new(HashMap::new()),
-            started: AtomicBool::new(false),
-        }
-    }
-}
 
 impl Limiter {
     /// Shares rate counts through `store`: a [`Limiter::sync`] every `every`; it stops when

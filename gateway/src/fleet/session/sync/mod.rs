@@ -9,46 +9,20 @@
 //! When the store fails, labels stay queued (up to [`QUEUE_MAX`]) and are stored when it
 //! answers; meanwhile each replica knows the labels earned through it.
 
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::sharing::{QUEUE_MAX, Sharing};
 use super::{AgentSessions, Session, SessionsConfig};
 use crate::fleet::tick;
 use crate::state::StateError;
 use crate::state::fleet::{FleetRepository, SessionLabel};
 use crate::state::pins::now_ms;
 
-/// Labels waiting to be stored at most; past this, new ones are known to this replica only.
-pub const QUEUE_MAX: usize = 10_000;
-
 /// Labels are read again from a little before the last read: other replicas' clocks stamp
 /// what they store.
 const CLOCK_SLACK_MS: i64 = 5_000;
-
-/// What sharing labels needs between ticks.
-pub(crate) struct Sharing {
-    queue: Mutex<Vec<SessionLabel>>,
-    /// When the labels were last read (this replica's clock), milliseconds since the epoch.
-    read_ms: AtomicI64,
-}
-
-impl Sharing {
-    /// Queues `label` of session `key`, to live `window` (a session idle that long ends).
-    pub(super) fn publish(&self, key: u64, label: &str, window: Duration) {
-        let mut queue = self.queue.lock().expect("not poisoned");
-        if queue.len() >= QUEUE_MAX {
-            return;
-        }
-        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-        queue.push(SessionLabel {
-            session: format!("{key:016x}"),
-            label: label.to_owned(),
-            expires_ms: now_ms().saturating_add(window_ms),
-            updated_ms: 0,
-        });
-    }
-}
 
 impl AgentSessions {
     /// Shares session labels through `store`: a [`AgentSessions::sync`] every `every`, with
@@ -79,10 +53,7 @@ impl AgentSessions {
 
     /// Queues the labels sessions earn from now on, for [`AgentSessions::sync`].
     pub fn share(&self) {
-        let _ = self.sharing.set(Sharing {
-            queue: Mutex::new(Vec::new()),
-            read_ms: AtomicI64::new(0),
-        });
+        let _ = self.sharing.set(Sharing::default());
     }
 
     /// One tick: stores the labels queued since the last, then adds those every replica
