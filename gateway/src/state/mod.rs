@@ -21,6 +21,8 @@ pub mod canaries;
 pub mod config;
 pub mod error;
 pub mod factors;
+#[cfg(test)]
+pub mod flaky;
 pub mod fleet;
 pub mod pins;
 pub mod postgres;

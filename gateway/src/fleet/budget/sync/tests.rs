@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::super::tests::{agent, config, ledger, noon};
 use super::*;
-use crate::state::fleet::flaky::Flaky;
+use crate::state::flaky::Flaky;
 
 /// The day and month of `noon()`, as stored.
 fn periods() -> (i64, i64) {

@@ -3,7 +3,7 @@
 
 use super::super::tests::{config, subject};
 use super::*;
-use crate::state::fleet::flaky::Flaky;
+use crate::state::flaky::Flaky;
 use crate::telemetry::metrics::Metrics;
 
 const FOUR_THEN_SLOW: &str = "rules:\n  - scope: agent\n    rate: 0.001\n    burst: 4\n";

@@ -5,7 +5,7 @@ use super::super::Named;
 use super::super::tests::{call, config};
 use super::*;
 use crate::action::SessionFacts;
-use crate::state::fleet::flaky::Flaky;
+use crate::state::flaky::Flaky;
 
 fn replica() -> AgentSessions {
     let sessions = AgentSessions::default();

@@ -1,0 +1,94 @@
+//! For tests of what shares through the store: a real store that can be made to fail, as a
+//! database outage would.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures_util::future::BoxFuture;
+
+use super::error::StateError;
+use super::fleet::{FleetRepository, RateCount, SessionLabel, SpendRow};
+use super::sqlite::SqliteStore;
+use super::store::Store;
+
+/// `inner`, refusing every call while `down`.
+pub struct Flaky {
+    pub inner: Arc<dyn FleetRepository>,
+    pub down: AtomicBool,
+}
+
+impl Flaky {
+    /// A SQLite store in `dir`, up.
+    pub async fn sqlite(dir: &std::path::Path) -> Arc<Flaky> {
+        let store = SqliteStore::open(&dir.join("state.db"))
+            .await
+            .expect("opens");
+        Arc::new(Flaky {
+            inner: Store::sqlite(store).fleet(),
+            down: AtomicBool::new(false),
+        })
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<(), StateError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StateError::Closed {
+                store: "the test's store (down)".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl FleetRepository for Flaky {
+    fn add_spend(&self, deltas: Vec<SpendRow>) -> BoxFuture<'_, Result<(), StateError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.add_spend(deltas).await
+        })
+    }
+    fn spend(&self, day: i64, month: i64) -> BoxFuture<'_, Result<Vec<SpendRow>, StateError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.spend(day, month).await
+        })
+    }
+    fn reset_spend(
+        &self,
+        scope: Option<String>,
+        name: Option<String>,
+        periods: (i64, i64),
+    ) -> BoxFuture<'_, Result<u64, StateError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.reset_spend(scope, name, periods).await
+        })
+    }
+    fn publish_counts(&self, counts: Vec<RateCount>) -> BoxFuture<'_, Result<(), StateError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.publish_counts(counts).await
+        })
+    }
+    fn counts(&self, since_ms: i64) -> BoxFuture<'_, Result<Vec<RateCount>, StateError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.counts(since_ms).await
+        })
+    }
+    fn add_labels(&self, labels: Vec<SessionLabel>) -> BoxFuture<'_, Result<(), StateError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.add_labels(labels).await
+        })
+    }
+    fn labels(&self, since_ms: i64) -> BoxFuture<'_, Result<Vec<SessionLabel>, StateError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.labels(since_ms).await
+        })
+    }
+}
