@@ -8,7 +8,7 @@ Usage: client.py URL STEPS_JSON [SAMPLING_REPLY]
 Opens one session, runs each step of STEPS_JSON (a JSON list) in it, and
 prints one JSON object: {"initialize": {...}, "steps": [result, ...]}. Steps:
   {"op": "list_tools"} | {"op": "list_prompts"} | {"op": "list_resources"}
-  {"op": "call", "name": N, "arguments": {...}, "progress": true}
+  {"op": "call", "name": N, "arguments": {...}, "progress": true, "meta": {...}}
   {"op": "cancel_call", "name": N, "arguments": {...}, "after": S}
                                           abandons the call after S seconds (the SDK then
                                           sends notifications/cancelled); {"cancelled": true}
@@ -109,10 +109,12 @@ async def _step(session: ClientSession, step: dict) -> dict:
             async def progress(value, total=None, message=None):
                 seen.append(value)
 
+            extra = {"meta": step["meta"]} if "meta" in step else {}
             result = await session.call_tool(
                 step["name"],
                 step.get("arguments", {}),
                 progress_callback=progress if step.get("progress") else None,
+                **extra,
             )
             is_error = bool(_field(result, "is_error", "isError"))
             meta = getattr(result, "meta", None)

@@ -741,6 +741,24 @@ async fn tool_arguments_rest_bodies_and_egress_bodies_are_redacted_and_a_canary_
         .unwrap();
     assert_eq!(record["decision"], "allow", "{record}");
 
+    // MCP: a redacted detector that also matches outside the arguments (in `_meta`) is a leak
+    // the redaction did not cover: the call is refused, and the server never sees the key.
+    let r = mcp::session_over(
+        Transport::StreamableHttp,
+        &s.warden,
+        &s.warden.url("/mcp/tools"),
+        &s.token,
+        json!([{"op": "call", "name": "everything_echo", "arguments": {"message": secret},
+                "meta": {"note": format!("also {AWS_KEY}")}}]),
+    )
+    .await
+    .unwrap();
+    assert!(
+        r.to_string().contains("also elsewhere in the call"),
+        "refused, saying why: {r}"
+    );
+    assert!(!r.to_string().contains(AWS_KEY), "{r}");
+
     // REST: the API gets the redacted body with its own length.
     let body = format!(r#"{{"title": "deploy", "body": "{secret}"}}"#);
     let response = s
@@ -796,10 +814,12 @@ async fn tool_arguments_rest_bodies_and_egress_bodies_are_redacted_and_a_canary_
         assert!(!audit.contains(value), "a value reached the audit log");
     }
     let metrics = s.warden.metrics().await.unwrap();
-    for channel in ["mcp", "rest", "egress"] {
+    // MCP's two calls were both redacted by the decision; the second was then refused for
+    // the copy outside its arguments.
+    for (channel, count) in [("mcp", 2), ("rest", 1), ("egress", 1)] {
         assert_eq!(
             dlp_count(&metrics, "aws_access_key", channel, "redacted"),
-            1,
+            count,
             "{channel}: {metrics}"
         );
     }

@@ -251,6 +251,13 @@ impl Judging<'_> {
         recall(self.snap, ex, &mut action, Named::By(&self.session.id));
         let sent = Bytes::from(arguments);
         let mut content = sent.clone();
+        let found: Vec<Arc<str>> = action
+            .context
+            .findings
+            .0
+            .iter()
+            .map(|f| Arc::clone(&f.detector))
+            .collect();
         let decision = decide(self.snap, ex, &mut action, &mut content).await?;
         if let Facts::Tool(tool) = &mut action.context.facts
             && content != sent
@@ -266,6 +273,27 @@ impl Judging<'_> {
                 .params_mut()
                 .insert("arguments".to_owned(), redacted.clone());
             tool.arguments = Arc::new(redacted);
+            // Only the arguments are redacted: a redacted detector that still matches the call
+            // as it would be sent (in `_meta`, say) is a leak, and the call is refused.
+            let redacted_away = |d: &str| {
+                found.iter().any(|f| &**f == d)
+                    && !action.context.findings.detectors().any(|left| left == d)
+            };
+            let mut rest = Findings::none();
+            let params = serde_json::to_vec(message.params()).unwrap_or_default();
+            crate::inspect::inspect(&mut rest, &params, &self.snap.config.inspect);
+            if let Some(leak) = rest.0.iter().find(|f| redacted_away(&f.detector)) {
+                return Err(McpError::Refused {
+                    id: id.to_value(),
+                    code: jsonrpc::code::DENIED,
+                    message: format!(
+                        "{} was redacted from the tool's arguments but is also elsewhere in the \
+                         call (outside `arguments`); the call is refused",
+                        leak.detector
+                    ),
+                }
+                .into());
+            }
         }
         hold_here(ex, &action, &decision).await?;
         // credential: the server's own, added by its upstream session (never the agent's).
