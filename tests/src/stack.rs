@@ -95,6 +95,21 @@ impl Stack {
 /// to provoke beside the stack's allows.
 pub const FORBID_GPT41: &str = "@id(\"e2e-forbid-gpt41\")\n@reason(\"no gpt-4.1\")\nforbid (principal, action, resource == Model::\"openai/gpt-4.1\");\n";
 
+/// A chat (gpt-4o-mini, not streamed) through `warden` as `token`: its status and body
+/// (`null` when not JSON).
+pub async fn chat(warden: &Warden, token: &str) -> (u16, Value) {
+    let response = warden
+        .http()
+        .post(warden.url("/openai/chat/completions"))
+        .bearer_auth(token)
+        .json(&openai_chat("gpt-4o-mini", false))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
 /// A minimal OpenAI chat request body.
 pub fn openai_chat(model: &str, stream: bool) -> Value {
     let mut body = serde_json::json!({

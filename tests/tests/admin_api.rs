@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use warden_e2e::fake_llm::FakeLlm;
-use warden_e2e::stack::openai_chat;
+use warden_e2e::stack::chat;
 use warden_e2e::warden::{Warden, WardenBuilder};
 
 /// Lets the operators' group administer quarantines, nobody else; lets agents chat.
@@ -15,20 +15,6 @@ const OPERATORS: &str = "@id(\"operators-administer\")\n\
     permit (principal in Group::\"operators\", action in [Action::\"admin:quarantine\", \
     Action::\"admin:release\", Action::\"admin:list\"], resource);\n\
     @id(\"agents-chat\")\npermit (principal is Agent, action == Action::\"llm:chat\", resource);\n";
-
-/// A chat as `token`: its status and body.
-async fn chat(warden: &Warden, token: &str) -> (u16, Value) {
-    let response = warden
-        .http()
-        .post(warden.url("/openai/chat/completions"))
-        .bearer_auth(token)
-        .json(&openai_chat("gpt-4o-mini", false))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
 
 /// The admin API's collection of quarantines.
 const QUARANTINES: &str = "/v1/admin/quarantines";

@@ -4,23 +4,10 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use warden_e2e::fake_llm::{Failure, FakeLlm};
-use warden_e2e::stack::openai_chat;
-use warden_e2e::warden::{Warden, WardenBuilder};
-
-async fn chat(warden: &Warden, token: &str) -> (u16, Value) {
-    let response = warden
-        .http()
-        .post(warden.url("/openai/chat/completions"))
-        .bearer_auth(token)
-        .json(&openai_chat("gpt-4o-mini", false))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
+use warden_e2e::stack::chat;
+use warden_e2e::warden::WardenBuilder;
 
 /// The value of the metric line that starts with `name` and has every one of `labels`.
 fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
