@@ -74,8 +74,8 @@ impl HeldCall {
     }
 }
 
-/// The gate's view of a proposed call: bound to the exact call (principal, tool, arguments),
-/// so that an approval lets through that call and no other.
+/// The gate's view of a proposed call: bound to the exact call (principal with its issuer,
+/// tool, arguments), so that an approval lets through that call and no other.
 fn waiting(action: &Action, arguments: &str, show_arguments: bool) -> Waiting {
     let principal = format!(
         "{}::{:?}",
@@ -84,15 +84,13 @@ fn waiting(action: &Action, arguments: &str, show_arguments: bool) -> Waiting {
     );
     let resource = action.resource.cedar_ref();
     let verb = action.verb.as_str();
-    let mut hash = Sha256::new();
-    for part in [principal.as_str(), verb, resource.as_str(), arguments] {
-        hash.update(part.len().to_le_bytes());
-        hash.update(part.as_bytes());
-    }
-    let mut digest = String::from("sha256:");
-    for b in hash.finalize() {
-        let _ = write!(digest, "{b:02x}");
-    }
+    let digest = call_digest(
+        &principal,
+        &action.principal.issuer,
+        verb,
+        &resource,
+        arguments,
+    );
     let context = match &action.context.facts {
         Facts::Propose(facts) => shown(facts, arguments, show_arguments),
         _ => json!({}),
@@ -105,6 +103,30 @@ fn waiting(action: &Action, arguments: &str, show_arguments: bool) -> Waiting {
         resource,
         context,
     }
+}
+
+/// `sha256:<hex>` over the call: the principal and the issuer that vouched for it (two
+/// issuers' agents of one name are two agents), the action, the resource and the arguments,
+/// each preceded by its length. Approvals opened by a Warden whose digest lacked the issuer
+/// match no call after the upgrade: they stay pending until they expire, and the agent's
+/// next call opens a new approval.
+fn call_digest(
+    principal: &str,
+    issuer: &str,
+    verb: &str,
+    resource: &str,
+    arguments: &str,
+) -> String {
+    let mut hash = Sha256::new();
+    for part in [principal, issuer, verb, resource, arguments] {
+        hash.update(part.len().to_le_bytes());
+        hash.update(part.as_bytes());
+    }
+    let mut digest = String::from("sha256:");
+    for b in hash.finalize() {
+        let _ = write!(digest, "{b:02x}");
+    }
+    digest
 }
 
 /// What approvers are shown of a proposed call: what Warden read from its arguments (the
@@ -134,6 +156,36 @@ fn shown(facts: &ProposeFacts, arguments: &str, show_arguments: bool) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_approval_binds_to_the_agent_of_one_issuer() {
+        let args = r#"{"command":"make deploy"}"#;
+        let of = |issuer: &str| {
+            call_digest(
+                "Agent::\"ci\"",
+                issuer,
+                "tool:propose",
+                "Tool::\"exec\"",
+                args,
+            )
+        };
+        let warden = of("warden");
+        assert!(
+            warden.starts_with("sha256:") && warden.len() == 71,
+            "{warden}"
+        );
+        assert_eq!(warden, of("warden"), "the same call, the same digest");
+        assert_ne!(
+            warden,
+            of("https://idp.example.com"),
+            "another issuer's agent of one name"
+        );
+        // Lengths prefix the parts: moving text between issuer and principal changes it.
+        assert_ne!(
+            call_digest("Agent::\"ci\"", "ab", "v", "r", args),
+            call_digest("Agent::\"ci\"a", "b", "v", "r", args)
+        );
+    }
 
     #[test]
     fn approvers_see_what_was_read_and_the_arguments_only_when_configured() {
