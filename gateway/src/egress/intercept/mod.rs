@@ -80,8 +80,8 @@ impl Interceptor {
     }
 
     /// The TLS server configuration agents see for `name`.
-    pub fn server_config(&self, name: &str) -> Result<Arc<ServerConfig>, InterceptError> {
-        self.leaves.for_host(name)
+    pub async fn server_config(&self, name: &str) -> Result<Arc<ServerConfig>, InterceptError> {
+        self.leaves.for_host(name).await
     }
 
     /// The CA certificate (PEM) agents must trust.

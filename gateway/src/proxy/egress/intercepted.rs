@@ -46,6 +46,7 @@ where
     let name = dest.host.cedar_name();
     let leaf = interceptor
         .server_config(&name)
+        .await
         .map_err(|e| ("egress_intercept_failed", e.to_string()))?;
     let timeout = config.first_bytes_timeout;
     let tls = tokio::time::timeout(timeout, TlsAcceptor::from(leaf).accept(client))
