@@ -21,6 +21,8 @@ pub struct Snapshot {
     pub routes: RouteTable,
     pub policy: Arc<PolicyEngine>,
     pub identity: Arc<Identifier>,
+    /// Who operators are (`admin.identity`): the admin API's tokens, never agents'.
+    pub operators: Option<Arc<Identifier>>,
     /// The secrets held from Vault (`vault:`); kept across reloads that leave `vault:` as it
     /// was.
     pub secrets: Option<Arc<SecretStore>>,
@@ -68,6 +70,11 @@ impl Snapshot {
             }
             _ => Arc::new(identity(&config, secrets.as_ref()).await?),
         };
+        let operators = crate::admin::operators::identifier(
+            &config,
+            previous.and_then(|p| Some((&*p.config, p.operators.as_ref()?))),
+        )
+        .await?;
         if let (Some(store), true) = (&secrets, fresh) {
             store.start();
         }
@@ -77,6 +84,7 @@ impl Snapshot {
             routes,
             policy,
             identity,
+            operators,
             secrets,
         })
     }

@@ -38,6 +38,12 @@
 //        aud [AUD] (default IDP_AUDIENCE), iat, nbf, exp (1 hour), jti and the "kubernetes.io"
 //        claim with namespace, pod, serviceaccount and node), signed with the current key;
 //        iss is this server's issuer, where a cluster's would be https://kubernetes.default.svc…
+//   POST /admin/person-token?login=L&audience=AUD
+//        the JWT access token a signed-in person L of IDP_USERS gets for resource audience AUD
+//        (as this provider mints them: header {alg, typ at+jwt, kid}; iss, sub L, aud AUD,
+//        iat, exp (1 hour), jti, client_id warden-cli, scope, and the person's groups, email
+//        and preferred_username), signed with the current key: an operator's token for an API
+//        without scripting a browser sign-in; 404 for an unknown login
 //   POST /admin/forge?mode=M&client=ID an attack token with the claims a real token for ID has:
 //        M = none (alg "none", empty signature) | hs256-public-key (HS256, HMAC key = the
 //        public key's PEM) | unpublished-key (RS256 with a key never published, fresh kid)
@@ -330,6 +336,29 @@ async function forge(mode, clientId) {
   throw new Error(`unknown forge mode ${mode}`);
 }
 
+// The access token person `login` gets for `aud` after signing in (claims as findAccount's).
+async function personToken(login, aud) {
+  const user = users[login];
+  if (!user) return undefined;
+  const now = Math.floor(Date.now() / 1000);
+  const payload = {
+    iss: issuer,
+    sub: login,
+    aud: aud || audience,
+    iat: now,
+    exp: now + 3600,
+    jti: crypto.randomBytes(16).toString('base64url'),
+    client_id: 'warden-cli',
+    scope: 'openid profile email groups',
+    groups: user.groups || [],
+    email: user.email,
+    preferred_username: login,
+  };
+  return new jose.SignJWT(payload)
+    .setProtectedHeader({ alg: 'RS256', typ: 'at+jwt', kid: current.jwk.kid })
+    .sign(current.privateKey);
+}
+
 // A Kubernetes projected service-account token for `serviceaccount` in `namespace`, mounted
 // in `pod` (kube-apiserver's shape, pkg/serviceaccount/claims.go).
 async function kubernetesToken({ namespace, serviceaccount, pod, aud }) {
@@ -384,6 +413,12 @@ async function admin(req, res, url) {
     return reply(res, 200, {
       token: await kubernetesToken({ namespace, serviceaccount, pod, aud: q.get('audience') }),
     });
+  }
+  if (req.method === 'POST' && url.pathname === '/admin/person-token') {
+    const q = url.searchParams;
+    const token = await personToken(q.get('login') || '', q.get('audience'));
+    if (!token) return reply(res, 404, { error: `no person ${q.get('login')} in IDP_USERS` });
+    return reply(res, 200, { token });
   }
   if (req.method === 'POST' && url.pathname === '/admin/forge') {
     const mode = url.searchParams.get('mode') || '';

@@ -217,6 +217,14 @@ impl Idp {
         .await
     }
 
+    /// The JWT access token person `login` (one of the IdP's users: alice, bob, dave in
+    /// `sre`, carol in `finance`) gets for `audience` after signing in: `sub` the login, with
+    /// the person's `groups`, `email` and `preferred_username` (see `tests/idp/server.mjs`).
+    pub async fn person_token(&self, login: &str, audience: &str) -> anyhow::Result<String> {
+        self.admin_token("person-token", &[("login", login), ("audience", audience)])
+            .await
+    }
+
     /// The token `POST /admin/<endpoint>?<query>` answers.
     async fn admin_token(&self, endpoint: &str, query: &[(&str, &str)]) -> anyhow::Result<String> {
         let body: Value = self

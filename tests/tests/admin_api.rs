@@ -1,20 +1,50 @@
-//! The admin API (`admin.api`): an operator whose token the policy allows (`admin:*` on a
-//! `User` in its groups) quarantines an agent over HTTP, lists and releases it; another
-//! principal is refused 403 with the policy's reason, a caller without a valid token 401;
-//! every call is in the audit log with who, what and the decision.
+//! The admin API (`admin.api`): an operator of the identity provider `admin.identity` trusts
+//! (a person's token from the real OIDC provider, for the admin API's audience), allowed by
+//! policy (`admin:*` on a `User` of that issuer in its groups), quarantines an agent over HTTP,
+//! lists and releases it; another person is refused 403 with the policy's reason; an agent's
+//! token (Warden's own, even with the operator's name and group, or the IdP's for agents) and a
+//! caller without a valid token get 401; every call is in the audit log with who (and which
+//! issuer), what and the decision.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use warden_e2e::fake_llm::FakeLlm;
+use warden_e2e::idp::{ALPHA, Idp};
 use warden_e2e::stack::chat;
-use warden_e2e::warden::{Warden, WardenBuilder};
+use warden_e2e::warden::{AUDIENCE, Warden, WardenBuilder};
 
-/// Lets the operators' group administer quarantines, nobody else; lets agents chat.
-const OPERATORS: &str = "@id(\"operators-administer\")\n\
-    permit (principal in Group::\"operators\", action in [Action::\"admin:quarantine\", \
-    Action::\"admin:release\", Action::\"admin:list\"], resource);\n\
-    @id(\"agents-chat\")\npermit (principal is Agent, action == Action::\"llm:chat\", resource);\n";
+/// The audience of operators' tokens: the admin API's own, not the agents' (`warden`).
+const ADMIN_AUDIENCE: &str = "warden-admin";
+
+/// Lets the IdP's `sre` group (people of `issuer`) administer quarantines, nobody else; lets
+/// agents chat.
+fn operators(issuer: &str) -> String {
+    format!(
+        "@id(\"operators-administer\")\n\
+         permit (principal in Group::\"sre\", action in [Action::\"admin:quarantine\", \
+         Action::\"admin:release\", Action::\"admin:list\"], resource)\n\
+         when {{ principal.issuer == \"{issuer}\" }};\n\
+         @id(\"agents-chat\")\npermit (principal is Agent, action == Action::\"llm:chat\", resource);\n"
+    )
+}
+
+/// A gateway whose agents are Warden's and the IdP's (audience `warden`), and whose operators
+/// are the IdP's people (audience `warden-admin`).
+async fn gateway(upstream: &FakeLlm, idp: &Idp) -> Warden {
+    WardenBuilder::new(upstream)
+        .without_policy("e2e-permit-all.cedar")
+        .trust(idp)
+        .set("/admin/api", json!(true))
+        .set(
+            "/admin/identity",
+            json!({"issuers": [{"issuer": idp.issuer(), "audiences": [ADMIN_AUDIENCE]}]}),
+        )
+        .policy("admin.cedar", &operators(idp.issuer()))
+        .start()
+        .await
+        .unwrap()
+}
 
 /// The admin API's collection of quarantines.
 const QUARANTINES: &str = "/v1/admin/quarantines";
@@ -75,22 +105,12 @@ fn message(body: &Value) -> &str {
 async fn an_operator_allowed_by_policy_quarantines_lists_and_releases_an_agent_and_others_are_refused()
  {
     let upstream = FakeLlm::start().await.unwrap();
-    let w = WardenBuilder::new(&upstream)
-        .without_policy("e2e-permit-all.cedar")
-        .set("/admin/api", json!(true))
-        .policy("admin.cedar", OPERATORS)
-        .start()
-        .await
-        .unwrap();
+    let idp = Idp::shared().await.unwrap();
+    let w = gateway(&upstream, &idp).await;
     let rogue = w.token("rogue-agent").await.unwrap();
-    let alice = w
-        .token_with("alice", "1h", &[("groups", "operators")])
-        .await
-        .unwrap();
-    let mallory = w
-        .token_with("mallory", "1h", &[("groups", "engineering")])
-        .await
-        .unwrap();
+    // alice is in `sre`, carol in `finance`, at the IdP.
+    let alice = idp.person_token("alice", ADMIN_AUDIENCE).await.unwrap();
+    let carol = idp.person_token("carol", ADMIN_AUDIENCE).await.unwrap();
     assert_eq!(chat(&w, &rogue).await.0, 200);
     let request = json!({
         "agent": "rogue-agent",
@@ -103,20 +123,43 @@ async fn an_operator_allowed_by_policy_quarantines_lists_and_releases_an_agent_a
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["error"]["code"], "missing_credential", "{body}");
     assert!(message(&body).contains("Authorization: Bearer"), "{body}");
+    assert!(message(&body).contains("admin.identity.issuers"), "{body}");
     let (status, body) = quarantine(&w, Some("not-a-token"), &request).await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["error"]["code"], "malformed_token", "{body}");
 
+    // An agent is no operator: a Warden agent token with the operator's very name and group
+    // is refused as an agent's token...
+    let impostor = w
+        .token_with("alice", "1h", &[("groups", "sre")])
+        .await
+        .unwrap();
+    for token in [&impostor, &rogue] {
+        let (status, body) = quarantine(&w, Some(token), &request).await;
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(body["error"]["code"], "agent_token", "{body}");
+        assert!(message(&body).contains("never an operator"), "{body}");
+    }
+    // ...and so is a token of the operators' own IdP minted for agents (their audience), be it
+    // an agent's or the operator's own.
+    let agent_of_idp = idp.token(ALPHA).await.unwrap();
+    let alice_for_agents = idp.person_token("alice", AUDIENCE).await.unwrap();
+    for token in [&agent_of_idp, &alice_for_agents] {
+        let (status, body) = list(&w, token).await;
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(body["error"]["code"], "wrong_audience", "{body}");
+        assert!(message(&body).contains(ADMIN_AUDIENCE), "{body}");
+    }
+    assert_eq!(chat(&w, &rogue).await.0, 200, "nothing happened");
+
     // Someone the policy does not permit: 403 naming the action and why.
-    let (status, body) = quarantine(&w, Some(&mallory), &request).await;
+    let (status, body) = quarantine(&w, Some(&carol), &request).await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"]["code"], "forbidden", "{body}");
-    for says in ["User::\"mallory\"", "admin:quarantine", "no policy permits"] {
+    for says in ["User::\"carol\"", "admin:quarantine", "no policy permits"] {
         assert!(message(&body).contains(says), "{body}");
     }
     assert_eq!(chat(&w, &rogue).await.0, 200, "nothing happened");
-    // An agent's own token is no operator's either.
-    assert_eq!(list(&w, &rogue).await.0, 403);
 
     // A malformed request: 400 that says what to send.
     for (bad, says) in [
@@ -137,23 +180,29 @@ async fn an_operator_allowed_by_policy_quarantines_lists_and_releases_an_agent_a
         "{body}"
     );
     assert_eq!(body["quarantine"]["by"], "admin:alice", "{body}");
+    assert_eq!(
+        body["operator"],
+        json!({"id": "alice", "issuer": idp.issuer()}),
+        "{body}"
+    );
     assert!(body["quarantine"]["until"].is_string(), "{body}");
     let (status, refused) = chat(&w, &rogue).await;
     assert_eq!(status, 403, "{refused}");
     assert_eq!(refused["error"]["code"], "agent_quarantined", "{refused}");
     assert!(message(&refused).contains("incident 4712"), "{refused}");
 
-    // Listed for the operator, not for mallory.
+    // Listed for the operator, not for carol.
     let (status, body) = list(&w, &alice).await;
     assert_eq!(status, 200, "{body}");
     let listed = body["quarantines"].as_array().unwrap();
     assert_eq!(listed.len(), 1, "{body}");
     assert_eq!(listed[0]["target"]["kind"], "agent");
     assert_eq!(listed[0]["reason"], "incident 4712: prompt injection");
-    assert_eq!(list(&w, &mallory).await.0, 403);
+    assert_eq!(list(&w, &carol).await.0, 403);
 
     // Released by the operator only; a second release finds nothing.
-    assert_eq!(release(&w, &mallory, "rogue-agent").await.0, 403);
+    assert_eq!(release(&w, &carol, "rogue-agent").await.0, 403);
+    assert_eq!(release(&w, &impostor, "rogue-agent").await.0, 401);
     assert_eq!(chat(&w, &rogue).await.0, 403);
     let (status, body) = release(&w, &alice, "rogue-agent").await;
     assert_eq!(status, 200, "{body}");
@@ -163,13 +212,16 @@ async fn an_operator_allowed_by_policy_quarantines_lists_and_releases_an_agent_a
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["error"]["code"], "not_quarantined", "{body}");
 
-    // Every call in the audit log: who, what, on what, the decision.
+    // Every call in the audit log: who (of which issuer), what, on what, the decision.
+    let issuer = idp.issuer().to_owned();
     let decided = |who: &'static str, action: &'static str, decision: &'static str| {
+        let issuer = issuer.clone();
         move |r: &Value| {
             r["kind"] == "decision"
                 && r["route"] == "admin"
                 && r["principal"]["kind"] == "user"
                 && r["principal"]["id"] == who
+                && r["principal"]["issuer"] == issuer.as_str()
                 && r["action"] == action
                 && r["decision"] == decision
         }
@@ -183,10 +235,14 @@ async fn an_operator_allowed_by_policy_quarantines_lists_and_releases_an_agent_a
         .unwrap();
     assert_eq!(allowed["resource"], "Quarantine::\"agent/rogue-agent\"");
     assert_eq!(allowed["policies"], json!(["operators-administer"]));
+    assert!(
+        allowed["source_ip"].as_str().unwrap().starts_with("127."),
+        "{allowed}"
+    );
     let denied = w
         .wait_for_audit(
             Duration::from_secs(5),
-            decided("mallory", "admin:quarantine", "deny"),
+            decided("carol", "admin:quarantine", "deny"),
         )
         .await
         .unwrap();
@@ -200,24 +256,34 @@ async fn an_operator_allowed_by_policy_quarantines_lists_and_releases_an_agent_a
     for (who, action, decision) in [
         ("alice", "admin:list", "allow"),
         ("alice", "admin:release", "allow"),
-        ("mallory", "admin:release", "deny"),
-        ("mallory", "admin:list", "deny"),
-        ("rogue-agent", "admin:list", "deny"),
+        ("carol", "admin:release", "deny"),
+        ("carol", "admin:list", "deny"),
     ] {
         w.wait_for_audit(Duration::from_secs(5), decided(who, action, decision))
             .await
             .unwrap();
     }
-    w.wait_for_audit(Duration::from_secs(5), |r| {
-        r["kind"] == "rejected"
-            && r["route"] == "admin"
-            && r["action"] == "admin:quarantine"
-            && r["reasons"][0]
-                .as_str()
-                .is_some_and(|m| m.contains("no credential"))
-    })
-    .await
-    .unwrap();
+    // The refused agents' tokens were decided nothing: rejected, saying why.
+    for (action, says) in [
+        ("admin:quarantine", "no credential"),
+        ("admin:quarantine", "Warden agent token"),
+        ("admin:list", "audience"),
+    ] {
+        w.wait_for_audit(Duration::from_secs(5), |r| {
+            r["kind"] == "rejected"
+                && r["route"] == "admin"
+                && r["action"] == action
+                && r["reasons"][0].as_str().is_some_and(|m| m.contains(says))
+        })
+        .await
+        .unwrap();
+    }
+    assert!(
+        !w.audit_records().iter().any(|r| r["route"] == "admin"
+            && r["kind"] == "decision"
+            && r["principal"]["issuer"] != issuer.as_str()),
+        "only the IdP's operators were ever decided on"
+    );
     let record = w
         .wait_for_audit(Duration::from_secs(5), |r| {
             r["kind"] == "system"
@@ -236,23 +302,41 @@ async fn an_operator_allowed_by_policy_quarantines_lists_and_releases_an_agent_a
     .unwrap();
     // No token in any record.
     let log = serde_json::to_string(&w.audit_records()).unwrap();
-    assert!(!log.contains(&alice) && !log.contains(&mallory));
+    for token in [&alice, &carol, &impostor, &agent_of_idp] {
+        assert!(!log.contains(token.as_str()));
+    }
 }
 
 #[tokio::test]
 async fn the_admin_api_is_off_unless_configured() {
     let upstream = FakeLlm::start().await.unwrap();
+    let idp = Idp::shared().await.unwrap();
     let w = WardenBuilder::new(&upstream)
-        .policy("admin.cedar", OPERATORS)
+        .policy("admin.cedar", &operators(idp.issuer()))
         .start()
         .await
         .unwrap();
-    let alice = w
-        .token_with("alice", "1h", &[("groups", "operators")])
-        .await
-        .unwrap();
+    let alice = idp.person_token("alice", ADMIN_AUDIENCE).await.unwrap();
     let (status, body) = list(&w, &alice).await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["error"]["code"], "admin_api_off", "{body}");
     assert!(message(&body).contains("admin.api"), "{body}");
+}
+
+#[tokio::test]
+async fn the_admin_api_without_its_operators_identity_provider_refuses_to_start() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let mut warden = WardenBuilder::new(&upstream)
+        .set("/admin/api", json!(true))
+        .write()
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let status = warden.wait_exit(Duration::from_secs(20)).await.unwrap();
+    let output = warden.output();
+    assert!(!status.success(), "must refuse to start:\n{output}");
+    assert!(
+        output.contains("admin.identity") && output.contains("agents' tokens never"),
+        "the error names the missing key:\n{output}"
+    );
 }

@@ -1,21 +1,25 @@
-//! Who calls the admin API and whether they may: the caller's token verified by the same
-//! [`Identifier`](crate::identity::Identifier) agents go through, the caller judged as a Cedar
-//! `User` in its token's groups, the admin action (`admin:quarantine`, `admin:release`,
-//! `admin:list`) decided by the loaded policies, and the decision recorded in the audit log
-//! before anything is done. A refusal before a decision is recorded as `rejected`.
+//! Who calls the admin API and whether they may: the caller's token verified as an
+//! operator's (`admin.identity`: its own issuers and audiences, never an agent's token, see
+//! `operators.rs`), the caller judged as a Cedar `User` (the operator's claim) with its issuer
+//! as `principal.issuer` and its token's groups as `Group`s, the admin action
+//! (`admin:quarantine`, `admin:release`, `admin:list`) decided by the loaded policies, and the
+//! decision recorded in the audit log before anything is done. A refusal before a decision is
+//! recorded as `rejected`.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::http::HeaderMap;
 
 use super::error::{ApiError, Forbidden};
+use super::operators::is_wardens_own;
 use crate::action::{Action, ActionContext, Principal, PrincipalKind, Resource, Verb};
 use crate::audit::event::{AuditEvent, AuditPrincipal, EventKind};
 use crate::decision::Decision;
 use crate::identity::{AuthError, credential_from_headers};
 use crate::shared::Shared;
+use crate::snapshot::Snapshot;
 use crate::text::{FIELD_MAX, bounded};
 
 /// The route name admin records carry.
@@ -24,8 +28,10 @@ const ROUTE: &str = "admin";
 /// An operator the policy allowed one admin action.
 #[derive(Debug)]
 pub struct Operator {
-    /// The operator's principal id (its token's subject).
+    /// The operator's principal id (its token's subject, or the configured claim).
     pub subject: Arc<str>,
+    /// The issuer that vouched for it.
+    pub issuer: Arc<str>,
     /// The id of the decision record that allowed the action.
     pub decision_id: String,
 }
@@ -34,6 +40,11 @@ impl Operator {
     /// Who did it, as a quarantine record keeps it: `admin:<subject>`.
     pub fn by(&self) -> String {
         format!("admin:{}", self.subject)
+    }
+
+    /// The operator as an answer shows it: `{"id", "issuer"}`.
+    pub fn describe(&self) -> serde_json::Value {
+        serde_json::json!({ "id": &*self.subject, "issuer": &*self.issuer })
     }
 }
 
@@ -50,19 +61,18 @@ pub async fn authorize(
     verb: Verb,
     resource: Resource,
 ) -> Result<Operator, ApiError> {
-    let source_ip = peer.map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |p| p.0);
     let snapshot = shared.snapshot.load();
-    let principal = match credential_from_headers(headers) {
-        Some(token) => snapshot.identity.identify_token(token).await,
-        None => Err(AuthError::MissingCredential),
+    let identified = match peer {
+        Some(Peer(source_ip)) => operator(&snapshot, headers).await.map(|p| (p, source_ip)),
+        None => Err(ApiError::PeerUnknown),
     };
-    let principal = match principal {
-        Ok(principal) => as_user(&principal),
+    let (principal, source_ip) = match identified {
+        Ok(identified) => identified,
         Err(error) => {
-            let mut event = event(EventKind::Rejected, &verb, &resource, source_ip);
+            let mut event = event(EventKind::Rejected, &verb, &resource, peer.map(|p| p.0));
             event.reasons = vec![error.to_string()];
             shared.audit.append_detached(event);
-            return Err(ApiError::Unauthenticated(error));
+            return Err(error);
         }
     };
     let action = Action {
@@ -87,7 +97,7 @@ pub async fn authorize(
         EventKind::Decision,
         &action.verb,
         &action.resource,
-        source_ip,
+        Some(source_ip),
     );
     event.principal = AuditPrincipal {
         kind: PrincipalKind::User.audit_kind().into(),
@@ -113,6 +123,7 @@ pub async fn authorize(
     match decision {
         Decision::Allow { .. } => Ok(Operator {
             subject: Arc::clone(&principal.id),
+            issuer: Arc::clone(&principal.issuer),
             decision_id,
         }),
         other => Err(ApiError::Forbidden(Box::new(Forbidden {
@@ -129,7 +140,43 @@ pub async fn authorize(
     }
 }
 
-/// The token's principal as the admin API judges it: a `User` in the token's groups.
+/// The operator the request's token names, as the admin API judges it: verified by the
+/// operators' identifier alone, so an agent's token never passes (a Warden agent token is
+/// refused as such, an IdP token minted for agents by its audience).
+async fn operator(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Arc<Principal>, ApiError> {
+    let token = credential_from_headers(headers)
+        .ok_or(ApiError::Unauthenticated(AuthError::MissingCredential))?;
+    let operators = snapshot
+        .operators
+        .as_ref()
+        .ok_or(ApiError::NoOperatorIdentity)?;
+    match operators.identify_token(token).await {
+        Ok(principal) => Ok(as_user(&principal)),
+        Err(AuthError::UntrustedIssuer { issuer, .. })
+            if is_wardens_own(issuer.as_str(), &snapshot.config.identity) =>
+        {
+            Err(ApiError::AgentToken(issuer.as_str().to_owned()))
+        }
+        Err(AuthError::MissingClaim { claim, .. }) if names_operators(snapshot, &claim) => {
+            Err(ApiError::NoOperatorClaim(claim))
+        }
+        Err(error) => Err(ApiError::Unauthenticated(error)),
+    }
+}
+
+/// Whether `claim` is one that names operators (an issuer's `subject_claim`).
+fn names_operators(snapshot: &Snapshot, claim: &str) -> bool {
+    let mut issuers = snapshot
+        .config
+        .admin
+        .identity
+        .iter()
+        .flat_map(|i| &i.issuers);
+    issuers.any(|i| i.subject_claim == claim)
+}
+
+/// The token's principal as the admin API judges it: a `User` of its issuer, in the token's
+/// groups.
 fn as_user(principal: &Principal) -> Arc<Principal> {
     Arc::new(Principal {
         kind: PrincipalKind::User,
@@ -141,11 +188,16 @@ fn as_user(principal: &Principal) -> Arc<Principal> {
 }
 
 /// A record of an admin call on `resource`.
-fn event(kind: EventKind, verb: &Verb, resource: &Resource, source_ip: IpAddr) -> AuditEvent {
+fn event(
+    kind: EventKind,
+    verb: &Verb,
+    resource: &Resource,
+    source_ip: Option<IpAddr>,
+) -> AuditEvent {
     let mut event = AuditEvent::now(kind);
     event.action = verb.label();
     event.resource = Arc::from(resource.cedar_ref());
     event.route = Arc::from(ROUTE);
-    event.source_ip = Some(source_ip);
+    event.source_ip = source_ip;
     event
 }

@@ -34,12 +34,34 @@ pub enum ApiError {
         "the admin API is off on this gateway: set `admin.api: true` (docs/fleet.md#admin-api)"
     )]
     Off,
-    /// No credential, or one that does not verify.
+    /// `admin.identity` is not set, so no operator can be recognised (configuration
+    /// validation refuses `admin.api` without it; this guards any other way in).
     #[error(
-        "{0}; the admin API takes an operator's token (an OIDC token of a trusted issuer, or one \
-         of `warden token issue`) in `Authorization: Bearer`"
+        "the admin API has no operators' identity provider: set admin.identity.issuers \
+         (docs/fleet.md#admin-api)"
+    )]
+    NoOperatorIdentity,
+    /// The listener did not say who connected: nothing is decided about an unknown peer.
+    #[error("the admin listener did not report the caller's address; nothing was done")]
+    PeerUnknown,
+    /// No credential, or one that does not verify as an operator's.
+    #[error(
+        "{0}; the admin API takes an operator's token from an issuer of admin.identity.issuers, \
+         minted for its audience, in `Authorization: Bearer`"
     )]
     Unauthenticated(AuthError),
+    /// A Warden agent token (`warden token issue`): it names an agent, never an operator.
+    #[error(
+        "this is a Warden agent token (`warden token issue`, issuer {0:?}): it identifies an \
+         agent, never an operator; call the admin API with a token of your identity provider \
+         (admin.identity.issuers)"
+    )]
+    AgentToken(String),
+    /// A verified token without the claim that names the operator.
+    #[error(
+        "the token has no `{0}` claim naming the operator (admin.identity.issuers[].subject_claim)"
+    )]
+    NoOperatorClaim(std::sync::Arc<str>),
     /// Policy does not permit the caller this admin action.
     #[error(
         "policy does not permit User::{:?} to {} {}: {}",
@@ -65,6 +87,9 @@ impl ApiError {
         match self {
             ApiError::Off | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthenticated(e) => e.status(),
+            ApiError::AgentToken(_) | ApiError::NoOperatorClaim(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NoOperatorIdentity => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::PeerUnknown => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Audit(_) | ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -76,6 +101,10 @@ impl ApiError {
         match self {
             ApiError::Off => "admin_api_off",
             ApiError::Unauthenticated(e) => e.code(),
+            ApiError::AgentToken(_) => "agent_token",
+            ApiError::NoOperatorClaim(_) => "missing_claim",
+            ApiError::NoOperatorIdentity => "admin_identity_missing",
+            ApiError::PeerUnknown => "peer_unknown",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::NotFound(_) => "not_quarantined",

@@ -5,6 +5,7 @@
 pub mod caller;
 pub mod config;
 pub mod error;
+pub mod operators;
 mod quarantines;
 
 use axum::Router;
@@ -125,13 +126,20 @@ mod tests {
 
     /// A ready gateway on the embedded defaults whose audit log fails when `faults` say so.
     async fn gateway(fail_closed: bool) -> (tempfile::TempDir, Arc<Shared>, Arc<Faults>) {
+        gateway_with(|config| config.audit.fail_closed = fail_closed).await
+    }
+
+    /// A ready gateway on the embedded defaults changed by `change`.
+    async fn gateway_with(
+        change: impl FnOnce(&mut Config),
+    ) -> (tempfile::TempDir, Arc<Shared>, Arc<Faults>) {
         let tmp = tempfile::tempdir().unwrap();
         let mut config = Config {
             data_dir: tmp.path().to_path_buf(),
             ..Config::default()
         };
         config.policy.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
-        config.audit.fail_closed = fail_closed;
+        change(&mut config);
         let faults = Arc::new(Faults::default());
         let audit = AuditLog::open_with(
             &tmp.path().join("audit"),
@@ -201,6 +209,29 @@ mod tests {
         assert!(shared.audit.append(decision()).await.is_err());
         assert!(!shared.audit.is_writable());
         assert_eq!(readyz(&shared).await.0, StatusCode::OK);
+        shared.audit.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_admin_call_whose_peer_is_unknown_is_refused_not_taken_for_loopback() {
+        let (_tmp, shared, _faults) = gateway_with(|config| config.admin.api = true).await;
+        // The listener inserts the peer; without it, nothing is decided (no loopback assumed).
+        let req = axum::http::Request::get("/v1/admin/quarantines")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let resp = router(shared.clone()).oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "peer_unknown", "{body}");
+        // With its peer, the same call goes on to authentication.
+        let mut req = axum::http::Request::get("/v1/admin/quarantines")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        req.extensions_mut()
+            .insert(caller::Peer([192, 0, 2, 7].into()));
+        let resp = router(shared.clone()).oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
         shared.audit.close().await.unwrap();
     }
 }

@@ -138,7 +138,11 @@ async fn create_quarantine(
     shared.quarantines.quarantine(record.clone()).await?;
     Ok((
         StatusCode::CREATED,
-        json!({ "quarantine": describe(&record), "decision_id": operator.decision_id }),
+        json!({
+            "quarantine": describe(&record),
+            "operator": operator.describe(),
+            "decision_id": operator.decision_id,
+        }),
     ))
 }
 
@@ -166,6 +170,7 @@ async fn release(
             json!({
                 "released": describe(&record),
                 "by": operator.by(),
+                "operator": operator.describe(),
                 "decision_id": operator.decision_id,
             }),
         )),

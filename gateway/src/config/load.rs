@@ -400,6 +400,12 @@ mod tests {
             ("approvals: {zz: 1}", "approvals", "approvals."),
             ("console: {zz: 1}", "console", "console."),
             ("admin: {zz: 1}", "admin", "admin."),
+            ("admin: {identity: {zz: 1}}", "admin", "admin.identity."),
+            (
+                "admin: {identity: {issuers: [{zz: 1}]}}",
+                "admin",
+                "admin.identity.issuers[].",
+            ),
             (
                 "console: {oidc: {issuer: i, client_id: c, zz: 1}}",
                 "console",

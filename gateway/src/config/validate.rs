@@ -51,10 +51,11 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     for (key, message) in crate::inspect::validate(&config.inspect) {
         err(&key, message);
     }
-    for (key, message) in config
-        .admin
-        .validate(config.listen.admin, config.listen.admin_tls.is_some())
-    {
+    for (key, message) in config.admin.validate(
+        config.listen.admin,
+        config.listen.admin_tls.is_some(),
+        &config.identity,
+    ) {
         err(&key, message);
     }
     for (key, message) in config.fleet.quarantine.validate() {

@@ -116,7 +116,8 @@ pub struct IssuerConfig {
     pub ca_file: Option<PathBuf>,
 }
 
-fn default_algorithms() -> Vec<String> {
+/// The signature algorithms an issuer's tokens may use unless configured.
+pub(crate) fn default_algorithms() -> Vec<String> {
     ["RS256", "PS256", "ES256", "EdDSA"]
         .map(String::from)
         .to_vec()
