@@ -14,15 +14,15 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-use super::super::sharing::{Counts, Sharing};
-use super::super::{AgentSessions, Session, SessionsConfig};
 use super::CLOCK_SLACK_MS;
+use crate::fleet::session::sharing::{Counts, Sharing};
+use crate::fleet::session::{AgentSessions, Session, SessionsConfig};
 use crate::state::StateError;
 use crate::state::fleet::{FleetRepository, SessionCount};
 use crate::state::pins::now_ms;
 
 /// Sessions whose counts one tick publishes at most; the others wait for the next tick.
-pub const PUBLISH_MAX: usize = 5_000;
+const PUBLISH_MAX: usize = 5_000;
 
 impl AgentSessions {
     /// Publishes this replica's counts of the sessions counted in since the last tick, then

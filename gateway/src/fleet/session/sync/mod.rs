@@ -29,8 +29,6 @@ use crate::state::pins::now_ms;
 /// what they store.
 const CLOCK_SLACK_MS: i64 = 5_000;
 
-pub use counts::PUBLISH_MAX;
-
 impl AgentSessions {
     /// Shares session labels and counts through `store`: a [`AgentSessions::sync`] every `every`, with
     /// the `sessions:` section `config` gives; it stops when the sessions are dropped.
