@@ -1,8 +1,10 @@
 //! Fleet controls hold for the fleet, not for each replica: two Warden replicas on one
 //! PostgreSQL share budget spend (spent through replica A, enforced by replica B within the
 //! sync interval, and printed by `warden budgets show`), rate counts (a burst split across
-//! the replicas is the fleet's, within the documented bound) and session labels (a private
-//! read through A makes an external send through B, in the same session, wait for approval).
+//! the replicas is the fleet's, within the documented bound), session labels (a private
+//! read through A makes an external send through B, in the same session, wait for approval)
+//! and session counts (chats of one session split over A and B are counted together); and when
+//! the database goes away, budget decisions fail closed past `budgets.stale_after`.
 
 use std::time::Duration;
 
@@ -47,7 +49,15 @@ fn policies(builder: WardenBuilder) -> WardenBuilder {
             "session.cedar",
             &pack("baseline.cedar", "baseline-private-then-external-approval"),
         )
+        .policy("counts.cedar", SESSION_COUNT)
 }
+
+/// The agent `counter` may chat three times in a session: the fourth is denied.
+const SESSION_COUNT: &str = r#"@id("session-count-deny")
+@reason("three chats in this session already")
+forbid (principal == Agent::"counter", action == Action::"llm:chat", resource)
+when { context has session && context.session.action_count >= 3 };
+"#;
 
 /// One replica on `state_url`, sharing the agent-token key `key` when given.
 fn replica(upstream: &FakeLlm, state_url: &str, key: Option<&str>) -> WardenBuilder {
@@ -58,7 +68,8 @@ fn replica(upstream: &FakeLlm, state_url: &str, key: Option<&str>) -> WardenBuil
         .set(
             "/budgets",
             json!({"sync_interval": SYNC, "limits": [
-                {"scope": "agent", "name": "spender", "period": "day", "tokens": 2 * per_call}
+                {"scope": "agent", "name": "spender", "period": "day", "tokens": 2 * per_call},
+                {"scope": "agent", "name": "saver", "period": "day", "tokens": 100 * per_call}
             ]}),
         )
         .set(
@@ -232,5 +243,74 @@ async fn two_replicas_enforce_one_budget_one_rate_and_one_session() {
         decision(&b, &id).await["decision"],
         "allow",
         "another session never read private data"
+    );
+
+    // Session counts: three chats of one session, two through A and one through B; the fourth,
+    // through B, is denied once A's have reached it (B alone counted one); so is one through A.
+    let counter = a.token("counter").await.unwrap();
+    for (n, replica) in [(1, &a), (2, &b), (3, &a)] {
+        let (status, id) = chat(replica, &counter, "gpt-4o-mini", Some("c-1")).await;
+        assert_eq!(status, 200, "chat {n}");
+        replica
+            .wait_for_audit(Duration::from_secs(10), |r| {
+                r["kind"] == "outcome" && r["request_id"] == id.as_str()
+            })
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(SETTLE).await;
+    for (name, replica) in [("B", &b), ("A", &a)] {
+        let (_, id) = chat(replica, &counter, "gpt-4o-mini", Some("c-1")).await;
+        let denied = decision(replica, &id).await;
+        assert_eq!(denied["decision"], "deny", "{name}: {denied}");
+        assert_eq!(
+            denied["policies"],
+            json!(["session-count-deny"]),
+            "{name}: {denied}"
+        );
+    }
+    let (_, id) = chat(&b, &counter, "gpt-4o-mini", Some("c-2")).await;
+    assert_eq!(
+        decision(&b, &id).await["decision"],
+        "allow",
+        "another session has its own counts"
+    );
+
+    // Outage: the replicas' database refuses connections. Past `budgets.stale_after` (three
+    // intervals by default) B refuses what a budget bounds, and only that; when the database
+    // is back, it decides on the fleet's totals again.
+    let saver = a.token("saver").await.unwrap();
+    let free = a.token("free").await.unwrap();
+    assert_eq!(chat(&b, &saver, "gpt-4o-mini", None).await.0, 200);
+    let database = "warden_e2e_fleet_replicas";
+    pg.query(&format!(
+        "ALTER DATABASE {database} ALLOW_CONNECTIONS false; \
+         SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{database}'"
+    ));
+    tokio::time::sleep(SETTLE).await;
+    let response = b
+        .http()
+        .post(b.url("/openai/chat/completions"))
+        .bearer_auth(&saver)
+        .timeout(Duration::from_secs(30))
+        .json(&openai_chat("gpt-4o-mini", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(response.headers()["x-warden-error"], "budget_unavailable");
+    let body = response.text().await.unwrap();
+    assert!(body.contains("budgets.stale_after"), "{body}");
+    assert_eq!(
+        chat(&b, &free, "gpt-4o-mini", None).await.0,
+        200,
+        "no budget bounds this agent"
+    );
+    pg.query(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true"));
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(
+        chat(&b, &saver, "gpt-4o-mini", None).await.0,
+        200,
+        "the store answers again"
     );
 }

@@ -188,6 +188,10 @@ fn beyond_policy(record: &Value) -> Option<&'static str> {
             crate::fleet::quarantine::CODE => {
                 Some("the agent was quarantined: refused before policy judged it")
             }
+            crate::fleet::budget::sync::BudgetUnknown::CODE => Some(
+                "the fleet's budget spend was unknown (state store away): refused before \
+                 policy judged it",
+            ),
             // Unauthenticated or malformed: no decision to judge.
             _ => None,
         },
@@ -293,7 +297,12 @@ mod tests {
         let mut guarded = decision("g1", "deny", "gpt-4o");
         guarded["overruled_by"] = json!("internal_address");
         report.add(&chat, &guarded);
-        for code in ["rate_limited", "concurrency_limited", "agent_quarantined"] {
+        for code in [
+            "rate_limited",
+            "concurrency_limited",
+            "agent_quarantined",
+            "budget_unavailable",
+        ] {
             report.add(
                 &chat,
                 &json!({"kind": "rejected", "decision": "rejected", "code": code}),
@@ -313,7 +322,9 @@ mod tests {
              not re-judged 1: a quarantine trigger denied it, not policy\n\
              not re-judged 2: a rate limit refused it before policy judged it\n\
              not re-judged 1: the agent was quarantined: refused before policy judged it\n\
-             not re-judged 1: the egress guard denied an internal address policy let through\n"
+             not re-judged 1: the egress guard denied an internal address policy let through\n\
+             not re-judged 1: the fleet's budget spend was unknown (state store away): refused \
+             before policy judged it\n"
         );
     }
 }

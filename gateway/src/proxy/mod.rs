@@ -130,7 +130,7 @@ async fn walk(
         ex,
         &mut action,
         named(&snap.config.sessions, &request.head.headers),
-    );
+    )?;
     let decision = decide(snap, ex, &mut action, &mut request.body).await?;
     let decided = Decided {
         route,

@@ -10,6 +10,7 @@ use crate::approval::Hold;
 use crate::audit::AuditError;
 use crate::config::DenyStyle;
 use crate::egress::EgressError;
+use crate::fleet::budget::sync::BudgetUnknown;
 use crate::fleet::limits::{LimitAnswer, Limited};
 use crate::fleet::quarantine;
 use crate::identity::AuthError;
@@ -41,6 +42,10 @@ pub enum Refusal {
     /// limit: the request is over a rate or concurrency limit (`rate_limits:`).
     #[error(transparent)]
     Limited(#[from] Limited),
+    /// recall: the fleet's budget spend is too old to decide on and `budgets.on_stale` is
+    /// `refuse`.
+    #[error(transparent)]
+    Budget(#[from] BudgetUnknown),
     /// hold: policy denied the request, or it needs an approval it cannot get.
     #[error(transparent)]
     Hold(#[from] Hold),
@@ -94,6 +99,7 @@ impl Refusal {
             Refusal::Body(e) => e.status(),
             Refusal::Interpret(e) => e.status(),
             Refusal::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Refusal::Budget(_) => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Hold(Hold::Unavailable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Hold(_) => StatusCode::FORBIDDEN,
             Refusal::Audit(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -115,6 +121,7 @@ impl Refusal {
             Refusal::Body(e) => e.code(),
             Refusal::Interpret(e) => e.code(),
             Refusal::Limited(e) => e.code(),
+            Refusal::Budget(_) => BudgetUnknown::CODE,
             Refusal::Hold(e) => e.code(),
             Refusal::Audit(AuditError::Full { .. }) => "audit_full",
             Refusal::Audit(_) => "audit_unavailable",
@@ -136,6 +143,7 @@ impl Refusal {
             | Refusal::Body(_)
             | Refusal::Interpret(_)
             | Refusal::Limited(_)
+            | Refusal::Budget(_)
             | Refusal::Quarantined(_) => Recorded::Rejected,
             Refusal::Audit(_) => Recorded::Nothing,
             Refusal::Mcp(e) if e.after_decision() => Recorded::Outcome,

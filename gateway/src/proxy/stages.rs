@@ -80,13 +80,20 @@ pub(super) fn limit(snap: &Snapshot, ex: &mut Exchange, action: &Action) -> Resu
 
 /// Session: what the agent's session did before `action` (`context.session`), when a loaded
 /// policy reads it; the action is remembered in it once decided and not denied. And what the
-/// agent has left of its budgets (`context.budget`), when a loaded policy reads that.
-pub(super) fn recall(snap: &Snapshot, ex: &Exchange, action: &mut Action, named: Named<'_>) {
+/// agent has left of its budgets (`context.budget`), when a loaded policy reads that: refused
+/// when the fleet's spend is too old to decide on (`budgets.on_stale: refuse`).
+pub(super) fn recall(
+    snap: &Snapshot,
+    ex: &Exchange,
+    action: &mut Action,
+    named: Named<'_>,
+) -> Result<(), Refusal> {
     if snap.policy.reads_budget() {
-        action.context.budget =
-            ex.shared()
-                .budgets
-                .facts(&snap.config.budgets, &action.principal, action.context.time);
+        action.context.budget = ex.shared().budgets.judge(
+            &snap.config.budgets,
+            &action.principal,
+            action.context.time,
+        )?;
     }
     if snap.policy.reads_session() {
         let facts = ex
@@ -95,6 +102,7 @@ pub(super) fn recall(snap: &Snapshot, ex: &Exchange, action: &mut Action, named:
             .facts(&snap.config.sessions, action, named);
         action.context.session = Some(Box::new(facts));
     }
+    Ok(())
 }
 
 /// Decide: Cedar's verdict on the action, recorded durably before anything else happens;

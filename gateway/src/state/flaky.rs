@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures_util::future::BoxFuture;
 
 use super::error::StateError;
-use super::fleet::{FleetRepository, RateCount, SessionLabel, SpendRow};
+use super::fleet::{FleetRepository, RateCount, SessionCount, SessionLabel, SpendRow};
 use super::sqlite::SqliteStore;
 use super::store::Store;
 
@@ -89,6 +89,36 @@ impl FleetRepository for Flaky {
         Box::pin(async move {
             self.check()?;
             self.inner.labels(since_ms).await
+        })
+    }
+    fn publish_session_counts(
+        &self,
+        counts: Vec<SessionCount>,
+    ) -> BoxFuture<'_, Result<(), StateError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.publish_session_counts(counts).await
+        })
+    }
+    fn session_counts(
+        &self,
+        replica: String,
+        since_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<SessionCount>, StateError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.session_counts(replica, since_ms).await
+        })
+    }
+    fn seen(
+        &self,
+        replica: String,
+        now_ms: i64,
+        since_ms: i64,
+    ) -> BoxFuture<'_, Result<u64, StateError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.seen(replica, now_ms, since_ms).await
         })
     }
 }

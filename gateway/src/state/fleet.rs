@@ -1,6 +1,7 @@
 //! The fleet repository: what the replicas of a fleet add up together so that fleet controls
 //! hold for the fleet rather than for each replica — budget spend per account and period,
-//! each replica's rate-limit counts, and the labels sessions earned. The rules (what counts,
+//! each replica's rate-limit counts, the labels sessions earned and each replica's counts per
+//! session, and which replicas were seen lately. The rules (what counts,
 //! what is allowed) live in `fleet/`; this is only what is stored. Replicas write on a tick
 //! and read on the same tick: nothing here is on the request path.
 
@@ -53,6 +54,25 @@ pub struct SessionLabel {
     pub updated_ms: i64,
 }
 
+/// One replica's counts in one session: what it remembered of the session's actions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionCount {
+    /// The replica that counted (random per process).
+    pub replica: String,
+    /// The session: a digest of the agent and the session's name or window.
+    pub session: String,
+    /// Actions counted, in all.
+    pub actions: i64,
+    /// Per action and per resource, as the session module writes them (`fleet/session`):
+    /// opaque here.
+    pub keys: String,
+    /// When it is forgotten (the session idle past its window), milliseconds since the Unix
+    /// epoch.
+    pub expires_ms: i64,
+    /// When it was last stored (set by the store).
+    pub updated_ms: i64,
+}
+
 /// Fleet counters in the state store, shared by every replica.
 pub trait FleetRepository: Send + Sync {
     /// Adds every row's tokens and dollars to its account's stored spend, in one transaction:
@@ -83,4 +103,27 @@ pub trait FleetRepository: Send + Sync {
     /// The labels stored at or after `since_ms` that have not expired; expired ones are
     /// removed.
     fn labels(&self, since_ms: i64) -> BoxFuture<'_, Result<Vec<SessionLabel>, StateError>>;
+
+    /// Stores this replica's counts of the sessions given, replacing those it stored before.
+    fn publish_session_counts(
+        &self,
+        counts: Vec<SessionCount>,
+    ) -> BoxFuture<'_, Result<(), StateError>>;
+
+    /// The other replicas' (all but `replica`'s) session counts stored at or after `since_ms`
+    /// that have not expired; expired ones are removed.
+    fn session_counts(
+        &self,
+        replica: String,
+        since_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<SessionCount>, StateError>>;
+
+    /// Marks `replica` seen at `now_ms`; how many replicas (it included) were seen at or after
+    /// `since_ms`. Those seen before are removed.
+    fn seen(
+        &self,
+        replica: String,
+        now_ms: i64,
+        since_ms: i64,
+    ) -> BoxFuture<'_, Result<u64, StateError>>;
 }

@@ -20,6 +20,11 @@ pub struct BudgetsConfig {
     /// `budgets.sync_interval`: how often a replica adds its spend to the state store and
     /// reads every replica's totals (read at start).
     pub sync_interval: Duration,
+    /// `budgets.stale_after`: how long a replica decides on the fleet's totals it last read
+    /// before it stops trusting them (unset: three `sync_interval`s).
+    pub stale_after: Duration,
+    /// `budgets.on_stale`: how a replica decides budgets past `stale_after`.
+    pub on_stale: OnStale,
     /// The price table in force (`prices`, else the shipped one), read when the configuration
     /// is loaded.
     pub table: Arc<Prices>,
@@ -31,6 +36,8 @@ impl Default for BudgetsConfig {
             prices: None,
             limits: Vec::new(),
             sync_interval: SYNC_INTERVAL,
+            stale_after: SYNC_INTERVAL * STALE_INTERVALS,
+            on_stale: OnStale::Refuse,
             table: Arc::new(Prices::shipped()),
         }
     }
@@ -44,6 +51,9 @@ struct RawBudgets {
     limits: Vec<BudgetLimit>,
     #[serde(with = "humantime_serde")]
     sync_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    stale_after: Option<Duration>,
+    on_stale: OnStale,
 }
 
 impl Default for RawBudgets {
@@ -52,12 +62,42 @@ impl Default for RawBudgets {
             prices: None,
             limits: Vec::new(),
             sync_interval: SYNC_INTERVAL,
+            stale_after: None,
+            on_stale: OnStale::Refuse,
         }
     }
 }
 
 /// `budgets.sync_interval` unless set.
 const SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// `budgets.stale_after` unless set: this many `sync_interval`s.
+const STALE_INTERVALS: u32 = 3;
+
+/// How a replica decides budgets once the fleet's totals it last read are older than
+/// `budgets.stale_after` (the state store does not answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStale {
+    /// Refuse every action a budget bounds and a policy judges by its budget
+    /// (`budget_unavailable`): no budget is overspent, nothing bounded goes through.
+    #[default]
+    Refuse,
+    /// Spend this replica's share of what was left at the last read (1/N, N the replicas
+    /// seen then): traffic goes on, the budget holds if every replica does the same, and a
+    /// replica that went away leaves its share unspent.
+    Share,
+}
+
+impl OnStale {
+    /// Its name in the configuration and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnStale::Refuse => "refuse",
+            OnStale::Share => "share",
+        }
+    }
+}
 
 impl TryFrom<RawBudgets> for BudgetsConfig {
     type Error = String;
@@ -71,6 +111,10 @@ impl TryFrom<RawBudgets> for BudgetsConfig {
             prices: raw.prices,
             limits: raw.limits,
             sync_interval: raw.sync_interval,
+            stale_after: raw
+                .stale_after
+                .unwrap_or(raw.sync_interval * STALE_INTERVALS),
+            on_stale: raw.on_stale,
             table: Arc::new(table),
         })
     }
@@ -171,6 +215,17 @@ impl BudgetsConfig {
                 "give 10ms to 60s: how often spend is shared with the other replicas".into(),
             ));
         }
+        if self.stale_after < self.sync_interval * 2 {
+            errors.push((
+                "budgets.stale_after".to_owned(),
+                format!(
+                    "give at least two budgets.sync_interval ({:?}): a replica reads the fleet's \
+                     spend once per interval, so a shorter bound would count a working store \
+                     as away",
+                    self.sync_interval * 2
+                ),
+            ));
+        }
         for (i, limit) in self.limits.iter().enumerate() {
             let key = format!("budgets.limits[{i}]");
             match (limit.scope, &limit.name) {
@@ -249,6 +304,24 @@ mod tests {
     fn a_missing_price_file_is_an_error_naming_it() {
         let err = parse("prices: /nonexistent/prices.yaml").expect_err("missing file");
         assert!(err.contains("/nonexistent/prices.yaml"), "{err}");
+    }
+
+    #[test]
+    fn stale_after_follows_the_interval_unless_set_and_must_leave_room_for_two() {
+        let config = parse("sync_interval: 2s").expect("parses");
+        assert_eq!(config.stale_after, Duration::from_secs(6));
+        assert_eq!(config.on_stale, OnStale::Refuse);
+        let config = parse("stale_after: 30s\non_stale: share").expect("parses");
+        assert_eq!(
+            (config.stale_after, config.on_stale),
+            (Duration::from_secs(30), OnStale::Share)
+        );
+        let errors = parse("sync_interval: 1s\nstale_after: 1500ms")
+            .expect("parses")
+            .validate();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, "budgets.stale_after");
+        assert!(parse("on_stale: ignore").is_err(), "refuse or share only");
     }
 
     #[test]

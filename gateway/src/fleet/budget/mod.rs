@@ -10,6 +10,7 @@
 //! remaining budget and a restart keeps what was spent.
 
 pub mod config;
+mod freshness;
 pub mod prices;
 pub mod sync;
 
@@ -22,7 +23,7 @@ use prometheus::{GaugeVec, Opts};
 
 use crate::action::{BudgetFacts, Principal};
 use crate::telemetry::metrics::Metrics;
-pub use config::{BudgetLimit, BudgetsConfig, Period, Scope};
+pub use config::{BudgetLimit, BudgetsConfig, OnStale, Period, Scope};
 pub use prices::BudgetError;
 
 /// The fleet's name in the spend table.
@@ -55,12 +56,14 @@ impl Spent {
 }
 
 /// One account's spend as this replica knows it: the fleet's total at the last sync, what this
-/// replica charged since and has not stored yet, and what it is storing now.
+/// replica charged since and has not stored yet, what it is storing now, and what it stored
+/// but has not read back in the fleet's total yet.
 #[derive(Debug, Clone, Copy, Default)]
 struct Entry {
     stored: Spent,
     unflushed: Spent,
     flushing: Spent,
+    unread: Spent,
 }
 
 impl Entry {
@@ -68,6 +71,7 @@ impl Entry {
         let mut total = self.stored;
         total.add(self.unflushed);
         total.add(self.flushing);
+        total.add(self.unread);
         total
     }
 }
@@ -91,6 +95,8 @@ pub struct Ledger {
     spent_usd: GaugeVec,
     /// `warden_budget_remaining_ratio{scope,name,period}`.
     remaining: GaugeVec,
+    /// How fresh the fleet's totals are ([`sync`]).
+    fresh: freshness::Freshness,
 }
 
 impl Ledger {
@@ -117,6 +123,7 @@ impl Ledger {
             day: AtomicU64::new(0),
             spent_usd,
             remaining,
+            fresh: freshness::Freshness::new(metrics),
         }
     }
 

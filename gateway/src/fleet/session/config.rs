@@ -28,8 +28,8 @@ pub struct SessionsConfig {
     /// `Host::"api.partner.example": [external]`, `Operation::"slack/chat.postMessage":
     /// [external]`. A session that used a resource carries its tags in `context.session.labels`.
     pub tags: BTreeMap<String, Vec<String>>,
-    /// How often a replica stores the labels its sessions earned and reads those the other
-    /// replicas stored (read at start).
+    /// How often a replica stores the labels its sessions earned and its counts in them, and
+    /// reads those the other replicas stored (read at start).
     #[serde(with = "humantime_serde")]
     pub sync_interval: Duration,
 }
@@ -69,7 +69,8 @@ impl SessionsConfig {
         if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&self.sync_interval) {
             errors.push((
                 "sessions.sync_interval".to_owned(),
-                "give 10ms to 60s: how often session labels are shared with the other replicas"
+                "give 10ms to 60s: how often session labels and counts are shared with the other \
+                 replicas"
                     .into(),
             ));
         }

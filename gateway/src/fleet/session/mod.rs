@@ -7,16 +7,15 @@
 //! A session is an MCP request's MCP session; for other requests, the one the agent names
 //! (`sessions.header`), or else the agent's current clock-aligned window. Facts are kept in memory, bounded in sessions and in distinct
 //! keys per session, and only while a loaded policy reads `context.session`. The labels a
-//! session earns are shared with the other replicas through the state store ([`sync`]), so
-//! that a session spread over replicas meets the same rules; its counts are per replica.
+//! session earns and its counts are shared with the other replicas through the state store
+//! ([`sync`]), so that a session spread over replicas meets the same rules: the counts a
+//! policy sees are this replica's plus what the others last published.
 
 pub mod config;
 mod sharing;
 pub mod sync;
 
 use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::sync::{Arc, OnceLock};
 use std::time::{Instant, UNIX_EPOCH};
 
@@ -28,10 +27,9 @@ pub use config::SessionsConfig;
 
 /// Every agent's sessions on this replica.
 pub struct AgentSessions {
-    hasher: RandomState,
     epoch: Instant,
     sessions: DashMap<u64, Session>,
-    /// Set once labels are shared with other replicas ([`AgentSessions::attach`]).
+    /// Set once labels and counts are shared with other replicas ([`AgentSessions::attach`]).
     sharing: OnceLock<sharing::Sharing>,
 }
 
@@ -44,6 +42,8 @@ struct Session {
     per_verb: HashMap<u64, u64>,
     per_resource: HashMap<u64, u64>,
     labels: Vec<Arc<str>>,
+    /// Counted since its counts were last published to the other replicas.
+    unpublished: bool,
 }
 
 /// Which session a request belongs to, by how the agent named it.
@@ -58,7 +58,6 @@ pub enum Named<'a> {
 impl Default for AgentSessions {
     fn default() -> Self {
         AgentSessions {
-            hasher: RandomState::new(),
             epoch: Instant::now(),
             sessions: DashMap::new(),
             sharing: OnceLock::new(),
@@ -77,8 +76,8 @@ impl AgentSessions {
     ) -> SessionFacts {
         let reference = action.resource.cedar_ref();
         let (verb, resource) = (
-            self.hasher.hash_one(action.verb.as_str()),
-            self.hasher.hash_one(&reference),
+            sharing::stable_hash(action.verb.as_str()),
+            sharing::stable_hash(&reference),
         );
         let now = self.now();
         let mut facts = SessionFacts {
@@ -97,6 +96,9 @@ impl AgentSessions {
             facts.resource_count = session.per_resource.get(&resource).copied().unwrap_or(0);
             facts.labels.clone_from(&session.labels);
         }
+        if let Some(sharing) = self.sharing.get() {
+            sharing.add_others(&mut facts);
+        }
         facts
     }
 
@@ -114,6 +116,7 @@ impl AgentSessions {
         }
         session.last = now;
         session.actions += 1;
+        session.unpublished = true;
         for (map, key) in [
             (&mut session.per_verb, verb),
             (&mut session.per_resource, resource),

@@ -248,7 +248,7 @@ impl Judging<'_> {
         };
         inspect(self.snap, ex, &mut action, body);
         limit(self.snap, ex, &action)?;
-        recall(self.snap, ex, &mut action, Named::By(&self.session.id));
+        recall(self.snap, ex, &mut action, Named::By(&self.session.id))?;
         let sent = Bytes::from(arguments);
         let mut content = sent.clone();
         let found: Vec<Arc<str>> = action

@@ -1,11 +1,11 @@
-//! [`FleetRepository`] on PostgreSQL: the `budget_spend`, `rate_counts` and `session_labels`
-//! tables every replica adds to and reads on its tick.
+//! [`FleetRepository`] on PostgreSQL: the `budget_spend`, `rate_counts`, `session_labels`,
+//! `session_counts` and `fleet_replicas` tables every replica adds to and reads on its tick.
 
 use futures_util::future::BoxFuture;
 
 use super::{PostgresStore, query_error};
 use crate::state::error::StateError;
-use crate::state::fleet::{FleetRepository, RateCount, SessionLabel, SpendRow};
+use crate::state::fleet::{FleetRepository, RateCount, SessionCount, SessionLabel, SpendRow};
 use crate::state::pins::now_ms;
 
 impl FleetRepository for PostgresStore {
@@ -219,6 +219,112 @@ impl FleetRepository for PostgresStore {
                     updated_ms: row.get(3),
                 })
                 .collect())
+        }))
+    }
+
+    fn publish_session_counts(
+        &self,
+        counts: Vec<SessionCount>,
+    ) -> BoxFuture<'_, Result<(), StateError>> {
+        Box::pin(self.with_client(move |mut client, db| async move {
+            let err = || query_error(&db, "publish session counts");
+            let now = now_ms();
+            let tx = client.transaction().await.map_err(err())?;
+            let statement = tx
+                .prepare_cached(
+                    "INSERT INTO session_counts (replica, session, actions, keys, expires_ms, \
+                     updated_ms) VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (replica, session) DO UPDATE SET \
+                     actions = excluded.actions, keys = excluded.keys, \
+                     expires_ms = excluded.expires_ms, updated_ms = excluded.updated_ms",
+                )
+                .await
+                .map_err(err())?;
+            for c in &counts {
+                tx.execute(
+                    &statement,
+                    &[
+                        &c.replica,
+                        &c.session,
+                        &c.actions,
+                        &c.keys,
+                        &c.expires_ms,
+                        &now,
+                    ],
+                )
+                .await
+                .map_err(err())?;
+            }
+            tx.commit().await.map_err(err())
+        }))
+    }
+
+    fn session_counts(
+        &self,
+        replica: String,
+        since_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<SessionCount>, StateError>> {
+        Box::pin(self.with_client(move |client, db| async move {
+            let err = || query_error(&db, "read session counts");
+            client
+                .execute(
+                    "DELETE FROM session_counts WHERE expires_ms <= $1",
+                    &[&now_ms()],
+                )
+                .await
+                .map_err(err())?;
+            let rows = client
+                .query(
+                    "SELECT replica, session, actions, keys, expires_ms, updated_ms \
+                     FROM session_counts WHERE updated_ms >= $1 AND replica <> $2 \
+                     ORDER BY updated_ms",
+                    &[&since_ms, &replica],
+                )
+                .await
+                .map_err(err())?;
+            Ok(rows
+                .into_iter()
+                .map(|row| SessionCount {
+                    replica: row.get(0),
+                    session: row.get(1),
+                    actions: row.get(2),
+                    keys: row.get(3),
+                    expires_ms: row.get(4),
+                    updated_ms: row.get(5),
+                })
+                .collect())
+        }))
+    }
+
+    fn seen(
+        &self,
+        replica: String,
+        now_ms: i64,
+        since_ms: i64,
+    ) -> BoxFuture<'_, Result<u64, StateError>> {
+        Box::pin(self.with_client(move |mut client, db| async move {
+            let err = || query_error(&db, "mark this replica seen");
+            let tx = client.transaction().await.map_err(err())?;
+            tx.execute(
+                "INSERT INTO fleet_replicas (replica, seen_ms) VALUES ($1, $2) \
+                 ON CONFLICT (replica) DO UPDATE SET seen_ms = excluded.seen_ms",
+                &[&replica, &now_ms],
+            )
+            .await
+            .map_err(err())?;
+            tx.execute(
+                "DELETE FROM fleet_replicas WHERE seen_ms < $1",
+                &[&since_ms],
+            )
+            .await
+            .map_err(err())?;
+            let n: i64 = tx
+                .query_one("SELECT count(*) FROM fleet_replicas", &[])
+                .await
+                .map_err(err())?
+                .get(0);
+            tx.commit().await.map_err(err())?;
+            Ok(u64::try_from(n).unwrap_or(0))
         }))
     }
 }

@@ -144,6 +144,23 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (session, label)
     );
     CREATE INDEX session_labels_updated ON session_labels (updated_ms);",
+    // 7: each replica's per-session counts (actions, per action and per resource), and the
+    // replicas seen lately (how many share a budget when the store stops answering).
+    "CREATE TABLE session_counts (
+        replica     TEXT   NOT NULL,
+        session     TEXT   NOT NULL,
+        actions     BIGINT NOT NULL,
+        keys        TEXT   NOT NULL,
+        expires_ms  BIGINT NOT NULL,
+        updated_ms  BIGINT NOT NULL,
+        PRIMARY KEY (replica, session)
+    );
+    CREATE INDEX session_counts_updated ON session_counts (updated_ms);
+    CREATE INDEX session_counts_expires ON session_counts (expires_ms);
+    CREATE TABLE fleet_replicas (
+        replica  TEXT   NOT NULL PRIMARY KEY,
+        seen_ms  BIGINT NOT NULL
+    );",
 ];
 
 /// Applies the steps the database lacks, in one transaction under the advisory lock; refuses

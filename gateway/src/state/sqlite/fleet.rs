@@ -1,12 +1,13 @@
-//! [`FleetRepository`] on SQLite: the `budget_spend`, `rate_counts` and `session_labels`
-//! tables (one gateway and the CLI on one file; the same counters as PostgreSQL's).
+//! [`FleetRepository`] on SQLite: the `budget_spend`, `rate_counts`, `session_labels`,
+//! `session_counts` and `fleet_replicas` tables (one gateway and the CLI on one file; the same
+//! counters as PostgreSQL's).
 
 use futures_util::future::BoxFuture;
 use rusqlite::{TransactionBehavior, params};
 
 use super::{SqliteStore, query_error};
 use crate::state::error::StateError;
-use crate::state::fleet::{FleetRepository, RateCount, SessionLabel, SpendRow};
+use crate::state::fleet::{FleetRepository, RateCount, SessionCount, SessionLabel, SpendRow};
 use crate::state::pins::now_ms;
 
 impl FleetRepository for SqliteStore {
@@ -211,6 +212,102 @@ impl FleetRepository for SqliteStore {
                 .map_err(query_error(path, operation))?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(query_error(path, operation))
+        }))
+    }
+
+    fn publish_session_counts(
+        &self,
+        counts: Vec<SessionCount>,
+    ) -> BoxFuture<'_, Result<(), StateError>> {
+        Box::pin(self.run(move |conn, path| {
+            let now = now_ms();
+            let mut publish = || -> rusqlite::Result<()> {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                {
+                    let mut statement = tx.prepare_cached(
+                        "INSERT INTO session_counts (replica, session, actions, keys, \
+                         expires_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                         ON CONFLICT (replica, session) DO UPDATE SET \
+                         actions = excluded.actions, keys = excluded.keys, \
+                         expires_ms = excluded.expires_ms, updated_ms = excluded.updated_ms",
+                    )?;
+                    for c in &counts {
+                        statement.execute(params![
+                            c.replica,
+                            c.session,
+                            c.actions,
+                            c.keys,
+                            c.expires_ms,
+                            now
+                        ])?;
+                    }
+                }
+                tx.commit()
+            };
+            publish().map_err(query_error(path, "publish session counts"))
+        }))
+    }
+
+    fn session_counts(
+        &self,
+        replica: String,
+        since_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<SessionCount>, StateError>> {
+        Box::pin(self.run(move |conn, path| {
+            let operation = "read session counts";
+            conn.execute(
+                "DELETE FROM session_counts WHERE expires_ms <= ?1",
+                params![now_ms()],
+            )
+            .map_err(query_error(path, operation))?;
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT replica, session, actions, keys, expires_ms, updated_ms \
+                     FROM session_counts WHERE updated_ms >= ?1 AND replica <> ?2 \
+                     ORDER BY updated_ms",
+                )
+                .map_err(query_error(path, operation))?;
+            let rows = statement
+                .query_map(params![since_ms, replica], |row| {
+                    Ok(SessionCount {
+                        replica: row.get(0)?,
+                        session: row.get(1)?,
+                        actions: row.get(2)?,
+                        keys: row.get(3)?,
+                        expires_ms: row.get(4)?,
+                        updated_ms: row.get(5)?,
+                    })
+                })
+                .map_err(query_error(path, operation))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(query_error(path, operation))
+        }))
+    }
+
+    fn seen(
+        &self,
+        replica: String,
+        now_ms: i64,
+        since_ms: i64,
+    ) -> BoxFuture<'_, Result<u64, StateError>> {
+        Box::pin(self.run(move |conn, path| {
+            let mut seen = || -> rusqlite::Result<u64> {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                tx.execute(
+                    "INSERT INTO fleet_replicas (replica, seen_ms) VALUES (?1, ?2) \
+                     ON CONFLICT (replica) DO UPDATE SET seen_ms = excluded.seen_ms",
+                    params![replica, now_ms],
+                )?;
+                tx.execute(
+                    "DELETE FROM fleet_replicas WHERE seen_ms < ?1",
+                    params![since_ms],
+                )?;
+                let n: i64 =
+                    tx.query_row("SELECT count(*) FROM fleet_replicas", [], |r| r.get(0))?;
+                tx.commit()?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            };
+            seen().map_err(query_error(path, "mark this replica seen"))
         }))
     }
 }

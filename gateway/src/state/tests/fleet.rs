@@ -1,14 +1,16 @@
 //! Fleet counters, on both backends: spend adds up across replicas, counts are per replica,
-//! labels expire.
+//! labels and session counts expire, replicas seen lately are counted.
 
 use super::Backend;
-use crate::state::fleet::{RateCount, SessionLabel, SpendRow};
+use crate::state::fleet::{RateCount, SessionCount, SessionLabel, SpendRow};
 use crate::state::pins::now_ms;
 
 on_both_backends!(
     spend_from_every_replica_adds_up_per_account_and_period,
     each_replica_publishes_its_own_counts_and_stale_ones_go,
     session_labels_are_read_by_every_replica_until_they_expire,
+    each_replica_replaces_its_own_session_counts_and_reads_the_others,
+    replicas_seen_lately_are_counted_and_the_others_forgotten,
 );
 
 fn spend(scope: &str, name: &str, period: &str, index: i64, tokens: i64) -> SpendRow {
@@ -132,4 +134,65 @@ async fn session_labels_are_read_by_every_replica_until_they_expire(backend: Bac
     assert_eq!(read[0].expires_ms, now + 60_000, "the later expiry is kept");
     assert!(read[0].updated_ms >= now);
     assert!(b.labels(now + 60_000).await.unwrap().is_empty());
+}
+
+async fn each_replica_replaces_its_own_session_counts_and_reads_the_others(backend: Backend) {
+    let (a, b) = (backend.open().await.fleet(), backend.open().await.fleet());
+    let now = now_ms();
+    let count = |replica: &str, session: &str, actions, expires_ms| SessionCount {
+        replica: replica.into(),
+        session: session.into(),
+        actions,
+        keys: format!("v00000000000000ab={actions}"),
+        expires_ms,
+        updated_ms: 0,
+    };
+    a.publish_session_counts(vec![count("a", "s1", 1, now + 60_000)])
+        .await
+        .unwrap();
+    a.publish_session_counts(vec![
+        count("a", "s1", 3, now + 60_000),
+        count("a", "gone", 9, now - 1),
+    ])
+    .await
+    .unwrap();
+    b.publish_session_counts(vec![count("b", "s1", 2, now + 60_000)])
+        .await
+        .unwrap();
+    let read = b.session_counts("b".into(), now - 5000).await.unwrap();
+    assert_eq!(
+        read.len(),
+        1,
+        "its own and the expired are left out: {read:?}"
+    );
+    assert_eq!(
+        (&*read[0].replica, &*read[0].session, read[0].actions),
+        ("a", "s1", 3),
+        "replaced, not added"
+    );
+    assert_eq!(read[0].keys, "v00000000000000ab=3");
+    assert!(read[0].updated_ms >= now);
+    let from_a = a.session_counts("a".into(), now - 5000).await.unwrap();
+    assert_eq!(from_a.len(), 1);
+    assert_eq!(from_a[0].replica, "b");
+    assert!(
+        a.session_counts("a".into(), now + 60_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing stored since"
+    );
+}
+
+async fn replicas_seen_lately_are_counted_and_the_others_forgotten(backend: Backend) {
+    let (a, b) = (backend.open().await.fleet(), backend.open().await.fleet());
+    let now = now_ms();
+    assert_eq!(a.seen("old".into(), now - 60_000, 0).await.unwrap(), 1);
+    assert_eq!(a.seen("a".into(), now, now - 10_000).await.unwrap(), 1);
+    assert_eq!(b.seen("b".into(), now, now - 10_000).await.unwrap(), 2);
+    assert_eq!(
+        a.seen("a".into(), now + 1, now - 10_000).await.unwrap(),
+        2,
+        "seen again, still one"
+    );
 }

@@ -8,7 +8,10 @@
 //! When the store fails, nothing charged is lost: the deltas are kept and added at the next
 //! tick that succeeds, and decisions go on with the last totals read plus this replica's own
 //! spend. A delta whose commit is not confirmed (the connection dropped after it) is sent
-//! again, so an outage can count spend twice, never drop it.
+//! again, so an outage can count spend twice, never drop it. Past `budgets.stale_after` without
+//! a read, the totals are no longer trusted: decisions follow `budgets.on_stale` ([`stale`]).
+
+mod stale;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +21,8 @@ use super::{Account, BudgetsConfig, Entry, Ledger, METRIC_ACCOUNTS_MAX, Period, 
 use crate::fleet::tick;
 use crate::state::StateError;
 use crate::state::fleet::{FleetRepository, SpendRow};
+
+pub use stale::BudgetUnknown;
 
 /// Accounts read from the store kept at most (those this replica charged are always kept).
 const STORED_ACCOUNTS_MAX: usize = 100_000;
@@ -32,6 +37,7 @@ impl Ledger {
         config: impl Fn() -> Option<BudgetsConfig> + Send + Sync + 'static,
     ) {
         let config = Arc::new(config);
+        self.fresh.attached(SystemTime::now());
         tick::spawn(Arc::downgrade(self), every, "budgets", move |ledger| {
             let (store, config) = (Arc::clone(&store), Arc::clone(&config));
             Box::pin(async move {
@@ -44,9 +50,25 @@ impl Ledger {
     }
 
     /// One tick at `now`: adds what this replica charged since the last to the store, then
-    /// takes every account's total from it. On failure what was not stored is kept for the
-    /// next tick.
+    /// takes every account's total from it, and counts the replicas seen. On failure what was
+    /// not stored is kept for the next tick.
     pub async fn sync(
+        &self,
+        store: &dyn FleetRepository,
+        config: Option<&BudgetsConfig>,
+        now: SystemTime,
+    ) -> Result<(), StateError> {
+        let result = self.exchange(store, config, now).await;
+        if result.is_err()
+            && let Some(config) = config
+        {
+            // Logged as soon as it is so, not at the next decision.
+            self.fresh.stale_for(config, now);
+        }
+        result
+    }
+
+    async fn exchange(
         &self,
         store: &dyn FleetRepository,
         config: Option<&BudgetsConfig>,
@@ -71,6 +93,13 @@ impl Ledger {
                 return Err(error);
             }
         }
+        let stale_after = config.map_or(Duration::from_secs(3), |c| c.stale_after);
+        let at = super::freshness::ms(now);
+        let window = i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX);
+        let replicas = store
+            .seen(self.fresh.replica.clone(), at, at.saturating_sub(window))
+            .await?;
+        self.fresh.read(now, replicas);
         if let Some(config) = config
             && self.spent.len() <= METRIC_ACCOUNTS_MAX
         {
@@ -117,11 +146,12 @@ impl Ledger {
         }
     }
 
-    /// The deltas are stored but the totals could not be read: they count as stored.
+    /// The deltas are stored but the totals could not be read: they count as stored, not yet
+    /// read back.
     fn settle(&self) {
         for mut entry in self.spent.iter_mut() {
             let flushing = std::mem::take(&mut entry.flushing);
-            entry.stored.add(flushing);
+            entry.unread.add(flushing);
         }
     }
 
@@ -163,6 +193,7 @@ impl Ledger {
             if !current(*period, *index) {
                 // A past period's last spend, now stored: forgotten once nothing is pending.
                 entry.flushing = Spent::default();
+                entry.unread = Spent::default();
                 if entry.unflushed.is_zero() {
                     past.push(entry.key().clone());
                 }
@@ -171,6 +202,7 @@ impl Ledger {
             let stored = totals.remove(entry.key()).unwrap_or_default();
             entry.stored = stored;
             entry.flushing = Spent::default();
+            entry.unread = Spent::default();
         }
         for key in past {
             self.spent.remove_if(&key, |_, e| e.unflushed.is_zero());
@@ -196,7 +228,9 @@ fn unclamp(n: i64) -> u64 {
 impl Entry {
     #[cfg(test)]
     fn parts(&self) -> (Spent, Spent, Spent) {
-        (self.stored, self.unflushed, self.flushing)
+        let mut stored = self.stored;
+        stored.add(self.unread);
+        (stored, self.unflushed, self.flushing)
     }
 }
 

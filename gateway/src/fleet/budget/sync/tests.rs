@@ -156,3 +156,114 @@ async fn stored_but_unread_spend_counts_as_stored_and_a_reset_reaches_every_repl
         "and then forgotten here (agent and fleet, month)"
     );
 }
+
+/// `budgets:` of `TEN_K`, deciding as `on_stale` says past three seconds without a read.
+fn stale_config(on_stale: &str) -> BudgetsConfig {
+    config(
+        &format!("{TEN_K}\nsync_interval: 1s\nstale_after: 3s\non_stale: {on_stale}"),
+        PRICES,
+    )
+}
+
+fn at(seconds: u64) -> SystemTime {
+    noon() + Duration::from_secs(seconds)
+}
+
+#[tokio::test]
+async fn past_stale_after_without_a_read_budget_decisions_are_refused_until_it_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Flaky::sqlite(dir.path()).await;
+    let a = ledger();
+    let config = stale_config("refuse");
+    let bot = agent("bot", &[]);
+    a.fresh.attached(noon());
+    a.sync(&*store, Some(&config), noon()).await.unwrap();
+    store.set_down(true);
+    assert!(a.sync(&*store, Some(&config), at(2)).await.is_err());
+    let facts = a.judge(&config, &bot, at(2)).expect("within stale_after");
+    assert_eq!(facts.unwrap().tokens_left, 10_000);
+    assert_eq!(a.fresh.gauge.get(), 0);
+    assert!(a.sync(&*store, Some(&config), at(4)).await.is_err());
+    assert_eq!(
+        a.fresh.gauge.get(),
+        1,
+        "stale is shown as soon as a tick fails past it"
+    );
+    let refused = a.judge(&config, &bot, at(4)).expect_err("fails closed");
+    assert_eq!(refused.stale_for, Duration::from_secs(4));
+    let message = refused.to_string();
+    assert!(
+        message.contains("budgets.stale_after") && message.contains("budgets.on_stale"),
+        "{message}"
+    );
+    // An agent no budget bounds is not held back by budgets it does not have.
+    let config_for_bot_only = super::super::tests::config(
+        "limits: [{ scope: agent, name: bot, period: day, tokens: 10 }]\nstale_after: 3s",
+        PRICES,
+    );
+    let free = a
+        .judge(&config_for_bot_only, &agent("free", &[]), at(4))
+        .expect("no budget bounds it");
+    assert_eq!(free.unwrap().tokens_left, super::super::UNLIMITED);
+    store.set_down(false);
+    a.sync(&*store, Some(&config), at(5)).await.unwrap();
+    assert!(a.judge(&config, &bot, at(5)).is_ok(), "fresh again");
+    assert_eq!(a.fresh.gauge.get(), 0);
+}
+
+#[tokio::test]
+async fn with_on_stale_share_a_replica_spends_its_share_of_what_was_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Flaky::sqlite(dir.path()).await;
+    let (a, b, c) = (ledger(), ledger(), ledger());
+    let config = stale_config("share");
+    let bot = agent("bot", &[]);
+    a.charge(&config, &bot, ("p", "m"), (1000, 0), noon());
+    for replica in [&a, &b, &c] {
+        replica.fresh.attached(noon());
+        replica.sync(&*store, Some(&config), noon()).await.unwrap();
+    }
+    a.sync(&*store, Some(&config), noon()).await.unwrap();
+    store.set_down(true);
+    // Fresh: the fleet's 9000 left.
+    let facts = a.judge(&config, &bot, at(1)).unwrap().unwrap();
+    assert_eq!(facts.tokens_left, 9000);
+    // Stale: a third of it, this replica's spend since counted against it.
+    let facts = a.judge(&config, &bot, at(4)).unwrap().unwrap();
+    assert_eq!((facts.tokens_left, facts.exceeded), (3000, false));
+    a.charge(&config, &bot, ("p", "m"), (2000, 0), at(4));
+    assert!(a.sync(&*store, Some(&config), at(4)).await.is_err());
+    let facts = a.judge(&config, &bot, at(5)).unwrap().unwrap();
+    assert_eq!((facts.tokens_left, facts.exceeded), (1000, false));
+    a.charge(&config, &bot, ("p", "m"), (1000, 0), at(5));
+    let facts = a.judge(&config, &bot, at(5)).unwrap().unwrap();
+    assert_eq!((facts.tokens_left, facts.exceeded), (0, true));
+    assert_eq!(facts.used_ratio_percent, 100);
+    // Back: the fleet's totals again (this replica's 4000 stored, 6000 left).
+    store.set_down(false);
+    a.sync(&*store, Some(&config), at(6)).await.unwrap();
+    let facts = a.judge(&config, &bot, at(6)).unwrap().unwrap();
+    assert_eq!(facts.tokens_left, 6000);
+}
+
+#[tokio::test]
+async fn stored_but_unread_spend_counts_as_this_replicas_own_when_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Flaky::sqlite(dir.path()).await;
+    let (a, b) = (ledger(), ledger());
+    let config = stale_config("share");
+    let bot = agent("bot", &[]);
+    for replica in [&a, &b] {
+        replica.fresh.attached(noon());
+        replica.sync(&*store, Some(&config), noon()).await.unwrap();
+    }
+    a.sync(&*store, Some(&config), noon()).await.unwrap();
+    a.charge(&config, &bot, ("p", "m"), (1000, 0), noon());
+    let deltas = a.take_unflushed();
+    store.add_spend(deltas).await.unwrap();
+    a.settle();
+    store.set_down(true);
+    // Of the 10 000 left at the last read, half is A's, and A spent 1000 of it since.
+    let facts = a.judge(&config, &bot, at(4)).unwrap().unwrap();
+    assert_eq!(facts.tokens_left, 4000);
+}

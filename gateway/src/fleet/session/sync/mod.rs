@@ -1,17 +1,22 @@
-//! Session labels shared through the state store. When an action gives its session a label
+//! Session labels and counts shared through the state store. When an action gives its session a label
 //! it did not have (`private`, `external`, ...), the label is queued; every
 //! `sessions.sync_interval` a replica stores what it queued and reads what every replica
 //! stored since its last read, adding those labels to its own copy of each session. A session
 //! spread over replicas so carries, on each, the labels it earned on any, at most two intervals
 //! after it earned them (one for the replica that saw it to store it, one for this one to
-//! read it). Counts (`actions`, `action_count`, `resource_count`) stay per replica.
+//! read it). Counts (`actions`, `action_count`, `resource_count`) are shared on the same tick
+//! with the same bound ([`counts`]).
 //!
 //! When the store fails, labels stay queued (up to [`QUEUE_MAX`]) and are stored when it
-//! answers; meanwhile each replica knows the labels earned through it.
+//! answers; meanwhile each replica knows the labels earned through it. Counts go on locally
+//! with the others' last read (expiring as they would); a session counted in during the outage
+//! is published when the store answers, with its running counts, so nothing is lost.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+mod counts;
 
 use super::sharing::{QUEUE_MAX, Sharing};
 use super::{AgentSessions, Session, SessionsConfig};
@@ -25,7 +30,7 @@ use crate::state::pins::now_ms;
 const CLOCK_SLACK_MS: i64 = 5_000;
 
 impl AgentSessions {
-    /// Shares session labels through `store`: a [`AgentSessions::sync`] every `every`, with
+    /// Shares session labels and counts through `store`: a [`AgentSessions::sync`] every `every`, with
     /// the `sessions:` section `config` gives; it stops when the sessions are dropped.
     pub fn attach(
         self: &Arc<Self>,
@@ -35,29 +40,25 @@ impl AgentSessions {
     ) {
         self.share();
         let config = Arc::new(config);
-        tick::spawn(
-            Arc::downgrade(self),
-            every,
-            "session labels",
-            move |sessions| {
-                let (store, config) = (Arc::clone(&store), Arc::clone(&config));
-                Box::pin(async move {
-                    match config() {
-                        Some(config) => sessions.sync(&*store, &config).await,
-                        None => Ok(()),
-                    }
-                })
-            },
-        );
+        tick::spawn(Arc::downgrade(self), every, "sessions", move |sessions| {
+            let (store, config) = (Arc::clone(&store), Arc::clone(&config));
+            Box::pin(async move {
+                match config() {
+                    Some(config) => sessions.sync(&*store, &config).await,
+                    None => Ok(()),
+                }
+            })
+        });
     }
 
-    /// Queues the labels sessions earn from now on, for [`AgentSessions::sync`].
+    /// Queues the labels sessions earn from now on, and adds the counts other replicas
+    /// publish, for [`AgentSessions::sync`].
     pub fn share(&self) {
         let _ = self.sharing.set(Sharing::default());
     }
 
     /// One tick: stores the labels queued since the last, then adds those every replica
-    /// stored since the last read to the sessions here.
+    /// stored since the last read to the sessions here; then the same for counts.
     pub async fn sync(
         &self,
         store: &dyn FleetRepository,
@@ -85,7 +86,7 @@ impl AgentSessions {
         let labels = store.labels(since).await?;
         sharing.read_ms.store(started, Ordering::Relaxed);
         self.merge(config, labels);
-        Ok(())
+        self.share_counts(sharing, store, config).await
     }
 
     /// Adds stored labels to the sessions they belong to (a session not known here starts

@@ -1,5 +1,6 @@
 //! Two replicas' sessions on one store: a label earned through one is seen by the other after
-//! a tick; labels queued during an outage are stored afterwards.
+//! a tick; labels queued during an outage are stored afterwards; counts add up across
+//! replicas, and counts made during an outage are published afterwards.
 
 use super::super::Named;
 use super::super::tests::{call, config};
@@ -68,4 +69,91 @@ async fn a_windows_labels_are_shared_too() {
     a.sync(&*store, &config()).await.unwrap();
     b.sync(&*store, &config()).await.unwrap();
     assert!(upload_after_private(&b, "a", Named::Window));
+}
+
+/// Agent `a` calls `tool` through `sessions`, in session `name`; the facts it was judged on.
+fn call_tool(sessions: &AgentSessions, name: &str, tool: &str) -> SessionFacts {
+    let facts = sessions.facts(&config(), &call("a", tool), Named::By(name));
+    sessions.remember(&config(), &facts);
+    facts
+}
+
+fn counts(facts: &SessionFacts) -> (u64, u64, u64) {
+    (facts.actions, facts.action_count, facts.resource_count)
+}
+
+#[tokio::test]
+async fn counts_made_on_every_replica_add_up_after_a_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Flaky::sqlite(dir.path()).await;
+    let (a, b) = (replica(), replica());
+    call_tool(&a, "s1", "read_file");
+    call_tool(&a, "s1", "read_file");
+    call_tool(&b, "s1", "upload");
+    assert_eq!(
+        counts(&call_tool(&b, "s1", "read_file")),
+        (1, 1, 0),
+        "not yet"
+    );
+    a.sync(&*store, &config()).await.unwrap();
+    b.sync(&*store, &config()).await.unwrap();
+    // B: its own two calls, and A's two reads.
+    let facts = b.facts(&config(), &call("a", "read_file"), Named::By("s1"));
+    assert_eq!(counts(&facts), (4, 4, 3));
+    let facts = b.facts(&config(), &call("a", "upload"), Named::By("s1"));
+    assert_eq!(counts(&facts), (4, 4, 1));
+    // A learns B's at its next tick; a count is replaced, not added again.
+    a.sync(&*store, &config()).await.unwrap();
+    a.sync(&*store, &config()).await.unwrap();
+    let facts = a.facts(&config(), &call("a", "read_file"), Named::By("s1"));
+    assert_eq!(counts(&facts), (4, 4, 3));
+    // Only that session of that agent.
+    let other = a.facts(&config(), &call("a", "read_file"), Named::By("s2"));
+    assert_eq!(counts(&other), (0, 0, 0));
+    let other = a.facts(&config(), &call("b", "read_file"), Named::By("s1"));
+    assert_eq!(counts(&other), (0, 0, 0));
+    // Nothing new counted: nothing published.
+    assert!(
+        a.unpublished(a.sharing.get().unwrap(), &config(), 0)
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn counts_made_during_an_outage_are_published_afterwards() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Flaky::sqlite(dir.path()).await;
+    let (a, b) = (replica(), replica());
+    call_tool(&a, "s1", "read_file");
+    a.sync(&*store, &config()).await.unwrap();
+    b.sync(&*store, &config()).await.unwrap();
+    store.set_down(true);
+    call_tool(&a, "s1", "read_file");
+    assert!(a.sync(&*store, &config()).await.is_err());
+    assert!(b.sync(&*store, &config()).await.is_err());
+    // B goes on with what it last read, A with its own.
+    let facts = b.facts(&config(), &call("a", "read_file"), Named::By("s1"));
+    assert_eq!(counts(&facts), (1, 1, 1));
+    store.set_down(false);
+    a.sync(&*store, &config()).await.unwrap();
+    b.sync(&*store, &config()).await.unwrap();
+    let facts = b.facts(&config(), &call("a", "read_file"), Named::By("s1"));
+    assert_eq!(counts(&facts), (2, 2, 2));
+}
+
+#[tokio::test]
+async fn a_restarted_replica_reads_the_counts_of_sessions_still_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Flaky::sqlite(dir.path()).await;
+    let a = replica();
+    call_tool(&a, "s1", "read_file");
+    let facts = a.facts(&config(), &call("a", "read_file"), Named::Window);
+    a.remember(&config(), &facts);
+    a.sync(&*store, &config()).await.unwrap();
+    let restarted = replica();
+    restarted.sync(&*store, &config()).await.unwrap();
+    let named = restarted.facts(&config(), &call("a", "read_file"), Named::By("s1"));
+    assert_eq!(counts(&named), (1, 1, 1));
+    let window = restarted.facts(&config(), &call("a", "upload"), Named::Window);
+    assert_eq!(counts(&window), (1, 1, 0));
 }
