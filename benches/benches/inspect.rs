@@ -55,11 +55,12 @@ fn inspect(c: &mut Criterion) {
         b.iter(|| {
             let mut scan = warden::inspect::stream::StreamScan::new(std::sync::Arc::clone(&shared));
             let chunks: Vec<&[u8]> = body.chunks(64 * 1024).collect();
-            let mut found = 0;
+            let (mut found, mut left) = (0, 0);
             for (i, chunk) in chunks.iter().enumerate() {
                 found += scan.feed(chunk, i + 1 == chunks.len()).len();
+                left += scan.release().map_or(0, |r| r.bytes.len());
             }
-            found
+            (found, left)
         })
     });
     group.finish();

@@ -26,6 +26,8 @@ pub struct RestRequest {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// Whether the body arrived whole (not aborted mid-way); an aborted body is empty.
+    pub complete: bool,
     /// Whether the double accepted it (credential right, no agent credential).
     pub accepted: bool,
 }
@@ -107,11 +109,10 @@ async fn handle(
     state: Arc<Mutex<State>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let (body, complete) = match body.collect().await {
+        Ok(body) => (body.to_bytes(), true),
+        Err(_) => (Bytes::new(), false),
+    };
     let path = parts
         .uri
         .path_and_query()
@@ -123,6 +124,7 @@ async fn handle(
         path: path.clone(),
         headers: parts.headers.clone(),
         body,
+        complete,
         accepted: problem.is_none(),
     });
     let (status, body) = match problem {

@@ -861,18 +861,24 @@ async fn upload(
         .unwrap()
 }
 
-#[tokio::test]
-async fn a_large_egress_body_is_inspected_as_it_streams_and_stopped_mid_body_on_a_deny() {
-    // Buffered: at most 64 KiB of any body (and no whole body over 1 MiB is ever read).
-    let s = setup_with(
-        false,
+/// Bodies past 64 KiB stream, none over 1 MiB is read whole; AWS keys are denied, e-mail
+/// addresses redacted.
+async fn setup_streaming() -> Setup {
+    setup_with(
+        true,
         &[("dlp.cedar", NO_AWS_KEYS), ("redact.cedar", REDACT_MAIL)],
         |b| {
             b.set("/limits/max_request_bytes", json!(1024 * 1024))
                 .set("/inspect/stream_above", json!(64 * 1024))
         },
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_large_egress_body_is_inspected_as_it_streams_and_stopped_mid_body_on_a_deny() {
+    // Buffered: at most 64 KiB of any body (and no whole body over 1 MiB is ever read).
+    let s = setup_streaming().await;
     let base = format!("http://allowed.test:{}", s.origin.addr.port());
     let dir = s.warden.setup.dir.path().to_owned();
 
@@ -937,12 +943,17 @@ async fn a_large_egress_body_is_inspected_as_it_streams_and_stopped_mid_body_on_
             .all(|r| r["body_len"].as_u64() != Some(dirty.len() as u64)),
         "the origin never got the body whole"
     );
+    assert_denied_mid_body(&s, "egress:request", at).await;
+}
+
+/// The deny of `action` mid-body is recorded: the AWS key found at byte `at`, never its value.
+async fn assert_denied_mid_body(s: &Setup, action: &str, at: usize) {
     let record = s
         .warden
         .wait_for_audit(WAIT, |r| r["kind"] == "decision" && r["decision"] == "deny")
         .await
         .unwrap();
-    assert_eq!(record["action"], "egress:request", "{record}");
+    assert_eq!(record["action"], action, "{record}");
     assert_eq!(record["policies"], json!(["no-aws-keys"]), "{record}");
     assert_eq!(
         record["findings"],
@@ -950,4 +961,117 @@ async fn a_large_egress_body_is_inspected_as_it_streams_and_stopped_mid_body_on_
         "{record}"
     );
     assert!(!audit_text(&s.warden).contains(AWS_KEY));
+}
+
+/// A JSON document of about 5 MB for GitHub's contents API: the lines of [`large_body`] in one
+/// string, `words` (between spaces) starting at byte `at` of the document when given.
+fn large_document(words: Option<(usize, &str)>) -> Vec<u8> {
+    let mut document = br#"{"message":"nightly export","content":""#.to_vec();
+    document.extend(
+        large_body()
+            .into_iter()
+            .map(|b| if b == b'\n' { b' ' } else { b }),
+    );
+    document.extend_from_slice(br#""}"#);
+    if let Some((at, words)) = words {
+        let words = format!(" {words} ");
+        document[at - 1..at - 1 + words.len()].copy_from_slice(words.as_bytes());
+    }
+    document
+}
+
+/// `warden_inspect_stream_held_bytes`: how many streamed bodies held at most `le` bytes at
+/// once, and how many there were.
+fn held_at_most(metrics: &str, le: &str) -> (u64, u64) {
+    let value = |prefix: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (
+        value(&format!(
+            "warden_inspect_stream_held_bytes_bucket{{le=\"{le}\"}} "
+        )),
+        value("warden_inspect_stream_held_bytes_count "),
+    )
+}
+
+#[tokio::test]
+async fn a_large_rest_body_streams_inspected_redacted_in_flight_and_stopped_mid_body_on_a_deny() {
+    // Bodies past 64 KiB stream; none over 1 MiB is ever buffered (the uploads are 5 MB).
+    let s = setup_streaming().await;
+    let url = s.warden.url("/github/repos/acme/app/contents/export.json");
+    let put = |body: Vec<u8>| {
+        s.warden
+            .http()
+            .put(&url)
+            .bearer_auth(&s.token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+
+    // A clean document arrives whole and byte for byte, past limits.max_request_bytes.
+    let clean = large_document(None);
+    let response = put(clean.clone()).await.unwrap();
+    assert_ne!(response.status(), 403, "{:?}", response.text().await);
+    let got = s.rest.requests().pop().expect("the API was called");
+    assert!(got.complete, "{:?}", got.headers);
+    assert_eq!(got.body.len(), clean.len());
+    assert!(got.body == clean, "byte for byte");
+
+    // An address near the end, across a 64 KiB boundary: redacted as it streams by.
+    let at = 4 * 1024 * 1024 + 64 * 1024 - 9;
+    let mailed = large_document(Some((at, MAIL)));
+    let response = put(mailed.clone()).await.unwrap();
+    assert_ne!(response.status(), 403, "{:?}", response.text().await);
+    let got = s.rest.requests().pop().expect("the API was called");
+    let expected = redacted(&String::from_utf8(mailed).unwrap());
+    assert!(got.complete);
+    assert_eq!(got.body.len(), expected.len());
+    assert!(got.body == expected.as_bytes(), "redacted in place");
+    let location = format!("body, byte {at}: redacted");
+    let record = s
+        .warden
+        .wait_for_audit(WAIT, |r| {
+            r["kind"] == "outcome"
+                && r["findings"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|f| f["location"] == location.as_str()))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        record["findings"],
+        json!([{"detector": "email", "location": location}]),
+        "the outcome names what was redacted in flight: {record}"
+    );
+
+    // A key near the end: refused, and the API never gets the body whole.
+    let dirty = large_document(Some((at, AWS_KEY)));
+    let before = s.rest.requests().len();
+    let response = put(dirty).await.unwrap();
+    assert_eq!(response.status(), 403);
+    let text = response.text().await.unwrap();
+    assert!(text.contains("AWS keys never leave"), "{text}");
+    let after = s.rest.requests();
+    assert!(
+        after[before..].iter().all(|r| !r.complete),
+        "the API never got the body whole"
+    );
+    assert_denied_mid_body(&s, "github:repos.create-or-update-file-contents", at).await;
+    assert!(!audit_text(&s.warden).contains(MAIL));
+
+    // What each streamed body held at once stayed far below its size.
+    let metrics = s.warden.metrics().await.unwrap();
+    let (bounded, count) = held_at_most(&metrics, "524288");
+    assert!(count >= 3, "{metrics}");
+    assert_eq!(bounded, count, "every streamed body held at most 512 KiB");
+    assert_eq!(
+        dlp_count(&metrics, "email", "rest", "redacted"),
+        1,
+        "{metrics}"
+    );
 }

@@ -455,6 +455,12 @@ impl PolicyEngine {
             .any(|id| self.meta.get(id).is_some_and(|m| m.egress_internal))
     }
 
+    /// Whether a policy is annotated `@on_match("redact")`: a request's content may be
+    /// redacted, so its length may change.
+    pub fn redacts(&self) -> bool {
+        self.meta.values().any(|m| m.on_match_redact.is_some())
+    }
+
     /// When `decision` is a deny determined only by `@on_match("redact")` forbids: the string
     /// literals their conditions compare (the detectors they test); `None` for any other
     /// decision, a default deny, or a deny any other forbid took part in (deny wins).

@@ -113,6 +113,8 @@ pub struct Exchange {
     egress: Option<Box<EgressNote>>,
     /// The request's places in flight (`rate_limits:` concurrency), released when it ends.
     permit: Option<Permit>,
+    /// What is redacted in a request body as it streams upstream (`streams_body`).
+    streamed: Option<StreamFindings>,
 }
 
 /// What an egress exchange records beside the usual: its kind and where it goes.
@@ -169,6 +171,7 @@ impl Exchange {
             trace,
             egress: None,
             permit: None,
+            streamed: None,
         }
     }
 
@@ -495,6 +498,13 @@ impl Exchange {
         })
     }
 
+    /// credential: the request body streams upstream past its first bytes; the outcome record
+    /// names, once the response ends, what `redacted` holds by then: what was redacted in the
+    /// body as it streamed (detector and location, never the value).
+    pub fn streams_body(&mut self, redacted: StreamFindings) {
+        self.streamed = Some(redacted);
+    }
+
     /// observe: the outcome record of a response with `status`, completed when its body ends.
     pub fn outcome(&mut self, status: http::StatusCode) -> PendingOutcome {
         let mut event = self.event(EventKind::Outcome);
@@ -511,6 +521,7 @@ impl Exchange {
             spender: self.principal.clone().zip(self.provider.clone()),
             spans: self.spans(status, None),
             _permit: self.permit.take(),
+            streamed: self.streamed.take(),
         }
     }
 
@@ -794,7 +805,12 @@ pub struct PendingOutcome {
     spans: Option<Box<OpenSpans>>,
     /// The request's places in flight, held until the response ends.
     _permit: Option<Permit>,
+    /// What was redacted in a streamed request body.
+    streamed: Option<StreamFindings>,
 }
+
+/// Findings in a request body as it streams upstream, filled while it goes.
+pub type StreamFindings = Arc<std::sync::Mutex<Vec<crate::action::Finding>>>;
 
 impl Complete for PendingOutcome {
     /// Completes the record with the usage the response reported and why it failed, if it did;
@@ -818,6 +834,15 @@ impl Complete for PendingOutcome {
         }
         if let Some(spans) = self.spans.take() {
             spans.end(usage, error.as_deref());
+        }
+        if let Some(streamed) = self.streamed.take() {
+            let found = std::mem::take(&mut *streamed.lock().unwrap_or_else(|p| p.into_inner()));
+            self.event
+                .findings
+                .extend(found.into_iter().map(|f| AuditFinding {
+                    location: bounded(&f.location, FIELD_MAX).into_owned(),
+                    detector: f.detector,
+                }));
         }
         if let Some(outcome) = self.event.outcome.as_mut() {
             outcome.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;

@@ -15,6 +15,7 @@ mod mcp;
 mod redaction;
 mod refusal;
 mod stages;
+mod streamed;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,13 +24,13 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{Either, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
 pub use exchange::{Content, Exchange, PendingOutcome, ProxyBody};
 pub use refusal::Refusal;
-use stages::{Held, context, decide, hold, inspect, limit, quarantine, recall};
+use stages::{Held, context, decide, hold, inspect, limit, quarantine, read_body, recall};
 
 use crate::action::{Action, Principal};
 use crate::fleet::session::named;
@@ -42,7 +43,7 @@ use crate::secrets::inject;
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 use crate::upstream::config::UpstreamConfig;
-use crate::upstream::{UpstreamClient, UpstreamError};
+use crate::upstream::{BoxError, Outbound, UpstreamClient, UpstreamError};
 
 /// The future of one request's response. Boxed: the request path's future is large, and
 /// hyper moves a service's future into its dispatcher on every request; a box moves as one
@@ -170,9 +171,14 @@ async fn go_on(
         action,
         request,
     } = decided;
-    let outbound = credential(snap, ex, &route, &action, request).await?;
-    let response = forward(snap, upstream, ex, &route, outbound).await?;
-    let (response, refusal) = observe(snap, ex, &route, &action, response);
+    let mut verdict = streamed::Verdict::default();
+    let outbound = credential(snap, ex, &route, &action, request, &mut verdict).await?;
+    let response = forward(snap, upstream, ex, &route, outbound, &verdict).await;
+    // A body stopped mid-way by inspection is denied, whatever the upstream made of it.
+    if let Some(tripped) = verdict.tripped() {
+        return Err(streamed::denied_mid_body(snap, ex, action, tripped, |d| d).await);
+    }
+    let (response, refusal) = observe(snap, ex, &route, &action, response?);
     Ok(match refusal {
         Some(refused) => whole_or_refused(&route, response, &refused).await,
         None => response,
@@ -212,10 +218,12 @@ async fn whole_or_refused(
     Response::from_parts(parts, Either::Left(Full::new(read.to_bytes())))
 }
 
-/// A request as interpret read it: its head and its whole body.
+/// A request as interpret read it: its head and its body (whole, or its first bytes and the
+/// rest, which streams upstream inspected as it goes).
 struct ReadRequest {
     head: http::request::Parts,
     body: Bytes,
+    rest: Option<Incoming>,
 }
 
 /// Route: the longest matching path prefix.
@@ -256,8 +264,8 @@ async fn identify(
     }
 }
 
-/// Interpret: the body, read within the limits, and the action the request asks for in its
-/// route's protocol.
+/// Interpret: the body, read within the limits (a large REST body only as far as
+/// `inspect.stream_above`), and the action the request asks for in its route's protocol.
 async fn interpret(
     snap: &Snapshot,
     ex: &mut Exchange,
@@ -266,7 +274,7 @@ async fn interpret(
     req: Request<Incoming>,
 ) -> Result<(Action, ReadRequest), Refusal> {
     let (mut head, body) = req.into_parts();
-    let body = protocol::body::read(body, &head.headers, &snap.config.limits).await?;
+    let (body, rest) = read_body(snap, route, &head, body).await?;
     let Interpreted {
         verb,
         resource,
@@ -293,7 +301,7 @@ async fn interpret(
         resource,
         context: context(ex, route, findings, facts),
     };
-    Ok((action, ReadRequest { head, body }))
+    Ok((action, ReadRequest { head, body, rest }))
 }
 
 /// The request URI with `path` (below the route's prefix) as the dialect read it.
@@ -309,14 +317,16 @@ fn judged_uri(route: &Route, path: &str, query: Option<&str>) -> Result<http::Ur
 }
 
 /// Credential: the agent's credential out, the upstream's in (from memory; from Vault on a
-/// miss).
+/// miss). A streamed body goes on inspected as it streams, what becomes of it left in
+/// `verdict`.
 async fn credential(
     snap: &Snapshot,
     ex: &mut Exchange,
     route: &Route,
     action: &Action,
     request: ReadRequest,
-) -> Result<Request<Full<Bytes>>, Refusal> {
+    verdict: &mut streamed::Verdict,
+) -> Result<Request<Outbound>, Refusal> {
     let credential = match &route.credential {
         Some(provider) => {
             let guard = stages::SecretPolicy { snap, action };
@@ -326,7 +336,23 @@ async fn credential(
         }
         None => None,
     };
-    let ReadRequest { mut head, body } = request;
+    let ReadRequest {
+        mut head,
+        body,
+        rest,
+    } = request;
+    let body = match rest {
+        None => Either::Left(Full::new(body)),
+        Some(rest) => {
+            *verdict = streamed::Verdict::streaming();
+            ex.streams_body(verdict.redacted());
+            let inspected = streamed::body(snap, ex, action, body, rest, verdict);
+            Either::Right(BodyExt::boxed_unsync(BodyExt::map_err(
+                inspected,
+                |e| -> BoxError { Box::new(e) },
+            )))
+        }
+    };
     let headers = std::mem::take(&mut head.headers);
     let rest = route.rest(head.uri.path());
     let mut outbound =
@@ -337,13 +363,15 @@ async fn credential(
 }
 
 /// Forward: the request goes upstream over the worker's pooled client, unless the upstream's
-/// circuit breaker is open; wait for the response headers.
+/// circuit breaker is open; wait for the response headers. A body that inspection stopped
+/// (`streamed`) says nothing of the upstream's health.
 async fn forward(
     snap: &Snapshot,
     upstream: &UpstreamClient,
     ex: &mut Exchange,
     route: &Route,
-    outbound: Request<Full<Bytes>>,
+    outbound: Request<Outbound>,
+    streamed: &streamed::Verdict,
 ) -> Result<Response<Incoming>, Refusal> {
     let breaker = ex
         .shared()
@@ -351,10 +379,11 @@ async fn forward(
         .of(&route.name, snap.config.upstream.breaker_for(&route.name));
     let admitted = breaker.admit()?;
     let t = Instant::now();
-    let result = upstream.send(outbound).await;
+    let result = upstream.send_outbound(outbound).await;
     ex.forwarded(t.elapsed().as_secs_f64());
     match &result {
         Ok(response) => admitted.answered(response.status()),
+        Err(_) if streamed.is_stopped() => drop(admitted),
         Err(_) => admitted.failed(),
     }
     Ok(result?)

@@ -28,20 +28,7 @@ pub(super) fn judge(
     let Some(named) = snap.policy.redaction(&decision) else {
         return (decision, Vec::new());
     };
-    let found: Vec<&str> = action
-        .context
-        .findings
-        .detectors()
-        .filter(|d| DETECTOR_NAMES.contains(d))
-        .collect();
-    let chosen: Vec<String> = match found.iter().filter(|d| named.contains(d)).count() {
-        0 => found.iter().map(|d| (*d).to_owned()).collect(),
-        _ => found
-            .iter()
-            .filter(|d| named.contains(d))
-            .map(|d| (*d).to_owned())
-            .collect(),
-    };
+    let chosen = chosen(&named, &action.context.findings);
     let wanted = |d: &str| chosen.iter().any(|c| c == d);
     let config = &snap.config.inspect;
     let Some(redacted) = inspect::redact::redact(body, config, &wanted) else {
@@ -57,6 +44,23 @@ pub(super) fn judge(
         .extend(left.0.into_iter().filter(|f| wanted(&f.detector)));
     *body = Bytes::from(redacted.body);
     (snap.policy.decide(action), redacted.findings)
+}
+
+/// The content detectors among `findings` that a redaction naming `named` redacts: those it
+/// names, or every content finding when it names none of them.
+pub(super) fn chosen(named: &[&str], findings: &Findings) -> Vec<String> {
+    let found: Vec<&str> = findings
+        .detectors()
+        .filter(|d| DETECTOR_NAMES.contains(d))
+        .collect();
+    match found.iter().filter(|d| named.contains(d)).count() {
+        0 => found.iter().map(|d| (*d).to_owned()).collect(),
+        _ => found
+            .iter()
+            .filter(|d| named.contains(d))
+            .map(|d| (*d).to_owned())
+            .collect(),
+    }
 }
 
 /// Counts each of `action`'s findings, and each detector `redacted` names once, in

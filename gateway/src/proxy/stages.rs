@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
+use hyper::body::Incoming;
 
 use super::exchange::{Content, Exchange, Judged};
 use super::redaction;
@@ -18,6 +19,8 @@ use crate::decision::Decision;
 use crate::fleet::limits::Subject;
 use crate::fleet::session::Named;
 use crate::inspect;
+use crate::protocol::body::{self, BodyError, Head};
+use crate::protocol::{Protocol, rest};
 use crate::route::Route;
 use crate::secrets::{CredentialError, SecretGuard};
 use crate::snapshot::Snapshot;
@@ -43,6 +46,32 @@ pub(super) fn context(
         session: None,
         budget: None,
     }
+}
+
+/// Interpret's read of a request body: whole, within `limits.max_request_bytes`; a REST body
+/// larger than `inspect.stream_above` (or of unknown length and more than that) whose operation
+/// reads no fields from it is read only that far: the rest streams upstream, inspected as it
+/// goes (`proxy/streamed.rs`). A REST operation that reads fields from its body is judged on
+/// all of it, so its body is read whole (a clear 413 past the limit).
+pub(super) async fn read_body(
+    snap: &Snapshot,
+    route: &Route,
+    head: &http::request::Parts,
+    body: Incoming,
+) -> Result<(Bytes, Option<Incoming>), BodyError> {
+    let limits = &snap.config.limits;
+    let path = route.rest(head.uri.path());
+    if route.protocol != Protocol::Rest
+        || rest::reads_body(route.operations.as_deref(), &head.method, path)
+    {
+        return Ok((body::read(body, &head.headers, limits).await?, None));
+    }
+    Ok(
+        match body::read_head(body, limits, snap.config.inspect.stream_above).await? {
+            Head::Whole(body) => (body, None),
+            Head::Streaming(first, rest) => (first, Some(rest)),
+        },
+    )
 }
 
 /// After identify: a quarantined agent (or one of a quarantined group) goes no further.

@@ -1,10 +1,8 @@
 //! Builds the upstream request: hop-by-hop headers and the agent's credential removed, the
 //! upstream credential injected.
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName};
 use http::{HeaderValue, Request, request::Parts};
-use http_body_util::Full;
 
 use super::credential::{Credential, Placed};
 use crate::route::Route;
@@ -36,14 +34,14 @@ static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
 
 /// The request to send upstream for an agent request whose head is `parts`; `headers` are
 /// the agent's request headers, taken out of `parts` (they are cleaned in place, not copied).
-pub fn upstream_request(
+pub fn upstream_request<B>(
     route: &Route,
     parts: &Parts,
     mut headers: HeaderMap,
     rest: &str,
-    body: Bytes,
+    body: B,
     credential: Option<&Credential>,
-) -> Result<Request<Full<Bytes>>, http::Error> {
+) -> Result<Request<B>, http::Error> {
     let mut query = parts.uri.query().map(strip_key_param);
     if let Some(Placed::Query(name, value)) = credential.map(|c| &c.placed) {
         query = Some(with_param(query, name, value));
@@ -65,7 +63,7 @@ pub fn upstream_request(
     let mut req = Request::builder()
         .method(parts.method.clone())
         .uri(uri)
-        .body(Full::new(body))?;
+        .body(body)?;
     *req.headers_mut() = headers;
     Ok(req)
 }
@@ -128,6 +126,8 @@ fn strip_key_param(query: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
     use crate::config::load::parse;
     use crate::route::RouteTable;

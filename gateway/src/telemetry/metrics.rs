@@ -304,8 +304,10 @@ impl Metrics {
         ]
         .into_iter()
         .chain(crate::vault::metrics::VAULT.collectors())
-        .chain([Box::new(crate::inspect::FINDINGS.clone()) as Box<dyn prometheus::core::Collector>])
-        {
+        .chain([
+            Box::new(crate::inspect::FINDINGS.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(crate::inspect::stream::HELD.clone()),
+        ]) {
             registry.register(c).expect("metric names are unique");
         }
         Metrics {

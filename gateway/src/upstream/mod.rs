@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -35,10 +36,16 @@ use config::UpstreamConfig;
 /// TCP keep-alive probes on upstream connections, so dead peers are noticed while pooled.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
+/// A request body Warden forwards: whole, or streamed as it is inspected (a large REST body).
+pub type Outbound = Either<Full<Bytes>, UnsyncBoxBody<Bytes, BoxError>>;
+
+/// The error a streamed request body ends with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The client Warden forwards with; cloning is cheap and shares the pool.
 #[derive(Clone, Debug)]
 pub struct UpstreamClient {
-    client: Client<ConnectTimeout<HttpsConnector<HttpConnector<GuardedResolver>>>, Full<Bytes>>,
+    client: Client<ConnectTimeout<HttpsConnector<HttpConnector<GuardedResolver>>>, Outbound>,
     response_timeout: Duration,
     connect_timeout: Duration,
 }
@@ -103,6 +110,15 @@ impl UpstreamClient {
     pub fn send(
         &self,
         req: http::Request<Full<Bytes>>,
+    ) -> impl Future<Output = Result<http::Response<Incoming>, UpstreamError>> + Send + 'static
+    {
+        self.send_outbound(req.map(Either::Left))
+    }
+
+    /// As [`UpstreamClient::send`], for a body that may stream.
+    pub fn send_outbound(
+        &self,
+        req: http::Request<Outbound>,
     ) -> impl Future<Output = Result<http::Response<Incoming>, UpstreamError>> + Send + 'static
     {
         let call = req.uri().authority().cloned().map(|authority| {

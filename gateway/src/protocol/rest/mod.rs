@@ -80,6 +80,24 @@ impl Dialect for Rest {
     }
 }
 
+/// Whether judging a `method` request to `path` needs fields from its body (the operation it
+/// reaches declares `body.…` fields): such a body is read whole, within
+/// `limits.max_request_bytes`; any other may stream past `inspect.stream_above`.
+pub fn reads_body(operations: Option<&Operations>, method: &http::Method, path: &str) -> bool {
+    // A path that cannot be read is refused by interpretation, whatever its body.
+    let Ok(segments) = path::segments(path) else {
+        return false;
+    };
+    operations
+        .and_then(|ops| ops.find(method, &segments))
+        .and_then(|matched| matched.operation.fields.as_deref())
+        .is_some_and(|fields| {
+            fields
+                .iter()
+                .any(|f| matches!(f.source, operations::FieldSource::Body(_)))
+        })
+}
+
 /// What a REST request means.
 fn interpret(request: &Inbound<'_>) -> Result<Interpreted, RestError> {
     refuse_method_override(request.headers, request.method)?;
@@ -267,6 +285,33 @@ mod tests {
             matches!(hidden, Err(RestError::Parameter { .. })),
             "{hidden:?}"
         );
+    }
+
+    #[test]
+    fn only_an_operation_with_body_fields_reads_its_body_whole() {
+        let mut create = OperationSpec {
+            action: "issues.create".into(),
+            method: "POST".into(),
+            path: "/repos/{owner}/{repo}/issues".into(),
+            fields: Default::default(),
+            read: None,
+        };
+        let mut upload = create.clone();
+        upload.action = "repos.upload".into();
+        upload.method = "PUT".into();
+        upload.path = "/repos/{owner}/{repo}/contents/{path+}".into();
+        upload
+            .fields
+            .insert("branch".into(), FieldSpec::From("query.branch".into()));
+        create
+            .fields
+            .insert("title".into(), FieldSpec::From("body.title".into()));
+        let ops = Operations::compile("github", &[create, upload]).expect("valid");
+        let reads = |method: Method, path: &str| reads_body(Some(&ops), &method, path);
+        assert!(reads(Method::POST, "/repos/acme/app/issues"));
+        assert!(!reads(Method::PUT, "/repos/acme/app/contents/big.json"));
+        assert!(!reads(Method::POST, "/unknown"), "an http:request");
+        assert!(!reads_body(None, &Method::POST, "/repos/acme/app/issues"));
     }
 
     #[test]

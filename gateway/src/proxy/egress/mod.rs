@@ -12,7 +12,6 @@
 pub(super) mod answer;
 mod intercepted;
 mod request;
-mod streamed;
 mod target;
 mod tunnel;
 

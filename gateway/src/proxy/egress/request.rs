@@ -15,20 +15,17 @@ use http_body_util::{BodyExt as _, Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use super::streamed;
 use super::{Worker, action, decide, destination, guard, hold_here};
 use crate::action::{EgressFacts, Findings, Principal, Verb};
-use crate::approval::Hold;
-use crate::decision::Decision;
 use crate::egress::intercept::TunnelUpstream;
 use crate::egress::{Destination, EgressError, Host, dial};
-use crate::inspect::stream::StreamScan;
 use crate::observe::ObservedBody;
 use crate::protocol::Protocol;
 use crate::protocol::body::{self, Head};
 use crate::proxy::exchange::{Exchange, ProxyBody};
 use crate::proxy::refusal::Refusal;
-use crate::proxy::stages::{decide_with, inspect, look_for_canaries};
+use crate::proxy::stages::{inspect, look_for_canaries};
+use crate::proxy::streamed;
 use crate::secrets::inject::strip_hop_by_hop;
 use crate::snapshot::Snapshot;
 
@@ -97,33 +94,27 @@ pub(super) async fn forward(
     let read = body.len();
     let decision = decide(snap, ex, &mut action, &dest, &mut body).await?;
     hold_here(ex, &action, &decision).await?;
-    if rest.is_some() && body.len() != read {
-        // The first bytes were redacted: the length the agent declared no longer holds.
+    if rest.is_some() && (body.len() != read || snap.policy.redacts()) {
+        // The first bytes were redacted, or the rest may be: the length the agent declared
+        // may no longer hold.
         head.headers.remove(CONTENT_LENGTH);
     }
 
-    let verdict = streamed::Verdict::default();
+    let mut verdict = streamed::Verdict::default();
     let body = match rest {
         None => Either::Left(Full::new(body)),
-        Some(rest) => Either::Right(streamed::Inspected::new(
-            body,
-            rest,
-            StreamScan::new(Arc::new(snap.config.inspect.clone())),
-            streamed::Judge {
-                policy: Arc::clone(&snap.policy),
-                canaries: ex.shared().canaries().cloned(),
-                action: action.clone(),
-                request_id: ex.request_id().to_owned(),
-            },
-            Arc::clone(&verdict),
-        )),
+        Some(rest) => {
+            verdict = streamed::Verdict::streaming();
+            ex.streams_body(verdict.redacted());
+            Either::Right(streamed::body(snap, ex, &action, body, rest, &verdict))
+        }
     };
     let t = Instant::now();
     let sent = send(worker, &dest, &mut head, body, via).await;
     ex.forwarded(t.elapsed().as_secs_f64());
-    let tripped = verdict.lock().unwrap_or_else(|p| p.into_inner()).take();
-    if let Some(tripped) = tripped {
-        return Err(denied_mid_body(snap, ex, action, &dest, tripped).await);
+    if let Some(tripped) = verdict.tripped() {
+        let guard = |d| guard(snap, &dest, d);
+        return Err(streamed::denied_mid_body(snap, ex, action, tripped, guard).await);
     }
     let (mut parts, body) = sent?.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -133,39 +124,6 @@ pub(super) async fn forward(
         parts,
         Either::Right(Either::Left(body)),
     ))
-}
-
-/// A streamed body stopped by inspection: the findings past its first bytes join the action,
-/// which is judged and recorded again (denied mid-body), and the agent is refused.
-async fn denied_mid_body(
-    snap: &Snapshot,
-    ex: &mut Exchange,
-    mut action: crate::action::Action,
-    dest: &Destination,
-    tripped: streamed::Tripped,
-) -> Refusal {
-    action.context.findings.0.extend(tripped.findings);
-    let judged = tripped.decision.reasons();
-    // What the stream stopped is denied, whatever could not be held in it.
-    let stopped = |decision: Decision| match decision {
-        Decision::Deny { .. } => decision,
-        other => Decision::Deny {
-            reasons: vec![format!(
-                "{}; a body streamed past inspect.stream_above cannot wait for an approval",
-                other.reasons().concat()
-            )],
-            policies: other.policy_ids(),
-        },
-    };
-    match decide_with(snap, ex, &mut action, &mut Bytes::new(), |d| {
-        stopped(guard(snap, dest, d))
-    })
-    .await
-    {
-        Ok(Decision::Deny { reasons, .. }) => Hold::Denied { reasons }.into(),
-        Ok(_) => Hold::Denied { reasons: judged }.into(),
-        Err(refusal) => refusal,
-    }
 }
 
 impl Via<'_> {
