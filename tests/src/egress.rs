@@ -2,7 +2,8 @@
 //! turn (`tests/egress/dns.py`, dnslib), origin servers on loopback addresses (plain HTTP and
 //! HTTPS with a test CA) that keep what they were asked, and the real clients agents use:
 //! curl, Python `requests` and `httpx` (`tests/egress/clients.py`), Node's fetch through
-//! undici's `ProxyAgent` (`tests/egress/fetch.mjs`).
+//! undici's `ProxyAgent` (`tests/egress/fetch.mjs`) and `EnvHttpProxyAgent`
+//! (`tests/egress/intercept_fetch.mjs`).
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -356,19 +357,46 @@ pub async fn node_fetch(
     ca: &Path,
     urls: &[&str],
 ) -> anyhow::Result<Value> {
-    let dir = egress_dir();
-    if !dir.join("node_modules/undici").is_dir() {
-        bail!("tests/egress/node_modules/undici is missing: run tests/run");
-    }
-    let mut cmd = Command::new("node");
-    cmd.current_dir(&dir)
-        .arg(dir.join("fetch.mjs"))
-        .arg(format!("http://{proxy}"))
+    let mut cmd = node_script("fetch.mjs")?;
+    cmd.arg(format!("http://{proxy}"))
         .arg(token)
         .arg(ca)
         .args(urls);
     let out = run_bounded(cmd, Duration::from_secs(90)).await?;
     last_json_line(&out, "fetch.mjs")
+}
+
+/// `tests/egress/intercept_fetch.mjs`: Node's fetch of each of `requests` (`{"method", "url",
+/// "body"?}`) through undici's `EnvHttpProxyAgent`, configured by the environment as agents
+/// are: `HTTPS_PROXY` with the token as the proxy password, and `NODE_EXTRA_CA_CERTS=ca`.
+pub async fn node_fetch_intercepted(
+    proxy: SocketAddr,
+    token: &str,
+    ca: &Path,
+    requests: &Value,
+) -> anyhow::Result<Value> {
+    let mut cmd = node_script("intercept_fetch.mjs")?;
+    cmd.arg(requests.to_string())
+        .env("HTTPS_PROXY", format!("http://agent:{token}@{proxy}"))
+        .env("NODE_EXTRA_CA_CERTS", ca)
+        .env_remove("https_proxy")
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy");
+    let out = run_bounded(cmd, Duration::from_secs(90)).await?;
+    last_json_line(&out, "intercept_fetch.mjs")
+}
+
+/// `node tests/egress/<script>`, run in `tests/egress` (where undici is installed).
+fn node_script(script: &str) -> anyhow::Result<Command> {
+    let dir = egress_dir();
+    if !dir.join("node_modules/undici").is_dir() {
+        bail!("tests/egress/node_modules/undici is missing: run tests/run");
+    }
+    let mut cmd = Command::new("node");
+    cmd.current_dir(&dir).arg(dir.join(script));
+    Ok(cmd)
 }
 
 fn last_json_line(out: &std::process::Output, what: &str) -> anyhow::Result<Value> {

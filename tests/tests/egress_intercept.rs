@@ -1,16 +1,19 @@
 //! TLS interception on the egress proxy (`egress.intercept`): for the hosts it names, Warden
 //! terminates the agent's TLS with a certificate of its own CA (`warden egress ca`), judges and
 //! inspects each request inside as `egress:request` (channel `egress_tls`), and forwards it
-//! over TLS of its own to the real destination, whose certificate it verifies. curl and
-//! Python `requests` and `httpx` go through it to origin servers on loopback with a test CA of
-//! their own; other hosts keep a blind tunnel.
+//! over TLS of its own to the real destination, whose certificate it verifies. curl, Python
+//! `requests` and `httpx`, and Node's fetch (undici's `EnvHttpProxyAgent`, the CA from
+//! `NODE_EXTRA_CA_CERTS`) go through it to origin servers on loopback with a test CA of their
+//! own; other hosts keep a blind tunnel.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use warden_e2e::egress::{Dns, Origin, Pki, curl, python_intercepted};
+use warden_e2e::egress::{
+    Curled, Dns, Origin, Pki, curl, node_fetch_intercepted, python_intercepted,
+};
 use warden_e2e::warden::{Warden, WardenBuilder, free_port};
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -151,6 +154,46 @@ fn detectors(record: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A canary token issued with `warden canary issue`, once Warden knows it: curl (trusting
+/// Warden's CA) posts it to `url` until it is refused (the first may go through before the
+/// state store's refresh); the canary and that refusal.
+async fn planted_canary(s: &Setup, url: &str) -> (String, Curled) {
+    let out = s
+        .warden
+        .cli(&["canary", "issue", "--kind", "api-token", "--label", "e2e"])
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let canary = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let ca = s.warden_ca.to_str().unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let got = loop {
+        let got = curl(
+            s.proxy,
+            Some(&s.token),
+            &[
+                "--cacert",
+                ca,
+                "--data-binary",
+                &format!("token={canary}"),
+                url,
+            ],
+        )
+        .await
+        .unwrap();
+        if got.status == 403 || tokio::time::Instant::now() > deadline {
+            break got;
+        }
+        // Not yet picked up from the state store: that request went through.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    (canary, got)
+}
+
 #[tokio::test]
 async fn requests_inside_an_intercepted_tunnel_are_judged_and_leaks_are_denied_with_403() {
     let s = setup().await;
@@ -215,38 +258,7 @@ async fn requests_inside_an_intercepted_tunnel_are_judged_and_leaks_are_denied_w
     assert_eq!(s.origin.seen().len(), 2, "the denied bodies did not arrive");
 
     // A planted canary is denied whatever policy says.
-    let out = s
-        .warden
-        .cli(&["canary", "issue", "--kind", "api-token", "--label", "e2e"])
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let canary = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let got = loop {
-        let got = curl(
-            s.proxy,
-            Some(&s.token),
-            &[
-                "--cacert",
-                ca,
-                "--data-binary",
-                &format!("token={canary}"),
-                &url,
-            ],
-        )
-        .await
-        .unwrap();
-        if got.status == 403 || tokio::time::Instant::now() > deadline {
-            break got;
-        }
-        // Not yet picked up from the state store: that request went through.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let (canary, got) = planted_canary(&s, &url).await;
     assert_eq!(got.status, 403, "{got:?}");
     assert!(got.body.contains("canary token"), "{got:?}");
 
@@ -361,17 +373,7 @@ async fn a_host_not_intercepted_keeps_a_blind_tunnel_and_an_intercepted_one_show
         got.status, 0,
         "the origin's CA does not verify Warden's leaf: {got:?}"
     );
-    // The refused handshake is the tunnel's outcome.
-    s.warden
-        .wait_for_audit(WAIT, |r| {
-            r["kind"] == "outcome"
-                && r["action"] == "egress:connect"
-                && r["outcome"]["error"]
-                    .as_str()
-                    .is_some_and(|e| e.contains("interception CA"))
-        })
-        .await
-        .unwrap();
+    handshake_refused_is_recorded(&s.warden).await;
 }
 
 #[tokio::test]
@@ -399,4 +401,148 @@ async fn an_intercepted_destination_with_an_untrusted_certificate_is_refused_wit
         .await
         .unwrap();
     assert_eq!(outcome["outcome"]["status"], 502, "{outcome}");
+}
+
+#[tokio::test]
+async fn node_fetch_trusting_wardens_ca_through_node_extra_ca_certs_is_intercepted_and_inspected() {
+    let s = setup().await;
+    let port = s.origin.addr.port();
+    let intercepted = format!("https://intercepted.test:{port}/v1/upload");
+    let blind = format!("https://blind.test:{port}/v1/upload");
+    // Warden knows the canary before Node sends it (curl's refusal shows it).
+    let (canary, refused) = planted_canary(&s, &intercepted).await;
+    assert_eq!(refused.status, 403, "{refused:?}");
+    let before = s.origin.seen().len();
+
+    // Trusting Warden's CA (and nothing of the test CA's): the intercepted host answers, a key
+    // or a canary in the body is refused inside the tunnel; the blind host shows its own
+    // certificate, which Node does not trust.
+    let got = node_fetch_intercepted(
+        s.proxy,
+        &s.token,
+        &s.warden_ca,
+        &json!([
+            {"method": "GET", "url": intercepted},
+            {"method": "POST", "url": intercepted, "body": "report=ok"},
+            {"method": "POST", "url": intercepted, "body": format!("aws_access_key_id={AWS_KEY}")},
+            {"method": "POST", "url": intercepted, "body": format!("token={canary}")},
+            {"method": "GET", "url": blind},
+        ]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got[0]["status"], 200, "{got}");
+    let saw: Value = serde_json::from_str(got[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(saw["path"], "/v1/upload", "{got}");
+    assert_eq!(saw["method"], "GET");
+    assert_eq!(
+        saw["proxy_authorization"], false,
+        "the proxy credential stays with Warden"
+    );
+    assert_eq!(got[1]["status"], 200, "{got}");
+    let saw: Value = serde_json::from_str(got[1]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(saw["body"], "report=ok", "{got}");
+    assert_eq!(got[2]["status"], 403, "{got}");
+    assert!(
+        got[2]["body"]
+            .as_str()
+            .unwrap()
+            .contains("the request carries an AWS access key"),
+        "{got}"
+    );
+    assert_eq!(got[3]["status"], 403, "{got}");
+    assert!(
+        got[3]["body"].as_str().unwrap().contains("canary token"),
+        "{got}"
+    );
+    assert!(
+        got[4]["error"].is_string() && got[4].get("status").is_none(),
+        "the blind host's own certificate is not Warden's: {got}"
+    );
+    let seen = s.origin.seen();
+    assert_eq!(
+        seen.len(),
+        before + 2,
+        "only the GET and the clean POST arrived"
+    );
+    assert!(
+        seen.iter()
+            .all(|r| !r["body"].as_str().unwrap_or("").contains(AWS_KEY)),
+        "{seen:#?}"
+    );
+
+    // Recorded with the agent, on the channel egress_tls, by detector, never the values.
+    let decisions = request_decisions(&s.warden, "intercepted.test");
+    let node_allowed: Vec<&Value> = decisions
+        .iter()
+        .filter(|r| r["decision"] == "allow" && r["detail"]["egress"]["method"] == "GET")
+        .collect();
+    assert_eq!(node_allowed.len(), 1, "{decisions:#?}");
+    assert_eq!(node_allowed[0]["principal"]["id"], "build-bot");
+    assert_eq!(node_allowed[0]["detail"]["egress"]["channel"], "egress_tls");
+    assert_eq!(node_allowed[0]["detail"]["egress"]["scheme"], "https");
+    let aws = decisions
+        .iter()
+        .find(|r| detectors(r).contains(&"aws_access_key".to_owned()))
+        .expect("the AWS key's decision");
+    assert_eq!(aws["decision"], "deny");
+    assert_eq!(aws["policies"], json!(["egress-no-aws-keys"]));
+    let canaries: Vec<&Value> = decisions
+        .iter()
+        .filter(|r| detectors(r).contains(&"canary".to_owned()))
+        .collect();
+    assert_eq!(canaries.len(), 2, "curl's and Node's: {decisions:#?}");
+    assert!(
+        canaries
+            .iter()
+            .all(|r| r["decision"] == "deny" && r["policies"] == json!(["warden/canary-token"]))
+    );
+    let log = serde_json::to_string(&s.warden.audit_records()).unwrap();
+    assert!(!log.contains(AWS_KEY), "the AWS key is in the audit log");
+    assert!(!log.contains(&canary), "the canary is in the audit log");
+    let metrics = s.warden.metrics().await.unwrap();
+    assert!(
+        metrics.contains("warden_canary_hits_total{channel=\"egress_tls\"} 2"),
+        "{metrics}"
+    );
+
+    // Trusting the test CA only: the blind host's tunnel carries the key to the origin
+    // uninspected (no egress:request is judged), and the intercepted host's leaf of
+    // Warden's CA is refused.
+    let got = node_fetch_intercepted(
+        s.proxy,
+        &s.token,
+        &s.test_ca,
+        &json!([
+            {"method": "POST", "url": blind, "body": format!("k={AWS_KEY}")},
+            {"method": "GET", "url": intercepted},
+        ]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got[0]["status"], 200, "{got}");
+    let saw: Value = serde_json::from_str(got[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(saw["host"], format!("blind.test:{port}"), "{got}");
+    assert_eq!(saw["body_len"], format!("k={AWS_KEY}").len(), "{got}");
+    assert!(request_decisions(&s.warden, "blind.test").is_empty());
+    assert!(
+        got[1]["error"].is_string() && got[1].get("status").is_none(),
+        "Warden's leaf is not the test CA's: {got}"
+    );
+    handshake_refused_is_recorded(&s.warden).await;
+}
+
+/// Waits for a tunnel's outcome record saying the client refused Warden's leaf (the tunnel's
+/// outcome when a client does not trust the interception CA).
+async fn handshake_refused_is_recorded(warden: &Warden) {
+    warden
+        .wait_for_audit(WAIT, |r| {
+            r["kind"] == "outcome"
+                && r["action"] == "egress:connect"
+                && r["outcome"]["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("interception CA"))
+        })
+        .await
+        .unwrap();
 }

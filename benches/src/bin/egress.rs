@@ -14,7 +14,15 @@
 //! The server is an echo on 127.0.0.1 in this process; Warden is `target/release/warden` (or
 //! `$WARDEN_BIN`), one worker thread, anonymous agents on loopback, a policy permitting the
 //! loopback host. Load generator, server and Warden share the machine's cores.
+//!
+//! `egress https [...]` measures HTTPS requests instead: straight to an origin, through a
+//! blind tunnel, and through a tunnel Warden intercepts (`egress.intercept`), in one run
+//! (`https.rs`).
 
+#[path = "egress/https.rs"]
+mod https;
+
+use std::fmt::Display;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
@@ -27,6 +35,7 @@ use http_body_util::Empty;
 use hyper::client::conn::http2::SendRequest;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use warden_bench::process::{Proc, free_loopback_addr};
@@ -59,20 +68,33 @@ fn args() -> anyhow::Result<Args> {
             "--tunnels" => args.tunnels = value()?.parse()?,
             "--durability" => args.durability = value()?,
             other => bail!(
-                "unknown argument {other:?}; usage: egress [--mib N] [--pings N] [--tunnels N] [--durability disk|process]"
+                "unknown argument {other:?}; usage: egress [--mib N] [--pings N] [--tunnels N] [--durability disk|process], or egress https --help"
             ),
         }
     }
     Ok(args)
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("https") {
+        let args = https::args(std::env::args().skip(2))?;
+        return tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?
+            .block_on(https::run(args));
+    }
     let args = args()?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(tunnels(args))
+}
+
+async fn tunnels(args: Args) -> anyhow::Result<()> {
     let echo = echo_server().await?;
     let dir = tempfile::tempdir()?;
-    let proxy = free_loopback_addr()?;
-    let (warden, egress) = start_warden(dir.path(), &args.durability, proxy)?;
+    let (warden, egress) = start_warden(dir.path(), &args.durability, POLICY, json!({}))?;
 
     println!(
         "egress bench: echo at {echo}, Warden egress at {egress} (audit.durability {}, 1 worker)",
@@ -143,11 +165,13 @@ async fn echo_server() -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
-/// Warden with the egress proxy on a free port; its process and the egress address.
+/// Warden with the egress proxy on a free port, `policy` its only policy and `egress_extra` more of
+/// its `egress:` section; its process and the egress address.
 fn start_warden(
     dir: &std::path::Path,
     durability: &str,
-    proxy: SocketAddr,
+    policy: &str,
+    egress_extra: serde_json::Value,
 ) -> anyhow::Result<(Proc, SocketAddr)> {
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies)?;
@@ -156,10 +180,16 @@ fn start_warden(
         repo.join("policies/schema.cedarschema"),
         policies.join("schema.cedarschema"),
     )?;
-    std::fs::write(policies.join("egress.cedar"), POLICY)?;
+    std::fs::write(policies.join("egress.cedar"), policy)?;
+    let proxy = free_loopback_addr()?;
     let admin = free_loopback_addr()?;
     let egress = free_loopback_addr()?;
-    let config = serde_json::json!({
+    let mut egress_section = json!({"listen": egress.to_string()});
+    if let (Some(section), Some(extra)) = (egress_section.as_object_mut(), egress_extra.as_object())
+    {
+        section.extend(extra.clone());
+    }
+    let config = json!({
         "data_dir": dir.join("data"),
         "policy": {"dir": policies},
         "identity": {"required": false},
@@ -168,7 +198,7 @@ fn start_warden(
         "audit": {"durability": durability},
         "log": {"level": "warn"},
         "routes": [],
-        "egress": {"listen": egress.to_string()},
+        "egress": egress_section,
     });
     let path = dir.join("warden.yaml");
     std::fs::write(&path, serde_json::to_string_pretty(&config)?)?;
@@ -189,8 +219,8 @@ async fn direct_to(target: SocketAddr) -> std::io::Result<TcpStream> {
     Ok(stream)
 }
 
-/// A tunnel to `target` through the egress proxy at `egress`.
-async fn connect_via(egress: SocketAddr, target: SocketAddr) -> std::io::Result<TcpStream> {
+/// A tunnel to `target` (`host:port`) through the egress proxy at `egress`.
+async fn connect_via(egress: SocketAddr, target: impl Display) -> std::io::Result<TcpStream> {
     let mut stream = TcpStream::connect(egress).await?;
     stream.set_nodelay(true)?;
     stream

@@ -46,9 +46,13 @@ pub fn redact(
         return None;
     }
     let strings = json_strings(body);
+    // In the body's order, so that each match's escape walk goes on from the last one's
+    // (one pass over a string however many matches it has).
+    spans.sort_by_key(|(_, span)| (span.start, std::cmp::Reverse(span.end)));
+    let mut walked = Walked::default();
     let mut edits: Vec<Edit> = spans
         .into_iter()
-        .map(|(detector, span)| Edit::of(body, strings.as_deref(), detector, span))
+        .map(|(detector, span)| Edit::of(body, strings.as_deref(), detector, span, &mut walked))
         .collect();
     edits.sort_by_key(|e| (e.span.start, std::cmp::Reverse(e.span.end)));
     // Overlapping matches become one replacement, named for the first.
@@ -95,14 +99,24 @@ struct Edit {
     quote: bool,
 }
 
+/// How far the escape walk of a string has gone: the string (its index) and a position in it
+/// that starts no escape sequence's middle, at or before the last match's start.
+#[derive(Default)]
+struct Walked {
+    string: usize,
+    at: usize,
+}
+
 impl Edit {
     /// The replacement of `detector`'s match at `span`; `strings`: the content ranges of a
-    /// JSON body's strings, `None` when the body is not JSON.
+    /// JSON body's strings, `None` when the body is not JSON; `walked`: where the walk of the
+    /// previous match (one starting no later) stopped.
     fn of(
         body: &[u8],
         strings: Option<&[Range<usize>]>,
         detector: &'static str,
         span: Range<usize>,
+        walked: &mut Walked,
     ) -> Edit {
         let Some(strings) = strings else {
             return Edit {
@@ -113,11 +127,21 @@ impl Edit {
         };
         let inside = strings.partition_point(|s| s.end < span.start);
         match strings.get(inside) {
-            Some(string) if string.start <= span.start => Edit {
-                detector,
-                span: whole_escapes(body, string, span.start..span.end.min(string.end)),
-                quote: false,
-            },
+            Some(string) if string.start <= span.start => {
+                let from = if walked.string == inside && walked.at >= string.start {
+                    walked.at
+                } else {
+                    string.start
+                };
+                let (span, at) =
+                    whole_escapes(body, string, from, span.start..span.end.min(string.end));
+                *walked = Walked { string: inside, at };
+                Edit {
+                    detector,
+                    span,
+                    quote: false,
+                }
+            }
             // Outside every string: a value of its own (a number); never across a string.
             next => Edit {
                 detector,
@@ -129,11 +153,22 @@ impl Edit {
 }
 
 /// `span` within `string` (a JSON string's content range in `body`), widened so that it
-/// neither starts nor ends inside an escape sequence (`\n`, `\"`, `\u00e9`).
-fn whole_escapes(body: &[u8], string: &Range<usize>, span: Range<usize>) -> Range<usize> {
+/// neither starts nor ends inside an escape sequence (`\n`, `\"`, `\u00e9`); the escapes are
+/// walked from `from` (in no escape's middle, at or before `span.start`). Also where a walk
+/// for a later match may start: the last position walked at or before `span.start`.
+fn whole_escapes(
+    body: &[u8],
+    string: &Range<usize>,
+    from: usize,
+    span: Range<usize>,
+) -> (Range<usize>, usize) {
     let (mut start, mut end) = (span.start, span.end);
-    let mut i = string.start;
+    let mut i = from;
+    let mut resume = from;
     while i < string.end && i < end {
+        if i <= span.start {
+            resume = i;
+        }
         if body[i] != b'\\' {
             i += 1;
             continue;
@@ -148,7 +183,7 @@ fn whole_escapes(body: &[u8], string: &Range<usize>, span: Range<usize>) -> Rang
         }
         i = escape.end;
     }
-    start..end
+    (start..end, resume)
 }
 
 /// The content ranges (between the quotes) of the strings of a JSON body, in order; `None`
@@ -267,8 +302,31 @@ mod tests {
     fn escapes_a_match_touches_are_replaced_whole() {
         let string = 0..10;
         // `ab\u0041cd`: a span starting inside `\u0041` starts at its backslash.
-        assert_eq!(whole_escapes(br"ab\u0041cd", &string, 4..9), 2..9);
-        assert_eq!(whole_escapes(br"ab\u0041cd", &string, 0..3), 0..8);
-        assert_eq!(whole_escapes(br#"a\"b"#, &(0..4), 2..4), 1..4);
+        assert_eq!(whole_escapes(br"ab\u0041cd", &string, 0, 4..9).0, 2..9);
+        assert_eq!(whole_escapes(br"ab\u0041cd", &string, 0, 0..3).0, 0..8);
+        assert_eq!(whole_escapes(br#"a\"b"#, &(0..4), 0, 2..4).0, 1..4);
+        // Walked on from where the previous match's walk stopped: the escape that holds the
+        // match's start, not a position inside it.
+        let (span, resume) = whole_escapes(br"ab\u0041cd", &string, 0, 4..9);
+        assert_eq!((span, resume), (2..9, 2));
+        assert_eq!(whole_escapes(br"ab\u0041cd", &string, resume, 5..6).0, 2..8);
+    }
+
+    #[test]
+    fn many_matches_in_one_string_with_escapes_between_are_each_replaced() {
+        let mut content = String::new();
+        for i in 0..50 {
+            content.push_str(&format!("line {i}\\n\\\"quoted\\\" {AWS} \\u00e9 "));
+        }
+        let body = format!(r#"{{"messages":[{{"content":"{content}"}}]}}"#);
+        let (out, findings) = redacted(&body, &["aws_access_key"]).expect("redacted");
+        assert_eq!(findings.len(), 50);
+        assert!(!out.contains(AWS));
+        assert_eq!(
+            out,
+            body.replace(AWS, "[REDACTED:aws_access_key]"),
+            "only the keys changed"
+        );
+        serde_json::from_str::<serde_json::Value>(&out).expect("still JSON");
     }
 }
