@@ -20,6 +20,7 @@ mod fragment;
 pub mod from_mcp;
 mod load;
 mod native;
+mod records;
 pub mod replay;
 mod request;
 mod schema_files;

@@ -9,9 +9,13 @@
 //!
 //! - literals (booleans, longs, strings) and sets of literals;
 //! - `context.<attribute>` and `context has <attribute>` for Warden's context attributes,
-//!   except `source_ip` and `addresses` (extension values) and `arguments` (a tool call's
-//!   arguments, typed per tool: converted only for Cedar); `tools` and `findings` are sets
-//!   of strings, `max_tokens`, `client_certificate` and `sni` optional;
+//!   except `source_ip` and `addresses` (extension values), `fields` (a record) and
+//!   `arguments` (a tool call's arguments, typed per tool: converted only for Cedar); `tools`
+//!   and `findings` are sets of strings, `max_tokens`, `client_certificate` and `sni`
+//!   optional;
+//! - the fleet facts' fields, `context.session.<field>` and `context.budget.<field>`, and
+//!   `context has session`, `context has budget` (also as `context has session.<field>`):
+//!   read straight from the session's and budget's facts, the records never built;
 //! - `!`, `&&`, `||` (short-circuiting as Cedar does), `if … then … else …`;
 //! - `==`, `!=`, `<`, `<=`, `>`, `>=`, checked `+`, `-`, `*` and unary `-` on longs;
 //! - `.contains`, `.containsAll`, `.containsAny`, `.isEmpty()` on sets.
@@ -27,6 +31,7 @@ use std::sync::Arc;
 use cedar_policy::pst::{BinaryOp, Clause, Expr, Literal, UnaryOp, Var};
 
 use super::context_keys::Key;
+use super::records::{Field, FieldValue};
 use super::request::TimeFacts;
 use crate::action::{
     ActionContext, EgressFacts, Facts, Finding, HttpFacts, LlmFacts, ProposeFacts,
@@ -65,14 +70,20 @@ impl NativeCondition {
     }
 }
 
-/// Whether the compiled form reads `key`: every attribute but the extension values and the
-/// records and a tool call's arguments, which stay with Cedar.
+/// Whether the compiled form reads `key` whole: every attribute but the extension values,
+/// the records and a tool call's arguments, which stay with Cedar.
 fn compiled(key: Key) -> Option<Key> {
     (!matches!(
         key,
         Key::SourceIp | Key::Addresses | Key::Fields | Key::Arguments | Key::Session | Key::Budget
     ))
     .then_some(key)
+}
+
+/// Whether the compiled form tests `context has <key>`: those it reads, and the fleet facts'
+/// records (whose fields it reads one by one).
+fn compiled_has(key: Key) -> Option<Key> {
+    compiled(key).or_else(|| matches!(key, Key::Session | Key::Budget).then_some(key))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -113,6 +124,8 @@ enum Node {
     /// Elements deduplicated, as in a Cedar set.
     Set(Vec<Elem>),
     Get(Key),
+    /// A field of `context.session` or `context.budget`.
+    Field(Field),
     Has(Key),
     Not(Box<Node>),
     Neg(Box<Node>),
@@ -151,10 +164,18 @@ fn compile(expr: &Expr) -> Option<Node> {
         Expr::GetAttr { expr, attr } if matches!(&**expr, Expr::Var(Var::Context)) => {
             Node::Get(compiled(Key::named(attr)?)?)
         }
-        Expr::HasAttr { expr, attrs }
-            if matches!(&**expr, Expr::Var(Var::Context)) && attrs.tail.is_empty() =>
-        {
-            Node::Has(compiled(Key::named(&attrs.head)?)?)
+        Expr::GetAttr { expr, attr } => Node::Field(Field::of(record(expr)?, attr)?),
+        Expr::HasAttr { expr, attrs } if matches!(&**expr, Expr::Var(Var::Context)) => {
+            let key = compiled_has(Key::named(&attrs.head)?)?;
+            // `context has session.read_private`: the record has every field of its type.
+            match attrs.tail.as_slice() {
+                [] => Node::Has(key),
+                [field] => {
+                    Field::of(key, field.as_str())?;
+                    Node::Has(key)
+                }
+                _ => return None,
+            }
         }
         Expr::UnaryOp { op, expr } => {
             let inner = Box::new(compile(expr)?);
@@ -198,6 +219,16 @@ fn compile(expr: &Expr) -> Option<Node> {
     })
 }
 
+/// The fleet facts' record `expr` reads: `context.session` or `context.budget`.
+fn record(expr: &Expr) -> Option<Key> {
+    match expr {
+        Expr::GetAttr { expr, attr } if matches!(&**expr, Expr::Var(Var::Context)) => {
+            Key::named(attr).filter(|key| matches!(key, Key::Session | Key::Budget))
+        }
+        _ => None,
+    }
+}
+
 /// A value during evaluation; strings and sets borrow from the context or the tree.
 #[derive(Debug, Clone, Copy)]
 enum Value<'a> {
@@ -208,6 +239,8 @@ enum Value<'a> {
     Strings(&'a [String]),
     /// The detectors of the context's findings (`findings`), possibly repeated.
     Detectors(&'a [Finding]),
+    /// Tags from the session's facts (`labels`, `resource_tags`), possibly repeated.
+    Tags(&'a [Arc<str>]),
     Set(&'a [Elem]),
 }
 
@@ -229,7 +262,7 @@ impl Value<'_> {
     fn is_set(self) -> bool {
         matches!(
             self,
-            Value::Strings(_) | Value::Detectors(_) | Value::Set(_)
+            Value::Strings(_) | Value::Detectors(_) | Value::Tags(_) | Value::Set(_)
         )
     }
 
@@ -240,6 +273,7 @@ impl Value<'_> {
             (Value::Detectors(findings), Value::Str(s)) => {
                 findings.iter().any(|f| &*f.detector == s)
             }
+            (Value::Tags(tags), Value::Str(s)) => tags.iter().any(|t| &**t == s),
             (Value::Set(elems), item) => elems.iter().any(|e| item.equals(elem_value(e))),
             _ => false,
         }
@@ -250,6 +284,7 @@ impl Value<'_> {
         match self {
             Value::Strings(strings) => strings.iter().all(|t| f(Value::Str(t))),
             Value::Detectors(findings) => findings.iter().all(|x| f(Value::Str(&x.detector))),
+            Value::Tags(tags) => tags.iter().all(|t| f(Value::Str(t))),
             Value::Set(elems) => elems.iter().all(|e| f(elem_value(e))),
             _ => true,
         }
@@ -264,6 +299,7 @@ impl Value<'_> {
         match self {
             Value::Strings(strings) => strings.is_empty(),
             Value::Detectors(findings) => findings.is_empty(),
+            Value::Tags(tags) => tags.is_empty(),
             Value::Set(elems) => elems.is_empty(),
             _ => false,
         }
@@ -442,6 +478,11 @@ impl Node {
             Node::Str(s) => Value::Str(s),
             Node::Set(elems) => Value::Set(elems),
             Node::Get(attr) => env.get(*attr)?,
+            Node::Field(field) => match field.value(env.ctx).ok_or(AskCedar)? {
+                FieldValue::Long(n) => Value::Long(n),
+                FieldValue::Bool(b) => Value::Bool(b),
+                FieldValue::Tags(tags) => Value::Tags(tags),
+            },
             Node::Has(key) => Value::Bool(has(env.ctx, *key)),
             Node::Not(e) => Value::Bool(!e.eval(env)?.as_bool()?),
             Node::Neg(e) => Value::Long(e.eval(env)?.as_long()?.checked_neg().ok_or(AskCedar)?),
@@ -506,7 +547,7 @@ mod tests {
     use cedar_policy::{Entities, EntityUid, EvalResult, Policy, Request};
 
     use super::*;
-    use crate::action::{Findings, ToolFacts};
+    use crate::action::{BudgetFacts, Findings, SessionFacts, ToolFacts};
     use crate::policy::arguments::ToolArguments;
     use crate::policy::context_keys::ContextKeys;
     use crate::policy::request::{IpCache, context};
@@ -587,6 +628,26 @@ mod tests {
         "context has sni && context.sni == \"pypi.org\"",
         "context.sni == \"pypi.org\"",
         "context has scheme && context.scheme == \"http\"",
+        // The fleet facts' records, field by field.
+        "context has session && context.session.read_private && context.session.resource_tags.contains(\"external\")",
+        "context.session.read_private",
+        "context.session.sent_external || context.session.read_private",
+        "context has session.read_private && context.session.sent_external",
+        "context has session",
+        "context.session.labels.containsAny([\"private\", \"external\"])",
+        "context.session.labels.containsAll([\"private\"])",
+        "context.session.labels == [\"private\"]",
+        "context.session.labels.isEmpty()",
+        "context.session.resource_tags.contains(1)",
+        "context.session.actions > 3 && context.session.action_count < 2 || context.session.resource_count == 0",
+        "context.session.actions + 1 > 0",
+        "context has budget && context.budget.exceeded",
+        "context has budget.exceeded && context.budget.exceeded",
+        "context.budget.exceeded",
+        "context has budget && context.budget.used_ratio_percent >= 80 && !context.budget.exceeded",
+        "context.budget.cost_left_micro_usd < 1000000",
+        "context.budget.tokens_left * 2 > 0",
+        "context.budget.tokens_left == context.budget.cost_left_micro_usd",
     ];
 
     /// Conditions outside the compiled subset: Cedar judges them.
@@ -605,6 +666,12 @@ mod tests {
         "context.arguments.path like \"/srv/*\"",
         "context has arguments",
         "context.arguments == {}",
+        "context.session == {}",
+        "context.session.nonexistent",
+        "context has session.nonexistent",
+        "context has session.labels.x",
+        "context.session has labels",
+        "context.budget.exceeded.x",
     ];
 
     fn clauses(condition: &str) -> Vec<Clause> {
@@ -700,6 +767,46 @@ mod tests {
                 finding("canary"),
             ],
         ];
+        let session = |actions, labels: &[&str], tags: &[&str]| {
+            Some(Box::new(SessionFacts {
+                actions,
+                action_count: actions / 2,
+                resource_count: 0,
+                labels: labels.iter().map(|t| Arc::from(*t)).collect(),
+                resource_tags: tags.iter().map(|t| Arc::from(*t)).collect(),
+                ..SessionFacts::default()
+            }))
+        };
+        let sessions = [
+            None,
+            session(0, &[], &[]),
+            session(4, &["private"], &["external"]),
+            session(9, &["private", "private"], &["private"]),
+            session(u64::MAX, &["external"], &["external", "private"]),
+        ];
+        let budget = |left: u64, ratio, exceeded| {
+            Some(BudgetFacts {
+                tokens_left: left,
+                cost_left_micro_usd: left,
+                used_ratio_percent: ratio,
+                exceeded,
+            })
+        };
+        let budgets = [
+            None,
+            Some(BudgetFacts::UNBOUNDED),
+            budget(0, 120, true),
+            budget(500_000, 85, false),
+            budget(u64::MAX, 0, false),
+        ];
+        for session in &sessions {
+            for budget in budgets {
+                let mut ctx = base("openai", times[1], true, Facts::Llm(LlmFacts::default()));
+                ctx.session = session.clone();
+                ctx.budget = budget;
+                all.push(ctx);
+            }
+        }
         for facts in kinds {
             for certificate in [None, Some("CN=ci-bot"), Some("CN=other")] {
                 for findings in &findings {

@@ -14,9 +14,9 @@ use dashmap::DashMap;
 
 use super::arguments::{self, ToolArguments};
 use super::context_keys::{ContextKeys, Key};
+use super::records;
 use crate::action::{
-    Action, ActionContext, BudgetFacts, Facts, FieldValue, Principal, PrincipalKind, Resource,
-    SessionFacts, Verb,
+    Action, ActionContext, Facts, FieldValue, Principal, PrincipalKind, Resource, Verb,
 };
 
 /// Principal entities kept at most; past this the cache starts over.
@@ -396,63 +396,14 @@ pub(crate) fn context(
         }
         Facts::None => {}
     }
-    if let Some(session) = &ctx.session
-        && keys.contains(Key::Session)
-    {
-        pairs.push((
-            Key::Session.name().to_owned(),
-            session_record(session).map_err(|e| e.to_string())?,
-        ));
-    }
-    if let Some(budget) = &ctx.budget
-        && keys.contains(Key::Budget)
-    {
-        pairs.push((
-            Key::Budget.name().to_owned(),
-            budget_record(budget).map_err(|e| e.to_string())?,
-        ));
+    for record in [Key::Session, Key::Budget] {
+        if keys.contains(record)
+            && let Some(value) = records::to_cedar(record, ctx)
+        {
+            pairs.push((record.name().to_owned(), value.map_err(|e| e.to_string())?));
+        }
     }
     Context::from_pairs(pairs).map_err(|e| e.to_string())
-}
-
-/// `context.session` (`SessionFacts` in the schema).
-fn session_record(
-    s: &SessionFacts,
-) -> Result<RestrictedExpression, cedar_policy::ExpressionConstructionError> {
-    let tags = |t: &[Arc<str>]| RestrictedExpression::new_set(t.iter().map(|x| string(x)));
-    RestrictedExpression::new_record([
-        ("actions".to_owned(), long(s.actions)),
-        ("action_count".to_owned(), long(s.action_count)),
-        ("resource_count".to_owned(), long(s.resource_count)),
-        ("labels".to_owned(), tags(&s.labels)),
-        ("resource_tags".to_owned(), tags(&s.resource_tags)),
-        (
-            "read_private".to_owned(),
-            RestrictedExpression::new_bool(s.labelled(SessionFacts::PRIVATE)),
-        ),
-        (
-            "sent_external".to_owned(),
-            RestrictedExpression::new_bool(s.labelled(SessionFacts::EXTERNAL)),
-        ),
-    ])
-}
-
-/// `context.budget` (`BudgetFacts` in the schema).
-fn budget_record(
-    b: &BudgetFacts,
-) -> Result<RestrictedExpression, cedar_policy::ExpressionConstructionError> {
-    RestrictedExpression::new_record([
-        ("tokens_left".to_owned(), long(b.tokens_left)),
-        (
-            "cost_left_micro_usd".to_owned(),
-            long(b.cost_left_micro_usd),
-        ),
-        ("used_ratio_percent".to_owned(), long(b.used_ratio_percent)),
-        (
-            "exceeded".to_owned(),
-            RestrictedExpression::new_bool(b.exceeded),
-        ),
-    ])
 }
 
 /// Resources kept per principal; past this the oldest is dropped.
