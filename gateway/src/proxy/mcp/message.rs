@@ -290,26 +290,23 @@ impl Judging<'_> {
                 .params_mut()
                 .insert("arguments".to_owned(), redacted.clone());
             tool.arguments = Arc::new(redacted);
-            // Only the arguments are redacted: a redacted detector that still matches the call
-            // as it would be sent (in `_meta`, say) is a leak, and the call is refused.
-            let redacted_away = |d: &str| {
+            // What was redacted from the arguments is redacted wherever else the call carries
+            // it (a second copy in `_meta`, say), by the same mechanism, before it is sent.
+            let away = |d: &str| {
                 found.iter().any(|f| &**f == d)
                     && !action.context.findings.detectors().any(|left| left == d)
             };
-            let mut rest = Findings::none();
             let params = serde_json::to_vec(message.params()).unwrap_or_default();
-            crate::inspect::inspect(&mut rest, &params, &self.snap.config.inspect);
-            if let Some(leak) = rest.0.iter().find(|f| redacted_away(&f.detector)) {
-                return Err(McpError::Refused {
-                    id: id.to_value(),
-                    code: jsonrpc::code::DENIED,
-                    message: format!(
-                        "{} was redacted from the tool's arguments but is also elsewhere in the \
-                         call (outside `arguments`); the call is refused",
-                        leak.detector
-                    ),
-                }
-                .into());
+            if let Some(rest) =
+                crate::inspect::redact::redact(&params, &self.snap.config.inspect, &away)
+            {
+                let params: Map<String, Value> =
+                    serde_json::from_slice(&rest.body).map_err(|e| McpError::Refused {
+                        id: id.to_value(),
+                        code: jsonrpc::code::DENIED,
+                        message: format!("the redacted call is not JSON: {e}"),
+                    })?;
+                *message.params_mut() = params;
             }
         }
         hold_here(ex, &action, &decision).await?;
