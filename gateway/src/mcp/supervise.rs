@@ -5,9 +5,9 @@
 //! ends. A first run that fails is the session's error, and is not retried.
 //!
 //! A restart goes through the server's circuit breaker: while it is open nothing is started
-//! (the supervisor waits until it lets a probe through), and a restart that does not come up
-//! counts as one of the server's failures. One that comes up says nothing either way (the
-//! requests that follow do).
+//! (the supervisor waits until it lets a probe through). A restart that is that probe and
+//! does not come up opens it again; otherwise restarts count neither way (the backoff retries
+//! on its own; the requests that wait for the server meanwhile are what the breaker counts).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -107,7 +107,9 @@ async fn supervise<C: Connection>(mut connection: C, mut up: Up) {
             changed
         });
         router.end_all(C::LOST, true);
-        if let Some(restart) = up.restart.take() {
+        if let Some(restart) = up.restart.take()
+            && restart.is_probe()
+        {
             restart.failed();
         }
         if let Some(first) = up.first.take() {

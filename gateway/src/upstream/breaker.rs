@@ -156,6 +156,11 @@ impl Admitted {
         }
     }
 
+    /// Whether it was let through as a half-open breaker's probe.
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+
     /// Reports a success when `success`, else a failure.
     pub fn report(self, success: bool) {
         if success {
