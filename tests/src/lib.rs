@@ -3,6 +3,7 @@
 //! agent (npm `openclaw`), and a fake LLM upstream that replays provider response shapes
 //! faithfully.
 
+pub mod breaker;
 pub mod browser;
 pub mod echo;
 pub mod egress;

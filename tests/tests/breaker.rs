@@ -5,16 +5,10 @@
 use std::time::Duration;
 
 use serde_json::json;
+use warden_e2e::breaker::{assert_one_round_trip, state};
 use warden_e2e::fake_llm::{Failure, FakeLlm};
 use warden_e2e::stack::chat;
 use warden_e2e::warden::WardenBuilder;
-
-/// The value of the metric line that starts with `name` and has every one of `labels`.
-fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|l| l.starts_with(name) && labels.iter().all(|label| l.contains(label)))
-        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
-}
 
 #[tokio::test]
 async fn a_failing_upstream_is_opened_answered_fast_and_closed_again_by_a_probe() {
@@ -48,7 +42,7 @@ async fn a_failing_upstream_is_opened_answered_fast_and_closed_again_by_a_probe(
     );
     assert_eq!(upstream.requests().len(), before + 3, "no call while open");
     let metrics = w.metrics().await.unwrap();
-    assert_eq!(metrics_state(&metrics), Some(2.0), "open is 2: {metrics}");
+    assert_eq!(state(&metrics, "openai"), Some(2.0), "open is 2: {metrics}");
 
     // After the cool-down, a probe to the recovered upstream closes it.
     upstream.clear_failure();
@@ -56,23 +50,6 @@ async fn a_failing_upstream_is_opened_answered_fast_and_closed_again_by_a_probe(
     assert_eq!(chat(&w, &token).await.0, 200, "the probe");
     assert_eq!(chat(&w, &token).await.0, 200, "closed again");
     let metrics = w.metrics().await.unwrap();
-    assert_eq!(metrics_state(&metrics), Some(0.0), "{metrics}");
-    for to in ["open", "half_open", "closed"] {
-        assert_eq!(
-            metric(
-                &metrics,
-                "warden_breaker_transitions_total",
-                &["upstream=\"openai\"", &format!("to=\"{to}\"")]
-            ),
-            Some(1.0),
-            "one transition to {to}: {metrics}"
-        );
-    }
-    let log = w.output();
-    assert!(log.contains("circuit breaker opened"), "{log}");
-    assert!(log.contains("circuit breaker closed"), "{log}");
-}
-
-fn metrics_state(metrics: &str) -> Option<f64> {
-    metric(metrics, "warden_breaker_state", &["upstream=\"openai\""])
+    assert_eq!(state(&metrics, "openai"), Some(0.0), "{metrics}");
+    assert_one_round_trip(&metrics, &w.output(), "openai");
 }

@@ -713,7 +713,17 @@ async fn a_redact_policy_replaces_findings_in_prompts_of_every_protocol_and_the_
 
 #[tokio::test]
 async fn tool_arguments_rest_bodies_and_egress_bodies_are_redacted_and_a_canary_still_denies() {
-    let s = setup(false, &[("dlp.cedar", REDACT)]).await;
+    // A second server records the `_meta` of each call that reaches it.
+    let recorded = tempfile::tempdir().unwrap();
+    let meta_file = recorded.path().join("meta.jsonl");
+    let s = setup_with(false, &[("dlp.cedar", REDACT)], |b| {
+        b.set(
+            "/mcp",
+            json!({"servers": [mcp::everything_stdio("everything"), mcp::recording_stdio("recorder", &meta_file)],
+                   "endpoints": [{"name": "tools", "servers": ["everything", "recorder"]}]}),
+        )
+    })
+    .await;
     let secret = format!("key {AWS_KEY} for {MAIL}");
 
     // MCP: the tool gets the redacted argument.
@@ -741,23 +751,28 @@ async fn tool_arguments_rest_bodies_and_egress_bodies_are_redacted_and_a_canary_
         .unwrap();
     assert_eq!(record["decision"], "allow", "{record}");
 
-    // MCP: a redacted detector that also matches outside the arguments (in `_meta`) is a leak
-    // the redaction did not cover: the call is refused, and the server never sees the key.
+    // MCP: a redacted detector that also matches outside the arguments (in `_meta`) is
+    // redacted there too, and the call goes on: the server never sees the key in any field.
     let r = mcp::session_over(
         Transport::StreamableHttp,
         &s.warden,
         &s.warden.url("/mcp/tools"),
         &s.token,
-        json!([{"op": "call", "name": "everything_echo", "arguments": {"message": secret},
+        json!([{"op": "call", "name": "recorder_add", "arguments": {"a": 1, "b": 2, "note": secret},
                 "meta": {"note": format!("also {AWS_KEY}")}}]),
     )
     .await
     .unwrap();
-    assert!(
-        r.to_string().contains("also elsewhere in the call"),
-        "refused, saying why: {r}"
+    assert_eq!(
+        r["steps"][0]["isError"], false,
+        "redacted and forwarded: {r}"
     );
     assert!(!r.to_string().contains(AWS_KEY), "{r}");
+    let meta = std::fs::read_to_string(&meta_file).expect("the call reached the server");
+    assert!(
+        meta.contains("also [REDACTED:aws_access_key]") && !meta.contains(AWS_KEY),
+        "the server got the redacted _meta: {meta}"
+    );
 
     // REST: the API gets the redacted body with its own length.
     let body = format!(r#"{{"title": "deploy", "body": "{secret}"}}"#);
@@ -814,8 +829,7 @@ async fn tool_arguments_rest_bodies_and_egress_bodies_are_redacted_and_a_canary_
         assert!(!audit.contains(value), "a value reached the audit log");
     }
     let metrics = s.warden.metrics().await.unwrap();
-    // MCP's two calls were both redacted by the decision; the second was then refused for
-    // the copy outside its arguments.
+    // MCP's two calls were both redacted (the second in its arguments and its `_meta`).
     for (channel, count) in [("mcp", 2), ("rest", 1), ("egress", 1)] {
         assert_eq!(
             dlp_count(&metrics, "aws_access_key", channel, "redacted"),

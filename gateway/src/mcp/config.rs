@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::secrets::config::CredentialSource;
+use crate::upstream::breaker::BreakerConfig;
 
 /// `mcp:` section.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -79,6 +80,8 @@ pub struct ServerConfig {
     /// How the credential is sent instead of `credential_header` (a query parameter, HTTP
     /// Basic), as a route's `inject:`.
     pub inject: Option<crate::secrets::InjectConfig>,
+    /// The server's circuit breaker, instead of `upstream.breaker`.
+    pub breaker: Option<BreakerConfig>,
 }
 
 /// The transport of a remote server.

@@ -12,6 +12,7 @@ use crate::config::error::ConfigErrors;
 use crate::route::connector::CredentialInjection;
 use crate::secrets::config::NO_VAULT_SECTION;
 use crate::secrets::{self, CredentialProvider, CredentialSource, Injection, own};
+use crate::upstream::breaker::{BreakerConfig, MCP_PREFIX};
 use crate::vault::SecretStore;
 use zeroize::Zeroizing;
 
@@ -66,6 +67,10 @@ pub struct Server {
     /// The Cedar `McpServer` id and the prefix of its names.
     pub name: Arc<str>,
     pub kind: ServerKind,
+    /// Its circuit breaker's label (`mcp:<name>`, the metrics' `upstream`).
+    pub upstream: Arc<str>,
+    /// Its circuit breaker's settings.
+    pub breaker: BreakerConfig,
 }
 
 /// One endpoint: the servers it combines and how it answers.
@@ -91,16 +96,18 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// The endpoints of `config` (already validated); `secrets` is the store of the `vault:`
-    /// section, if any.
+    /// section, if any; `breaker` the circuit breaker of a server that sets none
+    /// (`upstream.breaker`).
     pub fn build_all(
         config: &McpConfig,
+        breaker: &BreakerConfig,
         secrets: Option<&Arc<SecretStore>>,
     ) -> Result<Vec<Arc<Endpoint>>, ConfigErrors> {
         let servers: Vec<Arc<Server>> = config
             .servers
             .iter()
             .enumerate()
-            .map(|(i, s)| server(i, s, secrets))
+            .map(|(i, s)| server(i, s, breaker, secrets))
             .collect::<Result<_, _>>()?;
         Ok(config
             .endpoints
@@ -131,6 +138,7 @@ impl Endpoint {
 fn server(
     i: usize,
     c: &config::ServerConfig,
+    breaker: &BreakerConfig,
     secrets: Option<&Arc<SecretStore>>,
 ) -> Result<Arc<Server>, ConfigErrors> {
     let key = |k: &str| {
@@ -210,5 +218,7 @@ fn server(
     Ok(Arc::new(Server {
         name: Arc::from(c.name.as_str()),
         kind,
+        upstream: Arc::from(format!("{MCP_PREFIX}{}", c.name)),
+        breaker: c.breaker.unwrap_or(*breaker),
     }))
 }

@@ -6,6 +6,7 @@ use http::StatusCode;
 use serde_json::Value;
 
 use crate::protocol::mcp::jsonrpc::{self, MessageError};
+use crate::upstream::breaker::CircuitOpen;
 
 /// An MCP request Warden refuses, or whose upstream failed.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +67,16 @@ pub enum McpError {
     /// The upstream failed.
     #[error(transparent)]
     Link(#[from] LinkError),
+    /// The server's circuit breaker is open (it failed repeatedly): Warden answers at once
+    /// without reaching it, a JSON-RPC error to request `id`.
+    #[error("{open}")]
+    CircuitOpen {
+        /// The request id (null when Warden does not know it).
+        id: Value,
+        open: CircuitOpen,
+        /// The request was decided (a call to a tool, a prompt, a resource) before.
+        decided: bool,
+    },
     /// A GET stream is already open for this session.
     #[error("this session's event stream is already open on another request")]
     StreamOpen,
@@ -100,7 +111,10 @@ impl McpError {
             | McpError::Version { .. }
             | McpError::Initialised
             | McpError::NotInitialised => StatusCode::BAD_REQUEST,
-            McpError::Refused { .. } | McpError::ServerMissing(_) => StatusCode::OK,
+            // A JSON-RPC error to the request, which the agent's SDK raises as the call's error.
+            McpError::Refused { .. }
+            | McpError::ServerMissing(_)
+            | McpError::CircuitOpen { .. } => StatusCode::OK,
             McpError::UnknownSession | McpError::Path { .. } => StatusCode::NOT_FOUND,
             McpError::TooManySessions(_) => StatusCode::SERVICE_UNAVAILABLE,
             McpError::NoServer(_) => StatusCode::BAD_GATEWAY,
@@ -124,6 +138,7 @@ impl McpError {
             McpError::TooManySessions(_) => "mcp_sessions_exhausted",
             McpError::NoServer(_) | McpError::ServerMissing(_) => "mcp_server_unavailable",
             McpError::Link(e) => e.code(),
+            McpError::CircuitOpen { .. } => CIRCUIT_OPEN,
             McpError::StreamOpen => "mcp_stream_open",
             McpError::Method { .. } => "method_not_allowed",
             McpError::Path { .. } => "mcp_path_unknown",
@@ -133,7 +148,12 @@ impl McpError {
 
     /// Whether the request was already decided when this happened (its upstream failed).
     pub fn after_decision(&self) -> bool {
-        matches!(self, McpError::Link(_) | McpError::ServerMissing(_))
+        matches!(
+            self,
+            McpError::Link(_)
+                | McpError::ServerMissing(_)
+                | McpError::CircuitOpen { decided: true, .. }
+        )
     }
 
     /// The answer: the JSON-RPC error under the HTTP status, with Warden's code in
@@ -152,6 +172,12 @@ impl McpError {
             http::HeaderName::from_static("x-warden-error"),
             http::HeaderValue::from_static(self.code()),
         );
+        if let McpError::CircuitOpen { open, .. } = self {
+            headers.insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from(open.retry_after_secs()),
+            );
+        }
         response
     }
 
@@ -159,6 +185,7 @@ impl McpError {
     pub fn jsonrpc(&self) -> Value {
         let (id, code) = match self {
             McpError::Refused { id, code, .. } => (id.clone(), *code),
+            McpError::CircuitOpen { id, .. } => (id.clone(), jsonrpc::code::UPSTREAM),
             McpError::Message(e) => (Value::Null, e.code()),
             McpError::Link(_) | McpError::NoServer(_) | McpError::ServerMissing(_) => {
                 (Value::Null, jsonrpc::code::UPSTREAM)
@@ -166,10 +193,20 @@ impl McpError {
             _ => (Value::Null, jsonrpc::code::INVALID_REQUEST),
         };
         let mut body = jsonrpc::error(&id, code, &self.to_string());
-        body["error"]["data"] = serde_json::json!({"code": self.code()});
+        body["error"]["data"] = match self {
+            McpError::CircuitOpen { open, .. } => serde_json::json!({
+                "code": self.code(),
+                "upstream": &*open.upstream,
+                "retry_after": open.retry_after_secs(),
+            }),
+            _ => serde_json::json!({"code": self.code()}),
+        };
         body
     }
 }
+
+/// The stable code of a request refused by an open circuit breaker (as on LLM and REST routes).
+const CIRCUIT_OPEN: &str = "upstream_circuit_open";
 
 /// Why an upstream server could not answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -189,6 +226,16 @@ pub enum LinkError {
     /// The HTTP exchange with a remote server failed.
     #[error("MCP server {server}: {reason}")]
     Http { server: String, reason: String },
+    /// A remote server answered a message with an HTTP error.
+    #[error("MCP server {server}: the server answered HTTP {status}")]
+    Status { server: String, status: StatusCode },
+    /// The server failed a request Warden sent it on its own (a list): it went away or broke
+    /// the exchange.
+    #[error("MCP server {server} failed: {reason}")]
+    Failed { server: String, reason: String },
+    /// The server's circuit breaker is open: it was not reached.
+    #[error(transparent)]
+    CircuitOpen(CircuitOpen),
     /// The upstream credential is unavailable (fail closed).
     #[error("the credential for MCP server {server} is unavailable: {reason}")]
     Credential { server: String, reason: String },
@@ -202,7 +249,7 @@ impl LinkError {
     pub fn status(&self) -> StatusCode {
         match self {
             LinkError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            LinkError::Credential { .. } | LinkError::Down { .. } => {
+            LinkError::Credential { .. } | LinkError::Down { .. } | LinkError::CircuitOpen(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             _ => StatusCode::BAD_GATEWAY,
@@ -214,7 +261,26 @@ impl LinkError {
         match self {
             LinkError::Timeout { .. } => "upstream_timeout",
             LinkError::Credential { .. } => "credential_unavailable",
+            LinkError::CircuitOpen(_) => CIRCUIT_OPEN,
             _ => "upstream_unavailable",
+        }
+    }
+
+    /// Whether the error is the server's failure, which its circuit breaker counts: it could
+    /// not be started or reached, broke the exchange, answered a 5xx or nothing in time. An
+    /// unavailable credential, a session that ended, a 4xx answer say nothing of its health.
+    pub fn server_failed(&self) -> bool {
+        match self {
+            LinkError::Spawn { .. }
+            | LinkError::Handshake { .. }
+            | LinkError::Down { .. }
+            | LinkError::Timeout { .. }
+            | LinkError::Http { .. }
+            | LinkError::Failed { .. } => true,
+            LinkError::Status { status, .. } => status.is_server_error(),
+            LinkError::Credential { .. } | LinkError::Closed { .. } | LinkError::CircuitOpen(_) => {
+                false
+            }
         }
     }
 }

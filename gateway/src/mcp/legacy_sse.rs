@@ -146,9 +146,10 @@ impl Inner {
         match response.status() {
             StatusCode::NOT_FOUND => Err(Posted::Expired),
             s if s.is_success() => Ok(()),
-            s => Err(Posted::Failed(
-                self.http_error(format!("the server answered HTTP {s}")),
-            )),
+            status => Err(Posted::Failed(LinkError::Status {
+                server: self.router.server.to_string(),
+                status,
+            })),
         }
     }
 }
@@ -397,7 +398,17 @@ mod tests {
         let body = "event: endpoint\ndata: /message?sessionId=s1\n\n: ping\n\n\
                     event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{}}\n\n";
         let (events_tx, mut events) = tokio::sync::mpsc::channel(8);
-        let router = Arc::new(Router::new(Arc::from("old"), events_tx, Arc::default()));
+        let breaker = Arc::new(crate::upstream::breaker::Breaker::new(
+            Arc::from("mcp:old"),
+            crate::upstream::breaker::BreakerConfig::default(),
+            crate::upstream::breaker::BreakerMetrics::new(),
+        ));
+        let router = Arc::new(Router::new(
+            Arc::from("old"),
+            events_tx,
+            Arc::default(),
+            breaker,
+        ));
         let response = http::Response::new(body.to_owned());
         let (tx, rx) = oneshot::channel();
         let ended = read_stream(

@@ -18,6 +18,7 @@ use super::router::{Call, Events, Router, ServerRequests, State, token_key};
 use super::stdio::StdioTransport;
 use super::streamable_http::HttpTransport;
 use crate::protocol::mcp::jsonrpc::{self, Message};
+use crate::upstream::breaker::{Admitted, Breaker, CircuitOpen};
 
 /// How messages reach the server.
 enum Transport {
@@ -36,7 +37,9 @@ pub struct Link {
 
 impl Link {
     /// Starts (or reaches) `server` and initialises a session with it, announcing the agent's
-    /// `client` (the agent's `initialize` params: capabilities, client info, revision).
+    /// `client` (the agent's `initialize` params: capabilities, client info, revision). The
+    /// caller asked `breaker` (the server's) first; a restart of the server later asks it
+    /// itself.
     pub async fn connect(
         server: &Arc<Server>,
         client: &Map<String, Value>,
@@ -44,8 +47,14 @@ impl Link {
         requests: Arc<ServerRequests>,
         http: &reqwest::Client,
         timeout: Duration,
+        breaker: Arc<Breaker>,
     ) -> Result<Link, LinkError> {
-        let router = Arc::new(Router::new(Arc::clone(&server.name), events, requests));
+        let router = Arc::new(Router::new(
+            Arc::clone(&server.name),
+            events,
+            requests,
+            breaker,
+        ));
         let next_id = Arc::new(AtomicI64::new(0));
         let init = initialize_params(client);
         let transport = match &server.kind {
@@ -111,13 +120,37 @@ impl Link {
         let message = jsonrpc::request(Some(&Value::from(id)), method, Value::Object(params));
         let sent = self.send(message, Some(id)).await;
         if let Err(e) = &sent {
-            self.router.fail(id, &e.to_string());
+            self.router.end(id, &e.to_string(), e.server_failed());
         }
         sent
     }
 
-    /// Sends `method` and waits for its result (Warden's own requests: lists).
+    /// Lets a request through the server's circuit breaker, or says it is open.
+    pub fn admit(&self) -> Result<Admitted, CircuitOpen> {
+        self.router.breaker.admit()
+    }
+
+    /// Sends `method` and waits for its result (Warden's own requests: lists), through the
+    /// server's circuit breaker, which counts how it went.
     pub async fn request(
+        &self,
+        method: &str,
+        params: Map<String, Value>,
+    ) -> Result<Value, LinkError> {
+        let admitted = self.admit().map_err(LinkError::CircuitOpen)?;
+        let result = self.request_admitted(method, params).await;
+        match &result {
+            Ok(_) => admitted.succeeded(),
+            Err(e) => {
+                if e.server_failed() {
+                    admitted.failed();
+                }
+            }
+        }
+        result
+    }
+
+    async fn request_admitted(
         &self,
         method: &str,
         params: Map<String, Value>,
@@ -125,7 +158,16 @@ impl Link {
         let call = self.call(method, params).await?;
         let server = self.router.server.to_string();
         match tokio::time::timeout(self.timeout, call.done).await {
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(answer)) if answer.server_failed => Err(LinkError::Failed {
+                server,
+                reason: answer
+                    .message
+                    .pointer("/error/message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no answer")
+                    .to_owned(),
+            }),
+            Ok(Ok(answer)) => Ok(answer.message),
             Ok(Err(_)) => Err(LinkError::Closed { server }),
             Err(_) => {
                 self.router.fail(call.upstream_id, "timed out");
@@ -154,7 +196,7 @@ impl Link {
     /// Ends the upstream session (stops the process; ends the remote session).
     pub fn close(&self) {
         self.router.state.send_replace(State::Closed);
-        self.router.fail_all("the session ended");
+        self.router.end_all("the session ended", false);
         if let Transport::Http(http) = &self.transport {
             http.close();
         }

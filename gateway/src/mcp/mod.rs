@@ -33,7 +33,7 @@ pub use endpoint::{Endpoint, RemoteServer, Server, ServerKind, StdioCommand};
 pub use error::{LinkError, McpError};
 pub use legacy_session::{LegacySession, MESSAGES_PATH, SSE_PATH, session_param};
 pub use link::Link;
-pub use router::Call;
+pub use router::{Answer, Call};
 pub use session::{LEGACY_REVISION, Over, REVISIONS, Session, Sessions, negotiate};
 pub use stream::{EventBody, event, relay};
 pub use streamable_http::{SESSION_HEADER, VERSION_HEADER};

@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 use super::error::LinkError;
 use crate::protocol::mcp::jsonrpc::{self, Id, Kind, Message};
 use crate::protocol::mcp::names;
+use crate::upstream::breaker::Breaker;
 
 /// Messages of one request held for the agent at most; past this, progress is dropped.
 const REQUEST_BUFFER: usize = 64;
@@ -27,7 +28,17 @@ pub struct Call {
     /// Messages the server sends while it works.
     pub progress: mpsc::Receiver<Value>,
     /// The response (its id is Warden's: the caller puts the agent's back).
-    pub done: oneshot::Receiver<Value>,
+    pub done: oneshot::Receiver<Answer>,
+}
+
+/// How a request ended.
+#[derive(Debug)]
+pub struct Answer {
+    /// The response: the server's, or a JSON-RPC error of Warden's.
+    pub message: Value,
+    /// The server failed it (went away, broke the exchange, did not answer in time): Warden
+    /// wrote `message`. A JSON-RPC error the server sent itself is an answer, not a failure.
+    pub server_failed: bool,
 }
 
 /// Where the server's messages that belong to no request go: the agent session's event
@@ -70,7 +81,7 @@ impl ServerRequests {
 /// One request in flight.
 struct Pending {
     progress: mpsc::Sender<Value>,
-    done: oneshot::Sender<Value>,
+    done: oneshot::Sender<Answer>,
     token: Option<String>,
 }
 
@@ -108,13 +119,21 @@ pub struct Router {
     /// The forms of the credential Warden last sent the server: replaced with `[REDACTED]`
     /// wherever its messages echo them (`inject.redact`).
     echo: Mutex<Option<Arc<[Zeroizing<String>]>>>,
+    /// The server's circuit breaker (shared by every session's link to it).
+    pub breaker: Arc<Breaker>,
 }
 
 impl Router {
-    /// The router of a new link to `server`.
-    pub fn new(server: Arc<str>, events: Events, requests: Arc<ServerRequests>) -> Router {
+    /// The router of a new link to `server`, whose circuit breaker is `breaker`.
+    pub fn new(
+        server: Arc<str>,
+        events: Events,
+        requests: Arc<ServerRequests>,
+        breaker: Arc<Breaker>,
+    ) -> Router {
         let (state, _) = watch::channel(State::Starting);
         Router {
+            breaker,
             server,
             pending: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
@@ -163,7 +182,10 @@ impl Router {
                 let pending = self.lock_pending().remove(n);
                 if let Some(p) = pending {
                     self.forget_token(p.token.as_deref());
-                    let _ = p.done.send(message.into_value());
+                    let _ = p.done.send(Answer {
+                        message: message.into_value(),
+                        server_failed: false,
+                    });
                 }
             }
             Kind::Notification { method } => {
@@ -252,16 +274,21 @@ impl Router {
         }
     }
 
-    /// Ends request `id` with a JSON-RPC error (the server failed, or went away).
+    /// Ends request `id` with a JSON-RPC error: the server failed, or went away.
     pub fn fail(&self, id: i64, message: &str) {
+        self.end(id, message, true);
+    }
+
+    /// Ends request `id` with a JSON-RPC error, for a reason that says nothing of the server's
+    /// health (the session ended, the credential is unavailable).
+    pub fn end(&self, id: i64, message: &str, server_failed: bool) {
         let pending = self.lock_pending().remove(&id);
         if let Some(p) = pending {
             self.forget_token(p.token.as_deref());
-            let _ = p.done.send(jsonrpc::error(
-                &Value::from(id),
-                jsonrpc::code::UPSTREAM,
-                message,
-            ));
+            let _ = p.done.send(Answer {
+                message: jsonrpc::error(&Value::from(id), jsonrpc::code::UPSTREAM, message),
+                server_failed,
+            });
         }
     }
 
@@ -274,11 +301,12 @@ impl Router {
         }
     }
 
-    /// Ends every request in flight with a JSON-RPC error.
-    pub fn fail_all(&self, message: &str) {
+    /// Ends every request in flight with a JSON-RPC error (`server_failed`: the server
+    /// went away).
+    pub fn end_all(&self, message: &str, server_failed: bool) {
         let ids: Vec<i64> = self.lock_pending().keys().copied().collect();
         for id in ids {
-            self.fail(id, message);
+            self.end(id, message, server_failed);
         }
     }
 
@@ -327,7 +355,7 @@ where
         return Err(e.to_string());
     }
     let response = match tokio::time::timeout(timeout, call.done).await {
-        Ok(Ok(r)) => r,
+        Ok(Ok(r)) => r.message,
         Ok(Err(_)) => return Err("the server went away".into()),
         Err(_) => {
             router.fail(id, "timed out");
@@ -356,13 +384,27 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::breaker::{BreakerConfig, BreakerMetrics};
     use serde_json::json;
+
+    fn breaker() -> Arc<Breaker> {
+        Arc::new(Breaker::new(
+            Arc::from("mcp:files"),
+            BreakerConfig::default(),
+            BreakerMetrics::new(),
+        ))
+    }
 
     #[tokio::test]
     async fn responses_progress_and_server_requests_find_their_way() {
         let (events_tx, mut events) = mpsc::channel(8);
         let requests = Arc::new(ServerRequests::default());
-        let router = Router::new(Arc::from("files"), events_tx, Arc::clone(&requests));
+        let router = Router::new(
+            Arc::from("files"),
+            events_tx,
+            Arc::clone(&requests),
+            breaker(),
+        );
         let mut call = router.register(7, Some(token_key(&json!("tok"))));
 
         router.dispatch(
@@ -387,7 +429,9 @@ mod tests {
         );
 
         router.dispatch(json!({"jsonrpc": "2.0", "id": 7, "result": {}}), None);
-        assert_eq!(call.done.try_recv().expect("the response")["id"], 7);
+        let answer = call.done.try_recv().expect("the response");
+        assert_eq!(answer.message["id"], 7);
+        assert!(!answer.server_failed);
 
         // What belongs to no request goes to the session's event stream, URIs federated.
         router.dispatch(
@@ -402,7 +446,7 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_call_ends_without_a_response_and_its_late_answer_is_dropped() {
         let (events_tx, mut events) = mpsc::channel(8);
-        let router = Router::new(Arc::from("files"), events_tx, Arc::default());
+        let router = Router::new(Arc::from("files"), events_tx, Arc::default(), breaker());
         let mut call = router.register(4, Some(token_key(&json!(9))));
         router.abandon(4);
         assert!(call.done.try_recv().is_err(), "no response");
@@ -414,11 +458,29 @@ mod tests {
     #[tokio::test]
     async fn a_server_going_away_fails_its_calls_with_a_jsonrpc_error() {
         let (events_tx, _events) = mpsc::channel(8);
-        let router = Router::new(Arc::from("files"), events_tx, Arc::default());
+        let router = Router::new(Arc::from("files"), events_tx, Arc::default(), breaker());
         let mut call = router.register(3, None);
-        router.fail_all("the MCP server exited");
-        let response = call.done.try_recv().expect("an answer");
-        assert_eq!(response["id"], 3);
-        assert_eq!(response["error"]["code"], jsonrpc::code::UPSTREAM);
+        router.end_all("the MCP server exited", true);
+        let answer = call.done.try_recv().expect("an answer");
+        assert_eq!(answer.message["id"], 3);
+        assert_eq!(answer.message["error"]["code"], jsonrpc::code::UPSTREAM);
+        assert!(
+            answer.server_failed,
+            "Warden's error, not the server's answer"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_jsonrpc_error_the_server_sends_is_an_answer_not_a_failure() {
+        let (events_tx, _events) = mpsc::channel(8);
+        let router = Router::new(Arc::from("files"), events_tx, Arc::default(), breaker());
+        let mut call = router.register(5, None);
+        router.dispatch(
+            json!({"jsonrpc": "2.0", "id": 5, "error": {"code": -32602, "message": "bad params"}}),
+            None,
+        );
+        let answer = call.done.try_recv().expect("the server's error");
+        assert_eq!(answer.message["error"]["code"], -32602);
+        assert!(!answer.server_failed);
     }
 }

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use super::binding::{Binding, new_session_id};
 use super::ended::Ended;
 use super::endpoint::Endpoint;
-use super::error::McpError;
+use super::error::{LinkError, McpError};
 use super::legacy_session::{LegacySession, LegacySessions};
 use super::link::Link;
 use super::router::ServerRequests;
@@ -26,6 +26,7 @@ use super::stream::EventBody;
 use crate::action::Principal;
 use crate::fleet::quarantine::{self, cut::Cut};
 use crate::protocol::mcp::jsonrpc::Id;
+use crate::upstream::breaker::Breakers;
 
 /// The MCP revisions Warden speaks to agents over Streamable HTTP, newest first.
 pub const REVISIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
@@ -89,8 +90,9 @@ impl Sessions {
     }
 
     /// Starts a session for `principal` on `endpoint` from the agent's `initialize` params,
-    /// over the transport `over`: one upstream session per server, ended when `cut` reports a
-    /// quarantine of the agent. Returns the session and the `initialize` result.
+    /// over the transport `over`: one upstream session per server whose circuit breaker (in
+    /// `breakers`) lets it through, ended when `cut` reports a quarantine of the agent.
+    /// Returns the session and the `initialize` result.
     pub async fn open(
         &self,
         endpoint: &Arc<Endpoint>,
@@ -98,6 +100,7 @@ impl Sessions {
         params: &Map<String, Value>,
         over: Over<'_>,
         cut: Option<Cut>,
+        breakers: &Breakers,
     ) -> Result<(Arc<Session>, Value), McpError> {
         self.sweep();
         if let Over::LegacySse(stream) = over
@@ -128,16 +131,29 @@ impl Sessions {
             let events = events_tx.clone();
             let requests = Arc::clone(&requests);
             let client = &client;
+            let breaker = breakers.of(&server.upstream, &server.breaker);
             async move {
-                let link = Link::connect(
-                    server,
-                    client,
-                    events,
-                    requests,
-                    &self.http,
-                    endpoint.request_timeout,
-                )
-                .await;
+                let link = match breaker.admit() {
+                    Ok(admitted) => {
+                        let link = Link::connect(
+                            server,
+                            client,
+                            events,
+                            requests,
+                            &self.http,
+                            endpoint.request_timeout,
+                            breaker,
+                        )
+                        .await;
+                        match &link {
+                            Ok(_) => admitted.succeeded(),
+                            Err(e) if e.server_failed() => admitted.failed(),
+                            Err(_) => {}
+                        }
+                        link
+                    }
+                    Err(open) => Err(LinkError::CircuitOpen(open)),
+                };
                 (Arc::clone(&server.name), link)
             }
         });
@@ -148,12 +164,12 @@ impl Sessions {
                 Ok(link) => links.push((name, Arc::new(link))),
                 Err(e) => {
                     tracing::warn!(server = %name, error = %e, "MCP server unavailable for a new session");
-                    failures.push(e.to_string());
+                    failures.push(e);
                 }
             }
         }
         if links.is_empty() {
-            return Err(McpError::NoServer(failures.join("; ")));
+            return Err(unavailable(failures));
         }
         let result = initialize_result(version, &links);
         let session = Arc::new(Session {
@@ -287,6 +303,35 @@ impl Sessions {
     /// Whether no session is open.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+}
+
+/// Why no server of an endpoint is in a new session: its breaker's refusal when every server
+/// was refused by one (the agent learns when to retry), else every reason.
+fn unavailable(failures: Vec<LinkError>) -> McpError {
+    let open = failures.iter().find_map(|e| match e {
+        LinkError::CircuitOpen(open) => Some(open.clone()),
+        _ => None,
+    });
+    match open {
+        Some(open)
+            if failures
+                .iter()
+                .all(|e| matches!(e, LinkError::CircuitOpen(_))) =>
+        {
+            McpError::CircuitOpen {
+                id: Value::Null,
+                open,
+                decided: false,
+            }
+        }
+        _ => McpError::NoServer(
+            failures
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
     }
 }
 

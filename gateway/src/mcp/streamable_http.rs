@@ -182,9 +182,10 @@ impl Inner {
             return Err(Posted::Expired);
         }
         if !status.is_success() {
-            return Err(Posted::Failed(
-                self.http_error(format!("the server answered HTTP {status}")),
-            ));
+            return Err(Posted::Failed(LinkError::Status {
+                server: self.router.server.to_string(),
+                status,
+            }));
         }
         if let Some(session) = response.headers().get(&SESSION_HEADER) {
             *self.lock_session() = Some(session.clone());

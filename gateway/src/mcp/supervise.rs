@@ -3,6 +3,11 @@
 //! flight fail and the connection is made again with backoff (100 ms, doubling, at most 30 s;
 //! back to 100 ms after a run of more than a minute) and initialised again, until the session
 //! ends. A first run that fails is the session's error, and is not retried.
+//!
+//! A restart goes through the server's circuit breaker: while it is open nothing is started
+//! (the supervisor waits until it lets a probe through). A restart that is that probe and
+//! does not come up opens it again; otherwise restarts count neither way (the backoff retries
+//! on its own; the requests that wait for the server meanwhile are what the breaker counts).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +17,7 @@ use tokio::sync::{oneshot, watch};
 use super::error::LinkError;
 use super::router::{Router, State, closed as link_closed};
 use crate::text::{FIELD_MAX, bounded};
+use crate::upstream::breaker::Admitted;
 
 /// Why one run of a connection ended.
 pub(super) enum Exit {
@@ -41,6 +47,8 @@ pub(super) trait Connection: Send + 'static {
 pub(super) struct Up {
     router: Arc<Router>,
     first: Option<oneshot::Sender<Result<(), String>>>,
+    /// The restart the server's breaker let through, until it comes up.
+    restart: Option<Admitted>,
 }
 
 impl Up {
@@ -56,6 +64,8 @@ impl Up {
         if let Some(first) = self.first.take() {
             let _ = first.send(Ok(()));
         }
+        // Up: neither a success nor a failure of the server.
+        drop(self.restart.take());
     }
 }
 
@@ -68,6 +78,7 @@ pub(super) async fn start(
     let up = Up {
         router: Arc::clone(router),
         first: Some(first_tx),
+        restart: None,
     };
     tokio::spawn(supervise(connection, up));
     let server = router.server.to_string();
@@ -95,7 +106,12 @@ async fn supervise<C: Connection>(mut connection: C, mut up: Up) {
             }
             changed
         });
-        router.fail_all(C::LOST);
+        router.end_all(C::LOST, true);
+        if let Some(restart) = up.restart.take()
+            && restart.is_probe()
+        {
+            restart.failed();
+        }
         if let Some(first) = up.first.take() {
             router.state.send_replace(State::Closed);
             let _ = first.send(Err(reason));
@@ -116,5 +132,25 @@ async fn supervise<C: Connection>(mut connection: C, mut up: Up) {
             _ = link_closed(&mut closed) => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(30));
+        match admitted(&router, &mut closed).await {
+            Some(restart) => up.restart = Some(restart),
+            None => return,
+        }
+    }
+}
+
+/// Waits until the server's circuit breaker lets a restart through; `None` when the session
+/// ends first.
+async fn admitted(router: &Router, closed: &mut watch::Receiver<State>) -> Option<Admitted> {
+    loop {
+        match router.breaker.admit() {
+            Ok(admitted) => return Some(admitted),
+            Err(open) => {
+                tokio::select! {
+                    () = tokio::time::sleep(open.retry_after) => {}
+                    _ = link_closed(closed) => return None,
+                }
+            }
+        }
     }
 }

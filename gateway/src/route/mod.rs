@@ -193,7 +193,9 @@ impl RouteTable {
                 mcp: None,
             }));
         }
-        for endpoint in crate::mcp::Endpoint::build_all(&config.mcp, secrets)? {
+        for endpoint in
+            crate::mcp::Endpoint::build_all(&config.mcp, &config.upstream.breaker, secrets)?
+        {
             routes.push(Arc::new(Route {
                 name: Arc::clone(&endpoint.name),
                 prefix: endpoint.prefix.clone(),

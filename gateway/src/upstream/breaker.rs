@@ -1,9 +1,11 @@
-//! The circuit breaker of each upstream (a route's upstream: an LLM provider or a REST API):
-//! after `failures` consecutive failures (unreachable, timed out, or a 5xx answer) it opens
-//! and requests are answered at once with 503 `upstream_circuit_open`, without calling the
-//! upstream, for `open_for`; then it lets `probes` requests through (half-open): their success
-//! closes it, a failure opens it again. Each transition is logged and counted
-//! (`warden_breaker_state`, `warden_breaker_transitions_total`).
+//! The circuit breaker of each upstream (a route's upstream: an LLM provider or a REST API;
+//! an MCP server, labelled `mcp:<server>`): after `failures` consecutive failures
+//! (unreachable, timed out, a 5xx answer; for an MCP server also a process that cannot start
+//! or dies) it opens and requests are answered at once with `upstream_circuit_open` (a 503 in
+//! the route's protocol; a JSON-RPC error for MCP), without calling the upstream, for
+//! `open_for`; then it lets `probes` requests through (half-open): their success closes it, a
+//! failure opens it again. Each transition is logged and counted (`warden_breaker_state`,
+//! `warden_breaker_transitions_total`).
 //!
 //! One breaker per upstream for the whole process (every worker shares it): its state is a
 //! small mutex taken twice per request, never across an await.
@@ -65,17 +67,40 @@ impl State {
     }
 }
 
+/// The prefix of the breaker label of an MCP server (`mcp:<server>`).
+pub const MCP_PREFIX: &str = "mcp:";
+
 /// A request refused because its upstream's breaker is open.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
-    "Warden stopped calling the upstream of route {upstream} after {failures} consecutive failures; \
-     it tries again in {}s",
-    retry_after.as_secs().max(1)
+    "Warden stopped calling {} after {failures} consecutive failures; it tries again in {}s",
+    Subject(upstream),
+    self.retry_after_secs()
 )]
 pub struct CircuitOpen {
     pub upstream: Arc<str>,
     pub failures: u32,
     pub retry_after: Duration,
+}
+
+impl CircuitOpen {
+    /// Whole seconds until the breaker lets a request through again (at least 1).
+    pub fn retry_after_secs(&self) -> u64 {
+        self.retry_after.as_secs_f64().ceil().max(1.0) as u64
+    }
+}
+
+/// What a breaker's label names, for people: `MCP server <name>` or `the upstream of route
+/// <name>`.
+struct Subject<'a>(&'a str);
+
+impl std::fmt::Display for Subject<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.strip_prefix(MCP_PREFIX) {
+            Some(server) => write!(f, "MCP server {server}"),
+            None => write!(f, "the upstream of route {}", self.0),
+        }
+    }
 }
 
 /// One upstream's breaker.
@@ -88,29 +113,60 @@ pub struct Breaker {
 }
 
 /// A request the breaker let through: report how it went ([`Admitted::succeeded`],
-/// [`Admitted::failed`]); dropped without a report (the agent left) it counts as neither.
+/// [`Admitted::failed`]); dropped without a report (the agent left, or the attempt says
+/// nothing of the upstream's health) it counts as neither, and a half-open breaker lets
+/// another probe through in its place.
 #[derive(Debug)]
 pub struct Admitted {
     breaker: Option<Arc<Breaker>>,
+    /// Let through as a half-open breaker's probe.
+    probe: bool,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some(b) = self.breaker.take()
+            && self.probe
+        {
+            b.release();
+        }
+    }
 }
 
 impl Admitted {
     /// A request no breaker watches.
     pub fn unwatched() -> Admitted {
-        Admitted { breaker: None }
+        Admitted {
+            breaker: None,
+            probe: false,
+        }
     }
 
     /// The upstream answered (a status below 500).
-    pub fn succeeded(self) {
-        if let Some(b) = &self.breaker {
+    pub fn succeeded(mut self) {
+        if let Some(b) = self.breaker.take() {
             b.report(true);
         }
     }
 
     /// The upstream failed: unreachable, timed out, or a 5xx answer.
-    pub fn failed(self) {
-        if let Some(b) = &self.breaker {
+    pub fn failed(mut self) {
+        if let Some(b) = self.breaker.take() {
             b.report(false);
+        }
+    }
+
+    /// Whether it was let through as a half-open breaker's probe.
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+
+    /// Reports a success when `success`, else a failure.
+    pub fn report(self, success: bool) {
+        if success {
+            self.succeeded()
+        } else {
+            self.failed()
         }
     }
 
@@ -125,7 +181,9 @@ impl Admitted {
 }
 
 impl Breaker {
-    fn new(upstream: Arc<str>, config: BreakerConfig, metrics: BreakerMetrics) -> Breaker {
+    /// A closed breaker of `upstream` (its label) counting into `metrics`; [`Breakers::of`]
+    /// keeps one per upstream.
+    pub fn new(upstream: Arc<str>, config: BreakerConfig, metrics: BreakerMetrics) -> Breaker {
         metrics
             .state
             .with_label_values(&[&*upstream])
@@ -145,8 +203,8 @@ impl Breaker {
         }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        match *state {
-            State::Closed { .. } => {}
+        let probe = match *state {
+            State::Closed { .. } => false,
             State::Open { until } if now < until => {
                 return Err(self.open(until - now));
             }
@@ -158,6 +216,7 @@ impl Breaker {
                         succeeded: 0,
                     },
                 );
+                true
             }
             State::HalfOpen {
                 admitted,
@@ -167,11 +226,13 @@ impl Breaker {
                     admitted: admitted + 1,
                     succeeded,
                 };
+                true
             }
             State::HalfOpen { .. } => return Err(self.open(Duration::from_secs(1))),
-        }
+        };
         Ok(Admitted {
             breaker: Some(Arc::clone(self)),
+            probe,
         })
     }
 
@@ -180,6 +241,22 @@ impl Breaker {
             upstream: Arc::clone(&self.upstream),
             failures: self.config.failures,
             retry_after,
+        }
+    }
+
+    /// A request let through that reports nothing: a half-open breaker's probe slot is free
+    /// again.
+    fn release(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let State::HalfOpen {
+            admitted,
+            succeeded,
+        } = *state
+        {
+            *state = State::HalfOpen {
+                admitted: admitted.saturating_sub(1),
+                succeeded,
+            };
         }
     }
 
@@ -237,7 +314,7 @@ impl Breaker {
                 upstream = %self.upstream, from, to,
                 failures = self.config.failures,
                 open_for = ?self.config.open_for,
-                "circuit breaker opened: requests to this upstream are answered 503 without calling it"
+                "circuit breaker opened: requests to this upstream are answered at once without calling it"
             ),
             _ => tracing::info!(upstream = %self.upstream, from, to, "circuit breaker {to}"),
         }
@@ -368,14 +445,50 @@ mod tests {
         assert!(b.admit().is_ok(), "closed again");
     }
 
-    #[test]
-    fn a_failed_probe_opens_it_again() {
+    /// A breaker opened by three failures, past its 20 ms cool-down: half-open next.
+    fn cooled_down() -> Arc<Breaker> {
         let b = breaker(Duration::from_millis(20));
         for _ in 0..3 {
             b.admit().unwrap().failed();
         }
         std::thread::sleep(Duration::from_millis(30));
+        b
+    }
+
+    #[test]
+    fn a_failed_probe_opens_it_again() {
+        let b = cooled_down();
         b.admit().unwrap().answered(http::StatusCode::BAD_GATEWAY);
         assert!(b.admit().is_err());
+    }
+
+    #[test]
+    fn a_probe_that_reports_nothing_frees_its_slot() {
+        let b = cooled_down();
+        drop(b.admit().expect("the probe"));
+        let probe = b.admit().expect("another probe in its place");
+        probe.succeeded();
+        assert!(b.admit().is_ok(), "closed");
+    }
+
+    #[test]
+    fn an_mcp_servers_refusal_names_the_server_and_when_it_retries() {
+        let b = Arc::new(Breaker::new(
+            Arc::from("mcp:files"),
+            BreakerConfig {
+                failures: 1,
+                open_for: Duration::from_secs(30),
+                probes: 1,
+            },
+            BreakerMetrics::new(),
+        ));
+        b.admit().unwrap().failed();
+        let open = b.admit().unwrap_err();
+        let message = open.to_string();
+        assert!(
+            message.contains("MCP server files after 1 consecutive failures")
+                && message.contains("tries again in 30s"),
+            "{message}"
+        );
     }
 }

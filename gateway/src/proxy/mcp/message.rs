@@ -19,8 +19,8 @@ use crate::action::{Action, Facts, Findings, Principal, Resource, ToolFacts, Ver
 use crate::decision::Decision;
 use crate::fleet::session::Named;
 use crate::mcp::{
-    Call, Endpoint, EventBody, LegacySession, Link, McpDenyStyle, McpError, Over, SESSION_HEADER,
-    Session, VERSION_HEADER, event,
+    Answer, Call, Endpoint, EventBody, LegacySession, Link, LinkError, McpDenyStyle, McpError,
+    Over, SESSION_HEADER, Session, VERSION_HEADER, event,
 };
 use crate::pins::{CallStatus, PinVerdict, Pins};
 use crate::protocol::Shape;
@@ -34,6 +34,7 @@ use crate::proxy::stages::{context, decide, hold_here, inspect, limit, recall};
 use crate::route::Route;
 use crate::snapshot::Snapshot;
 use crate::text::{FIELD_MAX, Quoted, bounded};
+use crate::upstream::breaker::Admitted;
 
 /// Pages of one server's list Warden reads at most.
 const MAX_PAGES: usize = 32;
@@ -131,11 +132,27 @@ async fn initialize(
         Via::StreamableHttp(_) => Over::StreamableHttp,
         Via::LegacySse(stream) => Over::LegacySse(stream),
     };
-    let (session, result) = ex
-        .shared()
+    let shared = ex.shared();
+    let (session, result) = shared
         .mcp
-        .open(endpoint, principal, message.params(), over, ex.cut())
-        .await?;
+        .open(
+            endpoint,
+            principal,
+            message.params(),
+            over,
+            ex.cut(),
+            &shared.breakers,
+        )
+        .await
+        .map_err(|e| match e {
+            // Answered to the agent's `initialize`, which its SDK raises.
+            McpError::CircuitOpen { open, decided, .. } => McpError::CircuitOpen {
+                id: id.clone(),
+                open,
+                decided,
+            },
+            e => e,
+        })?;
     ex.outcome(StatusCode::OK).mcp_result(None, None);
     let mut response = json_response(StatusCode::OK, &jsonrpc::result(id, result));
     if let (Via::StreamableHttp(_), Ok(v)) = (via, HeaderValue::from_str(&session.id)) {
@@ -273,26 +290,23 @@ impl Judging<'_> {
                 .params_mut()
                 .insert("arguments".to_owned(), redacted.clone());
             tool.arguments = Arc::new(redacted);
-            // Only the arguments are redacted: a redacted detector that still matches the call
-            // as it would be sent (in `_meta`, say) is a leak, and the call is refused.
-            let redacted_away = |d: &str| {
+            // What was redacted from the arguments is redacted wherever else the call carries
+            // it (a second copy in `_meta`, say), by the same mechanism, before it is sent.
+            let away = |d: &str| {
                 found.iter().any(|f| &**f == d)
                     && !action.context.findings.detectors().any(|left| left == d)
             };
-            let mut rest = Findings::none();
             let params = serde_json::to_vec(message.params()).unwrap_or_default();
-            crate::inspect::inspect(&mut rest, &params, &self.snap.config.inspect);
-            if let Some(leak) = rest.0.iter().find(|f| redacted_away(&f.detector)) {
-                return Err(McpError::Refused {
-                    id: id.to_value(),
-                    code: jsonrpc::code::DENIED,
-                    message: format!(
-                        "{} was redacted from the tool's arguments but is also elsewhere in the \
-                         call (outside `arguments`); the call is refused",
-                        leak.detector
-                    ),
-                }
-                .into());
+            if let Some(rest) =
+                crate::inspect::redact::redact(&params, &self.snap.config.inspect, &away)
+            {
+                let params: Map<String, Value> =
+                    serde_json::from_slice(&rest.body).map_err(|e| McpError::Refused {
+                        id: id.to_value(),
+                        code: jsonrpc::code::DENIED,
+                        message: format!("the redacted call is not JSON: {e}"),
+                    })?;
+                *message.params_mut() = params;
             }
         }
         hold_here(ex, &action, &decision).await?;
@@ -302,13 +316,22 @@ impl Judging<'_> {
             .link(&server)
             .cloned()
             .ok_or_else(|| McpError::ServerMissing(server.to_string()))?;
+        // forward: not while the server's circuit breaker is open.
+        let admitted = link.admit().map_err(|open| McpError::CircuitOpen {
+            id: id.to_value(),
+            open,
+            decided: true,
+        })?;
         rewrite.apply(message.params_mut());
         let method = message.method().unwrap_or_default().to_owned();
         let mut params = message.params().clone();
         ex.propagate_meta(&mut params);
-        // forward: the call is known (and can be cancelled) before it is sent.
+        // The call is known (and can be cancelled) before it is sent.
         let t = Instant::now();
-        let call = link.prepare(&params).await.map_err(McpError::from)?;
+        let call = match link.prepare(&params).await {
+            Ok(call) => call,
+            Err(e) => return Err(failed(admitted, e).into()),
+        };
         self.session
             .started(id.clone(), Arc::clone(&server), call.upstream_id);
         let flight = InFlight {
@@ -317,6 +340,7 @@ impl Judging<'_> {
             call,
             id,
             tool_call,
+            admitted,
         };
         let timeout = self.endpoint.request_timeout;
         if self.stream_at_once {
@@ -324,7 +348,7 @@ impl Judging<'_> {
         }
         if let Err(e) = flight.link.send_call(&flight.call, &method, params).await {
             flight.session.finished(&flight.id);
-            return Err(McpError::from(e).into());
+            return Err(failed(flight.admitted, e).into());
         }
         // observe
         observe(ex, t, flight, timeout).await
@@ -340,6 +364,16 @@ struct InFlight {
     id: Id,
     /// A `tools/call`, whose result's `isError` the outcome records.
     tool_call: bool,
+    /// The server's circuit breaker let it through: told how it went.
+    admitted: Admitted,
+}
+
+/// `e`, counted by the server's circuit breaker when it is the server's failure.
+fn failed(admitted: Admitted, e: LinkError) -> McpError {
+    if e.server_failed() {
+        admitted.failed();
+    }
+    McpError::from(e)
 }
 
 /// What comes of a call before the agent is answered.
@@ -347,7 +381,7 @@ enum First {
     /// A message the server sent while it works: the answer is an event stream.
     Progress(Value),
     /// The response, with nothing before it: the answer is JSON.
-    Done(Value),
+    Done(Answer),
     /// The agent cancelled the request.
     Cancelled,
     /// Nothing in time.
@@ -409,8 +443,9 @@ async fn observe(
             ));
             return Ok(event_stream(body));
         }
-        First::Done(response) => {
-            let response = answer_as_agent(response, &agent_id);
+        First::Done(answer) => {
+            flight.admitted.report(!answer.server_failed);
+            let response = answer_as_agent(answer.message, &agent_id);
             let (is_error, error) = result_of(&response, flight.tool_call);
             outcome.mcp_result(is_error, error);
             response
@@ -424,6 +459,7 @@ async fn observe(
                 .link
                 .router
                 .fail(flight.call.upstream_id, "timed out");
+            flight.admitted.failed();
             let message = format!(
                 "the MCP server did not answer within {} s",
                 timeout.as_secs()
@@ -453,6 +489,7 @@ async fn stream_answer(
         call,
         id,
         tool_call,
+        admitted,
     } = flight;
     let Call {
         upstream_id,
@@ -476,9 +513,13 @@ async fn stream_answer(
     session.finished(&id);
     // A cancelled call has no answer to pass on.
     let (response, error) = match relayed {
-        Ok(Some(r)) => (Some(answer_as_agent(r, &agent_id)), None),
+        Ok(Some(answer)) => {
+            admitted.report(!answer.server_failed);
+            (Some(answer_as_agent(answer.message, &agent_id)), None)
+        }
         Ok(None) => (None, Some(CANCELLED.to_owned())),
         Err(_) => {
+            admitted.failed();
             let message = format!(
                 "the MCP server did not answer within {} s",
                 timeout.as_secs()
