@@ -17,6 +17,12 @@ pub fn text(out: &Output) -> String {
 
 /// Enrols `subject` and confirms it with a code of the current step; its secret.
 pub async fn enrol(w: &Warden, subject: &str) -> String {
+    enrol_with_code(w, subject).await.0
+}
+
+/// Enrols `subject` and confirms it with a code of the current step; its secret and the code
+/// the enrolment used up (a replay of it is refused whichever step the clock is in by then).
+pub async fn enrol_with_code(w: &Warden, subject: &str) -> (String, String) {
     let out = w.cli(&["approvers", "enroll", subject]).await.unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let uri = String::from_utf8_lossy(&out.stdout).trim().to_owned();
@@ -27,18 +33,13 @@ pub async fn enrol(w: &Warden, subject: &str) -> String {
         .and_then(|s| s.split('&').next())
         .unwrap()
         .to_owned();
+    let code = oathtool(&secret, 0);
     let out = w
-        .cli(&[
-            "approvers",
-            "enroll",
-            subject,
-            "--confirm",
-            &oathtool(&secret, 0),
-        ])
+        .cli(&["approvers", "enroll", subject, "--confirm", &code])
         .await
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    secret
+    (secret, code)
 }
 
 /// The code of `secret` `ahead` steps from now, from the real `oathtool`.

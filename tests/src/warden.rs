@@ -89,8 +89,38 @@ pub fn provider_keys() -> RequiredKeys {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
+/// A free TCP port on 127.0.0.1 (bound, then released) for a server a test starts later.
+///
+/// Taken below Linux's ephemeral range (32768 and up), where the kernel picks the local ports
+/// of the many outgoing connections tests make and the ports of servers bound to port 0: a
+/// port found free there can be taken by one of those before the server binds it. Never the
+/// same port twice in one test process; where in the range a process starts depends on its
+/// id, so tests running beside each other start far apart.
 pub fn free_port() -> anyhow::Result<u16> {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static GIVEN: Mutex<Option<(u32, HashSet<u16>)>> = Mutex::new(None);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let (next, seen) = given.get_or_insert_with(|| {
+        (
+            std::process::id().wrapping_mul(2_654_435_761) % SPAN,
+            HashSet::new(),
+        )
+    });
+    for _ in 0..SPAN {
+        // A stride prime to the span visits every port of it once.
+        *next = (*next + 7_919) % SPAN;
+        let port = (FIRST + *next) as u16;
+        if seen.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            seen.insert(port);
+            return Ok(port);
+        }
+    }
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use warden_e2e::fake_llm::{self, FakeLlm};
-use warden_e2e::operator::{approve, enrol, first_pending, oathtool, text};
+use warden_e2e::operator::{approve, enrol, enrol_with_code, first_pending, oathtool, text};
 use warden_e2e::sdk;
 use warden_e2e::sse::{chat_text, parse_events};
 use warden_e2e::stack::openai_chat;
@@ -99,7 +99,7 @@ async fn a_held_request_goes_through_once_after_an_sre_approves_it_with_totp() {
     let out = w.cli(&["approvals", "show", &id]).await.unwrap();
     assert!(text(&out).contains("gpt4o-needs-sre"), "{}", text(&out));
 
-    let alice = enrol(&w, "alice").await;
+    let (alice, enrolled_with) = enrol_with_code(&w, "alice").await;
     let bob = enrol(&w, "bob").await;
     // Outside the group the policy names: refused, whatever the code.
     let out = approve(&w, &id, "bob", &bob).await;
@@ -147,7 +147,7 @@ async fn a_held_request_goes_through_once_after_an_sre_approves_it_with_totp() {
             "--as",
             "alice",
             "--code",
-            &oathtool(&alice, 0),
+            &enrolled_with,
         ])
         .await
         .unwrap();
