@@ -1,8 +1,11 @@
 //! The egress proxy to a server that is not on loopback: the test creates a network namespace
 //! joined to the host by a veth pair (a private `10.77.x.y/30` network), starts Python's
-//! `http.server` inside it on the namespace's address, and sends curl through Warden's forward
-//! proxy to it. The private address is refused (and the server sees nothing) until a permit
-//! with `@egress("internal")` names the host; then plain HTTP and a CONNECT tunnel reach it.
+//! `http.server` inside it on the namespace's address, plus an HTTPS server (Python's `ssl`,
+//! with a certificate for that address from a test CA), and sends curl and Python `requests`
+//! and `httpx` (`HTTPS_PROXY`/`HTTP_PROXY`, trusting the test CA) through Warden's forward
+//! proxy to them. The private address is refused (403, also on CONNECT, and the servers see
+//! nothing) until a permit with `@egress("internal")` names the host; then plain HTTP, a
+//! CONNECT tunnel and TLS through a tunnel reach it with the body intact.
 //!
 //! Needs root (or CAP_NET_ADMIN) and iproute2 (`ip`): without them it fails and says so.
 
@@ -12,11 +15,24 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use warden_e2e::egress::{Dns, curl};
+use warden_e2e::egress::{Dns, Pki, curl, python_clients};
 use warden_e2e::warden::{Warden, WardenBuilder, free_port};
 
 const WAIT: Duration = Duration::from_secs(10);
 const SERVER_PORT: u16 = 8080;
+const TLS_PORT: u16 = 8443;
+/// An HTTPS server: `http.server` serving a directory, its listening socket wrapped by `ssl`.
+/// Arguments: address, port, directory, certificate, key.
+const TLS_SERVER: &str = r#"
+import functools, http.server, ssl, sys
+addr, port, root, cert, key = sys.argv[1:6]
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=root)
+server = http.server.ThreadingHTTPServer((addr, int(port)), handler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+"#;
 /// What the server in the namespace serves as `/file`.
 const FILE_BODY: &str = "served from inside the network namespace\nline two: 0123456789\n";
 
@@ -56,23 +72,26 @@ fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// A network namespace with a veth pair to the host and an HTTP server inside it; all of it
-/// removed when dropped.
+/// A network namespace with a veth pair to the host and an HTTP and an HTTPS server inside it;
+/// all of it removed when dropped.
 struct Netns {
     name: String,
     host_veth: String,
     /// The namespace side's address, where the server listens.
     addr: String,
-    server: Option<Child>,
-    /// The server's request log (its stderr).
+    servers: Vec<Child>,
+    /// The HTTP server's request log (its stderr).
     log: PathBuf,
+    /// The HTTPS server's request log (its stderr).
+    tls_log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Netns {
     /// Creates namespace number `n` of this process: addresses from the process id, so that
     /// parallel test processes do not collide.
-    fn create(n: u32) -> Netns {
+    /// The HTTPS server's certificate, for the namespace's address, is signed by `pki`.
+    fn create(n: u32, pki: &Pki) -> Netns {
         let pid = std::process::id();
         let index = (pid + n) % 16384;
         let (third, fourth) = (index / 64, (index % 64) * 4);
@@ -92,12 +111,14 @@ impl Netns {
         }
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("server.log");
+        let tls_log = dir.path().join("tls-server.log");
         let mut netns = Netns {
             name: name.clone(),
             host_veth: host_veth.clone(),
             addr: ns_addr.clone(),
-            server: None,
+            servers: Vec::new(),
             log: log.clone(),
+            tls_log: tls_log.clone(),
             _dir: dir,
         };
         let steps: [&[&str]; 7] = [
@@ -135,8 +156,21 @@ impl Netns {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("ip netns exec python3 -m http.server");
-        netns.server = Some(server);
-        netns.wait_ready();
+        netns.servers.push(server);
+        netns.wait_ready(0, SERVER_PORT, &log);
+
+        let (cert, key) = pki.write_server(netns._dir.path(), "server", &[&ns_addr]);
+        let server = Command::new("ip")
+            .args(["netns", "exec", &name, "python3", "-u", "-c", TLS_SERVER])
+            .args([ns_addr.as_str(), &TLS_PORT.to_string()])
+            .args([&root, &cert, &key])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&tls_log).unwrap())
+            .spawn()
+            .expect("ip netns exec python3 (HTTPS server)");
+        netns.servers.push(server);
+        netns.wait_ready(1, TLS_PORT, &tls_log);
         netns
     }
 
@@ -144,43 +178,47 @@ impl Netns {
         format!("{}:{SERVER_PORT}", self.addr)
     }
 
-    /// Waits (at most 15 s) until the server accepts connections from the host side.
-    fn wait_ready(&mut self) {
-        let target: SocketAddr = self.server_addr().parse().unwrap();
+    fn tls_server_addr(&self) -> String {
+        format!("{}:{TLS_PORT}", self.addr)
+    }
+
+    /// Waits (at most 15 s) until server `index` accepts connections on `port` from the host
+    /// side.
+    fn wait_ready(&mut self, index: usize, port: u16, log: &std::path::Path) {
+        let target: SocketAddr = format!("{}:{port}", self.addr).parse().unwrap();
         let deadline = Instant::now() + Duration::from_secs(15);
+        let log = || std::fs::read_to_string(log).unwrap_or_default();
         loop {
             if std::net::TcpStream::connect_timeout(&target, Duration::from_millis(500)).is_ok() {
                 return;
             }
-            if let Some(status) = self
-                .server
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!(
-                    "the server in the namespace exited: {status}: {}",
-                    self.log()
-                );
+            if let Some(status) = self.servers[index].try_wait().ok().flatten() {
+                panic!("the server in the namespace exited: {status}: {}", log());
             }
             assert!(
                 Instant::now() < deadline,
                 "the server in namespace {} did not listen on {target} within 15 s: {}",
                 self.name,
-                self.log()
+                log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
-    /// The server's request log so far.
+    /// The HTTP server's request log so far.
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The HTTPS server's request log so far.
+    fn tls_log(&self) -> String {
+        std::fs::read_to_string(&self.tls_log).unwrap_or_default()
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        if let Some(mut server) = self.server.take() {
+        for mut server in self.servers.drain(..) {
             let _ = server.kill();
             let _ = server.wait();
         }
@@ -213,9 +251,12 @@ permit (principal is Agent, action in [Action::"egress:connect", Action::"egress
 
 #[tokio::test]
 async fn a_server_in_a_network_namespace_is_refused_as_private_until_a_permit_allows_it() {
-    let netns = Netns::create(0);
+    let pki = Pki::new();
+    let netns = Netns::create(0, &pki);
+    let ca = pki.write_ca(netns._dir.path());
     let host = netns.addr.clone();
     let url = format!("http://{}/file", netns.server_addr());
+    let tls_url = format!("https://{}/file", netns.tls_server_addr());
     let dns = Dns::start(json!({})).await.unwrap();
     let (warden, proxy) = warden(&dns).await;
     let token = warden.token("build-bot").await.unwrap();
@@ -230,10 +271,42 @@ async fn a_server_in_a_network_namespace_is_refused_as_private_until_a_permit_al
     );
     let tunnel = curl(proxy, Some(&token), &["-p", &url]).await.unwrap();
     assert!(tunnel.stderr.contains("403"), "CONNECT: {tunnel:?}");
+    let ca_arg = ca.to_str().unwrap();
+    let tls = curl(proxy, Some(&token), &["--cacert", ca_arg, &tls_url])
+        .await
+        .unwrap();
+    assert!(tls.stderr.contains("403"), "HTTPS: {tls:?}");
+    // Python `requests` and `httpx`, configured by HTTPS_PROXY/HTTP_PROXY: the plain request
+    // gets the 403, the HTTPS one a refused CONNECT.
+    let python = python_clients(proxy, &token, &ca, &tls_url, &url)
+        .await
+        .unwrap();
+    for client in ["requests", "httpx"] {
+        let plain = &python[client]["http"];
+        assert_eq!(plain["status"], 403, "{client} http: {python}");
+        assert!(
+            plain["body"]
+                .as_str()
+                .is_some_and(|b| b.contains(&format!("{host}, a private address"))),
+            "{client} http: {python}"
+        );
+        let tunnelled = &python[client]["https"];
+        assert!(
+            tunnelled["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("ProxyError") && e.contains("403")),
+            "{client} https: {python}"
+        );
+    }
     assert!(
         !netns.log().contains("GET /file"),
         "the server saw a request: {}",
         netns.log()
+    );
+    assert!(
+        !netns.tls_log().contains("GET /file"),
+        "the HTTPS server saw a request: {}",
+        netns.tls_log()
     );
     let denied = warden
         .wait_for_audit(WAIT, |r| {
@@ -278,11 +351,42 @@ permit (
     let tunnel = curl(proxy, Some(&token), &["-p", &url]).await.unwrap();
     assert_eq!(tunnel.status, 200, "CONNECT: {tunnel:?}");
     assert_eq!(tunnel.body, FILE_BODY, "CONNECT: {tunnel:?}");
+    // TLS to the server inside a tunnel: curl, and Python `requests` and `httpx` trusting the
+    // test CA; Python's plain requests too.
+    let tls = curl(proxy, Some(&token), &["--cacert", ca_arg, &tls_url])
+        .await
+        .unwrap();
+    assert_eq!(tls.status, 200, "HTTPS: {tls:?}");
+    assert_eq!(tls.body, FILE_BODY, "HTTPS: {tls:?}");
+    let python = python_clients(proxy, &token, &ca, &tls_url, &url)
+        .await
+        .unwrap();
+    for client in ["requests", "httpx"] {
+        for call in ["https", "http"] {
+            assert_eq!(
+                python[client][call]["status"], 200,
+                "{client} {call}: {python}"
+            );
+            assert_eq!(
+                python[client][call]["body"], FILE_BODY,
+                "{client} {call}: {python}"
+            );
+        }
+    }
     assert_eq!(
         netns.log().matches("\"GET /file HTTP/1.1\" 200").count(),
-        2,
-        "{}",
+        4,
+        "curl twice, requests and httpx once each: {}",
         netns.log()
+    );
+    assert_eq!(
+        netns
+            .tls_log()
+            .matches("\"GET /file HTTP/1.1\" 200")
+            .count(),
+        3,
+        "curl, requests and httpx once each: {}",
+        netns.tls_log()
     );
 
     let allowed: Vec<Value> = warden
