@@ -341,17 +341,12 @@ async fn credential(
         body,
         rest,
     } = request;
-    let body = match rest {
-        None => Either::Left(Full::new(body)),
-        Some(rest) => {
-            *verdict = streamed::Verdict::streaming();
-            ex.streams_body(verdict.redacted());
-            let inspected = streamed::body(snap, ex, action, body, rest, verdict);
-            Either::Right(BodyExt::boxed_unsync(BodyExt::map_err(
-                inspected,
-                |e| -> BoxError { Box::new(e) },
-            )))
-        }
+    let body = match streamed::outbound(snap, ex, action, body, rest, verdict) {
+        Either::Left(whole) => Either::Left(whole),
+        Either::Right(inspected) => Either::Right(BodyExt::boxed_unsync(BodyExt::map_err(
+            inspected,
+            |e| -> BoxError { Box::new(e) },
+        ))),
     };
     let headers = std::mem::take(&mut head.headers);
     let rest = route.rest(head.uri.path());

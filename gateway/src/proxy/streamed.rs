@@ -15,6 +15,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
 use super::exchange::{Exchange, StreamFindings};
@@ -105,6 +106,27 @@ impl Verdict {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .extend(redacted);
+        }
+    }
+}
+
+/// The body a request sends upstream: `first` alone when its body was read whole, else `first`
+/// and then `rest` inspected as it streams ([`body`]), with `verdict` made to say what becomes
+/// of it and the exchange told to record what is redacted.
+pub(super) fn outbound(
+    snap: &Snapshot,
+    ex: &mut Exchange,
+    action: &Action,
+    first: Bytes,
+    rest: Option<Incoming>,
+    verdict: &mut Verdict,
+) -> Either<Full<Bytes>, Inspected> {
+    match rest {
+        None => Either::Left(Full::new(first)),
+        Some(rest) => {
+            *verdict = Verdict::streaming();
+            ex.streams_body(verdict.redacted());
+            Either::Right(body(snap, ex, action, first, rest, verdict))
         }
     }
 }

@@ -101,14 +101,7 @@ pub(super) async fn forward(
     }
 
     let mut verdict = streamed::Verdict::default();
-    let body = match rest {
-        None => Either::Left(Full::new(body)),
-        Some(rest) => {
-            verdict = streamed::Verdict::streaming();
-            ex.streams_body(verdict.redacted());
-            Either::Right(streamed::body(snap, ex, &action, body, rest, &verdict))
-        }
-    };
+    let body = streamed::outbound(snap, ex, &action, body, rest, &mut verdict);
     let t = Instant::now();
     let sent = send(worker, &dest, &mut head, body, via).await;
     ex.forwarded(t.elapsed().as_secs_f64());
