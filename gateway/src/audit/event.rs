@@ -159,6 +159,25 @@ pub struct AuditSecret {
     pub lease_id: Option<String>,
 }
 
+/// JSON text embedded in a record as it is (a decision record's `facts`): written once by
+/// its producer, never parsed into a tree on the way to the log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawJson(pub Box<serde_json::value::RawValue>);
+
+impl RawJson {
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
 /// One audit event: who, what, on what, decision, outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvent {
@@ -225,7 +244,7 @@ pub struct AuditEvent {
     /// What policy judged, for `warden policy replay`: principal with its attributes, action,
     /// resource and context as a policy test case writes them (`audit.decision_facts`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub facts: Option<Box<serde_json::Value>>,
+    pub facts: Option<RawJson>,
     /// Why a decision record carries no `facts` (`too large`, `arguments not recorded`).
     #[serde(default, skip_serializing_if = "is_empty")]
     pub facts_omitted: Label,

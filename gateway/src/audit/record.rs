@@ -173,7 +173,7 @@ fn write_record(
     text_field(buf, "action_digest", &e.action_digest);
     if let Some(facts) = &e.facts {
         buf.extend_from_slice(b",\"facts\":");
-        serde_json::to_writer(&mut *buf, facts)?;
+        buf.extend_from_slice(facts.get().as_bytes());
     }
     text_field(buf, "facts_omitted", &e.facts_omitted);
     text_field(buf, "overruled_by", &e.overruled_by);
@@ -388,8 +388,11 @@ mod tests {
         full.content = Some(serde_json::json!({"messages": [{"content": "hi\u{1}"}]}));
         full.content_digest = "sha256:00ff".into();
         full.action_digest = "sha256:ff00".into();
-        full.facts = Some(Box::new(
-            serde_json::json!({"action": "llm:chat", "context": {}}),
+        full.facts = Some(crate::audit::event::RawJson(
+            serde_json::value::to_raw_value(
+                &serde_json::json!({"action": "llm:chat", "context": {}}),
+            )
+            .unwrap(),
         ));
         full.facts_omitted = "too large".into();
         full.overruled_by = "quarantine".into();

@@ -4,11 +4,16 @@
 //! rebuilds it. Never a body: a tool call's arguments only when `audit.record_content`
 //! records them anyway.
 
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use serde_json::{Map, Value, json};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 
-use crate::action::{Action, Facts, FieldValue, PrincipalKind, Resource};
+use crate::action::{
+    Action, ActionContext, BudgetFacts, Facts, FieldValue, Principal, PrincipalKind, Resource,
+    SessionFacts,
+};
+use crate::audit::event::RawJson;
 
 /// Why a decision record carries no facts (`facts_omitted`).
 pub const TOO_LARGE: &str = "too large";
@@ -25,168 +30,238 @@ pub const OVERRULED_BY_QUARANTINE: &str = "quarantine";
 /// through without `@egress("internal")`. Replay does not judge it again.
 pub const OVERRULED_BY_INTERNAL_ADDRESS: &str = "internal_address";
 
-/// The facts of `action`, or why there are none. `arguments`: a tool call's arguments may be
-/// recorded (they are in the record's `content` already). `max_bytes` bounds the JSON text.
-pub fn of(action: &Action, arguments: bool, max_bytes: usize) -> Result<Value, &'static str> {
-    let mut context = Map::new();
-    let c = &action.context;
-    context.insert("route".into(), json!(&*c.route));
-    let secs = c.time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    context.insert("time".into(), json!(secs));
-    context.insert("source_ip".into(), json!(c.source_ip.to_string()));
-    context.insert("tls".into(), json!(c.tls));
-    if let Some(cert) = &c.client_certificate {
-        context.insert("client_certificate".into(), json!(&**cert));
-    }
-    let findings: Vec<&str> = c.findings.detectors().collect();
-    context.insert("findings".into(), json!(findings));
-    if let Some(s) = &c.session {
-        let tags = |t: &[std::sync::Arc<str>]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        context.insert(
-            "session".into(),
-            json!({
-                "actions": s.actions,
-                "action_count": s.action_count,
-                "resource_count": s.resource_count,
-                "labels": tags(&s.labels),
-                "resource_tags": tags(&s.resource_tags),
-            }),
-        );
-    }
-    if let Some(b) = &c.budget {
-        context.insert(
-            "budget".into(),
-            json!({
-                "tokens_left": b.tokens_left,
-                "cost_left_micro_usd": b.cost_left_micro_usd,
-                "used_ratio_percent": b.used_ratio_percent,
-                "exceeded": b.exceeded,
-            }),
-        );
-    }
-    match &c.facts {
-        Facts::None => {}
-        Facts::Llm(l) => {
-            context.insert("stream".into(), json!(l.stream));
-            if let Some(max) = l.max_tokens {
-                context.insert("max_tokens".into(), json!(max));
-            }
-            context.insert("tools".into(), json!(l.tools));
-            context.insert("input_tokens".into(), json!(l.input_tokens));
-        }
-        Facts::Http(h) => {
-            context.insert("method".into(), json!(h.method));
-            context.insert("path".into(), json!(h.path));
-            if let Some(fields) = &h.fields {
-                let fields: Map<String, Value> = fields
-                    .iter()
-                    .map(|(name, value)| {
-                        let value = match value {
-                            FieldValue::String(s) => json!(s),
-                            FieldValue::Long(n) => json!(n),
-                            FieldValue::Bool(b) => json!(b),
-                            FieldValue::Strings(list) => json!(list),
-                        };
-                        (name.to_string(), value)
-                    })
-                    .collect();
-                context.insert("fields".into(), Value::Object(fields));
-            }
-        }
-        Facts::Egress(e) => {
-            context.insert("port".into(), json!(e.port));
-            let addresses: Vec<String> = e.addresses.iter().map(ToString::to_string).collect();
-            context.insert("addresses".into(), json!(addresses));
-            context.insert("scheme".into(), json!(e.scheme));
-            if let Some(sni) = &e.sni {
-                context.insert("sni".into(), json!(sni));
-            }
-            if let Some(method) = &e.method {
-                context.insert("method".into(), json!(method));
-            }
-            if let Some(path) = &e.path {
-                context.insert("path".into(), json!(path));
-            }
-        }
-        Facts::Tool(t) if arguments => {
-            context.insert("arguments".into(), (*t.arguments).clone());
-        }
-        Facts::Tool(_) => return Err(ARGUMENTS_NOT_RECORDED),
+/// The facts of `action` as JSON text, or why there are none. `arguments`: a tool call's
+/// arguments may be recorded (they are in the record's `content` already). `max_bytes` bounds
+/// the JSON text. Written straight from the action (no intermediate JSON tree): the decision
+/// record embeds the text as it is.
+pub fn of(action: &Action, arguments: bool, max_bytes: usize) -> Result<RawJson, &'static str> {
+    match &action.context.facts {
+        Facts::Tool(_) if !arguments => return Err(ARGUMENTS_NOT_RECORDED),
         Facts::Propose(_) => return Err(PROPOSED_CALL),
+        _ => {}
     }
-    let p = &action.principal;
-    let mut principal = Map::new();
-    principal.insert("id".into(), json!(&*p.id));
-    let kind = match p.kind {
-        PrincipalKind::Agent => "agent",
-        PrincipalKind::User => "user",
-    };
-    principal.insert("kind".into(), json!(kind));
-    principal.insert("issuer".into(), json!(&*p.issuer));
-    for (key, value) in [
-        ("fleet", &p.fleet),
-        ("owner", &p.owner),
-        ("environment", &p.environment),
-        ("client_certificate", &p.client_certificate),
-    ] {
-        if let Some(value) = value {
-            principal.insert(key.into(), json!(&**value));
-        }
-    }
-    let list = |l: &[std::sync::Arc<str>]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    principal.insert("scopes".into(), json!(list(&p.scopes)));
-    principal.insert("groups".into(), json!(list(&p.groups)));
-    let facts = json!({
-        "principal": principal,
-        "action": action.verb.as_str(),
-        "resource": resource(&action.resource),
-        "context": context,
-    });
-    let size = serde_json::to_vec(&facts).map_or(usize::MAX, |b| b.len());
-    if size > max_bytes {
+    let raw = serde_json::value::to_raw_value(&Recorded(action)).map_err(|_| TOO_LARGE)?;
+    if raw.get().len() > max_bytes {
         return Err(TOO_LARGE);
     }
-    Ok(facts)
+    Ok(RawJson(raw))
+}
+
+/// The action as a test case writes it: principal, action, resource, context.
+struct Recorded<'a>(&'a Action);
+
+impl Serialize for Recorded<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let action = self.0;
+        let mut map = s.serialize_map(Some(4))?;
+        map.serialize_entry("principal", &RecordedPrincipal(&action.principal))?;
+        map.serialize_entry("action", action.verb.as_str())?;
+        map.serialize_entry("resource", &RecordedResource(&action.resource))?;
+        map.serialize_entry("context", &RecordedContext(&action.context))?;
+        map.end()
+    }
+}
+
+struct RecordedPrincipal<'a>(&'a Principal);
+
+impl Serialize for RecordedPrincipal<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let p = self.0;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("id", &*p.id)?;
+        let kind = match p.kind {
+            PrincipalKind::Agent => "agent",
+            PrincipalKind::User => "user",
+        };
+        map.serialize_entry("kind", kind)?;
+        map.serialize_entry("issuer", &*p.issuer)?;
+        for (key, value) in [
+            ("fleet", &p.fleet),
+            ("owner", &p.owner),
+            ("environment", &p.environment),
+            ("client_certificate", &p.client_certificate),
+        ] {
+            if let Some(value) = value {
+                map.serialize_entry(key, &**value)?;
+            }
+        }
+        map.serialize_entry("scopes", &p.scopes)?;
+        map.serialize_entry("groups", &p.groups)?;
+        map.end()
+    }
+}
+
+struct RecordedContext<'a>(&'a ActionContext);
+
+impl Serialize for RecordedContext<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let c = self.0;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("route", &*c.route)?;
+        let secs = c.time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        map.serialize_entry("time", &secs)?;
+        map.serialize_entry("source_ip", &c.source_ip)?;
+        map.serialize_entry("tls", &c.tls)?;
+        if let Some(cert) = &c.client_certificate {
+            map.serialize_entry("client_certificate", &**cert)?;
+        }
+        map.serialize_entry("findings", &Detectors(&c.findings))?;
+        if let Some(session) = &c.session {
+            map.serialize_entry("session", &RecordedSession(session))?;
+        }
+        if let Some(budget) = &c.budget {
+            map.serialize_entry("budget", &RecordedBudget(budget))?;
+        }
+        match &c.facts {
+            Facts::None | Facts::Propose(_) => {}
+            Facts::Llm(l) => {
+                map.serialize_entry("stream", &l.stream)?;
+                if let Some(max) = l.max_tokens {
+                    map.serialize_entry("max_tokens", &max)?;
+                }
+                map.serialize_entry("tools", &l.tools)?;
+                map.serialize_entry("input_tokens", &l.input_tokens)?;
+            }
+            Facts::Http(h) => {
+                map.serialize_entry("method", &h.method)?;
+                map.serialize_entry("path", &h.path)?;
+                if let Some(fields) = &h.fields {
+                    map.serialize_entry("fields", &Fields(fields))?;
+                }
+            }
+            Facts::Egress(e) => {
+                map.serialize_entry("port", &e.port)?;
+                map.serialize_entry("addresses", &e.addresses)?;
+                map.serialize_entry("scheme", &e.scheme)?;
+                for (key, value) in [("sni", &e.sni), ("method", &e.method), ("path", &e.path)] {
+                    if let Some(value) = value {
+                        map.serialize_entry(key, value)?;
+                    }
+                }
+            }
+            Facts::Tool(t) => map.serialize_entry("arguments", &*t.arguments)?,
+        }
+        map.end()
+    }
+}
+
+/// The detectors that found something, each once.
+struct Detectors<'a>(&'a crate::action::Findings);
+
+impl Serialize for Detectors<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.detectors())
+    }
+}
+
+struct RecordedSession<'a>(&'a SessionFacts);
+
+impl Serialize for RecordedSession<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let f = self.0;
+        let mut map = s.serialize_map(Some(5))?;
+        map.serialize_entry("actions", &f.actions)?;
+        map.serialize_entry("action_count", &f.action_count)?;
+        map.serialize_entry("resource_count", &f.resource_count)?;
+        map.serialize_entry("labels", &f.labels)?;
+        map.serialize_entry("resource_tags", &f.resource_tags)?;
+        map.end()
+    }
+}
+
+struct RecordedBudget<'a>(&'a BudgetFacts);
+
+impl Serialize for RecordedBudget<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let b = self.0;
+        let mut map = s.serialize_map(Some(4))?;
+        map.serialize_entry("tokens_left", &b.tokens_left)?;
+        map.serialize_entry("cost_left_micro_usd", &b.cost_left_micro_usd)?;
+        map.serialize_entry("used_ratio_percent", &b.used_ratio_percent)?;
+        map.serialize_entry("exceeded", &b.exceeded)?;
+        map.end()
+    }
+}
+
+/// A REST request's body fields by name, each as its JSON value.
+struct Fields<'a>(&'a [(Arc<str>, FieldValue)]);
+
+impl Serialize for Fields<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (name, value) in self.0 {
+            match value {
+                FieldValue::String(v) => map.serialize_entry(&**name, v)?,
+                FieldValue::Long(v) => map.serialize_entry(&**name, v)?,
+                FieldValue::Bool(v) => map.serialize_entry(&**name, v)?,
+                FieldValue::Strings(v) => map.serialize_entry(&**name, v)?,
+            }
+        }
+        map.end()
+    }
 }
 
 /// The resource as a test case writes it.
-fn resource(r: &Resource) -> Value {
-    match r {
-        Resource::Model { provider, name } => json!({ "provider": &**provider, "model": name }),
-        Resource::Provider { name } => json!({ "provider": &**name }),
-        Resource::Tool { server, name } => json!({ "server": &**server, "tool": name }),
-        Resource::McpServer { name } => json!({ "server": &**name }),
-        Resource::AgentTool { name, group } => match group {
-            Some(group) => json!({ "tool": name, "group": &**group }),
-            None => json!({ "tool": name }),
-        },
-        Resource::Operation { api, name, params } => {
-            let params: Map<String, Value> = params
-                .iter()
-                .map(|(k, v)| (k.to_string(), json!(v)))
-                .collect();
-            json!({ "api": &**api, "operation": &**name, "params": params })
-        }
-        Resource::Api { name } => json!({ "api": &**name }),
-        Resource::Host { name } => json!({ "host": name }),
-        Resource::Secret { path } => json!({ "secret": path }),
-        Resource::Approval {
-            id,
-            principal,
-            action,
-            resource,
-            owner,
-        } => {
-            let mut m = json!({
-                "approval": &**id, "principal": &**principal, "action": &**action,
-                "resource": &**resource,
-            });
-            if let Some(owner) = owner {
-                m["owner"] = json!(&**owner);
+struct RecordedResource<'a>(&'a Resource);
+
+impl Serialize for RecordedResource<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        match self.0 {
+            Resource::Model { provider, name } => {
+                map.serialize_entry("provider", &**provider)?;
+                map.serialize_entry("model", name)?;
             }
-            m
+            Resource::Provider { name } => map.serialize_entry("provider", &**name)?,
+            Resource::Tool { server, name } => {
+                map.serialize_entry("server", &**server)?;
+                map.serialize_entry("tool", name)?;
+            }
+            Resource::McpServer { name } => map.serialize_entry("server", &**name)?,
+            Resource::AgentTool { name, group } => {
+                map.serialize_entry("tool", name)?;
+                if let Some(group) = group {
+                    map.serialize_entry("group", &**group)?;
+                }
+            }
+            Resource::Operation { api, name, params } => {
+                map.serialize_entry("api", &**api)?;
+                map.serialize_entry("operation", &**name)?;
+                map.serialize_entry("params", &Params(params))?;
+            }
+            Resource::Api { name } => map.serialize_entry("api", &**name)?,
+            Resource::Host { name } => map.serialize_entry("host", name)?,
+            Resource::Secret { path } => map.serialize_entry("secret", path)?,
+            Resource::Approval {
+                id,
+                principal,
+                action,
+                resource,
+                owner,
+            } => {
+                map.serialize_entry("approval", &**id)?;
+                map.serialize_entry("principal", &**principal)?;
+                map.serialize_entry("action", &**action)?;
+                map.serialize_entry("resource", &**resource)?;
+                if let Some(owner) = owner {
+                    map.serialize_entry("owner", &**owner)?;
+                }
+            }
+            Resource::Quarantine { kind, name } => {
+                map.serialize_entry("quarantine", kind)?;
+                map.serialize_entry("name", &**name)?;
+            }
         }
-        Resource::Quarantine { kind, name } => json!({ "quarantine": kind, "name": &**name }),
+        map.end()
+    }
+}
+
+/// An operation's path parameters by name.
+struct Params<'a>(&'a [(Arc<str>, String)]);
+
+impl Serialize for Params<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (&**k, v)))
     }
 }
 
@@ -274,7 +349,8 @@ mod tests {
 
     /// What replay judges is what was judged: every fact policy reads comes back.
     fn assert_round_trip(original: &Action, arguments: bool) {
-        let facts = of(original, arguments, 8192).unwrap();
+        let raw = of(original, arguments, 8192).unwrap();
+        let facts: serde_json::Value = serde_json::from_str(raw.get()).unwrap();
         let back = recorded_action(&engine(), &facts).unwrap();
         assert_eq!(back.principal, original.principal, "{facts}");
         assert_eq!(back.verb, original.verb);
@@ -325,7 +401,7 @@ mod tests {
     #[test]
     fn arguments_that_are_not_recorded_and_large_facts_are_left_out() {
         let tool = tool_call(serde_json::json!({"token": "ghp_secret"}));
-        assert_eq!(of(&tool, false, 8192), Err(ARGUMENTS_NOT_RECORDED));
+        assert_eq!(of(&tool, false, 8192).err(), Some(ARGUMENTS_NOT_RECORDED));
         let chat = action(
             Verb::LlmChat,
             Resource::Model {
@@ -334,6 +410,6 @@ mod tests {
             },
             Facts::Llm(LlmFacts::default()),
         );
-        assert_eq!(of(&chat, false, 64), Err(TOO_LARGE));
+        assert_eq!(of(&chat, false, 64).err(), Some(TOO_LARGE));
     }
 }

@@ -59,7 +59,7 @@ pub struct Judged {
     pub shadow: Option<ShadowDifference>,
     /// What the decision record carries for replay (`policy/facts.rs`), or why nothing;
     /// `None` with `audit.decision_facts: false`.
-    pub facts: Option<Result<serde_json::Value, &'static str>>,
+    pub facts: Option<Result<crate::audit::event::RawJson, &'static str>>,
     /// What made the decision other than policy's verdict, if anything did
     /// (`policy::facts::OVERRULED_BY_*`).
     pub overruled_by: Option<&'static str>,
@@ -374,7 +374,7 @@ impl Exchange {
             event.content_digest = Arc::clone(digest);
         }
         match judged.facts {
-            Some(Ok(facts)) => event.facts = Some(Box::new(facts)),
+            Some(Ok(facts)) => event.facts = Some(facts),
             Some(Err(why)) => event.facts_omitted = why.into(),
             None => {}
         }
