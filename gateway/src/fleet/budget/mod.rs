@@ -14,12 +14,13 @@ mod freshness;
 pub mod prices;
 pub mod sync;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::sync::{Arc, LazyLock};
+
 use dashmap::DashMap;
-use prometheus::{GaugeVec, Opts};
+use prometheus::{Gauge, GaugeVec, Opts};
 
 use crate::action::{BudgetFacts, Principal};
 use crate::telemetry::metrics::Metrics;
@@ -28,6 +29,9 @@ pub use prices::BudgetError;
 
 /// The fleet's name in the spend table.
 pub const FLEET: &str = "*";
+
+/// [`FLEET`], shared: looking an account up takes no allocation.
+static FLEET_NAME: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(FLEET));
 
 /// What was spent in one period.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -58,12 +62,24 @@ impl Spent {
 /// One account's spend as this replica knows it: the fleet's total at the last sync, what this
 /// replica charged since and has not stored yet, what it is storing now, and what it stored
 /// but has not read back in the fleet's total yet.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Entry {
     stored: Spent,
     unflushed: Spent,
     flushing: Spent,
     unread: Spent,
+    /// Its gauges, once exported (dropped when the gauges are reset).
+    gauges: Option<Gauges>,
+}
+
+/// One account's series of `warden_budget_spent_usd` and `warden_budget_remaining_ratio`
+/// (the latter once a budget bounds the account).
+#[derive(Debug, Clone)]
+struct Gauges {
+    /// [`Ledger::resets`] when they were made: older ones were reset away.
+    made_at: u64,
+    spent_usd: Gauge,
+    remaining: Option<Gauge>,
 }
 
 impl Entry {
@@ -97,6 +113,9 @@ pub struct Ledger {
     remaining: GaugeVec,
     /// How fresh the fleet's totals are ([`sync`]).
     fresh: freshness::Freshness,
+    /// How many times the gauges were reset (a new day): an entry's gauges made before the
+    /// last reset are made again.
+    resets: AtomicU64,
 }
 
 impl Ledger {
@@ -124,6 +143,7 @@ impl Ledger {
             spent_usd,
             remaining,
             fresh: freshness::Freshness::new(metrics),
+            resets: AtomicU64::new(0),
         }
     }
 
@@ -157,22 +177,17 @@ impl Ledger {
             output_tokens: output,
             micro_usd,
         };
-        let fleet: Arc<str> = Arc::from(FLEET);
         let names = std::iter::once((Scope::Agent, &principal.id))
             .chain(principal.groups.iter().map(|g| (Scope::Group, g)))
-            .chain(std::iter::once((Scope::Fleet, &fleet)));
+            .chain(std::iter::once((Scope::Fleet, &*FLEET_NAME)));
         for (scope, name) in names {
             for period in Period::ALL {
-                let mut entry = self
-                    .spent
-                    .entry((scope, Arc::clone(name), period, index(period, now)))
-                    .or_default();
+                let account = (scope, Arc::clone(name), period, index(period, now));
+                let mut entry = self.spent.entry(account.clone()).or_default();
                 entry.unflushed.add(charged);
-                let spent = entry.total();
+                let (spent, gauges) = (entry.total(), entry.gauges.clone());
                 drop(entry);
-                if self.spent.len() <= METRIC_ACCOUNTS_MAX {
-                    self.export(config, (scope, name, period), spent);
-                }
+                self.export(config, &account, spent, gauges);
             }
         }
     }
@@ -188,25 +203,28 @@ impl Ledger {
                     Period::Day => *i == d,
                     Period::Month => *i == m,
                 };
+                entry.gauges = None;
                 current || !entry.unflushed.is_zero() || !entry.flushing.is_zero()
             });
+            // Counted before and after: gauges made while the reset runs are made again.
+            self.resets.fetch_add(1, Ordering::Relaxed);
             self.spent_usd.reset();
             self.remaining.reset();
+            self.resets.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Sets the account's gauges: its spend, and what is left of the tightest budget on it.
+    /// `gauges`: the account's, when exported before (else they are made, and kept in its
+    /// entry, while the accounts are fewer than [`METRIC_ACCOUNTS_MAX`]).
     fn export(
         &self,
         config: &BudgetsConfig,
-        (scope, name, period): (Scope, &str, Period),
+        account: &Account,
         spent: Spent,
+        gauges: Option<Gauges>,
     ) {
-        let label = crate::text::bounded(name, LABEL_MAX);
-        let labels = [scope.as_str(), &*label, period.as_str()];
-        self.spent_usd
-            .with_label_values(&labels)
-            .set(spent.micro_usd as f64 / 1e6);
+        let (scope, name, period) = (account.0, &*account.1, account.2);
         let mut facts = BudgetFacts::UNBOUNDED;
         let on_account = |l: &&BudgetLimit| {
             l.scope == scope
@@ -219,16 +237,46 @@ impl Ledger {
             facts.tighten(limit, spent);
             bounded = true;
         }
-        if bounded {
+        let resets = self.resets.load(Ordering::Relaxed);
+        let gauges = match gauges {
+            Some(gauges)
+                if gauges.made_at == resets && (gauges.remaining.is_some() || !bounded) =>
+            {
+                gauges
+            }
+            cached => {
+                if cached.is_none() && self.spent.len() > METRIC_ACCOUNTS_MAX {
+                    return;
+                }
+                let label = crate::text::bounded(name, LABEL_MAX);
+                let labels = [scope.as_str(), &*label, period.as_str()];
+                let made = Gauges {
+                    made_at: resets,
+                    spent_usd: self.spent_usd.with_label_values(&labels),
+                    remaining: bounded.then(|| self.remaining.with_label_values(&labels)),
+                };
+                if let Some(mut entry) = self.spent.get_mut(account) {
+                    entry.gauges = Some(made.clone());
+                }
+                made
+            }
+        };
+        gauges.spent_usd.set(spent.micro_usd as f64 / 1e6);
+        if let (true, Some(remaining)) = (bounded, &gauges.remaining) {
             let left = 1.0 - (facts.used_ratio_percent.min(100) as f64 / 100.0);
-            self.remaining.with_label_values(&labels).set(left);
+            remaining.set(left);
         }
     }
 
     /// What `scope`'s `name` spent in the `period` holding `now`.
     pub fn spent(&self, scope: Scope, name: &str, period: Period, now: SystemTime) -> Spent {
+        self.spent_of(scope, &Arc::from(name), period, now)
+    }
+
+    /// [`Ledger::spent`], for a name already shared.
+    fn spent_of(&self, scope: Scope, name: &Arc<str>, period: Period, now: SystemTime) -> Spent {
         self.spent
-            .get(&(scope, Arc::from(name), period, index(period, now)))
+            .get(&(scope, Arc::clone(name), period, index(period, now)))
             .map(|e| e.total())
             .unwrap_or_default()
     }
@@ -247,7 +295,7 @@ impl Ledger {
         let mut facts = BudgetFacts::UNBOUNDED;
         for limit in &config.limits {
             for name in bounded(limit, principal) {
-                let spent = self.spent(limit.scope, name, limit.period, now);
+                let spent = self.spent_of(limit.scope, name, limit.period, now);
                 facts.tighten(limit, spent);
             }
         }
@@ -278,21 +326,22 @@ impl Ledger {
 }
 
 /// The names whose spend `limit` bounds for `principal`: its id, its groups, or the fleet.
-fn bounded<'a>(limit: &'a BudgetLimit, principal: &'a Principal) -> Vec<&'a str> {
+fn bounded<'a>(
+    limit: &'a BudgetLimit,
+    principal: &'a Principal,
+) -> impl Iterator<Item = &'a Arc<str>> + 'a {
     let matches = |name: &str| limit.name.as_deref().is_some_and(|n| n == "*" || n == name);
-    match limit.scope {
-        Scope::Agent => [&*principal.id]
-            .into_iter()
-            .filter(|id| matches(id))
-            .collect(),
-        Scope::Group => principal
-            .groups
-            .iter()
-            .map(|g| &**g)
-            .filter(|g| matches(g))
-            .collect(),
-        Scope::Fleet => vec![FLEET],
-    }
+    let agent = (limit.scope == Scope::Agent).then_some(&principal.id);
+    let groups = principal
+        .groups
+        .iter()
+        .filter(move |_| limit.scope == Scope::Group);
+    let fleet = (limit.scope == Scope::Fleet).then_some(&*FLEET_NAME);
+    agent
+        .into_iter()
+        .chain(groups)
+        .filter(move |name| matches(name))
+        .chain(fleet)
 }
 
 impl BudgetFacts {
@@ -458,6 +507,59 @@ mod tests {
             .with_label_values(&["group", "research", "month"])
             .get();
         assert_eq!(left, 1.0, "0.3% used rounds down to 0%");
+    }
+
+    /// The series exported as spend goes on: each charge moves its account's gauges (kept
+    /// between charges), a bounded account alone has a remaining ratio, and after a new day's
+    /// reset the month's accounts, kept, are exported again.
+    #[test]
+    fn gauges_follow_every_charge_and_survive_a_new_day() {
+        let metrics = Metrics::new();
+        let ledger = Ledger::new(&metrics);
+        let config = config(
+            "limits: [{ scope: agent, name: a, period: day, usd: 1 }]",
+            "openai: { gpt-4o: { input: 100, output: 100 } }",
+        );
+        let series = |metrics: &Metrics| {
+            let text = metrics.render();
+            let mut lines: Vec<String> = text
+                .lines()
+                .filter(|l| {
+                    l.starts_with("warden_budget_spent") || l.starts_with("warden_budget_rem")
+                })
+                .map(str::to_owned)
+                .collect();
+            lines.sort();
+            lines
+        };
+        let a = agent("a", &[]);
+        let gpt4o = ("openai", "gpt-4o");
+        ledger.charge(&config, &a, gpt4o, (1000, 0), noon());
+        ledger.charge(&config, &a, gpt4o, (1000, 0), noon());
+        assert_eq!(
+            series(&metrics),
+            [
+                r#"warden_budget_remaining_ratio{name="a",period="day",scope="agent"} 0.8"#,
+                r#"warden_budget_spent_usd{name="*",period="day",scope="fleet"} 0.2"#,
+                r#"warden_budget_spent_usd{name="*",period="month",scope="fleet"} 0.2"#,
+                r#"warden_budget_spent_usd{name="a",period="day",scope="agent"} 0.2"#,
+                r#"warden_budget_spent_usd{name="a",period="month",scope="agent"} 0.2"#,
+            ]
+        );
+        let tomorrow = noon() + Duration::from_secs(86_400);
+        ledger.charge(&config, &a, gpt4o, (1000, 0), tomorrow);
+        ledger.charge(&config, &a, gpt4o, (1000, 0), tomorrow);
+        ledger.charge(&config, &a, gpt4o, (1000, 0), tomorrow);
+        assert_eq!(
+            series(&metrics),
+            [
+                r#"warden_budget_remaining_ratio{name="a",period="day",scope="agent"} 0.7"#,
+                r#"warden_budget_spent_usd{name="*",period="day",scope="fleet"} 0.3"#,
+                r#"warden_budget_spent_usd{name="*",period="month",scope="fleet"} 0.5"#,
+                r#"warden_budget_spent_usd{name="a",period="day",scope="agent"} 0.3"#,
+                r#"warden_budget_spent_usd{name="a",period="month",scope="agent"} 0.5"#,
+            ]
+        );
     }
 
     #[test]

@@ -104,7 +104,9 @@ impl Ledger {
             && self.spent.len() <= METRIC_ACCOUNTS_MAX
         {
             for (scope, name, period, spent) in self.accounts(now) {
-                self.export(config, (scope, &name, period), spent);
+                let account = (scope, name, period, super::index(period, now));
+                let gauges = self.spent.get(&account).and_then(|e| e.gauges.clone());
+                self.export(config, &account, spent, gauges);
             }
         }
         Ok(())

@@ -51,7 +51,7 @@ impl Ledger {
         let bounding = config
             .limits
             .iter()
-            .any(|limit| !bounded(limit, principal).is_empty());
+            .any(|limit| bounded(limit, principal).next().is_some());
         match config.on_stale {
             _ if !bounding => Ok(self.facts(config, principal, now)),
             OnStale::Refuse => Err(BudgetUnknown {
