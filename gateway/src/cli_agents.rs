@@ -11,7 +11,7 @@ use clap::Subcommand;
 
 use warden::fleet::quarantine::until::{parse_until, rfc3339};
 use warden::state::pins::now_ms;
-use warden::state::quarantine::{QuarantineRecord, Target};
+use warden::state::quarantine::{Actor, QuarantineRecord, Target};
 
 #[derive(Subcommand)]
 pub enum AgentsCommand {
@@ -28,7 +28,7 @@ pub enum AgentsCommand {
         /// (`2026-12-05T09:00:00Z`); without it, until released.
         #[arg(long, value_parser = parse_until)]
         until: Option<i64>,
-        /// Who quarantines, as recorded (default: $USER).
+        /// Who quarantines, as recorded: this name of the issuer `warden-cli` (default: $USER).
         #[arg(long = "as", value_name = "OPERATOR")]
         operator: Option<String>,
         #[arg(short, long, env = "WARDEN_CONFIG")]
@@ -114,7 +114,7 @@ pub fn agents(command: AgentsCommand) -> Result<ExitCode> {
                     target: target.target()?,
                     reason,
                     trigger: "manual".into(),
-                    by: format!("operator:{by}"),
+                    by: Actor::cli(by),
                     created_ms: now_ms(),
                     until_ms: until,
                 };

@@ -18,6 +18,7 @@ use crate::config::validate::validate;
 use crate::listener::Shutdown;
 use crate::shared::Shared;
 use crate::snapshot::{Snapshot, SnapshotError};
+use crate::upstream::breaker::BreakerConfig;
 
 /// How long file events are gathered before one reload (editors write in several steps).
 const DEBOUNCE: Duration = Duration::from_millis(250);
@@ -252,6 +253,7 @@ pub async fn apply(shared: &Shared, config_path: Option<&Path>) -> Result<PathBu
             if let Some(pins) = &shared.pins {
                 pins.reconfigure(&snapshot.config.pins);
             }
+            shared.breakers.reconfigure(breaker_settings(&snapshot));
             shared.snapshot.store(Arc::new(snapshot));
             shared.metrics.reloads.with_label_values(&["ok"]).inc();
             tracing::info!(policies, version = %version, "reload applied");
@@ -273,6 +275,17 @@ pub async fn apply(shared: &Shared, config_path: Option<&Path>) -> Result<PathBu
             Err(e)
         }
     }
+}
+
+/// The circuit breaker settings of every MCP server in `snapshot` (`mcp` is reloaded; the
+/// routes' come from `upstream`, which takes a restart).
+fn breaker_settings(snapshot: &Snapshot) -> impl Iterator<Item = (&str, &BreakerConfig)> {
+    snapshot
+        .routes
+        .iter()
+        .filter_map(|route| route.mcp.as_ref())
+        .flat_map(|endpoint| &endpoint.servers)
+        .map(|server| (&*server.upstream, &server.breaker))
 }
 
 /// Validates the configuration that will actually run: the new file with the running

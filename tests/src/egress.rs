@@ -410,3 +410,38 @@ fn last_json_line(out: &std::process::Output, what: &str) -> anyhow::Result<Valu
         )
     })
 }
+
+/// Opens a `CONNECT` tunnel to `target` (`host:port`) through the egress proxy at `proxy`, as
+/// `token`: the connection once the proxy answered, and the head of that answer.
+pub async fn open_tunnel(
+    proxy: SocketAddr,
+    target: &str,
+    token: &str,
+) -> anyhow::Result<(tokio::net::TcpStream, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(proxy).await?;
+    let request = format!(
+        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: Bearer {token}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut head = vec![0u8; 1024];
+    let n = stream.read(&mut head).await?;
+    Ok((stream, String::from_utf8_lossy(&head[..n]).into_owned()))
+}
+
+/// A TLS client that trusts only the CA certificates of the PEM file `ca`.
+pub fn tls_trusting(ca: &Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    use rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read_to_string(ca).with_context(|| format!("{}", ca.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}

@@ -98,16 +98,36 @@ pub const FORBID_GPT41: &str = "@id(\"e2e-forbid-gpt41\")\n@reason(\"no gpt-4.1\
 /// A chat (gpt-4o-mini, not streamed) through `warden` as `token`: its status and body
 /// (`null` when not JSON).
 pub async fn chat(warden: &Warden, token: &str) -> (u16, Value) {
-    let response = warden
+    let response = send_chat(warden, token).await;
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Sends a minimal OpenAI chat with `gpt-4o-mini` to `warden`'s `openai` route as `token`
+/// (`Authorization: Bearer`): the response.
+pub async fn send_chat(warden: &Warden, token: &str) -> reqwest::Response {
+    warden
         .http()
         .post(warden.url("/openai/chat/completions"))
         .bearer_auth(token)
         .json(&openai_chat("gpt-4o-mini", false))
         .send()
         .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+        .unwrap()
+}
+
+/// Sends a minimal Anthropic message to `claude-sonnet-4-5` to `warden`'s `anthropic` route as
+/// `token` (`x-api-key`, as Anthropic's SDK sends it): the response.
+pub async fn send_message(warden: &Warden, token: &str) -> reqwest::Response {
+    warden
+        .http()
+        .post(warden.url("/anthropic/v1/messages"))
+        .header("x-api-key", token)
+        .header("anthropic-version", "2023-06-01")
+        .json(&anthropic_messages("claude-sonnet-4-5", false))
+        .send()
+        .await
+        .unwrap()
 }
 
 /// A minimal OpenAI chat request body.

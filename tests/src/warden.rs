@@ -542,6 +542,44 @@ impl Warden {
             .with_context(|| format!("writing policy {name}"))
     }
 
+    /// Edits the config file with `edit` (as JSON, which is YAML; replaced whole, as an editor
+    /// does), sends SIGHUP and waits up to 20 s for a reload to be applied (its audit record),
+    /// then until no other reload follows within a second (the file watcher reloads a change
+    /// too), so that what runs afterwards is the edited configuration.
+    pub async fn reload(&self, edit: impl FnOnce(&mut Value)) -> anyhow::Result<()> {
+        let applied = |records: &[Value]| {
+            records
+                .iter()
+                .filter(|r| r["detail"]["event"] == "reload" && r["detail"]["result"] == "applied")
+                .count()
+        };
+        let before = applied(&self.audit_records());
+        let path = &self.setup.config_path;
+        let mut config: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+        edit(&mut config);
+        let edited = path.with_extension("edited");
+        std::fs::write(&edited, serde_json::to_string_pretty(&config)?)?;
+        std::fs::rename(&edited, path)?;
+        self.signal(libc::SIGHUP)?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while applied(&self.audit_records()) == before {
+            if tokio::time::Instant::now() >= deadline {
+                bail!("no reload applied within 20 s:\n{}", self.output());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        loop {
+            let seen = applied(&self.audit_records());
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if applied(&self.audit_records()) == seen {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("reloads still following each other after 20 s");
+            }
+        }
+    }
+
     /// Sends a signal to the Warden process.
     pub fn signal(&self, signal: i32) -> anyhow::Result<()> {
         self.proc.signal(signal)

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use warden_e2e::fake_llm::FakeLlm;
 use warden_e2e::idp::{ALPHA, Idp};
+use warden_e2e::operator::text;
 use warden_e2e::stack::chat;
 use warden_e2e::warden::{AUDIENCE, Warden, WardenBuilder};
 
@@ -20,12 +21,17 @@ const ADMIN_AUDIENCE: &str = "warden-admin";
 /// Lets the IdP's `sre` group (people of `issuer`) administer quarantines, nobody else; lets
 /// agents chat.
 fn operators(issuer: &str) -> String {
+    administer("operators-administer", issuer)
+        + "@id(\"agents-chat\")\npermit (principal is Agent, action == Action::\"llm:chat\", resource);\n"
+}
+
+/// Policy `id`: the `sre` group of `issuer` administers quarantines.
+fn administer(id: &str, issuer: &str) -> String {
     format!(
-        "@id(\"operators-administer\")\n\
+        "@id(\"{id}\")\n\
          permit (principal in Group::\"sre\", action in [Action::\"admin:quarantine\", \
          Action::\"admin:release\", Action::\"admin:list\"], resource)\n\
-         when {{ principal.issuer == \"{issuer}\" }};\n\
-         @id(\"agents-chat\")\npermit (principal is Agent, action == Action::\"llm:chat\", resource);\n"
+         when {{ principal.issuer == \"{issuer}\" }};\n"
     )
 }
 
@@ -179,12 +185,9 @@ async fn an_operator_allowed_by_policy_quarantines_lists_and_releases_an_agent_a
         body["quarantine"]["target"]["name"], "rogue-agent",
         "{body}"
     );
-    assert_eq!(body["quarantine"]["by"], "admin:alice", "{body}");
-    assert_eq!(
-        body["operator"],
-        json!({"id": "alice", "issuer": idp.issuer()}),
-        "{body}"
-    );
+    let alice_of_idp = json!({"id": "alice", "issuer": idp.issuer()});
+    assert_eq!(body["quarantine"]["by"], alice_of_idp, "{body}");
+    assert_eq!(body["operator"], alice_of_idp, "{body}");
     assert!(body["quarantine"]["until"].is_string(), "{body}");
     let (status, refused) = chat(&w, &rogue).await;
     assert_eq!(status, 403, "{refused}");
@@ -198,6 +201,7 @@ async fn an_operator_allowed_by_policy_quarantines_lists_and_releases_an_agent_a
     assert_eq!(listed.len(), 1, "{body}");
     assert_eq!(listed[0]["target"]["kind"], "agent");
     assert_eq!(listed[0]["reason"], "incident 4712: prompt injection");
+    assert_eq!(listed[0]["by"], alice_of_idp, "{body}");
     assert_eq!(list(&w, &carol).await.0, 403);
 
     // Released by the operator only; a second release finds nothing.
@@ -292,11 +296,11 @@ async fn an_operator_allowed_by_policy_quarantines_lists_and_releases_an_agent_a
         })
         .await
         .unwrap();
-    assert_eq!(record["detail"]["by"], "admin:alice");
+    assert_eq!(record["detail"]["by"], alice_of_idp);
     w.wait_for_audit(Duration::from_secs(5), |r| {
         r["kind"] == "system"
             && r["detail"]["event"] == "release"
-            && r["detail"]["released_by"] == "admin:alice"
+            && r["detail"]["released_by"] == alice_of_idp
     })
     .await
     .unwrap();
@@ -305,6 +309,91 @@ async fn an_operator_allowed_by_policy_quarantines_lists_and_releases_an_agent_a
     for token in [&alice, &carol, &impostor, &agent_of_idp] {
         assert!(!log.contains(token.as_str()));
     }
+}
+
+#[tokio::test]
+async fn two_operators_named_alike_at_two_identity_providers_are_told_apart() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let (first, second) = (Idp::shared().await.unwrap(), Idp::start().await.unwrap());
+    assert_ne!(first.issuer(), second.issuer());
+    let both = json!(
+        [first.issuer(), second.issuer()]
+            .map(|issuer| json!({"issuer": issuer, "audiences": [ADMIN_AUDIENCE]}))
+    );
+    let w = WardenBuilder::new(&upstream)
+        .without_policy("e2e-permit-all.cedar")
+        .set("/admin/api", json!(true))
+        .set("/admin/identity", json!({ "issuers": both }))
+        .policy("admin-first.cedar", &administer("first", first.issuer()))
+        .policy("admin-second.cedar", &administer("second", second.issuer()))
+        .start()
+        .await
+        .unwrap();
+    // `alice` at each provider: the same subject, two people.
+    let alices = [
+        first.person_token("alice", ADMIN_AUDIENCE).await.unwrap(),
+        second.person_token("alice", ADMIN_AUDIENCE).await.unwrap(),
+    ];
+    let by = [first.issuer(), second.issuer()].map(|i| json!({"id": "alice", "issuer": i}));
+    for ((token, agent), by) in alices.iter().zip(["agent-one", "agent-two"]).zip(&by) {
+        let request = json!({"agent": agent, "reason": "incident 4713"});
+        let (status, body) = quarantine(&w, Some(token), &request).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(&body["quarantine"]["by"], by, "{body}");
+    }
+
+    // The list, the audit log and the command line name each one with its issuer.
+    let (status, body) = list(&w, &alices[0]).await;
+    assert_eq!(status, 200, "{body}");
+    let listed: Vec<(&Value, &Value)> = body["quarantines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| (&q["target"]["name"], &q["by"]))
+        .collect();
+    assert_eq!(
+        listed,
+        [(&json!("agent-one"), &by[0]), (&json!("agent-two"), &by[1])],
+        "{body}"
+    );
+    for (agent, by) in ["agent-one", "agent-two"].into_iter().zip(&by) {
+        w.wait_for_audit(Duration::from_secs(5), |r| {
+            r["kind"] == "system"
+                && r["detail"]["event"] == "quarantine"
+                && r["detail"]["target"]["name"] == agent
+                && &r["detail"]["by"] == by
+        })
+        .await
+        .unwrap();
+    }
+    let out = w.cli(&["agents", "list"]).await.unwrap();
+    let listed = text(&out);
+    assert!(out.status.success(), "{listed}");
+    for (agent, issuer) in [
+        ("agent-one", first.issuer()),
+        ("agent-two", second.issuer()),
+    ] {
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.contains(agent) && l.contains(&format!("by alice [{issuer}]"))),
+            "{listed}"
+        );
+    }
+
+    // A release names its operator with its issuer too.
+    let (status, body) = release(&w, &alices[0], "agent-two").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["released"]["by"], by[1], "{body}");
+    assert_eq!(body["operator"], by[0], "{body}");
+    w.wait_for_audit(Duration::from_secs(5), |r| {
+        r["kind"] == "system"
+            && r["detail"]["event"] == "release"
+            && r["detail"]["target"]["name"] == "agent-two"
+            && r["detail"]["released_by"] == by[0]
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test]

@@ -5,12 +5,12 @@
 //! rebinding and domain fronting, and recorded.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use warden_e2e::egress::{Dns, Origin, Pki, curl, node_fetch, python_clients};
+use warden_e2e::egress::{
+    Dns, Origin, Pki, curl, node_fetch, open_tunnel, python_clients, tls_trusting,
+};
 use warden_e2e::warden::{Warden, WardenBuilder, free_port};
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -52,6 +52,14 @@ async fn warden(dns: &Dns, policies: &[(&str, &str)]) -> (Warden, SocketAddr) {
         builder = builder.policy(name, text);
     }
     (builder.start().await.expect("warden starts"), egress)
+}
+
+/// [`warden`] with [`ALLOWLIST`] and the policy file `extra` (name, text); a token of
+/// `build-bot`.
+async fn allowlist_and(dns: &Dns, extra: (&str, &str)) -> (Warden, SocketAddr, String) {
+    let (warden, proxy) = warden(dns, &[("egress.cedar", ALLOWLIST), extra]).await;
+    let token = warden.token("build-bot").await.unwrap();
+    (warden, proxy, token)
 }
 
 /// The audit records of egress to `host`.
@@ -320,12 +328,7 @@ async fn egress_is_denied_by_default_and_internal_addresses_need_an_explicit_per
 @id("egress-anywhere")
 permit (principal is Agent, action in [Action::"egress:connect", Action::"egress:request"], resource);
 "#;
-    let (warden, proxy) = warden(
-        &dns,
-        &[("egress.cedar", ALLOWLIST), ("anywhere.cedar", anywhere)],
-    )
-    .await;
-    let token = warden.token("build-bot").await.unwrap();
+    let (warden, proxy, token) = allowlist_and(&dns, ("anywhere.cedar", anywhere)).await;
 
     let got = curl(
         proxy,
@@ -434,33 +437,10 @@ async fn a_tls_server_name_other_than_the_tunnel_host_is_refused() {
     } = allowlisted().await;
 
     // A tunnel opened to allowed.test whose ClientHello names fronted.test.
-    let mut stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
     let target = format!("allowed.test:{}", https.addr.port());
-    stream
-        .write_all(
-            format!(
-                "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: Bearer {token}\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut head = vec![0u8; 1024];
-    let n = stream.read(&mut head).await.unwrap();
-    let head = String::from_utf8_lossy(&head[..n]);
+    let (stream, head) = open_tunnel(proxy, &target, &token).await.unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_certs(&std::fs::read_to_string(&ca).unwrap()) {
-        roots.add(cert).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = tls_trusting(&ca).unwrap();
     let name = rustls::pki_types::ServerName::try_from("fronted.test").unwrap();
     let handshake = tokio::time::timeout(WAIT, connector.connect(name, stream))
         .await
@@ -478,13 +458,6 @@ async fn a_tls_server_name_other_than_the_tunnel_host_is_refused() {
         "egress_sni_mismatch",
     )
     .await;
-}
-
-fn rustls_pki_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
-    use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
-        .map(|c| c.unwrap())
-        .collect()
 }
 
 #[tokio::test]
@@ -576,12 +549,7 @@ async fn a_tunnel_is_judged_again_once_its_first_bytes_show_what_it_carries() {
 forbid (principal, action == Action::"egress:connect", resource)
 when { context.scheme != "connect" && context.scheme != "https" };
 "#;
-    let (warden, proxy) = warden(
-        &dns,
-        &[("egress.cedar", ALLOWLIST), ("tls-only.cedar", tls_only)],
-    )
-    .await;
-    let token = warden.token("build-bot").await.unwrap();
+    let (warden, proxy, token) = allowlist_and(&dns, ("tls-only.cedar", tls_only)).await;
 
     // The CONNECT is allowed (scheme "connect"); its first bytes are plain HTTP, which the
     // policy forbids: the tunnel closes before a byte reaches the origin.

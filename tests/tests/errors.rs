@@ -5,8 +5,8 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use warden_e2e::fake_llm::{Failure, FakeLlm};
 use warden_e2e::sdk;
-use warden_e2e::stack::{AGENT, Stack, anthropic_messages, openai_chat};
-use warden_e2e::warden::{ClosedPort, WardenBuilder};
+use warden_e2e::stack::{AGENT, Stack, openai_chat, send_chat, send_message};
+use warden_e2e::warden::{ClosedPort, Warden, WardenBuilder};
 
 #[tokio::test]
 async fn malformed_json_is_refused_with_400_and_audited() {
@@ -91,23 +91,23 @@ async fn default_body_limit_admits_openclaw_sized_requests() {
     );
 }
 
-#[tokio::test]
-async fn upstream_down_answers_502_in_each_provider_shape_and_is_audited() {
+/// Warden whose every route's upstream is a port nothing listens on (kept closed by the
+/// first), and an agent's token.
+async fn upstream_down() -> (ClosedPort, Warden, String) {
     let closed = ClosedPort::new().unwrap();
     let warden = WardenBuilder::with_upstream_url(&closed.url())
         .start()
         .await
         .unwrap();
     let token = warden.token(AGENT).await.unwrap();
+    (closed, warden, token)
+}
 
-    let openai = warden
-        .http()
-        .post(warden.url("/openai/chat/completions"))
-        .bearer_auth(&token)
-        .json(&openai_chat("gpt-4o-mini", false))
-        .send()
-        .await
-        .unwrap();
+#[tokio::test]
+async fn upstream_down_answers_502_in_each_provider_shape_and_is_audited() {
+    let (_closed, warden, token) = upstream_down().await;
+
+    let openai = send_chat(&warden, &token).await;
     assert_eq!(openai.status(), 502);
     let body: Value = openai.json().await.unwrap();
     assert!(
@@ -115,15 +115,7 @@ async fn upstream_down_answers_502_in_each_provider_shape_and_is_audited() {
         "OpenAI error shape: {body}"
     );
 
-    let anthropic = warden
-        .http()
-        .post(warden.url("/anthropic/v1/messages"))
-        .header("x-api-key", &token)
-        .header("anthropic-version", "2023-06-01")
-        .json(&anthropic_messages("claude-sonnet-4-5", false))
-        .send()
-        .await
-        .unwrap();
+    let anthropic = send_message(&warden, &token).await;
     assert_eq!(anthropic.status(), 502);
     let body: Value = anthropic.json().await.unwrap();
     assert_eq!(body["type"], "error", "Anthropic error shape: {body}");
@@ -209,12 +201,7 @@ async fn default_body_limit_admits_a_ten_mib_request() {
 
 #[tokio::test]
 async fn upstream_down_answers_502_in_gemini_shape() {
-    let closed = ClosedPort::new().unwrap();
-    let warden = WardenBuilder::with_upstream_url(&closed.url())
-        .start()
-        .await
-        .unwrap();
-    let token = warden.token(AGENT).await.unwrap();
+    let (_closed, warden, token) = upstream_down().await;
     let response = warden
         .http()
         .post(warden.url("/gemini/v1beta/models/gemini-2.0-flash:generateContent"))
@@ -238,20 +225,8 @@ async fn upstream_down_answers_502_in_gemini_shape() {
 
 #[tokio::test]
 async fn upstream_failures_are_logged_with_request_id_and_principal() {
-    let closed = ClosedPort::new().unwrap();
-    let warden = WardenBuilder::with_upstream_url(&closed.url())
-        .start()
-        .await
-        .unwrap();
-    let token = warden.token(AGENT).await.unwrap();
-    let response = warden
-        .http()
-        .post(warden.url("/openai/chat/completions"))
-        .bearer_auth(&token)
-        .json(&openai_chat("gpt-4o-mini", false))
-        .send()
-        .await
-        .unwrap();
+    let (_closed, warden, token) = upstream_down().await;
+    let response = send_chat(&warden, &token).await;
     assert_eq!(response.status(), 502);
     let request_id = response.headers()["x-request-id"]
         .to_str()

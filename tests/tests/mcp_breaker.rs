@@ -3,7 +3,9 @@
 //! answered at once with a JSON-RPC error to the request (`upstream_circuit_open`, naming the
 //! server and when it is tried again) without a connection or a process reaching them; after
 //! the cool-down a probe to the recovered server closes the breaker. A JSON-RPC error the
-//! server answers itself is no failure. Metrics, logs and the audit show it.
+//! server answers itself is no failure. Metrics, logs and the audit show it. A reload that
+//! changes a server's breaker settings reaches the sessions opened before it; one that leaves
+//! them keeps the breaker's state.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -79,8 +81,14 @@ fn initialize(id: u64) -> Value {
 
 /// Warden with endpoint `/mcp/tools` on server `server` (an `mcp.servers` entry), whose
 /// breaker opens after `failures` failures for one second.
-async fn warden(mut server: Value, failures: u32) -> Warden {
-    server["breaker"] = json!({"failures": failures, "open_for": "1s", "probes": 1});
+async fn warden(server: Value, failures: u32) -> Warden {
+    warden_with(server, failures, "1s").await
+}
+
+/// Warden with endpoint `/mcp/tools` on server `server`, whose breaker opens after
+/// `failures` failures for `open_for`.
+async fn warden_with(mut server: Value, failures: u32, open_for: &str) -> Warden {
+    server["breaker"] = json!({"failures": failures, "open_for": open_for, "probes": 1});
     WardenBuilder::with_upstream_url("http://127.0.0.1:9")
         .set(
             "/mcp",
@@ -242,27 +250,11 @@ async fn a_failing_remote_mcp_server_is_opened_answered_at_once_and_closed_by_a_
 
     upstream.failing.store(true, Ordering::SeqCst);
     let before = upstream.calls();
-    for id in 10..13 {
-        let (_, _, body) =
-            posted(&w, &token, session, &tool_call(id, "flaky_echo", json!({}))).await;
-        assert_eq!(
-            body["error"]["data"]["code"], "upstream_unavailable",
-            "the server's own failure: {body}"
-        );
-    }
+    failed_calls(&w, &token, session, 10..13).await;
     assert_eq!(upstream.calls(), before + 3);
 
     // Open: answered by Warden at once, the server not reached.
-    let (status, retry_after, body) =
-        posted(&w, &token, session, &tool_call(42, "flaky_echo", json!({}))).await;
-    assert_open_answer(status, retry_after.as_deref(), &body, 42);
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("after 3 consecutive failures"),
-        "{body}"
-    );
+    refused_open(&w, &token, session, 42, 3).await;
     assert_eq!(upstream.calls(), before + 3, "no call while open");
     assert_eq!(state(&w).await, Some(2.0), "open is 2");
     // The call's outcome record (after its decision record) carries the refusal.
@@ -351,4 +343,66 @@ async fn a_local_mcp_server_that_cannot_start_is_opened_not_spawned_and_closed_b
     assert!(body["result"].is_object(), "{body}");
     assert_eq!(state(&w).await, Some(0.0));
     assert_one_round_trip(&w).await;
+}
+
+/// Calls `flaky_echo` once per id in `ids` on `session` while the server fails: each reaches
+/// the server and fails there.
+async fn failed_calls(w: &Warden, token: &str, session: Option<&str>, ids: std::ops::Range<u64>) {
+    for id in ids {
+        let (_, _, body) = posted(w, token, session, &tool_call(id, "flaky_echo", json!({}))).await;
+        assert_eq!(
+            body["error"]["data"]["code"], "upstream_unavailable",
+            "the server's own failure: {body}"
+        );
+    }
+}
+
+/// Calls `flaky_echo` on `session`, asserted answered by the open breaker after `failures`.
+async fn refused_open(w: &Warden, token: &str, session: Option<&str>, id: u64, failures: u32) {
+    let (status, retry_after, body) =
+        posted(w, token, session, &tool_call(id, "flaky_echo", json!({}))).await;
+    assert_open_answer(status, retry_after.as_deref(), &body, id);
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("after {failures} consecutive failures")),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_session_opened_before_a_reload_follows_the_servers_new_breaker_settings() {
+    let upstream = Flaky::start().await;
+    let w = warden_with(json!({"name": "flaky", "url": upstream.url()}), 3, "30s").await;
+    let token = w.token("agent-1").await.unwrap();
+    let session = initialize_raw(&w, "/mcp/tools", &token).await.unwrap();
+    let session = Some(session.as_str());
+    let (_, _, body) = posted(&w, &token, session, &tool_call(2, "flaky_echo", json!({}))).await;
+    assert_eq!(body["result"]["content"][0]["text"], "echoed", "{body}");
+    upstream.failing.store(true, Ordering::SeqCst);
+    failed_calls(&w, &token, session, 10..13).await;
+    refused_open(&w, &token, session, 13, 3).await;
+    let reached = upstream.calls();
+
+    // A reload that rebuilds the MCP servers but leaves this one's breaker settings as they
+    // were: its breaker stays open.
+    w.reload(|config| config["mcp"]["request_timeout"] = json!("60s"))
+        .await
+        .unwrap();
+    refused_open(&w, &token, session, 14, 3).await;
+    assert_eq!(
+        upstream.calls(),
+        reached,
+        "still open: nothing reached the server"
+    );
+
+    // A reload that lowers the server's threshold: the session opened before it calls through
+    // a new breaker, closed, that opens after 2 failures.
+    w.reload(|config| config["mcp"]["servers"][0]["breaker"]["failures"] = json!(2))
+        .await
+        .unwrap();
+    assert_eq!(state(&w).await, Some(0.0), "a new breaker, closed");
+    failed_calls(&w, &token, session, 20..22).await;
+    refused_open(&w, &token, session, 22, 2).await;
+    assert_eq!(upstream.calls(), reached + 2);
+    assert_eq!(state(&w).await, Some(2.0), "open is 2");
 }

@@ -4,13 +4,11 @@
 //! The audit log says why each ended.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use warden_e2e::egress::{Dns, Origin, Pki};
+use warden_e2e::egress::{Dns, Origin, Pki, open_tunnel, tls_trusting};
 use warden_e2e::mcp;
 use warden_e2e::operator::text;
 use warden_e2e::sse::{Event, EventReader};
@@ -254,41 +252,15 @@ async fn a_quarantine_closes_the_agents_egress_tunnel() {
     let token = w.token("build-bot").await.unwrap();
 
     // A tunnel to allowed.test, TLS through it, one request answered.
-    let mut stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
     let target = format!("allowed.test:{}", https.addr.port());
-    stream
-        .write_all(
-            format!(
-                "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: Bearer {token}\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut head = vec![0u8; 1024];
-    let n = stream.read(&mut head).await.unwrap();
-    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
-    let mut roots = rustls::RootCertStore::empty();
-    let ca = pki.write_ca(w.setup.dir.path());
-    let pem = std::fs::read_to_string(&ca).unwrap();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let (stream, head) = open_tunnel(proxy, &target, &token).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let connector = tls_trusting(&pki.write_ca(w.setup.dir.path())).unwrap();
     let name = rustls::pki_types::ServerName::try_from("allowed.test").unwrap();
-    let mut tls = tokio::time::timeout(
-        WAIT,
-        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, stream),
-    )
-    .await
-    .expect("the handshake ends")
-    .expect("TLS through the tunnel");
+    let mut tls = tokio::time::timeout(WAIT, connector.connect(name, stream))
+        .await
+        .expect("the handshake ends")
+        .expect("TLS through the tunnel");
     tls.write_all(b"GET /before HTTP/1.1\r\nHost: allowed.test\r\n\r\n")
         .await
         .unwrap();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use warden_e2e::egress::Dns;
 use warden_e2e::fake_llm::FakeLlm;
-use warden_e2e::stack::{AGENT, anthropic_messages, openai_chat};
+use warden_e2e::stack::{AGENT, send_chat, send_message};
 use warden_e2e::warden::{Warden, WardenBuilder};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -28,15 +28,7 @@ async fn warden(dns: &Dns, openai: &str, anthropic: &str, allow_private: Value) 
 
 /// An OpenAI chat completion through `warden`: its status, `x-warden-error` and body.
 async fn chat(warden: &Warden) -> (u16, String, Value) {
-    let token = warden.token(AGENT).await.unwrap();
-    let response = warden
-        .http()
-        .post(warden.url("/openai/chat/completions"))
-        .bearer_auth(&token)
-        .json(&openai_chat("gpt-4o-mini", false))
-        .send()
-        .await
-        .unwrap();
+    let response = send_chat(warden, &warden.token(AGENT).await.unwrap()).await;
     let status = response.status().as_u16();
     let code = response
         .headers()
@@ -49,16 +41,7 @@ async fn chat(warden: &Warden) -> (u16, String, Value) {
 
 /// An Anthropic message through `warden`: its status and body.
 async fn message(warden: &Warden) -> (u16, Value) {
-    let token = warden.token(AGENT).await.unwrap();
-    let response = warden
-        .http()
-        .post(warden.url("/anthropic/v1/messages"))
-        .header("x-api-key", &token)
-        .header("anthropic-version", "2023-06-01")
-        .json(&anthropic_messages("claude-sonnet-4-5", false))
-        .send()
-        .await
-        .unwrap();
+    let response = send_message(warden, &warden.token(AGENT).await.unwrap()).await;
     (response.status().as_u16(), response.json().await.unwrap())
 }
 

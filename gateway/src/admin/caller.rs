@@ -20,6 +20,7 @@ use crate::decision::Decision;
 use crate::identity::{AuthError, credential_from_headers};
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
+use crate::state::quarantine::Actor;
 use crate::text::{FIELD_MAX, bounded};
 
 /// The route name admin records carry.
@@ -37,14 +38,9 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Who did it, as a quarantine record keeps it: `admin:<subject>`.
-    pub fn by(&self) -> String {
-        format!("admin:{}", self.subject)
-    }
-
-    /// The operator as an answer shows it: `{"id", "issuer"}`.
-    pub fn describe(&self) -> serde_json::Value {
-        serde_json::json!({ "id": &*self.subject, "issuer": &*self.issuer })
+    /// Who did it, as a quarantine record keeps it: the subject of its issuer.
+    pub fn by(&self) -> Actor {
+        Actor::new(&*self.subject, &*self.issuer)
     }
 }
 

@@ -140,7 +140,7 @@ async fn create_quarantine(
         StatusCode::CREATED,
         json!({
             "quarantine": describe(&record),
-            "operator": operator.describe(),
+            "operator": operator.by().to_json(),
             "decision_id": operator.decision_id,
         }),
     ))
@@ -169,8 +169,7 @@ async fn release(
             StatusCode::OK,
             json!({
                 "released": describe(&record),
-                "by": operator.by(),
-                "operator": operator.describe(),
+                "operator": operator.by().to_json(),
                 "decision_id": operator.decision_id,
             }),
         )),
@@ -239,7 +238,7 @@ fn describe(record: &QuarantineRecord) -> Value {
         "target": { "kind": record.target.kind(), "name": record.target.name() },
         "reason": record.reason,
         "trigger": record.trigger,
-        "by": record.by,
+        "by": record.by.to_json(),
         "since": rfc3339(record.created_ms),
         "until": record.until_ms.map(rfc3339),
     })

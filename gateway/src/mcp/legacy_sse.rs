@@ -398,10 +398,12 @@ mod tests {
         let body = "event: endpoint\ndata: /message?sessionId=s1\n\n: ping\n\n\
                     event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{}}\n\n";
         let (events_tx, mut events) = tokio::sync::mpsc::channel(8);
-        let breaker = Arc::new(crate::upstream::breaker::Breaker::new(
-            Arc::from("mcp:old"),
-            crate::upstream::breaker::BreakerConfig::default(),
-            crate::upstream::breaker::BreakerMetrics::new(),
+        let breaker = Arc::new(crate::upstream::breaker::BreakerSlot::new(
+            crate::upstream::breaker::Breaker::new(
+                Arc::from("mcp:old"),
+                crate::upstream::breaker::BreakerConfig::default(),
+                crate::upstream::breaker::BreakerMetrics::new(),
+            ),
         ));
         let router = Arc::new(Router::new(
             Arc::from("old"),

@@ -18,7 +18,7 @@ use super::router::{Call, Events, Router, ServerRequests, State, token_key};
 use super::stdio::StdioTransport;
 use super::streamable_http::HttpTransport;
 use crate::protocol::mcp::jsonrpc::{self, Message};
-use crate::upstream::breaker::{Admitted, Breaker, CircuitOpen};
+use crate::upstream::breaker::{Admitted, BreakerSlot, CircuitOpen};
 
 /// How messages reach the server.
 enum Transport {
@@ -47,7 +47,7 @@ impl Link {
         requests: Arc<ServerRequests>,
         http: &reqwest::Client,
         timeout: Duration,
-        breaker: Arc<Breaker>,
+        breaker: Arc<BreakerSlot>,
     ) -> Result<Link, LinkError> {
         let router = Arc::new(Router::new(
             Arc::clone(&server.name),

@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 use super::error::LinkError;
 use crate::protocol::mcp::jsonrpc::{self, Id, Kind, Message};
 use crate::protocol::mcp::names;
-use crate::upstream::breaker::Breaker;
+use crate::upstream::breaker::BreakerSlot;
 
 /// Messages of one request held for the agent at most; past this, progress is dropped.
 const REQUEST_BUFFER: usize = 64;
@@ -119,8 +119,9 @@ pub struct Router {
     /// The forms of the credential Warden last sent the server: replaced with `[REDACTED]`
     /// wherever its messages echo them (`inject.redact`).
     echo: Mutex<Option<Arc<[Zeroizing<String>]>>>,
-    /// The server's circuit breaker (shared by every session's link to it).
-    pub breaker: Arc<Breaker>,
+    /// The server's circuit breaker, as the settings in force make it (shared by every
+    /// session's link to it).
+    pub breaker: Arc<BreakerSlot>,
 }
 
 impl Router {
@@ -129,7 +130,7 @@ impl Router {
         server: Arc<str>,
         events: Events,
         requests: Arc<ServerRequests>,
-        breaker: Arc<Breaker>,
+        breaker: Arc<BreakerSlot>,
     ) -> Router {
         let (state, _) = watch::channel(State::Starting);
         Router {
@@ -384,15 +385,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::breaker::{BreakerConfig, BreakerMetrics};
+    use crate::upstream::breaker::{Breaker, BreakerConfig, BreakerMetrics};
     use serde_json::json;
 
-    fn breaker() -> Arc<Breaker> {
-        Arc::new(Breaker::new(
+    fn breaker() -> Arc<BreakerSlot> {
+        Arc::new(BreakerSlot::new(Breaker::new(
             Arc::from("mcp:files"),
             BreakerConfig::default(),
             BreakerMetrics::new(),
-        ))
+        )))
     }
 
     #[tokio::test]

@@ -131,7 +131,7 @@ impl Sessions {
             let events = events_tx.clone();
             let requests = Arc::clone(&requests);
             let client = &client;
-            let breaker = breakers.of(&server.upstream, &server.breaker);
+            let breaker = breakers.slot(&server.upstream, &server.breaker);
             async move {
                 let link = match breaker.admit() {
                     Ok(admitted) => {

@@ -49,6 +49,56 @@ impl std::fmt::Display for Target {
     }
 }
 
+/// Who put a quarantine in force or lifted it: a name as the issuer that vouched for it
+/// gives it, as an admin decision record names its principal (`{"id", "issuer"}`). Two
+/// operators with one name at two identity providers are two people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// The name: an operator's (its token's subject claim at the admin API, `--as` or `$USER`
+    /// at the command line), or `warden` for Warden itself.
+    pub id: String,
+    /// Who vouched for it: the operator's identity provider (its issuer URL) at the admin API,
+    /// [`Actor::CLI`] at the command line, [`Actor::WARDEN`] for Warden itself.
+    pub issuer: String,
+}
+
+impl Actor {
+    /// The issuer of operators of the command line (as for approvals decided there): whoever
+    /// may run `warden` with the configuration.
+    pub const CLI: &str = "warden-cli";
+    /// The issuer (and the name) of what Warden does itself: a trigger, an expiry.
+    pub const WARDEN: &str = "warden";
+
+    /// `id` of `issuer`.
+    pub fn new(id: impl Into<String>, issuer: impl Into<String>) -> Actor {
+        Actor {
+            id: id.into(),
+            issuer: issuer.into(),
+        }
+    }
+
+    /// Warden itself (a trigger).
+    pub fn warden() -> Actor {
+        Actor::new(Actor::WARDEN, Actor::WARDEN)
+    }
+
+    /// The command line's operator `id`.
+    pub fn cli(id: impl Into<String>) -> Actor {
+        Actor::new(id, Actor::CLI)
+    }
+
+    /// `{"id", "issuer"}`, as records and answers show it.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "id": self.id, "issuer": self.issuer })
+    }
+}
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} [{}]", self.id, self.issuer)
+    }
+}
+
 /// One quarantine as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuarantineRecord {
@@ -57,8 +107,8 @@ pub struct QuarantineRecord {
     pub reason: String,
     /// What put it there: `manual`, `canary`, `denies` or `policy`.
     pub trigger: String,
-    /// Who put it there: `operator:<name>`, `admin:<subject>` or `warden` (a trigger).
-    pub by: String,
+    /// Who put it there.
+    pub by: Actor,
     /// When, in milliseconds since the Unix epoch.
     pub created_ms: i64,
     /// When it ends by itself; `None`: until released.

@@ -9,10 +9,16 @@
 //!
 //! One breaker per upstream for the whole process (every worker shares it): its state is a
 //! small mutex taken twice per request, never across an await.
+//!
+//! Across a reload: an upstream whose breaker settings did not change keeps its breaker and
+//! its state (open stays open); one whose settings changed gets a new breaker, closed, its
+//! counts started again (as Envoy rebuilds a cluster whose settings changed), for every
+//! request from then on, those of sessions opened before included ([`BreakerSlot`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use prometheus::core::Collector;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts};
@@ -329,10 +335,54 @@ impl Breaker {
     }
 }
 
-/// Every upstream's breaker, by route name.
+/// Where one upstream's breaker is kept: the breaker of its current settings. What lives
+/// longer than a request (an MCP session's link to its server) keeps the slot, never the
+/// breaker, so that a reload that changes the settings reaches it too.
+#[derive(Debug)]
+pub struct BreakerSlot {
+    current: ArcSwap<Breaker>,
+}
+
+impl BreakerSlot {
+    /// A slot holding `breaker`.
+    pub fn new(breaker: Breaker) -> BreakerSlot {
+        BreakerSlot {
+            current: ArcSwap::from_pointee(breaker),
+        }
+    }
+
+    /// The breaker of the current settings.
+    pub fn current(&self) -> Arc<Breaker> {
+        self.current.load_full()
+    }
+
+    /// Lets a request through the breaker of the current settings, or says it is open.
+    pub fn admit(&self) -> Result<Admitted, CircuitOpen> {
+        self.current().admit()
+    }
+
+    /// Puts a new, closed breaker with `config` in place unless the current one has it.
+    fn configure(&self, config: &BreakerConfig, metrics: &BreakerMetrics) {
+        let current = self.current.load_full();
+        if current.config == *config {
+            return;
+        }
+        let upstream = Arc::clone(&current.upstream);
+        tracing::info!(
+            upstream = %upstream, failures = config.failures, open_for = ?config.open_for,
+            probes = config.probes,
+            "circuit breaker settings changed: a new breaker, closed, counts from now on"
+        );
+        let fresh = Arc::new(Breaker::new(upstream, *config, metrics.clone()));
+        // Two at once with the same settings: either breaker will do.
+        self.current.compare_and_swap(&current, fresh);
+    }
+}
+
+/// Every upstream's breaker, by its label (the route name; `mcp:<server>`).
 #[derive(Debug)]
 pub struct Breakers {
-    by_upstream: DashMap<Arc<str>, Arc<Breaker>>,
+    by_upstream: DashMap<Arc<str>, Arc<BreakerSlot>>,
     metrics: BreakerMetrics,
 }
 
@@ -347,19 +397,44 @@ impl Breakers {
 
     /// The breaker of `upstream` with `config` (a new one when its configuration changed).
     pub fn of(&self, upstream: &Arc<str>, config: &BreakerConfig) -> Arc<Breaker> {
-        if let Some(b) = self.by_upstream.get(upstream)
-            && b.config == *config
-        {
-            return Arc::clone(&b);
+        if let Some(slot) = self.by_upstream.get(upstream) {
+            let current = slot.current();
+            if current.config == *config {
+                return current;
+            }
         }
-        let breaker = Arc::new(Breaker::new(
-            Arc::clone(upstream),
-            *config,
-            self.metrics.clone(),
-        ));
-        self.by_upstream
-            .insert(Arc::clone(upstream), Arc::clone(&breaker));
-        breaker
+        self.slot(upstream, config).current()
+    }
+
+    /// The slot of `upstream`'s breaker, its breaker given `config` if it had other settings.
+    pub fn slot(&self, upstream: &Arc<str>, config: &BreakerConfig) -> Arc<BreakerSlot> {
+        let slot = self
+            .by_upstream
+            .entry(Arc::clone(upstream))
+            .or_insert_with(|| {
+                Arc::new(BreakerSlot::new(Breaker::new(
+                    Arc::clone(upstream),
+                    *config,
+                    self.metrics.clone(),
+                )))
+            })
+            .clone();
+        slot.configure(config, &self.metrics);
+        slot
+    }
+
+    /// Applies reloaded `settings` (each upstream's label and breaker settings) to the
+    /// breakers made so far: a changed upstream's breaker is replaced for every holder of its
+    /// slot at once, not at its next new session.
+    pub fn reconfigure<'a>(
+        &self,
+        settings: impl IntoIterator<Item = (&'a str, &'a BreakerConfig)>,
+    ) {
+        for (upstream, config) in settings {
+            if let Some(slot) = self.by_upstream.get(upstream) {
+                slot.configure(config, &self.metrics);
+            }
+        }
     }
 }
 
@@ -490,5 +565,40 @@ mod tests {
                 && message.contains("tries again in 30s"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn a_reload_reaches_the_holders_of_a_slot_and_unchanged_settings_keep_the_state() {
+        let breakers = Breakers::new(BreakerMetrics::new());
+        let label: Arc<str> = Arc::from("mcp:files");
+        let five = BreakerConfig {
+            failures: 5,
+            open_for: Duration::from_secs(30),
+            probes: 1,
+        };
+        // A session keeps the slot it opened with.
+        let slot = breakers.slot(&label, &five);
+        for _ in 0..5 {
+            slot.admit().unwrap().failed();
+        }
+        assert!(slot.admit().is_err(), "open");
+        breakers.reconfigure([(&*label, &five)]);
+        assert!(slot.admit().is_err(), "the same settings keep it open");
+        assert!(Arc::ptr_eq(&slot.current(), &breakers.of(&label, &five)));
+
+        // Fewer failures: a new breaker, closed, that the session's slot follows.
+        let two = BreakerConfig {
+            failures: 2,
+            ..five
+        };
+        breakers.reconfigure([(&*label, &two)]);
+        slot.admit().unwrap().failed();
+        slot.admit().unwrap().failed();
+        let open = slot.admit().unwrap_err();
+        assert_eq!(open.failures, 2, "{open}");
+
+        // A reload makes no breaker for an upstream nothing used yet.
+        breakers.reconfigure([("mcp:other", &two)]);
+        assert!(breakers.by_upstream.get("mcp:other").is_none());
     }
 }

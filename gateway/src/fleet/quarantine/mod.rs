@@ -29,7 +29,7 @@ use crate::audit::AuditLog;
 use crate::audit::event::{AuditEvent, EventKind, Timestamp};
 use crate::state::StateError;
 use crate::state::pins::now_ms;
-use crate::state::quarantine::{QuarantineRecord, QuarantineRepository, Target};
+use crate::state::quarantine::{Actor, QuarantineRecord, QuarantineRepository, Target};
 
 /// The stable code of a quarantined agent's refusals and of its streams' cut.
 pub const CODE: &str = "agent_quarantined";
@@ -189,12 +189,12 @@ impl Quarantines {
     pub async fn release(
         &self,
         target: &Target,
-        by: &str,
+        by: &Actor,
     ) -> Result<Option<QuarantineRecord>, QuarantineError> {
         let store = self.store.get().ok_or(QuarantineError::NoStore)?;
         let released = store.release(target).await?;
         if let Some(record) = self.in_force.load().get(target).cloned() {
-            self.apply(&[], &[(record, by)]);
+            self.apply(&[], &[(record, by.clone())]);
         }
         Ok(released)
     }
@@ -213,7 +213,7 @@ impl Quarantines {
             target: Target::Agent(principal.id.to_string()),
             reason,
             trigger: trigger.to_owned(),
-            by: "warden".into(),
+            by: Actor::warden(),
             created_ms: now,
             until_ms: duration.map(|d| now.saturating_add(d.as_millis() as i64)),
         };
@@ -253,9 +253,9 @@ impl Quarantines {
             .filter(|r| stored.get(&r.target).is_none())
             .map(|r| {
                 let by = if r.in_force(now) {
-                    "another process"
+                    Actor::new("another process", Actor::WARDEN)
                 } else {
-                    "expiry"
+                    Actor::new("expiry", Actor::WARDEN)
                 };
                 (Arc::clone(r), by)
             })
@@ -268,7 +268,7 @@ impl Quarantines {
 
     /// Puts `added` in force and lifts `removed` on this process; audits, counts and wakes
     /// in-flight work.
-    fn apply(&self, added: &[Arc<QuarantineRecord>], removed: &[(Arc<QuarantineRecord>, &str)]) {
+    fn apply(&self, added: &[Arc<QuarantineRecord>], removed: &[(Arc<QuarantineRecord>, Actor)]) {
         self.in_force.rcu(|current| {
             let mut next = InForce {
                 agents: current.agents.clone(),
@@ -298,11 +298,11 @@ impl Quarantines {
             ));
         }
         for (record, by) in removed {
-            tracing::info!(target = %record.target, by, "quarantine released");
+            tracing::info!(target = %record.target, by = %by, "quarantine released");
             self.audit.append_detached(event(
                 "release",
                 record,
-                serde_json::json!({ "released_by": by }),
+                serde_json::json!({ "released_by": by.to_json() }),
             ));
         }
         self.metrics
@@ -320,7 +320,7 @@ pub(crate) fn event(what: &str, record: &QuarantineRecord, extra: serde_json::Va
         "target": { "kind": record.target.kind(), "name": record.target.name() },
         "reason": record.reason,
         "trigger": record.trigger,
-        "by": record.by,
+        "by": record.by.to_json(),
         "since_ms": record.created_ms,
         "until_ms": record.until_ms,
     });

@@ -9,7 +9,7 @@ use super::listen::QUARANTINE_CHANNEL;
 use super::{PostgresStore, query_error};
 use crate::state::error::StateError;
 use crate::state::pins::now_ms;
-use crate::state::quarantine::{QuarantineRecord, QuarantineRepository, Target};
+use crate::state::quarantine::{Actor, QuarantineRecord, QuarantineRepository, Target};
 
 impl QuarantineRepository for PostgresStore {
     fn quarantine(&self, record: QuarantineRecord) -> BoxFuture<'_, Result<(), StateError>> {
@@ -18,17 +18,19 @@ impl QuarantineRepository for PostgresStore {
             let err = || query_error(&db, operation);
             let tx = client.transaction().await.map_err(err())?;
             tx.execute(
-                "INSERT INTO quarantines (kind, name, reason, trigger, by, created_ms, until_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                "INSERT INTO quarantines \
+                 (kind, name, reason, trigger, by, by_issuer, created_ms, until_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                  ON CONFLICT (kind, name) DO UPDATE SET reason = excluded.reason, \
                  trigger = excluded.trigger, by = excluded.by, \
-                 created_ms = excluded.created_ms, until_ms = excluded.until_ms",
+                 by_issuer = excluded.by_issuer, created_ms = excluded.created_ms, until_ms = excluded.until_ms",
                 &[
                     &record.target.kind(),
                     &record.target.name(),
                     &record.reason,
                     &record.trigger,
-                    &record.by,
+                    &record.by.id,
+                    &record.by.issuer,
                     &record.created_ms,
                     &record.until_ms,
                 ],
@@ -51,7 +53,7 @@ impl QuarantineRepository for PostgresStore {
             let row = tx
                 .query_opt(
                     "DELETE FROM quarantines WHERE kind = $1 AND name = $2 \
-                     RETURNING reason, trigger, by, created_ms, until_ms",
+                     RETURNING reason, trigger, by, by_issuer, created_ms, until_ms",
                     &[&target.kind(), &target.name()],
                 )
                 .await
@@ -65,9 +67,9 @@ impl QuarantineRepository for PostgresStore {
                 target,
                 reason: row.get(0),
                 trigger: row.get(1),
-                by: row.get(2),
-                created_ms: row.get(3),
-                until_ms: row.get(4),
+                by: Actor::new(row.get::<_, String>(2), row.get::<_, String>(3)),
+                created_ms: row.get(4),
+                until_ms: row.get(5),
             }))
         }))
     }
@@ -86,7 +88,7 @@ impl QuarantineRepository for PostgresStore {
                 .map_err(err())?;
             let rows = tx
                 .query(
-                    "SELECT kind, name, reason, trigger, by, created_ms, until_ms \
+                    "SELECT kind, name, reason, trigger, by, by_issuer, created_ms, until_ms \
                      FROM quarantines ORDER BY created_ms, kind, name",
                     &[],
                 )
@@ -110,9 +112,9 @@ impl QuarantineRepository for PostgresStore {
                         target,
                         reason: row.get(2),
                         trigger: row.get(3),
-                        by: row.get(4),
-                        created_ms: row.get(5),
-                        until_ms: row.get(6),
+                        by: Actor::new(row.get::<_, String>(4), row.get::<_, String>(5)),
+                        created_ms: row.get(6),
+                        until_ms: row.get(7),
                     })
                 })
                 .collect()

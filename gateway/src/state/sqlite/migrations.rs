@@ -158,6 +158,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
         replica  TEXT    NOT NULL PRIMARY KEY,
         seen_ms  INTEGER NOT NULL
     ) STRICT;",
+    // 8: who put a quarantine in force is a name and the issuer that vouched for it (two
+    // operators named alike at two identity providers are two people). Rows written before
+    // keep their name without its prefix: `operator:<name>` was the command line's
+    // (`warden-cli`), `warden` Warden's own; the admin API's `admin:<subject>` did not record
+    // its issuer (`unrecorded`).
+    "ALTER TABLE quarantines ADD COLUMN by_issuer TEXT NOT NULL DEFAULT 'unrecorded';
+    UPDATE quarantines SET by_issuer = 'warden-cli', by = substr(by, 10) WHERE by LIKE 'operator:%';
+    UPDATE quarantines SET by_issuer = 'warden' WHERE by = 'warden';
+    UPDATE quarantines SET by = substr(by, 7) WHERE by LIKE 'admin:%';",
 ];
 
 /// Applies the steps the file lacks, each in its own transaction with its version; refuses a

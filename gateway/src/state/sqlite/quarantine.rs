@@ -8,7 +8,7 @@ use tokio::sync::broadcast;
 use super::{SqliteStore, query_error};
 use crate::state::error::StateError;
 use crate::state::pins::now_ms;
-use crate::state::quarantine::{QuarantineRecord, QuarantineRepository, Target};
+use crate::state::quarantine::{Actor, QuarantineRecord, QuarantineRepository, Target};
 
 impl QuarantineRepository for SqliteStore {
     fn quarantine(&self, record: QuarantineRecord) -> BoxFuture<'_, Result<(), StateError>> {
@@ -16,17 +16,19 @@ impl QuarantineRepository for SqliteStore {
             let operation = "record a quarantine";
             write(conn, |tx| {
                 tx.execute(
-                    "INSERT INTO quarantines (kind, name, reason, trigger, by, created_ms, until_ms) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                    "INSERT INTO quarantines \
+                     (kind, name, reason, trigger, by, by_issuer, created_ms, until_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
                      ON CONFLICT (kind, name) DO UPDATE SET reason = excluded.reason, \
                      trigger = excluded.trigger, by = excluded.by, \
-                     created_ms = excluded.created_ms, until_ms = excluded.until_ms",
+                     by_issuer = excluded.by_issuer, created_ms = excluded.created_ms, until_ms = excluded.until_ms",
                     params![
                         record.target.kind(),
                         record.target.name(),
                         record.reason,
                         record.trigger,
-                        record.by,
+                        record.by.id,
+                        record.by.issuer,
                         record.created_ms,
                         record.until_ms,
                     ],
@@ -50,16 +52,16 @@ impl QuarantineRepository for SqliteStore {
                 released = tx
                     .query_row(
                         "DELETE FROM quarantines WHERE kind = ?1 AND name = ?2 \
-                         RETURNING reason, trigger, by, created_ms, until_ms",
+                         RETURNING reason, trigger, by, by_issuer, created_ms, until_ms",
                         params![target.kind(), target.name()],
                         |row| {
                             Ok(QuarantineRecord {
                                 target: target.clone(),
                                 reason: row.get(0)?,
                                 trigger: row.get(1)?,
-                                by: row.get(2)?,
-                                created_ms: row.get(3)?,
-                                until_ms: row.get(4)?,
+                                by: Actor::new(row.get::<_, String>(2)?, row.get::<_, String>(3)?),
+                                created_ms: row.get(4)?,
+                                until_ms: row.get(5)?,
                             })
                         },
                     )
@@ -85,7 +87,7 @@ impl QuarantineRepository for SqliteStore {
             .map_err(query_error(path, operation))?;
             let mut statement = conn
                 .prepare(
-                    "SELECT kind, name, reason, trigger, by, created_ms, until_ms \
+                    "SELECT kind, name, reason, trigger, by, by_issuer, created_ms, until_ms \
                      FROM quarantines ORDER BY created_ms, kind, name",
                 )
                 .map_err(query_error(path, operation))?;
@@ -97,9 +99,9 @@ impl QuarantineRepository for SqliteStore {
                             target: Target::Agent(row.get(1)?),
                             reason: row.get(2)?,
                             trigger: row.get(3)?,
-                            by: row.get(4)?,
-                            created_ms: row.get(5)?,
-                            until_ms: row.get(6)?,
+                            by: Actor::new(row.get::<_, String>(4)?, row.get::<_, String>(5)?),
+                            created_ms: row.get(6)?,
+                            until_ms: row.get(7)?,
                         },
                     ))
                 })

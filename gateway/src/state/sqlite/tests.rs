@@ -95,3 +95,39 @@ async fn a_file_that_is_not_a_database_is_refused_naming_it() {
     assert!(err.to_string().contains("state.db"), "{err}");
     assert!(err.to_string().contains("state.sqlite"), "{err}");
 }
+
+#[tokio::test]
+async fn quarantines_stored_before_issuers_were_recorded_keep_who_put_them() {
+    use crate::state::quarantine::{Actor, QuarantineRepository};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let conn = Connection::open(&path).unwrap();
+    for step in &migrations::MIGRATIONS[..7] {
+        conn.execute_batch(step).unwrap();
+    }
+    conn.execute_batch(
+        "PRAGMA user_version = 7;
+         INSERT INTO quarantines (kind, name, reason, trigger, by, created_ms, until_ms) VALUES
+           ('agent', 'a', 'r', 'manual', 'operator:alice', 1, NULL),
+           ('agent', 'b', 'r', 'manual', 'admin:alice', 2, NULL),
+           ('agent', 'c', 'r', 'canary', 'warden', 3, NULL);",
+    )
+    .unwrap();
+    drop(conn);
+    let store = SqliteStore::open(&path).await.unwrap();
+    let by: Vec<_> = store
+        .active()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.by)
+        .collect();
+    assert_eq!(
+        by,
+        [
+            Actor::cli("alice"),
+            Actor::new("alice", "unrecorded"),
+            Actor::warden()
+        ]
+    );
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::Backend;
 use crate::state::pins::now_ms;
-use crate::state::quarantine::{QuarantineRecord, Target};
+use crate::state::quarantine::{Actor, QuarantineRecord, Target};
 
 on_both_backends!(a_quarantine_is_shared_replaced_released_and_expires,);
 
@@ -14,7 +14,7 @@ fn record(target: Target, reason: &str, until_ms: Option<i64>) -> QuarantineReco
         target,
         reason: reason.into(),
         trigger: "manual".into(),
-        by: "operator:alice".into(),
+        by: Actor::new("alice", "https://sso.example.com"),
         created_ms: now_ms(),
         until_ms,
     }
@@ -50,7 +50,7 @@ async fn a_quarantine_is_shared_replaced_released_and_expires(backend: Backend) 
         .find(|r| r.target == Target::Agent("rogue".into()))
         .unwrap();
     assert_eq!(rogue.reason, "second");
-    assert_eq!(rogue.by, "operator:alice");
+    assert_eq!(rogue.by, Actor::new("alice", "https://sso.example.com"));
 
     let released = other
         .release(&Target::Group("red".into()))
