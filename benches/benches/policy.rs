@@ -95,7 +95,7 @@ fn decision_facts(c: &mut Criterion) {
     let max = warden::audit::config::AuditConfig::default().decision_facts_max_bytes;
     let off = warden_bench::records::decision();
     let mut on = off.clone();
-    on.facts = Some(Box::new(facts::of(&action, false, max).expect("facts fit")));
+    on.facts = Some(facts::of(&action, false, max).expect("facts fit"));
     let size = |e: &warden::audit::event::AuditEvent| serde_json::to_vec(e).expect("encodes").len();
     println!(
         "decision record: {} bytes without facts, {} bytes with",
@@ -109,7 +109,7 @@ fn decision_facts(c: &mut Criterion) {
     group.bench_function("record_on", |b| {
         b.iter(|| {
             let mut event = off.clone();
-            event.facts = Some(Box::new(facts::of(&action, false, max).expect("facts fit")));
+            event.facts = Some(facts::of(&action, false, max).expect("facts fit"));
             serde_json::to_vec(&event).expect("encodes")
         })
     });
