@@ -60,31 +60,46 @@ fn append(c: &mut Criterion) {
 }
 
 /// What a decided request pays for its receipt: the action digest (SHA-256 over who asked
-/// for what) and the signed JWS (an Ed25519 signature over the encoded payload).
+/// for what), then its share of a signed batch. `batch/N`: N receipts signed together, per
+/// receipt (Criterion's throughput): each request's claims serialised and hashed as a leaf,
+/// the tree built and its head signed once, each receipt's audit path and value.
+/// `batch/1` is a request alone, as every request was before batching.
 fn receipt(c: &mut Criterion) {
-    use warden::audit::receipt::{Receipt, Receipts, action_digest};
+    use warden::audit::receipt::batch::sign_batch;
+    use warden::audit::receipt::{Receipt, action_digest, format, merkle};
     use warden::audit::signer::Signer;
     let signer = Signer::new(ed25519_dalek::SigningKey::from_bytes(&[7; 32]));
-    let receipts = Receipts::new(&signer);
+    let header = format::head_header(&signer);
     let event = records::decision();
+    let claims = |seq: u64| Receipt {
+        iss: "warden".to_owned(),
+        iat: 1_796_000_000,
+        decision_id: "01JDZ8Q3V7Y2M4K6N8P0R2T4W6".to_owned(),
+        action_digest: action_digest(&event),
+        decision: "allow".to_owned(),
+        policies: vec!["allow-gpt4o".to_owned()],
+        seq,
+    };
     let mut group = c.benchmark_group("receipt");
     group.measurement_time(Duration::from_secs(3));
     group.throughput(Throughput::Elements(1));
     group.bench_function("action_digest", |b| b.iter(|| action_digest(&event)));
-    group.bench_function("sign", |b| {
-        b.iter(|| {
-            let receipt = Receipt {
-                iss: "warden".to_owned(),
-                iat: 1_796_000_000,
-                decision_id: "01JDZ8Q3V7Y2M4K6N8P0R2T4W6".to_owned(),
-                action_digest: action_digest(&event),
-                decision: "allow".to_owned(),
-                policies: vec!["allow-gpt4o".to_owned()],
-                seq: 123_456,
-            };
-            receipts.sign(&signer, &receipt)
-        })
-    });
+    for n in [1u64, 8, 64] {
+        group.throughput(Throughput::Elements(n));
+        group.bench_function(format!("batch/{n}"), |b| {
+            b.iter(|| {
+                let json: Vec<Vec<u8>> = (0..n)
+                    .map(|seq| serde_json::to_vec(&claims(seq)).unwrap())
+                    .collect();
+                let leaves = json.iter().map(|j| merkle::leaf_hash(j)).collect();
+                let (head, tree) = sign_batch(&signer, &header, leaves).unwrap();
+                json.iter()
+                    .enumerate()
+                    .map(|(i, j)| format::receipt(&head, j, i, &tree.path(i)).len())
+                    .sum::<usize>()
+            })
+        });
+    }
     group.finish();
 }
 

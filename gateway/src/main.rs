@@ -293,8 +293,10 @@ enum PolicyCommand {
 
 #[derive(Subcommand)]
 enum ReceiptCommand {
-    /// Verify a receipt's signature with the audit public key and print what it says; with
-    /// --audit, also check that the decision record it names says the same.
+    /// Verify a receipt with the audit public key and print what it says: the signature of
+    /// its batch's signed head, and that its claims are in that batch (their inclusion proof
+    /// reaches the signed root); with --audit, also check that the decision record it names
+    /// says the same. Each way a receipt fails is named (docs/audit.md#receipts).
     Verify {
         /// The receipt (the `x-warden-receipt` header's value), or - to read it from stdin.
         receipt: String,
@@ -1013,16 +1015,23 @@ fn receipt_verify(receipt: &str, keys: &AuditKeyArgs, audit: Option<&Path>) -> R
     } else {
         receipt.to_owned()
     };
-    let claims = match warden::audit::receipt::verify(&text, &keys) {
-        Ok(claims) => claims,
+    let verified = match warden::audit::receipt::verify(&text, &keys) {
+        Ok(verified) => verified,
         Err(e) => {
             eprintln!("warden: receipt INVALID: {e}");
             return Ok(ExitCode::from(1));
         }
     };
-    println!("{}", serde_json::to_string_pretty(&claims)?);
+    let claims = &verified.claims;
+    println!("{}", serde_json::to_string_pretty(claims)?);
+    let signed = format!(
+        "signed by the audit key {} (receipt {} of a batch of {})",
+        verified.kid,
+        verified.index + 1,
+        verified.size
+    );
     let Some(dir) = audit else {
-        println!("receipt valid: signed by the audit key");
+        println!("receipt valid: {signed}");
         return Ok(ExitCode::SUCCESS);
     };
     let mut found = None;
@@ -1054,7 +1063,7 @@ fn receipt_verify(receipt: &str, keys: &AuditKeyArgs, audit: Option<&Path>) -> R
         return Ok(ExitCode::from(1));
     }
     println!(
-        "receipt valid: signed by the audit key, and the decision record at seq {} matches",
+        "receipt valid: {signed}, and the decision record at seq {} matches",
         claims.seq
     );
     Ok(ExitCode::SUCCESS)

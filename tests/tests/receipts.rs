@@ -1,12 +1,20 @@
-//! Tamper evidence end to end: every decided response carries a signed receipt that an
-//! independent JWS library (PyJWT) verifies with the key Warden publishes, `warden receipt
-//! verify` checks it against the log, and `warden audit verify --require-signed` accepts the
-//! log Warden wrote and refuses one with a record added behind its last checkpoint.
+//! Tamper evidence end to end: every decided response carries a receipt (its batch's signed
+//! head, its claims, their inclusion proof) that a third party verifies with only the key
+//! Warden publishes and docs/audit.md (`tests/sdk/verify_receipt.py`: hashlib and
+//! cryptography, nothing of Warden's), concurrent requests share a signed head, `warden
+//! receipt verify` checks each against the log, and `warden audit verify --require-signed`
+//! accepts the log Warden wrote and refuses one with a record added behind its last
+//! checkpoint.
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use warden_e2e::stack::{FORBID_GPT41, Stack, openai_chat};
 use warden_e2e::warden::run_bounded;
+
+const CHAT: &str = "/openai/chat/completions";
 
 async fn warden_cli(s: &Stack, args: &[&str]) -> std::process::Output {
     let mut cmd = s.warden.setup.command();
@@ -52,18 +60,15 @@ async fn receipts_verify_independently_and_match_the_signed_log() {
     assert_eq!(unauthenticated.status(), 401);
     assert!(unauthenticated.headers().get("x-warden-receipt").is_none());
 
-    // PyJWT, with the JWK Set the admin listener publishes.
+    // A third party, with the JWK Set the admin listener publishes and the documented steps.
     let jwks_url = s.warden.admin_url("/.well-known/warden-audit-keys.json");
     let args: Vec<&str> = receipts.iter().map(|(r, _)| r.as_str()).collect();
-    let checked = warden_e2e::sdk::run("verify_receipt.py", &jwks_url, "-", &args)
-        .await
-        .unwrap();
-    let checked = checked["receipts"].as_array().unwrap();
+    let checked = verify_elsewhere(&jwks_url, &args).await;
     for (i, (decision, (_, decision_id))) in ["allow", "deny"].iter().zip(&receipts).enumerate() {
         let claims = &checked[i]["claims"];
         assert_eq!(claims["decision"], *decision, "{checked:?}");
         assert_eq!(claims["decision_id"], decision_id.as_str());
-        assert_eq!(checked[i]["header"]["typ"], "warden-receipt+jwt");
+        assert_eq!(checked[i]["header"]["typ"], "warden-receipt-batch+jwt");
         assert!(
             claims["action_digest"]
                 .as_str()
@@ -73,44 +78,58 @@ async fn receipts_verify_independently_and_match_the_signed_log() {
     }
     assert_eq!(checked[1]["claims"]["policies"][0], "e2e-forbid-gpt41");
 
-    // An altered receipt fails in PyJWT as in Warden.
+    // Altered claims, or an altered head, fail for the third party as in Warden, each saying
+    // what is wrong.
     let (good, _) = &receipts[0];
-    let parts: Vec<&str> = good.split('.').collect();
+    let parts: Vec<&str> = good.split('~').collect();
     let mut claims: Value = checked[0]["claims"].clone();
     claims["decision"] = "deny".into();
-    use base64::Engine;
-    let payload =
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string().as_bytes());
-    let altered = format!("{}.{payload}.{}", parts[0], parts[2]);
-    let refused = warden_e2e::sdk::run("verify_receipt.py", &jwks_url, "-", &[altered.as_str()])
-        .await
-        .unwrap();
-    assert!(
-        refused["receipts"][0]["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("Signature")),
-        "{refused}"
+    let altered = format!(
+        "{}~{}~{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        parts[2]
     );
+    let head: Vec<&str> = parts[0].split('.').collect();
+    let mut batch = checked[0]["head"].clone();
+    batch["size"] = 2.into();
+    let forged_head = format!(
+        "{}.{}.{}~{}~{}",
+        head[0],
+        URL_SAFE_NO_PAD.encode(batch.to_string()),
+        head[2],
+        parts[1],
+        parts[2]
+    );
+    let refused = verify_elsewhere(&jwks_url, &[altered.as_str(), forged_head.as_str()]).await;
+    assert!(
+        refused[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not in the signed batch")),
+        "{refused:?}"
+    );
+    assert!(
+        refused[1]["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("InvalidSignature")),
+        "{refused:?}"
+    );
+    for (bad, says) in [
+        (&altered, "claims or the proof's path were altered"),
+        (&forged_head, "the head was altered or forged"),
+    ] {
+        let out = warden_cli(&s, &["receipt", "verify", bad, "--jwks", &jwks_url]).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("INVALID") && stderr.contains(says),
+            "{stderr}"
+        );
+    }
 
+    verify_against_log(&s, good, &jwks_url).await;
     let audit = s.warden.audit_dir();
     let audit = audit.to_str().unwrap();
-    let ok = warden_cli(
-        &s,
-        &[
-            "receipt", "verify", good, "--jwks", &jwks_url, "--audit", audit,
-        ],
-    )
-    .await;
-    let stdout = String::from_utf8_lossy(&ok.stdout);
-    assert!(
-        ok.status.success() && stdout.contains("decision record at seq"),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
-    let bad = warden_cli(&s, &["receipt", "verify", &altered, "--jwks", &jwks_url]).await;
-    assert_eq!(bad.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("INVALID"));
-
     // The log Warden signed verifies with the published key once it stopped (its last
     // checkpoint is written at shutdown).
     let jwks = s
@@ -179,4 +198,98 @@ async fn receipts_verify_independently_and_match_the_signed_log() {
         report.contains(&format!("seq {seq}")) && report.contains("not covered"),
         "{report}"
     );
+}
+
+/// Concurrent requests share signed heads, and every receipt verifies (with Warden's CLI and
+/// for a third party) and names its own decision record.
+#[tokio::test]
+async fn concurrent_receipts_share_a_signed_head_and_each_matches_its_record() {
+    let s = Stack::start().await.unwrap();
+    let jwks_url = s.warden.admin_url("/.well-known/warden-audit-keys.json");
+    let mut receipts: Vec<(String, String)> = Vec::new();
+    let mut shared = false;
+    let body = openai_chat("gpt-4o-mini", false);
+    // Bounded: batching shows in the first round on any machine seen so far.
+    for _ in 0..5 {
+        let round = futures_util::future::join_all((0..32).map(|_| async {
+            let response = s.post(CHAT, &body).await.unwrap();
+            assert_eq!(response.status(), 200);
+            let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
+            (header("x-warden-receipt"), header("x-warden-decision-id"))
+        }))
+        .await;
+        receipts.extend(round);
+        let heads: BTreeSet<&str> = receipts
+            .iter()
+            .map(|(r, _)| r.split('~').next().unwrap())
+            .collect();
+        if heads.len() < receipts.len() {
+            shared = true;
+            break;
+        }
+    }
+    assert!(
+        shared,
+        "no two of {} concurrent receipts share a signed head",
+        receipts.len()
+    );
+
+    let records: BTreeMap<u64, Value> = s
+        .warden
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["kind"] == "decision")
+        .map(|r| (r["seq"].as_u64().unwrap(), r))
+        .collect();
+    let args: Vec<&str> = receipts.iter().map(|(r, _)| r.as_str()).collect();
+    let checked = verify_elsewhere(&jwks_url, &args).await;
+    let mut roots: BTreeMap<String, u64> = BTreeMap::new();
+    for (verified, (_, decision_id)) in checked.iter().zip(&receipts) {
+        let claims = &verified["claims"];
+        assert_eq!(claims["decision_id"], decision_id.as_str(), "{verified}");
+        let record = &records[&claims["seq"].as_u64().unwrap()];
+        assert_eq!(record["decision_id"], claims["decision_id"]);
+        assert_eq!(record["action_digest"], claims["action_digest"]);
+        *roots
+            .entry(verified["head"]["root"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert!(roots.values().any(|&n| n >= 2), "{roots:?}");
+
+    for (receipt, _) in &receipts {
+        verify_against_log(&s, receipt, &jwks_url).await;
+    }
+}
+
+/// `warden receipt verify` accepts `receipt` with the keys at `jwks_url`, and finds its
+/// decision record in the stack's audit log the same.
+async fn verify_against_log(s: &Stack, receipt: &str, jwks_url: &str) {
+    let audit = s.warden.audit_dir();
+    let args = [
+        "receipt",
+        "verify",
+        receipt,
+        "--jwks",
+        jwks_url,
+        "--audit",
+        audit.to_str().unwrap(),
+    ];
+    let out = warden_cli(s, &args).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("the decision record at seq"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `receipts` checked by `tests/sdk/verify_receipt.py` (hashlib and cryptography, following
+/// docs/audit.md#receipts) with the JWK Set at `jwks_url`: one result each.
+async fn verify_elsewhere(jwks_url: &str, receipts: &[&str]) -> Vec<Value> {
+    let out = warden_e2e::sdk::run("verify_receipt.py", jwks_url, "-", receipts)
+        .await
+        .unwrap();
+    let results = out["receipts"].as_array().unwrap().clone();
+    assert_eq!(results.len(), receipts.len(), "{out}");
+    results
 }

@@ -9,6 +9,7 @@
 //! Elsewhere (a multi-threaded runtime, no runtime) each answer goes straight to its waiter.
 
 use std::cell::RefCell;
+use std::thread::LocalKey;
 
 use tokio::runtime::{self, Handle, RuntimeFlavor};
 use tokio::sync::{mpsc, oneshot};
@@ -18,28 +19,57 @@ use super::error::AuditError;
 /// The seq of the committed record, or why it is not committed.
 pub type Answer = Result<u64, AuditError>;
 
-type Delivered = Vec<(oneshot::Sender<Answer>, Answer)>;
+type Delivered<T> = Vec<(oneshot::Sender<T>, T)>;
 
-/// Where one thread's requests receive their answers, on one runtime.
-#[derive(Clone, Debug)]
-struct Mailbox {
-    tx: mpsc::UnboundedSender<Delivered>,
-    runtime: runtime::Id,
+/// A kind of answer a thread's requests wait for: each kind has its own mailbox per thread
+/// (commit answers here, signed receipts in `receipt::batch`).
+pub trait Answered: Send + Sized + 'static {
+    /// This thread's mailbox for answers of this kind.
+    fn mailbox_slot() -> &'static LocalKey<RefCell<Option<Mailbox<Self>>>>;
 }
 
 thread_local! {
-    static MAILBOX: RefCell<Option<Mailbox>> = const { RefCell::new(None) };
+    static COMMITS: RefCell<Option<Mailbox<Answer>>> = const { RefCell::new(None) };
+}
+
+impl Answered for Answer {
+    fn mailbox_slot() -> &'static LocalKey<RefCell<Option<Mailbox<Self>>>> {
+        &COMMITS
+    }
+}
+
+/// Where one thread's requests receive their answers, on one runtime.
+pub struct Mailbox<T> {
+    tx: mpsc::UnboundedSender<Delivered<T>>,
+    runtime: runtime::Id,
+}
+
+impl<T> Clone for Mailbox<T> {
+    fn clone(&self) -> Self {
+        Mailbox {
+            tx: self.tx.clone(),
+            runtime: self.runtime,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Mailbox<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailbox")
+            .field("runtime", &self.runtime)
+            .finish_non_exhaustive()
+    }
 }
 
 /// This thread's mailbox on the runtime it runs, opened on first use; `None` off a
 /// single-threaded runtime, whose tasks could run on other threads than this one.
-fn mailbox() -> Option<Mailbox> {
+fn mailbox<T: Answered>() -> Option<Mailbox<T>> {
     let handle = Handle::try_current().ok()?;
     if handle.runtime_flavor() != RuntimeFlavor::CurrentThread {
         return None;
     }
     let runtime = handle.id();
-    MAILBOX.with(|cell| {
+    T::mailbox_slot().with(|cell| {
         let mut slot = cell.borrow_mut();
         // A mailbox of another runtime (or of one shut down) would never be read here.
         if let Some(mailbox) = slot.as_ref()
@@ -48,7 +78,7 @@ fn mailbox() -> Option<Mailbox> {
         {
             return Some(mailbox.clone());
         }
-        let (tx, mut rx) = mpsc::unbounded_channel::<Delivered>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Delivered<T>>();
         handle.spawn(async move {
             while let Some(answers) = rx.recv().await {
                 for (waiter, answer) in answers {
@@ -62,16 +92,21 @@ fn mailbox() -> Option<Mailbox> {
     })
 }
 
-/// Someone waiting for a record to be committed.
+/// Someone waiting for an answer: a record to be committed, by default.
 #[derive(Debug)]
-pub struct Waiter {
-    tx: oneshot::Sender<Answer>,
-    mailbox: Option<Mailbox>,
+pub struct Waiter<T: Answered = Answer> {
+    tx: oneshot::Sender<T>,
+    mailbox: Option<Mailbox<T>>,
 }
 
-/// A waiter for the calling thread (through its mailbox when it runs a single-threaded
-/// runtime), and the receiving end of its answer.
+/// A waiter for a commit, for the calling thread (through its mailbox when it runs a
+/// single-threaded runtime), and the receiving end of its answer.
 pub fn waiter() -> (Waiter, oneshot::Receiver<Answer>) {
+    waiter_for()
+}
+
+/// A waiter for an answer of kind `T`, as [`waiter`] makes one for a commit.
+pub fn waiter_for<T: Answered>() -> (Waiter<T>, oneshot::Receiver<T>) {
     let (tx, rx) = oneshot::channel();
     (
         Waiter {
@@ -82,15 +117,23 @@ pub fn waiter() -> (Waiter, oneshot::Receiver<Answer>) {
     )
 }
 
-/// The answers of one commit, gathered per mailbox and sent by [`Delivery::send`].
-#[derive(Default)]
-pub struct Delivery {
-    batches: Vec<(Mailbox, Delivered)>,
+/// The answers of one commit (or one signed batch), gathered per mailbox and sent by
+/// [`Delivery::send`].
+pub struct Delivery<T: Answered = Answer> {
+    batches: Vec<(Mailbox<T>, Delivered<T>)>,
 }
 
-impl Delivery {
+impl<T: Answered> Default for Delivery<T> {
+    fn default() -> Self {
+        Delivery {
+            batches: Vec::new(),
+        }
+    }
+}
+
+impl<T: Answered> Delivery<T> {
     /// Answers `waiter` now (no mailbox) or with its mailbox's batch.
-    pub fn answer(&mut self, waiter: Waiter, answer: Answer) {
+    pub fn answer(&mut self, waiter: Waiter<T>, answer: T) {
         let Some(mailbox) = waiter.mailbox else {
             let _ = waiter.tx.send(answer);
             return;

@@ -16,7 +16,7 @@ use super::error::AuditError;
 use super::event::{AuditEvent, EventKind};
 use super::faults::Faults;
 use super::outbox::Pushed;
-use super::receipt::{Receipt, Receipts};
+use super::receipt::{BatchSigner, Receipt};
 use super::record::Hash;
 use super::recover::recover;
 use super::retention::Retention;
@@ -39,7 +39,8 @@ struct Inner {
     shared: Arc<Shared>,
     /// The audit key, when the log is signed: checkpoints and receipts.
     signer: Option<Arc<Signer>>,
-    receipts: Option<Receipts>,
+    /// Signs receipts a batch at a time, when the log is signed.
+    receipts: Option<BatchSigner>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -161,6 +162,15 @@ impl AuditLog {
             source,
         })?;
         let shared = writer.shared();
+        let receipts = signer
+            .as_ref()
+            .map(|signer| BatchSigner::spawn(Arc::clone(signer)))
+            .transpose()
+            .map_err(|source| AuditError::Io {
+                action: "start the receipt signer thread for",
+                path: dir.to_path_buf(),
+                source,
+            })?;
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("warden-audit".to_owned())
@@ -174,7 +184,7 @@ impl AuditLog {
             inner: Arc::new(Inner {
                 tx,
                 shared,
-                receipts: signer.as_deref().map(Receipts::new),
+                receipts,
                 signer,
             }),
         })
@@ -254,10 +264,14 @@ impl AuditLog {
         self.inner.signer.as_ref()
     }
 
-    /// `receipt` as a compact JWS signed with the audit key (`None` for an unsigned log).
-    pub fn receipt(&self, receipt: &Receipt) -> Option<String> {
-        let signer = self.inner.signer.as_ref()?;
-        Some(self.inner.receipts.as_ref()?.sign(signer, receipt))
+    /// The receipt of `receipt` (`x-warden-receipt`), once the batch it joins is signed with
+    /// the audit key; `None` for an unsigned log, or if the receipt signer has stopped.
+    pub fn receipt(
+        &self,
+        receipt: &Receipt,
+    ) -> impl Future<Output = Option<String>> + Send + use<> {
+        let pending = self.inner.receipts.as_ref().map(|r| r.sign(receipt));
+        async move { pending?.await }
     }
 
     /// Last committed seq and hash ((0, zeros) for an empty log).

@@ -391,7 +391,8 @@ impl Exchange {
         match appended {
             Ok(seq) => {
                 if let Some(policies) = policies {
-                    self.sign_receipt(decision, action_digest, policies, seq);
+                    self.sign_receipt(decision, action_digest, policies, seq)
+                        .await;
                 }
                 Ok(())
             }
@@ -408,8 +409,9 @@ impl Exchange {
         }
     }
 
-    /// decide: the signed receipt of the decision recorded at `seq`.
-    fn sign_receipt(
+    /// decide: the signed receipt of the decision recorded at `seq` (its batch's signed head,
+    /// its claims and their inclusion proof); none if the receipt signer has stopped.
+    async fn sign_receipt(
         &mut self,
         decision: &Decision,
         action_digest: String,
@@ -432,7 +434,8 @@ impl Exchange {
             .shared
             .audit
             .receipt(&receipt)
-            .and_then(|jws| HeaderValue::try_from(jws).ok());
+            .await
+            .and_then(|value| HeaderValue::try_from(value).ok());
     }
 
     /// credential: what went upstream (its Vault origin is recorded; its value is redacted

@@ -1,0 +1,95 @@
+//! What a receipt says of one decision (its claims), and the action digest that ties it to
+//! its decision record.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::audit::event::AuditEvent;
+
+/// What a receipt says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Always `warden`.
+    pub iss: String,
+    /// When it was decided (seconds since the epoch).
+    pub iat: u64,
+    /// The decision's id (`x-warden-decision-id`, the record's `decision_id`).
+    pub decision_id: String,
+    /// `sha256:<hex>` of the action ([`action_digest`]).
+    pub action_digest: String,
+    /// `allow`, `deny` or `approval_required`.
+    pub decision: String,
+    /// The determining policies.
+    pub policies: Vec<String>,
+    /// The decision record's position in the audit chain.
+    pub seq: u64,
+}
+
+#[cfg(test)]
+impl Receipt {
+    /// The claims of an allowed decision recorded at `seq`.
+    pub(crate) fn example(seq: u64) -> Receipt {
+        Receipt {
+            iss: "warden".into(),
+            iat: 1_796_300_000,
+            decision_id: format!("d{seq}"),
+            action_digest: "sha256:00".into(),
+            decision: "allow".into(),
+            policies: vec!["p".into()],
+            seq,
+        }
+    }
+}
+
+/// `sha256:<hex>` over who asked for what: principal (kind, issuer, id), action, resource and
+/// the arguments' digest, each on a line of its own after `warden-action/v1`. The decision
+/// record carries it; approvals bind to it.
+pub fn action_digest(event: &AuditEvent) -> String {
+    let mut hash = Sha256::new();
+    hash.update(b"warden-action/v1\n");
+    for part in [
+        &*event.principal.kind,
+        &*event.principal.issuer,
+        &*event.principal.id,
+        &*event.action,
+        &*event.resource,
+        &*event.content_digest,
+    ] {
+        hash.update(part.as_bytes());
+        hash.update(b"\n");
+    }
+    let mut out = String::with_capacity(71);
+    out.push_str("sha256:");
+    for byte in hash.finalize() {
+        use std::fmt::Write;
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::event::EventKind;
+
+    #[test]
+    fn the_action_digest_covers_who_what_and_the_arguments() {
+        let mut event = AuditEvent::now(EventKind::Decision);
+        event.principal.id = "bot".into();
+        event.action = "mcp:call_tool".into();
+        event.resource = "Tool::\"github/create_issue\"".into();
+        let base = action_digest(&event);
+        assert!(base.starts_with("sha256:") && base.len() == 71);
+        event.content_digest = "sha256:ab".into();
+        assert_ne!(action_digest(&event), base);
+        event.content_digest = "".into();
+        event.time = crate::audit::event::Timestamp(std::time::UNIX_EPOCH);
+        assert_eq!(
+            action_digest(&event),
+            base,
+            "time is not part of the action"
+        );
+        event.principal.id = "bot2".into();
+        assert_ne!(action_digest(&event), base);
+    }
+}
