@@ -17,8 +17,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 
 def b64d(text):
-    """base64url without padding, as JOSE writes it."""
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """base64url without padding, as JOSE writes it; any other character is an error."""
+    return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+
+
+def hash32(text):
+    """A 32-byte hash of the proof's path."""
+    h = b64d(text)
+    if len(h) != 32:
+        raise ValueError(f"a path hash of {len(h)} bytes, not 32")
+    return h
 
 
 def sha256(data):
@@ -51,9 +59,11 @@ def verify(receipt):
     # 4. Up the audit path to the root (RFC 9162 section 2.1.3.2).
     proof = json.loads(b64d(proof))
     fn, sn = proof["index"], size - 1
+    if not isinstance(fn, int) or isinstance(fn, bool) or fn < 0:
+        raise ValueError("the index is not a whole number from 0")
     if fn > sn:
         raise ValueError("the index is past the batch")
-    for p in map(b64d, proof["path"]):
+    for p in map(hash32, proof["path"]):
         if sn == 0:
             raise ValueError("the path is too long")
         if fn & 1 or fn == sn:

@@ -163,9 +163,14 @@ pub struct AuditSecret {
 /// its producer, never parsed into a tree on the way to the log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct RawJson(pub Box<serde_json::value::RawValue>);
+pub struct RawJson(Box<serde_json::value::RawValue>);
 
 impl RawJson {
+    /// `value` written as compact JSON text (one line, as a record must be).
+    pub fn of(value: &impl Serialize) -> serde_json::Result<RawJson> {
+        serde_json::value::to_raw_value(value).map(RawJson)
+    }
+
     /// The JSON text.
     pub fn get(&self) -> &str {
         self.0.get()

@@ -388,12 +388,12 @@ mod tests {
         full.content = Some(serde_json::json!({"messages": [{"content": "hi\u{1}"}]}));
         full.content_digest = "sha256:00ff".into();
         full.action_digest = "sha256:ff00".into();
-        full.facts = Some(crate::audit::event::RawJson(
-            serde_json::value::to_raw_value(
+        full.facts = Some(
+            crate::audit::event::RawJson::of(
                 &serde_json::json!({"action": "llm:chat", "context": {}}),
             )
             .unwrap(),
-        ));
+        );
         full.facts_omitted = "too large".into();
         full.overruled_by = "quarantine".into();
         full.code = "rate_limited".into();

@@ -40,11 +40,11 @@ pub fn of(action: &Action, arguments: bool, max_bytes: usize) -> Result<RawJson,
         Facts::Propose(_) => return Err(PROPOSED_CALL),
         _ => {}
     }
-    let raw = serde_json::value::to_raw_value(&Recorded(action)).map_err(|_| TOO_LARGE)?;
+    let raw = RawJson::of(&Recorded(action)).map_err(|_| TOO_LARGE)?;
     if raw.get().len() > max_bytes {
         return Err(TOO_LARGE);
     }
-    Ok(RawJson(raw))
+    Ok(raw)
 }
 
 /// The action as a test case writes it: principal, action, resource, context.

@@ -20,6 +20,10 @@ use crate::audit::signer::Signer;
 /// The most receipts one signed head covers: the audit path stays at most 8 hashes.
 pub const BATCH_MAX: usize = 256;
 
+/// How long a request waits for its batch to be signed before it goes on without a receipt
+/// (a batch is signed in well under a millisecond; only a stalled signer takes this long).
+const WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The signer thread's stack: it hashes and signs, nothing deep.
 const STACK_BYTES: usize = 256 * 1024;
 
@@ -84,9 +88,20 @@ impl BatchSigner {
             .is_ok();
         async move {
             if !sent {
+                unsigned("the receipt signer has stopped");
                 return None;
             }
-            let placed = placed.await.ok()?;
+            let placed = match tokio::time::timeout(WAIT_MAX, placed).await {
+                Ok(Ok(placed)) => placed,
+                Ok(Err(_)) => {
+                    unsigned("the receipt signer stopped before signing the batch");
+                    return None;
+                }
+                Err(_) => {
+                    unsigned("the receipt signer did not sign within a second");
+                    return None;
+                }
+            };
             Some(format::receipt(
                 &placed.head,
                 &json,
@@ -94,6 +109,31 @@ impl BatchSigner {
                 &placed.path,
             ))
         }
+    }
+}
+
+/// Says, at most once a minute, why a response goes without its receipt (its decision
+/// record is intact).
+fn unsigned(why: &str) {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(std::sync::atomic::Ordering::Relaxed);
+    if now >= last + 60
+        && LAST
+            .compare_exchange(
+                last,
+                now,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok()
+    {
+        tracing::error!(
+            reason = why,
+            "responses go without x-warden-receipt (decision records are intact); restart Warden to sign receipts again"
+        );
     }
 }
 

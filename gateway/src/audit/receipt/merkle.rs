@@ -101,6 +101,10 @@ pub enum ProofError {
     },
 }
 
+/// The longest audit path of any tree of at most 2^64 leaves: a longer one is refused before
+/// it is decoded.
+pub const PATH_MAX: usize = 64;
+
 /// The root that `leaf` at `index` of a tree of `size` leaves and its audit `path` lead to
 /// (RFC 9162 §2.1.3.2); the proof holds when it equals the signed root.
 pub fn root_from_path(

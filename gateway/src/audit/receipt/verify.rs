@@ -80,6 +80,13 @@ pub fn verify(receipt: &str, keys: &Keys) -> Result<Verified, ReceiptError> {
     let proof: Proof = json(&decode(proof, "proof")?, |e| {
         ReceiptError::Malformed(format!("proof: {e}"))
     })?;
+    if proof.path.len() > merkle::PATH_MAX {
+        return Err(ReceiptError::Malformed(format!(
+            "proof path: {} hashes; a batch's path has at most {}",
+            proof.path.len(),
+            merkle::PATH_MAX
+        )));
+    }
     let path = proof
         .path
         .iter()
@@ -115,6 +122,12 @@ fn signed(jws: &str, keys: &Keys, typ: &str) -> Result<(String, Vec<u8>), Receip
     let head: serde_json::Value = json(&decode(header, "header")?, |e| {
         ReceiptError::Header(e.to_string())
     })?;
+    // RFC 7515 §4.1.11: extensions a verifier does not understand must not be ignored.
+    if head.get("crit").is_some() {
+        return Err(ReceiptError::Header(
+            "it names critical extensions (crit), which Warden never sets".into(),
+        ));
+    }
     if head["alg"] != "EdDSA" || head["typ"] != typ {
         return Err(ReceiptError::Header(format!(
             "alg {} typ {}; expected EdDSA and {typ}",
@@ -288,6 +301,31 @@ mod tests {
             verify(&with_part(receipt, 0, retyped), &keys()),
             Err(ReceiptError::Header(_))
         ));
+    }
+
+    #[test]
+    fn a_head_with_critical_extensions_and_an_overlong_path_are_refused() {
+        let signer = Signer::new(SigningKey::from_bytes(&[3; 32]));
+        let json = serde_json::to_vec(&Receipt::example(0)).unwrap();
+        let tree = Tree::new(vec![merkle::leaf_hash(&json)]).unwrap();
+        let header = URL_SAFE_NO_PAD.encode(
+            serde_json::json!({"alg": "EdDSA", "kid": signer.key_id(),
+                "typ": format::HEAD_TYPE, "crit": ["exp"]})
+            .to_string(),
+        );
+        let head = format::sign_head(&signer, &header, &tree.root(), 1, 1);
+        let receipt = format::receipt(&head, &json, 0, &[]);
+        let err = verify(&receipt, &keys()).unwrap_err();
+        assert!(
+            matches!(&err, ReceiptError::Header(why) if why.contains("crit")),
+            "{err}"
+        );
+        let long = serde_json::json!({"index": 0, "path": vec!["x"; 65]});
+        let err = verify(&with_part(&batch(1)[0], 2, b64(&long)), &keys()).unwrap_err();
+        assert!(
+            matches!(&err, ReceiptError::Malformed(why) if why.contains("65 hashes")),
+            "{err}"
+        );
     }
 
     #[test]
