@@ -78,6 +78,7 @@ fn receipt(c: &mut Criterion) {
         action_digest: action_digest(&event),
         decision: "allow".to_owned(),
         policies: vec!["allow-gpt4o".to_owned()],
+        policies_omitted: 0,
         seq,
     };
     let mut group = c.benchmark_group("receipt");

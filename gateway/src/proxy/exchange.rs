@@ -421,13 +421,15 @@ impl Exchange {
         let iat = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        let (policies, policies_omitted) = Receipt::named(&policies);
         let receipt = Receipt {
             iss: "warden".to_owned(),
             iat,
             decision_id: self.decision_id.to_string(),
             action_digest,
             decision: decision.label().to_owned(),
-            policies: policies.iter().map(|p| p.to_string()).collect(),
+            policies,
+            policies_omitted,
             seq,
         };
         self.receipt = self

@@ -19,10 +19,33 @@ pub struct Receipt {
     pub action_digest: String,
     /// `allow`, `deny` or `approval_required`.
     pub decision: String,
-    /// The determining policies.
+    /// The determining policies (the first [`POLICIES_MAX`]; the record names them all).
     pub policies: Vec<String>,
+    /// Determining policies past [`POLICIES_MAX`], not named here.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub policies_omitted: usize,
     /// The decision record's position in the audit chain.
     pub seq: u64,
+}
+
+/// The most policy ids a receipt names: a deny that many forbids matched keeps its header
+/// small (each id is bounded already).
+pub const POLICIES_MAX: usize = 16;
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl Receipt {
+    /// `policies` as a receipt names them: the first [`POLICIES_MAX`], and how many more.
+    pub fn named<T: AsRef<str>>(policies: &[T]) -> (Vec<String>, usize) {
+        let named = policies
+            .iter()
+            .take(POLICIES_MAX)
+            .map(|p| p.as_ref().to_owned())
+            .collect();
+        (named, policies.len().saturating_sub(POLICIES_MAX))
+    }
 }
 
 #[cfg(test)]
@@ -36,6 +59,7 @@ impl Receipt {
             action_digest: "sha256:00".into(),
             decision: "allow".into(),
             policies: vec!["p".into()],
+            policies_omitted: 0,
             seq,
         }
     }
@@ -71,6 +95,26 @@ pub fn action_digest(event: &AuditEvent) -> String {
 mod tests {
     use super::*;
     use crate::audit::event::EventKind;
+
+    #[test]
+    fn a_receipt_names_at_most_sixteen_policies_and_counts_the_rest() {
+        let many: Vec<String> = (0..40).map(|i| format!("forbid-{i}")).collect();
+        let (named, omitted) = Receipt::named(&many);
+        assert_eq!(named, many[..POLICIES_MAX]);
+        assert_eq!(omitted, 24);
+        let claims = Receipt {
+            policies: named,
+            policies_omitted: omitted,
+            ..Receipt::example(1)
+        };
+        let json = serde_json::to_string(&claims).unwrap();
+        assert!(json.contains("\"policies_omitted\":24"), "{json}");
+        assert_eq!(serde_json::from_str::<Receipt>(&json).unwrap(), claims);
+        let few = Receipt::named(&["a", "b"]);
+        assert_eq!(few, (vec!["a".to_owned(), "b".to_owned()], 0));
+        let plain = serde_json::to_string(&Receipt::example(2)).unwrap();
+        assert!(!plain.contains("policies_omitted"), "{plain}");
+    }
 
     #[test]
     fn the_action_digest_covers_who_what_and_the_arguments() {
