@@ -68,7 +68,7 @@ struct Entry {
     unflushed: Spent,
     flushing: Spent,
     unread: Spent,
-    /// Its gauges, once exported (dropped when the gauges are reset).
+    /// Its gauges, once exported (stale after a reset: see `Gauges::made_at`).
     gauges: Option<Gauges>,
 }
 
@@ -203,7 +203,6 @@ impl Ledger {
                     Period::Day => *i == d,
                     Period::Month => *i == m,
                 };
-                entry.gauges = None;
                 current || !entry.unflushed.is_zero() || !entry.flushing.is_zero()
             });
             // Counted before and after: gauges made while the reset runs are made again.
