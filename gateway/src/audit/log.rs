@@ -16,7 +16,7 @@ use super::error::AuditError;
 use super::event::{AuditEvent, EventKind};
 use super::faults::Faults;
 use super::outbox::Pushed;
-use super::receipt::{BatchSigner, Receipt};
+use super::receipt::{BatchSigner, Pending, Receipt};
 use super::record::Hash;
 use super::recover::recover;
 use super::retention::Retention;
@@ -164,13 +164,7 @@ impl AuditLog {
         let shared = writer.shared();
         let receipts = signer
             .as_ref()
-            .map(|signer| BatchSigner::spawn(Arc::clone(signer)))
-            .transpose()
-            .map_err(|source| AuditError::Io {
-                action: "start the receipt signer thread for",
-                path: dir.to_path_buf(),
-                source,
-            })?;
+            .map(|signer| BatchSigner::new(Arc::clone(signer)));
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("warden-audit".to_owned())
@@ -264,14 +258,10 @@ impl AuditLog {
         self.inner.signer.as_ref()
     }
 
-    /// The receipt of `receipt` (`x-warden-receipt`), once the batch it joins is signed with
-    /// the audit key; `None` for an unsigned log, or if the receipt signer has stopped.
-    pub fn receipt(
-        &self,
-        receipt: &Receipt,
-    ) -> impl Future<Output = Option<String>> + Send + use<> {
-        let pending = self.inner.receipts.as_ref().map(|r| r.sign(receipt));
-        async move { pending?.await }
+    /// Queues the receipt of `receipt` (`x-warden-receipt`) for the next batch signed with
+    /// the audit key; `None` for an unsigned log.
+    pub fn receipt(&self, receipt: &Receipt) -> Option<Pending> {
+        self.inner.receipts.as_ref().map(|r| r.queue(receipt))
     }
 
     /// Last committed seq and hash ((0, zeros) for an empty log).

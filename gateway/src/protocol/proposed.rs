@@ -170,17 +170,19 @@ impl<R: EventRewriter + Clone> ProposalRewriter for Events<R> {
 }
 
 /// A dialect's rewriter: `stream` for an event stream, else the body judged whole by
-/// `judge_body` (`too_large_body` past [`MAX_WHOLE_BODY`]).
+/// `judge_body` (`too_large_body` past [`MAX_WHOLE_BODY`]) if it may mention `call` (the
+/// JSON string every call of the dialect's bodies holds, quoted: [`may_mention`]).
 pub fn rewriter<R: EventRewriter + Clone + 'static>(
     event_stream: bool,
     stream: impl FnOnce() -> R,
+    call: &'static [u8],
     judge_body: fn(&mut serde_json::Value, &mut dyn JudgeCalls) -> bool,
     too_large_body: fn() -> serde_json::Value,
 ) -> Box<dyn ProposalRewriter> {
     if event_stream {
         Box::new(Events::new(stream()))
     } else {
-        Box::new(WholeBody::new(judge_body, too_large_body))
+        Box::new(WholeBody::new(call, judge_body, too_large_body))
     }
 }
 
@@ -195,6 +197,9 @@ pub const TOO_LARGE: &str =
 /// `judge_body` (which says whether it changed the JSON); sent unchanged when nothing changed.
 pub struct WholeBody {
     body: Vec<u8>,
+    /// What every call in such a body holds (a quoted JSON string): a body that cannot
+    /// mention it holds no call and is not parsed.
+    call: &'static [u8],
     too_large: bool,
     /// The length and size verdict kept by the last checkpoint (the body only grows).
     saved: (usize, bool),
@@ -204,13 +209,16 @@ pub struct WholeBody {
 }
 
 impl WholeBody {
-    /// A body judged by `judge_body`, replaced by `too_large_body()` past [`MAX_WHOLE_BODY`].
+    /// A body judged by `judge_body` when it may mention `call`, replaced by
+    /// `too_large_body()` past [`MAX_WHOLE_BODY`].
     pub fn new(
+        call: &'static [u8],
         judge_body: fn(&mut serde_json::Value, &mut dyn JudgeCalls) -> bool,
         too_large_body: fn() -> serde_json::Value,
     ) -> Self {
         WholeBody {
             body: Vec::new(),
+            call,
             too_large: false,
             saved: (0, false),
             judge_body,
@@ -235,6 +243,9 @@ impl ProposalRewriter for WholeBody {
         // again.
         if self.too_large {
             return Bytes::from((self.too_large_body)().to_string());
+        }
+        if !may_mention(&self.body, self.call) {
+            return Bytes::copy_from_slice(&self.body);
         }
         let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&self.body) else {
             return Bytes::copy_from_slice(&self.body);
@@ -287,10 +298,17 @@ pub fn join(a: Bytes, b: Bytes) -> Bytes {
     both.freeze()
 }
 
-/// Whether `event` holds `needle` anywhere: the cheap test that lets most events (text
-/// deltas) pass without being parsed.
+/// Whether `event` holds `needle` anywhere.
 pub fn mentions(event: &[u8], needle: &[u8]) -> bool {
     memchr::memmem::find(event, needle).is_some()
+}
+
+/// Whether the JSON in `event` may hold the string `needle` (a key or a value): it holds it
+/// as written, or it has a `\u` escape, which could spell it otherwise (`"tool\u005fcalls"`
+/// is `"tool_calls"` to a JSON parser). The cheap test that lets most events (text deltas)
+/// and most whole bodies (answers without calls) pass without being parsed.
+pub fn may_mention(event: &[u8], needle: &[u8]) -> bool {
+    mentions(event, needle) || mentions(event, b"\\u")
 }
 
 /// The JSON of a raw event's data, if it has any.

@@ -105,8 +105,9 @@ pub struct Exchange {
     echo: Option<Arc<[Zeroizing<String>]>>,
     /// Sign a receipt of the decision (`audit.receipts`).
     receipts: bool,
-    /// The decision's signed receipt, for `x-warden-receipt`.
-    receipt: Option<HeaderValue>,
+    /// The decision's receipt, queued for signing; signed (with every receipt queued since)
+    /// when the response is stamped, for `x-warden-receipt`.
+    receipt: Option<receipt::Pending>,
     /// The request's trace (`traces:`; `None` when tracing is off), until its spans are built.
     trace: Option<Box<RequestTrace>>,
     /// Egress through the forward proxy: answered in plain text, recorded with where it goes.
@@ -391,8 +392,7 @@ impl Exchange {
         match appended {
             Ok(seq) => {
                 if let Some(policies) = policies {
-                    self.sign_receipt(decision, action_digest, policies, seq)
-                        .await;
+                    self.queue_receipt(decision, action_digest, policies, seq);
                 }
                 Ok(())
             }
@@ -409,9 +409,9 @@ impl Exchange {
         }
     }
 
-    /// decide: the signed receipt of the decision recorded at `seq` (its batch's signed head,
-    /// its claims and their inclusion proof); none if the receipt signer has stopped.
-    async fn sign_receipt(
+    /// decide: queues the receipt of the decision recorded at `seq` (its batch's signed
+    /// head, its claims and their inclusion proof), signed when the response is stamped.
+    fn queue_receipt(
         &mut self,
         decision: &Decision,
         action_digest: String,
@@ -432,12 +432,7 @@ impl Exchange {
             policies_omitted,
             seq,
         };
-        self.receipt = self
-            .shared
-            .audit
-            .receipt(&receipt)
-            .await
-            .and_then(|value| HeaderValue::try_from(value).ok());
+        self.receipt = self.shared.audit.receipt(&receipt);
     }
 
     /// credential: what went upstream (its Vault origin is recorded; its value is redacted
@@ -608,8 +603,10 @@ impl Exchange {
         {
             headers.entry(protocol::DECISION_ID_HEADER).or_insert(v);
         }
-        if let Some(receipt) = self.receipt.take() {
-            headers.insert(protocol::RECEIPT_HEADER, receipt);
+        if let Some(receipt) = self.receipt.take().and_then(receipt::Pending::receipt)
+            && let Ok(v) = HeaderValue::try_from(receipt)
+        {
+            headers.insert(protocol::RECEIPT_HEADER, v);
         }
     }
 

@@ -1,35 +1,36 @@
-//! The receipt signer: one thread signs receipts a batch at a time, as the audit writer
-//! commits records a group at a time.
+//! The receipt signer: receipts are signed a batch at a time, as the audit writer commits
+//! records a group at a time, and on the thread of the request that needs one first.
 //!
-//! A request hands over its claims' leaf hash and waits (without blocking its worker) for
-//! its place in a batch. The thread takes everything queued (up to [`BATCH_MAX`]), builds the
-//! batch's Merkle tree, signs one head over its root, and answers each request with the head,
-//! its index and its audit path. Alone, a request gets a batch of one (one signature, as if
-//! it were signed by itself); under load the signature is shared by everyone who queued
-//! while the previous batch was being signed.
+//! A decided request queues its claims' leaf hash ([`BatchSigner::queue`]) and goes on: its
+//! receipt is needed only when its response starts, after the upstream has answered. The
+//! first request to need a receipt that is not signed yet ([`Pending::receipt`]) signs every
+//! leaf queued by then: it builds the batch's Merkle tree, signs one head over its root, and
+//! answers each queued request with the head, its index and its audit path. Alone, a request
+//! is a batch of one (one signature, as if it were signed by itself); under load, every
+//! request decided while the first was upstream shares its signature. No thread is woken for
+//! it, which a signer thread of its own cost on every request.
+//!
+//! The queue's lock is held while a batch is signed (one Ed25519 signature and a tree of at
+//! most [`BATCH_MAX`] leaves, tens of microseconds), so a request that finds its leaf gone
+//! from the queue finds it answered as soon as it holds the lock. A queue that reaches
+//! [`BATCH_MAX`] is signed by the request that fills it, so leaves of requests that never
+//! answer (a client gone) wait at most that long.
 
-use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::oneshot;
 
 use super::claims::Receipt;
 use super::format;
 use super::merkle::{self, Hash, Tree};
-use crate::audit::answer::{self, Answered, Delivery, Mailbox, Waiter};
 use crate::audit::signer::Signer;
 
 /// The most receipts one signed head covers: the audit path stays at most 8 hashes.
 pub const BATCH_MAX: usize = 256;
 
-/// How long a request waits for its batch to be signed before it goes on without a receipt
-/// (a batch is signed in well under a millisecond; only a stalled signer takes this long).
-const WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// The signer thread's stack: it hashes and signs, nothing deep.
-const STACK_BYTES: usize = 256 * 1024;
-
 /// A receipt's place in its signed batch.
 #[derive(Debug)]
-pub struct Placed {
+struct Placed {
     /// The batch's signed head (compact JWS), shared by the batch.
     head: Arc<str>,
     /// The leaf's index.
@@ -38,131 +39,121 @@ pub struct Placed {
     path: Vec<Hash>,
 }
 
-thread_local! {
-    static PLACED: std::cell::RefCell<Option<Mailbox<Placed>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-impl Answered for Placed {
-    fn mailbox_slot() -> &'static std::thread::LocalKey<std::cell::RefCell<Option<Mailbox<Self>>>> {
-        &PLACED
-    }
-}
-
-/// One receipt to place.
+/// One queued receipt.
 struct Job {
     leaf: Hash,
-    done: Waiter<Placed>,
+    done: oneshot::Sender<Placed>,
 }
 
-/// The handle requests sign receipts through; the thread stops when it is dropped.
+/// Signs receipts a batch at a time with the audit key.
 pub struct BatchSigner {
-    tx: Sender<Job>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    signer: Arc<Signer>,
+    /// The encoded JOSE header of every head ([`format::head_header`]).
+    header: String,
+    /// Leaves queued since the last batch was signed.
+    queue: Mutex<Vec<Job>>,
+}
+
+/// A queued receipt: [`Pending::receipt`] gives its `x-warden-receipt` value.
+pub struct Pending {
+    /// The claims' JSON: the leaf's bytes, carried in the receipt.
+    json: Vec<u8>,
+    placed: oneshot::Receiver<Placed>,
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").finish_non_exhaustive()
+    }
 }
 
 impl BatchSigner {
-    /// Starts the signer thread, signing with `signer`.
-    pub fn spawn(signer: Arc<Signer>) -> std::io::Result<BatchSigner> {
-        let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("warden-receipts".to_owned())
-            .stack_size(STACK_BYTES)
-            .spawn(move || run(&signer, &rx))?;
-        Ok(BatchSigner { tx })
+    /// A signer of receipts with `signer`.
+    pub fn new(signer: Arc<Signer>) -> BatchSigner {
+        BatchSigner {
+            inner: Arc::new(Inner {
+                header: format::head_header(&signer),
+                signer,
+                queue: Mutex::new(Vec::with_capacity(BATCH_MAX)),
+            }),
+        }
     }
 
-    /// The receipt of `claims` (the `x-warden-receipt` value), once its batch is signed;
-    /// `None` if the signer thread is gone.
-    ///
-    /// The claims are serialised and hashed here, on the caller's thread; the future holds
-    /// only them and the answer's receiver.
-    pub fn sign(&self, claims: &Receipt) -> impl Future<Output = Option<String>> + Send + use<> {
+    /// Queues the receipt of `claims` for the next batch. The claims are serialised and
+    /// hashed here; nothing is signed unless this fills the queue.
+    pub fn queue(&self, claims: &Receipt) -> Pending {
         let json = serde_json::to_vec(claims).unwrap_or_default();
-        let (done, placed) = answer::waiter_for::<Placed>();
-        let sent = self
-            .tx
-            .send(Job {
-                leaf: merkle::leaf_hash(&json),
-                done,
-            })
-            .is_ok();
-        async move {
-            if !sent {
-                unsigned("the receipt signer has stopped");
-                return None;
-            }
-            let placed = match tokio::time::timeout(WAIT_MAX, placed).await {
-                Ok(Ok(placed)) => placed,
-                Ok(Err(_)) => {
-                    unsigned("the receipt signer stopped before signing the batch");
-                    return None;
-                }
-                Err(_) => {
-                    unsigned("the receipt signer did not sign within a second");
-                    return None;
-                }
-            };
-            Some(format::receipt(
-                &placed.head,
-                &json,
-                placed.index,
-                &placed.path,
-            ))
-        }
-    }
-}
-
-/// Says, at most once a minute, why a response goes without its receipt (its decision
-/// record is intact).
-fn unsigned(why: &str) {
-    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let last = LAST.load(std::sync::atomic::Ordering::Relaxed);
-    if now >= last + 60
-        && LAST
-            .compare_exchange(
-                last,
-                now,
-                std::sync::atomic::Ordering::Relaxed,
-                std::sync::atomic::Ordering::Relaxed,
-            )
-            .is_ok()
-    {
-        tracing::error!(
-            reason = why,
-            "responses go without x-warden-receipt (decision records are intact); restart Warden to sign receipts again"
-        );
-    }
-}
-
-/// The thread: waits for a receipt, takes everything queued behind it, signs them together.
-fn run(signer: &Signer, rx: &Receiver<Job>) {
-    let header = format::head_header(signer);
-    let mut batch = Vec::with_capacity(BATCH_MAX);
-    while let Ok(first) = rx.recv() {
-        batch.push(first);
-        while batch.len() < BATCH_MAX
-            && let Ok(job) = rx.try_recv()
-        {
-            batch.push(job);
-        }
-        let leaves: Vec<Hash> = batch.iter().map(|job| job.leaf).collect();
-        let Some((head, tree)) = sign_batch(signer, &header, leaves) else {
-            batch.clear();
-            continue;
+        let (done, placed) = oneshot::channel();
+        let job = Job {
+            leaf: merkle::leaf_hash(&json),
+            done,
         };
-        let mut delivery = Delivery::default();
-        for (index, job) in batch.drain(..).enumerate() {
-            let placed = Placed {
+        let mut queue = self.inner.lock();
+        queue.push(job);
+        if queue.len() >= BATCH_MAX {
+            self.inner.sign(&mut queue);
+        }
+        drop(queue);
+        Pending {
+            json,
+            placed,
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl Pending {
+    /// The receipt (the `x-warden-receipt` value): signed already if another request signed
+    /// the batch it joined, or signed now with every receipt queued since.
+    pub fn receipt(mut self) -> Option<String> {
+        let placed = match self.placed.try_recv() {
+            Ok(placed) => placed,
+            Err(_) => {
+                // Not answered: the leaf is still queued, or a batch holding it is being
+                // signed, and is answered once that request lets go of the queue.
+                let mut queue = self.inner.lock();
+                if !queue.is_empty() {
+                    self.inner.sign(&mut queue);
+                }
+                drop(queue);
+                self.placed.try_recv().ok()?
+            }
+        };
+        Some(format::receipt(
+            &placed.head,
+            &self.json,
+            placed.index,
+            &placed.path,
+        ))
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Vec<Job>> {
+        // A panic while signing leaves the queue as it was: still a list of leaves to sign.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Signs every leaf in `queue` as one batch and answers each (the queue's lock held).
+    fn sign(&self, queue: &mut Vec<Job>) {
+        let batch = std::mem::replace(queue, Vec::with_capacity(BATCH_MAX));
+        let leaves: Vec<Hash> = batch.iter().map(|job| job.leaf).collect();
+        let Some((head, tree)) = sign_batch(&self.signer, &self.header, leaves) else {
+            return;
+        };
+        for (index, job) in batch.into_iter().enumerate() {
+            // A request gone (its client left) no longer waits for its receipt.
+            let _ = job.done.send(Placed {
                 head: Arc::clone(&head),
                 index,
                 path: tree.path(index),
-            };
-            delivery.answer(job.done, placed);
+            });
         }
-        delivery.send();
     }
 }
 
@@ -188,31 +179,89 @@ mod tests {
     use crate::audit::receipt::verify;
     use ed25519_dalek::SigningKey;
 
-    #[tokio::test]
-    async fn receipts_signed_together_each_verify_and_say_their_own_claims() {
+    fn signer() -> (BatchSigner, Keys) {
         let signer = Arc::new(Signer::new(SigningKey::from_bytes(&[3; 32])));
         let keys = Keys::one(SigningKey::from_bytes(&[3; 32]).verifying_key());
-        let batch = BatchSigner::spawn(signer).unwrap();
-        // Handed over before any is awaited: the thread finds most of them queued.
-        let pending: Vec<_> = (0..40)
-            .map(|seq| batch.sign(&Receipt::example(seq)))
-            .collect();
-        let mut heads = std::collections::BTreeSet::new();
-        for (seq, receipt) in (0..40).zip(pending) {
-            let receipt = receipt.await.expect("a receipt");
-            let verified = verify::verify(&receipt, &keys).expect("verifies");
-            assert_eq!(verified.claims, Receipt::example(seq));
-            assert!(verified.index < verified.size);
-            heads.insert(receipt.split(format::SEPARATOR).next().unwrap().to_owned());
-        }
-        assert!(heads.len() < 40, "some receipts share a signed head");
+        (BatchSigner::new(signer), keys)
     }
 
-    #[tokio::test]
-    async fn without_its_thread_a_receipt_is_not_signed() {
-        let (tx, rx) = mpsc::channel();
-        drop(rx);
-        let batch = BatchSigner { tx };
-        assert_eq!(batch.sign(&Receipt::example(1)).await, None);
+    fn head(receipt: &str) -> String {
+        receipt.split(format::SEPARATOR).next().unwrap().to_owned()
+    }
+
+    #[test]
+    fn receipts_queued_together_share_one_signed_head_and_each_says_its_own_claims() {
+        let (batch, keys) = signer();
+        let pending: Vec<_> = (0..40)
+            .map(|seq| batch.queue(&Receipt::example(seq)))
+            .collect();
+        let mut heads = std::collections::BTreeSet::new();
+        for (seq, pending) in (0..40).zip(pending) {
+            let receipt = pending.receipt().expect("a receipt");
+            let verified = verify::verify(&receipt, &keys).expect("verifies");
+            assert_eq!(verified.claims, Receipt::example(seq));
+            assert_eq!((verified.index, verified.size), (seq, 40));
+            heads.insert(head(&receipt));
+        }
+        assert_eq!(heads.len(), 1, "the first to need a receipt signed all 40");
+    }
+
+    #[test]
+    fn a_receipt_queued_after_a_batch_was_signed_joins_the_next() {
+        let (batch, keys) = signer();
+        let first = batch.queue(&Receipt::example(1));
+        let first = first.receipt().unwrap();
+        let second = batch.queue(&Receipt::example(2)).receipt().unwrap();
+        for receipt in [&first, &second] {
+            let verified = verify::verify(receipt, &keys).unwrap();
+            assert_eq!(
+                (verified.index, verified.size),
+                (0, 1),
+                "a batch of one each"
+            );
+        }
+    }
+
+    #[test]
+    fn a_full_queue_is_signed_by_the_request_that_fills_it() {
+        let (batch, keys) = signer();
+        // Receipts nobody asks for (their clients gone) still leave the queue.
+        for seq in 0..BATCH_MAX as u64 {
+            drop(batch.queue(&Receipt::example(seq)));
+        }
+        assert!(
+            batch.inner.lock().is_empty(),
+            "signed when it reached the bound"
+        );
+        let next = batch.queue(&Receipt::example(999));
+        assert_eq!(batch.inner.lock().len(), 1);
+        let verified = verify::verify(&next.receipt().unwrap(), &keys).unwrap();
+        assert_eq!((verified.index, verified.size), (0, 1));
+    }
+
+    #[test]
+    fn requests_on_several_threads_each_get_a_receipt_that_verifies() {
+        let (batch, keys) = signer();
+        let batch = Arc::new(batch);
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let batch = Arc::clone(&batch);
+                std::thread::spawn(move || {
+                    (0..200u64)
+                        .map(|i| {
+                            let seq = t * 1000 + i;
+                            let pending = batch.queue(&Receipt::example(seq));
+                            (seq, pending.receipt().expect("a receipt"))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for thread in threads {
+            for (seq, receipt) in thread.join().unwrap() {
+                let verified = verify::verify(&receipt, &keys).expect("verifies");
+                assert_eq!(verified.claims, Receipt::example(seq));
+            }
+        }
     }
 }

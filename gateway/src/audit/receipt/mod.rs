@@ -21,6 +21,6 @@ pub mod format;
 pub mod merkle;
 pub mod verify;
 
-pub use batch::BatchSigner;
+pub use batch::{BatchSigner, Pending};
 pub use claims::{Receipt, action_digest};
 pub use verify::{ReceiptError, Verified, verify};

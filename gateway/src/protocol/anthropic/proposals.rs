@@ -9,12 +9,18 @@ use serde_json::{Value, json};
 
 use crate::protocol::proposed::{
     self, EventRewriter, JudgeCalls, ProposalRewriter, ProposedCall, TOO_LARGE, Verdict,
-    event_json as parsed, mentions, write_named_event as write_event,
+    event_json as parsed, may_mention, mentions, write_named_event as write_event,
 };
 
 /// The rewriter for a Messages response (`event_stream`: streamed).
 pub fn rewriter(event_stream: bool) -> Box<dyn ProposalRewriter> {
-    proposed::rewriter(event_stream, Stream::default, judge_whole, too_large)
+    proposed::rewriter(
+        event_stream,
+        Stream::default,
+        b"\"tool_use\"",
+        judge_whole,
+        too_large,
+    )
 }
 
 /// The error that replaces a body too large to judge.
@@ -58,7 +64,7 @@ impl EventRewriter for Stream {
         if self.held.is_none()
             && self.removed == 0
             && self.refusals.is_empty()
-            && !mentions(&event, b"\"tool_use\"")
+            && !may_mention(&event, b"\"tool_use\"")
         {
             if mentions(&event, b"content_block_start") {
                 self.started += 1;

@@ -9,12 +9,18 @@ use serde_json::{Value, json};
 
 use crate::protocol::proposed::{
     self, EventRewriter, JudgeCalls, ProposalRewriter, ProposedCall, TOO_LARGE, Verdict,
-    event_json, mentions,
+    event_json, may_mention,
 };
 
 /// The rewriter for a Gemini response (`event_stream`: `alt=sse`).
 pub fn rewriter(event_stream: bool) -> Box<dyn ProposalRewriter> {
-    proposed::rewriter(event_stream, || Stream, judge_body, too_large)
+    proposed::rewriter(
+        event_stream,
+        || Stream,
+        b"\"functionCall\"",
+        judge_body,
+        too_large,
+    )
 }
 
 /// The error that replaces a body too large to judge.
@@ -29,7 +35,7 @@ impl EventRewriter for Stream {
     fn end(&mut self, _judge: &mut dyn JudgeCalls, _out: &mut Vec<u8>) {}
 
     fn event(&mut self, event: Vec<u8>, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>) {
-        if mentions(&event, b"\"functionCall\"")
+        if may_mention(&event, b"\"functionCall\"")
             && let Some(mut value) = event_json(&event)
             && judge_response(&mut value, judge)
         {

@@ -9,12 +9,18 @@ use serde_json::{Map, Value};
 
 use crate::protocol::proposed::{
     self, EventRewriter, JudgeCalls, ProposalRewriter, ProposedCall, TOO_LARGE, Verdict,
-    event_data, mentions,
+    event_data, may_mention,
 };
 
 /// The rewriter for a Chat Completions response (`event_stream`: streamed).
 pub fn rewriter(event_stream: bool) -> Box<dyn ProposalRewriter> {
-    proposed::rewriter(event_stream, Stream::default, judge_whole, too_large)
+    proposed::rewriter(
+        event_stream,
+        Stream::default,
+        b"\"tool_calls\"",
+        judge_whole,
+        too_large,
+    )
 }
 
 /// The error that replaces a body too large to judge.
@@ -54,7 +60,7 @@ impl EventRewriter for Stream {
 
     fn event(&mut self, event: Vec<u8>, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>) {
         // Nothing held and no call in it: a text delta, sent as it is, unparsed.
-        if self.held.is_empty() && !mentions(&event, b"\"tool_calls\"") {
+        if self.held.is_empty() && !may_mention(&event, b"\"tool_calls\"") {
             out.extend_from_slice(&event);
             return;
         }

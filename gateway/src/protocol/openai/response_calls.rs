@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::protocol::proposed::{
     self, EventRewriter, JudgeCalls, ProposalRewriter, ProposedCall, TOO_LARGE, Verdict,
-    event_json as parsed, mentions, write_named_event as write_event,
+    event_json as parsed, may_mention, mentions, write_named_event as write_event,
 };
 
 /// The id of the message item that names refused calls.
@@ -19,7 +19,13 @@ const REFUSAL_ITEM_ID: &str = "msg_warden_refusal";
 
 /// The rewriter for a Responses answer (`event_stream`: streamed).
 pub fn rewriter(event_stream: bool) -> Box<dyn ProposalRewriter> {
-    proposed::rewriter(event_stream, Stream::default, judge_whole, too_large)
+    proposed::rewriter(
+        event_stream,
+        Stream::default,
+        b"\"function_call\"",
+        judge_whole,
+        too_large,
+    )
 }
 
 /// The error that replaces a body too large to judge.
@@ -63,7 +69,7 @@ impl EventRewriter for Stream {
             && self.dropped.is_empty()
             && self.refusals.is_empty()
             && self.shift == 0
-            && !mentions(&event, b"\"function_call\"")
+            && !may_mention(&event, b"\"function_call\"")
         {
             if mentions(&event, b"response.output_item.added") {
                 self.added += 1;

@@ -249,3 +249,53 @@ fn rewound_to_a_checkpoint_a_rewriter_gives_the_same_output_again() {
         assert!(out.contains("refused exec"), "{out}");
     }
 }
+
+/// What a whole `body` becomes when `exec` is denied, and what the judge saw.
+fn whole_denying_exec(body: &str) -> (Vec<u8>, DenyNamed) {
+    let mut judge = DenyNamed {
+        denied: &["exec"],
+        seen: Vec::new(),
+    };
+    let mut whole = rewriter(false);
+    let mut out = whole.push(body.as_bytes(), &mut judge).to_vec();
+    out.extend_from_slice(&whole.finish(&mut judge));
+    (out, judge)
+}
+
+#[test]
+fn a_body_or_event_spelling_the_call_key_with_escapes_is_still_judged() {
+    // `"tool\u005fcalls"` is `"tool_calls"` to the agent's JSON parser: the cheap test that
+    // skips bodies without calls must not skip it.
+    let body = r#"{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"finish_reason":"tool_calls","message":{"role":"assistant","content":null,"tool\u005fcalls":[{"id":"a","type":"function","function":{"name":"exec","arguments":"{}"}}]}}]}"#;
+    let (out, judge) = whole_denying_exec(body);
+    let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+    assert_eq!(judge.seen.len(), 1, "the escaped call was judged");
+    assert!(v["choices"][0]["message"].get("tool_calls").is_none());
+
+    let event = chunk(
+        serde_json::json!({"index":0,"delta":{"tool_calls":[{"index":0,"id":"a","type":"function","function":{"name":"exec","arguments":"{}"}}]},"finish_reason":null}),
+    )
+    .replace("tool_calls", "tool\\u005fcalls");
+    let finish = chunk(serde_json::json!({"index":0,"delta":{},"finish_reason":"tool_calls"}));
+    let mut judge = DenyNamed {
+        denied: &["exec"],
+        seen: Vec::new(),
+    };
+    let (out, _) = run(&[event, finish, "data: [DONE]\n\n".to_owned()], &mut judge);
+    assert_eq!(judge.seen.len(), 1, "the escaped streamed call was judged");
+    assert!(
+        !out.contains("tool_calls") && !out.contains("tool\\u005fcalls"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_whole_answer_without_calls_passes_byte_for_byte_unjudged() {
+    let body = serde_json::json!({"id":"c1","object":"chat.completion","created":1,"model":"m",
+        "choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant",
+        "content":"no calls here"}}]})
+    .to_string();
+    let (out, judge) = whole_denying_exec(&body);
+    assert_eq!(out, body.as_bytes());
+    assert!(judge.seen.is_empty());
+}
