@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ::warden::audit::AuditLog;
-use ::warden::audit::config::AuditConfig;
+use ::warden::audit::config::{AuditConfig, Durability};
 use warden_bench::audit_share::AuditCounters;
 use warden_bench::loadgen::{self, LoadSpec, Workload};
 use warden_bench::openbao::{self, OpenBao};
@@ -51,7 +51,9 @@ struct Args {
     /// hyper-util proxy: the stack Warden is built on, without Warden's stages),
     /// `hyper-audit` (the same proxy making a decision record durable through Warden's audit
     /// writer before each upstream call, and nothing else: the floor under `disk`
-    /// durability), `warden-disk`, `warden-process` (Warden in each `audit.durability`),
+    /// durability), `hyper-audit-process` (the same in `process` durability: what the record
+    /// alone costs Warden's `process` mode; not in the default run), `warden-disk`,
+    /// `warden-process` (Warden in each `audit.durability`),
     /// `warden-baseline` (the binary given by `--baseline-bin`, added at the end when given);
     /// `mcp-direct`, `mcp-warden`: MCP `tools/call` in a session per connection, straight to
     /// the bench upstream's MCP server and through a Warden MCP endpoint (`process`
@@ -126,6 +128,10 @@ struct Args {
     /// durably before forwarding it (used by the harness itself).
     #[arg(long, hide = true)]
     proxy_audit: Option<PathBuf>,
+    /// The bare hyper proxy's audit log in `process` durability (the record handed to the
+    /// operating system before forwarding) rather than `disk`.
+    #[arg(long, hide = true, requires = "proxy_audit")]
+    proxy_audit_process: bool,
 }
 
 /// `--latency-rate`.
@@ -155,6 +161,9 @@ enum Target {
     Nginx,
     Hyper,
     HyperAudit,
+    /// The bare proxy recording through the audit log in `process` durability: what Warden's
+    /// `process` mode costs with no stage but the record.
+    HyperAuditProcess,
     WardenDisk,
     WardenProcess,
     WardenBaseline,
@@ -179,6 +188,7 @@ impl Target {
             Target::Nginx => "nginx",
             Target::Hyper => "hyper",
             Target::HyperAudit => report::FLOOR,
+            Target::HyperAuditProcess => "hyper-audit-process",
             Target::WardenDisk => WARDEN_DISK,
             Target::WardenProcess => WARDEN_PROCESS,
             Target::WardenBaseline => WARDEN_BASELINE,
@@ -239,7 +249,12 @@ fn main() -> Result<()> {
         return serve_upstream(addr, args.upstream_threads);
     }
     if let (Some(addr), Some(upstream)) = (args.serve_proxy, args.proxy_upstream) {
-        return serve_bare_proxy(addr, upstream, args.proxy_audit.as_deref());
+        let durability = if args.proxy_audit_process {
+            Durability::Process
+        } else {
+            Durability::Disk
+        };
+        return serve_bare_proxy(addr, upstream, args.proxy_audit.as_deref(), durability);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.client_threads.max(1))
@@ -278,11 +293,20 @@ fn serve_upstream(addr: SocketAddr, threads: usize) -> Result<()> {
 }
 
 /// The bare hyper proxy, on one single-threaded runtime as each Warden worker runs; with
-/// `audit`, recording through Warden's audit log in `disk` durability (its default).
-fn serve_bare_proxy(addr: SocketAddr, upstream: SocketAddr, audit: Option<&Path>) -> Result<()> {
+/// `audit`, recording through Warden's audit log in `durability`.
+fn serve_bare_proxy(
+    addr: SocketAddr,
+    upstream: SocketAddr,
+    audit: Option<&Path>,
+    durability: Durability,
+) -> Result<()> {
+    let config = AuditConfig {
+        durability,
+        ..AuditConfig::default()
+    };
     let audit = audit
         .map(|dir| {
-            AuditLog::open(dir, &AuditConfig::default())
+            AuditLog::open(dir, &config)
                 .map(Arc::new)
                 .with_context(|| format!("opening the bare proxy's audit log in {}", dir.display()))
         })
@@ -547,8 +571,13 @@ async fn run_target(
     match target {
         Target::Direct => run_direct(spec, upstream).await,
         Target::Nginx => run_nginx(spec, dir, upstream, versions, profile).await,
-        Target::Hyper => run_bare_proxy(spec, dir, upstream, profile, false).await,
-        Target::HyperAudit => run_bare_proxy(spec, dir, upstream, profile, true).await,
+        Target::Hyper => run_bare_proxy(spec, dir, upstream, profile, None).await,
+        Target::HyperAudit => {
+            run_bare_proxy(spec, dir, upstream, profile, Some(Durability::Disk)).await
+        }
+        Target::HyperAuditProcess => {
+            run_bare_proxy(spec, dir, upstream, profile, Some(Durability::Process)).await
+        }
         Target::WardenDisk
         | Target::WardenProcess
         | Target::WardenBaseline
@@ -651,16 +680,20 @@ async fn run_bare_proxy(
     dir: &Path,
     upstream: &mut Proc,
     profile: Option<ProfileFiles>,
-    audit: bool,
+    audit: Option<Durability>,
 ) -> Result<TargetReport> {
-    let name = if audit { "hyper-audit" } else { "hyper" };
+    let name = match audit {
+        None => "hyper",
+        Some(Durability::Disk) => "hyper-audit",
+        Some(Durability::Process) => "hyper-audit-process",
+    };
     let listen = process::free_loopback_addr()?;
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.arg("--serve-proxy")
         .arg(listen.to_string())
         .arg("--proxy-upstream")
         .arg(base.addr.to_string());
-    if audit {
+    if let Some(durability) = audit {
         // A fresh log per round, on the same filesystem as Warden's.
         let audit_dir = tempfile::Builder::new()
             .prefix("audit-")
@@ -668,6 +701,9 @@ async fn run_bare_proxy(
             .context("creating the bare proxy's audit directory")?
             .keep();
         cmd.arg("--proxy-audit").arg(audit_dir);
+        if durability == Durability::Process {
+            cmd.arg("--proxy-audit-process");
+        }
     }
     let mut proxy = Proc::spawn(name, cmd, &dir.join(format!("{name}.out")))?;
     proxy.wait_for_port(listen)?;
