@@ -326,6 +326,20 @@ pub async fn python_clients(
     last_json_line(&out, "clients.py")
 }
 
+/// Asserts that both clients of [`python_clients`] were answered 200 over both schemes, with
+/// `body` when given.
+pub fn assert_python_clients_served(python: &Value, body: Option<&str>) {
+    for client in ["requests", "httpx"] {
+        for call in ["https", "http"] {
+            let answer = &python[client][call];
+            assert_eq!(answer["status"], 200, "{client} {call}: {python}");
+            if let Some(body) = body {
+                assert_eq!(answer["body"], body, "{client} {call}: {python}");
+            }
+        }
+    }
+}
+
 /// `tests/egress/intercept_clients.py`: Python `requests` and `httpx` GET `url`, then POST
 /// `body` to it, through the proxy (`HTTPS_PROXY`, the token as the proxy password), trusting
 /// only `ca`.

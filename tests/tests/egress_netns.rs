@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use warden_e2e::egress::{Dns, Pki, curl, python_clients};
+use warden_e2e::egress::{Dns, Pki, assert_python_clients_served, curl, python_clients};
 use warden_e2e::warden::{Warden, WardenBuilder, free_port};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -361,18 +361,7 @@ permit (
     let python = python_clients(proxy, &token, &ca, &tls_url, &url)
         .await
         .unwrap();
-    for client in ["requests", "httpx"] {
-        for call in ["https", "http"] {
-            assert_eq!(
-                python[client][call]["status"], 200,
-                "{client} {call}: {python}"
-            );
-            assert_eq!(
-                python[client][call]["body"], FILE_BODY,
-                "{client} {call}: {python}"
-            );
-        }
-    }
+    assert_python_clients_served(&python, Some(FILE_BODY));
     assert_eq!(
         netns.log().matches("\"GET /file HTTP/1.1\" 200").count(),
         4,
