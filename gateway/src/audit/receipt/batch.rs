@@ -111,18 +111,28 @@ impl Pending {
     /// The receipt (the `x-warden-receipt` value): signed already if another request signed
     /// the batch it joined, or signed now with every receipt queued since.
     pub fn receipt(mut self) -> Option<String> {
+        use tokio::sync::oneshot::error::TryRecvError;
         let placed = match self.placed.try_recv() {
-            Ok(placed) => placed,
-            Err(_) => {
+            Ok(placed) => Some(placed),
+            Err(TryRecvError::Closed) => None,
+            Err(TryRecvError::Empty) => {
                 // Not answered: the leaf is still queued, or a batch holding it is being
-                // signed, and is answered once that request lets go of the queue.
+                // signed, and is answered once that request lets go of the queue. Signed
+                // while this one waited for the lock, it needs no batch of its own.
                 let mut queue = self.inner.lock();
-                if !queue.is_empty() {
-                    self.inner.sign(&mut queue);
+                match self.placed.try_recv() {
+                    Err(TryRecvError::Empty) if !queue.is_empty() => {
+                        self.inner.sign(&mut queue);
+                        drop(queue);
+                        self.placed.try_recv().ok()
+                    }
+                    answered => answered.ok(),
                 }
-                drop(queue);
-                self.placed.try_recv().ok()?
             }
+        };
+        let Some(placed) = placed else {
+            unsigned();
+            return None;
         };
         Some(format::receipt(
             &placed.head,
@@ -130,6 +140,20 @@ impl Pending {
             placed.index,
             &placed.path,
         ))
+    }
+}
+
+/// Says, at most once a minute, that a response goes without its receipt: its batch was
+/// lost (a panic while it was signed). The decision record is intact.
+fn unsigned() {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = now();
+    let last = LAST.load(Relaxed);
+    if now >= last + 60 && LAST.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
+        tracing::error!(
+            "a response goes without x-warden-receipt: its batch was not signed (its decision record is intact)"
+        );
     }
 }
 
@@ -237,6 +261,31 @@ mod tests {
         assert_eq!(batch.inner.lock().len(), 1);
         let verified = verify::verify(&next.receipt().unwrap(), &keys).unwrap();
         assert_eq!((verified.index, verified.size), (0, 1));
+    }
+
+    #[test]
+    fn a_receipt_signed_while_its_request_waited_for_the_queue_signs_no_batch_of_its_own() {
+        let (batch, keys) = signer();
+        let waiting = batch.queue(&Receipt::example(1));
+        let mut queue = batch.inner.lock();
+        let thread = std::thread::spawn(move || waiting.receipt());
+        // The thread finds its receipt unanswered and waits for the lock held here, while
+        // this "other request" signs the batch holding it, then queues a leaf of its own.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        batch.inner.sign(&mut queue);
+        let (done, _placed) = oneshot::channel();
+        queue.push(Job {
+            leaf: merkle::leaf_hash(b"later"),
+            done,
+        });
+        drop(queue);
+        let receipt = thread.join().unwrap().expect("a receipt");
+        assert!(verify::verify(&receipt, &keys).is_ok());
+        assert_eq!(
+            batch.inner.lock().len(),
+            1,
+            "the later leaf is left for its own request"
+        );
     }
 
     #[test]
