@@ -177,12 +177,12 @@ pub fn rewriter<R: EventRewriter + Clone + 'static>(
     stream: impl FnOnce() -> R,
     call: &'static [u8],
     judge_body: fn(&mut serde_json::Value, &mut dyn JudgeCalls) -> bool,
-    too_large_body: fn() -> serde_json::Value,
+    unjudged_body: fn(Unjudged) -> serde_json::Value,
 ) -> Box<dyn ProposalRewriter> {
     if event_stream {
         Box::new(Events::new(stream()))
     } else {
-        Box::new(WholeBody::new(call, judge_body, too_large_body))
+        Box::new(WholeBody::new(call, judge_body, unjudged_body))
     }
 }
 
@@ -192,6 +192,38 @@ pub const MAX_WHOLE_BODY: usize = 32 * 1024 * 1024;
 /// What a response larger than [`MAX_WHOLE_BODY`] is replaced by, in a dialect's error shape.
 pub const TOO_LARGE: &str =
     "Warden could not judge the tool calls of a response larger than 32 MiB; it was not delivered";
+
+/// What a response that is not JSON is replaced by: its calls cannot be judged (a body
+/// compressed although the upstream was asked not to, a byte-order mark, a cut body).
+pub const UNREADABLE: &str =
+    "Warden could not read the response as JSON to judge its tool calls; it was not delivered";
+
+/// Why a whole body was not judged, and so not delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unjudged {
+    /// Larger than [`MAX_WHOLE_BODY`].
+    TooLarge,
+    /// Not JSON.
+    Unreadable,
+}
+
+impl Unjudged {
+    /// The message of the error that replaces the body.
+    pub fn message(self) -> &'static str {
+        match self {
+            Unjudged::TooLarge => TOO_LARGE,
+            Unjudged::Unreadable => UNREADABLE,
+        }
+    }
+
+    /// The error's stable code, where the dialect's error shape has one.
+    pub fn code(self) -> &'static str {
+        match self {
+            Unjudged::TooLarge => "response_too_large",
+            Unjudged::Unreadable => "response_unreadable",
+        }
+    }
+}
 
 /// A [`ProposalRewriter`] for a body judged whole: held until its end, then given to
 /// `judge_body` (which says whether it changed the JSON); sent unchanged when nothing changed.
@@ -204,17 +236,17 @@ pub struct WholeBody {
     /// The length and size verdict kept by the last checkpoint (the body only grows).
     saved: (usize, bool),
     judge_body: fn(&mut serde_json::Value, &mut dyn JudgeCalls) -> bool,
-    /// The error body that replaces a body too large to judge.
-    too_large_body: fn() -> serde_json::Value,
+    /// The error body that replaces a body that cannot be judged.
+    unjudged_body: fn(Unjudged) -> serde_json::Value,
 }
 
 impl WholeBody {
     /// A body judged by `judge_body` when it may mention `call`, replaced by
-    /// `too_large_body()` past [`MAX_WHOLE_BODY`].
+    /// `unjudged_body(why)` past [`MAX_WHOLE_BODY`] or when it is not JSON.
     pub fn new(
         call: &'static [u8],
         judge_body: fn(&mut serde_json::Value, &mut dyn JudgeCalls) -> bool,
-        too_large_body: fn() -> serde_json::Value,
+        unjudged_body: fn(Unjudged) -> serde_json::Value,
     ) -> Self {
         WholeBody {
             body: Vec::new(),
@@ -222,7 +254,7 @@ impl WholeBody {
             too_large: false,
             saved: (0, false),
             judge_body,
-            too_large_body,
+            unjudged_body,
         }
     }
 }
@@ -242,13 +274,16 @@ impl ProposalRewriter for WholeBody {
         // The body stays until the next push or the end of the rewriter: a rewind gives it
         // again.
         if self.too_large {
-            return Bytes::from((self.too_large_body)().to_string());
+            return Bytes::from((self.unjudged_body)(Unjudged::TooLarge).to_string());
         }
-        if !may_mention(&self.body, self.call) {
+        // Text that opens a JSON object and cannot mention a call holds none: sent unparsed.
+        // Anything else is parsed, and what is not JSON (which an agent's client might still
+        // read, decompressed or leniently) cannot be judged and is not delivered.
+        if !may_mention(&self.body, self.call) && opens_json_object(&self.body) {
             return Bytes::copy_from_slice(&self.body);
         }
         let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&self.body) else {
-            return Bytes::copy_from_slice(&self.body);
+            return Bytes::from((self.unjudged_body)(Unjudged::Unreadable).to_string());
         };
         if (self.judge_body)(&mut value, judge) {
             Bytes::from(value.to_string())
@@ -268,6 +303,11 @@ impl ProposalRewriter for WholeBody {
             self.body.truncate(len);
         }
     }
+}
+
+/// Whether `body` is UTF-8 text whose first non-blank byte opens a JSON object.
+fn opens_json_object(body: &[u8]) -> bool {
+    body.trim_ascii_start().first() == Some(&b'{') && std::str::from_utf8(body).is_ok()
 }
 
 /// Writes `value` as a named event (`event: <its type>`), as Anthropic and the Responses API

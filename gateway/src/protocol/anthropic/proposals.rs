@@ -8,7 +8,7 @@
 use serde_json::{Value, json};
 
 use crate::protocol::proposed::{
-    self, EventRewriter, JudgeCalls, ProposalRewriter, ProposedCall, TOO_LARGE, Verdict,
+    self, EventRewriter, JudgeCalls, ProposalRewriter, ProposedCall, Unjudged, Verdict,
     event_json as parsed, may_mention, mentions, write_named_event as write_event,
 };
 
@@ -19,13 +19,13 @@ pub fn rewriter(event_stream: bool) -> Box<dyn ProposalRewriter> {
         Stream::default,
         b"\"tool_use\"",
         judge_whole,
-        too_large,
+        unjudged,
     )
 }
 
-/// The error that replaces a body too large to judge.
-fn too_large() -> Value {
-    json!({"type": "error", "error": {"type": "api_error", "message": TOO_LARGE}})
+/// The error that replaces a body that cannot be judged (too large, or not JSON).
+fn unjudged(why: Unjudged) -> Value {
+    json!({"type": "error", "error": {"type": "api_error", "message": why.message()}})
 }
 
 /// A `tool_use` block being held.

@@ -8,8 +8,8 @@
 use serde_json::{Value, json};
 
 use crate::protocol::proposed::{
-    self, EventRewriter, JudgeCalls, ProposalRewriter, ProposedCall, TOO_LARGE, Verdict,
-    event_json, may_mention,
+    self, EventRewriter, JudgeCalls, ProposalRewriter, ProposedCall, Unjudged, Verdict, event_json,
+    may_mention,
 };
 
 /// The rewriter for a Gemini response (`event_stream`: `alt=sse`).
@@ -19,13 +19,13 @@ pub fn rewriter(event_stream: bool) -> Box<dyn ProposalRewriter> {
         || Stream,
         b"\"functionCall\"",
         judge_body,
-        too_large,
+        unjudged,
     )
 }
 
-/// The error that replaces a body too large to judge.
-fn too_large() -> Value {
-    json!({"error": {"code": 502, "status": "UNAVAILABLE", "message": TOO_LARGE}})
+/// The error that replaces a body that cannot be judged (too large, or not JSON).
+fn unjudged(why: Unjudged) -> Value {
+    json!({"error": {"code": 502, "status": "UNAVAILABLE", "message": why.message()}})
 }
 
 #[derive(Debug, Default, Clone)]

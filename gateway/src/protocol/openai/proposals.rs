@@ -8,8 +8,8 @@
 use serde_json::{Map, Value};
 
 use crate::protocol::proposed::{
-    self, EventRewriter, JudgeCalls, ProposalRewriter, ProposedCall, TOO_LARGE, Verdict,
-    event_data, may_mention,
+    self, EventRewriter, JudgeCalls, ProposalRewriter, ProposedCall, Unjudged, Verdict, event_data,
+    may_mention,
 };
 
 /// The rewriter for a Chat Completions response (`event_stream`: streamed).
@@ -19,13 +19,13 @@ pub fn rewriter(event_stream: bool) -> Box<dyn ProposalRewriter> {
         Stream::default,
         b"\"tool_calls\"",
         judge_whole,
-        too_large,
+        unjudged,
     )
 }
 
-/// The error that replaces a body too large to judge.
-fn too_large() -> Value {
-    serde_json::json!({ "error": { "message": TOO_LARGE, "type": "warden_error", "code": "response_too_large" } })
+/// The error that replaces a body that cannot be judged (too large, or not JSON).
+fn unjudged(why: Unjudged) -> Value {
+    serde_json::json!({ "error": { "message": why.message(), "type": "warden_error", "code": why.code() } })
 }
 
 /// One call as its deltas build it.

@@ -10,7 +10,7 @@
 use serde_json::{Value, json};
 
 use crate::protocol::proposed::{
-    self, EventRewriter, JudgeCalls, ProposalRewriter, ProposedCall, TOO_LARGE, Verdict,
+    self, EventRewriter, JudgeCalls, ProposalRewriter, ProposedCall, Unjudged, Verdict,
     event_json as parsed, may_mention, mentions, write_named_event as write_event,
 };
 
@@ -24,13 +24,13 @@ pub fn rewriter(event_stream: bool) -> Box<dyn ProposalRewriter> {
         Stream::default,
         b"\"function_call\"",
         judge_whole,
-        too_large,
+        unjudged,
     )
 }
 
-/// The error that replaces a body too large to judge.
-fn too_large() -> Value {
-    json!({"error": {"message": TOO_LARGE, "type": "warden_error", "code": "response_too_large"}})
+/// The error that replaces a body that cannot be judged (too large, or not JSON).
+fn unjudged(why: Unjudged) -> Value {
+    json!({"error": {"message": why.message(), "type": "warden_error", "code": why.code()}})
 }
 
 /// A `function_call` item being held.

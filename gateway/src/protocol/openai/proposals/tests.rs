@@ -299,3 +299,26 @@ fn a_whole_answer_without_calls_passes_byte_for_byte_unjudged() {
     assert_eq!(out, body.as_bytes());
     assert!(judge.seen.is_empty());
 }
+
+#[test]
+fn a_whole_answer_that_is_not_json_is_not_delivered_unjudged() {
+    // A gzip body (sent although the upstream was asked for identity), a cut one holding a
+    // call, one behind a byte-order mark: an agent's client might read any of them.
+    let call = r#"{"choices":[{"index":0,"message":{"role":"assistant","tool_calls":[{"id":"a","type":"function","function":{"name":"exec","arguments":"{}"}}]}}"#;
+    for body in [
+        &[0x1f, 0x8b, 0x08, 0x00, 0x01, 0x02][..],
+        call.as_bytes(),
+        format!("\u{feff}{call}}}").as_bytes(),
+    ] {
+        let mut judge = DenyNamed {
+            denied: &["exec"],
+            seen: Vec::new(),
+        };
+        let mut whole = rewriter(false);
+        let mut out = whole.push(body, &mut judge).to_vec();
+        out.extend_from_slice(&whole.finish(&mut judge));
+        let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+        assert_eq!(v["error"]["code"], "response_unreadable", "{v}");
+        assert!(judge.seen.is_empty());
+    }
+}
