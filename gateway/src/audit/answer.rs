@@ -9,7 +9,6 @@
 //! Elsewhere (a multi-threaded runtime, no runtime) each answer goes straight to its waiter.
 
 use std::cell::RefCell;
-use std::thread::LocalKey;
 
 use tokio::runtime::{self, Handle, RuntimeFlavor};
 use tokio::sync::{mpsc, oneshot};
@@ -19,32 +18,19 @@ use super::error::AuditError;
 /// The seq of the committed record, or why it is not committed.
 pub type Answer = Result<u64, AuditError>;
 
-type Delivered<T> = Vec<(oneshot::Sender<T>, T)>;
-
-/// A kind of answer a thread's requests wait for: each kind has its own mailbox per thread
-/// (commit answers here, signed receipts in `receipt::batch`).
-pub trait Answered: Send + Sized + 'static {
-    /// This thread's mailbox for answers of this kind.
-    fn mailbox_slot() -> &'static LocalKey<RefCell<Option<Mailbox<Self>>>>;
-}
+type Delivered = Vec<(oneshot::Sender<Answer>, Answer)>;
 
 thread_local! {
-    static COMMITS: RefCell<Option<Mailbox<Answer>>> = const { RefCell::new(None) };
-}
-
-impl Answered for Answer {
-    fn mailbox_slot() -> &'static LocalKey<RefCell<Option<Mailbox<Self>>>> {
-        &COMMITS
-    }
+    static COMMITS: RefCell<Option<Mailbox>> = const { RefCell::new(None) };
 }
 
 /// Where one thread's requests receive their answers, on one runtime.
-pub struct Mailbox<T> {
-    tx: mpsc::UnboundedSender<Delivered<T>>,
+pub struct Mailbox {
+    tx: mpsc::UnboundedSender<Delivered>,
     runtime: runtime::Id,
 }
 
-impl<T> Clone for Mailbox<T> {
+impl Clone for Mailbox {
     fn clone(&self) -> Self {
         Mailbox {
             tx: self.tx.clone(),
@@ -53,7 +39,7 @@ impl<T> Clone for Mailbox<T> {
     }
 }
 
-impl<T> std::fmt::Debug for Mailbox<T> {
+impl std::fmt::Debug for Mailbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Mailbox")
             .field("runtime", &self.runtime)
@@ -63,13 +49,13 @@ impl<T> std::fmt::Debug for Mailbox<T> {
 
 /// This thread's mailbox on the runtime it runs, opened on first use; `None` off a
 /// single-threaded runtime, whose tasks could run on other threads than this one.
-fn mailbox<T: Answered>() -> Option<Mailbox<T>> {
+fn mailbox() -> Option<Mailbox> {
     let handle = Handle::try_current().ok()?;
     if handle.runtime_flavor() != RuntimeFlavor::CurrentThread {
         return None;
     }
     let runtime = handle.id();
-    T::mailbox_slot().with(|cell| {
+    COMMITS.with(|cell| {
         let mut slot = cell.borrow_mut();
         // A mailbox of another runtime (or of one shut down) would never be read here.
         if let Some(mailbox) = slot.as_ref()
@@ -78,7 +64,7 @@ fn mailbox<T: Answered>() -> Option<Mailbox<T>> {
         {
             return Some(mailbox.clone());
         }
-        let (tx, mut rx) = mpsc::unbounded_channel::<Delivered<T>>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Delivered>();
         handle.spawn(async move {
             while let Some(answers) = rx.recv().await {
                 for (waiter, answer) in answers {
@@ -92,21 +78,16 @@ fn mailbox<T: Answered>() -> Option<Mailbox<T>> {
     })
 }
 
-/// Someone waiting for an answer: a record to be committed, by default.
+/// Someone waiting for a record to be committed.
 #[derive(Debug)]
-pub struct Waiter<T: Answered = Answer> {
-    tx: oneshot::Sender<T>,
-    mailbox: Option<Mailbox<T>>,
+pub struct Waiter {
+    tx: oneshot::Sender<Answer>,
+    mailbox: Option<Mailbox>,
 }
 
 /// A waiter for a commit, for the calling thread (through its mailbox when it runs a
 /// single-threaded runtime), and the receiving end of its answer.
 pub fn waiter() -> (Waiter, oneshot::Receiver<Answer>) {
-    waiter_for()
-}
-
-/// A waiter for an answer of kind `T`, as [`waiter`] makes one for a commit.
-pub fn waiter_for<T: Answered>() -> (Waiter<T>, oneshot::Receiver<T>) {
     let (tx, rx) = oneshot::channel();
     (
         Waiter {
@@ -117,23 +98,15 @@ pub fn waiter_for<T: Answered>() -> (Waiter<T>, oneshot::Receiver<T>) {
     )
 }
 
-/// The answers of one commit (or one signed batch), gathered per mailbox and sent by
-/// [`Delivery::send`].
-pub struct Delivery<T: Answered = Answer> {
-    batches: Vec<(Mailbox<T>, Delivered<T>)>,
+/// The answers of one commit, gathered per mailbox and sent by [`Delivery::send`].
+#[derive(Default)]
+pub struct Delivery {
+    batches: Vec<(Mailbox, Delivered)>,
 }
 
-impl<T: Answered> Default for Delivery<T> {
-    fn default() -> Self {
-        Delivery {
-            batches: Vec::new(),
-        }
-    }
-}
-
-impl<T: Answered> Delivery<T> {
+impl Delivery {
     /// Answers `waiter` now (no mailbox) or with its mailbox's batch.
-    pub fn answer(&mut self, waiter: Waiter<T>, answer: T) {
+    pub fn answer(&mut self, waiter: Waiter, answer: Answer) {
         let Some(mailbox) = waiter.mailbox else {
             let _ = waiter.tx.send(answer);
             return;

@@ -170,8 +170,8 @@ impl<R: EventRewriter + Clone> ProposalRewriter for Events<R> {
 }
 
 /// A dialect's rewriter: `stream` for an event stream, else the body judged whole by
-/// `judge_body` (`too_large_body` past [`MAX_WHOLE_BODY`]) if it may mention `call` (the
-/// JSON string every call of the dialect's bodies holds, quoted: [`may_mention`]).
+/// `judge_body` if it may mention `call` (the JSON string every call of the dialect's bodies
+/// holds, quoted: [`may_mention`]), and replaced by `unjudged_body` when it cannot be judged.
 pub fn rewriter<R: EventRewriter + Clone + 'static>(
     event_stream: bool,
     stream: impl FnOnce() -> R,
