@@ -165,6 +165,9 @@ impl AuditLog {
         let receipts = signer
             .as_ref()
             .map(|signer| BatchSigner::new(Arc::clone(signer)));
+        if let Some(receipts) = &receipts {
+            writer.sign_receipts(receipts.clone());
+        }
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("warden-audit".to_owned())

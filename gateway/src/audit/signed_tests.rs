@@ -314,3 +314,32 @@ async fn an_unsigned_log_reports_every_record_unsigned_and_require_signed_needs_
         Err(VerifyError::NoKey)
     ));
 }
+
+#[tokio::test]
+async fn the_writer_signs_queued_receipts_after_a_commit() {
+    use super::receipt::{Receipt, verify};
+    let tmp = tempfile::tempdir().unwrap();
+    let log = AuditLog::open_signed(
+        &tmp.path().join("audit"),
+        &config(1000),
+        signer(),
+        Vec::new(),
+    )
+    .unwrap();
+    let seq = log.append(event(1)).await.unwrap();
+    // The request goes upstream with its receipt queued; the next commit's writer signs it.
+    let pending = log.receipt(&Receipt::example(seq)).expect("a signed log");
+    log.append(event(2)).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !pending.is_signed() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer signed the receipt after its next commit"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let receipt = pending.receipt().expect("the receipt");
+    let verified = verify(&receipt, &keys()).unwrap();
+    assert_eq!(verified.claims, Receipt::example(seq));
+    log.close().await.unwrap();
+}

@@ -21,6 +21,7 @@ use super::error::AuditError;
 use super::event::{AuditEvent, EventKind, Text, Timestamp};
 use super::flusher::{FlushRequest, Flusher, Report};
 use super::outbox::Outbox;
+use super::receipt::BatchSigner;
 use super::record::{self, Hash};
 use super::retention::Retention;
 use super::segment::segment_name;
@@ -324,6 +325,8 @@ pub struct Writer {
     unflushed: Option<Unflushed>,
     /// Since the last failed commit or flush, until a commit succeeds.
     outage: Option<Outage>,
+    /// Signs the receipts queued by the requests it answered, after each commit.
+    receipts: Option<BatchSigner>,
     /// Held for the writer's life: one writer per directory.
     _lock: File,
 }
@@ -385,8 +388,16 @@ impl Writer {
             anchored_at: Instant::now(),
             unflushed,
             outage: None,
+            receipts: None,
             _lock: lock,
         })
+    }
+
+    /// Signs the receipts `receipts` holds after each commit: the requests it answered queue
+    /// theirs on their way upstream, and their responses find them signed, a batch of a
+    /// commit's size, by a thread that is awake anyway.
+    pub fn sign_receipts(&mut self, receipts: BatchSigner) {
+        self.receipts = Some(receipts);
     }
 
     /// The state shared with the handles.
@@ -442,10 +453,13 @@ impl Writer {
     pub fn run(mut self, rx: Receiver<Msg>) {
         let _stopped = Stopped(self.shared.clone());
         let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+        // Two lists take turns: the outbox fills one while the writer drains the other.
+        let mut detached: Vec<AuditEvent> = Vec::with_capacity(64);
         while let Some(first) = self.wait_first(&rx) {
             self.tend_retention();
             // Records waiting in the outbox were appended before this message arrived.
-            take_detached(self.shared.outbox.take(), &mut batch);
+            self.shared.outbox.take_into(&mut detached);
+            batch.extend(detached.drain(..).map(Pending::detached));
             let mut close = first.and_then(|msg| take(msg, &mut batch));
             if close.is_none() {
                 close = drain(&rx, &mut batch);
@@ -487,6 +501,9 @@ impl Writer {
                 drop(rx);
                 let _ = done.send(result);
                 return;
+            }
+            if let Some(receipts) = &self.receipts {
+                receipts.sign_queued();
             }
             self.tend_flushes();
             if self.anchored != Some(self.durable.0)

@@ -1,20 +1,22 @@
 //! The receipt signer: receipts are signed a batch at a time, as the audit writer commits
-//! records a group at a time, and on the thread of the request that needs one first.
+//! records a group at a time.
 //!
 //! A decided request queues its claims' leaf hash ([`BatchSigner::queue`]) and goes on: its
-//! receipt is needed only when its response starts, after the upstream has answered. The
-//! first request to need a receipt that is not signed yet ([`Pending::receipt`]) signs every
-//! leaf queued by then: it builds the batch's Merkle tree, signs one head over its root, and
-//! answers each queued request with the head, its index and its audit path. Alone, a request
-//! is a batch of one (one signature, as if it were signed by itself); under load, every
-//! request decided while the first was upstream shares its signature. No thread is woken for
-//! it, which a signer thread of its own cost on every request.
+//! receipt is needed only when its response starts, after the upstream has answered. After
+//! each commit the audit writer signs every leaf queued by then ([`BatchSigner::sign_queued`]):
+//! it builds the batch's Merkle tree, signs one head over its root, and answers each queued
+//! request with its receipt (the head, its claims, its index and audit path). The requests it
+//! answered queue theirs on their way upstream, so under load a batch is about a commit's
+//! records and the signature is the writer's work, on a thread that is awake anyway, not the
+//! worker's. A response that comes before the writer got to its leaf ([`Pending::receipt`])
+//! signs every leaf queued by then on its own thread: alone, a request is a batch of one (one
+//! signature, as if it were signed by itself). No thread is woken for a receipt.
 //!
 //! The queue's lock is held while a batch is signed (one Ed25519 signature and a tree of at
 //! most [`BATCH_MAX`] leaves, tens of microseconds), so a request that finds its leaf gone
-//! from the queue finds it answered as soon as it holds the lock. A queue that reaches
-//! [`BATCH_MAX`] is signed by the request that fills it, so leaves of requests that never
-//! answer (a client gone) wait at most that long.
+//! from the queue finds it answered as soon as it holds the lock; the writer skips a round
+//! while a request holds it. A queue that reaches [`BATCH_MAX`] is signed by the request that
+//! fills it, so leaves of requests that never answer (a client gone) wait at most that long.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -28,24 +30,17 @@ use crate::audit::signer::Signer;
 /// The most receipts one signed head covers: the audit path stays at most 8 hashes.
 pub const BATCH_MAX: usize = 256;
 
-/// A receipt's place in its signed batch.
-#[derive(Debug)]
-struct Placed {
-    /// The batch's signed head (compact JWS), shared by the batch.
-    head: Arc<str>,
-    /// The leaf's index.
-    index: usize,
-    /// The leaf's audit path.
-    path: Vec<Hash>,
-}
-
 /// One queued receipt.
 struct Job {
+    /// The claims' JSON: the leaf's bytes, carried in the receipt.
+    json: Vec<u8>,
     leaf: Hash,
-    done: oneshot::Sender<Placed>,
+    /// Answered with the receipt once its batch is signed.
+    done: oneshot::Sender<String>,
 }
 
 /// Signs receipts a batch at a time with the audit key.
+#[derive(Clone)]
 pub struct BatchSigner {
     inner: Arc<Inner>,
 }
@@ -60,9 +55,7 @@ struct Inner {
 
 /// A queued receipt: [`Pending::receipt`] gives its `x-warden-receipt` value.
 pub struct Pending {
-    /// The claims' JSON: the leaf's bytes, carried in the receipt.
-    json: Vec<u8>,
-    placed: oneshot::Receiver<Placed>,
+    signed: oneshot::Receiver<String>,
     inner: Arc<Inner>,
 }
 
@@ -88,9 +81,10 @@ impl BatchSigner {
     /// hashed here; nothing is signed unless this fills the queue.
     pub fn queue(&self, claims: &Receipt) -> Pending {
         let json = serde_json::to_vec(claims).unwrap_or_default();
-        let (done, placed) = oneshot::channel();
+        let (done, signed) = oneshot::channel();
         let job = Job {
             leaf: merkle::leaf_hash(&json),
+            json,
             done,
         };
         let mut queue = self.inner.lock();
@@ -100,46 +94,58 @@ impl BatchSigner {
         }
         drop(queue);
         Pending {
-            json,
-            placed,
+            signed,
             inner: Arc::clone(&self.inner),
+        }
+    }
+
+    /// Signs every receipt queued by now, unless a request is signing (the audit writer's
+    /// call after each commit, so that responses find their receipts signed).
+    pub fn sign_queued(&self) {
+        let mut queue = match self.inner.queue.try_lock() {
+            Ok(queue) => queue,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        if !queue.is_empty() {
+            self.inner.sign(&mut queue);
         }
     }
 }
 
 impl Pending {
+    /// Whether its batch is signed already (the receipt waits in the answer).
+    #[cfg(test)]
+    pub(crate) fn is_signed(&self) -> bool {
+        !self.signed.is_empty()
+    }
+
     /// The receipt (the `x-warden-receipt` value): signed already if another request signed
     /// the batch it joined, or signed now with every receipt queued since.
     pub fn receipt(mut self) -> Option<String> {
         use tokio::sync::oneshot::error::TryRecvError;
-        let placed = match self.placed.try_recv() {
-            Ok(placed) => Some(placed),
+        let signed = match self.signed.try_recv() {
+            Ok(signed) => Some(signed),
             Err(TryRecvError::Closed) => None,
             Err(TryRecvError::Empty) => {
                 // Not answered: the leaf is still queued, or a batch holding it is being
                 // signed, and is answered once that request lets go of the queue. Signed
                 // while this one waited for the lock, it needs no batch of its own.
                 let mut queue = self.inner.lock();
-                match self.placed.try_recv() {
+                match self.signed.try_recv() {
                     Err(TryRecvError::Empty) if !queue.is_empty() => {
                         self.inner.sign(&mut queue);
                         drop(queue);
-                        self.placed.try_recv().ok()
+                        self.signed.try_recv().ok()
                     }
                     answered => answered.ok(),
                 }
             }
         };
-        let Some(placed) = placed else {
+        if signed.is_none() {
             unsigned();
-            return None;
-        };
-        Some(format::receipt(
-            &placed.head,
-            &self.json,
-            placed.index,
-            &placed.path,
-        ))
+        }
+        signed
     }
 }
 
@@ -163,7 +169,8 @@ impl Inner {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Signs every leaf in `queue` as one batch and answers each (the queue's lock held).
+    /// Signs every leaf in `queue` as one batch and answers each with its receipt (the
+    /// queue's lock held).
     fn sign(&self, queue: &mut Vec<Job>) {
         let batch = std::mem::replace(queue, Vec::with_capacity(BATCH_MAX));
         let leaves: Vec<Hash> = batch.iter().map(|job| job.leaf).collect();
@@ -171,12 +178,11 @@ impl Inner {
             return;
         };
         for (index, job) in batch.into_iter().enumerate() {
-            // A request gone (its client left) no longer waits for its receipt.
-            let _ = job.done.send(Placed {
-                head: Arc::clone(&head),
-                index,
-                path: tree.path(index),
-            });
+            if job.done.is_closed() {
+                continue; // a request gone (its client left) no longer waits for it
+            }
+            let receipt = format::receipt(&head, &job.json, index, &tree.path(index));
+            let _ = job.done.send(receipt);
         }
     }
 }
@@ -247,6 +253,37 @@ mod tests {
     }
 
     #[test]
+    fn sign_queued_signs_every_queued_receipt_as_one_batch_before_anyone_asks() {
+        let (batch, keys) = signer();
+        let mut pending: Vec<_> = (0..5)
+            .map(|seq| batch.queue(&Receipt::example(seq)))
+            .collect();
+        batch.sign_queued();
+        assert!(batch.inner.lock().is_empty(), "every leaf signed");
+        for (seq, pending) in (0..5).zip(&mut pending) {
+            assert!(pending.signed.try_recv().is_ok(), "receipt {seq} answered");
+        }
+        // Nothing queued: nothing signed.
+        batch.sign_queued();
+        let later = batch.queue(&Receipt::example(7));
+        batch.sign_queued();
+        let verified = verify::verify(&later.receipt().unwrap(), &keys).unwrap();
+        assert_eq!((verified.index, verified.size), (0, 1));
+    }
+
+    #[test]
+    fn sign_queued_leaves_the_queue_to_a_request_signing_it() {
+        let (batch, keys) = signer();
+        let pending = batch.queue(&Receipt::example(1));
+        let held = batch.inner.lock();
+        batch.sign_queued(); // does not wait for the lock
+        assert_eq!(held.len(), 1);
+        drop(held);
+        let verified = verify::verify(&pending.receipt().unwrap(), &keys).unwrap();
+        assert_eq!(verified.claims, Receipt::example(1));
+    }
+
+    #[test]
     fn a_full_queue_is_signed_by_the_request_that_fills_it() {
         let (batch, keys) = signer();
         // Receipts nobody asks for (their clients gone) still leave the queue.
@@ -273,8 +310,9 @@ mod tests {
         // this "other request" signs the batch holding it, then queues a leaf of its own.
         std::thread::sleep(std::time::Duration::from_millis(100));
         batch.inner.sign(&mut queue);
-        let (done, _placed) = oneshot::channel();
+        let (done, _signed) = oneshot::channel();
         queue.push(Job {
+            json: b"later".to_vec(),
             leaf: merkle::leaf_hash(b"later"),
             done,
         });
