@@ -56,9 +56,11 @@ impl Outbox {
         self.lock().events.is_empty()
     }
 
-    /// Takes every waiting record.
-    pub fn take(&self) -> Vec<AuditEvent> {
-        std::mem::take(&mut self.lock().events)
+    /// Takes every waiting record into `spare` (empty; its room is left for the records
+    /// pushed next, so a push rarely grows the list under the lock).
+    pub fn take_into(&self, spare: &mut Vec<AuditEvent>) {
+        debug_assert!(spare.is_empty());
+        std::mem::swap(&mut self.lock().events, spare);
     }
 
     /// Takes every waiting record and refuses any pushed later.
@@ -103,7 +105,19 @@ mod tests {
             outbox.push(AuditEvent::now(EventKind::Outcome)),
             Pushed::Queued
         );
-        assert_eq!(outbox.close().len(), 3);
+        let mut spare = Vec::with_capacity(8);
+        outbox.take_into(&mut spare);
+        assert_eq!(spare.len(), 2);
+        assert_eq!(
+            outbox.lock().events.capacity(),
+            8,
+            "the spare's room is kept"
+        );
+        assert_eq!(
+            outbox.push(AuditEvent::now(EventKind::Outcome)),
+            Pushed::Queued
+        );
+        assert_eq!(outbox.close().len(), 1);
         assert_eq!(
             outbox.push(AuditEvent::now(EventKind::Outcome)),
             Pushed::Closed

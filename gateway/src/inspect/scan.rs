@@ -47,10 +47,10 @@ pub(super) fn spans(
     body: &[u8],
     config: &InspectConfig,
 ) -> Vec<(&'static str, std::ops::Range<usize>)> {
-    let maybe = SET.matches(body);
-    if !maybe.matched_any() {
+    if !SET.is_match(body) {
         return Vec::new();
     }
+    let maybe = SET.matches(body);
     maybe
         .iter()
         .filter(|&i| config.enabled(DETECTORS[i].name))
