@@ -4,10 +4,9 @@
 
 use bytes::Bytes;
 use serde_json::Value;
+use serde_json::error::Category;
 
-mod strict;
-
-pub use strict::NotRead;
+use super::strict_json;
 
 /// One tool call a model proposes, complete.
 #[derive(Debug, Clone, Copy)]
@@ -134,8 +133,8 @@ pub struct Judged {
     /// `K`; one that is a value (a `type`) is compared exactly by every client.
     pub needles: &'static [&'static [u8]],
     /// The keys Warden reads to find and judge a call: an answer holding a key that differs
-    /// from one of them only by case cannot be judged ([`strict`]), nor one with a key given
-    /// twice in an object.
+    /// from one of them only by case cannot be judged, nor one with a key given twice in an
+    /// object ([`strict_json`]).
     pub keys: &'static [&'static str],
     /// Judges the calls of a whole body; whether it changed the JSON.
     pub judge_body: fn(&mut Value, &mut dyn JudgeCalls) -> bool,
@@ -164,10 +163,11 @@ impl Judged {
         let Some(data) = event_data(event) else {
             return Ok(None);
         };
-        match strict::parse(&data, self.keys) {
+        match strict_json::parse(&data, self.keys) {
             Ok(value) => Ok(Some(value)),
-            Err(NotRead::NotJson) => Ok(None),
-            Err(NotRead::Ambiguous) => Err(Unjudged::Unreadable),
+            // A key given twice, or one that differs from a key Warden reads only by case.
+            Err(e) if e.classify() == Category::Data => Err(Unjudged::Unreadable),
+            Err(_) => Ok(None),
         }
     }
 
@@ -362,7 +362,7 @@ impl ProposalRewriter for WholeBody {
         if !self.judged.may_mention(&self.body) && opens_json_object(&self.body) {
             return Bytes::copy_from_slice(&self.body);
         }
-        let Ok(mut value) = strict::parse(&self.body, self.judged.keys) else {
+        let Ok(mut value) = strict_json::parse(&self.body, self.judged.keys) else {
             return unjudged(Unjudged::Unreadable);
         };
         if (self.judged.judge_body)(&mut value, judge) {

@@ -1,48 +1,33 @@
-//! JSON read as no client could read it otherwise: a key given twice in one object (clients
-//! differ on which value wins) or a key that a case-insensitive decoder takes for one Warden
-//! reads (Go's `encoding/json` matches `"Tool_Calls"` to `tool_calls`, and folds `ſ` to `s`
-//! and the Kelvin sign to `k`) makes the text ambiguous: Warden would judge one thing and the
-//! agent's client might run another.
+//! JSON read so that no reader can take it otherwise: a key given twice in one object
+//! (readers differ on which value wins) is refused, and so is a key that a case-insensitive
+//! decoder takes for one of the keys the caller reads (Go's `encoding/json` matches
+//! `"Tool_Calls"` to `tool_calls`, and folds `ſ` to `s` and the Kelvin sign to `k`). MCP
+//! messages, REST connector bodies and the answers whose proposed calls Warden judges are
+//! read so.
 
-use std::cell::Cell;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-/// Why JSON text was not read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum NotRead {
-    /// The text is not JSON.
-    #[error("not JSON")]
-    NotJson,
-    /// JSON that clients may read differently: a key given twice, or one that differs from
-    /// a key Warden reads only by case.
-    #[error("a key given twice, or one that differs from a key Warden reads only by case")]
-    Ambiguous,
-}
+use crate::text::Quoted;
 
-/// `text` as JSON, refused when it is ambiguous about any of `keys` (or any key at all given
-/// twice).
-pub fn parse(text: &[u8], keys: &[&str]) -> Result<Value, NotRead> {
-    let ambiguous = Cell::new(false);
+/// `text` as JSON, refusing a key given twice in any object and a key that differs from one
+/// of `keys` only by case. Those refusals are the errors whose
+/// [`classify`](serde_json::Error::classify) is `Data`; what is not JSON is `Syntax` or `Eof`.
+pub fn parse(text: &[u8], keys: &[&str]) -> Result<Value, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(text);
-    let read = Strict {
-        keys,
-        ambiguous: &ambiguous,
-    }
-    .deserialize(&mut de)
-    .and_then(|value| de.end().map(|()| value));
-    match read {
-        Ok(value) => Ok(value),
-        Err(_) if ambiguous.get() => Err(NotRead::Ambiguous),
-        Err(_) => Err(NotRead::NotJson),
-    }
+    let value = Strict { keys }.deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
 }
 
-/// Whether `key` is not one of `keys` but a case-insensitive decoder would take it for one.
-fn folds_onto(key: &str, keys: &[&str]) -> bool {
-    !keys.contains(&key) && keys.iter().any(|known| equal_folded(key, known))
+/// The key of `keys` that `key` is not but a case-insensitive decoder would take it for.
+fn folds_onto<'k>(key: &str, keys: &[&'k str]) -> Option<&'k str> {
+    if keys.contains(&key) {
+        return None;
+    }
+    keys.iter().copied().find(|known| equal_folded(key, known))
 }
 
 /// `key` equals the ASCII `known` under Unicode simple case folding (what Go's
@@ -57,11 +42,10 @@ fn equal_folded(key: &str, known: &str) -> bool {
     folded.eq(known.chars().map(|c| c.to_ascii_lowercase()))
 }
 
-/// Builds a [`Value`] as serde_json does, failing on ambiguous keys.
+/// Builds a [`Value`] as serde_json does, failing on a repeated or case-folded key.
 #[derive(Clone, Copy)]
 struct Strict<'a> {
     keys: &'a [&'a str],
-    ambiguous: &'a Cell<bool>,
 }
 
 impl<'de> DeserializeSeed<'de> for Strict<'_> {
@@ -76,7 +60,7 @@ impl<'de> Visitor<'de> for Strict<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("JSON")
+        f.write_str("a JSON value")
     }
 
     fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
@@ -92,7 +76,7 @@ impl<'de> Visitor<'de> for Strict<'_> {
     }
 
     fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(Value::from(v))
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
     }
 
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
@@ -118,9 +102,17 @@ impl<'de> Visitor<'de> for Strict<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut object = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            if object.contains_key(&key) || folds_onto(&key, self.keys) {
-                self.ambiguous.set(true);
-                return Err(de::Error::custom("ambiguous key"));
+            if object.contains_key(&key) {
+                return Err(de::Error::custom(format_args!(
+                    "the key {} appears twice in one object; send each key once",
+                    Quoted::of(&key)
+                )));
+            }
+            if let Some(known) = folds_onto(&key, self.keys) {
+                return Err(de::Error::custom(format_args!(
+                    "the key {} differs from `{known}` only by case",
+                    Quoted::of(&key)
+                )));
             }
             let value = map.next_value_seed(self)?;
             object.insert(key, value);
@@ -131,7 +123,14 @@ impl<'de> Visitor<'de> for Strict<'_> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::error::Category;
+
     use super::*;
+
+    /// What `parse` says of `text`: the value, or the category of its error.
+    fn read(text: &[u8], keys: &[&str]) -> Result<Value, Category> {
+        parse(text, keys).map_err(|e| e.classify())
+    }
 
     const KEYS: &[&str] = &["tool_calls", "functionCall"];
 
@@ -139,7 +138,7 @@ mod tests {
     fn reads_json_as_serde_json_does() {
         let text = br#"{"a":[1,-2,3.5,"x",null,true,{"tool_calls":[]}],"functionCall":{}}"#;
         let expected: Value = serde_json::from_slice(text).unwrap_or(Value::Null);
-        assert_eq!(parse(text, KEYS), Ok(expected));
+        assert_eq!(read(text, KEYS), Ok(expected));
     }
 
     #[test]
@@ -149,7 +148,7 @@ mod tests {
             br#"{"a":{"tool_calls":[],"tool_calls":[]}}"#,
             br#"[{"x":1,"x":1}]"#,
         ] {
-            assert_eq!(parse(text, KEYS), Err(NotRead::Ambiguous));
+            assert_eq!(read(text, KEYS), Err(Category::Data));
         }
     }
 
@@ -162,26 +161,26 @@ mod tests {
             "FUNCTIONCALL",
         ] {
             let text = serde_json::json!({ "a": { key: [] } }).to_string();
-            assert_eq!(
-                parse(text.as_bytes(), KEYS),
-                Err(NotRead::Ambiguous),
-                "{key}"
-            );
+            assert_eq!(read(text.as_bytes(), KEYS), Err(Category::Data), "{key}");
         }
         // Escaped, the same: a JSON parser unescapes it before a client compares it.
         assert_eq!(
-            parse(br#"{"Tool\u005fCalls":[]}"#, KEYS),
-            Err(NotRead::Ambiguous)
+            read(br#"{"Tool\u005fCalls":[]}"#, KEYS),
+            Err(Category::Data)
         );
         let kelvin = serde_json::json!({ "\u{212A}": 1 }).to_string();
-        assert_eq!(parse(kelvin.as_bytes(), &["k"]), Err(NotRead::Ambiguous));
-        assert!(parse(br#"{"Tool_Result":1,"function_call":2}"#, KEYS).is_ok());
+        assert_eq!(read(kelvin.as_bytes(), &["k"]), Err(Category::Data));
+        assert!(read(br#"{"Tool_Result":1,"function_call":2}"#, KEYS).is_ok());
     }
 
     #[test]
     fn text_that_is_not_json_is_told_apart() {
         for text in [&b"{"[..], b"[DONE]", b"{} {}", b""] {
-            assert_eq!(parse(text, KEYS), Err(NotRead::NotJson));
+            let category = read(text, KEYS).err();
+            assert!(
+                matches!(category, Some(Category::Syntax | Category::Eof)),
+                "{category:?}"
+            );
         }
     }
 }
