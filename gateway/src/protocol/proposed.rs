@@ -136,6 +136,9 @@ pub struct Judged {
     /// from one of them only by case cannot be judged, nor one with a key given twice in an
     /// object ([`strict_json`]).
     pub keys: &'static [&'static str],
+    /// Keys whose values are free-form maps (a call's arguments, a tool's schema echoed):
+    /// clients read the keys beneath them exactly, so only a key given twice counts there.
+    pub free: &'static [&'static str],
     /// Judges the calls of a whole body; whether it changed the JSON.
     pub judge_body: fn(&mut Value, &mut dyn JudgeCalls) -> bool,
     /// The error body that replaces an answer that cannot be judged.
@@ -163,7 +166,7 @@ impl Judged {
         let Some(data) = event_data(event) else {
             return Ok(None);
         };
-        match strict_json::parse(&data, self.keys) {
+        match strict_json::parse(&data, self.keys, self.free) {
             Ok(value) => Ok(Some(value)),
             // A key given twice, or one that differs from a key Warden reads only by case.
             Err(e) if e.classify() == Category::Data => Err(Unjudged::Unreadable),
@@ -362,7 +365,8 @@ impl ProposalRewriter for WholeBody {
         if !self.judged.may_mention(&self.body) && opens_json_object(&self.body) {
             return Bytes::copy_from_slice(&self.body);
         }
-        let Ok(mut value) = strict_json::parse(&self.body, self.judged.keys) else {
+        let Ok(mut value) = strict_json::parse(&self.body, self.judged.keys, self.judged.free)
+        else {
             return unjudged(Unjudged::Unreadable);
         };
         if (self.judged.judge_body)(&mut value, judge) {

@@ -13,11 +13,13 @@ use serde_json::{Map, Value};
 use crate::text::Quoted;
 
 /// `text` as JSON, refusing a key given twice in any object and a key that differs from one
-/// of `keys` only by case. Those refusals are the errors whose
-/// [`classify`](serde_json::Error::classify) is `Data`; what is not JSON is `Syntax` or `Eof`.
-pub fn parse(text: &[u8], keys: &[&str]) -> Result<Value, serde_json::Error> {
+/// of `keys` only by case, except beneath the keys in `free` (their values are free-form
+/// maps, the arguments of a call or a schema, which clients read exactly). Those refusals
+/// are the errors whose [`classify`](serde_json::Error::classify) is `Data`; what is not JSON
+/// is `Syntax` or `Eof`.
+pub fn parse(text: &[u8], keys: &[&str], free: &[&str]) -> Result<Value, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(text);
-    let value = Strict { keys }.deserialize(&mut de)?;
+    let value = Strict { keys, free }.deserialize(&mut de)?;
     de.end()?;
     Ok(value)
 }
@@ -46,6 +48,7 @@ fn equal_folded(key: &str, known: &str) -> bool {
 #[derive(Clone, Copy)]
 struct Strict<'a> {
     keys: &'a [&'a str],
+    free: &'a [&'a str],
 }
 
 impl<'de> DeserializeSeed<'de> for Strict<'_> {
@@ -114,7 +117,14 @@ impl<'de> Visitor<'de> for Strict<'_> {
                     Quoted::of(&key)
                 )));
             }
-            let value = map.next_value_seed(self)?;
+            let value = if self.free.contains(&key.as_str()) {
+                map.next_value_seed(Strict {
+                    keys: &[],
+                    free: &[],
+                })?
+            } else {
+                map.next_value_seed(self)?
+            };
             object.insert(key, value);
         }
         Ok(Value::Object(object))
@@ -129,7 +139,7 @@ mod tests {
 
     /// What `parse` says of `text`: the value, or the category of its error.
     fn read(text: &[u8], keys: &[&str]) -> Result<Value, Category> {
-        parse(text, keys).map_err(|e| e.classify())
+        parse(text, keys, &["args"]).map_err(|e| e.classify())
     }
 
     const KEYS: &[&str] = &["tool_calls", "functionCall"];
@@ -171,6 +181,12 @@ mod tests {
         let kelvin = serde_json::json!({ "\u{212A}": 1 }).to_string();
         assert_eq!(read(kelvin.as_bytes(), &["k"]), Err(Category::Data));
         assert!(read(br#"{"Tool_Result":1,"function_call":2}"#, KEYS).is_ok());
+        // Beneath a free-form key only repeated keys count.
+        assert!(read(br#"{"args":{"TOOL_CALLS":1}}"#, KEYS).is_ok());
+        assert_eq!(
+            read(br#"{"args":{"a":{"x":1,"x":2}}}"#, KEYS),
+            Err(Category::Data)
+        );
     }
 
     #[test]

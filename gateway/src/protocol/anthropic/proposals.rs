@@ -28,6 +28,7 @@ static CALLS: Judged = Judged {
         "partial_json",
         "stop_reason",
     ],
+    free: &["input"],
     judge_body: judge_whole,
     unjudged_body: unjudged,
     named_error: true,

@@ -27,6 +27,7 @@ static CALLS: Judged = Judged {
         "args",
         "id",
     ],
+    free: &["args"],
     judge_body,
     unjudged_body: unjudged,
     named_error: false,
@@ -216,5 +217,16 @@ mod tests {
         out.extend_from_slice(&whole.finish(&mut DenyExec));
         let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
         assert_eq!(v["error"]["message"], Unjudged::Unreadable.message(), "{v}");
+    }
+
+    #[test]
+    fn arguments_may_use_any_keys() {
+        let body = json!({"candidates": [{"content": {"role": "model", "parts": [
+            {"functionCall": {"name": "read", "args": {"Name": "a", "FunctionCall": 1}}}]}}]})
+        .to_string();
+        let mut whole = rewriter(false);
+        let mut out = whole.push(body.as_bytes(), &mut DenyExec).to_vec();
+        out.extend_from_slice(&whole.finish(&mut DenyExec));
+        assert_eq!(String::from_utf8(out).unwrap_or_default(), body);
     }
 }

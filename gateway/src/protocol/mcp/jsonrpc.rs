@@ -222,7 +222,8 @@ pub fn request(id: Option<&Value>, method: &str, params: Value) -> Value {
 
 /// Parses `bytes` as JSON, refusing duplicate object keys at any depth.
 pub fn strict(bytes: &[u8]) -> Result<Value, MessageError> {
-    crate::protocol::strict_json::parse(bytes, &[]).map_err(|e| MessageError::Json(describe(&e)))
+    crate::protocol::strict_json::parse(bytes, &[], &[])
+        .map_err(|e| MessageError::Json(describe(&e)))
 }
 
 /// serde's description of a JSON error with its position; it never contains request text

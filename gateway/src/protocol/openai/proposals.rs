@@ -30,6 +30,7 @@ static CALLS: Judged = Judged {
         "type",
         "finish_reason",
     ],
+    free: &[],
     judge_body: judge_whole,
     unjudged_body: unjudged,
     named_error: false,

@@ -39,6 +39,7 @@ static CALLS: Judged = Judged {
         "delta",
         "response",
     ],
+    free: &["tools", "text", "metadata", "instructions", "prompt", "env"],
     judge_body: judge_whole,
     unjudged_body: unjudged,
     named_error: false,

@@ -114,7 +114,7 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Body, RestError> {
     if essence == "application/json" || essence.ends_with("+json") || essence.is_empty() {
         // Objects never repeat a key: the upstream may keep another copy than Warden would.
         let value =
-            crate::protocol::strict_json::parse(body, &[]).map_err(|e| RestError::Body {
+            crate::protocol::strict_json::parse(body, &[], &[]).map_err(|e| RestError::Body {
                 detail: e.to_string().chars().take(160).collect(),
             })?;
         return Ok(Body::Json(value));

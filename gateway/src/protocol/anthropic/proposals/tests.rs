@@ -197,3 +197,18 @@ fn a_block_key_a_lenient_decoder_reads_otherwise_ends_the_stream_with_an_error()
         "{out}"
     );
 }
+
+#[test]
+fn arguments_may_use_any_keys_a_struct_field_differs_from_only_by_case() {
+    // A call's input is a free-form map, read exactly by every client: `Type` there is no
+    // block's `type`.
+    let body = json!({"id":"m","type":"message","role":"assistant","model":"c","stop_reason":"tool_use",
+        "content":[{"type":"tool_use","id":"tu_1","name":"exec","input":{"Type":"x","Name":"y","ID":1}}]})
+    .to_string();
+    let mut judge = DenyNamed(&[], Vec::new());
+    let mut rewriter = rewriter(false);
+    let mut out = rewriter.push(body.as_bytes(), &mut judge).to_vec();
+    out.extend_from_slice(&rewriter.finish(&mut judge));
+    assert_eq!(String::from_utf8(out).unwrap_or_default(), body);
+    assert_eq!(judge.1.len(), 1);
+}

@@ -308,3 +308,15 @@ fn an_item_key_a_lenient_decoder_reads_otherwise_ends_the_stream() {
     );
     assert!(seen.1.is_empty());
 }
+
+#[test]
+fn an_echoed_tool_schema_may_use_any_keys() {
+    // The answer echoes the request's tools: their parameters are a schema of free names.
+    let body = json!({"id":"r","object":"response","status":"completed",
+        "tools":[{"type":"function","name":"exec","parameters":{"type":"object","properties":{"Name":{"type":"string"},"Type":{"type":"string"}}}}],
+        "output":[{"type":"function_call","id":"fc_1","call_id":"c","name":"exec","arguments":"{}","status":"completed"}]})
+    .to_string();
+    let mut seen = Seen(&[], Vec::new());
+    assert_eq!(rewrite(false, &body, &mut seen), body);
+    assert_eq!(seen.1.len(), 1);
+}
