@@ -123,6 +123,8 @@ struct Stream {
     dropped: Vec<u64>,
     /// Ids of the dropped items.
     dropped_ids: Vec<String>,
+    /// Ids of the call items judged so far (allowed or dropped).
+    judged_ids: Vec<String>,
     /// Events added minus events dropped: what later `sequence_number`s move by.
     shift: i64,
     /// Items added so far (`response.output_item.added`), as the upstream numbers them.
@@ -178,41 +180,45 @@ impl EventRewriter for Stream {
             }
             return Ok(());
         }
-        if kind == "response.output_item.added"
-            && value
-                .pointer("/item/type")
-                .and_then(Value::as_str)
-                .is_some_and(runs_locally)
-        {
+        let call_item = value
+            .pointer("/item/type")
+            .and_then(Value::as_str)
+            .is_some_and(runs_locally);
+        if call_item && kind == "response.output_item.added" {
             self.held.push(Held {
                 output_index: index.unwrap_or(0),
                 events: vec![(event, value)],
             });
             return Ok(());
         }
+        if call_item && kind == "response.output_item.done" {
+            // Done without being added: judged as it stands.
+            let held = Held {
+                output_index: index.unwrap_or(0),
+                events: Vec::new(),
+            };
+            self.release(held, Some((event, value)), judge, out);
+            return Ok(());
+        }
         if matches!(
             kind,
             "response.completed" | "response.incomplete" | "response.failed"
         ) {
+            let mut value = value;
+            let changed = self.judge_final(&mut value, judge);
             self.say_refusals(&value, out);
-            if !self.dropped_ids.is_empty() || self.said.is_some() {
-                let mut value = value;
+            if changed || !self.dropped_ids.is_empty() || self.said.is_some() {
                 if let Some(output) = value
                     .pointer_mut("/response/output")
                     .and_then(Value::as_array_mut)
                 {
-                    let dropped = &self.dropped_ids;
-                    output.retain(|item| {
-                        !item
-                            .get("id")
-                            .and_then(Value::as_str)
-                            .is_some_and(|id| dropped.iter().any(|d| d == id))
-                    });
                     output.extend(self.said.clone());
                 }
                 self.renumbered(value, out);
                 return Ok(());
             }
+            self.pass(event, value, out);
+            return Ok(());
         }
         self.pass(event, value, out);
         Ok(())
@@ -220,6 +226,28 @@ impl EventRewriter for Stream {
 }
 
 impl Stream {
+    /// The final answer's `output` without the items dropped from the stream, and with the
+    /// call items the stream never gave judged (refused ones dropped, their refusals kept to
+    /// say); whether the output changed.
+    fn judge_final(&mut self, value: &mut Value, judge: &mut dyn JudgeCalls) -> bool {
+        let Some(output) = value
+            .pointer_mut("/response/output")
+            .and_then(Value::as_array_mut)
+        else {
+            return false;
+        };
+        let before = output.len();
+        output.retain(|item| {
+            let id = item.get("id").and_then(Value::as_str);
+            if id.is_some_and(|id| self.dropped_ids.iter().any(|d| d == id)) {
+                return false;
+            }
+            id.is_some_and(|id| self.judged_ids.iter().any(|j| j == id))
+                || keeps(item, judge, &mut self.refusals)
+        });
+        output.len() != before
+    }
+
     /// `output_index` `i` after the items dropped before it.
     fn lowered(&self, i: u64) -> u64 {
         i - self.dropped.iter().filter(|d| **d < i).count() as u64
@@ -271,6 +299,9 @@ impl Stream {
             name: &name,
             arguments: &arguments,
         });
+        if let Some(item_id) = item.get("id").and_then(Value::as_str) {
+            self.judged_ids.push(item_id.to_owned());
+        }
         match verdict {
             Verdict::Allow => {
                 for (event, value) in held.events.into_iter().chain(done) {
@@ -324,29 +355,33 @@ impl Stream {
     }
 }
 
+/// Whether `item` stays: it is no call the client runs, or one allowed (a refused one's text
+/// goes to `refusals`).
+fn keeps(item: &Value, judge: &mut dyn JudgeCalls, refusals: &mut Vec<String>) -> bool {
+    let Some((id, name, arguments)) = local_call(item, "") else {
+        return true;
+    };
+    let verdict = judge.judge(&ProposedCall {
+        id: &id,
+        name: &name,
+        arguments: &arguments,
+    });
+    match verdict {
+        Verdict::Allow => true,
+        Verdict::Deny { text } => {
+            refusals.push(text);
+            false
+        }
+    }
+}
+
 /// Judges every call item of a complete answer; whether it changed.
 fn judge_whole(value: &mut Value, judge: &mut dyn JudgeCalls) -> bool {
     let Some(output) = value.get_mut("output").and_then(Value::as_array_mut) else {
         return false;
     };
     let mut texts = Vec::new();
-    output.retain(|item| {
-        let Some((id, name, arguments)) = local_call(item, "") else {
-            return true;
-        };
-        let verdict = judge.judge(&ProposedCall {
-            id: &id,
-            name: &name,
-            arguments: &arguments,
-        });
-        match verdict {
-            Verdict::Allow => true,
-            Verdict::Deny { text } => {
-                texts.push(text);
-                false
-            }
-        }
-    });
+    output.retain(|item| keeps(item, judge, &mut texts));
     if texts.is_empty() {
         return false;
     }

@@ -320,3 +320,33 @@ fn an_echoed_tool_schema_may_use_any_keys() {
     assert_eq!(rewrite(false, &body, &mut seen), body);
     assert_eq!(seen.1.len(), 1);
 }
+
+#[test]
+fn a_call_the_stream_gives_only_done_or_only_in_the_final_output_is_judged() {
+    let call = |id: &str, name: &str| json!({"type":"function_call","id":id,"call_id":format!("c_{id}"),"name":name,"arguments":"{}","status":"completed"});
+    // `fc_1` comes done without being added; `fc_2` and `fc_3` only in `response.completed`,
+    // which SDKs hand over as the final answer.
+    let stream = numbered(vec![
+        json!({"type":"response.created","response":{"id":"r","output":[]}}),
+        json!({"type":"response.output_item.done","output_index":0,"item":call("fc_1","exec")}),
+        json!({"type":"response.completed","response":{"id":"r","output":[call("fc_1","exec"),call("fc_2","exec"),call("fc_3","read")]}}),
+    ]);
+    let mut seen = Seen(&["exec"], Vec::new());
+    let out = rewrite(true, &stream, &mut seen);
+    assert_eq!(seen.1.len(), 3, "each call judged once: {:?}", seen.1);
+    assert!(!out.contains("fc_1") && !out.contains("fc_2"), "{out}");
+    let completed: Value = out
+        .split("\n\n")
+        .filter_map(|e| serde_json::from_str::<Value>(e.split("data: ").nth(1)?).ok())
+        .find(|v| v["type"] == "response.completed")
+        .unwrap_or(Value::Null);
+    let ids: Vec<&str> = completed["response"]["output"]
+        .as_array()
+        .map(|o| o.iter().filter_map(|i| i["id"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(ids, vec!["fc_3", REFUSAL_ITEM_ID], "{out}");
+
+    let mut allow = Seen(&[], Vec::new());
+    assert_eq!(rewrite(true, &stream, &mut allow), stream);
+    assert_eq!(allow.1.len(), 3);
+}
