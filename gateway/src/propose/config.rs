@@ -88,12 +88,15 @@ impl Default for ProposeConfig {
 }
 
 /// OpenClaw's tools (2026.9): the ones it runs directly and the deferred ones the model reaches
-/// through `tool_search` / `tool_call`.
+/// through `tool_search` / `tool_call`; and the shells of the Responses API's own local tools
+/// (`local_shell_call`, `shell_call`) and of Codex (`shell`, an argv).
 pub fn openclaw_catalogue() -> BTreeMap<String, ToolEntry> {
     use ToolKind::*;
-    let entries: [(&str, &str, ToolKind); 22] = [
+    let entries: [(&str, &str, ToolKind); 24] = [
         ("exec", "shell", Shell),
         ("bash", "shell", Shell),
+        ("shell", "shell", Shell),
+        ("local_shell", "shell", Shell),
         ("process", "shell", Other),
         ("read", "files", FileRead),
         ("ls", "files", FileRead),

@@ -9,8 +9,12 @@ use super::paths::Workspace;
 use super::shell::{self, Command};
 use crate::action::ProposeFacts;
 
-/// Argument names that hold each kind of value, in the order tried.
-const COMMAND_KEYS: &[&str] = &["command", "cmd", "script"];
+/// Argument names that hold each kind of value, in the order tried. A command is a line, or
+/// an argv array (`["bash", "-lc", "..."]`, as Codex and `local_shell_call` give it); `input`
+/// is a free-form (custom) tool's whole input.
+const COMMAND_KEYS: &[&str] = &["command", "cmd", "script", "input"];
+/// An array of command lines, run in turn (a Responses `shell_call`'s `action.commands`).
+const LINES_KEY: &str = "commands";
 const WORKDIR_KEYS: &[&str] = &["workdir", "cwd", "working_directory", "dir"];
 const PATH_KEYS: &[&str] = &[
     "path",
@@ -61,8 +65,10 @@ pub fn read(kind: ToolKind, arguments: &Value, workspace: &Workspace) -> Propose
             if let Some(dir) = workdir {
                 paths.add(dir, None, false);
             }
-            if let Some(line) = first_string(arguments, COMMAND_KEYS) {
-                shell_facts(line, workdir, &mut paths);
+            match command_line(arguments) {
+                Some(Some(line)) => shell_facts(&line, workdir, &mut paths),
+                Some(None) => paths.facts.command_parsed = false,
+                None => {}
             }
         }
         ToolKind::FileRead | ToolKind::FileWrite => {
@@ -75,6 +81,10 @@ pub fn read(kind: ToolKind, arguments: &Value, workspace: &Workspace) -> Propose
                 for path in patch_files(patch) {
                     paths.add(path, None, true);
                 }
+            }
+            // One file's operation (a Responses `apply_patch_call`: `type`, `path`, `diff`).
+            if let Some(path) = first_string(arguments, &["path"]) {
+                paths.add(path, None, true);
             }
         }
         ToolKind::Url => {
@@ -100,6 +110,42 @@ pub fn read(kind: ToolKind, arguments: &Value, workspace: &Workspace) -> Propose
     }
     facts.paths.dedup();
     facts
+}
+
+/// The command line of a shell tool's arguments: `None` when they name none, `Some(None)`
+/// when it is neither text, an argv array nor an array of lines (it cannot be read).
+fn command_line(arguments: &Value) -> Option<Option<String>> {
+    let strings = |all: &Vec<Value>| -> Option<Vec<String>> {
+        all.iter().map(|v| v.as_str().map(str::to_owned)).collect()
+    };
+    if let Some(command) = COMMAND_KEYS.iter().find_map(|k| arguments.get(k)) {
+        return Some(match command {
+            Value::String(line) => Some(line.clone()),
+            Value::Array(argv) => strings(argv).map(|words| {
+                words
+                    .iter()
+                    .map(|w| shell_quoted(w))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            }),
+            _ => None,
+        });
+    }
+    let lines = arguments.get(LINES_KEY)?;
+    Some(lines.as_array().and_then(strings).map(|l| l.join("\n")))
+}
+
+/// `word` quoted for a POSIX shell, so that reading the line gives the word back.
+fn shell_quoted(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_@%+:,./-".contains(c));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
 }
 
 fn first_string<'a>(arguments: &'a Value, keys: &[&str]) -> Option<&'a str> {

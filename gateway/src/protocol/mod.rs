@@ -26,6 +26,7 @@ mod response;
 pub mod rest;
 mod scanner;
 mod sse;
+pub mod strict_json;
 mod usage;
 
 use std::fmt;

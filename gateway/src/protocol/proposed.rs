@@ -3,6 +3,10 @@
 //! once its arguments are complete.
 
 use bytes::Bytes;
+use serde_json::Value;
+use serde_json::error::Category;
+
+use super::strict_json;
 
 /// One tool call a model proposes, complete.
 #[derive(Debug, Clone, Copy)]
@@ -108,29 +112,113 @@ pub fn event_data(event: &[u8]) -> Option<Vec<u8>> {
 
 /// What a dialect does with each whole event of a stream.
 pub trait EventRewriter: Send {
-    /// One complete event (raw bytes, terminator included): what to send goes to `out`.
-    fn event(&mut self, event: Vec<u8>, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>);
+    /// One complete event (raw bytes, terminator included): what to send goes to `out`; an
+    /// event whose calls cannot be judged ends the stream (with the dialect's error).
+    fn event(
+        &mut self,
+        event: Vec<u8>,
+        judge: &mut dyn JudgeCalls,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Unjudged>;
 
     /// The stream ended: whatever is still held goes to `out`.
     fn end(&mut self, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>);
 }
 
+/// How a dialect's answers spell their calls, and what it makes of answers it cannot judge.
+pub struct Judged {
+    /// Lower-case ASCII text every call holds, found ignoring ASCII case: an event or a body
+    /// that holds none of them (and no `\u` escape) holds no call and is not parsed. A needle
+    /// that is (part of) a key holds no `s` or `k`, which Go's decoder also reads as `ſ` and
+    /// `K`; one that is a value (a `type`) is compared exactly by every client.
+    pub needles: &'static [&'static [u8]],
+    /// The keys Warden reads to find and judge a call: an answer holding a key that differs
+    /// from one of them only by case cannot be judged, nor one with a key given twice in an
+    /// object ([`strict_json`]).
+    pub keys: &'static [&'static str],
+    /// Keys whose values are free-form maps (a call's arguments, a tool's schema echoed):
+    /// clients read the keys beneath them exactly, so only a key given twice counts there.
+    pub free: &'static [&'static str],
+    /// Judges the calls of a whole body; whether it changed the JSON.
+    pub judge_body: fn(&mut Value, &mut dyn JudgeCalls) -> bool,
+    /// The error body that replaces an answer that cannot be judged.
+    pub unjudged_body: fn(Unjudged) -> Value,
+    /// A stream ends with that error as a named event (`event: error`, as Anthropic streams
+    /// it), else as a `data:` event.
+    pub named_error: bool,
+}
+
+impl Judged {
+    /// Whether `text` may hold a call: one of [`needles`](Self::needles) ignoring case, or a
+    /// `\u` escape, which could spell one otherwise (`"tool\u005fcalls"` is `"tool_calls"`
+    /// to a JSON parser). The cheap test that lets most events (text deltas) and most whole
+    /// bodies (answers without calls) pass without being parsed.
+    pub fn may_mention(&self, text: &[u8]) -> bool {
+        self.needles
+            .iter()
+            .any(|needle| mentions_ignoring_case(text, needle))
+            || mentions(text, b"\\u")
+    }
+
+    /// The JSON of a raw event's data: `Ok(None)` when it has none or it is not JSON (`[DONE]`,
+    /// a comment), an error when it is JSON a client may read otherwise than Warden.
+    pub fn event_json(&self, event: &[u8]) -> Result<Option<Value>, Unjudged> {
+        let Some(data) = event_data(event) else {
+            return Ok(None);
+        };
+        match strict_json::parse(&data, self.keys, self.free) {
+            Ok(value) => Ok(Some(value)),
+            // A key given twice, or one that differs from a key Warden reads only by case.
+            Err(e) if e.classify() == Category::Data => Err(Unjudged::Unreadable),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The event a stream ends with when its calls cannot be judged.
+    fn error_event(&self, why: Unjudged) -> Vec<u8> {
+        let body = (self.unjudged_body)(why);
+        let mut out = Vec::new();
+        if self.named_error {
+            out.extend_from_slice(b"event: error\n");
+        }
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(body.to_string().as_bytes());
+        out.extend_from_slice(b"\n\n");
+        out
+    }
+}
+
 /// A [`ProposalRewriter`] over an event stream: framed into whole events for `R`.
-#[derive(Debug, Default)]
 pub struct Events<R> {
     framer: EventFramer,
     inner: R,
+    judged: &'static Judged,
+    /// An event could not be judged: the stream ended with an error, nothing more is sent.
+    failed: bool,
     /// The state kept by the last checkpoint.
-    saved: Option<Box<(EventFramer, R)>>,
+    saved: Option<Box<(EventFramer, R, bool)>>,
 }
 
 impl<R: EventRewriter> Events<R> {
-    /// Frames a stream for `inner`.
-    pub fn new(inner: R) -> Self {
+    /// Frames a stream for `inner`, in the dialect `judged` describes.
+    pub fn new(inner: R, judged: &'static Judged) -> Self {
         Events {
             framer: EventFramer::default(),
             inner,
+            judged,
+            failed: false,
             saved: None,
+        }
+    }
+
+    /// Gives `event` to the dialect; one that cannot be judged ends the stream.
+    fn event(&mut self, event: Vec<u8>, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>) {
+        if self.failed {
+            return;
+        }
+        if let Err(why) = self.inner.event(event, judge, out) {
+            out.extend_from_slice(&self.judged.error_event(why));
+            self.failed = true;
         }
     }
 }
@@ -141,7 +229,7 @@ impl<R: EventRewriter + Clone> ProposalRewriter for Events<R> {
         let mut events = Vec::new();
         self.framer.push(chunk, |e| events.push(e.to_vec()));
         for event in events {
-            self.inner.event(event, judge, &mut out);
+            self.event(event, judge, &mut out);
         }
         Bytes::from(out)
     }
@@ -150,39 +238,42 @@ impl<R: EventRewriter + Clone> ProposalRewriter for Events<R> {
         let mut out = Vec::new();
         let rest = self.framer.rest();
         if !rest.is_empty() {
-            self.inner.event(rest, judge, &mut out);
+            self.event(rest, judge, &mut out);
         }
-        self.inner.end(judge, &mut out);
+        if !self.failed {
+            self.inner.end(judge, &mut out);
+        }
         Bytes::from(out)
     }
 
     fn checkpoint(&mut self) {
         // The framer holds at most a partial event and the rewriter the parts of the calls it
         // holds: small.
-        self.saved = Some(Box::new((self.framer.clone(), self.inner.clone())));
+        self.saved = Some(Box::new((
+            self.framer.clone(),
+            self.inner.clone(),
+            self.failed,
+        )));
     }
 
     fn rewind(&mut self) {
         if let Some(saved) = self.saved.take() {
-            (self.framer, self.inner) = *saved;
+            (self.framer, self.inner, self.failed) = *saved;
         }
     }
 }
 
-/// A dialect's rewriter: `stream` for an event stream, else the body judged whole by
-/// `judge_body` if it may mention `call` (the JSON string every call of the dialect's bodies
-/// holds, quoted: [`may_mention`]), and replaced by `unjudged_body` when it cannot be judged.
+/// A dialect's rewriter: `stream` for an event stream, else the body judged whole as
+/// `judged` says.
 pub fn rewriter<R: EventRewriter + Clone + 'static>(
     event_stream: bool,
     stream: impl FnOnce() -> R,
-    call: &'static [u8],
-    judge_body: fn(&mut serde_json::Value, &mut dyn JudgeCalls) -> bool,
-    unjudged_body: fn(Unjudged) -> serde_json::Value,
+    judged: &'static Judged,
 ) -> Box<dyn ProposalRewriter> {
     if event_stream {
-        Box::new(Events::new(stream()))
+        Box::new(Events::new(stream(), judged))
     } else {
-        Box::new(WholeBody::new(call, judge_body, unjudged_body))
+        Box::new(WholeBody::new(judged))
     }
 }
 
@@ -225,36 +316,26 @@ impl Unjudged {
     }
 }
 
-/// A [`ProposalRewriter`] for a body judged whole: held until its end, then given to
-/// `judge_body` (which says whether it changed the JSON); sent unchanged when nothing changed.
+/// A [`ProposalRewriter`] for a body judged whole: held until its end, then given to the
+/// dialect's `judge_body` (which says whether it changed the JSON); sent unchanged when
+/// nothing changed.
 pub struct WholeBody {
     body: Vec<u8>,
-    /// What every call in such a body holds (a quoted JSON string): a body that cannot
-    /// mention it holds no call and is not parsed.
-    call: &'static [u8],
+    judged: &'static Judged,
     too_large: bool,
     /// The length and size verdict kept by the last checkpoint (the body only grows).
     saved: (usize, bool),
-    judge_body: fn(&mut serde_json::Value, &mut dyn JudgeCalls) -> bool,
-    /// The error body that replaces a body that cannot be judged.
-    unjudged_body: fn(Unjudged) -> serde_json::Value,
 }
 
 impl WholeBody {
-    /// A body judged by `judge_body` when it may mention `call`, replaced by
-    /// `unjudged_body(why)` past [`MAX_WHOLE_BODY`] or when it is not JSON.
-    pub fn new(
-        call: &'static [u8],
-        judge_body: fn(&mut serde_json::Value, &mut dyn JudgeCalls) -> bool,
-        unjudged_body: fn(Unjudged) -> serde_json::Value,
-    ) -> Self {
+    /// A body judged as `judged` says, replaced by its `unjudged_body(why)` past
+    /// [`MAX_WHOLE_BODY`], when it is not JSON, or when it is ambiguous JSON.
+    pub fn new(judged: &'static Judged) -> Self {
         WholeBody {
             body: Vec::new(),
-            call,
+            judged,
             too_large: false,
             saved: (0, false),
-            judge_body,
-            unjudged_body,
         }
     }
 }
@@ -273,19 +354,22 @@ impl ProposalRewriter for WholeBody {
     fn finish(&mut self, judge: &mut dyn JudgeCalls) -> Bytes {
         // The body stays until the next push or the end of the rewriter: a rewind gives it
         // again.
+        let unjudged = |why| Bytes::from((self.judged.unjudged_body)(why).to_string());
         if self.too_large {
-            return Bytes::from((self.unjudged_body)(Unjudged::TooLarge).to_string());
+            return unjudged(Unjudged::TooLarge);
         }
         // Text that opens a JSON object and cannot mention a call holds none: sent unparsed.
         // Anything else is parsed, and what is not JSON (which an agent's client might still
-        // read, decompressed or leniently) cannot be judged and is not delivered.
-        if !may_mention(&self.body, self.call) && opens_json_object(&self.body) {
+        // read, decompressed or leniently), or JSON a client may read otherwise, cannot be
+        // judged and is not delivered.
+        if !self.judged.may_mention(&self.body) && opens_json_object(&self.body) {
             return Bytes::copy_from_slice(&self.body);
         }
-        let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&self.body) else {
-            return Bytes::from((self.unjudged_body)(Unjudged::Unreadable).to_string());
+        let Ok(mut value) = strict_json::parse(&self.body, self.judged.keys, self.judged.free)
+        else {
+            return unjudged(Unjudged::Unreadable);
         };
-        if (self.judge_body)(&mut value, judge) {
+        if (self.judged.judge_body)(&mut value, judge) {
             Bytes::from(value.to_string())
         } else {
             Bytes::copy_from_slice(&self.body)
@@ -343,15 +427,28 @@ pub fn mentions(event: &[u8], needle: &[u8]) -> bool {
     memchr::memmem::find(event, needle).is_some()
 }
 
-/// Whether the JSON in `event` may hold the string `needle` (a key or a value): it holds it
-/// as written, or it has a `\u` escape, which could spell it otherwise (`"tool\u005fcalls"`
-/// is `"tool_calls"` to a JSON parser). The cheap test that lets most events (text deltas)
-/// and most whole bodies (answers without calls) pass without being parsed.
-pub fn may_mention(event: &[u8], needle: &[u8]) -> bool {
-    mentions(event, needle) || mentions(event, b"\\u")
+/// Whether `text` holds `needle` (lower-case ASCII) in any ASCII case.
+fn mentions_ignoring_case(text: &[u8], needle: &[u8]) -> bool {
+    let Some((first, rest)) = needle.split_first() else {
+        return true;
+    };
+    memchr::memchr2_iter(first.to_ascii_lowercase(), first.to_ascii_uppercase(), text).any(|at| {
+        text.get(at + 1..at + needle.len())
+            .is_some_and(|after| after.eq_ignore_ascii_case(rest))
+    })
 }
 
-/// The JSON of a raw event's data, if it has any.
-pub fn event_json(event: &[u8]) -> Option<serde_json::Value> {
+/// Whether `event` is an event of type `kind` (its data's `type`): found by a byte search,
+/// confirmed by parsing only the events that hold the bytes (text that quotes `kind` does
+/// not count).
+pub fn is_event(event: &[u8], kind: &str) -> bool {
+    mentions(event, kind.as_bytes())
+        && event_data(event)
+            .and_then(|d| serde_json::from_slice::<Value>(&d).ok())
+            .is_some_and(|v| v.get("type").and_then(Value::as_str) == Some(kind))
+}
+
+/// The JSON of a raw event's data, if it has any (for events already read strictly).
+pub fn event_json(event: &[u8]) -> Option<Value> {
     event_data(event).and_then(|d| serde_json::from_slice(&d).ok())
 }

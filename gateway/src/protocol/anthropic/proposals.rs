@@ -8,19 +8,35 @@
 use serde_json::{Value, json};
 
 use crate::protocol::proposed::{
-    self, EventRewriter, JudgeCalls, ProposalRewriter, ProposedCall, Unjudged, Verdict,
-    event_json as parsed, may_mention, mentions, write_named_event as write_event,
+    self, EventRewriter, JudgeCalls, Judged, ProposalRewriter, ProposedCall, Unjudged, Verdict,
+    event_json as parsed, is_event, write_named_event as write_event,
+};
+
+/// How Messages answers carry calls: a block whose `type` is `tool_use` (a value, which
+/// clients compare exactly).
+static CALLS: Judged = Judged {
+    needles: &[b"\"tool_use\""],
+    keys: &[
+        "content",
+        "content_block",
+        "type",
+        "id",
+        "name",
+        "input",
+        "index",
+        "delta",
+        "partial_json",
+        "stop_reason",
+    ],
+    free: &["input"],
+    judge_body: judge_whole,
+    unjudged_body: unjudged,
+    named_error: true,
 };
 
 /// The rewriter for a Messages response (`event_stream`: streamed).
 pub fn rewriter(event_stream: bool) -> Box<dyn ProposalRewriter> {
-    proposed::rewriter(
-        event_stream,
-        Stream::default,
-        b"\"tool_use\"",
-        judge_whole,
-        unjudged,
-    )
+    proposed::rewriter(event_stream, Stream::default, &CALLS)
 }
 
 /// The error that replaces a body that cannot be judged (too large, or not JSON).
@@ -59,22 +75,27 @@ impl EventRewriter for Stream {
         self.say_refusals(out);
     }
 
-    fn event(&mut self, event: Vec<u8>, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>) {
+    fn event(
+        &mut self,
+        event: Vec<u8>,
+        judge: &mut dyn JudgeCalls,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Unjudged> {
         // Nothing held, removed or to say, and no call in it: sent as it is, unparsed.
         if self.held.is_none()
             && self.removed == 0
             && self.refusals.is_empty()
-            && !may_mention(&event, b"\"tool_use\"")
+            && !CALLS.may_mention(&event)
         {
-            if mentions(&event, b"content_block_start") {
+            if is_event(&event, "content_block_start") {
                 self.started += 1;
             }
             out.extend_from_slice(&event);
-            return;
+            return Ok(());
         }
-        let Some(value) = parsed(&event) else {
+        let Some(value) = CALLS.event_json(&event)? else {
             out.extend_from_slice(&event);
-            return;
+            return Ok(());
         };
         let kind = value.get("type").and_then(Value::as_str).unwrap_or("");
         let index = value.get("index").and_then(Value::as_u64);
@@ -100,7 +121,7 @@ impl EventRewriter for Stream {
                 }
                 _ => block.events.push(event),
             }
-            return;
+            return Ok(());
         }
         if kind == "content_block_start"
             && value.pointer("/content_block/type").and_then(Value::as_str) == Some("tool_use")
@@ -117,7 +138,7 @@ impl EventRewriter for Stream {
                 input,
                 events: vec![event],
             });
-            return;
+            return Ok(());
         }
         if kind == "message_delta" {
             self.say_refusals(out);
@@ -128,10 +149,11 @@ impl EventRewriter for Stream {
                 let mut value = value;
                 value["delta"]["stop_reason"] = Value::from("end_turn");
                 write_event(out, &value);
-                return;
+                return Ok(());
             }
         }
         self.pass(event, &value, index, out);
+        Ok(())
     }
 }
 

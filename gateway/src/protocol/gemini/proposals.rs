@@ -1,6 +1,6 @@
 //! `generateContent` and `streamGenerateContent` responses with their proposed calls judged:
-//! `candidates[].content.parts[].functionCall`. A Gemini function call arrives whole in one
-//! part, so a stream holds nothing: each event is judged as it passes, sent byte for byte
+//! `candidates[].content.parts[].functionCall`, or `function_call` (the google-genai SDKs
+//! accept the field's snake_case name too). A Gemini function call arrives whole in one part, so a stream holds nothing: each event is judged as it passes, sent byte for byte
 //! when every call in it is allowed, else rewritten with each refused call replaced by a text
 //! part that names it. A JSON-array stream (no `alt=sse`) and a whole body are judged at
 //! their end.
@@ -8,19 +8,34 @@
 use serde_json::{Value, json};
 
 use crate::protocol::proposed::{
-    self, EventRewriter, JudgeCalls, ProposalRewriter, ProposedCall, Unjudged, Verdict, event_json,
-    may_mention,
+    self, EventRewriter, JudgeCalls, Judged, ProposalRewriter, ProposedCall, Unjudged, Verdict,
+};
+
+/// A part's call, by either name the SDKs read it under.
+const CALL_KEYS: [&str; 2] = ["functionCall", "function_call"];
+
+/// How Gemini answers carry calls.
+static CALLS: Judged = Judged {
+    needles: &[b"functioncall", b"function_call"],
+    keys: &[
+        "candidates",
+        "content",
+        "parts",
+        "functionCall",
+        "function_call",
+        "name",
+        "args",
+        "id",
+    ],
+    free: &["args"],
+    judge_body,
+    unjudged_body: unjudged,
+    named_error: false,
 };
 
 /// The rewriter for a Gemini response (`event_stream`: `alt=sse`).
 pub fn rewriter(event_stream: bool) -> Box<dyn ProposalRewriter> {
-    proposed::rewriter(
-        event_stream,
-        || Stream,
-        b"\"functionCall\"",
-        judge_body,
-        unjudged,
-    )
+    proposed::rewriter(event_stream, || Stream, &CALLS)
 }
 
 /// The error that replaces a body that cannot be judged (too large, or not JSON).
@@ -34,17 +49,23 @@ struct Stream;
 impl EventRewriter for Stream {
     fn end(&mut self, _judge: &mut dyn JudgeCalls, _out: &mut Vec<u8>) {}
 
-    fn event(&mut self, event: Vec<u8>, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>) {
-        if may_mention(&event, b"\"functionCall\"")
-            && let Some(mut value) = event_json(&event)
+    fn event(
+        &mut self,
+        event: Vec<u8>,
+        judge: &mut dyn JudgeCalls,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Unjudged> {
+        if CALLS.may_mention(&event)
+            && let Some(mut value) = CALLS.event_json(&event)?
             && judge_response(&mut value, judge)
         {
             out.extend_from_slice(b"data: ");
             out.extend_from_slice(value.to_string().as_bytes());
             out.extend_from_slice(b"\r\n\r\n");
-            return;
+            return Ok(());
         }
         out.extend_from_slice(&event);
+        Ok(())
     }
 }
 
@@ -77,19 +98,23 @@ fn judge_response(response: &mut Value, judge: &mut dyn JudgeCalls) -> bool {
             continue;
         };
         for part in parts.iter_mut() {
-            let Some(call) = part.get("functionCall") else {
-                continue;
-            };
-            let args = call
-                .get("args")
-                .map_or_else(|| "{}".to_owned(), Value::to_string);
-            let verdict = judge.judge(&ProposedCall {
-                id: call.get("id").and_then(Value::as_str).unwrap_or(""),
-                name: call.get("name").and_then(Value::as_str).unwrap_or(""),
-                arguments: &args,
-            });
-            if let Verdict::Deny { text } = verdict {
-                *part = json!({ "text": text });
+            // Both names are judged when a part holds both: which one an SDK reads varies.
+            let mut texts = Vec::new();
+            for call in CALL_KEYS.iter().filter_map(|key| part.get(key)) {
+                let args = call
+                    .get("args")
+                    .map_or_else(|| "{}".to_owned(), Value::to_string);
+                let verdict = judge.judge(&ProposedCall {
+                    id: call.get("id").and_then(Value::as_str).unwrap_or(""),
+                    name: call.get("name").and_then(Value::as_str).unwrap_or(""),
+                    arguments: &args,
+                });
+                if let Verdict::Deny { text } = verdict {
+                    texts.push(text);
+                }
+            }
+            if !texts.is_empty() {
+                *part = json!({ "text": texts.join("\n") });
                 changed = true;
             }
         }
@@ -153,5 +178,55 @@ mod tests {
         let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
         assert!(v[0]["candidates"][0]["content"]["parts"][0]["functionCall"].is_object());
         assert!(v[1]["candidates"][0]["content"]["parts"][0]["text"].is_string());
+    }
+
+    #[test]
+    fn a_call_spelled_in_snake_case_is_judged_too() {
+        // The google-genai SDKs read `function_call` as `functionCall`.
+        let snake = response("exec")
+            .to_string()
+            .replace("functionCall", "function_call");
+        let mut whole = rewriter(false);
+        let mut out = whole.push(snake.as_bytes(), &mut DenyExec).to_vec();
+        out.extend_from_slice(&whole.finish(&mut DenyExec));
+        let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+        assert_eq!(
+            v["candidates"][0]["content"]["parts"],
+            json!([{"text": r#"refused exec {"command":"rm -rf /"}"#}])
+        );
+        let mut stream = rewriter(true);
+        let mut out = stream
+            .push(format!("data: {snake}\r\n\r\n").as_bytes(), &mut DenyExec)
+            .to_vec();
+        out.extend_from_slice(&stream.finish(&mut DenyExec));
+        let out = String::from_utf8(out).unwrap_or_default();
+        assert!(
+            !out.contains("function_call") && out.contains("refused exec"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_call_key_in_another_case_is_not_delivered() {
+        // Go's encoding/json reads `FunctionCall` as `functionCall`.
+        let other = response("exec")
+            .to_string()
+            .replace("functionCall", "FunctionCall");
+        let mut whole = rewriter(false);
+        let mut out = whole.push(other.as_bytes(), &mut DenyExec).to_vec();
+        out.extend_from_slice(&whole.finish(&mut DenyExec));
+        let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+        assert_eq!(v["error"]["message"], Unjudged::Unreadable.message(), "{v}");
+    }
+
+    #[test]
+    fn arguments_may_use_any_keys() {
+        let body = json!({"candidates": [{"content": {"role": "model", "parts": [
+            {"functionCall": {"name": "read", "args": {"Name": "a", "FunctionCall": 1}}}]}}]})
+        .to_string();
+        let mut whole = rewriter(false);
+        let mut out = whole.push(body.as_bytes(), &mut DenyExec).to_vec();
+        out.extend_from_slice(&whole.finish(&mut DenyExec));
+        assert_eq!(String::from_utf8(out).unwrap_or_default(), body);
     }
 }

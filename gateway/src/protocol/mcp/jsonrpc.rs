@@ -5,7 +5,6 @@
 
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value, json};
 
 use crate::text::Quoted;
@@ -223,91 +222,14 @@ pub fn request(id: Option<&Value>, method: &str, params: Value) -> Value {
 
 /// Parses `bytes` as JSON, refusing duplicate object keys at any depth.
 pub fn strict(bytes: &[u8]) -> Result<Value, MessageError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let Strict(value) =
-        Strict::deserialize(&mut de).map_err(|e| MessageError::Json(describe(&e)))?;
-    de.end().map_err(|e| MessageError::Json(describe(&e)))?;
-    Ok(value)
+    crate::protocol::strict_json::parse(bytes, &[], &[])
+        .map_err(|e| MessageError::Json(describe(&e)))
 }
 
 /// serde's description of a JSON error with its position; it never contains request text
 /// other than the duplicate key, which is quoted short and escaped.
 fn describe(e: &serde_json::Error) -> String {
     crate::text::bounded(&e.to_string(), 200).into_owned()
-}
-
-/// A JSON value read without accepting duplicate keys.
-struct Strict(Value);
-
-impl<'de> Deserialize<'de> for Strict {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(StrictVisitor).map(Strict)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(Strict(v)) = seq.next_element()? {
-            items.push(v);
-        }
-        Ok(Value::Array(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut out = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            let Strict(value) = map.next_value()?;
-            if out.contains_key(&key) {
-                return Err(de::Error::custom(format_args!(
-                    "the key {} appears twice in one object; send each key once",
-                    Quoted::of(&key)
-                )));
-            }
-            out.insert(key, value);
-        }
-        Ok(Value::Object(out))
-    }
 }
 
 #[cfg(test)]

@@ -1,26 +1,44 @@
 //! Chat Completions responses with their proposed tool calls judged: `choices[].message
-//! .tool_calls` in a JSON body, `choices[].delta.tool_calls` in a stream. Text deltas pass at
-//! once; the events that carry a choice's tool calls are held until the choice finishes (its
-//! calls' arguments complete), then released byte for byte when every call is allowed, or
-//! rewritten without the refused calls (the others renumbered), an assistant text naming the
-//! refused ones, and `finish_reason: stop` when no call is left.
+//! .tool_calls` in a JSON body, `choices[].delta.tool_calls` in a stream, and the deprecated
+//! single call `message.function_call` / `delta.function_call` (which the SDKs still parse).
+//! Text deltas pass at once; the events that carry a choice's calls are held until the choice
+//! finishes (its calls' arguments complete), then released byte for byte when every call is
+//! allowed, or rewritten without the refused calls (the others renumbered), an assistant text
+//! naming the refused ones, and `finish_reason: stop` when no call is left.
 
 use serde_json::{Map, Value};
 
 use crate::protocol::proposed::{
-    self, EventRewriter, JudgeCalls, ProposalRewriter, ProposedCall, Unjudged, Verdict, event_data,
-    may_mention,
+    self, EventRewriter, JudgeCalls, Judged, ProposalRewriter, ProposedCall, Unjudged, Verdict,
+    event_json,
+};
+
+/// How Chat Completions answers carry calls.
+static CALLS: Judged = Judged {
+    needles: &[b"tool_call", b"function_call"],
+    keys: &[
+        "choices",
+        "message",
+        "delta",
+        "tool_calls",
+        "function_call",
+        "function",
+        "name",
+        "arguments",
+        "index",
+        "id",
+        "type",
+        "finish_reason",
+    ],
+    free: &[],
+    judge_body: judge_whole,
+    unjudged_body: unjudged,
+    named_error: false,
 };
 
 /// The rewriter for a Chat Completions response (`event_stream`: streamed).
 pub fn rewriter(event_stream: bool) -> Box<dyn ProposalRewriter> {
-    proposed::rewriter(
-        event_stream,
-        Stream::default,
-        b"\"tool_calls\"",
-        judge_whole,
-        unjudged,
-    )
+    proposed::rewriter(event_stream, Stream::default, &CALLS)
 }
 
 /// The error that replaces a body that cannot be judged (too large, or not JSON).
@@ -43,6 +61,8 @@ struct Held {
     events: Vec<Vec<u8>>,
     /// The calls by their delta index.
     calls: Vec<(u64, Call)>,
+    /// The deprecated single call (`delta.function_call`), if the choice has one.
+    function: Option<Call>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -58,22 +78,24 @@ impl EventRewriter for Stream {
         }
     }
 
-    fn event(&mut self, event: Vec<u8>, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>) {
+    fn event(
+        &mut self,
+        event: Vec<u8>,
+        judge: &mut dyn JudgeCalls,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Unjudged> {
         // Nothing held and no call in it: a text delta, sent as it is, unparsed.
-        if self.held.is_empty() && !may_mention(&event, b"\"tool_calls\"") {
+        if self.held.is_empty() && !CALLS.may_mention(&event) {
             out.extend_from_slice(&event);
-            return;
+            return Ok(());
         }
-        let parsed = event_data(&event)
-            .filter(|d| d.as_slice() != b"[DONE]")
-            .and_then(|d| serde_json::from_slice::<Value>(&d).ok());
-        let Some(chunk) = parsed else {
+        let Some(chunk) = CALLS.event_json(&event)? else {
             // `[DONE]`, comments, errors: whatever is held goes first.
             for (index, held) in std::mem::take(&mut self.held) {
                 release(index, held, None, judge, out);
             }
             out.extend_from_slice(&event);
-            return;
+            return Ok(());
         };
         let choices = chunk
             .get("choices")
@@ -83,15 +105,18 @@ impl EventRewriter for Stream {
         let mut holds = false;
         for choice in &choices {
             let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
-            let Some(deltas) = choice
+            let deltas = choice
                 .pointer("/delta/tool_calls")
-                .and_then(Value::as_array)
-            else {
+                .and_then(Value::as_array);
+            let function = choice
+                .pointer("/delta/function_call")
+                .filter(|f| f.is_object());
+            if deltas.is_none() && function.is_none() {
                 continue;
-            };
+            }
             holds = true;
             let held = self.held_for(index);
-            for delta in deltas {
+            for delta in deltas.into_iter().flatten() {
                 let at = delta.get("index").and_then(Value::as_u64).unwrap_or(0);
                 let call = match held.calls.iter_mut().find(|(i, _)| *i == at) {
                     Some((_, call)) => call,
@@ -103,12 +128,12 @@ impl EventRewriter for Stream {
                 if let Some(id) = delta.get("id").and_then(Value::as_str) {
                     call.id.push_str(id);
                 }
-                if let Some(name) = delta.pointer("/function/name").and_then(Value::as_str) {
-                    call.name.push_str(name);
-                }
-                if let Some(args) = delta.pointer("/function/arguments").and_then(Value::as_str) {
-                    call.arguments.push_str(args);
-                }
+                call.add(delta.get("function"));
+            }
+            if function.is_some() {
+                held.function
+                    .get_or_insert_with(Call::default)
+                    .add(function);
             }
         }
         let finished: Vec<u64> = choices
@@ -125,11 +150,11 @@ impl EventRewriter for Stream {
             }) {
                 held.events.push(event);
             }
-            return;
+            return Ok(());
         }
         if finished.is_empty() {
             out.extend_from_slice(&event);
-            return;
+            return Ok(());
         }
         let mut event = Some(event);
         for index in finished {
@@ -147,6 +172,20 @@ impl EventRewriter for Stream {
         }
         if let Some(event) = event {
             out.extend_from_slice(&event);
+        }
+        Ok(())
+    }
+}
+
+impl Call {
+    /// Adds a delta's `function` (`name`, `arguments` pieces).
+    fn add(&mut self, function: Option<&Value>) {
+        let piece = |key| function.and_then(|f| f.get(key)).and_then(Value::as_str);
+        if let Some(name) = piece("name") {
+            self.name.push_str(name);
+        }
+        if let Some(args) = piece("arguments") {
+            self.arguments.push_str(args);
         }
     }
 }
@@ -173,18 +212,28 @@ fn release(
 ) {
     let mut refused: Vec<u64> = Vec::new();
     let mut texts: Vec<String> = Vec::new();
-    for (at, call) in &held.calls {
+    let mut refuses = |call: &Call| {
         let verdict = judge.judge(&ProposedCall {
             id: &call.id,
             name: &call.name,
             arguments: &call.arguments,
         });
-        if let Verdict::Deny { text } = verdict {
+        match verdict {
+            Verdict::Allow => false,
+            Verdict::Deny { text } => {
+                texts.push(text);
+                true
+            }
+        }
+    };
+    for (at, call) in &held.calls {
+        if refuses(call) {
             refused.push(*at);
-            texts.push(text);
         }
     }
-    if refused.is_empty() {
+    let function_refused = held.function.as_ref().is_some_and(&mut refuses);
+    let function_kept = held.function.is_some() && !function_refused;
+    if refused.is_empty() && !function_refused {
         for event in &held.events {
             out.extend_from_slice(event);
         }
@@ -202,15 +251,13 @@ fn release(
         .collect();
     let mut template: Option<Value> = None;
     for raw in &held.events {
-        let Some(mut chunk) =
-            event_data(raw).and_then(|d| serde_json::from_slice::<Value>(&d).ok())
-        else {
+        let Some(mut chunk) = event_json(raw) else {
             continue;
         };
         if template.is_none() {
             template = Some(chunk.clone());
         }
-        if strip_calls(&mut chunk, index, &refused, &kept) {
+        if strip_calls(&mut chunk, index, &refused, &kept, function_refused) {
             write_event(out, &chunk);
         }
     }
@@ -229,15 +276,17 @@ fn release(
         obj.remove("usage");
     }
     write_event(out, &said);
-    let reason = if kept.is_empty() {
-        "stop"
-    } else {
+    let reason = if !kept.is_empty() {
         "tool_calls"
+    } else if function_kept {
+        "function_call"
+    } else {
+        "stop"
     };
     match finish {
         Some((_, mut chunk)) => {
             // The finishing event may carry call deltas of its own.
-            strip_calls(&mut chunk, index, &refused, &kept);
+            strip_calls(&mut chunk, index, &refused, &kept, function_refused);
             if let Some(choices) = chunk.get_mut("choices").and_then(Value::as_array_mut) {
                 for choice in choices.iter_mut() {
                     if choice.get("index").and_then(Value::as_u64).unwrap_or(0) == index {
@@ -268,9 +317,16 @@ fn set_choice(chunk: &mut Value, choice: Value) {
     }
 }
 
-/// Removes the refused calls' deltas from choice `index` of `chunk` and renumbers the kept
-/// ones; whether anything is left to send.
-fn strip_calls(chunk: &mut Value, index: u64, refused: &[u64], kept: &[u64]) -> bool {
+/// Removes the refused calls' deltas (and the single `function_call`'s, when `function` was
+/// refused) from choice `index` of `chunk` and renumbers the kept ones; whether anything is
+/// left to send.
+fn strip_calls(
+    chunk: &mut Value,
+    index: u64,
+    refused: &[u64],
+    kept: &[u64],
+    function: bool,
+) -> bool {
     let Some(choices) = chunk.get_mut("choices").and_then(Value::as_array_mut) else {
         return true;
     };
@@ -297,6 +353,9 @@ fn strip_calls(chunk: &mut Value, index: u64, refused: &[u64], kept: &[u64]) -> 
                 delta.remove("tool_calls");
             }
         }
+        if function {
+            delta.remove("function_call");
+        }
         if !delta.is_empty() {
             anything = true;
         }
@@ -310,7 +369,23 @@ fn write_event(out: &mut Vec<u8>, chunk: &Value) {
     out.extend_from_slice(b"\n\n");
 }
 
-/// Judges every `choices[].message.tool_calls[]` of a complete response; whether it changed.
+/// The verdict on one call of a whole body (`function`: its `function` object).
+fn verdict(judge: &mut dyn JudgeCalls, id: &Value, function: Option<&Value>) -> Verdict {
+    let field = |key| {
+        function
+            .and_then(|f| f.get(key))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    };
+    judge.judge(&ProposedCall {
+        id: id.as_str().unwrap_or(""),
+        name: field("name"),
+        arguments: field("arguments"),
+    })
+}
+
+/// Judges every `choices[].message.tool_calls[]` (and `message.function_call`) of a complete
+/// response; whether it changed.
 fn judge_whole(response: &mut Value, judge: &mut dyn JudgeCalls) -> bool {
     let Some(choices) = response.get_mut("choices").and_then(Value::as_array_mut) else {
         return false;
@@ -320,36 +395,35 @@ fn judge_whole(response: &mut Value, judge: &mut dyn JudgeCalls) -> bool {
         let Some(message) = choice.get_mut("message").and_then(Value::as_object_mut) else {
             continue;
         };
-        let Some(Value::Array(calls)) = message.get_mut("tool_calls") else {
-            continue;
-        };
         let mut texts = Vec::new();
-        calls.retain(|call| {
-            let verdict = judge.judge(&ProposedCall {
-                id: call.get("id").and_then(Value::as_str).unwrap_or(""),
-                name: call
-                    .pointer("/function/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or(""),
-                arguments: call
-                    .pointer("/function/arguments")
-                    .and_then(Value::as_str)
-                    .unwrap_or(""),
-            });
-            match verdict {
-                Verdict::Allow => true,
-                Verdict::Deny { text } => {
-                    texts.push(text);
-                    false
-                }
-            }
-        });
+        if let Some(Value::Array(calls)) = message.get_mut("tool_calls") {
+            calls.retain(
+                |call| match verdict(judge, &call["id"], call.get("function")) {
+                    Verdict::Allow => true,
+                    Verdict::Deny { text } => {
+                        texts.push(text);
+                        false
+                    }
+                },
+            );
+        }
+        let function = message.get("function_call").filter(|f| f.is_object());
+        if let Some(Verdict::Deny { text }) =
+            function.map(|f| verdict(judge, &Value::Null, Some(f)))
+        {
+            texts.push(text);
+            message.remove("function_call");
+        }
         if texts.is_empty() {
             continue;
         }
         changed = true;
-        let none_left = calls.is_empty();
-        if none_left {
+        let no_calls = message
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty);
+        let none_left = no_calls && !message.contains_key("function_call");
+        if no_calls {
             message.remove("tool_calls");
         }
         let mut content = message

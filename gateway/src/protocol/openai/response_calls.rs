@@ -1,31 +1,107 @@
-//! Responses API answers with their proposed calls judged: `function_call` items of
-//! `output`, in a body and in a stream. In a stream a `function_call` item's events
-//! (`output_item.added`, `function_call_arguments.delta`/`.done`) are held until its
-//! `output_item.done` (its arguments complete), then released byte for byte when allowed, or
-//! dropped. Later items' `output_index` and every later `sequence_number` are renumbered once
-//! something was dropped or added. Refused calls are named in an assistant `message` item
-//! added before `response.completed`, whose `output` loses the refused items and gains that
-//! message.
+//! Responses API answers with their proposed calls judged: the `output` items the agent's
+//! client runs itself (`function_call`, `custom_tool_call`, `local_shell_call`, `shell_call`,
+//! `apply_patch_call`, `computer_call`, and any other `*_call` but those OpenAI runs: web
+//! and file search, code interpreter, image generation, remote MCP), in a body and in a
+//! stream. In a stream such an item's events (`output_item.added`, its arguments' or input's
+//! `.delta`/`.done`) are held until its `output_item.done` (the call complete), then released
+//! byte for byte when allowed, or dropped. Later items' `output_index` and every later
+//! `sequence_number` are renumbered once something was dropped or added. Refused calls are
+//! named in an assistant `message` item added before `response.completed`, whose `output`
+//! loses the refused items and gains that message.
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::protocol::proposed::{
-    self, EventRewriter, JudgeCalls, ProposalRewriter, ProposedCall, Unjudged, Verdict,
-    event_json as parsed, may_mention, mentions, write_named_event as write_event,
+    self, EventRewriter, JudgeCalls, Judged, ProposalRewriter, ProposedCall, Unjudged, Verdict,
+    is_event, write_named_event as write_event,
 };
 
 /// The id of the message item that names refused calls.
 const REFUSAL_ITEM_ID: &str = "msg_warden_refusal";
 
+/// How Responses answers carry calls: every call item's type ends in `_call`.
+static CALLS: Judged = Judged {
+    needles: &[b"_call\""],
+    keys: &[
+        "output",
+        "item",
+        "type",
+        "name",
+        "arguments",
+        "input",
+        "action",
+        "operation",
+        "command",
+        "commands",
+        "call_id",
+        "id",
+        "output_index",
+        "delta",
+        "response",
+    ],
+    free: &["tools", "text", "metadata", "instructions", "prompt", "env"],
+    judge_body: judge_whole,
+    unjudged_body: unjudged,
+    named_error: false,
+};
+
+/// Output items whose calls OpenAI runs, not the agent: results, not proposals.
+const RUN_BY_OPENAI: &[&str] = &[
+    "web_search_call",
+    "file_search_call",
+    "code_interpreter_call",
+    "image_generation_call",
+    "mcp_call",
+];
+
 /// The rewriter for a Responses answer (`event_stream`: streamed).
 pub fn rewriter(event_stream: bool) -> Box<dyn ProposalRewriter> {
-    proposed::rewriter(
-        event_stream,
-        Stream::default,
-        b"\"function_call\"",
-        judge_whole,
-        unjudged,
-    )
+    proposed::rewriter(event_stream, Stream::default, &CALLS)
+}
+
+/// Whether an output item of type `kind` is a call the agent's client runs.
+fn runs_locally(kind: &str) -> bool {
+    kind.ends_with("_call") && !RUN_BY_OPENAI.contains(&kind)
+}
+
+/// The call an output item proposes, judged as `(id, tool, arguments)`; `streamed`: its
+/// arguments or input as their deltas gave them. A `function_call` is its name and arguments;
+/// a `custom_tool_call` (free-form input) its name and `{"input": <input>}`; a
+/// `local_shell_call` is `local_shell` and a `shell_call` `shell`, with their `action`
+/// (`command` argv, `commands` lines, `working_directory`, ...); an `apply_patch_call` is
+/// `apply_patch` with its `operation` (`type`, `path`, `diff`); any other (`computer_call`
+/// is `computer`) is its type less `_call`, with the item less `type`, `id`, `call_id`,
+/// `status`.
+fn local_call(item: &Value, streamed: &str) -> Option<(String, String, String)> {
+    let kind = item.get("type").and_then(Value::as_str)?;
+    if !runs_locally(kind) {
+        return None;
+    }
+    let text = |key| item.get(key).and_then(Value::as_str).unwrap_or("");
+    let given_or_streamed = |key| match text(key) {
+        "" => streamed.to_owned(),
+        given => given.to_owned(),
+    };
+    let field = |key| item.get(key).unwrap_or(&Value::Null).to_string();
+    let (name, arguments) = match kind {
+        "function_call" => (text("name").to_owned(), given_or_streamed("arguments")),
+        "custom_tool_call" => (
+            text("name").to_owned(),
+            json!({ "input": given_or_streamed("input") }).to_string(),
+        ),
+        "local_shell_call" => ("local_shell".to_owned(), field("action")),
+        "shell_call" => ("shell".to_owned(), field("action")),
+        "apply_patch_call" => ("apply_patch".to_owned(), field("operation")),
+        other => {
+            let mut rest: Map<String, Value> = item.as_object().cloned().unwrap_or_default();
+            for key in ["type", "id", "call_id", "status"] {
+                rest.remove(key);
+            }
+            let name = other.strip_suffix("_call").unwrap_or(other);
+            (name.to_owned(), Value::Object(rest).to_string())
+        }
+    };
+    Some((text("call_id").to_owned(), name, arguments))
 }
 
 /// The error that replaces a body that cannot be judged (too large, or not JSON).
@@ -33,7 +109,7 @@ fn unjudged(why: Unjudged) -> Value {
     json!({"error": {"message": why.message(), "type": "warden_error", "code": why.code()}})
 }
 
-/// A `function_call` item being held.
+/// A call item being held.
 #[derive(Debug, Default, Clone)]
 struct Held {
     output_index: u64,
@@ -47,6 +123,8 @@ struct Stream {
     dropped: Vec<u64>,
     /// Ids of the dropped items.
     dropped_ids: Vec<String>,
+    /// Ids of the call items judged so far (allowed or dropped).
+    judged_ids: Vec<String>,
     /// Events added minus events dropped: what later `sequence_number`s move by.
     shift: i64,
     /// Items added so far (`response.output_item.added`), as the upstream numbers them.
@@ -63,23 +141,28 @@ impl EventRewriter for Stream {
         }
     }
 
-    fn event(&mut self, event: Vec<u8>, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>) {
+    fn event(
+        &mut self,
+        event: Vec<u8>,
+        judge: &mut dyn JudgeCalls,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Unjudged> {
         // Nothing held, dropped or to say, and no call in it: sent as it is, unparsed.
         if self.held.is_empty()
             && self.dropped.is_empty()
             && self.refusals.is_empty()
             && self.shift == 0
-            && !may_mention(&event, b"\"function_call\"")
+            && !CALLS.may_mention(&event)
         {
-            if mentions(&event, b"response.output_item.added") {
+            if is_event(&event, "response.output_item.added") {
                 self.added += 1;
             }
             out.extend_from_slice(&event);
-            return;
+            return Ok(());
         }
-        let Some(value) = parsed(&event) else {
+        let Some(value) = CALLS.event_json(&event)? else {
             out.extend_from_slice(&event);
-            return;
+            return Ok(());
         };
         let kind = value.get("type").and_then(Value::as_str).unwrap_or("");
         let index = value.get("output_index").and_then(Value::as_u64);
@@ -95,46 +178,76 @@ impl EventRewriter for Stream {
             } else {
                 self.held[at].events.push((event, value));
             }
-            return;
+            return Ok(());
         }
-        if kind == "response.output_item.added"
-            && value.pointer("/item/type").and_then(Value::as_str) == Some("function_call")
-        {
+        let call_item = value
+            .pointer("/item/type")
+            .and_then(Value::as_str)
+            .is_some_and(runs_locally);
+        if call_item && kind == "response.output_item.added" {
             self.held.push(Held {
                 output_index: index.unwrap_or(0),
                 events: vec![(event, value)],
             });
-            return;
+            return Ok(());
+        }
+        if call_item && kind == "response.output_item.done" {
+            // Done without being added: judged as it stands.
+            let held = Held {
+                output_index: index.unwrap_or(0),
+                events: Vec::new(),
+            };
+            self.release(held, Some((event, value)), judge, out);
+            return Ok(());
         }
         if matches!(
             kind,
             "response.completed" | "response.incomplete" | "response.failed"
         ) {
+            let mut value = value;
+            let changed = self.judge_final(&mut value, judge);
             self.say_refusals(&value, out);
-            if !self.dropped_ids.is_empty() || self.said.is_some() {
-                let mut value = value;
+            if changed || !self.dropped_ids.is_empty() || self.said.is_some() {
                 if let Some(output) = value
                     .pointer_mut("/response/output")
                     .and_then(Value::as_array_mut)
                 {
-                    let dropped = &self.dropped_ids;
-                    output.retain(|item| {
-                        !item
-                            .get("id")
-                            .and_then(Value::as_str)
-                            .is_some_and(|id| dropped.iter().any(|d| d == id))
-                    });
                     output.extend(self.said.clone());
                 }
                 self.renumbered(value, out);
-                return;
+                return Ok(());
             }
+            self.pass(event, value, out);
+            return Ok(());
         }
         self.pass(event, value, out);
+        Ok(())
     }
 }
 
 impl Stream {
+    /// The final answer's `output` without the items dropped from the stream, and with the
+    /// call items the stream never gave judged (refused ones dropped, their refusals kept to
+    /// say); whether the output changed.
+    fn judge_final(&mut self, value: &mut Value, judge: &mut dyn JudgeCalls) -> bool {
+        let Some(output) = value
+            .pointer_mut("/response/output")
+            .and_then(Value::as_array_mut)
+        else {
+            return false;
+        };
+        let before = output.len();
+        output.retain(|item| {
+            let id = item.get("id").and_then(Value::as_str);
+            if id.is_some_and(|id| self.dropped_ids.iter().any(|d| d == id)) {
+                return false;
+            }
+            id.is_some_and(|id| self.judged_ids.iter().any(|j| j == id))
+                || keeps(item, judge, &mut self.refusals)
+        });
+        output.len() != before
+    }
+
     /// `output_index` `i` after the items dropped before it.
     fn lowered(&self, i: u64) -> u64 {
         i - self.dropped.iter().filter(|d| **d < i).count() as u64
@@ -159,7 +272,7 @@ impl Stream {
         write_event(out, &value);
     }
 
-    /// Judges a complete `function_call` item (`done`: its `output_item.done`).
+    /// Judges a complete call item (`done`: its `output_item.done`).
     fn release(
         &mut self,
         held: Held,
@@ -178,15 +291,17 @@ impl Stream {
             .iter()
             .filter_map(|(_, v)| v.get("delta").and_then(Value::as_str))
             .collect();
-        let arguments = match item.get("arguments").and_then(Value::as_str) {
-            Some(a) if !a.is_empty() => a.to_owned(),
-            _ => streamed,
-        };
+        // Held for its type, so a call (an item without its type is judged as nameless).
+        let (id, name, arguments) = local_call(&item, &streamed)
+            .unwrap_or_else(|| (String::new(), String::new(), streamed));
         let verdict = judge.judge(&ProposedCall {
-            id: item.get("call_id").and_then(Value::as_str).unwrap_or(""),
-            name: item.get("name").and_then(Value::as_str).unwrap_or(""),
+            id: &id,
+            name: &name,
             arguments: &arguments,
         });
+        if let Some(item_id) = item.get("id").and_then(Value::as_str) {
+            self.judged_ids.push(item_id.to_owned());
+        }
         match verdict {
             Verdict::Allow => {
                 for (event, value) in held.events.into_iter().chain(done) {
@@ -240,29 +355,33 @@ impl Stream {
     }
 }
 
-/// Judges every `function_call` item of a complete answer; whether it changed.
+/// Whether `item` stays: it is no call the client runs, or one allowed (a refused one's text
+/// goes to `refusals`).
+fn keeps(item: &Value, judge: &mut dyn JudgeCalls, refusals: &mut Vec<String>) -> bool {
+    let Some((id, name, arguments)) = local_call(item, "") else {
+        return true;
+    };
+    let verdict = judge.judge(&ProposedCall {
+        id: &id,
+        name: &name,
+        arguments: &arguments,
+    });
+    match verdict {
+        Verdict::Allow => true,
+        Verdict::Deny { text } => {
+            refusals.push(text);
+            false
+        }
+    }
+}
+
+/// Judges every call item of a complete answer; whether it changed.
 fn judge_whole(value: &mut Value, judge: &mut dyn JudgeCalls) -> bool {
     let Some(output) = value.get_mut("output").and_then(Value::as_array_mut) else {
         return false;
     };
     let mut texts = Vec::new();
-    output.retain(|item| {
-        if item.get("type").and_then(Value::as_str) != Some("function_call") {
-            return true;
-        }
-        let verdict = judge.judge(&ProposedCall {
-            id: item.get("call_id").and_then(Value::as_str).unwrap_or(""),
-            name: item.get("name").and_then(Value::as_str).unwrap_or(""),
-            arguments: item.get("arguments").and_then(Value::as_str).unwrap_or(""),
-        });
-        match verdict {
-            Verdict::Allow => true,
-            Verdict::Deny { text } => {
-                texts.push(text);
-                false
-            }
-        }
-    });
+    output.retain(|item| keeps(item, judge, &mut texts));
     if texts.is_empty() {
         return false;
     }

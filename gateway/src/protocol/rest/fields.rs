@@ -6,13 +6,10 @@
 //! is a body Warden cannot read when the operation has body fields (a policy on them could
 //! otherwise be passed by sending, say, multipart), and a value of the wrong type.
 
-use std::collections::HashSet;
-use std::fmt;
 use std::sync::Arc;
 
 use http::HeaderMap;
-use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::error::RestError;
 use super::operations::{Field, FieldKind, FieldSource};
@@ -115,11 +112,9 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Body, RestError> {
         return Ok(Body::Form(pairs));
     }
     if essence == "application/json" || essence.ends_with("+json") || essence.is_empty() {
-        let mut de = serde_json::Deserializer::from_slice(body);
-        let value = StrictValue
-            .deserialize(&mut de)
-            .and_then(|v| de.end().map(|()| v))
-            .map_err(|e| RestError::Body {
+        // Objects never repeat a key: the upstream may keep another copy than Warden would.
+        let value =
+            crate::protocol::strict_json::parse(body, &[], &[]).map_err(|e| RestError::Body {
                 detail: e.to_string().chars().take(160).collect(),
             })?;
         return Ok(Body::Json(value));
@@ -211,67 +206,6 @@ fn from_json(
             (FieldKind::Long, _) => Err(wrong("an integer")),
             _ => Err(wrong("true or false")),
         },
-    }
-}
-
-/// A JSON value whose objects never repeat a key (the upstream may keep another copy than
-/// Warden would).
-struct StrictValue;
-
-impl<'de> DeserializeSeed<'de> for StrictValue {
-    type Value = Value;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for StrictValue {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element_seed(StrictValue)? {
-            items.push(item);
-        }
-        Ok(Value::Array(items))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut out = Map::new();
-        let mut seen = HashSet::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if !seen.insert(key.clone()) {
-                return Err(de::Error::custom("an object repeats a key"));
-            }
-            let value = map.next_value_seed(StrictValue)?;
-            out.insert(key, value);
-        }
-        Ok(Value::Object(out))
     }
 }
 

@@ -155,3 +155,60 @@ fn a_whole_message_loses_its_refused_tool_use() {
     );
     assert_eq!(judge.1[0].1, r#"{"command":"rm -rf /"}"#);
 }
+
+#[test]
+fn text_that_quotes_an_event_type_does_not_move_the_refusal() {
+    let quoting = stream().replace("On it.", "content_block_start");
+    let mut judge = DenyNamed(&["exec"], Vec::new());
+    let mut rewriter = rewriter(true);
+    let mut out = rewriter.push(quoting.as_bytes(), &mut judge).to_vec();
+    out.extend_from_slice(&rewriter.finish(&mut judge));
+    let (blocks, _) = blocks(&String::from_utf8(out).unwrap_or_default());
+    assert_eq!(
+        blocks,
+        vec![
+            (0, "text".to_owned(), "content_block_start".to_owned()),
+            (1, "tool_use".to_owned(), "read".to_owned()),
+            (2, "text".to_owned(), "refused exec".to_owned()),
+        ]
+    );
+}
+
+#[test]
+fn a_block_key_a_lenient_decoder_reads_otherwise_ends_the_stream_with_an_error() {
+    // `"Type"` is `type` to Go's encoding/json: Warden would see no `tool_use` block.
+    let other = stream().replacen(
+        r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use""#,
+        r#"{"type":"content_block_start","index":1,"content_block":{"Type":"tool_use""#,
+        1,
+    );
+    assert_ne!(other, stream());
+    let mut judge = DenyNamed(&[], Vec::new());
+    let mut rewriter = rewriter(true);
+    let mut out = rewriter.push(other.as_bytes(), &mut judge).to_vec();
+    out.extend_from_slice(&rewriter.finish(&mut judge));
+    let out = String::from_utf8(out).unwrap_or_default();
+    assert!(!out.contains("tu_1"), "{out}");
+    assert!(
+        out.ends_with(&format!(
+            "event: error\ndata: {}\n\n",
+            unjudged(Unjudged::Unreadable)
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn arguments_may_use_any_keys_a_struct_field_differs_from_only_by_case() {
+    // A call's input is a free-form map, read exactly by every client: `Type` there is no
+    // block's `type`.
+    let body = json!({"id":"m","type":"message","role":"assistant","model":"c","stop_reason":"tool_use",
+        "content":[{"type":"tool_use","id":"tu_1","name":"exec","input":{"Type":"x","Name":"y","ID":1}}]})
+    .to_string();
+    let mut judge = DenyNamed(&[], Vec::new());
+    let mut rewriter = rewriter(false);
+    let mut out = rewriter.push(body.as_bytes(), &mut judge).to_vec();
+    out.extend_from_slice(&rewriter.finish(&mut judge));
+    assert_eq!(String::from_utf8(out).unwrap_or_default(), body);
+    assert_eq!(judge.1.len(), 1);
+}

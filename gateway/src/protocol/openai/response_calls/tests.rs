@@ -138,3 +138,215 @@ fn a_whole_answer_loses_its_refused_function_call() {
     assert_eq!(v["output"][0]["type"], "message");
     assert_eq!(v["usage"]["total_tokens"], 7);
 }
+
+/// Refuses the tools named, and keeps every call it saw as (tool, arguments).
+struct Seen(&'static [&'static str], Vec<(String, Value)>);
+
+impl JudgeCalls for Seen {
+    fn judge(&mut self, call: &ProposedCall<'_>) -> Verdict {
+        let arguments = serde_json::from_str(call.arguments).unwrap_or(Value::Null);
+        self.1.push((call.name.to_owned(), arguments));
+        DenyNamed(self.0).judge(call)
+    }
+}
+
+/// Events of `values` numbered from 0, as a Responses stream.
+fn numbered(values: Vec<Value>) -> String {
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(seq, mut v)| {
+            v["sequence_number"] = json!(seq);
+            format!(
+                "event: {}\ndata: {v}\n\n",
+                v["type"].as_str().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+fn rewrite(event_stream: bool, input: &str, judge: &mut Seen) -> String {
+    let mut rewriter = rewriter(event_stream);
+    let mut out = Vec::new();
+    for piece in input.as_bytes().chunks(13) {
+        out.extend_from_slice(&rewriter.push(piece, judge));
+    }
+    out.extend_from_slice(&rewriter.finish(judge));
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// The output items an agent's client runs itself, with the tool and arguments each is
+/// judged as; then items OpenAI runs (results, not proposals).
+fn local_items() -> (Vec<Value>, Vec<(String, Value)>) {
+    let items = vec![
+        json!({"type":"custom_tool_call","id":"ctc_1","call_id":"c1","name":"apply_patch","input":"*** Begin Patch\n*** Add File: /etc/x\n+y\n*** End Patch"}),
+        json!({"type":"local_shell_call","id":"lsh_1","call_id":"c2","status":"completed","action":{"type":"exec","command":["bash","-lc","rm -rf /"],"working_directory":"/tmp","env":{},"timeout_ms":1000}}),
+        json!({"type":"shell_call","id":"sh_1","call_id":"c3","status":"completed","action":{"commands":["ls","git push -f"],"timeout_ms":1000}}),
+        json!({"type":"apply_patch_call","id":"ap_1","call_id":"c4","status":"completed","operation":{"type":"delete_file","path":"/etc/hosts"}}),
+        json!({"type":"computer_call","id":"cu_1","call_id":"c5","status":"completed","action":{"type":"click","x":1,"y":2},"pending_safety_checks":[]}),
+        json!({"type":"mcp_call","id":"mcp_1","server_label":"s","name":"exec","arguments":"{}","output":"done"}),
+        json!({"type":"web_search_call","id":"ws_1","status":"completed"}),
+    ];
+    let judged = vec![
+        (
+            "apply_patch".to_owned(),
+            json!({"input": items[0]["input"]}),
+        ),
+        ("local_shell".to_owned(), items[1]["action"].clone()),
+        ("shell".to_owned(), items[2]["action"].clone()),
+        ("apply_patch".to_owned(), items[3]["operation"].clone()),
+        (
+            "computer".to_owned(),
+            json!({"action": items[4]["action"], "pending_safety_checks": []}),
+        ),
+    ];
+    (items, judged)
+}
+
+#[test]
+fn every_item_the_client_runs_itself_is_judged_whole() {
+    let (items, judged) = local_items();
+    let body =
+        json!({"id":"r","object":"response","status":"completed","output":items}).to_string();
+    let mut seen = Seen(&["local_shell", "computer"], Vec::new());
+    let out = rewrite(false, &body, &mut seen);
+    assert_eq!(seen.1, judged);
+    let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+    let kinds: Vec<&str> = v["output"]
+        .as_array()
+        .map(|o| o.iter().filter_map(|i| i["type"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        kinds,
+        vec![
+            "custom_tool_call",
+            "shell_call",
+            "apply_patch_call",
+            "mcp_call",
+            "web_search_call",
+            "message"
+        ]
+    );
+}
+
+#[test]
+fn every_item_the_client_runs_itself_is_judged_streamed() {
+    let (items, judged) = local_items();
+    let mut events = vec![json!({"type":"response.created","response":{"id":"r","output":[]}})];
+    for (i, item) in items.iter().enumerate() {
+        let mut added = item.clone();
+        if item["type"] == "custom_tool_call" {
+            // The input streams: the added item holds none of it.
+            added["input"] = json!("");
+            events.push(json!({"type":"response.output_item.added","output_index":i,"item":added}));
+            let input = item["input"].as_str().unwrap_or_default();
+            for piece in input.as_bytes().chunks(6) {
+                events.push(json!({"type":"response.custom_tool_call_input.delta","item_id":item["id"],"output_index":i,"delta":std::str::from_utf8(piece).unwrap_or_default()}));
+            }
+            events.push(json!({"type":"response.custom_tool_call_input.done","item_id":item["id"],"output_index":i,"input":input}));
+            // Judged from the deltas when the done item leaves the input out.
+            let mut done = item.clone();
+            done["input"] = json!("");
+            events.push(json!({"type":"response.output_item.done","output_index":i,"item":done}));
+        } else {
+            events.push(json!({"type":"response.output_item.added","output_index":i,"item":added}));
+            events.push(json!({"type":"response.output_item.done","output_index":i,"item":item}));
+        }
+    }
+    events.push(json!({"type":"response.completed","response":{"id":"r","output":items}}));
+    let stream = numbered(events);
+
+    let mut allow = Seen(&[], Vec::new());
+    assert_eq!(rewrite(true, &stream, &mut allow), stream);
+    assert_eq!(allow.1, judged);
+
+    let mut deny = Seen(&["local_shell", "apply_patch"], Vec::new());
+    let out = rewrite(true, &stream, &mut deny);
+    for id in ["ctc_1", "lsh_1", "ap_1"] {
+        assert!(!out.contains(id), "{id} refused: {out}");
+    }
+    for id in ["sh_1", "cu_1", "mcp_1", "ws_1"] {
+        assert!(out.contains(id), "{id} allowed or not a proposal: {out}");
+    }
+}
+
+#[test]
+fn text_that_quotes_an_event_type_does_not_move_the_refusal() {
+    // The refusal message goes after the items the agent got: the message and the call
+    // added, less the call dropped. A text delta that quotes the event type is no item.
+    let stream = numbered(vec![
+        json!({"type":"response.created","response":{"id":"r","output":[]}}),
+        json!({"type":"response.output_item.added","output_index":0,"item":{"type":"message","id":"m1","role":"assistant","content":[]}}),
+        json!({"type":"response.output_text.delta","item_id":"m1","output_index":0,"content_index":0,"delta":"response.output_item.added"}),
+        json!({"type":"response.output_item.done","output_index":0,"item":{"type":"message","id":"m1","role":"assistant","content":[]}}),
+        json!({"type":"response.output_item.added","output_index":1,"item":{"type":"function_call","id":"fc_1","call_id":"c","name":"exec","arguments":""}}),
+        json!({"type":"response.output_item.done","output_index":1,"item":{"type":"function_call","id":"fc_1","call_id":"c","name":"exec","arguments":"{}"}}),
+        json!({"type":"response.completed","response":{"id":"r","output":[]}}),
+    ]);
+    let out = rewrite(true, &stream, &mut Seen(&["exec"], Vec::new()));
+    let refusal: Vec<Value> = out
+        .split("\n\n")
+        .filter_map(|e| serde_json::from_str::<Value>(e.split("data: ").nth(1)?).ok())
+        .filter(|v| v["type"] == "response.output_item.added" && v["item"]["id"] == REFUSAL_ITEM_ID)
+        .collect();
+    assert_eq!(refusal.len(), 1, "{out}");
+    assert_eq!(refusal[0]["output_index"], 1, "{out}");
+}
+
+#[test]
+fn an_item_key_a_lenient_decoder_reads_otherwise_ends_the_stream() {
+    let stream = numbered(vec![
+        json!({"type":"response.created","response":{"id":"r","output":[]}}),
+        json!({"type":"response.output_item.added","output_index":0,"item":{"Type":"function_call","id":"fc_1","call_id":"c","name":"exec","arguments":"{}"}}),
+        json!({"type":"response.output_item.done","output_index":0,"item":{"Type":"function_call","id":"fc_1","call_id":"c","name":"exec","arguments":"{}"}}),
+    ]);
+    let mut seen = Seen(&["exec"], Vec::new());
+    let out = rewrite(true, &stream, &mut seen);
+    assert!(
+        !out.contains("fc_1") && out.contains("response_unreadable"),
+        "{out}"
+    );
+    assert!(seen.1.is_empty());
+}
+
+#[test]
+fn an_echoed_tool_schema_may_use_any_keys() {
+    // The answer echoes the request's tools: their parameters are a schema of free names.
+    let body = json!({"id":"r","object":"response","status":"completed",
+        "tools":[{"type":"function","name":"exec","parameters":{"type":"object","properties":{"Name":{"type":"string"},"Type":{"type":"string"}}}}],
+        "output":[{"type":"function_call","id":"fc_1","call_id":"c","name":"exec","arguments":"{}","status":"completed"}]})
+    .to_string();
+    let mut seen = Seen(&[], Vec::new());
+    assert_eq!(rewrite(false, &body, &mut seen), body);
+    assert_eq!(seen.1.len(), 1);
+}
+
+#[test]
+fn a_call_the_stream_gives_only_done_or_only_in_the_final_output_is_judged() {
+    let call = |id: &str, name: &str| json!({"type":"function_call","id":id,"call_id":format!("c_{id}"),"name":name,"arguments":"{}","status":"completed"});
+    // `fc_1` comes done without being added; `fc_2` and `fc_3` only in `response.completed`,
+    // which SDKs hand over as the final answer.
+    let stream = numbered(vec![
+        json!({"type":"response.created","response":{"id":"r","output":[]}}),
+        json!({"type":"response.output_item.done","output_index":0,"item":call("fc_1","exec")}),
+        json!({"type":"response.completed","response":{"id":"r","output":[call("fc_1","exec"),call("fc_2","exec"),call("fc_3","read")]}}),
+    ]);
+    let mut seen = Seen(&["exec"], Vec::new());
+    let out = rewrite(true, &stream, &mut seen);
+    assert_eq!(seen.1.len(), 3, "each call judged once: {:?}", seen.1);
+    assert!(!out.contains("fc_1") && !out.contains("fc_2"), "{out}");
+    let completed: Value = out
+        .split("\n\n")
+        .filter_map(|e| serde_json::from_str::<Value>(e.split("data: ").nth(1)?).ok())
+        .find(|v| v["type"] == "response.completed")
+        .unwrap_or(Value::Null);
+    let ids: Vec<&str> = completed["response"]["output"]
+        .as_array()
+        .map(|o| o.iter().filter_map(|i| i["id"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(ids, vec!["fc_3", REFUSAL_ITEM_ID], "{out}");
+
+    let mut allow = Seen(&[], Vec::new());
+    assert_eq!(rewrite(true, &stream, &mut allow), stream);
+    assert_eq!(allow.1.len(), 3);
+}
