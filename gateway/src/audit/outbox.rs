@@ -107,7 +107,7 @@ mod tests {
         );
         let mut spare = Vec::with_capacity(8);
         outbox.take_into(&mut spare);
-        assert_eq!(spare.len(), 2);
+        assert_eq!(spare.len(), 3);
         assert_eq!(
             outbox.lock().events.capacity(),
             8,
