@@ -8,6 +8,7 @@ use super::config::ToolKind;
 use super::paths::Workspace;
 use super::shell::{self, Command};
 use crate::action::ProposeFacts;
+use crate::protocol::strict_json;
 
 /// Argument names that hold each kind of value, in the order tried. A command is a line, or
 /// an argv array (`["bash", "-lc", "..."]`, as Codex and `local_shell_call` give it); `input`
@@ -36,6 +37,30 @@ const RECIPIENT_KEYS: &[&str] = &[
     "email",
 ];
 
+/// Every argument name read above, by kind.
+const READ_KEYS: &[&[&str]] = &[
+    COMMAND_KEYS,
+    &[LINES_KEY],
+    WORKDIR_KEYS,
+    PATH_KEYS,
+    URL_KEYS,
+    RECIPIENT_KEYS,
+    &["patch"],
+];
+
+/// Whether a key of `arguments` differs from an argument name Warden reads only by case
+/// (`COMMAND`, `Path`, with `ſ` for `s`): a tool that decodes its arguments as Go's
+/// `encoding/json` does may take it for that name, and run what Warden did not read.
+fn folds_onto_read_key(arguments: &Value) -> bool {
+    let read = || READ_KEYS.iter().flat_map(|keys| keys.iter());
+    arguments.as_object().is_some_and(|object| {
+        object.keys().any(|key| {
+            !read().any(|known| *known == key.as_str())
+                && read().any(|known| strict_json::equal_folded(key, known))
+        })
+    })
+}
+
 /// Programs whose every operand is a file they change.
 const CHANGES_OPERANDS: &[&str] = &[
     "rm", "rmdir", "unlink", "shred", "touch", "mkdir", "chmod", "chown", "chgrp", "truncate",
@@ -52,7 +77,7 @@ const NOT_FILES: &[&str] = &["/dev/null", "/dev/stdout", "/dev/stderr", "/dev/tt
 pub fn read(kind: ToolKind, arguments: &Value, workspace: &Workspace) -> ProposeFacts {
     let mut facts = ProposeFacts {
         arguments_json: arguments.to_string(),
-        command_parsed: true,
+        command_parsed: !folds_onto_read_key(arguments),
         ..ProposeFacts::default()
     };
     let mut paths = Paths {

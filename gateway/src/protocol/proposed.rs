@@ -54,10 +54,15 @@ pub trait ProposalRewriter: Send {
 }
 
 /// Splits a server-sent event stream into whole events (each with its blank-line end), as
-/// the bytes arrive; partial events wait for the rest.
+/// the bytes arrive; partial events wait for the rest. Lines end as the event-stream rules
+/// and the SDKs say: `\r\n`, `\n`, or a lone `\r`; an event ends at an empty line.
 #[derive(Debug, Default, Clone)]
 pub struct EventFramer {
     pending: Vec<u8>,
+    /// Where in `pending` the line being read starts.
+    line_start: usize,
+    /// How far `pending` was searched for line ends.
+    scanned: usize,
 }
 
 impl EventFramer {
@@ -66,45 +71,95 @@ impl EventFramer {
     pub fn push(&mut self, chunk: &[u8], mut each: impl FnMut(&[u8])) {
         self.pending.extend_from_slice(chunk);
         let mut start = 0;
-        let mut i = 0;
-        let bytes = &self.pending;
-        while i < bytes.len() {
-            // An event ends at an empty line: "\n\n", "\r\n\r\n", "\r\r".
-            let end = match &bytes[i..] {
-                [b'\r', b'\n', b'\r', b'\n', ..] => Some(i + 4),
-                [b'\n', b'\n', ..] | [b'\r', b'\r', ..] => Some(i + 2),
-                _ => None,
-            };
-            match end {
-                Some(e) => {
-                    each(&bytes[start..e]);
-                    start = e;
-                    i = e;
+        while let Some((at, len)) = line_end(&self.pending, self.scanned) {
+            let end = at + len;
+            if at == self.line_start {
+                // An empty line: the event ends.
+                if let Some(event) = self.pending.get(start..end) {
+                    each(event);
                 }
-                None => i += 1,
+                start = end;
             }
+            self.line_start = end;
+            self.scanned = end;
         }
+        // What is left holds no line end but perhaps a final `\r`, read again with the byte
+        // after it.
+        let len = self.pending.len();
+        self.scanned = if self.pending.last() == Some(&b'\r') {
+            len.saturating_sub(1)
+        } else {
+            len
+        };
         self.pending.drain(..start);
+        self.line_start = self.line_start.saturating_sub(start);
+        self.scanned = self.scanned.saturating_sub(start);
     }
 
     /// What is left when the stream ends (an event without its blank line).
     pub fn rest(&mut self) -> Vec<u8> {
+        self.line_start = 0;
+        self.scanned = 0;
         std::mem::take(&mut self.pending)
     }
 }
 
-/// The `data:` of one raw event, lines joined with `\n` (`None` when it has none).
-pub fn event_data(event: &[u8]) -> Option<Vec<u8>> {
-    let mut data: Option<Vec<u8>> = None;
-    for line in event.split(|b| *b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if let Some(value) = line.strip_prefix(b"data:") {
-            let value = value.strip_prefix(b" ").unwrap_or(value);
-            let d = data.get_or_insert_with(Vec::new);
-            if !d.is_empty() {
-                d.push(b'\n');
+/// The first line end in `bytes` at or after `from`: where it is and how long (`\r\n`: 2).
+/// A `\r` that ends `bytes` is no line end yet: a `\n` may follow.
+fn line_end(bytes: &[u8], from: usize) -> Option<(usize, usize)> {
+    let rest = bytes.get(from..)?;
+    let at = from + memchr::memchr2(b'\r', b'\n', rest)?;
+    match bytes.get(at..) {
+        Some([b'\r', b'\n', ..]) => Some((at, 2)),
+        Some([b'\r']) => None,
+        _ => Some((at, 1)),
+    }
+}
+
+/// The lines of `text`, each without its end (`\r\n`, `\n` or a lone `\r`), as the
+/// event-stream rules (and Python's `bytes.splitlines`) read them.
+pub fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        match memchr::memchr2(b'\r', b'\n', text) {
+            Some(at) => {
+                let len = if text.get(at..at + 2) == Some(&b"\r\n"[..]) {
+                    2
+                } else {
+                    1
+                };
+                rest = text.get(at + len..).filter(|r| !r.is_empty());
+                text.get(..at)
             }
-            d.extend_from_slice(value);
+            None => {
+                rest = None;
+                Some(text)
+            }
+        }
+    })
+}
+
+/// The byte-order mark a stream may start with, which clients skip.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// The `data:` of one raw event, lines joined with `\n` (`None` when it has none). A line
+/// `data` without a colon is an empty data line; a leading byte-order mark is skipped.
+pub fn event_data(event: &[u8]) -> Option<Vec<u8>> {
+    let event = event.strip_prefix(BOM).unwrap_or(event);
+    let mut data: Option<Vec<u8>> = None;
+    for line in lines(event) {
+        let value = match line.strip_prefix(b"data") {
+            Some([]) => &[][..],
+            Some([b':', value @ ..]) => value.strip_prefix(b" ").unwrap_or(value),
+            _ => continue,
+        };
+        match &mut data {
+            Some(d) => {
+                d.push(b'\n');
+                d.extend_from_slice(value);
+            }
+            None => data = Some(value.to_vec()),
         }
     }
     data
@@ -121,8 +176,9 @@ pub trait EventRewriter: Send {
         out: &mut Vec<u8>,
     ) -> Result<(), Unjudged>;
 
-    /// The stream ended: whatever is still held goes to `out`.
-    fn end(&mut self, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>);
+    /// The stream ended: whatever is still held goes to `out`; calls that cannot be judged
+    /// end the stream with the dialect's error.
+    fn end(&mut self, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>) -> Result<(), Unjudged>;
 }
 
 /// How a dialect's answers spell their calls, and what it makes of answers it cannot judge.
@@ -139,8 +195,9 @@ pub struct Judged {
     /// Keys whose values are free-form maps (a call's arguments, a tool's schema echoed):
     /// clients read the keys beneath them exactly, so only a key given twice counts there.
     pub free: &'static [&'static str],
-    /// Judges the calls of a whole body; whether it changed the JSON.
-    pub judge_body: fn(&mut Value, &mut dyn JudgeCalls) -> bool,
+    /// Judges the calls of a whole body; whether it changed the JSON, or why its calls cannot
+    /// be judged.
+    pub judge_body: fn(&mut Value, &mut dyn JudgeCalls) -> Result<bool, Unjudged>,
     /// The error body that replaces an answer that cannot be judged.
     pub unjudged_body: fn(Unjudged) -> Value,
     /// A stream ends with that error as a named event (`event: error`, as Anthropic streams
@@ -161,16 +218,30 @@ impl Judged {
     }
 
     /// The JSON of a raw event's data: `Ok(None)` when it has none or it is not JSON (`[DONE]`,
-    /// a comment), an error when it is JSON a client may read otherwise than Warden.
+    /// a comment) and [may not mention](Self::may_mention) a call; an error when it is JSON a
+    /// client may read otherwise than Warden, or when it may mention a call but cannot be
+    /// read exactly (no data, a lone surrogate, a number out of range, nesting too deep,
+    /// text that is not UTF-8): what a client makes of it is unknown, so it is not delivered.
     pub fn event_json(&self, event: &[u8]) -> Result<Option<Value>, Unjudged> {
-        let Some(data) = event_data(event) else {
+        let data = event_data(event);
+        if data.as_deref() == Some(&b"[DONE]"[..]) {
             return Ok(None);
+        }
+        let unknown = || {
+            if self.may_mention(event) {
+                Err(Unjudged::Unreadable)
+            } else {
+                Ok(None)
+            }
+        };
+        let Some(data) = data else {
+            return unknown();
         };
         match strict_json::parse(&data, self.keys, self.free) {
             Ok(value) => Ok(Some(value)),
             // A key given twice, or one that differs from a key Warden reads only by case.
             Err(e) if e.classify() == Category::Data => Err(Unjudged::Unreadable),
-            Err(_) => Ok(None),
+            Err(_) => unknown(),
         }
     }
 
@@ -240,8 +311,11 @@ impl<R: EventRewriter + Clone> ProposalRewriter for Events<R> {
         if !rest.is_empty() {
             self.event(rest, judge, &mut out);
         }
-        if !self.failed {
-            self.inner.end(judge, &mut out);
+        if !self.failed
+            && let Err(why) = self.inner.end(judge, &mut out)
+        {
+            out.extend_from_slice(&self.judged.error_event(why));
+            self.failed = true;
         }
         Bytes::from(out)
     }
@@ -369,10 +443,10 @@ impl ProposalRewriter for WholeBody {
         else {
             return unjudged(Unjudged::Unreadable);
         };
-        if (self.judged.judge_body)(&mut value, judge) {
-            Bytes::from(value.to_string())
-        } else {
-            Bytes::copy_from_slice(&self.body)
+        match (self.judged.judge_body)(&mut value, judge) {
+            Ok(true) => Bytes::from(value.to_string()),
+            Ok(false) => Bytes::copy_from_slice(&self.body),
+            Err(why) => unjudged(why),
         }
     }
 
@@ -451,4 +525,121 @@ pub fn is_event(event: &[u8], kind: &str) -> bool {
 /// The JSON of a raw event's data, if it has any (for events already read strictly).
 pub fn event_json(event: &[u8]) -> Option<Value> {
     event_data(event).and_then(|d| serde_json::from_slice(&d).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_calls(_: &mut Value, _: &mut dyn JudgeCalls) -> Result<bool, Unjudged> {
+        Ok(false)
+    }
+
+    static TEST: Judged = Judged {
+        needles: &[b"tool_call"],
+        keys: &["tool_calls"],
+        free: &[],
+        judge_body: no_calls,
+        unjudged_body: |_| Value::Null,
+        named_error: false,
+    };
+
+    /// The events `stream` is framed into, fed one byte at a time and all at once (the same).
+    fn framed(stream: &[u8]) -> Vec<Vec<u8>> {
+        let mut all = Vec::new();
+        let mut framer = EventFramer::default();
+        framer.push(stream, |e| all.push(e.to_vec()));
+        let rest = framer.rest();
+        if !rest.is_empty() {
+            all.push(rest);
+        }
+        let mut bytewise = Vec::new();
+        let mut framer = EventFramer::default();
+        for byte in stream {
+            framer.push(std::slice::from_ref(byte), |e| bytewise.push(e.to_vec()));
+        }
+        let rest = framer.rest();
+        if !rest.is_empty() {
+            bytewise.push(rest);
+        }
+        assert_eq!(all, bytewise, "{}", String::from_utf8_lossy(stream));
+        all
+    }
+
+    #[test]
+    fn events_end_at_an_empty_line_whatever_ends_the_lines() {
+        let cases: &[(&str, &[&str])] = &[
+            ("data: a\n\ndata: b\n\n", &["data: a\n\n", "data: b\n\n"]),
+            (
+                "data: a\r\n\r\ndata: b\r\r",
+                &["data: a\r\n\r\n", "data: b\r\r"],
+            ),
+            (
+                "data: a\n\r\ndata: b\r\n\rx",
+                &["data: a\n\r\n", "data: b\r\n\r", "x"],
+            ),
+            ("data: a\r\rdata: b\n", &["data: a\r\r", "data: b\n"]),
+            // `\r` then `\n` is one line end, not two.
+            ("data: a\r\ndata: b\r\n", &["data: a\r\ndata: b\r\n"]),
+        ];
+        for (stream, events) in cases {
+            let expected: Vec<Vec<u8>> = events.iter().map(|e| e.as_bytes().to_vec()).collect();
+            assert_eq!(framed(stream.as_bytes()), expected, "{stream:?}");
+        }
+    }
+
+    #[test]
+    fn a_data_line_after_a_lone_carriage_return_is_data() {
+        // Clients end a line at a lone `\r`: the comment does not hide the data.
+        let event = b": c\rdata: {\"tool_calls\":[]}\n\n";
+        assert_eq!(framed(event).len(), 1);
+        assert_eq!(
+            event_data(event).as_deref(),
+            Some(&b"{\"tool_calls\":[]}"[..])
+        );
+        assert_eq!(
+            event_data(b"data: a\rdata\r\ndata:b\n").as_deref(),
+            Some(&b"a\n\nb"[..])
+        );
+        assert_eq!(
+            event_data(b"\xEF\xBB\xBFdata: x\n\n").as_deref(),
+            Some(&b"x"[..])
+        );
+        assert_eq!(event_data(b": comment\n\n"), None);
+    }
+
+    #[test]
+    fn an_event_that_may_mention_a_call_and_cannot_be_read_is_unreadable() {
+        for event in [
+            &b"data: {\"tool_calls\":\"\\ud800\"}\n\n"[..],
+            b"data: {\"tool_calls\":1e400}\n\n",
+            b"data: {\"tool_calls\":NaN}\n\n",
+            b"data: {\"tool_calls\":\"\xff\"}\n\n",
+            b"data: {\"tool_calls\":[\n\n",
+            b"event: tool_calls\n\n",
+            b": tool_call\n\n",
+        ] {
+            assert_eq!(
+                TEST.event_json(event),
+                Err(Unjudged::Unreadable),
+                "{}",
+                String::from_utf8_lossy(event)
+            );
+        }
+        let deep = format!(
+            "data: {{\"tool_calls\":{}1{}}}\n\n",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert_eq!(TEST.event_json(deep.as_bytes()), Err(Unjudged::Unreadable));
+        // What cannot hold a call, and `[DONE]`, pass.
+        for event in [
+            &b"data: [DONE]\n\n"[..],
+            b": keep-alive\n\n",
+            b"data: not json\n\n",
+            b"event: ping\n\n",
+        ] {
+            assert_eq!(TEST.event_json(event), Ok(None));
+        }
+    }
 }

@@ -35,7 +35,7 @@ fn folds_onto<'k>(key: &str, keys: &[&'k str]) -> Option<&'k str> {
 /// `key` equals the ASCII `known` under Unicode simple case folding (what Go's
 /// `bytes.EqualFold` does): ASCII letters in either case, `ſ` (U+017F) as `s`, `K` (U+212A)
 /// as `k`.
-fn equal_folded(key: &str, known: &str) -> bool {
+pub fn equal_folded(key: &str, known: &str) -> bool {
     let folded = key.chars().map(|c| match c {
         '\u{017F}' => 's',
         '\u{212A}' => 'k',

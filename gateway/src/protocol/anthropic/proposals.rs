@@ -68,11 +68,12 @@ struct Stream {
 }
 
 impl EventRewriter for Stream {
-    fn end(&mut self, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>) {
+    fn end(&mut self, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>) -> Result<(), Unjudged> {
         if let Some(block) = self.held.take() {
             self.release(block, judge, out);
         }
         self.say_refusals(out);
+        Ok(())
     }
 
     fn event(
@@ -229,9 +230,9 @@ fn str_at(value: &Value, pointer: &str) -> String {
 }
 
 /// Judges every `tool_use` block of a complete Messages response; whether it changed.
-fn judge_whole(response: &mut Value, judge: &mut dyn JudgeCalls) -> bool {
+fn judge_whole(response: &mut Value, judge: &mut dyn JudgeCalls) -> Result<bool, Unjudged> {
     let Some(content) = response.get_mut("content").and_then(Value::as_array_mut) else {
-        return false;
+        return Ok(false);
     };
     let mut texts = Vec::new();
     let mut kept = 0;
@@ -259,13 +260,13 @@ fn judge_whole(response: &mut Value, judge: &mut dyn JudgeCalls) -> bool {
         }
     });
     if texts.is_empty() {
-        return false;
+        return Ok(false);
     }
     content.push(json!({"type": "text", "text": texts.join("\n")}));
     if kept == 0 && response.get("stop_reason").and_then(Value::as_str) == Some("tool_use") {
         response["stop_reason"] = Value::from("end_turn");
     }
-    true
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -26,6 +26,10 @@ static CALLS: Judged = Judged {
         "name",
         "args",
         "id",
+        "partialArgs",
+        "partial_args",
+        "willContinue",
+        "will_continue",
     ],
     free: &["args"],
     judge_body,
@@ -47,7 +51,9 @@ fn unjudged(why: Unjudged) -> Value {
 struct Stream;
 
 impl EventRewriter for Stream {
-    fn end(&mut self, _judge: &mut dyn JudgeCalls, _out: &mut Vec<u8>) {}
+    fn end(&mut self, _judge: &mut dyn JudgeCalls, _out: &mut Vec<u8>) -> Result<(), Unjudged> {
+        Ok(())
+    }
 
     fn event(
         &mut self,
@@ -57,7 +63,7 @@ impl EventRewriter for Stream {
     ) -> Result<(), Unjudged> {
         if CALLS.may_mention(&event)
             && let Some(mut value) = CALLS.event_json(&event)?
-            && judge_response(&mut value, judge)
+            && judge_response(&mut value, judge)?
         {
             out.extend_from_slice(b"data: ");
             out.extend_from_slice(value.to_string().as_bytes());
@@ -70,25 +76,48 @@ impl EventRewriter for Stream {
 }
 
 /// Judges a whole body: one response, or a JSON array of them (a stream without `alt=sse`).
-fn judge_body(value: &mut Value, judge: &mut dyn JudgeCalls) -> bool {
+fn judge_body(value: &mut Value, judge: &mut dyn JudgeCalls) -> Result<bool, Unjudged> {
     match value.as_array_mut() {
         // Every response is judged: no short circuit.
         Some(all) => {
             let mut changed = false;
             for one in all.iter_mut() {
-                changed |= judge_response(one, judge);
+                changed |= judge_response(one, judge)?;
             }
-            changed
+            Ok(changed)
         }
         None => judge_response(value, judge),
     }
 }
 
-/// Judges the function calls of one `GenerateContentResponse`; whether it changed.
-fn judge_response(response: &mut Value, judge: &mut dyn JudgeCalls) -> bool {
+/// Whether a call streams its arguments in pieces (`partialArgs`, `willContinue: true`, as
+/// Gemini streams function-call arguments): Warden judges whole calls only, so such a call
+/// cannot be judged.
+fn streams_arguments(call: &Value) -> bool {
+    ["partialArgs", "partial_args"]
+        .iter()
+        .any(|key| call.get(key).is_some_and(|v| !v.is_null()))
+        || ["willContinue", "will_continue"]
+            .iter()
+            .any(|key| call.get(key).and_then(Value::as_bool) == Some(true))
+}
+
+/// Judges the function calls of one `GenerateContentResponse`; whether it changed. A call
+/// whose arguments come in pieces cannot be judged.
+fn judge_response(response: &mut Value, judge: &mut dyn JudgeCalls) -> Result<bool, Unjudged> {
     let Some(candidates) = response.get_mut("candidates").and_then(Value::as_array_mut) else {
-        return false;
+        return Ok(false);
     };
+    let calls = candidates
+        .iter()
+        .filter_map(|c| c.pointer("/content/parts").and_then(Value::as_array))
+        .flatten()
+        .flat_map(|part| CALL_KEYS.iter().filter_map(|key| part.get(key)));
+    for call in calls {
+        if streams_arguments(call) {
+            return Err(Unjudged::Unreadable);
+        }
+    }
     let mut changed = false;
     for candidate in candidates.iter_mut() {
         let Some(parts) = candidate
@@ -119,7 +148,7 @@ fn judge_response(response: &mut Value, judge: &mut dyn JudgeCalls) -> bool {
             }
         }
     }
-    changed
+    Ok(changed)
 }
 
 #[cfg(test)]
@@ -138,6 +167,19 @@ mod tests {
                 Verdict::Allow
             }
         }
+    }
+
+    /// What a stream of one event, `response`, becomes when `exec` is refused.
+    fn streamed(response: &str) -> String {
+        let mut stream = rewriter(true);
+        let mut out = stream
+            .push(
+                format!("data: {response}\r\n\r\n").as_bytes(),
+                &mut DenyExec,
+            )
+            .to_vec();
+        out.extend_from_slice(&stream.finish(&mut DenyExec));
+        String::from_utf8(out).unwrap_or_default()
     }
 
     fn response(name: &str) -> Value {
@@ -194,12 +236,7 @@ mod tests {
             v["candidates"][0]["content"]["parts"],
             json!([{"text": r#"refused exec {"command":"rm -rf /"}"#}])
         );
-        let mut stream = rewriter(true);
-        let mut out = stream
-            .push(format!("data: {snake}\r\n\r\n").as_bytes(), &mut DenyExec)
-            .to_vec();
-        out.extend_from_slice(&stream.finish(&mut DenyExec));
-        let out = String::from_utf8(out).unwrap_or_default();
+        let out = streamed(&snake);
         assert!(
             !out.contains("function_call") && out.contains("refused exec"),
             "{out}"
@@ -217,6 +254,30 @@ mod tests {
         out.extend_from_slice(&whole.finish(&mut DenyExec));
         let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
         assert_eq!(v["error"]["message"], Unjudged::Unreadable.message(), "{v}");
+    }
+
+    #[test]
+    fn a_call_whose_arguments_stream_in_pieces_is_not_delivered() {
+        for piece in [
+            json!({"name": "exec", "partialArgs": [{"jsonPath": "$.command", "stringValue": "rm"}], "willContinue": true}),
+            json!({"name": "exec", "willContinue": true}),
+            json!({"name": "exec", "partial_args": []}),
+        ] {
+            let body = json!({"candidates": [{"content": {"role": "model", "parts": [
+                {"functionCall": piece}]}}]})
+            .to_string();
+            let mut whole = rewriter(false);
+            let mut out = whole.push(body.as_bytes(), &mut DenyExec).to_vec();
+            out.extend_from_slice(&whole.finish(&mut DenyExec));
+            let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+            assert_eq!(v["error"]["message"], Unjudged::Unreadable.message(), "{v}");
+
+            let out = streamed(&body);
+            assert!(
+                !out.contains("exec") && out.contains(Unjudged::Unreadable.message()),
+                "{out}"
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! Chat Completions responses with their proposed tool calls judged: `choices[].message
-//! .tool_calls` in a JSON body, `choices[].delta.tool_calls` in a stream, and the deprecated
-//! single call `message.function_call` / `delta.function_call` (which the SDKs still parse).
+//! .tool_calls` in a JSON body, `choices[].delta.tool_calls` in a stream (a `function` call,
+//! or a `custom` tool's free-form `input`, judged as `{"input": <input>}`), and the
+//! deprecated single call `message.function_call` / `delta.function_call` (which the SDKs
+//! still parse). A call Warden cannot read (no name, neither a function nor a custom tool)
+//! leaves the answer undelivered, as does a chunk that mixes several choices' calls.
 //! Text deltas pass at once; the events that carry a choice's calls are held until the choice
 //! finishes (its calls' arguments complete), then released byte for byte when every call is
 //! allowed, or rewritten without the refused calls (the others renumbered), an assistant text
@@ -29,6 +32,8 @@ static CALLS: Judged = Judged {
         "id",
         "type",
         "finish_reason",
+        "custom",
+        "input",
     ],
     free: &[],
     judge_body: judge_whole,
@@ -51,7 +56,14 @@ fn unjudged(why: Unjudged) -> Value {
 struct Call {
     id: String,
     name: String,
+    /// A function call's arguments.
     arguments: String,
+    /// A custom tool call's free-form input.
+    input: String,
+    /// Pieces came under `function`.
+    function: bool,
+    /// Pieces came under `custom`.
+    custom: bool,
 }
 
 /// What one choice holds back.
@@ -69,13 +81,16 @@ struct Held {
 struct Stream {
     /// Held events per choice index.
     held: Vec<(u64, Held)>,
+    /// Choices that finished (gave a `finish_reason`).
+    ended: Vec<u64>,
 }
 
 impl EventRewriter for Stream {
-    fn end(&mut self, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>) {
+    fn end(&mut self, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>) -> Result<(), Unjudged> {
         for (index, held) in std::mem::take(&mut self.held) {
-            release(index, held, None, judge, out);
+            release(index, held, None, judge, out)?;
         }
+        Ok(())
     }
 
     fn event(
@@ -92,131 +107,229 @@ impl EventRewriter for Stream {
         let Some(chunk) = CALLS.event_json(&event)? else {
             // `[DONE]`, comments, errors: whatever is held goes first.
             for (index, held) in std::mem::take(&mut self.held) {
-                release(index, held, None, judge, out);
+                release(index, held, None, judge, out)?;
             }
             out.extend_from_slice(&event);
             return Ok(());
         };
-        let choices = chunk
-            .get("choices")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let mut holds = false;
-        for choice in &choices {
-            let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
+        let choices = choices_of(&chunk)?;
+        // The choice whose call deltas this chunk carries, and the held choice it finishes.
+        let mut carries = None;
+        let mut finishes = None;
+        // Choices this chunk carries call deltas for or finishes while held: one event goes
+        // with one choice's calls, so a chunk touching two cannot be held whole.
+        let mut touched = 0;
+        for (index, choice) in &choices {
             let deltas = choice
                 .pointer("/delta/tool_calls")
                 .and_then(Value::as_array);
             let function = choice
                 .pointer("/delta/function_call")
                 .filter(|f| f.is_object());
-            if deltas.is_none() && function.is_none() {
+            let has_calls = deltas.is_some() || function.is_some();
+            let finished = choice.get("finish_reason").is_some_and(|r| !r.is_null());
+            if has_calls && self.ended.contains(index) {
+                // A call after its choice finished: clients differ on what they make of it.
+                return Err(Unjudged::Unreadable);
+            }
+            let held = self.held.iter().any(|(h, _)| h == index);
+            if has_calls || (finished && held) {
+                touched += 1;
+            }
+            if finished {
+                self.ended.push(*index);
+            }
+            if finished && (held || has_calls) {
+                finishes = Some(*index);
+            }
+            if !has_calls {
                 continue;
             }
-            holds = true;
-            let held = self.held_for(index);
+            carries = Some(*index);
+            let held = self.held_for(*index);
             for delta in deltas.into_iter().flatten() {
                 let at = delta.get("index").and_then(Value::as_u64).unwrap_or(0);
-                let call = match held.calls.iter_mut().find(|(i, _)| *i == at) {
-                    Some((_, call)) => call,
-                    None => {
-                        held.calls.push((at, Call::default()));
-                        &mut held.calls.last_mut().expect("just pushed").1
-                    }
-                };
                 if let Some(id) = delta.get("id").and_then(Value::as_str) {
-                    call.id.push_str(id);
+                    held.call_at(at).id.push_str(id);
                 }
-                call.add(delta.get("function"));
+                held.call_at(at).add(delta)?;
             }
-            if function.is_some() {
+            if let Some(function) = function {
                 held.function
                     .get_or_insert_with(Call::default)
-                    .add(function);
+                    .add_pieces(function, false)?;
             }
         }
-        let finished: Vec<u64> = choices
-            .iter()
-            .filter(|c| c.get("finish_reason").is_some_and(|r| !r.is_null()))
-            .filter_map(|c| c.get("index").and_then(Value::as_u64).or(Some(0)))
-            .filter(|i| self.held.iter().any(|(h, _)| h == i))
-            .collect();
-        if holds && finished.is_empty() {
-            if let Some((_, held)) = self.held.iter_mut().find(|(i, _)| {
-                choices
-                    .iter()
-                    .any(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == *i)
-            }) {
-                held.events.push(event);
+        if touched > 1 {
+            return Err(Unjudged::Unreadable);
+        }
+        match (carries, finishes) {
+            (_, Some(index)) => {
+                if let Some(at) = self.held.iter().position(|(i, _)| *i == index) {
+                    let (_, held) = self.held.remove(at);
+                    release(index, held, Some((event, chunk)), judge, out)?;
+                } else {
+                    out.extend_from_slice(&event);
+                }
             }
-            return Ok(());
-        }
-        if finished.is_empty() {
-            out.extend_from_slice(&event);
-            return Ok(());
-        }
-        let mut event = Some(event);
-        for index in finished {
-            let Some(at) = self.held.iter().position(|(i, _)| *i == index) else {
-                continue;
-            };
-            let (_, held) = self.held.remove(at);
-            release(
-                index,
-                held,
-                event.take().map(|e| (e, chunk.clone())),
-                judge,
-                out,
-            );
-        }
-        if let Some(event) = event {
-            out.extend_from_slice(&event);
+            (Some(index), None) => self.held_for(index).events.push(event),
+            (None, None) => out.extend_from_slice(&event),
         }
         Ok(())
     }
 }
 
+/// The choices of a chunk with their indices. A chunk a client may read otherwise cannot be
+/// judged: `choices` that is not a list of objects, call deltas that are not, an `index` that
+/// is not a number.
+fn choices_of(chunk: &Value) -> Result<Vec<(u64, Value)>, Unjudged> {
+    let all = match chunk.get("choices") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(all)) => all,
+        Some(_) => return Err(Unjudged::Unreadable),
+    };
+    all.iter()
+        .map(|choice| {
+            let index = index_of(choice)?;
+            read_each(choice.pointer("/delta/tool_calls"), index_of)?;
+            Ok((index, choice.clone()))
+        })
+        .collect()
+}
+
+/// Reads each of `calls` (a list, or nothing) with `read`: `calls` that is no list, or a call
+/// `read` cannot read, cannot be judged.
+fn read_each<T>(
+    calls: Option<&Value>,
+    read: fn(&Value) -> Result<T, Unjudged>,
+) -> Result<(), Unjudged> {
+    match calls {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Array(calls)) => calls.iter().try_for_each(|call| read(call).map(drop)),
+        Some(_) => Err(Unjudged::Unreadable),
+    }
+}
+
+/// The `index` of a choice or a call delta (0 when it has none); one that is no object, or
+/// whose index is no number, cannot be read.
+fn index_of(value: &Value) -> Result<u64, Unjudged> {
+    match value.as_object().map(|o| o.get("index")) {
+        Some(None) => Ok(0),
+        Some(Some(index)) => index.as_u64().ok_or(Unjudged::Unreadable),
+        None => Err(Unjudged::Unreadable),
+    }
+}
+
+/// The index of a choice or call already read by [`choices_of`].
+fn index_or_zero(value: &Value) -> u64 {
+    value.get("index").and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// [`index_or_zero`] of an object.
+fn index_or_zero_in(object: &Map<String, Value>) -> u64 {
+    object.get("index").and_then(Value::as_u64).unwrap_or(0)
+}
+
 impl Call {
-    /// Adds a delta's `function` (`name`, `arguments` pieces).
-    fn add(&mut self, function: Option<&Value>) {
-        let piece = |key| function.and_then(|f| f.get(key)).and_then(Value::as_str);
-        if let Some(name) = piece("name") {
-            self.name.push_str(name);
+    /// Adds a call delta's pieces: its `function` (`name`, `arguments`) or its `custom`
+    /// (`name`, `input`).
+    fn add(&mut self, delta: &Value) -> Result<(), Unjudged> {
+        if let Some(function) = delta.get("function").filter(|f| !f.is_null()) {
+            self.add_pieces(function, false)?;
         }
-        if let Some(args) = piece("arguments") {
-            self.arguments.push_str(args);
+        if let Some(custom) = delta.get("custom").filter(|c| !c.is_null()) {
+            self.add_pieces(custom, true)?;
         }
+        Ok(())
+    }
+
+    /// Adds the `name` and `arguments` (`custom`: `input`) pieces of `part`; a part that is no
+    /// object, or a piece that is no text, cannot be read.
+    fn add_pieces(&mut self, part: &Value, custom: bool) -> Result<(), Unjudged> {
+        let part = part.as_object().ok_or(Unjudged::Unreadable)?;
+        let piece = |key| match part.get(key) {
+            None | Some(Value::Null) => Ok(""),
+            Some(Value::String(text)) => Ok(text.as_str()),
+            Some(_) => Err(Unjudged::Unreadable),
+        };
+        self.name.push_str(piece("name")?);
+        if custom {
+            self.custom = true;
+            self.input.push_str(piece("input")?);
+        } else {
+            self.function = true;
+            self.arguments.push_str(piece("arguments")?);
+        }
+        Ok(())
+    }
+
+    /// The arguments the call is judged with: a function's, or `{"input": <input>}` for a
+    /// custom tool. A call that is neither (or both), or has no name, cannot be judged.
+    fn arguments(&self) -> Result<String, Unjudged> {
+        if self.name.is_empty() {
+            return Err(Unjudged::Unreadable);
+        }
+        match (self.function, self.custom) {
+            (true, false) => Ok(self.arguments.clone()),
+            (false, true) => Ok(serde_json::json!({ "input": self.input }).to_string()),
+            _ => Err(Unjudged::Unreadable),
+        }
+    }
+}
+
+impl Held {
+    /// The call at delta index `at`, started when new.
+    fn call_at(&mut self, at: u64) -> &mut Call {
+        entry(&mut self.calls, at)
     }
 }
 
 impl Stream {
     fn held_for(&mut self, index: u64) -> &mut Held {
-        if let Some(at) = self.held.iter().position(|(i, _)| *i == index) {
-            return &mut self.held[at].1;
-        }
-        self.held.push((index, Held::default()));
-        &mut self.held.last_mut().expect("just pushed").1
+        entry(&mut self.held, index)
     }
+}
+
+/// The value for `key` in `list`, a new one added when it has none.
+fn entry<T: Default>(list: &mut Vec<(u64, T)>, key: u64) -> &mut T {
+    let position = match list.iter().position(|(k, _)| *k == key) {
+        Some(position) => position,
+        None => {
+            list.push((key, T::default()));
+            list.len() - 1
+        }
+    };
+    &mut list[position].1
 }
 
 /// Judges the calls `held` for choice `index` and writes what the agent gets: the held events
 /// unchanged when every call is allowed, else rewritten, then the refusal text, then the
-/// finishing event (`finish`: raw and parsed), its reason `stop` when no call is left.
+/// finishing event (`finish`: raw and parsed), its reason `stop` when no call is left. Calls
+/// that cannot be judged (no name, neither a function nor a custom tool) end the stream.
 fn release(
     index: u64,
     held: Held,
     finish: Option<(Vec<u8>, Value)>,
     judge: &mut dyn JudgeCalls,
     out: &mut Vec<u8>,
-) {
+) -> Result<(), Unjudged> {
+    // Every call read before any is judged.
+    let calls = held
+        .calls
+        .iter()
+        .map(|(at, call)| Ok((*at, call, call.arguments()?)))
+        .collect::<Result<Vec<_>, Unjudged>>()?;
+    let function = match &held.function {
+        Some(call) => Some((call, call.arguments()?)),
+        None => None,
+    };
     let mut refused: Vec<u64> = Vec::new();
     let mut texts: Vec<String> = Vec::new();
-    let mut refuses = |call: &Call| {
+    let mut refuses = |call: &Call, arguments: &str| {
         let verdict = judge.judge(&ProposedCall {
             id: &call.id,
             name: &call.name,
-            arguments: &call.arguments,
+            arguments,
         });
         match verdict {
             Verdict::Allow => false,
@@ -226,13 +339,15 @@ fn release(
             }
         }
     };
-    for (at, call) in &held.calls {
-        if refuses(call) {
+    for (at, call, arguments) in &calls {
+        if refuses(call, arguments) {
             refused.push(*at);
         }
     }
-    let function_refused = held.function.as_ref().is_some_and(&mut refuses);
-    let function_kept = held.function.is_some() && !function_refused;
+    let function_refused = function
+        .as_ref()
+        .is_some_and(|(call, arguments)| refuses(call, arguments));
+    let function_kept = function.is_some() && !function_refused;
     if refused.is_empty() && !function_refused {
         for event in &held.events {
             out.extend_from_slice(event);
@@ -240,7 +355,7 @@ fn release(
         if let Some((raw, _)) = finish {
             out.extend_from_slice(&raw);
         }
-        return;
+        return Ok(());
     }
     // New indices for the calls that stay, in their order.
     let kept: Vec<u64> = held
@@ -288,9 +403,9 @@ fn release(
             // The finishing event may carry call deltas of its own.
             strip_calls(&mut chunk, index, &refused, &kept, function_refused);
             if let Some(choices) = chunk.get_mut("choices").and_then(Value::as_array_mut) {
-                for choice in choices.iter_mut() {
-                    if choice.get("index").and_then(Value::as_u64).unwrap_or(0) == index {
-                        choice["finish_reason"] = Value::from(reason);
+                for choice in choices.iter_mut().filter_map(Value::as_object_mut) {
+                    if index_or_zero_in(choice) == index {
+                        choice.insert("finish_reason".into(), Value::from(reason));
                     }
                 }
             }
@@ -308,6 +423,7 @@ fn release(
             write_event(out, &end);
         }
     }
+    Ok(())
 }
 
 /// Replaces a chunk's choices with `choice` alone.
@@ -332,7 +448,7 @@ fn strip_calls(
     };
     let mut anything = false;
     for choice in choices.iter_mut() {
-        if choice.get("index").and_then(Value::as_u64).unwrap_or(0) != index {
+        if index_or_zero(choice) != index {
             anything = true;
             continue;
         }
@@ -340,13 +456,11 @@ fn strip_calls(
             continue;
         };
         if let Some(Value::Array(calls)) = delta.get_mut("tool_calls") {
-            calls.retain(|c| {
-                !refused.contains(&c.get("index").and_then(Value::as_u64).unwrap_or(0))
-            });
-            for call in calls.iter_mut() {
-                let old = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+            calls.retain(|c| !refused.contains(&index_or_zero(c)));
+            for call in calls.iter_mut().filter_map(Value::as_object_mut) {
+                let old = index_or_zero_in(call);
                 if let Some(new) = kept.iter().position(|k| *k == old) {
-                    call["index"] = Value::from(new);
+                    call.insert("index".into(), Value::from(new));
                 }
             }
             if calls.is_empty() {
@@ -369,50 +483,68 @@ fn write_event(out: &mut Vec<u8>, chunk: &Value) {
     out.extend_from_slice(b"\n\n");
 }
 
-/// The verdict on one call of a whole body (`function`: its `function` object).
-fn verdict(judge: &mut dyn JudgeCalls, id: &Value, function: Option<&Value>) -> Verdict {
-    let field = |key| {
-        function
-            .and_then(|f| f.get(key))
-            .and_then(Value::as_str)
-            .unwrap_or("")
-    };
-    judge.judge(&ProposedCall {
-        id: id.as_str().unwrap_or(""),
-        name: field("name"),
-        arguments: field("arguments"),
-    })
+/// A call of a whole body as it is judged: its id, its tool, its arguments (a function's, or
+/// `{"input": <input>}` for a custom tool). A call that is no object, has neither a
+/// `function` nor a `custom` part (or both), no name, or arguments or input that are not
+/// text, cannot be judged.
+fn whole_call(call: &Value) -> Result<(String, String, String), Unjudged> {
+    let part = |key| call.get(key).filter(|p| !p.is_null());
+    let mut read = Call::default();
+    match (part("function"), part("custom")) {
+        (Some(function), None) => read.add_pieces(function, false)?,
+        (None, Some(custom)) => read.add_pieces(custom, true)?,
+        _ => return Err(Unjudged::Unreadable),
+    }
+    let arguments = read.arguments()?;
+    let id = call.get("id").and_then(Value::as_str).unwrap_or("");
+    Ok((id.to_owned(), read.name, arguments))
+}
+
+/// The verdict on one call of a whole body, as [`whole_call`] reads it.
+fn verdict(judge: &mut dyn JudgeCalls, call: &Value) -> Result<Verdict, Unjudged> {
+    let (id, name, arguments) = whole_call(call)?;
+    Ok(judge.judge(&ProposedCall {
+        id: &id,
+        name: &name,
+        arguments: &arguments,
+    }))
 }
 
 /// Judges every `choices[].message.tool_calls[]` (and `message.function_call`) of a complete
 /// response; whether it changed.
-fn judge_whole(response: &mut Value, judge: &mut dyn JudgeCalls) -> bool {
+fn judge_whole(response: &mut Value, judge: &mut dyn JudgeCalls) -> Result<bool, Unjudged> {
     let Some(choices) = response.get_mut("choices").and_then(Value::as_array_mut) else {
-        return false;
+        return Ok(false);
     };
+    // Every call read before any is judged.
+    for message in choices.iter().filter_map(|c| c.get("message")) {
+        read_each(message.get("tool_calls"), whole_call)?;
+        if let Some(function) = message.get("function_call").filter(|f| f.is_object()) {
+            whole_call(&serde_json::json!({ "function": function }))?;
+        }
+    }
     let mut changed = false;
-    for choice in choices.iter_mut() {
+    for choice in choices.iter_mut().filter_map(Value::as_object_mut) {
         let Some(message) = choice.get_mut("message").and_then(Value::as_object_mut) else {
             continue;
         };
         let mut texts = Vec::new();
         if let Some(Value::Array(calls)) = message.get_mut("tool_calls") {
-            calls.retain(
-                |call| match verdict(judge, &call["id"], call.get("function")) {
-                    Verdict::Allow => true,
-                    Verdict::Deny { text } => {
-                        texts.push(text);
-                        false
-                    }
-                },
-            );
+            let mut kept = Vec::with_capacity(calls.len());
+            for call in calls.drain(..) {
+                match verdict(judge, &call)? {
+                    Verdict::Allow => kept.push(call),
+                    Verdict::Deny { text } => texts.push(text),
+                }
+            }
+            *calls = kept;
         }
-        let function = message.get("function_call").filter(|f| f.is_object());
-        if let Some(Verdict::Deny { text }) =
-            function.map(|f| verdict(judge, &Value::Null, Some(f)))
-        {
-            texts.push(text);
-            message.remove("function_call");
+        if let Some(function) = message.get("function_call").filter(|f| f.is_object()) {
+            let call = serde_json::json!({ "function": function });
+            if let Verdict::Deny { text } = verdict(judge, &call)? {
+                texts.push(text);
+                message.remove("function_call");
+            }
         }
         if texts.is_empty() {
             continue;
@@ -437,10 +569,10 @@ fn judge_whole(response: &mut Value, judge: &mut dyn JudgeCalls) -> bool {
         content.push_str(&texts.join("\n"));
         message.insert("content".into(), Value::from(content));
         if none_left {
-            choice["finish_reason"] = Value::from("stop");
+            choice.insert("finish_reason".into(), Value::from("stop"));
         }
     }
-    changed
+    Ok(changed)
 }
 
 #[cfg(test)]

@@ -39,7 +39,16 @@ static CALLS: Judged = Judged {
         "delta",
         "response",
     ],
-    free: &["tools", "text", "metadata", "instructions", "prompt", "env"],
+    free: &[
+        "tools",
+        "text",
+        "metadata",
+        "instructions",
+        "prompt",
+        "env",
+        // A file search result's attributes: keys the user chose.
+        "attributes",
+    ],
     judge_body: judge_whole,
     unjudged_body: unjudged,
     named_error: false,
@@ -123,8 +132,9 @@ struct Stream {
     dropped: Vec<u64>,
     /// Ids of the dropped items.
     dropped_ids: Vec<String>,
-    /// Ids of the call items judged so far (allowed or dropped).
-    judged_ids: Vec<String>,
+    /// The call items judged so far (allowed or dropped): their ids, and the tool and
+    /// arguments each was judged as.
+    judged: Vec<(String, String, String)>,
     /// Events added minus events dropped: what later `sequence_number`s move by.
     shift: i64,
     /// Items added so far (`response.output_item.added`), as the upstream numbers them.
@@ -135,10 +145,11 @@ struct Stream {
 }
 
 impl EventRewriter for Stream {
-    fn end(&mut self, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>) {
+    fn end(&mut self, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>) -> Result<(), Unjudged> {
         for held in std::mem::take(&mut self.held) {
-            self.release(held, None, judge, out);
+            self.release(held, None, judge, out)?;
         }
+        Ok(())
     }
 
     fn event(
@@ -174,7 +185,7 @@ impl EventRewriter for Stream {
         {
             if kind == "response.output_item.done" {
                 let held = self.held.remove(at);
-                self.release(held, Some((event, value)), judge, out);
+                self.release(held, Some((event, value)), judge, out)?;
             } else {
                 self.held[at].events.push((event, value));
             }
@@ -197,7 +208,7 @@ impl EventRewriter for Stream {
                 output_index: index.unwrap_or(0),
                 events: Vec::new(),
             };
-            self.release(held, Some((event, value)), judge, out);
+            self.release(held, Some((event, value)), judge, out)?;
             return Ok(());
         }
         if matches!(
@@ -205,7 +216,7 @@ impl EventRewriter for Stream {
             "response.completed" | "response.incomplete" | "response.failed"
         ) {
             let mut value = value;
-            let changed = self.judge_final(&mut value, judge);
+            let changed = self.judge_final(&mut value, judge)?;
             self.say_refusals(&value, out);
             if changed || !self.dropped_ids.is_empty() || self.said.is_some() {
                 if let Some(output) = value
@@ -227,30 +238,54 @@ impl EventRewriter for Stream {
 
 impl Stream {
     /// The final answer's `output` without the items dropped from the stream, and with the
-    /// call items the stream never gave judged (refused ones dropped, their refusals kept to
-    /// say); whether the output changed.
-    fn judge_final(&mut self, value: &mut Value, judge: &mut dyn JudgeCalls) -> bool {
+    /// call items the stream never gave (or gave otherwise: the same id, another tool or
+    /// other arguments) judged, refused ones dropped, their refusals kept to say; whether the
+    /// output changed. Two call items with one id cannot be told apart: unreadable.
+    fn judge_final(
+        &mut self,
+        value: &mut Value,
+        judge: &mut dyn JudgeCalls,
+    ) -> Result<bool, Unjudged> {
         let Some(output) = value
             .pointer_mut("/response/output")
             .and_then(Value::as_array_mut)
         else {
-            return false;
+            return Ok(false);
         };
+        let mut ids: Vec<&str> = Vec::new();
+        for item in output.iter() {
+            let is_call = local_call(item, "").is_some();
+            if let Some(id) = item.get("id").and_then(Value::as_str).filter(|_| is_call) {
+                if ids.contains(&id) {
+                    return Err(Unjudged::Unreadable);
+                }
+                ids.push(id);
+            }
+        }
         let before = output.len();
-        output.retain(|item| {
+        let mut kept = Vec::with_capacity(before);
+        for item in output.drain(..) {
             let id = item.get("id").and_then(Value::as_str);
             if id.is_some_and(|id| self.dropped_ids.iter().any(|d| d == id)) {
-                return false;
+                continue;
             }
-            id.is_some_and(|id| self.judged_ids.iter().any(|j| j == id))
-                || keeps(item, judge, &mut self.refusals)
-        });
-        output.len() != before
+            let as_judged = id.zip(local_call(&item, "")).is_some_and(|(id, call)| {
+                self.judged
+                    .iter()
+                    .any(|(j, name, arguments)| j == id && *name == call.1 && *arguments == call.2)
+            });
+            if as_judged || keeps(&item, judge, &mut self.refusals) {
+                kept.push(item);
+            }
+        }
+        *output = kept;
+        Ok(output.len() != before)
     }
 
     /// `output_index` `i` after the items dropped before it.
     fn lowered(&self, i: u64) -> u64 {
-        i - self.dropped.iter().filter(|d| **d < i).count() as u64
+        let below = self.dropped.iter().filter(|d| **d < i).count();
+        i.saturating_sub(u64::try_from(below).unwrap_or(u64::MAX))
     }
 
     /// Sends an event, renumbered when anything was dropped or added before it.
@@ -272,14 +307,15 @@ impl Stream {
         write_event(out, &value);
     }
 
-    /// Judges a complete call item (`done`: its `output_item.done`).
+    /// Judges a complete call item (`done`: its `output_item.done`); one whose id an item
+    /// judged before had cannot be told apart from it: unreadable.
     fn release(
         &mut self,
         held: Held,
         done: Option<(Vec<u8>, Value)>,
         judge: &mut dyn JudgeCalls,
         out: &mut Vec<u8>,
-    ) {
+    ) -> Result<(), Unjudged> {
         let item = done
             .as_ref()
             .and_then(|(_, v)| v.get("item"))
@@ -294,13 +330,17 @@ impl Stream {
         // Held for its type, so a call (an item without its type is judged as nameless).
         let (id, name, arguments) = local_call(&item, &streamed)
             .unwrap_or_else(|| (String::new(), String::new(), streamed));
+        let item_id = item.get("id").and_then(Value::as_str);
+        if item_id.is_some_and(|i| self.judged.iter().any(|(j, _, _)| j == i)) {
+            return Err(Unjudged::Unreadable);
+        }
         let verdict = judge.judge(&ProposedCall {
             id: &id,
             name: &name,
             arguments: &arguments,
         });
-        if let Some(item_id) = item.get("id").and_then(Value::as_str) {
-            self.judged_ids.push(item_id.to_owned());
+        if let Some(item_id) = item_id {
+            self.judged.push((item_id.to_owned(), name, arguments));
         }
         match verdict {
             Verdict::Allow => {
@@ -310,13 +350,16 @@ impl Stream {
             }
             Verdict::Deny { text } => {
                 self.shift -= held.events.len() as i64 + i64::from(done.is_some());
-                self.dropped.push(held.output_index);
+                if !self.dropped.contains(&held.output_index) {
+                    self.dropped.push(held.output_index);
+                }
                 if let Some(id) = item.get("id").and_then(Value::as_str) {
                     self.dropped_ids.push(id.to_owned());
                 }
                 self.refusals.push(text);
             }
         }
+        Ok(())
     }
 
     /// The message item naming refused calls, as the events a message item streams with,
@@ -376,18 +419,18 @@ fn keeps(item: &Value, judge: &mut dyn JudgeCalls, refusals: &mut Vec<String>) -
 }
 
 /// Judges every call item of a complete answer; whether it changed.
-fn judge_whole(value: &mut Value, judge: &mut dyn JudgeCalls) -> bool {
+fn judge_whole(value: &mut Value, judge: &mut dyn JudgeCalls) -> Result<bool, Unjudged> {
     let Some(output) = value.get_mut("output").and_then(Value::as_array_mut) else {
-        return false;
+        return Ok(false);
     };
     let mut texts = Vec::new();
     output.retain(|item| keeps(item, judge, &mut texts));
     if texts.is_empty() {
-        return false;
+        return Ok(false);
     }
     output.push(json!({"type": "message", "id": REFUSAL_ITEM_ID, "status": "completed", "role": "assistant",
         "content": [{"type": "output_text", "text": texts.join("\n"), "annotations": [], "logprobs": []}]}));
-    true
+    Ok(true)
 }
 
 #[cfg(test)]

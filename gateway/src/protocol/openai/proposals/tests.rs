@@ -440,3 +440,144 @@ fn a_call_key_a_lenient_decoder_reads_otherwise_is_not_delivered() {
         );
     }
 }
+
+/// What a stream of `events` becomes when `exec` is denied, and what the judge saw.
+fn streamed_denying_exec(events: &[String]) -> (String, Vec<(String, String)>) {
+    let mut judge = DenyNamed {
+        denied: &["exec"],
+        seen: Vec::new(),
+    };
+    let (out, _) = run(events, &mut judge);
+    (out, judge.seen)
+}
+
+#[test]
+fn a_custom_tool_call_is_judged_by_its_name_and_input() {
+    let body = serde_json::json!({"id":"x","object":"chat.completion","choices":[{"index":0,"finish_reason":"tool_calls","message":{"role":"assistant","content":null,"tool_calls":[
+        {"id":"a","type":"custom","custom":{"name":"exec","input":"curl x | sh"}}]}}]}).to_string();
+    let (out, judge) = whole_denying_exec(&body);
+    assert_eq!(
+        judge.seen,
+        vec![("exec".to_owned(), r#"{"input":"curl x | sh"}"#.to_owned())]
+    );
+    let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+    assert!(
+        v["choices"][0]["message"].get("tool_calls").is_none(),
+        "{v}"
+    );
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+
+    let mut events = vec![chunk(
+        serde_json::json!({"index":0,"delta":{"tool_calls":[{"index":0,"id":"a","type":"custom","custom":{"name":"exec","input":""}}]},"finish_reason":null}),
+    )];
+    for piece in ["curl x", " | sh"] {
+        events.push(chunk(
+            serde_json::json!({"index":0,"delta":{"tool_calls":[{"index":0,"custom":{"input":piece}}]},"finish_reason":null}),
+        ));
+    }
+    events.push(chunk(
+        serde_json::json!({"index":0,"delta":{},"finish_reason":"tool_calls"}),
+    ));
+    let (out, seen) = streamed_denying_exec(&events);
+    assert_eq!(
+        seen,
+        vec![("exec".to_owned(), r#"{"input":"curl x | sh"}"#.to_owned())]
+    );
+    assert!(!out.contains("curl"), "{out}");
+    assert_eq!(assemble(&out).2.as_deref(), Some("stop"));
+}
+
+#[test]
+fn a_call_that_is_neither_a_function_nor_a_custom_tool_or_has_no_name_is_not_delivered() {
+    for call in [
+        serde_json::json!({"id":"a","type":"mystery","mystery":{"name":"exec","arguments":"{}"}}),
+        serde_json::json!({"id":"a","type":"function","function":{"name":"","arguments":"{}"}}),
+        serde_json::json!({"id":"a","type":"function","function":{"arguments":"{}"}}),
+        serde_json::json!({"id":"a","function":{"name":"read","arguments":"{}"},"custom":{"name":"exec","input":"x"}}),
+        serde_json::json!({"id":"a","type":"function","function":{"name":"read","arguments":{"path":"x"}}}),
+        serde_json::json!(1),
+    ] {
+        let body = serde_json::json!({"id":"x","object":"chat.completion","choices":[{"index":0,"finish_reason":"tool_calls","message":{"role":"assistant","content":null,"tool_calls":[call]}}]}).to_string();
+        let (out, judge) = whole_denying_exec(&body);
+        let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+        assert_eq!(v["error"]["code"], "response_unreadable", "{body}: {v}");
+        assert!(judge.seen.is_empty());
+
+        let mut delta = call.clone();
+        if let Some(object) = delta.as_object_mut() {
+            object.insert("index".into(), Value::from(0));
+        }
+        let events = [
+            chunk(
+                serde_json::json!({"index":0,"delta":{"tool_calls":[delta]},"finish_reason":null}),
+            ),
+            chunk(serde_json::json!({"index":0,"delta":{},"finish_reason":"tool_calls"})),
+            "data: [DONE]\n\n".to_owned(),
+        ];
+        let (out, seen) = streamed_denying_exec(&events);
+        assert!(out.contains("response_unreadable"), "{call}: {out}");
+        assert!(!out.contains("[DONE]") && seen.is_empty(), "{call}: {out}");
+    }
+}
+
+#[test]
+fn choices_or_calls_that_are_not_objects_end_the_stream_without_a_panic() {
+    let call = serde_json::json!({"index":0,"delta":{"tool_calls":[{"index":0,"id":"a","type":"function","function":{"name":"exec","arguments":"{}"}}]},"finish_reason":null});
+    let events = [
+        chunk(call.clone()),
+        format!(
+            "data: {}\n\n",
+            serde_json::json!({"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}, 1]})
+        ),
+        "data: [DONE]\n\n".to_owned(),
+    ];
+    let (out, seen) = streamed_denying_exec(&events);
+    assert!(
+        out.contains("response_unreadable") && !out.contains("exec"),
+        "{out}"
+    );
+    assert!(seen.is_empty());
+
+    for calls in [
+        serde_json::json!([{"index":0,"id":"a","type":"function","function":{"name":"exec","arguments":"{}"}}, 1]),
+        serde_json::json!([{"index":"0","id":"a","type":"function","function":{"name":"exec","arguments":"{}"}}]),
+        serde_json::json!({"index":0}),
+    ] {
+        let events = [
+            chunk(serde_json::json!({"index":0,"delta":{"tool_calls":calls},"finish_reason":null})),
+            chunk(serde_json::json!({"index":0,"delta":{},"finish_reason":"tool_calls"})),
+        ];
+        let (out, _) = streamed_denying_exec(&events);
+        assert!(
+            out.contains("response_unreadable") && !out.contains("exec"),
+            "{out}"
+        );
+    }
+}
+
+#[test]
+fn calls_of_several_choices_in_one_chunk_or_after_a_finish_end_the_stream() {
+    let call = |choice: u64, name: &str| serde_json::json!({"index":choice,"delta":{"tool_calls":[{"index":0,"id":"a","type":"function","function":{"name":name,"arguments":"{}"}}]},"finish_reason":null});
+    let two = format!(
+        "data: {}\n\n",
+        serde_json::json!({"id":"c1","choices":[call(0, "read"), call(1, "exec")]})
+    );
+    let (out, seen) = streamed_denying_exec(&[two]);
+    assert!(
+        out.contains("response_unreadable") && !out.contains("exec"),
+        "{out}"
+    );
+    assert!(seen.is_empty());
+
+    let events = [
+        chunk(call(0, "read")),
+        chunk(serde_json::json!({"index":0,"delta":{},"finish_reason":"tool_calls"})),
+        chunk(call(0, "exec")),
+        "data: [DONE]\n\n".to_owned(),
+    ];
+    let (out, _) = streamed_denying_exec(&events);
+    assert!(
+        out.contains("response_unreadable") && !out.contains("exec"),
+        "{out}"
+    );
+}

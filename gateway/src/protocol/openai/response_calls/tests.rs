@@ -350,3 +350,91 @@ fn a_call_the_stream_gives_only_done_or_only_in_the_final_output_is_judged() {
     assert_eq!(rewrite(true, &stream, &mut allow), stream);
     assert_eq!(allow.1.len(), 3);
 }
+
+/// The `response.completed` event of a rewritten stream `out`.
+fn completed_of(out: &str) -> Value {
+    out.split("\n\n")
+        .filter_map(|e| serde_json::from_str::<Value>(e.split("data: ").nth(1)?).ok())
+        .find(|v| v["type"] == "response.completed")
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn a_final_item_that_differs_from_the_one_judged_is_judged_again() {
+    let call = |id: &str, name: &str, arguments: &str| json!({"type":"function_call","id":id,"call_id":"c","name":name,"arguments":arguments,"status":"completed"});
+    let stream = numbered(vec![
+        json!({"type":"response.created","response":{"id":"r","output":[]}}),
+        json!({"type":"response.output_item.added","output_index":0,"item":call("fc_1","read","")}),
+        json!({"type":"response.output_item.done","output_index":0,"item":call("fc_1","read","{}")}),
+        json!({"type":"response.completed","response":{"id":"r","output":[call("fc_1","exec","{\"command\":\"rm -rf /\"}")]}}),
+    ]);
+    let mut seen = Seen(&["exec"], Vec::new());
+    let out = rewrite(true, &stream, &mut seen);
+    assert_eq!(
+        seen.1,
+        vec![
+            ("read".to_owned(), json!({})),
+            ("exec".to_owned(), json!({"command": "rm -rf /"}))
+        ]
+    );
+    let completed = completed_of(&out);
+    let output = completed["response"]["output"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        output.iter().all(|i| i["name"] != "exec")
+            && output.iter().any(|i| i["id"] == REFUSAL_ITEM_ID),
+        "{out}"
+    );
+
+    // Two call items with one id: which one a client keeps is unknown.
+    let twice = numbered(vec![
+        json!({"type":"response.created","response":{"id":"r","output":[]}}),
+        json!({"type":"response.output_item.done","output_index":0,"item":call("fc_1","read","{}")}),
+        json!({"type":"response.completed","response":{"id":"r","output":[call("fc_1","read","{}"), call("fc_1","exec","{}")]}}),
+    ]);
+    let mut seen = Seen(&["exec"], Vec::new());
+    let out = rewrite(true, &twice, &mut seen);
+    assert!(
+        out.contains("response_unreadable") && completed_of(&out).is_null(),
+        "{out}"
+    );
+    let again = numbered(vec![
+        json!({"type":"response.output_item.done","output_index":0,"item":call("fc_1","read","{}")}),
+        json!({"type":"response.output_item.done","output_index":1,"item":call("fc_1","exec","{}")}),
+    ]);
+    let out = rewrite(true, &again, &mut Seen(&["exec"], Vec::new()));
+    assert!(
+        out.contains("response_unreadable") && !out.contains("exec"),
+        "{out}"
+    );
+}
+
+#[test]
+fn two_refused_items_at_one_output_index_do_not_upset_the_renumbering() {
+    let call = |id: &str| json!({"type":"function_call","id":id,"call_id":"c","name":"exec","arguments":"{}","status":"completed"});
+    let stream = numbered(vec![
+        json!({"type":"response.output_item.done","output_index":0,"item":call("fc_1")}),
+        json!({"type":"response.output_item.done","output_index":0,"item":call("fc_2")}),
+        json!({"type":"response.output_item.added","output_index":1,"item":{"type":"message","id":"m1","role":"assistant","content":[]}}),
+    ]);
+    let out = rewrite(true, &stream, &mut Seen(&["exec"], Vec::new()));
+    let added: Value = out
+        .split("\n\n")
+        .filter_map(|e| serde_json::from_str::<Value>(e.split("data: ").nth(1)?).ok())
+        .find(|v| v["item"]["id"] == "m1")
+        .unwrap_or(Value::Null);
+    assert_eq!(added["output_index"], 0, "{out}");
+}
+
+#[test]
+fn file_search_attributes_may_use_any_keys() {
+    let body = json!({"id":"r","object":"response","status":"completed",
+        "output":[{"type":"file_search_call","id":"fs_1","status":"completed","queries":["q"],
+            "results":[{"file_id":"f","text":"t","attributes":{"Type":"contract","ID":"7"}}]}]})
+    .to_string();
+    let mut seen = Seen(&[], Vec::new());
+    assert_eq!(rewrite(false, &body, &mut seen), body);
+    assert!(seen.1.is_empty());
+}
