@@ -105,7 +105,13 @@ impl EventRewriter for Stream {
             return Ok(());
         }
         let Some(chunk) = CALLS.event_json(&event)? else {
-            // `[DONE]`, comments, errors: whatever is held goes first.
+            if proposed::event_data(&event).is_none() {
+                // A comment (a provider's keep-alive, `: OPENROUTER PROCESSING`) or a block of
+                // other fields: it goes now, and what is held waits for its calls' ends.
+                out.extend_from_slice(&event);
+                return Ok(());
+            }
+            // `[DONE]`, errors: whatever is held goes first.
             for (index, held) in std::mem::take(&mut self.held) {
                 release(index, held, None, judge, out)?;
             }

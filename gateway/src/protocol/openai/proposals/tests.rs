@@ -98,6 +98,32 @@ fn allowed_calls_stream_through_byte_for_byte_after_text_that_was_not_held() {
     );
 }
 
+#[test]
+fn a_keep_alive_comment_among_held_call_deltas_goes_at_once_and_releases_nothing() {
+    let mut events = stream();
+    // A provider's keep-alive while the second call's arguments are still coming.
+    let at = events.len() - 4;
+    events.insert(at, ": OPENROUTER PROCESSING\n\n".to_owned());
+    let mut judge = DenyNamed {
+        denied: &["exec"],
+        seen: Vec::new(),
+    };
+    let (out, _) = run(&events, &mut judge);
+    assert_eq!(
+        judge.seen,
+        vec![
+            ("read".to_owned(), r#"{"path":"README.md"}"#.to_owned()),
+            ("exec".to_owned(), r#"{"command":"rm -rf /"}"#.to_owned()),
+        ],
+        "each call judged once, whole"
+    );
+    assert!(out.contains(": OPENROUTER PROCESSING\n\n"));
+    assert!(!out.contains("rm -rf"), "the refused call reaches no one");
+    let (calls, _, finish) = assemble(&out);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(finish.as_deref(), Some("tool_calls"));
+}
+
 /// The calls an agent's SDK would assemble from the stream `out`, and the text, and the
 /// finish reason.
 fn assemble(out: &str) -> (Vec<(u64, String, String)>, String, Option<String>) {
