@@ -170,6 +170,14 @@ mod tests {
     }
 
     /// What a stream of one event, `response`, becomes when `exec` is refused.
+    /// What the agent gets for the whole answer `body` (calls to `exec` refused).
+    fn whole(body: &str) -> Vec<u8> {
+        let mut rewriter = rewriter(false);
+        let mut out = rewriter.push(body.as_bytes(), &mut DenyExec).to_vec();
+        out.extend_from_slice(&rewriter.finish(&mut DenyExec));
+        out
+    }
+
     fn streamed(response: &str) -> String {
         let mut stream = rewriter(true);
         let mut out = stream
@@ -214,10 +222,7 @@ mod tests {
     #[test]
     fn a_json_array_stream_is_judged_whole() {
         let body = json!([response("read"), response("exec")]).to_string();
-        let mut rewriter = rewriter(false);
-        let mut out = rewriter.push(body.as_bytes(), &mut DenyExec).to_vec();
-        out.extend_from_slice(&rewriter.finish(&mut DenyExec));
-        let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+        let v: Value = serde_json::from_slice(&whole(&body)).unwrap_or(Value::Null);
         assert!(v[0]["candidates"][0]["content"]["parts"][0]["functionCall"].is_object());
         assert!(v[1]["candidates"][0]["content"]["parts"][0]["text"].is_string());
     }
@@ -228,10 +233,7 @@ mod tests {
         let snake = response("exec")
             .to_string()
             .replace("functionCall", "function_call");
-        let mut whole = rewriter(false);
-        let mut out = whole.push(snake.as_bytes(), &mut DenyExec).to_vec();
-        out.extend_from_slice(&whole.finish(&mut DenyExec));
-        let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+        let v: Value = serde_json::from_slice(&whole(&snake)).unwrap_or(Value::Null);
         assert_eq!(
             v["candidates"][0]["content"]["parts"],
             json!([{"text": r#"refused exec {"command":"rm -rf /"}"#}])
@@ -249,10 +251,7 @@ mod tests {
         let other = response("exec")
             .to_string()
             .replace("functionCall", "FunctionCall");
-        let mut whole = rewriter(false);
-        let mut out = whole.push(other.as_bytes(), &mut DenyExec).to_vec();
-        out.extend_from_slice(&whole.finish(&mut DenyExec));
-        let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+        let v: Value = serde_json::from_slice(&whole(&other)).unwrap_or(Value::Null);
         assert_eq!(v["error"]["message"], Unjudged::Unreadable.message(), "{v}");
     }
 
@@ -266,10 +265,7 @@ mod tests {
             let body = json!({"candidates": [{"content": {"role": "model", "parts": [
                 {"functionCall": piece}]}}]})
             .to_string();
-            let mut whole = rewriter(false);
-            let mut out = whole.push(body.as_bytes(), &mut DenyExec).to_vec();
-            out.extend_from_slice(&whole.finish(&mut DenyExec));
-            let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+            let v: Value = serde_json::from_slice(&whole(&body)).unwrap_or(Value::Null);
             assert_eq!(v["error"]["message"], Unjudged::Unreadable.message(), "{v}");
 
             let out = streamed(&body);
@@ -285,9 +281,6 @@ mod tests {
         let body = json!({"candidates": [{"content": {"role": "model", "parts": [
             {"functionCall": {"name": "read", "args": {"Name": "a", "FunctionCall": 1}}}]}}]})
         .to_string();
-        let mut whole = rewriter(false);
-        let mut out = whole.push(body.as_bytes(), &mut DenyExec).to_vec();
-        out.extend_from_slice(&whole.finish(&mut DenyExec));
-        assert_eq!(String::from_utf8(out).unwrap_or_default(), body);
+        assert_eq!(String::from_utf8(whole(&body)).unwrap_or_default(), body);
     }
 }
