@@ -290,8 +290,21 @@ async fn every_record_reaches_splunk_through_kills_of_warden_and_of_the_collecto
         },
     )
     .await;
-    let text = warden.metrics().await.unwrap();
-    assert_eq!(metric(&text, "warden_siem_lag_events", "splunk"), Some(0.0));
+    // The lag gauge is set on each poll, and a record written since (a checkpoint) is lag
+    // until it is shipped: wait, bounded, for a poll that finds the sink caught up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = warden.metrics().await.unwrap();
+        if metric(&text, "warden_siem_lag_events", "splunk") == Some(0.0) {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sink never caught up: lag {:?}",
+            metric(&text, "warden_siem_lag_events", "splunk")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(metric(&text, "warden_siem_events_sent_total", "splunk").unwrap() > 0.0);
     assert!(
         metric(
