@@ -112,7 +112,7 @@ impl OperatorIdentity {
             let mut err = |field: &str, message: String| {
                 errors.push((format!("admin.identity.issuers[{i}].{field}"), message));
             };
-            if let Err(m) = crate::approval::config::check_url(&issuer.issuer) {
+            if let Err(m) = crate::config::url::secure_url(&issuer.issuer) {
                 err("issuer", m);
             }
             if self.issuers[..i].iter().any(|o| o.issuer == issuer.issuer) {

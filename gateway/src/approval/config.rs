@@ -209,7 +209,7 @@ impl ApprovalsConfig {
         }
         match &self.console_url {
             Some(url) => {
-                if let Err(m) = check_url(url) {
+                if let Err(m) = crate::config::url::secure_url(url) {
                     err("console_url", m);
                 } else if url.contains(['?', '#']) {
                     err(
@@ -258,7 +258,7 @@ impl ApprovalsConfig {
             }
             names.push(name);
             if let UrlSource::Url(url) = &n.url
-                && let Err(m) = check_url(url)
+                && let Err(m) = crate::config::url::secure_url(url)
             {
                 err(&format!("{key}.url"), m);
             }
@@ -281,27 +281,6 @@ impl ApprovalsConfig {
             }
         }
         errors
-    }
-}
-
-/// An absolute `https://` URL (plain `http://` only to a loopback address).
-pub fn check_url(url: &str) -> Result<reqwest::Url, String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    let Some(host) = parsed.host_str().filter(|h| !h.is_empty()) else {
-        return Err(format!("{url:?} has no host"));
-    };
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let loopback = match bare.parse::<std::net::IpAddr>() {
-        Ok(ip) => ip.is_loopback(),
-        Err(_) => host.eq_ignore_ascii_case("localhost"),
-    };
-    match parsed.scheme() {
-        "https" => Ok(parsed),
-        "http" if loopback => Ok(parsed),
-        "http" => Err(format!(
-            "{url:?} must use https (plain http only to a loopback address)"
-        )),
-        other => Err(format!("{url:?} has scheme {other:?}; use https")),
     }
 }
 

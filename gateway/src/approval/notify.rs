@@ -368,7 +368,7 @@ impl Target {
                 let key = format!("notify[{index}].url");
                 let url = read(key.clone(), source).await?;
                 // Never quote it: the URL is the credential.
-                super::config::check_url(&url).map_err(|_| NotifyError::Url {
+                crate::config::url::secure_url(&url).map_err(|_| NotifyError::Url {
                     key,
                     reason: "is not an https URL (plain http only to a loopback address)".into(),
                 })?;

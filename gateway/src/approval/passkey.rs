@@ -268,7 +268,7 @@ impl Passkeys {
             url: console_url.to_owned(),
             reason: reason.to_owned(),
         };
-        let url = super::config::check_url(console_url).map_err(|m| refuse(&m))?;
+        let url = crate::config::url::secure_url(console_url).map_err(|m| refuse(&m))?;
         let Some(host) = url.domain().map(str::to_owned) else {
             return Err(refuse(
                 "WebAuthn relying parties are domain names, not IP addresses; use \

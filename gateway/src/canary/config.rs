@@ -75,24 +75,8 @@ impl CanaryConfig {
             ));
         }
         if let Some(alert) = &self.alert {
-            match reqwest::Url::parse(&alert.url) {
-                Ok(url) if url.scheme() == "https" => {}
-                Ok(url)
-                    if url.scheme() == "http"
-                        && url.host_str().is_some_and(|h| {
-                            h == "localhost"
-                                || h.trim_matches(['[', ']'])
-                                    .parse::<std::net::IpAddr>()
-                                    .is_ok_and(|ip| ip.is_loopback())
-                        }) => {}
-                Ok(_) => errors.push((
-                    "canaries.alert.url".to_owned(),
-                    "must be an https:// URL (http:// only to a loopback address)".to_owned(),
-                )),
-                Err(e) => errors.push((
-                    "canaries.alert.url".to_owned(),
-                    format!("is not a URL ({e}); write https://host/path"),
-                )),
+            if let Err(problem) = crate::config::url::secure_url(&alert.url) {
+                errors.push(("canaries.alert.url".to_owned(), problem));
             }
             if !(1..=20).contains(&alert.attempts) {
                 errors.push((
@@ -124,4 +108,37 @@ pub(super) fn host_name(host: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert_errors(url: &str) -> Vec<(String, String)> {
+        CanaryConfig {
+            alert: Some(AlertConfig {
+                url: url.to_owned(),
+                ..AlertConfig::default()
+            }),
+            ..CanaryConfig::default()
+        }
+        .validate()
+    }
+
+    #[test]
+    fn the_alert_url_is_https_or_loopback_http() {
+        assert!(alert_errors("https://hooks.example.com/canary").is_empty());
+        assert!(alert_errors("http://127.0.0.1:9000/canary").is_empty());
+        // `localhost` in any case is loopback, as for every other URL Warden posts to.
+        assert!(alert_errors("http://LOCALHOST:9000/canary").is_empty());
+        let errors = alert_errors("http://hooks.example.com/canary");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, "canaries.alert.url");
+        assert!(errors[0].1.contains("must use https"), "{errors:?}");
+        assert!(
+            alert_errors("hooks.example.com")[0]
+                .1
+                .contains("is not a URL")
+        );
+    }
 }

@@ -114,4 +114,5 @@ pub mod error;
 pub mod files;
 pub mod load;
 pub mod locate;
+pub mod url;
 pub mod validate;

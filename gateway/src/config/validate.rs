@@ -4,7 +4,7 @@ use crate::secrets::config::NO_VAULT_SECTION;
 use std::collections::HashMap;
 
 use super::{Config, DenyStyle};
-use crate::identity::secure_url;
+use crate::config::url::secure_url;
 use crate::route::connector::{Connectors, validate_base_url};
 
 /// Algorithms Warden accepts from OIDC issuers. HMAC is never accepted: an issuer's public

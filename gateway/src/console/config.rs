@@ -127,7 +127,7 @@ impl ConsoleConfig {
                     .into(),
             );
         }
-        if let Err(m) = crate::approval::config::check_url(&oidc.issuer) {
+        if let Err(m) = crate::config::url::secure_url(&oidc.issuer) {
             err("oidc.issuer", m);
         }
         if oidc.client_id.trim().is_empty() {

@@ -6,6 +6,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use reqwest::Url;
+
+use crate::config::url::secure_url;
+
 use serde::Deserialize;
 
 use super::config::IssuerConfig;
@@ -175,19 +178,6 @@ pub(crate) fn read_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, S
         .map_err(|e| format!("{} is not a PEM bundle: {e}", path.display()))
 }
 
-/// Parses `url`, accepting `https` anywhere and plain `http` only to a loopback host.
-pub(crate) fn secure_url(url: &str) -> Result<Url, String> {
-    let parsed = Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    match parsed.scheme() {
-        "https" => Ok(parsed),
-        "http" if is_loopback(&parsed) => Ok(parsed),
-        "http" => Err(format!(
-            "{url:?} must use https (plain http only to a loopback address)"
-        )),
-        other => Err(format!("{url:?} has scheme {other:?}; use https")),
-    }
-}
-
 /// A redirect hop to `next` after `previous` (the first the configured URL), judged by the
 /// egress address guard: a hop to an address that is not globally reachable is refused,
 /// unless the configured URL names that address itself. (A hop to a name goes to the host the
@@ -209,17 +199,6 @@ fn judge_hop(previous: &[Url], next: &Url) -> Result<(), String> {
     match crate::egress::ip_guard::classify(ip) {
         class if class.is_global() => Ok(()),
         class => Err(format!("{next} is at {ip}, a {class} address")),
-    }
-}
-
-fn is_loopback(url: &Url) -> bool {
-    let Some(host) = url.host_str() else {
-        return false;
-    };
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    match bare.parse::<std::net::IpAddr>() {
-        Ok(ip) => ip.is_loopback(),
-        Err(_) => host.eq_ignore_ascii_case("localhost"),
     }
 }
 
@@ -246,18 +225,6 @@ fn error_chain(err: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn accepts_https_and_loopback_http_only() {
-        assert!(secure_url("https://idp.example.com/jwks").is_ok());
-        assert!(secure_url("http://127.0.0.1:8080").is_ok());
-        assert!(secure_url("http://[::1]:8080").is_ok());
-        assert!(secure_url("http://localhost/x").is_ok());
-        let err = secure_url("http://idp.example.com").unwrap_err();
-        assert!(err.contains("must use https"), "{err}");
-        assert!(secure_url("ftp://idp.example.com").is_err());
-        assert!(secure_url("not a url").is_err());
-    }
 
     #[test]
     fn a_redirect_to_an_internal_address_is_refused_unless_configured() {

@@ -31,7 +31,7 @@ pub use credential::credential_from_headers;
 pub use error::{AuthError, ClaimArgError, FetchedAgo, IdentityError, NameList, Shown, UnixTime};
 pub use issuer::{TokenIssuer, parse_claim_arg};
 
-pub(crate) use fetch::{read_ca_bundle, secure_url};
+pub(crate) use fetch::read_ca_bundle;
 
 use crate::action::Principal;
 use cache::{TokenCache, TokenKey};

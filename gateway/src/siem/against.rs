@@ -130,10 +130,11 @@ pub async fn query(
                 reason: e.to_string(),
             }
         })?;
-    let base = super::config::http_url(&config.url).map_err(|reason| AgainstError::Query {
-        url: config.url.clone(),
-        reason,
-    })?;
+    let base =
+        crate::config::url::secure_url(&config.url).map_err(|reason| AgainstError::Query {
+            url: config.url.clone(),
+            reason,
+        })?;
     let mut url = base.clone();
     url.path_segments_mut()
         .map_err(|_| AgainstError::Query {

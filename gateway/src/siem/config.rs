@@ -382,7 +382,7 @@ pub fn validate(config: &SiemConfig) -> Vec<(String, String)> {
                 "needs exactly one destination: splunk_hec, elasticsearch or syslog".into(),
             )),
             Some(Destination::Splunk(s)) => {
-                if let Err(e) = http_url(&s.url) {
+                if let Err(e) = crate::config::url::secure_url(&s.url) {
                     errors.push((key("splunk_hec.url"), e));
                 }
                 if s.ack_interval.is_zero() || s.ack_timeout <= s.ack_interval {
@@ -402,7 +402,7 @@ pub fn validate(config: &SiemConfig) -> Vec<(String, String)> {
                 }
             }
             Some(Destination::Elastic(e)) => {
-                if let Err(message) = http_url(&e.url) {
+                if let Err(message) = crate::config::url::secure_url(&e.url) {
                     errors.push((key("elasticsearch.url"), message));
                 }
                 if e.data_stream.is_empty()
@@ -447,29 +447,6 @@ pub fn validate(config: &SiemConfig) -> Vec<(String, String)> {
         }
     }
     errors
-}
-
-/// Accepts `https` anywhere and plain `http` only to a loopback host (a token must not cross
-/// a network in the clear).
-pub fn http_url(url: &str) -> Result<reqwest::Url, String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    let host = parsed.host_str().unwrap_or_default();
-    let loopback = match host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<std::net::IpAddr>()
-    {
-        Ok(ip) => ip.is_loopback(),
-        Err(_) => host.eq_ignore_ascii_case("localhost"),
-    };
-    match parsed.scheme() {
-        "https" => Ok(parsed),
-        "http" if loopback => Ok(parsed),
-        "http" => Err(format!(
-            "{url:?} must use https (plain http only to a loopback address)"
-        )),
-        other => Err(format!("{url:?} has scheme {other:?}; use https")),
-    }
 }
 
 #[cfg(test)]

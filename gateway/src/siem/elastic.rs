@@ -113,7 +113,7 @@ impl ElasticSink {
         client: reqwest::Client,
         auth: Auth,
     ) -> Result<ElasticSink, String> {
-        let base = super::config::http_url(&config.url)?;
+        let base = crate::config::url::secure_url(&config.url)?;
         let mut bulk_url = base.clone();
         bulk_url
             .path_segments_mut()

@@ -86,7 +86,7 @@ impl SplunkSink {
         client: reqwest::Client,
         token: Secret,
     ) -> Result<SplunkSink, String> {
-        let base = super::config::http_url(&config.url)?;
+        let base = crate::config::url::secure_url(&config.url)?;
         let join = |path: &str| base.join(path).map_err(|e| format!("{}: {e}", config.url));
         let event_url = join("services/collector/event")?;
         let ack_url = join("services/collector/ack")?;
