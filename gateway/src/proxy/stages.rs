@@ -351,12 +351,27 @@ async fn open(
 }
 
 /// What approvers are shown of `action`: the arguments of a tool call or the facts of the
-/// request, what inspection found in it (detector and location, never the content), and who
-/// owns the agent (they may not approve its actions themselves).
+/// request (a REST call's declared fields, an egress destination's port, scheme and path),
+/// what inspection found in it (detector and location, never the content), and who owns the
+/// agent (they may not approve its actions themselves).
 fn approval_context(action: &Action) -> serde_json::Value {
     let mut context = match &action.context.facts {
         Facts::Tool(tool) => serde_json::json!({ "arguments": &*tool.arguments }),
-        Facts::Http(http) => serde_json::json!({ "method": http.method, "path": http.path }),
+        Facts::Http(http) => {
+            let mut facts = serde_json::json!({ "method": http.method, "path": http.path });
+            if let Some(fields) = &http.fields {
+                facts["fields"] = fields
+                    .iter()
+                    .map(|(name, value)| (name.to_string(), field_json(value)))
+                    .collect::<serde_json::Map<_, _>>()
+                    .into();
+            }
+            facts
+        }
+        Facts::Egress(egress) => serde_json::json!({
+            "port": egress.port, "addresses": egress.addresses, "scheme": egress.scheme,
+            "sni": egress.sni, "method": egress.method, "path": egress.path,
+        }),
         Facts::Llm(llm) => serde_json::json!({
             "stream": llm.stream, "max_tokens": llm.max_tokens, "tools": llm.tools,
             "input_tokens": llm.input_tokens,
@@ -374,6 +389,17 @@ fn approval_context(action: &Action) -> serde_json::Value {
         context["owner"] = serde_json::Value::from(&**owner);
     }
     context
+}
+
+/// A REST field's value as JSON.
+fn field_json(value: &crate::action::FieldValue) -> serde_json::Value {
+    use crate::action::FieldValue;
+    match value {
+        FieldValue::String(s) => serde_json::Value::from(s.as_str()),
+        FieldValue::Long(n) => serde_json::Value::from(*n),
+        FieldValue::Bool(b) => serde_json::Value::from(*b),
+        FieldValue::Strings(all) => serde_json::Value::from(all.clone()),
+    }
 }
 
 /// Credential: Cedar's `secret:use` on the secret path a principal's attributes chose
@@ -467,5 +493,39 @@ mod tests {
             })
         );
         assert_eq!(approval_context(&call(Vec::new()))["findings"], json!([]));
+    }
+
+    #[test]
+    fn approvers_see_a_rest_calls_fields_and_an_egress_destination() {
+        use crate::action::{EgressFacts, FieldValue, HttpFacts};
+        let mut action = call(Vec::new());
+        action.context.facts = Facts::Http(HttpFacts {
+            method: "POST".to_owned(),
+            path: "/chat.postMessage".to_owned(),
+            fields: Some(vec![
+                (
+                    Arc::from("channel"),
+                    FieldValue::String("#general".to_owned()),
+                ),
+                (Arc::from("unfurl"), FieldValue::Bool(false)),
+            ]),
+        });
+        let shown = approval_context(&action);
+        assert_eq!(shown["method"], "POST");
+        assert_eq!(shown["path"], "/chat.postMessage");
+        assert_eq!(
+            shown["fields"],
+            json!({"channel": "#general", "unfurl": false})
+        );
+        action.context.facts = Facts::Egress(EgressFacts {
+            port: 443,
+            addresses: vec!["203.0.113.7".parse().expect("ip")],
+            scheme: "connect".to_owned(),
+            ..Default::default()
+        });
+        let shown = approval_context(&action);
+        assert_eq!(shown["port"], 443);
+        assert_eq!(shown["scheme"], "connect");
+        assert_eq!(shown["addresses"], json!(["203.0.113.7"]));
     }
 }
