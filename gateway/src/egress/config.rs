@@ -28,12 +28,17 @@ pub struct EgressConfig {
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Longest a client may take, once its tunnel is open, to send its first bytes (the TLS
-    /// ClientHello Warden reads the server name from).
+    /// ClientHello Warden reads the server name from); and, in a tunnel served as HTTP, to
+    /// send each request's head.
     #[serde(with = "humantime_serde")]
     pub first_bytes_timeout: Duration,
     /// Longest wait for a plain-HTTP destination's response headers.
     #[serde(with = "humantime_serde")]
     pub response_timeout: Duration,
+    /// A tunnel copied as it is (TLS, or TCP) that carries no byte either way for this long
+    /// is closed.
+    #[serde(with = "humantime_serde")]
+    pub tunnel_idle_timeout: Duration,
     /// TLS interception for configured hosts (off by default).
     pub intercept: super::intercept::config::InterceptConfig,
 }
@@ -48,6 +53,7 @@ impl Default for EgressConfig {
             connect_timeout: Duration::from_secs(5),
             first_bytes_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(300),
+            tunnel_idle_timeout: Duration::from_secs(3600),
             intercept: Default::default(),
         }
     }
@@ -96,6 +102,7 @@ impl EgressConfig {
             ("connect_timeout", self.connect_timeout),
             ("first_bytes_timeout", self.first_bytes_timeout),
             ("response_timeout", self.response_timeout),
+            ("tunnel_idle_timeout", self.tunnel_idle_timeout),
         ] {
             if timeout.is_zero() {
                 errors.push((

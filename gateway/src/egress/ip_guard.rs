@@ -23,6 +23,10 @@ pub enum AddressClass {
     Private,
     /// `169.254.0.0/16` (cloud metadata lives here), `fe80::/10`.
     LinkLocal,
+    /// A cloud platform's own endpoint at an address that is otherwise global, reachable
+    /// from every virtual machine: Azure's WireServer `168.63.129.16` (DNS, health probes,
+    /// VM agent settings).
+    CloudPlatform,
     /// `100.64.0.0/10`: carrier-grade NAT, shared address space.
     SharedCgnat,
     /// `fc00::/7`, and the deprecated site-local `fec0::/10`.
@@ -50,6 +54,7 @@ impl AddressClass {
             AddressClass::Loopback => "loopback",
             AddressClass::Private => "private",
             AddressClass::LinkLocal => "link_local",
+            AddressClass::CloudPlatform => "cloud_platform",
             AddressClass::SharedCgnat => "shared_cgnat",
             AddressClass::UniqueLocal => "unique_local",
             AddressClass::Multicast => "multicast",
@@ -88,6 +93,7 @@ fn in_v4(addr: Ipv4Addr, prefix: [u8; 4], len: u32) -> bool {
 
 /// IPv4 special-purpose ranges, most specific first where they nest.
 const V4_RANGES: &[([u8; 4], u32, AddressClass)] = &[
+    ([168, 63, 129, 16], 32, AddressClass::CloudPlatform),
     ([0, 0, 0, 0], 8, AddressClass::Unspecified),
     ([10, 0, 0, 0], 8, AddressClass::Private),
     ([100, 64, 0, 0], 10, AddressClass::SharedCgnat),
@@ -241,6 +247,9 @@ mod tests {
             ("172.32.0.1", Global),
             ("192.168.1.1", Private),
             ("169.254.169.254", LinkLocal),
+            ("168.63.129.16", CloudPlatform),
+            ("168.63.129.17", Global),
+            ("::ffff:168.63.129.16", CloudPlatform),
             ("100.64.0.1", SharedCgnat),
             ("100.127.255.255", SharedCgnat),
             ("100.128.0.1", Global),

@@ -36,21 +36,33 @@ pub struct Destination {
 }
 
 impl Destination {
-    /// `host` on `port`, resolved once by `resolver` when it is a name.
-    pub async fn resolve(
-        resolver: &Resolver,
-        host: Host,
-        port: u16,
-    ) -> Result<Destination, EgressError> {
+    /// `host` on `port`, not looked up yet: an address host is its own address; a name has
+    /// none until [`Destination::look_up`].
+    pub fn unresolved(host: Host, port: u16) -> Destination {
         let addresses = match &host {
             Host::Address(ip) => vec![*ip],
-            Host::Name(name) => resolver.resolve(name).await?,
+            Host::Name(_) => Vec::new(),
         };
-        Ok(Destination {
+        Destination {
             host,
             port,
             addresses,
-        })
+        }
+    }
+
+    /// Whether it is a name not looked up yet.
+    pub fn is_unresolved(&self) -> bool {
+        self.addresses.is_empty()
+    }
+
+    /// Looks a name up once (an address host has its address already).
+    pub async fn look_up(&mut self, resolver: &Resolver) -> Result<(), EgressError> {
+        if let Host::Name(name) = &self.host
+            && self.addresses.is_empty()
+        {
+            self.addresses = resolver.resolve(name).await?;
+        }
+        Ok(())
     }
 
     /// The first address that is not globally reachable, with its class.

@@ -101,30 +101,63 @@ pub fn read(buf: &[u8]) -> Result<FirstBytes, HelloError> {
     }
 }
 
-/// An HTTP/1 request line starts with a method token and a space.
+/// An HTTP/1 request line, read as a server reads one (RFC 9112 §2.2, §3): empty lines before
+/// it skipped, then a method token (any, not only the methods Warden knows), a space, a
+/// target, a space and `HTTP/`. Bytes that could still become one ask for more, up to
+/// [`LINE_MAX`]; anything else is not HTTP. So a tunnel cannot pass its HTTP off as raw TCP
+/// with a leading CRLF or an unusual method. HTTP/2's cleartext preface (`PRI * HTTP/2.0`)
+/// reads as HTTP too, and the HTTP/1 server that serves a tunnel's HTTP refuses it.
 fn http_or_other(buf: &[u8]) -> FirstBytes {
-    const METHODS: [&[u8]; 9] = [
-        b"GET ",
-        b"POST ",
-        b"PUT ",
-        b"HEAD ",
-        b"DELETE ",
-        b"PATCH ",
-        b"OPTIONS ",
-        b"CONNECT ",
-        b"TRACE ",
-    ];
-    for method in METHODS {
-        let n = buf.len().min(method.len());
-        if buf[..n] == method[..n] {
-            return if n == method.len() {
-                FirstBytes::Http
-            } else {
-                FirstBytes::NeedMore
-            };
+    let more = |seen: usize| {
+        if seen < LINE_MAX {
+            FirstBytes::NeedMore
+        } else {
+            FirstBytes::Other
         }
+    };
+    let Some(start) = buf.iter().position(|b| !matches!(b, b'\r' | b'\n')) else {
+        return more(buf.len());
+    };
+    let line = &buf[start..];
+    let method = line.iter().take_while(|b| is_tchar(**b)).count();
+    if method > METHOD_MAX {
+        return FirstBytes::Other;
     }
-    FirstBytes::Other
+    let Some(&after) = line.get(method) else {
+        return more(buf.len());
+    };
+    if method == 0 || after != b' ' {
+        return FirstBytes::Other;
+    }
+    let rest = &line[method + 1..];
+    let target = rest.iter().take_while(|b| b.is_ascii_graphic()).count();
+    let Some(&after) = rest.get(target) else {
+        return more(buf.len());
+    };
+    if target == 0 || after != b' ' {
+        return FirstBytes::Other;
+    }
+    let version = &rest[target + 1..];
+    let n = version.len().min(HTTP_VERSION.len());
+    if version[..n] != HTTP_VERSION[..n] {
+        FirstBytes::Other
+    } else if n == HTTP_VERSION.len() {
+        FirstBytes::Http
+    } else {
+        more(buf.len())
+    }
+}
+
+/// The longest request line read to tell HTTP from other bytes.
+const LINE_MAX: usize = 8 * 1024;
+/// The longest method token taken for one.
+const METHOD_MAX: usize = 64;
+/// What a request line's version starts with.
+const HTTP_VERSION: &[u8] = b"HTTP/";
+
+/// A `tchar` of RFC 9110 §5.6.2, what method tokens are made of.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// A cursor over a ClientHello's body.
@@ -298,8 +331,36 @@ mod tests {
     fn tells_plain_http_and_other_bytes() {
         assert_eq!(read(b"GET / HTTP/1.1\r\n"), Ok(FirstBytes::Http));
         assert_eq!(read(b"PO"), Ok(FirstBytes::NeedMore));
-        assert_eq!(read(b"SSH-2.0-OpenSSH"), Ok(FirstBytes::Other));
+        assert_eq!(read(b"POST /upload HT"), Ok(FirstBytes::NeedMore));
+        assert_eq!(
+            read(b"SSH-2.0-OpenSSH_9.6 Ubuntu\r\n"),
+            Ok(FirstBytes::Other)
+        );
+        assert_eq!(read(b"PING\r\n"), Ok(FirstBytes::Other));
+        assert_eq!(read(b"\x00\x01 binary"), Ok(FirstBytes::Other));
         assert_eq!(read(b""), Ok(FirstBytes::NeedMore));
+    }
+
+    #[test]
+    fn http_is_told_however_its_request_line_is_dressed() {
+        // Empty lines before the request line, which servers skip (RFC 9112 §2.2).
+        assert_eq!(read(b"\r\n\r\nPOST /x HTTP/1.1\r\n"), Ok(FirstBytes::Http));
+        assert_eq!(read(b"\r\n"), Ok(FirstBytes::NeedMore));
+        // Methods Warden has no name for.
+        assert_eq!(read(b"PROPFIND /dav HTTP/1.1\r\n"), Ok(FirstBytes::Http));
+        assert_eq!(read(b"X-EXFIL /data HTTP/1.0\r\n"), Ok(FirstBytes::Http));
+        // HTTP/2's cleartext preface: HTTP, which the tunnel's HTTP/1 server refuses.
+        assert_eq!(
+            read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+            Ok(FirstBytes::Http)
+        );
+        // Not HTTP: no version, or another one.
+        assert_eq!(read(b"GET /\r\n"), Ok(FirstBytes::Other));
+        assert_eq!(read(b"GET / RTSP/1.0\r\n"), Ok(FirstBytes::Other));
+        // A line that never ends is not waited for past its bound.
+        let mut long = b"GET /".to_vec();
+        long.resize(LINE_MAX + 1, b'a');
+        assert_eq!(read(&long), Ok(FirstBytes::Other));
     }
 
     #[test]

@@ -73,18 +73,33 @@ pub fn validate(config: &InspectConfig) -> Vec<(String, String)> {
 /// Adds to `findings` (what interpretation reported) what the content of `body` shows, with
 /// the detectors `config` enables.
 pub fn inspect(findings: &mut Findings, body: &[u8], config: &InspectConfig) {
+    inspect_in(findings, body, "body", config);
+}
+
+/// What records keep instead of a path a detector found a secret in.
+pub const WITHHELD_PATH: &str = "(withheld: a detector found a secret in the url)";
+
+/// Whether a detector found something in the request's url (its path or query): then its
+/// path is not recorded ([`WITHHELD_PATH`]).
+pub fn found_in_url(findings: &Findings) -> bool {
+    findings.0.iter().any(|f| f.location.starts_with("url,"))
+}
+
+/// [`inspect`] of `bytes` found in `place` of the request (`body`, `url`, `header x-name`),
+/// each finding located there.
+pub fn inspect_in(findings: &mut Findings, bytes: &[u8], place: &str, config: &InspectConfig) {
     if config.enabled(PRIVATE_KEY_DETECTOR)
-        && let Some(at) = private_key(body)
+        && let Some(at) = private_key(bytes)
     {
         findings.0.push(Finding {
             detector: Arc::from(PRIVATE_KEY_DETECTOR),
-            location: format!("body, byte {at}"),
+            location: format!("{place}, byte {at}"),
         });
     }
-    for (detector, at) in scan::find(body, config) {
+    for (detector, at) in scan::find(bytes, config) {
         findings.0.push(Finding {
             detector: Arc::from(detector),
-            location: format!("body, byte {at}"),
+            location: format!("{place}, byte {at}"),
         });
     }
 }

@@ -134,8 +134,12 @@ impl Serialize for RecordedContext<'_> {
                 map.serialize_entry("addresses", &e.addresses)?;
                 map.serialize_entry("scheme", &e.scheme)?;
                 for (key, value) in [("sni", &e.sni), ("method", &e.method), ("path", &e.path)] {
-                    if let Some(value) = value {
-                        map.serialize_entry(key, value)?;
+                    match value {
+                        Some(_) if key == "path" && crate::inspect::found_in_url(&c.findings) => {
+                            map.serialize_entry(key, crate::inspect::WITHHELD_PATH)?;
+                        }
+                        Some(value) => map.serialize_entry(key, value)?,
+                        None => {}
                     }
                 }
             }

@@ -111,6 +111,9 @@ pub struct PolicyEngine {
     shadow: Option<Box<PolicyEngine>>,
     /// Whether a loaded policy reads `context.session`.
     reads_session: bool,
+    /// Whether a loaded policy reads `context.addresses` (egress looks a name up before it
+    /// is judged only then).
+    reads_addresses: bool,
     /// Whether a loaded policy reads `context.budget`.
     reads_budget: bool,
 }
@@ -406,6 +409,7 @@ impl PolicyEngine {
             set: loaded.set,
             shadow: None,
             reads_session: read.contains(Key::Session),
+            reads_addresses: read.contains(Key::Addresses),
             reads_budget: read.contains(Key::Budget),
         })
     }
@@ -413,6 +417,12 @@ impl PolicyEngine {
     /// Whether a loaded policy reads `context.session` (session facts are kept only then).
     pub fn reads_session(&self) -> bool {
         self.reads_session
+    }
+
+    /// Whether a loaded policy reads `context.addresses`: then an egress destination is
+    /// looked up before it is judged; otherwise only once its name could be allowed.
+    pub fn reads_addresses(&self) -> bool {
+        self.reads_addresses
     }
 
     /// Whether a loaded policy reads `context.budget` (the remaining budget is computed only

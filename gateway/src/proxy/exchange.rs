@@ -180,6 +180,9 @@ impl Exchange {
     /// plain text, records and metrics name it so.
     pub fn egress(&mut self) {
         self.egress = Some(Box::default());
+        if let Some(trace) = &mut self.trace {
+            trace.withhold_path();
+        }
     }
 
     /// interpret, for egress: what it is (`kind`: `connect` or `request`), on which host,
@@ -196,6 +199,12 @@ impl Exchange {
         let note = self.egress.get_or_insert_with(Box::default);
         note.kind = kind;
         note.destination = Some(destination);
+    }
+
+    /// The record's `detail.egress` once set by [`Exchange::egress_target`], to complete it
+    /// (the addresses of a destination looked up after its target was read).
+    pub fn egress_destination(&mut self) -> Option<&mut serde_json::Value> {
+        self.egress.as_mut()?.destination.as_mut()
     }
 
     /// Records that an MCP server offers a tool definition that is not the approved one

@@ -95,6 +95,8 @@ where
             .await
     } else {
         hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(config.first_bytes_timeout)
             .serve_connection(io, service)
             .await
     };

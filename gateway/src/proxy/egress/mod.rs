@@ -102,17 +102,8 @@ async fn walk(
     quarantine(ex, &principal)?;
     let target = Target::of(&req)?;
     let head = head(&req);
-    // A canary in the request line or headers (a URL canary's host) is denied without a DNS
-    // query for it.
-    let dest = if ex.shared().canaries().is_some_and(|c| c.present(&head)) {
-        Destination {
-            host: target.host,
-            port: target.port,
-            addresses: Vec::new(),
-        }
-    } else {
-        Destination::resolve(&worker.resolver, target.host, target.port).await?
-    };
+    // Looked up in `decide`, once the name could be allowed: a DNS query is itself a way out.
+    let dest = Destination::unresolved(target.host, target.port);
     if target.connect {
         tunnel::open(snap, worker, ex, principal, dest, &head, req).await
     } else {
@@ -235,18 +226,66 @@ fn destination(dest: &Destination, facts: &EgressFacts) -> serde_json::Value {
 
 /// Decide: Cedar's verdict and the internal-address guard, recorded durably before
 /// anything else happens (a plain-HTTP body as its digest, or itself with
-/// `audit.record_content`), redacted in place when policy says so.
+/// `audit.record_content`), redacted in place when policy says so. A destination not looked
+/// up yet is looked up first, unless its name alone is denied.
 async fn decide(
     snap: &Snapshot,
+    worker: &Worker,
     ex: &mut Exchange,
     action: &mut Action,
-    dest: &Destination,
+    dest: &mut Destination,
     content: &mut bytes::Bytes,
 ) -> Result<Decision, Refusal> {
+    look_up(snap, worker, ex, action, dest).await?;
     decide_with(snap, ex, action, content, |decision| {
         guard(snap, dest, decision)
     })
     .await
+}
+
+/// Looks `dest` up, and gives `action` its addresses, unless the action is denied by its name
+/// alone: a name no policy lets through is never queried, since a DNS query carries its name
+/// to the name's own servers (`<secret>.attacker.example` would leak with the query). When a
+/// loaded policy reads `context.addresses` they are needed to judge, so the name is looked up
+/// first. The same action is then judged again by `decide`, the same way.
+async fn look_up(
+    snap: &Snapshot,
+    worker: &Worker,
+    ex: &mut Exchange,
+    action: &mut Action,
+    dest: &mut Destination,
+) -> Result<(), Refusal> {
+    if !dest.is_unresolved() || denied_by_name(snap, action) {
+        return Ok(());
+    }
+    dest.look_up(&worker.resolver).await?;
+    if let Facts::Egress(facts) = &mut action.context.facts {
+        facts.addresses.clone_from(&dest.addresses);
+    }
+    if let Some(detail) = ex.egress_destination() {
+        detail["addresses"] = serde_json::json!(dest.addresses);
+        detail["classes"] = serde_json::json!(
+            dest.classes()
+                .iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+        );
+    }
+    Ok(())
+}
+
+/// Whether `action` is denied whatever its destination's addresses: a canary in it, or
+/// Cedar's deny when no loaded policy reads `context.addresses` (and redaction cannot turn
+/// the deny into an allow).
+fn denied_by_name(snap: &Snapshot, action: &Action) -> bool {
+    if crate::canary::hit(&action.context.findings) {
+        return true;
+    }
+    if snap.policy.reads_addresses() {
+        return false;
+    }
+    let decision = snap.policy.decide(action);
+    matches!(decision, Decision::Deny { .. }) && snap.policy.redaction(&decision).is_none()
 }
 
 /// A destination with an address that is not globally reachable (loopback, private,

@@ -19,12 +19,13 @@ use super::{Worker, action, decide, destination, guard, hold_here};
 use crate::action::{EgressFacts, Findings, Principal, Verb};
 use crate::egress::intercept::TunnelUpstream;
 use crate::egress::{Destination, EgressError, Host, dial};
+use crate::inspect;
 use crate::observe::ObservedBody;
 use crate::protocol::Protocol;
 use crate::protocol::body::{self, Head};
 use crate::proxy::exchange::{Exchange, ProxyBody};
 use crate::proxy::refusal::Refusal;
-use crate::proxy::stages::{inspect, look_for_canaries};
+use crate::proxy::stages::{inspect, limit, look_for_canaries};
 use crate::proxy::streamed;
 use crate::secrets::inject::strip_hop_by_hop;
 use crate::snapshot::Snapshot;
@@ -51,7 +52,7 @@ pub(super) async fn forward(
     worker: &Worker,
     ex: &mut Exchange,
     principal: Arc<Principal>,
-    dest: Destination,
+    mut dest: Destination,
     line_and_headers: &[u8],
     req: Request<Incoming>,
     via: Via<'_>,
@@ -90,9 +91,17 @@ pub(super) async fn forward(
         line_and_headers,
         "request line and headers",
     );
+    inspect_head(snap, &mut action, &head);
+    if inspect::found_in_url(&action.context.findings)
+        && let Some(detail) = ex.egress_destination()
+    {
+        // Never recorded: a secret found in the path (a token some APIs take there).
+        detail["path"] = serde_json::Value::from(inspect::WITHHELD_PATH);
+    }
     inspect(snap, ex, &mut action, &body);
+    limit(snap, ex, &action)?;
     let read = body.len();
-    let decision = decide(snap, ex, &mut action, &dest, &mut body).await?;
+    let decision = decide(snap, worker, ex, &mut action, &mut dest, &mut body).await?;
     hold_here(ex, &action, &decision).await?;
     if rest.is_some() && (body.len() != read || snap.policy.redacts()) {
         // The first bytes were redacted, or the rest may be: the length the agent declared
@@ -117,6 +126,37 @@ pub(super) async fn forward(
         parts,
         Either::Right(Either::Left(body)),
     ))
+}
+
+/// The detectors on what leaves besides the body: the request's target (path and query,
+/// percent-decoded) and its header values. Not the headers that carry the agent's own
+/// credentials to the destination (`Authorization`, `Cookie`; `Proxy-Authorization` is
+/// Warden's and never leaves): a credential there is how a client signs in, which a
+/// credential detector would otherwise report on every authenticated request.
+fn inspect_head(snap: &Snapshot, action: &mut crate::action::Action, head: &http::request::Parts) {
+    let config = &snap.config.inspect;
+    let findings = &mut action.context.findings;
+    if let Some(target) = head.uri.path_and_query() {
+        let decoded: Vec<u8> =
+            percent_encoding::percent_decode(target.as_str().as_bytes()).collect();
+        inspect::inspect_in(findings, &decoded, "url", config);
+    }
+    for (name, value) in &head.headers {
+        if matches!(
+            name,
+            &http::header::AUTHORIZATION
+                | &http::header::PROXY_AUTHORIZATION
+                | &http::header::COOKIE
+        ) {
+            continue;
+        }
+        inspect::inspect_in(
+            findings,
+            value.as_bytes(),
+            &format!("header {name}"),
+            config,
+        );
+    }
 }
 
 impl Via<'_> {

@@ -10,6 +10,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -34,7 +35,7 @@ use crate::fleet::quarantine::{self, cut::Cut};
 use crate::listener::ConnInfo;
 use crate::proxy::exchange::{Exchange, PendingOutcome, ProxyBody};
 use crate::proxy::refusal::Refusal;
-use crate::proxy::stages::look_for_canaries;
+use crate::proxy::stages::{limit, look_for_canaries};
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 
@@ -48,7 +49,7 @@ pub(super) async fn open(
     worker: &Arc<Worker>,
     ex: &mut Exchange,
     principal: Arc<Principal>,
-    dest: Destination,
+    mut dest: Destination,
     head: &[u8],
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Refusal> {
@@ -75,8 +76,22 @@ pub(super) async fn open(
     );
     ex.egress_target("connect", &action.verb, &action.resource, detail);
     look_for_canaries(ex, &mut action, head, "CONNECT request");
-    let decision = decide(snap, ex, &mut action, &dest, &mut bytes::Bytes::new()).await?;
+    // A tunnel holds its place in flight (`rate_limits` concurrency) until it closes.
+    limit(snap, ex, &action)?;
+    let decision = decide(
+        snap,
+        worker,
+        ex,
+        &mut action,
+        &mut dest,
+        &mut bytes::Bytes::new(),
+    )
+    .await?;
     hold_here(ex, &action, &decision).await?;
+    let approved = match decision {
+        Decision::NeedsApproval { policy, .. } => Some(policy),
+        _ => None,
+    };
     let t = Instant::now();
     let dialled = dial::dial(&dest, worker.config.connect_timeout).await;
     ex.forwarded(t.elapsed().as_secs_f64());
@@ -89,6 +104,7 @@ pub(super) async fn open(
         conn: ex.conn().clone(),
         action,
         dest,
+        approved,
     };
     let cut = ex.cut();
     tokio::spawn(tunnel.run(on_upgrade, upstream, cut, ex.outcome(StatusCode::OK)));
@@ -105,6 +121,9 @@ struct Tunnel {
     conn: ConnInfo,
     action: Action,
     dest: Destination,
+    /// The policy whose approval the tunnel was given when it was asked for, if it needed
+    /// one.
+    approved: Option<Arc<str>>,
 }
 
 impl intercepted::Walk for Tunnel {
@@ -135,7 +154,8 @@ impl Tunnel {
             }
         };
         let mut client = Counted::new(client);
-        let mut upstream = Counted::new(upstream);
+        let upstream = Counted::new(upstream);
+        let (up, down) = (Arc::clone(&client.read), Arc::clone(&upstream.read));
         let quarantined = async {
             match cut.as_mut() {
                 Some(cut) => cut.cut().await,
@@ -143,21 +163,24 @@ impl Tunnel {
             }
         };
         let carried = tokio::select! {
-            carried = self.carry(&mut client, &mut upstream) => carried,
+            carried = self.carry(&mut client, upstream) => carried,
             record = quarantined => Err((
                 quarantine::CODE,
                 format!("cut: the agent was quarantined ({})", record.reason),
             )),
         };
-        let (up, down) = (client.read, upstream.read);
+        let (up, down) = (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed));
         outcome.tunnel_closed(up, down, carried.err());
     }
 
-    /// Reads and judges the first bytes, then copies both ways.
+    /// Reads and judges the first bytes, then copies both ways until either side closes or
+    /// neither sends a byte for `egress.tunnel_idle_timeout`. The connection dialled
+    /// upstream is closed at once when the tunnel is served as HTTP or intercepted (their
+    /// requests leave over connections of their own).
     async fn carry<C, U>(
         &self,
         client: &mut Counted<C>,
-        upstream: &mut Counted<U>,
+        mut upstream: Counted<U>,
     ) -> Result<(), (&'static str, String)>
     where
         C: AsyncRead + AsyncWrite + Unpin + Send,
@@ -177,7 +200,7 @@ impl Tunnel {
         if let Some((interceptor, sni)) = intercept {
             // TLS to an intercepted host: Warden's own TLS on both sides, and a connection of
             // its own to the destination.
-            let _ = upstream.inner.shutdown().await;
+            drop(upstream);
             let (dest, config) = (&self.dest, &self.worker.config);
             let client = client.replaying(first);
             return intercepted::serve(self.clone(), dest, config, &interceptor, client, sni).await;
@@ -185,14 +208,28 @@ impl Tunnel {
         if carries_http {
             // Plain HTTP in a tunnel (what OpenClaw's web_fetch sends for http:// URLs): each
             // request is judged, inspected and forwarded as an absolute-form one would be.
-            let _ = upstream.inner.shutdown().await;
+            drop(upstream);
             return self.serve_http(client.replaying(first)).await;
         }
         upstream
             .write_all(&first)
             .await
             .map_err(|e| ("egress_tunnel_error", e.to_string()))?;
-        match tokio::io::copy_bidirectional(client, upstream).await {
+        let idle = self.worker.config.tunnel_idle_timeout;
+        let moved = (Arc::clone(&client.read), Arc::clone(&upstream.read));
+        let copied = tokio::select! {
+            copied = tokio::io::copy_bidirectional(client, &mut upstream) => copied,
+            () = idle_for(idle, moved) => {
+                return Err((
+                    "egress_tunnel_idle",
+                    format!(
+                        "closed after {} without a byte either way (egress.tunnel_idle_timeout)",
+                        humantime::format_duration(idle)
+                    ),
+                ));
+            }
+        };
+        match copied {
             Ok(_) => Ok(()),
             // A peer that resets at the end of its exchange is how many close a tunnel.
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),
@@ -210,6 +247,8 @@ impl Tunnel {
             Ok::<_, std::convert::Infallible>(self.request(req, Via::Plain).await)
         });
         hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(self.worker.config.first_bytes_timeout)
             .serve_connection(TokioIo::new(io), service)
             .await
             .map_err(|e| ("egress_tunnel_error", e.to_string()))
@@ -293,8 +332,16 @@ impl Tunnel {
             facts.sni = sni;
         }
         match guard(&self.snap, &self.dest, self.snap.policy.decide(&action)) {
-            // An approval the tunnel needed was settled when it was asked for.
-            Decision::Allow { .. } | Decision::NeedsApproval { .. } => Ok(()),
+            Decision::Allow { .. } => Ok(()),
+            // An approval the tunnel needed was settled when it was asked for; what it
+            // carries may not ask for one it was not given.
+            Decision::NeedsApproval { policy, .. } if self.approved.as_ref() == Some(&policy) => {
+                Ok(())
+            }
+            Decision::NeedsApproval { policy, .. } => Err(EgressError::TunnelDenied(format!(
+                "what the tunnel carries ({scheme}) needs an approval under policy {policy}, \
+                 which the tunnel was not given when it was asked for"
+            ))),
             Decision::Deny { reasons, policies } => Err(EgressError::TunnelDenied(format!(
                 "{} (policies: {})",
                 reasons.join("; "),
@@ -304,6 +351,23 @@ impl Tunnel {
                     .collect::<Vec<_>>()
                     .join(", ")
             ))),
+        }
+    }
+}
+
+/// Returns once neither counter of `moved` (bytes read from either side) has grown for
+/// `idle`; looked at four times per `idle`.
+async fn idle_for(idle: Duration, moved: (Arc<AtomicU64>, Arc<AtomicU64>)) {
+    let total = || moved.0.load(Ordering::Relaxed) + moved.1.load(Ordering::Relaxed);
+    let tick = (idle / 4).max(Duration::from_millis(10));
+    let (mut seen, mut since) = (total(), Instant::now());
+    loop {
+        tokio::time::sleep(tick).await;
+        let now = total();
+        if now != seen {
+            (seen, since) = (now, Instant::now());
+        } else if since.elapsed() >= idle {
+            return;
         }
     }
 }
@@ -347,7 +411,8 @@ async fn first_bytes<C: AsyncRead + Unpin>(
 /// again (uncounted) before the rest.
 struct Counted<T> {
     inner: T,
-    read: u64,
+    /// Bytes read from it so far (shared: the idle watch and the outcome read it).
+    read: Arc<AtomicU64>,
     replay: Vec<u8>,
     replayed: usize,
 }
@@ -356,7 +421,7 @@ impl<T> Counted<T> {
     fn new(inner: T) -> Self {
         Counted {
             inner,
-            read: 0,
+            read: Arc::new(AtomicU64::new(0)),
             replay: Vec::new(),
             replayed: 0,
         }
@@ -386,7 +451,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
-        self.read += n as u64;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
         polled
     }
 }

@@ -159,6 +159,16 @@ pub struct RequestTrace {
 }
 
 impl RequestTrace {
+    /// Leaves the path out of the spans: an egress request's path is the agent's, to any
+    /// host, and may carry what inspection withholds from the records.
+    pub fn withhold_path(&mut self) {
+        if let Some((_, path)) = &mut self.line {
+            *path = Box::from("");
+        }
+    }
+}
+
+impl RequestTrace {
     /// Sets the upstream request's `traceparent` to name Warden's CLIENT span (replacing the
     /// agent's), and its `tracestate` to the agent's.
     pub fn propagate(&self, headers: &mut HeaderMap) {
