@@ -151,9 +151,12 @@ pub trait Dialect: Send + Sync + 'static {
     fn usage_from_body(&self, body: &[u8]) -> Usage;
 
     /// A rewriter that has the tool calls a model proposes in the response to a request read
-    /// as `shape` judged before the agent gets them (`event_stream`: the response streams);
-    /// `None` when this dialect's response to it carries no tool calls Warden reads.
-    fn proposals(&self, _shape: &Shape, _event_stream: bool) -> Option<Box<dyn ProposalRewriter>> {
+    /// as `shape` judged before the agent gets them; `None` when this dialect's response to it
+    /// carries no tool calls Warden reads. The response is judged as the client reads it: as
+    /// an event stream when the request asked for one ([`LlmRequest::streams_events`]), else
+    /// whole, whatever content type the upstream gives (an event stream answering a request
+    /// for a whole body is no JSON, and is not delivered).
+    fn proposals(&self, _shape: &Shape) -> Option<Box<dyn ProposalRewriter>> {
         None
     }
 }
@@ -161,6 +164,7 @@ pub trait Dialect: Send + Sync + 'static {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use serde_json::Value;
 
     /// What `dialect` makes of a request to `path` with `body` (route upstream `test`).
     pub(crate) fn read(
@@ -211,6 +215,127 @@ pub(crate) mod tests {
         assert!(shape.tools.is_empty());
         let listing = Interpreted::llm(request(None, None), &upstream);
         assert_eq!(listing.resource.cedar_ref(), r#"Provider::"openai""#);
+    }
+
+    struct AllowAll;
+
+    impl crate::protocol::proposed::JudgeCalls for AllowAll {
+        fn judge(
+            &mut self,
+            _call: &crate::protocol::proposed::ProposedCall<'_>,
+        ) -> crate::protocol::proposed::Verdict {
+            crate::protocol::proposed::Verdict::Allow
+        }
+    }
+
+    /// A request as its path, query and body.
+    type Asked<'a> = (&'a str, Option<&'a str>, &'a str);
+
+    /// What the agent gets of `answer` to the request `dialect` read from `path`, `query` and
+    /// `body`, every call allowed.
+    fn judged(dialect: &dyn Dialect, (path, query, body): Asked<'_>, answer: &str) -> String {
+        let meaning = read(dialect, Method::POST, path, query, body)
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let Some(mut rewriter) = dialect.proposals(&meaning.shape) else {
+            panic!("{path}: no judging");
+        };
+        let mut out = rewriter.push(answer.as_bytes(), &mut AllowAll).to_vec();
+        out.extend_from_slice(&rewriter.finish(&mut AllowAll));
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    #[test]
+    fn an_answer_is_judged_as_the_request_asked_whatever_its_content_type() {
+        use crate::protocol::proposed::UNREADABLE;
+        let chat = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+        let chat_streamed =
+            r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+        let responses = r#"{"model":"m","input":"hi"}"#;
+        let responses_streamed = r#"{"model":"m","stream":true,"input":"hi"}"#;
+        let messages =
+            r#"{"model":"m","max_tokens":9,"messages":[{"role":"user","content":"hi"}]}"#;
+        let messages_streamed = r#"{"model":"m","max_tokens":9,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+        let gemini = r#"{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}"#;
+        let generate = "/v1beta/models/g:generateContent";
+        let stream_generate = "/v1beta/models/g:streamGenerateContent";
+        // (dialect, whole request, streamed request, a whole answer with a call, one event
+        // with a call)
+        let call = r#"{"command":"rm -rf /"}"#;
+        let chat_call = serde_json::json!({"choices":[{"index":0,"message":{"role":"assistant","tool_calls":[{"id":"c","type":"function","function":{"name":"exec","arguments":call}}]},"finish_reason":"tool_calls"}]});
+        let chat_delta = serde_json::json!({"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c","type":"function","function":{"name":"exec","arguments":call}}]},"finish_reason":"tool_calls"}]});
+        let item = serde_json::json!({"type":"function_call","id":"fc","call_id":"c","name":"exec","arguments":call});
+        let response =
+            serde_json::json!({"id":"r","object":"response","status":"completed","output":[item]});
+        let item_done =
+            serde_json::json!({"type":"response.output_item.done","output_index":0,"item":item});
+        let block = serde_json::json!({"type":"tool_use","id":"t","name":"exec","input":{"command":"rm -rf /"}});
+        let message = serde_json::json!({"id":"m","type":"message","role":"assistant","content":[block],"stop_reason":"tool_use"});
+        let block_start =
+            serde_json::json!({"type":"content_block_start","index":0,"content_block":block});
+        let candidate = serde_json::json!({"candidates":[{"content":{"role":"model","parts":[{"functionCall":{"name":"exec","args":{"command":"rm -rf /"}}}]}}]});
+        let cases: Vec<(&dyn Dialect, Asked<'_>, Asked<'_>, String, String)> = vec![
+            (
+                &super::super::openai::OpenAi,
+                ("/v1/chat/completions", None, chat),
+                ("/v1/chat/completions", None, chat_streamed),
+                chat_call.to_string(),
+                chat_delta.to_string(),
+            ),
+            (
+                &super::super::openai::OpenAi,
+                ("/v1/responses", None, responses),
+                ("/v1/responses", None, responses_streamed),
+                response.to_string(),
+                item_done.to_string(),
+            ),
+            (
+                &super::super::anthropic::Anthropic,
+                ("/v1/messages", None, messages),
+                ("/v1/messages", None, messages_streamed),
+                message.to_string(),
+                block_start.to_string(),
+            ),
+            (
+                &super::super::gemini::Gemini,
+                (generate, None, gemini),
+                (stream_generate, Some("alt=sse"), gemini),
+                candidate.to_string(),
+                candidate.to_string(),
+            ),
+            (
+                &super::super::gemini::Gemini,
+                (stream_generate, None, gemini),
+                (stream_generate, Some("alt=sse"), gemini),
+                format!("[{candidate}]"),
+                candidate.to_string(),
+            ),
+        ];
+        for (dialect, whole, streamed, body, event) in cases {
+            let name = dialect.name();
+            let events = format!("data: {event}\n\n");
+            // An event stream to a request for a whole answer: the client reads it as JSON,
+            // which it is not; replaced by the dialect's error, a JSON body.
+            let out = judged(dialect, whole, &events);
+            assert!(
+                out.contains(UNREADABLE) && !out.contains("rm -rf"),
+                "{name}: {out}"
+            );
+            assert!(serde_json::from_str::<Value>(&out).is_ok(), "{name}: {out}");
+            let text = judged(dialect, whole, "data: {\"text\":\"hi\"}\n\n");
+            assert!(text.contains(UNREADABLE), "{name}: {text}");
+            // A whole body to a request for a stream: the client reads it as events; the
+            // calls it may hold cannot be read there, and the stream ends with the error.
+            let out = judged(dialect, streamed, &body);
+            assert!(
+                out.contains(UNREADABLE) && !out.contains("rm -rf"),
+                "{name}: {out}"
+            );
+            let text = r#"{"text":"hi"}"#;
+            assert_eq!(judged(dialect, streamed, text), text, "{name}");
+            // As asked: judged and delivered.
+            assert_eq!(judged(dialect, whole, &body), body, "{name}");
+            assert_eq!(judged(dialect, streamed, &events), events, "{name}");
+        }
     }
 
     #[test]

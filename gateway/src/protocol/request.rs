@@ -123,6 +123,13 @@ impl LlmRequest {
         }
     }
 
+    /// Whether the client reads the answer as an event stream: it asked to stream, and its
+    /// streamed answer is `text/event-stream` (not a Gemini JSON array). Otherwise it reads
+    /// the body whole, as JSON, whatever content type the upstream gives.
+    pub fn streams_events(&self) -> bool {
+        self.stream && self.event_stream
+    }
+
     /// This request naming `model`, as checked by `parse::checked_model`.
     pub fn with_model(mut self, (model, folded): (String, Option<String>)) -> Self {
         self.model = Some(model);

@@ -295,7 +295,7 @@ impl Exchange {
     /// Whether the request is answered with an event stream (an LLM call with `stream: true`,
     /// Gemini's with `alt=sse`).
     pub fn streams_events(&self) -> bool {
-        matches!(&self.shape, Some(Shape::Llm(r)) if r.stream && r.event_stream)
+        matches!(&self.shape, Some(Shape::Llm(r)) if r.streams_events())
     }
 
     /// interpret: the digest of the arguments of a tool call (or prompt, or completion).

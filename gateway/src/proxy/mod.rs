@@ -422,7 +422,7 @@ fn observe(
         .redacting(redactor)
         .cut_on(ex.cut(), event_stream);
     let mut refusal = None;
-    if let Some(mut judging) = proposals(snap, ex, route, action, &parts, event_stream) {
+    if let Some(mut judging) = proposals(snap, ex, route, action, &parts) {
         parts.headers.remove(http::header::CONTENT_LENGTH);
         refusal = judging.refusal_signal();
         body = body.judging(judging);
@@ -435,22 +435,20 @@ fn observe(
 
 /// The judging of the tool calls a successful LLM response proposes, when `propose.enabled`
 /// and the route's dialect reads them; calls that need approval are held through the
-/// approval gate, when there is one.
+/// approval gate, when there is one. The response is judged as the client reads it, by what
+/// the request asked for, not by the content type the upstream gave: an event stream when it
+/// asked to stream, else a whole body (an event stream there is no JSON: not delivered).
 fn proposals(
     snap: &Snapshot,
     ex: &Exchange,
     route: &Route,
     action: &Action,
     parts: &http::response::Parts,
-    event_stream: bool,
 ) -> Option<Judging> {
     if !snap.config.propose.enabled || !parts.status.is_success() || bodiless(parts.status) {
         return None;
     }
-    let rewriter = route
-        .protocol
-        .dialect()
-        .proposals(ex.shape()?, event_stream)?;
+    let rewriter = route.protocol.dialect().proposals(ex.shape()?)?;
     let judge = Judge::new(
         Arc::clone(&snap.policy),
         Arc::clone(&snap.propose),
@@ -464,7 +462,7 @@ fn proposals(
         rewriter,
         judge,
         route.protocol.dialect(),
-        event_stream,
+        ex.streams_events(),
         keepalive,
     ))
 }

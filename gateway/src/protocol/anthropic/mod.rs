@@ -74,10 +74,10 @@ impl Dialect for Anthropic {
     }
 
     /// Messages responses' `tool_use` blocks.
-    fn proposals(&self, shape: &Shape, event_stream: bool) -> Option<Box<dyn ProposalRewriter>> {
+    fn proposals(&self, shape: &Shape) -> Option<Box<dyn ProposalRewriter>> {
         match shape {
             Shape::Llm(llm) if llm.endpoint == Endpoint::Messages => {
-                Some(proposals::rewriter(event_stream))
+                Some(proposals::rewriter(llm.streams_events()))
             }
             _ => None,
         }

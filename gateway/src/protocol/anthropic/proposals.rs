@@ -1,9 +1,10 @@
 //! Messages responses with their proposed tool calls judged: `tool_use` blocks of a body,
 //! and of a stream (`content_block_start` … `input_json_delta` … `content_block_stop`). Text
-//! blocks pass at once; a `tool_use` block is held until its stop (its input complete), then
-//! released byte for byte when allowed, or dropped (later blocks renumbered). Refused calls
-//! are named in a text block added before `message_delta`, whose `stop_reason` becomes
-//! `end_turn` when no call is left.
+//! blocks, and the tools Anthropic runs itself (`server_tool_use`, `mcp_tool_use` and their
+//! result blocks: no proposals), pass at once; a `tool_use` block is held until its stop (its
+//! input complete), then released byte for byte when allowed, or dropped (later blocks
+//! renumbered). Refused calls are named in a text block added before `message_delta`, whose
+//! `stop_reason` becomes `end_turn` when no call is left.
 
 use serde_json::{Value, json};
 

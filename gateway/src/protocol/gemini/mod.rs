@@ -69,7 +69,7 @@ impl Dialect for Gemini {
     }
 
     /// `generateContent` and `streamGenerateContent` responses' `functionCall` parts.
-    fn proposals(&self, shape: &Shape, event_stream: bool) -> Option<Box<dyn ProposalRewriter>> {
+    fn proposals(&self, shape: &Shape) -> Option<Box<dyn ProposalRewriter>> {
         match shape {
             Shape::Llm(llm)
                 if matches!(
@@ -77,7 +77,7 @@ impl Dialect for Gemini {
                     Endpoint::GenerateContent | Endpoint::StreamGenerateContent
                 ) =>
             {
-                Some(proposals::rewriter(event_stream))
+                Some(proposals::rewriter(llm.streams_events()))
             }
             _ => None,
         }

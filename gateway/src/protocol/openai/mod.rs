@@ -69,13 +69,13 @@ impl Dialect for OpenAi {
     }
 
     /// Chat Completions responses' `tool_calls`, Responses answers' `function_call` items.
-    fn proposals(&self, shape: &Shape, event_stream: bool) -> Option<Box<dyn ProposalRewriter>> {
+    fn proposals(&self, shape: &Shape) -> Option<Box<dyn ProposalRewriter>> {
         match shape {
             Shape::Llm(llm) if llm.endpoint == Endpoint::ChatCompletions => {
-                Some(proposals::rewriter(event_stream))
+                Some(proposals::rewriter(llm.streams_events()))
             }
             Shape::Llm(llm) if llm.endpoint == Endpoint::Responses => {
-                Some(response_calls::rewriter(event_stream))
+                Some(response_calls::rewriter(llm.streams_events()))
             }
             _ => None,
         }

@@ -15,6 +15,7 @@ use crate::protocol::proposed::{
     self, EventRewriter, JudgeCalls, Judged, ProposalRewriter, ProposedCall, Unjudged, Verdict,
     event_json,
 };
+use crate::protocol::strict_json;
 
 /// How Chat Completions answers carry calls.
 static CALLS: Judged = Judged {
@@ -99,8 +100,9 @@ impl EventRewriter for Stream {
         judge: &mut dyn JudgeCalls,
         out: &mut Vec<u8>,
     ) -> Result<(), Unjudged> {
-        // Nothing held and no call in it: a text delta, sent as it is, unparsed.
-        if self.held.is_empty() && !CALLS.may_mention(&event) {
+        // Nothing held, no call in it and no choice it finishes: a text delta, sent as it
+        // is, unparsed. A finish is read (once per choice), so that a call after it is known.
+        if self.held.is_empty() && !CALLS.may_mention(&event) && !may_finish(&event) {
             out.extend_from_slice(&event);
             return Ok(());
         }
@@ -183,6 +185,38 @@ impl EventRewriter for Stream {
         }
         Ok(())
     }
+}
+
+/// Whether a chunk may finish a choice: it has a `finish_reason` whose value is not `null`.
+/// Found by a byte search: every `_rea` (ASCII case ignored; it holds no `s` or `k`, so no
+/// spelling a lenient decoder folds onto the key escapes it) that ends a key `…_reason` (`ſ`
+/// for `s` too), followed by a colon and anything but `null`. Keys spelled with `\u` escapes are read
+/// anyway ([`Judged::may_mention`]).
+fn may_finish(event: &[u8]) -> bool {
+    memchr::memchr_iter(b'_', event).any(|at| {
+        let Some(after) = event
+            .get(at + 1..at + 4)
+            .filter(|rea| rea.eq_ignore_ascii_case(b"rea"))
+            .and_then(|_| event.get(at + 4..))
+        else {
+            return false;
+        };
+        let Some(quote) = memchr::memchr(b'"', after) else {
+            return false;
+        };
+        let ends_reason = after
+            .get(..quote)
+            .and_then(|rest| std::str::from_utf8(rest).ok())
+            .is_some_and(|rest| strict_json::equal_folded(rest, "son"));
+        if !ends_reason {
+            return false;
+        }
+        // A key only when a colon follows (else text that ends so).
+        after
+            .get(quote + 1..)
+            .and_then(|rest| rest.trim_ascii_start().strip_prefix(b":"))
+            .is_some_and(|value| !value.trim_ascii_start().starts_with(b"null"))
+    })
 }
 
 /// The choices of a chunk with their indices. A chunk a client may read otherwise cannot be

@@ -30,6 +30,8 @@ static CALLS: Judged = Judged {
         "arguments",
         "input",
         "action",
+        "actions",
+        "pending_safety_checks",
         "operation",
         "command",
         "commands",
@@ -76,11 +78,13 @@ fn runs_locally(kind: &str) -> bool {
 /// The call an output item proposes, judged as `(id, tool, arguments)`; `streamed`: its
 /// arguments or input as their deltas gave them. A `function_call` is its name and arguments;
 /// a `custom_tool_call` (free-form input) its name and `{"input": <input>}`; a
-/// `local_shell_call` is `local_shell` and a `shell_call` `shell`, with their `action`
-/// (`command` argv, `commands` lines, `working_directory`, ...); an `apply_patch_call` is
-/// `apply_patch` with its `operation` (`type`, `path`, `diff`); any other (`computer_call`
-/// is `computer`) is its type less `_call`, with the item less `type`, `id`, `call_id`,
-/// `status`.
+/// `local_shell_call` is `local_shell` with its `action` (`command` argv, `working_directory`,
+/// `env`, `timeout_ms`, `user`); a `shell_call` is `shell` with its `action` (`commands`,
+/// lines run in turn, `timeout_ms`, `max_output_length`); an `apply_patch_call` is
+/// `apply_patch` with its `operation` (`type`: `create_file`, `update_file`, `delete_file`;
+/// `path`; `diff`); a `computer_call` is `computer` with its `action` (one) and `actions` (a
+/// batch) as given, and `pending_safety_checks`; any other is its type less `_call`, with the
+/// item less `type`, `id`, `call_id`, `status`.
 fn local_call(item: &Value, streamed: &str) -> Option<(String, String, String)> {
     let kind = item.get("type").and_then(Value::as_str)?;
     if !runs_locally(kind) {
@@ -92,6 +96,13 @@ fn local_call(item: &Value, streamed: &str) -> Option<(String, String, String)> 
         given => given.to_owned(),
     };
     let field = |key| item.get(key).unwrap_or(&Value::Null).to_string();
+    let fields = |keys: &[&str]| {
+        let given = keys.iter().filter_map(|key| {
+            let value = item.get(*key).filter(|v| !v.is_null())?;
+            Some(((*key).to_owned(), value.clone()))
+        });
+        Value::Object(given.collect()).to_string()
+    };
     let (name, arguments) = match kind {
         "function_call" => (text("name").to_owned(), given_or_streamed("arguments")),
         "custom_tool_call" => (
@@ -101,6 +112,10 @@ fn local_call(item: &Value, streamed: &str) -> Option<(String, String, String)> 
         "local_shell_call" => ("local_shell".to_owned(), field("action")),
         "shell_call" => ("shell".to_owned(), field("action")),
         "apply_patch_call" => ("apply_patch".to_owned(), field("operation")),
+        "computer_call" => (
+            "computer".to_owned(),
+            fields(&["action", "actions", "pending_safety_checks"]),
+        ),
         other => {
             let mut rest: Map<String, Value> = item.as_object().cloned().unwrap_or_default();
             for key in ["type", "id", "call_id", "status"] {

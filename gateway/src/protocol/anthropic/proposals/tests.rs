@@ -212,3 +212,134 @@ fn arguments_may_use_any_keys_a_struct_field_differs_from_only_by_case() {
     assert_eq!(String::from_utf8(out).unwrap_or_default(), body);
     assert_eq!(judge.1.len(), 1);
 }
+
+/// The blocks Anthropic runs itself (a web search, a remote MCP server's tool) and their
+/// results, between text, then a `tool_use` block; then more of Anthropic's.
+fn with_server_tools() -> String {
+    let start = |i: u64, block: Value| {
+        ev(json!({"type":"content_block_start","index":i,"content_block":block}))
+    };
+    let delta =
+        |i: u64, delta: Value| ev(json!({"type":"content_block_delta","index":i,"delta":delta}));
+    let stop = |i: u64| ev(json!({"type":"content_block_stop","index":i}));
+    let input =
+        |i: u64, json: &str| delta(i, json!({"type":"input_json_delta","partial_json":json}));
+    [
+        ev(
+            json!({"type":"message_start","message":{"id":"m","type":"message","role":"assistant","content":[],"model":"c","stop_reason":null,"usage":{"input_tokens":5,"output_tokens":1}}}),
+        ),
+        start(0, json!({"type":"text","text":""})),
+        delta(0, json!({"type":"text_delta","text":"Searching."})),
+        stop(0),
+        start(1, json!({"type":"server_tool_use","id":"srvtoolu_1","name":"web_search","input":{}})),
+        input(1, r#"{"query":"rm -rf"}"#),
+        stop(1),
+        start(2, json!({"type":"web_search_tool_result","tool_use_id":"srvtoolu_1","content":[{"type":"web_search_result","title":"t","url":"https://x.example/","encrypted_content":"e"}]})),
+        stop(2),
+        start(3, json!({"type":"tool_use","id":"tu_1","name":"exec","input":{}})),
+        input(3, r#"{"command":"rm -rf /"}"#),
+        stop(3),
+        start(4, json!({"type":"mcp_tool_use","id":"mcptoolu_1","name":"exec","server_name":"s","input":{}})),
+        input(4, r#"{"command":"ls"}"#),
+        stop(4),
+        start(5, json!({"type":"mcp_tool_result","tool_use_id":"mcptoolu_1","is_error":false,"content":[{"type":"text","text":"ok"}]})),
+        stop(5),
+        ev(json!({"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":9}})),
+        ev(json!({"type":"message_stop"})),
+    ]
+    .concat()
+}
+
+/// Every block of `out` starts at the next index, and its deltas and stop follow under it.
+fn well_formed(out: &str) {
+    let mut open: Option<u64> = None;
+    let mut next = 0;
+    for event in out.split("\n\n").filter(|e| !e.is_empty()) {
+        let data = event.split("data: ").nth(1).unwrap_or_default();
+        let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+        let index = v["index"].as_u64();
+        match v["type"].as_str() {
+            Some("content_block_start") => {
+                assert_eq!((open, index), (None, Some(next)), "{out}");
+                open = index;
+                next += 1;
+            }
+            Some("content_block_delta") => assert_eq!(index, open, "{out}"),
+            Some("content_block_stop") => {
+                assert_eq!(index, open, "{out}");
+                open = None;
+            }
+            _ => assert_eq!(open, None, "{out}"),
+        }
+    }
+}
+
+#[test]
+fn blocks_anthropic_runs_are_not_judged_nor_move_the_refusal() {
+    let stream = with_server_tools();
+    let mut allow = DenyNamed(&[], Vec::new());
+    let mut passing = rewriter(true);
+    let mut out = passing.push(stream.as_bytes(), &mut allow).to_vec();
+    out.extend_from_slice(&passing.finish(&mut allow));
+    assert_eq!(String::from_utf8(out).unwrap_or_default(), stream);
+    // The `tool_use` block alone is a proposal: not the search, not the remote MCP call.
+    assert_eq!(
+        allow.1,
+        vec![("exec".to_owned(), r#"{"command":"rm -rf /"}"#.to_owned())]
+    );
+
+    let mut deny = DenyNamed(&["exec"], Vec::new());
+    let mut refusing = rewriter(true);
+    let mut out = Vec::new();
+    for piece in stream.as_bytes().chunks(7) {
+        out.extend_from_slice(&refusing.push(piece, &mut deny));
+    }
+    out.extend_from_slice(&refusing.finish(&mut deny));
+    let out = String::from_utf8(out).unwrap_or_default();
+    assert!(!out.contains("tu_1") && !out.contains("rm -rf /"), "{out}");
+    well_formed(&out);
+    let (blocks, stop) = blocks(&out);
+    let block = |i: u64, kind: &str, name: &str| (i, kind.to_owned(), name.to_owned());
+    assert_eq!(
+        blocks,
+        vec![
+            block(0, "text", "Searching."),
+            block(1, "server_tool_use", "web_search"),
+            block(2, "web_search_tool_result", ""),
+            block(3, "mcp_tool_use", "exec"),
+            block(4, "mcp_tool_result", ""),
+            block(5, "text", "refused exec"),
+        ]
+    );
+    // No call is left for the agent to run.
+    assert_eq!(stop, "end_turn");
+
+    let body = json!({"id":"m","type":"message","role":"assistant","model":"c","stop_reason":"tool_use","content":[
+        {"type":"server_tool_use","id":"srvtoolu_1","name":"web_search","input":{"query":"q"}},
+        {"type":"web_search_tool_result","tool_use_id":"srvtoolu_1","content":[]},
+        {"type":"mcp_tool_use","id":"mcptoolu_1","name":"exec","server_name":"s","input":{"command":"ls"}},
+        {"type":"mcp_tool_result","tool_use_id":"mcptoolu_1","is_error":false,"content":[]},
+        {"type":"tool_use","id":"tu_1","name":"exec","input":{"command":"rm -rf /"}}]})
+    .to_string();
+    let mut deny = DenyNamed(&["exec"], Vec::new());
+    let mut whole = rewriter(false);
+    let mut out = whole.push(body.as_bytes(), &mut deny).to_vec();
+    out.extend_from_slice(&whole.finish(&mut deny));
+    let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+    let kinds: Vec<&str> = v["content"]
+        .as_array()
+        .map(|c| c.iter().filter_map(|b| b["type"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        kinds,
+        [
+            "server_tool_use",
+            "web_search_tool_result",
+            "mcp_tool_use",
+            "mcp_tool_result",
+            "text"
+        ]
+    );
+    assert_eq!(deny.1.len(), 1);
+    assert_eq!(v["stop_reason"], "end_turn");
+}

@@ -607,3 +607,48 @@ fn calls_of_several_choices_in_one_chunk_or_after_a_finish_end_the_stream() {
         "{out}"
     );
 }
+
+#[test]
+fn a_call_after_a_text_only_finish_ends_the_stream() {
+    // The finish carries no call: it is read all the same, and a call for that choice after
+    // it (which clients read differently) is not delivered, allowed or not.
+    let text = chunk(
+        serde_json::json!({"index":0,"delta":{"role":"assistant","content":"Done."},"finish_reason":null}),
+    );
+    let read = chunk(
+        serde_json::json!({"index":0,"delta":{"tool_calls":[{"index":0,"id":"a","type":"function","function":{"name":"read","arguments":"{}"}}]},"finish_reason":null}),
+    );
+    let finishes = [
+        chunk(serde_json::json!({"index":0,"delta":{},"finish_reason":"stop"})),
+        // Spelled otherwise: a space before the colon, another case, `ſ` for `s`.
+        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\" : \"stop\"}]}\n\n"
+            .to_owned(),
+        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"Finish_Reason\":\"stop\"}]}\n\n"
+            .to_owned(),
+        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_rea\u{17f}on\":\"stop\"}]}\n\n"
+            .to_owned(),
+    ];
+    for finish in finishes {
+        let events = [
+            text.clone(),
+            finish.clone(),
+            read.clone(),
+            "data: [DONE]\n\n".to_owned(),
+        ];
+        let (out, seen) = streamed_denying_exec(&events);
+        assert!(
+            out.contains("Done.")
+                && out.contains("response_unreadable")
+                && !out.contains(r#""name":"read""#),
+            "{finish}: {out}"
+        );
+        assert!(seen.is_empty(), "{finish}");
+    }
+    // A chunk whose finish reason is null, however spelled, still passes unparsed.
+    for open in [
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"my_reason\"},\"finish_reason\": null}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a \\\"_reason\\\": 1\"},\"finish_reason\":null}]}\n\n",
+    ] {
+        assert!(!may_finish(open.as_bytes()), "{open}");
+    }
+}

@@ -181,9 +181,14 @@ fn local_items() -> (Vec<Value>, Vec<(String, Value)>) {
     let items = vec![
         json!({"type":"custom_tool_call","id":"ctc_1","call_id":"c1","name":"apply_patch","input":"*** Begin Patch\n*** Add File: /etc/x\n+y\n*** End Patch"}),
         json!({"type":"local_shell_call","id":"lsh_1","call_id":"c2","status":"completed","action":{"type":"exec","command":["bash","-lc","rm -rf /"],"working_directory":"/tmp","env":{},"timeout_ms":1000}}),
-        json!({"type":"shell_call","id":"sh_1","call_id":"c3","status":"completed","action":{"commands":["ls","git push -f"],"timeout_ms":1000}}),
-        json!({"type":"apply_patch_call","id":"ap_1","call_id":"c4","status":"completed","operation":{"type":"delete_file","path":"/etc/hosts"}}),
-        json!({"type":"computer_call","id":"cu_1","call_id":"c5","status":"completed","action":{"type":"click","x":1,"y":2},"pending_safety_checks":[]}),
+        // As openai-python's `ResponseFunctionShellToolCall`, `ResponseApplyPatchToolCall` and
+        // `ResponseComputerToolCall` (2.45) shape them.
+        json!({"type":"shell_call","id":"sh_1","call_id":"c3","status":"completed","action":{"commands":["ls","git push -f"],"timeout_ms":1000,"max_output_length":4096},"environment":{"type":"local"},"caller":{"type":"direct"},"created_by":"resp_1"}),
+        json!({"type":"apply_patch_call","id":"ap_1","call_id":"c4","status":"completed","operation":{"type":"update_file","path":"/etc/hosts","diff":"@@\n-127.0.0.1 a\n+127.0.0.1 b\n"},"caller":{"type":"direct"},"created_by":"resp_1"}),
+        // A batch of actions (`computer_use`), with a pending safety check.
+        json!({"type":"computer_call","id":"cu_1","call_id":"c5","status":"completed","actions":[{"type":"click","button":"left","x":1,"y":2,"keys":["CTRL"]},{"type":"type","text":"rm -rf /"},{"type":"keypress","keys":["ENTER"]}],"pending_safety_checks":[{"id":"sc_1","code":"malicious_instructions","message":"m"}]}),
+        // One action (`computer_use_preview`).
+        json!({"type":"computer_call","id":"cu_2","call_id":"c6","status":"completed","action":{"type":"scroll","x":1,"y":2,"scroll_x":0,"scroll_y":9},"pending_safety_checks":[]}),
         json!({"type":"mcp_call","id":"mcp_1","server_label":"s","name":"exec","arguments":"{}","output":"done"}),
         json!({"type":"web_search_call","id":"ws_1","status":"completed"}),
     ];
@@ -197,7 +202,11 @@ fn local_items() -> (Vec<Value>, Vec<(String, Value)>) {
         ("apply_patch".to_owned(), items[3]["operation"].clone()),
         (
             "computer".to_owned(),
-            json!({"action": items[4]["action"], "pending_safety_checks": []}),
+            json!({"actions": items[4]["actions"], "pending_safety_checks": items[4]["pending_safety_checks"]}),
+        ),
+        (
+            "computer".to_owned(),
+            json!({"action": items[5]["action"], "pending_safety_checks": []}),
         ),
     ];
     (items, judged)
@@ -437,4 +446,29 @@ fn file_search_attributes_may_use_any_keys() {
     let mut seen = Seen(&[], Vec::new());
     assert_eq!(rewrite(false, &body, &mut seen), body);
     assert!(seen.1.is_empty());
+}
+
+#[test]
+fn a_computer_call_is_judged_by_the_actions_it_takes_alone() {
+    // What else the item says (its status, who created it) is no argument; the call that
+    // `response.completed` repeats is the one judged in the stream, judged once.
+    let item = |status: &str| {
+        json!({"type":"computer_call","id":"cu_1","call_id":"c1","status":status,"created_by":"resp_1",
+            "actions":[{"type":"type","text":"rm -rf /"}],"pending_safety_checks":[]})
+    };
+    let stream = numbered(vec![
+        json!({"type":"response.created","response":{"id":"r","output":[]}}),
+        json!({"type":"response.output_item.added","output_index":0,"item":item("in_progress")}),
+        json!({"type":"response.output_item.done","output_index":0,"item":item("completed")}),
+        json!({"type":"response.completed","response":{"id":"r","output":[item("completed")]}}),
+    ]);
+    let mut seen = Seen(&[], Vec::new());
+    assert_eq!(rewrite(true, &stream, &mut seen), stream);
+    assert_eq!(
+        seen.1,
+        vec![(
+            "computer".to_owned(),
+            json!({"actions":[{"type":"type","text":"rm -rf /"}],"pending_safety_checks":[]})
+        )]
+    );
 }
