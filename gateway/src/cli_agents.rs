@@ -34,10 +34,16 @@ pub enum AgentsCommand {
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Release an agent or, with --group, a group from quarantine.
+    /// Release an agent or, with --group, a group from quarantine. Every gateway on the state
+    /// store records the release with who released it; exits with status 1 when the target
+    /// was not quarantined.
     Release {
         #[command(flatten)]
         target: TargetArgs,
+        /// Who releases, as recorded by every gateway: this name of the issuer `warden-cli`
+        /// (default: $USER).
+        #[arg(long = "as", value_name = "OPERATOR")]
+        operator: Option<String>,
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -67,6 +73,20 @@ impl TargetArgs {
             _ => bail!("name one agent, or one group with --group"),
         }
     }
+}
+
+/// The operator of the command line: `--as`, else $USER, of the issuer `warden-cli`.
+fn operator_of(named: Option<String>) -> Result<Actor> {
+    let Some(named) = named else {
+        let user = std::env::var("USER").unwrap_or_default();
+        let user = user.trim();
+        return Ok(Actor::cli(if user.is_empty() { "unknown" } else { user }));
+    };
+    let id = named.trim();
+    if id.is_empty() {
+        bail!("--as is empty; name the operator the audit log should record");
+    }
+    Ok(Actor::cli(id))
 }
 
 fn describe(record: &QuarantineRecord) -> String {
@@ -107,14 +127,11 @@ pub fn agents(command: AgentsCommand) -> Result<ExitCode> {
                 if reason.is_empty() {
                     bail!("--reason is empty; write the sentence the agent should see");
                 }
-                let by = operator
-                    .or_else(|| std::env::var("USER").ok())
-                    .unwrap_or_else(|| "unknown".into());
                 let record = QuarantineRecord {
                     target: target.target()?,
                     reason,
                     trigger: "manual".into(),
-                    by: Actor::cli(by),
+                    by: operator_of(operator)?,
                     created_ms: now_ms(),
                     until_ms: until,
                 };
@@ -125,15 +142,16 @@ pub fn agents(command: AgentsCommand) -> Result<ExitCode> {
                 println!("quarantined: {}", describe(&record));
                 Ok(ExitCode::SUCCESS)
             }
-            AgentsCommand::Release { target, .. } => {
+            AgentsCommand::Release {
+                target, operator, ..
+            } => {
                 let target = target.target()?;
-                match repository
-                    .release(&target)
-                    .await
-                    .map_err(|e| anyhow!("{e}"))?
-                {
+                let by = operator_of(operator)?;
+                match repository.release(&target, &by).await.map_err(|e| {
+                    anyhow!("{e}; `warden agents list` shows whether it is still quarantined")
+                })? {
                     Some(record) => {
-                        println!("released: {}", describe(&record));
+                        println!("released by {by}: {}", describe(&record));
                         Ok(ExitCode::SUCCESS)
                     }
                     None => {

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use warden_e2e::fake_llm::FakeLlm;
 use warden_e2e::idp::{ALPHA, Idp};
 use warden_e2e::operator::text;
+use warden_e2e::postgres::Postgres;
 use warden_e2e::stack::chat;
 use warden_e2e::warden::{AUDIENCE, Warden, WardenBuilder};
 
@@ -394,6 +395,56 @@ async fn two_operators_named_alike_at_two_identity_providers_are_told_apart() {
     })
     .await
     .unwrap();
+}
+
+#[tokio::test]
+async fn a_release_through_one_replica_is_recorded_with_its_operator_on_every_replica() {
+    let pg = Postgres::from_env();
+    let state_url = pg.fresh_database("warden_e2e_admin_api_replicas");
+    let upstream = FakeLlm::start().await.unwrap();
+    let idp = Idp::shared().await.unwrap();
+    let replica = || {
+        WardenBuilder::new(&upstream)
+            .without_policy("e2e-permit-all.cedar")
+            .set("/state", json!({"postgres": {"url": {"env": "STATE_URL"}}}))
+            .env("STATE_URL", &state_url)
+            .set("/admin/api", json!(true))
+            .set(
+                "/admin/identity",
+                json!({"issuers": [{"issuer": idp.issuer(), "audiences": [ADMIN_AUDIENCE]}]}),
+            )
+            .policy("admin.cedar", &operators(idp.issuer()))
+    };
+    let (a, b) = (
+        replica().start().await.unwrap(),
+        replica().start().await.unwrap(),
+    );
+    let alice = idp.person_token("alice", ADMIN_AUDIENCE).await.unwrap();
+    let alice_of_idp = json!({"id": "alice", "issuer": idp.issuer()});
+    let request = json!({"agent": "rogue-agent", "reason": "incident 4714"});
+    let (status, body) = quarantine(&a, Some(&alice), &request).await;
+    assert_eq!(status, 201, "{body}");
+    b.wait_for_audit(Duration::from_secs(5), |r| {
+        r["kind"] == "system"
+            && r["detail"]["event"] == "quarantine"
+            && r["detail"]["target"]["name"] == "rogue-agent"
+    })
+    .await
+    .unwrap();
+
+    let (status, body) = release(&a, &alice, "rogue-agent").await;
+    assert_eq!(status, 200, "{body}");
+    for replica in [&a, &b] {
+        let record = replica
+            .wait_for_audit(Duration::from_secs(5), |r| {
+                r["kind"] == "system"
+                    && r["detail"]["event"] == "release"
+                    && r["detail"]["target"]["name"] == "rogue-agent"
+            })
+            .await
+            .unwrap();
+        assert_eq!(record["detail"]["released_by"], alice_of_idp, "{record}");
+    }
 }
 
 #[tokio::test]

@@ -212,19 +212,93 @@ async fn quarantine_on_one_replica_is_enforced_on_another_within_a_second_cuts_i
         "{}",
         text(&out)
     );
-    let out = a.cli(&["agents", "release", "rogue-agent"]).await.unwrap();
+    let out = a
+        .cli(&["agents", "release", "rogue-agent", "--as", "carol"])
+        .await
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     until_status(&b, &rogue, 200, Duration::from_secs(1)).await;
     until_status(&a, &rogue, 200, Duration::from_secs(1)).await;
-    b.wait_for_audit(Duration::from_secs(5), |r| {
-        quarantine_record(r, "release", "rogue-agent")
-    })
-    .await
-    .unwrap();
+    // Both replicas record who released it, from the store.
+    for replica in [&a, &b] {
+        let record = replica
+            .wait_for_audit(Duration::from_secs(5), |r| {
+                quarantine_record(r, "release", "rogue-agent")
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            record["detail"]["released_by"],
+            json!({"id": "carol", "issuer": "warden-cli"}),
+            "{record}"
+        );
+    }
     let out = a.cli(&["agents", "release", "rogue-agent"]).await.unwrap();
     assert!(
         !out.status.success(),
         "releasing twice says it was not quarantined"
+    );
+}
+
+#[tokio::test]
+async fn a_release_at_the_command_line_is_recorded_by_the_running_gateway_with_its_operator() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let w = WardenBuilder::new(&upstream)
+        .set("/fleet/quarantine/refresh_interval", json!("50ms"))
+        .start()
+        .await
+        .unwrap();
+    let rogue = w.token("rogue-agent").await.unwrap();
+    let out = w
+        .cli(&[
+            "agents",
+            "quarantine",
+            "rogue-agent",
+            "--reason",
+            "incident 4712",
+            "--as",
+            "bob",
+        ])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    until_status(&w, &rogue, 403, Duration::from_secs(2)).await;
+
+    // An empty operator is refused, and nothing is released.
+    let out = w
+        .cli(&["agents", "release", "rogue-agent", "--as", " "])
+        .await
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("--as is empty"), "{}", text(&out));
+    assert_quarantined(&w, &rogue).await;
+
+    let out = w
+        .cli(&["agents", "release", "rogue-agent", "--as", "alice"])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("released by alice [warden-cli]: agent  rogue-agent"),
+        "{}",
+        text(&out)
+    );
+    until_status(&w, &rogue, 200, Duration::from_secs(2)).await;
+    let record = w
+        .wait_for_audit(Duration::from_secs(5), |r| {
+            quarantine_record(r, "release", "rogue-agent")
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        record["detail"]["released_by"],
+        json!({"id": "alice", "issuer": "warden-cli"}),
+        "{record}"
+    );
+    assert_eq!(
+        record["detail"]["by"],
+        json!({"id": "bob", "issuer": "warden-cli"}),
+        "{record}"
     );
 }
 

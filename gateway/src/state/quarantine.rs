@@ -122,16 +122,44 @@ impl QuarantineRecord {
     }
 }
 
+/// Who released a quarantine and when, as the store keeps it for [`RELEASES_KEPT_MS`]: every
+/// replica that held the quarantine audits its release with who released it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseRecord {
+    /// The quarantine released: its target and when it was put in force (which tells it from
+    /// an earlier or later quarantine of the same target).
+    pub target: Target,
+    pub created_ms: i64,
+    /// Who released it.
+    pub by: Actor,
+    /// When, in milliseconds since the Unix epoch.
+    pub released_ms: i64,
+}
+
+/// How long the store keeps who released a quarantine (7 days): long enough for every replica
+/// to refresh, and for one down for a while to come back; older ones are pruned on each release.
+pub const RELEASES_KEPT_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+
 /// Quarantines in the state store, shared by every replica.
 pub trait QuarantineRepository: Send + Sync {
     /// Stores `record`, replacing a quarantine of the same target (a new reason, a new expiry).
     fn quarantine(&self, record: QuarantineRecord) -> BoxFuture<'_, Result<(), StateError>>;
 
-    /// Ends the quarantine of `target`; the one ended, `None` when there was none.
+    /// Ends the quarantine of `target`, keeping `by` as who released it (in the same
+    /// transaction); the one ended, `None` when there was none.
     fn release<'a>(
         &'a self,
         target: &'a Target,
+        by: &'a Actor,
     ) -> BoxFuture<'a, Result<Option<QuarantineRecord>, StateError>>;
+
+    /// Who released those of `quarantines` (each a target and when it was put in force) that
+    /// were released, in one query; one the store does not know of (it expired, an older
+    /// Warden released it, its record was pruned) has none.
+    fn releases<'a>(
+        &'a self,
+        quarantines: &'a [(Target, i64)],
+    ) -> BoxFuture<'a, Result<Vec<ReleaseRecord>, StateError>>;
 
     /// Every quarantine in force now, oldest first (expired ones are removed on the way).
     fn active(&self) -> BoxFuture<'_, Result<Vec<QuarantineRecord>, StateError>>;

@@ -12,6 +12,8 @@ pub mod config;
 pub mod cut;
 mod metrics;
 mod sync;
+#[cfg(test)]
+mod tests;
 pub mod triggers;
 pub mod until;
 
@@ -184,15 +186,16 @@ impl Quarantines {
         Ok(())
     }
 
-    /// Releases `target`: removed from the store, then from this process; the quarantine
-    /// released, `None` when there was none.
+    /// Releases `target` as `by`: removed from the store (which keeps who released it, for
+    /// every replica's record), then from this process; the quarantine released, `None` when
+    /// there was none.
     pub async fn release(
         &self,
         target: &Target,
         by: &Actor,
     ) -> Result<Option<QuarantineRecord>, QuarantineError> {
         let store = self.store.get().ok_or(QuarantineError::NoStore)?;
-        let released = store.release(target).await?;
+        let released = store.release(target, by).await?;
         if let Some(record) = self.in_force.load().get(target).cloned() {
             self.apply(&[], &[(record, by.clone())]);
         }
@@ -235,7 +238,10 @@ impl Quarantines {
         self.in_force.load().records().any(|r| !r.in_force(now))
     }
 
-    /// Reads the quarantines in force from the store and applies the difference.
+    /// Reads the quarantines in force from the store and applies the difference. One that is
+    /// gone was lifted by its expiry, or released by the operator the store names (read in
+    /// one query for all of them); one the store does not know who released (an older Warden
+    /// released it) by `another process`.
     async fn refresh(&self) -> Result<(), StateError> {
         let Some(store) = self.store.get() else {
             return Ok(());
@@ -248,14 +254,35 @@ impl Quarantines {
             .filter(|r| current.get(&r.target) != Some(*r))
             .cloned()
             .collect();
-        let removed: Vec<_> = current
+        let gone: Vec<_> = current
             .records()
             .filter(|r| stored.get(&r.target).is_none())
+            .collect();
+        let released: Vec<_> = gone
+            .iter()
+            .filter(|r| r.in_force(now))
+            .map(|r| (r.target.clone(), r.created_ms))
+            .collect();
+        let releases = if released.is_empty() {
+            Vec::new()
+        } else {
+            store.releases(&released).await?
+        };
+        let removed: Vec<_> = gone
+            .into_iter()
             .map(|r| {
-                let by = if r.in_force(now) {
-                    Actor::new("another process", Actor::WARDEN)
-                } else {
+                let by = if !r.in_force(now) {
                     Actor::new("expiry", Actor::WARDEN)
+                } else {
+                    releases
+                        .iter()
+                        .find(|release| {
+                            release.target == r.target && release.created_ms == r.created_ms
+                        })
+                        .map_or_else(
+                            || Actor::new("another process", Actor::WARDEN),
+                            |release| release.by.clone(),
+                        )
                 };
                 (Arc::clone(r), by)
             })

@@ -39,6 +39,7 @@ pub(super) fn spawn(
             let Some(quarantines) = quarantines.upgrade() else {
                 return;
             };
+            let mut moved = None;
             if !announced {
                 match store.revision().await {
                     Ok(now) if now == revision => {
@@ -48,15 +49,20 @@ pub(super) fn spawn(
                             continue;
                         }
                     }
-                    Ok(now) => revision = now,
+                    Ok(now) => moved = Some(now),
                     Err(error) => {
                         tracing::warn!(%error, "cannot read the quarantine revision; quarantines in force stay as they are");
                         continue;
                     }
                 }
             }
-            if let Err(error) = quarantines.refresh().await {
-                tracing::warn!(%error, "cannot read the quarantines; those in force stay as they are");
+            // The revision is taken as seen only once the refresh succeeded: after a failure
+            // the next tick tries again.
+            match quarantines.refresh().await {
+                Ok(()) => revision = moved.unwrap_or(revision),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the quarantines; those in force stay as they are");
+                }
             }
         }
     });

@@ -1,4 +1,5 @@
-//! [`QuarantineRepository`] on PostgreSQL: the `quarantines` table. Every change bumps the
+//! [`QuarantineRepository`] on PostgreSQL: the `quarantines` table and who released them
+//! (`quarantine_releases`, written in the release's transaction). Every change bumps the
 //! quarantine revision and sends `NOTIFY` on [`QUARANTINE_CHANNEL`] in its transaction, so
 //! every replica hears of it once it is committed (`listen.rs`).
 
@@ -9,7 +10,9 @@ use super::listen::QUARANTINE_CHANNEL;
 use super::{PostgresStore, query_error};
 use crate::state::error::StateError;
 use crate::state::pins::now_ms;
-use crate::state::quarantine::{Actor, QuarantineRecord, QuarantineRepository, Target};
+use crate::state::quarantine::{
+    Actor, QuarantineRecord, QuarantineRepository, RELEASES_KEPT_MS, ReleaseRecord, Target,
+};
 
 impl QuarantineRepository for PostgresStore {
     fn quarantine(&self, record: QuarantineRecord) -> BoxFuture<'_, Result<(), StateError>> {
@@ -44,8 +47,9 @@ impl QuarantineRepository for PostgresStore {
     fn release<'a>(
         &'a self,
         target: &'a Target,
+        by: &'a Actor,
     ) -> BoxFuture<'a, Result<Option<QuarantineRecord>, StateError>> {
-        let target = target.clone();
+        let (target, by) = (target.clone(), by.clone());
         Box::pin(self.with_client(move |mut client, db| async move {
             let operation = "release a quarantine";
             let err = || query_error(&db, operation);
@@ -62,15 +66,83 @@ impl QuarantineRepository for PostgresStore {
                 tx.commit().await.map_err(err())?;
                 return Ok(None);
             };
-            announce(tx, &db, operation).await?;
-            Ok(Some(QuarantineRecord {
+            let released = QuarantineRecord {
                 target,
                 reason: row.get(0),
                 trigger: row.get(1),
                 by: Actor::new(row.get::<_, String>(2), row.get::<_, String>(3)),
                 created_ms: row.get(4),
                 until_ms: row.get(5),
-            }))
+            };
+            let now = now_ms();
+            tx.execute(
+                "DELETE FROM quarantine_releases WHERE released_ms < $1",
+                &[&now.saturating_sub(RELEASES_KEPT_MS)],
+            )
+            .await
+            .map_err(err())?;
+            tx.execute(
+                "INSERT INTO quarantine_releases \
+                 (kind, name, created_ms, by, by_issuer, released_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (kind, name, created_ms) DO UPDATE SET by = excluded.by, \
+                 by_issuer = excluded.by_issuer, released_ms = excluded.released_ms",
+                &[
+                    &released.target.kind(),
+                    &released.target.name(),
+                    &released.created_ms,
+                    &by.id,
+                    &by.issuer,
+                    &now,
+                ],
+            )
+            .await
+            .map_err(err())?;
+            announce(tx, &db, operation).await?;
+            Ok(Some(released))
+        }))
+    }
+
+    fn releases<'a>(
+        &'a self,
+        quarantines: &'a [(Target, i64)],
+    ) -> BoxFuture<'a, Result<Vec<ReleaseRecord>, StateError>> {
+        let kinds: Vec<&'static str> = quarantines.iter().map(|(t, _)| t.kind()).collect();
+        let names: Vec<String> = quarantines
+            .iter()
+            .map(|(t, _)| t.name().to_owned())
+            .collect();
+        let created: Vec<i64> = quarantines.iter().map(|(_, ms)| *ms).collect();
+        Box::pin(self.with_client(move |client, db| async move {
+            if kinds.is_empty() {
+                return Ok(Vec::new());
+            }
+            let rows = client
+                .query(
+                    "SELECT r.kind, r.name, r.created_ms, r.by, r.by_issuer, r.released_ms \
+                     FROM unnest($1::text[], $2::text[], $3::bigint[]) AS k (kind, name, created_ms) \
+                     JOIN quarantine_releases AS r USING (kind, name, created_ms)",
+                    &[&kinds, &names, &created],
+                )
+                .await
+                .map_err(query_error(&db, "read who released quarantines"))?;
+            rows.into_iter()
+                .map(|row| {
+                    let kind: String = row.get(0);
+                    let target = Target::from_stored(&kind, row.get(1)).ok_or_else(|| {
+                        StateError::Corrupt {
+                            store: db.to_string(),
+                            what: format!("the kind {kind:?} of a quarantine's release"),
+                        }
+                    })?;
+                    Ok(ReleaseRecord {
+                        target,
+                        created_ms: row.get(2),
+                        by: Actor::new(row.get::<_, String>(3), row.get::<_, String>(4)),
+                        released_ms: row.get(5),
+                    })
+                })
+                .collect()
         }))
     }
 

@@ -167,6 +167,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
     UPDATE quarantines SET by_issuer = 'warden-cli', by = substr(by, 10) WHERE by LIKE 'operator:%';
     UPDATE quarantines SET by_issuer = 'warden' WHERE by = 'warden';
     UPDATE quarantines SET by = substr(by, 7) WHERE by LIKE 'admin:%';",
+    // 9: who released a quarantine and when (kept for a week), so that every replica audits
+    // the release with its operator: a quarantine is its target and when it was put in force.
+    "CREATE TABLE quarantine_releases (
+        kind         TEXT    NOT NULL CHECK (kind IN ('agent', 'group')),
+        name         TEXT    NOT NULL,
+        created_ms   INTEGER NOT NULL,
+        by           TEXT    NOT NULL,
+        by_issuer    TEXT    NOT NULL,
+        released_ms  INTEGER NOT NULL,
+        PRIMARY KEY (kind, name, created_ms)
+    ) STRICT;
+    CREATE INDEX quarantine_releases_released ON quarantine_releases (released_ms);",
 ];
 
 /// Applies the steps the file lacks, each in its own transaction with its version; refuses a

@@ -1,5 +1,6 @@
-//! [`QuarantineRepository`] on SQLite: the `quarantines` table and the `quarantine` revision,
-//! which other processes on the file (the CLI, a gateway) poll.
+//! [`QuarantineRepository`] on SQLite: the `quarantines` table, who released them
+//! (`quarantine_releases`), and the `quarantine` revision, which other processes on the file
+//! (the CLI, a gateway) poll.
 
 use futures_util::future::BoxFuture;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -8,7 +9,9 @@ use tokio::sync::broadcast;
 use super::{SqliteStore, query_error};
 use crate::state::error::StateError;
 use crate::state::pins::now_ms;
-use crate::state::quarantine::{Actor, QuarantineRecord, QuarantineRepository, Target};
+use crate::state::quarantine::{
+    Actor, QuarantineRecord, QuarantineRepository, RELEASES_KEPT_MS, ReleaseRecord, Target,
+};
 
 impl QuarantineRepository for SqliteStore {
     fn quarantine(&self, record: QuarantineRecord) -> BoxFuture<'_, Result<(), StateError>> {
@@ -43,8 +46,9 @@ impl QuarantineRepository for SqliteStore {
     fn release<'a>(
         &'a self,
         target: &'a Target,
+        by: &'a Actor,
     ) -> BoxFuture<'a, Result<Option<QuarantineRecord>, StateError>> {
-        let target = target.clone();
+        let (target, by) = (target.clone(), by.clone());
         Box::pin(self.run(move |conn, path| {
             let operation = "release a quarantine";
             let mut released = None;
@@ -66,10 +70,88 @@ impl QuarantineRepository for SqliteStore {
                         },
                     )
                     .optional()?;
-                Ok(released.is_some())
+                let Some(record) = &released else {
+                    return Ok(false);
+                };
+                let now = now_ms();
+                tx.execute(
+                    "DELETE FROM quarantine_releases WHERE released_ms < ?1",
+                    params![now.saturating_sub(RELEASES_KEPT_MS)],
+                )?;
+                tx.execute(
+                    "INSERT INTO quarantine_releases \
+                     (kind, name, created_ms, by, by_issuer, released_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                     ON CONFLICT (kind, name, created_ms) DO UPDATE SET by = excluded.by, \
+                     by_issuer = excluded.by_issuer, released_ms = excluded.released_ms",
+                    params![
+                        target.kind(),
+                        target.name(),
+                        record.created_ms,
+                        by.id,
+                        by.issuer,
+                        now
+                    ],
+                )?;
+                Ok(true)
             })
             .map_err(query_error(path, operation))?;
             Ok(released)
+        }))
+    }
+
+    fn releases<'a>(
+        &'a self,
+        quarantines: &'a [(Target, i64)],
+    ) -> BoxFuture<'a, Result<Vec<ReleaseRecord>, StateError>> {
+        // One parameter whatever their number: `[[kind, name, created_ms], …]`.
+        let keys = serde_json::Value::from(
+            quarantines
+                .iter()
+                .map(|(target, created_ms)| {
+                    serde_json::json!([target.kind(), target.name(), created_ms])
+                })
+                .collect::<Vec<_>>(),
+        )
+        .to_string();
+        let none = quarantines.is_empty();
+        Box::pin(self.run(move |conn, path| {
+            let operation = "read who released quarantines";
+            if none {
+                return Ok(Vec::new());
+            }
+            let mut statement = conn
+                .prepare(
+                    "SELECT r.kind, r.name, r.created_ms, r.by, r.by_issuer, r.released_ms \
+                     FROM json_each(?1) AS k JOIN quarantine_releases AS r \
+                     ON r.kind = k.value ->> 0 AND r.name = k.value ->> 1 \
+                     AND r.created_ms = k.value ->> 2",
+                )
+                .map_err(query_error(path, operation))?;
+            let rows = statement
+                .query_map(params![keys], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        ReleaseRecord {
+                            target: Target::Agent(row.get(1)?),
+                            created_ms: row.get(2)?,
+                            by: Actor::new(row.get::<_, String>(3)?, row.get::<_, String>(4)?),
+                            released_ms: row.get(5)?,
+                        },
+                    ))
+                })
+                .map_err(query_error(path, operation))?;
+            let mut releases = Vec::new();
+            for row in rows {
+                let (kind, mut release) = row.map_err(query_error(path, operation))?;
+                release.target = Target::from_stored(&kind, release.target.name().to_owned())
+                    .ok_or_else(|| StateError::Corrupt {
+                        store: path.display().to_string(),
+                        what: format!("the kind {kind:?} of a quarantine's release"),
+                    })?;
+                releases.push(release);
+            }
+            Ok(releases)
         }))
     }
 

@@ -50,6 +50,20 @@ impl Backend {
             ),
         }
     }
+
+    /// Runs `sql` on the store behind the repositories' back (as an operator with the
+    /// database's own client would).
+    pub(super) async fn execute(&self, sql: &str) {
+        match self {
+            Backend::Sqlite { path, .. } => rusqlite::Connection::open(path)
+                .unwrap()
+                .execute_batch(sql)
+                .unwrap(),
+            Backend::Postgres { url } => {
+                psql(url, sql).await;
+            }
+        }
+    }
 }
 
 /// How the tests connect to `url`.

@@ -1,0 +1,99 @@
+//! A gateway's quarantines changed by another process on its store: each one lifted is
+//! audited with who lifted it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::audit::config::AuditConfig;
+use crate::audit::read::Reader;
+use crate::state::sqlite::SqliteStore;
+
+fn manual(name: &str, until_ms: Option<i64>) -> QuarantineRecord {
+    QuarantineRecord {
+        target: Target::Agent(name.into()),
+        reason: "incident 4711".into(),
+        trigger: "manual".into(),
+        by: Actor::cli("alice"),
+        created_ms: now_ms(),
+        until_ms,
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_audits_who_released_a_quarantine_in_another_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let audit_dir = dir.path().join("audit");
+    let audit = AuditLog::open(&audit_dir, &AuditConfig::default()).unwrap();
+    let gateway = Quarantines::new(audit.clone(), QuarantineMetrics::new());
+    let _ = gateway
+        .store
+        .set(Arc::new(SqliteStore::open(&path).await.unwrap()));
+    // The command line, in another process on the same file.
+    let cli = SqliteStore::open(&path).await.unwrap();
+
+    let released = manual("released", None);
+    let by_older_warden = manual("by-older-warden", None);
+    let expiring = manual("expiring", Some(now_ms() + 300));
+    for record in [&released, &by_older_warden, &expiring] {
+        cli.quarantine(record.clone()).await.unwrap();
+    }
+    gateway.refresh().await.unwrap();
+    assert_eq!(gateway.list().len(), 3);
+
+    cli.release(&released.target, &Actor::cli("alice"))
+        .await
+        .unwrap()
+        .unwrap();
+    cli.release(&by_older_warden.target, &Actor::cli("bob"))
+        .await
+        .unwrap()
+        .unwrap();
+    // An older Warden released this one without keeping who did.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute(
+            "DELETE FROM quarantine_releases WHERE name = 'by-older-warden'",
+            [],
+        )
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    gateway.refresh().await.unwrap();
+    assert!(gateway.list().is_empty());
+
+    audit.close().await.unwrap();
+    let released_by: HashMap<String, Value> = Reader::new(&audit_dir)
+        .next_batch()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.value["kind"] == "system" && r.value["detail"]["event"] == "release")
+        .map(|r| {
+            let detail = &r.value["detail"];
+            (
+                detail["target"]["name"].as_str().unwrap().to_owned(),
+                detail["released_by"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        released_by,
+        HashMap::from([
+            (
+                "released".to_owned(),
+                json!({"id": "alice", "issuer": "warden-cli"})
+            ),
+            (
+                "by-older-warden".to_owned(),
+                json!({"id": "another process", "issuer": "warden"})
+            ),
+            (
+                "expiring".to_owned(),
+                json!({"id": "expiry", "issuer": "warden"})
+            ),
+        ])
+    );
+}
