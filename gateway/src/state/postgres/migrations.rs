@@ -170,6 +170,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
     UPDATE quarantines SET by_issuer = 'warden-cli', by = substr(by, 10) WHERE by LIKE 'operator:%';
     UPDATE quarantines SET by_issuer = 'warden' WHERE by = 'warden';
     UPDATE quarantines SET by = substr(by, 7) WHERE by LIKE 'admin:%';",
+    // 9: an open approval is one per action and terms (policy, approvers, count), no longer
+    // one per action: a request under stricter terms than the open one gets its own.
+    "DROP INDEX approvals_open_digest;
+    CREATE UNIQUE INDEX approvals_open_terms ON approvals (digest, policy, groups_json, required)
+        WHERE status IN ('pending', 'approved');",
 ];
 
 /// Applies the steps the database lacks, in one transaction under the advisory lock; refuses
