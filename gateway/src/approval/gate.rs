@@ -1,7 +1,8 @@
 //! The approval gate: what the hold stage does with a decision that needs a human.
 //!
-//! The action's digest (principal, action, resource, arguments) names the approval: the gate
-//! finds the open request for it or opens one, telling approvers through the webhooks
+//! The action's digest (principal, action, resource, arguments) and the decision's terms
+//! (policy, approvers, how many) name the approval: the gate finds an open request for the
+//! digest that asks at least as much, or opens one, telling approvers through the webhooks
 //! ([`Gate::open`]; a streamed request is answered at once then, `proxy/held.rs`), then
 //! ([`Gate::conclude`])
 //!
@@ -356,5 +357,118 @@ fn unavailable(e: crate::state::StateError) -> Hold {
     tracing::error!(error = %e, "approval store unavailable; the request is refused");
     Hold::Unavailable {
         error: "the approval store cannot be reached".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Store;
+    use crate::state::approvals::{SecondFactor, Vote, VoteDecision};
+    use crate::state::sqlite::SqliteStore;
+
+    async fn gate() -> (Gate, Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::sqlite(
+            SqliteStore::open(&dir.path().join("state.db"))
+                .await
+                .unwrap(),
+        );
+        let config = ApprovalsConfig {
+            mode: ApprovalMode::Pending,
+            ..ApprovalsConfig::default()
+        };
+        (Gate::new(&config, store.approvals(), None), store, dir)
+    }
+
+    fn needs(policy: &str, group: &str, approvals: u8) -> Decision {
+        Decision::NeedsApproval {
+            policy: policy.into(),
+            approvers: vec![format!("Group::{group:?}")],
+            reason: None,
+            ttl: None,
+            approvals,
+        }
+    }
+
+    fn waiting() -> Waiting {
+        Waiting {
+            digest: format!("sha256:{}", "ab".repeat(32)),
+            principal: r#"Agent::"ci-bot""#.into(),
+            agent: "ci-bot".into(),
+            action: "mcp:call_tool".into(),
+            resource: r#"Tool::"deploy""#.into(),
+            context: serde_json::json!({"arguments": {"env": "prod"}}),
+        }
+    }
+
+    async fn approve(store: &Store, id: &str, approver: &str) {
+        store
+            .approvals()
+            .vote(
+                id,
+                Vote {
+                    approver: approver.into(),
+                    decision: VoteDecision::Approve,
+                    factor: SecondFactor::Totp,
+                    source: None,
+                    at_ms: crate::state::pins::now_ms(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_stricter_route_does_not_use_the_approval_given_under_a_laxer_one() {
+        let (gate, store, _dir) = gate().await;
+        let lax = needs("dev-may-deploy", "dev", 1);
+        let strict = needs("sre-two-person", "sre", 2);
+        let given = gate.open(&lax, waiting()).await.unwrap();
+        approve(&store, given.id(), "dan").await;
+        let asked = gate.open(&strict, waiting()).await.unwrap();
+        assert_ne!(asked.id(), given.id());
+        assert!(asked.is_pending());
+        assert!(matches!(
+            gate.conclude(asked).await,
+            Err(Hold::Pending { .. })
+        ));
+        // The lax route's own request still goes on with it.
+        let again = gate.open(&lax, waiting()).await.unwrap();
+        assert_eq!(again.id(), given.id());
+        assert_eq!(gate.conclude(again).await.unwrap().id, given.id());
+    }
+
+    #[tokio::test]
+    async fn a_policy_tightened_while_its_approval_waits_asks_anew() {
+        let (gate, store, _dir) = gate().await;
+        let before = gate
+            .open(&needs("prod-deploys", "dev", 1), waiting())
+            .await
+            .unwrap();
+        let tightened = gate
+            .open(&needs("prod-deploys", "sre", 2), waiting())
+            .await
+            .unwrap();
+        assert_ne!(tightened.id(), before.id());
+        let record = store
+            .approvals()
+            .get(tightened.id())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.approver_groups, [r#"Group::"sre""#]);
+        assert_eq!(record.required, 2);
+        // The old terms' approval, given now, does not release the tightened request.
+        approve(&store, before.id(), "dan").await;
+        let retried = gate
+            .open(&needs("prod-deploys", "sre", 2), waiting())
+            .await
+            .unwrap();
+        assert_eq!(retried.id(), tightened.id());
+        assert!(matches!(
+            gate.conclude(retried).await,
+            Err(Hold::Pending { .. })
+        ));
     }
 }

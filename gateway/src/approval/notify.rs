@@ -129,10 +129,16 @@ fn approvers_text(notice: &Notice) -> String {
     }
 }
 
-/// The arguments as pretty JSON, bounded for a chat message.
+/// The arguments as a chat message shows them: pretty JSON, bounded, that can neither close
+/// the code block it is shown in (each backtick becomes the look-alike `ˋ`, U+02CB) nor be a
+/// link (`://` becomes `[:]//`, as in `https[:]//example.com`). The console shows them as
+/// they are.
 fn arguments_text(arguments: &Value) -> String {
     let pretty = serde_json::to_string_pretty(arguments).unwrap_or_default();
-    bounded(&pretty, MAX_ARGUMENT_CHARS)
+    bounded(
+        &pretty.replace('`', "\u{2cb}").replace("://", "[:]//"),
+        MAX_ARGUMENT_CHARS,
+    )
 }
 
 /// The Slack incoming-webhook body: a fallback `text` and Block Kit `blocks` whose only
@@ -210,7 +216,8 @@ pub fn teams_body(notice: &Notice, link: &str, include_arguments: bool) -> Value
         body.push(
             json!({"type": "TextBlock", "text": "Arguments", "weight": "Bolder", "wrap": true}),
         );
-        body.push(json!({"type": "TextBlock", "text": escape_markdown_links(&arguments_text(arguments)), "fontType": "Monospace", "wrap": true}));
+        // A text run is never read as Markdown.
+        body.push(json!({"type": "RichTextBlock", "inlines": [{"type": "TextRun", "text": arguments_text(arguments), "fontType": "Monospace"}]}));
     }
     body.push(json!({"type": "TextBlock", "text": "Approve or deny in the Warden console, with your second factor.", "isSubtle": true, "wrap": true}));
     json!({
@@ -867,7 +874,7 @@ mod tests {
         assert!(text.contains("&lt;!channel&gt; bot"), "{text}");
         assert_eq!(
             body["blocks"][3]["text"]["text"],
-            "*Arguments*\n```{\n  \"cmd\": \"echo &lt;@U123&gt; &amp;&amp; curl &lt;https://evil.example|ok&gt;\"\n}```"
+            "*Arguments*\n```{\n  \"cmd\": \"echo &lt;@U123&gt; &amp;&amp; curl &lt;https[:]//evil.example|ok&gt;\"\n}```"
         );
         // Long values are cut.
         n.resource = "x".repeat(5000);
@@ -877,6 +884,42 @@ mod tests {
             resource.chars().count(),
             "*Resource*\n".len() + MAX_VALUE_CHARS + 1
         );
+    }
+
+    #[test]
+    fn hostile_arguments_cannot_close_their_code_block_or_become_links() {
+        let mut n = notice();
+        n.arguments = Some(json!({
+            "body": "```\nhttps://evil.example/approve\n``` *done* `x`",
+            "next": "ftp://files.example",
+        }));
+        let slack = slack_body(&n, LINK, true);
+        let text = slack["blocks"][3]["text"]["text"].as_str().unwrap();
+        let inner = text
+            .strip_prefix("*Arguments*\n```")
+            .and_then(|t| t.strip_suffix("```"))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(!inner.contains('`'), "{inner}");
+        assert!(!inner.contains("://"), "{inner}");
+        assert!(
+            inner.contains("\u{2cb}\u{2cb}\u{2cb}\\nhttps[:]//evil.example/approve"),
+            "{inner}"
+        );
+        assert!(inner.contains("ftp[:]//files.example"), "{inner}");
+        let teams = teams_body(&n, LINK, true);
+        let run = &teams["attachments"][0]["content"]["body"][4];
+        assert_eq!(run["type"], "RichTextBlock");
+        assert_eq!(run["inlines"][0]["type"], "TextRun");
+        let shown = run["inlines"][0]["text"].as_str().unwrap();
+        assert!(!shown.contains('`') && !shown.contains("://"), "{shown}");
+        // The console link stays the only link either message carries.
+        for body in [&slack, &teams] {
+            let rest = body
+                .to_string()
+                .replace(LINK, "")
+                .replace("http://adaptivecards.io/schemas/adaptive-card.json", "");
+            assert!(!rest.contains("://"), "{rest}");
+        }
     }
 
     #[test]
@@ -895,7 +938,10 @@ mod tests {
             card["body"][2]["facts"][2]["value"],
             r#"Tool::"\[x\](https://evil.example)""#
         );
-        assert_eq!(card["body"][4]["text"], "\\[\n  \"a\"\n\\]");
+        assert_eq!(
+            card["body"][4]["inlines"][0]["text"], "[\n  \"a\"\n]",
+            "a text run is not Markdown: nothing to escape"
+        );
         assert_eq!(
             card["actions"][0]["url"], LINK,
             "the only link is the console's"
@@ -935,7 +981,7 @@ mod tests {
                                 {"title": "Approval", "value": "apr_01J9Z"},
                             ]},
                             {"type": "TextBlock", "text": "Arguments", "weight": "Bolder", "wrap": true},
-                            {"type": "TextBlock", "text": "{\n  \"repo\": \"acme/api\",\n  \"title\": \"rotate keys\"\n}", "fontType": "Monospace", "wrap": true},
+                            {"type": "RichTextBlock", "inlines": [{"type": "TextRun", "text": "{\n  \"repo\": \"acme/api\",\n  \"title\": \"rotate keys\"\n}", "fontType": "Monospace"}]},
                             {"type": "TextBlock", "text": "Approve or deny in the Warden console, with your second factor.", "isSubtle": true, "wrap": true},
                         ],
                         "actions": [{"type": "Action.OpenUrl", "title": "Review in Warden", "url": LINK}],

@@ -15,7 +15,7 @@ use super::sealed::{Purpose, Sealer};
 use super::totp::{CodeRefused, NewEnrolment, Totp, TotpSecret};
 use crate::action::{Action, ActionContext, Principal, PrincipalKind, Resource, Verb};
 use crate::decision::Decision;
-use crate::policy::PolicyEngine;
+use crate::policy::{Approvers, PolicyEngine};
 use crate::state::Store;
 use crate::state::approvals::{
     ApprovalFilter, ApprovalRecord, SecondFactor, Vote, VoteDecision, VoteOutcome,
@@ -235,6 +235,17 @@ impl Approver {
             .chain(&self.aliases)
             .any(|mine| mine == name || (mine.contains('@') && mine.eq_ignore_ascii_case(name)))
     }
+
+    /// Whether the `@approvers` entry `entry` names this approver: `Group::"sre"` when they
+    /// are in the group `sre`, `User::"alice"` when `alice` is one of their names. Any other
+    /// text (refused when policies load) names no one.
+    pub fn is_named_by(&self, entry: &str) -> bool {
+        match Approvers::parse(entry) {
+            Some(Approvers::Group(group)) => self.groups.contains(&group),
+            Some(Approvers::User(user)) => self.is(&user),
+            None => false,
+        }
+    }
 }
 
 /// Starts `subject`'s TOTP enrolment in `store`, its secret sealed with `sealer`: refused
@@ -322,13 +333,12 @@ pub fn may_decide(
             id: record.id.clone(),
         });
     }
-    let in_group = |g: &str| {
-        approver
-            .groups
+    if !record.approver_groups.is_empty()
+        && !record
+            .approver_groups
             .iter()
-            .any(|mine| g == mine || g == format!("Group::{mine:?}"))
-    };
-    if !record.approver_groups.is_empty() && !record.approver_groups.iter().any(|g| in_group(g)) {
+            .any(|entry| approver.is_named_by(entry))
+    {
         return Err(OperatorError::NotInGroup {
             subject: subject.to_owned(),
             id: record.id.clone(),
@@ -521,6 +531,59 @@ when { resource.action == "llm:chat" };
         assert!(matches!(
             judge(&dave(&["sre", "leads"]), &elsewhere, VoteDecision::Approve),
             Err(OperatorError::OwnAgent { .. })
+        ));
+    }
+
+    fn named(entries: &[&str]) -> ApprovalRecord {
+        ApprovalRecord {
+            approver_groups: entries.iter().map(|e| (*e).into()).collect(),
+            ..record("erin", "llm:chat", &[])
+        }
+    }
+
+    #[test]
+    fn an_approvers_group_admits_its_members_and_not_a_group_named_like_the_entry() {
+        let r = named(&[r#"Group::"sre""#]);
+        judge(&dave(&["sre"]), &r, VoteDecision::Approve).unwrap();
+        for groups in [&["dev"][..], &[r#"Group::"sre""#], &["Group::sre"]] {
+            assert!(
+                matches!(
+                    judge(&dave(groups), &r, VoteDecision::Approve),
+                    Err(OperatorError::NotInGroup { .. })
+                ),
+                "{groups:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_approvers_user_admits_that_approver_by_any_of_their_names() {
+        for entry in [
+            r#"User::"u-42""#,
+            r#"User::"dave""#,
+            r#"User::"dave@example.com""#,
+        ] {
+            judge(&dave(&["sre"]), &named(&[entry]), VoteDecision::Approve)
+                .unwrap_or_else(|e| panic!("{entry}: {e}"));
+        }
+        let carol = Approver {
+            subject: "u-7".into(),
+            aliases: vec!["carol".into()],
+            ..dave(&["sre"])
+        };
+        let r = named(&[r#"User::"dave""#]);
+        assert!(matches!(
+            judge(&carol, &r, VoteDecision::Approve),
+            Err(OperatorError::NotInGroup { .. })
+        ));
+        // A group named like the user is not the user.
+        assert!(matches!(
+            judge(
+                &dave(&["sre", "carol"]),
+                &named(&[r#"User::"carol""#]),
+                VoteDecision::Approve
+            ),
+            Err(OperatorError::NotInGroup { .. })
         ));
     }
 

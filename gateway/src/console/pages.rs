@@ -24,6 +24,53 @@ pub fn esc(text: &str) -> String {
     out
 }
 
+/// Agent-controlled `text` escaped for HTML, with every character that is invisible or
+/// reorders text ([`is_hidden`]) shown as its `\u{…}` escape: an agent can neither hide part
+/// of its arguments from the approver nor make them read in another order.
+pub fn esc_revealed(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    for c in text.chars() {
+        if is_hidden(c) {
+            shown.extend(c.escape_unicode());
+        } else {
+            shown.push(c);
+        }
+    }
+    esc(&shown)
+}
+
+/// Whether `c` is invisible or changes how text around it reads: Unicode's format characters
+/// (category Cf: the bidirectional embeddings, overrides, isolates and marks, zero-width
+/// spaces and joiners, the byte-order mark, invisible operators, tag characters…), the line
+/// and paragraph separators, and control characters other than newline and tab.
+fn is_hidden(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\t')
+        || matches!(
+            u32::from(c),
+            0x00AD
+                | 0x0600..=0x0605
+                | 0x061C
+                | 0x06DD
+                | 0x070F
+                | 0x0890..=0x0891
+                | 0x08E2
+                | 0x180E
+                | 0x200B..=0x200F
+                | 0x2028..=0x202E
+                | 0x2060..=0x2064
+                | 0x2066..=0x206F
+                | 0xFEFF
+                | 0xFFF9..=0xFFFB
+                | 0x110BD
+                | 0x110CD
+                | 0x13430..=0x1343F
+                | 0x1BCA0..=0x1BCA3
+                | 0x1D173..=0x1D17A
+                | 0xE0001
+                | 0xE0020..=0xE007F
+        )
+}
+
 /// `message` as a sentence: its first letter upper-case (errors read "the code was …").
 fn sentence(message: &str) -> String {
     let mut chars = message.chars();
@@ -167,11 +214,11 @@ pub fn list(records: &[ApprovalRecord], now_ms: i64, flash: Option<&str>) -> Str
 <div class="row meta"><span>policy <code>{policy}</code></span><span>{votes} of {required} approvals · expires {expires}</span></div>
 </a></li>"#,
             id = esc(&r.id),
-            agent = esc(entity_id(&r.principal)),
+            agent = esc_revealed(entity_id(&r.principal)),
             asked = timestamp(r.created_ms),
             age = relative(r.created_ms, now_ms),
-            action = esc(&r.action),
-            resource = esc(&r.resource),
+            action = esc_revealed(&r.action),
+            resource = esc_revealed(&r.resource),
             reason = esc(if r.reason.is_empty() {
                 "No reason given by the policy."
             } else {
@@ -220,9 +267,9 @@ pub fn detail(
         r#"<p class="back"><a href="/approvals">← All pending approvals</a></p>
 <h1><span class="agent">{agent}</span> wants <code>{action}</code></h1>
 <p class="lead">on <code>{resource}</code> {badge}</p>"#,
-        agent = esc(entity_id(&r.principal)),
-        action = esc(&r.action),
-        resource = esc(&r.resource),
+        agent = esc_revealed(entity_id(&r.principal)),
+        action = esc_revealed(&r.action),
+        resource = esc_revealed(&r.resource),
         badge = status_badge(effective_status(r, now_ms)),
     );
     if let Some((message, ok)) = flash {
@@ -253,12 +300,15 @@ pub fn detail(
         policy = esc(&r.policy),
         required = r.required,
         groups = esc(&groups),
-        principal = esc(&r.principal),
+        principal = esc_revealed(&r.principal),
         owner = r
             .context
             .get("owner")
             .and_then(Value::as_str)
-            .map(|o| format!(r#" <span class="muted">owned by {}</span>"#, esc(o)))
+            .map(|o| format!(
+                r#" <span class="muted">owned by {}</span>"#,
+                esc_revealed(o)
+            ))
             .unwrap_or_default(),
         asked = timestamp(r.created_ms),
         age = relative(r.created_ms, now_ms),
@@ -299,7 +349,7 @@ fn context_panel(context: &Value) -> String {
         let _ = write!(
             out,
             r#"<h3>Arguments</h3><pre class="args" tabindex="0">{}</pre>"#,
-            esc(&pretty)
+            esc_revealed(&pretty)
         );
         shown = true;
     }
@@ -312,7 +362,7 @@ fn context_panel(context: &Value) -> String {
                 .as_str()
                 .map(str::to_owned)
                 .unwrap_or_else(|| f.to_string());
-            let _ = write!(out, "<li>{}</li>", esc(&text));
+            let _ = write!(out, "<li>{}</li>", esc_revealed(&text));
         }
         out.push_str("</ul>");
         shown = true;
@@ -334,8 +384,8 @@ fn context_panel(context: &Value) -> String {
             let _ = write!(
                 out,
                 "<dt>{}</dt><dd><code>{}</code></dd>",
-                esc(k),
-                esc(&text)
+                esc_revealed(k),
+                esc_revealed(&text)
             );
         }
         out.push_str("</dl>");
@@ -606,6 +656,49 @@ mod tests {
         assert!(!page.contains("<b>"));
         assert!(page.contains("&lt;img src=x&gt;"));
         assert!(!page.contains("<script>"), "no inline script");
+    }
+
+    #[test]
+    fn invisible_and_reversing_characters_in_arguments_are_shown_as_escapes() {
+        let hidden = [
+            '\u{202E}',
+            '\u{202A}',
+            '\u{2066}',
+            '\u{2069}',
+            '\u{200B}',
+            '\u{200D}',
+            '\u{200F}',
+            '\u{FEFF}',
+            '\u{2060}',
+            '\u{00AD}',
+            '\u{E0041}',
+            '\u{2028}',
+        ];
+        let args: String = hidden.iter().flat_map(|c| [*c, 'x']).collect();
+        let context = serde_json::json!({
+            "arguments": {"path": format!("invoice{args}.pdf")},
+            "findings": ["secret\u{202E}gnp.exe"],
+            "source\u{200B}ip": "192.0.2.1\u{2067}",
+        });
+        let panel = context_panel(&context);
+        for c in hidden {
+            assert!(!panel.contains(c), "{:?} shown as is", c);
+        }
+        assert!(
+            panel.contains(r"invoice\u{202e}x\u{202a}x\u{2066}x"),
+            "{panel}"
+        );
+        assert!(
+            panel.contains(r"\u{feff}x") && panel.contains(r"\u{e0041}x"),
+            "{panel}"
+        );
+        assert!(panel.contains(r"secret\u{202e}gnp.exe"), "{panel}");
+        assert!(panel.contains(r"source\u{200b}ip") && panel.contains(r"192.0.2.1\u{2067}"));
+        // Ordinary text, other scripts and emoji stay as they are; markup is still escaped.
+        assert_eq!(
+            esc_revealed("Zoë 日本 ✅ <b>\n\t"),
+            "Zoë 日本 ✅ &lt;b&gt;\n\t"
+        );
     }
 
     #[test]

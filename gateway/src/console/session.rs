@@ -29,8 +29,26 @@ use super::pages;
 use super::sso::{CallbackQuery, constant_time_eq};
 use crate::state::sessions::{ConsoleSession, NewSession};
 
-/// The sign-in in flight's cookie (scoped to `/auth`).
-const LOGIN_COOKIE: &str = "warden-login";
+/// The sign-in in flight's cookie, as `(name, path)`. On https it is `__Host-` prefixed (which
+/// needs `Path=/` and `Secure`), so no other host of the domain can set or replace it with a
+/// sign-in of its own; on plain http (loopback) it keeps its plain name, scoped to `/auth`,
+/// as the session cookie does.
+pub(crate) fn login_cookie(https: bool) -> (&'static str, &'static str) {
+    if https {
+        ("__Host-warden-login", "/")
+    } else {
+        ("warden-login", "/auth")
+    }
+}
+
+/// The `Set-Cookie` value of cookie `name`: `HttpOnly`, `Secure`, `SameSite=Lax`.
+fn set_cookie_value(name: &str, value: &str, path: &str, max_age: Duration) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path={path}; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
+        max_age.as_secs()
+    ))
+    .expect("cookie values are base64url")
+}
 
 /// The Content-Security-Policy of every answer: the console's own script and stylesheet only,
 /// no inline code, no framing, forms and requests to itself only.
@@ -131,11 +149,7 @@ impl Console {
         path: &str,
         max_age: Duration,
     ) -> HeaderValue {
-        HeaderValue::from_str(&format!(
-            "{name}={value}; Path={path}; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
-            max_age.as_secs()
-        ))
-        .expect("cookie values are base64url")
+        set_cookie_value(name, value, path, max_age)
     }
 
     /// The signed-in approver of this request, if any.
@@ -233,10 +247,11 @@ pub async fn login(State(c): State<Arc<Console>>, Query(q): Query<LoginQuery>) -
     match c.sso.start(&c.sealer, &next).await {
         Ok((url, sealed)) => {
             let mut response = see_other(&url);
+            let (name, path) = login_cookie(c.https());
             let cookie = c.set_cookie(
-                LOGIN_COOKIE,
+                name,
                 &URL_SAFE_NO_PAD.encode(sealed),
-                "/auth",
+                path,
                 super::sso::LOGIN_TTL,
             );
             response.headers_mut().append(header::SET_COOKIE, cookie);
@@ -257,8 +272,9 @@ pub async fn callback(
     Query(answer): Query<CallbackQuery>,
 ) -> Response {
     let source = peer.map(|p| p.0.0.ip());
-    let sealed = cookie(&headers, LOGIN_COOKIE).and_then(|v| URL_SAFE_NO_PAD.decode(v).ok());
-    let clear_login = c.set_cookie(LOGIN_COOKIE, "", "/auth", Duration::ZERO);
+    let (login, login_path) = login_cookie(c.https());
+    let sealed = cookie(&headers, login).and_then(|v| URL_SAFE_NO_PAD.decode(v).ok());
+    let clear_login = c.set_cookie(login, "", login_path, Duration::ZERO);
     let who = match c.sso.finish(&c.sealer, sealed.as_deref(), &answer).await {
         Ok(who) => who,
         Err(e) => {
@@ -450,6 +466,30 @@ mod tests {
         );
         assert_eq!(cookie(&h, "warden-session"), Some("3"));
         assert_eq!(cookie(&h, "b"), None);
+    }
+
+    #[test]
+    fn the_sign_in_cookie_is_host_prefixed_on_https() {
+        let (name, path) = login_cookie(true);
+        let set = set_cookie_value(name, "sealed", path, Duration::from_secs(600));
+        let set = set.to_str().unwrap();
+        assert!(
+            set.starts_with("__Host-warden-login=sealed; Path=/; "),
+            "{set}"
+        );
+        assert!(
+            set.contains("; Secure") && !set.contains("Domain="),
+            "{set}"
+        );
+        // The callback reads the cookie under the name it was set with, and no other.
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("warden-login=tossed; __Host-warden-login=sealed"),
+        );
+        assert_eq!(cookie(&h, name), Some("sealed"));
+        // Plain http (a loopback console) keeps the plain name, as the session cookie does.
+        assert_eq!(login_cookie(false), ("warden-login", "/auth"));
     }
 
     #[test]

@@ -250,18 +250,41 @@ fn literals(policy: &Policy) -> Vec<String> {
     out
 }
 
-/// Splits `Group::"sre", Group::"secops"` on commas; each entry must be a Cedar entity reference.
+/// Splits `Group::"sre", User::"alice"` on commas; each entry must be a Cedar reference to a
+/// `Group` (its members approve) or a `User` (that approver).
 fn parse_approvers(list: &str) -> Result<Vec<String>, String> {
     list.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|entry| match EntityUid::from_str(entry) {
-            Ok(_) => Ok(entry.to_owned()),
-            Err(_) => Err(format!(
-                "@approvers entry `{entry}` is not a Cedar entity reference; write e.g. @approvers(\"Group::\\\"sre\\\", User::\\\"alice\\\"\")"
+        .map(|entry| match Approvers::parse(entry) {
+            Some(_) => Ok(entry.to_owned()),
+            None => Err(format!(
+                "@approvers entry `{entry}` is not a Cedar reference to a Group or a User; write e.g. @approvers(\"Group::\\\"sre\\\", User::\\\"alice\\\"\")"
             )),
         })
         .collect()
+}
+
+/// Who one `@approvers` entry names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Approvers {
+    /// The members of this group (`Group::"sre"`).
+    Group(String),
+    /// This approver (`User::"alice"`: one of their names).
+    User(String),
+}
+
+impl Approvers {
+    /// The entry `Group::"…"` or `User::"…"`; `None` for any other text.
+    pub fn parse(entry: &str) -> Option<Approvers> {
+        let uid = EntityUid::from_str(entry.trim()).ok()?;
+        let id = uid.id().unescaped().to_owned();
+        match uid.type_name().to_string().as_str() {
+            "Group" => Some(Approvers::Group(id)),
+            "User" => Some(Approvers::User(id)),
+            _ => None,
+        }
+    }
 }
 
 /// `@approval_ttl("15m")`: a duration (humantime) from [`MIN_APPROVAL_TTL`] to
@@ -445,6 +468,39 @@ mod tests {
         let m =
             meta(r#"@approval("required") @approvers("sre") permit(principal, action, resource);"#);
         assert!(m.is_err_and(|e| e.contains("`sre`")));
+    }
+
+    #[test]
+    fn rejects_approvers_that_are_neither_groups_nor_users() {
+        let m = meta(
+            r#"@approval("required") @approvers("Group::\"sre\", Agent::\"ci-bot\"") permit(principal, action, resource);"#,
+        );
+        assert!(
+            m.is_err_and(|e| e.contains("`Agent::\"ci-bot\"`") && e.contains("Group or a User"))
+        );
+        let namespaced = meta(
+            r#"@approval("required") @approvers("Corp::Group::\"sre\"") permit(principal, action, resource);"#,
+        );
+        assert!(namespaced.is_err());
+    }
+
+    #[test]
+    fn reads_an_approvers_entry_as_a_group_or_a_user() {
+        assert_eq!(
+            Approvers::parse(r#"Group::"sre""#),
+            Some(Approvers::Group("sre".into()))
+        );
+        assert_eq!(
+            Approvers::parse(r#"User::"alice@example.com""#),
+            Some(Approvers::User("alice@example.com".into()))
+        );
+        assert_eq!(
+            Approvers::parse(r#"Group::"a \"quoted\" name""#),
+            Some(Approvers::Group(r#"a "quoted" name"#.into()))
+        );
+        for other in ["sre", r#"Agent::"ci-bot""#, r#"Corp::Group::"sre""#, ""] {
+            assert_eq!(Approvers::parse(other), None, "{other}");
+        }
     }
 
     #[test]

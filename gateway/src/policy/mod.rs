@@ -39,7 +39,7 @@ use cedar_policy::{
     Policy, PolicyId, PolicySet, Request, Schema,
 };
 
-pub use annotations::PolicyMeta;
+pub use annotations::{Approvers, PolicyMeta};
 pub use error::{PolicyError, PolicyErrorKind, PolicyErrors, Position};
 pub use fragment::SchemaFragment;
 pub use request::TimeFacts;

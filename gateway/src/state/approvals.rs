@@ -4,6 +4,7 @@
 //! rules every backend keeps: one vote per approver, a deny ends it, the required count of
 //! approvals approves it, an approval is consumed once, for its own digest, before it expires.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -178,6 +179,20 @@ pub struct ApprovalRecord {
     pub votes: Vec<Vote>,
 }
 
+impl ApprovalRecord {
+    /// Whether this approval asks at least what `new` asks, so that it may stand for it: the
+    /// same policy, the same approvers (in any order), and at least as many approvals.
+    pub fn covers(&self, new: &NewApproval) -> bool {
+        self.policy == new.policy
+            && as_set(&self.approver_groups) == as_set(&new.approver_groups)
+            && self.required >= new.required.max(1)
+    }
+}
+
+fn as_set(list: &[String]) -> BTreeSet<&str> {
+    list.iter().map(String::as_str).collect()
+}
+
 /// Which approvals to list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApprovalFilter {
@@ -216,9 +231,12 @@ pub enum ConsumeOutcome {
 /// Approval requests and votes in the state store. Every step is one transaction, and every
 /// change is announced to watchers in every process sharing the store ([`ApprovalWatch`]).
 pub trait ApprovalRepository: Send + Sync {
-    /// The pending or approved request for `new.digest`, or a new pending one: an agent that
-    /// retries the same action finds its request; a request past its time is expired first.
-    /// Returns the request and whether this call created it.
+    /// A pending or approved request for `new.digest` that asks at least what `new` asks
+    /// ([`ApprovalRecord::covers`]; an approved one first, then the oldest), or a new pending
+    /// one: an agent that retries the same action finds its request, but one asked under
+    /// laxer rules (another route's policy, or the policy before it was tightened) does not
+    /// stand for it. A request past its time is expired first. Returns the request and
+    /// whether this call created it.
     fn create_or_find(
         &self,
         new: NewApproval,

@@ -26,16 +26,37 @@ impl ApprovalRepository for PostgresStore {
             let tx = client.transaction().await.map_err(err())?;
             let now = now_ms();
             let mut changed = expire(&tx, Some(&new.digest), now).await.map_err(err())?;
+            let open = tx
+                .query(
+                    "SELECT id FROM approvals WHERE digest = $1 \
+                     AND status IN ('pending', 'approved') \
+                     ORDER BY status = 'approved' DESC, created_ms, id",
+                    &[&new.digest],
+                )
+                .await
+                .map_err(err())?;
+            for row in open {
+                let id: String = row.get(0);
+                let record = read(&tx, &db, &id, now, false)
+                    .await?
+                    .ok_or_else(|| vanished(&db))?;
+                if record.covers(&new) {
+                    commit(tx, &db, operation, &changed).await?;
+                    return Ok((record, false));
+                }
+            }
+            // None asks as much: a new one, unless another replica opened the same meanwhile.
             let (context, groups) = new.json_columns();
             let id = new_id();
+            let required = i64::from(new.required.max(1));
             let created = tx
                 .execute(
                     &format!(
                         "INSERT INTO approvals ({APPROVAL_COLUMNS}) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
                          'pending', NULL) \
-                         ON CONFLICT (digest) WHERE status IN ('pending', 'approved') \
-                         DO NOTHING"
+                         ON CONFLICT (digest, policy, groups_json, required) \
+                         WHERE status IN ('pending', 'approved') DO NOTHING"
                     ),
                     &[
                         &id,
@@ -47,7 +68,7 @@ impl ApprovalRepository for PostgresStore {
                         &new.policy,
                         &new.reason,
                         &groups,
-                        &i64::from(new.required.max(1)),
+                        &required,
                         &now,
                         &expiry(now, new.ttl),
                     ],
@@ -60,9 +81,10 @@ impl ApprovalRepository for PostgresStore {
             }
             let open: String = tx
                 .query_one(
-                    "SELECT id FROM approvals WHERE digest = $1 \
+                    "SELECT id FROM approvals WHERE digest = $1 AND policy = $2 \
+                     AND groups_json = $3 AND required = $4 \
                      AND status IN ('pending', 'approved')",
-                    &[&new.digest],
+                    &[&new.digest, &new.policy, &groups, &required],
                 )
                 .await
                 .map_err(err())?

@@ -30,47 +30,54 @@ impl ApprovalRepository for SqliteStore {
                 let err = || query_error(path, operation);
                 let now = now_ms();
                 let mut changed = expire(tx, Some(&new.digest), now).map_err(err())?;
+                let open = {
+                    let mut stmt = tx
+                        .prepare(
+                            "SELECT id FROM approvals WHERE digest = ?1 \
+                             AND status IN ('pending', 'approved') \
+                             ORDER BY status = 'approved' DESC, created_ms, id",
+                        )
+                        .map_err(err())?;
+                    stmt.query_map(params![new.digest], |row| row.get::<_, String>(0))
+                        .map_err(err())?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                        .map_err(err())?
+                };
+                for id in open {
+                    let record = read(tx, path, &id, now)?.ok_or_else(|| vanished(path))?;
+                    if record.covers(&new) {
+                        return Ok(((record, false), changed));
+                    }
+                }
+                // None asks as much: a new one (the write lock is held, so no other process
+                // opens the same one meanwhile).
                 let (context, groups) = new.json_columns();
                 let id = new_id();
-                let created = tx
-                    .execute(
-                        &format!(
-                            "INSERT INTO approvals ({APPROVAL_COLUMNS}) \
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
-                             'pending', NULL) \
-                             ON CONFLICT (digest) WHERE status IN ('pending', 'approved') \
-                             DO NOTHING"
-                        ),
-                        params![
-                            id,
-                            new.digest,
-                            new.principal,
-                            new.action,
-                            new.resource,
-                            context,
-                            new.policy,
-                            new.reason,
-                            groups,
-                            i64::from(new.required.max(1)),
-                            now,
-                            expiry(now, new.ttl),
-                        ],
-                    )
-                    .map_err(err())?
-                    == 1;
-                if created {
-                    changed.push(id);
-                }
-                let open: String = tx
-                    .query_row(
-                        "SELECT id FROM approvals WHERE digest = ?1 \
-                         AND status IN ('pending', 'approved')",
-                        params![new.digest],
-                        |row| row.get(0),
-                    )
-                    .map_err(err())?;
-                let record = read(tx, path, &open, now)?.ok_or_else(|| vanished(path))?;
-                Ok(((record, created), changed))
+                tx.execute(
+                    &format!(
+                        "INSERT INTO approvals ({APPROVAL_COLUMNS}) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
+                         'pending', NULL)"
+                    ),
+                    params![
+                        id,
+                        new.digest,
+                        new.principal,
+                        new.action,
+                        new.resource,
+                        context,
+                        new.policy,
+                        new.reason,
+                        groups,
+                        i64::from(new.required.max(1)),
+                        now,
+                        expiry(now, new.ttl),
+                    ],
+                )
+                .map_err(err())?;
+                let record = read(tx, path, &id, now)?.ok_or_else(|| vanished(path))?;
+                changed.push(id);
+                Ok(((record, true), changed))
             })
         }))
     }

@@ -179,6 +179,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (kind, name, created_ms)
     ) STRICT;
     CREATE INDEX quarantine_releases_released ON quarantine_releases (released_ms);",
+    // 10: an open approval is one per action and terms (policy, approvers, count), no longer
+    // one per action: a request under stricter terms than the open one gets its own.
+    "DROP INDEX approvals_open_digest;
+    CREATE UNIQUE INDEX approvals_open_terms ON approvals (digest, policy, groups_json, required)
+        WHERE status IN ('pending', 'approved');",
 ];
 
 /// Applies the steps the file lacks, each in its own transaction with its version; refuses a

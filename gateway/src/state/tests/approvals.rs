@@ -22,6 +22,8 @@ on_both_backends!(
     concurrent_votes_on_two_handles_decide_once,
     concurrent_requests_for_one_action_on_two_handles_make_one,
     a_decision_on_one_handle_wakes_a_watcher_on_another_within_a_second,
+    an_approval_given_under_a_laxer_policy_does_not_stand_for_a_stricter_one,
+    a_tightened_policy_gets_a_new_request_and_a_loosened_one_joins_the_open_one,
 );
 
 fn request(digest: &str, required: u32, ttl: Duration) -> NewApproval {
@@ -36,6 +38,15 @@ fn request(digest: &str, required: u32, ttl: Duration) -> NewApproval {
         approver_groups: vec!["sre".into(), "security".into()],
         required,
         ttl,
+    }
+}
+
+/// `request` for action `a`, asked by `policy` of `groups`, `required` of them.
+fn under(policy: &str, groups: &[&str], required: u32) -> NewApproval {
+    NewApproval {
+        policy: policy.into(),
+        approver_groups: groups.iter().map(|g| (*g).into()).collect(),
+        ..request("a", required, HOUR)
     }
 }
 
@@ -466,4 +477,87 @@ async fn a_decision_on_one_handle_wakes_a_watcher_on_another_within_a_second(bac
         latency < Duration::from_secs(1),
         "the other handle learned of the decision after {latency:?}"
     );
+}
+
+/// The same call through a lax route (one approver of `dev`) and then a strict one (two of
+/// `sre`): the strict request gets its own approval, the lax one keeps its own.
+async fn an_approval_given_under_a_laxer_policy_does_not_stand_for_a_stricter_one(
+    backend: Backend,
+) {
+    let approvals = backend.open().await.approvals();
+    let lax = || under("lax-route", &[r#"Group::"dev""#], 1);
+    let strict = || under("strict-route", &[r#"Group::"sre""#], 2);
+    let (given, _) = approvals.create_or_find(lax()).await.unwrap();
+    let VoteOutcome::Recorded(given) = approvals
+        .vote(&given.id, vote("dan", VoteDecision::Approve))
+        .await
+        .unwrap()
+    else {
+        panic!("vote not recorded")
+    };
+    assert_eq!(given.status, ApprovalStatus::Approved);
+    let (asked, created) = approvals.create_or_find(strict()).await.unwrap();
+    assert!(created, "the strict request must not find the lax approval");
+    assert_ne!(asked.id, given.id);
+    assert_eq!(asked.status, ApprovalStatus::Pending);
+    assert_eq!(asked.policy, "strict-route");
+    assert_eq!(asked.approver_groups, [r#"Group::"sre""#]);
+    assert_eq!(asked.required, 2);
+    // Each route finds its own again; the lax approval is still there for the lax route.
+    let (again, created) = approvals.create_or_find(strict()).await.unwrap();
+    assert!(!created);
+    assert_eq!(again.id, asked.id);
+    let (lax_again, created) = approvals.create_or_find(lax()).await.unwrap();
+    assert!(!created);
+    assert_eq!(lax_again.id, given.id);
+    assert_eq!(lax_again.status, ApprovalStatus::Approved);
+}
+
+/// A policy tightened while its approval waits: the request asks anew under the new terms; a
+/// policy loosened is served by the stricter approval already open.
+async fn a_tightened_policy_gets_a_new_request_and_a_loosened_one_joins_the_open_one(
+    backend: Backend,
+) {
+    let approvals = backend.open().await.approvals();
+    let (two, created) = approvals
+        .create_or_find(under("p", &["sre"], 2))
+        .await
+        .unwrap();
+    assert!(created);
+    // Fewer approvals asked: the open one, which asks more, stands for it.
+    let (joined, created) = approvals
+        .create_or_find(under("p", &["sre"], 1))
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(joined.id, two.id);
+    // More approvals asked: a new request, with the new count.
+    let (three, created) = approvals
+        .create_or_find(under("p", &["sre"], 3))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_ne!(three.id, two.id);
+    assert_eq!(three.required, 3);
+    // Other approvers: a new request, with the new approvers; the same in another order
+    // finds it.
+    let (other, created) = approvals
+        .create_or_find(under("p", &["sre", "security"], 2))
+        .await
+        .unwrap();
+    assert!(created);
+    assert!(other.id != two.id && other.id != three.id);
+    let (reordered, created) = approvals
+        .create_or_find(under("p", &["security", "sre"], 2))
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(reordered.id, other.id);
+    // Another policy with the same approvers and count: a new request.
+    let (renamed, created) = approvals
+        .create_or_find(under("q", &["sre"], 2))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(renamed.policy, "q");
 }
