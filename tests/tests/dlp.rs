@@ -808,6 +808,28 @@ async fn tool_arguments_rest_bodies_and_egress_bodies_are_redacted_and_a_canary_
     let seen = s.origin.seen().pop().expect("the origin was reached");
     assert_eq!(seen["body"], json!(redacted(&form)), "{seen}");
     assert_eq!(seen["body_len"], json!(redacted(&form).len()), "{seen}");
+    // The same key in the url or a header, which are never redacted: the redaction of the
+    // body does not let it out; denied, and the origin sees nothing more.
+    let reached = s.origin.seen().len();
+    for extra in [
+        vec![format!("{base}/form?k={AWS_KEY}")],
+        vec![
+            format!("{base}/form"),
+            "-H".into(),
+            format!("X-T: {AWS_KEY}"),
+        ],
+    ] {
+        let mut args = vec!["-d".to_owned(), form.clone()];
+        args.extend(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let sent = curl(s.proxy, Some(&s.token), &args).await.unwrap();
+        assert_eq!(sent.status, 403, "{args:?}: {} {}", sent.body, sent.stderr);
+    }
+    assert_eq!(
+        s.origin.seen().len(),
+        reached,
+        "nothing more reached the origin"
+    );
 
     // A canary in the same prompt as a redactable key: denied, never redacted and sent.
     let api_token = issue(&s.warden, "api-token", &[]).await.trim().to_owned();

@@ -85,6 +85,12 @@ pub fn found_in_url(findings: &Findings) -> bool {
     findings.0.iter().any(|f| f.location.starts_with("url,"))
 }
 
+/// Whether a finding's `location` is outside the body (an egress request's url or a header),
+/// where a redaction does not reach.
+pub fn outside_body(location: &str) -> bool {
+    location.starts_with("url,") || location.starts_with("header ")
+}
+
 /// [`inspect`] of `bytes` found in `place` of the request (`body`, `url`, `header x-name`),
 /// each finding located there.
 pub fn inspect_in(findings: &mut Findings, bytes: &[u8], place: &str, config: &InspectConfig) {

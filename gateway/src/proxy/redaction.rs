@@ -14,8 +14,8 @@ use crate::snapshot::Snapshot;
 
 /// Policy's verdict on `action`, whose outgoing content is `body`; when the verdict asks for
 /// a redaction, `body` is redacted, `action`'s findings lose the redacted detectors (any match
-/// of them left in the redacted body is found again), and the verdict is on the redacted
-/// request. The second value: what was redacted (detector and location), for the record.
+/// of them left in the redacted body is found again; one found outside the body, which is
+/// never redacted, stays), and the verdict is on the redacted request. The second value: what was redacted (detector and location), for the record.
 pub(super) fn judge(
     snap: &Snapshot,
     action: &mut Action,
@@ -34,7 +34,13 @@ pub(super) fn judge(
     let Some(redacted) = inspect::redact::redact(body, config, &wanted) else {
         return (decision, Vec::new());
     };
-    action.context.findings.0.retain(|f| !wanted(&f.detector));
+    // What was found outside the body (an egress request's url or headers) is not redacted,
+    // so its findings stay and still count against the redacted request.
+    action
+        .context
+        .findings
+        .0
+        .retain(|f| !wanted(&f.detector) || inspect::outside_body(&f.location));
     let mut left = Findings::none();
     inspect::inspect(&mut left, &redacted.body, config);
     action
