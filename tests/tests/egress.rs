@@ -675,7 +675,15 @@ async fn a_name_no_policy_allows_is_never_looked_up() {
     .await
     .unwrap();
     assert_eq!(got.status, 200, "{got:?}");
-    assert!(queried("allowed.test"), "{:?}", dns.queries());
+    // The DNS server logs each query as it answers; its log reaches the test a moment later.
+    let logged = async {
+        while !queried("allowed.test") {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, logged)
+        .await
+        .unwrap_or_else(|_| panic!("allowed.test was looked up: {:?}", dns.queries()));
     assert!(
         !queried("exfil"),
         "a denied name was looked up: {:?}",
@@ -921,4 +929,62 @@ async fn a_tunnel_that_carries_nothing_for_the_idle_timeout_is_closed() {
         "egress_tunnel_idle",
     )
     .await;
+}
+
+#[tokio::test]
+async fn an_egress_approval_binds_to_the_method_path_and_query_it_was_asked_for() {
+    let http = Origin::start(LOOPBACK, 0, None).await.unwrap();
+    let port = http.addr.port();
+    let dns = Dns::start(json!({"allowed.test": [["127.0.0.1"]]}))
+        .await
+        .unwrap();
+    let needs_approval = r#"
+@id("egress-needs-approval")
+@egress("internal")
+@approval("required")
+@approvers("Group::\"sre\"")
+permit (principal is Agent, action == Action::"egress:request", resource == Host::"allowed.test");
+"#;
+    let egress = SocketAddr::from(([127, 0, 0, 1], free_port().unwrap()));
+    let warden = WardenBuilder::with_upstream_url("http://127.0.0.1:9")
+        .without_policy("e2e-permit-all.cedar")
+        .policy("egress.cedar", needs_approval)
+        .set("/egress/listen", json!(egress.to_string()))
+        .set("/egress/nameservers", json!([dns.addr.to_string()]))
+        .set(
+            "/approvals",
+            json!({"mode": "pending", "operators": [{"subject": "alice", "groups": ["sre"]}]}),
+        )
+        .start()
+        .await
+        .unwrap();
+    let token = warden.token("build-bot").await.unwrap();
+    let base = format!("http://allowed.test:{port}");
+    // The approval a request is held for, from the answer.
+    let held = |args: Vec<String>| {
+        let token = token.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let got = curl(egress, Some(&token), &args).await.unwrap();
+            assert!(
+                got.body.contains("holds this egress for approval"),
+                "{args:?}: {got:?}"
+            );
+            let at = got.body.find("apr_").expect("an approval id");
+            got.body[at..at + 36].to_owned()
+        }
+    };
+    let health = held(vec![format!("{base}/health")]).await;
+    // The same request joins its approval; another method, path or query is another action
+    // with an approval of its own, so an approval of `GET /health` cannot let `DELETE /all`
+    // (with the same empty body) through.
+    assert_eq!(held(vec![format!("{base}/health")]).await, health);
+    for other in [
+        vec!["-X".to_owned(), "DELETE".to_owned(), format!("{base}/all")],
+        vec![format!("{base}/admin")],
+        vec![format!("{base}/health?drop=all")],
+    ] {
+        assert_ne!(held(other.clone()).await, health, "{other:?}");
+    }
+    assert!(http.seen().is_empty(), "nothing reached the origin");
 }

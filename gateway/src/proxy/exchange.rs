@@ -93,6 +93,9 @@ pub struct Exchange {
     access_log: bool,
     /// `sha256:<hex>` of a tool call's arguments, for the decision record.
     content_digest: Option<Text>,
+    /// The request's query, when it has one (what an approval of a REST or egress request
+    /// binds to besides its body).
+    query: Option<Box<str>>,
     /// `sha256:<hex>` of the decided action (the decision record's `action_digest`): what an
     /// approval is bound to.
     action_digest: Text,
@@ -164,6 +167,7 @@ impl Exchange {
             upstream_seconds: None,
             access_log,
             content_digest: None,
+            query: req.uri().query().map(Box::from),
             resource_metadata: None,
             secret: None,
             echo: None,
@@ -296,6 +300,11 @@ impl Exchange {
     /// Gemini's with `alt=sse`).
     pub fn streams_events(&self) -> bool {
         matches!(&self.shape, Some(Shape::Llm(r)) if r.streams_events())
+    }
+
+    /// The request's query, if it has one.
+    pub fn query(&self) -> Option<&str> {
+        self.query.as_deref()
     }
 
     /// interpret: the digest of the arguments of a tool call (or prompt, or completion).

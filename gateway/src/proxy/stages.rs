@@ -188,7 +188,16 @@ pub(super) async fn decide_with(
             .remember(&snap.config.sessions, session);
     }
     // An approval is bound to the exact request: what waits for one is digested whatever
-    // its kind (an LLM call's prompt too), so other arguments are another action.
+    // its kind (an LLM call's prompt too), so other arguments are another action; a REST or
+    // egress request's digest covers where it goes too (its body alone does not say).
+    if matches!(decision, Decision::NeedsApproval { .. })
+        && let Some(target) = approval_target(action, ex.query())
+    {
+        let mut bound = target.into_bytes();
+        bound.push(b'\n');
+        bound.extend_from_slice(content);
+        ex.digested(Arc::from(super::exchange::digest(&bound)));
+    }
     let canary = canary::hit(&action.context.findings);
     let content: &[u8] = content;
     let content = match (audit.record_content, &action.context.facts, &decision) {
@@ -391,6 +400,38 @@ fn approval_context(action: &Action) -> serde_json::Value {
     context
 }
 
+/// Where a REST or egress request goes, as its approval binds to it besides its body: a REST
+/// call's method, path (with its parameters), query and declared fields; an egress request's
+/// scheme, port, method, path and query. `None` for other actions, whose arguments or prompt
+/// say it all.
+fn approval_target(action: &Action, query: Option<&str>) -> Option<String> {
+    let query = query.map_or_else(String::new, |q| format!("?{q}"));
+    match &action.context.facts {
+        Facts::Http(http) => {
+            let fields: serde_json::Map<String, serde_json::Value> = http
+                .fields
+                .iter()
+                .flatten()
+                .map(|(name, value)| (name.to_string(), field_json(value)))
+                .collect();
+            Some(format!(
+                "warden-target/v1 {} {}{query} {}",
+                http.method,
+                http.path,
+                serde_json::Value::Object(fields)
+            ))
+        }
+        Facts::Egress(egress) => Some(format!(
+            "warden-target/v1 {} {} {} {}{query}",
+            egress.scheme,
+            egress.port,
+            egress.method.as_deref().unwrap_or("CONNECT"),
+            egress.path.as_deref().unwrap_or(""),
+        )),
+        _ => None,
+    }
+}
+
 /// A REST field's value as JSON.
 fn field_json(value: &crate::action::FieldValue) -> serde_json::Value {
     use crate::action::FieldValue;
@@ -493,6 +534,59 @@ mod tests {
             })
         );
         assert_eq!(approval_context(&call(Vec::new()))["findings"], json!([]));
+    }
+
+    #[test]
+    fn an_approval_binds_where_a_rest_or_egress_request_goes() {
+        use crate::action::{EgressFacts, FieldValue, HttpFacts};
+        let rest = |path: &str, repo: &str| {
+            let mut action = call(Vec::new());
+            action.context.facts = Facts::Http(HttpFacts {
+                method: "DELETE".to_owned(),
+                path: path.to_owned(),
+                fields: Some(vec![(
+                    Arc::from("repo"),
+                    FieldValue::String(repo.to_owned()),
+                )]),
+            });
+            action
+        };
+        let scratch = approval_target(&rest("/repos/acme/scratch", "scratch"), None);
+        assert!(scratch.is_some());
+        assert_ne!(
+            scratch,
+            approval_target(&rest("/repos/acme/prod", "scratch"), None)
+        );
+        assert_ne!(
+            scratch,
+            approval_target(&rest("/repos/acme/scratch", "prod"), None)
+        );
+        assert_ne!(
+            scratch,
+            approval_target(&rest("/repos/acme/scratch", "scratch"), Some("force=true"))
+        );
+        let egress = |port: u16, method: Option<&str>, path: Option<&str>| {
+            let mut action = call(Vec::new());
+            action.context.facts = Facts::Egress(EgressFacts {
+                port,
+                scheme: "http".to_owned(),
+                method: method.map(str::to_owned),
+                path: path.map(str::to_owned),
+                ..Default::default()
+            });
+            action
+        };
+        let health = approval_target(&egress(80, Some("GET"), Some("/health")), None);
+        for other in [
+            approval_target(&egress(80, Some("DELETE"), Some("/all")), None),
+            approval_target(&egress(8080, Some("GET"), Some("/health")), None),
+            approval_target(&egress(80, Some("GET"), Some("/health")), Some("drop=1")),
+            approval_target(&egress(22, None, None), None),
+        ] {
+            assert_ne!(health, other);
+        }
+        // A tool call's arguments say where it goes: nothing to add.
+        assert_eq!(approval_target(&call(Vec::new()), Some("x=1")), None);
     }
 
     #[test]

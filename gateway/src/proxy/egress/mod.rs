@@ -1,9 +1,11 @@
 //! The egress proxy's path: a forward proxy (`HTTPS_PROXY`, `HTTP_PROXY`) whose every
 //! `CONNECT` and plain-HTTP request walks the same stages as the proxy's requests:
 //!
-//! identify (`Proxy-Authorization`) → interpret (the target, resolved once) → inspect (a
-//! plain-HTTP body) → decide (`egress:connect` / `egress:request` on `Host::"<name>"`, and
-//! the internal-address guard) → hold → forward (dial the checked address) → record
+//! identify (`Proxy-Authorization`) → interpret (the target) → inspect (a plain-HTTP
+//! request's body, url and headers) → limit → decide (`egress:connect` / `egress:request` on
+//! `Host::"<name>"`, the name resolved once unless it is denied by name alone or waits for an
+//! approval, and the internal-address guard) → hold (then a name that waited is resolved and
+//! guarded) → forward (dial the checked address) → record
 //!
 //! [`walk`] is that path on one screen; a tunnel's life after its `200` is in [`tunnel`], a
 //! plain-HTTP request's exchange in [`request`], an intercepted TLS tunnel's requests in
@@ -244,10 +246,12 @@ async fn decide(
 }
 
 /// Looks `dest` up, and gives `action` its addresses, unless the action is denied by its name
-/// alone: a name no policy lets through is never queried, since a DNS query carries its name
-/// to the name's own servers (`<secret>.attacker.example` would leak with the query). When a
-/// loaded policy reads `context.addresses` they are needed to judge, so the name is looked up
-/// first. The same action is then judged again by `decide`, the same way.
+/// alone or waits for a human's approval: a name no policy lets through is never queried,
+/// since a DNS query carries its name to the name's own servers (`<secret>.attacker.example`
+/// would leak with the query), and one that needs an approval is queried once it has it
+/// ([`look_up_once_held`]). When a loaded policy reads `context.addresses` they are needed to
+/// judge, so the name is looked up first. The same action is then judged again by `decide`,
+/// the same way.
 async fn look_up(
     snap: &Snapshot,
     worker: &Worker,
@@ -255,9 +259,40 @@ async fn look_up(
     action: &mut Action,
     dest: &mut Destination,
 ) -> Result<(), Refusal> {
-    if !dest.is_unresolved() || denied_by_name(snap, action) {
+    if !dest.is_unresolved() || not_yet(snap, action) {
         return Ok(());
     }
+    resolve(worker, ex, action, dest).await
+}
+
+/// After the hold stage: a destination whose lookup waited for its approval is looked up now,
+/// and the internal-address guard judges the addresses found (an approved name on an internal
+/// address still needs a permit with `@egress("internal")`).
+async fn look_up_once_held(
+    snap: &Snapshot,
+    worker: &Worker,
+    ex: &mut Exchange,
+    action: &mut Action,
+    dest: &mut Destination,
+    decision: &Decision,
+) -> Result<(), Refusal> {
+    if !dest.is_unresolved() || matches!(decision, Decision::Deny { .. }) {
+        return Ok(());
+    }
+    resolve(worker, ex, action, dest).await?;
+    match guard(snap, dest, decision.clone()) {
+        Decision::Deny { reasons, .. } => Err(crate::approval::Hold::Denied { reasons }.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Looks `dest` up and gives `action` and the record its addresses.
+async fn resolve(
+    worker: &Worker,
+    ex: &mut Exchange,
+    action: &mut Action,
+    dest: &mut Destination,
+) -> Result<(), Refusal> {
     dest.look_up(&worker.resolver).await?;
     if let Facts::Egress(facts) = &mut action.context.facts {
         facts.addresses.clone_from(&dest.addresses);
@@ -274,18 +309,21 @@ async fn look_up(
     Ok(())
 }
 
-/// Whether `action` is denied whatever its destination's addresses: a canary in it, or
-/// Cedar's deny when no loaded policy reads `context.addresses` (and redaction cannot turn
-/// the deny into an allow).
-fn denied_by_name(snap: &Snapshot, action: &Action) -> bool {
+/// Whether `action`'s destination is not looked up before it is decided: a canary in it, or,
+/// when no loaded policy reads `context.addresses`, Cedar's deny (one redaction cannot turn
+/// into an allow) or its call for an approval.
+fn not_yet(snap: &Snapshot, action: &Action) -> bool {
     if crate::canary::hit(&action.context.findings) {
         return true;
     }
     if snap.policy.reads_addresses() {
         return false;
     }
-    let decision = snap.policy.decide(action);
-    matches!(decision, Decision::Deny { .. }) && snap.policy.redaction(&decision).is_none()
+    match snap.policy.decide(action) {
+        Decision::NeedsApproval { .. } => true,
+        deny @ Decision::Deny { .. } => snap.policy.redaction(&deny).is_none(),
+        Decision::Allow { .. } => false,
+    }
 }
 
 /// A destination with an address that is not globally reachable (loopback, private,

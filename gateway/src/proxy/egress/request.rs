@@ -15,7 +15,7 @@ use http_body_util::{BodyExt as _, Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use super::{Worker, action, decide, destination, guard, hold_here};
+use super::{Worker, action, decide, destination, guard, hold_here, look_up_once_held};
 use crate::action::{EgressFacts, Findings, Principal, Verb};
 use crate::egress::intercept::TunnelUpstream;
 use crate::egress::{Destination, EgressError, Host, dial};
@@ -35,6 +35,9 @@ use crate::snapshot::Snapshot;
 pub(super) enum Via<'a> {
     /// Plain HTTP, over a new connection.
     Plain,
+    /// Plain HTTP read out of a tunnel (which holds the agent's place in flight), over a new
+    /// connection.
+    Tunnelled,
     /// Out of an intercepted TLS tunnel (`sni`: the server name the agent sent), over the
     /// tunnel's TLS to the destination.
     Intercepted {
@@ -69,7 +72,7 @@ pub(super) async fn forward(
         addresses: dest.addresses.clone(),
         scheme: via.scheme().to_owned(),
         sni: match via {
-            Via::Plain => None,
+            Via::Plain | Via::Tunnelled => None,
             Via::Intercepted { sni, .. } => sni.map(str::to_owned),
         },
         method: Some(head.method.to_string()),
@@ -99,10 +102,14 @@ pub(super) async fn forward(
         detail["path"] = serde_json::Value::from(inspect::WITHHELD_PATH);
     }
     inspect(snap, ex, &mut action, &body);
-    limit(snap, ex, &action)?;
+    // A request in a tunnel is counted with its tunnel, which holds its place in flight.
+    if matches!(via, Via::Plain) {
+        limit(snap, ex, &action)?;
+    }
     let read = body.len();
     let decision = decide(snap, worker, ex, &mut action, &mut dest, &mut body).await?;
     hold_here(ex, &action, &decision).await?;
+    look_up_once_held(snap, worker, ex, &mut action, &mut dest, &decision).await?;
     if rest.is_some() && (body.len() != read || snap.policy.redacts()) {
         // The first bytes were redacted, or the rest may be: the length the agent declared
         // may no longer hold.
@@ -163,7 +170,7 @@ impl Via<'_> {
     /// The scheme its requests are judged with.
     fn scheme(&self) -> &'static str {
         match self {
-            Via::Plain => "http",
+            Via::Plain | Via::Tunnelled => "http",
             Via::Intercepted { .. } => "https",
         }
     }

@@ -25,7 +25,8 @@ use tokio::net::TcpStream;
 
 use super::request::Via;
 use super::{
-    Worker, action, decide, destination, guard, hold_here, intercepted, quarantine, request,
+    Worker, action, decide, destination, guard, hold_here, intercepted, look_up_once_held,
+    quarantine, request,
 };
 use crate::action::{Action, EgressFacts, Facts, Findings, Principal, Verb};
 use crate::decision::Decision;
@@ -88,6 +89,7 @@ pub(super) async fn open(
     )
     .await?;
     hold_here(ex, &action, &decision).await?;
+    look_up_once_held(snap, worker, ex, &mut action, &mut dest, &decision).await?;
     let approved = match decision {
         Decision::NeedsApproval { policy, .. } => Some(policy),
         _ => None,
@@ -244,7 +246,7 @@ impl Tunnel {
         C: AsyncRead + AsyncWrite + Unpin,
     {
         let service = hyper::service::service_fn(|req| async move {
-            Ok::<_, std::convert::Infallible>(self.request(req, Via::Plain).await)
+            Ok::<_, std::convert::Infallible>(self.request(req, Via::Tunnelled).await)
         });
         hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
