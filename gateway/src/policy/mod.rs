@@ -422,7 +422,8 @@ impl PolicyEngine {
     /// Whether a loaded policy reads `context.addresses`: then an egress destination is
     /// looked up before it is judged; otherwise only once its name could be allowed.
     pub fn reads_addresses(&self) -> bool {
-        self.reads_addresses
+        // A shadow set judged beside this one needs them as much to say what it would decide.
+        self.reads_addresses || self.shadow.as_ref().is_some_and(|s| s.reads_addresses)
     }
 
     /// Whether a loaded policy reads `context.budget` (the remaining budget is computed only

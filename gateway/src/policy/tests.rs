@@ -2045,3 +2045,22 @@ fn on_match_quarantine_marks_forbids_and_is_refused_on_permits_or_unknown_values
         assert!(error.contains(expected), "{error}");
     }
 }
+
+#[test]
+fn a_shadow_policy_that_reads_the_addresses_needs_them_looked_up() {
+    let by_name = r#"
+@id("egress-allowed")
+permit (principal, action == Action::"egress:connect", resource == Host::"allowed.test");
+"#;
+    let by_address = r#"
+@id("egress-not-private")
+@mode("shadow")
+forbid (principal, action == Action::"egress:connect", resource)
+when { context.addresses.contains(ip("10.0.0.1")) };
+"#;
+    let engine = load(&[("egress.cedar", by_name)]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!engine.reads_addresses());
+    let engine = load(&[("egress.cedar", by_name), ("shadow.cedar", by_address)])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(engine.reads_addresses(), "its shadow set reads them");
+}

@@ -49,10 +49,17 @@ impl Target {
             match uri.scheme_str() {
                 Some("http") => authority.port_u16().unwrap_or(80),
                 _ => {
+                    // Quoted as scheme, host and port: its user information, path and query
+                    // may carry what is never logged.
+                    let scheme = uri.scheme_str().unwrap_or_default();
+                    let origin = match authority.port_u16() {
+                        Some(port) => format!("{scheme}://{}:{port}", authority.host()),
+                        None => format!("{scheme}://{}", authority.host()),
+                    };
                     return Err(EgressError::Target(format!(
                         "only http:// URLs are forwarded as they are; {} goes through a CONNECT \
                          tunnel (set HTTPS_PROXY)",
-                        Quoted::of(&uri.to_string())
+                        Quoted::of(&origin)
                     )));
                 }
             }
@@ -143,6 +150,20 @@ mod tests {
         assert!(target.connect);
         assert_eq!(target.host.cedar_name(), "example.com");
         assert_eq!(target.port, 443);
+    }
+
+    #[test]
+    fn a_url_that_is_not_http_is_refused_without_its_credentials_path_or_query() {
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri("https://bot:s3cret@api.example.com:8443/bot123456:AAE/send?token=abc")
+            .body(())
+            .unwrap();
+        let error = Target::of(&req).err().expect("refused").to_string();
+        assert!(error.contains("https://api.example.com:8443"), "{error}");
+        for hidden in ["s3cret", "bot123456", "token=abc"] {
+            assert!(!error.contains(hidden), "{error}");
+        }
     }
 
     #[test]
