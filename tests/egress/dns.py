@@ -16,6 +16,8 @@ import time
 from dnslib import QTYPE, RCODE, RR, A
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
+PRINTING = threading.Lock()
+
 
 class Rotating(BaseResolver):
     def __init__(self, zones):
@@ -37,7 +39,10 @@ class Rotating(BaseResolver):
                 self.turns[name] += 1
             for address in answer:
                 reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(address), ttl=0))
-        print(json.dumps({"name": name, "type": qtype, "answer": answer}), flush=True)
+        # One line per query, whole: queries are answered on threads of their own, and two
+        # prints at once would interleave their lines.
+        with PRINTING:
+            print(json.dumps({"name": name, "type": qtype, "answer": answer}), flush=True)
         return reply
 
 
