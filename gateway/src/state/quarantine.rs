@@ -33,12 +33,21 @@ impl Target {
         }
     }
 
-    /// The target from its stored kind and name; `None` for an unknown kind.
-    pub fn from_stored(kind: &str, name: String) -> Option<Target> {
+    /// The target from its stored kind and name, read from `store`'s `row` (what the row is,
+    /// for the error); an unknown kind is a corrupt store.
+    pub fn from_stored(
+        kind: &str,
+        name: String,
+        store: impl std::fmt::Display,
+        row: &str,
+    ) -> Result<Target, StateError> {
         match kind {
-            "agent" => Some(Target::Agent(name)),
-            "group" => Some(Target::Group(name)),
-            _ => None,
+            "agent" => Ok(Target::Agent(name)),
+            "group" => Ok(Target::Group(name)),
+            _ => Err(StateError::Corrupt {
+                store: store.to_string(),
+                what: format!("the kind {kind:?} of {row}"),
+            }),
         }
     }
 }

@@ -129,12 +129,8 @@ impl QuarantineRepository for PostgresStore {
             rows.into_iter()
                 .map(|row| {
                     let kind: String = row.get(0);
-                    let target = Target::from_stored(&kind, row.get(1)).ok_or_else(|| {
-                        StateError::Corrupt {
-                            store: db.to_string(),
-                            what: format!("the kind {kind:?} of a quarantine's release"),
-                        }
-                    })?;
+                    let target =
+                        Target::from_stored(&kind, row.get(1), &db, "a quarantine's release")?;
                     Ok(ReleaseRecord {
                         target,
                         created_ms: row.get(2),
@@ -174,12 +170,7 @@ impl QuarantineRepository for PostgresStore {
             rows.into_iter()
                 .map(|row| {
                     let kind: String = row.get(0);
-                    let target = Target::from_stored(&kind, row.get(1)).ok_or_else(|| {
-                        StateError::Corrupt {
-                            store: db.to_string(),
-                            what: format!("the kind {kind:?} of a quarantine"),
-                        }
-                    })?;
+                    let target = Target::from_stored(&kind, row.get(1), &db, "a quarantine")?;
                     Ok(QuarantineRecord {
                         target,
                         reason: row.get(2),

@@ -144,11 +144,12 @@ impl QuarantineRepository for SqliteStore {
             let mut releases = Vec::new();
             for row in rows {
                 let (kind, mut release) = row.map_err(query_error(path, operation))?;
-                release.target = Target::from_stored(&kind, release.target.name().to_owned())
-                    .ok_or_else(|| StateError::Corrupt {
-                        store: path.display().to_string(),
-                        what: format!("the kind {kind:?} of a quarantine's release"),
-                    })?;
+                release.target = Target::from_stored(
+                    &kind,
+                    release.target.name().to_owned(),
+                    path.display(),
+                    "a quarantine's release",
+                )?;
                 releases.push(release);
             }
             Ok(releases)
@@ -191,11 +192,12 @@ impl QuarantineRepository for SqliteStore {
             let mut records = Vec::new();
             for row in rows {
                 let (kind, mut record) = row.map_err(query_error(path, operation))?;
-                record.target = Target::from_stored(&kind, record.target.name().to_owned())
-                    .ok_or_else(|| StateError::Corrupt {
-                        store: path.display().to_string(),
-                        what: format!("the kind {kind:?} of a quarantine"),
-                    })?;
+                record.target = Target::from_stored(
+                    &kind,
+                    record.target.name().to_owned(),
+                    path.display(),
+                    "a quarantine",
+                )?;
                 records.push(record);
             }
             Ok(records)
