@@ -187,8 +187,9 @@ impl Serialize for RecordedBudget<'_> {
     }
 }
 
-/// A REST request's body fields by name, each as its JSON value.
-struct Fields<'a>(&'a [(Arc<str>, FieldValue)]);
+/// A REST request's fields by name, each as its JSON value (in decision facts, and what an
+/// approval shows and binds to).
+pub(crate) struct Fields<'a>(pub &'a [(Arc<str>, FieldValue)]);
 
 impl Serialize for Fields<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

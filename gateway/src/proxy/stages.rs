@@ -19,6 +19,7 @@ use crate::decision::Decision;
 use crate::fleet::limits::Subject;
 use crate::fleet::session::Named;
 use crate::inspect;
+use crate::policy::facts::Fields;
 use crate::protocol::body::{self, BodyError, Head};
 use crate::protocol::{Protocol, rest};
 use crate::route::Route;
@@ -369,11 +370,7 @@ fn approval_context(action: &Action) -> serde_json::Value {
         Facts::Http(http) => {
             let mut facts = serde_json::json!({ "method": http.method, "path": http.path });
             if let Some(fields) = &http.fields {
-                facts["fields"] = fields
-                    .iter()
-                    .map(|(name, value)| (name.to_string(), field_json(value)))
-                    .collect::<serde_json::Map<_, _>>()
-                    .into();
+                facts["fields"] = serde_json::json!(Fields(fields));
             }
             facts
         }
@@ -407,20 +404,12 @@ fn approval_context(action: &Action) -> serde_json::Value {
 fn approval_target(action: &Action, query: Option<&str>) -> Option<String> {
     let query = query.map_or_else(String::new, |q| format!("?{q}"));
     match &action.context.facts {
-        Facts::Http(http) => {
-            let fields: serde_json::Map<String, serde_json::Value> = http
-                .fields
-                .iter()
-                .flatten()
-                .map(|(name, value)| (name.to_string(), field_json(value)))
-                .collect();
-            Some(format!(
-                "warden-target/v1 {} {}{query} {}",
-                http.method,
-                http.path,
-                serde_json::Value::Object(fields)
-            ))
-        }
+        Facts::Http(http) => Some(format!(
+            "warden-target/v1 {} {}{query} {}",
+            http.method,
+            http.path,
+            serde_json::json!(Fields(http.fields.as_deref().unwrap_or_default()))
+        )),
         Facts::Egress(egress) => Some(format!(
             "warden-target/v1 {} {} {} {}{query}",
             egress.scheme,
@@ -429,17 +418,6 @@ fn approval_target(action: &Action, query: Option<&str>) -> Option<String> {
             egress.path.as_deref().unwrap_or(""),
         )),
         _ => None,
-    }
-}
-
-/// A REST field's value as JSON.
-fn field_json(value: &crate::action::FieldValue) -> serde_json::Value {
-    use crate::action::FieldValue;
-    match value {
-        FieldValue::String(s) => serde_json::Value::from(s.as_str()),
-        FieldValue::Long(n) => serde_json::Value::from(*n),
-        FieldValue::Bool(b) => serde_json::Value::from(*b),
-        FieldValue::Strings(all) => serde_json::Value::from(all.clone()),
     }
 }
 
