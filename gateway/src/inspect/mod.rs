@@ -73,27 +73,79 @@ pub fn validate(config: &InspectConfig) -> Vec<(String, String)> {
 /// Adds to `findings` (what interpretation reported) what the content of `body` shows, with
 /// the detectors `config` enables.
 pub fn inspect(findings: &mut Findings, body: &[u8], config: &InspectConfig) {
-    inspect_in(findings, body, "body", config);
+    inspect_in(findings, body, &"body", config);
 }
 
 /// What records keep instead of a path a detector found a secret in.
 pub const WITHHELD_PATH: &str = "(withheld: a detector found a secret in the url)";
 
+/// Where [`inspect_head`] locates what it finds in the request's target.
+const URL: &str = "url";
+/// What [`inspect_head`] locates a header's finding with, before its name.
+const HEADER: &str = "header ";
+
+/// Adds to `findings` what the content of a request's head shows: its target (path and
+/// query, percent-decoded; location `url`) and its header values (`header <name>`). Not the
+/// headers that carry the agent's own credentials to the destination (`Authorization`,
+/// `Cookie`; `Proxy-Authorization` is Warden's and never leaves): a credential there is how a
+/// client signs in, which a credential detector would otherwise report on every
+/// authenticated request.
+pub fn inspect_head(
+    findings: &mut Findings,
+    uri: &http::Uri,
+    headers: &http::HeaderMap,
+    config: &InspectConfig,
+) {
+    if let Some(target) = uri.path_and_query() {
+        let decoded: Vec<u8> =
+            percent_encoding::percent_decode(target.as_str().as_bytes()).collect();
+        inspect_in(findings, &decoded, &URL, config);
+    }
+    for (name, value) in headers {
+        if matches!(
+            name,
+            &http::header::AUTHORIZATION
+                | &http::header::PROXY_AUTHORIZATION
+                | &http::header::COOKIE
+        ) {
+            continue;
+        }
+        inspect_in(
+            findings,
+            value.as_bytes(),
+            &format_args!("{HEADER}{name}"),
+            config,
+        );
+    }
+}
+
 /// Whether a detector found something in the request's url (its path or query): then its
 /// path is not recorded ([`WITHHELD_PATH`]).
 pub fn found_in_url(findings: &Findings) -> bool {
-    findings.0.iter().any(|f| f.location.starts_with("url,"))
+    findings.0.iter().any(|f| in_url(&f.location))
 }
 
 /// Whether a finding's `location` is outside the body (an egress request's url or a header),
 /// where a redaction does not reach.
 pub fn outside_body(location: &str) -> bool {
-    location.starts_with("url,") || location.starts_with("header ")
+    in_url(location) || location.starts_with(HEADER)
+}
+
+/// Whether `location` is in the request's url, as [`inspect_head`] locates it.
+fn in_url(location: &str) -> bool {
+    location
+        .strip_prefix(URL)
+        .is_some_and(|rest| rest.starts_with(','))
 }
 
 /// [`inspect`] of `bytes` found in `place` of the request (`body`, `url`, `header x-name`),
-/// each finding located there.
-pub fn inspect_in(findings: &mut Findings, bytes: &[u8], place: &str, config: &InspectConfig) {
+/// each finding located there (`place` is written only for a finding).
+fn inspect_in(
+    findings: &mut Findings,
+    bytes: &[u8],
+    place: &dyn std::fmt::Display,
+    config: &InspectConfig,
+) {
     if config.enabled(PRIVATE_KEY_DETECTOR)
         && let Some(at) = private_key(bytes)
     {

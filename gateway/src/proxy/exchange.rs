@@ -93,8 +93,8 @@ pub struct Exchange {
     access_log: bool,
     /// `sha256:<hex>` of a tool call's arguments, for the decision record.
     content_digest: Option<Text>,
-    /// The request's query, when it has one (what an approval of a REST or egress request
-    /// binds to besides its body).
+    /// A REST or egress request's query, when it has one (what its approval binds to besides
+    /// its body); other requests' is not kept.
     query: Option<Box<str>>,
     /// `sha256:<hex>` of the decided action (the decision record's `action_digest`): what an
     /// approval is bound to.
@@ -167,7 +167,7 @@ impl Exchange {
             upstream_seconds: None,
             access_log,
             content_digest: None,
-            query: req.uri().query().map(Box::from),
+            query: None,
             resource_metadata: None,
             secret: None,
             echo: None,
@@ -302,7 +302,12 @@ impl Exchange {
         matches!(&self.shape, Some(Shape::Llm(r)) if r.streams_events())
     }
 
-    /// The request's query, if it has one.
+    /// interpret: a REST or egress request's query, which an approval binds to.
+    pub fn bind_query(&mut self, query: Option<&str>) {
+        self.query = query.map(Box::from);
+    }
+
+    /// The query [`Exchange::bind_query`] kept, if any.
     pub fn query(&self) -> Option<&str> {
         self.query.as_deref()
     }

@@ -32,7 +32,7 @@ pub use exchange::{Content, Exchange, PendingOutcome, ProxyBody};
 pub use refusal::Refusal;
 use stages::{Held, context, decide, hold, inspect, limit, quarantine, read_body, recall};
 
-use crate::action::{Action, Principal};
+use crate::action::{Action, Facts, Principal};
 use crate::fleet::session::named;
 use crate::listener::ConnInfo;
 use crate::observe::ObservedBody;
@@ -290,6 +290,9 @@ async fn interpret(
         upstream: &route.provider,
         operations: route.operations.as_deref(),
     })?;
+    if matches!(facts, Facts::Http(_)) {
+        ex.bind_query(head.uri.query());
+    }
     // The request goes upstream as it was judged.
     if let Some(path) = shape.upstream_path() {
         head.uri = judged_uri(route, path, head.uri.query()).map_err(Refusal::UpstreamRequest)?;

@@ -94,7 +94,13 @@ pub(super) async fn forward(
         line_and_headers,
         "request line and headers",
     );
-    inspect_head(snap, &mut action, &head);
+    ex.bind_query(head.uri.query());
+    inspect::inspect_head(
+        &mut action.context.findings,
+        &head.uri,
+        &head.headers,
+        &snap.config.inspect,
+    );
     if inspect::found_in_url(&action.context.findings)
         && let Some(detail) = ex.egress_destination()
     {
@@ -133,37 +139,6 @@ pub(super) async fn forward(
         parts,
         Either::Right(Either::Left(body)),
     ))
-}
-
-/// The detectors on what leaves besides the body: the request's target (path and query,
-/// percent-decoded) and its header values. Not the headers that carry the agent's own
-/// credentials to the destination (`Authorization`, `Cookie`; `Proxy-Authorization` is
-/// Warden's and never leaves): a credential there is how a client signs in, which a
-/// credential detector would otherwise report on every authenticated request.
-fn inspect_head(snap: &Snapshot, action: &mut crate::action::Action, head: &http::request::Parts) {
-    let config = &snap.config.inspect;
-    let findings = &mut action.context.findings;
-    if let Some(target) = head.uri.path_and_query() {
-        let decoded: Vec<u8> =
-            percent_encoding::percent_decode(target.as_str().as_bytes()).collect();
-        inspect::inspect_in(findings, &decoded, "url", config);
-    }
-    for (name, value) in &head.headers {
-        if matches!(
-            name,
-            &http::header::AUTHORIZATION
-                | &http::header::PROXY_AUTHORIZATION
-                | &http::header::COOKIE
-        ) {
-            continue;
-        }
-        inspect::inspect_in(
-            findings,
-            value.as_bytes(),
-            &format!("header {name}"),
-            config,
-        );
-    }
 }
 
 impl Via<'_> {
