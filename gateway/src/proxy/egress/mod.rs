@@ -209,8 +209,8 @@ fn destination(dest: &Destination, facts: &EgressFacts) -> serde_json::Value {
     let mut detail = serde_json::json!({
         "host": dest.host.cedar_name(),
         "port": dest.port,
-        "addresses": dest.addresses,
-        "classes": dest.classes().iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+        "addresses": [],
+        "classes": [],
         "scheme": facts.scheme,
         "channel": crate::canary::egress_channel(facts),
     });
@@ -223,7 +223,14 @@ fn destination(dest: &Destination, facts: &EgressFacts) -> serde_json::Value {
             detail[key] = serde_json::Value::from(value.as_str());
         }
     }
+    addresses_into(&mut detail, dest);
     detail
+}
+
+/// `dest`'s addresses and their classes into its record's `detail.egress`.
+fn addresses_into(detail: &mut serde_json::Value, dest: &Destination) {
+    detail["addresses"] = serde_json::json!(dest.addresses);
+    detail["classes"] = dest.classes().iter().map(|c| c.as_str()).collect();
 }
 
 /// Decide: Cedar's verdict and the internal-address guard, recorded durably before
@@ -298,13 +305,7 @@ async fn resolve(
         facts.addresses.clone_from(&dest.addresses);
     }
     if let Some(detail) = ex.egress_destination() {
-        detail["addresses"] = serde_json::json!(dest.addresses);
-        detail["classes"] = serde_json::json!(
-            dest.classes()
-                .iter()
-                .map(|c| c.as_str())
-                .collect::<Vec<_>>()
-        );
+        addresses_into(detail, dest);
     }
     Ok(())
 }
