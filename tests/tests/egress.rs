@@ -42,6 +42,15 @@ when { context.findings.contains("private_key") };
 /// Warden with the egress proxy on a free port, names resolved by `dns`, `policies`
 /// instead of the permit-all one.
 async fn warden(dns: &Dns, policies: &[(&str, &str)]) -> (Warden, SocketAddr) {
+    warden_with(dns, policies, &[]).await
+}
+
+/// [`warden`] with more `settings` (a JSON pointer into the configuration, its value).
+async fn warden_with(
+    dns: &Dns,
+    policies: &[(&str, &str)],
+    settings: &[(&str, Value)],
+) -> (Warden, SocketAddr) {
     let egress = SocketAddr::from(([127, 0, 0, 1], free_port().unwrap()));
     let mut builder = WardenBuilder::with_upstream_url("http://127.0.0.1:9")
         .without_policy("e2e-permit-all.cedar")
@@ -52,7 +61,37 @@ async fn warden(dns: &Dns, policies: &[(&str, &str)]) -> (Warden, SocketAddr) {
     for (name, text) in policies {
         builder = builder.policy(name, text);
     }
+    for (pointer, value) in settings {
+        builder = builder.set(pointer, value.clone());
+    }
     (builder.start().await.expect("warden starts"), egress)
+}
+
+/// A raw TCP service on loopback that keeps every connection open and counts the bytes it
+/// receives: its port, and the count.
+async fn raw_service() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind((LOOPBACK, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&received);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let counted = Arc::clone(&counted);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = socket.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    counted.fetch_add(n, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (port, received)
 }
 
 /// [`warden`] with [`ALLOWLIST`] and the policy file `extra` (name, text); a token of
@@ -752,29 +791,10 @@ when { context.addresses.contains(ip("127.0.0.1")) };
 
 #[tokio::test]
 async fn what_a_tunnel_carries_may_not_ask_for_an_approval_it_was_not_given() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    // A raw TCP service on loopback that counts the bytes it receives.
-    let listener = tokio::net::TcpListener::bind((LOOPBACK, 0)).await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let received = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&received);
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let counted = Arc::clone(&counted);
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = socket.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    counted.fetch_add(n, Ordering::SeqCst);
-                }
-            });
-        }
-    });
+    let (port, received) = raw_service().await;
     let dns = Dns::start(json!({"allowed.test": [["127.0.0.1"]]}))
         .await
         .unwrap();
@@ -892,27 +912,17 @@ when { context.findings.contains("aws_access_key") };
 #[tokio::test]
 async fn a_tunnel_that_carries_nothing_for_the_idle_timeout_is_closed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind((LOOPBACK, 0)).await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket); // accepted, never written to
-        }
-    });
+    // Accepts and never writes.
+    let (port, _received) = raw_service().await;
     let dns = Dns::start(json!({"allowed.test": [["127.0.0.1"]]}))
         .await
         .unwrap();
-    let egress = SocketAddr::from(([127, 0, 0, 1], free_port().unwrap()));
-    let warden = WardenBuilder::with_upstream_url("http://127.0.0.1:9")
-        .without_policy("e2e-permit-all.cedar")
-        .policy("egress.cedar", ALLOWLIST)
-        .set("/egress/listen", json!(egress.to_string()))
-        .set("/egress/nameservers", json!([dns.addr.to_string()]))
-        .set("/egress/tunnel_idle_timeout", json!("1s"))
-        .start()
-        .await
-        .unwrap();
+    let (warden, egress) = warden_with(
+        &dns,
+        &[("egress.cedar", ALLOWLIST)],
+        &[("/egress/tunnel_idle_timeout", json!("1s"))],
+    )
+    .await;
     let token = warden.token("build-bot").await.unwrap();
     let (mut stream, head) = open_tunnel(egress, &format!("allowed.test:{port}"), &token)
         .await
@@ -945,19 +955,14 @@ async fn an_egress_approval_binds_to_the_method_path_and_query_it_was_asked_for(
 @approvers("Group::\"sre\"")
 permit (principal is Agent, action == Action::"egress:request", resource == Host::"allowed.test");
 "#;
-    let egress = SocketAddr::from(([127, 0, 0, 1], free_port().unwrap()));
-    let warden = WardenBuilder::with_upstream_url("http://127.0.0.1:9")
-        .without_policy("e2e-permit-all.cedar")
-        .policy("egress.cedar", needs_approval)
-        .set("/egress/listen", json!(egress.to_string()))
-        .set("/egress/nameservers", json!([dns.addr.to_string()]))
-        .set(
-            "/approvals",
-            json!({"mode": "pending", "operators": [{"subject": "alice", "groups": ["sre"]}]}),
-        )
-        .start()
-        .await
-        .unwrap();
+    let approvals =
+        json!({"mode": "pending", "operators": [{"subject": "alice", "groups": ["sre"]}]});
+    let (warden, egress) = warden_with(
+        &dns,
+        &[("egress.cedar", needs_approval)],
+        &[("/approvals", approvals)],
+    )
+    .await;
     let token = warden.token("build-bot").await.unwrap();
     let base = format!("http://allowed.test:{port}");
     // The approval a request is held for, from the answer.
