@@ -2,13 +2,15 @@
 //! on every replica sharing the state store (two processes on one PostgreSQL, within a
 //! second), its stream in flight is cut with an error event that says why, and a release
 //! lets it through again; triggers quarantine an agent by themselves (a detector's finding, a
-//! forbid annotated `@on_match("quarantine")`, denies within a window). Everything audited.
+//! forbid annotated `@on_match("quarantine")`, denies within a window); a request that waited
+//! for approval while its agent was quarantined is refused though a human approved it.
+//! Everything audited.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use warden_e2e::fake_llm::FakeLlm;
-use warden_e2e::operator::text;
+use warden_e2e::operator::{approve, enrol, first_pending, text};
 use warden_e2e::postgres::Postgres;
 use warden_e2e::sse;
 use warden_e2e::stack::openai_chat;
@@ -449,5 +451,73 @@ async fn denies_within_the_window_quarantine_the_agent_by_themselves() {
     assert!(
         metrics.contains("warden_quarantines_total{trigger=\"denies\"} 1"),
         "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_request_approved_after_its_agent_was_quarantined_is_refused_and_never_sent() {
+    const NEEDS_SRE: &str = "@id(\"gpt4o-needs-sre\")\n@approval(\"required\")\n\
+        @approvers(\"Group::\\\"sre\\\"\")\n\
+        permit (principal, action == Action::\"llm:chat\", resource == Model::\"openai/gpt-4o\");\n";
+    let upstream = FakeLlm::start().await.unwrap();
+    let w = WardenBuilder::new(&upstream)
+        .policy("needs-sre.cedar", NEEDS_SRE)
+        .set(
+            "/approvals",
+            json!({"mode": "wait", "wait_timeout": "30s",
+                   "operators": [{"subject": "alice", "groups": ["sre"]}]}),
+        )
+        .start()
+        .await
+        .unwrap();
+    let token = w.token("rogue-agent").await.unwrap();
+    let alice = enrol(&w, "alice").await;
+    let held = {
+        let (w_url, http, token) = (
+            w.url("/openai/chat/completions"),
+            w.http().clone(),
+            token.clone(),
+        );
+        tokio::spawn(async move {
+            http.post(w_url)
+                .bearer_auth(token)
+                .json(&openai_chat("gpt-4o", false))
+                .timeout(Duration::from_secs(40))
+                .send()
+                .await
+        })
+    };
+    let id = first_pending(&w)
+        .await
+        .expect("the waiting request's approval");
+
+    // Quarantined while it waits; once this replica enforces it, alice (who does not know)
+    // approves.
+    let out = w
+        .cli(&[
+            "agents",
+            "quarantine",
+            "rogue-agent",
+            "--reason",
+            "leaked a key",
+        ])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    until_status(&w, &token, 403, Duration::from_secs(5)).await;
+    assert!(!held.is_finished(), "the held request still waits");
+    let out = approve(&w, &id, "alice", &alice).await;
+    assert!(out.status.success(), "{}", text(&out));
+
+    let refused = held.await.unwrap().unwrap();
+    assert_eq!(refused.status(), 403);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "agent_quarantined", "{body}");
+    assert!(
+        upstream
+            .requests()
+            .iter()
+            .all(|r| !String::from_utf8_lossy(&r.body).contains("gpt-4o\"")),
+        "the approved request of a quarantined agent reached the upstream"
     );
 }

@@ -315,6 +315,8 @@ pub(super) struct Waiting {
 pub(super) struct Approval {
     gate: Arc<Gate>,
     opened: Opened,
+    /// Whose action it is: checked for a quarantine again once approved.
+    principal: Arc<Principal>,
 }
 
 impl Approval {
@@ -324,9 +326,12 @@ impl Approval {
     }
 
     /// Waits for it (in `wait` mode) and, approved, uses it and records so; else why the
-    /// request does not go on.
+    /// request does not go on. An agent quarantined while its action waited is refused
+    /// although a human approved: the quarantine was checked when the request came, and an
+    /// approver may not know of it.
     pub async fn settle(self, ex: &mut Exchange) -> Result<(), Refusal> {
         let approved = self.gate.conclude(self.opened).await?;
+        quarantine(ex, &self.principal)?;
         ex.approved(&approved);
         Ok(())
     }
@@ -357,7 +362,11 @@ async fn open(
         context: approval_context(action),
     };
     let opened = gate.open(decision, waiting).await?;
-    Ok(Some(Approval { gate, opened }))
+    Ok(Some(Approval {
+        gate,
+        opened,
+        principal: Arc::clone(&action.principal),
+    }))
 }
 
 /// What approvers are shown of `action`: the arguments of a tool call or the facts of the
