@@ -121,9 +121,36 @@ impl TracesConfig {
         let mut errors = Vec::new();
         let mut err = |key: &str, message: String| errors.push((format!("traces.{key}"), message));
         match http::Uri::try_from(self.endpoint.as_str()) {
+            Ok(uri) if uri.authority().is_some_and(|a| a.as_str().contains('@')) => err(
+                "endpoint",
+                "carries user information (user:password@); give credentials in `headers` \
+                 from env, file or Vault, never in the URL (it is logged)"
+                    .into(),
+            ),
             Ok(uri)
                 if matches!(uri.scheme_str(), Some("http" | "https"))
-                    && uri.host().is_some_and(|h| !h.is_empty()) => {}
+                    && uri.host().is_some_and(|h| !h.is_empty()) =>
+            {
+                // A credential header goes with every export: not over a network in the clear.
+                let secret_headers: Vec<&str> = self
+                    .headers
+                    .iter()
+                    .filter(|(_, v)| matches!(v, HeaderSource::Secret(_)))
+                    .map(|(name, _)| name.as_str())
+                    .collect();
+                if !secret_headers.is_empty()
+                    && let Err(problem) = crate::config::url::secure_url(&self.endpoint)
+                {
+                    err(
+                        "endpoint",
+                        format!(
+                            "{problem}: the export carries the credential header(s) {}; use \
+                             the collector's https URL",
+                            secret_headers.join(", ")
+                        ),
+                    );
+                }
+            }
             _ => err(
                 "endpoint",
                 format!(
@@ -264,5 +291,31 @@ mod tests {
         );
         assert!(errors[0].1.contains("http://127.0.0.1:4318/v1/traces"));
         assert!(errors[4].1.contains("between 0.0"));
+    }
+
+    #[test]
+    fn credential_headers_go_only_over_https_or_to_loopback_and_never_in_the_url() {
+        let with_key = |endpoint: &str| {
+            traces(&format!(
+                "endpoint: {endpoint}\nheaders:\n  x-api-key: {{ env: OTLP_KEY }}\n"
+            ))
+            .validate()
+        };
+        assert!(with_key("https://otlp.example.com/v1/traces").is_empty());
+        assert!(with_key("http://127.0.0.1:4318/v1/traces").is_empty());
+        let errors = with_key("http://collector.corp:4318/v1/traces");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, "traces.endpoint");
+        assert!(errors[0].1.contains("must use https"), "{errors:?}");
+        assert!(errors[0].1.contains("x-api-key"), "{errors:?}");
+        // A header that is no credential (a tenant name) may go in the clear.
+        let tenant = traces(
+            "endpoint: http://collector.corp:4318/v1/traces\nheaders: { x-scope-orgid: acme }\n",
+        );
+        assert!(tenant.validate().is_empty(), "{:?}", tenant.validate());
+        let userinfo = traces("endpoint: https://user:pw@otlp.example.com/v1/traces\n").validate();
+        assert_eq!(userinfo.len(), 1, "{userinfo:?}");
+        assert!(userinfo[0].1.contains("user information"), "{userinfo:?}");
+        assert!(!userinfo[0].1.contains("pw"), "{userinfo:?}");
     }
 }
