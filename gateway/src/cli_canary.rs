@@ -68,7 +68,7 @@ pub fn canary(command: CanaryCommand) -> Result<ExitCode> {
                 let host = host.or_else(|| config.canaries.url_host.clone());
                 let minted = mint(kind, &label, host.as_deref())?;
                 if let Some(out) = &out {
-                    let mut file = std::fs::OpenOptions::new()
+                    let mut file = warden::private_files::options()
                         .write(true)
                         .create_new(true)
                         .open(out)

@@ -26,6 +26,7 @@ pub mod observe;
 pub mod openapi;
 pub mod pins;
 pub mod policy;
+pub mod private_files;
 pub mod propose;
 pub mod protocol;
 pub mod proxy;

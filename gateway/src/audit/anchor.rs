@@ -55,7 +55,11 @@ pub fn write(dir: &Path, seq: u64, hash: &Hash) -> io::Result<()> {
     let mut text = serde_json::to_vec(&anchor).map_err(io::Error::other)?;
     text.push(b'\n');
     let tmp = dir.join(ANCHOR_TMP);
-    let mut file = File::create(&tmp)?;
+    let mut file = crate::private_files::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
     file.write_all(&text)?;
     file.sync_data()?;
     drop(file);

@@ -1,6 +1,6 @@
 //! `AuditLog`: the handle the request path appends through.
 
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Sender};
@@ -78,7 +78,7 @@ impl AuditLog {
         signer: Option<Arc<Signer>>,
         sinks: Vec<String>,
     ) -> Result<AuditLog, AuditError> {
-        fs::create_dir_all(dir).map_err(|source| AuditError::Io {
+        crate::private_files::create_dir_all(dir).map_err(|source| AuditError::Io {
             action: "create",
             path: dir.to_path_buf(),
             source,
@@ -297,7 +297,7 @@ impl AuditLog {
 /// Takes the directory's writer lock (released when the writer stops).
 fn lock_dir(dir: &Path) -> Result<File, AuditError> {
     let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
+    let file = crate::private_files::options()
         .create(true)
         .truncate(false)
         .write(true)

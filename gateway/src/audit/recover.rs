@@ -1,6 +1,6 @@
 //! Recovery on open: find the chain head in the last segment, set a torn tail aside.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -151,7 +151,11 @@ fn set_aside(dir: &Path, name: &str, keep: u64, end: u64) -> Result<TornSetAside
         .unwrap_or(0);
     let moved_to = format!("{name}.torn-{millis}");
     let side = dir.join(&moved_to);
-    let mut side_file = File::create_new(&side).map_err(io_error("create", side.clone()))?;
+    let mut side_file = crate::private_files::options()
+        .write(true)
+        .create_new(true)
+        .open(&side)
+        .map_err(io_error("create", side.clone()))?;
     side_file
         .write_all(&tail)
         .and_then(|()| side_file.sync_all())

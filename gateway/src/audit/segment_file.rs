@@ -71,7 +71,7 @@ impl SegmentFile {
     /// directory entry durable.
     pub fn create(dir: &Path, number: u64, limit: u64, faults: Arc<Faults>) -> io::Result<Self> {
         let name = segment_name(number);
-        let file = OpenOptions::new()
+        let file = crate::private_files::options()
             .read(true)
             .write(true)
             .create(true)

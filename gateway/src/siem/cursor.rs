@@ -78,10 +78,16 @@ impl Cursor {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(&cursors).map_err(|e| io("create the directory of", e))?;
+        crate::private_files::create_dir_all(&cursors)
+            .map_err(|e| io("create the directory of", e))?;
         let temp = cursors.join(format!(".{sink}.json.tmp"));
         let bytes = serde_json::to_vec(self).map_err(|e| io("encode", e.into()))?;
-        let mut file = std::fs::File::create(&temp).map_err(|e| io("write", e))?;
+        let mut file = crate::private_files::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)
+            .map_err(|e| io("write", e))?;
         file.write_all(&bytes).map_err(|e| io("write", e))?;
         file.sync_all().map_err(|e| io("flush", e))?;
         drop(file);

@@ -35,7 +35,7 @@ pub fn write(dir: &Path, sink: &str, entries: &[(&Entry, &str)]) -> Result<(), D
         path: path.clone(),
         source,
     };
-    std::fs::create_dir_all(dir.join(DEAD_LETTER_DIR)).map_err(err)?;
+    crate::private_files::create_dir_all(&dir.join(DEAD_LETTER_DIR)).map_err(err)?;
     let mut text = Vec::new();
     let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
     for (entry, reason) in entries {
@@ -51,7 +51,7 @@ pub fn write(dir: &Path, sink: &str, entries: &[(&Entry, &str)]) -> Result<(), D
         serde_json::to_writer(&mut text, &line).map_err(|e| err(e.into()))?;
         text.push(b'\n');
     }
-    let mut file = std::fs::OpenOptions::new()
+    let mut file = crate::private_files::options()
         .create(true)
         .append(true)
         .open(&path)

@@ -179,7 +179,7 @@ fn poll_changes(conn: &Connection, changes: &broadcast::Sender<Change>, seen: &A
 /// Opens (or creates) the file, sets it up for shared, durable use and migrates it.
 fn open_file(path: &Path) -> Result<Connection, StateError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir {
+        crate::private_files::create_dir_all(dir).map_err(|source| StateError::CreateDir {
             dir: dir.to_path_buf(),
             source,
         })?;
