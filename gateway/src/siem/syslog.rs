@@ -41,7 +41,23 @@ impl SyslogSink {
         shape: EventShape,
     ) -> Result<SyslogSink, SetupError> {
         let tls = match &config.tls {
-            None => None,
+            None => {
+                let host = config.address.rsplit_once(':').map_or("", |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let loopback = host.eq_ignore_ascii_case("localhost")
+                    || host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback());
+                if !loopback {
+                    tracing::warn!(
+                        sink = key,
+                        address = %config.address,
+                        "audit records go to this syslog collector over plain TCP: anyone on \
+                         the network between can read them; set `tls:` for the collector"
+                    );
+                }
+                None
+            }
             Some(tls) => {
                 let err = |reason: String| SetupError::Tls {
                     key: format!("{key}.tls"),
@@ -185,7 +201,7 @@ pub fn message(config: &SyslogConfig, shape: EventShape, host: &str, entry: &Ent
             format!("\u{feff}{event}")
         }
         SyslogFormat::Structured => {
-            let words: Vec<&str> = [
+            let words: Vec<String> = [
                 &v["kind"],
                 &v["decision"],
                 &v["action"],
@@ -194,6 +210,7 @@ pub fn message(config: &SyslogConfig, shape: EventShape, host: &str, entry: &Ent
             .into_iter()
             .filter_map(Value::as_str)
             .filter(|t| !t.is_empty())
+            .map(printable)
             .collect();
             format!("\u{feff}{}", words.join(" "))
         }
@@ -217,14 +234,30 @@ fn header_field(text: &str, max: usize) -> String {
     if field.is_empty() { "-".into() } else { field }
 }
 
-/// A PARAM-VALUE with `"`, `\` and `]` escaped (RFC 5424 section 6.3.3).
+/// A PARAM-VALUE with `"`, `\` and `]` escaped (RFC 5424 section 6.3.3), and no line break
+/// or other control character ([`printable`]).
 fn sd_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
+    for c in printable(text).chars() {
         if matches!(c, '"' | '\\' | ']') {
             out.push('\\');
         }
         out.push(c);
+    }
+    out
+}
+
+/// `text` with control characters and line separators written as `\u{…}`: a value an agent
+/// chose (its id, from a claim it may edit) cannot split the message for a relay that writes
+/// one line per message, nor forge a line of its own.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
     }
     out
 }
@@ -255,6 +288,28 @@ mod tests {
             end: 100,
             bytes: 100,
         }
+    }
+
+    #[test]
+    fn an_agent_id_with_line_breaks_cannot_split_the_message() {
+        let mut forged = entry();
+        forged.record.value["principal"]["id"] =
+            json!("bot\n<110>1 2026-12-01T10:00:00Z gw-1 warden 1 decision - allow\u{2028}x");
+        for format in [SyslogFormat::Json, SyslogFormat::Structured] {
+            let m = message(&config(format), EventShape::Ecs, "gw-1", &forged);
+            // (JSON keeps U+2028 inside its string: no relay splits lines on it.)
+            assert!(!m.contains('\n'), "{m}");
+            // `\` escaped again, as RFC 5424 wants in a PARAM-VALUE.
+            assert!(m.contains(r#"principal="bot\\u{a}<110>1"#), "{m}");
+        }
+        let s = message(
+            &config(SyslogFormat::Structured),
+            EventShape::Ecs,
+            "gw-1",
+            &forged,
+        );
+        assert!(s.ends_with(r"allow\u{2028}x"), "{s}");
+        assert!(!s.contains('\u{2028}'), "{s}");
     }
 
     #[test]
