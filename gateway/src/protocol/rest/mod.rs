@@ -110,8 +110,7 @@ fn interpret(request: &Inbound<'_>) -> Result<Interpreted, RestError> {
         .operations
         .and_then(|ops| ops.find(request.method, &segments));
     let Some(matched) = matched else {
-        let raw: Vec<&str> = segments.iter().map(|(raw, _)| *raw).collect();
-        let path = format!("/{}", raw.join("/"));
+        let path = path::canonical(&segments);
         return Ok(Interpreted {
             verb: Verb::HttpRequest,
             resource: Resource::Api {
@@ -270,6 +269,25 @@ mod tests {
         let meaning = read(Method::DELETE, "/repos/acme/app", HeaderMap::new()).expect("reads");
         assert_eq!(meaning.verb, Verb::HttpRequest);
         assert_eq!(meaning.resource.cedar_ref(), r#"Api::"github""#);
+    }
+
+    #[test]
+    fn an_unknown_operations_path_is_judged_and_sent_in_one_canonical_spelling() {
+        // `/%61dmin/x` is `/admin/x` to the upstream: policy must not see it otherwise.
+        let meaning = read(Method::GET, "/%61dmin/x%20y/caf%C3%A9/", HeaderMap::new()).unwrap();
+        let Facts::Http(facts) = &meaning.facts else {
+            panic!("{meaning:?}")
+        };
+        assert_eq!(facts.path, "/admin/x%20y/caf%C3%A9");
+        assert_eq!(
+            meaning.shape,
+            Shape::Rest {
+                path: facts.path.clone()
+            },
+            "the request goes upstream as judged"
+        );
+        let same = read(Method::GET, "/admin/x%20y/café", HeaderMap::new()).unwrap();
+        assert_eq!(same.facts, meaning.facts);
     }
 
     #[test]

@@ -60,6 +60,41 @@ pub fn segments(path: &str) -> Result<Vec<(&str, String)>, PathProblem> {
         .collect()
 }
 
+/// A path segment's characters that stay as they are (RFC 3986 `pchar` without `%`):
+/// unreserved, sub-delimiters, `:` and `@`; every other byte is percent-encoded.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'!')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'*')
+    .remove(b'+')
+    .remove(b',')
+    .remove(b'=')
+    .remove(b':')
+    .remove(b'@');
+
+/// The path of decoded `segments` in one spelling, whatever escapes the agent chose:
+/// `/%61dmin` and `/admin` are both `/admin`, `/x y` is `/x%20y`. Policy judges it, and it is
+/// what goes upstream.
+pub fn canonical(segments: &[(&str, String)]) -> String {
+    let mut path = String::with_capacity(segments.iter().map(|(raw, _)| raw.len() + 1).sum());
+    for (_, decoded) in segments {
+        path.push('/');
+        path.extend(percent_encoding::utf8_percent_encode(decoded, SEGMENT));
+    }
+    if path.is_empty() {
+        path.push('/');
+    }
+    path
+}
+
 /// One segment, decoded and checked.
 fn decode(raw: &str) -> Result<String, PathProblem> {
     if raw.is_empty() {
