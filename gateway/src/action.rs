@@ -377,6 +377,9 @@ pub struct SessionFacts {
     pub resource_tags: Vec<Arc<str>>,
     /// The session (a hash of the agent and the session's name), to remember the action in.
     pub key: u64,
+    /// The agent's trail (a hash of the agent alone): the labels it earned in any of its
+    /// sessions within the window, so that a new session name does not wash them off.
+    pub trail_key: u64,
     /// A hash of the action's verb.
     pub verb_key: u64,
     /// A hash of the action's resource.

@@ -5,7 +5,12 @@
 //! external destination needs approval" reads them.
 //!
 //! A session is an MCP request's MCP session; for other requests, the one the agent names
-//! (`sessions.header`), or else the agent's current clock-aligned window. Facts are kept in memory, bounded in sessions and in distinct
+//! (`sessions.header`), or else the agent's current clock-aligned window. Counts are per
+//! session. Labels are per agent too: the agent chooses its session names (and opens MCP
+//! sessions at will), so a label it earned in any session stays in every session of its until
+//! `sessions.window` after it last earned it (its *trail*); reading private data in one
+//! session and sending it out from another, or across a window's turn, meets the same rule.
+//! Facts are kept in memory, bounded in sessions and in distinct
 //! keys per session, and only while a loaded policy reads `context.session`. The labels a
 //! session earns and its counts are shared with the other replicas through the state store
 //! ([`sync`]), so that a session spread over replicas meets the same rules: the counts a
@@ -82,6 +87,7 @@ impl AgentSessions {
         let now = self.now();
         let mut facts = SessionFacts {
             key: self.key(config, action, named),
+            trail_key: trail_key(action),
             verb_key: verb,
             resource_key: resource,
             resource_tags: tags_of(config, &reference),
@@ -95,6 +101,15 @@ impl AgentSessions {
             facts.action_count = session.per_verb.get(&verb).copied().unwrap_or(0);
             facts.resource_count = session.per_resource.get(&resource).copied().unwrap_or(0);
             facts.labels.clone_from(&session.labels);
+        }
+        if let Some(trail) = self.sessions.get(&facts.trail_key)
+            && !expired(config, &trail, now, true)
+        {
+            for label in &trail.labels {
+                if !facts.labels.contains(label) {
+                    facts.labels.push(Arc::clone(label));
+                }
+            }
         }
         if let Some(sharing) = self.sharing.get() {
             sharing.add_others(&mut facts);
@@ -131,6 +146,34 @@ impl AgentSessions {
                 if let Some(sharing) = self.sharing.get() {
                     sharing.publish(facts.key, tag, config.window);
                 }
+            }
+        }
+        drop(entry);
+        if !facts.resource_tags.is_empty() {
+            self.mark_trail(config, facts, now);
+        }
+    }
+
+    /// Adds the tags of `facts`' resource to its agent's trail, which lives `window` from the
+    /// last label earned (each one earned again extends it).
+    fn mark_trail(&self, config: &SessionsConfig, facts: &SessionFacts, now: u64) {
+        if self.sessions.len() >= config.max_sessions
+            && !self.sessions.contains_key(&facts.trail_key)
+        {
+            self.evict(config, now);
+        }
+        let mut trail = self.sessions.entry(facts.trail_key).or_default();
+        if expired(config, &trail, now, true) {
+            *trail = Session::default();
+        }
+        trail.last = now;
+        for tag in &facts.resource_tags {
+            if !trail.labels.contains(tag) {
+                trail.labels.push(Arc::clone(tag));
+            }
+            // Published every time: another replica extends the trail too.
+            if let Some(sharing) = self.sharing.get() {
+                sharing.publish(facts.trail_key, tag, config.window);
             }
         }
     }
@@ -194,6 +237,20 @@ impl AgentSessions {
             }
         }
     }
+}
+
+/// The key of `action`'s agent's trail: a digest of the agent alone, apart from every
+/// session key (a marker no session name or window writes).
+fn trail_key(action: &Action) -> u64 {
+    let agent: &str = &action.principal.id;
+    let mut digest = Sha256::new();
+    digest.update((agent.len() as u64).to_be_bytes());
+    digest.update(agent.as_bytes());
+    digest.update([2u8]);
+    let digest = digest.finalize();
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(key)
 }
 
 /// A named session idle past the window starts over (a window's own key changes with it).
@@ -293,8 +350,49 @@ mod tests {
         ] {
             let other = sessions.facts(&config, &call(agent, "upload"), named);
             assert_eq!(other.actions, 0, "{agent} {named:?}");
-            assert!(!other.labelled(SessionFacts::PRIVATE));
+            // Labels follow the agent (its trail), not the session's name.
+            assert_eq!(other.labelled(SessionFacts::PRIVATE), agent == "a");
         }
+    }
+
+    #[test]
+    fn labels_follow_the_agent_into_its_other_sessions_but_counts_do_not() {
+        let (sessions, config) = (AgentSessions::default(), config());
+        let facts = sessions.facts(&config, &call("a", "read_file"), Named::By("s1"));
+        sessions.remember(&config, &facts);
+        for named in [Named::By("s2"), Named::Window] {
+            let other = sessions.facts(&config, &call("a", "upload"), named);
+            assert!(other.labelled(SessionFacts::PRIVATE), "{named:?}");
+            assert_eq!(other.actions, 0, "{named:?}");
+        }
+        // Another agent's sessions carry nothing of it.
+        let b = sessions.facts(&config, &call("b", "upload"), Named::By("s1"));
+        assert!(!b.labelled(SessionFacts::PRIVATE));
+    }
+
+    #[test]
+    fn a_trail_ends_a_window_after_its_last_label() {
+        let config = SessionsConfig {
+            window: Duration::from_secs(5),
+            ..config()
+        };
+        let sessions = AgentSessions {
+            epoch: Instant::now()
+                .checked_sub(Duration::from_secs(10))
+                .expect("up for 10 s"),
+            ..AgentSessions::default()
+        };
+        let facts = sessions.facts(&config, &call("a", "read_file"), Named::By("s1"));
+        sessions.remember(&config, &facts);
+        let upload = || sessions.facts(&config, &call("a", "upload"), Named::By("s2"));
+        assert!(upload().labelled(SessionFacts::PRIVATE));
+        // Its last label earned a window ago.
+        sessions
+            .sessions
+            .get_mut(&facts.trail_key)
+            .expect("a trail")
+            .last -= 5;
+        assert!(!upload().labelled(SessionFacts::PRIVATE));
     }
 
     #[test]

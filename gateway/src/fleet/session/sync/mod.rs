@@ -107,6 +107,8 @@ impl AgentSessions {
             if !session.labels.iter().any(|l| **l == *stored.label) {
                 session.labels.push(Arc::from(stored.label));
             }
+            // Earned (again) on another replica just now: an agent's trail lives on from it.
+            session.last = session.last.max(now);
         }
     }
 }

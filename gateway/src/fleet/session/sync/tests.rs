@@ -36,12 +36,12 @@ async fn a_label_earned_on_one_replica_reaches_the_session_on_another() {
     a.sync(&*store, &config()).await.unwrap();
     b.sync(&*store, &config()).await.unwrap();
     assert!(upload_after_private(&b, "a", Named::By("s1")));
-    // Only that session of that agent.
-    assert!(!upload_after_private(&b, "a", Named::By("s2")));
+    // That agent's other sessions too (its trail), not another agent's.
+    assert!(upload_after_private(&b, "a", Named::By("s2")));
     assert!(!upload_after_private(&b, "other", Named::By("s1")));
-    // Earning it again queues nothing new.
+    // Earning it again queues only the trail's renewal, not the session's label.
     read_private(&a, "s1");
-    assert!(a.sharing.get().unwrap().queue.lock().unwrap().is_empty());
+    assert_eq!(a.sharing.get().unwrap().queue.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -52,7 +52,8 @@ async fn labels_queued_during_an_outage_are_stored_afterwards() {
     store.set_down(true);
     read_private(&a, "s1");
     assert!(a.sync(&*store, &config()).await.is_err());
-    assert_eq!(a.sharing.get().unwrap().queue.lock().unwrap().len(), 1);
+    // The session's label and the agent's trail.
+    assert_eq!(a.sharing.get().unwrap().queue.lock().unwrap().len(), 2);
     store.set_down(false);
     a.sync(&*store, &config()).await.unwrap();
     b.sync(&*store, &config()).await.unwrap();
