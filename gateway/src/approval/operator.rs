@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::attempts;
 use super::config::{ApprovalsConfig, OperatorConfig};
 use super::sealed::{Purpose, Sealer};
 use super::totp::{CodeRefused, NewEnrolment, Totp, TotpSecret};
@@ -34,6 +35,8 @@ pub enum OperatorError {
     Code(#[from] CodeRefused),
     #[error("the TOTP code was used already (a code counts once, on every replica)")]
     Replayed,
+    #[error(transparent)]
+    Brake(#[from] super::attempts::BrakeError),
     #[error("no approval has the id {0:?}; `warden approvals list` shows the pending ones")]
     Unknown(String),
     #[error("approval {id} is {status}: only a pending approval can be decided")]
@@ -102,7 +105,7 @@ impl Operator {
 
     /// Confirms `subject`'s enrolment with a first code of the new secret.
     pub async fn confirm(&self, subject: &str, code: &str) -> Result<(), OperatorError> {
-        check_totp(&self.store, &self.sealer, subject, code, true).await
+        checked_code(&self.store, &self.sealer, subject, code, true).await
     }
 
     /// The second factors `subject` has.
@@ -175,7 +178,7 @@ impl Operator {
         };
         may_decide(&self.policy, &approver, &record, decision, "cli", source)?;
         // The factor last: a refused decision does not use a code up.
-        check_totp(&self.store, &self.sealer, subject, code, false).await?;
+        checked_code(&self.store, &self.sealer, subject, code, false).await?;
         let vote = Vote {
             approver: subject.to_owned(),
             decision,
@@ -294,6 +297,31 @@ pub async fn check_totp(
         return Err(OperatorError::Replayed);
     }
     Ok(())
+}
+
+/// Checks `code` as [`check_totp`] does, behind the wrong-code brake shared by every replica
+/// and command line: refused, its code unchecked, after too many wrong codes or when the
+/// store cannot count the attempt.
+pub async fn checked_code(
+    store: &Store,
+    sealer: &Sealer,
+    subject: &str,
+    code: &str,
+    confirm: bool,
+) -> Result<(), OperatorError> {
+    attempts::begin(store, subject).await?;
+    match check_totp(store, sealer, subject, code.trim(), confirm).await {
+        Ok(()) => {
+            attempts::succeeded(store, subject).await;
+            Ok(())
+        }
+        Err(e) => {
+            if !matches!(e, OperatorError::Code(_) | OperatorError::Replayed) {
+                attempts::given_back(store, subject).await;
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Records `vote` on approval `id`: the approval as it is afterwards.

@@ -184,6 +184,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "DROP INDEX approvals_open_digest;
     CREATE UNIQUE INDEX approvals_open_terms ON approvals (digest, policy, groups_json, required)
         WHERE status IN ('pending', 'approved');",
+    // 11: the wrong-code brake, shared by every process on the store: each approver's wrong
+    // second-factor codes and when the window they are counted in began.
+    "CREATE TABLE code_attempts (
+        subject   TEXT    NOT NULL PRIMARY KEY,
+        failures  INTEGER NOT NULL,
+        since_ms  INTEGER NOT NULL
+    ) STRICT;",
 ];
 
 /// Applies the steps the file lacks, each in its own transaction with its version; refuses a
