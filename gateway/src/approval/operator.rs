@@ -19,7 +19,7 @@ use crate::decision::Decision;
 use crate::policy::{Approvers, PolicyEngine};
 use crate::state::Store;
 use crate::state::approvals::{
-    ApprovalFilter, ApprovalRecord, SecondFactor, Vote, VoteDecision, VoteOutcome,
+    ApprovalFilter, ApprovalRecord, SecondFactor, Vote, VoteDecision, VoteOutcome, same_name,
 };
 
 /// Why an operator's step was refused.
@@ -181,6 +181,7 @@ impl Operator {
         checked_code(&self.store, &self.sealer, subject, code, false).await?;
         let vote = Vote {
             approver: subject.to_owned(),
+            names: Vec::new(),
             decision,
             factor: SecondFactor::Totp,
             source,
@@ -236,7 +237,7 @@ impl Approver {
     pub fn is(&self, name: &str) -> bool {
         std::iter::once(&self.subject)
             .chain(&self.aliases)
-            .any(|mine| mine == name || (mine.contains('@') && mine.eq_ignore_ascii_case(name)))
+            .any(|mine| same_name(mine, name))
     }
 
     /// Whether the `@approvers` entry `entry` names this approver: `Group::"sre"` when they
@@ -354,8 +355,13 @@ pub fn may_decide(
     source: Option<IpAddr>,
 ) -> Result<(), OperatorError> {
     let subject = approver.subject.as_str();
-    // One person votes once, under whichever of their names.
-    if record.votes.iter().any(|v| approver.is(&v.approver)) {
+    // One person votes once, under whichever of their names, in the console or on the
+    // command line: a vote keeps every name its voter goes by.
+    if record
+        .votes
+        .iter()
+        .any(|v| v.all_names().any(|name| approver.is(name)))
+    {
         return Err(OperatorError::AlreadyVoted {
             subject: subject.to_owned(),
             id: record.id.clone(),
@@ -507,6 +513,7 @@ when { resource.action == "llm:chat" };
                 .iter()
                 .map(|v| Vote {
                     approver: (*v).into(),
+                    names: Vec::new(),
                     decision: VoteDecision::Approve,
                     factor: SecondFactor::Totp,
                     source: None,
@@ -622,5 +629,36 @@ when { resource.action == "llm:chat" };
             judge(&dave(&["sre"]), &r, VoteDecision::Approve),
             Err(OperatorError::AlreadyVoted { .. })
         ));
+    }
+
+    #[test]
+    fn a_console_vote_counts_against_the_same_person_on_the_command_line() {
+        // dave voted in the console as u-42, the provider naming him dave and by e-mail too.
+        let mut r = record("carol", "llm:chat", &[]);
+        r.votes.push(Vote {
+            approver: "u-42".into(),
+            names: vec!["dave".into(), "Dave@Example.com".into()],
+            decision: VoteDecision::Approve,
+            factor: SecondFactor::Totp,
+            source: None,
+            at_ms: 0,
+        });
+        // The operator listed as dave@example.com is dave: refused.
+        let operator = Approver {
+            subject: "dave@example.com".into(),
+            groups: vec!["sre".into()],
+            aliases: Vec::new(),
+            issuer: "warden-cli".into(),
+        };
+        assert!(matches!(
+            judge(&operator, &r, VoteDecision::Approve),
+            Err(OperatorError::AlreadyVoted { .. })
+        ));
+        // Another operator is not.
+        let erin = Approver {
+            subject: "erin@example.com".into(),
+            ..operator
+        };
+        judge(&erin, &r, VoteDecision::Approve).unwrap();
     }
 }

@@ -253,6 +253,7 @@ impl Console {
         .await?;
         let vote = Vote {
             approver: subject.clone(),
+            names: session.record.aliases.clone(),
             decision,
             factor,
             source,

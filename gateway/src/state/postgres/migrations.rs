@@ -194,6 +194,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
         failures  BIGINT NOT NULL,
         since_ms  BIGINT NOT NULL
     );",
+    // 12: the other names a voter goes by (the console's `sub`, preferred username, e-mail
+    // address), so that one person votes once whether in the console or on the command line.
+    "ALTER TABLE approval_votes ADD COLUMN names_json TEXT NOT NULL DEFAULT '[]';",
 ];
 
 /// Applies the steps the database lacks, in one transaction under the advisory lock; refuses

@@ -191,6 +191,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
         failures  INTEGER NOT NULL,
         since_ms  INTEGER NOT NULL
     ) STRICT;",
+    // 12: the other names a voter goes by (the console's `sub`, preferred username, e-mail
+    // address), so that one person votes once whether in the console or on the command line.
+    "ALTER TABLE approval_votes ADD COLUMN names_json TEXT NOT NULL DEFAULT '[]';",
 ];
 
 /// Applies the steps the file lacks, each in its own transaction with its version; refuses a
