@@ -293,25 +293,29 @@ async fn a_waiting_request_goes_on_when_approved_and_no_one_approves_their_own_a
     );
 }
 
+/// A replica on the PostgreSQL database at `url` in approvals mode `mode`, sharing the key that
+/// seals second factors with every other.
+async fn replica(upstream: &FakeLlm, url: &str, mode: &str) -> Warden {
+    let mut approvals = approvals(mode);
+    approvals["factor_key"] = json!({"env": "FACTOR_KEY"});
+    WardenBuilder::new(upstream)
+        .policy("needs-sre.cedar", NEEDS_SRE)
+        .set("/approvals", approvals)
+        .set("/state", json!({"postgres": {"url": {"env": "STATE_URL"}}}))
+        .env("STATE_URL", url)
+        .env("FACTOR_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
+        .start()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn an_approval_given_through_one_replica_releases_the_request_held_by_another() {
     let pg = warden_e2e::postgres::Postgres::from_env();
     let url = pg.fresh_database("warden_e2e_replicas");
     let upstream = FakeLlm::start().await.unwrap();
-    // Two replicas on one PostgreSQL, sharing the key that seals second factors.
-    let replica = || {
-        let mut approvals = approvals("wait");
-        approvals["factor_key"] = json!({"env": "FACTOR_KEY"});
-        WardenBuilder::new(&upstream)
-            .policy("needs-sre.cedar", NEEDS_SRE)
-            .set("/approvals", approvals)
-            .set("/state", json!({"postgres": {"url": {"env": "STATE_URL"}}}))
-            .env("STATE_URL", &url)
-            .env("FACTOR_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
-            .start()
-    };
-    let a = replica().await.unwrap();
-    let b = replica().await.unwrap();
+    let a = replica(&upstream, &url, "wait").await;
+    let b = replica(&upstream, &url, "wait").await;
     let alice = enrol(&b, "alice").await;
     let token = a.token("billing-bot").await.unwrap();
     let held = {
@@ -361,19 +365,8 @@ async fn wrong_codes_spread_over_two_replicas_share_one_brake() {
     let pg = warden_e2e::postgres::Postgres::from_env();
     let url = pg.fresh_database("warden_e2e_replicas_brake");
     let upstream = FakeLlm::start().await.unwrap();
-    let replica = || {
-        let mut approvals = approvals("pending");
-        approvals["factor_key"] = json!({"env": "FACTOR_KEY"});
-        WardenBuilder::new(&upstream)
-            .policy("needs-sre.cedar", NEEDS_SRE)
-            .set("/approvals", approvals)
-            .set("/state", json!({"postgres": {"url": {"env": "STATE_URL"}}}))
-            .env("STATE_URL", &url)
-            .env("FACTOR_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
-            .start()
-    };
-    let a = replica().await.unwrap();
-    let b = replica().await.unwrap();
+    let a = replica(&upstream, &url, "pending").await;
+    let b = replica(&upstream, &url, "pending").await;
     let alice = enrol(&a, "alice").await;
     let token = a.token("billing-bot").await.unwrap();
     let id = pending_id(&a, &token, "summarise the invoices").await;
