@@ -293,25 +293,29 @@ async fn a_waiting_request_goes_on_when_approved_and_no_one_approves_their_own_a
     );
 }
 
+/// A replica on the PostgreSQL database at `url` in approvals mode `mode`, sharing the key that
+/// seals second factors with every other.
+async fn replica(upstream: &FakeLlm, url: &str, mode: &str) -> Warden {
+    let mut approvals = approvals(mode);
+    approvals["factor_key"] = json!({"env": "FACTOR_KEY"});
+    WardenBuilder::new(upstream)
+        .policy("needs-sre.cedar", NEEDS_SRE)
+        .set("/approvals", approvals)
+        .set("/state", json!({"postgres": {"url": {"env": "STATE_URL"}}}))
+        .env("STATE_URL", url)
+        .env("FACTOR_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
+        .start()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn an_approval_given_through_one_replica_releases_the_request_held_by_another() {
     let pg = warden_e2e::postgres::Postgres::from_env();
     let url = pg.fresh_database("warden_e2e_replicas");
     let upstream = FakeLlm::start().await.unwrap();
-    // Two replicas on one PostgreSQL, sharing the key that seals second factors.
-    let replica = || {
-        let mut approvals = approvals("wait");
-        approvals["factor_key"] = json!({"env": "FACTOR_KEY"});
-        WardenBuilder::new(&upstream)
-            .policy("needs-sre.cedar", NEEDS_SRE)
-            .set("/approvals", approvals)
-            .set("/state", json!({"postgres": {"url": {"env": "STATE_URL"}}}))
-            .env("STATE_URL", &url)
-            .env("FACTOR_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
-            .start()
-    };
-    let a = replica().await.unwrap();
-    let b = replica().await.unwrap();
+    let a = replica(&upstream, &url, "wait").await;
+    let b = replica(&upstream, &url, "wait").await;
     let alice = enrol(&b, "alice").await;
     let token = a.token("billing-bot").await.unwrap();
     let held = {
@@ -340,6 +344,62 @@ async fn an_approval_given_through_one_replica_releases_the_request_held_by_anot
         r.headers().get("x-warden-approval-id").is_none(),
         "released, not pending"
     );
+}
+
+/// Codes of `secret` that no clock within a step of now would accept.
+fn wrong_codes(secret: &str, n: usize) -> Vec<String> {
+    let out = std::process::Command::new("oathtool")
+        .args(["--totp", "-b", "-w", "3", "-N", "now - 30 seconds", secret])
+        .output()
+        .expect("oathtool (tests/run installs it)");
+    let good = String::from_utf8_lossy(&out.stdout).into_owned();
+    (0..1_000_000u32)
+        .map(|i| format!("{:06}", (i * 7919 + 123_457) % 1_000_000))
+        .filter(|c| !good.contains(c.as_str()))
+        .take(n)
+        .collect()
+}
+
+#[tokio::test]
+async fn wrong_codes_spread_over_two_replicas_share_one_brake() {
+    let pg = warden_e2e::postgres::Postgres::from_env();
+    let url = pg.fresh_database("warden_e2e_replicas_brake");
+    let upstream = FakeLlm::start().await.unwrap();
+    let a = replica(&upstream, &url, "pending").await;
+    let b = replica(&upstream, &url, "pending").await;
+    let alice = enrol(&a, "alice").await;
+    let token = a.token("billing-bot").await.unwrap();
+    let id = pending_id(&a, &token, "summarise the invoices").await;
+
+    // Five wrong codes, each at one replica or the other (each command a process of its own,
+    // as a restarted one would be): each refused for its code.
+    for (i, code) in wrong_codes(&alice, 5).iter().enumerate() {
+        let at = if i % 2 == 0 { &a } else { &b };
+        let out = at
+            .cli(&["approvals", "approve", &id, "--as", "alice", "--code", code])
+            .await
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(
+            text(&out).contains("the TOTP code was refused"),
+            "{}",
+            text(&out)
+        );
+    }
+    // The sixth attempt, at either replica, is refused before its code is looked at: even
+    // the right one.
+    for at in [&b, &a] {
+        let out = approve(at, &id, "alice", &alice).await;
+        assert!(!out.status.success());
+        assert!(
+            text(&out).contains("too many wrong codes for alice"),
+            "{}",
+            text(&out)
+        );
+    }
+    let out = b.cli(&["approvals", "show", &id]).await.unwrap();
+    assert!(text(&out).contains("status:    pending"), "{}", text(&out));
+    assert!(!text(&out).contains("vote:"), "{}", text(&out));
 }
 
 /// Chat on Anthropic's claude-sonnet-4-5 waits for a member of `sre` too.

@@ -409,6 +409,7 @@ mod tests {
                 id,
                 Vote {
                     approver: approver.into(),
+                    names: Vec::new(),
                     decision: VoteDecision::Approve,
                     factor: SecondFactor::Totp,
                     source: None,

@@ -210,6 +210,7 @@ mod tests {
                 .iter()
                 .map(|&(decision, at_ms)| Vote {
                     approver: format!("approver-{at_ms}"),
+                    names: Vec::new(),
                     decision,
                     factor: SecondFactor::Totp,
                     source: None,

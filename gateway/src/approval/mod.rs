@@ -3,9 +3,11 @@
 //! approved, has it wait, or tells the agent how to retry; without a gate it stops here.
 //!
 //! The gate's building blocks live beside it: `config` (the `approvals:` section), `totp`
-//! (the second factor), `sealed` (second-factor secrets encrypted for the state store) and
-//! `notify` (webhooks telling approvers that an action waits).
+//! (the second factor), `attempts` (the wrong-code brake every replica shares), `sealed`
+//! (second-factor secrets encrypted for the state store) and `notify` (webhooks telling
+//! approvers that an action waits).
 
+pub mod attempts;
 pub mod config;
 pub mod gate;
 pub mod metrics;

@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::attempts;
 use super::config::{ApprovalsConfig, OperatorConfig};
 use super::sealed::{Purpose, Sealer};
 use super::totp::{CodeRefused, NewEnrolment, Totp, TotpSecret};
@@ -18,7 +19,7 @@ use crate::decision::Decision;
 use crate::policy::{Approvers, PolicyEngine};
 use crate::state::Store;
 use crate::state::approvals::{
-    ApprovalFilter, ApprovalRecord, SecondFactor, Vote, VoteDecision, VoteOutcome,
+    ApprovalFilter, ApprovalRecord, SecondFactor, Vote, VoteDecision, VoteOutcome, same_name,
 };
 
 /// Why an operator's step was refused.
@@ -34,6 +35,8 @@ pub enum OperatorError {
     Code(#[from] CodeRefused),
     #[error("the TOTP code was used already (a code counts once, on every replica)")]
     Replayed,
+    #[error(transparent)]
+    Brake(#[from] super::attempts::BrakeError),
     #[error("no approval has the id {0:?}; `warden approvals list` shows the pending ones")]
     Unknown(String),
     #[error("approval {id} is {status}: only a pending approval can be decided")]
@@ -102,7 +105,7 @@ impl Operator {
 
     /// Confirms `subject`'s enrolment with a first code of the new secret.
     pub async fn confirm(&self, subject: &str, code: &str) -> Result<(), OperatorError> {
-        check_totp(&self.store, &self.sealer, subject, code, true).await
+        checked_code(&self.store, &self.sealer, subject, code, true).await
     }
 
     /// The second factors `subject` has.
@@ -175,9 +178,10 @@ impl Operator {
         };
         may_decide(&self.policy, &approver, &record, decision, "cli", source)?;
         // The factor last: a refused decision does not use a code up.
-        check_totp(&self.store, &self.sealer, subject, code, false).await?;
+        checked_code(&self.store, &self.sealer, subject, code, false).await?;
         let vote = Vote {
             approver: subject.to_owned(),
+            names: Vec::new(),
             decision,
             factor: SecondFactor::Totp,
             source,
@@ -233,7 +237,7 @@ impl Approver {
     pub fn is(&self, name: &str) -> bool {
         std::iter::once(&self.subject)
             .chain(&self.aliases)
-            .any(|mine| mine == name || (mine.contains('@') && mine.eq_ignore_ascii_case(name)))
+            .any(|mine| same_name(mine, name))
     }
 
     /// Whether the `@approvers` entry `entry` names this approver: `Group::"sre"` when they
@@ -296,6 +300,31 @@ pub async fn check_totp(
     Ok(())
 }
 
+/// Checks `code` as [`check_totp`] does, behind the wrong-code brake shared by every replica
+/// and command line: refused, its code unchecked, after too many wrong codes or when the
+/// store cannot count the attempt.
+pub async fn checked_code(
+    store: &Store,
+    sealer: &Sealer,
+    subject: &str,
+    code: &str,
+    confirm: bool,
+) -> Result<(), OperatorError> {
+    attempts::begin(store, subject).await?;
+    match check_totp(store, sealer, subject, code.trim(), confirm).await {
+        Ok(()) => {
+            attempts::succeeded(store, subject).await;
+            Ok(())
+        }
+        Err(e) => {
+            if !matches!(e, OperatorError::Code(_) | OperatorError::Replayed) {
+                attempts::given_back(store, subject).await;
+            }
+            Err(e)
+        }
+    }
+}
+
 /// Records `vote` on approval `id`: the approval as it is afterwards.
 pub async fn cast(store: &Store, id: &str, vote: Vote) -> Result<ApprovalRecord, OperatorError> {
     let subject = vote.approver.clone();
@@ -326,8 +355,13 @@ pub fn may_decide(
     source: Option<IpAddr>,
 ) -> Result<(), OperatorError> {
     let subject = approver.subject.as_str();
-    // One person votes once, under whichever of their names.
-    if record.votes.iter().any(|v| approver.is(&v.approver)) {
+    // One person votes once, under whichever of their names, in the console or on the
+    // command line: a vote keeps every name its voter goes by.
+    if record
+        .votes
+        .iter()
+        .any(|v| v.all_names().any(|name| approver.is(name)))
+    {
         return Err(OperatorError::AlreadyVoted {
             subject: subject.to_owned(),
             id: record.id.clone(),
@@ -479,6 +513,7 @@ when { resource.action == "llm:chat" };
                 .iter()
                 .map(|v| Vote {
                     approver: (*v).into(),
+                    names: Vec::new(),
                     decision: VoteDecision::Approve,
                     factor: SecondFactor::Totp,
                     source: None,
@@ -594,5 +629,36 @@ when { resource.action == "llm:chat" };
             judge(&dave(&["sre"]), &r, VoteDecision::Approve),
             Err(OperatorError::AlreadyVoted { .. })
         ));
+    }
+
+    #[test]
+    fn a_console_vote_counts_against_the_same_person_on_the_command_line() {
+        // dave voted in the console as u-42, the provider naming him dave and by e-mail too.
+        let mut r = record("carol", "llm:chat", &[]);
+        r.votes.push(Vote {
+            approver: "u-42".into(),
+            names: vec!["dave".into(), "Dave@Example.com".into()],
+            decision: VoteDecision::Approve,
+            factor: SecondFactor::Totp,
+            source: None,
+            at_ms: 0,
+        });
+        // The operator listed as dave@example.com is dave: refused.
+        let operator = Approver {
+            subject: "dave@example.com".into(),
+            groups: vec!["sre".into()],
+            aliases: Vec::new(),
+            issuer: "warden-cli".into(),
+        };
+        assert!(matches!(
+            judge(&operator, &r, VoteDecision::Approve),
+            Err(OperatorError::AlreadyVoted { .. })
+        ));
+        // Another operator is not.
+        let erin = Approver {
+            subject: "erin@example.com".into(),
+            ..operator
+        };
+        judge(&erin, &r, VoteDecision::Approve).unwrap();
     }
 }

@@ -4,7 +4,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use super::attempts::Attempts;
 use super::config::ConsoleConfig;
 use super::error::ConsoleError;
 use super::sso::{Sso, SsoError};
@@ -33,7 +32,6 @@ pub struct Console {
     pub(crate) url: String,
     /// Its origin (`https://warden.example.com`), for the same-origin check.
     pub(crate) origin: String,
-    pub(crate) attempts: Attempts,
 }
 
 impl std::fmt::Debug for Console {
@@ -103,7 +101,6 @@ impl Console {
             config,
             url,
             origin,
-            attempts: Attempts::default(),
         })
     }
 

@@ -4,7 +4,7 @@
 //!
 //! A decision is checked in this order, so that a refused one uses no code up: signed in,
 //! same origin and CSRF token, the approval exists and is pending, the approver may decide it
-//! (`may_decide`), the wrong-code brake, then the factor. It is written to the audit log
+//! (`may_decide`), the wrong-code brake (shared by every replica), then the factor. It is written to the audit log
 //! (durably) before it is cast; a refused attempt is audited too.
 
 use std::net::IpAddr;
@@ -20,7 +20,7 @@ use super::app::{Console, Peer};
 use super::error::{ConsoleError, html, see_other};
 use super::pages::{self, Decide};
 use super::session::{Session, source, to_login};
-use crate::approval::operator::{Approver, OperatorError, cast, check_totp, may_decide};
+use crate::approval::operator::{Approver, OperatorError, cast, checked_code, may_decide};
 use crate::approval::passkey::{ActionBinding, PasskeyError};
 use crate::state::approvals::{
     ApprovalFilter, ApprovalRecord, ApprovalStatus, SecondFactor, Vote, VoteDecision,
@@ -190,26 +190,14 @@ impl Console {
     }
 
     /// Checks `code` against `subject`'s TOTP app (confirming an enrolment with `confirm`),
-    /// behind the wrong-code brake.
+    /// behind the wrong-code brake every replica shares.
     pub(crate) async fn checked_code(
         &self,
         subject: &str,
         code: &str,
         confirm: bool,
     ) -> Result<(), ConsoleError> {
-        self.attempts.begin(subject)?;
-        match check_totp(&self.store, &self.sealer, subject, code.trim(), confirm).await {
-            Ok(()) => {
-                self.attempts.succeeded(subject);
-                Ok(())
-            }
-            Err(e) => {
-                if !matches!(e, OperatorError::Code(_) | OperatorError::Replayed) {
-                    self.attempts.given_back(subject);
-                }
-                Err(e.into())
-            }
-        }
+        Ok(checked_code(&self.store, &self.sealer, subject, code, confirm).await?)
     }
 
     /// Audits a refused attempt to decide.
@@ -265,6 +253,7 @@ impl Console {
         .await?;
         let vote = Vote {
             approver: subject.clone(),
+            names: session.record.aliases.clone(),
             decision,
             factor,
             source,

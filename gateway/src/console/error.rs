@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::pages;
 use super::sso::SsoError;
+use crate::approval::attempts::BrakeError;
 use crate::approval::operator::OperatorError;
 use crate::approval::passkey::PasskeyError;
 use crate::state::StateError;
@@ -32,11 +33,6 @@ pub enum ConsoleError {
     BadRequest(String),
     #[error("no approval has the id {0:?}: it may have been removed; see the pending list")]
     NotFound(String),
-    #[error(
-        "too many wrong codes for {subject}: try again in {minutes} minute(s); every attempt is \
-         audited"
-    )]
-    TooManyAttempts { subject: String, minutes: u64 },
     #[error(
         "changing second factors needs a sign-in within the last {0}: sign out and in again, then \
          retry"
@@ -68,7 +64,10 @@ impl ConsoleError {
             ConsoleError::Decide(e) => match e {
                 O::Unknown(_) => StatusCode::NOT_FOUND,
                 O::NotPending { .. } | O::AlreadyVoted { .. } => StatusCode::CONFLICT,
-                O::State(_) | O::Sealed(_) => StatusCode::SERVICE_UNAVAILABLE,
+                O::Brake(BrakeError::TooManyAttempts { .. }) => StatusCode::TOO_MANY_REQUESTS,
+                O::State(_) | O::Sealed(_) | O::Brake(BrakeError::Unavailable(_)) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 _ => StatusCode::FORBIDDEN,
             },
             ConsoleError::Passkey(PasskeyError::Busy) => StatusCode::SERVICE_UNAVAILABLE,
@@ -77,7 +76,6 @@ impl ConsoleError {
             ConsoleError::Passkey(_) => StatusCode::FORBIDDEN,
             ConsoleError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ConsoleError::NotFound(_) => StatusCode::NOT_FOUND,
-            ConsoleError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             ConsoleError::NotFresh(_) | ConsoleError::VerifyFirst => StatusCode::FORBIDDEN,
             ConsoleError::State(_) | ConsoleError::Audit(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -96,6 +94,7 @@ impl ConsoleError {
                 O::Code(crate::approval::totp::CodeRefused::Replayed { .. }) => "replayed_code",
                 O::Code(_) => "wrong_code",
                 O::Replayed => "replayed_code",
+                O::Brake(BrakeError::TooManyAttempts { .. }) => "too_many_attempts",
                 O::Unknown(_) => "unknown_approval",
                 O::NotPending { .. } => "not_pending",
                 O::AlreadyVoted { .. } => "already_voted",
@@ -107,7 +106,6 @@ impl ConsoleError {
             ConsoleError::Passkey(_) => "passkey_refused",
             ConsoleError::BadRequest(_) => "bad_request",
             ConsoleError::NotFound(_) => "unknown_approval",
-            ConsoleError::TooManyAttempts { .. } => "too_many_attempts",
             ConsoleError::NotFresh(_) => "sign_in_again",
             ConsoleError::VerifyFirst => "verify_first",
             ConsoleError::State(_) => "unavailable",

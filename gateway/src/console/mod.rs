@@ -18,7 +18,6 @@
 
 pub mod app;
 pub mod approve;
-pub mod attempts;
 pub mod config;
 pub mod error;
 pub mod factors;

@@ -143,8 +143,12 @@ pub struct NewApproval {
 /// One approver's vote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vote {
-    /// The approver's subject (their identity at the SSO provider).
+    /// The approver's subject (their identity at the SSO provider, or their name in
+    /// `approvals.operators` on the command line).
     pub approver: String,
+    /// The other names the approver goes by (the console's `sub`, preferred username, e-mail
+    /// address): one person votes once, under whichever of their names.
+    pub names: Vec<String>,
     pub decision: VoteDecision,
     /// The second factor the vote was confirmed with.
     pub factor: SecondFactor,
@@ -152,6 +156,26 @@ pub struct Vote {
     pub source: Option<IpAddr>,
     /// When it was cast, in milliseconds since the Unix epoch.
     pub at_ms: i64,
+}
+
+impl Vote {
+    /// Every name of the voter: their subject, then their other names.
+    pub fn all_names(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.approver.as_str()).chain(self.names.iter().map(String::as_str))
+    }
+
+    /// Whether `other` was cast by the same person: they share a name (e-mail addresses
+    /// compared without regard to case).
+    pub fn by_same_person(&self, other: &Vote) -> bool {
+        self.all_names()
+            .any(|mine| other.all_names().any(|theirs| same_name(mine, theirs)))
+    }
+}
+
+/// Whether `a` and `b` name the same person: equal, or e-mail addresses equal without regard
+/// to case.
+pub fn same_name(a: &str, b: &str) -> bool {
+    a == b || (a.contains('@') && a.eq_ignore_ascii_case(b))
 }
 
 /// An approval request as stored, with its votes in the order they were cast.
@@ -374,10 +398,16 @@ pub(crate) struct VoteRow {
     pub factor: String,
     pub source: Option<String>,
     pub at_ms: i64,
+    pub names_json: String,
+}
+
+/// A vote's other names as stored.
+pub(crate) fn names_json(names: &[String]) -> String {
+    serde_json::Value::from(names).to_string()
 }
 
 /// The columns of [`VoteRow`], in its order.
-pub(crate) const VOTE_COLUMNS: &str = "approver, decision, factor, source, at_ms";
+pub(crate) const VOTE_COLUMNS: &str = "approver, decision, factor, source, at_ms, names_json";
 
 impl ApprovalRow {
     /// The record, as of `now_ms`: a pending or approved request past its time reads as
@@ -409,6 +439,7 @@ impl ApprovalRow {
                         Some(s) => Some(s.parse().ok()?),
                         None => None,
                     },
+                    names: serde_json::from_str(&v.names_json).ok()?,
                     approver: v.approver,
                     at_ms: v.at_ms,
                 })

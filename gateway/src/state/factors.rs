@@ -1,7 +1,8 @@
 //! The second-factor repository: each approver's TOTP enrolment and WebAuthn passkeys. Secrets
 //! arrive sealed (encrypted by the caller) and are stored as opaque bytes; passkeys as the
 //! JSON the WebAuthn library serializes. The steps that stop a replay are atomic here: a TOTP
-//! time step is accepted only if it is later than the last one accepted.
+//! time step is accepted only if it is later than the last one accepted. The wrong-code brake
+//! lives here too, so that every replica (and every command line) counts the same attempts.
 
 use futures_util::future::BoxFuture;
 
@@ -36,6 +37,15 @@ pub struct WebauthnCredential {
     pub sign_count: u32,
     pub created_ms: i64,
     pub last_used_ms: Option<i64>,
+}
+
+/// What the wrong-code brake made of an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeAttempt {
+    /// Counted (as wrong until cleared or given back): its code may be checked.
+    Counted,
+    /// Refused: too many wrong codes in the window that began at `since_ms`.
+    Refused { since_ms: i64 },
 }
 
 /// Second-factor enrolments in the state store. Every method is one transaction.
@@ -99,4 +109,27 @@ pub trait FactorRepository: Send + Sync {
         subject: &'a str,
         credential_id: &'a [u8],
     ) -> BoxFuture<'a, Result<bool, StateError>>;
+
+    /// Counts an attempt of `subject` at `now_ms` against the brake, in one statement (attempts
+    /// made at once, on any replica, cannot pass it together): refused while `subject` has
+    /// `max` attempts counted in a window begun after `window_start_ms`; a window begun at or
+    /// before it is over, and this attempt begins a new one.
+    fn count_code_attempt<'a>(
+        &'a self,
+        subject: &'a str,
+        now_ms: i64,
+        window_start_ms: i64,
+        max: u32,
+    ) -> BoxFuture<'a, Result<CodeAttempt, StateError>>;
+
+    /// Gives back one counted attempt of `subject` (it failed for another reason than its
+    /// code).
+    fn give_back_code_attempt<'a>(
+        &'a self,
+        subject: &'a str,
+    ) -> BoxFuture<'a, Result<(), StateError>>;
+
+    /// Forgets `subject`'s counted attempts (a right code).
+    fn clear_code_attempts<'a>(&'a self, subject: &'a str)
+    -> BoxFuture<'a, Result<(), StateError>>;
 }

@@ -10,7 +10,7 @@ use super::{PostgresStore, query_error};
 use crate::state::approvals::{
     APPROVAL_COLUMNS, ApprovalFilter, ApprovalRecord, ApprovalRepository, ApprovalRow,
     ApprovalStatus, ApprovalWatch, ConsumeOutcome, NewApproval, VOTE_COLUMNS, Vote, VoteOutcome,
-    VoteRow, decide, expiry, new_id,
+    VoteRow, decide, expiry, names_json, new_id,
 };
 use crate::state::error::StateError;
 use crate::state::pins::now_ms;
@@ -175,13 +175,13 @@ impl ApprovalRepository for PostgresStore {
                 commit(tx, &db, operation, &changed).await?;
                 return Ok(VoteOutcome::NotPending(Box::new(record)));
             }
-            if record.votes.iter().any(|v| v.approver == vote.approver) {
+            if record.votes.iter().any(|v| v.by_same_person(&vote)) {
                 return Ok(VoteOutcome::AlreadyVoted(Box::new(record)));
             }
             tx.execute(
                 &format!(
                     "INSERT INTO approval_votes (approval_id, {VOTE_COLUMNS}) \
-                     VALUES ($1, $2, $3, $4, $5, $6)"
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)"
                 ),
                 &[
                     &id,
@@ -190,6 +190,7 @@ impl ApprovalRepository for PostgresStore {
                     &vote.factor.as_str(),
                     &vote.source.map(|s| s.to_string()),
                     &vote.at_ms,
+                    &names_json(&vote.names),
                 ],
             )
             .await
@@ -350,6 +351,7 @@ async fn with_votes(
             factor: r.get(2),
             source: r.get(3),
             at_ms: r.get(4),
+            names_json: r.get(5),
         })
         .collect();
     row.into_record(votes, now)

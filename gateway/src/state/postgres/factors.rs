@@ -1,11 +1,11 @@
-//! [`FactorRepository`] on PostgreSQL: the `totp_enrolments` and `webauthn_credentials`
-//! tables. Each step is one statement, atomic on its own.
+//! [`FactorRepository`] on PostgreSQL: the `totp_enrolments`, `webauthn_credentials` and
+//! `code_attempts` tables. Each step is one statement, atomic on its own.
 
 use futures_util::future::BoxFuture;
 
 use super::{PostgresStore, query_error};
 use crate::state::error::StateError;
-use crate::state::factors::{FactorRepository, TotpEnrolment, WebauthnCredential};
+use crate::state::factors::{CodeAttempt, FactorRepository, TotpEnrolment, WebauthnCredential};
 use crate::state::pins::now_ms;
 
 impl FactorRepository for PostgresStore {
@@ -200,4 +200,82 @@ impl FactorRepository for PostgresStore {
             Ok(changed == 1)
         }))
     }
+
+    fn count_code_attempt<'a>(
+        &'a self,
+        subject: &'a str,
+        now_ms: i64,
+        window_start_ms: i64,
+        max: u32,
+    ) -> BoxFuture<'a, Result<CodeAttempt, StateError>> {
+        let subject = subject.to_owned();
+        Box::pin(self.with_client(move |client, db| async move {
+            let err = || query_error(&db, "count a second-factor code attempt");
+            // Concurrent attempts queue on the row's lock: each sees the count the one before
+            // it left.
+            let changed = client
+                .execute(
+                    COUNT_CODE_ATTEMPT,
+                    &[&subject, &now_ms, &window_start_ms, &i64::from(max)],
+                )
+                .await
+                .map_err(err())?;
+            if changed == 1 {
+                return Ok(CodeAttempt::Counted);
+            }
+            let row = client
+                .query_opt(
+                    "SELECT since_ms FROM code_attempts WHERE subject = $1",
+                    &[&subject],
+                )
+                .await
+                .map_err(err())?;
+            // Cleared in between: refused all the same, this attempt was not counted.
+            Ok(CodeAttempt::Refused {
+                since_ms: row.map_or(now_ms, |row| row.get(0)),
+            })
+        }))
+    }
+
+    fn give_back_code_attempt<'a>(
+        &'a self,
+        subject: &'a str,
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        let subject = subject.to_owned();
+        Box::pin(self.with_client(move |client, db| async move {
+            client
+                .execute(
+                    "UPDATE code_attempts SET failures = failures - 1 \
+                     WHERE subject = $1 AND failures > 0",
+                    &[&subject],
+                )
+                .await
+                .map_err(query_error(&db, "give back a second-factor code attempt"))?;
+            Ok(())
+        }))
+    }
+
+    fn clear_code_attempts<'a>(
+        &'a self,
+        subject: &'a str,
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        let subject = subject.to_owned();
+        Box::pin(self.with_client(move |client, db| async move {
+            client
+                .execute("DELETE FROM code_attempts WHERE subject = $1", &[&subject])
+                .await
+                .map_err(query_error(&db, "clear second-factor code attempts"))?;
+            Ok(())
+        }))
+    }
 }
+
+/// Counts an attempt (subject, now, window start, max): a row changes only when the attempt
+/// is counted.
+const COUNT_CODE_ATTEMPT: &str = "INSERT INTO code_attempts (subject, failures, since_ms) \
+     VALUES ($1, 1, $2) ON CONFLICT (subject) DO UPDATE SET \
+     failures = CASE WHEN code_attempts.since_ms <= $3 THEN 1 \
+       ELSE code_attempts.failures + 1 END, \
+     since_ms = CASE WHEN code_attempts.since_ms <= $3 THEN $2 \
+       ELSE code_attempts.since_ms END \
+     WHERE code_attempts.since_ms <= $3 OR code_attempts.failures < $4";

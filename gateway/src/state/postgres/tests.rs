@@ -198,6 +198,7 @@ async fn watchers_are_told_when_the_listening_connection_was_lost() {
             &record.id,
             Vote {
                 approver: "alice".into(),
+                names: Vec::new(),
                 decision: VoteDecision::Approve,
                 factor: SecondFactor::Totp,
                 source: None,

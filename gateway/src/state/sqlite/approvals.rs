@@ -13,7 +13,7 @@ use super::{SqliteStore, query_error};
 use crate::state::approvals::{
     ANY, APPROVAL_COLUMNS, ApprovalFilter, ApprovalRecord, ApprovalRepository, ApprovalRow,
     ApprovalStatus, ApprovalWatch, Change, ConsumeOutcome, NewApproval, VOTE_COLUMNS, Vote,
-    VoteOutcome, VoteRow, decide, expiry, new_id,
+    VoteOutcome, VoteRow, decide, expiry, names_json, new_id,
 };
 use crate::state::error::StateError;
 use crate::state::pins::now_ms;
@@ -146,13 +146,13 @@ impl ApprovalRepository for SqliteStore {
                     let record = read(tx, path, &id, now)?.ok_or_else(|| vanished(path))?;
                     return Ok((VoteOutcome::NotPending(Box::new(record)), changed));
                 }
-                if record.votes.iter().any(|v| v.approver == vote.approver) {
+                if record.votes.iter().any(|v| v.by_same_person(&vote)) {
                     return Ok((VoteOutcome::AlreadyVoted(Box::new(record)), changed));
                 }
                 tx.execute(
                     &format!(
                         "INSERT INTO approval_votes (approval_id, {VOTE_COLUMNS}) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
                     ),
                     params![
                         id,
@@ -161,6 +161,7 @@ impl ApprovalRepository for SqliteStore {
                         vote.factor.as_str(),
                         vote.source.map(|s| s.to_string()),
                         vote.at_ms,
+                        names_json(&vote.names),
                     ],
                 )
                 .map_err(err())?;
@@ -347,6 +348,7 @@ fn with_votes(
                 factor: r.get(2)?,
                 source: r.get(3)?,
                 at_ms: r.get(4)?,
+                names_json: r.get(5)?,
             })
         })
         .map_err(err())?

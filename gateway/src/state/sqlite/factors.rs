@@ -1,11 +1,12 @@
-//! [`FactorRepository`] on SQLite: the `totp_enrolments` and `webauthn_credentials` tables.
+//! [`FactorRepository`] on SQLite: the `totp_enrolments`, `webauthn_credentials` and
+//! `code_attempts` tables.
 
 use futures_util::future::BoxFuture;
 use rusqlite::{OptionalExtension, params};
 
 use super::{SqliteStore, query_error};
 use crate::state::error::StateError;
-use crate::state::factors::{FactorRepository, TotpEnrolment, WebauthnCredential};
+use crate::state::factors::{CodeAttempt, FactorRepository, TotpEnrolment, WebauthnCredential};
 use crate::state::pins::now_ms;
 
 impl FactorRepository for SqliteStore {
@@ -206,4 +207,78 @@ impl FactorRepository for SqliteStore {
             Ok(changed == 1)
         }))
     }
+
+    fn count_code_attempt<'a>(
+        &'a self,
+        subject: &'a str,
+        now_ms: i64,
+        window_start_ms: i64,
+        max: u32,
+    ) -> BoxFuture<'a, Result<CodeAttempt, StateError>> {
+        let subject = subject.to_owned();
+        Box::pin(self.run(move |conn, path| {
+            let err = || query_error(path, "count a second-factor code attempt");
+            let changed = conn
+                .execute(
+                    COUNT_CODE_ATTEMPT,
+                    params![subject, now_ms, window_start_ms, max],
+                )
+                .map_err(err())?;
+            if changed == 1 {
+                return Ok(CodeAttempt::Counted);
+            }
+            let since_ms = conn
+                .query_row(
+                    "SELECT since_ms FROM code_attempts WHERE subject = ?1",
+                    params![subject],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(err())?
+                // Cleared in between: refused all the same, this attempt was not counted.
+                .unwrap_or(now_ms);
+            Ok(CodeAttempt::Refused { since_ms })
+        }))
+    }
+
+    fn give_back_code_attempt<'a>(
+        &'a self,
+        subject: &'a str,
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        let subject = subject.to_owned();
+        Box::pin(self.run(move |conn, path| {
+            conn.execute(
+                "UPDATE code_attempts SET failures = failures - 1 \
+                 WHERE subject = ?1 AND failures > 0",
+                params![subject],
+            )
+            .map_err(query_error(path, "give back a second-factor code attempt"))?;
+            Ok(())
+        }))
+    }
+
+    fn clear_code_attempts<'a>(
+        &'a self,
+        subject: &'a str,
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        let subject = subject.to_owned();
+        Box::pin(self.run(move |conn, path| {
+            conn.execute(
+                "DELETE FROM code_attempts WHERE subject = ?1",
+                params![subject],
+            )
+            .map_err(query_error(path, "clear second-factor code attempts"))?;
+            Ok(())
+        }))
+    }
 }
+
+/// Counts an attempt (subject, now, window start, max): a row changes only when the attempt
+/// is counted.
+const COUNT_CODE_ATTEMPT: &str = "INSERT INTO code_attempts (subject, failures, since_ms) \
+     VALUES (?1, 1, ?2) ON CONFLICT (subject) DO UPDATE SET \
+     failures = CASE WHEN code_attempts.since_ms <= ?3 THEN 1 \
+       ELSE code_attempts.failures + 1 END, \
+     since_ms = CASE WHEN code_attempts.since_ms <= ?3 THEN ?2 \
+       ELSE code_attempts.since_ms END \
+     WHERE code_attempts.since_ms <= ?3 OR code_attempts.failures < ?4";

@@ -184,6 +184,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "DROP INDEX approvals_open_digest;
     CREATE UNIQUE INDEX approvals_open_terms ON approvals (digest, policy, groups_json, required)
         WHERE status IN ('pending', 'approved');",
+    // 11: the wrong-code brake, shared by every process on the store: each approver's wrong
+    // second-factor codes and when the window they are counted in began.
+    "CREATE TABLE code_attempts (
+        subject   TEXT    NOT NULL PRIMARY KEY,
+        failures  INTEGER NOT NULL,
+        since_ms  INTEGER NOT NULL
+    ) STRICT;",
+    // 12: the other names a voter goes by (the console's `sub`, preferred username, e-mail
+    // address), so that one person votes once whether in the console or on the command line.
+    "ALTER TABLE approval_votes ADD COLUMN names_json TEXT NOT NULL DEFAULT '[]';",
 ];
 
 /// Applies the steps the file lacks, each in its own transaction with its version; refuses a

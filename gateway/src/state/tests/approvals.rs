@@ -10,6 +10,7 @@ use crate::state::approvals::{
 use crate::state::pins::now_ms;
 
 on_both_backends!(
+    one_person_votes_once_under_whichever_of_their_names,
     an_agent_retrying_the_same_action_finds_its_request,
     a_single_approval_approves_and_is_consumed_once_for_its_own_digest,
     a_two_person_rule_needs_two_different_approvers,
@@ -53,6 +54,7 @@ fn under(policy: &str, groups: &[&str], required: u32) -> NewApproval {
 fn vote(approver: &str, decision: VoteDecision) -> Vote {
     Vote {
         approver: approver.into(),
+        names: Vec::new(),
         decision,
         factor: SecondFactor::Totp,
         source: Some("192.0.2.7".parse().unwrap()),
@@ -349,6 +351,7 @@ async fn a_vote_keeps_who_how_and_from_where(backend: Backend) {
         .unwrap();
     let cast = Vote {
         approver: "alice@example.com".into(),
+        names: vec!["u-1".into()],
         decision: VoteDecision::Approve,
         factor: SecondFactor::Webauthn,
         source: Some("2001:db8::1".parse().unwrap()),
@@ -357,6 +360,7 @@ async fn a_vote_keeps_who_how_and_from_where(backend: Backend) {
     approvals.vote(&record.id, cast.clone()).await.unwrap();
     let no_source = Vote {
         approver: "bob".into(),
+        names: Vec::new(),
         source: None,
         factor: SecondFactor::Totp,
         ..cast.clone()
@@ -560,4 +564,39 @@ async fn a_tightened_policy_gets_a_new_request_and_a_loosened_one_joins_the_open
         .unwrap();
     assert!(created);
     assert_eq!(renamed.policy, "q");
+}
+
+async fn one_person_votes_once_under_whichever_of_their_names(backend: Backend) {
+    let approvals = backend.open().await.approvals();
+    let (record, _) = approvals
+        .create_or_find(request("a", 2, HOUR))
+        .await
+        .unwrap();
+    // In the console as their SSO subject, with the other names the provider gave.
+    let console = Vote {
+        names: vec!["alice".into(), "Alice@Example.com".into()],
+        ..vote("u-123", VoteDecision::Approve)
+    };
+    assert!(matches!(
+        approvals.vote(&record.id, console).await.unwrap(),
+        VoteOutcome::Recorded(_)
+    ));
+    // Then on the command line, at another replica, as the operator named by e-mail: the
+    // same person, refused.
+    let other = backend.open().await.approvals();
+    assert!(matches!(
+        other
+            .vote(&record.id, vote("alice@example.com", VoteDecision::Approve))
+            .await
+            .unwrap(),
+        VoteOutcome::AlreadyVoted(r) if r.votes.len() == 1 && r.status == ApprovalStatus::Pending
+    ));
+    // Another person completes it.
+    assert!(matches!(
+        other
+            .vote(&record.id, vote("bob", VoteDecision::Approve))
+            .await
+            .unwrap(),
+        VoteOutcome::Recorded(r) if r.status == ApprovalStatus::Approved
+    ));
 }

@@ -1,11 +1,14 @@
 //! Approvers' second factors, on both backends.
 
 use super::Backend;
+use crate::state::factors::CodeAttempt;
 
 on_both_backends!(
     a_totp_step_is_accepted_once_and_only_after_the_last,
     a_confirmed_totp_enrolment_is_not_replaced_by_a_new_one,
     passkeys_are_added_once_and_their_counter_only_grows,
+    the_code_brake_counts_for_every_replica_and_opens_after_its_window,
+    code_attempts_sent_to_two_replicas_at_once_cannot_pass_the_brake_together,
 );
 
 async fn a_totp_step_is_accepted_once_and_only_after_the_last(backend: Backend) {
@@ -131,4 +134,95 @@ async fn passkeys_are_added_once_and_their_counter_only_grows(backend: Backend) 
         factors.webauthn_credentials("alice").await.unwrap().len(),
         1
     );
+}
+
+async fn the_code_brake_counts_for_every_replica_and_opens_after_its_window(backend: Backend) {
+    let (a, b) = (
+        backend.open().await.factors(),
+        backend.open().await.factors(),
+    );
+    let (window, t0) = (300_000, 1_000_000_000);
+    let at = |t: i64| (t, t - window);
+    for (i, replica) in [&a, &b, &a, &b, &a].into_iter().enumerate() {
+        let (now, start) = at(t0 + i64::try_from(i).unwrap());
+        assert_eq!(
+            replica
+                .count_code_attempt("alice", now, start, 5)
+                .await
+                .unwrap(),
+            CodeAttempt::Counted
+        );
+    }
+    // The sixth, at either replica: refused, naming when the window began.
+    for replica in [&a, &b] {
+        let (now, start) = at(t0 + 10);
+        assert_eq!(
+            replica
+                .count_code_attempt("alice", now, start, 5)
+                .await
+                .unwrap(),
+            CodeAttempt::Refused { since_ms: t0 }
+        );
+    }
+    // Someone else is not braked by alice's codes.
+    let (now, start) = at(t0 + 10);
+    assert_eq!(
+        b.count_code_attempt("bob", now, start, 5).await.unwrap(),
+        CodeAttempt::Counted
+    );
+    // An attempt given back (refused for another reason) makes room for one more.
+    b.give_back_code_attempt("alice").await.unwrap();
+    assert_eq!(
+        a.count_code_attempt("alice", now, start, 5).await.unwrap(),
+        CodeAttempt::Counted
+    );
+    assert!(matches!(
+        a.count_code_attempt("alice", now, start, 5).await.unwrap(),
+        CodeAttempt::Refused { .. }
+    ));
+    // Once the window is over, a new one begins with this attempt.
+    let (now, start) = at(t0 + window);
+    assert_eq!(
+        b.count_code_attempt("alice", now, start, 5).await.unwrap(),
+        CodeAttempt::Counted
+    );
+    for _ in 0..4 {
+        a.count_code_attempt("alice", now, start, 5).await.unwrap();
+    }
+    assert_eq!(
+        a.count_code_attempt("alice", now, start, 5).await.unwrap(),
+        CodeAttempt::Refused { since_ms: now }
+    );
+    // A right code clears the count, on every replica.
+    b.clear_code_attempts("alice").await.unwrap();
+    assert_eq!(
+        a.count_code_attempt("alice", now, start, 5).await.unwrap(),
+        CodeAttempt::Counted
+    );
+}
+
+async fn code_attempts_sent_to_two_replicas_at_once_cannot_pass_the_brake_together(
+    backend: Backend,
+) {
+    let replicas = [
+        backend.open().await.factors(),
+        backend.open().await.factors(),
+    ];
+    let now = 1_000_000_000;
+    let tries = (0..24).map(|i| {
+        let replica = replicas[i % 2].clone();
+        tokio::spawn(async move {
+            replica
+                .count_code_attempt("eve", now, now - 300_000, 5)
+                .await
+                .unwrap()
+        })
+    });
+    let mut counted = 0;
+    for attempt in futures_util::future::join_all(tries).await {
+        if attempt.unwrap() == CodeAttempt::Counted {
+            counted += 1;
+        }
+    }
+    assert_eq!(counted, 5, "checked and counted in one statement");
 }
