@@ -296,6 +296,14 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     {
         tls.spawn_reloader(shutdown.clone().requested());
     }
+    // This host's addresses (its interfaces', and what the listeners are bound to) are
+    // internal to egress: an agent must not reach Warden's own listeners through it.
+    let bound: Vec<_> = [Some(listen.proxy), Some(listen.admin), egress_config.listen]
+        .into_iter()
+        .chain([console.as_ref().map(|_| console_config.listen)])
+        .flatten()
+        .collect();
+    crate::egress::this_host::watch(&bound, shutdown.clone().requested());
     reload::spawn(shared.clone(), config_path, shutdown.clone()).map_err(ServeError::Signals)?;
     // MCP sessions left unused end (with their servers' processes) within a minute of their
     // idle timeout, even when no agent starts a new one.

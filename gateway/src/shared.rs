@@ -21,6 +21,9 @@ use crate::upstream::breaker::{BreakerMetrics, Breakers};
 pub struct Shared {
     /// The current configuration, routes, policies and identity; swapped on reload.
     pub snapshot: ArcSwap<Snapshot>,
+    /// How many reloads were applied: what is still open (egress tunnels) is judged again
+    /// by the new policies when it changes.
+    pub reloads: tokio::sync::watch::Sender<u64>,
     pub audit: AuditLog,
     pub metrics: Metrics,
     /// Agents' MCP sessions: they outlive reloads.
@@ -67,6 +70,7 @@ impl Shared {
         metrics.register(breaker_metrics.collectors());
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
+            reloads: tokio::sync::watch::Sender::new(0),
             audit,
             metrics,
             mcp: Sessions::new(),

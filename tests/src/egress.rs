@@ -445,6 +445,14 @@ pub async fn open_tunnel(
 
 /// A TLS client that trusts only the CA certificates of the PEM file `ca`.
 pub fn tls_trusting(ca: &Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    tls_trusting_offering(ca, &[])
+}
+
+/// [`tls_trusting`], offering the ALPN protocols `alpn` (e.g. `h2`).
+pub fn tls_trusting_offering(
+    ca: &Path,
+    alpn: &[&[u8]],
+) -> anyhow::Result<tokio_rustls::TlsConnector> {
     use rustls::pki_types::pem::PemObject;
     let pem = std::fs::read_to_string(ca).with_context(|| format!("{}", ca.display()))?;
     let mut roots = rustls::RootCertStore::empty();
@@ -457,5 +465,7 @@ pub fn tls_trusting(ca: &Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
     .with_safe_default_protocol_versions()?
     .with_root_certificates(roots)
     .with_no_client_auth();
+    let mut config = config;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }

@@ -654,6 +654,14 @@ async fn plain_http_in_a_tunnel_is_judged_per_request_as_the_tunnels_agent() {
     assert_eq!(upload["policies"], json!(["egress-no-uploads"]));
 }
 
+/// Checks that the agent's end of a tunnel, `stream`, is closed within [`WAIT`].
+async fn assert_closed(stream: &mut tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the tunnel is not closed");
+}
+
 /// Waits for the outcome record of a tunnel closed with an error naming `find`, checks that the
 /// error says `says`, and that the tunnel is counted under `result`.
 async fn tunnel_closed(warden: &Warden, find: &str, says: &str, result: &str) {
@@ -792,7 +800,7 @@ when { context.addresses.contains(ip("127.0.0.1")) };
 #[tokio::test]
 async fn what_a_tunnel_carries_may_not_ask_for_an_approval_it_was_not_given() {
     use std::sync::atomic::Ordering;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
 
     let (port, received) = raw_service().await;
     let dns = Dns::start(json!({"allowed.test": [["127.0.0.1"]]}))
@@ -825,9 +833,7 @@ when { context.scheme == "tcp" };
         .write_all(b"\x00\x01\x02 a binary protocol's hello")
         .await
         .unwrap();
-    let mut rest = Vec::new();
-    let closed = tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await;
-    assert!(closed.is_ok(), "the tunnel is closed");
+    assert_closed(&mut stream).await;
     tunnel_closed(
         &warden,
         "needs an approval",
@@ -911,7 +917,7 @@ when { context.findings.contains("aws_access_key") };
 
 #[tokio::test]
 async fn a_tunnel_that_carries_nothing_for_the_idle_timeout_is_closed() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     // Accepts and never writes.
     let (port, _received) = raw_service().await;
     let dns = Dns::start(json!({"allowed.test": [["127.0.0.1"]]}))
@@ -929,9 +935,7 @@ async fn a_tunnel_that_carries_nothing_for_the_idle_timeout_is_closed() {
         .unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     stream.write_all(b"\x00 a quiet protocol").await.unwrap();
-    let mut rest = Vec::new();
-    let closed = tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await;
-    assert!(closed.is_ok(), "the idle tunnel is closed");
+    assert_closed(&mut stream).await;
     tunnel_closed(
         &warden,
         "without a byte either way",
@@ -992,4 +996,70 @@ permit (principal is Agent, action == Action::"egress:request", resource == Host
         assert_ne!(held(other.clone()).await, health, "{other:?}");
     }
     assert!(http.seen().is_empty(), "nothing reached the origin");
+}
+
+#[tokio::test]
+async fn open_tunnels_are_judged_again_when_policies_are_reloaded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (denied_port, denied_received) = raw_service().await;
+    let (kept_port, kept_received) = raw_service().await;
+    let dns = Dns::start(json!({"allowed.test": [["127.0.0.1"]]}))
+        .await
+        .unwrap();
+    let (warden, egress, token) = allowlist_and(&dns, ("extra.cedar", "")).await;
+    let mut tunnels = Vec::new();
+    for port in [denied_port, kept_port] {
+        let (mut stream, head) = open_tunnel(egress, &format!("allowed.test:{port}"), &token)
+            .await
+            .unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        stream.write_all(b"\x00 first").await.unwrap();
+        tunnels.push(stream);
+    }
+    let (mut denied, mut kept) = (tunnels.remove(0), tunnels.remove(0));
+    assert!(arrived(&denied_received, 7).await && arrived(&kept_received, 7).await);
+
+    // The reloaded policies forbid one destination port; the open tunnel to it is closed.
+    let forbid = format!(
+        r#"
+@id("egress-no-port")
+@reason("this port is closed to agents now")
+forbid (principal, action == Action::"egress:connect", resource)
+when {{ context.port == {denied_port} }};
+"#
+    );
+    warden.write_policy("extra.cedar", &forbid).unwrap();
+    warden.reload(|_| {}).await.unwrap();
+    assert_closed(&mut denied).await;
+    tunnel_closed(
+        &warden,
+        "reloaded policies deny this open tunnel",
+        "(policy_reloaded_denied): this port is closed to agents now (policies: egress-no-port)",
+        "policy_reloaded_denied",
+    )
+    .await;
+
+    // The other tunnel is still allowed: it stays open and carries bytes.
+    kept.write_all(b"second").await.unwrap();
+    assert!(
+        arrived(&kept_received, 13).await,
+        "the allowed tunnel still carries"
+    );
+    let mut byte = [0u8; 1];
+    let still_open = tokio::time::timeout(Duration::from_millis(500), kept.read(&mut byte)).await;
+    assert!(
+        still_open.is_err(),
+        "the allowed tunnel stays open: {still_open:?}"
+    );
+}
+
+/// Whether `count` reaches `n` within [`WAIT`].
+async fn arrived(count: &std::sync::atomic::AtomicUsize, n: usize) -> bool {
+    tokio::time::timeout(WAIT, async {
+        while count.load(std::sync::atomic::Ordering::SeqCst) < n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .is_ok()
 }

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use warden_e2e::egress::{
-    Curled, Dns, Origin, Pki, curl, node_fetch_intercepted, python_intercepted,
+    Curled, Dns, Origin, Pki, curl, node_fetch_intercepted, open_tunnel, python_intercepted,
+    tls_trusting_offering,
 };
 use warden_e2e::warden::{Warden, WardenBuilder, free_port};
 
@@ -56,6 +57,11 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(&[]).await
+}
+
+/// [`setup`] with more `settings` (a JSON pointer into the configuration, its value).
+async fn setup_with(settings: &[(&str, Value)]) -> Setup {
     let pki = Pki::new();
     let origin = Origin::start(
         LOOPBACK,
@@ -77,7 +83,7 @@ async fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let test_ca = pki.write_ca(dir.path());
     let proxy = SocketAddr::from(([127, 0, 0, 1], free_port().unwrap()));
-    let warden = WardenBuilder::with_upstream_url("http://127.0.0.1:9")
+    let mut builder = WardenBuilder::with_upstream_url("http://127.0.0.1:9")
         .without_policy("e2e-permit-all.cedar")
         .policy("egress.cedar", POLICIES)
         .set("/egress/listen", json!(proxy.to_string()))
@@ -95,10 +101,11 @@ async fn setup() -> Setup {
         .set(
             "/fleet",
             json!({"quarantine": {"triggers": {"detectors": []}}}),
-        )
-        .start()
-        .await
-        .expect("warden starts");
+        );
+    for (pointer, value) in settings {
+        builder = builder.set(pointer, value.clone());
+    }
+    let warden = builder.start().await.expect("warden starts");
     let token = warden.token("build-bot").await.unwrap();
     let out = warden.cli(&["egress", "ca"]).await.unwrap();
     assert!(
@@ -545,4 +552,85 @@ async fn handshake_refused_is_recorded(warden: &Warden) {
         })
         .await
         .unwrap();
+}
+
+/// A TLS connection through a tunnel to `intercepted.test`, HTTP/2 settled by ALPN with
+/// Warden (trusting its interception CA); nothing sent inside yet.
+async fn intercepted_h2(s: &Setup) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let target = format!("intercepted.test:{}", s.origin.addr.port());
+    let (stream, head) = open_tunnel(s.proxy, &target, &s.token).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let connector = tls_trusting_offering(&s.warden_ca, &[b"h2"]).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("intercepted.test").unwrap();
+    let tls = connector.connect(name, stream).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    tls
+}
+
+#[tokio::test]
+async fn an_intercepted_http2_connection_that_sends_no_request_in_time_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = setup_with(&[("/egress/first_bytes_timeout", json!("2s"))]).await;
+    // Within the timeout and a tick of its watch, with room for a loaded machine.
+    let bound = Duration::from_secs(6);
+
+    // Nothing at all after the TLS handshake: not even the connection preface.
+    let mut silent = intercepted_h2(&s).await;
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(bound, silent.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "a silent HTTP/2 connection stays open");
+
+    // The preface and settings, then a request's HEADERS frame one byte every 300 ms (all
+    // of it would take 12 s).
+    let (mut reading, mut writing) = tokio::io::split(intercepted_h2(&s).await);
+    writing
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    // HEADERS, 32 bytes, END_STREAM | END_HEADERS, stream 1; then indexed fields (`:method
+    // GET`) one at a time.
+    let mut frame = b"\x00\x00\x20\x01\x05\x00\x00\x00\x01".to_vec();
+    frame.extend_from_slice(&[0x82; 32]);
+    let trickle = tokio::spawn(async move {
+        for byte in frame {
+            if writing.write_all(&[byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(bound, reading.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "a connection trickling its headers stays open"
+    );
+    trickle.abort();
+
+    let closed_idle = || {
+        s.warden
+            .audit_records()
+            .into_iter()
+            .filter(|r| {
+                r["kind"] == "outcome"
+                    && r["outcome"]["error"].as_str().is_some_and(|e| {
+                        e.contains("closed after 2s without a request (egress.first_bytes_timeout)")
+                    })
+            })
+            .count()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while closed_idle() < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        closed_idle(),
+        2,
+        "both tunnels' records say why they were closed"
+    );
+    let metrics = s.warden.metrics().await.unwrap();
+    assert!(
+        metrics.contains(r#"warden_egress_tunnels_total{result="egress_tunnel_idle"} 2"#),
+        "{metrics}"
+    );
 }

@@ -7,6 +7,10 @@
 //! nothing) until a permit with `@egress("internal")` names the host; then plain HTTP, a
 //! CONNECT tunnel and TLS through a tunnel reach it with the body intact.
 //!
+//! And an address of this host itself (a globally reachable address added to its loopback
+//! interface) is refused as `this_host` although every host is permitted: an agent must not reach
+//! Warden's own listeners through it.
+//!
 //! Needs root (or CAP_NET_ADMIN) and iproute2 (`ip`): without them it fails and says so.
 
 use std::net::SocketAddr;
@@ -228,25 +232,57 @@ impl Drop for Netns {
     }
 }
 
-/// Warden with the egress proxy on a free port; every host permitted, none with
-/// `@egress("internal")` yet.
-async fn warden(dns: &Dns) -> (Warden, SocketAddr) {
+/// A globally reachable address of this host, added to its loopback interface (as a
+/// service address often is, and as a cloud VM's public address is on its interface), from
+/// the process id so that parallel test processes do not collide; removed when dropped.
+struct OwnAddress {
+    addr: String,
+}
+
+impl OwnAddress {
+    fn add() -> OwnAddress {
+        let index = std::process::id() % 65536;
+        // 198.20.0.0/16 is outside 198.18.0.0/15 (benchmarking): global.
+        let own = OwnAddress {
+            addr: format!("198.20.{}.{}", index / 256, index % 256),
+        };
+        let _ = ip(&["addr", "del", &own.prefix(), "dev", "lo"]);
+        ip(&["addr", "add", &own.prefix(), "dev", "lo"]).unwrap_or_else(|e| {
+            panic!("adding an address of this host needs root (or CAP_NET_ADMIN): {e}")
+        });
+        own
+    }
+
+    fn prefix(&self) -> String {
+        format!("{}/32", self.addr)
+    }
+}
+
+impl Drop for OwnAddress {
+    fn drop(&mut self) {
+        let _ = ip(&["addr", "del", &self.prefix(), "dev", "lo"]);
+    }
+}
+
+/// Warden with the egress proxy on a free port and more `settings` (a JSON pointer into the
+/// configuration, its value); every host permitted, none with `@egress("internal")` yet.
+async fn warden(dns: &Dns, settings: &[(&str, Value)]) -> (Warden, SocketAddr) {
     let anywhere = r#"
 @id("egress-anywhere")
 permit (principal is Agent, action in [Action::"egress:connect", Action::"egress:request"], resource);
 "#;
     let egress = SocketAddr::from(([127, 0, 0, 1], free_port().unwrap()));
-    let warden = WardenBuilder::with_upstream_url("http://127.0.0.1:9")
+    let mut builder = WardenBuilder::with_upstream_url("http://127.0.0.1:9")
         .without_policy("e2e-permit-all.cedar")
         .set("/egress/listen", json!(egress.to_string()))
         .set("/egress/nameservers", json!([dns.addr.to_string()]))
         .set("/egress/connect_timeout", json!("3s"))
         .set("/egress/first_bytes_timeout", json!("5s"))
-        .policy("anywhere.cedar", anywhere)
-        .start()
-        .await
-        .expect("warden starts");
-    (warden, egress)
+        .policy("anywhere.cedar", anywhere);
+    for (pointer, value) in settings {
+        builder = builder.set(pointer, value.clone());
+    }
+    (builder.start().await.expect("warden starts"), egress)
 }
 
 #[tokio::test]
@@ -258,7 +294,7 @@ async fn a_server_in_a_network_namespace_is_refused_as_private_until_a_permit_al
     let url = format!("http://{}/file", netns.server_addr());
     let tls_url = format!("https://{}/file", netns.tls_server_addr());
     let dns = Dns::start(json!({})).await.unwrap();
-    let (warden, proxy) = warden(&dns).await;
+    let (warden, proxy) = warden(&dns, &[]).await;
     let token = warden.token("build-bot").await.unwrap();
 
     // A permit matches, but the address is private: refused without reaching the server.
@@ -401,4 +437,43 @@ permit (
             "{record}"
         );
     }
+}
+
+#[tokio::test]
+async fn wardens_own_global_address_is_this_host_and_refused_without_an_internal_permit() {
+    let own = OwnAddress::add();
+    let dns = Dns::start(json!({})).await.unwrap();
+    // The proxy listens on every interface, so the own address reaches it.
+    let port = free_port().unwrap();
+    let listen = json!(format!("0.0.0.0:{port}"));
+    let (warden, egress) = warden(&dns, &[("/listen/proxy", listen)]).await;
+    let token = warden.token("build-bot").await.unwrap();
+    let target = format!("{}:{port}", own.addr);
+
+    // Every host is permitted, and the address is globally reachable, but it is Warden's
+    // own: refused before anything is dialled, by CONNECT and by plain HTTP.
+    let (_stream, head) = warden_e2e::egress::open_tunnel(egress, &target, &token)
+        .await
+        .unwrap();
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    let got = curl(egress, Some(&token), &[&format!("http://{target}/readyz")])
+        .await
+        .unwrap();
+    assert_eq!(got.status, 403, "{got:?}");
+    assert!(
+        got.body
+            .contains(&format!("{}, a this_host address", own.addr)),
+        "{got:?}"
+    );
+
+    let denied = warden
+        .wait_for_audit(WAIT, |r| {
+            r["kind"] == "decision"
+                && r["action"] == "egress:connect"
+                && r["detail"]["egress"]["host"] == own.addr.as_str()
+        })
+        .await
+        .expect("the refusal is recorded");
+    assert_eq!(denied["decision"], "deny");
+    assert_eq!(denied["detail"]["egress"]["classes"], json!(["this_host"]));
 }

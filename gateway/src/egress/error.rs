@@ -84,6 +84,9 @@ pub enum EgressError {
     /// The tunnel's protocol, once known, is denied by policy.
     #[error("policy denies this tunnel once its protocol is known: {0}")]
     TunnelDenied(String),
+    /// An open tunnel is denied by the policies a reload brought.
+    #[error("closed: the reloaded policies deny this open tunnel (policy_reloaded_denied): {0}")]
+    ReloadDenied(String),
 }
 
 impl EgressError {
@@ -108,7 +111,7 @@ impl EgressError {
             | EgressError::FirstBytesTimeout
             | EgressError::Hello(_)
             | EgressError::SniMismatch { .. } => StatusCode::BAD_REQUEST,
-            EgressError::TunnelDenied(_) => StatusCode::FORBIDDEN,
+            EgressError::TunnelDenied(_) | EgressError::ReloadDenied(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -133,6 +136,7 @@ impl EgressError {
             EgressError::Hello(_) => "egress_bad_client_hello",
             EgressError::SniMismatch { .. } => "egress_sni_mismatch",
             EgressError::TunnelDenied(_) => "egress_tunnel_denied",
+            EgressError::ReloadDenied(_) => "policy_reloaded_denied",
         }
     }
 

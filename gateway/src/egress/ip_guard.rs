@@ -6,7 +6,9 @@
 //! IPv6 forms that carry an IPv4 address (IPv4-mapped, IPv4-compatible, NAT64, 6to4, Teredo)
 //! are judged by the IPv4 address they carry, so `::ffff:127.0.0.1` and `64:ff9b::a9fe:a9fe`
 //! are what they point at. The ranges follow the IANA special-purpose address registries
-//! (RFC 6890 and its updates).
+//! (RFC 6890 and its updates). An address of this host's own interfaces, or one Warden's
+//! listeners are bound to, is [`AddressClass::ThisHost`] whatever its range
+//! ([`super::this_host`]): through it an agent would reach Warden itself.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -39,6 +41,9 @@ pub enum AddressClass {
     Documentation,
     /// `198.18.0.0/15`, `2001:2::/48`.
     Benchmarking,
+    /// An address of this host (an interface's, or one a listener of Warden's is bound to)
+    /// other than loopback: it reaches Warden's own listeners and its host's services.
+    ThisHost,
     /// Anything else not globally reachable: `240.0.0.0/4`, `192.0.0.0/24`, `192.88.99.0/24`,
     /// `100::/64`, the rest of `2001::/23`, local-use NAT64 `64:ff9b:1::/48`, and IPv6 outside
     /// `2000::/3`.
@@ -62,6 +67,7 @@ impl AddressClass {
             AddressClass::Documentation => "documentation",
             AddressClass::Benchmarking => "benchmarking",
             AddressClass::Reserved => "reserved",
+            AddressClass::ThisHost => "this_host",
         }
     }
 
@@ -79,9 +85,25 @@ impl std::fmt::Display for AddressClass {
 
 /// The class of `ip`; an IPv6 address that carries an IPv4 address has that address's class.
 pub fn classify(ip: IpAddr) -> AddressClass {
+    classify_on(ip, &super::this_host::addresses())
+}
+
+/// The class of `ip` on a host whose own addresses are `this_host`.
+fn classify_on(ip: IpAddr, this_host: &[IpAddr]) -> AddressClass {
     match ip {
-        IpAddr::V4(v4) => classify_v4(v4),
-        IpAddr::V6(v6) => classify_v6(v6),
+        IpAddr::V4(v4) => classify_v4(v4, this_host),
+        IpAddr::V6(v6) => classify_v6(v6, this_host),
+    }
+}
+
+/// `ThisHost` for an address of this host, unless it is loopback (which says as much) or
+/// unspecified; `class` otherwise.
+fn own(ip: IpAddr, class: AddressClass, this_host: &[IpAddr]) -> AddressClass {
+    let loopback = matches!(class, AddressClass::Loopback | AddressClass::Unspecified);
+    if !loopback && this_host.contains(&ip) {
+        AddressClass::ThisHost
+    } else {
+        class
     }
 }
 
@@ -112,11 +134,12 @@ const V4_RANGES: &[([u8; 4], u32, AddressClass)] = &[
     ([240, 0, 0, 0], 4, AddressClass::Reserved),
 ];
 
-fn classify_v4(addr: Ipv4Addr) -> AddressClass {
-    V4_RANGES
+fn classify_v4(addr: Ipv4Addr, this_host: &[IpAddr]) -> AddressClass {
+    let class = V4_RANGES
         .iter()
         .find(|(prefix, len, _)| in_v4(addr, *prefix, *len))
-        .map_or(AddressClass::Global, |(_, _, class)| *class)
+        .map_or(AddressClass::Global, |(_, _, class)| *class);
+    own(IpAddr::V4(addr), class, this_host)
 }
 
 /// Whether `addr` lies in `prefix/len`.
@@ -188,7 +211,7 @@ const V6_RANGES: &[(u128, u32, AddressClass)] = &[
 /// inverted) in bits 96..128.
 const TEREDO: u128 = 0x2001_0000_0000_0000_0000_0000_0000_0000;
 
-fn classify_v6(addr: Ipv6Addr) -> AddressClass {
+fn classify_v6(addr: Ipv6Addr, this_host: &[IpAddr]) -> AddressClass {
     let bits = u128::from(addr);
     if bits == 0 {
         return AddressClass::Unspecified;
@@ -198,33 +221,33 @@ fn classify_v6(addr: Ipv6Addr) -> AddressClass {
     }
     // IPv4-compatible (::a.b.c.d, deprecated) and IPv4-mapped (::ffff:a.b.c.d).
     if in_v6(addr, 0, 96) || in_v6(addr, 0xffff_0000_0000, 96) {
-        return classify_v4(v4_at(addr, 96));
+        return classify_v4(v4_at(addr, 96), this_host);
     }
     // NAT64, well-known prefix: 64:ff9b::a.b.c.d.
     if in_v6(addr, 0x0064_ff9b_0000_0000_0000_0000_0000_0000, 96) {
-        return classify_v4(v4_at(addr, 96));
+        return classify_v4(v4_at(addr, 96), this_host);
     }
     // 6to4: 2002:AABB:CCDD::/48 carries a.b.c.d.
     if in_v6(addr, 0x2002_0000_0000_0000_0000_0000_0000_0000, 16) {
-        return classify_v4(v4_at(addr, 16));
+        return classify_v4(v4_at(addr, 16), this_host);
     }
     if in_v6(addr, TEREDO, 32) {
-        let server = classify_v4(v4_at(addr, 32));
-        let client = classify_v4(Ipv4Addr::from(!(bits as u32)));
+        let server = classify_v4(v4_at(addr, 32), this_host);
+        let client = classify_v4(Ipv4Addr::from(!(bits as u32)), this_host);
         return if server.is_global() { client } else { server };
     }
-    if let Some((_, _, class)) = V6_RANGES
+    let class = if let Some((_, _, class)) = V6_RANGES
         .iter()
         .find(|(prefix, len, _)| in_v6(addr, *prefix, *len))
     {
-        return *class;
-    }
-    // Global unicast is 2000::/3; the rest of the space is not allocated for it.
-    if in_v6(addr, 0x2000_0000_0000_0000_0000_0000_0000_0000, 3) {
+        *class
+    } else if in_v6(addr, 0x2000_0000_0000_0000_0000_0000_0000_0000, 3) {
+        // Global unicast is 2000::/3; the rest of the space is not allocated for it.
         AddressClass::Global
     } else {
         AddressClass::Reserved
-    }
+    };
+    own(IpAddr::V6(addr), class, this_host)
 }
 
 #[cfg(test)]
@@ -298,9 +321,48 @@ mod tests {
             // Teredo with both global: the client 8.8.8.8 inverted is f7f7:f7f7.
             ("2001:0:4136:e378:8000:63bf:f7f7:f7f7", Global),
         ];
+        assert_classes(cases, &[]);
+    }
+
+    /// Checks that each address of `cases` has its class on a host whose own addresses are
+    /// `this_host`.
+    fn assert_classes(cases: &[(&str, AddressClass)], this_host: &[IpAddr]) {
         for (text, class) in cases {
             let ip: IpAddr = text.parse().expect(text);
-            assert_eq!(classify(ip), *class, "{text}");
+            assert_eq!(classify_on(ip, this_host), *class, "{text}");
+        }
+    }
+
+    #[test]
+    fn this_hosts_own_addresses_are_this_host_in_every_spelling() {
+        use AddressClass::*;
+        let this_host: Vec<IpAddr> = ["8.8.4.4", "10.1.2.3", "2606:4700::1", "127.0.0.1", "::1"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let cases: &[(&str, AddressClass)] = &[
+            ("8.8.4.4", ThisHost),
+            ("::ffff:8.8.4.4", ThisHost),
+            ("64:ff9b::808:404", ThisHost),
+            ("2002:808:404::1", ThisHost),
+            ("10.1.2.3", ThisHost),
+            ("2606:4700::1", ThisHost),
+            ("8.8.8.8", Global),
+            ("10.1.2.4", Private),
+            // Loopback says as much already.
+            ("127.0.0.1", Loopback),
+            ("::1", Loopback),
+        ];
+        assert_classes(cases, &this_host);
+        assert_eq!(ThisHost.to_string(), "this_host");
+        assert!(!ThisHost.is_global());
+    }
+
+    #[test]
+    fn an_interface_address_of_this_machine_is_not_global() {
+        super::super::this_host::refresh();
+        for ip in super::super::this_host::addresses().iter() {
+            assert!(!classify(*ip).is_global(), "{ip}");
         }
     }
 

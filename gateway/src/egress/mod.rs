@@ -4,7 +4,8 @@
 //! The parts every egress path shares, none of which knows about requests: the destination
 //! host read as the OS would ([`host`]), resolved once ([`resolve`]), each address classified
 //! ([`ip_guard`]), and dialled as checked ([`dial`]); the tunnel's first bytes ([`sni`]); the
-//! agent's credential from `Proxy-Authorization` ([`proxy_auth`]); the CA and certificates of
+//! agent's credential from `Proxy-Authorization` ([`proxy_auth`]); this host's own
+//! addresses, which egress treats as internal ([`this_host`]); the CA and certificates of
 //! TLS interception for configured hosts ([`intercept`]). The proxy's walk through
 //! identify, decide and record is in `proxy/egress/`.
 
@@ -17,6 +18,7 @@ pub mod ip_guard;
 pub mod proxy_auth;
 pub mod resolve;
 pub mod sni;
+pub mod this_host;
 
 use std::net::IpAddr;
 

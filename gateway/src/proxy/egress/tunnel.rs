@@ -6,13 +6,15 @@
 //! HTTP is served as HTTP instead: each request in it is walked as a plain-HTTP egress request
 //! (`request.rs`) by the tunnel's agent, to the tunnel's destination. A TLS tunnel to a host
 //! `egress.intercept` names is served by `intercepted.rs` instead: its TLS terminated, each
-//! request inside walked the same way.
+//! request inside walked the same way. Whenever a reload is applied, an open tunnel is judged
+//! again by the new policies, as it was last judged (what it carries, once known), and
+//! closed if they deny it.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -22,6 +24,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 use super::request::Via;
 use super::{
@@ -54,6 +57,8 @@ pub(super) async fn open(
     head: &[u8],
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Refusal> {
+    // Subscribed before the decision: a reload from now on judges the tunnel again.
+    let reloads = ex.shared().reloads.subscribe();
     let facts = EgressFacts {
         port: dest.port,
         addresses: dest.addresses.clone(),
@@ -100,28 +105,31 @@ pub(super) async fn open(
     let upstream = dialled?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     let tunnel = Tunnel {
-        snap: Arc::clone(snap),
         worker: Arc::clone(worker),
         shared: Arc::clone(ex.shared()),
         conn: ex.conn().clone(),
         action,
+        carries: Arc::default(),
         dest,
         approved,
     };
     let cut = ex.cut();
-    tokio::spawn(tunnel.run(on_upgrade, upstream, cut, ex.outcome(StatusCode::OK)));
+    let outcome = ex.outcome(StatusCode::OK);
+    tokio::spawn(tunnel.run(on_upgrade, upstream, cut, reloads, outcome));
     Ok(Response::new(Either::Left(Full::new(Bytes::new()))))
 }
 
 /// An allowed tunnel, waiting for the agent's connection.
 #[derive(Clone)]
 struct Tunnel {
-    snap: Arc<Snapshot>,
     worker: Arc<Worker>,
     shared: Arc<Shared>,
     /// The agent's connection to the proxy.
     conn: ConnInfo,
+    /// The `egress:connect` the tunnel was asked for (scheme `connect`).
     action: Action,
+    /// What its first bytes showed it carries (scheme, server name), once they did.
+    carries: Arc<OnceLock<(&'static str, Option<String>)>>,
     dest: Destination,
     /// The policy whose approval the tunnel was given when it was asked for, if it needed
     /// one.
@@ -139,13 +147,15 @@ impl intercepted::Walk for Tunnel {
 }
 
 impl Tunnel {
-    /// Carries the tunnel until either side closes it or its agent is quarantined (`cut`;
-    /// both connections closed then), and records how it ended.
+    /// Carries the tunnel until either side closes it, its agent is quarantined (`cut`), or
+    /// a reload (`reloads`) brings policies that deny it (both connections closed then), and
+    /// records how it ended.
     async fn run(
         self,
         on_upgrade: OnUpgrade,
         upstream: TcpStream,
         mut cut: Option<Cut>,
+        reloads: watch::Receiver<u64>,
         outcome: PendingOutcome,
     ) {
         let client = match on_upgrade.await {
@@ -170,6 +180,7 @@ impl Tunnel {
                 quarantine::CODE,
                 format!("cut: the agent was quarantined ({})", record.reason),
             )),
+            denied = self.denied_by_reload(reloads) => Err((denied.code(), denied.to_string())),
         };
         let (up, down) = (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed));
         outcome.tunnel_closed(up, down, carried.err());
@@ -328,23 +339,51 @@ impl Tunnel {
             FirstBytes::Http => ("http", None),
             FirstBytes::Other | FirstBytes::NeedMore => ("tcp", None),
         };
-        let mut action = self.action.clone();
-        if let Facts::Egress(facts) = &mut action.context.facts {
-            facts.scheme = scheme.to_owned();
-            facts.sni = sni;
+        let _ = self.carries.set((scheme, sni));
+        self.verdict(&self.shared.snapshot.load())
+            .map_err(EgressError::TunnelDenied)
+    }
+
+    /// Waits for the first reload whose policies deny the tunnel as it was last judged;
+    /// pending for as long as none does.
+    async fn denied_by_reload(&self, mut reloads: watch::Receiver<u64>) -> EgressError {
+        loop {
+            if reloads.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            let snap = self.shared.snapshot.load_full();
+            if let Err(why) = self.verdict(&snap) {
+                tracing::info!(host = %self.dest.host.cedar_name(), reason = %why, "closing an egress tunnel the reloaded policies deny");
+                return EgressError::ReloadDenied(why);
+            }
         }
-        match guard(&self.snap, &self.dest, self.snap.policy.decide(&action)) {
+    }
+
+    /// The tunnel as `snap`'s policies and the internal-address guard judge it now: what it
+    /// carries, once its first bytes showed it; `Err` with why not.
+    fn verdict(&self, snap: &Snapshot) -> Result<(), String> {
+        let mut action = self.action.clone();
+        action.context.time = SystemTime::now();
+        let scheme = match (self.carries.get(), &mut action.context.facts) {
+            (Some((scheme, sni)), Facts::Egress(facts)) => {
+                facts.scheme = (*scheme).to_owned();
+                facts.sni.clone_from(sni);
+                *scheme
+            }
+            _ => ASKED,
+        };
+        match guard(snap, &self.dest, snap.policy.decide(&action)) {
             Decision::Allow { .. } => Ok(()),
             // An approval the tunnel needed was settled when it was asked for; what it
             // carries may not ask for one it was not given.
             Decision::NeedsApproval { policy, .. } if self.approved.as_ref() == Some(&policy) => {
                 Ok(())
             }
-            Decision::NeedsApproval { policy, .. } => Err(EgressError::TunnelDenied(format!(
+            Decision::NeedsApproval { policy, .. } => Err(format!(
                 "what the tunnel carries ({scheme}) needs an approval under policy {policy}, \
                  which the tunnel was not given when it was asked for"
-            ))),
-            Decision::Deny { reasons, policies } => Err(EgressError::TunnelDenied(format!(
+            )),
+            Decision::Deny { reasons, policies } => Err(format!(
                 "{} (policies: {})",
                 reasons.join("; "),
                 policies
@@ -352,21 +391,29 @@ impl Tunnel {
                     .map(|p| p.to_string())
                     .collect::<Vec<_>>()
                     .join(", ")
-            ))),
+            )),
         }
     }
 }
 
 /// Returns once neither counter of `moved` (bytes read from either side) has grown for
-/// `idle`; looked at four times per `idle`.
+/// `idle`.
 async fn idle_for(idle: Duration, moved: (Arc<AtomicU64>, Arc<AtomicU64>)) {
-    let total = || moved.0.load(Ordering::Relaxed) + moved.1.load(Ordering::Relaxed);
+    quiet_for(idle, || {
+        Some(moved.0.load(Ordering::Relaxed) + moved.1.load(Ordering::Relaxed))
+    })
+    .await;
+}
+
+/// Returns once `activity` (a count that grows with activity, `None` while busy) has stayed
+/// the same for `idle`; looked at four times per `idle`.
+pub(super) async fn quiet_for(idle: Duration, activity: impl Fn() -> Option<u64>) {
     let tick = (idle / 4).max(Duration::from_millis(10));
-    let (mut seen, mut since) = (total(), Instant::now());
+    let (mut seen, mut since) = (activity(), Instant::now());
     loop {
         tokio::time::sleep(tick).await;
-        let now = total();
-        if now != seen {
+        let now = activity();
+        if now.is_none() || now != seen {
             (seen, since) = (now, Instant::now());
         } else if since.elapsed() >= idle {
             return;
