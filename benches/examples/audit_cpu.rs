@@ -19,6 +19,7 @@ fn outcome_event() -> AuditEvent {
         upstream_ms: Some(0.9),
         input_tokens: Some(12),
         output_tokens: Some(34),
+        usage_estimated: false,
         error: None,
         is_error: None,
         bytes_up: None,

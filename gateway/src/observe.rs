@@ -1,40 +1,76 @@
 //! Observe: the upstream response streams through chunk by chunk; usage is read on the way
-//! and the outcome is recorded when the stream ends, fails, or the agent goes away.
+//! and the outcome is recorded when the stream ends, fails, or the agent goes away. When an
+//! agent leaves before the end and its usage matters (budgets), the rest of the upstream's
+//! response is read in the background, within bounds, for the usage it reports at its end.
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use crate::fleet::quarantine::{self, cut::Cut};
 use crate::propose::Judging;
 use crate::propose::judging::Resumed;
 use crate::protocol::proposed::join;
-use crate::protocol::{Dialect, Usage, UsageScanner};
+use crate::protocol::{Dialect, Usage, UsageChunks, UsageScanner};
 use crate::secrets::redact::Redactor;
+
+/// What was read of a response when its outcome completes.
+#[derive(Debug, Default)]
+pub struct Read {
+    /// The usage it reported (figures it did not report, or not readably, are `None`).
+    pub usage: Usage,
+    /// Why it ended early, if it did.
+    pub error: Option<String>,
+    /// The upstream's body was read to its end.
+    pub ended: bool,
+    /// Bytes of the upstream's body read.
+    pub bytes: u64,
+}
 
 /// What to do with a response's outcome once its body has ended: the request path records it.
 pub trait Complete: Send + 'static {
-    /// The body ended with `usage` read from it; `error` says why it ended early, if it did.
-    fn complete(self, usage: Usage, error: Option<String>);
+    /// The body ended (or its agent left, or it failed) with `read` of it.
+    fn complete(self, read: Read);
 }
 
-/// Completes the outcome of one response exactly once.
+/// How much of the upstream's response is still read once its agent has gone, for the usage
+/// it reports at its end: at most `max_bytes` more, for at most `timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drain {
+    pub max_bytes: u64,
+    pub timeout: Duration,
+}
+
+/// Why an outcome completes when the agent went away.
+const AGENT_GONE: &str = "the agent disconnected before the response ended";
+
+/// Reads the upstream body and completes the outcome of one response exactly once.
 struct Observer<C: Complete> {
     outcome: Option<C>,
     scanner: Option<UsageScanner>,
+    /// The upstream's body.
+    inner: Option<Incoming>,
+    /// Bytes of it read so far.
+    bytes: u64,
+    /// Read the rest of it when the agent goes away.
+    drain: Option<Drain>,
 }
 
 impl<C: Complete> Observer<C> {
     fn feed(&mut self, chunk: &Bytes) {
+        self.bytes = self.bytes.saturating_add(chunk.len() as u64);
         if let Some(s) = self.scanner.as_mut() {
             s.feed_shared(chunk);
         }
     }
 
-    /// Completes and records the outcome; later calls do nothing.
-    fn complete(&mut self, error: Option<String>) {
+    /// Completes and records the outcome (`ended`: the upstream's body was read to its end);
+    /// later calls do nothing.
+    fn complete(&mut self, error: Option<String>, ended: bool) {
         let Some(outcome) = self.outcome.take() else {
             return;
         };
@@ -43,25 +79,81 @@ impl<C: Complete> Observer<C> {
             .take()
             .map(UsageScanner::finish)
             .unwrap_or_default();
-        outcome.complete(usage, error);
+        outcome.complete(Read {
+            usage,
+            error,
+            ended,
+            bytes: self.bytes,
+        });
+    }
+
+    /// Reads the rest of `inner` within `drain`'s bounds, then completes the outcome with what
+    /// it reported.
+    async fn drain(mut self, mut inner: Incoming, drain: Drain) {
+        let start = self.bytes;
+        let read = async {
+            while let Some(frame) = inner.frame().await {
+                let frame = frame.map_err(|e| format!("the upstream stream failed: {e}"))?;
+                if let Some(data) = frame.data_ref() {
+                    self.feed(data);
+                    if self.bytes - start > drain.max_bytes {
+                        return Err(format!("more than {} bytes", drain.max_bytes));
+                    }
+                }
+            }
+            Ok(())
+        };
+        let read = tokio::time::timeout(drain.timeout, read).await;
+        let (why, ended) = match read {
+            Ok(Ok(())) => (
+                "; Warden read the rest of the response for its usage".to_owned(),
+                true,
+            ),
+            Ok(Err(why)) => (format!("; the rest could not be read: {why}"), false),
+            Err(_) => (
+                format!(
+                    "; the rest could not be read within {}",
+                    humantime::format_duration(drain.timeout)
+                ),
+                false,
+            ),
+        };
+        self.complete(Some(format!("{AGENT_GONE}{why}")), ended);
     }
 }
 
 impl<C: Complete> Drop for Observer<C> {
+    /// The agent went away before the end: the rest is read in the background when
+    /// [`Observer::drain`] says so, else the outcome completes with what was read.
     fn drop(&mut self) {
-        self.complete(Some(
-            "the agent disconnected before the response ended".into(),
-        ));
+        if self.outcome.is_none() {
+            return;
+        }
+        if let (Some(drain), Some(inner)) = (self.drain, self.inner.take())
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let rest = Observer {
+                outcome: self.outcome.take(),
+                scanner: self.scanner.take(),
+                inner: None,
+                bytes: self.bytes,
+                drain: None,
+            };
+            runtime.spawn(rest.drain(inner, drain));
+            return;
+        }
+        self.complete(Some(AGENT_GONE.into()), false);
     }
 }
 
 pin_project_lite::pin_project! {
     /// An upstream body passed through while its usage is read (unchanged, but for an
-    /// injected secret it echoes, redacted); its outcome is completed when it ends.
+    /// injected secret it echoes, redacted, and the usage Warden asked for, taken out); its
+    /// outcome is completed when it ends, or once the rest is read when its agent leaves.
     pub struct ObservedBody<C: Complete> {
-        #[pin]
-        inner: Incoming,
         observer: Observer<C>,
+        // Takes out of an event stream the usage chunk Warden asked for and the agent did not.
+        asked: Option<Box<UsageChunks>>,
         redactor: Option<Box<Redactor>>,
         judging: Option<Box<Judging>>,
         // A frame that waits while the redactor's held-back bytes go first.
@@ -84,17 +176,21 @@ impl<C: Complete> ObservedBody<C> {
         dialect: &'static dyn Dialect,
         event_stream: bool,
     ) -> Self {
+        let end = inner.is_end_stream();
         let mut observer = Observer {
             outcome: Some(outcome),
             scanner: Some(UsageScanner::new(dialect, event_stream)),
+            inner: Some(inner),
+            bytes: 0,
+            drain: None,
         };
-        if inner.is_end_stream() {
+        if end {
             // An empty body is never polled: its outcome is complete now.
-            observer.complete(None);
+            observer.complete(None, true);
         }
         ObservedBody {
-            inner,
             observer,
+            asked: None,
             redactor: None,
             judging: None,
             stashed: None,
@@ -107,6 +203,20 @@ impl<C: Complete> ObservedBody<C> {
     /// agent gets them (the length may change: the response must not announce one).
     pub fn judging(mut self, judging: Judging) -> Self {
         self.judging = Some(Box::new(judging));
+        self
+    }
+
+    /// Reads the rest of the upstream's body, within `drain`, when the agent goes away
+    /// before its end (`None`: the outcome completes with what was read by then).
+    pub fn draining(mut self, drain: Option<Drain>) -> Self {
+        self.observer.drain = drain;
+        self
+    }
+
+    /// Takes the usage chunk Warden asked for out of the event stream, when `asked` (the
+    /// length may change: the response must not announce one).
+    pub fn hiding_asked_usage(mut self, asked: bool) -> Self {
+        self.asked = asked.then(Box::default);
         self
     }
 
@@ -145,34 +255,72 @@ impl<C: Complete> ObservedBody<C> {
     /// completed).
     #[allow(clippy::type_complexity)]
     fn read(
-        inner: Pin<&mut Incoming>,
         observer: &mut Observer<C>,
         cx: &mut Context<'_>,
     ) -> (Poll<Option<Result<Frame<Bytes>, hyper::Error>>>, bool) {
-        let mut inner = inner;
-        let polled = inner.as_mut().poll_frame(cx);
+        let Some(inner) = observer.inner.as_mut() else {
+            return (Poll::Ready(None), true);
+        };
+        let polled = Pin::new(&mut *inner).poll_frame(cx);
+        // A body of known length ends with its last frame: the server stops polling there,
+        // so this is the end to record, not a later `None`.
+        let at_end = inner.is_end_stream();
         let ended = match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     observer.feed(data);
                 }
-                // A body of known length ends with its last frame: the server stops
-                // polling there, so this is the end to record, not a later `None`.
-                let ended = inner.is_end_stream();
-                if ended {
-                    observer.complete(None);
+                if at_end {
+                    observer.complete(None, true);
                 }
-                ended
+                at_end
             }
             Poll::Ready(Some(Err(e))) => {
-                observer.complete(Some(format!("upstream stream failed: {e}")));
+                observer.complete(Some(format!("upstream stream failed: {e}")), false);
                 false
             }
             Poll::Ready(None) => {
-                observer.complete(None);
+                observer.complete(None, true);
+                observer.inner = None;
                 true
             }
             Poll::Pending => false,
+        };
+        (polled, ended)
+    }
+
+    /// [`ObservedBody::read`], the usage chunk Warden asked for taken out by `asked`, if set.
+    #[allow(clippy::type_complexity)]
+    fn read_asked(
+        observer: &mut Observer<C>,
+        asked: &mut Option<Box<UsageChunks>>,
+        cx: &mut Context<'_>,
+    ) -> (Poll<Option<Result<Frame<Bytes>, hyper::Error>>>, bool) {
+        let (polled, ended) = Self::read(observer, cx);
+        let Some(chunks) = asked.as_mut() else {
+            return (polled, ended);
+        };
+        let polled = match polled {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => {
+                    let mut out = chunks.push(data);
+                    if ended {
+                        out = join(out, chunks.finish());
+                    }
+                    Poll::Ready(Some(Ok(Frame::data(out))))
+                }
+                Err(trailers) => Poll::Ready(Some(Ok(trailers))),
+            },
+            Poll::Ready(None) => {
+                let held = chunks.finish();
+                *asked = None;
+                if held.is_empty() {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Ready(Some(Ok(Frame::data(held))))
+                }
+            }
+            other => other,
         };
         (polled, ended)
     }
@@ -186,7 +334,7 @@ impl<C: Complete> Body for ObservedBody<C> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let mut this = self.project();
+        let this = self.project();
         loop {
             if let Some(frame) = this.stashed.take() {
                 return Poll::Ready(Some(Ok(frame)));
@@ -201,10 +349,13 @@ impl<C: Complete> Body for ObservedBody<C> {
                 *this.cut = None;
                 *this.done = true;
                 let message = quarantine::message(&record);
-                this.observer.complete(Some(format!(
-                    "cut: the agent was quarantined ({})",
-                    record.reason
-                )));
+                this.observer.complete(
+                    Some(format!(
+                        "cut: the agent was quarantined ({})",
+                        record.reason
+                    )),
+                    false,
+                );
                 if event_stream {
                     return Poll::Ready(Some(Ok(Frame::data(cut_event(&message)))));
                 }
@@ -229,7 +380,14 @@ impl<C: Complete> Body for ObservedBody<C> {
                     }
                 },
                 None => {
-                    let (polled, ended) = Self::read(this.inner.as_mut(), this.observer, cx);
+                    let (polled, ended) = Self::read_asked(this.observer, this.asked, cx);
+                    // A chunk that was all asked usage: nothing to give.
+                    if !ended
+                        && let Poll::Ready(Some(Ok(frame))) = &polled
+                        && frame.data_ref().is_some_and(Bytes::is_empty)
+                    {
+                        continue;
+                    }
                     match this.judging.as_mut() {
                         None => (polled, ended),
                         Some(judging) => {
@@ -271,10 +429,13 @@ impl<C: Complete> Body for ObservedBody<C> {
                                 other => other,
                             };
                             if judging.failed() {
-                                this.observer.complete(Some(
-                                    "a proposed tool call was refused (propose.on_deny: error)"
-                                        .into(),
-                                ));
+                                this.observer.complete(
+                                    Some(
+                                        "a proposed tool call was refused (propose.on_deny: error)"
+                                            .into(),
+                                    ),
+                                    false,
+                                );
                             }
                             (polled, ended || judging.failed())
                         }
@@ -324,16 +485,24 @@ impl<C: Complete> Body for ObservedBody<C> {
     }
 
     fn is_end_stream(&self) -> bool {
-        match (&self.redactor, &self.judging) {
-            (None, None) => self.inner.is_end_stream(),
+        match (&self.redactor, &self.judging, &self.asked) {
+            (None, None, None) => self
+                .observer
+                .inner
+                .as_ref()
+                .is_none_or(Incoming::is_end_stream),
             _ => self.done && self.stashed.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match (&self.redactor, &self.judging) {
-            (None, None) => self.inner.size_hint(),
-            // Redaction and judging may change the length.
+        match (&self.redactor, &self.judging, &self.asked) {
+            (None, None, None) => self
+                .observer
+                .inner
+                .as_ref()
+                .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint),
+            // Redaction, judging and the asked usage's removal may change the length.
             _ => SizeHint::default(),
         }
     }

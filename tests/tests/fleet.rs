@@ -271,15 +271,7 @@ async fn a_token_budget_spent_by_streamed_responses_denies_the_next_request() {
     use warden_e2e::fake_llm::{COMPLETION_TOKENS, PROMPT_TOKENS};
     let per_call = PROMPT_TOKENS + COMPLETION_TOKENS;
     // Two streamed calls spend the day's budget exactly.
-    let s = Stack::start_with(|b| {
-        b.set(
-            "/budgets",
-            json!({"limits": [{"scope": "agent", "name": "*", "period": "day", "tokens": 2 * per_call}]}),
-        )
-        .policy("budgets.cedar", &example_budget_rule())
-    })
-    .await
-    .unwrap();
+    let s = budgeted(2 * per_call).await;
     for call in 1..=2 {
         let streamed = s
             .post(
@@ -310,17 +302,8 @@ async fn a_token_budget_spent_by_streamed_responses_denies_the_next_request() {
         );
     }
 
-    let denied = s
-        .post(
-            "/openai/chat/completions",
-            &openai_chat("gpt-4o-mini", true),
-        )
-        .await
-        .unwrap();
-    // A deny of a streamed call is answered as the provider would end a turn (200), with
-    // the reason; the decision record says which policy denied.
-    let body = denied.text().await.unwrap();
-    assert!(body.contains("budget is spent"), "says why: {body}");
+    // The decision record says which policy denied.
+    next_call_denied(&s).await;
     let record = s
         .audit("decision", |r| r["decision"] == "deny")
         .await
@@ -335,4 +318,187 @@ async fn a_token_budget_spent_by_streamed_responses_denies_the_next_request() {
         2,
         "the denied request never reached the provider"
     );
+}
+
+/// A stack whose agent may spend `tokens` a day, the example budget rule denying it once spent.
+async fn budgeted(tokens: u64) -> Stack {
+    Stack::start_with(|b| {
+        b.set(
+            "/budgets",
+            json!({"limits": [{"scope": "agent", "name": "*", "period": "day", "tokens": tokens}]}),
+        )
+        .policy("budgets.cedar", &example_budget_rule())
+    })
+    .await
+    .unwrap()
+}
+
+/// Asserts that the agent's next (streamed) call is denied: its budget is spent. A deny of a
+/// streamed call is answered as the provider would end a turn (200), with the reason.
+async fn next_call_denied(s: &Stack) {
+    let denied = s
+        .post(
+            "/openai/chat/completions",
+            &openai_chat("gpt-4o-mini", true),
+        )
+        .await
+        .unwrap();
+    let body = denied.text().await.unwrap();
+    assert!(body.contains("budget is spent"), "says why: {body}");
+}
+
+/// The request id of `response`.
+fn request_id(response: &reqwest::Response) -> String {
+    response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Reads `response` until `events` whole server-sent events have come: what was read.
+async fn read_events(response: &mut reqwest::Response, events: usize) -> String {
+    let mut read = String::new();
+    while read.matches("\n\n").count() < events {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), response.chunk())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_or_else(|| panic!("the stream ended after {read}"));
+        read.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    read
+}
+
+/// Streams a chat the agent leaves after its first text chunk: the request id and what the
+/// agent read (`gate`, holding the fake's streams after that chunk, is then released).
+async fn leave_after_the_first_chunk(
+    s: &Stack,
+    gate: warden_e2e::fake_llm::StreamGate,
+) -> (String, String) {
+    let mut streamed = s
+        .post(
+            "/openai/chat/completions",
+            &openai_chat("gpt-4o-mini", true),
+        )
+        .await
+        .unwrap();
+    let id = request_id(&streamed);
+    let first = read_events(&mut streamed, 2).await;
+    assert!(
+        first.contains(warden_e2e::fake_llm::TEXT_CHUNKS[0]),
+        "{first}"
+    );
+    drop(streamed);
+    gate.release();
+    (id, first)
+}
+
+/// The outcome record of request `id`, once its input and output tokens are as said.
+async fn charged(s: &Stack, id: &str, input: u64, output: u64) -> Value {
+    let outcome = s.audit("outcome", |r| r["request_id"] == id).await.unwrap();
+    assert_eq!(
+        (
+            &outcome["outcome"]["input_tokens"],
+            &outcome["outcome"]["output_tokens"]
+        ),
+        (&json!(input), &json!(output)),
+        "{outcome}"
+    );
+    outcome
+}
+
+/// The input tokens Warden estimates for `openai_chat`'s prompt: "user" and "What is the
+/// weather in Paris?", 33 characters, a token per four.
+const CHAT_INPUT_ESTIMATE: u64 = 9;
+
+#[tokio::test]
+async fn a_stream_asked_without_usage_is_charged_and_the_agent_gets_no_usage_chunk() {
+    use warden_e2e::fake_llm::{COMPLETION_TOKENS, PROMPT_TOKENS, TEXT_CHUNKS};
+    let s = budgeted(PROMPT_TOKENS + COMPLETION_TOKENS).await;
+    let mut body = openai_chat("gpt-4o-mini", true);
+    body.as_object_mut().unwrap().remove("stream_options");
+    let streamed = s.post("/openai/chat/completions", &body).await.unwrap();
+    assert_eq!(streamed.status(), 200);
+    let id = request_id(&streamed);
+    let events = streamed.text().await.unwrap();
+
+    // Warden asked the provider for the usage...
+    let asked = s.upstream_requests(1).await[0].json();
+    assert_eq!(
+        asked["stream_options"],
+        json!({"include_usage": true}),
+        "{asked}"
+    );
+    // ...and the agent gets the stream it asked for: the role, each text chunk, the stop and
+    // `[DONE]`, with no usage chunk and no `"usage": null` in the others.
+    let received: Vec<&str> = events.split_terminator("\n\n").collect();
+    assert_eq!(received.len(), TEXT_CHUNKS.len() + 3, "{events}");
+    assert!(!events.contains("usage"), "{events}");
+    assert!(!events.contains("\"choices\":[]"), "{events}");
+    assert!(TEXT_CHUNKS.iter().all(|t| events.contains(t)), "{events}");
+    assert_eq!(received.last(), Some(&"data: [DONE]"));
+
+    let outcome = charged(&s, &id, PROMPT_TOKENS, COMPLETION_TOKENS).await;
+    assert_eq!(outcome["outcome"].get("usage_estimated"), None, "{outcome}");
+    next_call_denied(&s).await;
+}
+
+#[tokio::test]
+async fn an_agent_that_leaves_after_the_first_chunk_is_charged_the_usage_sent_later() {
+    use warden_e2e::fake_llm::{COMPLETION_TOKENS, PROMPT_TOKENS};
+    let s = budgeted(PROMPT_TOKENS + COMPLETION_TOKENS).await;
+    // The agent leaves with the first chunk; the provider goes on, usage last.
+    let (id, _) = leave_after_the_first_chunk(&s, s.fake.hold_streams()).await;
+
+    let outcome = charged(&s, &id, PROMPT_TOKENS, COMPLETION_TOKENS).await;
+    assert_eq!(outcome["outcome"].get("usage_estimated"), None, "{outcome}");
+    let error = outcome["outcome"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("disconnected") && error.contains("read the rest"),
+        "{outcome}"
+    );
+    assert_eq!(
+        s.fake.streams_completed(),
+        1,
+        "Warden read the stream to its end"
+    );
+    next_call_denied(&s).await;
+}
+
+#[tokio::test]
+async fn an_agent_that_leaves_a_stream_the_provider_then_cuts_is_charged_an_estimate() {
+    let s = budgeted(20).await;
+    let gate = s.fake.hold_streams();
+    // The provider cuts the stream before its usage.
+    s.fake.cut_streams_after(2);
+    let (id, first) = leave_after_the_first_chunk(&s, gate).await;
+
+    // The request's input estimate, and a token per four bytes of the answer read.
+    let read = first.len() as u64;
+    let outcome = charged(&s, &id, CHAT_INPUT_ESTIMATE, read.div_ceil(4)).await;
+    assert_eq!(outcome["outcome"]["usage_estimated"], true, "{outcome}");
+    let error = outcome["outcome"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("could not be read"), "{outcome}");
+    // Charged: past the day's 20 tokens.
+    next_call_denied(&s).await;
+}
+
+#[tokio::test]
+async fn a_whole_answer_too_large_to_read_its_usage_is_charged_an_estimate() {
+    // The estimate below spends it exactly.
+    let s = budgeted(CHAT_INPUT_ESTIMATE + 50).await;
+    // Past the 4 MiB Warden reads usage from.
+    s.fake.pad_answers(5 * 1024 * 1024);
+    let mut body = openai_chat("gpt-4o-mini", false);
+    body["max_tokens"] = json!(50);
+    let answer = s.post("/openai/chat/completions", &body).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let id = request_id(&answer);
+    let read = answer.bytes().await.unwrap();
+    assert!(read.len() > 5 * 1024 * 1024, "the agent gets it whole");
+
+    // The request's input estimate, and the output its `max_tokens` bounds.
+    let outcome = charged(&s, &id, CHAT_INPUT_ESTIMATE, 50).await;
+    assert_eq!(outcome["outcome"]["usage_estimated"], true, "{outcome}");
+    next_call_denied(&s).await;
 }

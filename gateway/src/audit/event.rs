@@ -108,6 +108,10 @@ pub struct AuditOutcome {
     /// Output tokens the provider reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_tokens: Option<u64>,
+    /// The tokens above are Warden's estimate, charged to budgets because the provider's usage
+    /// could not be read (`fleet::budget::estimate`); left out when they are the provider's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub usage_estimated: bool,
     /// Why the exchange failed, if it did (upstream down, stream cut, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

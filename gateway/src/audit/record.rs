@@ -380,6 +380,7 @@ mod tests {
             upstream_ms: Some(0.1),
             input_tokens: Some(17),
             output_tokens: None,
+            usage_estimated: true,
             error: Some("cut \"short\"".into()),
             is_error: Some(true),
             bytes_up: Some(1024),

@@ -150,6 +150,14 @@ pub trait Dialect: Send + Sync + 'static {
     /// The usage a complete (non-streamed, or JSON-array streamed) body reports.
     fn usage_from_body(&self, body: &[u8]) -> Usage;
 
+    /// `body` rewritten to ask the provider for the usage its answer to a request read as
+    /// `shape` would not report (an OpenAI stream without `stream_options.include_usage`);
+    /// `None` when the answer reports it anyway. What the answer then carries that the agent
+    /// did not ask for is taken out of it ([`super::UsageChunks`]).
+    fn ask_usage(&self, _shape: &Shape, _body: &[u8]) -> Option<Bytes> {
+        None
+    }
+
     /// A rewriter that has the tool calls a model proposes in the response to a request read
     /// as `shape` judged before the agent gets them; `None` when this dialect's response to it
     /// carries no tool calls Warden reads. The response is judged as the client reads it: as

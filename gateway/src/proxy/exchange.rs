@@ -20,10 +20,11 @@ use crate::audit::event::{
 };
 use crate::audit::receipt::{self, Receipt};
 use crate::decision::Decision;
+use crate::fleet::budget::estimate::Estimate;
 use crate::fleet::limits::Permit;
 use crate::listener::ConnInfo;
 use crate::mcp::EventBody;
-use crate::observe::{Complete, ObservedBody};
+use crate::observe::{Complete, ObservedBody, Read};
 use crate::policy::ShadowDifference;
 use crate::protocol::{self, Shape, Usage};
 use crate::route::Route;
@@ -119,6 +120,8 @@ pub struct Exchange {
     permit: Option<Permit>,
     /// What is redacted in a request body as it streams upstream (`streams_body`).
     streamed: Option<StreamFindings>,
+    /// Warden asked the provider for a stream's usage the agent did not ask for.
+    asked_usage: bool,
 }
 
 /// What an egress exchange records beside the usual: its kind and where it goes.
@@ -177,6 +180,7 @@ impl Exchange {
             egress: None,
             permit: None,
             streamed: None,
+            asked_usage: false,
         }
     }
 
@@ -528,6 +532,17 @@ impl Exchange {
         self.streamed = Some(redacted);
     }
 
+    /// credential: the request goes upstream asking for the usage of its stream, which the
+    /// agent did not ask for (it is taken out of the answer).
+    pub fn ask_usage(&mut self) {
+        self.asked_usage = true;
+    }
+
+    /// Whether Warden asked for a usage the agent did not ([`Exchange::ask_usage`]).
+    pub fn asked_usage(&self) -> bool {
+        self.asked_usage
+    }
+
     /// observe: the outcome record of a response with `status`, completed when its body ends.
     pub fn outcome(&mut self, status: http::StatusCode) -> PendingOutcome {
         let mut event = self.event(EventKind::Outcome);
@@ -542,6 +557,10 @@ impl Exchange {
             started: self.started,
             model: self.model.clone(),
             spender: self.principal.clone().zip(self.provider.clone()),
+            estimate: match &self.shape {
+                Some(Shape::Llm(request)) if status.is_success() => Estimate::of(request),
+                _ => None,
+            },
             spans: self.spans(status, None),
             _permit: self.permit.take(),
             streamed: self.streamed.take(),
@@ -826,6 +845,8 @@ pub struct PendingOutcome {
     model: Option<Arc<str>>,
     /// Who pays for the response's tokens, and their provider (LLM calls).
     spender: Option<(Arc<Principal>, Arc<str>)>,
+    /// What a successful LLM answer is charged when its usage cannot be read.
+    estimate: Option<Estimate>,
     /// The request's spans (sampled requests, with tracing on).
     spans: Option<Box<OpenSpans>>,
     /// The request's places in flight, held until the response ends.
@@ -838,10 +859,24 @@ pub struct PendingOutcome {
 pub type StreamFindings = Arc<std::sync::Mutex<Vec<crate::action::Finding>>>;
 
 impl Complete for PendingOutcome {
-    /// Completes the record with the usage the response reported and why it failed, if it did;
-    /// counts the tokens and charges them to the agent's budgets.
-    fn complete(mut self, usage: Usage, error: Option<String>) {
-        let (input_tokens, output_tokens) = (usage.input_tokens, usage.output_tokens);
+    /// Completes the record with the usage the response reported (or, when it cannot be read,
+    /// an estimate, marked so) and why it failed, if it did; counts the tokens and charges
+    /// them to the agent's budgets.
+    fn complete(mut self, read: Read) {
+        let Read {
+            usage,
+            error,
+            ended,
+            bytes,
+        } = read;
+        let estimated = self
+            .estimate
+            .filter(|_| Estimate::needed(&usage, ended))
+            .map(|estimate| estimate.tokens(&usage, bytes));
+        let (input_tokens, output_tokens) = match estimated {
+            Some((input, output)) => (Some(input), Some(output)),
+            None => (usage.input_tokens, usage.output_tokens),
+        };
         if let Some((principal, provider)) = &self.spender {
             let model = usage
                 .model
@@ -873,6 +908,7 @@ impl Complete for PendingOutcome {
             outcome.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
             outcome.input_tokens = input_tokens;
             outcome.output_tokens = output_tokens;
+            outcome.usage_estimated = estimated.is_some();
             outcome.error = error.map(|e| bounded(&e, FIELD_MAX).into_owned());
         }
         self.shared.metrics.tokens(
@@ -910,7 +946,11 @@ impl PendingOutcome {
         if let Some(outcome) = self.event.outcome.as_mut() {
             outcome.is_error = is_error;
         }
-        self.complete(Usage::default(), error);
+        self.complete(Read {
+            error,
+            ended: true,
+            ..Read::default()
+        });
     }
 }
 

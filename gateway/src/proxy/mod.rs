@@ -35,7 +35,7 @@ use stages::{Held, context, decide, hold, inspect, limit, quarantine, read_body,
 use crate::action::{Action, Facts, Principal};
 use crate::fleet::session::named;
 use crate::listener::ConnInfo;
-use crate::observe::ObservedBody;
+use crate::observe::{Drain, ObservedBody};
 use crate::propose::{Judge, Judging};
 use crate::protocol::{self, Inbound, Interpreted};
 use crate::route::Route;
@@ -344,6 +344,10 @@ async fn credential(
         body,
         rest,
     } = request;
+    let body = match rest {
+        None => ask_usage(snap, ex, route, body),
+        Some(_) => body,
+    };
     let body = match streamed::outbound(snap, ex, action, body, rest, verdict) {
         Either::Left(whole) => Either::Left(whole),
         Either::Right(inspected) => Either::Right(BodyExt::boxed_unsync(BodyExt::map_err(
@@ -358,6 +362,24 @@ async fn credential(
             .map_err(Refusal::UpstreamRequest)?;
     ex.propagate(outbound.headers_mut());
     Ok(outbound)
+}
+
+/// Credential, when budgets are set: a request whose answer would not report its usage (an
+/// OpenAI stream without `stream_options.include_usage`) asks for it, so that it is charged;
+/// what the agent did not ask for is taken out of the answer (observe). Other bodies go on as
+/// they are, uncopied.
+fn ask_usage(snap: &Snapshot, ex: &mut Exchange, route: &Route, body: Bytes) -> Bytes {
+    if snap.config.budgets.limits.is_empty() {
+        return body;
+    }
+    let Some(asked) = ex
+        .shape()
+        .and_then(|shape| route.protocol.dialect().ask_usage(shape, &body))
+    else {
+        return body;
+    };
+    ex.ask_usage();
+    asked
 }
 
 /// Forward: the request goes upstream over the worker's pooled client, unless the upstream's
@@ -421,7 +443,18 @@ fn observe(
             }
         }
     }
+    // When budgets are set, an agent that leaves before the usage arrives is still charged it.
+    let budgets = &snap.config.budgets;
+    let drain = (!budgets.limits.is_empty()
+        && parts.status.is_success()
+        && matches!(ex.shape(), Some(protocol::Shape::Llm(_))))
+    .then_some(Drain {
+        max_bytes: budgets.drain_bytes,
+        timeout: budgets.drain_timeout,
+    });
     let mut body = ObservedBody::new(body, outcome, route.protocol.dialect(), event_stream)
+        .hiding_asked_usage(ex.asked_usage() && event_stream)
+        .draining(drain)
         .redacting(redactor)
         .cut_on(ex.cut(), event_stream);
     let mut refusal = None;

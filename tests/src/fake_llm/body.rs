@@ -2,16 +2,16 @@
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 
-/// A response body: whole, or a channel of chunks each written as its own frame.
+/// A response body: whole, or a channel of chunks each written as its own frame (`None`: the
+/// body fails there, and the connection is cut mid-body).
 #[derive(Debug)]
 pub enum FakeBody {
     Full(Option<Bytes>),
-    Chunks(mpsc::Receiver<Bytes>),
+    Chunks(mpsc::Receiver<Option<Bytes>>),
 }
 
 impl FakeBody {
@@ -20,8 +20,9 @@ impl FakeBody {
         FakeBody::Full(Some(bytes.into()))
     }
 
-    /// A streamed body and the sender feeding it; the body ends when the sender is dropped.
-    pub fn channel() -> (mpsc::Sender<Bytes>, FakeBody) {
+    /// A streamed body and the sender feeding it; the body ends when the sender is dropped, and
+    /// is cut short where it sends `None`.
+    pub fn channel() -> (mpsc::Sender<Option<Bytes>>, FakeBody) {
         let (tx, rx) = mpsc::channel(1);
         (tx, FakeBody::Chunks(rx))
     }
@@ -29,17 +30,20 @@ impl FakeBody {
 
 impl Body for FakeBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = std::io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         match self.get_mut() {
             FakeBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            FakeBody::Chunks(rx) => rx
-                .poll_recv(cx)
-                .map(|chunk| chunk.map(|b| Ok(Frame::data(b)))),
+            FakeBody::Chunks(rx) => rx.poll_recv(cx).map(|chunk| {
+                chunk.map(|b| {
+                    b.map(Frame::data)
+                        .ok_or_else(|| std::io::Error::other("the fake upstream cut the body"))
+                })
+            }),
         }
     }
 

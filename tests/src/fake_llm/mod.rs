@@ -146,6 +146,10 @@ struct Knobs {
     keys: RequiredKeys,
     /// Answer in text even when tools are declared (as a model does when none fits).
     text_only: bool,
+    /// Cut every stream (the connection, mid-body) after this many events.
+    cut_after: Option<usize>,
+    /// Pad whole OpenAI chat answers with this many bytes.
+    pad: usize,
 }
 
 #[derive(Debug, Default)]
@@ -281,6 +285,18 @@ impl FakeLlm {
         self.state.knobs().text_only = !on;
     }
 
+    /// Cuts every stream started from now on after its first `events` events: the connection
+    /// breaks mid-body, as when a provider fails, and the usage never comes.
+    pub fn cut_streams_after(&self, events: usize) {
+        self.state.knobs().cut_after = Some(events);
+    }
+
+    /// Pads every whole (not streamed) OpenAI chat answer from now on with `bytes` more bytes
+    /// (a `padding` field), its usage block last as usual.
+    pub fn pad_answers(&self, bytes: usize) {
+        self.state.knobs().pad = bytes;
+    }
+
     /// Holds every stream started from now on after its first chunks until the gate opens.
     pub fn hold_streams(&self) -> StreamGate {
         let (open, held) = watch::channel(false);
@@ -319,6 +335,8 @@ pub(crate) struct Exchange {
     pub request: RecordedRequest,
     pub json: Value,
     pub stream: StreamCtl,
+    /// Bytes of padding a whole OpenAI chat answer carries.
+    pub pad: usize,
 }
 
 /// Pacing and bookkeeping of one streamed response.
@@ -327,6 +345,7 @@ pub(crate) struct StreamCtl {
     state: Arc<State>,
     pub chunk_delay: Duration,
     gate: Option<watch::Receiver<bool>>,
+    cut_after: Option<usize>,
 }
 
 impl StreamCtl {
@@ -344,7 +363,12 @@ impl StreamCtl {
                 {
                     let _ = gate.wait_for(|open| *open).await;
                 }
-                if tx.send(event).await.is_err() {
+                if self.cut_after == Some(i) {
+                    let _ = tx.send(None).await;
+                    self.state.streams_aborted.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+                if tx.send(Some(event)).await.is_err() {
                     self.state.streams_aborted.fetch_add(1, Ordering::SeqCst);
                     return;
                 }
@@ -378,7 +402,7 @@ async fn handle(
     state.requests().push(request.clone());
     state.request_seen.notify_waiters();
 
-    let (failure, delay, chunk_delay, gate, keys, text_only) = {
+    let (failure, delay, chunk_delay, gate, keys, text_only, cut_after, pad) = {
         let k = state.knobs();
         (
             k.failure.clone(),
@@ -387,6 +411,8 @@ async fn handle(
             k.gate.clone(),
             k.keys.clone(),
             k.text_only,
+            k.cut_after,
+            k.pad,
         )
     };
     if !delay.is_zero() {
@@ -423,7 +449,9 @@ async fn handle(
             state,
             chunk_delay,
             gate,
+            cut_after,
         },
+        pad,
     };
     let response = match provider {
         Provider::OpenAi => openai::respond(exchange),

@@ -176,11 +176,17 @@ fn chat(ex: Exchange) -> Response<FakeBody> {
                 "tool_calls",
             )
         };
-        return json_response(&json!({
+        let mut answer = json!({
             "id": id, "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
-            "usage": usage(), "service_tier": "default", "system_fingerprint": "fp_fake"
-        }));
+            "service_tier": "default", "system_fingerprint": "fp_fake"
+        });
+        if ex.pad > 0 {
+            answer["padding"] = json!("x".repeat(ex.pad));
+        }
+        // Usage last, as the provider writes it (keys are sorted: `usage` after `padding`).
+        answer["usage"] = usage();
+        return json_response(&answer);
     }
 
     let include_usage = ex

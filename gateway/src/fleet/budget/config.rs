@@ -25,6 +25,12 @@ pub struct BudgetsConfig {
     pub stale_after: Duration,
     /// `budgets.on_stale`: how a replica decides budgets past `stale_after`.
     pub on_stale: OnStale,
+    /// `budgets.drain_timeout`: how long the rest of a response is read, for its usage, once
+    /// its agent has gone.
+    pub drain_timeout: Duration,
+    /// `budgets.drain_bytes`: how many more bytes of a response are read, for its usage, once
+    /// its agent has gone.
+    pub drain_bytes: u64,
     /// The price table in force (`prices`, else the shipped one), read when the configuration
     /// is loaded.
     pub table: Arc<Prices>,
@@ -38,6 +44,8 @@ impl Default for BudgetsConfig {
             sync_interval: SYNC_INTERVAL,
             stale_after: SYNC_INTERVAL * STALE_INTERVALS,
             on_stale: OnStale::Refuse,
+            drain_timeout: DRAIN_TIMEOUT,
+            drain_bytes: DRAIN_BYTES,
             table: Arc::new(Prices::shipped()),
         }
     }
@@ -54,6 +62,9 @@ struct RawBudgets {
     #[serde(with = "humantime_serde")]
     stale_after: Option<Duration>,
     on_stale: OnStale,
+    #[serde(with = "humantime_serde")]
+    drain_timeout: Duration,
+    drain_bytes: u64,
 }
 
 impl Default for RawBudgets {
@@ -64,12 +75,20 @@ impl Default for RawBudgets {
             sync_interval: SYNC_INTERVAL,
             stale_after: None,
             on_stale: OnStale::Refuse,
+            drain_timeout: DRAIN_TIMEOUT,
+            drain_bytes: DRAIN_BYTES,
         }
     }
 }
 
 /// `budgets.sync_interval` unless set.
 const SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// `budgets.drain_timeout` unless set.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `budgets.drain_bytes` unless set: 16 MiB.
+const DRAIN_BYTES: u64 = 16 * 1024 * 1024;
 
 /// `budgets.stale_after` unless set: this many `sync_interval`s.
 const STALE_INTERVALS: u32 = 3;
@@ -115,6 +134,8 @@ impl TryFrom<RawBudgets> for BudgetsConfig {
                 .stale_after
                 .unwrap_or(raw.sync_interval * STALE_INTERVALS),
             on_stale: raw.on_stale,
+            drain_timeout: raw.drain_timeout,
+            drain_bytes: raw.drain_bytes,
             table: Arc::new(table),
         })
     }

@@ -7,9 +7,11 @@
 //! to deny, downgrade or hold past a threshold. The decision reads spend from memory and never
 //! waits for it; every `budgets.sync_interval` each replica adds what it charged to the state
 //! store and reads back every replica's totals ([`sync`]), so that all enforce the same
-//! remaining budget and a restart keeps what was spent.
+//! remaining budget and a restart keeps what was spent. A response whose usage cannot be read
+//! is charged an estimate ([`estimate`]).
 
 pub mod config;
+pub mod estimate;
 mod freshness;
 pub mod prices;
 pub mod sync;

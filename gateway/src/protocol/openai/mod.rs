@@ -1,7 +1,9 @@
 //! The OpenAI dialect (and OpenAI-compatible upstreams: Ollama `/v1`, vLLM): how its
 //! requests read (`interpret.rs`), its refusal answers (`refusal.rs`), its error body
-//! (`error.rs`) and where its responses report usage (`usage.rs`).
+//! (`error.rs`), where its responses report usage (`usage.rs`) and the usage Warden asks for on
+//! an agent's behalf (`asked_usage.rs`).
 
+mod asked_usage;
 mod error;
 mod interpret;
 mod proposals;
@@ -19,6 +21,8 @@ use crate::protocol::proposed::ProposalRewriter;
 use crate::protocol::refusal::{self as refusals, Refusal, RefusalText};
 use crate::protocol::request::Endpoint;
 use crate::protocol::usage::Usage;
+
+pub use asked_usage::UsageChunks;
 
 /// The OpenAI dialect.
 pub struct OpenAi;
@@ -66,6 +70,22 @@ impl Dialect for OpenAi {
 
     fn usage_from_body(&self, body: &[u8]) -> Usage {
         usage::from_json(body)
+    }
+
+    /// A Chat Completions or Completions stream asked without `stream_options.include_usage`.
+    fn ask_usage(&self, shape: &Shape, body: &[u8]) -> Option<Bytes> {
+        match shape {
+            Shape::Llm(llm)
+                if matches!(
+                    llm.endpoint,
+                    Endpoint::ChatCompletions | Endpoint::Completions
+                ) && llm.stream
+                    && !llm.include_usage =>
+            {
+                asked_usage::ask(body)
+            }
+            _ => None,
+        }
     }
 
     /// Chat Completions responses' `tool_calls`, Responses answers' `function_call` items.

@@ -1,0 +1,125 @@
+//! What a response is charged when the provider's usage cannot be read: the agent left and
+//! the rest of the answer could not be read either, the upstream cut the answer, a whole body
+//! was too large to read its usage from, or a successful answer reported none. Charging zero
+//! would let an agent spend without being counted; the estimate charges at least what the
+//! answer cost, never more than the request allowed.
+//!
+//! - input: the tokens the provider reported, else the request's own estimate (a quarter of the
+//!   characters of its prompt, system and tools: `protocol::estimate`);
+//! - output: a quarter of the bytes of the answer Warden read (its framing counts as text, so
+//!   this is an upper bound), at least what the provider reported so far, at most the
+//!   request's `max_tokens` (the provider stops there); nothing for embeddings.
+
+use crate::protocol::{Endpoint, LlmRequest, Usage};
+
+/// Bytes of an answer counted as one output token.
+const BYTES_PER_TOKEN: u64 = 4;
+
+/// What an LLM request lets an estimate charge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Estimate {
+    /// The request's input-token estimate.
+    input_tokens: u64,
+    /// The output-token limit the request sets, if any.
+    max_output: Option<u64>,
+    /// The answer's output counts (generation; not embeddings).
+    generates: bool,
+}
+
+impl Estimate {
+    /// The estimate for `request`'s answer; `None` for calls that cost nothing (model lists,
+    /// token counts).
+    pub fn of(request: &LlmRequest) -> Option<Estimate> {
+        let generates = match request.endpoint {
+            Endpoint::ChatCompletions
+            | Endpoint::Completions
+            | Endpoint::Responses
+            | Endpoint::Messages
+            | Endpoint::GenerateContent
+            | Endpoint::StreamGenerateContent => true,
+            Endpoint::Embeddings | Endpoint::EmbedContent | Endpoint::BatchEmbedContents => false,
+            Endpoint::ListModels | Endpoint::GetModel | Endpoint::CountTokens => return None,
+        };
+        Some(Estimate {
+            input_tokens: request.input_tokens,
+            max_output: request.max_tokens,
+            generates,
+        })
+    }
+
+    /// Whether an answer that reported `usage` and was read to its end (`ended`) or not must be
+    /// charged an estimate: it was not read to its end, or it reported nothing.
+    pub fn needed(usage: &Usage, ended: bool) -> bool {
+        !ended || (usage.input_tokens.is_none() && usage.output_tokens.is_none())
+    }
+
+    /// The input and output tokens to charge for an answer of which `bytes` were read, that
+    /// reported `usage` by then.
+    pub fn tokens(&self, usage: &Usage, bytes: u64) -> (u64, u64) {
+        let input = usage.input_tokens.unwrap_or(self.input_tokens);
+        if !self.generates {
+            return (input, usage.output_tokens.unwrap_or(0));
+        }
+        let reported = usage.output_tokens.unwrap_or(0);
+        let read = bytes.div_ceil(BYTES_PER_TOKEN);
+        let output = match self.max_output {
+            Some(max) => read.min(max),
+            None => read,
+        };
+        (input, output.max(reported))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(endpoint: Endpoint, input: u64, max: Option<u64>) -> LlmRequest {
+        LlmRequest {
+            input_tokens: input,
+            max_tokens: max,
+            ..LlmRequest::bare(endpoint)
+        }
+    }
+
+    fn reported(input: Option<u64>, output: Option<u64>) -> Usage {
+        Usage {
+            input_tokens: input,
+            output_tokens: output,
+            ..Usage::default()
+        }
+    }
+
+    #[test]
+    fn an_estimate_charges_the_input_estimate_and_a_quarter_of_the_bytes_read() {
+        let chat = Estimate::of(&request(Endpoint::ChatCompletions, 120, None));
+        let chat = chat.unwrap_or_else(|| panic!("a chat is charged"));
+        assert_eq!(chat.tokens(&Usage::default(), 1001), (120, 251));
+        // What the provider reported wins over the request's estimate, and bounds the output
+        // from below.
+        assert_eq!(
+            chat.tokens(&reported(Some(3000), Some(900)), 400),
+            (3000, 900)
+        );
+    }
+
+    #[test]
+    fn an_estimate_never_charges_past_max_tokens_nor_output_for_embeddings() {
+        let bounded = Estimate::of(&request(Endpoint::Messages, 10, Some(100)));
+        let bounded = bounded.unwrap_or_else(|| panic!("a message is charged"));
+        assert_eq!(bounded.tokens(&Usage::default(), 5_000_000), (10, 100));
+        let embed = Estimate::of(&request(Endpoint::Embeddings, 700, None));
+        let embed = embed.unwrap_or_else(|| panic!("an embedding is charged"));
+        assert_eq!(embed.tokens(&Usage::default(), 5_000_000), (700, 0));
+        assert_eq!(Estimate::of(&request(Endpoint::ListModels, 0, None)), None);
+        assert_eq!(Estimate::of(&request(Endpoint::CountTokens, 9, None)), None);
+    }
+
+    #[test]
+    fn an_estimate_is_needed_when_the_answer_was_not_read_to_its_end_or_reported_nothing() {
+        assert!(Estimate::needed(&reported(Some(1), Some(1)), false));
+        assert!(Estimate::needed(&Usage::default(), true));
+        assert!(!Estimate::needed(&reported(Some(8), None), true));
+        assert!(!Estimate::needed(&reported(Some(8), Some(2)), true));
+    }
+}
