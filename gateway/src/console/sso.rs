@@ -110,8 +110,8 @@ pub struct SignedIn {
     /// Their groups (the `groups_claim`).
     pub groups: Vec<String>,
     /// The other names they go by, for telling their own agents and counting one vote per
-    /// person: `sub`, `preferred_username` and `email`, without the subject itself. (These
-    /// only ever restrict: an e-mail address the provider has not verified counts too.)
+    /// person, and for `@approvers` `User::` entries: `sub`, `preferred_username` and `email`
+    /// (only when the provider verified it), without the subject itself.
     pub aliases: Vec<String>,
     /// Where to go now (a path of the console).
     pub next: String,
@@ -376,7 +376,10 @@ fn identity(
         return Err(SsoError::EmailNotVerified);
     }
     let mut aliases: Vec<String> = Vec::new();
-    for alias in [text("sub"), text("preferred_username"), text("email")]
+    // An e-mail address the provider has not verified is no name of theirs: `@approvers`
+    // entries name approvers by their names too, and some providers let users set it.
+    let email = text("email").filter(|_| email_verified);
+    for alias in [text("sub"), text("preferred_username"), email]
         .into_iter()
         .flatten()
     {
@@ -461,8 +464,8 @@ mod tests {
         assert_eq!(who.groups, ["sre", "oncall"]);
         assert_eq!(
             who.aliases,
-            ["alice", "alice@example.com"],
-            "names that only restrict: an unverified e-mail counts"
+            ["alice"],
+            "an unverified e-mail is no name of theirs: @approvers entries grant by names"
         );
         let mut by_email = oidc();
         by_email.subject_claim = "email".into();
