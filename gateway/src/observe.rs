@@ -14,8 +14,9 @@ use std::time::Duration;
 use crate::fleet::quarantine::{self, cut::Cut};
 use crate::propose::Judging;
 use crate::propose::judging::Resumed;
+use crate::protocol::openai::UsageChunks;
 use crate::protocol::proposed::join;
-use crate::protocol::{Dialect, Usage, UsageChunks, UsageScanner};
+use crate::protocol::{Dialect, Usage, UsageScanner};
 use crate::secrets::redact::Redactor;
 
 /// What was read of a response when its outcome completes.

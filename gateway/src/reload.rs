@@ -255,8 +255,9 @@ pub async fn apply(shared: &Shared, config_path: Option<&Path>) -> Result<PathBu
             }
             shared.breakers.reconfigure(breaker_settings(&snapshot));
             shared.snapshot.store(Arc::new(snapshot));
-            shared.reloads.send_modify(|applied| *applied += 1);
+            // This host's addresses first: the tunnels judged again below see the current ones.
             let _ = tokio::task::spawn_blocking(crate::egress::this_host::refresh).await;
+            shared.reloads.send_modify(|applied| *applied += 1);
             shared.metrics.reloads.with_label_values(&["ok"]).inc();
             tracing::info!(policies, version = %version, "reload applied");
             event.detail = Some(serde_json::json!({

@@ -225,8 +225,9 @@ async fn two_replicas_enforce_one_budget_one_rate_and_one_session() {
     );
 
     // Session: a private read through A, then an external send through B in the same session
-    // waits for a human; in another session the same send is allowed (the test stack's
-    // policies permit chats).
+    // waits for a human; so does one in another session of that agent (labels follow the
+    // agent), while another agent's same send is allowed (the test stack's policies permit
+    // chats).
     let reader = a.token("reader").await.unwrap();
     assert_eq!(chat(&a, &reader, "gpt-4o-mini", Some("t-1")).await.0, 200);
     tokio::time::sleep(SETTLE).await;
@@ -241,8 +242,15 @@ async fn two_replicas_enforce_one_budget_one_rate_and_one_session() {
     let (_, id) = chat(&b, &reader, "gpt-4o", Some("t-2")).await;
     assert_eq!(
         decision(&b, &id).await["decision"],
+        "approval_required",
+        "a new session name does not wash off what the agent read"
+    );
+    let bystander = b.token("bystander").await.unwrap();
+    let (_, id) = chat(&b, &bystander, "gpt-4o", Some("t-1")).await;
+    assert_eq!(
+        decision(&b, &id).await["decision"],
         "allow",
-        "another session never read private data"
+        "another agent never read private data"
     );
 
     // Session counts: three chats of one session, two through A and one through B; the fourth,

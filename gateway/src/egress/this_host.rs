@@ -1,9 +1,9 @@
 //! The addresses of this host: every address of its network interfaces, and the addresses
 //! Warden's listeners are bound to. A connection to one of them reaches Warden itself (its
 //! admin API, metrics, approval console) or another service on its host, however globally
-//! reachable the address is, so [`classify`](super::classify) gives them the class
-//! [`AddressClass::ThisHost`](super::AddressClass::ThisHost) and egress reaches them only
-//! with an `@egress("internal")` permit, as it reaches loopback.
+//! reachable the address is, so `classify` gives them the class `AddressClass::ThisHost`
+//! and egress reaches them only with an `@egress("internal")` permit, as it reaches
+//! loopback.
 //!
 //! The interfaces are read (`getifaddrs(3)`) at start, on every reload and every
 //! [`REFRESH`] in the background; a worker only ever reads the last list.

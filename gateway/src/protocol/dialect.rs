@@ -153,7 +153,7 @@ pub trait Dialect: Send + Sync + 'static {
     /// `body` rewritten to ask the provider for the usage its answer to a request read as
     /// `shape` would not report (an OpenAI stream without `stream_options.include_usage`);
     /// `None` when the answer reports it anyway. What the answer then carries that the agent
-    /// did not ask for is taken out of it ([`super::UsageChunks`]).
+    /// did not ask for is taken out of it (`openai::UsageChunks`).
     fn ask_usage(&self, _shape: &Shape, _body: &[u8]) -> Option<Bytes> {
         None
     }

@@ -17,7 +17,7 @@ mod estimate;
 mod gemini;
 mod identifier;
 pub mod mcp;
-mod openai;
+pub(crate) mod openai;
 mod parse;
 pub mod proposed;
 mod refusal;
@@ -38,7 +38,6 @@ pub use errors::ProtocolError;
 pub use identifier::{
     IdentifierProblem, LOOKALIKE_FINDING, MAX_IDENTIFIER_BYTES, check as check_identifier,
 };
-pub use openai::UsageChunks;
 pub use refusal::{
     DECISION_HEADER, DECISION_ID_HEADER, Pending, RECEIPT_HEADER, REQUEST_ID_HEADER, Refusal,
     RefusalFinish,

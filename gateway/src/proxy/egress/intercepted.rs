@@ -156,7 +156,7 @@ where
         .max_header_list_size(H2_MAX_HEADER_LIST);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
-    let waiting = super::tunnel::quiet_for(timeout, || activity.quiet());
+    let waiting = super::quiet::quiet_for(timeout, || activity.quiet());
     let served = tokio::select! {
         served = conn.as_mut() => served,
         () = waiting => {

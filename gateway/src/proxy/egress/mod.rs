@@ -13,6 +13,7 @@
 
 pub(super) mod answer;
 mod intercepted;
+mod quiet;
 mod request;
 mod target;
 mod tunnel;

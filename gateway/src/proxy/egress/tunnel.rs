@@ -399,26 +399,10 @@ impl Tunnel {
 /// Returns once neither counter of `moved` (bytes read from either side) has grown for
 /// `idle`.
 async fn idle_for(idle: Duration, moved: (Arc<AtomicU64>, Arc<AtomicU64>)) {
-    quiet_for(idle, || {
+    super::quiet::quiet_for(idle, || {
         Some(moved.0.load(Ordering::Relaxed) + moved.1.load(Ordering::Relaxed))
     })
     .await;
-}
-
-/// Returns once `activity` (a count that grows with activity, `None` while busy) has stayed
-/// the same for `idle`; looked at four times per `idle`.
-pub(super) async fn quiet_for(idle: Duration, activity: impl Fn() -> Option<u64>) {
-    let tick = (idle / 4).max(Duration::from_millis(10));
-    let (mut seen, mut since) = (activity(), Instant::now());
-    loop {
-        tokio::time::sleep(tick).await;
-        let now = activity();
-        if now.is_none() || now != seen {
-            (seen, since) = (now, Instant::now());
-        } else if since.elapsed() >= idle {
-            return;
-        }
-    }
 }
 
 /// The client's first bytes, read until they show what the tunnel carries; `None` when the
