@@ -1229,3 +1229,40 @@ async fn an_answer_never_collected_is_recorded_once_its_stream_is_dropped() {
     assert_error_says(gone, "send the request again").await;
 }
 
+/// The official TypeScript SDK's client, whose answer stream of a slow tool call drops after
+/// its first event, resumes it by itself with `Last-Event-ID` through Warden and gets every
+/// progress notification and the result; the outcome record says the result reached it.
+#[tokio::test]
+async fn the_typescript_sdk_client_survives_a_cut_answer_stream() {
+    let w = warden(vec![mcp::everything_stdio("everything")], |b| b).await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    let r = mcp::call_through_cut_connection(
+        &w.url("/mcp/tools"),
+        &agent,
+        "everything_trigger-long-running-operation",
+        &json!({"duration": 3, "steps": 6}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r["cut"], true, "{r}");
+    assert_eq!(r["isError"], false, "{r}");
+    assert!(
+        r["text"].as_str().unwrap_or_default().contains("completed"),
+        "{r}"
+    );
+    assert_eq!(
+        r["progress"],
+        json!([1, 2, 3, 4, 5, 6]),
+        "each progress once: {r}"
+    );
+    let resumed = r["resumedWith"].as_array().unwrap();
+    assert_eq!(resumed.len(), 1, "one GET with Last-Event-ID: {r}");
+    let outcome = w
+        .wait_for_audit(Duration::from_secs(10), |e| {
+            e["kind"] == "outcome"
+                && e["resource"] == r#"Tool::"everything/trigger-long-running-operation""#
+        })
+        .await
+        .unwrap();
+    assert!(outcome["outcome"]["error"].is_null(), "{outcome}");
+}
