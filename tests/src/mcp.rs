@@ -2,7 +2,8 @@
 //! `@modelcontextprotocol/server-everything` and `server-filesystem`, installed by
 //! `tests/run`; over HTTP on 127.0.0.1 only, `tests/mcp/loopback.mjs`), a remote double that
 //! reports the headers and notifications reaching it (`tests/mcp/double.py`),
-//! and the official MCP Python SDK driving a Warden endpoint (`tests/mcp/client.py`).
+//! the official MCP Python SDK driving a Warden endpoint (`tests/mcp/client.py`), and the
+//! official TypeScript SDK's client through a connection that drops (`tests/mcp/resume_client.mjs`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -263,12 +264,17 @@ async fn run_client(
         .env("API_KEY", token)
         .env("WARDEN_PID", warden.pid().unwrap_or_default().to_string())
         .env("PYTHONUNBUFFERED", "1");
-    let out = run_bounded(cmd, Duration::from_secs(120)).await?;
+    last_json_line(cmd, "client.py", Duration::from_secs(120)).await
+}
+
+/// Runs `cmd` (script `name`) for at most `timeout`: the last line it prints, as JSON.
+async fn last_json_line(cmd: Command, name: &str, timeout: Duration) -> anyhow::Result<Value> {
+    let out = run_bounded(cmd, timeout).await?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         bail!(
-            "client.py failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            "{name} failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
             out.status
         );
     }
@@ -276,8 +282,26 @@ async fn run_client(
         .lines()
         .rev()
         .find(|l| !l.trim().is_empty())
-        .with_context(|| format!("client.py printed nothing; stderr:\n{stderr}"))?;
-    serde_json::from_str(last).with_context(|| format!("client.py printed no JSON: {last}"))
+        .with_context(|| format!("{name} printed nothing; stderr:\n{stderr}"))?;
+    serde_json::from_str(last).with_context(|| format!("{name} printed no JSON: {last}"))
+}
+
+/// Runs `tests/mcp/resume_client.mjs`: the official TypeScript SDK's client calls `tool` with
+/// `arguments` at `url` as `token`'s agent, its first answer stream cut after its first chunk;
+/// the JSON line it prints.
+pub async fn call_through_cut_connection(
+    url: &str,
+    token: &str,
+    tool: &str,
+    arguments: &Value,
+) -> anyhow::Result<Value> {
+    let mut cmd = Command::new(node());
+    cmd.arg(mcp_dir().join("resume_client.mjs"))
+        .arg(url)
+        .arg(token)
+        .arg(tool)
+        .arg(arguments.to_string());
+    last_json_line(cmd, "resume_client.mjs", Duration::from_secs(60)).await
 }
 
 /// One JSON-RPC message posted raw (no SDK) to the Streamable HTTP endpoint at `path`, as

@@ -42,6 +42,8 @@ pub struct Event {
     pub name: Option<String>,
     /// `data:` lines joined with `\n`.
     pub data: String,
+    /// `id:` field, if any.
+    pub id: Option<String>,
 }
 
 impl Event {
@@ -58,10 +60,13 @@ pub fn parse_events(body: &str) -> Vec<Event> {
         .split("\n\n")
         .filter_map(|block| {
             let mut name = None;
+            let mut id = None;
             let mut data: Vec<&str> = Vec::new();
             for line in block.lines() {
                 if let Some(v) = line.strip_prefix("event:") {
                     name = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("id:") {
+                    id = Some(v.trim().to_owned());
                 } else if let Some(v) = line.strip_prefix("data:") {
                     data.push(v.strip_prefix(' ').unwrap_or(v));
                 }
@@ -69,6 +74,7 @@ pub fn parse_events(body: &str) -> Vec<Event> {
             (!data.is_empty()).then(|| Event {
                 name,
                 data: data.join("\n"),
+                id,
             })
         })
         .collect()

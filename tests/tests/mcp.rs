@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use warden_e2e::mcp::{self, Double, EverythingHttp, EverythingSse, Transport};
-use warden_e2e::sse::EventReader;
+use warden_e2e::sse::{self, EventReader};
 use warden_e2e::warden::{Warden, WardenBuilder};
 
 /// The reason of the policy that keeps `restricted` from `echo`.
@@ -896,14 +896,7 @@ async fn a_legacy_session_is_bound_to_its_stream_and_its_agent() {
     ));
     let response = post(&agent, &unknown, ping).await.unwrap();
     assert_eq!(response.status(), 404);
-    let body: Value = response.json().await.unwrap();
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("no such MCP session"),
-        "{body}"
-    );
+    assert_error_says(response, "no such MCP session").await;
     let missing = post(&agent, &w.url("/mcp/tools/messages"), ping)
         .await
         .unwrap();
@@ -995,4 +988,281 @@ async fn a_cancelled_call_is_cancelled_at_its_server() {
             "{transport:?}: {outcome}"
         );
     }
+}
+
+/// An agent session over Streamable HTTP opened with raw requests: its `Mcp-Session-Id`.
+async fn raw_session(w: &Warden, token: &str) -> String {
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let response = raw_post(w, token, None, &init).await;
+    assert_eq!(response.status(), 200);
+    let session = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    assert_eq!(
+        raw_post(w, token, Some(&session), &initialized)
+            .await
+            .status(),
+        202
+    );
+    session
+}
+
+async fn raw_post(
+    w: &Warden,
+    token: &str,
+    session: Option<&str>,
+    body: &Value,
+) -> reqwest::Response {
+    let mut request = w
+        .http()
+        .post(w.url("/mcp/tools"))
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .json(body);
+    if let Some(s) = session {
+        request = request.header("mcp-session-id", s);
+    }
+    request.send().await.unwrap()
+}
+
+/// `GET` of the session's event stream, resuming after `last` when given.
+async fn raw_get(w: &Warden, token: &str, session: &str, last: Option<&str>) -> reqwest::Response {
+    let mut request = w
+        .http()
+        .get(w.url("/mcp/tools"))
+        .bearer_auth(token)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", session);
+    if let Some(last) = last {
+        request = request.header("last-event-id", last);
+    }
+    request.send().await.unwrap()
+}
+
+/// A slow tool call of server-everything that reports progress every 0.5 s, answered as an
+/// event stream: the stream, and its first event (a progress notification with an id).
+async fn long_call(w: &Warden, token: &str, session: &str, id: i64) -> (EventReader, sse::Event) {
+    let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+        "name": "everything_trigger-long-running-operation",
+        "arguments": {"duration": 3, "steps": 6},
+        "_meta": {"progressToken": format!("p{id}")}}});
+    let response = raw_post(w, token, Some(session), &call).await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut stream = EventReader::new(response);
+    let first = stream
+        .next(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .expect("a first event");
+    assert_eq!(
+        first.json()["method"],
+        "notifications/progress",
+        "{first:?}"
+    );
+    assert!(first.id.is_some(), "every event carries an id: {first:?}");
+    (stream, first)
+}
+
+/// The number of the event in its stream (the last part of `<tag>-<stream>-<n>`).
+fn event_number(e: &sse::Event) -> u64 {
+    e.id.as_deref()
+        .and_then(|id| id.rsplit('-').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no event id: {e:?}"))
+}
+
+/// Asserts that `response`'s JSON-RPC error message contains `text`.
+async fn assert_error_says(response: reqwest::Response, text: &str) {
+    let body: Value = response.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(text), "{body}");
+}
+
+/// The events of `stream` until it ends.
+async fn rest_of(mut stream: EventReader) -> Vec<sse::Event> {
+    let mut events = Vec::new();
+    while let Some(e) = stream.next(Duration::from_secs(15)).await.unwrap() {
+        events.push(e);
+    }
+    events
+}
+
+/// The events of a resumed long call after `first`: each once, in order, the remaining
+/// progress then the result of request `id`.
+fn assert_rest_of_long_call(first: &sse::Event, events: &[sse::Event], id: i64) {
+    let numbers: Vec<u64> = events.iter().map(event_number).collect();
+    let expected: Vec<u64> = (event_number(first) + 1..).take(events.len()).collect();
+    assert_eq!(
+        numbers, expected,
+        "each event after the last one received, once: {events:?}"
+    );
+    let (result, progress) = events.split_last().expect("events after the drop");
+    assert_eq!(
+        progress.len(),
+        5,
+        "the progress missed and the rest: {events:?}"
+    );
+    assert!(
+        progress
+            .iter()
+            .all(|e| e.json()["method"] == "notifications/progress"),
+        "{events:?}"
+    );
+    assert_eq!(result.json()["id"], id, "{result:?}");
+    assert!(
+        result.json()["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("completed"),
+        "{result:?}"
+    );
+}
+
+/// An agent whose connection drops in the middle of a tool call's answer stream GETs it again
+/// with `Last-Event-ID`: the events it missed (held while the call went on), then the rest
+/// live and the final result, each once and in order; after the call ended, the events held
+/// and the result. Both outcome records say the result reached the agent. An id that is not
+/// Warden's or is another session's is refused with 400, and another agent presenting the
+/// session gets 404.
+#[tokio::test]
+async fn a_dropped_answer_stream_resumes_after_its_last_event_id() {
+    let w = warden(vec![mcp::everything_stdio("everything")], |b| b).await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    let other = w.token("other-agent").await.unwrap();
+    let session = raw_session(&w, &agent).await;
+
+    // Resumed while the call goes on.
+    let (stream, first) = long_call(&w, &agent, &session, 2).await;
+    let last = first.id.clone().unwrap();
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        raw_get(&w, &other, &session, Some(&last)).await.status(),
+        404,
+        "another agent's session does not exist"
+    );
+    let resumed = raw_get(&w, &agent, &session, Some(&last)).await;
+    assert_eq!(resumed.status(), 200);
+    assert_rest_of_long_call(&first, &rest_of(EventReader::new(resumed)).await, 2);
+
+    // Resumed after the call ended.
+    let (stream, first) = long_call(&w, &agent, &session, 3).await;
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let resumed = raw_get(&w, &agent, &session, first.id.as_deref()).await;
+    assert_eq!(resumed.status(), 200);
+    assert_rest_of_long_call(&first, &rest_of(EventReader::new(resumed)).await, 3);
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let outcomes = loop {
+        let outcomes: Vec<Value> = w
+            .audit_records()
+            .into_iter()
+            .filter(|e| {
+                e["kind"] == "outcome"
+                    && e["resource"] == r#"Tool::"everything/trigger-long-running-operation""#
+            })
+            .collect();
+        if outcomes.len() == 2 || tokio::time::Instant::now() > deadline {
+            break outcomes;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+    for outcome in &outcomes {
+        assert_eq!(outcome["outcome"]["is_error"], false, "{outcome}");
+        assert!(
+            outcome["outcome"]["error"].is_null(),
+            "the result reached the agent on the resumed stream: {outcome}"
+        );
+    }
+
+    let malformed = raw_get(&w, &agent, &session, Some("not-an-id")).await;
+    assert_eq!(malformed.status(), 400);
+    assert_error_says(malformed, "Last-Event-ID").await;
+    let elsewhere = raw_session(&w, &agent).await;
+    let foreign = raw_get(&w, &agent, &elsewhere, Some(&last)).await;
+    assert_eq!(
+        foreign.status(),
+        400,
+        "an id of another session names nothing here"
+    );
+    assert_error_says(foreign, "names no event this session sent").await;
+}
+
+/// A response the agent never collected is recorded as such once its stream is dropped
+/// (`mcp.resume_window` after the call ended), and resuming it then gets 410 with what to do.
+#[tokio::test]
+async fn an_answer_never_collected_is_recorded_once_its_stream_is_dropped() {
+    let w = warden(vec![mcp::everything_stdio("everything")], |b| {
+        b.set("/mcp/resume_window", json!("1s"))
+    })
+    .await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    let session = raw_session(&w, &agent).await;
+    let (stream, first) = long_call(&w, &agent, &session, 2).await;
+    drop(stream);
+    let outcome = w
+        .wait_for_audit(Duration::from_secs(15), |e| {
+            e["kind"] == "outcome"
+                && e["resource"] == r#"Tool::"everything/trigger-long-running-operation""#
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome["outcome"]["error"], "the agent disconnected before the response",
+        "{outcome}"
+    );
+    let gone = raw_get(&w, &agent, &session, first.id.as_deref()).await;
+    assert_eq!(gone.status(), 410);
+    assert_eq!(gone.headers()["x-warden-error"], "mcp_resume_gone");
+    assert_error_says(gone, "send the request again").await;
+}
+
+/// The official TypeScript SDK's client, whose answer stream of a slow tool call drops after
+/// its first event, resumes it by itself with `Last-Event-ID` through Warden and gets every
+/// progress notification and the result; the outcome record says the result reached it.
+#[tokio::test]
+async fn the_typescript_sdk_client_survives_a_cut_answer_stream() {
+    let w = warden(vec![mcp::everything_stdio("everything")], |b| b).await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    let r = mcp::call_through_cut_connection(
+        &w.url("/mcp/tools"),
+        &agent,
+        "everything_trigger-long-running-operation",
+        &json!({"duration": 3, "steps": 6}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r["cut"], true, "{r}");
+    assert_eq!(r["isError"], false, "{r}");
+    assert!(
+        r["text"].as_str().unwrap_or_default().contains("completed"),
+        "{r}"
+    );
+    assert_eq!(
+        r["progress"],
+        json!([1, 2, 3, 4, 5, 6]),
+        "each progress once: {r}"
+    );
+    let resumed = r["resumedWith"].as_array().unwrap();
+    assert_eq!(resumed.len(), 1, "one GET with Last-Event-ID: {r}");
+    let outcome = w
+        .wait_for_audit(Duration::from_secs(10), |e| {
+            e["kind"] == "outcome"
+                && e["resource"] == r#"Tool::"everything/trigger-long-running-operation""#
+        })
+        .await
+        .unwrap();
+    assert!(outcome["outcome"]["error"].is_null(), "{outcome}");
 }

@@ -31,6 +31,10 @@ pub struct McpConfig {
     pub session_idle_timeout: Duration,
     /// Most agent sessions open at once; a new `initialize` past this is refused (503).
     pub max_sessions: usize,
+    /// How long the events of an answer stream stay held after it ended, for an agent whose
+    /// connection dropped to collect them (`Last-Event-ID`).
+    #[serde(with = "humantime_serde")]
+    pub resume_window: Duration,
 }
 
 impl Default for McpConfig {
@@ -42,6 +46,7 @@ impl Default for McpConfig {
             request_timeout: Duration::from_secs(300),
             session_idle_timeout: Duration::from_secs(3600),
             max_sessions: 1000,
+            resume_window: Duration::from_secs(60),
         }
     }
 }

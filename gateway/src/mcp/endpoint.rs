@@ -92,6 +92,8 @@ pub struct Endpoint {
     pub idle_timeout: Duration,
     /// Most sessions open at once (over every endpoint).
     pub max_sessions: usize,
+    /// How long an ended answer stream's events stay held for a resuming agent.
+    pub resume_window: Duration,
 }
 
 impl Endpoint {
@@ -128,6 +130,7 @@ impl Endpoint {
                     request_timeout: config.request_timeout,
                     idle_timeout: config.session_idle_timeout,
                     max_sessions: config.max_sessions,
+                    resume_window: config.resume_window,
                 })
             })
             .collect())

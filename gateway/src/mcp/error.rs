@@ -5,6 +5,7 @@
 use http::StatusCode;
 use serde_json::Value;
 
+use super::resume::ResumeError;
 use crate::protocol::mcp::jsonrpc::{self, MessageError};
 use crate::upstream::breaker::CircuitOpen;
 
@@ -80,6 +81,9 @@ pub enum McpError {
     /// A GET stream is already open for this session.
     #[error("this session's event stream is already open on another request")]
     StreamOpen,
+    /// A `Last-Event-ID` that cannot be resumed.
+    #[error(transparent)]
+    Resume(#[from] ResumeError),
     /// A browser page of another origin.
     #[error("requests from origin {0} are refused: MCP endpoints answer their own origin only")]
     Origin(crate::text::Quoted),
@@ -120,6 +124,8 @@ impl McpError {
             McpError::NoServer(_) => StatusCode::BAD_GATEWAY,
             McpError::Link(e) => e.status(),
             McpError::StreamOpen => StatusCode::CONFLICT,
+            McpError::Resume(ResumeError::Gone { .. }) => StatusCode::GONE,
+            McpError::Resume(_) => StatusCode::BAD_REQUEST,
             McpError::Method { .. } => StatusCode::METHOD_NOT_ALLOWED,
             McpError::Origin(_) => StatusCode::FORBIDDEN,
         }
@@ -140,6 +146,8 @@ impl McpError {
             McpError::Link(e) => e.code(),
             McpError::CircuitOpen { .. } => CIRCUIT_OPEN,
             McpError::StreamOpen => "mcp_stream_open",
+            McpError::Resume(ResumeError::Gone { .. }) => "mcp_resume_gone",
+            McpError::Resume(_) => "mcp_resume_unknown",
             McpError::Method { .. } => "method_not_allowed",
             McpError::Path { .. } => "mcp_path_unknown",
             McpError::Origin(_) => "mcp_origin_refused",

@@ -135,7 +135,7 @@ impl LegacySession {
         let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let (Some(mut events), Some(tx)) = (events, queue) {
             let period = KEEPALIVE.min(self.binding.idle_timeout());
-            relay(&mut events, &tx, period, || self.binding.idle()).await;
+            relay(&mut events, None, &tx, period, || self.binding.idle()).await;
         }
         self.close();
     }

@@ -21,6 +21,7 @@ use super::endpoint::Endpoint;
 use super::error::{LinkError, McpError};
 use super::legacy_session::{LegacySession, LegacySessions};
 use super::link::Link;
+use super::resume::Replays;
 use super::router::ServerRequests;
 use super::stream::EventBody;
 use crate::action::Principal;
@@ -180,6 +181,7 @@ impl Sessions {
             links,
             requests,
             events: Mutex::new(events_rx),
+            replays: Replays::new(endpoint.resume_window),
             in_flight: Mutex::new(HashMap::new()),
             ended: Ended::default(),
         });
@@ -352,6 +354,9 @@ pub struct Session {
     /// The servers' own messages, for the agent's GET stream (taken while one is open;
     /// never here for a legacy session, whose stream carries them).
     events: Mutex<Option<mpsc::Receiver<Value>>>,
+    /// The events sent on the GET stream and on answer streams, held for an agent that
+    /// resumes a stream (`Last-Event-ID`).
+    pub replays: Arc<Replays>,
     /// The agent's requests in flight: its id → (server, Warden's id upstream).
     in_flight: Mutex<HashMap<Id, (Arc<str>, i64)>>,
     /// Whether, and why, the session ended.
@@ -387,12 +392,13 @@ impl Session {
             .map(|(_, l)| l)
     }
 
-    /// Ends every upstream session.
+    /// Ends every upstream session, and drops the events held for resumption.
     pub fn close(&self) {
         for (_, link) in &self.links {
             link.close();
         }
         self.ended.end(None);
+        self.replays.close();
     }
 
     /// Waits until the session ends; what the agent is told when a quarantine cut it.

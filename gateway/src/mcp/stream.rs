@@ -12,6 +12,8 @@ use http_body::{Body, Frame};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use super::resume::Stream;
+
 /// A response body fed by a channel; it ends when the sender is dropped.
 pub struct EventBody {
     rx: mpsc::Receiver<Bytes>,
@@ -46,7 +48,20 @@ impl Body for EventBody {
 
 /// One JSON-RPC message as a server-sent event (`event: message`).
 pub fn event(message: &Value) -> Bytes {
-    let mut out = Vec::with_capacity(128);
+    message_event(Vec::with_capacity(128), message)
+}
+
+/// One JSON-RPC message as a server-sent event with the id `<tag>-<stream>-<n>`
+/// (`resume.rs`).
+pub fn identified_event(tag: u64, stream: u64, n: u64, message: &Value) -> Bytes {
+    use std::io::Write as _;
+    let mut out = Vec::with_capacity(160);
+    let _ = writeln!(out, "id: {tag:016x}-{stream}-{n}");
+    message_event(out, message)
+}
+
+/// `message` appended to `out` as an `event: message`.
+fn message_event(mut out: Vec<u8>, message: &Value) -> Bytes {
     out.extend_from_slice(b"event: message\ndata: ");
     // serde_json escapes newlines inside strings: the data is one line.
     let _ = serde_json::to_writer(&mut out, message);
@@ -57,11 +72,13 @@ pub fn event(message: &Value) -> Bytes {
 /// A comment that keeps an idle event stream open through proxies.
 const KEEPALIVE: &[u8] = b": keepalive\n\n";
 
-/// Relays a session's server messages (`events`) to an agent's event stream (`tx`), with a
-/// keep-alive comment every `period`, until the agent leaves, the messages end, or `done`
-/// (asked at every keep-alive) says the session is over.
+/// Relays a session's server messages (`events`) to an agent's event stream (`tx`), through
+/// `held` when the stream is resumable (`tx` is then its connection), with a keep-alive
+/// comment every `period`, until the agent leaves, the messages end, or `done` (asked at every
+/// keep-alive) says the session is over.
 pub async fn relay(
     events: &mut mpsc::Receiver<Value>,
+    held: Option<&Stream>,
     tx: &mpsc::Sender<Bytes>,
     period: Duration,
     done: impl Fn() -> bool,
@@ -71,7 +88,13 @@ pub async fn relay(
     loop {
         tokio::select! {
             m = events.recv() => match m {
-                Some(m) => if tx.send(event(&m)).await.is_err() { return },
+                Some(m) => {
+                    let sent = match held {
+                        Some(stream) => stream.send(&m).await,
+                        None => tx.send(event(&m)).await.is_ok(),
+                    };
+                    if !sent { return }
+                }
                 None => return,
             },
             _ = keepalive.tick() => {
@@ -102,7 +125,7 @@ mod tests {
         let (events_tx, mut events) = mpsc::channel(4);
         let (tx, mut body) = EventBody::channel(8);
         let over = std::sync::atomic::AtomicBool::new(false);
-        let relay = relay(&mut events, &tx, Duration::from_millis(20), || {
+        let relay = relay(&mut events, None, &tx, Duration::from_millis(20), || {
             over.load(std::sync::atomic::Ordering::Relaxed)
         });
         let agent = async {

@@ -562,7 +562,7 @@ impl Exchange {
                 _ => None,
             },
             spans: self.spans(status, None),
-            _permit: self.permit.take(),
+            permit: self.permit.take(),
             streamed: self.streamed.take(),
         }
     }
@@ -850,7 +850,7 @@ pub struct PendingOutcome {
     /// The request's spans (sampled requests, with tracing on).
     spans: Option<Box<OpenSpans>>,
     /// The request's places in flight, held until the response ends.
-    _permit: Option<Permit>,
+    permit: Option<Permit>,
     /// What was redacted in a streamed request body.
     streamed: Option<StreamFindings>,
 }
@@ -938,6 +938,12 @@ impl PendingOutcome {
         }
         self.shared.metrics.tunnel_closed(result, up, down);
         self.shared.audit.append_detached(self.event);
+    }
+
+    /// Frees the request's places in flight before the record is completed (an MCP call that
+    /// ended while its response waits for the agent to collect it).
+    pub fn release_places(&mut self) {
+        self.permit = None;
     }
 
     /// Completes the record of an MCP request: whether the tool's result said `isError`, and

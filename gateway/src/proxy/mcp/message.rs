@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use serde_json::{Map, Value, json};
-use tokio::sync::mpsc;
 
 use super::answer::{empty, event_stream, json_response};
 use crate::action::{Action, Facts, Findings, Principal, Resource, ToolFacts, Verb};
@@ -20,7 +19,7 @@ use crate::decision::Decision;
 use crate::fleet::session::Named;
 use crate::mcp::{
     Answer, Call, Endpoint, EventBody, LegacySession, Link, LinkError, McpDenyStyle, McpError,
-    Over, SESSION_HEADER, Session, VERSION_HEADER, event,
+    Outlet, Over, SESSION_HEADER, Session, VERSION_HEADER,
 };
 use crate::pins::{CallStatus, PinVerdict, Pins};
 use crate::protocol::Shape;
@@ -406,7 +405,7 @@ fn forward_in_background(
     let (tx, body) = EventBody::channel(STREAM_BUFFER);
     tokio::spawn(async move {
         let _ = flight.link.send_call(&flight.call, &method, params).await;
-        stream_answer(tx, None, flight, deadline, timeout, outcome).await;
+        stream_answer(Outlet::Direct(tx), None, flight, deadline, timeout, outcome).await;
     });
     event_stream(body)
 }
@@ -433,8 +432,9 @@ async fn observe(
     let answer = match first {
         First::Progress(first) => {
             let (tx, body) = EventBody::channel(STREAM_BUFFER);
+            let stream = flight.session.replays.open(tx);
             tokio::spawn(stream_answer(
-                tx,
+                Outlet::Resumable(stream),
                 Some(first),
                 flight,
                 deadline,
@@ -472,16 +472,17 @@ async fn observe(
     Ok(json_response(StatusCode::OK, &answer))
 }
 
-/// The answer to a call as events on `tx`: `first`, what the server sends while it works, and
-/// the response (none when the agent cancelled the call); the outcome is recorded when it has
-/// passed, or the deadline.
+/// The answer to a call as events through `out`: `first`, what the server sends while it
+/// works, and the response (none when the agent cancelled the call). The outcome is recorded
+/// when the response has passed, or the deadline; a response the agent's connection did not
+/// take is recorded when a resuming agent collects it or its stream is dropped.
 async fn stream_answer(
-    tx: mpsc::Sender<Bytes>,
+    out: Outlet,
     first: Option<Value>,
     flight: InFlight,
     deadline: tokio::time::Instant,
     timeout: Duration,
-    outcome: PendingOutcome,
+    mut outcome: PendingOutcome,
 ) {
     let InFlight {
         session,
@@ -497,15 +498,12 @@ async fn stream_answer(
         mut done,
     } = call;
     let agent_id = id.to_value();
-    let mut agent_gone = match first {
-        Some(m) => tx.send(event(&m)).await.is_err(),
-        None => false,
-    };
+    if let Some(m) = first {
+        out.send(&m).await;
+    }
     let relayed = tokio::time::timeout_at(deadline, async {
         while let Some(m) = progress.recv().await {
-            if !agent_gone {
-                agent_gone = tx.send(event(&m)).await.is_err();
-            }
+            out.send(&m).await;
         }
         (&mut done).await.ok()
     })
@@ -531,19 +529,29 @@ async fn stream_answer(
             )
         }
     };
-    if let Some(response) = &response
-        && !agent_gone
-    {
-        agent_gone = tx.send(event(response)).await.is_err();
-    }
+    let taken = match &response {
+        Some(response) => out.send(response).await,
+        None => true,
+    };
     let (is_error, failed) = response
         .as_ref()
         .map_or((None, None), |r| result_of(r, tool_call));
-    let error = error
-        .or(failed)
-        .or_else(|| agent_gone.then(|| "the agent disconnected before the response".to_owned()));
-    outcome.mcp_result(is_error, error);
+    let error = error.or(failed);
+    if taken || error.is_some() {
+        outcome.mcp_result(is_error, error);
+        out.end(None);
+        return;
+    }
+    // The call is over: its places in flight are free while the response waits for the agent.
+    outcome.release_places();
+    out.end(Some(Box::new(move |collected| {
+        let error = (!collected).then(|| UNCOLLECTED.to_owned());
+        outcome.mcp_result(is_error, error);
+    })));
 }
+
+/// What the outcome record says of a response the agent never collected.
+const UNCOLLECTED: &str = "the agent disconnected before the response";
 
 /// The response with the agent's own id.
 fn answer_as_agent(mut response: Value, id: &Value) -> Value {

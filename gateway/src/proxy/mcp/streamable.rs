@@ -1,25 +1,24 @@
 //! Agents over Streamable HTTP (MCP 2025-03-26 and later), at the endpoint's prefix: POST one
 //! message (answered with JSON, or an event stream when the server reports progress or asks
-//! something first), GET the session's event stream (the servers' own messages), DELETE the
+//! something first), GET the session's event stream (the servers' own messages) or, with
+//! `Last-Event-ID`, resume a stream whose connection dropped (`mcp/resume.rs`), DELETE the
 //! session.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::answer::{empty, event_stream};
 use super::message::{self, Caller, Via};
-use crate::mcp::{EventBody, McpError, Session, cut_notice, event, relay};
+use crate::mcp::{McpError, Session, cut_notice, relay};
 use crate::protocol;
 use crate::protocol::mcp::jsonrpc::Message;
 use crate::proxy::exchange::{Exchange, ProxyBody};
 use crate::proxy::refusal::Refusal;
 use crate::text::Quoted;
 
-/// Events of the session's stream held for a slow agent.
-const STREAM_BUFFER: usize = 16;
 /// How often a quiet event stream carries a comment, so proxies keep it open.
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
@@ -34,7 +33,7 @@ pub(super) async fn walk(
         Method::POST => post(caller, ex, req).await,
         Method::GET => {
             let session = message::session(ex, req.headers(), &caller.principal, caller.route)?;
-            events(session)
+            events(session, req.headers())
         }
         Method::DELETE => {
             let id = message::session_id(req.headers())?;
@@ -70,21 +69,48 @@ async fn post(
     .await
 }
 
+/// `Last-Event-ID`: the last event an agent received on a stream it resumes.
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+
 /// GET: the session's event stream (the servers' own requests and notifications), until
 /// the agent leaves or the session ends; a session its agent's quarantine cut ends it with a
-/// last notification that says why.
-fn events(session: Arc<Session>) -> Result<Response<ProxyBody>, Refusal> {
+/// last notification that says why. With `Last-Event-ID`, the stream that id is of resumes
+/// after it: an answer stream's held events then the rest of the answer, or the GET stream's.
+fn events(session: Arc<Session>, headers: &HeaderMap) -> Result<Response<ProxyBody>, Refusal> {
+    let resume = match headers.get(LAST_EVENT_ID) {
+        Some(last) => {
+            let last = last.to_str().unwrap_or_default();
+            let (stream, after) = session.replays.find(last).map_err(McpError::from)?;
+            if !Arc::ptr_eq(&stream, session.replays.get_stream()) {
+                let (_, body) = stream.resume(after, last).map_err(McpError::from)?;
+                return Ok(event_stream(body));
+            }
+            Some((after, last))
+        }
+        None => None,
+    };
     let Some(mut rx) = session.take_events() else {
         return Err(McpError::StreamOpen.into());
     };
-    let (tx, body) = EventBody::channel(STREAM_BUFFER);
+    let stream = Arc::clone(session.replays.get_stream());
+    let (tx, body) = match resume {
+        Some((after, last)) => match stream.resume(after, last) {
+            Ok(connection) => connection,
+            Err(e) => {
+                session.give_back_events(rx);
+                return Err(McpError::from(e).into());
+            }
+        },
+        None => stream.attach(),
+    };
     tokio::spawn(async move {
         tokio::select! {
-            () = relay(&mut rx, &tx, KEEPALIVE, || false) => {}
+            () = relay(&mut rx, Some(&stream), &tx, KEEPALIVE, || false) => {}
             cut = session.ended() => if let Some(message) = cut {
-                let _ = tx.try_send(event(&cut_notice(&message)));
+                stream.try_send(&cut_notice(&message));
             }
         }
+        stream.detach();
         session.give_back_events(rx);
     });
     Ok(event_stream(body))
