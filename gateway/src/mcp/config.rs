@@ -31,6 +31,9 @@ pub struct McpConfig {
     pub session_idle_timeout: Duration,
     /// Most agent sessions open at once; a new `initialize` past this is refused (503).
     pub max_sessions: usize,
+    /// Most sessions (and legacy event streams) one agent holds open at once; past this its
+    /// `initialize` is refused (429), other agents' are not.
+    pub max_sessions_per_agent: usize,
 }
 
 impl Default for McpConfig {
@@ -42,6 +45,7 @@ impl Default for McpConfig {
             request_timeout: Duration::from_secs(300),
             session_idle_timeout: Duration::from_secs(3600),
             max_sessions: 1000,
+            max_sessions_per_agent: 16,
         }
     }
 }
@@ -150,6 +154,17 @@ impl McpConfig {
                      reach models, which accept only letters, digits, `_` and `-`)"
                 ),
             );
+        }
+        for (key, value) in [
+            ("mcp.max_sessions", self.max_sessions),
+            ("mcp.max_sessions_per_agent", self.max_sessions_per_agent),
+        ] {
+            if value == 0 {
+                err(
+                    key.into(),
+                    "0 would refuse every session: give at least 1".into(),
+                );
+            }
         }
         let mut names = HashSet::new();
         for (i, s) in self.servers.iter().enumerate() {

@@ -92,6 +92,8 @@ pub struct Endpoint {
     pub idle_timeout: Duration,
     /// Most sessions open at once (over every endpoint).
     pub max_sessions: usize,
+    /// Most sessions one agent holds at once (over every endpoint).
+    pub max_sessions_per_agent: usize,
 }
 
 impl Endpoint {
@@ -128,6 +130,7 @@ impl Endpoint {
                     request_timeout: config.request_timeout,
                     idle_timeout: config.session_idle_timeout,
                     max_sessions: config.max_sessions,
+                    max_sessions_per_agent: config.max_sessions_per_agent,
                 })
             })
             .collect())

@@ -58,6 +58,13 @@ pub enum McpError {
     /// Too many sessions are open.
     #[error("Warden has {0} MCP sessions open, its limit (mcp.max_sessions); retry later")]
     TooManySessions(usize),
+    /// The agent holds as many sessions as one agent may.
+    #[error(
+        "this agent has {0} MCP sessions open, the most one agent may hold \
+         (mcp.max_sessions_per_agent); end one (DELETE, or close its event stream) or retry \
+         when one has expired"
+    )]
+    TooManyAgentSessions(usize),
     /// No server of the endpoint could be started or reached.
     #[error("no MCP server of this endpoint is available: {0}")]
     NoServer(String),
@@ -117,6 +124,7 @@ impl McpError {
             | McpError::CircuitOpen { .. } => StatusCode::OK,
             McpError::UnknownSession | McpError::Path { .. } => StatusCode::NOT_FOUND,
             McpError::TooManySessions(_) => StatusCode::SERVICE_UNAVAILABLE,
+            McpError::TooManyAgentSessions(_) => StatusCode::TOO_MANY_REQUESTS,
             McpError::NoServer(_) => StatusCode::BAD_GATEWAY,
             McpError::Link(e) => e.status(),
             McpError::StreamOpen => StatusCode::CONFLICT,
@@ -136,6 +144,7 @@ impl McpError {
             McpError::UnknownSession => "mcp_session_unknown",
             McpError::Version { .. } => "mcp_protocol_version",
             McpError::TooManySessions(_) => "mcp_sessions_exhausted",
+            McpError::TooManyAgentSessions(_) => "mcp_agent_sessions_exhausted",
             McpError::NoServer(_) | McpError::ServerMissing(_) => "mcp_server_unavailable",
             McpError::Link(e) => e.code(),
             McpError::CircuitOpen { .. } => CIRCUIT_OPEN,

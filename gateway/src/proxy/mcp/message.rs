@@ -90,6 +90,17 @@ pub(super) async fn handle(
             }
         })?;
     if meaning == Meaning::Initialize {
+        // limit: a session (and the processes it starts) counts against the agent's, its
+        // groups' and the route's rate limits like any request.
+        let opening = Action {
+            principal: Arc::clone(&principal),
+            verb: Verb::McpListTools,
+            resource: Resource::McpServer {
+                name: Arc::clone(&route.name),
+            },
+            context: context(ex, route, Findings::none(), Facts::None),
+        };
+        limit(snap, ex, &opening)?;
         return initialize(ex, endpoint, &principal, &message, &id_value, via).await;
     }
     let session = match via {
