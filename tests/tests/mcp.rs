@@ -663,6 +663,44 @@ async fn initialize_is_rate_limited_like_any_request() {
     assert_eq!(init(other).await.unwrap().status(), 200);
 }
 
+/// DNS rebinding without authentication: a page at `evil.example` that rebinds its name to
+/// Warden's loopback address sends `Host: evil.example:<port>` and a matching `Origin`; it is
+/// refused, while a client that names this machine is served, and an authenticated agent is
+/// judged by its credential.
+#[tokio::test]
+async fn without_a_credential_only_requests_naming_this_machine_are_served() {
+    let w = warden(vec![mcp::everything_stdio("everything")], |b| {
+        b.set("/identity/required", json!(false))
+    })
+    .await;
+    let port = reqwest::Url::parse(&w.url("/")).unwrap().port().unwrap();
+    let init = |host: String, origin: Option<String>| {
+        let mut request = w
+            .http()
+            .post(w.url("/mcp/tools"))
+            .header("host", host)
+            .header("accept", "application/json, text/event-stream")
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                           "clientInfo": {"name": "t", "version": "1"}}}));
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send()
+    };
+    let rebound = format!("evil.example:{port}");
+    let refused = init(rebound.clone(), Some(format!("http://{rebound}")))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    assert_eq!(refused.headers()["x-warden-error"], "mcp_origin_refused");
+    assert_eq!(init(rebound, None).await.unwrap().status(), 403);
+    for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
+        let origin = Some(format!("http://{host}"));
+        assert_eq!(init(host, origin).await.unwrap().status(), 200);
+    }
+}
+
 /// Writes allowed only under one folder, decided by Cedar on `context.arguments.path`; `..`
 /// refused by policy, a symlink out of the folder refused by the server Warden confines to it.
 #[tokio::test]

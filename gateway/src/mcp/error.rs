@@ -90,6 +90,13 @@ pub enum McpError {
     /// A browser page of another origin.
     #[error("requests from origin {0} are refused: MCP endpoints answer their own origin only")]
     Origin(crate::text::Quoted),
+    /// A request without a credential that names another host than this machine.
+    #[error(
+        "requests without a credential must name this machine as their host (localhost or a \
+         loopback address), not {0}: a page that rebinds its name to Warden's address is \
+         refused (DNS rebinding)"
+    )]
+    Host(crate::text::Quoted),
     /// The method is not one this path of an MCP endpoint answers.
     #[error("{method} is not an MCP method here: use {allowed}")]
     Method {
@@ -129,7 +136,7 @@ impl McpError {
             McpError::Link(e) => e.status(),
             McpError::StreamOpen => StatusCode::CONFLICT,
             McpError::Method { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            McpError::Origin(_) => StatusCode::FORBIDDEN,
+            McpError::Origin(_) | McpError::Host(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -151,7 +158,7 @@ impl McpError {
             McpError::StreamOpen => "mcp_stream_open",
             McpError::Method { .. } => "method_not_allowed",
             McpError::Path { .. } => "mcp_path_unknown",
-            McpError::Origin(_) => "mcp_origin_refused",
+            McpError::Origin(_) | McpError::Host(_) => "mcp_origin_refused",
         }
     }
 
