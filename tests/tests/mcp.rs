@@ -548,6 +548,17 @@ async fn a_session_is_bound_to_the_agent_that_opened_it() {
     );
 }
 
+/// An `initialize` (revision 2025-11-25) posted to `/mcp/tools`, to add a credential or
+/// headers to.
+fn initialize(w: &Warden) -> reqwest::RequestBuilder {
+    w.http()
+        .post(w.url("/mcp/tools"))
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                       "clientInfo": {"name": "t", "version": "1"}}}))
+}
+
 /// One agent holds at most `mcp.max_sessions_per_agent` sessions, and as many legacy event
 /// streams: past them it is refused (429) while another agent still opens its own, and an
 /// ended session gives its place back.
@@ -559,16 +570,7 @@ async fn one_agent_cannot_take_every_session() {
     .await;
     let agent = w.token("e2e-agent").await.unwrap();
     let other = w.token("other-agent").await.unwrap();
-    let init = |token: &str| {
-        w.http()
-            .post(w.url("/mcp/tools"))
-            .bearer_auth(token)
-            .header("accept", "application/json, text/event-stream")
-            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                "params": {"protocolVersion": "2025-11-25", "capabilities": {},
-                           "clientInfo": {"name": "t", "version": "1"}}}))
-            .send()
-    };
+    let init = |token: &str| initialize(&w).bearer_auth(token).send();
     let mut sessions = Vec::new();
     for _ in 0..2 {
         let response = init(&agent).await.unwrap();
@@ -644,16 +646,7 @@ async fn initialize_is_rate_limited_like_any_request() {
         )
     })
     .await;
-    let init = |token: String| {
-        w.http()
-            .post(w.url("/mcp/tools"))
-            .bearer_auth(token)
-            .header("accept", "application/json, text/event-stream")
-            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                "params": {"protocolVersion": "2025-11-25", "capabilities": {},
-                           "clientInfo": {"name": "t", "version": "1"}}}))
-            .send()
-    };
+    let init = |token: String| initialize(&w).bearer_auth(token).send();
     let agent = w.token("e2e-agent").await.unwrap();
     assert_eq!(init(agent.clone()).await.unwrap().status(), 200);
     let limited = init(agent).await.unwrap();
@@ -675,14 +668,7 @@ async fn without_a_credential_only_requests_naming_this_machine_are_served() {
     .await;
     let port = reqwest::Url::parse(&w.url("/")).unwrap().port().unwrap();
     let init = |host: String, origin: Option<String>| {
-        let mut request = w
-            .http()
-            .post(w.url("/mcp/tools"))
-            .header("host", host)
-            .header("accept", "application/json, text/event-stream")
-            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                "params": {"protocolVersion": "2025-11-25", "capabilities": {},
-                           "clientInfo": {"name": "t", "version": "1"}}}));
+        let mut request = initialize(&w).header("host", host);
         if let Some(origin) = origin {
             request = request.header("origin", origin);
         }
