@@ -70,8 +70,8 @@ impl Principal {
     pub fn anonymous() -> Self {
         Principal {
             kind: PrincipalKind::Agent,
-            id: Arc::from("anonymous"),
-            issuer: Arc::from("none"),
+            id: Arc::from(ANONYMOUS),
+            issuer: Arc::from(NO_ISSUER),
             fleet: None,
             owner: None,
             environment: None,
@@ -81,7 +81,16 @@ impl Principal {
             expires_at: None,
         }
     }
+
+    /// Whether this is the principal of a request that proved no identity.
+    pub fn is_anonymous(&self) -> bool {
+        &*self.id == ANONYMOUS && &*self.issuer == NO_ISSUER
+    }
 }
+
+/// The anonymous principal's id, and its issuer (no issuer's tokens name it: issuers are URLs).
+const ANONYMOUS: &str = "anonymous";
+const NO_ISSUER: &str = "none";
 
 /// What a principal wants to do: the Cedar action id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

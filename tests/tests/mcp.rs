@@ -504,6 +504,8 @@ async fn a_session_is_bound_to_the_agent_that_opened_it() {
     for body in [
         r#"[{"jsonrpc":"2.0","id":3,"method":"ping"}]"#,
         r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"everything_echo","name":"everything_get-env"}}"#,
+        // A Go server would take `Name` for `name`, the last one winning.
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"everything_echo","arguments":{},"Name":"get-env"}}"#,
         r#"{"jsonrpc":"2.0","id":{"a":1},"method":"ping"}"#,
     ] {
         let response = w
@@ -544,6 +546,145 @@ async fn a_session_is_bound_to_the_agent_that_opened_it() {
         post(&agent, Some(&session), ping).await.unwrap().status(),
         404
     );
+}
+
+/// An `initialize` (revision 2025-11-25) posted to `/mcp/tools`, to add a credential or
+/// headers to.
+fn initialize(w: &Warden) -> reqwest::RequestBuilder {
+    w.http()
+        .post(w.url("/mcp/tools"))
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                       "clientInfo": {"name": "t", "version": "1"}}}))
+}
+
+/// One agent holds at most `mcp.max_sessions_per_agent` sessions, and as many legacy event
+/// streams: past them it is refused (429) while another agent still opens its own, and an
+/// ended session gives its place back.
+#[tokio::test]
+async fn one_agent_cannot_take_every_session() {
+    let w = warden(vec![mcp::everything_stdio("everything")], |b| {
+        b.set("/mcp/max_sessions_per_agent", json!(2))
+    })
+    .await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    let other = w.token("other-agent").await.unwrap();
+    let init = |token: &str| initialize(&w).bearer_auth(token).send();
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let response = init(&agent).await.unwrap();
+        assert_eq!(response.status(), 200);
+        sessions.push(
+            response.headers()["mcp-session-id"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let refused = init(&agent).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(
+        body["error"]["data"]["code"], "mcp_agent_sessions_exhausted",
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("mcp.max_sessions_per_agent"),
+        "{body}"
+    );
+    assert_eq!(
+        children_running(&w, "server-everything"),
+        2,
+        "no third server started"
+    );
+    assert_eq!(
+        init(&other).await.unwrap().status(),
+        200,
+        "another agent opens its own"
+    );
+    let delete = w
+        .http()
+        .delete(w.url("/mcp/tools"))
+        .bearer_auth(&agent)
+        .header("mcp-session-id", &sessions[0])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), 200);
+    assert_eq!(
+        init(&agent).await.unwrap().status(),
+        200,
+        "the ended session's place"
+    );
+
+    // Legacy event streams, counted apart.
+    let open = |token: &str| {
+        w.http()
+            .get(w.url("/mcp/tools/sse"))
+            .bearer_auth(token)
+            .header("accept", "text/event-stream")
+            .send()
+    };
+    let _first = open(&agent).await.unwrap();
+    let _second = open(&agent).await.unwrap();
+    assert_eq!(_second.status(), 200);
+    assert_eq!(open(&agent).await.unwrap().status(), 429);
+    assert_eq!(open(&other).await.unwrap().status(), 200);
+}
+
+/// `initialize` counts against the agent's rate limits, as any request does.
+#[tokio::test]
+async fn initialize_is_rate_limited_like_any_request() {
+    let w = warden(vec![mcp::everything_stdio("everything")], |b| {
+        b.set(
+            "/rate_limits",
+            json!({"rules": [{"scope": "agent", "match": "e2e-agent", "rate": 0.001, "burst": 1}]}),
+        )
+    })
+    .await;
+    let init = |token: String| initialize(&w).bearer_auth(token).send();
+    let agent = w.token("e2e-agent").await.unwrap();
+    assert_eq!(init(agent.clone()).await.unwrap().status(), 200);
+    let limited = init(agent).await.unwrap();
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+    let other = w.token("other-agent").await.unwrap();
+    assert_eq!(init(other).await.unwrap().status(), 200);
+}
+
+/// DNS rebinding without authentication: a page at `evil.example` that rebinds its name to
+/// Warden's loopback address sends `Host: evil.example:<port>` and a matching `Origin`; it is
+/// refused, while a client that names this machine is served, and an authenticated agent is
+/// judged by its credential.
+#[tokio::test]
+async fn without_a_credential_only_requests_naming_this_machine_are_served() {
+    let w = warden(vec![mcp::everything_stdio("everything")], |b| {
+        b.set("/identity/required", json!(false))
+    })
+    .await;
+    let port = reqwest::Url::parse(&w.url("/")).unwrap().port().unwrap();
+    let init = |host: String, origin: Option<String>| {
+        let mut request = initialize(&w).header("host", host);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send()
+    };
+    let rebound = format!("evil.example:{port}");
+    let refused = init(rebound.clone(), Some(format!("http://{rebound}")))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    assert_eq!(refused.headers()["x-warden-error"], "mcp_origin_refused");
+    assert_eq!(init(rebound, None).await.unwrap().status(), 403);
+    for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
+        let origin = Some(format!("http://{host}"));
+        assert_eq!(init(host, origin).await.unwrap().status(), 200);
+    }
 }
 
 /// Writes allowed only under one folder, decided by Cedar on `context.arguments.path`; `..`

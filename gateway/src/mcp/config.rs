@@ -35,6 +35,9 @@ pub struct McpConfig {
     /// connection dropped to collect them (`Last-Event-ID`).
     #[serde(with = "humantime_serde")]
     pub resume_window: Duration,
+    /// Most sessions (and legacy event streams) one agent holds open at once; past this its
+    /// `initialize` is refused (429), other agents' are not.
+    pub max_sessions_per_agent: usize,
 }
 
 impl Default for McpConfig {
@@ -47,6 +50,7 @@ impl Default for McpConfig {
             session_idle_timeout: Duration::from_secs(3600),
             max_sessions: 1000,
             resume_window: Duration::from_secs(60),
+            max_sessions_per_agent: 16,
         }
     }
 }
@@ -155,6 +159,17 @@ impl McpConfig {
                      reach models, which accept only letters, digits, `_` and `-`)"
                 ),
             );
+        }
+        for (key, value) in [
+            ("mcp.max_sessions", self.max_sessions),
+            ("mcp.max_sessions_per_agent", self.max_sessions_per_agent),
+        ] {
+            if value == 0 {
+                err(
+                    key.into(),
+                    "0 would refuse every session: give at least 1".into(),
+                );
+            }
         }
         let mut names = HashSet::new();
         for (i, s) in self.servers.iter().enumerate() {

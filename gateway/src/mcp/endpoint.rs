@@ -94,6 +94,8 @@ pub struct Endpoint {
     pub max_sessions: usize,
     /// How long an ended answer stream's events stay held for a resuming agent.
     pub resume_window: Duration,
+    /// Most sessions one agent holds at once (over every endpoint).
+    pub max_sessions_per_agent: usize,
 }
 
 impl Endpoint {
@@ -131,6 +133,7 @@ impl Endpoint {
                     idle_timeout: config.session_idle_timeout,
                     max_sessions: config.max_sessions,
                     resume_window: config.resume_window,
+                    max_sessions_per_agent: config.max_sessions_per_agent,
                 })
             })
             .collect())

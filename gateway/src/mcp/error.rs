@@ -59,6 +59,13 @@ pub enum McpError {
     /// Too many sessions are open.
     #[error("Warden has {0} MCP sessions open, its limit (mcp.max_sessions); retry later")]
     TooManySessions(usize),
+    /// The agent holds as many sessions as one agent may.
+    #[error(
+        "this agent has {0} MCP sessions open, the most one agent may hold \
+         (mcp.max_sessions_per_agent); end one (DELETE, or close its event stream) or retry \
+         when one has expired"
+    )]
+    TooManyAgentSessions(usize),
     /// No server of the endpoint could be started or reached.
     #[error("no MCP server of this endpoint is available: {0}")]
     NoServer(String),
@@ -87,6 +94,13 @@ pub enum McpError {
     /// A browser page of another origin.
     #[error("requests from origin {0} are refused: MCP endpoints answer their own origin only")]
     Origin(crate::text::Quoted),
+    /// A request without a credential that names another host than this machine.
+    #[error(
+        "requests without a credential must name this machine as their host (localhost or a \
+         loopback address), not {0}: a page that rebinds its name to Warden's address is \
+         refused (DNS rebinding)"
+    )]
+    Host(crate::text::Quoted),
     /// The method is not one this path of an MCP endpoint answers.
     #[error("{method} is not an MCP method here: use {allowed}")]
     Method {
@@ -121,13 +135,14 @@ impl McpError {
             | McpError::CircuitOpen { .. } => StatusCode::OK,
             McpError::UnknownSession | McpError::Path { .. } => StatusCode::NOT_FOUND,
             McpError::TooManySessions(_) => StatusCode::SERVICE_UNAVAILABLE,
+            McpError::TooManyAgentSessions(_) => StatusCode::TOO_MANY_REQUESTS,
             McpError::NoServer(_) => StatusCode::BAD_GATEWAY,
             McpError::Link(e) => e.status(),
             McpError::StreamOpen => StatusCode::CONFLICT,
             McpError::Resume(ResumeError::Gone { .. }) => StatusCode::GONE,
             McpError::Resume(_) => StatusCode::BAD_REQUEST,
             McpError::Method { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            McpError::Origin(_) => StatusCode::FORBIDDEN,
+            McpError::Origin(_) | McpError::Host(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -142,6 +157,7 @@ impl McpError {
             McpError::UnknownSession => "mcp_session_unknown",
             McpError::Version { .. } => "mcp_protocol_version",
             McpError::TooManySessions(_) => "mcp_sessions_exhausted",
+            McpError::TooManyAgentSessions(_) => "mcp_agent_sessions_exhausted",
             McpError::NoServer(_) | McpError::ServerMissing(_) => "mcp_server_unavailable",
             McpError::Link(e) => e.code(),
             McpError::CircuitOpen { .. } => CIRCUIT_OPEN,
@@ -150,7 +166,7 @@ impl McpError {
             McpError::Resume(_) => "mcp_resume_unknown",
             McpError::Method { .. } => "method_not_allowed",
             McpError::Path { .. } => "mcp_path_unknown",
-            McpError::Origin(_) => "mcp_origin_refused",
+            McpError::Origin(_) | McpError::Host(_) => "mcp_origin_refused",
         }
     }
 

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use super::binding::{Binding, new_session_id};
 use super::endpoint::Endpoint;
 use super::error::McpError;
+use super::per_agent::{AgentSlots, Slot};
 use super::stream::{EventBody, relay};
 use crate::action::Principal;
 
@@ -40,11 +41,14 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 #[derive(Default)]
 pub struct LegacySessions {
     map: DashMap<Arc<str>, Arc<LegacySession>>,
+    /// The streams each agent holds.
+    slots: AgentSlots,
 }
 
 impl LegacySessions {
     /// Opens a session of `principal` on `endpoint`: the body of its event stream, whose first
-    /// event names where to post. Past `max_sessions` open streams, refused.
+    /// event names where to post. Past `max_sessions` open streams, or
+    /// `max_sessions_per_agent` of the agent's, refused.
     pub(super) fn open(
         &self,
         endpoint: &Endpoint,
@@ -53,6 +57,9 @@ impl LegacySessions {
         if self.map.len() >= endpoint.max_sessions {
             return Err(McpError::TooManySessions(endpoint.max_sessions));
         }
+        let slot = self
+            .slots
+            .take(principal, endpoint.max_sessions_per_agent)?;
         let id = new_session_id();
         let (tx, body) = EventBody::channel(QUEUE);
         // The queue is empty: the endpoint event always fits.
@@ -65,6 +72,7 @@ impl LegacySessions {
             events_tx,
             events_rx: Mutex::new(Some(events_rx)),
             initialised: AtomicBool::new(false),
+            _slot: slot,
         });
         self.map.insert(id, Arc::clone(&session));
         Ok((session, body))
@@ -110,6 +118,8 @@ pub struct LegacySession {
     /// Their receiver, taken by [`LegacySession::keep`].
     events_rx: Mutex<Option<mpsc::Receiver<Value>>>,
     initialised: AtomicBool,
+    /// Its agent's slot, given back when the session is dropped.
+    _slot: Slot,
 }
 
 impl LegacySession {

@@ -19,6 +19,7 @@ mod error;
 mod legacy_session;
 mod legacy_sse;
 mod link;
+mod per_agent;
 mod remote;
 mod resume;
 mod router;

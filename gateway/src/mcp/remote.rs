@@ -11,8 +11,8 @@ use crate::action::Principal;
 use crate::protocol::{SseDecoder, SseSink};
 use crate::secrets::{NoPrincipal, Placed};
 
-/// Largest server-sent event accepted from a server.
-const MAX_EVENT: usize = 16 * 1024 * 1024;
+/// Largest server-sent event, and largest JSON answer, accepted from a server.
+pub(super) const MAX_EVENT: usize = 16 * 1024 * 1024;
 
 /// The upstream credential of `remote` (the server `router` speaks with), if it takes one: a
 /// header or a query parameter; its forms are redacted from the server's messages. An
@@ -78,6 +78,37 @@ pub(super) async fn read_events(
     }
 }
 
+/// The body of `response`, at most `max` bytes: a larger one is not read further (a server
+/// cannot exhaust Warden's memory), and `Err` says why, as does a body that broke.
+pub(super) async fn read_body(
+    response: &mut reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, String> {
+    let too_large = || {
+        format!(
+            "the server's answer is larger than {} bytes, the most Warden reads",
+            max
+        )
+    };
+    let announced = response.content_length().unwrap_or(0);
+    if usize::try_from(announced).map_or(true, |n| n > max) {
+        return Err(too_large());
+    }
+    let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > max {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(describe(e)),
+        }
+    }
+}
+
 /// Dispatches the data of one `message` event (a JSON-RPC message) through `router`;
 /// `during`: the request whose response carried it.
 pub(super) fn dispatch_event(router: &Router, data: &[u8], during: Option<i64>) {
@@ -111,4 +142,74 @@ pub(super) fn describe(e: reqwest::Error) -> String {
         source = s.source();
     }
     crate::text::bounded(&text, crate::text::FIELD_MAX).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A server that answers every connection with `head` and `size` bytes of body.
+    async fn serving(head: &'static str, size: usize) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("address"));
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = [0u8; 1024];
+                let _ = socket.read(&mut request).await;
+                let _ = socket.write_all(head.as_bytes()).await;
+                let chunked = head.contains("chunked");
+                let mut left = size;
+                while left > 0 {
+                    let n = left.min(512);
+                    let data = vec![b' '; n];
+                    let written = if chunked {
+                        let mut framed = format!("{n:x}\r\n").into_bytes();
+                        framed.extend_from_slice(&data);
+                        framed.extend_from_slice(b"\r\n");
+                        socket.write_all(&framed).await
+                    } else {
+                        socket.write_all(&data).await
+                    };
+                    if written.is_err() {
+                        return;
+                    }
+                    left -= n;
+                }
+                if chunked {
+                    let _ = socket.write_all(b"0\r\n\r\n").await;
+                }
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_json_answer_past_the_limit_is_not_read() {
+        let client = reqwest::Client::new();
+        for (head, size) in [
+            (
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 4096\r\n\r\n",
+                4096,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+                4096,
+            ),
+        ] {
+            let url = serving(head, size).await;
+            let mut response = client.get(&url).send().await.expect("answered");
+            let err = read_body(&mut response, 1024).await.expect_err(head);
+            assert!(err.contains("larger than 1024 bytes"), "{err}");
+            // Within the limit, the body is read whole.
+            let mut response = client.get(&url).send().await.expect("answered");
+            assert_eq!(
+                read_body(&mut response, 4096).await.map(|b| b.len()),
+                Ok(4096)
+            );
+        }
+    }
 }

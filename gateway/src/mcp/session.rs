@@ -21,6 +21,7 @@ use super::endpoint::Endpoint;
 use super::error::{LinkError, McpError};
 use super::legacy_session::{LegacySession, LegacySessions};
 use super::link::Link;
+use super::per_agent::{AgentSlots, Slot};
 use super::resume::Replays;
 use super::router::ServerRequests;
 use super::stream::EventBody;
@@ -64,6 +65,8 @@ pub struct Sessions {
     map: DashMap<Arc<str>, Arc<Session>>,
     /// The event streams of the legacy transport.
     legacy: LegacySessions,
+    /// The sessions each agent holds.
+    slots: AgentSlots,
     /// The HTTP client for remote servers.
     http: reqwest::Client,
 }
@@ -80,6 +83,7 @@ impl Sessions {
         Sessions {
             map: DashMap::new(),
             legacy: LegacySessions::default(),
+            slots: AgentSlots::default(),
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(10))
                 // A redirect would carry the server's credential (in any header it is sent
@@ -112,6 +116,11 @@ impl Sessions {
         if self.map.len() >= endpoint.max_sessions {
             return Err(McpError::TooManySessions(endpoint.max_sessions));
         }
+        // Taken before any server starts: an agent's `initialize` sent many times at once
+        // starts no more than its share.
+        let slot = self
+            .slots
+            .take(principal, endpoint.max_sessions_per_agent)?;
         let legacy = matches!(over, Over::LegacySse(_));
         let version = negotiate(
             params.get("protocolVersion").and_then(Value::as_str),
@@ -184,6 +193,7 @@ impl Sessions {
             replays: Replays::new(endpoint.resume_window),
             in_flight: Mutex::new(HashMap::new()),
             ended: Ended::default(),
+            _slot: slot,
         });
         self.map
             .insert(Arc::clone(&session.id), Arc::clone(&session));
@@ -361,6 +371,8 @@ pub struct Session {
     in_flight: Mutex<HashMap<Id, (Arc<str>, i64)>>,
     /// Whether, and why, the session ended.
     ended: Ended,
+    /// Its agent's slot, given back when the session is dropped.
+    _slot: Slot,
 }
 
 /// Ends `session` when `cut` reports a quarantine of its agent (its upstream sessions closed,

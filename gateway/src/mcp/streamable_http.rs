@@ -212,7 +212,7 @@ impl Inner {
     /// Dispatches the messages of one response body (JSON, or an event stream).
     async fn read(&self, mut response: reqwest::Response, event_stream: bool, during: Option<i64>) {
         if !event_stream {
-            match response.bytes().await {
+            match remote::read_body(&mut response, remote::MAX_EVENT).await {
                 Ok(body) => match serde_json::from_slice::<Value>(&body) {
                     Ok(Value::Array(items)) => {
                         for item in items {
@@ -225,7 +225,11 @@ impl Inner {
                     }
                 },
                 Err(e) => {
-                    tracing::info!(server = %self.router.server, error = %describe(e), "reading the MCP server's answer failed")
+                    tracing::info!(server = %self.router.server, error = %e, "reading the MCP server's answer failed");
+                    // The call fails saying why (a body too large, say).
+                    if let Some(id) = during {
+                        self.router.fail(id, &e);
+                    }
                 }
             }
             return;

@@ -3,8 +3,12 @@
 //! decoder takes for one of the keys the caller reads (Go's `encoding/json` matches
 //! `"Tool_Calls"` to `tool_calls`, and folds `ſ` to `s` and the Kelvin sign to `k`). MCP
 //! messages, REST connector bodies and the answers whose proposed calls Warden judges are
-//! read so.
+//! read so. What agents send (MCP messages, REST bodies) is read more strictly still
+//! ([`parse_unambiguous`]): no two keys of one object may fold equal at all, at any depth, for
+//! a server built on such a decoder reads `{"name":"get_issue","Name":"delete_repository"}`
+//! as `delete_repository` (the last wins) where Warden judged `get_issue`.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
@@ -18,8 +22,36 @@ use crate::text::Quoted;
 /// are the errors whose [`classify`](serde_json::Error::classify) is `Data`; what is not JSON
 /// is `Syntax` or `Eof`.
 pub fn parse(text: &[u8], keys: &[&str], free: &[&str]) -> Result<Value, serde_json::Error> {
+    read(
+        text,
+        Strict {
+            keys,
+            free,
+            fold_all: false,
+            at: None,
+        },
+    )
+}
+
+/// `text` as JSON, refusing two keys of one object, at any depth, that are equal or equal
+/// under the simple case folding of Go's `encoding/json` (`name` and `Name`, `argumentſ` and
+/// `arguments`, `K` and `k`): a case-insensitive decoder takes the last of them for the
+/// other. The refusals are `Data` errors that name where the keys are.
+pub fn parse_unambiguous(text: &[u8]) -> Result<Value, serde_json::Error> {
+    read(
+        text,
+        Strict {
+            keys: &[],
+            free: &[],
+            fold_all: true,
+            at: None,
+        },
+    )
+}
+
+fn read(text: &[u8], strict: Strict<'_>) -> Result<Value, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(text);
-    let value = Strict { keys, free }.deserialize(&mut de)?;
+    let value = strict.deserialize(&mut de)?;
     de.end()?;
     Ok(value)
 }
@@ -44,11 +76,89 @@ pub fn equal_folded(key: &str, known: &str) -> bool {
     folded.eq(known.chars().map(|c| c.to_ascii_lowercase()))
 }
 
+/// `key` as Go's `encoding/json` folds it to compare keys (`unicode.ToUpper(unicode.ToLower(r))`
+/// rune by rune, simple mappings), put in lower case; `None` when that is `key` itself (every
+/// lowercase ASCII key: nothing is allocated for them).
+fn folded(key: &str) -> Option<String> {
+    if key.bytes().all(|b| !b.is_ascii_uppercase() && b.is_ascii()) {
+        return None;
+    }
+    let folded: String = key.chars().map(fold_char).collect();
+    (folded != key).then_some(folded)
+}
+
+/// One character as Go folds it, then in lower case.
+fn fold_char(c: char) -> char {
+    if c.is_ascii() {
+        return c.to_ascii_lowercase();
+    }
+    // Rust's case mappings are the full ones; a simple mapping is the full one when that is
+    // one character, else the character itself — but for `İ`, whose simple lower case is `i`.
+    fn simple(mut mapped: impl ExactSizeIterator<Item = char>, c: char) -> char {
+        match (mapped.len(), mapped.next()) {
+            (1, Some(m)) => m,
+            _ => c,
+        }
+    }
+    let lower = if c == '\u{0130}' {
+        'i'
+    } else {
+        simple(c.to_lowercase(), c)
+    };
+    let upper = simple(lower.to_uppercase(), lower);
+    simple(upper.to_lowercase(), upper)
+}
+
+/// Where in a document a value is: its parents' keys and indexes, on the stack.
+#[derive(Clone, Copy)]
+enum At<'p> {
+    Key(&'p str, Option<&'p At<'p>>),
+    Index(usize, Option<&'p At<'p>>),
+}
+
+/// `at` as `params.arguments[0]` (each key bounded, escaped when it is not a plain word).
+struct Path<'p>(Option<&'p At<'p>>);
+
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn write(at: &At<'_>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            let (parent, last) = match at {
+                At::Key(_, p) | At::Index(_, p) => (p, at),
+            };
+            if let Some(p) = parent {
+                write(p, f)?;
+            }
+            match last {
+                At::Index(i, _) => write!(f, "[{i}]"),
+                At::Key(k, p) => {
+                    let plain = !k.is_empty()
+                        && k.len() <= 32
+                        && k.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                    match (plain, p.is_some()) {
+                        (true, true) => write!(f, ".{k}"),
+                        (true, false) => f.write_str(k),
+                        (false, _) => write!(f, "[\"{}\"]", Quoted::with_max(k, 32)),
+                    }
+                }
+            }
+        }
+        match self.0 {
+            None => f.write_str("the top level"),
+            Some(at) => write(at, f),
+        }
+    }
+}
+
 /// Builds a [`Value`] as serde_json does, failing on a repeated or case-folded key.
 #[derive(Clone, Copy)]
 struct Strict<'a> {
     keys: &'a [&'a str],
     free: &'a [&'a str],
+    /// Refuse any two keys of one object that fold equal (and say where).
+    fold_all: bool,
+    /// Where the value read is (followed only when `fold_all`).
+    at: Option<&'a At<'a>>,
 }
 
 impl<'de> DeserializeSeed<'de> for Strict<'_> {
@@ -96,7 +206,17 @@ impl<'de> Visitor<'de> for Strict<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut all = Vec::new();
-        while let Some(item) = seq.next_element_seed(self)? {
+        loop {
+            let at = At::Index(all.len(), self.at);
+            let item = if self.fold_all {
+                seq.next_element_seed(Strict {
+                    at: Some(&at),
+                    ..self
+                })?
+            } else {
+                seq.next_element_seed(self)?
+            };
+            let Some(item) = item else { break };
             all.push(item);
         }
         Ok(Value::Array(all))
@@ -104,11 +224,14 @@ impl<'de> Visitor<'de> for Strict<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut object = Map::new();
+        // The keys of this object that do not fold to themselves, by their folding.
+        let mut folds = HashMap::new();
         while let Some(key) = map.next_key::<String>()? {
             if object.contains_key(&key) {
                 return Err(de::Error::custom(format_args!(
-                    "the key {} appears twice in one object; send each key once",
-                    Quoted::of(&key)
+                    "the key {} appears twice in one object{}; send each key once",
+                    Quoted::of(&key),
+                    self.location(),
                 )));
             }
             if let Some(known) = folds_onto(&key, self.keys) {
@@ -117,10 +240,28 @@ impl<'de> Visitor<'de> for Strict<'_> {
                     Quoted::of(&key)
                 )));
             }
+            if self.fold_all
+                && let Some(other) = fold_clash(&object, &mut folds, &key)
+            {
+                return Err(de::Error::custom(format_args!(
+                    "the keys `{}` and `{}`{} differ only by case (a case-insensitive reader takes \
+                     one for the other); send each key once",
+                    Quoted::with_max(&other, 32),
+                    Quoted::with_max(&key, 32),
+                    self.location(),
+                )));
+            }
             let value = if self.free.contains(&key.as_str()) {
                 map.next_value_seed(Strict {
                     keys: &[],
                     free: &[],
+                    ..self
+                })?
+            } else if self.fold_all {
+                let at = At::Key(&key, self.at);
+                map.next_value_seed(Strict {
+                    at: Some(&at),
+                    ..self
                 })?
             } else {
                 map.next_value_seed(self)?
@@ -128,6 +269,40 @@ impl<'de> Visitor<'de> for Strict<'_> {
             object.insert(key, value);
         }
         Ok(Value::Object(object))
+    }
+}
+
+impl Strict<'_> {
+    /// ` at <path>` when the path is followed (the object's own place, `params.arguments`).
+    fn location(&self) -> String {
+        if self.fold_all {
+            format!(" at {}", Path(self.at))
+        } else {
+            String::new()
+        }
+    }
+}
+
+/// The key already in `object` that `key` folds equal to, if any; remembers `key` under its
+/// folding in `folds` when that is not `key` itself.
+fn fold_clash(
+    object: &Map<String, Value>,
+    folds: &mut HashMap<String, String>,
+    key: &str,
+) -> Option<String> {
+    match folded(key) {
+        // Most keys: only a key folded onto this one can clash, and most objects have none.
+        None => folds.get(key).cloned(),
+        Some(f) => {
+            if object.contains_key(&f) {
+                return Some(f);
+            }
+            if let Some(other) = folds.get(&f) {
+                return Some(other.clone());
+            }
+            folds.insert(f, key.to_owned());
+            None
+        }
     }
 }
 
@@ -187,6 +362,70 @@ mod tests {
             read(br#"{"args":{"a":{"x":1,"x":2}}}"#, KEYS),
             Err(Category::Data)
         );
+    }
+
+    /// What `parse_unambiguous` says of `text`: the value, or the error's text.
+    fn unambiguous(text: &str) -> Result<Value, String> {
+        parse_unambiguous(text.as_bytes()).map_err(|e| {
+            assert_eq!(e.classify(), Category::Data, "{e}");
+            e.to_string()
+        })
+    }
+
+    #[test]
+    fn agent_input_may_not_hold_two_keys_that_fold_equal_anywhere() {
+        // Go's encoding/json takes the last of them for a field: `Name` runs, `name` was judged.
+        let err = unambiguous(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"github_get_issue","arguments":{},"Name":"delete_repository"}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("the keys `name` and `Name` at params differ only by case"),
+            "{err}"
+        );
+        for (text, at) in [
+            (
+                r#"{"params":{"arguments":{},"argument\u017f":{}}}"#,
+                "at params ",
+            ),
+            (
+                r#"{"a":[{"b":{"x":1}},{"b":{"k":1,"\u212a":2}}]}"#,
+                "at a[1].b ",
+            ),
+            (r#"{"K":1,"\u212a":2}"#, "at the top level "),
+            (r#"{"\u212a":1,"K":2}"#, "at the top level "),
+            (r#"{"ID":1,"\u0130d":2}"#, "at the top level "),
+            (
+                r#"{"\u00c9t\u00e9":1,"\u00e9T\u00c9":2}"#,
+                "at the top level ",
+            ),
+            (r#"{"x y":{"A":1,"a":2}}"#, r#"at ["x y"] "#),
+            (
+                r#"{"a":{"a":1,"a":2}}"#,
+                "appears twice in one object at a;",
+            ),
+        ] {
+            let err = unambiguous(text).unwrap_err();
+            assert!(err.contains(at), "{text}: {err}");
+        }
+        // Keys that only look alike, or differ by more than case, are different keys.
+        let text =
+            r#"{"name":1,"nam\u0435":2,"na_me":3,"stra\u00dfe":4,"strasse":5,"\u00e9":6,"e":7}"#;
+        assert_eq!(
+            unambiguous(text),
+            Ok(serde_json::from_str(text).unwrap_or(Value::Null))
+        );
+        // `parse` itself refuses only what its caller reads.
+        assert!(read(br#"{"a":{"A":1,"a":2}}"#, KEYS).is_ok());
+    }
+
+    #[test]
+    fn many_keys_that_fold_are_read_in_linear_time() {
+        let keys: Vec<String> = (0..50_000).map(|i| format!("\"K{i}\":{i}")).collect();
+        let text = format!("{{{}}}", keys.join(","));
+        let started = std::time::Instant::now();
+        assert!(parse_unambiguous(text.as_bytes()).is_ok());
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

@@ -34,9 +34,13 @@ pub mod code {
 /// escaped prefix of the message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MessageError {
-    /// Not JSON, or JSON with a duplicate key.
+    /// Not JSON.
     #[error("the body is not valid JSON: {0}")]
     Json(String),
+    /// JSON that readers could take differently: a key given twice in one object, or two
+    /// keys that differ only by case (a case-insensitive reader takes one for the other).
+    #[error("the message is ambiguous: {0}")]
+    Ambiguous(String),
     /// A JSON array: a batch.
     #[error(
         "JSON-RPC batches are not accepted: send one message per request (MCP 2025-06-18 \
@@ -220,10 +224,16 @@ pub fn request(id: Option<&Value>, method: &str, params: Value) -> Value {
     m
 }
 
-/// Parses `bytes` as JSON, refusing duplicate object keys at any depth.
+/// Parses `bytes` as JSON, refusing two keys of one object that are equal or differ only by
+/// case, at any depth.
 pub fn strict(bytes: &[u8]) -> Result<Value, MessageError> {
-    crate::protocol::strict_json::parse(bytes, &[], &[])
-        .map_err(|e| MessageError::Json(describe(&e)))
+    crate::protocol::strict_json::parse_unambiguous(bytes).map_err(|e| {
+        if e.classify() == serde_json::error::Category::Data {
+            MessageError::Ambiguous(describe(&e))
+        } else {
+            MessageError::Json(describe(&e))
+        }
+    })
 }
 
 /// serde's description of a JSON error with its position; it never contains request text
@@ -243,10 +253,32 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            matches!(&err, MessageError::Json(m) if m.contains("appears twice")),
+            matches!(&err, MessageError::Ambiguous(m) if m.contains("appears twice")),
             "{err}"
         );
-        assert_eq!(err.code(), code::PARSE_ERROR);
+        assert_eq!(err.code(), code::INVALID_REQUEST);
+    }
+
+    #[test]
+    fn keys_that_differ_only_by_case_are_refused_at_any_depth() {
+        // A Go server reads the last `Name` as the tool's name; Warden would judge `name`.
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"github_get_issue","arguments":{},"Name":"delete_repository"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"github_get_issue","arguments":{"repo":"a"},"argumentſ":{"repo":"b"}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"path":"/tmp","PATH":"/etc"}}}"#,
+            r#"{"jsonrpc":"2.0","id":7,"result":{"action":"accept","Action":"decline"}}"#,
+        ] {
+            let err = Message::parse(body.as_bytes()).unwrap_err();
+            assert!(
+                matches!(&err, MessageError::Ambiguous(m) if m.contains("differ only by case")),
+                "{body}: {err}"
+            );
+            assert_eq!(err.code(), code::INVALID_REQUEST);
+        }
+        assert_eq!(
+            Message::parse(b"{").map_err(|e| e.code()),
+            Err(code::PARSE_ERROR)
+        );
     }
 
     #[test]

@@ -195,21 +195,11 @@ pub fn interpret(
                 .get("name")
                 .and_then(Value::as_str)
                 .ok_or_else(|| invalid(format!("{method} needs params.name, the {what}'s name")))?;
-            let folded = identifier::check(name).map_err(|problem| {
-                invalid(format!("the {what} name is not a valid name: {problem}"))
-            })?;
-            let judged_name = folded.as_deref().unwrap_or(name);
-            let (server, own) = names::split(sep, judged_name).ok_or_else(|| {
-                invalid(format!(
-                    "unknown {what} {}: names are <server>{sep}<name>; list them with {what}s/list",
-                    crate::text::Quoted::of(name)
-                ))
-            })?;
+            let (server, sent_own, judged_own) = name_parts(sep, name, what)?;
             let server = server_of(server, &format!("unknown {what}"))?;
-            // The server gets its own name as the agent spelled it.
-            let sent_own = names::split(sep, name).map_or(own, |(_, o)| o).to_owned();
+            let own = judged_own.as_deref().unwrap_or(sent_own);
             let mut findings = Findings::none();
-            if folded.is_some() {
+            if judged_own.is_some() {
                 findings.0.push(Finding {
                     detector: Arc::from(LOOKALIKE_FINDING),
                     location: "params.name".into(),
@@ -239,7 +229,7 @@ pub fn interpret(
                 facts,
                 findings,
                 server,
-                rewrite: Rewrite::Name(sent_own),
+                rewrite: Rewrite::Name(sent_own.to_owned()),
             }))
         }
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
@@ -321,8 +311,55 @@ pub fn interpret(
     })
 }
 
+/// The server, the server's own name as sent, and — when it imitates ASCII with look-alike
+/// characters — the name policy judges instead, of the federated tool or prompt `name`. The
+/// name is split once, at the first separator as sent, so that the server judged is the
+/// server called and the name judged is the folding of the name sent. A name whose folding
+/// splits otherwise (a look-alike of the separator, `github＿delete_repository`, or of a
+/// server's name) is refused: policy would judge one tool and the server run another.
+fn name_parts<'n>(
+    sep: &str,
+    name: &'n str,
+    what: &str,
+) -> Result<(&'n str, &'n str, Option<String>), MeaningError> {
+    let not_valid = |problem| invalid(format!("the {what} name is not a valid name: {problem}"));
+    let folded = identifier::check(name).map_err(not_valid)?;
+    let unknown = || {
+        invalid(format!(
+            "unknown {what} {}: names are <server>{sep}<name>; list them with {what}s/list",
+            crate::text::Quoted::of(name)
+        ))
+    };
+    let sent = names::split(sep, name);
+    let Some(folded) = folded else {
+        return sent
+            .map(|(server, own)| (server, own, None))
+            .ok_or_else(unknown);
+    };
+    let judged_own = match sent {
+        Some((_, own)) => identifier::check(own).map_err(not_valid)?,
+        None => None,
+    };
+    let judged = sent.map(|(server, own)| (server, judged_own.as_deref().unwrap_or(own)));
+    let imitated = names::split(sep, &folded);
+    if imitated != judged {
+        return Err(match imitated {
+            None => unknown(),
+            Some(_) => invalid(format!(
+                "the {what} name {} imitates another with look-alike characters in its server \
+                 name or its separator {sep:?}; call the {what} by the name {what}s/list gives",
+                crate::text::Quoted::of(name)
+            )),
+        });
+    }
+    let (server, sent_own) = sent.ok_or_else(unknown)?;
+    Ok((server, sent_own, judged_own))
+}
+
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn meaning(body: &str) -> Result<Meaning, MeaningError> {
@@ -378,6 +415,53 @@ mod tests {
         };
         assert_eq!(j.resource.cedar_ref(), r#"Tool::"everything/echo""#);
         assert_eq!(&*j.findings.0[0].detector, LOOKALIKE_FINDING);
+    }
+
+    #[test]
+    fn a_lookalike_separator_or_server_name_is_refused_not_split_twice() {
+        // Folded, `files＿get_write_file` reads `files/get_write_file`; split as sent it is
+        // server `files＿get`'s `write_file`: judged as one tool, it would run another.
+        for name in [
+            "files\u{FF3F}get_write_file",
+            "files\u{FE4D}get_write_file",
+            "\u{FF46}iles_write_file",
+            "files\u{FF3F}write_file",
+        ] {
+            for method in ["tools/call", "prompts/get"] {
+                let body = json!({"jsonrpc": "2.0", "id": 1, "method": method,
+                                  "params": {"name": name}});
+                let err = meaning(&body.to_string()).expect_err(name);
+                assert_eq!(err.code, code::INVALID_PARAMS, "{name}");
+                assert!(err.message.contains("look-alike"), "{}", err.message);
+            }
+        }
+        // A look-alike in the server's own part is judged folded and sent as spelled: the
+        // same tool either way.
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                          "params": {"name": "files_write\u{FF3F}file"}});
+        let Ok(Meaning::Judged(j)) = meaning(&body.to_string()) else {
+            panic!("judged");
+        };
+        assert_eq!(j.resource.cedar_ref(), r#"Tool::"files/write_file""#);
+        assert_eq!(j.rewrite, Rewrite::Name("write\u{FF3F}file".into()));
+        assert_eq!(&*j.findings.0[0].detector, LOOKALIKE_FINDING);
+    }
+
+    #[test]
+    fn a_resource_uri_goes_to_the_server_it_names_exactly() {
+        // URIs are not folded: a look-alike `+` or server name names no server.
+        for uri in [
+            "everything\u{FF0B}test://static/resource/1",
+            "\u{0435}verything+test://static/resource/1",
+        ] {
+            let body = json!({"jsonrpc": "2.0", "id": 1, "method": "resources/read",
+                              "params": {"uri": uri}});
+            assert_eq!(
+                meaning(&body.to_string()).map_err(|e| e.code),
+                Err(code::INVALID_PARAMS),
+                "{uri}"
+            );
+        }
     }
 
     #[test]

@@ -112,10 +112,11 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Body, RestError> {
         return Ok(Body::Form(pairs));
     }
     if essence == "application/json" || essence.ends_with("+json") || essence.is_empty() {
-        // Objects never repeat a key: the upstream may keep another copy than Warden would.
+        // Objects never repeat a key, nor hold two that differ only by case: the upstream may
+        // keep another copy than Warden would.
         let value =
-            crate::protocol::strict_json::parse(body, &[], &[]).map_err(|e| RestError::Body {
-                detail: e.to_string().chars().take(160).collect(),
+            crate::protocol::strict_json::parse_unambiguous(body).map_err(|e| RestError::Body {
+                detail: e.to_string().chars().take(240).collect(),
             })?;
         return Ok(Body::Json(value));
     }
@@ -296,6 +297,17 @@ mod tests {
             br#"{"channel":"A","channel":"B"}"#,
         );
         assert!(matches!(dup, Err(RestError::Body { .. })), "{dup:?}");
+        // A Go upstream takes `Channel` for `channel`: Warden would judge A, it would post to B.
+        for body in [
+            &br#"{"channel":"A","Channel":"B"}"#[..],
+            br#"{"channel":"A","meta":{"to":"x","TO":"y"}}"#,
+        ] {
+            let folded = read(&f, None, &json_headers(), body);
+            assert!(
+                matches!(&folded, Err(RestError::Body { detail }) if detail.contains("differ only by case")),
+                "{folded:?}"
+            );
+        }
         let both = read(
             &f,
             Some("channel=A"),

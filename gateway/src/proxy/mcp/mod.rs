@@ -36,7 +36,7 @@ pub(super) async fn walk(
     principal: Arc<Principal>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Refusal> {
-    origin::check_origin(ex, &req)?;
+    origin::check_origin(ex, &req, &principal)?;
     let caller = Caller {
         snap,
         route,
