@@ -421,6 +421,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     if let Err(e) = tokio::task::spawn_blocking(move || traces.shutdown(TRACE_FLUSH_WITHIN)).await {
         tracing::error!(error = %e, "trace export did not stop cleanly");
     }
+    shared.mcp.drop_held_events();
     let mut stop = AuditEvent::now(EventKind::System);
     stop.detail = Some(serde_json::json!({ "event": "stop" }));
     shared.audit.append_detached(stop);

@@ -307,6 +307,14 @@ impl Sessions {
         }
     }
 
+    /// Drops the events every session holds for resumption (Warden stops): the responses no
+    /// agent collected are recorded as such before the audit log closes.
+    pub fn drop_held_events(&self) {
+        for session in &self.map {
+            session.replays.close();
+        }
+    }
+
     /// Open sessions.
     pub fn len(&self) -> usize {
         self.map.len()
