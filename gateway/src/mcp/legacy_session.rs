@@ -20,7 +20,8 @@ use super::binding::{Binding, new_session_id};
 use super::endpoint::Endpoint;
 use super::error::McpError;
 use super::per_agent::{AgentSlots, Slot};
-use super::stream::{EventBody, relay};
+use super::relay::relay;
+use super::stream::EventBody;
 use crate::action::Principal;
 
 /// Where an agent opens a legacy session's event stream, below the endpoint's prefix.
