@@ -80,3 +80,19 @@ pub async fn first_pending(w: &Warden) -> Option<String> {
     }
     None
 }
+
+/// A gpt-4o chat of `token` to `w`, sent in a task of its own that waits for it at most
+/// `within`: a request a test approves (or refuses) while it is held.
+pub fn held_chat(
+    w: &Warden,
+    token: &str,
+    within: Duration,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    let request = w
+        .http()
+        .post(w.url("/openai/chat/completions"))
+        .bearer_auth(token)
+        .json(&crate::stack::openai_chat("gpt-4o", false))
+        .timeout(within);
+    tokio::spawn(request.send())
+}

@@ -12,7 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use warden_e2e::fake_llm::{self, FakeLlm};
-use warden_e2e::operator::{approve, enrol, enrol_with_code, first_pending, oathtool, text};
+use warden_e2e::operator::{
+    approve, enrol, enrol_with_code, first_pending, held_chat, oathtool, text,
+};
 use warden_e2e::sdk;
 use warden_e2e::sse::{chat_text, parse_events};
 use warden_e2e::stack::openai_chat;
@@ -220,21 +222,7 @@ async fn a_waiting_request_goes_on_when_approved_and_no_one_approves_their_own_a
         .unwrap();
     let carol = enrol(&w, "carol").await;
     let alice = enrol(&w, "alice").await;
-    let held = {
-        let (w_url, http, token) = (
-            w.url("/openai/chat/completions"),
-            w.http().clone(),
-            token.clone(),
-        );
-        tokio::spawn(async move {
-            http.post(w_url)
-                .bearer_auth(token)
-                .json(&openai_chat("gpt-4o", false))
-                .timeout(Duration::from_secs(30))
-                .send()
-                .await
-        })
-    };
+    let held = held_chat(&w, &token, Duration::from_secs(30));
     // The request waits; its approval shows up pending.
     let id = first_pending(&w)
         .await
@@ -318,21 +306,7 @@ async fn an_approval_given_through_one_replica_releases_the_request_held_by_anot
     let b = replica(&upstream, &url, "wait").await;
     let alice = enrol(&b, "alice").await;
     let token = a.token("billing-bot").await.unwrap();
-    let held = {
-        let (url, http, token) = (
-            a.url("/openai/chat/completions"),
-            a.http().clone(),
-            token.clone(),
-        );
-        tokio::spawn(async move {
-            http.post(url)
-                .bearer_auth(token)
-                .json(&openai_chat("gpt-4o", false))
-                .timeout(Duration::from_secs(30))
-                .send()
-                .await
-        })
-    };
+    let held = held_chat(&a, &token, Duration::from_secs(30));
     let id = first_pending(&b)
         .await
         .expect("replica B sees the approval replica A holds a request for");

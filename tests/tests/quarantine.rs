@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use warden_e2e::fake_llm::FakeLlm;
-use warden_e2e::operator::{approve, enrol, first_pending, text};
+use warden_e2e::operator::{approve, enrol, first_pending, held_chat, text};
 use warden_e2e::postgres::Postgres;
 use warden_e2e::sse;
 use warden_e2e::stack::openai_chat;
@@ -472,21 +472,7 @@ async fn a_request_approved_after_its_agent_was_quarantined_is_refused_and_never
         .unwrap();
     let token = w.token("rogue-agent").await.unwrap();
     let alice = enrol(&w, "alice").await;
-    let held = {
-        let (w_url, http, token) = (
-            w.url("/openai/chat/completions"),
-            w.http().clone(),
-            token.clone(),
-        );
-        tokio::spawn(async move {
-            http.post(w_url)
-                .bearer_auth(token)
-                .json(&openai_chat("gpt-4o", false))
-                .timeout(Duration::from_secs(40))
-                .send()
-                .await
-        })
-    };
+    let held = held_chat(&w, &token, Duration::from_secs(40));
     let id = first_pending(&w)
         .await
         .expect("the waiting request's approval");
