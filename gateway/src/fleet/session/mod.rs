@@ -195,15 +195,8 @@ impl AgentSessions {
     /// The session's key: the same on every replica (a digest of the agent and the session's
     /// name or window), so that labels shared through the store find it.
     fn key(&self, config: &SessionsConfig, action: &Action, named: Named<'_>) -> u64 {
-        let agent: &str = &action.principal.id;
-        let mut digest = Sha256::new();
-        digest.update((agent.len() as u64).to_be_bytes());
-        digest.update(agent.as_bytes());
         match named {
-            Named::By(name) => {
-                digest.update([0u8]);
-                digest.update(name.as_bytes());
-            }
+            Named::By(name) => agent_key(action, 0, name.as_bytes()),
             Named::Window => {
                 let unix = action
                     .context
@@ -211,14 +204,9 @@ impl AgentSessions {
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
                 let window = unix / config.window.as_secs().max(1);
-                digest.update([1u8]);
-                digest.update(window.to_be_bytes());
+                agent_key(action, 1, &window.to_be_bytes())
             }
         }
-        let digest = digest.finalize();
-        let mut key = [0u8; 8];
-        key.copy_from_slice(&digest[..8]);
-        u64::from_be_bytes(key)
     }
 
     /// Makes room: sessions idle past their window go; if none is, the least recently used.
@@ -242,11 +230,18 @@ impl AgentSessions {
 /// The key of `action`'s agent's trail: a digest of the agent alone, apart from every
 /// session key (a marker no session name or window writes).
 fn trail_key(action: &Action) -> u64 {
+    agent_key(action, 2, &[])
+}
+
+/// A digest of `action`'s agent, `marker` (what kind of key) and `rest`, the same on every
+/// replica.
+fn agent_key(action: &Action, marker: u8, rest: &[u8]) -> u64 {
     let agent: &str = &action.principal.id;
     let mut digest = Sha256::new();
     digest.update((agent.len() as u64).to_be_bytes());
     digest.update(agent.as_bytes());
-    digest.update([2u8]);
+    digest.update([marker]);
+    digest.update(rest);
     let digest = digest.finalize();
     let mut key = [0u8; 8];
     key.copy_from_slice(&digest[..8]);
