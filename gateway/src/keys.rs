@@ -2,9 +2,9 @@
 //! PKCS#8 PEM file or created with tight file modes, read from a PEM text, named by their
 //! RFC 7638 thumbprint and published as JWKs; public keys read back from PEM or a JWK Set.
 
-use std::fs::{DirBuilder, OpenOptions, Permissions};
+use std::fs::{OpenOptions, Permissions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -209,10 +209,7 @@ pub fn write_new(
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.exists()
     {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
+        crate::private_files::create_dir_all(dir)
             .map_err(|e| ("cannot create the directory of", e))?;
         std::fs::set_permissions(dir, Permissions::from_mode(0o700))
             .map_err(|e| ("cannot restrict the directory of", e))?;

@@ -7,9 +7,9 @@
 //! `"WF1"` · key id length (1 byte) · key id · nonce (12 bytes) · ciphertext and tag.
 
 use std::fmt;
-use std::fs::{DirBuilder, OpenOptions, Permissions};
+use std::fs::{OpenOptions, Permissions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -356,10 +356,7 @@ pub fn load_or_create_key_file(path: &Path) -> Result<FactorKey, SealError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.exists()
     {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
+        crate::private_files::create_dir_all(dir)
             .map_err(|e| file_err("cannot create the directory of", e))?;
         std::fs::set_permissions(dir, Permissions::from_mode(0o700))
             .map_err(|e| file_err("cannot restrict the directory of", e))?;
