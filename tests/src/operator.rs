@@ -96,3 +96,12 @@ pub fn held_chat(
         .timeout(within);
     tokio::spawn(request.send())
 }
+
+/// Quarantines `agent` at `w`'s command line, with `reason` (asserted to succeed).
+pub async fn quarantine(w: &Warden, agent: &str, reason: &str) {
+    let out = w
+        .cli(&["agents", "quarantine", agent, "--reason", reason])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use warden_e2e::fake_llm::FakeLlm;
-use warden_e2e::operator::{approve, enrol, first_pending, held_chat, text};
+use warden_e2e::operator::{approve, enrol, first_pending, held_chat, quarantine, text};
 use warden_e2e::postgres::Postgres;
 use warden_e2e::sse;
 use warden_e2e::stack::openai_chat;
@@ -479,17 +479,7 @@ async fn a_request_approved_after_its_agent_was_quarantined_is_refused_and_never
 
     // Quarantined while it waits; once this replica enforces it, alice (who does not know)
     // approves.
-    let out = w
-        .cli(&[
-            "agents",
-            "quarantine",
-            "rogue-agent",
-            "--reason",
-            "leaked a key",
-        ])
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    quarantine(&w, "rogue-agent", "leaked a key").await;
     until_status(&w, &token, 403, Duration::from_secs(5)).await;
     assert!(!held.is_finished(), "the held request still waits");
     let out = approve(&w, &id, "alice", &alice).await;

@@ -10,20 +10,11 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use warden_e2e::egress::{Dns, Origin, Pki, open_tunnel, tls_trusting};
 use warden_e2e::mcp;
-use warden_e2e::operator::text;
+use warden_e2e::operator::quarantine;
 use warden_e2e::sse::{Event, EventReader};
 use warden_e2e::warden::{Warden, WardenBuilder, free_port};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// Quarantines `agent` at the command line, with `reason`.
-async fn quarantine(w: &Warden, agent: &str, reason: &str) {
-    let out = w
-        .cli(&["agents", "quarantine", agent, "--reason", reason])
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-}
 
 /// The events left on `stream` until it ends (failing if it does not end within [`WAIT`]).
 async fn until_the_end(stream: &mut EventReader) -> Vec<Event> {
