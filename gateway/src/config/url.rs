@@ -24,7 +24,7 @@ pub fn secure_url(url: &str) -> Result<Url, String> {
 
 /// Whether `host` (as a URL gives it: IPv6 in brackets) is a loopback address or
 /// `localhost`.
-fn is_loopback(host: &str) -> bool {
+pub fn is_loopback(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     match bare.parse::<std::net::IpAddr>() {
         Ok(ip) => ip.is_loopback(),

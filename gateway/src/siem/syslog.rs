@@ -43,12 +43,7 @@ impl SyslogSink {
         let tls = match &config.tls {
             None => {
                 let host = config.address.rsplit_once(':').map_or("", |(h, _)| h);
-                let host = host.trim_start_matches('[').trim_end_matches(']');
-                let loopback = host.eq_ignore_ascii_case("localhost")
-                    || host
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback());
-                if !loopback {
+                if !crate::config::url::is_loopback(host) {
                     tracing::warn!(
                         sink = key,
                         address = %config.address,
