@@ -251,11 +251,65 @@ impl EventRewriter for Stream {
     }
 }
 
+/// The arguments (a `function_call`'s) or input (a `custom_tool_call`'s) of a held call item,
+/// the same in every copy the stream gives: the added item's with its deltas appended (what a
+/// client accumulates), each `.done` event's, and the done item's (unless empty: left out). A
+/// client may act on any of them (the SDK's `responses.stream()` hands over the deltas and the
+/// final item both), so copies that differ cannot be judged: unreadable. Empty for other
+/// items, which stream no deltas.
+fn streamed_copy(held: &Held, item: &Value, done: Option<&Value>) -> Result<String, Unjudged> {
+    let (key, delta, finished) = match item.get("type").and_then(Value::as_str) {
+        Some("function_call") => (
+            "arguments",
+            "response.function_call_arguments.delta",
+            "response.function_call_arguments.done",
+        ),
+        Some("custom_tool_call") => (
+            "input",
+            "response.custom_tool_call_input.delta",
+            "response.custom_tool_call_input.done",
+        ),
+        _ => return Ok(String::new()),
+    };
+    let of_type = |kind: &'static str| {
+        held.events
+            .iter()
+            .map(|(_, v)| v)
+            .filter(move |v| v.get("type").and_then(Value::as_str) == Some(kind))
+    };
+    let added = of_type("response.output_item.added")
+        .find_map(|v| v.pointer(&format!("/item/{key}")).and_then(Value::as_str))
+        .unwrap_or("");
+    let deltas: Vec<&str> = of_type(delta)
+        .filter_map(|v| v.get("delta").and_then(Value::as_str))
+        .collect();
+    let mut copies: Vec<&str> = of_type(finished)
+        .filter_map(|v| v.get(key).and_then(Value::as_str))
+        .collect();
+    // A done item with an empty one leaves it out (as the added item does).
+    copies.extend(
+        done.and_then(|v| v.pointer(&format!("/item/{key}")))
+            .and_then(Value::as_str)
+            .filter(|copy| !copy.is_empty()),
+    );
+    let accumulated = (!deltas.is_empty() || !added.is_empty()).then(|| {
+        let mut text = added.to_owned();
+        text.extend(deltas);
+        text
+    });
+    let first = accumulated.as_deref().or(copies.first().copied());
+    if copies.iter().any(|copy| Some(*copy) != first) {
+        return Err(Unjudged::Unreadable);
+    }
+    Ok(first.unwrap_or("").to_owned())
+}
+
 impl Stream {
     /// The final answer's `output` without the items dropped from the stream, and with the
-    /// call items the stream never gave (or gave otherwise: the same id, another tool or
-    /// other arguments) judged, refused ones dropped, their refusals kept to say; whether the
-    /// output changed. Two call items with one id cannot be told apart: unreadable.
+    /// call items the stream never gave judged, refused ones dropped, their refusals kept to
+    /// say; whether the output changed. Two call items with one id, or an item the stream gave
+    /// otherwise (another tool or other arguments under the same id), cannot be told apart:
+    /// unreadable.
     fn judge_final(
         &mut self,
         value: &mut Value,
@@ -284,12 +338,16 @@ impl Stream {
             if id.is_some_and(|id| self.dropped_ids.iter().any(|d| d == id)) {
                 continue;
             }
-            let as_judged = id.zip(local_call(&item, "")).is_some_and(|(id, call)| {
-                self.judged
-                    .iter()
-                    .any(|(j, name, arguments)| j == id && *name == call.1 && *arguments == call.2)
+            let judged = id.zip(local_call(&item, "")).and_then(|(id, call)| {
+                let (_, name, arguments) = self.judged.iter().find(|(j, _, _)| j == id)?;
+                Some(*name == call.1 && *arguments == call.2)
             });
-            if as_judged || keeps(&item, judge, &mut self.refusals) {
+            // A call the stream gave otherwise than it was judged there: which one the client
+            // runs is unknown.
+            if judged == Some(false) {
+                return Err(Unjudged::Unreadable);
+            }
+            if judged == Some(true) || keeps(&item, judge, &mut self.refusals) {
                 kept.push(item);
             }
         }
@@ -337,11 +395,7 @@ impl Stream {
             .or_else(|| held.events.first().and_then(|(_, v)| v.get("item")))
             .cloned()
             .unwrap_or(Value::Null);
-        let streamed: String = held
-            .events
-            .iter()
-            .filter_map(|(_, v)| v.get("delta").and_then(Value::as_str))
-            .collect();
+        let streamed = streamed_copy(&held, &item, done.as_ref().map(|(_, v)| v))?;
         // Held for its type, so a call (an item without its type is judged as nameless).
         let (id, name, arguments) = local_call(&item, &streamed)
             .unwrap_or_else(|| (String::new(), String::new(), streamed));
