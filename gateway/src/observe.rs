@@ -3,6 +3,8 @@
 //! agent leaves before the end and its usage matters (budgets), the rest of the upstream's
 //! response is read in the background, within bounds, for the usage it reports at its end.
 
+pub mod readable;
+
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;

@@ -4,7 +4,7 @@
 //! response; allowed calls arrive as the model sent them, refused ones in no chunk.
 
 use serde_json::{Value, json};
-use warden_e2e::fake_llm::{PROPOSE_PREFIX, call_id};
+use warden_e2e::fake_llm::{AnswerEncoding, PROPOSE_PREFIX, call_id};
 use warden_e2e::operator::{approve, enrol, first_pending, oathtool, text};
 use warden_e2e::paths;
 use warden_e2e::sdk;
@@ -631,4 +631,119 @@ async fn with_on_deny_error_the_sdks_raise_an_error_naming_the_refused_call() {
             "{mode}: {out}"
         );
     }
+}
+
+/// The proposed calls of [`proposals`] as Anthropic declares tools.
+fn anthropic_tools(calls: &Value) -> Value {
+    Value::from(
+        calls
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                json!({"name": c["name"],
+                       "description": format!("{PROPOSE_PREFIX}{}", c["arguments"]),
+                       "input_schema": {"type": "object", "properties": {}}})
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// The answer to `body` posted to Warden's `path` while the fake encodes its answers as
+/// `encoding`: its status, its JSON (`Null` when it is none) and its text.
+async fn answer_encoded(
+    s: &Stack,
+    encoding: AnswerEncoding,
+    path: &str,
+    body: &Value,
+) -> (u16, Value, String) {
+    s.fake.encode_answers(Some(encoding));
+    let response = s
+        .warden
+        .http()
+        .post(s.warden.url(path))
+        .bearer_auth(&s.token)
+        .header("anthropic-version", "2023-06-01")
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let v = serde_json::from_str(&text).unwrap_or(Value::Null);
+    (status, v, text)
+}
+
+#[tokio::test]
+async fn a_compressed_stream_is_refused_unread_and_its_outcome_recorded() {
+    let s = with_baseline().await;
+    let requests = [
+        (
+            "/openai/chat/completions",
+            json!({"model": "gpt-4o-mini", "stream": true,
+                   "messages": [{"role": "user", "content": "go"}], "tools": tools(&proposals())}),
+        ),
+        (
+            "/anthropic/v1/messages",
+            json!({"model": "claude-sonnet-4-5", "max_tokens": 256, "stream": true,
+                   "messages": [{"role": "user", "content": "go"}],
+                   "tools": anthropic_tools(&proposals())}),
+        ),
+    ];
+    for (path, body) in requests {
+        let (status, v, text) = answer_encoded(&s, AnswerEncoding::Gzip, path, &body).await;
+        assert_eq!(status, 502, "{path}: {text}");
+        let error = v["error"].to_string();
+        assert!(
+            error.contains("response_unreadable") && error.contains("content-encoding"),
+            "{path}: {text}"
+        );
+        assert!(!text.contains("get.example.sh"), "{path}: {text}");
+        let route = path.split('/').nth(1).unwrap_or_default();
+        let record = s
+            .audit("outcome", |r| {
+                r["route"] == route && r["outcome"]["status"] == 502
+            })
+            .await
+            .unwrap();
+        let error = record["outcome"]["error"].as_str().unwrap_or_default();
+        assert!(error.contains("content-encoding \"gzip\""), "{record}");
+    }
+}
+
+#[tokio::test]
+async fn a_utf16_tool_call_body_is_not_delivered() {
+    let s = with_baseline().await;
+    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "go"}],
+                      "tools": tools(&proposals())});
+    let path = "/openai/chat/completions";
+    // UTF-16 without a charset, which Python's json.loads reads: not JSON to Warden.
+    let (_, v, text) = answer_encoded(&s, AnswerEncoding::Utf16Le, path, &body).await;
+    assert_eq!(v["error"]["code"], "response_unreadable", "{text}");
+    assert!(!text.contains('\0') && !text.contains("exec"), "{text}");
+    // Declared UTF-16: refused before it is read.
+    let (status, v, text) = answer_encoded(&s, AnswerEncoding::Utf16LeDeclared, path, &body).await;
+    assert_eq!(status, 502, "{text}");
+    assert_eq!(v["error"]["code"], "response_unreadable", "{text}");
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("utf-16le"), "{text}");
+}
+
+#[tokio::test]
+async fn a_responses_call_whose_copies_differ_is_never_delivered() {
+    let s = with_baseline().await;
+    s.fake.diverge_responses(true);
+    let exec = json!([{"name": "exec", "arguments": {"command": CURL_SH}}]);
+    let (through, direct) = response_streams(&s, &exec).await;
+    assert!(
+        direct.contains("get.example.sh") && direct.contains(r#"{\"command\":\"ls\"}"#),
+        "the fake sends both copies: {direct}"
+    );
+    assert!(
+        through.contains("response_unreadable")
+            && !through.contains("get.example.sh")
+            && !through.contains(r#"{\"command\":\"ls\"}"#)
+            && !through.contains("response.completed"),
+        "{through}"
+    );
 }

@@ -358,8 +358,8 @@ pub const MAX_WHOLE_BODY: usize = 32 * 1024 * 1024;
 pub const TOO_LARGE: &str =
     "Warden could not judge the tool calls of a response larger than 32 MiB; it was not delivered";
 
-/// What a response that is not JSON is replaced by: its calls cannot be judged (a body
-/// compressed although the upstream was asked not to, a byte-order mark, a cut body).
+/// What a response that is not JSON is replaced by: its calls cannot be judged (a byte-order
+/// mark, UTF-16, a cut body; a compressed one is refused before it is read).
 pub const UNREADABLE: &str =
     "Warden could not read the response as JSON to judge its tool calls; it was not delivered";
 
@@ -463,9 +463,14 @@ impl ProposalRewriter for WholeBody {
     }
 }
 
-/// Whether `body` is UTF-8 text whose first non-blank byte opens a JSON object.
+/// Whether `body` is UTF-8 text without a NUL byte whose first non-blank byte opens a JSON
+/// object. A NUL is valid UTF-8 but never JSON outside a string, where it is escaped: text
+/// with one is UTF-16 or UTF-32 (`{\0"\0`), which clients detect and decode (Python's
+/// `json.loads` of bytes), so it is parsed strictly, and refused, like any other.
 fn opens_json_object(body: &[u8]) -> bool {
-    body.trim_ascii_start().first() == Some(&b'{') && std::str::from_utf8(body).is_ok()
+    body.trim_ascii_start().first() == Some(&b'{')
+        && memchr::memchr(0, body).is_none()
+        && std::str::from_utf8(body).is_ok()
 }
 
 /// Writes `value` as a named event (`event: <its type>`), as Anthropic and the Responses API
@@ -606,6 +611,38 @@ mod tests {
             Some(&b"x"[..])
         );
         assert_eq!(event_data(b": comment\n\n"), None);
+    }
+
+    struct AllowAll;
+
+    impl JudgeCalls for AllowAll {
+        fn judge(&mut self, _: &ProposedCall<'_>) -> Verdict {
+            Verdict::Allow
+        }
+    }
+
+    #[test]
+    fn a_whole_body_in_utf16_or_utf32_is_not_delivered_unparsed() {
+        let json = r#"{"tool_calls":[{"name":"exec"}]}"#;
+        let utf16le: Vec<u8> = json.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let utf16be: Vec<u8> = json.encode_utf16().flat_map(u16::to_be_bytes).collect();
+        let utf32le: Vec<u8> = json
+            .chars()
+            .flat_map(|c| (c as u32).to_le_bytes())
+            .collect();
+        for body in [utf16le, utf16be, utf32le] {
+            let mut whole = WholeBody::new(&TEST);
+            assert!(whole.push(&body, &mut AllowAll).is_empty());
+            let out = whole.finish(&mut AllowAll);
+            assert_eq!(out, Bytes::from(Value::Null.to_string()), "{body:?}");
+        }
+        // UTF-8 without a call still passes byte for byte, unparsed.
+        let mut whole = WholeBody::new(&TEST);
+        whole.push(b"{\"text\":\"hi\"}", &mut AllowAll);
+        assert_eq!(
+            whole.finish(&mut AllowAll),
+            Bytes::from_static(b"{\"text\":\"hi\"}")
+        );
     }
 
     #[test]

@@ -35,6 +35,7 @@ use stages::{Held, context, decide, hold, inspect, limit, quarantine, read_body,
 use crate::action::{Action, Facts, Principal};
 use crate::fleet::session::named;
 use crate::listener::ConnInfo;
+use crate::observe::readable::{self, Needs};
 use crate::observe::{Drain, ObservedBody};
 use crate::propose::{Judge, Judging};
 use crate::protocol::{self, Inbound, Interpreted};
@@ -178,7 +179,7 @@ async fn go_on(
     if let Some(tripped) = verdict.tripped() {
         return Err(streamed::denied_mid_body(snap, ex, action, tripped, |d| d).await);
     }
-    let (response, refusal) = observe(snap, ex, &route, &action, response?);
+    let (response, refusal) = observe(snap, ex, &route, &action, response?)?;
     Ok(match refusal {
         Some(refused) => whole_or_refused(&route, response, &refused).await,
         None => response,
@@ -410,45 +411,47 @@ async fn forward(
 }
 
 /// Observe: stream the response through, reading usage and judging the tool calls the model
-/// proposes; its outcome is recorded when it ends. With `propose.on_deny: error`, a whole
-/// body comes with the flag its refusal sets.
+/// proposes; its outcome is recorded when it ends. A response that must be read (judged,
+/// redacted, its usage read) and cannot be (compressed, or judged text not in UTF-8) is
+/// refused. With `propose.on_deny: error`, a whole body comes with the flag its refusal sets.
 fn observe(
     snap: &Snapshot,
     ex: &mut Exchange,
     route: &Route,
     action: &Action,
     response: Response<Incoming>,
-) -> (Response<ProxyBody>, Option<Arc<AtomicBool>>) {
+) -> Result<(Response<ProxyBody>, Option<Arc<AtomicBool>>), Refusal> {
     let (mut parts, body) = response.into_parts();
     let event_stream = parts
         .headers
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     inject::strip_hop_by_hop(&mut parts.headers);
-    let outcome = ex.outcome(parts.status);
     let mut redactor = ex.redactor();
     if let Some(r) = redactor.as_mut() {
         r.headers(&mut parts.headers);
         if bodiless(parts.status) {
             redactor = None;
-        } else {
-            // Redaction may change the body's length.
-            parts.headers.remove(http::header::CONTENT_LENGTH);
-            if parts
-                .headers
-                .get(http::header::CONTENT_ENCODING)
-                .is_some_and(|v| v.as_bytes() != b"identity")
-            {
-                tracing::warn!(route = %route.name, "the upstream compressed its response although asked not to; an echoed credential in it cannot be redacted");
-            }
         }
+    }
+    let judging = proposals(snap, ex, route, action, &parts);
+    let llm = matches!(ex.shape(), Some(protocol::Shape::Llm(_)));
+    readable::check(
+        &parts.headers,
+        Needs {
+            judge: judging.is_some(),
+            redact: redactor.is_some(),
+            usage: llm && parts.status.is_success() && !bodiless(parts.status),
+        },
+    )?;
+    let outcome = ex.outcome(parts.status);
+    if redactor.is_some() {
+        // Redaction may change the body's length.
+        parts.headers.remove(http::header::CONTENT_LENGTH);
     }
     // When budgets are set, an agent that leaves before the usage arrives is still charged it.
     let budgets = &snap.config.budgets;
-    let drain = (!budgets.limits.is_empty()
-        && parts.status.is_success()
-        && matches!(ex.shape(), Some(protocol::Shape::Llm(_))))
-    .then_some(Drain {
+    let drain = (!budgets.limits.is_empty() && parts.status.is_success() && llm).then_some(Drain {
         max_bytes: budgets.drain_bytes,
         timeout: budgets.drain_timeout,
     });
@@ -458,15 +461,15 @@ fn observe(
         .redacting(redactor)
         .cut_on(ex.cut(), event_stream);
     let mut refusal = None;
-    if let Some(mut judging) = proposals(snap, ex, route, action, &parts) {
+    if let Some(mut judging) = judging {
         parts.headers.remove(http::header::CONTENT_LENGTH);
         refusal = judging.refusal_signal();
         body = body.judging(judging);
     }
-    (
+    Ok((
         Response::from_parts(parts, Either::Right(Either::Left(body))),
         refusal,
-    )
+    ))
 }
 
 /// The judging of the tool calls a successful LLM response proposes, when `propose.enabled`

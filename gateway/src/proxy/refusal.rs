@@ -15,6 +15,7 @@ use crate::fleet::limits::{LimitAnswer, Limited};
 use crate::fleet::quarantine;
 use crate::identity::AuthError;
 use crate::mcp::McpError;
+use crate::observe::readable::Unreadable;
 use crate::protocol::body::BodyError;
 use crate::protocol::mcp::jsonrpc;
 use crate::protocol::{self, Protocol, ProtocolError, Shape};
@@ -74,6 +75,10 @@ pub enum Refusal {
     /// forward: the upstream's circuit breaker is open (it failed repeatedly).
     #[error(transparent)]
     CircuitOpen(#[from] CircuitOpen),
+    /// observe: the upstream's response must be read (judged, redacted, its usage read) and
+    /// cannot be: compressed, or judged text not in UTF-8.
+    #[error(transparent)]
+    Unreadable(#[from] Unreadable),
     /// identify: the agent, or a group it is in, is quarantined.
     #[error("{}", quarantine::message(.0))]
     Quarantined(std::sync::Arc<QuarantineRecord>),
@@ -110,6 +115,7 @@ impl Refusal {
             Refusal::Egress(e) => e.status(),
             Refusal::Quarantined(_) => StatusCode::FORBIDDEN,
             Refusal::CircuitOpen(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Unreadable(e) => e.status(),
         }
     }
 
@@ -132,6 +138,7 @@ impl Refusal {
             Refusal::Egress(e) => e.code(),
             Refusal::Quarantined(_) => quarantine::CODE,
             Refusal::CircuitOpen(_) => "upstream_circuit_open",
+            Refusal::Unreadable(e) => e.code(),
         }
     }
 
@@ -154,7 +161,8 @@ impl Refusal {
             | Refusal::Credential(_)
             | Refusal::UpstreamRequest(_)
             | Refusal::Upstream(_)
-            | Refusal::CircuitOpen(_) => Recorded::Outcome,
+            | Refusal::CircuitOpen(_)
+            | Refusal::Unreadable(_) => Recorded::Outcome,
         }
     }
 

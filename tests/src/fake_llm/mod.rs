@@ -150,6 +150,23 @@ struct Knobs {
     cut_after: Option<usize>,
     /// Pad whole OpenAI chat answers with this many bytes.
     pad: usize,
+    /// Encode every answer so (an upstream Warden must not trust).
+    encoding: Option<AnswerEncoding>,
+    /// Responses API streams whose call items and final output carry other arguments than
+    /// their deltas.
+    diverge: bool,
+}
+
+/// How an upstream Warden must not trust may encode its answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerEncoding {
+    /// gzip with `content-encoding: gzip`, although Warden asked for `identity`.
+    Gzip,
+    /// UTF-16LE text with the content type as it was (no charset), as Python's `json.loads`
+    /// reads bytes.
+    Utf16Le,
+    /// UTF-16LE text with `charset=utf-16le` in its content type.
+    Utf16LeDeclared,
 }
 
 #[derive(Debug, Default)]
@@ -297,6 +314,18 @@ impl FakeLlm {
         self.state.knobs().pad = bytes;
     }
 
+    /// Encodes every answer from now on with `encoding` (`None`: plain UTF-8, uncompressed).
+    pub fn encode_answers(&self, encoding: Option<AnswerEncoding>) {
+        self.state.knobs().encoding = encoding;
+    }
+
+    /// With `true`, every Responses API stream from now on proposes its calls with arguments
+    /// that differ between copies: the deltas and `function_call_arguments.done` carry the
+    /// proposed arguments, the done item and `response.completed` `{"command":"ls"}`.
+    pub fn diverge_responses(&self, on: bool) {
+        self.state.knobs().diverge = on;
+    }
+
     /// Holds every stream started from now on after its first chunks until the gate opens.
     pub fn hold_streams(&self) -> StreamGate {
         let (open, held) = watch::channel(false);
@@ -337,6 +366,8 @@ pub(crate) struct Exchange {
     pub stream: StreamCtl,
     /// Bytes of padding a whole OpenAI chat answer carries.
     pub pad: usize,
+    /// Responses API call items differ from their deltas ([`FakeLlm::diverge_responses`]).
+    pub diverge: bool,
 }
 
 /// Pacing and bookkeeping of one streamed response.
@@ -402,7 +433,7 @@ async fn handle(
     state.requests().push(request.clone());
     state.request_seen.notify_waiters();
 
-    let (failure, delay, chunk_delay, gate, keys, text_only, cut_after, pad) = {
+    let (failure, delay, chunk_delay, gate, keys, text_only, cut_after, pad, encoding, diverge) = {
         let k = state.knobs();
         (
             k.failure.clone(),
@@ -413,6 +444,8 @@ async fn handle(
             k.text_only,
             k.cut_after,
             k.pad,
+            k.encoding,
+            k.diverge,
         )
     };
     if !delay.is_zero() {
@@ -452,14 +485,55 @@ async fn handle(
             cut_after,
         },
         pad,
+        diverge,
     };
     let response = match provider {
         Provider::OpenAi => openai::respond(exchange),
         Provider::Anthropic => anthropic::respond(exchange),
         Provider::Gemini => gemini::respond(exchange),
     };
-    Ok(response
-        .unwrap_or_else(|| error_response(provider, &Failure::status(StatusCode::NOT_FOUND))))
+    let response = response
+        .unwrap_or_else(|| error_response(provider, &Failure::status(StatusCode::NOT_FOUND)));
+    Ok(match encoding {
+        Some(encoding) => encoded(response, encoding).await,
+        None => response,
+    })
+}
+
+/// `response` whole, encoded as `encoding` says (a stream is sent in one piece once complete).
+async fn encoded(response: Response<FakeBody>, encoding: AnswerEncoding) -> Response<FakeBody> {
+    use std::io::Write as _;
+    let (mut parts, body) = response.into_parts();
+    let text = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    let bytes = match encoding {
+        AnswerEncoding::Gzip => {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            let _ = gz.write_all(&text);
+            parts.headers.insert(
+                http::header::CONTENT_ENCODING,
+                http::HeaderValue::from_static("gzip"),
+            );
+            gz.finish().unwrap_or_default()
+        }
+        AnswerEncoding::Utf16Le | AnswerEncoding::Utf16LeDeclared => {
+            if encoding == AnswerEncoding::Utf16LeDeclared {
+                parts.headers.insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json; charset=utf-16le"),
+                );
+            }
+            String::from_utf8_lossy(&text)
+                .encode_utf16()
+                .flat_map(u16::to_le_bytes)
+                .collect()
+        }
+    };
+    Response::from_parts(parts, FakeBody::full(bytes))
 }
 
 /// Anthropic requests carry `anthropic-version`; Gemini paths start with `/v1beta` or `/v1/models/…:`.

@@ -318,6 +318,31 @@ fn responses_calls(ex: Exchange, model: &str, calls: &[(String, String)]) -> Res
         );
     }
     push("response.completed", json!({"response": completed}));
+    if ex.diverge {
+        // The call items and the final output say `ls`; the deltas and `.done` events said
+        // what the model proposed.
+        let ls = serde_json::to_string(r#"{"command":"ls"}"#).unwrap_or_default();
+        events = events
+            .into_iter()
+            .map(|event| {
+                let text = String::from_utf8_lossy(&event).into_owned();
+                if !(text.starts_with("event: response.output_item.done")
+                    || text.starts_with("event: response.completed"))
+                {
+                    return event;
+                }
+                let mut text = text;
+                for (_, args) in calls {
+                    let given = serde_json::to_string(args).unwrap_or_default();
+                    text = text.replace(
+                        &format!("\"arguments\":{given}"),
+                        &format!("\"arguments\":{ls}"),
+                    );
+                }
+                Bytes::from(text)
+            })
+            .collect();
+    }
     sse_response(ex.stream.spawn(events, 4))
 }
 
