@@ -380,12 +380,25 @@ async fn an_outage_serves_the_cache_then_fails_closed_then_recovers() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(body["error"]["code"], "vault_unavailable", "{body}");
+    // The agent gets the code and the decision id; Vault's address and the secret's path stay
+    // in the operator's log and the audit record.
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("(decision "), "{body}");
     assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("vault is unreachable"),
+        !message.contains("secret/e2e/echo") && !message.contains("127.0.0.1"),
         "{body}"
+    );
+    let record = warden
+        .wait_for_audit(Duration::from_secs(5), |r| {
+            r["kind"] == "outcome" && r["outcome"]["status"] == 503
+        })
+        .await
+        .unwrap();
+    assert!(
+        record["outcome"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("vault is unreachable")),
+        "{record}"
     );
     let metrics = warden.metrics().await.unwrap();
     assert!(metrics.contains("warden_vault_up 0"), "{metrics}");

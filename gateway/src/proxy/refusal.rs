@@ -188,6 +188,11 @@ impl Refusal {
         if let Refusal::Limited(limited) = self {
             return limited_answer(limited, dialect, route, shape);
         }
+        if let Refusal::Credential(e) = self
+            && e.status().is_server_error()
+        {
+            return dialect.error(self.status(), self.code(), &credential_failed(decision_id));
+        }
         let Refusal::Hold(hold) = self else {
             return dialect.error(self.status(), self.code(), &self.to_string());
         };
@@ -290,6 +295,16 @@ fn limited_answer(
 /// The id of the approval a held request waits for.
 pub const APPROVAL_HEADER: &str = "x-warden-approval-id";
 
+/// What the agent is told when Warden could not get its request's upstream credential: the
+/// error names Vault's address, secret paths and files, which stay in the operator's log and
+/// the audit record.
+fn credential_failed(decision_id: &str) -> String {
+    format!(
+        "Warden could not get the upstream credential for this request, so it refused it (fail \
+         closed); the operator's log and audit record say why (decision {decision_id})"
+    )
+}
+
 /// What the agent is told when its decision could not be recorded.
 fn audit_refusal(error: &AuditError) -> &'static str {
     match error {
@@ -298,5 +313,49 @@ fn audit_refusal(error: &AuditError) -> &'static str {
              until it does (audit.retention.when_full)"
         }
         _ => "the audit log cannot be written, so Warden refuses requests (audit.fail_closed)",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn answer(refusal: &Refusal) -> (StatusCode, serde_json::Value) {
+        let response = refusal.respond(None, None, "dec-7f3a");
+        let status = response.status();
+        let body = response.into_body().collect().await.map(|b| b.to_bytes());
+        let body = body.unwrap_or_default();
+        (
+            status,
+            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_credential_failure_shows_the_agent_its_code_and_decision_not_vaults_address() {
+        let refusal = Refusal::Credential(CredentialError::VaultDown {
+            path: "secret/warden/openai".into(),
+            reason: "vault at http://10.255.255.1:8200 is unreachable".into(),
+        });
+        let (status, body) = answer(&refusal).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"]["code"], "vault_unavailable", "{body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("decision dec-7f3a"), "{body}");
+        assert!(
+            !body.to_string().contains("10.255.255.1") && !body.to_string().contains("secret/"),
+            "{body}"
+        );
+        // The log and the audit record keep the details.
+        assert!(refusal.to_string().contains("10.255.255.1"), "{refusal}");
+
+        let file = Refusal::Credential(CredentialError::File {
+            path: "/etc/warden/keys/openai".into(),
+            reason: "permission denied".into(),
+        });
+        let (_, body) = answer(&file).await;
+        assert_eq!(body["error"]["code"], "credential_unavailable", "{body}");
+        assert!(!body.to_string().contains("/etc/warden"), "{body}");
     }
 }
