@@ -29,8 +29,10 @@ const MAX_TOOL_NAME: usize = 128;
 
 /// Where each judged call's decision goes: the audit log and the metrics.
 pub trait RecordProposal: Send {
-    /// Records the decision on one call (`arguments`: as proposed; `tool`: a bounded label).
-    fn record(&self, action: &Action, decision: &Decision, arguments: &[u8], tool: &str);
+    /// Records the decision on one call (`arguments`: as proposed; `tool`: a bounded label);
+    /// whether the audit log could take the record (`false`: it is full, or cannot be written
+    /// and `audit.fail_closed` is on, and the call is refused).
+    fn record(&self, action: &Action, decision: &Decision, arguments: &[u8], tool: &str) -> bool;
 
     /// Records what the approval a held call waited for came to: used, or why not.
     fn settled(&self, action: &Action, approval: &Result<Approved, Hold>, tool: &str);
@@ -299,9 +301,14 @@ impl JudgeCalls for Judge {
         let decision = self.policy.decide(&action);
         let name = action.resource.cedar_id();
         let label = self.catalogue.label(&name);
-        self.records
+        let recorded = self
+            .records
             .record(&action, &decision, call.arguments.as_bytes(), label);
         let verdict = match &decision {
+            // Fail closed: a call whose decision the audit log cannot take is not run.
+            _ if !recorded => Verdict::Deny {
+                text: refusal_text(&name, UNRECORDED),
+            },
             Decision::Allow { .. } => Verdict::Allow,
             Decision::Deny { reasons, .. } => Verdict::Deny {
                 text: refusal_text(&name, &reasons.join("; ")),
@@ -331,6 +338,10 @@ impl JudgeCalls for Judge {
     }
 }
 
+/// Why a call is refused whose decision the audit log could not take.
+const UNRECORDED: &str = "the audit log cannot take its decision record, so Warden refuses tool \
+                          calls until it can (audit.fail_closed, audit.retention.when_full)";
+
 /// What the agent reads about a refused call.
 fn refusal_text(tool: &str, why: &str) -> String {
     let why = if why.is_empty() {
@@ -358,7 +369,13 @@ mod tests {
     struct Kept(Arc<Mutex<Vec<Record>>>);
 
     impl RecordProposal for Kept {
-        fn record(&self, action: &Action, decision: &Decision, _arguments: &[u8], tool: &str) {
+        fn record(
+            &self,
+            action: &Action,
+            decision: &Decision,
+            _arguments: &[u8],
+            tool: &str,
+        ) -> bool {
             if let Ok(mut all) = self.0.lock() {
                 all.push((
                     action.resource.cedar_ref(),
@@ -366,12 +383,45 @@ mod tests {
                     tool.to_owned(),
                 ));
             }
+            true
         }
 
         fn settled(&self, _action: &Action, _approval: &Result<Approved, Hold>, _tool: &str) {}
     }
 
+    /// An audit log that cannot take records (full, or failing with `audit.fail_closed`).
+    struct Unrecorded;
+
+    impl RecordProposal for Unrecorded {
+        fn record(&self, _: &Action, _: &Decision, _: &[u8], _: &str) -> bool {
+            false
+        }
+
+        fn settled(&self, _action: &Action, _approval: &Result<Approved, Hold>, _tool: &str) {}
+    }
+
+    #[test]
+    fn a_call_whose_decision_cannot_be_recorded_is_refused() {
+        let mut judge = judge_recording(Box::new(Unrecorded));
+        for (name, arguments) in [
+            ("read", r#"{"path":"src/main.rs"}"#),
+            ("exec", r#"{"command":"git push --force origin main"}"#),
+        ] {
+            let Verdict::Deny { text } = verdict(&mut judge, name, arguments) else {
+                panic!("{name}: allowed although its decision was not recorded")
+            };
+            assert!(
+                text.contains(&format!("`{name}`")) && text.contains("audit.fail_closed"),
+                "{text}"
+            );
+        }
+    }
+
     fn judge(kept: &Kept) -> Judge {
+        judge_recording(Box::new(kept.clone()))
+    }
+
+    fn judge_recording(records: Box<dyn RecordProposal>) -> Judge {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
         let policy = PolicyEngine::load(&dir).unwrap_or_else(|e| panic!("{e}"));
         let context = ActionContext {
@@ -392,7 +442,7 @@ mod tests {
             Arc::new(Catalogue::new(&ProposeConfig::default())),
             Arc::new(principal),
             &context,
-            Box::new(kept.clone()),
+            records,
         )
     }
 

@@ -568,10 +568,11 @@ impl Exchange {
     }
 
     /// observe: what records the tool calls the model proposes in the response.
-    pub fn proposal_records(&self) -> ProposalRecords {
+    pub fn proposal_records(&self, fail_closed: bool) -> ProposalRecords {
         ProposalRecords {
             shared: Arc::clone(&self.shared),
             event: self.event(EventKind::Decision),
+            fail_closed,
         }
     }
 
@@ -776,14 +777,18 @@ impl Drop for Exchange {
 
 /// Records the tool calls a model proposes in this exchange's response: one decision record
 /// each (`tool:propose` on the tool, with the decision and its policies, the arguments as a
-/// digest), and `warden_proposed_calls_total`.
+/// digest), and `warden_proposed_calls_total`. A call is refused when its record cannot be
+/// taken: the log is full, or it cannot be written and `fail_closed` (`audit.fail_closed`).
 pub struct ProposalRecords {
     shared: Arc<Shared>,
     event: AuditEvent,
+    fail_closed: bool,
 }
 
 impl crate::propose::RecordProposal for ProposalRecords {
-    fn record(&self, action: &Action, decision: &Decision, arguments: &[u8], tool: &str) {
+    fn record(&self, action: &Action, decision: &Decision, arguments: &[u8], tool: &str) -> bool {
+        let audit = &self.shared.audit;
+        let taken = !(audit.is_full() || (self.fail_closed && !audit.is_writable()));
         let mut event = self.event.clone();
         event.decision_id = new_id();
         event.action = action.verb.label();
@@ -796,13 +801,20 @@ impl crate::propose::RecordProposal for ProposalRecords {
             .map(|r| bounded(&r, FIELD_MAX).into_owned())
             .collect();
         event.content_digest = Arc::from(digest(arguments));
+        if !taken {
+            // Should the log take it after all, it says what the agent got.
+            event.decision = "deny".into();
+            event.reasons = vec!["the audit log could not take this record (fail closed)".into()];
+        }
         self.shared.audit.append_detached(event);
         let outcome = match decision {
+            _ if !taken => "denied",
             Decision::Allow { .. } => "allowed",
             Decision::Deny { .. } => "denied",
             Decision::NeedsApproval { .. } => "held",
         };
         self.shared.metrics.proposed_call(tool, outcome);
+        taken
     }
 
     /// One system record: the approval a held call used (who approved, with which factor),

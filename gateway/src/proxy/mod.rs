@@ -493,7 +493,7 @@ fn proposals(
         Arc::clone(&snap.propose),
         Arc::clone(&action.principal),
         &action.context,
-        Box::new(ex.proposal_records()),
+        Box::new(ex.proposal_records(snap.config.audit.fail_closed)),
     )
     .holding(ex.shared().gate().cloned());
     let keepalive = ex.shared().gate().and_then(|gate| gate.keepalive());
