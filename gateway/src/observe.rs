@@ -151,8 +151,9 @@ impl<C: Complete> Drop for Observer<C> {
 
 pin_project_lite::pin_project! {
     /// An upstream body passed through while its usage is read (unchanged, but for an
-    /// injected secret it echoes, redacted, and the usage Warden asked for, taken out); its
-    /// outcome is completed when it ends, or once the rest is read when its agent leaves.
+    /// injected secret it echoes, in its body or trailers, redacted, and the usage Warden
+    /// asked for, taken out); its outcome is completed when it ends, or once the rest is read
+    /// when its agent leaves.
     pub struct ObservedBody<C: Complete> {
         observer: Observer<C>,
         // Takes out of an event stream the usage chunk Warden asked for and the agent did not.
@@ -340,6 +341,11 @@ impl<C: Complete> Body for ObservedBody<C> {
         let this = self.project();
         loop {
             if let Some(frame) = this.stashed.take() {
+                // Trailers held back while the judged or redacted body went first.
+                let frame = match this.redactor.as_mut() {
+                    Some(redactor) => redactor.trailers(frame),
+                    None => frame,
+                };
                 return Poll::Ready(Some(Ok(frame)));
             }
             if *this.done {
@@ -463,6 +469,7 @@ impl<C: Complete> Body for ObservedBody<C> {
                             Frame::data(out)
                         }
                         Err(trailers) => {
+                            let trailers = redactor.trailers(trailers);
                             let held = redactor.finish();
                             if held.is_empty() {
                                 trailers

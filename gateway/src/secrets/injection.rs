@@ -9,6 +9,7 @@ use zeroize::Zeroizing;
 
 use super::config::InjectConfig;
 use super::credential::{Credential, CredentialError, Placed, SecretOrigin};
+use super::redact::echoed_forms;
 use super::template::{MissingValue, SecretVar, ValueTemplate};
 use crate::route::connector::CredentialInjection;
 
@@ -231,6 +232,8 @@ impl Injection {
                     base64::engine::general_purpose::STANDARD.encode(s),
                 ));
             }
+            let forms: Vec<Zeroizing<String>> = echo.iter().flat_map(|e| echoed_forms(e)).collect();
+            echo.extend(forms);
             echo.retain(|e| e.len() >= MIN_ECHO);
             echo.sort_by(|a, b| a.as_str().cmp(b.as_str()));
             echo.dedup_by(|a, b| a.as_str() == b.as_str());
@@ -289,6 +292,14 @@ mod tests {
         };
         assert!(v.is_sensitive());
         assert!(c.echo.iter().any(|e| &***e == "sk-123456"));
+        // Its base64 (`c2stMTIzNDU2`) has no other form; a secret with a `/` is also echoed
+        // JSON-escaped and percent-encoded.
+        let c = i
+            .render(Some("sk-12/3456"), |_| None, "env K", None)
+            .unwrap();
+        for form in ["sk-12/3456", "sk-12\\/3456", "sk-12%2F3456", "sk-12%2f3456"] {
+            assert!(c.echo.iter().any(|e| &***e == form), "{form}");
+        }
         let only_redact = InjectConfig {
             redact: Some(false),
             ..Default::default()

@@ -53,6 +53,18 @@ impl Redactor {
         self.count - before
     }
 
+    /// `frame` with the secrets redacted from it when it is trailers (HTTP/2 trailers, which
+    /// an upstream may fill as it fills headers); a data frame as it is.
+    pub fn trailers(&mut self, frame: http_body::Frame<Bytes>) -> http_body::Frame<Bytes> {
+        match frame.into_trailers() {
+            Ok(mut trailers) => {
+                self.headers(&mut trailers);
+                http_body::Frame::trailers(trailers)
+            }
+            Err(frame) => frame,
+        }
+    }
+
     /// The part of `chunk` (after what was held back) that can be passed on now.
     pub fn push(&mut self, chunk: Bytes) -> Bytes {
         if self.tail.is_empty() && !self.any_in(&chunk) && self.partial(&chunk) == 0 {
@@ -126,23 +138,131 @@ impl Redactor {
     }
 }
 
+/// The forms `secret` takes when an upstream echoes it inside other text, beside itself: as
+/// JSON escapes it (`\"`, `\\`, control characters as `\u00XX`; with `/` as `\/`; with `<`,
+/// `>`, `&` as Go escapes them; with everything but ASCII as Python's `ensure_ascii` escapes
+/// it, in lower- and upper-case hex) and as a URL percent-encodes it (every byte but the
+/// unreserved ones, in upper- and lower-case hex; a space as `+` in a form). Forms equal to the
+/// secret are left out.
+pub fn echoed_forms(secret: &str) -> Vec<Zeroizing<String>> {
+    let mut forms: Vec<Zeroizing<String>> = Vec::new();
+    let escapes: [fn(char) -> Option<String>; 4] = [
+        |_| None,
+        |c| (c == '/').then(|| "\\/".to_owned()),
+        |c| matches!(c, '<' | '>' | '&').then(|| format!("\\u{:04x}", u32::from(c))),
+        |c| (!c.is_ascii()).then(|| utf16_escaped(c)),
+    ];
+    for escape in escapes {
+        let lower = Zeroizing::new(json_escaped(secret, escape));
+        let upper = Zeroizing::new(upper_hex_escapes(&lower));
+        forms.push(lower);
+        forms.push(upper);
+    }
+    let percent =
+        Zeroizing::new(percent_encoding::utf8_percent_encode(secret, URL_ESCAPED).to_string());
+    forms.push(Zeroizing::new(lower_percent_hex(&percent)));
+    forms.push(Zeroizing::new(percent.replace("%20", "+")));
+    forms.push(percent);
+    forms.retain(|form| form.as_str() != secret);
+    forms.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    forms.dedup_by(|a, b| a.as_str() == b.as_str());
+    forms
+}
+
+/// Bytes a URL percent-encodes: all but the unreserved ones (RFC 3986).
+const URL_ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// `text` as a JSON string's contents: `"` and `\` escaped, control characters as `\u00xx`,
+/// and any character `escape` says how.
+fn json_escaped(text: &str, escape: fn(char) -> Option<String>) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if let Some(escaped) = escape(c) {
+            out.push_str(&escaped);
+            continue;
+        }
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `c` as `\uxxxx` escapes of its UTF-16 code units (a surrogate pair beyond the BMP).
+fn utf16_escaped(c: char) -> String {
+    let mut units = [0u16; 2];
+    c.encode_utf16(&mut units)
+        .iter()
+        .map(|u| format!("\\u{u:04x}"))
+        .collect()
+}
+
+/// `text` with the hex digits of its `\u` escapes in upper case.
+fn upper_hex_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("\\u") {
+        let (before, after) = rest.split_at(at + 2);
+        out.push_str(before);
+        let hex_len = after.len().min(4);
+        out.push_str(&after[..hex_len].to_ascii_uppercase());
+        rest = &after[hex_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `text` with the hex digits of its percent escapes in lower case.
+fn lower_percent_hex(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == '%' {
+            out.extend(chars.by_ref().take(2).map(|h| h.to_ascii_lowercase()));
+        }
+    }
+    out
+}
+
 /// Replaces every secret of `secrets` in the strings of `value` (a JSON-RPC message from an
-/// MCP server) with `[REDACTED]`; returns how many were replaced.
+/// MCP server) with `[REDACTED]`, longest first (a secret inside another is not replaced
+/// before the longer one); returns how many were replaced.
 pub fn redact_json(value: &mut serde_json::Value, secrets: &[Zeroizing<String>]) -> usize {
+    let mut longest_first: Vec<&str> = secrets.iter().map(|s| s.as_str()).collect();
+    longest_first.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    redact_strings(value, &longest_first)
+}
+
+/// [`redact_json`] with `secrets` sorted longest first.
+fn redact_strings(value: &mut serde_json::Value, secrets: &[&str]) -> usize {
     use serde_json::Value;
     match value {
         Value::String(text) => {
             let mut count = 0;
             for secret in secrets {
-                if text.contains(secret.as_str()) {
-                    count += text.matches(secret.as_str()).count();
-                    *text = text.replace(secret.as_str(), "[REDACTED]");
+                if text.contains(secret) {
+                    count += text.matches(secret).count();
+                    *text = text.replace(secret, "[REDACTED]");
                 }
             }
             count
         }
-        Value::Array(items) => items.iter_mut().map(|v| redact_json(v, secrets)).sum(),
-        Value::Object(fields) => fields.values_mut().map(|v| redact_json(v, secrets)).sum(),
+        Value::Array(items) => items.iter_mut().map(|v| redact_strings(v, secrets)).sum(),
+        Value::Object(fields) => fields
+            .values_mut()
+            .map(|v| redact_strings(v, secrets))
+            .sum(),
         _ => 0,
     }
 }
@@ -214,6 +334,65 @@ mod tests {
         assert_eq!(r.headers(&mut headers), 1);
         assert_eq!(headers["location"], "/v1/items/?api_key=[REDACTED]");
         assert_eq!(headers["x-other"], "fine");
+    }
+
+    #[test]
+    fn a_secret_is_also_redacted_json_escaped_or_percent_encoded() {
+        let secret = "sk/live+<key>&\"ü";
+        let mut all = vec![Zeroizing::new(secret.to_owned())];
+        all.extend(echoed_forms(secret));
+        let mut r = Redactor::new(all.into()).unwrap();
+        for echoed in [
+            r#"sk/live+<key>&\"ü"#,
+            r#"sk\/live+<key>&\"ü"#,
+            r#"sk/live+\u003ckey\u003e\u0026\"ü"#,
+            r#"sk/live+\u003Ckey\u003E\u0026\"ü"#,
+            r#"sk/live+<key>&\"\u00fc"#,
+            r#"sk/live+<key>&\"\u00FC"#,
+            "sk%2Flive%2B%3Ckey%3E%26%22%C3%BC",
+            "sk%2flive%2b%3ckey%3e%26%22%c3%bc",
+        ] {
+            let (out, _) = run(&mut r, &[&format!("error: {echoed} given")]);
+            assert_eq!(out, "error: [REDACTED] given", "{echoed}");
+        }
+        // A plain token has no other JSON form; its percent-encoded one is itself.
+        assert!(echoed_forms("sk-live_0123.456~x").is_empty());
+        assert_eq!(
+            echoed_forms("a b")
+                .iter()
+                .map(|f| f.as_str())
+                .collect::<Vec<_>>(),
+            vec!["a%20b", "a+b"]
+        );
+    }
+
+    #[test]
+    fn a_secret_inside_a_longer_one_does_not_break_the_longer_ones_redaction() {
+        let secrets = [
+            Zeroizing::new("ghp-0123".to_owned()),
+            Zeroizing::new("ghp-0123456789".to_owned()),
+        ];
+        let mut message = serde_json::json!({"text": "token ghp-0123456789"});
+        assert_eq!(redact_json(&mut message, &secrets), 1);
+        assert_eq!(message["text"], "token [REDACTED]");
+    }
+
+    #[test]
+    fn trailers_are_redacted_like_headers() {
+        let mut r = redactor(&["sk-live-123456"]);
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-debug", "key=sk-live-123456".parse().unwrap());
+        let frame = r.trailers(http_body::Frame::trailers(trailers));
+        let trailers = frame.into_trailers().unwrap_or_default();
+        assert_eq!(trailers["x-debug"], "key=[REDACTED]");
+        // A data frame passes as it is.
+        let data = r.trailers(http_body::Frame::data(Bytes::from_static(
+            b"sk-live-123456",
+        )));
+        assert_eq!(
+            data.into_data().ok(),
+            Some(Bytes::from_static(b"sk-live-123456"))
+        );
     }
 
     #[test]
