@@ -200,20 +200,23 @@ fn without_created(text: &str) -> String {
     out
 }
 
-fn tools(calls: &Value) -> Value {
+/// The tools that make the fake propose `calls`, each declared by `declare(name, description)`.
+fn declared(calls: &Value, declare: impl Fn(&Value, String) -> Value) -> Value {
     Value::from(
         calls
             .as_array()
             .unwrap()
             .iter()
-            .map(|c| {
-                json!({"type": "function", "function": {
-                    "name": c["name"],
-                    "description": format!("{PROPOSE_PREFIX}{}", c["arguments"]),
-                    "parameters": {"type": "object", "properties": {}}}})
-            })
+            .map(|c| declare(&c["name"], format!("{PROPOSE_PREFIX}{}", c["arguments"])))
             .collect::<Vec<_>>(),
     )
+}
+
+fn tools(calls: &Value) -> Value {
+    declared(calls, |name, description| {
+        json!({"type": "function", "function": {"name": name, "description": description,
+               "parameters": {"type": "object", "properties": {}}}})
+    })
 }
 
 #[tokio::test]
@@ -633,20 +636,12 @@ async fn with_on_deny_error_the_sdks_raise_an_error_naming_the_refused_call() {
     }
 }
 
-/// The proposed calls of [`proposals`] as Anthropic declares tools.
+/// The tools that make the fake propose `calls`, as Anthropic declares tools.
 fn anthropic_tools(calls: &Value) -> Value {
-    Value::from(
-        calls
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| {
-                json!({"name": c["name"],
-                       "description": format!("{PROPOSE_PREFIX}{}", c["arguments"]),
-                       "input_schema": {"type": "object", "properties": {}}})
-            })
-            .collect::<Vec<_>>(),
-    )
+    declared(calls, |name, description| {
+        json!({"name": name, "description": description,
+               "input_schema": {"type": "object", "properties": {}}})
+    })
 }
 
 /// The answer to `body` posted to Warden's `path` while the fake encodes its answers as
