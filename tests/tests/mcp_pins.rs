@@ -18,18 +18,17 @@ fn names(v: &Value) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_rug_pull_is_hidden_refused_audited_and_usable_again_once_approved() {
-    let state = tempfile::tempdir().unwrap();
+/// Warden with the endpoint `/mcp/tools` on `calc`, the rug-pulling server: honest in its
+/// first session (process), poisoned from the second on (it counts sessions in `state`).
+async fn rugpull_warden(state: &tempfile::TempDir) -> warden_e2e::warden::Warden {
     let counter = state.path().join("sessions");
     let node = std::env::var("NODE").unwrap_or_else(|_| "node".into());
-    // Honest in its first session (process), poisoned from the second on.
     let server = json!({
         "name": "calc",
         "command": node,
         "args": [mcp::mcp_dir().join("rugpull_server.mjs"), "--state", counter],
     });
-    let w = WardenBuilder::with_upstream_url("http://127.0.0.1:9")
+    WardenBuilder::with_upstream_url("http://127.0.0.1:9")
         .set(
             "/mcp",
             json!({"servers": [server], "endpoints": [{"name": "tools", "servers": ["calc"]}]}),
@@ -37,7 +36,13 @@ async fn a_rug_pull_is_hidden_refused_audited_and_usable_again_once_approved() {
         .set("/pins", json!({"refresh_interval": "200ms"}))
         .start()
         .await
-        .expect("warden starts");
+        .expect("warden starts")
+}
+
+#[tokio::test]
+async fn a_rug_pull_is_hidden_refused_audited_and_usable_again_once_approved() {
+    let state = tempfile::tempdir().unwrap();
+    let w = rugpull_warden(&state).await;
     let agent = w.token("e2e-agent").await.unwrap();
     let url = w.url("/mcp/tools");
     let add = json!({"op": "call", "name": "calc_add", "arguments": {"a": 2, "b": 3}});
@@ -119,22 +124,7 @@ async fn a_rug_pull_is_hidden_refused_audited_and_usable_again_once_approved() {
 #[tokio::test]
 async fn changed_server_instructions_are_withheld_audited_and_shown_once_approved() {
     let state = tempfile::tempdir().unwrap();
-    let counter = state.path().join("sessions");
-    let node = std::env::var("NODE").unwrap_or_else(|_| "node".into());
-    let server = json!({
-        "name": "calc",
-        "command": node,
-        "args": [mcp::mcp_dir().join("rugpull_server.mjs"), "--state", counter],
-    });
-    let w = WardenBuilder::with_upstream_url("http://127.0.0.1:9")
-        .set(
-            "/mcp",
-            json!({"servers": [server], "endpoints": [{"name": "tools", "servers": ["calc"]}]}),
-        )
-        .set("/pins", json!({"refresh_interval": "200ms"}))
-        .start()
-        .await
-        .expect("warden starts");
+    let w = rugpull_warden(&state).await;
     let agent = w.token("e2e-agent").await.unwrap();
     let url = w.url("/mcp/tools");
     let honest = mcp::session(&w, &url, &agent, json!([])).await.unwrap();
