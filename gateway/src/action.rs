@@ -111,6 +111,13 @@ pub enum Verb {
     McpGetPrompt,
     /// MCP `completion/complete`: `mcp:complete`.
     McpComplete,
+    /// A server's `sampling/createMessage` to the agent (its model generates for the server):
+    /// `mcp:sample`.
+    McpSample,
+    /// A server's `elicitation/create` to the agent (its user is asked): `mcp:elicit`.
+    McpElicit,
+    /// A server's `roots/list` to the agent (its filesystem roots): `mcp:list_roots`.
+    McpListRoots,
     /// A REST call that no finer operation names: `http:request`.
     HttpRequest,
     /// A REST connector's operation, named by the connector (`github:issues.create`).
@@ -135,7 +142,7 @@ pub enum Verb {
 
 impl Verb {
     /// Every action Warden itself defines (connector operations come from connector files).
-    pub const BUILT_IN: [Verb; 17] = [
+    pub const BUILT_IN: [Verb; 20] = [
         Verb::LlmChat,
         Verb::LlmEmbed,
         Verb::LlmModels,
@@ -153,6 +160,9 @@ impl Verb {
         Verb::AdminQuarantine,
         Verb::AdminRelease,
         Verb::AdminList,
+        Verb::McpSample,
+        Verb::McpElicit,
+        Verb::McpListRoots,
     ];
 
     /// The place of one of Warden's own actions in [`Verb::BUILT_IN`]; `None` for a
@@ -176,6 +186,9 @@ impl Verb {
             Verb::AdminQuarantine => 14,
             Verb::AdminRelease => 15,
             Verb::AdminList => 16,
+            Verb::McpSample => 17,
+            Verb::McpElicit => 18,
+            Verb::McpListRoots => 19,
             Verb::Operation(_) => return None,
         })
     }
@@ -208,6 +221,9 @@ impl Verb {
             Verb::McpReadResource => "mcp:read_resource",
             Verb::McpGetPrompt => "mcp:get_prompt",
             Verb::McpComplete => "mcp:complete",
+            Verb::McpSample => "mcp:sample",
+            Verb::McpElicit => "mcp:elicit",
+            Verb::McpListRoots => "mcp:list_roots",
             Verb::HttpRequest => "http:request",
             Verb::Operation(_) => return None,
             Verb::EgressConnect => "egress:connect",
@@ -423,6 +439,10 @@ pub enum Facts {
     Tool(ToolFacts),
     /// A tool call a model proposes (`tool:propose`): what its arguments ask the agent to do.
     Propose(Box<ProposeFacts>),
+    /// A server asks the agent's model to generate (`mcp:sample`).
+    Sample(SampleFacts),
+    /// A server asks the agent's user for information (`mcp:elicit`).
+    Elicit(ElicitFacts),
     /// Nothing beyond the common facts.
     #[default]
     None,
@@ -502,6 +522,31 @@ pub struct EgressFacts {
 pub struct ToolFacts {
     /// The arguments as the agent sent them (a JSON object), for `context.arguments`.
     pub arguments: Arc<serde_json::Value>,
+}
+
+/// What a server's `sampling/createMessage` asks of the agent's model.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SampleFacts {
+    /// The output token limit it asks for (`maxTokens`).
+    pub max_tokens: u64,
+    /// Which MCP context the agent is asked to include (`includeContext`): `none`,
+    /// `thisServer` or `allServers`.
+    pub include_context: String,
+    /// The model names it hints at (`modelPreferences.hints[].name`).
+    pub model_hints: Vec<String>,
+    /// The size of its system prompt in bytes (0: none).
+    pub system_prompt_bytes: u64,
+    /// How many messages it sends.
+    pub messages: u64,
+}
+
+/// What a server's `elicitation/create` asks of the agent's user.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ElicitFacts {
+    /// `form` (fields the user fills in) or `url` (a page the user is sent to).
+    pub mode: String,
+    /// The names of the fields a form asks for (`requestedSchema.properties`).
+    pub field_names: Vec<String>,
 }
 
 /// What a tool call a model proposes asks the agent to do, read from its arguments

@@ -182,6 +182,7 @@ async def main() -> None:
                     "protocolVersion": _field(init, "protocol_version", "protocolVersion"),
                     "server": _field(init, "server_info", "serverInfo").name,
                     "capabilities": sorted(init.capabilities.model_dump(exclude_none=True)),
+                    "instructions": init.instructions,
                 }
                 out["steps"] = [await _step(session, s) for s in steps]
                 out["sampled"] = len(sampled)

@@ -18,18 +18,17 @@ fn names(v: &Value) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_rug_pull_is_hidden_refused_audited_and_usable_again_once_approved() {
-    let state = tempfile::tempdir().unwrap();
+/// Warden with the endpoint `/mcp/tools` on `calc`, the rug-pulling server: honest in its
+/// first session (process), poisoned from the second on (it counts sessions in `state`).
+async fn rugpull_warden(state: &tempfile::TempDir) -> warden_e2e::warden::Warden {
     let counter = state.path().join("sessions");
     let node = std::env::var("NODE").unwrap_or_else(|_| "node".into());
-    // Honest in its first session (process), poisoned from the second on.
     let server = json!({
         "name": "calc",
         "command": node,
         "args": [mcp::mcp_dir().join("rugpull_server.mjs"), "--state", counter],
     });
-    let w = WardenBuilder::with_upstream_url("http://127.0.0.1:9")
+    WardenBuilder::with_upstream_url("http://127.0.0.1:9")
         .set(
             "/mcp",
             json!({"servers": [server], "endpoints": [{"name": "tools", "servers": ["calc"]}]}),
@@ -37,7 +36,13 @@ async fn a_rug_pull_is_hidden_refused_audited_and_usable_again_once_approved() {
         .set("/pins", json!({"refresh_interval": "200ms"}))
         .start()
         .await
-        .expect("warden starts");
+        .expect("warden starts")
+}
+
+#[tokio::test]
+async fn a_rug_pull_is_hidden_refused_audited_and_usable_again_once_approved() {
+    let state = tempfile::tempdir().unwrap();
+    let w = rugpull_warden(&state).await;
     let agent = w.token("e2e-agent").await.unwrap();
     let url = w.url("/mcp/tools");
     let add = json!({"op": "call", "name": "calc_add", "arguments": {"a": 2, "b": 3}});
@@ -52,6 +57,10 @@ async fn a_rug_pull_is_hidden_refused_audited_and_usable_again_once_approved() {
     );
     assert_eq!(r["steps"][1]["isError"], false, "{r}");
     assert!(r["steps"][1]["text"].as_str().unwrap().contains('5'), "{r}");
+    assert_eq!(
+        r["initialize"]["instructions"], "Server calc: Use add for sums.",
+        "the server's instructions are pinned on first use too: {r}"
+    );
 
     // Session 2: the server now hides instructions in `add`. The tool is not listed and a
     // call is refused before it reaches the server.
@@ -67,12 +76,17 @@ async fn a_rug_pull_is_hidden_refused_audited_and_usable_again_once_approved() {
         refused.contains("held") && refused.contains("warden tools approve"),
         "{r}"
     );
+    // Its changed instructions are withheld from the agent too.
+    assert!(
+        r["initialize"]["instructions"].is_null(),
+        "changed instructions reach no agent before they are approved: {r}"
+    );
 
     // The audit log has the change, with the diff and what the detectors found.
     let change = w
         .audit_records()
         .into_iter()
-        .find(|r| r["kind"] == "tool_change")
+        .find(|r| r["kind"] == "tool_change" && r["detail"]["tool"] == "add")
         .expect("a tool_change record");
     let detail = &change["detail"];
     assert_eq!(detail["server"], "calc");
@@ -101,4 +115,50 @@ async fn a_rug_pull_is_hidden_refused_audited_and_usable_again_once_approved() {
         "{r}"
     );
     assert_eq!(r["steps"][1]["isError"], false, "{r}");
+    assert!(
+        r["initialize"]["instructions"].is_null(),
+        "approving a tool approves not the instructions: {r}"
+    );
+}
+
+#[tokio::test]
+async fn changed_server_instructions_are_withheld_audited_and_shown_once_approved() {
+    let state = tempfile::tempdir().unwrap();
+    let w = rugpull_warden(&state).await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    let url = w.url("/mcp/tools");
+    let honest = mcp::session(&w, &url, &agent, json!([])).await.unwrap();
+    assert_eq!(
+        honest["initialize"]["instructions"], "Server calc: Use add for sums.",
+        "{honest}"
+    );
+    let turned = mcp::session(&w, &url, &agent, json!([])).await.unwrap();
+    assert!(turned["initialize"]["instructions"].is_null(), "{turned}");
+    let change = w
+        .wait_for_audit(Duration::from_secs(10), |r| {
+            r["kind"] == "tool_change" && r["detail"]["tool"] == "(instructions)"
+        })
+        .await
+        .unwrap();
+    assert_eq!(change["detail"]["server"], "calc", "{change}");
+    assert!(
+        change["detail"]["diff"]
+            .as_str()
+            .unwrap()
+            .contains("id_rsa"),
+        "{change}"
+    );
+    let approve = w
+        .cli(&["tools", "approve", "calc", "(instructions)"])
+        .await
+        .unwrap();
+    assert!(approve.status.success(), "{approve:?}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let approved = mcp::session(&w, &url, &agent, json!([])).await.unwrap();
+    assert!(
+        approved["initialize"]["instructions"]
+            .as_str()
+            .is_some_and(|i| i.contains("id_rsa")),
+        "{approved}"
+    );
 }

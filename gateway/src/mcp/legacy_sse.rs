@@ -272,21 +272,25 @@ async fn read_stream(
     endpoint: oneshot::Sender<Result<Url, EndpointError>>,
 ) -> String {
     let mut endpoint = Some(endpoint);
-    let read = remote::read_events(&mut response, |event, data| match event {
-        b"endpoint" => match endpoint.take() {
-            Some(tx) => {
-                let _ = tx.send(resolve_endpoint(&url, data));
-            }
-            None => {
-                tracing::info!(server = %router.server, "MCP server named a second endpoint; ignored")
-            }
-        },
-        b"" | b"message" => remote::dispatch_event(&router, data, None),
-        _ => {}
-    });
-    match read.await {
-        Ok(()) => "the event stream ended".into(),
-        Err(e) => format!("the event stream broke: {e}"),
+    let mut events = remote::Events::of(&mut response);
+    loop {
+        let (event, data) = match events.next().await {
+            Ok(Some(event)) => event,
+            Ok(None) => return "the event stream ended".into(),
+            Err(e) => return format!("the event stream broke: {e}"),
+        };
+        match &event[..] {
+            b"endpoint" => match endpoint.take() {
+                Some(tx) => {
+                    let _ = tx.send(resolve_endpoint(&url, &data));
+                }
+                None => {
+                    tracing::info!(server = %router.server, "MCP server named a second endpoint; ignored")
+                }
+            },
+            b"" | b"message" => remote::dispatch_event(&router, &data, None).await,
+            _ => {}
+        }
     }
 }
 

@@ -14,7 +14,8 @@ use serde_json::{Map, Value};
 use super::endpoint::{Server, ServerKind};
 use super::error::LinkError;
 use super::legacy_sse::LegacySseTransport;
-use super::router::{Call, Events, Router, ServerRequests, State, token_key};
+use super::router::{Call, Events, Router, State, closed, token_key};
+use super::server_requests::ServerRequests;
 use super::stdio::StdioTransport;
 use super::streamable_http::HttpTransport;
 use crate::protocol::mcp::jsonrpc::{self, Message};
@@ -27,11 +28,44 @@ enum Transport {
     LegacySse(LegacySseTransport),
 }
 
+impl Transport {
+    /// Sends `message` (request `id`, when it is one) to the server.
+    async fn send(&self, message: Value, id: Option<i64>) -> Result<(), LinkError> {
+        match self {
+            Transport::Stdio(t) => t.send(message).await,
+            Transport::Http(t) => t.send(message, id).await,
+            Transport::LegacySse(t) => t.send(message).await,
+        }
+    }
+}
+
+/// Sends the server Warden's own answers to its requests (the refused ones) until the link
+/// closes.
+async fn answer_server(
+    transport: Arc<Transport>,
+    mut outbox: tokio::sync::mpsc::Receiver<Value>,
+    mut state: tokio::sync::watch::Receiver<State>,
+) {
+    loop {
+        tokio::select! {
+            answer = outbox.recv() => match answer {
+                Some(answer) => {
+                    if let Err(e) = transport.send(answer, None).await {
+                        tracing::info!(error = %e, "Warden's answer to an MCP server's request could not be sent");
+                    }
+                }
+                None => return,
+            },
+            () = closed(&mut state) => return,
+        }
+    }
+}
+
 /// Warden's session with one server for one agent session.
 pub struct Link {
     pub router: Arc<Router>,
     next_id: Arc<AtomicI64>,
-    transport: Transport,
+    transport: Arc<Transport>,
     timeout: Duration,
 }
 
@@ -70,6 +104,14 @@ impl Link {
                     .await?,
             ),
         };
+        let transport = Arc::new(transport);
+        if let Some(outbox) = router.take_outbox() {
+            tokio::spawn(answer_server(
+                Arc::clone(&transport),
+                outbox,
+                router.state.subscribe(),
+            ));
+        }
         Ok(Link {
             router,
             next_id,
@@ -197,17 +239,13 @@ impl Link {
     pub fn close(&self) {
         self.router.state.send_replace(State::Closed);
         self.router.end_all("the session ended", false);
-        if let Transport::Http(http) = &self.transport {
+        if let Transport::Http(http) = &*self.transport {
             http.close();
         }
     }
 
     async fn send(&self, message: Value, id: Option<i64>) -> Result<(), LinkError> {
-        match &self.transport {
-            Transport::Stdio(t) => t.send(message).await,
-            Transport::Http(t) => t.send(message, id).await,
-            Transport::LegacySse(t) => t.send(message).await,
-        }
+        self.transport.send(message, id).await
     }
 
     /// Waits until the server is ready (it may be restarting), at most the request timeout.

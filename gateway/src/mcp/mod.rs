@@ -2,7 +2,8 @@
 //! transport, `legacy_session.rs`), which terminates their sessions (`session.rs`) and holds,
 //! per agent session, one upstream session per server of the endpoint (`link.rs`): a local
 //! process Warden starts and restarts (`stdio.rs`), or a remote server over Streamable HTTP
-//! (`streamable_http.rs`) or the legacy HTTP+SSE transport (`legacy_sse.rs`). What the agent
+//! (`streamable_http.rs`) or the legacy HTTP+SSE transport (`legacy_sse.rs`). The servers'
+//! requests to the agent are judged before they reach it (`server_requests.rs`). What the agent
 //! sees of the servers' tools, prompts and resources carries the server's name
 //! (`protocol/mcp/names.rs`); every message is judged on the request path (`proxy/mcp/`).
 //!
@@ -24,6 +25,7 @@ mod relay;
 mod remote;
 mod resume;
 mod router;
+mod server_requests;
 mod session;
 mod stdio;
 mod stream;
@@ -38,7 +40,8 @@ pub use legacy_session::{LegacySession, MESSAGES_PATH, SSE_PATH, session_param};
 pub use link::Link;
 pub use relay::relay;
 pub use resume::{Outlet, ResumeError, Settle, Stream};
-pub use router::{Answer, Call};
-pub use session::{LEGACY_REVISION, Over, REVISIONS, Session, Sessions, negotiate};
+pub use router::{Answer, Call, SERVER_META};
+pub use server_requests::{Asked, Judge, ServerRequests, Ticket, Verdict};
+pub use session::{LEGACY_REVISION, Over, REVISIONS, Session, Sessions, instructions, negotiate};
 pub use stream::{EventBody, event};
 pub use streamable_http::{SESSION_HEADER, VERSION_HEADER};

@@ -56,24 +56,39 @@ pub(super) fn with_credential(
     }
 }
 
-/// Reads the server-sent events of `response` until it ends, handing each to `event` with
-/// its name (empty when it has none) and data. `Err` says why the stream broke.
-pub(super) async fn read_events(
-    response: &mut reqwest::Response,
-    mut event: impl FnMut(&[u8], &[u8]),
-) -> Result<(), String> {
-    let mut decoder = SseDecoder::new(MAX_EVENT);
-    let mut events = Collect::default();
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                decoder.feed(&chunk, &mut events);
-                for (name, data) in events.0.drain(..) {
-                    event(&name, &data);
-                }
+/// The server-sent events of a response, read as they come.
+pub(super) struct Events<'a> {
+    response: &'a mut reqwest::Response,
+    decoder: SseDecoder,
+    ready: std::collections::VecDeque<(Vec<u8>, Vec<u8>)>,
+}
+
+impl<'a> Events<'a> {
+    /// The events of `response`.
+    pub(super) fn of(response: &'a mut reqwest::Response) -> Events<'a> {
+        Events {
+            response,
+            decoder: SseDecoder::new(MAX_EVENT),
+            ready: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// The next event: its name (empty when it has none) and data; `None` once the stream
+    /// ended, `Err` why it broke.
+    pub(super) async fn next(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>, String> {
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Ok(Some(event));
             }
-            Ok(None) => return Ok(()),
-            Err(e) => return Err(describe(e)),
+            match self.response.chunk().await {
+                Ok(Some(chunk)) => {
+                    let mut events = Collect::default();
+                    self.decoder.feed(&chunk, &mut events);
+                    self.ready.extend(events.0);
+                }
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(describe(e)),
+            }
         }
     }
 }
@@ -111,9 +126,9 @@ pub(super) async fn read_body(
 
 /// Dispatches the data of one `message` event (a JSON-RPC message) through `router`;
 /// `during`: the request whose response carried it.
-pub(super) fn dispatch_event(router: &Router, data: &[u8], during: Option<i64>) {
+pub(super) async fn dispatch_event(router: &Router, data: &[u8], during: Option<i64>) {
     match serde_json::from_slice::<Value>(data) {
-        Ok(value) => router.dispatch(value, during),
+        Ok(value) => router.dispatch(value, during).await,
         Err(_) if data.is_empty() => {}
         Err(e) => {
             tracing::info!(server = %router.server, error = %e, "MCP server sent an event that is not JSON")

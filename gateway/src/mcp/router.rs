@@ -1,10 +1,13 @@
 //! What a server sends back, routed: a response and the progress of a request to that
-//! request; the server's own requests (under ids of Warden's, `warden-<n>`, remembered until
-//! the agent answers) and notifications to the request they belong to, else to the agent
-//! session's event stream. Shared by the transports and the link.
+//! request; the server's own requests (judged first, `server_requests.rs`: a refused one is
+//! answered to the server and never reaches the agent; a relayed one goes under an id of
+//! Warden's, `warden-<n>`, remembered until the agent answers) and notifications to the
+//! request they belong to, else to the agent session's event stream. What the agent gets of
+//! them carries no `_meta` key of Warden's namespace but `warden/server`, the server's name.
+//! Shared by the transports and the link.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,12 +16,17 @@ use tokio::sync::{mpsc, oneshot, watch};
 use zeroize::Zeroizing;
 
 use super::error::LinkError;
+use super::server_requests::{ServerRequests, Verdict};
 use crate::protocol::mcp::jsonrpc::{self, Id, Kind, Message};
 use crate::protocol::mcp::names;
 use crate::upstream::breaker::BreakerSlot;
 
 /// Messages of one request held for the agent at most; past this, progress is dropped.
 const REQUEST_BUFFER: usize = 64;
+/// Warden's answers to a server's requests waiting to be sent, at most.
+const OUTBOX: usize = 64;
+/// The `_meta` key that names the server a request or notification the agent gets came from.
+pub const SERVER_META: &str = "warden/server";
 
 /// What one request to a server gives back: what the server sends while it works (progress,
 /// its own requests to the agent), then the response.
@@ -44,39 +52,6 @@ pub struct Answer {
 /// Where the server's messages that belong to no request go: the agent session's event
 /// stream.
 pub type Events = mpsc::Sender<Value>;
-
-/// The requests servers sent the agent, by the id Warden gave them: shared by one agent
-/// session's links.
-#[derive(Debug, Default)]
-pub struct ServerRequests {
-    next: AtomicU64,
-    waiting: Mutex<HashMap<String, (Arc<str>, Value)>>,
-}
-
-/// Server requests remembered at most per agent session (unanswered ones are forgotten).
-const SERVER_REQUESTS_MAX: usize = 1024;
-
-impl ServerRequests {
-    /// Gives `id` of `server` an id of Warden's for the agent.
-    fn remember(&self, server: &Arc<str>, id: Value) -> String {
-        let ours = format!("warden-{}", self.next.fetch_add(1, Ordering::Relaxed));
-        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        if waiting.len() >= SERVER_REQUESTS_MAX {
-            waiting.clear();
-        }
-        waiting.insert(ours.clone(), (Arc::clone(server), id));
-        ours
-    }
-
-    /// The server and its own id for the agent's answer to `ours`.
-    pub fn take(&self, ours: &Id) -> Option<(Arc<str>, Value)> {
-        let Id::Str(key) = ours else { return None };
-        self.waiting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key)
-    }
-}
 
 /// One request in flight.
 struct Pending {
@@ -122,6 +97,10 @@ pub struct Router {
     /// The server's circuit breaker, as the settings in force make it (shared by every
     /// session's link to it).
     pub breaker: Arc<BreakerSlot>,
+    /// Warden's own answers to the server's requests (refusals), sent by the link.
+    outbox: mpsc::Sender<Value>,
+    /// The other end of `outbox`, until the link takes it.
+    outbox_rx: Mutex<Option<mpsc::Receiver<Value>>>,
 }
 
 impl Router {
@@ -133,8 +112,11 @@ impl Router {
         breaker: Arc<BreakerSlot>,
     ) -> Router {
         let (state, _) = watch::channel(State::Starting);
+        let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
         Router {
             breaker,
+            outbox,
+            outbox_rx: Mutex::new(Some(outbox_rx)),
             server,
             pending: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
@@ -158,9 +140,17 @@ impl Router {
         }
     }
 
+    /// What Warden answers the server's requests itself, for the link to send (once).
+    pub(super) fn take_outbox(&self) -> Option<mpsc::Receiver<Value>> {
+        self.outbox_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
     /// Handles one message from the server; `during`: the request whose HTTP response
-    /// carried it, if any.
-    pub fn dispatch(&self, mut value: Value, during: Option<i64>) {
+    /// carried it, if any. A request of the server's waits for its judgement here.
+    pub async fn dispatch(&self, mut value: Value, during: Option<i64>) {
         let echo = self.echo.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(echo) = echo
             && crate::secrets::redact::redact_json(&mut value, &echo) > 0
@@ -191,6 +181,8 @@ impl Router {
             }
             Kind::Notification { method } => {
                 let mut message = message.clone();
+                tracing::debug!(server = %self.server, method = %crate::text::bounded(method, crate::text::FIELD_MAX), "an MCP server's notification, relayed to the agent");
+                self.attribute(message.params_mut());
                 let target = match method.as_str() {
                     "notifications/progress" => {
                         let token = message.params().get("progressToken").map(token_key);
@@ -209,10 +201,21 @@ impl Router {
                 };
                 self.deliver(target, message.into_value());
             }
-            Kind::Request { id, .. } => {
-                let ours = self.requests.remember(&self.server, id.to_value());
+            Kind::Request { id, method } => {
+                let ticket = match self.requests.judge(&self.server, &message).await {
+                    Verdict::Relay(ticket) => ticket,
+                    Verdict::Refuse(answer) => {
+                        tracing::info!(server = %self.server, method = %crate::text::bounded(method, crate::text::FIELD_MAX), "an MCP server's request to the agent was refused; the server is answered");
+                        if self.outbox.try_send(answer).is_err() {
+                            tracing::warn!(server = %self.server, "the MCP server's refused request could not be answered (too many waiting); it will time out");
+                        }
+                        return;
+                    }
+                };
+                let ours = self.requests.remember(&self.server, id.to_value(), ticket);
                 let mut message = message.clone();
                 message.body.insert("id".into(), Value::String(ours));
+                self.attribute(message.params_mut());
                 let target = during.or_else(|| {
                     let latest = self.latest.load(Ordering::Relaxed);
                     self.lock_pending().contains_key(&latest).then_some(latest)
@@ -241,6 +244,18 @@ impl Router {
         };
         if self.events.try_send(message).is_err() {
             tracing::debug!(server = %self.server, "no agent reads this session's event stream; a server message was dropped");
+        }
+    }
+
+    /// A request's or notification's `params` as the agent gets them: no `_meta` key of
+    /// Warden's namespace but `warden/server`, the server's name.
+    fn attribute(&self, params: &mut Map<String, Value>) {
+        jsonrpc::strip_warden_meta(params);
+        let meta = params
+            .entry("_meta")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(meta) = meta {
+            meta.insert(SERVER_META.into(), Value::String(self.server.to_string()));
         }
     }
 
@@ -408,11 +423,13 @@ mod tests {
         );
         let mut call = router.register(7, Some(token_key(&json!("tok"))));
 
-        router.dispatch(
-            json!({"jsonrpc": "2.0", "method": "notifications/progress",
+        router
+            .dispatch(
+                json!({"jsonrpc": "2.0", "method": "notifications/progress",
                    "params": {"progressToken": "tok", "progress": 1}}),
-            None,
-        );
+                None,
+            )
+            .await;
         let progress = call.progress.try_recv().expect("progress of the call");
         assert_eq!(progress["params"]["progress"], 1);
 
@@ -421,27 +438,113 @@ mod tests {
         router.dispatch(
             json!({"jsonrpc": "2.0", "id": "s-1", "method": "sampling/createMessage", "params": {}}),
             None,
-        );
+        ).await;
         let asked = call.progress.try_recv().expect("the server's request");
         assert_eq!(asked["id"], "warden-0");
-        assert_eq!(
-            requests.take(&Id::Str("warden-0".into())),
-            Some((Arc::from("files"), json!("s-1")))
-        );
+        let asked_for = requests
+            .take(&Id::Str("warden-0".into()))
+            .expect("remembered");
+        assert_eq!((&*asked_for.server, asked_for.id), ("files", json!("s-1")));
 
-        router.dispatch(json!({"jsonrpc": "2.0", "id": 7, "result": {}}), None);
+        router
+            .dispatch(json!({"jsonrpc": "2.0", "id": 7, "result": {}}), None)
+            .await;
         let answer = call.done.try_recv().expect("the response");
         assert_eq!(answer.message["id"], 7);
         assert!(!answer.server_failed);
 
         // What belongs to no request goes to the session's event stream, URIs federated.
-        router.dispatch(
-            json!({"jsonrpc": "2.0", "method": "notifications/resources/updated",
+        router
+            .dispatch(
+                json!({"jsonrpc": "2.0", "method": "notifications/resources/updated",
                    "params": {"uri": "file:///a"}}),
-            None,
-        );
+                None,
+            )
+            .await;
         let event = events.try_recv().expect("an event");
         assert_eq!(event["params"]["uri"], "files+file:///a");
+    }
+
+    /// Refuses every request with an error under the server's id.
+    struct Refuser;
+
+    impl crate::mcp::Judge for Refuser {
+        fn judge<'a>(
+            &'a self,
+            _server: &'a Arc<str>,
+            message: &'a Message,
+        ) -> futures_util::future::BoxFuture<'a, Verdict> {
+            let id = message.body.get("id").cloned().unwrap_or(Value::Null);
+            Box::pin(async move {
+                Verdict::Refuse(jsonrpc::error(&id, jsonrpc::code::DENIED, "no sampling"))
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_server_request_never_reaches_the_agent_and_the_server_is_answered() {
+        let (events_tx, mut events) = mpsc::channel(8);
+        let requests = Arc::new(ServerRequests::judged_by(Arc::new(Refuser)));
+        let router = Router::new(
+            Arc::from("files"),
+            events_tx,
+            Arc::clone(&requests),
+            breaker(),
+        );
+        let mut outbox = router.take_outbox().expect("the link's to take");
+        let mut call = router.register(7, None);
+        router
+            .dispatch(
+                json!({"jsonrpc": "2.0", "id": "s-1", "method": "sampling/createMessage",
+                       "params": {"maxTokens": 5, "messages": []}}),
+                Some(7),
+            )
+            .await;
+        router
+            .dispatch(
+                json!({"jsonrpc": "2.0", "id": 2, "method": "roots/list"}),
+                None,
+            )
+            .await;
+        assert!(call.progress.try_recv().is_err(), "not with the call");
+        assert!(events.try_recv().is_err(), "not on the session's stream");
+        let answer = outbox.try_recv().expect("the server is answered");
+        assert_eq!(answer["id"], "s-1");
+        assert_eq!(answer["error"]["code"], jsonrpc::code::DENIED);
+        assert_eq!(outbox.try_recv().expect("each one")["id"], 2);
+        assert!(
+            requests.take(&Id::Str("warden-0".into())).is_none(),
+            "nothing waits for the agent's answer"
+        );
+    }
+
+    #[tokio::test]
+    async fn what_a_server_sends_the_agent_names_it_and_cannot_speak_for_warden() {
+        let (events_tx, mut events) = mpsc::channel(8);
+        let router = Router::new(Arc::from("files"), events_tx, Arc::default(), breaker());
+        router
+            .dispatch(
+                json!({"jsonrpc": "2.0", "method": "notifications/message",
+                       "params": {"level": "info", "data": "hi",
+                                  "_meta": {"warden/approval": {"id": "apr_1"},
+                                            "warden/server": "other", "io.example/x": 1}}}),
+                None,
+            )
+            .await;
+        let note = events.try_recv().expect("relayed");
+        assert_eq!(
+            note["params"]["_meta"],
+            json!({"warden/server": "files", "io.example/x": 1})
+        );
+        router
+            .dispatch(
+                json!({"jsonrpc": "2.0", "id": 1, "method": "roots/list",
+                       "params": {"_meta": {"warden/approval": {"id": "apr_1"}}}}),
+                None,
+            )
+            .await;
+        let asked = events.try_recv().expect("relayed unjudged without a judge");
+        assert_eq!(asked["params"]["_meta"], json!({"warden/server": "files"}));
     }
 
     #[tokio::test]
@@ -452,7 +555,9 @@ mod tests {
         router.abandon(4);
         assert!(call.done.try_recv().is_err(), "no response");
         assert!(call.progress.recv().await.is_none(), "no more progress");
-        router.dispatch(json!({"jsonrpc": "2.0", "id": 4, "result": {}}), None);
+        router
+            .dispatch(json!({"jsonrpc": "2.0", "id": 4, "result": {}}), None)
+            .await;
         assert!(events.try_recv().is_err(), "the late answer goes nowhere");
     }
 
@@ -479,7 +584,7 @@ mod tests {
         router.dispatch(
             json!({"jsonrpc": "2.0", "id": 5, "error": {"code": -32602, "message": "bad params"}}),
             None,
-        );
+        ).await;
         let answer = call.done.try_recv().expect("the server's error");
         assert_eq!(answer.message["error"]["code"], -32602);
         assert!(!answer.server_failed);

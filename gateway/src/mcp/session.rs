@@ -23,7 +23,7 @@ use super::legacy_session::{LegacySession, LegacySessions};
 use super::link::Link;
 use super::per_agent::{AgentSlots, Slot};
 use super::resume::Replays;
-use super::router::ServerRequests;
+use super::server_requests::{Judge, ServerRequests};
 use super::stream::EventBody;
 use crate::action::Principal;
 use crate::fleet::quarantine::{self, cut::Cut};
@@ -96,8 +96,10 @@ impl Sessions {
 
     /// Starts a session for `principal` on `endpoint` from the agent's `initialize` params,
     /// over the transport `over`: one upstream session per server whose circuit breaker (in
-    /// `breakers`) lets it through, ended when `cut` reports a quarantine of the agent.
-    /// Returns the session and the `initialize` result.
+    /// `breakers`) lets it through, ended when `cut` reports a quarantine of the agent; the
+    /// servers' requests to the agent are judged by `judge`. Returns the session and the
+    /// `initialize` result.
+    #[allow(clippy::too_many_arguments)]
     pub async fn open(
         &self,
         endpoint: &Arc<Endpoint>,
@@ -106,6 +108,7 @@ impl Sessions {
         over: Over<'_>,
         cut: Option<Cut>,
         breakers: &Breakers,
+        judge: Arc<dyn Judge>,
     ) -> Result<(Arc<Session>, Value), McpError> {
         self.sweep();
         if let Over::LegacySse(stream) = over
@@ -136,7 +139,7 @@ impl Sessions {
             }
             Over::LegacySse(stream) => (Arc::clone(&stream.id), stream.events(), None),
         };
-        let requests = Arc::new(ServerRequests::default());
+        let requests = Arc::new(ServerRequests::judged_by(judge));
         let connects = endpoint.servers.iter().map(|server| {
             let events = events_tx.clone();
             let requests = Arc::clone(&requests);
@@ -464,12 +467,32 @@ impl Session {
     }
 }
 
+/// The instructions of the servers `keep` keeps, each under its server's name; `None` when
+/// none has any.
+pub fn instructions(
+    links: &[(Arc<str>, Arc<Link>)],
+    keep: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let all: Vec<String> = links
+        .iter()
+        .filter(|(name, _)| keep(name))
+        .filter_map(|(name, link)| {
+            let text = link
+                .initialized()?
+                .get("instructions")?
+                .as_str()?
+                .to_owned();
+            Some(format!("Server {name}: {text}"))
+        })
+        .collect();
+    (!all.is_empty()).then(|| all.join("\n\n"))
+}
+
 /// Warden's `initialize` result: the capabilities of the servers together, and their
 /// instructions, each under its server's name.
 fn initialize_result(version: &str, links: &[(Arc<str>, Arc<Link>)]) -> Value {
     let mut capabilities = Map::new();
-    let mut instructions = Vec::new();
-    for (name, link) in links {
+    for (_, link) in links {
         let Some(init) = link.initialized() else {
             continue;
         };
@@ -488,9 +511,6 @@ fn initialize_result(version: &str, links: &[(Arc<str>, Arc<Link>)]) -> Value {
                 capabilities.insert("resources".into(), json!({"subscribe": true}));
             }
         }
-        if let Some(text) = init.get("instructions").and_then(Value::as_str) {
-            instructions.push(format!("Server {name}: {text}"));
-        }
     }
     for key in ["tools", "prompts", "resources"] {
         if let Some(Value::Object(c)) = capabilities.get_mut(key) {
@@ -502,8 +522,8 @@ fn initialize_result(version: &str, links: &[(Arc<str>, Arc<Link>)]) -> Value {
         "capabilities": capabilities,
         "serverInfo": {"name": "warden", "version": env!("CARGO_PKG_VERSION")},
     });
-    if !instructions.is_empty() {
-        result["instructions"] = Value::String(instructions.join("\n\n"));
+    if let Some(text) = instructions(links, |_| true) {
+        result["instructions"] = Value::String(text);
     }
     result
 }

@@ -227,7 +227,7 @@ async fn read_stdout(router: Arc<Router>, mut out: impl AsyncBufRead + Unpin) {
                     continue;
                 }
                 match serde_json::from_slice::<Value>(text) {
-                    Ok(value) => router.dispatch(value, None),
+                    Ok(value) => router.dispatch(value, None).await,
                     Err(e) => {
                         tracing::info!(server = %router.server, error = %e, "MCP server wrote a line that is not JSON; dropped");
                     }

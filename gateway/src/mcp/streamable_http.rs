@@ -216,10 +216,10 @@ impl Inner {
                 Ok(body) => match serde_json::from_slice::<Value>(&body) {
                     Ok(Value::Array(items)) => {
                         for item in items {
-                            self.router.dispatch(item, during);
+                            self.router.dispatch(item, during).await;
                         }
                     }
-                    Ok(value) => self.router.dispatch(value, during),
+                    Ok(value) => self.router.dispatch(value, during).await,
                     Err(e) => {
                         tracing::info!(server = %self.router.server, error = %e, "MCP server answered JSON Warden cannot read")
                     }
@@ -234,13 +234,20 @@ impl Inner {
             }
             return;
         }
-        let read = remote::read_events(&mut response, |event, data| {
-            if event.is_empty() || event == b"message" {
-                remote::dispatch_event(&self.router, data, during);
+        let mut events = remote::Events::of(&mut response);
+        loop {
+            match events.next().await {
+                Ok(Some((event, data))) => {
+                    if event.is_empty() || event == b"message" {
+                        remote::dispatch_event(&self.router, &data, during).await;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::info!(server = %self.router.server, error = %e, "the MCP server's event stream broke");
+                    return;
+                }
             }
-        });
-        if let Err(e) = read.await {
-            tracing::info!(server = %self.router.server, error = %e, "the MCP server's event stream broke");
         }
     }
 

@@ -26,6 +26,17 @@ pub const NAME_MAX: usize = 256;
 /// Largest canonical definition pinned, in bytes (real ones are a few KiB).
 pub const DEFINITION_MAX: usize = 256 * 1024;
 
+/// The name under which a server's `instructions` (from its `initialize` result) are pinned,
+/// as a tool's description would be: parentheses are in no MCP tool name (names are letters,
+/// digits, `_`, `-` and `.`), so it never stands for a tool.
+pub const INSTRUCTIONS: &str = "(instructions)";
+
+/// What pins a server's `instructions`: a definition named [`INSTRUCTIONS`] whose description
+/// is their text (reviewed, diffed, approved and scanned for hidden instructions as a tool's).
+pub fn instructions_item(text: &str) -> Value {
+    serde_json::json!({"name": INSTRUCTIONS, "description": text})
+}
+
 /// One tool's pinned definition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Definition {

@@ -1,6 +1,8 @@
 //! Tool-definition pinning: a "rug pull" (an MCP server changing a tool's description or
 //! schema after it was trusted) is caught, the changed tool hidden and refused until an
-//! operator approves it, and the change audited with a diff.
+//! operator approves it, and the change audited with a diff. A server's `instructions` are
+//! pinned the same way, as the definition [`INSTRUCTIONS`]: changed, they are withheld from
+//! the agent's `initialize` result until approved.
 //!
 //! Each tool's definition (name, title, description, input and output schemas, annotations)
 //! is reduced to a digest: SHA-256 over its canonical JSON (`definition.rs`). Per server, in
@@ -25,5 +27,6 @@ pub mod verdict;
 
 pub use check::Pins;
 pub use config::{PinMode, PinsConfig};
+pub use definition::{INSTRUCTIONS, instructions_item};
 pub use error::PinError;
 pub use verdict::{CallStatus, PinChange, PinCheck, PinVerdict};

@@ -13,8 +13,8 @@ use super::arguments::ToolArguments;
 use super::context_keys::ContextKeys;
 use super::request::{self, IpCache};
 use crate::action::{
-    ActionContext, EgressFacts, Facts, Finding, Findings, HttpFacts, LlmFacts, ProposeFacts,
-    ToolFacts, Verb,
+    ActionContext, EgressFacts, ElicitFacts, Facts, Finding, Findings, HttpFacts, LlmFacts,
+    ProposeFacts, SampleFacts, ToolFacts, Verb,
 };
 
 /// Which of the schema's context types an action's context is: which [`Facts`] it carries.
@@ -32,16 +32,22 @@ pub(crate) enum FactsKind {
     Tool,
     /// `ProposeContext` ([`Facts::Propose`]).
     Propose,
+    /// `SampleContext` ([`Facts::Sample`]).
+    Sample,
+    /// `ElicitContext` ([`Facts::Elicit`]).
+    Elicit,
 }
 
 impl FactsKind {
-    const ALL: [FactsKind; 6] = [
+    const ALL: [FactsKind; 8] = [
         FactsKind::Request,
         FactsKind::Llm,
         FactsKind::Http,
         FactsKind::Egress,
         FactsKind::Tool,
         FactsKind::Propose,
+        FactsKind::Sample,
+        FactsKind::Elicit,
     ];
 
     /// The kind of `facts`.
@@ -53,6 +59,8 @@ impl FactsKind {
             Facts::Egress(_) => FactsKind::Egress,
             Facts::Tool(_) => FactsKind::Tool,
             Facts::Propose(_) => FactsKind::Propose,
+            Facts::Sample(_) => FactsKind::Sample,
+            Facts::Elicit(_) => FactsKind::Elicit,
         }
     }
 
@@ -66,7 +74,10 @@ impl FactsKind {
             Verb::EgressConnect | Verb::EgressRequest => FactsKind::Egress,
             Verb::McpCallTool | Verb::McpGetPrompt | Verb::McpComplete => FactsKind::Tool,
             Verb::ToolPropose => FactsKind::Propose,
+            Verb::McpSample => FactsKind::Sample,
+            Verb::McpElicit => FactsKind::Elicit,
             Verb::McpListTools
+            | Verb::McpListRoots
             | Verb::McpReadResource
             | Verb::SecretUse
             | Verb::ApprovalDecide
@@ -85,6 +96,8 @@ impl FactsKind {
             FactsKind::Egress => "EgressContext",
             FactsKind::Tool => "ToolContext",
             FactsKind::Propose => "ProposeContext",
+            FactsKind::Sample => "SampleContext",
+            FactsKind::Elicit => "ElicitContext",
         }
     }
 
@@ -121,6 +134,17 @@ impl FactsKind {
                 programs: vec!["ls".into()],
                 ..ProposeFacts::default()
             })),
+            FactsKind::Sample => Facts::Sample(SampleFacts {
+                max_tokens: 100,
+                include_context: "none".into(),
+                model_hints: vec!["claude".into()],
+                system_prompt_bytes: u64::from(full),
+                messages: 1,
+            }),
+            FactsKind::Elicit => Facts::Elicit(ElicitFacts {
+                mode: "form".into(),
+                field_names: vec!["email".into()],
+            }),
         }
     }
 }

@@ -48,6 +48,14 @@ pub(crate) enum Key {
     WritesOutsideWorkspace,
     Hosts,
     Recipients,
+    // A server's sampling request's (`SampleContext`; `max_tokens` too).
+    IncludeContext,
+    ModelHints,
+    SystemPromptBytes,
+    Messages,
+    // A server's elicitation request's (`ElicitContext`).
+    Mode,
+    FieldNames,
     // Every action's, when policies read it (`SessionFacts`).
     Session,
     // Every action's, when policies read it and budgets are set (`BudgetFacts`).
@@ -56,7 +64,7 @@ pub(crate) enum Key {
 
 impl Key {
     /// Every attribute.
-    pub(crate) const ALL: [Key; 36] = [
+    pub(crate) const ALL: [Key; 42] = [
         Key::Route,
         Key::Time,
         Key::Hour,
@@ -91,6 +99,12 @@ impl Key {
         Key::WritesOutsideWorkspace,
         Key::Hosts,
         Key::Recipients,
+        Key::IncludeContext,
+        Key::ModelHints,
+        Key::SystemPromptBytes,
+        Key::Messages,
+        Key::Mode,
+        Key::FieldNames,
         Key::Session,
         Key::Budget,
     ];
@@ -132,6 +146,12 @@ impl Key {
             Key::WritesOutsideWorkspace => "writes_outside_workspace",
             Key::Hosts => "hosts",
             Key::Recipients => "recipients",
+            Key::IncludeContext => "include_context",
+            Key::ModelHints => "model_hints",
+            Key::SystemPromptBytes => "system_prompt_bytes",
+            Key::Messages => "messages",
+            Key::Mode => "mode",
+            Key::FieldNames => "field_names",
             Key::Session => "session",
             Key::Budget => "budget",
         }

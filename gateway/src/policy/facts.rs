@@ -144,6 +144,17 @@ impl Serialize for RecordedContext<'_> {
                 }
             }
             Facts::Tool(t) => map.serialize_entry("arguments", &*t.arguments)?,
+            Facts::Sample(f) => {
+                map.serialize_entry("max_tokens", &f.max_tokens)?;
+                map.serialize_entry("include_context", &f.include_context)?;
+                map.serialize_entry("model_hints", &f.model_hints)?;
+                map.serialize_entry("system_prompt_bytes", &f.system_prompt_bytes)?;
+                map.serialize_entry("messages", &f.messages)?;
+            }
+            Facts::Elicit(f) => {
+                map.serialize_entry("mode", &f.mode)?;
+                map.serialize_entry("field_names", &f.field_names)?;
+            }
         }
         map.end()
     }

@@ -313,9 +313,13 @@ fn sample_resources(verb: &Verb, full: bool) -> Vec<Resource> {
             },
             model,
         ],
-        Verb::McpListTools | Verb::McpReadResource | Verb::McpGetPrompt | Verb::McpComplete => {
-            vec![server]
-        }
+        Verb::McpListTools
+        | Verb::McpReadResource
+        | Verb::McpGetPrompt
+        | Verb::McpComplete
+        | Verb::McpSample
+        | Verb::McpElicit
+        | Verb::McpListRoots => vec![server],
         Verb::McpCallTool => vec![Resource::Tool {
             server: Arc::from("github"),
             name: "create_issue".into(),

@@ -34,7 +34,8 @@ use super::context_keys::Key;
 use super::records::{Field, FieldValue};
 use super::request::TimeFacts;
 use crate::action::{
-    ActionContext, EgressFacts, Facts, Finding, HttpFacts, LlmFacts, ProposeFacts,
+    ActionContext, EgressFacts, ElicitFacts, Facts, Finding, HttpFacts, LlmFacts, ProposeFacts,
+    SampleFacts,
 };
 
 /// A policy's conditions, compiled: true exactly when the policy holds.
@@ -365,6 +366,22 @@ fn propose(ctx: &ActionContext) -> Result<&ProposeFacts, AskCedar> {
     }
 }
 
+/// The facts of a server's sampling request in `ctx`, as [`llm`].
+fn sample(ctx: &ActionContext) -> Result<&SampleFacts, AskCedar> {
+    match &ctx.facts {
+        Facts::Sample(facts) => Ok(facts),
+        _ => Err(AskCedar),
+    }
+}
+
+/// The facts of a server's elicitation request in `ctx`, as [`llm`].
+fn elicit(ctx: &ActionContext) -> Result<&ElicitFacts, AskCedar> {
+    match &ctx.facts {
+        Facts::Elicit(facts) => Ok(facts),
+        _ => Err(AskCedar),
+    }
+}
+
 /// Whether the context Warden builds for `ctx` has `key` (Cedar's `context has`).
 fn has(ctx: &ActionContext, key: Key) -> bool {
     match key {
@@ -377,7 +394,11 @@ fn has(ctx: &ActionContext, key: Key) -> bool {
         | Key::Findings => true,
         Key::ClientCertificate => ctx.client_certificate.is_some(),
         Key::Stream | Key::Tools | Key::InputTokens => llm(ctx).is_ok(),
-        Key::MaxTokens => llm(ctx).is_ok_and(|llm| llm.max_tokens.is_some()),
+        Key::MaxTokens => llm(ctx).is_ok_and(|llm| llm.max_tokens.is_some()) || sample(ctx).is_ok(),
+        Key::IncludeContext | Key::ModelHints | Key::SystemPromptBytes | Key::Messages => {
+            sample(ctx).is_ok()
+        }
+        Key::Mode | Key::FieldNames => elicit(ctx).is_ok(),
         Key::Method | Key::Path => {
             http(ctx).is_ok() || egress(ctx).is_ok_and(|egress| egress.method.is_some())
         }
@@ -429,7 +450,10 @@ impl<'a> Env<'a> {
             }
             Key::Findings => Value::Detectors(&ctx.findings.0),
             Key::Stream => Value::Bool(llm(ctx)?.stream),
-            Key::MaxTokens => Value::Long(long(llm(ctx)?.max_tokens.ok_or(AskCedar)?)),
+            Key::MaxTokens => Value::Long(long(match llm(ctx) {
+                Ok(llm) => llm.max_tokens.ok_or(AskCedar)?,
+                Err(_) => sample(ctx)?.max_tokens,
+            })),
             Key::Tools => Value::Strings(&llm(ctx)?.tools),
             Key::InputTokens => Value::Long(long(llm(ctx)?.input_tokens)),
             Key::Method => Value::Str(match http(ctx) {
@@ -457,6 +481,12 @@ impl<'a> Env<'a> {
             Key::WritesOutsideWorkspace => Value::Bool(propose(ctx)?.writes_outside_workspace),
             Key::Hosts => Value::Strings(&propose(ctx)?.hosts),
             Key::Recipients => Value::Strings(&propose(ctx)?.recipients),
+            Key::IncludeContext => Value::Str(&sample(ctx)?.include_context),
+            Key::ModelHints => Value::Strings(&sample(ctx)?.model_hints),
+            Key::SystemPromptBytes => Value::Long(long(sample(ctx)?.system_prompt_bytes)),
+            Key::Messages => Value::Long(long(sample(ctx)?.messages)),
+            Key::Mode => Value::Str(&elicit(ctx)?.mode),
+            Key::FieldNames => Value::Strings(&elicit(ctx)?.field_names),
             // Not compiled: extension values, records, tool arguments.
             Key::SourceIp
             | Key::Addresses

@@ -394,6 +394,21 @@ pub(crate) fn context(
             add(Key::Hosts, &|| strings(&p.hosts));
             add(Key::Recipients, &|| strings(&p.recipients));
         }
+        Facts::Sample(sample) => {
+            add(Key::MaxTokens, &|| long(sample.max_tokens));
+            add(Key::IncludeContext, &|| string(&sample.include_context));
+            add(Key::ModelHints, &|| {
+                RestrictedExpression::new_set(sample.model_hints.iter().map(|h| string(h)))
+            });
+            add(Key::SystemPromptBytes, &|| long(sample.system_prompt_bytes));
+            add(Key::Messages, &|| long(sample.messages));
+        }
+        Facts::Elicit(elicit) => {
+            add(Key::Mode, &|| string(&elicit.mode));
+            add(Key::FieldNames, &|| {
+                RestrictedExpression::new_set(elicit.field_names.iter().map(|f| string(f)))
+            });
+        }
         Facts::None => {}
     }
     for record in [Key::Session, Key::Budget] {

@@ -14,8 +14,8 @@ use serde_saphyr::Spanned;
 use super::actions::FactsKind;
 use super::{EvaluationFailure, PolicyEngine, PolicyErrors};
 use crate::action::{
-    Action, ActionContext, EgressFacts, Facts, FieldValue, Finding, Findings, HttpFacts, LlmFacts,
-    Principal, PrincipalKind, Resource, SessionFacts, ToolFacts,
+    Action, ActionContext, EgressFacts, ElicitFacts, Facts, FieldValue, Finding, Findings,
+    HttpFacts, LlmFacts, Principal, PrincipalKind, Resource, SampleFacts, SessionFacts, ToolFacts,
 };
 use crate::decision::Decision;
 
@@ -336,6 +336,14 @@ struct ContextSpec {
     // call's, read as `tool_kind` says (the context Warden derives from them).
     arguments: Option<serde_json::Value>,
     tool_kind: Option<crate::propose::config::ToolKind>,
+    // A server's sampling request's (`mcp:sample`; `max_tokens` too).
+    include_context: Option<String>,
+    model_hints: Option<Vec<String>>,
+    system_prompt_bytes: Option<u64>,
+    messages: Option<u64>,
+    // A server's elicitation request's (`mcp:elicit`).
+    mode: Option<String>,
+    field_names: Option<Vec<String>>,
     // Every action's, when policies read it.
     session: Option<SessionSpec>,
     budget: Option<BudgetSpec>,
@@ -414,9 +422,30 @@ impl ContextSpec {
                 FactsKind::Llm,
                 &[
                     ("stream", self.stream.is_some()),
-                    ("max_tokens", self.max_tokens.is_some()),
                     ("tools", self.tools.is_some()),
                     ("input_tokens", self.input_tokens.is_some()),
+                ],
+            ),
+            // An LLM call's output limit; a server's sampling request has one too.
+            if kind == FactsKind::Sample {
+                Vec::new()
+            } else {
+                of_kind(FactsKind::Llm, &[("max_tokens", self.max_tokens.is_some())])
+            },
+            of_kind(
+                FactsKind::Sample,
+                &[
+                    ("include_context", self.include_context.is_some()),
+                    ("model_hints", self.model_hints.is_some()),
+                    ("system_prompt_bytes", self.system_prompt_bytes.is_some()),
+                    ("messages", self.messages.is_some()),
+                ],
+            ),
+            of_kind(
+                FactsKind::Elicit,
+                &[
+                    ("mode", self.mode.is_some()),
+                    ("field_names", self.field_names.is_some()),
                 ],
             ),
             // A REST call's method and path; egress:request has them too.
@@ -526,6 +555,20 @@ impl ContextSpec {
                     kind, &arguments, &workspace,
                 )))
             }
+            FactsKind::Sample => Facts::Sample(SampleFacts {
+                max_tokens: self.max_tokens.unwrap_or(0),
+                include_context: self
+                    .include_context
+                    .clone()
+                    .unwrap_or_else(|| "none".into()),
+                model_hints: self.model_hints.clone().unwrap_or_default(),
+                system_prompt_bytes: self.system_prompt_bytes.unwrap_or(0),
+                messages: self.messages.unwrap_or(1),
+            }),
+            FactsKind::Elicit => Facts::Elicit(ElicitFacts {
+                mode: self.mode.clone().unwrap_or_else(|| "form".into()),
+                field_names: self.field_names.clone().unwrap_or_default(),
+            }),
         })
     }
 }
@@ -583,6 +626,14 @@ fn context_keys(kind: FactsKind) -> &'static str {
         FactsKind::Propose => {
             "route, time, source_ip, tls, client_certificate, findings, session, budget, arguments, \
              tool_kind (the context of docs/local-tools.md is derived from them)"
+        }
+        FactsKind::Sample => {
+            "route, time, source_ip, tls, client_certificate, findings, session, budget, max_tokens, \
+             include_context, model_hints, system_prompt_bytes, messages"
+        }
+        FactsKind::Elicit => {
+            "route, time, source_ip, tls, client_certificate, findings, session, budget, mode, \
+             field_names"
         }
     }
 }

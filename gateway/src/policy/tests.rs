@@ -173,7 +173,7 @@ fn every_example_validates_against_the_schema_alone_and_with_the_baseline() {
 #[test]
 fn baseline_allows_a_typical_chat_and_names_the_permit() {
     let engine = PolicyEngine::load(&repo_policies()).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(engine.policy_count(), 11);
+    assert_eq!(engine.policy_count(), 13);
     let decision = engine.decide(&chat(agent("ci-bot"), "openai", "gpt-4o"));
     assert_eq!(
         decision,

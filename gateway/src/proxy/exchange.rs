@@ -234,6 +234,11 @@ impl Exchange {
         &self.request_id
     }
 
+    /// The decision id (empty before the decision).
+    pub fn decision_id(&self) -> &str {
+        &self.decision_id
+    }
+
     /// `sha256:<hex>` of the decided action (empty before the decision).
     pub fn action_digest(&self) -> &str {
         &self.action_digest

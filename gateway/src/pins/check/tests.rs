@@ -444,3 +444,30 @@ async fn malformed_definitions_are_refused() {
         Err(PinError::NoName { .. })
     ));
 }
+
+#[tokio::test]
+async fn changed_server_instructions_are_held_with_a_diff_like_a_tool() {
+    let setup = Setup::new().await;
+    let pins = setup.pins(&PinsConfig::default()).await;
+    let honest = crate::pins::instructions_item("Use add for sums.");
+    assert!(pins.check("calc", &honest).await.unwrap().allows());
+    let poisoned = crate::pins::instructions_item(POISON);
+    let changed = pins.check("calc", &poisoned).await.unwrap();
+    assert!(!changed.allows());
+    let PinVerdict::Changed(change) = &changed.verdict else {
+        panic!("{:?}", changed.verdict)
+    };
+    assert_eq!(change.tool, crate::pins::INSTRUCTIONS);
+    assert!(change.diff.contains("id_rsa"), "{}", change.diff);
+    assert!(
+        !change.findings.is_empty(),
+        "scanned for hidden instructions as a description is"
+    );
+    // Pinned apart from any tool of the server.
+    assert!(
+        pins.check("calc", &add("Add two numbers."))
+            .await
+            .unwrap()
+            .allows()
+    );
+}

@@ -25,6 +25,9 @@ pub mod code {
     pub const DENIED: i64 = -32001;
     /// The upstream server is unavailable or failed.
     pub const UPSTREAM: i64 = -32002;
+    /// Policy wants a human's approval for a request a server sent the agent, which Warden
+    /// does not hold: refused to the server.
+    pub const NEEDS_APPROVAL: i64 = -32003;
     /// The agent cancelled the request (`notifications/cancelled`); MCP numbers no such
     /// error, this is LSP's number for it.
     pub const CANCELLED: i64 = -32800;
@@ -213,6 +216,17 @@ pub fn result(id: &Value, result: Value) -> Value {
 /// An error response to request `id` (`null` when unknown).
 pub fn error(id: &Value, code: i64, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+}
+
+/// The prefix of the `_meta` keys Warden writes.
+pub const WARDEN_META: &str = "warden/";
+
+/// `map` (a result, or a request's or notification's params) without the keys of its `_meta`
+/// that Warden's own namespace (`warden/`) holds: only Warden may speak there.
+pub fn strip_warden_meta(map: &mut Map<String, Value>) {
+    if let Some(Value::Object(meta)) = map.get_mut("_meta") {
+        meta.retain(|key, _| !key.starts_with(WARDEN_META));
+    }
 }
 
 /// A request or notification Warden itself sends.

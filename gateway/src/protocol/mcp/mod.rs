@@ -1,10 +1,12 @@
 //! The MCP dialect: JSON-RPC messages read strictly (`jsonrpc.rs`), federated names
-//! (`names.rs`), what each message asks for (`meaning.rs`), and MCP's answers to refusals and
+//! (`names.rs`), what each message asks for (`meaning.rs`; a server's requests to the agent:
+//! `server_ask.rs`), and MCP's answers to refusals and
 //! errors (here). Sessions and the upstream servers are `crate::mcp`'s.
 
 pub mod jsonrpc;
 pub mod meaning;
 pub mod names;
+pub mod server_ask;
 pub mod shape;
 
 pub use shape::McpShape;

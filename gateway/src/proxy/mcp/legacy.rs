@@ -25,10 +25,12 @@ use crate::proxy::refusal::Refusal;
 /// How long the last notification of a cut stream may wait for room in its queue.
 const CUT_NOTICE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// GET `/sse`: a new session's event stream. It lasts until the agent closes it, the
-/// session rests unused past its idle timeout, or the agent is quarantined (a last
-/// notification says why); the session ends with it.
-pub(super) fn open(caller: &Caller<'_>, ex: &Exchange) -> Result<Response<ProxyBody>, Refusal> {
+/// GET `/sse`: a new session's event stream, counted against the rate limits as a session
+/// opened over Streamable HTTP is. It lasts until the agent closes it, the session rests
+/// unused past its idle timeout, or the agent is quarantined (a last notification says why);
+/// the session ends with it.
+pub(super) fn open(caller: &Caller<'_>, ex: &mut Exchange) -> Result<Response<ProxyBody>, Refusal> {
+    message::limit_opening(caller.snap, ex, caller.route, &caller.principal)?;
     let (stream, body) = ex
         .shared()
         .mcp

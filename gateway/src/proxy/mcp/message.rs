@@ -14,12 +14,13 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use serde_json::{Map, Value, json};
 
 use super::answer::{empty, event_stream, json_response};
+use super::server_requests::{self, ServerJudge};
 use crate::action::{Action, Facts, Findings, Principal, Resource, ToolFacts, Verb};
 use crate::decision::Decision;
 use crate::fleet::session::Named;
 use crate::mcp::{
-    Answer, Call, Endpoint, EventBody, LegacySession, Link, LinkError, McpDenyStyle, McpError,
-    Outlet, Over, SESSION_HEADER, Session, VERSION_HEADER,
+    Answer, Asked, Call, Endpoint, EventBody, LegacySession, Link, LinkError, McpDenyStyle,
+    McpError, Outlet, Over, SESSION_HEADER, Session, VERSION_HEADER,
 };
 use crate::pins::{CallStatus, PinVerdict, Pins};
 use crate::protocol::Shape;
@@ -89,18 +90,9 @@ pub(super) async fn handle(
             }
         })?;
     if meaning == Meaning::Initialize {
-        // limit: a session (and the processes it starts) counts against the agent's, its
-        // groups' and the route's rate limits like any request.
-        let opening = Action {
-            principal: Arc::clone(&principal),
-            verb: Verb::McpListTools,
-            resource: Resource::McpServer {
-                name: Arc::clone(&route.name),
-            },
-            context: context(ex, route, Findings::none(), Facts::None),
-        };
-        limit(snap, ex, &opening)?;
-        return initialize(ex, endpoint, &principal, &message, &id_value, via).await;
+        limit_opening(snap, ex, route, &principal)?;
+        let judge = ServerJudge::new(ex, route, &principal);
+        return initialize(ex, endpoint, &principal, &message, &id_value, via, judge).await;
     }
     let session = match via {
         Via::StreamableHttp(headers) => session(ex, headers, &principal, route)?,
@@ -124,12 +116,33 @@ pub(super) async fn handle(
         (Meaning::List(kind), _) => {
             list(snap, ex, route, &session, &principal, kind, &id_value).await
         }
-        (Meaning::Reply, _) => reply(&session, message).await,
+        (Meaning::Reply, _) => reply(snap, ex, route, &session, message).await,
         _ => session_message(&session, message, &id_value).await,
     }
 }
 
-/// `initialize`: a new session, with one upstream session per server.
+/// limit: a session opened by `principal` on `route` (and the processes it starts) counts
+/// against the agent's, its groups' and the route's rate limits like any request, whichever
+/// transport opens it (`initialize`, or the legacy transport's GET `/sse`).
+pub(super) fn limit_opening(
+    snap: &Snapshot,
+    ex: &mut Exchange,
+    route: &Route,
+    principal: &Arc<Principal>,
+) -> Result<(), Refusal> {
+    let opening = Action {
+        principal: Arc::clone(principal),
+        verb: Verb::McpListTools,
+        resource: Resource::McpServer {
+            name: Arc::clone(&route.name),
+        },
+        context: context(ex, route, Findings::none(), Facts::None),
+    };
+    limit(snap, ex, &opening)
+}
+
+/// `initialize`: a new session, with one upstream session per server, whose requests to the
+/// agent `judge` judges.
 async fn initialize(
     ex: &mut Exchange,
     endpoint: &Arc<Endpoint>,
@@ -137,6 +150,7 @@ async fn initialize(
     message: &Message,
     id: &Value,
     via: Via<'_>,
+    judge: Arc<ServerJudge>,
 ) -> Result<Response<ProxyBody>, Refusal> {
     let over = match via {
         Via::StreamableHttp(_) => Over::StreamableHttp,
@@ -152,6 +166,7 @@ async fn initialize(
             over,
             ex.cut(),
             &shared.breakers,
+            judge,
         )
         .await
         .map_err(|e| match e {
@@ -163,12 +178,45 @@ async fn initialize(
             },
             e => e,
         })?;
+    let result = pin_instructions(ex, &session, result).await;
     ex.outcome(StatusCode::OK).mcp_result(None, None);
     let mut response = json_response(StatusCode::OK, &jsonrpc::result(id, result));
     if let (Via::StreamableHttp(_), Ok(v)) = (via, HeaderValue::from_str(&session.id)) {
         response.headers_mut().insert(SESSION_HEADER, v);
     }
     Ok(response)
+}
+
+/// The `initialize` result without the instructions of a server whose instructions pinning
+/// does not allow (changed since they were approved, or unapproved in mode `approved`:
+/// withheld until an operator approves them, the change audited as a `tool_change` of
+/// `(instructions)`; or not checkable, the state store failing).
+async fn pin_instructions(ex: &Exchange, session: &Session, mut result: Value) -> Value {
+    let Some(pins) = ex.shared().pins.clone() else {
+        return result;
+    };
+    let mut allowed = Vec::new();
+    for (server, link) in &session.links {
+        let text = link.initialized().and_then(|i| {
+            i.get("instructions")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
+        if let Some(text) = text
+            && pin_check(ex, &pins, server, &crate::pins::instructions_item(&text)).await
+        {
+            allowed.push(Arc::clone(server));
+        }
+    }
+    let kept =
+        crate::mcp::instructions(&session.links, |name| allowed.iter().any(|a| &**a == name));
+    if let Some(map) = result.as_object_mut() {
+        match kept {
+            Some(text) => map.insert("instructions".into(), Value::String(text)),
+            None => map.remove("instructions"),
+        };
+    }
+    result
 }
 
 /// The Streamable HTTP session the request names, if it is the caller's.
@@ -569,22 +617,12 @@ const UNCOLLECTED: &str = "the agent disconnected before the response";
 fn answer_as_agent(mut response: Value, id: &Value) -> Value {
     if let Some(map) = response.as_object_mut() {
         map.insert("id".into(), id.clone());
-        if let Some(result) = map.get_mut("result") {
-            strip_warden_meta(result);
+        if let Some(Value::Object(result)) = map.get_mut("result") {
+            jsonrpc::strip_warden_meta(result);
         }
     }
     response
 }
-
-/// `value` without the keys of its `_meta` that Warden's own namespace (`warden/`) holds.
-fn strip_warden_meta(value: &mut Value) {
-    if let Some(Value::Object(meta)) = value.get_mut("_meta") {
-        meta.retain(|key, _| !key.starts_with(WARDEN_META));
-    }
-}
-
-/// The prefix of the `_meta` keys Warden writes.
-const WARDEN_META: &str = "warden/";
 
 impl Judging<'_> {
     /// Whether `tool` of `server` may be called by what pinning knows of it: the findings of
@@ -783,7 +821,9 @@ async fn list(
             if let Some(map) = item.as_object_mut() {
                 map.insert(field.into(), Value::String(federated));
             }
-            strip_warden_meta(&mut item);
+            if let Some(map) = item.as_object_mut() {
+                jsonrpc::strip_warden_meta(map);
+            }
             items.push(item);
         }
     }
@@ -896,13 +936,27 @@ async fn session_message(
 const CLIENT_NOTIFICATIONS: [&str; 2] =
     ["notifications/progress", "notifications/roots/list_changed"];
 
-/// The agent's answer to a server's request, sent to that server under its own id.
-async fn reply(session: &Session, message: Message) -> Result<Response<ProxyBody>, Refusal> {
+/// The agent's answer to a server's request, sent to that server under its own id once it
+/// is inspected (and judged when inspection found something: `server_requests.rs`).
+async fn reply(
+    snap: &Snapshot,
+    ex: &mut Exchange,
+    route: &Route,
+    session: &Session,
+    message: Message,
+) -> Result<Response<ProxyBody>, Refusal> {
     let Kind::Response { id } = &message.kind else {
         return Ok(empty(StatusCode::ACCEPTED));
     };
     match session.requests.take(id) {
-        Some((server, original)) => {
+        Some(asked) => {
+            let Asked {
+                server,
+                id: original,
+                ticket,
+            } = asked;
+            let message =
+                server_requests::answer(snap, ex, route, ticket, message, &original).await;
             if let Some(link) = session.link(&server) {
                 link.answer(message, original)
                     .await

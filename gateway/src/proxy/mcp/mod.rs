@@ -2,13 +2,15 @@
 //! transports at an endpoint's prefix: Streamable HTTP at the prefix itself
 //! (`streamable.rs`), or the legacy HTTP+SSE transport at `<prefix>/sse` and
 //! `<prefix>/messages` (`legacy.rs`). Either way each message walks the same stages
-//! (`message.rs`); `origin.rs` holds what depends on Warden's own origin (the protected
+//! (`message.rs`), and so does each request a server sends the agent (`server_requests.rs`);
+//! `origin.rs` holds what depends on Warden's own origin (the protected
 //! resource metadata, the refusal of other origins' pages).
 
 mod answer;
 mod legacy;
 mod message;
 mod origin;
+mod server_requests;
 mod streamable;
 
 use std::sync::Arc;

@@ -64,6 +64,9 @@ impl Asked {
             (Verb::McpReadResource, _) => asked.mcp_method = Some("resources/read"),
             (Verb::McpGetPrompt, _) => asked.mcp_method = Some("prompts/get"),
             (Verb::McpComplete, _) => asked.mcp_method = Some("completion/complete"),
+            (Verb::McpSample, _) => asked.mcp_method = Some("sampling/createMessage"),
+            (Verb::McpElicit, _) => asked.mcp_method = Some("elicitation/create"),
+            (Verb::McpListRoots, _) => asked.mcp_method = Some("roots/list"),
             _ => {}
         }
         asked

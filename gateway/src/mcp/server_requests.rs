@@ -1,0 +1,163 @@
+//! The requests servers send the agent (`sampling/createMessage`, `elicitation/create`,
+//! `roots/list`, `ping`): each is judged before it reaches the agent by what the request
+//! path gives the session ([`Judge`], `proxy/mcp/server_requests.rs`: sessions know nothing
+//! of policy), then remembered under an id of Warden's (`warden-<n>`) until the agent
+//! answers, with what the judge keeps for that answer ([`Ticket`]).
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+
+use crate::protocol::mcp::jsonrpc::{Id, Message};
+
+/// What a judge keeps of a request it let through, given back with the agent's answer (the
+/// request path's own type: sessions only carry it). Dropped unanswered, it may say so.
+pub type Ticket = Box<dyn Any + Send>;
+
+/// A judge's verdict on one request of a server.
+pub enum Verdict {
+    /// It goes on to the agent; the ticket comes back with the agent's answer.
+    Relay(Option<Ticket>),
+    /// It never reaches the agent: this JSON-RPC error (under the server's id) answers the
+    /// server instead.
+    Refuse(Value),
+}
+
+/// Judges the requests a server sends the agent, before they reach it.
+pub trait Judge: Send + Sync {
+    /// The verdict on `message`, a request from `server`.
+    fn judge<'a>(&'a self, server: &'a Arc<str>, message: &'a Message) -> BoxFuture<'a, Verdict>;
+}
+
+/// A request a server sent the agent, waiting for the agent's answer.
+pub struct Asked {
+    /// The server that asked.
+    pub server: Arc<str>,
+    /// The server's own id for it.
+    pub id: Value,
+    /// What the judge kept for the answer.
+    pub ticket: Option<Ticket>,
+}
+
+/// The requests servers sent the agent, by the id Warden gave them, and their judge: shared
+/// by one agent session's links.
+#[derive(Default)]
+pub struct ServerRequests {
+    next: AtomicU64,
+    waiting: Mutex<HashMap<String, Asked>>,
+    /// `None`: relayed unjudged (a session no request path opened: tests of the transports).
+    judge: Option<Arc<dyn Judge>>,
+}
+
+/// Server requests remembered at most per agent session (unanswered ones are forgotten).
+const SERVER_REQUESTS_MAX: usize = 1024;
+
+impl ServerRequests {
+    /// The requests of a session whose servers' requests `judge` judges.
+    pub fn judged_by(judge: Arc<dyn Judge>) -> ServerRequests {
+        ServerRequests {
+            judge: Some(judge),
+            ..ServerRequests::default()
+        }
+    }
+
+    /// The verdict on `message`, a request from `server`.
+    pub(super) async fn judge(&self, server: &Arc<str>, message: &Message) -> Verdict {
+        match &self.judge {
+            Some(judge) => judge.judge(server, message).await,
+            None => Verdict::Relay(None),
+        }
+    }
+
+    /// Gives `id` of `server` an id of Warden's for the agent, keeping `ticket` for the
+    /// answer.
+    pub(super) fn remember(&self, server: &Arc<str>, id: Value, ticket: Option<Ticket>) -> String {
+        let ours = format!("warden-{}", self.next.fetch_add(1, Ordering::Relaxed));
+        let forgotten = {
+            let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            let forgotten = if waiting.len() >= SERVER_REQUESTS_MAX {
+                std::mem::take(&mut *waiting)
+            } else {
+                HashMap::new()
+            };
+            waiting.insert(
+                ours.clone(),
+                Asked {
+                    server: Arc::clone(server),
+                    id,
+                    ticket,
+                },
+            );
+            forgotten
+        };
+        // Their tickets may record that they went unanswered: outside the lock.
+        drop(forgotten);
+        ours
+    }
+
+    /// The request the agent's answer `ours` answers.
+    pub fn take(&self, ours: &Id) -> Option<Asked> {
+        let Id::Str(key) = ours else { return None };
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    struct Refuser;
+
+    impl Judge for Refuser {
+        fn judge<'a>(
+            &'a self,
+            _server: &'a Arc<str>,
+            message: &'a Message,
+        ) -> BoxFuture<'a, Verdict> {
+            let id = message.body.get("id").cloned().unwrap_or(Value::Null);
+            Box::pin(async move { Verdict::Refuse(json!({"id": id, "error": {"code": -1}})) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sessions_judge_gives_the_verdict_and_none_relays() {
+        let message = Message::from_value(
+            json!({"jsonrpc": "2.0", "id": 4, "method": "sampling/createMessage"}),
+        )
+        .unwrap();
+        let server: Arc<str> = Arc::from("files");
+        let judged = ServerRequests::judged_by(Arc::new(Refuser));
+        assert!(
+            matches!(judged.judge(&server, &message).await, Verdict::Refuse(v) if v["id"] == 4)
+        );
+        let unjudged = ServerRequests::default();
+        assert!(matches!(
+            unjudged.judge(&server, &message).await,
+            Verdict::Relay(None)
+        ));
+    }
+
+    #[test]
+    fn an_answer_finds_its_request_and_ticket_once() {
+        let requests = ServerRequests::default();
+        let ours = requests.remember(&Arc::from("files"), json!("s-1"), Some(Box::new(7u8)));
+        let asked = requests.take(&Id::Str(ours.clone())).expect("remembered");
+        assert_eq!(asked.id, json!("s-1"));
+        assert_eq!(
+            asked
+                .ticket
+                .and_then(|t| t.downcast::<u8>().ok())
+                .map(|t| *t),
+            Some(7)
+        );
+        assert!(requests.take(&Id::Str(ours)).is_none());
+    }
+}

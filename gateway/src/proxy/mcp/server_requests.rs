@@ -1,0 +1,308 @@
+//! The requests MCP servers send agents, on the request path. Each (`sampling/createMessage`,
+//! `elicitation/create`, `roots/list`; `protocol/mcp/server_ask.rs`) is an action on its
+//! server (`mcp:sample`, `mcp:elicit`, `mcp:list_roots`) judged by Cedar before it reaches the
+//! agent, in an exchange of its own: a decision record (the request's params as
+//! `content_digest`, as content with `audit.record_content`) and its metrics. A denied one, or
+//! one that needs an approval (Warden does not hold a server's request: the server would wait
+//! on a human), is answered to the server with a JSON-RPC error and never reaches the agent.
+//!
+//! The agent's answer is data leaving for the server: inspected as any request's content
+//! (detectors, canary tokens) and, when something is found, judged again with the findings
+//! (a second decision record, on the agent's POST); a denied answer is replaced by a JSON-RPC
+//! error to the server, a redacted one (`@on_match("redact")`) goes on redacted. The request's
+//! outcome record is written when the answer passes, is withheld, or never comes.
+
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::StatusCode;
+use http_body_util::{BodyExt, Either};
+use serde_json::{Value, json};
+
+use super::answer::empty;
+use crate::action::{Action, Findings, Principal, Resource};
+use crate::approval::Hold;
+use crate::decision::Decision;
+use crate::listener::ConnInfo;
+use crate::mcp::{Judge, Ticket, Verdict};
+use crate::protocol::Shape;
+use crate::protocol::mcp::McpShape;
+use crate::protocol::mcp::jsonrpc::{self, Kind, Message};
+use crate::protocol::mcp::server_ask::{self, ServerAsk};
+use crate::proxy::exchange::{Exchange, PendingOutcome, ProxyBody, digest};
+use crate::proxy::refusal::Refusal;
+use crate::proxy::stages::{context, decide, inspect, quarantine};
+use crate::route::Route;
+use crate::shared::Shared;
+use crate::snapshot::Snapshot;
+use crate::text::{FIELD_MAX, bounded};
+
+/// What the outcome record says of a request the agent never answered.
+const UNANSWERED: &str = "the agent did not answer";
+
+/// Judges the requests the servers of one agent session send the agent.
+pub(super) struct ServerJudge {
+    /// What the process shares (weak: the sessions it holds hold this).
+    shared: Weak<Shared>,
+    route: Arc<Route>,
+    /// Whose session it is: the principal of every action judged.
+    principal: Arc<Principal>,
+    /// The connection that opened the session: the context's source address and TLS.
+    conn: ConnInfo,
+}
+
+impl ServerJudge {
+    /// The judge of a session `principal` opens on `route` in `ex`.
+    pub(super) fn new(
+        ex: &Exchange,
+        route: &Arc<Route>,
+        principal: &Arc<Principal>,
+    ) -> Arc<ServerJudge> {
+        Arc::new(ServerJudge {
+            shared: Arc::downgrade(ex.shared()),
+            route: Arc::clone(route),
+            principal: Arc::clone(principal),
+            conn: ex.conn().clone(),
+        })
+    }
+
+    async fn verdict(&self, server: &Arc<str>, message: &Message) -> Verdict {
+        let Kind::Request { id, method } = &message.kind else {
+            return Verdict::Relay(None);
+        };
+        let id = id.to_value();
+        let (verb, facts) = match server_ask::interpret(method, message.params()) {
+            Ok(ServerAsk::Ping) => return Verdict::Relay(None),
+            Ok(ServerAsk::Judged { verb, facts }) => (verb, facts),
+            Err(e) => return Verdict::Refuse(jsonrpc::error(&id, e.code, &e.message)),
+        };
+        let Some(shared) = self.shared.upgrade() else {
+            return Verdict::Refuse(jsonrpc::error(
+                &id,
+                jsonrpc::code::INTERNAL_ERROR,
+                "Warden is stopping",
+            ));
+        };
+        let snap = shared.snapshot.load_full();
+        let mut head = http::Request::new(());
+        *head.method_mut() = http::Method::POST;
+        if let Ok(uri) = self.route.prefix.parse() {
+            *head.uri_mut() = uri;
+        }
+        let mut ex = Exchange::new(
+            shared,
+            self.conn.clone(),
+            snap.config.log.access,
+            snap.config.audit.receipts,
+            &head,
+        );
+        ex.routed(&self.route);
+        ex.identified(&self.principal);
+        let resource = Resource::McpServer {
+            name: Arc::clone(server),
+        };
+        ex.interpreted(&verb, &resource, &facts, shape(&id));
+        let params = serde_json::to_vec(message.params()).unwrap_or_default();
+        ex.digested(Arc::from(digest(&params)));
+        let mut action = Action {
+            principal: Arc::clone(&self.principal),
+            verb,
+            resource,
+            context: context(&ex, &self.route, Findings::none(), facts),
+        };
+        let mut content = Bytes::from(params);
+        match judge(&snap, &mut ex, &mut action, &mut content).await {
+            Ok(()) => {
+                let outcome = ex.outcome(StatusCode::OK);
+                let _ = ex.finish(Ok(empty(StatusCode::OK)));
+                Verdict::Relay(Some(Box::new(Relayed {
+                    outcome: Some(outcome),
+                    action,
+                })))
+            }
+            Err((refusal, code)) => {
+                let response = ex.finish(Err(refusal));
+                Verdict::Refuse(error_to_server(response, &id, code).await)
+            }
+        }
+    }
+}
+
+impl Judge for ServerJudge {
+    fn judge<'a>(&'a self, server: &'a Arc<str>, message: &'a Message) -> BoxFuture<'a, Verdict> {
+        Box::pin(self.verdict(server, message))
+    }
+}
+
+/// How a refusal of a server's request `id` is answered: a JSON-RPC error.
+fn shape(id: &Value) -> Shape {
+    Shape::Mcp(McpShape {
+        id: id.clone(),
+        deny_as_tool_result: false,
+        tool_call: false,
+    })
+}
+
+/// Quarantine, decide and hold for a server's request: `Err` with the JSON-RPC code its
+/// refusal takes when it is not the dialect's (one that needs an approval).
+async fn judge(
+    snap: &Snapshot,
+    ex: &mut Exchange,
+    action: &mut Action,
+    content: &mut Bytes,
+) -> Result<(), (Refusal, Option<i64>)> {
+    quarantine(ex, &action.principal).map_err(|r| (r, None))?;
+    let decision = decide(snap, ex, action, content)
+        .await
+        .map_err(|r| (r, None))?;
+    match decision {
+        Decision::Allow { .. } => Ok(()),
+        Decision::Deny { reasons, .. } => Err((Hold::Denied { reasons }.into(), None)),
+        Decision::NeedsApproval { .. } => {
+            let reasons = vec![format!(
+                "{}; Warden does not hold a server's request to the agent for an approval",
+                decision.reasons().join("; ")
+            )];
+            Err((
+                Hold::Denied { reasons }.into(),
+                Some(jsonrpc::code::NEEDS_APPROVAL),
+            ))
+        }
+    }
+}
+
+/// The JSON-RPC error of `response` (a refusal Warden answered in MCP's shape) as the answer
+/// to the server's request `id`, under `code` when given.
+async fn error_to_server(
+    response: http::Response<ProxyBody>,
+    id: &Value,
+    code: Option<i64>,
+) -> Value {
+    let body = match response.into_body() {
+        Either::Left(full) => full.collect().await.ok().map(|c| c.to_bytes()),
+        Either::Right(_) => None,
+    };
+    let mut error = body
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .filter(|v| v.get("error").is_some_and(Value::is_object))
+        .unwrap_or_else(|| {
+            jsonrpc::error(id, jsonrpc::code::DENIED, "Warden refused this request")
+        });
+    error["id"] = id.clone();
+    if let Some(code) = code {
+        error["error"]["code"] = Value::from(code);
+    }
+    error
+}
+
+/// A server's request relayed to the agent, until the agent answers.
+struct Relayed {
+    /// The request's outcome record, written with the answer (or its absence).
+    outcome: Option<PendingOutcome>,
+    /// The request as judged: the answer is judged as the same action, with its findings.
+    action: Action,
+}
+
+impl Drop for Relayed {
+    fn drop(&mut self) {
+        if let Some(outcome) = self.outcome.take() {
+            outcome.mcp_result(None, Some(UNANSWERED.into()));
+        }
+    }
+}
+
+/// The agent's answer `message` to a server's request (its `ticket`; the server's own id is
+/// `id`), as it goes to the server: as sent, redacted, or a JSON-RPC error that says why it
+/// was withheld. A request that was not judged (a `ping`) has no ticket of this module's:
+/// its answer goes as sent.
+pub(super) async fn answer(
+    snap: &Snapshot,
+    ex: &mut Exchange,
+    route: &Route,
+    ticket: Option<Ticket>,
+    mut message: Message,
+    id: &Value,
+) -> Message {
+    let Some(mut relayed) = ticket.and_then(|t| t.downcast::<Relayed>().ok()) else {
+        return message;
+    };
+    let Some(outcome) = relayed.outcome.take() else {
+        return message;
+    };
+    if let Some(error) = message.body.get("error") {
+        // The agent declined, or failed: its error is all that leaves.
+        let why = error
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("the agent answered with an error");
+        outcome.mcp_result(None, Some(bounded(why, FIELD_MAX).into_owned()));
+        return message;
+    }
+    let result = message.body.get("result").cloned().unwrap_or(Value::Null);
+    let sent = serde_json::to_vec(&result).unwrap_or_default();
+    let Action {
+        principal,
+        verb,
+        resource,
+        context: asked,
+    } = &relayed.action;
+    let mut action = Action {
+        principal: Arc::clone(principal),
+        verb: verb.clone(),
+        resource: resource.clone(),
+        context: context(ex, route, Findings::none(), asked.facts.clone()),
+    };
+    inspect(snap, ex, &mut action, &sent);
+    if action.context.findings.0.is_empty() {
+        outcome.mcp_result(None, None);
+        return message;
+    }
+    ex.interpreted(verb, resource, &action.context.facts, shape(id));
+    let mut content = Bytes::from(sent.clone());
+    let withheld = match decide(snap, ex, &mut action, &mut content).await {
+        Ok(Decision::Allow { .. }) if content == sent => None,
+        Ok(Decision::Allow { .. }) => match serde_json::from_slice::<Value>(&content) {
+            Ok(redacted) => {
+                message.body.insert("result".into(), redacted);
+                None
+            }
+            Err(_) => Some("the redacted answer is not JSON".to_owned()),
+        },
+        Ok(decision) => Some(decision.reasons().join("; ")),
+        Err(refusal) => Some(refusal.to_string()),
+    };
+    let Some(why) = withheld else {
+        outcome.mcp_result(None, None);
+        return message;
+    };
+    let why = bounded(&why, FIELD_MAX).into_owned();
+    let text = format!(
+        "Warden withheld the agent's answer: {why} (decision {})",
+        ex.decision_id()
+    );
+    outcome.mcp_result(None, Some(format!("withheld: {why}")));
+    let mut error = jsonrpc::error(id, jsonrpc::code::DENIED, &text);
+    error["error"]["data"] = json!({"decision_id": ex.decision_id()});
+    Message::from_value(error).unwrap_or(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refusal_answers_the_server_under_its_own_id_with_the_code_asked() {
+        let body = jsonrpc::error(&Value::Null, jsonrpc::code::DENIED, "blocked (decision d1)");
+        let response = super::super::answer::json_response(StatusCode::OK, &body);
+        let error =
+            error_to_server(response, &json!("s-9"), Some(jsonrpc::code::NEEDS_APPROVAL)).await;
+        assert_eq!(error["id"], "s-9");
+        assert_eq!(error["error"]["code"], jsonrpc::code::NEEDS_APPROVAL);
+        assert_eq!(error["error"]["message"], "blocked (decision d1)");
+        // A body that is no JSON-RPC error (none): Warden's own, never the agent's.
+        let error = error_to_server(empty(StatusCode::OK), &json!(3), None).await;
+        assert_eq!(error["id"], 3);
+        assert_eq!(error["error"]["code"], jsonrpc::code::DENIED);
+    }
+}

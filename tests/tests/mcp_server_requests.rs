@@ -1,0 +1,224 @@
+//! Requests an MCP server sends the agent, through Warden: the `everything` server from npm
+//! asks the agent's model to generate (`sampling/createMessage`), and the official MCP Python
+//! SDK is the agent that answers. Each request is judged by Cedar (`mcp:sample` on the
+//! server) before it reaches the agent, the agent's answer is inspected before it reaches the
+//! server, and both are recorded. Also: the legacy transport's GET `/sse` counts against the
+//! rate limits.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use warden_e2e::mcp;
+use warden_e2e::warden::{Warden, WardenBuilder};
+
+/// What the agent's model answers every sampling request with.
+const SAMPLED: &str = "sampled by the agent";
+
+/// Warden with the endpoint `/mcp/tools` on the `everything` server, everything permitted but
+/// what `policies` forbid.
+async fn warden(policies: &str) -> Warden {
+    WardenBuilder::with_upstream_url("http://127.0.0.1:9")
+        .set(
+            "/mcp",
+            json!({"servers": [mcp::everything_stdio("everything")],
+                   "endpoints": [{"name": "tools", "servers": ["everything"]}]}),
+        )
+        .policy("server-requests.cedar", policies)
+        .start()
+        .await
+        .expect("warden starts")
+}
+
+/// One session whose only step makes the server ask the agent's model for `prompt`; the agent
+/// answers `reply`.
+async fn sample(w: &Warden, reply: &str) -> Value {
+    let agent = w.token("e2e-agent").await.unwrap();
+    mcp::session_with(
+        w,
+        &w.url("/mcp/tools"),
+        &agent,
+        json!([{"op": "call", "name": "everything_trigger-sampling-request",
+                "arguments": {"prompt": "what do you know?", "maxTokens": 50}}]),
+        Some(reply),
+    )
+    .await
+    .unwrap()
+}
+
+/// The text of the session's tool call: what the server made of the agent's answer.
+fn tool_text(r: &Value) -> String {
+    r["steps"][0]["text"]
+        .as_str()
+        .or_else(|| r["steps"][0]["error"]["message"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_denied_sampling_request_never_reaches_the_agent_and_the_server_gets_the_error() {
+    let w = warden(
+        r#"
+@id("no-sampling-by-everything")
+@reason("this server may not use the agent's model")
+forbid (principal, action == Action::"mcp:sample", resource == McpServer::"everything");
+"#,
+    )
+    .await;
+    let r = sample(&w, SAMPLED).await;
+    assert_eq!(r["sampled"], 0, "the agent was never asked: {r}");
+    let text = tool_text(&r);
+    assert!(
+        text.contains("this server may not use the agent's model") && !text.contains(SAMPLED),
+        "the server got Warden's error, not an answer: {r}"
+    );
+    let decision = w
+        .wait_for_audit(Duration::from_secs(10), |e| {
+            e["kind"] == "decision" && e["action"] == "mcp:sample"
+        })
+        .await
+        .unwrap();
+    assert_eq!(decision["decision"], "deny", "{decision}");
+    assert_eq!(
+        decision["resource"], r#"McpServer::"everything""#,
+        "{decision}"
+    );
+    assert_eq!(decision["principal"]["id"], "e2e-agent", "{decision}");
+    assert_eq!(
+        decision["policies"],
+        json!(["no-sampling-by-everything"]),
+        "{decision}"
+    );
+    assert!(
+        decision["content_digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:")),
+        "{decision}"
+    );
+    assert!(
+        decision.get("content").is_none(),
+        "the server's prompt is not recorded without audit.record_content: {decision}"
+    );
+    assert!(
+        text.contains(decision["decision_id"].as_str().unwrap()),
+        "the error names the decision: {text}"
+    );
+}
+
+#[tokio::test]
+async fn a_permitted_sampling_request_reaches_the_agent_and_is_recorded_with_its_answer() {
+    let w = warden("").await;
+    let r = sample(&w, SAMPLED).await;
+    assert_eq!(r["sampled"], 1, "{r}");
+    assert!(tool_text(&r).contains(SAMPLED), "{r}");
+    let decision = w
+        .wait_for_audit(Duration::from_secs(10), |e| {
+            e["kind"] == "decision" && e["action"] == "mcp:sample"
+        })
+        .await
+        .unwrap();
+    assert_eq!(decision["decision"], "allow", "{decision}");
+    assert_eq!(
+        decision["resource"], r#"McpServer::"everything""#,
+        "{decision}"
+    );
+    let outcome = w
+        .wait_for_audit(Duration::from_secs(10), |e| {
+            e["kind"] == "outcome" && e["action"] == "mcp:sample"
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome["decision_id"], decision["decision_id"], "{outcome}");
+    assert!(outcome["outcome"].get("error").is_none(), "{outcome}");
+}
+
+#[tokio::test]
+async fn an_answer_carrying_a_secret_is_withheld_from_the_server() {
+    let w = warden(
+        r#"
+@id("no-keys-to-servers")
+@reason("an AWS key does not leave for an MCP server")
+forbid (principal, action == Action::"mcp:sample", resource)
+when { context.findings.contains("aws_access_key") };
+"#,
+    )
+    .await;
+    let r = sample(&w, "the key is AKIAIOSFODNN7EXAMPLE").await;
+    assert_eq!(r["sampled"], 1, "the request itself was permitted: {r}");
+    let text = tool_text(&r);
+    assert!(
+        !text.contains("AKIA") && text.contains("withheld"),
+        "the server got an error instead of the key: {r}"
+    );
+    // The request's decision allows; the answer's, with its finding, denies.
+    let denied = w
+        .wait_for_audit(Duration::from_secs(10), |e| {
+            e["kind"] == "decision" && e["action"] == "mcp:sample" && e["decision"] == "deny"
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        denied["policies"],
+        json!(["no-keys-to-servers"]),
+        "{denied}"
+    );
+    assert!(
+        denied["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["detector"] == "aws_access_key"),
+        "{denied}"
+    );
+    assert!(!denied.to_string().contains("AKIA"), "{denied}");
+    let outcome = w
+        .wait_for_audit(Duration::from_secs(10), |e| {
+            e["kind"] == "outcome" && e["action"] == "mcp:sample"
+        })
+        .await
+        .unwrap();
+    assert!(
+        outcome["outcome"]["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("withheld")),
+        "{outcome}"
+    );
+}
+
+#[tokio::test]
+async fn the_legacy_event_stream_counts_against_the_rate_limits() {
+    let w = WardenBuilder::with_upstream_url("http://127.0.0.1:9")
+        .set(
+            "/mcp",
+            json!({"servers": [mcp::everything_stdio("everything")],
+                   "endpoints": [{"name": "tools", "servers": ["everything"]}]}),
+        )
+        .set(
+            "/rate_limits",
+            json!({"rules": [{"scope": "agent", "rate": 0.001, "burst": 2}]}),
+        )
+        .start()
+        .await
+        .expect("warden starts");
+    let agent = w.token("e2e-agent").await.unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let open = || {
+        client
+            .get(w.url("/mcp/tools/sse"))
+            .bearer_auth(&agent)
+            .send()
+    };
+    // Two streams within the burst (held open), the third refused.
+    let first = open().await.unwrap();
+    let second = open().await.unwrap();
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let refused = open().await.unwrap();
+    assert_eq!(refused.status(), 429, "{:?}", refused.headers());
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["data"]["code"], "rate_limited", "{body}");
+}
