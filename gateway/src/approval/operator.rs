@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::attempts;
+use super::attempts::{self, Person};
 use super::config::{ApprovalsConfig, OperatorConfig};
 use super::sealed::{Purpose, Sealer};
 use super::totp::{CodeRefused, NewEnrolment, Totp, TotpSecret};
@@ -105,7 +105,8 @@ impl Operator {
 
     /// Confirms `subject`'s enrolment with a first code of the new secret.
     pub async fn confirm(&self, subject: &str, code: &str) -> Result<(), OperatorError> {
-        checked_code(&self.store, &self.sealer, subject, code, true).await
+        let person = Person::new(subject, &[]);
+        checked_code(&self.store, &self.sealer, &person, code, true).await
     }
 
     /// The second factors `subject` has.
@@ -178,7 +179,8 @@ impl Operator {
         };
         may_decide(&self.policy, &approver, &record, decision, "cli", source)?;
         // The factor last: a refused decision does not use a code up.
-        checked_code(&self.store, &self.sealer, subject, code, false).await?;
+        let person = Person::new(subject, &[]);
+        checked_code(&self.store, &self.sealer, &person, code, false).await?;
         let vote = Vote {
             approver: subject.to_owned(),
             names: Vec::new(),
@@ -300,25 +302,26 @@ pub async fn check_totp(
     Ok(())
 }
 
-/// Checks `code` as [`check_totp`] does, behind the wrong-code brake shared by every replica
-/// and command line: refused, its code unchecked, after too many wrong codes or when the
-/// store cannot count the attempt.
+/// Checks `code` against the TOTP enrolment of `person`'s subject as [`check_totp`] does,
+/// behind the wrong-code brake shared by every replica and command line, counted under every
+/// name of `person`: refused, its code unchecked, after too many wrong codes or when the store
+/// cannot count the attempt.
 pub async fn checked_code(
     store: &Store,
     sealer: &Sealer,
-    subject: &str,
+    person: &Person,
     code: &str,
     confirm: bool,
 ) -> Result<(), OperatorError> {
-    attempts::begin(store, subject).await?;
-    match check_totp(store, sealer, subject, code.trim(), confirm).await {
+    attempts::begin(store, person).await?;
+    match check_totp(store, sealer, person.subject(), code.trim(), confirm).await {
         Ok(()) => {
-            attempts::succeeded(store, subject).await;
+            attempts::succeeded(store, person).await;
             Ok(())
         }
         Err(e) => {
             if !matches!(e, OperatorError::Code(_) | OperatorError::Replayed) {
-                attempts::given_back(store, subject).await;
+                attempts::given_back(store, person).await;
             }
             Err(e)
         }
