@@ -103,8 +103,11 @@ impl Operator {
         begin_totp(&self.store, &self.sealer, subject).await
     }
 
-    /// Confirms `subject`'s enrolment with a first code of the new secret.
+    /// Confirms `subject`'s enrolment with a first code of the new secret: only for one of
+    /// `approvals.operators` (a second factor of someone who is no approver on the command
+    /// line confirms nothing; console approvers enrol in the console).
     pub async fn confirm(&self, subject: &str, code: &str) -> Result<(), OperatorError> {
+        self.operator(subject)?;
         let person = Person::new(subject, &[]);
         checked_code(&self.store, &self.sealer, &person, code, true).await
     }
@@ -663,5 +666,45 @@ when { resource.action == "llm:chat" };
             ..operator
         };
         judge(&erin, &r, VoteDecision::Approve).unwrap();
+    }
+
+    #[tokio::test]
+    async fn only_an_operator_may_confirm_an_enrolment_on_the_command_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::sqlite(
+            crate::state::sqlite::SqliteStore::open(&dir.path().join("state.db"))
+                .await
+                .unwrap(),
+        );
+        let sealer =
+            || Sealer::new(vec![super::super::sealed::FactorKey::from_bytes(&[7; 32])]).unwrap();
+        let config = ApprovalsConfig {
+            operators: vec![OperatorConfig {
+                subject: "alice@example.com".into(),
+                groups: vec!["sre".into()],
+            }],
+            ..ApprovalsConfig::default()
+        };
+        let operator = Operator::new(&config, store.clone(), sealer(), Arc::new(engine()));
+        // mallory is no operator: her app is not enrolled however it came to be started (a
+        // console enrolment, a removed operator's), and her code is not even checked.
+        begin_totp(&store, &sealer(), "mallory").await.unwrap();
+        let refused = operator.confirm("mallory", "123456").await.unwrap_err();
+        assert!(
+            matches!(&refused, OperatorError::NotAnOperator(who) if who == "mallory"),
+            "{refused}"
+        );
+        assert!(
+            refused.to_string().contains("approvals.operators"),
+            "says what to do: {refused}"
+        );
+        let enrolment = store.factors().totp("mallory").await.unwrap().unwrap();
+        assert_eq!(enrolment.confirmed_ms, None);
+        // An operator gets as far as the code.
+        operator.enroll("alice@example.com").await.unwrap();
+        assert!(matches!(
+            operator.confirm("alice@example.com", "000000").await,
+            Err(OperatorError::Code(_))
+        ));
     }
 }
