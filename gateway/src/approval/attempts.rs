@@ -178,6 +178,11 @@ mod tests {
         )
     }
 
+    /// The store's file, opened behind the brake's back.
+    fn raw(dir: &tempfile::TempDir) -> rusqlite::Connection {
+        rusqlite::Connection::open(dir.path().join("state.db")).unwrap()
+    }
+
     fn alone(name: &str) -> Person {
         Person::new(name, &[])
     }
@@ -262,16 +267,14 @@ mod tests {
         begin(&store, &alone("alice")).await.unwrap();
         // mallory's wrong codes, long ago: no right code will ever clear them.
         let long_ago = now_ms() - window_ms() - 1;
-        rusqlite::Connection::open(dir.path().join("state.db"))
-            .unwrap()
+        raw(&dir)
             .execute(
                 "INSERT INTO code_attempts (subject, failures, since_ms) VALUES ('mallory', 5, ?1)",
                 [long_ago],
             )
             .unwrap();
         assert_eq!(tidy(&store).await.unwrap(), 1);
-        let left: Vec<String> = rusqlite::Connection::open(dir.path().join("state.db"))
-            .unwrap()
+        let left: Vec<String> = raw(&dir)
             .prepare("SELECT subject FROM code_attempts")
             .unwrap()
             .query_map([], |r| r.get(0))
@@ -285,10 +288,7 @@ mod tests {
     async fn a_store_that_cannot_count_refuses_the_attempt() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir).await;
-        rusqlite::Connection::open(dir.path().join("state.db"))
-            .unwrap()
-            .execute_batch("DROP TABLE code_attempts")
-            .unwrap();
+        raw(&dir).execute_batch("DROP TABLE code_attempts").unwrap();
         let refused = begin(&store, &alone("alice")).await.unwrap_err();
         assert!(matches!(refused, BrakeError::Unavailable(_)), "{refused}");
         assert!(

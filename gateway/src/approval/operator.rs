@@ -676,8 +676,12 @@ when { resource.action == "llm:chat" };
                 .await
                 .unwrap(),
         );
-        let sealer =
-            || Sealer::new(vec![super::super::sealed::FactorKey::from_bytes(&[7; 32])]).unwrap();
+        let sealer = || {
+            Sealer::new(vec![crate::approval::sealed::FactorKey::from_bytes(
+                &[7; 32],
+            )])
+            .unwrap()
+        };
         let config = ApprovalsConfig {
             operators: vec![OperatorConfig {
                 subject: "alice@example.com".into(),

@@ -231,9 +231,9 @@ async fn the_code_brake_counts_for_every_replica_and_opens_after_its_window(back
     );
 }
 
-async fn code_attempts_sent_to_two_replicas_at_once_cannot_pass_the_brake_together(
-    backend: Backend,
-) {
+/// How many of 24 attempts sent at once, alternately to two replicas, the brake counted (the
+/// `i`th under the names `who(i)`).
+async fn counted_at_once(backend: &Backend, who: fn(usize) -> Vec<String>) -> usize {
     let replicas = [
         backend.open().await.factors(),
         backend.open().await.factors(),
@@ -241,19 +241,25 @@ async fn code_attempts_sent_to_two_replicas_at_once_cannot_pass_the_brake_togeth
     let now = 1_000_000_000;
     let tries = (0..24).map(|i| {
         let replica = replicas[i % 2].clone();
+        let names = who(i);
         tokio::spawn(async move {
             replica
-                .count_code_attempt(&names(&["eve"]), now, now - 300_000, 5)
+                .count_code_attempt(&names, now, now - 300_000, 5)
                 .await
                 .unwrap()
         })
     });
-    let mut counted = 0;
-    for attempt in futures_util::future::join_all(tries).await {
-        if attempt.unwrap() == CodeAttempt::Counted {
-            counted += 1;
-        }
-    }
+    futures_util::future::join_all(tries)
+        .await
+        .into_iter()
+        .filter(|attempt| *attempt.as_ref().unwrap() == CodeAttempt::Counted)
+        .count()
+}
+
+async fn code_attempts_sent_to_two_replicas_at_once_cannot_pass_the_brake_together(
+    backend: Backend,
+) {
+    let counted = counted_at_once(&backend, |_| names(&["eve"])).await;
     assert_eq!(counted, 5, "checked and counted in one statement");
 }
 
@@ -311,32 +317,15 @@ async fn one_persons_names_share_one_brake(backend: Backend) {
 async fn code_attempts_of_one_person_under_two_names_at_once_cannot_pass_the_brake_together(
     backend: Backend,
 ) {
-    let replicas = [
-        backend.open().await.factors(),
-        backend.open().await.factors(),
-    ];
-    let now = 1_000_000_000;
-    let tries = (0..24).map(|i| {
-        let replica = replicas[i % 2].clone();
-        // The console's names and the command line's, alternately, on both replicas.
-        let who = if i % 3 == 0 {
+    // The command line's name and the console's names, alternately, on both replicas.
+    let counted = counted_at_once(&backend, |i| {
+        if i % 3 == 0 {
             names(&["eve@example.com"])
         } else {
             names(&["u-9", "eve", "eve@example.com"])
-        };
-        tokio::spawn(async move {
-            replica
-                .count_code_attempt(&who, now, now - 300_000, 5)
-                .await
-                .unwrap()
-        })
-    });
-    let mut counted = 0;
-    for attempt in futures_util::future::join_all(tries).await {
-        if attempt.unwrap() == CodeAttempt::Counted {
-            counted += 1;
         }
-    }
+    })
+    .await;
     assert_eq!(counted, 5, "checked and counted in one transaction");
 }
 
