@@ -187,6 +187,9 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     ));
     metrics.register(gate.metrics().collectors());
     gate.metrics().keep_current(store.approvals());
+    // Wrong-code counts past their window leave the store, whoever made them (console or
+    // command line) and whether or not a right code followed.
+    crate::approval::attempts::keep_tidy(store.clone());
     let console_config = snapshot.config.console.clone();
     let console_sealer = if console_config.oidc.is_some() {
         Some(

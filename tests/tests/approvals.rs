@@ -281,6 +281,28 @@ async fn a_waiting_request_goes_on_when_approved_and_no_one_approves_their_own_a
     );
 }
 
+#[tokio::test]
+async fn only_an_operator_confirms_an_authenticator_app_on_the_command_line() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let w = start(&upstream, "pending").await;
+    // mallory is not in approvals.operators: her confirmation is refused for that, before any
+    // code of hers is looked at (it used to be checked against whatever enrolment she had).
+    let out = w
+        .cli(&["approvers", "enroll", "mallory", "--confirm", "123456"])
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(
+            "\"mallory\" is not an approver on the command line: add it to approvals.operators"
+        ),
+        "{}",
+        text(&out)
+    );
+    // A listed operator enrols and confirms as before.
+    enrol(&w, "alice").await;
+}
+
 /// A replica on the PostgreSQL database at `url` in approvals mode `mode`, sharing the key that
 /// seals second factors with every other.
 async fn replica(upstream: &FakeLlm, url: &str, mode: &str) -> Warden {
@@ -598,6 +620,36 @@ async fn approvers_see_what_inspection_found_in_the_request() {
         "{shown}"
     );
     assert!(!shown.contains("b3Blbn"), "never the content: {shown}");
+    // audit.record_content is off: what the agent asks is not shown either.
+    assert!(!shown.contains("last_user_message"), "{shown}");
+    assert!(!shown.contains("deploy with"), "{shown}");
+}
+
+#[tokio::test]
+async fn approvers_are_shown_what_an_llm_call_asks_masked_when_content_may_be_kept() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let w = WardenBuilder::new(&upstream)
+        .policy("needs-sre.cedar", NEEDS_SRE)
+        .set("/approvals", approvals("pending"))
+        .set("/audit/record_content", json!(true))
+        .start()
+        .await
+        .unwrap();
+    let token = w.token("billing-bot").await.unwrap();
+    let id = pending_id(&w, &token, "rotate the key AKIAIOSFODNN7EXAMPLE tonight").await;
+    let out = w.cli(&["approvals", "show", &id]).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = text(&out);
+    assert!(
+        shown.contains(
+            r#""prompt":{"last_user_message":"rotate the key [REDACTED:aws_access_key] tonight","truncated":false}"#
+        ),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("AKIAIOSFODNN7EXAMPLE"),
+        "never the secret: {shown}"
+    );
 }
 
 #[tokio::test]

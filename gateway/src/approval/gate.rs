@@ -49,6 +49,16 @@ pub struct Waiting {
     pub context: Value,
 }
 
+/// What webhooks with `include_arguments` are shown of an action: a tool call's arguments, or
+/// what an LLM call asks (its masked last user message, in the context only when it may be
+/// shown).
+fn notified_arguments(context: &Value) -> Option<Value> {
+    context
+        .get("arguments")
+        .or_else(|| context.get("prompt"))
+        .cloned()
+}
+
 /// An approval a request went on with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Approved {
@@ -175,7 +185,7 @@ impl Gate {
                 approvals: *approvals,
                 expires_at: SystemTime::UNIX_EPOCH
                     + Duration::from_millis(u64::try_from(record.expires_ms).unwrap_or(0)),
-                arguments: waiting.context.get("arguments").cloned(),
+                arguments: notified_arguments(&waiting.context),
             });
         }
         if created {
@@ -471,5 +481,22 @@ mod tests {
             gate.conclude(retried).await,
             Err(Hold::Pending { .. })
         ));
+    }
+
+    #[test]
+    fn webhooks_are_given_a_tool_calls_arguments_or_what_an_llm_call_asks() {
+        let tool = serde_json::json!({"arguments": {"env": "prod"}, "findings": []});
+        assert_eq!(
+            notified_arguments(&tool),
+            Some(serde_json::json!({"env": "prod"}))
+        );
+        let asked = serde_json::json!({"last_user_message": "wire it", "truncated": false});
+        let llm = serde_json::json!({"stream": false, "prompt": asked, "findings": []});
+        assert_eq!(notified_arguments(&llm), Some(asked));
+        // An LLM call whose content may not be shown has nothing to give.
+        assert_eq!(
+            notified_arguments(&serde_json::json!({"stream": false})),
+            None
+        );
     }
 }

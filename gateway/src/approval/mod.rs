@@ -4,8 +4,8 @@
 //!
 //! The gate's building blocks live beside it: `config` (the `approvals:` section), `totp`
 //! (the second factor), `attempts` (the wrong-code brake every replica shares), `sealed`
-//! (second-factor secrets encrypted for the state store) and `notify` (webhooks telling
-//! approvers that an action waits).
+//! (second-factor secrets encrypted for the state store), `notify` (webhooks telling
+//! approvers that an action waits) and `prompt` (what an LLM call that waits asks, masked).
 
 pub mod attempts;
 pub mod config;
@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod notify;
 pub mod operator;
 pub mod passkey;
+pub mod prompt;
 pub mod sealed;
 pub mod totp;
 

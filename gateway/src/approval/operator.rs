@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::attempts;
+use super::attempts::{self, Person};
 use super::config::{ApprovalsConfig, OperatorConfig};
 use super::sealed::{Purpose, Sealer};
 use super::totp::{CodeRefused, NewEnrolment, Totp, TotpSecret};
@@ -103,9 +103,13 @@ impl Operator {
         begin_totp(&self.store, &self.sealer, subject).await
     }
 
-    /// Confirms `subject`'s enrolment with a first code of the new secret.
+    /// Confirms `subject`'s enrolment with a first code of the new secret: only for one of
+    /// `approvals.operators` (a second factor of someone who is no approver on the command
+    /// line confirms nothing; console approvers enrol in the console).
     pub async fn confirm(&self, subject: &str, code: &str) -> Result<(), OperatorError> {
-        checked_code(&self.store, &self.sealer, subject, code, true).await
+        self.operator(subject)?;
+        let person = Person::new(subject, &[]);
+        checked_code(&self.store, &self.sealer, &person, code, true).await
     }
 
     /// The second factors `subject` has.
@@ -178,7 +182,8 @@ impl Operator {
         };
         may_decide(&self.policy, &approver, &record, decision, "cli", source)?;
         // The factor last: a refused decision does not use a code up.
-        checked_code(&self.store, &self.sealer, subject, code, false).await?;
+        let person = Person::new(subject, &[]);
+        checked_code(&self.store, &self.sealer, &person, code, false).await?;
         let vote = Vote {
             approver: subject.to_owned(),
             names: Vec::new(),
@@ -300,25 +305,26 @@ pub async fn check_totp(
     Ok(())
 }
 
-/// Checks `code` as [`check_totp`] does, behind the wrong-code brake shared by every replica
-/// and command line: refused, its code unchecked, after too many wrong codes or when the
-/// store cannot count the attempt.
+/// Checks `code` against the TOTP enrolment of `person`'s subject as [`check_totp`] does,
+/// behind the wrong-code brake shared by every replica and command line, counted under every
+/// name of `person`: refused, its code unchecked, after too many wrong codes or when the store
+/// cannot count the attempt.
 pub async fn checked_code(
     store: &Store,
     sealer: &Sealer,
-    subject: &str,
+    person: &Person,
     code: &str,
     confirm: bool,
 ) -> Result<(), OperatorError> {
-    attempts::begin(store, subject).await?;
-    match check_totp(store, sealer, subject, code.trim(), confirm).await {
+    attempts::begin(store, person).await?;
+    match check_totp(store, sealer, person.subject(), code.trim(), confirm).await {
         Ok(()) => {
-            attempts::succeeded(store, subject).await;
+            attempts::succeeded(store, person).await;
             Ok(())
         }
         Err(e) => {
             if !matches!(e, OperatorError::Code(_) | OperatorError::Replayed) {
-                attempts::given_back(store, subject).await;
+                attempts::given_back(store, person).await;
             }
             Err(e)
         }
@@ -660,5 +666,49 @@ when { resource.action == "llm:chat" };
             ..operator
         };
         judge(&erin, &r, VoteDecision::Approve).unwrap();
+    }
+
+    #[tokio::test]
+    async fn only_an_operator_may_confirm_an_enrolment_on_the_command_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::sqlite(
+            crate::state::sqlite::SqliteStore::open(&dir.path().join("state.db"))
+                .await
+                .unwrap(),
+        );
+        let sealer = || {
+            Sealer::new(vec![crate::approval::sealed::FactorKey::from_bytes(
+                &[7; 32],
+            )])
+            .unwrap()
+        };
+        let config = ApprovalsConfig {
+            operators: vec![OperatorConfig {
+                subject: "alice@example.com".into(),
+                groups: vec!["sre".into()],
+            }],
+            ..ApprovalsConfig::default()
+        };
+        let operator = Operator::new(&config, store.clone(), sealer(), Arc::new(engine()));
+        // mallory is no operator: her app is not enrolled however it came to be started (a
+        // console enrolment, a removed operator's), and her code is not even checked.
+        begin_totp(&store, &sealer(), "mallory").await.unwrap();
+        let refused = operator.confirm("mallory", "123456").await.unwrap_err();
+        assert!(
+            matches!(&refused, OperatorError::NotAnOperator(who) if who == "mallory"),
+            "{refused}"
+        );
+        assert!(
+            refused.to_string().contains("approvals.operators"),
+            "says what to do: {refused}"
+        );
+        let enrolment = store.factors().totp("mallory").await.unwrap().unwrap();
+        assert_eq!(enrolment.confirmed_ms, None);
+        // An operator gets as far as the code.
+        operator.enroll("alice@example.com").await.unwrap();
+        assert!(matches!(
+            operator.confirm("alice@example.com", "000000").await,
+            Err(OperatorError::Code(_))
+        ));
     }
 }

@@ -20,6 +20,7 @@ use super::app::{Console, Peer};
 use super::error::{ConsoleError, html, see_other};
 use super::pages::{self, Decide};
 use super::session::{Session, source, to_login};
+use crate::approval::attempts::Person;
 use crate::approval::operator::{Approver, OperatorError, cast, checked_code, may_decide};
 use crate::approval::passkey::{ActionBinding, PasskeyError};
 use crate::state::approvals::{
@@ -189,15 +190,17 @@ impl Console {
         Ok(())
     }
 
-    /// Checks `code` against `subject`'s TOTP app (confirming an enrolment with `confirm`),
-    /// behind the wrong-code brake every replica shares.
+    /// Checks `code` against the TOTP app of `session`'s approver (confirming an enrolment
+    /// with `confirm`), behind the wrong-code brake every replica shares, counted under every
+    /// name they go by (the command line counts under the same ones).
     pub(crate) async fn checked_code(
         &self,
-        subject: &str,
+        session: &Session,
         code: &str,
         confirm: bool,
     ) -> Result<(), ConsoleError> {
-        Ok(checked_code(&self.store, &self.sealer, subject, code, confirm).await?)
+        let person = Person::new(&session.record.subject, &session.record.aliases);
+        Ok(checked_code(&self.store, &self.sealer, &person, code, confirm).await?)
     }
 
     /// Audits a refused attempt to decide.
@@ -483,7 +486,7 @@ pub async fn decide_totp(
         let decision = parse_decision(form.decision.as_deref())?;
         c.may(&session, &record, decision, source)?;
         let code = form.code.as_deref().unwrap_or_default();
-        c.checked_code(&session.record.subject, code, false).await?;
+        c.checked_code(&session, code, false).await?;
         c.vote(&session, &record, decision, SecondFactor::Totp, source)
             .await
             .map(|_| decision)

@@ -75,6 +75,17 @@ pub struct OidcConfig {
     /// or else from the userinfo endpoint.
     #[serde(default = "default_groups_claim")]
     pub groups_claim: String,
+    /// Whether a console session ends when the sign-in's ID token expires (its `exp`), if
+    /// that comes before `console.session_ttl` (default `true`): the provider's word on how
+    /// long it vouches for the sign-in, and for the groups it named. Off for providers whose
+    /// ID tokens live only minutes (Keycloak's default is 5m); `session_ttl` alone bounds
+    /// sessions then.
+    #[serde(default = "default_true")]
+    pub session_follows_id_token: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_scopes() -> Vec<String> {
@@ -173,6 +184,7 @@ mod tests {
         assert_eq!(oidc.scopes, ["profile", "email"]);
         assert_eq!(oidc.subject_claim, "sub");
         assert_eq!(oidc.groups_claim, "groups");
+        assert!(oidc.session_follows_id_token, "on unless turned off");
     }
 
     #[test]

@@ -350,7 +350,7 @@ pub async fn totp_confirm(
                         .into(),
                 ));
             }
-            c.checked_code(&subject, &code, true).await?;
+            c.checked_code(&session, &code, true).await?;
             // Confirmed by the code; it counts only once it is recorded.
             if let Err(e) = c.factor_changed(&session, source(&peer), change).await {
                 if let Err(gone) = c.store.factors().remove_totp(&subject).await {
@@ -390,7 +390,7 @@ pub async fn totp_remove(
                 proof,
             };
             let result = async {
-                c.checked_code(&subject, &code, false).await?;
+                c.checked_code(&session, &code, false).await?;
                 c.change(&session, source(&peer), change, async {
                     Ok(c.store.factors().remove_totp(&subject).await?)
                 })

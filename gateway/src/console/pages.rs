@@ -353,6 +353,18 @@ fn context_panel(context: &Value) -> String {
         );
         shown = true;
     }
+    if let Some(asked) = context
+        .get("prompt")
+        .and_then(|p| p.get("last_user_message"))
+        .and_then(Value::as_str)
+    {
+        let _ = write!(
+            out,
+            r#"<h3>What the agent asks</h3><pre class="args" tabindex="0">{}</pre>"#,
+            esc_revealed(asked)
+        );
+        shown = true;
+    }
     if let Some(findings) = context.get("findings").and_then(Value::as_array)
         && !findings.is_empty()
     {
@@ -371,7 +383,7 @@ fn context_panel(context: &Value) -> String {
         .as_object()
         .into_iter()
         .flatten()
-        .filter(|(k, _)| !matches!(k.as_str(), "arguments" | "findings" | "owner"))
+        .filter(|(k, _)| !matches!(k.as_str(), "arguments" | "prompt" | "findings" | "owner"))
         .filter(|(_, v)| !v.is_null())
         .collect();
     if !rest.is_empty() {
@@ -699,6 +711,24 @@ mod tests {
             esc_revealed("Zoë 日本 ✅ <b>\n\t"),
             "Zoë 日本 ✅ &lt;b&gt;\n\t"
         );
+    }
+
+    #[test]
+    fn what_an_llm_call_asks_is_shown_as_text_and_not_again_among_the_facts() {
+        let context = serde_json::json!({
+            "prompt": {"last_user_message": "wire <b>all</b> the money\u{202E}", "truncated": false},
+            "stream": false,
+        });
+        let panel = context_panel(&context);
+        assert!(panel.contains("<h3>What the agent asks</h3>"), "{panel}");
+        assert!(
+            panel.contains(r"wire &lt;b&gt;all&lt;/b&gt; the money\u{202e}"),
+            "{panel}"
+        );
+        assert!(!panel.contains("<dt>prompt</dt>"), "{panel}");
+        // Without it (content not to be shown), no such section.
+        let panel = context_panel(&serde_json::json!({"stream": false}));
+        assert!(!panel.contains("What the agent asks"), "{panel}");
     }
 
     #[test]

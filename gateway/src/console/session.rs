@@ -3,7 +3,8 @@
 //!
 //! - The session id is 256 random bits in an `HttpOnly`, `Secure`, `SameSite=Lax` cookie
 //!   (`__Host-` prefixed on https); the store keeps only its SHA-256, so a copy of the store
-//!   opens no session. Sessions end at `console.session_ttl` or at sign-out.
+//!   opens no session. Sessions end at `console.session_ttl`, when the sign-in's ID token
+//!   expires if that is sooner (`console.oidc.session_follows_id_token`), or at sign-out.
 //! - The CSRF token is derived from the session id (HMAC-SHA256), so every page can carry it
 //!   while the store keeps only its hash; every POST must bring it (a form field, or the
 //!   `x-csrf-token` header for the passkey calls) and, when the browser says where it comes
@@ -290,7 +291,16 @@ pub async fn callback(
         }
     };
     let id = random_token();
-    let ttl = c.config.session_ttl;
+    let follows = c
+        .config
+        .oidc
+        .as_ref()
+        .is_some_and(|o| o.session_follows_id_token);
+    let ttl = lifetime(
+        c.config.session_ttl,
+        who.id_token_expires.filter(|_| follows),
+        std::time::SystemTime::now(),
+    );
     let created = c
         .store
         .sessions()
@@ -390,6 +400,21 @@ pub async fn signed_out() -> Response {
     )
 }
 
+/// How long a session signed in at `now` lasts: `configured` (`console.session_ttl`), or less
+/// when the sign-in's ID token expires sooner (`id_token_expires`, when sessions follow it).
+/// At least a second: an ID token verified as unexpired a moment ago gives a session that ends
+/// at once rather than one that never began.
+pub fn lifetime(
+    configured: Duration,
+    id_token_expires: Option<std::time::SystemTime>,
+    now: std::time::SystemTime,
+) -> Duration {
+    let vouched = id_token_expires.map(|exp| exp.duration_since(now).unwrap_or_default());
+    vouched
+        .map_or(configured, |left| configured.min(left))
+        .max(Duration::from_secs(1))
+}
+
 /// The client address of a request.
 pub fn source(peer: &Option<axum::Extension<Peer>>) -> Option<IpAddr> {
     peer.as_ref().map(|p| p.0.0.ip())
@@ -403,6 +428,20 @@ pub fn same(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_ends_when_the_id_token_does_if_that_is_sooner() {
+        let now = std::time::SystemTime::now();
+        let ttl = Duration::from_secs(8 * 3600);
+        let hour = Duration::from_secs(3600);
+        assert_eq!(lifetime(ttl, Some(now + hour), now), hour);
+        // A token that outlives the configured lifetime does not lengthen the session.
+        assert_eq!(lifetime(ttl, Some(now + 30 * hour), now), ttl);
+        // Sessions that do not follow the token (or a token without one) last the ttl.
+        assert_eq!(lifetime(ttl, None, now), ttl);
+        // A token expiring as it is read: a session of a second, never a negative one.
+        assert_eq!(lifetime(ttl, Some(now - hour), now), Duration::from_secs(1));
+    }
 
     #[test]
     fn a_sign_in_leads_only_to_the_console_itself() {

@@ -115,6 +115,9 @@ pub struct SignedIn {
     pub aliases: Vec<String>,
     /// Where to go now (a path of the console).
     pub next: String,
+    /// When the provider's ID token for this sign-in expires (`exp`): how long the provider
+    /// vouches for it.
+    pub id_token_expires: Option<SystemTime>,
 }
 
 /// The SSO side of the console.
@@ -292,6 +295,9 @@ impl Sso {
         let claims = id_token
             .claims(&client.id_token_verifier(), &nonce)
             .map_err(|e| SsoError::IdToken(e.to_string()))?;
+        let id_token_expires = u64::try_from(claims.expiration().timestamp())
+            .ok()
+            .map(|secs| UNIX_EPOCH + Duration::from_secs(secs));
         let mut other = claims.additional_claims().claims.clone();
         insert_standard(&mut other, claims.subject(), |k| match k {
             "name" => claims
@@ -333,7 +339,9 @@ impl Sso {
                 _ => None,
             });
         }
-        identity(&other, &self.config, pending.next)
+        let mut who = identity(&other, &self.config, pending.next)?;
+        who.id_token_expires = id_token_expires;
+        Ok(who)
     }
 }
 
@@ -407,6 +415,7 @@ fn identity(
         groups,
         aliases,
         next,
+        id_token_expires: None,
     })
 }
 
@@ -448,6 +457,7 @@ mod tests {
             scopes: vec![],
             subject_claim: "sub".into(),
             groups_claim: "groups".into(),
+            session_follows_id_token: true,
         }
     }
 

@@ -207,7 +207,7 @@ pub async fn with_code(
         c.check_post(&headers, &session, form.csrf.as_deref())?;
         c.fresh(&session)?;
         let code = form.code.as_deref().unwrap_or_default();
-        c.checked_code(&session.record.subject, code, false).await?;
+        c.checked_code(&session, code, false).await?;
         c.verified_now(&session, Proof::Totp, source(&peer)).await
     }
     .await;

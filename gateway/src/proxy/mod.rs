@@ -142,7 +142,7 @@ async fn walk(
         action,
         request,
     };
-    match hold(ex, &decided.action, &decision).await? {
+    match hold(ex, &decided.action, &decision, &decided.request.body).await? {
         Held::Released => go_on(snap, upstream, ex, decided)
             .await
             .map(Walked::Answered),

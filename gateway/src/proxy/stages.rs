@@ -264,12 +264,26 @@ fn triggers(snap: &Snapshot, ex: &Exchange, action: &Action, decision: Decision)
 /// approval gate has it approved (it waits, or is answered "pending"); any other stops.
 /// A request answered with an event stream whose approval is pending waits for it in that
 /// stream ([`Held::InStream`], `proxy/held.rs`) when requests wait (`approvals.mode: wait`).
+/// An LLM call's approvers are shown what it asks (its `body`'s last user message, masked)
+/// when `audit.record_content` lets request content be kept.
 pub(super) async fn hold(
     ex: &mut Exchange,
     action: &Action,
     decision: &Decision,
+    body: &[u8],
 ) -> Result<Held, Refusal> {
-    let Some(approval) = open(ex, action, decision).await? else {
+    let prompt = match (&action.context.facts, decision) {
+        (Facts::Llm(_), Decision::NeedsApproval { .. }) => {
+            let snap = ex.shared().snapshot.load();
+            snap.config
+                .audit
+                .record_content
+                .then(|| approval::prompt::shown(body, &snap.config.inspect))
+                .flatten()
+        }
+        _ => None,
+    };
+    let Some(approval) = open(ex, action, decision, prompt).await? else {
         return Ok(Held::Released);
     };
     if ex.streams_events()
@@ -289,7 +303,7 @@ pub(super) async fn hold_here(
     action: &Action,
     decision: &Decision,
 ) -> Result<(), Refusal> {
-    match open(ex, action, decision).await? {
+    match open(ex, action, decision, None).await? {
         Some(approval) => approval.settle(ex).await,
         None => Ok(()),
     }
@@ -337,12 +351,13 @@ impl Approval {
     }
 }
 
-/// The approval `decision` asks for, found or opened (approvers told); `None` when the
-/// decision allows; a refusal when it denies or no gate can approve.
+/// The approval `decision` asks for, found or opened (approvers told, and shown `prompt` when
+/// given); `None` when the decision allows; a refusal when it denies or no gate can approve.
 async fn open(
     ex: &mut Exchange,
     action: &Action,
     decision: &Decision,
+    prompt: Option<serde_json::Value>,
 ) -> Result<Option<Approval>, Refusal> {
     let (Decision::NeedsApproval { .. }, Some(gate)) = (decision, ex.shared().gate().cloned())
     else {
@@ -359,7 +374,7 @@ async fn open(
         agent: action.principal.id.to_string(),
         action: action.verb.as_str().to_owned(),
         resource: action.resource.cedar_ref(),
-        context: approval_context(action),
+        context: approval_context(action, prompt),
     };
     let opened = gate.open(decision, waiting).await?;
     Ok(Some(Approval {
@@ -371,9 +386,10 @@ async fn open(
 
 /// What approvers are shown of `action`: the arguments of a tool call or the facts of the
 /// request (a REST call's declared fields, an egress destination's port, scheme and path),
-/// what inspection found in it (detector and location, never the content), and who owns the
-/// agent (they may not approve its actions themselves).
-fn approval_context(action: &Action) -> serde_json::Value {
+/// what inspection found in it (detector and location, never the content), what an LLM call
+/// asks (`prompt`, when it may be shown), and who owns the agent (they may not approve its
+/// actions themselves).
+fn approval_context(action: &Action, prompt: Option<serde_json::Value>) -> serde_json::Value {
     let mut context = match &action.context.facts {
         Facts::Tool(tool) => serde_json::json!({ "arguments": &*tool.arguments }),
         Facts::Http(http) => {
@@ -402,6 +418,9 @@ fn approval_context(action: &Action) -> serde_json::Value {
         .collect();
     if let Some(owner) = &action.principal.owner {
         context["owner"] = serde_json::Value::from(&**owner);
+    }
+    if let Some(prompt) = prompt {
+        context["prompt"] = prompt;
     }
     context
 }
@@ -513,14 +532,17 @@ mod tests {
             location: "params.arguments.body".to_owned(),
         }]);
         assert_eq!(
-            approval_context(&action),
+            approval_context(&action, None),
             json!({
                 "arguments": {"title": "deploy"},
                 "findings": [{"detector": "private_key", "location": "params.arguments.body"}],
                 "owner": "carol",
             })
         );
-        assert_eq!(approval_context(&call(Vec::new()))["findings"], json!([]));
+        assert_eq!(
+            approval_context(&call(Vec::new()), None)["findings"],
+            json!([])
+        );
     }
 
     #[test]
@@ -591,7 +613,7 @@ mod tests {
                 (Arc::from("unfurl"), FieldValue::Bool(false)),
             ]),
         });
-        let shown = approval_context(&action);
+        let shown = approval_context(&action, None);
         assert_eq!(shown["method"], "POST");
         assert_eq!(shown["path"], "/chat.postMessage");
         assert_eq!(
@@ -604,7 +626,7 @@ mod tests {
             scheme: "connect".to_owned(),
             ..Default::default()
         });
-        let shown = approval_context(&action);
+        let shown = approval_context(&action, None);
         assert_eq!(shown["port"], 443);
         assert_eq!(shown["scheme"], "connect");
         assert_eq!(shown["addresses"], json!(["203.0.113.7"]));

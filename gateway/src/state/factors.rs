@@ -110,26 +110,42 @@ pub trait FactorRepository: Send + Sync {
         credential_id: &'a [u8],
     ) -> BoxFuture<'a, Result<bool, StateError>>;
 
-    /// Counts an attempt of `subject` at `now_ms` against the brake, in one statement (attempts
-    /// made at once, on any replica, cannot pass it together): refused while `subject` has
-    /// `max` attempts counted in a window begun after `window_start_ms`; a window begun at or
-    /// before it is over, and this attempt begins a new one.
+    /// Counts an attempt of one person, known by `names`, at `now_ms` against the brake, in
+    /// one transaction (attempts made at once, on any replica, cannot pass it together): it is
+    /// counted under every one of `names`, and refused (counted under none) while any of them
+    /// has `max` attempts counted in a window begun after `window_start_ms`; a window begun at
+    /// or before it is over, and this attempt begins a new one.
     fn count_code_attempt<'a>(
         &'a self,
-        subject: &'a str,
+        names: &'a [String],
         now_ms: i64,
         window_start_ms: i64,
         max: u32,
     ) -> BoxFuture<'a, Result<CodeAttempt, StateError>>;
 
-    /// Gives back one counted attempt of `subject` (it failed for another reason than its
-    /// code).
+    /// Gives back one counted attempt under each of `names` (it failed for another reason
+    /// than its code).
     fn give_back_code_attempt<'a>(
         &'a self,
-        subject: &'a str,
+        names: &'a [String],
     ) -> BoxFuture<'a, Result<(), StateError>>;
 
-    /// Forgets `subject`'s counted attempts (a right code).
-    fn clear_code_attempts<'a>(&'a self, subject: &'a str)
-    -> BoxFuture<'a, Result<(), StateError>>;
+    /// Forgets the counted attempts under each of `names` (a right code).
+    fn clear_code_attempts<'a>(
+        &'a self,
+        names: &'a [String],
+    ) -> BoxFuture<'a, Result<(), StateError>>;
+
+    /// Removes the counts whose window began at or before `window_start_ms` (over: they brake
+    /// no one any more); how many.
+    fn purge_code_attempts(&self, window_start_ms: i64) -> BoxFuture<'_, Result<u64, StateError>>;
+}
+
+/// `names` as the brake's statements take them: each once, in order (so that transactions
+/// counting several people's names take their row locks in one order and cannot deadlock).
+pub(crate) fn attempt_keys(names: &[String]) -> Vec<String> {
+    let mut keys = names.to_vec();
+    keys.sort();
+    keys.dedup();
+    keys
 }

@@ -1,11 +1,14 @@
 //! [`FactorRepository`] on PostgreSQL: the `totp_enrolments`, `webauthn_credentials` and
-//! `code_attempts` tables. Each step is one statement, atomic on its own.
+//! `code_attempts` tables. Each step is one statement, atomic on its own, but for counting a
+//! code attempt under each of one person's names, which is one transaction.
 
 use futures_util::future::BoxFuture;
 
 use super::{PostgresStore, query_error};
 use crate::state::error::StateError;
-use crate::state::factors::{CodeAttempt, FactorRepository, TotpEnrolment, WebauthnCredential};
+use crate::state::factors::{
+    CodeAttempt, FactorRepository, TotpEnrolment, WebauthnCredential, attempt_keys,
+};
 use crate::state::pins::now_ms;
 
 impl FactorRepository for PostgresStore {
@@ -203,51 +206,58 @@ impl FactorRepository for PostgresStore {
 
     fn count_code_attempt<'a>(
         &'a self,
-        subject: &'a str,
+        names: &'a [String],
         now_ms: i64,
         window_start_ms: i64,
         max: u32,
     ) -> BoxFuture<'a, Result<CodeAttempt, StateError>> {
-        let subject = subject.to_owned();
-        Box::pin(self.with_client(move |client, db| async move {
+        let keys = attempt_keys(names);
+        Box::pin(self.with_client(move |mut client, db| async move {
             let err = || query_error(&db, "count a second-factor code attempt");
-            // Concurrent attempts queue on the row's lock: each sees the count the one before
-            // it left.
-            let changed = client
-                .execute(
-                    COUNT_CODE_ATTEMPT,
-                    &[&subject, &now_ms, &window_start_ms, &i64::from(max)],
-                )
-                .await
-                .map_err(err())?;
-            if changed == 1 {
-                return Ok(CodeAttempt::Counted);
+            let tx = client.transaction().await.map_err(err())?;
+            // Concurrent attempts queue on the rows' locks (taken in the names' order, so two
+            // people sharing names cannot deadlock): each sees the count the one before it
+            // left.
+            for key in &keys {
+                let changed = tx
+                    .execute(
+                        COUNT_CODE_ATTEMPT,
+                        &[key, &now_ms, &window_start_ms, &i64::from(max)],
+                    )
+                    .await
+                    .map_err(err())?;
+                if changed == 1 {
+                    continue;
+                }
+                let row = tx
+                    .query_opt(
+                        "SELECT since_ms FROM code_attempts WHERE subject = $1",
+                        &[key],
+                    )
+                    .await
+                    .map_err(err())?;
+                // Dropped, the transaction rolls back: counted under none of the names.
+                // Cleared in between: refused all the same, this attempt was not counted.
+                return Ok(CodeAttempt::Refused {
+                    since_ms: row.map_or(now_ms, |row| row.get(0)),
+                });
             }
-            let row = client
-                .query_opt(
-                    "SELECT since_ms FROM code_attempts WHERE subject = $1",
-                    &[&subject],
-                )
-                .await
-                .map_err(err())?;
-            // Cleared in between: refused all the same, this attempt was not counted.
-            Ok(CodeAttempt::Refused {
-                since_ms: row.map_or(now_ms, |row| row.get(0)),
-            })
+            tx.commit().await.map_err(err())?;
+            Ok(CodeAttempt::Counted)
         }))
     }
 
     fn give_back_code_attempt<'a>(
         &'a self,
-        subject: &'a str,
+        names: &'a [String],
     ) -> BoxFuture<'a, Result<(), StateError>> {
-        let subject = subject.to_owned();
+        let keys = attempt_keys(names);
         Box::pin(self.with_client(move |client, db| async move {
             client
                 .execute(
                     "UPDATE code_attempts SET failures = failures - 1 \
-                     WHERE subject = $1 AND failures > 0",
-                    &[&subject],
+                     WHERE subject = ANY($1) AND failures > 0",
+                    &[&keys],
                 )
                 .await
                 .map_err(query_error(&db, "give back a second-factor code attempt"))?;
@@ -257,15 +267,33 @@ impl FactorRepository for PostgresStore {
 
     fn clear_code_attempts<'a>(
         &'a self,
-        subject: &'a str,
+        names: &'a [String],
     ) -> BoxFuture<'a, Result<(), StateError>> {
-        let subject = subject.to_owned();
+        let keys = attempt_keys(names);
         Box::pin(self.with_client(move |client, db| async move {
             client
-                .execute("DELETE FROM code_attempts WHERE subject = $1", &[&subject])
+                .execute(
+                    "DELETE FROM code_attempts WHERE subject = ANY($1)",
+                    &[&keys],
+                )
                 .await
                 .map_err(query_error(&db, "clear second-factor code attempts"))?;
             Ok(())
+        }))
+    }
+
+    fn purge_code_attempts(&self, window_start_ms: i64) -> BoxFuture<'_, Result<u64, StateError>> {
+        Box::pin(self.with_client(move |client, db| async move {
+            client
+                .execute(
+                    "DELETE FROM code_attempts WHERE since_ms <= $1",
+                    &[&window_start_ms],
+                )
+                .await
+                .map_err(query_error(
+                    &db,
+                    "remove wrong-code counts past their window",
+                ))
         }))
     }
 }

@@ -2,11 +2,13 @@
 //! `code_attempts` tables.
 
 use futures_util::future::BoxFuture;
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::{SqliteStore, query_error};
 use crate::state::error::StateError;
-use crate::state::factors::{CodeAttempt, FactorRepository, TotpEnrolment, WebauthnCredential};
+use crate::state::factors::{
+    CodeAttempt, FactorRepository, TotpEnrolment, WebauthnCredential, attempt_keys,
+};
 use crate::state::pins::now_ms;
 
 impl FactorRepository for SqliteStore {
@@ -210,65 +212,95 @@ impl FactorRepository for SqliteStore {
 
     fn count_code_attempt<'a>(
         &'a self,
-        subject: &'a str,
+        names: &'a [String],
         now_ms: i64,
         window_start_ms: i64,
         max: u32,
     ) -> BoxFuture<'a, Result<CodeAttempt, StateError>> {
-        let subject = subject.to_owned();
+        let keys = attempt_keys(names);
         Box::pin(self.run(move |conn, path| {
             let err = || query_error(path, "count a second-factor code attempt");
-            let changed = conn
-                .execute(
-                    COUNT_CODE_ATTEMPT,
-                    params![subject, now_ms, window_start_ms, max],
-                )
+            // The write lock first: another process counting the same person waits for this
+            // one's count, and sees it.
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(err())?;
-            if changed == 1 {
-                return Ok(CodeAttempt::Counted);
+            for key in &keys {
+                let changed = tx
+                    .execute(
+                        COUNT_CODE_ATTEMPT,
+                        params![key, now_ms, window_start_ms, max],
+                    )
+                    .map_err(err())?;
+                if changed == 1 {
+                    continue;
+                }
+                let since_ms = tx
+                    .query_row(
+                        "SELECT since_ms FROM code_attempts WHERE subject = ?1",
+                        params![key],
+                        |row| row.get(0),
+                    )
+                    .optional()
+                    .map_err(err())?
+                    // Cleared in between: refused all the same, this attempt was not counted.
+                    .unwrap_or(now_ms);
+                // Dropped, the transaction rolls back: counted under none of the names.
+                return Ok(CodeAttempt::Refused { since_ms });
             }
-            let since_ms = conn
-                .query_row(
-                    "SELECT since_ms FROM code_attempts WHERE subject = ?1",
-                    params![subject],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(err())?
-                // Cleared in between: refused all the same, this attempt was not counted.
-                .unwrap_or(now_ms);
-            Ok(CodeAttempt::Refused { since_ms })
+            tx.commit().map_err(err())?;
+            Ok(CodeAttempt::Counted)
         }))
     }
 
     fn give_back_code_attempt<'a>(
         &'a self,
-        subject: &'a str,
+        names: &'a [String],
     ) -> BoxFuture<'a, Result<(), StateError>> {
-        let subject = subject.to_owned();
+        let keys = attempt_keys(names);
         Box::pin(self.run(move |conn, path| {
-            conn.execute(
-                "UPDATE code_attempts SET failures = failures - 1 \
-                 WHERE subject = ?1 AND failures > 0",
-                params![subject],
-            )
-            .map_err(query_error(path, "give back a second-factor code attempt"))?;
-            Ok(())
+            let err = || query_error(path, "give back a second-factor code attempt");
+            let tx = conn.transaction().map_err(err())?;
+            for key in &keys {
+                tx.execute(
+                    "UPDATE code_attempts SET failures = failures - 1 \
+                     WHERE subject = ?1 AND failures > 0",
+                    params![key],
+                )
+                .map_err(err())?;
+            }
+            tx.commit().map_err(err())
         }))
     }
 
     fn clear_code_attempts<'a>(
         &'a self,
-        subject: &'a str,
+        names: &'a [String],
     ) -> BoxFuture<'a, Result<(), StateError>> {
-        let subject = subject.to_owned();
+        let keys = attempt_keys(names);
         Box::pin(self.run(move |conn, path| {
-            conn.execute(
-                "DELETE FROM code_attempts WHERE subject = ?1",
-                params![subject],
-            )
-            .map_err(query_error(path, "clear second-factor code attempts"))?;
-            Ok(())
+            let err = || query_error(path, "clear second-factor code attempts");
+            let tx = conn.transaction().map_err(err())?;
+            for key in &keys {
+                tx.execute("DELETE FROM code_attempts WHERE subject = ?1", params![key])
+                    .map_err(err())?;
+            }
+            tx.commit().map_err(err())
+        }))
+    }
+
+    fn purge_code_attempts(&self, window_start_ms: i64) -> BoxFuture<'_, Result<u64, StateError>> {
+        Box::pin(self.run(move |conn, path| {
+            let removed = conn
+                .execute(
+                    "DELETE FROM code_attempts WHERE since_ms <= ?1",
+                    params![window_start_ms],
+                )
+                .map_err(query_error(
+                    path,
+                    "remove wrong-code counts past their window",
+                ))?;
+            Ok(removed as u64)
         }))
     }
 }

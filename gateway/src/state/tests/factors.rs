@@ -1,7 +1,7 @@
 //! Approvers' second factors, on both backends.
 
 use super::Backend;
-use crate::state::factors::CodeAttempt;
+use crate::state::factors::{CodeAttempt, FactorRepository};
 
 on_both_backends!(
     a_totp_step_is_accepted_once_and_only_after_the_last,
@@ -9,7 +9,23 @@ on_both_backends!(
     passkeys_are_added_once_and_their_counter_only_grows,
     the_code_brake_counts_for_every_replica_and_opens_after_its_window,
     code_attempts_sent_to_two_replicas_at_once_cannot_pass_the_brake_together,
+    one_persons_names_share_one_brake,
+    code_attempts_of_one_person_under_two_names_at_once_cannot_pass_the_brake_together,
+    wrong_code_counts_past_their_window_are_purged,
 );
+
+/// A person's names as the brake is given them.
+fn names(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| (*n).to_owned()).collect()
+}
+
+/// Counts an attempt of the person known by `who` at `now` (a window of 5 minutes, 5 tries).
+async fn count(factors: &dyn FactorRepository, who: &[&str], now: i64) -> CodeAttempt {
+    factors
+        .count_code_attempt(&names(who), now, now - 300_000, 5)
+        .await
+        .unwrap()
+}
 
 async fn a_totp_step_is_accepted_once_and_only_after_the_last(backend: Backend) {
     let factors = backend.open().await.factors();
@@ -147,7 +163,7 @@ async fn the_code_brake_counts_for_every_replica_and_opens_after_its_window(back
         let (now, start) = at(t0 + i64::try_from(i).unwrap());
         assert_eq!(
             replica
-                .count_code_attempt("alice", now, start, 5)
+                .count_code_attempt(&names(&["alice"]), now, start, 5)
                 .await
                 .unwrap(),
             CodeAttempt::Counted
@@ -158,7 +174,7 @@ async fn the_code_brake_counts_for_every_replica_and_opens_after_its_window(back
         let (now, start) = at(t0 + 10);
         assert_eq!(
             replica
-                .count_code_attempt("alice", now, start, 5)
+                .count_code_attempt(&names(&["alice"]), now, start, 5)
                 .await
                 .unwrap(),
             CodeAttempt::Refused { since_ms: t0 }
@@ -167,43 +183,57 @@ async fn the_code_brake_counts_for_every_replica_and_opens_after_its_window(back
     // Someone else is not braked by alice's codes.
     let (now, start) = at(t0 + 10);
     assert_eq!(
-        b.count_code_attempt("bob", now, start, 5).await.unwrap(),
+        b.count_code_attempt(&names(&["bob"]), now, start, 5)
+            .await
+            .unwrap(),
         CodeAttempt::Counted
     );
     // An attempt given back (refused for another reason) makes room for one more.
-    b.give_back_code_attempt("alice").await.unwrap();
+    b.give_back_code_attempt(&names(&["alice"])).await.unwrap();
     assert_eq!(
-        a.count_code_attempt("alice", now, start, 5).await.unwrap(),
+        a.count_code_attempt(&names(&["alice"]), now, start, 5)
+            .await
+            .unwrap(),
         CodeAttempt::Counted
     );
     assert!(matches!(
-        a.count_code_attempt("alice", now, start, 5).await.unwrap(),
+        a.count_code_attempt(&names(&["alice"]), now, start, 5)
+            .await
+            .unwrap(),
         CodeAttempt::Refused { .. }
     ));
     // Once the window is over, a new one begins with this attempt.
     let (now, start) = at(t0 + window);
     assert_eq!(
-        b.count_code_attempt("alice", now, start, 5).await.unwrap(),
+        b.count_code_attempt(&names(&["alice"]), now, start, 5)
+            .await
+            .unwrap(),
         CodeAttempt::Counted
     );
     for _ in 0..4 {
-        a.count_code_attempt("alice", now, start, 5).await.unwrap();
+        a.count_code_attempt(&names(&["alice"]), now, start, 5)
+            .await
+            .unwrap();
     }
     assert_eq!(
-        a.count_code_attempt("alice", now, start, 5).await.unwrap(),
+        a.count_code_attempt(&names(&["alice"]), now, start, 5)
+            .await
+            .unwrap(),
         CodeAttempt::Refused { since_ms: now }
     );
     // A right code clears the count, on every replica.
-    b.clear_code_attempts("alice").await.unwrap();
+    b.clear_code_attempts(&names(&["alice"])).await.unwrap();
     assert_eq!(
-        a.count_code_attempt("alice", now, start, 5).await.unwrap(),
+        a.count_code_attempt(&names(&["alice"]), now, start, 5)
+            .await
+            .unwrap(),
         CodeAttempt::Counted
     );
 }
 
-async fn code_attempts_sent_to_two_replicas_at_once_cannot_pass_the_brake_together(
-    backend: Backend,
-) {
+/// How many of 24 attempts sent at once, alternately to two replicas, the brake counted (the
+/// `i`th under the names `who(i)`).
+async fn counted_at_once(backend: &Backend, who: fn(usize) -> Vec<String>) -> usize {
     let replicas = [
         backend.open().await.factors(),
         backend.open().await.factors(),
@@ -211,18 +241,124 @@ async fn code_attempts_sent_to_two_replicas_at_once_cannot_pass_the_brake_togeth
     let now = 1_000_000_000;
     let tries = (0..24).map(|i| {
         let replica = replicas[i % 2].clone();
+        let names = who(i);
         tokio::spawn(async move {
             replica
-                .count_code_attempt("eve", now, now - 300_000, 5)
+                .count_code_attempt(&names, now, now - 300_000, 5)
                 .await
                 .unwrap()
         })
     });
-    let mut counted = 0;
-    for attempt in futures_util::future::join_all(tries).await {
-        if attempt.unwrap() == CodeAttempt::Counted {
-            counted += 1;
-        }
-    }
+    futures_util::future::join_all(tries)
+        .await
+        .into_iter()
+        .filter(|attempt| *attempt.as_ref().unwrap() == CodeAttempt::Counted)
+        .count()
+}
+
+async fn code_attempts_sent_to_two_replicas_at_once_cannot_pass_the_brake_together(
+    backend: Backend,
+) {
+    let counted = counted_at_once(&backend, |_| names(&["eve"])).await;
     assert_eq!(counted, 5, "checked and counted in one statement");
+}
+
+async fn one_persons_names_share_one_brake(backend: Backend) {
+    let (console, cli) = (
+        backend.open().await.factors(),
+        backend.open().await.factors(),
+    );
+    let (now, start) = (1_000_000_000, 1_000_000_000 - 300_000);
+    // dave in the console (his subject and the provider's names for him), then on the
+    // command line under the one name approvals.operators gives him.
+    let in_console = names(&["u-42", "dave", "dave@example.com"]);
+    let on_cli = names(&["dave@example.com"]);
+    for _ in 0..3 {
+        let counted = console.count_code_attempt(&in_console, now, start, 5);
+        assert_eq!(counted.await.unwrap(), CodeAttempt::Counted);
+    }
+    for _ in 0..2 {
+        let counted = cli.count_code_attempt(&on_cli, now, start, 5);
+        assert_eq!(counted.await.unwrap(), CodeAttempt::Counted);
+    }
+    // Five in all under dave@example.com: refused under any set of names that holds it.
+    assert_eq!(
+        console
+            .count_code_attempt(&in_console, now + 1, start, 5)
+            .await
+            .unwrap(),
+        CodeAttempt::Refused { since_ms: now }
+    );
+    assert!(matches!(
+        cli.count_code_attempt(&on_cli, now + 1, start, 5)
+            .await
+            .unwrap(),
+        CodeAttempt::Refused { .. }
+    ));
+    // A refused attempt is counted under none of the names: u-42 alone has 3.
+    for _ in 0..2 {
+        assert_eq!(count(&*cli, &["u-42"], now).await, CodeAttempt::Counted);
+    }
+    assert!(matches!(
+        count(&*cli, &["u-42"], now).await,
+        CodeAttempt::Refused { .. }
+    ));
+    // Given back and cleared under every name.
+    cli.give_back_code_attempt(&in_console).await.unwrap();
+    let counted = console.count_code_attempt(&in_console, now, start, 5);
+    assert_eq!(counted.await.unwrap(), CodeAttempt::Counted);
+    console.clear_code_attempts(&in_console).await.unwrap();
+    for _ in 0..5 {
+        let counted = cli.count_code_attempt(&on_cli, now, start, 5);
+        assert_eq!(counted.await.unwrap(), CodeAttempt::Counted);
+    }
+}
+
+async fn code_attempts_of_one_person_under_two_names_at_once_cannot_pass_the_brake_together(
+    backend: Backend,
+) {
+    // The command line's name and the console's names, alternately, on both replicas.
+    let counted = counted_at_once(&backend, |i| {
+        if i % 3 == 0 {
+            names(&["eve@example.com"])
+        } else {
+            names(&["u-9", "eve", "eve@example.com"])
+        }
+    })
+    .await;
+    assert_eq!(counted, 5, "checked and counted in one transaction");
+}
+
+async fn wrong_code_counts_past_their_window_are_purged(backend: Backend) {
+    let factors = backend.open().await.factors();
+    let window = 300_000;
+    // mallory guessed long ago and never entered a right code; alice guessed just now.
+    let long_ago = 1_000_000_000;
+    let now = long_ago + 2 * window;
+    for _ in 0..5 {
+        assert_eq!(
+            count(&*factors, &["mallory"], long_ago).await,
+            CodeAttempt::Counted
+        );
+    }
+    assert_eq!(
+        count(&*factors, &["alice"], now).await,
+        CodeAttempt::Counted
+    );
+    let other = backend.open().await.factors();
+    assert_eq!(other.purge_code_attempts(now - window).await.unwrap(), 1);
+    assert_eq!(other.purge_code_attempts(now - window).await.unwrap(), 0);
+    // alice's count is kept: four more and she is stopped.
+    for _ in 0..4 {
+        assert_eq!(
+            count(&*factors, &["alice"], now).await,
+            CodeAttempt::Counted
+        );
+    }
+    assert!(matches!(
+        count(&*factors, &["alice"], now).await,
+        CodeAttempt::Refused { .. }
+    ));
+    assert_eq!(other.purge_code_attempts(now - window).await.unwrap(), 0);
+    assert_eq!(other.purge_code_attempts(now).await.unwrap(), 1);
 }
