@@ -257,6 +257,9 @@ pub async fn apply(shared: &Shared, config_path: Option<&Path>) -> Result<PathBu
             shared.snapshot.store(Arc::new(snapshot));
             // This host's addresses first: the tunnels judged again below see the current ones.
             let _ = tokio::task::spawn_blocking(crate::egress::this_host::refresh).await;
+            crate::egress::internal_networks::set(
+                &shared.snapshot.load().config.egress.internal_networks,
+            );
             shared.reloads.send_modify(|applied| *applied += 1);
             shared.metrics.reloads.with_label_values(&["ok"]).inc();
             tracing::info!(policies, version = %version, "reload applied");

@@ -111,6 +111,9 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     let listen = config.listen.clone();
     let upstream = config.upstream.clone();
     let workers = workers::count(config.runtime.worker_threads);
+    // Before anything is dialled (the identity provider's keys, Vault): every address guard
+    // classifies the declared internal networks as internal.
+    crate::egress::internal_networks::set(&config.egress.internal_networks);
     let snapshot = Snapshot::build(config, None).await?;
     // The audit key may be in Vault: the log opens once the snapshot's secret store exists.
     let signer = audit_signer(&snapshot).await?;

@@ -458,6 +458,58 @@ permit (principal is Agent, action in [Action::"egress:connect", Action::"egress
 }
 
 #[tokio::test]
+async fn a_global_address_in_a_declared_internal_network_needs_an_internal_permit() {
+    // The public address a NAT maps to this host: globally routable, but declared internal.
+    // Warden refuses before it dials, so nothing leaves loopback.
+    let dns = Dns::start(json!({"nat.test": [["8.8.4.4"]]}))
+        .await
+        .unwrap();
+    let anywhere = r#"
+@id("egress-anywhere")
+permit (principal is Agent, action in [Action::"egress:connect", Action::"egress:request"], resource);
+"#;
+    let (warden, proxy) = warden_with(
+        &dns,
+        &[("anywhere.cedar", anywhere)],
+        &[("/egress/internal_networks", json!(["8.8.4.0/24"]))],
+    )
+    .await;
+    let token = warden.token("build-bot").await.unwrap();
+    for target in [
+        "nat.test",
+        "8.8.4.4",
+        "[::ffff:8.8.4.4]",
+        "[64:ff9b::808:404]",
+    ] {
+        let got = curl(proxy, Some(&token), &[&format!("http://{target}/")])
+            .await
+            .unwrap();
+        assert_eq!(got.status, 403, "{target}: {got:?}");
+        assert!(
+            got.body.contains("8.8.4.4, a declared_internal address")
+                || got.body.contains("a declared_internal address"),
+            "{target}: {got:?}"
+        );
+        let tunnel = curl(proxy, Some(&token), &["-p", &format!("https://{target}/")])
+            .await
+            .unwrap();
+        assert!(
+            tunnel.stderr.contains("403"),
+            "CONNECT {target}: {tunnel:?}"
+        );
+    }
+    let denied = records_for(&warden, "nat.test")
+        .into_iter()
+        .find(|r| r["kind"] == "decision")
+        .expect("a decision on nat.test");
+    assert_eq!(denied["decision"], "deny");
+    assert_eq!(
+        denied["detail"]["egress"]["classes"],
+        json!(["declared_internal"])
+    );
+}
+
+#[tokio::test]
 async fn a_tls_server_name_other_than_the_tunnel_host_is_refused() {
     let Allowlisted {
         https,

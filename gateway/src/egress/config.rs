@@ -1,10 +1,11 @@
 //! `egress:` the forward proxy agents reach the outside through (`HTTPS_PROXY`), and how it
 //! resolves and dials destinations.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use serde::Deserialize;
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer};
 
 use crate::listener::config::TlsConfig;
 
@@ -41,6 +42,30 @@ pub struct EgressConfig {
     pub tunnel_idle_timeout: Duration,
     /// TLS interception for configured hosts (off by default).
     pub intercept: super::intercept::config::InterceptConfig,
+    /// Globally routable addresses or networks that reach the inside (the public address a
+    /// 1:1 NAT or a load balancer maps to this host, the organisation's own public ranges):
+    /// class `declared_internal`, reached only with an `@egress("internal")` permit, by the egress
+    /// proxy and Warden's own upstream connections alike.
+    #[serde(deserialize_with = "networks")]
+    pub internal_networks: Vec<IpNet>,
+}
+
+/// `internal_networks` entries: a network (`203.0.113.0/24`) or one address (`203.0.113.7`).
+fn networks<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>, D::Error> {
+    Vec::<String>::deserialize(deserializer)?
+        .iter()
+        .map(|text| {
+            let text = text.trim();
+            text.parse::<IpNet>()
+                .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "{text:?} is not an address (203.0.113.7) or a network (203.0.113.0/24)"
+                    ))
+                })
+        })
+        .collect()
 }
 
 impl Default for EgressConfig {
@@ -55,6 +80,7 @@ impl Default for EgressConfig {
             response_timeout: Duration::from_secs(300),
             tunnel_idle_timeout: Duration::from_secs(3600),
             intercept: Default::default(),
+            internal_networks: Vec::new(),
         }
     }
 }
@@ -134,6 +160,30 @@ mod tests {
             ..Default::default()
         };
         assert!(loopback.validate(false, &[]).is_empty());
+    }
+
+    #[test]
+    fn internal_networks_take_addresses_and_networks_and_name_a_bad_entry() {
+        let config: EgressConfig = serde_saphyr::from_str(
+            "internal_networks: [203.0.113.7, 198.51.100.0/24, \"2001:db8::1/32\"]",
+        )
+        .unwrap();
+        let shown: Vec<String> = config
+            .internal_networks
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            shown,
+            ["203.0.113.7/32", "198.51.100.0/24", "2001:db8::/32"]
+        );
+        let error = serde_saphyr::from_str::<EgressConfig>("internal_networks: [corp.example]")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("\"corp.example\" is not an address (203.0.113.7) or a network"),
+            "{error}"
+        );
     }
 
     #[test]

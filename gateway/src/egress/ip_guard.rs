@@ -8,9 +8,13 @@
 //! are what they point at. The ranges follow the IANA special-purpose address registries
 //! (RFC 6890 and its updates). An address of this host's own interfaces, or one Warden's
 //! listeners are bound to, is [`AddressClass::ThisHost`] whatever its range
-//! ([`super::this_host`]): through it an agent would reach Warden itself.
+//! ([`super::this_host`]): through it an agent would reach Warden itself. A global address in
+//! a network the operator declares internal is [`AddressClass::DeclaredInternal`]
+//! ([`super::internal_networks`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
 
 /// The kind of an address, as the egress guard sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,6 +48,10 @@ pub enum AddressClass {
     /// An address of this host (an interface's, or one a listener of Warden's is bound to)
     /// other than loopback: it reaches Warden's own listeners and its host's services.
     ThisHost,
+    /// A global address in a network the operator declares internal
+    /// (`egress.internal_networks`): the public address a NAT maps to this host, the
+    /// organisation's own public ranges.
+    DeclaredInternal,
     /// Anything else not globally reachable: `240.0.0.0/4`, `192.0.0.0/24`, `192.88.99.0/24`,
     /// `100::/64`, the rest of `2001::/23`, local-use NAT64 `64:ff9b:1::/48`, and IPv6 outside
     /// `2000::/3`.
@@ -68,6 +76,7 @@ impl AddressClass {
             AddressClass::Benchmarking => "benchmarking",
             AddressClass::Reserved => "reserved",
             AddressClass::ThisHost => "this_host",
+            AddressClass::DeclaredInternal => "declared_internal",
         }
     }
 
@@ -85,23 +94,38 @@ impl std::fmt::Display for AddressClass {
 
 /// The class of `ip`; an IPv6 address that carries an IPv4 address has that address's class.
 pub fn classify(ip: IpAddr) -> AddressClass {
-    classify_on(ip, &super::this_host::addresses())
+    let local = Local {
+        this_host: &super::this_host::addresses(),
+        internal: &super::internal_networks::networks(),
+    };
+    classify_on(ip, &local)
 }
 
-/// The class of `ip` on a host whose own addresses are `this_host`.
-fn classify_on(ip: IpAddr, this_host: &[IpAddr]) -> AddressClass {
+/// What is local to this deployment beyond the special-purpose ranges.
+struct Local<'a> {
+    /// This host's own addresses.
+    this_host: &'a [IpAddr],
+    /// The networks the operator declares internal.
+    internal: &'a [IpNet],
+}
+
+/// The class of `ip` where `local` is what is local.
+fn classify_on(ip: IpAddr, local: &Local<'_>) -> AddressClass {
     match ip {
-        IpAddr::V4(v4) => classify_v4(v4, this_host),
-        IpAddr::V6(v6) => classify_v6(v6, this_host),
+        IpAddr::V4(v4) => classify_v4(v4, local),
+        IpAddr::V6(v6) => classify_v6(v6, local),
     }
 }
 
 /// `ThisHost` for an address of this host, unless it is loopback (which says as much) or
-/// unspecified; `class` otherwise.
-fn own(ip: IpAddr, class: AddressClass, this_host: &[IpAddr]) -> AddressClass {
+/// unspecified; `DeclaredInternal` for a global address in a declared internal network; `class`
+/// otherwise.
+fn own(ip: IpAddr, class: AddressClass, local: &Local<'_>) -> AddressClass {
     let loopback = matches!(class, AddressClass::Loopback | AddressClass::Unspecified);
-    if !loopback && this_host.contains(&ip) {
+    if !loopback && local.this_host.contains(&ip) {
         AddressClass::ThisHost
+    } else if class.is_global() && super::internal_networks::holds(local.internal, ip) {
+        AddressClass::DeclaredInternal
     } else {
         class
     }
@@ -134,12 +158,12 @@ const V4_RANGES: &[([u8; 4], u32, AddressClass)] = &[
     ([240, 0, 0, 0], 4, AddressClass::Reserved),
 ];
 
-fn classify_v4(addr: Ipv4Addr, this_host: &[IpAddr]) -> AddressClass {
+fn classify_v4(addr: Ipv4Addr, local: &Local<'_>) -> AddressClass {
     let class = V4_RANGES
         .iter()
         .find(|(prefix, len, _)| in_v4(addr, *prefix, *len))
         .map_or(AddressClass::Global, |(_, _, class)| *class);
-    own(IpAddr::V4(addr), class, this_host)
+    own(IpAddr::V4(addr), class, local)
 }
 
 /// Whether `addr` lies in `prefix/len`.
@@ -211,7 +235,7 @@ const V6_RANGES: &[(u128, u32, AddressClass)] = &[
 /// inverted) in bits 96..128.
 const TEREDO: u128 = 0x2001_0000_0000_0000_0000_0000_0000_0000;
 
-fn classify_v6(addr: Ipv6Addr, this_host: &[IpAddr]) -> AddressClass {
+fn classify_v6(addr: Ipv6Addr, local: &Local<'_>) -> AddressClass {
     let bits = u128::from(addr);
     if bits == 0 {
         return AddressClass::Unspecified;
@@ -221,19 +245,19 @@ fn classify_v6(addr: Ipv6Addr, this_host: &[IpAddr]) -> AddressClass {
     }
     // IPv4-compatible (::a.b.c.d, deprecated) and IPv4-mapped (::ffff:a.b.c.d).
     if in_v6(addr, 0, 96) || in_v6(addr, 0xffff_0000_0000, 96) {
-        return classify_v4(v4_at(addr, 96), this_host);
+        return classify_v4(v4_at(addr, 96), local);
     }
     // NAT64, well-known prefix: 64:ff9b::a.b.c.d.
     if in_v6(addr, 0x0064_ff9b_0000_0000_0000_0000_0000_0000, 96) {
-        return classify_v4(v4_at(addr, 96), this_host);
+        return classify_v4(v4_at(addr, 96), local);
     }
     // 6to4: 2002:AABB:CCDD::/48 carries a.b.c.d.
     if in_v6(addr, 0x2002_0000_0000_0000_0000_0000_0000_0000, 16) {
-        return classify_v4(v4_at(addr, 16), this_host);
+        return classify_v4(v4_at(addr, 16), local);
     }
     if in_v6(addr, TEREDO, 32) {
-        let server = classify_v4(v4_at(addr, 32), this_host);
-        let client = classify_v4(Ipv4Addr::from(!(bits as u32)), this_host);
+        let server = classify_v4(v4_at(addr, 32), local);
+        let client = classify_v4(Ipv4Addr::from(!(bits as u32)), local);
         return if server.is_global() { client } else { server };
     }
     let class = if let Some((_, _, class)) = V6_RANGES
@@ -247,7 +271,7 @@ fn classify_v6(addr: Ipv6Addr, this_host: &[IpAddr]) -> AddressClass {
     } else {
         AddressClass::Reserved
     };
-    own(IpAddr::V6(addr), class, this_host)
+    own(IpAddr::V6(addr), class, local)
 }
 
 #[cfg(test)]
@@ -327,10 +351,52 @@ mod tests {
     /// Checks that each address of `cases` has its class on a host whose own addresses are
     /// `this_host`.
     fn assert_classes(cases: &[(&str, AddressClass)], this_host: &[IpAddr]) {
+        assert_classes_on(
+            cases,
+            &Local {
+                this_host,
+                internal: &[],
+            },
+        );
+    }
+
+    fn assert_classes_on(cases: &[(&str, AddressClass)], local: &Local<'_>) {
         for (text, class) in cases {
             let ip: IpAddr = text.parse().expect(text);
-            assert_eq!(classify_on(ip, this_host), *class, "{text}");
+            assert_eq!(classify_on(ip, local), *class, "{text}");
         }
+    }
+
+    #[test]
+    fn a_global_address_in_a_declared_internal_network_is_internal_in_every_spelling() {
+        use AddressClass::*;
+        let internal: Vec<IpNet> = ["8.8.4.0/24", "2606:4700::/32", "10.0.0.0/8"]
+            .iter()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        let this_host: Vec<IpAddr> = vec!["8.8.4.9".parse().unwrap()];
+        let cases: &[(&str, AddressClass)] = &[
+            ("8.8.4.4", DeclaredInternal),
+            ("::ffff:8.8.4.4", DeclaredInternal),
+            ("64:ff9b::808:404", DeclaredInternal),
+            ("2002:808:404::1", DeclaredInternal),
+            ("2606:4700::1111", DeclaredInternal),
+            ("8.8.8.8", Global),
+            ("2607:f8b0::1", Global),
+            // A declared network names global addresses only: a special range keeps its
+            // class, and this host's own addresses stay this_host.
+            ("10.1.2.3", Private),
+            ("8.8.4.9", ThisHost),
+        ];
+        assert_classes_on(
+            cases,
+            &Local {
+                this_host: &this_host,
+                internal: &internal,
+            },
+        );
+        assert_eq!(DeclaredInternal.to_string(), "declared_internal");
+        assert!(!DeclaredInternal.is_global());
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod dial;
 pub mod error;
 pub mod host;
 pub mod intercept;
+pub mod internal_networks;
 pub mod ip_guard;
 pub mod proxy_auth;
 pub mod resolve;
