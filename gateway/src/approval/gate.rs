@@ -175,7 +175,13 @@ impl Gate {
                 approvals: *approvals,
                 expires_at: SystemTime::UNIX_EPOCH
                     + Duration::from_millis(u64::try_from(record.expires_ms).unwrap_or(0)),
-                arguments: waiting.context.get("arguments").cloned(),
+                // A REST or egress request's body stands for its arguments (only there
+                // when request content is kept; shown by notifiers with include_arguments).
+                arguments: waiting
+                    .context
+                    .get("arguments")
+                    .or_else(|| waiting.context.get("body"))
+                    .cloned(),
             });
         }
         if created {
