@@ -248,7 +248,15 @@ mod tests {
     }
 
     fn read(method: Method, path: &str, headers: HeaderMap) -> Result<Interpreted, RestError> {
-        let ops = ops();
+        read_in(&ops(), method, path, headers)
+    }
+
+    fn read_in(
+        ops: &Operations,
+        method: Method,
+        path: &str,
+        headers: HeaderMap,
+    ) -> Result<Interpreted, RestError> {
         let upstream: Arc<str> = Arc::from("github");
         interpret(&Inbound {
             method: &method,
@@ -257,7 +265,7 @@ mod tests {
             headers: &headers,
             body: b"",
             upstream: &upstream,
-            operations: Some(&ops),
+            operations: Some(ops),
         })
     }
 
@@ -366,18 +374,7 @@ mod tests {
         let ops = ops()
             .folding_case(&["owner".to_owned(), "repo".to_owned()])
             .expect("both are parameters");
-        let upstream: Arc<str> = Arc::from("github");
-        let read = |path: &str| {
-            interpret(&Inbound {
-                method: &Method::GET,
-                path,
-                query: None,
-                headers: &HeaderMap::new(),
-                body: b"",
-                upstream: &upstream,
-                operations: Some(&ops),
-            })
-        };
+        let read = |path: &str| read_in(&ops, Method::GET, path, HeaderMap::new());
         for path in [
             "/repos/Acme/PAYROLL",
             "/repos/acme/payroll",
@@ -404,7 +401,13 @@ mod tests {
             )
         );
         // Without fold_case a parameter keeps its case, as the API may tell cases apart.
-        let kept = super::tests::read(Method::GET, "/repos/Acme/App", HeaderMap::new()).unwrap();
+        let kept = read_in(
+            &self::ops(),
+            Method::GET,
+            "/repos/Acme/App",
+            HeaderMap::new(),
+        )
+        .unwrap();
         assert_eq!(judged(&kept).1, "/repos/Acme/App");
     }
 
