@@ -630,7 +630,8 @@ async fn a_secret_in_a_rest_url_or_header_is_found_and_the_path_kept_out_of_the_
     let (fake, warden, token) = start(&[("dlp.cedar", NO_SECRETS)], true).await;
     let key = "AKIAIOSFODNN7EXAMPLE";
     for (path, header) in [
-        (format!("/github/repos/acme/{key}"), None),
+        // In a parameter kept as sent (`repo` is lower-cased: no key is left in it).
+        (format!("/github/repos/acme/app/contents/{key}"), None),
         (format!("/github/repos/acme/app?note=k%3D{key}"), None),
         ("/github/repos/acme/app".to_owned(), Some(("x-note", key))),
         (
