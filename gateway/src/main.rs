@@ -127,6 +127,10 @@ enum ConnectorCommand {
         /// Upstream base URL. Default: the description's first server.
         #[arg(long)]
         base_url: Option<String>,
+        /// Path parameters the API takes in any case (`owner,repo`): lower-cased before
+        /// policy judges them and sent so (the connector's `fold_case:`).
+        #[arg(long, value_delimiter = ',')]
+        fold_case: Vec<String>,
         /// Write the connector here instead of standard output.
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -603,12 +607,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     spec,
                     name,
                     base_url,
+                    fold_case,
                     output,
                 },
         } => {
             let text = std::fs::read_to_string(&spec)
                 .with_context(|| format!("cannot read {}", spec.display()))?;
-            let options = warden::openapi::ImportOptions { name, base_url };
+            let options = warden::openapi::ImportOptions {
+                name,
+                base_url,
+                fold_case,
+            };
             let connector = warden::openapi::import(&text, &options)
                 .with_context(|| format!("cannot import {}", spec.display()))?;
             match output {

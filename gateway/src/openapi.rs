@@ -49,6 +49,8 @@ pub struct ImportOptions {
     pub name: Option<String>,
     /// The upstream base URL; default: the first server's.
     pub base_url: Option<String>,
+    /// Path parameters the API takes in any case (the connector's `fold_case:`).
+    pub fold_case: Vec<String>,
 }
 
 /// The connector file (YAML) for the OpenAPI description `text`.
@@ -75,16 +77,24 @@ pub fn import(text: &str, options: &ImportOptions) -> Result<String, ImportError
         None => server_url(&doc).ok_or(ImportError::NoBaseUrl)?,
     };
     let (specs, skipped) = operations(&doc);
-    Operations::compile(&name, &specs).map_err(|errors| {
-        ImportError::Operations(
-            errors
-                .iter()
-                .map(|e| format!("{}: {}", e.key, e.message))
-                .collect::<Vec<_>>()
-                .join("\n"),
-        )
-    })?;
-    Ok(render(&doc, &name, title, &base_url, &specs, &skipped))
+    Operations::compile(&name, &specs)
+        .and_then(|table| table.folding_case(&options.fold_case))
+        .map_err(|errors| {
+            ImportError::Operations(
+                errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.key, e.message))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        })?;
+    let connector = Imported {
+        name: &name,
+        title,
+        base_url: &base_url,
+        fold_case: &options.fold_case,
+    };
+    Ok(render(&doc, &connector, &specs, &skipped))
 }
 
 /// A connector name from a title: lower-case ASCII letters and digits, runs of anything else
@@ -281,14 +291,26 @@ fn quoted(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_default()
 }
 
+/// What the connector file says of itself besides its operations.
+struct Imported<'a> {
+    name: &'a str,
+    title: &'a str,
+    base_url: &'a str,
+    fold_case: &'a [String],
+}
+
 fn render(
     doc: &Value,
-    name: &str,
-    title: &str,
-    base_url: &str,
+    connector: &Imported<'_>,
     specs: &[OperationSpec],
     skipped: &[String],
 ) -> String {
+    let Imported {
+        name,
+        title,
+        base_url,
+        fold_case,
+    } = *connector;
     let version = doc
         .pointer("/info/version")
         .and_then(Value::as_str)
@@ -321,6 +343,9 @@ fn render(
         quoted(&header),
         quoted(&format)
     );
+    if !fold_case.is_empty() {
+        let _ = writeln!(out, "fold_case: [{}]", fold_case.join(", "));
+    }
     let _ = writeln!(out, "operations:");
     for spec in specs {
         let _ = writeln!(
@@ -414,14 +439,24 @@ paths:
             &ImportOptions {
                 name: Some("pets".into()),
                 base_url: None,
+                fold_case: vec!["pet_id".into()],
             },
         )
         .expect("imports");
+        assert!(text.lines().any(|l| l == "fold_case: [pet_id]"), "{text}");
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("pets.yaml"), &text).expect("write");
         let connectors = crate::route::connector::Connectors::load(Some(dir.path()))
             .unwrap_or_else(|e| panic!("{e}\n{text}"));
-        assert_eq!(connectors.operations("pets").map(|o| o.len()), Some(5));
+        let operations = connectors.operations("pets");
+        assert_eq!(operations.map(|o| o.len()), Some(5));
+        assert!(operations.is_some_and(|o| o.folds_case("pet_id")));
+        let unknown = ImportOptions {
+            fold_case: vec!["owner".into()],
+            ..ImportOptions::default()
+        };
+        let err = import(PETSTORE, &unknown).unwrap_err();
+        assert!(err.to_string().contains("fold_case[0]"), "{err}");
     }
 
     #[test]

@@ -3,6 +3,9 @@
 //! the agent's. Representative operations of every shipped connector, an operation allowed and
 //! denied on a path parameter, a field, an unknown operation, a path that would reach another
 //! operation, and the GitHub connector imported from the real `@octokit/openapi` description.
+//! And what the security review found: compressed bodies judged decoded, secrets in the url and
+//! headers, names spelled in another case or with look-alikes, nested form fields, and the body
+//! approvers are shown.
 
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -12,6 +15,9 @@ use warden_e2e::paths;
 use warden_e2e::warden::{Warden, WardenBuilder, run_bounded};
 
 const AGENT: &str = "rest-agent";
+
+/// The GitHub path parameters the committed connector folds to lower case (its `fold_case:`).
+const GITHUB_FOLD_CASE: &str = "owner,repo,org,username,enterprise,team_slug";
 
 /// Each shipped connector: (connector, route prefix, base path on the double, env var, secret,
 /// header, header value the API requires).
@@ -448,6 +454,7 @@ async fn the_github_connector_is_what_import_makes_of_the_published_description(
     );
     let mut cmd = tokio::process::Command::new(paths::warden_bin());
     cmd.args(["connector", "import-openapi", "--name", "github"])
+        .args(["--fold-case", GITHUB_FOLD_CASE])
         .arg(&spec);
     let out = run_bounded(cmd, Duration::from_secs(60))
         .await
@@ -508,4 +515,288 @@ async fn check_reports_a_bad_connector_with_file_line_and_key() {
         stderr.contains("acme.yaml:7: operations[1].path:"),
         "file, line and key: {stderr}"
     );
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).expect("gzip");
+    e.finish().expect("gzip")
+}
+
+/// `POST path` with `body` as sent (`content_type`, and `Content-Encoding: encoding` if any).
+async fn post_raw(
+    warden: &Warden,
+    token: &str,
+    path: &str,
+    content_type: &str,
+    encoding: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, Value) {
+    let mut req = warden
+        .http()
+        .post(warden.url(path))
+        .bearer_auth(token)
+        .header("content-type", content_type)
+        .body(body);
+    if let Some(encoding) = encoding {
+        req = req.header("content-encoding", encoding);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_compressed_body_is_judged_and_sent_decoded_and_a_bomb_or_unknown_coding_refused() {
+    let (fake, warden, token) = start(&[("rest.cedar", REPO_POLICY)], false).await;
+    let json_type = "application/json";
+    let secret = gzip(br#"{"channel":"C-SECRET","text":"hello"}"#);
+    let (status, answer) = post_raw(
+        &warden,
+        &token,
+        "/slack/chat.postMessage",
+        json_type,
+        Some("gzip"),
+        secret,
+    )
+    .await;
+    assert_eq!(
+        status, 403,
+        "the field is read in the decoded body: {answer}"
+    );
+    let (status, answer) = post_raw(
+        &warden,
+        &token,
+        "/slack/chat.postMessage",
+        json_type,
+        Some("gzip"),
+        gzip(br#"{"channel":"C1","text":"hello"}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 1, "only the allowed call reached the API");
+    assert_eq!(
+        &requests[0].body[..],
+        br#"{"channel":"C1","text":"hello"}"#,
+        "sent as judged: decoded"
+    );
+    assert!(!requests[0].headers.contains_key("content-encoding"));
+
+    let (status, answer) = post_raw(
+        &warden,
+        &token,
+        "/slack/chat.postMessage",
+        json_type,
+        Some("compress"),
+        b"x".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 415, "{answer}");
+    assert_eq!(answer["error"]["code"], "unsupported_content_encoding");
+    // 64 MiB of spaces in a JSON body: far past limits.max_request_bytes once decoded.
+    let mut bomb = b"{\"channel\":\"C1\",\"text\":\"".to_vec();
+    bomb.extend(std::iter::repeat_n(b' ', 64 << 20));
+    bomb.extend_from_slice(b"\"}");
+    let (status, answer) = post_raw(
+        &warden,
+        &token,
+        "/slack/chat.postMessage",
+        json_type,
+        Some("gzip"),
+        gzip(&bomb),
+    )
+    .await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("limits.max_request_bytes")),
+        "{answer}"
+    );
+    assert_eq!(fake.requests().len(), 1, "nothing refused reached the API");
+}
+
+const NO_SECRETS: &str = r#"
+@id("no-credentials-out")
+@reason("a credential may not leave in a request")
+forbid (principal, action, resource)
+when { context.findings.contains("aws_access_key") };
+"#;
+
+#[tokio::test]
+async fn a_secret_in_a_rest_url_or_header_is_found_and_the_path_kept_out_of_the_record() {
+    let (fake, warden, token) = start(&[("dlp.cedar", NO_SECRETS)], true).await;
+    let key = "AKIAIOSFODNN7EXAMPLE";
+    for (path, header) in [
+        // In a parameter kept as sent (`repo` is lower-cased: no key is left in it).
+        (format!("/github/repos/acme/app/contents/{key}"), None),
+        (format!("/github/repos/acme/app?note=k%3D{key}"), None),
+        ("/github/repos/acme/app".to_owned(), Some(("x-note", key))),
+        (
+            "/github/repos/acme/app".to_owned(),
+            Some(("cookie", &*format!("session={key}"))),
+        ),
+    ] {
+        let mut req = warden.http().get(warden.url(&path)).bearer_auth(&token);
+        if let Some((name, value)) = header {
+            req = req.header(name, value);
+        }
+        let resp = req.send().await.expect("request");
+        assert_eq!(resp.status().as_u16(), 403, "{path} {header:?}");
+    }
+    assert!(fake.requests().is_empty(), "no secret reached the API");
+    let record = warden
+        .wait_for_audit(Duration::from_secs(10), |r| {
+            r["kind"] == "decision"
+                && r["decision"] == "deny"
+                && r.to_string().contains("\"url, byte")
+        })
+        .await
+        .expect("a deny found in the url");
+    let text = record.to_string();
+    assert!(!text.contains(key), "never the secret: {record}");
+    assert!(text.contains("withheld"), "the path is withheld: {record}");
+    // The agent's own Warden credential is no finding, and the call goes on.
+    let (status, answer) = send(&warden, &token, "GET", "/github/repos/acme/app", None).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+const NO_PAYROLL: &str = r#"
+@id("github-no-payroll")
+@reason("the payroll repository is off limits to agents")
+forbid (principal, action, resource in Api::"github")
+when { resource.hasTag("repo") && resource.getTag("repo") == "payroll" };
+"#;
+
+#[tokio::test]
+async fn github_names_are_judged_and_sent_in_lower_case_and_look_alikes_as_judged() {
+    let (fake, warden, token) = start(&[("payroll.cedar", NO_PAYROLL)], true).await;
+    for path in [
+        "/github/repos/acme/payroll",
+        "/github/repos/acme/PAYROLL",
+        "/github/repos/Acme/PayRoll/issues",
+        "/github/repos/acme/pa%D1%83roll",
+    ] {
+        let (status, answer) = raw(&warden, &token, "GET", path, "").await;
+        assert_eq!(status, 403, "{path}: {answer}");
+    }
+    assert!(fake.requests().is_empty(), "no spelling reached payroll");
+    // What was judged is what the API receives: folded, look-alikes as what they imitate.
+    for (path, seen) in [
+        ("/github/repos/Acme/App", "/github/repos/acme/app"),
+        ("/github/repos/acme/%D0%B0pp", "/github/repos/acme/app"),
+    ] {
+        let (status, answer) = raw(&warden, &token, "GET", path, "").await;
+        assert_eq!(status, 200, "{path}: {answer}");
+        let requests = fake.requests();
+        assert_eq!(
+            requests.last().map(|r| r.path.as_str()),
+            Some(seen),
+            "{path}"
+        );
+    }
+    // A look-alike of `/` would reach another path as judged: refused.
+    let (status, answer) = raw(&warden, &token, "GET", "/github/repos/acme/a%EF%BC%8Fb", "").await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["code"], "invalid_identifier", "{answer}");
+}
+
+#[tokio::test]
+async fn a_nested_form_field_is_read_as_the_api_reads_it() {
+    let (fake, warden, token) = start(&[("rest.cedar", REPO_POLICY)], false).await;
+    let form = "application/x-www-form-urlencoded";
+    // Read as absent before: the forbid on the secret channel did not see it.
+    for body in ["channel[]=C-SECRET&text=hi", "channel[x]=C-SECRET&text=hi"] {
+        let (status, answer) = post_raw(
+            &warden,
+            &token,
+            "/slack/chat.postMessage",
+            form,
+            None,
+            body.into(),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_field", "{body}: {answer}");
+    }
+    let (status, answer) = post_raw(
+        &warden,
+        &token,
+        "/slack/chat.postMessage",
+        form,
+        None,
+        b"channel=C-SECRET&text=hi".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(fake.requests().is_empty());
+}
+
+const ISSUES_NEED_APPROVAL: &str = r#"
+@id("issues-need-sre")
+@reason("opening an issue needs an SRE")
+@approval("required")
+@approvers("Group::\"sre\"")
+permit (principal, action == Action::"github:issues.create", resource in Api::"github");
+"#;
+
+/// The id of the approval `body` (a REST call that needs one) opens on `warden`.
+async fn held_issue(warden: &Warden, token: &str, body: Value) -> String {
+    let (status, answer) = send(
+        warden,
+        token,
+        "POST",
+        "/github/repos/acme/app/issues",
+        Some(body),
+    )
+    .await;
+    assert_ne!(status, 200, "held: {answer}");
+    warden_e2e::operator::first_pending(warden)
+        .await
+        .expect("a pending approval")
+}
+
+#[tokio::test]
+async fn approvers_see_a_held_rest_calls_body_masked_only_when_content_is_kept() {
+    let body = json!({"title": "rotate", "body": "the key is AKIAIOSFODNN7EXAMPLE"});
+    for record_content in [true, false] {
+        let fake = FakeRest::start(Vec::new(), Vec::new())
+            .await
+            .expect("double");
+        let route = json!([{"prefix": "/github", "connector": "github",
+            "upstream": format!("{}/github", fake.url()), "credential": {"env": "E2E_GITHUB_TOKEN"}}]);
+        let warden = WardenBuilder::with_upstream_url(&fake.url())
+            .set("/routes", route)
+            .env("E2E_GITHUB_TOKEN", "ghp-e2e")
+            .without_policy("e2e-permit-all.cedar")
+            .policy("approval.cedar", ISSUES_NEED_APPROVAL)
+            .set("/audit/record_content", json!(record_content))
+            .set(
+                "/approvals",
+                json!({"mode": "pending", "console_url": "https://warden.example.com",
+                       "operators": [{"subject": "alice", "groups": ["sre"]}]}),
+            )
+            .start()
+            .await
+            .expect("warden starts");
+        let token = warden.token(AGENT).await.expect("token");
+        let id = held_issue(&warden, &token, body.clone()).await;
+        let out = warden.cli(&["approvals", "show", &id]).await.expect("show");
+        let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{shown}");
+        assert!(
+            !shown.contains("AKIAIOSFODNN7EXAMPLE"),
+            "never the secret: {shown}"
+        );
+        assert_eq!(
+            shown.contains("rotate"),
+            record_content,
+            "the body is shown only with audit.record_content: {shown}"
+        );
+        if record_content {
+            assert!(shown.contains("[REDACTED:aws_access_key]"), "{shown}");
+        }
+    }
 }

@@ -56,6 +56,7 @@ fn notified_arguments(context: &Value) -> Option<Value> {
     context
         .get("arguments")
         .or_else(|| context.get("prompt"))
+        .or_else(|| context.get("body"))
         .cloned()
 }
 

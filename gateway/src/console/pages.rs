@@ -344,14 +344,18 @@ pub fn detail(
 fn context_panel(context: &Value) -> String {
     let mut out = String::from(r#"<section class="panel"><h2>What exactly</h2>"#);
     let mut shown = false;
-    if let Some(args) = context.get("arguments") {
-        let pretty = serde_json::to_string_pretty(args).unwrap_or_default();
-        let _ = write!(
-            out,
-            r#"<h3>Arguments</h3><pre class="args" tabindex="0">{}</pre>"#,
-            esc_revealed(&pretty)
-        );
-        shown = true;
+    // A tool call's arguments; a REST or egress request's body (shown when request content
+    // is kept, with detected secrets masked).
+    for (key, title) in [("arguments", "Arguments"), ("body", "Body")] {
+        if let Some(value) = context.get(key) {
+            let pretty = serde_json::to_string_pretty(value).unwrap_or_default();
+            let _ = write!(
+                out,
+                r#"<h3>{title}</h3><pre class="args" tabindex="0">{}</pre>"#,
+                esc_revealed(&pretty)
+            );
+            shown = true;
+        }
     }
     if let Some(asked) = context
         .get("prompt")
@@ -383,7 +387,12 @@ fn context_panel(context: &Value) -> String {
         .as_object()
         .into_iter()
         .flatten()
-        .filter(|(k, _)| !matches!(k.as_str(), "arguments" | "prompt" | "findings" | "owner"))
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "arguments" | "body" | "prompt" | "findings" | "owner"
+            )
+        })
         .filter(|(_, v)| !v.is_null())
         .collect();
     if !rest.is_empty() {

@@ -84,30 +84,32 @@ const URL: &str = "url";
 /// What [`inspect_head`] locates a header's finding with, before its name.
 const HEADER: &str = "header ";
 
+/// Headers not inspected on an egress request: they carry the agent's own credentials to the
+/// destination (`Authorization`, `Cookie`; `Proxy-Authorization` is Warden's and never
+/// leaves). A credential there is how a client signs in, which a credential detector would
+/// otherwise report on every authenticated request.
+pub const EGRESS_UNINSPECTED: [http::HeaderName; 3] = [
+    http::header::AUTHORIZATION,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::COOKIE,
+];
+
 /// Adds to `findings` what the content of a request's head shows: its target (path and
-/// query, percent-decoded; location `url`) and its header values (`header <name>`). Not the
-/// headers that carry the agent's own credentials to the destination (`Authorization`,
-/// `Cookie`; `Proxy-Authorization` is Warden's and never leaves): a credential there is how a
-/// client signs in, which a credential detector would otherwise report on every
-/// authenticated request.
+/// query, percent-decoded; location `url`) and its header values (`header <name>`), but those
+/// of the headers named in `uninspected` (the caller's credentials, which it says where they
+/// go: [`EGRESS_UNINSPECTED`], or for a REST route the headers Warden strips).
 pub fn inspect_head(
     findings: &mut Findings,
     uri: &http::Uri,
     headers: &http::HeaderMap,
+    uninspected: &[http::HeaderName],
     config: &InspectConfig,
 ) {
     if let Some(target) = uri.path_and_query() {
-        let decoded: Vec<u8> =
-            percent_encoding::percent_decode(target.as_str().as_bytes()).collect();
-        inspect_in(findings, &decoded, &URL, config);
+        inspect_in(findings, &decoded_target(target), &URL, config);
     }
     for (name, value) in headers {
-        if matches!(
-            name,
-            &http::header::AUTHORIZATION
-                | &http::header::PROXY_AUTHORIZATION
-                | &http::header::COOKIE
-        ) {
+        if uninspected.contains(name) {
             continue;
         }
         inspect_in(
@@ -117,6 +119,11 @@ pub fn inspect_head(
             config,
         );
     }
+}
+
+/// A request's path and query, percent-decoded, as detectors and canaries read them.
+pub fn decoded_target(target: &http::uri::PathAndQuery) -> Vec<u8> {
+    percent_encoding::percent_decode(target.as_str().as_bytes()).collect()
 }
 
 /// Whether a detector found something in the request's url (its path or query): then its

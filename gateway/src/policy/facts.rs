@@ -56,7 +56,9 @@ impl Serialize for Recorded<'_> {
         let mut map = s.serialize_map(Some(4))?;
         map.serialize_entry("principal", &RecordedPrincipal(&action.principal))?;
         map.serialize_entry("action", action.verb.as_str())?;
-        map.serialize_entry("resource", &RecordedResource(&action.resource))?;
+        // A secret a detector found in the url may be in a path parameter: none is recorded.
+        let withheld = crate::inspect::found_in_url(&action.context.findings);
+        map.serialize_entry("resource", &RecordedResource(&action.resource, withheld))?;
         map.serialize_entry("context", &RecordedContext(&action.context))?;
         map.end()
     }
@@ -124,7 +126,11 @@ impl Serialize for RecordedContext<'_> {
             }
             Facts::Http(h) => {
                 map.serialize_entry("method", &h.method)?;
-                map.serialize_entry("path", &h.path)?;
+                if crate::inspect::found_in_url(&c.findings) {
+                    map.serialize_entry("path", crate::inspect::WITHHELD_PATH)?;
+                } else {
+                    map.serialize_entry("path", &h.path)?;
+                }
                 if let Some(fields) = &h.fields {
                     map.serialize_entry("fields", &Fields(fields))?;
                 }
@@ -218,7 +224,8 @@ impl Serialize for Fields<'_> {
 }
 
 /// The resource as a test case writes it.
-struct RecordedResource<'a>(&'a Resource);
+/// A resource as a test case writes it; the path parameters' values withheld when `.1`.
+struct RecordedResource<'a>(&'a Resource, bool);
 
 impl Serialize for RecordedResource<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -243,7 +250,7 @@ impl Serialize for RecordedResource<'_> {
             Resource::Operation { api, name, params } => {
                 map.serialize_entry("api", &**api)?;
                 map.serialize_entry("operation", &**name)?;
-                map.serialize_entry("params", &Params(params))?;
+                map.serialize_entry("params", &Params(params, self.1))?;
             }
             Resource::Api { name } => map.serialize_entry("api", &**name)?,
             Resource::Host { name } => map.serialize_entry("host", name)?,
@@ -272,12 +279,20 @@ impl Serialize for RecordedResource<'_> {
     }
 }
 
-/// An operation's path parameters by name.
-struct Params<'a>(&'a [(Arc<str>, String)]);
+/// An operation's path parameters by name; their values withheld when `.1`.
+struct Params<'a>(&'a [(Arc<str>, String)], bool);
 
 impl Serialize for Params<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.0.iter().map(|(k, v)| (&**k, v)))
+        let withheld = self.1;
+        s.collect_map(self.0.iter().map(|(k, v)| {
+            let v = if withheld {
+                crate::inspect::WITHHELD_PATH
+            } else {
+                v.as_str()
+            };
+            (&**k, v)
+        }))
     }
 }
 
@@ -427,5 +442,37 @@ mod tests {
             Facts::Llm(LlmFacts::default()),
         );
         assert_eq!(of(&chat, false, 64).err(), Some(TOO_LARGE));
+    }
+
+    #[test]
+    fn a_rest_path_and_parameters_with_a_secret_in_the_url_are_withheld() {
+        let key = "AKIAIOSFODNN7EXAMPLE";
+        let mut call = action(
+            Verb::Operation("github:repos.get".into()),
+            Resource::Operation {
+                api: "github".into(),
+                name: "repos.get".into(),
+                params: vec![("owner".into(), "acme".into()), ("repo".into(), key.into())],
+            },
+            Facts::Http(crate::action::HttpFacts {
+                method: "GET".into(),
+                path: format!("/repos/acme/{key}"),
+                fields: None,
+            }),
+        );
+        let raw = of(&call, false, 8192).unwrap();
+        assert!(raw.get().contains(key), "kept without a finding in the url");
+        call.context.findings.0.push(Finding {
+            detector: "aws_access_key".into(),
+            location: "url, byte 17".into(),
+        });
+        let raw = of(&call, false, 8192).unwrap();
+        assert!(!raw.get().contains(key), "{}", raw.get());
+        let facts: serde_json::Value = serde_json::from_str(raw.get()).unwrap();
+        assert_eq!(facts["context"]["path"], crate::inspect::WITHHELD_PATH);
+        assert_eq!(
+            facts["resource"]["params"]["repo"],
+            crate::inspect::WITHHELD_PATH
+        );
     }
 }

@@ -1,5 +1,7 @@
 //! Reading a request body whole, within the size and time the configuration allows
-//! (`limits.max_request_bytes`, `limits.body_timeout`).
+//! (`limits.max_request_bytes`, `limits.body_timeout`), or as far as inspection needs before
+//! the rest streams on; a body with a `Content-Encoding` is read whole and decoded
+//! (`encoding.rs`).
 
 use std::time::Duration;
 
@@ -8,6 +10,7 @@ use http::StatusCode;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::config::LimitsConfig;
+use super::encoding::{self, EncodingError};
 
 /// Why a request body could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +35,9 @@ pub enum BodyError {
     /// The connection failed while the body was being read.
     #[error("could not read the request body: {0}")]
     Read(String),
+    /// Its `Content-Encoding` could not be undone for inspection.
+    #[error(transparent)]
+    Encoding(#[from] EncodingError),
 }
 
 impl BodyError {
@@ -41,6 +47,7 @@ impl BodyError {
             BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             BodyError::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
             BodyError::Read(_) => StatusCode::BAD_REQUEST,
+            BodyError::Encoding(e) => e.status(),
         }
     }
 
@@ -50,6 +57,7 @@ impl BodyError {
             BodyError::TooLarge { .. } => "request_too_large",
             BodyError::Timeout { .. } => "request_body_timeout",
             BodyError::Read(_) => "body_read_failed",
+            BodyError::Encoding(e) => e.code(),
         }
     }
 }
@@ -117,7 +125,7 @@ where
                 }
             }
         }
-        Ok((head.freeze(), true))
+        Ok::<_, BodyError>((head.freeze(), true))
     };
     let (head, whole) = tokio::time::timeout(limits.body_timeout, read)
         .await
@@ -129,6 +137,31 @@ where
     } else {
         Head::Streaming(head, body)
     })
+}
+
+/// Reads `body` for inspection: whole when `whole` or when it has a `Content-Encoding` (then
+/// decoded within `limits.max_request_bytes`, its coding headers removed from `head`: the
+/// decoded body is what goes on); otherwise as [`read_head`] does up to `stream_above`.
+pub async fn read_for_inspection<B>(
+    body: B,
+    head: &mut http::request::Parts,
+    limits: &LimitsConfig,
+    whole: bool,
+    stream_above: usize,
+) -> Result<Head<B>, BodyError>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    if encoding::is_encoded(&head.headers) {
+        let read = read(body, &head.headers, limits).await?;
+        let decoded = encoding::decode(&mut head.headers, read, limits.max_request_bytes)?;
+        return Ok(Head::Whole(decoded));
+    }
+    if whole {
+        return Ok(Head::Whole(read(body, &head.headers, limits).await?));
+    }
+    read_head(body, limits, stream_above).await
 }
 
 #[cfg(test)]
@@ -185,6 +218,37 @@ mod tests {
         assert_eq!(error.code(), "request_body_timeout");
         assert!(error.to_string().contains("limits.body_timeout"), "{error}");
         drop(tx);
+    }
+
+    #[tokio::test]
+    async fn an_encoded_body_is_read_whole_and_decoded_past_the_streaming_bound() {
+        use std::io::Write as _;
+        let text = vec![b'a'; 4096];
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&text).unwrap();
+        let (mut head, ()) = http::Request::builder()
+            .header(http::header::CONTENT_ENCODING, "gzip")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let body = Full::new(Bytes::from(gz.finish().unwrap()));
+        let read = read_for_inspection(body, &mut head, &limits(8192, 1000), false, 16)
+            .await
+            .expect("decoded");
+        assert!(
+            matches!(read, Head::Whole(b) if b[..] == text[..]),
+            "whole and decoded"
+        );
+        assert!(!head.headers.contains_key(http::header::CONTENT_ENCODING));
+        let (mut plain, ()) = http::Request::new(()).into_parts();
+        let body = Full::new(Bytes::from(text.clone()));
+        let read = read_for_inspection(body, &mut plain, &limits(8192, 1000), false, 16)
+            .await
+            .expect("read");
+        assert!(
+            matches!(read, Head::Streaming(..)),
+            "a plain body streams past the bound"
+        );
     }
 
     /// The receiving end of a channel as a stream of frames.

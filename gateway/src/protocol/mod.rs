@@ -5,13 +5,14 @@
 //! The files beside the folders are the leaves the dialects share, and import no dialect:
 //! the LLM call types (`request.rs`), body and model reading (`parse.rs`), identifier checks
 //! (`identifier.rs`), the token estimate (`estimate.rs`), server-sent events (`sse.rs`),
-//! refusal text and headers (`refusal.rs`), response bodies (`response.rs`), interpretation
+//! request body decoding (`encoding.rs`), refusal text and headers (`refusal.rs`), response bodies (`response.rs`), interpretation
 //! errors (`errors.rs`), usage figures (`usage.rs`) and the response scanner (`scanner.rs`).
 
 mod anthropic;
 pub mod body;
 pub mod config;
 mod dialect;
+mod encoding;
 mod errors;
 mod estimate;
 mod gemini;

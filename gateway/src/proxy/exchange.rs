@@ -97,6 +97,8 @@ pub struct Exchange {
     /// A REST or egress request's query, when it has one (what its approval binds to besides
     /// its body); other requests' is not kept.
     query: Option<Box<str>>,
+    /// decide: what approvers are shown of a held request's body (`stages::approval_body`).
+    shown_body: Option<serde_json::Value>,
     /// `sha256:<hex>` of the decided action (the decision record's `action_digest`): what an
     /// approval is bound to.
     action_digest: Text,
@@ -171,6 +173,7 @@ impl Exchange {
             access_log,
             content_digest: None,
             query: None,
+            shown_body: None,
             resource_metadata: None,
             secret: None,
             echo: None,
@@ -314,6 +317,16 @@ impl Exchange {
     /// interpret: a REST or egress request's query, which an approval binds to.
     pub fn bind_query(&mut self, query: Option<&str>) {
         self.query = query.map(Box::from);
+    }
+
+    /// decide: what approvers are to be shown of the body of a request that needs approval.
+    pub fn show_body(&mut self, shown: serde_json::Value) {
+        self.shown_body = Some(shown);
+    }
+
+    /// hold: what [`Exchange::show_body`] kept, taken.
+    pub fn take_shown_body(&mut self) -> Option<serde_json::Value> {
+        self.shown_body.take()
     }
 
     /// The query [`Exchange::bind_query`] kept, if any.

@@ -30,7 +30,9 @@ use tracing::Instrument;
 
 pub use exchange::{Content, Exchange, PendingOutcome, ProxyBody};
 pub use refusal::Refusal;
-use stages::{Held, context, decide, hold, inspect, limit, quarantine, read_body, recall};
+use stages::{
+    Held, context, decide, hold, inspect, inspect_head, limit, quarantine, read_body, recall,
+};
 
 use crate::action::{Action, Facts, Principal};
 use crate::fleet::session::named;
@@ -128,6 +130,9 @@ async fn walk(
             .map(Walked::Answered);
     }
     let (mut action, mut request) = interpret(snap, ex, &route, principal, req).await?;
+    if route.protocol == protocol::Protocol::Rest {
+        inspect_head(snap, ex, &mut action, &request.head);
+    }
     inspect(snap, ex, &mut action, &request.body);
     limit(snap, ex, &action)?;
     recall(
@@ -275,7 +280,7 @@ async fn interpret(
     req: Request<Incoming>,
 ) -> Result<(Action, ReadRequest), Refusal> {
     let (mut head, body) = req.into_parts();
-    let (body, rest) = read_body(snap, route, &head, body).await?;
+    let (body, rest) = read_body(snap, route, &mut head, body).await?;
     let Interpreted {
         verb,
         resource,

@@ -53,26 +53,29 @@ pub(super) fn context(
 /// larger than `inspect.stream_above` (or of unknown length and more than that) whose operation
 /// reads no fields from it is read only that far: the rest streams upstream, inspected as it
 /// goes (`proxy/streamed.rs`). A REST operation that reads fields from its body is judged on
-/// all of it, so its body is read whole (a clear 413 past the limit).
+/// all of it, so its body is read whole (a clear 413 past the limit), as is a body with a
+/// `Content-Encoding`, decoded before it is judged and sent on decoded.
 pub(super) async fn read_body(
     snap: &Snapshot,
     route: &Route,
-    head: &http::request::Parts,
+    head: &mut http::request::Parts,
     body: Incoming,
 ) -> Result<(Bytes, Option<Incoming>), BodyError> {
-    let limits = &snap.config.limits;
     let path = route.rest(head.uri.path());
-    if route.protocol != Protocol::Rest
-        || rest::reads_body(route.operations.as_deref(), &head.method, path)
-    {
-        return Ok((body::read(body, &head.headers, limits).await?, None));
-    }
-    Ok(
-        match body::read_head(body, limits, snap.config.inspect.stream_above).await? {
-            Head::Whole(body) => (body, None),
-            Head::Streaming(first, rest) => (first, Some(rest)),
-        },
+    let whole = route.protocol != Protocol::Rest
+        || rest::reads_body(route.operations.as_deref(), &head.method, path);
+    let read = body::read_for_inspection(
+        body,
+        head,
+        &snap.config.limits,
+        whole,
+        snap.config.inspect.stream_above,
     )
+    .await?;
+    Ok(match read {
+        Head::Whole(body) => (body, None),
+        Head::Streaming(first, rest) => (first, Some(rest)),
+    })
 }
 
 /// After identify: a quarantined agent (or one of a quarantined group) goes no further.
@@ -88,6 +91,49 @@ pub(super) fn quarantine(ex: &Exchange, principal: &Principal) -> Result<(), Ref
 pub(super) fn inspect(snap: &Snapshot, ex: &Exchange, action: &mut Action, body: &[u8]) {
     inspect::inspect(&mut action.context.findings, body, &snap.config.inspect);
     look_for_canaries(ex, action, body, "body");
+}
+
+/// Headers not inspected on a REST route's request: those Warden strips before it leaves (the
+/// agent's Warden credential; the connector's own credential is injected after inspection).
+/// Everything else in the head goes upstream as the agent sent it, `Cookie` included.
+const REST_UNINSPECTED: [http::HeaderName; 5] = [
+    http::header::AUTHORIZATION,
+    http::header::PROXY_AUTHORIZATION,
+    http::HeaderName::from_static("x-api-key"),
+    http::HeaderName::from_static("api-key"),
+    http::HeaderName::from_static("x-goog-api-key"),
+];
+
+/// Inspect, for a REST route: its target (path and query, percent-decoded) and the header
+/// values that go upstream, with the content detectors and for canary tokens, as the egress
+/// proxy does. A finding in the url keeps the path out of the decision record.
+pub(super) fn inspect_head(
+    snap: &Snapshot,
+    ex: &Exchange,
+    action: &mut Action,
+    head: &http::request::Parts,
+) {
+    let findings = &mut action.context.findings;
+    inspect::inspect_head(
+        findings,
+        &head.uri,
+        &head.headers,
+        &REST_UNINSPECTED,
+        &snap.config.inspect,
+    );
+    if let Some(target) = head.uri.path_and_query() {
+        look_for_canaries(ex, action, &inspect::decoded_target(target), "url");
+    }
+    let mut headers = Vec::new();
+    for (name, value) in &head.headers {
+        if !REST_UNINSPECTED.contains(name) {
+            headers.extend_from_slice(name.as_str().as_bytes());
+            headers.extend_from_slice(b": ");
+            headers.extend_from_slice(value.as_bytes());
+            headers.push(b'\n');
+        }
+    }
+    look_for_canaries(ex, action, &headers, "headers");
 }
 
 /// Any canary token in `haystack` (`place` of the request) becomes a `canary` finding.
@@ -198,6 +244,11 @@ pub(super) async fn decide_with(
         bound.push(b'\n');
         bound.extend_from_slice(content);
         ex.digested(Arc::from(super::exchange::digest(&bound)));
+        if audit.record_content
+            && let Some(shown) = approval_body(content, &snap.config.inspect)
+        {
+            ex.show_body(shown);
+        }
     }
     let canary = canary::hit(&action.context.findings);
     let content: &[u8] = content;
@@ -374,7 +425,7 @@ async fn open(
         agent: action.principal.id.to_string(),
         action: action.verb.as_str().to_owned(),
         resource: action.resource.cedar_ref(),
-        context: approval_context(action, prompt),
+        context: approval_context(action, prompt, ex.take_shown_body()),
     };
     let opened = gate.open(decision, waiting).await?;
     Ok(Some(Approval {
@@ -384,12 +435,46 @@ async fn open(
     }))
 }
 
+/// Most bytes of a held request's body approvers are shown.
+const APPROVAL_BODY_MAX: usize = 16 * 1024;
+
+/// What approvers are shown of the body of a REST call or plain-HTTP egress request that waits
+/// for them (only when `audit.record_content` lets request content be kept): every detector's
+/// match masked (`[REDACTED:<detector>]`), then JSON as JSON, other text as text, at most
+/// [`APPROVAL_BODY_MAX`] bytes (`{"truncated": <text>}` past that). `None` for an empty body.
+fn approval_body(body: &[u8], config: &inspect::InspectConfig) -> Option<serde_json::Value> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    let masked = inspect::redact::redact(body, config, &|_| true);
+    let body = masked.as_ref().map_or(body, |m| &m.body[..]);
+    if body.len() <= APPROVAL_BODY_MAX
+        && let Ok(json) = serde_json::from_slice::<serde_json::Value>(body)
+    {
+        return Some(json);
+    }
+    let text = String::from_utf8_lossy(body);
+    if body.len() <= APPROVAL_BODY_MAX {
+        return Some(serde_json::Value::from(text.into_owned()));
+    }
+    let cut = (0..=APPROVAL_BODY_MAX)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    Some(serde_json::json!({ "truncated": &text[..cut] }))
+}
+
 /// What approvers are shown of `action`: the arguments of a tool call or the facts of the
-/// request (a REST call's declared fields, an egress destination's port, scheme and path),
-/// what inspection found in it (detector and location, never the content), what an LLM call
-/// asks (`prompt`, when it may be shown), and who owns the agent (they may not approve its
-/// actions themselves).
-fn approval_context(action: &Action, prompt: Option<serde_json::Value>) -> serde_json::Value {
+/// request (a REST call's declared fields, an egress destination's port, scheme and path) and,
+/// when the configuration keeps request content, its body (`body`, [`approval_body`]), what
+/// inspection found in it (detector and location, never the content), what an LLM call asks
+/// (`prompt`, when it may be shown), and who owns the agent (they may not approve its actions
+/// themselves).
+fn approval_context(
+    action: &Action,
+    prompt: Option<serde_json::Value>,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
     let mut context = match &action.context.facts {
         Facts::Tool(tool) => serde_json::json!({ "arguments": &*tool.arguments }),
         Facts::Http(http) => {
@@ -409,6 +494,9 @@ fn approval_context(action: &Action, prompt: Option<serde_json::Value>) -> serde
         }),
         _ => serde_json::json!({}),
     };
+    if let Some(body) = body {
+        context["body"] = body;
+    }
     context["findings"] = action
         .context
         .findings
@@ -532,7 +620,7 @@ mod tests {
             location: "params.arguments.body".to_owned(),
         }]);
         assert_eq!(
-            approval_context(&action, None),
+            approval_context(&action, None, None),
             json!({
                 "arguments": {"title": "deploy"},
                 "findings": [{"detector": "private_key", "location": "params.arguments.body"}],
@@ -540,7 +628,7 @@ mod tests {
             })
         );
         assert_eq!(
-            approval_context(&call(Vec::new()), None)["findings"],
+            approval_context(&call(Vec::new()), None, None)["findings"],
             json!([])
         );
     }
@@ -613,7 +701,7 @@ mod tests {
                 (Arc::from("unfurl"), FieldValue::Bool(false)),
             ]),
         });
-        let shown = approval_context(&action, None);
+        let shown = approval_context(&action, None, None);
         assert_eq!(shown["method"], "POST");
         assert_eq!(shown["path"], "/chat.postMessage");
         assert_eq!(
@@ -626,9 +714,74 @@ mod tests {
             scheme: "connect".to_owned(),
             ..Default::default()
         });
-        let shown = approval_context(&action, None);
+        let shown = approval_context(&action, None, None);
         assert_eq!(shown["port"], 443);
         assert_eq!(shown["scheme"], "connect");
         assert_eq!(shown["addresses"], json!(["203.0.113.7"]));
+    }
+
+    #[test]
+    fn a_rest_head_is_inspected_but_for_the_agents_warden_credential() {
+        let key = "AKIAIOSFODNN7EXAMPLE";
+        let uri: http::Uri = format!("/github/repos/acme/app?note=k%3D{key}")
+            .parse()
+            .unwrap();
+        let mut headers = http::HeaderMap::new();
+        for name in ["authorization", "x-api-key", "api-key", "x-goog-api-key"] {
+            headers.insert(name, format!("Bearer {key}").parse().unwrap());
+        }
+        headers.insert("cookie", format!("s={key}").parse().unwrap());
+        headers.insert("x-note", key.parse().unwrap());
+        let mut findings = Findings::none();
+        inspect::inspect_head(
+            &mut findings,
+            &uri,
+            &headers,
+            &REST_UNINSPECTED,
+            &inspect::InspectConfig::default(),
+        );
+        let places: Vec<&str> = findings
+            .0
+            .iter()
+            .map(|f| f.location.split(',').next().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            places,
+            ["url", "header cookie", "header x-note"],
+            "{findings:?}"
+        );
+        assert!(inspect::found_in_url(&findings));
+    }
+
+    #[test]
+    fn approvers_see_a_body_with_every_secret_masked_and_bounded() {
+        let config = inspect::InspectConfig::default();
+        let shown = approval_body(
+            br#"{"title":"rotate","body":"key AKIAIOSFODNN7EXAMPLE"}"#,
+            &config,
+        )
+        .expect("a body");
+        assert_eq!(
+            shown,
+            json!({"title": "rotate", "body": "key [REDACTED:aws_access_key]"})
+        );
+        assert_eq!(
+            approval_body(b"channel=C1&text=hi", &config),
+            Some(json!("channel=C1&text=hi"))
+        );
+        assert_eq!(approval_body(b"  ", &config), None);
+        let big = format!("{{\"text\":\"{}\"}}", "é".repeat(APPROVAL_BODY_MAX));
+        let shown = approval_body(big.as_bytes(), &config).expect("a body");
+        let truncated = shown["truncated"].as_str().expect("truncated text");
+        assert!(truncated.len() <= APPROVAL_BODY_MAX && truncated.starts_with("{\"text\""));
+        let mut action = call(Vec::new());
+        action.context.facts = Facts::Http(crate::action::HttpFacts {
+            method: "POST".to_owned(),
+            path: "/repos/acme/app/issues".to_owned(),
+            fields: None,
+        });
+        let context = approval_context(&action, None, Some(json!({"title": "rotate"})));
+        assert_eq!(context["body"], json!({"title": "rotate"}));
+        assert!(approval_context(&action, None, None).get("body").is_none());
     }
 }

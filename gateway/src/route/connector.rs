@@ -33,6 +33,11 @@ pub struct Connector {
     /// A REST connector's operations (`protocol: rest`).
     #[serde(default)]
     pub operations: Vec<OperationSpec>,
+    /// A REST connector's path parameters whose values the API takes in any case (GitHub's
+    /// `owner`, `repo`): lower-cased (Unicode-aware, look-alikes folded) before policy judges
+    /// them, and sent upstream so, so that `PAYROLL` is judged and sent as `payroll`.
+    #[serde(default)]
+    pub fold_case: Vec<String>,
 }
 
 /// How a secret becomes a request header.
@@ -181,7 +186,9 @@ impl Connectors {
                     message,
                 };
                 match (c.protocol, c.operations.is_empty()) {
-                    (Protocol::Rest, _) => match Operations::compile(&c.name, &c.operations) {
+                    (Protocol::Rest, _) => match Operations::compile(&c.name, &c.operations)
+                        .and_then(|table| table.folding_case(&c.fold_case))
+                    {
                         Ok(table) => {
                             self.operations.insert(c.name.clone(), Arc::new(table));
                         }
@@ -200,6 +207,14 @@ impl Connectors {
                         format!(
                             "operations describe a REST API; this connector speaks {} (set \
                              protocol: rest, or remove them)",
+                            c.protocol
+                        ),
+                    )),
+                    (_, true) if !c.fold_case.is_empty() => errors.push(located(
+                        "fold_case".into(),
+                        format!(
+                            "fold_case names a REST API's path parameters; this connector \
+                             speaks {} (remove it)",
                             c.protocol
                         ),
                     )),
@@ -378,6 +393,39 @@ mod tests {
             .expect_err("operations on an LLM connector")
             .to_string();
         assert!(text.contains("acme.yaml:5: operations:"), "{text}");
+    }
+
+    #[test]
+    fn github_folds_its_case_insensitive_names_and_fold_case_is_checked() {
+        let c = Connectors::load(None).expect("built-in connectors are valid");
+        let github = c.operations("github").expect("github");
+        for name in ["owner", "repo", "org", "username"] {
+            assert!(github.folds_case(name), "{name}");
+        }
+        assert!(!github.folds_case("path"), "file paths keep their case");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let head = "name: acme\nprotocol: rest\nprovider: acme\nbase_url: https://api.acme.test\n";
+        std::fs::write(
+            dir.path().join("acme.yaml"),
+            format!(
+                "{head}fold_case: [id, title]\noperations:\n  - {{ action: items.get, method: GET, path: \"/items/{{id}}\" }}\n"
+            ),
+        )
+        .expect("write");
+        let text = Connectors::load(Some(dir.path()))
+            .expect_err("title is no path parameter")
+            .to_string();
+        assert!(text.contains("acme.yaml:5: fold_case[1]"), "{text}");
+        std::fs::write(
+            dir.path().join("acme.yaml"),
+            "name: acme\nprotocol: openai\nprovider: acme\nbase_url: https://api.acme.test\n\
+             fold_case: [model]\n",
+        )
+        .expect("write");
+        let text = Connectors::load(Some(dir.path()))
+            .expect_err("fold_case on an LLM connector")
+            .to_string();
+        assert!(text.contains("acme.yaml:5: fold_case:"), "{text}");
     }
 
     #[test]

@@ -25,6 +25,13 @@ pub enum RestError {
         name: Arc<str>,
         problem: IdentifierProblem,
     },
+    /// A path parameter whose look-alike characters fold to a path separator or a dot segment:
+    /// sent as judged, it would reach another path.
+    #[error(
+        "path parameter {name} is refused: its characters read as a path separator or a . or \
+         .. segment; send the value in plain characters"
+    )]
+    FoldedSeparator { name: Arc<str> },
     /// The request asks the upstream to take it for another method.
     #[error(
         "the {header} header is refused: the method is judged as sent ({method}); send the \
@@ -67,7 +74,7 @@ impl RestError {
     pub fn code(&self) -> &'static str {
         match self {
             RestError::Path { .. } => "invalid_path",
-            RestError::Parameter { .. } => "invalid_identifier",
+            RestError::Parameter { .. } | RestError::FoldedSeparator { .. } => "invalid_identifier",
             RestError::MethodOverride { .. } => "method_override",
             RestError::RepeatedField { .. } => "repeated_field",
             RestError::FieldType { .. } => "invalid_field",

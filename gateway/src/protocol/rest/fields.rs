@@ -67,10 +67,7 @@ pub fn read(
                 }
                 match &body {
                     Body::Empty => None,
-                    Body::Form(pairs) if steps.len() == 1 => {
-                        from_strings(field, query_values(pairs, top))?
-                    }
-                    Body::Form(_) => None,
+                    Body::Form(pairs) => from_form(field, pairs, steps)?,
                     Body::Json(json) => from_json(field, json, steps)?,
                 }
             }
@@ -88,6 +85,177 @@ fn query_values<'q>(pairs: &'q [(String, String)], name: &str) -> Vec<&'q str> {
         .filter(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
         .collect()
+}
+
+/// How a form key spells a nested field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spelling {
+    /// `a`, or `a[b][c]`, `a[]`, `a[0]` (Rails, PHP, Slack, Stripe).
+    Brackets,
+    /// `a.b.c`.
+    Dots,
+}
+
+/// A form key's path (`a[b][]` is `a`, `b`, ``), and how it is spelled.
+fn form_key(key: &str) -> (Vec<&str>, Spelling) {
+    if let Some(open) = key.find('[')
+        && key.ends_with(']')
+    {
+        let mut parts = vec![&key[..open]];
+        parts.extend(key[open + 1..key.len() - 1].split("]["));
+        return (parts, Spelling::Brackets);
+    }
+    if key.contains('.') {
+        return (key.split('.').collect(), Spelling::Dots);
+    }
+    (vec![key], Spelling::Brackets)
+}
+
+/// How a form key's path stands to a field's body path.
+enum Reach {
+    /// It is not on the field's path.
+    Off,
+    /// It names the field (for `[]` steps, one of its elements).
+    Field,
+    /// It names a value inside the field's (the field's value is an object or array there).
+    Inside {
+        /// Its one step further is an array element (`labels[]`, `labels[0]`).
+        element: bool,
+    },
+    /// It names a parent of the field: a value that may hold it as JSON text, `below` steps
+    /// down the field's path (`element`: one element of the array the last of them reaches).
+    Parent { below: usize, element: bool },
+}
+
+/// Whether `part` is an array index in a form key (`[]` or `[3]`).
+fn is_index(part: &str) -> bool {
+    part.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Where the form key `path` is on the body path `steps`.
+fn reach(path: &[&str], steps: &[super::operations::BodyStep]) -> Reach {
+    let mut at = 0;
+    for (n, step) in steps.iter().enumerate() {
+        match path.get(at) {
+            None => {
+                return Reach::Parent {
+                    below: n,
+                    element: n > 0 && steps[n - 1].each,
+                };
+            }
+            Some(part) if *part != step.key => return Reach::Off,
+            Some(_) => at += 1,
+        }
+        if step.each {
+            match path.get(at) {
+                None => {
+                    return Reach::Parent {
+                        below: n + 1,
+                        element: false,
+                    };
+                }
+                Some(part) if is_index(part) => at += 1,
+                Some(_) => return Reach::Off,
+            }
+        }
+    }
+    match &path[at..] {
+        [] => Reach::Field,
+        [one] => Reach::Inside {
+            element: is_index(one),
+        },
+        _ => Reach::Inside { element: false },
+    }
+}
+
+/// A field from a form body, read as APIs that take nested forms read it: `a[b][c]` or
+/// `a.b.c` for `body.a.b.c`, `a[][b]` or `a[0][b]` for `body.a[].b`, `labels[]` for a
+/// `strings` field `body.labels`, or JSON text in a parent (`a={"b":...}`, as Slack takes
+/// `blocks`). Refused as given twice: a field spelled in two of these ways (an upstream reads
+/// one of them, Warden cannot know which). Refused as of the wrong type: a value nested inside
+/// a field that is not `strings`.
+fn from_form(
+    field: &Field,
+    pairs: &[(String, String)],
+    steps: &[super::operations::BodyStep],
+) -> Result<Option<FieldValue>, RestError> {
+    let repeated = || RestError::RepeatedField {
+        field: Arc::clone(&field.name),
+    };
+    let mut values: Vec<&str> = Vec::new();
+    let mut spelled: Option<Spelling> = None;
+    let mut parent: Option<(&str, usize, bool)> = None;
+    for (key, value) in pairs {
+        let (path, spelling) = form_key(key);
+        let reached = reach(&path, steps);
+        if matches!(reached, Reach::Off) {
+            continue;
+        }
+        if spelled.is_some_and(|s| s != spelling) {
+            return Err(repeated());
+        }
+        spelled = Some(spelling);
+        match reached {
+            Reach::Off => {}
+            Reach::Field => values.push(value),
+            Reach::Inside { element: true } if field.kind == FieldKind::Strings => {
+                values.push(value)
+            }
+            Reach::Inside { .. } => {
+                return Err(RestError::FieldType {
+                    field: Arc::clone(&field.name),
+                    expected: match field.kind {
+                        FieldKind::String => "a string",
+                        FieldKind::Long => "an integer",
+                        FieldKind::Bool => "true or false",
+                        FieldKind::Strings => "strings",
+                    },
+                });
+            }
+            Reach::Parent { below, element } => {
+                if parent.is_some() {
+                    return Err(repeated());
+                }
+                parent = Some((value, below, element));
+            }
+        }
+    }
+    match parent {
+        None => from_strings(field, values),
+        Some(_) if !values.is_empty() => Err(repeated()),
+        Some((text, below, element)) => {
+            // JSON text the API may read the field from; other text holds no field.
+            match crate::protocol::strict_json::parse_unambiguous(text.as_bytes()) {
+                Ok(json @ (Value::Object(_) | Value::Array(_))) => {
+                    from_json_below(field, &json, steps, below, element)
+                }
+                _ => Ok(None),
+            }
+        }
+    }
+}
+
+/// [`from_json`] of a value reached `below` steps down the field's path (`element`: one
+/// element of the array the last of them reaches).
+fn from_json_below(
+    field: &Field,
+    json: &Value,
+    steps: &[super::operations::BodyStep],
+    below: usize,
+    element: bool,
+) -> Result<Option<FieldValue>, RestError> {
+    let Some(last) = below.checked_sub(1) else {
+        return from_json(field, json, steps);
+    };
+    // The value set under the last step taken, so that the steps read on from it.
+    let value = if element {
+        Value::Array(vec![json.clone()])
+    } else {
+        json.clone()
+    };
+    let mut wrapped = serde_json::Map::new();
+    wrapped.insert(steps[last].key.clone(), value);
+    from_json(field, &Value::Object(wrapped), &steps[last..])
 }
 
 /// The body as JSON or form pairs; refused when it has content in another type.
@@ -339,5 +507,77 @@ mod tests {
             matches!(twice, Err(RestError::RepeatedField { .. })),
             "{twice:?}"
         );
+    }
+
+    fn form_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded".parse().unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn nested_form_fields_are_read_as_apis_read_them() {
+        let f = fields(&[
+            ("to", "body.message.to", FieldKind::String),
+            ("labels", "body.labels", FieldKind::Strings),
+            ("names", "body.items[].name", FieldKind::Strings),
+        ]);
+        let read_form = |body: &str| -> Result<BTreeMap<String, FieldValue>, RestError> {
+            read(&f, None, &form_headers(), body.as_bytes())
+                .map(|got| got.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+        };
+        for body in [
+            "message%5Bto%5D=payroll&labels%5B%5D=a&labels%5B%5D=b&items%5B0%5D%5Bname%5D=x&items%5B1%5D%5Bname%5D=y",
+            "message.to=payroll&labels=a&labels=b&items[][name]=x&items[][name]=y",
+            r#"message={"to":"payroll"}&labels=a&labels=b&items=[{"name":"x"},{"name":"y"}]"#,
+        ] {
+            let got = read_form(body).expect(body);
+            assert_eq!(got["to"], FieldValue::String("payroll".into()), "{body}");
+            assert_eq!(
+                got["labels"],
+                FieldValue::Strings(vec!["a".into(), "b".into()]),
+                "{body}"
+            );
+            assert_eq!(
+                got["names"],
+                FieldValue::Strings(vec!["x".into(), "y".into()]),
+                "{body}"
+            );
+        }
+        // One element given as JSON text: `items[0]={"name":"x"}`.
+        let got = read_form(r#"items[0]={"name":"x"}"#).unwrap();
+        assert_eq!(got["names"], FieldValue::Strings(vec!["x".into()]));
+        // Text that is no JSON holds no nested field.
+        assert!(!read_form("message=hello").unwrap().contains_key("to"));
+    }
+
+    #[test]
+    fn a_nested_form_field_spelled_two_ways_or_nested_too_deep_is_refused() {
+        let f = fields(&[
+            ("to", "body.message.to", FieldKind::String),
+            ("channel", "body.channel", FieldKind::String),
+        ]);
+        for body in [
+            "message[to]=a&message.to=b",
+            r#"message={"to":"a"}&message[to]=b"#,
+            "message[to]=a&message[to]=b",
+        ] {
+            let got = read(&f, None, &form_headers(), body.as_bytes());
+            assert!(
+                matches!(got, Err(RestError::RepeatedField { .. })),
+                "{body}: {got:?}"
+            );
+        }
+        // `channel[x]` makes the channel an object: not the string policy reads.
+        for body in ["channel[x]=payroll", "message[to][x]=a", "channel[]=a"] {
+            let got = read(&f, None, &form_headers(), body.as_bytes());
+            assert!(
+                matches!(got, Err(RestError::FieldType { .. })),
+                "{body}: {got:?}"
+            );
+        }
     }
 }

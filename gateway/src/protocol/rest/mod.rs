@@ -128,8 +128,12 @@ fn interpret(request: &Inbound<'_>) -> Result<Interpreted, RestError> {
     let op = matched.operation;
     let mut findings = Findings::none();
     let mut params = Vec::with_capacity(op.params.len());
-    for (name, value) in op.params.iter().zip(matched.values) {
-        params.push((Arc::clone(name), parameter(name, value, &mut findings)?));
+    let mut judged = Vec::with_capacity(op.params.len());
+    let folds = |name: &str| request.operations.is_some_and(|ops| ops.folds_case(name));
+    for (name, value) in op.params.iter().zip(&matched.values) {
+        let value = parameter(name, value, folds(name), &mut findings)?;
+        judged.push(value.clone());
+        params.push((Arc::clone(name), value));
     }
     let fields = match &op.fields {
         Some(fields) => Some(fields::read(
@@ -140,11 +144,8 @@ fn interpret(request: &Inbound<'_>) -> Result<Interpreted, RestError> {
         )?),
         None => None,
     };
-    let path = if matched.path.is_empty() {
-        "/".to_owned()
-    } else {
-        matched.path
-    };
+    // The parameters go upstream as policy judged them.
+    let path = matched.path(&judged);
     Ok(Interpreted {
         verb: Verb::Operation(Arc::clone(&op.action)),
         resource: Resource::Operation {
@@ -172,34 +173,55 @@ fn refuse_method_override(headers: &HeaderMap, method: &http::Method) -> Result<
     }
 }
 
-/// A path parameter's value as policy judges it: checked segment by segment with the
-/// identifier rules (`identifier.rs`); a look-alike is judged folded and reported.
-fn parameter(name: &Arc<str>, value: String, findings: &mut Findings) -> Result<String, RestError> {
-    let mut folded_any = false;
+/// A path parameter's value as policy judges it and as it goes upstream: checked segment by
+/// segment with the identifier rules (`identifier.rs`), a look-alike folded to what it imitates
+/// (and reported), and with `fold_case` lower-cased (Unicode-aware, look-alikes folded again
+/// after). A value whose folding yields a path separator or a dot segment is refused: sent,
+/// it would reach another path than the one judged.
+fn parameter(
+    name: &Arc<str>,
+    value: &str,
+    fold_case: bool,
+    findings: &mut Findings,
+) -> Result<String, RestError> {
+    let mut looked_alike = false;
     let mut parts = Vec::new();
     for part in value.split('/') {
-        match identifier::check(part) {
-            Ok(None) => parts.push(part.to_owned()),
-            Ok(Some(folded)) => {
-                folded_any = true;
-                parts.push(folded);
-            }
-            Err(problem) => {
-                return Err(RestError::Parameter {
-                    name: Arc::clone(name),
-                    problem,
-                });
-            }
+        let mut part = lookalike(name, part, &mut looked_alike)?;
+        if fold_case {
+            let lower = part.to_lowercase();
+            part = lookalike(name, &lower, &mut looked_alike)?.to_lowercase();
         }
+        if part.contains(['/', '\\']) || matches!(part.as_str(), "." | "..") {
+            return Err(RestError::FoldedSeparator {
+                name: Arc::clone(name),
+            });
+        }
+        parts.push(part);
     }
-    if !folded_any {
-        return Ok(value);
+    if looked_alike {
+        findings.0.push(Finding {
+            detector: Arc::from(LOOKALIKE_FINDING),
+            location: format!("path parameter {name}"),
+        });
     }
-    findings.0.push(Finding {
-        detector: Arc::from(LOOKALIKE_FINDING),
-        location: format!("path parameter {name}"),
-    });
     Ok(parts.join("/"))
+}
+
+/// One segment of a parameter checked, folded to its ASCII look-alike if it imitates one
+/// (`looked_alike` then set).
+fn lookalike(name: &Arc<str>, part: &str, looked_alike: &mut bool) -> Result<String, RestError> {
+    match identifier::check(part) {
+        Ok(None) => Ok(part.to_owned()),
+        Ok(Some(folded)) => {
+            *looked_alike = true;
+            Ok(folded)
+        }
+        Err(problem) => Err(RestError::Parameter {
+            name: Arc::clone(name),
+            problem,
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -226,7 +248,15 @@ mod tests {
     }
 
     fn read(method: Method, path: &str, headers: HeaderMap) -> Result<Interpreted, RestError> {
-        let ops = ops();
+        read_in(&ops(), method, path, headers)
+    }
+
+    fn read_in(
+        ops: &Operations,
+        method: Method,
+        path: &str,
+        headers: HeaderMap,
+    ) -> Result<Interpreted, RestError> {
         let upstream: Arc<str> = Arc::from("github");
         interpret(&Inbound {
             method: &method,
@@ -235,7 +265,7 @@ mod tests {
             headers: &headers,
             body: b"",
             upstream: &upstream,
-            operations: Some(&ops),
+            operations: Some(ops),
         })
     }
 
@@ -290,19 +320,95 @@ mod tests {
         assert_eq!(same.facts, meaning.facts);
     }
 
-    #[test]
-    fn a_lookalike_parameter_is_judged_folded_and_a_hidden_one_refused() {
-        let meaning = read(Method::GET, "/repos/acme/%D0%B0pp", HeaderMap::new()).expect("reads");
+    fn judged(meaning: &Interpreted) -> (Vec<String>, String) {
         let Resource::Operation { params, .. } = &meaning.resource else {
             panic!("{meaning:?}")
         };
-        assert_eq!(params[1].1, "app");
+        let Shape::Rest { path } = &meaning.shape else {
+            panic!("{meaning:?}")
+        };
+        (
+            params.iter().map(|(_, v)| v.clone()).collect(),
+            path.clone(),
+        )
+    }
+
+    #[test]
+    fn a_lookalike_parameter_is_judged_folded_sent_as_judged_and_a_hidden_one_refused() {
+        // Cyrillic а (U+0430): judged as `app`, and `app` is what goes upstream, so a permit
+        // on `app` cannot carry the call to another repository `аpp`.
+        let meaning = read(Method::GET, "/repos/acme/%D0%B0pp", HeaderMap::new()).expect("reads");
+        assert_eq!(
+            judged(&meaning),
+            (vec!["acme".into(), "app".into()], "/repos/acme/app".into())
+        );
         assert_eq!(&*meaning.findings.0[0].detector, LOOKALIKE_FINDING);
+        // Fullwidth ／ folds to `/`: sent as judged it would be another path.
+        let split = read(Method::GET, "/repos/acme/a%EF%BC%8Fb", HeaderMap::new());
+        assert!(
+            matches!(split, Err(RestError::FoldedSeparator { .. })),
+            "{split:?}"
+        );
+        let dots = read(
+            Method::GET,
+            "/repos/acme/%EF%BC%8E%EF%BC%8E",
+            HeaderMap::new(),
+        );
+        assert!(
+            matches!(dots, Err(RestError::FoldedSeparator { .. })),
+            "{dots:?}"
+        );
+        // Characters without an ASCII look-alike are judged and sent as they are.
+        let plain = read(Method::GET, "/repos/acme/caf%C3%A9", HeaderMap::new()).unwrap();
+        assert_eq!(judged(&plain).1, "/repos/acme/caf%C3%A9");
+        assert!(plain.findings.0.is_empty());
         let hidden = read(Method::GET, "/repos/acme/ap%E2%80%8Bp", HeaderMap::new());
         assert!(
             matches!(hidden, Err(RestError::Parameter { .. })),
             "{hidden:?}"
         );
+    }
+
+    #[test]
+    fn fold_case_parameters_are_judged_and_sent_in_lower_case() {
+        let ops = ops()
+            .folding_case(&["owner".to_owned(), "repo".to_owned()])
+            .expect("both are parameters");
+        let read = |path: &str| read_in(&ops, Method::GET, path, HeaderMap::new());
+        for path in [
+            "/repos/Acme/PAYROLL",
+            "/repos/acme/payroll",
+            "/repos/ACME/Pa%D1%83roll",
+            "/repos/%EF%BC%A1cme/%EF%BD%90ayroll",
+        ] {
+            let meaning = read(path).expect(path);
+            assert_eq!(
+                judged(&meaning),
+                (
+                    vec!["acme".into(), "payroll".into()],
+                    "/repos/acme/payroll".into()
+                ),
+                "{path}"
+            );
+        }
+        // Unicode-aware: `É` is `é`, sent percent-encoded in one spelling.
+        let meaning = read("/repos/acme/CAF%C3%89").unwrap();
+        assert_eq!(
+            judged(&meaning),
+            (
+                vec!["acme".into(), "café".into()],
+                "/repos/acme/caf%C3%A9".into()
+            )
+        );
+        // Without fold_case a parameter keeps its case, as the API may tell cases apart.
+        let kept = read_in(
+            &self::ops(),
+            Method::GET,
+            "/repos/Acme/App",
+            HeaderMap::new(),
+        )
+        .unwrap();
+        assert_eq!(judged(&kept).1, "/repos/Acme/App");
     }
 
     #[test]

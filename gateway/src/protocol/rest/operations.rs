@@ -155,8 +155,44 @@ pub struct Matched<'t> {
     /// The parameters' decoded values, in the operation's order (a multi-segment parameter's
     /// segments joined with `/`).
     pub values: Vec<String>,
-    /// The path to send upstream: literals as the template spells them, parameters as sent.
-    pub path: String,
+    /// The path's segments in order: a literal as the template spells it, or the index of a
+    /// parameter in `values`.
+    pieces: Vec<Piece<'t>>,
+}
+
+/// One piece of a matched path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Piece<'t> {
+    Literal(&'t str),
+    Param(usize),
+}
+
+impl Matched<'_> {
+    /// The path to send upstream with the parameters' `values` as judged (in the operation's
+    /// order): literals as the template spells them, each value percent-encoded in one
+    /// spelling (a multi-segment value's `/` kept as separators).
+    pub fn path(&self, values: &[String]) -> String {
+        let mut path = String::new();
+        for piece in &self.pieces {
+            path.push('/');
+            match piece {
+                Piece::Literal(literal) => path.push_str(literal),
+                Piece::Param(i) => {
+                    let value = values.get(*i).map_or("", String::as_str);
+                    for (n, part) in value.split('/').enumerate() {
+                        if n > 0 {
+                            path.push('/');
+                        }
+                        path.push_str(&super::path::encode_segment(part));
+                    }
+                }
+            }
+        }
+        if path.is_empty() {
+            path.push('/');
+        }
+        path
+    }
 }
 
 /// A connector's operations: what a REST route matches requests against.
@@ -166,6 +202,8 @@ pub struct Operations {
     namespace: Arc<str>,
     operations: Vec<Operation>,
     root: Node,
+    /// The path parameters whose values are folded to lower case.
+    fold_case: Vec<Arc<str>>,
 }
 
 /// A mistake in a connector's operations: the key (`operations[3].path`) and what is wrong.
@@ -339,22 +377,20 @@ impl Operations {
                     .join("/")
             })
             .collect();
-        // Rebuild the path: literals in the template's spelling, parameters as sent.
-        let mut path = String::new();
+        // The path's pieces: literals in the template's spelling, parameters by index.
+        let mut pieces = Vec::with_capacity(segments.len());
         let mut literal = spelled.iter();
         let mut i = 0;
-        let mut params = captured.iter();
+        let mut params = captured.iter().enumerate().peekable();
         while i < segments.len() {
-            path.push('/');
-            match params.clone().next() {
-                Some(&(from, to)) if from == i => {
+            match params.peek() {
+                Some(&(n, &(from, to))) if from == i => {
                     params.next();
-                    let raw: Vec<&str> = segments[from..to].iter().map(|(raw, _)| *raw).collect();
-                    path.push_str(&raw.join("/"));
+                    pieces.push(Piece::Param(n));
                     i = to;
                 }
                 _ => {
-                    path.push_str(literal.next().copied().unwrap_or(segments[i].0));
+                    pieces.push(Piece::Literal(literal.next().copied().unwrap_or("")));
                     i += 1;
                 }
             }
@@ -362,8 +398,41 @@ impl Operations {
         Some(Matched {
             operation,
             values,
-            path,
+            pieces,
         })
+    }
+
+    /// Whether path parameter `name` is folded to lower case (`fold_case:` in the connector):
+    /// the API takes its values in any case.
+    pub fn folds_case(&self, name: &str) -> bool {
+        self.fold_case.iter().any(|f| &**f == name)
+    }
+
+    /// The table with the path parameters `names` folded to lower case (the connector's
+    /// `fold_case:`); a name no operation's path has is a mistake (key `fold_case`).
+    pub fn folding_case(mut self, names: &[String]) -> Result<Operations, Vec<SpecError>> {
+        let errors: Vec<SpecError> = names
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| {
+                !self
+                    .operations
+                    .iter()
+                    .any(|op| op.params.iter().any(|p| &**p == name.as_str()))
+            })
+            .map(|(i, name)| SpecError {
+                key: format!("fold_case[{i}]"),
+                message: format!(
+                    "{name:?} is no path parameter of any operation: fold_case names path \
+                     parameters ({{owner}} in /repos/{{owner}}/...)"
+                ),
+            })
+            .collect();
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        self.fold_case = names.iter().map(|n| Arc::from(n.as_str())).collect();
+        Ok(self)
     }
 }
 
@@ -635,8 +704,10 @@ mod tests {
 
     fn found(t: &Operations, method: Method, path: &str) -> Option<(String, Vec<String>, String)> {
         let segments = segments(path);
-        t.find(&method, &segments)
-            .map(|m| (m.operation.action.to_string(), m.values, m.path))
+        t.find(&method, &segments).map(|m| {
+            let path = m.path(&m.values);
+            (m.operation.action.to_string(), m.values, path)
+        })
     }
 
     #[test]
@@ -731,6 +802,38 @@ mod tests {
         assert!(
             Operations::compile("llm", &[]).is_err(),
             "Warden's own namespaces are reserved"
+        );
+    }
+
+    #[test]
+    fn fold_case_names_path_parameters_only() {
+        let folded = table()
+            .folding_case(&["owner".to_owned(), "repo".to_owned()])
+            .expect("parameters");
+        assert!(folded.folds_case("repo"));
+        assert!(!folded.folds_case("username"));
+        let errors = table()
+            .folding_case(&["owner".to_owned(), "title".to_owned()])
+            .expect_err("title is no parameter");
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].key, "fold_case[1]");
+        assert!(errors[0].message.contains("\"title\""), "{errors:?}");
+    }
+
+    #[test]
+    fn a_matched_path_is_rebuilt_from_the_values_given() {
+        let t = table();
+        let segments = segments("/REPOS/acme/app/branches/feature/x");
+        let matched = t.find(&Method::GET, &segments).expect("branch");
+        let judged = [
+            "acme".to_owned(),
+            "app".to_owned(),
+            "feature/x y".to_owned(),
+        ];
+        assert_eq!(
+            matched.path(&judged),
+            "/repos/acme/app/branches/feature/x%20y",
+            "literals as spelled, values encoded segment by segment"
         );
     }
 }

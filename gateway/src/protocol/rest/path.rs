@@ -5,7 +5,8 @@
 //! (which servers may treat as a separator), a `;` (path parameters, which Java servers strip
 //! before routing), a bad or double encoding (`%zz`, `%252e`), bytes that are not UTF-8 and
 //! control characters. One trailing `/` is dropped. What is judged is what goes upstream: the
-//! operation's literals in the template's spelling, its parameters as sent (`operations.rs`).
+//! operation's literals in the template's spelling, its parameters as policy judged them, in
+//! this one spelling (`operations.rs`, `mod.rs`).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -79,6 +80,11 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'=')
     .remove(b':')
     .remove(b'@');
+
+/// One decoded segment in the one spelling [`canonical`] gives it.
+pub fn encode_segment(decoded: &str) -> std::borrow::Cow<'_, str> {
+    percent_encoding::utf8_percent_encode(decoded, SEGMENT).into()
+}
 
 /// The path of decoded `segments` in one spelling, whatever escapes the agent chose:
 /// `/%61dmin` and `/admin` are both `/admin`, `/x y` is `/x%20y`. Policy judges it, and it is

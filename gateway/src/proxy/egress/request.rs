@@ -62,8 +62,9 @@ pub(super) async fn forward(
 ) -> Result<Response<ProxyBody>, Refusal> {
     let (mut head, body) = req.into_parts();
     let limits = &snap.config.limits;
+    let stream_above = snap.config.inspect.stream_above;
     let (mut body, rest) =
-        match body::read_head(body, limits, snap.config.inspect.stream_above).await? {
+        match body::read_for_inspection(body, &mut head, limits, false, stream_above).await? {
             Head::Whole(body) => (body, None),
             Head::Streaming(first, rest) => (first, Some(rest)),
         };
@@ -99,6 +100,7 @@ pub(super) async fn forward(
         &mut action.context.findings,
         &head.uri,
         &head.headers,
+        &inspect::EGRESS_UNINSPECTED,
         &snap.config.inspect,
     );
     if inspect::found_in_url(&action.context.findings)

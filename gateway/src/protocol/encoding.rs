@@ -1,0 +1,350 @@
+//! Request bodies sent with a `Content-Encoding`: decoded before they are read, inspected and
+//! judged, so that a compressed body hides nothing from detectors and field-reading policies.
+//!
+//! `gzip` (and its alias `x-gzip`), `deflate` (zlib, or raw deflate as some clients send it),
+//! `br` and `zstd` are decoded, in the reverse of the order the header lists them; `identity`
+//! is nothing to decode. What decodes to more than `limits.max_request_bytes` is refused (413),
+//! whatever its compressed size, so a decompression bomb costs at most that much memory; a
+//! body that does not decode as its header says is refused (400), and an encoding Warden cannot
+//! decode is refused (415) rather than sent on uninspected. The decoded body is what goes
+//! upstream, without the `Content-Encoding` header: what was judged is what is sent.
+
+use std::io::Read;
+
+use bytes::Bytes;
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH};
+use http::{HeaderMap, StatusCode};
+
+use crate::text::Quoted;
+
+/// Most codings one body may be wrapped in (`gzip, br` is two).
+const MAX_CODINGS: usize = 4;
+
+/// A content coding Warden decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Coding {
+    Gzip,
+    Deflate,
+    Brotli,
+    Zstd,
+}
+
+impl Coding {
+    /// The coding `token` names (already lower-case); `None` for `identity`.
+    fn of(token: &str) -> Result<Option<Coding>, EncodingError> {
+        Ok(Some(match token {
+            "identity" => return Ok(None),
+            "gzip" | "x-gzip" => Coding::Gzip,
+            "deflate" => Coding::Deflate,
+            "br" => Coding::Brotli,
+            "zstd" => Coding::Zstd,
+            _ => {
+                return Err(EncodingError::Unsupported {
+                    encoding: Quoted::of(token),
+                });
+            }
+        }))
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Coding::Gzip => "gzip",
+            Coding::Deflate => "deflate",
+            Coding::Brotli => "br",
+            Coding::Zstd => "zstd",
+        }
+    }
+}
+
+/// Why an encoded request body is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodingError {
+    /// A coding Warden cannot decode, so could not inspect.
+    #[error(
+        "request body has Content-Encoding {encoding}, which Warden cannot decode to inspect; \
+         send it uncompressed or as gzip, deflate, br or zstd"
+    )]
+    Unsupported {
+        /// The coding as the header names it.
+        encoding: Quoted,
+    },
+    /// More codings than [`MAX_CODINGS`].
+    #[error(
+        "request body has {count} content codings; at most {MAX_CODINGS} are decoded: send it \
+         uncompressed or compressed once"
+    )]
+    TooManyCodings {
+        /// How many the header lists.
+        count: usize,
+    },
+    /// Decoded, larger than `limits.max_request_bytes`.
+    #[error(
+        "request body decompresses ({coding}) to more than the {limit}-byte limit \
+         (limits.max_request_bytes); send less"
+    )]
+    TooLarge {
+        /// The coding being decoded.
+        coding: &'static str,
+        /// The limit, bytes.
+        limit: usize,
+    },
+    /// Not valid in the coding its header names.
+    #[error(
+        "request body is not valid {coding} as its Content-Encoding says ({detail}); send it \
+         encoded as declared"
+    )]
+    Corrupt {
+        /// The coding being decoded.
+        coding: &'static str,
+        /// What the decoder said.
+        detail: String,
+    },
+}
+
+impl EncodingError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            EncodingError::Unsupported { .. } | EncodingError::TooManyCodings { .. } => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            EncodingError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            EncodingError::Corrupt { .. } => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The stable code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            EncodingError::Unsupported { .. } | EncodingError::TooManyCodings { .. } => {
+                "unsupported_content_encoding"
+            }
+            EncodingError::TooLarge { .. } => "request_too_large",
+            EncodingError::Corrupt { .. } => "bad_content_encoding",
+        }
+    }
+}
+
+/// Whether `headers` declare a content coding other than `identity`: such a body is read
+/// whole, to be decoded before it is judged.
+pub fn is_encoded(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .any(|token| {
+            let token = token.trim_ascii();
+            !token.is_empty() && !token.eq_ignore_ascii_case(b"identity")
+        })
+}
+
+/// `body` decoded as `headers` say it is encoded, each stage within `limit` bytes; the
+/// `Content-Encoding` (and `Content-Length`) headers are then removed, since the decoded body
+/// is what goes on. A body without a coding comes back as it is, its headers untouched.
+pub fn decode(headers: &mut HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, EncodingError> {
+    let codings = codings(headers)?;
+    if codings.is_empty() {
+        if headers.contains_key(CONTENT_ENCODING) {
+            headers.remove(CONTENT_ENCODING);
+        }
+        return Ok(body);
+    }
+    let mut body = body;
+    // Codings are listed in the order they were applied: undone from the last.
+    for coding in codings.into_iter().rev() {
+        body = decode_one(coding, &body, limit)?;
+    }
+    headers.remove(CONTENT_ENCODING);
+    headers.remove(CONTENT_LENGTH);
+    Ok(body)
+}
+
+/// The codings `headers` list, in the order applied, without `identity`.
+fn codings(headers: &HeaderMap) -> Result<Vec<Coding>, EncodingError> {
+    let mut codings = Vec::new();
+    for value in headers.get_all(CONTENT_ENCODING) {
+        let text = value.to_str().map_err(|_| EncodingError::Unsupported {
+            encoding: Quoted::of(&String::from_utf8_lossy(value.as_bytes())),
+        })?;
+        for token in text.split(',') {
+            let token = token.trim().to_ascii_lowercase();
+            if token.is_empty() {
+                continue;
+            }
+            if let Some(coding) = Coding::of(&token)? {
+                codings.push(coding);
+            }
+        }
+    }
+    if codings.len() > MAX_CODINGS {
+        return Err(EncodingError::TooManyCodings {
+            count: codings.len(),
+        });
+    }
+    Ok(codings)
+}
+
+/// One coding undone, reading at most `limit + 1` bytes of its output.
+fn decode_one(coding: Coding, body: &[u8], limit: usize) -> Result<Bytes, EncodingError> {
+    let corrupt = |e: std::io::Error| EncodingError::Corrupt {
+        coding: coding.name(),
+        detail: e.to_string().chars().take(200).collect(),
+    };
+    let out = match coding {
+        Coding::Gzip => bounded(flate2::read::MultiGzDecoder::new(body), limit),
+        Coding::Deflate if is_zlib(body) => bounded(flate2::read::ZlibDecoder::new(body), limit),
+        Coding::Deflate => bounded(flate2::read::DeflateDecoder::new(body), limit),
+        Coding::Brotli => bounded(brotli::Decompressor::new(body, 8 * 1024), limit),
+        Coding::Zstd => {
+            let decoder = zstd::stream::read::Decoder::with_buffer(body).map_err(corrupt)?;
+            bounded(decoder, limit)
+        }
+    }
+    .map_err(corrupt)?;
+    match out {
+        Some(decoded) => Ok(Bytes::from(decoded)),
+        None => Err(EncodingError::TooLarge {
+            coding: coding.name(),
+            limit,
+        }),
+    }
+}
+
+/// What `reader` yields, or `None` when that is more than `limit` bytes (only `limit + 1` of
+/// them are ever read).
+fn bounded(reader: impl Read, limit: usize) -> std::io::Result<Option<Vec<u8>>> {
+    let mut out = Vec::new();
+    reader
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map(|n| (n <= limit).then_some(out))
+}
+
+/// Whether `body` starts with a zlib header (RFC 1950), as `deflate` should; some clients send
+/// raw deflate (RFC 1951) instead, which is decoded too.
+fn is_zlib(body: &[u8]) -> bool {
+    match body {
+        [cmf, flg, ..] => cmf & 0x0f == 8 && (u16::from(*cmf) << 8 | u16::from(*flg)) % 31 == 0,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    const TEXT: &[u8] = br#"{"title":"key AKIAIOSFODNN7EXAMPLE leaked"}"#;
+
+    fn headers(encoding: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_ENCODING, encoding.parse().unwrap());
+        h.insert(CONTENT_LENGTH, "10".parse().unwrap());
+        h
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn brotli(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+        w.write_all(data).unwrap();
+        drop(w);
+        out
+    }
+
+    #[test]
+    fn each_coding_is_decoded_and_its_headers_removed() {
+        let zlib = {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(TEXT).unwrap();
+            e.finish().unwrap()
+        };
+        let raw = {
+            let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(TEXT).unwrap();
+            e.finish().unwrap()
+        };
+        let zstd = zstd::stream::encode_all(TEXT, 3).unwrap();
+        for (encoding, body) in [
+            ("gzip", gzip(TEXT)),
+            ("x-gzip", gzip(TEXT)),
+            ("deflate", zlib),
+            ("Deflate", raw),
+            ("br", brotli(TEXT)),
+            ("zstd", zstd),
+            ("identity, gzip", gzip(TEXT)),
+        ] {
+            let mut h = headers(encoding);
+            assert!(is_encoded(&h), "{encoding}");
+            let decoded = decode(&mut h, Bytes::from(body), 1024).expect(encoding);
+            assert_eq!(&decoded[..], TEXT, "{encoding}");
+            assert!(!h.contains_key(CONTENT_ENCODING), "{encoding}");
+            assert!(!h.contains_key(CONTENT_LENGTH), "{encoding}");
+        }
+    }
+
+    #[test]
+    fn stacked_codings_are_undone_from_the_last_applied() {
+        let mut h = headers("gzip, br");
+        let body = brotli(&gzip(TEXT));
+        assert_eq!(&decode(&mut h, Bytes::from(body), 1024).unwrap()[..], TEXT);
+        let mut h = headers("gzip,gzip,gzip,gzip,gzip");
+        let refused = decode(&mut h, Bytes::from(gzip(TEXT)), 1024).unwrap_err();
+        assert_eq!(refused.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+
+    #[test]
+    fn a_body_without_a_coding_is_left_as_it_is() {
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_LENGTH, "3".parse().unwrap());
+        assert!(!is_encoded(&h));
+        assert!(!is_encoded(&headers("identity")));
+        let body = Bytes::from_static(b"abc");
+        assert_eq!(decode(&mut h, body.clone(), 1).unwrap(), body);
+        assert!(h.contains_key(CONTENT_LENGTH));
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused_having_read_at_most_the_limit() {
+        // 64 MiB of zeros: about 64 KiB compressed.
+        let bomb = gzip(&vec![0u8; 64 << 20]);
+        assert!(bomb.len() < 128 << 10);
+        let refused = decode(&mut headers("gzip"), Bytes::from(bomb), 1 << 20).unwrap_err();
+        assert_eq!(refused.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(
+            refused.to_string().contains("limits.max_request_bytes"),
+            "{refused}"
+        );
+        let exact = decode(&mut headers("gzip"), Bytes::from(gzip(TEXT)), TEXT.len());
+        assert!(exact.is_ok(), "exactly the limit is within it");
+        let over = decode(
+            &mut headers("gzip"),
+            Bytes::from(gzip(TEXT)),
+            TEXT.len() - 1,
+        );
+        assert!(matches!(over, Err(EncodingError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn an_unknown_coding_or_a_corrupt_body_is_refused_with_what_to_do() {
+        let unknown = decode(&mut headers("compress"), Bytes::from_static(b"x"), 10).unwrap_err();
+        assert_eq!(unknown.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(unknown.code(), "unsupported_content_encoding");
+        assert!(
+            unknown.to_string().contains("Content-Encoding compress"),
+            "{unknown}"
+        );
+        assert!(unknown.to_string().contains("send it uncompressed"));
+        let corrupt = decode(&mut headers("gzip"), Bytes::from_static(TEXT), 1024).unwrap_err();
+        assert_eq!(corrupt.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(corrupt.code(), "bad_content_encoding");
+        let corrupt = decode(&mut headers("zstd"), Bytes::from_static(TEXT), 1024).unwrap_err();
+        assert_eq!(corrupt.status(), StatusCode::BAD_REQUEST);
+    }
+}
