@@ -131,11 +131,14 @@ pub enum Verb {
     AdminRelease,
     /// An operator listing the quarantines through the admin API: `admin:list`.
     AdminList,
+    /// An operator revoking Warden agent tokens (one by its id, or every one of an agent)
+    /// through the admin API: `admin:revoke`.
+    AdminRevoke,
 }
 
 impl Verb {
     /// Every action Warden itself defines (connector operations come from connector files).
-    pub const BUILT_IN: [Verb; 17] = [
+    pub const BUILT_IN: [Verb; 18] = [
         Verb::LlmChat,
         Verb::LlmEmbed,
         Verb::LlmModels,
@@ -153,6 +156,7 @@ impl Verb {
         Verb::AdminQuarantine,
         Verb::AdminRelease,
         Verb::AdminList,
+        Verb::AdminRevoke,
     ];
 
     /// The place of one of Warden's own actions in [`Verb::BUILT_IN`]; `None` for a
@@ -176,6 +180,7 @@ impl Verb {
             Verb::AdminQuarantine => 14,
             Verb::AdminRelease => 15,
             Verb::AdminList => 16,
+            Verb::AdminRevoke => 17,
             Verb::Operation(_) => return None,
         })
     }
@@ -218,6 +223,7 @@ impl Verb {
             Verb::AdminQuarantine => "admin:quarantine",
             Verb::AdminRelease => "admin:release",
             Verb::AdminList => "admin:list",
+            Verb::AdminRevoke => "admin:revoke",
         })
     }
 }

@@ -72,7 +72,8 @@ impl FactsKind {
             | Verb::ApprovalDecide
             | Verb::AdminQuarantine
             | Verb::AdminRelease
-            | Verb::AdminList => FactsKind::Request,
+            | Verb::AdminList
+            | Verb::AdminRevoke => FactsKind::Request,
         }
     }
 
