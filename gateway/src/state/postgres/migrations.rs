@@ -197,10 +197,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 12: the other names a voter goes by (the console's `sub`, preferred username, e-mail
     // address), so that one person votes once whether in the console or on the command line.
     "ALTER TABLE approval_votes ADD COLUMN names_json TEXT NOT NULL DEFAULT '[]';",
-    // 13: reserved for the step another branch adds as 13; it takes this place when the
-    // branches are merged (this one changes nothing).
-    "SELECT 1;",
-    // 14: revoked Warden agent tokens, by id (`jti`) or every token of an agent issued until
+    // 13: revoked Warden agent tokens, by id (`jti`) or every token of an agent issued until
     // a time, each kept until every token it stops has expired anyway; and their revision.
     "CREATE TABLE token_revocations (
         kind        TEXT    NOT NULL CHECK (kind IN ('token', 'agent')),
