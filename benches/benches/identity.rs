@@ -31,14 +31,14 @@ fn identify(c: &mut Criterion) {
 
     let cached = bearer(&issuer.issue("bench", ttl, &[]).expect("token"));
     runtime
-        .block_on(identifier.identify(&cached, None))
+        .block_on(identifier.identify(&cached, None, None))
         .expect("the issued token verifies");
 
     let mut group = c.benchmark_group("identify");
     group.bench_function("cached", |b| {
         b.iter(|| {
             runtime
-                .block_on(identifier.identify(&cached, None))
+                .block_on(identifier.identify(&cached, None, None))
                 .expect("verifies")
         })
     });
@@ -56,7 +56,7 @@ fn identify(c: &mut Criterion) {
             },
             |headers| {
                 runtime
-                    .block_on(identifier.identify(&headers, None))
+                    .block_on(identifier.identify(&headers, None, None))
                     .expect("verifies")
             },
             BatchSize::SmallInput,

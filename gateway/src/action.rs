@@ -138,11 +138,14 @@ pub enum Verb {
     AdminRelease,
     /// An operator listing the quarantines through the admin API: `admin:list`.
     AdminList,
+    /// An operator revoking Warden agent tokens (one by its id, or every one of an agent)
+    /// through the admin API: `admin:revoke`.
+    AdminRevoke,
 }
 
 impl Verb {
     /// Every action Warden itself defines (connector operations come from connector files).
-    pub const BUILT_IN: [Verb; 20] = [
+    pub const BUILT_IN: [Verb; 21] = [
         Verb::LlmChat,
         Verb::LlmEmbed,
         Verb::LlmModels,
@@ -163,6 +166,7 @@ impl Verb {
         Verb::McpSample,
         Verb::McpElicit,
         Verb::McpListRoots,
+        Verb::AdminRevoke,
     ];
 
     /// The place of one of Warden's own actions in [`Verb::BUILT_IN`]; `None` for a
@@ -189,6 +193,7 @@ impl Verb {
             Verb::McpSample => 17,
             Verb::McpElicit => 18,
             Verb::McpListRoots => 19,
+            Verb::AdminRevoke => 20,
             Verb::Operation(_) => return None,
         })
     }
@@ -234,6 +239,7 @@ impl Verb {
             Verb::AdminQuarantine => "admin:quarantine",
             Verb::AdminRelease => "admin:release",
             Verb::AdminList => "admin:list",
+            Verb::AdminRevoke => "admin:revoke",
         })
     }
 }

@@ -76,7 +76,7 @@ impl TargetArgs {
 }
 
 /// The operator of the command line: `--as`, else $USER, of the issuer `warden-cli`.
-fn operator_of(named: Option<String>) -> Result<Actor> {
+pub fn operator_of(named: Option<String>) -> Result<Actor> {
     let Some(named) = named else {
         let user = std::env::var("USER").unwrap_or_default();
         let user = user.trim();

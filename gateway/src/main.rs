@@ -17,6 +17,7 @@ mod cli_budgets;
 mod cli_canary;
 mod cli_egress;
 mod cli_policy;
+mod cli_tokens;
 
 /// Warden: a security gateway for AI agent fleets.
 ///
@@ -60,10 +61,11 @@ enum Command {
         #[command(subcommand)]
         command: ReceiptCommand,
     },
-    /// Issue agent tokens signed by Warden's own key (for setups without an IdP).
+    /// Issue agent tokens signed by Warden's own key (for setups without an IdP), revoke
+    /// them, list the revocations.
     Token {
         #[command(subcommand)]
-        command: TokenCommand,
+        command: cli_tokens::TokenCommand,
     },
     /// Work with connector files (REST APIs described for Warden).
     Connector {
@@ -422,26 +424,6 @@ fn parse_time(text: &str) -> Result<std::time::SystemTime, String> {
         .map_err(|e| format!("{text:?} is not an RFC 3339 time (2026-12-01T00:00:00Z): {e}"))
 }
 
-#[derive(Subcommand)]
-enum TokenCommand {
-    /// Print a new agent token on stdout.
-    Issue {
-        /// Agent id (the token's subject; Cedar `Agent::"<id>"`).
-        #[arg(long)]
-        agent: String,
-        /// Lifetime, e.g. 15m, 1h, 30d.
-        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
-        ttl: Duration,
-        /// Extra claim, KEY=VALUE (VALUE parsed as JSON when it is JSON), e.g.
-        /// --claim fleet=billing --claim 'groups=["eng","oncall"]'. Repeatable.
-        #[arg(long = "claim", value_name = "KEY=VALUE")]
-        claims: Vec<String>,
-        /// Configuration file (for data_dir and identity.warden_issuer).
-        #[arg(short, long, env = "WARDEN_CONFIG")]
-        config: Option<PathBuf>,
-    },
-}
-
 /// `warden policy schema --from-mcp`: reads the tools (from a file or a server), writes the
 /// fragment, and tells on standard error what it could not type precisely.
 fn schema_from_mcp(
@@ -730,32 +712,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 None => Ok(local),
             }
         }
-        Command::Token {
-            command:
-                TokenCommand::Issue {
-                    agent,
-                    ttl,
-                    claims,
-                    config,
-                },
-        } => {
-            let config = load(config.as_deref())?;
-            let claims = claims
-                .iter()
-                .map(|c| {
-                    warden::identity::parse_claim_arg(c)
-                        .map_err(|e| anyhow::anyhow!("--claim {c:?}: {e}"))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            if !config.identity.warden_issuer.enabled {
-                bail!(
-                    "identity.warden_issuer.enabled is false: Warden does not accept its own tokens in this configuration"
-                );
-            }
-            let issuer = token_issuer(&config)?;
-            println!("{}", issuer.issue(&agent, ttl, &claims)?);
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Token { command } => cli_tokens::token(command),
         Command::Tools { command } => tools(command),
         Command::Approvals { command } => cli_approvals::approvals(command),
         Command::Approvers { command } => cli_approvals::approvers(command),

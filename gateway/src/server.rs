@@ -224,6 +224,20 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
                 .refresh_interval,
         )
         .await?;
+    // Revoked Warden agent tokens, kept current from the store the same way.
+    shared
+        .revocations
+        .attach(
+            store.revocations(),
+            shared
+                .snapshot
+                .load()
+                .config
+                .identity
+                .warden_issuer
+                .refresh_interval,
+        )
+        .await?;
     // Budget spend, rate counts and session labels shared with the other replicas through
     // the store, on a tick.
     let snap = shared.snapshot.load_full();

@@ -9,6 +9,7 @@ use crate::fleet::budget::Ledger;
 use crate::fleet::limits::Limiter;
 use crate::fleet::quarantine::{QuarantineMetrics, Quarantines};
 use crate::fleet::session::AgentSessions;
+use crate::identity::revocation::Revocations;
 use crate::mcp::Sessions;
 use crate::pins::Pins;
 use crate::snapshot::Snapshot;
@@ -41,6 +42,9 @@ pub struct Shared {
     /// Quarantined agents and groups, as this process knows them (the state store attached
     /// at start; without it, only this process's own quarantines).
     pub quarantines: Arc<Quarantines>,
+    /// Revoked Warden agent tokens, as this process knows them (the state store attached at
+    /// start; without it, only this process's own revocations).
+    pub revocations: Arc<Revocations>,
     /// Every upstream's circuit breaker, shared by the workers.
     pub breakers: Breakers,
     /// The approval gate, once the state store is open (unset: approvals are refused, as in
@@ -66,6 +70,7 @@ impl Shared {
         let quarantine_metrics = QuarantineMetrics::new();
         metrics.register(quarantine_metrics.collectors());
         let quarantines = Arc::new(Quarantines::new(audit.clone(), quarantine_metrics));
+        let revocations = Arc::new(Revocations::new(audit.clone()));
         let breaker_metrics = BreakerMetrics::new();
         metrics.register(breaker_metrics.collectors());
         Arc::new(Shared {
@@ -80,6 +85,7 @@ impl Shared {
             sessions: Arc::new(AgentSessions::default()),
             budgets,
             quarantines,
+            revocations,
             breakers: Breakers::new(breaker_metrics),
             gate: std::sync::OnceLock::new(),
             canaries: std::sync::OnceLock::new(),

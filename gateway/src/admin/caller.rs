@@ -146,7 +146,7 @@ async fn operator(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Arc<Princi
         .operators
         .as_ref()
         .ok_or(ApiError::NoOperatorIdentity)?;
-    match operators.identify_token(token).await {
+    match operators.identify_token(token, None).await {
         Ok(principal) => Ok(as_user(&principal)),
         Err(AuthError::UntrustedIssuer { issuer, .. })
             if is_wardens_own(issuer.as_str(), &snapshot.config.identity) =>

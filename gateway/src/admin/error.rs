@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::fleet::quarantine::QuarantineError;
 use crate::identity::AuthError;
+use crate::identity::revocation::RevocationError;
 
 /// What a refused admin action was, and why.
 #[derive(Debug)]
@@ -80,6 +81,9 @@ pub enum ApiError {
     /// The state store failed.
     #[error("{0}")]
     Store(#[from] QuarantineError),
+    /// The state store failed to keep a token revocation.
+    #[error("{0}")]
+    Revocation(#[from] RevocationError),
 }
 
 impl ApiError {
@@ -92,7 +96,9 @@ impl ApiError {
             ApiError::PeerUnknown => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Audit(_) | ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Audit(_) | ApiError::Store(_) | ApiError::Revocation(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -109,7 +115,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::NotFound(_) => "not_quarantined",
             ApiError::Audit(_) => "audit_unavailable",
-            ApiError::Store(_) => "state_unavailable",
+            ApiError::Store(_) | ApiError::Revocation(_) => "state_unavailable",
         }
     }
 }

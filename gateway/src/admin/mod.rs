@@ -7,6 +7,8 @@ pub mod config;
 pub mod error;
 pub mod operators;
 mod quarantines;
+mod request;
+mod revocations;
 
 use axum::Router;
 use axum::extract::State;
@@ -32,6 +34,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/v1/admin/quarantines/{agent}",
             delete(quarantines::release_agent),
+        )
+        .route(
+            "/v1/admin/revocations",
+            get(revocations::list).post(revocations::create),
         )
         .route(
             "/v1/admin/quarantines/groups/{group}",

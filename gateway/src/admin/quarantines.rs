@@ -6,32 +6,27 @@
 //!   `"reason"` (shown to the agent) and optionally `"until"` (`"2h"`, an RFC 3339 time):
 //!   `201` with the quarantine.
 //! - `DELETE /v1/admin/quarantines/{agent}`, `DELETE /v1/admin/quarantines/groups/{group}`:
-//!   `200` with the released quarantine, `404` when there was none.
+//!   `200` with the released quarantine, `404` when there was none. The name is a
+//!   percent-encoded path segment: any agent id identify produces can be named (control
+//!   characters, `/`, up to 16 KiB).
 //! - `GET /v1/admin/quarantines`: `200` with the quarantines in force on this replica.
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::caller::{Peer, authorize};
 use super::error::ApiError;
+use super::request::{answer, check_on, json_body, name, reason};
 use crate::action::{Resource, Verb};
 use crate::fleet::quarantine::until::{parse_until, rfc3339};
 use crate::shared::Shared;
 use crate::state::pins::now_ms;
 use crate::state::quarantine::{QuarantineRecord, Target};
-
-/// The largest request body the API reads.
-const BODY_MAX: usize = 16 * 1024;
-/// The longest agent or group name, in bytes.
-const NAME_MAX: usize = 256;
-/// The longest reason, in bytes.
-const REASON_MAX: usize = 1024;
 
 /// `POST /v1/admin/quarantines`'s body.
 #[derive(Debug, Deserialize)]
@@ -71,29 +66,13 @@ pub async fn list(State(shared): State<Arc<Shared>>, request: Request) -> Respon
     answer(list_quarantines(&shared, request).await)
 }
 
-fn answer(result: Result<(StatusCode, Value), ApiError>) -> Response {
-    match result {
-        Ok((status, body)) => (status, Json(body)).into_response(),
-        Err(error) => error.into_response(),
-    }
-}
-
 async fn create_quarantine(
     shared: &Shared,
     request: Request,
 ) -> Result<(StatusCode, Value), ApiError> {
     let (parts, body) = request.into_parts();
     check_on(shared)?;
-    let body = axum::body::to_bytes(body, BODY_MAX).await.map_err(|_| {
-        ApiError::BadRequest(format!(
-            "the body could not be read, or is larger than {BODY_MAX} bytes"
-        ))
-    })?;
-    let new: NewQuarantine = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::BadRequest(format!(
-            "the body must be a JSON object {{\"agent\" or \"group\", \"reason\", \"until\"}}: {e}"
-        ))
-    })?;
+    let new: NewQuarantine = json_body(body, r#"{"agent" or "group", "reason", "until"}"#).await?;
     let target = match (new.agent, new.group) {
         (Some(agent), None) => Target::Agent(name(agent, "agent")?),
         (None, Some(group)) => Target::Group(name(group, "group")?),
@@ -103,16 +82,7 @@ async fn create_quarantine(
             ));
         }
     };
-    let reason = new
-        .reason
-        .unwrap_or_else(|| "quarantined by an operator".into())
-        .trim()
-        .to_owned();
-    if reason.is_empty() || reason.len() > REASON_MAX {
-        return Err(ApiError::BadRequest(format!(
-            "\"reason\" must be a sentence of 1 to {REASON_MAX} bytes: the agent is told it"
-        )));
-    }
+    let reason = reason(new.reason, "quarantined by an operator")?;
     let until_ms = new
         .until
         .as_deref()
@@ -202,26 +172,6 @@ async fn list_quarantines(
         .map(|r| describe(r))
         .collect();
     Ok((StatusCode::OK, json!({ "quarantines": all })))
-}
-
-fn check_on(shared: &Shared) -> Result<(), ApiError> {
-    if shared.snapshot.load().config.admin.api {
-        Ok(())
-    } else {
-        Err(ApiError::Off)
-    }
-}
-
-/// An agent's or group's name as sent: trimmed, not empty, bounded, no control characters.
-fn name(text: String, what: &str) -> Result<String, ApiError> {
-    let trimmed = text.trim();
-    if trimmed.is_empty() || trimmed.len() > NAME_MAX || trimmed.chars().any(char::is_control) {
-        return Err(ApiError::BadRequest(format!(
-            "the {what} name must be 1 to {NAME_MAX} bytes without control characters \
-             (an agent: its principal id, as in the audit log)"
-        )));
-    }
-    Ok(trimmed.to_owned())
 }
 
 /// The Cedar resource of an action on `target`'s quarantine.

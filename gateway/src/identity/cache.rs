@@ -7,6 +7,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use sha2::{Digest, Sha256};
 
+use super::revocation::TokenStamp;
 use crate::action::Principal;
 
 /// SHA-256 of a token.
@@ -52,8 +53,13 @@ impl Hasher for PrehashedHasher {
 
 struct Entry {
     principal: Arc<Principal>,
+    /// A Warden token's id and issue time: revocations are judged on every hit.
+    stamp: Option<TokenStamp>,
     expires_at: u64,
 }
+
+/// A token verified earlier: its principal, and for a Warden token its stamp.
+pub(crate) type Verified = (Arc<Principal>, Option<TokenStamp>);
 
 /// A bounded map from token digest to the principal it proved.
 pub(crate) struct TokenCache {
@@ -70,15 +76,21 @@ impl TokenCache {
         }
     }
 
-    /// The principal of a token verified earlier, if it has not expired at `now`.
-    pub(crate) fn get(&self, key: &TokenKey, now: u64) -> Option<Arc<Principal>> {
+    /// The principal (and stamp) of a token verified earlier, if it has not expired at `now`.
+    pub(crate) fn get(&self, key: &TokenKey, now: u64) -> Option<Verified> {
         let entry = self.map.get(key)?;
-        (now < entry.expires_at).then(|| Arc::clone(&entry.principal))
+        (now < entry.expires_at).then(|| (Arc::clone(&entry.principal), entry.stamp.clone()))
     }
 
     /// Remembers a verified token until its principal's expiry. When full, expired entries
     /// go first, then arbitrary ones down to 90% of capacity.
-    pub(crate) fn insert(&self, key: TokenKey, principal: Arc<Principal>, now: u64) {
+    pub(crate) fn insert(
+        &self,
+        key: TokenKey,
+        principal: Arc<Principal>,
+        stamp: Option<TokenStamp>,
+        now: u64,
+    ) {
         let Some(expires_at) = principal.expires_at else {
             return;
         };
@@ -92,6 +104,7 @@ impl TokenCache {
             key,
             Entry {
                 principal,
+                stamp,
                 expires_at,
             },
         );
@@ -134,8 +147,8 @@ mod tests {
         let cache = TokenCache::new(10);
         let key = TokenKey::of("token-a");
         let p = principal("a", 100);
-        cache.insert(key, p.clone(), 50);
-        assert!(Arc::ptr_eq(&cache.get(&key, 99).unwrap(), &p));
+        cache.insert(key, p.clone(), None, 50);
+        assert!(Arc::ptr_eq(&cache.get(&key, 99).unwrap().0, &p));
         assert!(cache.get(&key, 100).is_none());
         assert!(cache.get(&TokenKey::of("token-b"), 50).is_none());
     }
@@ -144,15 +157,30 @@ mod tests {
     fn stays_within_capacity_dropping_expired_first() {
         let cache = TokenCache::new(10);
         for i in 0..5 {
-            cache.insert(TokenKey::of(&format!("old-{i}")), principal("o", 60), 50);
+            cache.insert(
+                TokenKey::of(&format!("old-{i}")),
+                principal("o", 60),
+                None,
+                50,
+            );
         }
         for i in 0..5 {
-            cache.insert(TokenKey::of(&format!("new-{i}")), principal("n", 1000), 50);
+            cache.insert(
+                TokenKey::of(&format!("new-{i}")),
+                principal("n", 1000),
+                None,
+                50,
+            );
         }
-        cache.insert(TokenKey::of("latest"), principal("l", 1000), 70);
+        cache.insert(TokenKey::of("latest"), principal("l", 1000), None, 70);
         assert_eq!(cache.len(), 6, "the five expired entries were evicted");
         for i in 0..100 {
-            cache.insert(TokenKey::of(&format!("more-{i}")), principal("m", 1000), 70);
+            cache.insert(
+                TokenKey::of(&format!("more-{i}")),
+                principal("m", 1000),
+                None,
+                70,
+            );
         }
         assert!(cache.len() <= 10, "{}", cache.len());
         assert!(cache.get(&TokenKey::of("more-99"), 70).is_some());
@@ -161,10 +189,10 @@ mod tests {
     #[test]
     fn caches_nothing_with_zero_capacity_or_past_expiry() {
         let cache = TokenCache::new(0);
-        cache.insert(TokenKey::of("t"), principal("a", 100), 50);
+        cache.insert(TokenKey::of("t"), principal("a", 100), None, 50);
         assert_eq!(cache.len(), 0);
         let cache = TokenCache::new(5);
-        cache.insert(TokenKey::of("t"), principal("a", 40), 50);
+        cache.insert(TokenKey::of("t"), principal("a", 40), None, 50);
         assert_eq!(cache.len(), 0);
     }
 }

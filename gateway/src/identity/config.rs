@@ -79,7 +79,20 @@ pub struct WardenIssuerConfig {
     /// }`, `{ env: NAME }`, `{ file: PATH }`): read at start and when the identity settings
     /// change; never created.
     pub key: Option<crate::secrets::CredentialSource>,
+    /// The longest lifetime (`exp` - `iat`) of a Warden token: `warden token issue` refuses a
+    /// longer `--ttl`, and a presented token whose lifetime is longer is refused
+    /// (`token_lifetime_exceeded`), whenever it was issued. Revocations are kept this long.
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// How often the state store's token revocation revision is read (at start): the delay
+    /// with which a revocation made by another process reaches this one on SQLite (on
+    /// PostgreSQL it arrives by `NOTIFY` at once; this is the safety net).
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
 }
+
+/// `identity.warden_issuer.max_ttl` unless configured: 30 days.
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl Default for WardenIssuerConfig {
     fn default() -> Self {
@@ -89,6 +102,8 @@ impl Default for WardenIssuerConfig {
             audience: "warden".to_string(),
             key_file: None,
             key: None,
+            max_ttl: DEFAULT_MAX_TTL,
+            refresh_interval: Duration::from_millis(500),
         }
     }
 }

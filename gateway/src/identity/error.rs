@@ -209,6 +209,22 @@ pub enum AuthError {
          JWKS can be fetched"
     )]
     IssuerUnavailable { issuer: Arc<str>, reason: Arc<str> },
+    /// A Warden token lives longer than `identity.warden_issuer.max_ttl` allows.
+    #[error(
+        "token lifetime {lifetime}s is longer than Warden's tokens may live ({max}s, \
+         identity.warden_issuer.max_ttl); issue a new token with a shorter --ttl"
+    )]
+    LifetimeExceeded { lifetime: u64, max: u64 },
+    /// An operator revoked the token, or every token of its agent issued until then.
+    #[error(
+        "token revoked {whom} at {at} by an operator: {reason}; ask the operators for a new token"
+    )]
+    Revoked {
+        /// `by its id`, or `with every token of its agent issued until then`.
+        whom: &'static str,
+        at: UnixTime,
+        reason: Arc<str>,
+    },
 }
 
 impl AuthError {
@@ -240,6 +256,8 @@ impl AuthError {
             AuthError::KeyAlgorithmMismatch { .. } => "key_algorithm_mismatch",
             AuthError::BadSignature { .. } => "bad_signature",
             AuthError::IssuerUnavailable { .. } => "issuer_unavailable",
+            AuthError::LifetimeExceeded { .. } => "token_lifetime_exceeded",
+            AuthError::Revoked { .. } => "token_revoked",
         }
     }
 }

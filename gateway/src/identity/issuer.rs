@@ -49,6 +49,7 @@ pub struct TokenIssuer {
     kid: Arc<str>,
     public: [u8; 32],
     encoding: EncodingKey,
+    max_ttl: Duration,
 }
 
 impl std::fmt::Debug for TokenIssuer {
@@ -100,6 +101,7 @@ impl TokenIssuer {
             kid: Arc::from(keys::thumbprint(&public)),
             public,
             encoding: EncodingKey::from_ed_der(der.as_bytes()),
+            max_ttl: cfg.max_ttl,
         })
     }
 
@@ -133,6 +135,14 @@ impl TokenIssuer {
             return Err(IdentityError::InvalidRequest(
                 "the TTL must be at least 1s".into(),
             ));
+        }
+        if ttl > self.max_ttl {
+            return Err(IdentityError::InvalidRequest(format!(
+                "the TTL {} is longer than identity.warden_issuer.max_ttl ({}): issue a shorter \
+                 token (and a new one before it expires), or raise the maximum",
+                humantime::format_duration(ttl),
+                humantime::format_duration(self.max_ttl)
+            )));
         }
         let mut payload = Map::new();
         for (name, value) in claims {
@@ -169,6 +179,11 @@ impl TokenIssuer {
     /// `aud` of issued tokens.
     pub fn audience(&self) -> &str {
         &self.audience
+    }
+
+    /// The longest lifetime of a token (`identity.warden_issuer.max_ttl`).
+    pub fn max_ttl(&self) -> Duration {
+        self.max_ttl
     }
 
     /// Key id (`kid`): the RFC 7638 thumbprint of the public key.
@@ -297,6 +312,33 @@ mod tests {
         );
         assert!(issuer.issue(" ", hour, &[]).is_err());
         assert!(issuer.issue("a", Duration::from_millis(10), &[]).is_err());
+    }
+
+    #[test]
+    fn refuses_to_issue_a_token_longer_than_the_maximum_lifetime() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = WardenIssuerConfig {
+            max_ttl: Duration::from_secs(7 * 24 * 3600),
+            ..cfg()
+        };
+        let issuer = TokenIssuer::load_or_create(&cfg, dir.path()).unwrap();
+        assert!(issuer.issue("a", cfg.max_ttl, &[]).is_ok());
+        let err = issuer
+            .issue("a", cfg.max_ttl + Duration::from_secs(1), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("identity.warden_issuer.max_ttl (7days)"),
+            "{err}"
+        );
+        // The default maximum is 30 days.
+        let issuer =
+            TokenIssuer::load_or_create(&WardenIssuerConfig::default(), dir.path()).unwrap();
+        assert!(
+            issuer
+                .issue("a", Duration::from_secs(31 * 24 * 3600), &[])
+                .is_err()
+        );
     }
 
     #[test]

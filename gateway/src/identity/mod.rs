@@ -14,6 +14,7 @@ mod fetch;
 mod issuer;
 mod jwks;
 mod refresh;
+pub mod revocation;
 mod token;
 mod verify;
 
@@ -39,6 +40,7 @@ pub(crate) use clock::now_unix;
 use config::{ClientCertificate, IdentityConfig};
 use fetch::JwksFetcher;
 use refresh::RemoteKeys;
+use revocation::Revocations;
 use verify::{IssuerKeys, TrustedIssuer, Verifier};
 
 /// How long [`Identifier::new`] waits for the first JWKS fetches before serving anyway.
@@ -69,6 +71,19 @@ impl Identifier {
         data_dir: &Path,
         key: Option<(&str, &str)>,
     ) -> Result<Identifier, IdentityError> {
+        if cfg.warden_issuer.max_ttl.as_secs() == 0 {
+            return Err(IdentityError::Config {
+                key: "identity.warden_issuer.max_ttl".into(),
+                problem: "must be at least 1s (e.g. 30d): the longest a Warden token may live"
+                    .into(),
+            });
+        }
+        if cfg.warden_issuer.refresh_interval < Duration::from_millis(10) {
+            return Err(IdentityError::Config {
+                key: "identity.warden_issuer.refresh_interval".into(),
+                problem: "must be at least 10ms (e.g. 500ms)".into(),
+            });
+        }
         if cfg.jwks_refresh_interval.is_zero() {
             return Err(IdentityError::Config {
                 key: "identity.jwks_refresh_interval".into(),
@@ -87,6 +102,7 @@ impl Identifier {
                 token_issuer.audience(),
                 token_issuer.verify_key(),
                 &cfg.claims,
+                cfg.warden_issuer.max_ttl.as_secs(),
             ));
             names.insert(token_issuer.issuer().to_owned());
             Some(token_issuer)
@@ -145,14 +161,16 @@ impl Identifier {
     /// `certificate` (if any). The token's agent, with the certificate as its
     /// `client_certificate` attribute; without a token, the certificate's agent when
     /// `identity.client_certificate: principal`; otherwise [`AuthError::MissingCredential`], or
-    /// the anonymous principal when authentication is not [`required`](Self::required).
+    /// the anonymous principal when authentication is not [`required`](Self::required). A
+    /// Warden token that `revocations` revoke is refused, cached or not.
     pub async fn identify(
         &self,
         headers: &http::HeaderMap,
         certificate: Option<&Arc<str>>,
+        revocations: Option<&Revocations>,
     ) -> Result<Arc<Principal>, AuthError> {
         let principal = match credential_from_headers(headers) {
-            Some(token) => self.identify_token(token).await?,
+            Some(token) => self.identify_token(token, revocations).await?,
             None => match (certificate, self.client_certificate) {
                 (Some(id), ClientCertificate::Principal) => return Ok(certificate_agent(id)),
                 _ if self.required => return Err(AuthError::MissingCredential),
@@ -170,24 +188,38 @@ impl Identifier {
     }
 
     /// Who this token identifies: from the cache when verified earlier (one SHA-256 and one
-    /// lookup), else fully verified and cached until it expires.
-    pub async fn identify_token(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
+    /// lookup), else fully verified and cached until it expires. Either way a Warden token is
+    /// then judged against `revocations` (`None`: tokens this process cannot revoke, such as
+    /// operators' at the admin API).
+    pub async fn identify_token(
+        &self,
+        token: &str,
+        revocations: Option<&Revocations>,
+    ) -> Result<Arc<Principal>, AuthError> {
         let key = TokenKey::of(token);
         let now = now_unix();
-        if let Some(principal) = self.cache.get(&key, now) {
-            return Ok(principal);
+        let (principal, stamp) = match self.cache.get(&key, now) {
+            Some(hit) => hit,
+            None => {
+                // Boxed: the cold path's future (discovery and JWKS fetches) is large, and
+                // inline it would size every request's state for it, cache hits included.
+                let (principal, stamp) = Box::pin(self.verifier.verify(token, now)).await?;
+                let principal = Arc::new(principal);
+                self.cache
+                    .insert(key, principal.clone(), stamp.clone(), now);
+                (principal, stamp)
+            }
+        };
+        if let (Some(revocations), Some(stamp)) = (revocations, &stamp) {
+            revocations.check(&principal.id, stamp)?;
         }
-        // Boxed: the cold path's future (discovery and JWKS fetches) is large, and inline it
-        // would size every request's state for it, cache hits included.
-        let principal = Arc::new(Box::pin(self.verifier.verify(token, now)).await?);
-        self.cache.insert(key, principal.clone(), now);
         Ok(principal)
     }
 
     /// Verifies `token` fully without reading or filling the cache: the cold path, for
     /// benchmarks and diagnostics.
     pub async fn verify_uncached(&self, token: &str) -> Result<Principal, AuthError> {
-        self.verifier.verify(token, now_unix()).await
+        Ok(self.verifier.verify(token, now_unix()).await?.0)
     }
 
     /// Whether every request must carry a valid credential.

@@ -233,7 +233,7 @@ fn with(mut claims: Value, name: &str, value: Value) -> Value {
 /// Asserts the token is refused and that the reason shows no part of it.
 async fn refused(id: &Identifier, token: &str) -> AuthError {
     let err = id
-        .identify_token(token)
+        .identify_token(token, None)
         .await
         .expect_err("the token must be refused");
     let message = err.to_string();
@@ -262,7 +262,7 @@ async fn valid_rsa_token_becomes_principal_with_mapped_attributes() {
     let (id, _dir) = identifier(&config(&[&idp.issuer()])).await;
 
     let p = id
-        .identify(&bearer(&key.sign(&claims(&idp.issuer()))), None)
+        .identify(&bearer(&key.sign(&claims(&idp.issuer()))), None, None)
         .await
         .unwrap();
 
@@ -288,7 +288,9 @@ async fn accepts_ec_p256_p384_and_ed25519_keys() {
     let idp = Idp::start(&keys.iter().collect::<Vec<_>>()).await;
     let (id, _dir) = identifier(&config(&[&idp.issuer()])).await;
     for key in &keys {
-        let p = id.identify_token(&key.sign(&claims(&idp.issuer()))).await;
+        let p = id
+            .identify_token(&key.sign(&claims(&idp.issuer())), None)
+            .await;
         assert_eq!(
             p.map(|p| p.id.to_string()),
             Ok("agent-7".to_string()),
@@ -304,7 +306,7 @@ async fn accepts_token_without_kid_when_one_key_fits() {
     let idp = Idp::start(&[&TestKey::rsa1(), &key]).await;
     let (id, _dir) = identifier(&config(&[&idp.issuer()])).await;
     let token = key.sign_as(Algorithm::ES256, None, &claims(&idp.issuer()));
-    assert!(id.identify_token(&token).await.is_ok());
+    assert!(id.identify_token(&token, None).await.is_ok());
 }
 
 #[tokio::test]
@@ -312,7 +314,7 @@ async fn a_certificate_alone_names_an_agent_only_when_certificates_are_principal
     let cert: Arc<str> = Arc::from("spiffe://fleet.example/agent/7");
     let (id, _dir) = identifier(&config(&[])).await;
     let err = id
-        .identify(&HeaderMap::new(), Some(&cert))
+        .identify(&HeaderMap::new(), Some(&cert), None)
         .await
         .unwrap_err();
     assert_eq!(
@@ -326,7 +328,10 @@ async fn a_certificate_alone_names_an_agent_only_when_certificates_are_principal
         ..config(&[])
     })
     .await;
-    let p = open.identify(&HeaderMap::new(), Some(&cert)).await.unwrap();
+    let p = open
+        .identify(&HeaderMap::new(), Some(&cert), None)
+        .await
+        .unwrap();
     assert_eq!(&*p.id, "anonymous");
     assert_eq!(p.client_certificate.as_ref(), Some(&cert));
 
@@ -336,15 +341,18 @@ async fn a_certificate_alone_names_an_agent_only_when_certificates_are_principal
     })
     .await;
     let p = by_cert
-        .identify(&HeaderMap::new(), Some(&cert))
+        .identify(&HeaderMap::new(), Some(&cert), None)
         .await
         .unwrap();
     assert_eq!((&*p.id, &*p.issuer), (&*cert, "mtls"));
     assert_eq!(p.client_certificate.as_ref(), Some(&cert));
-    let err = by_cert.identify(&HeaderMap::new(), None).await.unwrap_err();
+    let err = by_cert
+        .identify(&HeaderMap::new(), None, None)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "missing_credential", "no token, no certificate");
     let err = by_cert
-        .identify(&bearer("sk-not-a-jwt"), Some(&cert))
+        .identify(&bearer("sk-not-a-jwt"), Some(&cert), None)
         .await
         .unwrap_err();
     assert_eq!(
@@ -361,10 +369,10 @@ async fn a_token_agent_carries_the_connections_certificate_as_an_attribute() {
     let (id, _dir) = identifier(&config(&[&idp.issuer()])).await;
     let headers = bearer(&key.sign(&claims(&idp.issuer())));
     let cert: Arc<str> = Arc::from("agent-7.fleet.example");
-    let with = id.identify(&headers, Some(&cert)).await.unwrap();
+    let with = id.identify(&headers, Some(&cert), None).await.unwrap();
     assert_eq!(&*with.id, "agent-7");
     assert_eq!(with.client_certificate.as_ref(), Some(&cert));
-    let without = id.identify(&headers, None).await.unwrap();
+    let without = id.identify(&headers, None, None).await.unwrap();
     assert_eq!(
         without.client_certificate, None,
         "the cached principal is not changed"
@@ -374,7 +382,10 @@ async fn a_token_agent_carries_the_connections_certificate_as_an_attribute() {
 #[tokio::test]
 async fn missing_credential_is_refused_when_required_and_anonymous_otherwise() {
     let (id, _dir) = identifier(&config(&[])).await;
-    let err = id.identify(&HeaderMap::new(), None).await.unwrap_err();
+    let err = id
+        .identify(&HeaderMap::new(), None, None)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "missing_credential");
     assert!(id.required());
 
@@ -384,10 +395,10 @@ async fn missing_credential_is_refused_when_required_and_anonymous_otherwise() {
     })
     .await;
     assert!(!open.required());
-    let p = open.identify(&HeaderMap::new(), None).await.unwrap();
+    let p = open.identify(&HeaderMap::new(), None, None).await.unwrap();
     assert_eq!(&*p.id, "anonymous");
     let err = open
-        .identify(&bearer("sk-not-a-jwt"), None)
+        .identify(&bearer("sk-not-a-jwt"), None, None)
         .await
         .unwrap_err();
     assert_eq!(
@@ -406,7 +417,7 @@ async fn reads_token_from_x_api_key_and_api_key() {
     for name in ["x-api-key", "api-key", "x-goog-api-key"] {
         let mut headers = HeaderMap::new();
         headers.insert(name, HeaderValue::from_str(&token).unwrap());
-        assert!(id.identify(&headers, None).await.is_ok(), "{name}");
+        assert!(id.identify(&headers, None, None).await.is_ok(), "{name}");
     }
 }
 
@@ -429,7 +440,11 @@ async fn rejects_expired_token_naming_the_time_and_leeway() {
     assert_eq!(err.to_string(), expected);
 
     let within_leeway = with(claims(&idp.issuer()), "exp", json!(now_unix() - 5));
-    assert!(id.identify_token(&key.sign(&within_leeway)).await.is_ok());
+    assert!(
+        id.identify_token(&key.sign(&within_leeway), None)
+            .await
+            .is_ok()
+    );
 
     let no_exp = claims(&idp.issuer()).as_object().unwrap().clone();
     let mut no_exp = Value::Object(no_exp);
@@ -488,7 +503,7 @@ async fn rejects_token_for_another_audience() {
 
     let listed = with(claims(&idp.issuer()), "aud", json!(["a", AUDIENCE]));
     assert!(
-        id.identify_token(&key.sign(&listed)).await.is_ok(),
+        id.identify_token(&key.sign(&listed), None).await.is_ok(),
         "one matching audience is enough"
     );
 }
@@ -606,7 +621,7 @@ async fn accepts_rotated_key_after_refetch() {
     let idp = Idp::start(&[&old]).await;
     let (id, _dir) = identifier(&config(&[&idp.issuer()])).await;
     assert!(
-        id.identify_token(&old.sign(&claims(&idp.issuer())))
+        id.identify_token(&old.sign(&claims(&idp.issuer())), None)
             .await
             .is_ok()
     );
@@ -614,7 +629,7 @@ async fn accepts_rotated_key_after_refetch() {
 
     idp.set_keys(&[&old, &new]);
     let p = id
-        .identify_token(&new.sign(&claims(&idp.issuer())))
+        .identify_token(&new.sign(&claims(&idp.issuer())), None)
         .await
         .unwrap();
     assert_eq!(&*p.id, "agent-7");
@@ -636,7 +651,7 @@ async fn concurrent_unknown_kid_requests_share_one_refetch() {
         .map(|i| {
             let id = id.clone();
             let token = forger.sign(&with(claims(&idp.issuer()), "jti", json!(i)));
-            tokio::spawn(async move { id.identify_token(&token).await })
+            tokio::spawn(async move { id.identify_token(&token, None).await })
         })
         .collect();
     for task in tasks {
@@ -714,7 +729,7 @@ async fn fails_closed_while_idp_is_down_then_accepts_once_it_is_up() {
     assert_eq!(idp.issuer(), issuer);
     let start = Instant::now();
     loop {
-        match id.identify_token(&token).await {
+        match id.identify_token(&token, None).await {
             Ok(p) => {
                 assert_eq!(&*p.id, "agent-7");
                 break;
@@ -735,10 +750,10 @@ async fn cache_hit_returns_same_principal_without_fetching_keys() {
     let idp = Idp::start(&[&key]).await;
     let (id, _dir) = identifier(&config(&[&idp.issuer()])).await;
     let token = key.sign(&claims(&idp.issuer()));
-    let first = id.identify_token(&token).await.unwrap();
+    let first = id.identify_token(&token, None).await.unwrap();
     let hits = idp.jwks_hits();
     idp.state.jwks_failing.store(true, Ordering::SeqCst);
-    let second = id.identify(&bearer(&token), None).await.unwrap();
+    let second = id.identify(&bearer(&token), None, None).await.unwrap();
     assert!(Arc::ptr_eq(&first, &second));
     assert_eq!(idp.jwks_hits(), hits);
     assert_eq!(id.cached_tokens(), 1);
@@ -758,7 +773,7 @@ async fn warden_issued_token_round_trips() {
     let token = issuer
         .issue("bot-1", Duration::from_secs(3600), &extra)
         .unwrap();
-    let p = id.identify(&bearer(&token), None).await.unwrap();
+    let p = id.identify(&bearer(&token), None, None).await.unwrap();
     assert_eq!(&*p.id, "bot-1");
     assert_eq!(&*p.issuer, "warden");
     assert_eq!(p.fleet.as_deref(), Some("billing"));
@@ -796,7 +811,10 @@ async fn uses_configured_jwks_uri_without_discovery() {
     let mut cfg = config(&[issuer]);
     cfg.issuers[0].jwks_uri = Some(format!("{}/jwks", idp.issuer()));
     let (id, _dir) = identifier(&cfg).await;
-    let p = id.identify_token(&key.sign(&claims(issuer))).await.unwrap();
+    let p = id
+        .identify_token(&key.sign(&claims(issuer)), None)
+        .await
+        .unwrap();
     assert_eq!(&*p.issuer, issuer);
 }
 
@@ -830,6 +848,6 @@ fn identifier_and_its_futures_can_cross_threads() {
         .unwrap();
     send_sync(&id);
     let headers = HeaderMap::new();
-    send(&id.identify(&headers, None));
-    send(&id.identify_token("t"));
+    send(&id.identify(&headers, None, None));
+    send(&id.identify_token("t", None));
 }

@@ -13,6 +13,7 @@ use super::config::{ClaimMapping, IssuerConfig};
 use super::error::{AuthError, IdentityError, NameList, Shown, UnixTime};
 use super::jwks::{KeySet, VerifyKey, alg_name, is_hmac};
 use super::refresh::RemoteKeys;
+use super::revocation::TokenStamp;
 use super::token::{self, UnverifiedToken};
 use crate::action::Principal;
 
@@ -32,6 +33,9 @@ pub(crate) struct TrustedIssuer {
     allowed_text: Arc<str>,
     keys: IssuerKeys,
     claims: ClaimMapper,
+    /// Warden's own tokens: the longest lifetime (`exp` - `iat`, seconds) accepted, and their
+    /// id and issue time kept for revocation. `None` for other issuers.
+    max_lifetime: Option<u64>,
 }
 
 impl TrustedIssuer {
@@ -97,24 +101,29 @@ impl TrustedIssuer {
         ))
     }
 
-    /// Warden itself: EdDSA with its own key; the agent is always `sub`.
+    /// Warden itself: EdDSA with its own key; the agent is always `sub`; tokens live at most
+    /// `max_lifetime` seconds.
     pub(crate) fn warden(
         issuer: &str,
         audience: &str,
         key: VerifyKey,
         default_claims: &ClaimMapping,
+        max_lifetime: u64,
     ) -> TrustedIssuer {
         let mapping = ClaimMapping {
             agent: "sub".into(),
             ..default_claims.clone()
         };
-        TrustedIssuer::new(
-            Arc::from(issuer),
-            NameList(Arc::from([Arc::from(audience)])),
-            vec![Algorithm::EdDSA],
-            IssuerKeys::Fixed(Arc::new(KeySet::from_keys([key]))),
-            ClaimMapper::new(&mapping),
-        )
+        TrustedIssuer {
+            max_lifetime: Some(max_lifetime),
+            ..TrustedIssuer::new(
+                Arc::from(issuer),
+                NameList(Arc::from([Arc::from(audience)])),
+                vec![Algorithm::EdDSA],
+                IssuerKeys::Fixed(Arc::new(KeySet::from_keys([key]))),
+                ClaimMapper::new(&mapping),
+            )
+        }
     }
 
     fn new(
@@ -132,7 +141,40 @@ impl TrustedIssuer {
             allowed_text: Arc::from(allowed_text.join(", ")),
             keys,
             claims,
+            max_lifetime: None,
         }
+    }
+
+    /// For Warden's own tokens: the lifetime (`exp` - `iat`) within the maximum, and the
+    /// token's id (`jti`, absent from none Warden issued but allowed) and issue time, for
+    /// revocation. `None` for other issuers' tokens.
+    fn stamp(
+        &self,
+        claims: &Map<String, Value>,
+        exp: u64,
+    ) -> Result<Option<TokenStamp>, AuthError> {
+        let Some(max) = self.max_lifetime else {
+            return Ok(None);
+        };
+        let issued_at = numeric_date(claims, "iat")?.ok_or_else(|| AuthError::MissingClaim {
+            claim: Arc::from("iat"),
+            hint: ": Warden's tokens carry when they were issued; issue a new one",
+        })?;
+        let lifetime = exp.saturating_sub(issued_at);
+        if lifetime > max {
+            return Err(AuthError::LifetimeExceeded { lifetime, max });
+        }
+        let id = match claims.get("jti") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(id)) => Some(Arc::from(id.as_str())),
+            Some(_) => {
+                return Err(AuthError::InvalidClaim {
+                    claim: Arc::from("jti"),
+                    expected: "a string",
+                });
+            }
+        };
+        Ok(Some(TokenStamp { id, issued_at }))
     }
 
     /// The token's algorithm, if this issuer allows it.
@@ -275,8 +317,14 @@ impl Verifier {
         }
     }
 
-    /// Verifies `token` fully (signature, time, audience, claims) at unix time `now`.
-    pub(crate) async fn verify(&self, token: &str, now: u64) -> Result<Principal, AuthError> {
+    /// Verifies `token` fully (signature, time, audience, claims; for Warden's own tokens,
+    /// their lifetime) at unix time `now`: its principal, and for Warden's own tokens what
+    /// revocations are judged on.
+    pub(crate) async fn verify(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<(Principal, Option<TokenStamp>), AuthError> {
         let token = token::parse(token)?;
         if token.header.alg.eq_ignore_ascii_case("none") {
             return Err(AuthError::UnsignedToken);
@@ -308,7 +356,9 @@ impl Verifier {
         issuer.verify_signature(&token, alg).await?;
         let exp = self.check_time(&token.claims, now)?;
         issuer.check_audience(&token.claims)?;
-        issuer.claims.principal(&token.claims, &issuer.name, exp)
+        let stamp = issuer.stamp(&token.claims, exp)?;
+        let principal = issuer.claims.principal(&token.claims, &issuer.name, exp)?;
+        Ok((principal, stamp))
     }
 
     /// Checks `exp` (required) and `nbf` with leeway; returns `exp`.

@@ -83,7 +83,8 @@ impl FactsKind {
             | Verb::ApprovalDecide
             | Verb::AdminQuarantine
             | Verb::AdminRelease
-            | Verb::AdminList => FactsKind::Request,
+            | Verb::AdminList
+            | Verb::AdminRevoke => FactsKind::Request,
         }
     }
 

@@ -369,6 +369,16 @@ fn sample_resources(verb: &Verb, full: bool) -> Vec<Resource> {
             kind: "all",
             name: Arc::from("*"),
         }],
+        Verb::AdminRevoke => vec![
+            Resource::Quarantine {
+                kind: "agent",
+                name: Arc::from("ci-bot"),
+            },
+            Resource::Quarantine {
+                kind: "token",
+                name: Arc::from("0190c3e2-5b7a-7c1e-9f3a-1b2c3d4e5f60"),
+            },
+        ],
     }
 }
 
@@ -376,9 +386,11 @@ fn sample_resources(verb: &Verb, full: bool) -> Vec<Resource> {
 /// optional fact set and with none.
 fn sample_actions(verb: &Verb) -> Vec<Action> {
     let kind = match verb {
-        Verb::ApprovalDecide | Verb::AdminQuarantine | Verb::AdminRelease | Verb::AdminList => {
-            PrincipalKind::User
-        }
+        Verb::ApprovalDecide
+        | Verb::AdminQuarantine
+        | Verb::AdminRelease
+        | Verb::AdminList
+        | Verb::AdminRevoke => PrincipalKind::User,
         _ => PrincipalKind::Agent,
     };
     let mut out = Vec::new();

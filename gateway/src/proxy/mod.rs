@@ -255,7 +255,11 @@ async fn identify(
     let certificate = ex.conn().client_identity.clone();
     match snap
         .identity
-        .identify(req.headers(), certificate.as_ref())
+        .identify(
+            req.headers(),
+            certificate.as_ref(),
+            Some(&ex.shared().revocations),
+        )
         .await
     {
         Ok(principal) => {

@@ -1,10 +1,11 @@
 //! Warden's durable state: what must survive a restart and, with several replicas, be shared
 //! (tool-definition pins, approvals, approvers' second factors, console sessions, canary
-//! tokens, quarantines, fleet counters: budget spend, rate-limit counts, session labels; SIEM spool cursors next).
+//! tokens, quarantines, token revocations, fleet counters: budget spend, rate-limit counts, session labels; SIEM spool cursors next).
 //!
 //! One repository trait per concern (`pins::PinRepository`, `approvals::ApprovalRepository`,
 //! `factors::FactorRepository`, `sessions::SessionRepository`,
-//! `quarantine::QuarantineRepository`, `fleet::FleetRepository`), each with typed records and
+//! `quarantine::QuarantineRepository`, `revocations::RevocationRepository`,
+//! `fleet::FleetRepository`), each with typed records and
 //! atomic steps rather than a key/value bag, so that every backend keeps the same rules. A
 //! [`Store`] opens the backend the `state:` section names and hands out the repositories.
 //! SQLite in one file under `data_dir` is the embedded default (`sqlite/`); PostgreSQL
@@ -24,9 +25,11 @@ pub mod factors;
 #[cfg(test)]
 pub mod flaky;
 pub mod fleet;
+pub mod follow;
 pub mod pins;
 pub mod postgres;
 pub mod quarantine;
+pub mod revocations;
 pub mod sessions;
 pub mod sqlite;
 pub mod store;

@@ -12,12 +12,13 @@ use super::fleet::FleetRepository;
 use super::pins::PinRepository;
 use super::postgres::{PostgresOptions, PostgresStore};
 use super::quarantine::QuarantineRepository;
+use super::revocations::RevocationRepository;
 use super::sessions::SessionRepository;
 use super::sqlite::SqliteStore;
 use crate::vault::SecretStore;
 
 /// Warden's durable state, opened: one repository per concern (tool pins, approvals,
-/// approvers' second factors, console sessions, canary tokens, quarantines, fleet counters), all in the same backend. Cheap to clone.
+/// approvers' second factors, console sessions, canary tokens, quarantines, token revocations, fleet counters), all in the same backend. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     location: Arc<str>,
@@ -27,6 +28,7 @@ pub struct Store {
     sessions: Arc<dyn SessionRepository>,
     canaries: Arc<dyn CanaryRepository>,
     quarantine: Arc<dyn QuarantineRepository>,
+    revocations: Arc<dyn RevocationRepository>,
     fleet: Arc<dyn FleetRepository>,
 }
 
@@ -79,6 +81,7 @@ impl Store {
             sessions: store.clone(),
             canaries: store.clone(),
             quarantine: store.clone(),
+            revocations: store.clone(),
             fleet: store,
         }
     }
@@ -94,6 +97,7 @@ impl Store {
             sessions: store.clone(),
             canaries: store.clone(),
             quarantine: store.clone(),
+            revocations: store.clone(),
             fleet: store,
         }
     }
@@ -122,6 +126,11 @@ impl Store {
     /// Quarantined agents and groups.
     pub fn quarantine(&self) -> Arc<dyn QuarantineRepository> {
         Arc::clone(&self.quarantine)
+    }
+
+    /// Revoked Warden agent tokens.
+    pub fn revocations(&self) -> Arc<dyn RevocationRepository> {
+        Arc::clone(&self.revocations)
     }
 
     /// Fleet counters the replicas add up: budget spend, rate-limit counts, session labels.

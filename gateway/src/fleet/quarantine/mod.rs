@@ -137,7 +137,17 @@ impl Quarantines {
         let _ = self.store.set(Arc::clone(&store));
         let revision = store.revision().await?;
         self.refresh().await?;
-        sync::spawn(Arc::downgrade(self), store, revision, refresh_interval);
+        let announcements = store.announcements();
+        crate::state::follow::spawn(
+            Arc::downgrade(self),
+            move || {
+                let store = Arc::clone(&store);
+                Box::pin(async move { store.revision().await })
+            },
+            announcements,
+            revision,
+            refresh_interval,
+        );
         Ok(())
     }
 

@@ -21,6 +21,10 @@ pub struct SessionsConfig {
     /// Sessions remembered at most (each replica); past this the least recently used is
     /// forgotten.
     pub max_sessions: usize,
+    /// Sessions one agent holds at most (each replica): past this its own least recently used
+    /// session is forgotten, never another agent's, so that an agent naming many sessions
+    /// (`sessions.header`) cannot push the others' out of `max_sessions`.
+    pub max_per_agent: usize,
     /// Distinct actions and resources counted per session at most; past this, new ones count
     /// from zero.
     pub max_keys: usize,
@@ -40,6 +44,7 @@ impl Default for SessionsConfig {
             header: "x-warden-session".to_owned(),
             window: Duration::from_secs(3600),
             max_sessions: 100_000,
+            max_per_agent: 1_000,
             max_keys: 256,
             tags: BTreeMap::new(),
             sync_interval: Duration::from_millis(500),
@@ -72,6 +77,16 @@ impl SessionsConfig {
                 "give 10ms to 60s: how often session labels and counts are shared with the other \
                  replicas"
                     .into(),
+            ));
+        }
+        if self.max_per_agent == 0 || self.max_per_agent > self.max_sessions {
+            errors.push((
+                "sessions.max_per_agent".to_owned(),
+                format!(
+                    "give 1 to sessions.max_sessions ({}): how many sessions one agent holds \
+                     before its own oldest is forgotten",
+                    self.max_sessions
+                ),
             ));
         }
         if self.max_keys == 0 {

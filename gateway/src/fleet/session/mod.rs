@@ -6,7 +6,9 @@
 //!
 //! A session is an MCP request's MCP session; for other requests, the one the agent names
 //! (`sessions.header`), or else the agent's current clock-aligned window. Counts are per
-//! session. Labels are per agent too: the agent chooses its session names (and opens MCP
+//! session, and an agent holds at most `sessions.max_per_agent` sessions on a replica: past
+//! that its own least recently used one is forgotten, never another agent's. Labels are per
+//! agent too: the agent chooses its session names (and opens MCP
 //! sessions at will), so a label it earned in any session stays in every session of its until
 //! `sessions.window` after it last earned it (its *trail*); reading private data in one
 //! session and sending it out from another, or across a window's turn, meets the same rule.
@@ -34,6 +36,8 @@ pub use config::SessionsConfig;
 pub struct AgentSessions {
     epoch: Instant,
     sessions: DashMap<u64, Session>,
+    /// Each agent's sessions (by its trail key), for `sessions.max_per_agent`.
+    per_agent: DashMap<u64, Vec<u64>>,
     /// Set once labels and counts are shared with other replicas ([`AgentSessions::attach`]).
     sharing: OnceLock<sharing::Sharing>,
 }
@@ -41,6 +45,8 @@ pub struct AgentSessions {
 /// What one session remembers.
 #[derive(Debug, Default)]
 struct Session {
+    /// Its agent's trail key; `None` for a trail itself.
+    owner: Option<u64>,
     /// Seconds since `epoch` of its last action.
     last: u64,
     actions: u64,
@@ -65,6 +71,7 @@ impl Default for AgentSessions {
         AgentSessions {
             epoch: Instant::now(),
             sessions: DashMap::new(),
+            per_agent: DashMap::new(),
             sharing: OnceLock::new(),
         }
     }
@@ -121,13 +128,19 @@ impl AgentSessions {
     pub fn remember(&self, config: &SessionsConfig, facts: &SessionFacts) {
         let (verb, resource) = (facts.verb_key, facts.resource_key);
         let now = self.now();
-        if self.sessions.len() >= config.max_sessions && !self.sessions.contains_key(&facts.key) {
-            self.evict(config, now);
+        if !self.sessions.contains_key(&facts.key) {
+            self.make_room_for(config, facts, now);
         }
-        let mut entry = self.sessions.entry(facts.key).or_default();
+        let mut entry = self.sessions.entry(facts.key).or_insert_with(|| Session {
+            owner: Some(facts.trail_key),
+            ..Session::default()
+        });
         let session = &mut *entry;
         if expired(config, session, now, facts.named) {
-            *session = Session::default();
+            *session = Session {
+                owner: Some(facts.trail_key),
+                ..Session::default()
+            };
         }
         session.last = now;
         session.actions += 1;
@@ -209,11 +222,45 @@ impl AgentSessions {
         }
     }
 
+    /// Makes room for the new session of `facts`: past `max_per_agent` its agent's least
+    /// recently used session goes; past `max_sessions`, any idle past their window, else the
+    /// least recently used. The new session is counted as its agent's.
+    fn make_room_for(&self, config: &SessionsConfig, facts: &SessionFacts, now: u64) {
+        let agent = facts.trail_key;
+        // The agent's keys are copied out before the sessions are read: the two maps are
+        // never locked in the order `evict` locks them the other way round.
+        let own = self.per_agent.get(&agent).map(|keys| keys.clone());
+        if let Some(own) = own
+            && own.len() >= config.max_per_agent
+        {
+            let oldest = own
+                .iter()
+                .min_by_key(|key| self.sessions.get(key).map_or(0, |s| s.last))
+                .copied();
+            if let Some(key) = oldest {
+                self.forget(key);
+            }
+        }
+        if self.sessions.len() >= config.max_sessions {
+            self.evict(config, now);
+        }
+        self.per_agent.entry(agent).or_default().push(facts.key);
+    }
+
     /// Makes room: sessions idle past their window go; if none is, the least recently used.
     fn evict(&self, config: &SessionsConfig, now: u64) {
         let idle = config.window.as_secs();
-        self.sessions
-            .retain(|_, s| now.saturating_sub(s.last) < idle);
+        let mut gone = Vec::new();
+        self.sessions.retain(|key, s| {
+            let keep = now.saturating_sub(s.last) < idle;
+            if !keep {
+                gone.push((*key, s.owner));
+            }
+            keep
+        });
+        for (key, owner) in gone {
+            self.uncount(key, owner);
+        }
         if self.sessions.len() >= config.max_sessions {
             let oldest = self
                 .sessions
@@ -221,8 +268,29 @@ impl AgentSessions {
                 .min_by_key(|s| s.last)
                 .map(|s| *s.key());
             if let Some(key) = oldest {
-                self.sessions.remove(&key);
+                self.forget(key);
             }
+        }
+    }
+
+    /// Forgets the session (or trail) `key`.
+    fn forget(&self, key: u64) {
+        if let Some((key, session)) = self.sessions.remove(&key) {
+            self.uncount(key, session.owner);
+        }
+    }
+
+    /// Takes session `key` off its agent's (`owner`'s) count.
+    fn uncount(&self, key: u64, owner: Option<u64>) {
+        let Some(agent) = owner else {
+            return;
+        };
+        let now_empty = self.per_agent.get_mut(&agent).is_some_and(|mut keys| {
+            keys.retain(|k| *k != key);
+            keys.is_empty()
+        });
+        if now_empty {
+            self.per_agent.remove_if(&agent, |_, keys| keys.is_empty());
         }
     }
 }
@@ -402,6 +470,91 @@ mod tests {
             sessions.remember(&config, &facts);
         }
         assert_eq!(sessions.len(), 2);
+    }
+
+    #[test]
+    fn an_agent_past_its_cap_forgets_its_own_oldest_session_not_anothers() {
+        let sessions = AgentSessions::default();
+        let config = SessionsConfig {
+            max_sessions: 10,
+            max_per_agent: 3,
+            ..config()
+        };
+        let remember = |agent: &str, name: &str, tool: &str| {
+            let facts = sessions.facts(&config, &call(agent, tool), Named::By(name));
+            sessions.remember(&config, &facts);
+            facts
+        };
+        let victim = remember("victim", "v1", "upload");
+        // The flooder names twenty sessions; each past its third forgets its own oldest.
+        let first = remember("flooder", "f0", "upload");
+        for i in 1..20 {
+            remember("flooder", &format!("f{i}"), "upload");
+        }
+        assert_eq!(sessions.per_agent.get(&first.trail_key).unwrap().len(), 3);
+        assert!(
+            sessions.sessions.contains_key(&victim.key),
+            "another agent's session is kept"
+        );
+        assert!(
+            !sessions.sessions.contains_key(&first.key),
+            "its own oldest went"
+        );
+        let again = sessions.facts(&config, &call("victim", "upload"), Named::By("v1"));
+        assert_eq!(again.actions, 1, "the victim's session still counts");
+        // Its newest three are what it holds.
+        for i in 17..20 {
+            let facts = sessions.facts(
+                &config,
+                &call("flooder", "upload"),
+                Named::By(&format!("f{i}")),
+            );
+            assert_eq!(facts.actions, 1, "f{i}");
+        }
+    }
+
+    #[test]
+    fn the_per_agent_count_follows_sessions_forgotten_for_the_global_bound() {
+        let sessions = AgentSessions::default();
+        let config = SessionsConfig {
+            max_sessions: 2,
+            max_per_agent: 2,
+            ..config()
+        };
+        for (agent, name) in [("a", "s1"), ("b", "s1"), ("a", "s2"), ("a", "s3")] {
+            // An untagged tool: no trail takes a place.
+            let facts = sessions.facts(&config, &call(agent, "list"), Named::By(name));
+            sessions.remember(&config, &facts);
+        }
+        assert_eq!(sessions.len(), 2);
+        let counted: usize = sessions.per_agent.iter().map(|k| k.len()).sum();
+        assert_eq!(counted, 2, "every forgotten session left its agent's count");
+        for keys in sessions.per_agent.iter() {
+            for key in keys.iter() {
+                assert!(
+                    sessions.sessions.contains_key(key),
+                    "a counted session is held"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn max_per_agent_is_between_one_and_max_sessions() {
+        for bad in [0, 100_001] {
+            let config = SessionsConfig {
+                max_per_agent: bad,
+                ..SessionsConfig::default()
+            };
+            assert!(
+                config
+                    .validate()
+                    .iter()
+                    .any(|(key, _)| key == "sessions.max_per_agent"),
+                "{bad}"
+            );
+        }
+        assert!(SessionsConfig::default().validate().is_empty());
     }
 
     #[test]

@@ -158,7 +158,11 @@ async fn identify(
             return Err(e.into());
         }
     };
-    match snap.identity.identify(&headers, None).await {
+    match snap
+        .identity
+        .identify(&headers, None, Some(&ex.shared().revocations))
+        .await
+    {
         Ok(principal) => {
             tracing::Span::current().record("principal", &*principal.id);
             ex.identified(&principal);

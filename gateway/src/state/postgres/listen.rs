@@ -1,6 +1,7 @@
 //! The connection that `LISTEN`s for changes: every `NOTIFY` on [`CHANNEL`] (sent in the
 //! transaction that changed an approval, on any replica) is announced to this store's
-//! approval watchers, every one on [`QUARANTINE_CHANNEL`] to its quarantine watchers. When the connection is lost it is opened again, and watchers are
+//! approval watchers, every one on [`QUARANTINE_CHANNEL`] to its quarantine watchers, every one
+//! on [`REVOCATION_CHANNEL`] to its token revocation watchers. When the connection is lost it is opened again, and watchers are
 //! told that anything may have changed meanwhile.
 
 use std::sync::Arc;
@@ -18,11 +19,15 @@ pub(super) const CHANNEL: &str = "warden_approvals";
 /// The notification channel of quarantine changes (no payload: watchers read them all).
 pub(super) const QUARANTINE_CHANNEL: &str = "warden_quarantine";
 
+/// The notification channel of token revocation changes (no payload: watchers read them all).
+pub(super) const REVOCATION_CHANNEL: &str = "warden_revocations";
+
 /// Where the notifications of each channel go.
 #[derive(Clone)]
 pub(super) struct Relays {
     pub approvals: broadcast::Sender<Change>,
     pub quarantine: broadcast::Sender<()>,
+    pub revocations: broadcast::Sender<()>,
 }
 
 /// How long to wait before connecting again after the connection was lost.
@@ -90,6 +95,9 @@ async fn listen_once(
                 Ok(AsyncMessage::Notification(n)) if n.channel() == QUARANTINE_CHANNEL => {
                     let _ = relay_changes.quarantine.send(());
                 }
+                Ok(AsyncMessage::Notification(n)) if n.channel() == REVOCATION_CHANNEL => {
+                    let _ = relay_changes.revocations.send(());
+                }
                 Ok(_) => {}
                 Err(error) => {
                     tracing::warn!(%error, "the state store's notification connection failed");
@@ -99,7 +107,9 @@ async fn listen_once(
         }
     });
     client
-        .batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {QUARANTINE_CHANNEL}"))
+        .batch_execute(&format!(
+            "LISTEN {CHANNEL}; LISTEN {QUARANTINE_CHANNEL}; LISTEN {REVOCATION_CHANNEL}"
+        ))
         .await
         .map_err(|e| e.to_string())?;
     match ready.take() {
@@ -110,6 +120,7 @@ async fn listen_once(
         None => {
             let _ = changes.approvals.send(Arc::from(ANY));
             let _ = changes.quarantine.send(());
+            let _ = changes.revocations.send(());
         }
     }
     let _ = relay.await;

@@ -28,6 +28,7 @@ mod listen;
 mod migrations;
 mod pins;
 mod quarantine;
+mod revocations;
 mod sessions;
 
 /// How to reach the database: what `state.postgres` says, with the URL read from its source.
@@ -51,6 +52,8 @@ pub struct PostgresStore {
     changes: broadcast::Sender<Change>,
     /// Quarantine changes announced by any replica.
     quarantine_changes: broadcast::Sender<()>,
+    /// Token revocation changes announced by any replica.
+    revocation_changes: broadcast::Sender<()>,
     _stop: Arc<oneshot::Sender<()>>,
 }
 
@@ -123,6 +126,7 @@ impl PostgresStore {
             runtime: handle,
             changes,
             quarantine_changes: broadcast::channel(CHANGES_CAPACITY).0,
+            revocation_changes: broadcast::channel(CHANGES_CAPACITY).0,
             _stop: Arc::new(stop),
         };
         let (pool, database) = (store.pool.clone(), Arc::clone(&store.database));
@@ -139,6 +143,7 @@ impl PostgresStore {
             listen::Relays {
                 approvals: store.changes.clone(),
                 quarantine: store.quarantine_changes.clone(),
+                revocations: store.revocation_changes.clone(),
             },
         );
         let database = Arc::clone(&store.database);
@@ -270,3 +275,30 @@ async fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientC
 
 #[cfg(test)]
 mod tests;
+
+/// A revision other replicas read, and the channel its changes are announced on.
+pub(super) struct Concern {
+    pub revision: &'static str,
+    pub channel: &'static str,
+}
+
+/// Bumps `concern`'s revision, announces the change to every replica (once committed) and
+/// commits.
+pub(super) async fn announce(
+    tx: deadpool_postgres::Transaction<'_>,
+    db: &str,
+    operation: &'static str,
+    concern: Concern,
+) -> Result<(), StateError> {
+    let err = || query_error(db, operation);
+    tx.execute(
+        "UPDATE revisions SET revision = revision + 1 WHERE concern = $1",
+        &[&concern.revision],
+    )
+    .await
+    .map_err(err())?;
+    tx.execute("SELECT pg_notify($1, '')", &[&concern.channel])
+        .await
+        .map_err(err())?;
+    tx.commit().await.map_err(err())
+}

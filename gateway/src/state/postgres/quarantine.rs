@@ -7,11 +7,17 @@ use futures_util::future::BoxFuture;
 use tokio::sync::broadcast;
 
 use super::listen::QUARANTINE_CHANNEL;
-use super::{PostgresStore, query_error};
+use super::{Concern, PostgresStore, announce, query_error};
 use crate::state::error::StateError;
 use crate::state::pins::now_ms;
 use crate::state::quarantine::{
     Actor, QuarantineRecord, QuarantineRepository, RELEASES_KEPT_MS, ReleaseRecord, Target,
+};
+
+/// The quarantine revision and its channel.
+const CONCERN: Concern = Concern {
+    revision: "quarantine",
+    channel: QUARANTINE_CHANNEL,
 };
 
 impl QuarantineRepository for PostgresStore {
@@ -40,7 +46,7 @@ impl QuarantineRepository for PostgresStore {
             )
             .await
             .map_err(err())?;
-            announce(tx, &db, operation).await
+            announce(tx, &db, operation, CONCERN).await
         }))
     }
 
@@ -98,7 +104,7 @@ impl QuarantineRepository for PostgresStore {
             )
             .await
             .map_err(err())?;
-            announce(tx, &db, operation).await?;
+            announce(tx, &db, operation, CONCERN).await?;
             Ok(Some(released))
         }))
     }
@@ -163,7 +169,7 @@ impl QuarantineRepository for PostgresStore {
                 .await
                 .map_err(err())?;
             if removed > 0 {
-                announce(tx, &db, operation).await?;
+                announce(tx, &db, operation, CONCERN).await?;
             } else {
                 tx.commit().await.map_err(err())?;
             }
@@ -200,24 +206,4 @@ impl QuarantineRepository for PostgresStore {
     fn announcements(&self) -> Option<broadcast::Receiver<()>> {
         Some(self.quarantine_changes.subscribe())
     }
-}
-
-/// Bumps the quarantine revision, announces the change to every replica (once committed) and
-/// commits.
-async fn announce(
-    tx: deadpool_postgres::Transaction<'_>,
-    db: &str,
-    operation: &'static str,
-) -> Result<(), StateError> {
-    let err = || query_error(db, operation);
-    tx.execute(
-        "UPDATE revisions SET revision = revision + 1 WHERE concern = 'quarantine'",
-        &[],
-    )
-    .await
-    .map_err(err())?;
-    tx.execute("SELECT pg_notify($1, '')", &[&QUARANTINE_CHANNEL])
-        .await
-        .map_err(err())?;
-    tx.commit().await.map_err(err())
 }

@@ -194,6 +194,20 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 12: the other names a voter goes by (the console's `sub`, preferred username, e-mail
     // address), so that one person votes once whether in the console or on the command line.
     "ALTER TABLE approval_votes ADD COLUMN names_json TEXT NOT NULL DEFAULT '[]';",
+    // 13: revoked Warden agent tokens, by id (`jti`) or every token of an agent issued until
+    // a time, each kept until every token it stops has expired anyway; and their revision.
+    "CREATE TABLE token_revocations (
+        kind        TEXT    NOT NULL CHECK (kind IN ('token', 'agent')),
+        name        TEXT    NOT NULL,
+        reason      TEXT    NOT NULL,
+        by          TEXT    NOT NULL,
+        by_issuer   TEXT    NOT NULL,
+        created_ms  INTEGER NOT NULL,
+        expires_ms  INTEGER NOT NULL,
+        PRIMARY KEY (kind, name)
+    ) STRICT;
+    CREATE INDEX token_revocations_expires ON token_revocations (expires_ms);
+    INSERT INTO revisions (concern, revision) VALUES ('revocations', 0);",
 ];
 
 /// Applies the steps the file lacks, each in its own transaction with its version; refuses a

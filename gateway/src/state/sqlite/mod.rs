@@ -34,6 +34,7 @@ mod fleet;
 mod migrations;
 mod pins;
 mod quarantine;
+mod revocations;
 mod sessions;
 
 /// How often the store's thread looks for approvals changed by another process on the file,
@@ -224,3 +225,20 @@ pub(crate) fn query_error(
 
 #[cfg(test)]
 mod tests;
+
+/// Runs `change` in one immediate transaction; bumps the revision of `concern` (which other
+/// processes on the file poll) when it answers that it changed something.
+pub(super) fn write_bumping(
+    conn: &mut Connection,
+    concern: &str,
+    change: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<bool>,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    if change(&tx)? {
+        tx.execute(
+            "UPDATE revisions SET revision = revision + 1 WHERE concern = ?1",
+            [concern],
+        )?;
+    }
+    tx.commit()
+}

@@ -3,10 +3,10 @@
 //! (the CLI, a gateway) poll.
 
 use futures_util::future::BoxFuture;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, params};
 use tokio::sync::broadcast;
 
-use super::{SqliteStore, query_error};
+use super::{SqliteStore, query_error, write_bumping};
 use crate::state::error::StateError;
 use crate::state::pins::now_ms;
 use crate::state::quarantine::{
@@ -17,7 +17,7 @@ impl QuarantineRepository for SqliteStore {
     fn quarantine(&self, record: QuarantineRecord) -> BoxFuture<'_, Result<(), StateError>> {
         Box::pin(self.run(move |conn, path| {
             let operation = "record a quarantine";
-            write(conn, |tx| {
+            write_bumping(conn, "quarantine", |tx| {
                 tx.execute(
                     "INSERT INTO quarantines \
                      (kind, name, reason, trigger, by, by_issuer, created_ms, until_ms) \
@@ -52,7 +52,7 @@ impl QuarantineRepository for SqliteStore {
         Box::pin(self.run(move |conn, path| {
             let operation = "release a quarantine";
             let mut released = None;
-            write(conn, |tx| {
+            write_bumping(conn, "quarantine", |tx| {
                 released = tx
                     .query_row(
                         "DELETE FROM quarantines WHERE kind = ?1 AND name = ?2 \
@@ -160,7 +160,7 @@ impl QuarantineRepository for SqliteStore {
         Box::pin(self.run(move |conn, path| {
             let operation = "read the quarantines";
             let now = now_ms();
-            write(conn, |tx| {
+            write_bumping(conn, "quarantine", |tx| {
                 let removed = tx.execute(
                     "DELETE FROM quarantines WHERE until_ms IS NOT NULL AND until_ms <= ?1",
                     params![now],
@@ -218,20 +218,4 @@ impl QuarantineRepository for SqliteStore {
     fn announcements(&self) -> Option<broadcast::Receiver<()>> {
         None
     }
-}
-
-/// Runs `change` in one immediate transaction; bumps the quarantine revision when it answers
-/// that it changed something.
-fn write(
-    conn: &mut Connection,
-    change: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<bool>,
-) -> rusqlite::Result<()> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    if change(&tx)? {
-        tx.execute(
-            "UPDATE revisions SET revision = revision + 1 WHERE concern = 'quarantine'",
-            [],
-        )?;
-    }
-    tx.commit()
 }

@@ -182,4 +182,5 @@ mod factors;
 mod fleet;
 mod pins;
 mod quarantine;
+mod revocations;
 mod sessions;

@@ -1,0 +1,73 @@
+//! What every admin API call reads alike: whether the API is on, its JSON body, the names and
+//! reasons it carries; and how an answer is sent.
+
+use axum::Json;
+use axum::body::Body;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::error::ApiError;
+use crate::shared::Shared;
+
+/// The largest request body the API reads: room for the longest agent id a token can carry,
+/// each of its characters escaped.
+const BODY_MAX: usize = 64 * 1024;
+/// The longest agent or group name, in bytes: the longest token Warden reads
+/// (`identity`'s 16 KiB), which carries it.
+pub const NAME_MAX: usize = 16 * 1024;
+/// The longest reason, in bytes.
+const REASON_MAX: usize = 1024;
+
+/// The call's answer: its status and JSON body, or the refusal.
+pub fn answer(result: Result<(StatusCode, Value), ApiError>) -> Response {
+    match result {
+        Ok((status, body)) => (status, Json(body)).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Refuses every call while `admin.api` is off.
+pub fn check_on(shared: &Shared) -> Result<(), ApiError> {
+    if shared.snapshot.load().config.admin.api {
+        Ok(())
+    } else {
+        Err(ApiError::Off)
+    }
+}
+
+/// The body as `T`; `shape` says what to send when it is not.
+pub async fn json_body<T: DeserializeOwned>(body: Body, shape: &str) -> Result<T, ApiError> {
+    let body = axum::body::to_bytes(body, BODY_MAX).await.map_err(|_| {
+        ApiError::BadRequest(format!(
+            "the body could not be read, or is larger than {BODY_MAX} bytes"
+        ))
+    })?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("the body must be a JSON object {shape}: {e}")))
+}
+
+/// An agent's, group's or token's name exactly as sent (in the JSON body, or a path segment
+/// percent-decoded): any name identify can produce, control characters and spaces included
+/// (an identity provider may name an agent so); not empty, at most [`NAME_MAX`] bytes.
+pub fn name(text: String, what: &str) -> Result<String, ApiError> {
+    if text.is_empty() || text.len() > NAME_MAX {
+        return Err(ApiError::BadRequest(format!(
+            "the {what} name must be 1 to {NAME_MAX} bytes, exactly as the audit log records it \
+             (an agent: its principal id); in a path, percent-encode it"
+        )));
+    }
+    Ok(text)
+}
+
+/// The sentence the agent is told: `given` or `default`, trimmed, 1 to [`REASON_MAX`] bytes.
+pub fn reason(given: Option<String>, default: &str) -> Result<String, ApiError> {
+    let reason = given.as_deref().unwrap_or(default).trim().to_owned();
+    if reason.is_empty() || reason.len() > REASON_MAX {
+        return Err(ApiError::BadRequest(format!(
+            "\"reason\" must be a sentence of 1 to {REASON_MAX} bytes: the agent is told it"
+        )));
+    }
+    Ok(reason)
+}

@@ -1,0 +1,101 @@
+//! [`RevocationRepository`] on SQLite: the `token_revocations` table and the `revocations`
+//! revision, which other processes on the file (the CLI, a gateway) poll.
+
+use futures_util::future::BoxFuture;
+use rusqlite::params;
+use tokio::sync::broadcast;
+
+use super::{SqliteStore, query_error, write_bumping};
+use crate::state::error::StateError;
+use crate::state::pins::now_ms;
+use crate::state::quarantine::Actor;
+use crate::state::revocations::{RevocationRecord, RevocationRepository, Revoked};
+
+/// The revision other processes poll.
+const CONCERN: &str = "revocations";
+
+impl RevocationRepository for SqliteStore {
+    fn revoke(&self, record: RevocationRecord) -> BoxFuture<'_, Result<(), StateError>> {
+        Box::pin(self.run(move |conn, path| {
+            write_bumping(conn, CONCERN, |tx| {
+                tx.execute(
+                    "INSERT INTO token_revocations \
+                     (kind, name, reason, by, by_issuer, created_ms, expires_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                     ON CONFLICT (kind, name) DO UPDATE SET reason = excluded.reason, \
+                     by = excluded.by, by_issuer = excluded.by_issuer, \
+                     created_ms = max(token_revocations.created_ms, excluded.created_ms), \
+                     expires_ms = max(token_revocations.expires_ms, excluded.expires_ms)",
+                    params![
+                        record.target.kind(),
+                        record.target.name(),
+                        record.reason,
+                        record.by.id,
+                        record.by.issuer,
+                        record.created_ms,
+                        record.expires_ms,
+                    ],
+                )?;
+                Ok(true)
+            })
+            .map_err(query_error(path, "record a token revocation"))
+        }))
+    }
+
+    fn active(&self) -> BoxFuture<'_, Result<Vec<RevocationRecord>, StateError>> {
+        Box::pin(self.run(move |conn, path| {
+            let operation = "read the token revocations";
+            write_bumping(conn, CONCERN, |tx| {
+                let removed = tx.execute(
+                    "DELETE FROM token_revocations WHERE expires_ms <= ?1",
+                    params![now_ms()],
+                )?;
+                Ok(removed > 0)
+            })
+            .map_err(query_error(path, operation))?;
+            let mut statement = conn
+                .prepare(
+                    "SELECT kind, name, reason, by, by_issuer, created_ms, expires_ms \
+                     FROM token_revocations ORDER BY created_ms, kind, name",
+                )
+                .map_err(query_error(path, operation))?;
+            let rows = statement
+                .query_map([], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        RevocationRecord {
+                            target: Revoked::Token(String::new()),
+                            reason: row.get(2)?,
+                            by: Actor::new(row.get::<_, String>(3)?, row.get::<_, String>(4)?),
+                            created_ms: row.get(5)?,
+                            expires_ms: row.get(6)?,
+                        },
+                    ))
+                })
+                .map_err(query_error(path, operation))?;
+            let mut records = Vec::new();
+            for row in rows {
+                let (kind, name, mut record) = row.map_err(query_error(path, operation))?;
+                record.target = Revoked::from_stored(&kind, name, path.display())?;
+                records.push(record);
+            }
+            Ok(records)
+        }))
+    }
+
+    fn revision(&self) -> BoxFuture<'_, Result<i64, StateError>> {
+        Box::pin(self.run(|conn, path| {
+            conn.query_row(
+                "SELECT revision FROM revisions WHERE concern = ?1",
+                [CONCERN],
+                |row| row.get(0),
+            )
+            .map_err(query_error(path, "read the token revocation revision"))
+        }))
+    }
+
+    fn announcements(&self) -> Option<broadcast::Receiver<()>> {
+        None
+    }
+}

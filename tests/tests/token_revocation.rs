@@ -1,0 +1,270 @@
+//! Revoking Warden agent tokens, across two replicas on one PostgreSQL: a token revoked at the
+//! command line of one replica (by the token itself) and every token of an agent revoked
+//! through the other's admin API are refused `401 token_revoked` by both, though each had
+//! verified and cached them; the agent's other and newer tokens keep working; both replicas
+//! record each revocation with who made it. And: a token longer than the maximum lifetime is
+//! not issued; an agent whose id holds control characters and a `/` is quarantined and
+//! released through the admin API.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use warden_e2e::fake_llm::FakeLlm;
+use warden_e2e::idp::Idp;
+use warden_e2e::operator::text;
+use warden_e2e::postgres::Postgres;
+use warden_e2e::stack::chat;
+use warden_e2e::warden::{Warden, WardenBuilder};
+
+/// The audience of operators' tokens.
+const ADMIN_AUDIENCE: &str = "warden-admin";
+
+/// The IdP's `sre` group may administer; agents may chat.
+fn policy(issuer: &str) -> String {
+    format!(
+        "@id(\"operators\")\n\
+         permit (principal in Group::\"sre\", action in [Action::\"admin:quarantine\", \
+         Action::\"admin:release\", Action::\"admin:list\", Action::\"admin:revoke\"], resource)\n\
+         when {{ principal.issuer == \"{issuer}\" }};\n\
+         @id(\"agents-chat\")\npermit (principal is Agent, action == Action::\"llm:chat\", resource);\n"
+    )
+}
+
+fn gateway(upstream: &FakeLlm, idp: &Idp) -> WardenBuilder {
+    WardenBuilder::new(upstream)
+        .without_policy("e2e-permit-all.cedar")
+        .set("/admin/api", json!(true))
+        .set(
+            "/admin/identity",
+            json!({"issuers": [{"issuer": idp.issuer(), "audiences": [ADMIN_AUDIENCE]}]}),
+        )
+        .policy("admin.cedar", &policy(idp.issuer()))
+}
+
+/// `method path` on `warden`'s admin listener as `token` with `body`: status and answer.
+async fn admin(
+    warden: &Warden,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let mut request = warden
+        .http()
+        .request(method, warden.admin_url(path))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Waits (at most 5 s) until `token`'s chat through `warden` is refused; the refusal.
+async fn refused_soon(warden: &Warden, token: &str) -> (u16, Value) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = chat(warden, token).await;
+        if status != 200 {
+            return (status, body);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the revocation did not reach the replica within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn revocations_made_at_either_replica_refuse_cached_tokens_on_both() {
+    let pg = Postgres::from_env();
+    let state_url = pg.fresh_database("warden_e2e_token_revocation");
+    let upstream = FakeLlm::start().await.unwrap();
+    let idp = Idp::shared().await.unwrap();
+    let replica = |key: Option<&str>| {
+        let mut builder = gateway(&upstream, &idp)
+            .set("/state", json!({"postgres": {"url": {"env": "STATE_URL"}}}))
+            .env("STATE_URL", &state_url);
+        if let Some(key) = key {
+            builder = builder.set("/identity/warden_issuer/key_file", json!(key));
+        }
+        builder
+    };
+    let a = replica(None).start().await.unwrap();
+    let key = a.setup.data_dir.join("keys/agent-signing.pem");
+    let b = replica(Some(key.to_str().unwrap())).start().await.unwrap();
+
+    let leaked = a.token("bot-1").await.unwrap();
+    let sibling = a.token("bot-1").await.unwrap();
+    let stolen = a.token("bot-2").await.unwrap();
+    for w in [&a, &b] {
+        for token in [&leaked, &sibling, &stolen] {
+            assert_eq!(chat(w, token).await.0, 200, "verified and cached");
+        }
+    }
+
+    // At A's command line, by the token itself (read from its jti).
+    let out = a
+        .cli(&[
+            "token",
+            "revoke",
+            "--token",
+            &leaked,
+            "--reason",
+            "leaked in a CI log",
+            "--as",
+            "bob",
+        ])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    for w in [&b, &a] {
+        let (status, body) = refused_soon(w, &leaked).await;
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(body["error"]["code"], "token_revoked", "{body}");
+        assert!(body.to_string().contains("leaked in a CI log"), "{body}");
+        assert_eq!(
+            chat(w, &sibling).await.0,
+            200,
+            "another token of the agent works"
+        );
+    }
+
+    // Through B's admin API: every token of bot-2 issued until now.
+    let alice = idp.person_token("alice", ADMIN_AUDIENCE).await.unwrap();
+    let (status, body) = admin(
+        &b,
+        reqwest::Method::POST,
+        "/v1/admin/revocations",
+        &alice,
+        Some(&json!({"agent": "bot-2", "reason": "runner compromised"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body["revocation"]["target"],
+        json!({"kind": "agent", "name": "bot-2"})
+    );
+    for w in [&a, &b] {
+        let (status, body) = refused_soon(w, &stolen).await;
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(body["error"]["code"], "token_revoked", "{body}");
+    }
+    // A token issued after the revocation's second works.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let fresh = a.token("bot-2").await.unwrap();
+    for w in [&a, &b] {
+        assert_eq!(chat(w, &fresh).await.0, 200);
+    }
+    let (status, body) = admin(
+        &a,
+        reqwest::Method::GET,
+        "/v1/admin/revocations",
+        &alice,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["revocations"].as_array().unwrap().len(), 2, "{body}");
+
+    // Each replica records both, with who made them; the refusals are `rejected` records.
+    let alice_of_idp = json!({"id": "alice", "issuer": idp.issuer()});
+    for w in [&a, &b] {
+        let by_agent = w
+            .wait_for_audit(Duration::from_secs(5), |r| {
+                r["detail"]["event"] == "token_revocation"
+                    && r["detail"]["target"]["kind"] == "agent"
+            })
+            .await
+            .unwrap();
+        assert_eq!(by_agent["detail"]["by"], alice_of_idp, "{by_agent}");
+        let by_token = w
+            .wait_for_audit(Duration::from_secs(5), |r| {
+                r["detail"]["event"] == "token_revocation"
+                    && r["detail"]["target"]["kind"] == "token"
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            by_token["detail"]["by"],
+            json!({"id": "bob", "issuer": "warden-cli"})
+        );
+        let rejected = w
+            .wait_for_audit(Duration::from_secs(5), |r| {
+                r["kind"] == "rejected" && r["code"] == "token_revoked"
+            })
+            .await;
+        assert!(rejected.is_ok(), "the refusal is recorded");
+        let records = serde_json::to_string(&w.audit_records()).unwrap();
+        assert!(!records.contains(&leaked), "no token is recorded");
+    }
+    let out = a.cli(&["token", "revocations"]).await.unwrap();
+    assert!(
+        text(&out).contains("every token of agent \"bot-2\""),
+        "{}",
+        text(&out)
+    );
+}
+
+#[tokio::test]
+async fn a_token_longer_than_the_maximum_lifetime_is_not_issued() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let idp = Idp::shared().await.unwrap();
+    let w = gateway(&upstream, &idp)
+        .set("/identity/warden_issuer/max_ttl", json!("2h"))
+        .start()
+        .await
+        .unwrap();
+    let out = w
+        .cli(&["token", "issue", "--agent", "bot", "--ttl", "3h"])
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("identity.warden_issuer.max_ttl (2h)"),
+        "{}",
+        text(&out)
+    );
+    assert!(w.token_with("bot", "2h", &[]).await.is_ok());
+}
+
+#[tokio::test]
+async fn an_agent_named_with_control_characters_is_quarantined_and_released_through_the_api() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let idp = Idp::shared().await.unwrap();
+    let w = gateway(&upstream, &idp).start().await.unwrap();
+    let alice = idp.person_token("alice", ADMIN_AUDIENCE).await.unwrap();
+    let long = format!("ci\u{1}bot/{}\n", "x".repeat(300));
+    for agent in ["ci\u{1}bot/\tx ", long.as_str()] {
+        let token = w.token(agent).await.unwrap();
+        assert_eq!(chat(&w, &token).await.0, 200);
+        let (status, body) = admin(
+            &w,
+            reqwest::Method::POST,
+            "/v1/admin/quarantines",
+            &alice,
+            Some(&json!({"agent": agent, "reason": "incident 4720"})),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["quarantine"]["target"]["name"], agent);
+        let (status, body) = chat(&w, &token).await;
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(body["error"]["code"], "agent_quarantined", "{body}");
+        // Released by its id as one percent-encoded path segment.
+        let encoded: String = agent
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'0'..=b'9' => (b as char).to_string(),
+                other => format!("%{other:02X}"),
+            })
+            .collect();
+        let path = format!("/v1/admin/quarantines/{encoded}");
+        let (status, body) = admin(&w, reqwest::Method::DELETE, &path, &alice, None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["released"]["target"]["name"], agent);
+        assert_eq!(chat(&w, &token).await.0, 200);
+    }
+}
