@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 use std::time::Duration;
-use warden_e2e::stack::{FORBID_GPT41, Stack, openai_chat};
+use warden_e2e::stack::{AGENT, FORBID_GPT41, Stack, chat, openai_chat};
 use warden_e2e::warden::run_bounded;
 
 #[tokio::test]
@@ -111,15 +111,8 @@ fn line_hash(line: &str) -> String {
 #[tokio::test]
 async fn a_log_cut_back_with_its_head_rewritten_warns_and_fails_against_a_head_kept_elsewhere() {
     let mut s = Stack::start().await.unwrap();
-    let response = s
-        .post(
-            "/openai/chat/completions",
-            &openai_chat("gpt-4o-mini", false),
-        )
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let _ = response.text().await.unwrap();
+    let (status, body) = chat(&s.warden, &s.warden.token(AGENT).await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
     s.audit("outcome", |_| true).await.unwrap();
     s.warden.signal(libc::SIGTERM).unwrap();
     s.warden.wait_exit(Duration::from_secs(15)).await.unwrap();
