@@ -339,9 +339,15 @@ enum AuditCommand {
         #[command(flatten)]
         keys: AuditKeyArgs,
         /// Fail unless every record is covered by a checkpoint whose signature verifies
-        /// (needs --key or --jwks).
+        /// (needs --key or --jwks), and unless the last run ended with its stop record (or a
+        /// Warden is writing the log).
         #[arg(long)]
         require_signed: bool,
+        /// A head kept off this host, SEQ:HASH (what an earlier verify printed, or a shipped
+        /// checkpoint's detail.to:detail.hash): fail unless the log still holds record SEQ
+        /// with that hash. Repeatable. Detects a log cut back to any record before it.
+        #[arg(long = "head", value_name = "SEQ:HASH")]
+        heads: Vec<warden::audit::Anchor>,
         #[command(flatten)]
         siem: AgainstSiem,
     },
@@ -680,12 +686,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     dir,
                     keys,
                     require_signed,
+                    heads,
                     siem,
                 },
         } => {
             let options = warden::audit::VerifyOptions {
                 keys: audit_keys(&keys)?,
                 require_signed,
+                require_stopped: require_signed,
+                heads,
             };
             let local = match warden::audit::verify_with(&dir, &options) {
                 Ok(report) => {

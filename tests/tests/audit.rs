@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 use std::time::Duration;
-use warden_e2e::stack::{FORBID_GPT41, Stack, openai_chat};
+use warden_e2e::stack::{AGENT, FORBID_GPT41, Stack, chat, openai_chat};
 use warden_e2e::warden::run_bounded;
 
 #[tokio::test]
@@ -99,6 +99,81 @@ async fn audit_verify_passes_on_the_produced_log_and_fails_after_an_edit() {
     assert!(
         report.contains(&format!("seq {seq})")),
         "names the edited record (seq {seq}): {report}"
+    );
+}
+
+/// The SHA-256 of a record's line, as `prev` and `head.json` write it.
+fn line_hash(line: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(line.as_bytes()))
+}
+
+#[tokio::test]
+async fn a_log_cut_back_with_its_head_rewritten_warns_and_fails_against_a_head_kept_elsewhere() {
+    let mut s = Stack::start().await.unwrap();
+    let (status, body) = chat(&s.warden, &s.warden.token(AGENT).await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    s.audit("outcome", |_| true).await.unwrap();
+    s.warden.signal(libc::SIGTERM).unwrap();
+    s.warden.wait_exit(Duration::from_secs(15)).await.unwrap();
+    let dir = s.warden.audit_dir();
+    let verify = |extra: &[&str]| {
+        let mut cmd = s.warden.setup.command();
+        cmd.args(["audit", "verify"]).arg(&dir).args(extra);
+        run_bounded(cmd, Duration::from_secs(30))
+    };
+    let whole = verify(&[]).await.unwrap();
+    let said = String::from_utf8_lossy(&whole.stdout).into_owned();
+    assert!(whole.status.success(), "{said}");
+    assert!(
+        said.contains("the last run ended with its stop record"),
+        "{said}"
+    );
+
+    // Cut the log back to the record before Warden's stop record, and rewrite head.json to
+    // match, as whoever holds the files can.
+    let file = dir.join("audit-000001.jsonl");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let last = lines.last().unwrap();
+    let last_seq = serde_json::from_str::<Value>(last).unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+    let kept_elsewhere = format!("{last_seq}:{}", line_hash(last));
+    let stop = lines
+        .iter()
+        .rposition(|l| {
+            let r: Value = serde_json::from_str(l).unwrap();
+            r["kind"] == "system" && r["detail"]["event"] == "stop"
+        })
+        .expect("a stopped Warden wrote its stop record");
+    let kept = &lines[..stop];
+    std::fs::write(&file, kept.join("\n") + "\n").unwrap();
+    let new_last = kept.last().unwrap();
+    let new_seq = serde_json::from_str::<Value>(new_last).unwrap()["seq"].clone();
+    std::fs::write(
+        dir.join("head.json"),
+        serde_json::json!({"seq": new_seq, "hash": line_hash(new_last)}).to_string(),
+    )
+    .unwrap();
+
+    let cut = verify(&[]).await.unwrap();
+    let said = String::from_utf8_lossy(&cut.stdout).into_owned();
+    assert!(cut.status.success(), "a warning, not a failure: {said}");
+    assert!(
+        said.contains("WARNING: the last run (started at seq ")
+            && said.contains("has no stop record"),
+        "{said}"
+    );
+
+    let against = verify(&["--head", &kept_elsewhere]).await.unwrap();
+    let said = String::from_utf8_lossy(&against.stderr).into_owned();
+    assert_eq!(against.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "the log was cut back: the head given with --head names seq {last_seq}"
+        )),
+        "{said}"
     );
 }
 

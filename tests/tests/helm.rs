@@ -654,6 +654,28 @@ async fn every_audit_record_names_the_pod_that_wrote_it() {
 }
 
 #[tokio::test]
+async fn a_deployment_bounds_its_audit_log_below_the_emptydir_limit() {
+    // Three quarters of the default 4Gi: the kubelet never evicts the pod for its audit log;
+    // when_full stays `refuse`, so an unshipped tail is never deleted to make room.
+    let minimal = helm::case("minimal").await;
+    assert_eq!(
+        minimal.config["audit"]["retention"],
+        serde_json::json!({"max_bytes": 3_221_225_472_u64})
+    );
+    assert_eq!(
+        named(&minimal.pod()["volumes"], "data")["emptyDir"]["sizeLimit"],
+        "4Gi"
+    );
+    // A volume claim is sized by its owner: no bound is added.
+    let statefulset = helm::case("statefulset").await;
+    assert!(
+        statefulset.config["audit"].get("retention").is_none(),
+        "{}",
+        statefulset.config["audit"]
+    );
+}
+
+#[tokio::test]
 async fn rendered_configuration_serves_the_probes_and_refuses_unauthenticated_agents() {
     let case = helm::case("minimal").await;
     let (proxy, admin) = (free_port().unwrap(), free_port().unwrap());

@@ -15,10 +15,15 @@ use warden_e2e::warden::{Warden, WardenBuilder};
 const WAIT: Duration = Duration::from_secs(10);
 
 /// Warden with the OpenAI route to `openai` and the Anthropic route to `anthropic` (base
-/// URLs), names resolved by `dns`, `allow_private` as given.
+/// URLs), names resolved by `dns`, `allow_private` as given. The routes inject credentials
+/// over plain http to names that are not loopback (`allow_plaintext`): what is tested here is
+/// the address guard, behind the scheme check.
 async fn warden(dns: &Dns, openai: &str, anthropic: &str, allow_private: Value) -> Warden {
     WardenBuilder::with_upstream_url(anthropic)
         .set("/routes/0/upstream", json!(format!("{openai}/v1")))
+        .set("/routes/0/allow_plaintext", json!(true))
+        .set("/routes/1/allow_plaintext", json!(true))
+        .set("/routes/2/allow_plaintext", json!(true))
         .set("/upstream/nameservers", json!([dns.addr.to_string()]))
         .set("/upstream/allow_private", allow_private)
         .start()

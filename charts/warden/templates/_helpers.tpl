@@ -88,6 +88,25 @@ app.kubernetes.io/component: gateway
 {{- if and .Values.tls.proxy.secretName .Values.tls.proxy.clientCA.secretName .Values.tls.proxy.requireClientCert -}}true{{- end -}}
 {{- end -}}
 
+{{/* Bytes in a Kubernetes quantity as the schema allows it (4Gi, 1.5Gi, 512Mi, 4G, 4096). */}}
+{{- define "warden.quantityBytes" -}}
+{{- $q := toString . -}}
+{{- $number := regexFind "^[0-9]+(\\.[0-9]+)?" $q -}}
+{{- $unit := trimPrefix $number $q -}}
+{{- $units := dict "" 1 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 -}}
+{{- if or (not $number) (not (hasKey $units $unit)) -}}
+{{- fail (printf "dataVolume.sizeLimit %q is not a size (4Gi, 512Mi, 4G)" $q) -}}
+{{- end -}}
+{{- mulf (float64 $number) (index $units $unit) | int64 -}}
+{{- end -}}
+
+{{/* The most a Deployment's audit log may keep: three quarters of its emptyDir. The rest holds
+what retention lets pass max_bytes (5% for records nobody waits for), the SQLite state and
+the keys; an emptyDir over its sizeLimit gets the pod evicted, and the unshipped chain with it. */}}
+{{- define "warden.auditBytesLimit" -}}
+{{- div (mul (include "warden.quantityBytes" .Values.dataVolume.sizeLimit | int64) 3) 4 -}}
+{{- end -}}
+
 {{/* Refuses what the schema cannot say clearly: keys the chart manages, and combinations. */}}
 {{- define "warden.validate" -}}
 {{- $config := .Values.config | default dict -}}
@@ -107,6 +126,13 @@ app.kubernetes.io/component: gateway
 {{- end -}}
 {{- if hasKey ($config.audit | default dict) "dir" -}}
 {{- fail "config.audit.dir is managed by the chart (under the data volume): remove it" -}}
+{{- end -}}
+{{- $retention := (($config.audit | default dict).retention | default dict) -}}
+{{- if and (eq .Values.workload.kind "Deployment") $retention.max_bytes -}}
+{{- $limit := include "warden.auditBytesLimit" . | int64 -}}
+{{- if gt ($retention.max_bytes | int64) $limit -}}
+{{- fail (printf "config.audit.retention.max_bytes (%d) must be at most three quarters of dataVolume.sizeLimit (%s): %d bytes. The emptyDir also holds the state and keys, and retention may pass max_bytes by 5%%; a pod over its sizeLimit is evicted and its unshipped audit chain lost. Lower max_bytes, raise dataVolume.sizeLimit, or leave max_bytes out (the chart then sets %d)" ($retention.max_bytes | int64) .Values.dataVolume.sizeLimit $limit $limit) -}}
+{{- end -}}
 {{- end -}}
 {{- $consoleCfg := $config.console | default dict -}}
 {{- range $key, $instead := dict "listen" "ports.console and console.enabled" "tls" "tls.console" -}}
@@ -170,6 +196,13 @@ app.kubernetes.io/component: gateway
 {{- $audit := $config.audit | default dict -}}
 {{- if not (hasKey $audit "replica_id") -}}
 {{- $_ := set $audit "replica_id" (dict "env" "WARDEN_REPLICA_ID") -}}
+{{- $_ := set $config "audit" $audit -}}
+{{- end -}}
+{{- /* A Deployment's log is bounded below its emptyDir's sizeLimit (warden.auditBytesLimit). */ -}}
+{{- $retention := $audit.retention | default dict -}}
+{{- if and (eq .Values.workload.kind "Deployment") (not $retention.max_bytes) -}}
+{{- $_ := set $retention "max_bytes" (include "warden.auditBytesLimit" . | int64) -}}
+{{- $_ := set $audit "retention" $retention -}}
 {{- $_ := set $config "audit" $audit -}}
 {{- end -}}
 {{- $_ := set $config "policy" (mergeOverwrite ($config.policy | default dict) (dict "dir" (include "warden.policyDir" .))) -}}

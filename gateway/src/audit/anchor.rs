@@ -24,6 +24,30 @@ pub struct Anchor {
     pub hash: HexHash,
 }
 
+impl std::str::FromStr for Anchor {
+    type Err = String;
+
+    /// `SEQ:HASH`, as `warden audit verify` prints a head and a checkpoint's `detail.to` and
+    /// `detail.hash` name one.
+    fn from_str(text: &str) -> Result<Anchor, String> {
+        let (seq, hash) = text.split_once(':').ok_or_else(|| {
+            format!("{text:?} is not SEQ:HASH (a seq, a colon, 64 lower-case hex digits)")
+        })?;
+        let seq = seq
+            .parse::<u64>()
+            .ok()
+            .filter(|&seq| seq > 0)
+            .ok_or_else(|| format!("{seq:?} in {text:?} is not a seq (a whole number from 1)"))?;
+        let hash = super::record::from_hex(hash).ok_or_else(|| {
+            format!("{hash:?} in {text:?} is not a SHA-256 hash (64 lower-case hex digits)")
+        })?;
+        Ok(Anchor {
+            seq,
+            hash: HexHash(hash),
+        })
+    }
+}
+
 /// Why `head.json` could not be used.
 #[derive(Debug)]
 pub enum AnchorReadError {
@@ -179,6 +203,31 @@ mod tests {
         assert_eq!(anchor.seq, 9);
         assert_eq!(anchor.hash, HexHash(hash));
         assert!(!dir.path().join(ANCHOR_TMP).exists());
+    }
+
+    #[test]
+    fn a_head_given_as_seq_colon_hash_parses_and_bad_ones_say_what_is_wrong() {
+        let hash = hash_line(b"line");
+        let head: Anchor = format!("12:{}", crate::audit::record::to_hex(&hash))
+            .parse()
+            .unwrap();
+        assert_eq!(
+            head,
+            Anchor {
+                seq: 12,
+                hash: HexHash(hash)
+            }
+        );
+        let hex = "a".repeat(64);
+        for (bad, says) in [
+            ("12", "not SEQ:HASH"),
+            (&*format!("x:{hex}"), "not a seq"),
+            (&*format!("0:{hex}"), "not a seq"),
+            ("12:abc", "not a SHA-256 hash"),
+        ] {
+            let error = bad.parse::<Anchor>().unwrap_err();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
     }
 
     #[test]

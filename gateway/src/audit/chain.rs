@@ -9,7 +9,8 @@ use super::anchor::Anchor;
 use super::checkpoint::{Checkpoint, Keys};
 use super::error::{EditEvidence, Location, Problem, TruncationEvidence, VerifyError};
 use super::event::AuditEvent;
-use super::record::{ChainFields, GENESIS, Hash, hash_line};
+use super::record::{ChainFields, ChainKind, GENESIS, Hash, hash_line};
+use super::run_end::Runs;
 use super::segment::{Line, Lines, Stray};
 
 /// Walks records in order and finds the first one that breaks the chain.
@@ -28,6 +29,10 @@ pub struct Chain {
     /// What `retention` records on the way say was removed: each segment's last seq and
     /// hash, with the seq of the record that says so.
     removed: Vec<Removed>,
+    /// Heads kept elsewhere (`--head`): each record's hash is checked when its seq goes by.
+    heads: Vec<Anchor>,
+    /// Where runs start and stop.
+    runs: Runs,
 }
 
 /// A segment a `retention` record says was removed.
@@ -71,12 +76,18 @@ impl Signatures {
         }
     }
 
-    /// A record at `seq` (a `checkpoint` one when `line` says so) went by.
-    fn record(&mut self, seq: u64, prev: &Hash, line: &[u8]) -> Result<(), Problem> {
+    /// A record at `seq`, of top-level `kind`, went by.
+    fn record(
+        &mut self,
+        seq: u64,
+        prev: &Hash,
+        kind: ChainKind,
+        line: &[u8],
+    ) -> Result<(), Problem> {
         if self.next_unsigned == 0 {
             self.next_unsigned = seq;
         }
-        if memchr::memmem::find(line, br#""kind":"checkpoint""#).is_none() {
+        if kind != ChainKind::Checkpoint {
             return Ok(());
         }
         let event: AuditEvent = serde_json::from_slice(line)
@@ -171,7 +182,19 @@ impl Chain {
             records: 0,
             signatures: None,
             removed: Vec::new(),
+            heads: Vec::new(),
+            runs: Runs::default(),
         }
+    }
+
+    /// Also checks that each of `heads` (kept elsewhere) is the hash of its seq's record.
+    pub fn expecting(self, heads: Vec<Anchor>) -> Chain {
+        Chain { heads, ..self }
+    }
+
+    /// Where runs started and stopped, along the records walked.
+    pub fn runs(&self) -> &Runs {
+        &self.runs
     }
 
     /// A whole log whose beginning retention removed: it starts at `seq`, chained to `prev`
@@ -265,11 +288,12 @@ impl Chain {
             }
         }
         if let Some(signatures) = &mut self.signatures
-            && let Err(problem) = signatures.record(fields.seq, &fields.prev.0, line)
+            && let Err(problem) = signatures.record(fields.seq, &fields.prev.0, fields.kind, line)
         {
             return Err(VerifyError::Tampered { at, problem });
         }
-        if memchr::memmem::find(line, br#""kind":"retention""#).is_some() {
+        self.runs.record(fields.seq, fields.kind, line);
+        if fields.kind == ChainKind::Retention {
             let event: serde_json::Value =
                 serde_json::from_slice(line).map_err(|e| VerifyError::Tampered {
                     at: at.clone(),
@@ -290,6 +314,16 @@ impl Chain {
             return Err(VerifyError::Tampered {
                 at,
                 problem: Problem::Edited(EditEvidence::Anchor),
+            });
+        }
+        if self
+            .heads
+            .iter()
+            .any(|head| head.seq == fields.seq && head.hash.0 != hash)
+        {
+            return Err(VerifyError::Tampered {
+                at,
+                problem: Problem::Edited(EditEvidence::KnownHead),
             });
         }
         let Some(next_seq) = fields.seq.checked_add(1) else {

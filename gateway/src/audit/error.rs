@@ -136,6 +136,8 @@ pub enum EditEvidence {
     Genesis,
     /// The record's hash is not the one `head.json` recorded for its seq.
     Anchor,
+    /// The record's hash is not the one a head kept elsewhere (`--head SEQ:HASH`) names.
+    KnownHead,
 }
 
 /// What is wrong with a record.
@@ -188,6 +190,12 @@ pub enum TruncationEvidence {
         /// The seq `head.json` records.
         anchor_seq: u64,
     },
+    /// A head kept elsewhere (`--head SEQ:HASH`) names a later seq than the last record
+    /// present: the log was cut back after that head was taken.
+    KnownHeadAhead {
+        /// The seq the head names.
+        seq: u64,
+    },
 }
 
 impl Problem {
@@ -222,6 +230,10 @@ impl fmt::Display for Problem {
                 f,
                 "record was edited after it was written: its hash does not match the one \
                  recorded in {ANCHOR_FILE}"
+            ),
+            Problem::Edited(EditEvidence::KnownHead) => f.write_str(
+                "record was edited or replaced after it was written: its hash does not match \
+                 the one the head given with --head names for its seq",
             ),
             Problem::Deleted { first, last } if first == last => {
                 write!(
@@ -262,6 +274,11 @@ impl fmt::Display for Problem {
                 f,
                 "the log was truncated: {ANCHOR_FILE} records seq {anchor_seq} but the log ends \
                  here"
+            ),
+            Problem::Truncated(TruncationEvidence::KnownHeadAhead { seq }) => write!(
+                f,
+                "the log was cut back: the head given with --head names seq {seq}, but the log \
+                 ends here (its {ANCHOR_FILE} can be rewritten, a head kept elsewhere cannot)"
             ),
             Problem::Malformed(reason) => write!(f, "not a valid audit record: {reason}"),
             Problem::Checkpoint(problem) => problem.fmt(f),
@@ -316,6 +333,22 @@ pub enum VerifyError {
          /.well-known/warden-audit-keys.json)"
     )]
     NoKey,
+    /// The records chain and their checkpoints hold, but the last run has no `stop` record,
+    /// no Warden holds the log, and it was required (`--require-signed`).
+    #[error(
+        "the last run {} has no stop record, and no Warden is writing this log: Warden was \
+         killed or crashed at seq {head_seq}, or the log was cut back to there (to a \
+         checkpoint, say). The records present chain and are signed; compare the log with \
+         what was shipped off the host: --against-siem SINK, or --head SEQ:HASH with a head \
+         kept elsewhere (docs/audit.md#a-cut-tail)",
+        started(start)
+    )]
+    NotStopped {
+        /// The last run's start record, if the log holds one.
+        start: Option<u64>,
+        /// Seq of the last record.
+        head_seq: u64,
+    },
     /// The records chain correctly but there is no anchor to check the tail against.
     #[error(
         "{}: {ANCHOR_FILE} is missing, so records cut from the end cannot be detected; the \
@@ -331,6 +364,14 @@ pub enum VerifyError {
         /// Seq of the last of them.
         head_seq: u64,
     },
+}
+
+/// Where the last run started, in words.
+pub fn started(start: &Option<u64>) -> String {
+    match start {
+        Some(seq) => format!("(started at seq {seq})"),
+        None => "(no start record in the log)".to_owned(),
+    }
 }
 
 /// `1-10, 12-12` as `seq 1 to 10, seq 12`.

@@ -294,6 +294,21 @@ impl AuditLog {
     }
 }
 
+/// Whether a writer holds the log in `dir` (a Warden is writing it). Takes a shared lock on
+/// the lock file for an instant to find out; no lock file: no writer ever opened `dir`.
+pub fn in_use(dir: &Path) -> std::io::Result<bool> {
+    let file = match File::open(dir.join(LOCK_FILE)) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Ok(false),
+        Err(TryLockError::WouldBlock) => Ok(true),
+        Err(TryLockError::Error(e)) => Err(e),
+    }
+}
+
 /// Takes the directory's writer lock (released when the writer stops).
 fn lock_dir(dir: &Path) -> Result<File, AuditError> {
     let path = dir.join(LOCK_FILE);

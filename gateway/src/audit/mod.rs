@@ -27,6 +27,7 @@ mod record;
 mod recover;
 pub mod replica;
 pub mod retention;
+mod run_end;
 mod segment;
 mod segment_file;
 pub mod shape;
@@ -35,14 +36,18 @@ pub mod stats;
 mod verify;
 mod writer;
 
+pub use anchor::Anchor;
 pub use error::{AuditError, EditEvidence, Location, Problem, TruncationEvidence, VerifyError};
 pub use log::AuditLog;
 pub use record::Hash;
+pub use run_end::LastRun;
 pub use verify::{VerifyOptions, VerifyReport, verify, verify_with};
 
 #[cfg(test)]
 mod retention_tests;
 #[cfg(test)]
 mod signed_tests;
+#[cfg(test)]
+mod tail_tests;
 #[cfg(test)]
 mod tests;

@@ -264,13 +264,33 @@ fn string(buf: &mut Vec<u8>, value: &str) {
     buf.push(b'"');
 }
 
-/// The chain fields of a stored record; every other field is skipped.
+/// The chain fields of a stored record, and its top-level `kind`; every other field is
+/// skipped.
 #[derive(Debug, Deserialize)]
 pub struct ChainFields {
     /// Sequence number, 1 for the first record of a log.
     pub seq: u64,
     /// Hash of the previous record's line.
     pub prev: HexHash,
+    /// The record's own kind (never a `kind` inside its content or detail).
+    #[serde(default)]
+    pub kind: ChainKind,
+}
+
+/// A record's top-level `kind`, as far as walking the chain cares.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChainKind {
+    /// A signed checkpoint (`audit/checkpoint.rs`).
+    Checkpoint,
+    /// Retention removed segments (`audit/retention.rs`).
+    Retention,
+    /// Gateway lifecycle: `start`, `stop`, policy reload.
+    System,
+    /// Any other kind, or none.
+    #[default]
+    #[serde(other)]
+    Other,
 }
 
 impl ChainFields {
@@ -324,6 +344,27 @@ mod tests {
         assert_eq!(fields.prev, HexHash(prev));
         let back: AuditEvent = serde_json::from_slice(line).unwrap();
         assert_eq!(back, event);
+    }
+
+    #[test]
+    fn kind_is_the_top_level_one_never_one_inside_content_or_detail() {
+        let zeros = "0".repeat(64);
+        let line = |rest: &str| format!("{{\"seq\":3,\"prev\":\"{zeros}\",{rest}}}");
+        let kind = |rest: &str| ChainFields::parse(line(rest).as_bytes()).unwrap().kind;
+        assert_eq!(
+            kind(
+                r#""kind":"decision","principal":{"kind":"checkpoint"},"content":{"kind":"checkpoint"},"detail":{"kind":"retention"}"#
+            ),
+            ChainKind::Other
+        );
+        assert_eq!(
+            kind(r#""kind":"checkpoint","principal":{}"#),
+            ChainKind::Checkpoint
+        );
+        assert_eq!(kind(r#""kind":"retention""#), ChainKind::Retention);
+        assert_eq!(kind(r#""kind":"system""#), ChainKind::System);
+        assert_eq!(kind(r#""kind":"tool_change""#), ChainKind::Other);
+        assert_eq!(kind(r#""time":"x""#), ChainKind::Other);
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub(super) fn strict() -> VerifyOptions {
     VerifyOptions {
         keys: keys(),
         require_signed: true,
+        ..VerifyOptions::default()
     }
 }
 
@@ -40,6 +41,7 @@ pub(super) fn lenient() -> VerifyOptions {
     VerifyOptions {
         keys: keys(),
         require_signed: false,
+        ..VerifyOptions::default()
     }
 }
 
@@ -308,7 +310,8 @@ async fn an_unsigned_log_reports_every_record_unsigned_and_require_signed_needs_
             &dir,
             &VerifyOptions {
                 keys: Keys::default(),
-                require_signed: true
+                require_signed: true,
+                ..VerifyOptions::default()
             }
         ),
         Err(VerifyError::NoKey)

@@ -4,11 +4,13 @@
 use std::fmt;
 use std::path::Path;
 
-use super::anchor::{self, ANCHOR_FILE, AnchorReadError};
+use super::anchor::{self, ANCHOR_FILE, Anchor, AnchorReadError};
 use super::chain::Chain;
 use super::checkpoint::Keys;
 use super::error::{Location, Problem, TruncationEvidence, VerifyError};
+use super::log::in_use;
 use super::record::{ChainFields, GENESIS, Hash, to_hex};
+use super::run_end::LastRun;
 use super::segment::{Line, Lines, list_segments};
 
 /// How to verify.
@@ -19,6 +21,12 @@ pub struct VerifyOptions {
     pub keys: Keys,
     /// Fail when records are not covered by a signed checkpoint (and without keys).
     pub require_signed: bool,
+    /// Fail when the last run has no `stop` record and no Warden is writing the log (the
+    /// CLI's `--require-signed` sets it too).
+    pub require_stopped: bool,
+    /// Heads kept elsewhere (shipped to a SIEM, printed by an earlier verify): the log must
+    /// still hold each, with the same hash.
+    pub heads: Vec<Anchor>,
 }
 
 /// An intact log, as verified.
@@ -41,6 +49,12 @@ pub struct VerifyReport {
     /// Retention removed the log's beginning: the last seq removed, and the seq of the
     /// `retention` record that says so.
     pub removed: Option<(u64, u64)>,
+    /// How the last run ended.
+    pub last_run: LastRun,
+    /// Heads given (`heads`) found in the log with their hash.
+    pub heads_checked: u64,
+    /// Heads given that retention removed, so that they could not be checked.
+    pub heads_removed: u64,
 }
 
 impl fmt::Display for VerifyReport {
@@ -66,13 +80,39 @@ impl fmt::Display for VerifyReport {
             )?;
         }
         if self.unsigned.is_empty() {
-            f.write_str(", every record covered")
+            f.write_str(", every record covered")?;
         } else {
             write!(
                 f,
                 "; not covered by a checkpoint (unsigned): {}",
                 super::error::ranges(&self.unsigned)
-            )
+            )?;
+        }
+        if self.heads_checked > 0 {
+            write!(f, "; {} heads given found", self.heads_checked)?;
+        }
+        if self.heads_removed > 0 {
+            write!(
+                f,
+                "; {} heads given not checked: retention removed their records",
+                self.heads_removed
+            )?;
+        }
+        match self.last_run {
+            LastRun::Stopped { stop } => {
+                write!(f, "; the last run ended with its stop record (seq {stop})")
+            }
+            LastRun::Live => {
+                f.write_str("; live: a Warden is writing this log, its last run has not ended")
+            }
+            LastRun::Open { start } => write!(
+                f,
+                "\nWARNING: the last run {} has no stop record and no Warden is writing this \
+                 log: Warden was killed or crashed, or the log was cut back (to a checkpoint, \
+                 say). Compare it with what was shipped off the host: --against-siem, or \
+                 --head SEQ:HASH (docs/audit.md#a-cut-tail)",
+                super::error::started(&start)
+            ),
         }
     }
 }
@@ -124,7 +164,8 @@ pub fn verify_with(dir: &Path, options: &VerifyOptions) -> Result<VerifyReport, 
             Chain::signed_from(anchor, options.keys.clone(), seq, prev)
         }
         _ => Chain::signed(anchor, options.keys.clone()),
-    };
+    }
+    .expecting(options.heads.clone());
     for (_, name) in &segments {
         let walked = chain.walk_segment(dir, name)?;
         if let Some(problem) = walked.tail_problem(name) {
@@ -145,10 +186,23 @@ pub fn verify_with(dir: &Path, options: &VerifyOptions) -> Result<VerifyReport, 
     // With keys, only a retention record under a valid checkpoint accounts for a removal: an
     // unsigned one could have been added by whoever deleted the segments.
     let signed_only = (!options.keys.is_empty()).then_some(unsigned.as_slice());
+    let first_seq = start.as_ref().map_or(1, |(seq, _, _)| *seq);
     let removed = match start {
         Some((seq, prev, at)) if seq > 1 => Some(accounted(&chain, seq, &prev, at, signed_only)?),
         _ => None,
     };
+    let heads_removed = options.heads.iter().filter(|h| h.seq < first_seq).count() as u64;
+    let heads_ahead = options
+        .heads
+        .iter()
+        .map(|h| h.seq)
+        .filter(|&seq| seq > head_seq)
+        .max();
+    let live = in_use(dir).map_err(|source| VerifyError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let last_run = chain.runs().last(live);
     match anchor {
         None => Err(VerifyError::AnchorMissing {
             dir: dir.to_path_buf(),
@@ -164,8 +218,26 @@ pub fn verify_with(dir: &Path, options: &VerifyOptions) -> Result<VerifyReport, 
                 anchor_seq: anchor.seq,
             }),
         }),
+        Some(_) if heads_ahead.is_some() => Err(VerifyError::Tampered {
+            at: chain
+                .last()
+                .cloned()
+                .unwrap_or_else(|| Location::file(ANCHOR_FILE)),
+            problem: Problem::Truncated(TruncationEvidence::KnownHeadAhead {
+                seq: heads_ahead.unwrap_or_default(),
+            }),
+        }),
         Some(_) if options.require_signed && !unsigned.is_empty() => {
             Err(VerifyError::Unsigned { unsigned })
+        }
+        Some(_) if options.require_stopped && matches!(last_run, LastRun::Open { .. }) => {
+            Err(VerifyError::NotStopped {
+                start: match last_run {
+                    LastRun::Open { start } => start,
+                    _ => None,
+                },
+                head_seq,
+            })
         }
         Some(_) => Ok(VerifyReport {
             records: chain.records(),
@@ -176,6 +248,9 @@ pub fn verify_with(dir: &Path, options: &VerifyOptions) -> Result<VerifyReport, 
             signatures_checked: !options.keys.is_empty(),
             unsigned,
             removed,
+            last_run,
+            heads_checked: options.heads.len() as u64 - heads_removed,
+            heads_removed,
         }),
     }
 }

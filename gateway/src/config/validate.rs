@@ -91,6 +91,9 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
             err(&format!("approvals.{key}.vault"), NO_VAULT_SECTION.into());
         }
     }
+    for (key, message) in config.vault.iter().flat_map(|v| v.validate()) {
+        err(&key, message);
+    }
     for (key, message) in config.traces.iter().flat_map(|t| t.validate()) {
         err(&key, message);
     }
@@ -359,6 +362,15 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
             && let Err(m) = validate_base_url(up)
         {
             err(&format!("{key}.upstream"), m);
+        } else if let Some(m) =
+            route.plaintext_credential(route.upstream.as_deref().unwrap_or(&connector.base_url))
+        {
+            let at = if route.upstream.is_some() {
+                "upstream"
+            } else {
+                "credential"
+            };
+            err(&format!("{key}.{at}"), m);
         }
         if route.refusal_finish.is_some() && route.on_deny == DenyStyle::HttpError {
             err(
@@ -509,6 +521,43 @@ mod tests {
             text.contains("warden.yaml:3: audit.retention.when_full"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn refuses_a_route_that_sends_its_credential_over_plain_http_off_loopback() {
+        let route = |extra: &str| {
+            format!(
+                "routes:\n  - prefix: /llm\n    connector: openai-compatible\n    upstream: http://llm.internal:8000/v1\n    credential: {{ env: LLM_KEY }}\n{extra}"
+            )
+        };
+        let text = errors_of(&route(""));
+        assert!(
+            text.contains(
+                "warden.yaml:4: routes[0].upstream: \"http://llm.internal:8000/v1\" is plain http"
+            ),
+            "{text}"
+        );
+        parse(&route("    allow_plaintext: true\n"), None).expect("the operator opted in");
+        let keyless = "routes:\n  - prefix: /llm\n    connector: openai-compatible\n    upstream: http://llm.internal:8000/v1\n";
+        parse(keyless, None).expect("no credential crosses the network");
+    }
+
+    #[test]
+    fn refuses_a_plain_http_vault_address_off_loopback() {
+        let text = errors_of(
+            "vault:\n  address: http://vault.internal:8200\n  auth:\n    method: token\n    token: { env: VAULT_TOKEN }\n",
+        );
+        assert!(
+            text.contains(
+                "warden.yaml:2: vault.address: \"http://vault.internal:8200\" must use https"
+            ),
+            "{text}"
+        );
+        parse(
+            "vault:\n  address: http://127.0.0.1:8200\n  auth:\n    method: token\n    token: { env: VAULT_TOKEN }\n",
+            None,
+        )
+        .expect("plain http to loopback stays allowed");
     }
 
     #[test]

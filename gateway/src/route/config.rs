@@ -48,6 +48,31 @@ pub struct RouteConfig {
     /// the text) or `content_filter` (the provider's content-filter marking).
     #[serde(default)]
     pub refusal_finish: Option<RefusalFinish>,
+    /// Sends the route's credential over plain `http` to a host that is not loopback:
+    /// anyone on the path can read it. Default `false`: such a route is refused.
+    #[serde(default)]
+    pub allow_plaintext: bool,
+}
+
+impl RouteConfig {
+    /// Why this route would send its credential in the clear to `upstream` (the route's
+    /// upstream, or else its connector's base URL): plain `http` to a host that is not
+    /// loopback, without `allow_plaintext: true`.
+    pub fn plaintext_credential(&self, upstream: &str) -> Option<String> {
+        if self.credential.is_none() || self.allow_plaintext {
+            return None;
+        }
+        let uri: http::Uri = upstream.parse().ok()?;
+        let host = uri.host()?;
+        (uri.scheme_str() == Some("http") && !crate::config::url::is_loopback(host)).then(|| {
+            format!(
+                "{upstream:?} is plain http to a host that is not loopback, and this route \
+                 injects a credential: anyone on the path could read it. Use https, or set \
+                 allow_plaintext: true on the route if the network path is trusted (a sidecar, \
+                 a private link)"
+            )
+        })
+    }
 }
 
 /// The routes used when the configuration names none: one per built-in provider, each
@@ -69,6 +94,7 @@ pub fn default_routes() -> Vec<RouteConfig> {
         inject: None,
         on_deny: DenyStyle::Completion,
         refusal_finish: None,
+        allow_plaintext: false,
     })
     .chain(std::iter::once(RouteConfig {
         name: None,
@@ -80,6 +106,54 @@ pub fn default_routes() -> Vec<RouteConfig> {
         inject: None,
         on_deny: DenyStyle::Completion,
         refusal_finish: None,
+        allow_plaintext: false,
     }))
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(credential: bool, allow_plaintext: bool) -> RouteConfig {
+        RouteConfig {
+            credential: credential.then(|| CredentialSource::Env("KEY".into())),
+            allow_plaintext,
+            ..default_routes().remove(0)
+        }
+    }
+
+    #[test]
+    fn a_credential_goes_over_plain_http_only_to_loopback_or_when_allowed() {
+        let with_key = route(true, false);
+        let refused = with_key
+            .plaintext_credential("http://llm.internal:8000/v1")
+            .expect("plain http off loopback with a credential is refused");
+        assert!(
+            refused.contains("\"http://llm.internal:8000/v1\" is plain http"),
+            "{refused}"
+        );
+        assert!(refused.contains("allow_plaintext: true"), "{refused}");
+        assert!(
+            with_key
+                .plaintext_credential("http://10.1.2.3/v1")
+                .is_some()
+        );
+        for fine in [
+            "https://llm.internal/v1",
+            "http://127.0.0.1:8000/v1",
+            "http://[::1]:8000/v1",
+            "http://localhost:11434/v1",
+        ] {
+            assert_eq!(with_key.plaintext_credential(fine), None, "{fine}");
+        }
+        assert_eq!(
+            route(false, false).plaintext_credential("http://llm.internal/v1"),
+            None
+        );
+        assert_eq!(
+            route(true, true).plaintext_credential("http://llm.internal/v1"),
+            None
+        );
+    }
 }

@@ -39,6 +39,23 @@ pub struct VaultConfig {
     pub idle: Duration,
 }
 
+impl VaultConfig {
+    /// Returns `(key, message)` for every mistake: `address` must be `https`, or plain `http`
+    /// only to a loopback host, since Warden sends its Vault token and reads secrets there.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        match crate::config::url::secure_url(&self.address) {
+            Ok(_) => Vec::new(),
+            Err(problem) => vec![(
+                "vault.address".to_owned(),
+                format!(
+                    "{problem}: Warden sends its Vault token there and reads secrets back; give \
+                     the https address (with vault.ca_cert for a private CA)"
+                ),
+            )],
+        }
+    }
+}
+
 fn default_kv_ttl() -> Duration {
     Duration::from_secs(300)
 }
@@ -135,4 +152,48 @@ pub enum BootstrapSecret {
     Env(String),
     /// A file whose content (trimmed) is the secret.
     File(PathBuf),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_address(address: &str) -> VaultConfig {
+        VaultConfig {
+            address: address.to_owned(),
+            namespace: None,
+            auth: VaultAuth::Token {
+                token: BootstrapSecret::Env("VAULT_TOKEN".into()),
+            },
+            ca_cert: None,
+            timeout: default_timeout(),
+            renew_margin: default_margin(),
+            kv_ttl: default_kv_ttl(),
+            idle: default_idle(),
+        }
+    }
+
+    #[test]
+    fn address_is_https_or_plain_http_only_to_loopback() {
+        for ok in [
+            "https://vault.internal:8200",
+            "http://127.0.0.1:8200",
+            "http://[::1]:8200",
+            "http://localhost:8200",
+        ] {
+            assert!(with_address(ok).validate().is_empty(), "{ok}");
+        }
+        for bad in [
+            "http://vault.internal:8200",
+            "http://10.0.0.5:8200",
+            "vault:8200",
+        ] {
+            let errors = with_address(bad).validate();
+            assert_eq!(errors.len(), 1, "{bad}");
+            assert_eq!(errors[0].0, "vault.address");
+            assert!(errors[0].1.contains(bad), "{bad}: {}", errors[0].1);
+        }
+        let errors = with_address("http://vault.internal:8200").validate();
+        assert!(errors[0].1.contains("must use https"), "{}", errors[0].1);
+    }
 }
