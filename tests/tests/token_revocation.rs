@@ -4,14 +4,15 @@
 //! verified and cached them; the agent's other and newer tokens keep working; both replicas
 //! record each revocation with who made it. And: a token longer than the maximum lifetime is
 //! not issued; an agent whose id holds control characters and a `/` is quarantined and
-//! released through the admin API.
+//! released through the admin API; a request whose token is revoked while it waits for an
+//! approval is refused once approved, and never sent.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use warden_e2e::fake_llm::FakeLlm;
 use warden_e2e::idp::Idp;
-use warden_e2e::operator::text;
+use warden_e2e::operator::{approve, enrol, first_pending, held_chat, text};
 use warden_e2e::postgres::Postgres;
 use warden_e2e::stack::chat;
 use warden_e2e::warden::{Warden, WardenBuilder};
@@ -267,4 +268,56 @@ async fn an_agent_named_with_control_characters_is_quarantined_and_released_thro
         assert_eq!(body["released"]["target"]["name"], agent);
         assert_eq!(chat(&w, &token).await.0, 200);
     }
+}
+
+#[tokio::test]
+async fn a_request_whose_token_was_revoked_while_it_waited_for_approval_is_refused_and_never_sent()
+{
+    const NEEDS_SRE: &str = "@id(\"gpt4o-needs-sre\")\n@approval(\"required\")\n\
+        @approvers(\"Group::\\\"sre\\\"\")\n\
+        permit (principal, action == Action::\"llm:chat\", resource == Model::\"openai/gpt-4o\");\n";
+    let upstream = FakeLlm::start().await.unwrap();
+    let w = WardenBuilder::new(&upstream)
+        .policy("needs-sre.cedar", NEEDS_SRE)
+        .set(
+            "/approvals",
+            json!({"mode": "wait", "wait_timeout": "30s",
+                   "operators": [{"subject": "alice", "groups": ["sre"]}]}),
+        )
+        .start()
+        .await
+        .unwrap();
+    let token = w.token("ci-bot").await.unwrap();
+    let alice = enrol(&w, "alice").await;
+    let held = held_chat(&w, &token, Duration::from_secs(40));
+    let id = first_pending(&w)
+        .await
+        .expect("the waiting request's approval");
+
+    // The token leaks and is revoked while its request waits; once this process enforces
+    // the revocation, alice (who does not know) approves.
+    let out = w
+        .cli(&[
+            "token", "revoke", "--token", &token, "--reason", "leaked", "--as", "bob",
+        ])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let (status, body) = refused_soon(&w, &token).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(!held.is_finished(), "the held request still waits");
+    let out = approve(&w, &id, "alice", &alice).await;
+    assert!(out.status.success(), "{}", text(&out));
+
+    let refused = held.await.unwrap().unwrap();
+    assert_eq!(refused.status(), 401);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "token_revoked", "{body}");
+    assert!(
+        upstream
+            .requests()
+            .iter()
+            .all(|r| !String::from_utf8_lossy(&r.body).contains("gpt-4o\"")),
+        "the approved request of a revoked token reached the upstream"
+    );
 }

@@ -40,7 +40,7 @@ pub(crate) use clock::now_unix;
 use config::{ClientCertificate, IdentityConfig};
 use fetch::JwksFetcher;
 use refresh::RemoteKeys;
-use revocation::Revocations;
+use revocation::{Revocations, TokenStamp};
 use verify::{IssuerKeys, TrustedIssuer, Verifier};
 
 /// How long [`Identifier::new`] waits for the first JWKS fetches before serving anyway.
@@ -169,22 +169,40 @@ impl Identifier {
         certificate: Option<&Arc<str>>,
         revocations: Option<&Revocations>,
     ) -> Result<Arc<Principal>, AuthError> {
-        let principal = match credential_from_headers(headers) {
-            Some(token) => self.identify_token(token, revocations).await?,
+        Ok(self
+            .identify_stamped(headers, certificate, revocations)
+            .await?
+            .0)
+    }
+
+    /// [`identify`](Self::identify), with what the Warden token that proved the identity says
+    /// about itself (its id and issue time), so that a request which waits (for an approval)
+    /// can be judged against revocations made meanwhile. `None` for any other credential.
+    pub async fn identify_stamped(
+        &self,
+        headers: &http::HeaderMap,
+        certificate: Option<&Arc<str>>,
+        revocations: Option<&Revocations>,
+    ) -> Result<(Arc<Principal>, Option<TokenStamp>), AuthError> {
+        let (principal, stamp) = match credential_from_headers(headers) {
+            Some(token) => self.identify_token_stamped(token, revocations).await?,
             None => match (certificate, self.client_certificate) {
-                (Some(id), ClientCertificate::Principal) => return Ok(certificate_agent(id)),
+                (Some(id), ClientCertificate::Principal) => {
+                    return Ok((certificate_agent(id), None));
+                }
                 _ if self.required => return Err(AuthError::MissingCredential),
-                _ => self.anonymous.clone(),
+                _ => (self.anonymous.clone(), None),
             },
         };
-        Ok(match certificate {
+        let principal = match certificate {
             Some(id) if principal.client_certificate.as_ref() != Some(id) => {
                 let mut with = Principal::clone(&principal);
                 with.client_certificate = Some(Arc::clone(id));
                 Arc::new(with)
             }
             _ => principal,
-        })
+        };
+        Ok((principal, stamp))
     }
 
     /// Who this token identifies: from the cache when verified earlier (one SHA-256 and one
@@ -196,6 +214,16 @@ impl Identifier {
         token: &str,
         revocations: Option<&Revocations>,
     ) -> Result<Arc<Principal>, AuthError> {
+        Ok(self.identify_token_stamped(token, revocations).await?.0)
+    }
+
+    /// [`identify_token`](Self::identify_token), with the token's stamp when it is a Warden
+    /// token.
+    async fn identify_token_stamped(
+        &self,
+        token: &str,
+        revocations: Option<&Revocations>,
+    ) -> Result<(Arc<Principal>, Option<TokenStamp>), AuthError> {
         let key = TokenKey::of(token);
         let now = now_unix();
         let (principal, stamp) = match self.cache.get(&key, now) {
@@ -213,7 +241,7 @@ impl Identifier {
         if let (Some(revocations), Some(stamp)) = (revocations, &stamp) {
             revocations.check(&principal.id, stamp)?;
         }
-        Ok(principal)
+        Ok((principal, stamp))
     }
 
     /// Verifies `token` fully without reading or filling the cache: the cold path, for

@@ -75,6 +75,9 @@ pub struct Exchange {
     decision_id: Text,
     route: Option<Arc<Route>>,
     principal: Option<Arc<Principal>>,
+    /// What the Warden token that identified the agent says about itself (id, issue time),
+    /// to judge it again against revocations once the request has waited.
+    token: Option<crate::identity::revocation::TokenStamp>,
     verb: Option<Verb>,
     /// The Cedar resource, e.g. `Model::"openai/gpt-4o"`.
     resource: Text,
@@ -159,6 +162,7 @@ impl Exchange {
             action_digest: empty_text(),
             route: None,
             principal: None,
+            token: None,
             verb: None,
             resource: empty_text(),
             model: None,
@@ -280,6 +284,20 @@ impl Exchange {
     /// identify: who is calling.
     pub fn identified(&mut self, principal: &Arc<Principal>) {
         self.principal = Some(Arc::clone(principal));
+    }
+
+    /// identify: the stamp of the Warden token the agent was identified by.
+    pub fn identified_by_token(&mut self, token: Option<crate::identity::revocation::TokenStamp>) {
+        self.token = token;
+    }
+
+    /// Refuses the request when the Warden token it came with has been revoked since it was
+    /// identified (a request that waited for an approval meanwhile).
+    pub fn token_still_valid(&self) -> Result<(), crate::identity::AuthError> {
+        match (&self.token, &self.principal) {
+            (Some(stamp), Some(principal)) => self.shared.revocations.check(&principal.id, stamp),
+            _ => Ok(()),
+        }
     }
 
     /// What cuts this request's in-flight work when its agent is quarantined.

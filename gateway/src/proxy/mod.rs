@@ -255,16 +255,17 @@ async fn identify(
     let certificate = ex.conn().client_identity.clone();
     match snap
         .identity
-        .identify(
+        .identify_stamped(
             req.headers(),
             certificate.as_ref(),
             Some(&ex.shared().revocations),
         )
         .await
     {
-        Ok(principal) => {
+        Ok((principal, token)) => {
             tracing::Span::current().record("principal", &*principal.id);
             ex.identified(&principal);
+            ex.identified_by_token(token);
             Ok(principal)
         }
         Err(e) => {

@@ -391,12 +391,13 @@ impl Approval {
     }
 
     /// Waits for it (in `wait` mode) and, approved, uses it and records so; else why the
-    /// request does not go on. An agent quarantined while its action waited is refused
-    /// although a human approved: the quarantine was checked when the request came, and an
-    /// approver may not know of it.
+    /// request does not go on. An agent quarantined, or a token revoked, while its action
+    /// waited is refused although a human approved: both were checked when the request came,
+    /// and an approver may not know of them.
     pub async fn settle(self, ex: &mut Exchange) -> Result<(), Refusal> {
         let approved = self.gate.conclude(self.opened).await?;
         quarantine(ex, &self.principal)?;
+        ex.token_still_valid()?;
         ex.approved(&approved);
         Ok(())
     }

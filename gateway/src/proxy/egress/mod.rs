@@ -160,12 +160,13 @@ async fn identify(
     };
     match snap
         .identity
-        .identify(&headers, None, Some(&ex.shared().revocations))
+        .identify_stamped(&headers, None, Some(&ex.shared().revocations))
         .await
     {
-        Ok(principal) => {
+        Ok((principal, token)) => {
             tracing::Span::current().record("principal", &*principal.id);
             ex.identified(&principal);
+            ex.identified_by_token(token);
             Ok(principal)
         }
         Err(AuthError::MissingCredential) => {
