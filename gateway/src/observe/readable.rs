@@ -50,7 +50,8 @@ pub enum Unreadable {
     },
     /// A judged response whose `Content-Type` names a charset other than UTF-8.
     #[error(
-        "the upstream answered in charset \"{charset}\"; Warden judges the tool calls of UTF-8 \
+        "the upstream answered in charset \"{charset}\"; Warden judges tool calls in, and redacts \
+         echoed credentials from, UTF-8 (or, for redaction, ASCII-compatible) \
          text only, so the response was not delivered: the upstream must answer in UTF-8"
     )]
     Charset { charset: Quoted },
@@ -79,15 +80,27 @@ pub fn check(headers: &HeaderMap, needs: Needs) -> Result<(), Unreadable> {
             need,
         });
     }
-    if needs.judge
-        && let Some(charset) = charset(headers)
+    // Judging reads the text, so it must be UTF-8; redaction matches a secret's bytes, so
+    // the charset must write ASCII as ASCII (UTF-16, UTF-32 and UTF-7 do not).
+    if let Some(charset) = charset(headers)
         && !(charset.eq_ignore_ascii_case("utf-8") || charset.eq_ignore_ascii_case("utf8"))
+        && (needs.judge || (needs.redact && !ascii_compatible(&charset)))
     {
         return Err(Unreadable::Charset {
             charset: Quoted::of(&charset),
         });
     }
     Ok(())
+}
+
+/// Whether `charset` writes ASCII text as ASCII bytes (so a secret's bytes can be matched).
+fn ascii_compatible(charset: &str) -> bool {
+    let charset = charset.to_ascii_lowercase();
+    ![
+        "utf-16", "utf16", "utf-32", "utf32", "ucs-2", "ucs2", "ucs-4", "ucs4", "utf-7", "utf7",
+    ]
+    .iter()
+    .any(|wide| charset.starts_with(wide))
 }
 
 /// The response's content coding, when it is not absent or `identity` (every header and
@@ -205,13 +218,18 @@ mod tests {
             let h = headers(&[("content-type", ct)]);
             let refused = check(&h, JUDGE).unwrap_err();
             assert!(matches!(refused, Unreadable::Charset { .. }), "{ct}");
-            // Only judging reads the text: redaction matches bytes.
+            // Redaction matches bytes: a charset that writes ASCII as ASCII is matched, a
+            // wide one cannot be.
             let redact = Needs {
                 redact: true,
                 usage: true,
                 judge: false,
             };
-            assert_eq!(check(&h, redact), Ok(()), "{ct}");
+            if ct.contains("latin1") {
+                assert_eq!(check(&h, redact), Ok(()), "{ct}");
+            } else {
+                assert!(check(&h, redact).is_err(), "{ct}");
+            }
         }
         for ct in [
             "application/json",

@@ -4,8 +4,9 @@
 //! `gzip` (and its alias `x-gzip`), `deflate` (zlib, or raw deflate as some clients send it),
 //! `br` and `zstd` are decoded, in the reverse of the order the header lists them; `identity`
 //! is nothing to decode. What decodes to more than `limits.max_request_bytes` is refused (413),
-//! whatever its compressed size, so a decompression bomb costs at most that much memory; a
-//! body that does not decode as its header says is refused (400), and an encoding Warden cannot
+//! whatever its compressed size, so a decompression bomb costs at most that much output (beside
+//! the compressed body and, for stacked codings, the stage before; a zstd frame may reserve a
+//! window of at most the limit, or the 8 MiB every encoder may ask); a body that does not decode as its header says is refused (400), and an encoding Warden cannot
 //! decode is refused (415) rather than sent on uninspected. The decoded body is what goes
 //! upstream, without the `Content-Encoding` header: what was judged is what is sent.
 
@@ -196,7 +197,14 @@ fn decode_one(coding: Coding, body: &[u8], limit: usize) -> Result<Bytes, Encodi
         Coding::Deflate => bounded(flate2::read::DeflateDecoder::new(body), limit),
         Coding::Brotli => bounded(brotli::Decompressor::new(body, 8 * 1024), limit),
         Coding::Zstd => {
-            let decoder = zstd::stream::read::Decoder::with_buffer(body).map_err(corrupt)?;
+            let mut decoder = zstd::stream::read::Decoder::with_buffer(body).map_err(corrupt)?;
+            // A frame may ask for a window of up to 128 MiB (2^27) by default. None larger
+            // than the output allowed is needed, but encoders ask for up to 8 MiB (2^23, what
+            // RFC 8878 asks every decoder to support) whatever the content's size.
+            let window = usize::BITS - limit.saturating_sub(1).leading_zeros();
+            decoder
+                .window_log_max(window.clamp(23, 27))
+                .map_err(corrupt)?;
             bounded(decoder, limit)
         }
     }
@@ -287,6 +295,27 @@ mod tests {
             assert!(!h.contains_key(CONTENT_ENCODING), "{encoding}");
             assert!(!h.contains_key(CONTENT_LENGTH), "{encoding}");
         }
+    }
+
+    #[test]
+    fn a_zstd_frame_asking_for_a_window_past_what_the_limit_needs_is_refused() {
+        use std::io::Write as _;
+        let framed = |window_log: u32| {
+            let mut e = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+            e.set_parameter(zstd::stream::raw::CParameter::WindowLog(window_log))
+                .unwrap();
+            e.write_all(TEXT).unwrap();
+            e.finish().unwrap()
+        };
+        // 128 MiB of window reserved for a body allowed 1 MiB: refused unread.
+        let refused = decode(&mut headers("zstd"), Bytes::from(framed(27)), 1 << 20);
+        assert!(
+            matches!(refused, Err(EncodingError::Corrupt { .. })),
+            "{refused:?}"
+        );
+        // 8 MiB, what encoders ask whatever the size, is served.
+        let served = decode(&mut headers("zstd"), Bytes::from(framed(23)), 1 << 20).unwrap();
+        assert_eq!(&served[..], TEXT);
     }
 
     #[test]

@@ -213,9 +213,11 @@ impl Drop for Relayed {
 }
 
 /// The agent's answer `message` to a server's request (its `ticket`; the server's own id is
-/// `id`), as it goes to the server: as sent, redacted, or a JSON-RPC error that says why it
-/// was withheld. A request that was not judged (a `ping`) has no ticket of this module's:
-/// its answer goes as sent.
+/// `id`), as it goes to the server: only what JSON-RPC defines of an answer (`jsonrpc`, `id`,
+/// `result` or `error`), its `result` or `error` inspected and judged, then as sent, redacted,
+/// or a JSON-RPC error that says why it was withheld. A request that was not judged (a
+/// `ping`) has no ticket of this module's: its answer carries nothing of the agent's
+/// ([`unjudged`]).
 pub(super) async fn answer(
     snap: &Snapshot,
     ex: &mut Exchange,
@@ -225,21 +227,27 @@ pub(super) async fn answer(
     id: &Value,
 ) -> Message {
     let Some(mut relayed) = ticket.and_then(|t| t.downcast::<Relayed>().ok()) else {
-        return message;
+        return unjudged(message);
     };
     let Some(outcome) = relayed.outcome.take() else {
-        return message;
+        return unjudged(message);
     };
-    if let Some(error) = message.body.get("error") {
-        // The agent declined, or failed: its error is all that leaves.
+    bare(&mut message);
+    // The agent declined, or failed: its error leaves in the result's place, inspected as
+    // a result is.
+    let key = if message.body.contains_key("error") {
+        "error"
+    } else {
+        "result"
+    };
+    let declined = message.body.get("error").map(|error| {
         let why = error
             .get("message")
             .and_then(Value::as_str)
             .unwrap_or("the agent answered with an error");
-        outcome.mcp_result(None, Some(bounded(why, FIELD_MAX).into_owned()));
-        return message;
-    }
-    let result = message.body.get("result").cloned().unwrap_or(Value::Null);
+        bounded(why, FIELD_MAX).into_owned()
+    });
+    let result = message.body.get(key).cloned().unwrap_or(Value::Null);
     let sent = serde_json::to_vec(&result).unwrap_or_default();
     let Action {
         principal,
@@ -255,7 +263,7 @@ pub(super) async fn answer(
     };
     inspect(snap, ex, &mut action, &sent);
     if action.context.findings.0.is_empty() {
-        outcome.mcp_result(None, None);
+        outcome.mcp_result(None, declined);
         return message;
     }
     ex.interpreted(verb, resource, &action.context.facts, shape(id));
@@ -264,7 +272,7 @@ pub(super) async fn answer(
         Ok(Decision::Allow { .. }) if content == sent => None,
         Ok(Decision::Allow { .. }) => match serde_json::from_slice::<Value>(&content) {
             Ok(redacted) => {
-                message.body.insert("result".into(), redacted);
+                message.body.insert(key.into(), redacted);
                 None
             }
             Err(_) => Some("the redacted answer is not JSON".to_owned()),
@@ -273,7 +281,7 @@ pub(super) async fn answer(
         Err(refusal) => Some(refusal.to_string()),
     };
     let Some(why) = withheld else {
-        outcome.mcp_result(None, None);
+        outcome.mcp_result(None, declined);
         return message;
     };
     let why = bounded(&why, FIELD_MAX).into_owned();
@@ -287,9 +295,63 @@ pub(super) async fn answer(
     Message::from_value(error).unwrap_or(message)
 }
 
+/// Keeps of an answer only what JSON-RPC defines: `jsonrpc`, `id`, and `result` or `error`.
+/// Anything else the agent put beside them would leave uninspected.
+fn bare(message: &mut Message) {
+    message
+        .body
+        .retain(|key, _| matches!(key.as_str(), "jsonrpc" | "id" | "result" | "error"));
+}
+
+/// An answer to a request Warden did not judge (a `ping`, whose result is empty by the
+/// specification): nothing of what the agent wrote leaves, only an empty result, or its
+/// error's code with a message of Warden's.
+fn unjudged(mut message: Message) -> Message {
+    bare(&mut message);
+    if let Some(error) = message.body.get_mut("error") {
+        let code = error
+            .get("code")
+            .filter(|code| code.is_i64())
+            .cloned()
+            .unwrap_or(json!(-32603));
+        *error = json!({"code": code, "message": "the agent answered with an error"});
+    } else {
+        message.body.insert("result".into(), json!({}));
+    }
+    message
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_what_json_rpc_defines_of_an_unjudged_answer_leaves_and_none_of_its_content() {
+        let message = |value: Value| Message::from_value(value).unwrap();
+        let sent = unjudged(message(json!({
+            "jsonrpc": "2.0", "id": 4, "result": {"leak": "AKIAIOSFODNN7EXAMPLE"},
+            "x": "AKIAIOSFODNN7EXAMPLE"
+        })));
+        assert_eq!(
+            Value::Object(sent.body),
+            json!({"jsonrpc": "2.0", "id": 4, "result": {}})
+        );
+        let sent = unjudged(message(json!({
+            "jsonrpc": "2.0", "id": 5,
+            "error": {"code": 7, "message": "AKIAIOSFODNN7EXAMPLE", "data": {"k": "v"}}
+        })));
+        assert_eq!(
+            Value::Object(sent.body),
+            json!({"jsonrpc": "2.0", "id": 5,
+                   "error": {"code": 7, "message": "the agent answered with an error"}})
+        );
+        let mut judged = message(json!({"jsonrpc": "2.0", "id": 6, "result": {}, "extra": 1}));
+        bare(&mut judged);
+        assert_eq!(
+            Value::Object(judged.body),
+            json!({"jsonrpc": "2.0", "id": 6, "result": {}})
+        );
+    }
 
     #[tokio::test]
     async fn a_refusal_answers_the_server_under_its_own_id_with_the_code_asked() {
