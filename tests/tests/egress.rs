@@ -706,6 +706,67 @@ async fn plain_http_in_a_tunnel_is_judged_per_request_as_the_tunnels_agent() {
     assert_eq!(upload["policies"], json!(["egress-no-uploads"]));
 }
 
+#[tokio::test]
+async fn a_tunnels_requests_are_refused_once_its_token_is_revoked() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Allowlisted {
+        http,
+        warden,
+        proxy,
+        token,
+        _dns,
+        ..
+    } = allowlisted().await;
+    let target = format!("allowed.test:{}", http.addr.port());
+    let (mut stream, head) = open_tunnel(proxy, &target, &token).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // One plain-HTTP request through the tunnel, then another once the token is revoked.
+    let mut ask = async |path: &str| {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 8192];
+        let n = tokio::time::timeout(WAIT, stream.read(&mut answer))
+            .await
+            .expect("an answer within the wait")
+            .unwrap();
+        String::from_utf8_lossy(&answer[..n]).into_owned()
+    };
+    let first = ask("/before").await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    let out = warden
+        .cli(&["token", "revoke", "--token", &token, "--reason", "leaked"])
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The revocation reaches the serving process within its refresh interval.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = curl(proxy, Some(&token), &[&format!("http://{target}/probe")])
+            .await
+            .unwrap();
+        if got.status != 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the revocation applies"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = ask("/after").await;
+    assert!(!second.starts_with("HTTP/1.1 200"), "{second}");
+    assert!(second.contains("token_revoked"), "{second}");
+    assert!(
+        http.seen().iter().all(|r| r["path"] != "/after"),
+        "the revoked token's request reached the origin: {:?}",
+        http.seen()
+    );
+}
+
 /// Checks that the agent's end of a tunnel, `stream`, is closed within [`WAIT`].
 async fn assert_closed(stream: &mut tokio::net::TcpStream) {
     use tokio::io::AsyncReadExt;

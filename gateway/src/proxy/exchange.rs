@@ -291,6 +291,12 @@ impl Exchange {
         self.token = token;
     }
 
+    /// The stamp of the Warden token the agent was identified by (for what outlives this
+    /// request: a tunnel's requests are judged against revocations with it).
+    pub fn token(&self) -> Option<crate::identity::revocation::TokenStamp> {
+        self.token.clone()
+    }
+
     /// Refuses the request when the Warden token it came with has been revoked since it was
     /// identified (a request that waited for an approval meanwhile).
     pub fn token_still_valid(&self) -> Result<(), crate::identity::AuthError> {

@@ -112,6 +112,7 @@ pub(super) async fn open(
         carries: Arc::default(),
         dest,
         approved,
+        token: ex.token(),
     };
     let cut = ex.cut();
     let outcome = ex.outcome(StatusCode::OK);
@@ -134,6 +135,9 @@ struct Tunnel {
     /// The policy whose approval the tunnel was given when it was asked for, if it needed
     /// one.
     approved: Option<Arc<str>>,
+    /// The stamp of the Warden token the tunnel was opened with: each request it carries is
+    /// refused once that token is revoked.
+    token: Option<crate::identity::revocation::TokenStamp>,
 }
 
 impl intercepted::Walk for Tunnel {
@@ -300,8 +304,11 @@ impl Tunnel {
         ex.egress();
         let principal = Arc::clone(&self.action.principal);
         ex.identified(&principal);
+        ex.identified_by_token(self.token.clone());
         let head = super::head(&req);
-        let result = match quarantine(&ex, &principal) {
+        let allowed = quarantine(&ex, &principal)
+            .and_then(|()| ex.token_still_valid().map_err(Refusal::from));
+        let result = match allowed {
             Ok(()) => {
                 request::forward(
                     &snap,
