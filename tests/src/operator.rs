@@ -4,7 +4,8 @@
 use std::process::Output;
 use std::time::Duration;
 
-use crate::warden::Warden;
+use crate::fake_llm::FakeLlm;
+use crate::warden::{Warden, WardenBuilder};
 
 /// A command's stdout and stderr, for messages.
 pub fn text(out: &Output) -> String {
@@ -79,6 +80,25 @@ pub async fn first_pending(w: &Warden) -> Option<String> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     None
+}
+
+/// A Warden before `upstream` whose gpt-4o chats wait (`approvals.mode: wait`, 30 s) for one
+/// approval of the `sre` group, whose one operator is `alice`: the setting of a test that
+/// changes something while a request is held, then approves it.
+pub async fn gpt4o_held_for_sre(upstream: &FakeLlm) -> Warden {
+    const NEEDS_SRE: &str = "@id(\"gpt4o-needs-sre\")\n@approval(\"required\")\n\
+        @approvers(\"Group::\\\"sre\\\"\")\n\
+        permit (principal, action == Action::\"llm:chat\", resource == Model::\"openai/gpt-4o\");\n";
+    WardenBuilder::new(upstream)
+        .policy("needs-sre.cedar", NEEDS_SRE)
+        .set(
+            "/approvals",
+            serde_json::json!({"mode": "wait", "wait_timeout": "30s",
+                   "operators": [{"subject": "alice", "groups": ["sre"]}]}),
+        )
+        .start()
+        .await
+        .unwrap()
 }
 
 /// A gpt-4o chat of `token` to `w`, sent in a task of its own that waits for it at most

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use warden_e2e::fake_llm::FakeLlm;
-use warden_e2e::operator::{approve, enrol, first_pending, held_chat, quarantine, text};
+use warden_e2e::operator::{
+    approve, enrol, first_pending, gpt4o_held_for_sre, held_chat, quarantine, text,
+};
 use warden_e2e::postgres::Postgres;
 use warden_e2e::sse;
 use warden_e2e::stack::openai_chat;
@@ -456,20 +458,8 @@ async fn denies_within_the_window_quarantine_the_agent_by_themselves() {
 
 #[tokio::test]
 async fn a_request_approved_after_its_agent_was_quarantined_is_refused_and_never_sent() {
-    const NEEDS_SRE: &str = "@id(\"gpt4o-needs-sre\")\n@approval(\"required\")\n\
-        @approvers(\"Group::\\\"sre\\\"\")\n\
-        permit (principal, action == Action::\"llm:chat\", resource == Model::\"openai/gpt-4o\");\n";
     let upstream = FakeLlm::start().await.unwrap();
-    let w = WardenBuilder::new(&upstream)
-        .policy("needs-sre.cedar", NEEDS_SRE)
-        .set(
-            "/approvals",
-            json!({"mode": "wait", "wait_timeout": "30s",
-                   "operators": [{"subject": "alice", "groups": ["sre"]}]}),
-        )
-        .start()
-        .await
-        .unwrap();
+    let w = gpt4o_held_for_sre(&upstream).await;
     let token = w.token("rogue-agent").await.unwrap();
     let alice = enrol(&w, "alice").await;
     let held = held_chat(&w, &token, Duration::from_secs(40));

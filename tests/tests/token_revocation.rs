@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use warden_e2e::fake_llm::FakeLlm;
 use warden_e2e::idp::Idp;
-use warden_e2e::operator::{approve, enrol, first_pending, held_chat, text};
+use warden_e2e::operator::{approve, enrol, first_pending, gpt4o_held_for_sre, held_chat, text};
 use warden_e2e::postgres::Postgres;
 use warden_e2e::stack::chat;
 use warden_e2e::warden::{Warden, WardenBuilder};
@@ -273,20 +273,8 @@ async fn an_agent_named_with_control_characters_is_quarantined_and_released_thro
 #[tokio::test]
 async fn a_request_whose_token_was_revoked_while_it_waited_for_approval_is_refused_and_never_sent()
 {
-    const NEEDS_SRE: &str = "@id(\"gpt4o-needs-sre\")\n@approval(\"required\")\n\
-        @approvers(\"Group::\\\"sre\\\"\")\n\
-        permit (principal, action == Action::\"llm:chat\", resource == Model::\"openai/gpt-4o\");\n";
     let upstream = FakeLlm::start().await.unwrap();
-    let w = WardenBuilder::new(&upstream)
-        .policy("needs-sre.cedar", NEEDS_SRE)
-        .set(
-            "/approvals",
-            json!({"mode": "wait", "wait_timeout": "30s",
-                   "operators": [{"subject": "alice", "groups": ["sre"]}]}),
-        )
-        .start()
-        .await
-        .unwrap();
+    let w = gpt4o_held_for_sre(&upstream).await;
     let token = w.token("ci-bot").await.unwrap();
     let alice = enrol(&w, "alice").await;
     let held = held_chat(&w, &token, Duration::from_secs(40));
