@@ -358,7 +358,8 @@ fn request_id(response: &reqwest::Response) -> String {
 /// Reads `response` until `events` whole server-sent events have come: what was read.
 async fn read_events(response: &mut reqwest::Response, events: usize) -> String {
     let mut read = String::new();
-    while read.matches("\n\n").count() < events {
+    // Gemini ends its events with CRLF line ends, the others with LF.
+    while read.replace("\r\n", "\n").matches("\n\n").count() < events {
         let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), response.chunk())
             .await
             .unwrap()
@@ -375,15 +376,37 @@ async fn leave_after_the_first_chunk(
     s: &Stack,
     gate: warden_e2e::fake_llm::StreamGate,
 ) -> (String, String) {
-    let mut streamed = s
-        .post(
-            "/openai/chat/completions",
-            &openai_chat("gpt-4o-mini", true),
-        )
+    let chat = openai_chat("gpt-4o-mini", true);
+    leave_after_the_first_text(s, gate, "/openai/chat/completions", &chat).await
+}
+
+/// Streams `body` to `path` and leaves once the first text chunk has come: the request id and
+/// what the agent read (`gate`, holding the fake's streams after that chunk, is then released).
+async fn leave_after_the_first_text(
+    s: &Stack,
+    gate: warden_e2e::fake_llm::StreamGate,
+    path: &str,
+    body: &Value,
+) -> (String, String) {
+    let mut request = s.warden.http().post(s.warden.url(path));
+    if path.starts_with("/anthropic/") {
+        request = request.header("anthropic-version", "2023-06-01");
+    }
+    let mut streamed = request
+        .bearer_auth(&s.token)
+        .json(body)
+        .send()
         .await
         .unwrap();
+    assert_eq!(streamed.status(), 200);
     let id = request_id(&streamed);
-    let first = read_events(&mut streamed, 2).await;
+    let mut first = String::new();
+    for _ in 0..4 {
+        first.push_str(&read_events(&mut streamed, 1).await);
+        if first.contains(warden_e2e::fake_llm::TEXT_CHUNKS[0]) {
+            break;
+        }
+    }
     assert!(
         first.contains(warden_e2e::fake_llm::TEXT_CHUNKS[0]),
         "{first}"
@@ -463,6 +486,41 @@ async fn an_agent_that_leaves_after_the_first_chunk_is_charged_the_usage_sent_la
         "Warden read the stream to its end"
     );
     next_call_denied(&s).await;
+}
+
+/// An agent leaves a stream of `path` after its first text; Warden reads the rest and charges
+/// the usage the provider sends at the end.
+async fn leaving_is_charged_the_usage_sent_later(path: &str, body: &Value) {
+    use warden_e2e::fake_llm::{COMPLETION_TOKENS, PROMPT_TOKENS};
+    let s = budgeted(PROMPT_TOKENS + COMPLETION_TOKENS).await;
+    let (id, _) = leave_after_the_first_text(&s, s.fake.hold_streams(), path, body).await;
+
+    let outcome = charged(&s, &id, PROMPT_TOKENS, COMPLETION_TOKENS).await;
+    assert_eq!(outcome["outcome"].get("usage_estimated"), None, "{outcome}");
+    assert_eq!(
+        s.fake.streams_completed(),
+        1,
+        "Warden read the stream to its end"
+    );
+    next_call_denied(&s).await;
+}
+
+#[tokio::test]
+async fn an_agent_that_leaves_an_anthropic_stream_is_charged_the_usage_sent_later() {
+    // The input tokens come first (message_start), the output tokens last (message_delta).
+    let body = anthropic_messages("claude-sonnet-4-5", true);
+    leaving_is_charged_the_usage_sent_later("/anthropic/v1/messages", &body).await;
+}
+
+#[tokio::test]
+async fn an_agent_that_leaves_a_gemini_stream_is_charged_the_usage_sent_later() {
+    // Every event carries usageMetadata; only the last counts the answer's tokens.
+    let body = gemini_request();
+    leaving_is_charged_the_usage_sent_later(
+        "/gemini/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+        &body,
+    )
+    .await;
 }
 
 #[tokio::test]
