@@ -87,9 +87,10 @@ pub enum ApproversCommand {
 /// The operator of the configuration at `path`, on `runtime`.
 async fn operator(config: &warden::config::Config) -> Result<Operator> {
     let secrets = super::offline_secrets(config)?;
-    let store = warden::state::Store::open(&config.state, &config.data_dir, secrets.as_ref())
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
+    let store =
+        warden::state::Store::open_existing(&config.state, &config.data_dir, secrets.as_ref())
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
     let sealer =
         warden::approval::sealed::sealer(&config.approvals, &config.data_dir, secrets.as_ref())
             .await

@@ -778,9 +778,10 @@ fn tools(command: ToolsCommand) -> Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
             None => None,
         };
-        let store = warden::state::Store::open(&config.state, &config.data_dir, secrets.as_ref())
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"));
+        let store =
+            warden::state::Store::open_existing(&config.state, &config.data_dir, secrets.as_ref())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"));
         if let Some(secrets) = &secrets {
             secrets.shutdown(std::time::Duration::from_secs(5)).await;
         }
@@ -1172,10 +1173,18 @@ fn verify_against_siem(dir: &Path, target: &str, config: Option<&Path>) -> Resul
 fn token_issuer(config: &warden::config::Config) -> Result<warden::identity::TokenIssuer> {
     let cfg = &config.identity.warden_issuer;
     let Some(source) = &cfg.key else {
-        return Ok(warden::identity::TokenIssuer::load_or_create(
-            cfg,
-            &config.data_dir,
-        )?);
+        let key_file = warden::identity::issuer_key_path(cfg, &config.data_dir);
+        let new = !key_file.exists();
+        let issuer = warden::identity::TokenIssuer::load_or_create(cfg, &config.data_dir)?;
+        if new {
+            eprintln!(
+                "warden: no gateway has used this signing key yet: created {}; a gateway runs with \
+                 it only with the same data_dir (pass --config with the file the gateway runs \
+                 with), others refuse the token",
+                key_file.display()
+            );
+        }
+        return Ok(issuer);
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -1210,12 +1219,15 @@ fn cli_runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// The state store `config` names, opened by a command (its database password from Vault when
-/// configured so).
+/// configured so); one that does not exist is an error, not made.
 async fn open_store(config: &warden::config::Config) -> Result<warden::state::Store> {
     let secrets = offline_secrets(config)?;
-    warden::state::Store::open(&config.state, &config.data_dir, secrets.as_ref())
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))
+    let store =
+        warden::state::Store::open_existing(&config.state, &config.data_dir, secrets.as_ref())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    eprintln!("warden: state store {}", store.location());
+    Ok(store)
 }
 
 fn offline_secrets(

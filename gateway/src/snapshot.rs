@@ -61,6 +61,7 @@ impl Snapshot {
             (_, None) => (None, false),
         };
         let routes = RouteTable::build(&config, secrets.as_ref())?;
+        refuse_routes_without_credential(&config, &routes)?;
         let policy = load_policies(&config.policy, routes.schema_fragments())?;
         let identity = match previous {
             Some(p)
@@ -88,6 +89,27 @@ impl Snapshot {
             secrets,
         })
     }
+}
+
+/// A route whose connector sends a credential and that names none is a mistake, as `warden
+/// check` says, not a route to answer 503 on: the start (or the reload) stops on it.
+fn refuse_routes_without_credential(
+    config: &Config,
+    routes: &RouteTable,
+) -> Result<(), ConfigErrors> {
+    for route in routes.iter() {
+        if let Some(e @ CredentialError::NotConfigured { .. }) =
+            route.credential.as_ref().and_then(|c| c.unavailable())
+        {
+            let index = config
+                .routes
+                .iter()
+                .position(|rc| rc.name.as_deref().unwrap_or(&rc.connector) == &*route.name);
+            let key = index.map_or_else(|| "routes".to_owned(), |i| format!("routes[{i}]"));
+            return Err(ConfigErrors::one(key, e.to_string()));
+        }
+    }
+    Ok(())
 }
 
 /// The identity of `config`, with Warden's signing key read from its secret source when

@@ -121,6 +121,33 @@ async fn serve_refuses_to_start_on_an_invalid_policy_set() {
     );
 }
 
+/// A route whose connector sends a credential and that names none stops `serve` as it fails
+/// `warden check`, with the same message.
+#[tokio::test]
+async fn serve_refuses_to_start_with_a_route_that_names_no_credential() {
+    let fake = FakeLlm::start().await.unwrap();
+    let setup = WardenBuilder::new(&fake)
+        .set(
+            "/routes",
+            serde_json::json!([{"name": "keyless", "prefix": "/keyless", "connector": "openai",
+                                "upstream": format!("{}/v1", fake.url())}]),
+        )
+        .write()
+        .unwrap();
+    let said = "route \"keyless\" has no upstream credential configured";
+    let out = warden(&["check", "--config"], &setup.config_path, &setup).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(said));
+    let mut warden = setup.spawn().unwrap();
+    let status = warden.wait_exit(Duration::from_secs(20)).await.unwrap();
+    assert!(!status.success());
+    let output = warden.output();
+    assert!(
+        output.contains("routes[0]") && output.contains(said),
+        "{output}"
+    );
+}
+
 const CASES_OK: &str = r#"
 cases:
   - name: mini is allowed
@@ -344,5 +371,33 @@ fn sigterm(child: &tokio::process::Child) -> std::io::Result<()> {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Commands that act on a gateway's state store, pointed at a configuration no gateway has run
+/// with, refuse and make nothing: a quarantine written to a new store would look done while the
+/// gateway, reading its own, goes on serving the agent.
+#[tokio::test]
+async fn operator_commands_refuse_a_state_store_no_gateway_made() {
+    let fake = FakeLlm::start().await.unwrap();
+    let setup = WardenBuilder::new(&fake).write().unwrap();
+    let store = setup.data_dir.join("state.db");
+    for args in [
+        &["agents", "quarantine", "alice", "--reason", "incident"][..],
+        &[
+            "token", "revoke", "--agent", "alice", "--reason", "incident",
+        ][..],
+    ] {
+        let mut cmd = setup.command();
+        cmd.args(args).arg("--config").arg(&setup.config_path);
+        let out = run_bounded(cmd, Duration::from_secs(30)).await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("there is no state store at {}", store.display()))
+                && stderr.contains("--config"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!store.exists(), "{args:?} made a store");
     }
 }

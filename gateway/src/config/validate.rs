@@ -311,6 +311,16 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
             "log.level",
             format!("{:?} is not a valid filter: {e}", config.log.level),
         );
+    } else if let Some(word) = bare_word_not_a_level(&config.log.level) {
+        // The filter reads a bare word as a module to log at every level, so `warning` would
+        // silence everything else.
+        err(
+            "log.level",
+            format!(
+                "{word:?} is not a level: write error, warn, info, debug, trace or off, or \
+                 TARGET=LEVEL (e.g. info,warden::proxy=debug)"
+            ),
+        );
     }
 
     let connectors = match Connectors::load(config.connectors_dir.as_deref()) {
@@ -469,6 +479,17 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     errors
 }
 
+/// The first comma-separated word of the `log.level` filter that is neither a level nor a
+/// `TARGET=LEVEL` directive (nor a target path, `warden::proxy`, or a span filter).
+fn bare_word_not_a_level(filter: &str) -> Option<&str> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    filter.split(',').map(str::trim).find(|word| {
+        !word.is_empty()
+            && !word.contains(['=', '[', ':'])
+            && !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(word))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::load::parse;
@@ -478,6 +499,26 @@ mod tests {
         parse(yaml, Some(Path::new("warden.yaml")))
             .expect_err("config must be rejected")
             .to_string()
+    }
+
+    #[test]
+    fn a_log_level_that_is_not_one_is_refused() {
+        for level in ["warning", "verbose", "info,warnig"] {
+            let text = errors_of(&format!("log:\n  level: {level}\n"));
+            assert!(
+                text.contains("log.level") && text.contains("is not a level"),
+                "{text}"
+            );
+        }
+        for level in [
+            "warn",
+            "INFO",
+            "info,warden::proxy=debug",
+            "warden=trace",
+            "off",
+        ] {
+            parse(&format!("log:\n  level: {level:?}\n"), None).expect(level);
+        }
     }
 
     #[test]

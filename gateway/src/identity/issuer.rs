@@ -203,7 +203,7 @@ impl TokenIssuer {
 }
 
 /// Where the signing key lives: `key_file`, or `<data_dir>/keys/agent-signing.pem`.
-fn key_path(cfg: &WardenIssuerConfig, data_dir: &Path) -> PathBuf {
+pub fn key_path(cfg: &WardenIssuerConfig, data_dir: &Path) -> PathBuf {
     cfg.key_file
         .clone()
         .unwrap_or_else(|| data_dir.join("keys").join("agent-signing.pem"))

@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 
 pub use credential::credential_from_headers;
 pub use error::{AuthError, ClaimArgError, FetchedAgo, IdentityError, NameList, Shown, UnixTime};
-pub use issuer::{TokenIssuer, parse_claim_arg};
+pub use issuer::{TokenIssuer, key_path as issuer_key_path, parse_claim_arg};
 
 pub(crate) use fetch::read_ca_bundle;
 

@@ -62,7 +62,9 @@ pub fn count(worker_threads: usize) -> usize {
 
 /// Binds `count` listening sockets to `addr` for the listener named `listener` (in errors),
 /// sharing the port with `SO_REUSEPORT` when there are several. All are bound before any
-/// worker starts, so a port in use fails the start.
+/// worker starts, so a port in use fails the start: a port shared this way is first bound
+/// alone, without `SO_REUSEPORT`, since the kernel would otherwise let these sockets join
+/// those of another Warden on the same port (as the same user) and split its traffic.
 pub fn bind(
     listener: &'static str,
     addr: SocketAddr,
@@ -74,6 +76,13 @@ pub fn bind(
         source,
     };
     let shared = count > 1;
+    let addr = if shared {
+        // `addr` may ask for port 0: the shared sockets take the port the lone one got.
+        let alone = bind_socket(addr, false).map_err(|e| failed(addr, e))?;
+        alone.local_addr().map_err(|e| failed(addr, e))?
+    } else {
+        addr
+    };
     let first = bind_socket(addr, shared).map_err(|e| failed(addr, e))?;
     // `addr` may ask for port 0: the others share the port the first one got.
     let addr = first.local_addr().map_err(|e| failed(addr, e))?;
@@ -219,6 +228,17 @@ mod tests {
             .collect();
         assert_eq!(ports.len(), 3);
         assert!(ports.iter().all(|&p| p == ports[0] && p != 0), "{ports:?}");
+    }
+
+    #[test]
+    fn workers_do_not_join_the_shared_port_of_another_listener() {
+        // Another Warden's workers, sharing their port with SO_REUSEPORT.
+        let running = bind("listen.proxy", "127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let addr = running[0].local_addr().unwrap();
+        for count in [1, 2] {
+            let error = bind("listen.proxy", addr, count).unwrap_err();
+            assert!(error.to_string().contains(&addr.to_string()), "{error}");
+        }
     }
 
     #[test]

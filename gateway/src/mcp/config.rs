@@ -261,10 +261,20 @@ impl McpConfig {
             }
         }
         let mut prefixes = HashSet::new();
+        let mut names = HashSet::new();
         for (i, e) in self.endpoints.iter().enumerate() {
             let key = format!("mcp.endpoints[{i}]");
             if e.name.is_empty() {
                 err(format!("{key}.name"), "an endpoint needs a name".into());
+            } else if !names.insert(e.name.as_str()) {
+                // Records, metrics and `context.route` name an endpoint by its name.
+                err(
+                    format!("{key}.name"),
+                    format!(
+                        "another endpoint is already named {:?}; give each its own name",
+                        e.name
+                    ),
+                );
             }
             let prefix = e.prefix();
             if !prefix.starts_with('/') {
@@ -362,6 +372,19 @@ mod tests {
         assert_eq!(c.servers[0].transport, Some(RemoteTransport::Sse));
         let keys: Vec<String> = c.validate().into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["mcp.servers[1].transport"]);
+    }
+
+    #[test]
+    fn two_endpoints_may_not_share_a_name() {
+        let e = config(
+            "servers:\n  - {name: f, command: x}\nendpoints:\n  - {name: main, servers: [f]}\n  - {name: main, prefix: /mcp/other, servers: [f]}\n",
+        )
+        .validate();
+        assert!(
+            e.iter()
+                .any(|(k, m)| k == "mcp.endpoints[1].name" && m.contains("\"main\"")),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -92,6 +92,42 @@ impl PolicyMeta {
     }
 }
 
+/// The annotations Warden reads.
+pub const KNOWN: [&str; 10] = [
+    "id",
+    "reason",
+    "approval",
+    "approvers",
+    "approval_ttl",
+    "approvals",
+    "own_agent",
+    "egress",
+    "mode",
+    "on_match",
+];
+
+/// The annotation Warden reads that `key`, which it does not, looks like a misspelling of:
+/// the same letters in another case or with other separators, or one or two edits away (one
+/// for the short names, so that `@by` or `@note` of one's own stay free). Annotations of one's
+/// own that are not that close are allowed: Cedar keeps them, Warden ignores them.
+fn misspelt(key: &str) -> Option<&'static str> {
+    if KNOWN.contains(&key) {
+        return None;
+    }
+    let plain = |k: &str| {
+        k.chars()
+            .filter(|c| !matches!(c, '_' | '-'))
+            .flat_map(char::to_lowercase)
+            .collect::<String>()
+    };
+    let key = plain(key);
+    KNOWN.into_iter().find(|known| {
+        let known = plain(known);
+        let reach = if known.len() <= 4 { 1 } else { 2 };
+        strsim::damerau_levenshtein(&key, &known) <= reach
+    })
+}
+
 /// Reads Warden's annotations from `policy`; an `Err` says which annotation is wrong and how
 /// to write it.
 pub(crate) fn read(
@@ -102,6 +138,14 @@ pub(crate) fn read(
     order: usize,
 ) -> Result<PolicyMeta, String> {
     let effect = policy.effect();
+    for (key, _) in policy.annotations() {
+        if let Some(meant) = misspelt(key) {
+            return Err(format!(
+                "@{key} is not an annotation Warden reads; did you mean @{meant}? (Cedar itself \
+                 ignores annotations, so a misspelt one would silently have no effect)"
+            ));
+        }
+    }
     let reason = match policy.annotation("reason") {
         Some(r) if r.trim().is_empty() => {
             return Err("@reason is empty; write the sentence the agent should see".into());
@@ -328,6 +372,37 @@ mod tests {
             Position { line: 1, column: 1 },
             0,
         )
+    }
+
+    #[test]
+    fn a_misspelt_annotation_is_refused_with_the_one_meant() {
+        for (written, meant) in [
+            ("aproval", "approval"),
+            ("reson", "reason"),
+            ("Reason", "reason"),
+            ("approvalttl", "approval_ttl"),
+            ("approvalTTL", "approval_ttl"),
+            ("onmatch", "on_match"),
+            ("mdoe", "mode"),
+            ("ids", "id"),
+        ] {
+            let src = format!("@{written}(\"required\")\npermit (principal, action, resource);");
+            let error = meta(&src).unwrap_err();
+            assert!(
+                error.contains(&format!("@{written} is not an annotation Warden reads"))
+                    && error.contains(&format!("did you mean @{meant}?")),
+                "{written}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn annotations_of_ones_own_are_kept_unread() {
+        let src = "@id(\"mine\")\n@description(\"why this exists\")\n@owner(\"platform\")\n\
+                   @ticket(\"SEC-12\")\n@by(\"me\")\n@note(\"x\")\npermit (principal, action, resource);";
+        let read = meta(src).unwrap();
+        assert_eq!(read.effect, Effect::Permit);
+        assert!(read.approval.is_none());
     }
 
     #[test]

@@ -61,6 +61,13 @@ pub enum BundleError {
     /// A key could not be read.
     #[error("{0}")]
     Key(#[from] keys::KeyError),
+    /// A private key where gateways need only the public one.
+    #[error(
+        "{0} is a private key: a gateway needs only the public key that verifies bundles (the \
+         .pub file `warden policy keygen` writes beside it); keep the private key where bundles \
+         are signed, in CI, and not on the gateways"
+    )]
+    PrivateKey(PathBuf),
 }
 
 /// The public keys a bundle must be signed with (`policy.bundle.public_keys`).
@@ -70,7 +77,8 @@ pub struct Trust {
 }
 
 impl Trust {
-    /// Reads each PEM file (a public key, or a private key whose public half is taken).
+    /// Reads each PEM file, a public key; a private key is refused, since whoever reads it
+    /// from a gateway could sign bundles.
     pub fn load(paths: &[PathBuf]) -> Result<Trust, BundleError> {
         let mut keys = Vec::with_capacity(paths.len());
         for path in paths {
@@ -78,6 +86,9 @@ impl Trust {
                 path: path.clone(),
                 source,
             })?;
+            if pem.contains("PRIVATE KEY-----") {
+                return Err(BundleError::PrivateKey(path.clone()));
+            }
             let key = keys::public_from_pem(&pem, &path.display().to_string())?;
             keys.push((keys::thumbprint(&key.to_bytes()), key));
         }
@@ -275,6 +286,20 @@ mod tests {
         Trust {
             keys: vec![(keys::thumbprint(&public.to_bytes()), public)],
         }
+    }
+
+    #[test]
+    fn a_private_key_is_not_trusted_as_a_public_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let private = tmp.path().join("bundle.pem");
+        let key = keys::load_or_create(&private, "bundle signing key").unwrap();
+        let e = Trust::load(std::slice::from_ref(&private))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bundle.pem is a private key"), "{e}");
+        let public = tmp.path().join("bundle.pub");
+        std::fs::write(&public, keys::public_pem(&key.verifying_key()).unwrap()).unwrap();
+        assert!(!Trust::load(&[public]).unwrap().is_empty());
     }
 
     #[test]

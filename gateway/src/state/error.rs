@@ -15,6 +15,14 @@ pub enum StateError {
         dir: PathBuf,
         source: std::io::Error,
     },
+    /// A command was to act on the store of a gateway, and there is none where its
+    /// configuration points: it would have made a new one the gateway never reads.
+    #[error(
+        "there is no state store at {path}: a command acts on the store of the gateway it \
+         manages, and no gateway has run with this one; pass --config (or WARDEN_CONFIG) with the \
+         file the gateway runs with, or start the gateway once first"
+    )]
+    Missing { path: PathBuf },
     /// The database file could not be opened or set up (permissions, not a database, disk).
     #[error(
         "cannot open the state store {path}: {source}; check that the file is a Warden state \

@@ -70,6 +70,23 @@ impl Store {
         }
     }
 
+    /// Opens the store `config` names for a command that manages a gateway: as
+    /// [`Store::open`], but a SQLite store that does not exist yet is an error rather than
+    /// created, since the gateway would never read what the command wrote there.
+    pub async fn open_existing(
+        config: &StateConfig,
+        data_dir: &Path,
+        secrets: Option<&Arc<SecretStore>>,
+    ) -> Result<Store, StateError> {
+        if config.postgres.is_none() {
+            let path = config.sqlite_path(data_dir);
+            if !path.exists() {
+                return Err(StateError::Missing { path });
+            }
+        }
+        Store::open(config, data_dir, secrets).await
+    }
+
     /// The store on an opened SQLite file.
     pub fn sqlite(store: SqliteStore) -> Store {
         let store = Arc::new(store);
