@@ -1407,3 +1407,91 @@ async fn the_typescript_sdk_client_survives_a_cut_answer_stream() {
         .unwrap();
     assert!(outcome["outcome"]["error"].is_null(), "{outcome}");
 }
+
+/// `message` posted raw to `/mcp/tools` in `session`, its body `body` sent with
+/// `Content-Encoding: encoding`: the status and the body as text.
+async fn post_encoded(
+    w: &Warden,
+    token: &str,
+    session: &str,
+    encoding: &str,
+    body: Vec<u8>,
+) -> (u16, String) {
+    let r = w
+        .http()
+        .post(w.url("/mcp/tools"))
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("content-encoding", encoding)
+        .header("mcp-session-id", session)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[tokio::test]
+async fn a_compressed_message_is_decoded_judged_and_sent_on_decoded() {
+    let w = warden(vec![mcp::everything_stdio("everything")], |b| b).await;
+    let token = w.token("e2e-agent").await.unwrap();
+    let session = mcp::initialize_raw(&w, "/mcp/tools", &token).await.unwrap();
+    let call = |id: u64, tool: &str, arguments: Value| {
+        gzip(mcp::tool_call(id, tool, arguments).to_string().as_bytes())
+    };
+    // Judged on what it says once decoded, and the server gets it decoded.
+    let (status, body) = post_encoded(
+        &w,
+        &token,
+        &session,
+        "gzip",
+        call(2, "everything_echo", json!({"message": "squeezed through"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Echo: squeezed through"), "{body}");
+    let (status, body) = post_encoded(
+        &w,
+        &token,
+        &session,
+        "gzip",
+        call(3, "everything_get-env", json!({})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("the server's environment stays private"),
+        "denied as sent plain: {body}"
+    );
+    // A body that is not what its header says, and a coding Warden cannot undo: refused.
+    let (status, body) = post_encoded(
+        &w,
+        &token,
+        &session,
+        "gzip",
+        b"{\"jsonrpc\":\"2.0\"}".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("bad_content_encoding"), "{body}");
+    let (status, body) = post_encoded(
+        &w,
+        &token,
+        &session,
+        "compress",
+        mcp::tool_call(4, "everything_echo", json!({"message": "x"}))
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 415, "{body}");
+    assert!(body.contains("unsupported_content_encoding"), "{body}");
+}

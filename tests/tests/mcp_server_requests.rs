@@ -2,13 +2,17 @@
 //! asks the agent's model to generate (`sampling/createMessage`), and the official MCP Python
 //! SDK is the agent that answers. Each request is judged by Cedar (`mcp:sample` on the
 //! server) before it reaches the agent, the agent's answer is inspected before it reaches the
-//! server, and both are recorded. Also: the legacy transport's GET `/sse` counts against the
-//! rate limits.
+//! server, and both are recorded. One a policy holds for approval waits for an approver (who
+//! sees what it asks) and reaches the agent once approved, or answers the server with the
+//! denial. Policies see the agent's session context (`context.session`) in them as in the
+//! agent's own requests. Also: the legacy transport's GET `/sse` counts against the rate
+//! limits.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use warden_e2e::mcp;
+use warden_e2e::operator::{enrol, first_pending, oathtool, text};
 use warden_e2e::warden::{Warden, WardenBuilder};
 
 /// What the agent's model answers every sampling request with.
@@ -181,6 +185,121 @@ when { context.findings.contains("aws_access_key") };
             .as_str()
             .is_some_and(|e| e.starts_with("withheld")),
         "{outcome}"
+    );
+}
+
+/// Sampling by `everything` waits for one approval of `sre` (alice); `approvals.mode: pending`
+/// (a server's request waits whatever the mode) and request content shown to approvers.
+async fn warden_holding_sampling() -> Warden {
+    WardenBuilder::with_upstream_url("http://127.0.0.1:9")
+        .set(
+            "/mcp",
+            json!({"servers": [mcp::everything_stdio("everything")],
+                   "endpoints": [{"name": "tools", "servers": ["everything"]}]}),
+        )
+        .policy(
+            "sampling-needs-sre.cedar",
+            "@id(\"sampling-needs-sre\")\n@approval(\"required\")\n\
+             @approvers(\"Group::\\\"sre\\\"\")\n\
+             permit (principal, action == Action::\"mcp:sample\", resource == McpServer::\"everything\");\n",
+        )
+        .set(
+            "/approvals",
+            json!({"mode": "pending", "operators": [{"subject": "alice", "groups": ["sre"]}]}),
+        )
+        .set("/audit/record_content", json!(true))
+        .start()
+        .await
+        .expect("warden starts")
+}
+
+/// Samples through `w` while alice decides (`verb`: `approve` or `deny`) the approval the
+/// server's request waits for, once approvers see what it asks; the session's result.
+async fn sample_decided(w: &Warden, verb: &str) -> Value {
+    let alice = enrol(w, "alice").await;
+    let decide = async {
+        let id = first_pending(w).await.expect("the server's request waits");
+        let out = w.cli(&["approvals", "show", &id]).await.unwrap();
+        let shown = text(&out);
+        assert!(
+            shown.contains("mcp:sample") && shown.contains("\"max_tokens\":50"),
+            "approvers see what the server asks: {shown}"
+        );
+        let code = oathtool(&alice, 1);
+        let out = w
+            .cli(&["approvals", verb, &id, "--as", "alice", "--code", &code])
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        id
+    };
+    let (r, id) = tokio::join!(sample(w, SAMPLED), decide);
+    let decision = w
+        .wait_for_audit(Duration::from_secs(10), |e| {
+            e["kind"] == "decision" && e["action"] == "mcp:sample"
+        })
+        .await
+        .unwrap();
+    assert_eq!(decision["decision"], "approval_required", "{decision}");
+    assert!(!id.is_empty());
+    r
+}
+
+#[tokio::test]
+async fn a_sampling_request_held_for_approval_reaches_the_agent_once_approved() {
+    let w = warden_holding_sampling().await;
+    let r = sample_decided(&w, "approve").await;
+    assert_eq!(r["sampled"], 1, "delivered once approved: {r}");
+    assert!(tool_text(&r).contains(SAMPLED), "{r}");
+    let used = w
+        .wait_for_audit(Duration::from_secs(10), |e| {
+            e["detail"]["event"] == "approval_used"
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        used["detail"]["approvers"][0]["approver"], "alice",
+        "{used}"
+    );
+    let outcome = w
+        .wait_for_audit(Duration::from_secs(10), |e| {
+            e["kind"] == "outcome" && e["action"] == "mcp:sample"
+        })
+        .await
+        .unwrap();
+    assert!(outcome["outcome"].get("error").is_none(), "{outcome}");
+}
+
+#[tokio::test]
+async fn a_sampling_request_whose_approval_is_denied_never_reaches_the_agent() {
+    let w = warden_holding_sampling().await;
+    let r = sample_decided(&w, "deny").await;
+    assert_eq!(r["sampled"], 0, "the agent was never asked: {r}");
+    let said = tool_text(&r);
+    assert!(
+        said.contains("was denied by alice") && !said.contains(SAMPLED),
+        "the server got the denial: {r}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_request_is_judged_with_the_agents_session_context() {
+    // The tool call that makes the server ask is the session's first action: a policy on
+    // what the session did before sees it.
+    let w = warden(
+        r#"
+@id("no-sampling-after-tool-calls")
+@reason("no sampling once the session has called tools")
+forbid (principal, action == Action::"mcp:sample", resource)
+when { context has session && context.session.actions >= 1 };
+"#,
+    )
+    .await;
+    let r = sample(&w, SAMPLED).await;
+    assert_eq!(r["sampled"], 0, "the agent was never asked: {r}");
+    assert!(
+        tool_text(&r).contains("no sampling once the session has called tools"),
+        "{r}"
     );
 }
 

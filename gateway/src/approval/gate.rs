@@ -208,28 +208,60 @@ impl Gate {
             needed,
         } = opened;
         let record = match (record.status, self.mode) {
-            (ApprovalStatus::Pending, ApprovalMode::Wait) => self.wait_for(record).await?,
+            (ApprovalStatus::Pending, ApprovalMode::Wait) => {
+                let deadline = tokio::time::Instant::now() + self.wait;
+                self.wait_for(record, Some(deadline)).await?
+            }
             _ => record,
         };
         self.settle(record, &digest, &needed).await
     }
 
-    /// Waits for `record` to be decided, up to the wait timeout; the record as it then is.
-    async fn wait_for(&self, record: ApprovalRecord) -> Result<ApprovalRecord, Hold> {
+    /// The end of `opened` for a request that cannot be sent again (a server's request to the
+    /// agent): waited for while pending, whatever the mode, until decided or expired (its
+    /// time-to-live, not `wait_timeout`); approved, it is consumed; else why not.
+    pub async fn decided(&self, opened: Opened) -> Result<Approved, Hold> {
+        let Opened {
+            record,
+            digest,
+            needed,
+        } = opened;
+        let record = match record.status {
+            ApprovalStatus::Pending => self.wait_for(record, None).await?,
+            _ => record,
+        };
+        if record.status == ApprovalStatus::Pending {
+            // Its time is up (the store's clock may not have struck yet).
+            self.waited(&record, WaitOutcome::Expired);
+            return Err(Hold::ApprovalExpired { id: record.id });
+        }
+        self.settle(record, &digest, &needed).await
+    }
+
+    /// Waits for `record` to be decided, up to `deadline` (`None`: until it expires); the
+    /// record as it then is.
+    async fn wait_for(
+        &self,
+        record: ApprovalRecord,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<ApprovalRecord, Hold> {
         // Dropped before the wait ends, the agent left: a cancelled wait.
         let left = AgentLeaves {
             metrics: &self.metrics,
             created_ms: record.created_ms,
             waiting: true,
         };
-        let decided = self.wait_until(record).await;
+        let decided = self.wait_until(record, deadline).await;
         left.ended();
         decided
     }
 
     /// The wait of [`Gate::wait_for`].
-    async fn wait_until(&self, record: ApprovalRecord) -> Result<ApprovalRecord, Hold> {
-        let deadline = tokio::time::Instant::now() + self.wait;
+    async fn wait_until(
+        &self,
+        record: ApprovalRecord,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<ApprovalRecord, Hold> {
         let mut record = record;
         loop {
             // Watch first, then read: a decision between the two is not missed.
@@ -239,13 +271,11 @@ impl Gate {
                 Some(now) => record = now,
                 None => return Ok(record),
             }
-            let expires = deadline.min(
-                tokio::time::Instant::now()
-                    + Duration::from_millis(
-                        u64::try_from(record.expires_ms - crate::state::pins::now_ms())
-                            .unwrap_or(0),
-                    ),
-            );
+            let expiry = tokio::time::Instant::now()
+                + Duration::from_millis(
+                    u64::try_from(record.expires_ms - crate::state::pins::now_ms()).unwrap_or(0),
+                );
+            let expires = deadline.map_or(expiry, |deadline| deadline.min(expiry));
             if tokio::time::timeout_at(expires, watch.changed())
                 .await
                 .is_err()
@@ -481,6 +511,39 @@ mod tests {
         assert!(matches!(
             gate.conclude(retried).await,
             Err(Hold::Pending { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_request_that_cannot_be_sent_again_waits_for_its_decision_whatever_the_mode() {
+        let (gate, store, _dir) = gate().await;
+        let opened = gate
+            .open(&needs("sampling", "sre", 1), waiting())
+            .await
+            .unwrap();
+        let id = opened.id().to_owned();
+        let approver = async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            approve(&store, &id, "alice").await;
+        };
+        let (approved, ()) = tokio::join!(gate.decided(opened), approver);
+        assert_eq!(
+            approved.unwrap().id,
+            id,
+            "approved in pending mode, after a wait"
+        );
+        // Undecided until its time is up: expired, not "pending".
+        let short = Decision::NeedsApproval {
+            policy: "sampling".into(),
+            approvers: vec![r#"Group::"sre""#.into()],
+            reason: None,
+            ttl: Some(Duration::from_millis(300)),
+            approvals: 1,
+        };
+        let opened = gate.open(&short, waiting()).await.unwrap();
+        assert!(matches!(
+            gate.decided(opened).await,
+            Err(Hold::ApprovalExpired { .. })
         ));
     }
 

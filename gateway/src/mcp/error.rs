@@ -181,10 +181,11 @@ impl McpError {
     }
 
     /// The answer: the JSON-RPC error under the HTTP status, with Warden's code in
-    /// `x-warden-error`.
-    pub fn respond(&self) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+    /// `x-warden-error`; `decision_id` (empty: none) is named where the agent is told to look
+    /// in the operator's log.
+    pub fn respond(&self, decision_id: &str) -> http::Response<http_body_util::Full<bytes::Bytes>> {
         let mut response = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(
-            self.jsonrpc().to_string(),
+            self.jsonrpc(decision_id).to_string(),
         )));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
@@ -205,8 +206,11 @@ impl McpError {
         response
     }
 
-    /// The JSON-RPC error answered: with the request's id when Warden knows it.
-    pub fn jsonrpc(&self) -> Value {
+    /// The JSON-RPC error answered: with the request's id when Warden knows it. An
+    /// unavailable upstream credential is told in generic words with `decision_id` (the
+    /// failure, which names Vault's address or secret paths, stays in the log and the audit
+    /// record).
+    pub fn jsonrpc(&self, decision_id: &str) -> Value {
         let (id, code) = match self {
             McpError::Refused { id, code, .. } => (id.clone(), *code),
             McpError::CircuitOpen { id, .. } => (id.clone(), jsonrpc::code::UPSTREAM),
@@ -216,8 +220,17 @@ impl McpError {
             }
             _ => (Value::Null, jsonrpc::code::INVALID_REQUEST),
         };
-        let mut body = jsonrpc::error(&id, code, &self.to_string());
+        let message = match self {
+            McpError::Link(LinkError::Credential { .. }) => {
+                crate::secrets::unavailable_to_agent(Some(decision_id))
+            }
+            _ => self.to_string(),
+        };
+        let mut body = jsonrpc::error(&id, code, &message);
         body["error"]["data"] = match self {
+            McpError::Link(LinkError::Credential { .. }) if !decision_id.is_empty() => {
+                serde_json::json!({"code": self.code(), "decision_id": decision_id})
+            }
             McpError::CircuitOpen { open, .. } => serde_json::json!({
                 "code": self.code(),
                 "upstream": &*open.upstream,
@@ -260,9 +273,15 @@ pub enum LinkError {
     /// The server's circuit breaker is open: it was not reached.
     #[error(transparent)]
     CircuitOpen(CircuitOpen),
-    /// The upstream credential is unavailable (fail closed).
+    /// The upstream credential is unavailable (fail closed). `reason` is for the operator's
+    /// log and the audit record only: the agent is told [`LinkError::shown`].
     #[error("the credential for MCP server {server} is unavailable: {reason}")]
-    Credential { server: String, reason: String },
+    Credential {
+        server: String,
+        reason: String,
+        /// The credential error's stable code (`vault_unavailable`, `credential_unavailable`).
+        code: &'static str,
+    },
     /// The session with the server was closed.
     #[error("the session with MCP server {server} is closed")]
     Closed { server: String },
@@ -284,9 +303,18 @@ impl LinkError {
     pub fn code(&self) -> &'static str {
         match self {
             LinkError::Timeout { .. } => "upstream_timeout",
-            LinkError::Credential { .. } => "credential_unavailable",
+            LinkError::Credential { code, .. } => code,
             LinkError::CircuitOpen(_) => CIRCUIT_OPEN,
             _ => "upstream_unavailable",
+        }
+    }
+
+    /// What the agent may be told of this error: an unavailable credential in generic words
+    /// (its reason names Vault's address or secret paths), anything else as it is.
+    pub fn shown(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            LinkError::Credential { .. } => crate::secrets::unavailable_to_agent(None).into(),
+            other => other.to_string().into(),
         }
     }
 
@@ -306,5 +334,44 @@ impl LinkError {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unavailable_credential_shows_the_agent_its_code_and_decision_not_vaults_address() {
+        let unavailable = LinkError::Credential {
+            server: "github".into(),
+            reason: "vault is unreachable and the cached secret secret/mcp/github has expired: \
+                     vault at http://10.255.255.1:8200 is unreachable"
+                .into(),
+            code: "vault_unavailable",
+        };
+        let error = McpError::Link(unavailable.clone());
+        let body = error.jsonrpc("dec-7f3a");
+        assert_eq!(body["error"]["data"]["code"], "vault_unavailable", "{body}");
+        assert_eq!(body["error"]["data"]["decision_id"], "dec-7f3a", "{body}");
+        let said = body.to_string();
+        assert!(said.contains("decision dec-7f3a"), "{said}");
+        assert!(
+            !said.contains("10.255.255.1") && !said.contains("secret/"),
+            "{said}"
+        );
+        let response = error.respond("dec-7f3a");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["x-warden-error"], "vault_unavailable");
+        // Where it is told in words of its own (a server that could not start, a call that
+        // could not be sent), generic too; the log and the audit record keep the reason.
+        assert!(!unavailable.shown().contains("10.255.255.1"));
+        assert!(!unavailable.shown().contains("secret/"));
+        assert!(error.to_string().contains("10.255.255.1"), "{error}");
+        // Other upstream failures are told as they are.
+        let down = LinkError::Down {
+            server: "github".into(),
+        };
+        assert_eq!(down.shown(), down.to_string());
     }
 }

@@ -177,7 +177,7 @@ impl Connection for EventStream {
         }
         let request = match self.inner.request(reqwest::Method::GET, &self.url).await {
             Ok(r) => r.header(header::ACCEPT, "text/event-stream"),
-            Err(e) => return Exit::Died(e.to_string()),
+            Err(e) => return Exit::Died(e.shown().into_owned()),
         };
         let response = tokio::select! {
             r = request.send() => r,

@@ -129,14 +129,6 @@ impl Link {
             .clone()
     }
 
-    /// Sends request `method` with `params`; its progress and response come back on the
-    /// [`Call`].
-    pub async fn call(&self, method: &str, params: Map<String, Value>) -> Result<Call, LinkError> {
-        let call = self.prepare(&params).await?;
-        self.send_call(&call, method, params).await?;
-        Ok(call)
-    }
-
     /// Once the server is ready, gives a request with `params` an id of Warden's and
     /// registers it: its progress and response will come back on the [`Call`]. Send it with
     /// [`Link::send_call`].
@@ -162,7 +154,7 @@ impl Link {
         let message = jsonrpc::request(Some(&Value::from(id)), method, Value::Object(params));
         let sent = self.send(message, Some(id)).await;
         if let Err(e) = &sent {
-            self.router.end(id, &e.to_string(), e.server_failed());
+            self.router.end(id, &e.shown(), e.server_failed());
         }
         sent
     }
@@ -197,7 +189,9 @@ impl Link {
         method: &str,
         params: Map<String, Value>,
     ) -> Result<Value, LinkError> {
-        let call = self.call(method, params).await?;
+        let call = self.prepare(&params).await?;
+        self.router.own(call.upstream_id);
+        self.send_call(&call, method, params).await?;
         let server = self.router.server.to_string();
         match tokio::time::timeout(self.timeout, call.done).await {
             Ok(Ok(answer)) if answer.server_failed => Err(LinkError::Failed {

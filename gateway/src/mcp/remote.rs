@@ -2,6 +2,8 @@
 //! and the legacy HTTP+SSE transport, `legacy_sse.rs`): the server's credential header, the
 //! server-sent events of a response read as they come, and errors described without URLs.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::endpoint::RemoteServer;
@@ -34,10 +36,14 @@ pub(super) async fn credential(
             router.redact(&c.echo);
             Ok(Some(c.placed.clone()))
         }
-        Err(e) => Err(LinkError::Credential {
-            server: server.to_owned(),
-            reason: e.to_string(),
-        }),
+        Err(e) => {
+            tracing::warn!(server, code = e.code(), error = %e, "the MCP server's credential is unavailable; requests to it are refused (fail closed)");
+            Err(LinkError::Credential {
+                server: server.to_owned(),
+                reason: e.to_string(),
+                code: e.code(),
+            })
+        }
     }
 }
 
@@ -126,7 +132,7 @@ pub(super) async fn read_body(
 
 /// Dispatches the data of one `message` event (a JSON-RPC message) through `router`;
 /// `during`: the request whose response carried it.
-pub(super) async fn dispatch_event(router: &Router, data: &[u8], during: Option<i64>) {
+pub(super) async fn dispatch_event(router: &Arc<Router>, data: &[u8], during: Option<i64>) {
     match serde_json::from_slice::<Value>(data) {
         Ok(value) => router.dispatch(value, during).await,
         Err(_) if data.is_empty() => {}

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 use zeroize::Zeroizing;
@@ -58,6 +59,9 @@ struct Pending {
     progress: mpsc::Sender<Value>,
     done: oneshot::Sender<Answer>,
     token: Option<String>,
+    /// Warden's own request (a list it reads, `initialize`): nobody reads its progress, so
+    /// what the server sends with it goes to the session's event stream.
+    own: bool,
 }
 
 /// The state of a link, watched by callers that wait for a restarting server.
@@ -150,7 +154,7 @@ impl Router {
 
     /// Handles one message from the server; `during`: the request whose HTTP response
     /// carried it, if any. A request of the server's waits for its judgement here.
-    pub async fn dispatch(&self, mut value: Value, during: Option<i64>) {
+    pub async fn dispatch(self: &Arc<Self>, mut value: Value, during: Option<i64>) {
         let echo = self.echo.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(echo) = echo
             && crate::secrets::redact::redact_json(&mut value, &echo) > 0
@@ -201,28 +205,70 @@ impl Router {
                 };
                 self.deliver(target, message.into_value());
             }
-            Kind::Request { id, method } => {
-                let ticket = match self.requests.judge(&self.server, &message).await {
-                    Verdict::Relay(ticket) => ticket,
-                    Verdict::Refuse(answer) => {
-                        tracing::info!(server = %self.server, method = %crate::text::bounded(method, crate::text::FIELD_MAX), "an MCP server's request to the agent was refused; the server is answered");
-                        if self.outbox.try_send(answer).is_err() {
-                            tracing::warn!(server = %self.server, "the MCP server's refused request could not be answered (too many waiting); it will time out");
-                        }
-                        return;
-                    }
-                };
-                let ours = self.requests.remember(&self.server, id.to_value(), ticket);
-                let mut message = message.clone();
-                message.body.insert("id".into(), Value::String(ours));
-                self.attribute(message.params_mut());
-                let target = during.or_else(|| {
-                    let latest = self.latest.load(Ordering::Relaxed);
-                    self.lock_pending().contains_key(&latest).then_some(latest)
-                });
-                self.deliver(target, message.into_value());
-            }
+            Kind::Request { .. } => match self.requests.judge(&self.server, &message).await {
+                Verdict::Held(settled) => self.hold(settled, message, during),
+                verdict => self.conclude(verdict, message, during),
+            },
         }
+    }
+
+    /// Waits, in a task of its own, for the verdict on `message` (a request of the server's
+    /// held for an approval) to be `settled`, then concludes it; the session's other messages
+    /// go on meanwhile. The session ending ends the wait (the request is never relayed).
+    fn hold(
+        self: &Arc<Self>,
+        settled: BoxFuture<'static, Verdict>,
+        message: Message,
+        during: Option<i64>,
+    ) {
+        tracing::info!(server = %self.server, "an MCP server's request to the agent waits for an approval");
+        let router = Arc::clone(self);
+        let mut state = self.state.subscribe();
+        tokio::spawn(async move {
+            tokio::select! {
+                verdict = settled => router.conclude(verdict, message, during),
+                () = closed(&mut state) => {
+                    tracing::debug!(server = %router.server, "the agent session ended while the server's request waited for an approval");
+                }
+            }
+        });
+    }
+
+    /// Relays the server's request `message` to the agent under an id of Warden's, or answers
+    /// the server with the refusal, as `verdict` says.
+    fn conclude(&self, verdict: Verdict, message: Message, during: Option<i64>) {
+        let Kind::Request { id, method } = &message.kind else {
+            return;
+        };
+        let ticket = match verdict {
+            Verdict::Relay(ticket) => ticket,
+            Verdict::Refuse(answer) => {
+                tracing::info!(server = %self.server, method = %crate::text::bounded(method, crate::text::FIELD_MAX), "an MCP server's request to the agent was refused; the server is answered");
+                if self.outbox.try_send(answer).is_err() {
+                    tracing::warn!(server = %self.server, "the MCP server's refused request could not be answered (too many waiting); it will time out");
+                }
+                return;
+            }
+            Verdict::Held(_) => {
+                tracing::warn!(server = %self.server, "an MCP server's request was held twice; the server is answered with an error");
+                let answer = jsonrpc::error(
+                    &id.to_value(),
+                    jsonrpc::code::INTERNAL_ERROR,
+                    "Warden could not settle this request",
+                );
+                let _ = self.outbox.try_send(answer);
+                return;
+            }
+        };
+        let ours = self.requests.remember(&self.server, id.to_value(), ticket);
+        let mut message = message;
+        message.body.insert("id".into(), Value::String(ours));
+        self.attribute(message.params_mut());
+        let target = during.or_else(|| {
+            let latest = self.latest.load(Ordering::Relaxed);
+            self.lock_pending().contains_key(&latest).then_some(latest)
+        });
+        self.deliver(target, message.into_value());
     }
 
     /// Sends `message` with the request `target` when it is in flight, else to the session's
@@ -230,7 +276,7 @@ impl Router {
     fn deliver(&self, target: Option<i64>, message: Value) {
         let message = match target {
             Some(id) => match self.lock_pending().get(&id) {
-                Some(p) => match p.progress.try_send(message) {
+                Some(p) if !p.own => match p.progress.try_send(message) {
                     Ok(()) => return,
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         tracing::debug!(server = %self.server, "agent reads too slowly; a progress message was dropped");
@@ -238,7 +284,7 @@ impl Router {
                     }
                     Err(mpsc::error::TrySendError::Closed(m)) => m,
                 },
-                None => message,
+                _ => message,
             },
             None => message,
         };
@@ -280,6 +326,7 @@ impl Router {
                 progress: progress_tx,
                 done: done_tx,
                 token,
+                own: false,
             },
         );
         self.latest.store(id, Ordering::Relaxed);
@@ -287,6 +334,15 @@ impl Router {
             upstream_id: id,
             progress,
             done,
+        }
+    }
+
+    /// Marks request `id` (registered, not yet sent) as Warden's own: what the server sends
+    /// while it works (its requests to the agent, notifications) goes to the session's event
+    /// stream, since no agent waits on this request's progress.
+    pub(super) fn own(&self, id: i64) {
+        if let Some(p) = self.lock_pending().get_mut(&id) {
+            p.own = true;
         }
     }
 
@@ -361,6 +417,7 @@ where
 {
     let id = next_id.fetch_add(1, Ordering::Relaxed) + 1;
     let call = router.register(id, None);
+    router.own(id);
     let message = jsonrpc::request(
         Some(&Value::from(id)),
         "initialize",
@@ -368,7 +425,7 @@ where
     );
     if let Err(e) = send(message, Some(id)).await {
         router.fail(id, "initialize failed");
-        return Err(e.to_string());
+        return Err(e.shown().into_owned());
     }
     let response = match tokio::time::timeout(timeout, call.done).await {
         Ok(Ok(r)) => r.message,
@@ -394,7 +451,7 @@ where
         None,
     )
     .await
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.shown().into_owned())
 }
 
 #[cfg(test)]
@@ -415,12 +472,12 @@ mod tests {
     async fn responses_progress_and_server_requests_find_their_way() {
         let (events_tx, mut events) = mpsc::channel(8);
         let requests = Arc::new(ServerRequests::default());
-        let router = Router::new(
+        let router = Arc::new(Router::new(
             Arc::from("files"),
             events_tx,
             Arc::clone(&requests),
             breaker(),
-        );
+        ));
         let mut call = router.register(7, Some(token_key(&json!("tok"))));
 
         router
@@ -485,12 +542,12 @@ mod tests {
     async fn a_refused_server_request_never_reaches_the_agent_and_the_server_is_answered() {
         let (events_tx, mut events) = mpsc::channel(8);
         let requests = Arc::new(ServerRequests::judged_by(Arc::new(Refuser)));
-        let router = Router::new(
+        let router = Arc::new(Router::new(
             Arc::from("files"),
             events_tx,
             Arc::clone(&requests),
             breaker(),
-        );
+        ));
         let mut outbox = router.take_outbox().expect("the link's to take");
         let mut call = router.register(7, None);
         router
@@ -518,10 +575,126 @@ mod tests {
         );
     }
 
+    /// Holds every request until `release` says how it ends.
+    struct Holder {
+        release: Mutex<Option<oneshot::Receiver<Verdict>>>,
+    }
+
+    impl crate::mcp::Judge for Holder {
+        fn judge<'a>(
+            &'a self,
+            _server: &'a Arc<str>,
+            _message: &'a Message,
+        ) -> futures_util::future::BoxFuture<'a, Verdict> {
+            let release = self.release.lock().unwrap().take().expect("one request");
+            Box::pin(async move {
+                Verdict::Held(Box::pin(async move {
+                    release.await.unwrap_or(Verdict::Refuse(Value::Null))
+                }))
+            })
+        }
+    }
+
+    /// A router to `files` whose server's requests `requests` keeps, and its session's
+    /// event stream.
+    fn routed(requests: &Arc<ServerRequests>) -> (Arc<Router>, mpsc::Receiver<Value>) {
+        let (events_tx, events) = mpsc::channel(8);
+        let router = Router::new(
+            Arc::from("files"),
+            events_tx,
+            Arc::clone(requests),
+            breaker(),
+        );
+        (Arc::new(router), events)
+    }
+
+    /// Requests judged by a [`Holder`], and what settles the one it holds.
+    fn held() -> (oneshot::Sender<Verdict>, Arc<ServerRequests>) {
+        let (release, released) = oneshot::channel();
+        let holder = Holder {
+            release: Mutex::new(Some(released)),
+        };
+        (
+            release,
+            Arc::new(ServerRequests::judged_by(Arc::new(holder))),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_held_server_request_lets_the_sessions_traffic_go_on_and_is_delivered_once_settled() {
+        let (release, requests) = held();
+        let (router, mut events) = routed(&requests);
+        let mut outbox = router.take_outbox().expect("the link's to take");
+        let mut call = router.register(7, None);
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            router.dispatch(
+                json!({"jsonrpc": "2.0", "id": "s-1", "method": "sampling/createMessage",
+                       "params": {"maxTokens": 5, "messages": []}}),
+                None,
+            ),
+        )
+        .await
+        .expect("the reader is not held with the request");
+        // The session's other traffic goes on: the call's own response arrives.
+        router
+            .dispatch(json!({"jsonrpc": "2.0", "id": 7, "result": {}}), None)
+            .await;
+        assert_eq!(call.done.try_recv().expect("the response").message["id"], 7);
+        tokio::task::yield_now().await;
+        assert!(events.try_recv().is_err(), "not delivered while held");
+        release.send(Verdict::Relay(None)).ok().expect("held");
+        let asked = tokio::time::timeout(Duration::from_secs(1), events.recv())
+            .await
+            .expect("delivered once approved")
+            .expect("an event");
+        assert_eq!(asked["id"], "warden-0");
+        assert_eq!(asked["params"]["_meta"]["warden/server"], "files");
+        assert_eq!(
+            requests
+                .take(&Id::Str("warden-0".into()))
+                .expect("remembered")
+                .id,
+            json!("s-1")
+        );
+        assert!(outbox.try_recv().is_err(), "the server waits for the agent");
+    }
+
+    #[tokio::test]
+    async fn a_held_server_request_refused_once_settled_is_answered_to_the_server_only() {
+        let (release, requests) = held();
+        let (router, mut events) = routed(&requests);
+        let mut outbox = router.take_outbox().expect("the link's to take");
+        router
+            .dispatch(
+                json!({"jsonrpc": "2.0", "id": 3, "method": "elicitation/create", "params": {}}),
+                None,
+            )
+            .await;
+        let denied = jsonrpc::error(
+            &json!(3),
+            jsonrpc::code::DENIED,
+            "approval apr_1 was denied",
+        );
+        release.send(Verdict::Refuse(denied)).ok().expect("held");
+        let answer = tokio::time::timeout(Duration::from_secs(1), outbox.recv())
+            .await
+            .expect("answered")
+            .expect("an answer");
+        assert_eq!(answer["id"], 3);
+        assert_eq!(answer["error"]["code"], jsonrpc::code::DENIED);
+        assert!(events.try_recv().is_err(), "never reaches the agent");
+    }
+
     #[tokio::test]
     async fn what_a_server_sends_the_agent_names_it_and_cannot_speak_for_warden() {
         let (events_tx, mut events) = mpsc::channel(8);
-        let router = Router::new(Arc::from("files"), events_tx, Arc::default(), breaker());
+        let router = Arc::new(Router::new(
+            Arc::from("files"),
+            events_tx,
+            Arc::default(),
+            breaker(),
+        ));
         router
             .dispatch(
                 json!({"jsonrpc": "2.0", "method": "notifications/message",
@@ -548,9 +721,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn what_a_server_asks_while_warden_lists_its_tools_reaches_the_sessions_stream() {
+        let requests = Arc::new(ServerRequests::default());
+        let (router, mut events) = routed(&requests);
+        // Warden's own tools/list, whose progress nobody reads.
+        let mut call = router.register(2, None);
+        router.own(2);
+        router
+            .dispatch(
+                json!({"jsonrpc": "2.0", "id": "s-1", "method": "roots/list"}),
+                Some(2),
+            )
+            .await;
+        // A stdio server's request, attributed to the latest request in flight.
+        router
+            .dispatch(
+                json!({"jsonrpc": "2.0", "id": "s-2", "method": "roots/list"}),
+                None,
+            )
+            .await;
+        assert!(
+            call.progress.try_recv().is_err(),
+            "not left with Warden's call"
+        );
+        for (ours, theirs) in [("warden-0", "s-1"), ("warden-1", "s-2")] {
+            let asked = events.try_recv().expect("on the session's stream");
+            assert_eq!(asked["id"], ours);
+            let asked_for = requests.take(&Id::Str(ours.into())).expect("remembered");
+            assert_eq!(asked_for.id, json!(theirs), "the answer finds its way back");
+        }
+    }
+
+    #[tokio::test]
     async fn a_cancelled_call_ends_without_a_response_and_its_late_answer_is_dropped() {
         let (events_tx, mut events) = mpsc::channel(8);
-        let router = Router::new(Arc::from("files"), events_tx, Arc::default(), breaker());
+        let router = Arc::new(Router::new(
+            Arc::from("files"),
+            events_tx,
+            Arc::default(),
+            breaker(),
+        ));
         let mut call = router.register(4, Some(token_key(&json!(9))));
         router.abandon(4);
         assert!(call.done.try_recv().is_err(), "no response");
@@ -564,7 +774,12 @@ mod tests {
     #[tokio::test]
     async fn a_server_going_away_fails_its_calls_with_a_jsonrpc_error() {
         let (events_tx, _events) = mpsc::channel(8);
-        let router = Router::new(Arc::from("files"), events_tx, Arc::default(), breaker());
+        let router = Arc::new(Router::new(
+            Arc::from("files"),
+            events_tx,
+            Arc::default(),
+            breaker(),
+        ));
         let mut call = router.register(3, None);
         router.end_all("the MCP server exited", true);
         let answer = call.done.try_recv().expect("an answer");
@@ -579,7 +794,12 @@ mod tests {
     #[tokio::test]
     async fn a_jsonrpc_error_the_server_sends_is_an_answer_not_a_failure() {
         let (events_tx, _events) = mpsc::channel(8);
-        let router = Router::new(Arc::from("files"), events_tx, Arc::default(), breaker());
+        let router = Arc::new(Router::new(
+            Arc::from("files"),
+            events_tx,
+            Arc::default(),
+            breaker(),
+        ));
         let mut call = router.register(5, None);
         router.dispatch(
             json!({"jsonrpc": "2.0", "id": 5, "error": {"code": -32602, "message": "bad params"}}),

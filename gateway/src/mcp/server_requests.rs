@@ -2,7 +2,9 @@
 //! `roots/list`, `ping`): each is judged before it reaches the agent by what the request
 //! path gives the session ([`Judge`], `proxy/mcp/server_requests.rs`: sessions know nothing
 //! of policy), then remembered under an id of Warden's (`warden-<n>`) until the agent
-//! answers, with what the judge keeps for that answer ([`Ticket`]).
+//! answers, with what the judge keeps for that answer ([`Ticket`]). One the judge holds for
+//! a human's approval ([`Verdict::Held`]) waits in a task of its own: the session's other
+//! traffic goes on meanwhile.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -25,6 +27,9 @@ pub enum Verdict {
     /// It never reaches the agent: this JSON-RPC error (under the server's id) answers the
     /// server instead.
     Refuse(Value),
+    /// It waits for a human's approval: the verdict once the approval is settled (approved:
+    /// relayed; denied or expired: refused).
+    Held(BoxFuture<'static, Verdict>),
 }
 
 /// Judges the requests a server sends the agent, before they reach it.

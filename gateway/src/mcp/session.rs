@@ -351,7 +351,7 @@ fn unavailable(failures: Vec<LinkError>) -> McpError {
         _ => McpError::NoServer(
             failures
                 .iter()
-                .map(ToString::to_string)
+                .map(|e| e.shown().into_owned())
                 .collect::<Vec<_>>()
                 .join("; "),
         ),

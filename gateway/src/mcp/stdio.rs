@@ -88,7 +88,11 @@ impl Connection for Process {
         }
         let secret_env = match self.command.secret_values().await {
             Ok(values) => values,
-            Err(reason) => return Exit::Died(reason),
+            Err(reason) => {
+                // The reason may name Vault's address or secret paths: the log's only.
+                tracing::warn!(server = %self.router.server, error = %reason, "an MCP server's secret_env value is unavailable; it is not started (fail closed)");
+                return Exit::Died(crate::secrets::unavailable_to_agent(None));
+            }
         };
         // What the process could quote back of its secrets is redacted from its messages.
         let echo: Arc<[Zeroizing<String>]> = secret_env

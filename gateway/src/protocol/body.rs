@@ -153,15 +153,31 @@ where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    if encoding::is_encoded(&head.headers) {
-        let read = read(body, &head.headers, limits).await?;
-        let decoded = encoding::decode(&mut head.headers, read, limits.max_request_bytes)?;
-        return Ok(Head::Whole(decoded));
-    }
-    if whole {
-        return Ok(Head::Whole(read(body, &head.headers, limits).await?));
+    if whole || encoding::is_encoded(&head.headers) {
+        return Ok(Head::Whole(
+            read_decoded(body, &mut head.headers, limits).await?,
+        ));
     }
     read_head(body, limits, stream_above).await
+}
+
+/// Reads `body` whole ([`read`]) and, when `headers` name a `Content-Encoding`, decodes it
+/// within `limits.max_request_bytes`, its coding headers removed from `headers`: the decoded
+/// body is what is judged and what goes on.
+pub async fn read_decoded<B>(
+    body: B,
+    headers: &mut http::HeaderMap,
+    limits: &LimitsConfig,
+) -> Result<Bytes, BodyError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let read = read(body, headers, limits).await?;
+    if !encoding::is_encoded(headers) {
+        return Ok(read);
+    }
+    Ok(encoding::decode(headers, read, limits.max_request_bytes)?)
 }
 
 #[cfg(test)]
@@ -249,6 +265,42 @@ mod tests {
             matches!(read, Head::Streaming(..)),
             "a plain body streams past the bound"
         );
+    }
+
+    #[tokio::test]
+    async fn a_whole_body_is_decoded_as_its_content_encoding_says_and_refused_when_it_cannot_be() {
+        use std::io::Write as _;
+        let message = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(message).unwrap();
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::CONTENT_ENCODING, "gzip".parse().unwrap());
+        let body = Full::new(Bytes::from(gz.finish().unwrap()));
+        let read = read_decoded(body, &mut headers, &limits(8192, 1000)).await;
+        assert_eq!(read.expect("decoded"), Bytes::from_static(message));
+        assert!(!headers.contains_key(http::header::CONTENT_ENCODING));
+        // A plain body is read as it is.
+        let body = Full::new(Bytes::from_static(message));
+        let read = read_decoded(body, &mut http::HeaderMap::new(), &limits(8192, 1000)).await;
+        assert_eq!(read.expect("read"), Bytes::from_static(message));
+        // A coding Warden cannot undo is refused, not read as malformed JSON.
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::CONTENT_ENCODING, "compress".parse().unwrap());
+        let body = Full::new(Bytes::from_static(message));
+        let error = read_decoded(body, &mut headers, &limits(8192, 1000))
+            .await
+            .unwrap_err();
+        assert_eq!(error.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        // A bomb: what decodes past the limit is refused.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&vec![b' '; 64 * 1024]).unwrap();
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::CONTENT_ENCODING, "gzip".parse().unwrap());
+        let body = Full::new(Bytes::from(gz.finish().unwrap()));
+        let error = read_decoded(body, &mut headers, &limits(8192, 1000))
+            .await
+            .unwrap_err();
+        assert_eq!(error.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 
     /// The receiving end of a channel as a stream of frames.

@@ -182,7 +182,7 @@ impl Refusal {
         decision_id: &str,
     ) -> Response<Full<Bytes>> {
         if let Refusal::Mcp(e) = self {
-            return e.respond();
+            return e.respond(decision_id);
         }
         let dialect = route.map_or(Protocol::Openai, |r| r.protocol).dialect();
         if let Refusal::Limited(limited) = self {
@@ -191,7 +191,11 @@ impl Refusal {
         if let Refusal::Credential(e) = self
             && e.status().is_server_error()
         {
-            return dialect.error(self.status(), self.code(), &credential_failed(decision_id));
+            return dialect.error(
+                self.status(),
+                self.code(),
+                &crate::secrets::unavailable_to_agent(Some(decision_id)),
+            );
         }
         let Refusal::Hold(hold) = self else {
             return dialect.error(self.status(), self.code(), &self.to_string());
@@ -294,16 +298,6 @@ fn limited_answer(
 
 /// The id of the approval a held request waits for.
 pub const APPROVAL_HEADER: &str = "x-warden-approval-id";
-
-/// What the agent is told when Warden could not get its request's upstream credential: the
-/// error names Vault's address, secret paths and files, which stay in the operator's log and
-/// the audit record.
-fn credential_failed(decision_id: &str) -> String {
-    format!(
-        "Warden could not get the upstream credential for this request, so it refused it (fail \
-         closed); the operator's log and audit record say why (decision {decision_id})"
-    )
-}
 
 /// What the agent is told when its decision could not be recorded.
 fn audit_refusal(error: &AuditError) -> &'static str {

@@ -395,17 +395,35 @@ impl Approval {
     /// waited is refused although a human approved: both were checked when the request came,
     /// and an approver may not know of them.
     pub async fn settle(self, ex: &mut Exchange) -> Result<(), Refusal> {
-        let approved = self.gate.conclude(self.opened).await?;
-        quarantine(ex, &self.principal)?;
-        ex.token_still_valid()?;
-        ex.approved(&approved);
-        Ok(())
+        let approved = self.gate.conclude(self.opened).await;
+        release(ex, &self.principal, approved?)
     }
+
+    /// As [`Approval::settle`], for a request that cannot be sent again (a server's request
+    /// to the agent): it waits, whatever `approvals.mode`, until decided or expired.
+    pub async fn settle_when_decided(self, ex: &mut Exchange) -> Result<(), Refusal> {
+        let approved = self.gate.decided(self.opened).await;
+        release(ex, &self.principal, approved?)
+    }
+}
+
+/// An approved request goes on, the approval recorded as used, unless its agent was
+/// quarantined or its token revoked while it waited.
+fn release(
+    ex: &mut Exchange,
+    principal: &Principal,
+    approved: approval::gate::Approved,
+) -> Result<(), Refusal> {
+    quarantine(ex, principal)?;
+    ex.token_still_valid()?;
+    ex.approved(&approved);
+    Ok(())
 }
 
 /// The approval `decision` asks for, found or opened (approvers told, and shown `prompt` when
 /// given); `None` when the decision allows; a refusal when it denies or no gate can approve.
-async fn open(
+/// A server's request to the agent settles it where it waits (`proxy/mcp/server_requests.rs`).
+pub(super) async fn open(
     ex: &mut Exchange,
     action: &Action,
     decision: &Decision,
@@ -443,7 +461,10 @@ const APPROVAL_BODY_MAX: usize = 16 * 1024;
 /// for them (only when `audit.record_content` lets request content be kept): every detector's
 /// match masked (`[REDACTED:<detector>]`), then JSON as JSON, other text as text, at most
 /// [`APPROVAL_BODY_MAX`] bytes (`{"truncated": <text>}` past that). `None` for an empty body.
-fn approval_body(body: &[u8], config: &inspect::InspectConfig) -> Option<serde_json::Value> {
+pub(super) fn approval_body(
+    body: &[u8],
+    config: &inspect::InspectConfig,
+) -> Option<serde_json::Value> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return None;
     }
@@ -492,6 +513,14 @@ fn approval_context(
         Facts::Llm(llm) => serde_json::json!({
             "stream": llm.stream, "max_tokens": llm.max_tokens, "tools": llm.tools,
             "input_tokens": llm.input_tokens,
+        }),
+        Facts::Sample(sample) => serde_json::json!({
+            "max_tokens": sample.max_tokens, "include_context": sample.include_context,
+            "model_hints": sample.model_hints, "system_prompt_bytes": sample.system_prompt_bytes,
+            "messages": sample.messages,
+        }),
+        Facts::Elicit(elicit) => serde_json::json!({
+            "mode": elicit.mode, "field_names": elicit.field_names,
         }),
         _ => serde_json::json!({}),
     };

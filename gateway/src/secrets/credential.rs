@@ -82,6 +82,20 @@ impl CredentialError {
     }
 }
 
+/// What an agent is told when Warden could not get the upstream credential its request
+/// needs: the failure names Vault's address, secret paths and files, which stay in the
+/// operator's log and the audit record; `decision_id`, when the request was decided, says
+/// where to look.
+pub fn unavailable_to_agent(decision_id: Option<&str>) -> String {
+    let mut text = "Warden could not get the upstream credential for this request, so it refused \
+                    it (fail closed); the operator's log and audit record say why"
+        .to_owned();
+    if let Some(id) = decision_id.filter(|id| !id.is_empty()) {
+        text.push_str(&format!(" (decision {id})"));
+    }
+    text
+}
+
 /// Where a credential goes on the upstream request.
 #[derive(Clone)]
 pub enum Placed {

@@ -14,7 +14,7 @@ mod template;
 mod vault_source;
 
 pub use config::{CredentialSource, InjectConfig, VaultSource};
-pub use credential::{Credential, CredentialError, Placed, SecretOrigin};
+pub use credential::{Credential, CredentialError, Placed, SecretOrigin, unavailable_to_agent};
 pub use fetch::{CredentialProvider, Fetch, Lookup, NoPrincipal, ProviderError, SecretGuard};
 pub use injection::Injection;
 pub use provider::provider;

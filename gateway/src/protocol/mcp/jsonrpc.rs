@@ -25,8 +25,8 @@ pub mod code {
     pub const DENIED: i64 = -32001;
     /// The upstream server is unavailable or failed.
     pub const UPSTREAM: i64 = -32002;
-    /// Policy wants a human's approval for a request a server sent the agent, which Warden
-    /// does not hold: refused to the server.
+    /// Policy wants a human's approval for a request a server sent the agent, and approvals
+    /// are not enabled on this gateway: refused to the server.
     pub const NEEDS_APPROVAL: i64 = -32003;
     /// The agent cancelled the request (`notifications/cancelled`); MCP numbers no such
     /// error, this is LSP's number for it.

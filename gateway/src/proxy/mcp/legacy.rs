@@ -70,8 +70,9 @@ pub(super) async fn post(
         .shared()
         .mcp
         .legacy(&id, &caller.principal, &caller.route.name)?;
-    let (head, body) = req.into_parts();
-    let body = protocol::body::read(body, &head.headers, &caller.snap.config.limits).await?;
+    let (mut head, body) = req.into_parts();
+    let body =
+        protocol::body::read_decoded(body, &mut head.headers, &caller.snap.config.limits).await?;
     let message = Message::parse(&body).map_err(McpError::from)?;
     let request = match &message.kind {
         Kind::Request { id, .. } => Some(id.to_value()),

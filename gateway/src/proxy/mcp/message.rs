@@ -157,6 +157,7 @@ async fn initialize(
         Via::LegacySse(stream) => Over::LegacySse(stream),
     };
     let shared = ex.shared();
+    let judged = Arc::clone(&judge);
     let (session, result) = shared
         .mcp
         .open(
@@ -178,6 +179,7 @@ async fn initialize(
             },
             e => e,
         })?;
+    judged.in_session(&session.id);
     let result = pin_instructions(ex, &session, result).await;
     ex.outcome(StatusCode::OK).mcp_result(None, None);
     let mut response = json_response(StatusCode::OK, &jsonrpc::result(id, result));

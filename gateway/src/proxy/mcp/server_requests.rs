@@ -2,9 +2,13 @@
 //! `elicitation/create`, `roots/list`; `protocol/mcp/server_ask.rs`) is an action on its
 //! server (`mcp:sample`, `mcp:elicit`, `mcp:list_roots`) judged by Cedar before it reaches the
 //! agent, in an exchange of its own: a decision record (the request's params as
-//! `content_digest`, as content with `audit.record_content`) and its metrics. A denied one, or
-//! one that needs an approval (Warden does not hold a server's request: the server would wait
-//! on a human), is answered to the server with a JSON-RPC error and never reaches the agent.
+//! `content_digest`, as content with `audit.record_content`) and its metrics. A denied one is
+//! answered to the server with a JSON-RPC error and never reaches the agent. One that needs an
+//! approval waits at the approval gate (whatever `approvals.mode`: the server cannot send it
+//! again) in a task of its own, approvers shown its facts and, with `audit.record_content`,
+//! its params masked: approved, it is relayed then; denied or expired, the server gets the
+//! JSON-RPC error (`data.code` `approval_denied` or `approval_expired`); without approvals
+//! enabled it is refused at once (`-32003`).
 //!
 //! The agent's answer is data leaving for the server: inspected as any request's content
 //! (detectors, canary tokens) and, when something is found, judged again with the findings
@@ -12,7 +16,7 @@
 //! error to the server, a redacted one (`@on_match("redact")`) goes on redacted. The request's
 //! outcome record is written when the answer passes, is withheld, or never comes.
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -24,6 +28,7 @@ use super::answer::empty;
 use crate::action::{Action, Findings, Principal, Resource};
 use crate::approval::Hold;
 use crate::decision::Decision;
+use crate::fleet::session::Named;
 use crate::listener::ConnInfo;
 use crate::mcp::{Judge, Ticket, Verdict};
 use crate::protocol::Shape;
@@ -32,7 +37,9 @@ use crate::protocol::mcp::jsonrpc::{self, Kind, Message};
 use crate::protocol::mcp::server_ask::{self, ServerAsk};
 use crate::proxy::exchange::{Exchange, PendingOutcome, ProxyBody, digest};
 use crate::proxy::refusal::Refusal;
-use crate::proxy::stages::{context, decide, inspect, quarantine};
+use crate::proxy::stages::{
+    self, Approval, approval_body, context, decide, inspect, quarantine, recall,
+};
 use crate::route::Route;
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
@@ -50,6 +57,8 @@ pub(super) struct ServerJudge {
     principal: Arc<Principal>,
     /// The connection that opened the session: the context's source address and TLS.
     conn: ConnInfo,
+    /// The agent session's id, once it is open: its facts are the context's `session`.
+    session: OnceLock<Arc<str>>,
 }
 
 impl ServerJudge {
@@ -64,7 +73,13 @@ impl ServerJudge {
             route: Arc::clone(route),
             principal: Arc::clone(principal),
             conn: ex.conn().clone(),
+            session: OnceLock::new(),
         })
+    }
+
+    /// The requests it judges are of agent session `id` (`context.session`).
+    pub(super) fn in_session(&self, id: &Arc<str>) {
+        let _ = self.session.set(Arc::clone(id));
     }
 
     async fn verdict(&self, server: &Arc<str>, message: &Message) -> Verdict {
@@ -111,22 +126,55 @@ impl ServerJudge {
             resource,
             context: context(&ex, &self.route, Findings::none(), facts),
         };
+        // What the agent's session did before, as its own requests see it.
+        let named = self.session.get().map_or(Named::Window, |id| Named::By(id));
+        if let Err(refusal) = recall(&snap, &ex, &mut action, named) {
+            return refuse(ex, refusal, &id).await;
+        }
         let mut content = Bytes::from(params);
         match judge(&snap, &mut ex, &mut action, &mut content).await {
-            Ok(()) => {
-                let outcome = ex.outcome(StatusCode::OK);
-                let _ = ex.finish(Ok(empty(StatusCode::OK)));
-                Verdict::Relay(Some(Box::new(Relayed {
-                    outcome: Some(outcome),
-                    action,
-                })))
-            }
-            Err((refusal, code)) => {
-                let response = ex.finish(Err(refusal));
-                Verdict::Refuse(error_to_server(response, &id, code).await)
-            }
+            Ok(None) => relay(ex, action),
+            Ok(Some(approval)) => Verdict::Held(Box::pin(async move {
+                match approval.settle_when_decided(&mut ex).await {
+                    Ok(()) => relay(ex, action),
+                    Err(refusal) => refuse(ex, refusal, &id).await,
+                }
+            })),
+            Err(refusal) => refuse(ex, refusal, &id).await,
         }
     }
+}
+
+/// A server's request let through (allowed, or approved): relayed to the agent, its outcome
+/// recorded with the agent's answer.
+fn relay(mut ex: Exchange, action: Action) -> Verdict {
+    let outcome = ex.outcome(StatusCode::OK);
+    let _ = ex.finish(Ok(empty(StatusCode::OK)));
+    Verdict::Relay(Some(Box::new(Relayed {
+        outcome: Some(outcome),
+        action,
+    })))
+}
+
+/// A server's request `id` refused: recorded, and answered to the server with a JSON-RPC
+/// error whose `data.code` is the refusal's stable code (`approval_denied`,
+/// `approval_expired`…); one that needs an approval no gate can give under
+/// [`jsonrpc::code::NEEDS_APPROVAL`].
+async fn refuse(ex: Exchange, refusal: Refusal, id: &Value) -> Verdict {
+    let rpc = match &refusal {
+        Refusal::Hold(Hold::ApprovalUnavailable { .. }) => Some(jsonrpc::code::NEEDS_APPROVAL),
+        _ => None,
+    };
+    let code = refusal.code();
+    let response = ex.finish(Err(refusal));
+    let mut error = error_to_server(response, id, rpc).await;
+    if let Some(data) = error["error"].as_object_mut() {
+        let data = data.entry("data").or_insert_with(|| json!({}));
+        if data.is_object() {
+            data["code"] = Value::from(code);
+        }
+    }
+    Verdict::Refuse(error)
 }
 
 impl Judge for ServerJudge {
@@ -144,32 +192,24 @@ fn shape(id: &Value) -> Shape {
     })
 }
 
-/// Quarantine, decide and hold for a server's request: `Err` with the JSON-RPC code its
-/// refusal takes when it is not the dialect's (one that needs an approval).
+/// Quarantine, decide and hold for a server's request: `Ok(None)` when it goes on, the
+/// approval it waits for when it needs one (approvers are shown its facts and, when
+/// `audit.record_content` lets request content be kept, its params masked), else the refusal.
 async fn judge(
     snap: &Snapshot,
     ex: &mut Exchange,
     action: &mut Action,
     content: &mut Bytes,
-) -> Result<(), (Refusal, Option<i64>)> {
-    quarantine(ex, &action.principal).map_err(|r| (r, None))?;
-    let decision = decide(snap, ex, action, content)
-        .await
-        .map_err(|r| (r, None))?;
-    match decision {
-        Decision::Allow { .. } => Ok(()),
-        Decision::Deny { reasons, .. } => Err((Hold::Denied { reasons }.into(), None)),
-        Decision::NeedsApproval { .. } => {
-            let reasons = vec![format!(
-                "{}; Warden does not hold a server's request to the agent for an approval",
-                decision.reasons().join("; ")
-            )];
-            Err((
-                Hold::Denied { reasons }.into(),
-                Some(jsonrpc::code::NEEDS_APPROVAL),
-            ))
-        }
+) -> Result<Option<Approval>, Refusal> {
+    quarantine(ex, &action.principal)?;
+    let decision = decide(snap, ex, action, content).await?;
+    if matches!(decision, Decision::NeedsApproval { .. })
+        && snap.config.audit.record_content
+        && let Some(shown) = approval_body(content, &snap.config.inspect)
+    {
+        ex.show_body(shown);
     }
+    stages::open(ex, action, &decision, None).await
 }
 
 /// The JSON-RPC error of `response` (a refusal Warden answered in MCP's shape) as the answer

@@ -56,8 +56,9 @@ async fn post(
     ex: &mut Exchange,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Refusal> {
-    let (head, body) = req.into_parts();
-    let body = protocol::body::read(body, &head.headers, &caller.snap.config.limits).await?;
+    let (mut head, body) = req.into_parts();
+    let body =
+        protocol::body::read_decoded(body, &mut head.headers, &caller.snap.config.limits).await?;
     let message = Message::parse(&body).map_err(McpError::from)?;
     message::handle(
         caller,
