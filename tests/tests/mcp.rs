@@ -1495,3 +1495,36 @@ async fn a_compressed_message_is_decoded_judged_and_sent_on_decoded() {
     assert_eq!(status, 415, "{body}");
     assert!(body.contains("unsupported_content_encoding"), "{body}");
 }
+
+#[tokio::test]
+async fn a_task_augmented_call_runs_as_a_plain_call_since_warden_relays_no_tasks() {
+    let w = warden(vec![mcp::everything_stdio("everything")], |b| b).await;
+    let token = w.token("e2e-agent").await.unwrap();
+    let session = mcp::initialize_raw(&w, "/mcp/tools", &token).await.unwrap();
+    let with_task = |id: u64, tool: &str, arguments: Value| {
+        let mut call = mcp::tool_call(id, tool, arguments);
+        call["params"]["task"] = json!({"ttl": 60000});
+        call
+    };
+    // A tool that may run either way answers at once, as to a plain call.
+    let echo = with_task(2, "everything_echo", json!({"message": "no task"}));
+    let r = mcp::post_raw(&w, "/mcp/tools", &token, Some(&session), &echo)
+        .await
+        .unwrap();
+    let body = r.text().await.unwrap();
+    assert!(body.contains("Echo: no task"), "{body}");
+    assert!(!body.contains("taskId"), "{body}");
+    // One that runs only as a task is refused by its server: no task handle the agent could
+    // poll through Warden (tasks/get is not relayed) comes back.
+    let research = with_task(
+        3,
+        "everything_simulate-research-query",
+        json!({"topic": "gateways"}),
+    );
+    let r = mcp::post_raw(&w, "/mcp/tools", &token, Some(&session), &research)
+        .await
+        .unwrap();
+    let body = r.text().await.unwrap();
+    assert!(body.contains("requires task augmentation"), "{body}");
+    assert!(!body.contains("taskId"), "{body}");
+}

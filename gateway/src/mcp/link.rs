@@ -275,11 +275,43 @@ fn initialize_params(client: &Map<String, Value>) -> Map<String, Value> {
             params.insert(key.into(), v.clone());
         }
     }
-    params
+    let capabilities = params
         .entry("capabilities")
         .or_insert_with(|| Value::Object(Map::new()));
+    // Warden does not relay tasks (`tasks/get`, `tasks/result` and the rest are refused), so
+    // a server is not told the agent runs its requests as tasks.
+    if let Some(capabilities) = capabilities.as_object_mut() {
+        capabilities.remove("tasks");
+        if let Some(Value::Object(extensions)) = capabilities.get_mut("extensions") {
+            extensions.remove("io.modelcontextprotocol/tasks");
+        }
+    }
     params.entry("clientInfo").or_insert_with(
         || serde_json::json!({"name": "warden", "version": env!("CARGO_PKG_VERSION")}),
     );
     params
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_is_not_told_the_agent_takes_tasks() {
+        let client = serde_json::json!({
+            "protocolVersion": "2025-11-25",
+            "capabilities": {
+                "sampling": {},
+                "tasks": {"requests": {"sampling": {"createMessage": {}}}},
+                "extensions": {"io.modelcontextprotocol/tasks": {}, "io.example/x": {}}
+            },
+            "clientInfo": {"name": "agent", "version": "1"}
+        });
+        let params = initialize_params(client.as_object().unwrap());
+        assert_eq!(
+            params["capabilities"],
+            serde_json::json!({"sampling": {}, "extensions": {"io.example/x": {}}})
+        );
+        assert_eq!(params["clientInfo"]["name"], "agent");
+    }
 }

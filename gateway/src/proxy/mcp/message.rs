@@ -383,6 +383,10 @@ impl Judging<'_> {
             decided: true,
         })?;
         rewrite.apply(message.params_mut());
+        // Warden offers no tasks: it could not judge or inspect what `tasks/get` and
+        // `tasks/result` would carry later. As a receiver without the capability must, it
+        // has the call run as a plain request (a tool that runs only as a task says so).
+        message.params_mut().remove("task");
         let method = message.method().unwrap_or_default().to_owned();
         let mut params = message.params().clone();
         ex.propagate_meta(&mut params);
