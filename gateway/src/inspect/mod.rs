@@ -84,20 +84,18 @@ const URL: &str = "url";
 /// What [`inspect_head`] locates a header's finding with, before its name.
 const HEADER: &str = "header ";
 
-/// Headers not inspected on an egress request: they carry the agent's own credentials to the
-/// destination (`Authorization`, `Cookie`; `Proxy-Authorization` is Warden's and never
-/// leaves). A credential there is how a client signs in, which a credential detector would
-/// otherwise report on every authenticated request.
-pub const EGRESS_UNINSPECTED: [http::HeaderName; 3] = [
-    http::header::AUTHORIZATION,
-    http::header::PROXY_AUTHORIZATION,
-    http::header::COOKIE,
-];
+/// Headers not inspected on a request to the egress proxy itself: `Proxy-Authorization`
+/// carries the agent's Warden token, Warden reads it and it never leaves. Everything else is
+/// inspected, `Authorization` and `Cookie` included: they reach the destination as the agent
+/// wrote them, so a secret or a canary could leave in them. In a tunnel (plain HTTP, or read
+/// out of intercepted TLS) `Proxy-Authorization` is the agent's content like any other header.
+pub const EGRESS_UNINSPECTED: [http::HeaderName; 1] = [http::header::PROXY_AUTHORIZATION];
 
 /// Adds to `findings` what the content of a request's head shows: its target (path and
 /// query, percent-decoded; location `url`) and its header values (`header <name>`), but those
 /// of the headers named in `uninspected` (the caller's credentials, which it says where they
-/// go: [`EGRESS_UNINSPECTED`], or for a REST route the headers Warden strips).
+/// go: [`EGRESS_UNINSPECTED`] on a request to the egress proxy, or for a REST route the
+/// headers Warden strips).
 pub fn inspect_head(
     findings: &mut Findings,
     uri: &http::Uri,
