@@ -129,8 +129,8 @@ enum ConnectorCommand {
         /// Upstream base URL. Default: the description's first server.
         #[arg(long)]
         base_url: Option<String>,
-        /// Path parameters the API takes in any case (`owner,repo`): lower-cased before
-        /// policy judges them and sent so (the connector's `fold_case:`).
+        /// Path parameters (and fields) the API takes in any case (`owner,repo`): lower-cased
+        /// before policy judges them and sent so (the connector's `fold_case:`).
         #[arg(long, value_delimiter = ',')]
         fold_case: Vec<String>,
         /// Write the connector here instead of standard output.

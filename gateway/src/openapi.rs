@@ -49,7 +49,7 @@ pub struct ImportOptions {
     pub name: Option<String>,
     /// The upstream base URL; default: the first server's.
     pub base_url: Option<String>,
-    /// Path parameters the API takes in any case (the connector's `fold_case:`).
+    /// Path parameters (and fields) the API takes in any case (the connector's `fold_case:`).
     pub fold_case: Vec<String>,
 }
 

@@ -482,6 +482,21 @@ impl Warden {
         Ok(token)
     }
 
+    /// `warden canary issue --kind <kind> --label e2e [extra]`: what it printed.
+    pub async fn issue_canary(&self, kind: &str, extra: &[&str]) -> anyhow::Result<String> {
+        let mut args = vec!["canary", "issue", "--kind", kind, "--label", "e2e"];
+        args.extend_from_slice(extra);
+        let out = self.cli(&args).await?;
+        if !out.status.success() {
+            bail!(
+                "warden canary issue failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
     /// A one-hour Warden token for `agent`.
     pub async fn token(&self, agent: &str) -> anyhow::Result<String> {
         self.token_with(agent, "1h", &[]).await

@@ -117,15 +117,7 @@ async fn setup_with(
 
 /// `warden canary issue --kind <kind> [extra]`: stdout.
 async fn issue(warden: &Warden, kind: &str, extra: &[&str]) -> String {
-    let mut args = vec!["canary", "issue", "--kind", kind, "--label", "e2e"];
-    args.extend_from_slice(extra);
-    let out = warden.cli(&args).await.unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    warden.issue_canary(kind, extra).await.unwrap()
 }
 
 /// A chat completion whose prompt says `text`: the status and body.

@@ -962,7 +962,7 @@ when { context.scheme == "tcp" };
 }
 
 #[tokio::test]
-async fn credentials_in_a_plain_http_requests_url_or_headers_are_findings() {
+async fn secrets_and_canaries_in_a_plain_http_requests_url_or_any_header_are_findings() {
     let http = Origin::start(LOOPBACK, 0, None).await.unwrap();
     let port = http.addr.port();
     let dns = Dns::start(json!({"allowed.test": [["127.0.0.1"]]}))
@@ -977,44 +977,51 @@ when { context.findings.contains("aws_access_key") };
     let (warden, proxy, token) = allowlist_and(&dns, ("no-aws.cedar", no_aws_keys)).await;
     let key = "AKIAIOSFODNN7EXAMPLE";
     let url = format!("http://allowed.test:{port}/");
-    // In the query (percent-encoded or not), in a header of the agent's choosing: denied.
+    // In the query (percent-encoded or not), in a header of the agent's choosing, and in
+    // `Authorization` and `Cookie`, which reach the destination as the agent wrote them:
+    // denied.
     for args in [
         vec![format!("{url}keys/{key}/sendMessage")],
         vec![format!("{url}?k={key}")],
         vec![format!("{url}?k=%41KIAIOSFODNN7EXAMPLE")],
         vec![url.clone(), "-H".into(), format!("X-D: {key}")],
+        vec![
+            url.clone(),
+            "-H".into(),
+            format!("Authorization: AWS4-HMAC-SHA256 Credential={key}/x"),
+        ],
+        vec![url.clone(), "-H".into(), format!("Cookie: session={key}")],
     ] {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let got = curl(proxy, Some(&token), &args).await.unwrap();
         assert_eq!(got.status, 403, "{args:?}: {got:?}");
         assert!(got.body.contains("an AWS key leaves"), "{args:?}: {got:?}");
     }
-    // The agent's own credential to the destination is how a client signs in: not inspected.
-    let got = curl(
-        proxy,
-        Some(&token),
-        &[
-            &url,
-            "-H",
-            &format!("Authorization: AWS4-HMAC-SHA256 Credential={key}/x"),
-        ],
-    )
-    .await
-    .unwrap();
+    // The agent's Warden token in `Proxy-Authorization` is Warden's, and never leaves: no
+    // finding, and a request without secrets goes through.
+    let got = curl(proxy, Some(&token), &[&url, "-H", "Cookie: session=plain"])
+        .await
+        .unwrap();
     assert_eq!(got.status, 200, "{got:?}");
     let denied: Vec<Value> = records_for(&warden, "allowed.test")
         .into_iter()
         .filter(|r| r["kind"] == "decision" && r["decision"] == "deny")
         .collect();
-    assert_eq!(denied.len(), 4, "{denied:?}");
+    assert_eq!(denied.len(), 6, "{denied:?}");
     let located: Vec<String> = denied
         .iter()
         .flat_map(|r| r["findings"].as_array().cloned().unwrap_or_default())
         .filter_map(|f| f["location"].as_str().map(str::to_owned))
         .collect();
-    assert!(
-        located.iter().filter(|l| l.starts_with("url")).count() == 3
-            && located.iter().any(|l| l.starts_with("header x-d")),
+    for header in ["header x-d", "header authorization", "header cookie"] {
+        assert!(
+            located.iter().any(|l| l.starts_with(header)),
+            "{header}: {located:?}"
+        );
+    }
+    assert_eq!(
+        located.iter().filter(|l| l.starts_with("url")).count(),
+        3,
         "{located:?}"
     );
     let text = denied
@@ -1025,7 +1032,44 @@ when { context.findings.contains("aws_access_key") };
     // Neither is the key itself recorded, nor a path a secret was found in.
     assert!(!text.contains(key), "{text}");
     assert!(!text.contains("sendMessage"), "{text}");
-    assert_eq!(http.seen().len(), 1, "only the signed-in request arrived");
+    assert_eq!(
+        http.seen().len(),
+        1,
+        "only the request without secrets arrived"
+    );
+
+    // A canary token in `Cookie`: denied whatever policy says, recorded without its value.
+    let canary = warden.issue_canary("api-token", &[]).await.unwrap();
+    let cookie = format!("Cookie: session={}", canary.trim());
+    // Until Warden reads the new canary from the state store, the request goes through.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let got = loop {
+        let got = curl(proxy, Some(&token), &[&url, "-H", &cookie])
+            .await
+            .unwrap();
+        if got.status == 403 || tokio::time::Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(got.body.contains("canary token"), "{got:?}");
+    let record = warden
+        .wait_for_audit(WAIT, |r| {
+            r["kind"] == "decision" && r.to_string().contains("\"canary\"")
+        })
+        .await
+        .expect("the canary's decision");
+    assert_eq!(record["action"], "egress:request", "{record}");
+    assert_eq!(
+        record["policies"],
+        json!(["warden/canary-token"]),
+        "{record}"
+    );
+    let log = serde_json::to_string(&warden.audit_records()).unwrap();
+    assert!(
+        !log.contains(canary.trim()),
+        "the canary's value is recorded"
+    );
 }
 
 #[tokio::test]

@@ -165,17 +165,8 @@ fn detectors(record: &Value) -> Vec<String> {
 /// Warden's CA) posts it to `url` until it is refused (the first may go through before the
 /// state store's refresh); the canary and that refusal.
 async fn planted_canary(s: &Setup, url: &str) -> (String, Curled) {
-    let out = s
-        .warden
-        .cli(&["canary", "issue", "--kind", "api-token", "--label", "e2e"])
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let canary = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let canary = s.warden.issue_canary("api-token", &[]).await.unwrap();
+    let canary = canary.trim().to_owned();
     let ca = s.warden_ca.to_str().unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;
     let got = loop {
@@ -240,29 +231,32 @@ async fn requests_inside_an_intercepted_tunnel_are_judged_and_leaks_are_denied_w
     assert_eq!(saw["method"], "POST");
     assert_eq!(saw["body_len"], 9);
 
-    // A body with an AWS key is denied inside the tunnel, and never reaches the origin.
-    for version in ["--http2", "--http1.1"] {
+    // A body with an AWS key is denied inside the tunnel, and never reaches the origin; so is
+    // one in `Authorization` or `Cookie`, which the destination gets as written, and in a
+    // `Proxy-Authorization` inside the tunnel (no credential of Warden's there).
+    let body = format!("aws_access_key_id={AWS_KEY}");
+    let headers = ["Authorization", "Cookie", "Proxy-Authorization"]
+        .map(|h| ("--http1.1", "-H", format!("{h}: k={AWS_KEY}")));
+    let bodies = ["--http2", "--http1.1"].map(|v| (v, "--data-binary", body.clone()));
+    for (version, flag, leak) in bodies.into_iter().chain(headers) {
         let got = curl(
             s.proxy,
             Some(&s.token),
-            &[
-                version,
-                "--cacert",
-                ca,
-                "--data-binary",
-                &format!("aws_access_key_id={AWS_KEY}"),
-                &url,
-            ],
+            &[version, "--cacert", ca, flag, &leak, &url],
         )
         .await
         .unwrap();
-        assert_eq!(got.status, 403, "{version}: {got:?}");
+        assert_eq!(got.status, 403, "{version} {leak}: {got:?}");
         assert!(
             got.body.contains("the request carries an AWS access key"),
-            "{version}: {got:?}"
+            "{version} {leak}: {got:?}"
         );
     }
-    assert_eq!(s.origin.seen().len(), 2, "the denied bodies did not arrive");
+    assert_eq!(
+        s.origin.seen().len(),
+        2,
+        "the denied requests did not arrive"
+    );
 
     // A planted canary is denied whatever policy says.
     let (canary, got) = planted_canary(&s, &url).await;
@@ -285,7 +279,7 @@ async fn requests_inside_an_intercepted_tunnel_are_judged_and_leaks_are_denied_w
         .iter()
         .filter(|r| detectors(r).contains(&"aws_access_key".to_owned()))
         .collect();
-    assert_eq!(aws.len(), 2, "{decisions:#?}");
+    assert_eq!(aws.len(), 5, "{decisions:#?}");
     for record in &aws {
         assert_eq!(record["decision"], "deny");
         assert_eq!(record["policies"], json!(["egress-no-aws-keys"]));

@@ -630,8 +630,11 @@ async fn a_secret_in_a_rest_url_or_header_is_found_and_the_path_kept_out_of_the_
     let (fake, warden, token) = start(&[("dlp.cedar", NO_SECRETS)], true).await;
     let key = "AKIAIOSFODNN7EXAMPLE";
     for (path, header) in [
-        // In a parameter kept as sent (`repo` is lower-cased: no key is left in it).
+        // In a parameter kept as sent, and in ones the connector lower-cases (`owner`,
+        // `repo`): read as the agent sent them, the key is found before folding hides it.
         (format!("/github/repos/acme/app/contents/{key}"), None),
+        (format!("/github/repos/acme/{key}"), None),
+        (format!("/github/repos/{key}/app/issues"), None),
         (format!("/github/repos/acme/app?note=k%3D{key}"), None),
         ("/github/repos/acme/app".to_owned(), Some(("x-note", key))),
         (
@@ -799,4 +802,141 @@ async fn approvers_see_a_held_rest_calls_body_masked_only_when_content_is_kept()
             assert!(shown.contains("[REDACTED:aws_access_key]"), "{shown}");
         }
     }
+}
+
+/// A chat API whose channel names are case-insensitive: the connector folds `channel` (a body
+/// field of one operation, a query field of another) and the `{team}` path parameter.
+const CHAT_CONNECTOR: &str = r#"name: chat
+protocol: rest
+provider: chat
+base_url: https://chat.acme.test/api
+credential: { header: authorization, format: "Bearer {secret}" }
+fold_case: [team, channel]
+operations:
+  - { action: messages.post, method: POST, path: "/teams/{team}/messages", fields: { channel: body.channel, text: body.text } }
+  - { action: history.get, method: GET, path: "/teams/{team}/history", fields: { channel: query.channel } }
+"#;
+
+/// Agents may post and read in `general` only.
+const GENERAL_ONLY: &str = r#"
+@id("chat-general-only")
+permit (principal, action in [Action::"chat:messages.post", Action::"chat:history.get"], resource)
+when { context.fields has channel && context.fields.channel == "general" };
+"#;
+
+/// The double under `/chat` and Warden with a route of [`CHAT_CONNECTOR`] (from a connectors
+/// directory of its own), `policies` only; an agent token.
+async fn start_chat(policies: &[(&str, &str)]) -> (FakeRest, Warden, String, tempfile::TempDir) {
+    let fake = FakeRest::start(
+        vec![Credential {
+            base: "/chat".into(),
+            header: "authorization".into(),
+            value: "Bearer chat-e2e-token".into(),
+        }],
+        Vec::new(),
+    )
+    .await
+    .expect("double");
+    let dir = tempfile::tempdir().expect("connectors dir");
+    std::fs::write(dir.path().join("chat.yaml"), CHAT_CONNECTOR).expect("connector");
+    let route = json!({"prefix": "/chat", "connector": "chat",
+                       "upstream": format!("{}/chat", fake.url()),
+                       "credential": {"env": "E2E_CHAT_TOKEN"}});
+    let mut builder = WardenBuilder::with_upstream_url(&fake.url())
+        .set("/routes", json!([route]))
+        .set("/connectors_dir", json!(dir.path()))
+        .env("E2E_CHAT_TOKEN", "chat-e2e-token")
+        .without_policy("e2e-permit-all.cedar");
+    for (name, text) in policies {
+        builder = builder.policy(name, text);
+    }
+    let warden = builder.start().await.expect("warden starts");
+    let token = warden.token(AGENT).await.expect("token");
+    fake.forbid(&token);
+    (fake, warden, token, dir)
+}
+
+#[tokio::test]
+async fn fold_case_fields_in_a_body_or_query_are_judged_and_sent_in_lower_case() {
+    let (fake, warden, token, _dir) = start_chat(&[("chat.cedar", GENERAL_ONLY)]).await;
+    let json_type = "application/json";
+    let form = "application/x-www-form-urlencoded";
+    // `GENERAL`, `General`, and `gеneral` with a Cyrillic е are `general` to the API, so to
+    // policy; they are sent as judged, whatever else the body holds kept as it came.
+    for (content_type, body, sent) in [
+        (
+            json_type,
+            r#"{"channel":"GENERAL","text":"Deploy DONE"}"#,
+            r#"{"channel":"general","text":"Deploy DONE"}"#,
+        ),
+        (
+            form,
+            "channel=General&text=Deploy+DONE",
+            "channel=general&text=Deploy+DONE",
+        ),
+        (
+            json_type,
+            "{\"text\":\"Hi\",\"channel\":\"g\u{0435}neral\"}",
+            r#"{"text":"Hi","channel":"general"}"#,
+        ),
+    ] {
+        let (status, answer) = post_raw(
+            &warden,
+            &token,
+            "/chat/teams/Acme/messages",
+            content_type,
+            None,
+            body.as_bytes().to_vec(),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}: {answer}");
+        let seen = fake.requests().pop().expect("reached the API");
+        assert_eq!(seen.path, "/chat/teams/acme/messages", "{body}");
+        assert_eq!(String::from_utf8_lossy(&seen.body), sent, "{body}");
+    }
+    let record = warden
+        .wait_for_audit(Duration::from_secs(10), |r| {
+            r["kind"] == "decision" && r.to_string().contains("field channel")
+        })
+        .await
+        .expect("the look-alike reported");
+    assert!(
+        record["findings"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f["detector"] == "lookalike_identifier")),
+        "{record}"
+    );
+    // In the query: judged and sent folded, the rest of the query as it came.
+    let (status, answer) = raw(
+        &warden,
+        &token,
+        "GET",
+        "/chat/teams/ACME/history?channel=GENERAL&cursor=AbC",
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let seen = fake.requests().pop().expect("reached the API");
+    assert_eq!(
+        seen.path,
+        "/chat/teams/acme/history?channel=general&cursor=AbC"
+    );
+    // Another channel in any spelling is denied; a channel hidden with invisible characters
+    // is refused before policy, as a path parameter would be.
+    let before = fake.requests().len();
+    for (body, refused, code) in [
+        (r#"{"channel":"RANDOM"}"#, 403, "request_denied"),
+        (r#"{"channel":"gen\u200beral"}"#, 400, "invalid_identifier"),
+    ] {
+        let body = body.as_bytes().to_vec();
+        let path = "/chat/teams/acme/messages";
+        let (status, answer) = post_raw(&warden, &token, path, json_type, None, body).await;
+        assert_eq!(status, refused, "{answer}");
+        assert_eq!(answer["error"]["code"], code, "{answer}");
+    }
+    assert_eq!(
+        fake.requests().len(),
+        before,
+        "nothing refused reached the API"
+    );
 }

@@ -84,20 +84,18 @@ const URL: &str = "url";
 /// What [`inspect_head`] locates a header's finding with, before its name.
 const HEADER: &str = "header ";
 
-/// Headers not inspected on an egress request: they carry the agent's own credentials to the
-/// destination (`Authorization`, `Cookie`; `Proxy-Authorization` is Warden's and never
-/// leaves). A credential there is how a client signs in, which a credential detector would
-/// otherwise report on every authenticated request.
-pub const EGRESS_UNINSPECTED: [http::HeaderName; 3] = [
-    http::header::AUTHORIZATION,
-    http::header::PROXY_AUTHORIZATION,
-    http::header::COOKIE,
-];
+/// Headers not inspected on a request to the egress proxy itself: `Proxy-Authorization`
+/// carries the agent's Warden token, Warden reads it and it never leaves. Everything else is
+/// inspected, `Authorization` and `Cookie` included: they reach the destination as the agent
+/// wrote them, so a secret or a canary could leave in them. In a tunnel (plain HTTP, or read
+/// out of intercepted TLS) `Proxy-Authorization` is the agent's content like any other header.
+pub const EGRESS_UNINSPECTED: [http::HeaderName; 1] = [http::header::PROXY_AUTHORIZATION];
 
 /// Adds to `findings` what the content of a request's head shows: its target (path and
 /// query, percent-decoded; location `url`) and its header values (`header <name>`), but those
 /// of the headers named in `uninspected` (the caller's credentials, which it says where they
-/// go: [`EGRESS_UNINSPECTED`], or for a REST route the headers Warden strips).
+/// go: [`EGRESS_UNINSPECTED`] on a request to the egress proxy, or for a REST route the
+/// headers Warden strips).
 pub fn inspect_head(
     findings: &mut Findings,
     uri: &http::Uri,
@@ -105,9 +103,7 @@ pub fn inspect_head(
     uninspected: &[http::HeaderName],
     config: &InspectConfig,
 ) {
-    if let Some(target) = uri.path_and_query() {
-        inspect_in(findings, &decoded_target(target), &URL, config);
-    }
+    inspect_url(findings, uri, config);
     for (name, value) in headers {
         if uninspected.contains(name) {
             continue;
@@ -118,6 +114,30 @@ pub fn inspect_head(
             &format_args!("{HEADER}{name}"),
             config,
         );
+    }
+}
+
+/// Adds to `findings` what a request's target shows (path and query, percent-decoded;
+/// location `url`).
+pub fn inspect_url(findings: &mut Findings, uri: &http::Uri, config: &InspectConfig) {
+    if let Some(target) = uri.path_and_query() {
+        inspect_in(findings, &decoded_target(target), &URL, config);
+    }
+}
+
+/// Adds to `findings` what `uri` (a request's target as it goes on, when it differs from the
+/// one [`inspect_head`] read) shows of detectors not found in the url already.
+pub fn inspect_url_also(findings: &mut Findings, uri: &http::Uri, config: &InspectConfig) {
+    let mut more = Findings::none();
+    inspect_url(&mut more, uri, config);
+    for finding in more.0 {
+        let known = findings
+            .0
+            .iter()
+            .any(|f| f.detector == finding.detector && in_url(&f.location));
+        if !known {
+            findings.0.push(finding);
+        }
     }
 }
 
@@ -232,6 +252,34 @@ mod tests {
                 "{label}"
             );
         }
+    }
+
+    #[test]
+    fn a_url_as_sent_and_as_it_goes_on_are_both_read_and_each_detector_found_once() {
+        let config = InspectConfig::default();
+        // Put together here: this file is a sample of code without secrets (secrets.rs).
+        let key = ["AKIA", "IOSFODNN7EXAMPLE"].concat();
+        let uri = |text: String| -> http::Uri { text.parse().unwrap() };
+        // Folded to lower case, the key no longer reads as one: found in what was sent.
+        let sent = uri(format!("/github/repos/acme/{key}"));
+        let judged = uri(format!("/github/repos/acme/{}", key.to_lowercase()));
+        let mut findings = Findings::none();
+        inspect_url(&mut findings, &sent, &config);
+        inspect_url_also(&mut findings, &judged, &config);
+        let found: Vec<&str> = findings.detectors().collect();
+        assert_eq!(found, ["aws_access_key"], "{findings:?}");
+        assert!(found_in_url(&findings));
+        // Sent with a look-alike (Cyrillic А), the key is only made by folding: found in what
+        // goes on, once.
+        let sent = uri(format!("/x/%D0%90{}", &key[1..]));
+        let judged = uri(format!("/x/{key}"));
+        let mut findings = Findings::none();
+        inspect_url(&mut findings, &sent, &config);
+        assert!(findings.0.is_empty(), "{findings:?}");
+        inspect_url_also(&mut findings, &judged, &config);
+        inspect_url_also(&mut findings, &judged, &config);
+        assert_eq!(findings.0.len(), 1, "{findings:?}");
+        assert!(found_in_url(&findings));
     }
 
     #[test]

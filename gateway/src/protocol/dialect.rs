@@ -62,8 +62,14 @@ pub enum Shape {
     Llm(LlmRequest),
     /// An MCP message.
     Mcp(super::mcp::shape::McpShape),
-    /// A REST call, to go upstream to `path` (below the base URL), the path as judged.
-    Rest { path: String },
+    /// A REST call, to go upstream to `path` (below the base URL), the path as judged, with
+    /// `query` instead of the query sent when fields in it were folded (`fold_case:`), and
+    /// the operation's fields `folded` (whose values in the body go upstream folded).
+    Rest {
+        path: String,
+        query: Option<String>,
+        folded: Vec<super::rest::operations::Field>,
+    },
 }
 
 impl Shape {
@@ -71,7 +77,16 @@ impl Shape {
     /// it into a canonical form; `None` to send it as received.
     pub fn upstream_path(&self) -> Option<&str> {
         match self {
-            Shape::Rest { path } => Some(path),
+            Shape::Rest { path, .. } => Some(path),
+            Shape::Llm(_) | Shape::Mcp(_) => None,
+        }
+    }
+
+    /// The query the request must go upstream with when the dialect rewrote it as judged;
+    /// `None` to send it as received.
+    pub fn upstream_query(&self) -> Option<&str> {
+        match self {
+            Shape::Rest { query, .. } => query.as_deref(),
             Shape::Llm(_) | Shape::Mcp(_) => None,
         }
     }
@@ -156,6 +171,18 @@ pub trait Dialect: Send + Sync + 'static {
     /// did not ask for is taken out of it (`openai::UsageChunks`).
     fn ask_usage(&self, _shape: &Shape, _body: &[u8]) -> Option<Bytes> {
         None
+    }
+
+    /// The body to send upstream for a request read as `shape` (with `headers`), when it is
+    /// not `body` as it stands: the values the dialect judged in another form than sent
+    /// (REST fields `fold_case:` names). An error when the body no longer reads as judged.
+    fn sent_body(
+        &self,
+        _shape: &Shape,
+        _headers: &HeaderMap,
+        _body: &[u8],
+    ) -> Result<Option<Bytes>, ProtocolError> {
+        Ok(None)
     }
 
     /// A rewriter that has the tool calls a model proposes in the response to a request read

@@ -131,7 +131,7 @@ async fn walk(
     }
     let (mut action, mut request) = interpret(snap, ex, &route, principal, req).await?;
     if route.protocol == protocol::Protocol::Rest {
-        inspect_head(snap, ex, &mut action, &request.head);
+        inspect_head(snap, ex, &mut action, &request.head, request.sent.as_ref());
     }
     inspect(snap, ex, &mut action, &request.body);
     limit(snap, ex, &action)?;
@@ -230,6 +230,8 @@ struct ReadRequest {
     head: http::request::Parts,
     body: Bytes,
     rest: Option<Incoming>,
+    /// The target as the agent sent it, when it goes upstream otherwise (as judged).
+    sent: Option<http::Uri>,
 }
 
 /// Route: the longest matching path prefix.
@@ -305,8 +307,13 @@ async fn interpret(
         ex.bind_query(head.uri.query());
     }
     // The request goes upstream as it was judged.
+    let mut sent = None;
     if let Some(path) = shape.upstream_path() {
-        head.uri = judged_uri(route, path, head.uri.query()).map_err(Refusal::UpstreamRequest)?;
+        let query = shape.upstream_query().or(head.uri.query());
+        let judged = judged_uri(route, path, query).map_err(Refusal::UpstreamRequest)?;
+        if judged != head.uri {
+            sent = Some(std::mem::replace(&mut head.uri, judged));
+        }
     }
     ex.interpreted(&verb, &resource, &facts, shape);
     let action = Action {
@@ -315,7 +322,13 @@ async fn interpret(
         resource,
         context: context(ex, route, findings, facts),
     };
-    Ok((action, ReadRequest { head, body, rest }))
+    let request = ReadRequest {
+        head,
+        body,
+        rest,
+        sent,
+    };
+    Ok((action, request))
 }
 
 /// The request URI with `path` (below the route's prefix) as the dialect read it.
@@ -354,9 +367,10 @@ async fn credential(
         mut head,
         body,
         rest,
+        ..
     } = request;
     let body = match rest {
-        None => ask_usage(snap, ex, route, body),
+        None => ask_usage(snap, ex, route, sent_body(ex, route, &head, body)?),
         Some(_) => body,
     };
     let body = match streamed::outbound(snap, ex, action, body, rest, verdict) {
@@ -373,6 +387,24 @@ async fn credential(
             .map_err(Refusal::UpstreamRequest)?;
     ex.propagate(outbound.headers_mut());
     Ok(outbound)
+}
+
+/// Credential: the body as the dialect judged it (REST fields `fold_case:` names, folded), when
+/// that is not the body as it stands; read after redaction, so that both reach upstream.
+fn sent_body(
+    ex: &Exchange,
+    route: &Route,
+    head: &http::request::Parts,
+    body: Bytes,
+) -> Result<Bytes, Refusal> {
+    let Some(shape) = ex.shape() else {
+        return Ok(body);
+    };
+    Ok(route
+        .protocol
+        .dialect()
+        .sent_body(shape, &head.headers, &body)?
+        .unwrap_or(body))
 }
 
 /// Credential, when budgets are set: a request whose answer would not report its usage (an

@@ -106,23 +106,37 @@ const REST_UNINSPECTED: [http::HeaderName; 5] = [
 
 /// Inspect, for a REST route: its target (path and query, percent-decoded) and the header
 /// values that go upstream, with the content detectors and for canary tokens, as the egress
-/// proxy does. A finding in the url keeps the path out of the decision record.
+/// proxy does. The target is read as the agent `sent` it (when it goes upstream otherwise, as
+/// judged: parameters folded), so that folding hides no secret from the detectors, and as it
+/// goes upstream, for what folding made (a look-alike folded into a key): what only the latter
+/// shows is added. A finding in the url keeps the path out of the decision record.
 pub(super) fn inspect_head(
     snap: &Snapshot,
     ex: &Exchange,
     action: &mut Action,
     head: &http::request::Parts,
+    sent: Option<&http::Uri>,
 ) {
     let findings = &mut action.context.findings;
     inspect::inspect_head(
         findings,
-        &head.uri,
+        sent.unwrap_or(&head.uri),
         &head.headers,
         &REST_UNINSPECTED,
         &snap.config.inspect,
     );
-    if let Some(target) = head.uri.path_and_query() {
-        look_for_canaries(ex, action, &inspect::decoded_target(target), "url");
+    if sent.is_some() {
+        inspect::inspect_url_also(findings, &head.uri, &snap.config.inspect);
+    }
+    let url_canaries = |action: &mut Action, uri: &http::Uri| {
+        if let Some(target) = uri.path_and_query() {
+            look_for_canaries(ex, action, &inspect::decoded_target(target), "url");
+        }
+    };
+    url_canaries(action, sent.unwrap_or(&head.uri));
+    // A canary the agent sent is found once; one only folding made, in what goes.
+    if sent.is_some() && !canary::hit(&action.context.findings) {
+        url_canaries(action, &head.uri);
     }
     let mut headers = Vec::new();
     for (name, value) in &head.headers {

@@ -213,8 +213,8 @@ impl Connectors {
                     (_, true) if !c.fold_case.is_empty() => errors.push(located(
                         "fold_case".into(),
                         format!(
-                            "fold_case names a REST API's path parameters; this connector \
-                             speaks {} (remove it)",
+                            "fold_case names a REST API's path parameters and fields; this \
+                             connector speaks {} (remove it)",
                             c.protocol
                         ),
                     )),

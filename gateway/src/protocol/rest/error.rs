@@ -32,6 +32,12 @@ pub enum RestError {
          .. segment; send the value in plain characters"
     )]
     FoldedSeparator { name: Arc<str> },
+    /// A field the connector folds to lower case (`fold_case:`) could hide from policy.
+    #[error("field {field} is not valid: {problem}")]
+    FieldIdentifier {
+        field: Arc<str>,
+        problem: IdentifierProblem,
+    },
     /// The request asks the upstream to take it for another method.
     #[error(
         "the {header} header is refused: the method is judged as sent ({method}); send the \
@@ -74,7 +80,9 @@ impl RestError {
     pub fn code(&self) -> &'static str {
         match self {
             RestError::Path { .. } => "invalid_path",
-            RestError::Parameter { .. } | RestError::FoldedSeparator { .. } => "invalid_identifier",
+            RestError::Parameter { .. }
+            | RestError::FoldedSeparator { .. }
+            | RestError::FieldIdentifier { .. } => "invalid_identifier",
             RestError::MethodOverride { .. } => "method_override",
             RestError::RepeatedField { .. } => "repeated_field",
             RestError::FieldType { .. } => "invalid_field",

@@ -89,7 +89,7 @@ fn query_values<'q>(pairs: &'q [(String, String)], name: &str) -> Vec<&'q str> {
 
 /// How a form key spells a nested field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Spelling {
+pub(super) enum Spelling {
     /// `a`, or `a[b][c]`, `a[]`, `a[0]` (Rails, PHP, Slack, Stripe).
     Brackets,
     /// `a.b.c`.
@@ -97,7 +97,7 @@ enum Spelling {
 }
 
 /// A form key's path (`a[b][]` is `a`, `b`, ``), and how it is spelled.
-fn form_key(key: &str) -> (Vec<&str>, Spelling) {
+pub(super) fn form_key(key: &str) -> (Vec<&str>, Spelling) {
     if let Some(open) = key.find('[')
         && key.ends_with(']')
     {
@@ -112,7 +112,7 @@ fn form_key(key: &str) -> (Vec<&str>, Spelling) {
 }
 
 /// How a form key's path stands to a field's body path.
-enum Reach {
+pub(super) enum Reach {
     /// It is not on the field's path.
     Off,
     /// It names the field (for `[]` steps, one of its elements).
@@ -133,7 +133,7 @@ fn is_index(part: &str) -> bool {
 }
 
 /// Where the form key `path` is on the body path `steps`.
-fn reach(path: &[&str], steps: &[super::operations::BodyStep]) -> Reach {
+pub(super) fn reach(path: &[&str], steps: &[super::operations::BodyStep]) -> Reach {
     let mut at = 0;
     for (n, step) in steps.iter().enumerate() {
         match path.get(at) {
@@ -258,6 +258,27 @@ fn from_json_below(
     from_json(field, &Value::Object(wrapped), &steps[last..])
 }
 
+/// The media type of form-encoded bodies.
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// A `Content-Type`'s media type, lower-cased.
+fn essence(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// Whether `headers` say the body is form-encoded (else it is read as JSON).
+pub(super) fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| essence(v) == FORM)
+}
+
 /// The body as JSON or form pairs; refused when it has content in another type.
 fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Body, RestError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -267,13 +288,8 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Body, RestError> {
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if essence == "application/x-www-form-urlencoded" {
+    let essence = essence(content_type);
+    if essence == FORM {
         let pairs = form_urlencoded::parse(body)
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
@@ -379,12 +395,13 @@ fn from_json(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::protocol::rest::operations::{FieldSpec, OperationSpec, Operations};
     use std::collections::BTreeMap;
 
-    fn fields(specs: &[(&str, &str, FieldKind)]) -> Vec<Field> {
+    /// The fields of one operation: `(name, from, kind)`.
+    pub(in crate::protocol::rest) fn fields(specs: &[(&str, &str, FieldKind)]) -> Vec<Field> {
         let spec = OperationSpec {
             action: "op".into(),
             method: "POST".into(),

@@ -11,9 +11,11 @@
 
 pub(crate) mod error;
 mod fields;
+mod fold;
 pub(crate) mod operations;
 mod path;
 mod schema;
+mod sent;
 
 use std::sync::Arc;
 
@@ -29,7 +31,7 @@ pub use schema::fragment as schema_fragment;
 
 use super::dialect::{Dialect, Inbound, Interpreted, Shape};
 use super::errors::ProtocolError;
-use super::identifier::{self, LOOKALIKE_FINDING};
+use super::identifier::LOOKALIKE_FINDING;
 use super::refusal::{self as refusals, Refusal};
 use super::usage::Usage;
 use crate::action::{Facts, Finding, Findings, HttpFacts, Resource, Verb};
@@ -78,6 +80,18 @@ impl Dialect for Rest {
     fn usage_from_body(&self, _body: &[u8]) -> Usage {
         Usage::default()
     }
+
+    fn sent_body(
+        &self,
+        shape: &Shape,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Option<Bytes>, ProtocolError> {
+        let Shape::Rest { folded, .. } = shape else {
+            return Ok(None);
+        };
+        Ok(sent::body(headers, body, folded)?.map(Bytes::from))
+    }
 }
 
 /// Whether judging a `method` request to `path` needs fields from its body (the operation it
@@ -122,7 +136,11 @@ fn interpret(request: &Inbound<'_>) -> Result<Interpreted, RestError> {
                 fields: None,
             }),
             findings: Findings::none(),
-            shape: Shape::Rest { path },
+            shape: Shape::Rest {
+                path,
+                query: None,
+                folded: Vec::new(),
+            },
         });
     };
     let op = matched.operation;
@@ -135,7 +153,7 @@ fn interpret(request: &Inbound<'_>) -> Result<Interpreted, RestError> {
         judged.push(value.clone());
         params.push((Arc::clone(name), value));
     }
-    let fields = match &op.fields {
+    let mut fields = match &op.fields {
         Some(fields) => Some(fields::read(
             fields,
             request.query,
@@ -143,6 +161,21 @@ fn interpret(request: &Inbound<'_>) -> Result<Interpreted, RestError> {
             request.body,
         )?),
         None => None,
+    };
+    // Fields `fold_case:` names are judged folded, and go upstream so.
+    let folded: Vec<operations::Field> = op
+        .fields
+        .iter()
+        .flatten()
+        .filter(|f| folds(&f.name))
+        .cloned()
+        .collect();
+    if let Some(values) = &mut fields {
+        fold::fields(values, folds, &mut findings)?;
+    }
+    let query = match request.query {
+        Some(query) if !folded.is_empty() => sent::query(query, &folded)?,
+        _ => None,
     };
     // The parameters go upstream as policy judged them.
     let path = matched.path(&judged);
@@ -159,7 +192,11 @@ fn interpret(request: &Inbound<'_>) -> Result<Interpreted, RestError> {
             fields,
         }),
         findings,
-        shape: Shape::Rest { path },
+        shape: Shape::Rest {
+            path,
+            query,
+            folded,
+        },
     })
 }
 
@@ -173,11 +210,9 @@ fn refuse_method_override(headers: &HeaderMap, method: &http::Method) -> Result<
     }
 }
 
-/// A path parameter's value as policy judges it and as it goes upstream: checked segment by
-/// segment with the identifier rules (`identifier.rs`), a look-alike folded to what it imitates
-/// (and reported), and with `fold_case` lower-cased (Unicode-aware, look-alikes folded again
-/// after). A value whose folding yields a path separator or a dot segment is refused: sent,
-/// it would reach another path than the one judged.
+/// A path parameter's value as policy judges it and as it goes upstream: each segment folded
+/// as `fold.rs` folds identifiers (with `fold_case`, lower-cased). A value whose folding yields
+/// a path separator or a dot segment is refused: sent, it would reach another path.
 fn parameter(
     name: &Arc<str>,
     value: &str,
@@ -187,11 +222,12 @@ fn parameter(
     let mut looked_alike = false;
     let mut parts = Vec::new();
     for part in value.split('/') {
-        let mut part = lookalike(name, part, &mut looked_alike)?;
-        if fold_case {
-            let lower = part.to_lowercase();
-            part = lookalike(name, &lower, &mut looked_alike)?.to_lowercase();
-        }
+        let part = fold::value(part, fold_case, &mut looked_alike).map_err(|problem| {
+            RestError::Parameter {
+                name: Arc::clone(name),
+                problem,
+            }
+        })?;
         if part.contains(['/', '\\']) || matches!(part.as_str(), "." | "..") {
             return Err(RestError::FoldedSeparator {
                 name: Arc::clone(name),
@@ -206,22 +242,6 @@ fn parameter(
         });
     }
     Ok(parts.join("/"))
-}
-
-/// One segment of a parameter checked, folded to its ASCII look-alike if it imitates one
-/// (`looked_alike` then set).
-fn lookalike(name: &Arc<str>, part: &str, looked_alike: &mut bool) -> Result<String, RestError> {
-    match identifier::check(part) {
-        Ok(None) => Ok(part.to_owned()),
-        Ok(Some(folded)) => {
-            *looked_alike = true;
-            Ok(folded)
-        }
-        Err(problem) => Err(RestError::Parameter {
-            name: Arc::clone(name),
-            problem,
-        }),
-    }
 }
 
 #[cfg(test)]
@@ -288,7 +308,9 @@ mod tests {
         assert_eq!(
             meaning.shape,
             Shape::Rest {
-                path: "/repos/acme/app/issues".into()
+                path: "/repos/acme/app/issues".into(),
+                query: None,
+                folded: Vec::new(),
             },
             "the request goes upstream as judged"
         );
@@ -312,7 +334,9 @@ mod tests {
         assert_eq!(
             meaning.shape,
             Shape::Rest {
-                path: facts.path.clone()
+                path: facts.path.clone(),
+                query: None,
+                folded: Vec::new(),
             },
             "the request goes upstream as judged"
         );
@@ -324,7 +348,7 @@ mod tests {
         let Resource::Operation { params, .. } = &meaning.resource else {
             panic!("{meaning:?}")
         };
-        let Shape::Rest { path } = &meaning.shape else {
+        let Shape::Rest { path, .. } = &meaning.shape else {
             panic!("{meaning:?}")
         };
         (

@@ -202,7 +202,7 @@ pub struct Operations {
     namespace: Arc<str>,
     operations: Vec<Operation>,
     root: Node,
-    /// The path parameters whose values are folded to lower case.
+    /// The path parameters and fields whose values are folded to lower case.
     fold_case: Vec<Arc<str>>,
 }
 
@@ -402,30 +402,25 @@ impl Operations {
         })
     }
 
-    /// Whether path parameter `name` is folded to lower case (`fold_case:` in the connector):
-    /// the API takes its values in any case.
+    /// Whether path parameter or field `name` is folded to lower case (`fold_case:` in the
+    /// connector): the API takes its values in any case.
     pub fn folds_case(&self, name: &str) -> bool {
         self.fold_case.iter().any(|f| &**f == name)
     }
 
-    /// The table with the path parameters `names` folded to lower case (the connector's
-    /// `fold_case:`); a name no operation's path has is a mistake (key `fold_case`).
+    /// The table with the path parameters and text fields `names` folded to lower case (the
+    /// connector's `fold_case:`); a name that is neither a parameter of some operation's path
+    /// nor a `string` or `strings` field of some operation is a mistake (key `fold_case[i]`).
     pub fn folding_case(mut self, names: &[String]) -> Result<Operations, Vec<SpecError>> {
         let errors: Vec<SpecError> = names
             .iter()
             .enumerate()
-            .filter(|(_, name)| {
-                !self
-                    .operations
-                    .iter()
-                    .any(|op| op.params.iter().any(|p| &**p == name.as_str()))
-            })
-            .map(|(i, name)| SpecError {
-                key: format!("fold_case[{i}]"),
-                message: format!(
-                    "{name:?} is no path parameter of any operation: fold_case names path \
-                     parameters ({{owner}} in /repos/{{owner}}/...)"
-                ),
+            .filter_map(|(i, name)| {
+                let problem = self.fold_case_problem(name)?;
+                Some(SpecError {
+                    key: format!("fold_case[{i}]"),
+                    message: problem,
+                })
             })
             .collect();
         if !errors.is_empty() {
@@ -433,6 +428,36 @@ impl Operations {
         }
         self.fold_case = names.iter().map(|n| Arc::from(n.as_str())).collect();
         Ok(self)
+    }
+
+    /// Why `fold_case:` cannot name `name`, if it cannot.
+    fn fold_case_problem(&self, name: &str) -> Option<String> {
+        let fields = || {
+            self.operations
+                .iter()
+                .flat_map(|op| op.fields.iter().flatten())
+        };
+        let param = self
+            .operations
+            .iter()
+            .any(|op| op.params.iter().any(|p| &**p == name));
+        let text = fields()
+            .any(|f| &*f.name == name && matches!(f.kind, FieldKind::String | FieldKind::Strings));
+        if param || text {
+            return None;
+        }
+        if let Some(field) = fields().find(|f| &*f.name == name) {
+            return Some(format!(
+                "field {name:?} is of type {}: fold_case folds text, fields of type string or \
+                 strings",
+                field.kind.cedar_type()
+            ));
+        }
+        Some(format!(
+            "{name:?} is no path parameter nor field of any operation: fold_case names path \
+             parameters ({{owner}} in /repos/{{owner}}/...) and fields (fields: {{ {name}: \
+             body.{name} }})"
+        ))
     }
 }
 
@@ -806,7 +831,7 @@ mod tests {
     }
 
     #[test]
-    fn fold_case_names_path_parameters_only() {
+    fn fold_case_names_path_parameters_and_text_fields() {
         let folded = table()
             .folding_case(&["owner".to_owned(), "repo".to_owned()])
             .expect("parameters");
@@ -818,6 +843,34 @@ mod tests {
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].key, "fold_case[1]");
         assert!(errors[0].message.contains("\"title\""), "{errors:?}");
+
+        let mut post = spec("chat.postMessage", "POST", "/chat.postMessage");
+        post.fields
+            .insert("channel".into(), FieldSpec::From("body.channel".into()));
+        post.fields.insert(
+            "users".into(),
+            FieldSpec::Typed {
+                from: "query.users".into(),
+                kind: FieldKind::Strings,
+            },
+        );
+        post.fields.insert(
+            "count".into(),
+            FieldSpec::Typed {
+                from: "body.count".into(),
+                kind: FieldKind::Long,
+            },
+        );
+        let slack = || Operations::compile("slack", std::slice::from_ref(&post)).unwrap();
+        let folded = slack()
+            .folding_case(&["channel".to_owned(), "users".to_owned()])
+            .expect("text fields");
+        assert!(folded.folds_case("channel") && folded.folds_case("users"));
+        let errors = slack()
+            .folding_case(&["count".to_owned()])
+            .expect_err("count is a number");
+        assert_eq!(errors[0].key, "fold_case[0]");
+        assert!(errors[0].message.contains("type Long"), "{errors:?}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HOST};
+use http::header::{CONTENT_LENGTH, HOST, PROXY_AUTHORIZATION};
 use http::{HeaderValue, Request, Response};
 use http_body_util::{BodyExt as _, Either, Full};
 use hyper::body::Incoming;
@@ -95,12 +95,23 @@ pub(super) async fn forward(
         line_and_headers,
         "request line and headers",
     );
+    if via.in_tunnel()
+        && let Some(value) = head.headers.get(PROXY_AUTHORIZATION)
+    {
+        // In a tunnel it is no credential of Warden's: what the agent wrote there.
+        look_for_canaries(
+            ex,
+            &mut action,
+            value.as_bytes(),
+            "header proxy-authorization",
+        );
+    }
     ex.bind_query(head.uri.query());
     inspect::inspect_head(
         &mut action.context.findings,
         &head.uri,
         &head.headers,
-        &inspect::EGRESS_UNINSPECTED,
+        via.uninspected(),
         &snap.config.inspect,
     );
     if inspect::found_in_url(&action.context.findings)
@@ -144,6 +155,21 @@ pub(super) async fn forward(
 }
 
 impl Via<'_> {
+    /// Whether the request came through a tunnel, not to the proxy itself.
+    fn in_tunnel(&self) -> bool {
+        !matches!(self, Via::Plain)
+    }
+
+    /// The headers whose values are not inspected: on a request to the proxy, the agent's
+    /// Warden token (`Proxy-Authorization`); in a tunnel, none.
+    fn uninspected(&self) -> &'static [http::HeaderName] {
+        if self.in_tunnel() {
+            &[]
+        } else {
+            &inspect::EGRESS_UNINSPECTED
+        }
+    }
+
     /// The scheme its requests are judged with.
     fn scheme(&self) -> &'static str {
         match self {
