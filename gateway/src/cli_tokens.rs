@@ -13,7 +13,7 @@ use anyhow::{Result, anyhow, bail};
 use clap::Subcommand;
 
 use warden::fleet::quarantine::until::rfc3339;
-use warden::identity::revocation::revocation;
+use warden::identity::revocation::{revocation, until_token_expires};
 use warden::state::revocations::{RevocationRecord, Revoked};
 
 #[derive(Subcommand)]
@@ -64,7 +64,8 @@ pub struct RevokeArgs {
     /// The token's id (its `jti` claim).
     #[arg(long)]
     id: Option<String>,
-    /// The token itself (`-`: read it from standard input); only its `jti` is read from it.
+    /// The token itself (`-`: read it from standard input); its `jti` is read from it, and
+    /// its `exp`, until which the revocation is kept.
     #[arg(long)]
     token: Option<String>,
     /// The agent (its principal id): every token of it issued until now.
@@ -73,19 +74,24 @@ pub struct RevokeArgs {
 }
 
 impl RevokeArgs {
-    fn target(self) -> Result<Revoked> {
+    /// What is revoked, and the token's `exp` when the token itself was given.
+    fn target(self) -> Result<(Revoked, Option<u64>)> {
         match (self.id, self.token, self.agent) {
-            (Some(id), None, None) if !id.trim().is_empty() => Ok(Revoked::Token(id)),
-            (None, Some(token), None) => Ok(Revoked::Token(token_id(&token)?)),
-            (None, None, Some(agent)) if !agent.is_empty() => Ok(Revoked::Agent(agent)),
+            (Some(id), None, None) if !id.trim().is_empty() => Ok((Revoked::Token(id), None)),
+            (None, Some(token), None) => {
+                let (id, exp) = token_id(&token)?;
+                Ok((Revoked::Token(id), exp))
+            }
+            (None, None, Some(agent)) if !agent.is_empty() => Ok((Revoked::Agent(agent), None)),
             _ => bail!("name one token (--id or --token) or one agent (--agent)"),
         }
     }
 }
 
-/// The `jti` of `token` (`-`: the token on standard input), read without verifying it: a
-/// revocation of an id stops only the token that carries it.
-fn token_id(token: &str) -> Result<String> {
+/// The `jti` of `token` (`-`: the token on standard input) and its `exp`, read without
+/// verifying it: a revocation of an id stops only the token that carries it, and a token
+/// whose claims were altered is refused for its signature anyway.
+fn token_id(token: &str) -> Result<(String, Option<u64>)> {
     let mut text = token.to_owned();
     if token == "-" {
         text.clear();
@@ -94,8 +100,9 @@ fn token_id(token: &str) -> Result<String> {
     let claims: serde_json::Map<String, serde_json::Value> =
         jsonwebtoken::dangerous::insecure_decode_claims(text.trim())
             .map_err(|_| anyhow!("--token is not a JWT (header.payload.signature)"))?;
+    let exp = claims.get("exp").and_then(serde_json::Value::as_u64);
     match claims.get("jti").and_then(|v| v.as_str()) {
-        Some(id) if !id.is_empty() => Ok(id.to_owned()),
+        Some(id) if !id.is_empty() => Ok((id.to_owned(), exp)),
         _ => bail!(
             "the token has no `jti` claim: revoke every token of its agent with --agent {:?}",
             claims
@@ -151,10 +158,13 @@ pub fn token(command: TokenCommand) -> Result<ExitCode> {
             if reason.is_empty() {
                 bail!("--reason is empty; write the sentence the agent should see");
             }
-            let target = target.target()?;
+            let (target, exp) = target.target()?;
             let by = super::cli_agents::operator_of(operator)?;
             let config = super::load(config.as_deref())?;
-            let record = revocation(&config.identity, target, reason, by);
+            let mut record = revocation(target, reason, by);
+            if let Some(exp) = exp {
+                until_token_expires(&mut record, exp);
+            }
             super::cli_runtime()?.block_on(async {
                 let store = super::open_store(&config).await?;
                 store

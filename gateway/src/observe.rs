@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::fleet::quarantine::{self, cut::Cut};
+use crate::fleet::cut::Cut;
 use crate::propose::Judging;
 use crate::propose::judging::Resumed;
 use crate::protocol::openai::UsageChunks;
@@ -164,9 +164,9 @@ pin_project_lite::pin_project! {
         stashed: Option<Frame<Bytes>>,
         // The redacted stream has given everything.
         done: bool,
-        // Ends the stream when its agent is quarantined.
-        // Ends the stream when its agent is quarantined (boxed: a response body is moved
-        // around whole, and few are cut), and whether it is an event stream.
+        // Ends the stream when its agent is quarantined or its token revoked (boxed: a
+        // response body is moved around whole, and few are cut), and whether it is an event
+        // stream.
         cut: Option<Box<(Cut, bool)>>,
     }
 }
@@ -231,23 +231,23 @@ impl<C: Complete> ObservedBody<C> {
         self
     }
 
-    /// Ends the body when `cut` is ready (its agent quarantined): an event stream with an
-    /// `error` event that says why (what OpenAI's and Anthropic's SDKs raise), any other body
-    /// where it is; the outcome records the cut.
+    /// Ends the body when `cut` is ready (its agent quarantined, or its token revoked): an
+    /// event stream with an `error` event that says why (what OpenAI's and Anthropic's SDKs
+    /// raise), any other body where it is; the outcome records the cut.
     pub fn cut_on(mut self, cut: Option<Cut>, event_stream: bool) -> Self {
         self.cut = cut.map(|cut| Box::new((cut, event_stream)));
         self
     }
 }
 
-/// The server-sent event that ends a cut stream: `event: error` with the error in the shape
-/// both OpenAI's and Anthropic's SDKs read.
-fn cut_event(message: &str) -> Bytes {
+/// The server-sent event that ends a cut stream: `event: error` with the error (`code`) in
+/// the shape both OpenAI's and Anthropic's SDKs read.
+fn cut_event(code: &str, message: &str) -> Bytes {
     let data = serde_json::json!({
         "type": "error",
         "error": {
-            "type": quarantine::CODE,
-            "code": quarantine::CODE,
+            "type": code,
+            "code": code,
             "message": message,
         },
     });
@@ -352,21 +352,15 @@ impl<C: Complete> Body for ObservedBody<C> {
                 return Poll::Ready(None);
             }
             if let Some(cut) = this.cut.as_mut()
-                && let Poll::Ready(record) = cut.0.poll_cut(cx)
+                && let Poll::Ready(cause) = cut.0.poll_cut(cx)
             {
                 let event_stream = cut.1;
                 *this.cut = None;
                 *this.done = true;
-                let message = quarantine::message(&record);
-                this.observer.complete(
-                    Some(format!(
-                        "cut: the agent was quarantined ({})",
-                        record.reason
-                    )),
-                    false,
-                );
+                this.observer.complete(Some(cause.outcome()), false);
                 if event_stream {
-                    return Poll::Ready(Some(Ok(Frame::data(cut_event(&message)))));
+                    let event = cut_event(cause.code(), &cause.message());
+                    return Poll::Ready(Some(Ok(Frame::data(event))));
                 }
                 return Poll::Ready(None);
             }

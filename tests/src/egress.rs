@@ -469,3 +469,133 @@ pub fn tls_trusting_offering(
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
+
+/// Lets agents reach `allowed.test` (a name on loopback) through the egress proxy.
+const ALLOWED_TEST: &str = r#"
+@id("egress-allowed-test")
+@egress("internal")
+permit (
+  principal is Agent,
+  action in [Action::"egress:connect", Action::"egress:request"],
+  resource == Host::"allowed.test"
+);
+"#;
+
+/// What a test of an open TLS tunnel needs: `allowed.test`, an HTTPS origin on loopback with a
+/// test CA's certificate, named by a DNS server of its own, and the egress proxy's address.
+pub struct AllowedTls {
+    pub pki: Pki,
+    pub origin: Origin,
+    pub dns: Dns,
+    pub proxy: SocketAddr,
+}
+
+impl AllowedTls {
+    /// Starts the origin and its DNS server; picks the proxy's address.
+    pub async fn start() -> anyhow::Result<AllowedTls> {
+        let pki = Pki::new();
+        let origin = Origin::start(
+            IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            0,
+            Some(pki.server(&["allowed.test"])),
+        )
+        .await?;
+        let dns = Dns::start(json!({"allowed.test": [["127.0.0.1"]]})).await?;
+        let proxy = SocketAddr::from(([127, 0, 0, 1], crate::warden::free_port()?));
+        Ok(AllowedTls {
+            pki,
+            origin,
+            dns,
+            proxy,
+        })
+    }
+
+    /// `builder` with the egress proxy on, resolving with the test's DNS server, and a policy
+    /// that lets agents reach `allowed.test` alone.
+    pub fn egress(&self, builder: crate::warden::WardenBuilder) -> crate::warden::WardenBuilder {
+        builder
+            .without_policy("e2e-permit-all.cedar")
+            .policy("egress.cedar", ALLOWED_TEST)
+            .set("/egress/listen", json!(self.proxy.to_string()))
+            .set("/egress/nameservers", json!([self.dns.addr.to_string()]))
+    }
+
+    /// TLS to `allowed.test` through a tunnel `token` opens through `warden`'s egress proxy
+    /// (its bytes copied as they are), once a request through it was answered `200`.
+    pub async fn tunnel(
+        &self,
+        warden: &crate::warden::Warden,
+        token: &str,
+    ) -> anyhow::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let wait = Duration::from_secs(10);
+        let target = format!("allowed.test:{}", self.origin.addr.port());
+        let (stream, head) = open_tunnel(self.proxy, &target, token).await?;
+        if !head.starts_with("HTTP/1.1 200") {
+            bail!("the tunnel was refused: {head}");
+        }
+        let connector = tls_trusting(&self.pki.write_ca(warden.setup.dir.path()))?;
+        let name = rustls::pki_types::ServerName::try_from("allowed.test")?;
+        let mut tls = tokio::time::timeout(wait, connector.connect(name, stream)).await??;
+        tls.write_all(b"GET /before HTTP/1.1\r\nHost: allowed.test\r\n\r\n")
+            .await?;
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(wait, tls.read(&mut answer)).await??;
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        if !answer.starts_with("HTTP/1.1 200") {
+            bail!("the origin answered through the tunnel: {answer}");
+        }
+        Ok(tls)
+    }
+}
+
+/// Whether the tunnel under `tls` closes within `wait` (the client reads its end).
+pub async fn closes_within<S: tokio::io::AsyncRead + Unpin>(tls: &mut S, wait: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    tokio::time::timeout(wait, async {
+        let mut rest = vec![0u8; 4096];
+        loop {
+            match tls.read(&mut rest).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// Asserts that `warden` recorded a tunnel of `agent` cut with an outcome error that starts
+/// with `cut` and names `reason`, after bytes came down it, and counted it under `code`.
+pub async fn assert_tunnel_cut(
+    warden: &crate::warden::Warden,
+    agent: &str,
+    cut: &str,
+    reason: &str,
+    code: &str,
+) {
+    let record = warden
+        .wait_for_audit(Duration::from_secs(10), |r| {
+            r["kind"] == "outcome"
+                && r["principal"]["id"] == agent
+                && r["outcome"]["error"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with(cut))
+        })
+        .await
+        .unwrap();
+    assert!(
+        record["outcome"]["error"]
+            .as_str()
+            .unwrap()
+            .contains(reason),
+        "{record}"
+    );
+    assert!(
+        record["outcome"]["bytes_down"].as_u64().unwrap() > 0,
+        "{record}"
+    );
+    let metrics = warden.metrics().await.unwrap();
+    let counted = format!(r#"warden_egress_tunnels_total{{result="{code}"}} 1"#);
+    assert!(metrics.contains(&counted), "{metrics}");
+}

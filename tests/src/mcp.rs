@@ -341,6 +341,68 @@ pub async fn initialize_raw(warden: &Warden, path: &str, token: &str) -> anyhow:
         .to_owned())
 }
 
+/// Opens a session raw at `path` as `token`'s agent, and its event stream (GET): the session's
+/// id and the stream.
+pub async fn open_event_stream(
+    warden: &Warden,
+    path: &str,
+    token: &str,
+) -> anyhow::Result<(String, crate::sse::EventReader)> {
+    let session = initialize_raw(warden, path, token).await?;
+    let stream = warden
+        .http()
+        .get(warden.url(path))
+        .bearer_auth(token)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .send()
+        .await?;
+    if stream.status() != 200 {
+        bail!("the event stream was answered {}", stream.status());
+    }
+    Ok((session, crate::sse::EventReader::new(stream)))
+}
+
+/// Opens a legacy HTTP+SSE event stream at `path` (the endpoint's prefix) as `token`'s agent:
+/// the stream, and the path its first event names for the session's messages.
+pub async fn open_legacy_stream(
+    warden: &Warden,
+    path: &str,
+    token: &str,
+) -> anyhow::Result<(crate::sse::EventReader, String)> {
+    let opened = warden
+        .http()
+        .get(warden.url(&format!("{path}/sse")))
+        .bearer_auth(token)
+        .header("accept", "text/event-stream")
+        .send()
+        .await?;
+    if opened.status() != 200 {
+        bail!("the legacy stream was answered {}", opened.status());
+    }
+    let mut stream = crate::sse::EventReader::new(opened);
+    let endpoint = stream
+        .next(Duration::from_secs(10))
+        .await?
+        .context("the stream ended before its endpoint event")?;
+    if endpoint.name.as_deref() != Some("endpoint") {
+        bail!("the first event is not the endpoint: {endpoint:?}");
+    }
+    Ok((stream, endpoint.data))
+}
+
+/// Whether `event` is Warden's last notice on a stream it cut: a logging notification at
+/// level `error` with the stable `code` and a message that names `reason`.
+pub fn is_cut_notice(event: &crate::sse::Event, code: &str, reason: &str) -> bool {
+    let message = event.json();
+    message["method"] == "notifications/message"
+        && message["params"]["level"] == "error"
+        && message["params"]["data"]["code"] == code
+        && message["params"]["data"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(reason))
+}
+
 /// A raw `tools/call` of `tool` (its federated name) with `arguments`.
 pub fn tool_call(id: u64, tool: &str, arguments: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",

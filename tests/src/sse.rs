@@ -125,4 +125,20 @@ impl EventReader {
             }
         }
     }
+
+    /// The events left until the stream ends; fails when it does not end within `wait`.
+    pub async fn until_the_end(&mut self, wait: Duration) -> anyhow::Result<Vec<Event>> {
+        let mut events = Vec::new();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                Ok(Some(event)) => events.push(event),
+                Ok(None) => return Ok(events),
+                Err(e) => {
+                    anyhow::bail!("the stream did not end within {wait:?}: {e}; saw {events:?}")
+                }
+            }
+        }
+    }
 }

@@ -246,6 +246,22 @@ impl WardenBuilder {
         self
     }
 
+    /// A replica: its state in the PostgreSQL database at `state_url` (passed in `STATE_URL`),
+    /// and, when `signer` is given, its Warden tokens signed with `signer`'s key, so that each
+    /// replica accepts the other's tokens.
+    pub fn replica_of(self, state_url: &str, signer: Option<&Warden>) -> WardenBuilder {
+        let builder = self
+            .set("/state", json!({"postgres": {"url": {"env": "STATE_URL"}}}))
+            .env("STATE_URL", state_url);
+        match signer {
+            Some(signer) => {
+                let key = signer.setup.data_dir.join("keys/agent-signing.pem");
+                builder.set("/identity/warden_issuer/key_file", json!(key))
+            }
+            None => builder,
+        }
+    }
+
     /// Writes the config and policy directory into a new temporary directory.
     pub fn write(mut self) -> anyhow::Result<Prepared> {
         let dir = tempfile::Builder::new().prefix("warden-e2e-").tempdir()?;

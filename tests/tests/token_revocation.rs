@@ -5,17 +5,27 @@
 //! record each revocation with who made it. And: a token longer than the maximum lifetime is
 //! not issued; an agent whose id holds control characters and a `/` is quarantined and
 //! released through the admin API; a request whose token is revoked while it waits for an
-//! approval is refused once approved, and never sent.
+//! approval is refused once approved, and never sent. A revocation cuts what the token opened:
+//! an egress tunnel whose bytes are copied as they are, and, on another replica, an LLM
+//! response stream in flight and MCP event streams (Streamable HTTP and legacy), each told why;
+//! what another token of the same agent opened goes on.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use warden_e2e::egress::{AllowedTls, assert_tunnel_cut, closes_within};
 use warden_e2e::fake_llm::FakeLlm;
 use warden_e2e::idp::Idp;
+use warden_e2e::mcp;
 use warden_e2e::operator::{approve, enrol, first_pending, gpt4o_held_for_sre, held_chat, text};
 use warden_e2e::postgres::Postgres;
-use warden_e2e::stack::chat;
+use warden_e2e::sse;
+use warden_e2e::stack::{chat, openai_chat};
 use warden_e2e::warden::{Warden, WardenBuilder};
+
+/// How long a cut may take to show.
+const WAIT: Duration = Duration::from_secs(10);
 
 /// The audience of operators' tokens.
 const ADMIN_AUDIENCE: &str = "warden-admin";
@@ -308,4 +318,171 @@ async fn a_request_whose_token_was_revoked_while_it_waited_for_approval_is_refus
             .all(|r| !String::from_utf8_lossy(&r.body).contains("gpt-4o\"")),
         "the approved request of a revoked token reached the upstream"
     );
+}
+
+/// Revokes `token` by its id at `warden`'s command line, as `bob`, for `reason`.
+async fn revoke_at_cli(warden: &Warden, token: &str, reason: &str) {
+    let out = warden
+        .cli(&[
+            "token", "revoke", "--token", token, "--reason", reason, "--as", "bob",
+        ])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn a_tunnel_whose_bytes_are_copied_is_closed_once_the_token_it_was_opened_with_is_revoked() {
+    let allowed = AllowedTls::start().await.unwrap();
+    let w = allowed
+        .egress(WardenBuilder::with_upstream_url("http://127.0.0.1:9"))
+        .set("/identity/warden_issuer/refresh_interval", json!("50ms"))
+        .start()
+        .await
+        .unwrap();
+    let leaked = w.token("build-bot").await.unwrap();
+    let sibling = w.token("build-bot").await.unwrap();
+    let mut revoked = allowed.tunnel(&w, &leaked).await.unwrap();
+    let mut other = allowed.tunnel(&w, &sibling).await.unwrap();
+
+    // Another process (the command line) writes the revocation to the state store.
+    revoke_at_cli(&w, &leaked, "leaked in a CI log").await;
+    assert!(
+        closes_within(&mut revoked, WAIT).await,
+        "the tunnel stays open after its token was revoked"
+    );
+    // The tunnel of the agent's other token still carries bytes.
+    other
+        .write_all(b"GET /after HTTP/1.1\r\nHost: allowed.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(WAIT, other.read(&mut answer))
+        .await
+        .expect("an answer through the other tunnel")
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+
+    assert_tunnel_cut(
+        &w,
+        "build-bot",
+        "cut: its token was revoked",
+        "leaked in a CI log",
+        "token_revoked",
+    )
+    .await;
+    let records = serde_json::to_string(&w.audit_records()).unwrap();
+    assert!(!records.contains(&leaked), "no token is recorded");
+}
+
+#[tokio::test]
+async fn a_revocation_made_on_one_replica_cuts_the_streams_its_token_opened_on_another() {
+    let pg = Postgres::from_env();
+    let state_url = pg.fresh_database("warden_e2e_revocation_cut");
+    let upstream = FakeLlm::start().await.unwrap();
+    let replica = |signer: Option<&Warden>| {
+        WardenBuilder::new(&upstream)
+            .replica_of(&state_url, signer)
+            .set(
+                "/mcp",
+                json!({"servers": [mcp::everything_stdio("everything")],
+                       "endpoints": [{"name": "tools", "servers": ["everything"]}]}),
+            )
+    };
+    let a = replica(None).start().await.unwrap();
+    let b = replica(Some(&a)).start().await.unwrap();
+    let leaked = a.token("bot-1").await.unwrap();
+    let sibling = a.token("bot-1").await.unwrap();
+
+    // On replica B, with the leaked token: an MCP session's event stream, a legacy event
+    // stream, and an LLM response stream held after its first chunk.
+    let (_, mut streamable) = mcp::open_event_stream(&b, "/mcp/tools", &leaked)
+        .await
+        .unwrap();
+    let (mut legacy, _) = mcp::open_legacy_stream(&b, "/mcp/tools", &leaked)
+        .await
+        .unwrap();
+    let gate = upstream.hold_streams();
+    let mut llm = b
+        .http()
+        .post(b.url("/openai/chat/completions"))
+        .bearer_auth(&leaked)
+        .json(&openai_chat("gpt-4o-mini", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(llm.status(), 200);
+    let first = tokio::time::timeout(WAIT, llm.chunk())
+        .await
+        .expect("the first chunk")
+        .unwrap()
+        .expect("a first chunk");
+    assert!(String::from_utf8_lossy(&first).contains("chat.completion.chunk"));
+    // And one with the agent's other token, which the revocation does not name.
+    let (_, mut untouched) = mcp::open_event_stream(&b, "/mcp/tools", &sibling)
+        .await
+        .unwrap();
+
+    // Revoked at replica A's command line: B hears it from the state store.
+    revoke_at_cli(&a, &leaked, "leaked in a CI log").await;
+
+    for stream in [&mut streamable, &mut legacy] {
+        let events = stream.until_the_end(WAIT).await.unwrap();
+        assert!(
+            events.last().is_some_and(|e| mcp::is_cut_notice(
+                e,
+                "token_revoked",
+                "leaked in a CI log"
+            )),
+            "{events:?}"
+        );
+    }
+    let rest = sse::read_chunks(llm, WAIT).await.unwrap();
+    let events = sse::parse_events(&sse::text_of(&rest));
+    let last = events.last().expect("an event after the cut");
+    assert_eq!(last.name.as_deref(), Some("error"), "{events:?}");
+    assert!(last.data.contains("token_revoked"), "{}", last.data);
+    assert!(last.data.contains("leaked in a CI log"), "{}", last.data);
+    assert_eq!(upstream.streams_completed(), 0);
+    drop(gate);
+    assert!(
+        matches!(
+            untouched.next(Duration::from_millis(300)).await,
+            Err(_) | Ok(Some(_))
+        ),
+        "the other token's stream stays open"
+    );
+
+    // B records each cut with the revocation (the token's id, never the token).
+    for what in ["mcp_session", "mcp_stream"] {
+        let record = b
+            .wait_for_audit(WAIT, |r| {
+                r["kind"] == "system" && r["detail"]["event"] == "cut" && r["detail"]["cut"] == what
+            })
+            .await
+            .unwrap();
+        assert_eq!(record["principal"]["id"], "bot-1", "{record}");
+        assert_eq!(record["detail"]["target"]["kind"], "token", "{record}");
+        assert_eq!(record["detail"]["reason"], "leaked in a CI log", "{record}");
+        assert_eq!(
+            record["detail"]["by"],
+            json!({"id": "bob", "issuer": "warden-cli"})
+        );
+        assert_eq!(record["detail"]["endpoint"], "tools");
+    }
+    b.wait_for_audit(WAIT, |r| {
+        r["kind"] == "outcome"
+            && r["principal"]["id"] == "bot-1"
+            && r["outcome"]["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("cut: its token was revoked"))
+    })
+    .await
+    .unwrap();
+    let records = serde_json::to_string(&b.audit_records()).unwrap();
+    assert!(!records.contains(&leaked), "no token is recorded");
 }

@@ -75,8 +75,7 @@ async fn create_revocation(
         resource,
     )
     .await?;
-    let identity = shared.snapshot.load().config.identity.clone();
-    let record = revocation(&identity, target, reason, operator.by());
+    let record = revocation(target, reason, operator.by());
     shared.revocations.revoke(record.clone()).await?;
     Ok((
         StatusCode::CREATED,

@@ -154,6 +154,12 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     }
 
     let id = &config.identity;
+    if let Some(problem) = crate::identity::config::max_ttl_problem(id.warden_issuer.max_ttl) {
+        err("identity.warden_issuer.max_ttl", problem);
+    }
+    if let Some(problem) = crate::identity::config::leeway_problem(id.leeway_seconds) {
+        err("identity.leeway_seconds", problem);
+    }
     if id.jwks_refresh_interval.is_zero() {
         err(
             "identity.jwks_refresh_interval",
@@ -712,6 +718,21 @@ colour: blue
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_token_lifetime_or_leeway_past_what_revocations_are_kept_for_is_located() {
+        let text = errors_of("identity:\n  warden_issuer:\n    max_ttl: 400d\n");
+        assert!(
+            text.contains("warden.yaml:3: identity.warden_issuer.max_ttl: must be at most 365d"),
+            "{text}"
+        );
+        let text = errors_of("identity:\n  leeway_seconds: 301\n");
+        assert!(
+            text.contains("warden.yaml:2: identity.leeway_seconds: 301 is more clock skew"),
+            "{text}"
+        );
+        assert!(parse("identity:\n  warden_issuer:\n    max_ttl: 365d\n", None).is_ok());
     }
 
     #[test]

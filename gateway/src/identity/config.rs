@@ -81,7 +81,7 @@ pub struct WardenIssuerConfig {
     pub key: Option<crate::secrets::CredentialSource>,
     /// The longest lifetime (`exp` - `iat`) of a Warden token: `warden token issue` refuses a
     /// longer `--ttl`, and a presented token whose lifetime is longer is refused
-    /// (`token_lifetime_exceeded`), whenever it was issued. Revocations are kept this long.
+    /// (`token_lifetime_exceeded`), whenever it was issued. At most [`MAX_TTL_LIMIT`].
     #[serde(with = "humantime_serde")]
     pub max_ttl: Duration,
     /// How often the state store's token revocation revision is read (at start): the delay
@@ -93,6 +93,37 @@ pub struct WardenIssuerConfig {
 
 /// `identity.warden_issuer.max_ttl` unless configured: 30 days.
 pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The longest `identity.warden_issuer.max_ttl` any Warden accepts: 365 days. No replica
+/// accepts a Warden token living longer, whatever its own maximum, so a revocation kept this
+/// long (plus [`MAX_LEEWAY_SECONDS`]) outlives every token it stops on every replica.
+pub const MAX_TTL_LIMIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The largest `identity.leeway_seconds` any Warden accepts: 5 minutes.
+pub const MAX_LEEWAY_SECONDS: u64 = 300;
+
+/// What is wrong with `max_ttl` as `identity.warden_issuer.max_ttl`, if anything.
+pub fn max_ttl_problem(max_ttl: Duration) -> Option<String> {
+    if max_ttl.as_secs() == 0 {
+        return Some("must be at least 1s (e.g. 30d): the longest a Warden token may live".into());
+    }
+    (max_ttl > MAX_TTL_LIMIT).then(|| {
+        "must be at most 365d, the longest Warden's tokens may ever live: revocations are kept \
+         that long, so that every replica refuses a revoked token until it expires"
+            .into()
+    })
+}
+
+/// What is wrong with `leeway` as `identity.leeway_seconds`, if anything.
+pub fn leeway_problem(leeway: u64) -> Option<String> {
+    (leeway > MAX_LEEWAY_SECONDS).then(|| {
+        format!(
+            "{leeway} is more clock skew than Warden tolerates ({MAX_LEEWAY_SECONDS} at most): \
+             revocations are kept until every token they stop has expired with this much \
+             leeway; synchronise the clocks"
+        )
+    })
+}
 
 impl Default for WardenIssuerConfig {
     fn default() -> Self {

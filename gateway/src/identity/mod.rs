@@ -71,11 +71,16 @@ impl Identifier {
         data_dir: &Path,
         key: Option<(&str, &str)>,
     ) -> Result<Identifier, IdentityError> {
-        if cfg.warden_issuer.max_ttl.as_secs() == 0 {
+        if let Some(problem) = config::max_ttl_problem(cfg.warden_issuer.max_ttl) {
             return Err(IdentityError::Config {
                 key: "identity.warden_issuer.max_ttl".into(),
-                problem: "must be at least 1s (e.g. 30d): the longest a Warden token may live"
-                    .into(),
+                problem,
+            });
+        }
+        if let Some(problem) = config::leeway_problem(cfg.leeway_seconds) {
+            return Err(IdentityError::Config {
+                key: "identity.leeway_seconds".into(),
+                problem,
             });
         }
         if cfg.warden_issuer.refresh_interval < Duration::from_millis(10) {

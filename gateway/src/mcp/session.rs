@@ -2,10 +2,10 @@
 //! principal that created it (another principal presenting it is told the session does not
 //! exist), and holds the session's upstream sessions, one per server of the endpoint. A
 //! session ends on DELETE or after `mcp.session_idle_timeout` unused; its upstream sessions
-//! (and processes) end with it, and so does it when its agent is quarantined: its event
-//! stream gets a last notification that says why, then ends. A session of the legacy HTTP+SSE transport
-//! (`legacy_session.rs`) has its stream's id, is reached only through that stream, and ends
-//! with it.
+//! (and processes) end with it, and so does it when its agent is quarantined or the token it
+//! was opened with is revoked: its event stream gets a last notification that says why, then
+//! ends. A session of the legacy HTTP+SSE transport (`legacy_session.rs`) has its stream's id,
+//! is reached only through that stream, and ends with it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,7 +26,7 @@ use super::resume::Replays;
 use super::server_requests::{Judge, ServerRequests};
 use super::stream::EventBody;
 use crate::action::Principal;
-use crate::fleet::quarantine::{self, cut::Cut};
+use crate::fleet::cut::Cut;
 use crate::protocol::mcp::jsonrpc::Id;
 use crate::upstream::breaker::Breakers;
 
@@ -96,9 +96,9 @@ impl Sessions {
 
     /// Starts a session for `principal` on `endpoint` from the agent's `initialize` params,
     /// over the transport `over`: one upstream session per server whose circuit breaker (in
-    /// `breakers`) lets it through, ended when `cut` reports a quarantine of the agent; the
-    /// servers' requests to the agent are judged by `judge`. Returns the session and the
-    /// `initialize` result.
+    /// `breakers`) lets it through, ended when `cut` reports a quarantine of the agent or a
+    /// revocation of its token; the servers' requests to the agent are judged by `judge`.
+    /// Returns the session and the `initialize` result.
     #[allow(clippy::too_many_arguments)]
     pub async fn open(
         &self,
@@ -386,18 +386,19 @@ pub struct Session {
     _slot: Slot,
 }
 
-/// Ends `session` when `cut` reports a quarantine of its agent (its upstream sessions closed,
-/// its stream told why), and records the cut; returns when the session ends either way.
+/// Ends `session` when `cut` reports a quarantine of its agent or a revocation of the token
+/// it was opened with (its upstream sessions closed, its stream told why), and records the
+/// cut; returns when the session ends either way.
 async fn watch(session: Arc<Session>, mut cut: Cut, endpoint: Arc<str>) {
-    let record = tokio::select! {
-        record = cut.cut() => record,
+    let cause = tokio::select! {
+        cause = cut.cut() => cause,
         () = session.ended.wait() => return,
     };
-    tracing::info!(agent = %cut.principal().id, %endpoint, "MCP session cut: the agent was quarantined");
-    session.ended.end(Some(quarantine::message(&record)));
+    tracing::info!(agent = %cut.principal().id, %endpoint, "MCP session cut: {}", cause.what());
+    session.ended.end(Some(cause.clone()));
     session.close();
     cut.record(
-        &record,
+        &cause,
         serde_json::json!({
             "cut": "mcp_session",
             "endpoint": &*endpoint,
@@ -424,8 +425,8 @@ impl Session {
         self.replays.close();
     }
 
-    /// Waits until the session ends; what the agent is told when a quarantine cut it.
-    pub async fn ended(&self) -> Option<String> {
+    /// Waits until the session ends; why, when it was cut.
+    pub async fn ended(&self) -> Option<crate::fleet::cut::Cause> {
         self.ended.wait().await;
         self.ended.cut()
     }

@@ -306,10 +306,16 @@ impl Exchange {
         }
     }
 
-    /// What cuts this request's in-flight work when its agent is quarantined.
-    pub fn cut(&self) -> Option<crate::fleet::quarantine::cut::Cut> {
+    /// What cuts this request's in-flight work when its agent is quarantined or the Warden
+    /// token it came with is revoked.
+    pub fn cut(&self) -> Option<crate::fleet::cut::Cut> {
         let principal = self.principal.as_ref()?;
-        Some(self.shared.quarantines.cut(Arc::clone(principal)))
+        Some(crate::fleet::cut::Cut::new(
+            Arc::clone(&self.shared.quarantines),
+            Arc::clone(&self.shared.revocations),
+            Arc::clone(principal),
+            self.token.clone(),
+        ))
     }
 
     /// identify: why the caller could not be identified (for the metrics).

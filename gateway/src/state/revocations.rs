@@ -84,6 +84,12 @@ impl RevocationRecord {
     pub fn in_force(&self, now_ms: i64) -> bool {
         self.expires_ms > now_ms
     }
+
+    /// Whether it stops whatever `other` stops: the same target, made at the same time or
+    /// later (the store keeps the latest of a target's revocations).
+    pub fn covers(&self, other: &RevocationRecord) -> bool {
+        self.target == other.target && self.created_ms >= other.created_ms
+    }
 }
 
 /// Token revocations in the state store, shared by every replica.

@@ -1,6 +1,6 @@
 //! Quarantine: an agent, or every agent of a group, stopped at once on every replica. New
 //! requests are refused (`proxy::Refusal::Quarantined`), in-flight streams, MCP sessions and
-//! egress tunnels are cut ([`Cut`]), until a release or the quarantine's expiry.
+//! egress tunnels are cut (`fleet/cut.rs`), until a release or the quarantine's expiry.
 //!
 //! The state store keeps quarantines (`state::quarantine`); each process keeps the ones in
 //! force in memory ([`Quarantines::check`] is one atomic load and a hash lookup per request)
@@ -9,7 +9,6 @@
 //! answers. Every quarantine and release that takes effect on a replica is audited there.
 
 pub mod config;
-pub mod cut;
 mod metrics;
 mod sync;
 #[cfg(test)]
@@ -168,9 +167,14 @@ impl Quarantines {
         found.in_force(now).then(|| Arc::clone(found))
     }
 
-    /// What cuts `principal`'s in-flight work when it is quarantined.
-    pub fn cut(self: &Arc<Self>, principal: Arc<Principal>) -> cut::Cut {
-        cut::Cut::new(Arc::clone(self), principal)
+    /// The signal woken whenever this process's copy changes.
+    pub(crate) fn changed(&self) -> &Arc<Notify> {
+        &self.changed
+    }
+
+    /// Records that `record` cut its agent's work: what, in `detail`.
+    pub(crate) fn record_cut(&self, record: &QuarantineRecord, detail: serde_json::Value) {
+        self.audit.append_detached(event("cut", record, detail));
     }
 
     /// Every quarantine in force, as this process knows it.

@@ -4,7 +4,8 @@
 //! [`TokenStamp`], judged on every request), with `401 token_revoked`.
 //!
 //! The state store keeps revocations (`state::revocations`) until every token they stop has
-//! expired anyway (`identity.warden_issuer.max_ttl` after they were made); each process keeps
+//! expired anyway on every replica ([`revocation`]: the longest lifetime any Warden allows a
+//! token, or the revoked token's own `exp`, plus the largest leeway); each process keeps
 //! them in memory ([`Revocations::check`] is one atomic load and at most two hash lookups per
 //! request) and refreshes that copy when the store announces a change (PostgreSQL `NOTIFY`)
 //! or its revision moves (`state/follow.rs`, read every
@@ -17,12 +18,13 @@
 mod tests;
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use tokio::sync::Notify;
 
-use super::config::IdentityConfig;
+use super::config::{MAX_LEEWAY_SECONDS, MAX_TTL_LIMIT};
 use super::error::{AuthError, UnixTime};
 use crate::audit::AuditLog;
 use crate::audit::event::{AuditEvent, EventKind};
@@ -30,6 +32,9 @@ use crate::state::StateError;
 use crate::state::pins::now_ms;
 use crate::state::quarantine::Actor;
 use crate::state::revocations::{RevocationRecord, RevocationRepository, Revoked};
+
+/// The stable code of a revoked token's refusals and of the cut of what it opened.
+pub const CODE: &str = "token_revoked";
 
 /// What a verified Warden token says about itself that revocations judge: its id and when it
 /// was issued (its agent is the principal's id).
@@ -92,9 +97,17 @@ pub enum RevocationError {
     State(#[from] StateError),
 }
 
-/// The token revocations of this process: the copy in force and the store behind it.
+/// The token revocations of this process: the copy in force, the store behind it, the signal
+/// that wakes in-flight work when the copy changes.
 pub struct Revocations {
     in_force: ArcSwap<InForce>,
+    /// Woken whenever the copy changes (a revocation made here or read from the store): the
+    /// in-flight work of revoked tokens is cut then (`fleet/cut.rs`).
+    changed: Arc<Notify>,
+    /// Revocations made on this process that no read of the store has shown yet: a refresh
+    /// whose read came before the store had one keeps it. Whoever changes `in_force` holds
+    /// this lock meanwhile, so a refresh never replaces a revocation made while it read.
+    made_here: Mutex<Vec<Arc<RevocationRecord>>>,
     store: OnceLock<Arc<dyn RevocationRepository>>,
     audit: AuditLog,
 }
@@ -112,6 +125,8 @@ impl Revocations {
     pub fn new(audit: AuditLog) -> Revocations {
         Revocations {
             in_force: ArcSwap::from_pointee(InForce::default()),
+            changed: Arc::new(Notify::new()),
+            made_here: Mutex::new(Vec::new()),
             store: OnceLock::new(),
             audit,
         }
@@ -145,32 +160,70 @@ impl Revocations {
     /// as one of its agent's issued up to the second of a revocation of the agent. One atomic
     /// load and at most two hash lookups: the request path calls it every time.
     pub fn check(&self, agent: &str, stamp: &TokenStamp) -> Result<(), AuthError> {
+        match self.revoking(agent, stamp) {
+            Some((record, whom)) => Err(refusal(&record, whom)),
+            None => Ok(()),
+        }
+    }
+
+    /// The revocation that stops the token of `agent` that `stamp` describes, and how it names
+    /// it (`by its id`, or `with every token of its agent issued until then`), if one does.
+    pub fn revoking(
+        &self,
+        agent: &str,
+        stamp: &TokenStamp,
+    ) -> Option<(Arc<RevocationRecord>, &'static str)> {
         let in_force = self.in_force.load();
         if in_force.is_empty() {
-            return Ok(());
+            return None;
         }
         let now = now_ms();
-        let refused = |record: &RevocationRecord, whom| AuthError::Revoked {
-            whom,
-            at: UnixTime(seconds(record.created_ms)),
-            reason: Arc::from(record.reason.as_str()),
-        };
         if let Some(id) = &stamp.id
             && let Some(record) = in_force.tokens.get(&**id)
             && record.in_force(now)
         {
-            return Err(refused(record, "by its id"));
+            return Some((Arc::clone(record), "by its id"));
         }
         if let Some(record) = in_force.agents.get(agent)
             && record.in_force(now)
             && stamp.issued_at <= seconds(record.created_ms)
         {
-            return Err(refused(
-                record,
+            return Some((
+                Arc::clone(record),
                 "with every token of its agent issued until then",
             ));
         }
-        Ok(())
+        None
+    }
+
+    /// The signal woken whenever this process's copy changes.
+    pub(crate) fn changed(&self) -> &Arc<Notify> {
+        &self.changed
+    }
+
+    /// Records that `record` cut work `agent` had opened with the revoked token: what, in
+    /// `detail`.
+    pub(crate) fn record_cut(
+        &self,
+        record: &RevocationRecord,
+        agent: &str,
+        detail: serde_json::Value,
+    ) {
+        let mut event = event(record, now_ms());
+        if let Some(fields) = event
+            .detail
+            .as_mut()
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            fields.insert("event".into(), "cut".into());
+            fields.remove("effect_ms");
+            if let serde_json::Value::Object(detail) = detail {
+                fields.extend(detail);
+            }
+        }
+        event.principal.kind = "agent".into();
+        event.principal.id = Arc::from(agent);
+        self.audit.append_detached(event);
     }
 
     /// Every revocation kept, as this process knows it, oldest first.
@@ -191,10 +244,23 @@ impl Revocations {
     /// other. When the store fails, it is in force here until the next read of the store, and
     /// the error says so.
     pub async fn revoke(&self, record: RevocationRecord) -> Result<(), RevocationError> {
-        self.apply(Arc::new(record.clone()));
+        let record = Arc::new(record);
+        {
+            let mut made_here = self.made_here();
+            made_here.push(Arc::clone(&record));
+            self.apply(Arc::clone(&record));
+        }
         let store = self.store.get().ok_or(RevocationError::NoStore)?;
-        store.revoke(record).await?;
+        if let Err(error) = store.revoke((*record).clone()).await {
+            // Not kept past the next read of the store, as the error says.
+            self.made_here().retain(|r| !Arc::ptr_eq(r, &record));
+            return Err(error.into());
+        }
         Ok(())
+    }
+
+    fn made_here(&self) -> std::sync::MutexGuard<'_, Vec<Arc<RevocationRecord>>> {
+        self.made_here.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether a revocation in this process's copy has expired (the copy needs a refresh).
@@ -204,28 +270,35 @@ impl Revocations {
     }
 
     /// Reads the revocations kept in the store and applies the difference: new ones (and new
-    /// versions of known ones) are audited; gone ones expired.
+    /// versions of known ones) are audited; gone ones expired. A revocation made here that the
+    /// store did not show yet (its write still under way when it was read) is kept.
     async fn refresh(&self) -> Result<(), StateError> {
         let Some(store) = self.store.get() else {
             return Ok(());
         };
         let stored: Vec<Arc<RevocationRecord>> =
             store.active().await?.into_iter().map(Arc::new).collect();
-        let current = self.in_force.load_full();
-        let added: Vec<_> = stored
-            .iter()
-            .filter(|r| current.get(&r.target) != Some(*r))
-            .cloned()
-            .collect();
-        let gone: Vec<_> = current
-            .records()
-            .filter(|r| !stored.iter().any(|s| s.target == r.target))
-            .map(|r| r.target.clone())
-            .collect();
-        if !added.is_empty() || !gone.is_empty() {
-            self.in_force.store(Arc::new(InForce::from_records(stored)));
-            self.audit_added(&added);
-        }
+        let added = {
+            let mut made_here = self.made_here();
+            let now = now_ms();
+            made_here.retain(|r| r.in_force(now) && !stored.iter().any(|s| s.covers(r)));
+            // Later in the chain wins: a revocation made here over an older one stored.
+            let next = InForce::from_records(stored.into_iter().chain(made_here.iter().cloned()));
+            let current = self.in_force.load_full();
+            let added: Vec<_> = next
+                .records()
+                .filter(|r| current.get(&r.target) != Some(*r))
+                .cloned()
+                .collect();
+            let gone = current.records().any(|r| next.get(&r.target).is_none());
+            if added.is_empty() && !gone {
+                return Ok(());
+            }
+            self.in_force.store(Arc::new(next));
+            added
+        };
+        self.audit_added(&added);
+        self.changed.notify_waiters();
         Ok(())
     }
 
@@ -240,6 +313,7 @@ impl Revocations {
             InForce::from_records(kept.chain([Arc::clone(&added)]))
         });
         self.audit_added(&[added]);
+        self.changed.notify_waiters();
     }
 
     fn audit_added(&self, added: &[Arc<RevocationRecord>]) {
@@ -264,26 +338,43 @@ impl crate::state::follow::Follower for Revocations {
 }
 
 /// A revocation of `target` by `by` for `reason`, made now and kept until every token it
-/// stops has expired under `identity`'s maximum lifetime and leeway.
-pub fn revocation(
-    identity: &IdentityConfig,
-    target: Revoked,
-    reason: String,
-    by: Actor,
-) -> RevocationRecord {
+/// stops has expired on every replica, whatever their settings: [`MAX_TTL_LIMIT`] plus
+/// [`MAX_LEEWAY_SECONDS`] (and a second) from now. Every token it names was issued by now, and
+/// no replica accepts a token living longer than that limit, or later past its `exp` than
+/// that leeway. [`until_token_expires`] shortens it when the token is at hand.
+pub fn revocation(target: Revoked, reason: String, by: Actor) -> RevocationRecord {
     let created_ms = now_ms();
-    let kept = identity
-        .warden_issuer
-        .max_ttl
-        .saturating_add(Duration::from_secs(
-            identity.leeway_seconds.saturating_add(1),
-        ));
+    let kept = MAX_TTL_LIMIT.as_millis() as i64 + margin_ms();
     RevocationRecord {
         target,
         reason,
         by,
         created_ms,
-        expires_ms: created_ms.saturating_add(i64::try_from(kept.as_millis()).unwrap_or(i64::MAX)),
+        expires_ms: created_ms.saturating_add(kept),
+    }
+}
+
+/// Keeps `record`, a revocation of one token whose `exp` is `exp` (unix seconds), only until
+/// that token has expired on every replica: `exp` plus [`MAX_LEEWAY_SECONDS`] and a second
+/// (never longer than [`revocation`] keeps it).
+pub fn until_token_expires(record: &mut RevocationRecord, exp: u64) {
+    let expired_ms = i64::try_from(exp.saturating_mul(1000))
+        .unwrap_or(i64::MAX)
+        .saturating_add(margin_ms());
+    record.expires_ms = record.expires_ms.min(expired_ms);
+}
+
+/// The largest leeway any replica allows, and a second, in milliseconds.
+fn margin_ms() -> i64 {
+    (MAX_LEEWAY_SECONDS as i64 + 1) * 1000
+}
+
+/// The refusal of a token `record` revokes (`whom`: how it names the token).
+pub fn refusal(record: &RevocationRecord, whom: &'static str) -> AuthError {
+    AuthError::Revoked {
+        whom,
+        at: UnixTime(seconds(record.created_ms)),
+        reason: Arc::from(record.reason.as_str()),
     }
 }
 

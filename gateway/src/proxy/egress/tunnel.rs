@@ -35,7 +35,7 @@ use crate::action::{Action, EgressFacts, Facts, Findings, Principal, Verb};
 use crate::decision::Decision;
 use crate::egress::sni::{self, FirstBytes};
 use crate::egress::{Destination, EgressError, Host, dial};
-use crate::fleet::quarantine::{self, cut::Cut};
+use crate::fleet::cut::Cut;
 use crate::listener::ConnInfo;
 use crate::proxy::exchange::{Exchange, PendingOutcome, ProxyBody};
 use crate::proxy::refusal::Refusal;
@@ -151,9 +151,9 @@ impl intercepted::Walk for Tunnel {
 }
 
 impl Tunnel {
-    /// Carries the tunnel until either side closes it, its agent is quarantined (`cut`), or
-    /// a reload (`reloads`) brings policies that deny it (both connections closed then), and
-    /// records how it ended.
+    /// Carries the tunnel until either side closes it, its agent is quarantined or the token
+    /// it was opened with revoked (`cut`), or a reload (`reloads`) brings policies that deny
+    /// it (both connections closed then), and records how it ended.
     async fn run(
         self,
         on_upgrade: OnUpgrade,
@@ -172,7 +172,7 @@ impl Tunnel {
         let mut client = Counted::new(client);
         let upstream = Counted::new(upstream);
         let (up, down) = (Arc::clone(&client.read), Arc::clone(&upstream.read));
-        let quarantined = async {
+        let stopped = async {
             match cut.as_mut() {
                 Some(cut) => cut.cut().await,
                 None => std::future::pending().await,
@@ -180,10 +180,7 @@ impl Tunnel {
         };
         let carried = tokio::select! {
             carried = self.carry(&mut client, upstream) => carried,
-            record = quarantined => Err((
-                quarantine::CODE,
-                format!("cut: the agent was quarantined ({})", record.reason),
-            )),
+            cause = stopped => Err((cause.code(), cause.outcome())),
             denied = self.denied_by_reload(reloads) => Err((denied.code(), denied.to_string())),
         };
         let (up, down) = (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed));

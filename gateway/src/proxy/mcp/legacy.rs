@@ -15,7 +15,6 @@ use serde_json::Value;
 
 use super::answer::{empty, event_stream};
 use super::message::{self, Caller, Via};
-use crate::fleet::quarantine;
 use crate::mcp::{LegacySession, McpError, cut_notice, event, session_param};
 use crate::protocol;
 use crate::protocol::mcp::jsonrpc::{Kind, Message};
@@ -27,8 +26,8 @@ const CUT_NOTICE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// GET `/sse`: a new session's event stream, counted against the rate limits as a session
 /// opened over Streamable HTTP is. It lasts until the agent closes it, the session rests
-/// unused past its idle timeout, or the agent is quarantined (a last notification says why);
-/// the session ends with it.
+/// unused past its idle timeout, or the agent is quarantined or the token it was opened with
+/// revoked (a last notification says why); the session ends with it.
 pub(super) fn open(caller: &Caller<'_>, ex: &mut Exchange) -> Result<Response<ProxyBody>, Refusal> {
     message::limit_opening(caller.snap, ex, caller.route, &caller.principal)?;
     let (stream, body) = ex
@@ -42,11 +41,11 @@ pub(super) fn open(caller: &Caller<'_>, ex: &mut Exchange) -> Result<Response<Pr
         match cut {
             Some(mut cut) => tokio::select! {
                 () = stream.keep() => {}
-                record = cut.cut() => {
-                    let notice = event(&cut_notice(&quarantine::message(&record)));
+                cause = cut.cut() => {
+                    let notice = event(&cut_notice(&cause));
                     // The queue may be full of what the agent has not read: not waited for.
                     let _ = tokio::time::timeout(CUT_NOTICE_WAIT, stream.push(notice)).await;
-                    cut.record(&record, serde_json::json!({
+                    cut.record(&cause, serde_json::json!({
                         "cut": "mcp_stream",
                         "endpoint": &*endpoint,
                     }));

@@ -107,8 +107,8 @@ fn events(session: Arc<Session>, headers: &HeaderMap) -> Result<Response<ProxyBo
     tokio::spawn(async move {
         tokio::select! {
             () = relay(&mut rx, Some(&stream), &tx, KEEPALIVE, || false) => {}
-            cut = session.ended() => if let Some(message) = cut {
-                stream.try_send(&cut_notice(&message));
+            cut = session.ended() => if let Some(cause) = cut {
+                stream.try_send(&cut_notice(&cause));
             }
         }
         stream.detach();
