@@ -58,8 +58,10 @@ pub enum SsoError {
     #[error("the SSO provider's userinfo could not be read: {0}")]
     UserInfo(String),
     #[error(
-        "the SSO provider no longer accepts this sign-in (its userinfo endpoint answered {0}): \
-         the account may be disabled, or the sign-in ended there"
+        "the SSO provider refuses this sign-in's access token at its userinfo endpoint (HTTP \
+         {0}): the account may be disabled or the sign-in ended there; if it refuses everyone, \
+         the provider gives the console's client access tokens meant for another API rather \
+         than for userinfo (see docs/approvals.md)"
     )]
     UserInfoRefused(u16),
     #[error(
@@ -328,11 +330,21 @@ impl Sso {
             tokens.expires_in(),
             SystemTime::now(),
         );
-        let needs_userinfo = !other.contains_key(&self.config.groups_claim)
+        // With the recheck on, userinfo is asked now too: a provider that will not answer it
+        // with this sign-in's token fails the sign-in, not every vote after it.
+        let recheck = self.config.recheck_at_vote;
+        let needs_userinfo = recheck
+            || !other.contains_key(&self.config.groups_claim)
             || !other.contains_key(&self.config.subject_claim);
-        if needs_userinfo && let Some(info) = self.read_userinfo(&client, &access).await? {
-            for (k, v) in info {
-                other.entry(k).or_insert(v);
+        if needs_userinfo {
+            match self.read_userinfo(&client, &access).await? {
+                Some(info) => {
+                    for (k, v) in info {
+                        other.entry(k).or_insert(v);
+                    }
+                }
+                None if recheck => return Err(SsoError::NoUserInfo),
+                None => {}
             }
         }
         let mut who = identity(&other, &self.config, pending.next)?;
@@ -371,6 +383,9 @@ impl Sso {
                 // disabled.
                 UserInfoError::Response(status, _, _) if matches!(status.as_u16(), 401 | 403) => {
                     SsoError::UserInfoRefused(status.as_u16())
+                }
+                UserInfoError::Response(status, _, _) => {
+                    SsoError::UserInfo(format!("its userinfo endpoint answered HTTP {status}"))
                 }
                 e => SsoError::UserInfo(error_chain(&e)),
             })?;
@@ -527,6 +542,21 @@ pub(crate) mod tests {
             recheck_at_vote: true,
             userinfo_max_age: Duration::ZERO,
         }
+    }
+
+    #[test]
+    fn a_missing_groups_claim_is_not_an_empty_one() {
+        let claims: Map<String, Value> = serde_json::from_value(serde_json::json!({
+            "groups": ["sre"], "roles": "a b", "none": [],
+        }))
+        .unwrap();
+        assert_eq!(groups(&claims, "groups"), Some(vec!["sre".to_owned()]));
+        assert_eq!(
+            groups(&claims, "roles"),
+            Some(vec!["a".to_owned(), "b".to_owned()])
+        );
+        assert_eq!(groups(&claims, "none"), Some(vec![]), "in no group");
+        assert_eq!(groups(&claims, "teams"), None, "not said at all");
     }
 
     #[test]
