@@ -24,8 +24,9 @@
 //
 // People sign in on this server's own login page (`/interaction/<uid>`: login and password
 // checked against IDP_USERS); the console's client is granted its scopes without a consent page.
-// Their ID tokens and userinfo carry sub (the login), name, preferred_username, email (verified),
-// groups.
+// Their userinfo carries sub (the login), name, preferred_username, email (verified), groups;
+// the console's access token is for the userinfo endpoint (no resource indicator), which the
+// console asks at sign-in and again at each vote.
 //
 // Admin endpoints (test control, not part of OIDC):
 //   POST /admin/rotate                 new RSA key, published in the JWKS and used from now on
@@ -47,6 +48,16 @@
 //   POST /admin/forge?mode=M&client=ID an attack token with the claims a real token for ID has:
 //        M = none (alg "none", empty signature) | hs256-public-key (HS256, HMAC key = the
 //        public key's PEM) | unpublished-key (RS256 with a key never published, fresh kid)
+//   POST /admin/person?login=L&groups=G1,G2&disabled=true|false
+//        changes person L of IDP_USERS from now on: `groups` (when given; empty for none)
+//        replaces their groups, `disabled=true` disables the account (it cannot sign in, and
+//        the userinfo endpoint refuses its access tokens with 401 invalid_token, as for an
+//        account that no longer exists), `disabled=false` enables it again; answers the
+//        person's {login, groups, disabled}; 404 for an unknown login
+//   POST /admin/userinfo?fail=true|false
+//        while failing, the userinfo endpoint (/me) answers 503 (an identity provider that
+//        cannot answer); everything else works
+// The admin endpoints are served on the loopback address only, as everything here is.
 
 import * as crypto from 'node:crypto';
 import * as http from 'node:http';
@@ -88,6 +99,9 @@ const consoleRedirects = (process.env.IDP_CONSOLE_REDIRECTS || '')
   .filter(Boolean);
 const CONSOLE_CLIENT = 'warden-console';
 const CONSOLE_SCOPES = 'openid profile email groups';
+const USERINFO_PATH = '/me';
+// Whether the userinfo endpoint answers 503 (POST /admin/userinfo?fail=true).
+let userinfoFails = false;
 const claimsByClient = new Map(clients.map((c) => [c.client_id, c.claims || {}]));
 
 const resources = {
@@ -132,9 +146,11 @@ function buildProvider(issuer) {
         }]
         : []),
     ],
+    routes: { userinfo: USERINFO_PATH },
     findAccount: (_ctx, id) => {
       const user = users[id];
-      if (!user) return undefined;
+      // A disabled account is as good as gone: its tokens no longer name anyone.
+      if (!user || user.disabled) return undefined;
       return {
         accountId: id,
         claims: async () => ({
@@ -177,7 +193,9 @@ function buildProvider(issuer) {
       introspection: { enabled: true },
       resourceIndicators: {
         enabled: true,
-        defaultResource: () => 'urn:warden',
+        // The console's access tokens are for this provider's own userinfo endpoint (no
+        // resource, as an SSO sign-in's are), which Warden asks again at each vote.
+        defaultResource: (_ctx, client) => (client?.clientId === CONSOLE_CLIENT ? undefined : 'urn:warden'),
         useGrantedResource: () => true,
         getResourceServerInfo: (_ctx, resourceIndicator) => {
           const r = resources[resourceIndicator];
@@ -259,6 +277,7 @@ async function interaction(req, res, url) {
     if (!user || user.password !== form.get('password')) {
       return loginPage(res, uid, 'Wrong login or password.');
     }
+    if (user.disabled) return loginPage(res, uid, 'This account is disabled.');
     return provider.interactionFinished(req, res, { login: { accountId: login } }, { mergeWithLastSubmission: false });
   }
   res.writeHead(404);
@@ -420,6 +439,19 @@ async function admin(req, res, url) {
     if (!token) return reply(res, 404, { error: `no person ${q.get('login')} in IDP_USERS` });
     return reply(res, 200, { token });
   }
+  if (req.method === 'POST' && url.pathname === '/admin/person') {
+    const q = url.searchParams;
+    const login = q.get('login') || '';
+    const user = users[login];
+    if (!user) return reply(res, 404, { error: `no person ${login} in IDP_USERS` });
+    if (q.has('groups')) user.groups = q.get('groups').split(',').map((g) => g.trim()).filter(Boolean);
+    if (q.has('disabled')) user.disabled = q.get('disabled') === 'true';
+    return reply(res, 200, { login, groups: user.groups || [], disabled: Boolean(user.disabled) });
+  }
+  if (req.method === 'POST' && url.pathname === '/admin/userinfo') {
+    userinfoFails = url.searchParams.get('fail') === 'true';
+    return reply(res, 200, { fail: userinfoFails });
+  }
   if (req.method === 'POST' && url.pathname === '/admin/forge') {
     const mode = url.searchParams.get('mode') || '';
     const clientId = url.searchParams.get('client') || clients[0].client_id;
@@ -436,6 +468,10 @@ const server = http.createServer((req, res) => {
   const url = new URL(req.url, issuer);
   if (url.pathname.startsWith('/admin/')) {
     admin(req, res, url).catch((err) => reply(res, 500, { error: String(err) }));
+    return;
+  }
+  if (userinfoFails && url.pathname === USERINFO_PATH) {
+    reply(res, 503, { error: 'temporarily_unavailable', error_description: 'userinfo is down (test)' });
     return;
   }
   if (url.pathname.startsWith('/interaction/')) {

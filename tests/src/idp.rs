@@ -187,12 +187,7 @@ impl Idp {
 
     /// Publishes every key generated so far in the JWKS.
     pub async fn publish(&self) -> anyhow::Result<()> {
-        self.http
-            .post(format!("{}/admin/publish", self.issuer))
-            .send()
-            .await?
-            .error_for_status()?;
-        Ok(())
+        self.admin("publish", &[]).await
     }
 
     /// A token shaped like a Kubernetes projected service-account token for service account
@@ -251,6 +246,39 @@ impl Idp {
         };
         self.admin_token("forge", &[("mode", mode), ("client", client.id)])
             .await
+    }
+
+    /// Gives person `login` the groups `groups` from now on (their ID tokens, access tokens
+    /// and userinfo answers say so).
+    pub async fn set_groups(&self, login: &str, groups: &[&str]) -> anyhow::Result<()> {
+        self.admin("person", &[("login", login), ("groups", &groups.join(","))])
+            .await
+    }
+
+    /// Disables (or enables again) person `login`'s account: disabled, it cannot sign in and
+    /// the userinfo endpoint refuses its access tokens (401).
+    pub async fn set_disabled(&self, login: &str, disabled: bool) -> anyhow::Result<()> {
+        let disabled = if disabled { "true" } else { "false" };
+        self.admin("person", &[("login", login), ("disabled", disabled)])
+            .await
+    }
+
+    /// Makes the userinfo endpoint answer 503 (`fail`) or work again.
+    pub async fn fail_userinfo(&self, fail: bool) -> anyhow::Result<()> {
+        let fail = if fail { "true" } else { "false" };
+        self.admin("userinfo", &[("fail", fail)]).await
+    }
+
+    /// `POST /admin/<endpoint>?<query>`, refused unless it succeeds.
+    async fn admin(&self, endpoint: &str, query: &[(&str, &str)]) -> anyhow::Result<()> {
+        self.http
+            .post(format!("{}/admin/{endpoint}", self.issuer))
+            .query(query)
+            .send()
+            .await?
+            .error_for_status()
+            .with_context(|| format!("IdP admin endpoint {endpoint}"))?;
+        Ok(())
     }
 
     /// What the IdP printed (empty for a shared one).

@@ -4,7 +4,9 @@
 //! or with a passkey of Chromium's virtual authenticator; the request Warden holds then
 //! completes. The refusals: wrong, expired and replayed codes, a code of another approver's
 //! app, an approver outside the policy's group, approving one's own agent, a POST without the
-//! CSRF token, an approval used once and not for other arguments, an expired approval.
+//! CSRF token, an approval used once and not for other arguments, an expired approval, and,
+//! asked of the IdP again at each vote, an approver removed from the group or disabled there
+//! after signing in, and an IdP whose userinfo cannot answer (nothing decided).
 //!
 //! Screenshots of the pages land in `target/console-screenshots/` (docs/approvals.md shows
 //! them).
@@ -442,31 +444,17 @@ async fn an_sre_signs_in_with_sso_and_approves_with_totp_and_the_held_request_co
     let r = request.await.unwrap().unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers().get("x-warden-approval-id").is_none());
-    let vote = w
-        .wait_for_audit(Duration::from_secs(5), |r| {
-            r["detail"]["event"] == "approval_vote"
-        })
-        .await
-        .unwrap();
+    let vote = audited(w, "approval_vote").await;
     assert_eq!(vote["detail"]["approval_id"], json!(id));
     assert_eq!(vote["detail"]["approver"], "alice");
     assert_eq!(vote["detail"]["factor"], "totp");
     assert_eq!(vote["detail"]["decision"], "approve");
     assert_eq!(vote["principal"]["id"], "alice");
     assert_eq!(vote["source_ip"], "127.0.0.1");
-    let used = w
-        .wait_for_audit(Duration::from_secs(5), |r| {
-            r["detail"]["event"] == "approval_used"
-        })
-        .await
-        .unwrap();
+    let used = audited(w, "approval_used").await;
     assert_eq!(used["detail"]["approvers"][0]["approver"], "alice");
     let records = w.audit_records();
-    let refused: Vec<_> = records
-        .iter()
-        .filter(|r| r["detail"]["event"] == "approval_vote_refused")
-        .map(|r| r["detail"]["code"].as_str().unwrap_or_default().to_owned())
-        .collect();
+    let refused = refused_codes(&records);
     for code in [
         "wrong_code",
         "replayed_code",
@@ -567,12 +555,7 @@ async fn an_sre_signs_in_with_sso_and_approves_with_totp_and_the_held_request_co
             .contains("no passkey with that id"),
         "{proved}"
     );
-    let verified = w
-        .wait_for_audit(Duration::from_secs(5), |r| {
-            r["detail"]["event"] == "factors_verified"
-        })
-        .await
-        .unwrap();
+    let verified = audited(w, "factors_verified").await;
     assert_eq!(verified["detail"]["factor"], "totp");
     let enrolled = w
         .audit_records()
@@ -643,20 +626,10 @@ async fn an_approver_registers_a_passkey_and_approves_with_it() {
     assert!(said.contains("Approved"), "{said}");
     let r = request.await.unwrap().unwrap();
     assert_eq!(r.status(), 200);
-    let vote = w
-        .wait_for_audit(Duration::from_secs(5), |r| {
-            r["detail"]["event"] == "approval_vote"
-        })
-        .await
-        .unwrap();
+    let vote = audited(w, "approval_vote").await;
     assert_eq!(vote["detail"]["approver"], "bob");
     assert_eq!(vote["detail"]["factor"], "webauthn");
-    let enrolled = w
-        .wait_for_audit(Duration::from_secs(5), |r| {
-            r["detail"]["event"] == "factor_enrolled"
-        })
-        .await
-        .unwrap();
+    let enrolled = audited(w, "factor_enrolled").await;
     assert_eq!(enrolled["detail"]["factor"], "webauthn");
 
     // Signing out ends the session.
@@ -733,4 +706,98 @@ async fn an_approver_registers_a_passkey_and_approves_with_it() {
         })
         .collect();
     assert_eq!(votes, ["bob", "alice"]);
+}
+
+#[tokio::test]
+async fn an_approver_removed_or_disabled_at_the_idp_cannot_vote_and_an_idp_outage_refuses_votes() {
+    let s = start().await;
+    let (w, idp, console) = (&s.warden, &s._idp, s.console.as_str());
+    let token = w.token("deploy-bot").await.unwrap();
+    let request = held(w, &token, "gpt-4o", "rotate the signing keys");
+    let id = new_approval(w, "Model::\"openai/gpt-4o\"", &[]).await;
+    let mut alice = Browser::launch("alice").await.unwrap();
+    sign_in(&mut alice, console, "alice", "/factors").await;
+    let (secret, _) = enrol_totp(&mut alice, console, None).await;
+    let decide_path = format!("/approvals/{id}/decide");
+
+    // Removed from sre at the IdP, her session still says sre: the console asks the IdP, and
+    // she may neither read what waits nor vote.
+    idp.set_groups("alice", &["finance"]).await.unwrap();
+    alice
+        .goto(&format!("{console}/approvals/{id}"))
+        .await
+        .unwrap();
+    let page = alice.text("main").await.unwrap();
+    assert!(
+        page.contains("must be approved by a member of Group::\"sre\"")
+            && !page.contains("rotate the signing keys"),
+        "{page}"
+    );
+    let not_in_group = ["must be approved by a member of Group::"];
+    refused_vote(&mut alice, &decide_path, &secret, 403, &not_in_group).await;
+
+    // Back in sre, but the IdP's userinfo cannot answer: refused, try again; still pending.
+    idp.set_groups("alice", &["sre"]).await.unwrap();
+    idp.fail_userinfo(true).await.unwrap();
+    let try_again = [
+        "onfirm your identity with the identity provider (the SSO provider",
+        "answered HTTP 503",
+        "try again",
+    ];
+    refused_vote(&mut alice, &decide_path, &secret, 503, &try_again).await;
+    idp.fail_userinfo(false).await.unwrap();
+    let shown = w.cli(&["approvals", "show", &id]).await.unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout).to_string();
+    assert!(shown.contains("status:    pending"), "{shown}");
+    assert!(!request.is_finished(), "the request still waits");
+
+    // Her account disabled at the IdP: it refuses her token, and she cannot vote.
+    idp.set_disabled("alice", true).await.unwrap();
+    let disabled = ["no longer accepts your sign-in"];
+    refused_vote(&mut alice, &decide_path, &secret, 403, &disabled).await;
+
+    // Enabled again and in sre: her vote counts, with the groups the IdP named at that moment.
+    idp.set_disabled("alice", false).await.unwrap();
+    let said = decide(&mut alice, console, &id, &oathtool(&secret, 1), "approve").await;
+    assert!(said.contains("Approved"), "{said}");
+    let r = request.await.unwrap().unwrap();
+    assert_eq!(r.status(), 200);
+    let counted = audited(w, "approval_vote").await;
+    assert_eq!(counted["detail"]["approver"], "alice");
+    assert_eq!(counted["detail"]["approver_groups"], json!(["sre"]));
+    assert_eq!(counted["detail"]["groups_confirmed_at_vote"], true);
+    let refused = refused_codes(&w.audit_records());
+    assert_eq!(
+        refused,
+        ["not_in_group", "idp_unavailable", "idp_refused"],
+        "each refusal recorded with its reason"
+    );
+}
+
+/// The first audit record of console event `event`, waited for.
+async fn audited(w: &Warden, event: &str) -> Value {
+    w.wait_for_audit(Duration::from_secs(5), |r| r["detail"]["event"] == event)
+        .await
+        .unwrap()
+}
+
+/// The codes of the refused votes in `records`, in order.
+fn refused_codes(records: &[Value]) -> Vec<String> {
+    records
+        .iter()
+        .filter(|r| r["detail"]["event"] == "approval_vote_refused")
+        .map(|r| r["detail"]["code"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Approves at `path` with the next code of `secret`'s app, in a POST from the page (a refused
+/// vote uses no code up): refused with `status`, the answer saying each of `says`.
+async fn refused_vote(b: &mut Browser, path: &str, secret: &str, status: u16, says: &[&str]) {
+    let code = oathtool(secret, 1);
+    let answer = page_post(b, path, &[("decision", "approve"), ("code", &code)], true).await;
+    assert_eq!(answer["status"], status, "{answer}");
+    let body = answer["body"].as_str().unwrap_or_default();
+    for said in says {
+        assert!(body.contains(said), "{said:?} in {answer}");
+    }
 }

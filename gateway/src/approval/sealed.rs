@@ -88,6 +88,9 @@ pub enum Purpose {
     /// The approval console's proof that an approver confirmed it is them with a factor
     /// before changing factors, held by the browser in a cookie bound to the session.
     FactorsVerified,
+    /// The approval console's access token at the SSO provider, kept in the state store with
+    /// the session, sealed for the session's id, so that a vote can ask the provider again.
+    IdpToken,
 }
 
 impl Purpose {
@@ -96,6 +99,7 @@ impl Purpose {
             Purpose::TotpSecret => "totp-secret",
             Purpose::LoginState => "console-login",
             Purpose::FactorsVerified => "console-verified",
+            Purpose::IdpToken => "console-idp-token",
         }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::config::ConsoleConfig;
 use super::error::ConsoleError;
+use super::recheck::Recheck;
 use super::sso::{Sso, SsoError};
 use crate::approval::passkey::{PasskeyError, Passkeys};
 use crate::approval::sealed::Sealer;
@@ -27,6 +28,8 @@ pub struct Console {
     pub(crate) sealer: Sealer,
     pub(crate) passkeys: Passkeys,
     pub(crate) sso: Sso,
+    /// Asking the SSO provider again who an approver is.
+    pub(crate) recheck: Recheck,
     pub(crate) config: ConsoleConfig,
     /// `approvals.console_url`, without a trailing `/`.
     pub(crate) url: String,
@@ -88,6 +91,7 @@ impl Console {
             None => None,
         };
         let sso = Sso::new(&oidc, client_secret, &url)?;
+        let recheck = Recheck::new(&oidc);
         let passkeys = Passkeys::new(&url)?;
         let origin = reqwest::Url::parse(&url)
             .map(|u| u.origin().ascii_serialization())
@@ -98,6 +102,7 @@ impl Console {
             sealer,
             passkeys,
             sso,
+            recheck,
             config,
             url,
             origin,

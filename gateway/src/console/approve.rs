@@ -3,7 +3,8 @@
 //! assertion bound to this approval and its action digest).
 //!
 //! A decision is checked in this order, so that a refused one uses no code up: signed in,
-//! same origin and CSRF token, the approval exists and is pending, the approver may decide it
+//! same origin and CSRF token, the approval exists and is pending, who the SSO provider says
+//! the approver is now (`recheck`), the approver may decide it
 //! (`may_decide`), the wrong-code brake (shared by every replica), then the factor. It is written to the audit log
 //! (durably) before it is cast; a refused attempt is audited too.
 
@@ -29,14 +30,14 @@ use crate::state::approvals::{
 use crate::state::pins::now_ms;
 
 impl Console {
-    /// The approver a session is, as the rules see them.
-    pub(crate) fn approver(&self, session: &Session) -> Approver {
-        Approver {
-            subject: session.record.subject.clone(),
-            groups: session.record.groups.clone(),
-            aliases: session.record.aliases.clone(),
-            issuer: self.sso.issuer().to_owned(),
-        }
+    /// The approver a session is, as the rules see them now: with the groups the SSO
+    /// provider names at this moment (`console.oidc.recheck_at_vote`), refused when it
+    /// cannot say.
+    pub(crate) async fn approver_now(&self, session: &Session) -> Result<Approver, ConsoleError> {
+        Ok(self
+            .recheck
+            .approver(&self.sso, &self.sealer, &session.id, &session.record)
+            .await?)
     }
 
     async fn record(&self, id: &str) -> Result<ApprovalRecord, ConsoleError> {
@@ -47,10 +48,10 @@ impl Console {
             .ok_or_else(|| ConsoleError::NotFound(id.to_owned()))
     }
 
-    /// Whether `session` may cast `decision` on `record` now (pending, and the rules allow).
+    /// Whether `approver` may cast `decision` on `record` now (pending, and the rules allow).
     fn may(
         &self,
-        session: &Session,
+        approver: &Approver,
         record: &ApprovalRecord,
         decision: VoteDecision,
         source: Option<IpAddr>,
@@ -68,30 +69,23 @@ impl Console {
             .into());
         }
         let policy = self.shared.snapshot.load().policy.clone();
-        may_decide(
-            &policy,
-            &self.approver(session),
-            record,
-            decision,
-            "console",
-            source,
-        )?;
+        may_decide(&policy, approver, record, decision, "console", source)?;
         Ok(())
     }
 
-    /// Whether `session` may see `record` at all: only someone who may decide it (approve or
+    /// Whether `approver` may see `record` at all: only someone who may decide it (approve or
     /// deny, whatever its status now) reads what an agent asked; others learn only that it
     /// is not theirs to decide.
     fn may_view(
         &self,
-        session: &Session,
+        approver: &Approver,
         record: &ApprovalRecord,
         source: Option<IpAddr>,
     ) -> Result<(), ConsoleError> {
         let policy = self.shared.snapshot.load().policy.clone();
         match may_decide(
             &policy,
-            &self.approver(session),
+            approver,
             record,
             VoteDecision::Deny,
             "console",
@@ -103,8 +97,8 @@ impl Console {
     }
 
     /// What both passkey calls check first: same origin and CSRF token, the decision, the
-    /// approval pending and the approver allowed; then the approver's passkeys and what the
-    /// assertion must be bound to.
+    /// approval pending and the approver allowed (as the SSO provider names them now); then
+    /// the approver's passkeys and what the assertion must be bound to.
     async fn passkey_checks(
         &self,
         headers: &HeaderMap,
@@ -112,26 +106,25 @@ impl Console {
         id: &str,
         decision: Option<&str>,
         source: Option<IpAddr>,
-    ) -> Result<
-        (
-            VoteDecision,
-            ApprovalRecord,
-            Vec<crate::approval::passkey::StoredPasskey>,
-            ActionBinding,
-        ),
-        ConsoleError,
-    > {
+    ) -> Result<PasskeyChecked, ConsoleError> {
         self.check_post(headers, session, None)?;
         let decision = parse_decision(decision)?;
         let record = self.record(id).await?;
-        self.may(session, &record, decision, source)?;
+        let approver = self.approver_now(session).await?;
+        self.may(&approver, &record, decision, source)?;
         let stored = self.stored_passkeys(&session.record.subject).await?;
         let binding = ActionBinding {
             approval_id: record.id.clone(),
             digest: record.digest.clone(),
             intent: decision.as_str().to_owned(),
         };
-        Ok((decision, record, stored, binding))
+        Ok(PasskeyChecked {
+            decision,
+            record,
+            approver,
+            stored,
+            binding,
+        })
     }
 
     /// Finishes passkey ceremony `ceremony` of `session`'s approver for `binding` with the
@@ -226,10 +219,12 @@ impl Console {
         );
     }
 
-    /// Records `session`'s vote on `record`, confirmed with `factor`: audited first.
+    /// Records `session`'s vote on `record` (as `approver`, who the rules allowed), confirmed
+    /// with `factor`: audited first.
     async fn vote(
         &self,
         session: &Session,
+        approver: &Approver,
         record: &ApprovalRecord,
         decision: VoteDecision,
         factor: SecondFactor,
@@ -245,6 +240,8 @@ impl Console {
                 "action_digest": record.digest,
                 "approver": subject,
                 "approver_name": session.record.display_name,
+                "approver_groups": approver.groups,
+                "groups_confirmed_at_vote": self.recheck.enabled(),
                 "decision": decision.as_str(),
                 "factor": factor.as_str(),
                 "agent": record.principal,
@@ -282,14 +279,15 @@ impl Console {
         }
     }
 
-    /// What `session` can do on `record`'s page.
+    /// What `session` (as `approver`) can do on `record`'s page.
     async fn decide_options(
         &self,
         session: &Session,
+        approver: &Approver,
         record: &ApprovalRecord,
         source: Option<IpAddr>,
     ) -> Result<DecideOptions, ConsoleError> {
-        let approve = match self.may(session, record, VoteDecision::Approve, source) {
+        let approve = match self.may(approver, record, VoteDecision::Approve, source) {
             Err(ConsoleError::Decide(OperatorError::NotPending { .. })) => {
                 return Ok(DecideOptions::Closed);
             }
@@ -303,7 +301,7 @@ impl Console {
             Err(e) => return Ok(DecideOptions::NotAllowed(e.to_string())),
             Ok(()) => true,
         };
-        if !approve && let Err(e) = self.may(session, record, VoteDecision::Deny, source) {
+        if !approve && let Err(e) = self.may(approver, record, VoteDecision::Deny, source) {
             return Ok(DecideOptions::NotAllowed(e.to_string()));
         }
         let usable = self.usable_factors(&session.record.subject).await?;
@@ -314,16 +312,17 @@ impl Console {
         })
     }
 
-    /// `record`'s page for `session`, with `flash` above it.
+    /// `record`'s page for `session` (as `approver`), with `flash` above it.
     async fn detail_page(
         &self,
         session: &Session,
+        approver: &Approver,
         source: Option<IpAddr>,
         record: &ApprovalRecord,
         flash: Option<(&str, bool)>,
         status: StatusCode,
     ) -> Response {
-        let options = match self.decide_options(session, record, source).await {
+        let options = match self.decide_options(session, approver, record, source).await {
             Ok(o) => o,
             Err(e) => return e.page(Some(&session.viewer())),
         };
@@ -350,6 +349,15 @@ impl Console {
             ),
         )
     }
+}
+
+/// What the passkey calls' checks found.
+struct PasskeyChecked {
+    decision: VoteDecision,
+    record: ApprovalRecord,
+    approver: Approver,
+    stored: Vec<crate::approval::passkey::StoredPasskey>,
+    binding: ActionBinding,
 }
 
 enum DecideOptions {
@@ -382,8 +390,12 @@ pub async fn list(
         Ok(records) => records,
         Err(e) => return ConsoleError::from(e).page(Some(&session.viewer())),
     };
+    let approver = match c.approver_now(&session).await {
+        Ok(a) => a,
+        Err(e) => return e.page(Some(&session.viewer())),
+    };
     // Only what this approver may decide: what others' agents ask is not theirs to read.
-    records.retain(|r| c.may_view(&session, r, source(&peer)).is_ok());
+    records.retain(|r| c.may_view(&approver, r, source(&peer)).is_ok());
     html(
         StatusCode::OK,
         pages::layout(
@@ -411,12 +423,17 @@ pub async fn show(
         Ok(r) => r,
         Err(e) => return e.page(Some(&session.viewer())),
     };
-    if let Err(e) = c.may_view(&session, &record, source(&peer)) {
+    let approver = match c.approver_now(&session).await {
+        Ok(a) => a,
+        Err(e) => return e.page(Some(&session.viewer())),
+    };
+    if let Err(e) = c.may_view(&approver, &record, source(&peer)) {
         return e.page(Some(&session.viewer()));
     }
     let flash = done.done.as_deref().and_then(|d| done_message(d, &record));
     c.detail_page(
         &session,
+        &approver,
         source(&peer),
         &record,
         flash.as_deref().map(|m| (m, true)),
@@ -481,15 +498,25 @@ pub async fn decide_totp(
         Ok(r) => r,
         Err(e) => return e.page(Some(&session.viewer())),
     };
+    // Who the SSO provider says they are now, once asked (the page after a refusal too).
+    let mut fresh = None;
     let result = async {
         c.check_post(&headers, &session, form.csrf.as_deref())?;
         let decision = parse_decision(form.decision.as_deref())?;
-        c.may(&session, &record, decision, source)?;
+        let approver = fresh.insert(c.approver_now(&session).await?);
+        c.may(approver, &record, decision, source)?;
         let code = form.code.as_deref().unwrap_or_default();
         c.checked_code(&session, code, false).await?;
-        c.vote(&session, &record, decision, SecondFactor::Totp, source)
-            .await
-            .map(|_| decision)
+        c.vote(
+            &session,
+            approver,
+            &record,
+            decision,
+            SecondFactor::Totp,
+            source,
+        )
+        .await
+        .map(|_| decision)
     }
     .await;
     match result {
@@ -497,12 +524,13 @@ pub async fn decide_totp(
         Err(e) => {
             c.refused(&session, &id, Some(SecondFactor::Totp), source, &e);
             // The page with its context only for who may read it.
-            if c.may_view(&session, &record, source).is_err() {
+            let Some(approver) = fresh.filter(|a| c.may_view(a, &record, source).is_ok()) else {
                 return e.page(Some(&session.viewer()));
-            }
+            };
             let record = c.record(&id).await.unwrap_or(record);
             c.detail_page(
                 &session,
+                &approver,
                 source,
                 &record,
                 Some((&e.to_string(), false)),
@@ -532,13 +560,13 @@ pub async fn passkey_start(
         Err(e) => return e.json(),
     };
     let result = async {
-        let (_, _, stored, binding) = c
+        let checked = c
             .passkey_checks(&headers, &session, &id, body.decision.as_deref(), source)
             .await?;
         Ok::<_, ConsoleError>(c.passkeys.start_authentication(
             &session.record.subject,
-            &stored,
-            &binding,
+            &checked.stored,
+            &checked.binding,
         )?)
     }
     .await;
@@ -569,20 +597,28 @@ pub async fn passkey_finish(
         Err(e) => return e.json(),
     };
     let result = async {
-        let (decision, record, stored, binding) = c
+        let checked = c
             .passkey_checks(&headers, &session, &id, body.decision.as_deref(), source)
             .await?;
         c.assert_passkey_of(
             &session,
-            &stored,
+            &checked.stored,
             &body.ceremony,
-            &binding,
+            &checked.binding,
             &body.credential,
         )
         .await?;
-        c.vote(&session, &record, decision, SecondFactor::Webauthn, source)
-            .await
-            .map(|after| (decision, after))
+        let decision = checked.decision;
+        c.vote(
+            &session,
+            &checked.approver,
+            &checked.record,
+            decision,
+            SecondFactor::Webauthn,
+            source,
+        )
+        .await
+        .map(|after| (decision, after))
     }
     .await;
     match result {

@@ -82,7 +82,21 @@ pub struct OidcConfig {
     /// sessions then.
     #[serde(default = "default_true")]
     pub session_follows_id_token: bool,
+    /// Whether the console asks the provider again who an approver is (its userinfo
+    /// endpoint, with the sign-in's access token) before it shows them an approval or counts
+    /// their vote (default `true`): someone removed from the approvers' group, or whose
+    /// account was disabled, at the provider can no longer decide, without waiting for their
+    /// console session to end. Votes are refused while the provider cannot answer.
+    #[serde(default = "default_true")]
+    pub recheck_at_vote: bool,
+    /// How long the provider's answer is used for the same session before it is asked again
+    /// (default `0s`: every page and vote asks; at most `5m`).
+    #[serde(default, with = "humantime_serde")]
+    pub userinfo_max_age: Duration,
 }
+
+/// The longest `console.oidc.userinfo_max_age`.
+pub const MAX_USERINFO_AGE: Duration = Duration::from_secs(5 * 60);
 
 fn default_true() -> bool {
     true
@@ -152,6 +166,14 @@ impl ConsoleConfig {
                 err(key, "must name a claim".into());
             }
         }
+        if oidc.userinfo_max_age > MAX_USERINFO_AGE {
+            err(
+                "oidc.userinfo_max_age",
+                "must be at most 5m: an approver removed at the SSO provider may decide for \
+                 that long"
+                    .into(),
+            );
+        }
         errors
     }
 }
@@ -185,6 +207,23 @@ mod tests {
         assert_eq!(oidc.subject_claim, "sub");
         assert_eq!(oidc.groups_claim, "groups");
         assert!(oidc.session_follows_id_token, "on unless turned off");
+        assert!(
+            oidc.recheck_at_vote,
+            "approvers are checked again unless turned off"
+        );
+        assert_eq!(oidc.userinfo_max_age, Duration::ZERO, "every vote asks");
+    }
+
+    #[test]
+    fn the_provider_is_asked_again_at_least_every_five_minutes() {
+        let c = parse(
+            "oidc: {issuer: 'http://127.0.0.1:4000', client_id: console, \
+             userinfo_max_age: 10m, recheck_at_vote: false}",
+        );
+        let errors = c.validate(Some("http://localhost:9443"));
+        let keys: Vec<_> = errors.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["console.oidc.userinfo_max_age"], "{errors:?}");
+        assert!(!c.oidc.unwrap().recheck_at_vote);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::pages;
+use super::recheck::RecheckError;
 use super::sso::SsoError;
 use crate::approval::attempts::BrakeError;
 use crate::approval::operator::OperatorError;
@@ -25,6 +26,8 @@ pub enum ConsoleError {
     CrossOrigin,
     #[error(transparent)]
     Sso(#[from] SsoError),
+    #[error(transparent)]
+    Recheck(#[from] RecheckError),
     #[error("{0}")]
     Decide(#[from] OperatorError),
     #[error("the passkey was refused: {0}")]
@@ -61,6 +64,14 @@ impl ConsoleError {
             ) => StatusCode::BAD_GATEWAY,
             ConsoleError::Sso(SsoError::Config(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             ConsoleError::Sso(_) => StatusCode::BAD_REQUEST,
+            ConsoleError::Recheck(e) => match e {
+                RecheckError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                RecheckError::Refused => StatusCode::FORBIDDEN,
+                RecheckError::NoGroupsClaim(_) | RecheckError::NoUserInfo => {
+                    StatusCode::BAD_GATEWAY
+                }
+                RecheckError::NoToken | RecheckError::Expired => StatusCode::UNAUTHORIZED,
+            },
             ConsoleError::Decide(e) => match e {
                 O::Unknown(_) => StatusCode::NOT_FOUND,
                 O::NotPending { .. } | O::AlreadyVoted { .. } => StatusCode::CONFLICT,
@@ -89,6 +100,13 @@ impl ConsoleError {
             ConsoleError::Csrf => "csrf",
             ConsoleError::CrossOrigin => "cross_origin",
             ConsoleError::Sso(_) => "sso",
+            ConsoleError::Recheck(e) => match e {
+                RecheckError::Unavailable(_) => "idp_unavailable",
+                RecheckError::Refused => "idp_refused",
+                RecheckError::NoGroupsClaim(_) => "idp_no_groups_claim",
+                RecheckError::NoUserInfo => "idp_no_userinfo",
+                RecheckError::NoToken | RecheckError::Expired => "sign_in_again",
+            },
             ConsoleError::Decide(e) => match e {
                 O::NotEnrolled(_) => "not_enrolled",
                 O::Code(crate::approval::totp::CodeRefused::Replayed { .. }) => "replayed_code",
@@ -119,6 +137,14 @@ impl ConsoleError {
             ConsoleError::SignIn | ConsoleError::Sso(_) => {
                 ("Sign-in failed", Some(("/login", "Sign in again")))
             }
+            ConsoleError::Recheck(RecheckError::Unavailable(_)) => (
+                "Could not confirm it is you",
+                Some(("/approvals", "Try again")),
+            ),
+            ConsoleError::Recheck(_) => (
+                "Could not confirm it is you",
+                Some(("/login", "Sign in again")),
+            ),
             ConsoleError::NotFound(_) => ("Not found", Some(("/approvals", "Pending approvals"))),
             _ => (
                 "That did not work",

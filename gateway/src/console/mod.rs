@@ -4,6 +4,8 @@
 //! `console.oidc` is set.
 //!
 //! - `sso`: sign-in (OIDC authorization code + PKCE), the sign-in in flight sealed in a cookie;
+//! - `idp_token`: the sign-in's access token at the provider, sealed with the session;
+//! - `recheck`: asking the provider again who an approver is before they see or decide;
 //! - `session`: the session cookie (only its hash is stored, in the state store shared by
 //!   every replica), CSRF tokens, the same-origin check, the security headers on every answer;
 //! - `approve`: the pending list, an approval's page, deciding with TOTP or a passkey;
@@ -13,7 +15,8 @@
 //!
 //! Whoever decides must be allowed by the same rules as on the command line
 //! (`approval::operator::may_decide`: the policy's `@approvers` groups, never their own
-//! agent's action, Cedar's `approval:decide`). Everything is audited: sign-ins, votes (who,
+//! agent's action, Cedar's `approval:decide`), judged with the groups the SSO provider names
+//! at that moment (`recheck`) unless `console.oidc.recheck_at_vote` is off. Everything is audited: sign-ins, votes (who,
 //! which factor, from which address), refused attempts, enrolments.
 
 pub mod app;
@@ -21,7 +24,9 @@ pub mod approve;
 pub mod config;
 pub mod error;
 pub mod factors;
+pub mod idp_token;
 pub mod pages;
+pub mod recheck;
 pub mod session;
 pub mod sso;
 pub mod verify;

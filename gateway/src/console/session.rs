@@ -4,7 +4,9 @@
 //! - The session id is 256 random bits in an `HttpOnly`, `Secure`, `SameSite=Lax` cookie
 //!   (`__Host-` prefixed on https); the store keeps only its SHA-256, so a copy of the store
 //!   opens no session. Sessions end at `console.session_ttl`, when the sign-in's ID token
-//!   expires if that is sooner (`console.oidc.session_follows_id_token`), or at sign-out.
+//!   expires if that is sooner (`console.oidc.session_follows_id_token`), when its access
+//!   token at the provider does (`console.oidc.recheck_at_vote` asks the provider with it),
+//!   or at sign-out.
 //! - The CSRF token is derived from the session id (HMAC-SHA256), so every page can carry it
 //!   while the store keeps only its hash; every POST must bring it (a form field, or the
 //!   `x-csrf-token` header for the passkey calls) and, when the browser says where it comes
@@ -291,16 +293,32 @@ pub async fn callback(
         }
     };
     let id = random_token();
-    let follows = c
-        .config
-        .oidc
-        .as_ref()
-        .is_some_and(|o| o.session_follows_id_token);
+    let oidc = c.config.oidc.as_ref();
+    let follows = oidc.is_some_and(|o| o.session_follows_id_token);
+    // Asking the provider again needs its access token: kept sealed with the session, which
+    // ends when the token does (the provider would refuse it then).
+    let recheck = oidc.is_some_and(|o| o.recheck_at_vote);
+    let idp_token = who.idp_token.as_ref().filter(|_| recheck);
     let ttl = lifetime(
         c.config.session_ttl,
-        who.id_token_expires.filter(|_| follows),
+        [
+            who.id_token_expires.filter(|_| follows),
+            idp_token.and_then(|t| t.expires()),
+        ]
+        .into_iter()
+        .flatten()
+        .min(),
         std::time::SystemTime::now(),
     );
+    let sealed_idp_token = match idp_token.map(|t| t.seal(&c.sealer, &id)).transpose() {
+        Ok(sealed) => sealed,
+        Err(e) => {
+            let mut page =
+                ConsoleError::from(super::sso::SsoError::Config(e.to_string())).page(None);
+            page.headers_mut().append(header::SET_COOKIE, clear_login);
+            return page;
+        }
+    };
     let created = c
         .store
         .sessions()
@@ -311,6 +329,7 @@ pub async fn callback(
             display_name: who.display_name.clone(),
             groups: who.groups.clone(),
             aliases: who.aliases.clone(),
+            sealed_idp_token,
             ttl,
         })
         .await;

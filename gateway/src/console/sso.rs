@@ -5,7 +5,8 @@
 //! on the server: it travels sealed (AES-256-GCM under the factor key, bound to its purpose)
 //! in a short-lived cookie, so the provider's redirect may come back to any replica. The ID
 //! token is verified (signature against the provider's keys, issuer, audience, expiry, nonce);
-//! the approver's groups come from the ID token, or else from the userinfo endpoint.
+//! the approver's groups come from the ID token, or else from the userinfo endpoint, which
+//! [`Sso::userinfo`] asks again later with the sign-in's access token.
 //!
 //! The provider's metadata is read on the first sign-in and kept for [`METADATA_TTL`]; an
 //! unreachable provider makes sign-in fail with a clear page, and Warden still starts.
@@ -19,14 +20,16 @@ use openidconnect::core::{
 };
 use openidconnect::{
     AccessToken, AdditionalClaims, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
-    EndpointMaybeSet, EndpointNotSet, EndpointSet, IdToken, IssuerUrl, Nonce, OAuth2TokenResponse,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, SubjectIdentifier, TokenResponse,
+    EndUserEmail, EndUserName, EndUserUsername, EndpointMaybeSet, EndpointNotSet, EndpointSet,
+    IdToken, IssuerUrl, LocalizedClaim, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, Scope, SubjectIdentifier, TokenResponse, UserInfoError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
 use super::config::OidcConfig;
+use super::idp_token::IdpToken;
 use crate::approval::sealed::{Purpose, Sealer};
 
 /// How long the provider's discovered metadata (and keys) is used before it is read again.
@@ -54,6 +57,18 @@ pub enum SsoError {
     IdToken(String),
     #[error("the SSO provider's userinfo could not be read: {0}")]
     UserInfo(String),
+    #[error(
+        "the SSO provider refuses this sign-in's access token at its userinfo endpoint (HTTP \
+         {0}): the account may be disabled or the sign-in ended there; if it refuses everyone, \
+         the provider gives the console's client access tokens meant for another API rather \
+         than for userinfo (see docs/approvals.md)"
+    )]
+    UserInfoRefused(u16),
+    #[error(
+        "the SSO provider's discovery document names no userinfo endpoint, which \
+         console.oidc.recheck_at_vote needs"
+    )]
+    NoUserInfo,
     #[error("the sign-in has no {0:?} claim naming the approver")]
     NoSubject(String),
     #[error(
@@ -118,6 +133,8 @@ pub struct SignedIn {
     /// When the provider's ID token for this sign-in expires (`exp`): how long the provider
     /// vouches for it.
     pub id_token_expires: Option<SystemTime>,
+    /// The sign-in's access token, for asking the provider again later.
+    pub idp_token: Option<IdpToken>,
 }
 
 /// The SSO side of the console.
@@ -299,66 +316,121 @@ impl Sso {
             .ok()
             .map(|secs| UNIX_EPOCH + Duration::from_secs(secs));
         let mut other = claims.additional_claims().claims.clone();
-        insert_standard(&mut other, claims.subject(), |k| match k {
-            "name" => claims
-                .name()
-                .and_then(|n| n.get(None))
-                .map(|n| Value::from(n.to_string())),
-            "preferred_username" => claims
-                .preferred_username()
-                .map(|n| Value::from(n.to_string())),
-            "email" => claims.email().map(|n| Value::from(n.to_string())),
-            "email_verified" => claims.email_verified().map(Value::from),
-            _ => None,
-        });
-        let needs_userinfo = !other.contains_key(&self.config.groups_claim)
+        insert_standard(
+            &mut other,
+            claims.subject(),
+            claims.name(),
+            claims.preferred_username(),
+            claims.email(),
+            claims.email_verified(),
+        );
+        let access = IdpToken::new(
+            tokens.access_token().secret().clone(),
+            claims.subject().to_string(),
+            tokens.expires_in(),
+            SystemTime::now(),
+        );
+        // With the recheck on, userinfo is asked now too: a provider that will not answer it
+        // with this sign-in's token fails the sign-in, not every vote after it.
+        let recheck = self.config.recheck_at_vote;
+        let needs_userinfo = recheck
+            || !other.contains_key(&self.config.groups_claim)
             || !other.contains_key(&self.config.subject_claim);
-        if needs_userinfo
-            && let Ok(request) = client.user_info(
-                AccessToken::new(tokens.access_token().secret().clone()),
-                Some(claims.subject().clone()),
-            )
-        {
-            let info: openidconnect::UserInfoClaims<OtherClaims, CoreGenderClaim> = request
-                .request_async(&self.http)
-                .await
-                .map_err(|e| SsoError::UserInfo(error_chain(&e)))?;
-            for (k, v) in &info.additional_claims().claims {
-                other.entry(k.clone()).or_insert_with(|| v.clone());
+        if needs_userinfo {
+            match self.read_userinfo(&client, &access).await? {
+                Some(info) => {
+                    for (k, v) in info {
+                        other.entry(k).or_insert(v);
+                    }
+                }
+                None if recheck => return Err(SsoError::NoUserInfo),
+                None => {}
             }
-            insert_standard(&mut other, info.subject(), |k| match k {
-                "name" => info
-                    .name()
-                    .and_then(|n| n.get(None))
-                    .map(|n| Value::from(n.to_string())),
-                "preferred_username" => info
-                    .preferred_username()
-                    .map(|n| Value::from(n.to_string())),
-                "email" => info.email().map(|n| Value::from(n.to_string())),
-                "email_verified" => info.email_verified().map(Value::from),
-                _ => None,
-            });
         }
         let mut who = identity(&other, &self.config, pending.next)?;
         who.id_token_expires = id_token_expires;
+        who.idp_token = Some(access);
         Ok(who)
+    }
+
+    /// What the provider's userinfo endpoint says now of the person `token` was issued to:
+    /// their claims, `sub` checked against the sign-in's.
+    pub async fn userinfo(&self, token: &IdpToken) -> Result<Map<String, Value>, SsoError> {
+        let client = self.client().await?;
+        self.read_userinfo(&client, token)
+            .await?
+            .ok_or(SsoError::NoUserInfo)
+    }
+
+    /// The claims `client`'s userinfo endpoint gives for `token` (its `sub` checked), or
+    /// `None` when the provider publishes no such endpoint.
+    async fn read_userinfo(
+        &self,
+        client: &Client,
+        token: &IdpToken,
+    ) -> Result<Option<Map<String, Value>>, SsoError> {
+        let Ok(request) = client.user_info(
+            AccessToken::new(token.secret().to_owned()),
+            Some(SubjectIdentifier::new(token.subject.clone())),
+        ) else {
+            return Ok(None);
+        };
+        let info: openidconnect::UserInfoClaims<OtherClaims, CoreGenderClaim> = request
+            .request_async(&self.http)
+            .await
+            .map_err(|e| match e {
+                // The provider no longer takes the token: expired, revoked, or its account
+                // disabled.
+                UserInfoError::Response(status, _, _) if matches!(status.as_u16(), 401 | 403) => {
+                    SsoError::UserInfoRefused(status.as_u16())
+                }
+                UserInfoError::Response(status, _, _) => {
+                    SsoError::UserInfo(format!("its userinfo endpoint answered HTTP {status}"))
+                }
+                e => SsoError::UserInfo(error_chain(&e)),
+            })?;
+        let mut claims = info.additional_claims().claims.clone();
+        insert_standard(
+            &mut claims,
+            info.subject(),
+            info.name(),
+            info.preferred_username(),
+            info.email(),
+            info.email_verified(),
+        );
+        Ok(Some(claims))
     }
 }
 
-/// Adds `sub` and the standard name claims to `claims` where absent.
+/// Adds `sub` and the standard name claims (`name`, `preferred_username`, `email`,
+/// `email_verified`) to `claims` where absent.
 fn insert_standard(
     claims: &mut Map<String, Value>,
     subject: &SubjectIdentifier,
-    standard: impl Fn(&str) -> Option<Value>,
+    name: Option<&LocalizedClaim<EndUserName>>,
+    preferred_username: Option<&EndUserUsername>,
+    email: Option<&EndUserEmail>,
+    email_verified: Option<bool>,
 ) {
     claims
         .entry("sub")
         .or_insert_with(|| Value::from(subject.as_str()));
-    for k in ["name", "preferred_username", "email", "email_verified"] {
-        if !claims.contains_key(k)
-            && let Some(v) = standard(k)
-        {
-            claims.insert(k.to_owned(), v);
+    let standard = [
+        (
+            "name",
+            name.and_then(|n| n.get(None))
+                .map(|n| Value::from(n.to_string())),
+        ),
+        (
+            "preferred_username",
+            preferred_username.map(|n| Value::from(n.to_string())),
+        ),
+        ("email", email.map(|n| Value::from(n.to_string()))),
+        ("email_verified", email_verified.map(Value::from)),
+    ];
+    for (k, v) in standard {
+        if let Some(v) = v {
+            claims.entry(k).or_insert(v);
         }
     }
 }
@@ -399,16 +471,7 @@ fn identity(
         .or_else(|| text("preferred_username"))
         .or_else(|| text("email"))
         .unwrap_or_else(|| subject.clone());
-    let groups = match claims.get(&config.groups_claim) {
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect(),
-        // Some providers send a single group as a string, or a space-separated list.
-        Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
-        _ => Vec::new(),
-    };
+    let groups = groups(claims, &config.groups_claim).unwrap_or_default();
     Ok(SignedIn {
         subject,
         display_name,
@@ -416,7 +479,24 @@ fn identity(
         aliases,
         next,
         id_token_expires: None,
+        idp_token: None,
     })
+}
+
+/// The groups claim `claim` of `claims` lists, `None` when there is no such claim.
+pub fn groups(claims: &Map<String, Value>, claim: &str) -> Option<Vec<String>> {
+    match claims.get(claim)? {
+        Value::Array(items) => Some(
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+        ),
+        // Some providers send a single group as a string, or a space-separated list.
+        Value::String(s) => Some(s.split_whitespace().map(str::to_owned).collect()),
+        _ => Some(Vec::new()),
+    }
 }
 
 /// The provider's answer at `/auth/callback`.
@@ -446,10 +526,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn oidc() -> OidcConfig {
+    /// A console's SSO settings for tests: a provider on port 1, where nothing listens.
+    pub(crate) fn oidc() -> OidcConfig {
         OidcConfig {
             issuer: "http://127.0.0.1:1".into(),
             client_id: "console".into(),
@@ -458,7 +539,24 @@ mod tests {
             subject_claim: "sub".into(),
             groups_claim: "groups".into(),
             session_follows_id_token: true,
+            recheck_at_vote: true,
+            userinfo_max_age: Duration::ZERO,
         }
+    }
+
+    #[test]
+    fn a_missing_groups_claim_is_not_an_empty_one() {
+        let claims: Map<String, Value> = serde_json::from_value(serde_json::json!({
+            "groups": ["sre"], "roles": "a b", "none": [],
+        }))
+        .unwrap();
+        assert_eq!(groups(&claims, "groups"), Some(vec!["sre".to_owned()]));
+        assert_eq!(
+            groups(&claims, "roles"),
+            Some(vec!["a".to_owned(), "b".to_owned()])
+        );
+        assert_eq!(groups(&claims, "none"), Some(vec![]), "in no group");
+        assert_eq!(groups(&claims, "teams"), None, "not said at all");
     }
 
     #[test]

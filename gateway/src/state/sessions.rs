@@ -23,6 +23,9 @@ pub struct NewSession {
     pub groups: Vec<String>,
     /// Other names the approver goes by (a verified e-mail address, the preferred username).
     pub aliases: Vec<String>,
+    /// The SSO provider's access token of the sign-in, sealed (for asking the provider again
+    /// who the approver is when they vote); `None` when the console does not ask again.
+    pub sealed_idp_token: Option<Vec<u8>>,
     /// How long the session lasts.
     pub ttl: Duration,
 }
@@ -37,6 +40,8 @@ pub struct ConsoleSession {
     pub aliases: Vec<String>,
     /// [`secret_hash`] of the CSRF token.
     pub csrf_hash: String,
+    /// The sign-in's access token at the SSO provider, sealed for this session's id.
+    pub sealed_idp_token: Option<Vec<u8>>,
     pub created_ms: i64,
     pub expires_ms: i64,
     pub last_seen_ms: i64,
@@ -92,6 +97,7 @@ mod tests {
             groups: vec![],
             aliases: vec![],
             csrf_hash: secret_hash("token-1"),
+            sealed_idp_token: None,
             created_ms: 0,
             expires_ms: 1,
             last_seen_ms: 0,

@@ -211,6 +211,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX token_revocations_expires ON token_revocations (expires_ms);
     INSERT INTO revisions (concern, revision) VALUES ('revocations', 0);",
+    // 14: a console session keeps its sign-in's access token at the SSO provider, sealed with
+    // the factor key for the session's id (which the store does not hold), so that a vote can
+    // ask the provider again who the approver is.
+    "ALTER TABLE console_sessions ADD COLUMN sealed_idp_token BYTEA;",
 ];
 
 /// Applies the steps the database lacks, in one transaction under the advisory lock; refuses

@@ -15,8 +15,9 @@ impl SessionRepository for PostgresStore {
             client
                 .execute(
                     "INSERT INTO console_sessions (id_hash, subject, display_name, \
-                     groups_json, csrf_hash, created_ms, expires_ms, last_seen_ms, aliases_json) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $8)",
+                     groups_json, csrf_hash, created_ms, expires_ms, last_seen_ms, aliases_json, \
+                     sealed_idp_token) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $8, $9)",
                     &[
                         &secret_hash(&session.id),
                         &session.subject,
@@ -26,6 +27,7 @@ impl SessionRepository for PostgresStore {
                         &now,
                         &expiry(now, session.ttl),
                         &serde_json::to_string(&session.aliases).unwrap_or_else(|_| "[]".into()),
+                        &session.sealed_idp_token,
                     ],
                 )
                 .await
@@ -45,7 +47,7 @@ impl SessionRepository for PostgresStore {
                     "UPDATE console_sessions SET last_seen_ms = $2 \
                      WHERE id_hash = $1 AND expires_ms > $2 \
                      RETURNING subject, display_name, groups_json, csrf_hash, created_ms, \
-                     expires_ms, last_seen_ms, aliases_json",
+                     expires_ms, last_seen_ms, aliases_json, sealed_idp_token",
                     &[&id_hash, &now_ms()],
                 )
                 .await
@@ -68,6 +70,7 @@ impl SessionRepository for PostgresStore {
                 groups,
                 aliases,
                 csrf_hash: row.get(3),
+                sealed_idp_token: row.get(8),
                 created_ms: row.get(4),
                 expires_ms: row.get(5),
                 last_seen_ms: row.get(6),

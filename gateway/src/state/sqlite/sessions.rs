@@ -15,8 +15,9 @@ impl SessionRepository for SqliteStore {
             let now = now_ms();
             conn.execute(
                 "INSERT INTO console_sessions (id_hash, subject, display_name, groups_json, \
-                 csrf_hash, created_ms, expires_ms, last_seen_ms, aliases_json) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?6, ?8)",
+                 csrf_hash, created_ms, expires_ms, last_seen_ms, aliases_json, \
+                 sealed_idp_token) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?6, ?8, ?9)",
                 params![
                     secret_hash(&session.id),
                     session.subject,
@@ -26,6 +27,7 @@ impl SessionRepository for SqliteStore {
                     now,
                     expiry(now, session.ttl),
                     serde_json::to_string(&session.aliases).unwrap_or_else(|_| "[]".into()),
+                    session.sealed_idp_token,
                 ],
             )
             .map_err(query_error(path, "record a console session"))?;
@@ -44,7 +46,7 @@ impl SessionRepository for SqliteStore {
                     "UPDATE console_sessions SET last_seen_ms = ?2 \
                      WHERE id_hash = ?1 AND expires_ms > ?2 \
                      RETURNING subject, display_name, groups_json, csrf_hash, created_ms, \
-                     expires_ms, last_seen_ms, aliases_json",
+                     expires_ms, last_seen_ms, aliases_json, sealed_idp_token",
                     params![id_hash, now_ms()],
                     |row| {
                         Ok((
@@ -56,13 +58,23 @@ impl SessionRepository for SqliteStore {
                             row.get::<_, i64>(5)?,
                             row.get::<_, i64>(6)?,
                             row.get::<_, String>(7)?,
+                            row.get::<_, Option<Vec<u8>>>(8)?,
                         ))
                     },
                 )
                 .optional()
                 .map_err(query_error(path, "read a console session"))?;
-            let Some((subject, display_name, groups, csrf_hash, created, expires, seen, aliases)) =
-                row
+            let Some((
+                subject,
+                display_name,
+                groups,
+                csrf_hash,
+                created,
+                expires,
+                seen,
+                aliases,
+                sealed_idp_token,
+            )) = row
             else {
                 return Ok(None);
             };
@@ -80,6 +92,7 @@ impl SessionRepository for SqliteStore {
                 groups,
                 aliases,
                 csrf_hash,
+                sealed_idp_token,
                 created_ms: created,
                 expires_ms: expires,
                 last_seen_ms: seen,

@@ -18,6 +18,7 @@ fn session(id: &str, ttl: Duration) -> NewSession {
         display_name: "Alice Example".into(),
         groups: vec!["sre".into()],
         aliases: vec!["alice@example.com".into()],
+        sealed_idp_token: Some(format!("sealed-{id}").into_bytes()),
         ttl,
     }
 }
@@ -40,6 +41,11 @@ async fn a_session_is_resumed_by_its_id_only_while_it_lasts(backend: Backend) {
     assert_eq!(found.display_name, "Alice Example");
     assert_eq!(found.groups, ["sre"]);
     assert_eq!(found.aliases, ["alice@example.com"]);
+    assert_eq!(
+        found.sealed_idp_token.as_deref(),
+        Some(&b"sealed-s3cr3t-session-id"[..]),
+        "the sign-in's sealed access token comes back with its session"
+    );
     assert!(found.csrf_matches("csrf-s3cr3t-session-id"));
     assert!(!found.csrf_matches("csrf-other"));
     // Only the hashes are stored.
