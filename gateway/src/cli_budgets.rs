@@ -37,9 +37,12 @@ pub enum BudgetsCommand {
         scope: Option<Scope>,
         #[arg(long, requires = "scope")]
         name: Option<String>,
-        /// Every account.
+        /// Every account (with --yes).
         #[arg(long, conflicts_with_all = ["scope", "name"])]
         all: bool,
+        /// Confirm --all: every agent's, group's and the fleet's spend is wiped.
+        #[arg(long)]
+        yes: bool,
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -54,6 +57,17 @@ pub fn budgets(command: BudgetsCommand) -> Result<ExitCode> {
     let path = match &command {
         BudgetsCommand::Show { config, .. } | BudgetsCommand::Reset { config, .. } => config,
     };
+    if let BudgetsCommand::Reset {
+        all: true,
+        yes: false,
+        ..
+    } = &command
+    {
+        bail!(
+            "--all wipes the spend of every agent, group and the fleet for the current day and \
+             month; run again with --yes to do it (or name one account with --scope and --name)"
+        );
+    }
     let config = super::load(path.as_deref())?;
     let now = SystemTime::now();
     let periods = (

@@ -29,6 +29,11 @@ pub fn explain(
         .transpose()?;
     let action = testing::explain_action(&engine, principal, action, resource, context.as_deref())
         .map_err(|e| anyhow!("{e}"))?;
+    println!(
+        "principal: {}::{:?}",
+        action.principal.kind.cedar_type(),
+        &*action.principal.id
+    );
     print!("{}", engine.explain(&action));
     Ok(ExitCode::SUCCESS)
 }

@@ -43,6 +43,7 @@ enum Command {
     /// Validate a configuration file, its connectors and its policies; report every mistake
     /// with file, line and key.
     Check {
+        /// Configuration file to check (without one, the embedded defaults are checked).
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -239,9 +240,12 @@ enum PolicyCommand {
     /// example request ids. Decision records carry the facts policy judged
     /// (`audit.decision_facts`); records without them are counted as skipped.
     Replay {
-        /// The candidate policy directory.
-        #[arg(long, value_name = "DIR")]
-        policies: PathBuf,
+        /// The candidate policy directory (or --policies DIR).
+        #[arg(value_name = "DIR", required_unless_present = "policies_flag")]
+        policies: Option<PathBuf>,
+        /// The candidate policy directory, as a flag.
+        #[arg(long = "policies", value_name = "DIR", conflicts_with = "policies")]
+        policies_flag: Option<PathBuf>,
         /// The audit directory to replay.
         #[arg(long, value_name = "DIR")]
         audit: PathBuf,
@@ -333,9 +337,8 @@ enum AuditCommand {
     /// edited, deleted, reordered, truncated or forged, report records no checkpoint covers,
     /// and exit non-zero if there is a bad one.
     Verify {
-        /// Audit directory (default: ./warden-data/audit).
-        #[arg(default_value = "warden-data/audit")]
-        dir: PathBuf,
+        #[command(flatten)]
+        dir: AuditDir,
         #[command(flatten)]
         keys: AuditKeyArgs,
         /// Fail unless every record is covered by a checkpoint whose signature verifies
@@ -354,9 +357,8 @@ enum AuditCommand {
     /// Print the last records, one JSON object a line; with --follow, new ones as they are
     /// written.
     Tail {
-        /// Audit directory (default: ./warden-data/audit).
-        #[arg(default_value = "warden-data/audit")]
-        dir: PathBuf,
+        #[command(flatten)]
+        dir: AuditDir,
         /// How many of the last records to print first.
         #[arg(short = 'n', long, default_value_t = 10)]
         lines: usize,
@@ -370,9 +372,8 @@ enum AuditCommand {
     /// Print the records written in a time range, in a SIEM's shape, one JSON object a line
     /// (to load into a SIEM, or to hand to an auditor).
     Export {
-        /// Audit directory (default: ./warden-data/audit).
-        #[arg(default_value = "warden-data/audit")]
-        dir: PathBuf,
+        #[command(flatten)]
+        dir: AuditDir,
         /// From this time on (RFC 3339, e.g. 2026-12-01T00:00:00Z).
         #[arg(long, value_parser = parse_time)]
         since: Option<std::time::SystemTime>,
@@ -385,17 +386,17 @@ enum AuditCommand {
     },
     /// Print the records that match every filter given.
     Search {
-        /// Audit directory (default: ./warden-data/audit).
-        #[arg(default_value = "warden-data/audit")]
-        dir: PathBuf,
+        #[command(flatten)]
+        dir: AuditDir,
         /// The principal's id (an agent's, or an approver's).
         #[arg(long)]
         agent: Option<String>,
         /// The Cedar action (llm:chat, mcp:call_tool, github:issues.create, ...).
         #[arg(long)]
         action: Option<String>,
-        /// allow, deny or rejected; or a record kind (decision, outcome, system, tool_change).
-        #[arg(long)]
+        /// A decision (allow, deny, approval_required) or a record kind (decision, outcome,
+        /// rejected, system, tool_change, checkpoint, retention).
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(SEARCH_DECISIONS))]
         decision: Option<String>,
         /// From this time on (RFC 3339).
         #[arg(long, value_parser = parse_time)]
@@ -418,9 +419,55 @@ struct AgainstSiem {
     /// what was shipped.
     #[arg(long, value_name = "SINK|URL")]
     against_siem: Option<String>,
-    /// Configuration file naming the sink (with --against-siem).
-    #[arg(short, long, env = "WARDEN_CONFIG", requires = "against_siem")]
+}
+
+/// What `warden audit search --decision` matches: a record's decision or its kind.
+const SEARCH_DECISIONS: [&str; 10] = [
+    "allow",
+    "deny",
+    "approval_required",
+    "decision",
+    "outcome",
+    "rejected",
+    "system",
+    "tool_change",
+    "checkpoint",
+    "retention",
+];
+
+/// The audit directory a `warden audit` command reads: DIR, else the configuration's.
+#[derive(clap::Args)]
+struct AuditDir {
+    /// Audit directory (default: the configuration's audit.dir, else <data_dir>/audit; without
+    /// a configuration, ./warden-data/audit).
+    dir: Option<PathBuf>,
+    /// Configuration file: its audit directory, and the SIEM sinks --against-siem names.
+    #[arg(short, long, env = "WARDEN_CONFIG")]
     config: Option<PathBuf>,
+}
+
+impl AuditDir {
+    /// DIR when given, else the configuration's audit directory.
+    fn resolve(&self) -> Result<PathBuf> {
+        Ok(match (&self.dir, &self.config) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(path)) => warden::server::audit_dir(&load(Some(path))?),
+            (None, None) => warden::server::audit_dir(&Config::default()),
+        })
+    }
+
+    /// [`Self::resolve`], refused with one clear message when there is no log there.
+    fn existing(&self) -> Result<PathBuf> {
+        let dir = self.resolve()?;
+        if !dir.is_dir() {
+            bail!(
+                "no audit log in {}: the directory does not exist (pass the audit directory, or \
+                 --config for its audit.dir)",
+                dir.display()
+            );
+        }
+        Ok(dir)
+    }
 }
 
 /// An RFC 3339 time (`2026-12-01T00:00:00Z`; a date alone is midnight UTC).
@@ -514,7 +561,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let engine = warden::policy::PolicyEngine::load_with(&dir, &fragments)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             for warning in engine.warnings() {
-                eprintln!("warning: {warning}");
+                // The warning says it is one ("FILE:LINE:COL: warning: ...").
+                eprintln!("{warning}");
             }
             println!(
                 "{}: {} policies valid against the schema",
@@ -529,7 +577,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let fragments = connector_actions(config.as_deref())?;
             let report = warden::policy::testing::run_tests_with(&dir, &fragments)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            print!("{report}");
+            println!("{report}");
             Ok(if report.failed() == 0 {
                 ExitCode::SUCCESS
             } else {
@@ -568,6 +616,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             command:
                 PolicyCommand::Replay {
                     policies,
+                    policies_flag,
                     audit,
                     since,
                     until,
@@ -581,6 +630,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 until,
                 ..Default::default()
             };
+            let policies = policies
+                .or(policies_flag)
+                .context("name the candidate policy directory: warden policy replay DIR")?;
             cli_policy::replay(&policies, &fragments, &audit, &window, &fail_on)
         }
         Command::Policy {
@@ -632,7 +684,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     follow,
                     format,
                 },
-        } => audit_tail(&dir, lines, follow, format),
+        } => audit_tail(&dir.existing()?, lines, follow, format),
         Command::Audit {
             command:
                 AuditCommand::Export {
@@ -642,7 +694,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     format,
                 },
         } => audit_print(
-            &dir,
+            &dir.existing()?,
             &warden::audit::read::Filter {
                 since,
                 until,
@@ -662,7 +714,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     format,
                 },
         } => audit_print(
-            &dir,
+            &dir.existing()?,
             &warden::audit::read::Filter {
                 agent,
                 action,
@@ -690,6 +742,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     siem,
                 },
         } => {
+            let config = dir.config.clone();
+            let dir = dir.resolve()?;
             let options = warden::audit::VerifyOptions {
                 keys: audit_keys(&keys)?,
                 require_signed,
@@ -711,7 +765,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             match siem.against_siem {
                 Some(target) => {
-                    let against = verify_against_siem(&dir, &target, siem.config.as_deref())?;
+                    let against = verify_against_siem(&dir, &target, config.as_deref())?;
                     Ok(if local == ExitCode::SUCCESS {
                         against
                     } else {
@@ -1256,4 +1310,122 @@ fn serve(path: Option<PathBuf>) -> Result<ExitCode> {
         .context("cannot start the async runtime")?;
     runtime.block_on(warden::server::serve(config, path))?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("warden").chain(args.iter().copied()))
+    }
+
+    fn audit_dir_of(cli: Cli) -> AuditDir {
+        match cli.command {
+            Command::Audit {
+                command:
+                    AuditCommand::Verify { dir, .. }
+                    | AuditCommand::Tail { dir, .. }
+                    | AuditCommand::Export { dir, .. }
+                    | AuditCommand::Search { dir, .. },
+            } => dir,
+            _ => panic!("not an audit command"),
+        }
+    }
+
+    #[test]
+    fn every_audit_command_reads_the_configurations_audit_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = tmp.path().join("w.yaml");
+        let data = tmp.path().join("data");
+        std::fs::write(&config, format!("data_dir: {}\n", data.display())).unwrap();
+        let config = config.to_str().unwrap();
+        for sub in ["verify", "tail", "export", "search"] {
+            let cli = parse(&["audit", sub, "-c", config]).unwrap_or_else(|e| panic!("{sub}: {e}"));
+            assert_eq!(
+                audit_dir_of(cli).resolve().unwrap(),
+                data.join("audit"),
+                "{sub}"
+            );
+            let cli = parse(&["audit", sub, "/elsewhere", "--config", config]).unwrap();
+            assert_eq!(
+                audit_dir_of(cli).resolve().unwrap(),
+                Path::new("/elsewhere")
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_audit_directory_is_named_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = tmp.path().join("audit");
+        let cli = parse(&["audit", "tail", missing.to_str().unwrap()]).unwrap();
+        let err = format!("{:#}", audit_dir_of(cli).existing().unwrap_err());
+        assert!(
+            err.contains(&format!("no audit log in {}", missing.display())),
+            "{err}"
+        );
+        assert_eq!(err.matches("does not exist").count(), 1, "{err}");
+        assert!(!err.contains("os error"), "{err}");
+    }
+
+    #[test]
+    fn audit_search_accepts_only_the_documented_decisions() {
+        let err = parse(&["audit", "search", "--decision", "denied"])
+            .err()
+            .expect("denied is not a decision")
+            .to_string();
+        assert!(err.contains("denied") && err.contains("deny"), "{err}");
+        for ok in [
+            "allow",
+            "deny",
+            "approval_required",
+            "rejected",
+            "tool_change",
+        ] {
+            assert!(
+                parse(&["audit", "search", "--decision", ok]).is_ok(),
+                "{ok}"
+            );
+        }
+    }
+
+    #[test]
+    fn policy_replay_takes_the_candidate_directory_positionally_or_as_a_flag() {
+        for args in [
+            &["policy", "replay", "cand", "--audit", "a"][..],
+            &["policy", "replay", "--policies", "cand", "--audit", "a"][..],
+        ] {
+            let cli = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            let Command::Policy {
+                command:
+                    PolicyCommand::Replay {
+                        policies,
+                        policies_flag,
+                        ..
+                    },
+            } = cli.command
+            else {
+                panic!("not replay");
+            };
+            assert_eq!(policies.or(policies_flag), Some(PathBuf::from("cand")));
+        }
+        assert!(parse(&["policy", "replay", "--audit", "a"]).is_err());
+    }
+
+    #[test]
+    fn budgets_reset_all_asks_for_yes() {
+        let cli = parse(&["budgets", "reset", "--all"]).unwrap();
+        let Command::Budgets { command } = cli.command else {
+            panic!("not budgets");
+        };
+        let err = cli_budgets::budgets(command).unwrap_err().to_string();
+        assert!(err.contains("--yes"), "{err}");
+    }
+
+    #[test]
+    fn check_describes_its_config_option() {
+        let help = parse(&["check", "--help"]).err().unwrap().to_string();
+        assert!(help.contains("Configuration file to check"), "{help}");
+    }
 }

@@ -315,52 +315,96 @@ fn check_as_it_will_run(config: &Config, file: Option<&Path>) -> Result<(), Conf
     ))
 }
 
-/// Settings bound at start (listeners, data and audit locations, upstream client) need a
-/// restart; a reload keeps the running values and says so.
-fn keep_restart_only_settings(running: &Config, new: &mut Config) {
-    let mut changed = Vec::new();
-    if new.listen != running.listen {
-        changed.push("listen");
-        new.listen = running.listen.clone();
-    }
-    if new.data_dir != running.data_dir {
-        changed.push("data_dir");
-        new.data_dir = running.data_dir.clone();
-    }
-    if new.audit.dir != running.audit.dir
-        || new.audit.durability != running.audit.durability
-        || new.audit.flush_interval != running.audit.flush_interval
-        || new.audit.segment_bytes != running.audit.segment_bytes
-        || new.audit.replica_id != running.audit.replica_id
-    {
-        changed.push("audit");
-        new.audit = running.audit.clone();
-    }
-    if new.upstream != running.upstream {
-        changed.push("upstream");
-        new.upstream = running.upstream.clone();
-    }
-    if new.egress != running.egress {
-        changed.push("egress");
-        new.egress = running.egress.clone();
-    }
-    if new.runtime != running.runtime {
-        changed.push("runtime");
-        new.runtime = running.runtime.clone();
-    }
-    if new.siem != running.siem {
-        changed.push("siem");
-        new.siem = running.siem.clone();
-    }
-    if new.traces != running.traces {
-        changed.push("traces");
-        new.traces = running.traces.clone();
-    }
+/// Settings bound at start need a restart: the listeners, the data, audit and state store
+/// locations, the tasks that read the store on a tick, the upstream client, the approval gate
+/// and console, the SIEM shippers and traces. A reload keeps the running values, says which
+/// keys changed, and returns them. Every other setting applies on reload (see
+/// docs/operations.md, "Reloading").
+fn keep_restart_only_settings(running: &Config, new: &mut Config) -> Vec<&'static str> {
+    let mut kept = Kept::default();
+    kept.keep("listen", &mut new.listen, &running.listen);
+    kept.keep("data_dir", &mut new.data_dir, &running.data_dir);
+    kept.keep("state", &mut new.state, &running.state);
+    let (audit, was) = (&mut new.audit, &running.audit);
+    kept.keep("audit.dir", &mut audit.dir, &was.dir);
+    kept.keep("audit.durability", &mut audit.durability, &was.durability);
+    kept.keep(
+        "audit.flush_interval",
+        &mut audit.flush_interval,
+        &was.flush_interval,
+    );
+    kept.keep(
+        "audit.segment_bytes",
+        &mut audit.segment_bytes,
+        &was.segment_bytes,
+    );
+    kept.keep(
+        "audit.segment_max_age",
+        &mut audit.segment_max_age,
+        &was.segment_max_age,
+    );
+    kept.keep("audit.signing", &mut audit.signing, &was.signing);
+    kept.keep("audit.retention", &mut audit.retention, &was.retention);
+    kept.keep("audit.replica_id", &mut audit.replica_id, &was.replica_id);
+    kept.keep("upstream", &mut new.upstream, &running.upstream);
+    kept.keep("egress", &mut new.egress, &running.egress);
+    kept.keep("runtime", &mut new.runtime, &running.runtime);
+    kept.keep("siem", &mut new.siem, &running.siem);
+    kept.keep("traces", &mut new.traces, &running.traces);
+    kept.keep("approvals", &mut new.approvals, &running.approvals);
+    kept.keep("console", &mut new.console, &running.console);
+    let (canaries, was) = (&mut new.canaries, &running.canaries);
+    kept.keep(
+        "canaries.refresh_interval",
+        &mut canaries.refresh_interval,
+        &was.refresh_interval,
+    );
+    kept.keep("canaries.alert", &mut canaries.alert, &was.alert);
+    kept.keep(
+        "fleet.quarantine.refresh_interval",
+        &mut new.fleet.quarantine.refresh_interval,
+        &running.fleet.quarantine.refresh_interval,
+    );
+    kept.keep(
+        "identity.warden_issuer.refresh_interval",
+        &mut new.identity.warden_issuer.refresh_interval,
+        &running.identity.warden_issuer.refresh_interval,
+    );
+    kept.keep(
+        "rate_limits.sync_interval",
+        &mut new.rate_limits.sync_interval,
+        &running.rate_limits.sync_interval,
+    );
+    kept.keep(
+        "budgets.sync_interval",
+        &mut new.budgets.sync_interval,
+        &running.budgets.sync_interval,
+    );
+    kept.keep(
+        "sessions.sync_interval",
+        &mut new.sessions.sync_interval,
+        &running.sessions.sync_interval,
+    );
+    let mut changed = kept.0;
     if new.log.level != running.log.level || new.log.format != running.log.format {
         changed.push("log.level/log.format");
     }
     if !changed.is_empty() {
-        tracing::warn!(sections = ?changed, "these settings changed but take effect only after a restart");
+        tracing::warn!(settings = ?changed, "these settings changed but take effect only after a restart; the running values stay until then");
+    }
+    changed
+}
+
+/// The restart-only keys a reload changed, put back to their running values.
+#[derive(Default)]
+struct Kept(Vec<&'static str>);
+
+impl Kept {
+    fn keep<T: PartialEq + Clone>(&mut self, key: &'static str, new: &mut T, running: &T) {
+        if new != running {
+            self.0.push(key);
+            *new = running.clone();
+        }
     }
 }
 
@@ -400,6 +444,69 @@ mod tests {
         new.limits.max_request_bytes = 1024;
         keep_restart_only_settings(&running, &mut new);
         assert!(check_as_it_will_run(&new, None).is_ok());
+    }
+
+    #[test]
+    fn reload_keeps_and_names_every_setting_that_applies_only_after_a_restart() {
+        let running = Config::default();
+        let cases = [
+            ("state: { sqlite: other.db }", "state"),
+            (
+                "canaries: { refresh_interval: 7s }",
+                "canaries.refresh_interval",
+            ),
+            (
+                "canaries: { alert: { url: \"https://hooks.example.com/x\" } }",
+                "canaries.alert",
+            ),
+            (
+                "fleet: { quarantine: { refresh_interval: 7s } }",
+                "fleet.quarantine.refresh_interval",
+            ),
+            (
+                "rate_limits: { sync_interval: 7s }",
+                "rate_limits.sync_interval",
+            ),
+            ("budgets: { sync_interval: 7s }", "budgets.sync_interval"),
+            ("sessions: { sync_interval: 7s }", "sessions.sync_interval"),
+            (
+                "identity: { warden_issuer: { refresh_interval: 7s } }",
+                "identity.warden_issuer.refresh_interval",
+            ),
+            ("audit: { retention: { max_age: 30d } }", "audit.retention"),
+            ("audit: { segment_max_age: 7h }", "audit.segment_max_age"),
+            (
+                "audit: { signing: { checkpoint_records: 7 } }",
+                "audit.signing",
+            ),
+            ("audit: { segment_bytes: 7777777 }", "audit.segment_bytes"),
+            ("approvals: { wait_timeout: 7s }", "approvals"),
+            ("console: { session_ttl: 2h }", "console"),
+            ("listen: { proxy: \"127.0.0.1:9999\" }", "listen"),
+        ];
+        for (yaml, key) in cases {
+            let mut new =
+                crate::config::load::parse(yaml, None).unwrap_or_else(|e| panic!("{yaml}: {e}"));
+            assert_ne!(new, running, "{yaml} changes something");
+            let changed = keep_restart_only_settings(&running, &mut new);
+            assert_eq!(changed, [key], "{yaml}");
+            assert!(
+                keep_restart_only_settings(&running, &mut new).is_empty(),
+                "{yaml}: the running value stays"
+            );
+        }
+    }
+
+    #[test]
+    fn reload_applies_audit_settings_read_per_request() {
+        let running = Config::default();
+        let mut new = crate::config::load::parse(
+            "audit: { fail_closed: false, receipts: false, decision_facts: false }",
+            None,
+        )
+        .unwrap();
+        assert!(keep_restart_only_settings(&running, &mut new).is_empty());
+        assert!(!new.audit.receipts && !new.audit.decision_facts && !new.audit.fail_closed);
     }
 
     #[test]

@@ -403,3 +403,66 @@ async fn a_private_key_in_a_prompt_is_a_finding_policy_can_refuse() {
         .unwrap();
     assert!(allowed.headers().get("x-warden-decision").is_none());
 }
+
+/// An upstream that answers every request in HTTP/1.0 with a models list, and closes.
+async fn http10_upstream() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let body = r#"{"object":"list","data":[]}"#;
+                let answer = format!(
+                    "HTTP/1.0 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_http10_upstream_answer_reaches_the_agent_in_its_own_version_on_a_kept_connection() {
+    use http_body_util::{BodyExt, Empty};
+    let upstream = http10_upstream().await;
+    let w = warden_e2e::warden::WardenBuilder::with_upstream_url(&format!("http://{upstream}"))
+        .start()
+        .await
+        .unwrap();
+    let token = w.token("ci-bot").await.unwrap();
+    let stream = tokio::net::TcpStream::connect(w.setup.proxy).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for n in 1..=2 {
+        let request = hyper::Request::get("/openai/v1/models")
+            .header("host", w.setup.proxy.to_string())
+            .header("authorization", format!("Bearer {token}"))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        sender
+            .ready()
+            .await
+            .unwrap_or_else(|e| panic!("request {n}: the agent's connection was not kept: {e}"));
+        let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
+            .await
+            .expect("an answer")
+            .unwrap_or_else(|e| panic!("request {n} on the same connection: {e}"));
+        assert_eq!(response.status(), 200, "request {n}");
+        assert_eq!(response.version(), hyper::Version::HTTP_11, "request {n}");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], br#"{"object":"list","data":[]}"#, "request {n}");
+    }
+}

@@ -61,6 +61,13 @@ impl ConfigErrors {
 
 /// The message of a YAML error without its location (which we print ourselves).
 pub fn saphyr_message(e: &serde_saphyr::Error) -> String {
+    // The library's own wording names an option of its API, which no user can set.
+    if let serde_saphyr::Error::DuplicateMappingKey { key, .. } = e.without_snippet() {
+        return match key {
+            Some(key) => format!("key `{key}` appears twice in one mapping: keep one"),
+            None => "a key appears twice in one mapping: keep one".into(),
+        };
+    }
     let text = e.without_snippet().to_string();
     match text.find(" at line ") {
         Some(i) => text[..i].to_string(),

@@ -58,6 +58,12 @@ pub fn check_files(config: &Config, source: &Source) -> Vec<ConfigError> {
     {
         errors.push(source.error("approvals.factor_key", error.to_string()));
     }
+    for (i, path) in config.policy.bundle.public_keys.iter().enumerate() {
+        if let Err(error) = crate::policy::bundle::Trust::load(std::slice::from_ref(path)) {
+            let key = format!("policy.bundle.public_keys[{i}]");
+            errors.push(source.error(&key, error.to_string()));
+        }
+    }
     let intercept = &config.egress.intercept;
     if let Some(path) = &intercept.upstream_ca_file
         && let Err(error) = crate::upstream::check_ca_file(path)
@@ -100,6 +106,22 @@ mod tests {
     /// A data dir with no signing key yet, so Warden's issuer adds no error of its own.
     fn data_dir() -> tempfile::TempDir {
         tempfile::tempdir().expect("tempdir")
+    }
+
+    #[test]
+    fn a_missing_bundle_public_key_is_named_at_its_line() {
+        let dir = data_dir();
+        let yaml = format!(
+            "data_dir: {d}\npolicy:\n  bundle:\n    public_keys:\n      - {d}/bk.pubb\n",
+            d = dir.path().display(),
+        );
+        let errors = file_errors(&yaml);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("warden.yaml:5: policy.bundle.public_keys[0]: ")
+                && errors[0].contains("bk.pubb"),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -231,6 +231,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_key_given_twice_is_named_with_its_line_and_what_to_do() {
+        let text = "data_dir: a\nlog: { level: info }\ndata_dir: b\n";
+        let errors = parse(text, Some(Path::new("warden.yaml"))).unwrap_err();
+        let message = errors.to_string();
+        assert!(
+            message.contains("key `data_dir` appears twice in one mapping: keep one"),
+            "{message}"
+        );
+        assert!(message.contains("warden.yaml:3"), "{message}");
+        assert!(!message.contains("DuplicateKeyPolicy"), "{message}");
+    }
+
+    #[test]
     fn partial_parse_keeps_the_sections_that_parsed() {
         let parsed = parse_partial(
             "listen:\n  proxy: nowhere\npolicy:\n  dir: /etc/warden/policies\n",

@@ -140,8 +140,8 @@ impl TokenIssuer {
             return Err(IdentityError::InvalidRequest(format!(
                 "the TTL {} is longer than identity.warden_issuer.max_ttl ({}): issue a shorter \
                  token (and a new one before it expires), or raise the maximum",
-                humantime::format_duration(ttl),
-                humantime::format_duration(self.max_ttl)
+                as_written(ttl),
+                as_written(self.max_ttl)
             )));
         }
         let mut payload = Map::new();
@@ -222,8 +222,26 @@ pub fn parse_claim_arg(s: &str) -> Result<(String, Value), ClaimArgError> {
     Ok((name.to_owned(), value))
 }
 
+/// A lifetime as an operator writes one: whole days as `45d` (humantime would say `1month
+/// 14days 13h 26m 24s`), anything else as humantime does.
+fn as_written(d: Duration) -> String {
+    const DAY: u64 = 86_400;
+    let secs = d.as_secs();
+    if secs >= DAY && secs.is_multiple_of(DAY) && d.subsec_nanos() == 0 {
+        format!("{}d", secs / DAY)
+    } else {
+        humantime::format_duration(d).to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_lifetime_is_echoed_as_written() {
+        assert_eq!(super::as_written(Duration::from_secs(45 * 86_400)), "45d");
+        assert_eq!(super::as_written(Duration::from_secs(90 * 60)), "1h 30m");
+    }
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 

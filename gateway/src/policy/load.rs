@@ -89,10 +89,15 @@ pub(crate) fn with_schema(files: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 fn bundle_error(dir: &Path, e: &BundleError) -> PolicyErrors {
+    // The error is said of `dir` already: its own message need not name it again.
+    let message = e.to_string();
+    let message = message
+        .strip_prefix(&format!("{}: ", dir.display()))
+        .unwrap_or(&message);
     PolicyErrors(vec![PolicyError::new(
         dir,
         None,
-        PolicyErrorKind::Bundle(e.to_string()),
+        PolicyErrorKind::Bundle(message.to_owned()),
     )])
 }
 
@@ -521,4 +526,23 @@ fn generated_index(id: &PolicyId) -> usize {
     s.strip_prefix("policy")
         .and_then(|n| n.parse().ok())
         .unwrap_or(usize::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bundle_error_names_the_directory_once() {
+        let e = bundle_error(
+            Path::new("cand"),
+            &BundleError::Tampered {
+                dir: "cand".into(),
+                changes: "a.cedar was changed".into(),
+            },
+        )
+        .to_string();
+        assert_eq!(e.matches("cand").count(), 1, "{e}");
+        assert!(e.contains("a.cedar was changed"), "{e}");
+    }
 }

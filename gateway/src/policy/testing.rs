@@ -1056,11 +1056,17 @@ fn judged_case(
     }
 }
 
-/// `Type::"id"` as its type and id.
+/// `Type::"id"` (or `Type::id`, as a shell leaves it) as its type and id.
 fn cedar_reference(text: &str) -> Option<(&str, String)> {
     let (kind, rest) = text.split_once("::")?;
-    let id = rest.strip_prefix('"')?.strip_suffix('"')?;
-    Some((kind, id.replace("\\\"", "\"")))
+    if kind.is_empty() || !kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return None;
+    }
+    match rest.strip_prefix('"') {
+        Some(quoted) => Some((kind, quoted.strip_suffix('"')?.replace("\\\"", "\""))),
+        // `Agent::alice`: the shell took the quotes away.
+        None => Some((kind, rest.to_owned())),
+    }
 }
 
 /// A resource written as a Cedar reference, in a test case's terms.
@@ -1213,7 +1219,25 @@ fn run_case(engine: &PolicyEngine, p: Prepared) -> CaseOutcome {
 
 #[cfg(test)]
 mod tests {
-    use super::strip_position_suffix;
+    use super::{cedar_reference, strip_position_suffix};
+
+    #[test]
+    fn a_reference_reads_with_or_without_the_quotes_a_shell_removes() {
+        assert_eq!(
+            cedar_reference(r#"Agent::"alice""#),
+            Some(("Agent", "alice".to_owned()))
+        );
+        assert_eq!(
+            cedar_reference("Agent::alice"),
+            Some(("Agent", "alice".to_owned()))
+        );
+        assert_eq!(
+            cedar_reference("Model::openai/gpt-4o"),
+            Some(("Model", "openai/gpt-4o".to_owned()))
+        );
+        assert_eq!(cedar_reference("ci-bot"), None);
+        assert_eq!(cedar_reference(r#"Agent::"alice"#), None);
+    }
 
     #[test]
     fn strips_the_position_the_yaml_parser_appends() {

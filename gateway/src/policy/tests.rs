@@ -1582,6 +1582,33 @@ fn a_connector_operation_declared_in_the_schema_is_judged_by_its_own_name() {
 }
 
 #[test]
+fn an_action_of_a_connector_no_route_uses_says_to_add_the_route() {
+    let policies =
+        r#"@id("issues") permit (principal, action == Action::"github:issues.create", resource);"#;
+    let dir = pack(&[("p.cedar", policies)]);
+    let err = PolicyEngine::load_with(dir.path(), &[])
+        .expect_err("github's actions are not declared")
+        .to_string();
+    assert!(
+        err.contains("no route uses `connector: github`")
+            && err.contains("pass --config with a route that has `connector: github`"),
+        "{err}"
+    );
+    assert!(!err.contains("did you mean"), "{err}");
+    // With github's actions declared, a misspelt one keeps Cedar's guess.
+    let typo = pack(&[(
+        "p.cedar",
+        r#"@id("issues") permit (principal, action == Action::"github:issues.creat", resource);"#,
+    )]);
+    let fragments = actions_named_in(&built_in_connector_actions(), policies);
+    let err = PolicyEngine::load_with(typo.path(), &fragments)
+        .expect_err("a misspelt action")
+        .to_string();
+    assert!(err.contains("did you mean"), "{err}");
+    assert!(!err.contains("no route uses"), "{err}");
+}
+
+#[test]
 fn a_connectors_actions_are_declared_by_its_fragment_and_judged_on_tags_and_fields() {
     let all = built_in_connector_actions();
     let fragments: Vec<SchemaFragment> = all

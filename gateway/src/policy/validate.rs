@@ -71,7 +71,37 @@ pub(crate) fn validate(set: &PolicySet, schemas: &Schemas) -> Outcome {
     for policy in on_arguments {
         validate_per_tool(policy, schemas, &base, &mut per_tool, &mut findings);
     }
+    for (_, _, message) in &mut findings.errors {
+        if let Some(hint) = undeclared_connector(message, schemas) {
+            *message = hint;
+        }
+    }
     findings
+}
+
+/// Cedar's message for an action of a built-in connector that no route uses, said so: a
+/// connector's actions are declared only for the connectors the configuration's routes use,
+/// and Cedar's guess at a similar action would only mislead.
+fn undeclared_connector(message: &str, schemas: &Schemas) -> Option<String> {
+    const UNRECOGNIZED: &str = "unrecognized action `Action::\"";
+    let start = message.find(UNRECOGNIZED)?;
+    let action = &message[start + UNRECOGNIZED.len()..];
+    let (namespace, _) = action.split_once(':')?;
+    let prefix = format!("{namespace}:");
+    let declared = schemas
+        .schema
+        .actions()
+        .any(|a| a.id().unescaped().starts_with(&prefix));
+    if declared || !crate::route::connector::built_in_names().any(|n| n == namespace) {
+        return None;
+    }
+    let end = message.find(" (help: ").unwrap_or(message.len());
+    Some(format!(
+        "{}: {namespace}:… actions are declared for the connectors the configuration's routes \
+         use, and no route uses `connector: {namespace}` (with `warden policy`, pass --config \
+         with a route that has `connector: {namespace}`)",
+        &message[..end]
+    ))
 }
 
 /// Whether `policy`'s action scope can match the action `uid`.

@@ -464,6 +464,10 @@ fn observe(
     response: Response<Incoming>,
 ) -> Result<(Response<ProxyBody>, Option<Arc<AtomicBool>>), Refusal> {
     let (mut parts, body) = response.into_parts();
+    // The agent's connection speaks its own HTTP version, not the upstream's: an HTTP/1.0
+    // answer passed on as such would close the agent's keep-alive connection every time
+    // (hyper still answers an HTTP/1.0 agent in HTTP/1.0).
+    parts.version = http::Version::default();
     let event_stream = parts
         .headers
         .get(http::header::CONTENT_TYPE)

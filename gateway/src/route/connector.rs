@@ -97,6 +97,13 @@ const BUILT_IN: &[(&str, &str)] = &[
     ),
 ];
 
+/// The names of the built-in connectors (each file is named for its connector).
+pub fn built_in_names() -> impl Iterator<Item = &'static str> {
+    BUILT_IN
+        .iter()
+        .filter_map(|(file, _)| file.strip_suffix(".yaml"))
+}
+
 /// Where built-in connectors are said to come from in messages.
 const BUILT_IN_DIR: &str = "connectors (built in)";
 
