@@ -74,13 +74,13 @@ pub struct RevokeArgs {
 }
 
 impl RevokeArgs {
-    /// What is revoked, and the token's `exp` when the token itself was given.
-    fn target(self) -> Result<(Revoked, Option<u64>)> {
+    /// What is revoked, and the token itself when it was given.
+    fn target(self) -> Result<(Revoked, Option<String>)> {
         match (self.id, self.token, self.agent) {
             (Some(id), None, None) if !id.trim().is_empty() => Ok((Revoked::Token(id), None)),
             (None, Some(token), None) => {
-                let (id, exp) = token_id(&token)?;
-                Ok((Revoked::Token(id), exp))
+                let (id, text) = token_id(&token)?;
+                Ok((Revoked::Token(id), Some(text)))
             }
             (None, None, Some(agent)) if !agent.is_empty() => Ok((Revoked::Agent(agent), None)),
             _ => bail!("name one token (--id or --token) or one agent (--agent)"),
@@ -88,10 +88,9 @@ impl RevokeArgs {
     }
 }
 
-/// The `jti` of `token` (`-`: the token on standard input) and its `exp`, read without
-/// verifying it: a revocation of an id stops only the token that carries it, and a token
-/// whose claims were altered is refused for its signature anyway.
-fn token_id(token: &str) -> Result<(String, Option<u64>)> {
+/// The `jti` of `token` (`-`: the token on standard input), read without verifying it (a
+/// revocation of an id stops only the token that carries it), and the token's text.
+fn token_id(token: &str) -> Result<(String, String)> {
     let mut text = token.to_owned();
     if token == "-" {
         text.clear();
@@ -100,9 +99,8 @@ fn token_id(token: &str) -> Result<(String, Option<u64>)> {
     let claims: serde_json::Map<String, serde_json::Value> =
         jsonwebtoken::dangerous::insecure_decode_claims(text.trim())
             .map_err(|_| anyhow!("--token is not a JWT (header.payload.signature)"))?;
-    let exp = claims.get("exp").and_then(serde_json::Value::as_u64);
     match claims.get("jti").and_then(|v| v.as_str()) {
-        Some(id) if !id.is_empty() => Ok((id.to_owned(), exp)),
+        Some(id) if !id.is_empty() => Ok((id.to_owned(), text.trim().to_owned())),
         _ => bail!(
             "the token has no `jti` claim: revoke every token of its agent with --agent {:?}",
             claims
@@ -158,12 +156,21 @@ pub fn token(command: TokenCommand) -> Result<ExitCode> {
             if reason.is_empty() {
                 bail!("--reason is empty; write the sentence the agent should see");
             }
-            let (target, exp) = target.target()?;
+            let (target, token) = target.target()?;
             let by = super::cli_agents::operator_of(operator)?;
             let config = super::load(config.as_deref())?;
             let mut record = revocation(target, reason, by);
-            if let Some(exp) = exp {
-                until_token_expires(&mut record, exp);
+            // Kept until the token's own expiry only when its signature says that expiry is
+            // the token's (an altered or another issuer's copy could name an earlier one).
+            if let Some(token) = token {
+                match signed_exp(&config, &token) {
+                    Some(exp) => until_token_expires(&mut record, exp),
+                    None => eprintln!(
+                        "warden: the token's signature does not verify with this gateway's \
+                         signing key: its expiry is not trusted, the revocation is kept for \
+                         the longest lifetime a token may have"
+                    ),
+                }
             }
             super::cli_runtime()?.block_on(async {
                 let store = super::open_store(&config).await?;
@@ -195,4 +202,13 @@ pub fn token(command: TokenCommand) -> Result<ExitCode> {
             })
         }
     }
+}
+
+/// The `exp` of `token` when the gateway's own signing key signed it (read, never made).
+fn signed_exp(config: &warden::config::Config, token: &str) -> Option<u64> {
+    let cfg = &config.identity.warden_issuer;
+    if cfg.key.is_none() && !warden::identity::issuer_key_path(cfg, &config.data_dir).exists() {
+        return None;
+    }
+    super::token_issuer(config).ok()?.signed_exp(token)
 }

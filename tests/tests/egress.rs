@@ -721,14 +721,17 @@ async fn a_tunnels_requests_are_refused_once_its_token_is_revoked() {
     let (mut stream, head) = open_tunnel(proxy, &target, &token).await.unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     // One plain-HTTP request through the tunnel, then another once the token is revoked.
+    // What the tunnel answers: empty once it is closed.
     let mut ask = async |path: &str| {
         let request = format!("GET {path} HTTP/1.1\r\nHost: {target}\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
+        if stream.write_all(request.as_bytes()).await.is_err() {
+            return String::new();
+        }
         let mut answer = vec![0u8; 8192];
         let n = tokio::time::timeout(WAIT, stream.read(&mut answer))
             .await
             .expect("an answer within the wait")
-            .unwrap();
+            .unwrap_or(0);
         String::from_utf8_lossy(&answer[..n]).into_owned()
     };
     let first = ask("/before").await;
@@ -757,9 +760,13 @@ async fn a_tunnels_requests_are_refused_once_its_token_is_revoked() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Refused inside the tunnel, or the tunnel already cut by the revocation (fleet/cut.rs).
     let second = ask("/after").await;
+    assert!(
+        second.is_empty() || second.contains("token_revoked"),
+        "{second}"
+    );
     assert!(!second.starts_with("HTTP/1.1 200"), "{second}");
-    assert!(second.contains("token_revoked"), "{second}");
     assert!(
         http.seen().iter().all(|r| r["path"] != "/after"),
         "the revoked token's request reached the origin: {:?}",

@@ -36,17 +36,20 @@ async fn warden(policies: &str) -> Warden {
 /// One session whose only step makes the server ask the agent's model for `prompt`; the agent
 /// answers `reply`.
 async fn sample(w: &Warden, reply: &str) -> Value {
+    sample_then(w, reply, &[]).await
+}
+
+/// As [`sample`], with the session's `then` steps after that one.
+async fn sample_then(w: &Warden, reply: &str, then: &[Value]) -> Value {
     let agent = w.token("e2e-agent").await.unwrap();
-    mcp::session_with(
-        w,
-        &w.url("/mcp/tools"),
-        &agent,
-        json!([{"op": "call", "name": "everything_trigger-sampling-request",
-                "arguments": {"prompt": "what do you know?", "maxTokens": 50}}]),
-        Some(reply),
-    )
-    .await
-    .unwrap()
+    let mut steps = vec![
+        json!({"op": "call", "name": "everything_trigger-sampling-request",
+                                "arguments": {"prompt": "what do you know?", "maxTokens": 50}}),
+    ];
+    steps.extend_from_slice(then);
+    mcp::session_with(w, &w.url("/mcp/tools"), &agent, json!(steps), Some(reply))
+        .await
+        .unwrap()
 }
 
 /// The text of the session's tool call: what the server made of the agent's answer.
@@ -277,9 +280,11 @@ async fn a_sampling_request_whose_approval_is_denied_never_reaches_the_agent() {
     assert_eq!(r["sampled"], 0, "the agent was never asked: {r}");
     let said = tool_text(&r);
     assert!(
-        said.contains("was denied by alice") && !said.contains(SAMPLED),
+        said.contains("an approver denied this request") && !said.contains(SAMPLED),
         "the server got the denial: {r}"
     );
+    // Who denied it is the record's, not the (third-party) server's.
+    assert!(!said.contains("alice"), "{r}");
 }
 
 #[tokio::test]
@@ -301,6 +306,26 @@ when { context has session && context.session.actions >= 1 };
         tool_text(&r).contains("no sampling once the session has called tools"),
         "{r}"
     );
+}
+
+#[tokio::test]
+async fn a_server_request_is_not_counted_as_the_agents_own_action() {
+    // The session's policies read what the agent did: a server asking the agent does not add
+    // to it, or a server could spend an agent's session allowance.
+    let w = warden(
+        r#"
+@id("two-calls-at-most")
+@reason("this session has acted twice already")
+forbid (principal, action == Action::"mcp:call_tool", resource)
+when { context has session && context.session.actions >= 2 };
+"#,
+    )
+    .await;
+    let echo = json!({"op": "call", "name": "everything_echo", "arguments": {"message": "second"}});
+    let r = sample_then(&w, SAMPLED, &[echo]).await;
+    assert_eq!(r["sampled"], 1, "{r}");
+    let second = r["steps"][1]["text"].as_str().unwrap_or_default();
+    assert!(second.contains("Echo: second"), "{r}");
 }
 
 #[tokio::test]

@@ -332,7 +332,10 @@ async fn explain_names_the_deciding_policies_and_why_the_others_did_not_apply() 
         Some("input_tokens: 5000\n"),
     )
     .await;
-    assert!(allow.starts_with("decision: allow\n"), "{allow}");
+    assert!(
+        allow.starts_with("principal: Agent::\"ci-bot\"\ndecision: allow\n"),
+        "{allow}"
+    );
     let (determined, others) = allow.split_once("did not apply:").unwrap();
     assert!(determined.contains("models (permit"), "{allow}");
     assert!(
@@ -356,7 +359,7 @@ async fn explain_names_the_deciding_policies_and_why_the_others_did_not_apply() 
         Some("input_tokens: 5000\n"),
     )
     .await;
-    assert!(deny.starts_with("decision: deny\n"), "{deny}");
+    assert!(deny.contains("\ndecision: deny\n"), "{deny}");
     let (determined, others) = deny.split_once("did not apply:").unwrap();
     assert!(
         determined.contains("no-gpt41 (forbid")
@@ -381,7 +384,7 @@ async fn explain_names_the_deciding_policies_and_why_the_others_did_not_apply() 
     )
     .await;
     assert!(
-        approval.starts_with("decision: approval_required\n"),
+        approval.contains("\ndecision: approval_required\n"),
         "{approval}"
     );
     assert!(
@@ -402,7 +405,7 @@ async fn explain_names_the_deciding_policies_and_why_the_others_did_not_apply() 
         None,
     )
     .await;
-    assert!(nothing.starts_with("decision: deny\n"), "{nothing}");
+    assert!(nothing.contains("\ndecision: deny\n"), "{nothing}");
     assert!(nothing.contains("no policy (default deny"), "{nothing}");
 
     let (ok, _, err) = warden(&[

@@ -69,6 +69,12 @@ pub enum SsoError {
          console.oidc.recheck_at_vote needs"
     )]
     NoUserInfo,
+    #[error(
+        "the SSO provider's userinfo answer has no {0:?} claim (console.oidc.groups_claim), \
+         which console.oidc.recheck_at_vote reads at every vote: release that claim in userinfo \
+         too, not only in the ID token, or set recheck_at_vote to false (docs/approvals.md)"
+    )]
+    NoGroupsInUserInfo(String),
     #[error("the sign-in has no {0:?} claim naming the approver")]
     NoSubject(String),
     #[error(
@@ -339,6 +345,13 @@ impl Sso {
         if needs_userinfo {
             match self.read_userinfo(&client, &access).await? {
                 Some(info) => {
+                    // Every vote reads the groups from userinfo: one without them fails the
+                    // sign-in, not every vote after it.
+                    if recheck && !info.contains_key(&self.config.groups_claim) {
+                        return Err(SsoError::NoGroupsInUserInfo(
+                            self.config.groups_claim.clone(),
+                        ));
+                    }
                     for (k, v) in info {
                         other.entry(k).or_insert(v);
                     }

@@ -196,6 +196,18 @@ impl TokenIssuer {
         &self.key_file
     }
 
+    /// The `exp` of `token` when this issuer signed it (expired or not), else `None`: what an
+    /// operator revoking a token by itself may keep the revocation until.
+    pub fn signed_exp(&self, token: &str) -> Option<u64> {
+        let mut validation = jsonwebtoken::Validation::new(Algorithm::EdDSA);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        let key = jsonwebtoken::DecodingKey::from_ed_der(&self.public);
+        let claims = jsonwebtoken::decode::<Value>(token.trim(), &key, &validation).ok()?;
+        claims.claims.get("exp").and_then(Value::as_u64)
+    }
+
     /// The public key, for verifying Warden's tokens.
     pub(crate) fn verify_key(&self) -> VerifyKey {
         VerifyKey::ed25519(Some(self.kid.clone()), &self.public)
@@ -345,10 +357,7 @@ mod tests {
             .issue("a", cfg.max_ttl + Duration::from_secs(1), &[])
             .unwrap_err()
             .to_string();
-        assert!(
-            err.contains("identity.warden_issuer.max_ttl (7days)"),
-            "{err}"
-        );
+        assert!(err.contains("identity.warden_issuer.max_ttl (7d)"), "{err}");
         // The default maximum is 30 days.
         let issuer =
             TokenIssuer::load_or_create(&WardenIssuerConfig::default(), dir.path()).unwrap();

@@ -7,7 +7,7 @@
 //! Shared by the transports and the link.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -105,6 +105,29 @@ pub struct Router {
     outbox: mpsc::Sender<Value>,
     /// The other end of `outbox`, until the link takes it.
     outbox_rx: Mutex<Option<mpsc::Receiver<Value>>>,
+    /// The server's requests waiting for an approval now (at most [`MAX_HELD`]).
+    held: Arc<AtomicUsize>,
+}
+
+/// How many of one server's requests may wait for an approval at once in a session: more
+/// are refused before they are judged, so a server cannot flood approvers (each waiting
+/// request is an approval and a notification).
+pub const MAX_HELD: usize = 8;
+
+/// One of a server's requests waiting for an approval, counted while it lives.
+struct HeldCount(Arc<AtomicUsize>);
+
+impl HeldCount {
+    fn new(count: &Arc<AtomicUsize>) -> HeldCount {
+        count.fetch_add(1, Ordering::AcqRel);
+        HeldCount(Arc::clone(count))
+    }
+}
+
+impl Drop for HeldCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Router {
@@ -130,6 +153,7 @@ impl Router {
             state,
             initialized: Mutex::new(None),
             echo: Mutex::new(None),
+            held: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -205,6 +229,18 @@ impl Router {
                 };
                 self.deliver(target, message.into_value());
             }
+            Kind::Request { id, .. } if self.held.load(Ordering::Acquire) >= MAX_HELD => {
+                tracing::warn!(server = %self.server, "an MCP server's request to the agent was refused: {MAX_HELD} of its requests already wait for an approval");
+                let answer = jsonrpc::error(
+                    &id.to_value(),
+                    jsonrpc::code::NEEDS_APPROVAL,
+                    "too many of this server's requests already wait for an approval: ask again \
+                     once they are decided",
+                );
+                if self.outbox.try_send(answer).is_err() {
+                    tracing::warn!(server = %self.server, "the MCP server's refused request could not be answered (too many waiting); it will time out");
+                }
+            }
             Kind::Request { .. } => match self.requests.judge(&self.server, &message).await {
                 Verdict::Held(settled) => self.hold(settled, message, during),
                 verdict => self.conclude(verdict, message, during),
@@ -224,7 +260,9 @@ impl Router {
         tracing::info!(server = %self.server, "an MCP server's request to the agent waits for an approval");
         let router = Arc::clone(self);
         let mut state = self.state.subscribe();
+        let held = HeldCount::new(&self.held);
         tokio::spawn(async move {
+            let _held = held;
             tokio::select! {
                 verdict = settled => router.conclude(verdict, message, during),
                 () = closed(&mut state) => {
@@ -658,6 +696,45 @@ mod tests {
             json!("s-1")
         );
         assert!(outbox.try_recv().is_err(), "the server waits for the agent");
+    }
+
+    /// Holds every request it judges until the end of the test, counting them.
+    struct Forever(std::sync::atomic::AtomicUsize);
+
+    impl crate::mcp::Judge for Forever {
+        fn judge<'a>(
+            &'a self,
+            _server: &'a Arc<str>,
+            _message: &'a Message,
+        ) -> futures_util::future::BoxFuture<'a, Verdict> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Verdict::Held(Box::pin(std::future::pending())) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_may_have_only_so_many_requests_waiting_for_approval() {
+        let judge = Arc::new(Forever(std::sync::atomic::AtomicUsize::new(0)));
+        let requests = Arc::new(ServerRequests::judged_by(judge.clone()));
+        let (router, _events) = routed(&requests);
+        let mut outbox = router.take_outbox().expect("the link's to take");
+        for n in 0..MAX_HELD + 2 {
+            router
+                .dispatch(
+                    json!({"jsonrpc": "2.0", "id": n, "method": "sampling/createMessage",
+                           "params": {"maxTokens": 5, "messages": []}}),
+                    None,
+                )
+                .await;
+        }
+        // Past the cap they are not judged (no approval opened, no approver told)...
+        assert_eq!(judge.0.load(Ordering::SeqCst), MAX_HELD);
+        // ...and the server hears so at once.
+        for n in MAX_HELD..MAX_HELD + 2 {
+            let answer = outbox.try_recv().expect("refused at once");
+            assert_eq!(answer["id"], n);
+            assert_eq!(answer["error"]["code"], jsonrpc::code::NEEDS_APPROVAL);
+        }
     }
 
     #[tokio::test]

@@ -107,9 +107,10 @@ pub const KNOWN: [&str; 10] = [
 ];
 
 /// The annotation Warden reads that `key`, which it does not, looks like a misspelling of:
-/// the same letters in another case or with other separators, or one or two edits away (one
-/// for the short names, so that `@by` or `@note` of one's own stay free). Annotations of one's
-/// own that are not that close are allowed: Cedar keeps them, Warden ignores them.
+/// the same letters in another case or with other separators, or, for the names of five
+/// letters or more, one edit away (so that `@model`, `@ids`, `@region` or `@ingress` of one's
+/// own stay free). Annotations of one's own that are not that close are allowed: Cedar keeps
+/// them, Warden ignores them.
 fn misspelt(key: &str) -> Option<&'static str> {
     if KNOWN.contains(&key) {
         return None;
@@ -123,7 +124,7 @@ fn misspelt(key: &str) -> Option<&'static str> {
     let key = plain(key);
     KNOWN.into_iter().find(|known| {
         let known = plain(known);
-        let reach = if known.len() <= 4 { 1 } else { 2 };
+        let reach = if known.len() < 5 { 0 } else { 1 };
         strsim::damerau_levenshtein(&key, &known) <= reach
     })
 }
@@ -383,8 +384,8 @@ mod tests {
             ("approvalttl", "approval_ttl"),
             ("approvalTTL", "approval_ttl"),
             ("onmatch", "on_match"),
-            ("mdoe", "mode"),
-            ("ids", "id"),
+            ("MODE", "mode"),
+            ("approver", "approvers"),
         ] {
             let src = format!("@{written}(\"required\")\npermit (principal, action, resource);");
             let error = meta(&src).unwrap_err();
@@ -399,7 +400,8 @@ mod tests {
     #[test]
     fn annotations_of_ones_own_are_kept_unread() {
         let src = "@id(\"mine\")\n@description(\"why this exists\")\n@owner(\"platform\")\n\
-                   @ticket(\"SEC-12\")\n@by(\"me\")\n@note(\"x\")\npermit (principal, action, resource);";
+                   @ticket(\"SEC-12\")\n@by(\"me\")\n@note(\"x\")\n@model(\"m\")\n\
+                   @ids(\"1\")\n@region(\"eu\")\n@ingress(\"x\")\npermit (principal, action, resource);";
         let read = meta(src).unwrap();
         assert_eq!(read.effect, Effect::Permit);
         assert!(read.approval.is_none());

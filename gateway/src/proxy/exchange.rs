@@ -78,6 +78,9 @@ pub struct Exchange {
     /// What the Warden token that identified the agent says about itself (id, issue time),
     /// to judge it again against revocations once the request has waited.
     token: Option<crate::identity::revocation::TokenStamp>,
+    /// What this judges is not the agent's own doing (a request an MCP server sends the
+    /// agent): the agent's session is read for its context, and not added to.
+    not_the_agents: bool,
     verb: Option<Verb>,
     /// The Cedar resource, e.g. `Model::"openai/gpt-4o"`.
     resource: Text,
@@ -163,6 +166,7 @@ impl Exchange {
             route: None,
             principal: None,
             token: None,
+            not_the_agents: false,
             verb: None,
             resource: empty_text(),
             model: None,
@@ -289,6 +293,17 @@ impl Exchange {
     /// identify: the stamp of the Warden token the agent was identified by.
     pub fn identified_by_token(&mut self, token: Option<crate::identity::revocation::TokenStamp>) {
         self.token = token;
+    }
+
+    /// What this judges is not the agent's own doing (a request an MCP server sends it): its
+    /// session is read, never added to, so a server cannot spend the agent's session counts.
+    pub fn not_the_agents(&mut self) {
+        self.not_the_agents = true;
+    }
+
+    /// Whether a decision on this is remembered in the agent's session.
+    pub fn remembered_in_session(&self) -> bool {
+        !self.not_the_agents
     }
 
     /// The stamp of the Warden token the agent was identified by (for what outlives this

@@ -243,6 +243,7 @@ pub(super) async fn decide_with(
     redaction::count(action, &decision, &redacted);
     if let Some(session) = &action.context.session
         && !matches!(decision, Decision::Deny { .. })
+        && ex.remembered_in_session()
     {
         ex.shared()
             .sessions

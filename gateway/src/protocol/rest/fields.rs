@@ -40,8 +40,15 @@ pub fn read(
     let wants_body = fields
         .iter()
         .any(|f| matches!(f.source, FieldSource::Body(_)));
+    let reads_query = fields
+        .iter()
+        .any(|f| matches!(f.source, FieldSource::Query(_)));
     let body = if wants_body {
         parse_body(headers, body)?
+    } else if reads_query && !body.is_empty() {
+        // Read only to see that a query field is not given again in a JSON or form body
+        // (an API may take either, and the body's win); any other body is the operation's.
+        parse_body(headers, body).unwrap_or(Body::Empty)
     } else {
         Body::Empty
     };
@@ -49,9 +56,16 @@ pub fn read(
     for field in fields {
         let value = match &field.source {
             FieldSource::Query(name) => {
-                if let Body::Form(pairs) = &body
-                    && pairs.iter().any(|(k, _)| k == name)
-                {
+                let in_body = match &body {
+                    Body::Form(pairs) => pairs
+                        .iter()
+                        .any(|(k, _)| form_key(k).0[0].eq_ignore_ascii_case(name)),
+                    Body::Json(Value::Object(members)) => {
+                        members.keys().any(|k| k.eq_ignore_ascii_case(name))
+                    }
+                    _ => false,
+                };
+                if in_body {
                     return Err(RestError::RepeatedField {
                         field: Arc::clone(&field.name),
                     });
@@ -524,6 +538,21 @@ pub(super) mod tests {
             matches!(twice, Err(RestError::RepeatedField { .. })),
             "{twice:?}"
         );
+        // A query field given again in a JSON or form body, though no field is read from the
+        // body: an API that takes either (the body's winning) would act on what was not judged.
+        let again = read(&q, Some("state=a"), &json_headers(), br#"{"State":"b"}"#);
+        assert!(
+            matches!(again, Err(RestError::RepeatedField { .. })),
+            "{again:?}"
+        );
+        let again = read(&q, Some("state=a"), &form_headers(), b"state=b");
+        assert!(
+            matches!(again, Err(RestError::RepeatedField { .. })),
+            "{again:?}"
+        );
+        // Any other body is the operation's own.
+        let upload = read(&q, Some("state=a"), &multipart, b"--x\r\n").expect("reads");
+        assert_eq!(upload[0].1, FieldValue::String("a".into()));
     }
 
     fn form_headers() -> HeaderMap {

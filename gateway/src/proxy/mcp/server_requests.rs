@@ -59,6 +59,9 @@ pub(super) struct ServerJudge {
     conn: ConnInfo,
     /// The agent session's id, once it is open: its facts are the context's `session`.
     session: OnceLock<Arc<str>>,
+    /// The stamp of the Warden token the session was opened with: a request of the server's
+    /// is refused once it is revoked, however long it waited for an approval.
+    token: Option<crate::identity::revocation::TokenStamp>,
 }
 
 impl ServerJudge {
@@ -74,6 +77,7 @@ impl ServerJudge {
             principal: Arc::clone(principal),
             conn: ex.conn().clone(),
             session: OnceLock::new(),
+            token: ex.token(),
         })
     }
 
@@ -114,6 +118,11 @@ impl ServerJudge {
         );
         ex.routed(&self.route);
         ex.identified(&self.principal);
+        ex.identified_by_token(self.token.clone());
+        ex.not_the_agents();
+        if let Err(revoked) = ex.token_still_valid() {
+            return refuse(ex, Refusal::from(revoked), &id).await;
+        }
         let resource = Resource::McpServer {
             name: Arc::clone(server),
         };
@@ -165,9 +174,14 @@ async fn refuse(ex: Exchange, refusal: Refusal, id: &Value) -> Verdict {
         Refusal::Hold(Hold::ApprovalUnavailable { .. }) => Some(jsonrpc::code::NEEDS_APPROVAL),
         _ => None,
     };
+    // Who denied it stays in the record: the server is a third party.
+    let denied = matches!(&refusal, Refusal::Hold(Hold::ApprovalDenied { .. }));
     let code = refusal.code();
     let response = ex.finish(Err(refusal));
     let mut error = error_to_server(response, id, rpc).await;
+    if denied {
+        error["error"]["message"] = Value::from("an approver denied this request");
+    }
     if let Some(data) = error["error"].as_object_mut() {
         let data = data.entry("data").or_insert_with(|| json!({}));
         if data.is_object() {
