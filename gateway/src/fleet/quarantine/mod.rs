@@ -103,6 +103,35 @@ pub struct Quarantines {
     metrics: QuarantineMetrics,
     /// Recent denies per agent, for the `denies` trigger.
     denies: triggers::DenyWindows,
+    /// Quarantines put in force here that no read of the store begun after their write can
+    /// have missed yet: each with the number of reads begun when its write ended (`None`:
+    /// under way, or refused, and then in force here only, as `quarantine` says). A refresh
+    /// whose read began before the write keeps them; one begun after trusts the store (which
+    /// may show the quarantine already released elsewhere).
+    made_here: Arc<MadeHere>,
+}
+
+/// The quarantines made here that a read of the store may have missed, and the reads begun.
+#[derive(Debug, Default)]
+struct MadeHere {
+    held: std::sync::Mutex<Vec<(Arc<QuarantineRecord>, Option<u64>)>>,
+    reads: std::sync::atomic::AtomicU64,
+}
+
+impl MadeHere {
+    fn held(&self) -> std::sync::MutexGuard<'_, Vec<(Arc<QuarantineRecord>, Option<u64>)>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `record`'s write to the store ended: a read begun from now on shows it (or its release).
+    fn written(&self, record: &QuarantineRecord) {
+        let reads = self.reads.load(std::sync::atomic::Ordering::SeqCst);
+        for (held, written) in self.held().iter_mut() {
+            if **held == *record {
+                *written = Some(reads);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Quarantines {
@@ -119,6 +148,7 @@ impl Quarantines {
         Quarantines {
             in_force: ArcSwap::from_pointee(InForce::default()),
             changed: Arc::new(Notify::new()),
+            made_here: Arc::default(),
             store: OnceLock::new(),
             audit,
             metrics,
@@ -194,9 +224,11 @@ impl Quarantines {
     /// Quarantines `record.target`: in force on this process at once, then in the store for
     /// every other. When the store fails, it stays in force here and the error says so.
     pub async fn quarantine(&self, record: QuarantineRecord) -> Result<(), QuarantineError> {
-        self.apply(&[Arc::new(record.clone())], &[]);
+        let held = Arc::new(record.clone());
+        self.hold_here(Arc::clone(&held));
         let store = self.store.get().ok_or(QuarantineError::NoStore)?;
         store.quarantine(record).await?;
+        self.made_here.written(&held);
         Ok(())
     }
 
@@ -210,6 +242,7 @@ impl Quarantines {
     ) -> Result<Option<QuarantineRecord>, QuarantineError> {
         let store = self.store.get().ok_or(QuarantineError::NoStore)?;
         let released = store.release(target, by).await?;
+        self.made_here().retain(|(r, _)| r.target != *target);
         if let Some(record) = self.in_force.load().get(target).cloned() {
             self.apply(&[], &[(record, by.clone())]);
         }
@@ -235,15 +268,31 @@ impl Quarantines {
             until_ms: duration.map(|d| now.saturating_add(d.as_millis() as i64)),
         };
         tracing::warn!(agent = %principal.id, trigger, reason = %record.reason, "quarantining an agent");
-        self.apply(&[Arc::new(record.clone())], &[]);
+        self.hold_here(Arc::new(record.clone()));
         if let Some(store) = self.store.get() {
             let store = Arc::clone(store);
+            let made_here = Arc::clone(&self.made_here);
+            let held = record.clone();
             tokio::spawn(async move {
-                if let Err(error) = store.quarantine(record).await {
-                    tracing::error!(%error, "cannot store an automatic quarantine; it is in force on this replica only");
+                match store.quarantine(record).await {
+                    Ok(()) => made_here.written(&held),
+                    Err(error) => {
+                        tracing::error!(%error, "cannot store an automatic quarantine; it is in force on this replica only");
+                    }
                 }
             });
         }
+    }
+
+    /// Puts `record` in force here and keeps it so until a read of the store begun after its
+    /// write.
+    fn hold_here(&self, record: Arc<QuarantineRecord>) {
+        self.made_here().push((Arc::clone(&record), None));
+        self.apply(&[record], &[]);
+    }
+
+    fn made_here(&self) -> std::sync::MutexGuard<'_, Vec<(Arc<QuarantineRecord>, Option<u64>)>> {
+        self.made_here.held()
     }
 
     /// Whether a quarantine in this process's copy has expired (the copy needs a refresh).
@@ -260,17 +309,30 @@ impl Quarantines {
         let Some(store) = self.store.get() else {
             return Ok(());
         };
+        let read = self
+            .made_here
+            .reads
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let stored = InForce::from_records(store.active().await?);
         let now = now_ms();
+        // The copy first, then what was made here: one in the copy was held here before it
+        // was put in force, so the list read after it names it.
         let current = self.in_force.load_full();
+        let pending: Vec<Arc<QuarantineRecord>> = {
+            let mut made_here = self.made_here();
+            // A write that ended before this read began is in what it read (or released).
+            made_here.retain(|(r, written)| r.in_force(now) && written.is_none_or(|w| w > read));
+            made_here.iter().map(|(r, _)| Arc::clone(r)).collect()
+        };
+        let newer_here = |target: &Target| pending.iter().any(|r| r.target == *target);
         let added: Vec<_> = stored
             .records()
-            .filter(|r| current.get(&r.target) != Some(*r))
+            .filter(|r| current.get(&r.target) != Some(*r) && !newer_here(&r.target))
             .cloned()
             .collect();
         let gone: Vec<_> = current
             .records()
-            .filter(|r| stored.get(&r.target).is_none())
+            .filter(|r| stored.get(&r.target).is_none() && !newer_here(&r.target))
             .collect();
         let released: Vec<_> = gone
             .iter()

@@ -24,6 +24,51 @@ fn manual(name: &str, until_ms: Option<i64>) -> QuarantineRecord {
 }
 
 #[tokio::test]
+async fn a_refresh_that_read_the_store_before_a_quarantine_was_written_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = AuditLog::open(&dir.path().join("audit"), &AuditConfig::default()).unwrap();
+    let gateway = Quarantines::new(audit.clone(), QuarantineMetrics::new());
+    let store = Arc::new(
+        SqliteStore::open(&dir.path().join("state.db"))
+            .await
+            .unwrap(),
+    );
+    let _ = gateway.store.set(store.clone());
+    // In force here, its write to the store still under way when a refresh reads the store.
+    let record = manual("rogue", None);
+    gateway.hold_here(Arc::new(record.clone()));
+    gateway.refresh().await.unwrap();
+    assert_eq!(
+        gateway.list().len(),
+        1,
+        "a stale read of the store lifted it"
+    );
+    // Written, then read: the store's copy is the one kept, and nothing more is held here.
+    store.quarantine(record.clone()).await.unwrap();
+    gateway.made_here.written(&record);
+    gateway.refresh().await.unwrap();
+    assert_eq!(gateway.list().len(), 1);
+    assert!(gateway.made_here().is_empty());
+    // Released in another process: a read of the store after the write shows it released.
+    let again = manual("again", None);
+    gateway.hold_here(Arc::new(again.clone()));
+    store.quarantine(again.clone()).await.unwrap();
+    gateway.made_here.written(&again);
+    store
+        .release(&again.target, &Actor::cli("bob"))
+        .await
+        .unwrap();
+    gateway.refresh().await.unwrap();
+    assert_eq!(
+        gateway.list().len(),
+        1,
+        "released elsewhere: {:?}",
+        gateway.list()
+    );
+    audit.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_refresh_audits_who_released_a_quarantine_in_another_process() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
