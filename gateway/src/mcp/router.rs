@@ -508,14 +508,8 @@ mod tests {
 
     #[tokio::test]
     async fn responses_progress_and_server_requests_find_their_way() {
-        let (events_tx, mut events) = mpsc::channel(8);
         let requests = Arc::new(ServerRequests::default());
-        let router = Arc::new(Router::new(
-            Arc::from("files"),
-            events_tx,
-            Arc::clone(&requests),
-            breaker(),
-        ));
+        let (router, mut events) = routed(&requests);
         let mut call = router.register(7, Some(token_key(&json!("tok"))));
 
         router
@@ -578,14 +572,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_server_request_never_reaches_the_agent_and_the_server_is_answered() {
-        let (events_tx, mut events) = mpsc::channel(8);
         let requests = Arc::new(ServerRequests::judged_by(Arc::new(Refuser)));
-        let router = Arc::new(Router::new(
-            Arc::from("files"),
-            events_tx,
-            Arc::clone(&requests),
-            breaker(),
-        ));
+        let (router, mut events) = routed(&requests);
         let mut outbox = router.take_outbox().expect("the link's to take");
         let mut call = router.register(7, None);
         router
@@ -765,13 +753,7 @@ mod tests {
 
     #[tokio::test]
     async fn what_a_server_sends_the_agent_names_it_and_cannot_speak_for_warden() {
-        let (events_tx, mut events) = mpsc::channel(8);
-        let router = Arc::new(Router::new(
-            Arc::from("files"),
-            events_tx,
-            Arc::default(),
-            breaker(),
-        ));
+        let (router, mut events) = routed(&Arc::default());
         router
             .dispatch(
                 json!({"jsonrpc": "2.0", "method": "notifications/message",
@@ -831,13 +813,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancelled_call_ends_without_a_response_and_its_late_answer_is_dropped() {
-        let (events_tx, mut events) = mpsc::channel(8);
-        let router = Arc::new(Router::new(
-            Arc::from("files"),
-            events_tx,
-            Arc::default(),
-            breaker(),
-        ));
+        let (router, mut events) = routed(&Arc::default());
         let mut call = router.register(4, Some(token_key(&json!(9))));
         router.abandon(4);
         assert!(call.done.try_recv().is_err(), "no response");

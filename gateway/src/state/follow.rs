@@ -5,7 +5,7 @@
 //! cannot answer, the copy stays as it is and the next tick tries again. Ends with the copy's
 //! owner.
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -25,6 +25,26 @@ pub trait Follower: Send + Sync + 'static {
     /// Whether something in the copy has expired (the copy needs a refresh though the
     /// revision did not move).
     fn has_expired(&self) -> bool;
+}
+
+/// Loads `follower`'s copy from the store (its revision read first, so that a change made
+/// meanwhile moves it) and follows the store from then on, as [`spawn`] does.
+pub async fn start<T: Follower>(
+    follower: &Arc<T>,
+    read_revision: impl Fn() -> BoxFuture<'static, Result<i64, StateError>> + Send + 'static,
+    announcements: Option<broadcast::Receiver<()>>,
+    every: Duration,
+) -> Result<(), StateError> {
+    let revision = read_revision().await?;
+    follower.refresh().await?;
+    spawn(
+        Arc::downgrade(follower),
+        read_revision,
+        announcements,
+        revision,
+        every,
+    );
+    Ok(())
 }
 
 /// Follows the store for `follower`, whose copy is of `revision`: reads the store's revision

@@ -164,20 +164,12 @@ impl Quarantines {
         refresh_interval: Duration,
     ) -> Result<(), StateError> {
         let _ = self.store.set(Arc::clone(&store));
-        let revision = store.revision().await?;
-        self.refresh().await?;
         let announcements = store.announcements();
-        crate::state::follow::spawn(
-            Arc::downgrade(self),
-            move || {
-                let store = Arc::clone(&store);
-                Box::pin(async move { store.revision().await })
-            },
-            announcements,
-            revision,
-            refresh_interval,
-        );
-        Ok(())
+        let read_revision = move || {
+            let store = Arc::clone(&store);
+            Box::pin(async move { store.revision().await }) as _
+        };
+        crate::state::follow::start(self, read_revision, announcements, refresh_interval).await
     }
 
     /// The quarantine that stops `principal` now (its own, else one of its groups'), if any.
