@@ -111,6 +111,14 @@ fn records_for(warden: &Warden, host: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The first decision record of egress to `host`.
+fn decision_for(warden: &Warden, host: &str) -> Value {
+    records_for(warden, host)
+        .into_iter()
+        .find(|r| r["kind"] == "decision")
+        .unwrap_or_else(|| panic!("a decision on {host}"))
+}
+
 /// An allowlisted setup: origins on loopback over HTTPS (a certificate for `allowed.test`
 /// and `fronted.test` from a test CA, written to `ca`) and HTTP, `allowed.test` resolving to
 /// 127.0.0.1, Warden with [`ALLOWLIST`], and a token of `build-bot`.
@@ -426,10 +434,7 @@ permit (principal is Agent, action in [Action::"egress:connect", Action::"egress
         "only allowed.test arrived: {:?}",
         http.seen()
     );
-    let denied = records_for(&warden, "127.0.0.1")
-        .into_iter()
-        .find(|r| r["kind"] == "decision")
-        .expect("a decision on the address");
+    let denied = decision_for(&warden, "127.0.0.1");
     assert_eq!(denied["decision"], "deny");
     assert_eq!(denied["resource"], "Host::\"127.0.0.1\"");
 
@@ -498,10 +503,7 @@ permit (principal is Agent, action in [Action::"egress:connect", Action::"egress
             "CONNECT {target}: {tunnel:?}"
         );
     }
-    let denied = records_for(&warden, "nat.test")
-        .into_iter()
-        .find(|r| r["kind"] == "decision")
-        .expect("a decision on nat.test");
+    let denied = decision_for(&warden, "nat.test");
     assert_eq!(denied["decision"], "deny");
     assert_eq!(
         denied["detail"]["egress"]["classes"],
@@ -871,10 +873,7 @@ async fn a_name_no_policy_allows_is_never_looked_up() {
             "{record}"
         );
     }
-    let allowed = records_for(&warden, "allowed.test")
-        .into_iter()
-        .find(|r| r["kind"] == "decision")
-        .expect("a decision on allowed.test");
+    let allowed = decision_for(&warden, "allowed.test");
     assert_eq!(allowed["decision"], "allow");
     assert_eq!(
         allowed["detail"]["egress"]["addresses"],
