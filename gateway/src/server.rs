@@ -350,6 +350,9 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         &shutdown,
         listen.shutdown_grace,
     )?;
+    // Tunnels outlive their CONNECT's connection: the egress workers give them the shutdown
+    // grace and wait for their outcome records before they stop.
+    let tunnels = listener::Detached::default();
     let egress = match egress_listeners {
         Some(listeners) => Some(workers::spawn(
             "warden-egress",
@@ -359,8 +362,16 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
             // (`:protocol connect-tcp`).
             listener::HttpOptions {
                 extended_connect: true,
+                detached: Some(tunnels.clone()),
             },
-            |_worker| crate::proxy::egress::handler(&shared, &egress_config, interceptor.clone()),
+            |_worker| {
+                crate::proxy::egress::handler(
+                    &shared,
+                    &egress_config,
+                    interceptor.clone(),
+                    &tunnels,
+                )
+            },
             &shutdown,
             listen.shutdown_grace,
         )?),

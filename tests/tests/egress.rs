@@ -119,6 +119,36 @@ fn decision_for(warden: &Warden, host: &str) -> Value {
         .unwrap_or_else(|| panic!("a decision on {host}"))
 }
 
+/// The decision records of the judgements of tunnels to `host` after their `CONNECT`'s
+/// (`judged`: `first_bytes`, `reload`), each checked to be by the tunnel's own request with a
+/// decision id of its own.
+fn tunnel_judgements(warden: &Warden, host: &str, judged: &str) -> Vec<Value> {
+    let records = records_for(warden, host);
+    let found: Vec<Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "decision" && r["detail"]["egress"]["judged"] == judged)
+        .cloned()
+        .collect();
+    for record in &found {
+        assert_eq!(record["action"], "egress:connect", "{record}");
+        let connect = records
+            .iter()
+            .find(|r| {
+                r["kind"] == "decision"
+                    && r["request_id"] == record["request_id"]
+                    && r["detail"]["egress"]["scheme"] == "connect"
+            })
+            .unwrap_or_else(|| panic!("the CONNECT's own decision for {record}"));
+        assert_ne!(connect["decision_id"], record["decision_id"], "{record}");
+        assert!(
+            record["action_digest"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty())
+        );
+    }
+    found
+}
+
 /// An allowlisted setup: origins on loopback over HTTPS (a certificate for `allowed.test`
 /// and `fronted.test` from a test CA, written to `ca`) and HTTP, `allowed.test` resolving to
 /// 127.0.0.1, Warden with [`ALLOWLIST`], and a token of `build-bot`.
@@ -545,6 +575,13 @@ async fn a_tls_server_name_other_than_the_tunnel_host_is_refused() {
         "egress_sni_mismatch",
     )
     .await;
+    // The refusal on the first bytes is a decision record of its own.
+    let judged = tunnel_judgements(&warden, "allowed.test", "first_bytes");
+    assert_eq!(judged.len(), 1, "{judged:#?}");
+    assert_eq!(judged[0]["decision"], "deny");
+    assert_eq!(judged[0]["overruled_by"], "sni_mismatch");
+    assert_eq!(judged[0]["detail"]["egress"]["sni"], "fronted.test");
+    assert_eq!(judged[0]["detail"]["egress"]["scheme"], "https");
 }
 
 #[tokio::test]
@@ -656,6 +693,17 @@ when { context.scheme != "connect" && context.scheme != "https" };
         "egress_tunnel_denied",
     )
     .await;
+    // The second judgement is a decision record of its own, with what the tunnel carries.
+    let judged = tunnel_judgements(&warden, "allowed.test", "first_bytes");
+    assert_eq!(judged.len(), 1, "{judged:#?}");
+    assert_eq!(judged[0]["decision"], "deny");
+    assert_eq!(judged[0]["policies"], json!(["egress-tls-only"]));
+    assert_eq!(
+        judged[0]["reasons"],
+        json!(["egress tunnels carry TLS only"])
+    );
+    assert_eq!(judged[0]["detail"]["egress"]["scheme"], "http");
+    assert_eq!(judged[0]["facts"]["context"]["scheme"], "http");
 }
 
 #[tokio::test]
@@ -944,10 +992,7 @@ when { context.scheme == "tcp" };
 
     // The CONNECT itself is allowed without an approval; its first bytes are neither TLS nor
     // HTTP, which needs an approval the tunnel was never given: it closes, nothing passes.
-    let (mut stream, head) = open_tunnel(proxy, &format!("allowed.test:{port}"), &token)
-        .await
-        .unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut stream = tunnel_to(proxy, port, &token).await;
     stream
         .write_all(b"\x00\x01\x02 a binary protocol's hello")
         .await
@@ -1202,6 +1247,21 @@ when {{ context.port == {denied_port} }};
     )
     .await;
 
+    // Each tunnel's first bytes were allowed in a decision record of its own (scheme tcp);
+    // the reload that closed one is a deny record of its own.
+    let allowed = tunnel_judgements(&warden, "allowed.test", "first_bytes");
+    assert_eq!(allowed.len(), 2, "{allowed:#?}");
+    for record in &allowed {
+        assert_eq!(record["decision"], "allow", "{record}");
+        assert_eq!(record["policies"], json!(["egress-allowed-test"]));
+        assert_eq!(record["detail"]["egress"]["scheme"], "tcp");
+    }
+    let reloaded = tunnel_judgements(&warden, "allowed.test", "reload");
+    assert_eq!(reloaded.len(), 1, "{reloaded:#?}");
+    assert_eq!(reloaded[0]["decision"], "deny");
+    assert_eq!(reloaded[0]["policies"], json!(["egress-no-port"]));
+    assert_eq!(reloaded[0]["detail"]["egress"]["port"], denied_port);
+
     // The other tunnel is still allowed: it stays open and carries bytes.
     kept.write_all(b"second").await.unwrap();
     assert!(
@@ -1225,4 +1285,194 @@ async fn arrived(count: &std::sync::atomic::AtomicUsize, n: usize) -> bool {
     })
     .await
     .is_ok()
+}
+
+/// A TCP server on loopback that speaks first, as SSH, SMTP or MySQL do: it writes a banner,
+/// then echoes what it receives. Its port.
+async fn banner_service() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind((LOOPBACK, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if socket.write_all(b"SSH-2.0-test\r\n").await.is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = socket.read(&mut buf).await {
+                    if n == 0 || socket.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A tunnel opened through `proxy` to `allowed.test:<port>` and answered `200`.
+async fn tunnel_to(proxy: SocketAddr, port: u16, token: &str) -> tokio::net::TcpStream {
+    let (stream, head) = open_tunnel(proxy, &format!("allowed.test:{port}"), token)
+        .await
+        .unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    stream
+}
+
+/// What arrives on `stream` within `within`, up to `n` bytes.
+async fn read_some(stream: &mut tokio::net::TcpStream, n: usize, within: Duration) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(within, async {
+        let mut buf = [0u8; 256];
+        while got.len() < n {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(k) => got.extend_from_slice(&buf[..k]),
+            }
+        }
+    })
+    .await;
+    got
+}
+
+#[tokio::test]
+async fn a_server_that_speaks_first_is_reached_on_listed_ports_judged_as_tcp() {
+    use tokio::io::AsyncWriteExt;
+    let (ssh, tls_only, unlisted) = (
+        banner_service().await,
+        banner_service().await,
+        banner_service().await,
+    );
+    let dns = Dns::start(json!({"allowed.test": [["127.0.0.1"]]}))
+        .await
+        .unwrap();
+    // One listed port a policy lets carry anything; another where it permits TLS only.
+    let tls_only_policy = format!(
+        r#"
+@id("egress-tls-only-here")
+@reason("this port carries TLS only")
+forbid (principal, action == Action::"egress:connect", resource)
+when {{ context.port == {tls_only} && context.scheme != "connect" && context.scheme != "https" }};
+"#
+    );
+    let (warden, proxy) = warden_with(
+        &dns,
+        &[
+            ("egress.cedar", ALLOWLIST),
+            ("tls-only.cedar", &tls_only_policy),
+        ],
+        &[
+            ("/egress/server_first/ports", json!([ssh, tls_only])),
+            ("/egress/server_first/wait", json!("300ms")),
+        ],
+    )
+    .await;
+    let token = warden.token("build-bot").await.unwrap();
+    let banner = b"SSH-2.0-test\r\n";
+
+    // The client waits for the server's banner, then speaks.
+    let mut stream = tunnel_to(proxy, ssh, &token).await;
+    assert_eq!(read_some(&mut stream, banner.len(), WAIT).await, banner);
+    stream.write_all(b"SSH-2.0-client\r\n").await.unwrap();
+    assert_eq!(
+        read_some(&mut stream, 16, WAIT).await,
+        b"SSH-2.0-client\r\n"
+    );
+    let judged = tunnel_judgements(&warden, "allowed.test", "server_first");
+    assert_eq!(judged.len(), 1, "{judged:#?}");
+    assert_eq!(judged[0]["decision"], "allow");
+    assert_eq!(judged[0]["detail"]["egress"]["scheme"], "tcp");
+    assert_eq!(judged[0]["detail"]["egress"]["port"], ssh);
+    assert!(judged[0]["detail"]["egress"].get("sni").is_none());
+
+    // A policy that lets only TLS through refuses it: the banner never reaches the client.
+    let mut stream = tunnel_to(proxy, tls_only, &token).await;
+    assert_eq!(read_some(&mut stream, banner.len(), WAIT).await, b"");
+    tunnel_closed(
+        &warden,
+        "policy denies this tunnel",
+        "this port carries TLS only (policies: egress-tls-only-here)",
+        "egress_tunnel_denied",
+    )
+    .await;
+
+    // A port not listed waits for the client's first bytes, as before: no banner meanwhile.
+    let mut stream = tunnel_to(proxy, unlisted, &token).await;
+    assert_eq!(
+        read_some(&mut stream, 1, Duration::from_secs(1)).await,
+        b"",
+        "the unlisted port's server was not connected to a silent client"
+    );
+}
+
+#[tokio::test]
+async fn open_tunnels_get_the_shutdown_grace_then_are_closed_each_with_its_outcome() {
+    use tokio::io::AsyncWriteExt;
+    let (port, received) = raw_service().await;
+    let dns = Dns::start(json!({"allowed.test": [["127.0.0.1"]]}))
+        .await
+        .unwrap();
+    let grace = Duration::from_secs(2);
+    let (mut warden, proxy) = warden_with(
+        &dns,
+        &[("egress.cedar", ALLOWLIST)],
+        &[("/listen/shutdown_grace", json!("2s"))],
+    )
+    .await;
+    let token = warden.token("build-bot").await.unwrap();
+    let mut tunnels = Vec::new();
+    for first in [&b"\x00 stays"[..], &b"\x00 leaves"[..]] {
+        let mut stream = tunnel_to(proxy, port, &token).await;
+        stream.write_all(first).await.unwrap();
+        tunnels.push(stream);
+    }
+    let (mut stays, leaves) = (tunnels.remove(0), tunnels.remove(0));
+    assert!(arrived(&received, 15).await);
+
+    // Shutdown: the tunnels get the grace; one ends within it, the other outlives it.
+    let stopping = std::time::Instant::now();
+    warden.signal(libc::SIGTERM).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(leaves);
+    stays.write_all(b" still carried").await.unwrap();
+    assert!(
+        arrived(&received, 29).await,
+        "a tunnel still carries during the grace"
+    );
+    assert_closed(&mut stays).await;
+    let status = warden.wait_exit(WAIT).await.unwrap();
+    assert!(status.success(), "{status}");
+    assert!(stopping.elapsed() >= grace, "{:?}", stopping.elapsed());
+
+    let outcomes: Vec<Value> = records_for(&warden, "allowed.test")
+        .into_iter()
+        .filter(|r| r["kind"] == "outcome" && r["action"] == "egress:connect")
+        .collect();
+    assert_eq!(outcomes.len(), 2, "{outcomes:#?}");
+    let cut: Vec<&Value> = outcomes
+        .iter()
+        .filter(|r| r["outcome"]["error"].is_string())
+        .collect();
+    assert_eq!(cut.len(), 1, "{outcomes:#?}");
+    assert_eq!(
+        cut[0]["outcome"]["error"],
+        "closed: Warden is shutting down and the tunnel outlived listen.shutdown_grace"
+    );
+    assert_eq!(cut[0]["outcome"]["bytes_up"], 21, "{}", cut[0]);
+    let stop = warden
+        .audit_records()
+        .into_iter()
+        .position(|r| r["detail"]["event"] == "stop")
+        .expect("the stop record");
+    let last_outcome = warden
+        .audit_records()
+        .into_iter()
+        .rposition(|r| r["kind"] == "outcome")
+        .unwrap();
+    assert!(
+        last_outcome < stop,
+        "the outcomes are recorded before Warden stops"
+    );
 }

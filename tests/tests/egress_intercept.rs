@@ -285,6 +285,21 @@ async fn requests_inside_an_intercepted_tunnel_are_judged_and_leaks_are_denied_w
         assert_eq!(record["policies"], json!(["egress-no-aws-keys"]));
         assert_eq!(record["detail"]["egress"]["channel"], "egress_tls");
     }
+    // The tunnel's own judgement on its ClientHello is a decision record too.
+    let tunnel = s
+        .warden
+        .audit_records()
+        .into_iter()
+        .find(|r| {
+            r["kind"] == "decision"
+                && r["detail"]["egress"]["host"] == "intercepted.test"
+                && r["detail"]["egress"]["judged"] == "first_bytes"
+        })
+        .expect("the tunnel's decision on its first bytes");
+    assert_eq!(tunnel["action"], "egress:connect");
+    assert_eq!(tunnel["decision"], "allow");
+    assert_eq!(tunnel["detail"]["egress"]["scheme"], "https");
+    assert_eq!(tunnel["detail"]["egress"]["sni"], "intercepted.test");
     let canary_record = decisions
         .iter()
         .find(|r| detectors(r).contains(&"canary".to_owned()))

@@ -42,6 +42,8 @@ pub struct EgressConfig {
     pub tunnel_idle_timeout: Duration,
     /// TLS interception for configured hosts (off by default).
     pub intercept: super::intercept::config::InterceptConfig,
+    /// Destination ports where the server speaks first (off by default).
+    pub server_first: super::server_first::ServerFirstConfig,
     /// Globally routable addresses or networks that reach the inside (the public address a
     /// 1:1 NAT or a load balancer maps to this host, the organisation's own public ranges):
     /// class `declared_internal`, reached only with an `@egress("internal")` permit, by the egress
@@ -80,6 +82,7 @@ impl Default for EgressConfig {
             response_timeout: Duration::from_secs(300),
             tunnel_idle_timeout: Duration::from_secs(3600),
             intercept: Default::default(),
+            server_first: Default::default(),
             internal_networks: Vec::new(),
         }
     }
@@ -94,6 +97,7 @@ impl EgressConfig {
         taken: &[(&str, SocketAddr)],
     ) -> Vec<(String, String)> {
         let mut errors = self.intercept.validate();
+        errors.extend(self.server_first.validate(self.first_bytes_timeout));
         let Some(listen) = self.listen else {
             if self.tls.is_some() {
                 errors.push((

@@ -87,6 +87,12 @@ pub enum EgressError {
     /// An open tunnel is denied by the policies a reload brought.
     #[error("closed: the reloaded policies deny this open tunnel (policy_reloaded_denied): {0}")]
     ReloadDenied(String),
+    /// The decision on what an open tunnel carries could not be recorded.
+    #[error("closed: the decision on what this tunnel carries could not be recorded: {0}")]
+    AuditUnavailable(String),
+    /// Warden shut down while the tunnel was open, and `listen.shutdown_grace` ran out.
+    #[error("closed: Warden is shutting down and the tunnel outlived listen.shutdown_grace")]
+    Shutdown,
 }
 
 impl EgressError {
@@ -112,6 +118,9 @@ impl EgressError {
             | EgressError::Hello(_)
             | EgressError::SniMismatch { .. } => StatusCode::BAD_REQUEST,
             EgressError::TunnelDenied(_) | EgressError::ReloadDenied(_) => StatusCode::FORBIDDEN,
+            EgressError::AuditUnavailable(_) | EgressError::Shutdown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -137,6 +146,8 @@ impl EgressError {
             EgressError::SniMismatch { .. } => "egress_sni_mismatch",
             EgressError::TunnelDenied(_) => "egress_tunnel_denied",
             EgressError::ReloadDenied(_) => "policy_reloaded_denied",
+            EgressError::AuditUnavailable(_) => "audit_unavailable",
+            EgressError::Shutdown => "egress_shutdown",
         }
     }
 

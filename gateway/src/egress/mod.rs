@@ -6,7 +6,8 @@
 //! ([`ip_guard`]), and dialled as checked ([`dial`]); the tunnel's first bytes ([`sni`]); the
 //! agent's credential from `Proxy-Authorization` ([`proxy_auth`]); this host's own
 //! addresses, which egress treats as internal ([`this_host`]); the CA and certificates of
-//! TLS interception for configured hosts ([`intercept`]). The proxy's walk through
+//! TLS interception for configured hosts ([`intercept`]); the ports where the server speaks
+//! first ([`server_first`]). The proxy's walk through
 //! identify, decide and record is in `proxy/egress/`.
 
 pub mod config;
@@ -18,6 +19,7 @@ pub mod internal_networks;
 pub mod ip_guard;
 pub mod proxy_auth;
 pub mod resolve;
+pub mod server_first;
 pub mod sni;
 pub mod this_host;
 

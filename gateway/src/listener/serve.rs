@@ -32,12 +32,15 @@ const H2_KEEPALIVE: Duration = Duration::from_secs(20);
 /// Longest pause after a failing `accept` (e.g. out of file descriptors).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
-/// What a listener's HTTP/2 takes besides ordinary requests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What a listener takes besides ordinary requests.
+#[derive(Debug, Clone, Default)]
 pub struct HttpOptions {
     /// Advertise `SETTINGS_ENABLE_CONNECT_PROTOCOL` and accept RFC 8441 extended `CONNECT`
     /// (a `:protocol` pseudo-header, read as `hyper::ext::Protocol`).
     pub extended_connect: bool,
+    /// Work its requests hand off that outlives their connections (egress tunnels): a worker
+    /// of [`super::workers`] gives it the shutdown grace and waits for it before it stops.
+    pub detached: Option<super::Detached>,
 }
 
 /// [`serve_with`] with the default [`HttpOptions`].
@@ -88,7 +91,7 @@ pub async fn serve_with<H, F, B>(
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let http = Arc::new(http_builder(options));
+    let http = Arc::new(http_builder(&options));
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     let mut backoff = Duration::ZERO;
@@ -157,7 +160,7 @@ pub async fn serve_with<H, F, B>(
 }
 
 /// The HTTP/1 + HTTP/2 server settings shared by all connections.
-fn http_builder(options: HttpOptions) -> auto::Builder<TokioExecutor> {
+fn http_builder(options: &HttpOptions) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

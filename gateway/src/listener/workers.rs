@@ -117,7 +117,7 @@ pub struct Workers {
 /// Starts one worker per listener. `make_handler` is called once per worker, on the calling
 /// thread (so a bad setting fails the start, not a worker), and gives the handler that worker
 /// serves every request with. Each worker serves until `shutdown` is requested, then lets
-/// in-flight requests finish within `grace`.
+/// in-flight requests (and `options.detached` work) finish within `grace`.
 pub fn spawn<M, H, E, F, B>(
     name: &str,
     listeners: Vec<std::net::TcpListener>,
@@ -143,6 +143,7 @@ where
         })?;
         let (done, end) = oneshot::channel();
         let tls = tls.clone();
+        let options = options.clone();
         let shutdown = shutdown.clone();
         std::thread::Builder::new()
             .name(format!("{name}-{worker}"))
@@ -196,8 +197,21 @@ fn run<H, F, B>(
                 return;
             }
         };
-        super::serve::serve_with(listener, tls, options, handler, shutdown.requested(), grace)
-            .await;
+        let detached = options.detached.clone();
+        let served = super::serve::serve_with(
+            listener,
+            tls,
+            options,
+            handler,
+            shutdown.clone().requested(),
+            grace,
+        );
+        match detached {
+            Some(detached) => {
+                tokio::join!(served, detached.drain(shutdown.requested(), grace));
+            }
+            None => served.await,
+        }
     });
 }
 

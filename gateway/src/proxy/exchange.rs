@@ -410,41 +410,7 @@ impl Exchange {
         }
         self.decision_id = new_id();
         let mut event = self.event(EventKind::Decision);
-        event.decision = decision.label().into();
-        event.policies = decision.policy_ids();
-        self.shared
-            .metrics
-            .decided(decision.label(), &event.policies);
-        event.policy_version = judged.version;
-        if let Some(shadow) = judged.shadow {
-            self.shared
-                .metrics
-                .shadow_differences
-                .with_label_values(&[&*shadow.policy])
-                .inc();
-            event.shadow = Some(Box::new(AuditShadow {
-                decision: shadow.decision.label().into(),
-                policies: shadow.decision.policy_ids(),
-                policy: shadow.policy,
-                version: shadow.version,
-            }));
-        }
-        event.reasons = decision
-            .reasons()
-            .into_iter()
-            .map(|r| match bounded(&r, FIELD_MAX) {
-                std::borrow::Cow::Borrowed(_) => r,
-                cut => cut.into_owned(),
-            })
-            .collect();
-        event.findings = findings
-            .0
-            .iter()
-            .map(|f| AuditFinding {
-                detector: Arc::clone(&f.detector),
-                location: bounded(&f.location, FIELD_MAX).into_owned(),
-            })
-            .collect();
+        decided(&self.shared, &mut event, decision, judged, findings);
         match content {
             Content::Recorded(body) => {
                 event.content = Some(serde_json::from_slice(body).unwrap_or_else(|_| {
@@ -463,14 +429,6 @@ impl Exchange {
         // A tool call's arguments (read by the MCP walk), digested whatever `content` says.
         if let Some(digest) = &self.content_digest {
             event.content_digest = Arc::clone(digest);
-        }
-        match judged.facts {
-            Some(Ok(facts)) => event.facts = Some(facts),
-            Some(Err(why)) => event.facts_omitted = why.into(),
-            None => {}
-        }
-        if let Some(by) = judged.overruled_by {
-            event.overruled_by = by.into();
         }
         let action_digest = receipt::action_digest(&event);
         event.action_digest = Arc::from(action_digest.as_str());
@@ -627,6 +585,14 @@ impl Exchange {
             spans: self.spans(status, None),
             permit: self.permit.take(),
             streamed: self.streamed.take(),
+        }
+    }
+
+    /// What records the judgements of the tunnel this exchange opened, once it is open.
+    pub fn tunnel_decisions(&self) -> TunnelDecisions {
+        TunnelDecisions {
+            shared: Arc::clone(&self.shared),
+            event: self.event(EventKind::Decision),
         }
     }
 
@@ -835,6 +801,108 @@ impl Exchange {
 impl Drop for Exchange {
     fn drop(&mut self) {
         self.shared.metrics.in_flight.dec();
+    }
+}
+
+/// Fills `event` as the record of `decision` (judged by `judged`, with what inspection
+/// found): verdict, policies, reasons, shadow, facts; counted in the decision metrics.
+fn decided(
+    shared: &Shared,
+    event: &mut AuditEvent,
+    decision: &Decision,
+    judged: Judged,
+    findings: &Findings,
+) {
+    event.decision = decision.label().into();
+    event.policies = decision.policy_ids();
+    shared.metrics.decided(decision.label(), &event.policies);
+    event.policy_version = judged.version;
+    if let Some(shadow) = judged.shadow {
+        shared
+            .metrics
+            .shadow_differences
+            .with_label_values(&[&*shadow.policy])
+            .inc();
+        event.shadow = Some(Box::new(AuditShadow {
+            decision: shadow.decision.label().into(),
+            policies: shadow.decision.policy_ids(),
+            policy: shadow.policy,
+            version: shadow.version,
+        }));
+    }
+    event.reasons = decision
+        .reasons()
+        .into_iter()
+        .map(|r| match bounded(&r, FIELD_MAX) {
+            std::borrow::Cow::Borrowed(_) => r,
+            cut => cut.into_owned(),
+        })
+        .collect();
+    event.findings = findings
+        .0
+        .iter()
+        .map(|f| AuditFinding {
+            detector: Arc::clone(&f.detector),
+            location: bounded(&f.location, FIELD_MAX).into_owned(),
+        })
+        .collect();
+    match judged.facts {
+        Some(Ok(facts)) => event.facts = Some(facts),
+        Some(Err(why)) => event.facts_omitted = why.into(),
+        None => {}
+    }
+    if let Some(by) = judged.overruled_by {
+        event.overruled_by = by.into();
+    }
+}
+
+/// Records the judgements of an egress tunnel after its `CONNECT` was decided (on its first
+/// bytes; at a reload that closes it): one decision record each, with a decision id of its
+/// own, by the tunnel's request, its `detail.egress` saying what the tunnel was then judged
+/// to carry.
+pub struct TunnelDecisions {
+    shared: Arc<Shared>,
+    event: AuditEvent,
+}
+
+impl TunnelDecisions {
+    /// Records `decision` (judged by `judged`), durably, its `detail.egress` the tunnel's
+    /// with `carries` set (`scheme`, `sni`, which judgement it was); `Err` when the tunnel
+    /// must be closed for it: the log is full, or the record could not be written and
+    /// `fail_closed`.
+    pub async fn record(
+        &self,
+        decision: &Decision,
+        judged: Judged,
+        carries: &[(&str, serde_json::Value)],
+        fail_closed: bool,
+    ) -> Result<(), AuditError> {
+        let mut event = self.event.clone();
+        event.decision_id = new_id();
+        if let Some(egress) = event.detail.as_mut().and_then(|d| d.get_mut("egress")) {
+            for (key, value) in carries {
+                egress[*key] = value.clone();
+            }
+        }
+        decided(
+            &self.shared,
+            &mut event,
+            decision,
+            judged,
+            &Findings::none(),
+        );
+        event.action_digest = Arc::from(receipt::action_digest(&event).as_str());
+        match self.shared.audit.append(event).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::error!(request_id = %self.event.request_id, error = %e, "audit append failed");
+                if fail_closed || matches!(e, AuditError::Full { .. }) {
+                    Err(e)
+                } else {
+                    Ok(())
+                }
+            }
+        }
     }
 }
 

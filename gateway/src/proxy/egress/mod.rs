@@ -38,7 +38,7 @@ use crate::egress::proxy_auth;
 use crate::egress::resolve::ResolverSetupError;
 use crate::egress::{Destination, EgressConfig, EgressError, Resolver};
 use crate::identity::AuthError;
-use crate::listener::ConnInfo;
+use crate::listener::{ConnInfo, Detached};
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 use target::Target;
@@ -50,14 +50,18 @@ struct Worker {
     config: EgressConfig,
     /// TLS interception for `egress.intercept.hosts`, when any.
     interceptor: Option<Arc<Interceptor>>,
+    /// The open tunnels, which a shutdown gives its grace, then closes.
+    tunnels: Detached,
 }
 
 /// The egress proxy's handler for one worker thread, with that worker's own resolver (built
-/// here, so a bad resolver setting fails the start) and the shared `interceptor`.
+/// here, so a bad resolver setting fails the start), the shared `interceptor`, and the
+/// listener's `tunnels` (each tunnel held there while open).
 pub fn handler(
     shared: &Arc<Shared>,
     config: &EgressConfig,
     interceptor: Option<Arc<Interceptor>>,
+    tunnels: &Detached,
 ) -> Result<
     impl Fn(Request<Incoming>, ConnInfo) -> BoxedResponse + Clone + Send + Sync + 'static,
     ResolverSetupError,
@@ -66,6 +70,7 @@ pub fn handler(
         resolver: Resolver::new(config)?,
         config: config.clone(),
         interceptor,
+        tunnels: tunnels.clone(),
     });
     let shared = Arc::clone(shared);
     Ok(move |req, conn| -> BoxedResponse {

@@ -37,7 +37,8 @@ use crate::egress::sni::{self, FirstBytes};
 use crate::egress::{Destination, EgressError, Host, dial};
 use crate::fleet::cut::Cut;
 use crate::listener::ConnInfo;
-use crate::proxy::exchange::{Exchange, PendingOutcome, ProxyBody};
+use crate::policy::facts;
+use crate::proxy::exchange::{Exchange, Judged, PendingOutcome, ProxyBody, TunnelDecisions};
 use crate::proxy::refusal::Refusal;
 use crate::proxy::stages::{limit, look_for_canaries};
 use crate::shared::Shared;
@@ -45,6 +46,19 @@ use crate::snapshot::Snapshot;
 
 /// The scheme a tunnel is judged with before its first bytes show what it carries.
 const ASKED: &str = "connect";
+
+/// `detail.egress.judged` of the decision record of a tunnel's first bytes.
+const FIRST_BYTES: &str = "first_bytes";
+/// `detail.egress.judged` of the decision record of a tunnel whose client sent nothing within
+/// `egress.server_first.wait` on a port where the server speaks first.
+const SERVER_FIRST: &str = "server_first";
+/// `detail.egress.judged` of the decision record of a reload that closes a tunnel.
+const RELOAD: &str = "reload";
+/// A decision record's `overruled_by`: the TLS server name was not the tunnel's host.
+const OVERRULED_BY_SNI_MISMATCH: &str = "sni_mismatch";
+/// A decision record's `overruled_by`: what the tunnel carries asked for an approval, which
+/// the one given (or not given) when the tunnel was asked for settled.
+const OVERRULED_BY_TUNNEL_APPROVAL: &str = "tunnel_approval";
 
 /// Judges a `CONNECT`, dials the destination and answers `200`; the tunnel runs in a task
 /// of its own once the agent's connection is handed over.
@@ -113,10 +127,19 @@ pub(super) async fn open(
         dest,
         approved,
         token: ex.token(),
+        decisions: Arc::new(ex.tunnel_decisions()),
     };
     let cut = ex.cut();
     let outcome = ex.outcome(StatusCode::OK);
-    tokio::spawn(tunnel.run(on_upgrade, upstream, cut, reloads, outcome));
+    // Held while the tunnel is open: a shutdown gives it the grace, then closes it.
+    let held = worker.tunnels.hold();
+    let closing = worker.tunnels.closing();
+    tokio::spawn(async move {
+        tunnel
+            .run(on_upgrade, upstream, cut, reloads, closing, outcome)
+            .await;
+        drop(held);
+    });
     Ok(Response::new(Either::Left(Full::new(Bytes::new()))))
 }
 
@@ -138,6 +161,8 @@ struct Tunnel {
     /// The stamp of the Warden token the tunnel was opened with: each request it carries is
     /// refused once that token is revoked.
     token: Option<crate::identity::revocation::TokenStamp>,
+    /// What records the tunnel's judgements after its `CONNECT`'s.
+    decisions: Arc<TunnelDecisions>,
 }
 
 impl intercepted::Walk for Tunnel {
@@ -152,14 +177,16 @@ impl intercepted::Walk for Tunnel {
 
 impl Tunnel {
     /// Carries the tunnel until either side closes it, its agent is quarantined or the token
-    /// it was opened with revoked (`cut`), or a reload (`reloads`) brings policies that deny
-    /// it (both connections closed then), and records how it ended.
+    /// it was opened with revoked (`cut`), a reload (`reloads`) brings policies that deny
+    /// it, or Warden shuts down and the grace is over (`closing`) — both connections closed
+    /// then — and records how it ended.
     async fn run(
         self,
         on_upgrade: OnUpgrade,
         upstream: TcpStream,
         mut cut: Option<Cut>,
         reloads: watch::Receiver<u64>,
+        closing: impl Future<Output = ()>,
         outcome: PendingOutcome,
     ) {
         let client = match on_upgrade.await {
@@ -182,6 +209,7 @@ impl Tunnel {
             carried = self.carry(&mut client, upstream) => carried,
             cause = stopped => Err((cause.code(), cause.outcome())),
             denied = self.denied_by_reload(reloads) => Err((denied.code(), denied.to_string())),
+            () = closing => Err((EgressError::Shutdown.code(), EgressError::Shutdown.to_string())),
         };
         let (up, down) = (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed));
         outcome.tunnel_closed(up, down, carried.err());
@@ -201,16 +229,21 @@ impl Tunnel {
         U: AsyncRead + AsyncWrite + Unpin,
     {
         let refused = |e: EgressError| (e.code(), e.to_string());
-        let Some((first, seen)) = first_bytes(client, self.worker.config.first_bytes_timeout)
+        let config = &self.worker.config;
+        let server_first = config.server_first.wait_on(self.dest.port);
+        let opening = first_bytes(client, config.first_bytes_timeout, server_first)
             .await
-            .map_err(refused)?
-        else {
+            .map_err(refused)?;
+        let (first, seen, silent) = match opening {
             // The agent closed the tunnel before sending anything.
-            return Ok(());
+            Opening::Closed => return Ok(()),
+            Opening::Sent(first, seen) => (first, seen, false),
+            // A port where the server speaks first: judged as `tcp`, then connected.
+            Opening::Silent => (Vec::new(), FirstBytes::Other, true),
         };
         let carries_http = seen == FirstBytes::Http;
         let intercept = self.intercepting(&seen);
-        self.judge(seen).map_err(refused)?;
+        self.judge(seen, silent).await.map_err(refused)?;
         if let Some((interceptor, sni)) = intercept {
             // TLS to an intercepted host: Warden's own TLS on both sides, and a connection of
             // its own to the destination.
@@ -325,27 +358,69 @@ impl Tunnel {
     }
 
     /// What the first bytes show, judged: a TLS server name must be the tunnel's host, and
-    /// policy sees the tunnel's scheme and server name.
-    fn judge(&self, seen: FirstBytes) -> Result<(), EgressError> {
+    /// policy sees the tunnel's scheme and server name. The judgement is a decision record of
+    /// its own, written before a byte goes on; `silent`: the client sent nothing on a port
+    /// where the server speaks first (`egress.server_first`).
+    async fn judge(&self, seen: FirstBytes, silent: bool) -> Result<(), EgressError> {
         let (scheme, sni) = match seen {
-            FirstBytes::Tls(hello) => {
-                if let Some(sni) = &hello.sni {
-                    let matches = matches!(&self.dest.host, Host::Name(name) if name == sni);
-                    if !matches {
-                        return Err(EgressError::SniMismatch {
-                            host: self.dest.host.cedar_name(),
-                            sni: sni.clone(),
-                        });
-                    }
-                }
-                ("https", hello.sni)
-            }
+            FirstBytes::Tls(hello) => ("https", hello.sni),
             FirstBytes::Http => ("http", None),
             FirstBytes::Other | FirstBytes::NeedMore => ("tcp", None),
         };
+        let fronted = sni
+            .as_ref()
+            .filter(|sni| !matches!(&self.dest.host, Host::Name(name) if name == *sni))
+            .map(|sni| EgressError::SniMismatch {
+                host: self.dest.host.cedar_name(),
+                sni: sni.clone(),
+            });
         let _ = self.carries.set((scheme, sni));
-        self.verdict(&self.shared.snapshot.load())
-            .map_err(EgressError::TunnelDenied)
+        let snap = self.shared.snapshot.load_full();
+        let (decision, judged) = match &fronted {
+            // Not policy's to judge: the server name is not the host the tunnel was judged for.
+            Some(mismatch) => (
+                Decision::Deny {
+                    reasons: vec![mismatch.to_string()],
+                    policies: Vec::new(),
+                },
+                Judged {
+                    version: Arc::clone(snap.policy.version()),
+                    shadow: None,
+                    facts: None,
+                    overruled_by: Some(OVERRULED_BY_SNI_MISMATCH),
+                },
+            ),
+            None => self.judged(&snap),
+        };
+        let judgement = if silent { SERVER_FIRST } else { FIRST_BYTES };
+        self.record(&snap, &decision, judged, judgement)
+            .await
+            .map_err(|e| EgressError::AuditUnavailable(e.to_string()))?;
+        if let Some(mismatch) = fronted {
+            return Err(mismatch);
+        }
+        refused(decision).map_err(EgressError::TunnelDenied)
+    }
+
+    /// Records a judgement of the tunnel after its `CONNECT`'s (`judgement`: which), with
+    /// what it carries.
+    async fn record(
+        &self,
+        snap: &Snapshot,
+        decision: &Decision,
+        judged: Judged,
+        judgement: &'static str,
+    ) -> Result<(), crate::audit::AuditError> {
+        let mut carries = vec![("judged", serde_json::Value::from(judgement))];
+        if let Some((scheme, sni)) = self.carries.get() {
+            carries.push(("scheme", serde_json::Value::from(*scheme)));
+            if let Some(sni) = sni {
+                carries.push(("sni", serde_json::Value::from(sni.as_str())));
+            }
+        }
+        self.decisions
+            .record(decision, judged, &carries, snap.config.audit.fail_closed)
+            .await
     }
 
     /// Waits for the first reload whose policies deny the tunnel as it was last judged;
@@ -356,16 +431,21 @@ impl Tunnel {
                 return std::future::pending().await;
             }
             let snap = self.shared.snapshot.load_full();
-            if let Err(why) = self.verdict(&snap) {
+            let (decision, judged) = self.judged(&snap);
+            if let Err(why) = refused(decision.clone()) {
                 tracing::info!(host = %self.dest.host.cedar_name(), reason = %why, "closing an egress tunnel the reloaded policies deny");
+                // Closed whatever becomes of its record (the outcome record says why too).
+                let _ = self.record(&snap, &decision, judged, RELOAD).await;
                 return EgressError::ReloadDenied(why);
             }
         }
     }
 
-    /// The tunnel as `snap`'s policies and the internal-address guard judge it now: what it
-    /// carries, once its first bytes showed it; `Err` with why not.
-    fn verdict(&self, snap: &Snapshot) -> Result<(), String> {
+    /// The tunnel as `snap`'s policies and the internal-address guard judge it now (what it
+    /// carries, once its first bytes showed it): the decision that stands — an approval the
+    /// tunnel was given when it was asked for allows it, one it was not given denies it — and
+    /// how it was judged, for its record.
+    fn judged(&self, snap: &Snapshot) -> (Decision, Judged) {
         let mut action = self.action.clone();
         action.context.time = SystemTime::now();
         let scheme = match (self.carries.get(), &mut action.context.facts) {
@@ -376,27 +456,63 @@ impl Tunnel {
             }
             _ => ASKED,
         };
-        match guard(snap, &self.dest, snap.policy.decide(&action)) {
-            Decision::Allow { .. } => Ok(()),
+        let cedar = snap.policy.decide(&action);
+        let shadow = snap.policy.shadow_difference(&action, &cedar);
+        let cedar_label = cedar.label();
+        let guarded = guard(snap, &self.dest, cedar);
+        let mut overruled_by =
+            (guarded.label() != cedar_label).then_some(facts::OVERRULED_BY_INTERNAL_ADDRESS);
+        let decision = match guarded {
             // An approval the tunnel needed was settled when it was asked for; what it
             // carries may not ask for one it was not given.
             Decision::NeedsApproval { policy, .. } if self.approved.as_ref() == Some(&policy) => {
-                Ok(())
+                overruled_by = Some(OVERRULED_BY_TUNNEL_APPROVAL);
+                Decision::Allow {
+                    policies: vec![policy],
+                }
             }
-            Decision::NeedsApproval { policy, .. } => Err(format!(
-                "what the tunnel carries ({scheme}) needs an approval under policy {policy}, \
-                 which the tunnel was not given when it was asked for"
-            )),
-            Decision::Deny { reasons, policies } => Err(format!(
-                "{} (policies: {})",
-                reasons.join("; "),
-                policies
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-        }
+            Decision::NeedsApproval { policy, .. } => {
+                overruled_by = Some(OVERRULED_BY_TUNNEL_APPROVAL);
+                Decision::Deny {
+                    reasons: vec![format!(
+                        "what the tunnel carries ({scheme}) needs an approval under policy \
+                         {policy}, which the tunnel was not given when it was asked for"
+                    )],
+                    policies: vec![policy],
+                }
+            }
+            other => other,
+        };
+        let audit = &snap.config.audit;
+        let judged = Judged {
+            version: Arc::clone(snap.policy.version()),
+            shadow,
+            facts: audit.decision_facts.then(|| {
+                facts::of(
+                    &action,
+                    audit.record_content,
+                    audit.decision_facts_max_bytes,
+                )
+            }),
+            overruled_by,
+        };
+        (decision, judged)
+    }
+}
+
+/// `Err` with why, when `decision` denies.
+fn refused(decision: Decision) -> Result<(), String> {
+    match decision {
+        Decision::Deny { reasons, policies } => Err(format!(
+            "{} (policies: {})",
+            reasons.join("; "),
+            policies
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -409,39 +525,56 @@ async fn idle_for(idle: Duration, moved: (Arc<AtomicU64>, Arc<AtomicU64>)) {
     .await;
 }
 
-/// The client's first bytes, read until they show what the tunnel carries; `None` when the
-/// client closed the tunnel without sending any.
+/// How a tunnel's client began.
+enum Opening {
+    /// It closed the tunnel before sending anything.
+    Closed,
+    /// Its first bytes, and what they show the tunnel carries.
+    Sent(Vec<u8>, FirstBytes),
+    /// It sent nothing within `egress.server_first.wait`, on a port listed there.
+    Silent,
+}
+
+/// The client's first bytes, read until they show what the tunnel carries, within `timeout`;
+/// with `server_first` (a port where the server speaks first), [`Opening::Silent`] when not a
+/// byte arrives within that wait.
 async fn first_bytes<C: AsyncRead + Unpin>(
     client: &mut C,
     timeout: Duration,
-) -> Result<Option<(Vec<u8>, FirstBytes)>, EgressError> {
+    server_first: Option<Duration>,
+) -> Result<Opening, EgressError> {
     let mut buf = Vec::with_capacity(2048);
     let read = async {
+        let mut chunk = [0u8; 4096];
         loop {
-            let mut chunk = [0u8; 4096];
-            let n = client
-                .read(&mut chunk)
-                .await
-                .map_err(|e| EgressError::Client(e.to_string()))?;
+            let reading = client.read(&mut chunk);
+            let n = match server_first.filter(|_| buf.is_empty()) {
+                // `read` is cancel-safe: nothing is lost when the wait ends first.
+                Some(wait) => match tokio::time::timeout(wait, reading).await {
+                    Ok(n) => n,
+                    Err(_) => return Ok(Opening::Silent),
+                },
+                None => reading.await,
+            }
+            .map_err(|e| EgressError::Client(e.to_string()))?;
             if n == 0 {
                 return Ok::<_, EgressError>(if buf.is_empty() {
-                    None
+                    Opening::Closed
                 } else {
-                    Some(FirstBytes::Other)
+                    Opening::Sent(std::mem::take(&mut buf), FirstBytes::Other)
                 });
             }
             buf.extend_from_slice(&chunk[..n]);
             match sni::read(&buf)? {
                 FirstBytes::NeedMore if buf.len() < sni::HELLO_MAX => continue,
                 FirstBytes::NeedMore => return Err(sni::HelloError::TooLong.into()),
-                seen => return Ok(Some(seen)),
+                seen => return Ok(Opening::Sent(std::mem::take(&mut buf), seen)),
             }
         }
     };
-    let seen = tokio::time::timeout(timeout, read)
+    tokio::time::timeout(timeout, read)
         .await
-        .map_err(|_| EgressError::FirstBytesTimeout)??;
-    Ok(seen.map(|seen| (buf, seen)))
+        .map_err(|_| EgressError::FirstBytesTimeout)?
 }
 
 /// A stream that counts the bytes read from it, and can have bytes it already gave read
