@@ -334,10 +334,15 @@ async fn python_requests_httpx_and_node_fetch_go_through_the_proxy() {
     assert_eq!(http.seen().len(), 3, "{:?}", http.seen());
     let tunnels = records_for(&warden, "allowed.test")
         .into_iter()
-        .filter(|r| r["kind"] == "decision" && r["action"] == "egress:connect")
+        .filter(|r| {
+            r["kind"] == "decision"
+                && r["action"] == "egress:connect"
+                && r["detail"]["egress"]["scheme"] == "connect"
+        })
         .count();
     // undici's ProxyAgent tunnels http:// URLs too: one CONNECT each for requests' and
-    // httpx's https call, two for Node's.
+    // httpx's https call, two for Node's (each judged again on its first bytes, in a record
+    // of its own).
     assert_eq!(
         tunnels, 4,
         "one CONNECT per https client call, two for Node"
