@@ -237,27 +237,22 @@ async fn tunnels_multiplexed(setup: &Setup, mut proxy: SendRequest<Empty<Bytes>>
     assert_eq!(setup.https.connections(), 4);
 
     let warden = &setup.warden;
-    let decisions: Vec<Value> = warden
+    let records: Vec<Value> = warden
         .audit_records()
         .into_iter()
-        .filter(|r| {
-            r["kind"] == "decision"
-                && r["detail"]["egress"]["host"] == "allowed.test"
-                && r["detail"]["egress"]["scheme"] == "connect"
-        })
+        .filter(|r| r["kind"] == "decision" && r["detail"]["egress"]["host"] == "allowed.test")
+        .collect();
+    // Each tunnel judged again on its first bytes, in a decision record of its own.
+    let judged = records
+        .iter()
+        .filter(|r| r["detail"]["egress"]["judged"] == "first_bytes")
+        .count();
+    assert_eq!(judged, 4, "{records:#?}");
+    let decisions: Vec<Value> = records
+        .into_iter()
+        .filter(|r| r["detail"]["egress"]["scheme"] == "connect")
         .collect();
     assert_eq!(decisions.len(), 4, "{decisions:#?}");
-    // Each tunnel judged again on its first bytes, in a decision record of its own.
-    let judged = warden
-        .audit_records()
-        .into_iter()
-        .filter(|r| {
-            r["kind"] == "decision"
-                && r["detail"]["egress"]["host"] == "allowed.test"
-                && r["detail"]["egress"]["judged"] == "first_bytes"
-        })
-        .count();
-    assert_eq!(judged, 4);
     for record in &decisions {
         assert_eq!(record["action"], "egress:connect");
         assert_eq!(record["decision"], "allow");
