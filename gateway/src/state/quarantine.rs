@@ -7,6 +7,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::broadcast;
 
 use super::error::StateError;
+use super::in_force::{Kept, KeptTarget, Kind};
 
 /// What a quarantine stops: one agent, or every agent of a group.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -18,6 +19,11 @@ pub enum Target {
 }
 
 impl Target {
+    /// The kind of its `Agent` targets, in a process's copy ([`crate::state::in_force`]).
+    pub const AGENT: Kind = Kind::First;
+    /// The kind of its `Group` targets, in a process's copy.
+    pub const GROUP: Kind = Kind::Second;
+
     /// `agent` or `group`, as stored.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -128,6 +134,35 @@ impl QuarantineRecord {
     /// Whether it is in force at `now_ms`.
     pub fn in_force(&self, now_ms: i64) -> bool {
         self.until_ms.is_none_or(|until| until > now_ms)
+    }
+}
+
+impl KeptTarget for Target {
+    fn kind_of(&self) -> Kind {
+        match self {
+            Target::Agent(_) => Target::AGENT,
+            Target::Group(_) => Target::GROUP,
+        }
+    }
+
+    fn name_of(&self) -> &str {
+        self.name()
+    }
+}
+
+impl Kept for QuarantineRecord {
+    type Target = Target;
+
+    fn target(&self) -> &Target {
+        &self.target
+    }
+
+    fn created_ms(&self) -> i64 {
+        self.created_ms
+    }
+
+    fn in_force(&self, now_ms: i64) -> bool {
+        QuarantineRecord::in_force(self, now_ms)
     }
 }
 

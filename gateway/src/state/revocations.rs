@@ -9,6 +9,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::broadcast;
 
 use super::error::StateError;
+use super::in_force::{Kept, KeptTarget, Kind};
 use super::quarantine::Actor;
 
 /// What a revocation stops.
@@ -22,6 +23,11 @@ pub enum Revoked {
 }
 
 impl Revoked {
+    /// The kind of its `Token` targets, in a process's copy ([`crate::state::in_force`]).
+    pub const TOKEN: Kind = Kind::First;
+    /// The kind of its `Agent` targets, in a process's copy.
+    pub const AGENT: Kind = Kind::Second;
+
     /// `token` or `agent`, as stored.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -89,6 +95,35 @@ impl RevocationRecord {
     /// later (the store keeps the latest of a target's revocations).
     pub fn covers(&self, other: &RevocationRecord) -> bool {
         self.target == other.target && self.created_ms >= other.created_ms
+    }
+}
+
+impl KeptTarget for Revoked {
+    fn kind_of(&self) -> Kind {
+        match self {
+            Revoked::Token(_) => Revoked::TOKEN,
+            Revoked::Agent(_) => Revoked::AGENT,
+        }
+    }
+
+    fn name_of(&self) -> &str {
+        self.name()
+    }
+}
+
+impl Kept for RevocationRecord {
+    type Target = Revoked;
+
+    fn target(&self) -> &Revoked {
+        &self.target
+    }
+
+    fn created_ms(&self) -> i64 {
+        self.created_ms
+    }
+
+    fn in_force(&self, now_ms: i64) -> bool {
+        RevocationRecord::in_force(self, now_ms)
     }
 }
 
