@@ -15,19 +15,14 @@ pub enum Kind {
     Second,
 }
 
-/// The target of a kept record: one of two kinds, and a name.
-pub trait KeptTarget: Eq + Ord {
-    /// Which kind of target it is.
-    fn kind_of(&self) -> Kind;
-    /// Its name.
-    fn name_of(&self) -> &str;
-}
-
 /// A record kept in the store and copied in every process.
 pub trait Kept {
-    type Target: KeptTarget;
+    /// What it stops: one of two kinds of target, each named.
+    type Target: Eq + Ord;
     /// What it stops.
     fn target(&self) -> &Self::Target;
+    /// `target`'s kind and name.
+    fn key(target: &Self::Target) -> (Kind, &str);
     /// When it was made, in milliseconds since the Unix epoch.
     fn created_ms(&self) -> i64;
     /// Whether it is in force at `now_ms`.
@@ -50,15 +45,6 @@ impl<R> Default for InForce<R> {
     }
 }
 
-impl<R> Clone for InForce<R> {
-    fn clone(&self) -> InForce<R> {
-        InForce {
-            first: self.first.clone(),
-            second: self.second.clone(),
-        }
-    }
-}
-
 impl<R: Kept> InForce<R> {
     /// The set of `records`; of two with one target, the later one.
     pub fn from_records(records: impl IntoIterator<Item = Arc<R>>) -> InForce<R> {
@@ -71,18 +57,21 @@ impl<R: Kept> InForce<R> {
 
     /// Puts `record` in, replacing the one of its target.
     pub fn insert(&mut self, record: Arc<R>) {
-        let name = record.target().name_of().to_owned();
-        self.map_mut(record.target().kind_of()).insert(name, record);
+        let (kind, name) = R::key(record.target());
+        let name = name.to_owned();
+        self.map_mut(kind).insert(name, record);
     }
 
     /// Takes `target`'s record out.
     pub fn remove(&mut self, target: &R::Target) {
-        self.map_mut(target.kind_of()).remove(target.name_of());
+        let (kind, name) = R::key(target);
+        self.map_mut(kind).remove(name);
     }
 
     /// `target`'s record.
     pub fn get(&self, target: &R::Target) -> Option<&Arc<R>> {
-        self.named(target.kind_of(), target.name_of())
+        let (kind, name) = R::key(target);
+        self.named(kind, name)
     }
 
     /// The record of the target of kind `kind` named `name`: one hash lookup.

@@ -7,7 +7,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::broadcast;
 
 use super::error::StateError;
-use super::in_force::{Kept, KeptTarget, Kind};
+use super::in_force::{Kept, Kind};
 
 /// What a quarantine stops: one agent, or every agent of a group.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -130,26 +130,6 @@ pub struct QuarantineRecord {
     pub until_ms: Option<i64>,
 }
 
-impl QuarantineRecord {
-    /// Whether it is in force at `now_ms`.
-    pub fn in_force(&self, now_ms: i64) -> bool {
-        self.until_ms.is_none_or(|until| until > now_ms)
-    }
-}
-
-impl KeptTarget for Target {
-    fn kind_of(&self) -> Kind {
-        match self {
-            Target::Agent(_) => Target::AGENT,
-            Target::Group(_) => Target::GROUP,
-        }
-    }
-
-    fn name_of(&self) -> &str {
-        self.name()
-    }
-}
-
 impl Kept for QuarantineRecord {
     type Target = Target;
 
@@ -157,12 +137,20 @@ impl Kept for QuarantineRecord {
         &self.target
     }
 
+    fn key(target: &Target) -> (Kind, &str) {
+        match target {
+            Target::Agent(name) => (Target::AGENT, name),
+            Target::Group(name) => (Target::GROUP, name),
+        }
+    }
+
     fn created_ms(&self) -> i64 {
         self.created_ms
     }
 
+    /// Whether it is in force at `now_ms`: until `until_ms`, if any.
     fn in_force(&self, now_ms: i64) -> bool {
-        QuarantineRecord::in_force(self, now_ms)
+        self.until_ms.is_none_or(|until| until > now_ms)
     }
 }
 

@@ -9,7 +9,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::broadcast;
 
 use super::error::StateError;
-use super::in_force::{Kept, KeptTarget, Kind};
+use super::in_force::{Kept, Kind};
 use super::quarantine::Actor;
 
 /// What a revocation stops.
@@ -86,28 +86,10 @@ pub struct RevocationRecord {
 }
 
 impl RevocationRecord {
-    /// Whether it is kept at `now_ms`.
-    pub fn in_force(&self, now_ms: i64) -> bool {
-        self.expires_ms > now_ms
-    }
-
     /// Whether it stops whatever `other` stops: the same target, made at the same time or
     /// later (the store keeps the latest of a target's revocations).
     pub fn covers(&self, other: &RevocationRecord) -> bool {
         self.target == other.target && self.created_ms >= other.created_ms
-    }
-}
-
-impl KeptTarget for Revoked {
-    fn kind_of(&self) -> Kind {
-        match self {
-            Revoked::Token(_) => Revoked::TOKEN,
-            Revoked::Agent(_) => Revoked::AGENT,
-        }
-    }
-
-    fn name_of(&self) -> &str {
-        self.name()
     }
 }
 
@@ -118,12 +100,20 @@ impl Kept for RevocationRecord {
         &self.target
     }
 
+    fn key(target: &Revoked) -> (Kind, &str) {
+        match target {
+            Revoked::Token(name) => (Revoked::TOKEN, name),
+            Revoked::Agent(name) => (Revoked::AGENT, name),
+        }
+    }
+
     fn created_ms(&self) -> i64 {
         self.created_ms
     }
 
+    /// Whether it is kept at `now_ms`.
     fn in_force(&self, now_ms: i64) -> bool {
-        RevocationRecord::in_force(self, now_ms)
+        self.expires_ms > now_ms
     }
 }
 

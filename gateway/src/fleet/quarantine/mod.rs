@@ -28,6 +28,7 @@ use crate::action::Principal;
 use crate::audit::AuditLog;
 use crate::audit::event::{AuditEvent, EventKind, Timestamp};
 use crate::state::StateError;
+use crate::state::in_force::Kept;
 use crate::state::pins::now_ms;
 use crate::state::quarantine::{Actor, QuarantineRecord, QuarantineRepository, Target};
 
@@ -314,7 +315,7 @@ impl Quarantines {
     /// in-flight work.
     fn apply(&self, added: &[Arc<QuarantineRecord>], removed: &[(Arc<QuarantineRecord>, Actor)]) {
         self.in_force.rcu(|current| {
-            let mut next = InForce::clone(current);
+            let mut next = InForce::from_records(current.records().cloned());
             for record in added {
                 next.insert(Arc::clone(record));
             }

@@ -28,6 +28,7 @@ use super::error::{AuthError, UnixTime};
 use crate::audit::AuditLog;
 use crate::audit::event::{AuditEvent, EventKind};
 use crate::state::StateError;
+use crate::state::in_force::Kept;
 use crate::state::pins::now_ms;
 use crate::state::quarantine::Actor;
 use crate::state::revocations::{RevocationRecord, RevocationRepository, Revoked};
