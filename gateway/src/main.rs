@@ -10,6 +10,7 @@ use warden::config::Config;
 use warden::config::error::ConfigErrors;
 use warden::config::files::check_files;
 use warden::config::load::{Parsed, load_file, load_file_partial};
+use warden::snapshot::CredentialFault;
 
 mod cli_agents;
 mod cli_approvals;
@@ -996,7 +997,10 @@ fn check(path: Option<&Path>) -> Result<ExitCode> {
             ok = false;
         }
     }
-    for r in routes.iter().flat_map(|routes| routes.iter()) {
+    let faults = routes
+        .iter()
+        .flat_map(|routes| warden::snapshot::credential_faults(&config, routes));
+    for (r, fault) in faults {
         if let Some(endpoint) = &r.mcp {
             println!(
                 "route {} {} -> MCP servers {}",
@@ -1006,18 +1010,20 @@ fn check(path: Option<&Path>) -> Result<ExitCode> {
             );
             continue;
         }
-        match r.credential.as_ref().and_then(|c| c.unavailable()) {
+        match fault {
             None => println!(
                 "route {} {} -> {}://{}{}",
                 r.name, r.prefix, r.upstream.scheme, r.upstream.authority, r.upstream.base_path
             ),
             // Every credential's source is explicit: a route that needs one and names none is
             // a mistake, not a warning.
-            Some(e @ warden::secrets::CredentialError::NotConfigured { .. }) => {
-                eprintln!("route {} {}: error: {e}", r.name, r.prefix);
+            Some(CredentialFault::Missing { error, .. }) => {
+                eprintln!("route {} {}: error: {error}", r.name, r.prefix);
                 ok = false;
             }
-            Some(e) => println!("route {} {}: warning: {e}", r.name, r.prefix),
+            Some(CredentialFault::Unavailable(e)) => {
+                println!("route {} {}: warning: {e}", r.name, r.prefix)
+            }
         }
     }
     if ok {

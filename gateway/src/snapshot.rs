@@ -11,7 +11,7 @@ use crate::identity::{Identifier, IdentityError};
 use crate::policy::bundle::{BundleError, Trust};
 use crate::policy::config::PolicyConfig;
 use crate::policy::{PolicyEngine, PolicyErrors, SchemaFragment};
-use crate::route::RouteTable;
+use crate::route::{Route, RouteTable};
 use crate::secrets::{CredentialError, own};
 use crate::vault::{SecretStore, VaultError};
 
@@ -91,22 +91,49 @@ impl Snapshot {
     }
 }
 
-/// A route whose connector sends a credential and that names none is a mistake, as `warden
-/// check` says, not a route to answer 503 on: the start (or the reload) stops on it.
+/// What is wrong with a route's credential now, as the start and `warden check` judge it.
+#[derive(Debug)]
+pub enum CredentialFault {
+    /// The route's connector sends a credential and the route names none: a mistake, not a
+    /// route to answer 503 on; the start (or the reload) stops on it. `key` is the route's in
+    /// the configuration (`routes[i]`).
+    Missing { key: String, error: CredentialError },
+    /// Its source does not answer now (an unset variable, a missing file): the route answers
+    /// 503 until it does.
+    Unavailable(CredentialError),
+}
+
+/// Every route of `routes` (built from `config`) with what is wrong with its credential, if
+/// anything: the one walk the start and `warden check` share.
+pub fn credential_faults<'a>(
+    config: &'a Config,
+    routes: &'a RouteTable,
+) -> impl Iterator<Item = (&'a Arc<Route>, Option<CredentialFault>)> + 'a {
+    routes.iter().map(move |route| {
+        let fault = match route.credential.as_ref().and_then(|c| c.unavailable()) {
+            None => None,
+            Some(error @ CredentialError::NotConfigured { .. }) => {
+                let index = config
+                    .routes
+                    .iter()
+                    .position(|rc| rc.name.as_deref().unwrap_or(&rc.connector) == &*route.name);
+                let key = index.map_or_else(|| "routes".to_owned(), |i| format!("routes[{i}]"));
+                Some(CredentialFault::Missing { key, error })
+            }
+            Some(error) => Some(CredentialFault::Unavailable(error)),
+        };
+        (route, fault)
+    })
+}
+
+/// Refuses the first route that needs a credential and names none ([`CredentialFault::Missing`]).
 fn refuse_routes_without_credential(
     config: &Config,
     routes: &RouteTable,
 ) -> Result<(), ConfigErrors> {
-    for route in routes.iter() {
-        if let Some(e @ CredentialError::NotConfigured { .. }) =
-            route.credential.as_ref().and_then(|c| c.unavailable())
-        {
-            let index = config
-                .routes
-                .iter()
-                .position(|rc| rc.name.as_deref().unwrap_or(&rc.connector) == &*route.name);
-            let key = index.map_or_else(|| "routes".to_owned(), |i| format!("routes[{i}]"));
-            return Err(ConfigErrors::one(key, e.to_string()));
+    for (_, fault) in credential_faults(config, routes) {
+        if let Some(CredentialFault::Missing { key, error }) = fault {
+            return Err(ConfigErrors::one(key, error.to_string()));
         }
     }
     Ok(())

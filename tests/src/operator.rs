@@ -56,17 +56,14 @@ pub fn oathtool(secret: &str, ahead: u32) -> String {
 /// `warden approvals approve <id>` as `subject`, with the code of `secret` one step ahead (the
 /// code of the current step confirmed the enrolment).
 pub async fn approve(w: &Warden, id: &str, subject: &str, secret: &str) -> Output {
-    w.cli(&[
-        "approvals",
-        "approve",
-        id,
-        "--as",
-        subject,
-        "--code",
-        &oathtool(secret, 1),
-    ])
-    .await
-    .unwrap()
+    decide(w, "approve", id, subject, &oathtool(secret, 1)).await
+}
+
+/// `warden approvals <verb> <id> --as <subject> --code <code>` (`verb`: `approve` or `deny`).
+pub async fn decide(w: &Warden, verb: &str, id: &str, subject: &str, code: &str) -> Output {
+    w.cli(&["approvals", verb, id, "--as", subject, "--code", code])
+        .await
+        .unwrap()
 }
 
 /// The id of the first pending approval `warden approvals list` shows, polling up to 10 s

@@ -13,7 +13,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use warden_e2e::fake_llm::{self, FakeLlm};
 use warden_e2e::operator::{
-    approve, enrol, enrol_with_code, first_pending, held_chat, oathtool, text,
+    approve, decide, enrol, enrol_with_code, first_pending, held_chat, oathtool, text,
 };
 use warden_e2e::sdk;
 use warden_e2e::sse::{chat_text, parse_events};
@@ -112,78 +112,23 @@ async fn a_held_request_goes_through_once_after_an_sre_approves_it_with_totp() {
         text(&out)
     );
     // Not an operator at all.
-    let out = w
-        .cli(&[
-            "approvals",
-            "approve",
-            &id,
-            "--as",
-            "mallory",
-            "--code",
-            "123456",
-        ])
-        .await
-        .unwrap();
+    let out = decide(&w, "approve", &id, "mallory", "123456").await;
     assert!(text(&out).contains("is not an approver"), "{}", text(&out));
     // A wrong code.
-    let out = w
-        .cli(&[
-            "approvals",
-            "approve",
-            &id,
-            "--as",
-            "alice",
-            "--code",
-            "000000",
-        ])
-        .await
-        .unwrap();
+    let out = decide(&w, "approve", &id, "alice", "000000").await;
     assert!(!out.status.success());
     assert!(text(&out).contains("code was refused"), "{}", text(&out));
     // The code used to confirm the enrolment is used up.
-    let out = w
-        .cli(&[
-            "approvals",
-            "approve",
-            &id,
-            "--as",
-            "alice",
-            "--code",
-            &enrolled_with,
-        ])
-        .await
-        .unwrap();
+    let out = decide(&w, "approve", &id, "alice", &enrolled_with).await;
     assert!(!out.status.success());
     assert!(text(&out).contains("already used"), "{}", text(&out));
 
     let next = oathtool(&alice, 1);
-    let out = w
-        .cli(&[
-            "approvals",
-            "approve",
-            &id,
-            "--as",
-            "alice",
-            "--code",
-            &next,
-        ])
-        .await
-        .unwrap();
+    let out = decide(&w, "approve", &id, "alice", &next).await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("it is now approved"), "{}", text(&out));
     // The same code again, on the other approval: a replay.
-    let out = w
-        .cli(&[
-            "approvals",
-            "deny",
-            &other,
-            "--as",
-            "alice",
-            "--code",
-            &next,
-        ])
-        .await
-        .unwrap();
+    let out = decide(&w, "deny", &other, "alice", &next).await;
     assert!(!out.status.success());
     assert!(text(&out).contains("already used"), "{}", text(&out));
 
@@ -303,6 +248,16 @@ async fn only_an_operator_confirms_an_authenticator_app_on_the_command_line() {
     enrol(&w, "alice").await;
 }
 
+/// Two replicas on a new PostgreSQL database `database` in approvals mode `mode`, and the
+/// upstream they share.
+async fn replicas(database: &str, mode: &str) -> (FakeLlm, Warden, Warden) {
+    let url = warden_e2e::postgres::Postgres::from_env().fresh_database(database);
+    let upstream = FakeLlm::start().await.unwrap();
+    let a = replica(&upstream, &url, mode).await;
+    let b = replica(&upstream, &url, mode).await;
+    (upstream, a, b)
+}
+
 /// A replica on the PostgreSQL database at `url` in approvals mode `mode`, sharing the key that
 /// seals second factors with every other.
 async fn replica(upstream: &FakeLlm, url: &str, mode: &str) -> Warden {
@@ -321,11 +276,7 @@ async fn replica(upstream: &FakeLlm, url: &str, mode: &str) -> Warden {
 
 #[tokio::test]
 async fn an_approval_given_through_one_replica_releases_the_request_held_by_another() {
-    let pg = warden_e2e::postgres::Postgres::from_env();
-    let url = pg.fresh_database("warden_e2e_replicas");
-    let upstream = FakeLlm::start().await.unwrap();
-    let a = replica(&upstream, &url, "wait").await;
-    let b = replica(&upstream, &url, "wait").await;
+    let (_upstream, a, b) = replicas("warden_e2e_replicas", "wait").await;
     let alice = enrol(&b, "alice").await;
     let token = a.token("billing-bot").await.unwrap();
     let held = held_chat(&a, &token, Duration::from_secs(30));
@@ -358,11 +309,7 @@ fn wrong_codes(secret: &str, n: usize) -> Vec<String> {
 
 #[tokio::test]
 async fn wrong_codes_spread_over_two_replicas_share_one_brake() {
-    let pg = warden_e2e::postgres::Postgres::from_env();
-    let url = pg.fresh_database("warden_e2e_replicas_brake");
-    let upstream = FakeLlm::start().await.unwrap();
-    let a = replica(&upstream, &url, "pending").await;
-    let b = replica(&upstream, &url, "pending").await;
+    let (_upstream, a, b) = replicas("warden_e2e_replicas_brake", "pending").await;
     let alice = enrol(&a, "alice").await;
     let token = a.token("billing-bot").await.unwrap();
     let id = pending_id(&a, &token, "summarise the invoices").await;
@@ -371,10 +318,7 @@ async fn wrong_codes_spread_over_two_replicas_share_one_brake() {
     // as a restarted one would be): each refused for its code.
     for (i, code) in wrong_codes(&alice, 5).iter().enumerate() {
         let at = if i % 2 == 0 { &a } else { &b };
-        let out = at
-            .cli(&["approvals", "approve", &id, "--as", "alice", "--code", code])
-            .await
-            .unwrap();
+        let out = decide(at, "approve", &id, "alice", code).await;
         assert!(!out.status.success());
         assert!(
             text(&out).contains("the TOTP code was refused"),

@@ -10,7 +10,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::Value;
 
 use super::error::{ApiError, Forbidden};
 use super::operators::is_wardens_own;
@@ -42,21 +44,32 @@ impl Operator {
     pub fn by(&self) -> Actor {
         Actor::new(&*self.subject, &*self.issuer)
     }
+
+    /// The answer to the call it was allowed: `status`, with what it did (`what`, as
+    /// `described`), who did it and the decision that allowed it.
+    pub fn answer(&self, status: StatusCode, what: &str, described: Value) -> (StatusCode, Value) {
+        let mut body = serde_json::Map::new();
+        body.insert(what.to_owned(), described);
+        body.insert("operator".to_owned(), self.by().to_json());
+        body.insert("decision_id".to_owned(), self.decision_id.clone().into());
+        (status, Value::Object(body))
+    }
 }
 
 /// What the listener saw of the caller's connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub IpAddr);
 
-/// Authenticates the caller of `headers` and decides `verb` on `resource` for it: the
-/// operator when the policy allows, else why not. Recorded either way.
+/// Authenticates the caller of `call` (its headers, and the peer the listener saw) and
+/// decides `verb` on `resource` for it: the operator when the policy allows, else why not.
+/// Recorded either way.
 pub async fn authorize(
     shared: &Shared,
-    headers: &HeaderMap,
-    peer: Option<Peer>,
+    call: &Parts,
     verb: Verb,
     resource: Resource,
 ) -> Result<Operator, ApiError> {
+    let (headers, peer) = (&call.headers, call.extensions.get::<Peer>().copied());
     let snapshot = shared.snapshot.load();
     let identified = match peer {
         Some(Peer(source_ip)) => operator(&snapshot, headers).await.map(|p| (p, source_ip)),

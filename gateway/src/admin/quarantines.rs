@@ -19,9 +19,9 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::caller::{Peer, authorize};
+use super::caller::authorize;
 use super::error::ApiError;
-use super::request::{answer, check_on, json_body, name, reason};
+use super::request::{answer, check_on, json_body, list_all, name, reason};
 use crate::action::{Resource, Verb};
 use crate::fleet::quarantine::until::{parse_until, rfc3339};
 use crate::shared::Shared;
@@ -63,7 +63,17 @@ pub async fn release_group(
 
 /// `GET /v1/admin/quarantines`.
 pub async fn list(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    answer(list_quarantines(&shared, request).await)
+    answer(
+        list_all(&shared, request, "quarantines", |shared| {
+            shared
+                .quarantines
+                .list()
+                .iter()
+                .map(|r| describe(r))
+                .collect()
+        })
+        .await,
+    )
 }
 
 async fn create_quarantine(
@@ -89,14 +99,7 @@ async fn create_quarantine(
         .map(parse_until)
         .transpose()
         .map_err(|e| ApiError::BadRequest(format!("\"until\": {e}")))?;
-    let operator = authorize(
-        shared,
-        &parts.headers,
-        parts.extensions.get::<Peer>().copied(),
-        Verb::AdminQuarantine,
-        resource(&target),
-    )
-    .await?;
+    let operator = authorize(shared, &parts, Verb::AdminQuarantine, resource(&target)).await?;
     let record = QuarantineRecord {
         target,
         reason,
@@ -106,14 +109,7 @@ async fn create_quarantine(
         until_ms,
     };
     shared.quarantines.quarantine(record.clone()).await?;
-    Ok((
-        StatusCode::CREATED,
-        json!({
-            "quarantine": describe(&record),
-            "operator": operator.by().to_json(),
-            "decision_id": operator.decision_id,
-        }),
-    ))
+    Ok(operator.answer(StatusCode::CREATED, "quarantine", describe(&record)))
 }
 
 async fn release(
@@ -126,52 +122,14 @@ async fn release(
         Target::Agent(agent) => Target::Agent(name(agent, "agent")?),
         Target::Group(group) => Target::Group(name(group, "group")?),
     };
-    let operator = authorize(
-        shared,
-        request.headers(),
-        request.extensions().get::<Peer>().copied(),
-        Verb::AdminRelease,
-        resource(&target),
-    )
-    .await?;
+    let (parts, _) = request.into_parts();
+    let operator = authorize(shared, &parts, Verb::AdminRelease, resource(&target)).await?;
     match shared.quarantines.release(&target, &operator.by()).await? {
-        Some(record) => Ok((
-            StatusCode::OK,
-            json!({
-                "released": describe(&record),
-                "operator": operator.by().to_json(),
-                "decision_id": operator.decision_id,
-            }),
-        )),
+        Some(record) => Ok(operator.answer(StatusCode::OK, "released", describe(&record))),
         None => Err(ApiError::NotFound(format!(
             "{target} is not quarantined; GET /v1/admin/quarantines lists the quarantines"
         ))),
     }
-}
-
-async fn list_quarantines(
-    shared: &Shared,
-    request: Request,
-) -> Result<(StatusCode, Value), ApiError> {
-    check_on(shared)?;
-    authorize(
-        shared,
-        request.headers(),
-        request.extensions().get::<Peer>().copied(),
-        Verb::AdminList,
-        Resource::Quarantine {
-            kind: "all",
-            name: Arc::from("*"),
-        },
-    )
-    .await?;
-    let all: Vec<Value> = shared
-        .quarantines
-        .list()
-        .iter()
-        .map(|r| describe(r))
-        .collect();
-    Ok((StatusCode::OK, json!({ "quarantines": all })))
 }
 
 /// The Cedar resource of an action on `target`'s quarantine.

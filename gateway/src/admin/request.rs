@@ -1,14 +1,19 @@
 //! What every admin API call reads alike: whether the API is on, its JSON body, the names and
-//! reasons it carries; and how an answer is sent.
+//! reasons it carries; how an answer is sent; and the listing of what is kept.
+
+use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
+use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::caller::authorize;
 use super::error::ApiError;
+use crate::action::{Resource, Verb};
 use crate::shared::Shared;
 
 /// The largest request body the API reads: room for the longest agent id a token can carry,
@@ -70,4 +75,23 @@ pub fn reason(given: Option<String>, default: &str) -> Result<String, ApiError> 
         )));
     }
     Ok(reason)
+}
+
+/// `GET` of every record of a kind (`what`: `quarantines`, `revocations`), for an operator the
+/// policy allows `admin:list`: `described` as this replica knows them.
+pub async fn list_all(
+    shared: &Shared,
+    request: Request,
+    what: &str,
+    described: impl FnOnce(&Shared) -> Vec<Value>,
+) -> Result<(StatusCode, Value), ApiError> {
+    check_on(shared)?;
+    let resource = Resource::Quarantine {
+        kind: "all",
+        name: Arc::from("*"),
+    };
+    authorize(shared, &request.into_parts().0, Verb::AdminList, resource).await?;
+    let mut body = serde_json::Map::new();
+    body.insert(what.to_owned(), Value::Array(described(shared)));
+    Ok((StatusCode::OK, Value::Object(body)))
 }

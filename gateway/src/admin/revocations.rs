@@ -18,9 +18,9 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::caller::{Peer, authorize};
+use super::caller::authorize;
 use super::error::ApiError;
-use super::request::{answer, check_on, json_body, name, reason};
+use super::request::{answer, check_on, json_body, list_all, name, reason};
 use crate::action::{Resource, Verb};
 use crate::fleet::quarantine::until::rfc3339;
 use crate::identity::revocation::revocation;
@@ -43,7 +43,17 @@ pub async fn create(State(shared): State<Arc<Shared>>, request: Request) -> Resp
 
 /// `GET /v1/admin/revocations`.
 pub async fn list(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    answer(list_revocations(&shared, request).await)
+    answer(
+        list_all(&shared, request, "revocations", |shared| {
+            shared
+                .revocations
+                .list()
+                .iter()
+                .map(|r| describe(r))
+                .collect()
+        })
+        .await,
+    )
 }
 
 async fn create_revocation(
@@ -67,49 +77,10 @@ async fn create_revocation(
         kind: target.kind(),
         name: Arc::from(target.name()),
     };
-    let operator = authorize(
-        shared,
-        &parts.headers,
-        parts.extensions.get::<Peer>().copied(),
-        Verb::AdminRevoke,
-        resource,
-    )
-    .await?;
+    let operator = authorize(shared, &parts, Verb::AdminRevoke, resource).await?;
     let record = revocation(target, reason, operator.by());
     shared.revocations.revoke(record.clone()).await?;
-    Ok((
-        StatusCode::CREATED,
-        json!({
-            "revocation": describe(&record),
-            "operator": operator.by().to_json(),
-            "decision_id": operator.decision_id,
-        }),
-    ))
-}
-
-async fn list_revocations(
-    shared: &Shared,
-    request: Request,
-) -> Result<(StatusCode, Value), ApiError> {
-    check_on(shared)?;
-    authorize(
-        shared,
-        request.headers(),
-        request.extensions().get::<Peer>().copied(),
-        Verb::AdminList,
-        Resource::Quarantine {
-            kind: "all",
-            name: Arc::from("*"),
-        },
-    )
-    .await?;
-    let all: Vec<Value> = shared
-        .revocations
-        .list()
-        .iter()
-        .map(|r| describe(r))
-        .collect();
-    Ok((StatusCode::OK, json!({ "revocations": all })))
+    Ok(operator.answer(StatusCode::CREATED, "revocation", describe(&record)))
 }
 
 /// A revocation as the API shows it.

@@ -181,6 +181,40 @@ fn tls_files(server: &Leaf, client_ca: Option<&TestCa>, require_client_cert: boo
     }
 }
 
+/// A server on TLS with `ca`'s certificate for `localhost`, trusting `client_ca` for client
+/// certificates (required or not); the files it loaded, kept while it runs.
+async fn tls_server(
+    ca: &TestCa,
+    client_ca: Option<&TestCa>,
+    require_client_cert: bool,
+) -> (TlsFiles, TestServer) {
+    let files = tls_files(
+        &ca.server_cert(&["localhost"]),
+        client_ca,
+        require_client_cert,
+    );
+    let tls = ServerTls::load(&files.config).expect("load TLS");
+    let server = TestServer::start(Some(tls), Duration::from_secs(1)).await;
+    (files, server)
+}
+
+/// The response (its headers) to a GET of `path` on a new HTTP/1.1 connection to `addr`;
+/// its body still to come.
+async fn stream_from(addr: SocketAddr, path: &str) -> Response<Incoming> {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("h1");
+    tokio::spawn(conn);
+    let req = Request::get(path)
+        .header("host", "localhost")
+        .body(Empty::<Bytes>::new());
+    sender
+        .send_request(req.expect("request"))
+        .await
+        .expect("headers")
+}
+
 async fn bounded<T>(test: impl Future<Output = T>) -> T {
     tokio::time::timeout(BOUND, test)
         .await
@@ -215,9 +249,7 @@ async fn serves_h2c_with_prior_knowledge_on_plaintext() {
 async fn negotiates_h2_by_alpn_under_tls() {
     bounded(async {
         let ca = TestCa::new("alpn");
-        let files = tls_files(&ca.server_cert(&["localhost"]), None, true);
-        let tls = ServerTls::load(&files.config).expect("load TLS");
-        let server = TestServer::start(Some(tls), Duration::from_secs(1)).await;
+        let (_files, server) = tls_server(&ca, None, true).await;
 
         let config = client_config(&ca, None, &[b"h2", b"http/1.1"]);
         let (stream, _) = tls_connect(server.addr, config).await.expect("handshake");
@@ -233,9 +265,7 @@ async fn negotiates_h2_by_alpn_under_tls() {
 async fn serves_http1_under_tls_when_client_offers_only_http11() {
     bounded(async {
         let ca = TestCa::new("alpn1");
-        let files = tls_files(&ca.server_cert(&["localhost"]), None, true);
-        let tls = ServerTls::load(&files.config).expect("load TLS");
-        let server = TestServer::start(Some(tls), Duration::from_secs(1)).await;
+        let (_files, server) = tls_server(&ca, None, true).await;
 
         let config = client_config(&ca, None, &[b"http/1.1"]);
         let (version, body) = tls_get(server.addr, config, "/").await.expect("request");
@@ -249,9 +279,7 @@ async fn serves_http1_under_tls_when_client_offers_only_http11() {
 async fn required_client_cert_refuses_client_without_one() {
     bounded(async {
         let ca = TestCa::new("mtls");
-        let files = tls_files(&ca.server_cert(&["localhost"]), Some(&ca), true);
-        let tls = ServerTls::load(&files.config).expect("load TLS");
-        let server = TestServer::start(Some(tls), Duration::from_secs(1)).await;
+        let (_files, server) = tls_server(&ca, Some(&ca), true).await;
 
         let config = client_config(&ca, None, &[b"http/1.1"]);
         let refused = tls_get(server.addr, config, "/").await;
@@ -273,9 +301,7 @@ async fn required_client_cert_refuses_certificate_from_another_ca() {
     bounded(async {
         let ca = TestCa::new("mtls");
         let stranger = TestCa::new("stranger");
-        let files = tls_files(&ca.server_cert(&["localhost"]), Some(&ca), true);
-        let tls = ServerTls::load(&files.config).expect("load TLS");
-        let server = TestServer::start(Some(tls), Duration::from_secs(1)).await;
+        let (_files, server) = tls_server(&ca, Some(&ca), true).await;
 
         let leaf = stranger.client_cert(&["intruder.example"], None);
         let config = client_config(&ca, Some(&leaf), &[b"http/1.1"]);
@@ -289,9 +315,7 @@ async fn required_client_cert_refuses_certificate_from_another_ca() {
 async fn verified_client_cert_sets_client_identity() {
     bounded(async {
         let ca = TestCa::new("mtls");
-        let files = tls_files(&ca.server_cert(&["localhost"]), Some(&ca), true);
-        let tls = ServerTls::load(&files.config).expect("load TLS");
-        let server = TestServer::start(Some(tls), Duration::from_secs(1)).await;
+        let (_files, server) = tls_server(&ca, Some(&ca), true).await;
 
         let leaf = ca.client_cert(&["agent-7.fleet.example"], Some("agent 7"));
         let config = client_config(&ca, Some(&leaf), &[b"h2"]);
@@ -305,9 +329,7 @@ async fn verified_client_cert_sets_client_identity() {
 async fn optional_client_cert_admits_client_without_one() {
     bounded(async {
         let ca = TestCa::new("mtls-optional");
-        let files = tls_files(&ca.server_cert(&["localhost"]), Some(&ca), false);
-        let tls = ServerTls::load(&files.config).expect("load TLS");
-        let server = TestServer::start(Some(tls), Duration::from_secs(1)).await;
+        let (_files, server) = tls_server(&ca, Some(&ca), false).await;
 
         let anonymous = client_config(&ca, None, &[b"http/1.1"]);
         let (_, body) = tls_get(server.addr, anonymous, "/")
@@ -481,18 +503,7 @@ fn load_rejects_client_ca_file_without_certificates() {
 async fn shutdown_lets_in_flight_stream_finish_and_refuses_new_connections() {
     bounded(async {
         let mut server = TestServer::start(None, Duration::from_secs(10)).await;
-        let tcp = TcpStream::connect(server.addr).await.expect("connect");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .expect("h1");
-        tokio::spawn(conn);
-        let req = Request::get("/slow")
-            .header("host", "localhost")
-            .body(Empty::<Bytes>::new());
-        let response = sender
-            .send_request(req.expect("request"))
-            .await
-            .expect("headers");
+        let response = stream_from(server.addr, "/slow").await;
 
         server.signal_shutdown();
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -522,18 +533,7 @@ async fn shutdown_lets_in_flight_stream_finish_and_refuses_new_connections() {
 async fn shutdown_closes_what_outlives_the_grace_period() {
     bounded(async {
         let mut server = TestServer::start(None, Duration::from_millis(300)).await;
-        let tcp = TcpStream::connect(server.addr).await.expect("connect");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .expect("h1");
-        tokio::spawn(conn);
-        let req = Request::get("/forever")
-            .header("host", "localhost")
-            .body(Empty::<Bytes>::new());
-        let response = sender
-            .send_request(req.expect("request"))
-            .await
-            .expect("headers");
+        let response = stream_from(server.addr, "/forever").await;
 
         let started = Instant::now();
         server.signal_shutdown();

@@ -27,14 +27,19 @@ pub trait Follower: Send + Sync + 'static {
     fn has_expired(&self) -> bool;
 }
 
-/// Loads `follower`'s copy from the store (its revision read first, so that a change made
-/// meanwhile moves it) and follows the store from then on, as [`spawn`] does.
-pub async fn start<T: Follower>(
+/// Loads `follower`'s copy from `store` (its revision, read by `revision`, first, so that a
+/// change made meanwhile moves it) and follows the store from then on, as [`spawn`] does.
+pub async fn start<T: Follower, S: ?Sized + Send + Sync + 'static>(
     follower: &Arc<T>,
-    read_revision: impl Fn() -> BoxFuture<'static, Result<i64, StateError>> + Send + 'static,
+    store: Arc<S>,
+    revision: fn(&S) -> BoxFuture<'_, Result<i64, StateError>>,
     announcements: Option<broadcast::Receiver<()>>,
     every: Duration,
 ) -> Result<(), StateError> {
+    let read_revision = move || {
+        let store = Arc::clone(&store);
+        Box::pin(async move { revision(&store).await }) as _
+    };
     let revision = read_revision().await?;
     follower.refresh().await?;
     spawn(

@@ -26,6 +26,7 @@ pub mod factors;
 pub mod flaky;
 pub mod fleet;
 pub mod follow;
+pub mod in_force;
 pub mod pins;
 pub mod postgres;
 pub mod quarantine;

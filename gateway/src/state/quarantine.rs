@@ -7,6 +7,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::broadcast;
 
 use super::error::StateError;
+use super::in_force::{Kept, Kind};
 
 /// What a quarantine stops: one agent, or every agent of a group.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -18,6 +19,11 @@ pub enum Target {
 }
 
 impl Target {
+    /// The kind of its `Agent` targets, in a process's copy ([`crate::state::in_force`]).
+    pub const AGENT: Kind = Kind::First;
+    /// The kind of its `Group` targets, in a process's copy.
+    pub const GROUP: Kind = Kind::Second;
+
     /// `agent` or `group`, as stored.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -124,9 +130,26 @@ pub struct QuarantineRecord {
     pub until_ms: Option<i64>,
 }
 
-impl QuarantineRecord {
-    /// Whether it is in force at `now_ms`.
-    pub fn in_force(&self, now_ms: i64) -> bool {
+impl Kept for QuarantineRecord {
+    type Target = Target;
+
+    fn target(&self) -> &Target {
+        &self.target
+    }
+
+    fn key(target: &Target) -> (Kind, &str) {
+        match target {
+            Target::Agent(name) => (Target::AGENT, name),
+            Target::Group(name) => (Target::GROUP, name),
+        }
+    }
+
+    fn created_ms(&self) -> i64 {
+        self.created_ms
+    }
+
+    /// Whether it is in force at `now_ms`: until `until_ms`, if any.
+    fn in_force(&self, now_ms: i64) -> bool {
         self.until_ms.is_none_or(|until| until > now_ms)
     }
 }

@@ -9,6 +9,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::broadcast;
 
 use super::error::StateError;
+use super::in_force::{Kept, Kind};
 use super::quarantine::Actor;
 
 /// What a revocation stops.
@@ -22,6 +23,11 @@ pub enum Revoked {
 }
 
 impl Revoked {
+    /// The kind of its `Token` targets, in a process's copy ([`crate::state::in_force`]).
+    pub const TOKEN: Kind = Kind::First;
+    /// The kind of its `Agent` targets, in a process's copy.
+    pub const AGENT: Kind = Kind::Second;
+
     /// `token` or `agent`, as stored.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -80,15 +86,34 @@ pub struct RevocationRecord {
 }
 
 impl RevocationRecord {
-    /// Whether it is kept at `now_ms`.
-    pub fn in_force(&self, now_ms: i64) -> bool {
-        self.expires_ms > now_ms
-    }
-
     /// Whether it stops whatever `other` stops: the same target, made at the same time or
     /// later (the store keeps the latest of a target's revocations).
     pub fn covers(&self, other: &RevocationRecord) -> bool {
         self.target == other.target && self.created_ms >= other.created_ms
+    }
+}
+
+impl Kept for RevocationRecord {
+    type Target = Revoked;
+
+    fn target(&self) -> &Revoked {
+        &self.target
+    }
+
+    fn key(target: &Revoked) -> (Kind, &str) {
+        match target {
+            Revoked::Token(name) => (Revoked::TOKEN, name),
+            Revoked::Agent(name) => (Revoked::AGENT, name),
+        }
+    }
+
+    fn created_ms(&self) -> i64 {
+        self.created_ms
+    }
+
+    /// Whether it is kept at `now_ms`.
+    fn in_force(&self, now_ms: i64) -> bool {
+        self.expires_ms > now_ms
     }
 }
 

@@ -16,7 +16,6 @@ mod tests;
 pub mod triggers;
 pub mod until;
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -29,57 +28,15 @@ use crate::action::Principal;
 use crate::audit::AuditLog;
 use crate::audit::event::{AuditEvent, EventKind, Timestamp};
 use crate::state::StateError;
+use crate::state::in_force::Kept;
 use crate::state::pins::now_ms;
 use crate::state::quarantine::{Actor, QuarantineRecord, QuarantineRepository, Target};
 
 /// The stable code of a quarantined agent's refusals and of its streams' cut.
 pub const CODE: &str = "agent_quarantined";
 
-/// The quarantines in force, as this process knows them.
-#[derive(Debug, Default)]
-struct InForce {
-    agents: HashMap<String, Arc<QuarantineRecord>>,
-    groups: HashMap<String, Arc<QuarantineRecord>>,
-}
-
-impl InForce {
-    fn from_records(records: impl IntoIterator<Item = QuarantineRecord>) -> InForce {
-        let mut set = InForce::default();
-        for record in records {
-            set.insert(Arc::new(record));
-        }
-        set
-    }
-
-    fn insert(&mut self, record: Arc<QuarantineRecord>) {
-        match &record.target {
-            Target::Agent(name) => self.agents.insert(name.clone(), record),
-            Target::Group(name) => self.groups.insert(name.clone(), record),
-        };
-    }
-
-    fn remove(&mut self, target: &Target) {
-        match target {
-            Target::Agent(name) => self.agents.remove(name),
-            Target::Group(name) => self.groups.remove(name),
-        };
-    }
-
-    fn get(&self, target: &Target) -> Option<&Arc<QuarantineRecord>> {
-        match target {
-            Target::Agent(name) => self.agents.get(name),
-            Target::Group(name) => self.groups.get(name),
-        }
-    }
-
-    fn records(&self) -> impl Iterator<Item = &Arc<QuarantineRecord>> {
-        self.agents.values().chain(self.groups.values())
-    }
-
-    fn is_empty(&self) -> bool {
-        self.agents.is_empty() && self.groups.is_empty()
-    }
-}
+/// The quarantines in force, as this process knows them: agents first, then groups.
+type InForce = crate::state::in_force::InForce<QuarantineRecord>;
 
 /// Why a quarantine command failed.
 #[derive(Debug, thiserror::Error)]
@@ -165,11 +122,14 @@ impl Quarantines {
     ) -> Result<(), StateError> {
         let _ = self.store.set(Arc::clone(&store));
         let announcements = store.announcements();
-        let read_revision = move || {
-            let store = Arc::clone(&store);
-            Box::pin(async move { store.revision().await }) as _
-        };
-        crate::state::follow::start(self, read_revision, announcements, refresh_interval).await
+        crate::state::follow::start(
+            self,
+            store,
+            |s| s.revision(),
+            announcements,
+            refresh_interval,
+        )
+        .await
     }
 
     /// The quarantine that stops `principal` now (its own, else one of its groups'), if any.
@@ -180,11 +140,11 @@ impl Quarantines {
             return None;
         }
         let now = now_ms();
-        let found = in_force.agents.get(&*principal.id).or_else(|| {
+        let found = in_force.named(Target::AGENT, &principal.id).or_else(|| {
             principal
                 .groups
                 .iter()
-                .find_map(|group| in_force.groups.get(&**group))
+                .find_map(|group| in_force.named(Target::GROUP, group))
         })?;
         found.in_force(now).then(|| Arc::clone(found))
     }
@@ -201,16 +161,7 @@ impl Quarantines {
 
     /// Every quarantine in force, as this process knows it.
     pub fn list(&self) -> Vec<Arc<QuarantineRecord>> {
-        let now = now_ms();
-        let mut all: Vec<_> = self
-            .in_force
-            .load()
-            .records()
-            .filter(|r| r.in_force(now))
-            .cloned()
-            .collect();
-        all.sort_by(|a, b| (a.created_ms, &a.target).cmp(&(b.created_ms, &b.target)));
-        all
+        self.in_force.load().listed(now_ms())
     }
 
     /// Quarantines `record.target`: in force on this process at once, then in the store for
@@ -289,8 +240,7 @@ impl Quarantines {
 
     /// Whether a quarantine in this process's copy has expired (the copy needs a refresh).
     fn has_expired(&self) -> bool {
-        let now = now_ms();
-        self.in_force.load().records().any(|r| !r.in_force(now))
+        self.in_force.load().has_expired(now_ms())
     }
 
     /// Reads the quarantines in force from the store and applies the difference. One that is
@@ -305,7 +255,7 @@ impl Quarantines {
             .made_here
             .reads
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let stored = InForce::from_records(store.active().await?);
+        let stored = InForce::from_records(store.active().await?.into_iter().map(Arc::new));
         let now = now_ms();
         // The copy first, then what was made here: one in the copy was held here before it
         // was put in force, so the list read after it names it.
@@ -365,10 +315,7 @@ impl Quarantines {
     /// in-flight work.
     fn apply(&self, added: &[Arc<QuarantineRecord>], removed: &[(Arc<QuarantineRecord>, Actor)]) {
         self.in_force.rcu(|current| {
-            let mut next = InForce {
-                agents: current.agents.clone(),
-                groups: current.groups.clone(),
-            };
+            let mut next = InForce::from_records(current.records().cloned());
             for record in added {
                 next.insert(Arc::clone(record));
             }

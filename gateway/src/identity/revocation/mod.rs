@@ -17,7 +17,6 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -29,6 +28,7 @@ use super::error::{AuthError, UnixTime};
 use crate::audit::AuditLog;
 use crate::audit::event::{AuditEvent, EventKind};
 use crate::state::StateError;
+use crate::state::in_force::Kept;
 use crate::state::pins::now_ms;
 use crate::state::quarantine::Actor;
 use crate::state::revocations::{RevocationRecord, RevocationRepository, Revoked};
@@ -46,41 +46,8 @@ pub struct TokenStamp {
     pub issued_at: u64,
 }
 
-/// The revocations kept, as this process knows them.
-#[derive(Debug, Default)]
-struct InForce {
-    tokens: HashMap<String, Arc<RevocationRecord>>,
-    agents: HashMap<String, Arc<RevocationRecord>>,
-}
-
-impl InForce {
-    fn from_records(records: impl IntoIterator<Item = Arc<RevocationRecord>>) -> InForce {
-        let mut set = InForce::default();
-        for record in records {
-            let map = match &record.target {
-                Revoked::Token(_) => &mut set.tokens,
-                Revoked::Agent(_) => &mut set.agents,
-            };
-            map.insert(record.target.name().to_owned(), record);
-        }
-        set
-    }
-
-    fn get(&self, target: &Revoked) -> Option<&Arc<RevocationRecord>> {
-        match target {
-            Revoked::Token(id) => self.tokens.get(id),
-            Revoked::Agent(name) => self.agents.get(name),
-        }
-    }
-
-    fn records(&self) -> impl Iterator<Item = &Arc<RevocationRecord>> {
-        self.tokens.values().chain(self.agents.values())
-    }
-
-    fn is_empty(&self) -> bool {
-        self.tokens.is_empty() && self.agents.is_empty()
-    }
-}
+/// The revocations kept, as this process knows them: tokens first, then agents.
+type InForce = crate::state::in_force::InForce<RevocationRecord>;
 
 /// Why a revocation could not be made everywhere.
 #[derive(Debug, thiserror::Error)]
@@ -141,11 +108,14 @@ impl Revocations {
     ) -> Result<(), StateError> {
         let _ = self.store.set(Arc::clone(&store));
         let announcements = store.announcements();
-        let read_revision = move || {
-            let store = Arc::clone(&store);
-            Box::pin(async move { store.revision().await }) as _
-        };
-        crate::state::follow::start(self, read_revision, announcements, refresh_interval).await
+        crate::state::follow::start(
+            self,
+            store,
+            |s| s.revision(),
+            announcements,
+            refresh_interval,
+        )
+        .await
     }
 
     /// Refuses the token of `agent` that `stamp` describes when it is revoked: by its id, or
@@ -171,12 +141,12 @@ impl Revocations {
         }
         let now = now_ms();
         if let Some(id) = &stamp.id
-            && let Some(record) = in_force.tokens.get(&**id)
+            && let Some(record) = in_force.named(Revoked::TOKEN, id)
             && record.in_force(now)
         {
             return Some((Arc::clone(record), "by its id"));
         }
-        if let Some(record) = in_force.agents.get(agent)
+        if let Some(record) = in_force.named(Revoked::AGENT, agent)
             && record.in_force(now)
             && stamp.issued_at <= seconds(record.created_ms)
         {
@@ -220,16 +190,7 @@ impl Revocations {
 
     /// Every revocation kept, as this process knows it, oldest first.
     pub fn list(&self) -> Vec<Arc<RevocationRecord>> {
-        let now = now_ms();
-        let mut all: Vec<_> = self
-            .in_force
-            .load()
-            .records()
-            .filter(|r| r.in_force(now))
-            .cloned()
-            .collect();
-        all.sort_by(|a, b| (a.created_ms, &a.target).cmp(&(b.created_ms, &b.target)));
-        all
+        self.in_force.load().listed(now_ms())
     }
 
     /// Revokes `record.target`: in force on this process at once, then in the store for every
@@ -257,8 +218,7 @@ impl Revocations {
 
     /// Whether a revocation in this process's copy has expired (the copy needs a refresh).
     fn has_expired(&self) -> bool {
-        let now = now_ms();
-        self.in_force.load().records().any(|r| !r.in_force(now))
+        self.in_force.load().has_expired(now_ms())
     }
 
     /// Reads the revocations kept in the store and applies the difference: new ones (and new

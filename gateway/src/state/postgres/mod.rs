@@ -24,6 +24,7 @@ mod approvals;
 mod canaries;
 mod factors;
 mod fleet;
+mod kept;
 mod listen;
 mod migrations;
 mod pins;

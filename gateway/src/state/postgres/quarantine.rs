@@ -149,58 +149,28 @@ impl QuarantineRepository for PostgresStore {
     }
 
     fn active(&self) -> BoxFuture<'_, Result<Vec<QuarantineRecord>, StateError>> {
-        Box::pin(self.with_client(move |mut client, db| async move {
-            let operation = "read the quarantines";
-            let err = || query_error(&db, operation);
-            let tx = client.transaction().await.map_err(err())?;
-            let removed = tx
-                .execute(
-                    "DELETE FROM quarantines WHERE until_ms IS NOT NULL AND until_ms <= $1",
-                    &[&now_ms()],
-                )
-                .await
-                .map_err(err())?;
-            let rows = tx
-                .query(
-                    "SELECT kind, name, reason, trigger, by, by_issuer, created_ms, until_ms \
-                     FROM quarantines ORDER BY created_ms, kind, name",
-                    &[],
-                )
-                .await
-                .map_err(err())?;
-            if removed > 0 {
-                announce(tx, &db, operation, CONCERN).await?;
-            } else {
-                tx.commit().await.map_err(err())?;
-            }
-            rows.into_iter()
-                .map(|row| {
-                    let kind: String = row.get(0);
-                    let target = Target::from_stored(&kind, row.get(1), &db, "a quarantine")?;
-                    Ok(QuarantineRecord {
-                        target,
-                        reason: row.get(2),
-                        trigger: row.get(3),
-                        by: Actor::new(row.get::<_, String>(4), row.get::<_, String>(5)),
-                        created_ms: row.get(6),
-                        until_ms: row.get(7),
-                    })
+        self.read_pruning(
+            "read the quarantines",
+            CONCERN,
+            "DELETE FROM quarantines WHERE until_ms IS NOT NULL AND until_ms <= $1",
+            "SELECT kind, name, reason, trigger, by, by_issuer, created_ms, until_ms \
+             FROM quarantines ORDER BY created_ms, kind, name",
+            |row, db| {
+                let kind: String = row.get(0);
+                Ok(QuarantineRecord {
+                    target: Target::from_stored(&kind, row.get(1), db, "a quarantine")?,
+                    reason: row.get(2),
+                    trigger: row.get(3),
+                    by: Actor::new(row.get::<_, String>(4), row.get::<_, String>(5)),
+                    created_ms: row.get(6),
+                    until_ms: row.get(7),
                 })
-                .collect()
-        }))
+            },
+        )
     }
 
     fn revision(&self) -> BoxFuture<'_, Result<i64, StateError>> {
-        Box::pin(self.with_client(|client, db| async move {
-            client
-                .query_one(
-                    "SELECT revision FROM revisions WHERE concern = 'quarantine'",
-                    &[],
-                )
-                .await
-                .map(|row| row.get(0))
-                .map_err(query_error(&db, "read the quarantine revision"))
-        }))
+        self.revision_of(CONCERN, "read the quarantine revision")
     }
 
     fn announcements(&self) -> Option<broadcast::Receiver<()>> {

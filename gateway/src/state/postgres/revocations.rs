@@ -8,7 +8,6 @@ use tokio::sync::broadcast;
 use super::listen::REVOCATION_CHANNEL;
 use super::{Concern, PostgresStore, announce, query_error};
 use crate::state::error::StateError;
-use crate::state::pins::now_ms;
 use crate::state::quarantine::Actor;
 use crate::state::revocations::{RevocationRecord, RevocationRepository, Revoked};
 
@@ -49,56 +48,27 @@ impl RevocationRepository for PostgresStore {
     }
 
     fn active(&self) -> BoxFuture<'_, Result<Vec<RevocationRecord>, StateError>> {
-        Box::pin(self.with_client(move |mut client, db| async move {
-            let operation = "read the token revocations";
-            let err = || query_error(&db, operation);
-            let tx = client.transaction().await.map_err(err())?;
-            let removed = tx
-                .execute(
-                    "DELETE FROM token_revocations WHERE expires_ms <= $1",
-                    &[&now_ms()],
-                )
-                .await
-                .map_err(err())?;
-            let rows = tx
-                .query(
-                    "SELECT kind, name, reason, by, by_issuer, created_ms, expires_ms \
-                     FROM token_revocations ORDER BY created_ms, kind, name",
-                    &[],
-                )
-                .await
-                .map_err(err())?;
-            if removed > 0 {
-                announce(tx, &db, operation, CONCERN).await?;
-            } else {
-                tx.commit().await.map_err(err())?;
-            }
-            rows.into_iter()
-                .map(|row| {
-                    let kind: String = row.get(0);
-                    Ok(RevocationRecord {
-                        target: Revoked::from_stored(&kind, row.get(1), &db)?,
-                        reason: row.get(2),
-                        by: Actor::new(row.get::<_, String>(3), row.get::<_, String>(4)),
-                        created_ms: row.get(5),
-                        expires_ms: row.get(6),
-                    })
+        self.read_pruning(
+            "read the token revocations",
+            CONCERN,
+            "DELETE FROM token_revocations WHERE expires_ms <= $1",
+            "SELECT kind, name, reason, by, by_issuer, created_ms, expires_ms \
+             FROM token_revocations ORDER BY created_ms, kind, name",
+            |row, db| {
+                let kind: String = row.get(0);
+                Ok(RevocationRecord {
+                    target: Revoked::from_stored(&kind, row.get(1), db)?,
+                    reason: row.get(2),
+                    by: Actor::new(row.get::<_, String>(3), row.get::<_, String>(4)),
+                    created_ms: row.get(5),
+                    expires_ms: row.get(6),
                 })
-                .collect()
-        }))
+            },
+        )
     }
 
     fn revision(&self) -> BoxFuture<'_, Result<i64, StateError>> {
-        Box::pin(self.with_client(|client, db| async move {
-            client
-                .query_one(
-                    "SELECT revision FROM revisions WHERE concern = $1",
-                    &[&CONCERN.revision],
-                )
-                .await
-                .map(|row| row.get(0))
-                .map_err(query_error(&db, "read the token revocation revision"))
-        }))
+        self.revision_of(CONCERN, "read the token revocation revision")
     }
 
     fn announcements(&self) -> Option<broadcast::Receiver<()>> {

@@ -31,6 +31,7 @@ mod approvals;
 mod canaries;
 mod factors;
 mod fleet;
+mod kept;
 mod migrations;
 mod pins;
 mod quarantine;

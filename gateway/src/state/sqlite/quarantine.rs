@@ -13,11 +13,14 @@ use crate::state::quarantine::{
     Actor, QuarantineRecord, QuarantineRepository, RELEASES_KEPT_MS, ReleaseRecord, Target,
 };
 
+/// The revision other processes poll.
+const CONCERN: &str = "quarantine";
+
 impl QuarantineRepository for SqliteStore {
     fn quarantine(&self, record: QuarantineRecord) -> BoxFuture<'_, Result<(), StateError>> {
         Box::pin(self.run(move |conn, path| {
             let operation = "record a quarantine";
-            write_bumping(conn, "quarantine", |tx| {
+            write_bumping(conn, CONCERN, |tx| {
                 tx.execute(
                     "INSERT INTO quarantines \
                      (kind, name, reason, trigger, by, by_issuer, created_ms, until_ms) \
@@ -52,7 +55,7 @@ impl QuarantineRepository for SqliteStore {
         Box::pin(self.run(move |conn, path| {
             let operation = "release a quarantine";
             let mut released = None;
-            write_bumping(conn, "quarantine", |tx| {
+            write_bumping(conn, CONCERN, |tx| {
                 released = tx
                     .query_row(
                         "DELETE FROM quarantines WHERE kind = ?1 AND name = ?2 \
@@ -157,62 +160,41 @@ impl QuarantineRepository for SqliteStore {
     }
 
     fn active(&self) -> BoxFuture<'_, Result<Vec<QuarantineRecord>, StateError>> {
-        Box::pin(self.run(move |conn, path| {
-            let operation = "read the quarantines";
-            let now = now_ms();
-            write_bumping(conn, "quarantine", |tx| {
-                let removed = tx.execute(
-                    "DELETE FROM quarantines WHERE until_ms IS NOT NULL AND until_ms <= ?1",
-                    params![now],
-                )?;
-                Ok(removed > 0)
-            })
-            .map_err(query_error(path, operation))?;
-            let mut statement = conn
-                .prepare(
-                    "SELECT kind, name, reason, trigger, by, by_issuer, created_ms, until_ms \
-                     FROM quarantines ORDER BY created_ms, kind, name",
-                )
-                .map_err(query_error(path, operation))?;
-            let rows = statement
-                .query_map([], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        QuarantineRecord {
-                            target: Target::Agent(row.get(1)?),
-                            reason: row.get(2)?,
-                            trigger: row.get(3)?,
-                            by: Actor::new(row.get::<_, String>(4)?, row.get::<_, String>(5)?),
-                            created_ms: row.get(6)?,
-                            until_ms: row.get(7)?,
-                        },
-                    ))
+        let rows = self.read_pruning(
+            "read the quarantines",
+            CONCERN,
+            "DELETE FROM quarantines WHERE until_ms IS NOT NULL AND until_ms <= ?1",
+            "SELECT kind, name, reason, trigger, by, by_issuer, created_ms, until_ms \
+             FROM quarantines ORDER BY created_ms, kind, name",
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    QuarantineRecord {
+                        target: Target::Agent(String::new()),
+                        reason: row.get(2)?,
+                        trigger: row.get(3)?,
+                        by: Actor::new(row.get::<_, String>(4)?, row.get::<_, String>(5)?),
+                        created_ms: row.get(6)?,
+                        until_ms: row.get(7)?,
+                    },
+                ))
+            },
+        );
+        Box::pin(async move {
+            rows.await?
+                .into_iter()
+                .map(|(kind, name, mut record)| {
+                    record.target =
+                        Target::from_stored(&kind, name, self.path().display(), "a quarantine")?;
+                    Ok(record)
                 })
-                .map_err(query_error(path, operation))?;
-            let mut records = Vec::new();
-            for row in rows {
-                let (kind, mut record) = row.map_err(query_error(path, operation))?;
-                record.target = Target::from_stored(
-                    &kind,
-                    record.target.name().to_owned(),
-                    path.display(),
-                    "a quarantine",
-                )?;
-                records.push(record);
-            }
-            Ok(records)
-        }))
+                .collect()
+        })
     }
 
     fn revision(&self) -> BoxFuture<'_, Result<i64, StateError>> {
-        Box::pin(self.run(|conn, path| {
-            conn.query_row(
-                "SELECT revision FROM revisions WHERE concern = 'quarantine'",
-                [],
-                |row| row.get(0),
-            )
-            .map_err(query_error(path, "read the quarantine revision"))
-        }))
+        self.revision_of(CONCERN, "read the quarantine revision")
     }
 
     fn announcements(&self) -> Option<broadcast::Receiver<()>> {

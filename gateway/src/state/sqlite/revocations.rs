@@ -7,7 +7,6 @@ use tokio::sync::broadcast;
 
 use super::{SqliteStore, query_error, write_bumping};
 use crate::state::error::StateError;
-use crate::state::pins::now_ms;
 use crate::state::quarantine::Actor;
 use crate::state::revocations::{RevocationRecord, RevocationRepository, Revoked};
 
@@ -43,56 +42,39 @@ impl RevocationRepository for SqliteStore {
     }
 
     fn active(&self) -> BoxFuture<'_, Result<Vec<RevocationRecord>, StateError>> {
-        Box::pin(self.run(move |conn, path| {
-            let operation = "read the token revocations";
-            write_bumping(conn, CONCERN, |tx| {
-                let removed = tx.execute(
-                    "DELETE FROM token_revocations WHERE expires_ms <= ?1",
-                    params![now_ms()],
-                )?;
-                Ok(removed > 0)
-            })
-            .map_err(query_error(path, operation))?;
-            let mut statement = conn
-                .prepare(
-                    "SELECT kind, name, reason, by, by_issuer, created_ms, expires_ms \
-                     FROM token_revocations ORDER BY created_ms, kind, name",
-                )
-                .map_err(query_error(path, operation))?;
-            let rows = statement
-                .query_map([], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        RevocationRecord {
-                            target: Revoked::Token(String::new()),
-                            reason: row.get(2)?,
-                            by: Actor::new(row.get::<_, String>(3)?, row.get::<_, String>(4)?),
-                            created_ms: row.get(5)?,
-                            expires_ms: row.get(6)?,
-                        },
-                    ))
+        let rows = self.read_pruning(
+            "read the token revocations",
+            CONCERN,
+            "DELETE FROM token_revocations WHERE expires_ms <= ?1",
+            "SELECT kind, name, reason, by, by_issuer, created_ms, expires_ms \
+             FROM token_revocations ORDER BY created_ms, kind, name",
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    RevocationRecord {
+                        target: Revoked::Token(String::new()),
+                        reason: row.get(2)?,
+                        by: Actor::new(row.get::<_, String>(3)?, row.get::<_, String>(4)?),
+                        created_ms: row.get(5)?,
+                        expires_ms: row.get(6)?,
+                    },
+                ))
+            },
+        );
+        Box::pin(async move {
+            rows.await?
+                .into_iter()
+                .map(|(kind, name, mut record)| {
+                    record.target = Revoked::from_stored(&kind, name, self.path().display())?;
+                    Ok(record)
                 })
-                .map_err(query_error(path, operation))?;
-            let mut records = Vec::new();
-            for row in rows {
-                let (kind, name, mut record) = row.map_err(query_error(path, operation))?;
-                record.target = Revoked::from_stored(&kind, name, path.display())?;
-                records.push(record);
-            }
-            Ok(records)
-        }))
+                .collect()
+        })
     }
 
     fn revision(&self) -> BoxFuture<'_, Result<i64, StateError>> {
-        Box::pin(self.run(|conn, path| {
-            conn.query_row(
-                "SELECT revision FROM revisions WHERE concern = ?1",
-                [CONCERN],
-                |row| row.get(0),
-            )
-            .map_err(query_error(path, "read the token revocation revision"))
-        }))
+        self.revision_of(CONCERN, "read the token revocation revision")
     }
 
     fn announcements(&self) -> Option<broadcast::Receiver<()>> {

@@ -1,11 +1,12 @@
 //! Approval requests and votes, on both backends.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Backend;
 use crate::state::approvals::{
-    ApprovalFilter, ApprovalStatus, ConsumeOutcome, NewApproval, SecondFactor, Vote, VoteDecision,
-    VoteOutcome,
+    ApprovalFilter, ApprovalRecord, ApprovalRepository, ApprovalStatus, ConsumeOutcome,
+    NewApproval, SecondFactor, Vote, VoteDecision, VoteOutcome,
 };
 use crate::state::pins::now_ms;
 
@@ -64,29 +65,51 @@ fn vote(approver: &str, decision: VoteDecision) -> Vote {
 
 const HOUR: Duration = Duration::from_secs(3600);
 
+/// A handle's approvals.
+type Approvals = Arc<dyn ApprovalRepository>;
+
+/// Asks `approvals` for `new`: the request, and whether it is a new one.
+async fn ask(approvals: &Approvals, new: NewApproval) -> (ApprovalRecord, bool) {
+    approvals.create_or_find(new).await.unwrap()
+}
+
+/// `approver`'s `decision` on request `id`, and what came of it.
+async fn outcome(
+    approvals: &Approvals,
+    id: &str,
+    approver: &str,
+    decision: VoteDecision,
+) -> VoteOutcome {
+    approvals.vote(id, vote(approver, decision)).await.unwrap()
+}
+
+/// Request `id` once `approver`'s `decision` is recorded (it must be).
+async fn recorded(
+    approvals: &Approvals,
+    id: &str,
+    approver: &str,
+    decision: VoteDecision,
+) -> ApprovalRecord {
+    let VoteOutcome::Recorded(record) = outcome(approvals, id, approver, decision).await else {
+        panic!("vote not recorded")
+    };
+    *record
+}
+
 async fn an_agent_retrying_the_same_action_finds_its_request(backend: Backend) {
     let approvals = backend.open().await.approvals();
-    let (first, created) = approvals
-        .create_or_find(request("a", 1, HOUR))
-        .await
-        .unwrap();
+    let (first, created) = ask(&approvals, request("a", 1, HOUR)).await;
     assert!(created);
     assert_eq!(first.status, ApprovalStatus::Pending);
     assert!(first.id.starts_with("apr_"));
     assert_eq!(first.expires_ms - first.created_ms, 3_600_000);
     assert_eq!(first.context, request("a", 1, HOUR).context);
     assert_eq!(first.approver_groups, ["sre", "security"]);
-    let (again, created) = approvals
-        .create_or_find(request("a", 1, HOUR))
-        .await
-        .unwrap();
+    let (again, created) = ask(&approvals, request("a", 1, HOUR)).await;
     assert!(!created);
     assert_eq!(again.id, first.id);
     // Other arguments are another action: another request.
-    let (other, created) = approvals
-        .create_or_find(request("b", 1, HOUR))
-        .await
-        .unwrap();
+    let (other, created) = ask(&approvals, request("b", 1, HOUR)).await;
     assert!(created);
     assert_ne!(other.id, first.id);
     assert_eq!(approvals.get(&first.id).await.unwrap().unwrap(), first);
@@ -95,29 +118,17 @@ async fn an_agent_retrying_the_same_action_finds_its_request(backend: Backend) {
 
 async fn a_single_approval_approves_and_is_consumed_once_for_its_own_digest(backend: Backend) {
     let approvals = backend.open().await.approvals();
-    let (record, _) = approvals
-        .create_or_find(request("a", 1, HOUR))
-        .await
-        .unwrap();
+    let (record, _) = ask(&approvals, request("a", 1, HOUR)).await;
     // Not approved yet: nothing to use.
     assert_eq!(
         approvals.consume(&record.id, "sha256:a").await.unwrap(),
         ConsumeOutcome::NotApproved(ApprovalStatus::Pending)
     );
-    let VoteOutcome::Recorded(approved) = approvals
-        .vote(&record.id, vote("alice", VoteDecision::Approve))
-        .await
-        .unwrap()
-    else {
-        panic!("vote not recorded")
-    };
+    let approved = recorded(&approvals, &record.id, "alice", VoteDecision::Approve).await;
     assert_eq!(approved.status, ApprovalStatus::Approved);
     assert!(approved.decided_ms.is_some());
     // The agent retrying finds the approved request.
-    let (found, created) = approvals
-        .create_or_find(request("a", 1, HOUR))
-        .await
-        .unwrap();
+    let (found, created) = ask(&approvals, request("a", 1, HOUR)).await;
     assert!(!created);
     assert_eq!(found.status, ApprovalStatus::Approved);
     // Replayed for other arguments: refused, and still usable for its own.
@@ -139,46 +150,25 @@ async fn a_single_approval_approves_and_is_consumed_once_for_its_own_digest(back
         ConsumeOutcome::Unknown
     );
     // The same action once more needs a new approval.
-    let (next, created) = approvals
-        .create_or_find(request("a", 1, HOUR))
-        .await
-        .unwrap();
+    let (next, created) = ask(&approvals, request("a", 1, HOUR)).await;
     assert!(created);
     assert_ne!(next.id, record.id);
 }
 
 async fn a_two_person_rule_needs_two_different_approvers(backend: Backend) {
     let approvals = backend.open().await.approvals();
-    let (record, _) = approvals
-        .create_or_find(request("a", 2, HOUR))
-        .await
-        .unwrap();
-    let VoteOutcome::Recorded(after_one) = approvals
-        .vote(&record.id, vote("alice", VoteDecision::Approve))
-        .await
-        .unwrap()
-    else {
-        panic!("vote not recorded")
-    };
+    let (record, _) = ask(&approvals, request("a", 2, HOUR)).await;
+    let after_one = recorded(&approvals, &record.id, "alice", VoteDecision::Approve).await;
     assert_eq!(after_one.status, ApprovalStatus::Pending);
     assert!(matches!(
-        approvals
-            .vote(&record.id, vote("alice", VoteDecision::Approve))
-            .await
-            .unwrap(),
+        outcome(&approvals, &record.id, "alice", VoteDecision::Approve).await,
         VoteOutcome::AlreadyVoted(r) if r.votes.len() == 1
     ));
     assert_eq!(
         approvals.consume(&record.id, "sha256:a").await.unwrap(),
         ConsumeOutcome::NotApproved(ApprovalStatus::Pending)
     );
-    let VoteOutcome::Recorded(after_two) = approvals
-        .vote(&record.id, vote("bob", VoteDecision::Approve))
-        .await
-        .unwrap()
-    else {
-        panic!("vote not recorded")
-    };
+    let after_two = recorded(&approvals, &record.id, "bob", VoteDecision::Approve).await;
     assert_eq!(after_two.status, ApprovalStatus::Approved);
     let approvers: Vec<_> = after_two
         .votes
@@ -189,37 +179,19 @@ async fn a_two_person_rule_needs_two_different_approvers(backend: Backend) {
     assert!(approvers.contains(&"alice") && approvers.contains(&"bob"));
     // Decided: a third vote changes nothing.
     assert!(matches!(
-        approvals
-            .vote(&record.id, vote("carol", VoteDecision::Deny))
-            .await
-            .unwrap(),
+        outcome(&approvals, &record.id, "carol", VoteDecision::Deny).await,
         VoteOutcome::NotPending(r) if r.status == ApprovalStatus::Approved
     ));
 }
 
 async fn a_deny_ends_the_request(backend: Backend) {
     let approvals = backend.open().await.approvals();
-    let (record, _) = approvals
-        .create_or_find(request("a", 2, HOUR))
-        .await
-        .unwrap();
-    approvals
-        .vote(&record.id, vote("alice", VoteDecision::Approve))
-        .await
-        .unwrap();
-    let VoteOutcome::Recorded(denied) = approvals
-        .vote(&record.id, vote("bob", VoteDecision::Deny))
-        .await
-        .unwrap()
-    else {
-        panic!("vote not recorded")
-    };
+    let (record, _) = ask(&approvals, request("a", 2, HOUR)).await;
+    outcome(&approvals, &record.id, "alice", VoteDecision::Approve).await;
+    let denied = recorded(&approvals, &record.id, "bob", VoteDecision::Deny).await;
     assert_eq!(denied.status, ApprovalStatus::Denied);
     assert!(matches!(
-        approvals
-            .vote(&record.id, vote("carol", VoteDecision::Approve))
-            .await
-            .unwrap(),
+        outcome(&approvals, &record.id, "carol", VoteDecision::Approve).await,
         VoteOutcome::NotPending(r) if r.status == ApprovalStatus::Denied
     ));
     assert_eq!(
@@ -227,51 +199,33 @@ async fn a_deny_ends_the_request(backend: Backend) {
         ConsumeOutcome::NotApproved(ApprovalStatus::Denied)
     );
     // Asking again after a deny is a new request.
-    let (again, created) = approvals
-        .create_or_find(request("a", 2, HOUR))
-        .await
-        .unwrap();
+    let (again, created) = ask(&approvals, request("a", 2, HOUR)).await;
     assert!(created);
     assert_ne!(again.id, record.id);
 }
 
 async fn a_request_past_its_time_refuses_votes_and_a_retry_gets_a_new_one(backend: Backend) {
     let approvals = backend.open().await.approvals();
-    let (record, _) = approvals
-        .create_or_find(request("a", 1, Duration::from_millis(50)))
-        .await
-        .unwrap();
+    let (record, _) = ask(&approvals, request("a", 1, Duration::from_millis(50))).await;
     tokio::time::sleep(Duration::from_millis(120)).await;
     assert_eq!(
         approvals.get(&record.id).await.unwrap().unwrap().status,
         ApprovalStatus::Expired
     );
     assert!(matches!(
-        approvals
-            .vote(&record.id, vote("alice", VoteDecision::Approve))
-            .await
-            .unwrap(),
+        outcome(&approvals, &record.id, "alice", VoteDecision::Approve).await,
         VoteOutcome::NotPending(r) if r.status == ApprovalStatus::Expired && r.votes.is_empty()
     ));
-    let (again, created) = approvals
-        .create_or_find(request("a", 1, HOUR))
-        .await
-        .unwrap();
+    let (again, created) = ask(&approvals, request("a", 1, HOUR)).await;
     assert!(created);
     assert_ne!(again.id, record.id);
 }
 
 async fn an_approval_left_unused_expires(backend: Backend) {
     let approvals = backend.open().await.approvals();
-    let (record, _) = approvals
-        .create_or_find(request("a", 1, Duration::from_secs(1)))
-        .await
-        .unwrap();
+    let (record, _) = ask(&approvals, request("a", 1, Duration::from_secs(1))).await;
     assert!(matches!(
-        approvals
-            .vote(&record.id, vote("alice", VoteDecision::Approve))
-            .await
-            .unwrap(),
+        outcome(&approvals, &record.id, "alice", VoteDecision::Approve).await,
         VoteOutcome::Recorded(r) if r.status == ApprovalStatus::Approved
     ));
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -287,14 +241,8 @@ async fn an_approval_left_unused_expires(backend: Backend) {
 
 async fn expire_due_marks_what_is_past_its_time(backend: Backend) {
     let approvals = backend.open().await.approvals();
-    let (short, _) = approvals
-        .create_or_find(request("a", 1, Duration::from_millis(50)))
-        .await
-        .unwrap();
-    let (long, _) = approvals
-        .create_or_find(request("b", 1, HOUR))
-        .await
-        .unwrap();
+    let (short, _) = ask(&approvals, request("a", 1, Duration::from_millis(50))).await;
+    let (long, _) = ask(&approvals, request("b", 1, HOUR)).await;
     tokio::time::sleep(Duration::from_millis(120)).await;
     assert_eq!(
         approvals.expire_due().await.unwrap(),
@@ -314,17 +262,11 @@ async fn pending_and_recent_lists(backend: Backend) {
     let approvals = backend.open().await.approvals();
     let mut ids = Vec::new();
     for digest in ["a", "b", "c"] {
-        let (record, _) = approvals
-            .create_or_find(request(digest, 1, HOUR))
-            .await
-            .unwrap();
+        let (record, _) = ask(&approvals, request(digest, 1, HOUR)).await;
         ids.push(record.id);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    approvals
-        .vote(&ids[1], vote("alice", VoteDecision::Deny))
-        .await
-        .unwrap();
+    outcome(&approvals, &ids[1], "alice", VoteDecision::Deny).await;
     let pending: Vec<_> = approvals
         .list(ApprovalFilter::Pending)
         .await
@@ -345,10 +287,7 @@ async fn pending_and_recent_lists(backend: Backend) {
 
 async fn a_vote_keeps_who_how_and_from_where(backend: Backend) {
     let approvals = backend.open().await.approvals();
-    let (record, _) = approvals
-        .create_or_find(request("a", 2, HOUR))
-        .await
-        .unwrap();
+    let (record, _) = ask(&approvals, request("a", 2, HOUR)).await;
     let cast = Vote {
         approver: "alice@example.com".into(),
         names: vec!["u-1".into()],
@@ -380,7 +319,7 @@ async fn a_vote_keeps_who_how_and_from_where(backend: Backend) {
 async fn concurrent_votes_on_two_handles_decide_once(backend: Backend) {
     let first = backend.open().await.approvals();
     let second = backend.open().await.approvals();
-    let (record, _) = first.create_or_find(request("a", 2, HOUR)).await.unwrap();
+    let (record, _) = ask(&first, request("a", 2, HOUR)).await;
     // The same approver voting from two places at once: one vote counts.
     let mut tasks = Vec::new();
     for i in 0..8 {
@@ -391,10 +330,7 @@ async fn concurrent_votes_on_two_handles_decide_once(backend: Backend) {
         };
         let id = record.id.clone();
         tasks.push(tokio::spawn(async move {
-            store
-                .vote(&id, vote("alice", VoteDecision::Approve))
-                .await
-                .unwrap()
+            outcome(&store, &id, "alice", VoteDecision::Approve).await
         }));
     }
     let mut recorded = 0;
@@ -403,7 +339,7 @@ async fn concurrent_votes_on_two_handles_decide_once(backend: Backend) {
     }
     assert_eq!(recorded, 1);
     // Two approvers at once, on two replicas: both count and it is approved.
-    let (record, _) = first.create_or_find(request("b", 2, HOUR)).await.unwrap();
+    let (record, _) = ask(&first, request("b", 2, HOUR)).await;
     let (a, b) = tokio::join!(
         first.vote(&record.id, vote("alice", VoteDecision::Approve)),
         second.vote(&record.id, vote("bob", VoteDecision::Approve)),
@@ -435,7 +371,7 @@ async fn concurrent_requests_for_one_action_on_two_handles_make_one(backend: Bac
             second.clone()
         };
         tasks.push(tokio::spawn(async move {
-            store.create_or_find(request("a", 1, HOUR)).await.unwrap()
+            ask(&store, request("a", 1, HOUR)).await
         }));
     }
     let mut ids = std::collections::BTreeSet::new();
@@ -452,7 +388,7 @@ async fn concurrent_requests_for_one_action_on_two_handles_make_one(backend: Bac
 async fn a_decision_on_one_handle_wakes_a_watcher_on_another_within_a_second(backend: Backend) {
     let holder = backend.open().await.approvals();
     let console = backend.open().await.approvals();
-    let (record, _) = holder.create_or_find(request("a", 1, HOUR)).await.unwrap();
+    let (record, _) = ask(&holder, request("a", 1, HOUR)).await;
     let mut watch = holder.watch(&record.id);
     let id = record.id.clone();
     let waiter = tokio::spawn(async move {
@@ -470,10 +406,7 @@ async fn a_decision_on_one_handle_wakes_a_watcher_on_another_within_a_second(bac
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let decided_at = Instant::now();
-    console
-        .vote(&record.id, vote("alice", VoteDecision::Approve))
-        .await
-        .unwrap();
+    outcome(&console, &record.id, "alice", VoteDecision::Approve).await;
     let (status, _) = waiter.await.unwrap();
     assert_eq!(status, ApprovalStatus::Approved);
     let latency = decided_at.elapsed();
@@ -491,16 +424,10 @@ async fn an_approval_given_under_a_laxer_policy_does_not_stand_for_a_stricter_on
     let approvals = backend.open().await.approvals();
     let lax = || under("lax-route", &[r#"Group::"dev""#], 1);
     let strict = || under("strict-route", &[r#"Group::"sre""#], 2);
-    let (given, _) = approvals.create_or_find(lax()).await.unwrap();
-    let VoteOutcome::Recorded(given) = approvals
-        .vote(&given.id, vote("dan", VoteDecision::Approve))
-        .await
-        .unwrap()
-    else {
-        panic!("vote not recorded")
-    };
+    let (given, _) = ask(&approvals, lax()).await;
+    let given = recorded(&approvals, &given.id, "dan", VoteDecision::Approve).await;
     assert_eq!(given.status, ApprovalStatus::Approved);
-    let (asked, created) = approvals.create_or_find(strict()).await.unwrap();
+    let (asked, created) = ask(&approvals, strict()).await;
     assert!(created, "the strict request must not find the lax approval");
     assert_ne!(asked.id, given.id);
     assert_eq!(asked.status, ApprovalStatus::Pending);
@@ -508,10 +435,10 @@ async fn an_approval_given_under_a_laxer_policy_does_not_stand_for_a_stricter_on
     assert_eq!(asked.approver_groups, [r#"Group::"sre""#]);
     assert_eq!(asked.required, 2);
     // Each route finds its own again; the lax approval is still there for the lax route.
-    let (again, created) = approvals.create_or_find(strict()).await.unwrap();
+    let (again, created) = ask(&approvals, strict()).await;
     assert!(!created);
     assert_eq!(again.id, asked.id);
-    let (lax_again, created) = approvals.create_or_find(lax()).await.unwrap();
+    let (lax_again, created) = ask(&approvals, lax()).await;
     assert!(!created);
     assert_eq!(lax_again.id, given.id);
     assert_eq!(lax_again.status, ApprovalStatus::Approved);
@@ -523,55 +450,34 @@ async fn a_tightened_policy_gets_a_new_request_and_a_loosened_one_joins_the_open
     backend: Backend,
 ) {
     let approvals = backend.open().await.approvals();
-    let (two, created) = approvals
-        .create_or_find(under("p", &["sre"], 2))
-        .await
-        .unwrap();
+    let (two, created) = ask(&approvals, under("p", &["sre"], 2)).await;
     assert!(created);
     // Fewer approvals asked: the open one, which asks more, stands for it.
-    let (joined, created) = approvals
-        .create_or_find(under("p", &["sre"], 1))
-        .await
-        .unwrap();
+    let (joined, created) = ask(&approvals, under("p", &["sre"], 1)).await;
     assert!(!created);
     assert_eq!(joined.id, two.id);
     // More approvals asked: a new request, with the new count.
-    let (three, created) = approvals
-        .create_or_find(under("p", &["sre"], 3))
-        .await
-        .unwrap();
+    let (three, created) = ask(&approvals, under("p", &["sre"], 3)).await;
     assert!(created);
     assert_ne!(three.id, two.id);
     assert_eq!(three.required, 3);
     // Other approvers: a new request, with the new approvers; the same in another order
     // finds it.
-    let (other, created) = approvals
-        .create_or_find(under("p", &["sre", "security"], 2))
-        .await
-        .unwrap();
+    let (other, created) = ask(&approvals, under("p", &["sre", "security"], 2)).await;
     assert!(created);
     assert!(other.id != two.id && other.id != three.id);
-    let (reordered, created) = approvals
-        .create_or_find(under("p", &["security", "sre"], 2))
-        .await
-        .unwrap();
+    let (reordered, created) = ask(&approvals, under("p", &["security", "sre"], 2)).await;
     assert!(!created);
     assert_eq!(reordered.id, other.id);
     // Another policy with the same approvers and count: a new request.
-    let (renamed, created) = approvals
-        .create_or_find(under("q", &["sre"], 2))
-        .await
-        .unwrap();
+    let (renamed, created) = ask(&approvals, under("q", &["sre"], 2)).await;
     assert!(created);
     assert_eq!(renamed.policy, "q");
 }
 
 async fn one_person_votes_once_under_whichever_of_their_names(backend: Backend) {
     let approvals = backend.open().await.approvals();
-    let (record, _) = approvals
-        .create_or_find(request("a", 2, HOUR))
-        .await
-        .unwrap();
+    let (record, _) = ask(&approvals, request("a", 2, HOUR)).await;
     // In the console as their SSO subject, with the other names the provider gave.
     let console = Vote {
         names: vec!["alice".into(), "Alice@Example.com".into()],
@@ -585,18 +491,12 @@ async fn one_person_votes_once_under_whichever_of_their_names(backend: Backend) 
     // same person, refused.
     let other = backend.open().await.approvals();
     assert!(matches!(
-        other
-            .vote(&record.id, vote("alice@example.com", VoteDecision::Approve))
-            .await
-            .unwrap(),
+        outcome(&other, &record.id, "alice@example.com", VoteDecision::Approve).await,
         VoteOutcome::AlreadyVoted(r) if r.votes.len() == 1 && r.status == ApprovalStatus::Pending
     ));
     // Another person completes it.
     assert!(matches!(
-        other
-            .vote(&record.id, vote("bob", VoteDecision::Approve))
-            .await
-            .unwrap(),
+        outcome(&other, &record.id, "bob", VoteDecision::Approve).await,
         VoteOutcome::Recorded(r) if r.status == ApprovalStatus::Approved
     ));
 }
