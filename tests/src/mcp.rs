@@ -327,8 +327,19 @@ pub async fn post_raw(
 
 /// Opens a session raw at `path` as `token`'s agent: its `Mcp-Session-Id`.
 pub async fn initialize_raw(warden: &Warden, path: &str, token: &str) -> anyhow::Result<String> {
+    initialize_raw_with(warden, path, token, json!({})).await
+}
+
+/// As [`initialize_raw`], the agent declaring `capabilities`.
+pub async fn initialize_raw_with(
+    warden: &Warden,
+    path: &str,
+    token: &str,
+    capabilities: Value,
+) -> anyhow::Result<String> {
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+        "params": {"protocolVersion": "2025-11-25", "capabilities": capabilities,
+                   "clientInfo": {"name": "t", "version": "1"}}});
     let response = post_raw(warden, path, token, None, &init).await?;
     if response.status() != 200 {
         bail!("initialize answered {}", response.status());
@@ -349,18 +360,46 @@ pub async fn open_event_stream(
     token: &str,
 ) -> anyhow::Result<(String, crate::sse::EventReader)> {
     let session = initialize_raw(warden, path, token).await?;
+    let stream = session_stream(warden, path, token, &session).await?;
+    Ok((session, stream))
+}
+
+/// Opens the event stream (GET) of `session` at `path` as `token`'s agent.
+pub async fn session_stream(
+    warden: &Warden,
+    path: &str,
+    token: &str,
+    session: &str,
+) -> anyhow::Result<crate::sse::EventReader> {
     let stream = warden
         .http()
         .get(warden.url(path))
         .bearer_auth(token)
         .header("accept", "text/event-stream")
-        .header("mcp-session-id", &session)
+        .header("mcp-session-id", session)
         .send()
         .await?;
     if stream.status() != 200 {
         bail!("the event stream was answered {}", stream.status());
     }
-    Ok((session, crate::sse::EventReader::new(stream)))
+    Ok(crate::sse::EventReader::new(stream))
+}
+
+/// Ends `session` at `path` as `token`'s agent (DELETE): the answer's status.
+pub async fn end_session(
+    warden: &Warden,
+    path: &str,
+    token: &str,
+    session: &str,
+) -> anyhow::Result<u16> {
+    let response = warden
+        .http()
+        .delete(warden.url(path))
+        .bearer_auth(token)
+        .header("mcp-session-id", session)
+        .send()
+        .await?;
+    Ok(response.status().as_u16())
 }
 
 /// Opens a legacy HTTP+SSE event stream at `path` (the endpoint's prefix) as `token`'s agent:

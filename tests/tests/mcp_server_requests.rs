@@ -366,3 +366,116 @@ async fn the_legacy_event_stream_counts_against_the_rate_limits() {
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["data"]["code"], "rate_limited", "{body}");
 }
+
+/// Opens a session raw on `/mcp/tools` as `token`'s agent, which declares that it samples,
+/// and makes the `everything` server ask it to sample (the call waits in a task of its own
+/// while the server's request is held): the session's id and the call.
+async fn held_sampling(
+    w: &Warden,
+    token: &str,
+) -> (
+    String,
+    tokio::task::JoinHandle<anyhow::Result<reqwest::Response>>,
+) {
+    let session = mcp::initialize_raw_with(w, "/mcp/tools", token, json!({"sampling": {}}))
+        .await
+        .unwrap();
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    mcp::post_raw(w, "/mcp/tools", token, Some(&session), &initialized)
+        .await
+        .unwrap();
+    let call = mcp::tool_call(
+        2,
+        "everything_trigger-sampling-request",
+        json!({"prompt": "what do you know?", "maxTokens": 50}),
+    );
+    let call = w
+        .http()
+        .post(w.url("/mcp/tools"))
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &session)
+        .json(&call)
+        .send();
+    (session, tokio::spawn(async move { Ok(call.await?) }))
+}
+
+/// The ids of the approvals `warden approvals list` shows pending, once there are `count`
+/// (polling up to 10 s).
+async fn pending(w: &Warden, count: usize) -> Vec<String> {
+    for _ in 0..100 {
+        let out = w.cli(&["approvals", "list"]).await.unwrap();
+        let ids: Vec<String> = text(&out)
+            .lines()
+            .filter(|l| l.starts_with("apr_"))
+            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+            .collect();
+        if ids.len() >= count {
+            return ids;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{count} approvals never were pending");
+}
+
+#[tokio::test]
+async fn a_held_server_requests_approval_is_withdrawn_when_its_session_ends() {
+    let w = warden_holding_sampling().await;
+    let alice = enrol(&w, "alice").await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    let (session, call) = held_sampling(&w, &agent).await;
+    let id = pending(&w, 1).await.remove(0);
+    // The same request of the server's in another session waits for an approval of its own.
+    let (_other, other_call) = held_sampling(&w, &agent).await;
+    let other = pending(&w, 2)
+        .await
+        .into_iter()
+        .find(|o| *o != id)
+        .expect("another approval");
+    // The agent ends the first session while the server's request waits for an approver.
+    let deleted = mcp::end_session(&w, "/mcp/tools", &agent, &session)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 200);
+    let withdrawn = w
+        .wait_for_audit(Duration::from_secs(10), |e| {
+            e["detail"]["event"] == "approval_withdrawn"
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        withdrawn["detail"]["approval_id"],
+        id.as_str(),
+        "{withdrawn}"
+    );
+    assert_eq!(
+        withdrawn["detail"]["why"], "its MCP session ended",
+        "{withdrawn}"
+    );
+    // Approvers no longer see it (the other session's still waits), and a vote on it is told
+    // why.
+    assert_eq!(pending(&w, 1).await, vec![other]);
+    let shown = text(&w.cli(&["approvals", "show", &id]).await.unwrap());
+    assert!(shown.contains("status:    withdrawn"), "{shown}");
+    let code = oathtool(&alice, 1);
+    let out = w
+        .cli(&[
+            "approvals",
+            "approve",
+            &id,
+            "--as",
+            "alice",
+            "--code",
+            &code,
+        ])
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("this request was withdrawn: its MCP session ended"),
+        "{}",
+        text(&out)
+    );
+    call.abort();
+    other_call.abort();
+}

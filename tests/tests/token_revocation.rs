@@ -486,3 +486,56 @@ async fn a_revocation_made_on_one_replica_cuts_the_streams_its_token_opened_on_a
     let records = serde_json::to_string(&b.audit_records()).unwrap();
     assert!(!records.contains(&leaked), "no token is recorded");
 }
+
+#[tokio::test]
+async fn an_mcp_event_stream_opened_with_another_token_is_cut_when_that_one_is_revoked() {
+    let w = WardenBuilder::with_upstream_url("http://127.0.0.1:9")
+        .set(
+            "/mcp",
+            json!({"servers": [mcp::everything_stdio("everything")],
+                   "endpoints": [{"name": "tools", "servers": ["everything"]}]}),
+        )
+        .set("/identity/warden_issuer/refresh_interval", json!("50ms"))
+        .start()
+        .await
+        .unwrap();
+    let opener = w.token("bot-1").await.unwrap();
+    let leaked = w.token("bot-1").await.unwrap();
+    // The session is opened with one token; its event stream with the agent's other one.
+    let session = mcp::initialize_raw(&w, "/mcp/tools", &opener)
+        .await
+        .unwrap();
+    let mut stream = mcp::session_stream(&w, "/mcp/tools", &leaked, &session)
+        .await
+        .unwrap();
+
+    revoke_at_cli(&w, &leaked, "leaked in a CI log").await;
+    let events = stream.until_the_end(WAIT).await.unwrap();
+    assert!(
+        events
+            .last()
+            .is_some_and(|e| mcp::is_cut_notice(e, "token_revoked", "leaked in a CI log")),
+        "the stream of the revoked token is cut: {events:?}"
+    );
+    let record = w
+        .wait_for_audit(WAIT, |r| {
+            r["kind"] == "system"
+                && r["detail"]["event"] == "cut"
+                && r["detail"]["cut"] == "mcp_stream"
+        })
+        .await
+        .unwrap();
+    assert_eq!(record["detail"]["target"]["kind"], "token", "{record}");
+    // The session, whose token is not revoked, goes on.
+    let listed = mcp::post_raw(
+        &w,
+        "/mcp/tools",
+        &opener,
+        Some(&session),
+        &json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(listed.status(), 200);
+    assert!(listed.text().await.unwrap().contains("everything_"));
+}

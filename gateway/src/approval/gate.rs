@@ -351,6 +351,33 @@ impl Gate {
             ApprovalStatus::Consumed => Err(Hold::ApprovalExpired {
                 id: record.id.clone(),
             }),
+            ApprovalStatus::Withdrawn => Err(withdrawn(record)),
+        }
+    }
+
+    /// Withdraws approval `id`, `why` (the request it was for no longer exists):
+    /// approvers no longer see it, a vote on it is refused, it is never used. What the request
+    /// ends with: withdrawn, or how it was decided before (denied, expired…).
+    pub async fn withdraw(&self, id: &str, why: &str) -> Hold {
+        match self.approvals.withdraw(id, why).await {
+            Ok(Some(record)) if record.status == ApprovalStatus::Withdrawn => {
+                tracing::info!(approval_id = %id, why, "approval withdrawn: the request it was for no longer exists");
+                withdrawn(record)
+            }
+            // Decided or used meanwhile: the request is gone all the same.
+            Ok(_) => Hold::ApprovalWithdrawn {
+                id: id.to_owned(),
+                why: why.to_owned(),
+            },
+            Err(e) => {
+                // It stays in the store until it expires; it can only ever be used by this
+                // request's digest, which is this request's alone (`Waiting::digest`).
+                tracing::error!(approval_id = %id, error = %e, "approval store unavailable: the withdrawn approval stays until it expires");
+                Hold::ApprovalWithdrawn {
+                    id: id.to_owned(),
+                    why: why.to_owned(),
+                }
+            }
         }
     }
 
@@ -391,6 +418,16 @@ impl Drop for AgentLeaves<'_> {
             self.metrics
                 .left(self.created_ms, crate::state::pins::now_ms());
         }
+    }
+}
+
+/// The refusal of a request whose approval `record` was withdrawn.
+fn withdrawn(record: ApprovalRecord) -> Hold {
+    Hold::ApprovalWithdrawn {
+        id: record.id,
+        why: record
+            .withdrawn
+            .unwrap_or_else(|| "the request no longer exists".into()),
     }
 }
 

@@ -206,6 +206,7 @@ mod tests {
             status: ApprovalStatus::Consumed,
             // Consuming rewrites it: the votes say when it was decided.
             decided_ms: Some(999_000),
+            withdrawn: None,
             votes: votes
                 .iter()
                 .map(|&(decision, at_ms)| Vote {

@@ -65,6 +65,15 @@ pub enum Hold {
         /// The approval's id.
         id: String,
     },
+    /// The request no longer exists (its MCP session ended, its server cancelled it): its
+    /// approval was withdrawn, and can be neither decided nor used.
+    #[error("approval {id} was withdrawn: {why}")]
+    ApprovalWithdrawn {
+        /// The approval's id.
+        id: String,
+        /// Why (`its MCP session ended`).
+        why: String,
+    },
     /// The approval store cannot answer: refused (fail closed).
     #[error("{error}, so actions that need approval are refused")]
     Unavailable {
@@ -82,6 +91,7 @@ impl Hold {
             Hold::Pending { .. } => "approval_pending",
             Hold::ApprovalDenied { .. } => "approval_denied",
             Hold::ApprovalExpired { .. } => "approval_expired",
+            Hold::ApprovalWithdrawn { .. } => "approval_withdrawn",
             Hold::Unavailable { .. } => "approval_unavailable",
         }
     }

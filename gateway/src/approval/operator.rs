@@ -41,6 +41,8 @@ pub enum OperatorError {
     Unknown(String),
     #[error("approval {id} is {status}: only a pending approval can be decided")]
     NotPending { id: String, status: String },
+    #[error("approval {id} cannot be decided: this request was withdrawn: {why}")]
+    Withdrawn { id: String, why: String },
     #[error("{subject} has decided approval {id} already")]
     AlreadyVoted { subject: String, id: String },
     #[error("{subject} may not decide approval {id}: it must be approved by a member of {groups}")]
@@ -169,10 +171,7 @@ impl Operator {
         let operator = self.operator(subject)?;
         let record = self.show(id).await?;
         if record.status != crate::state::approvals::ApprovalStatus::Pending {
-            return Err(OperatorError::NotPending {
-                id: id.to_owned(),
-                status: record.status.to_string(),
-            });
+            return Err(not_pending(&record));
         }
         let approver = Approver {
             subject: operator.subject.clone(),
@@ -254,6 +253,23 @@ impl Approver {
             Some(Approvers::User(user)) => self.is(&user),
             None => false,
         }
+    }
+}
+
+/// Why `record`, no longer pending, cannot be decided: how it was decided, or why it was
+/// withdrawn.
+pub fn not_pending(record: &ApprovalRecord) -> OperatorError {
+    match (&record.status, &record.withdrawn) {
+        (crate::state::approvals::ApprovalStatus::Withdrawn, Some(why)) => {
+            OperatorError::Withdrawn {
+                id: record.id.clone(),
+                why: why.clone(),
+            }
+        }
+        (status, _) => OperatorError::NotPending {
+            id: record.id.clone(),
+            status: status.to_string(),
+        },
     }
 }
 
@@ -340,10 +356,7 @@ pub async fn cast(store: &Store, id: &str, vote: Vote) -> Result<ApprovalRecord,
             subject,
             id: id.to_owned(),
         }),
-        VoteOutcome::NotPending(record) => Err(OperatorError::NotPending {
-            id: id.to_owned(),
-            status: record.status.to_string(),
-        }),
+        VoteOutcome::NotPending(record) => Err(not_pending(&record)),
         VoteOutcome::Unknown => Err(OperatorError::Unknown(id.to_owned())),
     }
 }
@@ -454,6 +467,9 @@ pub fn describe(record: &ApprovalRecord) -> String {
         "approval {}\n  status:    {}\n  agent:     {}\n  action:    {}\n  resource:  {}\n  policy:    {}\n",
         record.id, record.status, record.principal, record.action, record.resource, record.policy
     );
+    if let Some(why) = &record.withdrawn {
+        out.push_str(&format!("  withdrawn: {why}\n"));
+    }
     if !record.reason.is_empty() {
         out.push_str(&format!("  reason:    {}\n", record.reason));
     }
@@ -515,6 +531,7 @@ when { resource.action == "llm:chat" };
             expires_ms: i64::MAX,
             status: ApprovalStatus::Pending,
             decided_ms: None,
+            withdrawn: None,
             votes: votes
                 .iter()
                 .map(|v| Vote {

@@ -56,15 +56,13 @@ impl Console {
         decision: VoteDecision,
         source: Option<IpAddr>,
     ) -> Result<(), ConsoleError> {
-        if record.status != ApprovalStatus::Pending || record.expires_ms <= now_ms() {
-            let status = if record.status == ApprovalStatus::Pending {
-                ApprovalStatus::Expired
-            } else {
-                record.status
-            };
+        if record.status != ApprovalStatus::Pending {
+            return Err(crate::approval::operator::not_pending(record).into());
+        }
+        if record.expires_ms <= now_ms() {
             return Err(OperatorError::NotPending {
                 id: record.id.clone(),
-                status: status.to_string(),
+                status: ApprovalStatus::Expired.to_string(),
             }
             .into());
         }
@@ -288,7 +286,9 @@ impl Console {
         source: Option<IpAddr>,
     ) -> Result<DecideOptions, ConsoleError> {
         let approve = match self.may(approver, record, VoteDecision::Approve, source) {
-            Err(ConsoleError::Decide(OperatorError::NotPending { .. })) => {
+            Err(ConsoleError::Decide(
+                OperatorError::NotPending { .. } | OperatorError::Withdrawn { .. },
+            )) => {
                 return Ok(DecideOptions::Closed);
             }
             Err(ConsoleError::Decide(OperatorError::AlreadyVoted { .. })) => {

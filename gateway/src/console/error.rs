@@ -74,7 +74,9 @@ impl ConsoleError {
             },
             ConsoleError::Decide(e) => match e {
                 O::Unknown(_) => StatusCode::NOT_FOUND,
-                O::NotPending { .. } | O::AlreadyVoted { .. } => StatusCode::CONFLICT,
+                O::NotPending { .. } | O::Withdrawn { .. } | O::AlreadyVoted { .. } => {
+                    StatusCode::CONFLICT
+                }
                 O::Brake(BrakeError::TooManyAttempts { .. }) => StatusCode::TOO_MANY_REQUESTS,
                 O::State(_) | O::Sealed(_) | O::Brake(BrakeError::Unavailable(_)) => {
                     StatusCode::SERVICE_UNAVAILABLE
@@ -115,6 +117,7 @@ impl ConsoleError {
                 O::Brake(BrakeError::TooManyAttempts { .. }) => "too_many_attempts",
                 O::Unknown(_) => "unknown_approval",
                 O::NotPending { .. } => "not_pending",
+                O::Withdrawn { .. } => "withdrawn",
                 O::AlreadyVoted { .. } => "already_voted",
                 O::NotInGroup { .. } => "not_in_group",
                 O::OwnAgent { .. } => "own_agent",

@@ -155,6 +155,11 @@ impl Cut {
         &self.principal
     }
 
+    /// The Warden token this watches, when it watches one.
+    pub fn token(&self) -> Option<&TokenStamp> {
+        self.token.as_ref()
+    }
+
     /// Records that `cause` cut this agent's work: what, in `detail` (a revocation's target
     /// is the token's id, never the token).
     pub fn record(&self, cause: &Cause, detail: serde_json::Value) {

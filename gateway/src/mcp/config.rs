@@ -91,6 +91,10 @@ pub struct ServerConfig {
     pub inject: Option<crate::secrets::InjectConfig>,
     /// The server's circuit breaker, instead of `upstream.breaker`.
     pub breaker: Option<BreakerConfig>,
+    /// How many requests (`sampling/createMessage`, `elicitation/create`, `roots/list`,
+    /// `ping`) the server may send the agent a minute, in each agent session; more are
+    /// refused to the server (`-32003`). Default 60.
+    pub requests_to_agent_per_minute: Option<u32>,
 }
 
 /// The transport of a remote server.

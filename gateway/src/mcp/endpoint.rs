@@ -71,6 +71,8 @@ pub struct Server {
     pub upstream: Arc<str>,
     /// Its circuit breaker's settings.
     pub breaker: BreakerConfig,
+    /// How many requests it may send the agent a minute, in each agent session.
+    pub requests_to_agent_per_minute: u32,
 }
 
 /// One endpoint: the servers it combines and how it answers.
@@ -226,5 +228,8 @@ fn server(
         kind,
         upstream: Arc::from(format!("{MCP_PREFIX}{}", c.name)),
         breaker: c.breaker.unwrap_or(*breaker),
+        requests_to_agent_per_minute: c
+            .requests_to_agent_per_minute
+            .unwrap_or(super::DEFAULT_PER_MINUTE),
     }))
 }

@@ -83,12 +83,10 @@ impl Link {
         timeout: Duration,
         breaker: Arc<BreakerSlot>,
     ) -> Result<Link, LinkError> {
-        let router = Arc::new(Router::new(
-            Arc::clone(&server.name),
-            events,
-            requests,
-            breaker,
-        ));
+        let router = Arc::new(
+            Router::new(Arc::clone(&server.name), events, requests, breaker)
+                .asking_at_most(server.requests_to_agent_per_minute),
+        );
         let next_id = Arc::new(AtomicI64::new(0));
         let init = initialize_params(client);
         let transport = match &server.kind {

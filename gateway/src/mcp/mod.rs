@@ -12,6 +12,7 @@
 //! sent, so fields and methods of newer revisions are not lost on the way (see
 //! docs/tools.md, "Why not an SDK").
 
+mod ask_rate;
 mod binding;
 pub mod config;
 mod ended;
@@ -32,6 +33,7 @@ mod stream;
 mod streamable_http;
 mod supervise;
 
+pub use ask_rate::{DEFAULT_PER_MINUTE, REFUSED as SERVER_REQUESTS_REFUSED};
 pub use config::{McpConfig, McpDenyStyle};
 pub use ended::cut_notice;
 pub use endpoint::{Endpoint, RemoteServer, Server, ServerKind, StdioCommand};
@@ -41,7 +43,9 @@ pub use link::Link;
 pub use relay::relay;
 pub use resume::{Outlet, ResumeError, Settle, Stream};
 pub use router::{Answer, Call, SERVER_META};
-pub use server_requests::{Asked, Judge, ServerRequests, Ticket, Verdict};
+pub use server_requests::{
+    Asked, Held, Judge, ServerRequests, Ticket, Verdict, Withdrawal, Withdrawn,
+};
 pub use session::{LEGACY_REVISION, Over, REVISIONS, Session, Sessions, instructions, negotiate};
 pub use stream::{EventBody, event};
 pub use streamable_http::{SESSION_HEADER, VERSION_HEADER};

@@ -11,13 +11,13 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 use zeroize::Zeroizing;
 
+use super::ask_rate::{Admitted, AskRate, DEFAULT_PER_MINUTE, REFUSED};
 use super::error::LinkError;
-use super::server_requests::{ServerRequests, Verdict};
+use super::server_requests::{Held, ServerRequests, Verdict, Withdrawn};
 use crate::protocol::mcp::jsonrpc::{self, Id, Kind, Message};
 use crate::protocol::mcp::names;
 use crate::upstream::breaker::BreakerSlot;
@@ -107,6 +107,10 @@ pub struct Router {
     outbox_rx: Mutex<Option<mpsc::Receiver<Value>>>,
     /// The server's requests waiting for an approval now (at most [`MAX_HELD`]).
     held: Arc<AtomicUsize>,
+    /// What withdraws each of them, by the server's id for it.
+    withdrawals: Mutex<HashMap<String, oneshot::Sender<Withdrawn>>>,
+    /// How many requests the server may send the agent (in this session).
+    rate: AskRate,
 }
 
 /// How many of one server's requests may wait for an approval at once in a session: more
@@ -154,7 +158,15 @@ impl Router {
             initialized: Mutex::new(None),
             echo: Mutex::new(None),
             held: Arc::new(AtomicUsize::new(0)),
+            withdrawals: Mutex::new(HashMap::new()),
+            rate: AskRate::new(DEFAULT_PER_MINUTE),
         }
+    }
+
+    /// The server may send the agent at most `per_minute` requests a minute in this session.
+    pub fn asking_at_most(mut self, per_minute: u32) -> Router {
+        self.rate = AskRate::new(per_minute);
+        self
     }
 
     /// Redacts `echo` (a credential's forms; empty: nothing) from the server's messages from
@@ -221,55 +233,150 @@ impl Router {
                         None
                     }
                     "notifications/cancelled" => {
-                        // The server cancels a request it sent the agent: name it as the agent
-                        // knows it, when Warden still does.
+                        // The server cancels a request of its own that waits for an approval:
+                        // withdrawn, and the agent, who never saw it, is not told.
+                        let cancelled = message.params().get("requestId").map(token_key);
+                        if cancelled.is_some_and(|id| self.withdraw(&id, Withdrawn::Cancelled)) {
+                            return;
+                        }
                         None
                     }
                     _ => during,
                 };
                 self.deliver(target, message.into_value());
             }
-            Kind::Request { id, .. } if self.held.load(Ordering::Acquire) >= MAX_HELD => {
-                tracing::warn!(server = %self.server, "an MCP server's request to the agent was refused: {MAX_HELD} of its requests already wait for an approval");
-                let answer = jsonrpc::error(
-                    &id.to_value(),
-                    jsonrpc::code::NEEDS_APPROVAL,
-                    "too many of this server's requests already wait for an approval: ask again \
-                     once they are decided",
-                );
-                if self.outbox.try_send(answer).is_err() {
-                    tracing::warn!(server = %self.server, "the MCP server's refused request could not be answered (too many waiting); it will time out");
+            Kind::Request { id, .. } => {
+                if let Some(refusal) = self.refused(id) {
+                    if self.outbox.try_send(refusal).is_err() {
+                        tracing::warn!(server = %self.server, "the MCP server's refused request could not be answered (too many waiting); it will time out");
+                    }
+                    return;
+                }
+                match self.requests.judge(&self.server, &message).await {
+                    Verdict::Held(held) => self.hold(held, message, during),
+                    verdict => self.conclude(verdict, message, during),
                 }
             }
-            Kind::Request { .. } => match self.requests.judge(&self.server, &message).await {
-                Verdict::Held(settled) => self.hold(settled, message, during),
-                verdict => self.conclude(verdict, message, during),
-            },
         }
     }
 
+    /// The answer to the server's request `id` when it is refused before it is judged: past
+    /// its rate (`requests_to_agent_per_minute`), or while [`MAX_HELD`] of its requests wait
+    /// for an approval. Counted; logged once while the server stays over its rate.
+    fn refused(&self, id: &Id) -> Option<Value> {
+        let (reason, text) = if let Admitted::No { first } = self.rate.admit() {
+            if first {
+                tracing::warn!(server = %self.server, per_minute = self.rate.per_minute(), "an MCP server sends the agent more requests than its requests_to_agent_per_minute: refused until it slows down");
+            }
+            (
+                "rate",
+                format!(
+                    "this server sends the agent more than {} requests a minute \
+                     (requests_to_agent_per_minute): ask again later",
+                    self.rate.per_minute()
+                ),
+            )
+        } else if self.held.load(Ordering::Acquire) >= MAX_HELD {
+            tracing::warn!(server = %self.server, "an MCP server's request to the agent was refused: {MAX_HELD} of its requests already wait for an approval");
+            (
+                "held",
+                "too many of this server's requests already wait for an approval: ask again \
+                 once they are decided"
+                    .to_owned(),
+            )
+        } else {
+            return None;
+        };
+        REFUSED.with_label_values(&[&*self.server, reason]).inc();
+        Some(jsonrpc::error(
+            &id.to_value(),
+            jsonrpc::code::NEEDS_APPROVAL,
+            &text,
+        ))
+    }
+
     /// Waits, in a task of its own, for the verdict on `message` (a request of the server's
-    /// held for an approval) to be `settled`, then concludes it; the session's other messages
-    /// go on meanwhile. The session ending ends the wait (the request is never relayed).
-    fn hold(
-        self: &Arc<Self>,
-        settled: BoxFuture<'static, Verdict>,
-        message: Message,
-        during: Option<i64>,
-    ) {
+    /// `held` for an approval), then concludes it; the session's other messages go on
+    /// meanwhile. It is withdrawn when it no longer exists: the session ends, the server's
+    /// connection closes, the server cancels it (then the server, which expects no answer,
+    /// gets none).
+    fn hold(self: &Arc<Self>, held: Held, message: Message, during: Option<i64>) {
+        let Kind::Request { id, .. } = &message.kind else {
+            return;
+        };
         tracing::info!(server = %self.server, "an MCP server's request to the agent waits for an approval");
+        let key = token_key(&id.to_value());
+        let (withdraw, withdrawn) = oneshot::channel();
+        if let Some(earlier) = self.lock_withdrawals().insert(key.clone(), withdraw) {
+            // The server used the id again while the first still waits: the first is gone.
+            let _ = earlier.send(Withdrawn::Cancelled);
+        }
         let router = Arc::clone(self);
         let mut state = self.state.subscribe();
-        let held = HeldCount::new(&self.held);
+        let count = HeldCount::new(&self.held);
+        let why = Arc::new(std::sync::OnceLock::new());
+        let told = Arc::clone(&why);
+        let withdrawal = Box::pin(async move {
+            let withdrawn = tokio::select! {
+                why = withdrawn => why.unwrap_or(Withdrawn::SessionEnded),
+                () = closed(&mut state) => Withdrawn::SessionEnded,
+            };
+            let _ = told.set(withdrawn);
+            withdrawn
+        });
+        let settled = held(withdrawal);
         tokio::spawn(async move {
-            let _held = held;
-            tokio::select! {
-                verdict = settled => router.conclude(verdict, message, during),
-                () = closed(&mut state) => {
-                    tracing::debug!(server = %router.server, "the agent session ended while the server's request waited for an approval");
+            let _count = count;
+            let verdict = settled.await;
+            router.forget_withdrawal(&key);
+            match why.get() {
+                // A cancelled request is answered no more (JSON-RPC's and MCP's rule).
+                Some(Withdrawn::Cancelled) => {
+                    tracing::info!(server = %router.server, "an MCP server cancelled its request that waited for an approval; withdrawn");
                 }
+                Some(withdrawn) => {
+                    tracing::info!(server = %router.server, why = withdrawn.why(), "an MCP server's request that waited for an approval was withdrawn");
+                    if let Verdict::Refuse(answer) = verdict {
+                        let _ = router.outbox.try_send(answer);
+                    }
+                }
+                None => router.conclude(verdict, message, during),
             }
         });
+    }
+
+    /// Withdraws the server's request `key` (its id, [`token_key`]) waiting for an approval;
+    /// whether one waited.
+    fn withdraw(&self, key: &str, why: Withdrawn) -> bool {
+        let withdraw = self.lock_withdrawals().remove(key);
+        withdraw.is_some_and(|w| w.send(why).is_ok())
+    }
+
+    /// Withdraws every request of the server's waiting for an approval.
+    pub fn withdraw_all(&self, why: Withdrawn) {
+        let all = std::mem::take(&mut *self.lock_withdrawals());
+        for (_, withdraw) in all {
+            let _ = withdraw.send(why);
+        }
+    }
+
+    /// How many of the server's requests wait for an approval (or for their withdrawal to be
+    /// recorded).
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+
+    fn forget_withdrawal(&self, key: &str) {
+        let mut withdrawals = self.lock_withdrawals();
+        if withdrawals.get(key).is_some_and(oneshot::Sender::is_closed) {
+            withdrawals.remove(key);
+        }
+    }
+
+    fn lock_withdrawals(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Withdrawn>>> {
+        self.withdrawals.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Relays the server's request `message` to the agent under an id of Warden's, or answers
@@ -412,12 +519,17 @@ impl Router {
     }
 
     /// Ends every request in flight with a JSON-RPC error (`server_failed`: the server
-    /// went away).
+    /// went away); the server's requests waiting for an approval are withdrawn.
     pub fn end_all(&self, message: &str, server_failed: bool) {
         let ids: Vec<i64> = self.lock_pending().keys().copied().collect();
         for id in ids {
             self.end(id, message, server_failed);
         }
+        self.withdraw_all(if server_failed {
+            Withdrawn::ServerGone
+        } else {
+            Withdrawn::SessionEnded
+        });
     }
 
     fn forget_token(&self, token: Option<&str>) {
@@ -610,12 +722,20 @@ mod tests {
         fn judge<'a>(
             &'a self,
             _server: &'a Arc<str>,
-            _message: &'a Message,
+            message: &'a Message,
         ) -> futures_util::future::BoxFuture<'a, Verdict> {
             let release = self.release.lock().unwrap().take().expect("one request");
+            let id = message.body.get("id").cloned().unwrap_or(Value::Null);
             Box::pin(async move {
-                Verdict::Held(Box::pin(async move {
-                    release.await.unwrap_or(Verdict::Refuse(Value::Null))
+                Verdict::Held(Box::new(move |withdrawal| {
+                    Box::pin(async move {
+                        tokio::select! {
+                            verdict = release => verdict.unwrap_or(Verdict::Refuse(Value::Null)),
+                            why = withdrawal => Verdict::Refuse(jsonrpc::error(
+                                &id, jsonrpc::code::DENIED, why.why(),
+                            )),
+                        }
+                    })
                 }))
             })
         }
@@ -696,7 +816,7 @@ mod tests {
             _message: &'a Message,
         ) -> futures_util::future::BoxFuture<'a, Verdict> {
             self.0.fetch_add(1, Ordering::SeqCst);
-            Box::pin(async { Verdict::Held(Box::pin(std::future::pending())) })
+            Box::pin(async { Verdict::Held(Box::new(|_| Box::pin(std::future::pending()))) })
         }
     }
 
@@ -723,6 +843,120 @@ mod tests {
             assert_eq!(answer["id"], n);
             assert_eq!(answer["error"]["code"], jsonrpc::code::NEEDS_APPROVAL);
         }
+    }
+
+    /// Dispatches a `sampling/createMessage` of id `id` the server sends, held by `requests`'
+    /// judge (a [`Holder`]).
+    async fn ask(router: &Arc<Router>, id: Value) {
+        router
+            .dispatch(
+                json!({"jsonrpc": "2.0", "id": id, "method": "sampling/createMessage",
+                       "params": {"maxTokens": 5, "messages": []}}),
+                None,
+            )
+            .await;
+        assert_eq!(router.held(), 1, "held");
+    }
+
+    #[tokio::test]
+    async fn a_held_server_request_is_withdrawn_when_its_session_ends_and_the_server_told() {
+        for (server_failed, why) in [
+            (false, Withdrawn::SessionEnded),
+            (true, Withdrawn::ServerGone),
+        ] {
+            let (_release, requests) = held();
+            let (router, mut events) = routed(&requests);
+            let mut outbox = router.take_outbox().expect("the link's to take");
+            ask(&router, json!("s-1")).await;
+            router.end_all("the session ended", server_failed);
+            let answer = tokio::time::timeout(Duration::from_secs(1), outbox.recv())
+                .await
+                .expect("the server is answered")
+                .expect("an answer");
+            assert_eq!(answer["id"], "s-1");
+            assert_eq!(answer["error"]["message"], why.why());
+            assert!(events.try_recv().is_err(), "never reaches the agent");
+            tokio::task::yield_now().await;
+            assert_eq!(router.held(), 0, "no longer counted");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_held_server_request_the_server_cancels_is_withdrawn_unanswered_and_unseen() {
+        let (_release, requests) = held();
+        let (router, mut events) = routed(&requests);
+        let mut outbox = router.take_outbox().expect("the link's to take");
+        ask(&router, json!(12)).await;
+        router
+            .dispatch(
+                json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                       "params": {"requestId": 12, "reason": "timeout"}}),
+                None,
+            )
+            .await;
+        tokio::time::timeout(Duration::from_secs(1), async {
+            while router.held() > 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("withdrawn");
+        assert!(
+            outbox.try_recv().is_err(),
+            "a cancelled request is not answered"
+        );
+        assert!(
+            events.try_recv().is_err(),
+            "the agent never saw it nor its cancel"
+        );
+        // A cancel of what does not wait (the agent has it) still reaches the agent.
+        router
+            .dispatch(
+                json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                       "params": {"requestId": 13}}),
+                None,
+            )
+            .await;
+        assert!(events.try_recv().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_server_asking_past_its_rate_is_refused_before_it_is_judged_and_counted() {
+        let (events_tx, mut events) = mpsc::channel(8);
+        let router = Arc::new(
+            Router::new(Arc::from("rated"), events_tx, Arc::default(), breaker()).asking_at_most(2),
+        );
+        let mut outbox = router.take_outbox().expect("the link's to take");
+        let refused = REFUSED.with_label_values(&["rated", "rate"]);
+        let before = refused.get();
+        for n in 0..3 {
+            router
+                .dispatch(
+                    json!({"jsonrpc": "2.0", "id": n, "method": "roots/list"}),
+                    None,
+                )
+                .await;
+        }
+        for n in 0..2 {
+            assert_eq!(
+                events.try_recv().expect("within its rate")["id"],
+                "warden-".to_owned() + &n.to_string()
+            );
+        }
+        assert!(
+            events.try_recv().is_err(),
+            "the third never reaches the agent"
+        );
+        let answer = outbox.try_recv().expect("the server is answered at once");
+        assert_eq!(answer["id"], 2);
+        assert_eq!(answer["error"]["code"], jsonrpc::code::NEEDS_APPROVAL);
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("requests_to_agent_per_minute")),
+            "{answer}"
+        );
+        assert_eq!(refused.get(), before + 1);
     }
 
     #[tokio::test]

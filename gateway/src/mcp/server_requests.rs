@@ -4,7 +4,8 @@
 //! of policy), then remembered under an id of Warden's (`warden-<n>`) until the agent
 //! answers, with what the judge keeps for that answer ([`Ticket`]). One the judge holds for
 //! a human's approval ([`Verdict::Held`]) waits in a task of its own: the session's other
-//! traffic goes on meanwhile.
+//! traffic goes on meanwhile. It is withdrawn ([`Withdrawn`]) when it no longer exists: its
+//! session ends, the server's connection closes, the server cancels it.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -27,9 +28,39 @@ pub enum Verdict {
     /// It never reaches the agent: this JSON-RPC error (under the server's id) answers the
     /// server instead.
     Refuse(Value),
-    /// It waits for a human's approval: the verdict once the approval is settled (approved:
-    /// relayed; denied or expired: refused).
-    Held(BoxFuture<'static, Verdict>),
+    /// It waits for a human's approval: given what withdraws it, the verdict once the approval
+    /// is settled (approved: relayed; denied or expired: refused) or the request withdrawn
+    /// (refused, its approval withdrawn).
+    Held(Held),
+}
+
+/// A request held for an approval: given the [`Withdrawal`] that ends its wait early, the
+/// verdict.
+pub type Held = Box<dyn FnOnce(Withdrawal) -> BoxFuture<'static, Verdict> + Send>;
+
+/// Ready, with why, once a held request no longer exists.
+pub type Withdrawal = BoxFuture<'static, Withdrawn>;
+
+/// Why a request held for an approval no longer exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Withdrawn {
+    /// Its agent session ended (deleted by the agent, expired, idle, cut).
+    SessionEnded,
+    /// The server's connection closed (the process exited, its session ended).
+    ServerGone,
+    /// The server cancelled it (`notifications/cancelled`).
+    Cancelled,
+}
+
+impl Withdrawn {
+    /// Why, as approvers and the audit log are told (`this request was withdrawn: <why>`).
+    pub fn why(self) -> &'static str {
+        match self {
+            Withdrawn::SessionEnded => "its MCP session ended",
+            Withdrawn::ServerGone => "the MCP server's connection closed",
+            Withdrawn::Cancelled => "the MCP server cancelled it",
+        }
+    }
 }
 
 /// Judges the requests a server sends the agent, before they reach it.

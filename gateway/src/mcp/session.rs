@@ -196,6 +196,7 @@ impl Sessions {
             replays: Replays::new(endpoint.resume_window),
             in_flight: Mutex::new(HashMap::new()),
             ended: Ended::default(),
+            token: cut.as_ref().and_then(Cut::token).cloned(),
             _slot: slot,
         });
         self.map
@@ -382,6 +383,8 @@ pub struct Session {
     in_flight: Mutex<HashMap<Id, (Arc<str>, i64)>>,
     /// Whether, and why, the session ended.
     ended: Ended,
+    /// The Warden token its `initialize` came with (its cut watches that one).
+    token: Option<crate::identity::revocation::TokenStamp>,
     /// Its agent's slot, given back when the session is dropped.
     _slot: Slot,
 }
@@ -414,6 +417,16 @@ impl Session {
             .iter()
             .find(|(name, _)| &**name == server)
             .map(|(_, l)| l)
+    }
+
+    /// Whether a stream of this session opened with Warden token `token` must watch that
+    /// token itself: it is one, and not the token the session was opened with (which the
+    /// session's own cut watches).
+    pub fn watches_another_token(
+        &self,
+        token: Option<&crate::identity::revocation::TokenStamp>,
+    ) -> bool {
+        token.is_some() && token != self.token.as_ref()
     }
 
     /// Ends every upstream session, and drops the events held for resumption.

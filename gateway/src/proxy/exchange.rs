@@ -108,6 +108,8 @@ pub struct Exchange {
     /// `sha256:<hex>` of the decided action (the decision record's `action_digest`): what an
     /// approval is bound to.
     action_digest: Text,
+    /// A nonce that makes an approval of this request its own ([`Exchange::approved_alone`]).
+    alone: Option<String>,
     /// Where an MCP client finds how to authenticate (RFC 9728), for a 401's
     /// `WWW-Authenticate`.
     resource_metadata: Option<HeaderValue>,
@@ -163,6 +165,7 @@ impl Exchange {
             request_id: new_id(),
             decision_id: empty_text(),
             action_digest: empty_text(),
+            alone: None,
             route: None,
             principal: None,
             token: None,
@@ -268,6 +271,36 @@ impl Exchange {
             })).collect::<Vec<_>>(),
         }));
         self.shared.audit.append_detached(event);
+    }
+
+    /// hold: the approval `id` this request waited for was withdrawn, `why` (the request no
+    /// longer exists): recorded, with the action's digest.
+    pub fn withdrawn(&mut self, id: &str, why: &str) {
+        let mut event = self.event(EventKind::System);
+        event.decision_id = Arc::clone(&self.decision_id);
+        event.detail = Some(serde_json::json!({
+            "event": "approval_withdrawn",
+            "approval_id": id,
+            "why": why,
+            "action_digest": &*self.action_digest,
+        }));
+        self.shared.audit.append_detached(event);
+    }
+
+    /// What an approval of this request is bound to: the action's digest, or, for a request
+    /// that is its own approval's alone ([`Exchange::approved_alone`]), a digest of it and a
+    /// random nonce, so that no other request (however alike) finds or uses that approval.
+    pub fn approval_digest(&self) -> String {
+        match &self.alone {
+            None => self.action_digest.to_string(),
+            Some(nonce) => digest(format!("{} {nonce}", self.action_digest).as_bytes()),
+        }
+    }
+
+    /// An approval this request waits for is its own alone: a request that cannot be sent
+    /// again (an MCP server's to the agent), whose approval is withdrawn when it ends.
+    pub fn approved_alone(&mut self) {
+        self.alone = Some(hex::encode(rand::random::<[u8; 16]>()));
     }
 
     /// What the process shares (the MCP sessions, among others).

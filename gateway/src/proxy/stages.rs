@@ -415,10 +415,29 @@ impl Approval {
     }
 
     /// As [`Approval::settle`], for a request that cannot be sent again (a server's request
-    /// to the agent): it waits, whatever `approvals.mode`, until decided or expired.
-    pub async fn settle_when_decided(self, ex: &mut Exchange) -> Result<(), Refusal> {
-        let approved = self.gate.decided(self.opened).await;
-        release(ex, &self.principal, approved?)
+    /// to the agent): it waits, whatever `approvals.mode`, until decided or expired, or until
+    /// `withdrawn` says why the request no longer exists: then the approval is withdrawn
+    /// (recorded, `approval_withdrawn`) and the request refused.
+    pub async fn settle_unless_withdrawn(
+        self,
+        ex: &mut Exchange,
+        withdrawn: impl Future<Output = String>,
+    ) -> Result<(), Refusal> {
+        let Approval {
+            gate,
+            opened,
+            principal,
+        } = self;
+        let id = opened.id().to_owned();
+        let approved = tokio::select! {
+            approved = gate.decided(opened) => approved,
+            why = withdrawn => {
+                let hold = gate.withdraw(&id, &why).await;
+                ex.withdrawn(&id, &why);
+                Err(hold)
+            }
+        };
+        release(ex, &principal, approved?)
     }
 }
 
@@ -450,7 +469,7 @@ pub(super) async fn open(
         return Ok(None);
     };
     let waiting = approval::gate::Waiting {
-        digest: ex.action_digest().to_owned(),
+        digest: ex.approval_digest(),
         principal: format!(
             "{}::{:?}",
             action.principal.kind.cedar_type(),

@@ -15,7 +15,8 @@ use tokio::sync::broadcast;
 use super::error::StateError;
 
 /// Where an approval goes: pending until decided, then approved or denied; approved until
-/// consumed; pending or approved until it expires.
+/// consumed; pending or approved until it expires, or until it is withdrawn (the request it
+/// was for no longer exists).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ApprovalStatus {
     /// Waiting for votes.
@@ -28,6 +29,11 @@ pub enum ApprovalStatus {
     Expired,
     /// Approved and used by the request it was for (single use).
     Consumed,
+    /// The request it was for no longer exists (an MCP server's request whose session ended,
+    /// or which the server cancelled): it can be neither decided nor used. Stored as
+    /// `expired` with the reason in `withdrawn`, so that a replica of an earlier version reads
+    /// it as expired.
+    Withdrawn,
 }
 
 impl ApprovalStatus {
@@ -39,6 +45,7 @@ impl ApprovalStatus {
             ApprovalStatus::Denied => "denied",
             ApprovalStatus::Expired => "expired",
             ApprovalStatus::Consumed => "consumed",
+            ApprovalStatus::Withdrawn => "withdrawn",
         }
     }
 
@@ -50,6 +57,7 @@ impl ApprovalStatus {
             "denied" => ApprovalStatus::Denied,
             "expired" => ApprovalStatus::Expired,
             "consumed" => ApprovalStatus::Consumed,
+            "withdrawn" => ApprovalStatus::Withdrawn,
             _ => return None,
         })
     }
@@ -198,8 +206,10 @@ pub struct ApprovalRecord {
     /// When it expires, in milliseconds since the Unix epoch.
     pub expires_ms: i64,
     pub status: ApprovalStatus,
-    /// When it was approved, denied, expired or consumed.
+    /// When it was approved, denied, expired, consumed or withdrawn.
     pub decided_ms: Option<i64>,
+    /// Why it was withdrawn (status [`ApprovalStatus::Withdrawn`]).
+    pub withdrawn: Option<String>,
     pub votes: Vec<Vote>,
 }
 
@@ -290,6 +300,15 @@ pub trait ApprovalRepository: Send + Sync {
         id: &'a str,
         digest: &'a str,
     ) -> BoxFuture<'a, Result<ConsumeOutcome, StateError>>;
+
+    /// Withdraws the pending or approved request `id`, `why` (the request it was for no longer
+    /// exists): it can be neither decided nor used from now on. The record as it then is
+    /// (withdrawn, or decided before: unchanged); `None` when no approval has this id.
+    fn withdraw<'a>(
+        &'a self,
+        id: &'a str,
+        why: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ApprovalRecord>, StateError>>;
 
     /// Marks every pending or approved request past its time as expired; returns their ids.
     fn expire_due(&self) -> BoxFuture<'_, Result<Vec<String>, StateError>>;
@@ -384,12 +403,23 @@ pub(crate) struct ApprovalRow {
     pub expires_ms: i64,
     pub status: String,
     pub decided_ms: Option<i64>,
+    pub withdrawn: Option<String>,
 }
 
 /// The columns of [`ApprovalRow`], in its order.
 pub(crate) const APPROVAL_COLUMNS: &str = "id, digest, principal, action, resource, \
      context_json, policy, reason, groups_json, required, created_ms, expires_ms, status, \
-     decided_ms";
+     decided_ms, withdrawn";
+
+/// How both backends withdraw approval 1 for reason 2 at time 3 (parameters prefixed with
+/// `placeholder`: `?` or `$`), unless it is decided, used or past its time.
+pub(crate) fn withdraw_sql(placeholder: char) -> String {
+    let p = placeholder;
+    format!(
+        "UPDATE approvals SET status = 'expired', decided_ms = {p}3, withdrawn = {p}2 \
+         WHERE id = {p}1 AND status IN ('pending', 'approved') AND expires_ms > {p}3"
+    )
+}
 
 /// A vote's columns as both backends store them.
 pub(crate) struct VoteRow {
@@ -429,6 +459,9 @@ impl ApprovalRow {
         {
             status = ApprovalStatus::Expired;
         }
+        if status == ApprovalStatus::Expired && self.withdrawn.is_some() {
+            status = ApprovalStatus::Withdrawn;
+        }
         let votes = votes
             .into_iter()
             .map(|v| {
@@ -461,6 +494,7 @@ impl ApprovalRow {
             expires_ms: self.expires_ms,
             status,
             decided_ms: self.decided_ms,
+            withdrawn: self.withdrawn,
             votes,
         })
     }
@@ -488,6 +522,7 @@ mod tests {
             ApprovalStatus::Denied,
             ApprovalStatus::Expired,
             ApprovalStatus::Consumed,
+            ApprovalStatus::Withdrawn,
         ] {
             assert_eq!(ApprovalStatus::from_stored(status.as_str()), Some(status));
         }

@@ -8,7 +8,11 @@
 //! again) in a task of its own, approvers shown its facts and, with `audit.record_content`,
 //! its params masked: approved, it is relayed then; denied or expired, the server gets the
 //! JSON-RPC error (`data.code` `approval_denied` or `approval_expired`); without approvals
-//! enabled it is refused at once (`-32003`).
+//! enabled it is refused at once (`-32003`). Its approval is its own (no other request finds
+//! or uses it, however alike): when the request no longer exists (its session ended or was
+//! cut, the server's connection closed, the server cancelled it) the approval
+//! is withdrawn (`approval_withdrawn` recorded), and the server, unless it cancelled, gets the
+//! JSON-RPC error (`data.code` `approval_withdrawn`).
 //!
 //! The agent's answer is data leaving for the server: inspected as any request's content
 //! (detectors, canary tokens) and, when something is found, judged again with the findings
@@ -19,6 +23,7 @@
 use std::sync::{Arc, OnceLock, Weak};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use http::StatusCode;
 use http_body_util::{BodyExt, Either};
@@ -28,9 +33,10 @@ use super::answer::empty;
 use crate::action::{Action, Findings, Principal, Resource};
 use crate::approval::Hold;
 use crate::decision::Decision;
+use crate::fleet::cut::{Cause, Cut};
 use crate::fleet::session::Named;
 use crate::listener::ConnInfo;
-use crate::mcp::{Judge, Ticket, Verdict};
+use crate::mcp::{Judge, Ticket, Verdict, Withdrawal};
 use crate::protocol::Shape;
 use crate::protocol::mcp::McpShape;
 use crate::protocol::mcp::jsonrpc::{self, Kind, Message};
@@ -141,16 +147,40 @@ impl ServerJudge {
             return refuse(ex, refusal, &id).await;
         }
         let mut content = Bytes::from(params);
+        // Its approval is its own: withdrawn when it ends, used by no other request.
+        ex.approved_alone();
         match judge(&snap, &mut ex, &mut action, &mut content).await {
             Ok(None) => relay(ex, action),
-            Ok(Some(approval)) => Verdict::Held(Box::pin(async move {
-                match approval.settle_when_decided(&mut ex).await {
-                    Ok(()) => relay(ex, action),
-                    Err(refusal) => refuse(ex, refusal, &id).await,
-                }
+            Ok(Some(approval)) => Verdict::Held(Box::new(move |withdrawal| {
+                Box::pin(async move {
+                    let withdrawn = withdrawn(ex.cut(), withdrawal);
+                    match approval.settle_unless_withdrawn(&mut ex, withdrawn).await {
+                        Ok(()) => relay(ex, action),
+                        Err(refusal) => refuse(ex, refusal, &id).await,
+                    }
+                })
             })),
             Err(refusal) => refuse(ex, refusal, &id).await,
         }
+    }
+}
+
+/// Why a held request no longer exists, once it does not: `withdrawal` (its session ended,
+/// the server's connection closed, the server cancelled it) or `cut` (its agent
+/// quarantined, its token revoked; such a cut ends the session too, and is named first).
+async fn withdrawn(mut cut: Option<Cut>, withdrawal: Withdrawal) -> String {
+    let named = |cause: Cause| format!("its MCP session was cut: {}", cause.what());
+    tokio::select! {
+        cause = async {
+            match cut.as_mut() {
+                Some(cut) => cut.cut().await,
+                None => std::future::pending().await,
+            }
+        } => named(cause),
+        why = withdrawal => match cut.as_mut().and_then(|cut| cut.cut().now_or_never()) {
+            Some(cause) => named(cause),
+            None => why.why().to_owned(),
+        },
     }
 }
 

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 
 use super::answer::{empty, event_stream};
 use super::message::{self, Caller, Via};
+use crate::fleet::cut::{Cause, Cut};
 use crate::mcp::{McpError, Session, cut_notice, relay};
 use crate::protocol;
 use crate::protocol::mcp::jsonrpc::Message;
@@ -33,7 +34,13 @@ pub(super) async fn walk(
         Method::POST => post(caller, ex, req).await,
         Method::GET => {
             let session = message::session(ex, req.headers(), &caller.principal, caller.route)?;
-            events(session, req.headers())
+            // A stream opened with another Warden token than the session's is cut when that
+            // one is revoked (the session's own cut watches the session's).
+            let token = ex.token();
+            let cut = ex
+                .cut()
+                .filter(|_| session.watches_another_token(token.as_ref()));
+            events(session, req.headers(), cut, &caller.endpoint.name)
         }
         Method::DELETE => {
             let id = message::session_id(req.headers())?;
@@ -70,14 +77,29 @@ async fn post(
     .await
 }
 
+/// Why `cut` cut its stream, once it does (never, without one).
+async fn own_cut(cut: Option<&mut Cut>) -> Cause {
+    match cut {
+        Some(cut) => cut.cut().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// `Last-Event-ID`: the last event an agent received on a stream it resumes.
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
 /// GET: the session's event stream (the servers' own requests and notifications), until
 /// the agent leaves or the session ends; a session its agent's quarantine cut ends it with a
-/// last notification that says why. With `Last-Event-ID`, the stream that id is of resumes
-/// after it: an answer stream's held events then the rest of the answer, or the GET stream's.
-fn events(session: Arc<Session>, headers: &HeaderMap) -> Result<Response<ProxyBody>, Refusal> {
+/// last notification that says why, as does `cut` (the revocation of the other Warden token
+/// the stream was opened with: the stream ends, recorded, the session goes on). With
+/// `Last-Event-ID`, the stream that id is of resumes after it: an answer stream's held events
+/// then the rest of the answer, or the GET stream's.
+fn events(
+    session: Arc<Session>,
+    headers: &HeaderMap,
+    cut: Option<Cut>,
+    endpoint: &Arc<str>,
+) -> Result<Response<ProxyBody>, Refusal> {
     let resume = match headers.get(LAST_EVENT_ID) {
         Some(last) => {
             let last = last.to_str().unwrap_or_default();
@@ -104,12 +126,25 @@ fn events(session: Arc<Session>, headers: &HeaderMap) -> Result<Response<ProxyBo
         },
         None => stream.attach(),
     };
+    let endpoint = Arc::clone(endpoint);
+    let mut cut = cut;
     tokio::spawn(async move {
-        tokio::select! {
-            () = relay(&mut rx, Some(&stream), &tx, KEEPALIVE, || false) => {}
-            cut = session.ended() => if let Some(cause) = cut {
-                stream.try_send(&cut_notice(&cause));
+        let own = tokio::select! {
+            () = relay(&mut rx, Some(&stream), &tx, KEEPALIVE, || false) => None,
+            cut = session.ended() => {
+                if let Some(cause) = cut {
+                    stream.try_send(&cut_notice(&cause));
+                }
+                None
             }
+            cause = own_cut(cut.as_mut()) => Some(cause),
+        };
+        if let (Some(cause), Some(cut)) = (own, &cut) {
+            stream.try_send(&cut_notice(&cause));
+            cut.record(
+                &cause,
+                serde_json::json!({"cut": "mcp_stream", "endpoint": &*endpoint}),
+            );
         }
         stream.detach();
         session.give_back_events(rx);

@@ -10,7 +10,7 @@ use super::{PostgresStore, query_error};
 use crate::state::approvals::{
     APPROVAL_COLUMNS, ApprovalFilter, ApprovalRecord, ApprovalRepository, ApprovalRow,
     ApprovalStatus, ApprovalWatch, ConsumeOutcome, NewApproval, VOTE_COLUMNS, Vote, VoteOutcome,
-    VoteRow, decide, expiry, names_json, new_id,
+    VoteRow, decide, expiry, names_json, new_id, withdraw_sql,
 };
 use crate::state::error::StateError;
 use crate::state::pins::now_ms;
@@ -54,7 +54,7 @@ impl ApprovalRepository for PostgresStore {
                     &format!(
                         "INSERT INTO approvals ({APPROVAL_COLUMNS}) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
-                         'pending', NULL) \
+                         'pending', NULL, NULL) \
                          ON CONFLICT (digest, policy, groups_json, required) \
                          WHERE status IN ('pending', 'approved') DO NOTHING"
                     ),
@@ -256,6 +256,28 @@ impl ApprovalRepository for PostgresStore {
         }))
     }
 
+    fn withdraw<'a>(
+        &'a self,
+        id: &'a str,
+        why: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ApprovalRecord>, StateError>> {
+        let (id, why) = (id.to_owned(), why.to_owned());
+        Box::pin(self.with_client(move |mut client, db| async move {
+            let operation = "withdraw an approval";
+            let err = || query_error(&db, operation);
+            let tx = client.transaction().await.map_err(err())?;
+            let now = now_ms();
+            let withdrawn = tx
+                .execute(&withdraw_sql('$'), &[&id, &why, &now])
+                .await
+                .map_err(err())?;
+            let record = read(&tx, &db, &id, now, false).await?;
+            let changed = if withdrawn > 0 { vec![id] } else { vec![] };
+            commit(tx, &db, operation, &changed).await?;
+            Ok(record)
+        }))
+    }
+
     fn expire_due(&self) -> BoxFuture<'_, Result<Vec<String>, StateError>> {
         Box::pin(self.with_client(move |mut client, db| async move {
             let operation = "expire approvals";
@@ -377,6 +399,7 @@ fn approval_row(row: &Row) -> ApprovalRow {
         expires_ms: row.get(11),
         status: row.get(12),
         decided_ms: row.get(13),
+        withdrawn: row.get(14),
     }
 }
 

@@ -215,6 +215,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // the factor key for the session's id (which the store does not hold), so that a vote can
     // ask the provider again who the approver is.
     "ALTER TABLE console_sessions ADD COLUMN sealed_idp_token BYTEA;",
+    // 15: why an approval was withdrawn (the request it was for no longer exists: an MCP
+    // server's request whose session ended, or which the server cancelled). Its status is
+    // stored as 'expired', so that a replica of an earlier version reads it as expired.
+    "ALTER TABLE approvals ADD COLUMN withdrawn TEXT;",
 ];
 
 /// Applies the steps the database lacks, in one transaction under the advisory lock; refuses

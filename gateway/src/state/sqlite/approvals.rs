@@ -13,7 +13,7 @@ use super::{SqliteStore, query_error};
 use crate::state::approvals::{
     ANY, APPROVAL_COLUMNS, ApprovalFilter, ApprovalRecord, ApprovalRepository, ApprovalRow,
     ApprovalStatus, ApprovalWatch, Change, ConsumeOutcome, NewApproval, VOTE_COLUMNS, Vote,
-    VoteOutcome, VoteRow, decide, expiry, names_json, new_id,
+    VoteOutcome, VoteRow, decide, expiry, names_json, new_id, withdraw_sql,
 };
 use crate::state::error::StateError;
 use crate::state::pins::now_ms;
@@ -57,7 +57,7 @@ impl ApprovalRepository for SqliteStore {
                     &format!(
                         "INSERT INTO approvals ({APPROVAL_COLUMNS}) \
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
-                         'pending', NULL)"
+                         'pending', NULL, NULL)"
                     ),
                     params![
                         id,
@@ -224,6 +224,30 @@ impl ApprovalRepository for SqliteStore {
         }))
     }
 
+    fn withdraw<'a>(
+        &'a self,
+        id: &'a str,
+        why: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ApprovalRecord>, StateError>> {
+        let (id, why) = (id.to_owned(), why.to_owned());
+        let announce = self.announcer();
+        Box::pin(self.run(move |conn, path| {
+            let operation = "withdraw an approval";
+            write(conn, path, &announce, operation, |tx| {
+                let now = now_ms();
+                let withdrawn = tx
+                    .execute(&withdraw_sql('?'), params![id, why, now])
+                    .map_err(query_error(path, operation))?;
+                let changed = if withdrawn > 0 {
+                    vec![id.clone()]
+                } else {
+                    vec![]
+                };
+                Ok((read(tx, path, &id, now)?, changed))
+            })
+        }))
+    }
+
     fn expire_due(&self) -> BoxFuture<'_, Result<Vec<String>, StateError>> {
         let announce = self.announcer();
         Box::pin(self.run(move |conn, path| {
@@ -378,6 +402,7 @@ fn approval_row(row: &Row<'_>) -> rusqlite::Result<ApprovalRow> {
         expires_ms: row.get(11)?,
         status: row.get(12)?,
         decided_ms: row.get(13)?,
+        withdrawn: row.get(14)?,
     })
 }
 

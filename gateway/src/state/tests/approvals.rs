@@ -26,6 +26,7 @@ on_both_backends!(
     a_decision_on_one_handle_wakes_a_watcher_on_another_within_a_second,
     an_approval_given_under_a_laxer_policy_does_not_stand_for_a_stricter_one,
     a_tightened_policy_gets_a_new_request_and_a_loosened_one_joins_the_open_one,
+    a_withdrawn_request_leaves_the_pending_list_and_can_be_neither_decided_nor_used,
 );
 
 fn request(digest: &str, required: u32, ttl: Duration) -> NewApproval {
@@ -499,4 +500,66 @@ async fn one_person_votes_once_under_whichever_of_their_names(backend: Backend) 
         outcome(&other, &record.id, "bob", VoteDecision::Approve).await,
         VoteOutcome::Recorded(r) if r.status == ApprovalStatus::Approved
     ));
+}
+
+async fn a_withdrawn_request_leaves_the_pending_list_and_can_be_neither_decided_nor_used(
+    backend: Backend,
+) {
+    let approvals = backend.open().await.approvals();
+    let (record, _) = approvals
+        .create_or_find(request("a", 1, HOUR))
+        .await
+        .unwrap();
+    let mut watch = approvals.watch(&record.id);
+    let withdrawn = approvals
+        .withdraw(&record.id, "its MCP session ended")
+        .await
+        .unwrap()
+        .expect("known");
+    assert_eq!(withdrawn.status, ApprovalStatus::Withdrawn);
+    assert_eq!(
+        withdrawn.withdrawn.as_deref(),
+        Some("its MCP session ended")
+    );
+    assert!(withdrawn.decided_ms.is_some());
+    tokio::time::timeout(Duration::from_secs(2), watch.changed())
+        .await
+        .expect("a waiter is told")
+        .unwrap();
+    let pending = approvals.list(ApprovalFilter::Pending).await.unwrap();
+    assert!(pending.iter().all(|r| r.id != record.id), "not pending");
+    assert!(matches!(
+        approvals.vote(&record.id, vote("alice", VoteDecision::Approve)).await.unwrap(),
+        VoteOutcome::NotPending(r) if r.status == ApprovalStatus::Withdrawn && r.votes.is_empty()
+    ));
+    assert_eq!(
+        approvals.consume(&record.id, &record.digest).await.unwrap(),
+        ConsumeOutcome::NotApproved(ApprovalStatus::Withdrawn)
+    );
+    // The same action asked again is a new request, not the withdrawn one.
+    let (again, created) = approvals
+        .create_or_find(request("a", 1, HOUR))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_ne!(again.id, record.id);
+    // A decided request stays as it was decided; an unknown one is none.
+    approvals
+        .vote(&again.id, vote("alice", VoteDecision::Deny))
+        .await
+        .unwrap();
+    let denied = approvals
+        .withdraw(&again.id, "gone")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(denied.status, ApprovalStatus::Denied);
+    assert_eq!(denied.withdrawn, None);
+    assert!(
+        approvals
+            .withdraw("apr_unknown", "gone")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
