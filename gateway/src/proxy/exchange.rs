@@ -734,7 +734,7 @@ impl Exchange {
                 .headers_mut()
                 .insert(http::header::WWW_AUTHENTICATE, v.clone());
         }
-        let message = bounded(&refusal.to_string(), FIELD_MAX).into_owned();
+        let message = bounded(&refusal.detailed(), FIELD_MAX).into_owned();
         self.log(refusal, response.status(), &message);
         if let Some(spans) = self.spans(response.status(), Some(refusal)) {
             spans.end(Usage::default(), None);
