@@ -952,6 +952,15 @@ impl Complete for PendingOutcome {
             Some((input, output)) => (Some(input), Some(output)),
             None => (usage.input_tokens, usage.output_tokens),
         };
+        // The upstream answered the model: a success that reported its usage.
+        let answered = error.is_none()
+            && estimated.is_none()
+            && (usage.input_tokens.is_some() || usage.output_tokens.is_some())
+            && self
+                .event
+                .outcome
+                .as_ref()
+                .is_some_and(|o| (200..300).contains(&o.status));
         if let Some((principal, provider)) = &self.spender {
             let model = usage
                 .model
@@ -989,8 +998,8 @@ impl Complete for PendingOutcome {
         self.shared.metrics.tokens(
             &self.event.principal.id,
             self.model.as_deref().unwrap_or(""),
-            input_tokens,
-            output_tokens,
+            (input_tokens, output_tokens),
+            answered,
         );
         self.shared.audit.append_detached(self.event);
     }
