@@ -336,6 +336,18 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         }
     });
 
+    // Refusals of callers never identified, folded per source, are summed up once their
+    // interval ends, even when no further refusal comes.
+    let folded = shared.audit.clone();
+    let every = shared.snapshot.load().config.audit.unauthenticated.interval;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every.max(std::time::Duration::from_secs(1)));
+        loop {
+            tick.tick().await;
+            folded.append_folded_due();
+        }
+    });
+
     let mut start = AuditEvent::now(EventKind::System);
     start.detail = Some(
         serde_json::json!({ "event": "start", "version": env!("CARGO_PKG_VERSION"), "policies": policy_count, "policy_version": &*policy_version }),

@@ -746,6 +746,11 @@ impl Exchange {
                 event.decision = "rejected".into();
                 event.code = refusal.code().into();
                 event.reasons = vec![message];
+                if self.principal.is_none() {
+                    // Anyone can send these, as fast as they like: folded per source.
+                    self.shared.audit.append_unauthenticated(event);
+                    return response;
+                }
                 Some(event)
             }
             Recorded::Outcome => {
