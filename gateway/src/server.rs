@@ -11,7 +11,7 @@ use crate::audit::event::{AuditEvent, EventKind};
 use crate::audit::signer::Signer;
 use crate::config::Config;
 use crate::listener::workers::{self, WorkerError};
-use crate::listener::{self, ServerTls, shutdown_signal};
+use crate::listener::{self, ConnectionCap, ServerTls, shutdown_signal};
 use crate::reload;
 use crate::secrets::own;
 use crate::shared::Shared;
@@ -77,6 +77,15 @@ pub fn audit_dir(config: &Config) -> PathBuf {
 /// Runs the gateway until SIGTERM or SIGINT.
 pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), ServeError> {
     crate::harden::no_core_dumps();
+    let open_files = listener::open_files::raise();
+    let needed = listener::open_files::needed(
+        &config.listen.max_connections,
+        config.egress.listen.is_some(),
+        config.console.oidc.is_some(),
+    );
+    if let Some(warning) = listener::open_files::shortfall(needed, open_files) {
+        tracing::warn!("{warning}");
+    }
     listener::install_crypto_provider();
     let proxy_tls = config
         .listen
@@ -139,6 +148,8 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     let policy_count = snapshot.policy.policy_count();
     let policy_version = std::sync::Arc::clone(snapshot.policy.version());
     let metrics = Metrics::new();
+    let caps = listener::CapMetrics::new();
+    metrics.register(caps.collectors());
     metrics.policy_loaded(snapshot.policy.version());
     metrics.register(audit.stats().collectors());
     // The audit log's shippers, on a thread of their own, reading the log from disk.
@@ -358,6 +369,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         proxy_listeners,
         proxy_tls.clone(),
         listener::HttpOptions::default(),
+        &ConnectionCap::new("proxy", listen.max_connections.proxy, &caps),
         |_worker| crate::proxy::handler(&shared, &upstream),
         &shutdown,
         listen.shutdown_grace,
@@ -372,6 +384,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
             listener::HttpOptions {
                 extended_connect: true,
             },
+            &ConnectionCap::new("egress", listen.max_connections.egress, &caps),
             |_worker| crate::proxy::egress::handler(&shared, &egress_config, interceptor.clone()),
             &shutdown,
             listen.shutdown_grace,
@@ -386,6 +399,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     let admin = tokio::spawn(listener::serve(
         admin_listener,
         admin_tls,
+        ConnectionCap::new("admin", listen.max_connections.admin, &caps),
         move |mut req: http::Request<hyper::body::Incoming>, conn| {
             let router = admin_router.clone();
             req.extensions_mut()
@@ -407,6 +421,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         tokio::spawn(listener::serve(
             listener,
             console_tls,
+            ConnectionCap::new("console", listen.max_connections.console, &caps),
             move |mut req: http::Request<hyper::body::Incoming>, conn| {
                 let router = router.clone();
                 req.extensions_mut()

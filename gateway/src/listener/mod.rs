@@ -6,7 +6,9 @@
 mod client_identity;
 pub mod config;
 mod conn;
+pub mod connection_cap;
 pub(crate) mod crypto;
+pub mod open_files;
 mod preface_deadline;
 mod serve;
 mod shutdown;
@@ -19,6 +21,7 @@ pub(crate) mod test_pki;
 mod tests;
 
 pub use conn::ConnInfo;
+pub use connection_cap::{CapMetrics, ConnectionCap};
 pub(crate) use crypto::crypto_provider;
 pub use crypto::install_crypto_provider;
 pub use serve::{HANDSHAKE_TIMEOUT, HEADER_READ_TIMEOUT, HttpOptions, serve, serve_with};
