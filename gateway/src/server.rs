@@ -11,7 +11,7 @@ use crate::audit::event::{AuditEvent, EventKind};
 use crate::audit::signer::Signer;
 use crate::config::Config;
 use crate::listener::workers::{self, WorkerError};
-use crate::listener::{self, ServerTls, shutdown_signal};
+use crate::listener::{self, ConnectionCap, ServerTls, shutdown_signal};
 use crate::reload;
 use crate::secrets::own;
 use crate::shared::Shared;
@@ -77,6 +77,15 @@ pub fn audit_dir(config: &Config) -> PathBuf {
 /// Runs the gateway until SIGTERM or SIGINT.
 pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), ServeError> {
     crate::harden::no_core_dumps();
+    let open_files = listener::open_files::raise();
+    let needed = listener::open_files::needed(
+        &config.listen.max_connections,
+        config.egress.listen.is_some(),
+        config.console.oidc.is_some(),
+    );
+    if let Some(warning) = listener::open_files::shortfall(needed, open_files) {
+        tracing::warn!("{warning}");
+    }
     listener::install_crypto_provider();
     let proxy_tls = config
         .listen
@@ -139,6 +148,8 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     let policy_count = snapshot.policy.policy_count();
     let policy_version = std::sync::Arc::clone(snapshot.policy.version());
     let metrics = Metrics::new();
+    let caps = listener::CapMetrics::new();
+    metrics.register(caps.collectors());
     metrics.policy_loaded(snapshot.policy.version());
     metrics.register(audit.stats().collectors());
     // The audit log's shippers, on a thread of their own, reading the log from disk.
@@ -336,6 +347,18 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         }
     });
 
+    // Refusals of callers never identified, folded per source, are summed up once their
+    // interval ends, even when no further refusal comes.
+    let folded = shared.audit.clone();
+    let every = shared.snapshot.load().config.audit.unauthenticated.interval;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every.max(std::time::Duration::from_secs(1)));
+        loop {
+            tick.tick().await;
+            folded.append_folded_due();
+        }
+    });
+
     let mut start = AuditEvent::now(EventKind::System);
     start.detail = Some(
         serde_json::json!({ "event": "start", "version": env!("CARGO_PKG_VERSION"), "policies": policy_count, "policy_version": &*policy_version }),
@@ -346,6 +369,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         proxy_listeners,
         proxy_tls.clone(),
         listener::HttpOptions::default(),
+        &ConnectionCap::new("proxy", listen.max_connections.proxy, &caps),
         |_worker| crate::proxy::handler(&shared, &upstream),
         &shutdown,
         listen.shutdown_grace,
@@ -364,6 +388,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
                 extended_connect: true,
                 detached: Some(tunnels.clone()),
             },
+            &ConnectionCap::new("egress", listen.max_connections.egress, &caps),
             |_worker| {
                 crate::proxy::egress::handler(
                     &shared,
@@ -385,6 +410,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     let admin = tokio::spawn(listener::serve(
         admin_listener,
         admin_tls,
+        ConnectionCap::new("admin", listen.max_connections.admin, &caps),
         move |mut req: http::Request<hyper::body::Incoming>, conn| {
             let router = admin_router.clone();
             req.extensions_mut()
@@ -406,6 +432,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         tokio::spawn(listener::serve(
             listener,
             console_tls,
+            ConnectionCap::new("console", listen.max_connections.console, &caps),
             move |mut req: http::Request<hyper::body::Incoming>, conn| {
                 let router = router.clone();
                 req.extensions_mut()

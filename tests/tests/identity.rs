@@ -248,6 +248,22 @@ async fn rejects_token_from_untrusted_issuer() {
     let s = setup(&trusted, |b| b).await;
     let token = other.token(ALPHA).await.unwrap();
     assert_rejected(&s, Some(&token), "not trusted").await;
+    // The agent is not told which issuers are trusted; the operator's record says.
+    let (_, request_id, body) = chat(&s.warden, Some(&token), "gpt-4o-mini").await;
+    assert_eq!(body["error"]["code"], "untrusted_issuer", "{body}");
+    assert!(
+        !body.to_string().contains(trusted.issuer()) && !body.to_string().contains("trusted:"),
+        "the trusted issuers are not shown to the caller: {body}"
+    );
+    s.warden
+        .wait_for_audit(Duration::from_secs(10), |r| {
+            r["request_id"] == request_id.as_str()
+                && r["reasons"][0]
+                    .as_str()
+                    .is_some_and(|m| m.contains(trusted.issuer()))
+        })
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

@@ -3,8 +3,9 @@
 //! `operators.rs`), the caller judged as a Cedar `User` (the operator's claim) with its issuer
 //! as `principal.issuer` and its token's groups as `Group`s, the admin action
 //! (`admin:quarantine`, `admin:release`, `admin:list`) decided by the loaded policies, and the
-//! decision recorded in the audit log before anything is done. A refusal before a decision is
-//! recorded as `rejected`.
+//! decision recorded in the audit log before anything is done. The caller is verified before
+//! its request's body is read. A refusal before a decision is recorded as `rejected`
+//! (unauthenticated ones folded per source beyond `audit.unauthenticated.per_source`).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -60,6 +61,13 @@ impl Operator {
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub IpAddr);
 
+/// A caller verified as an operator, not yet judged.
+#[derive(Debug)]
+pub struct Caller {
+    principal: Arc<Principal>,
+    source_ip: IpAddr,
+}
+
 /// Authenticates the caller of `call` (its headers, and the peer the listener saw) and
 /// decides `verb` on `resource` for it: the operator when the policy allows, else why not.
 /// Recorded either way.
@@ -69,21 +77,54 @@ pub async fn authorize(
     verb: Verb,
     resource: Resource,
 ) -> Result<Operator, ApiError> {
-    let (headers, peer) = (&call.headers, call.extensions.get::<Peer>().copied());
+    let peer = call.extensions.get::<Peer>().copied();
+    let caller = authenticate(shared, &call.headers, peer, &verb, Some(&resource)).await?;
+    decide(shared, caller, verb, resource).await
+}
+
+/// Verifies the caller of `headers` as an operator, before anything else of the request is
+/// read (its body included); a caller who is not one is refused and recorded `rejected` for
+/// `verb` (on `resource` when it is known before the body is read).
+pub async fn authenticate(
+    shared: &Shared,
+    headers: &HeaderMap,
+    peer: Option<Peer>,
+    verb: &Verb,
+    resource: Option<&Resource>,
+) -> Result<Caller, ApiError> {
     let snapshot = shared.snapshot.load();
     let identified = match peer {
         Some(Peer(source_ip)) => operator(&snapshot, headers).await.map(|p| (p, source_ip)),
         None => Err(ApiError::PeerUnknown),
     };
-    let (principal, source_ip) = match identified {
-        Ok(identified) => identified,
+    match identified {
+        Ok((principal, source_ip)) => Ok(Caller {
+            principal,
+            source_ip,
+        }),
         Err(error) => {
-            let mut event = event(EventKind::Rejected, &verb, &resource, peer.map(|p| p.0));
-            event.reasons = vec![error.to_string()];
-            shared.audit.append_detached(event);
-            return Err(error);
+            let mut event = event(EventKind::Rejected, verb, resource, peer.map(|p| p.0));
+            event.code = error.code().into();
+            event.reasons = vec![bounded(&error.detailed(), FIELD_MAX).into_owned()];
+            shared.audit.append_unauthenticated(event);
+            Err(error)
         }
-    };
+    }
+}
+
+/// Decides `verb` on `resource` for `caller`: the operator when the policy allows, else why
+/// not; the decision recorded before anything is done.
+pub async fn decide(
+    shared: &Shared,
+    caller: Caller,
+    verb: Verb,
+    resource: Resource,
+) -> Result<Operator, ApiError> {
+    let snapshot = shared.snapshot.load();
+    let Caller {
+        principal,
+        source_ip,
+    } = caller;
     let action = Action {
         principal: Arc::clone(&principal),
         verb,
@@ -105,7 +146,7 @@ pub async fn authorize(
     let mut event = event(
         EventKind::Decision,
         &action.verb,
-        &action.resource,
+        Some(&action.resource),
         Some(source_ip),
     );
     event.principal = AuditPrincipal {
@@ -196,16 +237,18 @@ fn as_user(principal: &Principal) -> Arc<Principal> {
     })
 }
 
-/// A record of an admin call on `resource`.
+/// A record of an admin call on `resource` (when known).
 fn event(
     kind: EventKind,
     verb: &Verb,
-    resource: &Resource,
+    resource: Option<&Resource>,
     source_ip: Option<IpAddr>,
 ) -> AuditEvent {
     let mut event = AuditEvent::now(kind);
     event.action = verb.label();
-    event.resource = Arc::from(resource.cedar_ref());
+    if let Some(resource) = resource {
+        event.resource = Arc::from(resource.cedar_ref());
+    }
     event.route = Arc::from(ROUTE);
     event.source_ip = source_ip;
     event

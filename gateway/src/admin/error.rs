@@ -72,6 +72,9 @@ pub enum ApiError {
     /// The request is malformed: what, and what to send.
     #[error("{0}")]
     BadRequest(String),
+    /// The body did not arrive within `limits.body_timeout`.
+    #[error(transparent)]
+    Body(crate::protocol::body::BodyError),
     /// What the call names does not exist (no such quarantine).
     #[error("{0}")]
     NotFound(String),
@@ -96,9 +99,19 @@ impl ApiError {
             ApiError::PeerUnknown => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Body(e) => e.status(),
             ApiError::Audit(_) | ApiError::Store(_) | ApiError::Revocation(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+        }
+    }
+
+    /// The message with what the caller is not told (the issuers this gateway trusts), for
+    /// the log and the audit record.
+    pub fn detailed(&self) -> String {
+        match self {
+            ApiError::Unauthenticated(e) => e.detailed(self.to_string()),
+            _ => self.to_string(),
         }
     }
 
@@ -113,6 +126,7 @@ impl ApiError {
             ApiError::PeerUnknown => "peer_unknown",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::Body(e) => e.code(),
             ApiError::NotFound(_) => "not_quarantined",
             ApiError::Audit(_) => "audit_unavailable",
             ApiError::Store(_) | ApiError::Revocation(_) => "state_unavailable",

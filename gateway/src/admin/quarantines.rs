@@ -19,9 +19,9 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::caller::authorize;
+use super::caller::{authorize, decide};
 use super::error::ApiError;
-use super::request::{answer, check_on, json_body, list_all, name, reason};
+use super::request::{answer, caller_and_body, check_on, list_all, name, reason};
 use crate::action::{Resource, Verb};
 use crate::fleet::quarantine::until::{parse_until, rfc3339};
 use crate::shared::Shared;
@@ -82,7 +82,10 @@ async fn create_quarantine(
 ) -> Result<(StatusCode, Value), ApiError> {
     let (parts, body) = request.into_parts();
     check_on(shared)?;
-    let new: NewQuarantine = json_body(body, r#"{"agent" or "group", "reason", "until"}"#).await?;
+    let verb = Verb::AdminQuarantine;
+    let shape = r#"{"agent" or "group", "reason", "until"}"#;
+    let (caller, new): (_, NewQuarantine) =
+        caller_and_body(shared, &parts, body, &verb, shape).await?;
     let target = match (new.agent, new.group) {
         (Some(agent), None) => Target::Agent(name(agent, "agent")?),
         (None, Some(group)) => Target::Group(name(group, "group")?),
@@ -99,7 +102,7 @@ async fn create_quarantine(
         .map(parse_until)
         .transpose()
         .map_err(|e| ApiError::BadRequest(format!("\"until\": {e}")))?;
-    let operator = authorize(shared, &parts, Verb::AdminQuarantine, resource(&target)).await?;
+    let operator = decide(shared, caller, verb, resource(&target)).await?;
     let record = QuarantineRecord {
         target,
         reason,

@@ -1,19 +1,23 @@
-//! What every admin API call reads alike: whether the API is on, its JSON body, the names and
-//! reasons it carries; how an answer is sent; and the listing of what is kept.
+//! What every admin API call reads alike: whether the API is on, its caller and then its JSON
+//! body, the names and reasons it carries; how an answer is sent; and the listing of what is
+//! kept.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::caller::authorize;
+use super::caller::{Caller, Peer, authenticate, authorize};
 use super::error::ApiError;
 use crate::action::{Resource, Verb};
+use crate::protocol::body::{BodyError, read};
+use crate::protocol::config::LimitsConfig;
 use crate::shared::Shared;
 
 /// The largest request body the API reads: room for the longest agent id a token can carry,
@@ -42,15 +46,41 @@ pub fn check_on(shared: &Shared) -> Result<(), ApiError> {
     }
 }
 
-/// The body as `T`; `shape` says what to send when it is not.
-pub async fn json_body<T: DeserializeOwned>(body: Body, shape: &str) -> Result<T, ApiError> {
-    let body = axum::body::to_bytes(body, BODY_MAX).await.map_err(|_| {
-        ApiError::BadRequest(format!(
+/// The body as `T`, read within `limits.body_timeout` (a body trickled in slower is refused
+/// 408 and its connection freed); `shape` says what to send when it is not.
+async fn json_body<T: DeserializeOwned>(
+    shared: &Shared,
+    headers: &HeaderMap,
+    body: Body,
+    shape: &str,
+) -> Result<T, ApiError> {
+    let limits = LimitsConfig {
+        max_request_bytes: BODY_MAX,
+        body_timeout: shared.snapshot.load().config.limits.body_timeout,
+    };
+    let body = read(body, headers, &limits).await.map_err(|e| match e {
+        BodyError::Timeout { .. } => ApiError::Body(e),
+        _ => ApiError::BadRequest(format!(
             "the body could not be read, or is larger than {BODY_MAX} bytes"
-        ))
+        )),
     })?;
     serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("the body must be a JSON object {shape}: {e}")))
+}
+
+/// The caller of a call with a body, verified as an operator before a byte of the body is
+/// read (a caller who is not one is refused and recorded for `verb`), then the body as `T`.
+pub async fn caller_and_body<T: DeserializeOwned>(
+    shared: &Shared,
+    parts: &Parts,
+    body: Body,
+    verb: &Verb,
+    shape: &str,
+) -> Result<(Caller, T), ApiError> {
+    let peer = parts.extensions.get::<Peer>().copied();
+    let caller = authenticate(shared, &parts.headers, peer, verb, None).await?;
+    let body = json_body(shared, &parts.headers, body, shape).await?;
+    Ok((caller, body))
 }
 
 /// An agent's, group's or token's name exactly as sent (in the JSON body, or a path segment

@@ -18,9 +18,9 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::caller::authorize;
+use super::caller::decide;
 use super::error::ApiError;
-use super::request::{answer, check_on, json_body, list_all, name, reason};
+use super::request::{answer, caller_and_body, check_on, list_all, name, reason};
 use crate::action::{Resource, Verb};
 use crate::fleet::quarantine::until::rfc3339;
 use crate::identity::revocation::revocation;
@@ -62,7 +62,10 @@ async fn create_revocation(
 ) -> Result<(StatusCode, Value), ApiError> {
     let (parts, body) = request.into_parts();
     check_on(shared)?;
-    let new: NewRevocation = json_body(body, r#"{"token" or "agent", "reason"}"#).await?;
+    let verb = Verb::AdminRevoke;
+    let shape = r#"{"token" or "agent", "reason"}"#;
+    let (caller, new): (_, NewRevocation) =
+        caller_and_body(shared, &parts, body, &verb, shape).await?;
     let target = match (new.token, new.agent) {
         (Some(id), None) => Revoked::Token(name(id, "token")?),
         (None, Some(agent)) => Revoked::Agent(name(agent, "agent")?),
@@ -77,7 +80,7 @@ async fn create_revocation(
         kind: target.kind(),
         name: Arc::from(target.name()),
     };
-    let operator = authorize(shared, &parts, Verb::AdminRevoke, resource).await?;
+    let operator = decide(shared, caller, verb, resource).await?;
     let record = revocation(target, reason, operator.by());
     shared.revocations.revoke(record.clone()).await?;
     Ok(operator.answer(StatusCode::CREATED, "revocation", describe(&record)))

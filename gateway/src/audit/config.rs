@@ -72,6 +72,37 @@ pub struct AuditConfig {
     /// The replica id every record carries (`replica`): a name or `{ env: NAME }`. Default:
     /// the host name (`HOSTNAME`, else the system's), which in Kubernetes is the pod's name.
     pub replica_id: Option<super::replica::ReplicaIdSource>,
+    /// How refusals of callers who were never identified are recorded (folded per source).
+    pub unauthenticated: UnauthenticatedConfig,
+}
+
+/// `audit.unauthenticated:` refusals of callers who were never identified (no route, no or a
+/// bad credential, an admin call without an operator's token, a console sign-in without its
+/// cookie). Per source address and refusal code, the first `per_source` of each `interval`
+/// are recorded one by one; the rest are counted, and one summary record per interval says
+/// how many were left out, so such a flood cannot fill the log. Decisions about identified
+/// callers are never folded.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct UnauthenticatedConfig {
+    /// Refusals recorded one by one per source and code in each interval.
+    pub per_source: u32,
+    /// The interval.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Sources (with their code) tracked in one interval; refusals from further sources are
+    /// folded into one count for all of them.
+    pub max_sources: usize,
+}
+
+impl Default for UnauthenticatedConfig {
+    fn default() -> Self {
+        UnauthenticatedConfig {
+            per_source: 20,
+            interval: Duration::from_secs(10),
+            max_sources: 10_000,
+        }
+    }
 }
 
 /// What happens when the log reaches `audit.retention.max_bytes` and no segment can be
@@ -150,6 +181,7 @@ impl Default for AuditConfig {
             receipts: true,
             retention: RetentionConfig::default(),
             replica_id: None,
+            unauthenticated: UnauthenticatedConfig::default(),
         }
     }
 }

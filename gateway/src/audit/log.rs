@@ -23,6 +23,7 @@ use super::retention::Retention;
 use super::segment_file::SegmentFile;
 use super::signer::Signer;
 use super::stats::CommitStats;
+use super::unauthenticated::Folder;
 use super::writer::{FULL_HARD, FULL_REFUSE, Msg, Settings, Shared, Writer};
 
 /// File locked while a writer owns the directory.
@@ -41,6 +42,8 @@ struct Inner {
     signer: Option<Arc<Signer>>,
     /// Signs receipts a batch at a time, when the log is signed.
     receipts: Option<BatchSigner>,
+    /// Refusals of callers never identified, folded per source (`audit.unauthenticated`).
+    unauthenticated: Folder,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -183,6 +186,7 @@ impl AuditLog {
                 shared,
                 receipts,
                 signer,
+                unauthenticated: Folder::new(&cfg.unauthenticated, std::time::Instant::now()),
             }),
         })
     }
@@ -245,10 +249,40 @@ impl AuditLog {
         }
     }
 
+    /// Appends, without waiting, the record of a refusal of a caller who was never
+    /// identified: recorded as it is while its source (`source_ip`) and refusal (`code`) are
+    /// within `audit.unauthenticated.per_source` for the interval, else counted into the
+    /// interval's summary record. Never for a decision about an identified caller.
+    pub fn append_unauthenticated(&self, event: AuditEvent) {
+        let (record, summaries) = self
+            .inner
+            .unauthenticated
+            .admit(&event, std::time::Instant::now());
+        for summary in summaries {
+            self.append_detached(summary);
+        }
+        if record {
+            self.append_detached(event);
+        }
+    }
+
+    /// Appends the summaries of folded refusals (`append_unauthenticated`) of an interval
+    /// that has ended: call it about once an interval, so that a flood that stopped is still
+    /// summed up.
+    pub fn append_folded_due(&self) {
+        for summary in self.inner.unauthenticated.due(std::time::Instant::now()) {
+            self.append_detached(summary);
+        }
+    }
+
     /// Commits everything queued, flushes it, and stops the writer (graceful shutdown).
+    /// Refusals folded so far are summed up first.
     ///
     /// Records appended after `close` fail with [`AuditError::Closed`]. Closing twice is fine.
     pub async fn close(&self) -> Result<(), AuditError> {
+        for summary in self.inner.unauthenticated.drain() {
+            self.append_detached(summary);
+        }
         let (done, closed) = oneshot::channel();
         if self.inner.tx.send(Msg::Close(done)).is_err() {
             return Ok(());

@@ -33,6 +33,7 @@ mod segment_file;
 pub mod shape;
 pub mod signer;
 pub mod stats;
+mod unauthenticated;
 mod verify;
 mod writer;
 

@@ -23,6 +23,29 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     for (key, message) in crate::siem::config::validate(&config.siem) {
         err(&key, message);
     }
+    for (key, cap) in config.listen.max_connections.each() {
+        if cap == 0 {
+            err(
+                key,
+                "must be at least 1: the listener accepts no connection beyond it".into(),
+            );
+        }
+    }
+    let unauthenticated = &config.audit.unauthenticated;
+    if unauthenticated.interval < std::time::Duration::from_secs(1) {
+        err(
+            "audit.unauthenticated.interval",
+            "must be at least 1s: refusals beyond per_source are summed up once per interval"
+                .into(),
+        );
+    }
+    if unauthenticated.max_sources == 0 {
+        err(
+            "audit.unauthenticated.max_sources",
+            "must be at least 1: the sources whose refusals are counted apart in one interval"
+                .into(),
+        );
+    }
     let mut taken = vec![
         ("listen.proxy", config.listen.proxy),
         ("listen.admin", config.listen.admin),

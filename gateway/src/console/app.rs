@@ -165,6 +165,19 @@ impl Console {
         self.shared.audit.append_detached(event);
     }
 
+    /// Appends, without waiting, the record of a refusal of someone not signed in (`code`):
+    /// folded per source beyond `audit.unauthenticated.per_source`.
+    pub(crate) fn audit_unauthenticated(
+        &self,
+        source: Option<IpAddr>,
+        code: &'static str,
+        detail: serde_json::Value,
+    ) {
+        let mut event = self.event(None, source, detail);
+        event.code = code.into();
+        self.shared.audit.append_unauthenticated(event);
+    }
+
     fn event(
         &self,
         subject: Option<&str>,

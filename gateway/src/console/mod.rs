@@ -11,6 +11,7 @@
 //! - `approve`: the pending list, an approval's page, deciding with TOTP or a passkey;
 //! - `factors`: enrolling and removing an approver's TOTP app and passkeys;
 //! - `verify`: proving it is you with a factor you have before factors change;
+//! - `body`: every request's body read whole within `limits.body_timeout` first;
 //! - `pages`: the HTML; `assets/`: the one stylesheet and script (no inline script or style).
 //!
 //! Whoever decides must be allowed by the same rules as on the command line
@@ -21,6 +22,7 @@
 
 pub mod app;
 pub mod approve;
+mod body;
 pub mod config;
 pub mod error;
 pub mod factors;
@@ -44,6 +46,7 @@ pub use error::{ConsoleError, html, see_other};
 /// The console's routes, security headers on every answer.
 pub fn router(console: Arc<Console>) -> Router {
     let https = console.https();
+    let reads_bodies = axum::middleware::from_fn_with_state(console.clone(), body::read_whole);
     Router::new()
         .route("/", get(|| async { see_other("/approvals") }))
         .route("/login", get(session::login))
@@ -91,6 +94,7 @@ pub fn router(console: Arc<Console>) -> Router {
             )
         })
         .with_state(console)
+        .layer(reads_bodies)
         .layer(axum::middleware::map_response(
             move |mut response: Response| async move {
                 session::secure_headers(response.headers_mut(), https);

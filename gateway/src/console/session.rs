@@ -282,9 +282,9 @@ pub async fn callback(
         Ok(who) => who,
         Err(e) => {
             tracing::warn!(error = %e, "console sign-in refused");
-            c.audit_detached(
-                None,
+            c.audit_unauthenticated(
                 source,
+                "console_sign_in_refused",
                 serde_json::json!({ "event": "console_sign_in_refused", "reason": e.to_string() }),
             );
             let mut page = ConsoleError::from(e).page(None);

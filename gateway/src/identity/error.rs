@@ -148,8 +148,12 @@ pub enum AuthError {
     /// `nbf` (minus leeway) is in the future.
     #[error("token is not valid before {nbf} (leeway {leeway}s)")]
     NotYetValid { nbf: UnixTime, leeway: u64 },
-    /// The token's `iss` is not configured as trusted.
-    #[error("token issuer {issuer} is not trusted (trusted: {trusted})")]
+    /// The token's `iss` is not configured as trusted. The caller is not told which issuers
+    /// are ([`AuthError::detail`] says, for the log and the audit record).
+    #[error(
+        "token issuer {issuer} is not trusted by this gateway; ask its operators which identity \
+         provider issues your tokens"
+    )]
     UntrustedIssuer { issuer: Shown, trusted: NameList },
     /// None of the token's `aud` values is accepted for its issuer.
     #[error("audience [{audience}] does not match any of [{accepted}]")]
@@ -235,6 +239,23 @@ impl AuthError {
         match self {
             AuthError::IssuerUnavailable { .. } => http::StatusCode::SERVICE_UNAVAILABLE,
             _ => http::StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// What the caller is not told but the operator needs: the issuers this gateway trusts,
+    /// for an untrusted one.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            AuthError::UntrustedIssuer { trusted, .. } => Some(format!("trusted: {trusted}")),
+            _ => None,
+        }
+    }
+
+    /// `told` (what the caller was told) followed by the [`detail`](Self::detail), if any.
+    pub fn detailed(&self, told: String) -> String {
+        match self.detail() {
+            Some(detail) => format!("{told} ({detail})"),
+            None => told,
         }
     }
 

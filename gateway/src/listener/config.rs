@@ -24,6 +24,8 @@ pub struct ListenConfig {
     /// stops accepting, so that load balancers that poll readiness stop sending first.
     #[serde(with = "humantime_serde")]
     pub drain_delay: Duration,
+    /// The most connections each listener holds open at once.
+    pub max_connections: MaxConnections,
 }
 
 impl Default for ListenConfig {
@@ -35,6 +37,7 @@ impl Default for ListenConfig {
             admin_tls: None,
             shutdown_grace: Duration::from_secs(30),
             drain_delay: Duration::ZERO,
+            max_connections: MaxConnections::default(),
         }
     }
 }
@@ -70,4 +73,45 @@ pub struct WorkersConfig {
 impl WorkersConfig {
     /// Most worker threads accepted.
     pub const MAX_WORKER_THREADS: usize = 1024;
+}
+
+/// `listen.max_connections:` the most connections each listener holds open at once. Beyond
+/// its cap a listener stops accepting: new connections wait in the kernel's backlog (as
+/// nginx does at `worker_connections`) until one of its connections closes, so a flood of
+/// connections on one listener cannot take the file descriptors the others need.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MaxConnections {
+    /// The agent-facing proxy listener (`listen.proxy`), all its workers together.
+    pub proxy: usize,
+    /// The egress proxy (`egress.listen`), all its workers together; a tunnel counts until it
+    /// closes.
+    pub egress: usize,
+    /// The admin listener (`listen.admin`): health, metrics, the admin API.
+    pub admin: usize,
+    /// The approval console (`console.listen`).
+    pub console: usize,
+}
+
+impl Default for MaxConnections {
+    fn default() -> Self {
+        MaxConnections {
+            proxy: 8192,
+            egress: 2048,
+            admin: 128,
+            console: 128,
+        }
+    }
+}
+
+impl MaxConnections {
+    /// Each cap with the key that sets it.
+    pub fn each(&self) -> [(&'static str, usize); 4] {
+        [
+            ("listen.max_connections.proxy", self.proxy),
+            ("listen.max_connections.egress", self.egress),
+            ("listen.max_connections.admin", self.admin),
+            ("listen.max_connections.console", self.console),
+        ]
+    }
 }

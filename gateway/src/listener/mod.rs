@@ -6,8 +6,10 @@
 mod client_identity;
 pub mod config;
 mod conn;
+pub mod connection_cap;
 pub(crate) mod crypto;
 mod detached;
+pub mod open_files;
 mod preface_deadline;
 mod serve;
 mod shutdown;
@@ -20,6 +22,7 @@ pub(crate) mod test_pki;
 mod tests;
 
 pub use conn::ConnInfo;
+pub use connection_cap::{CapMetrics, ConnectionCap};
 pub(crate) use crypto::crypto_provider;
 pub use crypto::install_crypto_provider;
 pub use detached::{Detached, Held};

@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 
 use super::client_identity::client_identity;
 use super::conn::ConnInfo;
+use super::connection_cap::{ConnectionCap, Held, Slot};
 use super::preface_deadline::PrefaceDeadline;
 use super::tls::ServerTls;
 
@@ -47,6 +48,7 @@ pub struct HttpOptions {
 pub async fn serve<H, F, B>(
     listener: TcpListener,
     tls: Option<Arc<ServerTls>>,
+    cap: ConnectionCap,
     handler: H,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
@@ -60,6 +62,7 @@ pub async fn serve<H, F, B>(
         listener,
         tls,
         HttpOptions::default(),
+        cap,
         handler,
         shutdown,
         grace,
@@ -74,6 +77,10 @@ pub async fn serve<H, F, B>(
 /// request with the connection's [`ConnInfo`]; HTTP upgrades (`CONNECT`, WebSocket) work via
 /// `hyper::upgrade::on`.
 ///
+/// At most `cap` connections are open at once: at the cap the loop stops accepting (new
+/// connections wait in the kernel's backlog) until one closes. A connection's slot is held
+/// by its socket, so a tunnel that keeps the socket after an upgrade still counts.
+///
 /// When `shutdown` resolves the listener is closed (new connections are refused), idle
 /// connections are closed, and in-flight requests may finish; whatever still runs after
 /// `grace` is dropped. Returns when every connection is gone. Upgraded connections are
@@ -82,6 +89,7 @@ pub async fn serve_with<H, F, B>(
     listener: TcpListener,
     tls: Option<Arc<ServerTls>>,
     options: HttpOptions,
+    cap: ConnectionCap,
     handler: H,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
@@ -97,6 +105,7 @@ pub async fn serve_with<H, F, B>(
     let mut backoff = Duration::ZERO;
     tokio::pin!(shutdown);
 
+    let mut slot = None;
     loop {
         let accepted = tokio::select! {
             biased;
@@ -107,7 +116,11 @@ pub async fn serve_with<H, F, B>(
                 }
                 continue;
             }
-            accepted = listener.accept() => accepted,
+            taken = cap.slot(), if slot.is_none() => {
+                slot = Some(taken);
+                continue;
+            }
+            accepted = listener.accept(), if slot.is_some() => accepted,
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => {
@@ -130,9 +143,11 @@ pub async fn serve_with<H, F, B>(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, %peer, "cannot set TCP_NODELAY");
         }
+        let Some(slot) = slot.take() else { continue };
         connections.spawn(connection(
             stream,
             peer,
+            slot,
             tls.clone(),
             handler.clone(),
             Arc::clone(&http),
@@ -190,6 +205,7 @@ fn is_per_connection(error: &std::io::Error) -> bool {
 async fn connection<H, F, B>(
     stream: TcpStream,
     peer: SocketAddr,
+    slot: Slot,
     tls: Option<Arc<ServerTls>>,
     handler: H,
     http: Arc<auto::Builder<TokioExecutor>>,
@@ -206,7 +222,7 @@ async fn connection<H, F, B>(
             tls: false,
             client_identity: None,
         };
-        return serve_http(stream, info, handler, &http, watcher).await;
+        return serve_http(stream, info, slot, handler, &http, watcher).await;
     };
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await
     {
@@ -231,13 +247,15 @@ async fn connection<H, F, B>(
         tls: true,
         client_identity,
     };
-    serve_http(stream, info, handler, &http, watcher).await;
+    serve_http(stream, info, slot, handler, &http, watcher).await;
 }
 
-/// Serves HTTP on an established (plain or TLS) stream.
+/// Serves HTTP on an established (plain or TLS) stream, which holds the connection's `slot`
+/// until it is dropped (after an upgrade, when the tunnel ends).
 async fn serve_http<I, H, F, B>(
     io: I,
     info: ConnInfo,
+    slot: Slot,
     handler: H,
     http: &auto::Builder<TokioExecutor>,
     watcher: Watcher,
@@ -253,7 +271,10 @@ async fn serve_http<I, H, F, B>(
         let response = handler(request, info.clone());
         async move { Ok::<_, Infallible>(response.await) }
     });
-    let io = TokioIo::new(Box::pin(PrefaceDeadline::new(io, HANDSHAKE_TIMEOUT)));
+    let io = TokioIo::new(Held::new(
+        Box::pin(PrefaceDeadline::new(io, HANDSHAKE_TIMEOUT)),
+        slot,
+    ));
     let connection = http.serve_connection_with_upgrades(io, service);
     if let Err(error) = watcher.watch(connection).await {
         tracing::debug!(%error, %peer, "connection ended with an error");

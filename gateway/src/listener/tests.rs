@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::test_pki::{Leaf, TestCa, client_config};
-use super::{ConnInfo, ServerTls, TlsError, serve};
+use super::{ConnInfo, ConnectionCap, ServerTls, TlsError, serve};
 use crate::config::TlsConfig;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -40,6 +40,14 @@ struct TestServer {
 
 impl TestServer {
     async fn start(tls: Option<Arc<ServerTls>>, grace: Duration) -> TestServer {
+        TestServer::start_capped(tls, grace, ConnectionCap::for_tests(1024)).await
+    }
+
+    async fn start_capped(
+        tls: Option<Arc<ServerTls>>,
+        grace: Duration,
+        cap: ConnectionCap,
+    ) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let calls = Arc::new(AtomicUsize::new(0));
@@ -52,7 +60,7 @@ impl TestServer {
         let shutdown = async move {
             let _ = rx.await;
         };
-        let done = tokio::spawn(serve(listener, tls, handler, shutdown, grace));
+        let done = tokio::spawn(serve(listener, tls, cap, handler, shutdown, grace));
         TestServer {
             addr,
             calls,
@@ -548,4 +556,60 @@ async fn shutdown_closes_what_outlives_the_grace_period() {
         );
     })
     .await;
+}
+
+#[tokio::test]
+async fn beyond_its_cap_a_listener_accepts_only_once_a_connection_closes() {
+    bounded(async {
+        let metrics = super::CapMetrics::new();
+        let cap = ConnectionCap::new("test", 2, &metrics);
+        let server = TestServer::start_capped(None, Duration::from_secs(1), cap).await;
+        // Two idle connections hold the listener's two slots (served: a request answers).
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let tcp = TcpStream::connect(server.addr).await.expect("connect");
+            let io = TokioIo::new(tcp);
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            tokio::spawn(conn);
+            let req = Request::get("/")
+                .header("host", "localhost")
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            assert!(
+                sender
+                    .send_request(req)
+                    .await
+                    .unwrap()
+                    .status()
+                    .is_success()
+            );
+            held.push(sender);
+        }
+        // A third connects (the kernel's backlog takes it) but is not served while they stay.
+        let third = TcpStream::connect(server.addr).await.expect("connect");
+        let waiting = tokio::spawn(get(third, false, "/"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!waiting.is_finished(), "served beyond the cap");
+        assert_eq!(server.calls.load(Ordering::SeqCst), 2);
+        let text = render(&metrics);
+        assert!(
+            text.contains(r#"warden_listener_connection_cap_reached_total{listener="test"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"warden_listener_connections{listener="test"} 2"#),
+            "{text}"
+        );
+        // One closes: the third is accepted and served.
+        drop(held.pop());
+        let (_, body) = waiting.await.unwrap().expect("served once a slot is free");
+        assert_eq!(body, "HTTP/1.1 tls=false id=-");
+    })
+    .await;
+}
+
+fn render(caps: &super::CapMetrics) -> String {
+    let metrics = crate::telemetry::metrics::Metrics::new();
+    metrics.register(caps.collectors());
+    metrics.render()
 }

@@ -23,6 +23,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::oneshot;
 
 use super::conn::ConnInfo;
+use super::connection_cap::ConnectionCap;
 use super::serve::HttpOptions;
 use super::shutdown::Shutdown;
 use super::tls::ServerTls;
@@ -117,12 +118,15 @@ pub struct Workers {
 /// Starts one worker per listener. `make_handler` is called once per worker, on the calling
 /// thread (so a bad setting fails the start, not a worker), and gives the handler that worker
 /// serves every request with. Each worker serves until `shutdown` is requested, then lets
-/// in-flight requests (and `options.detached` work) finish within `grace`.
+/// in-flight requests (and `options.detached` work) finish within `grace`. The workers share
+/// `cap`: the listener's connections, all workers together, stay within it.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn<M, H, E, F, B>(
     name: &str,
     listeners: Vec<std::net::TcpListener>,
     tls: Option<Arc<ServerTls>>,
     options: HttpOptions,
+    cap: &ConnectionCap,
     mut make_handler: M,
     shutdown: &Shutdown,
     grace: Duration,
@@ -144,11 +148,19 @@ where
         let (done, end) = oneshot::channel();
         let tls = tls.clone();
         let options = options.clone();
+        let cap = cap.clone();
         let shutdown = shutdown.clone();
         std::thread::Builder::new()
             .name(format!("{name}-{worker}"))
             .spawn(move || {
-                run(worker, std_listener, tls, options, handler, shutdown, grace);
+                let served = Served {
+                    tls,
+                    options,
+                    cap,
+                    shutdown,
+                    grace,
+                };
+                run(worker, std_listener, served, handler);
                 let _ = done.send(());
             })
             .map_err(|source| WorkerError::Start { worker, source })?;
@@ -167,16 +179,18 @@ impl Workers {
     }
 }
 
-/// One worker: its own runtime, its own accept loop, its own handler.
-fn run<H, F, B>(
-    worker: usize,
-    std_listener: std::net::TcpListener,
+/// What every worker of one listener serves with.
+struct Served {
     tls: Option<Arc<ServerTls>>,
     options: HttpOptions,
-    handler: H,
+    cap: ConnectionCap,
     shutdown: Shutdown,
     grace: Duration,
-) where
+}
+
+/// One worker: its own runtime, its own accept loop, its own handler.
+fn run<H, F, B>(worker: usize, std_listener: std::net::TcpListener, served: Served, handler: H)
+where
     H: Fn(http::Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = http::Response<B>> + Send + 'static,
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
@@ -197,11 +211,19 @@ fn run<H, F, B>(
                 return;
             }
         };
+        let Served {
+            tls,
+            options,
+            cap,
+            shutdown,
+            grace,
+        } = served;
         let detached = options.detached.clone();
         let served = super::serve::serve_with(
             listener,
             tls,
             options,
+            cap,
             handler,
             shutdown.clone().requested(),
             grace,

@@ -733,7 +733,7 @@ impl Exchange {
                 .headers_mut()
                 .insert(http::header::WWW_AUTHENTICATE, v.clone());
         }
-        let message = bounded(&refusal.to_string(), FIELD_MAX).into_owned();
+        let message = bounded(&refusal.detailed(), FIELD_MAX).into_owned();
         self.log(refusal, response.status(), &message);
         if let Some(spans) = self.spans(response.status(), Some(refusal)) {
             spans.end(Usage::default(), None);
@@ -745,6 +745,11 @@ impl Exchange {
                 event.decision = "rejected".into();
                 event.code = refusal.code().into();
                 event.reasons = vec![message];
+                if self.principal.is_none() {
+                    // Anyone can send these, as fast as they like: folded per source.
+                    self.shared.audit.append_unauthenticated(event);
+                    return response;
+                }
                 Some(event)
             }
             Recorded::Outcome => {
@@ -1053,6 +1058,15 @@ impl Complete for PendingOutcome {
             Some((input, output)) => (Some(input), Some(output)),
             None => (usage.input_tokens, usage.output_tokens),
         };
+        // The upstream answered the model: a success that reported its usage.
+        let answered = error.is_none()
+            && estimated.is_none()
+            && (usage.input_tokens.is_some() || usage.output_tokens.is_some())
+            && self
+                .event
+                .outcome
+                .as_ref()
+                .is_some_and(|o| (200..300).contains(&o.status));
         if let Some((principal, provider)) = &self.spender {
             let model = usage
                 .model
@@ -1090,8 +1104,8 @@ impl Complete for PendingOutcome {
         self.shared.metrics.tokens(
             &self.event.principal.id,
             self.model.as_deref().unwrap_or(""),
-            input_tokens,
-            output_tokens,
+            (input_tokens, output_tokens),
+            answered,
         );
         self.shared.audit.append_detached(self.event);
     }

@@ -142,6 +142,15 @@ impl Refusal {
         }
     }
 
+    /// The message with what the agent is not told (the issuers trusted), for the log and the
+    /// audit record.
+    pub fn detailed(&self) -> String {
+        match self {
+            Refusal::Identity(e) => e.detailed(self.to_string()),
+            _ => self.to_string(),
+        }
+    }
+
     /// Which record the refusal leaves.
     pub fn recorded(&self) -> Recorded {
         match self {

@@ -117,19 +117,13 @@ impl LabelSet {
         }
     }
 
-    /// The label for `value`.
+    /// The label for `value`, which takes a free place in the set if it has none yet.
     fn label(&self, value: &str) -> Arc<str> {
-        if value.is_empty() || value.len() > LABEL_VALUE_MAX || value.chars().any(char::is_control)
-        {
-            return Arc::from("other");
+        if let Some(known) = self.known_label(value) {
+            return known;
         }
-        if let Some(known) = self
-            .known
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(value)
-        {
-            return Arc::clone(known);
+        if !Self::nameable(value) {
+            return Arc::from("other");
         }
         let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
         if let Some(hit) = known.get(value) {
@@ -141,6 +135,23 @@ impl LabelSet {
         let label: Arc<str> = Arc::from(value);
         known.insert(Arc::clone(&label));
         label
+    }
+
+    /// The label `value` already has, if it has one (it takes no place in the set).
+    fn known_label(&self, value: &str) -> Option<Arc<str>> {
+        if !Self::nameable(value) {
+            return None;
+        }
+        self.known
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(value)
+            .cloned()
+    }
+
+    /// Whether `value` can be a label at all: not empty, short, no control characters.
+    fn nameable(value: &str) -> bool {
+        !value.is_empty() && value.len() <= LABEL_VALUE_MAX && !value.chars().any(char::is_control)
     }
 }
 
@@ -384,13 +395,27 @@ impl Metrics {
     }
 
     /// Counts the tokens a response reported, by agent and model (each from a bounded set of
-    /// label values).
-    pub fn tokens(&self, agent: &str, model: &str, input: Option<u64>, output: Option<u64>) {
+    /// label values). A model takes a place among the named ones only once an upstream
+    /// `answered` it (a success that reported its usage): names an upstream refused or never
+    /// heard of are counted as `other` and never crowd out the models agents really use.
+    pub fn tokens(
+        &self,
+        agent: &str,
+        model: &str,
+        (input, output): (Option<u64>, Option<u64>),
+        answered: bool,
+    ) {
         if input.is_none() && output.is_none() {
             return;
         }
         let agent = self.agents.label(agent);
-        let model = self.models.label(model);
+        let model = if answered {
+            self.models.label(model)
+        } else {
+            self.models
+                .known_label(model)
+                .unwrap_or_else(|| Arc::from("other"))
+        };
         for (kind, n) in [("input", input), ("output", output)] {
             if let Some(n) = n {
                 self.tokens
@@ -463,10 +488,10 @@ mod tests {
     fn token_labels_come_from_a_bounded_set() {
         let m = Metrics::new();
         let huge = "m".repeat(100 * 1024);
-        m.tokens("ci-bot", &huge, Some(1), None);
-        m.tokens("ci-bot", "bad\nname", Some(1), None);
+        m.tokens("ci-bot", &huge, (Some(1), None), true);
+        m.tokens("ci-bot", "bad\nname", (Some(1), None), true);
         for i in 0..MODEL_LABELS_MAX + 50 {
-            m.tokens("ci-bot", &format!("model-{i}"), Some(1), None);
+            m.tokens("ci-bot", &format!("model-{i}"), (Some(1), None), true);
         }
         let text = m.render();
         assert!(
@@ -482,6 +507,28 @@ mod tests {
         assert!(
             text.lines().all(|l| l.len() < 300),
             "no line grows with the input"
+        );
+    }
+
+    #[test]
+    fn models_an_upstream_never_answered_take_no_label() {
+        let m = Metrics::new();
+        // One agent sends made-up models the upstream refuses (its input estimated).
+        for i in 0..MODEL_LABELS_MAX + 50 {
+            m.tokens("prober", &format!("card-{i}"), (Some(1), None), false);
+        }
+        // The models other agents really use still get their names.
+        m.tokens("ci-bot", "gpt-4o", (Some(10), Some(5)), true);
+        m.tokens("ci-bot", "gpt-4o", (Some(1), None), false);
+        let text = m.render();
+        assert!(!text.contains("card-"), "{text}");
+        assert!(
+            text.contains(r#"warden_tokens_total{agent="ci-bot",kind="input",model="gpt-4o"} 11"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"warden_tokens_total{agent="prober",kind="input",model="other"}"#),
+            "{text}"
         );
     }
 

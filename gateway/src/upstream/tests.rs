@@ -74,6 +74,7 @@ impl Upstream {
         tokio::spawn(serve(
             listener,
             tls,
+            crate::listener::ConnectionCap::for_tests(1024),
             handler,
             shutdown,
             Duration::from_millis(100),
