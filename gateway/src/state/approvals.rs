@@ -138,6 +138,10 @@ pub struct NewApproval {
     pub required: u32,
     /// How long the request, and the approval once given, stay valid.
     pub ttl: Duration,
+    /// The most approvals `principal` may have pending (not past their time): a new request
+    /// beyond it is refused ([`StateError::TooManyPending`]), one found for the same action
+    /// is not. `None`: no bound.
+    pub pending_cap: Option<u32>,
 }
 
 /// One approver's vote.
@@ -259,7 +263,8 @@ pub trait ApprovalRepository: Send + Sync {
     /// ([`ApprovalRecord::covers`]; an approved one first, then the oldest), or a new pending
     /// one: an agent that retries the same action finds its request, but one asked under
     /// laxer rules (another route's policy, or the policy before it was tightened) does not
-    /// stand for it. A request past its time is expired first. Returns the request and
+    /// stand for it. A request past its time is expired first. A new one past
+    /// `new.pending_cap` is refused ([`StateError::TooManyPending`]). Returns the request and
     /// whether this call created it.
     fn create_or_find(
         &self,
