@@ -179,12 +179,6 @@ empty when none is on. */}}
 {{- if and (gt (int $replicas) 1) (not $state.postgres) -}}
 {{- fail "several replicas (replicaCount or autoscaling) need config.state.postgres: with SQLite each pod keeps approvals, pins and console sessions to itself" -}}
 {{- end -}}
-{{- if and (eq .Values.workload.kind "Deployment") (not $state.postgres) (not .Values.state.ephemeral) -}}
-{{- $kept := include "warden.securityState" . | trim -}}
-{{- if $kept -}}
-{{- fail (printf "a Deployment keeps its SQLite state store on an emptyDir, which ends with the pod, and %s keep security state there: every configuration change rolls the pods, and with them a revoked token works again, quarantines lift and approvers enrol their second factors anew. Set config.state.postgres (state shared and kept), or workload.kind: StatefulSet (a volume per pod), or state.ephemeral: true to accept that this state ends with the pod" $kept) -}}
-{{- end -}}
-{{- end -}}
 {{- if .Values.console.enabled -}}
 {{- if not $consoleCfg.oidc -}}
 {{- fail "console.enabled needs config.console.oidc (the SSO provider approvers sign in with)" -}}
@@ -204,6 +198,13 @@ empty when none is on. */}}
 {{- end -}}
 {{- if and $consoleCfg.oidc (not .Values.console.enabled) -}}
 {{- fail "config.console.oidc needs console.enabled: the console listener is served by the chart's Service only then" -}}
+{{- end -}}
+{{- /* Last: the settings above are judged first. */ -}}
+{{- if and (eq .Values.workload.kind "Deployment") (not $state.postgres) (not .Values.state.ephemeral) -}}
+{{- $kept := include "warden.securityState" . | trim -}}
+{{- if $kept -}}
+{{- fail (printf "a Deployment keeps its SQLite state store on an emptyDir, which ends with the pod, and %s keep security state there: every configuration change rolls the pods, and with them a revoked token works again, quarantines lift and approvers enrol their second factors anew. Set config.state.postgres (state shared and kept), or workload.kind: StatefulSet (a volume per pod), or state.ephemeral: true to accept that this state ends with the pod" $kept) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
