@@ -419,16 +419,20 @@ mod tests {
     use crate::state::sqlite::SqliteStore;
 
     async fn gate() -> (Gate, Store, tempfile::TempDir) {
+        gate_with(ApprovalsConfig {
+            mode: ApprovalMode::Pending,
+            ..ApprovalsConfig::default()
+        })
+        .await
+    }
+
+    async fn gate_with(config: ApprovalsConfig) -> (Gate, Store, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::sqlite(
             SqliteStore::open(&dir.path().join("state.db"))
                 .await
                 .unwrap(),
         );
-        let config = ApprovalsConfig {
-            mode: ApprovalMode::Pending,
-            ..ApprovalsConfig::default()
-        };
         (Gate::new(&config, store.approvals(), None), store, dir)
     }
 
@@ -473,18 +477,12 @@ mod tests {
 
     #[tokio::test]
     async fn an_agent_past_its_pending_cap_is_refused_and_still_finds_what_it_asked() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::sqlite(
-            SqliteStore::open(&dir.path().join("state.db"))
-                .await
-                .unwrap(),
-        );
-        let config = ApprovalsConfig {
+        let (gate, store, _dir) = gate_with(ApprovalsConfig {
             mode: ApprovalMode::Pending,
             max_pending_per_agent: 2,
             ..ApprovalsConfig::default()
-        };
-        let gate = Gate::new(&config, store.approvals(), None);
+        })
+        .await;
         let asking = |n: u8| Waiting {
             digest: format!("sha256:{}", format!("{n:02x}").repeat(32)),
             ..waiting()

@@ -472,6 +472,20 @@ impl ApprovalRow {
 }
 
 impl NewApproval {
+    /// Refuses this request when its principal has `pending` approvals pending already, as
+    /// many as `cap` allows or more.
+    pub(crate) fn within_cap(&self, pending: i64, cap: u32) -> Result<(), StateError> {
+        let pending = u64::try_from(pending).unwrap_or(0);
+        if pending >= u64::from(cap) {
+            return Err(StateError::TooManyPending {
+                principal: self.principal.clone(),
+                pending,
+                cap,
+            });
+        }
+        Ok(())
+    }
+
     /// The JSON texts of the context and the approver groups, as stored.
     pub(crate) fn json_columns(&self) -> (String, String) {
         (

@@ -68,14 +68,7 @@ impl ApprovalRepository for PostgresStore {
                     .await
                     .map_err(err())?
                     .get(0);
-                let pending = u64::try_from(pending).unwrap_or(0);
-                if pending >= u64::from(cap) {
-                    return Err(StateError::TooManyPending {
-                        principal: new.principal.clone(),
-                        pending,
-                        cap,
-                    });
-                }
+                new.within_cap(pending, cap)?;
             }
             let (context, groups) = new.json_columns();
             let id = new_id();

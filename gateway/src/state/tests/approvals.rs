@@ -309,24 +309,22 @@ async fn an_agent_opens_at_most_its_cap_of_pending_requests_and_still_finds_its_
 }
 
 async fn concurrent_requests_of_one_agent_on_two_handles_stay_within_its_cap(backend: Backend) {
-    let first = backend.open().await.approvals();
-    let second = backend.open().await.approvals();
-    let mut tasks = Vec::new();
-    for i in 0..12 {
-        let store = if i % 2 == 0 {
-            first.clone()
-        } else {
-            second.clone()
-        };
-        tasks.push(tokio::spawn(async move {
+    let handles = [
+        backend.open().await.approvals(),
+        backend.open().await.approvals(),
+    ];
+    let asked = futures_util::future::join_all((0..12).map(|i| {
+        let store = handles[i % 2].clone();
+        tokio::spawn(async move {
             store
                 .create_or_find(capped(&format!("x{i}"), "ci-bot", 4))
                 .await
-        }));
-    }
+        })
+    }))
+    .await;
     let mut created = 0;
-    for task in tasks {
-        match task.await.unwrap() {
+    for answer in asked {
+        match answer.unwrap() {
             Ok((_, new)) => created += usize::from(new),
             Err(StateError::TooManyPending { .. }) => {}
             Err(e) => panic!("{e}"),
