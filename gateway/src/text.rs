@@ -112,6 +112,57 @@ pub fn is_invisible(c: char) -> bool {
     )
 }
 
+/// `text` with every character that is invisible or reorders text ([`is_hidden`]) shown as its
+/// `\u{…}` escape, newlines and tabs kept: what a person reads of agent-controlled text (the
+/// console, `warden approvals show`, approval notifications), so an agent can neither hide
+/// part of it nor make it read in another order. Borrowed when nothing is hidden.
+pub fn revealed(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(is_hidden) {
+        return Cow::Borrowed(text);
+    }
+    let mut shown = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if is_hidden(c) {
+            shown.extend(c.escape_unicode());
+        } else {
+            shown.push(c);
+        }
+    }
+    Cow::Owned(shown)
+}
+
+/// Whether `c` is invisible or changes how text around it reads: Unicode's format characters
+/// (category Cf: the bidirectional embeddings, overrides, isolates and marks, zero-width
+/// spaces and joiners, the byte-order mark, invisible operators, tag characters…), the line
+/// and paragraph separators, and control characters other than newline and tab.
+pub fn is_hidden(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\t')
+        || matches!(
+            u32::from(c),
+            0x00AD
+                | 0x0600..=0x0605
+                | 0x061C
+                | 0x06DD
+                | 0x070F
+                | 0x0890..=0x0891
+                | 0x08E2
+                | 0x180E
+                | 0x200B..=0x200F
+                | 0x2028..=0x202E
+                | 0x2060..=0x2064
+                | 0x2066..=0x206F
+                | 0xFEFF
+                | 0xFFF9..=0xFFFB
+                | 0x110BD
+                | 0x110CD
+                | 0x13430..=0x1343F
+                | 0x1BCA0..=0x1BCA3
+                | 0x1D173..=0x1D17A
+                | 0xE0001
+                | 0xE0020..=0xE007F
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +185,15 @@ mod tests {
         assert_eq!(
             Quoted::of("a\u{0}b\u{202e}c\nd\u{200b}").as_str(),
             "a\\u{0}b\\u{202e}c\\u{a}d\\u{200b}"
+        );
+    }
+
+    #[test]
+    fn revealed_text_shows_what_would_hide_or_reorder_it_and_keeps_the_rest() {
+        assert!(matches!(revealed("Zoë 日本 ✅\n\t"), Cow::Borrowed(_)));
+        assert_eq!(
+            revealed("pay\u{202e}gnp.exe \u{2066}x\u{2069} a\u{200b}b\u{2028}\u{7}"),
+            r"pay\u{202e}gnp.exe \u{2066}x\u{2069} a\u{200b}b\u{2028}\u{7}"
         );
     }
 }

@@ -364,6 +364,8 @@ fn dummy_secret(name: &str, pki: &TestPki) -> String {
     } else if name == "WARDEN_REPLICA_ID" {
         // The pod's name, from the downward API.
         "warden-7d9f6c5b8-x2l4q".to_owned()
+    } else if name.contains("WEBHOOK") {
+        "https://hooks.slack.example/services/T0/B0/test".to_owned()
     } else if name.contains("STATE_URL") {
         "postgres://warden:secret@db.internal:5432/warden?sslmode=require".to_owned()
     } else {

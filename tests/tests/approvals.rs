@@ -5,7 +5,9 @@
 //! its completion (or the "pending" answer) follows in the same stream; approvers see what
 //! inspection found; a held action is posted to a signed JSON webhook and a Slack webhook; an
 //! MCP tool call that waits is a tool result naming its approval (the official MCP SDK against
-//! a real MCP server), and goes through when called again once approved.
+//! a real MCP server), and goes through when called again once approved; an agent past
+//! `approvals.max_pending_per_agent` is refused 429 before an approval is opened or approvers
+//! told.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -680,6 +682,51 @@ async fn a_held_action_is_posted_to_a_signed_json_webhook_and_to_slack() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(hooks.deliveries("/json").len(), 1);
     assert_eq!(hooks.deliveries("/slack").len(), 1);
+}
+
+#[tokio::test]
+async fn an_agent_past_its_pending_cap_is_refused_before_approvers_are_told() {
+    let hooks = Webhook::start().await.unwrap();
+    let upstream = FakeLlm::start().await.unwrap();
+    let mut config = approvals("pending");
+    config["max_pending_per_agent"] = json!(3);
+    config["notify"] = json!([{"kind": "slack", "url": hooks.url("/slack")}]);
+    let w = WardenBuilder::new(&upstream)
+        .policy("needs-sre.cedar", NEEDS_SRE)
+        .set("/approvals", config)
+        .start()
+        .await
+        .unwrap();
+    let token = w.token("billing-bot").await.unwrap();
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(pending_id(&w, &token, &format!("summarise invoice {n}")).await);
+    }
+    let refused = chat(&w, &token, "summarise invoice 3").await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["x-warden-error"], "too_many_pending");
+    assert!(refused.headers().get("x-warden-approval-id").is_none());
+    let body: Value = refused.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("has 3 approvals pending")
+            && message.contains("approvals.max_pending_per_agent"),
+        "{body}"
+    );
+    // Retrying what it asked finds its approval; another agent has room of its own.
+    assert_eq!(pending_id(&w, &token, "summarise invoice 0").await, ids[0]);
+    let other = w.token("support-bot").await.unwrap();
+    pending_id(&w, &other, "summarise invoice 3").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while hooks.deliveries("/slack").len() < 4 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        hooks.deliveries("/slack").len(),
+        4,
+        "one message per approval opened, none for the refused one"
+    );
 }
 
 /// Calls of `everything/echo` wait for a member of `sre`.

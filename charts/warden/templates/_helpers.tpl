@@ -107,6 +107,33 @@ the keys; an emptyDir over its sizeLimit gets the pod evicted, and the unshipped
 {{- div (mul (include "warden.quantityBytes" .Values.dataVolume.sizeLimit | int64) 3) 4 -}}
 {{- end -}}
 
+{{/* The features on whose state security rests (the state store's quarantines, token
+revocations, approvers' factors, console sessions and pending approvals), named for a message;
+empty when none is on. */}}
+{{- define "warden.securityState" -}}
+{{- $config := .Values.config | default dict -}}
+{{- $on := list -}}
+{{- if or .Values.console.enabled ($config.console | default dict).oidc -}}
+{{- $on = append $on "the approval console (console sessions, TOTP and passkey enrolments)" -}}
+{{- end -}}
+{{- if $config.approvals -}}
+{{- $on = append $on "approvals (pending approvals, votes, operators' TOTP enrolments)" -}}
+{{- end -}}
+{{- if ($config.admin | default dict).api -}}
+{{- $on = append $on "admin.api (quarantines, token revocations)" -}}
+{{- end -}}
+{{- if (($config.fleet | default dict).quarantine | default dict).triggers -}}
+{{- $on = append $on "fleet.quarantine.triggers (quarantines)" -}}
+{{- end -}}
+{{- if $config.canaries -}}
+{{- $on = append $on "canaries (canary tokens, the quarantines they trigger)" -}}
+{{- end -}}
+{{- if (($config.identity | default dict).warden_issuer | default dict).key -}}
+{{- $on = append $on "identity.warden_issuer.key (tokens that outlive the pod, their revocations)" -}}
+{{- end -}}
+{{- join ", " $on -}}
+{{- end -}}
+
 {{/* Refuses what the schema cannot say clearly: keys the chart manages, and combinations. */}}
 {{- define "warden.validate" -}}
 {{- $config := .Values.config | default dict -}}
@@ -171,6 +198,13 @@ the keys; an emptyDir over its sizeLimit gets the pod evicted, and the unshipped
 {{- end -}}
 {{- if and $consoleCfg.oidc (not .Values.console.enabled) -}}
 {{- fail "config.console.oidc needs console.enabled: the console listener is served by the chart's Service only then" -}}
+{{- end -}}
+{{- /* Last: the settings above are judged first. */ -}}
+{{- if and (eq .Values.workload.kind "Deployment") (not $state.postgres) (not .Values.state.ephemeral) -}}
+{{- $kept := include "warden.securityState" . | trim -}}
+{{- if $kept -}}
+{{- fail (printf "a Deployment keeps its SQLite state store on an emptyDir, which ends with the pod, and %s keep security state there: every configuration change rolls the pods, and with them a revoked token works again, quarantines lift and approvers enrol their second factors anew. Set config.state.postgres (state shared and kept), or workload.kind: StatefulSet (a volume per pod), or state.ephemeral: true to accept that this state ends with the pod" $kept) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 

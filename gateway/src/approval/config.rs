@@ -16,6 +16,9 @@ pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// Default `approvals.default_ttl`: how long an approval request stays open.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(15 * 60);
 
+/// Default `approvals.max_pending_per_agent`: approvals one agent may have pending.
+pub const DEFAULT_MAX_PENDING_PER_AGENT: u32 = 16;
+
 /// What a request that needs an approval does while it is pending.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -61,6 +64,9 @@ pub struct ApprovalsConfig {
     /// Approvers who decide from the command line (`warden approvals approve`), with their
     /// groups; console users get theirs from the IdP.
     pub operators: Vec<OperatorConfig>,
+    /// The most approvals one agent may have pending: past it, a new request is refused
+    /// (`429 too_many_pending`) before an approval is opened or approvers are told.
+    pub max_pending_per_agent: u32,
 }
 
 /// One approver of `approvals.operators`.
@@ -150,6 +156,7 @@ impl Default for ApprovalsConfig {
             previous_factor_keys: Vec::new(),
             notify: Vec::new(),
             operators: Vec::new(),
+            max_pending_per_agent: DEFAULT_MAX_PENDING_PER_AGENT,
         }
     }
 }
@@ -205,6 +212,16 @@ impl ApprovalsConfig {
             err(
                 "default_ttl",
                 "must be between 1m and 7d, as @approval_ttl is".into(),
+            );
+        }
+        if !(1..=1000).contains(&self.max_pending_per_agent) {
+            err(
+                "max_pending_per_agent",
+                format!(
+                    "{} must be between 1 and 1000: each pending approval is a row in the state \
+                     store and a message to every webhook",
+                    self.max_pending_per_agent
+                ),
             );
         }
         match &self.console_url {
@@ -303,6 +320,7 @@ mod tests {
 approvals:
   console_url: https://warden.example.com/console
   keepalive_interval: 2s
+  max_pending_per_agent: 4
   factor_key: { env: WARDEN_FACTOR_KEY }
   previous_factor_keys: [{ file: /run/secrets/old-factor-key }]
   notify:
@@ -321,6 +339,7 @@ approvals:
         .unwrap_or_else(|e| panic!("{e}"));
         let a = &config.approvals;
         assert_eq!(a.keepalive_interval, Duration::from_secs(2));
+        assert_eq!(a.max_pending_per_agent, 4);
         assert_eq!(
             a.console_url.as_deref(),
             Some("https://warden.example.com/console")
@@ -385,6 +404,11 @@ approvals:
             errors_of("approvals:\n  notify:\n    - kind: discord\n      url: https://x.example\n");
         assert!(
             text.contains("warden.yaml:3: approvals.notify[0].kind: unknown variant `discord`"),
+            "{text}"
+        );
+        let text = errors_of("approvals:\n  max_pending_per_agent: 0\n");
+        assert!(
+            text.contains("warden.yaml:2: approvals.max_pending_per_agent: 0 must be between 1"),
             "{text}"
         );
         let text = errors_of("approvals:\n  console_url: ftp://x.example\n");

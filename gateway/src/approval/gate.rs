@@ -28,6 +28,7 @@ use super::config::{ApprovalMode, ApprovalsConfig};
 use super::metrics::{ApprovalMetrics, WaitOutcome};
 use super::notify::{Notice, Notifier, console_link};
 use crate::decision::Decision;
+use crate::state::StateError;
 use crate::state::approvals::{
     ApprovalRecord, ApprovalRepository, ApprovalStatus, ConsumeOutcome, NewApproval,
 };
@@ -99,6 +100,7 @@ pub struct Gate {
     wait: Duration,
     keepalive: Duration,
     default_ttl: Duration,
+    max_pending: u32,
     console_url: Option<String>,
     metrics: ApprovalMetrics,
 }
@@ -126,6 +128,7 @@ impl Gate {
             wait: config.wait_timeout,
             keepalive: config.keepalive_interval,
             default_ttl: config.default_ttl,
+            max_pending: config.max_pending_per_agent,
             console_url: config.console_url.clone(),
             metrics: ApprovalMetrics::new(),
         }
@@ -168,12 +171,19 @@ impl Gate {
             approver_groups: approvers.clone(),
             required: u32::from((*approvals).max(1)),
             ttl,
+            pending_cap: Some(self.max_pending),
         };
-        let (record, created) = self
-            .approvals
-            .create_or_find(new)
-            .await
-            .map_err(unavailable)?;
+        let (record, created) = match self.approvals.create_or_find(new).await {
+            Ok(opened) => opened,
+            Err(StateError::TooManyPending { pending, cap, .. }) => {
+                return Err(Hold::TooManyPending {
+                    needed: decision.reasons().concat(),
+                    pending,
+                    cap,
+                });
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
         if created && let Some(notifier) = &self.notifier {
             notifier.notify(Notice {
                 approval_id: record.id.clone(),
@@ -446,16 +456,20 @@ mod tests {
     use crate::state::sqlite::SqliteStore;
 
     async fn gate() -> (Gate, Store, tempfile::TempDir) {
+        gate_with(ApprovalsConfig {
+            mode: ApprovalMode::Pending,
+            ..ApprovalsConfig::default()
+        })
+        .await
+    }
+
+    async fn gate_with(config: ApprovalsConfig) -> (Gate, Store, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::sqlite(
             SqliteStore::open(&dir.path().join("state.db"))
                 .await
                 .unwrap(),
         );
-        let config = ApprovalsConfig {
-            mode: ApprovalMode::Pending,
-            ..ApprovalsConfig::default()
-        };
         (Gate::new(&config, store.approvals(), None), store, dir)
     }
 
@@ -496,6 +510,42 @@ mod tests {
             )
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_agent_past_its_pending_cap_is_refused_and_still_finds_what_it_asked() {
+        let (gate, store, _dir) = gate_with(ApprovalsConfig {
+            mode: ApprovalMode::Pending,
+            max_pending_per_agent: 2,
+            ..ApprovalsConfig::default()
+        })
+        .await;
+        let asking = |n: u8| Waiting {
+            digest: format!("sha256:{}", format!("{n:02x}").repeat(32)),
+            ..waiting()
+        };
+        let decision = needs("prod-deploys", "sre", 1);
+        let first = gate.open(&decision, asking(1)).await.unwrap();
+        gate.open(&decision, asking(2)).await.unwrap();
+        let refused = gate.open(&decision, asking(3)).await.unwrap_err();
+        assert_eq!(refused.code(), "too_many_pending");
+        assert!(
+            refused
+                .reason()
+                .contains("has 2 approvals pending, the most it may have"),
+            "{refused}"
+        );
+        let pending = store
+            .approvals()
+            .list(crate::state::approvals::ApprovalFilter::Pending)
+            .await
+            .unwrap();
+        assert_eq!(pending.len(), 2);
+        // Asking again about what it asked finds it.
+        assert_eq!(
+            gate.open(&decision, asking(1)).await.unwrap().id(),
+            first.id()
+        );
     }
 
     #[tokio::test]

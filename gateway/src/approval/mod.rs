@@ -74,6 +74,21 @@ pub enum Hold {
         /// Why (`its MCP session ended`).
         why: String,
     },
+    /// The agent has as many approvals pending as `approvals.max_pending_per_agent` allows: no
+    /// new one is opened, nor approvers told, until some are decided or expire.
+    #[error(
+        "{needed}, but this agent has {pending} approvals pending, the most it may have \
+         (approvals.max_pending_per_agent: {cap}); send the request again once approvers have \
+         decided some"
+    )]
+    TooManyPending {
+        /// Who must approve, under which policy and why.
+        needed: String,
+        /// The approvals it has pending.
+        pending: u64,
+        /// The most it may have.
+        cap: u32,
+    },
     /// The approval store cannot answer: refused (fail closed).
     #[error("{error}, so actions that need approval are refused")]
     Unavailable {
@@ -92,6 +107,7 @@ impl Hold {
             Hold::ApprovalDenied { .. } => "approval_denied",
             Hold::ApprovalExpired { .. } => "approval_expired",
             Hold::ApprovalWithdrawn { .. } => "approval_withdrawn",
+            Hold::TooManyPending { .. } => "too_many_pending",
             Hold::Unavailable { .. } => "approval_unavailable",
         }
     }

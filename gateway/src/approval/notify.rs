@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
 use super::config::{ApprovalsConfig, NotifyConfig, NotifyKind, UrlSource};
+use crate::text::revealed;
 use crate::vault::SecretStore;
 
 /// The header of a signed JSON notification: `t=<unix seconds>,v1=<hex HMAC-SHA256>`.
@@ -91,9 +92,10 @@ fn bounded(text: &str, max: usize) -> String {
     }
 }
 
-/// Text for Slack's mrkdwn: its three control characters escaped, bounded.
+/// Text for Slack's mrkdwn: hidden characters revealed, its three control characters
+/// escaped, bounded.
 fn slack_text(text: &str) -> String {
-    escape_mrkdwn(&bounded(text, MAX_VALUE_CHARS))
+    escape_mrkdwn(&bounded(&revealed(text), MAX_VALUE_CHARS))
 }
 
 /// `&`, `<` and `>` escaped, as Slack asks: `<...>` would otherwise be a link or mention.
@@ -103,9 +105,10 @@ fn escape_mrkdwn(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// Text for an Adaptive Card, bounded, with the brackets of Markdown links escaped.
+/// Text for an Adaptive Card: hidden characters revealed, bounded, with the brackets of
+/// Markdown links escaped.
 fn teams_text(text: &str) -> String {
-    escape_markdown_links(&bounded(text, MAX_VALUE_CHARS))
+    escape_markdown_links(&bounded(&revealed(text), MAX_VALUE_CHARS))
 }
 
 /// `[` and `]` escaped (and `\` itself): a value an agent chose cannot become a link whose
@@ -131,14 +134,31 @@ fn approvers_text(notice: &Notice) -> String {
 
 /// The arguments as a chat message shows them: pretty JSON, bounded, that can neither close
 /// the code block it is shown in (each backtick becomes the look-alike `ˋ`, U+02CB) nor be a
-/// link (`://` becomes `[:]//`, as in `https[:]//example.com`). The console shows them as
-/// they are.
+/// link (`://` becomes `[:]//`, as in `https[:]//example.com`), nor hide or reorder part of
+/// itself (hidden characters revealed). The console shows them as they are.
 fn arguments_text(arguments: &Value) -> String {
     let pretty = serde_json::to_string_pretty(arguments).unwrap_or_default();
     bounded(
-        &pretty.replace('`', "\u{2cb}").replace("://", "[:]//"),
+        &revealed(&pretty)
+            .replace('`', "\u{2cb}")
+            .replace("://", "[:]//"),
         MAX_ARGUMENT_CHARS,
     )
+}
+
+/// `value` with hidden characters revealed in every string and key: what a JSON webhook
+/// passes on to people reads as the agent sent it, nothing hidden or reordered.
+fn revealed_json(value: &Value) -> Value {
+    match value {
+        Value::String(s) => Value::String(revealed(s).into_owned()),
+        Value::Array(items) => Value::Array(items.iter().map(revealed_json).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (revealed(k).into_owned(), revealed_json(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }
 
 /// The Slack incoming-webhook body: a fallback `text` and Block Kit `blocks` whose only
@@ -242,17 +262,17 @@ pub fn json_body(notice: &Notice, link: &str, include_arguments: bool) -> Value 
         "type": "approval.pending",
         "approval_id": notice.approval_id,
         "console_url": link,
-        "agent": notice.agent,
-        "action": notice.action,
-        "resource": notice.resource,
-        "policy": notice.policy,
-        "reason": notice.reason,
-        "approvers": notice.approvers,
+        "agent": revealed(&notice.agent),
+        "action": revealed(&notice.action),
+        "resource": revealed(&notice.resource),
+        "policy": revealed(&notice.policy),
+        "reason": notice.reason.as_deref().map(revealed),
+        "approvers": revealed_json(&json!(notice.approvers)),
         "approvals_required": notice.approvals,
         "expires_at": rfc3339(notice.expires_at),
     });
     if include_arguments && let Some(arguments) = &notice.arguments {
-        body["arguments"] = arguments.clone();
+        body["arguments"] = revealed_json(arguments);
     }
     body
 }
@@ -920,6 +940,40 @@ mod tests {
                 .replace("http://adaptivecards.io/schemas/adaptive-card.json", "");
             assert!(!rest.contains("://"), "{rest}");
         }
+    }
+
+    #[test]
+    fn every_kind_reveals_characters_that_would_hide_or_reorder_values_and_arguments() {
+        let hidden = ['\u{202E}', '\u{2066}', '\u{2069}', '\u{200B}'];
+        let mut n = notice();
+        n.agent = "ci\u{200B}bot".into();
+        n.resource = "Tool::\"pay\u{202E}gnp.exe\"".into();
+        n.reason = Some("wire \u{2066}100\u{2069} EUR".into());
+        n.arguments = Some(json!({"to\u{200B}": ["acct\u{202E}99"]}));
+        let bodies = [
+            slack_body(&n, LINK, true),
+            teams_body(&n, LINK, true),
+            json_body(&n, LINK, true),
+        ];
+        for body in &bodies {
+            let text = serde_json::to_string(body).unwrap();
+            for c in hidden {
+                assert!(!text.contains(c), "{c:?} sent as is: {text}");
+            }
+            // (Teams' Markdown doubles the backslash of an escape in its text blocks.)
+            assert!(text.contains(r"u{202e}gnp.exe"), "{text}");
+            assert!(text.contains(r"acct\\u{202e}99"), "{text}");
+            assert!(
+                text.contains("u{2066}100") && text.contains("u{2069} EUR"),
+                "{text}"
+            );
+        }
+        let json = &bodies[2];
+        assert_eq!(json["agent"], r"ci\u{200b}bot");
+        assert_eq!(
+            json["arguments"],
+            json!({r"to\u{200b}": [r"acct\u{202e}99"]})
+        );
     }
 
     #[test]

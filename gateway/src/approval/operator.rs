@@ -492,7 +492,8 @@ pub fn describe(record: &ApprovalRecord) -> String {
             v.source.map(|s| format!(" from {s}")).unwrap_or_default()
         ));
     }
-    out
+    // The agent chose most of it: nothing it wrote may hide or reorder what the operator reads.
+    crate::text::revealed(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -643,6 +644,19 @@ when { resource.action == "llm:chat" };
             ),
             Err(OperatorError::NotInGroup { .. })
         ));
+    }
+
+    #[test]
+    fn show_reveals_characters_that_would_hide_or_reorder_what_the_agent_sent() {
+        let mut r = record("carol", "llm:chat", &[]);
+        r.resource = "Tool::\"pay\u{202E}gnp.exe\"".into();
+        r.context = serde_json::json!({"arguments": {"to": "\u{2066}acct\u{2069}\u{200B}9"}});
+        let shown = describe(&r);
+        for c in ['\u{202E}', '\u{2066}', '\u{2069}', '\u{200B}'] {
+            assert!(!shown.contains(c), "{c:?} printed as is:\n{shown}");
+        }
+        assert!(shown.contains(r"pay\u{202e}gnp.exe"), "{shown}");
+        assert!(shown.contains(r"\u{2066}acct\u{2069}\u{200b}9"), "{shown}");
     }
 
     #[test]

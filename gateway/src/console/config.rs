@@ -67,10 +67,18 @@ pub struct OidcConfig {
     /// Scopes asked for beside `openid` (default `profile`, `email`).
     #[serde(default = "default_scopes")]
     pub scopes: Vec<String>,
-    /// The claim that names the approver (default `sub`; `email` or `preferred_username`
-    /// where `approvals.operators` and agents' `owner` claims use those).
+    /// The claim that names the approver (default `sub`; `email` where `approvals.operators`
+    /// and agents' `owner` claims use it; `preferred_username` only with
+    /// `match_preferred_username`).
     #[serde(default = "default_subject_claim")]
     pub subject_claim: String,
+    /// Whether the approver's `preferred_username` is one of their names (default `false`):
+    /// for `@approvers` `User::` entries, one vote per person and telling their own agents.
+    /// OpenID Connect says it is neither unique nor stable, and some providers let users edit
+    /// it: on, whoever can set theirs to an approver's name is taken for that approver. Turn
+    /// on only where the provider makes it a unique name users cannot change.
+    #[serde(default)]
+    pub match_preferred_username: bool,
     /// The claim listing the approver's groups (default `groups`), read from the ID token
     /// or else from the userinfo endpoint.
     #[serde(default = "default_groups_claim")]
@@ -158,6 +166,16 @@ impl ConsoleConfig {
         if oidc.client_id.trim().is_empty() {
             err("oidc.client_id", "must not be empty".into());
         }
+        if oidc.subject_claim == "preferred_username" && !oidc.match_preferred_username {
+            err(
+                "oidc.subject_claim",
+                "preferred_username is neither unique nor stable (OpenID Connect Core 5.7; some \
+                 providers let users edit it), so it cannot name approvers: use sub, or email \
+                 (accepted only when verified), or set console.oidc.match_preferred_username: \
+                 true where the provider makes it a unique name users cannot change"
+                    .into(),
+            );
+        }
         for (key, value) in [
             ("oidc.subject_claim", &oidc.subject_claim),
             ("oidc.groups_claim", &oidc.groups_claim),
@@ -212,6 +230,30 @@ mod tests {
             "approvers are checked again unless turned off"
         );
         assert_eq!(oidc.userinfo_max_age, Duration::ZERO, "every vote asks");
+        assert!(
+            !oidc.match_preferred_username,
+            "a name users may edit names no one unless turned on"
+        );
+    }
+
+    #[test]
+    fn preferred_username_names_approvers_only_when_turned_on() {
+        let c = parse(
+            "oidc: {issuer: 'http://127.0.0.1:4000', client_id: console, \
+             subject_claim: preferred_username}",
+        );
+        let errors = c.validate(Some("http://localhost:9443"));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, "console.oidc.subject_claim");
+        assert!(
+            errors[0].1.contains("match_preferred_username: true"),
+            "{errors:?}"
+        );
+        let c = parse(
+            "oidc: {issuer: 'http://127.0.0.1:4000', client_id: console, \
+             subject_claim: preferred_username, match_preferred_username: true}",
+        );
+        assert!(c.validate(Some("http://localhost:9443")).is_empty());
     }
 
     #[test]

@@ -25,50 +25,10 @@ pub fn esc(text: &str) -> String {
 }
 
 /// Agent-controlled `text` escaped for HTML, with every character that is invisible or
-/// reorders text ([`is_hidden`]) shown as its `\u{…}` escape: an agent can neither hide part
-/// of its arguments from the approver nor make them read in another order.
+/// reorders text ([`crate::text::is_hidden`]) shown as its `\u{…}` escape: an agent can
+/// neither hide part of its arguments from the approver nor make them read in another order.
 pub fn esc_revealed(text: &str) -> String {
-    let mut shown = String::with_capacity(text.len());
-    for c in text.chars() {
-        if is_hidden(c) {
-            shown.extend(c.escape_unicode());
-        } else {
-            shown.push(c);
-        }
-    }
-    esc(&shown)
-}
-
-/// Whether `c` is invisible or changes how text around it reads: Unicode's format characters
-/// (category Cf: the bidirectional embeddings, overrides, isolates and marks, zero-width
-/// spaces and joiners, the byte-order mark, invisible operators, tag characters…), the line
-/// and paragraph separators, and control characters other than newline and tab.
-fn is_hidden(c: char) -> bool {
-    (c.is_control() && c != '\n' && c != '\t')
-        || matches!(
-            u32::from(c),
-            0x00AD
-                | 0x0600..=0x0605
-                | 0x061C
-                | 0x06DD
-                | 0x070F
-                | 0x0890..=0x0891
-                | 0x08E2
-                | 0x180E
-                | 0x200B..=0x200F
-                | 0x2028..=0x202E
-                | 0x2060..=0x2064
-                | 0x2066..=0x206F
-                | 0xFEFF
-                | 0xFFF9..=0xFFFB
-                | 0x110BD
-                | 0x110CD
-                | 0x13430..=0x1343F
-                | 0x1BCA0..=0x1BCA3
-                | 0x1D173..=0x1D17A
-                | 0xE0001
-                | 0xE0020..=0xE007F
-        )
+    esc(&crate::text::revealed(text))
 }
 
 /// `message` as a sentence: its first letter upper-case (errors read "the code was …").

@@ -131,8 +131,9 @@ pub struct SignedIn {
     /// Their groups (the `groups_claim`).
     pub groups: Vec<String>,
     /// The other names they go by, for telling their own agents and counting one vote per
-    /// person, and for `@approvers` `User::` entries: `sub`, `preferred_username` and `email`
-    /// (only when the provider verified it), without the subject itself.
+    /// person, and for `@approvers` `User::` entries: `sub`, `email` (only when the provider
+    /// verified it) and `preferred_username` (only with `match_preferred_username`), without
+    /// the subject itself.
     pub aliases: Vec<String>,
     /// Where to go now (a path of the console).
     pub next: String,
@@ -470,12 +471,11 @@ fn identity(
     }
     let mut aliases: Vec<String> = Vec::new();
     // An e-mail address the provider has not verified is no name of theirs: `@approvers`
-    // entries name approvers by their names too, and some providers let users set it.
+    // entries name approvers by their names too, and some providers let users set it. Nor is
+    // a preferred username, which is neither unique nor stable, unless the operator says so.
     let email = text("email").filter(|_| email_verified);
-    for alias in [text("sub"), text("preferred_username"), email]
-        .into_iter()
-        .flatten()
-    {
+    let username = text("preferred_username").filter(|_| config.match_preferred_username);
+    for alias in [text("sub"), username, email].into_iter().flatten() {
         if alias != subject && !aliases.contains(&alias) {
             aliases.push(alias);
         }
@@ -554,6 +554,7 @@ pub(crate) mod tests {
             session_follows_id_token: true,
             recheck_at_vote: true,
             userinfo_max_age: Duration::ZERO,
+            match_preferred_username: false,
         }
     }
 
@@ -583,11 +584,16 @@ pub(crate) mod tests {
         assert_eq!(who.subject, "u-123");
         assert_eq!(who.display_name, "alice");
         assert_eq!(who.groups, ["sre", "oncall"]);
-        assert_eq!(
-            who.aliases,
-            ["alice"],
-            "an unverified e-mail is no name of theirs: @approvers entries grant by names"
+        assert!(
+            who.aliases.is_empty(),
+            "an unverified e-mail is no name of theirs (@approvers entries grant by names), nor \
+             a preferred username unless turned on: {:?}",
+            who.aliases
         );
+        let mut by_username = oidc();
+        by_username.match_preferred_username = true;
+        let who = identity(&claims, &by_username, "/".into()).unwrap();
+        assert_eq!(who.aliases, ["alice"]);
         let mut by_email = oidc();
         by_email.subject_claim = "email".into();
         by_email.groups_claim = "roles".into();
@@ -599,7 +605,7 @@ pub(crate) mod tests {
         verified.insert("email_verified".into(), Value::Bool(true));
         let who = identity(&verified, &by_email, "/".into()).unwrap();
         assert_eq!(who.subject, "alice@example.com");
-        assert_eq!(who.aliases, ["u-123", "alice"]);
+        assert_eq!(who.aliases, ["u-123"]);
         assert_eq!(who.groups, ["admins", "approvers"]);
         let mut missing = oidc();
         missing.subject_claim = "upn".into();

@@ -106,6 +106,7 @@ impl Refusal {
             Refusal::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
             Refusal::Budget(_) => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Hold(Hold::Unavailable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Hold(Hold::TooManyPending { .. }) => StatusCode::TOO_MANY_REQUESTS,
             Refusal::Hold(_) => StatusCode::FORBIDDEN,
             Refusal::Audit(_) => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Credential(e) => e.status(),
@@ -209,7 +210,7 @@ impl Refusal {
         let Refusal::Hold(hold) = self else {
             return dialect.error(self.status(), self.code(), &self.to_string());
         };
-        if let Hold::Unavailable { .. } = hold {
+        if let Hold::Unavailable { .. } | Hold::TooManyPending { .. } = hold {
             return dialect.error(self.status(), self.code(), &self.to_string());
         }
         let reason = hold.reason();

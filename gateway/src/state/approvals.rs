@@ -146,6 +146,10 @@ pub struct NewApproval {
     pub required: u32,
     /// How long the request, and the approval once given, stay valid.
     pub ttl: Duration,
+    /// The most approvals `principal` may have pending (not past their time): a new request
+    /// beyond it is refused ([`StateError::TooManyPending`]), one found for the same action
+    /// is not. `None`: no bound.
+    pub pending_cap: Option<u32>,
 }
 
 /// One approver's vote.
@@ -269,7 +273,8 @@ pub trait ApprovalRepository: Send + Sync {
     /// ([`ApprovalRecord::covers`]; an approved one first, then the oldest), or a new pending
     /// one: an agent that retries the same action finds its request, but one asked under
     /// laxer rules (another route's policy, or the policy before it was tightened) does not
-    /// stand for it. A request past its time is expired first. Returns the request and
+    /// stand for it. A request past its time is expired first. A new one past
+    /// `new.pending_cap` is refused ([`StateError::TooManyPending`]). Returns the request and
     /// whether this call created it.
     fn create_or_find(
         &self,
@@ -501,6 +506,20 @@ impl ApprovalRow {
 }
 
 impl NewApproval {
+    /// Refuses this request when its principal has `pending` approvals pending already, as
+    /// many as `cap` allows or more.
+    pub(crate) fn within_cap(&self, pending: i64, cap: u32) -> Result<(), StateError> {
+        let pending = u64::try_from(pending).unwrap_or(0);
+        if pending >= u64::from(cap) {
+            return Err(StateError::TooManyPending {
+                principal: self.principal.clone(),
+                pending,
+                cap,
+            });
+        }
+        Ok(())
+    }
+
     /// The JSON texts of the context and the approver groups, as stored.
     pub(crate) fn json_columns(&self) -> (String, String) {
         (

@@ -15,6 +15,10 @@ use crate::state::approvals::{
 use crate::state::error::StateError;
 use crate::state::pins::now_ms;
 
+/// The class of the advisory locks that count a principal's pending approvals (the second key
+/// is the principal's hash): "wapp" in ASCII.
+const PENDING_LOCK: i32 = 0x7761_7070;
+
 impl ApprovalRepository for PostgresStore {
     fn create_or_find(
         &self,
@@ -45,7 +49,27 @@ impl ApprovalRepository for PostgresStore {
                     return Ok((record, false));
                 }
             }
-            // None asks as much: a new one, unless another replica opened the same meanwhile.
+            // None asks as much: a new one, unless another replica opened the same meanwhile,
+            // within what the principal may have pending (counted under a lock of the
+            // principal's, so that replicas opening its approvals at once take turns).
+            if let Some(cap) = new.pending_cap {
+                tx.execute(
+                    "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                    &[&PENDING_LOCK, &new.principal],
+                )
+                .await
+                .map_err(err())?;
+                let pending: i64 = tx
+                    .query_one(
+                        "SELECT COUNT(*) FROM approvals WHERE status = 'pending' \
+                         AND expires_ms > $1 AND principal = $2",
+                        &[&now, &new.principal],
+                    )
+                    .await
+                    .map_err(err())?
+                    .get(0);
+                new.within_cap(pending, cap)?;
+            }
             let (context, groups) = new.json_columns();
             let id = new_id();
             let required = i64::from(new.required.max(1));

@@ -174,6 +174,7 @@ async fn watchers_are_told_when_the_listening_connection_was_lost() {
             approver_groups: vec![],
             required: 1,
             ttl: Duration::from_secs(3600),
+            pending_cap: None,
         })
         .await
         .unwrap();

@@ -50,7 +50,18 @@ impl ApprovalRepository for SqliteStore {
                     }
                 }
                 // None asks as much: a new one (the write lock is held, so no other process
-                // opens the same one meanwhile).
+                // opens the same one meanwhile), within what the principal may have pending.
+                if let Some(cap) = new.pending_cap {
+                    let pending: i64 = tx
+                        .query_row(
+                            "SELECT COUNT(*) FROM approvals WHERE status = 'pending' \
+                             AND expires_ms > ?1 AND principal = ?2",
+                            params![now, new.principal],
+                            |row| row.get(0),
+                        )
+                        .map_err(err())?;
+                    new.within_cap(pending, cap)?;
+                }
                 let (context, groups) = new.json_columns();
                 let id = new_id();
                 tx.execute(

@@ -8,6 +8,7 @@ use crate::state::approvals::{
     ApprovalFilter, ApprovalRecord, ApprovalRepository, ApprovalStatus, ConsumeOutcome,
     NewApproval, SecondFactor, Vote, VoteDecision, VoteOutcome,
 };
+use crate::state::error::StateError;
 use crate::state::pins::now_ms;
 
 on_both_backends!(
@@ -27,6 +28,8 @@ on_both_backends!(
     an_approval_given_under_a_laxer_policy_does_not_stand_for_a_stricter_one,
     a_tightened_policy_gets_a_new_request_and_a_loosened_one_joins_the_open_one,
     a_withdrawn_request_leaves_the_pending_list_and_can_be_neither_decided_nor_used,
+    an_agent_opens_at_most_its_cap_of_pending_requests_and_still_finds_its_own,
+    concurrent_requests_of_one_agent_on_two_handles_stay_within_its_cap,
 );
 
 fn request(digest: &str, required: u32, ttl: Duration) -> NewApproval {
@@ -41,6 +44,7 @@ fn request(digest: &str, required: u32, ttl: Duration) -> NewApproval {
         approver_groups: vec!["sre".into(), "security".into()],
         required,
         ttl,
+        pending_cap: None,
     }
 }
 
@@ -203,6 +207,100 @@ async fn a_deny_ends_the_request(backend: Backend) {
     let (again, created) = ask(&approvals, request("a", 2, HOUR)).await;
     assert!(created);
     assert_ne!(again.id, record.id);
+}
+
+/// `request` for action `digest` by `principal`, with at most `cap` pending.
+fn capped(digest: &str, principal: &str, cap: u32) -> NewApproval {
+    NewApproval {
+        principal: format!("Agent::\"{principal}\""),
+        pending_cap: Some(cap),
+        ..request(digest, 1, HOUR)
+    }
+}
+
+async fn an_agent_opens_at_most_its_cap_of_pending_requests_and_still_finds_its_own(
+    backend: Backend,
+) {
+    let approvals = backend.open().await.approvals();
+    let mut opened = Vec::new();
+    for digest in ["a", "b", "c"] {
+        let (record, created) = approvals
+            .create_or_find(capped(digest, "ci-bot", 3))
+            .await
+            .unwrap();
+        assert!(created);
+        opened.push(record);
+    }
+    let refused = approvals
+        .create_or_find(capped("d", "ci-bot", 3))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            StateError::TooManyPending {
+                pending: 3,
+                cap: 3,
+                ..
+            }
+        ),
+        "{refused}"
+    );
+    assert!(
+        refused
+            .to_string()
+            .contains("approvals.max_pending_per_agent")
+    );
+    let pending = approvals.list(ApprovalFilter::Pending).await.unwrap();
+    assert_eq!(pending.len(), 3, "nothing written for the refused one");
+    // The agent retrying an action it asked about finds its request.
+    let (again, created) = approvals
+        .create_or_find(capped("a", "ci-bot", 3))
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(again.id, opened[0].id);
+    // Another agent has a cap of its own.
+    let (_, created) = approvals
+        .create_or_find(capped("d", "other-bot", 3))
+        .await
+        .unwrap();
+    assert!(created);
+    // Once one is decided, there is room again.
+    approvals
+        .vote(&opened[1].id, vote("alice", VoteDecision::Deny))
+        .await
+        .unwrap();
+    let (_, created) = approvals
+        .create_or_find(capped("e", "ci-bot", 3))
+        .await
+        .unwrap();
+    assert!(created);
+}
+
+async fn concurrent_requests_of_one_agent_on_two_handles_stay_within_its_cap(backend: Backend) {
+    let handles = [
+        backend.open().await.approvals(),
+        backend.open().await.approvals(),
+    ];
+    let asked = futures_util::future::join_all((0..12).map(|i| {
+        let store = handles[i % 2].clone();
+        tokio::spawn(async move {
+            store
+                .create_or_find(capped(&format!("x{i}"), "ci-bot", 4))
+                .await
+        })
+    }))
+    .await;
+    let mut created = 0;
+    for answer in asked {
+        match answer.unwrap() {
+            Ok((_, new)) => created += usize::from(new),
+            Err(StateError::TooManyPending { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(created, 4);
 }
 
 async fn a_request_past_its_time_refuses_votes_and_a_retry_gets_a_new_one(backend: Backend) {
