@@ -599,6 +599,18 @@ mod tests {
         }
         assert!(check_unambiguous(b"{} {}").is_err());
         assert!(check_unambiguous(b"{").is_err());
+        // Past the keys a list holds, a set: the same refusals.
+        let many: Vec<String> = (0..20).map(|i| format!("\"k{i}\":{i}")).collect();
+        for (last, found) in [
+            ("\"k3\":0", "appears twice"),
+            ("\"K19\":0", "differ only by case"),
+        ] {
+            let text = format!("{{{},{last}}}", many.join(","));
+            let err = check_unambiguous(text.as_bytes()).map_err(|e| e.to_string());
+            assert!(err.as_ref().is_err_and(|e| e.contains(found)), "{err:?}");
+        }
+        let text = format!("{{{}}}", many.join(","));
+        assert!(check_unambiguous(text.as_bytes()).is_ok());
     }
 
     #[test]
