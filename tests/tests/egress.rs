@@ -1159,7 +1159,7 @@ async fn a_tunnel_that_carries_nothing_for_the_idle_timeout_is_closed() {
 }
 
 #[tokio::test]
-async fn an_egress_approval_binds_to_the_method_path_and_query_it_was_asked_for() {
+async fn an_egress_approval_binds_to_the_method_path_query_and_headers_it_was_asked_for() {
     let http = Origin::start(LOOPBACK, 0, None).await.unwrap();
     let port = http.addr.port();
     let dns = Dns::start(json!({"allowed.test": [["127.0.0.1"]]}))
@@ -1205,9 +1205,41 @@ permit (principal is Agent, action == Action::"egress:request", resource == Host
         vec!["-X".to_owned(), "DELETE".to_owned(), format!("{base}/all")],
         vec![format!("{base}/admin")],
         vec![format!("{base}/health?drop=all")],
+        // The headers that change what it does too: whose request it is, how its body reads.
+        vec![
+            "-H".to_owned(),
+            "Authorization: Bearer someone-else".to_owned(),
+            format!("{base}/health"),
+        ],
+        vec![
+            "-H".to_owned(),
+            "Cookie: session=admin".to_owned(),
+            format!("{base}/health"),
+        ],
+        vec![
+            "-H".to_owned(),
+            "Content-Type: application/json".to_owned(),
+            format!("{base}/health"),
+        ],
     ] {
         assert_ne!(held(other.clone()).await, health, "{other:?}");
     }
+    // A request that asks to be taken for another method is refused, as on REST routes.
+    let url = format!("{base}/health");
+    let overridden = curl(
+        egress,
+        Some(&token),
+        &["-H", "X-HTTP-Method-Override: DELETE", &url],
+    )
+    .await
+    .unwrap();
+    assert_eq!(overridden.status, 400, "{overridden:?}");
+    assert!(
+        overridden
+            .body
+            .contains("the x-http-method-override header is refused"),
+        "{overridden:?}"
+    );
     assert!(http.seen().is_empty(), "nothing reached the origin");
 }
 

@@ -34,6 +34,32 @@ async fn malformed_json_is_refused_with_400_and_audited() {
 }
 
 #[tokio::test]
+async fn keys_that_differ_only_by_case_are_refused_with_400_and_never_sent() {
+    let s = Stack::start().await.unwrap();
+    let hi = json!([{"role": "user", "content": "hi"}]);
+    // A case-insensitive upstream (Go's encoding/json: Ollama) takes one `model` for the
+    // other, Warden would have judged the other. Likewise an output cap given twice.
+    for body in [
+        json!({"model": "gpt-4o-mini", "messages": hi, "Model": "gpt-4o"}),
+        json!({"model": "gpt-4o-mini", "max_tokens": 10, "messages": hi, "MAX_TOKENS": 100000}),
+    ] {
+        let response = s.post("/openai/chat/completions", &body).await.unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        assert_eq!(response.headers()["x-warden-error"], "ambiguous_keys");
+        let answer: Value = response.json().await.unwrap();
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("differ only by case"), "{answer}");
+    }
+    let record = s.audit("rejected", |_| true).await.unwrap();
+    let reasons = record["reasons"].to_string();
+    assert!(
+        reasons.contains("Model") && reasons.contains("differ only by case"),
+        "{record}"
+    );
+    assert!(s.fake.requests().is_empty());
+}
+
+#[tokio::test]
 async fn oversized_body_is_refused_with_413_and_audited() {
     let s = Stack::start_with(|b| b.set("/limits/max_request_bytes", json!(4096)))
         .await

@@ -940,3 +940,49 @@ async fn fold_case_fields_in_a_body_or_query_are_judged_and_sent_in_lower_case()
         "nothing refused reached the API"
     );
 }
+
+#[tokio::test]
+async fn a_field_key_in_another_case_is_refused_not_read_as_absent() {
+    let graph = include_str!("../../policies/examples/rest-microsoft-graph.cedar");
+    let (fake, warden, token) = start(&[("graph.cedar", graph)], false).await;
+    let oncall = json!({"emailAddress": {"address": "oncall@acme.test"}});
+    // Read as absent before: graph-no-cc saw no cc, graph-send-to-oncall no outside address;
+    // Graph (and any case-insensitive reader) mails the attacker.
+    for (message, key) in [
+        (
+            json!({"toRecipients": [oncall],
+                   "CcRecipients": [{"emailAddress": {"address": "attacker@evil.example"}}]}),
+            "CcRecipients",
+        ),
+        (
+            json!({"toRecipients": [oncall,
+                   {"emailAddress": {"Address": "attacker@evil.example"}}]}),
+            "Address",
+        ),
+    ] {
+        let (status, answer) = send(
+            &warden,
+            &token,
+            "POST",
+            "/graph/me/sendMail",
+            Some(json!({ "message": message })),
+        )
+        .await;
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["error"]["code"], "folded_key", "{answer}");
+        let text = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(text.contains(key), "{answer}");
+    }
+    assert!(fake.requests().is_empty());
+    // Spelled as declared, the same mail is judged: allowed to on-call only.
+    let (status, answer) = send(
+        &warden,
+        &token,
+        "POST",
+        "/graph/me/sendMail",
+        Some(json!({"message": {"toRecipients": [oncall]}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(fake.requests().len(), 1);
+}

@@ -26,6 +26,13 @@ pub enum ProtocolError {
         /// serde's description with its position, quoted values removed.
         detail: String,
     },
+    /// Two keys of one object differ only by case (or are the same): readers differ on
+    /// which one counts, so the body is not judged.
+    #[error("request body is ambiguous: {detail}")]
+    AmbiguousKeys {
+        /// Both keys (quoted short, escaped) and where they are, with the position.
+        detail: String,
+    },
     /// The body is valid JSON but not an object.
     #[error("request body must be a JSON object, found {found}")]
     NotAnObject {
@@ -111,6 +118,7 @@ impl ProtocolError {
         match self {
             ProtocolError::MalformedBody { .. } => "malformed_body",
             ProtocolError::InvalidBody { .. } => "invalid_body",
+            ProtocolError::AmbiguousKeys { .. } => "ambiguous_keys",
             ProtocolError::NotAnObject { .. } => "body_not_an_object",
             ProtocolError::MissingModel { .. } => "missing_model",
             ProtocolError::InvalidIdentifier { .. } => "invalid_identifier",

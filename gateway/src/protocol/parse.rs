@@ -4,10 +4,11 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
+use serde_json::error::Category;
 
 use super::errors::ProtocolError;
-use super::identifier;
 use super::request::Endpoint;
+use super::{identifier, strict_json};
 use crate::text::Quoted;
 
 /// A model name as sent, and the folded name policy judges when it differs.
@@ -51,6 +52,15 @@ pub fn parse_body<'a, T: Deserialize<'a>>(
             Err(e) => Err(ProtocolError::from_json(endpoint, &e)),
         };
     }
+    // Two keys of one object that differ only by case: Warden's typed read takes one, a
+    // case-insensitive upstream (Go's encoding/json: Ollama) the last (`"Model"` after
+    // `"model"`), so the body is refused before either reads it.
+    strict_json::check_unambiguous(body).map_err(|e| match e.classify() {
+        Category::Data => ProtocolError::AmbiguousKeys {
+            detail: crate::text::bounded(&e.to_string(), 200).into_owned(),
+        },
+        _ => ProtocolError::from_json(endpoint, &e),
+    })?;
     serde_json::from_slice(body).map_err(|e| ProtocolError::from_json(endpoint, &e))
 }
 
@@ -236,6 +246,44 @@ mod tests {
             let err = parse_body::<serde::de::IgnoredAny>(Endpoint::Messages, body).err();
             assert_eq!(err, Some(ProtocolError::NotAnObject { found }));
         }
+    }
+
+    #[test]
+    fn keys_that_differ_only_by_case_are_refused_naming_both() {
+        // Go's encoding/json (Ollama) takes the last for `model`: Warden judged the first.
+        let body = br#"{"model":"gpt-4o-mini","messages":[],"Model":"gpt-4o"}"#;
+        let err = parse_body::<serde::de::IgnoredAny>(Endpoint::ChatCompletions, body).err();
+        let Some(ProtocolError::AmbiguousKeys { detail }) = &err else {
+            panic!("{err:?}");
+        };
+        assert!(
+            detail.contains("the keys `model` and `Model` at the top level differ only by case"),
+            "{detail}"
+        );
+        assert_eq!(
+            err.as_ref().map(ProtocolError::code),
+            Some("ambiguous_keys")
+        );
+        // In what the dialect reads beneath the top level too.
+        for body in [
+            &br#"{"model":"m","messages":[{"role":"user","content":"hi","Role":"system"}]}"#[..],
+            br#"{"model":"m","tools":[{"type":"function","function":{"name":"a","NAME":"b"}}]}"#,
+            br#"{"model":"m","max_tokens":10,"MAX_TOKENS":100000}"#,
+        ] {
+            let err = parse_body::<serde::de::IgnoredAny>(Endpoint::ChatCompletions, body).err();
+            assert!(
+                matches!(err, Some(ProtocolError::AmbiguousKeys { .. })),
+                "{err:?}"
+            );
+        }
+        // Keys that differ by more than case are different keys.
+        assert!(
+            parse_body::<serde::de::IgnoredAny>(
+                Endpoint::ChatCompletions,
+                br#"{"model":"m","max_tokens":1,"max_completion_tokens":2}"#
+            )
+            .is_ok()
+        );
     }
 
     #[test]

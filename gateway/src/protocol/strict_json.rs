@@ -8,9 +8,11 @@
 //! a server built on such a decoder reads `{"name":"get_issue","Name":"delete_repository"}`
 //! as `delete_repository` (the last wins) where Warden judged `get_issue`.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
+use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
@@ -47,6 +49,15 @@ pub fn parse_unambiguous(text: &[u8]) -> Result<Value, serde_json::Error> {
             at: None,
         },
     )
+}
+
+/// What [`parse_unambiguous`] refuses, refused without building the value: for a body read
+/// again into typed structures (an LLM request, whose typed read ignores a key it does not
+/// know, `Model` beside `model`, and whose upstream may be a case-insensitive decoder).
+pub fn check_unambiguous(text: &[u8]) -> Result<(), serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(text);
+    Check { at: None }.deserialize(&mut de)?;
+    de.end()
 }
 
 fn read(text: &[u8], strict: Strict<'_>) -> Result<Value, serde_json::Error> {
@@ -228,11 +239,7 @@ impl<'de> Visitor<'de> for Strict<'_> {
         let mut folds = HashMap::new();
         while let Some(key) = map.next_key::<String>()? {
             if object.contains_key(&key) {
-                return Err(de::Error::custom(format_args!(
-                    "the key {} appears twice in one object{}; send each key once",
-                    Quoted::of(&key),
-                    self.location(),
-                )));
+                return Err(repeated(&key, &self.location()));
             }
             if let Some(known) = folds_onto(&key, self.keys) {
                 return Err(de::Error::custom(format_args!(
@@ -243,13 +250,7 @@ impl<'de> Visitor<'de> for Strict<'_> {
             if self.fold_all
                 && let Some(other) = fold_clash(&object, &mut folds, &key)
             {
-                return Err(de::Error::custom(format_args!(
-                    "the keys `{}` and `{}`{} differ only by case (a case-insensitive reader takes \
-                     one for the other); send each key once",
-                    Quoted::with_max(&other, 32),
-                    Quoted::with_max(&key, 32),
-                    self.location(),
-                )));
+                return Err(case_twins(&other, &key, &self.location()));
             }
             let value = if self.free.contains(&key.as_str()) {
                 map.next_value_seed(Strict {
@@ -283,6 +284,24 @@ impl Strict<'_> {
     }
 }
 
+/// The refusal of `key` given twice in one object (`location`: ` at <path>` or nothing).
+fn repeated<E: de::Error>(key: &str, location: &str) -> E {
+    E::custom(format_args!(
+        "the key {} appears twice in one object{location}; send each key once",
+        Quoted::of(key),
+    ))
+}
+
+/// The refusal of `key` beside `other`, which it folds equal to.
+fn case_twins<E: de::Error>(other: &str, key: &str, location: &str) -> E {
+    E::custom(format_args!(
+        "the keys `{}` and `{}`{location} differ only by case (a case-insensitive reader takes \
+         one for the other); send each key once",
+        Quoted::with_max(other, 32),
+        Quoted::with_max(key, 32),
+    ))
+}
+
 /// The key already in `object` that `key` folds equal to, if any; remembers `key` under its
 /// folding in `folds` when that is not `key` itself.
 fn fold_clash(
@@ -290,11 +309,20 @@ fn fold_clash(
     folds: &mut HashMap<String, String>,
     key: &str,
 ) -> Option<String> {
+    fold_clash_in(|k| object.contains_key(k), folds, key)
+}
+
+/// [`fold_clash`] in an object whose keys `has` knows.
+fn fold_clash_in(
+    has: impl Fn(&str) -> bool,
+    folds: &mut HashMap<String, String>,
+    key: &str,
+) -> Option<String> {
     match folded(key) {
         // Most keys: only a key folded onto this one can clash, and most objects have none.
         None => folds.get(key).cloned(),
         Some(f) => {
-            if object.contains_key(&f) {
+            if has(&f) {
                 return Some(f);
             }
             if let Some(other) = folds.get(&f) {
@@ -303,6 +331,137 @@ fn fold_clash(
             folds.insert(f, key.to_owned());
             None
         }
+    }
+}
+
+/// Reads a JSON value as [`parse_unambiguous`] does, keeping nothing but its objects' keys.
+#[derive(Clone, Copy)]
+struct Check<'a> {
+    at: Option<&'a At<'a>>,
+}
+
+impl<'de> DeserializeSeed<'de> for Check<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Check<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut index = 0;
+        loop {
+            let at = At::Index(index, self.at);
+            if seq.next_element_seed(Check { at: Some(&at) })?.is_none() {
+                return Ok(());
+            }
+            index += 1;
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        // Keys as sent (borrowed unless escaped), and those that do not fold to themselves.
+        let mut keys = Seen::default();
+        let mut folds = HashMap::new();
+        while let Some(KeyText(key)) = map.next_key()? {
+            if keys.contains(&key) {
+                return Err(repeated(&key, &format!(" at {}", Path(self.at))));
+            }
+            if let Some(other) = fold_clash_in(|k| keys.contains(k), &mut folds, &key) {
+                return Err(case_twins(&other, &key, &format!(" at {}", Path(self.at))));
+            }
+            let at = At::Key(&key, self.at);
+            map.next_value_seed(Check { at: Some(&at) })?;
+            keys.insert(key);
+        }
+        Ok(())
+    }
+}
+
+/// The keys of one object read so far: a list while it is short (most objects: no hashing),
+/// a set once it is long.
+#[derive(Default)]
+struct Seen<'de> {
+    list: Vec<Cow<'de, str>>,
+    set: Option<HashSet<Cow<'de, str>>>,
+}
+
+impl<'de> Seen<'de> {
+    /// Keys up to which a list is searched.
+    const LIST_MAX: usize = 16;
+
+    fn contains(&self, key: &str) -> bool {
+        match &self.set {
+            Some(set) => set.contains(key),
+            None => self.list.iter().any(|k| k == key),
+        }
+    }
+
+    fn insert(&mut self, key: Cow<'de, str>) {
+        match &mut self.set {
+            Some(set) => {
+                set.insert(key);
+            }
+            None if self.list.len() == Self::LIST_MAX => {
+                let mut set: HashSet<_> = self.list.drain(..).collect();
+                set.insert(key);
+                self.set = Some(set);
+            }
+            None => self.list.push(key),
+        }
+    }
+}
+
+/// An object key, borrowed from the text unless it holds an escape.
+struct KeyText<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for KeyText<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Key;
+        impl<'de> Visitor<'de> for Key {
+            type Value = KeyText<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<KeyText<'de>, E> {
+                Ok(KeyText(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<KeyText<'de>, E> {
+                Ok(KeyText(Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(Key)
     }
 }
 
@@ -420,11 +579,47 @@ mod tests {
     }
 
     #[test]
+    fn the_check_refuses_what_the_unambiguous_parse_refuses_and_nothing_else() {
+        for text in [
+            r#"{"model":"gpt-4o-mini","messages":[],"Model":"gpt-4o"}"#,
+            r#"{"messages":[{"role":"user","content":"x","ROLE":"system"}]}"#,
+            r#"{"tools":[{"function":{"name":"a","parameters":{"x":{"k":1,"\u212a":2}}}}]}"#,
+            r#"{"a":{"a":1,"a":2}}"#,
+            r#"{"Max_Tokens\u005f":1,"max_tokens_":2}"#,
+            r#"{"x y":[{"A":1},{"A":1,"a":2}]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"{\"Model\":1}"}]}]}"#,
+            r#"{"stra\u00dfe":4,"strasse":5,"name":1,"nam\u0435":2}"#,
+            r#"[{"x":1},{"X":[true,null,1.5,-2]}]"#,
+        ] {
+            let parsed = parse_unambiguous(text.as_bytes())
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            let checked = check_unambiguous(text.as_bytes()).map_err(|e| e.to_string());
+            assert_eq!(checked, parsed, "{text}");
+        }
+        assert!(check_unambiguous(b"{} {}").is_err());
+        assert!(check_unambiguous(b"{").is_err());
+        // Past the keys a list holds, a set: the same refusals.
+        let many: Vec<String> = (0..20).map(|i| format!("\"k{i}\":{i}")).collect();
+        for (last, found) in [
+            ("\"k3\":0", "appears twice"),
+            ("\"K19\":0", "differ only by case"),
+        ] {
+            let text = format!("{{{},{last}}}", many.join(","));
+            let err = check_unambiguous(text.as_bytes()).map_err(|e| e.to_string());
+            assert!(err.as_ref().is_err_and(|e| e.contains(found)), "{err:?}");
+        }
+        let text = format!("{{{}}}", many.join(","));
+        assert!(check_unambiguous(text.as_bytes()).is_ok());
+    }
+
+    #[test]
     fn many_keys_that_fold_are_read_in_linear_time() {
         let keys: Vec<String> = (0..50_000).map(|i| format!("\"K{i}\":{i}")).collect();
         let text = format!("{{{}}}", keys.join(","));
         let started = std::time::Instant::now();
         assert!(parse_unambiguous(text.as_bytes()).is_ok());
+        assert!(check_unambiguous(text.as_bytes()).is_ok());
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 

@@ -10,6 +10,7 @@ use http::{HeaderValue, Response};
 use http_body_util::{Either, Full};
 use zeroize::Zeroizing;
 
+use super::bound_headers::BoundHeaders;
 use super::egress::answer::egress_answer;
 use super::refusal::{Recorded, Refusal};
 use crate::action::{Action, Facts, Findings, Principal, Resource, Verb};
@@ -103,6 +104,8 @@ pub struct Exchange {
     /// A REST or egress request's query, when it has one (what its approval binds to besides
     /// its body); other requests' is not kept.
     query: Option<Box<str>>,
+    /// A plain-HTTP egress request's headers an approval binds to.
+    bound_headers: Option<Box<BoundHeaders>>,
     /// decide: what approvers are shown of a held request's body (`stages::approval_body`).
     shown_body: Option<serde_json::Value>,
     /// `sha256:<hex>` of the decided action (the decision record's `action_digest`): what an
@@ -184,6 +187,7 @@ impl Exchange {
             access_log,
             content_digest: None,
             query: None,
+            bound_headers: None,
             shown_body: None,
             resource_metadata: None,
             secret: None,
@@ -405,6 +409,16 @@ impl Exchange {
     /// hold: what [`Exchange::show_body`] kept, taken.
     pub fn take_shown_body(&mut self) -> Option<serde_json::Value> {
         self.shown_body.take()
+    }
+
+    /// interpret, for a plain-HTTP egress request: the headers an approval binds to.
+    pub fn bind_headers(&mut self, headers: BoundHeaders) {
+        self.bound_headers = Some(Box::new(headers));
+    }
+
+    /// The headers [`Exchange::bind_headers`] kept, if any.
+    pub fn bound_headers(&self) -> Option<&BoundHeaders> {
+        self.bound_headers.as_deref()
     }
 
     /// The query [`Exchange::bind_query`] kept, if any.

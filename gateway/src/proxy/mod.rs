@@ -8,6 +8,7 @@
 //! the route's protocol shape. What the path learns on the way is kept in the [`Exchange`],
 //! the only place audit records are built and metrics counted.
 
+mod bound_headers;
 pub mod egress;
 mod exchange;
 mod held;

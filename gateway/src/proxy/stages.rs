@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 use hyper::body::Incoming;
 
+use super::bound_headers::BoundHeaders;
 use super::exchange::{Content, Exchange, Judged};
 use super::redaction;
 use super::refusal::Refusal;
@@ -253,7 +254,7 @@ pub(super) async fn decide_with(
     // its kind (an LLM call's prompt too), so other arguments are another action; a REST or
     // egress request's digest covers where it goes too (its body alone does not say).
     if matches!(decision, Decision::NeedsApproval { .. })
-        && let Some(target) = approval_target(action, ex.query())
+        && let Some(target) = approval_target(action, ex.query(), ex.bound_headers())
     {
         let mut bound = target.into_bytes();
         bound.push(b'\n');
@@ -478,7 +479,7 @@ pub(super) async fn open(
         agent: action.principal.id.to_string(),
         action: action.verb.as_str().to_owned(),
         resource: action.resource.cedar_ref(),
-        context: approval_context(action, prompt, ex.take_shown_body()),
+        context: approval_context(action, prompt, ex.take_shown_body(), ex.bound_headers()),
     };
     let opened = gate.open(decision, waiting).await?;
     Ok(Some(Approval {
@@ -530,6 +531,7 @@ fn approval_context(
     action: &Action,
     prompt: Option<serde_json::Value>,
     body: Option<serde_json::Value>,
+    headers: Option<&BoundHeaders>,
 ) -> serde_json::Value {
     let mut context = match &action.context.facts {
         Facts::Tool(tool) => serde_json::json!({ "arguments": &*tool.arguments }),
@@ -561,6 +563,10 @@ fn approval_context(
     if let Some(body) = body {
         context["body"] = body;
     }
+    if let Some(headers) = headers {
+        // Which of the bound headers were sent, never their values.
+        context["headers"] = serde_json::json!(headers.names());
+    }
     context["findings"] = action
         .context
         .findings
@@ -579,9 +585,13 @@ fn approval_context(
 
 /// Where a REST or egress request goes, as its approval binds to it besides its body: a REST
 /// call's method, path (with its parameters), query and declared fields; an egress request's
-/// scheme, port, method, path and query. `None` for other actions, whose arguments or prompt
-/// say it all.
-fn approval_target(action: &Action, query: Option<&str>) -> Option<String> {
+/// scheme, port, method, path, query and the digest of its bound headers (`headers`:
+/// `bound_headers.rs`). `None` for other actions, whose arguments or prompt say it all.
+fn approval_target(
+    action: &Action,
+    query: Option<&str>,
+    headers: Option<&BoundHeaders>,
+) -> Option<String> {
     let query = query.map_or_else(String::new, |q| format!("?{q}"));
     match &action.context.facts {
         Facts::Http(http) => Some(format!(
@@ -591,11 +601,12 @@ fn approval_target(action: &Action, query: Option<&str>) -> Option<String> {
             serde_json::json!(Fields(http.fields.as_deref().unwrap_or_default()))
         )),
         Facts::Egress(egress) => Some(format!(
-            "warden-target/v1 {} {} {} {}{query}",
+            "warden-target/v1 {} {} {} {}{query} {}",
             egress.scheme,
             egress.port,
             egress.method.as_deref().unwrap_or("CONNECT"),
             egress.path.as_deref().unwrap_or(""),
+            headers.map_or("", BoundHeaders::digest),
         )),
         _ => None,
     }
@@ -684,7 +695,7 @@ mod tests {
             location: "params.arguments.body".to_owned(),
         }]);
         assert_eq!(
-            approval_context(&action, None, None),
+            approval_context(&action, None, None, None),
             json!({
                 "arguments": {"title": "deploy"},
                 "findings": [{"detector": "private_key", "location": "params.arguments.body"}],
@@ -692,7 +703,7 @@ mod tests {
             })
         );
         assert_eq!(
-            approval_context(&call(Vec::new()), None, None)["findings"],
+            approval_context(&call(Vec::new()), None, None, None)["findings"],
             json!([])
         );
     }
@@ -712,19 +723,23 @@ mod tests {
             });
             action
         };
-        let scratch = approval_target(&rest("/repos/acme/scratch", "scratch"), None);
+        let scratch = approval_target(&rest("/repos/acme/scratch", "scratch"), None, None);
         assert!(scratch.is_some());
         assert_ne!(
             scratch,
-            approval_target(&rest("/repos/acme/prod", "scratch"), None)
+            approval_target(&rest("/repos/acme/prod", "scratch"), None, None)
         );
         assert_ne!(
             scratch,
-            approval_target(&rest("/repos/acme/scratch", "prod"), None)
+            approval_target(&rest("/repos/acme/scratch", "prod"), None, None)
         );
         assert_ne!(
             scratch,
-            approval_target(&rest("/repos/acme/scratch", "scratch"), Some("force=true"))
+            approval_target(
+                &rest("/repos/acme/scratch", "scratch"),
+                Some("force=true"),
+                None
+            )
         );
         let egress = |port: u16, method: Option<&str>, path: Option<&str>| {
             let mut action = call(Vec::new());
@@ -737,17 +752,31 @@ mod tests {
             });
             action
         };
-        let health = approval_target(&egress(80, Some("GET"), Some("/health")), None);
+        let health = approval_target(&egress(80, Some("GET"), Some("/health")), None, None);
         for other in [
-            approval_target(&egress(80, Some("DELETE"), Some("/all")), None),
-            approval_target(&egress(8080, Some("GET"), Some("/health")), None),
-            approval_target(&egress(80, Some("GET"), Some("/health")), Some("drop=1")),
-            approval_target(&egress(22, None, None), None),
+            approval_target(&egress(80, Some("DELETE"), Some("/all")), None, None),
+            approval_target(&egress(8080, Some("GET"), Some("/health")), None, None),
+            approval_target(
+                &egress(80, Some("GET"), Some("/health")),
+                Some("drop=1"),
+                None,
+            ),
+            approval_target(&egress(22, None, None), None, None),
         ] {
             assert_ne!(health, other);
         }
+        // Another credential, cookie or content type is another request to approve.
+        let mut sent = http::HeaderMap::new();
+        sent.insert("authorization", "Bearer a".parse().expect("value"));
+        let bound = BoundHeaders::of(&sent);
+        let with_a = approval_target(&egress(80, Some("POST"), Some("/x")), None, Some(&bound));
+        sent.insert("authorization", "Bearer b".parse().expect("value"));
+        let bound = BoundHeaders::of(&sent);
+        let with_b = approval_target(&egress(80, Some("POST"), Some("/x")), None, Some(&bound));
+        assert_ne!(with_a, with_b);
+        assert!(!with_a.unwrap_or_default().contains("Bearer"));
         // A tool call's arguments say where it goes: nothing to add.
-        assert_eq!(approval_target(&call(Vec::new()), Some("x=1")), None);
+        assert_eq!(approval_target(&call(Vec::new()), Some("x=1"), None), None);
     }
 
     #[test]
@@ -765,7 +794,7 @@ mod tests {
                 (Arc::from("unfurl"), FieldValue::Bool(false)),
             ]),
         });
-        let shown = approval_context(&action, None, None);
+        let shown = approval_context(&action, None, None, None);
         assert_eq!(shown["method"], "POST");
         assert_eq!(shown["path"], "/chat.postMessage");
         assert_eq!(
@@ -778,7 +807,12 @@ mod tests {
             scheme: "connect".to_owned(),
             ..Default::default()
         });
-        let shown = approval_context(&action, None, None);
+        let mut sent = http::HeaderMap::new();
+        sent.insert("cookie", "session=secret".parse().expect("value"));
+        let bound = BoundHeaders::of(&sent);
+        let shown = approval_context(&action, None, None, Some(&bound));
+        assert_eq!(shown["headers"], json!(["cookie"]));
+        assert!(!shown.to_string().contains("session=secret"));
         assert_eq!(shown["port"], 443);
         assert_eq!(shown["scheme"], "connect");
         assert_eq!(shown["addresses"], json!(["203.0.113.7"]));
@@ -844,8 +878,12 @@ mod tests {
             path: "/repos/acme/app/issues".to_owned(),
             fields: None,
         });
-        let context = approval_context(&action, None, Some(json!({"title": "rotate"})));
+        let context = approval_context(&action, None, Some(json!({"title": "rotate"})), None);
         assert_eq!(context["body"], json!({"title": "rotate"}));
-        assert!(approval_context(&action, None, None).get("body").is_none());
+        assert!(
+            approval_context(&action, None, None, None)
+                .get("body")
+                .is_none()
+        );
     }
 }

@@ -295,8 +295,8 @@ mod tests {
             got.tools,
             vec!["lookup", "exec", "googleSearch", "codeExecution"]
         );
-        // Image bytes and thought signatures are not text.
-        assert!(got.input_tokens < 100, "{}", got.input_tokens);
+        // Image bytes and thought signatures are not text: a token per 32 decoded bytes.
+        assert!(got.input_tokens < 250, "{}", got.input_tokens);
     }
 
     #[test]

@@ -50,6 +50,17 @@ pub enum RestError {
     /// A field policy reads is given more than once.
     #[error("field {field} is given more than once (query and body, or repeated); give it once")]
     RepeatedField { field: Arc<str> },
+    /// A body key spelled otherwise than a field's key but for case: policy would not read
+    /// it, an upstream that matches keys case-insensitively (Go's `encoding/json`) would.
+    #[error(
+        "the body key {key} differs only by case from `{expected}`, which field {field} is read \
+         from; spell it `{expected}`"
+    )]
+    FoldedKey {
+        key: Quoted,
+        expected: Quoted,
+        field: Arc<str>,
+    },
     /// A field policy reads has another type than the connector declares.
     #[error("field {field} must be {expected}")]
     FieldType {
@@ -85,6 +96,7 @@ impl RestError {
             | RestError::FieldIdentifier { .. } => "invalid_identifier",
             RestError::MethodOverride { .. } => "method_override",
             RestError::RepeatedField { .. } => "repeated_field",
+            RestError::FoldedKey { .. } => "folded_key",
             RestError::FieldType { .. } => "invalid_field",
             RestError::UnreadableBody { .. } => "unsupported_media_type",
             RestError::Body { .. } => "malformed_body",

@@ -364,6 +364,7 @@ fn from_json(
     for step in steps {
         let mut next = Vec::new();
         for value in reached {
+            refuse_folded_key(field, value, &step.key)?;
             match value.get(&step.key) {
                 None | Some(Value::Null) => {}
                 Some(Value::Array(items)) if step.each => next.extend(items.iter()),
@@ -405,6 +406,26 @@ fn from_json(
             (FieldKind::Long, _) => Err(wrong("an integer")),
             _ => Err(wrong("true or false")),
         },
+    }
+}
+
+/// Refuses a key of `value` (an object) that is not `key` but that a case-insensitive decoder
+/// takes for it (`CcRecipients` for `ccRecipients`): policy reads `key` as absent, the
+/// upstream reads that value. Two such keys together are refused already (`strict_json`).
+fn refuse_folded_key(field: &Field, value: &Value, key: &str) -> Result<(), RestError> {
+    let Value::Object(members) = value else {
+        return Ok(());
+    };
+    match members
+        .keys()
+        .find(|k| *k != key && crate::protocol::strict_json::equal_folded(k, key))
+    {
+        Some(folded) => Err(RestError::FoldedKey {
+            key: crate::text::Quoted::of(folded),
+            expected: crate::text::Quoted::of(key),
+            field: Arc::clone(&field.name),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -553,6 +574,62 @@ pub(super) mod tests {
         // Any other body is the operation's own.
         let upload = read(&q, Some("state=a"), &multipart, b"--x\r\n").expect("reads");
         assert_eq!(upload[0].1, FieldValue::String("a".into()));
+    }
+
+    #[test]
+    fn a_key_spelled_otherwise_but_for_case_than_a_fields_key_is_refused() {
+        let f = fields(&[
+            (
+                "cc",
+                "body.message.ccRecipients[].emailAddress.address",
+                FieldKind::Strings,
+            ),
+            (
+                "to",
+                "body.message.toRecipients[].emailAddress.address",
+                FieldKind::Strings,
+            ),
+        ]);
+        for (body, key, expected) in [
+            (
+                r#"{"message":{"CcRecipients":[{"emailAddress":{"address":"x@evil.example"}}]}}"#,
+                "CcRecipients",
+                "ccRecipients",
+            ),
+            (
+                r#"{"message":{"toRecipients":[{"emailAddress":{"Address":"x@evil.example"}}]}}"#,
+                "Address",
+                "address",
+            ),
+            (r#"{"Message":{"toRecipients":[]}}"#, "Message", "message"),
+            (
+                r#"{"message":{"toRecipient\u017f":[]}}"#,
+                "toRecipient\u{17f}",
+                "toRecipients",
+            ),
+        ] {
+            let got = read(&f, None, &json_headers(), body.as_bytes());
+            let Err(RestError::FoldedKey {
+                key: k,
+                expected: e,
+                field: _,
+            }) = &got
+            else {
+                panic!("{body}: {got:?}");
+            };
+            assert_eq!((k.as_str(), e.as_str()), (key, expected), "{body}");
+            let text = got.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(text.contains("differs only by case from"), "{text}");
+        }
+        // Keys off the fields' paths are the operation's own, whatever their case.
+        let got = read(
+            &f,
+            None,
+            &json_headers(),
+            br#"{"message":{"Subject":"hi","toRecipients":[{"emailAddress":{"address":"a@x","Name":"A"}}]}}"#,
+        )
+        .expect("reads");
+        assert_eq!(got.len(), 1);
     }
 
     fn form_headers() -> HeaderMap {

@@ -200,7 +200,12 @@ fn interpret(request: &Inbound<'_>) -> Result<Interpreted, RestError> {
     })
 }
 
-fn refuse_method_override(headers: &HeaderMap, method: &http::Method) -> Result<(), RestError> {
+/// Refuses a request that asks its server to take it for another method than the one judged
+/// (REST routes and plain-HTTP egress alike).
+pub(crate) fn refuse_method_override(
+    headers: &HeaderMap,
+    method: &http::Method,
+) -> Result<(), RestError> {
     match METHOD_OVERRIDES.iter().find(|h| headers.contains_key(**h)) {
         Some(header) => Err(RestError::MethodOverride {
             header,

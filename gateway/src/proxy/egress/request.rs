@@ -89,6 +89,10 @@ pub(super) async fn forward(
         Findings::none(),
     );
     ex.egress_target("request", &action.verb, &action.resource, detail);
+    // The method is judged as sent; an approval binds to the headers that change the request.
+    crate::protocol::rest::refuse_method_override(&head.headers, &head.method)
+        .map_err(crate::protocol::ProtocolError::from)?;
+    ex.bind_headers(crate::proxy::bound_headers::BoundHeaders::of(&head.headers));
     look_for_canaries(
         ex,
         &mut action,
