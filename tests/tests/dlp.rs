@@ -400,6 +400,248 @@ async fn a_canary_leaked_through_each_channel_is_denied_recorded_counted_and_ale
     assert!(!again.status.success(), "revoking twice says so");
 }
 
+/// `text` as a JSON string's content that hides it from a search of the raw bytes: every other
+/// character a `\u` escape, `/` as `\/` (what PHP's `json_encode` writes).
+fn json_escaped(text: &str) -> String {
+    text.chars()
+        .enumerate()
+        .map(|(i, c)| match (i % 2, c) {
+            (0, c) => format!("\\u{:04x}", u32::from(c)),
+            (_, '/') => "\\/".to_owned(),
+            (_, c) => c.to_string(),
+        })
+        .collect()
+}
+
+/// `text` with every byte percent-encoded.
+fn percent_encoded(text: &str) -> String {
+    text.bytes().map(|b| format!("%{b:02X}")).collect()
+}
+
+#[tokio::test]
+async fn a_canary_hidden_by_json_escapes_or_percent_encoding_is_found_once_decoded() {
+    let s = setup(false, &[]).await;
+    let aws = issue(&s.warden, "aws-key", &[]).await;
+    let field = |name: &str| {
+        aws.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} in {aws}"))
+            .to_owned()
+    };
+    let (aws_id, aws_secret) = (
+        field("aws_access_key_id = "),
+        field("aws_secret_access_key = "),
+    );
+    let aws_cn = listed_id(&s.warden, "aws-key").await;
+    let records = |action: &str| -> Vec<Value> {
+        canary_records(&s.warden, &aws_cn)
+            .into_iter()
+            .filter(|r| r["action"] == action)
+            .collect()
+    };
+    let post = |path: &str, body: String| {
+        s.warden
+            .http()
+            .post(s.warden.url(path))
+            .bearer_auth(&s.token)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+
+    // LLM prompt: the secret, escaped, once the replica has the canary.
+    let prompt = format!(
+        r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"use {} now"}}]}}"#,
+        json_escaped(&aws_secret)
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while records("llm:chat").is_empty() {
+        let response = post("/openai/chat/completions", prompt.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the escaped canary was not found within {WAIT:?}: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let record = &records("llm:chat")[0];
+    assert_denied_as_canary(record);
+    let location = record["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["detector"] == "canary")
+        .unwrap()["location"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        location.starts_with("body, byte ") && location.contains("JSON string with escapes"),
+        "{location}"
+    );
+
+    // An LLM route's query and headers are inspected as REST's are; the agent's own account
+    // headers do not go with Warden's key.
+    let hi = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+    let reached = s._llm.requests().len();
+    let leak = format!("/openai/chat/completions?leak={}", percent_encoded(&aws_id));
+    post(&leak, hi.to_owned()).send().await.unwrap();
+    post("/openai/chat/completions", hi.to_owned())
+        .header("cookie", format!("session={aws_secret}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        s._llm.requests().len(),
+        reached,
+        "neither reached the model"
+    );
+    assert_eq!(records("llm:chat").len(), 3);
+    let answered = post("/openai/chat/completions", hi.to_owned())
+        .header("OpenAI-Organization", "org-agent")
+        .header("OpenAI-Project", "proj-agent")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 200);
+    let sent = s._llm.last_request().unwrap();
+    assert_eq!(
+        (
+            sent.header("openai-organization"),
+            sent.header("openai-project")
+        ),
+        (None, None),
+        "{:?}",
+        sent.headers
+    );
+
+    // MCP tool argument, escaped: the server (which would read it decoded) never sees it.
+    let session = mcp::initialize_raw(&s.warden, "/mcp/tools", &s.token)
+        .await
+        .unwrap();
+    let call = format!(
+        r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"everything_echo","arguments":{{"message":"key {}"}}}}}}"#,
+        json_escaped(&aws_id)
+    );
+    let answer = post("/mcp/tools", call)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !answer.contains(&aws_id),
+        "the call was not forwarded: {answer}"
+    );
+    assert_denied_as_canary(&records("mcp:call_tool")[0]);
+
+    // REST call body, escaped.
+    let response = post(
+        "/github/repos/acme/app/issues",
+        format!(
+            r#"{{"title":"deploy","body":"keys: {}"}}"#,
+            json_escaped(&aws_id)
+        ),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 403);
+    assert!(s.rest.requests().is_empty(), "nothing reached the API");
+
+    // Egress: a form body and a JSON body, and the request line, percent-encoded or escaped.
+    let base = format!("http://allowed.test:{}", s.origin.addr.port());
+    let form = format!("key={}", percent_encoded(&aws_id));
+    let json = format!(r#"{{"key":"{}"}}"#, json_escaped(&aws_secret));
+    let (form_url, json_url) = (format!("{base}/form"), format!("{base}/json"));
+    let line = format!("{base}/line?t={}", percent_encoded(&aws_id));
+    for args in [
+        vec!["-d", form.as_str(), form_url.as_str()],
+        vec![
+            "-H",
+            "content-type: application/json",
+            "-d",
+            json.as_str(),
+            json_url.as_str(),
+        ],
+        vec![line.as_str()],
+    ] {
+        let denied = curl(s.proxy, Some(&s.token), &args).await.unwrap();
+        assert_eq!(denied.status, 403, "{args:?}: {}", denied.body);
+    }
+    assert!(s.origin.seen().is_empty(), "{:?}", s.origin.seen());
+    assert_eq!(records("egress:request").len(), 3);
+
+    // A long path is kept bounded in the request's records, as a REST path is.
+    let long = format!("{base}/{}", "a".repeat(60_000));
+    curl(s.proxy, Some(&s.token), &[&long]).await.unwrap();
+    let kept: Vec<usize> = s
+        .warden
+        .audit_records()
+        .iter()
+        .filter_map(|r| r["detail"]["egress"]["path"].as_str())
+        .filter(|p| p.starts_with("/aaaa"))
+        .map(|p| p.chars().count())
+        .collect();
+    assert!(
+        !kept.is_empty() && kept.iter().all(|&n| n <= 201),
+        "{kept:?}"
+    );
+
+    // A refused request's record does not repeat a canary it said (here, unauthenticated, in
+    // a path no route matches): the hit is raised, the reason withheld.
+    let before = canary_hits(&s.warden, "rejected").await;
+    for path in [
+        format!("/nosuch/{aws_id}"),
+        format!("/nosuch/{}", percent_encoded(&aws_id)),
+    ] {
+        let refused = s
+            .warden
+            .http()
+            .get(s.warden.url(&path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 404, "{path}");
+    }
+    // Rejected records are written in the background: wait for both.
+    let withheld = format!("(withheld: canary {aws_cn} was found");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while audit_text(&s.warden).matches(&withheld).count() < 2
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let audit = audit_text(&s.warden);
+    assert!(!audit.contains(&aws_id), "a canary's value in the records");
+    let rejected: Vec<&str> = audit.lines().filter(|l| l.contains("no_route")).collect();
+    assert_eq!(
+        audit.matches(&withheld).count(),
+        2,
+        "the rejected records say why their reason is withheld: {rejected:?}"
+    );
+    assert_eq!(canary_hits(&s.warden, "rejected").await, before + 2);
+}
+
+/// `warden_canary_hits_total{channel}`.
+async fn canary_hits(warden: &Warden, channel: &str) -> u64 {
+    let metrics = warden.metrics().await.unwrap();
+    metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(&format!(
+                "warden_canary_hits_total{{channel=\"{channel}\"}}"
+            ))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 #[tokio::test]
 async fn content_findings_are_recorded_by_detector_and_location_without_the_content() {
     let llm = FakeLlm::start().await.unwrap();

@@ -132,6 +132,39 @@ impl Canaries {
     }
 }
 
+impl Canaries {
+    /// The first live canary in `text`, what a refused request said as its record would keep
+    /// it (a path, a tool's name): the hit is counted (channel `rejected`), logged and alerted
+    /// as any other, without an action (the request was refused before it was read as one);
+    /// `agent` is who sent it, when known.
+    pub fn in_refused(
+        &self,
+        text: &[u8],
+        agent: Option<&str>,
+        request_id: &str,
+    ) -> Option<Arc<str>> {
+        let (planted, _) = self.watch.set.load().find(text).into_iter().next()?;
+        self.hits.with_label_values(&[REJECTED]).inc();
+        let agent = agent.unwrap_or_default();
+        tracing::warn!(canary = %planted.id, kind = %planted.kind, channel = REJECTED, agent, request_id, "canary token found in a refused request; withheld from its record");
+        if let Some(alerter) = &self.alerter {
+            alerter.send(serde_json::json!({
+                "event": "canary_hit",
+                "canary": { "id": &*planted.id, "kind": &*planted.kind, "label": &*planted.label },
+                "channel": REJECTED,
+                "where": "refused request",
+                "agent": agent,
+                "request_id": request_id,
+                "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            }));
+        }
+        Some(Arc::clone(&planted.id))
+    }
+}
+
+/// The channel of a canary found in what a refused request said.
+const REJECTED: &str = "rejected";
+
 /// The channel a request leaves by: `llm`, `mcp`, `rest`, `egress` or `egress_tls`.
 pub fn channel(facts: &Facts) -> &'static str {
     match facts {

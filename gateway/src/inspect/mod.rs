@@ -14,6 +14,7 @@
 //! definitions an MCP server offers ("tool poisoning").
 
 pub mod config;
+pub mod decoded;
 mod detector;
 mod entropy;
 mod personal;
@@ -73,7 +74,34 @@ pub fn validate(config: &InspectConfig) -> Vec<(String, String)> {
 /// Adds to `findings` (what interpretation reported) what the content of `body` shows, with
 /// the detectors `config` enables.
 pub fn inspect(findings: &mut Findings, body: &[u8], config: &InspectConfig) {
+    inspect_body(findings, body, config);
+}
+
+/// [`inspect`], read also as the receiver decodes the body ([`decoded`]: JSON string escapes,
+/// form encoding, base64 `data:` URIs of text): a detector found only in the decoded text is a
+/// finding located at the string, pair or URI it came from. The decoded text, when there is
+/// one, is returned for the canary search.
+pub fn inspect_body(
+    findings: &mut Findings,
+    body: &[u8],
+    config: &InspectConfig,
+) -> Option<decoded::Decoded> {
     inspect_in(findings, body, &"body", config);
+    let decoded = decoded::decoded(body)?;
+    for (detector, at) in found(&decoded.text, config) {
+        let known = findings
+            .0
+            .iter()
+            .any(|f| *f.detector == *detector && f.location.starts_with("body"));
+        if !known {
+            let (from, how) = decoded.origin(at);
+            findings.0.push(Finding {
+                detector: Arc::from(detector),
+                location: format!("body, byte {from}, in {how}"),
+            });
+        }
+    }
+    Some(decoded)
 }
 
 /// What records keep instead of a path a detector found a secret in.
@@ -141,6 +169,28 @@ pub fn inspect_url_also(findings: &mut Findings, uri: &http::Uri, config: &Inspe
     }
 }
 
+/// Where [`inspect_host`] locates what it finds.
+const TARGET: &str = "CONNECT target";
+
+/// Adds to `findings` what the host name a tunnel is asked for shows, read without regard to
+/// case (a DNS name has none: a key written in lower case reaches a resolver as the key), each
+/// detector once; located `CONNECT target`.
+pub fn inspect_host(findings: &mut Findings, host: &str, config: &InspectConfig) {
+    let mut found_here = Findings::none();
+    inspect_in(&mut found_here, host.as_bytes(), &TARGET, config);
+    inspect_in(
+        &mut found_here,
+        host.to_ascii_uppercase().as_bytes(),
+        &TARGET,
+        config,
+    );
+    for finding in found_here.0 {
+        if !findings.0.iter().any(|f| f.detector == finding.detector) {
+            findings.0.push(finding);
+        }
+    }
+}
+
 /// A request's path and query, percent-decoded, as detectors and canaries read them.
 pub fn decoded_target(target: &http::uri::PathAndQuery) -> Vec<u8> {
     percent_encoding::percent_decode(target.as_str().as_bytes()).collect()
@@ -173,15 +223,7 @@ fn inspect_in(
     place: &dyn std::fmt::Display,
     config: &InspectConfig,
 ) {
-    if config.enabled(PRIVATE_KEY_DETECTOR)
-        && let Some(at) = private_key(bytes)
-    {
-        findings.0.push(Finding {
-            detector: Arc::from(PRIVATE_KEY_DETECTOR),
-            location: format!("{place}, byte {at}"),
-        });
-    }
-    for (detector, at) in scan::find(bytes, config) {
+    for (detector, at) in found(bytes, config) {
         findings.0.push(Finding {
             detector: Arc::from(detector),
             location: format!("{place}, byte {at}"),
@@ -189,7 +231,60 @@ fn inspect_in(
     }
 }
 
-/// Most bytes a PEM private key block spans (an RSA 16384-bit key is about 13 KB).
+/// Each enabled content detector that matches `bytes`, with the byte its match starts at.
+fn found(bytes: &[u8], config: &InspectConfig) -> Vec<(&'static str, usize)> {
+    let key = config
+        .enabled(PRIVATE_KEY_DETECTOR)
+        .then(|| private_key(bytes))
+        .flatten()
+        .map(|at| (PRIVATE_KEY_DETECTOR, at));
+    key.into_iter().chain(scan::find(bytes, config)).collect()
+}
+
+/// `text` (a message that quotes what a refused request said: its path, a tool's name) with
+/// every match of an enabled content detector replaced by `[redacted: <detector>]`; `Err` with
+/// the detector when only the text percent-decoded (`+` as a space) shows a match, so that
+/// nothing of it can be kept.
+pub fn scrubbed<'t>(
+    text: &'t str,
+    config: &InspectConfig,
+) -> Result<std::borrow::Cow<'t, str>, &'static str> {
+    let bytes = text.as_bytes();
+    let mut spans = scan::all_spans(bytes, config, &|_| true);
+    if config.enabled(PRIVATE_KEY_DETECTOR) {
+        spans.extend(
+            private_keys(bytes)
+                .into_iter()
+                .map(|span| (PRIVATE_KEY_DETECTOR, span)),
+        );
+    }
+    let out = if spans.is_empty() {
+        std::borrow::Cow::Borrowed(text)
+    } else {
+        spans.sort_by_key(|(_, span)| (span.start, std::cmp::Reverse(span.end)));
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut at = 0;
+        for (detector, span) in spans {
+            if span.start < at {
+                continue;
+            }
+            out.extend_from_slice(&bytes[at..span.start]);
+            out.extend_from_slice(format!("[redacted: {detector}]").as_bytes());
+            at = span.end;
+        }
+        out.extend_from_slice(&bytes[at..]);
+        std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+    };
+    let decoded = decoded::form_decoded(out.as_bytes());
+    if decoded != out.as_bytes()
+        && let Some((detector, _)) = found(&decoded, config).first()
+    {
+        return Err(detector);
+    }
+    Ok(out)
+}
+
+/// Most bytes a PEM private key block spans/// Most bytes a PEM private key block spans (an RSA 16384-bit key is about 13 KB).
 const PEM_MAX: usize = 32 * 1024;
 
 /// Every PEM private key block in `body`: from `-----BEGIN` to the end of its `-----END …
@@ -252,6 +347,113 @@ mod tests {
                 "{label}"
             );
         }
+    }
+
+    #[test]
+    fn secrets_hidden_by_json_escapes_form_encoding_or_a_data_uri_are_found_where_they_are() {
+        // Put together here: this file is a sample of code without secrets (secrets.rs).
+        let key = ["AKIA", "IOSFODNN7EXAMPLE"].concat();
+        let github = ["ghp", "_A1b2C3d4E5F6g7H8i9J0k1L2m3N4o5P6q7R8"].concat();
+        let escaped_key = format!("AKIA\\u0049{}", &key[5..]);
+        let escaped_github = github.replace('_', "\\u005f");
+        let data = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("note: {key}"),
+        );
+        let json = |content: &str| format!(r#"{{"messages":[{{"content":"{content}"}}]}}"#);
+        for (body, detector) in [
+            (json(&format!("key {escaped_key}")), "aws_access_key"),
+            (json(&escaped_github), "github_token"),
+            (
+                json("-----BEGIN RSA PRIVATE\\u0020KEY-----\\nMIIE"),
+                "private_key",
+            ),
+            (
+                format!(r#"{{"k\\u0065y":"x","{escaped_key}":1}}"#),
+                "aws_access_key",
+            ),
+        ] {
+            let found = found(&body);
+            assert_eq!(found.len(), 1, "{body}: {found:?}");
+            assert!(
+                found[0].starts_with(&format!("{detector} at body, byte "))
+                    && found[0].ends_with(", in a JSON string with escapes, decoded"),
+                "{body}: {found:?}"
+            );
+        }
+        let form = format!("title=x&body=AKIA%49{}", &key[5..]);
+        assert_eq!(
+            found(&form),
+            ["aws_access_key at body, byte 8, in a form-encoded pair, decoded"]
+        );
+        assert_eq!(
+            found("pem=-----BEGIN+RSA+PRIVATE+KEY-----"),
+            ["private_key at body, byte 0, in a form-encoded pair, decoded"]
+        );
+        let uri = json(&format!("data:text/plain;base64,{data}"));
+        let at = uri.find("data:").unwrap();
+        assert_eq!(
+            found(&uri),
+            [format!(
+                "aws_access_key at body, byte {at}, in a base64 data: URI, decoded"
+            )]
+        );
+        // Found in the raw bytes and again decoded: one finding, the raw one.
+        let both = json(&format!("{key} and {escaped_key}"));
+        assert_eq!(
+            found(&both),
+            [format!(
+                "aws_access_key at body, byte {}",
+                both.find("AKIA").unwrap()
+            )]
+        );
+    }
+
+    #[test]
+    fn a_refused_requests_text_keeps_no_secret_it_quoted() {
+        let key = ["AKIA", "IOSFODNN7EXAMPLE"].concat();
+        let config = InspectConfig::default();
+        assert_eq!(
+            scrubbed(&format!("no route matches /nosuch/{key}; check"), &config).as_deref(),
+            Ok("no route matches /nosuch/[redacted: aws_access_key]; check")
+        );
+        assert_eq!(
+            scrubbed(
+                &format!("no route matches /nosuch/AKIA%49{}", &key[5..]),
+                &config
+            )
+            .as_deref(),
+            Err(&"aws_access_key")
+        );
+        assert!(matches!(
+            scrubbed("no route matches /v2/x%20y", &config),
+            Ok(std::borrow::Cow::Borrowed(_))
+        ));
+    }
+
+    #[test]
+    fn a_key_in_a_connect_host_name_is_found_whatever_its_case() {
+        let key = ["AKIA", "IOSFODNN7EXAMPLE"].concat();
+        for host in [
+            format!("{key}.evil.example.com"),
+            format!("{}.evil.example.com", key.to_lowercase()),
+        ] {
+            let mut findings = Findings::none();
+            inspect_host(&mut findings, &host, &InspectConfig::default());
+            let found: Vec<String> = findings
+                .0
+                .iter()
+                .map(|f| format!("{} at {}", f.detector, f.location))
+                .collect();
+            assert_eq!(
+                found,
+                ["aws_access_key at CONNECT target, byte 0"],
+                "{host}"
+            );
+        }
+        let mut findings = Findings::none();
+        inspect_host(&mut findings, "api.github.com", &InspectConfig::default());
+        assert!(findings.0.is_empty(), "{findings:?}");
     }
 
     #[test]

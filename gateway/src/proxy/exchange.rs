@@ -747,7 +747,12 @@ impl Exchange {
                 .headers_mut()
                 .insert(http::header::WWW_AUTHENTICATE, v.clone());
         }
-        let message = bounded(&refusal.detailed(), FIELD_MAX).into_owned();
+        let message = refusal.recorded_message(
+            &self.shared.snapshot.load().config.inspect,
+            self.shared.canaries().map(|c| &**c),
+            self.principal.as_ref().map(|p| &*p.id),
+            &self.request_id,
+        );
         self.log(refusal, response.status(), &message);
         if let Some(spans) = self.spans(response.status(), Some(refusal)) {
             spans.end(Usage::default(), None);

@@ -131,9 +131,7 @@ async fn walk(
             .map(Walked::Answered);
     }
     let (mut action, mut request) = interpret(snap, ex, &route, principal, req).await?;
-    if route.protocol == protocol::Protocol::Rest {
-        inspect_head(snap, ex, &mut action, &request.head, request.sent.as_ref());
-    }
+    inspect_head(snap, ex, &mut action, &request.head, request.sent.as_ref());
     inspect(snap, ex, &mut action, &request.body);
     limit(snap, ex, &action)?;
     recall(

@@ -8,12 +8,14 @@ use http_body_util::Full;
 
 use crate::approval::Hold;
 use crate::audit::AuditError;
+use crate::canary::Canaries;
 use crate::config::DenyStyle;
 use crate::egress::EgressError;
 use crate::fleet::budget::sync::BudgetUnknown;
 use crate::fleet::limits::{LimitAnswer, Limited};
 use crate::fleet::quarantine;
 use crate::identity::AuthError;
+use crate::inspect::InspectConfig;
 use crate::mcp::McpError;
 use crate::observe::readable::Unreadable;
 use crate::protocol::body::BodyError;
@@ -22,6 +24,7 @@ use crate::protocol::{self, Protocol, ProtocolError, Shape};
 use crate::route::{Route, RouteError};
 use crate::secrets::CredentialError;
 use crate::state::quarantine::QuarantineRecord;
+use crate::text::{FIELD_MAX, bounded};
 use crate::upstream::UpstreamError;
 use crate::upstream::breaker::CircuitOpen;
 
@@ -173,6 +176,41 @@ impl Refusal {
             | Refusal::Upstream(_)
             | Refusal::CircuitOpen(_)
             | Refusal::Unreadable(_) => Recorded::Outcome,
+        }
+    }
+
+    /// The refusal's message as its record and the process log keep it: bounded
+    /// ([`FIELD_MAX`]), what a content detector finds in it (the agent's own text it quotes: a
+    /// path, a tool's or a method's name) replaced by `[redacted: <detector>]`. A canary in it,
+    /// or a detector's match only its percent-decoding shows, withholds all of it but its code
+    /// (the canary's hit raised as any other); `agent` is who sent the request, when known.
+    pub fn recorded_message(
+        &self,
+        inspect: &InspectConfig,
+        canaries: Option<&Canaries>,
+        agent: Option<&str>,
+        request_id: &str,
+    ) -> String {
+        let full = self.detailed();
+        let code = self.code();
+        if let Some(canaries) = canaries {
+            let found = canaries
+                .in_refused(full.as_bytes(), agent, request_id)
+                .or_else(|| {
+                    let decoded = crate::inspect::decoded::form_decoded(full.as_bytes());
+                    canaries.in_refused(&decoded, agent, request_id)
+                });
+            if let Some(id) = found {
+                return format!(
+                    "{code}: (withheld: canary {id} was found in what the request said)"
+                );
+            }
+        }
+        match crate::inspect::scrubbed(&full, inspect) {
+            Ok(text) => bounded(&text, FIELD_MAX).into_owned(),
+            Err(detector) => format!(
+                "{code}: (withheld: the {detector} detector found a secret in what the request said)"
+            ),
         }
     }
 

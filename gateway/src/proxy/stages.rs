@@ -88,16 +88,28 @@ pub(super) fn quarantine(ex: &Exchange, principal: &Principal) -> Result<(), Ref
 }
 
 /// Inspect: what the request's content shows before it leaves, for policy to judge, and any
-/// canary token in it.
+/// canary token in it, in its bytes and as its receiver decodes them (`inspect/decoded.rs`):
+/// a canary found only once decoded is located at the string, pair or URI it came from.
 pub(super) fn inspect(snap: &Snapshot, ex: &Exchange, action: &mut Action, body: &[u8]) {
-    inspect::inspect(&mut action.context.findings, body, &snap.config.inspect);
+    let decoded = inspect::inspect_body(&mut action.context.findings, body, &snap.config.inspect);
     look_for_canaries(ex, action, body, "body");
+    if let Some(decoded) = decoded
+        && !canary::hit(&action.context.findings)
+        && let Some(canaries) = ex.shared().canaries()
+        && canaries.present(&decoded.text)
+    {
+        for (text, from, how) in decoded.pieces() {
+            let place = format!("body, byte {from}, in {how}");
+            canaries.inspect(action, text, &place, ex.request_id());
+        }
+    }
 }
 
-/// Headers not inspected on a REST route's request: those Warden strips before it leaves (the
-/// agent's Warden credential; the connector's own credential is injected after inspection).
-/// Everything else in the head goes upstream as the agent sent it, `Cookie` included.
-const REST_UNINSPECTED: [http::HeaderName; 5] = [
+/// Headers not inspected on a route's request (LLM or REST): those Warden strips before it
+/// leaves (the agent's Warden credential; the connector's own credential is injected after
+/// inspection). Everything else in the head goes upstream as the agent sent it, `Cookie`
+/// included.
+const ROUTE_UNINSPECTED: [http::HeaderName; 5] = [
     http::header::AUTHORIZATION,
     http::header::PROXY_AUTHORIZATION,
     http::HeaderName::from_static("x-api-key"),
@@ -105,7 +117,7 @@ const REST_UNINSPECTED: [http::HeaderName; 5] = [
     http::HeaderName::from_static("x-goog-api-key"),
 ];
 
-/// Inspect, for a REST route: its target (path and query, percent-decoded) and the header
+/// Inspect, for an LLM or a REST route: its target (path and query, percent-decoded) and the header
 /// values that go upstream, with the content detectors and for canary tokens, as the egress
 /// proxy does. The target is read as the agent `sent` it (when it goes upstream otherwise, as
 /// judged: parameters folded), so that folding hides no secret from the detectors, and as it
@@ -123,7 +135,7 @@ pub(super) fn inspect_head(
         findings,
         sent.unwrap_or(&head.uri),
         &head.headers,
-        &REST_UNINSPECTED,
+        &ROUTE_UNINSPECTED,
         &snap.config.inspect,
     );
     if sent.is_some() {
@@ -141,7 +153,7 @@ pub(super) fn inspect_head(
     }
     let mut headers = Vec::new();
     for (name, value) in &head.headers {
-        if !REST_UNINSPECTED.contains(name) {
+        if !ROUTE_UNINSPECTED.contains(name) {
             headers.extend_from_slice(name.as_str().as_bytes());
             headers.extend_from_slice(b": ");
             headers.extend_from_slice(value.as_bytes());
@@ -835,7 +847,7 @@ mod tests {
             &mut findings,
             &uri,
             &headers,
-            &REST_UNINSPECTED,
+            &ROUTE_UNINSPECTED,
             &inspect::InspectConfig::default(),
         );
         let places: Vec<&str> = findings

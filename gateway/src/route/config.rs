@@ -5,6 +5,14 @@ use serde::Deserialize;
 use crate::protocol::RefusalFinish;
 use crate::secrets::config::{CredentialSource, InjectConfig};
 
+/// The providers' account-scoping headers: which organisation, project or billing project a
+/// key acts in (`account_headers`).
+pub const ACCOUNT_HEADERS: [&str; 3] = [
+    "openai-organization",
+    "openai-project",
+    "x-goog-user-project",
+];
+
 /// How a policy refusal reaches the agent.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
@@ -52,6 +60,12 @@ pub struct RouteConfig {
     /// anyone on the path can read it. Default `false`: such a route is refused.
     #[serde(default)]
     pub allow_plaintext: bool,
+    /// The provider's account-scoping headers (`OpenAI-Organization`, `OpenAI-Project`,
+    /// `x-goog-user-project`) sent with the route's credential: those the agent sends are
+    /// dropped when Warden injects the credential (the operator's key acts where the operator
+    /// says, not where the agent asks), and these set instead.
+    #[serde(default)]
+    pub account_headers: std::collections::BTreeMap<String, String>,
 }
 
 impl RouteConfig {
@@ -95,6 +109,7 @@ pub fn default_routes() -> Vec<RouteConfig> {
         on_deny: DenyStyle::Completion,
         refusal_finish: None,
         allow_plaintext: false,
+        account_headers: Default::default(),
     })
     .chain(std::iter::once(RouteConfig {
         name: None,
@@ -107,6 +122,7 @@ pub fn default_routes() -> Vec<RouteConfig> {
         on_deny: DenyStyle::Completion,
         refusal_finish: None,
         allow_plaintext: false,
+        account_headers: Default::default(),
     }))
     .collect()
 }

@@ -50,6 +50,41 @@ pub struct Route {
     pub mcp: Option<Arc<crate::mcp::Endpoint>>,
     /// A REST route's operations (its connector's).
     pub operations: Option<Arc<Operations>>,
+    /// The account-scoping headers sent with the route's credential (`account_headers`).
+    pub account_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+/// Route `i`'s `account_headers`, each name one of [`config::ACCOUNT_HEADERS`] and each value
+/// a header value.
+fn account_headers(
+    i: usize,
+    configured: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, ConfigErrors> {
+    configured
+        .iter()
+        .map(|(name, value)| {
+            let key = format!("routes[{i}].account_headers.{name}");
+            let lower = name.to_ascii_lowercase();
+            let Some(known) = config::ACCOUNT_HEADERS.iter().find(|h| **h == lower) else {
+                return Err(ConfigErrors::one(
+                    key,
+                    format!(
+                        "{name:?} is not an account-scoping header; known: {}",
+                        config::ACCOUNT_HEADERS.join(", ")
+                    ),
+                ));
+            };
+            let value = http::HeaderValue::from_str(value).map_err(|_| {
+                ConfigErrors::one(
+                    key,
+                    "is not a valid header value (visible ASCII only); use the organisation or \
+                     project id as the provider shows it"
+                        .to_owned(),
+                )
+            })?;
+            Ok((http::HeaderName::from_static(known), value))
+        })
+        .collect()
 }
 
 impl Route {
@@ -180,7 +215,9 @@ impl RouteTable {
                     text: rest::schema_fragment(ops),
                 });
             }
+            let account_headers = account_headers(i, &rc.account_headers)?;
             routes.push(Arc::new(Route {
+                account_headers,
                 operations,
                 name: Arc::from(name),
                 prefix: rc.prefix.trim_end_matches('/').to_string(),
@@ -212,6 +249,7 @@ impl RouteTable {
                 refusal_finish: RefusalFinish::default(),
                 mcp: Some(endpoint),
                 operations: None,
+                account_headers: Vec::new(),
             }));
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));

@@ -6,6 +6,7 @@ use http::{HeaderValue, Request, request::Parts};
 
 use super::credential::{Credential, Placed};
 use crate::route::Route;
+use crate::route::config::ACCOUNT_HEADERS;
 
 /// Headers in which agents present their Warden credential. Never forwarded.
 pub static AGENT_CREDENTIAL_HEADERS: [HeaderName; 4] = [
@@ -57,6 +58,16 @@ pub fn upstream_request<B>(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
     );
+    if credential.is_some() {
+        // The operator's credential acts in the account the route names, not one the agent
+        // picks.
+        for name in ACCOUNT_HEADERS {
+            headers.remove(name);
+        }
+    }
+    for (name, value) in &route.account_headers {
+        headers.insert(name.clone(), value.clone());
+    }
     if let Some(Placed::Header(name, value)) = credential.map(|c| &c.placed) {
         headers.insert(name.clone(), value.clone());
     }
@@ -132,14 +143,22 @@ mod tests {
     use crate::config::load::parse;
     use crate::route::RouteTable;
 
+    /// The routes of a configuration whose one route is `route` (a YAML flow mapping).
+    pub(super) fn routes(route: &str) -> Result<RouteTable, String> {
+        let config = parse(&format!("routes:\n  - {route}\n"), None).expect("config");
+        RouteTable::build(&config, None).map_err(|e| e.to_string())
+    }
+
+    /// An OpenAI route on `/o` with a credential, `more` keys added.
+    pub(super) fn openai_route(more: &str) -> String {
+        format!(
+            "{{ prefix: /o, connector: openai, upstream: 'http://127.0.0.1:1/v1', credential: {{ file: /dev/null }}{more} }}"
+        )
+    }
+
     #[test]
     fn strips_agent_credentials_and_injects_the_upstream_key() {
-        let config = parse(
-            "routes:\n  - { prefix: /o, connector: openai, upstream: 'http://127.0.0.1:1/v1', credential: { file: /dev/null } }\n",
-            None,
-        )
-        .expect("config");
-        let table = RouteTable::build(&config, None).expect("routes");
+        let table = routes(&openai_route("")).expect("routes");
         let (route, rest) = table.find("/o/chat/completions").expect("route");
         let req = Request::post("/o/chat/completions?key=agent-secret&alt=sse")
             .header("authorization", "Bearer agent-token")
@@ -190,6 +209,60 @@ mod tests {
         assert_eq!(
             h.get("accept-encoding").map(|v| v.as_bytes()),
             Some(&b"identity"[..])
+        );
+    }
+}
+
+#[cfg(test)]
+mod account_tests {
+    use super::tests::{openai_route, routes};
+    use super::*;
+
+    /// The account headers sent upstream on route `route` (YAML flow mapping), when the agent
+    /// asks for its own organisation and project.
+    fn sent(route: &str, credential: Option<&Credential>) -> Vec<(String, String)> {
+        let table = routes(route).expect("routes");
+        let (route, rest) = table.find("/o/chat/completions").expect("route");
+        let req = Request::post("/o/chat/completions")
+            .header("openai-organization", "org-agent")
+            .header("OpenAI-Project", "proj-agent")
+            .header("x-goog-user-project", "agent-billing")
+            .body(())
+            .expect("request");
+        let (mut parts, ()) = req.into_parts();
+        let headers = std::mem::take(&mut parts.headers);
+        let out = upstream_request(route, &parts, headers, rest, (), credential).expect("request");
+        ACCOUNT_HEADERS
+            .iter()
+            .filter_map(|h| {
+                let v = out.headers().get(*h)?.to_str().ok()?;
+                Some(((*h).to_owned(), v.to_owned()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_injected_credential_acts_in_the_routes_account_not_the_agents() {
+        let cred = Credential::header(
+            header::AUTHORIZATION,
+            http::HeaderValue::from_static("Bearer provider-key"),
+        );
+        assert_eq!(sent(&openai_route(""), Some(&cred)), []);
+        let named = openai_route(", account_headers: { OpenAI-Organization: org-acme }");
+        assert_eq!(
+            sent(&named, Some(&cred)),
+            [("openai-organization".to_owned(), "org-acme".to_owned())]
+        );
+        // No credential injected: the agent's own key goes upstream, in its own account.
+        let own = "{ prefix: /o, connector: openai-compatible, upstream: 'http://127.0.0.1:1/v1' }";
+        assert_eq!(sent(own, None).len(), 3);
+        let Err(message) = routes(&openai_route(", account_headers: { x-tenant: a }")) else {
+            panic!("an unknown account header is refused");
+        };
+        assert!(
+            message.contains("routes[0].account_headers.x-tenant")
+                && message.contains("not an account-scoping header"),
+            "{message}"
         );
     }
 }

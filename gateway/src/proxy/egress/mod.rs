@@ -231,7 +231,9 @@ fn destination(dest: &Destination, facts: &EgressFacts) -> serde_json::Value {
         ("path", &facts.path),
     ] {
         if let Some(value) = value {
-            detail[key] = serde_json::Value::from(value.as_str());
+            // Bounded as a REST path is: a long path makes no long record.
+            let kept = crate::text::Quoted::with_max(value, crate::text::PATH_MAX);
+            detail[key] = serde_json::Value::from(kept.as_str());
         }
     }
     addresses_into(&mut detail, dest);

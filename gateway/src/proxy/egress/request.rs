@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 
 use super::{Worker, action, decide, destination, guard, hold_here, look_up_once_held};
 use crate::action::{EgressFacts, Findings, Principal, Verb};
+use crate::canary;
 use crate::egress::intercept::TunnelUpstream;
 use crate::egress::{Destination, EgressError, Host, dial};
 use crate::inspect;
@@ -99,6 +100,12 @@ pub(super) async fn forward(
         line_and_headers,
         "request line and headers",
     );
+    // Percent-encoding hides no canary: the target is read decoded too, as REST's is.
+    if !canary::hit(&action.context.findings)
+        && let Some(target) = head.uri.path_and_query()
+    {
+        look_for_canaries(ex, &mut action, &inspect::decoded_target(target), "url");
+    }
     if via.in_tunnel()
         && let Some(value) = head.headers.get(PROXY_AUTHORIZATION)
     {

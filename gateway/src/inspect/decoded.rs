@@ -1,0 +1,300 @@
+//! What a body reads as once its receiver decodes it, where that differs from its bytes: the
+//! strings (values and keys) of a JSON body that use backslash escapes (`\u0041`, `\/`), the
+//! pairs of a form-encoded body (percent-encoding, `+` as a space), and the base64 content of
+//! `data:text/…;base64,` URIs. A secret or a canary written with any of these is read by the
+//! receiver as plain text, so the detectors and the canary search read the decoded text too.
+//!
+//! Only what decoding changes is decoded: a JSON body without a backslash, or a body without
+//! `%`, `+` or `data:text/`, has nothing here (the fast path: a few `memchr` scans). Generic
+//! base64 runs, nested encodings beyond these (a form field holding escaped JSON, say) and
+//! other content types' encodings are not decoded.
+
+use base64::Engine;
+use memchr::{memchr, memchr2, memmem};
+
+/// Which decoding made a piece of decoded text, as a finding's location names it.
+const JSON: &str = "a JSON string with escapes, decoded";
+const FORM: &str = "a form-encoded pair, decoded";
+const DATA_URI: &str = "a base64 data: URI, decoded";
+
+/// The opening of a `data:` URI of text.
+const DATA_TEXT: &[u8] = b"data:text/";
+/// What marks a `data:` URI's content as base64, within this many bytes of its opening.
+const BASE64_MARK: &[u8] = b";base64,";
+const MEDIA_TYPE_MAX: usize = 100;
+
+/// The decoded text of a body, piece after piece (a newline between two), with where each
+/// piece came from in the body.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// Every piece's decoded text.
+    pub text: Vec<u8>,
+    /// Each piece: where its text starts in `text`, where it came from in the body (the
+    /// string's opening quote, the pair's first byte, the URI's `data:`) and how it was decoded.
+    pieces: Vec<(usize, usize, &'static str)>,
+}
+
+impl Decoded {
+    /// Where in the body the decoded byte `at` came from, and how it was decoded.
+    pub fn origin(&self, at: usize) -> (usize, &'static str) {
+        let i = self.pieces.partition_point(|(start, _, _)| *start <= at);
+        let (_, raw, how) = self.pieces[i.saturating_sub(1)];
+        (raw, how)
+    }
+
+    /// Each piece's decoded text, with where it came from in the body and how.
+    pub fn pieces(&self) -> impl Iterator<Item = (&[u8], usize, &'static str)> {
+        self.pieces
+            .iter()
+            .enumerate()
+            .map(|(i, &(start, raw, how))| {
+                let end = self
+                    .pieces
+                    .get(i + 1)
+                    .map_or(self.text.len(), |next| next.0 - 1);
+                (&self.text[start..end], raw, how)
+            })
+    }
+
+    fn push(&mut self, raw: usize, how: &'static str, text: &[u8]) {
+        if !self.pieces.is_empty() {
+            self.text.push(b'\n');
+        }
+        self.pieces.push((self.text.len(), raw, how));
+        self.text.extend_from_slice(text);
+    }
+}
+
+/// The decoded text of `body` where decoding changes it, or `None` when it does not.
+pub fn decoded(body: &[u8]) -> Option<Decoded> {
+    let mut decoded = Decoded::default();
+    if looks_like_json(body) {
+        if memchr(b'\\', body).is_some() {
+            json_strings(body, &mut decoded);
+        }
+    } else if memchr2(b'%', b'+', body).is_some() {
+        form_pairs(body, &mut decoded);
+    }
+    data_uris(body, &|at| (at, DATA_URI), &mut decoded);
+    if !decoded.text.is_empty() && memmem::find(&decoded.text, DATA_TEXT).is_some() {
+        // A data: URI written with escapes (`\/` for its slashes) is read once decoded.
+        let mut uris = Decoded::default();
+        data_uris(
+            &decoded.text,
+            &|at| (decoded.origin(at).0, DATA_URI),
+            &mut uris,
+        );
+        for (text, raw, how) in uris.pieces() {
+            decoded.push(raw, how, text);
+        }
+    }
+    (!decoded.pieces.is_empty()).then_some(decoded)
+}
+
+/// Whether `body` reads as JSON: its first byte that is not white space opens an object or
+/// an array.
+fn looks_like_json(body: &[u8]) -> bool {
+    body.iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| matches!(b, b'{' | b'['))
+}
+
+/// Each string of a JSON body that has a backslash escape, decoded. Outside its strings JSON
+/// has no quote, so a quote opens a string and the first one not escaped closes it.
+fn json_strings(body: &[u8], decoded: &mut Decoded) {
+    let mut at = 0;
+    while let Some(open) = memchr(b'"', &body[at..]).map(|i| at + i) {
+        let mut end = open + 1;
+        let mut escaped = false;
+        while end < body.len() {
+            match body[end] {
+                b'\\' => {
+                    escaped = true;
+                    end += 2;
+                    continue;
+                }
+                b'"' => break,
+                _ => end += 1,
+            }
+        }
+        let end = end.min(body.len());
+        if escaped {
+            decoded.push(open, JSON, unescape(&body[open + 1..end]).as_bytes());
+        }
+        at = end + 1;
+        if at >= body.len() {
+            break;
+        }
+    }
+}
+
+/// A JSON string's content with its escapes decoded, leniently as receivers read it: a lone
+/// surrogate becomes U+FFFD, an unknown escape stands for its character.
+fn unescape(raw: &[u8]) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    let mut plain = 0;
+    while i < raw.len() {
+        if raw[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        out.push_str(&String::from_utf8_lossy(&raw[plain..i]));
+        let Some(&kind) = raw.get(i + 1) else {
+            plain = i + 1;
+            break;
+        };
+        i += 2;
+        match kind {
+            b'n' => out.push('\n'),
+            b't' => out.push('\t'),
+            b'r' => out.push('\r'),
+            b'b' => out.push('\u{8}'),
+            b'f' => out.push('\u{c}'),
+            b'u' => {
+                let (c, used) = code_point(&raw[i..]);
+                out.push(c);
+                i += used;
+            }
+            other => out.push(char::from(other)),
+        }
+        plain = i;
+    }
+    out.push_str(&String::from_utf8_lossy(&raw[plain.min(raw.len())..]));
+    out
+}
+
+/// The character a `\u` escape stands for (`raw` is what follows the `\u`: four hex digits,
+/// and for a high surrogate the `\uXXXX` of its low one), and how many bytes of `raw` it used.
+fn code_point(raw: &[u8]) -> (char, usize) {
+    let hex = |raw: &[u8]| -> Option<u32> {
+        let digits = std::str::from_utf8(raw.get(..4)?).ok()?;
+        u32::from_str_radix(digits, 16).ok()
+    };
+    let Some(high) = hex(raw) else {
+        return (char::REPLACEMENT_CHARACTER, 0);
+    };
+    if (0xD800..0xDC00).contains(&high)
+        && raw.get(4..6) == Some(b"\\u")
+        && let Some(low) = hex(&raw[6..])
+        && (0xDC00..0xE000).contains(&low)
+    {
+        let c = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00);
+        return (char::from_u32(c).unwrap_or(char::REPLACEMENT_CHARACTER), 10);
+    }
+    (
+        char::from_u32(high).unwrap_or(char::REPLACEMENT_CHARACTER),
+        4,
+    )
+}
+
+/// Each `&`-separated pair of a form-encoded body that decoding changes, decoded (`+` as a
+/// space, then percent-decoded).
+fn form_pairs(body: &[u8], decoded: &mut Decoded) {
+    let mut at = 0;
+    for pair in body.split(|&b| b == b'&') {
+        if memchr2(b'%', b'+', pair).is_some() {
+            decoded.push(at, FORM, &form_decoded(pair));
+        }
+        at += pair.len() + 1;
+    }
+}
+
+/// `bytes` form-decoded: `+` as a space, then percent-decoded.
+pub fn form_decoded(bytes: &[u8]) -> Vec<u8> {
+    let spaced: Vec<u8> = bytes
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
+    percent_encoding::percent_decode(&spaced).collect()
+}
+
+/// The base64 content of each `data:text/…;base64,` URI in `text`, decoded; `origin` says
+/// where in the body an offset of `text` came from.
+fn data_uris(text: &[u8], origin: &dyn Fn(usize) -> (usize, &'static str), out: &mut Decoded) {
+    for at in memmem::find_iter(text, DATA_TEXT) {
+        let head = &text[at..text.len().min(at + MEDIA_TYPE_MAX)];
+        let Some(mark) = memmem::find(head, BASE64_MARK) else {
+            continue;
+        };
+        let start = at + mark + BASE64_MARK.len();
+        let len = text[start..]
+            .iter()
+            .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+            .count();
+        let run: Vec<u8> = text[start..start + len]
+            .iter()
+            .copied()
+            .filter(|&b| b != b'=')
+            .collect();
+        if let Ok(content) = base64::engine::general_purpose::STANDARD_NO_PAD.decode(&run) {
+            let (raw, how) = origin(at);
+            out.push(raw, how, &content);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(body: &str) -> Option<String> {
+        decoded(body.as_bytes()).map(|d| String::from_utf8_lossy(&d.text).into_owned())
+    }
+
+    #[test]
+    fn json_strings_with_escapes_are_decoded_keys_included_and_located_at_their_quote() {
+        let body = r#"{"a":"plain","k\u0065y":"AKIA\u0052\u0032 a\/b \ud83d\ude00 \ud800 \q"}"#;
+        let decoded = decoded(body.as_bytes()).unwrap();
+        let pieces: Vec<(String, usize, &str)> = decoded
+            .pieces()
+            .map(|(t, raw, how)| (String::from_utf8_lossy(t).into_owned(), raw, how))
+            .collect();
+        let value = body.find("\"AKIA").unwrap();
+        assert_eq!(
+            pieces,
+            [
+                ("key".to_owned(), body.find("\"k\\").unwrap(), JSON),
+                ("AKIAR2 a/b 😀 \u{fffd} q".to_owned(), value, JSON),
+            ]
+        );
+        assert_eq!(decoded.origin(decoded.text.len() - 1), (value, JSON));
+        assert_eq!(decoded.origin(0).0, body.find("\"k\\").unwrap());
+    }
+
+    #[test]
+    fn a_json_body_without_escapes_and_plain_text_have_nothing_decoded() {
+        assert_eq!(text(r#"{"messages":[{"content":"100% + more"}]}"#), None);
+        assert_eq!(text("just prose, no encodings"), None);
+        // An escaped quote does not end a string early; an unterminated one is read to the end.
+        assert_eq!(
+            text(r#"{"a":"say \"hi\" \u0041","b":"\u0042"#).as_deref(),
+            Some("say \"hi\" A\nB")
+        );
+    }
+
+    #[test]
+    fn form_pairs_are_percent_decoded_with_plus_as_space() {
+        assert_eq!(
+            text("a=1&body=AKIA%52%32SZ&pem=-----BEGIN+RSA+PRIVATE+KEY-----").as_deref(),
+            Some("body=AKIAR2SZ\npem=-----BEGIN RSA PRIVATE KEY-----")
+        );
+        let decoded = decoded(b"a=1&b=%41").unwrap();
+        assert_eq!(decoded.origin(0).0, 4);
+    }
+
+    #[test]
+    fn base64_data_uris_of_text_are_decoded_raw_or_escaped() {
+        let secret = base64::engine::general_purpose::STANDARD.encode("the key is here");
+        let body = format!(r#"{{"file_data":"data:text/plain;base64,{secret}"}}"#);
+        assert_eq!(text(&body).as_deref(), Some("the key is here"));
+        let escaped = format!(r#"{{"file_data":"data:text\/plain;base64,{secret}"}}"#);
+        let decoded = decoded(escaped.as_bytes()).unwrap();
+        let last = decoded.pieces().last().unwrap();
+        assert_eq!(
+            (last.0, last.1, last.2),
+            (&b"the key is here"[..], 13, DATA_URI)
+        );
+        assert_eq!(text(r#"{"img":"data:image/png;base64,AAAA"}"#), None);
+    }
+}
