@@ -134,7 +134,9 @@ pub fn revealed(text: &str) -> Cow<'_, str> {
 /// Whether `c` is invisible or changes how text around it reads: Unicode's format characters
 /// (category Cf: the bidirectional embeddings, overrides, isolates and marks, zero-width
 /// spaces and joiners, the byte-order mark, invisible operators, tag characters…), the line
-/// and paragraph separators, and control characters other than newline and tab.
+/// and paragraph separators, control characters other than newline and tab, and the
+/// characters that render blank (Hangul fillers, the blank Braille pattern, variation
+/// selectors, the combining grapheme joiner).
 pub fn is_hidden(c: char) -> bool {
     (c.is_control() && c != '\n' && c != '\t')
         || matches!(
@@ -160,6 +162,17 @@ pub fn is_hidden(c: char) -> bool {
                 | 0x1D173..=0x1D17A
                 | 0xE0001
                 | 0xE0020..=0xE007F
+                // Characters that show as nothing though not format characters: the combining
+                // grapheme joiner, the Hangul fillers, the blank Braille pattern, and the
+                // variation selectors (a run of them can carry hidden bytes after any letter).
+                | 0x034F
+                | 0x115F
+                | 0x1160
+                | 0x2800
+                | 0x3164
+                | 0xFFA0
+                | 0xFE00..=0xFE0F
+                | 0xE0100..=0xE01EF
         )
 }
 
@@ -194,6 +207,10 @@ mod tests {
         assert_eq!(
             revealed("pay\u{202e}gnp.exe \u{2066}x\u{2069} a\u{200b}b\u{2028}\u{7}"),
             r"pay\u{202e}gnp.exe \u{2066}x\u{2069} a\u{200b}b\u{2028}\u{7}"
+        );
+        assert_eq!(
+            revealed("a\u{fe0f}\u{e0100}b\u{3164}\u{2800}c\u{34f}"),
+            r"a\u{fe0f}\u{e0100}b\u{3164}\u{2800}c\u{34f}"
         );
     }
 }

@@ -50,6 +50,11 @@ pub struct Waiting {
     pub context: Value,
 }
 
+/// The actions of an MCP server's requests to the agent, which
+/// `approvals.max_pending_per_agent` does not count (the state store's count leaves them out
+/// too).
+const SERVER_REQUESTS: [&str; 3] = ["mcp:sample", "mcp:elicit", "mcp:list_roots"];
+
 /// What webhooks with `include_arguments` are shown of an action: a tool call's arguments, or
 /// what an LLM call asks (its masked last user message, in the context only when it may be
 /// shown).
@@ -171,7 +176,10 @@ impl Gate {
             approver_groups: approvers.clone(),
             required: u32::from((*approvals).max(1)),
             ttl,
-            pending_cap: Some(self.max_pending),
+            // An MCP server's requests to the agent are not the agent's to count: they have
+            // their own bounds (mcp::router's MAX_HELD a session, requests_to_agent_per_minute).
+            pending_cap: (!SERVER_REQUESTS.contains(&waiting.action.as_str()))
+                .then_some(self.max_pending),
         };
         let (record, created) = match self.approvals.create_or_find(new).await {
             Ok(opened) => opened,
@@ -546,6 +554,37 @@ mod tests {
             gate.open(&decision, asking(1)).await.unwrap().id(),
             first.id()
         );
+    }
+
+    #[tokio::test]
+    async fn an_mcp_servers_requests_neither_count_against_nor_meet_the_agents_pending_cap() {
+        let (gate, _store, _dir) = gate_with(ApprovalsConfig {
+            mode: ApprovalMode::Pending,
+            max_pending_per_agent: 2,
+            ..ApprovalsConfig::default()
+        })
+        .await;
+        let asking = |n: u8, action: &str| Waiting {
+            digest: format!("sha256:{}", format!("{n:02x}").repeat(32)),
+            action: action.into(),
+            ..waiting()
+        };
+        let decision = needs("prod-deploys", "sre", 1);
+        for n in 1..=3 {
+            gate.open(&decision, asking(n, "mcp:sample")).await.unwrap();
+        }
+        // The agent's own requests still have their two.
+        gate.open(&decision, asking(4, "mcp:call_tool"))
+            .await
+            .unwrap();
+        gate.open(&decision, asking(5, "mcp:call_tool"))
+            .await
+            .unwrap();
+        let refused = gate
+            .open(&decision, asking(6, "mcp:call_tool"))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), "too_many_pending");
     }
 
     #[tokio::test]

@@ -16,8 +16,9 @@ use super::pages;
 use crate::protocol::body::{BodyError, read};
 use crate::protocol::config::LimitsConfig;
 
-/// The largest body the console reads: its forms and passkey answers are a few KiB.
-pub const BODY_MAX: usize = 1024 * 1024;
+/// The largest body the console reads: its forms are a few KiB, a passkey's answer (an
+/// attestation with its certificates) some tens at most.
+pub const BODY_MAX: usize = 64 * 1024;
 
 /// Reads the request's body whole, then runs the handler on it; refuses a body too slow or
 /// too large.

@@ -4,8 +4,9 @@
 //! `data:text/…;base64,` URIs. A secret or a canary written with any of these is read by the
 //! receiver as plain text, so the detectors and the canary search read the decoded text too.
 //!
-//! Only what decoding changes is decoded: a JSON body without a backslash, or a body without
-//! `%`, `+` or `data:text/`, has nothing here (the fast path: a few `memchr` scans). Generic
+//! Only what decoding changes is decoded: a body without a backslash, `%`, `+` or
+//! `data:text/` has nothing here (the fast path: a few `memchr` scans). Each decoding runs on
+//! its own mark whatever the body looks like, since its receiver decides how to read it. Generic
 //! base64 runs, nested encodings beyond these (a form field holding escaped JSON, say) and
 //! other content types' encodings are not decoded.
 
@@ -68,11 +69,20 @@ impl Decoded {
 /// The decoded text of `body` where decoding changes it, or `None` when it does not.
 pub fn decoded(body: &[u8]) -> Option<Decoded> {
     let mut decoded = Decoded::default();
-    if looks_like_json(body) {
-        if memchr(b'\\', body).is_some() {
-            json_strings(body, &mut decoded);
-        }
-    } else if memchr2(b'%', b'+', body).is_some() {
+    // Each decoding runs on its own mark, whatever the body's first byte: a receiver may read
+    // a body that opens with `{` as a form (PHP, Python with a form content type), or one that
+    // opens with a byte-order mark, or is a bare string, as JSON. Decoding more only finds more.
+    // A body that reads as JSON is form-decoded only when it holds a percent escape: `+` alone
+    // (`1 + 1` in a prompt) would have every such prompt scanned twice.
+    if memchr(b'\\', body).is_some() {
+        json_strings(body, &mut decoded);
+    }
+    let form = if looks_like_json(body) {
+        has_percent_escape(body)
+    } else {
+        memchr2(b'%', b'+', body).is_some()
+    };
+    if form {
         form_pairs(body, &mut decoded);
     }
     data_uris(body, &|at| (at, DATA_URI), &mut decoded);
@@ -91,12 +101,21 @@ pub fn decoded(body: &[u8]) -> Option<Decoded> {
     (!decoded.pieces.is_empty()).then_some(decoded)
 }
 
-/// Whether `body` reads as JSON: its first byte that is not white space opens an object or
-/// an array.
+/// Whether `body` reads as JSON: its first byte that is not white space (or a byte-order
+/// mark) opens an object or an array.
 fn looks_like_json(body: &[u8]) -> bool {
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     body.iter()
         .find(|b| !b.is_ascii_whitespace())
         .is_some_and(|b| matches!(b, b'{' | b'['))
+}
+
+/// Whether `body` holds a percent escape (`%` and two hex digits).
+fn has_percent_escape(body: &[u8]) -> bool {
+    memchr::memchr_iter(b'%', body).any(|at| {
+        body.get(at + 1..at + 3)
+            .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    })
 }
 
 /// Each string of a JSON body that has a backslash escape, decoded. Outside its strings JSON
@@ -281,6 +300,21 @@ mod tests {
         );
         let decoded = decoded(b"a=1&b=%41").unwrap();
         assert_eq!(decoded.origin(0).0, 4);
+    }
+
+    #[test]
+    fn each_decoding_runs_whatever_the_body_opens_with() {
+        // A form body opening with `{`, as PHP reads it given a form content type.
+        assert_eq!(
+            text("{x=1&key=AKIA%49OSFODNN7EXAMPLE").as_deref(),
+            Some("key=AKIAIOSFODNN7EXAMPLE")
+        );
+        // JSON behind a byte-order mark, and a bare JSON string.
+        assert_eq!(
+            text("\u{feff}{\"k\":\"AKIA\\u0049\"}").as_deref(),
+            Some("AKIAI")
+        );
+        assert_eq!(text(r#""AKIA\u0049""#).as_deref(), Some("AKIAI"));
     }
 
     #[test]

@@ -136,13 +136,48 @@ pub fn inspect_head(
         if uninspected.contains(name) {
             continue;
         }
-        inspect_in(
-            findings,
-            value.as_bytes(),
-            &format_args!("{HEADER}{name}"),
-            config,
-        );
+        let loose_ignored = is_telemetry(name);
+        for (detector, at) in found(value.as_bytes(), config) {
+            if loose_ignored && LOOSE_DETECTORS.contains(&detector) {
+                continue;
+            }
+            findings.0.push(Finding {
+                detector: Arc::from(detector),
+                location: format!("{HEADER}{name}, byte {at}"),
+            });
+        }
     }
+}
+
+/// The detectors that match by shape alone (randomness, a checksum, a number's form), which
+/// the identifiers of tracing and SDK headers match by chance: a 32-hex Sentry public key in
+/// `baggage`, a Luhn-valid digit run in `traceparent`.
+const LOOSE_DETECTORS: [&str; 5] = [
+    "high_entropy_secret",
+    "payment_card",
+    "iban",
+    "phone",
+    "email",
+];
+
+/// Whether `name` is a header of tracing or of an SDK's own (trace context, baggage, Sentry,
+/// the OpenAI/Anthropic/Google SDKs' version and retry headers, the user agent): the loose
+/// detectors are not run on it, every other detector and the canary search are.
+fn is_telemetry(name: &http::HeaderName) -> bool {
+    const NAMES: [&str; 10] = [
+        "traceparent",
+        "tracestate",
+        "baggage",
+        "sentry-trace",
+        "user-agent",
+        "x-goog-api-client",
+        "anthropic-version",
+        "anthropic-beta",
+        "openai-beta",
+        "idempotency-key",
+    ];
+    let name = name.as_str();
+    NAMES.contains(&name) || name.starts_with("x-stainless-")
 }
 
 /// Adds to `findings` what a request's target shows (path and query, percent-decoded;
@@ -284,7 +319,7 @@ pub fn scrubbed<'t>(
     Ok(out)
 }
 
-/// Most bytes a PEM private key block spans/// Most bytes a PEM private key block spans (an RSA 16384-bit key is about 13 KB).
+/// Most bytes a PEM private key block spans (an RSA 16384-bit key is about 13 KB).
 const PEM_MAX: usize = 32 * 1024;
 
 /// Every PEM private key block in `body`: from `-----BEGIN` to the end of its `-----END …
@@ -328,6 +363,41 @@ mod tests {
             .iter()
             .map(|f| format!("{} at {}", f.detector, f.location))
             .collect()
+    }
+
+    #[test]
+    fn tracing_and_sdk_headers_are_spared_the_loose_detectors_only() {
+        let mut headers = http::HeaderMap::new();
+        // A Sentry public key (32 hex) in baggage, a Luhn-valid run ending a trace id.
+        // (Written in pieces: this file is itself a sample that must find nothing.)
+        let key = ["49d0f7386ad6", "45858ae85020e393bef3"].concat();
+        let card = ["4111", "1111", "1111", "1111"].concat();
+        let baggage =
+            format!("sentry-trace_id=771a43a4192642f0b136d5159a501700,sentry-public_key={key}");
+        headers.insert("baggage", baggage.parse().unwrap());
+        let trace = format!("00-abcdefabcdefabcd{card}-b7ad6b7169203331-01");
+        headers.insert("traceparent", trace.parse().unwrap());
+        headers.insert("x-stainless-retry-count", "0".parse().unwrap());
+        let config = InspectConfig::default();
+        for name in ["baggage", "traceparent"] {
+            let value = headers[name].as_bytes();
+            assert!(
+                !super::found(value, &config).is_empty(),
+                "{name} matches by shape"
+            );
+        }
+        let mut findings = Findings::none();
+        let uri: http::Uri = "/v1/chat/completions".parse().unwrap();
+        inspect_head(&mut findings, &uri, &headers, &[], &config);
+        assert!(findings.0.is_empty(), "{:?}", findings.0);
+        // A credential's own shape is still found there, and anywhere in another header.
+        let aws = ["AKIA", "IOSFODNN7EXAMPLE"].concat();
+        headers.insert("baggage", format!("k={aws}").parse().unwrap());
+        headers.insert("x-note", card.parse().unwrap());
+        inspect_head(&mut findings, &uri, &headers, &[], &config);
+        let detectors: Vec<&str> = findings.0.iter().map(|f| &*f.detector).collect();
+        assert!(detectors.contains(&"aws_access_key"), "{detectors:?}");
+        assert!(detectors.contains(&"payment_card"), "{detectors:?}");
     }
 
     #[test]

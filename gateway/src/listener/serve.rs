@@ -39,9 +39,9 @@ pub struct HttpOptions {
     /// Advertise `SETTINGS_ENABLE_CONNECT_PROTOCOL` and accept RFC 8441 extended `CONNECT`
     /// (a `:protocol` pseudo-header, read as `hyper::ext::Protocol`).
     pub extended_connect: bool,
-    /// Work its requests hand off that outlives their connections (egress tunnels): a worker
-    /// of [`super::workers`] gives it the shutdown grace and waits for it before it stops.
-    pub detached: Option<super::Detached>,
+    /// Work its requests hand off that outlives their connections (egress tunnels): each
+    /// worker serving the listener gives it the shutdown grace and waits for it before it stops.
+    pub detached: Option<super::detached::Detached>,
 }
 
 /// [`serve_with`] with the default [`HttpOptions`].

@@ -230,6 +230,6 @@ fn server(
         breaker: c.breaker.unwrap_or(*breaker),
         requests_to_agent_per_minute: c
             .requests_to_agent_per_minute
-            .unwrap_or(super::DEFAULT_PER_MINUTE),
+            .unwrap_or(super::ask_rate::DEFAULT_PER_MINUTE),
     }))
 }

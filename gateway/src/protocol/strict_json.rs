@@ -56,9 +56,32 @@ pub fn parse_unambiguous(text: &[u8]) -> Result<Value, serde_json::Error> {
 /// know, `Model` beside `model`, and whose upstream may be a case-insensitive decoder).
 pub fn check_unambiguous(text: &[u8]) -> Result<(), serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(text);
-    Check { at: None }.deserialize(&mut de)?;
+    Check {
+        at: None,
+        free: false,
+    }
+    .deserialize(&mut de)?;
     de.end()
 }
+
+/// The keys of an LLM request whose values are free-form (JSON Schemas, a tool's arguments or
+/// result, metadata): beneath them only a repeated key is refused, since a decoder reads such
+/// a value as a map that keeps both `Content-Type` and `content-type`, not as a structure's
+/// fields. `input` is free-form only below the top level (Anthropic's `tool_use.input`; the
+/// Responses API's top-level `input` is the prompt).
+const FREE_FORM: [&str; 11] = [
+    "parameters",
+    "input_schema",
+    "json_schema",
+    "parametersJsonSchema",
+    "responseSchema",
+    "responseJsonSchema",
+    "response_json_schema",
+    "args",
+    "response",
+    "metadata",
+    "input",
+];
 
 fn read(text: &[u8], strict: Strict<'_>) -> Result<Value, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(text);
@@ -338,6 +361,8 @@ fn fold_clash_in(
 #[derive(Clone, Copy)]
 struct Check<'a> {
     at: Option<&'a At<'a>>,
+    /// Beneath a free-form key ([`FREE_FORM`]): only repeated keys count.
+    free: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for Check<'_> {
@@ -383,7 +408,11 @@ impl<'de> Visitor<'de> for Check<'_> {
         let mut index = 0;
         loop {
             let at = At::Index(index, self.at);
-            if seq.next_element_seed(Check { at: Some(&at) })?.is_none() {
+            let element = Check {
+                at: Some(&at),
+                free: self.free,
+            };
+            if seq.next_element_seed(element)?.is_none() {
                 return Ok(());
             }
             index += 1;
@@ -398,11 +427,18 @@ impl<'de> Visitor<'de> for Check<'_> {
             if keys.contains(&key) {
                 return Err(repeated(&key, &format!(" at {}", Path(self.at))));
             }
-            if let Some(other) = fold_clash_in(|k| keys.contains(k), &mut folds, &key) {
+            if !self.free
+                && let Some(other) = fold_clash_in(|k| keys.contains(k), &mut folds, &key)
+            {
                 return Err(case_twins(&other, &key, &format!(" at {}", Path(self.at))));
             }
+            let free =
+                self.free || (FREE_FORM.contains(&&*key) && (self.at.is_some() || key != "input"));
             let at = At::Key(&key, self.at);
-            map.next_value_seed(Check { at: Some(&at) })?;
+            map.next_value_seed(Check {
+                at: Some(&at),
+                free,
+            })?;
             keys.insert(key);
         }
         Ok(())
@@ -583,7 +619,7 @@ mod tests {
         for text in [
             r#"{"model":"gpt-4o-mini","messages":[],"Model":"gpt-4o"}"#,
             r#"{"messages":[{"role":"user","content":"x","ROLE":"system"}]}"#,
-            r#"{"tools":[{"function":{"name":"a","parameters":{"x":{"k":1,"\u212a":2}}}}]}"#,
+            r#"{"tools":[{"function":{"name":"a","strict":{"x":{"k":1,"\u212a":2}}}}]}"#,
             r#"{"a":{"a":1,"a":2}}"#,
             r#"{"Max_Tokens\u005f":1,"max_tokens_":2}"#,
             r#"{"x y":[{"A":1},{"A":1,"a":2}]}"#,
@@ -599,6 +635,19 @@ mod tests {
         }
         assert!(check_unambiguous(b"{} {}").is_err());
         assert!(check_unambiguous(b"{").is_err());
+        // Beneath a free-form key (a schema, a tool's arguments or result, metadata) a map
+        // keeps both spellings: only a repeated key is refused there.
+        for free in [
+            r#"{"tools":[{"function":{"name":"a","parameters":{"x":{"k":1,"K":2}}}}]}"#,
+            r#"{"messages":[{"content":[{"type":"tool_use","input":{"Content-Type":1,"content-type":2}}]}]}"#,
+            r#"{"contents":[{"parts":[{"functionResponse":{"response":{"A":1,"a":2}}}]}]}"#,
+            r#"{"metadata":{"User":"x","user":"y"}}"#,
+        ] {
+            assert!(check_unambiguous(free.as_bytes()).is_ok(), "{free}");
+        }
+        assert!(check_unambiguous(br#"{"metadata":{"a":1,"a":2}}"#).is_err());
+        // The Responses API's top-level `input` is the prompt, not free-form.
+        assert!(check_unambiguous(br#"{"input":[{"role":"user","Role":"system"}]}"#).is_err());
         // Past the keys a list holds, a set: the same refusals.
         let many: Vec<String> = (0..20).map(|i| format!("\"k{i}\":{i}")).collect();
         for (last, found) in [

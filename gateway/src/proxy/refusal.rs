@@ -191,7 +191,9 @@ impl Refusal {
         agent: Option<&str>,
         request_id: &str,
     ) -> String {
-        let full = self.detailed();
+        // Only what the record can keep is looked into (a path quoted whole may be 64 KiB).
+        let detailed = self.detailed();
+        let full = bounded(&detailed, 2 * FIELD_MAX);
         let code = self.code();
         if let Some(canaries) = canaries {
             let found = canaries

@@ -126,9 +126,11 @@ pub enum StateError {
         source: tokio_postgres::Error,
     },
     /// A new approval request would pass the most its principal may have pending
-    /// ([`crate::state::approvals::NewApproval::pending_cap`]); nothing was written.
+    /// (`NewApproval::pending_cap`); nothing was written.
     #[error(
-        "{principal} has {pending} approvals pending, the most it may have          (approvals.max_pending_per_agent: {cap}); it may ask again once approvers decide or          they expire"
+        "{principal} has {pending} approvals pending, the most it may have \
+         (approvals.max_pending_per_agent: {cap}); it may ask again once approvers decide or \
+         they expire"
     )]
     TooManyPending {
         principal: String,

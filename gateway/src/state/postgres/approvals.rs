@@ -62,7 +62,8 @@ impl ApprovalRepository for PostgresStore {
                 let pending: i64 = tx
                     .query_one(
                         "SELECT COUNT(*) FROM approvals WHERE status = 'pending' \
-                         AND expires_ms > $1 AND principal = $2",
+                         AND expires_ms > $1 AND principal = $2 AND action NOT IN \
+                         ('mcp:sample', 'mcp:elicit', 'mcp:list_roots')",
                         &[&now, &new.principal],
                     )
                     .await

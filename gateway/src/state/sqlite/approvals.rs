@@ -55,7 +55,8 @@ impl ApprovalRepository for SqliteStore {
                     let pending: i64 = tx
                         .query_row(
                             "SELECT COUNT(*) FROM approvals WHERE status = 'pending' \
-                             AND expires_ms > ?1 AND principal = ?2",
+                             AND expires_ms > ?1 AND principal = ?2 AND action NOT IN \
+                             ('mcp:sample', 'mcp:elicit', 'mcp:list_roots')",
                             params![now, new.principal],
                             |row| row.get(0),
                         )
