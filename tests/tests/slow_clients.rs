@@ -137,8 +137,9 @@ async fn bodies_trickled_into_the_admin_api_and_the_console_get_408_and_operator
     .await;
     let mut console_form = open(
         format!("127.0.0.1:{port}").parse().unwrap(),
+        // Within the console's 64 KiB bound (a larger declared body is refused at once, 413).
         "POST /logout HTTP/1.1\r\nHost: localhost\r\nContent-Type: \
-         application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n\r\na",
+         application/x-www-form-urlencoded\r\nContent-Length: 60000\r\n\r\na",
     )
     .await;
     for (name, stream) in [("admin", &mut operator), ("console", &mut console_form)] {
