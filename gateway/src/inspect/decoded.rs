@@ -1,16 +1,20 @@
 //! What a body reads as once its receiver decodes it, where that differs from its bytes: the
 //! strings (values and keys) of a JSON body that use backslash escapes (`\u0041`, `\/`), the
 //! pairs of a form-encoded body (percent-encoding, `+` as a space), and the base64 content of
-//! `data:text/…;base64,` URIs. A secret or a canary written with any of these is read by the
-//! receiver as plain text, so the detectors and the canary search read the decoded text too.
+//! `data:` URIs of a text type (`text/…`, JSON, XML, YAML). A secret or a canary written with
+//! any of these is read by the receiver as plain text, so the detectors and the canary search
+//! read the decoded text too.
 //!
-//! Only what decoding changes is decoded: a body without a backslash, `%`, `+` or
-//! `data:text/` has nothing here (the fast path: a few `memchr` scans). Each decoding runs on
-//! its own mark whatever the body looks like, since its receiver decides how to read it. Generic
-//! base64 runs, nested encodings beyond these (a form field holding escaped JSON, say) and
-//! other content types' encodings are not decoded.
+//! Only what decoding changes is decoded: a body without a backslash, `%`, `+` or `data:` has
+//! nothing here (the fast path: a few `memchr` scans). Each decoding runs on its own mark
+//! whatever the body looks like, since its receiver decides how to read it. Generic base64
+//! runs, base64 beside a `media_type` rather than in a `data:` URI, nested encodings beyond
+//! these (a form field holding escaped JSON, say) and other content types' encodings are not
+//! decoded.
 
 use base64::Engine;
+
+use crate::protocol::estimate::is_text_type;
 use memchr::{memchr, memchr2, memmem};
 
 /// Which decoding made a piece of decoded text, as a finding's location names it.
@@ -18,8 +22,8 @@ const JSON: &str = "a JSON string with escapes, decoded";
 const FORM: &str = "a form-encoded pair, decoded";
 const DATA_URI: &str = "a base64 data: URI, decoded";
 
-/// The opening of a `data:` URI of text.
-const DATA_TEXT: &[u8] = b"data:text/";
+/// A `data:` URI's scheme, before its colon.
+const DATA: &[u8] = b"data";
 /// What marks a `data:` URI's content as base64, within this many bytes of its opening.
 const BASE64_MARK: &[u8] = b";base64,";
 const MEDIA_TYPE_MAX: usize = 100;
@@ -86,7 +90,7 @@ pub fn decoded(body: &[u8]) -> Option<Decoded> {
         form_pairs(body, &mut decoded);
     }
     data_uris(body, &|at| (at, DATA_URI), &mut decoded);
-    if !decoded.text.is_empty() && memmem::find(&decoded.text, DATA_TEXT).is_some() {
+    if memchr(b':', &decoded.text).is_some() {
         // A data: URI written with escapes (`\/` for its slashes) is read once decoded.
         let mut uris = Decoded::default();
         data_uris(
@@ -228,15 +232,26 @@ pub fn form_decoded(bytes: &[u8]) -> Vec<u8> {
     percent_encoding::percent_decode(&spaced).collect()
 }
 
-/// The base64 content of each `data:text/…;base64,` URI in `text`, decoded; `origin` says
-/// where in the body an offset of `text` came from.
+/// The base64 content of each `data:` URI of a text type (`text/…`, JSON, XML, YAML: what a
+/// model reads as text; the scheme and `;base64,` in any case) in `text`, decoded; `origin`
+/// says where in the body an offset of `text` came from.
 fn data_uris(text: &[u8], origin: &dyn Fn(usize) -> (usize, &'static str), out: &mut Decoded) {
-    for at in memmem::find_iter(text, DATA_TEXT) {
-        let head = &text[at..text.len().min(at + MEDIA_TYPE_MAX)];
-        let Some(mark) = memmem::find(head, BASE64_MARK) else {
+    for colon in memchr::memchr_iter(b':', text) {
+        let Some(at) = colon.checked_sub(DATA.len()) else {
             continue;
         };
-        let start = at + mark + BASE64_MARK.len();
+        if !text[at..colon].eq_ignore_ascii_case(DATA) {
+            continue;
+        }
+        let head = text[colon + 1..text.len().min(colon + 1 + MEDIA_TYPE_MAX)].to_ascii_lowercase();
+        let Some(mark) = memmem::find(&head, BASE64_MARK) else {
+            continue;
+        };
+        let media_type = String::from_utf8_lossy(&head[..mark]);
+        if !is_text_type(&media_type) {
+            continue;
+        }
+        let start = colon + 1 + mark + BASE64_MARK.len();
         let len = text[start..]
             .iter()
             .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
@@ -330,5 +345,14 @@ mod tests {
             (&b"the key is here"[..], 13, DATA_URI)
         );
         assert_eq!(text(r#"{"img":"data:image/png;base64,AAAA"}"#), None);
+        // Any text type a model reads as text, the scheme and marks in any case.
+        for uri in [
+            format!("data:application/json;base64,{secret}"),
+            format!("DATA:Text/Plain;BASE64,{secret}"),
+            format!("data:application/vnd.api+json;charset=utf-8;base64,{secret}"),
+        ] {
+            let body = format!(r#"{{"file_data":"{uri}"}}"#);
+            assert_eq!(text(&body).as_deref(), Some("the key is here"), "{uri}");
+        }
     }
 }

@@ -96,7 +96,7 @@ fn is_media_type_key(key: &str) -> bool {
 }
 
 /// Whether a media type's payload is text, counted as such once decoded.
-fn is_text_type(media_type: &str) -> bool {
+pub(crate) fn is_text_type(media_type: &str) -> bool {
     let essence = media_type.split(';').next().unwrap_or("").trim();
     let lower = essence.to_ascii_lowercase();
     lower.starts_with("text/")

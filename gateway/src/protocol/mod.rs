@@ -14,7 +14,7 @@ pub mod config;
 mod dialect;
 mod encoding;
 mod errors;
-mod estimate;
+pub(crate) mod estimate;
 mod gemini;
 mod identifier;
 pub mod mcp;
