@@ -31,6 +31,7 @@ use crate::decision::Decision;
 use crate::state::StateError;
 use crate::state::approvals::{
     ApprovalRecord, ApprovalRepository, ApprovalStatus, ConsumeOutcome, NewApproval,
+    UNCOUNTED_ACTIONS,
 };
 
 /// The action waiting, as the gate asks about it.
@@ -49,11 +50,6 @@ pub struct Waiting {
     /// What approvers are shown: the arguments of a tool call, the facts of the request.
     pub context: Value,
 }
-
-/// The actions of an MCP server's requests to the agent, which
-/// `approvals.max_pending_per_agent` does not count (the state store's count leaves them out
-/// too).
-const SERVER_REQUESTS: [&str; 3] = ["mcp:sample", "mcp:elicit", "mcp:list_roots"];
 
 /// What webhooks with `include_arguments` are shown of an action: a tool call's arguments, or
 /// what an LLM call asks (its masked last user message, in the context only when it may be
@@ -178,7 +174,7 @@ impl Gate {
             ttl,
             // An MCP server's requests to the agent are not the agent's to count: they have
             // their own bounds (mcp::router's MAX_HELD a session, requests_to_agent_per_minute).
-            pending_cap: (!SERVER_REQUESTS.contains(&waiting.action.as_str()))
+            pending_cap: (!UNCOUNTED_ACTIONS.contains(&waiting.action.as_str()))
                 .then_some(self.max_pending),
         };
         let (record, created) = match self.approvals.create_or_find(new).await {

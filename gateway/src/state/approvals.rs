@@ -123,6 +123,11 @@ impl SecondFactor {
     }
 }
 
+/// The actions of an MCP server's requests to the agent: not the agent's doing, so neither
+/// counted against nor bounded by what it may have pending (`NewApproval::pending_cap`; their
+/// own bounds are the MCP router's).
+pub const UNCOUNTED_ACTIONS: [&str; 3] = ["mcp:sample", "mcp:elicit", "mcp:list_roots"];
+
 /// A request for approval, as the hold stage asks for it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewApproval {

@@ -9,8 +9,8 @@ use super::listen::CHANNEL;
 use super::{PostgresStore, query_error};
 use crate::state::approvals::{
     APPROVAL_COLUMNS, ApprovalFilter, ApprovalRecord, ApprovalRepository, ApprovalRow,
-    ApprovalStatus, ApprovalWatch, ConsumeOutcome, NewApproval, VOTE_COLUMNS, Vote, VoteOutcome,
-    VoteRow, decide, expiry, names_json, new_id, withdraw_sql,
+    ApprovalStatus, ApprovalWatch, ConsumeOutcome, NewApproval, UNCOUNTED_ACTIONS, VOTE_COLUMNS,
+    Vote, VoteOutcome, VoteRow, decide, expiry, names_json, new_id, withdraw_sql,
 };
 use crate::state::error::StateError;
 use crate::state::pins::now_ms;
@@ -62,9 +62,8 @@ impl ApprovalRepository for PostgresStore {
                 let pending: i64 = tx
                     .query_one(
                         "SELECT COUNT(*) FROM approvals WHERE status = 'pending' \
-                         AND expires_ms > $1 AND principal = $2 AND action NOT IN \
-                         ('mcp:sample', 'mcp:elicit', 'mcp:list_roots')",
-                        &[&now, &new.principal],
+                         AND expires_ms > $1 AND principal = $2 AND action <> ALL($3)",
+                        &[&now, &new.principal, &&UNCOUNTED_ACTIONS[..]],
                     )
                     .await
                     .map_err(err())?

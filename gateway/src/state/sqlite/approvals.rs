@@ -12,8 +12,8 @@ use tokio::sync::broadcast;
 use super::{SqliteStore, query_error};
 use crate::state::approvals::{
     ANY, APPROVAL_COLUMNS, ApprovalFilter, ApprovalRecord, ApprovalRepository, ApprovalRow,
-    ApprovalStatus, ApprovalWatch, Change, ConsumeOutcome, NewApproval, VOTE_COLUMNS, Vote,
-    VoteOutcome, VoteRow, decide, expiry, names_json, new_id, withdraw_sql,
+    ApprovalStatus, ApprovalWatch, Change, ConsumeOutcome, NewApproval, UNCOUNTED_ACTIONS,
+    VOTE_COLUMNS, Vote, VoteOutcome, VoteRow, decide, expiry, names_json, new_id, withdraw_sql,
 };
 use crate::state::error::StateError;
 use crate::state::pins::now_ms;
@@ -55,9 +55,15 @@ impl ApprovalRepository for SqliteStore {
                     let pending: i64 = tx
                         .query_row(
                             "SELECT COUNT(*) FROM approvals WHERE status = 'pending' \
-                             AND expires_ms > ?1 AND principal = ?2 AND action NOT IN \
-                             ('mcp:sample', 'mcp:elicit', 'mcp:list_roots')",
-                            params![now, new.principal],
+                             AND expires_ms > ?1 AND principal = ?2 \
+                             AND action NOT IN (?3, ?4, ?5)",
+                            params![
+                                now,
+                                new.principal,
+                                UNCOUNTED_ACTIONS[0],
+                                UNCOUNTED_ACTIONS[1],
+                                UNCOUNTED_ACTIONS[2]
+                            ],
                             |row| row.get(0),
                         )
                         .map_err(err())?;
