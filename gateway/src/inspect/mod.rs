@@ -132,10 +132,22 @@ pub fn inspect_head(
     config: &InspectConfig,
 ) {
     inspect_url(findings, uri, config);
-    for (name, value) in headers {
-        if uninspected.contains(name) {
-            continue;
-        }
+    let inspected = || {
+        headers
+            .iter()
+            .filter(|(name, _)| !uninspected.contains(name))
+    };
+    // One pass over every value says whether any could hold a finding (most heads hold none):
+    // only then is each value read on its own, to say where.
+    let mut values = Vec::with_capacity(512);
+    for (_, value) in inspected() {
+        values.extend_from_slice(value.as_bytes());
+        values.push(b'\n');
+    }
+    if !may_match(&values) {
+        return;
+    }
+    for (name, value) in inspected() {
         let loose_ignored = is_telemetry(name);
         for (detector, at) in found(value.as_bytes(), config) {
             if loose_ignored && LOOSE_DETECTORS.contains(&detector) {
@@ -264,6 +276,12 @@ fn inspect_in(
             location: format!("{place}, byte {at}"),
         });
     }
+}
+
+/// Whether any content detector could match `bytes`: `false` means none does (enabled or
+/// not); `true` only that one may, which [`found`] then says.
+fn may_match(bytes: &[u8]) -> bool {
+    private_key(bytes).is_some() || scan::may_match(bytes)
 }
 
 /// Each enabled content detector that matches `bytes`, with the byte its match starts at.

@@ -34,6 +34,12 @@ pub(super) fn names() -> impl Iterator<Item = &'static str> {
     DETECTORS.iter().map(|d| d.name)
 }
 
+/// Whether any pattern detector's pattern matches `body` (before the detectors' checks and
+/// whether they are enabled): `false` means [`find`] finds nothing in it.
+pub(super) fn may_match(body: &[u8]) -> bool {
+    SET.is_match(body)
+}
+
 /// Each enabled detector that matches `body`, with the byte its first checked match starts at.
 pub(super) fn find(body: &[u8], config: &InspectConfig) -> Vec<(&'static str, usize)> {
     spans(body, config)
