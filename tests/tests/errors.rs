@@ -60,6 +60,25 @@ async fn keys_that_differ_only_by_case_are_refused_with_400_and_never_sent() {
 }
 
 #[tokio::test]
+async fn a_background_response_is_refused_as_one_no_budget_could_reach() {
+    let s = Stack::start().await.unwrap();
+    // Generated after the request ends, fetched later: beyond budgets and inspection.
+    let background = json!({"model": "gpt-4o-mini", "input": "hi", "background": true});
+    let response = s.post("/openai/responses", &background).await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(response.headers()["x-warden-error"], "unsupported_option");
+    let answer: Value = response.json().await.unwrap();
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("background"), "{answer}");
+    let record = s.audit("rejected", |_| true).await.unwrap();
+    assert!(
+        record["reasons"].to_string().contains("background"),
+        "{record}"
+    );
+    assert!(s.fake.requests().is_empty());
+}
+
+#[tokio::test]
 async fn oversized_body_is_refused_with_413_and_audited() {
     let s = Stack::start_with(|b| b.set("/limits/max_request_bytes", json!(4096)))
         .await

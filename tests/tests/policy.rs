@@ -370,6 +370,33 @@ async fn model_names_cannot_slip_past_a_forbid_with_nul_bidi_or_look_alike_chara
     assert!(allowed.headers().get("x-warden-decision").is_none());
 }
 
+#[tokio::test]
+async fn the_baseline_output_cap_counts_every_choice_a_request_asks_for() {
+    let s = baseline_stack(&[]).await;
+    let hi = json!([{"role": "user", "content": "hi"}]);
+    // 128 answers of 32 768 tokens each pass a cap read per answer.
+    let many = json!({"model": "gpt-4o-mini", "messages": hi, "n": 128, "max_tokens": 32768});
+    let response = s.post("/openai/v1/chat/completions", &many).await.unwrap();
+    assert_eq!(response.headers()["x-warden-decision"], "deny", "{many}");
+    let record = s
+        .audit("decision", |r| r["decision"] == "deny")
+        .await
+        .unwrap();
+    assert!(
+        record["policies"]
+            .to_string()
+            .contains("baseline-max-output-tokens"),
+        "{record}"
+    );
+    let one = json!({"model": "gpt-4o-mini", "messages": hi, "n": 1, "max_tokens": 32768});
+    let response = s.post("/openai/v1/chat/completions", &one).await.unwrap();
+    assert!(
+        response.headers().get("x-warden-decision").is_none(),
+        "{one}"
+    );
+    assert_eq!(s.fake.requests().len(), 1);
+}
+
 /// Warden with the repository's baseline pack (and `extra` policies) in place of the
 /// permit-all policy the tests start with, its OpenAI route on the upstream's root so that
 /// agents send `/openai/v1/...` as OpenAI's own clients do.

@@ -74,6 +74,21 @@ pub enum ProtocolError {
         /// The model named by the request, bounded.
         found: Quoted,
     },
+    /// The body asks for something Warden does not forward, since it could not judge or bound
+    /// it.
+    #[error(
+        "the {endpoint} request sets {option}, which Warden does not forward: {why}; {instead}"
+    )]
+    UnsupportedOption {
+        /// Endpoint of the request.
+        endpoint: Endpoint,
+        /// The option as the body sets it.
+        option: &'static str,
+        /// Why it is not forwarded.
+        why: &'static str,
+        /// What to send instead.
+        instead: &'static str,
+    },
     /// The path is not an endpoint of this protocol Warden knows; unknown endpoints are refused.
     #[error(
         "{method} {path} is not a {dialect} endpoint Warden understands; \
@@ -124,6 +139,7 @@ impl ProtocolError {
             ProtocolError::InvalidIdentifier { .. } => "invalid_identifier",
             ProtocolError::InvalidModelInPath { .. } => "invalid_model_in_path",
             ProtocolError::ModelMismatch { .. } => "model_mismatch",
+            ProtocolError::UnsupportedOption { .. } => "unsupported_option",
             ProtocolError::UnsupportedEndpoint { .. } => "unsupported_endpoint",
             ProtocolError::WrongMethod { .. } => "method_not_allowed",
             ProtocolError::Rest(e) => e.code(),

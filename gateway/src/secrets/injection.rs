@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 
 use super::config::InjectConfig;
 use super::credential::{Credential, CredentialError, Placed, SecretOrigin};
-use super::redact::echoed_forms;
+use super::redact::{base64_forms, echoed_forms};
 use super::template::{MissingValue, SecretVar, ValueTemplate};
 use crate::route::connector::CredentialInjection;
 
@@ -209,7 +209,7 @@ impl Injection {
                 let encoded =
                     Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&*pair));
                 if self.redact {
-                    echo.push(encoded.clone());
+                    echo.extend(base64_forms(pair.as_bytes()));
                 }
                 let value = Zeroizing::new(format!("Basic {}", &*encoded));
                 Placed::Header(http::header::AUTHORIZATION, header_value(&value, origin)?)
@@ -227,10 +227,7 @@ impl Injection {
             if self.uses_secret()
                 && let Some(s) = secret
             {
-                use base64::Engine as _;
-                echo.push(Zeroizing::new(
-                    base64::engine::general_purpose::STANDARD.encode(s),
-                ));
+                echo.extend(base64_forms(s.as_bytes()));
             }
             let forms: Vec<Zeroizing<String>> = echo.iter().flat_map(|e| echoed_forms(e)).collect();
             echo.extend(forms);

@@ -10,6 +10,7 @@ mod injection;
 pub mod own;
 mod provider;
 pub mod redact;
+mod spelled;
 mod template;
 mod vault_source;
 

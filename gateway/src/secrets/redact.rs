@@ -8,6 +8,8 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use zeroize::Zeroizing;
 
+use super::spelled;
+
 /// What a secret is replaced with.
 pub const REDACTED: &[u8] = b"[REDACTED]";
 
@@ -90,19 +92,36 @@ impl Redactor {
         self.secrets
             .iter()
             .any(|s| memchr::memmem::find(haystack, s.as_bytes()).is_some())
+            || (spelled::has_escapes(haystack)
+                && self
+                    .spelled()
+                    .any(|s| spelled::find(s, haystack, 0).is_some()))
+    }
+
+    /// The secrets looked for in any spelling ([`spelled`]): those not written with escapes
+    /// already.
+    fn spelled(&self) -> impl Iterator<Item = &str> {
+        self.secrets
+            .iter()
+            .map(|s| s.as_str())
+            .filter(|s| !s.contains('\\'))
     }
 
     /// `text` with every secret replaced (longest first where two start at one place).
     fn replace_all(&mut self, text: &[u8]) -> BytesMut {
         let mut out = BytesMut::with_capacity(text.len());
+        let escapes = spelled::has_escapes(text);
         let mut i = 0;
         while i < text.len() {
-            let found = self
-                .secrets
-                .iter()
-                .filter_map(|s| {
-                    memchr::memmem::find(&text[i..], s.as_bytes()).map(|at| (i + at, s.len()))
-                })
+            let literal = self.secrets.iter().filter_map(|s| {
+                memchr::memmem::find(&text[i..], s.as_bytes()).map(|at| (i + at, s.len()))
+            });
+            let spelled = self
+                .spelled()
+                .filter(|_| escapes)
+                .filter_map(|s| spelled::find(s, text, i).map(|(at, end)| (at, end - at)));
+            let found = literal
+                .chain(spelled)
                 .min_by_key(|&(at, len)| (at, std::cmp::Reverse(len)));
             match found {
                 Some((at, len)) => {
@@ -132,6 +151,11 @@ impl Redactor {
                     longest = k;
                     break;
                 }
+            }
+        }
+        if spelled::has_escapes(text) {
+            for secret in self.spelled() {
+                longest = longest.max(spelled::partial(secret, text));
             }
         }
         longest
@@ -164,6 +188,35 @@ pub fn echoed_forms(secret: &str) -> Vec<Zeroizing<String>> {
     forms.push(Zeroizing::new(percent.replace("%20", "+")));
     forms.push(percent);
     forms.retain(|form| form.as_str() != secret);
+    forms.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    forms.dedup_by(|a, b| a.as_str() == b.as_str());
+    forms
+}
+
+/// The forms `bytes` takes base64-encoded where an upstream echoes it: the whole padded
+/// encoding, and the part that stays the same wherever it sits in a longer encoded text (no
+/// padding, or one or two bytes before it: the first and last groups of four depend on its
+/// neighbours and are left out), each in the standard and the URL-safe alphabet. Parts shorter
+/// than 8 characters are left out.
+pub fn base64_forms(bytes: &[u8]) -> Vec<Zeroizing<String>> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    let mut forms = vec![Zeroizing::new(STANDARD.encode(bytes))];
+    for offset in 0..3 {
+        let mut shifted = Zeroizing::new(vec![0u8; offset]);
+        shifted.extend_from_slice(bytes);
+        let encoded = Zeroizing::new(STANDARD.encode(&*shifted));
+        let from = if offset == 0 { 0 } else { 4 };
+        let to = 4 * (shifted.len() / 3);
+        if to >= from + 8 {
+            forms.push(Zeroizing::new(encoded[from..to].to_owned()));
+        }
+    }
+    let url_safe: Vec<Zeroizing<String>> = forms
+        .iter()
+        .map(|f| Zeroizing::new(f.replace('+', "-").replace('/', "_").replace('=', "")))
+        .collect();
+    forms.extend(url_safe);
     forms.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     forms.dedup_by(|a, b| a.as_str() == b.as_str());
     forms
@@ -364,6 +417,58 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec!["a%20b", "a+b"]
         );
+    }
+
+    #[test]
+    fn a_secret_is_redacted_however_json_or_a_url_spells_its_characters() {
+        let secret = "sk-proj/Abc+def123";
+        for echoed in [
+            // System.Text.Json's `+`, every character escaped, a mix of escapes.
+            r"sk-proj/Abc\u002Bdef123",
+            r"\u0073\u006b\u002d\u0070\u0072\u006f\u006a\u002f\u0041\u0062\u0063\u002b\u0064\u0065\u0066\u0031\u0032\u0033",
+            r"sk-pr%6Fj\/Abc%2bdef12\u0033",
+        ] {
+            let mut r = redactor(&[secret]);
+            let (out, _) = run(&mut r, &[&format!("{{\"error\":\"key {echoed} given\"}}")]);
+            assert_eq!(out, r#"{"error":"key [REDACTED] given"}"#, "{echoed}");
+            // Split anywhere, even inside an escape, it is held back until it is whole.
+            let text = format!("key {echoed} given");
+            for cut in 1..text.len() {
+                let mut r = redactor(&[secret]);
+                let (out, _) = run(&mut r, &[&text[..cut], &text[cut..]]);
+                assert_eq!(out, "key [REDACTED] given", "{echoed} cut at {cut}");
+            }
+        }
+        // Escapes elsewhere in a stream hold nothing back that cannot begin the secret.
+        let mut r = redactor(&[secret]);
+        let first = r#"{"text":"a \"quote\"\n"}"#;
+        let (out, sizes) = run(&mut r, &[first, "\n"]);
+        assert_eq!(out, format!("{first}\n"));
+        assert_eq!(sizes, vec![first.len(), 1]);
+    }
+
+    #[test]
+    fn a_secret_base64_encoded_inside_other_text_is_redacted_at_every_offset() {
+        use base64::Engine as _;
+        let secret = "sk-SECRETkey1234567890abcdef";
+        let mut r = Redactor::new(base64_forms(secret.as_bytes()).into()).unwrap();
+        for before in ["", "a", "ab", "abc", "Bearer "] {
+            for engine in [
+                base64::engine::general_purpose::STANDARD,
+                base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                base64::engine::general_purpose::STANDARD_NO_PAD,
+            ] {
+                let encoded = engine.encode(format!("{before}{secret} trailing"));
+                let (out, _) = run(&mut r, &[&format!("echo {encoded} end")]);
+                // What is redacted is the secret's encoding but its first and last groups of
+                // four at most (which hold no more than 2 bytes of it each).
+                let (head, tail) = out
+                    .split_once("[REDACTED]")
+                    .unwrap_or_else(|| panic!("{before:?} {encoded}: {out}"));
+                let kept = head.len() - "echo ".len() + tail.len() - " end".len();
+                assert!(encoded.len() - kept >= 4 * (secret.len() / 3) - 8, "{out}");
+            }
+        }
     }
 
     #[test]

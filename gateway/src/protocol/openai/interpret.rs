@@ -72,6 +72,8 @@ struct ChatRequest<'a> {
     stream_options: Option<StreamOptions>,
     max_tokens: Option<u64>,
     max_completion_tokens: Option<u64>,
+    /// Choices asked for: each may produce up to the output limit.
+    n: Option<u64>,
     #[serde(default)]
     messages: TextChars,
     #[serde(borrow)]
@@ -100,8 +102,8 @@ fn chat(body: &[u8]) -> Result<LlmRequest, ProtocolError> {
     let request = LlmRequest {
         stream,
         // Both limits are honoured by the API; policy sees the larger, so that neither hides
-        // behind the other.
-        max_tokens: req.max_completion_tokens.max(req.max_tokens),
+        // behind the other, times the choices asked for.
+        max_tokens: for_choices(req.max_completion_tokens.max(req.max_tokens), [req.n]),
         tools,
         input_tokens: tokens_from_chars(chars),
         include_usage: req
@@ -121,6 +123,9 @@ struct CompletionsRequest {
     stream: Option<bool>,
     stream_options: Option<StreamOptions>,
     max_tokens: Option<u64>,
+    /// Completions returned, and (`best_of`) generated: each may produce up to `max_tokens`.
+    n: Option<u64>,
+    best_of: Option<u64>,
     #[serde(default)]
     prompt: TextChars,
     #[serde(default)]
@@ -133,7 +138,7 @@ fn completions(body: &[u8]) -> Result<LlmRequest, ProtocolError> {
     let stream = req.stream.unwrap_or(false);
     let request = LlmRequest {
         stream,
-        max_tokens: req.max_tokens,
+        max_tokens: for_choices(req.max_tokens, [req.n, req.best_of]),
         input_tokens: tokens_from_chars(req.prompt.0 + req.suffix.0),
         include_usage: req
             .stream_options
@@ -151,6 +156,7 @@ struct ResponsesRequest<'a> {
     model: Option<String>,
     stream: Option<bool>,
     max_output_tokens: Option<u64>,
+    background: Option<bool>,
     #[serde(default)]
     instructions: TextChars,
     #[serde(default)]
@@ -162,6 +168,18 @@ struct ResponsesRequest<'a> {
 fn responses(body: &[u8]) -> Result<LlmRequest, ProtocolError> {
     let endpoint = Endpoint::Responses;
     let req: ResponsesRequest<'_> = parse_body(endpoint, body)?;
+    if req.background == Some(true) {
+        // Generated after this request ends, fetched by `GET /responses/{id}`: beyond budgets,
+        // inspection and the judging of the tool calls it proposes.
+        return Err(ProtocolError::UnsupportedOption {
+            endpoint,
+            option: "\"background\": true",
+            why: "a background response is generated after the request ends, beyond \
+                  budgets, inspection and the judging of its tool calls",
+            instead: "send it without background (streaming keeps a long answer's \
+                      connection busy instead)",
+        });
+    }
     let mut chars = req.instructions.0 + req.input.0;
     let mut tools = Vec::new();
     for tool in req.tools.into_iter().flatten() {
@@ -188,6 +206,14 @@ fn responses(body: &[u8]) -> Result<LlmRequest, ProtocolError> {
         Some(model) => Ok(request.with_model(checked_model(model)?)),
         None => Ok(request),
     }
+}
+
+/// The most output tokens a request can produce: `per_choice` times the most choices any of
+/// `choices` asks for (`n`, `best_of`; one when none is given), so that a limit that looks
+/// small cannot hide a hundred answers behind it.
+fn for_choices<const N: usize>(per_choice: Option<u64>, choices: [Option<u64>; N]) -> Option<u64> {
+    let choices = choices.into_iter().flatten().max().unwrap_or(1).max(1);
+    per_choice.map(|limit| limit.saturating_mul(choices))
 }
 
 /// The fields of an Embeddings request Warden reads.
@@ -367,6 +393,66 @@ mod tests {
         }
         let neither = interpret(Method::POST, "/chat/completions", r#"{"model":"m"}"#);
         assert_eq!(neither.map(|i| i.max_tokens), Ok(None));
+    }
+
+    #[test]
+    fn policy_sees_the_output_limit_times_the_choices_asked_for() {
+        for (path, body, want) in [
+            (
+                "/chat/completions",
+                r#"{"model":"m","messages":[],"n":128,"max_tokens":32768}"#,
+                Some(128 * 32768),
+            ),
+            (
+                "/chat/completions",
+                r#"{"model":"m","messages":[],"n":3,"max_tokens":5,"max_completion_tokens":10}"#,
+                Some(30),
+            ),
+            (
+                "/chat/completions",
+                r#"{"model":"m","n":0,"max_tokens":7}"#,
+                Some(7),
+            ),
+            ("/chat/completions", r#"{"model":"m","n":4}"#, None),
+            (
+                "/chat/completions",
+                r#"{"model":"m","n":18446744073709551615,"max_tokens":2}"#,
+                Some(u64::MAX),
+            ),
+            (
+                "/completions",
+                r#"{"model":"m","prompt":"x","n":2,"best_of":5,"max_tokens":10}"#,
+                Some(50),
+            ),
+            (
+                "/completions",
+                r#"{"model":"m","prompt":"x","best_of":3,"max_tokens":10}"#,
+                Some(30),
+            ),
+        ] {
+            let got = interpret(Method::POST, path, body).map(|i| i.max_tokens);
+            assert_eq!(got, Ok(want), "{body}");
+        }
+    }
+
+    #[test]
+    fn a_background_response_is_refused_as_one_warden_could_not_bound() {
+        let body = r#"{"model":"o3-pro","input":"hi","background":true}"#;
+        let err = interpret(Method::POST, "/v1/responses", body).unwrap_err();
+        assert_eq!(
+            (err.status(), err.code()),
+            (http::StatusCode::BAD_REQUEST, "unsupported_option")
+        );
+        assert!(err.to_string().contains("background"), "{err}");
+        for body in [
+            r#"{"model":"o3-pro","input":"hi","background":false}"#,
+            r#"{"model":"o3-pro","input":"hi"}"#,
+        ] {
+            assert!(
+                interpret(Method::POST, "/v1/responses", body).is_ok(),
+                "{body}"
+            );
+        }
     }
 
     #[test]
