@@ -481,6 +481,16 @@ mod tests {
                 "aws_access_key at body, byte {at}, in a base64 data: URI, decoded"
             )]
         );
+        let document = format!(
+            r#"{{"source":{{"type":"base64","media_type":"text/plain","data":"{data}"}}}}"#
+        );
+        let at = document.find(&data).unwrap() - 1;
+        assert_eq!(
+            found(&document),
+            [format!(
+                "aws_access_key at body, byte {at}, in a base64 file of a text type, decoded"
+            )]
+        );
         // Found in the raw bytes and again decoded: one finding, the raw one.
         let both = json(&format!("{key} and {escaped_key}"));
         assert_eq!(
