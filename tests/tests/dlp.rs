@@ -69,11 +69,7 @@ async fn setup_with(
                 {"name": "openai", "prefix": "/openai", "connector": "openai",
                  "upstream": format!("{}/v1", llm.url()), "credential": {"env": "FAKE_OPENAI_KEY"}},
                 {"name": "github", "prefix": "/github", "connector": "github",
-                 "upstream": format!("{}/github", rest.url()), "credential": {"env": "E2E_GITHUB_TOKEN"}},
-                {"name": "anthropic", "prefix": "/anthropic", "connector": "anthropic",
-                 "upstream": llm.url(), "credential": {"env": "FAKE_ANTHROPIC_KEY"}},
-                {"name": "gemini", "prefix": "/gemini", "connector": "gemini",
-                 "upstream": llm.url(), "credential": {"env": "FAKE_GEMINI_KEY"}}
+                 "upstream": format!("{}/github", rest.url()), "credential": {"env": "E2E_GITHUB_TOKEN"}}
             ]),
         )
         .env("E2E_GITHUB_TOKEN", "ghp-e2e-github")
@@ -637,14 +633,25 @@ async fn a_canary_hidden_by_json_escapes_or_percent_encoding_is_found_once_decod
 #[tokio::test]
 async fn a_canary_in_a_base64_text_document_or_inline_text_part_is_found_once_decoded() {
     use base64::Engine;
-    let s = setup(false, &[]).await;
-    let aws = issue(&s.warden, "aws-key", &[]).await;
+    // The harness's LLM routes (OpenAI, Anthropic, Gemini), canaries looked for.
+    let llm = FakeLlm::start().await.unwrap();
+    let warden = WardenBuilder::new(&llm)
+        .set("/canaries", json!({"refresh_interval": "200ms"}))
+        .set(
+            "/fleet",
+            json!({"quarantine": {"triggers": {"detectors": []}}}),
+        )
+        .start()
+        .await
+        .expect("warden starts");
+    let token = warden.token("build-bot").await.unwrap();
+    let aws = issue(&warden, "aws-key", &[]).await;
     let secret = aws
         .lines()
         .find_map(|l| l.strip_prefix("aws_secret_access_key = "))
         .unwrap_or_else(|| panic!("a secret in {aws}"))
         .to_owned();
-    let cn = listed_id(&s.warden, "aws-key").await;
+    let cn = listed_id(&warden, "aws-key").await;
     let file = base64::engine::general_purpose::STANDARD
         .encode(format!("region,key\neu-west-1,{secret}\n"));
     let anthropic = json!({"model": "claude-sonnet-4-5", "max_tokens": 100,
@@ -663,16 +670,16 @@ async fn a_canary_in_a_base64_text_document_or_inline_text_part_is_found_once_de
         ),
     ];
     let found = |route: &str| -> Vec<Value> {
-        canary_records(&s.warden, &cn)
+        canary_records(&warden, &cn)
             .into_iter()
             .filter(|r| r["route"] == route)
             .collect()
     };
     let send = |path: &str, body: &Value| {
-        s.warden
+        warden
             .http()
-            .post(s.warden.url(path))
-            .bearer_auth(&s.token)
+            .post(warden.url(path))
+            .bearer_auth(&token)
             .json(body)
             .send()
     };
@@ -688,9 +695,9 @@ async fn a_canary_in_a_base64_text_document_or_inline_text_part_is_found_once_de
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         // Known, it never reaches the model.
-        let reached = s._llm.requests().len();
+        let reached = llm.requests().len();
         send(path, body).await.unwrap();
-        assert_eq!(s._llm.requests().len(), reached, "{path} reached the model");
+        assert_eq!(llm.requests().len(), reached, "{path} reached the model");
         let record = &found(route)[0];
         assert_denied_as_canary(record);
         let location = canary_location(record);
@@ -701,7 +708,7 @@ async fn a_canary_in_a_base64_text_document_or_inline_text_part_is_found_once_de
         );
     }
     assert!(
-        !audit_text(&s.warden).contains(&secret),
+        !audit_text(&warden).contains(&secret),
         "a canary's value in the records"
     );
 }
