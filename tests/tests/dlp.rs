@@ -164,6 +164,16 @@ async fn listed_id(warden: &Warden, kind: &str) -> String {
         .to_owned()
 }
 
+/// Where the record's canary finding is.
+fn canary_location(record: &Value) -> String {
+    record["findings"]
+        .as_array()
+        .and_then(|all| all.iter().find(|f| f["detector"] == "canary"))
+        .and_then(|f| f["location"].as_str())
+        .unwrap_or_else(|| panic!("a canary finding in {record}"))
+        .to_owned()
+}
+
 fn assert_denied_as_canary(record: &Value) {
     assert_eq!(record["decision"], "deny", "{record}");
     assert_eq!(
@@ -468,15 +478,7 @@ async fn a_canary_hidden_by_json_escapes_or_percent_encoding_is_found_once_decod
     }
     let record = &records("llm:chat")[0];
     assert_denied_as_canary(record);
-    let location = record["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["detector"] == "canary")
-        .unwrap()["location"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let location = canary_location(record);
     assert!(
         location.starts_with("body, byte ") && location.contains("JSON string with escapes"),
         "{location}"
@@ -626,6 +628,89 @@ async fn a_canary_hidden_by_json_escapes_or_percent_encoding_is_found_once_decod
         "the rejected records say why their reason is withheld: {rejected:?}"
     );
     assert_eq!(canary_hits(&s.warden, "rejected").await, before + 2);
+}
+
+#[tokio::test]
+async fn a_canary_in_a_base64_text_document_or_inline_text_part_is_found_once_decoded() {
+    use base64::Engine;
+    // The harness's LLM routes (OpenAI, Anthropic, Gemini), canaries looked for.
+    let llm = FakeLlm::start().await.unwrap();
+    let warden = WardenBuilder::new(&llm)
+        .set("/canaries", json!({"refresh_interval": "200ms"}))
+        .set(
+            "/fleet",
+            json!({"quarantine": {"triggers": {"detectors": []}}}),
+        )
+        .start()
+        .await
+        .expect("warden starts");
+    let token = warden.token("build-bot").await.unwrap();
+    let aws = issue(&warden, "aws-key", &[]).await;
+    let secret = aws
+        .lines()
+        .find_map(|l| l.strip_prefix("aws_secret_access_key = "))
+        .unwrap_or_else(|| panic!("a secret in {aws}"))
+        .to_owned();
+    let cn = listed_id(&warden, "aws-key").await;
+    let file = base64::engine::general_purpose::STANDARD
+        .encode(format!("region,key\neu-west-1,{secret}\n"));
+    let anthropic = json!({"model": "claude-sonnet-4-5", "max_tokens": 100,
+        "messages": [{"role": "user", "content": [
+            {"type": "document", "source": {"type": "base64", "media_type": "text/csv", "data": file}},
+            {"type": "text", "text": "Summarise this file"}]}]});
+    let gemini = json!({"contents": [{"role": "user", "parts": [
+        {"text": "Summarise this file"},
+        {"inline_data": {"mime_type": "text/plain", "data": file}}]}]});
+    let sent = [
+        ("anthropic", "/anthropic/v1/messages", anthropic),
+        (
+            "gemini",
+            "/gemini/v1beta/models/gemini-2.0-flash:generateContent",
+            gemini,
+        ),
+    ];
+    let found = |route: &str| -> Vec<Value> {
+        canary_records(&warden, &cn)
+            .into_iter()
+            .filter(|r| r["route"] == route)
+            .collect()
+    };
+    let send = |path: &str, body: &Value| {
+        warden
+            .http()
+            .post(warden.url(path))
+            .bearer_auth(&token)
+            .json(body)
+            .send()
+    };
+    for (route, path, body) in &sent {
+        // Sent until the replica has the canary (a send before may reach the model).
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while found(route).is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the canary in {path} was not found within {WAIT:?}"
+            );
+            send(path, body).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Known, it never reaches the model.
+        let reached = llm.requests().len();
+        send(path, body).await.unwrap();
+        assert_eq!(llm.requests().len(), reached, "{path} reached the model");
+        let record = &found(route)[0];
+        assert_denied_as_canary(record);
+        let location = canary_location(record);
+        assert!(
+            location.starts_with("body, byte ")
+                && location.contains("a base64 file of a text type, decoded"),
+            "{path}: {location}"
+        );
+    }
+    assert!(
+        !audit_text(&warden).contains(&secret),
+        "a canary's value in the records"
+    );
 }
 
 /// `warden_canary_hits_total{channel}`.

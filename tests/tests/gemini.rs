@@ -117,3 +117,54 @@ async fn gemini_stream_generate_content_streams_sse_and_records_usage() {
         json!(COMPLETION_TOKENS)
     );
 }
+
+/// At most 1000 output tokens.
+const OUTPUT_CAP: &str = r#"
+@id("e2e-output-cap")
+@reason("at most 1000 output tokens")
+forbid (principal, action == Action::"llm:chat", resource)
+when { context has max_tokens && context.max_tokens > 1000 };
+"#;
+
+#[tokio::test]
+async fn a_field_read_in_its_proto_spelling_reaches_policy_and_both_spellings_are_refused() {
+    let s = Stack::start_with(|b| b.policy("output-cap.cedar", OUTPUT_CAP))
+        .await
+        .unwrap();
+    let path = "/gemini/v1beta/models/gemini-2.0-flash:generateContent";
+    let hi = json!([{"role": "user", "parts": [{"text": "hi"}]}]);
+    // The proto field names Google reads as the camelCase ones: the cap is judged.
+    let snake = json!({"contents": hi, "generation_config": {"max_output_tokens": 5000}});
+    let response = s.post(path, &snake).await.unwrap();
+    let answer: Value = response.json().await.unwrap();
+    assert!(
+        answer.to_string().contains("at most 1000 output tokens"),
+        "{answer}"
+    );
+    let decision = s
+        .audit("decision", |r| r["route"] == "gemini")
+        .await
+        .unwrap();
+    assert_eq!(decision["decision"], "deny", "{decision}");
+    assert_eq!(
+        decision["policies"],
+        json!(["e2e-output-cap"]),
+        "{decision}"
+    );
+    // Both spellings of one field in one object: which one the API keeps is not Warden's to
+    // guess, so neither is sent.
+    for body in [
+        json!({"contents": hi, "generationConfig": {"maxOutputTokens": 10, "max_output_tokens": 100000}}),
+        json!({"contents": hi, "generationConfig": {"maxOutputTokens": 10}, "generation_config": {"maxOutputTokens": 100000}}),
+    ] {
+        let response = s.post(path, &body).await.unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        assert_eq!(response.headers()["x-warden-error"], "ambiguous_keys");
+        let answer: Value = response.json().await.unwrap();
+        assert!(
+            answer.to_string().contains("two spellings of one field"),
+            "{answer}"
+        );
+    }
+    assert!(s.fake.requests().is_empty(), "nothing reached the model");
+}

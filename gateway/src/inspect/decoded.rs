@@ -1,16 +1,20 @@
 //! What a body reads as once its receiver decodes it, where that differs from its bytes: the
 //! strings (values and keys) of a JSON body that use backslash escapes (`\u0041`, `\/`), the
-//! pairs of a form-encoded body (percent-encoding, `+` as a space), and the base64 content of
-//! `data:` URIs of a text type (`text/…`, JSON, XML, YAML). A secret or a canary written with
-//! any of these is read by the receiver as plain text, so the detectors and the canary search
-//! read the decoded text too.
+//! pairs of a form-encoded body (percent-encoding, `+` as a space), the base64 content of
+//! `data:` URIs of a text type (`text/…`, JSON, XML, YAML), and base64 files of a text type
+//! beside what names their type in a JSON body ([`text_files`]: Anthropic's base64 documents,
+//! Gemini's `inlineData`, OpenAI's `file_data`). A secret or a canary written with any of these
+//! is read by the receiver as plain text, so the detectors and the canary search read the
+//! decoded text too.
 //!
-//! Only what decoding changes is decoded: a body without a backslash, `%`, `+` or `data:` has
-//! nothing here (the fast path: a few `memchr` scans). Each decoding runs on its own mark
-//! whatever the body looks like, since its receiver decides how to read it. Generic base64
-//! runs, base64 beside a `media_type` rather than in a `data:` URI, nested encodings beyond
-//! these (a form field holding escaped JSON, say) and other content types' encodings are not
-//! decoded.
+//! Only what decoding changes is decoded: a body without a backslash, `%`, `+`, `data:` or a
+//! `data` key has nothing here (the fast path: a few `memchr` scans). Each decoding runs on
+//! its own mark whatever the body looks like, since its receiver decides how to read it.
+//! Generic base64 runs, nested encodings beyond these (a form field holding escaped JSON,
+//! say) and other content types' encodings are not decoded. Decoding never yields more than
+//! the body holds: base64 decodes to three quarters of its length.
+
+mod text_files;
 
 use base64::Engine;
 
@@ -21,6 +25,7 @@ use memchr::{memchr, memchr2, memmem};
 const JSON: &str = "a JSON string with escapes, decoded";
 const FORM: &str = "a form-encoded pair, decoded";
 const DATA_URI: &str = "a base64 data: URI, decoded";
+const TEXT_FILE: &str = "a base64 file of a text type, decoded";
 
 /// A `data:` URI's scheme, before its colon.
 const DATA: &[u8] = b"data";
@@ -90,6 +95,14 @@ pub fn decoded(body: &[u8]) -> Option<Decoded> {
         form_pairs(body, &mut decoded);
     }
     data_uris(body, &|at| (at, DATA_URI), &mut decoded);
+    // A `data` or `file_data` key, or one written with escapes (`"d\u0061ta"`).
+    if looks_like_json(body)
+        && (memmem::find(body, b"data\"").is_some() || memmem::find(body, b"\\u").is_some())
+    {
+        for (at, text) in text_files::text_files(body) {
+            decoded.push(at, TEXT_FILE, &text);
+        }
+    }
     if memchr(b':', &decoded.text).is_some() {
         // A data: URI written with escapes (`\/` for its slashes) is read once decoded.
         let mut uris = Decoded::default();
@@ -330,6 +343,67 @@ mod tests {
             Some("AKIAI")
         );
         assert_eq!(text(r#""AKIA\u0049""#).as_deref(), Some("AKIAI"));
+    }
+
+    #[test]
+    fn base64_files_of_a_text_type_beside_their_type_are_decoded_where_their_string_opens() {
+        let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+        let secret = b64("the key is here");
+        for body in [
+            // Anthropic's base64 document source.
+            format!(
+                r#"{{"content":[{{"type":"document","source":{{"type":"base64","media_type":"text/plain","data":"{secret}"}}}}]}}"#
+            ),
+            // Gemini's inline data, in either spelling, the type after the data.
+            format!(
+                r#"{{"parts":[{{"inline_data":{{"data":"{secret}","mime_type":"text/csv"}}}}]}}"#
+            ),
+            format!(
+                r#"{{"parts":[{{"inlineData":{{"mimeType":"application/json; charset=utf-8","data":"{secret}"}}}}]}}"#
+            ),
+            // OpenAI's file input: bare base64 named by a text file's name.
+            format!(
+                r#"{{"content":[{{"type":"file","file":{{"filename":"notes.TXT","file_data":"{secret}"}}}}]}}"#
+            ),
+            format!(
+                r#"{{"input":[{{"type":"input_file","file_data":"{secret}","filename":"a.csv"}}]}}"#
+            ),
+        ] {
+            let decoded = decoded(body.as_bytes()).unwrap_or_else(|| panic!("{body}"));
+            let pieces: Vec<(&[u8], usize, &str)> = decoded.pieces().collect();
+            let at = body.find(&secret).unwrap() - 1;
+            assert_eq!(pieces, [(&b"the key is here"[..], at, TEXT_FILE)], "{body}");
+        }
+        // Escaped (`\/`), it is read as its receiver reads it, found near where it is.
+        let slashed = b64("???");
+        assert!(slashed.contains('/'), "{slashed}");
+        let body = format!(
+            r#"{{"source":{{"media_type":"text/plain","data":"{}{}"}}}}"#,
+            slashed.replace('/', "\\/"),
+            secret
+        );
+        let decoded = decoded(body.as_bytes()).unwrap();
+        let files: Vec<&[u8]> = decoded
+            .pieces()
+            .filter(|p| p.2 == TEXT_FILE)
+            .map(|p| p.0)
+            .collect();
+        assert_eq!(files.len(), 1);
+        assert!(files[0].ends_with(b"the key is here"), "{:?}", files[0]);
+        // Not text, no type, or not base64: read as they are.
+        for body in [
+            format!(
+                r#"{{"source":{{"type":"base64","media_type":"image/png","data":"{secret}"}}}}"#
+            ),
+            format!(r#"{{"file":{{"filename":"report.pdf","file_data":"{secret}"}}}}"#),
+            format!(r#"{{"file":{{"file_data":"{secret}"}}}}"#),
+            format!(
+                r#"{{"source":{{"type":"text","media_type":"text/plain","data":"{secret}"}}}}"#
+            ),
+            r#"{"source":{"media_type":"text/plain","data":"plain words, not base64"}}"#.to_owned(),
+        ] {
+            assert_eq!(text(&body), None, "{body}");
+        }
     }
 
     #[test]

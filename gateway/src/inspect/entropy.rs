@@ -5,13 +5,14 @@
 //! keys of services no specific detector knows; identifiers, words, paths and UUIDs stay out.
 
 use super::config::InspectConfig;
-use super::detector::Detector;
+use super::detector::{Detector, Evidence};
 
 /// The generic secret detector.
 pub(super) const DETECTORS: &[Detector] = &[Detector {
     name: "high_entropy_secret",
     pattern: r#"(?i)(?:key|token|secret|password|passwd|pwd|credential|credentials|auth)[A-Za-z0-9_\-]{0,24}["']?\s{0,4}(?::=|=>|:|=)\s{0,4}["']?([A-Za-z0-9+/_\-.~]{8,256})"#,
     check: random,
+    evidence: Evidence::Shape,
 }];
 
 /// Whether `value` looks random enough to be a secret.

@@ -148,9 +148,11 @@ pub fn inspect_head(
         return;
     }
     for (name, value) in inspected() {
-        let loose_ignored = is_telemetry(name);
+        let telemetry = is_telemetry(name);
         for (detector, at) in found(value.as_bytes(), config) {
-            if loose_ignored && LOOSE_DETECTORS.contains(&detector) {
+            // The identifiers of these headers match shape-only detectors by chance: a 32-hex
+            // Sentry public key in `baggage`, a Luhn-valid digit run in `traceparent`.
+            if telemetry && scan::by_shape(detector) {
                 continue;
             }
             findings.0.push(Finding {
@@ -161,20 +163,10 @@ pub fn inspect_head(
     }
 }
 
-/// The detectors that match by shape alone (randomness, a checksum, a number's form), which
-/// the identifiers of tracing and SDK headers match by chance: a 32-hex Sentry public key in
-/// `baggage`, a Luhn-valid digit run in `traceparent`.
-const LOOSE_DETECTORS: [&str; 5] = [
-    "high_entropy_secret",
-    "payment_card",
-    "iban",
-    "phone",
-    "email",
-];
-
 /// Whether `name` is a header of tracing or of an SDK's own (trace context, baggage, Sentry,
-/// the OpenAI/Anthropic/Google SDKs' version and retry headers, the user agent): the loose
-/// detectors are not run on it, every other detector and the canary search are.
+/// the OpenAI/Anthropic/Google SDKs' version and retry headers, the user agent): the detectors
+/// that match by shape alone (each declares it: `detector::Evidence`) are not run on it, every
+/// other detector and the canary search are.
 fn is_telemetry(name: &http::HeaderName) -> bool {
     const NAMES: [&str; 10] = [
         "traceparent",
@@ -384,7 +376,28 @@ mod tests {
     }
 
     #[test]
-    fn tracing_and_sdk_headers_are_spared_the_loose_detectors_only() {
+    fn each_detector_declares_whether_it_matches_by_shape_alone() {
+        let shape: Vec<&str> = DETECTOR_NAMES
+            .iter()
+            .copied()
+            .filter(|d| scan::by_shape(d))
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                "payment_card",
+                "iban",
+                "email",
+                "phone",
+                "high_entropy_secret"
+            ]
+        );
+        assert!(!scan::by_shape(PRIVATE_KEY_DETECTOR));
+        assert!(!scan::by_shape("no_such_detector"));
+    }
+
+    #[test]
+    fn tracing_and_sdk_headers_are_spared_the_shape_only_detectors_only() {
         let mut headers = http::HeaderMap::new();
         // A Sentry public key (32 hex) in baggage, a Luhn-valid run ending a trace id.
         // (Written in pieces: this file is itself a sample that must find nothing.)
@@ -484,6 +497,16 @@ mod tests {
             found(&uri),
             [format!(
                 "aws_access_key at body, byte {at}, in a base64 data: URI, decoded"
+            )]
+        );
+        let document = format!(
+            r#"{{"source":{{"type":"base64","media_type":"text/plain","data":"{data}"}}}}"#
+        );
+        let at = document.find(&data).unwrap() - 1;
+        assert_eq!(
+            found(&document),
+            [format!(
+                "aws_access_key at body, byte {at}, in a base64 file of a text type, decoded"
             )]
         );
         // Found in the raw bytes and again decoded: one finding, the raw one.

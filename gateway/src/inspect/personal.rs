@@ -5,7 +5,7 @@
 //! `icon@2x.png` are not findings.
 
 use super::config::InspectConfig;
-use super::detector::Detector;
+use super::detector::{Detector, Evidence};
 
 /// The personal-data detectors.
 pub(super) const DETECTORS: &[Detector] = &[
@@ -13,11 +13,13 @@ pub(super) const DETECTORS: &[Detector] = &[
         name: "email",
         pattern: r"(?:^|[^A-Za-z0-9._%+\-])([A-Za-z0-9][A-Za-z0-9._%+\-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24})(?:[^A-Za-z0-9\-]|$)",
         check: email,
+        evidence: Evidence::Shape,
     },
     Detector {
         name: "phone",
         pattern: r"(?:^|[^\w+.\-])((?:\+[1-9][0-9]{0,2}(?:[ .\-]?\(?[0-9]{1,5}\)?){2,6})|(?:(?:\+?1[ .\-])?\(?[2-9][0-9]{2}\)?[ .\-][2-9][0-9]{2}[ .\-][0-9]{4}))(?:[^\w.\-]|[.\-][^0-9]|[.\-]?$)",
         check: phone,
+        evidence: Evidence::Shape,
     },
 ];
 

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use regex::bytes::{Regex, RegexSet};
 
 use super::config::InspectConfig;
-use super::detector::Detector;
+use super::detector::{Detector, Evidence};
 use super::{entropy, personal, secrets};
 
 /// Every pattern detector, in the order their findings are reported.
@@ -38,6 +38,13 @@ pub(super) fn names() -> impl Iterator<Item = &'static str> {
 /// whether they are enabled): `false` means [`find`] finds nothing in it.
 pub(super) fn may_match(body: &[u8]) -> bool {
     SET.is_match(body)
+}
+
+/// Whether the pattern detector `name` matches by shape alone ([`Evidence::Shape`]).
+pub(super) fn by_shape(name: &str) -> bool {
+    DETECTORS
+        .iter()
+        .any(|d| d.name == name && d.evidence == Evidence::Shape)
 }
 
 /// Each enabled detector that matches `body`, with the byte its first checked match starts at.

@@ -7,7 +7,7 @@
 //! with the personal-data and generic-secret detectors in the same pass.
 
 use super::config::InspectConfig;
-use super::detector::{Detector, any};
+use super::detector::{Detector, Evidence, any};
 
 /// The credential and payment detectors, in the order their findings are reported.
 pub(super) const DETECTORS: &[Detector] = &[
@@ -15,61 +15,73 @@ pub(super) const DETECTORS: &[Detector] = &[
         name: "aws_access_key",
         pattern: r"\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}\b",
         check: any,
+        evidence: Evidence::Format,
     },
     Detector {
         name: "gcp_api_key",
         pattern: r"\bAIza[0-9A-Za-z_\-]{35}",
         check: any,
+        evidence: Evidence::Format,
     },
     Detector {
         name: "azure_storage_key",
         pattern: r"AccountKey=[A-Za-z0-9+/]{86}==",
         check: any,
+        evidence: Evidence::Format,
     },
     Detector {
         name: "github_token",
         pattern: r"\b(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{82})\b",
         check: any,
+        evidence: Evidence::Format,
     },
     Detector {
         name: "gitlab_token",
         pattern: r"\bglpat-[A-Za-z0-9_\-]{20}\b",
         check: any,
+        evidence: Evidence::Format,
     },
     Detector {
         name: "slack_token",
         pattern: r"\b(?:xox[baprs]-[A-Za-z0-9]{10,}-[A-Za-z0-9-]{10,}|https://hooks\.slack\.com/services/T[A-Z0-9]{6,}/B[A-Z0-9]{6,}/[A-Za-z0-9]{20,})",
         check: any,
+        evidence: Evidence::Format,
     },
     Detector {
         name: "stripe_key",
         pattern: r"\b(?:sk|rk)_live_[A-Za-z0-9]{24,}",
         check: any,
+        evidence: Evidence::Format,
     },
     Detector {
         name: "anthropic_key",
         pattern: r"\bsk-ant-(?:api|admin)[0-9]{2}-[A-Za-z0-9_\-]{80,}",
         check: any,
+        evidence: Evidence::Format,
     },
     Detector {
         name: "openai_key",
         pattern: r"\bsk-(?:(?:proj|svcacct|admin)-[A-Za-z0-9_\-]{40,}|[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20})",
         check: any,
+        evidence: Evidence::Format,
     },
     Detector {
         name: "jwt",
         pattern: r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{16,}",
         check: any,
+        evidence: Evidence::Format,
     },
     Detector {
         name: "payment_card",
         pattern: r"(?:^|[^0-9])([0-9](?:[ \-]?[0-9]){12,18})(?:[^0-9]|$)",
         check: card,
+        evidence: Evidence::Shape,
     },
     Detector {
         name: "iban",
         pattern: r"\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b",
         check: iban,
+        evidence: Evidence::Shape,
     },
 ];
 

@@ -7,8 +7,9 @@ use serde::Deserialize;
 use serde_json::error::Category;
 
 use super::errors::ProtocolError;
+use super::identifier;
 use super::request::Endpoint;
-use super::{identifier, strict_json};
+use super::strict_json::{self, Spellings};
 use crate::text::Quoted;
 
 /// A model name as sent, and the folded name policy judges when it differs.
@@ -31,6 +32,16 @@ pub fn require_method(
 pub fn parse_body<'a, T: Deserialize<'a>>(
     endpoint: Endpoint,
     body: &'a [u8],
+) -> Result<T, ProtocolError> {
+    parse_body_as(endpoint, body, Spellings::Case)
+}
+
+/// [`parse_body`], two keys of one object refused when `spellings` takes one for the other
+/// (a Gemini body: a field's proto name beside its lowerCamelCase JSON name).
+pub fn parse_body_as<'a, T: Deserialize<'a>>(
+    endpoint: Endpoint,
+    body: &'a [u8],
+    spellings: Spellings,
 ) -> Result<T, ProtocolError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     let found = match first {
@@ -55,7 +66,7 @@ pub fn parse_body<'a, T: Deserialize<'a>>(
     // Two keys of one object that differ only by case: Warden's typed read takes one, a
     // case-insensitive upstream (Go's encoding/json: Ollama) the last (`"Model"` after
     // `"model"`), so the body is refused before either reads it.
-    strict_json::check_unambiguous(body).map_err(|e| match e.classify() {
+    strict_json::check_unambiguous_as(body, spellings).map_err(|e| match e.classify() {
         Category::Data => ProtocolError::AmbiguousKeys {
             detail: crate::text::bounded(&e.to_string(), 200).into_owned(),
         },

@@ -55,10 +55,28 @@ pub fn parse_unambiguous(text: &[u8]) -> Result<Value, serde_json::Error> {
 /// again into typed structures (an LLM request, whose typed read ignores a key it does not
 /// know, `Model` beside `model`, and whose upstream may be a case-insensitive decoder).
 pub fn check_unambiguous(text: &[u8]) -> Result<(), serde_json::Error> {
+    check_unambiguous_as(text, Spellings::Case)
+}
+
+/// Which spellings of one key a reader takes for one another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spellings {
+    /// Those equal under the case folding of Go's `encoding/json` (`name`, `Name`).
+    Case,
+    /// Those too of a protocol buffer field's name and its lowerCamelCase JSON name
+    /// (`max_output_tokens`, `maxOutputTokens`), which Google's JSON parsing reads alike
+    /// (the Gemini API): equal once underscores are dropped and case folded.
+    Proto,
+}
+
+/// [`check_unambiguous`], two keys of one object refused when `spellings` takes one for the
+/// other.
+pub fn check_unambiguous_as(text: &[u8], spellings: Spellings) -> Result<(), serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(text);
     Check {
         at: None,
         free: false,
+        spellings,
     }
     .deserialize(&mut de)?;
     de.end()
@@ -69,12 +87,14 @@ pub fn check_unambiguous(text: &[u8]) -> Result<(), serde_json::Error> {
 /// a value as a map that keeps both `Content-Type` and `content-type`, not as a structure's
 /// fields. `input` is free-form only below the top level (Anthropic's `tool_use.input`; the
 /// Responses API's top-level `input` is the prompt).
-const FREE_FORM: [&str; 11] = [
+const FREE_FORM: [&str; 13] = [
     "parameters",
     "input_schema",
     "json_schema",
     "parametersJsonSchema",
+    "parameters_json_schema",
     "responseSchema",
+    "response_schema",
     "responseJsonSchema",
     "response_json_schema",
     "args",
@@ -119,6 +139,15 @@ fn folded(key: &str) -> Option<String> {
     }
     let folded: String = key.chars().map(fold_char).collect();
     (folded != key).then_some(folded)
+}
+
+/// `key` as [`Spellings::Proto`] takes it: folded as [`folded`] folds it, underscores dropped;
+/// `None` when that is `key` itself.
+fn proto_folded(key: &str) -> Option<String> {
+    if !key.contains('_') {
+        return folded(key);
+    }
+    Some(key.chars().filter(|&c| c != '_').map(fold_char).collect())
 }
 
 /// One character as Go folds it, then in lower case.
@@ -325,6 +354,16 @@ fn case_twins<E: de::Error>(other: &str, key: &str, location: &str) -> E {
     ))
 }
 
+/// The refusal of `key` beside `other`, two spellings of one protocol buffer field.
+fn proto_twins<E: de::Error>(other: &str, key: &str, location: &str) -> E {
+    E::custom(format_args!(
+        "the keys `{}` and `{}`{location} are two spellings of one field (the API reads a \
+         field's name and its lowerCamelCase JSON name alike); send one of them",
+        Quoted::with_max(other, 32),
+        Quoted::with_max(key, 32),
+    ))
+}
+
 /// The key already in `object` that `key` folds equal to, if any; remembers `key` under its
 /// folding in `folds` when that is not `key` itself.
 fn fold_clash(
@@ -332,7 +371,7 @@ fn fold_clash(
     folds: &mut HashMap<String, String>,
     key: &str,
 ) -> Option<String> {
-    fold_clash_in(|k| object.contains_key(k), folds, key)
+    fold_clash_in(|k| object.contains_key(k), folds, key, folded)
 }
 
 /// [`fold_clash`] in an object whose keys `has` knows.
@@ -340,8 +379,9 @@ fn fold_clash_in(
     has: impl Fn(&str) -> bool,
     folds: &mut HashMap<String, String>,
     key: &str,
+    fold: fn(&str) -> Option<String>,
 ) -> Option<String> {
-    match folded(key) {
+    match fold(key) {
         // Most keys: only a key folded onto this one can clash, and most objects have none.
         None => folds.get(key).cloned(),
         Some(f) => {
@@ -363,6 +403,8 @@ struct Check<'a> {
     at: Option<&'a At<'a>>,
     /// Beneath a free-form key ([`FREE_FORM`]): only repeated keys count.
     free: bool,
+    /// Which spellings of a key are taken for one another.
+    spellings: Spellings,
 }
 
 impl<'de> DeserializeSeed<'de> for Check<'_> {
@@ -410,7 +452,7 @@ impl<'de> Visitor<'de> for Check<'_> {
             let at = At::Index(index, self.at);
             let element = Check {
                 at: Some(&at),
-                free: self.free,
+                ..self
             };
             if seq.next_element_seed(element)?.is_none() {
                 return Ok(());
@@ -420,6 +462,10 @@ impl<'de> Visitor<'de> for Check<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let fold = match self.spellings {
+            Spellings::Case => folded,
+            Spellings::Proto => proto_folded,
+        };
         // Keys as sent (borrowed unless escaped), and those that do not fold to themselves.
         let mut keys = Seen::default();
         let mut folds = HashMap::new();
@@ -428,9 +474,15 @@ impl<'de> Visitor<'de> for Check<'_> {
                 return Err(repeated(&key, &format!(" at {}", Path(self.at))));
             }
             if !self.free
-                && let Some(other) = fold_clash_in(|k| keys.contains(k), &mut folds, &key)
+                && let Some(other) = fold_clash_in(|k| keys.contains(k), &mut folds, &key, fold)
             {
-                return Err(case_twins(&other, &key, &format!(" at {}", Path(self.at))));
+                let at = format!(" at {}", Path(self.at));
+                let case = |k: &str| folded(k).unwrap_or_else(|| k.to_owned());
+                return Err(if case(&other) == case(&key) {
+                    case_twins(&other, &key, &at)
+                } else {
+                    proto_twins(&other, &key, &at)
+                });
             }
             let free =
                 self.free || (FREE_FORM.contains(&&*key) && (self.at.is_some() || key != "input"));
@@ -438,6 +490,7 @@ impl<'de> Visitor<'de> for Check<'_> {
             map.next_value_seed(Check {
                 at: Some(&at),
                 free,
+                ..self
             })?;
             keys.insert(key);
         }

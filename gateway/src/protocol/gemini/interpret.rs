@@ -10,8 +10,9 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use crate::protocol::errors::ProtocolError;
 use crate::protocol::estimate::{TextChars, ToolDef, tokens_from_chars};
-use crate::protocol::parse::{check_path_model, parse_body, percent_decode, require_method};
+use crate::protocol::parse::{check_path_model, parse_body_as, percent_decode, require_method};
 use crate::protocol::request::{Endpoint, LlmRequest};
+use crate::protocol::strict_json::Spellings;
 use crate::text::Quoted;
 
 /// The dialect's name in configuration, logs and errors.
@@ -58,11 +59,11 @@ pub fn interpret(
     let model = model.to_owned();
     let interpreted = match endpoint {
         Endpoint::GenerateContent | Endpoint::StreamGenerateContent => {
-            let req: GenerateRequest<'_> = parse_body(endpoint, body)?;
+            let req: GenerateRequest<'_> = parse_body_as(endpoint, body, Spellings::Proto)?;
             generate(endpoint, req)
         }
         Endpoint::CountTokens => {
-            let req: CountTokensRequest<'_> = parse_body(endpoint, body)?;
+            let req: CountTokensRequest<'_> = parse_body_as(endpoint, body, Spellings::Proto)?;
             let mut interpreted = req
                 .generate_content_request
                 .map(|inner| generate(endpoint, inner))
@@ -72,14 +73,14 @@ pub fn interpret(
             interpreted
         }
         Endpoint::EmbedContent => {
-            let req: EmbedRequest = parse_body(endpoint, body)?;
+            let req: EmbedRequest = parse_body_as(endpoint, body, Spellings::Proto)?;
             check_same_model(&model, req.model.as_deref(), 0)?;
             let mut interpreted = LlmRequest::bare(endpoint);
             interpreted.input_tokens = tokens_from_chars(req.content.0 + req.title.0);
             interpreted
         }
         _ => {
-            let req: BatchEmbedRequest = parse_body(endpoint, body)?;
+            let req: BatchEmbedRequest = parse_body_as(endpoint, body, Spellings::Proto)?;
             let mut chars = 0;
             for (index, request) in req.requests.iter().enumerate() {
                 check_same_model(&model, request.model.as_deref(), index)?;
@@ -468,10 +469,20 @@ mod tests {
     }
 
     #[test]
-    fn generation_config_spelled_twice_is_refused_not_hidden() {
+    fn a_field_spelled_both_ways_in_one_object_is_refused_as_ambiguous() {
+        // Google reads a field's proto name and its lowerCamelCase JSON name alike: given
+        // both, which one the API keeps is not Warden's to guess.
         for body in [
             r#"{"generationConfig":{"maxOutputTokens":10,"max_output_tokens":100000}}"#,
             r#"{"generationConfig":{"maxOutputTokens":10},"generation_config":{"maxOutputTokens":100000}}"#,
+            r#"{"systemInstruction":{"parts":[]},"system_instruction":{"parts":[{"text":"x"}]}}"#,
+            r#"{"tools":[{"functionDeclarations":[],"function_declarations":[{"name":"exec"}]}]}"#,
+            r#"{"toolConfig":{},"tool_config":{"functionCallingConfig":{"mode":"ANY"}}}"#,
+            r#"{"safetySettings":[],"safety_settings":[]}"#,
+            r#"{"cachedContent":"a","cached_content":"b"}"#,
+            r#"{"contents":[{"parts":[{"inlineData":{"mimeType":"text/plain","mime_type":"image/png","data":""}}]}]}"#,
+            r#"{"contents":[{"parts":[{"inlineData":{},"inline_data":{}}]}]}"#,
+            r#"{"generationConfig":{"Max_Output_Tokens":1,"maxOutputTokens":2}}"#,
         ] {
             let got = interpret(
                 Method::POST,
@@ -479,11 +490,89 @@ mod tests {
                 None,
                 body,
             );
-            assert!(
-                matches!(got, Err(ProtocolError::InvalidBody { .. })),
-                "{body}: {got:?}"
-            );
+            let Err(ProtocolError::AmbiguousKeys { detail }) = &got else {
+                panic!("{body}: {got:?}");
+            };
+            assert!(detail.contains("two spellings of one field"), "{detail}");
         }
+        let counted = interpret(
+            Method::POST,
+            "/v1beta/models/gemini-pro:countTokens",
+            None,
+            r#"{"generateContentRequest":{},"generate_content_request":{}}"#,
+        );
+        assert!(
+            matches!(counted, Err(ProtocolError::AmbiguousKeys { .. })),
+            "{counted:?}"
+        );
+        // A case twin is one still.
+        let case = interpret(
+            Method::POST,
+            "/v1beta/models/gemini-pro:generateContent",
+            None,
+            r#"{"generationConfig":{"maxOutputTokens":10,"MaxOutputTokens":100000}}"#,
+        );
+        let Err(ProtocolError::AmbiguousKeys { detail }) = &case else {
+            panic!("{case:?}");
+        };
+        assert!(detail.contains("differ only by case"), "{detail}");
+        // A function's arguments, result and schemas are maps of the caller's own keys.
+        let free = r#"{"contents":[{"parts":[{"functionCall":{"name":"f","args":{"user_id":1,"userId":2}}},
+            {"function_response":{"name":"f","response":{"a_b":1,"aB":2}}}]}],
+            "tools":[{"function_declarations":[{"name":"f","parameters_json_schema":{"properties":{"a_b":{},"aB":{}}}}]}]}"#;
+        let got = interpret(
+            Method::POST,
+            "/v1beta/models/gemini-pro:generateContent",
+            None,
+            free,
+        );
+        assert!(got.is_ok(), "{got:?}");
+    }
+
+    #[test]
+    fn every_field_read_is_read_in_either_spelling() {
+        let camel = json!({
+            "systemInstruction": { "parts": [{ "text": "x".repeat(400) }] },
+            "contents": [{ "parts": [{ "inlineData": { "mimeType": "text/plain", "data": "QUFB".repeat(100) } }] }],
+            "tools": [{ "functionDeclarations": [{ "name": "exec", "parametersJsonSchema": { "type": "object" } }] },
+                      { "googleSearch": {} }],
+            "generationConfig": { "maxOutputTokens": 99 }
+        })
+        .to_string();
+        let snake = camel
+            .replace("systemInstruction", "system_instruction")
+            .replace("inlineData", "inline_data")
+            .replace("mimeType", "mime_type")
+            .replace("functionDeclarations", "function_declarations")
+            .replace("parametersJsonSchema", "parameters_json_schema")
+            .replace("googleSearch", "google_search")
+            .replace("generationConfig", "generation_config")
+            .replace("maxOutputTokens", "max_output_tokens");
+        let read = |body: &str, rpc: &str| {
+            let got = interpret(
+                Method::POST,
+                &format!("/v1beta/models/gemini-pro:{rpc}"),
+                None,
+                body,
+            )
+            .unwrap_or_else(|e| panic!("{body}: {e}"));
+            (got.max_tokens, got.tools, got.input_tokens)
+        };
+        let seen = read(&camel, "generateContent");
+        assert_eq!(seen.0, Some(99));
+        assert_eq!(seen.1, ["exec", "googleSearch"]);
+        // The system text and the text document count as text: 400 and 300 characters.
+        assert!(seen.2 >= 175, "{}", seen.2);
+        assert_eq!(read(&snake, "generateContent"), seen);
+        let wrapped = |inner: &str| format!(r#"{{"generate_content_request":{inner}}}"#);
+        assert_eq!(
+            read(&wrapped(&snake), "countTokens").1,
+            read(
+                &wrapped(&camel).replace("generate_content_request", "generateContentRequest"),
+                "countTokens"
+            )
+            .1,
+        );
     }
 
     #[test]

@@ -50,13 +50,16 @@ pub enum RestError {
     /// A field policy reads is given more than once.
     #[error("field {field} is given more than once (query and body, or repeated); give it once")]
     RepeatedField { field: Arc<str> },
-    /// A body key spelled otherwise than a field's key but for case: policy would not read
-    /// it, an upstream that matches keys case-insensitively (Go's `encoding/json`) would.
+    /// A key (of a JSON or form body, or a query parameter) spelled otherwise than a field's
+    /// key but for case: policy would not read it, an upstream that matches keys
+    /// case-insensitively (Go's `encoding/json`, ASP.NET's binding) would.
     #[error(
-        "the body key {key} differs only by case from `{expected}`, which field {field} is read \
+        "the {place} {key} differs only by case from `{expected}`, which field {field} is read \
          from; spell it `{expected}`"
     )]
     FoldedKey {
+        /// `body key`, `form key` or `query parameter`.
+        place: &'static str,
         key: Quoted,
         expected: Quoted,
         field: Arc<str>,

@@ -14,6 +14,7 @@ use serde_json::Value;
 use super::error::RestError;
 use super::operations::{Field, FieldKind, FieldSource};
 use crate::action::FieldValue;
+use crate::protocol::strict_json::equal_folded;
 
 /// A request body as fields are read from it.
 enum Body {
@@ -56,6 +57,17 @@ pub fn read(
     for field in fields {
         let value = match &field.source {
             FieldSource::Query(name) => {
+                if let Some((folded, _)) = query
+                    .iter()
+                    .find(|(k, _)| k != name && equal_folded(k, name))
+                {
+                    return Err(RestError::FoldedKey {
+                        place: "query parameter",
+                        key: crate::text::Quoted::of(folded),
+                        expected: crate::text::Quoted::of(name),
+                        field: Arc::clone(&field.name),
+                    });
+                }
                 let in_body = match &body {
                     Body::Form(pairs) => pairs
                         .iter()
@@ -74,7 +86,7 @@ pub fn read(
             }
             FieldSource::Body(steps) => {
                 let top = &steps[0].key;
-                if query.iter().any(|(k, _)| k == top) {
+                if query.iter().any(|(k, _)| equal_folded(k, top)) {
                     return Err(RestError::RepeatedField {
                         field: Arc::clone(&field.name),
                     });
@@ -148,6 +160,33 @@ fn is_index(part: &str) -> bool {
 
 /// Where the form key `path` is on the body path `steps`.
 pub(super) fn reach(path: &[&str], steps: &[super::operations::BodyStep]) -> Reach {
+    reach_by(path, steps, &mut |part, key| part == key)
+}
+
+/// The part of the form key `path` that is not the key of its step on the body path `steps`
+/// but folds equal to it (`Message[To]` for `body.message.to`), with that key, when the form
+/// key would reach the field were it spelled as the field's path is.
+fn folded_part<'p>(
+    path: &[&'p str],
+    steps: &[super::operations::BodyStep],
+) -> Option<(&'p str, String)> {
+    let mut folded = None;
+    let reached = reach_by(path, steps, &mut |part, key| {
+        if part != key && equal_folded(part, key) {
+            folded.get_or_insert((part, key.to_owned()));
+            return true;
+        }
+        part == key
+    });
+    folded.filter(|_| !matches!(reached, Reach::Off))
+}
+
+/// [`reach`], a part of `path` and a step's key taken as one when `same` says so.
+fn reach_by<'p>(
+    path: &[&'p str],
+    steps: &[super::operations::BodyStep],
+    same: &mut dyn FnMut(&'p str, &str) -> bool,
+) -> Reach {
     let mut at = 0;
     for (n, step) in steps.iter().enumerate() {
         match path.get(at) {
@@ -157,7 +196,7 @@ pub(super) fn reach(path: &[&str], steps: &[super::operations::BodyStep]) -> Rea
                     element: n > 0 && steps[n - 1].each,
                 };
             }
-            Some(part) if *part != step.key => return Reach::Off,
+            Some(part) if !same(part, &step.key) => return Reach::Off,
             Some(_) => at += 1,
         }
         if step.each {
@@ -203,6 +242,14 @@ fn from_form(
         let (path, spelling) = form_key(key);
         let reached = reach(&path, steps);
         if matches!(reached, Reach::Off) {
+            if let Some((part, expected)) = folded_part(&path, steps) {
+                return Err(RestError::FoldedKey {
+                    place: "form key",
+                    key: crate::text::Quoted::of(part),
+                    expected: crate::text::Quoted::of(&expected),
+                    field: Arc::clone(&field.name),
+                });
+            }
             continue;
         }
         if spelled.is_some_and(|s| s != spelling) {
@@ -416,11 +463,9 @@ fn refuse_folded_key(field: &Field, value: &Value, key: &str) -> Result<(), Rest
     let Value::Object(members) = value else {
         return Ok(());
     };
-    match members
-        .keys()
-        .find(|k| *k != key && crate::protocol::strict_json::equal_folded(k, key))
-    {
+    match members.keys().find(|k| *k != key && equal_folded(k, key)) {
         Some(folded) => Err(RestError::FoldedKey {
+            place: "body key",
             key: crate::text::Quoted::of(folded),
             expected: crate::text::Quoted::of(key),
             field: Arc::clone(&field.name),
@@ -610,6 +655,7 @@ pub(super) mod tests {
         ] {
             let got = read(&f, None, &json_headers(), body.as_bytes());
             let Err(RestError::FoldedKey {
+                place: "body key",
                 key: k,
                 expected: e,
                 field: _,
@@ -630,6 +676,74 @@ pub(super) mod tests {
         )
         .expect("reads");
         assert_eq!(got.len(), 1);
+    }
+
+    #[test]
+    fn a_form_key_or_query_parameter_spelled_otherwise_but_for_case_is_refused() {
+        let f = fields(&[
+            ("to", "body.message.to", FieldKind::String),
+            ("channel", "body.channel", FieldKind::String),
+            ("labels", "body.labels", FieldKind::Strings),
+        ]);
+        for (body, key, expected) in [
+            ("Channel=payroll", "Channel", "channel"),
+            ("message[To]=payroll", "To", "to"),
+            ("Message.to=payroll", "Message", "message"),
+            ("label\u{17f}[]=a", "label\u{17f}", "labels"),
+            (r#"Message={"to":"payroll"}"#, "Message", "message"),
+        ] {
+            let got = read(&f, None, &form_headers(), body.as_bytes());
+            let Err(RestError::FoldedKey {
+                place,
+                key: k,
+                expected: e,
+                ..
+            }) = &got
+            else {
+                panic!("{body}: {got:?}");
+            };
+            assert_eq!(
+                (*place, k.as_str(), e.as_str()),
+                ("form key", key, expected),
+                "{body}"
+            );
+        }
+        // A key inside JSON text given in a form value is a body key like any other.
+        let got = read(&f, None, &form_headers(), br#"message={"To":"payroll"}"#);
+        assert!(
+            matches!(
+                &got,
+                Err(RestError::FoldedKey {
+                    place: "body key",
+                    ..
+                })
+            ),
+            "{got:?}"
+        );
+        // Keys off the fields' paths are the operation's own, whatever their case.
+        let got = read(
+            &f,
+            None,
+            &form_headers(),
+            b"Subject=hi&channel=c&message[Cc]=x",
+        )
+        .expect("reads");
+        assert_eq!(got.len(), 1);
+
+        let q = fields(&[("state", "query.state", FieldKind::String)]);
+        let got = read(&q, Some("State=closed"), &HeaderMap::new(), b"");
+        let Err(RestError::FoldedKey { place, key, .. }) = &got else {
+            panic!("{got:?}");
+        };
+        assert_eq!((*place, key.as_str()), ("query parameter", "State"));
+        let text = got.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(text.contains("query parameter"), "{text}");
+        // A query parameter that folds onto a body field's key gives the field twice.
+        let got = read(&f, Some("CHANNEL=x"), &form_headers(), b"channel=y");
+        assert!(
+            matches!(&got, Err(RestError::RepeatedField { .. })),
+            "{got:?}"
+        );
     }
 
     fn form_headers() -> HeaderMap {
