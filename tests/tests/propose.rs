@@ -749,3 +749,42 @@ async fn a_responses_call_whose_copies_differ_is_never_delivered() {
         "{through}"
     );
 }
+
+#[tokio::test]
+async fn a_loosely_spelled_tool_is_judged_as_the_catalogue_tool_it_folds_onto() {
+    // An agent that declares its shell as `functions.exec` (OpenClaw runs `EXEC`,
+    // `functions.exec`, `exec_2` as `exec`): judged as an unknown tool, its download piped
+    // to a shell went through; judged as the catalogue's `exec`, the baseline refuses it.
+    let s = with_baseline().await;
+    let propose = json!([
+        {"name": "Read", "arguments": {"path": "README.md"}},
+        {"name": "functions.exec", "arguments": {"command": CURL_SH}},
+        {"name": "get_weather", "arguments": {"city": "Paris"}},
+    ]);
+    let modes = ["propose", "propose-stream"];
+    let out = run_sdk(&s, "openai_chat.py", &modes, &propose).await;
+    for mode in modes {
+        let got = &out[mode];
+        assert!(got.get("error").is_none(), "{mode}: {out}");
+        assert_eq!(
+            Value::from(calls_in(got, "tool_calls", "arguments")),
+            json!([
+                {"name": "Read", "arguments": {"path": "README.md"}},
+                {"name": "get_weather", "arguments": {"city": "Paris"}},
+            ]),
+            "{mode}: {out}"
+        );
+        let said = got["content"].as_str().unwrap_or_default();
+        assert!(
+            said.contains("`functions.exec`") && said.contains("runs a download in an interpreter"),
+            "{mode}: {out}"
+        );
+    }
+    let refused = proposal_decision(&s, "functions.exec").await;
+    assert_eq!(refused["decision"], "deny", "{refused}");
+    assert_eq!(
+        refused["policies"],
+        json!(["baseline-no-download-to-shell"]),
+        "{refused}"
+    );
+}

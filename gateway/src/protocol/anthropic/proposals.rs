@@ -62,6 +62,8 @@ struct Stream {
     removed: u64,
     /// Blocks started so far (`content_block_start` events), as the upstream numbers them.
     started: u64,
+    /// The indices of the blocks started so far.
+    indices: Vec<u64>,
     /// `tool_use` blocks that stayed.
     kept: usize,
     /// What the agent is told about refused calls, not yet sent.
@@ -90,7 +92,8 @@ impl EventRewriter for Stream {
             && !CALLS.may_mention(&event)
         {
             if is_event(&event, "content_block_start") {
-                self.started += 1;
+                let index = parsed(&event).and_then(|v| v.get("index").and_then(Value::as_u64));
+                self.start(index)?;
             }
             out.extend_from_slice(&event);
             return Ok(());
@@ -102,7 +105,10 @@ impl EventRewriter for Stream {
         let kind = value.get("type").and_then(Value::as_str).unwrap_or("");
         let index = value.get("index").and_then(Value::as_u64);
         if kind == "content_block_start" {
-            self.started += 1;
+            self.start(index)?;
+        }
+        if kind == "message_start" && !no_content(&value) {
+            return Err(Unjudged::Unreadable);
         }
         if let Some(block) = self.held.as_mut()
             && index == Some(block.index)
@@ -160,6 +166,20 @@ impl EventRewriter for Stream {
 }
 
 impl Stream {
+    /// Counts a block started at `index` (none: 0, as a client reads it). A block started
+    /// while a `tool_use` block is held, or at an index started before, cannot be read: the
+    /// SDKs and OpenClaw add a block for each start (deltas then go to the one last started
+    /// at that index), so a second start would give the agent a call Warden never judged.
+    fn start(&mut self, index: Option<u64>) -> Result<(), Unjudged> {
+        let index = index.unwrap_or(0);
+        if self.held.is_some() || self.indices.contains(&index) {
+            return Err(Unjudged::Unreadable);
+        }
+        self.indices.push(index);
+        self.started += 1;
+        Ok(())
+    }
+
     /// Sends `event` (its block index lowered past removed blocks).
     fn pass(&self, event: Vec<u8>, value: &Value, index: Option<u64>, out: &mut Vec<u8>) {
         match index {
@@ -219,6 +239,17 @@ impl Stream {
             &json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}}),
         );
         write_event(out, &json!({"type": "content_block_stop", "index": index}));
+    }
+}
+
+/// Whether a `message_start` gives its message with no content, as Anthropic does (blocks
+/// come in `content_block_start` events): the SDKs keep content given there, which would be
+/// delivered unjudged.
+fn no_content(message_start: &Value) -> bool {
+    match message_start.pointer("/message/content") {
+        None | Some(Value::Null) => true,
+        Some(Value::Array(blocks)) => blocks.is_empty(),
+        Some(_) => false,
     }
 }
 

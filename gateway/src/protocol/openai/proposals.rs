@@ -284,7 +284,9 @@ impl Call {
     }
 
     /// Adds the `name` and `arguments` (`custom`: `input`) pieces of `part`; a part that is no
-    /// object, or a piece that is no text, cannot be read.
+    /// object, or a piece that is no text, cannot be read. A name given in a second delta
+    /// cannot be read either: openai-python appends it to the first, openai-node and OpenClaw
+    /// replace the first with it (even the same name twice reads `execexec` or `exec`).
     fn add_pieces(&mut self, part: &Value, custom: bool) -> Result<(), Unjudged> {
         let part = part.as_object().ok_or(Unjudged::Unreadable)?;
         let piece = |key| match part.get(key) {
@@ -292,7 +294,11 @@ impl Call {
             Some(Value::String(text)) => Ok(text.as_str()),
             Some(_) => Err(Unjudged::Unreadable),
         };
-        self.name.push_str(piece("name")?);
+        let name = piece("name")?;
+        if !name.is_empty() && !self.name.is_empty() {
+            return Err(Unjudged::Unreadable);
+        }
+        self.name.push_str(name);
         if custom {
             self.custom = true;
             self.input.push_str(piece("input")?);

@@ -154,6 +154,8 @@ struct Stream {
     shift: i64,
     /// Items added so far (`response.output_item.added`), as the upstream numbers them.
     added: u64,
+    /// The `output_index` of each item added so far.
+    indices: Vec<u64>,
     refusals: Vec<String>,
     /// The refusal message item, once sent, for `response.completed`.
     said: Option<Value>,
@@ -181,7 +183,9 @@ impl EventRewriter for Stream {
             && !CALLS.may_mention(&event)
         {
             if is_event(&event, "response.output_item.added") {
-                self.added += 1;
+                let index = proposed::event_json(&event)
+                    .and_then(|v| v.get("output_index").and_then(Value::as_u64));
+                self.add(index)?;
             }
             out.extend_from_slice(&event);
             return Ok(());
@@ -193,7 +197,7 @@ impl EventRewriter for Stream {
         let kind = value.get("type").and_then(Value::as_str).unwrap_or("");
         let index = value.get("output_index").and_then(Value::as_u64);
         if kind == "response.output_item.added" {
-            self.added += 1;
+            self.add(index)?;
         }
         if let Some(i) = index
             && let Some(at) = self.held.iter().position(|h| h.output_index == i)
@@ -305,6 +309,19 @@ fn streamed_copy(held: &Held, item: &Value, done: Option<&Value>) -> Result<Stri
 }
 
 impl Stream {
+    /// Counts an item added at `output_index` `index` (none: 0). A second item added at an
+    /// index cannot be read: the SDK appends each added item to the output it builds, so the
+    /// second would reach the agent beside the one Warden judges there.
+    fn add(&mut self, index: Option<u64>) -> Result<(), Unjudged> {
+        let index = index.unwrap_or(0);
+        if self.indices.contains(&index) {
+            return Err(Unjudged::Unreadable);
+        }
+        self.indices.push(index);
+        self.added += 1;
+        Ok(())
+    }
+
     /// The final answer's `output` without the items dropped from the stream, and with the
     /// call items the stream never gave judged, refused ones dropped, their refusals kept to
     /// say; whether the output changed. Two call items with one id, or an item the stream gave

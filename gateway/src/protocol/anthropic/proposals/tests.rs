@@ -343,3 +343,152 @@ fn blocks_anthropic_runs_are_not_judged_nor_move_the_refusal() {
     assert_eq!(deny.1.len(), 1);
     assert_eq!(v["stop_reason"], "end_turn");
 }
+
+/// What `events` become when `exec` is refused: the output, and the calls judged.
+fn streamed(events: &[Value], event_names: &[&str]) -> (String, Vec<(String, String)>) {
+    let text: String = events
+        .iter()
+        .zip(event_names.iter().copied().chain(std::iter::repeat("")))
+        .map(|(value, name)| match name {
+            "" => ev(value.clone()),
+            name => format!("event: {name}\ndata: {value}\n\n"),
+        })
+        .collect();
+    let mut judge = DenyNamed(&["exec"], Vec::new());
+    let mut rewriter = rewriter(true);
+    let mut out = Vec::new();
+    for piece in text.as_bytes().chunks(9) {
+        out.extend_from_slice(&rewriter.push(piece, &mut judge));
+    }
+    out.extend_from_slice(&rewriter.finish(&mut judge));
+    (String::from_utf8(out).unwrap_or_default(), judge.1)
+}
+
+fn ends_unreadable(out: &str) -> bool {
+    out.ends_with(&format!(
+        "event: error\ndata: {}\n\n",
+        unjudged(Unjudged::Unreadable)
+    ))
+}
+
+fn message_start(content: Value) -> Value {
+    json!({"type":"message_start","message":{"id":"m","type":"message","role":"assistant","content":content,"model":"c","stop_reason":null,"usage":{"input_tokens":5,"output_tokens":1}}})
+}
+
+fn tool_start(index: u64, id: &str, name: &str) -> Value {
+    json!({"type":"content_block_start","index":index,"content_block":{"type":"tool_use","id":id,"name":name,"input":{}}})
+}
+
+#[test]
+fn a_second_block_start_while_a_call_is_held_or_for_an_index_seen_ends_the_stream() {
+    let input = json!({"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":r#"{"command":"rm -rf /"}"#}});
+    let stop = json!({"type":"content_block_stop","index":0});
+    let text_start =
+        json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}});
+    let other_text =
+        json!({"type":"content_block_start","index":1,"content_block":{"type":"text","text":""}});
+    // The SDKs and OpenClaw add a block for each start: the second would reach the agent.
+    for (name, events, names) in [
+        (
+            "a second start for the held index",
+            vec![
+                message_start(json!([])),
+                tool_start(0, "tu_1", "read"),
+                tool_start(0, "tu_2", "exec"),
+                input.clone(),
+                stop.clone(),
+            ],
+            vec![],
+        ),
+        (
+            "a second start under `event: ping`",
+            vec![
+                message_start(json!([])),
+                tool_start(0, "tu_1", "read"),
+                input.clone(),
+                tool_start(0, "tu_2", "exec"),
+                stop.clone(),
+            ],
+            vec!["", "", "", "ping"],
+        ),
+        (
+            "a text block started while a call is held",
+            vec![
+                message_start(json!([])),
+                tool_start(0, "tu_1", "read"),
+                other_text,
+                input.clone(),
+                stop.clone(),
+            ],
+            vec![],
+        ),
+        (
+            "a call started at the index of a text block",
+            vec![
+                message_start(json!([])),
+                text_start.clone(),
+                json!({"type":"content_block_stop","index":0}),
+                tool_start(0, "tu_2", "exec"),
+                input.clone(),
+                stop.clone(),
+            ],
+            vec![],
+        ),
+        (
+            "a text block started twice",
+            vec![
+                message_start(json!([])),
+                text_start.clone(),
+                json!({"type":"content_block_stop","index":0}),
+                text_start.clone(),
+            ],
+            vec![],
+        ),
+    ] {
+        let (out, seen) = streamed(&events, &names);
+        assert!(
+            ends_unreadable(&out) && !out.contains("tu_2") && seen.is_empty(),
+            "{name}: {out}"
+        );
+    }
+    // One start per index, each after the previous block stopped: judged as before.
+    let (out, seen) = streamed(
+        &[
+            message_start(json!([])),
+            text_start,
+            json!({"type":"content_block_stop","index":0}),
+            tool_start(1, "tu_1", "read"),
+            json!({"type":"content_block_stop","index":1}),
+        ],
+        &[],
+    );
+    assert!(!ends_unreadable(&out) && out.contains("tu_1"), "{out}");
+    assert_eq!(seen, vec![("read".to_owned(), "{}".to_owned())]);
+}
+
+#[test]
+fn a_message_start_that_carries_content_ends_the_stream() {
+    // The SDKs keep the content `message_start` gives: a call there would be run unjudged.
+    for content in [
+        json!([{"type":"tool_use","id":"tu_1","name":"exec","input":{"command":"rm -rf /"}}]),
+        json!([{"type":"tool_use","id":"tu_1","name":"read","input":{}}]),
+        json!({"type":"tool_use","id":"tu_1","name":"exec","input":{}}),
+    ] {
+        let (out, seen) = streamed(
+            &[
+                message_start(content.clone()),
+                json!({"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":9}}),
+                json!({"type":"message_stop"}),
+            ],
+            &[],
+        );
+        assert!(
+            ends_unreadable(&out) && !out.contains("tu_1") && seen.is_empty(),
+            "{content}: {out}"
+        );
+    }
+    for content in [json!([]), Value::Null] {
+        let (out, _) = streamed(&[message_start(content.clone())], &[]);
+        assert!(!ends_unreadable(&out), "{content}: {out}");
+    }
+}

@@ -652,3 +652,56 @@ fn a_call_after_a_text_only_finish_ends_the_stream() {
         assert!(!may_finish(open.as_bytes()), "{open}");
     }
 }
+
+#[test]
+fn a_call_named_in_two_deltas_is_not_delivered() {
+    // openai-python appends a later name (`readexec`), openai-node and OpenClaw replace the
+    // first with it (`exec`): a client may run another tool than Warden would judge.
+    for (first, second) in [("read", "exec"), ("exec", "exec"), ("ex", "ec")] {
+        for kind in ["function", "custom"] {
+            let (args, first_part, second_part) = if kind == "function" {
+                (
+                    "arguments",
+                    serde_json::json!({"name": first, "arguments": ""}),
+                    serde_json::json!({"name": second, "arguments": r#"{"command":"rm -rf /"}"#}),
+                )
+            } else {
+                (
+                    "input",
+                    serde_json::json!({"name": first, "input": ""}),
+                    serde_json::json!({"name": second, "input": "rm -rf /"}),
+                )
+            };
+            let events = [
+                chunk(
+                    serde_json::json!({"index":0,"delta":{"tool_calls":[{"index":0,"id":"a","type":kind,kind:first_part}]},"finish_reason":null}),
+                ),
+                chunk(
+                    serde_json::json!({"index":0,"delta":{"tool_calls":[{"index":0,kind:second_part}]},"finish_reason":null}),
+                ),
+                chunk(serde_json::json!({"index":0,"delta":{},"finish_reason":"tool_calls"})),
+                "data: [DONE]\n\n".to_owned(),
+            ];
+            let (out, seen) = streamed_denying_exec(&events);
+            assert!(
+                out.contains("response_unreadable") && !out.contains("rm -rf") && seen.is_empty(),
+                "{first} then {second} ({kind}, {args}): {out}"
+            );
+        }
+    }
+    // A name in one delta, empty or absent in the others, is read alike by all.
+    let events = [
+        chunk(
+            serde_json::json!({"index":0,"delta":{"tool_calls":[{"index":0,"id":"a","type":"function","function":{"name":"","arguments":""}}]},"finish_reason":null}),
+        ),
+        chunk(
+            serde_json::json!({"index":0,"delta":{"tool_calls":[{"index":0,"function":{"name":"exec","arguments":"{}"}}]},"finish_reason":null}),
+        ),
+        chunk(
+            serde_json::json!({"index":0,"delta":{"tool_calls":[{"index":0,"function":{"name":"","arguments":""}}]},"finish_reason":null}),
+        ),
+        chunk(serde_json::json!({"index":0,"delta":{},"finish_reason":"tool_calls"})),
+    ];
+    let (out, seen) = streamed_denying_exec(&events);
+    assert_eq!(seen, vec![("exec".to_owned(), "{}".to_owned())], "{out}");
+}

@@ -524,3 +524,51 @@ fn a_call_whose_streamed_copies_differ_is_unreadable_and_never_delivered() {
         assert_eq!(seen.1.len(), 1, "{kind}");
     }
 }
+
+#[test]
+fn a_second_item_added_at_one_output_index_ends_the_stream() {
+    // The SDK appends each added item to the output it builds: the second would reach the
+    // agent unjudged beside the one Warden judges at that index.
+    let call = |id: &str, name: &str, arguments: &str| json!({"type":"function_call","id":id,"call_id":id,"name":name,"arguments":arguments,"status":"in_progress"});
+    let message = json!({"type":"message","id":"m1","role":"assistant","content":[]});
+    for (name, first, second) in [
+        (
+            "a call over a held call",
+            call("fc_1", "read", ""),
+            call("fc_2", "exec", "{}"),
+        ),
+        (
+            "a call over a message",
+            message.clone(),
+            call("fc_2", "exec", "{}"),
+        ),
+        ("a message over a message", message.clone(), message.clone()),
+    ] {
+        let stream = numbered(vec![
+            json!({"type":"response.created","response":{"id":"r","output":[]}}),
+            json!({"type":"response.output_item.added","output_index":0,"item":first}),
+            json!({"type":"response.output_item.added","output_index":0,"item":second}),
+            json!({"type":"response.output_item.done","output_index":0,"item":call("fc_1","read","{}")}),
+            json!({"type":"response.completed","response":{"id":"r","output":[call("fc_1","read","{}")]}}),
+        ]);
+        let mut seen = Seen(&["exec"], Vec::new());
+        let out = rewrite(true, &stream, &mut seen);
+        assert!(
+            out.contains("response_unreadable")
+                && !out.contains("fc_2")
+                && completed_of(&out).is_null()
+                && seen.1.is_empty(),
+            "{name}: {out}"
+        );
+    }
+    // Items at their own indices are judged as before.
+    let stream = numbered(vec![
+        json!({"type":"response.output_item.added","output_index":0,"item":message}),
+        json!({"type":"response.output_item.added","output_index":1,"item":call("fc_1","read","")}),
+        json!({"type":"response.output_item.done","output_index":1,"item":call("fc_1","read","{}")}),
+    ]);
+    let mut seen = Seen(&["exec"], Vec::new());
+    let out = rewrite(true, &stream, &mut seen);
+    assert!(!out.contains("response_unreadable"), "{out}");
+    assert_eq!(seen.1, vec![("read".to_owned(), json!({}))]);
+}
