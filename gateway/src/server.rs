@@ -457,6 +457,9 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         .await
         .map_err(ServeError::Signals)?;
     tracing::info!(grace = ?listen.shutdown_grace, "shutting down: finishing in-flight requests");
+    // Nobody will wait for the approval of a server's request held now: withdrawn (recorded,
+    // the server answered while its connection is up) before the listeners stop.
+    shared.mcp.withdraw_held(listen.shutdown_grace).await;
     stop.trigger();
     proxy.join().await;
     if let Some(egress) = egress {
@@ -479,6 +482,11 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     if let Err(e) = tokio::task::spawn_blocking(move || traces.shutdown(TRACE_FLUSH_WITHIN)).await {
         tracing::error!(error = %e, "trace export did not stop cleanly");
     }
+    // Those a server sent while the listeners stopped, withdrawn at once, are recorded too.
+    shared
+        .mcp
+        .withdraw_held(listen.shutdown_grace.min(std::time::Duration::from_secs(5)))
+        .await;
     shared.mcp.drop_held_events();
     let mut stop = AuditEvent::now(EventKind::System);
     stop.detail = Some(serde_json::json!({ "event": "stop" }));

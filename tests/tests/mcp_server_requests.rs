@@ -479,3 +479,54 @@ async fn a_held_server_requests_approval_is_withdrawn_when_its_session_ends() {
     call.abort();
     other_call.abort();
 }
+
+#[tokio::test]
+async fn a_held_server_requests_approval_is_withdrawn_when_warden_stops() {
+    let mut w = warden_holding_sampling().await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    let (_session, call) = held_sampling(&w, &agent).await;
+    let id = pending(&w, 1).await.remove(0);
+    w.signal(libc::SIGTERM).unwrap();
+    // The server, still connected, hears that its request was withdrawn: the agent's call
+    // that made it ask ends with that, before Warden stops.
+    let answer = call
+        .await
+        .unwrap()
+        .expect("the agent's call is answered")
+        .text()
+        .await
+        .unwrap();
+    assert!(answer.contains("Warden stopped"), "{answer}");
+    let status = w.wait_exit(Duration::from_secs(30)).await.unwrap();
+    assert!(status.success(), "{status}\n{}", w.output());
+
+    // Recorded before the stop record, in a log that verifies.
+    let records = w.audit_records();
+    let at = |event: &str| {
+        records
+            .iter()
+            .position(|r| r["detail"]["event"] == event)
+            .unwrap_or_else(|| panic!("no {event} record"))
+    };
+    let withdrawn = &records[at("approval_withdrawn")];
+    assert_eq!(
+        withdrawn["detail"]["approval_id"],
+        id.as_str(),
+        "{withdrawn}"
+    );
+    assert_eq!(withdrawn["detail"]["why"], "Warden stopped", "{withdrawn}");
+    assert!(at("approval_withdrawn") < at("stop"), "{records:?}");
+    let dir = w.audit_dir();
+    let verified = w
+        .cli(&["audit", "verify", dir.to_str().unwrap()])
+        .await
+        .unwrap();
+    assert!(verified.status.success(), "{}", text(&verified));
+
+    // Approvers no longer see it: the store says it was withdrawn, and why.
+    let listed = text(&w.cli(&["approvals", "list"]).await.unwrap());
+    assert!(!listed.contains(&id), "{listed}");
+    let shown = text(&w.cli(&["approvals", "show", &id]).await.unwrap());
+    assert!(shown.contains("status:    withdrawn"), "{shown}");
+    assert!(shown.contains("Warden stopped"), "{shown}");
+}

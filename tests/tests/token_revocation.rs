@@ -7,8 +7,8 @@
 //! released through the admin API; a request whose token is revoked while it waits for an
 //! approval is refused once approved, and never sent. A revocation cuts what the token opened:
 //! an egress tunnel whose bytes are copied as they are, and, on another replica, an LLM
-//! response stream in flight and MCP event streams (Streamable HTTP and legacy), each told why;
-//! what another token of the same agent opened goes on.
+//! response stream in flight, MCP event streams (Streamable HTTP and legacy) and an MCP
+//! call's answer stream, each told why; what another token of the same agent opened goes on.
 
 use std::time::Duration;
 
@@ -487,8 +487,16 @@ async fn a_revocation_made_on_one_replica_cuts_the_streams_its_token_opened_on_a
     assert!(!records.contains(&leaked), "no token is recorded");
 }
 
-#[tokio::test]
-async fn an_mcp_event_stream_opened_with_another_token_is_cut_when_that_one_is_revoked() {
+/// Warden with `/mcp/tools` on the `everything` server (revocations read every 50 ms), a
+/// session there opened with one token of `bot-1`, and another token of `bot-1`.
+struct AnotherToken {
+    w: Warden,
+    opener: String,
+    leaked: String,
+    session: String,
+}
+
+async fn another_token() -> AnotherToken {
     let w = WardenBuilder::with_upstream_url("http://127.0.0.1:9")
         .set(
             "/mcp",
@@ -501,41 +509,92 @@ async fn an_mcp_event_stream_opened_with_another_token_is_cut_when_that_one_is_r
         .unwrap();
     let opener = w.token("bot-1").await.unwrap();
     let leaked = w.token("bot-1").await.unwrap();
-    // The session is opened with one token; its event stream with the agent's other one.
     let session = mcp::initialize_raw(&w, "/mcp/tools", &opener)
         .await
         .unwrap();
-    let mut stream = mcp::session_stream(&w, "/mcp/tools", &leaked, &session)
+    AnotherToken {
+        w,
+        opener,
+        leaked,
+        session,
+    }
+}
+
+impl AnotherToken {
+    /// Revokes the other token: `stream`, opened with it, ends with the notice that says why,
+    /// the cut is recorded, and the session, whose token is not revoked, goes on.
+    async fn revoke_and_see_only(&self, mut stream: sse::EventReader) {
+        let w = &self.w;
+        revoke_at_cli(w, &self.leaked, "leaked in a CI log").await;
+        let events = stream.until_the_end(WAIT).await.unwrap();
+        assert!(
+            events.last().is_some_and(|e| mcp::is_cut_notice(
+                e,
+                "token_revoked",
+                "leaked in a CI log"
+            )),
+            "the stream of the revoked token is cut: {events:?}"
+        );
+        let record = w
+            .wait_for_audit(WAIT, |r| {
+                r["kind"] == "system"
+                    && r["detail"]["event"] == "cut"
+                    && r["detail"]["cut"] == "mcp_stream"
+            })
+            .await
+            .unwrap();
+        assert_eq!(record["detail"]["target"]["kind"], "token", "{record}");
+        let listed = mcp::post_raw(
+            w,
+            "/mcp/tools",
+            &self.opener,
+            Some(&self.session),
+            &json!({"jsonrpc": "2.0", "id": 9, "method": "tools/list"}),
+        )
         .await
         .unwrap();
+        assert_eq!(listed.status(), 200);
+        assert!(listed.text().await.unwrap().contains("everything_"));
+    }
+}
 
-    revoke_at_cli(&w, &leaked, "leaked in a CI log").await;
-    let events = stream.until_the_end(WAIT).await.unwrap();
-    assert!(
-        events
-            .last()
-            .is_some_and(|e| mcp::is_cut_notice(e, "token_revoked", "leaked in a CI log")),
-        "the stream of the revoked token is cut: {events:?}"
+#[tokio::test]
+async fn an_mcp_event_stream_opened_with_another_token_is_cut_when_that_one_is_revoked() {
+    let t = another_token().await;
+    let stream = mcp::session_stream(&t.w, "/mcp/tools", &t.leaked, &t.session)
+        .await
+        .unwrap();
+    t.revoke_and_see_only(stream).await;
+}
+
+#[tokio::test]
+async fn an_mcp_answer_stream_opened_with_another_token_is_cut_when_that_one_is_revoked() {
+    let t = another_token().await;
+    // A long call, answered as an event stream of its progress, posted with the other token.
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "everything_trigger-long-running-operation",
+        "arguments": {"duration": 60, "steps": 120},
+        "_meta": {"progressToken": "p2"}}});
+    let answer = mcp::post_raw(&t.w, "/mcp/tools", &t.leaked, Some(&t.session), &call)
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let mut stream = sse::EventReader::new(answer);
+    let first = stream.next(WAIT).await.unwrap().expect("a first event");
+    assert_eq!(
+        first.json()["method"],
+        "notifications/progress",
+        "{first:?}"
     );
-    let record = w
-        .wait_for_audit(WAIT, |r| {
-            r["kind"] == "system"
-                && r["detail"]["event"] == "cut"
-                && r["detail"]["cut"] == "mcp_stream"
+    t.revoke_and_see_only(stream).await;
+    let outcome =
+        t.w.wait_for_audit(WAIT, |r| {
+            r["kind"] == "outcome" && r["resource"].as_str().is_some_and(|r| r.contains("long"))
         })
         .await
         .unwrap();
-    assert_eq!(record["detail"]["target"]["kind"], "token", "{record}");
-    // The session, whose token is not revoked, goes on.
-    let listed = mcp::post_raw(
-        &w,
-        "/mcp/tools",
-        &opener,
-        Some(&session),
-        &json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(listed.status(), 200);
-    assert!(listed.text().await.unwrap().contains("everything_"));
+    assert!(
+        outcome.to_string().contains("its token was revoked"),
+        "the call's outcome says why it ended: {outcome}"
+    );
 }

@@ -29,6 +29,7 @@ mod router;
 mod server_requests;
 mod session;
 mod stdio;
+mod stopping;
 mod stream;
 mod streamable_http;
 mod supervise;

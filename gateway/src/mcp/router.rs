@@ -299,7 +299,8 @@ impl Router {
     /// `held` for an approval), then concludes it; the session's other messages go on
     /// meanwhile. It is withdrawn when it no longer exists: the session ends, the server's
     /// connection closes, the server cancels it (then the server, which expects no answer,
-    /// gets none).
+    /// gets none), Warden stops (counted until its withdrawal is recorded, which Warden
+    /// waits for before it stops).
     fn hold(self: &Arc<Self>, held: Held, message: Message, during: Option<i64>) {
         let Kind::Request { id, .. } = &message.kind else {
             return;
@@ -314,19 +315,22 @@ impl Router {
         let router = Arc::clone(self);
         let mut state = self.state.subscribe();
         let count = HeldCount::new(&self.held);
+        let stopping = self.requests.stopping().clone();
+        let holding = stopping.holding();
         let why = Arc::new(std::sync::OnceLock::new());
         let told = Arc::clone(&why);
         let withdrawal = Box::pin(async move {
             let withdrawn = tokio::select! {
                 why = withdrawn => why.unwrap_or(Withdrawn::SessionEnded),
                 () = closed(&mut state) => Withdrawn::SessionEnded,
+                () = stopping.stopped() => Withdrawn::Stopping,
             };
             let _ = told.set(withdrawn);
             withdrawn
         });
         let settled = held(withdrawal);
         tokio::spawn(async move {
-            let _count = count;
+            let _counted = (count, holding);
             let verdict = settled.await;
             router.forget_withdrawal(&key);
             match why.get() {
@@ -607,6 +611,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mcp::stopping::Stopping;
     use crate::upstream::breaker::{Breaker, BreakerConfig, BreakerMetrics};
     use serde_json::json;
 
@@ -684,7 +689,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_server_request_never_reaches_the_agent_and_the_server_is_answered() {
-        let requests = Arc::new(ServerRequests::judged_by(Arc::new(Refuser)));
+        let requests = Arc::new(ServerRequests::judged_by(
+            Arc::new(Refuser),
+            &Stopping::default(),
+        ));
         let (router, mut events) = routed(&requests);
         let mut outbox = router.take_outbox().expect("the link's to take");
         let mut call = router.register(7, None);
@@ -756,13 +764,18 @@ mod tests {
 
     /// Requests judged by a [`Holder`], and what settles the one it holds.
     fn held() -> (oneshot::Sender<Verdict>, Arc<ServerRequests>) {
+        held_until(&Stopping::default())
+    }
+
+    /// As [`held`], withdrawn when `stopping` says Warden stops.
+    fn held_until(stopping: &Stopping) -> (oneshot::Sender<Verdict>, Arc<ServerRequests>) {
         let (release, released) = oneshot::channel();
         let holder = Holder {
             release: Mutex::new(Some(released)),
         };
         (
             release,
-            Arc::new(ServerRequests::judged_by(Arc::new(holder))),
+            Arc::new(ServerRequests::judged_by(Arc::new(holder), stopping)),
         )
     }
 
@@ -823,7 +836,10 @@ mod tests {
     #[tokio::test]
     async fn a_server_may_have_only_so_many_requests_waiting_for_approval() {
         let judge = Arc::new(Forever(std::sync::atomic::AtomicUsize::new(0)));
-        let requests = Arc::new(ServerRequests::judged_by(judge.clone()));
+        let requests = Arc::new(ServerRequests::judged_by(
+            judge.clone(),
+            &Stopping::default(),
+        ));
         let (router, _events) = routed(&requests);
         let mut outbox = router.take_outbox().expect("the link's to take");
         for n in 0..MAX_HELD + 2 {
@@ -879,6 +895,38 @@ mod tests {
             tokio::task::yield_now().await;
             assert_eq!(router.held(), 0, "no longer counted");
         }
+    }
+
+    #[tokio::test]
+    async fn held_server_requests_are_withdrawn_when_warden_stops_and_counted_until_they_are() {
+        let stopping = Stopping::default();
+        let (_release, requests) = held_until(&stopping);
+        let (router, mut events) = routed(&requests);
+        let mut outbox = router.take_outbox().expect("the link's to take");
+        ask(&router, json!("s-1")).await;
+        assert!(
+            !stopping.settled(Duration::from_millis(20)).await,
+            "counted while held"
+        );
+        stopping.stop();
+        assert!(stopping.settled(Duration::from_secs(1)).await, "withdrawn");
+        let answer = outbox.try_recv().expect("the server is answered first");
+        assert_eq!(answer["id"], "s-1");
+        assert_eq!(answer["error"]["message"], Withdrawn::Stopping.why());
+        assert!(events.try_recv().is_err(), "never reaches the agent");
+        // One held while Warden stops is withdrawn at once.
+        let (_release, requests) = held_until(&stopping);
+        let (router, _events) = routed(&requests);
+        let mut outbox = router.take_outbox().expect("the link's to take");
+        router
+            .dispatch(
+                json!({"jsonrpc": "2.0", "id": "s-2", "method": "sampling/createMessage",
+                       "params": {"maxTokens": 5, "messages": []}}),
+                None,
+            )
+            .await;
+        assert!(stopping.settled(Duration::from_secs(1)).await, "withdrawn");
+        assert_eq!(outbox.try_recv().expect("answered")["id"], "s-2");
     }
 
     #[tokio::test]

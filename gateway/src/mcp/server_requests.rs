@@ -5,7 +5,8 @@
 //! answers, with what the judge keeps for that answer ([`Ticket`]). One the judge holds for
 //! a human's approval ([`Verdict::Held`]) waits in a task of its own: the session's other
 //! traffic goes on meanwhile. It is withdrawn ([`Withdrawn`]) when it no longer exists: its
-//! session ends, the server's connection closes, the server cancels it.
+//! session ends, the server's connection closes, the server cancels it, Warden stops
+//! ([`Stopping`]).
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
+use super::stopping::Stopping;
 use crate::protocol::mcp::jsonrpc::{Id, Message};
 
 /// What a judge keeps of a request it let through, given back with the agent's answer (the
@@ -50,6 +52,8 @@ pub enum Withdrawn {
     ServerGone,
     /// The server cancelled it (`notifications/cancelled`).
     Cancelled,
+    /// Warden stops: nobody will wait for its approval any more.
+    Stopping,
 }
 
 impl Withdrawn {
@@ -59,6 +63,7 @@ impl Withdrawn {
             Withdrawn::SessionEnded => "its MCP session ended",
             Withdrawn::ServerGone => "the MCP server's connection closed",
             Withdrawn::Cancelled => "the MCP server cancelled it",
+            Withdrawn::Stopping => "Warden stopped",
         }
     }
 }
@@ -87,18 +92,27 @@ pub struct ServerRequests {
     waiting: Mutex<HashMap<String, Asked>>,
     /// `None`: relayed unjudged (a session no request path opened: tests of the transports).
     judge: Option<Arc<dyn Judge>>,
+    /// Warden stopping: the held requests are withdrawn, and counted until they are.
+    stopping: Stopping,
 }
 
 /// Server requests remembered at most per agent session (unanswered ones are forgotten).
 const SERVER_REQUESTS_MAX: usize = 1024;
 
 impl ServerRequests {
-    /// The requests of a session whose servers' requests `judge` judges.
-    pub fn judged_by(judge: Arc<dyn Judge>) -> ServerRequests {
+    /// The requests of a session whose servers' requests `judge` judges, withdrawn when
+    /// `stopping` says Warden stops.
+    pub fn judged_by(judge: Arc<dyn Judge>, stopping: &Stopping) -> ServerRequests {
         ServerRequests {
             judge: Some(judge),
+            stopping: stopping.clone(),
             ..ServerRequests::default()
         }
+    }
+
+    /// Whether Warden stops, and the count of held requests it waits for.
+    pub(super) fn stopping(&self) -> &Stopping {
+        &self.stopping
     }
 
     /// The verdict on `message`, a request from `server`.
@@ -170,7 +184,7 @@ mod tests {
         )
         .unwrap();
         let server: Arc<str> = Arc::from("files");
-        let judged = ServerRequests::judged_by(Arc::new(Refuser));
+        let judged = ServerRequests::judged_by(Arc::new(Refuser), &Stopping::default());
         assert!(
             matches!(judged.judge(&server, &message).await, Verdict::Refuse(v) if v["id"] == 4)
         );

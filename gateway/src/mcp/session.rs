@@ -24,6 +24,7 @@ use super::link::Link;
 use super::per_agent::{AgentSlots, Slot};
 use super::resume::Replays;
 use super::server_requests::{Judge, ServerRequests};
+use super::stopping::Stopping;
 use super::stream::EventBody;
 use crate::action::Principal;
 use crate::fleet::cut::Cut;
@@ -69,6 +70,8 @@ pub struct Sessions {
     slots: AgentSlots,
     /// The HTTP client for remote servers.
     http: reqwest::Client,
+    /// Warden stopping: the servers' requests held for an approval are withdrawn.
+    stopping: Stopping,
 }
 
 impl Default for Sessions {
@@ -91,6 +94,7 @@ impl Sessions {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap_or_default(),
+            stopping: Stopping::default(),
         }
     }
 
@@ -139,7 +143,7 @@ impl Sessions {
             }
             Over::LegacySse(stream) => (Arc::clone(&stream.id), stream.events(), None),
         };
-        let requests = Arc::new(ServerRequests::judged_by(judge));
+        let requests = Arc::new(ServerRequests::judged_by(judge, &self.stopping));
         let connects = endpoint.servers.iter().map(|server| {
             let events = events_tx.clone();
             let requests = Arc::clone(&requests);
@@ -317,6 +321,22 @@ impl Sessions {
         for session in &self.map {
             session.replays.close();
         }
+    }
+
+    /// Warden stops: withdraws every server's request held for an approval, now or from now
+    /// on (its approval leaves the pending list, `approval_withdrawn` is recorded, the server
+    /// is answered), and waits at most `within` until each withdrawal is recorded; whether
+    /// every one was.
+    pub async fn withdraw_held(&self, within: Duration) -> bool {
+        self.stopping.stop();
+        let settled = self.stopping.settled(within).await;
+        if !settled {
+            tracing::warn!(
+                ?within,
+                "Warden stops before every MCP server request held for an approval recorded its withdrawal; those approvals expire by their TTL"
+            );
+        }
+        settled
     }
 
     /// Open sessions.

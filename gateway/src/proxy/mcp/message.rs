@@ -13,14 +13,16 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use serde_json::{Map, Value, json};
 
+use super::another_token;
 use super::answer::{empty, event_stream, json_response};
 use super::server_requests::{self, ServerJudge};
 use crate::action::{Action, Facts, Findings, Principal, Resource, ToolFacts, Verb};
 use crate::decision::Decision;
+use crate::fleet::cut::{Cause, Cut};
 use crate::fleet::session::Named;
 use crate::mcp::{
     Answer, Asked, Call, Endpoint, EventBody, LegacySession, Link, LinkError, McpDenyStyle,
-    McpError, Outlet, Over, SESSION_HEADER, Session, VERSION_HEADER,
+    McpError, Outlet, Over, SESSION_HEADER, Session, VERSION_HEADER, cut_notice,
 };
 use crate::pins::{CallStatus, PinVerdict, Pins};
 use crate::protocol::Shape;
@@ -399,6 +401,8 @@ impl Judging<'_> {
         self.session
             .started(id.clone(), Arc::clone(&server), call.upstream_id);
         let flight = InFlight {
+            cut: another_token::cut_of(ex, self.session),
+            endpoint: Arc::clone(&self.endpoint.name),
             session: Arc::clone(self.session),
             link,
             call,
@@ -430,6 +434,23 @@ struct InFlight {
     tool_call: bool,
     /// The server's circuit breaker let it through: told how it went.
     admitted: Admitted,
+    /// Sent with another Warden token than the session's: its answer is cut when that one is
+    /// revoked or its agent quarantined (`another_token.rs`).
+    cut: Option<Cut>,
+    /// The endpoint's name, for the cut's record.
+    endpoint: Arc<str>,
+}
+
+impl InFlight {
+    /// Ends the call, whose answer `cause` cut: the server told it is cancelled, the cut
+    /// recorded.
+    async fn cut(&self, cause: &Cause) {
+        self.session.finished(&self.id);
+        another_token::cancel(&self.link, self.call.upstream_id, cause).await;
+        if let Some(cut) = &self.cut {
+            another_token::record(cut, cause, &self.endpoint);
+        }
+    }
 }
 
 /// `e`, counted by the server's circuit breaker when it is the server's failure.
@@ -448,6 +469,8 @@ enum First {
     Done(Answer),
     /// The agent cancelled the request.
     Cancelled,
+    /// The token it came with was revoked, or its agent quarantined (`InFlight::cut`).
+    Cut(Cause),
     /// Nothing in time.
     Timeout,
 }
@@ -489,6 +512,7 @@ async fn observe(
         biased;
         Some(m) = flight.call.progress.recv() => First::Progress(m),
         r = &mut flight.call.done => r.map_or(First::Cancelled, First::Done),
+        cause = another_token::cut(flight.cut.as_mut()) => First::Cut(cause),
         () = tokio::time::sleep_until(deadline) => First::Timeout,
     };
     ex.forwarded(started.elapsed().as_secs_f64());
@@ -518,6 +542,13 @@ async fn observe(
         First::Cancelled => {
             outcome.mcp_result(None, Some(CANCELLED.into()));
             jsonrpc::error(&agent_id, jsonrpc::code::CANCELLED, CANCELLED)
+        }
+        First::Cut(cause) => {
+            flight.cut(&cause).await;
+            outcome.mcp_result(None, Some(cause.outcome()));
+            let mut error = jsonrpc::error(&agent_id, jsonrpc::code::DENIED, &cause.message());
+            error["error"]["data"] = json!({"code": cause.code()});
+            error
         }
         First::Timeout => {
             flight
@@ -549,6 +580,36 @@ async fn stream_answer(
     timeout: Duration,
     mut outcome: PendingOutcome,
 ) {
+    let mut flight = flight;
+    let agent_id = flight.id.to_value();
+    if let Some(m) = first {
+        out.send(&m).await;
+    }
+    let relayed = tokio::time::timeout_at(deadline, async {
+        let call = &mut flight.call;
+        tokio::select! {
+            done = async {
+                while let Some(m) = call.progress.recv().await {
+                    out.send(&m).await;
+                }
+                Ok((&mut call.done).await.ok())
+            } => done,
+            cause = another_token::cut(flight.cut.as_mut()) => Err(cause),
+        }
+    })
+    .await;
+    let relayed = match relayed {
+        Ok(Err(cause)) => {
+            // Its last event says why, as the GET stream's does.
+            flight.cut(&cause).await;
+            out.send(&cut_notice(&cause)).await;
+            outcome.mcp_result(None, Some(cause.outcome()));
+            out.end(None);
+            return;
+        }
+        Ok(Ok(answer)) => Ok(answer),
+        Err(elapsed) => Err(elapsed),
+    };
     let InFlight {
         session,
         link,
@@ -556,23 +617,9 @@ async fn stream_answer(
         id,
         tool_call,
         admitted,
+        ..
     } = flight;
-    let Call {
-        upstream_id,
-        mut progress,
-        mut done,
-    } = call;
-    let agent_id = id.to_value();
-    if let Some(m) = first {
-        out.send(&m).await;
-    }
-    let relayed = tokio::time::timeout_at(deadline, async {
-        while let Some(m) = progress.recv().await {
-            out.send(&m).await;
-        }
-        (&mut done).await.ok()
-    })
-    .await;
+    let upstream_id = call.upstream_id;
     session.finished(&id);
     // A cancelled call has no answer to pass on.
     let (response, error) = match relayed {

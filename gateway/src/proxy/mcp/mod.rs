@@ -6,6 +6,7 @@
 //! `origin.rs` holds what depends on Warden's own origin (the protected
 //! resource metadata, the refusal of other origins' pages).
 
+mod another_token;
 mod answer;
 mod legacy;
 mod message;

@@ -10,9 +10,10 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use super::another_token;
 use super::answer::{empty, event_stream};
 use super::message::{self, Caller, Via};
-use crate::fleet::cut::{Cause, Cut};
+use crate::fleet::cut::Cut;
 use crate::mcp::{McpError, Session, cut_notice, relay};
 use crate::protocol;
 use crate::protocol::mcp::jsonrpc::Message;
@@ -36,10 +37,7 @@ pub(super) async fn walk(
             let session = message::session(ex, req.headers(), &caller.principal, caller.route)?;
             // A stream opened with another Warden token than the session's is cut when that
             // one is revoked (the session's own cut watches the session's).
-            let token = ex.token();
-            let cut = ex
-                .cut()
-                .filter(|_| session.watches_another_token(token.as_ref()));
+            let cut = another_token::cut_of(ex, &session);
             events(session, req.headers(), cut, &caller.endpoint.name)
         }
         Method::DELETE => {
@@ -75,14 +73,6 @@ async fn post(
         Via::StreamableHttp(&head.headers),
     )
     .await
-}
-
-/// Why `cut` cut its stream, once it does (never, without one).
-async fn own_cut(cut: Option<&mut Cut>) -> Cause {
-    match cut {
-        Some(cut) => cut.cut().await,
-        None => std::future::pending().await,
-    }
 }
 
 /// `Last-Event-ID`: the last event an agent received on a stream it resumes.
@@ -137,14 +127,11 @@ fn events(
                 }
                 None
             }
-            cause = own_cut(cut.as_mut()) => Some(cause),
+            cause = another_token::cut(cut.as_mut()) => Some(cause),
         };
         if let (Some(cause), Some(cut)) = (own, &cut) {
             stream.try_send(&cut_notice(&cause));
-            cut.record(
-                &cause,
-                serde_json::json!({"cut": "mcp_stream", "endpoint": &*endpoint}),
-            );
+            another_token::record(cut, &cause, &endpoint);
         }
         stream.detach();
         session.give_back_events(rx);
