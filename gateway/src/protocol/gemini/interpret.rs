@@ -128,8 +128,17 @@ fn generate(endpoint: Endpoint, req: GenerateRequest<'_>) -> LlmRequest {
         }
         tools.extend(tool.builtins);
     }
+    let config = req.generation_config;
+    // Each candidate asked for may produce up to the output limit.
+    let candidates = config
+        .as_ref()
+        .and_then(|g| g.candidate_count)
+        .unwrap_or(1)
+        .max(1);
     LlmRequest {
-        max_tokens: req.generation_config.and_then(|g| g.max_output_tokens),
+        max_tokens: config
+            .and_then(|g| g.max_output_tokens)
+            .map(|limit| limit.saturating_mul(candidates)),
         tools,
         input_tokens: tokens_from_chars(chars),
         ..LlmRequest::bare(endpoint)
@@ -157,6 +166,8 @@ struct GenerateRequest<'a> {
 struct GenerationConfig {
     #[serde(alias = "max_output_tokens")]
     max_output_tokens: Option<u64>,
+    #[serde(alias = "candidate_count")]
+    candidate_count: Option<u64>,
 }
 
 /// The fields of a countTokens request.
@@ -466,6 +477,31 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(lookalike.model.as_deref(), Some("g\u{0435}mini-pro"));
         assert_eq!(lookalike.folded_model.as_deref(), Some("gemini-pro"));
+    }
+
+    #[test]
+    fn the_output_limit_counts_every_candidate_asked_for() {
+        for (body, want) in [
+            (
+                r#"{"generationConfig":{"maxOutputTokens":100,"candidateCount":8}}"#,
+                Some(800),
+            ),
+            (
+                r#"{"generation_config":{"max_output_tokens":100,"candidate_count":2}}"#,
+                Some(200),
+            ),
+            (r#"{"generationConfig":{"maxOutputTokens":100}}"#, Some(100)),
+            (r#"{"generationConfig":{"candidateCount":8}}"#, None),
+        ] {
+            let got = interpret(
+                Method::POST,
+                "/v1beta/models/gemini-2.5-flash:generateContent",
+                None,
+                body,
+            )
+            .map(|i| i.max_tokens);
+            assert_eq!(got, Ok(want), "{body}");
+        }
     }
 
     #[test]
