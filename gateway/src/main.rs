@@ -1209,7 +1209,15 @@ fn verify_against_siem(dir: &Path, target: &str, config: Option<&Path>) -> Resul
             .map(|v| warden::vault::SecretStore::new(v.clone()))
             .transpose()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let result = warden::siem::against::against(&config.siem, target, dir, store.clone()).await;
+        let replica = warden::audit::replica::resolve(config.audit.replica_id.as_ref()).ok();
+        let result = warden::siem::against::against(
+            &config.siem,
+            target,
+            dir,
+            store.clone(),
+            replica.as_deref(),
+        )
+        .await;
         if let Some(store) = &store {
             store.shutdown(Duration::from_secs(5)).await;
         }

@@ -6,7 +6,8 @@
 //! back-pressure. Events are "indexed" a while after they arrive (`index_delay`): indexing
 //! appends them to a file, flushed, and only then does their `ackId` read `true`. Events not
 //! yet indexed are lost when the process is killed, as with a real indexer; that is what
-//! acknowledgement protects against. Runs in-process ([`Hec::start`]) or as the `hec-double`
+//! acknowledgement protects against. A body limit (`max_body`: 413) and acknowledgements that
+//! never come (`never_acknowledge`) stand for a proxy in front and a lost indexer. Runs in-process ([`Hec::start`]) or as the `hec-double`
 //! binary (tests/src/bin/hec-double.rs), so a test can kill and restart it.
 
 use std::collections::{HashMap, HashSet};
@@ -38,6 +39,12 @@ pub struct HecOptions {
     pub busy_every: u64,
     /// Where indexed events are appended, one JSON object a line.
     pub store: PathBuf,
+    /// The largest request body taken, in bytes as sent (Splunk's `max_content_length`, a
+    /// proxy's body limit): a larger one is answered 413 and nothing of it is indexed.
+    pub max_body: Option<usize>,
+    /// Acknowledgements never come: batches are indexed, their `ackId`s never read `true`
+    /// (an indexer that lost them).
+    pub never_acknowledge: bool,
 }
 
 /// HEC's answer bodies, as Splunk documents them.
@@ -178,6 +185,18 @@ async fn handle(
     let Ok(body) = req.into_body().collect().await.map(|b| b.to_bytes()) else {
         return Ok(reply(StatusCode::BAD_REQUEST, "Invalid data format", 6));
     };
+    if let Some(max) = state.options.max_body
+        && body.len() > max
+    {
+        let text = format!(
+            "Content-Length of {} too large (maximum is {max})",
+            body.len()
+        );
+        return Ok(json_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"text": text}),
+        ));
+    }
     let body = if gzip {
         let mut out = Vec::new();
         if flate2::read::GzDecoder::new(&body[..])
@@ -241,6 +260,9 @@ async fn handle(
     tokio::spawn(async move {
         tokio::time::sleep(later.options.index_delay).await;
         index(&later, &events);
+        if later.options.never_acknowledge {
+            return;
+        }
         let mut channels = later.channels.lock().unwrap_or_else(|p| p.into_inner());
         channels.entry(channel).or_default().indexed.insert(ack_id);
     });

@@ -2,7 +2,9 @@
 //! while Warden is killed with -9, under load: every record arrives, duplicates within the
 //! stated bound), to OpenSearch (osmem-server: ECS fields queryable, rejected items
 //! dead-lettered, redelivery deduplicated by `_id`, `warden audit verify --against-siem`
-//! finding a rewritten or cut local log), and to syslog over TCP and TLS (RFC 5424).
+//! finding a rewritten or cut local log, replica by replica), and to syslog over TCP and TLS
+//! (RFC 5424). A record too large for the collector is dead-lettered alone; acknowledgements
+//! that never come make re-sends ever rarer.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -28,6 +30,14 @@ const BATCH: usize = 40;
 /// `(seq, id)` of every complete record in the log in `dir`: the id is the SHA-256 of the
 /// line, as every sink sends it.
 fn local_records(dir: &Path) -> Vec<(u64, String)> {
+    local_lines(dir)
+        .into_iter()
+        .map(|(seq, id, _)| (seq, id))
+        .collect()
+}
+
+/// `(seq, id, bytes)` of every complete record in the log in `dir`.
+fn local_lines(dir: &Path) -> Vec<(u64, String, usize)> {
     let mut names: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .flatten()
@@ -47,10 +57,25 @@ fn local_records(dir: &Path) -> Vec<(u64, String)> {
             out.push((
                 v["seq"].as_u64().unwrap(),
                 hex::encode(Sha256::digest(line)),
+                line.len(),
             ));
         }
     }
     out
+}
+
+/// The entries of a dead-letter file, and their record ids.
+fn dead_letters(file: &Path) -> (Vec<Value>, HashSet<String>) {
+    let dead: Vec<Value> = std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids = dead
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect();
+    (dead, ids)
 }
 
 /// The sink settings every test uses: small batches, short waits.
@@ -331,6 +356,8 @@ async fn the_hec_double_answers_as_splunk_documents() {
             index_delay: Duration::from_millis(10),
             busy_every: 3,
             store: dir.path().join("i.jsonl"),
+            max_body: None,
+            never_acknowledge: false,
         },
     )
     .await
@@ -399,6 +426,159 @@ async fn the_hec_double_answers_as_splunk_documents() {
         json!({"acks": {"0": true, "5": false}})
     );
     assert_eq!(indexed(&dir.path().join("i.jsonl")).len(), 2);
+}
+
+/// A Warden shipping to the in-process HEC double at `hec` as sink `splunk`.
+fn splunk_warden(upstream: &FakeLlm, hec: &warden_e2e::hec::Hec, extra: Value) -> WardenBuilder {
+    let mut splunk = json!({
+        "url": hec.url(),
+        "token": {"env": "HEC_TOKEN"},
+        "ack_interval": "20ms",
+        "timeout": "2s",
+        "gzip": false,
+    });
+    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+        splunk[k] = v;
+    }
+    let sink = quick(json!({"name": "splunk", "shape": "raw", "splunk_hec": splunk}));
+    WardenBuilder::new(upstream)
+        .set("/siem", json!({"poll_interval": "20ms", "sinks": [sink]}))
+        .env("HEC_TOKEN", HEC_TOKEN)
+}
+
+fn hec_options(store: &Path) -> warden_e2e::hec::HecOptions {
+    warden_e2e::hec::HecOptions {
+        token: HEC_TOKEN.into(),
+        acks: true,
+        index_delay: Duration::from_millis(10),
+        busy_every: 0,
+        store: store.to_path_buf(),
+        max_body: None,
+        never_acknowledge: false,
+    }
+}
+
+#[tokio::test]
+async fn a_record_too_large_for_splunk_is_dead_lettered_and_the_records_after_it_ship() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = store_dir.path().join("indexed.jsonl");
+    const MAX_BODY: usize = 64 * 1024;
+    let hec = warden_e2e::hec::Hec::start(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        warden_e2e::hec::HecOptions {
+            max_body: Some(MAX_BODY),
+            ..hec_options(&store)
+        },
+    )
+    .await
+    .unwrap();
+    // One batch holds the large record and its neighbours (a linger longer than the chats).
+    let warden = splunk_warden(&upstream, &hec, json!({}))
+        .set("/siem/sinks/0/batch/linger", json!("1s"))
+        .set("/audit/record_content", json!(true))
+        .start()
+        .await
+        .unwrap();
+    let token = warden.token("big-bot").await.unwrap();
+    let prompt: String = (0..20_000).map(|i| format!("w{i} ")).collect();
+    for i in 0..7 {
+        let mut body = openai_chat(&format!("gpt-{i}"), false);
+        if i == 3 {
+            body["messages"][0]["content"] = json!(prompt);
+        }
+        let r = warden
+            .http()
+            .post(warden.url("/openai/chat/completions"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    let dir = warden.audit_dir();
+    let dead_file = dir.join("dead-letter/splunk.jsonl");
+    let shipped = || -> HashSet<String> {
+        indexed(&store)
+            .iter()
+            .filter_map(|e| e["fields"]["event_id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    // The large record's: the ones longer than the body limit.
+    let big = || -> HashSet<String> {
+        local_lines(&dir)
+            .into_iter()
+            .filter(|(_, _, bytes)| *bytes > MAX_BODY)
+            .map(|(_, id, _)| id)
+            .collect()
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "the sink is stuck: the records after the large one did not ship",
+        || {
+            let (shipped, big) = (shipped(), big());
+            !dead_letters(&dead_file).0.is_empty()
+                && local_records(&dir)
+                    .iter()
+                    .all(|(_, id)| big.contains(id) || shipped.contains(id))
+        },
+    )
+    .await;
+    let (dead, dead_ids) = dead_letters(&dead_file);
+    let big = big();
+    assert_eq!(big.len(), 1, "one record holds the large prompt");
+    assert_eq!(dead_ids, big, "only the large record is dead-lettered");
+    assert!(
+        dead[0]["reason"].as_str().unwrap().contains("413"),
+        "{}",
+        dead[0]["reason"]
+    );
+    assert!(shipped().is_disjoint(&dead_ids));
+    let text = warden.metrics().await.unwrap();
+    assert_eq!(
+        metric(&text, "warden_siem_events_dead_lettered_total", "splunk"),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_batch_splunk_never_acknowledges_is_sent_again_ever_less_often() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = store_dir.path().join("indexed.jsonl");
+    let hec = warden_e2e::hec::Hec::start(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        warden_e2e::hec::HecOptions {
+            never_acknowledge: true,
+            ..hec_options(&store)
+        },
+    )
+    .await
+    .unwrap();
+    let warden = splunk_warden(&upstream, &hec, json!({"ack_timeout": "300ms"}))
+        .start()
+        .await
+        .unwrap();
+    let first = |store: &Path| {
+        indexed(store)
+            .first()
+            .and_then(|e| e["fields"]["event_id"].as_str().map(str::to_owned))
+    };
+    wait_until(Duration::from_secs(20), "nothing reached the HEC", || {
+        first(&store).is_some()
+    })
+    .await;
+    let id = first(&store).unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Unacknowledged, the batch is sent again after 0.3 s, then 0.6 s, 1.2 s, 2.4 s (each
+    // plus the retry wait): at most 5 copies in 4 s, where a fixed wait sent 8 or more.
+    let copies = indexed(&store)
+        .iter()
+        .filter(|e| e["fields"]["event_id"] == id.as_str())
+        .count();
+    assert!((2..=5).contains(&copies), "{copies} copies in 4 s");
+    drop(warden);
 }
 
 /// A Warden shipping to `osmem` as sink `elastic` into `index`.
@@ -535,15 +715,7 @@ async fn a_record_opensearch_rejects_is_dead_lettered_not_dropped() {
             .iter()
             .filter_map(|d| d["_id"].as_str().map(str::to_owned))
             .collect();
-        let dead: Vec<Value> = std::fs::read_to_string(&dead_file)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        let dead_ids: HashSet<String> = dead
-            .iter()
-            .map(|d| d["id"].as_str().unwrap().to_owned())
-            .collect();
+        let (dead, dead_ids) = dead_letters(&dead_file);
         // Every record is either stored or in the dead-letter file, with its reason.
         if local
             .iter()
@@ -574,6 +746,19 @@ async fn a_record_opensearch_rejects_is_dead_lettered_not_dropped() {
     assert!(metric(&text, "warden_siem_events_dead_lettered_total", "elastic").unwrap() >= 6.0);
 }
 
+/// `warden audit verify DIR --against-siem elastic` with `setup`'s configuration.
+async fn verify_against(
+    setup: &warden_e2e::warden::Prepared,
+    dir: &Path,
+) -> anyhow::Result<std::process::Output> {
+    let mut cmd = setup.command();
+    cmd.args(["audit", "verify"])
+        .arg(dir)
+        .args(["--against-siem", "elastic", "--config"])
+        .arg(&setup.config_path);
+    run_bounded(cmd, Duration::from_secs(30)).await
+}
+
 #[tokio::test]
 async fn verify_against_the_siem_finds_a_rewritten_or_cut_local_log() {
     let upstream = FakeLlm::start().await.unwrap();
@@ -592,15 +777,7 @@ async fn verify_against_the_siem_finds_a_rewritten_or_cut_local_log() {
     let setup = warden.stop_and_take_setup().await;
     wait_shipped(&osmem, "logs-warden-default", &dir).await;
 
-    let verify = |dir: &Path| {
-        let mut cmd = setup.command();
-        cmd.args(["audit", "verify"])
-            .arg(dir)
-            .args(["--against-siem", "elastic", "--config"])
-            .arg(&setup.config_path);
-        run_bounded(cmd, Duration::from_secs(30))
-    };
-    let out = verify(&dir).await.unwrap();
+    let out = verify_against(&setup, &dir).await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -630,7 +807,7 @@ async fn verify_against_the_siem_finds_a_rewritten_or_cut_local_log() {
             .unwrap();
         }
     }
-    let out = verify(rewritten.path()).await.unwrap();
+    let out = verify_against(&setup, rewritten.path()).await.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -640,7 +817,52 @@ async fn verify_against_the_siem_finds_a_rewritten_or_cut_local_log() {
 
     // The log deleted and started afresh: what the SIEM holds is not there.
     let deleted = tempfile::tempdir().unwrap();
-    let out = verify(deleted.path()).await.unwrap();
+    let out = verify_against(&setup, deleted.path()).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is in the SIEM but not in the local log"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn verify_against_the_siem_compares_only_its_own_replicas_records() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let osmem = Osmem::start().await.unwrap();
+    // Two replicas ship to one data stream, as docs/deploy.md recommends: their seqs overlap.
+    let mut setups = Vec::new();
+    for (replica, n) in [("replica-a", 3), ("replica-b", 5)] {
+        let warden = elastic_warden(&upstream, &osmem, "warden-shared")
+            .set("/audit/replica_id", json!(replica))
+            .start()
+            .await
+            .unwrap();
+        chats(&warden, replica, n).await;
+        let setup = warden.stop_and_take_setup().await;
+        wait_shipped(&osmem, "warden-shared", &setup.data_dir.join("audit")).await;
+        setups.push(setup);
+    }
+    for (setup, replica) in setups.iter().zip(["replica-a", "replica-b"]) {
+        let out = verify_against(setup, &setup.data_dir.join("audit"))
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{replica}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains(&format!(
+                "the local log matches the SIEM (replica {replica})"
+            )),
+            "{stdout}"
+        );
+    }
+    // Replica A's log deleted: its configured replica id still finds what it shipped.
+    let deleted = tempfile::tempdir().unwrap();
+    let out = verify_against(&setups[0], deleted.path()).await.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(

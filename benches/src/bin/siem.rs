@@ -42,6 +42,8 @@ async fn main() -> anyhow::Result<()> {
         index_delay: Duration::from_millis(20),
         busy_every: 0,
         store: store.clone(),
+        max_body: None,
+        never_acknowledge: false,
     };
     let local = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let hec_acks = warden_e2e::hec::Hec::start(local, hec_options(true)).await?;

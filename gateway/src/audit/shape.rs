@@ -59,6 +59,30 @@ fn reasons(v: &Value) -> Value {
     }))
 }
 
+/// The record's fields both shapes carry as they are, under `warden.*` (ECS) or
+/// `unmapped.warden.*` (OCSF), beside those mapped to the shape's own fields. Left out of
+/// both: `content` (a request's body, with `audit.record_content`), which only `raw` carries.
+const WARDEN_FIELDS: [&str; 18] = [
+    "replica",
+    "decision",
+    "decision_id",
+    "seq",
+    "prev",
+    "content_digest",
+    "action_digest",
+    "policy_version",
+    "shadow",
+    "findings",
+    "outcome",
+    "secret",
+    "detail",
+    "client_certificate",
+    "code",
+    "overruled_by",
+    "facts",
+    "facts_omitted",
+];
+
 /// Puts `value` at `path` (`a.b.c`) in `doc`, unless it is null.
 fn put(doc: &mut Map<String, Value>, path: &str, value: Value) {
     if value.is_null() || value == json!("") || value == json!([]) {
@@ -127,26 +151,12 @@ pub fn ecs(record: &Record) -> Value {
     put(&mut doc, "rule.id", v["policies"].clone());
     put(&mut doc, "trace.id", v["request_id"].clone());
     put(&mut doc, "service.node.name", v["replica"].clone());
-    for field in [
-        "replica",
-        "decision",
-        "decision_id",
-        "request_id",
-        "resource",
-        "route",
-        "seq",
-        "prev",
-        "content_digest",
-        "action_digest",
-        "policy_version",
-        "shadow",
-        "findings",
-        "outcome",
-        "secret",
-        "detail",
-        "client_certificate",
-    ] {
-        put(&mut doc, &format!("warden.{field}"), v[field].clone());
+    put(&mut doc, "error.code", v["code"].clone());
+    for field in WARDEN_FIELDS
+        .iter()
+        .chain(["request_id", "resource", "route"].iter())
+    {
+        put(&mut doc, &format!("warden.{field}"), v[*field].clone());
     }
     put(&mut doc, "warden.kind", json!(kind));
     put(
@@ -235,25 +245,12 @@ pub fn ocsf(record: &Record) -> Value {
             json!([{"uid": resource, "type": resource.split("::").next().unwrap_or_default()}]),
         );
     }
-    for field in [
-        "replica",
-        "decision",
-        "decision_id",
-        "policies",
-        "policy_version",
-        "shadow",
-        "seq",
-        "prev",
-        "content_digest",
-        "findings",
-        "outcome",
-        "secret",
-        "detail",
-    ] {
+    put(&mut doc, "status_code", v["code"].clone());
+    for field in WARDEN_FIELDS.iter().chain(["policies"].iter()) {
         put(
             &mut doc,
             &format!("unmapped.warden.{field}"),
-            v[field].clone(),
+            v[*field].clone(),
         );
     }
     put(&mut doc, "unmapped.warden.kind", json!(kind));
@@ -310,6 +307,47 @@ mod tests {
         assert_eq!(doc["metadata"]["uid"], "ab".repeat(32));
         assert_eq!(doc["resources"][0]["type"], "Operation");
         assert_eq!(doc["unmapped"]["warden"]["decision"], "deny");
+    }
+
+    #[test]
+    fn a_refusal_code_overruling_and_facts_reach_ecs_and_ocsf() {
+        let rejected = record(json!({
+            "seq": 9, "time": "2026-12-03T10:00:00Z", "kind": "rejected",
+            "principal": {"kind": "agent", "id": "ci-bot"}, "code": "agent_quarantined",
+            "reasons": ["the agent is quarantined"]
+        }));
+        let doc = ecs(&rejected);
+        assert_eq!(doc["error"]["code"], "agent_quarantined");
+        assert_eq!(doc["warden"]["code"], "agent_quarantined");
+        let doc = ocsf(&rejected);
+        assert_eq!(doc["status_code"], "agent_quarantined");
+        assert_eq!(doc["unmapped"]["warden"]["code"], "agent_quarantined");
+
+        let facts = json!({"principal": {"id": "ci-bot"}, "action": "llm:chat", "context": {}});
+        let overruled = record(json!({
+            "seq": 10, "time": "2026-12-03T10:00:00Z", "kind": "decision", "decision": "deny",
+            "overruled_by": "quarantine", "facts": facts, "facts_omitted": ""
+        }));
+        let omitted = record(json!({
+            "seq": 11, "time": "2026-12-03T10:00:00Z", "kind": "decision", "decision": "allow",
+            "facts_omitted": "arguments not recorded"
+        }));
+        for (doc, warden) in [
+            (ecs(&overruled), "/warden"),
+            (ocsf(&overruled), "/unmapped/warden"),
+        ] {
+            let at = |field: &str| doc.pointer(&format!("{warden}/{field}")).cloned();
+            assert_eq!(at("overruled_by"), Some(json!("quarantine")), "{doc}");
+            assert_eq!(at("facts"), Some(facts.clone()), "{doc}");
+        }
+        assert_eq!(
+            ecs(&omitted)["warden"]["facts_omitted"],
+            "arguments not recorded"
+        );
+        assert_eq!(
+            ocsf(&omitted)["unmapped"]["warden"]["facts_omitted"],
+            "arguments not recorded"
+        );
     }
 
     #[test]

@@ -3,6 +3,9 @@
 //! SIEM holds must be in the local log with the same id (the SHA-256 of its line), and so
 //! must the record it covers (`detail.to`, whose line hash is `detail.hash`): a local log
 //! that was rewritten, cut or deleted after it was shipped shows, from the SIEM alone.
+//! Several replicas may ship to one data stream, each with its own chain and its own seqs:
+//! only the records of the local log's replicas (the `replica` field every shape carries) are
+//! compared.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -32,6 +35,8 @@ pub struct Shipped {
 /// The comparison's result.
 #[derive(Debug, Default)]
 pub struct Comparison {
+    /// The replicas whose records were compared (`replica`; empty for records without one).
+    pub replicas: Vec<String>,
     /// Checkpoints found in the SIEM.
     pub checkpoints: usize,
     /// The highest seq the SIEM holds.
@@ -48,7 +53,12 @@ impl fmt::Display for Comparison {
         if self.problems.is_empty() {
             write!(
                 f,
-                "the local log matches the SIEM: {} checkpoints{}",
+                "the local log matches the SIEM (replica {}): {} checkpoints{}",
+                self.replicas
+                    .iter()
+                    .map(|r| if r.is_empty() { "(none)" } else { r.as_str() })
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 self.checkpoints,
                 self.newest
                     .map(|n| format!(", newest shipped record seq {n}"))
@@ -86,29 +96,78 @@ pub enum AgainstError {
     Local(#[from] crate::audit::read::ReadError),
 }
 
-/// The fields of the warden record in a shape: (kind, seq, detail).
-fn fields(shape: EventShape) -> (&'static str, &'static str, &'static str) {
+/// Where a shape puts the record's fields the comparison reads.
+struct Fields {
+    kind: &'static str,
+    seq: &'static str,
+    detail: &'static str,
+    replica: &'static str,
+}
+
+fn fields(shape: EventShape) -> Fields {
     match shape {
-        EventShape::Ecs => ("warden.kind", "warden.seq", "warden.detail"),
-        EventShape::Ocsf => (
-            "unmapped.warden.kind",
-            "unmapped.warden.seq",
-            "unmapped.warden.detail",
-        ),
-        EventShape::Raw => ("kind", "seq", "detail"),
+        EventShape::Ecs => Fields {
+            kind: "warden.kind",
+            seq: "warden.seq",
+            detail: "warden.detail",
+            replica: "warden.replica",
+        },
+        EventShape::Ocsf => Fields {
+            kind: "unmapped.warden.kind",
+            seq: "unmapped.warden.seq",
+            detail: "unmapped.warden.detail",
+            replica: "unmapped.warden.replica",
+        },
+        EventShape::Raw => Fields {
+            kind: "kind",
+            seq: "seq",
+            detail: "detail",
+            replica: "replica",
+        },
     }
+}
+
+/// A query for documents whose replica is one of `replicas` ("" for documents without
+/// one): an exact match on the field as a keyword, or on its `.keyword` sub-field where
+/// dynamic mapping made it text.
+fn of_replicas(field: &str, replicas: &BTreeSet<String>) -> Value {
+    let named: Vec<&String> = replicas.iter().filter(|r| !r.is_empty()).collect();
+    let mut should = vec![
+        json!({"terms": {field: named}}),
+        json!({"terms": {format!("{field}.keyword"): named}}),
+    ];
+    if replicas.contains("") {
+        should.push(json!({"bool": {"must_not": {"exists": {"field": field}}}}));
+    }
+    json!({"bool": {"should": should, "minimum_should_match": 1}})
+}
+
+/// The replicas that wrote the log in `dir` ("" for records without one).
+pub fn local_replicas(dir: &Path) -> Result<BTreeSet<String>, AgainstError> {
+    let mut replicas = BTreeSet::new();
+    Reader::new(dir).each_new(|r| {
+        replicas.insert(r.value["replica"].as_str().unwrap_or_default().to_owned());
+    })?;
+    Ok(replicas)
 }
 
 fn pointer(path: &str) -> String {
     format!("/{}", path.replace('.', "/"))
 }
 
-/// Reads one hit as a shipped record.
-fn shipped(hit: &Value, shape: EventShape) -> Option<Shipped> {
-    let (_, seq, detail) = fields(shape);
+/// Reads one hit as a shipped record, if one of `replicas` wrote it.
+fn shipped(hit: &Value, shape: EventShape, replicas: &BTreeSet<String>) -> Option<Shipped> {
+    let fields = fields(shape);
     let source = &hit["_source"];
-    let seq = source.pointer(&pointer(seq))?.as_u64()?;
-    let detail = source.pointer(&pointer(detail));
+    let replica = source
+        .pointer(&pointer(fields.replica))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if !replicas.contains(replica) {
+        return None;
+    }
+    let seq = source.pointer(&pointer(fields.seq))?.as_u64()?;
+    let detail = source.pointer(&pointer(fields.detail));
     let covers = detail.and_then(|d| Some((d["to"].as_u64()?, d["hash"].as_str()?.to_owned())));
     Some(Shipped {
         seq,
@@ -117,11 +176,12 @@ fn shipped(hit: &Value, shape: EventShape) -> Option<Shipped> {
     })
 }
 
-/// Asks the cluster of `config` for its checkpoints and its newest record.
+/// Asks the cluster of `config` for the checkpoints and the newest record of `replicas`.
 pub async fn query(
     config: &ElasticConfig,
     shape: EventShape,
     auth: &Auth,
+    replicas: &BTreeSet<String>,
 ) -> Result<(Vec<Shipped>, Option<Shipped>), AgainstError> {
     let client =
         super::http::client("siem", config.ca_file.as_deref(), config.timeout).map_err(|e| {
@@ -144,7 +204,10 @@ pub async fn query(
         .pop_if_empty()
         .push(&config.data_stream)
         .push("_search");
-    let (kind, seq, _) = fields(shape);
+    let Fields {
+        kind, seq, replica, ..
+    } = fields(shape);
+    let replica = of_replicas(replica, replicas);
     let search = |body: Value| {
         let request = client.post(url.clone()).json(&body);
         let request = auth.apply(request);
@@ -164,31 +227,58 @@ pub async fn query(
             Ok(v["hits"]["hits"].as_array().cloned().unwrap_or_default())
         }
     };
+    // Paged by seq, each page from the last seq of the one before (included, as another
+    // record of that seq may not have fitted), the documents already read left out by id.
     let mut checkpoints = Vec::new();
-    let mut after: Option<u64> = None;
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut from = 0;
     loop {
-        let mut body = json!({
+        let body = json!({
             "size": PAGE,
-            "query": {"term": {kind: "checkpoint"}},
+            "query": {"bool": {"filter": [
+                {"term": {kind: "checkpoint"}},
+                replica.clone(),
+                {"range": {seq: {"gte": from}}},
+            ]}},
             "sort": [{seq: "asc"}],
         });
-        if let Some(after) = after {
-            body["search_after"] = json!([after]);
-        }
         let hits = search(body).await?;
-        let page: Vec<Shipped> = hits.iter().filter_map(|h| shipped(h, shape)).collect();
-        let Some(last) = page.last() else { break };
-        after = Some(last.seq);
         let full = hits.len() >= PAGE;
-        checkpoints.extend(page);
+        let mut new = 0;
+        for hit in &hits {
+            let Some(id) = hit["_id"].as_str() else {
+                continue;
+            };
+            if !seen.insert(id.to_owned()) {
+                continue;
+            }
+            new += 1;
+            if let Some(shipped) = shipped(hit, shape, replicas) {
+                from = from.max(shipped.seq);
+                checkpoints.push(shipped);
+            }
+        }
         if !full {
             break;
         }
+        if new == 0 {
+            return Err(AgainstError::Query {
+                url: url.to_string(),
+                reason: format!(
+                    "more than {PAGE} checkpoints of seq {from} for replica {}: the data stream holds several logs of one replica; compare them one at a time",
+                    replicas.iter().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
     }
-    let newest = search(json!({"size": 1, "query": {"match_all": {}}, "sort": [{seq: "desc"}]}))
-        .await?
-        .first()
-        .and_then(|h| shipped(h, shape));
+    let newest = search(json!({
+        "size": 1,
+        "query": {"bool": {"filter": [replica]}},
+        "sort": [{seq: "desc"}],
+    }))
+    .await?
+    .first()
+    .and_then(|h| shipped(h, shape, replicas));
     Ok((checkpoints, newest))
 }
 
@@ -256,6 +346,7 @@ pub fn compare(
         check("the newest shipped record", n.seq, &n.id);
     }
     Ok(Comparison {
+        replicas: Vec::new(),
         checkpoints: checkpoints.len(),
         newest: newest.map(|n| n.seq),
         problems,
@@ -264,12 +355,15 @@ pub fn compare(
 }
 
 /// Compares the log in `dir` with what sink `target` of `siem` holds (`target` is a sink's
-/// name, or the URL of a cluster holding the default data stream in ECS).
+/// name, or the URL of a cluster holding the default data stream in ECS): the records of the
+/// replicas that wrote the local log, and of `replica` (the configuration's
+/// `audit.replica_id`), so that a log deleted or rewritten under another name still shows.
 pub async fn against(
     siem: &super::config::SiemConfig,
     target: &str,
     dir: &Path,
     vault: Option<std::sync::Arc<crate::vault::SecretStore>>,
+    replica: Option<&str>,
 ) -> Result<Comparison, AgainstError> {
     let (config, shape) = if target.starts_with("http://") || target.starts_with("https://") {
         let config: ElasticConfig =
@@ -299,8 +393,12 @@ pub async fn against(
     let auth = super::setup::elastic_auth("siem", &config, vault)
         .await
         .map_err(|e| AgainstError::Sink(e.to_string()))?;
-    let (checkpoints, newest) = query(&config, shape, &auth).await?;
-    compare(dir, &checkpoints, newest.as_ref())
+    let mut replicas = local_replicas(dir)?;
+    replicas.extend(replica.map(str::to_owned));
+    let (checkpoints, newest) = query(&config, shape, &auth, &replicas).await?;
+    let mut comparison = compare(dir, &checkpoints, newest.as_ref())?;
+    comparison.replicas = replicas.into_iter().collect();
+    Ok(comparison)
 }
 
 #[cfg(test)]
@@ -349,6 +447,36 @@ mod tests {
         };
         let cut = compare(dir.path(), &[], Some(&beyond)).unwrap();
         assert!(cut.problems[0].contains("deleted or cut"), "{cut}");
+    }
+
+    #[test]
+    fn only_the_hits_of_the_local_replicas_are_read_in_every_shape() {
+        let ours: BTreeSet<String> = ["replica-a".to_owned()].into();
+        for shape in [EventShape::Ecs, EventShape::Ocsf, EventShape::Raw] {
+            let hit = |replica: &str| {
+                let mut record = json!({"seq": 4, "kind": "checkpoint", "replica": replica,
+                                        "detail": {"to": 3, "hash": "ab"}});
+                if replica.is_empty() {
+                    record.as_object_mut().unwrap().remove("replica");
+                }
+                let record = crate::audit::read::Record {
+                    value: record,
+                    id: "cd".repeat(32),
+                };
+                json!({"_id": "cd".repeat(32), "_source": shape.shape().of(&record)})
+            };
+            let read = shipped(&hit("replica-a"), shape, &ours).expect("our replica's");
+            assert_eq!((read.seq, read.covers), (4, Some((3, "ab".into()))));
+            assert_eq!(shipped(&hit("replica-b"), shape, &ours), None, "{shape:?}");
+            assert_eq!(
+                shipped(&hit("replica-a-2"), shape, &ours),
+                None,
+                "{shape:?}"
+            );
+            assert_eq!(shipped(&hit(""), shape, &ours), None, "{shape:?}");
+            let unnamed: BTreeSet<String> = [String::new()].into();
+            assert!(shipped(&hit(""), shape, &unnamed).is_some(), "{shape:?}");
+        }
     }
 
     #[tokio::test]

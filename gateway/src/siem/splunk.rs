@@ -24,6 +24,19 @@ pub struct SplunkSink {
     channel: String,
     event_url: reqwest::Url,
     ack_url: reqwest::Url,
+    /// Sends in a row whose acknowledgement did not come within their wait.
+    unacknowledged: u32,
+}
+
+/// The most an unacknowledged batch's wait grows to, in `ack_timeout`s.
+pub const ACK_WAIT_GROWTH: u32 = 16;
+
+/// How long to wait for the acknowledgement of a batch after `unacknowledged` sends in a row
+/// went unacknowledged: `ack_timeout`, doubling with each, up to `ACK_WAIT_GROWTH` times it.
+/// Each re-send is a duplicate in Splunk, so their number grows with the log of the outage's
+/// length, not with the length itself.
+pub fn ack_wait(ack_timeout: std::time::Duration, unacknowledged: u32) -> std::time::Duration {
+    ack_timeout * (1u32 << unacknowledged.min(ACK_WAIT_GROWTH.ilog2()))
 }
 
 /// What HEC answered to a request, by its documented status codes.
@@ -40,8 +53,13 @@ pub enum HecReply {
     /// Codes 7 (incorrect index), 14 (ACK is disabled), 16: a configuration mismatch an
     /// operator must fix; try again later.
     Configuration(String),
-    /// Codes 5, 6, 12, 13, 15: the data was refused.
+    /// Codes 5, 6, 12, 13, 15, or a 400 or 422 without a code: the data was refused.
     Data(String),
+    /// 413 (Splunk's `max_content_length`, a proxy's body limit): the request is too large.
+    TooLarge(String),
+    /// A 2xx answer without HEC's success body (`{"code":0}`): a proxy's or login page's
+    /// answer, not the collector's; nothing says the batch was received.
+    Unconfirmed(String),
     /// Anything else (5xx, unknown answers): try again later.
     Other(String),
 }
@@ -59,14 +77,16 @@ pub fn parse_reply(status: u16, body: &[u8]) -> HecReply {
         code.map_or("none".into(), |c| c.to_string())
     );
     match (status, code) {
-        (200..=299, Some(0) | None) => HecReply::Success {
+        (200..=299, Some(0)) => HecReply::Success {
             ack_id: v["ackId"].as_u64(),
         },
+        (200..=299, _) => HecReply::Unconfirmed(what),
+        (413, _) => HecReply::TooLarge(what),
         (503, _) | (_, Some(9)) => HecReply::Busy,
         (_, Some(1..=4)) | (401 | 403, _) => HecReply::Token(what),
         (_, Some(10 | 11)) => HecReply::Channel(what),
         (_, Some(7 | 14 | 16)) => HecReply::Configuration(what),
-        (400, Some(5 | 6 | 12 | 13 | 15)) => HecReply::Data(what),
+        (400, Some(5 | 6 | 12 | 13 | 15)) | (400 | 422, None) => HecReply::Data(what),
         _ => HecReply::Other(what),
     }
 }
@@ -103,6 +123,7 @@ impl SplunkSink {
             channel,
             event_url,
             ack_url,
+            unacknowledged: 0,
         })
     }
 
@@ -187,7 +208,8 @@ impl SplunkSink {
 
     /// Asks for `ack_id` every `ack_interval` until it is indexed or `ack_timeout` passes.
     async fn wait_for_ack(&mut self, ack_id: u64) -> Result<(), SendError> {
-        let deadline = Instant::now() + self.config.ack_timeout;
+        let wait = ack_wait(self.config.ack_timeout, self.unacknowledged);
+        let deadline = Instant::now() + wait;
         let body = serde_json::to_vec(&json!({"acks": [ack_id]})).unwrap_or_default();
         loop {
             tokio::time::sleep(self.config.ack_interval).await;
@@ -201,11 +223,17 @@ impl SplunkSink {
                     let bytes = response.bytes().await.unwrap_or_default();
                     if (200..300).contains(&status) {
                         if parse_ack(&bytes, ack_id) == Some(true) {
+                            self.unacknowledged = 0;
                             return Ok(());
                         }
                     } else {
+                        // An ack query refused for its body says nothing of the batch's data:
+                        // asked again until the wait ends.
                         match parse_reply(status, &bytes) {
-                            HecReply::Busy | HecReply::Other(_) => {}
+                            HecReply::Busy
+                            | HecReply::Other(_)
+                            | HecReply::Data(_)
+                            | HecReply::TooLarge(_) => {}
                             other => return Err(self.failure(other).await),
                         }
                     }
@@ -214,9 +242,10 @@ impl SplunkSink {
             }
             if Instant::now() >= deadline {
                 self.new_channel();
+                self.unacknowledged = self.unacknowledged.saturating_add(1);
                 return Err(SendError::Retry(format!(
-                    "Splunk HEC did not acknowledge ackId {ack_id} within {:?}; sending the batch again",
-                    self.config.ack_timeout
+                    "Splunk HEC did not acknowledge ackId {ack_id} within {wait:?}; sending the batch again (a duplicate, with the same event_id), then waiting {:?} for its acknowledgement",
+                    ack_wait(self.config.ack_timeout, self.unacknowledged)
                 )));
             }
         }
@@ -250,8 +279,14 @@ impl SplunkSink {
                 "Splunk HEC refused the request ({what}); check the sink's index and the token's settings"
             )),
             HecReply::Data(what) => {
-                SendError::Rejected(format!("Splunk HEC rejected the batch: {what}"))
+                SendError::Rejected(format!("Splunk HEC rejected the data: {what}"))
             }
+            HecReply::TooLarge(what) => SendError::Rejected(format!(
+                "Splunk HEC refused the request as too large ({what}); to ship records this large, raise the collector's body limit (Splunk's max_content_length, a proxy's)"
+            )),
+            HecReply::Unconfirmed(what) => SendError::Retry(format!(
+                "Splunk HEC answered {what}, which is not the collector's success answer ({{\"text\":\"Success\",\"code\":0}}): the batch is not known to be received; check that the sink's url is the HEC endpoint, not a proxy's or a login page"
+            )),
             HecReply::Other(what) => SendError::Retry(format!("Splunk HEC: {what}")),
         }
     }
@@ -309,6 +344,48 @@ mod tests {
             parse_reply(502, b"<html>bad gateway</html>"),
             HecReply::Other(_)
         ));
+    }
+
+    #[test]
+    fn a_2xx_without_the_success_code_is_not_a_delivery() {
+        for (status, body) in [
+            (200, &b"<html>ok</html>"[..]),
+            (200, b""),
+            (200, br#"{"text":"Success"}"#),
+            (204, b""),
+            (200, br#"{"text":"Success","code":"0"}"#),
+        ] {
+            assert!(
+                matches!(parse_reply(status, body), HecReply::Unconfirmed(_)),
+                "{status} {}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn a_request_too_large_or_malformed_is_refused_for_its_data() {
+        assert!(matches!(
+            parse_reply(413, b"<html>413 Request Entity Too Large</html>"),
+            HecReply::TooLarge(t) if t.contains("413")
+        ));
+        assert!(matches!(
+            parse_reply(413, br#"{"text":"Content-Length too large","code":-1}"#),
+            HecReply::TooLarge(_)
+        ));
+        assert!(matches!(
+            parse_reply(400, b"<html>400 Bad Request</html>"),
+            HecReply::Data(_)
+        ));
+        assert!(matches!(parse_reply(404, b"not found"), HecReply::Other(_)));
+    }
+
+    #[test]
+    fn the_wait_for_an_acknowledgement_doubles_while_none_comes_up_to_a_bound() {
+        let timeout = std::time::Duration::from_secs(1);
+        let waits: Vec<u64> = (0..8).map(|n| ack_wait(timeout, n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 16, 16, 16]);
+        assert_eq!(ack_wait(timeout, u32::MAX).as_secs(), 16);
     }
 
     #[test]

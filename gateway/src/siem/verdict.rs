@@ -24,8 +24,9 @@ pub enum SendError {
     /// credential (an operator may fix it).
     #[error("{0}")]
     Retry(String),
-    /// The destination rejected the batch for good (its data, not its delivery): dead-letter
-    /// it.
+    /// The destination rejected the batch for good for its data, not its delivery (too
+    /// large, malformed): `Sink::send` sends it again in halves, so that only the records it
+    /// refuses on their own are dead-lettered, not their neighbours.
     #[error("{0}")]
     Rejected(String),
 }

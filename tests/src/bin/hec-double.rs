@@ -18,6 +18,8 @@ async fn main() -> anyhow::Result<()> {
         index_delay: Duration::from_millis(200),
         busy_every: 0,
         store: "hec-events.jsonl".into(),
+        max_body: None,
+        never_acknowledge: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
