@@ -583,6 +583,10 @@ pub struct ProposeFacts {
     pub outside_workspace: bool,
     /// A path the call writes, edits or deletes lies outside the workspace.
     pub writes_outside_workspace: bool,
+    /// A program whose effect on its arguments Warden does not read (neither one it knows
+    /// writes nor one it knows only reads) names a path outside the workspace, or runs in a
+    /// directory outside it.
+    pub unknown_effect_outside_workspace: bool,
     /// Hosts of the URLs the call names.
     pub hosts: Vec<String>,
     /// Who a message tool sends to.

@@ -46,6 +46,7 @@ pub(crate) enum Key {
     Paths,
     OutsideWorkspace,
     WritesOutsideWorkspace,
+    UnknownEffectOutsideWorkspace,
     Hosts,
     Recipients,
     // A server's sampling request's (`SampleContext`; `max_tokens` too).
@@ -64,7 +65,7 @@ pub(crate) enum Key {
 
 impl Key {
     /// Every attribute.
-    pub(crate) const ALL: [Key; 42] = [
+    pub(crate) const ALL: [Key; 43] = [
         Key::Route,
         Key::Time,
         Key::Hour,
@@ -97,6 +98,7 @@ impl Key {
         Key::Paths,
         Key::OutsideWorkspace,
         Key::WritesOutsideWorkspace,
+        Key::UnknownEffectOutsideWorkspace,
         Key::Hosts,
         Key::Recipients,
         Key::IncludeContext,
@@ -144,6 +146,7 @@ impl Key {
             Key::Paths => "paths",
             Key::OutsideWorkspace => "outside_workspace",
             Key::WritesOutsideWorkspace => "writes_outside_workspace",
+            Key::UnknownEffectOutsideWorkspace => "unknown_effect_outside_workspace",
             Key::Hosts => "hosts",
             Key::Recipients => "recipients",
             Key::IncludeContext => "include_context",

@@ -418,6 +418,7 @@ fn has(ctx: &ActionContext, key: Key) -> bool {
         | Key::Paths
         | Key::OutsideWorkspace
         | Key::WritesOutsideWorkspace
+        | Key::UnknownEffectOutsideWorkspace
         | Key::Hosts
         | Key::Recipients => propose(ctx).is_ok(),
         Key::Session => ctx.session.is_some(),
@@ -479,6 +480,9 @@ impl<'a> Env<'a> {
             Key::Paths => Value::Strings(&propose(ctx)?.paths),
             Key::OutsideWorkspace => Value::Bool(propose(ctx)?.outside_workspace),
             Key::WritesOutsideWorkspace => Value::Bool(propose(ctx)?.writes_outside_workspace),
+            Key::UnknownEffectOutsideWorkspace => {
+                Value::Bool(propose(ctx)?.unknown_effect_outside_workspace)
+            }
             Key::Hosts => Value::Strings(&propose(ctx)?.hosts),
             Key::Recipients => Value::Strings(&propose(ctx)?.recipients),
             Key::IncludeContext => Value::Str(&sample(ctx)?.include_context),

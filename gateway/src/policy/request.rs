@@ -391,6 +391,9 @@ pub(crate) fn context(
             add(Key::WritesOutsideWorkspace, &|| {
                 boolean(p.writes_outside_workspace)
             });
+            add(Key::UnknownEffectOutsideWorkspace, &|| {
+                boolean(p.unknown_effect_outside_workspace)
+            });
             add(Key::Hosts, &|| strings(&p.hosts));
             add(Key::Recipients, &|| strings(&p.recipients));
         }

@@ -9,6 +9,7 @@ use super::paths::Workspace;
 use super::shell::{self, Command};
 use crate::action::ProposeFacts;
 use crate::protocol::strict_json;
+use git::Git;
 
 /// Argument names that hold each kind of value, in the order tried. A command is a line, or
 /// an argv array (`["bash", "-lc", "..."]`, as Codex and `local_shell_call` give it); `input`
@@ -66,10 +67,76 @@ const CHANGES_OPERANDS: &[&str] = &[
     "rm", "rmdir", "unlink", "shred", "touch", "mkdir", "chmod", "chown", "chgrp", "truncate",
     "tee", "chattr", "setfacl",
 ];
-/// Programs whose last operand is the file they write.
-const WRITES_LAST: &[&str] = &["cp", "mv", "install", "ln", "rsync", "scp"];
 /// Programs that delete their operands.
 const DELETERS: &[&str] = &["rm", "rmdir", "unlink", "shred"];
+/// Programs that only read their operands (and write only to their output, which the line
+/// redirects where it says).
+const READERS: &[&str] = &[
+    "cat",
+    "tac",
+    "less",
+    "more",
+    "head",
+    "tail",
+    "grep",
+    "egrep",
+    "fgrep",
+    "rg",
+    "ag",
+    "ack",
+    "ls",
+    "wc",
+    "stat",
+    "file",
+    "diff",
+    "cmp",
+    "comm",
+    "du",
+    "df",
+    "tree",
+    "find",
+    "locate",
+    "which",
+    "whereis",
+    "type",
+    "realpath",
+    "readlink",
+    "basename",
+    "dirname",
+    "md5sum",
+    "sha1sum",
+    "sha256sum",
+    "sha512sum",
+    "b2sum",
+    "cksum",
+    "strings",
+    "hexdump",
+    "xxd",
+    "od",
+    "jq",
+    "cut",
+    "tr",
+    "nl",
+    "fold",
+    "column",
+    "echo",
+    "printf",
+    "pwd",
+    "test",
+    "[",
+    "[[",
+    "true",
+    "false",
+    "cd",
+    "pushd",
+    "popd",
+    "id",
+    "whoami",
+    "date",
+    "uname",
+    "nproc",
+    "git",
+];
 /// Redirection targets that are not files.
 const NOT_FILES: &[&str] = &["/dev/null", "/dev/stdout", "/dev/stderr", "/dev/tty"];
 
@@ -217,6 +284,9 @@ fn shell_facts(line: &str, workdir: Option<&str>, paths: &mut Paths<'_>) {
         }
     };
     paths.facts.pipes_to_shell = script.pipes_download_to_interpreter;
+    if script.unknown_program {
+        paths.facts.command_parsed = false;
+    }
     for command in &script.commands {
         let cwd = match (&command.cwd, workdir) {
             (Some(dir), _) => Some(dir.as_str()),
@@ -237,7 +307,12 @@ fn command_facts(command: &Command, cwd: Option<&str>, paths: &mut Paths<'_>) {
     let name = command.name();
     push_unique(&mut paths.facts.programs, name.to_owned());
     let operands: Vec<&str> = operands(&command.args);
-    if let Some(first) = operands.first() {
+    let git = (name == "git").then(|| git::read(&command.args));
+    let first = match &git {
+        Some(git) => git.subcommand,
+        None => operands.first().copied(),
+    };
+    if let Some(first) = first {
         push_unique(&mut paths.facts.subcommands, format!("{name} {first}"));
     }
     for redirect in &command.redirects {
@@ -256,6 +331,17 @@ fn command_facts(command: &Command, cwd: Option<&str>, paths: &mut Paths<'_>) {
             }
         }
         return;
+    }
+    if name == "find" {
+        // `-fprint FILE` and its kin write FILE.
+        let mut args = command.args.iter();
+        while let Some(arg) = args.next() {
+            if matches!(arg.as_str(), "-fprint" | "-fprint0" | "-fprintf" | "-fls")
+                && let Some(file) = args.next()
+            {
+                paths.add(file, cwd, true);
+            }
+        }
     }
     if name == "find" && command.args.iter().any(|a| a == "-delete") {
         paths.facts.recursive_delete = true;
@@ -276,12 +362,20 @@ fn command_facts(command: &Command, cwd: Option<&str>, paths: &mut Paths<'_>) {
         }
         return;
     }
-    if WRITES_LAST.contains(&name) && operands.len() >= 2 {
-        let (last, sources) = operands.split_last().unwrap_or((&"", &[]));
-        for source in sources {
-            paths.add(source, cwd, name == "mv");
+    if let Some(targets) = targets::of(name, &command.args) {
+        for changed in &targets.changed {
+            paths.add(changed, cwd, true);
         }
-        paths.add(last, cwd, true);
+        for read in &targets.read {
+            paths.add(read, cwd, false);
+        }
+        if targets.in_cwd && cwd.is_some() {
+            paths.add(".", cwd, true);
+        }
+        if targets.anywhere {
+            paths.facts.outside_workspace = true;
+            paths.facts.writes_outside_workspace = true;
+        }
         return;
     }
     if name == "dd" {
@@ -294,14 +388,72 @@ fn command_facts(command: &Command, cwd: Option<&str>, paths: &mut Paths<'_>) {
         }
         return;
     }
-    if name == "git" && operands.first() == Some(&"push") && force_push(&command.args) {
+    match &git {
+        Some(git) => {
+            let dir = git_facts(git, cwd, paths);
+            read_operands(git.args, dir.as_deref(), true, paths);
+        }
+        None => read_operands(&command.args, cwd, READERS.contains(&name), paths),
+    }
+}
+
+/// What a `git` command does, run in `cwd`: the directory it works in.
+fn git_facts(git: &Git<'_>, cwd: Option<&str>, paths: &mut Paths<'_>) -> Option<String> {
+    if git.runs_named_program {
+        paths.facts.command_parsed = false;
+    }
+    let dir = git
+        .chdirs
+        .iter()
+        .fold(cwd.map(str::to_owned), |base, next| {
+            Some(within(base.as_deref(), next))
+        });
+    let dir_str = dir.as_deref();
+    if git.subcommand == Some("push") && git::force_push(git.args) {
         paths.facts.force_push = true;
     }
-    // Other programs: operands that look like paths are read (or used) by them.
-    for arg in &command.args {
+    match git::created_dir(git) {
+        Some(Some(created)) => {
+            paths.add(created, dir_str, true);
+        }
+        Some(None) if dir.is_some() => {
+            paths.add(".", dir_str, true);
+        }
+        _ => {}
+    }
+    // The repository and work tree it uses: written unless the subcommand only reads.
+    for tree in &git.trees {
+        paths.add(tree, dir_str, git.writes());
+    }
+    if git.trees.is_empty() && ((dir.is_some() && git.writes()) || !git.chdirs.is_empty()) {
+        paths.add(".", dir_str, git.writes());
+    }
+    dir
+}
+
+/// `dir` read from `base` (`None`: the workspace; `Some("")`: unknown).
+fn within(base: Option<&str>, dir: &str) -> String {
+    if dir.starts_with('/') || dir.starts_with('~') {
+        return dir.to_owned();
+    }
+    match base {
+        Some("") => String::new(),
+        Some(base) => format!("{base}/{dir}"),
+        None => dir.to_owned(),
+    }
+}
+
+/// The arguments of a program Warden reads no writes of: those that look like paths are read
+/// (or used) by it, and URLs name hosts. Unless it only `reads`, a path outside the
+/// workspace, or a working directory outside it, is an unknown effect there.
+fn read_operands(args: &[String], cwd: Option<&str>, reads: bool, paths: &mut Paths<'_>) {
+    if !reads && cwd.is_some() && paths.add(".", cwd, false) {
+        paths.facts.unknown_effect_outside_workspace = true;
+    }
+    for arg in args {
         let value = arg.split_once('=').map_or(arg.as_str(), |(_, v)| v);
-        if looks_like_path(value) {
-            paths.add(value, cwd, false);
+        if looks_like_path(value) && paths.add(value, cwd, false) && !reads {
+            paths.facts.unknown_effect_outside_workspace = true;
         }
         if let Some(host) = host_of(value) {
             push_unique(&mut paths.facts.hosts, host);
@@ -331,21 +483,6 @@ fn recursive_flag(arg: &str) -> bool {
         || arg
             .strip_prefix('-')
             .is_some_and(|f| !f.starts_with('-') && (f.contains('r') || f.contains('R')))
-}
-
-/// `git push` that overwrites remote history: `--force`, `-f` (alone or in a cluster),
-/// `--force-with-lease`, `--force-if-includes`, `--mirror`, `--delete`, a `+refspec`, `:ref`.
-fn force_push(args: &[String]) -> bool {
-    let after_push = args.iter().skip_while(|a| *a != "push").skip(1);
-    after_push.clone().any(|a| {
-        a.starts_with("--force")
-            || a == "--mirror"
-            || a == "--delete"
-            || (a.starts_with('-') && !a.starts_with("--") && a.contains('f'))
-    }) || after_push
-        .filter(|a| !a.starts_with('-'))
-        .skip(1)
-        .any(|a| a.starts_with('+') || a.starts_with(':'))
 }
 
 fn looks_like_path(s: &str) -> bool {
@@ -407,6 +544,9 @@ fn patch_files(patch: &str) -> Vec<&str> {
     }
     files
 }
+
+mod git;
+mod targets;
 
 #[cfg(test)]
 mod tests;

@@ -146,6 +146,7 @@ fn shown(facts: &ProposeFacts, arguments: &str, show_arguments: bool) -> Value {
         "recursive_delete": facts.recursive_delete,
         "outside_workspace": facts.outside_workspace,
         "writes_outside_workspace": facts.writes_outside_workspace,
+        "unknown_effect_outside_workspace": facts.unknown_effect_outside_workspace,
     });
     if show_arguments {
         shown["arguments"] = serde_json::from_str(arguments).unwrap_or(Value::Null);

@@ -37,6 +37,32 @@ impl Command {
         }
         self.program.rsplit('/').next().unwrap_or(&self.program)
     }
+
+    /// The program is no name Warden can read: a variable or a substitution, a glob
+    /// (`/bin/r?`, `r[m]`, `*`), a brace expansion (`{rm,-rf,/}`), a process substitution.
+    pub fn program_unknown(&self) -> bool {
+        let p = &self.program;
+        self.name() == SUBSTITUTED
+            || p.contains(['*', '?', '(', ')'])
+            || (p.contains('[') && p.contains(']'))
+            || (p.contains('{') && p.contains('}'))
+    }
+
+    /// The command may make a name run another program than its own: `alias NAME=…`,
+    /// `hash -p FILE NAME`, `enable -f FILE NAME`.
+    fn redefines_programs(&self) -> bool {
+        let short_option = |letter: char| {
+            self.args
+                .iter()
+                .any(|a| a.starts_with('-') && !a.starts_with("--") && a.contains(letter))
+        };
+        match self.name() {
+            "alias" => self.args.iter().any(|a| a.contains('=')),
+            "hash" => short_option('p'),
+            "enable" => short_option('f'),
+            _ => false,
+        }
+    }
 }
 
 /// A redirection: where a file descriptor reads from or writes to.
@@ -56,6 +82,19 @@ pub struct Script {
     /// Output of a download (`curl`, `wget`) reaches an interpreter (`sh`, `python`, ...)
     /// through a pipe, a command or process substitution.
     pub pipes_download_to_interpreter: bool,
+    /// A command runs a program Warden cannot name: a glob (`/bin/r?`), a variable or a
+    /// substitution (`$X`, `$(printf rm)`), a multi-call binary without an applet it reads,
+    /// or the line may make a name run another program (`alias`, `hash -p`, `enable -f`).
+    pub unknown_program: bool,
+}
+
+impl Script {
+    /// Takes in what `other`, read inside this line, runs.
+    fn absorb(&mut self, other: Script) {
+        self.pipes_download_to_interpreter |= other.pipes_download_to_interpreter;
+        self.unknown_program |= other.unknown_program;
+        self.commands.extend(other.commands);
+    }
 }
 
 /// Why a command line could not be read.
@@ -81,10 +120,10 @@ pub fn parse(line: &str) -> Result<Script, ShellError> {
 
 /// Programs that fetch from the network.
 const DOWNLOADERS: &[&str] = &["curl", "wget", "fetch", "aria2c", "http", "xh", "lynx"];
-/// Programs that run code they read.
+/// Programs that run code they read (`source` and `.` run a file in the current shell).
 const INTERPRETERS: &[&str] = &[
     "sh", "bash", "zsh", "dash", "ksh", "mksh", "fish", "ash", "busybox", "python", "python3",
-    "python2", "perl", "ruby", "node", "php", "pwsh", "lua", "deno", "bun",
+    "python2", "perl", "ruby", "node", "php", "pwsh", "lua", "deno", "bun", "source", ".",
 ];
 /// Shells whose `-c STRING` is a command line.
 const SHELLS: &[&str] = &["sh", "bash", "zsh", "dash", "ksh", "mksh", "ash", "fish"];
@@ -113,41 +152,51 @@ fn read_into(line: &str, depth: usize, script: &mut Script) -> Result<(), ShellE
     let mut cwd: Option<String> = None;
     for pipeline in parser.pipelines {
         let mut downloads = false;
-        for simple in pipeline {
+        for mut simple in pipeline {
             // Substitutions run first; a download among them feeds this command.
             let mut substituted_download = false;
             for sub in &simple.substitutions {
                 let mut inner = Script::default();
                 read_into(sub, depth + 1, &mut inner)?;
-                substituted_download |= inner
-                    .commands
-                    .iter()
-                    .any(|c| is_one_of(c.name(), DOWNLOADERS));
-                script.pipes_download_to_interpreter |= inner.pipes_download_to_interpreter;
-                script.commands.extend(inner.commands);
+                substituted_download |= runs_one_of(&inner, DOWNLOADERS);
+                script.absorb(inner);
             }
-            let Some(command) = simple.into_command(cwd.clone()) else {
-                continue;
-            };
-            let mut unwrapped = Script::default();
-            unwrap(command, depth, &mut unwrapped)?;
-            for c in &unwrapped.commands {
-                let name = c.name();
-                if is_one_of(name, INTERPRETERS) && (downloads || substituted_download) {
+            let outputs = std::mem::take(&mut simple.output_substitutions);
+            if let Some(command) = simple.into_command(cwd.clone()) {
+                let mut unwrapped = Script::default();
+                unwrap(command, depth, &mut unwrapped)?;
+                for c in &unwrapped.commands {
+                    let name = c.name();
+                    if is_one_of(name, INTERPRETERS) && (downloads || substituted_download) {
+                        script.pipes_download_to_interpreter = true;
+                    }
+                    if is_one_of(name, DOWNLOADERS) {
+                        downloads = true;
+                    }
+                    if name == "cd" || name == "pushd" {
+                        cwd = Some(next_cwd(cwd.as_deref(), c.args.first().map(String::as_str)));
+                    }
+                    script.unknown_program |= c.program_unknown() || c.redefines_programs();
+                }
+                script.absorb(unwrapped);
+            }
+            // An output process substitution (`>(sh)`) reads what this command writes.
+            for sub in &outputs {
+                let mut inner = Script::default();
+                read_into(sub, depth + 1, &mut inner)?;
+                if (downloads || substituted_download) && runs_one_of(&inner, INTERPRETERS) {
                     script.pipes_download_to_interpreter = true;
                 }
-                if is_one_of(name, DOWNLOADERS) {
-                    downloads = true;
-                }
-                if name == "cd" || name == "pushd" {
-                    cwd = Some(next_cwd(cwd.as_deref(), c.args.first().map(String::as_str)));
-                }
+                script.absorb(inner);
             }
-            script.pipes_download_to_interpreter |= unwrapped.pipes_download_to_interpreter;
-            script.commands.extend(unwrapped.commands);
         }
     }
     Ok(())
+}
+
+/// Whether `script` runs a program named in `set`.
+fn runs_one_of(script: &Script, set: &[&str]) -> bool {
+    script.commands.iter().any(|c| is_one_of(c.name(), set))
 }
 
 /// The directory after `cd target` from `cwd`: a path as written, joined to the previous one
@@ -192,6 +241,9 @@ fn option_takes_value(wrapper: &str, option: &str) -> bool {
         "ionice" => &["-c", "-n", "-p"],
         "chroot" => &["--userspec", "--groups"],
         "runuser" | "su" => &["-u", "-g", "-G", "-s", "--shell"],
+        "exec" => &["-a"],
+        "time" => &["-o", "-f", "--output", "--format"],
+        "watch" => &["-n", "--interval"],
         _ => &[],
     };
     list.contains(&option)
@@ -232,23 +284,49 @@ fn unwrap(command: Command, depth: usize, script: &mut Script) -> Result<(), She
         return Err(ShellError::TooDeep);
     }
     let name = command.name().to_owned();
-    if is_one_of(&name, SHELLS)
-        && let Some(at) = command.args.iter().position(|a| shell_c_flag(a))
-    {
-        let inner = command.args.get(at + 1).cloned().unwrap_or_default();
+    if let Some(line) = command_string(&name, &command.args) {
         script.commands.push(command);
         let mut nested = Script::default();
-        read_into(&inner, depth + 1, &mut nested)?;
-        script.pipes_download_to_interpreter |= nested.pipes_download_to_interpreter;
-        script.commands.extend(nested.commands);
+        read_into(&line, depth + 1, &mut nested)?;
+        script.absorb(nested);
         return Ok(());
     }
-    if name == "eval" {
-        let inner = command.args.join(" ");
+    if name == "find" {
+        let runs = find_exec(&command);
         script.commands.push(command);
-        return read_into(&inner, depth + 1, script);
+        for run in runs {
+            unwrap(run, depth + 1, script)?;
+        }
+        return Ok(());
     }
-    if !is_one_of(&name, WRAPPERS) {
+    if name == "coreutils" {
+        // The single-binary coreutils runs the program its option names.
+        let at = command.args.iter().position(|a| {
+            a.starts_with("--coreutils-prog=") || a.starts_with("--coreutils-prog-shebang=")
+        });
+        let Some(at) = at else {
+            script.unknown_program = true;
+            script.commands.push(command);
+            return Ok(());
+        };
+        let program = command.args[at]
+            .split_once('=')
+            .map_or("", |(_, p)| p)
+            .to_owned();
+        let inner = Command {
+            program,
+            args: command.args[at + 1..].to_vec(),
+            redirects: command.redirects.clone(),
+            cwd: command.cwd.clone(),
+        };
+        script.commands.push(Command {
+            args: command.args[..=at].to_vec(),
+            ..command
+        });
+        return unwrap(inner, depth + 1, script);
+    }
+    let wrapper = multi_call(&name).unwrap_or(&name);
+    if multi_call(&name).is_none() && !is_one_of(wrapper, WRAPPERS) {
         script.commands.push(command);
         return Ok(());
     }
@@ -260,35 +338,36 @@ fn unwrap(command: Command, depth: usize, script: &mut Script) -> Result<(), She
             i += 1;
             break;
         }
-        if name == "env" && is_assignment(arg) {
+        if wrapper == "env" && is_assignment(arg) {
             i += 1;
             continue;
         }
         if !arg.starts_with('-') || arg == "-" {
             break;
         }
-        if name == "env" && (arg == "-S" || arg == "--split-string") {
+        if wrapper == "env" && (arg == "-S" || arg == "--split-string") {
             split_string = command.args.get(i + 1).cloned();
         }
-        i += if option_takes_value(&name, arg) { 2 } else { 1 };
+        i += if option_takes_value(wrapper, arg) {
+            2
+        } else {
+            1
+        };
     }
-    match name.as_str() {
+    match wrapper {
         // An operand before the command: the duration, the new root, the lock file.
         "timeout" | "chroot" | "flock" => i += 1,
         _ => {}
     }
-    let rest: Vec<String> = command
-        .args
-        .get(i..)
-        .map(<[String]>::to_vec)
-        .unwrap_or_default();
+    let options = command.args.get(..i).unwrap_or_default();
+    // `watch` runs its arguments as a command line (`sh -c`), unless `-x`.
+    if wrapper == "watch" && !options.iter().any(|a| a == "-x" || a == "--exec") {
+        split_string = Some(command.args.get(i..).unwrap_or_default().join(" "));
+    }
+    let rest: Vec<String> = command.args.get(i..).unwrap_or_default().to_vec();
     let Command { redirects, cwd, .. } = command.clone();
     script.commands.push(Command {
-        args: command
-            .args
-            .get(..i)
-            .map(<[String]>::to_vec)
-            .unwrap_or_default(),
+        args: options.to_vec(),
         ..command
     });
     if let Some(line) = split_string {
@@ -310,10 +389,116 @@ fn unwrap(command: Command, depth: usize, script: &mut Script) -> Result<(), She
     )
 }
 
-/// `-c`, or a cluster of single-letter options that holds `c` (`-lc`, `-ec`).
-fn shell_c_flag(arg: &str) -> bool {
-    arg.strip_prefix('-')
-        .is_some_and(|flags| !flags.starts_with('-') && flags.contains('c'))
+/// A multi-call binary's name (`busybox`, `busybox.static`, `toybox`): it runs the applet
+/// its first operand names, as a wrapper runs a command.
+fn multi_call(name: &str) -> Option<&'static str> {
+    ["busybox", "toybox"]
+        .into_iter()
+        .find(|binary| name.starts_with(binary))
+}
+
+/// The command line a program runs from its arguments: a shell's `-c LINE`, `su -c LINE`,
+/// `eval WORDS`, `trap LINE SIGNAL`.
+fn command_string(name: &str, args: &[String]) -> Option<String> {
+    match name {
+        "eval" => Some(args.join(" ")),
+        "trap" => {
+            let action = operands_from(args, 0).next()?;
+            (action != "-").then(|| action.clone())
+        }
+        "su" | "runuser" | "script" => args.iter().enumerate().find_map(|(i, arg)| {
+            if let Some(line) = arg.strip_prefix("--command=") {
+                return Some(line.to_owned());
+            }
+            (arg == "-c" || arg == "--command")
+                .then(|| args.get(i + 1).cloned().unwrap_or_default())
+        }),
+        _ if is_one_of(name, SHELLS) => shell_command_string(args),
+        _ => None,
+    }
+}
+
+/// A shell's `-c` command line: its first operand after the options (`bash -c -- LINE`,
+/// `bash -o pipefail -lc LINE`), or fish's `--command LINE`; `None` without `-c`.
+fn shell_command_string(args: &[String]) -> Option<String> {
+    let mut c = false;
+    let mut i = 0;
+    while let Some(arg) = args.get(i) {
+        if arg == "--" || arg == "-" {
+            i += 1;
+            break;
+        }
+        if let Some(line) = arg.strip_prefix("--command=") {
+            return Some(line.to_owned());
+        }
+        if arg == "--command" {
+            return Some(args.get(i + 1).cloned().unwrap_or_default());
+        }
+        i += 1;
+        if arg.starts_with("--") {
+            if arg == "--rcfile" || arg == "--init-file" {
+                i += 1;
+            }
+            continue;
+        }
+        let Some(flags) = arg.strip_prefix('-').or_else(|| arg.strip_prefix('+')) else {
+            i -= 1;
+            break;
+        };
+        c |= arg.starts_with('-') && flags.contains('c');
+        // `-o OPTION`, `-O SHOPT`: a value each.
+        i += flags.chars().filter(|f| matches!(f, 'o' | 'O')).count();
+    }
+    c.then(|| args.get(i).cloned().unwrap_or_default())
+}
+
+/// The operands of `args` from index `from`: the words that are not options.
+fn operands_from(args: &[String], from: usize) -> impl Iterator<Item = &String> {
+    let mut options_done = false;
+    args.iter().skip(from).filter(move |arg| {
+        if !options_done && *arg == "--" {
+            options_done = true;
+            return false;
+        }
+        options_done || !arg.starts_with('-') || *arg == "-"
+    })
+}
+
+/// The commands `find … -exec CMD {} ;` (`-execdir`, `-ok`, `-okdir`) runs, one for each
+/// starting point, `{}` replaced by it (the files found lie below it).
+fn find_exec(find: &Command) -> Vec<Command> {
+    let args = &find.args;
+    let starts: Vec<&str> = args
+        .iter()
+        .take_while(|a| !a.starts_with('-') && *a != "(" && *a != "!")
+        .map(String::as_str)
+        .collect();
+    let starts = if starts.is_empty() { vec!["."] } else { starts };
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while let Some(arg) = args.get(i) {
+        i += 1;
+        if !matches!(arg.as_str(), "-exec" | "-execdir" | "-ok" | "-okdir") {
+            continue;
+        }
+        let words: Vec<&String> = args[i..]
+            .iter()
+            .take_while(|w| *w != ";" && *w != "+")
+            .collect();
+        i += words.len() + 1;
+        let Some((program, rest)) = words.split_first() else {
+            continue;
+        };
+        for start in &starts {
+            runs.push(Command {
+                program: program.replace("{}", start),
+                args: rest.iter().map(|w| w.replace("{}", start)).collect(),
+                redirects: Vec::new(),
+                cwd: find.cwd.clone(),
+            });
+        }
+    }
+    runs
 }
 
 /// `NAME=value`: a variable assignment, not a command.
@@ -332,10 +517,12 @@ fn is_assignment(word: &str) -> bool {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Token {
-    /// A word, quotes removed, and the command lines of the substitutions in it.
+    /// A word, quotes removed, the command lines of the substitutions in it, and of the
+    /// output process substitutions (`>(…)`) that read what the command writes.
     Word {
         text: String,
         subs: Vec<String>,
+        outputs: Vec<String>,
     },
     /// `|`, `|&`: the next command reads this one's output.
     Pipe,
@@ -436,9 +623,15 @@ impl<'a> Lexer<'a> {
                     let start = self.at;
                     self.at += 2;
                     let inner = self.balanced(start, "process substitution")?;
+                    let (subs, outputs) = if b == b'>' {
+                        (Vec::new(), vec![inner])
+                    } else {
+                        (vec![inner], Vec::new())
+                    };
                     out.push(Token::Word {
                         text: self.src[start..self.at].to_owned(),
-                        subs: vec![inner],
+                        subs,
+                        outputs,
                     });
                 }
                 b'<' => {
@@ -476,7 +669,11 @@ impl<'a> Lexer<'a> {
                     if heredoc_next {
                         self.heredocs.push((text.clone(), quoted));
                     }
-                    out.push(Token::Word { text, subs });
+                    out.push(Token::Word {
+                        text,
+                        subs,
+                        outputs: Vec::new(),
+                    });
                 }
             }
             heredoc_next = false;
@@ -724,6 +921,8 @@ struct Simple {
     words: Vec<String>,
     redirects: Vec<Redirect>,
     substitutions: Vec<String>,
+    /// Output process substitutions (`>(…)`): they read what the command writes.
+    output_substitutions: Vec<String>,
 }
 
 impl Simple {
@@ -742,9 +941,10 @@ impl Simple {
 
 /// Reserved words that open or close compound commands: not programs.
 const RESERVED: &[&str] = &[
-    "!", "{", "}", "if", "then", "else", "elif", "fi", "do", "done", "while", "until", "time",
-    "function",
+    "!", "{", "}", "if", "then", "else", "elif", "fi", "do", "done", "while", "until",
 ];
+/// Reserved words that open a compound command (after `coproc NAME`).
+const COMPOUND_OPENERS: &[&str] = &["{", "if", "while", "until", "for", "select", "case"];
 
 #[derive(Default)]
 struct Parser {
@@ -760,13 +960,24 @@ struct Parser {
     skip_words: bool,
     /// Inside a `case` body, where words up to `)` are patterns.
     case_patterns: bool,
+    /// The next word names the function `function` defines.
+    function_name: bool,
+    /// After `coproc`: its first word names the coprocess when a compound command follows.
+    after_coproc: bool,
     open_groups: usize,
 }
 
 impl Parser {
     fn take(&mut self, token: Token) -> Result<(), ShellError> {
         match token {
-            Token::Word { text, subs } => self.word(text, subs),
+            Token::Word {
+                text,
+                subs,
+                outputs,
+            } => {
+                self.current.output_substitutions.extend(outputs);
+                self.word(text, subs);
+            }
             Token::Redirect { writes } => self.redirect = Some(writes),
             Token::HereDoc | Token::Dup => self.heredoc = true,
             Token::Pipe => {
@@ -775,6 +986,7 @@ impl Parser {
             }
             Token::Separator => {
                 self.skip_words = false;
+                self.after_coproc = false;
                 self.end_command();
             }
             Token::Open => {
@@ -819,8 +1031,26 @@ impl Parser {
             }
             return;
         }
+        if std::mem::take(&mut self.function_name) {
+            return;
+        }
+        if self.after_coproc && !self.current.words.is_empty() {
+            self.after_coproc = false;
+            if self.current.words.len() == 1 && COMPOUND_OPENERS.contains(&text.as_str()) {
+                // `coproc NAME { …; }`: NAME is no command.
+                self.current.words.clear();
+            }
+        }
         if self.current.words.is_empty() {
             match text.as_str() {
+                "function" => {
+                    self.function_name = true;
+                    return;
+                }
+                "coproc" => {
+                    self.after_coproc = true;
+                    return;
+                }
                 "for" | "select" => {
                     self.skip_words = true;
                     return;
@@ -845,10 +1075,9 @@ impl Parser {
         let simple = std::mem::take(&mut self.current);
         self.pipeline.push(simple);
         let pipeline = std::mem::take(&mut self.pipeline);
-        if pipeline
-            .iter()
-            .any(|s| !s.words.is_empty() || !s.substitutions.is_empty())
-        {
+        if pipeline.iter().any(|s| {
+            !s.words.is_empty() || !s.substitutions.is_empty() || !s.output_substitutions.is_empty()
+        }) {
             self.pipelines.push(pipeline);
         }
     }
