@@ -422,9 +422,12 @@ async fn http2_connect_refusals_get_the_same_statuses_as_http1() {
 /// tunnel keeps its connection busy past `listen.idle_timeout.egress`.
 #[tokio::test]
 async fn http2_tunnels_take_slots_of_the_egress_cap_and_keep_their_connection_busy() {
+    // One worker, whose accept loop holds a slot for the next connection: with the
+    // connection's and one tunnel's, three.
     let setup = setup_with(false, |builder| {
         builder
-            .set("/listen/max_connections/egress", json!(2))
+            .set("/runtime/worker_threads", json!(1))
+            .set("/listen/max_connections/egress", json!(3))
             .set("/listen/idle_timeout/egress", json!("1s"))
     })
     .await;
@@ -432,7 +435,7 @@ async fn http2_tunnels_take_slots_of_the_egress_cap_and_keep_their_connection_bu
     let token = Some(setup.token.as_str());
     let stream = tokio::net::TcpStream::connect(setup.proxy).await.unwrap();
     let mut proxy = h2(stream).await;
-    // The connection holds one slot, its first tunnel the other.
+    // The connection holds one slot, its first tunnel the last.
     let first = connect(&mut proxy, Ask::Classic, "allowed.test", port, token).await;
     assert_eq!(first.status(), StatusCode::OK);
     let second = connect(&mut proxy, Ask::ConnectTcp, "allowed.test", port, token).await;
