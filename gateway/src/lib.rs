@@ -32,6 +32,7 @@ pub mod protocol;
 pub mod proxy;
 pub mod reload;
 pub mod route;
+pub mod scrubbed;
 pub mod secrets;
 pub mod server;
 pub mod shared;

@@ -10,6 +10,7 @@ use crate::audit::AuditLog;
 use crate::audit::event::{AuditEvent, EventKind};
 use crate::audit::signer::Signer;
 use crate::config::Config;
+use crate::listener::config::Listener;
 use crate::listener::workers::{self, WorkerError};
 use crate::listener::{self, ConnectionCap, ServerTls, shutdown_signal};
 use crate::reload;
@@ -368,7 +369,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         "warden-worker",
         proxy_listeners,
         proxy_tls.clone(),
-        listener::HttpOptions::default(),
+        listener::HttpOptions::of(&listen, Listener::Proxy),
         &ConnectionCap::new("proxy", listen.max_connections.proxy, &caps),
         |_worker| crate::proxy::handler(&shared, &upstream),
         &shutdown,
@@ -387,6 +388,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
             listener::HttpOptions {
                 extended_connect: true,
                 detached: Some(tunnels.clone()),
+                ..listener::HttpOptions::of(&listen, Listener::Egress)
             },
             &ConnectionCap::new("egress", listen.max_connections.egress, &caps),
             |_worker| {
@@ -407,9 +409,10 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     }
     tracing::info!(proxy = %listen.proxy, admin = %listen.admin, tls = proxy_tls.is_some(), workers, policies = policy_count, policy_version = %policy_version, "warden listening");
     let admin_router = crate::admin::router(shared.clone());
-    let admin = tokio::spawn(listener::serve(
+    let admin = tokio::spawn(listener::serve_with(
         admin_listener,
         admin_tls,
+        listener::HttpOptions::of(&listen, Listener::Admin),
         ConnectionCap::new("admin", listen.max_connections.admin, &caps),
         move |mut req: http::Request<hyper::body::Incoming>, conn| {
             let router = admin_router.clone();
@@ -429,9 +432,10 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     let console_task = console.zip(console_listener).map(|(console, listener)| {
         tracing::info!(console = %console_config.listen, url = %console.url, "approval console listening");
         let router = crate::console::router(console);
-        tokio::spawn(listener::serve(
+        tokio::spawn(listener::serve_with(
             listener,
             console_tls,
+            listener::HttpOptions::of(&listen, Listener::Console),
             ConnectionCap::new("console", listen.max_connections.console, &caps),
             move |mut req: http::Request<hyper::body::Incoming>, conn| {
                 let router = router.clone();

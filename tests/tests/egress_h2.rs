@@ -56,6 +56,11 @@ struct Setup {
 }
 
 async fn setup(tls: bool) -> Setup {
+    setup_with(tls, |builder| builder).await
+}
+
+/// [`setup`], with Warden's configuration changed by `change`.
+async fn setup_with(tls: bool, change: impl FnOnce(WardenBuilder) -> WardenBuilder) -> Setup {
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
     let https = Origin::start(LOOPBACK, 0, Some(pki.server(&["allowed.test"])))
@@ -80,7 +85,7 @@ async fn setup(tls: bool) -> Setup {
         let (cert, key) = pki.write_server(dir.path(), "egress", &["proxy.test"]);
         builder = builder.set("/egress/tls", json!({"cert": cert, "key": key}));
     }
-    let warden = builder.start().await.expect("warden starts");
+    let warden = change(builder).start().await.expect("warden starts");
     let token = warden.token("build-bot").await.unwrap();
     Setup {
         https,
@@ -410,4 +415,61 @@ async fn http2_connect_refusals_get_the_same_statuses_as_http1() {
         json!(["link_local"])
     );
     assert_eq!(guarded["detail"]["egress"]["http_version"], "HTTP/2.0");
+}
+
+/// Each HTTP/2 tunnel dials a connection under its client's one, so it takes a slot of
+/// `listen.max_connections.egress` of its own: beyond the cap it is refused at once. An open
+/// tunnel keeps its connection busy past `listen.idle_timeout.egress`.
+#[tokio::test]
+async fn http2_tunnels_take_slots_of_the_egress_cap_and_keep_their_connection_busy() {
+    // One worker, whose accept loop holds a slot for the next connection: with the
+    // connection's and one tunnel's, three.
+    let setup = setup_with(false, |builder| {
+        builder
+            .set("/runtime/worker_threads", json!(1))
+            .set("/listen/max_connections/egress", json!(3))
+            .set("/listen/idle_timeout/egress", json!("1s"))
+    })
+    .await;
+    let port = setup.https.addr.port();
+    let token = Some(setup.token.as_str());
+    let stream = tokio::net::TcpStream::connect(setup.proxy).await.unwrap();
+    let mut proxy = h2(stream).await;
+    // The connection holds one slot, its first tunnel the last.
+    let first = connect(&mut proxy, Ask::Classic, "allowed.test", port, token).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = connect(&mut proxy, Ask::ConnectTcp, "allowed.test", port, token).await;
+    let (status, code, text) = refusal(second).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+    assert_eq!(code, "egress_at_capacity", "{text}");
+    assert!(text.contains("listen.max_connections.egress"), "{text}");
+
+    // Past the idle timeout, the open tunnel still carries its bytes.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let saw = get_through(first, &setup.pki, "/after-idle".into()).await;
+    assert_eq!(saw["path"], "/after-idle", "{saw}");
+
+    // Once it closed, its slot is free for another tunnel on the same connection.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let again = connect(&mut proxy, Ask::Classic, "allowed.test", port, token).await;
+        if again.status() == StatusCode::OK {
+            break;
+        }
+        let (status, code, _) = refusal(again).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "egress_at_capacity")
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tunnel's slot never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = setup.warden.metrics().await.unwrap();
+    assert!(
+        metrics.contains(r#"warden_listener_connection_cap_reached_total{listener="egress"}"#),
+        "{metrics}"
+    );
 }

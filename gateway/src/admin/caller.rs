@@ -18,9 +18,10 @@ use serde_json::Value;
 use super::error::{ApiError, Forbidden};
 use super::operators::is_wardens_own;
 use crate::action::{Action, ActionContext, Principal, PrincipalKind, Resource, Verb};
-use crate::audit::event::{AuditEvent, AuditPrincipal, EventKind};
+use crate::audit::event::{AuditEvent, AuditPrincipal, EventKind, Text};
 use crate::decision::Decision;
 use crate::identity::{AuthError, credential_from_headers};
+use crate::scrubbed::{self, Scrubbing};
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 use crate::state::quarantine::Actor;
@@ -104,8 +105,18 @@ pub async fn authenticate(
         }),
         Err(error) => {
             let mut event = event(EventKind::Rejected, verb, resource, peer.map(|p| p.0));
+            let request_id = uuid::Uuid::now_v7().simple().to_string();
+            let scrubbing = scrubbing(shared, &snapshot, &request_id);
             event.code = error.code().into();
-            event.reasons = vec![bounded(&error.detailed(), FIELD_MAX).into_owned()];
+            // What the caller sent (a token's issuer or claim, the name in the path) is
+            // quoted as a refused agent's request is.
+            event.reasons = vec![scrubbed::message(
+                error.code(),
+                &error.detailed(),
+                &scrubbing,
+            )];
+            event.resource = quoted_resource(&event.resource, &scrubbing);
+            event.request_id = Arc::from(request_id.as_str());
             shared.audit.append_unauthenticated(event);
             Err(error)
         }
@@ -155,6 +166,12 @@ pub async fn decide(
         issuer: Arc::clone(&principal.issuer),
     };
     event.decision_id = Arc::from(decision_id.as_str());
+    if !matches!(decision, Decision::Allow { .. }) {
+        // A refused caller's record quotes the name it sent as a refused request's does; an
+        // allowed action's names exactly what was done.
+        let scrubbing = scrubbing(shared, &snapshot, &decision_id);
+        event.resource = quoted_resource(&event.resource, &scrubbing);
+    }
     event.decision = decision.label().into();
     event.policies = decision.policy_ids();
     event.policy_version = Arc::clone(snapshot.policy.version());
@@ -235,6 +252,25 @@ fn as_user(principal: &Principal) -> Arc<Principal> {
         groups: principal.groups.clone(),
         ..Principal::anonymous()
     })
+}
+
+/// How a refusal's record quotes what the caller sent: as the proxy's refusals do.
+fn scrubbing<'a>(shared: &'a Shared, snapshot: &'a Snapshot, request_id: &'a str) -> Scrubbing<'a> {
+    Scrubbing {
+        inspect: &snapshot.config.inspect,
+        canaries: shared.canaries().map(|c| &**c),
+        agent: None,
+        request_id,
+    }
+}
+
+/// A refused call's resource (`Quarantine::"agent/<name in the path>"`) as its record keeps
+/// it: scrubbed, or withheld.
+fn quoted_resource(resource: &str, scrubbing: &Scrubbing<'_>) -> Text {
+    match scrubbed::quoted(resource, scrubbing) {
+        Ok(kept) => Arc::from(kept),
+        Err(withheld) => Arc::from(format!("({withheld})")),
+    }
 }
 
 /// A record of an admin call on `resource` (when known).

@@ -231,13 +231,47 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["error"]["code"], "peer_unknown", "{body}");
         // With its peer, the same call goes on to authentication.
-        let mut req = axum::http::Request::get("/v1/admin/quarantines")
-            .body(axum::body::Body::empty())
-            .unwrap();
-        req.extensions_mut()
-            .insert(caller::Peer([192, 0, 2, 7].into()));
-        let resp = router(shared.clone()).oneshot(req).await.unwrap();
+        let resp = call_from_peer(&shared, axum::http::Request::get("/v1/admin/quarantines")).await;
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
         shared.audit.close().await.unwrap();
+    }
+
+    /// The answer to the bodiless call `req`, made from 192.0.2.7 as the listener reports it.
+    async fn call_from_peer(
+        shared: &Arc<Shared>,
+        req: axum::http::request::Builder,
+    ) -> axum::response::Response {
+        let mut req = req.body(axum::body::Body::empty()).unwrap();
+        req.extensions_mut()
+            .insert(caller::Peer([192, 0, 2, 7].into()));
+        router(shared.clone()).oneshot(req).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_secret_in_a_refused_admin_call_is_not_in_its_record() {
+        let (tmp, shared, _faults) = gateway_with(|config| config.admin.api = true).await;
+        let key = "AKIAIOSFODNN7EXAMPLE";
+        let path = format!("/v1/admin/quarantines/{key}");
+        let resp = call_from_peer(&shared, axum::http::Request::delete(path)).await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        shared.audit.close().await.unwrap();
+
+        let records = crate::audit::read::Reader::new(&tmp.path().join("audit"))
+            .next_batch()
+            .unwrap();
+        let refused = records
+            .iter()
+            .map(|r| &r.value)
+            .find(|r| r["kind"] == "rejected" && r["route"] == "admin")
+            .expect("the refusal's record");
+        let text = refused.to_string();
+        assert!(!text.contains(key), "the secret is not recorded: {text}");
+        assert!(
+            refused["resource"]
+                .as_str()
+                .unwrap()
+                .contains("[redacted: "),
+            "{text}"
+        );
     }
 }

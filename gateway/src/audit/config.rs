@@ -78,29 +78,42 @@ pub struct AuditConfig {
 
 /// `audit.unauthenticated:` refusals of callers who were never identified (no route, no or a
 /// bad credential, an admin call without an operator's token, a console sign-in without its
-/// cookie). Per source address and refusal code, the first `per_source` of each `interval`
-/// are recorded one by one; the rest are counted, and one summary record per interval says
-/// how many were left out, so such a flood cannot fill the log. Decisions about identified
-/// callers are never folded.
+/// cookie). Per source (an IPv4 address, an IPv6 /64) and refusal code, the first
+/// `per_source` of each `interval` are recorded one by one, and no more than `max_records`
+/// of all sources together; the rest are counted, and one summary record per source and code
+/// says how many were left out, so such a flood cannot fill the log. Decisions about
+/// identified callers are never folded.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct UnauthenticatedConfig {
     /// Refusals recorded one by one per source and code in each interval.
     pub per_source: u32,
+    /// Refusals recorded one by one in each interval, all sources together; beyond it every
+    /// refusal is counted into its source's summary.
+    pub max_records: u32,
     /// The interval.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
     /// Sources (with their code) tracked in one interval; refusals from further sources are
     /// folded into one count for all of them.
     pub max_sources: usize,
+    /// The prefix length an IPv6 source is counted by: its addresses are one source (a host
+    /// rotating through its /64 costs nothing).
+    pub ipv6_prefix: u8,
+    /// The prefix length an IPv4 source is counted by (an IPv4-mapped IPv6 address is read as
+    /// IPv4).
+    pub ipv4_prefix: u8,
 }
 
 impl Default for UnauthenticatedConfig {
     fn default() -> Self {
         UnauthenticatedConfig {
             per_source: 20,
+            max_records: 1000,
             interval: Duration::from_secs(10),
             max_sources: 10_000,
+            ipv6_prefix: 64,
+            ipv4_prefix: 32,
         }
     }
 }

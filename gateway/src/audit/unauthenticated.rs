@@ -1,11 +1,13 @@
 //! Refusals of callers who were never identified, recorded within a bound
-//! (`audit.unauthenticated`): per source address and refusal code, the first `per_source` of
-//! each interval are recorded one by one, the rest are counted, and when the interval ends one
-//! summary record per source and code says how many were left out and when the first and last
-//! of them came. Anyone who can reach a listener can send such requests, as fast as they like:
-//! recorded one by one they would fill a bounded log (`audit.retention.max_bytes` with
-//! `when_full: refuse`) and stop every agent. Decisions about identified callers never come
-//! here.
+//! (`audit.unauthenticated`): per source and refusal code, the first `per_source` of each
+//! interval are recorded one by one, and no more than `max_records` of all sources together;
+//! the rest are counted, and when the interval ends one summary record per source and code
+//! says how many were left out and when the first and last of them came. Anyone who can reach
+//! a listener can send such requests, as fast as they like: recorded one by one they would
+//! fill a bounded log (`audit.retention.max_bytes` with `when_full: refuse`) and stop every
+//! agent. A source is a prefix, not an address: an IPv6 host has a /64 to rotate through at
+//! no cost (`ipv6_prefix`), and a botnet of many addresses still meets `max_records`.
+//! Decisions about identified callers never come here.
 //!
 //! The bookkeeping is bounded: at most `max_sources` sources and codes are tracked per
 //! interval (refusals from further ones are folded into one count for all of them), and the
@@ -16,6 +18,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use ipnet::IpNet;
 use serde_json::json;
 
 use super::config::UnauthenticatedConfig;
@@ -24,10 +27,28 @@ use super::event::{AuditEvent, EventKind, Label, Text, Timestamp};
 /// Where refusals came from, as they are counted.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Source {
-    /// One address (`None`: the listener did not say).
-    Addr(Option<IpAddr>),
+    /// One prefix: an IPv4 address (`ipv4_prefix`), an IPv6 /64 (`ipv6_prefix`); `None`: the
+    /// listener did not say.
+    Prefix(Option<IpNet>),
     /// Every source beyond `max_sources` in the interval.
     Untracked,
+}
+
+impl Source {
+    /// The prefix `addr` is counted in: IPv4 (an IPv4-mapped IPv6 address read as one) by
+    /// `ipv4_prefix`, IPv6 by `ipv6_prefix`.
+    fn of(addr: Option<IpAddr>, config: &UnauthenticatedConfig) -> Source {
+        Source::Prefix(addr.map(|addr| {
+            let addr = addr.to_canonical();
+            let len = match addr {
+                IpAddr::V4(_) => config.ipv4_prefix.min(32),
+                IpAddr::V6(_) => config.ipv6_prefix.min(128),
+            };
+            IpNet::new(addr, len)
+                .expect("the length is within the address's bits")
+                .trunc()
+        }))
+    }
 }
 
 /// One source's refusals of one code in the current interval.
@@ -42,6 +63,8 @@ struct Count {
 
 struct Window {
     started: Instant,
+    /// Refusals recorded one by one in this interval, all sources together.
+    recorded: u32,
     counts: HashMap<(Source, Label), Count>,
 }
 
@@ -58,6 +81,7 @@ impl Folder {
             config: config.clone(),
             window: Mutex::new(Window {
                 started: now,
+                recorded: 0,
                 counts: HashMap::new(),
             }),
         }
@@ -70,12 +94,13 @@ impl Folder {
         let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
         let summaries = self.roll(&mut window, now);
         let code = event.code.clone();
-        let mut source = Source::Addr(event.source_ip);
+        let mut source = Source::of(event.source_ip, &self.config);
         if !window.counts.contains_key(&(source.clone(), code.clone()))
             && window.counts.len() >= self.config.max_sources
         {
             source = Source::Untracked;
         }
+        let within_budget = window.recorded < self.config.max_records;
         let count = window
             .counts
             .entry((source.clone(), code))
@@ -87,9 +112,11 @@ impl Folder {
                 kind: event.kind,
                 route: event.route.clone(),
             });
-        let record = source != Source::Untracked && count.recorded < self.config.per_source;
+        let record =
+            within_budget && source != Source::Untracked && count.recorded < self.config.per_source;
         if record {
             count.recorded += 1;
+            window.recorded += 1;
         } else {
             count.folded += 1;
             count.first.get_or_insert(event.time);
@@ -115,6 +142,7 @@ impl Folder {
             return Vec::new();
         }
         window.started = now;
+        window.recorded = 0;
         self.summaries(std::mem::take(&mut window.counts))
     }
 
@@ -134,12 +162,19 @@ impl Folder {
         if count.kind == EventKind::Rejected {
             event.decision = "rejected".into();
         }
+        let counted = match &source {
+            Source::Prefix(Some(prefix)) => Some(prefix.to_string()),
+            _ => None,
+        };
         let from = match &source {
-            Source::Addr(addr) => {
-                event.source_ip = *addr;
-                "this source"
+            Source::Prefix(prefix) => {
+                event.source_ip = prefix.map(|p| p.network());
+                match &counted {
+                    Some(prefix) => format!("source {prefix}"),
+                    None => "a source the listener did not report".to_owned(),
+                }
             }
-            Source::Untracked => "sources beyond audit.unauthenticated.max_sources",
+            Source::Untracked => "sources beyond audit.unauthenticated.max_sources".to_owned(),
         };
         let (first, last) = (
             count.first.map(|t| t.to_string()).unwrap_or_default(),
@@ -156,8 +191,10 @@ impl Folder {
             "folded": count.folded,
             "first": first,
             "last": last,
+            "source": counted,
             "untracked_sources": source == Source::Untracked,
             "per_source": self.config.per_source,
+            "max_records": self.config.max_records,
             "interval": humantime::format_duration(self.config.interval).to_string(),
         }));
         event
@@ -172,14 +209,17 @@ mod tests {
     fn config() -> UnauthenticatedConfig {
         UnauthenticatedConfig {
             per_source: 3,
+            max_records: 1000,
             interval: Duration::from_secs(10),
             max_sources: 2,
+            ipv6_prefix: 64,
+            ipv4_prefix: 32,
         }
     }
 
-    fn refusal(ip: [u8; 4], code: &'static str) -> AuditEvent {
+    fn refusal(ip: impl Into<IpAddr>, code: &'static str) -> AuditEvent {
         let mut event = AuditEvent::now(EventKind::Rejected);
-        event.source_ip = Some(IpAddr::from(ip));
+        event.source_ip = Some(ip.into());
         event.code = code.into();
         event.route = "none".into();
         event
@@ -253,5 +293,105 @@ mod tests {
         assert_eq!(drained.len(), 1);
         assert_eq!(drained[0].detail.as_ref().unwrap()["folded"], 1);
         assert!(folder.drain().is_empty());
+    }
+
+    #[test]
+    fn an_ipv6_source_is_its_prefix_and_an_ipv4_mapped_one_its_ipv4_address() {
+        let start = Instant::now();
+        let config = UnauthenticatedConfig {
+            max_sources: 100,
+            ..config()
+        };
+        let folder = Folder::new(&config, start);
+        // One host rotating through its /64: one source, one budget.
+        let rotating: usize = (1..=50u16)
+            .map(|host| {
+                let addr = std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0, 0, 0xbeef, host);
+                admitted(&folder, &refusal(addr, "no_route"), 1, start)
+            })
+            .sum();
+        assert_eq!(rotating, 3, "the /64 had one per_source budget");
+        let next_prefix = std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 3, 0, 0, 0, 1);
+        assert_eq!(
+            admitted(&folder, &refusal(next_prefix, "no_route"), 1, start),
+            1,
+            "another /64 has its own"
+        );
+        // IPv4 by address, whether it comes as IPv4 or IPv4-mapped IPv6.
+        let v4 = std::net::Ipv4Addr::new(198, 51, 100, 7);
+        assert_eq!(admitted(&folder, &refusal(v4, "no_route"), 2, start), 2);
+        let mapped = refusal(v4.to_ipv6_mapped(), "no_route");
+        assert_eq!(
+            admitted(&folder, &mapped, 2, start),
+            1,
+            "the mapped address is the same IPv4 source"
+        );
+        let other_v4 = std::net::Ipv4Addr::new(198, 51, 100, 8);
+        assert_eq!(
+            admitted(&folder, &refusal(other_v4, "no_route"), 3, start),
+            3
+        );
+
+        let summaries = folder.drain();
+        let of_64 = summaries
+            .iter()
+            .find(|s| s.detail.as_ref().unwrap()["source"] == "2001:db8:1:2::/64")
+            .expect("the /64's summary");
+        assert_eq!(of_64.detail.as_ref().unwrap()["folded"], 47);
+        assert_eq!(
+            of_64.source_ip,
+            Some("2001:db8:1:2::".parse().unwrap()),
+            "the prefix's first address"
+        );
+        assert!(
+            of_64.reasons[0].contains("from source 2001:db8:1:2::/64"),
+            "{:?}",
+            of_64.reasons
+        );
+        let of_v4 = summaries
+            .iter()
+            .find(|s| s.detail.as_ref().unwrap()["source"] == "198.51.100.7/32")
+            .expect("the IPv4 address's summary");
+        assert_eq!(of_v4.detail.as_ref().unwrap()["folded"], 1);
+        assert_eq!(of_v4.source_ip, Some(IpAddr::from(v4)));
+        assert_eq!(summaries.len(), 2, "{summaries:?}");
+    }
+
+    #[test]
+    fn beyond_max_records_every_source_is_folded_into_its_own_summary() {
+        let start = Instant::now();
+        let config = UnauthenticatedConfig {
+            max_records: 10,
+            max_sources: 8,
+            ..config()
+        };
+        let folder = Folder::new(&config, start);
+        // A botnet: many addresses, each within its per_source.
+        let recorded: usize = (1..=20u8)
+            .map(|host| admitted(&folder, &refusal([203, 0, 113, host], "no_route"), 2, start))
+            .sum();
+        assert_eq!(recorded, 10, "no more than max_records in the interval");
+
+        let summaries = folder.due(start + Duration::from_secs(10));
+        let folded: u64 = summaries
+            .iter()
+            .map(|s| s.detail.as_ref().unwrap()["folded"].as_u64().unwrap())
+            .sum();
+        assert_eq!(folded, 30, "every refusal is counted");
+        assert_eq!(
+            summaries.len(),
+            4,
+            "the sources tracked past the budget (8 tracked, the first 5 wholly recorded) and \
+             the untracked rest: {summaries:?}"
+        );
+        let untracked = summaries.iter().find(|s| s.source_ip.is_none()).unwrap();
+        assert_eq!(untracked.detail.as_ref().unwrap()["folded"], 24);
+        assert_eq!(untracked.detail.as_ref().unwrap()["max_records"], 10);
+
+        let (record, _) = folder.admit(
+            &refusal([203, 0, 113, 1], "no_route"),
+            start + Duration::from_secs(10),
+        );
+        assert!(record, "a new interval has a new budget");
     }
 }

@@ -31,6 +31,24 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
             );
         }
     }
+    for listener in crate::listener::config::Listener::ALL {
+        let (idle_timeout, streams) = config.listen.http_bounds(listener);
+        let listener = listener.name();
+        if idle_timeout < std::time::Duration::from_secs(1) {
+            err(
+                &format!("listen.idle_timeout.{listener}"),
+                "must be at least 1s: a connection with no request in flight that long is closed"
+                    .into(),
+            );
+        }
+        if streams == 0 {
+            err(
+                &format!("listen.max_concurrent_streams.{listener}"),
+                "must be at least 1: the streams one HTTP/2 connection may have open at once"
+                    .into(),
+            );
+        }
+    }
     let unauthenticated = &config.audit.unauthenticated;
     if unauthenticated.interval < std::time::Duration::from_secs(1) {
         err(
@@ -45,6 +63,25 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
             "must be at least 1: the sources whose refusals are counted apart in one interval"
                 .into(),
         );
+    }
+    for (key, prefix, bits) in [
+        (
+            "audit.unauthenticated.ipv6_prefix",
+            unauthenticated.ipv6_prefix,
+            128,
+        ),
+        (
+            "audit.unauthenticated.ipv4_prefix",
+            unauthenticated.ipv4_prefix,
+            32,
+        ),
+    ] {
+        if prefix > bits {
+            err(
+                key,
+                format!("must be 0 to {bits}: the prefix length sources are counted by"),
+            );
+        }
     }
     let mut taken = vec![
         ("listen.proxy", config.listen.proxy),

@@ -90,6 +90,12 @@ pub enum EgressError {
     /// The decision on what an open tunnel carries could not be recorded.
     #[error("closed: the decision on what this tunnel carries could not be recorded: {0}")]
     AuditUnavailable(String),
+    /// An HTTP/2 tunnel would dial a connection beyond the egress listener's cap.
+    #[error(
+        "the egress proxy holds its most connections and tunnels (listen.max_connections.egress); \
+         open the tunnel again once others close"
+    )]
+    AtCapacity,
     /// Warden shut down while the tunnel was open, and `listen.shutdown_grace` ran out.
     #[error("closed: Warden is shutting down and the tunnel outlived listen.shutdown_grace")]
     Shutdown,
@@ -118,7 +124,7 @@ impl EgressError {
             | EgressError::Hello(_)
             | EgressError::SniMismatch { .. } => StatusCode::BAD_REQUEST,
             EgressError::TunnelDenied(_) | EgressError::ReloadDenied(_) => StatusCode::FORBIDDEN,
-            EgressError::AuditUnavailable(_) | EgressError::Shutdown => {
+            EgressError::AuditUnavailable(_) | EgressError::AtCapacity | EgressError::Shutdown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
         }
@@ -147,6 +153,7 @@ impl EgressError {
             EgressError::TunnelDenied(_) => "egress_tunnel_denied",
             EgressError::ReloadDenied(_) => "policy_reloaded_denied",
             EgressError::AuditUnavailable(_) => "audit_unavailable",
+            EgressError::AtCapacity => "egress_at_capacity",
             EgressError::Shutdown => "egress_shutdown",
         }
     }

@@ -26,6 +26,10 @@ pub struct ListenConfig {
     pub drain_delay: Duration,
     /// The most connections each listener holds open at once.
     pub max_connections: MaxConnections,
+    /// How long each listener keeps a connection with no request in flight.
+    pub idle_timeout: IdleTimeouts,
+    /// The most HTTP/2 streams one connection of each listener may have open at once.
+    pub max_concurrent_streams: MaxStreams,
 }
 
 impl Default for ListenConfig {
@@ -38,6 +42,8 @@ impl Default for ListenConfig {
             shutdown_grace: Duration::from_secs(30),
             drain_delay: Duration::ZERO,
             max_connections: MaxConnections::default(),
+            idle_timeout: IdleTimeouts::default(),
+            max_concurrent_streams: MaxStreams::default(),
         }
     }
 }
@@ -113,5 +119,107 @@ impl MaxConnections {
             ("listen.max_connections.admin", self.admin),
             ("listen.max_connections.console", self.console),
         ]
+    }
+}
+
+/// `listen.idle_timeout:` how long each listener keeps a connection with no request in flight
+/// before it closes it gracefully (HTTP/2 with a GOAWAY), as Envoy's `idle_timeout` does, so
+/// that idle connections, which HTTP/2 pings keep alive, give their slot
+/// (`listen.max_connections`) back.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdleTimeouts {
+    /// The agent-facing proxy listener.
+    #[serde(with = "humantime_serde")]
+    pub proxy: Duration,
+    /// The egress proxy; an open tunnel keeps its connection busy.
+    #[serde(with = "humantime_serde")]
+    pub egress: Duration,
+    /// The admin listener.
+    #[serde(with = "humantime_serde")]
+    pub admin: Duration,
+    /// The approval console.
+    #[serde(with = "humantime_serde")]
+    pub console: Duration,
+}
+
+impl Default for IdleTimeouts {
+    fn default() -> Self {
+        IdleTimeouts {
+            proxy: Duration::from_secs(60),
+            egress: Duration::from_secs(60),
+            admin: Duration::from_secs(30),
+            console: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `listen.max_concurrent_streams:` the most streams an HTTP/2 client may have open at once
+/// on one connection of each listener (`SETTINGS_MAX_CONCURRENT_STREAMS`; a client waits for
+/// one to end before it opens another), so one connection's slot carries bounded work.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MaxStreams {
+    /// The agent-facing proxy listener.
+    pub proxy: u32,
+    /// The egress proxy: tunnels (`CONNECT`) per connection among them.
+    pub egress: u32,
+    /// The admin listener.
+    pub admin: u32,
+    /// The approval console.
+    pub console: u32,
+}
+
+impl Default for MaxStreams {
+    fn default() -> Self {
+        MaxStreams {
+            proxy: 100,
+            egress: 100,
+            admin: 16,
+            console: 32,
+        }
+    }
+}
+
+impl ListenConfig {
+    /// The idle timeout and streams per connection of the listener named `listener`
+    /// (`proxy`, `egress`, `admin`, `console`).
+    pub fn http_bounds(&self, listener: Listener) -> (Duration, u32) {
+        let (idle, streams) = (&self.idle_timeout, &self.max_concurrent_streams);
+        match listener {
+            Listener::Proxy => (idle.proxy, streams.proxy),
+            Listener::Egress => (idle.egress, streams.egress),
+            Listener::Admin => (idle.admin, streams.admin),
+            Listener::Console => (idle.console, streams.console),
+        }
+    }
+}
+
+/// One of Warden's listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    Proxy,
+    Egress,
+    Admin,
+    Console,
+}
+
+impl Listener {
+    /// Every listener.
+    pub const ALL: [Listener; 4] = [
+        Listener::Proxy,
+        Listener::Egress,
+        Listener::Admin,
+        Listener::Console,
+    ];
+
+    /// Its name in configuration keys and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Listener::Proxy => "proxy",
+            Listener::Egress => "egress",
+            Listener::Admin => "admin",
+            Listener::Console => "console",
+        }
     }
 }

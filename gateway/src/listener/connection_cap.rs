@@ -113,22 +113,33 @@ impl ConnectionCap {
     /// A slot for one more connection: at once when one is free, else once a connection
     /// closes (the cap is counted as reached, and logged, first).
     pub async fn slot(&self) -> Slot {
-        let inner = &self.inner;
-        let permit = match Arc::clone(&inner.slots).try_acquire_owned() {
-            Ok(permit) => permit,
+        if let Some(slot) = self.try_slot() {
+            return slot;
+        }
+        let permit = Arc::clone(&self.inner.slots)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        self.taken(permit)
+    }
+
+    /// A slot at once when one is free; `None` at the cap (counted as reached, and logged).
+    pub fn try_slot(&self) -> Option<Slot> {
+        match Arc::clone(&self.inner.slots).try_acquire_owned() {
+            Ok(permit) => Some(self.taken(permit)),
             Err(_) => {
-                inner.reached.inc();
+                self.inner.reached.inc();
                 self.log_reached();
-                Arc::clone(&inner.slots)
-                    .acquire_owned()
-                    .await
-                    .expect("the semaphore is never closed")
+                None
             }
-        };
-        inner.open.inc();
+        }
+    }
+
+    fn taken(&self, permit: OwnedSemaphorePermit) -> Slot {
+        self.inner.open.inc();
         Slot {
             _permit: permit,
-            open: inner.open.clone(),
+            open: self.inner.open.clone(),
         }
     }
 

@@ -9,14 +9,16 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::client_identity::client_identity;
+use super::config::{ListenConfig, Listener};
 use super::conn::ConnInfo;
 use super::connection_cap::{ConnectionCap, Held, Slot};
+use super::idle::{Activity, Guarded};
 use super::preface_deadline::PrefaceDeadline;
 use super::tls::ServerTls;
 
@@ -33,15 +35,49 @@ const H2_KEEPALIVE: Duration = Duration::from_secs(20);
 /// Longest pause after a failing `accept` (e.g. out of file descriptors).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
-/// What a listener takes besides ordinary requests.
-#[derive(Debug, Clone, Default)]
+/// How a listener serves its connections, and what it takes besides ordinary requests.
+#[derive(Debug, Clone)]
 pub struct HttpOptions {
+    /// A connection with no request in flight this long is closed (HTTP/2 with a GOAWAY):
+    /// `listen.idle_timeout`.
+    pub idle_timeout: Duration,
+    /// The most streams an HTTP/2 client may have open at once on one connection
+    /// (`SETTINGS_MAX_CONCURRENT_STREAMS`): `listen.max_concurrent_streams`.
+    pub max_concurrent_streams: u32,
     /// Advertise `SETTINGS_ENABLE_CONNECT_PROTOCOL` and accept RFC 8441 extended `CONNECT`
     /// (a `:protocol` pseudo-header, read as `hyper::ext::Protocol`).
     pub extended_connect: bool,
     /// Work its requests hand off that outlives their connections (egress tunnels): each
     /// worker serving the listener gives it the shutdown grace and waits for it before it stops.
     pub detached: Option<super::detached::Detached>,
+}
+
+impl HttpOptions {
+    /// Ordinary requests only, with these bounds.
+    pub fn new(idle_timeout: Duration, max_concurrent_streams: u32) -> HttpOptions {
+        HttpOptions {
+            idle_timeout,
+            max_concurrent_streams,
+            extended_connect: false,
+            detached: None,
+        }
+    }
+}
+
+impl HttpOptions {
+    /// Ordinary requests only, with `listener`'s bounds as `listen` sets them
+    /// (`listen.idle_timeout`, `listen.max_concurrent_streams`).
+    pub fn of(listen: &ListenConfig, listener: Listener) -> HttpOptions {
+        let (idle_timeout, max_concurrent_streams) = listen.http_bounds(listener);
+        HttpOptions::new(idle_timeout, max_concurrent_streams)
+    }
+}
+
+impl Default for HttpOptions {
+    /// The proxy listener's defaults.
+    fn default() -> Self {
+        HttpOptions::of(&ListenConfig::default(), Listener::Proxy)
+    }
 }
 
 /// [`serve_with`] with the default [`HttpOptions`].
@@ -81,6 +117,9 @@ pub async fn serve<H, F, B>(
 /// connections wait in the kernel's backlog) until one closes. A connection's slot is held
 /// by its socket, so a tunnel that keeps the socket after an upgrade still counts.
 ///
+/// A connection with no request in flight for `options.idle_timeout` is closed gracefully
+/// (HTTP/2: GOAWAY), and gives its slot back.
+///
 /// When `shutdown` resolves the listener is closed (new connections are refused), idle
 /// connections are closed, and in-flight requests may finish; whatever still runs after
 /// `grace` is dropped. Returns when every connection is gone. Upgraded connections are
@@ -100,7 +139,12 @@ pub async fn serve_with<H, F, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let http = Arc::new(http_builder(&options));
-    let graceful = GracefulShutdown::new();
+    let served = Served {
+        http,
+        cap: cap.clone(),
+        idle_timeout: options.idle_timeout,
+        closing: watch::Sender::new(false),
+    };
     let mut connections = JoinSet::new();
     let mut backoff = Duration::ZERO;
     tokio::pin!(shutdown);
@@ -150,22 +194,26 @@ pub async fn serve_with<H, F, B>(
             slot,
             tls.clone(),
             handler.clone(),
-            Arc::clone(&http),
-            graceful.watcher(),
+            served.clone(),
         ));
     }
 
     drop(listener);
-    let open = graceful.count();
+    let open = connections.len();
     tracing::info!(
         open,
         ?grace,
         "shutting down: no new connections, letting requests finish"
     );
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    served.closing.send_replace(true);
+    let finished = async {
+        while let Some(ended) = connections.join_next().await {
+            if let Err(error) = ended {
+                tracing::error!(%error, "a connection task failed");
+            }
+        }
+    };
+    if tokio::time::timeout(grace, finished).await.is_err() {
         tracing::warn!(
             remaining = connections.len(),
             "shutdown grace elapsed; closing remaining connections"
@@ -185,7 +233,8 @@ fn http_builder(options: &HttpOptions) -> auto::Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(H2_KEEPALIVE)
-        .keep_alive_timeout(H2_KEEPALIVE);
+        .keep_alive_timeout(H2_KEEPALIVE)
+        .max_concurrent_streams(options.max_concurrent_streams);
     if options.extended_connect {
         builder.http2().enable_connect_protocol();
     }
@@ -201,28 +250,40 @@ fn is_per_connection(error: &std::io::Error) -> bool {
     )
 }
 
-/// One connection: TLS handshake if configured, then HTTP until the client or shutdown ends it.
+/// What every connection of one listener is served with.
+#[derive(Clone)]
+struct Served {
+    http: Arc<auto::Builder<TokioExecutor>>,
+    cap: ConnectionCap,
+    idle_timeout: Duration,
+    /// Raised when the listener shuts down: every connection closes gracefully.
+    closing: watch::Sender<bool>,
+}
+
+/// One connection: TLS handshake if configured, then HTTP until the client, its idle timeout
+/// or shutdown ends it.
 async fn connection<H, F, B>(
     stream: TcpStream,
     peer: SocketAddr,
     slot: Slot,
     tls: Option<Arc<ServerTls>>,
     handler: H,
-    http: Arc<auto::Builder<TokioExecutor>>,
-    watcher: Watcher,
+    served: Served,
 ) where
     H: Fn(http::Request<Incoming>, ConnInfo) -> F + Send + Sync + 'static,
     F: Future<Output = http::Response<B>> + Send + 'static,
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let info = |tls, client_identity| ConnInfo {
+        peer,
+        tls,
+        client_identity,
+        activity: Activity::new(),
+        cap: served.cap.clone(),
+    };
     let Some(tls) = tls else {
-        let info = ConnInfo {
-            peer,
-            tls: false,
-            client_identity: None,
-        };
-        return serve_http(stream, info, slot, handler, &http, watcher).await;
+        return serve_http(stream, info(false, None), slot, handler, &served).await;
     };
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await
     {
@@ -242,24 +303,14 @@ async fn connection<H, F, B>(
         .peer_certificates()
         .and_then(|chain| chain.first())
         .and_then(client_identity);
-    let info = ConnInfo {
-        peer,
-        tls: true,
-        client_identity,
-    };
-    serve_http(stream, info, slot, handler, &http, watcher).await;
+    serve_http(stream, info(true, client_identity), slot, handler, &served).await;
 }
 
 /// Serves HTTP on an established (plain or TLS) stream, which holds the connection's `slot`
-/// until it is dropped (after an upgrade, when the tunnel ends).
-async fn serve_http<I, H, F, B>(
-    io: I,
-    info: ConnInfo,
-    slot: Slot,
-    handler: H,
-    http: &auto::Builder<TokioExecutor>,
-    watcher: Watcher,
-) where
+/// until it is dropped (after an upgrade, when the tunnel ends); closed gracefully when idle
+/// for the listener's idle timeout or when the listener shuts down.
+async fn serve_http<I, H, F, B>(io: I, info: ConnInfo, slot: Slot, handler: H, served: &Served)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Fn(http::Request<Incoming>, ConnInfo) -> F + Send + Sync + 'static,
     F: Future<Output = http::Response<B>> + Send + 'static,
@@ -267,16 +318,36 @@ async fn serve_http<I, H, F, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let peer = info.peer;
+    let activity = info.activity.clone();
     let service = hyper::service::service_fn(move |request| {
+        // In flight from here until its response's body is dropped.
+        let busy = info.activity.busy();
         let response = handler(request, info.clone());
-        async move { Ok::<_, Infallible>(response.await) }
+        async move {
+            let response = response.await;
+            Ok::<_, Infallible>(response.map(|body| Guarded::new(body, busy)))
+        }
     });
     let io = TokioIo::new(Held::new(
         Box::pin(PrefaceDeadline::new(io, HANDSHAKE_TIMEOUT)),
         slot,
     ));
-    let connection = http.serve_connection_with_upgrades(io, service);
-    if let Err(error) = watcher.watch(connection).await {
+    let connection = served.http.serve_connection_with_upgrades(io, service);
+    tokio::pin!(connection);
+    let mut closing = served.closing.subscribe();
+    let mut asked_to_close = false;
+    let ended = loop {
+        tokio::select! {
+            ended = connection.as_mut() => break ended,
+            _ = closing.wait_for(|closing| *closing), if !asked_to_close => {}
+            () = activity.idle_for(served.idle_timeout), if !asked_to_close => {
+                tracing::debug!(%peer, idle_timeout = ?served.idle_timeout, "closing an idle connection");
+            }
+        }
+        connection.as_mut().graceful_shutdown();
+        asked_to_close = true;
+    };
+    if let Err(error) = ended {
         tracing::debug!(%error, %peer, "connection ended with an error");
     }
 }

@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::test_pki::{Leaf, TestCa, client_config};
-use super::{ConnInfo, ConnectionCap, ServerTls, TlsError, serve};
+use super::{ConnInfo, ConnectionCap, HttpOptions, ServerTls, TlsError, serve_with};
 use crate::config::TlsConfig;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -48,6 +48,23 @@ impl TestServer {
         grace: Duration,
         cap: ConnectionCap,
     ) -> TestServer {
+        TestServer::start_with(tls, grace, cap, HttpOptions::default()).await
+    }
+
+    /// A plaintext server whose connections close after `idle_timeout` idle and carry at
+    /// most `streams` HTTP/2 streams at once.
+    async fn start_bounded(idle_timeout: Duration, streams: u32) -> TestServer {
+        let options = HttpOptions::new(idle_timeout, streams);
+        let cap = ConnectionCap::for_tests(8);
+        TestServer::start_with(None, Duration::from_secs(1), cap, options).await
+    }
+
+    async fn start_with(
+        tls: Option<Arc<ServerTls>>,
+        grace: Duration,
+        cap: ConnectionCap,
+        options: HttpOptions,
+    ) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let calls = Arc::new(AtomicUsize::new(0));
@@ -60,7 +77,9 @@ impl TestServer {
         let shutdown = async move {
             let _ = rx.await;
         };
-        let done = tokio::spawn(serve(listener, tls, cap, handler, shutdown, grace));
+        let done = tokio::spawn(serve_with(
+            listener, tls, options, cap, handler, shutdown, grace,
+        ));
         TestServer {
             addr,
             calls,
@@ -612,4 +631,109 @@ fn render(caps: &super::CapMetrics) -> String {
     let metrics = crate::telemetry::metrics::Metrics::new();
     metrics.register(caps.collectors());
     metrics.render()
+}
+
+/// An HTTP/2 connection (prior knowledge) to `addr`, its connection task's handle, and its
+/// first request answered (so the server's settings are known).
+async fn h2_connection(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    JoinHandle<Result<(), hyper::Error>>,
+) {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("h2");
+    let conn = tokio::spawn(conn);
+    let first = sender
+        .send_request(h2_get("/"))
+        .await
+        .expect("first request");
+    first.into_body().collect().await.expect("first body");
+    (sender, conn)
+}
+
+fn h2_get(path: &str) -> Request<Empty<Bytes>> {
+    Request::get(format!("http://localhost{path}"))
+        .body(Empty::<Bytes>::new())
+        .expect("request")
+}
+
+#[tokio::test]
+async fn an_idle_h2_connection_is_closed_after_its_idle_timeout_and_its_slot_freed() {
+    bounded(async {
+        let cap = ConnectionCap::for_tests(1);
+        let options = HttpOptions::new(Duration::from_millis(400), 100);
+        let server = TestServer::start_with(None, Duration::from_secs(1), cap, options).await;
+        let (sender, conn) = h2_connection(server.addr).await;
+        // A second connection waits for the only slot.
+        let second = TcpStream::connect(server.addr).await.expect("connect");
+        let waiting = tokio::spawn(get(second, true, "/"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!conn.is_finished(), "closed before its idle timeout");
+        // The first connection, still alive (it answers pings) but idle, is closed with a
+        // GOAWAY, and the second is served in its slot.
+        tokio::time::timeout(Duration::from_secs(5), conn)
+            .await
+            .expect("the idle connection is closed")
+            .expect("its task")
+            .expect("closed gracefully");
+        let (version, _) = waiting
+            .await
+            .unwrap()
+            .expect("served once the slot is free");
+        assert_eq!(version, Version::HTTP_2);
+        drop(sender);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_h2_connection_with_a_stream_open_is_not_idle() {
+    bounded(async {
+        let server = TestServer::start_bounded(Duration::from_millis(200), 100).await;
+        let (mut sender, conn) = h2_connection(server.addr).await;
+        // Four chunks 150 ms apart: longer than the idle timeout, never idle meanwhile.
+        let slow = sender.send_request(h2_get("/slow")).await.expect("headers");
+        let body = slow.into_body().collect().await.expect("the whole stream");
+        assert_eq!(body.to_bytes(), "chunk0;chunk1;chunk2;chunk3;");
+        assert!(!conn.is_finished());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_h2_stream_beyond_max_concurrent_streams_waits_for_one_to_end() {
+    bounded(async {
+        let server = TestServer::start_bounded(Duration::from_secs(30), 2).await;
+        let (mut sender, _conn) = h2_connection(server.addr).await;
+        let mut open = Vec::new();
+        for _ in 0..2 {
+            open.push(
+                sender
+                    .send_request(h2_get("/forever"))
+                    .await
+                    .expect("headers"),
+            );
+        }
+        let third = tokio::spawn(sender.send_request(h2_get("/")));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!third.is_finished(), "a third stream was served beside two");
+        assert_eq!(
+            server.calls.load(Ordering::SeqCst),
+            3,
+            "the first request and two streams"
+        );
+        // One stream ends (the client resets it): the third goes.
+        drop(open.pop());
+        let third = tokio::time::timeout(Duration::from_secs(5), third)
+            .await
+            .expect("the third stream goes once one ends")
+            .unwrap()
+            .expect("answered");
+        assert!(third.status().is_success());
+    })
+    .await;
 }

@@ -24,7 +24,6 @@ use crate::protocol::{self, Protocol, ProtocolError, Shape};
 use crate::route::{Route, RouteError};
 use crate::secrets::CredentialError;
 use crate::state::quarantine::QuarantineRecord;
-use crate::text::{FIELD_MAX, bounded};
 use crate::upstream::UpstreamError;
 use crate::upstream::breaker::CircuitOpen;
 
@@ -179,8 +178,8 @@ impl Refusal {
         }
     }
 
-    /// The refusal's message as its record and the process log keep it: bounded
-    /// ([`FIELD_MAX`]), what a content detector finds in it (the agent's own text it quotes: a
+    /// The refusal's message as its record and the process log keep it
+    /// ([`crate::scrubbed::message`]): bounded, what a content detector finds in it (the agent's own text it quotes: a
     /// path, a tool's or a method's name) replaced by `[redacted: <detector>]`. A canary in it,
     /// or a detector's match only its percent-decoding shows, withholds all of it but its code
     /// (the canary's hit raised as any other); `agent` is who sent the request, when known.
@@ -191,29 +190,13 @@ impl Refusal {
         agent: Option<&str>,
         request_id: &str,
     ) -> String {
-        // Only what the record can keep is looked into (a path quoted whole may be 64 KiB).
-        let detailed = self.detailed();
-        let full = bounded(&detailed, 2 * FIELD_MAX);
-        let code = self.code();
-        if let Some(canaries) = canaries {
-            let found = canaries
-                .in_refused(full.as_bytes(), agent, request_id)
-                .or_else(|| {
-                    let decoded = crate::inspect::decoded::form_decoded(full.as_bytes());
-                    canaries.in_refused(&decoded, agent, request_id)
-                });
-            if let Some(id) = found {
-                return format!(
-                    "{code}: (withheld: canary {id} was found in what the request said)"
-                );
-            }
-        }
-        match crate::inspect::scrubbed(&full, inspect) {
-            Ok(text) => bounded(&text, FIELD_MAX).into_owned(),
-            Err(detector) => format!(
-                "{code}: (withheld: the {detector} detector found a secret in what the request said)"
-            ),
-        }
+        let scrubbing = crate::scrubbed::Scrubbing {
+            inspect,
+            canaries,
+            agent,
+            request_id,
+        };
+        crate::scrubbed::message(self.code(), &self.detailed(), &scrubbing)
     }
 
     /// Whether the failure is Warden's side (an operator must look), not the agent's.

@@ -6,14 +6,12 @@
 //! TLS to the destination the tunnel was judged for.
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
@@ -21,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use super::request::Via;
 use crate::egress::intercept::{Interceptor, TunnelUpstream};
 use crate::egress::{Destination, EgressConfig};
+use crate::listener::Guarded;
 use crate::proxy::exchange::ProxyBody;
 
 /// Why an intercepted tunnel ended early: its code and reason, for the tunnel's record.
@@ -94,7 +93,7 @@ where
                 sni: inner.sni.as_deref(),
             };
             let response = inner.tunnel.walk(req, via).await;
-            Ok::<_, Infallible>(response.map(|body| Tracked { body, answering }))
+            Ok::<_, Infallible>(response.map(|body| Guarded::new(body, answering)))
         }
     });
     let io = TokioIo::new(tls);
@@ -207,35 +206,6 @@ impl Drop for Answering {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A response body that keeps its request counted as being answered while it lives.
-    struct Tracked<B> {
-        #[pin]
-        body: B,
-        answering: Answering,
-    }
-}
-
-impl<B: Body> Body for Tracked<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        self.project().body.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,7 +262,7 @@ mod tests {
                 let answer = hyper::service::Service::call(&slow, req);
                 async move {
                     let response = answer.await?;
-                    Ok::<_, Infallible>(response.map(|body| Tracked { body, answering }))
+                    Ok::<_, Infallible>(response.map(|body| Guarded::new(body, answering)))
                 }
             });
             serve_h2(

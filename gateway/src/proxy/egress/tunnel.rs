@@ -116,6 +116,14 @@ pub(super) async fn open(
         Decision::NeedsApproval { policy, .. } => Some(policy),
         _ => None,
     };
+    // An HTTP/2 tunnel is one stream of a connection that holds one slot of the listener's
+    // cap: the connection it dials takes a slot of its own (an HTTP/1 tunnel takes over its
+    // connection's), and keeps the agent's connection from counting as idle.
+    let slot = match req.version() {
+        http::Version::HTTP_2 => Some(ex.conn().extra_slot().ok_or(EgressError::AtCapacity)?),
+        _ => None,
+    };
+    let busy = ex.conn().busy();
     let t = Instant::now();
     let dialled = dial::dial(&dest, worker.config.connect_timeout).await;
     ex.forwarded(t.elapsed().as_secs_f64());
@@ -141,7 +149,7 @@ pub(super) async fn open(
         tunnel
             .run(on_upgrade, upstream, cut, reloads, closing, outcome)
             .await;
-        drop(held);
+        drop((held, slot, busy));
     });
     Ok(Response::new(Either::Left(Full::new(Bytes::new()))))
 }
