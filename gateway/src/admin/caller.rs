@@ -117,7 +117,7 @@ pub async fn authenticate(
             )];
             event.resource = quoted_resource(&event.resource, &scrubbing);
             event.request_id = Arc::from(request_id.as_str());
-            shared.audit.append_unauthenticated(event);
+            shared.audit.append_refusal(event);
             Err(error)
         }
     }

@@ -74,6 +74,26 @@ pub struct AuditConfig {
     pub replica_id: Option<super::replica::ReplicaIdSource>,
     /// How refusals of callers who were never identified are recorded (folded per source).
     pub unauthenticated: UnauthenticatedConfig,
+    /// How an identified agent's refusals before any decision are recorded (folded per agent).
+    pub refusals: RefusalsConfig,
+}
+
+/// `audit.refusals:` an identified agent's refusals before any decision is made (quarantined,
+/// rate limited, a body that could not be read): per agent and refusal code, the first
+/// `per_agent` of each `audit.unauthenticated.interval` are recorded one by one, the rest
+/// counted into one summary record, so that an agent cannot fill the log with requests it
+/// knows are refused. Its decisions (allowed, denied, held) are never folded.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RefusalsConfig {
+    /// Refusals recorded one by one per agent and code in each interval.
+    pub per_agent: u32,
+}
+
+impl Default for RefusalsConfig {
+    fn default() -> Self {
+        RefusalsConfig { per_agent: 20 }
+    }
 }
 
 /// `audit.unauthenticated:` refusals of callers who were never identified (no route, no or a
@@ -195,6 +215,7 @@ impl Default for AuditConfig {
             retention: RetentionConfig::default(),
             replica_id: None,
             unauthenticated: UnauthenticatedConfig::default(),
+            refusals: RefusalsConfig::default(),
         }
     }
 }

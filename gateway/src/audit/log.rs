@@ -186,7 +186,11 @@ impl AuditLog {
                 shared,
                 receipts,
                 signer,
-                unauthenticated: Folder::new(&cfg.unauthenticated, std::time::Instant::now()),
+                unauthenticated: Folder::new(
+                    &cfg.unauthenticated,
+                    &cfg.refusals,
+                    std::time::Instant::now(),
+                ),
             }),
         })
     }
@@ -249,11 +253,12 @@ impl AuditLog {
         }
     }
 
-    /// Appends, without waiting, the record of a refusal of a caller who was never
-    /// identified: recorded as it is while its source (`source_ip`) and refusal (`code`) are
-    /// within `audit.unauthenticated.per_source` for the interval, else counted into the
-    /// interval's summary record. Never for a decision about an identified caller.
-    pub fn append_unauthenticated(&self, event: AuditEvent) {
+    /// Appends, without waiting, the record of a refusal made before any decision: of a caller
+    /// never identified, recorded as it is while its source (`source_ip`) and refusal
+    /// (`code`) are within `audit.unauthenticated` for the interval; of an identified agent,
+    /// while it and its refusal are within `audit.refusals.per_agent`; else counted into the
+    /// interval's summary record. Never for a decision.
+    pub fn append_refusal(&self, event: AuditEvent) {
         let (record, summaries) = self
             .inner
             .unauthenticated
@@ -266,7 +271,7 @@ impl AuditLog {
         }
     }
 
-    /// Appends the summaries of folded refusals (`append_unauthenticated`) of an interval
+    /// Appends the summaries of folded refusals (`append_refusal`) of an interval
     /// that has ended: call it about once an interval, so that a flood that stopped is still
     /// summed up.
     pub fn append_folded_due(&self) {

@@ -7,7 +7,10 @@
 //! fill a bounded log (`audit.retention.max_bytes` with `when_full: refuse`) and stop every
 //! agent. A source is a prefix, not an address: an IPv6 host has a /64 to rotate through at
 //! no cost (`ipv6_prefix`), and a botnet of many addresses still meets `max_records`.
-//! Decisions about identified callers never come here.
+//! An identified agent's refusals before any decision (quarantined, rate limited, a body that
+//! could not be read) are folded the same way per agent and code beyond
+//! `audit.refusals.per_agent`: a quarantined agent could otherwise fill the log alone. Its
+//! decisions (allowed, denied, held) never come here.
 //!
 //! The bookkeeping is bounded: at most `max_sources` sources and codes are tracked per
 //! interval (refusals from further ones are folded into one count for all of them), and the
@@ -21,8 +24,8 @@ use std::time::Instant;
 use ipnet::IpNet;
 use serde_json::json;
 
-use super::config::UnauthenticatedConfig;
-use super::event::{AuditEvent, EventKind, Label, Text, Timestamp};
+use super::config::{RefusalsConfig, UnauthenticatedConfig};
+use super::event::{AuditEvent, AuditPrincipal, EventKind, Label, Text, Timestamp};
 
 /// Where refusals came from, as they are counted.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -30,6 +33,8 @@ enum Source {
     /// One prefix: an IPv4 address (`ipv4_prefix`), an IPv6 /64 (`ipv6_prefix`); `None`: the
     /// listener did not say.
     Prefix(Option<IpNet>),
+    /// An identified agent (its id).
+    Agent(Text),
     /// Every source beyond `max_sources` in the interval.
     Untracked,
 }
@@ -59,6 +64,8 @@ struct Count {
     last: Option<Timestamp>,
     kind: EventKind,
     route: Text,
+    /// Who, for an identified agent's refusals.
+    principal: AuditPrincipal,
 }
 
 struct Window {
@@ -71,14 +78,16 @@ struct Window {
 /// The refusals of the current interval, counted per source and code.
 pub struct Folder {
     config: UnauthenticatedConfig,
+    refusals: RefusalsConfig,
     window: Mutex<Window>,
 }
 
 impl Folder {
     /// An empty count, its first interval starting `now`.
-    pub fn new(config: &UnauthenticatedConfig, now: Instant) -> Folder {
+    pub fn new(config: &UnauthenticatedConfig, refusals: &RefusalsConfig, now: Instant) -> Folder {
         Folder {
             config: config.clone(),
+            refusals: refusals.clone(),
             window: Mutex::new(Window {
                 started: now,
                 recorded: 0,
@@ -87,14 +96,19 @@ impl Folder {
         }
     }
 
-    /// Counts `event`, a refusal of a caller never identified, at `now`: whether it is to be
-    /// recorded (else it is folded into its interval's summary), and the summaries of an
-    /// interval that ended before it.
+    /// Counts `event`, a refusal before any decision, of a caller never identified or of an
+    /// identified agent, at `now`: whether it is to be recorded (else it is folded into its
+    /// interval's summary), and the summaries of an interval that ended before it.
     pub fn admit(&self, event: &AuditEvent, now: Instant) -> (bool, Vec<AuditEvent>) {
         let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
         let summaries = self.roll(&mut window, now);
         let code = event.code.clone();
-        let mut source = Source::of(event.source_ip, &self.config);
+        let agent = !event.principal.id.is_empty();
+        let mut source = if agent {
+            Source::Agent(event.principal.id.clone())
+        } else {
+            Source::of(event.source_ip, &self.config)
+        };
         if !window.counts.contains_key(&(source.clone(), code.clone()))
             && window.counts.len() >= self.config.max_sources
         {
@@ -111,12 +125,20 @@ impl Folder {
                 last: None,
                 kind: event.kind,
                 route: event.route.clone(),
+                principal: event.principal.clone(),
             });
-        let record =
-            within_budget && source != Source::Untracked && count.recorded < self.config.per_source;
+        let record = match source {
+            Source::Untracked => false,
+            // An agent's refusals have a bound of their own: an agent is known and answerable,
+            // and its refusals must not be crowded out by a flood of strangers'.
+            Source::Agent(_) => count.recorded < self.refusals.per_agent,
+            Source::Prefix(_) => within_budget && count.recorded < self.config.per_source,
+        };
         if record {
             count.recorded += 1;
-            window.recorded += 1;
+            if !agent {
+                window.recorded += 1;
+            }
         } else {
             count.folded += 1;
             count.first.get_or_insert(event.time);
@@ -159,6 +181,7 @@ impl Folder {
         let mut event = AuditEvent::now(count.kind);
         event.route = count.route;
         event.code = code.clone();
+        event.principal = count.principal;
         if count.kind == EventKind::Rejected {
             event.decision = "rejected".into();
         }
@@ -174,26 +197,38 @@ impl Folder {
                     None => "a source the listener did not report".to_owned(),
                 }
             }
+            Source::Agent(id) => format!("agent {id}"),
             Source::Untracked => "sources beyond audit.unauthenticated.max_sources".to_owned(),
+        };
+        let (who, bound) = match &source {
+            Source::Agent(_) => ("", "audit.refusals.per_agent"),
+            _ => (" of callers never identified", "audit.unauthenticated"),
         };
         let (first, last) = (
             count.first.map(|t| t.to_string()).unwrap_or_default(),
             count.last.map(|t| t.to_string()).unwrap_or_default(),
         );
         event.reasons = vec![format!(
-            "{} more refusals ({code}) of callers never identified, from {from}, between {first} \
-             and {last}, were counted, not recorded one by one (audit.unauthenticated)",
+            "{} more refusals ({code}){who}, from {from}, between {first} and {last}, were \
+             counted, not recorded one by one ({bound})",
             count.folded
         )];
+        let name = match &source {
+            Source::Agent(_) => "refusals_folded",
+            _ => "unauthenticated_folded",
+        };
         event.detail = Some(json!({
-            "event": "unauthenticated_folded",
+            "event": name,
             "code": code,
             "folded": count.folded,
             "first": first,
             "last": last,
             "source": counted,
             "untracked_sources": source == Source::Untracked,
-            "per_source": self.config.per_source,
+            "per_source": match &source {
+                Source::Agent(_) => self.refusals.per_agent,
+                _ => self.config.per_source,
+            },
             "max_records": self.config.max_records,
             "interval": humantime::format_duration(self.config.interval).to_string(),
         }));
@@ -238,7 +273,7 @@ mod tests {
     #[test]
     fn beyond_the_first_per_source_refusals_are_counted_in_one_summary() {
         let start = Instant::now();
-        let folder = Folder::new(&config(), start);
+        let folder = Folder::new(&config(), &RefusalsConfig::default(), start);
         let a = refusal([10, 0, 0, 1], "no_route");
         let b = refusal([10, 0, 0, 2], "no_route");
         assert_eq!(admitted(&folder, &a, 200, start), 3);
@@ -276,9 +311,55 @@ mod tests {
     }
 
     #[test]
+    fn an_identified_agents_refusals_are_folded_per_agent_and_never_count_against_strangers() {
+        let start = Instant::now();
+        let config = UnauthenticatedConfig {
+            max_records: 2,
+            max_sources: 100,
+            ..config()
+        };
+        let folder = Folder::new(&config, &RefusalsConfig { per_agent: 5 }, start);
+        let mut rogue = refusal([10, 0, 0, 9], "agent_quarantined");
+        rogue.principal.id = "rogue".into();
+        rogue.principal.kind = "agent".into();
+        // Another address changes nothing: the agent is the source.
+        assert_eq!(admitted(&folder, &rogue, 800, start), 5);
+        rogue.source_ip = Some([10, 0, 0, 10].into());
+        assert_eq!(admitted(&folder, &rogue, 100, start), 0);
+        let mut good = refusal([10, 0, 0, 9], "rate_limited");
+        good.principal.id = "good".into();
+        assert_eq!(
+            admitted(&folder, &good, 3, start),
+            3,
+            "another agent has its own"
+        );
+        let stranger = refusal([10, 0, 0, 7], "no_route");
+        assert_eq!(
+            admitted(&folder, &stranger, 3, start),
+            2,
+            "agents' records take nothing of the strangers' budget"
+        );
+
+        let summaries = folder.drain();
+        let of_rogue = summaries
+            .iter()
+            .find(|s| &*s.principal.id == "rogue")
+            .unwrap();
+        let detail = of_rogue.detail.as_ref().unwrap();
+        assert_eq!(detail["event"], "refusals_folded");
+        assert_eq!(detail["folded"], 895);
+        assert_eq!(of_rogue.code, "agent_quarantined");
+        assert!(
+            of_rogue.reasons[0].contains("agent rogue")
+                && of_rogue.reasons[0].contains("audit.refusals.per_agent"),
+            "{of_rogue:?}"
+        );
+    }
+
+    #[test]
     fn an_ended_interval_is_summed_up_without_further_traffic_and_at_close() {
         let start = Instant::now();
-        let folder = Folder::new(&config(), start);
+        let folder = Folder::new(&config(), &RefusalsConfig::default(), start);
         let a = refusal([10, 0, 0, 1], "missing_credential");
         admitted(&folder, &a, 5, start);
         assert!(folder.due(start + Duration::from_secs(9)).is_empty());
@@ -302,7 +383,7 @@ mod tests {
             max_sources: 100,
             ..config()
         };
-        let folder = Folder::new(&config, start);
+        let folder = Folder::new(&config, &RefusalsConfig::default(), start);
         // One host rotating through its /64: one source, one budget.
         let rotating: usize = (1..=50u16)
             .map(|host| {
@@ -365,7 +446,7 @@ mod tests {
             max_sources: 8,
             ..config()
         };
-        let folder = Folder::new(&config, start);
+        let folder = Folder::new(&config, &RefusalsConfig::default(), start);
         // A botnet: many addresses, each within its per_source.
         let recorded: usize = (1..=20u8)
             .map(|host| admitted(&folder, &refusal([203, 0, 113, host], "no_route"), 2, start))

@@ -175,7 +175,7 @@ impl Console {
     ) {
         let mut event = self.event(None, source, detail);
         event.code = code.into();
-        self.shared.audit.append_unauthenticated(event);
+        self.shared.audit.append_refusal(event);
     }
 
     fn event(

@@ -764,12 +764,10 @@ impl Exchange {
                 event.decision = "rejected".into();
                 event.code = refusal.code().into();
                 event.reasons = vec![message];
-                if self.principal.is_none() {
-                    // Anyone can send these, as fast as they like: folded per source.
-                    self.shared.audit.append_unauthenticated(event);
-                    return response;
-                }
-                Some(event)
+                // Anyone can send these, as fast as they like (and an agent ones it knows are
+                // refused): folded per source or agent beyond a bound.
+                self.shared.audit.append_refusal(event);
+                return response;
             }
             Recorded::Outcome => {
                 let mut event = self.event(EventKind::Outcome);
