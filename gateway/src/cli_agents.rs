@@ -12,6 +12,7 @@ use clap::Subcommand;
 use warden::fleet::quarantine::until::{parse_until, rfc3339};
 use warden::state::pins::now_ms;
 use warden::state::quarantine::{Actor, QuarantineRecord, Target};
+use warden::text::revealed_line;
 
 #[derive(Subcommand)]
 pub enum AgentsCommand {
@@ -93,15 +94,17 @@ fn describe(record: &QuarantineRecord) -> String {
     let until = record.until_ms.map_or("until released".to_owned(), |ms| {
         format!("until {}", rfc3339(ms))
     });
+    // Names, the trigger and the reason may come from an agent (an automatic quarantine):
+    // shown, never acted on by the terminal.
     format!(
         "{}  {}  since {}  {}  by {}  ({}): {}",
         record.target.kind(),
-        record.target.name(),
+        revealed_line(record.target.name()),
         rfc3339(record.created_ms),
         until,
-        record.by,
-        record.trigger,
-        record.reason
+        revealed_line(&record.by.to_string()),
+        revealed_line(&record.trigger),
+        revealed_line(&record.reason)
     )
 }
 
@@ -172,4 +175,28 @@ pub fn agents(command: AgentsCommand) -> Result<ExitCode> {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listed_quarantine_shows_terminal_escapes_in_names_and_reasons_never_sends_them() {
+        let record = QuarantineRecord {
+            target: Target::Agent("bot\u{1b}]0;owned\u{7}\u{1b}[31m".into()),
+            reason: "canary\nseen \u{1b}[2J".into(),
+            trigger: "canary".into(),
+            by: Actor::cli("warden"),
+            created_ms: 0,
+            until_ms: None,
+        };
+        let line = describe(&record);
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert!(
+            line.contains("bot\\u{1b}]0;owned\\u{7}\\u{1b}[31m"),
+            "{line}"
+        );
+        assert!(line.contains("canary\\nseen \\u{1b}[2J"), "{line}");
+    }
 }

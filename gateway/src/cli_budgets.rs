@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use warden::fleet::budget::{BudgetLimit, BudgetsConfig, FLEET, Period, Scope, index};
 use warden::state::fleet::SpendRow;
+use warden::text::revealed_line;
 
 #[derive(Subcommand)]
 pub enum BudgetsCommand {
@@ -254,6 +255,13 @@ fn print_table(accounts: &[Account]) {
         println!("nothing spent yet this day or month, and no budget configured");
         return;
     }
+    for line in table(accounts) {
+        println!("{line}");
+    }
+}
+
+/// The lines of the table of `accounts`, headed.
+fn table(accounts: &[Account]) -> Vec<String> {
     let mut lines = vec![
         [
             "SCOPE",
@@ -288,7 +296,8 @@ fn print_table(accounts: &[Account]) {
         };
         lines.push([
             a.scope.as_str().to_owned(),
-            a.name.clone(),
+            // An agent's or group's name comes from its token: shown, never acted on.
+            revealed_line(&a.name).into_owned(),
             format!("{} {}", a.period.as_str(), a.start),
             format!("{:.4}", a.usd()),
             a.input_tokens.to_string(),
@@ -306,12 +315,42 @@ fn print_table(accounts: &[Account]) {
                 .unwrap_or(0)
         })
         .collect();
-    for line in lines {
-        let cells: Vec<String> = line
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        println!("{}", cells.join("  ").trim_end());
+    lines
+        .iter()
+        .map(|line| {
+            let cells: Vec<String> = line
+                .iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
+            cells.join("  ").trim_end().to_owned()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_name_with_terminal_escapes_is_shown_not_sent_to_the_terminal() {
+        let account = Account {
+            scope: Scope::Agent,
+            name: "bot\u{1b}]0;owned\u{7}\u{1b}[31m".into(),
+            period: Period::Day,
+            start: "2026-12-04".into(),
+            input_tokens: 1,
+            output_tokens: 2,
+            micro_usd: 0,
+            limits: Vec::new(),
+        };
+        let lines = table(&[account]);
+        assert_eq!(lines.len(), 2);
+        assert!(!lines[1].chars().any(char::is_control), "{:?}", lines[1]);
+        assert!(
+            lines[1].contains("bot\\u{1b}]0;owned\\u{7}\\u{1b}[31m"),
+            "{}",
+            lines[1]
+        );
     }
 }

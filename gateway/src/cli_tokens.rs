@@ -15,6 +15,7 @@ use clap::Subcommand;
 use warden::fleet::quarantine::until::rfc3339;
 use warden::identity::revocation::{revocation, until_token_expires};
 use warden::state::revocations::{RevocationRecord, Revoked};
+use warden::text::revealed_line;
 
 #[derive(Subcommand)]
 pub enum TokenCommand {
@@ -114,11 +115,11 @@ fn token_id(token: &str) -> Result<(String, String)> {
 fn describe(record: &RevocationRecord) -> String {
     format!(
         "{}  since {}  kept until {}  by {}: {}",
-        record.target,
+        revealed_line(&record.target.to_string()),
         rfc3339(record.created_ms),
         rfc3339(record.expires_ms),
-        record.by,
-        record.reason
+        revealed_line(&record.by.to_string()),
+        revealed_line(&record.reason)
     )
 }
 

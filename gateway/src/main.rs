@@ -344,9 +344,19 @@ enum AuditCommand {
         keys: AuditKeyArgs,
         /// Fail unless every record is covered by a checkpoint whose signature verifies
         /// (needs --key or --jwks), and unless the last run ended with its stop record (or a
-        /// Warden is writing the log).
+        /// process is writing the log: then only its records of the last --live-window may
+        /// be unsigned).
         #[arg(long)]
         require_signed: bool,
+        /// With --require-signed, accept the unsigned tail of a run that ended without its
+        /// stop record (Warden killed or crashed before its next checkpoint); it is reported.
+        /// Check it against the SIEM's copy first (--against-siem).
+        #[arg(long)]
+        accept_unsigned_crash_tail: bool,
+        /// With --require-signed on a log a process is writing: how old its records after the
+        /// last checkpoint may be (audit.signing.checkpoint_interval plus slack).
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+        live_window: std::time::Duration,
         /// A head kept off this host, SEQ:HASH (what an earlier verify printed, or a shipped
         /// checkpoint's detail.to:detail.hash): fail unless the log still holds record SEQ
         /// with that hash. Repeatable. Detects a log cut back to any record before it.
@@ -739,6 +749,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     dir,
                     keys,
                     require_signed,
+                    accept_unsigned_crash_tail,
+                    live_window,
                     heads,
                     siem,
                 },
@@ -749,6 +761,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 keys: audit_keys(&keys)?,
                 require_signed,
                 require_stopped: require_signed,
+                accept_crash_tails: accept_unsigned_crash_tail,
+                live_window,
                 heads,
             };
             let local = match warden::audit::verify_with(&dir, &options) {

@@ -158,6 +158,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     metrics.register(siem_metrics.collectors());
     let shipper = crate::siem::Shipper::start(
         &snapshot.config.siem,
+        &audit,
         &audit_dir,
         snapshot.secrets.clone(),
         siem_metrics,

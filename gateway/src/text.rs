@@ -131,6 +131,24 @@ pub fn revealed(text: &str) -> Cow<'_, str> {
     Cow::Owned(shown)
 }
 
+/// `text` as [`revealed`] shows it, on one line: newlines and tabs escaped too. For
+/// agent-controlled text in a terminal's plain-text output (`warden budgets show`,
+/// `warden agents list`): a terminal escape (ESC, BEL…) is printed as `\u{1b}`, never acted on.
+pub fn revealed_line(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(|c| c == '\n' || c == '\t') {
+        return revealed(text);
+    }
+    Cow::Owned(
+        text.chars()
+            .map(|c| match c {
+                '\n' => "\\n".to_owned(),
+                '\t' => "\\t".to_owned(),
+                c => revealed(c.encode_utf8(&mut [0; 4])).into_owned(),
+            })
+            .collect(),
+    )
+}
+
 /// Whether `c` is invisible or changes how text around it reads: Unicode's format characters
 /// (category Cf: the bidirectional embeddings, overrides, isolates and marks, zero-width
 /// spaces and joiners, the byte-order mark, invisible operators, tag characters…), the line

@@ -62,13 +62,15 @@ async fn main() -> anyhow::Result<()> {
         json!({"name": "syslog", "batch": {"max_events": 2000},
                "syslog": {"address": syslog.addr.to_string()}}),
     ];
+    // The shipper reports what it ships to the open log (retention, its own records).
+    let log = AuditLog::open(&audit, &AuditConfig::default())?;
     println!("| sink | events | seconds | events/s |\n|---|---|---|---|");
     for sink in sinks {
         let name = sink["name"].as_str().unwrap_or_default().to_owned();
         let config: SiemConfig =
             serde_json::from_value(json!({"poll_interval": "10ms", "sinks": [sink]}))?;
         let start = Instant::now();
-        let shipper = Shipper::start(&config, &audit, None, Default::default())
+        let shipper = Shipper::start(&config, &log, &audit, None, Default::default())
             .await?
             .context("a shipper")?;
         let cursor = warden::siem::cursor::path(&audit, &name);

@@ -362,7 +362,7 @@ impl Gate {
                 })
             }
             // Used by another request with the same digest (counted there).
-            ApprovalStatus::Consumed => Err(Hold::ApprovalExpired {
+            ApprovalStatus::Consumed => Err(Hold::ApprovalUsed {
                 id: record.id.clone(),
             }),
             ApprovalStatus::Withdrawn => Err(withdrawn(record)),
@@ -667,6 +667,38 @@ mod tests {
             gate.decided(opened).await,
             Err(Hold::ApprovalExpired { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn the_loser_of_a_race_for_one_approval_is_told_it_was_used_not_that_it_expired() {
+        let (gate, store, _dir) = gate().await;
+        let opened = gate
+            .open(&needs("deploys", "sre", 1), waiting())
+            .await
+            .unwrap();
+        let id = opened.id().to_owned();
+        approve(&store, &id, "alice").await;
+        // Another replica's identical request uses it first.
+        assert!(matches!(
+            store
+                .approvals()
+                .consume(&id, &waiting().digest)
+                .await
+                .unwrap(),
+            ConsumeOutcome::Consumed(_)
+        ));
+        let used = store.approvals().get(&id).await.unwrap().unwrap();
+        assert_eq!(used.status, ApprovalStatus::Consumed);
+        let hold = gate
+            .settle(used, &waiting().digest, "needs approval")
+            .await
+            .unwrap_err();
+        assert_eq!(hold.code(), "approval_consumed");
+        let told = hold.to_string();
+        assert!(
+            told.contains("already used") && !told.contains("expired"),
+            "{told}"
+        );
     }
 
     #[test]

@@ -57,11 +57,20 @@ pub enum Hold {
         /// Who denied it.
         by: String,
     },
-    /// Its approval expired (or was used) before the request came back.
+    /// Its approval expired before the request came back.
     #[error(
         "approval {id} expired before it was used; the next identical request asks for a new one"
     )]
     ApprovalExpired {
+        /// The approval's id.
+        id: String,
+    },
+    /// Its approval was used by another request with the same digest first (an approval
+    /// lets one request through; replicas racing for it: one wins).
+    #[error(
+        "approval {id} was already used by another identical request (an approval lets one request through); the next identical request asks for a new one"
+    )]
+    ApprovalUsed {
         /// The approval's id.
         id: String,
     },
@@ -106,6 +115,7 @@ impl Hold {
             Hold::Pending { .. } => "approval_pending",
             Hold::ApprovalDenied { .. } => "approval_denied",
             Hold::ApprovalExpired { .. } => "approval_expired",
+            Hold::ApprovalUsed { .. } => "approval_consumed",
             Hold::ApprovalWithdrawn { .. } => "approval_withdrawn",
             Hold::TooManyPending { .. } => "too_many_pending",
             Hold::Unavailable { .. } => "approval_unavailable",

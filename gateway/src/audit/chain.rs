@@ -55,6 +55,13 @@ pub struct Signatures {
     next_unsigned: u64,
     /// Ranges of records no checkpoint covers, in order.
     pub unsigned: Vec<(u64, u64)>,
+    /// Those of `unsigned` that are the tail of a run that ended without its stop record
+    /// (killed or crashed before its next checkpoint), before the next run's writer began.
+    pub crash_tails: Vec<(u64, u64)>,
+    /// When the first record of the range not covered yet was written.
+    first_unsigned_time: Option<std::time::SystemTime>,
+    /// The seq of the last `stop` record seen.
+    last_stop: Option<u64>,
     /// Checkpoints found.
     pub checkpoints: u64,
 }
@@ -66,6 +73,15 @@ impl Signatures {
             keys,
             ..Signatures::default()
         }
+    }
+
+    /// When the first record after the last checkpoint was written (`None` when every
+    /// record is covered, or its time is unreadable).
+    pub fn trailing_since(&self, head_seq: u64) -> Option<std::time::SystemTime> {
+        self.unsigned
+            .last()
+            .filter(|(_, last)| *last == head_seq)
+            .and(self.first_unsigned_time)
     }
 
     /// Ends the walk at `head_seq`: what no checkpoint covered at the end is unsigned.
@@ -87,6 +103,14 @@ impl Signatures {
         if self.next_unsigned == 0 {
             self.next_unsigned = seq;
         }
+        if seq == self.next_unsigned {
+            self.first_unsigned_time = record_time(line);
+        }
+        if kind == ChainKind::System
+            && super::run_end::Boundary::of(line) == Some(super::run_end::Boundary::Stop)
+        {
+            self.last_stop = Some(seq);
+        }
         if kind != ChainKind::Checkpoint {
             return Ok(());
         }
@@ -97,13 +121,34 @@ impl Signatures {
             .check(seq, prev, &event.time, &self.keys)
             .map_err(Problem::Checkpoint)?;
         if checkpoint.from > self.next_unsigned {
-            self.unsigned
-                .push((self.next_unsigned, checkpoint.from - 1));
+            let range = (self.next_unsigned, checkpoint.from - 1);
+            self.unsigned.push(range);
+            // Written before this checkpoint's writer began: the previous run's tail. A run
+            // that stopped cleanly ends with its stop record and the checkpoint after it, so
+            // what follows those was added while no Warden was writing; otherwise the run
+            // was killed or crashed before it could sign these.
+            let stopped = self
+                .last_stop
+                .is_some_and(|stop| stop + 2 == self.next_unsigned);
+            if !stopped {
+                self.crash_tails.push(range);
+            }
         }
         self.next_unsigned = seq + 1;
         self.checkpoints += 1;
         Ok(())
     }
+}
+
+/// The `time` of a record's line.
+fn record_time(line: &[u8]) -> Option<std::time::SystemTime> {
+    #[derive(serde::Deserialize)]
+    struct Time<'a> {
+        time: &'a str,
+    }
+    serde_json::from_slice::<Time<'_>>(line)
+        .ok()
+        .and_then(|t| humantime::parse_rfc3339(t.time).ok())
 }
 
 /// What one record did to the chain.

@@ -319,12 +319,15 @@ pub enum VerifyError {
     /// checkpoint, and `--require-signed` was given.
     #[error(
         "records not covered by a signed checkpoint: {}. They chain correctly, but whoever \
-         can write the files could have added them; compare them with the SIEM's copy",
-        ranges(unsigned)
+         can write the files could have added them; compare them with the SIEM's copy{}",
+        ranges(unsigned),
+        crash_note(crash_tails)
     )]
     Unsigned {
         /// The uncovered ranges (first and last seq).
         unsigned: Vec<(u64, u64)>,
+        /// Those that are the tail of a run killed or crashed before its next checkpoint.
+        crash_tails: Vec<(u64, u64)>,
     },
     /// `--require-signed` without a key to check signatures with.
     #[error(
@@ -397,4 +400,17 @@ impl VerifyError {
             _ => None,
         }
     }
+}
+
+/// What the error about unsigned records says of those that are a crashed run's tail.
+fn crash_note(crash_tails: &[(u64, u64)]) -> String {
+    if crash_tails.is_empty() {
+        return String::new();
+    }
+    format!(
+        ". {} the tail of a run that ended without its stop record (Warden killed or crashed \
+         before its next checkpoint): once checked against the SIEM's copy, accept it with \
+         --accept-unsigned-crash-tail",
+        ranges(crash_tails)
+    )
 }

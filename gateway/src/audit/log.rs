@@ -8,6 +8,7 @@ use std::sync::mpsc::{self, Sender};
 use serde_json::json;
 use tokio::sync::oneshot;
 
+use super::acknowledged::Acknowledged;
 use super::anchor::Anchorer;
 use super::answer;
 use super::checkpoint::Schedule;
@@ -44,6 +45,8 @@ struct Inner {
     receipts: Option<BatchSigner>,
     /// Refusals of callers never identified, folded per source (`audit.unauthenticated`).
     unauthenticated: Folder,
+    /// What the SIEM sinks' shippers acknowledged, for retention.
+    acknowledged: Acknowledged,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -64,7 +67,7 @@ impl AuditLog {
     /// Opens the log as [`open`](Self::open) does, signed with `signer`: the writer appends
     /// signed checkpoints (`audit.signing`), and [`receipt`](Self::receipt) signs receipts.
     /// Retention (`audit.retention`) keeps every segment the SIEM sinks named in `sinks` have
-    /// not acknowledged (their cursors); cursors of other names are not waited for.
+    /// not acknowledged, as their shippers report it through [`acknowledged`](Self::acknowledged).
     pub fn open_signed(
         dir: &Path,
         cfg: &AuditConfig,
@@ -108,6 +111,7 @@ impl AuditLog {
             path: dir.to_path_buf(),
             source,
         })?;
+        let acknowledged = Acknowledged::default();
         let checkpoints = signer.as_ref().map(|signer| {
             Schedule::new(
                 Arc::clone(signer),
@@ -122,7 +126,7 @@ impl AuditLog {
             segment_bytes: limit,
             segment_max_age: cfg.segment_max_age,
             checkpoints,
-            retention: Retention::new(&cfg.retention, sinks),
+            retention: Retention::new(&cfg.retention, sinks, acknowledged.clone()),
             max_bytes: cfg.retention.max_bytes.unwrap_or(0),
             replica,
         };
@@ -191,6 +195,7 @@ impl AuditLog {
                     &cfg.refusals,
                     std::time::Instant::now(),
                 ),
+                acknowledged,
             }),
         })
     }
@@ -298,6 +303,12 @@ impl AuditLog {
     /// The audit key, when the log is signed.
     pub fn signer(&self) -> Option<&Arc<Signer>> {
         self.inner.signer.as_ref()
+    }
+
+    /// Where the SIEM sinks' shippers report what their destinations acknowledged: the only
+    /// acknowledgements retention trusts.
+    pub fn acknowledged(&self) -> &Acknowledged {
+        &self.inner.acknowledged
     }
 
     /// Queues the receipt of `receipt` (`x-warden-receipt`) for the next batch signed with

@@ -9,6 +9,7 @@
 //! anchors the last durable record so a cut tail shows. [`verify`] walks the chain and names
 //! the first bad record. The format is described in `docs/audit.md`.
 
+pub mod acknowledged;
 mod anchor;
 mod answer;
 mod chain;

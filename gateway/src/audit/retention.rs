@@ -3,9 +3,10 @@
 //! The writer thread asks, every minute (every second while the log is near or at its bound,
 //! and right after a rotation), which of the oldest closed segments may be deleted: those
 //! past `audit.retention.max_age`, or as many as keep the log under `max_bytes`, but only
-//! those every SIEM sink has acknowledged (its cursor, `cursors/<sink>.json`, is at or past
-//! the segment's last record). It then appends a `retention` record naming them (with the
-//! last seq and hash of each), commits it under a signed checkpoint, and only then deletes
+//! those every SIEM sink has acknowledged, as this process's shipper reported it
+//! ([`Acknowledged`], never a cursor file a process other than Warden may have written). It
+//! then appends a `retention` record naming them (with the last seq and hash of each, and each
+//! sink's acknowledged seq), commits it under a signed checkpoint, and only then deletes
 //! them: `warden audit verify` accepts a log that begins after seq N only when such a record
 //! names a removed segment ending at N with the hash the log's first record chains to.
 //!
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
+use super::acknowledged::Acknowledged;
 use super::config::{RetentionConfig, WhenFull};
 use super::event::{AuditEvent, EventKind};
 use super::record::{ChainFields, Hash, to_hex};
@@ -78,6 +80,8 @@ pub struct Plan {
     /// Per sink, the seq range it has not received that `remove` takes (only with
     /// `delete_unshipped`).
     pub unshipped: BTreeMap<String, (u64, u64)>,
+    /// Per sink, the last seq it acknowledged when the plan was made.
+    pub acknowledged: BTreeMap<String, u64>,
     /// The log's size once `remove` is gone.
     pub bytes_after: u64,
     /// Over `max_bytes` with nothing more that may go (`refuse`).
@@ -114,6 +118,9 @@ impl Plan {
         if !unshipped.is_empty() {
             detail["unshipped"] = Value::Object(unshipped);
         }
+        if !self.acknowledged.is_empty() {
+            detail["acknowledged"] = json!(self.acknowledged);
+        }
         event.detail = Some(detail);
         event
     }
@@ -138,8 +145,10 @@ pub fn removed_ends(detail: &Value) -> Vec<(u64, Hash)> {
 #[derive(Debug)]
 pub struct Retention {
     config: RetentionConfig,
-    /// SIEM sinks whose cursors hold segments back.
+    /// SIEM sinks whose acknowledgements hold segments back.
     holders: Vec<String>,
+    /// What their shippers in this process had acknowledged.
+    acknowledged: Acknowledged,
     next_look: Instant,
     /// The last look found the log near or at its bound.
     near: bool,
@@ -147,14 +156,19 @@ pub struct Retention {
 
 impl Retention {
     /// Retention by `config`, holding back what `holders` (SIEM sink names) have not
-    /// acknowledged; `None` when the configuration keeps everything.
-    pub fn new(config: &RetentionConfig, holders: Vec<String>) -> Option<Retention> {
+    /// acknowledged in `acknowledged`; `None` when the configuration keeps everything.
+    pub fn new(
+        config: &RetentionConfig,
+        holders: Vec<String>,
+        acknowledged: Acknowledged,
+    ) -> Option<Retention> {
         if config.max_age.is_none() && config.max_bytes.is_none() {
             return None;
         }
         Some(Retention {
             config: config.clone(),
             holders,
+            acknowledged,
             next_look: Instant::now(),
             near: false,
         })
@@ -177,13 +191,13 @@ impl Retention {
             .map(|max| max.saturating_add(max / 100 * HEADROOM_PERCENT))
     }
 
-    /// Looks at the log in `dir`: its segments and the sinks' cursors.
+    /// Looks at the log in `dir`: its segments and what the sinks acknowledged.
     pub fn look(&mut self, dir: &Path) -> io::Result<(Plan, u64)> {
         let segments = survey(dir)?;
         let acked = self
             .holders
             .iter()
-            .map(|sink| (sink.clone(), acknowledged(dir, sink)))
+            .map(|sink| (sink.clone(), self.acknowledged.get(sink)))
             .collect::<Vec<_>>();
         let plan = plan(&self.config, &segments, &acked, SystemTime::now());
         let total: u64 = segments.iter().map(|s| s.bytes).sum();
@@ -193,26 +207,6 @@ impl Retention {
             .is_some_and(|max| plan.full || plan.bytes_after >= max / 100 * NEAR_PERCENT);
         self.next_look = Instant::now() + if self.near { INTERVAL_FULL } else { INTERVAL };
         Ok((plan, total))
-    }
-}
-
-/// The seq `sink` acknowledged, from its cursor file; 0 (nothing) when it has none or it
-/// cannot be read, so that an unreadable cursor never lets a segment go.
-fn acknowledged(dir: &Path, sink: &str) -> u64 {
-    let path = dir.join("cursors").join(format!("{sink}.json"));
-    match std::fs::read(&path) {
-        Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
-            Ok(v) => v["seq"].as_u64().unwrap_or(0),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "SIEM cursor unreadable; retention keeps every segment it might not have shipped");
-                0
-            }
-        },
-        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "SIEM cursor unreadable; retention keeps every segment it might not have shipped");
-            0
-        }
     }
 }
 
@@ -264,6 +258,7 @@ pub fn plan(
     let over = |bytes: u64| config.max_bytes.is_some_and(|max| bytes > max);
     let mut plan = Plan {
         bytes_after: total,
+        acknowledged: acked.iter().cloned().collect(),
         ..Plan::default()
     };
     for pair in segments.windows(2) {
@@ -428,6 +423,10 @@ mod tests {
             json!({"from": 151, "to": 300})
         );
         assert_eq!(detail["first_kept"], 301);
+        assert_eq!(
+            detail["acknowledged"],
+            json!({"splunk": 150, "elastic": 500})
+        );
         assert_eq!(removed_ends(&detail).last(), Some(&(300, [4; 32])));
     }
 

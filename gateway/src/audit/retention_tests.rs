@@ -164,8 +164,15 @@ async fn a_sink_that_has_not_acknowledged_holds_segments_and_a_full_log_refuses_
     assert_eq!(numbers(&dir)[0], 1, "an unacknowledged segment was deleted");
     assert_eq!(log.stats().full.get(), 1);
 
-    // The sink catches up: retention deletes what it has, and decisions go on within seconds.
+    // A cursor file claiming the sink has everything (anyone who can write the directory can
+    // write one) frees nothing: retention trusts only what the shipper reported.
     write_cursor(&dir, "splunk", log.head().0);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(log.is_full(), "a cursor file let retention go on");
+    assert_eq!(numbers(&dir)[0], 1, "a forged cursor deleted a segment");
+
+    // The sink catches up: retention deletes what it has, and decisions go on within seconds.
+    log.acknowledged().set("splunk", log.head().0);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match log.append(event(at)).await {
@@ -186,9 +193,9 @@ async fn a_sink_that_has_not_acknowledged_holds_segments_and_a_full_log_refuses_
 async fn delete_unshipped_keeps_writing_and_names_what_the_sink_lost() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("audit");
-    write_cursor(&dir, "splunk", 3);
     let cfg = bounded(4 * SEGMENT, WhenFull::DeleteUnshipped);
     let log = AuditLog::open_signed(&dir, &cfg, signer(), vec!["splunk".into()]).unwrap();
+    log.acknowledged().set("splunk", 3);
     for i in 1..=120 {
         log.append(event(i)).await.unwrap();
     }
@@ -206,6 +213,7 @@ async fn delete_unshipped_keeps_writing_and_names_what_the_sink_lost() {
         removed[0]["first"].as_u64().unwrap().max(4)
     );
     assert_eq!(last["unshipped"]["splunk"]["to"], first - 1);
+    assert_eq!(last["acknowledged"]["splunk"], 3);
     verify_with(&dir, &strict()).unwrap();
 }
 

@@ -200,7 +200,7 @@ async fn a_record_appended_with_recomputed_hashes_is_unsigned() {
     assert_eq!(report.unsigned, vec![(seq, seq)], "{report}");
     assert!(report.to_string().contains("unsigned"), "{report}");
     match verify_with(&dir, &strict()) {
-        Err(VerifyError::Unsigned { unsigned }) => assert_eq!(unsigned, vec![(seq, seq)]),
+        Err(VerifyError::Unsigned { unsigned, .. }) => assert_eq!(unsigned, vec![(seq, seq)]),
         other => panic!("expected unsigned records, got {other:?}"),
     }
 }
@@ -290,8 +290,57 @@ async fn records_a_killed_writer_left_unsigned_stay_unsigned() {
     log.close().await.unwrap();
     let report = verify_with(&crashed, &lenient()).unwrap();
     assert_eq!(report.unsigned, vec![(1, 4)], "{report}");
+    // Reported as what it is: the tail of a run that ended without its stop record.
+    assert_eq!(report.crash_tails, vec![(1, 4)], "{report}");
+    assert!(report.to_string().contains("killed or crashed"), "{report}");
+    match verify_with(&crashed, &strict()) {
+        Err(e @ VerifyError::Unsigned { .. }) => {
+            assert!(
+                e.to_string().contains("--accept-unsigned-crash-tail"),
+                "{e}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // Accepted when asked, and only that.
+    let accepting = VerifyOptions {
+        accept_crash_tails: true,
+        ..strict()
+    };
+    verify_with(&crashed, &accepting).expect("the crash tail is accepted");
+}
+
+#[tokio::test]
+async fn records_added_after_a_clean_stop_are_no_crash_tail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let cfg = config(1000);
+    let log = AuditLog::open_signed(&dir, &cfg, signer(), Vec::new()).unwrap();
+    log.append(event(1)).await.unwrap();
+    let mut stop = AuditEvent::now(EventKind::System);
+    stop.detail = Some(serde_json::json!({"event": "stop"}));
+    log.append(stop).await.unwrap();
+    log.close().await.unwrap();
+    // Someone appends a record with correct hashes while no Warden runs; Warden starts again.
+    let path = segment(&dir, 1);
+    let mut all = lines(&path);
+    let last = all.len() - 1;
+    let mut added: Value = serde_json::from_str(&all[0]).unwrap();
+    added["seq"] = (ChainFields::parse(all[last].as_bytes()).unwrap().seq + 1).into();
+    all.push(serde_json::to_string(&added).unwrap());
+    rechain(&dir, &path, &mut all, last + 1);
+    let log = AuditLog::open_signed(&dir, &cfg, signer(), Vec::new()).unwrap();
+    log.append(event(2)).await.unwrap();
+    log.close().await.unwrap();
+    let accepting = VerifyOptions {
+        accept_crash_tails: true,
+        ..strict()
+    };
+    let report = verify_with(&dir, &lenient()).unwrap();
+    assert_eq!(report.unsigned.len(), 1, "{report}");
+    assert!(report.crash_tails.is_empty(), "{report}");
     assert!(matches!(
-        verify_with(&crashed, &strict()),
+        verify_with(&dir, &accepting),
         Err(VerifyError::Unsigned { .. })
     ));
 }

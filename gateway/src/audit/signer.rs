@@ -69,6 +69,17 @@ impl Signer {
         &self.kid
     }
 
+    /// A 32-byte key for `purpose` (HMAC-SHA256 of it under the private key): files Warden
+    /// writes for itself (SIEM cursors) are authenticated with it, so that only a holder of
+    /// the audit key can forge them.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.key.to_bytes())
+            .expect("HMAC takes a key of any length");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     /// The Ed25519 signature of `message`.
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.key.sign(message).to_bytes()

@@ -4,6 +4,7 @@
 //! own kind.
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -31,6 +32,7 @@ fn complete(heads: Vec<Anchor>) -> VerifyOptions {
         require_signed: true,
         require_stopped: true,
         heads,
+        ..VerifyOptions::default()
     }
 }
 
@@ -173,6 +175,38 @@ async fn a_log_a_warden_is_writing_is_live_not_cut() {
     log.close().await.unwrap();
     assert!(matches!(
         verify_with(&dir, &stopped_required),
+        Err(VerifyError::NotStopped { start: Some(1), .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_live_log_passes_require_signed_only_while_its_unsigned_tail_is_recent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    // Checkpoints every 1000 records: what was just written waits for the interval.
+    let log = AuditLog::open_signed(&dir, &config(1000), signer(), Vec::new()).unwrap();
+    log.append(system("start")).await.unwrap();
+    log.append(event(1)).await.unwrap();
+    let daily = |window: u64| VerifyOptions {
+        keys: keys(),
+        require_signed: true,
+        require_stopped: true,
+        live_window: Duration::from_secs(window),
+        ..VerifyOptions::default()
+    };
+    let live = verify_with(&dir, &daily(30)).expect("seconds-old records of a live run");
+    assert_eq!(live.live_tail, Some((1, 2)), "{live}");
+    assert!(live.to_string().contains("not proven here"), "{live}");
+    // A lock proves nothing more: records older than the window are not waived.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(matches!(
+        verify_with(&dir, &daily(1)),
+        Err(VerifyError::Unsigned { .. })
+    ));
+    log.close().await.unwrap();
+    // Stopped without its stop record: no longer live, nothing waived.
+    assert!(matches!(
+        verify_with(&dir, &daily(30)),
         Err(VerifyError::NotStopped { start: Some(1), .. })
     ));
 }

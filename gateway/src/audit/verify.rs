@@ -24,6 +24,13 @@ pub struct VerifyOptions {
     /// Fail when the last run has no `stop` record and no Warden is writing the log (the
     /// CLI's `--require-signed` sets it too).
     pub require_stopped: bool,
+    /// With `require_signed`, accept the unsigned tails of runs that ended without their stop
+    /// record (killed or crashed): reported, not failed.
+    pub accept_crash_tails: bool,
+    /// With `require_signed`, on a log a process is writing (it holds `audit.lock`): the
+    /// records after the last checkpoint pass while the oldest of them is at most this old
+    /// (a live writer signs them within `audit.signing.checkpoint_interval`); zero: never.
+    pub live_window: std::time::Duration,
     /// Heads kept elsewhere (shipped to a SIEM, printed by an earlier verify): the log must
     /// still hold each, with the same hash.
     pub heads: Vec<Anchor>,
@@ -46,6 +53,11 @@ pub struct VerifyReport {
     pub signatures_checked: bool,
     /// Records no checkpoint covers: first and last seq of each range.
     pub unsigned: Vec<(u64, u64)>,
+    /// Those of `unsigned` that are the tail of a run killed or crashed before its next
+    /// checkpoint.
+    pub crash_tails: Vec<(u64, u64)>,
+    /// On a live log, the records after the last checkpoint were within `live_window`.
+    pub live_tail: Option<(u64, u64)>,
     /// Retention removed the log's beginning: the last seq removed, and the seq of the
     /// `retention` record that says so.
     pub removed: Option<(u64, u64)>,
@@ -88,6 +100,20 @@ impl fmt::Display for VerifyReport {
                 super::error::ranges(&self.unsigned)
             )?;
         }
+        if !self.crash_tails.is_empty() {
+            write!(
+                f,
+                "; of which the tail of a run killed or crashed before its next checkpoint                  (its hash chain holds, no signature covers it): {}",
+                super::error::ranges(&self.crash_tails)
+            )?;
+        }
+        if let Some(tail) = self.live_tail {
+            write!(
+                f,
+                "; of which written in the last moments of the live run, not signed yet: {}",
+                super::error::ranges(&[tail])
+            )?;
+        }
         if self.heads_checked > 0 {
             write!(f, "; {} heads given found", self.heads_checked)?;
         }
@@ -102,9 +128,11 @@ impl fmt::Display for VerifyReport {
             LastRun::Stopped { stop } => {
                 write!(f, "; the last run ended with its stop record (seq {stop})")
             }
-            LastRun::Live => {
-                f.write_str("; live: a Warden is writing this log, its last run has not ended")
-            }
+            LastRun::Live => f.write_str(
+                "; live: a process holds the log's lock (audit.lock), so its last run has not \
+                 ended and how it ends is not proven here; for evidence verify a copy of the \
+                 directory, with --head or --against-siem (docs/audit.md#a-cut-tail)",
+            ),
             LastRun::Open { start } => write!(
                 f,
                 "\nWARNING: the last run {} has no stop record and no Warden is writing this \
@@ -173,15 +201,18 @@ pub fn verify_with(dir: &Path, options: &VerifyOptions) -> Result<VerifyReport, 
         }
     }
     let (head_seq, head_hash): (u64, Hash) = chain.head().unwrap_or((0, GENESIS));
-    let (checkpoints, unsigned) = match chain.signatures() {
+    let (checkpoints, unsigned, crash_tails, trailing_since) = match chain.signatures() {
         Some(signatures) => {
             signatures.finish(head_seq);
+            let trailing_since = signatures.trailing_since(head_seq);
             (
                 signatures.checkpoints,
                 std::mem::take(&mut signatures.unsigned),
+                std::mem::take(&mut signatures.crash_tails),
+                trailing_since,
             )
         }
-        None => (0, Vec::new()),
+        None => (0, Vec::new(), Vec::new(), None),
     };
     // With keys, only a retention record under a valid checkpoint accounts for a removal: an
     // unsigned one could have been added by whoever deleted the segments.
@@ -203,6 +234,26 @@ pub fn verify_with(dir: &Path, options: &VerifyOptions) -> Result<VerifyReport, 
         source,
     })?;
     let last_run = chain.runs().last(live);
+    // A live writer signs what it wrote within its checkpoint interval: only a recent
+    // trailing range passes as not signed yet (a lock proves nothing more).
+    let live_tail = unsigned
+        .last()
+        .copied()
+        .filter(|(_, last)| live && *last == head_seq)
+        .filter(|_| {
+            trailing_since.is_some_and(|since| {
+                std::time::SystemTime::now()
+                    .duration_since(since)
+                    .unwrap_or_default()
+                    <= options.live_window
+            })
+        });
+    let failing: Vec<(u64, u64)> = unsigned
+        .iter()
+        .copied()
+        .filter(|range| Some(*range) != live_tail)
+        .filter(|range| !(options.accept_crash_tails && crash_tails.contains(range)))
+        .collect();
     match anchor {
         None => Err(VerifyError::AnchorMissing {
             dir: dir.to_path_buf(),
@@ -227,9 +278,14 @@ pub fn verify_with(dir: &Path, options: &VerifyOptions) -> Result<VerifyReport, 
                 seq: heads_ahead.unwrap_or_default(),
             }),
         }),
-        Some(_) if options.require_signed && !unsigned.is_empty() => {
-            Err(VerifyError::Unsigned { unsigned })
-        }
+        Some(_) if options.require_signed && !failing.is_empty() => Err(VerifyError::Unsigned {
+            crash_tails: crash_tails
+                .iter()
+                .copied()
+                .filter(|range| failing.contains(range))
+                .collect(),
+            unsigned: failing,
+        }),
         Some(_) if options.require_stopped && matches!(last_run, LastRun::Open { .. }) => {
             Err(VerifyError::NotStopped {
                 start: match last_run {
@@ -247,6 +303,8 @@ pub fn verify_with(dir: &Path, options: &VerifyOptions) -> Result<VerifyReport, 
             checkpoints,
             signatures_checked: !options.keys.is_empty(),
             unsigned,
+            crash_tails,
+            live_tail,
             removed,
             last_run,
             heads_checked: options.heads.len() as u64 - heads_removed,

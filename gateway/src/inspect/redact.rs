@@ -27,6 +27,15 @@ pub fn placeholder(detector: &str) -> String {
     format!("[REDACTED:{detector}]")
 }
 
+/// `body` with every credential the detectors find (every enabled detector but the personal
+/// data ones, e-mail addresses and telephone numbers, which `audit.record_content` keeps as
+/// configured) replaced with its placeholder: what the audit log records of request content.
+/// `None` when there is none.
+pub fn credentials_masked(body: &[u8], config: &InspectConfig) -> Option<Vec<u8>> {
+    let personal = |d: &str| super::personal::DETECTORS.iter().any(|p| p.name == d);
+    redact(body, config, &|d| !personal(d)).map(|r| r.body)
+}
+
 /// Replaces in `body` every match of each enabled content detector that `wanted` accepts;
 /// `None` when there is none.
 pub fn redact(
@@ -229,6 +238,17 @@ mod tests {
                     .collect(),
             )
         })
+    }
+
+    #[test]
+    fn recorded_content_masks_credentials_and_keeps_personal_data() {
+        let config = InspectConfig::default();
+        let body = br#"{"note":"key AKIAIOSFODNN7EXAMPLE mail ops@corp.io"}"#;
+        let masked = String::from_utf8(credentials_masked(body, &config).unwrap()).unwrap();
+        assert!(masked.contains("[REDACTED:aws_access_key]"), "{masked}");
+        assert!(!masked.contains("AKIA"), "{masked}");
+        assert!(masked.contains("ops@corp.io"), "{masked}");
+        assert_eq!(credentials_masked(b"mail ops@corp.io", &config), None);
     }
 
     #[test]

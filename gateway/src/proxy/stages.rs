@@ -209,7 +209,7 @@ pub(super) fn recall(
 }
 
 /// Decide: Cedar's verdict on the action, recorded durably before anything else happens;
-/// the record keeps `content` (the body, or a tool call's arguments) with
+/// the record keeps `content` (the body, or a tool call's arguments, credentials masked) with
 /// `audit.record_content`, else a REST operation's or a plain-HTTP egress request's body (and
 /// any request that needs an approval) as its digest. A deny of `@on_match("redact")` forbids
 /// redacts `content` in place and judges it again (`proxy/redaction.rs`).
@@ -250,6 +250,7 @@ pub(super) async fn decide_with(
         shadow,
         facts: audit.decision_facts.then(|| {
             crate::policy::facts::of(action, audit.record_content, audit.decision_facts_max_bytes)
+                .and_then(|facts| credentials_masked(facts, &snap.config.inspect))
         }),
         overruled_by: overruled_by(cedar, adjusted_label, judged_label, decision.label()),
     };
@@ -280,10 +281,14 @@ pub(super) async fn decide_with(
     }
     let canary = canary::hit(&action.context.findings);
     let content: &[u8] = content;
+    // Recorded content never holds a credential: each is its detector's placeholder.
+    let masked = (audit.record_content && !canary)
+        .then(|| inspect::redact::credentials_masked(content, &snap.config.inspect))
+        .flatten();
     let content = match (audit.record_content, &action.context.facts, &decision) {
         // A canary's value is never recorded.
         (true, _, _) if canary => Content::Digest(content),
-        (true, _, _) => Content::Recorded(content),
+        (true, _, _) => Content::Recorded(masked.as_deref().unwrap_or(content)),
         (false, Facts::Http(_) | Facts::Egress(_), _)
         | (false, _, Decision::NeedsApproval { .. }) => Content::Digest(content),
         (false, _, _) => Content::Omitted,
@@ -306,6 +311,20 @@ pub(super) async fn decide_with(
     )
     .await?;
     Ok(decision)
+}
+
+/// `facts` (which hold a tool call's arguments with `audit.record_content`) with every
+/// credential masked, as recorded content is.
+fn credentials_masked(
+    facts: crate::audit::event::RawJson,
+    config: &inspect::InspectConfig,
+) -> Result<crate::audit::event::RawJson, &'static str> {
+    let Some(masked) = inspect::redact::credentials_masked(facts.get().as_bytes(), config) else {
+        return Ok(facts);
+    };
+    serde_json::from_slice::<Box<serde_json::value::RawValue>>(&masked)
+        .and_then(|raw| crate::audit::event::RawJson::of(&raw))
+        .map_err(|_| "facts hold a credential")
 }
 
 /// What made the decision beyond policy, from its labels along the way: Cedar's verdict, after

@@ -1,13 +1,18 @@
 //! A sink's durable cursor: `<audit dir>/cursors/<sink>.json`, the last record the sink's
 //! destination acknowledged. `seq` is the contract retention reads (segments whose records
 //! are all at or below every sink's `seq` may go); `segment` and `offset` say where the next
-//! record starts, `hash` is the acknowledged record's id. Replaced atomically: temporary file,
+//! record starts, `hash` is the acknowledged record's id, `mac` authenticates the rest
+//! (HMAC-SHA256 under a key derived from the audit key, over the sink's name and every
+//! field): a cursor without a valid `mac` was not written by Warden and is not trusted
+//! (shipping restarts from the oldest record kept). Replaced atomically: temporary file,
 //! fsync, rename, fsync of the directory.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 
 /// The directory of the cursors, below the audit directory.
 pub const CURSOR_DIR: &str = "cursors";
@@ -29,6 +34,53 @@ pub struct Cursor {
     /// When the acknowledged record was written (RFC 3339), for the lag metrics.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub time: String,
+    /// HMAC-SHA256 (hex) of the sink's name and the fields above, under the cursor key.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mac: String,
+}
+
+/// The key that authenticates cursors: derived from the audit key
+/// ([`Signer::derive_key`](crate::audit::signer::Signer::derive_key)).
+#[derive(Clone)]
+pub struct CursorKey([u8; 32]);
+
+impl std::fmt::Debug for CursorKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CursorKey(..)")
+    }
+}
+
+/// The purpose the cursor key is derived for.
+const PURPOSE: &str = "warden siem cursor v1";
+
+impl CursorKey {
+    /// The cursor key of the audit key `signer`.
+    pub fn of(signer: &crate::audit::signer::Signer) -> CursorKey {
+        CursorKey(signer.derive_key(PURPOSE))
+    }
+
+    fn mac(&self, sink: &str, cursor: &Cursor) -> Hmac<Sha256> {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes a key of any length");
+        let text = format!(
+            "{sink}\n{}\n{}\n{}\n{}\n{}",
+            cursor.seq, cursor.segment, cursor.offset, cursor.hash, cursor.time
+        );
+        mac.update(text.as_bytes());
+        mac
+    }
+}
+
+/// A cursor as read from its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Loaded {
+    /// No cursor: the sink starts at the oldest record kept.
+    Missing,
+    /// A cursor Warden wrote with this audit key.
+    Authentic(Cursor),
+    /// A cursor whose `mac` is missing or wrong: written by something else (or under another
+    /// audit key); not trusted.
+    Unauthentic(Cursor),
 }
 
 /// Why a cursor cannot be read or saved.
@@ -52,15 +104,28 @@ pub fn path(dir: &Path, sink: &str) -> PathBuf {
 }
 
 impl Cursor {
-    /// The cursor of `sink`, or the start of the log when it has none.
-    pub fn load(dir: &Path, sink: &str) -> Result<Cursor, CursorError> {
+    /// The cursor of `sink`, checked with `key` (`None`: an unsigned log, whose cursors are
+    /// never trusted).
+    pub fn load(dir: &Path, sink: &str, key: Option<&CursorKey>) -> Result<Loaded, CursorError> {
         let path = path(dir, sink);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| CursorError::Malformed {
-                path,
-                reason: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Cursor::default()),
+            Ok(bytes) => {
+                let cursor: Cursor =
+                    serde_json::from_slice(&bytes).map_err(|e| CursorError::Malformed {
+                        path,
+                        reason: e.to_string(),
+                    })?;
+                let authentic = key.is_some_and(|key| {
+                    hex::decode(&cursor.mac)
+                        .is_ok_and(|mac| key.mac(sink, &cursor).verify_slice(&mac).is_ok())
+                });
+                Ok(if authentic {
+                    Loaded::Authentic(cursor)
+                } else {
+                    Loaded::Unauthentic(cursor)
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Loaded::Missing),
             Err(source) => Err(CursorError::Io {
                 action: "read",
                 path,
@@ -69,8 +134,8 @@ impl Cursor {
         }
     }
 
-    /// Replaces the cursor file of `sink` with this one, durably.
-    pub fn save(&self, dir: &Path, sink: &str) -> Result<(), CursorError> {
+    /// Replaces the cursor file of `sink` with this one, durably, authenticated with `key`.
+    pub fn save(&self, dir: &Path, sink: &str, key: Option<&CursorKey>) -> Result<(), CursorError> {
         let path = path(dir, sink);
         let cursors = dir.join(CURSOR_DIR);
         let io = |action, source| CursorError::Io {
@@ -81,7 +146,11 @@ impl Cursor {
         crate::private_files::create_dir_all(&cursors)
             .map_err(|e| io("create the directory of", e))?;
         let temp = cursors.join(format!(".{sink}.json.tmp"));
-        let bytes = serde_json::to_vec(self).map_err(|e| io("encode", e.into()))?;
+        let mut cursor = self.clone();
+        cursor.mac = key.map_or_else(String::new, |key| {
+            hex::encode(key.mac(sink, &cursor).finalize().into_bytes())
+        });
+        let bytes = serde_json::to_vec(&cursor).map_err(|e| io("encode", e.into()))?;
         let mut file = crate::private_files::options()
             .write(true)
             .create(true)
@@ -103,19 +172,43 @@ impl Cursor {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_saved_cursor_is_read_back_and_a_missing_one_is_the_start() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(Cursor::load(dir.path(), "s").unwrap(), Cursor::default());
-        let cursor = Cursor {
+    fn key() -> CursorKey {
+        CursorKey::of(&crate::audit::signer::Signer::new(
+            ed25519_dalek::SigningKey::from_bytes(&[7; 32]),
+        ))
+    }
+
+    fn cursor() -> Cursor {
+        Cursor {
             seq: 42,
             segment: 3,
             offset: 1234,
             hash: "ab".repeat(32),
             time: "2026-12-01T00:00:00Z".into(),
+            mac: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_saved_cursor_is_read_back_and_a_missing_one_is_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = key();
+        assert_eq!(
+            Cursor::load(dir.path(), "s", Some(&key)).unwrap(),
+            Loaded::Missing
+        );
+        let cursor = cursor();
+        cursor.save(dir.path(), "s", Some(&key)).unwrap();
+        let Loaded::Authentic(read) = Cursor::load(dir.path(), "s", Some(&key)).unwrap() else {
+            panic!("a cursor Warden saved is not authentic");
         };
-        cursor.save(dir.path(), "s").unwrap();
-        assert_eq!(Cursor::load(dir.path(), "s").unwrap(), cursor);
+        assert_eq!(
+            Cursor {
+                mac: String::new(),
+                ..read
+            },
+            cursor
+        );
         // The contract retention reads: `{"seq": N}` in cursors/<sink>.json.
         let text = std::fs::read_to_string(dir.path().join("cursors/s.json")).unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -133,7 +226,50 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("cursors")).unwrap();
         std::fs::write(dir.path().join("cursors/s.json"), "{nope").unwrap();
-        let e = Cursor::load(dir.path(), "s").unwrap_err().to_string();
+        let e = Cursor::load(dir.path(), "s", None).unwrap_err().to_string();
         assert!(e.contains("move it aside"), "{e}");
+    }
+
+    #[test]
+    fn a_cursor_written_without_the_key_or_for_another_sink_is_not_authentic() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = key();
+        // What anyone who can write the directory can write: every field, no valid mac.
+        let mut forged = serde_json::to_value(cursor()).unwrap();
+        forged["mac"] = "00".repeat(32).into();
+        std::fs::create_dir_all(dir.path().join("cursors")).unwrap();
+        std::fs::write(dir.path().join("cursors/s.json"), forged.to_string()).unwrap();
+        assert!(matches!(
+            Cursor::load(dir.path(), "s", Some(&key)).unwrap(),
+            Loaded::Unauthentic(c) if c.seq == 42
+        ));
+        // A genuine cursor moved to another sink's name, or a field changed, fails too.
+        cursor().save(dir.path(), "s", Some(&key)).unwrap();
+        std::fs::rename(
+            dir.path().join("cursors/s.json"),
+            dir.path().join("cursors/t.json"),
+        )
+        .unwrap();
+        assert!(matches!(
+            Cursor::load(dir.path(), "t", Some(&key)).unwrap(),
+            Loaded::Unauthentic(_)
+        ));
+        cursor().save(dir.path(), "s", Some(&key)).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("cursors/s.json")).unwrap();
+        std::fs::write(
+            dir.path().join("cursors/s.json"),
+            text.replace("\"seq\":42", "\"seq\":4200"),
+        )
+        .unwrap();
+        assert!(matches!(
+            Cursor::load(dir.path(), "s", Some(&key)).unwrap(),
+            Loaded::Unauthentic(_)
+        ));
+        // An unsigned log trusts no cursor.
+        cursor().save(dir.path(), "u", None).unwrap();
+        assert!(matches!(
+            Cursor::load(dir.path(), "u", None).unwrap(),
+            Loaded::Unauthentic(_)
+        ));
     }
 }

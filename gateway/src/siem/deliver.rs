@@ -2,15 +2,25 @@
 //! move the sink's cursor only once the destination acknowledged every record (or the
 //! dead-letter file holds the ones it rejected for good). Failures are retried with backoff
 //! and jitter, without end: the log is the buffer, and the cursor simply falls behind.
+//!
+//! A saved cursor is resumed from only when it is authentic (its `mac`) and matches the log
+//! (`cursor_check`); otherwise the sink ships from the oldest record kept (the destination
+//! sees some records again, each with its stable id) and a `system` record says why. What
+//! the destination acknowledged is reported to the audit log ([`Acknowledged`]) for
+//! retention, and records found gone before they were shipped are recorded in the chain.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
+use serde_json::json;
 use tokio::sync::watch;
+
+use crate::audit::AuditLog;
+use crate::audit::event::{AuditEvent, EventKind};
 
 use super::backoff::Backoff;
 use super::config::{BatchConfig, RetryConfig};
-use super::cursor::Cursor;
+use super::cursor::{Cursor, CursorKey, Loaded};
 use super::metrics::SiemMetrics;
 use super::sink::Sink;
 use super::spool::{Entry, Spool};
@@ -34,24 +44,29 @@ pub struct Delivery {
     pub retry: RetryConfig,
     pub poll: Duration,
     pub metrics: SiemMetrics,
+    /// The log shipped: its key authenticates cursors, its retention learns what was
+    /// acknowledged, and what goes wrong with the sink's position is recorded in it.
+    pub audit: AuditLog,
 }
 
 impl Delivery {
     /// Runs until told to stop (after draining).
     pub async fn run(mut self, mut run: watch::Receiver<Run>) {
-        let mut cursor = match Cursor::load(&self.dir, &self.name) {
+        let key = self.audit.signer().map(|s| CursorKey::of(s));
+        let loaded = match Cursor::load(&self.dir, &self.name, key.as_ref()) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(sink = %self.name, error = %e, "SIEM sink not started");
                 return;
             }
         };
+        let mut cursor = self.resume(loaded);
+        self.audit.acknowledged().set(&self.name, cursor.seq);
         tracing::info!(sink = %self.name, acknowledged_seq = cursor.seq, "SIEM sink shipping");
         let mut spool = Spool::new(&self.dir, &self.name, &cursor);
         let mut backoff = Backoff::new(&self.retry);
         let mut batch: Vec<Entry> = Vec::new();
         let mut first_seen: Option<Instant> = None;
-        let mut warned_behind = false;
         loop {
             let mode = *run.borrow();
             if matches!(mode, Run::Drain(deadline) if Instant::now() >= deadline) {
@@ -67,17 +82,20 @@ impl Delivery {
                     continue;
                 }
             };
-            if head < cursor.seq && !warned_behind {
-                warned_behind = true;
-                tracing::error!(sink = %self.name, head, acknowledged_seq = cursor.seq,
-                    "the audit log ends before this sink's cursor (a new log?); move cursors/<sink>.json aside to ship it");
-            }
-            if let Err(e) = spool.read(
+            let read = spool.read(
                 head,
                 self.batch.max_events,
                 self.batch.max_bytes,
                 &mut batch,
-            ) {
+            );
+            for (from, to) in spool.take_missing() {
+                self.record("siem_records_missing", json!({
+                    "from": from,
+                    "to": to,
+                    "message": "records this sink had not acknowledged were no longer in the log when it came to ship them; its destination will never receive them",
+                }));
+            }
+            if let Err(e) = read {
                 tracing::error!(sink = %self.name, error = %e, "cannot read the audit log");
                 let wait = backoff.next_wait();
                 if self.wait(&mut run, wait).await {
@@ -110,9 +128,10 @@ impl Delivery {
                 return;
             }
             let last = batch.last().map(Entry::cursor).unwrap_or_default();
-            if let Err(e) = last.save(&self.dir, &self.name) {
+            if let Err(e) = last.save(&self.dir, &self.name, key.as_ref()) {
                 tracing::error!(sink = %self.name, error = %e, "cannot save the SIEM cursor; a restart will send this batch again");
             }
+            self.audit.acknowledged().set(&self.name, last.seq);
             cursor = last;
             batch.clear();
             first_seen = None;
@@ -123,6 +142,45 @@ impl Delivery {
                 .with_label_values(&[&self.name])
                 .set(unix_now());
         }
+    }
+
+    /// The cursor to resume from: the saved one when it is authentic and matches the log,
+    /// else the start of the log (with an error and a `system` record saying why).
+    fn resume(&self, loaded: Loaded) -> Cursor {
+        let (claimed, why) = match loaded {
+            Loaded::Missing => return Cursor::default(),
+            Loaded::Authentic(cursor) => match super::cursor_check::check(&self.dir, &cursor) {
+                Ok(()) => return cursor,
+                Err(why) => (
+                    cursor.seq,
+                    format!("it does not match the audit log: {why}"),
+                ),
+            },
+            Loaded::Unauthentic(cursor) => (
+                cursor.seq,
+                "it was not written by Warden with this audit key (no valid mac)".to_owned(),
+            ),
+        };
+        tracing::error!(sink = %self.name, claimed_seq = claimed, reason = %why,
+            "this SIEM sink's cursor is not trusted; shipping from the oldest record kept (the destination may receive some records again, with the same ids)");
+        self.record(
+            "siem_cursor_untrusted",
+            json!({
+                "claimed_seq": claimed,
+                "reason": why,
+                "message": "the sink ships from the oldest record kept; retention waits for what it acknowledges now",
+            }),
+        );
+        Cursor::default()
+    }
+
+    /// Appends a `system` record about this sink to the log (not waiting for it).
+    fn record(&self, event: &str, mut detail: serde_json::Value) {
+        detail["event"] = event.into();
+        detail["sink"] = self.name.clone().into();
+        let mut record = AuditEvent::now(EventKind::System);
+        record.detail = Some(detail);
+        self.audit.append_detached(record);
     }
 
     /// Sends `batch` until every record is acknowledged or dead-lettered; `false` when the
@@ -271,17 +329,22 @@ mod tests {
     use crate::siem::syslog::SyslogSink;
     use tokio::io::AsyncReadExt;
 
-    async fn log_of(dir: &std::path::Path, n: usize) {
+    async fn log_of(dir: &std::path::Path, n: usize) -> AuditLog {
         let log = AuditLog::open(dir, &AuditConfig::default()).unwrap();
         for _ in 0..n {
             log.append(AuditEvent::now(EventKind::System))
                 .await
                 .unwrap();
         }
-        log.close().await.unwrap();
+        log
     }
 
-    fn delivery(dir: &std::path::Path, addr: std::net::SocketAddr, batch: BatchConfig) -> Delivery {
+    fn delivery(
+        log: &AuditLog,
+        dir: &std::path::Path,
+        addr: std::net::SocketAddr,
+        batch: BatchConfig,
+    ) -> Delivery {
         let config: SyslogConfig =
             serde_json::from_value(serde_json::json!({"address": addr.to_string()})).unwrap();
         Delivery {
@@ -297,17 +360,21 @@ mod tests {
             },
             poll: Duration::from_millis(10),
             metrics: SiemMetrics::new(),
+            audit: log.clone(),
         }
     }
 
     fn cursor_seq(dir: &std::path::Path) -> u64 {
-        Cursor::load(dir, "t").unwrap().seq
+        match Cursor::load(dir, "t", None).unwrap() {
+            Loaded::Missing => 0,
+            Loaded::Authentic(c) | Loaded::Unauthentic(c) => c.seq,
+        }
     }
 
     #[tokio::test]
     async fn the_cursor_moves_only_once_the_destination_took_the_batch() {
         let dir = tempfile::tempdir().unwrap();
-        log_of(dir.path(), 5).await;
+        let log = log_of(dir.path(), 5).await;
         // A port nobody listens on yet.
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = probe.local_addr().unwrap();
@@ -317,7 +384,7 @@ mod tests {
             max_bytes: usize::MAX,
             linger: Duration::from_millis(10),
         };
-        let d = delivery(dir.path(), addr, batch);
+        let d = delivery(&log, dir.path(), addr, batch);
         let metrics = d.metrics.clone();
         let (run, watch) = watch::channel(Run::Ship);
         let task = tokio::spawn(d.run(watch));
@@ -329,6 +396,7 @@ mod tests {
         );
         assert!(metrics.failed.with_label_values(&["t"]).get() > 0);
         assert_eq!(metrics.lag_events.with_label_values(&["t"]).get(), 5);
+        assert_eq!(log.acknowledged().get("t"), 0);
         // The collector comes up: everything is delivered, in batches of at most 2.
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let reader = tokio::spawn(async move {
@@ -346,6 +414,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(metrics.sent.with_label_values(&["t"]).get(), 5);
+        assert_eq!(log.acknowledged().get("t"), 5, "retention learns it");
         assert_eq!(metrics.lag_events.with_label_values(&["t"]).get(), 0);
         run.send(Run::Drain(Instant::now())).unwrap();
         task.await.unwrap();
@@ -354,9 +423,64 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_cursor_warden_did_not_write_is_not_trusted_and_the_log_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log_of(dir.path(), 5).await;
+        // A valid-looking cursor at seq 4, built from the log itself, without a valid mac.
+        let mut all = Vec::new();
+        Spool::new(dir.path(), "t", &Cursor::default())
+            .read(5, 100, usize::MAX, &mut all)
+            .unwrap();
+        let forged = all[3].cursor();
+        std::fs::create_dir_all(dir.path().join("cursors")).unwrap();
+        std::fs::write(
+            dir.path().join("cursors/t.json"),
+            serde_json::to_vec(&forged).unwrap(),
+        )
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reader = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut all = Vec::new();
+            let _ = stream.read_to_end(&mut all).await;
+            all
+        });
+        let batch = BatchConfig {
+            max_events: 100,
+            max_bytes: usize::MAX,
+            linger: Duration::from_millis(10),
+        };
+        let (run, watch) = watch::channel(Run::Ship);
+        let task = tokio::spawn(delivery(&log, dir.path(), addr, batch).run(watch));
+        // Everything from seq 1, and the record saying why, is shipped.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while log.acknowledged().get("t") < 6 {
+            assert!(Instant::now() < deadline, "not shipped from the start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        run.send(Run::Drain(Instant::now())).unwrap();
+        task.await.unwrap();
+        log.close().await.unwrap();
+        let text = String::from_utf8(reader.await.unwrap()).unwrap();
+        assert!(text.contains(r#"seq="1""#), "{text}");
+        let mut untrusted = Vec::new();
+        crate::audit::read::Reader::new(dir.path())
+            .each_new(|r| {
+                if r.value["detail"]["event"] == "siem_cursor_untrusted" {
+                    untrusted.push(r.value);
+                }
+            })
+            .unwrap();
+        assert_eq!(untrusted.len(), 1);
+        assert_eq!(untrusted[0]["detail"]["claimed_seq"], 4);
+        assert_eq!(untrusted[0]["detail"]["sink"], "t");
+    }
+
+    #[tokio::test]
     async fn a_batch_that_is_not_full_waits_for_its_linger() {
         let dir = tempfile::tempdir().unwrap();
-        log_of(dir.path(), 3).await;
+        let log = log_of(dir.path(), 3).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let _accept = tokio::spawn(async move {
@@ -370,7 +494,7 @@ mod tests {
         };
         let (run, watch) = watch::channel(Run::Ship);
         let start = Instant::now();
-        let task = tokio::spawn(delivery(dir.path(), addr, batch).run(watch));
+        let task = tokio::spawn(delivery(&log, dir.path(), addr, batch).run(watch));
         while cursor_seq(dir.path()) < 3 {
             assert!(start.elapsed() < Duration::from_secs(10));
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -2,7 +2,8 @@
 //! `_bulk` and syslog (RFC 5424 over TCP or TLS), several at once.
 //!
 //! The audit log is the spool. Each sink reads it from its own durable cursor
-//! (`<audit dir>/cursors/<sink>.json`), never past the durable head (`head.json`), sends
+//! (`<audit dir>/cursors/<sink>.json`, authenticated with a key derived from the audit key),
+//! never past the durable head (`head.json`), sends
 //! batches in the sink's event shape (ECS, OCSF or raw, each with the record's stable id),
 //! and moves its cursor only when the destination acknowledged the batch. The shipper runs on
 //! a thread of its own (`warden-siem`, one task per sink), apart from the request path.
@@ -11,6 +12,7 @@ pub mod against;
 mod backoff;
 pub mod config;
 pub mod cursor;
+mod cursor_check;
 mod dead_letter;
 mod deliver;
 pub mod elastic;
@@ -37,6 +39,7 @@ use config::SiemConfig;
 use deliver::{Delivery, Run};
 use metrics::SiemMetrics;
 
+use crate::audit::AuditLog;
 use crate::vault::SecretStore;
 
 /// The running shipper: a thread with one task per sink.
@@ -47,9 +50,10 @@ pub struct Shipper {
 
 impl Shipper {
     /// Sets up every sink of `config` (reading their secrets now, on the caller's runtime)
-    /// and starts shipping the log in `audit_dir`; `None` when there are no sinks.
+    /// and starts shipping `audit`, the log in `audit_dir`; `None` when there are no sinks.
     pub async fn start(
         config: &SiemConfig,
+        audit: &AuditLog,
         audit_dir: &Path,
         vault: Option<Arc<SecretStore>>,
         metrics: SiemMetrics,
@@ -67,6 +71,7 @@ impl Shipper {
                 retry: sink.retry.clone(),
                 poll: config.poll(),
                 metrics: metrics.clone(),
+                audit: audit.clone(),
             });
         }
         let (run, watch) = watch::channel(Run::Ship);

@@ -2,6 +2,9 @@
 //! (following rotation), never past the durable head (`head.json`), a bounded batch at a
 //! time. A cursor whose segment retention removed resumes at the next segment, and records
 //! already acknowledged (seq at or below the cursor's) are skipped wherever reading starts.
+//! Records a sink had not acknowledged that are no longer in the log (removed with
+//! `when_full: delete_unshipped`, or by hand) are collected for the shipper to record.
+//! Check a saved cursor against the log (`cursor_check`) before resuming from it.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
@@ -40,6 +43,7 @@ impl Entry {
                 .as_str()
                 .unwrap_or_default()
                 .to_owned(),
+            mac: String::new(),
         }
     }
 }
@@ -70,8 +74,10 @@ pub struct Spool {
     offset: u64,
     /// The seq of the next record to hand out.
     next_seq: u64,
-    /// The position came from a saved cursor and has not been confirmed by a record yet.
-    unconfirmed: bool,
+    /// No record read yet and no position known: the first record read starts the sink.
+    fresh: bool,
+    /// Ranges of seqs (first, last) found missing since the last `take_missing`.
+    missing: Vec<(u64, u64)>,
 }
 
 impl Spool {
@@ -83,8 +89,14 @@ impl Spool {
             segment: cursor.segment,
             offset: cursor.offset,
             next_seq: cursor.seq + 1,
-            unconfirmed: cursor.offset > 0,
+            fresh: cursor.seq == 0,
+            missing: Vec::new(),
         }
+    }
+
+    /// The ranges of records this sink had not acknowledged that reading found gone.
+    pub fn take_missing(&mut self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut self.missing)
     }
 
     /// The durable head: the last seq on disk (0 when the log has none yet).
@@ -155,7 +167,6 @@ impl Spool {
                 to = %segment_file(number),
                 "the segment this sink's cursor points into was removed; resuming at the next segment"
             );
-            self.unconfirmed = false;
         }
         if number != self.segment {
             self.segment = number;
@@ -221,10 +232,6 @@ impl Spool {
             line.pop();
             let value: Value = match serde_json::from_slice(&line) {
                 Ok(v) => v,
-                Err(e) if self.unconfirmed => {
-                    self.restart_segment(&format!("the cursor's offset is not a record: {e}"));
-                    return self.read_segment(head, max_events, max_bytes, bytes, out);
-                }
                 Err(e) => {
                     return Err(SpoolError::Malformed {
                         file: name,
@@ -240,14 +247,6 @@ impl Spool {
                     reason: "no seq".into(),
                 });
             };
-            if self.unconfirmed && seq != self.next_seq && self.offset > 0 {
-                self.restart_segment(&format!(
-                    "the record at the cursor's offset is seq {seq}, not {}",
-                    self.next_seq
-                ));
-                return self.read_segment(head, max_events, max_bytes, bytes, out);
-            }
-            self.unconfirmed = false;
             if seq < self.next_seq {
                 // Acknowledged already.
                 self.offset += line.len() as u64 + 1;
@@ -256,14 +255,16 @@ impl Spool {
             if seq > head {
                 return Ok(SegmentEnd::Limit);
             }
-            if seq > self.next_seq {
-                tracing::warn!(
+            if seq > self.next_seq && !self.fresh {
+                tracing::error!(
                     sink = %self.sink,
                     first_missing = self.next_seq,
                     next = seq,
                     "records this sink had not acknowledged are no longer in the log; going on with the next one"
                 );
+                self.missing.push((self.next_seq, seq - 1));
             }
+            self.fresh = false;
             self.offset += line.len() as u64 + 1;
             self.next_seq = seq + 1;
             *bytes += line.len();
@@ -278,14 +279,6 @@ impl Spool {
                 bytes: line.len(),
             });
         }
-    }
-
-    /// Reads the current segment again from its start (acknowledged records are skipped).
-    fn restart_segment(&mut self, why: &str) {
-        tracing::warn!(sink = %self.sink, segment = %segment_file(self.segment), reason = why,
-            "this sink's cursor does not match the log; reading the segment from its start");
-        self.offset = 0;
-        self.unconfirmed = false;
     }
 }
 
@@ -388,20 +381,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_cursor_offset_that_does_not_match_rereads_the_segment() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = AuditLog::open(dir.path(), &AuditConfig::default()).unwrap();
-        append(&log, 5).await;
-        log.close().await.unwrap();
-        let cursor = Cursor {
-            seq: 2,
-            segment: 1,
-            offset: 17, // mid-line
-            ..Cursor::default()
-        };
-        let mut spool = Spool::new(dir.path(), "s", &cursor);
+    async fn records_gone_before_they_were_read_are_reported_once_but_not_from_the_start() {
+        let dir = rotated_log().await;
+        let list = segments(dir.path()).unwrap();
+        let mut spool = Spool::new(dir.path(), "s", &Cursor::default());
         let mut batch = Vec::new();
-        spool.read(5, 100, usize::MAX, &mut batch).unwrap();
-        assert_eq!(seqs(&batch), [3, 4, 5]);
+        spool.read(30, 2, usize::MAX, &mut batch).unwrap();
+        let cursor = batch[1].cursor();
+        // The rest of segment 1 and all of segment 2 go before the sink read them.
+        std::fs::remove_file(dir.path().join(&list[0].1)).unwrap();
+        std::fs::remove_file(dir.path().join(&list[1].1)).unwrap();
+        let mut spool = Spool::new(dir.path(), "s", &cursor);
+        let mut rest = Vec::new();
+        spool.read(30, 100, usize::MAX, &mut rest).unwrap();
+        let first = rest[0].seq;
+        assert!(first > 3, "{first}");
+        assert_eq!(spool.take_missing(), [(3, first - 1)]);
+        assert!(spool.take_missing().is_empty());
+        // A sink starting with no position starts at the oldest record kept: nothing missing.
+        let mut spool = Spool::new(dir.path(), "s", &Cursor::default());
+        let mut all = Vec::new();
+        spool.read(30, 100, usize::MAX, &mut all).unwrap();
+        assert_eq!(all[0].seq, first);
+        assert!(spool.take_missing().is_empty());
     }
 }
