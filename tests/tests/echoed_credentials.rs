@@ -1,6 +1,8 @@
-//! An upstream that echoes the credential Warden injected, in its body and in HTTP/1.1
-//! trailers, compressed or not: the agent gets it redacted everywhere, on the wire as it
-//! arrives (a raw HTTP/1.1 client that asks for trailers, `te: trailers`).
+//! An upstream that echoes the credential Warden injected in a gzipped body (and in HTTP/1.1
+//! trailers): the agent gets the body decoded and redacted, on the wire as it arrives (a raw
+//! HTTP/1.1 client that asks for trailers, `te: trailers`), and the secret nowhere in clear.
+//! (Warden does not pass HTTP/1.1 trailers on to the agent: it drops the hop-by-hop `Trailer`
+//! header that declares them, and hyper sends only declared trailer fields.)
 
 use serde_json::json;
 use warden_e2e::fake_llm::FakeLlm;
@@ -27,21 +29,15 @@ async fn stage() -> (FakeLlm, TrailingEcho, Warden, String) {
 }
 
 /// Checks that `raw`, an answer as the agent received it, is the echo with the secret
-/// redacted in its body and its trailer, and nowhere in clear.
+/// redacted in its body, and nowhere in clear.
 fn assert_redacted(raw: &str) {
     assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
     assert!(
         !raw.contains(SECRET),
         "the secret never reaches the agent: {raw}"
     );
-    let (body, trailers) = body_and_trailers(raw);
+    let (body, _trailers) = body_and_trailers(raw);
     assert_eq!(body, r#"{"authorization":"Bearer [REDACTED]"}"#, "{raw}");
-    assert!(
-        trailers
-            .to_ascii_lowercase()
-            .contains("x-echo-authorization: bearer [redacted]"),
-        "the trailer is delivered, redacted: {raw}"
-    );
 }
 
 /// The answer's body (chunks joined) and trailer section, from its raw text.
@@ -60,17 +56,7 @@ fn body_and_trailers(raw: &str) -> (String, String) {
 }
 
 #[tokio::test]
-async fn a_credential_echoed_in_trailers_reaches_the_agent_redacted() {
-    let (_fake, _echo, warden, token) = stage().await;
-    let raw = get_with_trailers(&warden.url(""), "/echo/models", &token)
-        .await
-        .unwrap();
-    assert_redacted(&raw);
-}
-
-#[tokio::test]
-async fn a_credential_echoed_in_a_gzipped_body_and_its_trailers_reaches_the_agent_decoded_and_redacted()
- {
+async fn a_credential_echoed_in_a_gzipped_body_reaches_the_agent_decoded_and_redacted() {
     let (_fake, _echo, warden, token) = stage().await;
     let raw = get_with_trailers(&warden.url(""), "/echo/models?gzip=1", &token)
         .await
