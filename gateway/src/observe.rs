@@ -3,23 +3,25 @@
 //! agent leaves before the end and its usage matters (budgets), the rest of the upstream's
 //! response is read in the background, within bounds, for the usage it reports at its end.
 
+pub mod decoded;
 pub mod readable;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::fleet::cut::Cut;
+use crate::observe::decoded::{Decoder, Undecodable};
 use crate::propose::Judging;
 use crate::propose::judging::Resumed;
 use crate::protocol::openai::UsageChunks;
 use crate::protocol::proposed::join;
 use crate::protocol::{Dialect, Usage, UsageScanner};
 use crate::secrets::redact::Redactor;
+use crate::upstream::BoxError;
 
 /// What was read of a response when its outcome completes.
 #[derive(Debug, Default)]
@@ -51,23 +53,123 @@ pub struct Drain {
 /// Why an outcome completes when the agent went away.
 const AGENT_GONE: &str = "the agent disconnected before the response ended";
 
+/// Why the upstream's body could not be read to its end.
+#[derive(Debug, thiserror::Error)]
+enum Failed {
+    #[error("the upstream stream failed: {0}")]
+    Upstream(#[from] hyper::Error),
+    #[error(transparent)]
+    Undecodable(#[from] Undecodable),
+}
+
+/// What [`ObservedBody::read`] gives: a frame (or the body's end, or a failure), and whether
+/// it ended the body.
+type Next = (Poll<Option<Result<Frame<Bytes>, BoxError>>>, bool);
+
+/// What reading the upstream's body gave: a frame (or its end, or a failure), and whether
+/// that frame is the body's last.
+type Polled = (Poll<Option<Result<Frame<Bytes>, Failed>>>, bool);
+
 /// Reads the upstream body and completes the outcome of one response exactly once.
 struct Observer<C: Complete> {
     outcome: Option<C>,
     scanner: Option<UsageScanner>,
     /// The upstream's body.
     inner: Option<Incoming>,
-    /// Bytes of it read so far.
+    /// Undoes its content codings, when it has some.
+    decoder: Option<Box<Decoder>>,
+    /// Its trailers, held while what was received before them is decoded.
+    trailers: Option<http::HeaderMap>,
+    /// Bytes of it read so far (as they came, compressed or not).
     bytes: u64,
     /// Read the rest of it when the agent goes away.
     drain: Option<Drain>,
 }
 
 impl<C: Complete> Observer<C> {
-    fn feed(&mut self, chunk: &Bytes) {
-        self.bytes = self.bytes.saturating_add(chunk.len() as u64);
+    fn scan(&mut self, chunk: &Bytes) {
         if let Some(s) = self.scanner.as_mut() {
             s.feed_shared(chunk);
+        }
+    }
+
+    /// The body's next frame, decoded when it is encoded, its usage read; whether it is the
+    /// last.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Polled {
+        loop {
+            if let Some(decoder) = self.decoder.as_mut() {
+                match decoder.pull() {
+                    Err(e) => {
+                        self.inner = None;
+                        return (Poll::Ready(Some(Err(e.into()))), false);
+                    }
+                    Ok(Some(data)) => {
+                        self.scan(&data);
+                        return (Poll::Ready(Some(Ok(Frame::data(data)))), false);
+                    }
+                    Ok(None) if decoder.is_finished() => {
+                        return match self.trailers.take() {
+                            Some(trailers) => {
+                                (Poll::Ready(Some(Ok(Frame::trailers(trailers)))), true)
+                            }
+                            None => (Poll::Ready(None), true),
+                        };
+                    }
+                    Ok(None) => {}
+                }
+            }
+            let Some(inner) = self.inner.as_mut() else {
+                return (Poll::Ready(None), true);
+            };
+            let polled = Pin::new(&mut *inner).poll_frame(cx);
+            // A body of known length ends with its last frame: the server stops polling
+            // there, so this is the end to record, not a later `None`.
+            let at_end = inner.is_end_stream();
+            let frame = match polled {
+                Poll::Ready(Some(Ok(frame))) => frame,
+                Poll::Ready(Some(Err(e))) => return (Poll::Ready(Some(Err(e.into()))), false),
+                Poll::Ready(None) => {
+                    self.inner = None;
+                    match self.decoder.as_mut() {
+                        Some(decoder) => {
+                            decoder.end();
+                            continue;
+                        }
+                        None => return (Poll::Ready(None), true),
+                    }
+                }
+                Poll::Pending => return (Poll::Pending, false),
+            };
+            if let Some(data) = frame.data_ref() {
+                self.bytes = self.bytes.saturating_add(data.len() as u64);
+            }
+            let Some(decoder) = self.decoder.as_mut() else {
+                if let Some(data) = frame.data_ref() {
+                    let data = data.clone();
+                    self.scan(&data);
+                }
+                return (Poll::Ready(Some(Ok(frame))), at_end);
+            };
+            match frame.into_data() {
+                Ok(data) => decoder.push(&data),
+                Err(trailers) => {
+                    self.trailers = trailers.into_trailers().ok();
+                    decoder.end();
+                    self.inner = None;
+                }
+            }
+            if at_end {
+                decoder.end();
+                self.inner = None;
+            }
+        }
+    }
+
+    /// Whether the body has given everything.
+    fn is_end_stream(&self) -> bool {
+        match &self.decoder {
+            None => self.inner.as_ref().is_none_or(Incoming::is_end_stream),
+            Some(decoder) => decoder.is_finished() && self.trailers.is_none(),
         }
     }
 
@@ -90,21 +192,22 @@ impl<C: Complete> Observer<C> {
         });
     }
 
-    /// Reads the rest of `inner` within `drain`'s bounds, then completes the outcome with what
-    /// it reported.
-    async fn drain(mut self, mut inner: Incoming, drain: Drain) {
+    /// Reads the rest of the body within `drain`'s bounds, then completes the outcome with
+    /// what it reported.
+    async fn drain(mut self, drain: Drain) {
         let start = self.bytes;
         let read = async {
-            while let Some(frame) = inner.frame().await {
-                let frame = frame.map_err(|e| format!("the upstream stream failed: {e}"))?;
-                if let Some(data) = frame.data_ref() {
-                    self.feed(data);
-                    if self.bytes - start > drain.max_bytes {
+            loop {
+                let polled = std::future::poll_fn(|cx| self.poll_next(cx).0).await;
+                match polled {
+                    None => return Ok(()),
+                    Some(Err(e)) => return Err(e.to_string()),
+                    Some(Ok(_)) if self.bytes - start > drain.max_bytes => {
                         return Err(format!("more than {} bytes", drain.max_bytes));
                     }
+                    Some(Ok(_)) => {}
                 }
             }
-            Ok(())
         };
         let read = tokio::time::timeout(drain.timeout, read).await;
         let (why, ended) = match read {
@@ -132,17 +235,22 @@ impl<C: Complete> Drop for Observer<C> {
         if self.outcome.is_none() {
             return;
         }
-        if let (Some(drain), Some(inner)) = (self.drain, self.inner.take())
+        let unread =
+            self.inner.is_some() || self.decoder.as_ref().is_some_and(|d| !d.is_finished());
+        if let Some(drain) = self.drain
+            && unread
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             let rest = Observer {
                 outcome: self.outcome.take(),
                 scanner: self.scanner.take(),
-                inner: None,
+                inner: self.inner.take(),
+                decoder: self.decoder.take(),
+                trailers: self.trailers.take(),
                 bytes: self.bytes,
                 drain: None,
             };
-            runtime.spawn(rest.drain(inner, drain));
+            runtime.spawn(rest.drain(drain));
             return;
         }
         self.complete(Some(AGENT_GONE.into()), false);
@@ -185,6 +293,8 @@ impl<C: Complete> ObservedBody<C> {
             outcome: Some(outcome),
             scanner: Some(UsageScanner::new(dialect, event_stream)),
             inner: Some(inner),
+            decoder: None,
+            trailers: None,
             bytes: 0,
             drain: None,
         };
@@ -207,6 +317,15 @@ impl<C: Complete> ObservedBody<C> {
     /// agent gets them (the length may change: the response must not announce one).
     pub fn judging(mut self, judging: Judging) -> Self {
         self.judging = Some(Box::new(judging));
+        self
+    }
+
+    /// Undoes the body's content codings with `decoder` as it streams (the length changes:
+    /// the response must not announce one); an empty body is left as it is.
+    pub fn decoding(mut self, decoder: Option<Decoder>) -> Self {
+        if self.observer.outcome.is_some() {
+            self.observer.decoder = decoder.map(Box::new);
+        }
         self
     }
 
@@ -255,51 +374,36 @@ fn cut_event(code: &str, message: &str) -> Bytes {
 }
 
 impl<C: Complete> ObservedBody<C> {
-    /// The upstream's next frame, its usage read; whether it ended the body (its outcome then
-    /// completed).
-    #[allow(clippy::type_complexity)]
-    fn read(
-        observer: &mut Observer<C>,
-        cx: &mut Context<'_>,
-    ) -> (Poll<Option<Result<Frame<Bytes>, hyper::Error>>>, bool) {
-        let Some(inner) = observer.inner.as_mut() else {
-            return (Poll::Ready(None), true);
-        };
-        let polled = Pin::new(&mut *inner).poll_frame(cx);
-        // A body of known length ends with its last frame: the server stops polling there,
-        // so this is the end to record, not a later `None`.
-        let at_end = inner.is_end_stream();
+    /// The upstream's next frame, decoded and its usage read; whether it ended the body (its
+    /// outcome then completed).
+    fn read(observer: &mut Observer<C>, cx: &mut Context<'_>) -> Next {
+        let (polled, at_end) = observer.poll_next(cx);
         let ended = match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    observer.feed(data);
-                }
+            Poll::Ready(Some(Ok(_))) => {
                 if at_end {
                     observer.complete(None, true);
                 }
                 at_end
             }
             Poll::Ready(Some(Err(e))) => {
-                observer.complete(Some(format!("upstream stream failed: {e}")), false);
+                observer.complete(Some(e.to_string()), false);
                 false
             }
             Poll::Ready(None) => {
                 observer.complete(None, true);
-                observer.inner = None;
                 true
             }
             Poll::Pending => false,
         };
-        (polled, ended)
+        (polled.map_err(BoxError::from), ended)
     }
 
     /// [`ObservedBody::read`], the usage chunk Warden asked for taken out by `asked`, if set.
-    #[allow(clippy::type_complexity)]
     fn read_asked(
         observer: &mut Observer<C>,
         asked: &mut Option<Box<UsageChunks>>,
         cx: &mut Context<'_>,
-    ) -> (Poll<Option<Result<Frame<Bytes>, hyper::Error>>>, bool) {
+    ) -> Next {
         let (polled, ended) = Self::read(observer, cx);
         let Some(chunks) = asked.as_mut() else {
             return (polled, ended);
@@ -332,12 +436,12 @@ impl<C: Complete> ObservedBody<C> {
 
 impl<C: Complete> Body for ObservedBody<C> {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         loop {
             if let Some(frame) = this.stashed.take() {
@@ -490,23 +594,19 @@ impl<C: Complete> Body for ObservedBody<C> {
 
     fn is_end_stream(&self) -> bool {
         match (&self.redactor, &self.judging, &self.asked) {
-            (None, None, None) => self
-                .observer
-                .inner
-                .as_ref()
-                .is_none_or(Incoming::is_end_stream),
+            (None, None, None) => self.observer.is_end_stream(),
             _ => self.done && self.stashed.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match (&self.redactor, &self.judging, &self.asked) {
-            (None, None, None) => self
+            (None, None, None) if self.observer.decoder.is_none() => self
                 .observer
                 .inner
                 .as_ref()
                 .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint),
-            // Redaction, judging and the asked usage's removal may change the length.
+            // Decoding, redaction, judging and the asked usage's removal may change the length.
             _ => SizeHint::default(),
         }
     }

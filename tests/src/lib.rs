@@ -27,5 +27,6 @@ pub mod serve;
 pub mod sse;
 pub mod stack;
 pub mod syslog;
+pub mod trailing_echo;
 pub mod warden;
 pub mod webhook;

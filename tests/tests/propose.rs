@@ -4,7 +4,7 @@
 //! response; allowed calls arrive as the model sent them, refused ones in no chunk.
 
 use serde_json::{Value, json};
-use warden_e2e::fake_llm::{AnswerEncoding, PROPOSE_PREFIX, call_id};
+use warden_e2e::fake_llm::{AnswerEncoding, PROMPT_TOKENS, PROPOSE_PREFIX, call_id};
 use warden_e2e::operator::{approve, enrol, first_pending, oathtool, text};
 use warden_e2e::paths;
 use warden_e2e::sdk;
@@ -663,14 +663,19 @@ async fn answer_encoded(
     if path.starts_with("/anthropic/") {
         request = request.header("anthropic-version", "2023-06-01");
     }
-    let response = request.send().await.unwrap();
+    let response = match request.send().await {
+        Ok(response) => response,
+        // Cut before its head: nothing delivered.
+        Err(_) => return (0, Value::Null, String::new()),
+    };
     let status = response.status().as_u16();
     let code = response
         .headers()
         .get("x-warden-error")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let text = response.text().await.unwrap();
+    // A body cut where it stopped decoding is read as far as it came.
+    let text = response.text().await.unwrap_or_default();
     let mut v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     if let (Some(code), Some(object)) = (code, v.as_object_mut()) {
         object.insert("warden_error".into(), Value::from(code));
@@ -679,14 +684,16 @@ async fn answer_encoded(
 }
 
 #[tokio::test]
-async fn a_compressed_stream_is_refused_unread_and_its_outcome_recorded() {
+async fn a_compressed_answer_is_decoded_as_it_streams_judged_and_its_usage_read() {
     let s = with_baseline().await;
+    let chat = |stream: bool| {
+        json!({"model": "gpt-4o-mini", "stream": stream,
+               "stream_options": if stream { json!({"include_usage": true}) } else { Value::Null },
+               "messages": [{"role": "user", "content": "go"}], "tools": tools(&proposals())})
+    };
     let requests = [
-        (
-            "/openai/chat/completions",
-            json!({"model": "gpt-4o-mini", "stream": true,
-                   "messages": [{"role": "user", "content": "go"}], "tools": tools(&proposals())}),
-        ),
+        ("/openai/chat/completions", chat(true)),
+        ("/openai/chat/completions", chat(false)),
         (
             "/anthropic/v1/messages",
             json!({"model": "claude-sonnet-4-5", "max_tokens": 256, "stream": true,
@@ -694,23 +701,57 @@ async fn a_compressed_stream_is_refused_unread_and_its_outcome_recorded() {
                    "tools": anthropic_tools(&proposals())}),
         ),
     ];
-    for (path, body) in requests {
-        let (status, v, text) = answer_encoded(&s, AnswerEncoding::Gzip, path, &body).await;
-        assert_eq!(status, 502, "{path}: {text}");
-        assert_eq!(v["warden_error"], "response_unreadable", "{path}: {text}");
-        let message = v["error"]["message"].as_str().unwrap_or_default();
-        assert!(message.contains("content-encoding"), "{path}: {text}");
+    for (n, (path, body)) in requests.iter().enumerate() {
+        let (status, v, text) = answer_encoded(&s, AnswerEncoding::Gzip, path, body).await;
+        // Served decoded: readable text, the download judged out, the rest delivered.
+        assert_eq!(status, 200, "{path}: {text}");
+        assert!(v.is_object() || text.contains("data: "), "{path}: {text}");
+        assert!(text.contains(r#""name":"read""#), "{path}: {text}");
         assert!(!text.contains("get.example.sh"), "{path}: {text}");
-        let route = path.split('/').nth(1).unwrap_or_default();
-        let record = s
-            .audit("outcome", |r| {
-                r["route"] == route && r["outcome"]["status"] == 502
-            })
-            .await
-            .unwrap();
-        let error = record["outcome"]["error"].as_str().unwrap_or_default();
-        assert!(error.contains("content-encoding \"gzip\""), "{record}");
+        assert_eq!(proposal_decision(&s, "exec").await["decision"], "deny");
+        // Its usage read: the outcome counts its tokens, and nothing failed.
+        let counted = |r: &Value| {
+            r["kind"] == "outcome"
+                && r["outcome"]["status"] == 200
+                && r["outcome"]["input_tokens"] == PROMPT_TOKENS
+                && r["outcome"]["error"].is_null()
+        };
+        s.audit("outcome", |r| {
+            counted(r)
+                && s.warden
+                    .audit_records()
+                    .iter()
+                    .filter(|r| counted(r))
+                    .count()
+                    > n
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
     }
+    // A coding Warden cannot decode is still refused, unread.
+    let (path, body) = &requests[0];
+    let (status, v, text) = answer_encoded(&s, AnswerEncoding::Compress, path, body).await;
+    assert_eq!(status, 502, "{text}");
+    assert_eq!(v["warden_error"], "response_unreadable", "{text}");
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("content-encoding \"compress\""), "{text}");
+    assert!(!text.contains("get.example.sh"), "{text}");
+    // Bytes that are not in the coding declared end the answer where they fail: nothing of
+    // them is delivered, and the outcome says why.
+    let (_, _, text) = answer_encoded(&s, AnswerEncoding::NotGzip, path, body).await;
+    assert!(
+        !text.contains("get.example.sh") && !text.contains("\"read\""),
+        "{text}"
+    );
+    let record = s
+        .audit("outcome", |r| {
+            r["outcome"]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("not valid gzip"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(record["route"], "openai", "{record}");
 }
 
 #[tokio::test]

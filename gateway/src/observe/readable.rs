@@ -1,14 +1,16 @@
 //! Whether Warden can read a response it must look into: to judge the tool calls it proposes,
 //! redact a credential it echoes or read the usage it reports. Warden asks every upstream for
-//! an uncompressed answer (`accept-encoding: identity`); an answer compressed anyway, or a
-//! judged one in a charset other than UTF-8, is not delivered: the agent's client would
-//! decode it (SDKs decompress and detect UTF-16 on their own) and act on what Warden never
-//! read.
+//! an uncompressed answer (`accept-encoding: identity`); one compressed anyway (gzip,
+//! deflate, br, zstd) is decoded as it streams and served uncompressed. One in a coding Warden
+//! cannot decode, or a judged one in a charset other than UTF-8, is not delivered: the agent's
+//! client would decode it (SDKs decompress and detect UTF-16 on their own) and act on what
+//! Warden never read.
 
 use http::HeaderMap;
 use http::StatusCode;
-use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 
+use crate::observe::decoded::Decoder;
 use crate::text::Quoted;
 
 /// What Warden must read in a response.
@@ -37,12 +39,12 @@ impl Needs {
 /// A response Warden must read and cannot: refused with `502`, in the route's error shape.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Unreadable {
-    /// `Content-Encoding` other than absent or `identity`.
+    /// A `Content-Encoding` Warden cannot decode (it decodes gzip, deflate, br and zstd).
     #[error(
-        "the upstream answered with content-encoding \"{encoding}\" although Warden asked for \
-         an uncompressed response (accept-encoding: identity); Warden must {need}, so the \
-         response was not delivered: the upstream (or a proxy in front of it) must answer \
-         uncompressed"
+        "the upstream answered with content-encoding \"{encoding}\", which Warden cannot decode, \
+         although it asked for an uncompressed response (accept-encoding: identity); Warden \
+         must {need}, so the response was not delivered: the upstream (or a proxy in front of \
+         it) must answer uncompressed, or in gzip, deflate, br or zstd"
     )]
     Encoded {
         encoding: Quoted,
@@ -69,17 +71,17 @@ impl Unreadable {
     }
 }
 
-/// Whether a response with `headers` can be read for what `needs` says.
-pub fn check(headers: &HeaderMap, needs: Needs) -> Result<(), Unreadable> {
+/// Whether a response with `headers` can be read for what `needs` says; when it is
+/// compressed, the decoder that undoes its codings as it streams, its `Content-Encoding` and
+/// `Content-Length` then removed from `headers` (the agent gets it decoded).
+pub fn check(headers: &mut HeaderMap, needs: Needs) -> Result<Option<Decoder>, Unreadable> {
     let Some(need) = needs.describe() else {
-        return Ok(());
+        return Ok(None);
     };
-    if let Some(encoding) = encoding(headers) {
-        return Err(Unreadable::Encoded {
-            encoding: Quoted::of(&encoding),
-            need,
-        });
-    }
+    let decoder = Decoder::of(headers).map_err(|_| Unreadable::Encoded {
+        encoding: Quoted::of(&encoding(headers)),
+        need,
+    })?;
     // Judging reads the text, so it must be UTF-8; redaction matches a secret's bytes, so
     // the charset must write ASCII as ASCII (UTF-16, UTF-32 and UTF-7 do not).
     if let Some(charset) = charset(headers)
@@ -90,7 +92,11 @@ pub fn check(headers: &HeaderMap, needs: Needs) -> Result<(), Unreadable> {
             charset: Quoted::of(&charset),
         });
     }
-    Ok(())
+    if decoder.is_some() {
+        headers.remove(CONTENT_ENCODING);
+        headers.remove(CONTENT_LENGTH);
+    }
+    Ok(decoder)
 }
 
 /// Whether `charset` writes ASCII text as ASCII bytes (so a secret's bytes can be matched).
@@ -103,23 +109,14 @@ fn ascii_compatible(charset: &str) -> bool {
     .any(|wide| charset.starts_with(wide))
 }
 
-/// The response's content coding, when it is not absent or `identity` (every header and
-/// every coding listed in one is read).
-fn encoding(headers: &HeaderMap) -> Option<String> {
-    let values = headers.get_all(CONTENT_ENCODING);
-    let encoded = values.iter().any(|v| {
-        String::from_utf8_lossy(v.as_bytes())
-            .split(',')
-            .map(str::trim)
-            .any(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"))
-    });
-    encoded.then(|| {
-        values
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .collect::<Vec<_>>()
-            .join(", ")
-    })
+/// The response's content codings, as its headers list them.
+fn encoding(headers: &HeaderMap) -> String {
+    headers
+        .get_all(CONTENT_ENCODING)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The `charset` parameter of the response's content type(s), unquoted, if one is given.
@@ -156,54 +153,72 @@ mod tests {
         usage: false,
     };
 
+    const NEEDS: [Needs; 3] = [
+        JUDGE,
+        Needs {
+            judge: false,
+            redact: true,
+            usage: false,
+        },
+        Needs {
+            judge: false,
+            redact: false,
+            usage: true,
+        },
+    ];
+
     #[test]
-    fn a_compressed_response_cannot_be_read_whatever_must_be_read_in_it() {
+    fn a_compressed_response_is_decoded_whatever_must_be_read_in_it() {
         for coding in [
             "gzip",
             "br",
             "zstd",
             "deflate",
-            "x-unknown",
             "identity, gzip",
+            "gzip, br",
         ] {
-            let h = headers(&[("content-encoding", coding)]);
-            for needs in [
-                JUDGE,
-                Needs {
-                    redact: true,
-                    ..Needs::default()
-                },
-                Needs {
-                    usage: true,
-                    ..Needs::default()
-                },
-            ] {
-                let refused = check(&h, needs).unwrap_err();
+            for needs in NEEDS {
+                let mut h = headers(&[("content-encoding", coding), ("content-length", "9")]);
+                let decoder = check(&mut h, needs).expect(coding);
+                assert!(decoder.is_some(), "{coding}");
+                // The agent gets it decoded, of a length not known yet.
+                assert!(h.get("content-encoding").is_none(), "{coding}");
+                assert!(h.get("content-length").is_none(), "{coding}");
+            }
+            // Nothing to read in it: it passes as it came.
+            let mut h = headers(&[("content-encoding", coding)]);
+            assert!(check(&mut h, Needs::default()).unwrap().is_none());
+            assert!(h.get("content-encoding").is_some());
+        }
+    }
+
+    #[test]
+    fn a_response_in_a_coding_warden_cannot_decode_cannot_be_read() {
+        for coding in ["x-unknown", "compress", "gzip, x-unknown"] {
+            for needs in NEEDS {
+                let mut h = headers(&[("content-encoding", coding)]);
+                let refused = check(&mut h, needs).unwrap_err();
                 assert!(
                     matches!(refused, Unreadable::Encoded { .. }),
                     "{coding}: {refused}"
                 );
                 assert_eq!(refused.status(), StatusCode::BAD_GATEWAY);
+                assert_eq!(refused.code(), "response_unreadable");
                 assert!(refused.to_string().contains(coding), "{refused}");
             }
-            // Nothing to read in it: it passes as it came.
-            assert_eq!(check(&h, Needs::default()), Ok(()));
+            let mut h = headers(&[("content-encoding", coding)]);
+            assert!(check(&mut h, Needs::default()).unwrap().is_none());
         }
-        let gzip_twice = headers(&[
-            ("content-encoding", "identity"),
-            ("content-encoding", "gzip"),
-        ]);
-        assert!(check(&gzip_twice, JUDGE).is_err());
     }
 
     #[test]
     fn an_uncompressed_response_can_be_read() {
-        for h in [
+        for mut h in [
             headers(&[]),
             headers(&[("content-encoding", "identity")]),
             headers(&[("content-encoding", "IDENTITY")]),
         ] {
-            assert_eq!(check(&h, JUDGE), Ok(()));
+            assert!(check(&mut h, JUDGE).unwrap().is_none());
         }
     }
 
@@ -215,8 +230,8 @@ mod tests {
             "text/event-stream; charset=utf-32",
             "application/json; charset=latin1",
         ] {
-            let h = headers(&[("content-type", ct)]);
-            let refused = check(&h, JUDGE).unwrap_err();
+            let mut h = headers(&[("content-type", ct)]);
+            let refused = check(&mut h, JUDGE).unwrap_err();
             assert!(matches!(refused, Unreadable::Charset { .. }), "{ct}");
             // Redaction matches bytes: a charset that writes ASCII as ASCII is matched, a
             // wide one cannot be.
@@ -226,9 +241,9 @@ mod tests {
                 judge: false,
             };
             if ct.contains("latin1") {
-                assert_eq!(check(&h, redact), Ok(()), "{ct}");
+                assert!(check(&mut h, redact).is_ok(), "{ct}");
             } else {
-                assert!(check(&h, redact).is_err(), "{ct}");
+                assert!(check(&mut h, redact).is_err(), "{ct}");
             }
         }
         for ct in [
@@ -237,9 +252,8 @@ mod tests {
             "text/event-stream; charset=\"UTF-8\"",
             "application/json; charset=utf8",
         ] {
-            assert_eq!(
-                check(&headers(&[("content-type", ct)]), JUDGE),
-                Ok(()),
+            assert!(
+                check(&mut headers(&[("content-type", ct)]), JUDGE).is_ok(),
                 "{ct}"
             );
         }

@@ -23,7 +23,7 @@ const MAX_CODINGS: usize = 4;
 
 /// A content coding Warden decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Coding {
+pub enum Coding {
     Gzip,
     Deflate,
     Brotli,
@@ -47,7 +47,8 @@ impl Coding {
         }))
     }
 
-    fn name(self) -> &'static str {
+    /// The coding's name, as a header writes it.
+    pub fn name(self) -> &'static str {
         match self {
             Coding::Gzip => "gzip",
             Coding::Deflate => "deflate",
@@ -161,7 +162,7 @@ pub fn decode(headers: &mut HeaderMap, body: Bytes, limit: usize) -> Result<Byte
 }
 
 /// The codings `headers` list, in the order applied, without `identity`.
-fn codings(headers: &HeaderMap) -> Result<Vec<Coding>, EncodingError> {
+pub fn codings(headers: &HeaderMap) -> Result<Vec<Coding>, EncodingError> {
     let mut codings = Vec::new();
     for value in headers.get_all(CONTENT_ENCODING) {
         let text = value.to_str().map_err(|_| EncodingError::Unsupported {
@@ -191,30 +192,90 @@ fn decode_one(coding: Coding, body: &[u8], limit: usize) -> Result<Bytes, Encodi
         coding: coding.name(),
         detail: e.to_string().chars().take(200).collect(),
     };
-    let out = match coding {
-        Coding::Gzip => bounded(flate2::read::MultiGzDecoder::new(body), limit),
-        Coding::Deflate if is_zlib(body) => bounded(flate2::read::ZlibDecoder::new(body), limit),
-        Coding::Deflate => bounded(flate2::read::DeflateDecoder::new(body), limit),
-        Coding::Brotli => bounded(brotli::Decompressor::new(body, 8 * 1024), limit),
-        Coding::Zstd => {
-            let mut decoder = zstd::stream::read::Decoder::with_buffer(body).map_err(corrupt)?;
-            // A frame may ask for a window of up to 128 MiB (2^27) by default. None larger
-            // than the output allowed is needed, but encoders ask for up to 8 MiB (2^23, what
-            // RFC 8878 asks every decoder to support) whatever the content's size.
-            let window = usize::BITS - limit.saturating_sub(1).leading_zeros();
-            decoder
-                .window_log_max(window.clamp(23, 27))
-                .map_err(corrupt)?;
-            bounded(decoder, limit)
-        }
-    }
-    .map_err(corrupt)?;
-    match out {
+    // A frame may ask for a window of up to 128 MiB (2^27) by default. None larger than the
+    // output allowed is needed, but encoders ask for up to 8 MiB (2^23, what RFC 8878 asks
+    // every decoder to support) whatever the content's size.
+    let window = usize::BITS - limit.saturating_sub(1).leading_zeros();
+    let decoder = coding
+        .decoder(body, window.clamp(23, 27))
+        .map_err(corrupt)?;
+    match bounded(decoder, limit).map_err(corrupt)? {
         Some(decoded) => Ok(Bytes::from(decoded)),
         None => Err(EncodingError::TooLarge {
             coding: coding.name(),
             limit,
         }),
+    }
+}
+
+impl Coding {
+    /// A reader of `input` decoded from this coding (a zstd frame may use a window of at most
+    /// 2^`zstd_window_log` bytes). It reads `input` only as its output is read, so it also
+    /// decodes a stream that arrives piece by piece: a read of `input` that fails with
+    /// `WouldBlock` fails the same way, and the next read resumes where it stopped.
+    pub fn decoder<'a, R: Read + Send + 'a>(
+        self,
+        input: R,
+        zstd_window_log: u32,
+    ) -> std::io::Result<Box<dyn Read + Send + 'a>> {
+        Ok(match self {
+            Coding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
+            Coding::Deflate => Box::new(Deflate::Sniffing {
+                input: Some(input),
+                head: Vec::with_capacity(2),
+            }),
+            Coding::Brotli => Box::new(brotli::Decompressor::new(input, 8 * 1024)),
+            Coding::Zstd => {
+                let mut decoder = zstd::stream::read::Decoder::new(input)?;
+                decoder.window_log_max(zstd_window_log)?;
+                Box::new(decoder)
+            }
+        })
+    }
+}
+
+/// A `deflate` body decoded as zlib (RFC 1950), as it should be, or as raw deflate (RFC 1951),
+/// as some clients send it: which one its first two bytes say.
+enum Deflate<R: Read> {
+    /// Reading the first two bytes (`head`).
+    Sniffing {
+        input: Option<R>,
+        head: Vec<u8>,
+    },
+    Zlib(flate2::read::ZlibDecoder<std::io::Chain<std::io::Cursor<Vec<u8>>, R>>),
+    Raw(flate2::read::DeflateDecoder<std::io::Chain<std::io::Cursor<Vec<u8>>, R>>),
+}
+
+impl<R: Read> Read for Deflate<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match self {
+                Deflate::Zlib(decoder) => return decoder.read(buf),
+                Deflate::Raw(decoder) => return decoder.read(buf),
+                Deflate::Sniffing { input, head } => {
+                    let Some(reader) = input.as_mut() else {
+                        return Ok(0);
+                    };
+                    let mut byte = [0u8; 2];
+                    let wanted = 2 - head.len();
+                    let n = reader.read(&mut byte[..wanted])?;
+                    head.extend_from_slice(&byte[..n]);
+                    if n != 0 && head.len() < 2 {
+                        continue;
+                    }
+                    let (Some(input), head) = (input.take(), std::mem::take(head)) else {
+                        return Ok(0);
+                    };
+                    let zlib = is_zlib(&head);
+                    let input = std::io::Cursor::new(head).chain(input);
+                    *self = if zlib {
+                        Deflate::Zlib(flate2::read::ZlibDecoder::new(input))
+                    } else {
+                        Deflate::Raw(flate2::read::DeflateDecoder::new(input))
+                    };
+                }
+            }
+        }
     }
 }
 
@@ -238,7 +299,7 @@ fn is_zlib(body: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::io::Write;
 
     use super::*;
@@ -252,13 +313,15 @@ mod tests {
         h
     }
 
-    fn gzip(data: &[u8]) -> Vec<u8> {
+    /// `data` gzipped.
+    pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         e.write_all(data).unwrap();
         e.finish().unwrap()
     }
 
-    fn brotli(data: &[u8]) -> Vec<u8> {
+    /// `data` in brotli.
+    pub(crate) fn brotli(data: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
         w.write_all(data).unwrap();

@@ -12,7 +12,7 @@ mod anthropic;
 pub mod body;
 pub mod config;
 mod dialect;
-mod encoding;
+pub(crate) mod encoding;
 mod errors;
 pub(crate) mod estimate;
 mod gemini;

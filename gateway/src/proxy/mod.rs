@@ -453,8 +453,8 @@ async fn forward(
 
 /// Observe: stream the response through, reading usage and judging the tool calls the model
 /// proposes; its outcome is recorded when it ends. A response that must be read (judged,
-/// redacted, its usage read) and cannot be (compressed, or judged text not in UTF-8) is
-/// refused. With `propose.on_deny: error`, a whole body comes with the flag its refusal sets.
+/// redacted, its usage read) is decoded when it is compressed, and refused when it cannot be
+/// read (a coding Warden cannot decode, or judged text not in UTF-8). With `propose.on_deny: error`, a whole body comes with the flag its refusal sets.
 fn observe(
     snap: &Snapshot,
     ex: &mut Exchange,
@@ -481,8 +481,8 @@ fn observe(
     }
     let judging = proposals(snap, ex, route, action, &parts);
     let llm = matches!(ex.shape(), Some(protocol::Shape::Llm(_)));
-    readable::check(
-        &parts.headers,
+    let decoder = readable::check(
+        &mut parts.headers,
         Needs {
             judge: judging.is_some(),
             redact: redactor.is_some(),
@@ -501,6 +501,7 @@ fn observe(
         timeout: budgets.drain_timeout,
     });
     let mut body = ObservedBody::new(body, outcome, route.protocol.dialect(), event_stream)
+        .decoding(decoder)
         .hiding_asked_usage(ex.asked_usage() && event_stream)
         .draining(drain)
         .redacting(redactor)

@@ -160,8 +160,13 @@ struct Knobs {
 /// How an upstream Warden must not trust may encode its answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AnswerEncoding {
-    /// gzip with `content-encoding: gzip`, although Warden asked for `identity`.
+    /// gzip with `content-encoding: gzip`, although Warden asked for `identity`: a whole
+    /// answer in one piece, a stream chunk by chunk as it goes (each flushed).
     Gzip,
+    /// `content-encoding: compress` (which Warden does not decode), the bytes as they were.
+    Compress,
+    /// `content-encoding: gzip` on bytes that are not gzip.
+    NotGzip,
     /// UTF-16LE text with the content type as it was (no charset), as Python's `json.loads`
     /// reads bytes.
     Utf16Le,
@@ -500,26 +505,31 @@ async fn handle(
     })
 }
 
-/// `response` whole, encoded as `encoding` says (a stream is sent in one piece once complete).
+/// `response` encoded as `encoding` says: gzip as it streams, the rest whole (a stream is
+/// sent in one piece once complete).
 async fn encoded(response: Response<FakeBody>, encoding: AnswerEncoding) -> Response<FakeBody> {
-    use std::io::Write as _;
     let (mut parts, body) = response.into_parts();
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    let coding = match encoding {
+        AnswerEncoding::Gzip | AnswerEncoding::NotGzip => Some("gzip"),
+        AnswerEncoding::Compress => Some("compress"),
+        AnswerEncoding::Utf16Le | AnswerEncoding::Utf16LeDeclared => None,
+    };
+    if let Some(coding) = coding {
+        parts.headers.insert(
+            http::header::CONTENT_ENCODING,
+            http::HeaderValue::from_static(coding),
+        );
+    }
+    if encoding == AnswerEncoding::Gzip {
+        return Response::from_parts(parts, gzipped(body));
+    }
     let text = body
         .collect()
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    parts.headers.remove(http::header::CONTENT_LENGTH);
     let bytes = match encoding {
-        AnswerEncoding::Gzip => {
-            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            let _ = gz.write_all(&text);
-            parts.headers.insert(
-                http::header::CONTENT_ENCODING,
-                http::HeaderValue::from_static("gzip"),
-            );
-            gz.finish().unwrap_or_default()
-        }
         AnswerEncoding::Utf16Le | AnswerEncoding::Utf16LeDeclared => {
             if encoding == AnswerEncoding::Utf16LeDeclared {
                 parts.headers.insert(
@@ -532,8 +542,34 @@ async fn encoded(response: Response<FakeBody>, encoding: AnswerEncoding) -> Resp
                 .flat_map(u16::to_le_bytes)
                 .collect()
         }
+        _ => text.to_vec(),
     };
     Response::from_parts(parts, FakeBody::full(bytes))
+}
+
+/// `body` gzipped as it streams: each chunk compressed and flushed as it comes, so that the
+/// receiver can decode it before the end.
+fn gzipped(mut body: FakeBody) -> FakeBody {
+    use std::io::Write as _;
+    let (tx, out) = FakeBody::channel();
+    tokio::spawn(async move {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        while let Some(frame) = body.frame().await {
+            let Ok(Some(data)) = frame.map(|f| f.into_data().ok()) else {
+                let _ = tx.send(None).await;
+                return;
+            };
+            let _ = gz.write_all(&data);
+            let _ = gz.flush();
+            let piece = std::mem::take(gz.get_mut());
+            if tx.send(Some(Bytes::from(piece))).await.is_err() {
+                return;
+            }
+        }
+        let rest = gz.finish().unwrap_or_default();
+        let _ = tx.send(Some(Bytes::from(rest))).await;
+    });
+    out
 }
 
 /// Anthropic requests carry `anthropic-version`; Gemini paths start with `/v1beta` or `/v1/models/…:`.
