@@ -199,13 +199,12 @@ impl Read for Failing {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
 
     use http::HeaderValue;
     use http::header::CONTENT_ENCODING;
 
     use super::*;
-    use crate::protocol::encoding::tests::{brotli, gzip};
+    use crate::protocol::encoding::tests::{brotli, deflated, gzip};
 
     const TEXT: &[u8] = b"data: {\"choices\":[{\"delta\":{\"content\":\"sk-echoed\"}}]}\n\n";
 
@@ -235,16 +234,7 @@ mod tests {
     }
 
     fn encodings() -> Vec<(&'static str, Vec<u8>)> {
-        let zlib = {
-            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
-            e.write_all(TEXT).unwrap();
-            e.finish().unwrap()
-        };
-        let raw = {
-            let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
-            e.write_all(TEXT).unwrap();
-            e.finish().unwrap()
-        };
+        let [zlib, raw] = deflated(TEXT);
         let two_members = [gzip(&TEXT[..10]), gzip(&TEXT[10..])].concat();
         vec![
             ("gzip", gzip(TEXT)),

@@ -321,6 +321,16 @@ pub(crate) mod tests {
     }
 
     /// `data` in brotli.
+    /// `data` as `deflate` is sent: zlib-wrapped (RFC 1950), and raw (RFC 1951) as some
+    /// servers send it.
+    pub(crate) fn deflated(data: &[u8]) -> [Vec<u8>; 2] {
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        zlib.write_all(data).unwrap();
+        let mut raw = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        raw.write_all(data).unwrap();
+        [zlib.finish().unwrap(), raw.finish().unwrap()]
+    }
+
     pub(crate) fn brotli(data: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
@@ -331,16 +341,7 @@ pub(crate) mod tests {
 
     #[test]
     fn each_coding_is_decoded_and_its_headers_removed() {
-        let zlib = {
-            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
-            e.write_all(TEXT).unwrap();
-            e.finish().unwrap()
-        };
-        let raw = {
-            let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
-            e.write_all(TEXT).unwrap();
-            e.finish().unwrap()
-        };
+        let [zlib, raw] = deflated(TEXT);
         let zstd = zstd::stream::encode_all(TEXT, 3).unwrap();
         for (encoding, body) in [
             ("gzip", gzip(TEXT)),
