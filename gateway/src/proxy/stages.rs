@@ -249,8 +249,19 @@ pub(super) async fn decide_with(
         version: Arc::clone(snap.policy.version()),
         shadow,
         facts: audit.decision_facts.then(|| {
-            crate::policy::facts::of(action, audit.record_content, audit.decision_facts_max_bytes)
-                .and_then(|facts| credentials_masked(facts, &snap.config.inspect))
+            let facts = crate::policy::facts::of(
+                action,
+                audit.record_content,
+                audit.decision_facts_max_bytes,
+            );
+            // An LLM call's facts hold no free text (model, limits, tool names), and the
+            // others' may (a REST operation's fields; a tool call's arguments with
+            // `record_content`): only those are masked, sparing every chat a second scan.
+            let plain = matches!(action.context.facts, Facts::Llm(_) | Facts::None);
+            match audit.record_content || !plain {
+                true => facts.and_then(|facts| credentials_masked(facts, &snap.config.inspect)),
+                false => facts,
+            }
         }),
         overruled_by: overruled_by(cedar, adjusted_label, judged_label, decision.label()),
     };
