@@ -103,8 +103,7 @@ impl Folder {
         let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
         let summaries = self.roll(&mut window, now);
         let code = event.code.clone();
-        let agent = !event.principal.id.is_empty();
-        let mut source = if agent {
+        let mut source = if !event.principal.id.is_empty() {
             Source::Agent(event.principal.id.clone())
         } else {
             Source::of(event.source_ip, &self.config)
@@ -136,7 +135,8 @@ impl Folder {
         };
         if record {
             count.recorded += 1;
-            if !agent {
+            // `max_records` is the strangers' budget.
+            if matches!(source, Source::Prefix(_)) {
                 window.recorded += 1;
             }
         } else {

@@ -106,6 +106,17 @@ pub struct LlmRequest {
     pub event_stream: bool,
 }
 
+/// The most output tokens a request can produce: `per_choice` times the most choices any of
+/// `choices` asks for (OpenAI `n`, `best_of`, Gemini `candidateCount`; one when none is given),
+/// so that a limit that looks small cannot hide a hundred answers behind it.
+pub fn output_limit<const N: usize>(
+    per_choice: Option<u64>,
+    choices: [Option<u64>; N],
+) -> Option<u64> {
+    let choices = choices.into_iter().flatten().max().unwrap_or(1).max(1);
+    per_choice.map(|limit| limit.saturating_mul(choices))
+}
+
 impl LlmRequest {
     /// An interpretation with no body facts (model listing and retrieval).
     pub fn bare(endpoint: Endpoint) -> Self {

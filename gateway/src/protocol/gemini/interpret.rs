@@ -11,7 +11,7 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use crate::protocol::errors::ProtocolError;
 use crate::protocol::estimate::{TextChars, ToolDef, tokens_from_chars};
 use crate::protocol::parse::{check_path_model, parse_body_as, percent_decode, require_method};
-use crate::protocol::request::{Endpoint, LlmRequest};
+use crate::protocol::request::{Endpoint, LlmRequest, output_limit};
 use crate::protocol::strict_json::Spellings;
 use crate::text::Quoted;
 
@@ -129,16 +129,8 @@ fn generate(endpoint: Endpoint, req: GenerateRequest<'_>) -> LlmRequest {
         tools.extend(tool.builtins);
     }
     let config = req.generation_config;
-    // Each candidate asked for may produce up to the output limit.
-    let candidates = config
-        .as_ref()
-        .and_then(|g| g.candidate_count)
-        .unwrap_or(1)
-        .max(1);
     LlmRequest {
-        max_tokens: config
-            .and_then(|g| g.max_output_tokens)
-            .map(|limit| limit.saturating_mul(candidates)),
+        max_tokens: config.and_then(|g| output_limit(g.max_output_tokens, [g.candidate_count])),
         tools,
         input_tokens: tokens_from_chars(chars),
         ..LlmRequest::bare(endpoint)

@@ -9,7 +9,7 @@ use crate::protocol::estimate::{TextChars, ToolDef, tokens_from_chars};
 use crate::protocol::parse::{
     checked_model, model_from_path, parse_body, require_method, require_model,
 };
-use crate::protocol::request::{Endpoint, LlmRequest};
+use crate::protocol::request::{Endpoint, LlmRequest, output_limit};
 
 /// The dialect's name in configuration, logs and errors.
 pub const NAME: &str = "openai";
@@ -103,7 +103,7 @@ fn chat(body: &[u8]) -> Result<LlmRequest, ProtocolError> {
         stream,
         // Both limits are honoured by the API; policy sees the larger, so that neither hides
         // behind the other, times the choices asked for.
-        max_tokens: for_choices(req.max_completion_tokens.max(req.max_tokens), [req.n]),
+        max_tokens: output_limit(req.max_completion_tokens.max(req.max_tokens), [req.n]),
         tools,
         input_tokens: tokens_from_chars(chars),
         include_usage: req
@@ -138,7 +138,7 @@ fn completions(body: &[u8]) -> Result<LlmRequest, ProtocolError> {
     let stream = req.stream.unwrap_or(false);
     let request = LlmRequest {
         stream,
-        max_tokens: for_choices(req.max_tokens, [req.n, req.best_of]),
+        max_tokens: output_limit(req.max_tokens, [req.n, req.best_of]),
         input_tokens: tokens_from_chars(req.prompt.0 + req.suffix.0),
         include_usage: req
             .stream_options
@@ -206,14 +206,6 @@ fn responses(body: &[u8]) -> Result<LlmRequest, ProtocolError> {
         Some(model) => Ok(request.with_model(checked_model(model)?)),
         None => Ok(request),
     }
-}
-
-/// The most output tokens a request can produce: `per_choice` times the most choices any of
-/// `choices` asks for (`n`, `best_of`; one when none is given), so that a limit that looks
-/// small cannot hide a hundred answers behind it.
-fn for_choices<const N: usize>(per_choice: Option<u64>, choices: [Option<u64>; N]) -> Option<u64> {
-    let choices = choices.into_iter().flatten().max().unwrap_or(1).max(1);
-    per_choice.map(|limit| limit.saturating_mul(choices))
 }
 
 /// The fields of an Embeddings request Warden reads.
