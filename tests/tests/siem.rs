@@ -742,8 +742,19 @@ async fn a_record_opensearch_rejects_is_dead_lettered_not_dropped() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let text = warden.metrics().await.unwrap();
-    assert!(metric(&text, "warden_siem_events_dead_lettered_total", "elastic").unwrap() >= 6.0);
+    // The dead-letter file is written before the counter is raised: wait for the counter.
+    loop {
+        let text = warden.metrics().await.unwrap();
+        let dead = metric(&text, "warden_siem_events_dead_lettered_total", "elastic");
+        if dead.is_some_and(|n| n >= 6.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dead-lettered counter at {dead:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// `warden audit verify DIR --against-siem elastic` with `setup`'s configuration.
