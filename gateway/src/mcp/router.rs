@@ -13,13 +13,13 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot, watch};
-use zeroize::Zeroizing;
 
 use super::ask_rate::{Admitted, AskRate, DEFAULT_PER_MINUTE, REFUSED};
 use super::error::LinkError;
 use super::server_requests::{Held, ServerRequests, Verdict, Withdrawn};
 use crate::protocol::mcp::jsonrpc::{self, Id, Kind, Message};
 use crate::protocol::mcp::names;
+use crate::secrets::redact::Echo;
 use crate::upstream::breaker::BreakerSlot;
 
 /// Messages of one request held for the agent at most; past this, progress is dropped.
@@ -97,7 +97,7 @@ pub struct Router {
     pub initialized: Mutex<Option<Value>>,
     /// The forms of the credential Warden last sent the server: replaced with `[REDACTED]`
     /// wherever its messages echo them (`inject.redact`).
-    echo: Mutex<Option<Arc<[Zeroizing<String>]>>>,
+    echo: Mutex<Option<Arc<Echo>>>,
     /// The server's circuit breaker, as the settings in force make it (shared by every
     /// session's link to it).
     pub breaker: Arc<BreakerSlot>,
@@ -171,7 +171,7 @@ impl Router {
 
     /// Redacts `echo` (a credential's forms; empty: nothing) from the server's messages from
     /// now on.
-    pub fn redact(&self, echo: &Arc<[Zeroizing<String>]>) {
+    pub fn redact(&self, echo: &Arc<Echo>) {
         let mut current = self.echo.lock().unwrap_or_else(|e| e.into_inner());
         match (&*current, echo.is_empty()) {
             (_, true) => *current = None,

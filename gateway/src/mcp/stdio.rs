@@ -19,6 +19,7 @@ use super::endpoint::StdioCommand;
 use super::error::LinkError;
 use super::router::{Router, State, closed as link_closed, handshake};
 use super::supervise::{self, Connection, Exit, Up};
+use crate::secrets::redact::Echo;
 use crate::text::{FIELD_MAX, bounded};
 
 /// Longest line accepted from a server's stdout (one JSON-RPC message); a longer one is
@@ -95,12 +96,11 @@ impl Connection for Process {
             }
         };
         // What the process could quote back of its secrets is redacted from its messages.
-        let echo: Arc<[Zeroizing<String>]> = secret_env
+        let values = secret_env
             .iter()
             .filter(|(_, v)| v.len() >= 6)
-            .map(|(_, v)| v.clone())
-            .collect();
-        self.router.redact(&echo);
+            .map(|(_, v)| v.clone());
+        self.router.redact(&Arc::new(Echo::new(values, [])));
         let mut child = match self.spawn(&secret_env) {
             Ok(child) => child,
             Err(e) => {

@@ -8,7 +8,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{HeaderValue, Response};
 use http_body_util::{Either, Full};
-use zeroize::Zeroizing;
 
 use super::bound_headers::BoundHeaders;
 use super::egress::answer::egress_answer;
@@ -29,7 +28,7 @@ use crate::observe::{Complete, ObservedBody, Read};
 use crate::policy::ShadowDifference;
 use crate::protocol::{self, Shape, Usage};
 use crate::route::Route;
-use crate::secrets::redact::Redactor;
+use crate::secrets::redact::{Echo, Redactor};
 use crate::secrets::{Credential, SecretOrigin};
 use crate::shared::Shared;
 use crate::telemetry::metrics::RequestMetrics;
@@ -119,7 +118,7 @@ pub struct Exchange {
     /// The Vault secret the upstream credential came from, for the outcome record.
     secret: Option<Arc<SecretOrigin>>,
     /// The injected secret's forms, to redact from the response.
-    echo: Option<Arc<[Zeroizing<String>]>>,
+    echo: Option<Arc<Echo>>,
     /// Sign a receipt of the decision (`audit.receipts`).
     receipts: bool,
     /// The decision's receipt, queued for signing; signed (with every receipt queued since)

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue, StatusCode};
 use zeroize::Zeroizing;
 
+use super::echo::Echo;
 use super::template::ResolveError;
 use crate::vault::SecretError;
 pub use crate::vault::SecretOrigin;
@@ -111,8 +112,9 @@ pub enum Placed {
 pub struct Credential {
     pub placed: Placed,
     /// The secret's values as they could come back in a response (the value, its base64,
-    /// its encoded form): redacted from responses. Empty with `inject.redact: false`.
-    pub echo: Arc<[Zeroizing<String>]>,
+    /// its hex, however JSON, a URL or HTML spells them): redacted from responses. Empty with
+    /// `inject.redact: false`.
+    pub echo: Arc<Echo>,
     /// Where in Vault it came from.
     pub origin: Option<Arc<SecretOrigin>>,
 }
@@ -123,7 +125,7 @@ impl Credential {
         value.set_sensitive(true);
         Credential {
             placed: Placed::Header(name, value),
-            echo: Arc::new([]),
+            echo: Arc::new(Echo::default()),
             origin: None,
         }
     }

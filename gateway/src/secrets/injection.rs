@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 
 use super::config::InjectConfig;
 use super::credential::{Credential, CredentialError, Placed, SecretOrigin};
-use super::redact::{base64_forms, echoed_forms};
+use super::echo::{Echo, base64_forms};
 use super::template::{MissingValue, SecretVar, ValueTemplate};
 use crate::route::connector::CredentialInjection;
 
@@ -185,7 +185,10 @@ impl Injection {
         }
         };
         let secret = secret.map(str::trim);
-        let mut echo: Vec<Zeroizing<String>> = Vec::new();
+        // What a response could echo: values (found in any spelling, and as hex) and their
+        // base64 forms.
+        let mut values: Vec<Zeroizing<String>> = Vec::new();
+        let mut encodings: Vec<Zeroizing<String>> = Vec::new();
         let placed = match &self.placement {
             Placement::Header { name, value } => {
                 let text = value.render(secret, field).map_err(missing)?;
@@ -197,7 +200,8 @@ impl Injection {
                     percent_encoding::utf8_percent_encode(&text, QUERY_VALUE).to_string(),
                 );
                 if self.redact {
-                    echo.push(encoded.clone());
+                    // Its percent-encoded form is one of its spellings.
+                    values.push(Zeroizing::new(text.to_string()));
                 }
                 Placed::Query(name.clone(), encoded)
             }
@@ -209,7 +213,7 @@ impl Injection {
                 let encoded =
                     Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&*pair));
                 if self.redact {
-                    echo.extend(base64_forms(pair.as_bytes()));
+                    encodings.extend(base64_forms(pair.as_bytes()));
                 }
                 let value = Zeroizing::new(format!("Basic {}", &*encoded));
                 Placed::Header(http::header::AUTHORIZATION, header_value(&value, origin)?)
@@ -217,27 +221,25 @@ impl Injection {
         };
         if self.redact {
             if let Some(s) = secret {
-                echo.push(Zeroizing::new(s.to_owned()));
+                values.push(Zeroizing::new(s.to_owned()));
             }
             for name in self.fields() {
                 if let Some(v) = field(&name) {
-                    echo.push(Zeroizing::new(v.to_owned()));
+                    values.push(Zeroizing::new(v.to_owned()));
                 }
             }
             if self.uses_secret()
                 && let Some(s) = secret
             {
-                echo.extend(base64_forms(s.as_bytes()));
+                encodings.extend(base64_forms(s.as_bytes()));
             }
-            let forms: Vec<Zeroizing<String>> = echo.iter().flat_map(|e| echoed_forms(e)).collect();
-            echo.extend(forms);
-            echo.retain(|e| e.len() >= MIN_ECHO);
-            echo.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-            echo.dedup_by(|a, b| a.as_str() == b.as_str());
+            values.retain(|e| e.len() >= MIN_ECHO);
+            encodings.retain(|e| e.len() >= MIN_ECHO);
         }
         Ok(Credential {
             placed,
-            echo: echo.into(),
+            // Built once here, with the credential: a cached secret's requests only search.
+            echo: Arc::new(Echo::new(values, encodings)),
             origin: from,
         })
     }
@@ -288,14 +290,16 @@ mod tests {
             unreachable!()
         };
         assert!(v.is_sensitive());
-        assert!(c.echo.iter().any(|e| &***e == "sk-123456"));
-        // Its base64 (`c2stMTIzNDU2`) has no other form; a secret with a `/` is also echoed
-        // JSON-escaped and percent-encoded.
+        let found = |c: &Credential, form: &str| c.echo.find(form.as_bytes(), 0);
+        for form in ["sk-123456", "c2stMTIzNDU2", "736b2d313233343536"] {
+            assert_eq!(found(&c, form), Some((0, form.len())), "{form}");
+        }
+        // A secret with a `/` is also found JSON-escaped and percent-encoded.
         let c = i
             .render(Some("sk-12/3456"), |_| None, "env K", None)
             .unwrap();
         for form in ["sk-12/3456", "sk-12\\/3456", "sk-12%2F3456", "sk-12%2f3456"] {
-            assert!(c.echo.iter().any(|e| &***e == form), "{form}");
+            assert_eq!(found(&c, form), Some((0, form.len())), "{form}");
         }
         let only_redact = InjectConfig {
             redact: Some(false),
@@ -322,6 +326,8 @@ mod tests {
             }
             Placed::Header(..) => panic!("not a query"),
         }
+        // The encoded value an upstream quotes is one spelling of the value redaction finds.
+        assert_eq!(c.echo.find(b"?api_key=a%20b%26c%3Dd", 0), Some((9, 22)));
         let basic = InjectConfig {
             basic: Some(BasicAuth {
                 username: "{secret.username}".into(),
@@ -351,7 +357,9 @@ mod tests {
                 &b"Basic di10b2tlbi1yby1hYmM6QTFhLXNlY3JldC1wdw=="[..]
             )
         );
-        assert!(c.echo.iter().any(|e| &***e == "A1a-secret-pw"));
+        for form in ["A1a-secret-pw", "di10b2tlbi1yby1hYmM6QTFhLXNlY3JldC1wdw=="] {
+            assert_eq!(c.echo.find(form.as_bytes(), 0), Some((0, form.len())));
+        }
         let e = i
             .render(None, |_| None, "lease database/creds/ro", None)
             .unwrap_err();

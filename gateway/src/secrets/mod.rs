@@ -4,6 +4,7 @@
 
 pub mod config;
 mod credential;
+mod echo;
 mod fetch;
 pub mod inject;
 mod injection;

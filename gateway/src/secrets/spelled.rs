@@ -1,9 +1,11 @@
-//! A secret found however a JSON string or a URL spells each of its characters: literally, as
-//! a `\uXXXX` escape (hex in either case, a surrogate pair beyond the BMP), as a short escape
-//! (`\/`, `\"`, `\\`, `\n`…) or as percent escapes of its UTF-8 bytes (`%2B`, `%2b`), in any
-//! mix, since a decoder reads every one of them as the secret (a .NET serialiser writes `+` as
-//! `\u002B`; a debugging upstream may escape every character). The echoed forms redaction
-//! lists are the common spellings; this finds the rest.
+//! A secret found however a JSON string, a URL or HTML spells each of its characters:
+//! literally, as a `\uXXXX` escape (hex in either case, a surrogate pair beyond the BMP), as a
+//! short escape (`\/`, `\"`, `\\`, `\n`…), as percent escapes of its UTF-8 bytes (`%2B`,
+//! `%2b`), or as an HTML character reference (`&#43;`, `&#x2b;`, `&amp;`), in any mix, since a
+//! decoder reads every one of them as the secret (a .NET serialiser writes `+` as `\u002B`; a
+//! debugging upstream may escape every character; an HTML error page writes `&` as `&amp;`).
+//! The escape-free forms of a secret are searched for by one automaton (`echo.rs`); this finds
+//! every spelling with an escape in it.
 
 /// Whether `text` begins with a spelling of a secret.
 #[derive(Debug, PartialEq, Eq)]
@@ -16,44 +18,75 @@ pub enum Spelled {
     No,
 }
 
-/// Whether `text` begins with a spelling of `secret` (nothing is allocated).
+/// Whether `text` begins with a spelling of `secret` (nothing is allocated unless a character
+/// of it that starts escapes, `\\`, `%` or `&`, is both itself and the start of its escape).
 pub fn at(secret: &str, text: &[u8]) -> Spelled {
-    let mut i = 0;
-    for c in secret.chars() {
-        match one(c, &text[i..]) {
-            Spelled::In(n) => i += n,
-            other => return other,
-        }
-    }
-    Spelled::In(i)
+    walk(secret, text, 0, 0, &mut Vec::new())
 }
 
-/// The earliest spelling of `secret` in `text` at or after `from`: where it starts and ends.
-pub fn find(secret: &str, text: &[u8], from: usize) -> Option<(usize, usize)> {
-    let first = *secret.as_bytes().first()?;
-    let mut from = from;
-    while from < text.len() {
-        let p = from + memchr::memchr3(first, b'\\', b'%', &text[from..])?;
+/// [`at`] from byte `s` of `secret` and byte `t` of `text`; `tried`: the places, past a
+/// character spelled two ways, already followed to no spelling (each once, however many ways
+/// lead there), and whether the text ended on the way.
+fn walk(
+    secret: &str,
+    text: &[u8],
+    mut s: usize,
+    mut t: usize,
+    tried: &mut Vec<(usize, usize, bool)>,
+) -> Spelled {
+    let mut partial = false;
+    while let Some(c) = secret[s..].chars().next() {
+        let found = one(c, &text[t..]);
+        partial |= found.partial;
+        s += c.len_utf8();
+        match (found.escaped, found.literal) {
+            (None, None) if partial => return Spelled::Partial,
+            (None, None) => return Spelled::No,
+            (Some(n), None) | (None, Some(n)) => t += n,
+            // `&` as itself, or `&amp;`: the escape is followed first, then the character.
+            (Some(escaped), Some(literal)) => {
+                let from = t + escaped;
+                match tried.iter().find(|&&(ts, tt, _)| (ts, tt) == (s, from)) {
+                    Some(&(_, _, ended)) => partial |= ended,
+                    None => match walk(secret, text, s, from, tried) {
+                        Spelled::In(n) => return Spelled::In(n),
+                        other => {
+                            let ended = other == Spelled::Partial;
+                            tried.push((s, from, ended));
+                            partial |= ended;
+                        }
+                    },
+                }
+                t += literal;
+            }
+        }
+    }
+    Spelled::In(t)
+}
+
+/// The earliest spelling of `secret` in `text` that starts at or after `from` and before
+/// `until` (it may end after): where it starts and ends.
+pub fn find(secret: &str, text: &[u8], from: usize, until: usize) -> Option<(usize, usize)> {
+    for p in Starts::new(secret, text, from)?.take_while(|&p| p < until) {
         if let Spelled::In(n) = at(secret, &text[p..]) {
             return Some((p, p + n));
         }
-        from = p + 1;
     }
     None
 }
 
 /// How many bytes at the end of `text` could begin a spelling of `secret`.
 pub fn partial(secret: &str, text: &[u8]) -> usize {
-    let Some(&first) = secret.as_bytes().first() else {
+    // No character is spelled in more than 12 bytes (a surrogate pair, 4 percent escapes, a
+    // character reference).
+    let from = text.len().saturating_sub(12 * secret.chars().count());
+    let Some(starts) = Starts::new(secret, text, from) else {
         return 0;
     };
-    // No character is spelled in more than 12 bytes (a surrogate pair, or 4 percent escapes).
-    let mut from = text.len().saturating_sub(12 * secret.chars().count());
-    while let Some(p) = memchr::memchr3(first, b'\\', b'%', &text[from..]).map(|p| from + p) {
+    for p in starts {
         if at(secret, &text[p..]) == Spelled::Partial {
             return text.len() - p;
         }
-        from = p + 1;
     }
     0
 }
@@ -61,12 +94,85 @@ pub fn partial(secret: &str, text: &[u8]) -> usize {
 /// Whether `text` holds a byte that starts an escape: without one, a spelling of a secret is
 /// the secret as written.
 pub fn has_escapes(text: &[u8]) -> bool {
-    memchr::memchr2(b'\\', b'%', text).is_some()
+    memchr::memchr3(b'\\', b'%', b'&', text).is_some()
+}
+
+/// The places in a text where a spelling of a secret may start, in order: its first byte
+/// (and `+`, when it starts with a space) and every byte that starts an escape.
+struct Starts<'t> {
+    text: &'t [u8],
+    first: u8,
+    plus: bool,
+    /// The next place of each kind at or after `from` (`None`: there is none left).
+    next_first: Option<usize>,
+    next_escape: Option<usize>,
+}
+
+impl<'t> Starts<'t> {
+    fn new(secret: &str, text: &'t [u8], from: usize) -> Option<Starts<'t>> {
+        let first = *secret.as_bytes().first()?;
+        let mut starts = Starts {
+            text,
+            first,
+            plus: first == b' ',
+            next_first: None,
+            next_escape: None,
+        };
+        starts.next_first = starts.find_first(from);
+        starts.next_escape = starts.find_escape(from);
+        Some(starts)
+    }
+
+    fn find_first(&self, from: usize) -> Option<usize> {
+        let rest = self.text.get(from..)?;
+        let at = if self.plus {
+            memchr::memchr2(self.first, b'+', rest)
+        } else {
+            memchr::memchr(self.first, rest)
+        };
+        at.map(|p| from + p)
+    }
+
+    fn find_escape(&self, from: usize) -> Option<usize> {
+        let rest = self.text.get(from..)?;
+        memchr::memchr3(b'\\', b'%', b'&', rest).map(|p| from + p)
+    }
+}
+
+impl Iterator for Starts<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        let p = match (self.next_first, self.next_escape) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        if self.next_first == Some(p) {
+            self.next_first = self.find_first(p + 1);
+        }
+        if self.next_escape == Some(p) {
+            self.next_escape = self.find_escape(p + 1);
+        }
+        Some(p)
+    }
+}
+
+/// What of a character's spellings `rest` begins with.
+struct Found {
+    /// The character as it is: its length.
+    literal: Option<usize>,
+    /// An escape of it (only `\\`, `%` and `&` are both): its length.
+    escaped: Option<usize>,
+    /// `rest` ends inside a spelling.
+    partial: bool,
 }
 
 /// Whether `rest` begins with a spelling of `c`: as written, as `\uXXXX` escapes of its
-/// UTF-16 units, as a short escape, as percent escapes of its UTF-8 bytes, or (a space) `+`.
-fn one(c: char, rest: &[u8]) -> Spelled {
+/// UTF-16 units, as a short escape, as percent escapes of its UTF-8 bytes, (a space) as `+`,
+/// or as an HTML character reference: decimal (`&#43;`), hex (`&#x2b;`, either case) or, for
+/// the characters HTML escapes, named (`&amp;`, `&lt;`, `&gt;`, `&quot;`, `&apos;`). A
+/// numeric reference with leading zeros (`&#043;`) is not looked for.
+fn one(c: char, rest: &[u8]) -> Found {
     let mut utf8 = [0u8; 4];
     let literal = c.encode_utf8(&mut utf8).as_bytes();
     let mut short = false;
@@ -83,9 +189,28 @@ fn one(c: char, rest: &[u8]) -> Spelled {
         short |= same;
         None
     };
-    if let Some(n) = try_form(literal, false) {
-        return Spelled::In(n);
+    let literal_found = try_form(literal, false);
+    if literal_found.is_some() && !matches!(c, '\\' | '%' | '&') {
+        // No escape starts with any other character: this is the only spelling here.
+        return Found {
+            literal: literal_found,
+            escaped: None,
+            partial: false,
+        };
     }
+    let escaped = one_escaped(c, &mut try_form);
+    Found {
+        literal: literal_found,
+        escaped,
+        partial: short,
+    }
+}
+
+/// Whether `rest` begins with a spelling of `c` that escapes it: its length. `try_form` tries
+/// one.
+fn one_escaped(c: char, try_form: &mut impl FnMut(&[u8], bool) -> Option<usize>) -> Option<usize> {
+    let mut utf8 = [0u8; 4];
+    let literal = c.encode_utf8(&mut utf8).as_bytes();
     let mut units = [0u16; 2];
     let mut escaped = [0u8; 12];
     let mut len = 0;
@@ -98,24 +223,12 @@ fn one(c: char, rest: &[u8]) -> Spelled {
         len += 6;
     }
     if let Some(n) = try_form(&escaped[..len], true) {
-        return Spelled::In(n);
+        return Some(n);
     }
-    let short_escape: &[u8] = match c {
-        '"' => b"\\\"",
-        '\\' => b"\\\\",
-        '/' => b"\\/",
-        '\n' => b"\\n",
-        '\r' => b"\\r",
-        '\t' => b"\\t",
-        '\u{8}' => b"\\b",
-        '\u{c}' => b"\\f",
-        ' ' => b"+",
-        _ => b"",
-    };
-    if !short_escape.is_empty()
-        && let Some(n) = try_form(short_escape, false)
-    {
-        return Spelled::In(n);
+    for form in fixed_escapes(c) {
+        if let Some(n) = try_form(form, false) {
+            return Some(n);
+        }
     }
     let mut percent = [0u8; 12];
     for (k, byte) in literal.iter().enumerate() {
@@ -124,9 +237,78 @@ fn one(c: char, rest: &[u8]) -> Spelled {
         percent[3 * k + 2] = HEX[usize::from(byte & 0xf)];
     }
     if let Some(n) = try_form(&percent[..3 * literal.len()], true) {
-        return Spelled::In(n);
+        return Some(n);
     }
-    if short { Spelled::Partial } else { Spelled::No }
+    let mut reference = [0u8; 12];
+    let len = decimal_reference(c, &mut reference);
+    if let Some(n) = try_form(&reference[..len], false) {
+        return Some(n);
+    }
+    let len = hex_reference(c, &mut reference);
+    if let Some(n) = try_form(&reference[..len], true) {
+        return Some(n);
+    }
+    None
+}
+
+/// The escapes of `c` written the same way whatever the character's code: JSON's short ones,
+/// a form's `+` for a space, HTML's named references.
+fn fixed_escapes(c: char) -> &'static [&'static [u8]] {
+    match c {
+        '"' => &[b"\\\"", b"&quot;"],
+        '\\' => &[b"\\\\"],
+        '/' => &[b"\\/"],
+        '\n' => &[b"\\n"],
+        '\r' => &[b"\\r"],
+        '\t' => &[b"\\t"],
+        '\u{8}' => &[b"\\b"],
+        '\u{c}' => &[b"\\f"],
+        ' ' => &[b"+"],
+        '&' => &[b"&amp;"],
+        '<' => &[b"&lt;"],
+        '>' => &[b"&gt;"],
+        '\'' => &[b"&apos;"],
+        _ => &[],
+    }
+}
+
+/// `c` as a decimal HTML character reference (`&#43;`) in `out`; how many bytes it takes.
+fn decimal_reference(c: char, out: &mut [u8; 12]) -> usize {
+    let mut digits = [0u8; 7];
+    let mut n = u32::from(c);
+    let mut count = 0;
+    loop {
+        digits[count] = b'0' + (n % 10) as u8;
+        count += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    reference(b"&#", digits[..count].iter().rev().copied(), out)
+}
+
+/// `c` as a hex HTML character reference (`&#x2b;`) in `out`; how many bytes it takes.
+fn hex_reference(c: char, out: &mut [u8; 12]) -> usize {
+    let code = u32::from(c);
+    let count = (8 - code.leading_zeros() as usize / 4).max(1);
+    let digits = (0..count)
+        .rev()
+        .map(|k| HEX[((code >> (4 * k)) & 0xf) as usize]);
+    reference(b"&#x", digits, out)
+}
+
+/// `start`, `digits` and `;` written into `out`; how many bytes they take (at most 11: `&#x`,
+/// 6 hex digits or 7 decimal ones, `;`).
+fn reference(start: &[u8], digits: impl Iterator<Item = u8>, out: &mut [u8; 12]) -> usize {
+    out[..start.len()].copy_from_slice(start);
+    let mut len = start.len();
+    for d in digits {
+        out[len] = d;
+        len += 1;
+    }
+    out[len] = b';';
+    len + 1
 }
 
 /// Hex digits, as escapes write them (compared without regard to case).
@@ -148,7 +330,8 @@ mod tests {
             r"sk-pro%6a\/Abc\u002Bdef%20ü",
         ] {
             let bytes = format!("error: {text} end").into_bytes();
-            let (at, end) = find(secret, &bytes, 0).unwrap_or_else(|| panic!("{text}"));
+            let (at, end) =
+                find(secret, &bytes, 0, bytes.len()).unwrap_or_else(|| panic!("{text}"));
             assert_eq!(&bytes[at..end], text.as_bytes());
         }
         for text in [
@@ -156,7 +339,7 @@ mod tests {
             r"sk-proj\/Abc\u002Cdef ü",
             "sk-proj%2FAbc",
         ] {
-            assert_eq!(find(secret, text.as_bytes(), 0), None, "{text}");
+            assert_eq!(find(secret, text.as_bytes(), 0, text.len()), None, "{text}");
         }
     }
 
@@ -178,8 +361,34 @@ mod tests {
     }
 
     #[test]
+    fn html_character_references_spell_a_character() {
+        let secret = "a+<b>&\"'😀";
+        for text in [
+            "a&#43;&lt;b&gt;&amp;&quot;&apos;&#128512;",
+            "a&#x2b;&#x3C;b&#X3e;&#38;&#34;&#x27;&#x1F600;",
+            r#"a%2B&lt;b\u003e&amp;\"'\ud83d\ude00"#,
+        ] {
+            let bytes = format!("<p>{text}</p>").into_bytes();
+            let (at, end) =
+                find(secret, &bytes, 0, bytes.len()).unwrap_or_else(|| panic!("{text}"));
+            assert_eq!(&bytes[at..end], text.as_bytes());
+        }
+        for text in ["a&#44;&lt;b", "a&#043;&lt;b", "a&#x2b&lt;b", "a&#x2b;&LT;b"] {
+            assert_eq!(find("a+<b", text.as_bytes(), 0, text.len()), None, "{text}");
+        }
+        assert_eq!(at("a+b", b"a&#4"), Spelled::Partial);
+        assert_eq!(at("a+b", b"a&#x2"), Spelled::Partial);
+        assert_eq!(partial("ab+c", b"x ab&#x2"), 6);
+    }
+
+    #[test]
+    fn a_secret_that_starts_with_a_space_is_found_after_a_plus() {
+        assert_eq!(find(" key=1", b"q=+key%3D1", 0, 10), Some((2, 10)));
+    }
+
+    #[test]
     fn a_character_beyond_the_bmp_is_a_surrogate_pair() {
-        assert!(find("k😀y", br"k\ud83d\ude00y", 0).is_some());
-        assert!(find("k😀y", b"k%F0%9F%98%80y", 0).is_some());
+        assert!(find("k😀y", br"k\ud83d\ude00y", 0, 14).is_some());
+        assert!(find("k😀y", b"k%F0%9F%98%80y", 0, 14).is_some());
     }
 }
