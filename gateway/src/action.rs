@@ -587,6 +587,11 @@ pub struct ProposeFacts {
     /// writes nor one it knows only reads) names a path outside the workspace, or runs in a
     /// directory outside it.
     pub unknown_effect_outside_workspace: bool,
+    /// An interpreter runs a program given on the line (`python3 -c CODE`, `node -e CODE`,
+    /// `python3 - <<EOF`) or read from a pipe (`… | sh`): code Warden does not judge.
+    pub runs_inline_code: bool,
+    /// The interpreters that run such code (`python3`, `node`, `sh`).
+    pub inline_code_programs: Vec<String>,
     /// Hosts of the URLs the call names.
     pub hosts: Vec<String>,
     /// Who a message tool sends to.

@@ -503,7 +503,10 @@ impl<C: Complete> Body for ObservedBody<C> {
                                     Ok(data) => match judging.push(&data, ended) {
                                         None => continue,
                                         Some(out) => {
-                                            if ended || judging.failed() {
+                                            if ended
+                                                || judging.failed()
+                                                || judging.unjudged().is_some()
+                                            {
                                                 *this.done = this.redactor.is_none();
                                             } else if out.is_empty() {
                                                 continue;
@@ -535,6 +538,7 @@ impl<C: Complete> Body for ObservedBody<C> {
                                 },
                                 other => other,
                             };
+                            let unjudged = judging.unjudged();
                             if judging.failed() {
                                 this.observer.complete(
                                     Some(
@@ -543,8 +547,14 @@ impl<C: Complete> Body for ObservedBody<C> {
                                     ),
                                     false,
                                 );
+                            } else if let Some(why) = unjudged {
+                                // The stream ended with the error: the outcome says why.
+                                this.observer.complete(
+                                    Some(format!("{}: {}", why.code(), why.message())),
+                                    false,
+                                );
                             }
-                            (polled, ended || judging.failed())
+                            (polled, ended || judging.failed() || unjudged.is_some())
                         }
                     }
                 }

@@ -829,3 +829,225 @@ async fn a_loosely_spelled_tool_is_judged_as_the_catalogue_tool_it_folds_onto() 
         "{refused}"
     );
 }
+
+/// The stream the agent gets through Warden's `path` for `body` while the fake sends
+/// `events` as they are.
+async fn scripted_stream(s: &Stack, path: &str, body: &Value, events: &[String]) -> String {
+    s.fake.script_streams(Some(events.to_vec()));
+    let mut request = s
+        .warden
+        .http()
+        .post(s.warden.url(path))
+        .bearer_auth(&s.token)
+        .json(body);
+    if path.starts_with("/anthropic/") {
+        request = request.header("anthropic-version", "2023-06-01");
+    }
+    let text = request.send().await.unwrap().text().await.unwrap();
+    s.fake.script_streams(None);
+    text
+}
+
+/// Chat Completions chunks with `delta` (and `finish`) in choice 0.
+fn chat_chunk(delta: &Value, finish: Option<&str>) -> String {
+    let chunk = json!({"id": "chatcmpl-raw", "object": "chat.completion.chunk", "created": 1,
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+    format!("data: {chunk}\n\n")
+}
+
+/// An SSE event named `name` with `data`.
+fn sse(name: &str, data: &Value) -> String {
+    format!("event: {name}\ndata: {data}\n\n")
+}
+
+const RAW_COMMAND: &str = "rm -rf /srv/raw-marker";
+
+#[tokio::test]
+async fn stream_shapes_a_client_reads_otherwise_are_refused_end_to_end() {
+    let s = with_baseline().await;
+    let exec_args = json!({"command": RAW_COMMAND}).to_string();
+    let chat_body = json!({"model": "gpt-4o-mini", "stream": true,
+        "messages": [{"role": "user", "content": "go"}], "tools": tools(&proposals())});
+    let anthropic_body = json!({"model": "claude-sonnet-4-5", "max_tokens": 256, "stream": true,
+        "messages": [{"role": "user", "content": "go"}], "tools": anthropic_tools(&proposals())});
+    let responses_body = json!({"model": "gpt-4o-mini", "stream": true, "input": "go",
+        "tools": [{"type": "function", "name": "exec", "parameters": {"type": "object"}}]});
+    let message = |content: Value| {
+        json!({"type": "message_start", "message": {"id": "msg_raw", "type": "message",
+            "role": "assistant", "model": "claude-sonnet-4-5", "content": content,
+            "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": PROMPT_TOKENS, "output_tokens": 1}}})
+    };
+    let tool_use = |index: u64, id: &str, name: &str| {
+        json!({"type": "content_block_start", "index": index,
+            "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}})
+    };
+    let anthropic_end = |index: u64| {
+        vec![
+            sse(
+                "content_block_delta",
+                &json!({"type": "content_block_delta", "index": index,
+                "delta": {"type": "input_json_delta", "partial_json": exec_args}}),
+            ),
+            sse(
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": index}),
+            ),
+            sse(
+                "message_delta",
+                &json!({"type": "message_delta",
+                "delta": {"stop_reason": "tool_use", "stop_sequence": null},
+                "usage": {"output_tokens": 9}}),
+            ),
+            sse("message_stop", &json!({"type": "message_stop"})),
+        ]
+    };
+    let function_call = |id: &str, name: &str, arguments: &str| {
+        json!({"type": "function_call", "id": id, "call_id": format!("call_{id}"),
+            "name": name, "arguments": arguments, "status": "in_progress"})
+    };
+    let added = |sequence: u64, item: Value| {
+        sse(
+            "response.output_item.added",
+            &json!({"type": "response.output_item.added",
+            "sequence_number": sequence, "output_index": 0, "item": item}),
+        )
+    };
+
+    let cases: Vec<(&str, &str, &Value, Vec<String>)> = vec![
+        (
+            // openai-python would run `readexec`, openai-node and OpenClaw `exec`.
+            "a Chat Completions call whose name comes in two deltas",
+            "/openai/chat/completions",
+            &chat_body,
+            vec![
+                chat_chunk(
+                    &json!({"role": "assistant", "tool_calls": [{"index": 0,
+                    "id": "call_raw", "type": "function",
+                    "function": {"name": "read", "arguments": ""}}]}),
+                    None,
+                ),
+                chat_chunk(
+                    &json!({"tool_calls": [{"index": 0,
+                    "function": {"name": "exec", "arguments": exec_args}}]}),
+                    None,
+                ),
+                chat_chunk(&json!({}), Some("tool_calls")),
+                "data: [DONE]\n\n".to_owned(),
+            ],
+        ),
+        (
+            "an Anthropic second block start at the index of a held tool_use",
+            "/anthropic/v1/messages",
+            &anthropic_body,
+            [
+                vec![
+                    sse("message_start", &message(json!([]))),
+                    sse("content_block_start", &tool_use(0, "toolu_read", "read")),
+                    sse("content_block_start", &tool_use(0, "toolu_exec", "exec")),
+                ],
+                anthropic_end(0),
+            ]
+            .concat(),
+        ),
+        (
+            "an Anthropic message_start that carries content",
+            "/anthropic/v1/messages",
+            &anthropic_body,
+            [
+                vec![sse(
+                    "message_start",
+                    &message(json!([{"type": "tool_use",
+                    "id": "toolu_exec", "name": "exec", "input": {"command": RAW_COMMAND}}])),
+                )],
+                vec![sse(
+                    "content_block_start",
+                    &tool_use(1, "toolu_read", "read"),
+                )],
+                anthropic_end(1),
+            ]
+            .concat(),
+        ),
+        (
+            "a Responses stream that adds two items at one output_index",
+            "/openai/responses",
+            &responses_body,
+            vec![
+                sse(
+                    "response.created",
+                    &json!({"type": "response.created", "sequence_number": 0,
+                    "response": {"id": "resp_raw", "object": "response", "created_at": 1,
+                    "status": "in_progress", "model": "gpt-4o-mini", "output": []}}),
+                ),
+                added(1, function_call("fc_read", "read", "")),
+                added(2, function_call("fc_exec", "exec", &exec_args)),
+                sse(
+                    "response.output_item.done",
+                    &json!({"type": "response.output_item.done",
+                    "sequence_number": 3, "output_index": 0,
+                    "item": function_call("fc_exec", "exec", &exec_args)}),
+                ),
+                sse(
+                    "response.completed",
+                    &json!({"type": "response.completed",
+                    "sequence_number": 4, "response": {"id": "resp_raw", "object": "response",
+                    "created_at": 1, "status": "completed", "model": "gpt-4o-mini",
+                    "output": [function_call("fc_exec", "exec", &exec_args)]}}),
+                ),
+            ],
+        ),
+    ];
+    for (what, path, body, events) in cases {
+        assert!(
+            events.iter().any(|e| e.contains("raw-marker")),
+            "{what}: the stream carries the call"
+        );
+        let unreadable = || {
+            s.warden
+                .audit_records()
+                .iter()
+                .filter(|r| unreadable_outcome(r))
+                .count()
+        };
+        let before = unreadable();
+        let text = scripted_stream(&s, path, body, &events).await;
+        // The agent gets the refusal documented for response_unreadable, never the call.
+        assert!(
+            text.contains(UNREADABLE_MESSAGE) && !text.contains("raw-marker"),
+            "{what}: {text}"
+        );
+        if path.starts_with("/openai/") {
+            assert!(
+                text.contains("\"code\":\"response_unreadable\""),
+                "{what}: {text}"
+            );
+        }
+        // Its outcome record says why.
+        s.audit("outcome", |r| {
+            unreadable_outcome(r) && unreadable() > before
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+        // No call was judged from it: no record names the command.
+        assert!(
+            !s.warden
+                .audit_records()
+                .iter()
+                .any(|r| r.to_string().contains("raw-marker")),
+            "{what}"
+        );
+    }
+}
+
+/// An outcome record of a stream ended because its calls could not be judged.
+fn unreadable_outcome(r: &Value) -> bool {
+    r["kind"] == "outcome"
+        && r["outcome"]["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("response_unreadable: "))
+}
+
+/// The message the agent is given for `response_unreadable` (docs/local-tools.md).
+const UNREADABLE_MESSAGE: &str =
+    "Warden could not read the response as JSON to judge its tool calls; it was not delivered";

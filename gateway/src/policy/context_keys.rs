@@ -47,6 +47,8 @@ pub(crate) enum Key {
     OutsideWorkspace,
     WritesOutsideWorkspace,
     UnknownEffectOutsideWorkspace,
+    RunsInlineCode,
+    InlineCodePrograms,
     Hosts,
     Recipients,
     // A server's sampling request's (`SampleContext`; `max_tokens` too).
@@ -65,7 +67,7 @@ pub(crate) enum Key {
 
 impl Key {
     /// Every attribute.
-    pub(crate) const ALL: [Key; 43] = [
+    pub(crate) const ALL: [Key; 45] = [
         Key::Route,
         Key::Time,
         Key::Hour,
@@ -99,6 +101,8 @@ impl Key {
         Key::OutsideWorkspace,
         Key::WritesOutsideWorkspace,
         Key::UnknownEffectOutsideWorkspace,
+        Key::RunsInlineCode,
+        Key::InlineCodePrograms,
         Key::Hosts,
         Key::Recipients,
         Key::IncludeContext,
@@ -147,6 +151,8 @@ impl Key {
             Key::OutsideWorkspace => "outside_workspace",
             Key::WritesOutsideWorkspace => "writes_outside_workspace",
             Key::UnknownEffectOutsideWorkspace => "unknown_effect_outside_workspace",
+            Key::RunsInlineCode => "runs_inline_code",
+            Key::InlineCodePrograms => "inline_code_programs",
             Key::Hosts => "hosts",
             Key::Recipients => "recipients",
             Key::IncludeContext => "include_context",

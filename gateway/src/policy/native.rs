@@ -419,6 +419,8 @@ fn has(ctx: &ActionContext, key: Key) -> bool {
         | Key::OutsideWorkspace
         | Key::WritesOutsideWorkspace
         | Key::UnknownEffectOutsideWorkspace
+        | Key::RunsInlineCode
+        | Key::InlineCodePrograms
         | Key::Hosts
         | Key::Recipients => propose(ctx).is_ok(),
         Key::Session => ctx.session.is_some(),
@@ -483,6 +485,8 @@ impl<'a> Env<'a> {
             Key::UnknownEffectOutsideWorkspace => {
                 Value::Bool(propose(ctx)?.unknown_effect_outside_workspace)
             }
+            Key::RunsInlineCode => Value::Bool(propose(ctx)?.runs_inline_code),
+            Key::InlineCodePrograms => Value::Strings(&propose(ctx)?.inline_code_programs),
             Key::Hosts => Value::Strings(&propose(ctx)?.hosts),
             Key::Recipients => Value::Strings(&propose(ctx)?.recipients),
             Key::IncludeContext => Value::Str(&sample(ctx)?.include_context),

@@ -394,6 +394,10 @@ pub(crate) fn context(
             add(Key::UnknownEffectOutsideWorkspace, &|| {
                 boolean(p.unknown_effect_outside_workspace)
             });
+            add(Key::RunsInlineCode, &|| boolean(p.runs_inline_code));
+            add(Key::InlineCodePrograms, &|| {
+                strings(&p.inline_code_programs)
+            });
             add(Key::Hosts, &|| strings(&p.hosts));
             add(Key::Recipients, &|| strings(&p.recipients));
         }

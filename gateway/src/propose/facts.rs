@@ -216,7 +216,7 @@ fn command_line(arguments: &Value) -> Option<Option<String>> {
             Value::Array(argv) => strings(argv).map(|words| {
                 words
                     .iter()
-                    .map(|w| shell_quoted(w))
+                    .map(|w| shell::quote(w))
                     .collect::<Vec<_>>()
                     .join(" ")
             }),
@@ -225,19 +225,6 @@ fn command_line(arguments: &Value) -> Option<Option<String>> {
     }
     let lines = arguments.get(LINES_KEY)?;
     Some(lines.as_array().and_then(strings).map(|l| l.join("\n")))
-}
-
-/// `word` quoted for a POSIX shell, so that reading the line gives the word back.
-fn shell_quoted(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_@%+:,./-".contains(c));
-    if plain {
-        word.to_owned()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
 }
 
 fn first_string<'a>(arguments: &'a Value, keys: &[&str]) -> Option<&'a str> {
@@ -284,6 +271,8 @@ fn shell_facts(line: &str, workdir: Option<&str>, paths: &mut Paths<'_>) {
         }
     };
     paths.facts.pipes_to_shell = script.pipes_download_to_interpreter;
+    paths.facts.runs_inline_code = !script.inline_code.is_empty();
+    paths.facts.inline_code_programs = script.inline_code;
     if script.unknown_program {
         paths.facts.command_parsed = false;
     }

@@ -147,6 +147,7 @@ fn shown(facts: &ProposeFacts, arguments: &str, show_arguments: bool) -> Value {
         "outside_workspace": facts.outside_workspace,
         "writes_outside_workspace": facts.writes_outside_workspace,
         "unknown_effect_outside_workspace": facts.unknown_effect_outside_workspace,
+        "inline_code_programs": facts.inline_code_programs,
     });
     if show_arguments {
         shown["arguments"] = serde_json::from_str(arguments).unwrap_or(Value::Null);

@@ -20,7 +20,7 @@ use super::config::OnDeny;
 use super::hold::HeldCall;
 use super::judge::Judge;
 use crate::protocol::Dialect;
-use crate::protocol::proposed::{ProposalRewriter, join};
+use crate::protocol::proposed::{ProposalRewriter, Unjudged, join};
 
 /// The stable code of a response ended because a proposed call was refused.
 pub const REFUSED_CODE: &str = "tool_call_refused";
@@ -220,5 +220,11 @@ impl Judging {
     /// Whether the response ended as an error (`propose.on_deny: error`).
     pub fn failed(&self) -> bool {
         self.failed
+    }
+
+    /// Why the stream was ended with an error instead of judged (an event that may hold a
+    /// call and that Warden cannot read, or that a client could read otherwise), once it was.
+    pub fn unjudged(&self) -> Option<Unjudged> {
+        self.rewriter.unjudged()
     }
 }

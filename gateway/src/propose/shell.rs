@@ -4,9 +4,15 @@
 //! here-documents; then every simple command unwrapped through what only runs another
 //! command (`sudo`, `env`, `nohup`, `timeout`, `xargs`, `sh -c`, `eval`, ...).
 //!
-//! Nothing is expanded: a word holding `$HOME` keeps that text, and whoever reads a path from
-//! it must treat it as unknown. A line the lexer cannot finish (an unterminated quote or
+//! Braces expand as bash expands them (`/{etc,usr}` is two words: `braces.rs`); nothing else
+//! is expanded: a word holding `$HOME` keeps that text, and whoever reads a path from it must
+//! treat it as unknown. A line the lexer cannot finish (an unterminated quote or
 //! substitution) is an error: policy sees it as not understood, never as harmless.
+
+use std::ops::Range;
+
+mod braces;
+mod inline_code;
 
 /// Wrappers and substitutions nested deeper than this are not unwrapped: an error.
 const MAX_DEPTH: usize = 8;
@@ -26,6 +32,10 @@ pub struct Command {
     /// The directory it runs in, as far as `cd` earlier on the line says (`None`: the
     /// agent's working directory; `Some("")`: unknown).
     pub cwd: Option<String>,
+    /// What the line gives it on standard input: here-document bodies and here-strings.
+    pub input: Vec<String>,
+    /// It reads the output of the command before it in a pipe.
+    pub piped: bool,
 }
 
 impl Command {
@@ -39,7 +49,8 @@ impl Command {
     }
 
     /// The program is no name Warden can read: a variable or a substitution, a glob
-    /// (`/bin/r?`, `r[m]`, `*`), a brace expansion (`{rm,-rf,/}`), a process substitution.
+    /// (`/bin/r?`, `r[m]`, `*`), braces left after expansion (`{rm}`), a process
+    /// substitution.
     pub fn program_unknown(&self) -> bool {
         let p = &self.program;
         self.name() == SUBSTITUTED
@@ -86,6 +97,9 @@ pub struct Script {
     /// substitution (`$X`, `$(printf rm)`), a multi-call binary without an applet it reads,
     /// or the line may make a name run another program (`alias`, `hash -p`, `enable -f`).
     pub unknown_program: bool,
+    /// Interpreters that run a program given on the line (`python3 -c CODE`, `node -e CODE`,
+    /// `python3 - <<EOF`) or read from a pipe (`… | sh`): code Warden does not judge.
+    pub inline_code: Vec<String>,
 }
 
 impl Script {
@@ -93,6 +107,11 @@ impl Script {
     fn absorb(&mut self, other: Script) {
         self.pipes_download_to_interpreter |= other.pipes_download_to_interpreter;
         self.unknown_program |= other.unknown_program;
+        for name in other.inline_code {
+            if !self.inline_code.contains(&name) {
+                self.inline_code.push(name);
+            }
+        }
         self.commands.extend(other.commands);
     }
 }
@@ -109,6 +128,13 @@ pub enum ShellError {
     /// Wrappers or substitutions nested more than [`MAX_DEPTH`] deep.
     #[error("commands nested more than {MAX_DEPTH} deep")]
     TooDeep,
+    /// Brace expansion makes more of the line than Warden reads.
+    #[error(
+        "brace expansion makes more than {} words or {} bytes of the line",
+        braces::MAX_WORDS,
+        braces::MAX_BYTES
+    )]
+    TooManyWords,
 }
 
 /// Reads `line` as a shell would.
@@ -137,7 +163,7 @@ fn read_into(line: &str, depth: usize, script: &mut Script) -> Result<(), ShellE
     if depth > MAX_DEPTH {
         return Err(ShellError::TooDeep);
     }
-    let tokens = Lexer::new(line).tokens()?;
+    let (tokens, heredocs) = Lexer::new(line).tokens()?;
     let mut parser = Parser::default();
     for token in tokens {
         parser.take(token)?;
@@ -152,7 +178,20 @@ fn read_into(line: &str, depth: usize, script: &mut Script) -> Result<(), ShellE
     let mut cwd: Option<String> = None;
     for pipeline in parser.pipelines {
         let mut downloads = false;
-        for mut simple in pipeline {
+        for (position, mut simple) in pipeline.into_iter().enumerate() {
+            // The here-documents it reads; the shell runs the substitutions in those whose
+            // delimiter is not quoted.
+            let mut input = Vec::new();
+            for &n in &simple.heredocs {
+                let Some(doc) = heredocs.get(n) else { continue };
+                if !doc.quoted {
+                    simple
+                        .substitutions
+                        .extend(Lexer::new(&doc.body).substitutions_in_text()?);
+                }
+                input.push(doc.body.clone());
+            }
+            input.append(&mut simple.here_strings);
             // Substitutions run first; a download among them feeds this command.
             let mut substituted_download = false;
             for sub in &simple.substitutions {
@@ -162,7 +201,7 @@ fn read_into(line: &str, depth: usize, script: &mut Script) -> Result<(), ShellE
                 script.absorb(inner);
             }
             let outputs = std::mem::take(&mut simple.output_substitutions);
-            if let Some(command) = simple.into_command(cwd.clone()) {
+            if let Some(command) = simple.into_command(cwd.clone(), input, position > 0) {
                 let mut unwrapped = Script::default();
                 unwrap(command, depth, &mut unwrapped)?;
                 for c in &unwrapped.commands {
@@ -318,6 +357,8 @@ fn unwrap(command: Command, depth: usize, script: &mut Script) -> Result<(), She
             args: command.args[at + 1..].to_vec(),
             redirects: command.redirects.clone(),
             cwd: command.cwd.clone(),
+            input: command.input.clone(),
+            piped: command.piped,
         };
         script.commands.push(Command {
             args: command.args[..=at].to_vec(),
@@ -327,7 +368,11 @@ fn unwrap(command: Command, depth: usize, script: &mut Script) -> Result<(), She
     }
     let wrapper = multi_call(&name).unwrap_or(&name);
     if multi_call(&name).is_none() && !is_one_of(wrapper, WRAPPERS) {
+        let runs = code_it_runs(&command, script);
         script.commands.push(command);
+        for run in runs {
+            read_into(&run, depth + 1, script)?;
+        }
         return Ok(());
     }
     // The wrapped command starts after the wrapper's options (and, for some, an operand).
@@ -365,7 +410,13 @@ fn unwrap(command: Command, depth: usize, script: &mut Script) -> Result<(), She
         split_string = Some(command.args.get(i..).unwrap_or_default().join(" "));
     }
     let rest: Vec<String> = command.args.get(i..).unwrap_or_default().to_vec();
-    let Command { redirects, cwd, .. } = command.clone();
+    let Command {
+        redirects,
+        cwd,
+        input,
+        piped,
+        ..
+    } = command.clone();
     script.commands.push(Command {
         args: options.to_vec(),
         ..command
@@ -383,10 +434,93 @@ fn unwrap(command: Command, depth: usize, script: &mut Script) -> Result<(), She
             args: words.collect(),
             redirects,
             cwd,
+            input,
+            piped,
         },
         depth + 1,
         script,
     )
+}
+
+/// The command lines `command` runs from what the line gives it, as far as Warden reads
+/// them: a shell's program on standard input (`bash <<EOF`, `sh -s <<< LINE`), and the
+/// shell commands an interpreter's inline code spells out literally (`python3 -c
+/// 'os.system("…")'`). An interpreter given code inline, or reading its program from a pipe,
+/// is noted in `script.inline_code`.
+fn code_it_runs(command: &Command, script: &mut Script) -> Vec<String> {
+    let name = command.name();
+    let note = |script: &mut Script| {
+        if !script.inline_code.iter().any(|n| n == name) {
+            script.inline_code.push(name.to_owned());
+        }
+    };
+    if is_one_of(name, SHELLS) {
+        if !shell_reads_stdin(&command.args) {
+            return Vec::new();
+        }
+        if command.piped {
+            note(script);
+        }
+        return command.input.clone();
+    }
+    let Some(given) = inline_code::given(name, &command.args) else {
+        return Vec::new();
+    };
+    let mut programs = given.code;
+    if given.reads_stdin && (command.piped || !command.input.is_empty()) {
+        programs.extend(command.input.iter().cloned());
+        note(script);
+    }
+    if !programs.is_empty() {
+        note(script);
+    }
+    programs
+        .iter()
+        .flat_map(|code| inline_code::shell_outs(name, code))
+        .map(|out| match out {
+            inline_code::ShellOut::Line(line) => line,
+            inline_code::ShellOut::Argv(words) => {
+                words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ")
+            }
+        })
+        .collect()
+}
+
+/// Whether a shell run with `args` (no `-c`) reads its program from standard input: no
+/// script operand, or `-s`.
+fn shell_reads_stdin(args: &[String]) -> bool {
+    let mut i = 0;
+    while let Some(arg) = args.get(i) {
+        if arg == "--" || arg == "-" {
+            return args.get(i + 1).is_none();
+        }
+        let Some(flags) = arg.strip_prefix('-').or_else(|| arg.strip_prefix('+')) else {
+            return false;
+        };
+        if !arg.starts_with("--") && flags.contains('s') {
+            return true;
+        }
+        i += 1;
+        if arg == "--rcfile" || arg == "--init-file" {
+            i += 1;
+        } else if !arg.starts_with("--") {
+            i += flags.chars().filter(|f| matches!(f, 'o' | 'O')).count();
+        }
+    }
+    true
+}
+
+/// `word` quoted for a POSIX shell, so that reading the line gives the word back.
+pub fn quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_@%+:,./-".contains(c));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
 }
 
 /// A multi-call binary's name (`busybox`, `busybox.static`, `toybox`): it runs the applet
@@ -495,6 +629,8 @@ fn find_exec(find: &Command) -> Vec<Command> {
                 args: rest.iter().map(|w| w.replace("{}", start)).collect(),
                 redirects: Vec::new(),
                 cwd: find.cwd.clone(),
+                input: Vec::new(),
+                piped: false,
             });
         }
     }
@@ -521,6 +657,8 @@ enum Token {
     /// output process substitutions (`>(…)`) that read what the command writes.
     Word {
         text: String,
+        /// The words brace expansion makes of it (`None`: it has no brace expression).
+        expanded: Option<Vec<String>>,
         subs: Vec<String>,
         outputs: Vec<String>,
     },
@@ -539,8 +677,28 @@ enum Token {
     },
     /// `<<` / `<<-`: a here-document; its delimiter is the next word.
     HereDoc,
+    /// `<<<`: a here-string, the next word.
+    HereString,
     /// `>&`, `<&`: a descriptor duplicated; the next word names the descriptor.
     Dup,
+}
+
+/// A here-document: its body, and whether its delimiter was quoted (no expansion in it).
+struct HereDocument {
+    body: String,
+    quoted: bool,
+}
+
+/// One word as the lexer read it.
+struct LexedWord {
+    /// Its text, quotes removed.
+    text: String,
+    /// The command lines of its substitutions.
+    subs: Vec<String>,
+    /// Some of it was quoted or escaped.
+    quoted: bool,
+    /// The byte ranges of `text` written plainly (where braces expand).
+    plain: Vec<Range<usize>>,
 }
 
 struct Lexer<'a> {
@@ -549,6 +707,10 @@ struct Lexer<'a> {
     at: usize,
     /// Delimiters of here-documents whose bodies start after the next newline.
     heredocs: Vec<(String, bool)>,
+    /// The here-documents read so far, in the order of their `<<`.
+    bodies: Vec<HereDocument>,
+    /// What brace expansion may still make of the line.
+    budget: braces::Budget,
 }
 
 impl<'a> Lexer<'a> {
@@ -558,6 +720,8 @@ impl<'a> Lexer<'a> {
             bytes: src.as_bytes(),
             at: 0,
             heredocs: Vec::new(),
+            bodies: Vec::new(),
+            budget: braces::Budget::default(),
         }
     }
 
@@ -565,7 +729,8 @@ impl<'a> Lexer<'a> {
         self.bytes.get(self.at + ahead).copied()
     }
 
-    fn tokens(mut self) -> Result<Vec<Token>, ShellError> {
+    /// The line's tokens, and its here-documents in the order of their `<<`.
+    fn tokens(mut self) -> Result<(Vec<Token>, Vec<HereDocument>), ShellError> {
         let mut out = Vec::new();
         let mut heredoc_next = false;
         while let Some(b) = self.peek(0) {
@@ -630,13 +795,14 @@ impl<'a> Lexer<'a> {
                     };
                     out.push(Token::Word {
                         text: self.src[start..self.at].to_owned(),
+                        expanded: None,
                         subs,
                         outputs,
                     });
                 }
                 b'<' => {
                     let (len, token) = match (self.peek(1), self.peek(2)) {
-                        (Some(b'<'), Some(b'<')) => (3, Token::Redirect { writes: false }),
+                        (Some(b'<'), Some(b'<')) => (3, Token::HereString),
                         (Some(b'<'), Some(b'-')) => (3, Token::HereDoc),
                         (Some(b'<'), _) => (2, Token::HereDoc),
                         (Some(b'>'), _) => (2, Token::Redirect { writes: true }),
@@ -658,7 +824,12 @@ impl<'a> Lexer<'a> {
                     out.push(token);
                 }
                 _ => {
-                    let (text, subs, quoted) = self.word()?;
+                    let LexedWord {
+                        text,
+                        subs,
+                        quoted,
+                        plain,
+                    } = self.word()?;
                     // Digits right before a redirection are its file descriptor.
                     if !quoted
                         && text.bytes().all(|b| b.is_ascii_digit())
@@ -669,8 +840,15 @@ impl<'a> Lexer<'a> {
                     if heredoc_next {
                         self.heredocs.push((text.clone(), quoted));
                     }
+                    let expanded = if heredoc_next || !text.contains('{') {
+                        None
+                    } else {
+                        braces::expand(&text, &plain, quoted, &mut self.budget)
+                            .map_err(|_| ShellError::TooManyWords)?
+                    };
                     out.push(Token::Word {
                         text,
+                        expanded,
                         subs,
                         outputs: Vec::new(),
                     });
@@ -678,13 +856,29 @@ impl<'a> Lexer<'a> {
             }
             heredoc_next = false;
         }
-        Ok(out)
+        Ok((out, self.bodies))
+    }
+
+    /// The command lines of the substitutions in a text the shell expands as it does a
+    /// double-quoted string (a here-document whose delimiter is not quoted).
+    fn substitutions_in_text(mut self) -> Result<Vec<String>, ShellError> {
+        let mut subs = Vec::new();
+        let mut text = String::new();
+        while let Some(b) = self.peek(0) {
+            match b {
+                b'\\' => self.at += 2,
+                b'$' | b'`' => self.dollar_or_backtick(&mut text, &mut subs)?,
+                _ => self.at += 1,
+            }
+        }
+        Ok(subs)
     }
 
     /// Skips the bodies of the here-documents announced on the line just ended.
     fn skip_heredoc_bodies(&mut self) -> Result<(), ShellError> {
-        for (delimiter, _) in std::mem::take(&mut self.heredocs) {
+        for (delimiter, quoted) in std::mem::take(&mut self.heredocs) {
             let start = self.at;
+            let mut body = String::new();
             loop {
                 let rest = &self.src[self.at..];
                 if rest.is_empty() {
@@ -699,7 +893,9 @@ impl<'a> Lexer<'a> {
                 if line.trim_start_matches('\t') == delimiter {
                     break;
                 }
+                body.push_str(&rest[..line_end]);
             }
+            self.bodies.push(HereDocument { body, quoted });
         }
         Ok(())
     }
@@ -866,10 +1062,11 @@ impl<'a> Lexer<'a> {
 
     /// Reads one word: its text (quotes removed), its substitutions, whether any of it was
     /// quoted.
-    fn word(&mut self) -> Result<(String, Vec<String>, bool), ShellError> {
+    fn word(&mut self) -> Result<LexedWord, ShellError> {
         let mut text = String::new();
         let mut subs = Vec::new();
         let mut quoted = false;
+        let mut plain: Vec<Range<usize>> = Vec::new();
         while let Some(b) = self.peek(0) {
             match b {
                 b' ' | b'\t' | b'\n' | b'|' | b'&' | b';' | b'(' | b')' | b'<' | b'>' => break,
@@ -906,10 +1103,22 @@ impl<'a> Lexer<'a> {
                     text.push_str(body);
                 }
                 b'$' | b'`' => self.dollar_or_backtick(&mut text, &mut subs)?,
-                _ => self.push_char(&mut text),
+                _ => {
+                    let from = text.len();
+                    self.push_char(&mut text);
+                    match plain.last_mut() {
+                        Some(last) if last.end == from => last.end = text.len(),
+                        _ => plain.push(from..text.len()),
+                    }
+                }
             }
         }
-        Ok((text, subs, quoted))
+        Ok(LexedWord {
+            text,
+            subs,
+            quoted,
+            plain,
+        })
     }
 }
 
@@ -923,11 +1132,15 @@ struct Simple {
     substitutions: Vec<String>,
     /// Output process substitutions (`>(…)`): they read what the command writes.
     output_substitutions: Vec<String>,
+    /// The here-documents it reads, by their place on the line.
+    heredocs: Vec<usize>,
+    /// The here-strings it reads.
+    here_strings: Vec<String>,
 }
 
 impl Simple {
     /// The command, leading assignments dropped; `None` when it runs nothing.
-    fn into_command(self, cwd: Option<String>) -> Option<Command> {
+    fn into_command(self, cwd: Option<String>, input: Vec<String>, piped: bool) -> Option<Command> {
         let mut words = self.words.into_iter().skip_while(|w| is_assignment(w));
         let program = words.next()?;
         Some(Command {
@@ -935,6 +1148,8 @@ impl Simple {
             args: words.collect(),
             redirects: self.redirects,
             cwd,
+            input,
+            piped,
         })
     }
 }
@@ -964,6 +1179,10 @@ struct Parser {
     function_name: bool,
     /// After `coproc`: its first word names the coprocess when a compound command follows.
     after_coproc: bool,
+    /// The next word is a here-string.
+    here_string: bool,
+    /// Here-documents announced so far.
+    heredocs_seen: usize,
     open_groups: usize,
 }
 
@@ -972,14 +1191,24 @@ impl Parser {
         match token {
             Token::Word {
                 text,
+                expanded,
                 subs,
                 outputs,
             } => {
                 self.current.output_substitutions.extend(outputs);
-                self.word(text, subs);
+                match expanded {
+                    Some(words) => self.expanded_words(words, subs),
+                    None => self.word(text, subs),
+                }
             }
             Token::Redirect { writes } => self.redirect = Some(writes),
-            Token::HereDoc | Token::Dup => self.heredoc = true,
+            Token::HereDoc => {
+                self.current.heredocs.push(self.heredocs_seen);
+                self.heredocs_seen += 1;
+                self.heredoc = true;
+            }
+            Token::HereString => self.here_string = true,
+            Token::Dup => self.heredoc = true,
             Token::Pipe => {
                 let simple = std::mem::take(&mut self.current);
                 self.pipeline.push(simple);
@@ -1013,6 +1242,25 @@ impl Parser {
         Ok(())
     }
 
+    /// The words a brace expansion made of one word: arguments (or redirection targets, each
+    /// written: bash refuses such an ambiguous redirection, Warden reads it as every one),
+    /// never reserved words.
+    fn expanded_words(&mut self, words: Vec<String>, subs: Vec<String>) {
+        if let Some(writes) = self.redirect.take() {
+            self.current.substitutions.extend(subs);
+            self.current
+                .redirects
+                .extend(words.into_iter().map(|target| Redirect { writes, target }));
+            return;
+        }
+        if self.heredoc || self.here_string || self.skip_words || self.function_name {
+            self.word(String::new(), subs);
+            return;
+        }
+        self.current.substitutions.extend(subs);
+        self.current.words.extend(words);
+    }
+
     fn word(&mut self, text: String, subs: Vec<String>) {
         self.current.substitutions.extend(subs);
         if let Some(writes) = self.redirect.take() {
@@ -1023,6 +1271,10 @@ impl Parser {
             return;
         }
         if std::mem::take(&mut self.heredoc) {
+            return;
+        }
+        if std::mem::take(&mut self.here_string) {
+            self.current.here_strings.push(text);
             return;
         }
         if self.skip_words {

@@ -51,6 +51,11 @@ pub trait ProposalRewriter: Send {
 
     /// Returns to the last checkpoint: what was pushed or finished since is forgotten.
     fn rewind(&mut self);
+
+    /// Why the stream was ended with an error instead of judged, once it was.
+    fn unjudged(&self) -> Option<Unjudged> {
+        None
+    }
 }
 
 /// Splits a server-sent event stream into whole events (each with its blank-line end), as
@@ -265,9 +270,9 @@ pub struct Events<R> {
     inner: R,
     judged: &'static Judged,
     /// An event could not be judged: the stream ended with an error, nothing more is sent.
-    failed: bool,
+    failed: Option<Unjudged>,
     /// The state kept by the last checkpoint.
-    saved: Option<Box<(EventFramer, R, bool)>>,
+    saved: Option<Box<(EventFramer, R, Option<Unjudged>)>>,
 }
 
 impl<R: EventRewriter> Events<R> {
@@ -277,19 +282,19 @@ impl<R: EventRewriter> Events<R> {
             framer: EventFramer::default(),
             inner,
             judged,
-            failed: false,
+            failed: None,
             saved: None,
         }
     }
 
     /// Gives `event` to the dialect; one that cannot be judged ends the stream.
     fn event(&mut self, event: Vec<u8>, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>) {
-        if self.failed {
+        if self.failed.is_some() {
             return;
         }
         if let Err(why) = self.inner.event(event, judge, out) {
             out.extend_from_slice(&self.judged.error_event(why));
-            self.failed = true;
+            self.failed = Some(why);
         }
     }
 }
@@ -311,11 +316,11 @@ impl<R: EventRewriter + Clone> ProposalRewriter for Events<R> {
         if !rest.is_empty() {
             self.event(rest, judge, &mut out);
         }
-        if !self.failed
+        if self.failed.is_none()
             && let Err(why) = self.inner.end(judge, &mut out)
         {
             out.extend_from_slice(&self.judged.error_event(why));
-            self.failed = true;
+            self.failed = Some(why);
         }
         Bytes::from(out)
     }
@@ -334,6 +339,10 @@ impl<R: EventRewriter + Clone> ProposalRewriter for Events<R> {
         if let Some(saved) = self.saved.take() {
             (self.framer, self.inner, self.failed) = *saved;
         }
+    }
+
+    fn unjudged(&self) -> Option<Unjudged> {
+        self.failed
     }
 }
 

@@ -155,6 +155,8 @@ struct Knobs {
     /// Responses API streams whose call items and final output carry other arguments than
     /// their deltas.
     diverge: bool,
+    /// Every streamed answer is these raw events, whatever the request asked.
+    script: Option<Vec<Bytes>>,
 }
 
 /// How an upstream Warden must not trust may encode its answers.
@@ -331,6 +333,14 @@ impl FakeLlm {
         self.state.knobs().diverge = on;
     }
 
+    /// Answers every request that asks to stream (`"stream": true`), from now on, with
+    /// `events` as they are: each its own write, paced as any stream, in any provider's
+    /// shape and however malformed (`None`: the answers as built from the request again).
+    /// Encoding, cutting and holding do not apply to them.
+    pub fn script_streams(&self, events: Option<Vec<String>>) {
+        self.state.knobs().script = events.map(|all| all.into_iter().map(Bytes::from).collect());
+    }
+
     /// Holds every stream started from now on after its first chunks until the gate opens.
     pub fn hold_streams(&self) -> StreamGate {
         let (open, held) = watch::channel(false);
@@ -438,6 +448,7 @@ async fn handle(
     state.requests().push(request.clone());
     state.request_seen.notify_waiters();
 
+    let script = state.knobs().script.clone();
     let (failure, delay, chunk_delay, gate, keys, text_only, cut_after, pad, encoding, diverge) = {
         let k = state.knobs();
         (
@@ -492,6 +503,18 @@ async fn handle(
         pad,
         diverge,
     };
+    if let Some(events) = script.filter(|_| exchange.json["stream"] == true) {
+        let StreamCtl {
+            state, chunk_delay, ..
+        } = exchange.stream;
+        let paced = StreamCtl {
+            state,
+            chunk_delay,
+            gate: None,
+            cut_after: None,
+        };
+        return Ok(sse_response(paced.spawn(events, usize::MAX)));
+    }
     let response = match provider {
         Provider::OpenAi => openai::respond(exchange),
         Provider::Anthropic => anthropic::respond(exchange),
