@@ -9,6 +9,8 @@
 //   IDP_CONSOLE_REDIRECTS  comma-separated redirect URIs of the public client `warden-console`
 //                 (authorization code flow with PKCE, for the approval console's sign-in);
 //                 without it there is no such client
+//   IDP_CONSOLE_ACCESS_TOKEN_TTL  lifetime in seconds of the access tokens `warden-console`
+//                 gets (default 3600); short, for the console's refresh tests
 //   IDP_USERS     JSON object of people who sign in, replacing the built-in ones:
 //                 { "alice": { "password", "name", "email", "groups": [...] }, ... }
 //                 built in: alice and bob (groups sre), carol (finance), dave (sre, ops);
@@ -26,7 +28,11 @@
 // checked against IDP_USERS); the console's client is granted its scopes without a consent page.
 // Their userinfo carries sub (the login), name, preferred_username, email (verified), groups;
 // the console's access token is for the userinfo endpoint (no resource indicator), which the
-// console asks at sign-in and again at each vote.
+// console asks at sign-in and again at each vote. Its code flow also gets a refresh token, as
+// Keycloak's and most providers' do without `offline_access` (oidc-provider's default policy
+// issues one only for `offline_access`): bound to the person's session here (it ends with it),
+// rotated at each use (a new one each time; a spent one used again revokes the whole grant),
+// and refused (invalid_grant) once the account is disabled.
 //
 // Admin endpoints (test control, not part of OIDC):
 //   POST /admin/rotate                 new RSA key, published in the JWKS and used from now on
@@ -57,6 +63,12 @@
 //   POST /admin/userinfo?fail=true|false
 //        while failing, the userinfo endpoint (/me) answers 503 (an identity provider that
 //        cannot answer); everything else works
+//   POST /admin/token?fail=true|false
+//        while failing, the token endpoint (/token) answers 503 with
+//        {"error": "temporarily_unavailable"}; everything else works
+//   GET  /admin/refreshes
+//        {"refreshes": N}: how many refresh_token grants the token endpoint has answered with
+//        new tokens
 // The admin endpoints are served on the loopback address only, as everything here is.
 
 import * as crypto from 'node:crypto';
@@ -102,6 +114,11 @@ const CONSOLE_SCOPES = 'openid profile email groups';
 const USERINFO_PATH = '/me';
 // Whether the userinfo endpoint answers 503 (POST /admin/userinfo?fail=true).
 let userinfoFails = false;
+// Whether the token endpoint answers 503 (POST /admin/token?fail=true).
+let tokenFails = false;
+// How many refresh_token grants were answered with new tokens.
+let refreshes = 0;
+const consoleAccessTokenTTL = Number(process.env.IDP_CONSOLE_ACCESS_TOKEN_TTL || 3600);
 const claimsByClient = new Map(clients.map((c) => [c.client_id, c.claims || {}]));
 
 const resources = {
@@ -139,7 +156,7 @@ function buildProvider(issuer) {
       ...(consoleRedirects.length
         ? [{
           client_id: CONSOLE_CLIENT,
-          grant_types: ['authorization_code'],
+          grant_types: ['authorization_code', 'refresh_token'],
           response_types: ['code'],
           redirect_uris: consoleRedirects,
           token_endpoint_auth_method: 'none',
@@ -211,12 +228,21 @@ function buildProvider(issuer) {
       },
     },
     extraTokenClaims: (_ctx, token) => claimsByClient.get(token.clientId),
+    // A refresh token with the console's code flow, as Keycloak gives one (bound to the
+    // person's session at this provider unless offline_access was granted).
+    issueRefreshToken: async (_ctx, client, code) => client.grantTypeAllowed('refresh_token')
+      && (client.clientId === CONSOLE_CLIENT || code.scopes.has('offline_access')),
     ttl: {
       ClientCredentials: (_ctx, token) => token.resourceServer?.accessTokenTTL || 600,
+      AccessToken: (_ctx, token) => token.resourceServer?.accessTokenTTL
+        || (token.clientId === CONSOLE_CLIENT ? consoleAccessTokenTTL : 3600),
     },
     enabledJWA: { idTokenSigningAlgValues: ['RS256'] },
   });
   provider.on('server_error', (ctx, err) => console.error('idp server_error', err));
+  provider.on('grant.success', (ctx) => {
+    if (ctx.oidc.params.grant_type === 'refresh_token') refreshes += 1;
+  });
   return provider;
 }
 
@@ -452,6 +478,13 @@ async function admin(req, res, url) {
     userinfoFails = url.searchParams.get('fail') === 'true';
     return reply(res, 200, { fail: userinfoFails });
   }
+  if (req.method === 'POST' && url.pathname === '/admin/token') {
+    tokenFails = url.searchParams.get('fail') === 'true';
+    return reply(res, 200, { fail: tokenFails });
+  }
+  if (req.method === 'GET' && url.pathname === '/admin/refreshes') {
+    return reply(res, 200, { refreshes });
+  }
   if (req.method === 'POST' && url.pathname === '/admin/forge') {
     const mode = url.searchParams.get('mode') || '';
     const clientId = url.searchParams.get('client') || clients[0].client_id;
@@ -472,6 +505,10 @@ const server = http.createServer((req, res) => {
   }
   if (userinfoFails && url.pathname === USERINFO_PATH) {
     reply(res, 503, { error: 'temporarily_unavailable', error_description: 'userinfo is down (test)' });
+    return;
+  }
+  if (tokenFails && url.pathname === '/token') {
+    reply(res, 503, { error: 'temporarily_unavailable', error_description: 'the token endpoint is down (test)' });
     return;
   }
   if (url.pathname.startsWith('/interaction/')) {

@@ -269,6 +269,28 @@ impl Idp {
         self.admin("userinfo", &[("fail", fail)]).await
     }
 
+    /// Makes the token endpoint answer 503 (`fail`) or work again.
+    pub async fn fail_token(&self, fail: bool) -> anyhow::Result<()> {
+        let fail = if fail { "true" } else { "false" };
+        self.admin("token", &[("fail", fail)]).await
+    }
+
+    /// How many refresh_token grants the token endpoint has answered with new tokens.
+    pub async fn refreshes(&self) -> anyhow::Result<u64> {
+        let body: Value = self
+            .http
+            .get(format!("{}/admin/refreshes", self.issuer))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        body["refreshes"]
+            .as_u64()
+            .context("the IdP's refresh count is not a number")
+    }
+
     /// `POST /admin/<endpoint>?<query>`, refused unless it succeeds.
     async fn admin(&self, endpoint: &str, query: &[(&str, &str)]) -> anyhow::Result<()> {
         self.http

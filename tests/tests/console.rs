@@ -6,7 +6,9 @@
 //! app, an approver outside the policy's group, approving one's own agent, a POST without the
 //! CSRF token, an approval used once and not for other arguments, an expired approval, and,
 //! asked of the IdP again at each vote, an approver removed from the group or disabled there
-//! after signing in, and an IdP whose userinfo cannot answer (nothing decided).
+//! after signing in, and an IdP whose userinfo cannot answer (nothing decided); and a session
+//! that outlives its short access token by refreshing it, fails closed while the IdP's token
+//! endpoint is down, and ends once the IdP refuses to renew it (the account disabled).
 //!
 //! Screenshots of the pages land in `target/console-screenshots/` (docs/approvals.md shows
 //! them).
@@ -38,12 +40,18 @@ struct Stack {
 }
 
 async fn start() -> Stack {
+    start_with(&[]).await
+}
+
+/// The stack, the IdP started with `idp_env` besides the console's redirect.
+async fn start_with(idp_env: &[(&str, &str)]) -> Stack {
     let upstream = FakeLlm::start().await.unwrap();
     let port = free_port().unwrap();
     let console = format!("http://localhost:{port}");
-    let idp = Idp::start_with(&[("IDP_CONSOLE_REDIRECTS", &format!("{console}/auth/callback"))])
-        .await
-        .unwrap();
+    let redirect = format!("{console}/auth/callback");
+    let mut env = vec![("IDP_CONSOLE_REDIRECTS", redirect.as_str())];
+    env.extend_from_slice(idp_env);
+    let idp = Idp::start_with(&env).await.unwrap();
     let warden = WardenBuilder::new(&upstream)
         .policy("needs-sre.cedar", POLICIES)
         .set(
@@ -772,6 +780,88 @@ async fn an_approver_removed_or_disabled_at_the_idp_cannot_vote_and_an_idp_outag
         ["not_in_group", "idp_unavailable", "idp_refused"],
         "each refusal recorded with its reason"
     );
+}
+
+/// How long the console's access tokens at the IdP live in the refresh test.
+const SHORT_TOKEN: Duration = Duration::from_secs(15);
+
+#[tokio::test]
+async fn a_session_outlives_its_short_access_token_and_ends_when_the_idp_no_longer_renews_it() {
+    let ttl = SHORT_TOKEN.as_secs().to_string();
+    let s = start_with(&[("IDP_CONSOLE_ACCESS_TOKEN_TTL", &ttl)]).await;
+    let (w, idp, console) = (&s.warden, &s._idp, s.console.as_str());
+    let token = w.token("deploy-bot").await.unwrap();
+    let first = held(w, &token, "gpt-4o", "rotate the signing keys");
+    let id = new_approval(w, "Model::\"openai/gpt-4o\"", &[]).await;
+    let mut alice = Browser::launch("alice").await.unwrap();
+    let signed_in = Instant::now();
+    sign_in(&mut alice, console, "alice", "/factors").await;
+    let (secret, _) = enrol_totp(&mut alice, console, None).await;
+
+    // Past the access token's lifetime, with the IdP's token endpoint down: the console cannot
+    // renew it, so nothing is decided, the approval stays pending and no code is used.
+    tokio::time::sleep_until((signed_in + SHORT_TOKEN + Duration::from_secs(1)).into()).await;
+    idp.fail_token(true).await.unwrap();
+    let decide_path = format!("/approvals/{id}/decide");
+    let try_again = [
+        "onfirm your identity with the identity provider",
+        "temporarily_unavailable",
+        "try again",
+    ];
+    refused_vote(&mut alice, &decide_path, &secret, 503, &try_again).await;
+    let shown = w.cli(&["approvals", "show", &id]).await.unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout).to_string();
+    assert!(shown.contains("status:    pending"), "{shown}");
+    assert!(!first.is_finished(), "the request still waits");
+    assert_eq!(idp.refreshes().await.unwrap(), 0);
+
+    // The token endpoint back: the console refreshes the token, and her vote counts (with
+    // the same code the refused vote did not use up).
+    idp.fail_token(false).await.unwrap();
+    let refreshed = Instant::now();
+    let said = decide(&mut alice, console, &id, &oathtool(&secret, 1), "approve").await;
+    assert!(said.contains("Approved"), "{said}");
+    let r = tokio::time::timeout(Duration::from_secs(30), first)
+        .await
+        .expect("the approved request completes")
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(idp.refreshes().await.unwrap() >= 1);
+    let counted = audited(w, "approval_vote").await;
+    assert_eq!(counted["detail"]["approver_groups"], json!(["sre"]));
+
+    // Due again: the console renews it with the new refresh token the IdP rotated in (the spent
+    // one would make the IdP revoke the whole sign-in), and shows what waits.
+    let second = held(w, &token, "gpt-4o", "delete the old keys");
+    let id2 = new_approval(w, "Model::\"openai/gpt-4o\"", std::slice::from_ref(&id)).await;
+    let before = idp.refreshes().await.unwrap();
+    tokio::time::sleep_until((refreshed + SHORT_TOKEN + Duration::from_secs(1)).into()).await;
+    let refreshed = Instant::now();
+    alice
+        .goto(&format!("{console}/approvals/{id2}"))
+        .await
+        .unwrap();
+    let page = alice.text("main").await.unwrap();
+    assert!(page.contains(&id2), "{page}");
+    assert_eq!(idp.refreshes().await.unwrap(), before + 1, "renewed again");
+
+    // Her account disabled at the IdP: once the token is due, the IdP refuses to renew it, and
+    // her console session ends: sign in again.
+    idp.set_disabled("alice", true).await.unwrap();
+    tokio::time::sleep_until((refreshed + SHORT_TOKEN + Duration::from_secs(1)).into()).await;
+    let ended = ["no longer renews your sign-in", "sign in again"];
+    let decide_path = format!("/approvals/{id2}/decide");
+    refused_vote(&mut alice, &decide_path, &secret, 401, &ended).await;
+    alice.goto(&format!("{console}/approvals")).await.unwrap();
+    let at = alice.url().await.unwrap();
+    assert!(at.starts_with(idp.issuer()), "the session is gone: {at}");
+    let shown = w.cli(&["approvals", "show", &id2]).await.unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout).to_string();
+    assert!(shown.contains("status:    pending"), "{shown}");
+    assert!(!second.is_finished(), "the second request still waits");
+    let refused = refused_codes(&w.audit_records());
+    assert_eq!(refused, ["idp_unavailable", "idp_session_ended"]);
 }
 
 /// The first audit record of console event `event`, waited for.

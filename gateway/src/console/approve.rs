@@ -36,7 +36,13 @@ impl Console {
     pub(crate) async fn approver_now(&self, session: &Session) -> Result<Approver, ConsoleError> {
         Ok(self
             .recheck
-            .approver(&self.sso, &self.sealer, &session.id, &session.record)
+            .approver(
+                &self.sso,
+                &self.sealer,
+                &*self.store.sessions(),
+                &session.id,
+                &session.record,
+            )
             .await?)
     }
 

@@ -101,6 +101,12 @@ pub struct OidcConfig {
     /// (default `0s`: every page and vote asks; at most `5m`).
     #[serde(default, with = "humantime_serde")]
     pub userinfo_max_age: Duration,
+    /// Whether the sign-in asks for the `offline_access` scope (with `prompt=consent`, as
+    /// OpenID Connect requires), for a refresh token that outlives the approver's session at
+    /// the provider (default `false`: the refresh token the provider gives a code flow anyway,
+    /// if any, which ends with that session).
+    #[serde(default)]
+    pub offline_access: bool,
 }
 
 /// The longest `console.oidc.userinfo_max_age`.
@@ -184,6 +190,14 @@ impl ConsoleConfig {
                 err(key, "must name a claim".into());
             }
         }
+        if oidc.scopes.iter().any(|s| s == "offline_access") {
+            err(
+                "oidc.scopes",
+                "offline_access is asked for with console.oidc.offline_access: true (which also \
+                 sends prompt=consent, as OpenID Connect requires), not among the scopes"
+                    .into(),
+            );
+        }
         if oidc.userinfo_max_age > MAX_USERINFO_AGE {
             err(
                 "oidc.userinfo_max_age",
@@ -234,6 +248,24 @@ mod tests {
             !oidc.match_preferred_username,
             "a name users may edit names no one unless turned on"
         );
+        assert!(!oidc.offline_access, "offline_access only when configured");
+    }
+
+    #[test]
+    fn offline_access_is_its_own_key_not_a_scope() {
+        let c = parse(
+            "oidc: {issuer: 'http://127.0.0.1:4000', client_id: console, \
+             scopes: [profile, offline_access]}",
+        );
+        let errors = c.validate(Some("http://localhost:9443"));
+        let keys: Vec<_> = errors.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["console.oidc.scopes"], "{errors:?}");
+        assert!(errors[0].1.contains("offline_access: true"), "{errors:?}");
+        let c = parse(
+            "oidc: {issuer: 'http://127.0.0.1:4000', client_id: console, offline_access: true}",
+        );
+        assert!(c.validate(Some("http://localhost:9443")).is_empty());
+        assert!(c.oidc.unwrap().offline_access);
     }
 
     #[test]

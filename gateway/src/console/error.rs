@@ -70,7 +70,9 @@ impl ConsoleError {
                 RecheckError::NoGroupsClaim(_) | RecheckError::NoUserInfo => {
                     StatusCode::BAD_GATEWAY
                 }
-                RecheckError::NoToken | RecheckError::Expired => StatusCode::UNAUTHORIZED,
+                RecheckError::NoToken | RecheckError::Expired | RecheckError::Ended => {
+                    StatusCode::UNAUTHORIZED
+                }
             },
             ConsoleError::Decide(e) => match e {
                 O::Unknown(_) => StatusCode::NOT_FOUND,
@@ -108,6 +110,7 @@ impl ConsoleError {
                 RecheckError::NoGroupsClaim(_) => "idp_no_groups_claim",
                 RecheckError::NoUserInfo => "idp_no_userinfo",
                 RecheckError::NoToken | RecheckError::Expired => "sign_in_again",
+                RecheckError::Ended => "idp_session_ended",
             },
             ConsoleError::Decide(e) => match e {
                 O::NotEnrolled(_) => "not_enrolled",

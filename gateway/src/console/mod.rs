@@ -4,7 +4,10 @@
 //! `console.oidc` is set.
 //!
 //! - `sso`: sign-in (OIDC authorization code + PKCE), the sign-in in flight sealed in a cookie;
-//! - `idp_token`: the sign-in's access token at the provider, sealed with the session;
+//! - `idp_token`: the sign-in's access and refresh tokens at the provider, sealed with the
+//!   session;
+//! - `refresh`: renewing that access token with the refresh token when it expires, one replica
+//!   at a time;
 //! - `recheck`: asking the provider again who an approver is before they see or decide;
 //! - `session`: the session cookie (only its hash is stored, in the state store shared by
 //!   every replica), CSRF tokens, the same-origin check, the security headers on every answer;
@@ -29,6 +32,7 @@ pub mod factors;
 pub mod idp_token;
 pub mod pages;
 pub mod recheck;
+pub mod refresh;
 pub mod session;
 pub mod sso;
 pub mod verify;

@@ -5,18 +5,19 @@
 //! provider can no longer decide; someone whose account was disabled (the provider refuses
 //! the token) cannot either; while the provider cannot answer, nothing is decided (fail
 //! closed: the approval stays pending). An answer is used again for the same session for
-//! `console.oidc.userinfo_max_age` (default `0s`: every time).
+//! `console.oidc.userinfo_max_age` (default `0s`: every time). The access token it asks with is
+//! refreshed first when it is (about to be) expired (`refresh`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use super::config::OidcConfig;
-use super::idp_token::IdpToken;
+use super::refresh::RefreshError;
 use super::sso::{Sso, SsoError, groups};
 use crate::approval::operator::Approver;
 use crate::approval::sealed::Sealer;
-use crate::state::sessions::{ConsoleSession, secret_hash};
+use crate::state::sessions::{ConsoleSession, SessionRepository, secret_hash};
 
 /// Why the provider's word on an approver could not be had: nothing is decided then.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +53,24 @@ pub enum RecheckError {
     NoToken,
     #[error("your sign-in at the identity provider has expired: sign in again")]
     Expired,
+    #[error(
+        "the identity provider no longer renews your sign-in (your account may be disabled, or \
+         your sign-in was revoked or ended there), so your console session has ended: sign in \
+         again"
+    )]
+    Ended,
+}
+
+impl From<RefreshError> for RecheckError {
+    fn from(e: RefreshError) -> RecheckError {
+        match e {
+            RefreshError::NoToken => RecheckError::NoToken,
+            RefreshError::Expired => RecheckError::Expired,
+            RefreshError::Ended => RecheckError::Ended,
+            RefreshError::Unavailable(why) => RecheckError::Unavailable(why),
+            RefreshError::Sso(e) => RecheckError::from(e),
+        }
+    }
 }
 
 impl From<SsoError> for RecheckError {
@@ -59,6 +78,7 @@ impl From<SsoError> for RecheckError {
         match e {
             SsoError::UserInfoRefused(_) => RecheckError::Refused,
             SsoError::NoUserInfo => RecheckError::NoUserInfo,
+            SsoError::RefreshRefused => RecheckError::Ended,
             e => RecheckError::Unavailable(e.to_string()),
         }
     }
@@ -89,12 +109,14 @@ impl Recheck {
         self.enabled
     }
 
-    /// The approver session `session_id` (`record`) is, as the rules see them now: with the
-    /// groups the provider names now, or those of the sign-in when the recheck is off.
+    /// The approver session `session_id` (`record`, in `sessions`) is, as the rules see them
+    /// now: with the groups the provider names now, or those of the sign-in when the recheck is
+    /// off.
     pub async fn approver(
         &self,
         sso: &Sso,
         sealer: &Sealer,
+        sessions: &dyn SessionRepository,
         session_id: &str,
         record: &ConsoleSession,
     ) -> Result<Approver, RecheckError> {
@@ -111,7 +133,7 @@ impl Recheck {
         let groups = match self.recent(&key) {
             Some(groups) => groups,
             None => {
-                let groups = self.ask(sso, sealer, session_id, record).await?;
+                let groups = self.ask(sso, sealer, sessions, session_id, record).await?;
                 self.remember(key, &groups);
                 groups
             }
@@ -127,17 +149,11 @@ impl Recheck {
         &self,
         sso: &Sso,
         sealer: &Sealer,
+        sessions: &dyn SessionRepository,
         session_id: &str,
         record: &ConsoleSession,
     ) -> Result<Vec<String>, RecheckError> {
-        let blob = record
-            .sealed_idp_token
-            .as_deref()
-            .ok_or(RecheckError::NoToken)?;
-        let token = IdpToken::open(sealer, session_id, blob).map_err(|_| RecheckError::NoToken)?;
-        if token.expires().is_some_and(|at| at <= SystemTime::now()) {
-            return Err(RecheckError::Expired);
-        }
+        let token = super::refresh::current(sso, sealer, sessions, session_id, record).await?;
         let claims = sso.userinfo(&token).await.map_err(|e| {
             tracing::warn!(error = %e, subject = %record.subject, "the SSO provider could not confirm a console approver");
             RecheckError::from(e)
@@ -169,8 +185,13 @@ impl Recheck {
 
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
     use super::*;
     use crate::approval::sealed::FactorKey;
+    use crate::console::idp_token::IdpToken;
+    use crate::state::Store;
+    use crate::state::sqlite::SqliteStore;
 
     fn oidc(recheck: bool) -> OidcConfig {
         OidcConfig {
@@ -191,6 +212,8 @@ mod tests {
             aliases: vec![],
             csrf_hash: secret_hash("csrf"),
             sealed_idp_token,
+            idp_token_version: 0,
+            idp_refreshing_until_ms: None,
             created_ms: 0,
             expires_ms: i64::MAX,
             last_seen_ms: 0,
@@ -206,12 +229,20 @@ mod tests {
         let sso = Sso::new(&oidc(true), None, "http://localhost:9443").unwrap();
         let recheck = Recheck::new(&oidc(true));
         let sealer = sealer();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::sqlite(
+            SqliteStore::open(&dir.path().join("state.db"))
+                .await
+                .unwrap(),
+        );
+        let sessions = store.sessions();
+        let sessions = &*sessions;
         // The provider cannot be reached: refused, and the message says to try again.
         let live = token(Duration::from_secs(3600), SystemTime::now())
             .seal(&sealer, "s1")
             .unwrap();
         let e = recheck
-            .approver(&sso, &sealer, "s1", &record(Some(live.clone())))
+            .approver(&sso, &sealer, sessions, "s1", &record(Some(live.clone())))
             .await
             .unwrap_err();
         assert!(matches!(e, RecheckError::Unavailable(_)), "{e:?}");
@@ -223,7 +254,7 @@ mod tests {
         // No token kept, one sealed for another session, an expired one.
         for (id, sealed) in [("s1", None), ("s2", Some(live))] {
             let e = recheck
-                .approver(&sso, &sealer, id, &record(sealed))
+                .approver(&sso, &sealer, sessions, id, &record(sealed))
                 .await
                 .unwrap_err();
             assert!(matches!(e, RecheckError::NoToken), "{e:?}");
@@ -235,14 +266,14 @@ mod tests {
         .seal(&sealer, "s1")
         .unwrap();
         let e = recheck
-            .approver(&sso, &sealer, "s1", &record(Some(old)))
+            .approver(&sso, &sealer, sessions, "s1", &record(Some(old)))
             .await
             .unwrap_err();
         assert!(matches!(e, RecheckError::Expired), "{e:?}");
         // Turned off: the sign-in's groups, as before.
         let off = Recheck::new(&oidc(false));
         let who = off
-            .approver(&sso, &sealer, "s1", &record(None))
+            .approver(&sso, &sealer, sessions, "s1", &record(None))
             .await
             .unwrap();
         assert_eq!(who.groups, ["sre"]);

@@ -5,8 +5,9 @@
 //!   (`__Host-` prefixed on https); the store keeps only its SHA-256, so a copy of the store
 //!   opens no session. Sessions end at `console.session_ttl`, when the sign-in's ID token
 //!   expires if that is sooner (`console.oidc.session_follows_id_token`), when its access
-//!   token at the provider does (`console.oidc.recheck_at_vote` asks the provider with it),
-//!   or at sign-out.
+//!   token at the provider does and the provider gave no refresh token to renew it
+//!   (`console.oidc.recheck_at_vote` asks the provider with it), when the provider refuses to
+//!   renew it, or at sign-out.
 //! - The CSRF token is derived from the session id (HMAC-SHA256), so every page can carry it
 //!   while the store keeps only its hash; every POST must bring it (a form field, or the
 //!   `x-csrf-token` header for the passkey calls) and, when the browser says where it comes
@@ -28,6 +29,7 @@ use sha2::Sha256;
 
 use super::app::{Console, Peer};
 use super::error::{ConsoleError, html, see_other};
+use super::idp_token::IdpToken;
 use super::pages;
 use super::sso::{CallbackQuery, constant_time_eq};
 use crate::state::sessions::{ConsoleSession, NewSession};
@@ -295,15 +297,16 @@ pub async fn callback(
     let id = random_token();
     let oidc = c.config.oidc.as_ref();
     let follows = oidc.is_some_and(|o| o.session_follows_id_token);
-    // Asking the provider again needs its access token: kept sealed with the session, which
-    // ends when the token does (the provider would refuse it then).
+    // Asking the provider again needs its access token: kept sealed with the session, with the
+    // refresh token that renews it. Without one, the session ends when the access token does
+    // (the provider would refuse it then).
     let recheck = oidc.is_some_and(|o| o.recheck_at_vote);
     let idp_token = who.idp_token.as_ref().filter(|_| recheck);
     let ttl = lifetime(
         c.config.session_ttl,
         [
             who.id_token_expires.filter(|_| follows),
-            idp_token.and_then(|t| t.expires()),
+            idp_token.and_then(ends_session_at),
         ]
         .into_iter()
         .flatten()
@@ -434,6 +437,12 @@ pub fn lifetime(
         .max(Duration::from_secs(1))
 }
 
+/// When the kept access token `token` ends its session: when it expires, unless a refresh
+/// token renews it (`console::refresh`).
+pub fn ends_session_at(token: &IdpToken) -> Option<std::time::SystemTime> {
+    token.expires().filter(|_| token.refresh_secret().is_none())
+}
+
 /// The client address of a request.
 pub fn source(peer: &Option<axum::Extension<Peer>>) -> Option<IpAddr> {
     peer.as_ref().map(|p| p.0.0.ip())
@@ -460,6 +469,18 @@ mod tests {
         assert_eq!(lifetime(ttl, None, now), ttl);
         // A token expiring as it is read: a session of a second, never a negative one.
         assert_eq!(lifetime(ttl, Some(now - hour), now), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn an_access_token_ends_its_session_only_when_nothing_renews_it() {
+        let now = std::time::SystemTime::now();
+        let minutes = Duration::from_secs(300);
+        let token = IdpToken::new("at".into(), "alice".into(), Some(minutes), now);
+        let ends = ends_session_at(&token).unwrap();
+        let ttl = lifetime(Duration::from_secs(8 * 3600), Some(ends), now);
+        assert!((299..=300).contains(&ttl.as_secs()), "{ttl:?}");
+        let renewable = token.renewable_with(Some("rt".into()));
+        assert_eq!(ends_session_at(&renewable), None, "session_ttl bounds it");
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! in a short-lived cookie, so the provider's redirect may come back to any replica. The ID
 //! token is verified (signature against the provider's keys, issuer, audience, expiry, nonce);
 //! the approver's groups come from the ID token, or else from the userinfo endpoint, which
-//! [`Sso::userinfo`] asks again later with the sign-in's access token.
+//! [`Sso::userinfo`] asks again later with the sign-in's access token. [`Sso::refresh`] gets a
+//! new access token for the sign-in's refresh token when that one expires (refresh_token grant,
+//! the client authenticating as at sign-in).
 //!
 //! The provider's metadata is read on the first sign-in and kept for [`METADATA_TTL`]; an
 //! unreachable provider makes sign-in fail with a clear page, and Warden still starts.
@@ -15,14 +17,15 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreGenderClaim, CoreJweContentEncryptionAlgorithm,
-    CoreJwsSigningAlgorithm, CoreProviderMetadata,
+    CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreErrorResponseType, CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm, CoreProviderMetadata,
 };
 use openidconnect::{
     AccessToken, AdditionalClaims, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
     EndUserEmail, EndUserName, EndUserUsername, EndpointMaybeSet, EndpointNotSet, EndpointSet,
     IdToken, IssuerUrl, LocalizedClaim, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
-    PkceCodeVerifier, RedirectUrl, Scope, SubjectIdentifier, TokenResponse, UserInfoError,
+    PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope, SubjectIdentifier,
+    TokenResponse, UserInfoError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -75,6 +78,13 @@ pub enum SsoError {
          too, not only in the ID token, or set recheck_at_vote to false (docs/approvals.md)"
     )]
     NoGroupsInUserInfo(String),
+    #[error(
+        "the SSO provider no longer renews this sign-in (its refresh token was refused: \
+         invalid_grant): the account may be disabled, or the sign-in revoked or ended there"
+    )]
+    RefreshRefused,
+    #[error("the SSO provider could not renew this sign-in's access token: {0}")]
+    Refresh(String),
     #[error("the sign-in has no {0:?} claim naming the approver")]
     NoSubject(String),
     #[error(
@@ -243,8 +253,12 @@ impl Sso {
                 Nonce::new_random,
             )
             .set_pkce_challenge(challenge);
-        for scope in &self.config.scopes {
-            request = request.add_scope(Scope::new(scope.clone()));
+        let (scopes, consent) = asked_scopes(&self.config);
+        for scope in scopes {
+            request = request.add_scope(Scope::new(scope));
+        }
+        if consent {
+            request = request.add_prompt(CoreAuthPrompt::Consent);
         }
         let (url, state, nonce) = request.url();
         let pending = Pending {
@@ -336,7 +350,8 @@ impl Sso {
             claims.subject().to_string(),
             tokens.expires_in(),
             SystemTime::now(),
-        );
+        )
+        .renewable_with(tokens.refresh_token().map(|t| t.secret().clone()));
         // With the recheck on, userinfo is asked now too: a provider that will not answer it
         // with this sign-in's token fails the sign-in, not every vote after it.
         let recheck = self.config.recheck_at_vote;
@@ -374,6 +389,50 @@ impl Sso {
         self.read_userinfo(&client, token)
             .await?
             .ok_or(SsoError::NoUserInfo)
+    }
+
+    /// A new access token for the sign-in `token` is of, from the provider's token endpoint
+    /// for `token`'s refresh token (the client authenticating as at sign-in). The provider's
+    /// new refresh token replaces the old one (rotation); without one, the old one stays.
+    /// [`SsoError::RefreshRefused`] when the provider refuses the refresh token
+    /// (`invalid_grant`: revoked, expired, the account disabled, the sign-in ended there);
+    /// [`SsoError::Refresh`] when it cannot answer.
+    pub async fn refresh(&self, token: &IdpToken) -> Result<IdpToken, SsoError> {
+        let refresh = RefreshToken::new(
+            token
+                .refresh_secret()
+                .ok_or_else(|| SsoError::Refresh("the sign-in has no refresh token".into()))?
+                .to_owned(),
+        );
+        let client = self.client().await?;
+        let tokens = client
+            .exchange_refresh_token(&refresh)
+            .map_err(|e| SsoError::Config(e.to_string()))?
+            .request_async(&self.http)
+            .await
+            .map_err(|e| match e {
+                RequestTokenError::ServerResponse(r)
+                    if *r.error() == CoreErrorResponseType::InvalidGrant =>
+                {
+                    SsoError::RefreshRefused
+                }
+                RequestTokenError::ServerResponse(r) => {
+                    SsoError::Refresh(format!("its token endpoint answered {}", r.error()))
+                }
+                e => SsoError::Refresh(error_chain(&e)),
+            })?;
+        let renewed_with = tokens
+            .refresh_token()
+            .map(|t| t.secret().as_str())
+            .or(token.refresh_secret())
+            .map(str::to_owned);
+        Ok(IdpToken::new(
+            tokens.access_token().secret().clone(),
+            token.subject.clone(),
+            tokens.expires_in(),
+            SystemTime::now(),
+        )
+        .renewable_with(renewed_with))
     }
 
     /// The claims `client`'s userinfo endpoint gives for `token` (its `sub` checked), or
@@ -414,6 +473,18 @@ impl Sso {
         );
         Ok(Some(claims))
     }
+}
+
+/// The scopes a sign-in asks for beside `openid`, and whether it asks for consent: with
+/// `offline_access` configured, that scope and `prompt=consent` (OpenID Connect Core 11: a
+/// provider may ignore `offline_access` without it); otherwise the refresh token, if any, is the
+/// one the provider gives a code flow by itself.
+fn asked_scopes(config: &OidcConfig) -> (Vec<String>, bool) {
+    let mut scopes = config.scopes.clone();
+    if config.offline_access {
+        scopes.push("offline_access".to_owned());
+    }
+    (scopes, config.offline_access)
 }
 
 /// Adds `sub` and the standard name claims (`name`, `preferred_username`, `email`,
@@ -555,7 +626,35 @@ pub(crate) mod tests {
             recheck_at_vote: true,
             userinfo_max_age: Duration::ZERO,
             match_preferred_username: false,
+            offline_access: false,
         }
+    }
+
+    #[test]
+    fn offline_access_is_asked_for_only_when_configured() {
+        let mut config = oidc();
+        config.scopes = vec!["profile".into(), "groups".into()];
+        assert_eq!(asked_scopes(&config), (config.scopes.clone(), false));
+        config.offline_access = true;
+        assert_eq!(
+            asked_scopes(&config),
+            (
+                vec!["profile".into(), "groups".into(), "offline_access".into()],
+                true
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_provider_that_cannot_be_reached_renews_nothing() {
+        let sso = Sso::new(&oidc(), None, "http://localhost:9443").unwrap();
+        let renewable = IdpToken::new("at".into(), "alice".into(), None, SystemTime::now())
+            .renewable_with(Some("rt".into()));
+        let e = sso.refresh(&renewable).await.unwrap_err();
+        assert!(matches!(e, SsoError::Discovery { .. }), "{e:?}");
+        let plain = IdpToken::new("at".into(), "alice".into(), None, SystemTime::now());
+        let e = sso.refresh(&plain).await.unwrap_err();
+        assert!(matches!(e, SsoError::Refresh(_)), "{e:?}");
     }
 
     #[test]

@@ -40,8 +40,14 @@ pub struct ConsoleSession {
     pub aliases: Vec<String>,
     /// [`secret_hash`] of the CSRF token.
     pub csrf_hash: String,
-    /// The sign-in's access token at the SSO provider, sealed for this session's id.
+    /// The sign-in's tokens at the SSO provider, sealed for this session's id.
     pub sealed_idp_token: Option<Vec<u8>>,
+    /// How many times those tokens were replaced (refreshed): the version a replacement
+    /// compares against.
+    pub idp_token_version: i64,
+    /// Until when a replica's claim to refresh the tokens holds (ms since the Unix epoch), if
+    /// one claimed it.
+    pub idp_refreshing_until_ms: Option<i64>,
     pub created_ms: i64,
     pub expires_ms: i64,
     pub last_seen_ms: i64,
@@ -78,6 +84,36 @@ pub trait SessionRepository: Send + Sync {
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<ConsoleSession>, StateError>>;
 
+    /// Claims, until `until_ms`, the refreshing of the sealed tokens of session `id` at version
+    /// `version`: whether this caller holds the claim now. Refused while another claim holds,
+    /// or once the tokens were replaced (another version); so that one replica at a time spends
+    /// the session's refresh token.
+    fn claim_refresh<'a>(
+        &'a self,
+        id: &'a str,
+        version: i64,
+        until_ms: i64,
+    ) -> BoxFuture<'a, Result<bool, StateError>>;
+
+    /// Replaces the sealed tokens of live session `id`, if they are still at `version`, with
+    /// `sealed` (version `version + 1`), and lifts the claim to refresh them: whether they were
+    /// replaced.
+    fn replace_idp_token<'a>(
+        &'a self,
+        id: &'a str,
+        version: i64,
+        sealed: Vec<u8>,
+    ) -> BoxFuture<'a, Result<bool, StateError>>;
+
+    /// Lifts the claim (`until_ms`, version `version`) to refresh the tokens of session `id`,
+    /// when its refresh failed, so that the next try need not wait for it to lapse.
+    fn release_refresh<'a>(
+        &'a self,
+        id: &'a str,
+        version: i64,
+        until_ms: i64,
+    ) -> BoxFuture<'a, Result<(), StateError>>;
+
     /// Ends the session whose id is `id` (a logout); whether there was one.
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StateError>>;
 
@@ -98,6 +134,8 @@ mod tests {
             aliases: vec![],
             csrf_hash: secret_hash("token-1"),
             sealed_idp_token: None,
+            idp_token_version: 0,
+            idp_refreshing_until_ms: None,
             created_ms: 0,
             expires_ms: 1,
             last_seen_ms: 0,

@@ -219,6 +219,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // server's request whose session ended, or which the server cancelled). Its status is
     // stored as 'expired', so that a replica of an earlier version reads it as expired.
     "ALTER TABLE approvals ADD COLUMN withdrawn TEXT;",
+    // 16: the sealed sign-in tokens (now with the refresh token) are replaced when the console
+    // refreshes them: `idp_token_version` counts the replacements (compare-and-swap), and
+    // `idp_refreshing_until_ms` is the claim of the one replica refreshing them now, so that
+    // two replicas never spend the same refresh token (a provider that rotates them ends the
+    // whole sign-in when one is used twice).
+    "ALTER TABLE console_sessions ADD COLUMN idp_token_version BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE console_sessions ADD COLUMN idp_refreshing_until_ms BIGINT;",
 ];
 
 /// Applies the steps the database lacks, in one transaction under the advisory lock; refuses

@@ -47,7 +47,8 @@ impl SessionRepository for PostgresStore {
                     "UPDATE console_sessions SET last_seen_ms = $2 \
                      WHERE id_hash = $1 AND expires_ms > $2 \
                      RETURNING subject, display_name, groups_json, csrf_hash, created_ms, \
-                     expires_ms, last_seen_ms, aliases_json, sealed_idp_token",
+                     expires_ms, last_seen_ms, aliases_json, sealed_idp_token, idp_token_version, \
+                     idp_refreshing_until_ms",
                     &[&id_hash, &now_ms()],
                 )
                 .await
@@ -71,10 +72,84 @@ impl SessionRepository for PostgresStore {
                 aliases,
                 csrf_hash: row.get(3),
                 sealed_idp_token: row.get(8),
+                idp_token_version: row.get(9),
+                idp_refreshing_until_ms: row.get(10),
                 created_ms: row.get(4),
                 expires_ms: row.get(5),
                 last_seen_ms: row.get(6),
             }))
+        }))
+    }
+
+    fn claim_refresh<'a>(
+        &'a self,
+        id: &'a str,
+        version: i64,
+        until_ms: i64,
+    ) -> BoxFuture<'a, Result<bool, StateError>> {
+        let id_hash = secret_hash(id);
+        Box::pin(self.with_client(move |client, db| async move {
+            let changed = client
+                .execute(
+                    "UPDATE console_sessions SET idp_refreshing_until_ms = $3 \
+                     WHERE id_hash = $1 AND idp_token_version = $2 AND expires_ms > $4 \
+                     AND (idp_refreshing_until_ms IS NULL OR idp_refreshing_until_ms <= $4)",
+                    &[&id_hash, &version, &until_ms, &now_ms()],
+                )
+                .await
+                .map_err(query_error(
+                    &db,
+                    "claim the refresh of a console session's tokens",
+                ))?;
+            Ok(changed == 1)
+        }))
+    }
+
+    fn replace_idp_token<'a>(
+        &'a self,
+        id: &'a str,
+        version: i64,
+        sealed: Vec<u8>,
+    ) -> BoxFuture<'a, Result<bool, StateError>> {
+        let id_hash = secret_hash(id);
+        Box::pin(self.with_client(move |client, db| async move {
+            let changed = client
+                .execute(
+                    "UPDATE console_sessions SET sealed_idp_token = $3, \
+                     idp_token_version = idp_token_version + 1, idp_refreshing_until_ms = NULL \
+                     WHERE id_hash = $1 AND idp_token_version = $2 AND expires_ms > $4",
+                    &[&id_hash, &version, &sealed, &now_ms()],
+                )
+                .await
+                .map_err(query_error(
+                    &db,
+                    "store a console session's refreshed tokens",
+                ))?;
+            Ok(changed == 1)
+        }))
+    }
+
+    fn release_refresh<'a>(
+        &'a self,
+        id: &'a str,
+        version: i64,
+        until_ms: i64,
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        let id_hash = secret_hash(id);
+        Box::pin(self.with_client(move |client, db| async move {
+            client
+                .execute(
+                    "UPDATE console_sessions SET idp_refreshing_until_ms = NULL \
+                     WHERE id_hash = $1 AND idp_token_version = $2 \
+                     AND idp_refreshing_until_ms = $3",
+                    &[&id_hash, &version, &until_ms],
+                )
+                .await
+                .map_err(query_error(
+                    &db,
+                    "lift the refresh claim of a console session",
+                ))?;
+            Ok(())
         }))
     }
 

@@ -46,7 +46,8 @@ impl SessionRepository for SqliteStore {
                     "UPDATE console_sessions SET last_seen_ms = ?2 \
                      WHERE id_hash = ?1 AND expires_ms > ?2 \
                      RETURNING subject, display_name, groups_json, csrf_hash, created_ms, \
-                     expires_ms, last_seen_ms, aliases_json, sealed_idp_token",
+                     expires_ms, last_seen_ms, aliases_json, sealed_idp_token, idp_token_version, \
+                     idp_refreshing_until_ms",
                     params![id_hash, now_ms()],
                     |row| {
                         Ok((
@@ -59,6 +60,8 @@ impl SessionRepository for SqliteStore {
                             row.get::<_, i64>(6)?,
                             row.get::<_, String>(7)?,
                             row.get::<_, Option<Vec<u8>>>(8)?,
+                            row.get::<_, i64>(9)?,
+                            row.get::<_, Option<i64>>(10)?,
                         ))
                     },
                 )
@@ -74,6 +77,8 @@ impl SessionRepository for SqliteStore {
                 seen,
                 aliases,
                 sealed_idp_token,
+                idp_token_version,
+                idp_refreshing_until_ms,
             )) = row
             else {
                 return Ok(None);
@@ -93,10 +98,80 @@ impl SessionRepository for SqliteStore {
                 aliases,
                 csrf_hash,
                 sealed_idp_token,
+                idp_token_version,
+                idp_refreshing_until_ms,
                 created_ms: created,
                 expires_ms: expires,
                 last_seen_ms: seen,
             }))
+        }))
+    }
+
+    fn claim_refresh<'a>(
+        &'a self,
+        id: &'a str,
+        version: i64,
+        until_ms: i64,
+    ) -> BoxFuture<'a, Result<bool, StateError>> {
+        let id_hash = secret_hash(id);
+        Box::pin(self.run(move |conn, path| {
+            let now = now_ms();
+            let changed = conn
+                .execute(
+                    "UPDATE console_sessions SET idp_refreshing_until_ms = ?3 \
+                     WHERE id_hash = ?1 AND idp_token_version = ?2 AND expires_ms > ?4 \
+                     AND (idp_refreshing_until_ms IS NULL OR idp_refreshing_until_ms <= ?4)",
+                    params![id_hash, version, until_ms, now],
+                )
+                .map_err(query_error(
+                    path,
+                    "claim the refresh of a console session's tokens",
+                ))?;
+            Ok(changed == 1)
+        }))
+    }
+
+    fn replace_idp_token<'a>(
+        &'a self,
+        id: &'a str,
+        version: i64,
+        sealed: Vec<u8>,
+    ) -> BoxFuture<'a, Result<bool, StateError>> {
+        let id_hash = secret_hash(id);
+        Box::pin(self.run(move |conn, path| {
+            let changed = conn
+                .execute(
+                    "UPDATE console_sessions SET sealed_idp_token = ?3, \
+                     idp_token_version = idp_token_version + 1, idp_refreshing_until_ms = NULL \
+                     WHERE id_hash = ?1 AND idp_token_version = ?2 AND expires_ms > ?4",
+                    params![id_hash, version, sealed, now_ms()],
+                )
+                .map_err(query_error(
+                    path,
+                    "store a console session's refreshed tokens",
+                ))?;
+            Ok(changed == 1)
+        }))
+    }
+
+    fn release_refresh<'a>(
+        &'a self,
+        id: &'a str,
+        version: i64,
+        until_ms: i64,
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        let id_hash = secret_hash(id);
+        Box::pin(self.run(move |conn, path| {
+            conn.execute(
+                "UPDATE console_sessions SET idp_refreshing_until_ms = NULL \
+                 WHERE id_hash = ?1 AND idp_token_version = ?2 AND idp_refreshing_until_ms = ?3",
+                params![id_hash, version, until_ms],
+            )
+            .map_err(query_error(
+                path,
+                "lift the refresh claim of a console session",
+            ))?;
+            Ok(())
         }))
     }
 

@@ -8,6 +8,7 @@ use crate::state::sessions::NewSession;
 on_both_backends!(
     a_session_is_resumed_by_its_id_only_while_it_lasts,
     expired_sessions_are_purged_and_logouts_delete,
+    one_refresher_at_a_time_replaces_the_tokens_of_the_version_it_read,
 );
 
 fn session(id: &str, ttl: Duration) -> NewSession {
@@ -79,4 +80,65 @@ async fn expired_sessions_are_purged_and_logouts_delete(backend: Backend) {
     assert!(sessions.delete("long").await.unwrap());
     assert!(!sessions.delete("long").await.unwrap());
     assert_eq!(sessions.resume("long").await.unwrap(), None);
+}
+
+async fn one_refresher_at_a_time_replaces_the_tokens_of_the_version_it_read(backend: Backend) {
+    // Two replicas (two handles on one store) refresh one session's tokens at once.
+    let one = backend.open().await.sessions();
+    let two = backend.open().await.sessions();
+    one.create(session("s", Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    let read = one.resume("s").await.unwrap().unwrap();
+    assert_eq!(read.idp_token_version, 0);
+    assert_eq!(read.idp_refreshing_until_ms, None);
+    let until = crate::state::pins::now_ms() + 60_000;
+    assert!(
+        one.claim_refresh("s", 0, until).await.unwrap(),
+        "the first claims"
+    );
+    assert!(
+        !two.claim_refresh("s", 0, until).await.unwrap(),
+        "the other waits while the claim holds"
+    );
+    let claimed = two.resume("s").await.unwrap().unwrap();
+    assert_eq!(claimed.idp_refreshing_until_ms, Some(until));
+    assert!(
+        one.replace_idp_token("s", 0, b"sealed-v1".to_vec())
+            .await
+            .unwrap()
+    );
+    // A replacement of the version already replaced (a late second refresher) is refused: the
+    // newer tokens stay.
+    assert!(
+        !two.replace_idp_token("s", 0, b"sealed-late".to_vec())
+            .await
+            .unwrap()
+    );
+    let now = two.resume("s").await.unwrap().unwrap();
+    assert_eq!(now.idp_token_version, 1);
+    assert_eq!(now.sealed_idp_token.as_deref(), Some(&b"sealed-v1"[..]));
+    assert_eq!(now.idp_refreshing_until_ms, None, "the claim is lifted");
+    assert!(
+        !two.claim_refresh("s", 0, until).await.unwrap(),
+        "an old version cannot be claimed"
+    );
+    // A failed refresh lifts its own claim (not another's), so the next try need not wait.
+    assert!(one.claim_refresh("s", 1, until).await.unwrap());
+    two.release_refresh("s", 1, until + 1).await.unwrap();
+    assert!(
+        !two.claim_refresh("s", 1, until).await.unwrap(),
+        "not its claim"
+    );
+    one.release_refresh("s", 1, until).await.unwrap();
+    assert!(two.claim_refresh("s", 1, until).await.unwrap());
+    two.release_refresh("s", 1, until).await.unwrap();
+    // A claim that lapsed (its replica died mid-refresh) can be taken over.
+    let lapsed = crate::state::pins::now_ms() - 1;
+    assert!(one.claim_refresh("s", 1, lapsed).await.unwrap());
+    assert!(two.claim_refresh("s", 1, until).await.unwrap());
+    // Nothing is claimed or replaced for a session that is gone.
+    assert!(one.delete("s").await.unwrap());
+    assert!(!one.claim_refresh("s", 1, until).await.unwrap());
+    assert!(!one.replace_idp_token("s", 1, vec![1]).await.unwrap());
 }
