@@ -22,6 +22,7 @@ pub(crate) enum Key {
     MaxTokens,
     Tools,
     InputTokens,
+    CachedContent,
     // A REST call's (`HttpContext`).
     Method,
     Path,
@@ -65,7 +66,7 @@ pub(crate) enum Key {
 
 impl Key {
     /// Every attribute.
-    pub(crate) const ALL: [Key; 43] = [
+    pub(crate) const ALL: [Key; 44] = [
         Key::Route,
         Key::Time,
         Key::Hour,
@@ -78,6 +79,7 @@ impl Key {
         Key::MaxTokens,
         Key::Tools,
         Key::InputTokens,
+        Key::CachedContent,
         Key::Method,
         Key::Path,
         Key::Fields,
@@ -126,6 +128,7 @@ impl Key {
             Key::MaxTokens => "max_tokens",
             Key::Tools => "tools",
             Key::InputTokens => "input_tokens",
+            Key::CachedContent => "cached_content",
             Key::Method => "method",
             Key::Path => "path",
             Key::Fields => "fields",

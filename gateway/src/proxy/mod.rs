@@ -301,6 +301,7 @@ async fn interpret(
         body: &body,
         upstream: &route.provider,
         operations: route.operations.as_deref(),
+        allow_cached_content: route.allow_cached_content,
     })?;
     if matches!(facts, Facts::Http(_)) {
         ex.bind_query(head.uri.query());
