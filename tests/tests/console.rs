@@ -19,7 +19,7 @@ use warden_e2e::browser::Browser;
 use warden_e2e::fake_llm::FakeLlm;
 use warden_e2e::idp::Idp;
 use warden_e2e::stack::openai_chat;
-use warden_e2e::warden::{Warden, WardenBuilder, free_port};
+use warden_e2e::warden::{ConsoleIdp, Warden, WardenBuilder};
 
 /// Chat on gpt-4o waits for a member of `sre`; gpt-4o-mini too, and its approval lasts a
 /// minute.
@@ -39,36 +39,19 @@ struct Stack {
 
 async fn start() -> Stack {
     let upstream = FakeLlm::start().await.unwrap();
-    let port = free_port().unwrap();
-    let console = format!("http://localhost:{port}");
-    let idp = Idp::start_with(&[("IDP_CONSOLE_REDIRECTS", &format!("{console}/auth/callback"))])
-        .await
-        .unwrap();
+    let signing_in = ConsoleIdp::start().await.unwrap();
     let warden = WardenBuilder::new(&upstream)
         .policy("needs-sre.cedar", POLICIES)
-        .set(
-            "/approvals",
-            json!({"mode": "wait", "wait_timeout": "2m", "console_url": console}),
-        )
-        .set(
-            "/console",
-            json!({
-                "listen": format!("127.0.0.1:{port}"),
-                "oidc": {
-                    "issuer": idp.issuer(),
-                    "client_id": "warden-console",
-                    "scopes": ["profile", "email", "groups"],
-                },
-            }),
-        )
+        .set("/approvals", json!({"mode": "wait", "wait_timeout": "2m"}))
+        .console(&signing_in)
         .start()
         .await
         .unwrap();
     Stack {
         _upstream: upstream,
-        _idp: idp,
+        _idp: signing_in.idp,
         warden,
-        console,
+        console: signing_in.url,
     }
 }
 
