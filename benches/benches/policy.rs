@@ -46,6 +46,7 @@ fn chat_action() -> Action {
                 max_tokens: Some(1024),
                 tools: vec!["exec".into(), "read".into(), "web_fetch".into()],
                 input_tokens: 250,
+                cached_content: false,
             }),
             session: None,
             budget: None,

@@ -483,6 +483,9 @@ pub struct LlmFacts {
     pub tools: Vec<String>,
     /// Estimated input tokens (prompt, system, tool definitions).
     pub input_tokens: u64,
+    /// The request names content cached at the provider (Gemini's `cachedContent`), which
+    /// Warden never saw; only on a route that allows it (`allow_cached_content`).
+    pub cached_content: bool,
 }
 
 /// What a REST request asks for.

@@ -196,10 +196,20 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     )
     .await
     .map_err(|e| ServeError::Approvals(e.to_string()))?;
+    // The factor key seals the console's secrets and keys what approvals bind of a request's
+    // credentials (every replica on a shared store holds the same one).
+    let sealer = crate::approval::sealed::sealer(
+        &snapshot.config.approvals,
+        &snapshot.config.data_dir,
+        snapshot.secrets.as_ref(),
+    )
+    .await
+    .map_err(|e| ServeError::Approvals(e.to_string()))?;
     let gate = std::sync::Arc::new(crate::approval::gate::Gate::new(
         &snapshot.config.approvals,
         store.approvals(),
         notifier,
+        crate::approval::sealed::BindingKey::of(&sealer),
     ));
     metrics.register(gate.metrics().collectors());
     gate.metrics().keep_current(store.approvals());
@@ -207,19 +217,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     // command line) and whether or not a right code followed.
     crate::approval::attempts::keep_tidy(store.clone());
     let console_config = snapshot.config.console.clone();
-    let console_sealer = if console_config.oidc.is_some() {
-        Some(
-            crate::approval::sealed::sealer(
-                &snapshot.config.approvals,
-                &snapshot.config.data_dir,
-                snapshot.secrets.as_ref(),
-            )
-            .await
-            .map_err(|e| ServeError::Approvals(e.to_string()))?,
-        )
-    } else {
-        None
-    };
+    let console_sealer = console_config.oidc.is_some().then_some(sealer);
     let shared = Shared::new(snapshot, audit, metrics, Some(pins), traces);
     shared.set_gate(gate);
     shared.set_canaries(canaries);

@@ -1,9 +1,9 @@
 //! An upstream written by hand over TCP (HTTP/1.1, one request per connection) that answers
 //! every request in chunked encoding: a JSON body quoting the request's `authorization`, split
 //! across two chunks in the middle of it, and a trailer (`x-echo-authorization`) quoting it
-//! again, as an API that echoes or signs its request in trailers would. When the request's
-//! query holds `gzip`, the body is gzipped, each chunk flushed as it goes. (hyper's server
-//! sends trailers only to a client that asks with `te: trailers`; Warden's client does not.)
+//! again, as an API that echoes or signs its request in trailers would; like hyper's server,
+//! it sends the trailer only to a request that asks with `te: trailers`. When the request's
+//! query holds `gzip`, the body is gzipped, each chunk flushed as it goes.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -47,15 +47,19 @@ impl TrailingEcho {
 async fn answer(mut stream: TcpStream) -> std::io::Result<()> {
     let head = read_head(&mut stream).await?;
     let request_line = head.lines().next().unwrap_or_default().to_owned();
-    let authorization = head
-        .lines()
-        .find_map(|line| {
+    let header = |wanted: &str| {
+        head.lines().find_map(|line| {
             let (name, value) = line.split_once(':')?;
             name.trim()
-                .eq_ignore_ascii_case("authorization")
+                .eq_ignore_ascii_case(wanted)
                 .then(|| value.trim().to_owned())
         })
-        .unwrap_or_default();
+    };
+    let authorization = header("authorization").unwrap_or_default();
+    let asks_trailers = header("te").is_some_and(|te| {
+        te.split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+    });
     let gzip = request_line
         .split_whitespace()
         .nth(1)
@@ -86,7 +90,10 @@ async fn answer(mut stream: TcpStream) -> std::io::Result<()> {
     if gzip {
         write_chunk(&mut stream, &gz.finish()?).await?;
     }
-    let end = format!("0\r\nx-echo-authorization: {authorization}\r\n\r\n");
+    let end = match asks_trailers {
+        true => format!("0\r\nx-echo-authorization: {authorization}\r\n\r\n"),
+        false => "0\r\n\r\n".to_owned(),
+    };
     stream.write_all(end.as_bytes()).await?;
     stream.shutdown().await
 }
@@ -117,11 +124,21 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<String> {
 /// `token`: the whole answer as it came on the wire (status line, headers, chunks and
 /// trailers), the connection closed after it.
 pub async fn get_with_trailers(base: &str, path: &str, token: &str) -> std::io::Result<String> {
+    get_raw(base, path, token, "te: trailers\r\n").await
+}
+
+/// As [`get_with_trailers`], without asking for trailers.
+pub async fn get_without_trailers(base: &str, path: &str, token: &str) -> std::io::Result<String> {
+    get_raw(base, path, token, "").await
+}
+
+/// `GET path` with the bearer `token` and the header lines `more`, read to its end.
+async fn get_raw(base: &str, path: &str, token: &str, more: &str) -> std::io::Result<String> {
     let host = base.trim_start_matches("http://");
     let mut stream = TcpStream::connect(host).await?;
     let request = format!(
         "GET {path} HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {token}\r\n\
-         te: trailers\r\nconnection: close\r\n\r\n"
+         {more}connection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await?;
     let mut raw = Vec::new();

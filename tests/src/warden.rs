@@ -89,6 +89,37 @@ pub fn provider_keys() -> RequiredKeys {
     }
 }
 
+/// The approval console's address (`http://localhost:PORT`, a free port) and an IdP whose
+/// console client may send approvers back to its callback: with
+/// [`WardenBuilder::console`], a console approvers sign in to.
+#[derive(Debug)]
+pub struct ConsoleIdp {
+    /// The IdP (its people: `alice`, ...).
+    pub idp: Idp,
+    /// The console's port on 127.0.0.1.
+    pub port: u16,
+    /// `http://localhost:PORT`, as browsers reach the console.
+    pub url: String,
+}
+
+impl ConsoleIdp {
+    /// Picks the console's port and starts the IdP for it.
+    pub async fn start() -> anyhow::Result<ConsoleIdp> {
+        ConsoleIdp::start_with(&[]).await
+    }
+
+    /// As [`ConsoleIdp::start`], the IdP given `env` besides the console's redirect.
+    pub async fn start_with(env: &[(&str, &str)]) -> anyhow::Result<ConsoleIdp> {
+        let port = free_port()?;
+        let url = format!("http://localhost:{port}");
+        let redirect = format!("{url}/auth/callback");
+        let mut all = vec![("IDP_CONSOLE_REDIRECTS", redirect.as_str())];
+        all.extend_from_slice(env);
+        let idp = Idp::start_with(&all).await?;
+        Ok(ConsoleIdp { idp, port, url })
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (bound, then released) for a server a test starts later.
 ///
 /// Taken below Linux's ephemeral range (32768 and up), where the kernel picks the local ports
@@ -199,6 +230,24 @@ impl WardenBuilder {
                 ("FAKE_GEMINI_KEY".into(), GEMINI_KEY.into()),
             ],
         }
+    }
+
+    /// The approval console on `console`'s port, approvers signing in at its IdP (the public
+    /// client `warden-console`, scopes `profile`, `email`, `groups`), approvals linking to it.
+    pub fn console(self, console: &ConsoleIdp) -> WardenBuilder {
+        self.set("/approvals/console_url", json!(console.url))
+            .set(
+                "/console/listen",
+                json!(format!("127.0.0.1:{}", console.port)),
+            )
+            .set(
+                "/console/oidc",
+                json!({
+                    "issuer": console.idp.issuer(),
+                    "client_id": "warden-console",
+                    "scopes": ["profile", "email", "groups"],
+                }),
+            )
     }
 
     /// Trusts `idp` as an issuer with audience `warden`.

@@ -21,7 +21,7 @@ use warden_e2e::browser::Browser;
 use warden_e2e::fake_llm::FakeLlm;
 use warden_e2e::idp::Idp;
 use warden_e2e::stack::openai_chat;
-use warden_e2e::warden::{Warden, WardenBuilder, free_port};
+use warden_e2e::warden::{ConsoleIdp, Warden, WardenBuilder};
 
 /// Chat on gpt-4o waits for a member of `sre`; gpt-4o-mini too, and its approval lasts a
 /// minute.
@@ -46,37 +46,19 @@ async fn start() -> Stack {
 /// The stack, the IdP started with `idp_env` besides the console's redirect.
 async fn start_with(idp_env: &[(&str, &str)]) -> Stack {
     let upstream = FakeLlm::start().await.unwrap();
-    let port = free_port().unwrap();
-    let console = format!("http://localhost:{port}");
-    let redirect = format!("{console}/auth/callback");
-    let mut env = vec![("IDP_CONSOLE_REDIRECTS", redirect.as_str())];
-    env.extend_from_slice(idp_env);
-    let idp = Idp::start_with(&env).await.unwrap();
+    let signing_in = ConsoleIdp::start_with(idp_env).await.unwrap();
     let warden = WardenBuilder::new(&upstream)
         .policy("needs-sre.cedar", POLICIES)
-        .set(
-            "/approvals",
-            json!({"mode": "wait", "wait_timeout": "2m", "console_url": console}),
-        )
-        .set(
-            "/console",
-            json!({
-                "listen": format!("127.0.0.1:{port}"),
-                "oidc": {
-                    "issuer": idp.issuer(),
-                    "client_id": "warden-console",
-                    "scopes": ["profile", "email", "groups"],
-                },
-            }),
-        )
+        .set("/approvals", json!({"mode": "wait", "wait_timeout": "2m"}))
+        .console(&signing_in)
         .start()
         .await
         .unwrap();
     Stack {
         _upstream: upstream,
-        _idp: idp,
+        _idp: signing_in.idp,
         warden,
-        console,
+        console: signing_in.url,
     }
 }
 

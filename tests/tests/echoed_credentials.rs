@@ -1,12 +1,11 @@
-//! An upstream that echoes the credential Warden injected in a gzipped body (and in HTTP/1.1
-//! trailers): the agent gets the body decoded and redacted, on the wire as it arrives (a raw
-//! HTTP/1.1 client that asks for trailers, `te: trailers`), and the secret nowhere in clear.
-//! (Warden does not pass HTTP/1.1 trailers on to the agent: it drops the hop-by-hop `Trailer`
-//! header that declares them, and hyper sends only declared trailer fields.)
+//! An upstream that echoes the credential Warden injected in a gzipped body and in HTTP/1.1
+//! trailers: the agent gets the body decoded and redacted, on the wire as it arrives (a raw
+//! HTTP/1.1 client that asks for trailers, `te: trailers`), the trailers redacted like the
+//! body, and the secret nowhere in clear.
 
 use serde_json::json;
 use warden_e2e::fake_llm::FakeLlm;
-use warden_e2e::trailing_echo::{TrailingEcho, get_with_trailers};
+use warden_e2e::trailing_echo::{TrailingEcho, get_with_trailers, get_without_trailers};
 use warden_e2e::warden::{Warden, WardenBuilder};
 
 const SECRET: &str = "sk-e2e-echoed-in-trailers-4242";
@@ -67,4 +66,42 @@ async fn a_credential_echoed_in_a_gzipped_body_reaches_the_agent_decoded_and_red
         "served decoded: {raw}"
     );
     assert_redacted(&raw);
+}
+
+#[tokio::test]
+async fn a_credential_echoed_in_an_http1_trailer_reaches_an_agent_that_asks_for_trailers_redacted()
+{
+    let (_fake, _echo, warden, token) = stage().await;
+    for path in ["/echo/models", "/echo/models?gzip=1"] {
+        let raw = get_with_trailers(&warden.url(""), path, &token)
+            .await
+            .unwrap();
+        assert_redacted(&raw);
+        // `te: trailers` went upstream (the echo sends its trailer only then), and the
+        // `Trailer` declaration came back, without which hyper sends no trailer field.
+        let head = raw.split("\r\n\r\n").next().unwrap_or_default();
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("\r\ntrailer: x-echo-authorization"),
+            "{path}: {raw}"
+        );
+        let (_, trailers) = body_and_trailers(&raw);
+        assert_eq!(
+            trailers, "x-echo-authorization: Bearer [REDACTED]\r\n\r\n",
+            "{path}: {raw}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_agent_that_does_not_ask_for_trailers_gets_neither_trailers_nor_their_declaration() {
+    let (_fake, _echo, warden, token) = stage().await;
+    let raw = get_without_trailers(&warden.url(""), "/echo/models", &token)
+        .await
+        .unwrap();
+    assert_redacted(&raw);
+    let head = raw.split("\r\n\r\n").next().unwrap_or_default();
+    assert!(!head.to_ascii_lowercase().contains("\r\ntrailer:"), "{raw}");
+    let (_, trailers) = body_and_trailers(&raw);
+    assert_eq!(trailers, "\r\n", "{raw}");
 }

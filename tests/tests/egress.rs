@@ -1216,6 +1216,12 @@ permit (principal is Agent, action == Action::"egress:request", resource == Host
             "Cookie: session=admin".to_owned(),
             format!("{base}/health"),
         ],
+        // An API key in a header of its own is whose request it is too.
+        vec![
+            "-H".to_owned(),
+            "X-Api-Key: someone-elses-key".to_owned(),
+            format!("{base}/health"),
+        ],
         vec![
             "-H".to_owned(),
             "Content-Type: application/json".to_owned(),

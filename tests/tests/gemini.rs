@@ -3,10 +3,10 @@
 
 use serde_json::{Value, json};
 use std::time::Duration;
-use warden_e2e::fake_llm::{self, COMPLETION_TOKENS, PROMPT_TOKENS};
+use warden_e2e::fake_llm::{self, COMPLETION_TOKENS, FakeLlm, PROMPT_TOKENS};
 use warden_e2e::sse;
-use warden_e2e::stack::Stack;
-use warden_e2e::warden::GEMINI_KEY;
+use warden_e2e::stack::{AGENT, Stack};
+use warden_e2e::warden::{GEMINI_KEY, WardenBuilder};
 
 fn request() -> Value {
     json!({"contents": [{"role": "user", "parts": [{"text": "What is the weather in Paris?"}]}],
@@ -167,4 +167,91 @@ async fn a_field_read_in_its_proto_spelling_reaches_policy_and_both_spellings_ar
         );
     }
     assert!(s.fake.requests().is_empty(), "nothing reached the model");
+}
+
+/// Content cached at the provider is judged by policy where the route lets it through.
+const NO_CACHED_PRO: &str = r#"
+@id("e2e-no-cached-pro")
+@reason("the pro model is not run on cached content")
+forbid (principal, action == Action::"llm:chat", resource == Model::"gemini/gemini-2.5-pro")
+when { context has cached_content && context.cached_content };
+"#;
+
+#[tokio::test]
+async fn a_request_naming_cached_content_is_refused_unless_its_route_allows_it_and_policy_sees_it()
+{
+    let fake = FakeLlm::start().await.unwrap();
+    let warden = WardenBuilder::new(&fake)
+        .policy("no-cached-pro.cedar", NO_CACHED_PRO)
+        .set(
+            "/routes/3",
+            json!({"name": "cached-gemini", "prefix": "/cached-gemini", "connector": "gemini",
+                   "upstream": fake.url(), "credential": {"env": "FAKE_GEMINI_KEY"},
+                   "allow_cached_content": true}),
+        )
+        .start()
+        .await
+        .unwrap();
+    let token = warden.token(AGENT).await.unwrap();
+    let s = Stack {
+        fake,
+        warden,
+        token,
+    };
+    let cached = json!({"cachedContent": "cachedContents/e2e-cache-1",
+                        "contents": [{"role": "user", "parts": [{"text": "summarise it"}]}]});
+    // By default: refused before the model, saying why and what to do.
+    let path = "/gemini/v1beta/models/gemini-2.0-flash:generateContent";
+    let response = s.post(path, &cached).await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        response.headers()["x-warden-error"],
+        "cached_content_refused"
+    );
+    let answer: Value = response.json().await.unwrap();
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("cachedContent"), "{answer}");
+    assert!(message.contains("allow_cached_content: true"), "{answer}");
+    assert_eq!(answer["error"]["status"], "INVALID_ARGUMENT", "{answer}");
+    assert!(s.fake.requests().is_empty(), "nothing reached the model");
+    // A request naming none goes on as ever.
+    let plain = s.post(path, &request()).await.unwrap();
+    assert_eq!(plain.status(), 200);
+    // Where the route allows it, it goes on, and policy sees `cached_content`.
+    let allowed = s
+        .post(
+            "/cached-gemini/v1beta/models/gemini-2.0-flash:generateContent",
+            &cached,
+        )
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 200);
+    let forwarded = s.upstream_requests(2).await.pop().unwrap();
+    assert!(
+        forwarded.contains("cachedContents/e2e-cache-1"),
+        "the cache is named upstream as sent"
+    );
+    let denied = s
+        .post(
+            "/cached-gemini/v1beta/models/gemini-2.5-pro:generateContent",
+            &cached,
+        )
+        .await
+        .unwrap();
+    let answer: Value = denied.json().await.unwrap();
+    assert!(
+        answer.to_string().contains("not run on cached content"),
+        "{answer}"
+    );
+    let decision = s
+        .audit("decision", |r| {
+            r["route"] == "cached-gemini" && r["decision"] == "deny"
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        decision["policies"],
+        json!(["e2e-no-cached-pro"]),
+        "{decision}"
+    );
 }

@@ -12,9 +12,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use warden_e2e::fake_llm::FakeLlm;
-use warden_e2e::idp::Idp;
 use warden_e2e::stack::chat;
-use warden_e2e::warden::{WardenBuilder, free_port, run_bounded};
+use warden_e2e::warden::{ConsoleIdp, WardenBuilder, run_bounded};
 
 /// A connection to `addr` that has sent `head`.
 async fn open(addr: SocketAddr, head: &str) -> TcpStream {
@@ -90,23 +89,17 @@ const ADMIN_AUDIENCE: &str = "warden-admin";
 async fn bodies_trickled_into_the_admin_api_and_the_console_get_408_and_operators_are_verified_first()
  {
     let upstream = FakeLlm::start().await.unwrap();
-    let port = free_port().unwrap();
-    let console = format!("http://localhost:{port}");
-    let idp = Idp::start_with(&[("IDP_CONSOLE_REDIRECTS", &format!("{console}/auth/callback"))])
-        .await
-        .unwrap();
+    let console = ConsoleIdp::start().await.unwrap();
+    let (idp, port) = (&console.idp, console.port);
     let w = WardenBuilder::new(&upstream)
-        .trust(&idp)
+        .trust(idp)
         .set("/limits/body_timeout", json!("1s"))
         .set("/admin/api", json!(true))
         .set(
             "/admin/identity",
             json!({"issuers": [{"issuer": idp.issuer(), "audiences": [ADMIN_AUDIENCE]}]}),
         )
-        .set("/approvals/console_url", json!(console))
-        .set("/console/listen", json!(format!("127.0.0.1:{port}")))
-        .set("/console/oidc/issuer", json!(idp.issuer()))
-        .set("/console/oidc/client_id", json!("warden-console"))
+        .console(&console)
         .start()
         .await
         .unwrap();

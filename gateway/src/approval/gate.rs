@@ -27,6 +27,7 @@ use super::Hold;
 use super::config::{ApprovalMode, ApprovalsConfig};
 use super::metrics::{ApprovalMetrics, WaitOutcome};
 use super::notify::{Notice, Notifier, console_link};
+use super::sealed::BindingKey;
 use crate::decision::Decision;
 use crate::state::StateError;
 use crate::state::approvals::{
@@ -104,6 +105,7 @@ pub struct Gate {
     max_pending: u32,
     console_url: Option<String>,
     metrics: ApprovalMetrics,
+    binding: BindingKey,
 }
 
 impl std::fmt::Debug for Gate {
@@ -116,11 +118,13 @@ impl std::fmt::Debug for Gate {
 }
 
 impl Gate {
-    /// The gate `config` describes, on the store's approvals, telling `notifier`'s webhooks.
+    /// The gate `config` describes, on the store's approvals, telling `notifier`'s webhooks;
+    /// what an approval binds of a request's credentials is keyed with `binding`.
     pub fn new(
         config: &ApprovalsConfig,
         approvals: Arc<dyn ApprovalRepository>,
         notifier: Option<Notifier>,
+        binding: BindingKey,
     ) -> Gate {
         Gate {
             approvals,
@@ -132,7 +136,13 @@ impl Gate {
             max_pending: config.max_pending_per_agent,
             console_url: config.console_url.clone(),
             metrics: ApprovalMetrics::new(),
+            binding,
         }
+    }
+
+    /// The key an approval binds a request's credentials with (`proxy/bound_headers.rs`).
+    pub fn binding_key(&self) -> &BindingKey {
+        &self.binding
     }
 
     /// The gate's metrics, to register and keep current.
@@ -455,6 +465,7 @@ fn unavailable(e: crate::state::StateError) -> Hold {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::approval::sealed::{FactorKey, Sealer};
     use crate::state::Store;
     use crate::state::approvals::{SecondFactor, Vote, VoteDecision};
     use crate::state::sqlite::SqliteStore;
@@ -474,7 +485,13 @@ mod tests {
                 .await
                 .unwrap(),
         );
-        (Gate::new(&config, store.approvals(), None), store, dir)
+        let sealer = Sealer::new(vec![FactorKey::from_bytes(&[7; 32])]).unwrap();
+        let binding = BindingKey::of(&sealer);
+        (
+            Gate::new(&config, store.approvals(), None, binding),
+            store,
+            dir,
+        )
     }
 
     fn needs(policy: &str, group: &str, approvals: u8) -> Decision {

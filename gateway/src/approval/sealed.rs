@@ -108,6 +108,8 @@ impl Purpose {
 pub struct FactorKey {
     id: String,
     cipher: Aes256Gcm,
+    /// The key's bytes, from which keys for other purposes are derived.
+    bytes: Zeroizing<[u8; KEY_BYTES]>,
 }
 
 impl fmt::Debug for FactorKey {
@@ -128,6 +130,7 @@ impl FactorKey {
         FactorKey {
             id: hex::encode(&digest[..8]),
             cipher: Aes256Gcm::new(bytes.into()),
+            bytes: Zeroizing::new(*bytes),
         }
     }
 
@@ -186,6 +189,16 @@ impl Sealer {
     /// The id of the key that seals.
     pub fn sealing_key_id(&self) -> &str {
         &self.keys[0].id
+    }
+
+    /// A key for `purpose`: HMAC-SHA256 of `purpose` under the sealing key. Every replica
+    /// configured with the same factor key derives the same one; the state store holds none.
+    fn derive_key(&self, purpose: &str) -> Zeroizing<[u8; KEY_BYTES]> {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.keys[0].bytes.as_slice())
+            .expect("HMAC takes a key of any length");
+        mac.update(purpose.as_bytes());
+        Zeroizing::new(mac.finalize().into_bytes().into())
     }
 
     /// `secret` sealed for `user` and `purpose`.
@@ -260,6 +273,38 @@ impl Sealer {
             .and_then(|r| r.split_first())
             .and_then(|(&n, r)| r.get(..usize::from(n)));
         id != Some(self.keys[0].id.as_bytes())
+    }
+}
+
+/// The purpose the binding key is derived for.
+const BINDING_PURPOSE: &str = "warden approval binding v1";
+
+/// The key an approval binds a request's credentials with (`proxy/bound_headers.rs`):
+/// HMAC-SHA256, so that the digest the state store keeps of a low-entropy password cannot be
+/// tried against guesses by whoever holds a copy of the store. Derived from the sealing
+/// factor key, which every replica on a shared store holds and the store does not.
+#[derive(Clone)]
+pub struct BindingKey(Zeroizing<[u8; KEY_BYTES]>);
+
+impl fmt::Debug for BindingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BindingKey(..)")
+    }
+}
+
+impl BindingKey {
+    /// The binding key of `sealer`'s sealing key.
+    pub fn of(sealer: &Sealer) -> BindingKey {
+        BindingKey(sealer.derive_key(BINDING_PURPOSE))
+    }
+
+    /// `hmac-sha256:<hex>` of `bytes` under this key.
+    pub fn digest(&self, bytes: &[u8]) -> String {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.as_slice())
+            .expect("HMAC takes a key of any length");
+        mac.update(bytes);
+        format!("hmac-sha256:{}", hex::encode(mac.finalize().into_bytes()))
     }
 }
 
@@ -411,6 +456,28 @@ mod tests {
 
     fn key(byte: u8) -> FactorKey {
         FactorKey::from_bytes(&[byte; 32])
+    }
+
+    #[test]
+    fn the_binding_key_is_the_sealing_keys_own_and_keys_its_digests() {
+        let binding = |keys: Vec<FactorKey>| BindingKey::of(&Sealer::new(keys).unwrap());
+        let one = binding(vec![key(1)]);
+        let digest = one.digest(b"authorization:Basic dTpw\n");
+        assert!(digest.starts_with("hmac-sha256:"), "{digest}");
+        assert_eq!(digest.len(), "hmac-sha256:".len() + 64);
+        // Replicas with the same sealing key agree; an older key beside it changes nothing.
+        assert_eq!(
+            binding(vec![key(1), key(2)]).digest(b"authorization:Basic dTpw\n"),
+            digest
+        );
+        // Another key, or the plain SHA-256 a copy of the store could recompute, differs.
+        assert_ne!(
+            binding(vec![key(2)]).digest(b"authorization:Basic dTpw\n"),
+            digest
+        );
+        let unkeyed = hex::encode(Sha256::digest(b"authorization:Basic dTpw\n"));
+        assert!(!digest.ends_with(&unkeyed));
+        assert_eq!(format!("{one:?}"), "BindingKey(..)");
     }
 
     #[test]

@@ -163,6 +163,22 @@ pub fn inspect_head(
     }
 }
 
+/// The headers in which [`inspect_head`] found a credential (a finding of any detector but
+/// the personal-data ones), by name, each once, in the order found.
+pub fn credential_headers(findings: &Findings) -> Vec<&str> {
+    let mut names = Vec::new();
+    for finding in &findings.0 {
+        if let Some(rest) = finding.location.strip_prefix(HEADER)
+            && let Some((name, _)) = rest.split_once(", byte ")
+            && !personal::is_personal(&finding.detector)
+            && !names.contains(&name)
+        {
+            names.push(name);
+        }
+    }
+    names
+}
+
 /// Whether `name` is a header of tracing or of an SDK's own (trace context, baggage, Sentry,
 /// the OpenAI/Anthropic/Google SDKs' version and retry headers, the user agent): the detectors
 /// that match by shape alone (each declares it: `detector::Evidence`) are not run on it, every
@@ -429,6 +445,30 @@ mod tests {
         let detectors: Vec<&str> = findings.0.iter().map(|f| &*f.detector).collect();
         assert!(detectors.contains(&"aws_access_key"), "{detectors:?}");
         assert!(detectors.contains(&"payment_card"), "{detectors:?}");
+    }
+
+    #[test]
+    fn the_headers_holding_a_credential_are_named_once_and_personal_data_is_not_one() {
+        let mut headers = http::HeaderMap::new();
+        // (Written in pieces: this file is itself a sample that must find nothing.)
+        let aws = ["AKIA", "IOSFODNN7EXAMPLE"].concat();
+        headers.insert("x-vendor-key", format!("{aws} {aws}").parse().unwrap());
+        let mail = ["ops", "@corp-mail.io"].concat();
+        headers.insert("x-contact", mail.parse().unwrap());
+        headers.insert("x-plain", "hello".parse().unwrap());
+        let mut findings = Findings::none();
+        let uri: http::Uri = format!("/p?k={aws}").parse().unwrap();
+        inspect_head(
+            &mut findings,
+            &uri,
+            &headers,
+            &[],
+            &InspectConfig::default(),
+        );
+        let detectors: Vec<&str> = findings.0.iter().map(|f| &*f.detector).collect();
+        assert!(detectors.contains(&"email"), "{detectors:?}");
+        // The url's finding is no header's.
+        assert_eq!(credential_headers(&findings), ["x-vendor-key"]);
     }
 
     #[test]

@@ -23,6 +23,11 @@ pub(super) const DETECTORS: &[Detector] = &[
     },
 ];
 
+/// Whether `detector` is one of the personal-data detectors (the others find credentials).
+pub(super) fn is_personal(detector: &str) -> bool {
+    DETECTORS.iter().any(|p| p.name == detector)
+}
+
 /// Domains (and their subdomains) reserved for documentation and tests (RFC 2606, RFC 6761).
 const RESERVED_DOMAINS: &[&str] = &[
     "example.com",

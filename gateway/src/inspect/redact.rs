@@ -32,8 +32,7 @@ pub fn placeholder(detector: &str) -> String {
 /// configured) replaced with its placeholder: what the audit log records of request content.
 /// `None` when there is none.
 pub fn credentials_masked(body: &[u8], config: &InspectConfig) -> Option<Vec<u8>> {
-    let personal = |d: &str| super::personal::DETECTORS.iter().any(|p| p.name == d);
-    redact(body, config, &|d| !personal(d)).map(|r| r.body)
+    redact(body, config, &|d| !super::personal::is_personal(d)).map(|r| r.body)
 }
 
 /// Replaces in `body` every match of each enabled content detector that `wanted` accepts;

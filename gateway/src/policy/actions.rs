@@ -111,6 +111,7 @@ impl FactsKind {
                 max_tokens: full.then_some(1),
                 tools: vec!["exec".into()],
                 input_tokens: 1,
+                cached_content: false,
             }),
             FactsKind::Http => Facts::Http(HttpFacts {
                 method: "POST".into(),

@@ -22,6 +22,7 @@ pub(crate) enum Key {
     MaxTokens,
     Tools,
     InputTokens,
+    CachedContent,
     // A REST call's (`HttpContext`).
     Method,
     Path,
@@ -67,7 +68,7 @@ pub(crate) enum Key {
 
 impl Key {
     /// Every attribute.
-    pub(crate) const ALL: [Key; 45] = [
+    pub(crate) const ALL: [Key; 46] = [
         Key::Route,
         Key::Time,
         Key::Hour,
@@ -80,6 +81,7 @@ impl Key {
         Key::MaxTokens,
         Key::Tools,
         Key::InputTokens,
+        Key::CachedContent,
         Key::Method,
         Key::Path,
         Key::Fields,
@@ -130,6 +132,7 @@ impl Key {
             Key::MaxTokens => "max_tokens",
             Key::Tools => "tools",
             Key::InputTokens => "input_tokens",
+            Key::CachedContent => "cached_content",
             Key::Method => "method",
             Key::Path => "path",
             Key::Fields => "fields",

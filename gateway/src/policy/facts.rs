@@ -123,6 +123,9 @@ impl Serialize for RecordedContext<'_> {
                 }
                 map.serialize_entry("tools", &l.tools)?;
                 map.serialize_entry("input_tokens", &l.input_tokens)?;
+                if l.cached_content {
+                    map.serialize_entry("cached_content", &true)?;
+                }
             }
             Facts::Http(h) => {
                 map.serialize_entry("method", &h.method)?;
@@ -407,6 +410,7 @@ mod tests {
                     max_tokens: Some(512),
                     tools: vec!["search".into()],
                     input_tokens: 900,
+                    cached_content: false,
                 }),
             ),
             false,

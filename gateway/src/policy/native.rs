@@ -394,6 +394,7 @@ fn has(ctx: &ActionContext, key: Key) -> bool {
         | Key::Findings => true,
         Key::ClientCertificate => ctx.client_certificate.is_some(),
         Key::Stream | Key::Tools | Key::InputTokens => llm(ctx).is_ok(),
+        Key::CachedContent => llm(ctx).is_ok_and(|llm| llm.cached_content),
         Key::MaxTokens => llm(ctx).is_ok_and(|llm| llm.max_tokens.is_some()) || sample(ctx).is_ok(),
         Key::IncludeContext | Key::ModelHints | Key::SystemPromptBytes | Key::Messages => {
             sample(ctx).is_ok()
@@ -459,6 +460,10 @@ impl<'a> Env<'a> {
             })),
             Key::Tools => Value::Strings(&llm(ctx)?.tools),
             Key::InputTokens => Value::Long(long(llm(ctx)?.input_tokens)),
+            Key::CachedContent => match llm(ctx)?.cached_content {
+                true => Value::Bool(true),
+                false => return Err(AskCedar),
+            },
             Key::Method => Value::Str(match http(ctx) {
                 Ok(http) => &http.method,
                 Err(_) => egress(ctx)?.method.as_deref().ok_or(AskCedar)?,
@@ -751,6 +756,7 @@ mod tests {
                                         max_tokens,
                                         tools: tools.iter().map(|t| t.to_string()).collect(),
                                         input_tokens,
+                                        cached_content: false,
                                     }),
                                 ));
                             }

@@ -331,6 +331,9 @@ pub(crate) fn context(
                 RestrictedExpression::new_set(llm.tools.iter().map(|t| string(t)))
             });
             add(Key::InputTokens, &|| long(llm.input_tokens));
+            if llm.cached_content {
+                add(Key::CachedContent, &|| RestrictedExpression::new_bool(true));
+            }
         }
         Facts::Http(http) => {
             add(Key::Method, &|| string(&http.method));

@@ -322,6 +322,7 @@ struct ContextSpec {
     max_tokens: Option<u64>,
     tools: Option<Vec<String>>,
     input_tokens: Option<u64>,
+    cached_content: Option<bool>,
     // REST calls'.
     method: Option<String>,
     path: Option<String>,
@@ -424,6 +425,7 @@ impl ContextSpec {
                     ("stream", self.stream.is_some()),
                     ("tools", self.tools.is_some()),
                     ("input_tokens", self.input_tokens.is_some()),
+                    ("cached_content", self.cached_content.is_some()),
                 ],
             ),
             // An LLM call's output limit; a server's sampling request has one too.
@@ -496,6 +498,7 @@ impl ContextSpec {
                 max_tokens: self.max_tokens,
                 tools: self.tools.clone().unwrap_or_default(),
                 input_tokens: self.input_tokens.unwrap_or(0),
+                cached_content: self.cached_content.unwrap_or(false),
             }),
             FactsKind::Http => Facts::Http(HttpFacts {
                 method: self.method.clone().unwrap_or_else(|| "GET".into()),
@@ -611,7 +614,7 @@ fn context_keys(kind: FactsKind) -> &'static str {
         }
         FactsKind::Llm => {
             "route, time, source_ip, tls, client_certificate, findings, session, budget, stream, max_tokens, \
-             tools, input_tokens"
+             tools, input_tokens, cached_content"
         }
         FactsKind::Http => {
             "route, time, source_ip, tls, client_certificate, findings, session, budget, method, path, fields"

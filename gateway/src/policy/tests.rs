@@ -102,6 +102,7 @@ fn chat(principal: Principal, provider: &str, model: &str) -> Action {
                 max_tokens: Some(1000),
                 tools: vec!["exec".into(), "read".into()],
                 input_tokens: 200,
+                cached_content: false,
             }),
             session: None,
             budget: None,

@@ -38,6 +38,9 @@ pub struct Inbound<'a> {
     pub upstream: &'a Arc<str>,
     /// A REST route's operations (its connector's), `None` on other routes.
     pub operations: Option<&'a Operations>,
+    /// The route lets a request name content cached at the provider (Gemini's
+    /// `cachedContent`, `allow_cached_content`); refused otherwise.
+    pub allow_cached_content: bool,
 }
 
 /// What a request means: the parts of its Cedar action, and how to answer it.
@@ -120,6 +123,7 @@ impl Interpreted {
                 max_tokens: request.max_tokens,
                 tools: std::mem::take(&mut request.tools),
                 input_tokens: request.input_tokens,
+                cached_content: request.cached_content,
             }),
             findings,
             shape: Shape::Llm(request),
@@ -219,6 +223,7 @@ pub(crate) mod tests {
             body: body.as_bytes(),
             upstream: &upstream,
             operations: None,
+            allow_cached_content: false,
         })
     }
 

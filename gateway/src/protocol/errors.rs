@@ -89,6 +89,18 @@ pub enum ProtocolError {
         /// What to send instead.
         instead: &'static str,
     },
+    /// The request names content cached at the provider (Gemini's `cachedContent`), on a
+    /// route that does not allow it: its system text and tools were never judged by policy.
+    #[error(
+        "the {endpoint} request names a cachedContent: content cached at the provider, whose \
+         system text and tools Warden never saw (caches cannot be made through Warden), so \
+         policy and inspection cannot judge them; send the content in the request itself, or \
+         ask the operator to set allow_cached_content: true on this route"
+    )]
+    CachedContent {
+        /// Endpoint of the request.
+        endpoint: Endpoint,
+    },
     /// The path is not an endpoint of this protocol Warden knows; unknown endpoints are refused.
     #[error(
         "{method} {path} is not a {dialect} endpoint Warden understands; \
@@ -140,6 +152,7 @@ impl ProtocolError {
             ProtocolError::InvalidModelInPath { .. } => "invalid_model_in_path",
             ProtocolError::ModelMismatch { .. } => "model_mismatch",
             ProtocolError::UnsupportedOption { .. } => "unsupported_option",
+            ProtocolError::CachedContent { .. } => "cached_content_refused",
             ProtocolError::UnsupportedEndpoint { .. } => "unsupported_endpoint",
             ProtocolError::WrongMethod { .. } => "method_not_allowed",
             ProtocolError::Rest(e) => e.code(),

@@ -104,6 +104,8 @@ pub struct LlmRequest {
     /// The streamed answer is `text/event-stream` (Gemini streams only with `alt=sse`;
     /// without it they are one JSON array).
     pub event_stream: bool,
+    /// The request names content cached at the provider (Gemini's `cachedContent`).
+    pub cached_content: bool,
 }
 
 /// The most output tokens a request can produce: `per_choice` times the most choices any of
@@ -131,6 +133,7 @@ impl LlmRequest {
             endpoint,
             include_usage: false,
             event_stream: false,
+            cached_content: false,
         }
     }
 

@@ -134,6 +134,8 @@ pub struct Exchange {
     streamed: Option<StreamFindings>,
     /// Warden asked the provider for a stream's usage the agent did not ask for.
     asked_usage: bool,
+    /// The agent reads trailers (`TE: trailers`).
+    accepts_trailers: bool,
 }
 
 /// What an egress exchange records beside the usual: its kind and where it goes.
@@ -198,6 +200,7 @@ impl Exchange {
             permit: None,
             streamed: None,
             asked_usage: false,
+            accepts_trailers: false,
         }
     }
 
@@ -608,6 +611,16 @@ impl Exchange {
     /// Whether Warden asked for a usage the agent did not ([`Exchange::ask_usage`]).
     pub fn asked_usage(&self) -> bool {
         self.asked_usage
+    }
+
+    /// credential: the agent asked for trailers (`TE: trailers`); they go upstream and back.
+    pub fn accept_trailers(&mut self, accepts: bool) {
+        self.accepts_trailers = accepts;
+    }
+
+    /// Whether the agent reads trailers ([`Exchange::accept_trailers`]).
+    pub fn accepts_trailers(&self) -> bool {
+        self.accepts_trailers
     }
 
     /// observe: the outcome record of a response with `status`, completed when its body ends.

@@ -301,6 +301,7 @@ async fn interpret(
         body: &body,
         upstream: &route.provider,
         operations: route.operations.as_deref(),
+        allow_cached_content: route.allow_cached_content,
     })?;
     if matches!(facts, Facts::Http(_)) {
         ex.bind_query(head.uri.query());
@@ -379,6 +380,7 @@ async fn credential(
             |e| -> BoxError { Box::new(e) },
         ))),
     };
+    ex.accept_trailers(inject::accepts_trailers(&head.headers));
     let headers = std::mem::take(&mut head.headers);
     let rest = route.rest(head.uri.path());
     let mut outbound =
@@ -471,7 +473,7 @@ fn observe(
         .headers
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    inject::strip_hop_by_hop(&mut parts.headers);
+    inject::strip_response_hop_by_hop(&mut parts.headers, ex.accepts_trailers());
     let mut redactor = ex.redactor();
     if let Some(r) = redactor.as_mut() {
         r.headers(&mut parts.headers);

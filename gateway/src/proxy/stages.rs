@@ -810,10 +810,10 @@ mod tests {
         // Another credential, cookie or content type is another request to approve.
         let mut sent = http::HeaderMap::new();
         sent.insert("authorization", "Bearer a".parse().expect("value"));
-        let bound = BoundHeaders::of(&sent);
+        let bound = BoundHeaders::of(&sent, &[], &super::super::bound_headers::test_key(1));
         let with_a = approval_target(&egress(80, Some("POST"), Some("/x")), None, Some(&bound));
         sent.insert("authorization", "Bearer b".parse().expect("value"));
-        let bound = BoundHeaders::of(&sent);
+        let bound = BoundHeaders::of(&sent, &[], &super::super::bound_headers::test_key(1));
         let with_b = approval_target(&egress(80, Some("POST"), Some("/x")), None, Some(&bound));
         assert_ne!(with_a, with_b);
         assert!(!with_a.unwrap_or_default().contains("Bearer"));
@@ -851,7 +851,7 @@ mod tests {
         });
         let mut sent = http::HeaderMap::new();
         sent.insert("cookie", "session=secret".parse().expect("value"));
-        let bound = BoundHeaders::of(&sent);
+        let bound = BoundHeaders::of(&sent, &[], &super::super::bound_headers::test_key(1));
         let shown = approval_context(&action, None, None, Some(&bound));
         assert_eq!(shown["headers"], json!(["cookie"]));
         assert!(!shown.to_string().contains("session=secret"));

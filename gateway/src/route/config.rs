@@ -66,6 +66,10 @@ pub struct RouteConfig {
     /// says, not where the agent asks), and these set instead.
     #[serde(default)]
     pub account_headers: std::collections::BTreeMap<String, String>,
+    /// A Gemini route's requests may name a `cachedContent`: content cached at the provider,
+    /// which Warden never saw (caches cannot be made through it). Default `false`: refused.
+    #[serde(default)]
+    pub allow_cached_content: bool,
 }
 
 impl RouteConfig {
@@ -110,6 +114,7 @@ pub fn default_routes() -> Vec<RouteConfig> {
         refusal_finish: None,
         allow_plaintext: false,
         account_headers: Default::default(),
+        allow_cached_content: false,
     })
     .chain(std::iter::once(RouteConfig {
         name: None,
@@ -123,6 +128,7 @@ pub fn default_routes() -> Vec<RouteConfig> {
         refusal_finish: None,
         allow_plaintext: false,
         account_headers: Default::default(),
+        allow_cached_content: false,
     }))
     .collect()
 }

@@ -52,6 +52,8 @@ pub struct Route {
     pub operations: Option<Arc<Operations>>,
     /// The account-scoping headers sent with the route's credential (`account_headers`).
     pub account_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Requests may name content cached at the provider (`allow_cached_content`).
+    pub allow_cached_content: bool,
 }
 
 /// Route `i`'s `account_headers`, each name one of [`config::ACCOUNT_HEADERS`] and each value
@@ -216,8 +218,20 @@ impl RouteTable {
                 });
             }
             let account_headers = account_headers(i, &rc.account_headers)?;
+            if rc.allow_cached_content && connector.protocol != Protocol::Gemini {
+                return Err(ConfigErrors::one(
+                    format!("routes[{i}].allow_cached_content"),
+                    format!(
+                        "applies to Gemini routes only (cachedContent), and connector {:?} \
+                         speaks {}; remove it from this route",
+                        rc.connector,
+                        connector.protocol.dialect().name()
+                    ),
+                ));
+            }
             routes.push(Arc::new(Route {
                 account_headers,
+                allow_cached_content: rc.allow_cached_content,
                 operations,
                 name: Arc::from(name),
                 prefix: rc.prefix.trim_end_matches('/').to_string(),
@@ -250,6 +264,7 @@ impl RouteTable {
                 mcp: Some(endpoint),
                 operations: None,
                 account_headers: Vec::new(),
+                allow_cached_content: false,
             }));
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
@@ -304,6 +319,30 @@ mod tests {
         let (r, rest) = t.find("/llm/chat/completions").expect("match");
         assert_eq!((&*r.name, rest), ("a", "/chat/completions"));
         assert!(t.find("/llmx/chat").is_none());
+    }
+
+    #[test]
+    fn allow_cached_content_is_a_gemini_routes_option_only() {
+        let t = table(
+            "routes:\n  - { prefix: /g, connector: gemini, name: g, allow_cached_content: true }\n  - { prefix: /h, connector: gemini, name: h }\n",
+        );
+        let allows = |path| t.find(path).map(|(r, _)| r.allow_cached_content);
+        assert_eq!(
+            (allows("/g/v1beta/models"), allows("/h/v1beta/models")),
+            (Some(true), Some(false))
+        );
+        let config = parse(
+            "routes:\n  - { prefix: /o, connector: openai, allow_cached_content: true }\n",
+            None,
+        )
+        .expect("valid config");
+        let err = RouteTable::build(&config, None)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("routes[0].allow_cached_content"), "{err}");
+        assert!(err.contains("applies to Gemini routes only"), "{err}");
+        assert!(err.contains("remove it from this route"), "{err}");
     }
 
     #[test]

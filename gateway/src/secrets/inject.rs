@@ -48,7 +48,12 @@ pub fn upstream_request<B>(
         query = Some(with_param(query, name, value));
     }
     let uri = route.upstream.uri(rest, query.as_deref())?;
+    let trailers = accepts_trailers(&headers);
     strip_hop_by_hop(&mut headers);
+    if trailers {
+        // The only `TE` HTTP/2 allows, and what tells an upstream it may answer in trailers.
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     for h in &AGENT_CREDENTIAL_HEADERS {
         headers.remove(h);
     }
@@ -77,6 +82,35 @@ pub fn upstream_request<B>(
         .body(body)?;
     *req.headers_mut() = headers;
     Ok(req)
+}
+
+/// Whether a request's `TE` lists `trailers` (RFC 9110 §10.1.4): its client reads trailer
+/// fields after a chunked body.
+pub fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| {
+            let token = token.split(';').next().unwrap_or_default();
+            token.trim().eq_ignore_ascii_case("trailers")
+        })
+}
+
+/// A response's hop-by-hop headers removed, but its `Trailer` (which fields its trailers
+/// hold) kept for an agent that `accepts_trailers`: an HTTP/1.1 server sends only the trailer
+/// fields the response declares there, so the trailers reach the agent as they reach an
+/// HTTP/2 one (redacted like the body).
+pub fn strip_response_hop_by_hop(headers: &mut HeaderMap, accepts_trailers: bool) {
+    let declared: Vec<HeaderValue> = match accepts_trailers {
+        true => headers.get_all(header::TRAILER).iter().cloned().collect(),
+        false => Vec::new(),
+    };
+    strip_hop_by_hop(headers);
+    for value in declared {
+        headers.append(header::TRAILER, value);
+    }
 }
 
 /// Removes hop-by-hop headers and those named in `Connection`, leaving the end-to-end ones.
@@ -210,6 +244,67 @@ mod tests {
             h.get("accept-encoding").map(|v| v.as_bytes()),
             Some(&b"identity"[..])
         );
+    }
+
+    /// The `te` sent upstream for a request whose agent sent `te` (each value a line).
+    fn te_sent(te: &[&str]) -> Vec<String> {
+        let table = routes(&openai_route("")).expect("routes");
+        let (route, rest) = table.find("/o/chat/completions").expect("route");
+        let mut headers = HeaderMap::new();
+        for value in te {
+            headers.append(header::TE, value.parse().expect("value"));
+        }
+        let (parts, ()) = Request::post("/o/chat/completions")
+            .body(())
+            .expect("request")
+            .into_parts();
+        let out = upstream_request(route, &parts, headers, rest, (), None).expect("request");
+        out.headers()
+            .get_all(header::TE)
+            .iter()
+            .map(|v| v.to_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn te_trailers_goes_upstream_alone_and_only_when_the_agent_sent_it() {
+        assert_eq!(te_sent(&["trailers"]), ["trailers"]);
+        // HTTP/2 allows no other `te`: the codings the agent listed stay behind.
+        assert_eq!(te_sent(&["gzip, Trailers"]), ["trailers"]);
+        assert_eq!(te_sent(&["deflate", "trailers;q=1"]), ["trailers"]);
+        assert!(te_sent(&["gzip"]).is_empty());
+        assert!(te_sent(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_response_keeps_its_trailer_declaration_only_for_an_agent_that_reads_trailers() {
+        let response = || {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::TRAILER,
+                "x-usage, grpc-status".parse().expect("value"),
+            );
+            headers.insert(header::TRANSFER_ENCODING, "chunked".parse().expect("value"));
+            headers.insert(header::CONNECTION, "close".parse().expect("value"));
+            headers.insert(
+                header::CONTENT_TYPE,
+                "application/json".parse().expect("value"),
+            );
+            headers
+        };
+        let mut kept = response();
+        strip_response_hop_by_hop(&mut kept, true);
+        assert_eq!(
+            kept.get(header::TRAILER).map(|v| v.as_bytes()),
+            Some(&b"x-usage, grpc-status"[..])
+        );
+        assert!(kept.get(header::TRANSFER_ENCODING).is_none());
+        assert!(kept.get(header::CONNECTION).is_none());
+        assert!(kept.get(header::CONTENT_TYPE).is_some());
+        let mut dropped = response();
+        strip_response_hop_by_hop(&mut dropped, false);
+        assert!(dropped.get(header::TRAILER).is_none());
+        assert!(dropped.get(header::CONTENT_TYPE).is_some());
     }
 }
 

@@ -18,12 +18,14 @@ use crate::text::Quoted;
 /// The dialect's name in configuration, logs and errors.
 pub const NAME: &str = "gemini";
 
-/// Reads a Gemini request: `/v1beta/models[/{model}[:{method}]]` (or `/v1/...`).
+/// Reads a Gemini request: `/v1beta/models[/{model}[:{method}]]` (or `/v1/...`). A
+/// generateContent request naming a `cachedContent` is refused unless `allow_cached_content`.
 pub fn interpret(
     method: &Method,
     path: &str,
     query: Option<&str>,
     body: &[u8],
+    allow_cached_content: bool,
 ) -> Result<LlmRequest, ProtocolError> {
     let rest = path
         .strip_prefix("/v1beta")
@@ -91,6 +93,9 @@ pub fn interpret(
             interpreted
         }
     };
+    if interpreted.cached_content && !allow_cached_content {
+        return Err(ProtocolError::CachedContent { endpoint });
+    }
     let mut interpreted = interpreted.with_model((model, folded));
     if endpoint == Endpoint::StreamGenerateContent {
         interpreted.stream = true;
@@ -133,6 +138,7 @@ fn generate(endpoint: Endpoint, req: GenerateRequest<'_>) -> LlmRequest {
         max_tokens: config.and_then(|g| output_limit(g.max_output_tokens, [g.candidate_count])),
         tools,
         input_tokens: tokens_from_chars(chars),
+        cached_content: req.cached_content.is_some(),
         ..LlmRequest::bare(endpoint)
     }
 }
@@ -150,6 +156,9 @@ struct GenerateRequest<'a> {
     tools: Option<Vec<GeminiTool<'a>>>,
     #[serde(alias = "generation_config")]
     generation_config: Option<GenerationConfig>,
+    /// `cachedContents/{id}`: content cached at the provider, which Warden never saw.
+    #[serde(alias = "cached_content")]
+    cached_content: Option<IgnoredAny>,
 }
 
 /// `generationConfig`.
@@ -251,7 +260,7 @@ mod tests {
         query: Option<&str>,
         body: &str,
     ) -> Result<LlmRequest, ProtocolError> {
-        super::interpret(&method, path, query, body.as_bytes())
+        super::interpret(&method, path, query, body.as_bytes(), false)
     }
 
     fn generate_body() -> String {
@@ -601,6 +610,42 @@ mod tests {
             )
             .1,
         );
+    }
+
+    #[test]
+    fn content_cached_at_the_provider_is_refused_unless_the_route_allows_it() {
+        let generate = "/v1beta/models/gemini-2.5-flash:generateContent";
+        let stream = "/v1beta/models/gemini-2.5-flash:streamGenerateContent";
+        let count = "/v1beta/models/gemini-2.5-flash:countTokens";
+        let named = r#"{"cachedContent":"cachedContents/abc123","contents":[]}"#;
+        let snake = r#"{"cached_content":"cachedContents/abc123","contents":[]}"#;
+        let counted = r#"{"generateContentRequest":{"cachedContent":"cachedContents/abc123"}}"#;
+        for (path, body) in [
+            (generate, named),
+            (generate, snake),
+            (stream, named),
+            (count, counted),
+        ] {
+            let got = interpret(Method::POST, path, None, body);
+            let Err(refused) = &got else {
+                panic!("{path} {body}: {got:?}");
+            };
+            assert_eq!(refused.code(), "cached_content_refused");
+            assert_eq!(refused.status(), http::StatusCode::BAD_REQUEST);
+            let message = refused.to_string();
+            assert!(message.contains("cachedContent"), "{message}");
+            assert!(message.contains("allow_cached_content"), "{message}");
+            // Allowed, it is read, and said so to policy.
+            let allowed = super::interpret(&Method::POST, path, None, body.as_bytes(), true)
+                .unwrap_or_else(|e| panic!("{path} {body}: {e}"));
+            assert!(allowed.cached_content, "{path} {body}");
+        }
+        // None named (or null): nothing to refuse, nothing to say.
+        for body in ["{}", r#"{"cachedContent":null}"#] {
+            let got = interpret(Method::POST, generate, None, body)
+                .unwrap_or_else(|e| panic!("{body}: {e}"));
+            assert!(!got.cached_content, "{body}");
+        }
     }
 
     #[test]

@@ -28,7 +28,13 @@ impl Dialect for Gemini {
     }
 
     fn interpret(&self, request: &Inbound<'_>) -> Result<Interpreted, ProtocolError> {
-        let llm = interpret::interpret(request.method, request.path, request.query, request.body)?;
+        let llm = interpret::interpret(
+            request.method,
+            request.path,
+            request.query,
+            request.body,
+            request.allow_cached_content,
+        )?;
         Ok(Interpreted::llm(llm, request.upstream))
     }
 

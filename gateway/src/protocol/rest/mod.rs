@@ -291,6 +291,7 @@ mod tests {
             body: b"",
             upstream: &upstream,
             operations: Some(ops),
+            allow_cached_content: false,
         })
     }
 

@@ -24,6 +24,7 @@ use crate::inspect;
 use crate::observe::ObservedBody;
 use crate::protocol::Protocol;
 use crate::protocol::body::{self, Head};
+use crate::proxy::bound_headers::BoundHeaders;
 use crate::proxy::exchange::{Exchange, ProxyBody};
 use crate::proxy::refusal::Refusal;
 use crate::proxy::stages::{inspect, limit, look_for_canaries};
@@ -90,10 +91,9 @@ pub(super) async fn forward(
         Findings::none(),
     );
     ex.egress_target("request", &action.verb, &action.resource, detail);
-    // The method is judged as sent; an approval binds to the headers that change the request.
+    // The method is judged as sent.
     crate::protocol::rest::refuse_method_override(&head.headers, &head.method)
         .map_err(crate::protocol::ProtocolError::from)?;
-    ex.bind_headers(crate::proxy::bound_headers::BoundHeaders::of(&head.headers));
     look_for_canaries(
         ex,
         &mut action,
@@ -125,6 +125,15 @@ pub(super) async fn forward(
         via.uninspected(),
         &snap.config.inspect,
     );
+    // An approval binds to the headers that change the request: its credentials (any header a
+    // detector found one in too) and how its body reads, keyed as the gate keys them.
+    let bound = ex.shared().gate().map(|gate| {
+        let flagged = inspect::credential_headers(&action.context.findings);
+        BoundHeaders::of(&head.headers, &flagged, gate.binding_key())
+    });
+    if let Some(bound) = bound {
+        ex.bind_headers(bound);
+    }
     if inspect::found_in_url(&action.context.findings)
         && let Some(detail) = ex.egress_destination()
     {
