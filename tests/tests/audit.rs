@@ -300,3 +300,100 @@ async fn audit_tail_export_and_search_read_the_log_in_siem_shapes() {
     assert_eq!(record["principal"]["id"], AGENT);
     let _ = child.kill().await;
 }
+
+/// `warden audit verify DIR --require-signed --key KEY --live-window 5s`: (success, what it
+/// printed on stdout and stderr).
+async fn verify_live(s: &Stack, dir: &std::path::Path) -> (bool, String) {
+    let mut cmd = s.warden.setup.command();
+    cmd.args(["audit", "verify"])
+        .arg(dir)
+        .args(["--require-signed", "--live-window", "5s", "--key"])
+        .arg(s.warden.setup.data_dir.join("keys/audit-signing.pem"));
+    let out = run_bounded(cmd, Duration::from_secs(30)).await.unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
+#[tokio::test]
+async fn a_live_logs_copy_cut_back_to_an_old_checkpoint_under_a_held_lock_is_refused() {
+    let s = Stack::start_with(|b| {
+        b.set(
+            "/audit/signing/checkpoint_interval",
+            serde_json::json!("1s"),
+        )
+    })
+    .await
+    .unwrap();
+    let (status, body) = chat(&s.warden, &s.warden.token(AGENT).await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    // Idle after the request: the writer signs its records, then heartbeats each second
+    // (a checkpoint covering the checkpoint before it).
+    let heartbeat = |r: &Value| {
+        r["kind"] == "checkpoint"
+            && r["detail"]["from"] == r["detail"]["to"]
+            && r["detail"]["to"].as_u64().map(|to| to + 1) == r["seq"].as_u64()
+    };
+    s.warden
+        .wait_for_audit(Duration::from_secs(15), heartbeat)
+        .await
+        .unwrap();
+
+    // A copy of the live log cut back to its first checkpoint, head.json rewritten to match.
+    let live = s.warden.audit_dir();
+    let copy = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(live.join("audit-000001.jsonl")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let first = lines
+        .iter()
+        .position(|l| l.contains(r#""kind":"checkpoint""#))
+        .expect("a checkpoint");
+    let kept = &lines[..=first];
+    std::fs::write(
+        copy.path().join("audit-000001.jsonl"),
+        kept.join("\n") + "\n",
+    )
+    .unwrap();
+    let cut_seq = serde_json::from_str::<Value>(kept[first]).unwrap()["seq"].clone();
+    std::fs::write(
+        copy.path().join("head.json"),
+        serde_json::json!({"seq": cut_seq, "hash": line_hash(kept[first])}).to_string(),
+    )
+    .unwrap();
+    // Some process holds the copy's lock, as a running Warden would.
+    let lock = std::fs::File::create(copy.path().join("audit.lock")).unwrap();
+    lock.try_lock().unwrap();
+    // Let the cut-to checkpoint grow older than the window (5 s) the live log keeps.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    let (ok, said) = verify_live(&s, copy.path()).await;
+    assert!(!ok, "a cut-back copy must not verify as live: {said}");
+    assert!(
+        said.contains(&format!(
+            "last signature (the checkpoint at seq {cut_seq}) is "
+        )) && said.contains("more than --live-window (5s)")
+            && said.contains("may have been cut back"),
+        "{said}"
+    );
+
+    // The real live log, idle as long, passes: its last signature is a second old. A verify
+    // racing a write may see the last line torn (docs/audit.md#verify): at most twice.
+    let mut tries = Vec::new();
+    for _ in 0..3 {
+        let (ok, said) = verify_live(&s, &live).await;
+        if ok {
+            assert!(
+                said.contains("live: a process holds the log's lock"),
+                "{said}"
+            );
+            assert!(!said.contains("WARNING"), "{said}");
+            return;
+        }
+        assert!(said.contains("the last line is incomplete"), "{said}");
+        tries.push(said);
+    }
+    panic!("the live log never verified: {tries:?}");
+}

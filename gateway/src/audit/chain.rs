@@ -62,6 +62,10 @@ pub struct Signatures {
     first_unsigned_time: Option<std::time::SystemTime>,
     /// The seq of the last `stop` record seen.
     last_stop: Option<u64>,
+    /// The seq of the last `start` record seen, and when it was written.
+    pub last_start: Option<(u64, Option<std::time::SystemTime>)>,
+    /// The seq of the last checkpoint seen, and when it was signed.
+    pub last_checkpoint: Option<(u64, std::time::SystemTime)>,
     /// Checkpoints found.
     pub checkpoints: u64,
 }
@@ -106,10 +110,14 @@ impl Signatures {
         if seq == self.next_unsigned {
             self.first_unsigned_time = record_time(line);
         }
-        if kind == ChainKind::System
-            && super::run_end::Boundary::of(line) == Some(super::run_end::Boundary::Stop)
-        {
-            self.last_stop = Some(seq);
+        if kind == ChainKind::System {
+            match super::run_end::Boundary::of(line) {
+                Some(super::run_end::Boundary::Stop) => self.last_stop = Some(seq),
+                Some(super::run_end::Boundary::Start) => {
+                    self.last_start = Some((seq, record_time(line)));
+                }
+                None => {}
+            }
         }
         if kind != ChainKind::Checkpoint {
             return Ok(());
@@ -136,6 +144,7 @@ impl Signatures {
         }
         self.next_unsigned = seq + 1;
         self.checkpoints += 1;
+        self.last_checkpoint = Some((seq, event.time.0));
         Ok(())
     }
 }

@@ -12,6 +12,12 @@
 //! last checkpoint are reported as unsigned. A checkpoint covers `from..=to`, the records
 //! this writer appended since its previous checkpoint: records a killed writer left unsigned
 //! stay unsigned (a restarted writer does not sign what it did not write).
+//!
+//! A running writer signs at least every `checkpoint_interval`, idle or not: when nothing was
+//! written since its last checkpoint for an interval, it appends a *heartbeat*, a checkpoint
+//! covering that previous checkpoint alone (`from` = `to` = its seq). So on a live log the
+//! last signature is never older than the interval (plus a commit), and a log cut back to an
+//! old checkpoint shows by the age of its last signature (`verify`'s `--live-window`).
 
 use std::time::{Duration, Instant};
 
@@ -189,6 +195,8 @@ pub struct Schedule {
     from: u64,
     /// When the last checkpoint was written (or the writer started).
     since: Instant,
+    /// Seq of the last checkpoint this writer wrote: what an idle heartbeat covers.
+    last: Option<u64>,
 }
 
 impl Schedule {
@@ -200,6 +208,7 @@ impl Schedule {
             interval,
             from: head_seq + 1,
             since: Instant::now(),
+            last: None,
         }
     }
 
@@ -215,9 +224,27 @@ impl Schedule {
             && (head_seq + 1 - self.from >= self.every || self.since.elapsed() >= self.interval)
     }
 
-    /// When the interval makes a checkpoint due, if records wait for one.
+    /// When the interval makes a checkpoint due: if records wait for one, or, when the chain
+    /// ends at this writer's last checkpoint, the idle heartbeat.
     pub fn deadline(&self, head_seq: u64) -> Option<Instant> {
-        self.pending(head_seq).then(|| self.since + self.interval)
+        (self.pending(head_seq) || self.idle(head_seq)).then(|| self.since + self.interval)
+    }
+
+    /// Whether the chain ends at `head_seq` with this writer's last checkpoint (nothing was
+    /// written since it).
+    fn idle(&self, head_seq: u64) -> bool {
+        self.last == Some(head_seq)
+    }
+
+    /// Whether the idle heartbeat is due with the chain at `head_seq`: nothing was written
+    /// since this writer's last checkpoint, and that was an interval ago.
+    pub fn heartbeat_due(&self, head_seq: u64) -> bool {
+        self.idle(head_seq) && self.since.elapsed() >= self.interval
+    }
+
+    /// The heartbeat: a checkpoint covering this writer's last checkpoint, at `head`, alone.
+    pub fn heartbeat(&self, head: (u64, Hash)) -> AuditEvent {
+        Checkpoint::event(&self.signer, head.0, head.0, &head.1)
     }
 
     /// The checkpoint record covering what is uncovered up to `head`.
@@ -229,6 +256,7 @@ impl Schedule {
     pub fn written(&mut self, seq: u64) {
         self.from = seq + 1;
         self.since = Instant::now();
+        self.last = Some(seq);
     }
 }
 
@@ -290,5 +318,32 @@ mod tests {
         let quick = Schedule::new(Arc::new(signer()), 1000, Duration::ZERO, 0);
         assert!(quick.due(1));
         assert!(!quick.due(0));
+    }
+
+    #[test]
+    fn an_idle_writer_heartbeats_only_after_its_own_checkpoint() {
+        // Started on a chain another run wrote: nothing of its own to cover, no heartbeat.
+        let mut schedule = Schedule::new(Arc::new(signer()), 1000, Duration::ZERO, 5);
+        assert!(!schedule.heartbeat_due(5));
+        assert_eq!(schedule.deadline(5), None);
+        schedule.written(7);
+        assert!(schedule.heartbeat_due(7));
+        assert!(schedule.deadline(7).is_some());
+        // Records after the checkpoint: a checkpoint of them is due, not a heartbeat.
+        assert!(!schedule.heartbeat_due(8));
+        assert!(schedule.due(8));
+        let slow = {
+            let mut s = Schedule::new(Arc::new(signer()), 1000, Duration::from_secs(3600), 0);
+            s.written(3);
+            s
+        };
+        assert!(!slow.heartbeat_due(3), "not before the interval passed");
+
+        let keys = Keys::one(ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key());
+        let hash = hash_line(b"checkpoint 7");
+        let beat = schedule.heartbeat((7, hash));
+        let cp = Checkpoint::of(&beat).unwrap();
+        assert_eq!((cp.from, cp.to), (7, 7));
+        assert_eq!(cp.check(8, &hash, &beat.time, &keys), Ok(()));
     }
 }

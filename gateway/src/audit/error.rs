@@ -352,6 +352,13 @@ pub enum VerifyError {
         /// Seq of the last record.
         head_seq: u64,
     },
+    /// A process holds the log's lock, but its last signature is older than the live window
+    /// a running Warden keeps, and signed records were required (`--require-signed`).
+    #[error("{stale}")]
+    StaleSignature {
+        /// The last checkpoint and how old it is.
+        stale: StaleSignature,
+    },
     /// The records chain correctly but there is no anchor to check the tail against.
     #[error(
         "{}: {ANCHOR_FILE} is missing, so records cut from the end cannot be detected; the \
@@ -367,6 +374,42 @@ pub enum VerifyError {
         /// Seq of the last of them.
         head_seq: u64,
     },
+}
+
+/// A live log (a process holds `audit.lock`) whose last signature is older than
+/// `--live-window`: a running Warden signs at least every `audit.signing.checkpoint_interval`,
+/// idle or not, so the log may have been cut back to that checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaleSignature {
+    /// Seq of the last checkpoint.
+    pub seq: u64,
+    /// How old it is.
+    pub age: std::time::Duration,
+    /// The `--live-window` it is older than.
+    pub window: std::time::Duration,
+}
+
+impl fmt::Display for StaleSignature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a process holds this log's lock (audit.lock), so it should be a running Warden's, \
+             and a running Warden signs a checkpoint at least every \
+             audit.signing.checkpoint_interval (10s by default), idle or not; but this log's \
+             last signature (the checkpoint at seq {}) is {} old, more than --live-window ({}): \
+             the log may have been cut back to that checkpoint (or its Warden cannot write). \
+             Verify a copy of the directory, with --head SEQ:HASH or --against-siem \
+             (docs/audit.md#a-cut-tail)",
+            self.seq,
+            humantime::format_duration(whole_seconds(self.age)),
+            humantime::format_duration(self.window)
+        )
+    }
+}
+
+/// `d` without its fraction of a second (for messages).
+fn whole_seconds(d: std::time::Duration) -> std::time::Duration {
+    std::time::Duration::from_secs(d.as_secs())
 }
 
 /// Where the last run started, in words.

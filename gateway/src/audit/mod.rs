@@ -39,12 +39,16 @@ mod verify;
 mod writer;
 
 pub use anchor::Anchor;
-pub use error::{AuditError, EditEvidence, Location, Problem, TruncationEvidence, VerifyError};
+pub use error::{
+    AuditError, EditEvidence, Location, Problem, StaleSignature, TruncationEvidence, VerifyError,
+};
 pub use log::AuditLog;
 pub use record::Hash;
 pub use run_end::LastRun;
 pub use verify::{VerifyOptions, VerifyReport, verify, verify_with};
 
+#[cfg(test)]
+mod live_tests;
 #[cfg(test)]
 mod retention_tests;
 #[cfg(test)]

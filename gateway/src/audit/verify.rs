@@ -3,11 +3,12 @@
 
 use std::fmt;
 use std::path::Path;
+use std::time::{Duration, SystemTime};
 
 use super::anchor::{self, ANCHOR_FILE, Anchor, AnchorReadError};
-use super::chain::Chain;
+use super::chain::{Chain, Signatures};
 use super::checkpoint::Keys;
-use super::error::{Location, Problem, TruncationEvidence, VerifyError};
+use super::error::{Location, Problem, StaleSignature, TruncationEvidence, VerifyError};
 use super::log::in_use;
 use super::record::{ChainFields, GENESIS, Hash, to_hex};
 use super::run_end::LastRun;
@@ -30,7 +31,7 @@ pub struct VerifyOptions {
     /// With `require_signed`, on a log a process is writing (it holds `audit.lock`): the
     /// records after the last checkpoint pass while the oldest of them is at most this old
     /// (a live writer signs them within `audit.signing.checkpoint_interval`); zero: never.
-    pub live_window: std::time::Duration,
+    pub live_window: Duration,
     /// Heads kept elsewhere (shipped to a SIEM, printed by an earlier verify): the log must
     /// still hold each, with the same hash.
     pub heads: Vec<Anchor>,
@@ -58,6 +59,9 @@ pub struct VerifyReport {
     pub crash_tails: Vec<(u64, u64)>,
     /// On a live log, the records after the last checkpoint were within `live_window`.
     pub live_tail: Option<(u64, u64)>,
+    /// On a live log, its last signature is older than `live_window` (a warning here; an
+    /// error with `require_signed`).
+    pub stale_signature: Option<StaleSignature>,
     /// Retention removed the log's beginning: the last seq removed, and the seq of the
     /// `retention` record that says so.
     pub removed: Option<(u64, u64)>,
@@ -123,6 +127,9 @@ impl fmt::Display for VerifyReport {
                 "; {} heads given not checked: retention removed their records",
                 self.heads_removed
             )?;
+        }
+        if let Some(stale) = self.stale_signature {
+            write!(f, "\nWARNING: {stale}")?;
         }
         match self.last_run {
             LastRun::Stopped { stop } => {
@@ -201,7 +208,7 @@ pub fn verify_with(dir: &Path, options: &VerifyOptions) -> Result<VerifyReport, 
         }
     }
     let (head_seq, head_hash): (u64, Hash) = chain.head().unwrap_or((0, GENESIS));
-    let (checkpoints, unsigned, crash_tails, trailing_since) = match chain.signatures() {
+    let (checkpoints, unsigned, crash_tails, trailing_since, signed_at) = match chain.signatures() {
         Some(signatures) => {
             signatures.finish(head_seq);
             let trailing_since = signatures.trailing_since(head_seq);
@@ -210,9 +217,10 @@ pub fn verify_with(dir: &Path, options: &VerifyOptions) -> Result<VerifyReport, 
                 std::mem::take(&mut signatures.unsigned),
                 std::mem::take(&mut signatures.crash_tails),
                 trailing_since,
+                LastSigned::of(signatures),
             )
         }
-        None => (0, Vec::new(), Vec::new(), None),
+        None => (0, Vec::new(), Vec::new(), None, None),
     };
     // With keys, only a retention record under a valid checkpoint accounts for a removal: an
     // unsigned one could have been added by whoever deleted the segments.
@@ -242,12 +250,14 @@ pub fn verify_with(dir: &Path, options: &VerifyOptions) -> Result<VerifyReport, 
         .filter(|(_, last)| live && *last == head_seq)
         .filter(|_| {
             trailing_since.is_some_and(|since| {
-                std::time::SystemTime::now()
-                    .duration_since(since)
-                    .unwrap_or_default()
-                    <= options.live_window
+                SystemTime::now().duration_since(since).unwrap_or_default() <= options.live_window
             })
         });
+    // It also signs at least that often while idle: a live log whose last signature is old
+    // may have been cut back to it (a log cut back to a checkpoint has no unsigned tail).
+    let stale_signature = signed_at
+        .filter(|_| live)
+        .and_then(|signed| signed.stale(options.live_window));
     let failing: Vec<(u64, u64)> = unsigned
         .iter()
         .copied()
@@ -286,6 +296,12 @@ pub fn verify_with(dir: &Path, options: &VerifyOptions) -> Result<VerifyReport, 
                 .collect(),
             unsigned: failing,
         }),
+        Some(_)
+            if options.require_signed
+                && let Some(stale) = stale_signature =>
+        {
+            Err(VerifyError::StaleSignature { stale })
+        }
         Some(_) if options.require_stopped && matches!(last_run, LastRun::Open { .. }) => {
             Err(VerifyError::NotStopped {
                 start: match last_run {
@@ -305,11 +321,55 @@ pub fn verify_with(dir: &Path, options: &VerifyOptions) -> Result<VerifyReport, 
             unsigned,
             crash_tails,
             live_tail,
+            stale_signature,
             removed,
             last_run,
             heads_checked: options.heads.len() as u64 - heads_removed,
             heads_removed,
         }),
+    }
+}
+
+/// When the log was last signed, and whether its last run began after that.
+#[derive(Debug, Clone, Copy)]
+struct LastSigned {
+    /// The last checkpoint's seq and time.
+    seq: u64,
+    at: SystemTime,
+    /// When the last run's `start` record was written, if that run began after the last
+    /// checkpoint (it has not reached its first checkpoint yet).
+    run_started: Option<SystemTime>,
+}
+
+impl LastSigned {
+    /// What the walk's checkpoints say; `None` when the log holds none.
+    fn of(signatures: &Signatures) -> Option<LastSigned> {
+        let (seq, at) = signatures.last_checkpoint?;
+        let run_started = signatures
+            .last_start
+            .filter(|(start, _)| *start > seq)
+            .and_then(|(_, at)| at);
+        Some(LastSigned {
+            seq,
+            at,
+            run_started,
+        })
+    }
+
+    /// On a live log: a running Warden signs at least every checkpoint interval, idle or
+    /// not, so its last signature is within `window`, unless its run began within `window`
+    /// and has not reached its first checkpoint yet.
+    fn stale(&self, window: Duration) -> Option<StaleSignature> {
+        let age = |at: SystemTime| SystemTime::now().duration_since(at).unwrap_or_default();
+        if self.run_started.is_some_and(|at| age(at) <= window) {
+            return None;
+        }
+        let age = age(self.at);
+        (age > window).then_some(StaleSignature {
+            seq: self.seq,
+            age,
+            window,
+        })
     }
 }
 

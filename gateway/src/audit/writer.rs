@@ -472,6 +472,13 @@ impl Writer {
             if batch.is_empty()
                 && close.is_none()
                 && self.outage.is_none()
+                && let Some(beat) = self.heartbeat_due()
+            {
+                batch.push(Pending::checkpoint(beat));
+            }
+            if batch.is_empty()
+                && close.is_none()
+                && self.outage.is_none()
                 && !self.checkpoint_due()
             {
                 continue; // a wake-up whose records an earlier commit took
@@ -775,6 +782,15 @@ impl Writer {
             .is_some_and(|c| c.due(self.head.0))
     }
 
+    /// The idle heartbeat, when it is due: nothing was written since this writer's last
+    /// checkpoint, an interval ago, so it signs again (see `checkpoint`).
+    fn heartbeat_due(&self) -> Option<AuditEvent> {
+        self.checkpoints
+            .as_ref()
+            .filter(|c| c.heartbeat_due(self.head.0))
+            .map(|c| c.heartbeat(self.head))
+    }
+
     /// Whether records written so far wait for a checkpoint.
     fn checkpoint_pending(&self) -> bool {
         self.checkpoints
@@ -810,7 +826,8 @@ impl Writer {
     /// notes where a segment ends: before a record that would take it past
     /// `audit.segment_bytes`, or once it is `segment_max_age` old. A signed log closes each
     /// segment with a checkpoint (it may take the segment past the limit by its size), and
-    /// adds one when one is due, or `closing`.
+    /// adds one when one is due, or `closing`. An idle heartbeat (a checkpoint when every
+    /// record is covered already) starts the next segment where a record would.
     fn encode(&mut self, batch: &mut Vec<Pending>, closing: bool) {
         let (mut seq, mut prev) = self.head;
         let mut segment_len = self.segment.len;
@@ -844,7 +861,7 @@ impl Writer {
             };
             let len = (self.buf.len() - start) as u64;
             let ends_segment = (aged || segment_len + len > self.segment_bytes) && segment_len > 0;
-            if ends_segment && !pending.checkpoint {
+            if ends_segment && (!pending.checkpoint || covered) {
                 if let Some(schedule) = self.checkpoints.as_ref().filter(|_| !covered) {
                     // The segment ends with a checkpoint: encode it first, then this record.
                     self.buf.truncate(start);

@@ -220,6 +220,24 @@ pub struct ElasticConfig {
     /// Longest one request may take.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Install Warden's index template for `data_stream` at start (`data_stream` or
+    /// `index`), so free-form fields never conflict; `none` (default): the cluster's own.
+    #[serde(default)]
+    pub manage_template: ManageTemplate,
+}
+
+/// `elasticsearch.manage_template`: whether Warden installs the index template of its data
+/// stream (or index), and as which.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ManageTemplate {
+    /// No template: the cluster's own (Elasticsearch's built-in `logs-*-*`, or yours).
+    #[default]
+    None,
+    /// A template that makes `data_stream` a data stream (Elasticsearch, OpenSearch).
+    DataStream,
+    /// A template for a plain index named `data_stream`.
+    Index,
 }
 
 /// How Warden authenticates to Elasticsearch.

@@ -6,6 +6,7 @@
 use serde_json::{Value, json};
 
 use super::config::{ElasticConfig, EventShape};
+use super::elastic_template::{Template, TemplateError};
 use super::http::{Secret, error_text, gzip, short};
 use super::spool::Entry;
 use super::verdict::{SendError, Verdict};
@@ -45,6 +46,8 @@ pub struct ElasticSink {
     client: reqwest::Client,
     auth: Auth,
     bulk_url: reqwest::Url,
+    /// The index template Warden manages (`manage_template`), until it is installed.
+    template: Option<Template>,
 }
 
 /// What one item's status means.
@@ -121,13 +124,28 @@ impl ElasticSink {
             .pop_if_empty()
             .push(&config.data_stream)
             .push("_bulk");
+        let template = Template::of(config.manage_template, shape, &config.data_stream, &base)?;
         Ok(ElasticSink {
             config,
             shape,
             client,
             auth,
             bulk_url,
+            template,
         })
+    }
+
+    /// Installs the index template the sink manages, if it does and has not yet; nothing is
+    /// delivered before it is (the first records would fix the mappings).
+    pub async fn install_template(&mut self) -> Result<(), TemplateError> {
+        let Some(template) = &self.template else {
+            return Ok(());
+        };
+        let engine = template.install(&self.client, &self.auth).await?;
+        tracing::info!(template = %template.name, ?engine, data_stream = %self.config.data_stream,
+            "installed Warden's index template");
+        self.template = None;
+        Ok(())
     }
 
     /// The batch as `_bulk` NDJSON: a `create` action with `_id` and the document, per
@@ -138,6 +156,9 @@ impl ElasticSink {
 
     /// Sends the batch; per-item results decide what is sent again or dead-lettered.
     pub async fn send(&mut self, batch: &[&Entry]) -> Result<Verdict, SendError> {
+        self.install_template()
+            .await
+            .map_err(|e| SendError::Retry(e.to_string()))?;
         let body = self.encode(batch);
         let mut request = self
             .client

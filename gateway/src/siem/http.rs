@@ -23,6 +23,8 @@ pub enum SetupError {
     Secret { key: String, reason: String },
     #[error("{key}: {reason}")]
     Tls { key: String, reason: String },
+    #[error("{key}: {reason}")]
+    Template { key: String, reason: String },
 }
 
 /// A client for one sink: `timeout` per request, trusting `ca_file` besides the system roots.

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use super::config::{self, Destination, SinkConfig};
+use super::elastic_template::TemplateError;
 use super::http::{self, SetupError};
 use super::sink::Sink;
 use super::{elastic, splunk, syslog};
@@ -31,9 +32,21 @@ pub async fn build(
             let k = format!("{key}.elasticsearch");
             let client = http::client(&k, e.ca_file.as_deref(), e.timeout)?;
             let auth = elastic_auth(&k, e, vault).await?;
-            elastic::ElasticSink::new(e.clone(), config.shape, client, auth)
-                .map(|s| Sink::Elastic(Box::new(s)))
-                .map_err(|err| invalid("elasticsearch.url", err))
+            let mut sink = elastic::ElasticSink::new(e.clone(), config.shape, client, auth)
+                .map_err(|err| invalid("elasticsearch.url", err))?;
+            match sink.install_template().await {
+                Ok(()) => {}
+                Err(refused @ TemplateError::Refused { .. }) => {
+                    return Err(SetupError::Template {
+                        key: format!("{k}.manage_template"),
+                        reason: refused.to_string(),
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(sink = %config.name, %error, "the SIEM sink's index template is not installed yet; it is before the first delivery");
+                }
+            }
+            Ok(Sink::Elastic(Box::new(sink)))
         }
         Some(Destination::Syslog(s)) => {
             syslog::SyslogSink::new(&format!("{key}.syslog"), s.clone(), config.shape)
