@@ -3,7 +3,8 @@
 //! `tests/run`; over HTTP on 127.0.0.1 only, `tests/mcp/loopback.mjs`), a remote double that
 //! reports the headers and notifications reaching it (`tests/mcp/double.py`),
 //! the official MCP Python SDK driving a Warden endpoint (`tests/mcp/client.py`), and the
-//! official TypeScript SDK's client through a connection that drops (`tests/mcp/resume_client.mjs`).
+//! official TypeScript SDK's client through a connection that drops (`tests/mcp/resume_client.mjs`)
+//! and running a tool as a task (`tests/mcp/tasks_client.mjs`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -302,6 +303,26 @@ pub async fn call_through_cut_connection(
         .arg(tool)
         .arg(arguments.to_string());
     last_json_line(cmd, "resume_client.mjs", Duration::from_secs(60)).await
+}
+
+/// Runs `tests/mcp/tasks_client.mjs`: the official TypeScript SDK's client runs `tool` with
+/// `arguments` as a task at `url` as `token`'s agent, then asks about the task as `other`'s
+/// agent and from a second session of its own; the JSON line it prints.
+pub async fn run_as_task(
+    url: &str,
+    token: &str,
+    other: &str,
+    tool: &str,
+    arguments: &Value,
+) -> anyhow::Result<Value> {
+    let mut cmd = Command::new(node());
+    cmd.arg(mcp_dir().join("tasks_client.mjs"))
+        .arg(url)
+        .arg(token)
+        .arg(other)
+        .arg(tool)
+        .arg(arguments.to_string());
+    last_json_line(cmd, "tasks_client.mjs", Duration::from_secs(90)).await
 }
 
 /// One JSON-RPC message posted raw (no SDK) to the Streamable HTTP endpoint at `path`, as

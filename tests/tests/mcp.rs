@@ -21,6 +21,10 @@ const POLICIES: &str = r#"
 @reason("echo is not for restricted agents")
 forbid (principal == Agent::"restricted", action == Action::"mcp:call_tool", resource == Tool::"everything/echo");
 
+@id("mcp-research-restricted")
+@reason("research is not for restricted agents")
+forbid (principal == Agent::"restricted", action == Action::"mcp:call_tool", resource == Tool::"everything/simulate-research-query");
+
 @id("mcp-no-env")
 @reason("the server's environment stays private")
 forbid (principal, action == Action::"mcp:call_tool", resource == Tool::"everything/get-env");
@@ -1496,8 +1500,10 @@ async fn a_compressed_message_is_decoded_judged_and_sent_on_decoded() {
     assert!(body.contains("unsupported_content_encoding"), "{body}");
 }
 
+/// An agent that declared no tasks capability is offered none: a call with `params.task`
+/// runs as a plain call, and `tasks/*` are refused.
 #[tokio::test]
-async fn a_task_augmented_call_runs_as_a_plain_call_since_warden_relays_no_tasks() {
+async fn a_task_augmented_call_runs_as_a_plain_call_when_the_agent_takes_no_tasks() {
     let w = warden(vec![mcp::everything_stdio("everything")], |b| b).await;
     let token = w.token("e2e-agent").await.unwrap();
     let session = mcp::initialize_raw(&w, "/mcp/tools", &token).await.unwrap();
@@ -1514,8 +1520,7 @@ async fn a_task_augmented_call_runs_as_a_plain_call_since_warden_relays_no_tasks
     let body = r.text().await.unwrap();
     assert!(body.contains("Echo: no task"), "{body}");
     assert!(!body.contains("taskId"), "{body}");
-    // One that runs only as a task is refused by its server: no task handle the agent could
-    // poll through Warden (tasks/get is not relayed) comes back.
+    // One that runs only as a task is refused by its server.
     let research = with_task(
         3,
         "everything_simulate-research-query",
@@ -1527,4 +1532,151 @@ async fn a_task_augmented_call_runs_as_a_plain_call_since_warden_relays_no_tasks
     let body = r.text().await.unwrap();
     assert!(body.contains("requires task augmentation"), "{body}");
     assert!(!body.contains("taskId"), "{body}");
+    let get = json!({"jsonrpc": "2.0", "id": 4, "method": "tasks/get",
+                     "params": {"taskId": "anything"}});
+    let r = mcp::post_raw(&w, "/mcp/tools", &token, Some(&session), &get)
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32601, "{body}");
+}
+
+/// A tool run as a task through Warden, by the official TypeScript SDK's client: the
+/// task-augmented call is judged as a plain one (a restricted agent's is denied and creates
+/// no task), the task is created, polled and its result fetched with the server's credential
+/// redacted from it; another agent, and another session of the same agent, are refused
+/// `tasks/get`, `tasks/result` and `tasks/cancel` and list none of it; the records tie the
+/// result to the creating decision.
+#[tokio::test]
+async fn a_tool_runs_as_a_task_only_its_creator_may_follow() {
+    const SECRET: &str = "upstream-secret-for-research";
+    let mut everything = mcp::everything_stdio("everything");
+    everything["secret_env"] = json!({"RESEARCH_KEY": {"env": "RESEARCH_KEY_SOURCE"}});
+    let w = warden(vec![everything], |b| b.env("RESEARCH_KEY_SOURCE", SECRET)).await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    let other = w.token("other-agent").await.unwrap();
+
+    // Judged as a plain call: the restricted agent's task-augmented call is denied.
+    let restricted = w.token("restricted").await.unwrap();
+    let session = mcp::initialize_raw_with(&w, "/mcp/tools", &restricted, json!({"tasks": {}}))
+        .await
+        .unwrap();
+    let mut call = mcp::tool_call(
+        2,
+        "everything_simulate-research-query",
+        json!({"topic": "gateways"}),
+    );
+    call["params"]["task"] = json!({"ttl": 60000});
+    let r = mcp::post_raw(&w, "/mcp/tools", &restricted, Some(&session), &call)
+        .await
+        .unwrap();
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("research is not for restricted agents"),
+        "{body}"
+    );
+    assert!(!body.contains("taskId"), "{body}");
+
+    // The topic carries the server's own secret, which the report quotes back.
+    let r = mcp::run_as_task(
+        &w.url("/mcp/tools"),
+        &agent,
+        &other,
+        "everything_simulate-research-query",
+        &json!({"topic": format!("gateways {SECRET}")}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r["offered"],
+        json!({"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}),
+        "{r}"
+    );
+    assert!(r["offeredWithout"].is_null(), "{r}");
+    let task_id = r["taskId"].as_str().expect("a task was created").to_owned();
+    let messages = r["messages"].as_array().unwrap();
+    assert_eq!(messages[0]["type"], "taskCreated", "{r}");
+    assert!(
+        messages[0]["ttl"].as_u64().is_some_and(|ttl| ttl > 0),
+        "{r}"
+    );
+    assert_eq!(messages[0]["pollInterval"], 1000, "{r}");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m["type"] == "taskStatus" && m["status"] == "completed"),
+        "{r}"
+    );
+    let result = messages.last().unwrap();
+    assert_eq!(result["type"], "result", "{r}");
+    assert_eq!(result["isError"], false, "{r}");
+    let text = result["text"].as_str().unwrap();
+    assert!(
+        text.contains("Research Report: gateways [REDACTED]"),
+        "{text}"
+    );
+    assert!(!r.to_string().contains(SECRET), "{r}");
+    assert!(r["again"].as_str().unwrap().contains("[REDACTED]"), "{r}");
+    assert_eq!(r["listed"], json!([task_id]), "{r}");
+
+    for (who, refused) in [
+        ("other agent", &r["otherAgent"]),
+        ("other session", &r["otherSession"]),
+    ] {
+        for method in ["get", "result"] {
+            let e = &refused[method];
+            assert_eq!(e["code"], -32602, "{who} {method}: {r}");
+            assert!(
+                e["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("is not one this agent created in this session"),
+                "{who} {method}: {r}"
+            );
+        }
+        assert_eq!(refused["listed"], json!([]), "{who}: {r}");
+    }
+    assert_eq!(r["otherAgent"]["cancel"]["code"], -32602, "{r}");
+
+    // Records: the creating call's decision, the result's outcome under its id, and the
+    // refusals.
+    let decision = w
+        .wait_for_audit(Duration::from_secs(10), |e| {
+            e["kind"] == "decision"
+                && e["principal"]["id"] == "e2e-agent"
+                && e["resource"] == r#"Tool::"everything/simulate-research-query""#
+        })
+        .await
+        .unwrap();
+    assert_eq!(decision["decision"], "allow", "{decision}");
+    let decision_id = decision["decision_id"].as_str().unwrap().to_owned();
+    let outcomes: Vec<Value> = w
+        .audit_records()
+        .into_iter()
+        .filter(|e| e["kind"] == "outcome" && e["decision_id"] == decision_id.as_str())
+        .collect();
+    // The call, its polls and the two results: every one under the creating decision.
+    assert!(outcomes.len() >= 4, "{outcomes:?}");
+    assert!(
+        outcomes.iter().all(
+            |e| e["resource"] == r#"Tool::"everything/simulate-research-query""#
+                && e["principal"]["id"] == "e2e-agent"
+        ),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.iter().any(|e| e["outcome"]["is_error"] == false),
+        "{outcomes:?}"
+    );
+    w.wait_for_audit(Duration::from_secs(10), |e| {
+        e["kind"] == "rejected"
+            && e["principal"]["id"] == "other-agent"
+            && e["code"] == "mcp_request_refused"
+            && e["reasons"][0]
+                .as_str()
+                .is_some_and(|m| m.contains(&task_id))
+    })
+    .await
+    .unwrap();
+    assert!(!w.output().contains(SECRET));
 }

@@ -18,6 +18,7 @@ use super::router::{Call, Events, Router, State, closed, token_key};
 use super::server_requests::ServerRequests;
 use super::stdio::StdioTransport;
 use super::streamable_http::HttpTransport;
+use super::tasks::Tasks;
 use crate::protocol::mcp::jsonrpc::{self, Message};
 use crate::upstream::breaker::{Admitted, BreakerSlot, CircuitOpen};
 
@@ -73,19 +74,23 @@ impl Link {
     /// Starts (or reaches) `server` and initialises a session with it, announcing the agent's
     /// `client` (the agent's `initialize` params: capabilities, client info, revision). The
     /// caller asked `breaker` (the server's) first; a restart of the server later asks it
-    /// itself.
+    /// itself. The server's status notifications reach the agent for the session's `tasks`
+    /// only.
+    #[allow(clippy::too_many_arguments)]
     pub async fn connect(
         server: &Arc<Server>,
         client: &Map<String, Value>,
         events: Events,
         requests: Arc<ServerRequests>,
+        tasks: Arc<Tasks>,
         http: &reqwest::Client,
         timeout: Duration,
         breaker: Arc<BreakerSlot>,
     ) -> Result<Link, LinkError> {
         let router = Arc::new(
             Router::new(Arc::clone(&server.name), events, requests, breaker)
-                .asking_at_most(server.requests_to_agent_per_minute),
+                .asking_at_most(server.requests_to_agent_per_minute)
+                .with_tasks(tasks),
         );
         let next_id = Arc::new(AtomicI64::new(0));
         let init = initialize_params(client);
@@ -276,8 +281,10 @@ fn initialize_params(client: &Map<String, Value>) -> Map<String, Value> {
     let capabilities = params
         .entry("capabilities")
         .or_insert_with(|| Value::Object(Map::new()));
-    // Warden does not relay tasks (`tasks/get`, `tasks/result` and the rest are refused), so
-    // a server is not told the agent runs its requests as tasks.
+    // Warden relays tasks one way only, the agent's `tools/call` run as a task by a server: a
+    // server's request run as a task by the agent (and the server's `tasks/get` and the rest
+    // to the agent) is refused, so a server is not told the agent runs its requests as tasks.
+    // (The newer tasks extension, `io.modelcontextprotocol/tasks`, is not relayed at all.)
     if let Some(capabilities) = capabilities.as_object_mut() {
         capabilities.remove("tasks");
         if let Some(Value::Object(extensions)) = capabilities.get_mut("extensions") {

@@ -3,7 +3,8 @@
 //! per agent session, one upstream session per server of the endpoint (`link.rs`): a local
 //! process Warden starts and restarts (`stdio.rs`), or a remote server over Streamable HTTP
 //! (`streamable_http.rs`) or the legacy HTTP+SSE transport (`legacy_sse.rs`). The servers'
-//! requests to the agent are judged before they reach it (`server_requests.rs`). What the agent
+//! requests to the agent are judged before they reach it (`server_requests.rs`); the tasks an
+//! agent's calls create are remembered with who created them (`tasks.rs`). What the agent
 //! sees of the servers' tools, prompts and resources carries the server's name
 //! (`protocol/mcp/names.rs`); every message is judged on the request path (`proxy/mcp/`).
 //!
@@ -33,6 +34,7 @@ mod stopping;
 mod stream;
 mod streamable_http;
 mod supervise;
+mod tasks;
 
 pub use ask_rate::{DEFAULT_PER_MINUTE, REFUSED as SERVER_REQUESTS_REFUSED};
 pub use config::{McpConfig, McpDenyStyle};
@@ -50,3 +52,4 @@ pub use server_requests::{
 pub use session::{LEGACY_REVISION, Over, REVISIONS, Session, Sessions, instructions, negotiate};
 pub use stream::{EventBody, event};
 pub use streamable_http::{SESSION_HEADER, VERSION_HEADER};
+pub use tasks::{MAX_TASKS, Reservation, Task, TaskError, Tasks, created_task};

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::ask_rate::{Admitted, AskRate, DEFAULT_PER_MINUTE, REFUSED};
 use super::error::LinkError;
 use super::server_requests::{Held, ServerRequests, Verdict, Withdrawn};
+use super::tasks::Tasks;
 use crate::protocol::mcp::jsonrpc::{self, Id, Kind, Message};
 use crate::protocol::mcp::names;
 use crate::secrets::redact::Echo;
@@ -111,6 +112,9 @@ pub struct Router {
     withdrawals: Mutex<HashMap<String, oneshot::Sender<Withdrawn>>>,
     /// How many requests the server may send the agent (in this session).
     rate: AskRate,
+    /// The session's tasks: the server's status notifications reach the agent only for its
+    /// own tasks there.
+    tasks: Arc<Tasks>,
 }
 
 /// How many of one server's requests may wait for an approval at once in a session: more
@@ -160,7 +164,14 @@ impl Router {
             held: Arc::new(AtomicUsize::new(0)),
             withdrawals: Mutex::new(HashMap::new()),
             rate: AskRate::new(DEFAULT_PER_MINUTE),
+            tasks: Arc::default(),
         }
+    }
+
+    /// The session's tasks are `tasks` (none known otherwise).
+    pub fn with_tasks(mut self, tasks: Arc<Tasks>) -> Router {
+        self.tasks = tasks;
+        self
     }
 
     /// The server may send the agent at most `per_minute` requests a minute in this session.
@@ -231,6 +242,15 @@ impl Router {
                     "notifications/resources/updated" => {
                         self.prefix_uri(message.params_mut());
                         None
+                    }
+                    "notifications/tasks/status" => {
+                        // Only for a task this server runs for this session's agent.
+                        let task = message.params().get("taskId").and_then(Value::as_str);
+                        if !task.is_some_and(|t| self.tasks.runs(t, &self.server)) {
+                            tracing::debug!(server = %self.server, "a task status notification for no task of this session; dropped");
+                            return;
+                        }
+                        during
                     }
                     "notifications/cancelled" => {
                         // The server cancels a request of its own that waits for an approval:
@@ -966,6 +986,50 @@ mod tests {
             )
             .await;
         assert!(events.try_recv().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_task_status_reaches_the_agent_only_for_a_task_of_its_session_on_that_server() {
+        let tasks = Arc::new(Tasks::default());
+        let task = |server: &str| crate::mcp::Task {
+            server: Arc::from(server),
+            resource: crate::action::Resource::Tool {
+                server: Arc::from(server),
+                name: "research".into(),
+            },
+            agent: Arc::from("alice"),
+            decision_id: Arc::from("d1"),
+        };
+        tasks
+            .reserve()
+            .unwrap()
+            .hold("mine", task("files"), None)
+            .unwrap();
+        tasks
+            .reserve()
+            .unwrap()
+            .hold("theirs", task("other"), None)
+            .unwrap();
+        let (events_tx, mut events) = mpsc::channel(8);
+        let router = Arc::new(
+            Router::new(Arc::from("files"), events_tx, Arc::default(), breaker())
+                .with_tasks(Arc::clone(&tasks)),
+        );
+        let status = |id: &str| {
+            json!({"jsonrpc": "2.0", "method": "notifications/tasks/status",
+                   "params": {"taskId": id, "status": "working"}})
+        };
+        router.dispatch(status("mine"), None).await;
+        assert_eq!(
+            events.try_recv().expect("relayed")["params"]["taskId"],
+            "mine"
+        );
+        // Another server's task, an unknown one, and one forgotten with its session: dropped.
+        router.dispatch(status("theirs"), None).await;
+        router.dispatch(status("unknown"), None).await;
+        tasks.forget_all();
+        router.dispatch(status("mine"), None).await;
+        assert!(events.try_recv().is_err());
     }
 
     #[tokio::test]

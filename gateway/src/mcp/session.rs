@@ -26,6 +26,7 @@ use super::resume::Replays;
 use super::server_requests::{Judge, ServerRequests};
 use super::stopping::Stopping;
 use super::stream::EventBody;
+use super::tasks::{self, Tasks};
 use crate::action::Principal;
 use crate::fleet::cut::Cut;
 use crate::protocol::mcp::jsonrpc::Id;
@@ -144,9 +145,11 @@ impl Sessions {
             Over::LegacySse(stream) => (Arc::clone(&stream.id), stream.events(), None),
         };
         let requests = Arc::new(ServerRequests::judged_by(judge, &self.stopping));
+        let tasks = Arc::new(Tasks::default());
         let connects = endpoint.servers.iter().map(|server| {
             let events = events_tx.clone();
             let requests = Arc::clone(&requests);
+            let tasks = Arc::clone(&tasks);
             let client = &client;
             let breaker = breakers.slot(&server.upstream, &server.breaker);
             async move {
@@ -157,6 +160,7 @@ impl Sessions {
                             client,
                             events,
                             requests,
+                            tasks,
                             &self.http,
                             endpoint.request_timeout,
                             breaker,
@@ -188,7 +192,19 @@ impl Sessions {
         if links.is_empty() {
             return Err(unavailable(failures));
         }
-        let result = initialize_result(version, &links);
+        // Tasks are offered to an agent that declared it takes them (MCP asks a requestor to
+        // use them only when the receiver declared them).
+        let offered = params
+            .get("capabilities")
+            .and_then(|c| c.get("tasks"))
+            .is_some_and(Value::is_object)
+            .then(|| {
+                tasks::capability(links.iter().filter_map(|(_, link)| {
+                    link.initialized()?.pointer("/capabilities/tasks").cloned()
+                }))
+            })
+            .flatten();
+        let result = initialize_result(version, &links, offered.clone());
         let session = Arc::new(Session {
             id,
             binding: Binding::new(principal, &endpoint.name, endpoint.idle_timeout),
@@ -196,6 +212,8 @@ impl Sessions {
             version,
             links,
             requests,
+            tasks,
+            tasks_offered: offered.is_some(),
             events: Mutex::new(events_rx),
             replays: Replays::new(endpoint.resume_window),
             in_flight: Mutex::new(HashMap::new()),
@@ -393,6 +411,11 @@ pub struct Session {
     pub links: Vec<(Arc<str>, Arc<Link>)>,
     /// The servers' requests waiting for the agent's answer.
     pub requests: Arc<ServerRequests>,
+    /// The tasks the agent's calls created.
+    pub tasks: Arc<Tasks>,
+    /// Warden announced tasks to the agent (`capabilities.tasks` in its `initialize` result):
+    /// a `tools/call` with `params.task` goes on as a task; otherwise it runs as a plain call.
+    pub tasks_offered: bool,
     /// The servers' own messages, for the agent's GET stream (taken while one is open;
     /// never here for a legacy session, whose stream carries them).
     events: Mutex<Option<mpsc::Receiver<Value>>>,
@@ -449,11 +472,13 @@ impl Session {
         token.is_some() && token != self.token.as_ref()
     }
 
-    /// Ends every upstream session, and drops the events held for resumption.
+    /// Ends every upstream session, forgets the session's tasks, and drops the events held
+    /// for resumption.
     pub fn close(&self) {
         for (_, link) in &self.links {
             link.close();
         }
+        self.tasks.forget_all();
         self.ended.end(None);
         self.replays.close();
     }
@@ -522,9 +547,14 @@ pub fn instructions(
     (!all.is_empty()).then(|| all.join("\n\n"))
 }
 
-/// Warden's `initialize` result: the capabilities of the servers together, and their
-/// instructions, each under its server's name.
-fn initialize_result(version: &str, links: &[(Arc<str>, Arc<Link>)]) -> Value {
+/// Warden's `initialize` result: the capabilities of the servers together (with `tasks`, the
+/// tasks capability offered to the agent, if any), and their instructions, each under its
+/// server's name.
+fn initialize_result(
+    version: &str,
+    links: &[(Arc<str>, Arc<Link>)],
+    tasks: Option<Value>,
+) -> Value {
     let mut capabilities = Map::new();
     for (_, link) in links {
         let Some(init) = link.initialized() else {
@@ -551,6 +581,9 @@ fn initialize_result(version: &str, links: &[(Arc<str>, Arc<Link>)]) -> Value {
             c.insert("listChanged".into(), Value::Bool(true));
         }
     }
+    if let Some(tasks) = tasks {
+        capabilities.insert("tasks".into(), tasks);
+    }
     let mut result = json!({
         "protocolVersion": version,
         "capabilities": capabilities,
@@ -572,6 +605,47 @@ mod tests {
         assert_eq!(negotiate(Some("2025-06-18"), false), "2025-06-18");
         assert_eq!(negotiate(Some("2024-11-05"), false), "2025-11-25");
         assert_eq!(negotiate(None, false), "2025-11-25");
+    }
+
+    /// A session of `principal` with no server.
+    fn bare_session(principal: &Principal) -> Session {
+        Session {
+            id: Arc::from("s-1"),
+            binding: Binding::new(principal, &Arc::from("tools"), Duration::from_secs(60)),
+            legacy: false,
+            version: REVISIONS[0],
+            links: Vec::new(),
+            requests: Arc::default(),
+            tasks: Arc::default(),
+            tasks_offered: true,
+            events: Mutex::new(None),
+            replays: Replays::new(Duration::from_secs(1)),
+            in_flight: Mutex::new(HashMap::new()),
+            ended: Ended::default(),
+            token: None,
+            _slot: AgentSlots::default().take(principal, 1).expect("a slot"),
+        }
+    }
+
+    #[test]
+    fn a_session_that_ends_forgets_its_tasks() {
+        let principal = Principal::anonymous();
+        let session = bare_session(&principal);
+        let task = crate::mcp::Task {
+            server: Arc::from("everything"),
+            resource: crate::action::Resource::Tool {
+                server: Arc::from("everything"),
+                name: "research".into(),
+            },
+            agent: Arc::clone(&principal.id),
+            decision_id: Arc::from("d1"),
+        };
+        let place = session.tasks.reserve().expect("a place");
+        place.hold("t-1", task, None).expect("held");
+        assert!(session.tasks.owned("t-1", &principal.id).is_ok());
+        // Ended however it ends (DELETE, idle, a cut: `watch` closes it too).
+        session.close();
+        assert!(session.tasks.owned("t-1", &principal.id).is_err());
     }
 
     #[test]

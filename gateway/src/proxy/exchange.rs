@@ -259,6 +259,13 @@ impl Exchange {
         &self.decision_id
     }
 
+    /// The request follows one decided earlier (an MCP task's `tasks/get`, `tasks/result`,
+    /// `tasks/cancel` follow the `tools/call` that created the task): its records carry that
+    /// decision's id.
+    pub fn continues(&mut self, decision_id: &Text) {
+        self.decision_id = Arc::clone(decision_id);
+    }
+
     /// `sha256:<hex>` of the decided action (empty before the decision).
     pub fn action_digest(&self) -> &str {
         &self.action_digest

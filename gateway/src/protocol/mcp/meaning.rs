@@ -83,6 +83,30 @@ pub enum Meaning {
     Judged(Box<Judged>),
     /// A response to a request a server sent the agent (sampling, elicitation, roots).
     Reply,
+    /// `tasks/get`, `tasks/result` or `tasks/cancel`: about one task, which only the agent
+    /// and session that created it may ask about; sent to the server that runs it.
+    Task(TaskAsk),
+    /// `tasks/list`: the caller's tasks, from every server that lists tasks.
+    TaskList,
+}
+
+/// What an agent asks about one task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskAsk {
+    pub method: TaskMethod,
+    /// The server's id of the task (`params.taskId`).
+    pub task_id: String,
+}
+
+/// The methods that ask about one task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskMethod {
+    /// `tasks/get`: its status.
+    Get,
+    /// `tasks/result`: the result of the call it runs (a tool result), once it ends.
+    Result,
+    /// `tasks/cancel`: stop it.
+    Cancel,
 }
 
 /// A request judged as a Cedar action and sent to one server.
@@ -188,6 +212,26 @@ pub fn interpret(
         "prompts/list" => Meaning::List(ListKind::Prompts),
         "resources/list" => Meaning::List(ListKind::Resources),
         "resources/templates/list" => Meaning::List(ListKind::ResourceTemplates),
+        "tasks/list" => Meaning::TaskList,
+        "tasks/get" | "tasks/result" | "tasks/cancel" => {
+            let task_id = params
+                .get("taskId")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "{method} needs params.taskId, the task id the task-augmented \
+                         tools/call answered"
+                    ))
+                })?;
+            Meaning::Task(TaskAsk {
+                method: match method {
+                    "tasks/get" => TaskMethod::Get,
+                    "tasks/result" => TaskMethod::Result,
+                    _ => TaskMethod::Cancel,
+                },
+                task_id: task_id.to_owned(),
+            })
+        }
         "tools/call" | "prompts/get" => {
             let tool = method == "tools/call";
             let what = if tool { "tool" } else { "prompt" };
@@ -403,6 +447,30 @@ mod tests {
         }
         let err = meaning(r#"{"jsonrpc":"2.0","id":1,"method":"x/new"}"#).unwrap_err();
         assert_eq!(err.code, code::METHOD_NOT_FOUND);
+    }
+
+    #[test]
+    fn task_requests_name_their_task() {
+        assert_eq!(
+            meaning(
+                r#"{"jsonrpc":"2.0","id":1,"method":"tasks/result","params":{"taskId":"t-1"}}"#
+            ),
+            Ok(Meaning::Task(TaskAsk {
+                method: TaskMethod::Result,
+                task_id: "t-1".into()
+            }))
+        );
+        assert_eq!(
+            meaning(r#"{"jsonrpc":"2.0","id":1,"method":"tasks/list"}"#),
+            Ok(Meaning::TaskList)
+        );
+        for method in ["tasks/get", "tasks/result", "tasks/cancel"] {
+            let body =
+                json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": {"taskId": 7}});
+            let err = meaning(&body.to_string()).unwrap_err();
+            assert_eq!(err.code, code::INVALID_PARAMS, "{method}");
+            assert!(err.message.contains("params.taskId"), "{}", err.message);
+        }
     }
 
     #[test]

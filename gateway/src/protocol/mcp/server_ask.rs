@@ -27,6 +27,15 @@ const INCLUDE_CONTEXT: [&str; 3] = ["none", "thisServer", "allServers"];
 /// (answered to the server, never relayed) for a method MCP does not define for servers or
 /// parameters that do not say what they ask.
 pub fn interpret(method: &str, params: &Map<String, Value>) -> Result<ServerAsk, MeaningError> {
+    // Warden relays tasks one way: the agent's tool calls run as tasks by servers. A server's
+    // request run as a task by the agent would be followed by the server's `tasks/get` and
+    // `tasks/result`, which carry what Warden could not judge where the request was judged.
+    if params.contains_key("task") {
+        return Err(invalid(
+            "Warden relays no task-augmented request from a server to the agent; send it \
+             without params.task",
+        ));
+    }
     match method {
         "ping" => Ok(ServerAsk::Ping),
         "roots/list" => Ok(ServerAsk::Judged {
@@ -45,7 +54,7 @@ pub fn interpret(method: &str, params: &Map<String, Value>) -> Result<ServerAsk,
             code: code::METHOD_NOT_FOUND,
             message: format!(
                 "Warden relays no {:?} request from a server to the agent (only ping, \
-                 sampling/createMessage, elicitation/create and roots/list)",
+                 sampling/createMessage, elicitation/create and roots/list; no tasks/*)",
                 bounded(other, FIELD_MAX)
             ),
         }),
@@ -229,6 +238,21 @@ mod tests {
         let e = interpret("tools/call", &Map::new()).unwrap_err();
         assert_eq!(e.code, code::METHOD_NOT_FOUND);
         assert!(e.message.contains("tools/call"), "{e}");
+        let e = interpret("tasks/get", &params(json!({"taskId": "t"}))).unwrap_err();
+        assert_eq!(e.code, code::METHOD_NOT_FOUND);
+    }
+
+    #[test]
+    fn a_server_cannot_have_the_agent_run_its_request_as_a_task() {
+        let asked = params(json!({"messages": [], "maxTokens": 5, "task": {"ttl": 60000}}));
+        let e = interpret("sampling/createMessage", &asked).unwrap_err();
+        assert_eq!(e.code, code::INVALID_PARAMS);
+        assert!(e.message.contains("task-augmented"), "{e}");
+        let asked = params(
+            json!({"message": "why?", "requestedSchema": {"type": "object",
+            "properties": {}}, "task": {}}),
+        );
+        assert!(interpret("elicitation/create", &asked).is_err());
     }
 
     #[test]

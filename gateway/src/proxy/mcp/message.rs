@@ -15,20 +15,22 @@ use serde_json::{Map, Value, json};
 
 use super::another_token;
 use super::answer::{empty, event_stream, json_response};
+use super::pages::{answer_list, read_pages};
 use super::server_requests::{self, ServerJudge};
+use super::tasks::{self, Birth};
 use crate::action::{Action, Facts, Findings, Principal, Resource, ToolFacts, Verb};
 use crate::decision::Decision;
 use crate::fleet::cut::{Cause, Cut};
 use crate::fleet::session::Named;
 use crate::mcp::{
     Answer, Asked, Call, Endpoint, EventBody, LegacySession, Link, LinkError, McpDenyStyle,
-    McpError, Outlet, Over, SESSION_HEADER, Session, VERSION_HEADER, cut_notice,
+    McpError, Outlet, Over, SESSION_HEADER, Session, Task, VERSION_HEADER, cut_notice,
 };
 use crate::pins::{CallStatus, PinVerdict, Pins};
 use crate::protocol::Shape;
 use crate::protocol::mcp::McpShape;
 use crate::protocol::mcp::jsonrpc::{self, Id, Kind, Message};
-use crate::protocol::mcp::meaning::{self, Judged, ListKind, Meaning, Rewrite};
+use crate::protocol::mcp::meaning::{self, Judged, ListKind, Meaning, Rewrite, TaskMethod};
 use crate::protocol::mcp::names;
 use crate::proxy::exchange::{Exchange, PendingOutcome, ProxyBody, digest};
 use crate::proxy::refusal::Refusal;
@@ -38,8 +40,6 @@ use crate::snapshot::Snapshot;
 use crate::text::{FIELD_MAX, Quoted, bounded};
 use crate::upstream::breaker::Admitted;
 
-/// Pages of one server's list Warden reads at most.
-const MAX_PAGES: usize = 32;
 /// Events of one response held for a slow agent.
 const STREAM_BUFFER: usize = 16;
 
@@ -119,6 +119,24 @@ pub(super) async fn handle(
             list(snap, ex, route, &session, &principal, kind, &id_value).await
         }
         (Meaning::Reply, _) => reply(snap, ex, route, &session, message).await,
+        (Meaning::Task(ask), Some(id)) => {
+            // Only for a task of this agent's in this session; no new decision.
+            let task = tasks::follow(ex, &session, &principal, &ask, &id)?;
+            let onward = Onward {
+                endpoint,
+                session: &session,
+                id,
+                stream_at_once: matches!(via, Via::LegacySse(_)),
+            };
+            let method = message.method().unwrap_or_default().to_owned();
+            let params = message.params().clone();
+            // `tasks/result`'s answer is the tool's result.
+            let result = ask.method == TaskMethod::Result;
+            onward
+                .send(ex, task.server, (method, params), result, None)
+                .await
+        }
+        (Meaning::TaskList, _) => tasks::list(ex, &session, &principal, &message, &id_value).await,
         _ => session_message(&session, message, &id_value).await,
     }
 }
@@ -296,6 +314,8 @@ impl Judging<'_> {
                 tool_call,
             }),
         );
+        // A call to be run as a task needs a place among the session's tasks.
+        let place = tasks::asked(self.session, message.params_mut(), tool_call, &id)?;
         let arguments = match &facts {
             Facts::Tool(t) => serde_json::to_vec(&*t.arguments).unwrap_or_default(),
             _ => Vec::new(),
@@ -372,6 +392,54 @@ impl Judging<'_> {
             }
         }
         hold_here(ex, &action, &decision).await?;
+        rewrite.apply(message.params_mut());
+        let birth = place.map(|place| Birth {
+            place,
+            task: Task {
+                server: Arc::clone(&server),
+                resource: action.resource.clone(),
+                agent: Arc::clone(&action.principal.id),
+                decision_id: Arc::from(ex.decision_id()),
+            },
+        });
+        let method = message.method().unwrap_or_default().to_owned();
+        let onward = Onward {
+            endpoint: self.endpoint,
+            session: self.session,
+            id,
+            stream_at_once: self.stream_at_once,
+        };
+        let params = message.params().clone();
+        onward
+            .send(ex, server, (method, params), tool_call, birth)
+            .await
+    }
+}
+
+/// Where an agent's request to one server goes, and how it is answered.
+pub(super) struct Onward<'a> {
+    pub endpoint: &'a Arc<Endpoint>,
+    pub session: &'a Arc<Session>,
+    /// The agent's id for it.
+    pub id: Id,
+    /// Answer with an event stream at once and send the call in the background (the legacy
+    /// transport).
+    pub stream_at_once: bool,
+}
+
+impl Onward<'_> {
+    /// credential → forward → observe: `method` with `params` to `server`, through the
+    /// session's upstream session with it; `tool_call`: the answer is a tool result, whose
+    /// `isError` the outcome records; `birth`: the task it may create.
+    pub(super) async fn send(
+        self,
+        ex: &mut Exchange,
+        server: Arc<str>,
+        (method, mut params): (String, Map<String, Value>),
+        tool_call: bool,
+        birth: Option<Birth>,
+    ) -> Result<Response<ProxyBody>, Refusal> {
+        let id = self.id;
         // credential: the server's own, added by its upstream session (never the agent's).
         let link = self
             .session
@@ -384,13 +452,6 @@ impl Judging<'_> {
             open,
             decided: true,
         })?;
-        rewrite.apply(message.params_mut());
-        // Warden offers no tasks: it could not judge or inspect what `tasks/get` and
-        // `tasks/result` would carry later. As a receiver without the capability must, it
-        // has the call run as a plain request (a tool that runs only as a task says so).
-        message.params_mut().remove("task");
-        let method = message.method().unwrap_or_default().to_owned();
-        let mut params = message.params().clone();
         ex.propagate_meta(&mut params);
         // The call is known (and can be cancelled) before it is sent.
         let t = Instant::now();
@@ -409,6 +470,7 @@ impl Judging<'_> {
             id,
             tool_call,
             admitted,
+            birth,
         };
         let timeout = self.endpoint.request_timeout;
         if self.stream_at_once {
@@ -439,6 +501,9 @@ struct InFlight {
     cut: Option<Cut>,
     /// The endpoint's name, for the cut's record.
     endpoint: Arc<str>,
+    /// The task a task-augmented `tools/call` may create, remembered when its server answers
+    /// with one.
+    birth: Option<Birth>,
 }
 
 impl InFlight {
@@ -534,7 +599,8 @@ async fn observe(
         }
         First::Done(answer) => {
             flight.admitted.report(!answer.server_failed);
-            let response = answer_as_agent(answer.message, &agent_id);
+            let mut response = answer_as_agent(answer.message, &agent_id);
+            tasks::born(flight.birth.take(), &flight.link, &mut response);
             let (is_error, error) = result_of(&response, flight.tool_call);
             outcome.mcp_result(is_error, error);
             response
@@ -617,6 +683,7 @@ async fn stream_answer(
         id,
         tool_call,
         admitted,
+        birth,
         ..
     } = flight;
     let upstream_id = call.upstream_id;
@@ -625,7 +692,9 @@ async fn stream_answer(
     let (response, error) = match relayed {
         Ok(Some(answer)) => {
             admitted.report(!answer.server_failed);
-            (Some(answer_as_agent(answer.message, &agent_id)), None)
+            let mut response = answer_as_agent(answer.message, &agent_id);
+            tasks::born(birth, &link, &mut response);
+            (Some(response), None)
         }
         Ok(None) => (None, Some(CANCELLED.to_owned())),
         Err(_) => {
@@ -880,16 +949,7 @@ async fn list(
             items.push(item);
         }
     }
-    let mut result = Map::new();
-    result.insert(kind.key().into(), Value::Array(items));
-    if !failures.is_empty() {
-        result.insert("_meta".into(), json!({"warden/unavailable": failures}));
-    }
-    ex.outcome(StatusCode::OK).mcp_result(None, None);
-    Ok(json_response(
-        StatusCode::OK,
-        &jsonrpc::result(id, Value::Object(result)),
-    ))
+    Ok(answer_list(ex, kind.key(), items, &failures, id))
 }
 
 /// The separator of the route's endpoint.
@@ -902,31 +962,9 @@ fn endpoint_separator(route: &Route) -> Arc<str> {
 
 /// Every page of one server's list.
 async fn read_all(link: &Link, kind: ListKind) -> Result<Vec<Value>, McpError> {
-    let mut items = Vec::new();
-    let mut cursor: Option<Value> = None;
-    for _ in 0..MAX_PAGES {
-        let mut params = Map::new();
-        if let Some(c) = cursor.take() {
-            params.insert("cursor".into(), c);
-        }
-        let response = link.request(kind.method(), params).await?;
-        let Some(result) = response.get("result") else {
-            let why = response
-                .pointer("/error/message")
-                .and_then(Value::as_str)
-                .unwrap_or("no result");
-            return Err(McpError::NoServer(bounded(why, FIELD_MAX).into_owned()));
-        };
-        if let Some(Value::Array(page)) = result.get(kind.key()) {
-            items.extend(page.iter().cloned());
-        }
-        match result.get("nextCursor") {
-            Some(c) if !c.is_null() => cursor = Some(c.clone()),
-            _ => break,
-        }
-    }
-    Ok(items)
+    read_pages(link, kind.method(), kind.key()).await
 }
+
 /// `ping`, `logging/setLevel` and notifications: session business, answered by Warden or
 /// sent on to every server.
 async fn session_message(
@@ -984,8 +1022,8 @@ async fn session_message(
 /// The notifications an agent may send that Warden passes to every server (MCP 2025-11-25's
 /// `ClientNotification`, less those Warden answers itself: `notifications/initialized`, and
 /// `notifications/cancelled`, which goes to the one server working on the request). Any other
-/// reaches no server: it would reach them unjudged. (`notifications/tasks/status` belongs to
-/// the tasks extension, which Warden does not pass.)
+/// reaches no server: it would reach them unjudged. (`notifications/tasks/status` from an agent
+/// would be about a task the agent runs for a server, which Warden does not relay.)
 const CLIENT_NOTIFICATIONS: [&str; 2] =
     ["notifications/progress", "notifications/roots/list_changed"];
 

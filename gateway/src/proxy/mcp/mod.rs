@@ -3,6 +3,7 @@
 //! (`streamable.rs`), or the legacy HTTP+SSE transport at `<prefix>/sse` and
 //! `<prefix>/messages` (`legacy.rs`). Either way each message walks the same stages
 //! (`message.rs`), and so does each request a server sends the agent (`server_requests.rs`);
+//! the tasks an agent's tool calls create are followed by `tasks.rs`;
 //! `origin.rs` holds what depends on Warden's own origin (the protected
 //! resource metadata, the refusal of other origins' pages).
 
@@ -11,8 +12,10 @@ mod answer;
 mod legacy;
 mod message;
 mod origin;
+mod pages;
 mod server_requests;
 mod streamable;
+mod tasks;
 
 use std::sync::Arc;
 

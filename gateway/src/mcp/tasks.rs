@@ -1,0 +1,323 @@
+//! The tasks of one agent session (MCP 2025-11-25 tasks): a task-augmented `tools/call` that
+//! Warden judged and let through, answered by its server with a task id, is remembered here
+//! with who created it (agent, server, tool, the decision's id). Only that agent, in this
+//! session, may ask about the task (`tasks/get`, `tasks/result`, `tasks/cancel`, `tasks/list`),
+//! and only its status notifications reach the agent. A task is forgotten when its `ttl`
+//! passes or the session ends (a cut included). At most [`MAX_TASKS`] are held per session.
+//!
+//! In memory, per session: an agent's session lives on one replica (sessions are sticky),
+//! and so do its tasks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+
+use crate::action::Resource;
+use crate::text::Quoted;
+
+/// Tasks one session may hold at once (those created, not yet forgotten, and those being
+/// created).
+pub const MAX_TASKS: usize = 64;
+
+/// Who created a task, and for what.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    /// The server that runs it.
+    pub server: Arc<str>,
+    /// The tool it runs (`Tool::"<server>/<name>"`).
+    pub resource: Resource,
+    /// The agent that created it.
+    pub agent: Arc<str>,
+    /// The decision that let its `tools/call` through.
+    pub decision_id: Arc<str>,
+}
+
+/// Why a task cannot be created or asked about.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TaskError {
+    /// The session holds its most tasks.
+    #[error(
+        "this session already holds {0} tasks, the most Warden keeps for one session; a task is \
+         forgotten when its ttl passes: call the tool without params.task, wait for a task to \
+         expire, or open another session"
+    )]
+    TooMany(usize),
+    /// No task of this agent in this session has the id.
+    #[error(
+        "task {0} is not one this agent created in this session (or its ttl passed): only the \
+         agent and session whose tools/call created a task may ask about it"
+    )]
+    Unknown(Quoted),
+    /// A server answered with the id of a task this session already holds.
+    #[error(
+        "the server answered with task id {0}, which another task of this session already has; \
+         the task is not relayed"
+    )]
+    Taken(Quoted),
+}
+
+/// A task held, and when it is forgotten (`None`: when the session ends).
+#[derive(Debug)]
+struct Held {
+    task: Task,
+    until: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    held: HashMap<String, Held>,
+    /// Task-augmented calls sent, their answers still to come.
+    reserved: usize,
+}
+
+impl Inner {
+    fn sweep(&mut self, now: Instant) {
+        self.held
+            .retain(|_, h| h.until.is_none_or(|until| now < until));
+    }
+}
+
+/// The tasks of one session.
+#[derive(Debug, Default)]
+pub struct Tasks {
+    inner: Mutex<Inner>,
+}
+
+impl Tasks {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A place for a task a call about to be sent may create, or why there is none.
+    pub fn reserve(self: &Arc<Self>) -> Result<Reservation, TaskError> {
+        let mut inner = self.lock();
+        inner.sweep(Instant::now());
+        if inner.held.len() + inner.reserved >= MAX_TASKS {
+            return Err(TaskError::TooMany(MAX_TASKS));
+        }
+        inner.reserved += 1;
+        Ok(Reservation {
+            tasks: Arc::clone(self),
+        })
+    }
+
+    /// The task `id`, when `agent` created it in this session and it is not forgotten.
+    pub fn owned(&self, id: &str, agent: &str) -> Result<Task, TaskError> {
+        let mut inner = self.lock();
+        inner.sweep(Instant::now());
+        match inner.held.get(id) {
+            Some(h) if &*h.task.agent == agent => Ok(h.task.clone()),
+            _ => Err(TaskError::Unknown(Quoted::of(id))),
+        }
+    }
+
+    /// Whether `server` runs the task `id` of this session.
+    pub fn runs(&self, id: &str, server: &str) -> bool {
+        let mut inner = self.lock();
+        inner.sweep(Instant::now());
+        inner
+            .held
+            .get(id)
+            .is_some_and(|h| &*h.task.server == server)
+    }
+
+    /// Forgets every task (the session ended).
+    pub fn forget_all(&self) {
+        self.lock().held.clear();
+    }
+
+    /// Tasks held now.
+    pub fn len(&self) -> usize {
+        let mut inner = self.lock();
+        inner.sweep(Instant::now());
+        inner.held.len()
+    }
+
+    /// Whether no task is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A place for one task, given back unless a task takes it ([`Reservation::hold`]).
+#[derive(Debug)]
+pub struct Reservation {
+    tasks: Arc<Tasks>,
+}
+
+impl Reservation {
+    /// Remembers `task` under the server's task `id`, for `ttl` (milliseconds; `None`: until
+    /// the session ends).
+    pub fn hold(self, id: &str, task: Task, ttl: Option<u64>) -> Result<(), TaskError> {
+        let mut inner = self.tasks.lock();
+        if inner.held.contains_key(id) {
+            return Err(TaskError::Taken(Quoted::of(id)));
+        }
+        let until = ttl.map(|ms| Instant::now() + Duration::from_millis(ms));
+        inner.held.insert(id.to_owned(), Held { task, until });
+        Ok(())
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut inner = self.tasks.lock();
+        inner.reserved = inner.reserved.saturating_sub(1);
+    }
+}
+
+/// What a server's answer to a task-augmented `tools/call` created: the task's id and `ttl`
+/// (`CreateTaskResult`), or nothing (it ran the call as a plain one).
+pub fn created_task(response: &Value) -> Option<(&str, Option<u64>)> {
+    let task = response.pointer("/result/task")?;
+    let id = task.get("taskId")?.as_str()?;
+    Some((id, task.get("ttl").and_then(Value::as_u64)))
+}
+
+/// The `tasks` capability Warden announces to an agent that declared one, from the `tasks`
+/// capabilities of the session's servers: task-augmented `tools/call` (and `tasks/list`,
+/// `tasks/cancel`) as they offer them; `None` when no server runs `tools/call` as a task.
+pub fn capability(servers: impl Iterator<Item = Value>) -> Option<Value> {
+    let offered: Vec<Value> = servers
+        .filter(|t| t.pointer("/requests/tools/call").is_some())
+        .collect();
+    if offered.is_empty() {
+        return None;
+    }
+    let mut capability = Map::new();
+    for key in ["list", "cancel"] {
+        if offered.iter().any(|t| t.get(key).is_some()) {
+            capability.insert(key.into(), json!({}));
+        }
+    }
+    capability.insert("requests".into(), json!({"tools": {"call": {}}}));
+    Some(Value::Object(capability))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(agent: &str, server: &str) -> Task {
+        Task {
+            server: Arc::from(server),
+            resource: Resource::Tool {
+                server: Arc::from(server),
+                name: "research".into(),
+            },
+            agent: Arc::from(agent),
+            decision_id: Arc::from("d1"),
+        }
+    }
+
+    #[test]
+    fn only_the_agent_that_created_a_task_may_ask_about_it() {
+        let tasks = Arc::new(Tasks::default());
+        let place = tasks.reserve().unwrap();
+        place
+            .hold("t-1", task("alice", "everything"), None)
+            .unwrap();
+        assert_eq!(
+            tasks.owned("t-1", "alice").unwrap().decision_id.as_ref(),
+            "d1"
+        );
+        // Another agent is told what it would be told of an id no task has.
+        let refused = tasks.owned("t-1", "mallory").unwrap_err();
+        assert_eq!(refused, TaskError::Unknown(Quoted::of("t-1")));
+        assert!(matches!(
+            tasks.owned("t-2", "alice"),
+            Err(TaskError::Unknown(_))
+        ));
+        assert!(refused.to_string().contains("not one this agent created"));
+        assert!(tasks.runs("t-1", "everything"));
+        assert!(!tasks.runs("t-1", "other"));
+    }
+
+    #[test]
+    fn a_task_is_forgotten_when_its_ttl_passes_or_the_session_ends() {
+        let tasks = Arc::new(Tasks::default());
+        tasks
+            .reserve()
+            .unwrap()
+            .hold("short", task("alice", "s"), Some(0))
+            .unwrap();
+        tasks
+            .reserve()
+            .unwrap()
+            .hold("long", task("alice", "s"), Some(60_000))
+            .unwrap();
+        assert!(tasks.owned("short", "alice").is_err());
+        assert!(tasks.owned("long", "alice").is_ok());
+        tasks.forget_all();
+        assert!(tasks.owned("long", "alice").is_err());
+        assert!(tasks.is_empty());
+    }
+
+    #[test]
+    fn a_session_holds_at_most_max_tasks_counting_those_being_created() {
+        let tasks = Arc::new(Tasks::default());
+        let mut places: Vec<Reservation> =
+            (0..MAX_TASKS).map(|_| tasks.reserve().unwrap()).collect();
+        assert_eq!(tasks.reserve().unwrap_err(), TaskError::TooMany(MAX_TASKS));
+        // A call answered without a task gives its place back.
+        drop(places.pop());
+        let place = tasks.reserve().unwrap();
+        place.hold("t", task("alice", "s"), None).unwrap();
+        assert!(tasks.reserve().is_err());
+        assert!(
+            tasks
+                .reserve()
+                .unwrap_err()
+                .to_string()
+                .contains("64 tasks")
+        );
+    }
+
+    #[test]
+    fn a_task_id_a_session_already_holds_is_not_taken_again() {
+        let tasks = Arc::new(Tasks::default());
+        tasks
+            .reserve()
+            .unwrap()
+            .hold("t", task("alice", "one"), None)
+            .unwrap();
+        let taken = tasks
+            .reserve()
+            .unwrap()
+            .hold("t", task("alice", "two"), None)
+            .unwrap_err();
+        assert!(matches!(taken, TaskError::Taken(_)));
+        assert!(tasks.runs("t", "one"));
+        assert_eq!(tasks.len(), 1);
+    }
+
+    #[test]
+    fn agents_are_offered_tasks_for_tools_call_only_as_servers_offer_them() {
+        let none = capability([json!({"list": {}, "requests": {}})].into_iter());
+        assert_eq!(none, None);
+        let offered = capability(
+            [
+                json!({"list": {}, "requests": {"tools": {"call": {}}}}),
+                json!({"cancel": {}, "requests": {"sampling": {"createMessage": {}}}}),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(
+            offered,
+            Some(json!({"list": {}, "requests": {"tools": {"call": {}}}}))
+        );
+    }
+
+    #[test]
+    fn a_create_task_result_gives_its_id_and_ttl() {
+        let answer = json!({"jsonrpc": "2.0", "id": 3, "result": {"task": {
+            "taskId": "abc", "status": "working", "ttl": 300000, "pollInterval": 1000}}});
+        assert_eq!(created_task(&answer), Some(("abc", Some(300_000))));
+        let unlimited = json!({"result": {"task": {"taskId": "abc", "ttl": null}}});
+        assert_eq!(created_task(&unlimited), Some(("abc", None)));
+        let plain = json!({"result": {"content": [], "isError": false}});
+        assert_eq!(created_task(&plain), None);
+    }
+}
