@@ -68,8 +68,6 @@ pub struct Sessions {
     legacy: LegacySessions,
     /// The sessions each agent holds.
     slots: AgentSlots,
-    /// The HTTP client for remote servers.
-    http: reqwest::Client,
     /// Warden stopping: the servers' requests held for an approval are withdrawn.
     stopping: Stopping,
 }
@@ -87,13 +85,6 @@ impl Sessions {
             map: DashMap::new(),
             legacy: LegacySessions::default(),
             slots: AgentSlots::default(),
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(10))
-                // A redirect would carry the server's credential (in any header it is sent
-                // in) to wherever the server points: servers are reached where configured.
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap_or_default(),
             stopping: Stopping::default(),
         }
     }
@@ -157,7 +148,7 @@ impl Sessions {
                             client,
                             events,
                             requests,
-                            &self.http,
+                            &endpoint.http,
                             endpoint.request_timeout,
                             breaker,
                         )
