@@ -95,11 +95,7 @@ impl Connection for Process {
             }
         };
         // What the process could quote back of its secrets is redacted from its messages.
-        let echo: Arc<[Zeroizing<String>]> = secret_env
-            .iter()
-            .filter(|(_, v)| v.len() >= 6)
-            .map(|(_, v)| v.clone())
-            .collect();
+        let echo = echoed(&secret_env);
         self.router.redact(&echo);
         let mut child = match self.spawn(&secret_env) {
             Ok(child) => child,
@@ -301,9 +297,48 @@ async fn read_line(
     }
 }
 
+/// The forms in which a process could quote back its `secret_env` values, as an injected
+/// credential's are built (`secrets/injection.rs`): each value, its base64 forms, and the forms
+/// it takes escaped in JSON or a URL; none shorter than 6 characters.
+fn echoed(secret_env: &[(String, Zeroizing<String>)]) -> Arc<[Zeroizing<String>]> {
+    use crate::secrets::redact::{base64_forms, echoed_forms};
+    let mut echo: Vec<Zeroizing<String>> = Vec::new();
+    for (_, value) in secret_env {
+        echo.push(value.clone());
+        echo.extend(base64_forms(value.as_bytes()));
+    }
+    let forms: Vec<Zeroizing<String>> = echo.iter().flat_map(|e| echoed_forms(e)).collect();
+    echo.extend(forms);
+    echo.retain(|e| e.len() >= 6);
+    echo.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    echo.dedup_by(|a, b| a.as_str() == b.as_str());
+    echo.into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_env_value_echoed_in_base64_is_redacted() {
+        use base64::Engine as _;
+        let secret = "fsSecretValue-9911-zzTop";
+        let echo = echoed(&[("FS_SECRET".into(), Zeroizing::new(secret.into()))]);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(secret);
+        let unpadded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+        let mut message = serde_json::json!({"content": [
+            {"type": "text", "text": format!("plain={secret}")},
+            {"type": "text", "text": format!("b64={b64}")},
+            {"type": "text", "text": format!("url={unpadded}")},
+        ]});
+        let redacted = crate::secrets::redact::redact_json(&mut message, &echo);
+        assert!(redacted >= 3, "{message}");
+        let text = message.to_string();
+        assert!(!text.contains(secret) && !text.contains(&b64), "{text}");
+        assert!(!text.contains(&unpadded), "{text}");
+        // A value too short to redact safely is left out rather than redacting noise.
+        assert!(echoed(&[("K".into(), Zeroizing::new("abc".into()))]).is_empty());
+    }
 
     #[tokio::test]
     async fn lines_are_read_whole_and_long_ones_cut() {
