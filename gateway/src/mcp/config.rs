@@ -95,6 +95,27 @@ pub struct ServerConfig {
     /// `ping`) the server may send the agent a minute, in each agent session; more are
     /// refused to the server (`-32003`). Default 60.
     pub requests_to_agent_per_minute: Option<u32>,
+    /// Send the credential over plain `http` to a host that is not loopback (a trusted
+    /// network path: a sidecar, a private link). Default false: refused at start.
+    pub allow_plaintext: bool,
+}
+
+/// Why server `s` would send its credential in the clear to `url`: plain `http` to a host that
+/// is not loopback, without `allow_plaintext: true` (as a route's `allow_plaintext`).
+fn plaintext_credential(s: &ServerConfig, url: &str) -> Option<String> {
+    if s.credential.is_none() || s.allow_plaintext {
+        return None;
+    }
+    let uri: http::Uri = url.parse().ok()?;
+    let host = uri.host()?;
+    (uri.scheme_str() == Some("http") && !crate::config::url::is_loopback(host)).then(|| {
+        format!(
+            "{url:?} is plain http to a host that is not loopback, and this server is sent a \
+             credential: anyone on the path could read it. Use https, or set \
+             allow_plaintext: true on the server if the network path is trusted (a sidecar, a \
+             private link)"
+        )
+    })
 }
 
 /// The transport of a remote server.
@@ -224,6 +245,9 @@ impl McpConfig {
                              credential:"
                                 .into(),
                         );
+                    }
+                    if let Some(m) = plaintext_credential(s, url) {
+                        err(format!("{key}.url"), m);
                     }
                     if s.inject.is_some() && s.credential.is_none() {
                         err(
@@ -376,6 +400,32 @@ mod tests {
         assert_eq!(c.servers[0].transport, Some(RemoteTransport::Sse));
         let keys: Vec<String> = c.validate().into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["mcp.servers[1].transport"]);
+    }
+
+    #[test]
+    fn a_credential_over_plain_http_off_loopback_needs_allow_plaintext() {
+        let servers = |extra: &str| {
+            config(&format!(
+                "servers:\n  - {{name: r, url: 'http://mcp.internal:8080/mcp', credential: {{env: K}}{extra}}}\n  - {{name: l, url: 'http://127.0.0.1:1/mcp', credential: {{env: K}}}}\n  - {{name: n, url: 'http://mcp.internal:8080/mcp'}}\nendpoints:\n  - {{name: e, servers: [r, l, n]}}\n"
+            ))
+            .validate()
+        };
+        let refused = servers("");
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0].0, "mcp.servers[0].url");
+        assert!(
+            refused[0]
+                .1
+                .contains("\"http://mcp.internal:8080/mcp\" is plain http"),
+            "{}",
+            refused[0].1
+        );
+        assert!(
+            refused[0].1.contains("allow_plaintext: true"),
+            "{}",
+            refused[0].1
+        );
+        assert_eq!(servers(", allow_plaintext: true"), []);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::route::connector::CredentialInjection;
 use crate::secrets::config::NO_VAULT_SECTION;
 use crate::secrets::{self, CredentialProvider, CredentialSource, Injection, own};
 use crate::upstream::breaker::{BreakerConfig, MCP_PREFIX};
+use crate::upstream::config::UpstreamConfig;
 use crate::vault::SecretStore;
 use zeroize::Zeroizing;
 
@@ -98,17 +99,24 @@ pub struct Endpoint {
     pub resume_window: Duration,
     /// Most sessions one agent holds at once (over every endpoint).
     pub max_sessions_per_agent: usize,
+    /// The HTTP client its remote servers are reached with (the address guard of
+    /// `upstream:`, no redirects).
+    pub http: reqwest::Client,
 }
 
 impl Endpoint {
     /// The endpoints of `config` (already validated); `secrets` is the store of the `vault:`
-    /// section, if any; `breaker` the circuit breaker of a server that sets none
-    /// (`upstream.breaker`).
+    /// section, if any; `upstream` gives the circuit breaker of a server that sets none
+    /// (`upstream.breaker`) and the address guard remote servers are reached behind
+    /// (`upstream.allow_private`, `upstream.nameservers`).
     pub fn build_all(
         config: &McpConfig,
-        breaker: &BreakerConfig,
+        upstream: &UpstreamConfig,
         secrets: Option<&Arc<SecretStore>>,
     ) -> Result<Vec<Arc<Endpoint>>, ConfigErrors> {
+        let breaker = &upstream.breaker;
+        let http = super::remote::client(upstream)
+            .map_err(|e| ConfigErrors::one("upstream.nameservers", e.to_string()))?;
         let servers: Vec<Arc<Server>> = config
             .servers
             .iter()
@@ -136,6 +144,7 @@ impl Endpoint {
                     max_sessions: config.max_sessions,
                     resume_window: config.resume_window,
                     max_sessions_per_agent: config.max_sessions_per_agent,
+                    http: http.clone(),
                 })
             })
             .collect())

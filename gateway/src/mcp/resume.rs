@@ -8,11 +8,14 @@
 //!
 //! Bounds: a stream holds its last [`MAX_EVENTS`] events and [`MAX_BYTES`] bytes (the newest
 //! event always), a session its last [`MAX_STREAMS`] answer streams (an ended one is dropped
+//! first) and [`SESSION_BYTES`] bytes of events in all (the oldest answer streams are dropped
 //! first), and an ended stream is dropped `mcp.resume_window` after it ended, or with its
-//! session. A response no connection took is settled then (its outcome record says the agent
+//! session. An answer stream whose last event (its response) the agent's connection took
+//! holds nothing once it ends: nothing is left to resume. A response no connection took is settled then (its outcome record says the agent
 //! never collected it), or as soon as a resuming agent collects it.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -29,6 +32,9 @@ pub const MAX_EVENTS: usize = 256;
 pub const MAX_BYTES: usize = 1 << 20;
 /// Answer streams one session holds at most, besides its GET stream.
 pub const MAX_STREAMS: usize = 16;
+/// Bytes of events one session holds at most over its streams: past it the oldest answer
+/// streams are dropped (the stream being written and the GET stream are kept).
+pub const SESSION_BYTES: usize = 17 << 20;
 /// Events a resumed connection holds for a slow agent, beyond those it replays.
 const LIVE_BUFFER: usize = 16;
 /// The number of the session's GET stream.
@@ -70,6 +76,10 @@ pub struct Replays {
     /// The session's GET stream (never dropped while the session lasts).
     get: Arc<Stream>,
     streams: Mutex<Streams>,
+    /// Bytes of events held over every stream.
+    bytes: Arc<AtomicUsize>,
+    /// The most bytes held before the oldest answer streams are dropped.
+    budget: usize,
 }
 
 struct Streams {
@@ -88,12 +98,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Replays {
     /// The streams of a new session; an ended stream is held for `window`.
     pub fn new(window: Duration) -> Arc<Replays> {
+        Replays::with_budget(window, SESSION_BYTES)
+    }
+
+    /// As [`Replays::new`], holding at most `budget` bytes of events.
+    fn with_budget(window: Duration, budget: usize) -> Arc<Replays> {
         let tag = rand::random::<u64>();
+        let bytes = Arc::new(AtomicUsize::new(0));
         Arc::new_cyclic(|me: &Weak<Replays>| Replays {
             tag,
             window,
             me: me.clone(),
-            get: Arc::new(Stream::new(tag, GET_STREAM, me.clone(), None)),
+            get: Arc::new(Stream::new(tag, GET_STREAM, me.clone(), None, &bytes)),
+            bytes,
+            budget,
             streams: Mutex::new(Streams {
                 next: GET_STREAM + 1,
                 held: VecDeque::new(),
@@ -123,6 +141,7 @@ impl Replays {
                 streams.next,
                 self.me.clone(),
                 Some(agent),
+                &self.bytes,
             ));
             streams.next += 1;
             if streams.closed {
@@ -175,6 +194,34 @@ impl Replays {
         }
     }
 
+    /// Past the session's budget: drops the oldest answer streams but `keep` (the one being
+    /// written) until the events held fit.
+    fn shed(&self, keep: u64) {
+        let dropped: Vec<Arc<Stream>> = {
+            let mut streams = lock(&self.streams);
+            let mut over = self
+                .bytes
+                .load(Ordering::Acquire)
+                .saturating_sub(self.budget);
+            let mut dropped = Vec::new();
+            let mut i = 0;
+            while over > 0 && i < streams.held.len() {
+                if streams.held[i].number == keep {
+                    i += 1;
+                    continue;
+                }
+                if let Some(stream) = streams.held.remove(i) {
+                    over = over.saturating_sub(lock(&stream.log).bytes);
+                    dropped.push(stream);
+                }
+            }
+            dropped
+        };
+        for stream in dropped {
+            stream.forget();
+        }
+    }
+
     /// Drops answer stream `number` (its window after it ended passed).
     fn expire(&self, number: u64) {
         let expired = {
@@ -204,6 +251,8 @@ pub struct Stream {
     number: u64,
     replays: Weak<Replays>,
     log: Mutex<Log>,
+    /// The session's count of bytes held.
+    held: Arc<AtomicUsize>,
 }
 
 struct Log {
@@ -217,6 +266,8 @@ struct Log {
     ended: bool,
     /// Dropped from its session: nothing more is held.
     gone: bool,
+    /// The agent's connection took the newest event.
+    last_taken: bool,
     /// What becomes of the response no connection took.
     settle: Option<Settle>,
 }
@@ -235,6 +286,7 @@ impl Stream {
         number: u64,
         replays: Weak<Replays>,
         agent: Option<mpsc::Sender<Bytes>>,
+        held: &Arc<AtomicUsize>,
     ) -> Stream {
         Stream {
             tag,
@@ -247,8 +299,25 @@ impl Stream {
                 agent,
                 ended: false,
                 gone: false,
+                last_taken: false,
                 settle: None,
             }),
+            held: Arc::clone(held),
+        }
+    }
+
+    /// Drops every event held.
+    fn clear(&self, log: &mut Log) {
+        log.events.clear();
+        self.held.fetch_sub(log.bytes, Ordering::AcqRel);
+        log.bytes = 0;
+    }
+
+    /// The agent's connection took event `n`.
+    fn taken(&self, n: u64) {
+        let mut log = lock(&self.log);
+        if log.next == n + 1 {
+            log.last_taken = true;
         }
     }
 
@@ -259,11 +328,12 @@ impl Stream {
     /// Sends `message` as the stream's next event: held, and given to the agent's connection
     /// while it has one. Whether that connection took it.
     pub async fn send(&self, message: &Value) -> bool {
-        let (event, agent) = self.hold(message);
+        let (n, event, agent) = self.hold(message);
         let Some(agent) = agent else {
             return false;
         };
         if agent.send(event).await.is_ok() {
+            self.taken(n);
             return true;
         }
         self.lost(&agent);
@@ -272,26 +342,50 @@ impl Stream {
 
     /// As [`Stream::send`], without waiting for room on the connection.
     pub fn try_send(&self, message: &Value) -> bool {
-        let (event, agent) = self.hold(message);
-        agent.is_some_and(|agent| agent.try_send(event).is_ok())
+        let (n, event, agent) = self.hold(message);
+        let taken = agent.is_some_and(|agent| agent.try_send(event).is_ok());
+        if taken {
+            self.taken(n);
+        }
+        taken
     }
 
-    /// The next event, held, and the connection it goes to.
-    fn hold(&self, message: &Value) -> (Bytes, Option<mpsc::Sender<Bytes>>) {
-        let mut log = lock(&self.log);
-        let n = log.next;
-        log.next += 1;
-        let event = identified_event(self.tag, self.number, n, message);
-        if !log.gone {
-            log.bytes += event.len();
-            log.events.push_back((n, event.clone()));
-            while log.events.len() > MAX_EVENTS || (log.bytes > MAX_BYTES && log.events.len() > 1) {
-                if let Some((_, dropped)) = log.events.pop_front() {
-                    log.bytes -= dropped.len();
+    /// The next event (its number), held, and the connection it goes to. Past the session's
+    /// budget, its oldest answer streams are dropped.
+    fn hold(&self, message: &Value) -> (u64, Bytes, Option<mpsc::Sender<Bytes>>) {
+        let (n, event, agent, grown) = {
+            let mut log = lock(&self.log);
+            let n = log.next;
+            log.next += 1;
+            log.last_taken = false;
+            let event = identified_event(self.tag, self.number, n, message);
+            let before = log.bytes;
+            if !log.gone {
+                log.bytes += event.len();
+                log.events.push_back((n, event.clone()));
+                while log.events.len() > MAX_EVENTS
+                    || (log.bytes > MAX_BYTES && log.events.len() > 1)
+                {
+                    if let Some((_, dropped)) = log.events.pop_front() {
+                        log.bytes -= dropped.len();
+                    }
                 }
             }
+            let after = log.bytes;
+            if after >= before {
+                self.held.fetch_add(after - before, Ordering::AcqRel);
+            } else {
+                self.held.fetch_sub(before - after, Ordering::AcqRel);
+            }
+            (n, event, log.agent.clone(), after > before)
+        };
+        if grown
+            && let Some(replays) = self.replays.upgrade()
+            && self.held.load(Ordering::Acquire) > replays.budget
+        {
+            replays.shed(self.number);
         }
-        (event, log.agent.clone())
+        (n, event, agent)
     }
 
     /// The connection `agent` is gone: later events are only held.
@@ -369,6 +463,11 @@ impl Stream {
             let mut log = lock(&self.log);
             log.ended = true;
             log.agent = None;
+            if log.last_taken && settle.is_none() {
+                // The agent's connection took the response: nothing is left to resume, and
+                // a resume names events no longer held (`Gone`).
+                self.clear(&mut log);
+            }
             if log.gone {
                 settle
             } else {
@@ -398,8 +497,7 @@ impl Stream {
         let settle = {
             let mut log = lock(&self.log);
             log.gone = true;
-            log.events.clear();
-            log.bytes = 0;
+            self.clear(&mut log);
             log.settle.take()
         };
         if let Some(settle) = settle {
@@ -668,6 +766,75 @@ mod tests {
         ));
         let first = id_of(&replays, 1, 0);
         assert!(replays.find(&first).is_ok(), "a live stream is kept");
+    }
+
+    #[tokio::test]
+    async fn mcp_resume_holds_nothing_of_a_stream_whose_response_the_agent_took() {
+        let replays = Replays::new(Duration::from_secs(60));
+        let (tx, mut body) = EventBody::channel(8);
+        let stream = replays.open(tx);
+        assert!(
+            stream
+                .send(&json!({"method": "notifications/progress"}))
+                .await
+        );
+        assert!(
+            stream
+                .send(&json!({"result": {"big": "x".repeat(4096)}}))
+                .await
+        );
+        assert!(replays.bytes.load(Ordering::SeqCst) > 4096);
+        stream.end(None);
+        assert_eq!(ids(&mut body).await.len(), 2);
+        assert_eq!(replays.bytes.load(Ordering::SeqCst), 0, "nothing held");
+        let first = id_of(&replays, 1, 0);
+        let (held, n) = replays.find(&first).unwrap();
+        assert!(matches!(
+            held.resume(n, &first),
+            Err(ResumeError::Gone { .. })
+        ));
+
+        // A response the connection did not take stays held for a resuming agent.
+        let stream = agent_gone(&replays);
+        stream.send(&json!({"result": {}})).await;
+        let settled = Arc::new(AtomicU8::new(0));
+        stream.end(Some(settle_into(&settled)));
+        assert!(replays.bytes.load(Ordering::SeqCst) > 0);
+    }
+
+    #[tokio::test]
+    async fn mcp_resume_drops_the_oldest_streams_past_the_session_budget() {
+        let replays = Replays::with_budget(Duration::from_secs(60), 10_000);
+        let big = json!({"result": {"text": "x".repeat(4000)}});
+        let streams: Vec<Arc<Stream>> = (0..4).map(|_| agent_gone(&replays)).collect();
+        for stream in &streams {
+            stream.send(&big).await;
+            let held = replays.bytes.load(Ordering::SeqCst);
+            assert!(held <= 10_000, "{held} bytes held past the budget");
+        }
+        // The two oldest were dropped (a resume of them is told so), the newest kept.
+        for (number, kept) in [(1, false), (2, false), (3, true), (4, true)] {
+            let id = id_of(&replays, number, 0);
+            match replays.find(&id) {
+                Ok((stream, n)) => {
+                    assert!(kept, "stream {number} is still held");
+                    assert!(stream.resume(n, &id).is_ok(), "stream {number} resumes");
+                }
+                Err(e) => {
+                    assert!(!kept, "stream {number}: {e}");
+                    assert!(matches!(e, ResumeError::Gone { .. }), "{e}");
+                }
+            }
+        }
+        // One event larger than the budget is still held, alone.
+        let huge = json!({"result": {"text": "y".repeat(20_000)}});
+        let last = agent_gone(&replays);
+        last.send(&huge).await;
+        assert!(replays.find(&id_of(&replays, 5, 0)).is_ok());
+        assert!(matches!(
+            replays.find(&id_of(&replays, 4, 0)),
+            Err(ResumeError::Gone { .. })
+        ));
     }
 
     #[tokio::test]

@@ -515,6 +515,11 @@ impl Router {
         }
     }
 
+    /// Whether request `id` still waits for its response.
+    pub fn waits_for(&self, id: i64) -> bool {
+        self.lock_pending().contains_key(&id)
+    }
+
     /// Ends request `id` with a JSON-RPC error: the server failed, or went away.
     pub fn fail(&self, id: i64, message: &str) {
         self.end(id, message, true);

@@ -69,8 +69,6 @@ pub struct Sessions {
     legacy: LegacySessions,
     /// The sessions each agent holds.
     slots: AgentSlots,
-    /// The HTTP client for remote servers.
-    http: reqwest::Client,
     /// Warden stopping: the servers' requests held for an approval are withdrawn.
     stopping: Stopping,
 }
@@ -88,13 +86,6 @@ impl Sessions {
             map: DashMap::new(),
             legacy: LegacySessions::default(),
             slots: AgentSlots::default(),
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(10))
-                // A redirect would carry the server's credential (in any header it is sent
-                // in) to wherever the server points: servers are reached where configured.
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap_or_default(),
             stopping: Stopping::default(),
         }
     }
@@ -161,7 +152,7 @@ impl Sessions {
                             events,
                             requests,
                             tasks,
-                            &self.http,
+                            &endpoint.http,
                             endpoint.request_timeout,
                             breaker,
                         )

@@ -96,11 +96,7 @@ impl Connection for Process {
             }
         };
         // What the process could quote back of its secrets is redacted from its messages.
-        let values = secret_env
-            .iter()
-            .filter(|(_, v)| v.len() >= 6)
-            .map(|(_, v)| v.clone());
-        self.router.redact(&Arc::new(Echo::new(values, [])));
+        self.router.redact(&echoed(&secret_env));
         let mut child = match self.spawn(&secret_env) {
             Ok(child) => child,
             Err(e) => {
@@ -301,9 +297,46 @@ async fn read_line(
     }
 }
 
+/// What a process could quote back of its `secret_env` values, built as an injected
+/// credential's echo is (`secrets/injection.rs`): each value and its base64 forms, found however
+/// JSON, a URL or HTML spells them; none shorter than 6 characters.
+fn echoed(secret_env: &[(String, Zeroizing<String>)]) -> Arc<Echo> {
+    use crate::secrets::redact::base64_forms;
+    let values: Vec<Zeroizing<String>> = secret_env
+        .iter()
+        .filter(|(_, v)| v.len() >= 6)
+        .map(|(_, v)| v.clone())
+        .collect();
+    let mut encodings: Vec<Zeroizing<String>> =
+        values.iter().flat_map(|v| base64_forms(v.as_bytes())).collect();
+    encodings.retain(|e| e.len() >= 6);
+    Arc::new(Echo::new(values, encodings))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_env_value_echoed_in_base64_is_redacted() {
+        use base64::Engine as _;
+        let secret = "fsSecretValue-9911-zzTop";
+        let echo = echoed(&[("FS_SECRET".into(), Zeroizing::new(secret.into()))]);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(secret);
+        let unpadded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+        let mut message = serde_json::json!({"content": [
+            {"type": "text", "text": format!("plain={secret}")},
+            {"type": "text", "text": format!("b64={b64}")},
+            {"type": "text", "text": format!("url={unpadded}")},
+        ]});
+        let redacted = crate::secrets::redact::redact_json(&mut message, &echo);
+        assert!(redacted >= 3, "{message}");
+        let text = message.to_string();
+        assert!(!text.contains(secret) && !text.contains(&b64), "{text}");
+        assert!(!text.contains(&unpadded), "{text}");
+        // A value too short to redact safely is left out rather than redacting noise.
+        assert!(echoed(&[("K".into(), Zeroizing::new("abc".into()))]).is_empty());
+    }
 
     #[tokio::test]
     async fn lines_are_read_whole_and_long_ones_cut() {

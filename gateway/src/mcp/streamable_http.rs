@@ -108,6 +108,35 @@ impl HttpTransport {
     }
 }
 
+/// How long an answer stream is read on after it carried its response: the server's trailing
+/// notifications in that time are still relayed.
+pub(super) const TRAILING_GRACE: Duration = Duration::from_secs(2);
+
+/// How often a reader checks whether the response it reads for was dispatched.
+const SETTLED_POLL: Duration = Duration::from_millis(100);
+
+/// Resolves when the answer to request `id` need be read no longer: [`TRAILING_GRACE`] after
+/// its response was dispatched (or the caller stopped waiting), or at `deadline` (the
+/// request timeout); what the request is then failed with, if it still waits.
+async fn answered(
+    router: &Router,
+    id: Option<i64>,
+    deadline: tokio::time::Instant,
+) -> &'static str {
+    loop {
+        if id.is_none_or(|id| !router.waits_for(id)) {
+            let end = (tokio::time::Instant::now() + TRAILING_GRACE).min(deadline);
+            tokio::time::sleep_until(end).await;
+            return "the server's answer ended without a response";
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return "the server did not answer within mcp.request_timeout";
+        }
+        tokio::time::sleep_until((now + SETTLED_POLL).min(deadline)).await;
+    }
+}
+
 /// Why a POST did not go through.
 enum Posted {
     /// The server no longer knows the session (404).
@@ -198,12 +227,20 @@ impl Inner {
             .get(header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
         let inner = Arc::clone(self);
+        let mut closed = self.router.state.subscribe();
+        let deadline = tokio::time::Instant::now() + self.timeout;
         tokio::spawn(async move {
-            inner.read(response, event_stream, id).await;
+            // The answer is read only while it can still matter: a server that keeps it
+            // open (an event stream of comments, endless progress, a trickled body) holds
+            // no connection or task past the response, the link's end, or the request
+            // timeout.
+            let why = tokio::select! {
+                () = inner.read(response, event_stream, id) => "the server's answer ended without a response",
+                () = link_closed(&mut closed) => "the session ended",
+                why = answered(&inner.router, id, deadline) => why,
+            };
             if let Some(id) = id {
-                inner
-                    .router
-                    .fail(id, "the server's answer ended without a response");
+                inner.router.fail(id, why);
             }
         });
         Ok(())

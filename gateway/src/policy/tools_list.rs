@@ -78,6 +78,9 @@ pub async fn fetch(url: &str, headers: &[String]) -> Result<Listed, ToolsListErr
         .timeout(REQUEST_TIMEOUT)
         .user_agent(concat!("warden/", env!("CARGO_PKG_VERSION")))
         .default_headers(header_map)
+        // A redirect would carry the operator's --header credentials (and a Referer) to
+        // wherever the server points: the server is reached only where named.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| ToolsListError::Usage(format!("cannot build an HTTP client: {e}")))?;
     let mut session = Session {
@@ -137,6 +140,26 @@ pub async fn fetch(url: &str, headers: &[String]) -> Result<Listed, ToolsListErr
     })
 }
 
+/// What an unsuccessful answer says: its status, and for a redirect where it points (not
+/// followed: the --header credentials would go along).
+fn refused(response: &reqwest::Response) -> String {
+    let status = response.status();
+    if !status.is_redirection() {
+        return format!("HTTP {status}");
+    }
+    let location = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .map(|l| {
+            crate::text::Quoted::with_max(&String::from_utf8_lossy(l.as_bytes()), 200).to_string()
+        })
+        .unwrap_or_else(|| "nowhere".into());
+    format!(
+        "HTTP {status}: the server redirects to {location}, which Warden does not follow (the \
+         --header values would go along); give that URL to --from-mcp if it is the server"
+    )
+}
+
 /// One MCP session over Streamable HTTP.
 struct Session {
     client: reqwest::Client,
@@ -182,7 +205,7 @@ impl Session {
             .map_err(|e| http(e.to_string()))?;
         let status = response.status();
         if !status.is_success() {
-            return Err(http(format!("HTTP {status}")));
+            return Err(http(refused(&response)));
         }
         if let Some(session) = response
             .headers()
@@ -248,7 +271,7 @@ impl Session {
         if !response.status().is_success() {
             return Err(ToolsListError::Http {
                 method,
-                message: format!("HTTP {}", response.status()),
+                message: refused(&response),
             });
         }
         Ok(())
@@ -297,6 +320,51 @@ fn answer_in_events(buffer: &[u8], id: i64) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_redirect_is_not_followed_and_names_its_location() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // Where the redirect points: any request reaching it is counted.
+        let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target_addr = target.local_addr().unwrap();
+        let reached = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&reached);
+        tokio::spawn(async move {
+            while let Ok((_socket, _)) = target.accept().await {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server_addr = server.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = server.accept().await {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let answer = format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://{target_addr}/steal\r\ncontent-length: 0\r\n\r\n"
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        let err = fetch(
+            &format!("http://{server_addr}/mcp"),
+            &["x-api-key: SECRET-123".to_owned()],
+        )
+        .await
+        .expect_err("a redirect fails");
+        let said = err.to_string();
+        assert!(said.contains("HTTP 307"), "{said}");
+        assert!(
+            said.contains(&format!("http://{target_addr}/steal")),
+            "{said}"
+        );
+        assert!(!said.contains("SECRET-123"), "{said}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !reached.load(std::sync::atomic::Ordering::SeqCst),
+            "the redirect was followed"
+        );
+    }
 
     #[test]
     fn finds_the_answer_among_complete_events_only() {

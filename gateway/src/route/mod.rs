@@ -244,9 +244,7 @@ impl RouteTable {
                 mcp: None,
             }));
         }
-        for endpoint in
-            crate::mcp::Endpoint::build_all(&config.mcp, &config.upstream.breaker, secrets)?
-        {
+        for endpoint in crate::mcp::Endpoint::build_all(&config.mcp, &config.upstream, secrets)? {
             routes.push(Arc::new(Route {
                 name: Arc::clone(&endpoint.name),
                 prefix: endpoint.prefix.clone(),
