@@ -301,28 +301,87 @@ pub fn redact_json(value: &mut serde_json::Value, secrets: &[Zeroizing<String>])
 fn redact_strings(value: &mut serde_json::Value, secrets: &[&str]) -> usize {
     use serde_json::Value;
     match value {
-        Value::String(text) => {
-            let mut count = 0;
-            for secret in secrets {
-                if text.contains(secret) {
-                    count += text.matches(secret).count();
-                    *text = text.replace(secret, "[REDACTED]");
-                }
-            }
-            count
-        }
+        Value::String(text) => redact_text(text, secrets),
         Value::Array(items) => items.iter_mut().map(|v| redact_strings(v, secrets)).sum(),
-        Value::Object(fields) => fields
-            .values_mut()
-            .map(|v| redact_strings(v, secrets))
-            .sum(),
+        Value::Object(fields) => {
+            let values: usize = fields
+                .values_mut()
+                .map(|v| redact_strings(v, secrets))
+                .sum();
+            values + redact_keys(fields, secrets)
+        }
         _ => 0,
     }
+}
+
+/// Replaces every secret of `secrets` (longest first) in `text`; how many were replaced.
+fn redact_text(text: &mut String, secrets: &[&str]) -> usize {
+    let mut count = 0;
+    for secret in secrets {
+        if text.contains(secret) {
+            count += text.matches(secret).count();
+            *text = text.replace(secret, "[REDACTED]");
+        }
+    }
+    count
+}
+
+/// Redacts the keys of `fields` too (an object key is a string the agent reads as surely as
+/// a value: a map keyed by a header's value hands the credential over). A key that becomes
+/// one already present is kept under a numbered form (`[REDACTED] (2)`), never merged or
+/// dropped silently. How many were replaced.
+fn redact_keys(fields: &mut serde_json::Map<String, serde_json::Value>, secrets: &[&str]) -> usize {
+    if !fields
+        .keys()
+        .any(|key| secrets.iter().any(|s| key.contains(s)))
+    {
+        return 0;
+    }
+    let mut count = 0;
+    let mut rebuilt = serde_json::Map::new();
+    for (mut key, value) in std::mem::take(fields) {
+        count += redact_text(&mut key, secrets);
+        if rebuilt.contains_key(&key) {
+            let base = key;
+            key = (2..)
+                .map(|n| format!("{base} ({n})"))
+                .find(|k| !rebuilt.contains_key(k))
+                .unwrap_or_default();
+        }
+        rebuilt.insert(key, value);
+    }
+    *fields = rebuilt;
+    count
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_echoed_as_an_object_key_is_redacted_too() {
+        let secret = Zeroizing::new("mcpCred-Xy7Qz9Lm2Pk4Wv8Rt6".to_owned());
+        let mut message = serde_json::json!({
+            "result": {
+                "structuredContent": {"mcpCred-Xy7Qz9Lm2Pk4Wv8Rt6": true,
+                                      "k": {"Bearer mcpCred-Xy7Qz9Lm2Pk4Wv8Rt6": 1}},
+                "_meta": {"leak": "mcpCred-Xy7Qz9Lm2Pk4Wv8Rt6", "mcpCred-Xy7Qz9Lm2Pk4Wv8Rt6": "key",
+                          "[REDACTED]": "already"}
+            }
+        });
+        let count = redact_json(&mut message, std::slice::from_ref(&secret));
+        assert_eq!(count, 4);
+        assert!(!message.to_string().contains(secret.as_str()), "{message}");
+        assert_eq!(
+            message["result"]["structuredContent"],
+            serde_json::json!({"[REDACTED]": true, "k": {"Bearer [REDACTED]": 1}})
+        );
+        // Two keys alike once redacted: both kept.
+        let meta = message["result"]["_meta"].as_object().unwrap();
+        assert_eq!(meta.len(), 3, "{message}");
+        assert_eq!(meta["leak"], "[REDACTED]");
+        assert!(meta.contains_key("[REDACTED]") && meta.contains_key("[REDACTED] (2)"));
+    }
 
     fn redactor(secrets: &[&str]) -> Redactor {
         Redactor::new(
