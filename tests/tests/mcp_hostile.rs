@@ -215,7 +215,7 @@ async fn answered(response: reqwest::Response) -> Value {
     text.lines()
         .filter_map(|l| l.strip_prefix("data:"))
         .filter_map(|d| serde_json::from_str(d.trim()).ok())
-        .last()
+        .next_back()
         .unwrap_or(Value::Null)
 }
 

@@ -5,8 +5,8 @@
 //! `inputSchema.properties.sidenote.description`), never the text:
 //!
 //! - `tool_hidden_characters`: invisible or direction-changing characters (the ones `text.rs`
-//!   escapes; emoji joiners and presentation selectors excepted), or long runs of blanks that
-//!   push text out of view;
+//!   escapes; emoji joiners and presentation selectors excepted), control characters (C0, C1)
+//!   other than a newline and a tab, or long runs of blanks that push text out of view;
 //! - `tool_credential_access`: naming credential files (`~/.ssh`, `id_rsa`, `.env`,
 //!   `mcp.json`, cloud and package-manager credentials) or asking to read keys, tokens,
 //!   passwords or environment variables;
@@ -46,8 +46,6 @@ const FINDINGS_MAX: usize = 32;
 const LOCATION_MAX: usize = 200;
 /// Blanks in a row that count as pushing text out of view.
 const PADDING_RUN: usize = 40;
-/// Most characters of one text examined (descriptions are far shorter).
-const TEXT_MAX: usize = 64 * 1024;
 
 static CREDENTIAL_PATTERNS: LazyLock<RegexSet> = LazyLock::new(|| {
     set(&[
@@ -148,11 +146,9 @@ fn walk(value: &Value, path: String, findings: &mut Vec<Finding>) {
 }
 
 /// Adds what `text`, found at `location`, shows.
+/// The whole of `text` is read, however long: a payload padded past any bound would
+/// otherwise pass unseen (a list's size is bounded where it is read, `proxy/mcp/message.rs`).
 fn inspect_text(text: &str, location: &str, findings: &mut Vec<Finding>) {
-    let text = &text[..text
-        .char_indices()
-        .nth(TEXT_MAX)
-        .map_or(text.len(), |(i, _)| i)];
     let mut report = |detector: &str| {
         if findings.len() < FINDINGS_MAX {
             findings.push(Finding {
@@ -178,12 +174,18 @@ fn inspect_text(text: &str, location: &str, findings: &mut Vec<Finding>) {
 }
 
 /// Whether `text` has invisible or direction-changing characters (other than those emoji
-/// use), or a run of blanks long enough to push what follows out of view.
+/// use), control characters other than a newline and a tab (a terminal's escapes clear,
+/// retitle or overwrite what a person reads; a carriage return before a newline is a line
+/// ending), or a run of blanks long enough to push what follows out of view.
 fn hides_characters(text: &str) -> bool {
     let mut previous = ' ';
     let mut blanks = 0usize;
-    for c in text.chars() {
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
         if (is_invisible(c) || is_bidi_control(c)) && !emoji_part(previous, c) {
+            return true;
+        }
+        if c.is_control() && c != '\n' && c != '\t' && !(c == '\r' && chars.peek() == Some(&'\n')) {
             return true;
         }
         if c == ' ' || c == '\t' || c == '\u{a0}' {

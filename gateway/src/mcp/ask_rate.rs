@@ -13,14 +13,29 @@ pub const DEFAULT_PER_MINUTE: u32 = 60;
 
 /// `warden_mcp_server_requests_refused_total{server,reason}`: requests MCP servers sent agents
 /// that Warden refused before judging them (`rate`: past `requests_to_agent_per_minute`;
-/// `held`: too many already wait for an approval).
+/// `held`: too many already wait for an approval; `ended`: the agent's session had ended).
 pub static REFUSED: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
     prometheus::IntCounterVec::new(
         prometheus::Opts::new(
             "warden_mcp_server_requests_refused_total",
-            "Requests MCP servers sent agents refused before they were judged, by server and reason (rate, held)",
+            "Requests MCP servers sent agents refused before they were judged, by server and reason (rate, held, ended)",
         ),
         &["server", "reason"],
+    )
+    .expect("static metric definition")
+});
+
+/// `warden_mcp_server_requests_denied_total{server}`: requests MCP servers sent agents that
+/// were judged and refused (policy denied them, an approver denied them, the agent's token was
+/// revoked...). Counted against the server: a server's request is never the agent's own
+/// doing, so it never feeds the agent's quarantine triggers (`fleet.quarantine.triggers`).
+pub static DENIED: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            "warden_mcp_server_requests_denied_total",
+            "Requests MCP servers sent agents refused when judged, by server",
+        ),
+        &["server"],
     )
     .expect("static metric definition")
 });

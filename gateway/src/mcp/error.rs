@@ -184,8 +184,23 @@ impl McpError {
     /// `x-warden-error`; `decision_id` (empty: none) is named where the agent is told to look
     /// in the operator's log.
     pub fn respond(&self, decision_id: &str) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+        self.respond_to(decision_id, &Value::Null)
+    }
+
+    /// [`McpError::respond`] to the request `id` (the id of the agent's request, when the
+    /// refusal comes after it was read: an upstream failure): an error the error does not
+    /// name an id for is answered under it, so the agent can match it to its request.
+    pub fn respond_to(
+        &self,
+        decision_id: &str,
+        id: &Value,
+    ) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+        let mut body = self.jsonrpc(decision_id);
+        if body["id"].is_null() {
+            body["id"] = id.clone();
+        }
         let mut response = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(
-            self.jsonrpc(decision_id).to_string(),
+            body.to_string(),
         )));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();

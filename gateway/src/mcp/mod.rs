@@ -36,7 +36,9 @@ mod streamable_http;
 mod supervise;
 mod tasks;
 
-pub use ask_rate::{DEFAULT_PER_MINUTE, REFUSED as SERVER_REQUESTS_REFUSED};
+pub use ask_rate::{
+    DEFAULT_PER_MINUTE, DENIED as SERVER_REQUESTS_DENIED, REFUSED as SERVER_REQUESTS_REFUSED,
+};
 pub use config::{McpConfig, McpDenyStyle};
 pub use ended::cut_notice;
 pub use endpoint::{Endpoint, RemoteServer, Server, ServerKind, StdioCommand};

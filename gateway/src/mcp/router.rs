@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::ask_rate::{Admitted, AskRate, DEFAULT_PER_MINUTE, REFUSED};
+use super::ask_rate::{Admitted, AskRate, DEFAULT_PER_MINUTE, DENIED, REFUSED};
 use super::error::LinkError;
 use super::server_requests::{Held, ServerRequests, Verdict, Withdrawn};
 use super::tasks::Tasks;
@@ -280,11 +280,20 @@ impl Router {
         }
     }
 
-    /// The answer to the server's request `id` when it is refused before it is judged: past
-    /// its rate (`requests_to_agent_per_minute`), or while [`MAX_HELD`] of its requests wait
-    /// for an approval. Counted; logged once while the server stays over its rate.
+    /// The answer to the server's request `id` when it is refused before it is judged: its
+    /// agent session has ended (the link is closed), past its rate
+    /// (`requests_to_agent_per_minute`), or while [`MAX_HELD`] of its requests wait for an
+    /// approval. Counted; logged once while the server stays over its rate.
     fn refused(&self, id: &Id) -> Option<Value> {
-        let (reason, text) = if let Admitted::No { first } = self.rate.admit() {
+        let (reason, text) = if *self.state.borrow() == State::Closed {
+            // Its agent session has ended (or never started): there is no agent to ask, and
+            // nothing may be judged or recorded in the name of one who left.
+            tracing::info!(server = %self.server, "an MCP server sent the agent a request after the agent's session ended; refused");
+            (
+                "ended",
+                "the agent's session with this server has ended: nobody will answer".to_owned(),
+            )
+        } else if let Admitted::No { first } = self.rate.admit() {
             if first {
                 tracing::warn!(server = %self.server, per_minute = self.rate.per_minute(), "an MCP server sends the agent more requests than its requests_to_agent_per_minute: refused until it slows down");
             }
@@ -413,6 +422,7 @@ impl Router {
             Verdict::Relay(ticket) => ticket,
             Verdict::Refuse(answer) => {
                 tracing::info!(server = %self.server, method = %crate::text::bounded(method, crate::text::FIELD_MAX), "an MCP server's request to the agent was refused; the server is answered");
+                DENIED.with_label_values(&[&*self.server]).inc();
                 if self.outbox.try_send(answer).is_err() {
                     tracing::warn!(server = %self.server, "the MCP server's refused request could not be answered (too many waiting); it will time out");
                 }
@@ -1035,6 +1045,65 @@ mod tests {
         tasks.forget_all();
         router.dispatch(status("mine"), None).await;
         assert!(events.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_server_request_after_the_agent_session_ended_is_refused_unjudged() {
+        let (events_tx, mut events) = mpsc::channel(8);
+        let judge = Arc::new(Refuser);
+        let requests = Arc::new(ServerRequests::judged_by(judge, &Stopping::default()));
+        let router = Arc::new(Router::new(
+            Arc::from("ended"),
+            events_tx,
+            requests,
+            breaker(),
+        ));
+        let mut outbox = router.take_outbox().expect("the link's to take");
+        let refused = REFUSED.with_label_values(&["ended", "ended"]);
+        let denied = DENIED.with_label_values(&["ended"]);
+        let (refused_before, denied_before) = (refused.get(), denied.get());
+        router.state.send_replace(State::Closed);
+        router
+            .dispatch(
+                json!({"jsonrpc": "2.0", "id": 9, "method": "sampling/createMessage",
+                       "params": {"maxTokens": 5, "messages": []}}),
+                None,
+            )
+            .await;
+        assert!(events.try_recv().is_err(), "nobody is asked");
+        let answer = outbox.try_recv().expect("the server is answered at once");
+        assert_eq!(answer["id"], 9);
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("session with this server has ended")),
+            "{answer}"
+        );
+        assert_eq!(refused.get(), refused_before + 1);
+        assert_eq!(
+            denied.get(),
+            denied_before,
+            "never judged: the Refuser's denial would count"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_judged_refusal_is_counted_against_the_server() {
+        let requests = Arc::new(ServerRequests::judged_by(
+            Arc::new(Refuser),
+            &Stopping::default(),
+        ));
+        let (router, _events) = routed(&requests);
+        let _outbox = router.take_outbox();
+        let denied = DENIED.with_label_values(&["files"]);
+        let before = denied.get();
+        router
+            .dispatch(
+                json!({"jsonrpc": "2.0", "id": 1, "method": "roots/list"}),
+                None,
+            )
+            .await;
+        assert!(denied.get() > before);
     }
 
     #[tokio::test]

@@ -307,8 +307,10 @@ fn echoed(secret_env: &[(String, Zeroizing<String>)]) -> Arc<Echo> {
         .filter(|(_, v)| v.len() >= 6)
         .map(|(_, v)| v.clone())
         .collect();
-    let mut encodings: Vec<Zeroizing<String>> =
-        values.iter().flat_map(|v| base64_forms(v.as_bytes())).collect();
+    let mut encodings: Vec<Zeroizing<String>> = values
+        .iter()
+        .flat_map(|v| base64_forms(v.as_bytes()))
+        .collect();
     encodings.retain(|e| e.len() >= 6);
     Arc::new(Echo::new(values, encodings))
 }

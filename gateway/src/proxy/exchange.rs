@@ -342,7 +342,8 @@ impl Exchange {
     }
 
     /// What this judges is not the agent's own doing (a request an MCP server sends it): its
-    /// session is read, never added to, so a server cannot spend the agent's session counts.
+    /// session is read, never added to, so a server cannot spend the agent's session counts,
+    /// and its decision feeds none of the agent's quarantine triggers.
     pub fn not_the_agents(&mut self) {
         self.not_the_agents = true;
     }

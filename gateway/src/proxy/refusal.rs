@@ -215,7 +215,11 @@ impl Refusal {
         decision_id: &str,
     ) -> Response<Full<Bytes>> {
         if let Refusal::Mcp(e) = self {
-            return e.respond(decision_id);
+            let id = match shape {
+                Some(Shape::Mcp(mcp)) => &mcp.id,
+                _ => &serde_json::Value::Null,
+            };
+            return e.respond_to(decision_id, id);
         }
         let dialect = route.map_or(Protocol::Openai, |r| r.protocol).dialect();
         if let Refusal::Limited(limited) = self {
@@ -357,6 +361,27 @@ mod tests {
             status,
             serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
         )
+    }
+
+    #[tokio::test]
+    async fn an_upstream_failure_is_answered_under_the_agents_request_id() {
+        let refusal = Refusal::Mcp(McpError::Link(crate::mcp::LinkError::Http {
+            server: "evil".into(),
+            reason: "the server answered HTTP 500".into(),
+        }));
+        let shape = Shape::Mcp(crate::protocol::mcp::McpShape {
+            id: serde_json::json!(14),
+            deny_as_tool_result: false,
+            tool_call: true,
+        });
+        let response = refusal.respond(None, Some(&shape), "dec-1");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["id"], 14, "{body}");
+        assert_eq!(body["error"]["code"], jsonrpc::code::UPSTREAM, "{body}");
+        // Without a request read (no shape) there is no id to give.
+        let (_, body) = answer(&refusal).await;
+        assert!(body["id"].is_null(), "{body}");
     }
 
     #[tokio::test]

@@ -352,8 +352,14 @@ fn overruled_by(cedar: &str, adjusted: &str, judged: &str, last: &str) -> Option
 }
 
 /// The quarantine triggers on a decision: when one fires, the agent is quarantined and a
-/// request that policy would have let go on is denied with the quarantine's reason.
+/// request that policy would have let go on is denied with the quarantine's reason. What is
+/// not the agent's own doing (a request an MCP server sends it) feeds none of them: a server
+/// could otherwise get an honest agent quarantined by asking what policy denies (its
+/// refusals are counted against the server, `warden_mcp_server_requests_denied_total`).
 fn triggers(snap: &Snapshot, ex: &Exchange, action: &Action, decision: Decision) -> Decision {
+    if !ex.remembered_in_session() {
+        return decision;
+    }
     let quarantines = &ex.shared().quarantines;
     let config = &snap.config.fleet.quarantine.triggers;
     if !quarantines.after_decision(config, &snap.policy, action, &decision) {

@@ -104,21 +104,55 @@ impl Redactor {
 pub fn redact_json(value: &mut serde_json::Value, echo: &Echo) -> usize {
     use serde_json::Value;
     match value {
-        Value::String(text) => {
-            if echo.find(text.as_bytes(), 0).is_none() {
-                return 0;
-            }
-            let mut out = Vec::with_capacity(text.len());
-            let count = echo.replace(text.as_bytes(), &mut out);
-            // A form begins and ends on a character's boundary; were it not so, the whole
-            // string goes rather than a part of the secret staying (fail closed).
-            *text = String::from_utf8(out).unwrap_or_else(|_| "[REDACTED]".to_owned());
-            count
-        }
+        Value::String(text) => redact_text(text, echo),
         Value::Array(items) => items.iter_mut().map(|v| redact_json(v, echo)).sum(),
-        Value::Object(fields) => fields.values_mut().map(|v| redact_json(v, echo)).sum(),
+        Value::Object(fields) => {
+            let values: usize = fields.values_mut().map(|v| redact_json(v, echo)).sum();
+            values + redact_keys(fields, echo)
+        }
         _ => 0,
     }
+}
+
+/// Replaces the credential's echo in `text`; how many were replaced.
+fn redact_text(text: &mut String, echo: &Echo) -> usize {
+    if echo.find(text.as_bytes(), 0).is_none() {
+        return 0;
+    }
+    let mut out = Vec::with_capacity(text.len());
+    let count = echo.replace(text.as_bytes(), &mut out);
+    // A form begins and ends on a character's boundary; were it not so, the whole
+    // string goes rather than a part of the secret staying (fail closed).
+    *text = String::from_utf8(out).unwrap_or_else(|_| "[REDACTED]".to_owned());
+    count
+}
+
+/// Redacts the keys of `fields` too (an object key is a string the agent reads as surely as
+/// a value: a map keyed by a header's value hands the credential over). A key that becomes
+/// one already present is kept under a numbered form (`[REDACTED] (2)`), never merged or
+/// dropped silently. How many were replaced.
+fn redact_keys(fields: &mut serde_json::Map<String, serde_json::Value>, echo: &Echo) -> usize {
+    if !fields
+        .keys()
+        .any(|key| echo.find(key.as_bytes(), 0).is_some())
+    {
+        return 0;
+    }
+    let mut count = 0;
+    let mut rebuilt = serde_json::Map::new();
+    for (mut key, value) in std::mem::take(fields) {
+        count += redact_text(&mut key, echo);
+        if rebuilt.contains_key(&key) {
+            let base = key;
+            key = (2..)
+                .map(|n| format!("{base} ({n})"))
+                .find(|k| !rebuilt.contains_key(k))
+                .unwrap_or_default();
+        }
+        rebuilt.insert(key, value);
+    }
+    *fields = rebuilt;
+    count
 }
 
 #[cfg(test)]
@@ -127,6 +161,31 @@ mod tests {
 
     fn echo(secrets: &[&str]) -> Echo {
         Echo::new(secrets.iter().map(|s| Zeroizing::new((*s).to_owned())), [])
+    }
+
+    #[test]
+    fn a_secret_echoed_as_an_object_key_is_redacted_too() {
+        let secret = Zeroizing::new("mcpCred-Xy7Qz9Lm2Pk4Wv8Rt6".to_owned());
+        let mut message = serde_json::json!({
+            "result": {
+                "structuredContent": {"mcpCred-Xy7Qz9Lm2Pk4Wv8Rt6": true,
+                                      "k": {"Bearer mcpCred-Xy7Qz9Lm2Pk4Wv8Rt6": 1}},
+                "_meta": {"leak": "mcpCred-Xy7Qz9Lm2Pk4Wv8Rt6", "mcpCred-Xy7Qz9Lm2Pk4Wv8Rt6": "key",
+                          "[REDACTED]": "already"}
+            }
+        });
+        let count = redact_json(&mut message, &echo(&[secret.as_str()]));
+        assert_eq!(count, 4);
+        assert!(!message.to_string().contains(secret.as_str()), "{message}");
+        assert_eq!(
+            message["result"]["structuredContent"],
+            serde_json::json!({"[REDACTED]": true, "k": {"Bearer [REDACTED]": 1}})
+        );
+        // Two keys alike once redacted: both kept.
+        let meta = message["result"]["_meta"].as_object().unwrap();
+        assert_eq!(meta.len(), 3, "{message}");
+        assert_eq!(meta["leak"], "[REDACTED]");
+        assert!(meta.contains_key("[REDACTED]") && meta.contains_key("[REDACTED] (2)"));
     }
 
     fn redactor(secrets: &[&str]) -> Redactor {
