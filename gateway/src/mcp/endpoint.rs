@@ -115,7 +115,7 @@ impl Endpoint {
         secrets: Option<&Arc<SecretStore>>,
     ) -> Result<Vec<Arc<Endpoint>>, ConfigErrors> {
         let breaker = &upstream.breaker;
-        let http = super::remote::client(upstream)
+        let http = super::guarded_client::client(upstream)
             .map_err(|e| ConfigErrors::one("upstream.nameservers", e.to_string()))?;
         let servers: Vec<Arc<Server>> = config
             .servers

@@ -19,6 +19,7 @@ pub mod config;
 mod ended;
 mod endpoint;
 mod error;
+mod guarded_client;
 mod legacy_session;
 mod legacy_sse;
 mod link;

@@ -10,11 +10,8 @@ use super::endpoint::RemoteServer;
 use super::error::LinkError;
 use super::router::Router;
 use crate::action::Principal;
-use crate::egress::resolve::ResolverSetupError;
 use crate::protocol::{SseDecoder, SseSink};
 use crate::secrets::{NoPrincipal, Placed};
-use crate::upstream::address_guard::{AddressGuard, GuardedResolver};
-use crate::upstream::config::UpstreamConfig;
 
 /// Largest server-sent event, and largest JSON answer, accepted from a server.
 pub(super) const MAX_EVENT: usize = 16 * 1024 * 1024;
@@ -47,41 +44,6 @@ pub(super) async fn credential(
                 code: e.code(),
             })
         }
-    }
-}
-
-/// The HTTP client of an endpoint's remote servers: no redirects (one would carry the server's
-/// credential, in any header it is sent in, to wherever the server points), and the address
-/// guard of Warden's upstream connections (`upstream.allow_private`, `upstream.nameservers`)
-/// on the names it resolves, so a server's name pointed at an internal address is refused.
-pub(super) fn client(upstream: &UpstreamConfig) -> Result<reqwest::Client, ResolverSetupError> {
-    let resolver = GuardedResolver::new(
-        AddressGuard::new(&upstream.allow_private),
-        &upstream.nameservers,
-        upstream.connect_timeout,
-    )?;
-    Ok(reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .dns_resolver(Arc::new(GuardedDns(resolver)))
-        .build()
-        .unwrap_or_default())
-}
-
-/// [`GuardedResolver`] as reqwest's resolver: it dials exactly the addresses judged.
-struct GuardedDns(GuardedResolver);
-
-impl reqwest::dns::Resolve for GuardedDns {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let mut resolver = self.0.clone();
-        let name = name
-            .as_str()
-            .parse::<hyper_util::client::legacy::connect::dns::Name>();
-        Box::pin(async move {
-            let name = name.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
-            let addresses = tower::Service::call(&mut resolver, name).await?;
-            Ok(Box::new(addresses) as reqwest::dns::Addrs)
-        })
     }
 }
 

@@ -7,37 +7,11 @@ use serde_json::{Value, json};
 
 use super::config::{ElasticConfig, EventShape};
 use super::elastic_template::{Template, TemplateError};
-use super::http::{Secret, error_text, gzip, short};
+use super::http::{error_text, gzip, short};
 use super::spool::Entry;
 use super::verdict::{SendError, Verdict};
 
-/// How Warden authenticates to the cluster.
-pub enum Auth {
-    None,
-    ApiKey(Secret),
-    Basic { username: String, password: Secret },
-}
-
-impl Auth {
-    /// Adds the credential to `request`.
-    pub fn apply(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match self {
-            Auth::None => request,
-            Auth::ApiKey(key) => request.header("authorization", format!("ApiKey {}", key.value())),
-            Auth::Basic { username, password } => {
-                request.basic_auth(username, Some(password.value()))
-            }
-        }
-    }
-
-    async fn refresh(&mut self) {
-        match self {
-            Auth::None => {}
-            Auth::ApiKey(key) => key.refresh().await,
-            Auth::Basic { password, .. } => password.refresh().await,
-        }
-    }
-}
+pub use super::elastic_auth::Auth;
 
 /// An Elasticsearch or OpenSearch destination.
 pub struct ElasticSink {

@@ -10,7 +10,7 @@
 use serde_json::{Map, Value, json};
 
 use super::config::{EventShape, ManageTemplate};
-use super::elastic::Auth;
+use super::elastic_auth::Auth;
 use super::http::{error_text, short};
 
 /// Above the built-in `logs-*-*` template of Elasticsearch (100), so ours applies.

@@ -16,6 +16,7 @@ mod cursor_check;
 mod dead_letter;
 mod deliver;
 pub mod elastic;
+mod elastic_auth;
 mod elastic_template;
 mod host;
 mod http;
