@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 
 use super::another_token;
 use super::answer::{empty, event_stream, json_response};
-use super::pages::{answer_list, read_pages};
+use super::pages::{PageError, answer_list, read_pages};
 use super::server_requests::{self, ServerJudge};
 use super::tasks::{self, Birth};
 use crate::action::{Action, Facts, Findings, Principal, Resource, ToolFacts, Verb};
@@ -961,7 +961,7 @@ fn endpoint_separator(route: &Route) -> Arc<str> {
 }
 
 /// Every page of one server's list.
-async fn read_all(link: &Link, kind: ListKind) -> Result<Vec<Value>, McpError> {
+async fn read_all(link: &Link, kind: ListKind) -> Result<Vec<Value>, PageError> {
     read_pages(link, kind.method(), kind.key()).await
 }
 
