@@ -22,6 +22,7 @@ use crate::action::{Action, Facts, Findings, Principal, Resource, ToolFacts, Ver
 use crate::decision::Decision;
 use crate::fleet::cut::{Cause, Cut};
 use crate::fleet::session::Named;
+use crate::inspect::tool_description::names_another_server;
 use crate::mcp::{
     Answer, Asked, Call, Endpoint, EventBody, LegacySession, Link, LinkError, McpDenyStyle,
     McpError, Outlet, Over, SESSION_HEADER, Session, Task, VERSION_HEADER, cut_notice,
@@ -209,6 +210,32 @@ async fn initialize(
     Ok(response)
 }
 
+/// Whether `server`'s instructions `text` name another server of the session (a
+/// `tool_cross_server` finding) and no one reviewed them: withheld, as a changed definition
+/// is, until an operator approves them (`warden tools approve SERVER '(instructions)'`).
+fn speaks_for_another(pins: &Pins, session: &Session, server: &str, text: &str) -> bool {
+    let others: Vec<&str> = session
+        .links
+        .iter()
+        .map(|(name, _)| &**name)
+        .filter(|name| *name != server)
+        .collect();
+    let Some(finding) = names_another_server(text, &others, crate::pins::INSTRUCTIONS) else {
+        return false;
+    };
+    if pins.reviewed(server, crate::pins::INSTRUCTIONS) {
+        return false;
+    }
+    tracing::warn!(
+        server = %server,
+        detector = %finding.detector,
+        "a server's instructions name another server of the endpoint; they are withheld \
+         until an operator reviews them (`warden tools list --server {server}`) \
+         and approves them with `warden tools approve {server} '(instructions)'`"
+    );
+    true
+}
+
 /// The `initialize` result without the instructions of a server whose instructions pinning
 /// does not allow (changed since they were approved, or unapproved in mode `approved`:
 /// withheld until an operator approves them, the change audited as a `tool_change` of
@@ -226,6 +253,7 @@ async fn pin_instructions(ex: &Exchange, session: &Session, mut result: Value) -
         });
         if let Some(text) = text
             && pin_check(ex, &pins, server, &crate::pins::instructions_item(&text)).await
+            && !speaks_for_another(&pins, session, server, &text)
         {
             allowed.push(Arc::clone(server));
         }
