@@ -126,6 +126,19 @@ pub fn inspect_tool(tool: &Value) -> Vec<Finding> {
     findings
 }
 
+/// The findings in one prompt, resource or resource template a server lists (an entry of a
+/// `prompts/list`, `resources/list` or `resources/templates/list` result): its name, title
+/// and description, and a prompt's `arguments` (their names and descriptions), read as a
+/// tool's definition is.
+pub fn inspect_listed(item: &Value) -> Vec<Finding> {
+    let mut findings = inspect_tool(item);
+    if let Some(arguments) = item.get("arguments") {
+        walk(arguments, "arguments".to_string(), &mut findings);
+    }
+    findings.truncate(FINDINGS_MAX);
+    findings
+}
+
 /// Every string and object key under `value`, with its path.
 fn walk(value: &Value, path: String, findings: &mut Vec<Finding>) {
     if findings.len() >= FINDINGS_MAX {

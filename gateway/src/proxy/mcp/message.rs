@@ -22,7 +22,7 @@ use crate::action::{Action, Facts, Findings, Principal, Resource, ToolFacts, Ver
 use crate::decision::Decision;
 use crate::fleet::cut::{Cause, Cut};
 use crate::fleet::session::Named;
-use crate::inspect::tool_description::names_another_server;
+use crate::inspect::tool_description::{inspect_listed, names_another_server};
 use crate::mcp::{
     Answer, Asked, Call, Endpoint, EventBody, LegacySession, Link, LinkError, McpDenyStyle,
     McpError, Outlet, Over, SESSION_HEADER, Session, Task, VERSION_HEADER, cut_notice,
@@ -963,6 +963,9 @@ async fn list(
                     continue;
                 }
             }
+            if kind != ListKind::Tools {
+                warn_of_findings(server, kind, &name, &item);
+            }
             let federated = if is_uri {
                 names::prefix_uri(server, &name)
             } else {
@@ -978,6 +981,26 @@ async fn list(
         }
     }
     Ok(answer_list(ex, kind.key(), items, &failures, id))
+}
+
+/// Logs what the hidden-instruction detectors find in a prompt, resource or resource
+/// template `server` lists (they are not pinned: listed as served, the operator warned).
+fn warn_of_findings(server: &str, kind: ListKind, name: &str, item: &Value) {
+    let findings = inspect_listed(item);
+    if findings.is_empty() {
+        return;
+    }
+    let found: Vec<String> = findings
+        .iter()
+        .map(|f| format!("{} in {}", f.detector, f.location))
+        .collect();
+    tracing::warn!(
+        server,
+        list = kind.method(),
+        item = %bounded(name, FIELD_MAX),
+        findings = %found.join("; "),
+        "an MCP server lists an item whose text carries hidden instructions"
+    );
 }
 
 /// The separator of the route's endpoint.
