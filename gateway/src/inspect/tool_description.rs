@@ -15,7 +15,9 @@
 //!   …");
 //! - `tool_concealment`: telling the model to keep something from the user;
 //! - `tool_exfiltration`: telling the model to send data to an address, a URL or a phone
-//!   number, or to smuggle file contents or message history into arguments.
+//!   number, or to smuggle file contents or message history into arguments;
+//! - `tool_cross_server`: a server's instructions naming another server of its endpoint
+//!   (`Server files`, `files:`), speaking for it ([`names_another_server`]).
 //!
 //! Text is matched after NFKC folding, with invisible characters removed, in lower case, blanks
 //! collapsed, so that look-alike letters and zero-width splits do not hide a phrase.
@@ -39,6 +41,8 @@ pub const INSTRUCTION_OVERRIDE: &str = "tool_instruction_override";
 pub const CONCEALMENT: &str = "tool_concealment";
 /// Instructions to send data elsewhere.
 pub const EXFILTRATION: &str = "tool_exfiltration";
+/// A server's text naming another server of its endpoint.
+pub const CROSS_SERVER: &str = "tool_cross_server";
 
 /// Most findings reported for one tool.
 const FINDINGS_MAX: usize = 32;
@@ -122,6 +126,19 @@ pub fn inspect_tool(tool: &Value) -> Vec<Finding> {
     findings
 }
 
+/// The findings in one prompt, resource or resource template a server lists (an entry of a
+/// `prompts/list`, `resources/list` or `resources/templates/list` result): its name, title
+/// and description, and a prompt's `arguments` (their names and descriptions), read as a
+/// tool's definition is.
+pub fn inspect_listed(item: &Value) -> Vec<Finding> {
+    let mut findings = inspect_tool(item);
+    if let Some(arguments) = item.get("arguments") {
+        walk(arguments, "arguments".to_string(), &mut findings);
+    }
+    findings.truncate(FINDINGS_MAX);
+    findings
+}
+
 /// Every string and object key under `value`, with its path.
 fn walk(value: &Value, path: String, findings: &mut Vec<Finding>) {
     if findings.len() >= FINDINGS_MAX {
@@ -143,6 +160,33 @@ fn walk(value: &Value, path: String, findings: &mut Vec<Finding>) {
         }
         _ => {}
     }
+}
+
+/// A [`CROSS_SERVER`] finding at `location` when `text` (a server's instructions) names one
+/// of `others`, the other servers of its endpoint, as Warden labels a server's section
+/// (`Server <other>`) or as a heading (`<other>:`); matched folded, so case, look-alike
+/// letters and invisible characters do not hide it.
+pub fn names_another_server(text: &str, others: &[&str], location: &str) -> Option<Finding> {
+    let folded = fold(text);
+    let named = others.iter().any(|other| {
+        let other = fold(other);
+        !other.is_empty()
+            && folded.match_indices(other.as_str()).any(|(at, _)| {
+                let before = &folded[..at];
+                let after = &folded[at + other.len()..];
+                let word_ends =
+                    !after.starts_with(|c: char| c.is_alphanumeric() || c == '-' || c == '_');
+                let word_starts =
+                    !before.ends_with(|c: char| c.is_alphanumeric() || c == '-' || c == '_');
+                let labelled = before.ends_with("server ") && word_ends;
+                let heading = word_starts && after.trim_start().starts_with(':');
+                labelled || heading
+            })
+    });
+    named.then(|| Finding {
+        detector: Arc::from(CROSS_SERVER),
+        location: Quoted::with_max(location, LOCATION_MAX).to_string(),
+    })
 }
 
 /// Adds what `text`, found at `location`, shows.

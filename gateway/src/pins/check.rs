@@ -203,6 +203,18 @@ impl Pins {
         }
     }
 
+    /// Whether someone looked at the approved definition of `tool` on `server` (the
+    /// configuration or an operator approved it, not trust on first use) and nothing waits.
+    pub fn reviewed(&self, server: &str, tool: &str) -> bool {
+        self.entry(server, tool).is_some_and(|entry| {
+            entry.pending.is_none()
+                && entry
+                    .approved
+                    .as_ref()
+                    .is_some_and(|a| a.approver != Approver::FirstUse)
+        })
+    }
+
     /// What the hidden-instruction detectors found in the approved definition of `tool` on
     /// `server` (for a `tools/call`'s `context.findings`); empty when none or unknown.
     pub fn findings(&self, server: &str, tool: &str) -> Vec<Finding> {

@@ -474,6 +474,7 @@ fn observe(
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     inject::strip_response_hop_by_hop(&mut parts.headers, ex.accepts_trailers());
+    inject::strip_set_cookie(&mut parts.headers, route.pass_cookies);
     let mut redactor = ex.redactor();
     if let Some(r) = redactor.as_mut() {
         r.headers(&mut parts.headers);

@@ -70,6 +70,11 @@ pub struct RouteConfig {
     /// which Warden never saw (caches cannot be made through it). Default `false`: refused.
     #[serde(default)]
     pub allow_cached_content: bool,
+    /// The upstream's `Set-Cookie` (and `Set-Cookie2`) headers reach the agent. Default
+    /// `false`: dropped, so one upstream cannot plant cookies for Warden's origin, which the
+    /// agent would then send to every route.
+    #[serde(default)]
+    pub pass_cookies: bool,
 }
 
 impl RouteConfig {
@@ -115,6 +120,7 @@ pub fn default_routes() -> Vec<RouteConfig> {
         allow_plaintext: false,
         account_headers: Default::default(),
         allow_cached_content: false,
+        pass_cookies: false,
     })
     .chain(std::iter::once(RouteConfig {
         name: None,
@@ -129,6 +135,7 @@ pub fn default_routes() -> Vec<RouteConfig> {
         allow_plaintext: false,
         account_headers: Default::default(),
         allow_cached_content: false,
+        pass_cookies: false,
     }))
     .collect()
 }

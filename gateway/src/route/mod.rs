@@ -54,6 +54,8 @@ pub struct Route {
     pub account_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Requests may name content cached at the provider (`allow_cached_content`).
     pub allow_cached_content: bool,
+    /// The upstream's `Set-Cookie` headers reach the agent (`pass_cookies`).
+    pub pass_cookies: bool,
 }
 
 /// Route `i`'s `account_headers`, each name one of [`config::ACCOUNT_HEADERS`] and each value
@@ -232,6 +234,7 @@ impl RouteTable {
             routes.push(Arc::new(Route {
                 account_headers,
                 allow_cached_content: rc.allow_cached_content,
+                pass_cookies: rc.pass_cookies,
                 operations,
                 name: Arc::from(name),
                 prefix: rc.prefix.trim_end_matches('/').to_string(),
@@ -263,6 +266,7 @@ impl RouteTable {
                 operations: None,
                 account_headers: Vec::new(),
                 allow_cached_content: false,
+                pass_cookies: false,
             }));
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));

@@ -85,6 +85,21 @@ impl Echo {
         }
     }
 
+    /// Whether a header's `name` holds a form of the credential. Names reach Warden in lower
+    /// case (the HTTP stack folds them), so the forms are looked for in any case.
+    pub fn in_header_name(&self, name: &str) -> bool {
+        let name = name.as_bytes();
+        self.find(name, 0).is_some()
+            || self.spelled.iter().any(|form| {
+                let form = form.as_bytes();
+                !form.is_empty()
+                    && name.len() >= form.len()
+                    && name
+                        .windows(form.len())
+                        .any(|w| w.eq_ignore_ascii_case(form))
+            })
+    }
+
     /// Whether there is nothing to look for.
     pub fn is_empty(&self) -> bool {
         self.automaton.is_none() && self.spelled.is_empty()

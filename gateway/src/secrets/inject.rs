@@ -113,6 +113,16 @@ pub fn strip_response_hop_by_hop(headers: &mut HeaderMap, accepts_trailers: bool
     }
 }
 
+/// Removes an upstream's `Set-Cookie` and `Set-Cookie2` unless the route passes cookies
+/// (`pass_cookies`): the agent would keep them for Warden's origin and send them to every
+/// route, so one upstream could plant cookies for the others.
+pub fn strip_set_cookie(headers: &mut HeaderMap, pass_cookies: bool) {
+    if !pass_cookies {
+        headers.remove(header::SET_COOKIE);
+        headers.remove("set-cookie2");
+    }
+}
+
 /// Removes hop-by-hop headers and those named in `Connection`, leaving the end-to-end ones.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
@@ -334,6 +344,32 @@ mod account_tests {
                 Some(((*h).to_owned(), v.to_owned()))
             })
             .collect()
+    }
+
+    #[test]
+    fn an_upstreams_cookies_reach_the_agent_only_where_the_route_passes_them() {
+        let answer = || {
+            let mut h = HeaderMap::new();
+            h.append(
+                header::SET_COOKIE,
+                HeaderValue::from_static("warden_session=x; Path=/"),
+            );
+            h.append(header::SET_COOKIE, HeaderValue::from_static("b=2"));
+            h.append("set-cookie2", HeaderValue::from_static("c=3"));
+            h.append(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            h
+        };
+        let mut dropped = answer();
+        strip_set_cookie(&mut dropped, false);
+        assert!(!dropped.contains_key(header::SET_COOKIE));
+        assert!(!dropped.contains_key("set-cookie2"));
+        assert!(dropped.contains_key(header::CONTENT_TYPE));
+        let mut passed = answer();
+        strip_set_cookie(&mut passed, true);
+        assert_eq!(passed, answer());
     }
 
     #[test]

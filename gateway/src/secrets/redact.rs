@@ -36,9 +36,20 @@ impl Redactor {
     }
 
     /// Redacts the secrets from `headers` (a `Location` or `Link` quoting a query-parameter
-    /// credential, a debug header echoing one); returns how many were replaced.
+    /// credential, a debug header echoing one); a header whose name holds the secret (in any
+    /// case) is dropped, as a name cannot be redacted. Returns how many were replaced or
+    /// dropped.
     pub fn headers(&mut self, headers: &mut http::HeaderMap) -> usize {
         let before = self.count;
+        let named: Vec<http::HeaderName> = headers
+            .keys()
+            .filter(|name| self.echo.in_header_name(name.as_str()))
+            .cloned()
+            .collect();
+        for name in named {
+            headers.remove(&name);
+            self.count += 1;
+        }
         for value in headers.values_mut() {
             if self.echo.find(value.as_bytes(), 0).is_none() {
                 continue;
@@ -255,6 +266,17 @@ mod tests {
         headers.insert("x-other", "fine".parse().unwrap());
         assert_eq!(r.headers(&mut headers), 1);
         assert_eq!(headers["location"], "/v1/items/?api_key=[REDACTED]");
+        assert_eq!(headers["x-other"], "fine");
+    }
+
+    #[test]
+    fn a_response_header_named_with_the_secret_is_dropped() {
+        let mut r = redactor(&["RestCred-abc123DEF456"]);
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-restcred-abc123def456", "1".parse().unwrap());
+        headers.insert("x-other", "fine".parse().unwrap());
+        assert_eq!(r.headers(&mut headers), 1);
+        assert_eq!(headers.len(), 1, "{headers:?}");
         assert_eq!(headers["x-other"], "fine");
     }
 

@@ -337,6 +337,31 @@ async fn approved_mode_offers_only_definitions_approved_in_configuration_or_by_a
 }
 
 #[tokio::test]
+async fn only_a_pin_someone_approved_counts_as_reviewed() {
+    let setup = Setup::new().await;
+    let pins = setup.pins(&PinsConfig::default()).await;
+    pins.check("calc", &add("Add two numbers.")).await.unwrap();
+    assert_eq!(pins.call_status("calc", "add"), CallStatus::Allowed);
+    assert!(!pins.reviewed("calc", "add"), "trusted on first use");
+    assert!(!pins.reviewed("calc", "nope"));
+    let outcome = setup
+        .store
+        .inner
+        .approve_pending("calc", "add", None, Approver::Operator("ops".into()))
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, ApproveOutcome::Approved(_)),
+        "{outcome:?}"
+    );
+    pins.refresh().await.unwrap();
+    assert!(pins.reviewed("calc", "add"));
+    // Changed, it waits again.
+    pins.check("calc", &add(POISON)).await.unwrap();
+    assert!(!pins.reviewed("calc", "add"));
+}
+
+#[tokio::test]
 async fn pins_trusted_on_first_use_do_not_count_in_approved_mode() {
     let setup = Setup::new().await;
     setup

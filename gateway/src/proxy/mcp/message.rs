@@ -15,13 +15,14 @@ use serde_json::{Map, Value, json};
 
 use super::another_token;
 use super::answer::{empty, event_stream, json_response};
-use super::pages::{answer_list, read_pages};
+use super::pages::{PageError, answer_list, read_pages};
 use super::server_requests::{self, ServerJudge};
 use super::tasks::{self, Birth};
 use crate::action::{Action, Facts, Findings, Principal, Resource, ToolFacts, Verb};
 use crate::decision::Decision;
 use crate::fleet::cut::{Cause, Cut};
 use crate::fleet::session::Named;
+use crate::inspect::tool_description::{inspect_listed, names_another_server};
 use crate::mcp::{
     Answer, Asked, Call, Endpoint, EventBody, LegacySession, Link, LinkError, McpDenyStyle,
     McpError, Outlet, Over, SESSION_HEADER, Session, Task, VERSION_HEADER, cut_notice,
@@ -209,6 +210,32 @@ async fn initialize(
     Ok(response)
 }
 
+/// Whether `server`'s instructions `text` name another server of the session (a
+/// `tool_cross_server` finding) and no one reviewed them: withheld, as a changed definition
+/// is, until an operator approves them (`warden tools approve SERVER '(instructions)'`).
+fn speaks_for_another(pins: &Pins, session: &Session, server: &str, text: &str) -> bool {
+    let others: Vec<&str> = session
+        .links
+        .iter()
+        .map(|(name, _)| &**name)
+        .filter(|name| *name != server)
+        .collect();
+    let Some(finding) = names_another_server(text, &others, crate::pins::INSTRUCTIONS) else {
+        return false;
+    };
+    if pins.reviewed(server, crate::pins::INSTRUCTIONS) {
+        return false;
+    }
+    tracing::warn!(
+        server = %server,
+        detector = %finding.detector,
+        "a server's instructions name another server of the endpoint; they are withheld \
+         until an operator reviews them (`warden tools list --server {server}`) \
+         and approves them with `warden tools approve {server} '(instructions)'`"
+    );
+    true
+}
+
 /// The `initialize` result without the instructions of a server whose instructions pinning
 /// does not allow (changed since they were approved, or unapproved in mode `approved`:
 /// withheld until an operator approves them, the change audited as a `tool_change` of
@@ -226,6 +253,7 @@ async fn pin_instructions(ex: &Exchange, session: &Session, mut result: Value) -
         });
         if let Some(text) = text
             && pin_check(ex, &pins, server, &crate::pins::instructions_item(&text)).await
+            && !speaks_for_another(&pins, session, server, &text)
         {
             allowed.push(Arc::clone(server));
         }
@@ -935,6 +963,9 @@ async fn list(
                     continue;
                 }
             }
+            if kind != ListKind::Tools {
+                warn_of_findings(server, kind, &name, &item);
+            }
             let federated = if is_uri {
                 names::prefix_uri(server, &name)
             } else {
@@ -952,6 +983,26 @@ async fn list(
     Ok(answer_list(ex, kind.key(), items, &failures, id))
 }
 
+/// Logs what the hidden-instruction detectors find in a prompt, resource or resource
+/// template `server` lists (they are not pinned: listed as served, the operator warned).
+fn warn_of_findings(server: &str, kind: ListKind, name: &str, item: &Value) {
+    let findings = inspect_listed(item);
+    if findings.is_empty() {
+        return;
+    }
+    let found: Vec<String> = findings
+        .iter()
+        .map(|f| format!("{} in {}", f.detector, f.location))
+        .collect();
+    tracing::warn!(
+        server,
+        list = kind.method(),
+        item = %bounded(name, FIELD_MAX),
+        findings = %found.join("; "),
+        "an MCP server lists an item whose text carries hidden instructions"
+    );
+}
+
 /// The separator of the route's endpoint.
 fn endpoint_separator(route: &Route) -> Arc<str> {
     route
@@ -961,7 +1012,7 @@ fn endpoint_separator(route: &Route) -> Arc<str> {
 }
 
 /// Every page of one server's list.
-async fn read_all(link: &Link, kind: ListKind) -> Result<Vec<Value>, McpError> {
+async fn read_all(link: &Link, kind: ListKind) -> Result<Vec<Value>, PageError> {
     read_pages(link, kind.method(), kind.key()).await
 }
 
