@@ -644,6 +644,21 @@ fn anthropic_tools(calls: &Value) -> Value {
     })
 }
 
+/// The agent's POST of `body` to Warden's `path` (with the version header Anthropic's API needs).
+fn agent_post(s: &Stack, path: &str, body: &Value) -> reqwest::RequestBuilder {
+    let request = s
+        .warden
+        .http()
+        .post(s.warden.url(path))
+        .bearer_auth(&s.token)
+        .json(body);
+    if path.starts_with("/anthropic/") {
+        request.header("anthropic-version", "2023-06-01")
+    } else {
+        request
+    }
+}
+
 /// The answer to `body` posted to Warden's `path` while the fake encodes its answers as
 /// `encoding`: its status, its JSON (`Null` when it is none) with Warden's error code
 /// (`x-warden-error`) as `"warden_error"`, and its text.
@@ -654,15 +669,7 @@ async fn answer_encoded(
     body: &Value,
 ) -> (u16, Value, String) {
     s.fake.encode_answers(Some(encoding));
-    let mut request = s
-        .warden
-        .http()
-        .post(s.warden.url(path))
-        .bearer_auth(&s.token)
-        .json(body);
-    if path.starts_with("/anthropic/") {
-        request = request.header("anthropic-version", "2023-06-01");
-    }
+    let request = agent_post(s, path, body);
     let response = match request.send().await {
         Ok(response) => response,
         // Cut before its head: nothing delivered.
@@ -834,15 +841,7 @@ async fn a_loosely_spelled_tool_is_judged_as_the_catalogue_tool_it_folds_onto() 
 /// `events` as they are.
 async fn scripted_stream(s: &Stack, path: &str, body: &Value, events: &[String]) -> String {
     s.fake.script_streams(Some(events.to_vec()));
-    let mut request = s
-        .warden
-        .http()
-        .post(s.warden.url(path))
-        .bearer_auth(&s.token)
-        .json(body);
-    if path.starts_with("/anthropic/") {
-        request = request.header("anthropic-version", "2023-06-01");
-    }
+    let request = agent_post(s, path, body);
     let text = request.send().await.unwrap().text().await.unwrap();
     s.fake.script_streams(None);
     text
