@@ -19,7 +19,7 @@ use super::endpoint::StdioCommand;
 use super::error::LinkError;
 use super::router::{Router, State, closed as link_closed, handshake};
 use super::supervise::{self, Connection, Exit, Up};
-use crate::secrets::redact::Echo;
+use crate::secrets::redact::{Echo, MIN_ECHO, base64_forms};
 use crate::text::{FIELD_MAX, bounded};
 
 /// Longest line accepted from a server's stdout (one JSON-RPC message); a longer one is
@@ -299,20 +299,15 @@ async fn read_line(
 
 /// What a process could quote back of its `secret_env` values, built as an injected
 /// credential's echo is (`secrets/injection.rs`): each value and its base64 forms, found however
-/// JSON, a URL or HTML spells them; none shorter than 6 characters.
+/// JSON, a URL or HTML spells them; none shorter than [`MIN_ECHO`].
 fn echoed(secret_env: &[(String, Zeroizing<String>)]) -> Arc<Echo> {
-    use crate::secrets::redact::base64_forms;
-    let values: Vec<Zeroizing<String>> = secret_env
+    let values: Vec<Zeroizing<String>> = secret_env.iter().map(|(_, v)| v.clone()).collect();
+    let encodings: Vec<Zeroizing<String>> = values
         .iter()
-        .filter(|(_, v)| v.len() >= 6)
-        .map(|(_, v)| v.clone())
-        .collect();
-    let mut encodings: Vec<Zeroizing<String>> = values
-        .iter()
+        .filter(|v| v.len() >= MIN_ECHO)
         .flat_map(|v| base64_forms(v.as_bytes()))
         .collect();
-    encodings.retain(|e| e.len() >= 6);
-    Arc::new(Echo::new(values, encodings))
+    Arc::new(Echo::of_secret(values, encodings))
 }
 
 #[cfg(test)]

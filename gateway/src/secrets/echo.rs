@@ -39,7 +39,24 @@ impl std::fmt::Debug for Echo {
     }
 }
 
+/// Values and forms shorter than this are not redacted from responses: too likely to match
+/// text that merely contains them.
+pub const MIN_ECHO: usize = 6;
+
 impl Echo {
+    /// A credential's echo as [`Echo::new`] builds it, values and encoded forms shorter than
+    /// [`MIN_ECHO`] left out.
+    pub fn of_secret(
+        values: impl IntoIterator<Item = Zeroizing<String>>,
+        encoded: impl IntoIterator<Item = Zeroizing<String>>,
+    ) -> Echo {
+        let long_enough = |form: &Zeroizing<String>| form.len() >= MIN_ECHO;
+        Echo::new(
+            values.into_iter().filter(long_enough),
+            encoded.into_iter().filter(long_enough),
+        )
+    }
+
     /// The echo of `values` (a secret, the fields a template uses, a rendered query value):
     /// each as it is, with `+` for its spaces, and its hex in lower and upper case; and of
     /// `encoded` (base64 forms, [`base64_forms`]) as they are. Each is also found in any

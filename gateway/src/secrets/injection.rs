@@ -38,10 +38,6 @@ pub struct Injection {
     redact: bool,
 }
 
-/// Values shorter than this are not redacted from responses: too likely to match text that
-/// merely contains them.
-const MIN_ECHO: usize = 6;
-
 impl Injection {
     /// The injection of a route: its `inject:` where it says where the credential goes, else
     /// its connector's. `Err` names the key at fault (below `inject`) and why.
@@ -233,13 +229,11 @@ impl Injection {
             {
                 encodings.extend(base64_forms(s.as_bytes()));
             }
-            values.retain(|e| e.len() >= MIN_ECHO);
-            encodings.retain(|e| e.len() >= MIN_ECHO);
         }
         Ok(Credential {
             placed,
             // Built once here, with the credential: a cached secret's requests only search.
-            echo: Arc::new(Echo::new(values, encodings)),
+            echo: Arc::new(Echo::of_secret(values, encodings)),
             origin: from,
         })
     }

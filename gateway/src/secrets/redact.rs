@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use zeroize::Zeroizing;
 
-pub use super::echo::{Echo, REDACTED, base64_forms};
+pub use super::echo::{Echo, MIN_ECHO, REDACTED, base64_forms};
 
 /// Redacts a credential's echo from a stream of chunks.
 pub struct Redactor {
