@@ -124,9 +124,13 @@ async def _step(session: ClientSession, step: dict) -> dict:
                 await session.call_tool(step["name"], step.get("arguments", {}))
             return {"cancelled": scope.cancelled_caught}
         if op == "read_resource":
-            from pydantic import AnyUrl
+            from pydantic import AnyUrl, ValidationError
 
-            result = await session.read_resource(AnyUrl(step["uri"]))
+            # mcp >= 2 takes the URI as a string, earlier releases as an AnyUrl.
+            try:
+                result = await session.read_resource(step["uri"])
+            except ValidationError:
+                result = await session.read_resource(AnyUrl(step["uri"]))
             return {"texts": [getattr(c, "text", None) for c in result.contents]}
         if op == "get_prompt":
             result = await session.get_prompt(step["name"], step.get("arguments", {}))

@@ -9,12 +9,12 @@ use arc_swap::ArcSwap;
 use serde_json::Value;
 
 use super::config::{PinMode, PinsConfig, approval_counts};
-use super::definition::Definition;
+use super::definition::{Definition, ItemKind};
 use super::diff::unified;
 use super::error::PinError;
 use super::verdict::{CallStatus, PinChange, PinCheck, PinVerdict};
 use crate::action::Finding;
-use crate::inspect::tool_description::inspect_tool;
+use crate::inspect::tool_description::inspect_listed;
 use crate::state::pins::{Approver, PinRecord, PinRepository, StoredDefinition, now_ms};
 
 /// Tool-definition pins of every MCP server: the rules from the configuration, the store, and
@@ -149,10 +149,10 @@ impl Entry {
     }
 }
 
-/// The findings in a stored definition.
+/// The findings in a stored definition (of any kind: a prompt's arguments are read too).
 fn findings_of(json: &str) -> Vec<Finding> {
     serde_json::from_str(json)
-        .map(|tool: Value| inspect_tool(&tool))
+        .map(|item: Value| inspect_listed(&item))
         .unwrap_or_default()
 }
 
@@ -179,7 +179,20 @@ impl Pins {
 
     /// The verdict on `tool`, one entry of `server`'s `tools/list` result.
     pub async fn check(&self, server: &str, tool: &Value) -> Result<PinCheck, PinError> {
-        let definition = Definition::of(server, tool)?;
+        self.check_item(server, ItemKind::Tool, tool).await
+    }
+
+    /// The verdict on `item`, an item of `kind` `server` offers (an entry of its
+    /// `prompts/list`, `resources/list` or `resources/templates/list` result, or its
+    /// instructions as `instructions_item`); judged and recorded as a tool is, under
+    /// its pinned name ([`ItemKind::pinned_name`]).
+    pub async fn check_item(
+        &self,
+        server: &str,
+        kind: ItemKind,
+        tool: &Value,
+    ) -> Result<PinCheck, PinError> {
+        let definition = Definition::of_kind(kind, server, tool)?;
         let rules = self.rules.load_full();
         if let Some(entry) = self.entry(server, &definition.name)
             && let Some(check) = known(&rules, &entry, &definition.digest)
@@ -189,7 +202,18 @@ impl Pins {
         self.record(&rules, server, definition, tool).await
     }
 
-    /// Whether a call of `tool` on `server` may go ahead, from memory.
+    /// Whether `server` has any item pinned under a name that starts with `prefix` (its
+    /// resources: `resource:`), from memory.
+    pub fn knows_any(&self, server: &str, prefix: &str) -> bool {
+        self.cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(server)
+            .is_some_and(|items| items.keys().any(|k| k.starts_with(prefix)))
+    }
+
+    /// Whether a call of `tool` on `server` may go ahead, from memory (for a prompt, a
+    /// resource or a template, `tool` is its pinned name: `prompt:<name>`).
     pub fn call_status(&self, server: &str, tool: &str) -> CallStatus {
         let Some(entry) = self.entry(server, tool) else {
             return CallStatus::Unknown;
@@ -313,10 +337,10 @@ impl Pins {
                         approved_digest: None,
                         digest: Arc::clone(&digest),
                         diff: String::new(),
-                        findings: inspect_tool(tool),
+                        findings: inspect_listed(tool),
                     })),
                     digest: Arc::clone(&digest),
-                    findings: inspect_tool(tool),
+                    findings: inspect_listed(tool),
                     first_report,
                 })
         };
@@ -339,7 +363,7 @@ impl Pins {
                 return Ok(PinCheck {
                     verdict: PinVerdict::FirstSeen,
                     digest,
-                    findings: inspect_tool(tool),
+                    findings: inspect_listed(tool),
                     first_report: true,
                 });
             }

@@ -37,10 +37,122 @@ pub fn instructions_item(text: &str) -> Value {
     serde_json::json!({"name": INSTRUCTIONS, "description": text})
 }
 
-/// One tool's pinned definition.
+/// The fields of a prompt that are pinned (its `arguments`: their names, descriptions and
+/// whether they are required, all read by the model).
+pub const PROMPT_FIELDS: [&str; 4] = ["name", "title", "description", "arguments"];
+
+/// The fields of a resource that are pinned.
+pub const RESOURCE_FIELDS: [&str; 5] = ["uri", "name", "title", "description", "mimeType"];
+
+/// The fields of a resource template that are pinned.
+pub const RESOURCE_TEMPLATE_FIELDS: [&str; 5] =
+    ["uriTemplate", "name", "title", "description", "mimeType"];
+
+/// Longest resource URI or URI template pinned, in bytes.
+pub const URI_MAX: usize = 2048;
+
+/// What a pinned definition is. Each kind's items are pinned under a name of their own in the
+/// server's pins: a tool under its name, the others under a prefix no tool name may start
+/// with (a tool whose name does is hidden: [`PinError::ReservedName`]), so no item of one
+/// kind ever stands for another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemKind {
+    /// A tool of `tools/list`: pinned as its name.
+    Tool,
+    /// The server's `instructions`: pinned as [`INSTRUCTIONS`].
+    Instructions,
+    /// A prompt of `prompts/list`: pinned as `prompt:<name>`.
+    Prompt,
+    /// A resource of `resources/list`: pinned as `resource:<uri>`.
+    Resource,
+    /// A resource template of `resources/templates/list`: pinned as
+    /// `resource-template:<uriTemplate>`.
+    ResourceTemplate,
+}
+
+/// The prefixes of the pinned names of prompts, resources and resource templates.
+pub const RESERVED_PREFIXES: [&str; 3] = ["prompt:", "resource:", "resource-template:"];
+
+impl ItemKind {
+    /// The kind as people read it (error messages, the audit record's `kind`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemKind::Tool => "tool",
+            ItemKind::Instructions => "instructions",
+            ItemKind::Prompt => "prompt",
+            ItemKind::Resource => "resource",
+            ItemKind::ResourceTemplate => "resource_template",
+        }
+    }
+
+    /// The field that names an item of this kind.
+    pub fn name_field(self) -> &'static str {
+        match self {
+            ItemKind::Tool | ItemKind::Instructions | ItemKind::Prompt => "name",
+            ItemKind::Resource => "uri",
+            ItemKind::ResourceTemplate => "uriTemplate",
+        }
+    }
+
+    /// What is pinned of an item of this kind.
+    pub fn fields(self) -> &'static [&'static str] {
+        match self {
+            ItemKind::Tool | ItemKind::Instructions => &PINNED_FIELDS,
+            ItemKind::Prompt => &PROMPT_FIELDS,
+            ItemKind::Resource => &RESOURCE_FIELDS,
+            ItemKind::ResourceTemplate => &RESOURCE_TEMPLATE_FIELDS,
+        }
+    }
+
+    /// The prefix of the pinned name.
+    fn prefix(self) -> &'static str {
+        match self {
+            ItemKind::Tool | ItemKind::Instructions => "",
+            ItemKind::Prompt => RESERVED_PREFIXES[0],
+            ItemKind::Resource => RESERVED_PREFIXES[1],
+            ItemKind::ResourceTemplate => RESERVED_PREFIXES[2],
+        }
+    }
+
+    /// Longest name (or URI) pinned, in bytes.
+    fn name_max(self) -> usize {
+        match self {
+            ItemKind::Resource | ItemKind::ResourceTemplate => URI_MAX,
+            _ => NAME_MAX,
+        }
+    }
+
+    /// The name under which the item named `name` is pinned (`prompt:greet`).
+    pub fn pinned_name(self, name: &str) -> String {
+        format!("{}{name}", self.prefix())
+    }
+
+    /// The kind of the item pinned under `pinned` (a tool unless its prefix says otherwise).
+    pub fn of_pinned(pinned: &str) -> ItemKind {
+        if pinned == INSTRUCTIONS {
+            return ItemKind::Instructions;
+        }
+        [
+            ItemKind::Prompt,
+            ItemKind::Resource,
+            ItemKind::ResourceTemplate,
+        ]
+        .into_iter()
+        .find(|k| pinned.starts_with(k.prefix()))
+        .unwrap_or(ItemKind::Tool)
+    }
+}
+
+/// Whether `name` may not be a tool's: it is [`INSTRUCTIONS`] or starts like the pinned
+/// name of another kind (`(`, `prompt:`, `resource:`, `resource-template:`).
+pub fn reserved_for_other_kinds(name: &str) -> bool {
+    name.starts_with('(') || RESERVED_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// One item's pinned definition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Definition {
-    /// The tool's name.
+    /// The name it is pinned under: a tool's name, `prompt:<name>`, `resource:<uri>`, ...
     pub name: String,
     /// `sha256:<hex>` of `canonical`.
     pub digest: Arc<str>,
@@ -50,48 +162,70 @@ pub struct Definition {
 
 impl Definition {
     /// The pinned definition of `tool` (one entry of a `tools/list` result) from `server`.
-    /// Fields absent or `null` are left out, so that `"title": null` and no title are one
-    /// definition.
     pub fn of(server: &str, tool: &Value) -> Result<Definition, PinError> {
+        Definition::of_kind(ItemKind::Tool, server, tool)
+    }
+
+    /// The pinned definition of `item`, an item of `kind` from `server` (one entry of its
+    /// list, or [`instructions_item`]). Fields absent or `null` are left out, so that
+    /// `"title": null` and no title are one definition.
+    pub fn of_kind(kind: ItemKind, server: &str, item: &Value) -> Result<Definition, PinError> {
         let quoted = || Quoted::of(server).to_string();
-        let object = tool
-            .as_object()
-            .ok_or_else(|| PinError::NotAnObject { server: quoted() })?;
+        let object = item.as_object().ok_or_else(|| PinError::NotAnObject {
+            kind: kind.as_str(),
+            server: quoted(),
+        })?;
         let name = object
-            .get("name")
+            .get(kind.name_field())
             .and_then(Value::as_str)
-            .ok_or_else(|| PinError::NoName { server: quoted() })?;
-        if name.len() > NAME_MAX {
+            .ok_or_else(|| PinError::NoName {
+                kind: kind.as_str(),
+                field: kind.name_field(),
+                server: quoted(),
+            })?;
+        let item_name = || format!("{} {}", kind.as_str(), Quoted::of(name));
+        if name.len() > kind.name_max() {
             return Err(PinError::NameTooLong {
                 server: quoted(),
+                tool: item_name(),
+                max: kind.name_max(),
+            });
+        }
+        let reserved = match kind {
+            ItemKind::Tool => reserved_for_other_kinds(name),
+            ItemKind::Instructions => name != INSTRUCTIONS,
+            _ => false,
+        };
+        if reserved {
+            return Err(PinError::ReservedName {
+                server: quoted(),
                 tool: Quoted::of(name).to_string(),
-                max: NAME_MAX,
             });
         }
         let mut pinned = Map::new();
-        for field in PINNED_FIELDS {
-            if let Some(value) = object.get(field).filter(|v| !v.is_null()) {
-                pinned.insert(field.to_string(), value.clone());
+        for field in kind.fields() {
+            if let Some(value) = object.get(*field).filter(|v| !v.is_null()) {
+                pinned.insert((*field).to_string(), value.clone());
             }
         }
         let canonical =
             serde_json_canonicalizer::to_string(&Value::Object(pinned)).map_err(|e| {
                 PinError::Canonical {
                     server: quoted(),
-                    tool: Quoted::of(name).to_string(),
+                    tool: item_name(),
                     reason: e.to_string(),
                 }
             })?;
         if canonical.len() > DEFINITION_MAX {
             return Err(PinError::TooLarge {
                 server: quoted(),
-                tool: Quoted::of(name).to_string(),
+                tool: item_name(),
                 size: canonical.len(),
                 max: DEFINITION_MAX,
             });
         }
         Ok(Definition {
-            name: name.to_string(),
+            name: kind.pinned_name(name),
             digest: Arc::from(digest_of(&canonical)),
             canonical,
         })
@@ -207,6 +341,104 @@ mod tests {
                 &json!({"name": "t", "description": "x".repeat(300_000)})
             ),
             Err(PinError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn each_kind_pins_its_own_fields_under_a_name_of_its_kind() {
+        let prompt = json!({"name": "greet", "description": "Greets.",
+            "arguments": [{"name": "who", "required": true}], "_meta": {"x": 1}});
+        let resource = json!({"uri": "test://static/1", "name": "one", "title": "One",
+            "description": "The first.", "mimeType": "text/plain", "size": 12});
+        let template = json!({"uriTemplate": "test://static/{id}", "name": "any",
+            "description": "Any one.", "mimeType": "text/plain"});
+        let cases = [
+            (ItemKind::Prompt, &prompt, "prompt:greet", "arguments"),
+            (
+                ItemKind::Resource,
+                &resource,
+                "resource:test://static/1",
+                "mimeType",
+            ),
+            (
+                ItemKind::ResourceTemplate,
+                &template,
+                "resource-template:test://static/{id}",
+                "uriTemplate",
+            ),
+        ];
+        for (kind, item, pinned, field) in cases {
+            let definition = Definition::of_kind(kind, "s", item).unwrap();
+            assert_eq!(definition.name, pinned);
+            assert_eq!(ItemKind::of_pinned(pinned), kind);
+            for key in kind.fields() {
+                let mut changed = item.clone();
+                changed[*key] = json!("changed");
+                assert_ne!(
+                    Definition::of_kind(kind, "s", &changed).unwrap().digest,
+                    definition.digest,
+                    "{pinned}: {key}"
+                );
+            }
+            assert!(
+                definition.canonical.contains(field),
+                "{}",
+                definition.canonical
+            );
+            // What is not pinned does not change the digest.
+            let mut same = item.clone();
+            same["_meta"] = json!({"y": 2});
+            same["size"] = json!(99);
+            same["icons"] = json!([]);
+            assert_eq!(
+                Definition::of_kind(kind, "s", &same).unwrap().digest,
+                definition.digest,
+                "{pinned}"
+            );
+        }
+        // The same text under another kind is another pin.
+        let as_tool =
+            Definition::of("s", &json!({"name": "greet", "description": "Greets."})).unwrap();
+        assert_eq!(as_tool.name, "greet");
+        assert_eq!(ItemKind::of_pinned("greet"), ItemKind::Tool);
+        assert_eq!(ItemKind::of_pinned(INSTRUCTIONS), ItemKind::Instructions);
+    }
+
+    #[test]
+    fn a_tool_named_as_another_kind_is_refused() {
+        for name in [
+            "(instructions)",
+            "(x)",
+            "prompt:greet",
+            "resource:file:///etc/passwd",
+            "resource-template:x",
+        ] {
+            assert!(
+                matches!(
+                    Definition::of("s", &json!({"name": name})),
+                    Err(PinError::ReservedName { .. })
+                ),
+                "{name}"
+            );
+        }
+        for name in ["prompt", "resources", "my:prompt:x", "a.b-c_d"] {
+            assert!(
+                Definition::of("s", &json!({"name": name})).is_ok(),
+                "{name}"
+            );
+        }
+        assert!(Definition::of_kind(ItemKind::Instructions, "s", &instructions_item("x")).is_ok());
+        assert!(matches!(
+            Definition::of_kind(ItemKind::Instructions, "s", &json!({"name": "add"})),
+            Err(PinError::ReservedName { .. })
+        ));
+        // A resource's URI may be longer than a name, within a bound.
+        let long = format!("file:///{}", "a".repeat(1000));
+        assert!(Definition::of_kind(ItemKind::Resource, "s", &json!({"uri": long})).is_ok());
+        let too_long = format!("file:///{}", "a".repeat(URI_MAX));
+        assert!(matches!(
+            Definition::of_kind(ItemKind::Resource, "s", &json!({"uri": too_long})),
+            Err(PinError::NameTooLong { .. })
         ));
     }
 }

@@ -6,23 +6,25 @@ use crate::state::error::StateError;
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
     /// The server sent something other than a JSON object as a tool.
-    #[error("a tool definition from MCP server {server} is not a JSON object; it is hidden")]
-    NotAnObject { server: String },
-    /// The definition has no `name` string.
-    #[error("a tool definition from MCP server {server} has no name; it is hidden")]
-    NoName { server: String },
-    /// The name is longer than Warden keeps.
-    #[error(
-        "tool {tool} of MCP server {server}: its name is longer than {max} bytes; it is hidden"
-    )]
+    #[error("a {kind} definition from MCP server {server} is not a JSON object; it is hidden")]
+    NotAnObject { kind: &'static str, server: String },
+    /// The definition has no `name` (a resource: `uri`; a template: `uriTemplate`) string.
+    #[error("a {kind} definition from MCP server {server} has no {field} string; it is hidden")]
+    NoName {
+        kind: &'static str,
+        field: &'static str,
+        server: String,
+    },
+    /// The name (or URI) is longer than Warden keeps; `tool` names the kind and the item.
+    #[error("{tool} of MCP server {server}: its name is longer than {max} bytes; it is hidden")]
     NameTooLong {
         server: String,
         tool: String,
         max: usize,
     },
-    /// The definition is larger than Warden pins.
+    /// The definition is larger than Warden pins; `tool` names the kind and the item.
     #[error(
-        "tool {tool} of MCP server {server}: its definition is {size} bytes, more than the \
+        "{tool} of MCP server {server}: its definition is {size} bytes, more than the \
          {max} Warden pins; it is hidden"
     )]
     TooLarge {
@@ -31,13 +33,23 @@ pub enum PinError {
         size: usize,
         max: usize,
     },
-    /// The definition could not be written in canonical form.
-    #[error("tool {tool} of MCP server {server}: cannot canonicalise its definition: {reason}")]
+    /// The definition could not be written in canonical form; `tool` names the kind and the
+    /// item.
+    #[error("{tool} of MCP server {server}: cannot canonicalise its definition: {reason}")]
     Canonical {
         server: String,
         tool: String,
         reason: String,
     },
+    /// A tool's name starts with `(` (as `(instructions)`) or like the pinned name of a
+    /// prompt, resource or resource template: pinned, it would stand for one of them.
+    #[error(
+        "tool {tool} of MCP server {server}: its name starts with `(`, `prompt:`, `resource:` \
+         or `resource-template:`, which Warden keeps for the server's instructions, prompts, \
+         resources and resource templates in its pins; it is hidden (MCP tool names are \
+         letters, digits, `_`, `-` and `.`)"
+    )]
+    ReservedName { server: String, tool: String },
     /// `warden tools …` named a server the store has no pins for.
     #[error("no tool of MCP server {server} has been seen yet; servers with pins: {known}")]
     UnknownServer { server: String, known: String },

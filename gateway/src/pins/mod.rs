@@ -27,6 +27,6 @@ pub mod verdict;
 
 pub use check::Pins;
 pub use config::{PinMode, PinsConfig};
-pub use definition::{INSTRUCTIONS, instructions_item};
+pub use definition::{INSTRUCTIONS, ItemKind, instructions_item};
 pub use error::PinError;
 pub use verdict::{CallStatus, PinChange, PinCheck, PinVerdict};

@@ -9,7 +9,7 @@ use super::config::{PinsConfig, approval_counts};
 use super::diff::unified;
 use super::error::PinError;
 use crate::action::Finding;
-use crate::inspect::tool_description::inspect_tool;
+use crate::inspect::tool_description::inspect_listed;
 use crate::state::pins::{ApproveOutcome, Approver, PinRecord, PinRepository};
 use crate::text::Quoted;
 
@@ -84,7 +84,7 @@ fn review(record: PinRecord, config: &PinsConfig) -> ToolReview {
         .or(record.approved.as_ref().map(|(d, _)| d));
     let findings = shown
         .and_then(|d| serde_json::from_str::<Value>(&d.json).ok())
-        .map(|tool| inspect_tool(&tool))
+        .map(|item| inspect_listed(&item))
         .unwrap_or_default();
     ToolReview {
         record,
@@ -215,7 +215,7 @@ pub async fn diff(store: &dyn PinRepository, server: &str, tool: &str) -> Result
         (None, None) => return Ok(out),
     };
     let findings = serde_json::from_str::<Value>(waiting)
-        .map(|tool| inspect_tool(&tool))
+        .map(|item| inspect_listed(&item))
         .unwrap_or_default();
     if findings.is_empty() {
         out.push_str("findings: none\n");

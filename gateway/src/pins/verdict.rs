@@ -62,12 +62,14 @@ pub struct PinChange {
 }
 
 impl PinChange {
-    /// The audit record's detail: server, tool, both digests, the diff, the findings
-    /// (detector and field only).
+    /// The audit record's detail: server, the pinned name (`tool`: a tool's name,
+    /// `prompt:<name>`, `resource:<uri>`, ...) and its `kind`, both digests, the diff, the
+    /// findings (detector and field only).
     pub fn audit_detail(&self) -> Value {
         json!({
             "server": crate::text::bounded(&self.server, crate::text::QUOTE_MAX),
             "tool": crate::text::bounded(&self.tool, crate::text::QUOTE_MAX),
+            "kind": super::definition::ItemKind::of_pinned(&self.tool).as_str(),
             "approved_digest": self.approved_digest.as_deref(),
             "digest": &*self.digest,
             "diff": self.diff,

@@ -27,7 +27,7 @@ use crate::mcp::{
     Answer, Asked, Call, Endpoint, EventBody, LegacySession, Link, LinkError, McpDenyStyle,
     McpError, Outlet, Over, SESSION_HEADER, Session, Task, VERSION_HEADER, cut_notice,
 };
-use crate::pins::{CallStatus, PinVerdict, Pins};
+use crate::pins::{CallStatus, ItemKind, PinVerdict, Pins};
 use crate::protocol::Shape;
 use crate::protocol::mcp::McpShape;
 use crate::protocol::mcp::jsonrpc::{self, Id, Kind, Message};
@@ -252,7 +252,14 @@ async fn pin_instructions(ex: &Exchange, session: &Session, mut result: Value) -
                 .map(str::to_owned)
         });
         if let Some(text) = text
-            && pin_check(ex, &pins, server, &crate::pins::instructions_item(&text)).await
+            && pin_check(
+                ex,
+                &pins,
+                server,
+                ItemKind::Instructions,
+                &crate::pins::instructions_item(&text),
+            )
+            .await
             && !speaks_for_another(&pins, session, server, &text)
         {
             allowed.push(Arc::clone(server));
@@ -352,13 +359,23 @@ impl Judging<'_> {
             ex.digested(Arc::from(digest(&arguments)));
         }
         let mut findings = findings;
-        // A tool whose definition changed since it was approved (a rug pull) is not called;
-        // what the approved definition's description hides is a finding for policy.
-        if let (true, Some(pins), Rewrite::Name(own)) =
-            (tool_call, ex.shared().pins.clone(), &rewrite)
-        {
+        // A tool, prompt or resource whose definition changed since it was approved (a rug
+        // pull) is not called, got or read; what the approved definition hides is a finding
+        // for policy.
+        let pinned_item = match (&verb, &rewrite) {
+            (Verb::McpCallTool, Rewrite::Name(own)) => Some((ItemKind::Tool, own)),
+            (Verb::McpGetPrompt, Rewrite::Name(own)) => Some((ItemKind::Prompt, own)),
+            // Unsubscribing stops what was allowed; it is not held.
+            (Verb::McpReadResource, Rewrite::Uri(own))
+                if message.method() != Some("resources/unsubscribe") =>
+            {
+                Some((ItemKind::Resource, own))
+            }
+            _ => None,
+        };
+        if let (Some((kind, own)), Some(pins)) = (pinned_item, ex.shared().pins.clone()) {
             let hidden = self
-                .pinned(ex, &pins, &server, own)
+                .pinned(ex, &pins, &server, kind, own)
                 .await
                 .map_err(|message| McpError::Refused {
                     id: id.to_value(),
@@ -775,65 +792,93 @@ fn answer_as_agent(mut response: Value, id: &Value) -> Value {
 }
 
 impl Judging<'_> {
-    /// Whether `tool` of `server` may be called by what pinning knows of it: the findings of
-    /// its approved definition, or why not. A tool never listed is listed now (every tool of
-    /// the server is judged, pinned on first use), so an agent cannot call around the check.
+    /// Whether the item of `kind` named `own` on `server` (a tool to call, a prompt to get, a
+    /// resource to read) may be used by what pinning knows of it: the findings of its approved
+    /// definition, or why not. An item never listed is listed now (every item of that kind of
+    /// the server is judged, pinned on first use), so an agent cannot go around the check. A
+    /// resource the server does not list (read by a URI from a template or a tool result) has
+    /// no definition to pin: it is read, judged by policy alone.
     async fn pinned(
         &self,
         ex: &Exchange,
         pins: &Pins,
         server: &Arc<str>,
-        tool: &str,
+        kind: ItemKind,
+        own: &str,
     ) -> Result<Vec<crate::action::Finding>, String> {
-        let mut status = pins.call_status(server, tool);
-        if status == CallStatus::Unknown
-            && let Some(link) = self.session.link(server)
-        {
-            match read_all(link, ListKind::Tools).await {
+        let list = match kind {
+            ItemKind::Prompt => ListKind::Prompts,
+            ItemKind::Resource => ListKind::Resources,
+            _ => ListKind::Tools,
+        };
+        let pinned_name = kind.pinned_name(own);
+        let mut status = pins.call_status(server, &pinned_name);
+        // Whether the server lists the item but its definition could not be checked.
+        let mut unchecked = false;
+        // A server's resources are listed once: reads of URIs it does not list do not list
+        // them again.
+        let listing = status == CallStatus::Unknown
+            && (kind != ItemKind::Resource
+                || !pins.knows_any(server, &ItemKind::Resource.pinned_name("")));
+        if listing && let Some(link) = self.session.link(server) {
+            match read_all(link, list).await {
                 Ok(listed) => {
+                    let (field, _) = list.name_field();
                     for item in &listed {
-                        pin_check(ex, pins, server, item).await;
+                        let allowed = pin_check(ex, pins, server, kind, item).await;
+                        if !allowed && item.get(field).and_then(Value::as_str) == Some(own) {
+                            unchecked = true;
+                        }
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(server = %server, error = %e, "listing the server's tools to check their definitions failed");
+                    tracing::warn!(server = %server, error = %e, list = list.method(), "listing the server's items to check their definitions failed");
                 }
             }
-            status = pins.call_status(server, tool);
+            status = pins.call_status(server, &pinned_name);
         }
         // The lookups use the name as the server gave it; messages show it bounded.
-        let shown = bounded(tool, crate::text::QUOTE_MAX);
+        let shown = bounded(own, crate::text::QUOTE_MAX);
+        let shown_pinned = bounded(&pinned_name, crate::text::QUOTE_MAX);
+        let what = kind.as_str();
         match status {
-            CallStatus::Allowed => Ok(pins.findings(server, tool)),
+            CallStatus::Allowed => Ok(pins.findings(server, &pinned_name)),
             CallStatus::Held => Err(format!(
-                "tool {server}/{shown} is held: its definition changed since it was approved; an \
-                 operator reviews it with `warden tools diff {server} {shown}` and approves it \
-                 with `warden tools approve {server} {shown}`"
+                "{what} {server}/{shown} is held: its definition changed since it was approved; \
+                 an operator reviews it with `warden tools diff {server} '{shown_pinned}'` and \
+                 approves it with `warden tools approve {server} '{shown_pinned}'`"
+            )),
+            CallStatus::Unknown if kind == ItemKind::Resource && !unchecked => Ok(Vec::new()),
+            CallStatus::Unknown if unchecked => Err(format!(
+                "{what} {server}/{shown} is listed by its server but its definition cannot be \
+                 checked (see Warden's log); it is not used"
             )),
             CallStatus::Unknown => Err(format!(
-                "tool {server}/{shown} is not in the server's tools/list, so its definition \
-                 cannot be checked; it is not called"
+                "{what} {server}/{shown} is not in the server's {} result, so its definition \
+                 cannot be checked; it is not used",
+                list.method()
             )),
         }
     }
 }
 
-/// Pinning's verdict on one listed tool definition of `server`: whether it may be listed
-/// (and called). A changed or unapproved definition is audited the first time it is seen; a
-/// definition that cannot be checked (the state store failed) is hidden.
-async fn pin_check(ex: &Exchange, pins: &Pins, server: &str, item: &Value) -> bool {
-    match pins.check(server, item).await {
+/// Pinning's verdict on one listed definition (of a tool, prompt, resource, resource template
+/// or the server's instructions) of `server`: whether it may be listed (and used). A changed
+/// or unapproved definition is audited the first time it is seen; a definition that cannot be
+/// checked (the state store failed) is hidden.
+async fn pin_check(ex: &Exchange, pins: &Pins, server: &str, kind: ItemKind, item: &Value) -> bool {
+    match pins.check_item(server, kind, item).await {
         Ok(check) => {
             if check.first_report
                 && let PinVerdict::Changed(change) | PinVerdict::Unapproved(change) = &check.verdict
             {
-                tracing::warn!(server, tool = %bounded(&change.tool, FIELD_MAX), digest = %change.digest, "an MCP tool definition is not the approved one: hidden and refused until an operator approves it");
+                tracing::warn!(server, kind = kind.as_str(), item = %bounded(&change.tool, FIELD_MAX), digest = %change.digest, "an MCP definition is not the approved one: hidden and refused until an operator approves it");
                 ex.tool_changed(change.audit_detail());
             }
             check.allows()
         }
         Err(e) => {
-            tracing::warn!(server, error = %e, "an MCP tool definition could not be checked; it is hidden");
+            tracing::warn!(server, kind = kind.as_str(), error = %e, "an MCP definition could not be checked; it is hidden");
             false
         }
     }
@@ -944,12 +989,12 @@ async fn list(
             let Some(name) = item.get(field).and_then(Value::as_str).map(str::to_owned) else {
                 continue;
             };
+            if let Some(pins) = ex.shared().pins.clone()
+                && !pin_check(ex, &pins, server, pinned_kind(kind), &item).await
+            {
+                continue;
+            }
             if kind == ListKind::Tools {
-                if let Some(pins) = ex.shared().pins.clone()
-                    && !pin_check(ex, &pins, server, &item).await
-                {
-                    continue;
-                }
                 // A name that could hide from policy is not shown (calling it would be refused).
                 let Ok(folded) = crate::protocol::check_identifier(&name) else {
                     continue;
@@ -983,8 +1028,19 @@ async fn list(
     Ok(answer_list(ex, kind.key(), items, &failures, id))
 }
 
+/// What pinning calls the items of a list.
+fn pinned_kind(kind: ListKind) -> ItemKind {
+    match kind {
+        ListKind::Tools => ItemKind::Tool,
+        ListKind::Prompts => ItemKind::Prompt,
+        ListKind::Resources => ItemKind::Resource,
+        ListKind::ResourceTemplates => ItemKind::ResourceTemplate,
+    }
+}
+
 /// Logs what the hidden-instruction detectors find in a prompt, resource or resource
-/// template `server` lists (they are not pinned: listed as served, the operator warned).
+/// template `server` lists and pinning allows (its findings are also in the `tool_change`
+/// record of a change and in the `context.findings` of a `prompts/get` or `resources/read`).
 fn warn_of_findings(server: &str, kind: ListKind, name: &str, item: &Value) {
     let findings = inspect_listed(item);
     if findings.is_empty() {
