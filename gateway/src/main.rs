@@ -143,8 +143,10 @@ enum ConnectorCommand {
 
 #[derive(Subcommand)]
 enum ToolsCommand {
-    /// List the pinned tools: state (trusted, changed, unapproved), digests, when first seen,
-    /// who approved, and what the hidden-instruction detectors found.
+    /// List the pinned definitions (tools; prompts, resources and resource templates as
+    /// `prompt:NAME`, `resource:URI`, `resource-template:URI_TEMPLATE`; a server's
+    /// `(instructions)`): state (trusted, changed, unapproved), digests, when first seen, who
+    /// approved, and what the hidden-instruction detectors found.
     List {
         /// Only this MCP server's tools.
         #[arg(long)]
@@ -157,7 +159,8 @@ enum ToolsCommand {
     Approve {
         /// The MCP server.
         server: String,
-        /// The tools to approve.
+        /// The tools to approve, by pinned name (`add`, `prompt:summarize`,
+        /// `resource:file:///readme.md`, `(instructions)`).
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         tools: Vec<String>,
         /// Approve every tool of the server that waits.
@@ -175,7 +178,7 @@ enum ToolsCommand {
     Diff {
         /// The MCP server.
         server: String,
-        /// The tool.
+        /// The tool, by pinned name (`add`, `prompt:summarize`, `resource:URI`).
         tool: String,
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
@@ -296,6 +299,13 @@ enum PolicyCommand {
         /// `Authorization: Bearer ...`). Repeatable.
         #[arg(long = "header", value_name = "NAME: VALUE")]
         headers: Vec<String>,
+        /// Allow reaching the URL's server at an address that is not globally reachable
+        /// (loopback, private, link-local...): an address or network (`127.0.0.1`,
+        /// `10.0.0.0/8`), a host name (`mcp.internal`) or a domain (`*.svc.cluster.local`), as
+        /// `upstream.allow_private` takes. Repeatable. Without it such an address is refused,
+        /// also when written in the URL; `localhost` may be loopback.
+        #[arg(long = "allow-private", value_name = "ADDRESS|NETWORK|HOST")]
+        allow_private: Vec<String>,
         /// Write the fragment to this file instead of standard output.
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -493,23 +503,32 @@ fn parse_time(text: &str) -> Result<std::time::SystemTime, String> {
 fn schema_from_mcp(
     source: &str,
     server: Option<String>,
-    headers: &[String],
+    (headers, allow_private): (&[String], &[String]),
     output: Option<&Path>,
 ) -> Result<ExitCode> {
     use warden::policy::{from_mcp, tools_list};
+    use warden::upstream::address_guard::PrivateAllowance;
     let is_url = source.starts_with("http://") || source.starts_with("https://");
     let (tools, own_name) = if is_url {
+        let allow_private = allow_private
+            .iter()
+            .map(|entry| PrivateAllowance::try_from(entry.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .context("--allow-private")?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
         let listed = runtime
-            .block_on(tools_list::fetch(source, headers))
+            .block_on(tools_list::fetch(source, headers, &allow_private))
             .with_context(|| format!("cannot list the tools of {source}"))?;
         (listed.tools, listed.server_name)
     } else {
         if !headers.is_empty() {
             bail!("--header applies to a URL only; {source} is read as a file");
+        }
+        if !allow_private.is_empty() {
+            bail!("--allow-private applies to a URL only; {source} is read as a file");
         }
         let text =
             std::fs::read_to_string(source).with_context(|| format!("cannot read {source}"))?;
@@ -684,9 +703,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     from_mcp,
                     server,
                     headers,
+                    allow_private,
                     output,
                 },
-        } => schema_from_mcp(&from_mcp, server, &headers, output.as_deref()),
+        } => schema_from_mcp(
+            &from_mcp,
+            server,
+            (&headers, &allow_private),
+            output.as_deref(),
+        ),
         Command::Audit {
             command:
                 AuditCommand::Tail {

@@ -156,16 +156,30 @@ async fn lists_the_tools_of_a_server_over_streamable_http() {
     .unwrap();
     let fragment = dir.path().join("mcp-everything.cedarschema");
     let url = format!("http://127.0.0.1:{port}/mcp");
-    let out = warden(&[
+    // A loopback address is dialled only when the operator allows it, and the error says how.
+    let listing = [
         "policy",
         "schema",
         "--from-mcp",
         &url,
         "--server",
         "everything",
-        "-o",
-        fragment.to_str().unwrap(),
-    ])
+    ];
+    let refused = warden(&listing).await;
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--allow-private 127.0.0.1"),
+        "{}",
+        text(&refused)
+    );
+    let out = warden(
+        &[
+            &listing[..],
+            &["--allow-private", "127.0.0.1", "-o"],
+            &[fragment.to_str().unwrap()],
+        ]
+        .concat(),
+    )
     .await;
     child.kill().await.ok();
     assert!(out.status.success(), "{}", text(&out));

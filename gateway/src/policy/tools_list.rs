@@ -1,10 +1,20 @@
 //! Fetches an MCP server's tools over Streamable HTTP, for `warden policy schema --from-mcp
 //! URL`: `initialize`, `notifications/initialized`, `tools/list` page by page (following
 //! `nextCursor`), then ends the session. Answers may come as JSON or as an SSE stream.
+//!
+//! The server is dialled under the address guard of Warden's upstream connections (as an
+//! endpoint's `mcp.servers` are): an address that is not globally reachable is refused unless
+//! `--allow-private` allows it ([`PrivateAllowance`], the syntax of `upstream.allow_private`).
+//! Unlike in the configuration, an address written in the URL is judged too: the URL is often
+//! pasted from elsewhere, and the --header credentials go wherever it points.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+
+use crate::upstream::address_guard::{AddressGuard, AddressRefused, PrivateAllowance};
+use crate::upstream::guarded_http;
 
 /// The protocol revision Warden asks for; the server may answer with another it supports.
 const PROTOCOL_VERSION: &str = "2025-11-25";
@@ -21,6 +31,20 @@ pub enum ToolsListError {
     /// The URL or a header is malformed.
     #[error("{0}")]
     Usage(String),
+    /// The server's address is not globally reachable and no --allow-private allows it.
+    #[error(
+        "{host} {resolves}{ip}, a {class} address: --from-mcp reaches a server at an address \
+         that is not globally reachable only when --allow-private allows it; if this is the \
+         server you mean, run again with --allow-private {suggest} (an address, a network such \
+         as 10.0.0.0/8, a host name or *.domain, as upstream.allow_private takes)"
+    )]
+    Private {
+        host: String,
+        resolves: &'static str,
+        ip: IpAddr,
+        class: String,
+        suggest: String,
+    },
     /// The server could not be reached or answered at the HTTP level with an error.
     #[error("{method}: {message}")]
     Http {
@@ -51,11 +75,44 @@ pub struct Listed {
     pub tools: Vec<Value>,
 }
 
+impl ToolsListError {
+    /// The guard's refusal of `host` (a name, or the address written in the URL).
+    fn private(refused: &AddressRefused, literal: bool) -> ToolsListError {
+        ToolsListError::Private {
+            host: refused.host.clone(),
+            resolves: if literal { "is " } else { "resolves to " },
+            ip: refused.ip,
+            class: refused.class.to_string(),
+            suggest: if literal {
+                refused.ip.to_string()
+            } else {
+                refused.host.clone()
+            },
+        }
+    }
+}
+
 /// Fetches the tools of the MCP server at `url`, sending `headers` (`Name: value`, e.g. an
-/// `Authorization`) with every request.
-pub async fn fetch(url: &str, headers: &[String]) -> Result<Listed, ToolsListError> {
+/// `Authorization`) with every request, dialling only addresses that are globally reachable
+/// or that `allow_private` allows.
+pub async fn fetch(
+    url: &str,
+    headers: &[String],
+    allow_private: &[PrivateAllowance],
+) -> Result<Listed, ToolsListError> {
     let url = reqwest::Url::parse(url)
         .map_err(|e| ToolsListError::Usage(format!("`{url}` is not a URL: {e}")))?;
+    let guard = AddressGuard::new(allow_private);
+    // reqwest resolves no address written in the URL: it is judged here.
+    let literal = url
+        .host_str()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+        .and_then(|h| h.parse::<IpAddr>().ok());
+    if let Some(ip) = literal {
+        guard
+            .judge(&ip.to_string(), &[ip])
+            .map_err(|refused| ToolsListError::private(&refused, true))?;
+    }
     let mut header_map = reqwest::header::HeaderMap::new();
     for header in headers {
         let (name, value) = header.split_once(':').ok_or_else(|| {
@@ -74,13 +131,13 @@ pub async fn fetch(url: &str, headers: &[String]) -> Result<Listed, ToolsListErr
         })?;
         header_map.append(name, value);
     }
-    let client = reqwest::Client::builder()
+    // No redirect: one would carry the operator's --header credentials (and a Referer) to
+    // wherever the server points: the server is reached only where named.
+    let client = guarded_http::builder(guard, &[], REQUEST_TIMEOUT)
+        .map_err(|e| ToolsListError::Usage(format!("cannot set up name resolution: {e}")))?
         .timeout(REQUEST_TIMEOUT)
         .user_agent(concat!("warden/", env!("CARGO_PKG_VERSION")))
         .default_headers(header_map)
-        // A redirect would carry the operator's --header credentials (and a Referer) to
-        // wherever the server points: the server is reached only where named.
-        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| ToolsListError::Usage(format!("cannot build an HTTP client: {e}")))?;
     let mut session = Session {
@@ -138,6 +195,17 @@ pub async fn fetch(url: &str, headers: &[String]) -> Result<Listed, ToolsListErr
         method: "tools/list",
         message: format!("more than {MAX_PAGES} pages"),
     })
+}
+
+/// Why a request could not be sent: the address guard's refusal, or what reqwest says.
+fn sent(method: &'static str, error: &reqwest::Error) -> ToolsListError {
+    match guarded_http::refusal_in(error) {
+        Some(refused) => ToolsListError::private(refused, false),
+        None => ToolsListError::Http {
+            method,
+            message: error.to_string(),
+        },
+    }
 }
 
 /// What an unsuccessful answer says: its status, and for a redirect where it points (not
@@ -202,7 +270,7 @@ impl Session {
             .post(&body)
             .send()
             .await
-            .map_err(|e| http(e.to_string()))?;
+            .map_err(|e| sent(method, &e))?;
         let status = response.status();
         if !status.is_success() {
             return Err(http(refused(&response)));
@@ -264,10 +332,7 @@ impl Session {
             .post(&body)
             .send()
             .await
-            .map_err(|e| ToolsListError::Http {
-                method,
-                message: e.to_string(),
-            })?;
+            .map_err(|e| sent(method, &e))?;
         if !response.status().is_success() {
             return Err(ToolsListError::Http {
                 method,
@@ -349,6 +414,7 @@ mod tests {
         let err = fetch(
             &format!("http://{server_addr}/mcp"),
             &["x-api-key: SECRET-123".to_owned()],
+            &[loopback()],
         )
         .await
         .expect_err("a redirect fails");
@@ -364,6 +430,97 @@ mod tests {
             !reached.load(std::sync::atomic::Ordering::SeqCst),
             "the redirect was followed"
         );
+    }
+
+    fn loopback() -> PrivateAllowance {
+        PrivateAllowance::try_from("127.0.0.0/8".to_owned()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_private_address_is_not_dialled_without_allow_private_and_the_error_names_it() {
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let reached = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&reached);
+        tokio::spawn(async move {
+            while let Ok((_socket, _)) = server.accept().await {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        for url in [
+            format!("http://{addr}/mcp"),
+            "http://[::1]:9/mcp".to_owned(),
+            "http://169.254.169.254/mcp".to_owned(),
+            "http://10.1.2.3:8080/mcp".to_owned(),
+        ] {
+            let err = fetch(&url, &["authorization: Bearer SECRET-9".to_owned()], &[])
+                .await
+                .expect_err("refused");
+            let said = err.to_string();
+            assert!(
+                matches!(err, ToolsListError::Private { .. }),
+                "{url}: {said}"
+            );
+            assert!(said.contains("--allow-private "), "{said}");
+            assert!(!said.contains("SECRET-9"), "{said}");
+        }
+        let said = fetch(&format!("http://{addr}/mcp"), &[], &[])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(said.contains("--allow-private 127.0.0.1 "), "{said}");
+        assert!(said.contains("loopback"), "{said}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !reached.load(std::sync::atomic::Ordering::SeqCst),
+            "a refused address was dialled"
+        );
+        // Allowed, the server is reached (here it answers nothing MCP).
+        let err = tokio::time::timeout(
+            Duration::from_secs(5),
+            fetch(&format!("http://{addr}/mcp"), &[], &[loopback()]),
+        )
+        .await;
+        assert!(
+            !matches!(err, Ok(Err(ToolsListError::Private { .. }))),
+            "{err:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(reached.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_refusal_is_found_in_the_error_chain() {
+        #[derive(Debug)]
+        struct Wrapper(UpstreamResolveErrorBox);
+        type UpstreamResolveErrorBox = Box<dyn std::error::Error + Send + Sync>;
+        impl std::fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("error sending request")
+            }
+        }
+        impl std::error::Error for Wrapper {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&*self.0)
+            }
+        }
+        let refused = AddressRefused {
+            host: "mcp.internal".into(),
+            ip: "10.0.0.5".parse().unwrap(),
+            class: crate::egress::ip_guard::classify("10.0.0.5".parse().unwrap()),
+        };
+        let error = Wrapper(Box::new(
+            crate::upstream::address_guard::UpstreamResolveError::Refused(refused.clone()),
+        ));
+        assert_eq!(guarded_http::refusal_in(&error), Some(&refused));
+        let said = ToolsListError::private(&refused, false).to_string();
+        assert!(
+            said.starts_with("mcp.internal resolves to 10.0.0.5, a "),
+            "{said}"
+        );
+        assert!(said.contains("--allow-private mcp.internal "), "{said}");
+        let other = Wrapper(Box::new(std::io::Error::other("refused")));
+        assert_eq!(guarded_http::refusal_in(&other), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod breaker;
 pub mod config;
 mod connect_timeout;
 mod error;
+pub mod guarded_http;
 #[cfg(test)]
 mod tests;
 
