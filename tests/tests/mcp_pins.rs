@@ -10,13 +10,18 @@ use serde_json::{Value, json};
 use warden_e2e::mcp;
 use warden_e2e::warden::WardenBuilder;
 
-fn names(v: &Value) -> Vec<String> {
-    v["names"]
+/// The strings under `key` of a client step's result (`names` of a list, `uris`).
+fn listed(v: &Value, key: &str) -> Vec<String> {
+    v[key]
         .as_array()
         .unwrap_or(&Vec::new())
         .iter()
         .filter_map(|n| n.as_str().map(str::to_owned))
         .collect()
+}
+
+fn names(v: &Value) -> Vec<String> {
+    listed(v, "names")
 }
 
 /// Warden with the endpoint `/mcp/tools` on `calc`, the rug-pulling server: honest in its
@@ -50,12 +55,7 @@ async fn approve(w: &warden_e2e::warden::Warden, item: &str) {
 }
 
 fn uris(v: &Value) -> Vec<String> {
-    v["uris"]
-        .as_array()
-        .unwrap_or(&Vec::new())
-        .iter()
-        .filter_map(|n| n.as_str().map(str::to_owned))
-        .collect()
+    listed(v, "uris")
 }
 
 #[tokio::test]
