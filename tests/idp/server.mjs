@@ -11,6 +11,9 @@
 //                 without it there is no such client
 //   IDP_CONSOLE_ACCESS_TOKEN_TTL  lifetime in seconds of the access tokens `warden-console`
 //                 gets (default 3600); short, for the console's refresh tests
+//   IDP_CONSOLE_ID_TOKEN_TTL  lifetime in seconds of the ID tokens `warden-console` gets, at
+//                 sign-in and at each refresh (default 3600); short, for the tests of console
+//                 sessions that follow the ID token
 //   IDP_USERS     JSON object of people who sign in, replacing the built-in ones:
 //                 { "alice": { "password", "name", "email", "groups": [...] }, ... }
 //                 built in: alice and bob (groups sre), carol (finance), dave (sre, ops);
@@ -66,6 +69,11 @@
 //   POST /admin/token?fail=true|false
 //        while failing, the token endpoint (/token) answers 503 with
 //        {"error": "temporarily_unavailable"}; everything else works
+//   POST /admin/revoke-access-tokens?login=L
+//        revokes every access token the console's client `warden-console` holds for person L
+//        (as an administrator's "revoke sessions' tokens" or RFC 7009 revocation does): the
+//        userinfo endpoint refuses them from now on with 401 invalid_token, while the
+//        refresh tokens of L's sign-ins still renew them; answers {"revoked": N}
 //   GET  /admin/refreshes
 //        {"refreshes": N}: how many refresh_token grants the token endpoint has answered with
 //        new tokens
@@ -119,6 +127,9 @@ let tokenFails = false;
 // How many refresh_token grants were answered with new tokens.
 let refreshes = 0;
 const consoleAccessTokenTTL = Number(process.env.IDP_CONSOLE_ACCESS_TOKEN_TTL || 3600);
+const consoleIdTokenTTL = Number(process.env.IDP_CONSOLE_ID_TOKEN_TTL || 3600);
+// The console's live access tokens by person (the models, so they can be revoked).
+const consoleAccessTokens = new Map();
 const claimsByClient = new Map(clients.map((c) => [c.client_id, c.claims || {}]));
 
 const resources = {
@@ -236,10 +247,17 @@ function buildProvider(issuer) {
       ClientCredentials: (_ctx, token) => token.resourceServer?.accessTokenTTL || 600,
       AccessToken: (_ctx, token) => token.resourceServer?.accessTokenTTL
         || (token.clientId === CONSOLE_CLIENT ? consoleAccessTokenTTL : 3600),
+      IdToken: (_ctx, _token, client) => (client?.clientId === CONSOLE_CLIENT ? consoleIdTokenTTL : 3600),
     },
     enabledJWA: { idTokenSigningAlgValues: ['RS256'] },
   });
   provider.on('server_error', (ctx, err) => console.error('idp server_error', err));
+  provider.on('access_token.saved', (token) => {
+    if (token.clientId !== CONSOLE_CLIENT || !token.accountId) return;
+    const held = consoleAccessTokens.get(token.accountId) || [];
+    held.push(token);
+    consoleAccessTokens.set(token.accountId, held);
+  });
   provider.on('grant.success', (ctx) => {
     if (ctx.oidc.params.grant_type === 'refresh_token') refreshes += 1;
   });
@@ -481,6 +499,14 @@ async function admin(req, res, url) {
   if (req.method === 'POST' && url.pathname === '/admin/token') {
     tokenFails = url.searchParams.get('fail') === 'true';
     return reply(res, 200, { fail: tokenFails });
+  }
+  if (req.method === 'POST' && url.pathname === '/admin/revoke-access-tokens') {
+    const login = url.searchParams.get('login') || '';
+    if (!users[login]) return reply(res, 404, { error: `no person ${login} in IDP_USERS` });
+    const held = consoleAccessTokens.get(login) || [];
+    consoleAccessTokens.delete(login);
+    await Promise.all(held.map((token) => token.destroy()));
+    return reply(res, 200, { revoked: held.length });
   }
   if (req.method === 'GET' && url.pathname === '/admin/refreshes') {
     return reply(res, 200, { refreshes });

@@ -275,20 +275,20 @@ impl Idp {
         self.admin("token", &[("fail", fail)]).await
     }
 
+    /// Revokes every access token the console's client holds for person `login` (their
+    /// refresh tokens still renew them): how many were revoked.
+    pub async fn revoke_access_tokens(&self, login: &str) -> anyhow::Result<u64> {
+        let request = self
+            .http
+            .post(format!("{}/admin/revoke-access-tokens", self.issuer))
+            .query(&[("login", login)]);
+        count(request, "revoked").await
+    }
+
     /// How many refresh_token grants the token endpoint has answered with new tokens.
     pub async fn refreshes(&self) -> anyhow::Result<u64> {
-        let body: Value = self
-            .http
-            .get(format!("{}/admin/refreshes", self.issuer))
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        body["refreshes"]
-            .as_u64()
-            .context("the IdP's refresh count is not a number")
+        let request = self.http.get(format!("{}/admin/refreshes", self.issuer));
+        count(request, "refreshes").await
     }
 
     /// `POST /admin/<endpoint>?<query>`, refused unless it succeeds.
@@ -318,6 +318,20 @@ fn jwt_part(token: &str, index: usize) -> anyhow::Result<Value> {
         .decode(part)
         .context("JWT part is not base64url")?;
     serde_json::from_slice(&bytes).context("JWT part is not JSON")
+}
+
+/// The number `key` of the JSON answer to the admin `request`.
+async fn count(request: reqwest::RequestBuilder, key: &str) -> anyhow::Result<u64> {
+    let body: Value = request
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    body[key]
+        .as_u64()
+        .with_context(|| format!("the IdP's {key:?} is not a number: {body}"))
 }
 
 /// The JOSE header of a JWT, unverified.

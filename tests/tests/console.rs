@@ -8,7 +8,9 @@
 //! asked of the IdP again at each vote, an approver removed from the group or disabled there
 //! after signing in, and an IdP whose userinfo cannot answer (nothing decided); and a session
 //! that outlives its short access token by refreshing it, fails closed while the IdP's token
-//! endpoint is down, and ends once the IdP refuses to renew it (the account disabled).
+//! endpoint is down, and ends once the IdP refuses to renew it (the account disabled); an
+//! access token the IdP revoked before its expiry, renewed once; and a session that follows
+//! its ID token, as long as refreshes bring new ones.
 //!
 //! Screenshots of the pages land in `target/console-screenshots/` (docs/approvals.md shows
 //! them).
@@ -741,13 +743,21 @@ async fn an_approver_removed_or_disabled_at_the_idp_cannot_vote_and_an_idp_outag
     assert!(shown.contains("status:    pending"), "{shown}");
     assert!(!request.is_finished(), "the request still waits");
 
-    // Her account disabled at the IdP: it refuses her token, and she cannot vote.
+    // Her account disabled at the IdP: it refuses her token, and refuses to renew it too, so
+    // her console session ends and she cannot vote.
     idp.set_disabled("alice", true).await.unwrap();
-    let disabled = ["no longer accepts your sign-in"];
-    refused_vote(&mut alice, &decide_path, &secret, 403, &disabled).await;
+    let ended = ["no longer renews your sign-in", "sign in again"];
+    refused_vote(&mut alice, &decide_path, &secret, 401, &ended).await;
 
-    // Enabled again and in sre: her vote counts, with the groups the IdP named at that moment.
+    // Enabled again and in sre: she signs in again (her sign-in at the IdP holds, so no login
+    // page), and her vote counts, with the groups the IdP named at that moment.
     idp.set_disabled("alice", false).await.unwrap();
+    alice
+        .goto(&format!("{console}/approvals/{id}"))
+        .await
+        .unwrap();
+    alice.wait_for("header.top .who").await.unwrap();
+    assert_eq!(sign_ins(w), 2, "signed in again");
     let said = decide(&mut alice, console, &id, &oathtool(&secret, 1), "approve").await;
     assert!(said.contains("Approved"), "{said}");
     let r = request.await.unwrap().unwrap();
@@ -759,7 +769,7 @@ async fn an_approver_removed_or_disabled_at_the_idp_cannot_vote_and_an_idp_outag
     let refused = refused_codes(&w.audit_records());
     assert_eq!(
         refused,
-        ["not_in_group", "idp_unavailable", "idp_refused"],
+        ["not_in_group", "idp_unavailable", "idp_session_ended"],
         "each refusal recorded with its reason"
     );
 }
@@ -844,6 +854,110 @@ async fn a_session_outlives_its_short_access_token_and_ends_when_the_idp_no_long
     assert!(!second.is_finished(), "the second request still waits");
     let refused = refused_codes(&w.audit_records());
     assert_eq!(refused, ["idp_unavailable", "idp_session_ended"]);
+}
+
+#[tokio::test]
+async fn an_access_token_the_idp_revoked_is_renewed_once_and_the_vote_counts() {
+    let s = start().await;
+    let (w, idp, console) = (&s.warden, &s._idp, s.console.as_str());
+    let token = w.token("deploy-bot").await.unwrap();
+    let request = held(w, &token, "gpt-4o", "rotate the signing keys");
+    let id = new_approval(w, "Model::\"openai/gpt-4o\"", &[]).await;
+    let mut alice = Browser::launch("alice").await.unwrap();
+    sign_in(&mut alice, console, "alice", "/factors").await;
+    let (secret, _) = enrol_totp(&mut alice, console, None).await;
+    let decide_path = format!("/approvals/{id}/decide");
+
+    // The IdP revokes her access token an hour before it expires, and its token endpoint is
+    // down: the console cannot renew it, so nothing is decided and no code is used.
+    assert!(idp.revoke_access_tokens("alice").await.unwrap() >= 1);
+    idp.fail_token(true).await.unwrap();
+    let try_again = [
+        "onfirm your identity with the identity provider",
+        "temporarily_unavailable",
+        "try again",
+    ];
+    refused_vote(&mut alice, &decide_path, &secret, 503, &try_again).await;
+    let shown = w.cli(&["approvals", "show", &id]).await.unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout).to_string();
+    assert!(shown.contains("status:    pending"), "{shown}");
+    assert!(!request.is_finished(), "the request still waits");
+
+    // The token endpoint back: the console renews the revoked token once with her refresh
+    // token, asks the IdP again with the new one, and her vote counts (with the code the
+    // refused vote did not use up), in the same session.
+    idp.fail_token(false).await.unwrap();
+    let before = idp.refreshes().await.unwrap();
+    let said = decide(&mut alice, console, &id, &oathtool(&secret, 1), "approve").await;
+    assert!(said.contains("Approved"), "{said}");
+    assert_eq!(idp.refreshes().await.unwrap(), before + 1, "renewed once");
+    let r = tokio::time::timeout(Duration::from_secs(30), request)
+        .await
+        .expect("the approved request completes")
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let counted = audited(w, "approval_vote").await;
+    assert_eq!(counted["detail"]["approver"], "alice");
+    assert_eq!(counted["detail"]["groups_confirmed_at_vote"], true);
+    assert_eq!(sign_ins(w), 1, "never signed out");
+    assert_eq!(refused_codes(&w.audit_records()), ["idp_unavailable"]);
+}
+
+/// How long the console's ID tokens at the IdP live in the ID-token test.
+const SHORT_ID_TOKEN: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn a_session_that_follows_its_id_token_lasts_as_long_as_refreshes_renew_it() {
+    let ttl = SHORT_ID_TOKEN.as_secs().to_string();
+    let s = start_with(&[("IDP_CONSOLE_ID_TOKEN_TTL", &ttl)]).await;
+    let (w, idp, console) = (&s.warden, &s._idp, s.console.as_str());
+    let mut alice = Browser::launch("alice").await.unwrap();
+    let signed_in = Instant::now();
+    sign_in(&mut alice, console, "alice", "/approvals").await;
+    assert_eq!(sign_ins(w), 1);
+    // Past half the ID token's life, a page renews it: the refresh brings a new ID token.
+    let half = SHORT_ID_TOKEN / 2 + Duration::from_secs(2);
+    tokio::time::sleep_until((signed_in + half).into()).await;
+    let renewed = Instant::now();
+    on_pending_list(&mut alice, console).await;
+    assert_eq!(
+        idp.refreshes().await.unwrap(),
+        1,
+        "renewed for its ID token"
+    );
+
+    // Past the sign-in's ID token's expiry: the session follows the new one, still the same
+    // session (the browser did not sign in again at the IdP behind the scenes).
+    tokio::time::sleep_until((signed_in + SHORT_ID_TOKEN + Duration::from_secs(2)).into()).await;
+    on_pending_list(&mut alice, console).await;
+    assert_eq!(sign_ins(w), 1, "the same session, past the first ID token");
+
+    // Left alone past the newest ID token's expiry, the session ends with it: the next page
+    // signs her in anew.
+    let newest = idp.refreshes().await.unwrap();
+    assert!(newest >= 1);
+    let last = if newest >= 2 { Instant::now() } else { renewed };
+    tokio::time::sleep_until((last + SHORT_ID_TOKEN + Duration::from_secs(2)).into()).await;
+    on_pending_list(&mut alice, console).await;
+    assert_eq!(sign_ins(w), 2, "the session ended with its newest ID token");
+}
+
+/// Opens the pending list, signed in (anew if the session ended: the IdP's sign-in holds).
+async fn on_pending_list(b: &mut Browser, console: &str) {
+    let page = format!("{console}/approvals");
+    b.goto(&page).await.unwrap();
+    b.wait_for("header.top .who").await.unwrap();
+    let at = b.url().await.unwrap();
+    assert!(at.starts_with(&page), "{at}");
+}
+
+/// How many console sign-ins the audit log has recorded.
+fn sign_ins(w: &Warden) -> usize {
+    w.audit_records()
+        .iter()
+        .filter(|r| r["detail"]["event"] == "console_sign_in")
+        .count()
 }
 
 /// The first audit record of console event `event`, waited for.

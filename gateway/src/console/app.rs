@@ -91,7 +91,7 @@ impl Console {
             None => None,
         };
         let sso = Sso::new(&oidc, client_secret, &url)?;
-        let recheck = Recheck::new(&oidc);
+        let recheck = Recheck::new(&oidc, config.session_ttl);
         let passkeys = Passkeys::new(&url)?;
         let origin = reqwest::Url::parse(&url)
             .map(|u| u.origin().ascii_serialization())

@@ -29,6 +29,89 @@ pub struct IdpToken {
     pub subject: String,
     /// When the token expires (seconds since the Unix epoch), when the provider said.
     pub expires_at: Option<u64>,
+    /// What the sign-in's ID token said that a refreshed one must say too, and the newest
+    /// one's lifetime; absent in tokens sealed before the console kept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<IdTokenBinding>,
+}
+
+/// The sign-in's ID token as a refreshed one is held to (OpenID Connect Core 12.2: the same
+/// `iss` (the configured issuer, which every ID token is checked against), `sub` (the
+/// token's `subject`), `aud`, `azp` and `auth_time`, and a `nonce`, if any, of the sign-in's),
+/// and when the newest ID token was issued and expires (seconds since the Unix epoch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdTokenBinding {
+    /// `aud` of the sign-in's ID token.
+    pub audiences: Vec<String>,
+    /// `azp` of the sign-in's ID token, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorized_party: Option<String>,
+    /// `auth_time` of the sign-in's ID token, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+    /// `nonce` of the sign-in's ID token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// `iat` of the newest ID token.
+    pub issued_at: i64,
+    /// `exp` of the newest ID token.
+    pub expires_at: i64,
+    /// Whether the provider renews the ID token when the access token is refreshed: `false`
+    /// once a refresh came back without one (it is not asked again for that alone).
+    #[serde(default = "renews_by_default")]
+    pub renewed_by_refresh: bool,
+}
+
+fn renews_by_default() -> bool {
+    true
+}
+
+impl IdTokenBinding {
+    /// Whether `newer`, the claims of an ID token a refresh returned for subject `subject`
+    /// (its `sub` being `newer_subject`), may stand for this sign-in's (OpenID Connect Core
+    /// 12.2); what differs, otherwise. Its signature, issuer, audience and expiry are checked
+    /// as at sign-in before this.
+    pub fn accepts(
+        &self,
+        subject: &str,
+        newer_subject: &str,
+        newer: &IdTokenBinding,
+    ) -> Result<(), String> {
+        if newer_subject != subject {
+            return Err("its sub is not the sign-in's".into());
+        }
+        let mut ours = self.audiences.clone();
+        let mut theirs = newer.audiences.clone();
+        ours.sort();
+        theirs.sort();
+        if ours != theirs {
+            return Err("its aud is not the sign-in's".into());
+        }
+        if newer.authorized_party != self.authorized_party {
+            return Err("its azp is not the sign-in's".into());
+        }
+        if newer.auth_time.is_some() && newer.auth_time != self.auth_time {
+            return Err("its auth_time is not the time of the sign-in".into());
+        }
+        if newer.nonce.is_some() && newer.nonce != self.nonce {
+            return Err("its nonce is not the sign-in's".into());
+        }
+        if newer.issued_at < self.issued_at {
+            return Err("it was issued before the ID token it would replace".into());
+        }
+        Ok(())
+    }
+
+    /// This sign-in's binding with `newer`'s lifetime. A provider whose new ID token expires
+    /// no later than the one it replaces is not asked again for that alone.
+    pub fn renewed_by(&self, newer: &IdTokenBinding) -> IdTokenBinding {
+        IdTokenBinding {
+            issued_at: newer.issued_at,
+            expires_at: newer.expires_at,
+            renewed_by_refresh: newer.expires_at > self.expires_at,
+            ..self.clone()
+        }
+    }
 }
 
 impl std::fmt::Debug for IdpToken {
@@ -37,6 +120,10 @@ impl std::fmt::Debug for IdpToken {
             .field("subject", &self.subject)
             .field("expires_at", &self.expires_at)
             .field("renewable", &self.refresh_token.is_some())
+            .field(
+                "id_token_expires_at",
+                &self.id_token.as_ref().map(|t| t.expires_at),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -69,7 +156,14 @@ impl IdpToken {
             refresh_token: None,
             subject,
             expires_at,
+            id_token: None,
         }
+    }
+
+    /// The token with `id_token`, the sign-in's ID token as a refreshed one is held to.
+    pub fn bound_to(mut self, id_token: Option<IdTokenBinding>) -> IdpToken {
+        self.id_token = id_token;
+        self
     }
 
     /// The token with `refresh_token` to renew it (the provider's `refresh_token`, if any).
@@ -149,6 +243,75 @@ mod tests {
                 && shown.contains("alice"),
             "{shown}"
         );
+    }
+
+    fn signed_in() -> IdTokenBinding {
+        IdTokenBinding {
+            audiences: vec!["warden-console".into(), "api".into()],
+            authorized_party: Some("warden-console".into()),
+            auth_time: Some(1_000),
+            nonce: Some("nonce-1".into()),
+            issued_at: 1_000,
+            expires_at: 1_300,
+            renewed_by_refresh: true,
+        }
+    }
+
+    #[test]
+    fn a_refreshed_id_token_stands_for_the_sign_in_only_if_it_is_of_it() {
+        let ours = signed_in();
+        let newer = IdTokenBinding {
+            audiences: vec!["api".into(), "warden-console".into()],
+            nonce: None,
+            issued_at: 1_200,
+            expires_at: 1_500,
+            ..signed_in()
+        };
+        assert_eq!(ours.accepts("alice", "alice", &newer), Ok(()));
+        let renewed = ours.renewed_by(&newer);
+        assert_eq!((renewed.issued_at, renewed.expires_at), (1_200, 1_500));
+        assert_eq!(
+            renewed.audiences, ours.audiences,
+            "the sign-in's, to hold the next to"
+        );
+        assert!(renewed.renewed_by_refresh);
+        // OpenID Connect Core 12.2: each of these is refused.
+        let refused = |newer: IdTokenBinding, subject: &str, says: &str| {
+            let e = ours.accepts("alice", subject, &newer).unwrap_err();
+            assert!(e.contains(says), "{e}");
+        };
+        refused(newer.clone(), "mallory", "sub");
+        let aud = IdTokenBinding {
+            audiences: vec!["warden-console".into()],
+            ..newer.clone()
+        };
+        refused(aud, "alice", "aud");
+        let azp = IdTokenBinding {
+            authorized_party: Some("other".into()),
+            ..newer.clone()
+        };
+        refused(azp, "alice", "azp");
+        let auth_time = IdTokenBinding {
+            auth_time: Some(1_100),
+            ..newer.clone()
+        };
+        refused(auth_time, "alice", "auth_time");
+        let nonce = IdTokenBinding {
+            nonce: Some("nonce-2".into()),
+            ..newer.clone()
+        };
+        refused(nonce, "alice", "nonce");
+        let older = IdTokenBinding {
+            issued_at: 900,
+            ..newer.clone()
+        };
+        refused(older, "alice", "issued before");
+        // One that expires no later is taken, but the provider is not asked again for it.
+        let same = IdTokenBinding {
+            expires_at: 1_300,
+            ..newer
+        };
+        assert!(!ours.renewed_by(&same).renewed_by_refresh);
     }
 
     #[test]

@@ -6,14 +6,16 @@
 //! the token) cannot either; while the provider cannot answer, nothing is decided (fail
 //! closed: the approval stays pending). An answer is used again for the same session for
 //! `console.oidc.userinfo_max_age` (default `0s`: every time). The access token it asks with is
-//! refreshed first when it is (about to be) expired (`refresh`).
+//! refreshed first when it is (about to be) expired (`refresh`); one the provider refuses
+//! before its expiry (revoked there) is refreshed once and the provider asked again with the
+//! new one: a refused refresh ends the session, a provider that cannot answer decides nothing.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::config::OidcConfig;
-use super::refresh::RefreshError;
+use super::refresh::{Lifetime, RefreshError};
 use super::sso::{Sso, SsoError, groups};
 use crate::approval::operator::Approver;
 use crate::approval::sealed::Sealer;
@@ -89,17 +91,23 @@ pub struct Recheck {
     enabled: bool,
     groups_claim: String,
     max_age: Duration,
+    /// How long sessions last, which a refresh may extend.
+    lifetime: Lifetime,
     /// Keyed by the hash of the session id.
     answers: Mutex<HashMap<String, (Vec<String>, Instant)>>,
 }
 
 impl Recheck {
-    /// The recheck `oidc` configures.
-    pub fn new(oidc: &OidcConfig) -> Recheck {
+    /// The recheck `oidc` configures, for sessions of `console.session_ttl` `session_ttl`.
+    pub fn new(oidc: &OidcConfig, session_ttl: Duration) -> Recheck {
         Recheck {
             enabled: oidc.recheck_at_vote,
             groups_claim: oidc.groups_claim.clone(),
             max_age: oidc.userinfo_max_age,
+            lifetime: Lifetime {
+                ttl: session_ttl,
+                follows_id_token: oidc.session_follows_id_token,
+            },
             answers: Mutex::new(HashMap::new()),
         }
     }
@@ -153,8 +161,24 @@ impl Recheck {
         session_id: &str,
         record: &ConsoleSession,
     ) -> Result<Vec<String>, RecheckError> {
-        let token = super::refresh::current(sso, sealer, sessions, session_id, record).await?;
-        let claims = sso.userinfo(&token).await.map_err(|e| {
+        let lifetime = self.lifetime;
+        let current =
+            super::refresh::current(sso, sealer, sessions, lifetime, session_id, record).await?;
+        let answer = match sso.userinfo(&current.token).await {
+            // Refused before it expired (revoked at the provider): renewed once with the
+            // refresh token, and asked again with the new one; a provider that refuses the
+            // refresh token too has ended the sign-in.
+            Err(SsoError::UserInfoRefused(status)) if current.token.refresh_secret().is_some() => {
+                tracing::info!(status, subject = %record.subject, "the SSO provider refused a console session's access token before its expiry: renewing it");
+                let renewed = super::refresh::after_refusal(
+                    sso, sealer, sessions, lifetime, session_id, record, current,
+                )
+                .await?;
+                sso.userinfo(&renewed.token).await
+            }
+            answer => answer,
+        };
+        let claims = answer.map_err(|e| {
             tracing::warn!(error = %e, subject = %record.subject, "the SSO provider could not confirm a console approver");
             RecheckError::from(e)
         })?;
@@ -200,6 +224,8 @@ mod tests {
         }
     }
 
+    const TTL: Duration = Duration::from_secs(8 * 3600);
+
     fn sealer() -> Sealer {
         Sealer::new(vec![FactorKey::from_bytes(&[5; 32])]).unwrap()
     }
@@ -227,7 +253,7 @@ mod tests {
     #[tokio::test]
     async fn without_the_providers_word_nobody_decides() {
         let sso = Sso::new(&oidc(true), None, "http://localhost:9443").unwrap();
-        let recheck = Recheck::new(&oidc(true));
+        let recheck = Recheck::new(&oidc(true), TTL);
         let sealer = sealer();
         let dir = tempfile::tempdir().unwrap();
         let store = Store::sqlite(
@@ -271,7 +297,7 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, RecheckError::Expired), "{e:?}");
         // Turned off: the sign-in's groups, as before.
-        let off = Recheck::new(&oidc(false));
+        let off = Recheck::new(&oidc(false), TTL);
         let who = off
             .approver(&sso, &sealer, sessions, "s1", &record(None))
             .await
@@ -279,14 +305,203 @@ mod tests {
         assert_eq!(who.groups, ["sre"]);
     }
 
+    /// A provider whose userinfo takes only the access token `at-renewed` (every other one
+    /// was revoked), and whose token endpoint answers refresh grants with `status` and
+    /// `answer`: its issuer, and how many refresh grants it answered.
+    async fn revoking_provider(
+        status: u16,
+        answer: serde_json::Value,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use axum::http::{HeaderMap, StatusCode};
+        use axum::routing::{get, post};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let grants = Arc::new(AtomicUsize::new(0));
+        let counted = grants.clone();
+        let metadata = serde_json::json!({
+            "issuer": base,
+            "authorization_endpoint": format!("{base}/auth"),
+            "token_endpoint": format!("{base}/token"),
+            "userinfo_endpoint": format!("{base}/userinfo"),
+            "jwks_uri": format!("{base}/jwks"),
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        });
+        let app = axum::Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                get(move || {
+                    let metadata = metadata.clone();
+                    async move { axum::Json(metadata) }
+                }),
+            )
+            .route(
+                "/jwks",
+                get(|| async { axum::Json(serde_json::json!({ "keys": [] })) }),
+            )
+            .route(
+                "/token",
+                post(move |body: String| {
+                    let (counted, answer) = (counted.clone(), answer.clone());
+                    async move {
+                        assert!(body.contains("grant_type=refresh_token"), "{body}");
+                        assert!(body.contains("refresh_token=rt-1"), "{body}");
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        (StatusCode::from_u16(status).unwrap(), axum::Json(answer))
+                    }
+                }),
+            )
+            .route(
+                "/userinfo",
+                get(|headers: HeaderMap| async move {
+                    let bearer = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    if bearer == "Bearer at-renewed" {
+                        let who =
+                            serde_json::json!({ "sub": "alice", "groups": ["sre", "oncall"] });
+                        (StatusCode::OK, axum::Json(who))
+                    } else {
+                        let refused = serde_json::json!({ "error": "invalid_token" });
+                        (StatusCode::UNAUTHORIZED, axum::Json(refused))
+                    }
+                }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (base, grants)
+    }
+
+    /// Session `s1` in a new store, signed in with access token `at-1` (valid for an hour, so
+    /// not due) and, when `renewable`, refresh token `rt-1`.
+    async fn signed_in(
+        dir: &tempfile::TempDir,
+        sealer: &Sealer,
+        renewable: bool,
+    ) -> (Store, ConsoleSession) {
+        let store = Store::sqlite(
+            SqliteStore::open(&dir.path().join("state.db"))
+                .await
+                .unwrap(),
+        );
+        let token = IdpToken::new(
+            "at-1".into(),
+            "alice".into(),
+            Some(Duration::from_secs(3600)),
+            SystemTime::now(),
+        )
+        .renewable_with(renewable.then(|| "rt-1".to_owned()));
+        store
+            .sessions()
+            .create(crate::state::sessions::NewSession {
+                id: "s1".into(),
+                csrf_token: "csrf".into(),
+                subject: "alice".into(),
+                display_name: "Alice".into(),
+                groups: vec!["sre".into()],
+                aliases: vec![],
+                sealed_idp_token: Some(token.seal(sealer, "s1").unwrap()),
+                ttl: Duration::from_secs(3600),
+            })
+            .await
+            .unwrap();
+        let record = store.sessions().resume("s1").await.unwrap().unwrap();
+        (store, record)
+    }
+
+    async fn ask_revoking_provider(
+        status: u16,
+        answer: serde_json::Value,
+        renewable: bool,
+    ) -> (
+        Result<Approver, RecheckError>,
+        usize,
+        Option<ConsoleSession>,
+    ) {
+        let (issuer, grants) = revoking_provider(status, answer).await;
+        let config = OidcConfig {
+            issuer,
+            ..oidc(true)
+        };
+        let sso = Sso::new(&config, None, "http://localhost:9443").unwrap();
+        let recheck = Recheck::new(&config, TTL);
+        let sealer = sealer();
+        let dir = tempfile::tempdir().unwrap();
+        let (store, record) = signed_in(&dir, &sealer, renewable).await;
+        let sessions = store.sessions();
+        let result = recheck
+            .approver(&sso, &sealer, &*sessions, "s1", &record)
+            .await;
+        let after = sessions.resume("s1").await.unwrap();
+        let grants = grants.load(std::sync::atomic::Ordering::SeqCst);
+        (result, grants, after)
+    }
+
+    #[tokio::test]
+    async fn a_token_revoked_before_its_expiry_is_renewed_once_and_asked_again() {
+        let renewed = serde_json::json!({
+            "access_token": "at-renewed", "token_type": "Bearer", "expires_in": 3600,
+            "refresh_token": "rt-2",
+        });
+        let (who, grants, after) = ask_revoking_provider(200, renewed, true).await;
+        let who = who.unwrap();
+        assert_eq!(
+            who.groups,
+            ["sre", "oncall"],
+            "the provider's answer to the new token"
+        );
+        assert_eq!(grants, 1, "one refresh");
+        let after = after.expect("the session goes on");
+        assert_eq!(after.idp_token_version, 1, "the new tokens are stored");
+        let stored =
+            IdpToken::open(&sealer(), "s1", after.sealed_idp_token.as_deref().unwrap()).unwrap();
+        assert_eq!(stored.secret(), "at-renewed");
+        assert_eq!(stored.refresh_secret(), Some("rt-2"));
+    }
+
+    #[tokio::test]
+    async fn a_revoked_token_whose_refresh_is_refused_ends_the_session() {
+        let refused = serde_json::json!({ "error": "invalid_grant" });
+        let (who, grants, after) = ask_revoking_provider(400, refused, true).await;
+        let e = who.unwrap_err();
+        assert!(matches!(e, RecheckError::Ended), "{e:?}");
+        assert_eq!(grants, 1);
+        assert_eq!(after, None, "the session is gone");
+    }
+
+    #[tokio::test]
+    async fn a_revoked_token_while_the_token_endpoint_is_down_decides_nothing() {
+        let down = serde_json::json!({ "error": "temporarily_unavailable" });
+        let (who, grants, after) = ask_revoking_provider(503, down, true).await;
+        let e = who.unwrap_err();
+        assert!(matches!(e, RecheckError::Unavailable(_)), "{e:?}");
+        assert_eq!(grants, 1);
+        let after = after.expect("the session stays, for the next try");
+        assert_eq!(after.idp_token_version, 0);
+        assert_eq!(after.idp_refreshing_until_ms, None, "the claim is lifted");
+    }
+
+    #[tokio::test]
+    async fn a_revoked_token_without_a_refresh_token_is_refused() {
+        let unused = serde_json::json!({ "error": "invalid_grant" });
+        let (who, grants, after) = ask_revoking_provider(400, unused, false).await;
+        let e = who.unwrap_err();
+        assert!(matches!(e, RecheckError::Refused), "{e:?}");
+        assert_eq!(grants, 0, "nothing to renew it with");
+        assert!(after.is_some());
+    }
+
     #[test]
     fn an_answer_is_used_again_only_within_its_max_age() {
         let mut config = oidc(true);
-        let recheck = Recheck::new(&config);
+        let recheck = Recheck::new(&config, TTL);
         recheck.remember("k".into(), &["sre".into()]);
         assert_eq!(recheck.recent("k"), None, "0s: always asked again");
         config.userinfo_max_age = Duration::from_millis(50);
-        let recheck = Recheck::new(&config);
+        let recheck = Recheck::new(&config, TTL);
         recheck.remember("k".into(), &["sre".into()]);
         assert_eq!(recheck.recent("k"), Some(vec!["sre".into()]));
         assert_eq!(recheck.recent("other"), None);

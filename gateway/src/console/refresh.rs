@@ -4,6 +4,13 @@
 //! stores the new tokens (sealed, as at sign-in) for every replica. So a session lasts
 //! `console.session_ttl` (or until the ID token's `exp`), not the access token's few minutes.
 //!
+//! - A session that ends with its ID token (`console.oidc.session_follows_id_token`) is
+//!   refreshed too once half that ID token's lifetime has passed: a new ID token in the
+//!   answer, verified as at sign-in and held to the sign-in's (OpenID Connect Core 12.2: same
+//!   `iss`, `sub`, `aud`), moves the session's end to its `exp`, never past
+//!   `console.session_ttl` from sign-in. An answer without one leaves the end where it was.
+//! - The provider refuses the access token at userinfo before its expiry (revoked there):
+//!   [`after_refusal`] refreshes it once, and the recheck asks again with the new one.
 //! - The provider refuses the refresh token (`invalid_grant`: the account disabled, the token
 //!   revoked, the sign-in ended there): the session ends (deleted from the store), and the
 //!   approver signs in again.
@@ -15,7 +22,7 @@
 //!   (for [`CLAIM_FOR`], on the tokens' version), the others wait for the tokens it stores;
 //!   its replacement is a compare-and-swap on that version.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::idp_token::IdpToken;
 use super::sso::{Sso, SsoError};
@@ -75,32 +82,151 @@ pub fn due(token: &IdpToken, now: SystemTime) -> Due {
     }
 }
 
+/// How long a console session lasts: `console.session_ttl` from sign-in and, with
+/// `console.oidc.session_follows_id_token`, no longer than the newest ID token the provider
+/// gave for it (at sign-in, or with a refresh).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetime {
+    /// `console.session_ttl`.
+    pub ttl: Duration,
+    /// `console.oidc.session_follows_id_token`.
+    pub follows_id_token: bool,
+}
+
+impl Lifetime {
+    /// When a session signed in at `created_ms` ends by `token`'s ID token (ms since the Unix
+    /// epoch), never later than `ttl` after sign-in; `None` when sessions do not follow the
+    /// ID token or `token` keeps none.
+    pub fn ends_ms(&self, created_ms: i64, token: &IdpToken) -> Option<i64> {
+        let id = token.id_token.as_ref().filter(|_| self.follows_id_token)?;
+        Some(
+            self.cap_ms(created_ms)
+                .min(id.expires_at.saturating_mul(1000)),
+        )
+    }
+
+    /// Whether `token` is to be refreshed at `now` for its ID token, which ends the session
+    /// signed in at `created_ms` before `ttl` does: once half its lifetime has passed (or it
+    /// is within [`REFRESH_AHEAD`] of its expiry), when there is a refresh token and the
+    /// provider renews ID tokens with it.
+    pub fn id_token_due(&self, created_ms: i64, token: &IdpToken, now: SystemTime) -> bool {
+        let Some(id) = token
+            .id_token
+            .as_ref()
+            .filter(|t| self.follows_id_token && t.renewed_by_refresh)
+        else {
+            return false;
+        };
+        let expires_ms = id.expires_at.saturating_mul(1000);
+        if token.refresh_secret().is_none() || expires_ms >= self.cap_ms(created_ms) {
+            return false;
+        }
+        let half_life_ms = id.expires_at.saturating_sub(id.issued_at).max(0) * 500;
+        let ahead = half_life_ms.max(millis(REFRESH_AHEAD));
+        expires_ms.saturating_sub(epoch_ms(now)) <= ahead
+    }
+
+    fn cap_ms(&self, created_ms: i64) -> i64 {
+        created_ms.saturating_add(millis(self.ttl))
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn epoch_ms(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, millis)
+}
+
+/// A session's access token at the provider, with the version of the session's tokens it is.
+#[derive(Debug)]
+pub struct Current {
+    pub token: IdpToken,
+    version: i64,
+}
+
 /// The access token to ask the provider with for session `session_id` (`record`, as read at
-/// the start of this request): the one it keeps, or a new one when that one is due (refreshed
-/// by this replica, or by another that claimed it first and stored it).
+/// the start of this request): the one it keeps, or a new one when that one is due, or when
+/// the ID token that bounds the session is (refreshed by this replica, or by another that
+/// claimed it first and stored it).
 pub async fn current(
     sso: &Sso,
     sealer: &Sealer,
     sessions: &dyn SessionRepository,
+    lifetime: Lifetime,
     session_id: &str,
     record: &ConsoleSession,
-) -> Result<IdpToken, RefreshError> {
-    let mut version = record.idp_token_version;
-    let mut token = open(sealer, session_id, record)?;
+) -> Result<Current, RefreshError> {
+    let kept = Current {
+        token: open(sealer, session_id, record)?,
+        version: record.idp_token_version,
+    };
+    obtain(
+        sso, sealer, sessions, lifetime, session_id, record, kept, false,
+    )
+    .await
+}
+
+/// A new access token for session `session_id` (`record`) after the provider refused
+/// `refused` before its expiry (revoked there): refreshed once, by this replica or by another
+/// that did meanwhile. [`RefreshError::Ended`] when the provider refuses the refresh token too.
+pub async fn after_refusal(
+    sso: &Sso,
+    sealer: &Sealer,
+    sessions: &dyn SessionRepository,
+    lifetime: Lifetime,
+    session_id: &str,
+    record: &ConsoleSession,
+    refused: Current,
+) -> Result<Current, RefreshError> {
+    obtain(
+        sso, sealer, sessions, lifetime, session_id, record, refused, true,
+    )
+    .await
+}
+
+/// `from`, or newer tokens when it is due (or `refused`, whatever its expiry).
+#[allow(clippy::too_many_arguments)]
+async fn obtain(
+    sso: &Sso,
+    sealer: &Sealer,
+    sessions: &dyn SessionRepository,
+    lifetime: Lifetime,
+    session_id: &str,
+    record: &ConsoleSession,
+    from: Current,
+    refused: bool,
+) -> Result<Current, RefreshError> {
+    let refused_version = refused.then_some(from.version);
+    let Current {
+        mut token,
+        mut version,
+    } = from;
     let deadline = Instant::now() + CLAIM_FOR + Duration::from_secs(5);
     loop {
-        match due(&token, SystemTime::now()) {
-            Due::Use => return Ok(token),
-            Due::Expired => return Err(RefreshError::Expired),
-            Due::Refresh => {}
+        let now = SystemTime::now();
+        let needed = refused_version == Some(version)
+            || match due(&token, now) {
+                Due::Use => lifetime.id_token_due(record.created_ms, &token, now),
+                Due::Refresh => true,
+                Due::Expired => return Err(RefreshError::Expired),
+            };
+        if !needed {
+            return Ok(Current { token, version });
         }
-        let until = now_ms().saturating_add(i64::try_from(CLAIM_FOR.as_millis()).unwrap_or(0));
+        let until = now_ms().saturating_add(millis(CLAIM_FOR));
         let claimed = sessions
             .claim_refresh(session_id, version, until)
             .await
             .map_err(|e| RefreshError::Unavailable(e.to_string()))?;
         if claimed {
-            return refresh(sso, sealer, sessions, session_id, version, until, &token).await;
+            let claim = Claim {
+                session_id,
+                version,
+                until,
+            };
+            return refresh(sso, sealer, sessions, lifetime, record, claim, &token).await;
         }
         // Another replica (or another request of this session) is refreshing them: its
         // tokens, once stored, serve this request too.
@@ -133,17 +259,30 @@ fn open(
     IdpToken::open(sealer, session_id, blob).map_err(|_| RefreshError::NoToken)
 }
 
-/// Refreshes `token` of session `session_id` under this replica's claim (`version`, until
-/// `until`) and stores the new tokens.
+/// This replica's claim to refresh the tokens of session `session_id` at `version`, until
+/// `until`.
+struct Claim<'a> {
+    session_id: &'a str,
+    version: i64,
+    until: i64,
+}
+
+/// Refreshes `token` of session `record` under this replica's `claim` and stores the new
+/// tokens; a new ID token moves the session's end to its expiry (by `lifetime`).
 async fn refresh(
     sso: &Sso,
     sealer: &Sealer,
     sessions: &dyn SessionRepository,
-    session_id: &str,
-    version: i64,
-    until: i64,
+    lifetime: Lifetime,
+    record: &ConsoleSession,
+    claim: Claim<'_>,
     token: &IdpToken,
-) -> Result<IdpToken, RefreshError> {
+) -> Result<Current, RefreshError> {
+    let Claim {
+        session_id,
+        version,
+        until,
+    } = claim;
     let renewed = match sso.refresh(token).await {
         Ok(renewed) => renewed,
         Err(SsoError::RefreshRefused) => {
@@ -162,18 +301,30 @@ async fn refresh(
             return Err(RefreshError::Sso(e));
         }
     };
+    let lifetime_of = |t: &IdpToken| t.id_token.as_ref().map(|i| (i.issued_at, i.expires_at));
+    let ends = if lifetime_of(&renewed) != lifetime_of(token) {
+        lifetime.ends_ms(record.created_ms, &renewed)
+    } else {
+        None
+    };
     let sealed = renewed
         .seal(sealer, session_id)
         .map_err(|e| RefreshError::Unavailable(e.to_string()))?;
     let stored = sessions
-        .replace_idp_token(session_id, version, sealed)
+        .replace_idp_token(session_id, version, sealed, ends)
         .await
         .map_err(|e| RefreshError::Unavailable(e.to_string()))?;
     if !stored {
         // The session ended meanwhile (its ttl, a sign-out): nothing is decided with it.
         return Err(RefreshError::Ended);
     }
-    Ok(renewed)
+    if let Some(ends) = ends {
+        tracing::debug!(subject = %token.subject, ends_ms = ends, "a console session follows its renewed ID token");
+    }
+    Ok(Current {
+        token: renewed,
+        version: version + 1,
+    })
 }
 
 #[cfg(test)]
@@ -183,6 +334,11 @@ mod tests {
     use crate::state::Store;
     use crate::state::sessions::NewSession;
     use crate::state::sqlite::SqliteStore;
+
+    const LIFETIME: Lifetime = Lifetime {
+        ttl: Duration::from_secs(8 * 3600),
+        follows_id_token: true,
+    };
 
     fn sealer() -> Sealer {
         Sealer::new(vec![FactorKey::from_bytes(&[9; 32])]).unwrap()
@@ -217,6 +373,87 @@ mod tests {
         // A provider that said no expiry.
         let forever = IdpToken::new("at".into(), "alice".into(), None, now);
         assert_eq!(due(&forever, later), Due::Use);
+    }
+
+    /// An ID token issued at `iat` for `life` seconds, as a session keeps it.
+    fn id_token(iat: i64, life: i64) -> crate::console::idp_token::IdTokenBinding {
+        crate::console::idp_token::IdTokenBinding {
+            audiences: vec!["warden-console".into()],
+            authorized_party: None,
+            auth_time: Some(iat),
+            nonce: Some("n".into()),
+            issued_at: iat,
+            expires_at: iat + life,
+            renewed_by_refresh: true,
+        }
+    }
+
+    #[test]
+    fn a_session_ends_with_its_newest_id_token_never_past_its_ttl() {
+        let created_ms = 1_000_000_000_000;
+        let signed_in = created_ms / 1000;
+        let hour = Duration::from_secs(3600);
+        let lifetime = Lifetime {
+            ttl: hour,
+            follows_id_token: true,
+        };
+        let renewable = token(hour, Some("rt")).bound_to(Some(id_token(signed_in, 300)));
+        assert_eq!(
+            lifetime.ends_ms(created_ms, &renewable),
+            Some(created_ms + 300_000)
+        );
+        // A newer ID token that outlives the ttl: the ttl ends the session.
+        let newer = token(hour, Some("rt")).bound_to(Some(id_token(signed_in + 3500, 300)));
+        assert_eq!(
+            lifetime.ends_ms(created_ms, &newer),
+            Some(created_ms + 3_600_000)
+        );
+        // Sessions that do not follow it, and a token sealed without one: nothing moves.
+        let off = Lifetime {
+            follows_id_token: false,
+            ..lifetime
+        };
+        assert_eq!(off.ends_ms(created_ms, &renewable), None);
+        assert_eq!(lifetime.ends_ms(created_ms, &token(hour, Some("rt"))), None);
+    }
+
+    #[test]
+    fn an_id_token_is_renewed_past_half_its_lifetime_when_it_ends_the_session() {
+        let now = SystemTime::now();
+        let now_s = epoch_ms(now) / 1000;
+        let hour = Duration::from_secs(3600);
+        let lifetime = Lifetime {
+            ttl: Duration::from_secs(8 * 3600),
+            follows_id_token: true,
+        };
+        let created_ms = epoch_ms(now) - 200_000;
+        // Issued 200 s ago for 300 s: past half its life, due.
+        let id = id_token(now_s - 200, 300);
+        let due_now = token(hour, Some("rt")).bound_to(Some(id.clone()));
+        assert!(lifetime.id_token_due(created_ms, &due_now, now));
+        // Issued 100 s ago for 300 s: not yet.
+        let fresh = token(hour, Some("rt")).bound_to(Some(id_token(now_s - 100, 300)));
+        assert!(!lifetime.id_token_due(created_ms, &fresh, now));
+        // Nothing to renew it with, sessions that do not follow it, a provider that gave no
+        // new ID token at the last refresh, a ttl that ends the session first: not due.
+        let plain = token(hour, None).bound_to(Some(id.clone()));
+        assert!(!lifetime.id_token_due(created_ms, &plain, now));
+        let off = Lifetime {
+            follows_id_token: false,
+            ..lifetime
+        };
+        assert!(!off.id_token_due(created_ms, &due_now, now));
+        let stale = crate::console::idp_token::IdTokenBinding {
+            renewed_by_refresh: false,
+            ..id
+        };
+        let stale = token(hour, Some("rt")).bound_to(Some(stale));
+        assert!(!lifetime.id_token_due(created_ms, &stale, now));
+        let short = Lifetime {
+            ttl: Duration::from_secs(250),
+            ..lifetime
+        };
+        assert!(!short.id_token_due(created_ms, &due_now, now));
     }
 
     async fn store(dir: &tempfile::TempDir) -> Store {
@@ -275,11 +512,17 @@ mod tests {
         let other = store.sessions();
         let storing = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            assert!(other.replace_idp_token("s1", 0, sealed).await.unwrap());
+            assert!(
+                other
+                    .replace_idp_token("s1", 0, sealed, None)
+                    .await
+                    .unwrap()
+            );
         });
-        let got = current(&sso, &sealer, &*sessions, "s1", &record)
+        let got = current(&sso, &sealer, &*sessions, LIFETIME, "s1", &record)
             .await
-            .unwrap();
+            .unwrap()
+            .token;
         storing.await.unwrap();
         assert_eq!(
             got, renewed,
@@ -293,7 +536,7 @@ mod tests {
         let old =
             IdpToken::open(&sealer, "s1", record.sealed_idp_token.as_deref().unwrap()).unwrap();
         let sessions = store.sessions();
-        let e = current(&sso, &sealer, &*sessions, "s1", &record)
+        let e = current(&sso, &sealer, &*sessions, LIFETIME, "s1", &record)
             .await
             .unwrap_err();
         assert!(
@@ -318,7 +561,7 @@ mod tests {
             SystemTime::now() - Duration::from_secs(60),
         );
         let record = signed_in(&store, &sealer, &expired).await;
-        let e = current(&sso, &sealer, &*store.sessions(), "s1", &record)
+        let e = current(&sso, &sealer, &*store.sessions(), LIFETIME, "s1", &record)
             .await
             .unwrap_err();
         assert!(matches!(e, RefreshError::Expired), "{e:?}");

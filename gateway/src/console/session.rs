@@ -4,7 +4,8 @@
 //! - The session id is 256 random bits in an `HttpOnly`, `Secure`, `SameSite=Lax` cookie
 //!   (`__Host-` prefixed on https); the store keeps only its SHA-256, so a copy of the store
 //!   opens no session. Sessions end at `console.session_ttl`, when the sign-in's ID token
-//!   expires if that is sooner (`console.oidc.session_follows_id_token`), when its access
+//!   expires if that is sooner (`console.oidc.session_follows_id_token`; a newer ID token a
+//!   refresh brings moves that end, `console::refresh`), when its access
 //!   token at the provider does and the provider gave no refresh token to renew it
 //!   (`console.oidc.recheck_at_vote` asks the provider with it), when the provider refuses to
 //!   renew it, or at sign-out.
@@ -313,6 +314,14 @@ pub async fn callback(
         .min(),
         std::time::SystemTime::now(),
     );
+    // A session its refresh token renews may outlive the sign-in's ID token (a refreshed one
+    // moves its end, `console::refresh`): its cookie lasts `session_ttl`, and the store says
+    // when the session ends.
+    let cookie_ttl = if idp_token.is_some_and(|t| t.refresh_secret().is_some()) {
+        c.config.session_ttl
+    } else {
+        ttl
+    };
     let sealed_idp_token = match idp_token.map(|t| t.seal(&c.sealer, &id)).transpose() {
         Ok(sealed) => sealed,
         Err(e) => {
@@ -365,7 +374,7 @@ pub async fn callback(
     let headers = response.headers_mut();
     headers.append(
         header::SET_COOKIE,
-        c.set_cookie(c.session_cookie(), &id, "/", ttl),
+        c.set_cookie(c.session_cookie(), &id, "/", cookie_ttl),
     );
     headers.append(header::SET_COOKIE, clear_login);
     response

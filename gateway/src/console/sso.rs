@@ -23,16 +23,16 @@ use openidconnect::core::{
 use openidconnect::{
     AccessToken, AdditionalClaims, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
     EndUserEmail, EndUserName, EndUserUsername, EndpointMaybeSet, EndpointNotSet, EndpointSet,
-    IdToken, IssuerUrl, LocalizedClaim, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
-    PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope, SubjectIdentifier,
-    TokenResponse, UserInfoError,
+    IdToken, IdTokenClaims, IssuerUrl, LocalizedClaim, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope,
+    SubjectIdentifier, TokenResponse, UserInfoError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
 use super::config::OidcConfig;
-use super::idp_token::IdpToken;
+use super::idp_token::{IdTokenBinding, IdpToken};
 use crate::approval::sealed::{Purpose, Sealer};
 
 /// How long the provider's discovered metadata (and keys) is used before it is read again.
@@ -83,6 +83,11 @@ pub enum SsoError {
          invalid_grant): the account may be disabled, or the sign-in revoked or ended there"
     )]
     RefreshRefused,
+    #[error(
+        "the SSO provider renewed this sign-in with an ID token that is not valid for it ({0}), \
+         so its tokens were not used"
+    )]
+    RefreshedIdToken(String),
     #[error("the SSO provider could not renew this sign-in's access token: {0}")]
     Refresh(String),
     #[error("the sign-in has no {0:?} claim naming the approver")]
@@ -351,7 +356,8 @@ impl Sso {
             tokens.expires_in(),
             SystemTime::now(),
         )
-        .renewable_with(tokens.refresh_token().map(|t| t.secret().clone()));
+        .renewable_with(tokens.refresh_token().map(|t| t.secret().clone()))
+        .bound_to(Some(binding(claims)));
         // With the recheck on, userinfo is asked now too: a provider that will not answer it
         // with this sign-in's token fails the sign-in, not every vote after it.
         let recheck = self.config.recheck_at_vote;
@@ -396,7 +402,10 @@ impl Sso {
     /// new refresh token replaces the old one (rotation); without one, the old one stays.
     /// [`SsoError::RefreshRefused`] when the provider refuses the refresh token
     /// (`invalid_grant`: revoked, expired, the account disabled, the sign-in ended there);
-    /// [`SsoError::Refresh`] when it cannot answer.
+    /// [`SsoError::Refresh`] when it cannot answer. A new ID token in the answer is verified as
+    /// at sign-in and held to the sign-in's (OpenID Connect Core 12.2:
+    /// [`IdTokenBinding::accepts`]); [`SsoError::RefreshedIdToken`] when it fails, and none of
+    /// the answer's tokens is used.
     pub async fn refresh(&self, token: &IdpToken) -> Result<IdpToken, SsoError> {
         let refresh = RefreshToken::new(
             token
@@ -421,6 +430,18 @@ impl Sso {
                 }
                 e => SsoError::Refresh(error_chain(&e)),
             })?;
+        let id_token = match (tokens.id_token(), &token.id_token) {
+            (Some(fresh), Some(signed_in)) => {
+                Some(renewed_id_token(&client, &token.subject, signed_in, fresh)?)
+            }
+            // No new ID token: the sign-in's stands, and is not renewed by refreshing. (A
+            // session sealed before the console kept its ID token's claims has nothing to hold
+            // a new one to: it moves nothing.)
+            (_, signed_in) => signed_in.as_ref().map(|b| IdTokenBinding {
+                renewed_by_refresh: false,
+                ..b.clone()
+            }),
+        };
         let renewed_with = tokens
             .refresh_token()
             .map(|t| t.secret().as_str())
@@ -432,7 +453,8 @@ impl Sso {
             tokens.expires_in(),
             SystemTime::now(),
         )
-        .renewable_with(renewed_with))
+        .renewable_with(renewed_with)
+        .bound_to(id_token))
     }
 
     /// The claims `client`'s userinfo endpoint gives for `token` (its `sub` checked), or
@@ -473,6 +495,47 @@ impl Sso {
         );
         Ok(Some(claims))
     }
+}
+
+/// What an ID token's `claims` say that a refreshed one is held to, and its lifetime.
+fn binding<AC: AdditionalClaims>(claims: &IdTokenClaims<AC, CoreGenderClaim>) -> IdTokenBinding {
+    IdTokenBinding {
+        audiences: claims
+            .audiences()
+            .iter()
+            .map(|a| a.as_str().to_owned())
+            .collect(),
+        authorized_party: claims.authorized_party().map(|c| c.as_str().to_owned()),
+        auth_time: claims.auth_time().map(|t| t.timestamp()),
+        nonce: claims.nonce().map(|n| n.secret().clone()),
+        issued_at: claims.issue_time().timestamp(),
+        expires_at: claims.expiration().timestamp(),
+        renewed_by_refresh: true,
+    }
+}
+
+/// The binding of the sign-in `signed_in` (of `subject`) renewed by `fresh`, the ID token a
+/// refresh returned: verified as at sign-in (signature, issuer, audience, expiry), then held to
+/// the sign-in's.
+fn renewed_id_token(
+    client: &Client,
+    subject: &str,
+    signed_in: &IdTokenBinding,
+    fresh: &openidconnect::core::CoreIdToken,
+) -> Result<IdTokenBinding, SsoError> {
+    // The nonce, if any, is held to the sign-in's by `accepts` (a refreshed ID token need not
+    // carry one).
+    let claims = fresh
+        .claims(
+            &client.id_token_verifier(),
+            |_: Option<&Nonce>| -> Result<(), String> { Ok(()) },
+        )
+        .map_err(|e| SsoError::RefreshedIdToken(e.to_string()))?;
+    let newer = binding(claims);
+    signed_in
+        .accepts(subject, claims.subject().as_str(), &newer)
+        .map_err(SsoError::RefreshedIdToken)?;
+    Ok(signed_in.renewed_by(&newer))
 }
 
 /// The scopes a sign-in asks for beside `openid`, and whether it asks for consent: with

@@ -96,13 +96,15 @@ pub trait SessionRepository: Send + Sync {
     ) -> BoxFuture<'a, Result<bool, StateError>>;
 
     /// Replaces the sealed tokens of live session `id`, if they are still at `version`, with
-    /// `sealed` (version `version + 1`), and lifts the claim to refresh them: whether they were
-    /// replaced.
+    /// `sealed` (version `version + 1`), moves the session's end to `expires_ms` when given (a
+    /// refreshed ID token's, within `console.session_ttl` of sign-in), and lifts the claim to
+    /// refresh them: whether they were replaced.
     fn replace_idp_token<'a>(
         &'a self,
         id: &'a str,
         version: i64,
         sealed: Vec<u8>,
+        expires_ms: Option<i64>,
     ) -> BoxFuture<'a, Result<bool, StateError>>;
 
     /// Lifts the claim (`until_ms`, version `version`) to refresh the tokens of session `id`,

@@ -136,15 +136,17 @@ impl SessionRepository for SqliteStore {
         id: &'a str,
         version: i64,
         sealed: Vec<u8>,
+        expires_ms: Option<i64>,
     ) -> BoxFuture<'a, Result<bool, StateError>> {
         let id_hash = secret_hash(id);
         Box::pin(self.run(move |conn, path| {
             let changed = conn
                 .execute(
                     "UPDATE console_sessions SET sealed_idp_token = ?3, \
-                     idp_token_version = idp_token_version + 1, idp_refreshing_until_ms = NULL \
+                     idp_token_version = idp_token_version + 1, idp_refreshing_until_ms = NULL, \
+                     expires_ms = COALESCE(?5, expires_ms) \
                      WHERE id_hash = ?1 AND idp_token_version = ?2 AND expires_ms > ?4",
-                    params![id_hash, version, sealed, now_ms()],
+                    params![id_hash, version, sealed, now_ms(), expires_ms],
                 )
                 .map_err(query_error(
                     path,

@@ -9,6 +9,7 @@ on_both_backends!(
     a_session_is_resumed_by_its_id_only_while_it_lasts,
     expired_sessions_are_purged_and_logouts_delete,
     one_refresher_at_a_time_replaces_the_tokens_of_the_version_it_read,
+    a_refresh_moves_the_end_of_the_session_only_when_told,
 );
 
 fn session(id: &str, ttl: Duration) -> NewSession {
@@ -104,14 +105,14 @@ async fn one_refresher_at_a_time_replaces_the_tokens_of_the_version_it_read(back
     let claimed = two.resume("s").await.unwrap().unwrap();
     assert_eq!(claimed.idp_refreshing_until_ms, Some(until));
     assert!(
-        one.replace_idp_token("s", 0, b"sealed-v1".to_vec())
+        one.replace_idp_token("s", 0, b"sealed-v1".to_vec(), None)
             .await
             .unwrap()
     );
     // A replacement of the version already replaced (a late second refresher) is refused: the
     // newer tokens stay.
     assert!(
-        !two.replace_idp_token("s", 0, b"sealed-late".to_vec())
+        !two.replace_idp_token("s", 0, b"sealed-late".to_vec(), None)
             .await
             .unwrap()
     );
@@ -140,5 +141,52 @@ async fn one_refresher_at_a_time_replaces_the_tokens_of_the_version_it_read(back
     // Nothing is claimed or replaced for a session that is gone.
     assert!(one.delete("s").await.unwrap());
     assert!(!one.claim_refresh("s", 1, until).await.unwrap());
-    assert!(!one.replace_idp_token("s", 1, vec![1]).await.unwrap());
+    assert!(!one.replace_idp_token("s", 1, vec![1], None).await.unwrap());
+}
+
+async fn a_refresh_moves_the_end_of_the_session_only_when_told(backend: Backend) {
+    let sessions = backend.open().await.sessions();
+    sessions
+        .create(session("s", Duration::from_millis(300)))
+        .await
+        .unwrap();
+    let read = sessions.resume("s").await.unwrap().unwrap();
+    // Tokens renewed without a new ID token: the session ends when it did.
+    assert!(
+        sessions
+            .replace_idp_token("s", 0, b"sealed-v1".to_vec(), None)
+            .await
+            .unwrap()
+    );
+    let kept = sessions.resume("s").await.unwrap().unwrap();
+    assert_eq!(kept.expires_ms, read.expires_ms);
+    // A new ID token: the session lasts until it expires, past its first end.
+    let later = crate::state::pins::now_ms() + 60_000;
+    assert!(
+        sessions
+            .replace_idp_token("s", 1, b"sealed-v2".to_vec(), Some(later))
+            .await
+            .unwrap()
+    );
+    let moved = sessions.resume("s").await.unwrap().unwrap();
+    assert_eq!(moved.expires_ms, later);
+    assert_eq!(moved.created_ms, read.created_ms, "still the same sign-in");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        sessions.resume("s").await.unwrap().is_some(),
+        "alive past its first end"
+    );
+    // A session already over is not brought back.
+    sessions
+        .create(session("gone", Duration::from_millis(50)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert!(
+        !sessions
+            .replace_idp_token("gone", 0, vec![1], Some(later))
+            .await
+            .unwrap()
+    );
+    assert_eq!(sessions.resume("gone").await.unwrap(), None);
 }
