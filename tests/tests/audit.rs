@@ -318,8 +318,9 @@ async fn verify_live(s: &Stack, dir: &std::path::Path) -> (bool, String) {
     (out.status.success(), said)
 }
 
-#[tokio::test]
-async fn a_live_logs_copy_cut_back_to_an_old_checkpoint_under_a_held_lock_is_refused() {
+/// A Warden signing every second, idle after one request once it has heartbeated (a
+/// checkpoint covering the checkpoint before it).
+async fn idle_signing_stack() -> Stack {
     let s = Stack::start_with(|b| {
         b.set(
             "/audit/signing/checkpoint_interval",
@@ -330,8 +331,6 @@ async fn a_live_logs_copy_cut_back_to_an_old_checkpoint_under_a_held_lock_is_ref
     .unwrap();
     let (status, body) = chat(&s.warden, &s.warden.token(AGENT).await.unwrap()).await;
     assert_eq!(status, 200, "{body}");
-    // Idle after the request: the writer signs its records, then heartbeats each second
-    // (a checkpoint covering the checkpoint before it).
     let heartbeat = |r: &Value| {
         r["kind"] == "checkpoint"
             && r["detail"]["from"] == r["detail"]["to"]
@@ -341,9 +340,13 @@ async fn a_live_logs_copy_cut_back_to_an_old_checkpoint_under_a_held_lock_is_ref
         .wait_for_audit(Duration::from_secs(15), heartbeat)
         .await
         .unwrap();
+    s
+}
 
-    // A copy of the live log cut back to its first checkpoint, head.json rewritten to match.
-    let live = s.warden.audit_dir();
+/// A copy of the live log in `live` cut back to its first checkpoint, `head.json` rewritten
+/// to match, its lock held by this process as a running Warden would hold it: the copy, the
+/// lock, and the line it ends with.
+fn cut_back_copy(live: &std::path::Path) -> (tempfile::TempDir, std::fs::File, String) {
     let copy = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(live.join("audit-000001.jsonl")).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -363,9 +366,17 @@ async fn a_live_logs_copy_cut_back_to_an_old_checkpoint_under_a_held_lock_is_ref
         serde_json::json!({"seq": cut_seq, "hash": line_hash(kept[first])}).to_string(),
     )
     .unwrap();
-    // Some process holds the copy's lock, as a running Warden would.
     let lock = std::fs::File::create(copy.path().join("audit.lock")).unwrap();
     lock.try_lock().unwrap();
+    (copy, lock, kept[first].to_owned())
+}
+
+#[tokio::test]
+async fn a_live_logs_copy_cut_back_to_an_old_checkpoint_under_a_held_lock_is_refused() {
+    let s = idle_signing_stack().await;
+    let live = s.warden.audit_dir();
+    let (copy, _lock, cut) = cut_back_copy(&live);
+    let cut_seq = serde_json::from_str::<Value>(&cut).unwrap()["seq"].clone();
     // Let the cut-to checkpoint grow older than the window (5 s) the live log keeps.
     tokio::time::sleep(Duration::from_secs(6)).await;
 
@@ -396,4 +407,77 @@ async fn a_live_logs_copy_cut_back_to_an_old_checkpoint_under_a_held_lock_is_ref
         tries.push(said);
     }
     panic!("the live log never verified: {tries:?}");
+}
+
+/// `time` as a record writes it: RFC 3339 UTC with milliseconds.
+fn rfc3339_millis(time: std::time::SystemTime) -> String {
+    let since = time.duration_since(std::time::UNIX_EPOCH).unwrap();
+    let (days, secs) = (since.as_secs() / 86_400, since.as_secs() % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        since.subsec_millis()
+    )
+}
+
+#[tokio::test]
+async fn a_live_logs_copy_cut_back_and_given_a_fresh_start_record_is_refused() {
+    let s = idle_signing_stack().await;
+    let live = s.warden.audit_dir();
+    let (copy, _lock, cut) = cut_back_copy(&live);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // After the cut, a start record of its own, chained to it and dated now (as it would be
+    // again before each verify): the live run's "last moments", not signed yet.
+    let start = std::fs::read_to_string(live.join("audit-000001.jsonl"))
+        .unwrap()
+        .lines()
+        .find(|l| l.contains(r#""event":"start""#))
+        .expect("Warden's start record")
+        .to_owned();
+    let cut_seq = serde_json::from_str::<Value>(&cut).unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+    let rest = &start[start.find(r#""kind":"#).unwrap()..];
+    let made_up = format!(
+        r#"{{"seq":{},"prev":"{}","time":"{}",{rest}"#,
+        cut_seq + 1,
+        line_hash(&cut),
+        rfc3339_millis(std::time::SystemTime::now())
+    );
+    let segment = copy.path().join("audit-000001.jsonl");
+    let mut text = std::fs::read_to_string(&segment).unwrap();
+    text.push_str(&made_up);
+    text.push('\n');
+    std::fs::write(&segment, text).unwrap();
+    std::fs::write(
+        copy.path().join("head.json"),
+        serde_json::json!({"seq": cut_seq + 1, "hash": line_hash(&made_up)}).to_string(),
+    )
+    .unwrap();
+
+    let (ok, said) = verify_live(&s, copy.path()).await;
+    assert!(
+        !ok,
+        "a made-up start record must not pass a live verify: {said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "the last run's start record (seq {}) is not signed",
+            cut_seq + 1
+        )) && said.contains(&format!("the checkpoint at seq {cut_seq}"))
+            && said.contains("more than --live-window (5s)"),
+        "{said}"
+    );
 }

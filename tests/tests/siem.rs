@@ -1104,3 +1104,218 @@ async fn a_log_at_its_bound_refuses_while_splunk_is_down_and_recovers_once_it_ha
     );
     assert!(stdout.contains("removed by retention"), "{stdout}");
 }
+
+/// The ids (`fields.event_id`) of every event the HEC double indexed into `store`, in order,
+/// repeats included.
+fn hec_ids(store: &Path) -> Vec<String> {
+    indexed(store)
+        .iter()
+        .filter_map(|e| e["fields"]["event_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The HEC double in this process (acknowledgements on), indexing into `store`.
+async fn hec_in_process(store: &Path) -> warden_e2e::hec::Hec {
+    warden_e2e::hec::Hec::start(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        hec_options(store),
+    )
+    .await
+    .unwrap()
+}
+
+/// `warden audit verify DIR --require-signed --key <the audit key>` of a stopped setup.
+async fn verify_signed(setup: &warden_e2e::warden::Prepared, dir: &Path) -> (bool, String) {
+    let mut cmd = setup.command();
+    cmd.args(["audit", "verify"])
+        .arg(dir)
+        .args(["--require-signed", "--key"])
+        .arg(setup.data_dir.join("keys/audit-signing.pem"));
+    let out = run_bounded(cmd, Duration::from_secs(30)).await.unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
+#[tokio::test]
+async fn a_forged_cursor_is_not_trusted_the_sink_ships_from_the_oldest_record_and_says_so() {
+    let upstream = FakeLlm::start().await.unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = store_dir.path().join("indexed.jsonl");
+    let hec = hec_in_process(&store).await;
+    let warden = splunk_warden(&upstream, &hec, json!({}))
+        .start()
+        .await
+        .unwrap();
+    chats(&warden, "cursor-bot", 3).await;
+    let dir = warden.audit_dir();
+    wait_until(
+        Duration::from_secs(30),
+        "the log never reached Splunk",
+        || {
+            let ids: HashSet<String> = hec_ids(&store).into_iter().collect();
+            local_records(&dir).iter().all(|(_, id)| ids.contains(id))
+        },
+    )
+    .await;
+    let setup = warden.stop_and_take_setup().await;
+
+    // The cursor Warden saved, with a mac made by someone without the audit key: it claims
+    // what Warden's did, down to the record's id, but not with Warden's key.
+    let cursor_file = dir.join("cursors/splunk.json");
+    let genuine: Value = serde_json::from_slice(&std::fs::read(&cursor_file).unwrap()).unwrap();
+    let claimed = genuine["seq"].as_u64().unwrap();
+    assert!(claimed > 0, "{genuine}");
+    let mut forged = genuine.clone();
+    forged["mac"] = json!(hex::encode(Sha256::digest(b"a mac without the key")));
+    assert_ne!(forged["mac"], genuine["mac"]);
+    std::fs::write(&cursor_file, forged.to_string()).unwrap();
+    let first_id = local_records(&dir)[0].1.clone();
+    let copies = |ids: &[String]| ids.iter().filter(|id| **id == first_id).count();
+    let before = copies(&hec_ids(&store));
+
+    let mut warden = setup.spawn().unwrap();
+    warden.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let untrusted = warden
+        .wait_for_audit(Duration::from_secs(15), |r| {
+            r["kind"] == "system" && r["detail"]["event"] == "siem_cursor_untrusted"
+        })
+        .await
+        .unwrap();
+    let detail = &untrusted["detail"];
+    assert_eq!(detail["sink"], "splunk", "{untrusted}");
+    assert_eq!(detail["claimed_seq"], claimed, "{untrusted}");
+    assert!(
+        detail["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not written by Warden with this audit key (no valid mac)"),
+        "{untrusted}"
+    );
+    // Not trusted: the sink ships from the oldest record kept (seq 1 arrives again, with
+    // the same id), the record saying so included.
+    let untrusted_seq = untrusted["seq"].as_u64().unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "the sink did not ship from the oldest record again",
+        || {
+            let ids = hec_ids(&store);
+            let said = local_records(&dir)
+                .into_iter()
+                .find(|(seq, _)| *seq == untrusted_seq)
+                .is_some_and(|(_, id)| ids.contains(&id));
+            copies(&ids) > before && said
+        },
+    )
+    .await;
+    // Once Splunk acknowledged, Warden saves a cursor of its own again.
+    wait_until(Duration::from_secs(10), "no authentic cursor", || {
+        std::fs::read(&cursor_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .is_some_and(|c| c["mac"] != forged["mac"] && c["seq"].as_u64() > Some(claimed))
+    })
+    .await;
+    let output = warden.output();
+    assert!(
+        output.contains("this SIEM sink's cursor is not trusted"),
+        "{output}"
+    );
+
+    // The record is signed: a checkpoint covers it, as every record of the stopped log.
+    let setup = warden.stop_and_take_setup().await;
+    let (ok, said) = verify_signed(&setup, &dir).await;
+    assert!(ok, "{said}");
+    assert!(said.contains("every record covered"), "{said}");
+}
+
+#[tokio::test]
+async fn recorded_content_is_shipped_as_recorded_with_credentials_masked_and_the_log_unchanged() {
+    const AWS_KEY: &str = "AKIAQ3EGRT5KWZ7XJ2MD";
+    let upstream = FakeLlm::start().await.unwrap();
+    let osmem = Osmem::start().await.unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = store_dir.path().join("indexed.jsonl");
+    let hec = hec_in_process(&store).await;
+    // Splunk in `raw` (the record as written), OpenSearch in ECS.
+    let elastic = quick(json!({
+        "name": "elastic",
+        "elasticsearch": {"url": osmem.url(), "data_stream": "logs-warden-content"},
+    }));
+    let warden = splunk_warden(&upstream, &hec, json!({}))
+        .set("/siem/sinks/1", elastic)
+        .set("/audit/record_content", json!(true))
+        .start()
+        .await
+        .unwrap();
+    let token = warden.token("content-bot").await.unwrap();
+    let mut body = openai_chat("gpt-4o-mini", false);
+    body["messages"][0]["content"] = json!(format!("deploy with {AWS_KEY} tonight"));
+    let r = warden
+        .http()
+        .post(warden.url("/openai/chat/completions"))
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let decision = warden
+        .wait_for_audit(Duration::from_secs(10), |r| {
+            r["kind"] == "decision" && r["principal"]["id"] == "content-bot"
+        })
+        .await
+        .unwrap();
+    let content = decision["content"].to_string();
+    assert!(
+        content.contains("deploy with [REDACTED:aws_access_key] tonight"),
+        "the prompt is recorded, the key masked: {decision}"
+    );
+    let dir = warden.audit_dir();
+    let seq = decision["seq"].as_u64().unwrap();
+    let (_, id, _) = local_lines(&dir)
+        .into_iter()
+        .find(|(s, _, _)| *s == seq)
+        .unwrap();
+    let log_before: Vec<u8> = std::fs::read(dir.join("audit-000001.jsonl")).unwrap();
+
+    // Splunk (raw): the event is the record as the log holds it, its id the hash of the line.
+    wait_until(
+        Duration::from_secs(30),
+        "the decision never reached Splunk",
+        || hec_ids(&store).contains(&id),
+    )
+    .await;
+    let event = indexed(&store)
+        .into_iter()
+        .find(|e| e["fields"]["event_id"] == id.as_str())
+        .unwrap();
+    assert_eq!(event["event"], decision, "shipped as recorded");
+    // OpenSearch (ECS): no content at all.
+    let docs = wait_shipped(&osmem, "logs-warden-content", &dir).await;
+    let doc = docs.iter().find(|d| d["_id"] == id.as_str()).unwrap();
+    assert!(doc["_source"].get("content").is_none(), "{doc}");
+    assert!(doc["_source"]["warden"].get("content").is_none(), "{doc}");
+    assert_eq!(doc["_source"]["warden"]["seq"], seq, "{doc}");
+    // The key is nowhere: not in the log, not at either destination.
+    let everywhere = format!(
+        "{}{}{}",
+        String::from_utf8_lossy(&log_before),
+        std::fs::read_to_string(&store).unwrap(),
+        serde_json::to_string(&docs).unwrap()
+    );
+    assert!(!everywhere.contains(AWS_KEY), "the key was written down");
+
+    // Shipping only read the log: its records are the bytes they were, and it verifies.
+    let setup = warden.stop_and_take_setup().await;
+    let log_after = std::fs::read(dir.join("audit-000001.jsonl")).unwrap();
+    assert!(
+        log_after.starts_with(log_before.split(|&b| b == 0).next().unwrap()),
+        "the records written before shipping were changed"
+    );
+    let (ok, said) = verify_signed(&setup, &dir).await;
+    assert!(ok, "{said}");
+}

@@ -62,8 +62,8 @@ pub struct Signatures {
     first_unsigned_time: Option<std::time::SystemTime>,
     /// The seq of the last `stop` record seen.
     last_stop: Option<u64>,
-    /// The seq of the last `start` record seen, and when it was written.
-    pub last_start: Option<(u64, Option<std::time::SystemTime>)>,
+    /// The seq of the last `start` record seen.
+    pub last_start: Option<u64>,
     /// The seq of the last checkpoint seen, and when it was signed.
     pub last_checkpoint: Option<(u64, std::time::SystemTime)>,
     /// Checkpoints found.
@@ -114,7 +114,7 @@ impl Signatures {
             match super::run_end::Boundary::of(line) {
                 Some(super::run_end::Boundary::Stop) => self.last_stop = Some(seq),
                 Some(super::run_end::Boundary::Start) => {
-                    self.last_start = Some((seq, record_time(line)));
+                    self.last_start = Some(seq);
                 }
                 None => {}
             }

@@ -1,5 +1,6 @@
 //! Signed checkpoints: every `audit.signing.checkpoint_records` records or
-//! `checkpoint_interval`, at each segment's end and at shutdown, the writer appends a
+//! `checkpoint_interval`, right after a run's `start` record (in the same write), at each
+//! segment's end and at shutdown, the writer appends a
 //! `checkpoint` record whose Ed25519 signature covers the chain up to the record before it:
 //!
 //! ```json
@@ -17,7 +18,9 @@
 //! written since its last checkpoint for an interval, it appends a *heartbeat*, a checkpoint
 //! covering that previous checkpoint alone (`from` = `to` = its seq). So on a live log the
 //! last signature is never older than the interval (plus a commit), and a log cut back to an
-//! old checkpoint shows by the age of its last signature (`verify`'s `--live-window`).
+//! old checkpoint shows by the age of its last signature (`verify`'s `--live-window`). Since
+//! a run's start record is signed at once, heartbeats begin with the run, and a live log's
+//! unsigned start record is not a running Warden's.
 
 use std::time::{Duration, Instant};
 

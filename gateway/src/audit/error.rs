@@ -359,6 +359,14 @@ pub enum VerifyError {
         /// The last checkpoint and how old it is.
         stale: StaleSignature,
     },
+    /// A process holds the log's lock, but its last run's start record is not signed and no
+    /// signature within the live window accounts for it, and signed records were required
+    /// (`--require-signed`).
+    #[error("{unsigned}")]
+    UnsignedStart {
+        /// The start record and the log's last signature.
+        unsigned: UnsignedStart,
+    },
     /// The records chain correctly but there is no anchor to check the tail against.
     #[error(
         "{}: {ANCHOR_FILE} is missing, so records cut from the end cannot be detected; the \
@@ -403,6 +411,47 @@ impl fmt::Display for StaleSignature {
             self.seq,
             humantime::format_duration(whole_seconds(self.age)),
             humantime::format_duration(self.window)
+        )
+    }
+}
+
+/// A live log (a process holds `audit.lock`) whose last run's `start` record no checkpoint
+/// covers, while its last signature is older than `--live-window` (or it has none): a Warden
+/// signs its start record at once, in the same write, so such a start record was added by
+/// someone else, as the start of a run they made up on a log cut back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnsignedStart {
+    /// Seq of the start record.
+    pub start: u64,
+    /// The last checkpoint's seq and age; `None` when the log holds none.
+    pub last_signature: Option<(u64, std::time::Duration)>,
+    /// The `--live-window` the signature is older than.
+    pub window: std::time::Duration,
+}
+
+impl fmt::Display for UnsignedStart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a process holds this log's lock (audit.lock), so it should be a running Warden's, \
+             and a running Warden signs its run's start record at once (a checkpoint in the \
+             same write); but the last run's start record (seq {}) is not signed, and ",
+            self.start
+        )?;
+        match self.last_signature {
+            Some((seq, age)) => write!(
+                f,
+                "the log's last signature (the checkpoint at seq {seq}) is {} old, more than \
+                 --live-window ({})",
+                humantime::format_duration(whole_seconds(age)),
+                humantime::format_duration(self.window)
+            )?,
+            None => f.write_str("the log holds no signature at all")?,
+        }
+        f.write_str(
+            ": the start record was added by someone else, to a log cut back (to an old \
+             checkpoint, say). Verify a copy of the directory, with --head SEQ:HASH or \
+             --against-siem (docs/audit.md#a-cut-tail)",
         )
     }
 }

@@ -56,6 +56,13 @@ fn records(dir: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// Fails unless `said` holds every one of `parts`.
+fn says(said: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(said.contains(part), "{part:?} in {said}");
+    }
+}
+
 /// Holds `dir`'s `audit.lock` as a writer does (anyone who can open the file can).
 fn hold_lock(dir: &Path) -> File {
     let lock = File::options()
@@ -83,21 +90,25 @@ async fn an_idle_writer_signs_every_interval_with_a_heartbeat_that_covers_its_la
         .iter()
         .map(|r| r["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(&kinds[..2], ["system", "decision"], "{kinds:?}");
+    assert_eq!(
+        &kinds[..3],
+        ["system", "checkpoint", "decision"],
+        "the start record is signed at once: {kinds:?}"
+    );
     assert!(
-        kinds[2..].iter().all(|k| *k == "checkpoint"),
+        kinds[3..].iter().all(|k| *k == "checkpoint"),
         "only checkpoints while idle: {kinds:?}"
     );
-    let first = Checkpoint::of(&serde_json::from_value(written[2].clone()).unwrap()).unwrap();
-    assert_eq!((first.from, first.to), (1, 2), "the records written");
-    let beats = &written[3..];
+    let first = Checkpoint::of(&serde_json::from_value(written[3].clone()).unwrap()).unwrap();
+    assert_eq!((first.from, first.to), (3, 3), "the records written");
+    let beats = &written[4..];
     assert!(
         beats.len() >= 3,
         "{} heartbeats in 2.4 s at 100 ms",
         beats.len()
     );
     let time = |r: &Value| humantime::parse_rfc3339(r["time"].as_str().unwrap()).unwrap();
-    for pair in written[2..].windows(2) {
+    for pair in written[3..].windows(2) {
         let apart = time(&pair[1]).duration_since(time(&pair[0])).unwrap();
         // Times are kept to the millisecond.
         assert!(
@@ -176,13 +187,14 @@ async fn a_live_log_cut_back_to_an_old_checkpoint_fails_by_the_age_of_its_last_s
         log.append(event(i)).await.unwrap();
     }
     log.close().await.unwrap();
-    // start, decisions 1 and 2, checkpoint (seq 4): cut back to it, head.json to match.
+    // start and its checkpoint, decisions 1 to 3, checkpoint (seq 6): cut back to it,
+    // head.json to match.
     let path = segment(&dir, 1);
     let mut all = lines(&path);
-    assert_eq!(kind(&all[3]), "checkpoint");
-    all.truncate(4);
+    assert_eq!(kind(&all[5]), "checkpoint");
+    all.truncate(6);
     write_lines(&path, &all);
-    anchor::write(&dir, 4, &hash_line(all[3].as_bytes())).unwrap();
+    anchor::write(&dir, 6, &hash_line(all[5].as_bytes())).unwrap();
     let _held = hold_lock(&dir);
     let fresh = verify_with(&dir, &within(Duration::from_secs(5), true))
         .expect("a checkpoint signed a moment ago is within the window");
@@ -192,19 +204,19 @@ async fn a_live_log_cut_back_to_an_old_checkpoint_fails_by_the_age_of_its_last_s
     let window = Duration::from_secs(1);
     match verify_with(&dir, &within(window, true)) {
         Err(VerifyError::StaleSignature { stale }) => {
-            assert_eq!(stale.seq, 4);
+            assert_eq!(stale.seq, 6);
             assert!(stale.age >= Duration::from_secs(2), "{stale:?}");
-            let said = stale.to_string();
-            for part in [
-                "a running Warden signs a checkpoint at least every \
-                 audit.signing.checkpoint_interval",
-                "last signature (the checkpoint at seq 4) is ",
-                "s old, more than --live-window (1s)",
-                "may have been cut back",
-                "Verify a copy",
-            ] {
-                assert!(said.contains(part), "{part:?} in {said}");
-            }
+            says(
+                &stale.to_string(),
+                &[
+                    "a running Warden signs a checkpoint at least every \
+                     audit.signing.checkpoint_interval",
+                    "last signature (the checkpoint at seq 6) is ",
+                    "s old, more than --live-window (1s)",
+                    "may have been cut back",
+                    "Verify a copy",
+                ],
+            );
         }
         other => panic!("expected the stale signature, got {other:?}"),
     }
@@ -212,7 +224,7 @@ async fn a_live_log_cut_back_to_an_old_checkpoint_fails_by_the_age_of_its_last_s
     let warned = verify_with(&dir, &within(window, false)).unwrap();
     assert!(matches!(
         warned.stale_signature,
-        Some(StaleSignature { seq: 4, .. })
+        Some(StaleSignature { seq: 6, .. })
     ));
     assert!(
         warned
@@ -227,7 +239,7 @@ async fn a_live_log_cut_back_to_an_old_checkpoint_fails_by_the_age_of_its_last_s
 }
 
 #[tokio::test]
-async fn a_run_that_began_after_the_last_checkpoint_passes_until_its_first_is_due() {
+async fn a_runs_start_record_is_signed_at_once_in_the_same_write() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("audit");
     let log = AuditLog::open_signed(&dir, &config(1000), signer(), Vec::new()).unwrap();
@@ -235,18 +247,133 @@ async fn a_run_that_began_after_the_last_checkpoint_passes_until_its_first_is_du
     log.append(system("stop")).await.unwrap();
     log.close().await.unwrap();
     tokio::time::sleep(Duration::from_millis(2200)).await;
-    // The previous run's closing checkpoint is older than the window; this run's first
-    // checkpoint is not due yet.
+    // The previous run's closing checkpoint is older than the window; this run's start
+    // record is signed with it, though its checkpoint interval (an hour) is far off.
     let log = AuditLog::open_signed(&dir, &config(1000), signer(), Vec::new()).unwrap();
-    log.append(system("start")).await.unwrap();
+    let start = log.append(system("start")).await.unwrap();
+    let written = records(&dir);
+    let signed = &written[start as usize];
+    assert_eq!(signed["kind"], "checkpoint", "{written:?}");
+    let cp = Checkpoint::of(&serde_json::from_value(signed.clone()).unwrap()).unwrap();
+    assert_eq!(cp.to, start, "it covers the start record");
     let window = Duration::from_secs(2);
     let report = verify_with(&dir, &within(window, true)).expect("a run just begun");
     assert_eq!(report.stale_signature, None, "{report}");
-    assert_eq!(report.live_tail, Some((4, 4)), "{report}");
-    tokio::time::sleep(Duration::from_millis(2200)).await;
-    assert!(matches!(
-        verify_with(&dir, &within(window, true)),
-        Err(VerifyError::StaleSignature { .. } | VerifyError::Unsigned { .. })
-    ));
+    assert_eq!(report.unsigned_start, None, "{report}");
+    assert!(report.unsigned.is_empty(), "{report}");
     log.close().await.unwrap();
+}
+
+/// Appends to the log in `dir` (cut back to its record `head`, of line `line`) a `start`
+/// record of its own, dated now and chained to it, and rewrites `head.json` to match, as
+/// someone hiding what came after the cut would.
+fn append_made_up_start(dir: &Path, head: u64, line: &str) -> u64 {
+    let mut buf = Vec::new();
+    let hash = super::record::encode(
+        &mut buf,
+        head + 1,
+        &hash_line(line.as_bytes()),
+        &system("start"),
+    )
+    .unwrap();
+    let mut all = lines(&segment(dir, 1));
+    all.push(String::from_utf8(buf).unwrap().trim_end().to_owned());
+    write_lines(&segment(dir, 1), &all);
+    anchor::write(dir, head + 1, &hash).unwrap();
+    head + 1
+}
+
+#[tokio::test]
+async fn a_live_log_cut_back_and_given_a_fresh_start_record_of_its_own_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let log = AuditLog::open_signed(&dir, &config(1000), signer(), Vec::new()).unwrap();
+    log.append(system("start")).await.unwrap();
+    for i in 1..=3 {
+        log.append(event(i)).await.unwrap();
+    }
+    log.close().await.unwrap();
+    // start, its checkpoint (seq 2), decisions 1 to 3, closing checkpoint: cut back to the
+    // start's checkpoint and give the log a start record of its own, dated now.
+    let path = segment(&dir, 1);
+    let mut all = lines(&path);
+    assert_eq!(kind(&all[1]), "checkpoint");
+    all.truncate(2);
+    write_lines(&path, &all);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let start = append_made_up_start(&dir, 2, &all[1]);
+    let _held = hold_lock(&dir);
+    let window = Duration::from_secs(1);
+    // Its start record is within the window, so its unsigned tail passes as the live run's
+    // last moments; but no signature within the window accounts for the start.
+    match verify_with(&dir, &within(window, true)) {
+        Err(VerifyError::UnsignedStart { unsigned }) => {
+            assert_eq!(unsigned.start, start);
+            assert!(matches!(unsigned.last_signature, Some((2, age)) if age > window));
+            says(
+                &unsigned.to_string(),
+                &[
+                    "signs its run's start record at once",
+                    &format!("the last run's start record (seq {start}) is not signed"),
+                    "the log's last signature (the checkpoint at seq 2) is ",
+                    "old, more than --live-window (1s)",
+                    "Verify a copy",
+                ],
+            );
+        }
+        other => panic!("expected the unsigned start, got {other:?}"),
+    }
+    // Without --require-signed: a warning, not a failure.
+    let warned = verify_with(&dir, &within(window, false)).unwrap();
+    assert_eq!(warned.unsigned_start.map(|u| u.start), Some(start));
+    assert!(
+        warned
+            .to_string()
+            .contains("\nWARNING: a process holds this log's lock"),
+        "{warned}"
+    );
+    // Stopped (no lock): the last run is open, as any cut leaves it.
+    drop(_held);
+    assert_eq!(
+        verify_with(&dir, &within(window, false))
+            .unwrap()
+            .unsigned_start,
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_live_log_made_of_a_fresh_start_record_alone_is_refused_when_signatures_are_expected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    std::fs::create_dir_all(&dir).unwrap();
+    let zeros = "0".repeat(64);
+    // A log of one start record, chained to the genesis hash: what a brand-new log's
+    // first line is.
+    let mut buf = Vec::new();
+    let hash =
+        super::record::encode(&mut buf, 1, &super::record::GENESIS, &system("start")).unwrap();
+    std::fs::write(segment(&dir, 1), &buf).unwrap();
+    anchor::write(&dir, 1, &hash).unwrap();
+    assert!(String::from_utf8(buf).unwrap().contains(&zeros));
+    let _held = hold_lock(&dir);
+    let window = Duration::from_secs(30);
+    match verify_with(&dir, &within(window, true)) {
+        Err(VerifyError::UnsignedStart { unsigned }) => {
+            assert_eq!((unsigned.start, unsigned.last_signature), (1, None));
+            assert!(
+                unsigned
+                    .to_string()
+                    .contains("the log holds no signature at all"),
+                "{unsigned}"
+            );
+        }
+        other => panic!("expected the unsigned start, got {other:?}"),
+    }
+    // An unsigned Warden's log, verified without a key, signs nothing: no warning.
+    let unkeyed = VerifyOptions {
+        live_window: window,
+        ..VerifyOptions::default()
+    };
+    assert_eq!(verify_with(&dir, &unkeyed).unwrap().unsigned_start, None);
 }

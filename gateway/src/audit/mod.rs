@@ -40,7 +40,8 @@ mod writer;
 
 pub use anchor::Anchor;
 pub use error::{
-    AuditError, EditEvidence, Location, Problem, StaleSignature, TruncationEvidence, VerifyError,
+    AuditError, EditEvidence, Location, Problem, StaleSignature, TruncationEvidence, UnsignedStart,
+    VerifyError,
 };
 pub use log::AuditLog;
 pub use record::Hash;

@@ -245,3 +245,51 @@ async fn segments_older_than_max_age_go_once_closed() {
     assert_eq!(records[0]["detail"]["reason"], "max_age");
     verify_with(&dir, &strict()).unwrap();
 }
+
+#[tokio::test]
+async fn after_a_restart_delete_unshipped_waits_for_the_sinks_first_report() {
+    // A first run (no retention) leaves a log over the bound the second run has, every
+    // record of it acknowledged by the sink in that run.
+    let unbounded = AuditConfig {
+        segment_bytes: SEGMENT,
+        ..config(5)
+    };
+    let (_tmp, dir) = signed_log(120, &unbounded).await;
+    assert!(numbers(&dir).len() > 5, "{:?}", numbers(&dir));
+    let cfg = bounded(4 * SEGMENT, WhenFull::DeleteUnshipped);
+    let log = AuditLog::open_signed(&dir, &cfg, signer(), vec!["splunk".into()]).unwrap();
+    let acknowledged = log.head().0;
+    // Before the shipper has read its cursor and reported, nothing is taken as unshipped.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        numbers(&dir)[0],
+        1,
+        "a segment went before the sink reported"
+    );
+    assert!(
+        retention_records(&dir).is_empty(),
+        "{:?}",
+        retention_records(&dir)
+    );
+    assert_eq!(log.stats().deleted_unshipped.get(), 0);
+    assert!(!log.is_full(), "delete_unshipped never refuses");
+
+    // It reports that its destination holds everything: the oldest go, none as unshipped.
+    log.acknowledged().set("splunk", acknowledged);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while numbers(&dir)[0] == 1 {
+        assert!(
+            Instant::now() < deadline,
+            "retention never acted on the report"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    log.close().await.unwrap();
+    let records = retention_records(&dir);
+    let detail = &records[0]["detail"];
+    assert_eq!(detail["reason"], "max_bytes", "{detail}");
+    assert!(detail.get("unshipped").is_none(), "{detail}");
+    assert_eq!(detail["acknowledged"]["splunk"], acknowledged);
+    assert_eq!(log.stats().deleted_unshipped.get(), 0);
+    verify_with(&dir, &strict()).unwrap();
+}

@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 
+use super::event::{AuditEvent, EventKind};
 use super::record::ChainKind;
 
 /// The end of the log's last run, as its records (and the directory's lock) tell.
@@ -83,6 +84,15 @@ impl Boundary {
     pub fn of(line: &[u8]) -> Option<Boundary> {
         let system: System = serde_json::from_slice(line).ok()?;
         Boundary::named(system.detail?.event?)
+    }
+
+    /// The boundary `event` marks, before it is written: a `system` record whose
+    /// `detail.event` names one.
+    pub fn of_event(event: &AuditEvent) -> Option<Boundary> {
+        if event.kind != EventKind::System {
+            return None;
+        }
+        Boundary::named(event.detail.as_ref()?.get("event")?.as_str()?)
     }
 
     /// The boundary a `system` record's `detail.event` names, if it names one.

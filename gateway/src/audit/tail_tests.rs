@@ -72,17 +72,19 @@ async fn a_log_cut_back_to_a_checkpoint_mid_run_has_no_stop_record() {
     let dir = tmp.path().join("audit");
     run(&dir, 7, 3).await;
     let whole = verify_with(&dir, &complete(Vec::new())).unwrap();
-    assert_eq!(whole.last_run, LastRun::Stopped { stop: 11 }, "{whole}");
+    assert_eq!(whole.last_run, LastRun::Stopped { stop: 12 }, "{whole}");
     assert!(
         whole
             .to_string()
-            .contains("ended with its stop record (seq 11)")
+            .contains("ended with its stop record (seq 12)")
     );
 
-    // start, decisions 1 and 2, checkpoint (seq 4): the run's first checkpoint.
+    // start and its checkpoint, decisions 1 to 3, checkpoint (seq 6): the run's first
+    // periodic checkpoint.
     let all = lines(&segment(&dir, 1));
-    assert_eq!(kind(&all[3]), "checkpoint");
-    cut_back(&dir, 4);
+    assert_eq!(kind(&all[1]), "checkpoint");
+    assert_eq!(kind(&all[5]), "checkpoint");
+    cut_back(&dir, 6);
     let lenient = VerifyOptions {
         keys: keys(),
         require_signed: true,
@@ -101,7 +103,7 @@ async fn a_log_cut_back_to_a_checkpoint_mid_run_has_no_stop_record() {
                 e,
                 VerifyError::NotStopped {
                     start: Some(1),
-                    head_seq: 4
+                    head_seq: 6
                 }
             ));
             assert!(e.to_string().contains("--against-siem"), "{e}");
@@ -114,10 +116,10 @@ async fn a_log_cut_back_to_a_checkpoint_mid_run_has_no_stop_record() {
 async fn a_log_cut_back_to_an_earlier_run_shows_only_against_a_head_kept_elsewhere() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("audit");
-    run(&dir, 2, 1000).await; // start, 1, 2, stop, checkpoint: seq 1-5
-    run(&dir, 3, 1000).await; // seq 6-11
+    run(&dir, 2, 1000).await; // start, checkpoint, 1, 2, stop, checkpoint: seq 1-6
+    run(&dir, 3, 1000).await; // seq 7-13
     let kept_elsewhere = verify_with(&dir, &complete(Vec::new())).unwrap();
-    assert_eq!(kept_elsewhere.head_seq, 11);
+    assert_eq!(kept_elsewhere.head_seq, 13);
     let head = Anchor {
         seq: kept_elsewhere.head_seq,
         hash: HexHash(kept_elsewhere.head_hash),
@@ -127,19 +129,19 @@ async fn a_log_cut_back_to_an_earlier_run_shows_only_against_a_head_kept_elsewhe
 
     // The whole second run cut away: what is left is a whole, signed, stopped run. Locally
     // nothing shows; that is the limit docs/audit.md states.
-    assert_eq!(cut_back(&dir, 5), head);
+    assert_eq!(cut_back(&dir, 6), head);
     let local = verify_with(&dir, &complete(Vec::new())).unwrap();
-    assert_eq!(local.last_run, LastRun::Stopped { stop: 4 });
+    assert_eq!(local.last_run, LastRun::Stopped { stop: 5 });
     let (seq, problem) = tampered(verify_with(&dir, &complete(vec![head])));
-    assert_eq!(seq, 5);
+    assert_eq!(seq, 6);
     assert_eq!(
         problem,
-        Problem::Truncated(TruncationEvidence::KnownHeadAhead { seq: 11 })
+        Problem::Truncated(TruncationEvidence::KnownHeadAhead { seq: 13 })
     );
     assert!(
         problem
             .to_string()
-            .contains("the head given with --head names seq 11")
+            .contains("the head given with --head names seq 13")
     );
 }
 
@@ -195,7 +197,8 @@ async fn a_live_log_passes_require_signed_only_while_its_unsigned_tail_is_recent
         ..VerifyOptions::default()
     };
     let live = verify_with(&dir, &daily(30)).expect("seconds-old records of a live run");
-    assert_eq!(live.live_tail, Some((1, 2)), "{live}");
+    // The start record is signed at once (seq 2); the decision waits for the interval.
+    assert_eq!(live.live_tail, Some((3, 3)), "{live}");
     assert!(live.to_string().contains("not proven here"), "{live}");
     // A lock proves nothing more: records older than the window are not waived.
     tokio::time::sleep(Duration::from_millis(1100)).await;

@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime};
 use super::anchor::{self, ANCHOR_FILE, Anchor, AnchorReadError};
 use super::chain::{Chain, Signatures};
 use super::checkpoint::Keys;
-use super::error::{Location, Problem, StaleSignature, TruncationEvidence, VerifyError};
+use super::error::{
+    Location, Problem, StaleSignature, TruncationEvidence, UnsignedStart, VerifyError,
+};
 use super::log::in_use;
 use super::record::{ChainFields, GENESIS, Hash, to_hex};
 use super::run_end::LastRun;
@@ -62,6 +64,9 @@ pub struct VerifyReport {
     /// On a live log, its last signature is older than `live_window` (a warning here; an
     /// error with `require_signed`).
     pub stale_signature: Option<StaleSignature>,
+    /// On a live log, its last run's start record is not signed and no signature within
+    /// `live_window` accounts for it (a warning here; an error with `require_signed`).
+    pub unsigned_start: Option<UnsignedStart>,
     /// Retention removed the log's beginning: the last seq removed, and the seq of the
     /// `retention` record that says so.
     pub removed: Option<(u64, u64)>,
@@ -130,6 +135,9 @@ impl fmt::Display for VerifyReport {
         }
         if let Some(stale) = self.stale_signature {
             write!(f, "\nWARNING: {stale}")?;
+        }
+        if let Some(unsigned) = self.unsigned_start {
+            write!(f, "\nWARNING: {unsigned}")?;
         }
         match self.last_run {
             LastRun::Stopped { stop } => {
@@ -208,7 +216,7 @@ pub fn verify_with(dir: &Path, options: &VerifyOptions) -> Result<VerifyReport, 
         }
     }
     let (head_seq, head_hash): (u64, Hash) = chain.head().unwrap_or((0, GENESIS));
-    let (checkpoints, unsigned, crash_tails, trailing_since, signed_at) = match chain.signatures() {
+    let (checkpoints, unsigned, crash_tails, trailing_since, signed) = match chain.signatures() {
         Some(signatures) => {
             signatures.finish(head_seq);
             let trailing_since = signatures.trailing_since(head_seq);
@@ -217,7 +225,7 @@ pub fn verify_with(dir: &Path, options: &VerifyOptions) -> Result<VerifyReport, 
                 std::mem::take(&mut signatures.unsigned),
                 std::mem::take(&mut signatures.crash_tails),
                 trailing_since,
-                LastSigned::of(signatures),
+                Some(LastSigned::of(signatures)),
             )
         }
         None => (0, Vec::new(), Vec::new(), None, None),
@@ -253,10 +261,15 @@ pub fn verify_with(dir: &Path, options: &VerifyOptions) -> Result<VerifyReport, 
                 SystemTime::now().duration_since(since).unwrap_or_default() <= options.live_window
             })
         });
+    // It signs its run's start record at once: a live run whose start record no checkpoint
+    // covers, with no signature within the window to account for it, was made up.
+    let signed = signed.filter(|_| live);
+    let unsigned_start = signed
+        .and_then(|signed| signed.unsigned_start(options.live_window, !options.keys.is_empty()));
     // It also signs at least that often while idle: a live log whose last signature is old
     // may have been cut back to it (a log cut back to a checkpoint has no unsigned tail).
-    let stale_signature = signed_at
-        .filter(|_| live)
+    let stale_signature = signed
+        .filter(|_| unsigned_start.is_none())
         .and_then(|signed| signed.stale(options.live_window));
     let failing: Vec<(u64, u64)> = unsigned
         .iter()
@@ -298,6 +311,12 @@ pub fn verify_with(dir: &Path, options: &VerifyOptions) -> Result<VerifyReport, 
         }),
         Some(_)
             if options.require_signed
+                && let Some(unsigned) = unsigned_start =>
+        {
+            Err(VerifyError::UnsignedStart { unsigned })
+        }
+        Some(_)
+            if options.require_signed
                 && let Some(stale) = stale_signature =>
         {
             Err(VerifyError::StaleSignature { stale })
@@ -322,6 +341,7 @@ pub fn verify_with(dir: &Path, options: &VerifyOptions) -> Result<VerifyReport, 
             crash_tails,
             live_tail,
             stale_signature,
+            unsigned_start,
             removed,
             last_run,
             heads_checked: options.heads.len() as u64 - heads_removed,
@@ -330,44 +350,58 @@ pub fn verify_with(dir: &Path, options: &VerifyOptions) -> Result<VerifyReport, 
     }
 }
 
-/// When the log was last signed, and whether its last run began after that.
+/// When the log was last signed, and where its last run began.
 #[derive(Debug, Clone, Copy)]
 struct LastSigned {
-    /// The last checkpoint's seq and time.
-    seq: u64,
-    at: SystemTime,
-    /// When the last run's `start` record was written, if that run began after the last
-    /// checkpoint (it has not reached its first checkpoint yet).
-    run_started: Option<SystemTime>,
+    /// The last checkpoint's seq and time; `None` when the log holds none.
+    checkpoint: Option<(u64, SystemTime)>,
+    /// The seq of the last run's `start` record, if the log holds one.
+    start: Option<u64>,
 }
 
 impl LastSigned {
-    /// What the walk's checkpoints say; `None` when the log holds none.
-    fn of(signatures: &Signatures) -> Option<LastSigned> {
-        let (seq, at) = signatures.last_checkpoint?;
-        let run_started = signatures
-            .last_start
-            .filter(|(start, _)| *start > seq)
-            .and_then(|(_, at)| at);
-        Some(LastSigned {
-            seq,
-            at,
-            run_started,
+    /// What the walk's checkpoints and start records say.
+    fn of(signatures: &Signatures) -> LastSigned {
+        LastSigned {
+            checkpoint: signatures.last_checkpoint,
+            start: signatures.last_start,
+        }
+    }
+
+    /// The last checkpoint's seq and age.
+    fn last(&self) -> Option<(u64, Duration)> {
+        self.checkpoint.map(|(seq, at)| {
+            let age = SystemTime::now().duration_since(at).unwrap_or_default();
+            (seq, age)
         })
     }
 
     /// On a live log: a running Warden signs at least every checkpoint interval, idle or
-    /// not, so its last signature is within `window`, unless its run began within `window`
-    /// and has not reached its first checkpoint yet.
+    /// not, so its last signature is within `window`.
     fn stale(&self, window: Duration) -> Option<StaleSignature> {
-        let age = |at: SystemTime| SystemTime::now().duration_since(at).unwrap_or_default();
-        if self.run_started.is_some_and(|at| age(at) <= window) {
+        let (seq, age) = self.last()?;
+        (age > window).then_some(StaleSignature { seq, age, window })
+    }
+
+    /// On a live log: a running Warden signs its run's start record at once, so a start
+    /// record after the last checkpoint is accounted for only by a signature within
+    /// `window` (a verify racing the write that holds both). A log without any checkpoint
+    /// is held to it only when signatures are expected (`keys` given): an unsigned Warden
+    /// signs nothing.
+    fn unsigned_start(&self, window: Duration, keys: bool) -> Option<UnsignedStart> {
+        let start = self.start?;
+        if self.checkpoint.is_some_and(|(seq, _)| seq > start)
+            || (self.checkpoint.is_none() && !keys)
+        {
             return None;
         }
-        let age = age(self.at);
-        (age > window).then_some(StaleSignature {
-            seq: self.seq,
-            age,
+        let last_signature = self.last();
+        if last_signature.is_some_and(|(_, age)| age <= window) {
+            return None;
+        }
+        Some(UnsignedStart {
+            start,
+            last_signature,
             window,
         })
     }

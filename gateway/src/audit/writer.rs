@@ -24,6 +24,7 @@ use super::outbox::Outbox;
 use super::receipt::BatchSigner;
 use super::record::{self, Hash};
 use super::retention::Retention;
+use super::run_end::Boundary;
 use super::segment::segment_name;
 use super::segment_file::SegmentFile;
 use super::stats::CommitStats;
@@ -825,9 +826,10 @@ impl Writer {
     /// Encodes the batch's records into the buffer, continuing the chain from the head, and
     /// notes where a segment ends: before a record that would take it past
     /// `audit.segment_bytes`, or once it is `segment_max_age` old. A signed log closes each
-    /// segment with a checkpoint (it may take the segment past the limit by its size), and
-    /// adds one when one is due, or `closing`. An idle heartbeat (a checkpoint when every
-    /// record is covered already) starts the next segment where a record would.
+    /// segment with a checkpoint (it may take the segment past the limit by its size), adds
+    /// one right after a run's `start` record, and one when one is due, or `closing`. An
+    /// idle heartbeat (a checkpoint when every record is covered already) starts the next
+    /// segment where a record would.
     fn encode(&mut self, batch: &mut Vec<Pending>, closing: bool) {
         let (mut seq, mut prev) = self.head;
         let mut segment_len = self.segment.len;
@@ -878,9 +880,17 @@ impl Writer {
             prev = hash;
             covered = pending.checkpoint;
             pending.seq = seq;
+            let starts_run =
+                !pending.checkpoint && Boundary::of_event(&pending.event) == Some(Boundary::Start);
             self.ends.push(self.buf.len());
             self.hashes.push(hash);
             i += 1;
+            // A run's start record is signed at once, in the same write: a start record
+            // without a checkpoint after it is then never this writer's
+            // (docs/audit.md#idle-heartbeats).
+            if starts_run && let Some(schedule) = &self.checkpoints {
+                batch.insert(i, Pending::checkpoint(schedule.checkpoint((seq, prev))));
+            }
         }
     }
 
