@@ -484,8 +484,8 @@ impl AuditDir {
         if !dir.is_dir() {
             bail!(
                 "no audit log in {}: the directory does not exist (pass the audit directory, or \
-                 --config for its audit.dir)",
-                dir.display()
+                 --config for its audit.dir; a relative one is taken from the working directory)",
+                warden::config::workdir::FromWorkdir(&dir)
             );
         }
         Ok(dir)
@@ -1273,8 +1273,9 @@ fn token_issuer(config: &warden::config::Config) -> Result<warden::identity::Tok
             eprintln!(
                 "warden: no gateway has used this signing key yet: created {}; a gateway runs with \
                  it only with the same data_dir (pass --config with the file the gateway runs \
-                 with), others refuse the token",
-                key_file.display()
+                 with, in the gateway's working directory when its paths are relative), others \
+                 refuse the token",
+                warden::config::workdir::FromWorkdir(&key_file)
             );
         }
         return Ok(issuer);
@@ -1449,6 +1450,20 @@ mod tests {
         );
         assert_eq!(err.matches("does not exist").count(), 1, "{err}");
         assert!(!err.contains("os error"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_relative_audit_directory_names_the_working_directory() {
+        let cli = parse(&["audit", "tail", "no-such-data/audit"]).unwrap();
+        let err = format!("{:#}", audit_dir_of(cli).existing().unwrap_err());
+        let cwd = std::env::current_dir().unwrap();
+        assert!(
+            err.contains(&format!(
+                "no-such-data/audit (relative to the working directory {})",
+                cwd.display()
+            )),
+            "{err}"
+        );
     }
 
     #[test]
