@@ -32,6 +32,9 @@ pub enum AgentsCommand {
         /// Who quarantines, as recorded: this name of the issuer `warden-cli` (default: $USER).
         #[arg(long = "as", value_name = "OPERATOR")]
         operator: Option<String>,
+        /// Configuration file the gateway runs with: the command acts on its state store
+        /// (`state`, else `<data_dir>/state.db`). Relative paths in it are taken from the working
+        /// directory.
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -45,11 +48,17 @@ pub enum AgentsCommand {
         /// (default: $USER).
         #[arg(long = "as", value_name = "OPERATOR")]
         operator: Option<String>,
+        /// Configuration file the gateway runs with: the command acts on its state store
+        /// (`state`, else `<data_dir>/state.db`). Relative paths in it are taken from the working
+        /// directory.
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
     },
     /// List the agents and groups in quarantine.
     List {
+        /// Configuration file the gateway runs with: the command acts on its state store
+        /// (`state`, else `<data_dir>/state.db`). Relative paths in it are taken from the working
+        /// directory.
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
     },

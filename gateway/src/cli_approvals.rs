@@ -16,6 +16,9 @@ use warden::state::approvals::VoteDecision;
 pub enum ApprovalsCommand {
     /// List the pending approvals, oldest first.
     List {
+        /// Configuration file the gateway runs with: the command acts on its state store
+        /// (`state`, else `<data_dir>/state.db`). Relative paths in it are taken from the working
+        /// directory.
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -23,6 +26,9 @@ pub enum ApprovalsCommand {
     Show {
         /// The approval's id (`apr_…`).
         id: String,
+        /// Configuration file the gateway runs with: the command acts on its state store
+        /// (`state`, else `<data_dir>/state.db`). Relative paths in it are taken from the working
+        /// directory.
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -51,6 +57,9 @@ pub struct Approver {
     /// The current code of your authenticator app (asked for when not given).
     #[arg(long)]
     code: Option<String>,
+    /// Configuration file the gateway runs with: the command acts on its state store
+    /// (`state`, else `<data_dir>/state.db`). Relative paths in it are taken from the working
+    /// directory.
     #[arg(short, long, env = "WARDEN_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -60,6 +69,7 @@ pub enum ApproversCommand {
     /// Enrol an authenticator app for SUBJECT (one of approvals.operators): prints the
     /// otpauth:// URI (and writes its QR code as SVG with --qr); confirm with a first code.
     Enroll {
+        /// The approver's subject, as listed in approvals.operators.
         subject: String,
         /// Write the QR code to this file (SVG).
         #[arg(long)]
@@ -67,6 +77,9 @@ pub enum ApproversCommand {
         /// Confirm the enrolment with a first code of the app instead (after enrolling).
         #[arg(long)]
         confirm: Option<String>,
+        /// Configuration file the gateway runs with: the command acts on its state store
+        /// (`state`, else `<data_dir>/state.db`). Relative paths in it are taken from the working
+        /// directory.
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -75,10 +88,14 @@ pub enum ApproversCommand {
     /// the console after a fresh sign-in (or with `enroll`). An administrator's step: it needs
     /// the configuration and its state store, and is not in the gateway's audit log.
     Reset {
+        /// The approver's subject (their SSO subject, as approvals record it).
         subject: String,
         /// Do it (without it, only say what would be removed).
         #[arg(long)]
         yes: bool,
+        /// Configuration file the gateway runs with: the command acts on its state store
+        /// (`state`, else `<data_dir>/state.db`). Relative paths in it are taken from the working
+        /// directory.
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
     },

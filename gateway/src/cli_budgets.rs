@@ -28,14 +28,19 @@ pub enum BudgetsCommand {
         /// One JSON array instead of a table.
         #[arg(long)]
         json: bool,
+        /// Configuration file the gateway runs with: the command acts on its state store
+        /// (`state`, else `<data_dir>/state.db`). Relative paths in it are taken from the working
+        /// directory.
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
     },
     /// Forget the spend of the current day and month of one account (--scope and --name), of
     /// a scope (--scope), or of everyone (--all); gateways apply it at their next sync.
     Reset {
+        /// The scope to reset: agent, group or fleet (alone: every account of the scope).
         #[arg(long, value_parser = parse_scope)]
         scope: Option<Scope>,
+        /// Only this agent or group of --scope.
         #[arg(long, requires = "scope")]
         name: Option<String>,
         /// Every account (with --yes).
@@ -44,6 +49,9 @@ pub enum BudgetsCommand {
         /// Confirm --all: every agent's, group's and the fleet's spend is wiped.
         #[arg(long)]
         yes: bool,
+        /// Configuration file the gateway runs with: the command acts on its state store
+        /// (`state`, else `<data_dir>/state.db`). Relative paths in it are taken from the working
+        /// directory.
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
     },

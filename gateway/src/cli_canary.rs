@@ -28,12 +28,18 @@ pub enum CanaryCommand {
         /// Where a `document` canary is written (a new file).
         #[arg(long, required_if_eq("kind", "document"))]
         out: Option<PathBuf>,
+        /// Configuration file the gateway runs with: the command acts on its state store
+        /// (`state`, else `<data_dir>/state.db`). Relative paths in it are taken from the working
+        /// directory.
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
     },
     /// List the canaries: id, kind, label, when issued, and whether revoked (never their
     /// values).
     List {
+        /// Configuration file the gateway runs with: the command acts on its state store
+        /// (`state`, else `<data_dir>/state.db`). Relative paths in it are taken from the working
+        /// directory.
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -41,6 +47,9 @@ pub enum CanaryCommand {
     Revoke {
         /// The canary's id (`cn_…`).
         id: String,
+        /// Configuration file the gateway runs with: the command acts on its state store
+        /// (`state`, else `<data_dir>/state.db`). Relative paths in it are taken from the working
+        /// directory.
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
     },

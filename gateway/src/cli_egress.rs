@@ -18,6 +18,9 @@ pub enum EgressCommand {
         /// Write the certificate to this file instead of standard output.
         #[arg(short, long)]
         out: Option<PathBuf>,
+        /// Configuration file the gateway runs with: its CA (`egress.intercept.ca_cert`, else
+        /// `<data_dir>/keys/egress-ca.pem`). Relative paths in it are taken from the working
+        /// directory.
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
     },

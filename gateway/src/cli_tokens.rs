@@ -48,11 +48,17 @@ pub enum TokenCommand {
         /// Who revokes, as recorded: this name of the issuer `warden-cli` (default: $USER).
         #[arg(long = "as", value_name = "OPERATOR")]
         operator: Option<String>,
+        /// Configuration file the gateway runs with: the command acts on its state store
+        /// (`state`, else `<data_dir>/state.db`). Relative paths in it are taken from the working
+        /// directory.
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
     },
     /// List the revocations kept (each until every token it stops has expired).
     Revocations {
+        /// Configuration file the gateway runs with: the command acts on its state store
+        /// (`state`, else `<data_dir>/state.db`). Relative paths in it are taken from the working
+        /// directory.
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
     },

@@ -151,6 +151,9 @@ enum ToolsCommand {
         /// Only this MCP server's tools.
         #[arg(long)]
         server: Option<String>,
+        /// Configuration file the gateway runs with: the command acts on its state store
+        /// (`state`, else `<data_dir>/state.db`). Relative paths in it are taken from the working
+        /// directory.
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -170,6 +173,9 @@ enum ToolsCommand {
         /// it), so that nothing offered since is approved unseen. With one TOOL.
         #[arg(long)]
         digest: Option<String>,
+        /// Configuration file the gateway runs with: the command acts on its state store
+        /// (`state`, else `<data_dir>/state.db`). Relative paths in it are taken from the working
+        /// directory.
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -180,6 +186,9 @@ enum ToolsCommand {
         server: String,
         /// The tool, by pinned name (`add`, `prompt:summarize`, `resource:URI`).
         tool: String,
+        /// Configuration file the gateway runs with: the command acts on its state store
+        /// (`state`, else `<data_dir>/state.db`). Relative paths in it are taken from the working
+        /// directory.
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -198,6 +207,7 @@ enum PolicyCommand {
     },
     /// Run the decision cases in DIR/tests/*.yaml; exits non-zero on any mismatch.
     Test {
+        /// Policy directory; its cases are in DIR/tests/*.yaml (and *.yml).
         #[arg(default_value = "policies")]
         dir: PathBuf,
         /// Configuration file: the actions of the REST connectors its routes use are declared.
@@ -462,7 +472,8 @@ struct AuditDir {
     /// Audit directory (default: the configuration's audit.dir, else <data_dir>/audit; without
     /// a configuration, ./warden-data/audit).
     dir: Option<PathBuf>,
-    /// Configuration file: its audit directory, and the SIEM sinks --against-siem names.
+    /// Configuration file: its audit directory (and, for `verify`, the SIEM sinks
+    /// --against-siem names).
     #[arg(short, long, env = "WARDEN_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -483,8 +494,8 @@ impl AuditDir {
         if !dir.is_dir() {
             bail!(
                 "no audit log in {}: the directory does not exist (pass the audit directory, or \
-                 --config for its audit.dir)",
-                dir.display()
+                 --config for its audit.dir; a relative one is taken from the working directory)",
+                warden::config::workdir::FromWorkdir(&dir)
             );
         }
         Ok(dir)
@@ -1287,8 +1298,9 @@ fn token_issuer(config: &warden::config::Config) -> Result<warden::identity::Tok
             eprintln!(
                 "warden: no gateway has used this signing key yet: created {}; a gateway runs with \
                  it only with the same data_dir (pass --config with the file the gateway runs \
-                 with), others refuse the token",
-                key_file.display()
+                 with, in the gateway's working directory when its paths are relative), others \
+                 refuse the token",
+                warden::config::workdir::FromWorkdir(&key_file)
             );
         }
         return Ok(issuer);
@@ -1361,13 +1373,56 @@ fn serve(path: Option<PathBuf>) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(warden::server::serve(config, path))?;
+    runtime
+        .block_on(warden::server::serve(config, path))
+        .map_err(serve_failed)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why `serve` stopped, as one message: each `ServeError` already says its cause, so the
+/// cause is not printed again after it (`main` prints an error's chain).
+fn serve_failed(e: warden::server::ServeError) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every argument of every subcommand, as `(command path, argument id)`, that `--help`
+    /// shows without a sentence saying what it is.
+    fn unexplained(command: &clap::Command, path: &str, found: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+            if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                found.push(format!("{path} {}", arg.get_id()));
+            }
+        }
+        for sub in command.get_subcommands() {
+            unexplained(sub, &format!("{path} {}", sub.get_name()), found);
+        }
+    }
+
+    #[test]
+    fn a_listener_that_cannot_bind_is_reported_with_its_cause_once() {
+        let e = warden::server::ServeError::Bind {
+            listener: "proxy",
+            addr: "127.0.0.1:8080".parse().unwrap(),
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        };
+        let shown = format!("{:#}", serve_failed(e));
+        let cause = std::io::Error::from(std::io::ErrorKind::AddrInUse).to_string();
+        assert_eq!(shown.matches(&cause).count(), 1, "{shown}");
+        assert!(shown.contains("Change listen.proxy"), "{shown}");
+    }
+
+    #[test]
+    fn every_flag_and_argument_of_every_subcommand_is_explained_in_its_help() {
+        use clap::CommandFactory;
+        let mut found = Vec::new();
+        unexplained(&Cli::command(), "warden", &mut found);
+        assert!(found.is_empty(), "arguments without help: {found:#?}");
+    }
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("warden").chain(args.iter().copied()))
@@ -1420,6 +1475,20 @@ mod tests {
         );
         assert_eq!(err.matches("does not exist").count(), 1, "{err}");
         assert!(!err.contains("os error"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_relative_audit_directory_names_the_working_directory() {
+        let cli = parse(&["audit", "tail", "no-such-data/audit"]).unwrap();
+        let err = format!("{:#}", audit_dir_of(cli).existing().unwrap_err());
+        let cwd = std::env::current_dir().unwrap();
+        assert!(
+            err.contains(&format!(
+                "no-such-data/audit (relative to the working directory {})",
+                cwd.display()
+            )),
+            "{err}"
+        );
     }
 
     #[test]

@@ -141,11 +141,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
             source,
         },
     )?;
-    for route in snapshot.routes.iter() {
-        if let Some(e) = route.credential.as_ref().and_then(|c| c.unavailable()) {
-            tracing::warn!(route = %route.name, error = %e, "route has no upstream credential; its requests will be refused with 503 until it is configured");
-        }
-    }
+    snapshot.warn_of_unavailable_credentials();
     let policy_count = snapshot.policy.policy_count();
     let policy_version = std::sync::Arc::clone(snapshot.policy.version());
     let metrics = Metrics::new();

@@ -35,7 +35,9 @@ pub struct Snapshot {
 pub enum SnapshotError {
     #[error("configuration is invalid:\n{0}")]
     Config(#[from] ConfigErrors),
-    #[error("policies in {dir} are invalid:\n{errors}")]
+    #[error(
+        "the policy directory {dir} is invalid (`warden policy validate {dir}` checks it):\n{errors}"
+    )]
     Policy { dir: PathBuf, errors: PolicyErrors },
     #[error("policy.bundle.public_keys: {0}")]
     BundleKeys(#[from] BundleError),
@@ -48,6 +50,17 @@ pub enum SnapshotError {
 }
 
 impl Snapshot {
+    /// Logs a warning for each route whose credential is configured but cannot be read now
+    /// (an unset variable, a missing file): its requests are refused with 503 until it can.
+    /// At start and after each reload, so a route a reload adds is not silently unusable.
+    pub fn warn_of_unavailable_credentials(&self) {
+        for route in self.routes.iter() {
+            if let Some(e) = route.credential.as_ref().and_then(|c| c.unavailable()) {
+                tracing::warn!(route = %route.name, error = %e, "route has no upstream credential; its requests will be refused with 503 until it is configured");
+            }
+        }
+    }
+
     /// Builds a snapshot from `config`, reusing `previous`'s identity (and its key and token
     /// caches) when the identity settings did not change.
     pub async fn build(
@@ -180,4 +193,27 @@ pub fn load_policies(
         None => engine,
     };
     Ok(Arc::new(engine))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_policy_directory_is_named_with_the_command_that_checks_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("policies");
+        let policy = PolicyConfig {
+            dir: dir.clone(),
+            ..PolicyConfig::default()
+        };
+        let message = load_policies(&policy, &[]).unwrap_err().to_string();
+        assert!(
+            message.starts_with(&format!(
+                "the policy directory {d} is invalid (`warden policy validate {d}` checks it):\n",
+                d = dir.display()
+            )),
+            "{message}"
+        );
+    }
 }

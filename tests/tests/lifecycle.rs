@@ -146,6 +146,33 @@ async fn invalid_policy_change_is_refused_and_the_old_set_keeps_working() {
 }
 
 #[tokio::test]
+async fn a_reload_warns_of_a_route_it_adds_whose_credential_is_unavailable() {
+    let s = Stack::start().await.unwrap();
+    s.warden
+        .reload(|config| {
+            config["routes"].as_array_mut().unwrap().push(json!({
+                "name": "e2e-unset-key",
+                "prefix": "/e2e-unset-key",
+                "connector": "openai",
+                "upstream": "http://127.0.0.1:9/v1",
+                "credential": { "env": "WARDEN_E2E_NEVER_SET" },
+            }))
+        })
+        .await
+        .unwrap();
+    let output = s.warden.output();
+    let warned = output.lines().any(|line| {
+        line.contains("route has no upstream credential")
+            && line.contains("e2e-unset-key")
+            && line.contains("WARDEN_E2E_NEVER_SET")
+    });
+    assert!(
+        warned,
+        "the reload names the route and its unset variable:\n{output}"
+    );
+}
+
+#[tokio::test]
 async fn sigterm_lets_an_in_flight_stream_finish_then_exits() {
     let mut s = Stack::start().await.unwrap();
     let gate = s.fake.hold_streams();

@@ -199,9 +199,46 @@ fn section<T: DeserializeOwned>(
             } else {
                 join_key(key, &inner)
             };
-            errors.push(error(&path, e.into_inner().to_string()));
+            errors.push(error(&path, plain_expectation(&e.into_inner().to_string())));
         }
     }
+}
+
+/// What serde expected, in words a reader of the YAML file knows rather than Rust's type
+/// names: `expected u64` is `expected a whole number (0 or more)`.
+fn plain_expectation(message: &str) -> String {
+    const PLAIN: &[(&str, &str)] = &[
+        ("u8", "a whole number (0 or more)"),
+        ("u16", "a whole number (0 or more)"),
+        ("u32", "a whole number (0 or more)"),
+        ("u64", "a whole number (0 or more)"),
+        ("usize", "a whole number (0 or more)"),
+        ("i32", "a whole number"),
+        ("i64", "a whole number"),
+        ("f32", "a number"),
+        ("f64", "a number"),
+        ("a boolean", "true or false"),
+        (
+            "socket address",
+            "an address and port, such as 127.0.0.1:8080",
+        ),
+    ];
+    let mut out = message.to_string();
+    for (rust, plain) in PLAIN {
+        let from = format!("expected {rust}");
+        let mut search = 0;
+        while let Some(at) = out[search..].find(&from).map(|i| i + search) {
+            let end = at + from.len();
+            if out[end..].starts_with(|c: char| c.is_alphanumeric() || c == '_') {
+                search = end;
+                continue;
+            }
+            let to = format!("expected {plain}");
+            out.replace_range(at..end, &to);
+            search = at + to.len();
+        }
+    }
+    out
 }
 
 /// Deserializes each route on its own, so every bad route is reported.
@@ -229,6 +266,24 @@ fn routes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_of_the_wrong_type_says_what_to_write_in_plain_words() {
+        let text = "listen:\n  proxy: 8081\nidentity:\n  leeway_seconds: ten\n";
+        let errors = parse(text, Some(Path::new("w.yaml")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            errors.contains("identity.leeway_seconds: invalid type: string \"ten\", expected a whole number (0 or more)"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("listen.proxy: invalid type: integer `8081`, expected an address and port, such as 127.0.0.1:8080"),
+            "{errors}"
+        );
+        assert!(!errors.contains("u64"), "{errors}");
+        assert_eq!(plain_expectation("expected u64s"), "expected u64s");
+    }
 
     #[test]
     fn a_key_given_twice_is_named_with_its_line_and_what_to_do() {

@@ -116,3 +116,4 @@ pub mod load;
 pub mod locate;
 pub mod url;
 pub mod validate;
+pub mod workdir;

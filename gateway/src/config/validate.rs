@@ -420,7 +420,11 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
         if let Some(first) = names.insert(name.clone(), i) {
             err(
                 &format!("{key}.name"),
-                format!("route name {name:?} is already used by routes[{first}]; set name:"),
+                format!(
+                    "route name {name:?} is already used by routes[{first}]; give this route a \
+                     name of its own (name: {name}-2): names tell routes apart in metrics, audit \
+                     records and context.route"
+                ),
             );
         }
         let Some(connector) = connectors.get(&route.connector) else {
@@ -565,6 +569,20 @@ mod tests {
         parse(yaml, Some(Path::new("warden.yaml")))
             .expect_err("config must be rejected")
             .to_string()
+    }
+
+    #[test]
+    fn a_second_route_of_one_connector_is_told_to_take_a_name_of_its_own() {
+        let text = errors_of(
+            "routes:\n  - { prefix: /a, connector: ollama }\n  - { prefix: /b, connector: ollama }\n",
+        );
+        assert!(
+            text.contains(
+                "routes[1].name: route name \"ollama\" is already used by routes[0]; give this \
+                 route a name of its own (name: ollama-2)"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

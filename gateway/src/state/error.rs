@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::config::workdir::FromWorkdir;
+
 /// A failure of the state store. Callers that make security decisions treat every variant as
 /// a refusal (fail closed).
 #[derive(Debug, thiserror::Error)]
@@ -18,9 +20,11 @@ pub enum StateError {
     /// A command was to act on the store of a gateway, and there is none where its
     /// configuration points: it would have made a new one the gateway never reads.
     #[error(
-        "there is no state store at {path}: a command acts on the store of the gateway it \
+        "there is no state store at {}: a command acts on the store of the gateway it \
          manages, and no gateway has run with this one; pass --config (or WARDEN_CONFIG) with the \
-         file the gateway runs with, or start the gateway once first"
+         file the gateway runs with, and run the command in the gateway's working directory when \
+         the file's paths are relative (or make data_dir absolute); or start the gateway once first",
+        FromWorkdir(.path)
     )]
     Missing { path: PathBuf },
     /// The database file could not be opened or set up (permissions, not a database, disk).
@@ -137,4 +141,26 @@ pub enum StateError {
         pending: u64,
         cap: u32,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_store_at_a_relative_path_names_the_working_directory() {
+        let message = StateError::Missing {
+            path: PathBuf::from("warden-data/state.db"),
+        }
+        .to_string();
+        let cwd = std::env::current_dir().unwrap();
+        assert!(
+            message.contains(&format!(
+                "warden-data/state.db (relative to the working directory {})",
+                cwd.display()
+            )),
+            "{message}"
+        );
+        assert!(message.contains("gateway's working directory"), "{message}");
+    }
 }
