@@ -712,6 +712,50 @@ when { context.scheme != "connect" && context.scheme != "https" };
 }
 
 #[tokio::test]
+async fn http_that_lenient_servers_accept_is_served_as_http_in_a_tunnel_not_copied_as_tcp() {
+    use tokio::io::AsyncWriteExt;
+    let (port, received) = raw_service().await;
+    let dns = Dns::start(json!({"allowed.test": [["127.0.0.1"]]}))
+        .await
+        .unwrap();
+    // allowed.test is permitted whatever its tunnels carry: what is copied as TCP is not
+    // inspected, what is served as HTTP is judged request by request (uploads forbidden).
+    let (warden, proxy) = warden(&dns, &[("egress.cedar", ALLOWLIST)]).await;
+    let token = warden.token("build-bot").await.unwrap();
+    let body = "x=1";
+    // Python's http.server splits its request line on any white space; nginx takes several
+    // spaces between its parts.
+    for line in [
+        "POST  /upload/x HTTP/1.1",
+        "POST\t/upload/x\tHTTP/1.1",
+        " POST /upload/x HTTP/1.1",
+        "POST /upload/x http/1.1",
+    ] {
+        let (mut tunnel, answer) = open_tunnel(proxy, &format!("allowed.test:{port}"), &token)
+            .await
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let request = format!(
+            "{line}\r\nHost: allowed.test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        tunnel.write_all(request.as_bytes()).await.unwrap();
+        assert_closed(&mut tunnel).await;
+    }
+    let judged = tunnel_judgements(&warden, "allowed.test", "first_bytes");
+    assert_eq!(judged.len(), 4, "{judged:#?}");
+    for record in &judged {
+        assert_eq!(record["detail"]["egress"]["scheme"], "http", "{record}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        received.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a request reached the service uninspected"
+    );
+}
+
+#[tokio::test]
 async fn plain_http_in_a_tunnel_is_judged_per_request_as_the_tunnels_agent() {
     let Allowlisted {
         http,
