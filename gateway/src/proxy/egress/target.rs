@@ -64,6 +64,13 @@ impl Target {
                 }
             }
         };
+        if port == 0 {
+            // No connection goes to port 0: refused before it is judged or dialled.
+            return Err(EgressError::Target(format!(
+                "{} names port 0; write the destination's port",
+                Quoted::of(authority.host())
+            )));
+        }
         Ok(Target {
             connect,
             host: host(authority.host())?,
@@ -150,6 +157,20 @@ mod tests {
         assert!(target.connect);
         assert_eq!(target.host.cedar_name(), "example.com");
         assert_eq!(target.port, 443);
+    }
+
+    #[test]
+    fn port_zero_is_refused_before_it_is_judged() {
+        for (method, uri) in [
+            (Method::CONNECT, "example.com:0"),
+            (Method::GET, "http://example.com:0/x"),
+            (Method::GET, "http://example.com:00/x"),
+        ] {
+            let req = Request::builder().method(method).uri(uri).body(()).unwrap();
+            let error = Target::of(&req).err().expect(uri);
+            assert_eq!(error.code(), "egress_bad_target", "{uri}");
+            assert!(error.to_string().contains("port 0"), "{uri}: {error}");
+        }
     }
 
     #[test]

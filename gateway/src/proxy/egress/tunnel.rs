@@ -98,7 +98,12 @@ pub(super) async fn open(
     look_for_canaries(ex, &mut action, head, "CONNECT request");
     // What the name shows is judged before any DNS query is made for it.
     let host = dest.host.cedar_name();
-    crate::inspect::inspect_host(&mut action.context.findings, &host, &snap.config.inspect);
+    crate::inspect::inspect_host(
+        &mut action.context.findings,
+        &host,
+        crate::inspect::CONNECT_TARGET,
+        &snap.config.inspect,
+    );
     // A tunnel holds its place in flight (`rate_limits` concurrency) until it closes.
     limit(snap, ex, &action)?;
     let decision = decide(
