@@ -213,6 +213,36 @@ impl Condition {
     }
 }
 
+/// One policy as the slices of the actions it applies to take it, prepared once per load.
+struct Prepared {
+    policy: Policy,
+    /// The policy's action scope.
+    actions: ActionConstraint,
+    /// The context attributes the policy reads.
+    reads: ContextKeys,
+    /// For a context-reading policy: its scope, as a permit without conditions, and its
+    /// conditions, shared by every slice the policy is in.
+    condition: Option<(Policy, Arc<Condition>)>,
+}
+
+impl Prepared {
+    fn new(policy: &Policy) -> Result<Prepared, String> {
+        let reads = ContextKeys::read_by_policy(policy);
+        let condition = if reads.is_empty() {
+            None
+        } else {
+            let (scope, unscoped) = split_scope(policy);
+            Some((scope, Arc::new(Condition::new(policy, unscoped, reads)?)))
+        };
+        Ok(Prepared {
+            policy: policy.clone(),
+            actions: policy.action_constraint(),
+            reads,
+            condition,
+        })
+    }
+}
+
 /// The `when` and `unless` clauses of a policy whose scope is unconstrained; `None` if the
 /// scope constrains anything (its clauses alone would leave that out), if it has no clause,
 /// or if Cedar cannot give its syntax tree.
@@ -342,6 +372,14 @@ impl PolicyEngine {
         if let Some(e) = undeclarable.first() {
             return Err(fail(format!("`{}`: {}", e.action, e.message)));
         }
+        // What a policy brings to a slice depends on the policy alone: prepared once here and
+        // shared by every action it applies to, so loading stays linear in actions plus
+        // policies (a connector declares a thousand actions, and a policy on any action
+        // applies to each of them).
+        let mut prepared = Vec::new();
+        for policy in loaded.set.policies() {
+            prepared.push(Prepared::new(policy).map_err(fail)?);
+        }
         let mut slices = Vec::with_capacity(declared.len());
         let mut read = ContextKeys::default();
         let mut built_in = [None; Verb::BUILT_IN.len()];
@@ -358,10 +396,10 @@ impl PolicyEngine {
                 scopes: PolicySet::new(),
                 conditions: HashMap::new(),
             };
-            for policy in loaded.set.policies() {
-                let applies = match policy.action_constraint() {
+            for p in &prepared {
+                let applies = match &p.actions {
                     ActionConstraint::Any => true,
-                    ActionConstraint::Eq(a) => a == *uid,
+                    ActionConstraint::Eq(a) => a == uid,
                     ActionConstraint::In(list) => list
                         .iter()
                         .any(|a| a == uid || action_entities.is_ancestor_of(a, uid)),
@@ -369,21 +407,22 @@ impl PolicyEngine {
                 if !applies {
                     continue;
                 }
-                let reads = ContextKeys::read_by_policy(policy);
-                read = read.union(reads);
-                if reads.is_empty() {
-                    slice
+                read = read.union(p.reads);
+                match &p.condition {
+                    None => slice
                         .fixed
-                        .add(policy.clone())
-                        .map_err(|e| fail(e.to_string()))?;
-                    continue;
+                        .add(p.policy.clone())
+                        .map_err(|e| fail(e.to_string()))?,
+                    Some((scope, condition)) => {
+                        slice
+                            .scopes
+                            .add(scope.clone())
+                            .map_err(|e| fail(e.to_string()))?;
+                        slice
+                            .conditions
+                            .insert(p.policy.id().clone(), Arc::clone(condition));
+                    }
                 }
-                let (scope, unscoped) = split_scope(policy);
-                slice.scopes.add(scope).map_err(|e| fail(e.to_string()))?;
-                let condition = Condition::new(policy, unscoped, reads).map_err(fail)?;
-                slice
-                    .conditions
-                    .insert(policy.id().clone(), Arc::new(condition));
             }
             let index = slices.len();
             if let Some(slot) = slice.verb.built_in_index() {

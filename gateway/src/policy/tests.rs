@@ -2092,3 +2092,35 @@ when { context.addresses.contains(ip("10.0.0.1")) };
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(engine.reads_addresses(), "its shadow set reads them");
 }
+
+/// A policy on every action is prepared once per load and shared by each action's slice:
+/// loading a connector's thousand actions does not redo a policy's preparation (converting,
+/// splitting and re-parsing its conditions) a thousand times.
+#[test]
+fn a_policy_on_every_action_is_prepared_once_and_shared_by_their_slices() {
+    let dir = pack(&[(
+        "any.cedar",
+        r#"
+@id("any-action-on-session")
+forbid (principal, action, resource)
+when { context has session && context.session.read_private };
+"#,
+    )]);
+    let engine = PolicyEngine::load(dir.path()).expect("loads");
+    let shared: Vec<&Arc<Condition>> = engine
+        .slices
+        .iter()
+        .filter_map(|s| s.conditions.values().next())
+        .collect();
+    assert!(shared.len() > 10, "the policy applies to every action");
+    assert!(
+        shared.iter().all(|c| Arc::ptr_eq(c, shared[0])),
+        "each slice holds the same prepared condition"
+    );
+    let scopes: usize = engine
+        .slices
+        .iter()
+        .map(|s| s.scopes.policies().count())
+        .sum();
+    assert_eq!(scopes, shared.len(), "its scope is in each slice once");
+}
