@@ -414,11 +414,16 @@ mod tests {
     use super::*;
 
     fn found(body: &str) -> Vec<String> {
+        found_in(body, None)
+    }
+
+    /// What [`inspect`] finds in `body`, multipart with the boundary `multipart`.
+    fn found_in(body: &str, multipart: Option<&[u8]>) -> Vec<String> {
         let mut findings = Findings::none();
         inspect(
             &mut findings,
             body.as_bytes(),
-            None,
+            multipart,
             &InspectConfig::default(),
         );
         findings
@@ -615,20 +620,7 @@ mod tests {
             &b64[..10],
             &b64[10..]
         );
-        let found = |body: &str, multipart: Option<&[u8]>| {
-            let mut findings = Findings::none();
-            inspect(
-                &mut findings,
-                body.as_bytes(),
-                multipart,
-                &InspectConfig::default(),
-            );
-            findings
-                .0
-                .iter()
-                .map(|f| format!("{} at {}", f.detector, f.location))
-                .collect::<Vec<_>>()
-        };
+        let found = found_in;
         let boundary = decoded::multipart::boundary(b"multipart/form-data; boundary=XyZ");
         assert_eq!(
             found(&body, boundary),
