@@ -1128,8 +1128,32 @@ async fn tool_arguments_rest_bodies_and_egress_bodies_are_redacted_and_a_canary_
     assert_eq!(seen["body"], json!(redacted(&form)), "{seen}");
     assert_eq!(seen["body_len"], json!(redacted(&form).len()), "{seen}");
     // The same key in the url or a header, which are never redacted: the redaction of the
-    // body does not let it out; denied, and the origin sees nothing more.
+    // body does not let it out; denied, and the origin sees nothing more. So too in a
+    // multipart part in quoted-printable, which its receiver reads decoded and a redaction
+    // cannot rewrite: alone, or beside a plain key that is redacted.
     let reached = s.origin.seen().len();
+    let quoted = format!("=41=4b{}", AWS_KEY[2..].replace('I', "=49"));
+    for plain in ["", AWS_KEY] {
+        let multipart = format!(
+            "--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nnote {plain}\r\n\
+             --XyZ\r\nContent-Disposition: form-data; name=\"b\"\r\n\
+             Content-Transfer-Encoding: quoted-printable\r\n\r\n{quoted}\r\n--XyZ--\r\n"
+        );
+        let sent = curl(
+            s.proxy,
+            Some(&s.token),
+            &[
+                "--data-binary",
+                &multipart,
+                "-H",
+                "Content-Type: multipart/form-data; boundary=XyZ",
+                &format!("{base}/form"),
+            ],
+        )
+        .await
+        .unwrap();
+        assert_eq!(sent.status, 403, "{plain:?}: {} {}", sent.body, sent.stderr);
+    }
     for extra in [
         vec![format!("{base}/form?k={AWS_KEY}")],
         vec![

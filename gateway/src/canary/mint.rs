@@ -130,6 +130,7 @@ mod tests {
         inspect(
             &mut findings,
             aws.planted.as_bytes(),
+            None,
             &InspectConfig::default(),
         );
         assert!(
@@ -142,6 +143,7 @@ mod tests {
         inspect(
             &mut findings,
             token.planted.as_bytes(),
+            None,
             &InspectConfig::default(),
         );
         assert!(

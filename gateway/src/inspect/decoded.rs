@@ -3,17 +3,20 @@
 //! pairs of a form-encoded body (percent-encoding, `+` as a space), the base64 content of
 //! `data:` URIs of a text type (`text/…`, JSON, XML, YAML), and base64 files of a text type
 //! beside what names their type in a JSON body ([`text_files`]: Anthropic's base64 documents,
-//! Gemini's `inlineData`, OpenAI's `file_data`). A secret or a canary written with any of these
-//! is read by the receiver as plain text, so the detectors and the canary search read the
-//! decoded text too.
+//! Gemini's `inlineData`, OpenAI's `file_data`), and the parts of a multipart body that declare
+//! a quoted-printable or base64 `Content-Transfer-Encoding` ([`multipart`]). A secret or a
+//! canary written with any of these is read by the receiver as plain text, so the detectors
+//! and the canary search read the decoded text too.
 //!
 //! Only what decoding changes is decoded: a body without a backslash, `%`, `+`, `data:` or a
-//! `data` key has nothing here (the fast path: a few `memchr` scans). Each decoding runs on
+//! `data` key, sent with a `Content-Type` that is not multipart, has nothing here (the fast
+//! path: a few `memchr` scans). Each decoding runs on
 //! its own mark whatever the body looks like, since its receiver decides how to read it.
 //! Generic base64 runs, nested encodings beyond these (a form field holding escaped JSON,
 //! say) and other content types' encodings are not decoded. Decoding never yields more than
 //! the body holds: base64 decodes to three quarters of its length.
 
+pub mod multipart;
 mod text_files;
 
 use base64::Engine;
@@ -76,7 +79,9 @@ impl Decoded {
 }
 
 /// The decoded text of `body` where decoding changes it, or `None` when it does not.
-pub fn decoded(body: &[u8]) -> Option<Decoded> {
+/// `boundary`: the multipart boundary the request's `Content-Type` names
+/// ([`multipart::boundary`]), when it is multipart.
+pub fn decoded(body: &[u8], boundary: Option<&[u8]>) -> Option<Decoded> {
     let mut decoded = Decoded::default();
     // Each decoding runs on its own mark, whatever the body's first byte: a receiver may read
     // a body that opens with `{` as a form (PHP, Python with a form content type), or one that
@@ -101,6 +106,11 @@ pub fn decoded(body: &[u8]) -> Option<Decoded> {
     {
         for (at, text) in text_files::text_files(body) {
             decoded.push(at, TEXT_FILE, &text);
+        }
+    }
+    if let Some(boundary) = boundary {
+        for (at, how, text) in multipart::encoded_parts(body, boundary) {
+            decoded.push(at, how, &text);
         }
     }
     if memchr(b':', &decoded.text).is_some() {
@@ -286,13 +296,13 @@ mod tests {
     use super::*;
 
     fn text(body: &str) -> Option<String> {
-        decoded(body.as_bytes()).map(|d| String::from_utf8_lossy(&d.text).into_owned())
+        decoded(body.as_bytes(), None).map(|d| String::from_utf8_lossy(&d.text).into_owned())
     }
 
     #[test]
     fn json_strings_with_escapes_are_decoded_keys_included_and_located_at_their_quote() {
         let body = r#"{"a":"plain","k\u0065y":"AKIA\u0052\u0032 a\/b \ud83d\ude00 \ud800 \q"}"#;
-        let decoded = decoded(body.as_bytes()).unwrap();
+        let decoded = decoded(body.as_bytes(), None).unwrap();
         let pieces: Vec<(String, usize, &str)> = decoded
             .pieces()
             .map(|(t, raw, how)| (String::from_utf8_lossy(t).into_owned(), raw, how))
@@ -326,7 +336,7 @@ mod tests {
             text("a=1&body=AKIA%52%32SZ&pem=-----BEGIN+RSA+PRIVATE+KEY-----").as_deref(),
             Some("body=AKIAR2SZ\npem=-----BEGIN RSA PRIVATE KEY-----")
         );
-        let decoded = decoded(b"a=1&b=%41").unwrap();
+        let decoded = decoded(b"a=1&b=%41", None).unwrap();
         assert_eq!(decoded.origin(0).0, 4);
     }
 
@@ -369,7 +379,7 @@ mod tests {
                 r#"{{"input":[{{"type":"input_file","file_data":"{secret}","filename":"a.csv"}}]}}"#
             ),
         ] {
-            let decoded = decoded(body.as_bytes()).unwrap_or_else(|| panic!("{body}"));
+            let decoded = decoded(body.as_bytes(), None).unwrap_or_else(|| panic!("{body}"));
             let pieces: Vec<(&[u8], usize, &str)> = decoded.pieces().collect();
             let at = body.find(&secret).unwrap() - 1;
             assert_eq!(pieces, [(&b"the key is here"[..], at, TEXT_FILE)], "{body}");
@@ -382,7 +392,7 @@ mod tests {
             slashed.replace('/', "\\/"),
             secret
         );
-        let decoded = decoded(body.as_bytes()).unwrap();
+        let decoded = decoded(body.as_bytes(), None).unwrap();
         let files: Vec<&[u8]> = decoded
             .pieces()
             .filter(|p| p.2 == TEXT_FILE)
@@ -412,7 +422,7 @@ mod tests {
         let body = format!(r#"{{"file_data":"data:text/plain;base64,{secret}"}}"#);
         assert_eq!(text(&body).as_deref(), Some("the key is here"));
         let escaped = format!(r#"{{"file_data":"data:text\/plain;base64,{secret}"}}"#);
-        let decoded = decoded(escaped.as_bytes()).unwrap();
+        let decoded = decoded(escaped.as_bytes(), None).unwrap();
         let last = decoded.pieces().last().unwrap();
         assert_eq!(
             (last.0, last.1, last.2),

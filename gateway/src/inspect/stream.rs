@@ -476,7 +476,7 @@ mod tests {
             "b".repeat(7000)
         );
         let mut whole = crate::action::Findings::none();
-        super::super::inspect(&mut whole, body.as_bytes(), &InspectConfig::default());
+        super::super::inspect(&mut whole, body.as_bytes(), None, &InspectConfig::default());
         let mut whole: Vec<String> = whole
             .0
             .iter()

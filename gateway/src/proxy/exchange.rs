@@ -105,6 +105,9 @@ pub struct Exchange {
     query: Option<Box<str>>,
     /// A plain-HTTP egress request's headers an approval binds to.
     bound_headers: Option<Box<BoundHeaders>>,
+    /// The boundary of a multipart request body (its `Content-Type`'s), whose parts inspect
+    /// reads decoded.
+    multipart: Option<Box<[u8]>>,
     /// decide: what approvers are shown of a held request's body (`stages::approval_body`).
     shown_body: Option<serde_json::Value>,
     /// `sha256:<hex>` of the decided action (the decision record's `action_digest`): what an
@@ -189,6 +192,7 @@ impl Exchange {
             content_digest: None,
             query: None,
             bound_headers: None,
+            multipart: None,
             shown_body: None,
             resource_metadata: None,
             secret: None,
@@ -424,6 +428,20 @@ impl Exchange {
     /// interpret, for a plain-HTTP egress request: the headers an approval binds to.
     pub fn bind_headers(&mut self, headers: BoundHeaders) {
         self.bound_headers = Some(Box::new(headers));
+    }
+
+    /// interpret: the request's body is multipart when its `Content-Type` says so (with a
+    /// boundary), for inspect to read its encoded parts decoded.
+    pub fn read_content_type(&mut self, headers: &http::HeaderMap) {
+        self.multipart = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|value| crate::inspect::decoded::multipart::boundary(value.as_bytes()))
+            .map(Box::from);
+    }
+
+    /// The boundary [`Exchange::read_content_type`] found, if any.
+    pub fn multipart_boundary(&self) -> Option<&[u8]> {
+        self.multipart.as_deref()
     }
 
     /// The headers [`Exchange::bind_headers`] kept, if any.

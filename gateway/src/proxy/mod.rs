@@ -132,6 +132,7 @@ async fn walk(
     }
     let (mut action, mut request) = interpret(snap, ex, &route, principal, req).await?;
     inspect_head(snap, ex, &mut action, &request.head, request.sent.as_ref());
+    ex.read_content_type(&request.head.headers);
     inspect(snap, ex, &mut action, &request.body);
     limit(snap, ex, &action)?;
     recall(

@@ -15,11 +15,14 @@ use crate::snapshot::Snapshot;
 /// Policy's verdict on `action`, whose outgoing content is `body`; when the verdict asks for
 /// a redaction, `body` is redacted, `action`'s findings lose the redacted detectors (any match
 /// of them left in the redacted body is found again; one found outside the body, which is
-/// never redacted, stays), and the verdict is on the redacted request. The second value: what was redacted (detector and location), for the record.
+/// never redacted, stays), and the verdict is on the redacted request (read as inspect read it:
+/// `multipart`, the boundary of a multipart body). The second value: what was redacted
+/// (detector and location), for the record.
 pub(super) fn judge(
     snap: &Snapshot,
     action: &mut Action,
     body: &mut Bytes,
+    multipart: Option<&[u8]>,
 ) -> (Decision, Vec<Finding>) {
     let decision = snap.policy.decide(action);
     if canary::hit(&action.context.findings) {
@@ -42,7 +45,7 @@ pub(super) fn judge(
         .0
         .retain(|f| !wanted(&f.detector) || inspect::outside_body(&f.location));
     let mut left = Findings::none();
-    inspect::inspect(&mut left, &redacted.body, config);
+    inspect::inspect(&mut left, &redacted.body, multipart, config);
     action
         .context
         .findings

@@ -91,7 +91,12 @@ pub(super) fn quarantine(ex: &Exchange, principal: &Principal) -> Result<(), Ref
 /// canary token in it, in its bytes and as its receiver decodes them (`inspect/decoded.rs`):
 /// a canary found only once decoded is located at the string, pair or URI it came from.
 pub(super) fn inspect(snap: &Snapshot, ex: &Exchange, action: &mut Action, body: &[u8]) {
-    let decoded = inspect::inspect_body(&mut action.context.findings, body, &snap.config.inspect);
+    let decoded = inspect::inspect_body(
+        &mut action.context.findings,
+        body,
+        ex.multipart_boundary(),
+        &snap.config.inspect,
+    );
     look_for_canaries(ex, action, body, "body");
     if let Some(decoded) = decoded
         && !canary::hit(&action.context.findings)
@@ -232,7 +237,7 @@ pub(super) async fn decide_with(
     adjust: impl FnOnce(Decision) -> Decision,
 ) -> Result<Decision, Refusal> {
     let t = Instant::now();
-    let (enforced, redacted) = redaction::judge(snap, action, content);
+    let (enforced, redacted) = redaction::judge(snap, action, content, ex.multipart_boundary());
     let action = &*action;
     let policy_seconds = t.elapsed().as_secs_f64();
     // The shadow set is judged beside the enforced one, outside the time policy took.

@@ -150,6 +150,7 @@ pub(super) async fn forward(
         // Never recorded: a secret found in the path (a token some APIs take there).
         detail["path"] = serde_json::Value::from(inspect::WITHHELD_PATH);
     }
+    ex.read_content_type(&head.headers);
     inspect(snap, ex, &mut action, &body);
     // A request in a tunnel is counted with its tunnel, which holds its place in flight.
     if matches!(via, Via::Plain) {
