@@ -812,7 +812,7 @@ impl Judging<'_> {
             _ => ListKind::Tools,
         };
         let pinned_name = kind.pinned_name(own);
-        let mut status = pins.call_status(server, &pinned_name);
+        let mut status = pins.use_status(server, kind, own);
         // Whether the server lists the item but its definition could not be checked.
         let mut unchecked = false;
         // A server's resources are listed once: reads of URIs it does not list do not list
@@ -835,7 +835,7 @@ impl Judging<'_> {
                     tracing::warn!(server = %server, error = %e, list = list.method(), "listing the server's items to check their definitions failed");
                 }
             }
-            status = pins.call_status(server, &pinned_name);
+            status = pins.use_status(server, kind, own);
         }
         // The lookups use the name as the server gave it; messages show it bounded.
         let shown = bounded(own, crate::text::QUOTE_MAX);
@@ -843,6 +843,11 @@ impl Judging<'_> {
         let what = kind.as_str();
         match status {
             CallStatus::Allowed => Ok(pins.findings(server, &pinned_name)),
+            CallStatus::Reserved => Err(format!(
+                "{what} {server}/{shown} is not called: its name is one only a prompt, a resource, \
+                 a resource template or the server's instructions is pinned under (no tool may \
+                 have it)"
+            )),
             CallStatus::Held => Err(format!(
                 "{what} {server}/{shown} is held: its definition changed since it was approved; \
                  an operator reviews it with `warden tools diff {server} '{shown_pinned}'` and \
