@@ -891,7 +891,15 @@ const COMMAND_NAME_MAX: usize = 80;
 /// direction-changing character is not written at all: the operator finds it with
 /// `warden tools list --server`.
 fn review_hint(server: &str, pinned: &str) -> String {
-    let server = shell_quoted(server);
+    // A server's name is the configuration's; quoted only when the shell would read it.
+    let server = if server
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        server.to_owned()
+    } else {
+        shell_quoted(server)
+    };
     let unwritable = |name: &str| {
         name.chars()
             .any(|c| crate::text::is_hidden(c) || c == '\n' || c == '\t')
@@ -1247,8 +1255,8 @@ mod tests {
         let said = review_hint("docs", "prompt:it's $(rm -rf ~) `x`");
         assert_eq!(
             said,
-            "an operator reviews it with `warden tools diff 'docs' 'prompt:it'\\''s $(rm -rf ~) `x`'` \
-             and approves it with `warden tools approve 'docs' 'prompt:it'\\''s $(rm -rf ~) `x`'`"
+            "an operator reviews it with `warden tools diff docs 'prompt:it'\\''s $(rm -rf ~) `x`'` \
+             and approves it with `warden tools approve docs 'prompt:it'\\''s $(rm -rf ~) `x`'`"
         );
         for hostile in [
             "prompt:a\u{202E}txt.exe".to_owned(),
@@ -1257,10 +1265,7 @@ mod tests {
             format!("prompt:{}", "a".repeat(100)),
         ] {
             let said = review_hint("docs", &hostile);
-            assert!(
-                said.contains("`warden tools list --server 'docs'`"),
-                "{said}"
-            );
+            assert!(said.contains("`warden tools list --server docs`"), "{said}");
             assert!(!said.contains(&hostile[7..]), "{said}");
         }
     }
