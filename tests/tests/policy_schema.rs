@@ -23,6 +23,23 @@ async fn warden(args: &[&str]) -> Output {
     run_bounded(cmd, Duration::from_secs(30)).await.unwrap()
 }
 
+/// `warden` run with proxy variables pointing at a port nothing listens on: a client that
+/// honoured them would dial the proxy (and the proxy, not the address guard, would resolve
+/// the server's name), so the listing would fail.
+async fn warden_with_a_proxy_env(args: &[&str]) -> Output {
+    let closed = format!("http://127.0.0.1:{}", free_port().unwrap());
+    let mut cmd = Command::new(warden_bin());
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .env("HTTP_PROXY", &closed)
+        .env("http_proxy", &closed)
+        .env("HTTPS_PROXY", &closed)
+        .env("ALL_PROXY", &closed);
+    run_bounded(cmd, Duration::from_secs(30)).await.unwrap()
+}
+
 fn text(out: &Output) -> String {
     format!(
         "stdout:\n{}\nstderr:\n{}",
@@ -165,14 +182,15 @@ async fn lists_the_tools_of_a_server_over_streamable_http() {
         "--server",
         "everything",
     ];
-    let refused = warden(&listing).await;
+    let refused = warden_with_a_proxy_env(&listing).await;
     assert!(!refused.status.success(), "{}", text(&refused));
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("--allow-private 127.0.0.1"),
         "{}",
         text(&refused)
     );
-    let out = warden(
+    // Proxy variables in the environment are ignored: the guard judged the address dialled.
+    let out = warden_with_a_proxy_env(
         &[
             &listing[..],
             &["--allow-private", "127.0.0.1", "-o"],

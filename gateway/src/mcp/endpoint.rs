@@ -115,8 +115,14 @@ impl Endpoint {
         secrets: Option<&Arc<SecretStore>>,
     ) -> Result<Vec<Arc<Endpoint>>, ConfigErrors> {
         let breaker = &upstream.breaker;
-        let http = super::guarded_client::client(upstream)
-            .map_err(|e| ConfigErrors::one("upstream.nameservers", e.to_string()))?;
+        let http = super::guarded_client::client(upstream).map_err(|e| match e {
+            super::guarded_client::ClientSetupError::Resolver(_) => {
+                ConfigErrors::one("upstream.nameservers", e.to_string())
+            }
+            super::guarded_client::ClientSetupError::Build(_) => {
+                ConfigErrors::one("mcp.servers", e.to_string())
+            }
+        })?;
         let servers: Vec<Arc<Server>> = config
             .servers
             .iter()

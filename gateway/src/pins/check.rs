@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use serde_json::Value;
 
 use super::config::{PinMode, PinsConfig, approval_counts};
-use super::definition::{Definition, ItemKind};
+use super::definition::{Definition, ItemKind, reserved_for_other_kinds};
 use super::diff::unified;
 use super::error::PinError;
 use super::verdict::{CallStatus, PinChange, PinCheck, PinVerdict};
@@ -210,6 +210,17 @@ impl Pins {
             .unwrap_or_else(|e| e.into_inner())
             .get(server)
             .is_some_and(|items| items.keys().any(|k| k.starts_with(prefix)))
+    }
+
+    /// Whether the item of `kind` that `server` calls `name` (a tool to call, a prompt to get,
+    /// a resource to read) may be used, from memory. A tool named like another kind's pinned
+    /// name is [`CallStatus::Reserved`]: the pin under that name is the prompt's, resource's
+    /// or instructions', never the tool's.
+    pub fn use_status(&self, server: &str, kind: ItemKind, name: &str) -> CallStatus {
+        if kind == ItemKind::Tool && reserved_for_other_kinds(name) {
+            return CallStatus::Reserved;
+        }
+        self.call_status(server, &kind.pinned_name(name))
     }
 
     /// Whether a call of `tool` on `server` may go ahead, from memory (for a prompt, a

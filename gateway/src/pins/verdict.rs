@@ -90,4 +90,7 @@ pub enum CallStatus {
     Held,
     /// Warden has never seen the tool in a `tools/list` result: refuse the call (list first).
     Unknown,
+    /// The name is one only another kind of item may be pinned under (a tool called
+    /// `prompt:summarize` or `(instructions)`): refuse the call, whatever is pinned under it.
+    Reserved,
 }

@@ -35,8 +35,9 @@ pub enum ToolsListError {
     #[error(
         "{host} {resolves}{ip}, a {class} address: --from-mcp reaches a server at an address \
          that is not globally reachable only when --allow-private allows it; if this is the \
-         server you mean, run again with --allow-private {suggest} (an address, a network such \
-         as 10.0.0.0/8, a host name or *.domain, as upstream.allow_private takes)"
+         server you mean, run again with --allow-private {suggest} (--allow-private takes an \
+         address, a network such as 10.0.0.0/8, a host name or *.domain, as \
+         upstream.allow_private does)"
     )]
     Private {
         host: String,
@@ -83,10 +84,17 @@ impl ToolsListError {
             resolves: if literal { "is " } else { "resolves to " },
             ip: refused.ip,
             class: refused.class.to_string(),
+            // The address alone is the narrowest grant; a name allows whatever it resolves to
+            // later (a DNS answer can change), so it is offered as the wider option only.
             suggest: if literal {
                 refused.ip.to_string()
             } else {
-                refused.host.clone()
+                format!(
+                    "{ip} (that address only), or with --allow-private {host} (the wider \
+                     grant: any address the name resolves to)",
+                    ip = refused.ip,
+                    host = refused.host
+                )
             },
         }
     }
@@ -518,7 +526,10 @@ mod tests {
             said.starts_with("mcp.internal resolves to 10.0.0.5, a "),
             "{said}"
         );
-        assert!(said.contains("--allow-private mcp.internal "), "{said}");
+        assert!(
+            said.contains("run again with --allow-private 10.0.0.5 (that address only), or with --allow-private mcp.internal (the wider"),
+            "the resolved address first, the name as the wider option: {said}"
+        );
         let other = Wrapper(Box::new(std::io::Error::other("refused")));
         assert_eq!(guarded_http::refusal_in(&other), None);
     }

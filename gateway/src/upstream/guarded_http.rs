@@ -13,8 +13,10 @@ use super::address_guard::{AddressGuard, AddressRefused, GuardedResolver, Upstre
 use crate::egress::resolve::ResolverSetupError;
 
 /// A client builder that follows no redirect (one would carry the request's credentials to
-/// wherever the server points) and resolves names with `guard`'s resolver: `nameservers`
-/// (empty: the system's), each answer waited for at most `timeout`.
+/// wherever the server points), uses no proxy (`HTTP_PROXY`, `HTTPS_PROXY` and `ALL_PROXY` in
+/// Warden's environment are ignored: a proxy would resolve and dial the name itself, past the
+/// guard) and resolves names with `guard`'s resolver: `nameservers` (empty: the system's), each
+/// answer waited for at most `timeout`.
 pub fn builder(
     guard: AddressGuard,
     nameservers: &[SocketAddr],
@@ -23,6 +25,7 @@ pub fn builder(
     let resolver = GuardedResolver::new(guard, nameservers, timeout)?;
     Ok(reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
         .dns_resolver(Arc::new(GuardedDns(resolver))))
 }
 

@@ -524,6 +524,61 @@ async fn a_tool_cannot_pose_as_the_instructions_or_another_kind() {
     );
 }
 
+#[tokio::test]
+async fn a_tool_named_like_a_pinned_prompt_resource_or_instructions_is_never_called_under_its_pin()
+{
+    let setup = Setup::new().await;
+    let pins = setup.pins(&PinsConfig::default()).await;
+    let resource = json!({"uri": "file:///notes.txt", "name": "notes"});
+    assert!(
+        pins.check_item("docs", ItemKind::Prompt, &prompt("Summarize a text."))
+            .await
+            .unwrap()
+            .allows()
+    );
+    assert!(
+        pins.check_item("docs", ItemKind::Resource, &resource)
+            .await
+            .unwrap()
+            .allows()
+    );
+    let instructions = crate::pins::instructions_item("Be brief.");
+    assert!(
+        pins.check_item("docs", ItemKind::Instructions, &instructions)
+            .await
+            .unwrap()
+            .allows()
+    );
+    // The items themselves may be used...
+    assert_eq!(
+        pins.use_status("docs", ItemKind::Prompt, "summarize"),
+        CallStatus::Allowed
+    );
+    assert_eq!(
+        pins.use_status("docs", ItemKind::Resource, "file:///notes.txt"),
+        CallStatus::Allowed
+    );
+    // ...but a (hidden) tool whose name is their pinned name is not called under their
+    // approval.
+    for name in [
+        "prompt:summarize",
+        "resource:file:///notes.txt",
+        crate::pins::INSTRUCTIONS,
+        "resource-template:x",
+        "(other)",
+    ] {
+        assert_eq!(
+            pins.use_status("docs", ItemKind::Tool, name),
+            CallStatus::Reserved,
+            "{name}"
+        );
+    }
+    assert_eq!(
+        pins.use_status("docs", ItemKind::Tool, "summarize"),
+        CallStatus::Unknown
+    );
+}
+
 fn prompt(description: &str) -> Value {
     json!({"name": "summarize", "description": description,
         "arguments": [{"name": "text", "description": "What to summarize", "required": true}]})

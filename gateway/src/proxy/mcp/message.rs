@@ -362,17 +362,7 @@ impl Judging<'_> {
         // A tool, prompt or resource whose definition changed since it was approved (a rug
         // pull) is not called, got or read; what the approved definition hides is a finding
         // for policy.
-        let pinned_item = match (&verb, &rewrite) {
-            (Verb::McpCallTool, Rewrite::Name(own)) => Some((ItemKind::Tool, own)),
-            (Verb::McpGetPrompt, Rewrite::Name(own)) => Some((ItemKind::Prompt, own)),
-            // Unsubscribing stops what was allowed; it is not held.
-            (Verb::McpReadResource, Rewrite::Uri(own))
-                if message.method() != Some("resources/unsubscribe") =>
-            {
-                Some((ItemKind::Resource, own))
-            }
-            _ => None,
-        };
+        let pinned_item = pinned_item(&verb, &rewrite, message.method());
         if let (Some((kind, own)), Some(pins)) = (pinned_item, ex.shared().pins.clone()) {
             let hidden = self
                 .pinned(ex, &pins, &server, kind, own)
@@ -791,6 +781,28 @@ fn answer_as_agent(mut response: Value, id: &Value) -> Value {
     response
 }
 
+/// The pinned item a request of `verb` (JSON-RPC `method`) uses, by its kind and the server's
+/// own name (or URI) for it: the tool called, the prompt got, the resource read or subscribed
+/// to, the prompt or resource template whose argument is completed.
+fn pinned_item<'a>(
+    verb: &Verb,
+    rewrite: &'a Rewrite,
+    method: Option<&str>,
+) -> Option<(ItemKind, &'a str)> {
+    match (verb, rewrite) {
+        (Verb::McpCallTool, Rewrite::Name(own)) => Some((ItemKind::Tool, own)),
+        (Verb::McpGetPrompt, Rewrite::Name(own)) => Some((ItemKind::Prompt, own)),
+        // Unsubscribing stops what was allowed; it is not held.
+        (Verb::McpReadResource, Rewrite::Uri(own)) if method != Some("resources/unsubscribe") => {
+            Some((ItemKind::Resource, own))
+        }
+        // A completion shows the model text about the prompt's or template's arguments.
+        (Verb::McpComplete, Rewrite::RefName(own)) => Some((ItemKind::Prompt, own)),
+        (Verb::McpComplete, Rewrite::RefUri(own)) => Some((ItemKind::ResourceTemplate, own)),
+        _ => None,
+    }
+}
+
 impl Judging<'_> {
     /// Whether the item of `kind` named `own` on `server` (a tool to call, a prompt to get, a
     /// resource to read) may be used by what pinning knows of it: the findings of its approved
@@ -809,17 +821,20 @@ impl Judging<'_> {
         let list = match kind {
             ItemKind::Prompt => ListKind::Prompts,
             ItemKind::Resource => ListKind::Resources,
+            ItemKind::ResourceTemplate => ListKind::ResourceTemplates,
             _ => ListKind::Tools,
         };
+        // A resource or template the server does not list may still be used (by a URI it
+        // gave elsewhere), judged by policy alone; one it lists is checked.
+        let unlisted_ok = matches!(kind, ItemKind::Resource | ItemKind::ResourceTemplate);
         let pinned_name = kind.pinned_name(own);
-        let mut status = pins.call_status(server, &pinned_name);
+        let mut status = pins.use_status(server, kind, own);
         // Whether the server lists the item but its definition could not be checked.
         let mut unchecked = false;
-        // A server's resources are listed once: reads of URIs it does not list do not list
-        // them again.
+        // A server's resources (templates) are listed once: reads of URIs it does not list
+        // do not list them again.
         let listing = status == CallStatus::Unknown
-            && (kind != ItemKind::Resource
-                || !pins.knows_any(server, &ItemKind::Resource.pinned_name("")));
+            && (!unlisted_ok || !pins.knows_any(server, &kind.pinned_name("")));
         if listing && let Some(link) = self.session.link(server) {
             match read_all(link, list).await {
                 Ok(listed) => {
@@ -835,20 +850,24 @@ impl Judging<'_> {
                     tracing::warn!(server = %server, error = %e, list = list.method(), "listing the server's items to check their definitions failed");
                 }
             }
-            status = pins.call_status(server, &pinned_name);
+            status = pins.use_status(server, kind, own);
         }
         // The lookups use the name as the server gave it; messages show it bounded.
         let shown = bounded(own, crate::text::QUOTE_MAX);
-        let shown_pinned = bounded(&pinned_name, crate::text::QUOTE_MAX);
         let what = kind.as_str();
         match status {
             CallStatus::Allowed => Ok(pins.findings(server, &pinned_name)),
+            CallStatus::Reserved => Err(format!(
+                "{what} {server}/{shown} is not called: its name is one only a prompt, a resource, \
+                 a resource template or the server's instructions is pinned under (no tool may \
+                 have it)"
+            )),
             CallStatus::Held => Err(format!(
                 "{what} {server}/{shown} is held: its definition changed since it was approved; \
-                 an operator reviews it with `warden tools diff {server} '{shown_pinned}'` and \
-                 approves it with `warden tools approve {server} '{shown_pinned}'`"
+                 {}",
+                review_hint(server, &pinned_name)
             )),
-            CallStatus::Unknown if kind == ItemKind::Resource && !unchecked => Ok(Vec::new()),
+            CallStatus::Unknown if unlisted_ok && !unchecked => Ok(Vec::new()),
             CallStatus::Unknown if unchecked => Err(format!(
                 "{what} {server}/{shown} is listed by its server but its definition cannot be \
                  checked (see Warden's log); it is not used"
@@ -860,6 +879,48 @@ impl Judging<'_> {
             )),
         }
     }
+}
+
+/// Longest pinned name written into a suggested command; a longer one is found with
+/// `warden tools list`.
+const COMMAND_NAME_MAX: usize = 80;
+
+/// How an operator reviews and approves the held item pinned as `pinned` on `server`. The
+/// server chose the name: it is shell-quoted (`'` written `'\''`, so nothing in it, `$(…)`
+/// say, runs when the command is pasted), and a long name or one with a control, invisible or
+/// direction-changing character is not written at all: the operator finds it with
+/// `warden tools list --server`.
+fn review_hint(server: &str, pinned: &str) -> String {
+    // A server's name is the configuration's; quoted only when the shell would read it.
+    let server = if server
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        server.to_owned()
+    } else {
+        shell_quoted(server)
+    };
+    let unwritable = |name: &str| {
+        name.chars()
+            .any(|c| crate::text::is_hidden(c) || c == '\n' || c == '\t')
+    };
+    if pinned.len() > COMMAND_NAME_MAX || unwritable(pinned) || unwritable(&server) {
+        return format!(
+            "an operator finds it with `warden tools list --server {}`, reviews it with \
+             `warden tools diff` and approves it with `warden tools approve`",
+            crate::text::revealed_line(&server)
+        );
+    }
+    let pinned = shell_quoted(pinned);
+    format!(
+        "an operator reviews it with `warden tools diff {server} {pinned}` and approves it with \
+         `warden tools approve {server} {pinned}`"
+    )
+}
+
+/// `text` as one single-quoted POSIX shell word.
+fn shell_quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 /// Pinning's verdict on one listed definition (of a tool, prompt, resource, resource template
@@ -1169,6 +1230,45 @@ async fn reply(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_completion_is_checked_against_the_pin_of_its_prompt_or_template() {
+        let prompt = Rewrite::RefName("summarize".into());
+        assert_eq!(
+            pinned_item(&Verb::McpComplete, &prompt, Some("completion/complete")),
+            Some((ItemKind::Prompt, "summarize"))
+        );
+        let template = Rewrite::RefUri("file:///{path}".into());
+        assert_eq!(
+            pinned_item(&Verb::McpComplete, &template, Some("completion/complete")),
+            Some((ItemKind::ResourceTemplate, "file:///{path}"))
+        );
+        let uri = Rewrite::Uri("file:///a".into());
+        assert_eq!(
+            pinned_item(&Verb::McpReadResource, &uri, Some("resources/unsubscribe")),
+            None
+        );
+    }
+
+    #[test]
+    fn the_suggested_approve_command_quotes_a_servers_name_for_the_shell() {
+        let said = review_hint("docs", "prompt:it's $(rm -rf ~) `x`");
+        assert_eq!(
+            said,
+            "an operator reviews it with `warden tools diff docs 'prompt:it'\\''s $(rm -rf ~) `x`'` \
+             and approves it with `warden tools approve docs 'prompt:it'\\''s $(rm -rf ~) `x`'`"
+        );
+        for hostile in [
+            "prompt:a\u{202E}txt.exe".to_owned(),
+            "prompt:a\nb".to_owned(),
+            "prompt:a\u{1b}[2J".to_owned(),
+            format!("prompt:{}", "a".repeat(100)),
+        ] {
+            let said = review_hint("docs", &hostile);
+            assert!(said.contains("`warden tools list --server docs`"), "{said}");
+            assert!(!said.contains(&hostile[7..]), "{said}");
+        }
+    }
 
     #[test]
     fn a_servers_result_cannot_speak_for_warden() {
