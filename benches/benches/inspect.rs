@@ -25,7 +25,7 @@ const SENTENCE: &str = "The quarterly report covers 1234 orders shipped on 2026-
 /// What every enabled detector finds in `body`.
 fn scan(body: &[u8], config: &warden::inspect::InspectConfig) -> Findings {
     let mut findings = Findings::none();
-    warden::inspect::inspect(&mut findings, body, config);
+    warden::inspect::inspect(&mut findings, body, None, config);
     findings
 }
 
