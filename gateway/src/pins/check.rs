@@ -2,7 +2,7 @@
 //! definition is known, from the state store when it is new.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use arc_swap::ArcSwap;
@@ -29,6 +29,10 @@ pub struct Pins {
     cache: RwLock<HashMap<String, HashMap<String, Arc<Entry>>>>,
     /// The store's pins revision the cache was loaded at.
     revision: AtomicI64,
+    /// Entries this process wrote into the cache (under its lock): a reload whose snapshot
+    /// began before one of them would put back what it replaced (a change it held), so it
+    /// is not installed.
+    writes: AtomicU64,
 }
 
 impl std::fmt::Debug for Pins {
@@ -167,6 +171,7 @@ impl Pins {
             store,
             cache: RwLock::new(HashMap::new()),
             revision: AtomicI64::new(i64::MIN),
+            writes: AtomicU64::new(0),
         };
         pins.refresh().await?;
         Ok(pins)
@@ -261,6 +266,7 @@ impl Pins {
     /// Reloads every pin from the store if it changed since the last load (an approval by
     /// `warden tools approve`, another replica's pin). Returns whether it reloaded.
     pub async fn refresh(&self) -> Result<bool, PinError> {
+        let writes = self.writes.load(Ordering::Acquire);
         let revision = self.store.revision().await?;
         if revision == self.revision.load(Ordering::Acquire) {
             return Ok(false);
@@ -274,7 +280,13 @@ impl Pins {
                 .or_default()
                 .insert(entry.tool.clone(), Arc::new(entry));
         }
-        *self.cache.write().unwrap_or_else(|e| e.into_inner()) = cache;
+        let mut installed = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        if self.writes.load(Ordering::Acquire) != writes {
+            // A pin this process recorded meanwhile may be missing from the snapshot: keep
+            // memory as it is; the revision stays old, so the next refresh loads again.
+            return Ok(false);
+        }
+        *installed = cache;
         self.revision.store(revision, Ordering::Release);
         Ok(true)
     }
@@ -311,12 +323,12 @@ impl Pins {
 
     fn remember(&self, record: PinRecord) -> Arc<Entry> {
         let entry = Arc::new(Entry::from_record(record));
-        self.cache
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        cache
             .entry(entry.server.clone())
             .or_default()
             .insert(entry.tool.clone(), Arc::clone(&entry));
+        self.writes.fetch_add(1, Ordering::AcqRel);
         entry
     }
 
