@@ -13,7 +13,14 @@ struct Observed {
     inner: SqliteStore,
     calls: AtomicUsize,
     failing: AtomicBool,
+    /// When set, the next `all()` reads its snapshot, says so, and returns it only when told.
+    hold_all: std::sync::Mutex<Option<HoldAll>>,
 }
+
+type HoldAll = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::sync::oneshot::Receiver<()>,
+);
 
 impl Observed {
     fn pass(&self) -> Result<(), StateError> {
@@ -32,7 +39,13 @@ impl PinRepository for Observed {
     fn all(&self) -> BoxFuture<'_, Result<Vec<PinRecord>, StateError>> {
         Box::pin(async move {
             self.pass()?;
-            self.inner.all().await
+            let snapshot = self.inner.all().await;
+            let hold = self.hold_all.lock().unwrap().take();
+            if let Some((taken, go)) = hold {
+                taken.send(()).unwrap();
+                go.await.unwrap();
+            }
+            snapshot
         })
     }
     fn get<'a>(
@@ -120,6 +133,7 @@ impl Setup {
                 inner,
                 calls: AtomicUsize::new(0),
                 failing: AtomicBool::new(false),
+                hold_all: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -715,4 +729,36 @@ async fn resources_and_templates_are_pinned_by_uri_and_follow_approved_mode() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("no uri string"), "{err}");
+}
+
+#[tokio::test]
+async fn a_reload_read_before_a_change_does_not_put_the_approved_pin_back() {
+    let setup = Setup::new().await;
+    let pins = Arc::new(setup.pins(&PinsConfig::default()).await);
+    pins.check("calc", &add("Add two numbers.")).await.unwrap();
+    // A periodic reload reads the store, then a listing holds a changed definition before
+    // the reload installs what it read.
+    let (taken_tx, taken) = tokio::sync::oneshot::channel();
+    let (go, go_rx) = tokio::sync::oneshot::channel();
+    *setup.store.hold_all.lock().unwrap() = Some((taken_tx, go_rx));
+    let reload = tokio::spawn({
+        let pins = Arc::clone(&pins);
+        async move { pins.refresh().await }
+    });
+    taken.await.unwrap();
+    let changed = pins.check("calc", &add(POISON)).await.unwrap();
+    assert!(!changed.allows());
+    assert_eq!(pins.call_status("calc", "add"), CallStatus::Held);
+    go.send(()).unwrap();
+    assert!(
+        !reload.await.unwrap().unwrap(),
+        "a snapshot read before the change is not installed"
+    );
+    assert_eq!(
+        pins.call_status("calc", "add"),
+        CallStatus::Held,
+        "the held change stays held"
+    );
+    assert!(pins.refresh().await.unwrap(), "the next reload loads again");
+    assert_eq!(pins.call_status("calc", "add"), CallStatus::Held);
 }
