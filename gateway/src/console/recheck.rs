@@ -394,21 +394,7 @@ mod tests {
             SystemTime::now(),
         )
         .renewable_with(renewable.then(|| "rt-1".to_owned()));
-        store
-            .sessions()
-            .create(crate::state::sessions::NewSession {
-                id: "s1".into(),
-                csrf_token: "csrf".into(),
-                subject: "alice".into(),
-                display_name: "Alice".into(),
-                groups: vec!["sre".into()],
-                aliases: vec![],
-                sealed_idp_token: Some(token.seal(sealer, "s1").unwrap()),
-                ttl: Duration::from_secs(3600),
-            })
-            .await
-            .unwrap();
-        let record = store.sessions().resume("s1").await.unwrap().unwrap();
+        let record = crate::console::refresh::tests::signed_in(&store, sealer, &token).await;
         (store, record)
     }
 

@@ -328,7 +328,7 @@ async fn refresh(
 }
 
 #[cfg(test)]
-mod tests {
+pub(in crate::console) mod tests {
     use super::*;
     use crate::approval::sealed::FactorKey;
     use crate::state::Store;
@@ -464,7 +464,12 @@ mod tests {
         )
     }
 
-    async fn signed_in(store: &Store, sealer: &Sealer, token: &IdpToken) -> ConsoleSession {
+    /// Session `s1` of alice (group sre, an hour to live) in `store`, holding `token`.
+    pub(in crate::console) async fn signed_in(
+        store: &Store,
+        sealer: &Sealer,
+        token: &IdpToken,
+    ) -> ConsoleSession {
         store
             .sessions()
             .create(NewSession {
