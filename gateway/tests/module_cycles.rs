@@ -90,6 +90,14 @@ fn the_checker_finds_a_circle() {
         let expected: Vec<String> = expected.into_iter().map(String::from).collect();
         assert!(found.contains(&expected), "{expected:?} in {found:?}");
     }
+    for visibility in ["", "pub ", "pub(crate) ", "pub(in crate::console) "] {
+        let text = format!(
+            "use crate::a;\n#[cfg(test)]\n{visibility}mod tests {{\n    use crate::b;\n}}\n"
+        );
+        assert_eq!(without_tests(&text), "use crate::a;\n", "{visibility:?}");
+    }
+    let not_tests = "use crate::a;\n#[cfg(test)]\nmod testsuite {\n}\n";
+    assert_eq!(without_tests(not_tests), not_tests);
 }
 
 /// The child modules a module's file names at the start of a `use` (`use child::…`,
@@ -166,10 +174,14 @@ fn module_path(file: &str) -> Vec<String> {
 /// The source without its inline `#[cfg(test)]` module (from its start to the end of the file,
 /// where this code base keeps it).
 fn without_tests(text: &str) -> String {
-    let inline = ["mod tests {", "pub(crate) mod tests {", "pub mod tests {"];
     let at = text.match_indices("#[cfg(test)]\n").find(|(at, marker)| {
         let next = &text[at + marker.len()..];
-        inline.iter().any(|m| next.starts_with(m))
+        let line = next.lines().next().unwrap_or_default();
+        // `mod tests {` under any visibility: `pub`, `pub(crate)`, `pub(in crate::x)`.
+        let visibility = line.strip_suffix("mod tests {").unwrap_or("-");
+        visibility.is_empty()
+            || visibility == "pub "
+            || (visibility.starts_with("pub(") && visibility.ends_with(") "))
     });
     match at {
         Some((at, _)) => text[..at].to_string(),
