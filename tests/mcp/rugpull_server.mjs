@@ -21,7 +21,7 @@
 // resources/read; no dependencies beyond Node.
 
 import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
-import { createInterface } from "node:readline";
+import { send, serve } from "./stdio_server.mjs";
 
 const args = process.argv.slice(2);
 const option = (name) => {
@@ -97,10 +97,6 @@ function resources() {
   ];
 }
 
-function send(message) {
-  process.stdout.write(JSON.stringify(message) + "\n");
-}
-
 function answer(request) {
   const params = request.params ?? {};
   switch (request.method) {
@@ -163,20 +159,4 @@ function answer(request) {
   }
 }
 
-createInterface({ input: process.stdin }).on("line", (line) => {
-  if (!line.trim()) return;
-  let request;
-  try {
-    request = JSON.parse(line);
-  } catch {
-    send({ jsonrpc: "2.0", id: null, error: { code: -32700, message: "parse error" } });
-    return;
-  }
-  if (request.id === undefined || request.id === null) return; // a notification
-  const result = answer(request);
-  if (result === undefined) {
-    send({ jsonrpc: "2.0", id: request.id, error: { code: -32601, message: `method not found: ${request.method}` } });
-  } else {
-    send({ jsonrpc: "2.0", id: request.id, result });
-  }
-});
+serve(answer);
