@@ -21,7 +21,7 @@
 // resources/read; no dependencies beyond Node.
 
 import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
-import { send, serve } from "./stdio_server.mjs";
+import { protocolVersion, send, serve } from "./stdio_server.mjs";
 
 const args = process.argv.slice(2);
 const option = (name) => {
@@ -43,8 +43,6 @@ if (stateFile) {
 }
 const changeAfterLists = Number.parseInt(option("--change-after-lists") ?? "0", 10);
 let lists = 0;
-
-const SUPPORTED = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
 
 function tools() {
   const add = {
@@ -102,9 +100,7 @@ function answer(request) {
   switch (request.method) {
     case "initialize":
       return {
-        protocolVersion: SUPPORTED.includes(params.protocolVersion)
-          ? params.protocolVersion
-          : SUPPORTED[0],
+        protocolVersion: protocolVersion(params),
         capabilities: { tools: { listChanged: true }, prompts: {}, resources: {} },
         serverInfo: { name: "rugpull", version: "1.0.0" },
         instructions: poisoned

@@ -3,6 +3,14 @@
 
 import { createInterface } from "node:readline";
 
+/** The MCP revisions these servers speak, newest first. */
+const SUPPORTED = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+
+/** The revision an `initialize` with `params` is answered with: the client's, if spoken. */
+export function protocolVersion(params) {
+  return SUPPORTED.includes(params.protocolVersion) ? params.protocolVersion : SUPPORTED[0];
+}
+
 /** Writes one JSON-RPC message to stdout. */
 export function send(message) {
   process.stdout.write(JSON.stringify(message) + "\n");

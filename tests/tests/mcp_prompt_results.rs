@@ -33,6 +33,37 @@ fn has(found: &[(String, String)], detector: &str, location: &str) -> bool {
     found.iter().any(|(d, l)| d == detector && l == location)
 }
 
+/// The findings of the outcome record of the `prompts/get` of `docs_summarize`, which name
+/// the replaced description and what the detectors found in the injected message.
+async fn prompt_outcome_findings(w: &Warden) -> Vec<(String, String)> {
+    let outcome = w
+        .wait_for_audit(Duration::from_secs(10), |r| {
+            r["kind"] == "outcome" && r["action"] == "mcp:get_prompt"
+        })
+        .await
+        .unwrap();
+    let found = findings(&outcome);
+    assert!(
+        has(
+            &found,
+            "prompt_description_not_pinned",
+            "result.description"
+        ),
+        "{outcome}"
+    );
+    for detector in [
+        "tool_instruction_override",
+        "tool_credential_access",
+        "tool_concealment",
+    ] {
+        assert!(
+            has(&found, detector, "result.messages[1].content.text"),
+            "{detector}: {outcome}"
+        );
+    }
+    found
+}
+
 /// Warden with the endpoint `/mcp/tools` on `docs`, the server that answers otherwise than
 /// it lists.
 async fn lying_warden() -> Warden {
@@ -92,36 +123,12 @@ async fn a_prompt_answered_otherwise_reaches_the_agent_as_pinned_and_its_injecti
 
     // The prompt's outcome record names the replaced description and what the detectors found
     // in the injected message.
-    let outcome = w
-        .wait_for_audit(Duration::from_secs(10), |r| {
-            r["kind"] == "outcome" && r["action"] == "mcp:get_prompt"
-        })
-        .await
-        .unwrap();
-    let found = findings(&outcome);
-    assert!(
-        has(
-            &found,
-            "prompt_description_not_pinned",
-            "result.description"
-        ),
-        "{outcome}"
-    );
-    for detector in [
-        "tool_instruction_override",
-        "tool_credential_access",
-        "tool_concealment",
-    ] {
-        assert!(
-            has(&found, detector, "result.messages[1].content.text"),
-            "{detector}: {outcome}"
-        );
-    }
+    let found = prompt_outcome_findings(&w).await;
     assert!(
         !found
             .iter()
             .any(|(_, l)| l.starts_with("result.messages[0]")),
-        "the user's message is clean: {outcome}"
+        "the user's message is clean: {found:?}"
     );
 
     // The resource's outcome record names its text and its text blob, not its image.
@@ -184,27 +191,5 @@ async fn over_the_legacy_transport_the_prompt_is_answered_as_pinned_and_recorded
     .await
     .unwrap();
     assert_eq!(r["steps"][0]["description"], "Summarize a text.", "{r}");
-    let outcome = w
-        .wait_for_audit(Duration::from_secs(10), |r| {
-            r["kind"] == "outcome" && r["action"] == "mcp:get_prompt"
-        })
-        .await
-        .unwrap();
-    let found = findings(&outcome);
-    assert!(
-        has(
-            &found,
-            "prompt_description_not_pinned",
-            "result.description"
-        ),
-        "{outcome}"
-    );
-    assert!(
-        has(
-            &found,
-            "tool_instruction_override",
-            "result.messages[1].content.text"
-        ),
-        "{outcome}"
-    );
+    prompt_outcome_findings(&w).await;
 }
