@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use warden_e2e::mcp::{self, initialize_raw, post_raw};
+use warden_e2e::mcp::{self, answered, initialize_raw, post_raw};
 use warden_e2e::warden::{Warden, WardenBuilder};
 
 /// The strings under `key` of a client step's result (`names` of a list, `uris`).
@@ -338,19 +338,6 @@ async fn a_changed_prompt_or_resource_is_withheld_refused_audited_and_restored_o
         "{r}"
     );
     assert_eq!(r["steps"][4]["messages"], 1, "{r}");
-}
-
-/// The JSON-RPC message Warden answered, as JSON or as the event stream's last message.
-async fn answered(response: reqwest::Response) -> Value {
-    let text = response.text().await.unwrap();
-    if let Ok(value) = serde_json::from_str(&text) {
-        return value;
-    }
-    text.lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .filter_map(|d| serde_json::from_str(d.trim()).ok())
-        .next_back()
-        .unwrap_or(Value::Null)
 }
 
 /// One raw session (no SDK: URIs go exactly as written) at `/mcp/tools` as `token`'s agent:
