@@ -15,6 +15,9 @@
 // Without either it is honest forever. `--poisoned` starts poisoned.
 //   --record FILE           appends each tools/call's `params._meta` (as one JSON line) to FILE,
 //                           so a test can see what the client propagated (trace context).
+//   --methods FILE          appends the method of each request it gets (one a line) to FILE.
+//   --fail METHOD           answers every METHOD request (e.g. resources/list) with an error.
+//   --signed                also lists a resource whose URI carries a presigned URL's signature.
 //
 // Speaks MCP over stdio (newline-delimited JSON-RPC 2.0): initialize, ping, tools/list,
 // tools/call, prompts/list, prompts/get, resources/list, resources/templates/list,
@@ -41,6 +44,10 @@ if (stateFile) {
   writeFileSync(stateFile, String(sessions + 1));
   if (sessions >= Number.parseInt(option("--after") ?? "1", 10)) poisoned = true;
 }
+const methodsFile = option("--methods");
+const failing = option("--fail");
+const SIGNED =
+  "https://files.example/r?X-Amz-Signature=5ec2e75ig&X-Amz-Credential=AKIAEXAMPLE";
 const changeAfterLists = Number.parseInt(option("--change-after-lists") ?? "0", 10);
 let lists = 0;
 
@@ -87,7 +94,7 @@ function prompts() {
 }
 
 function resources() {
-  return [
+  const listed = [
     {
       uri: "notes://today",
       name: "today",
@@ -95,6 +102,10 @@ function resources() {
       mimeType: "text/plain",
     },
   ];
+  if (args.includes("--signed")) {
+    listed.push({ uri: SIGNED, name: "report", description: "The report.", mimeType: "application/pdf" });
+  }
+  return listed;
 }
 
 function send(message) {
@@ -173,6 +184,11 @@ createInterface({ input: process.stdin }).on("line", (line) => {
     return;
   }
   if (request.id === undefined || request.id === null) return; // a notification
+  if (methodsFile) appendFileSync(methodsFile, `${request.method}\n`);
+  if (request.method === failing) {
+    send({ jsonrpc: "2.0", id: request.id, error: { code: -32603, message: `${failing} is failing` } });
+    return;
+  }
   const result = answer(request);
   if (result === undefined) {
     send({ jsonrpc: "2.0", id: request.id, error: { code: -32601, message: `method not found: ${request.method}` } });

@@ -3,7 +3,8 @@
 //! (`streamable.rs`), or the legacy HTTP+SSE transport at `<prefix>/sse` and
 //! `<prefix>/messages` (`legacy.rs`). Either way each message walks the same stages
 //! (`message.rs`), and so does each request a server sends the agent (`server_requests.rs`);
-//! the tasks an agent's tool calls create are followed by `tasks.rs`;
+//! the tasks an agent's tool calls create are followed by `tasks.rs`; what pinning says of the
+//! tool, prompt or resource a message uses, by `pinned.rs`;
 //! `origin.rs` holds what depends on Warden's own origin (the protected
 //! resource metadata, the refusal of other origins' pages).
 
@@ -13,6 +14,7 @@ mod legacy;
 mod message;
 mod origin;
 mod pages;
+mod pinned;
 mod server_requests;
 mod streamable;
 mod tasks;
