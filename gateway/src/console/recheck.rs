@@ -325,29 +325,10 @@ mod tests {
         use axum::routing::{get, post};
         use std::sync::Arc;
         use std::sync::atomic::{AtomicUsize, Ordering};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let grants = Arc::new(AtomicUsize::new(0));
         let counted = grants.clone();
-        let metadata = serde_json::json!({
-            "issuer": base,
-            "authorization_endpoint": format!("{base}/auth"),
-            "token_endpoint": format!("{base}/token"),
-            "userinfo_endpoint": format!("{base}/userinfo"),
-            "jwks_uri": format!("{base}/jwks"),
-            "response_types_supported": ["code"],
-            "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": ["RS256"],
-        });
-        let app = axum::Router::new()
-            .route(
-                "/.well-known/openid-configuration",
-                get(move || {
-                    let metadata = metadata.clone();
-                    async move { axum::Json(metadata) }
-                }),
-            )
-            .route(
+        let base = crate::console::sso::tests::provider(move |app| {
+            app.route(
                 "/jwks",
                 get(|| async { axum::Json(serde_json::json!({ "keys": [] })) }),
             )
@@ -379,18 +360,42 @@ mod tests {
                         (StatusCode::UNAUTHORIZED, axum::Json(refused))
                     }
                 }),
-            );
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+            )
+        })
+        .await;
         (base, grants)
     }
 
-    /// Session `s1` in a new store, signed in with access token `at-1` (valid for an hour, so
-    /// not due) and, when `renewable`, refresh token `rt-1`.
-    async fn signed_in(
-        dir: &tempfile::TempDir,
-        sealer: &Sealer,
+    /// Session `s1` as it is asked about: its access token `at-1` expires in `expires_in`, is
+    /// renewable with refresh token `rt-1` or not, and an earlier answer (groups `sre`) is
+    /// remembered for it (`userinfo_max_age` 5m) or not.
+    struct Asked {
+        expires_in: Duration,
         renewable: bool,
-    ) -> (Store, ConsoleSession) {
+        remembered: bool,
+    }
+
+    /// `asked` asked about at the revoking provider (answering refresh grants with `status`
+    /// and `answer`): the approver, how many refresh grants were made, the session after.
+    async fn ask(
+        status: u16,
+        answer: serde_json::Value,
+        asked: Asked,
+    ) -> (
+        Result<Approver, RecheckError>,
+        usize,
+        Option<ConsoleSession>,
+    ) {
+        let (issuer, grants) = revoking_provider(status, answer).await;
+        let config = OidcConfig {
+            issuer,
+            userinfo_max_age: Duration::from_secs(if asked.remembered { 300 } else { 0 }),
+            ..oidc(true)
+        };
+        let sso = Sso::new(&config, None, "http://localhost:9443").unwrap();
+        let recheck = Recheck::new(&config, TTL);
+        let sealer = sealer();
+        let dir = tempfile::tempdir().unwrap();
         let store = Store::sqlite(
             SqliteStore::open(&dir.path().join("state.db"))
                 .await
@@ -399,14 +404,25 @@ mod tests {
         let token = IdpToken::new(
             "at-1".into(),
             "alice".into(),
-            Some(Duration::from_secs(3600)),
+            Some(asked.expires_in),
             SystemTime::now(),
         )
-        .renewable_with(renewable.then(|| "rt-1".to_owned()));
-        let record = crate::console::refresh::tests::signed_in(&store, sealer, &token).await;
-        (store, record)
+        .renewable_with(asked.renewable.then(|| "rt-1".to_owned()));
+        let record = crate::console::refresh::tests::signed_in(&store, &sealer, &token).await;
+        if asked.remembered {
+            recheck.remember(secret_hash("s1"), &["sre".into()]);
+        }
+        let sessions = store.sessions();
+        let result = recheck
+            .approver(&sso, &sealer, &*sessions, "s1", &record)
+            .await;
+        let after = sessions.resume("s1").await.unwrap();
+        let grants = grants.load(std::sync::atomic::Ordering::SeqCst);
+        (result, grants, after)
     }
 
+    /// Session `s1` signed in with access token `at-1`, valid for an hour (so not due),
+    /// renewable or not, and nothing remembered: asked about at the revoking provider.
     async fn ask_revoking_provider(
         status: u16,
         answer: serde_json::Value,
@@ -416,23 +432,12 @@ mod tests {
         usize,
         Option<ConsoleSession>,
     ) {
-        let (issuer, grants) = revoking_provider(status, answer).await;
-        let config = OidcConfig {
-            issuer,
-            ..oidc(true)
+        let asked = Asked {
+            expires_in: Duration::from_secs(3600),
+            renewable,
+            remembered: false,
         };
-        let sso = Sso::new(&config, None, "http://localhost:9443").unwrap();
-        let recheck = Recheck::new(&config, TTL);
-        let sealer = sealer();
-        let dir = tempfile::tempdir().unwrap();
-        let (store, record) = signed_in(&dir, &sealer, renewable).await;
-        let sessions = store.sessions();
-        let result = recheck
-            .approver(&sso, &sealer, &*sessions, "s1", &record)
-            .await;
-        let after = sessions.resume("s1").await.unwrap();
-        let grants = grants.load(std::sync::atomic::Ordering::SeqCst);
-        (result, grants, after)
+        ask(status, answer, asked).await
     }
 
     #[tokio::test]
@@ -489,9 +494,8 @@ mod tests {
         assert!(after.is_some());
     }
 
-    /// Session `s1`, its access token `at-1` expiring in `expires_in` (renewable with `rt-1`),
-    /// asked about with an answer of the revoking provider (`status`, `answer`) to refresh
-    /// grants, and an earlier userinfo answer (groups `sre`) remembered for five minutes.
+    /// Session `s1`, its access token expiring in `expires_in`, renewable, with an answer
+    /// remembered for it.
     async fn ask_with_a_remembered_answer(
         status: u16,
         answer: serde_json::Value,
@@ -501,37 +505,12 @@ mod tests {
         usize,
         Option<ConsoleSession>,
     ) {
-        let (issuer, grants) = revoking_provider(status, answer).await;
-        let config = OidcConfig {
-            issuer,
-            userinfo_max_age: Duration::from_secs(300),
-            ..oidc(true)
+        let asked = Asked {
+            expires_in,
+            renewable: true,
+            remembered: true,
         };
-        let sso = Sso::new(&config, None, "http://localhost:9443").unwrap();
-        let recheck = Recheck::new(&config, TTL);
-        let sealer = sealer();
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::sqlite(
-            SqliteStore::open(&dir.path().join("state.db"))
-                .await
-                .unwrap(),
-        );
-        let token = IdpToken::new(
-            "at-1".into(),
-            "alice".into(),
-            Some(expires_in),
-            SystemTime::now(),
-        )
-        .renewable_with(Some("rt-1".into()));
-        let record = crate::console::refresh::tests::signed_in(&store, &sealer, &token).await;
-        recheck.remember(secret_hash("s1"), &["sre".into()]);
-        let sessions = store.sessions();
-        let result = recheck
-            .approver(&sso, &sealer, &*sessions, "s1", &record)
-            .await;
-        let after = sessions.resume("s1").await.unwrap();
-        let grants = grants.load(std::sync::atomic::Ordering::SeqCst);
-        (result, grants, after)
+        ask(status, answer, asked).await
     }
 
     #[tokio::test]

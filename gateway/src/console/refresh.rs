@@ -645,27 +645,8 @@ pub(in crate::console) mod tests {
     ) -> String {
         use axum::http::StatusCode;
         use axum::routing::{get, post};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let metadata = serde_json::json!({
-            "issuer": base,
-            "authorization_endpoint": format!("{base}/auth"),
-            "token_endpoint": format!("{base}/token"),
-            "userinfo_endpoint": format!("{base}/userinfo"),
-            "jwks_uri": format!("{base}/jwks"),
-            "response_types_supported": ["code"],
-            "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": ["RS256"],
-        });
-        let app = axum::Router::new()
-            .route(
-                "/.well-known/openid-configuration",
-                get(move || {
-                    let metadata = metadata.clone();
-                    async move { axum::Json(metadata) }
-                }),
-            )
-            .route(
+        crate::console::sso::tests::provider(move |app| {
+            app.route(
                 "/jwks",
                 get(move || {
                     let keys = jwks.lock().unwrap().clone();
@@ -692,9 +673,9 @@ pub(in crate::console) mod tests {
                         }))
                     }
                 }),
-            );
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        base
+            )
+        })
+        .await
     }
 
     /// A test RSA key `kid`: its encoding key and its JWK.

@@ -763,6 +763,33 @@ pub(crate) mod tests {
         }
     }
 
+    /// A provider on a local port for tests: its discovery document (endpoints `/auth`,
+    /// `/token`, `/userinfo`, `/jwks` below its issuer) and the routes `routes` adds; its
+    /// issuer.
+    pub(crate) async fn provider(routes: impl FnOnce(axum::Router) -> axum::Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let metadata = serde_json::json!({
+            "issuer": base,
+            "authorization_endpoint": format!("{base}/auth"),
+            "token_endpoint": format!("{base}/token"),
+            "userinfo_endpoint": format!("{base}/userinfo"),
+            "jwks_uri": format!("{base}/jwks"),
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        });
+        let app = routes(axum::Router::new()).route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(move || {
+                let metadata = metadata.clone();
+                async move { axum::Json(metadata) }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        base
+    }
+
     #[test]
     fn offline_access_is_asked_for_only_when_configured() {
         let mut config = oidc();
