@@ -128,13 +128,9 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     // The audit key may be in Vault: the log opens once the snapshot's secret store exists.
     let signer = audit_signer(&snapshot).await?;
     let audit_dir = audit_dir(&snapshot.config);
-    let sinks = snapshot
-        .config
-        .siem
-        .sinks
-        .iter()
-        .map(|s| s.name.clone())
-        .collect();
+    // Each SIEM sink's verified cursor tells retention what it acknowledged before its
+    // shipper starts: a full log (or `delete_unshipped`) never waits for the shippers.
+    let sinks = crate::siem::acknowledged_at_start(&snapshot.config.siem, &audit_dir, &signer);
     let audit = AuditLog::open_signed(&audit_dir, &snapshot.config.audit, signer, sinks).map_err(
         |source| ServeError::Audit {
             dir: audit_dir.clone(),

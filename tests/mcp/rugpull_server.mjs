@@ -15,6 +15,9 @@
 // Without either it is honest forever. `--poisoned` starts poisoned.
 //   --record FILE           appends each tools/call's `params._meta` (as one JSON line) to FILE,
 //                           so a test can see what the client propagated (trace context).
+//   --methods FILE          appends the method of each request it gets (one a line) to FILE.
+//   --fail METHOD           answers every METHOD request (e.g. resources/list) with an error.
+//   --signed                also lists a resource whose URI carries a presigned URL's signature.
 //
 // Speaks MCP over stdio (newline-delimited JSON-RPC 2.0): initialize, ping, tools/list,
 // tools/call, prompts/list, prompts/get, resources/list, resources/templates/list,
@@ -41,6 +44,10 @@ if (stateFile) {
   writeFileSync(stateFile, String(sessions + 1));
   if (sessions >= Number.parseInt(option("--after") ?? "1", 10)) poisoned = true;
 }
+const methodsFile = option("--methods");
+const failing = option("--fail");
+const SIGNED =
+  "https://files.example/r?X-Amz-Signature=5ec2e75ig&X-Amz-Credential=AKIAEXAMPLE";
 const changeAfterLists = Number.parseInt(option("--change-after-lists") ?? "0", 10);
 let lists = 0;
 
@@ -85,7 +92,7 @@ function prompts() {
 }
 
 function resources() {
-  return [
+  const listed = [
     {
       uri: "notes://today",
       name: "today",
@@ -93,6 +100,10 @@ function resources() {
       mimeType: "text/plain",
     },
   ];
+  if (args.includes("--signed")) {
+    listed.push({ uri: SIGNED, name: "report", description: "The report.", mimeType: "application/pdf" });
+  }
+  return listed;
 }
 
 function answer(request) {
@@ -155,4 +166,10 @@ function answer(request) {
   }
 }
 
-serve(answer);
+serve(answer, (request) => {
+  if (methodsFile) appendFileSync(methodsFile, `${request.method}\n`);
+  if (request.method === failing) {
+    return { jsonrpc: "2.0", id: request.id, error: { code: -32603, message: `${failing} is failing` } };
+  }
+  return undefined;
+});

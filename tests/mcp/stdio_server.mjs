@@ -18,10 +18,11 @@ export function send(message) {
 
 /**
  * Answers each request read from stdin with `answer(request)`: its result, or a
- * "method not found" error when it returns undefined. Notifications are ignored; a line that
- * is not JSON gets a parse error.
+ * "method not found" error when it returns undefined. `first(request)` sees each request
+ * before: a message it returns is sent instead. Notifications are ignored; a line that is not
+ * JSON gets a parse error.
  */
-export function serve(answer) {
+export function serve(answer, first = () => undefined) {
   createInterface({ input: process.stdin }).on("line", (line) => {
     if (!line.trim()) return;
     let request;
@@ -32,6 +33,11 @@ export function serve(answer) {
       return;
     }
     if (request.id === undefined || request.id === null) return; // a notification
+    const instead = first(request);
+    if (instead !== undefined) {
+      send(instead);
+      return;
+    }
     const result = answer(request);
     if (result === undefined) {
       send({ jsonrpc: "2.0", id: request.id, error: { code: -32601, message: `method not found: ${request.method}` } });

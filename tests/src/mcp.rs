@@ -346,6 +346,20 @@ pub async fn post_raw(
     Ok(request.send().await?)
 }
 
+/// The JSON-RPC message Warden answered a raw post with, as JSON or as the event stream's
+/// last message (`null` when there is none).
+pub async fn answered(response: reqwest::Response) -> Value {
+    let text = response.text().await.unwrap_or_default();
+    if let Ok(value) = serde_json::from_str(&text) {
+        return value;
+    }
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str(d.trim()).ok())
+        .next_back()
+        .unwrap_or(Value::Null)
+}
+
 /// Opens a session raw at `path` as `token`'s agent: its `Mcp-Session-Id`.
 pub async fn initialize_raw(warden: &Warden, path: &str, token: &str) -> anyhow::Result<String> {
     initialize_raw_with(warden, path, token, json!({})).await

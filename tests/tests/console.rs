@@ -47,15 +47,22 @@ async fn start() -> Stack {
 
 /// The stack, the IdP started with `idp_env` besides the console's redirect.
 async fn start_with(idp_env: &[(&str, &str)]) -> Stack {
+    start_configured(idp_env, &[]).await
+}
+
+/// The stack, the IdP started with `idp_env`, Warden's configuration with `settings` (JSON
+/// pointer, value) set after the console's.
+async fn start_configured(idp_env: &[(&str, &str)], settings: &[(&str, Value)]) -> Stack {
     let upstream = FakeLlm::start().await.unwrap();
     let signing_in = ConsoleIdp::start_with(idp_env).await.unwrap();
-    let warden = WardenBuilder::new(&upstream)
+    let mut builder = WardenBuilder::new(&upstream)
         .policy("needs-sre.cedar", POLICIES)
         .set("/approvals", json!({"mode": "wait", "wait_timeout": "2m"}))
-        .console(&signing_in)
-        .start()
-        .await
-        .unwrap();
+        .console(&signing_in);
+    for (pointer, value) in settings {
+        builder = builder.set(pointer, value.clone());
+    }
+    let warden = builder.start().await.unwrap();
     Stack {
         _upstream: upstream,
         _idp: signing_in.idp,
@@ -854,6 +861,42 @@ async fn a_session_outlives_its_short_access_token_and_ends_when_the_idp_no_long
     assert!(!second.is_finished(), "the second request still waits");
     let refused = refused_codes(&w.audit_records());
     assert_eq!(refused, ["idp_unavailable", "idp_session_ended"]);
+}
+
+#[tokio::test]
+async fn a_remembered_userinfo_answer_does_not_outlive_a_sign_in_the_idp_no_longer_renews() {
+    // The provider's answer is remembered for 5 minutes; the access token lasts 15 s.
+    let ttl = SHORT_TOKEN.as_secs().to_string();
+    let remember = [("/console/oidc/userinfo_max_age", json!("5m"))];
+    let s = start_configured(&[("IDP_CONSOLE_ACCESS_TOKEN_TTL", &ttl)], &remember).await;
+    let (w, idp, console) = (&s.warden, &s._idp, s.console.as_str());
+    let token = w.token("deploy-bot").await.unwrap();
+    let first = held(w, &token, "gpt-4o", "rotate the signing keys");
+    let id = new_approval(w, "Model::\"openai/gpt-4o\"", &[]).await;
+    let mut alice = Browser::launch("alice").await.unwrap();
+    let signed_in = Instant::now();
+    sign_in(&mut alice, console, "alice", "/factors").await;
+    let (secret, _) = enrol_totp(&mut alice, console, None).await;
+    // The approval's page: the provider names her groups, and the answer is remembered.
+    alice
+        .goto(&format!("{console}/approvals/{id}"))
+        .await
+        .unwrap();
+    let page = alice.text("main").await.unwrap();
+    assert!(page.contains(&id), "{page}");
+
+    // Her account disabled at the IdP, and her access token due: the remembered answer does
+    // not stand in for the refresh, which the IdP refuses, and her console session ends.
+    idp.set_disabled("alice", true).await.unwrap();
+    tokio::time::sleep_until((signed_in + SHORT_TOKEN + Duration::from_secs(1)).into()).await;
+    let ended = ["no longer renews your sign-in", "sign in again"];
+    let decide_path = format!("/approvals/{id}/decide");
+    refused_vote(&mut alice, &decide_path, &secret, 401, &ended).await;
+    let shown = w.cli(&["approvals", "show", &id]).await.unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout).to_string();
+    assert!(shown.contains("status:    pending"), "{shown}");
+    assert!(!first.is_finished(), "the request still waits");
+    assert_eq!(refused_codes(&w.audit_records()), ["idp_session_ended"]);
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@ use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use warden_e2e::egress::Dns;
-use warden_e2e::mcp::{end_session, initialize_raw, post_raw, tool_call};
+use warden_e2e::mcp::{answered, end_session, initialize_raw, post_raw, tool_call};
 use warden_e2e::warden::{Warden, WardenBuilder};
 
 /// Answers the server is still sending, counted while hyper holds their bodies (a body is
@@ -204,19 +204,6 @@ async fn answer(
         },
         _ => full(StatusCode::OK, "application/json", result(json!({}))),
     })
-}
-
-/// The JSON-RPC message Warden answered, as JSON or as the event stream's last message.
-async fn answered(response: reqwest::Response) -> Value {
-    let text = response.text().await.unwrap();
-    if let Ok(value) = serde_json::from_str(&text) {
-        return value;
-    }
-    text.lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .filter_map(|d| serde_json::from_str(d.trim()).ok())
-        .next_back()
-        .unwrap_or(Value::Null)
 }
 
 async fn warden(server: &Hostile) -> Warden {

@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use warden_e2e::mcp;
-use warden_e2e::warden::WardenBuilder;
+use warden_e2e::mcp::{self, answered, initialize_raw, post_raw};
+use warden_e2e::warden::{Warden, WardenBuilder};
 
 /// The strings under `key` of a client step's result (`names` of a list, `uris`).
 fn listed(v: &Value, key: &str) -> Vec<String> {
@@ -31,13 +31,20 @@ async fn rugpull_warden(state: &tempfile::TempDir) -> warden_e2e::warden::Warden
 }
 
 fn rugpull_builder(state: &tempfile::TempDir) -> WardenBuilder {
+    rugpull_builder_with(state, &[])
+}
+
+/// As [`rugpull_builder`], the server given `extra` arguments too (`--after 2`, ...).
+fn rugpull_builder_with(state: &tempfile::TempDir, extra: &[&str]) -> WardenBuilder {
     let counter = state.path().join("sessions");
     let node = std::env::var("NODE").unwrap_or_else(|_| "node".into());
-    let server = json!({
-        "name": "calc",
-        "command": node,
-        "args": [mcp::mcp_dir().join("rugpull_server.mjs"), "--state", counter],
-    });
+    let mut args = vec![
+        json!(mcp::mcp_dir().join("rugpull_server.mjs")),
+        json!("--state"),
+        json!(counter),
+    ];
+    args.extend(extra.iter().map(|a| json!(a)));
+    let server = json!({"name": "calc", "command": node, "args": args});
     WardenBuilder::with_upstream_url("http://127.0.0.1:9")
         .set(
             "/mcp",
@@ -331,4 +338,255 @@ async fn a_changed_prompt_or_resource_is_withheld_refused_audited_and_restored_o
         "{r}"
     );
     assert_eq!(r["steps"][4]["messages"], 1, "{r}");
+}
+
+/// One raw session (no SDK: URIs go exactly as written) at `/mcp/tools` as `token`'s agent:
+/// the answer to each message, `(method, params)`, in order.
+async fn raw_session(w: &Warden, token: &str, messages: &[(&str, Value)]) -> Vec<Value> {
+    let session = initialize_raw(w, "/mcp/tools", token).await.unwrap();
+    let mut answers = Vec::new();
+    for (i, (method, params)) in messages.iter().enumerate() {
+        let message = json!({"jsonrpc": "2.0", "id": 100 + i, "method": method, "params": params});
+        let response = post_raw(w, "/mcp/tools", token, Some(&session), &message)
+            .await
+            .unwrap();
+        answers.push(answered(response).await);
+    }
+    answers
+}
+
+fn read(uri: &str) -> (&'static str, Value) {
+    ("resources/read", json!({"uri": uri}))
+}
+
+fn list_resources() -> (&'static str, Value) {
+    ("resources/list", json!({}))
+}
+
+/// The text a read answered, or `None` when it was refused.
+fn read_text(answer: &Value) -> Option<&str> {
+    answer["result"]["contents"][0]["text"].as_str()
+}
+
+/// The message of a refusal (empty when it was not refused).
+fn refusal(answer: &Value) -> &str {
+    answer["error"]["message"].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn another_spelling_of_a_held_uri_is_refused_and_an_unpinned_one_judged_by_policy() {
+    let state = tempfile::tempdir().unwrap();
+    let w = rugpull_warden(&state).await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    // Session 1: the honest resource is pinned on first use.
+    let a = raw_session(&w, &agent, &[list_resources(), read("calc+notes://today")]).await;
+    assert_eq!(read_text(&a[1]), Some("notes of notes://today"), "{a:?}");
+
+    // Session 2: it turns; listed, it is held. Every spelling RFC 3986 calls the same URI is
+    // held with it.
+    let a = raw_session(
+        &w,
+        &agent,
+        &[
+            list_resources(),
+            read("calc+NOTES://Today"),
+            read("calc+notes://t%6Fday"),
+            read("calc+notes://today"),
+            read("calc+notes://tomorrow"),
+            read("calc+other://x"),
+        ],
+    )
+    .await;
+    for (i, spelling) in [(1, "NOTES://Today"), (2, "t%6Fday"), (3, "today")] {
+        assert!(
+            refusal(&a[i]).contains("held") && refusal(&a[i]).contains("'resource:notes://today'"),
+            "{spelling}: {}",
+            a[i]
+        );
+    }
+    // A URI under no pin (here the template's, which has not changed, and one the server
+    // does not list) is judged by policy alone in tofu mode.
+    assert_eq!(
+        read_text(&a[4]),
+        Some("notes of notes://tomorrow"),
+        "{}",
+        a[4]
+    );
+    assert_eq!(read_text(&a[5]), Some("notes of other://x"), "{}", a[5]);
+}
+
+#[tokio::test]
+async fn in_approved_mode_a_uri_is_read_only_under_an_approved_pin_or_template() {
+    let state = tempfile::tempdir().unwrap();
+    let w = rugpull_builder_with(&state, &["--after", "100"])
+        .set("/pins/mode", json!("approved"))
+        .start()
+        .await
+        .expect("warden starts");
+    let agent = w.token("e2e-agent").await.unwrap();
+    let reads = [
+        read("calc+notes://tomorrow"),
+        read("calc+other://x"),
+        read("calc+notes://a/b"),
+    ];
+    let a = raw_session(&w, &agent, &reads).await;
+    assert!(
+        refusal(&a[0]).contains("resource template")
+            && refusal(&a[0]).contains("'resource-template:notes://{day}'"),
+        "a URI its unapproved template matches is held: {}",
+        a[0]
+    );
+    for answer in &a[1..] {
+        assert!(
+            refusal(answer).contains("pins mode `approved`"),
+            "a URI under no pin and no template is refused: {answer}"
+        );
+    }
+
+    approve(&w, "resource-template:notes://{day}").await;
+    let a = raw_session(&w, &agent, &reads).await;
+    assert_eq!(
+        read_text(&a[0]),
+        Some("notes of notes://tomorrow"),
+        "{}",
+        a[0]
+    );
+    assert!(refusal(&a[1]).contains("pins mode `approved`"), "{}", a[1]);
+    assert!(
+        refusal(&a[2]).contains("pins mode `approved`"),
+        "a simple {{var}} spans no `/`: {}",
+        a[2]
+    );
+}
+
+#[tokio::test]
+async fn a_read_is_refused_when_the_servers_listing_fails() {
+    let state = tempfile::tempdir().unwrap();
+    let w = rugpull_builder_with(&state, &["--fail", "resources/list"])
+        .start()
+        .await
+        .expect("warden starts");
+    let agent = w.token("e2e-agent").await.unwrap();
+    let a = raw_session(&w, &agent, &[read("calc+notes://today")]).await;
+    let message = refusal(&a[0]);
+    assert!(
+        message.contains("MCP server calc's resources/list")
+            && message.contains("listing failed")
+            && message.contains("try again later"),
+        "{}",
+        a[0]
+    );
+    assert_eq!(a[0]["error"]["code"], -32001, "{}", a[0]);
+}
+
+#[tokio::test]
+async fn a_denied_agent_gets_the_policys_refusal_and_warden_lists_nothing_for_it() {
+    let state = tempfile::tempdir().unwrap();
+    let methods = state.path().join("methods");
+    let methods_arg = methods.to_str().unwrap();
+    let w = rugpull_builder_with(&state, &["--after", "2", "--methods", methods_arg])
+        .policy(
+            "denied.cedar",
+            "@id(\"no-reading-for-denied\")\n\
+             @reason(\"reading is not for this agent\")\n\
+             forbid(principal == Agent::\"denied-agent\", action in \
+             [Action::\"mcp:read_resource\", Action::\"mcp:get_prompt\"], resource);\n",
+        )
+        .start()
+        .await
+        .expect("warden starts");
+    let denied = w.token("denied-agent").await.unwrap();
+    let agent = w.token("e2e-agent").await.unwrap();
+    let lists = || {
+        std::fs::read_to_string(&methods)
+            .unwrap_or_default()
+            .lines()
+            .filter(|m| matches!(*m, "prompts/list" | "resources/list"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let get_prompt = (
+        "prompts/get",
+        json!({"name": "calc_summarize", "arguments": {"text": "hi"}}),
+    );
+
+    // Session 0: items never seen; the denied agent is refused by policy before Warden lists
+    // anything to check them.
+    let a = raw_session(
+        &w,
+        &denied,
+        &[get_prompt.clone(), read("calc+notes://today")],
+    )
+    .await;
+    for answer in &a {
+        assert!(
+            refusal(answer).contains("reading is not for this agent"),
+            "{answer}"
+        );
+    }
+    assert_eq!(
+        lists(),
+        Vec::<String>::new(),
+        "no listing for a denied request"
+    );
+
+    // Session 1: an allowed agent's read lists (and pins) the server's resources.
+    let a = raw_session(&w, &agent, &[read("calc+notes://today")]).await;
+    assert_eq!(read_text(&a[0]), Some("notes of notes://today"), "{}", a[0]);
+    assert_eq!(lists(), ["resources/list"]);
+
+    // Session 2: the resource turns and is held; session 3: the denied agent still gets the
+    // policy's refusal, which says nothing of the pin.
+    let a = raw_session(&w, &agent, &[list_resources(), read("calc+notes://today")]).await;
+    assert!(refusal(&a[1]).contains("held"), "{}", a[1]);
+    let a = raw_session(&w, &denied, &[read("calc+notes://today")]).await;
+    assert!(
+        refusal(&a[0]).contains("reading is not for this agent")
+            && !refusal(&a[0]).contains("held"),
+        "{}",
+        a[0]
+    );
+}
+
+#[tokio::test]
+async fn a_presigned_uri_is_masked_in_the_audit_log_warden_s_log_and_tools_list() {
+    let state = tempfile::tempdir().unwrap();
+    let w = rugpull_builder_with(&state, &["--signed"])
+        .set("/pins/mode", json!("approved"))
+        .start()
+        .await
+        .expect("warden starts");
+    let agent = w.token("e2e-agent").await.unwrap();
+    let signed =
+        "calc+https://files.example/r?X-Amz-Signature=5ec2e75ig&X-Amz-Credential=AKIAEXAMPLE";
+    let a = raw_session(&w, &agent, &[list_resources(), read(signed)]).await;
+    assert!(refusal(&a[1]).contains("held"), "{}", a[1]);
+    // Names are shown and recorded up to 64 characters: the start of the masked key.
+    let masked = "resource:https://files.example/r?X-Amz-Signature=***&X-Amz-Cred";
+    let change = w
+        .wait_for_audit(Duration::from_secs(10), |r| {
+            r["kind"] == "tool_change"
+                && r["detail"]["kind"] == "resource"
+                && r["detail"]["tool"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("resource:https:"))
+        })
+        .await
+        .unwrap();
+    assert!(
+        change["detail"]["tool"]
+            .as_str()
+            .unwrap()
+            .starts_with(masked),
+        "{change}"
+    );
+    let list = w.cli(&["tools", "list", "--server", "calc"]).await.unwrap();
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(listed.contains(&format!("calc/{masked}")), "{listed}");
+    let audit: String = w.audit_records().iter().map(Value::to_string).collect();
+    for secret in ["5ec2e75ig", "AKIAEXAMPLE"] {
+        assert!(!audit.contains(secret), "the audit log holds {secret}");
+        assert!(!listed.contains(secret), "warden tools list shows {secret}");
+        assert!(!w.output().contains(secret), "Warden's log holds {secret}");
+    }
 }

@@ -67,12 +67,14 @@ impl AuditLog {
     /// Opens the log as [`open`](Self::open) does, signed with `signer`: the writer appends
     /// signed checkpoints (`audit.signing`), and [`receipt`](Self::receipt) signs receipts.
     /// Retention (`audit.retention`) keeps every segment the SIEM sinks named in `sinks` have
-    /// not acknowledged, as their shippers report it through [`acknowledged`](Self::acknowledged).
+    /// not acknowledged: each from the seq given beside it (what its saved, verified cursor
+    /// says, `siem::acknowledged_at_start`), then as its shipper reports it through
+    /// [`acknowledged`](Self::acknowledged).
     pub fn open_signed(
         dir: &Path,
         cfg: &AuditConfig,
         signer: Arc<Signer>,
-        sinks: Vec<String>,
+        sinks: Vec<(String, u64)>,
     ) -> Result<AuditLog, AuditError> {
         Self::open_with(dir, cfg, Arc::default(), Some(signer), sinks)
     }
@@ -82,7 +84,7 @@ impl AuditLog {
         cfg: &AuditConfig,
         faults: Arc<Faults>,
         signer: Option<Arc<Signer>>,
-        sinks: Vec<String>,
+        sinks: Vec<(String, u64)>,
     ) -> Result<AuditLog, AuditError> {
         crate::private_files::create_dir_all(dir).map_err(|source| AuditError::Io {
             action: "create",
@@ -112,6 +114,10 @@ impl AuditLog {
             source,
         })?;
         let acknowledged = Acknowledged::default();
+        for (sink, seq) in &sinks {
+            acknowledged.set(sink, *seq);
+        }
+        let sinks = sinks.into_iter().map(|(sink, _)| sink).collect();
         let checkpoints = signer.as_ref().map(|signer| {
             Schedule::new(
                 Arc::clone(signer),
@@ -305,8 +311,8 @@ impl AuditLog {
         self.inner.signer.as_ref()
     }
 
-    /// Where the SIEM sinks' shippers report what their destinations acknowledged: the only
-    /// acknowledgements retention trusts.
+    /// Where the SIEM sinks' shippers report what their destinations acknowledged: with each
+    /// sink's verified cursor at the start, the only acknowledgements retention trusts.
     pub fn acknowledged(&self) -> &Acknowledged {
         &self.inner.acknowledged
     }

@@ -3,8 +3,9 @@
 //! The writer thread asks, every minute (every second while the log is near or at its bound,
 //! and right after a rotation), which of the oldest closed segments may be deleted: those
 //! past `audit.retention.max_age`, or as many as keep the log under `max_bytes`, but only
-//! those every SIEM sink has acknowledged, as this process's shipper reported it
-//! ([`Acknowledged`], never a cursor file a process other than Warden may have written). It
+//! those every SIEM sink has acknowledged ([`Acknowledged`]: from the start, its saved cursor
+//! when authentic and matching the log, then what its shipper in this process reports; never
+//! a cursor file a process other than Warden may have written). It
 //! then appends a `retention` record naming them (with the last seq and hash of each, and each
 //! sink's acknowledged seq), commits it under a signed checkpoint, and only then deletes
 //! them: `warden audit verify` accepts a log that begins after seq N only when such a record
@@ -15,11 +16,9 @@
 //! until a sink catches up; `delete_unshipped` deletes the oldest anyway, and the record names,
 //! per sink, the records that sink will never receive.
 //!
-//! After a start, what a sink has acknowledged is unknown until its shipper has read its
-//! cursor and reported: `delete_unshipped` deletes nothing on account of such a sink (the
-//! segments may well have been acknowledged in the last run) until it reports, or until
-//! [`FIRST_REPORT_WAIT`] has passed (a sink that never started), after which it counts as
-//! having acknowledged nothing.
+//! Right after a start, a sink counts as having acknowledged what its verified cursor says
+//! (or nothing, without one), which is what its shipper reports when it starts: neither
+//! decision waits for the shippers.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -41,9 +40,6 @@ const INTERVAL: Duration = Duration::from_secs(60);
 const INTERVAL_FULL: Duration = Duration::from_secs(1);
 /// "Near the bound": this share of `max_bytes`, in percent.
 const NEAR_PERCENT: u64 = 90;
-/// After a start, how long retention waits for a sink's first report before counting it as
-/// having acknowledged nothing (`delete_unshipped` then deletes what it lacks).
-pub const FIRST_REPORT_WAIT: Duration = Duration::from_secs(60);
 /// While full, records nobody waits for (outcomes, rejections) are still written up to this
 /// share of `max_bytes` past it, in percent; beyond, they are counted lost.
 pub const HEADROOM_PERCENT: u64 = 5;
@@ -89,11 +85,8 @@ pub struct Plan {
     /// Per sink, the seq range it has not received that `remove` takes (only with
     /// `delete_unshipped`).
     pub unshipped: BTreeMap<String, (u64, u64)>,
-    /// Per sink that has reported, the last seq it acknowledged when the plan was made.
+    /// Per sink, the last seq it acknowledged when the plan was made.
     pub acknowledged: BTreeMap<String, u64>,
-    /// With `delete_unshipped`, over `max_bytes`: a sink that has not reported since the
-    /// start holds back what it may lack, until it reports.
-    pub awaiting_reports: bool,
     /// The log's size once `remove` is gone.
     pub bytes_after: u64,
     /// Over `max_bytes` with nothing more that may go (`refuse`).
@@ -159,17 +152,12 @@ pub struct Retention {
     config: RetentionConfig,
     /// SIEM sinks whose acknowledgements hold segments back.
     holders: Vec<String>,
-    /// What their shippers in this process had acknowledged.
+    /// What their destinations acknowledged (verified cursors at the start, then their
+    /// shippers' reports).
     acknowledged: Acknowledged,
     next_look: Instant,
     /// The last look found the log near or at its bound.
     near: bool,
-    /// When the log was opened: sinks not reported by `started + first_report_wait` count
-    /// as having acknowledged nothing.
-    started: Instant,
-    first_report_wait: Duration,
-    /// The wait for first reports has ended (and, if sinks had not reported, said so).
-    waited: bool,
 }
 
 impl Retention {
@@ -189,9 +177,6 @@ impl Retention {
             acknowledged,
             next_look: Instant::now(),
             near: false,
-            started: Instant::now(),
-            first_report_wait: FIRST_REPORT_WAIT,
-            waited: false,
         })
     }
 
@@ -215,49 +200,19 @@ impl Retention {
     /// Looks at the log in `dir`: its segments and what the sinks acknowledged.
     pub fn look(&mut self, dir: &Path) -> io::Result<(Plan, u64)> {
         let segments = survey(dir)?;
-        let acked = self.acknowledged_now();
+        let acked: Vec<(String, u64)> = self
+            .holders
+            .iter()
+            .map(|sink| (sink.clone(), self.acknowledged.get(sink)))
+            .collect();
         let plan = plan(&self.config, &segments, &acked, SystemTime::now());
         let total: u64 = segments.iter().map(|s| s.bytes).sum();
         self.near = self
             .config
             .max_bytes
             .is_some_and(|max| plan.full || plan.bytes_after >= max / 100 * NEAR_PERCENT);
-        // A sink's first report is acted on within a second.
-        let soon = self.near || plan.awaiting_reports;
-        self.next_look = Instant::now() + if soon { INTERVAL_FULL } else { INTERVAL };
+        self.next_look = Instant::now() + if self.near { INTERVAL_FULL } else { INTERVAL };
         Ok((plan, total))
-    }
-
-    /// What each sink has acknowledged: `None` for one that has not reported since the start,
-    /// until the wait for first reports has passed; then 0 (with an error in the process
-    /// log naming it).
-    fn acknowledged_now(&mut self) -> Vec<(String, Option<u64>)> {
-        let waited = self.started.elapsed() >= self.first_report_wait;
-        let acked: Vec<(String, Option<u64>)> = self
-            .holders
-            .iter()
-            .map(|sink| {
-                let seq = self.acknowledged.reported(sink);
-                (sink.clone(), seq.or(waited.then_some(0)))
-            })
-            .collect();
-        if waited && !self.waited {
-            self.waited = true;
-            let silent: Vec<&str> = self
-                .holders
-                .iter()
-                .filter(|sink| self.acknowledged.reported(sink).is_none())
-                .map(String::as_str)
-                .collect();
-            if !silent.is_empty() {
-                tracing::error!(
-                    sinks = ?silent,
-                    wait = ?self.first_report_wait,
-                    "audit retention: SIEM sinks have not reported what they acknowledged since the start; they now count as having acknowledged nothing"
-                );
-            }
-        }
-        acked
     }
 }
 
@@ -298,28 +253,19 @@ fn first_record(line: &[u8]) -> Option<(u64, Hash, SystemTime)> {
 /// Decides which of the oldest closed segments go. A segment is closed when a later one
 /// holds records: its last record is the one before that segment's first, whose time also
 /// dates it (a little late, so it is kept a little longer, never shorter). `acked` holds,
-/// per sink, the last seq it acknowledged, `None` for one that has not reported yet: it
-/// holds back every segment, and `delete_unshipped` deletes none on its account.
+/// per sink, the last seq it acknowledged.
 pub fn plan(
     config: &RetentionConfig,
     segments: &[SegmentInfo],
-    acked: &[(String, Option<u64>)],
+    acked: &[(String, u64)],
     now: SystemTime,
 ) -> Plan {
     let total: u64 = segments.iter().map(|s| s.bytes).sum();
-    let min_acked = acked
-        .iter()
-        .map(|(_, seq)| seq.unwrap_or(0))
-        .min()
-        .unwrap_or(u64::MAX);
-    let unreported = acked.iter().any(|(_, seq)| seq.is_none());
+    let min_acked = acked.iter().map(|(_, seq)| *seq).min().unwrap_or(u64::MAX);
     let over = |bytes: u64| config.max_bytes.is_some_and(|max| bytes > max);
     let mut plan = Plan {
         bytes_after: total,
-        acknowledged: acked
-            .iter()
-            .filter_map(|(sink, seq)| Some((sink.clone(), (*seq)?)))
-            .collect(),
+        acknowledged: acked.iter().cloned().collect(),
         ..Plan::default()
     };
     for pair in segments.windows(2) {
@@ -338,15 +284,13 @@ pub fn plan(
         }
         let shipped = last <= min_acked;
         let delete_unshipped = oversize && config.when_full == WhenFull::DeleteUnshipped;
-        let forced = !shipped && delete_unshipped && !unreported;
+        let forced = !shipped && delete_unshipped;
         if !shipped && !forced {
             plan.full = oversize && config.when_full == WhenFull::Refuse;
-            plan.awaiting_reports = delete_unshipped;
             break;
         }
         if forced {
-            for (sink, seq) in acked {
-                let seq = seq.unwrap_or(0);
+            for &(ref sink, seq) in acked {
                 if seq < last {
                     let from = (seq + 1).max(first);
                     plan.unshipped
@@ -434,9 +378,9 @@ mod tests {
         assert_eq!(plan.remove[0].last_hash, [2; 32]);
         assert_eq!(plan.reason, "max_age");
         // A sink that acknowledged only seq 99 holds segment 1 back.
-        let held = super::plan(&config, &segs, &[("splunk".into(), Some(99))], now);
+        let held = super::plan(&config, &segs, &[("splunk".into(), 99)], now);
         assert!(held.remove.is_empty() && !held.full, "{held:?}");
-        let shipped = super::plan(&config, &segs, &[("splunk".into(), Some(100))], now);
+        let shipped = super::plan(&config, &segs, &[("splunk".into(), 100)], now);
         assert_eq!(shipped.remove.len(), 1);
     }
 
@@ -445,7 +389,7 @@ mod tests {
         let t0 = SystemTime::UNIX_EPOCH;
         let segs = segments(5, 100, 10 * MB, t0);
         let config = cfg(None, Some(25 * MB), WhenFull::Refuse);
-        let plan = plan(&config, &segs, &[("elastic".into(), Some(1000))], t0);
+        let plan = plan(&config, &segs, &[("elastic".into(), 1000)], t0);
         assert_eq!(plan.remove.len(), 3, "{plan:?}");
         assert_eq!(plan.bytes_after, 20 * MB);
         assert_eq!(plan.reason, "max_bytes");
@@ -460,10 +404,7 @@ mod tests {
     fn full_refuses_by_default_and_delete_unshipped_names_what_each_sink_loses() {
         let t0 = SystemTime::UNIX_EPOCH;
         let segs = segments(5, 100, 10 * MB, t0);
-        let acked = [
-            ("splunk".to_string(), Some(150)),
-            ("elastic".to_string(), Some(500)),
-        ];
+        let acked = [("splunk".to_string(), 150), ("elastic".to_string(), 500)];
         let refuse = plan(
             &cfg(None, Some(25 * MB), WhenFull::Refuse),
             &segs,
@@ -495,73 +436,6 @@ mod tests {
             json!({"splunk": 150, "elastic": 500})
         );
         assert_eq!(removed_ends(&detail).last(), Some(&(300, [4; 32])));
-    }
-
-    #[test]
-    fn delete_unshipped_deletes_nothing_on_account_of_a_sink_that_has_not_reported() {
-        let t0 = SystemTime::UNIX_EPOCH;
-        let segs = segments(5, 100, 10 * MB, t0);
-        let config = cfg(None, Some(25 * MB), WhenFull::DeleteUnshipped);
-        // After a restart: splunk's shipper has not reported yet, elastic's has everything.
-        let acked = [
-            ("splunk".to_string(), None),
-            ("elastic".to_string(), Some(500)),
-        ];
-        let waiting = plan(&config, &segs, &acked, t0);
-        assert!(waiting.remove.is_empty(), "{waiting:?}");
-        assert!(waiting.unshipped.is_empty(), "{waiting:?}");
-        assert!(waiting.awaiting_reports && !waiting.full, "{waiting:?}");
-        // It reports that its destination holds up to 300: what it has goes, nothing unshipped.
-        let reported = [
-            ("splunk".to_string(), Some(300)),
-            ("elastic".to_string(), Some(500)),
-        ];
-        let plan_ = plan(&config, &segs, &reported, t0);
-        assert_eq!(plan_.remove.len(), 3, "{plan_:?}");
-        assert_eq!(plan_.reason, "max_bytes");
-        assert!(plan_.unshipped.is_empty() && !plan_.awaiting_reports);
-        // With `refuse`, a sink not heard from holds segments back and the log is full, as
-        // before.
-        let refuse = plan(
-            &cfg(None, Some(25 * MB), WhenFull::Refuse),
-            &segs,
-            &acked,
-            t0,
-        );
-        assert!(refuse.remove.is_empty() && refuse.full && !refuse.awaiting_reports);
-    }
-
-    #[test]
-    fn a_sink_silent_past_the_wait_counts_as_having_acknowledged_nothing() {
-        let acknowledged = Acknowledged::default();
-        let config = cfg(None, Some(MB), WhenFull::DeleteUnshipped);
-        let mut retention = Retention::new(
-            &config,
-            vec!["splunk".into(), "elastic".into()],
-            acknowledged.clone(),
-        )
-        .unwrap();
-        acknowledged.set("elastic", 7);
-        assert_eq!(
-            retention.acknowledged_now(),
-            [
-                ("splunk".to_string(), None),
-                ("elastic".to_string(), Some(7))
-            ]
-        );
-        retention.first_report_wait = Duration::ZERO;
-        assert_eq!(
-            retention.acknowledged_now(),
-            [
-                ("splunk".to_string(), Some(0)),
-                ("elastic".to_string(), Some(7))
-            ]
-        );
-        acknowledged.set("splunk", 3);
-        assert_eq!(
-            retention.acknowledged_now()[0],
-            ("splunk".to_string(), Some(3))
-        );
     }
 
     #[test]

@@ -143,7 +143,7 @@ async fn a_sink_that_has_not_acknowledged_holds_segments_and_a_full_log_refuses_
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("audit");
     let cfg = bounded(4 * SEGMENT, WhenFull::Refuse);
-    let log = AuditLog::open_signed(&dir, &cfg, signer(), vec!["splunk".into()]).unwrap();
+    let log = AuditLog::open_signed(&dir, &cfg, signer(), vec![("splunk".into(), 0)]).unwrap();
     let mut refused = None;
     for i in 1..=400 {
         match log.append(event(i)).await {
@@ -194,7 +194,7 @@ async fn delete_unshipped_keeps_writing_and_names_what_the_sink_lost() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("audit");
     let cfg = bounded(4 * SEGMENT, WhenFull::DeleteUnshipped);
-    let log = AuditLog::open_signed(&dir, &cfg, signer(), vec!["splunk".into()]).unwrap();
+    let log = AuditLog::open_signed(&dir, &cfg, signer(), vec![("splunk".into(), 0)]).unwrap();
     log.acknowledged().set("splunk", 3);
     for i in 1..=120 {
         log.append(event(i)).await.unwrap();
@@ -247,49 +247,69 @@ async fn segments_older_than_max_age_go_once_closed() {
 }
 
 #[tokio::test]
-async fn after_a_restart_delete_unshipped_waits_for_the_sinks_first_report() {
+async fn after_a_restart_a_sink_counts_from_its_position_at_start_without_a_report() {
     // A first run (no retention) leaves a log over the bound the second run has, every
-    // record of it acknowledged by the sink in that run.
+    // record of it acknowledged by the sink in that run (its verified cursor says so).
+    let unbounded = AuditConfig {
+        segment_bytes: SEGMENT,
+        ..config(5)
+    };
+    for when_full in [WhenFull::DeleteUnshipped, WhenFull::Refuse] {
+        let (_tmp, dir) = signed_log(120, &unbounded).await;
+        assert!(numbers(&dir).len() > 5, "{:?}", numbers(&dir));
+        let acknowledged = first_run_head(&dir);
+        let cfg = bounded(4 * SEGMENT, when_full);
+        let at_start = vec![("splunk".into(), acknowledged)];
+        let log = AuditLog::open_signed(&dir, &cfg, signer(), at_start).unwrap();
+        // No shipper reports: the oldest go anyway, none as unshipped, and nothing is refused.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while numbers(&dir)[0] == 1 {
+            assert!(
+                Instant::now() < deadline,
+                "retention waited for a report ({when_full:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(!log.is_full(), "{when_full:?}");
+        log.append(event(1)).await.unwrap();
+        log.close().await.unwrap();
+        assert_eq!(log.stats().deleted_unshipped.get(), 0);
+        let records = retention_records(&dir);
+        let detail = &records[0]["detail"];
+        assert_eq!(detail["reason"], "max_bytes", "{detail}");
+        assert!(detail.get("unshipped").is_none(), "{detail}");
+        assert_eq!(detail["acknowledged"]["splunk"], acknowledged);
+        verify_with(&dir, &strict()).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn after_a_restart_a_sink_without_a_verified_position_has_acknowledged_nothing() {
     let unbounded = AuditConfig {
         segment_bytes: SEGMENT,
         ..config(5)
     };
     let (_tmp, dir) = signed_log(120, &unbounded).await;
-    assert!(numbers(&dir).len() > 5, "{:?}", numbers(&dir));
     let cfg = bounded(4 * SEGMENT, WhenFull::DeleteUnshipped);
-    let log = AuditLog::open_signed(&dir, &cfg, signer(), vec!["splunk".into()]).unwrap();
-    let acknowledged = log.head().0;
-    // Before the shipper has read its cursor and reported, nothing is taken as unshipped.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        numbers(&dir)[0],
-        1,
-        "a segment went before the sink reported"
-    );
-    assert!(
-        retention_records(&dir).is_empty(),
-        "{:?}",
-        retention_records(&dir)
-    );
-    assert_eq!(log.stats().deleted_unshipped.get(), 0);
-    assert!(!log.is_full(), "delete_unshipped never refuses");
-
-    // It reports that its destination holds everything: the oldest go, none as unshipped.
-    log.acknowledged().set("splunk", acknowledged);
+    let log = AuditLog::open_signed(&dir, &cfg, signer(), vec![("splunk".into(), 0)]).unwrap();
+    // Its shipper would report 0 when it starts: the oldest go at once, named unshipped.
     let deadline = Instant::now() + Duration::from_secs(5);
     while numbers(&dir)[0] == 1 {
-        assert!(
-            Instant::now() < deadline,
-            "retention never acted on the report"
-        );
+        assert!(Instant::now() < deadline, "retention waited for a report");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     log.close().await.unwrap();
     let records = retention_records(&dir);
     let detail = &records[0]["detail"];
-    assert_eq!(detail["reason"], "max_bytes", "{detail}");
-    assert!(detail.get("unshipped").is_none(), "{detail}");
-    assert_eq!(detail["acknowledged"]["splunk"], acknowledged);
-    assert_eq!(log.stats().deleted_unshipped.get(), 0);
+    assert_eq!(detail["reason"], "when_full", "{detail}");
+    assert_eq!(detail["unshipped"]["splunk"]["from"], 1, "{detail}");
+    assert!(log.stats().deleted_unshipped.get() > 0);
     verify_with(&dir, &strict()).unwrap();
+}
+
+/// The last seq of the closed log in `dir`.
+fn first_run_head(dir: &Path) -> u64 {
+    let last = *numbers(dir).last().unwrap();
+    let line = lines(&segment(dir, last)).pop().unwrap();
+    ChainFields::parse(line.as_bytes()).unwrap().seq
 }

@@ -5,7 +5,10 @@
 //! provider can no longer decide; someone whose account was disabled (the provider refuses
 //! the token) cannot either; while the provider cannot answer, nothing is decided (fail
 //! closed: the approval stays pending). An answer is used again for the same session for
-//! `console.oidc.userinfo_max_age` (default `0s`: every time). The access token it asks with is
+//! `console.oidc.userinfo_max_age` (default `0s`: every time), but not once the session's
+//! tokens are due for a refresh: then they are refreshed and the provider asked again, as when
+//! nothing is remembered (so a refresh the provider refuses ends the session on schedule, and
+//! one that renews the ID token moves the session's end). The access token it asks with is
 //! refreshed first when it is (about to be) expired (`refresh`); one the provider refuses
 //! before its expiry (revoked there) is refreshed once and the provider asked again with the
 //! new one: a refused refresh ends the session, a provider that cannot answer decides nothing.
@@ -138,7 +141,13 @@ impl Recheck {
             return Ok(signed_in);
         }
         let key = secret_hash(session_id);
-        let groups = match self.recent(&key) {
+        // A remembered answer stands only while the session's tokens need nothing: one due for
+        // a refresh (its access token, or the ID token that ends the session) is refreshed on
+        // schedule, and the provider asked again with it.
+        let remembered = self
+            .recent(&key)
+            .filter(|_| !super::refresh::is_due(sealer, self.lifetime, session_id, record));
+        let groups = match remembered {
             Some(groups) => groups,
             None => {
                 let groups = self.ask(sso, sealer, sessions, session_id, record).await?;
@@ -316,29 +325,10 @@ mod tests {
         use axum::routing::{get, post};
         use std::sync::Arc;
         use std::sync::atomic::{AtomicUsize, Ordering};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let grants = Arc::new(AtomicUsize::new(0));
         let counted = grants.clone();
-        let metadata = serde_json::json!({
-            "issuer": base,
-            "authorization_endpoint": format!("{base}/auth"),
-            "token_endpoint": format!("{base}/token"),
-            "userinfo_endpoint": format!("{base}/userinfo"),
-            "jwks_uri": format!("{base}/jwks"),
-            "response_types_supported": ["code"],
-            "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": ["RS256"],
-        });
-        let app = axum::Router::new()
-            .route(
-                "/.well-known/openid-configuration",
-                get(move || {
-                    let metadata = metadata.clone();
-                    async move { axum::Json(metadata) }
-                }),
-            )
-            .route(
+        let base = crate::console::sso::tests::provider(move |app| {
+            app.route(
                 "/jwks",
                 get(|| async { axum::Json(serde_json::json!({ "keys": [] })) }),
             )
@@ -370,18 +360,42 @@ mod tests {
                         (StatusCode::UNAUTHORIZED, axum::Json(refused))
                     }
                 }),
-            );
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+            )
+        })
+        .await;
         (base, grants)
     }
 
-    /// Session `s1` in a new store, signed in with access token `at-1` (valid for an hour, so
-    /// not due) and, when `renewable`, refresh token `rt-1`.
-    async fn signed_in(
-        dir: &tempfile::TempDir,
-        sealer: &Sealer,
+    /// Session `s1` as it is asked about: its access token `at-1` expires in `expires_in`, is
+    /// renewable with refresh token `rt-1` or not, and an earlier answer (groups `sre`) is
+    /// remembered for it (`userinfo_max_age` 5m) or not.
+    struct Asked {
+        expires_in: Duration,
         renewable: bool,
-    ) -> (Store, ConsoleSession) {
+        remembered: bool,
+    }
+
+    /// `asked` asked about at the revoking provider (answering refresh grants with `status`
+    /// and `answer`): the approver, how many refresh grants were made, the session after.
+    async fn ask(
+        status: u16,
+        answer: serde_json::Value,
+        asked: Asked,
+    ) -> (
+        Result<Approver, RecheckError>,
+        usize,
+        Option<ConsoleSession>,
+    ) {
+        let (issuer, grants) = revoking_provider(status, answer).await;
+        let config = OidcConfig {
+            issuer,
+            userinfo_max_age: Duration::from_secs(if asked.remembered { 300 } else { 0 }),
+            ..oidc(true)
+        };
+        let sso = Sso::new(&config, None, "http://localhost:9443").unwrap();
+        let recheck = Recheck::new(&config, TTL);
+        let sealer = sealer();
+        let dir = tempfile::tempdir().unwrap();
         let store = Store::sqlite(
             SqliteStore::open(&dir.path().join("state.db"))
                 .await
@@ -390,14 +404,25 @@ mod tests {
         let token = IdpToken::new(
             "at-1".into(),
             "alice".into(),
-            Some(Duration::from_secs(3600)),
+            Some(asked.expires_in),
             SystemTime::now(),
         )
-        .renewable_with(renewable.then(|| "rt-1".to_owned()));
-        let record = crate::console::refresh::tests::signed_in(&store, sealer, &token).await;
-        (store, record)
+        .renewable_with(asked.renewable.then(|| "rt-1".to_owned()));
+        let record = crate::console::refresh::tests::signed_in(&store, &sealer, &token).await;
+        if asked.remembered {
+            recheck.remember(secret_hash("s1"), &["sre".into()]);
+        }
+        let sessions = store.sessions();
+        let result = recheck
+            .approver(&sso, &sealer, &*sessions, "s1", &record)
+            .await;
+        let after = sessions.resume("s1").await.unwrap();
+        let grants = grants.load(std::sync::atomic::Ordering::SeqCst);
+        (result, grants, after)
     }
 
+    /// Session `s1` signed in with access token `at-1`, valid for an hour (so not due),
+    /// renewable or not, and nothing remembered: asked about at the revoking provider.
     async fn ask_revoking_provider(
         status: u16,
         answer: serde_json::Value,
@@ -407,23 +432,12 @@ mod tests {
         usize,
         Option<ConsoleSession>,
     ) {
-        let (issuer, grants) = revoking_provider(status, answer).await;
-        let config = OidcConfig {
-            issuer,
-            ..oidc(true)
+        let asked = Asked {
+            expires_in: Duration::from_secs(3600),
+            renewable,
+            remembered: false,
         };
-        let sso = Sso::new(&config, None, "http://localhost:9443").unwrap();
-        let recheck = Recheck::new(&config, TTL);
-        let sealer = sealer();
-        let dir = tempfile::tempdir().unwrap();
-        let (store, record) = signed_in(&dir, &sealer, renewable).await;
-        let sessions = store.sessions();
-        let result = recheck
-            .approver(&sso, &sealer, &*sessions, "s1", &record)
-            .await;
-        let after = sessions.resume("s1").await.unwrap();
-        let grants = grants.load(std::sync::atomic::Ordering::SeqCst);
-        (result, grants, after)
+        ask(status, answer, asked).await
     }
 
     #[tokio::test]
@@ -478,6 +492,63 @@ mod tests {
         assert!(matches!(e, RecheckError::Refused), "{e:?}");
         assert_eq!(grants, 0, "nothing to renew it with");
         assert!(after.is_some());
+    }
+
+    /// Session `s1`, its access token expiring in `expires_in`, renewable, with an answer
+    /// remembered for it.
+    async fn ask_with_a_remembered_answer(
+        status: u16,
+        answer: serde_json::Value,
+        expires_in: Duration,
+    ) -> (
+        Result<Approver, RecheckError>,
+        usize,
+        Option<ConsoleSession>,
+    ) {
+        let asked = Asked {
+            expires_in,
+            renewable: true,
+            remembered: true,
+        };
+        ask(status, answer, asked).await
+    }
+
+    #[tokio::test]
+    async fn a_remembered_answer_stands_only_while_the_sessions_tokens_are_not_due() {
+        let renewed = serde_json::json!({
+            "access_token": "at-renewed", "token_type": "Bearer", "expires_in": 3600,
+            "refresh_token": "rt-2",
+        });
+        // Not due: the remembered answer, the provider not asked.
+        let hour = Duration::from_secs(3600);
+        let (who, grants, _) = ask_with_a_remembered_answer(200, renewed.clone(), hour).await;
+        assert_eq!(who.unwrap().groups, ["sre"], "the remembered answer");
+        assert_eq!(grants, 0);
+        // Its access token due: refreshed on schedule, and the provider asked again with it.
+        let soon = Duration::from_secs(2);
+        let (who, grants, after) = ask_with_a_remembered_answer(200, renewed, soon).await;
+        assert_eq!(
+            who.unwrap().groups,
+            ["sre", "oncall"],
+            "the provider's answer now"
+        );
+        assert_eq!(grants, 1, "the due refresh was not skipped");
+        let after = after.expect("the session goes on");
+        assert_eq!(after.idp_token_version, 1);
+        let stored =
+            IdpToken::open(&sealer(), "s1", after.sealed_idp_token.as_deref().unwrap()).unwrap();
+        assert_eq!(stored.refresh_secret(), Some("rt-2"));
+    }
+
+    #[tokio::test]
+    async fn a_remembered_answer_does_not_outlive_a_sign_in_the_provider_ended() {
+        let refused = serde_json::json!({ "error": "invalid_grant" });
+        let soon = Duration::from_secs(2);
+        let (who, grants, after) = ask_with_a_remembered_answer(400, refused, soon).await;
+        let e = who.unwrap_err();
+        assert!(matches!(e, RecheckError::Ended), "{e:?}");
+        assert_eq!(grants, 1);
+        assert_eq!(after, None, "the session is gone");
     }
 
     #[test]

@@ -9,6 +9,13 @@
 //!   answer, verified as at sign-in and held to the sign-in's (OpenID Connect Core 12.2: same
 //!   `iss`, `sub`, `aud`), moves the session's end to its `exp`, never past
 //!   `console.session_ttl` from sign-in. An answer without one leaves the end where it was.
+//!   One that is not of the sign-in, or not valid, ends the session. One signed with a key
+//!   the provider's keys (read again for it) do not hold, or while they cannot be read, is
+//!   not used, nor the answer's access token: the answer's refresh token (the provider may
+//!   have spent the old one) is stored with the tokens as they were, the session's end
+//!   unmoved, and nothing is decided; the next try refreshes again.
+//! - A recheck answer remembered for `console.oidc.userinfo_max_age` is not used once the
+//!   session is due for a refresh ([`is_due`]): the refresh comes on schedule all the same.
 //! - The provider refuses the access token at userinfo before its expiry (revoked there):
 //!   [`after_refusal`] refreshes it once, and the recheck asks again with the new one.
 //! - The provider refuses the refresh token (`invalid_grant`: the account disabled, the token
@@ -205,13 +212,8 @@ async fn obtain(
     } = from;
     let deadline = Instant::now() + CLAIM_FOR + Duration::from_secs(5);
     loop {
-        let now = SystemTime::now();
         let needed = refused_version == Some(version)
-            || match due(&token, now) {
-                Due::Use => lifetime.id_token_due(record.created_ms, &token, now),
-                Due::Refresh => true,
-                Due::Expired => return Err(RefreshError::Expired),
-            };
+            || needs_refresh(lifetime, record.created_ms, &token, SystemTime::now())?;
         if !needed {
             return Ok(Current { token, version });
         }
@@ -243,6 +245,37 @@ async fn obtain(
             .ok_or(RefreshError::Ended)?;
         version = again.idp_token_version;
         token = open(sealer, session_id, &again)?;
+    }
+}
+
+/// Whether session `session_id` (`record`) is due for a refresh now (its access token, or
+/// the ID token that ends it), or cannot go on without one (no token to open, an expired
+/// one): a provider's answer remembered for it (`console.oidc.userinfo_max_age`) does not
+/// stand in for the refresh then.
+pub fn is_due(
+    sealer: &Sealer,
+    lifetime: Lifetime,
+    session_id: &str,
+    record: &ConsoleSession,
+) -> bool {
+    open(sealer, session_id, record)
+        .and_then(|token| needs_refresh(lifetime, record.created_ms, &token, SystemTime::now()))
+        .unwrap_or(true)
+}
+
+/// Whether `token` of the session signed in at `created_ms` is to be refreshed at `now`: its
+/// access token is due, or (by `lifetime`) the ID token that ends the session.
+/// [`RefreshError::Expired`] when it expired and cannot be renewed.
+fn needs_refresh(
+    lifetime: Lifetime,
+    created_ms: i64,
+    token: &IdpToken,
+    now: SystemTime,
+) -> Result<bool, RefreshError> {
+    match due(token, now) {
+        Due::Use => Ok(lifetime.id_token_due(created_ms, token, now)),
+        Due::Refresh => Ok(true),
+        Due::Expired => Err(RefreshError::Expired),
     }
 }
 
@@ -293,6 +326,36 @@ async fn refresh(
             tracing::info!(subject = %token.subject, "the SSO provider refused to renew a console sign-in: its session ended");
             return Err(RefreshError::Ended);
         }
+        Err(SsoError::RefreshedIdToken(why)) => {
+            // An ID token not of this sign-in (OpenID Connect Core 12.2), or not valid: the
+            // session ends here, on every replica.
+            if let Err(e) = sessions.delete(session_id).await {
+                tracing::warn!(error = %e, subject = %token.subject, "a console session renewed with a foreign ID token could not be removed");
+            }
+            tracing::warn!(subject = %token.subject, reason = %why, "the SSO provider renewed a console sign-in with an ID token that does not stand for it: its session ended");
+            return Err(RefreshError::Ended);
+        }
+        Err(SsoError::RefreshedIdTokenUnchecked { reason, kept }) => {
+            // The provider may have spent the old refresh token: the new one is kept, with
+            // the tokens as they were (the session's end unmoved), for the next try.
+            tracing::warn!(subject = %token.subject, reason = %reason, "the SSO provider renewed a console sign-in with an ID token that cannot be checked now; its new refresh token is kept");
+            let kept = kept
+                .seal(sealer, session_id)
+                .map_err(|e| RefreshError::Unavailable(e.to_string()))?;
+            match sessions
+                .replace_idp_token(session_id, version, kept, None)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return Err(RefreshError::Ended),
+                Err(e) => {
+                    tracing::error!(error = %e, subject = %token.subject, "a console session's renewed refresh token could not be kept");
+                }
+            }
+            return Err(RefreshError::Unavailable(format!(
+                "the provider's new ID token cannot be checked now: {reason}"
+            )));
+        }
         Err(e) => {
             tracing::warn!(error = %e, subject = %token.subject, "the SSO provider could not renew a console sign-in");
             if let Err(e) = sessions.release_refresh(session_id, version, until).await {
@@ -331,6 +394,7 @@ async fn refresh(
 pub(in crate::console) mod tests {
     use super::*;
     use crate::approval::sealed::FactorKey;
+    use crate::console::config::OidcConfig;
     use crate::state::Store;
     use crate::state::sessions::NewSession;
     use crate::state::sqlite::SqliteStore;
@@ -570,5 +634,201 @@ pub(in crate::console) mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, RefreshError::Expired), "{e:?}");
+    }
+
+    /// A provider whose refresh grants answer access token `at-2`, refresh token `rt-2` and
+    /// the ID token `id_token` holds, and whose keys (`jwks`: `None` while they cannot be read)
+    /// are read at discovery: its issuer.
+    async fn signing_provider(
+        id_token: std::sync::Arc<std::sync::Mutex<String>>,
+        jwks: std::sync::Arc<std::sync::Mutex<Option<serde_json::Value>>>,
+    ) -> String {
+        use axum::http::StatusCode;
+        use axum::routing::{get, post};
+        crate::console::sso::tests::provider(move |app| {
+            app.route(
+                "/jwks",
+                get(move || {
+                    let keys = jwks.lock().unwrap().clone();
+                    async move {
+                        match keys {
+                            Some(keys) => (StatusCode::OK, axum::Json(keys)),
+                            None => (
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                axum::Json(serde_json::json!({})),
+                            ),
+                        }
+                    }
+                }),
+            )
+            .route(
+                "/token",
+                post(move |body: String| {
+                    let id_token = id_token.lock().unwrap().clone();
+                    async move {
+                        assert!(body.contains("refresh_token=rt-1"), "{body}");
+                        axum::Json(serde_json::json!({
+                            "access_token": "at-2", "token_type": "Bearer", "expires_in": 3600,
+                            "refresh_token": "rt-2", "id_token": id_token,
+                        }))
+                    }
+                }),
+            )
+        })
+        .await
+    }
+
+    /// A test RSA key `kid`: its encoding key and its JWK.
+    fn rsa_key(pem: &[u8], kid: &str) -> (jsonwebtoken::EncodingKey, serde_json::Value) {
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(pem).unwrap();
+        let mut jwk = serde_json::to_value(
+            jsonwebtoken::jwk::Jwk::from_encoding_key(&key, jsonwebtoken::Algorithm::RS256)
+                .unwrap(),
+        )
+        .unwrap();
+        jwk["kid"] = kid.into();
+        jwk["use"] = "sig".into();
+        (key, jwk)
+    }
+
+    const RSA1: &[u8] = include_bytes!("../identity/testdata/rsa1.pem");
+    const RSA2: &[u8] = include_bytes!("../identity/testdata/rsa2.pem");
+
+    /// What a refresh of session `s1` did, its ID token signed with the new key `k2` for
+    /// `sub`, while the keys read at discovery hold only `k1` and a second read of them
+    /// answers `again` (`None`: it fails).
+    async fn refresh_with_rotated_key(
+        sub: &str,
+        again: Option<&[&serde_json::Value]>,
+    ) -> (
+        Result<Current, RefreshError>,
+        Option<ConsoleSession>,
+        ConsoleSession,
+        Sealer,
+    ) {
+        let (_, old_jwk) = rsa_key(RSA2, "k1");
+        let (new_key, _) = rsa_key(RSA1, "k2");
+        let id_token = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let jwks = std::sync::Arc::new(std::sync::Mutex::new(Some(
+            serde_json::json!({ "keys": [old_jwk] }),
+        )));
+        let issuer = signing_provider(id_token.clone(), jwks.clone()).await;
+        let now_s = epoch_ms(SystemTime::now()) / 1000;
+        let signed_in_at = now_s - 200;
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some("k2".into());
+        let claims = serde_json::json!({
+            "iss": issuer, "aud": "console", "sub": sub, "iat": now_s, "exp": now_s + 300,
+            "auth_time": signed_in_at,
+        });
+        *id_token.lock().unwrap() = jsonwebtoken::encode(&header, &claims, &new_key).unwrap();
+        let config = OidcConfig {
+            issuer,
+            ..crate::console::sso::tests::oidc()
+        };
+        let sso = Sso::new(&config, None, "http://localhost:9443").unwrap();
+        // The first discovery reads k1 only; the keys are read again as `again` says.
+        sso.userinfo(&token(Duration::from_secs(60), None))
+            .await
+            .ok();
+        *jwks.lock().unwrap() = again.map(|keys| serde_json::json!({ "keys": keys }));
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let sealer = sealer();
+        let binding = crate::console::idp_token::IdTokenBinding {
+            audiences: vec!["console".into()],
+            authorized_party: None,
+            auth_time: Some(signed_in_at),
+            nonce: Some("n".into()),
+            issued_at: signed_in_at,
+            expires_at: signed_in_at + 300,
+            renewed_by_refresh: true,
+        };
+        let due = IdpToken::new(
+            "at-1".into(),
+            "alice".into(),
+            Some(Duration::from_secs(2)),
+            SystemTime::now(),
+        )
+        .renewable_with(Some("rt-1".into()))
+        .bound_to(Some(binding));
+        let record = signed_in(&store, &sealer, &due).await;
+        let sessions = store.sessions();
+        let result = current(&sso, &sealer, &*sessions, LIFETIME, "s1", &record).await;
+        let after = sessions.resume("s1").await.unwrap();
+        (result, after, record, sealer)
+    }
+
+    #[tokio::test]
+    async fn a_renewed_id_token_that_cannot_be_checked_keeps_the_new_refresh_token_and_decides_nothing()
+     {
+        // The keys cannot be read again, or still lack k2: the same.
+        let (_, old_jwk) = rsa_key(RSA2, "k1");
+        for again in [None, Some(&[&old_jwk][..])] {
+            let (result, after, before, sealer) = refresh_with_rotated_key("alice", again).await;
+            let e = result.unwrap_err();
+            assert!(matches!(e, RefreshError::Unavailable(_)), "{e:?}");
+            let after = after.expect("the session goes on");
+            assert_eq!(
+                after.idp_token_version, 1,
+                "the new refresh token is stored"
+            );
+            assert_eq!(after.expires_ms, before.expires_ms, "its end is not moved");
+            let kept =
+                IdpToken::open(&sealer, "s1", after.sealed_idp_token.as_deref().unwrap()).unwrap();
+            assert_eq!(
+                kept.refresh_secret(),
+                Some("rt-2"),
+                "the one the provider issued"
+            );
+            assert_eq!(
+                kept.secret(),
+                "at-1",
+                "the answer's access token is not used"
+            );
+            let opened = |r: &ConsoleSession| {
+                IdpToken::open(&sealer, "s1", r.sealed_idp_token.as_deref().unwrap()).unwrap()
+            };
+            assert_eq!(
+                kept.id_token,
+                opened(&before).id_token,
+                "nor its ID token's claims"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_renewed_id_token_signed_with_a_rotated_key_is_checked_with_the_keys_read_again() {
+        let (_, old_jwk) = rsa_key(RSA2, "k1");
+        let (_, new_jwk) = rsa_key(RSA1, "k2");
+        let (result, after, before, _) =
+            refresh_with_rotated_key("alice", Some(&[&old_jwk, &new_jwk][..])).await;
+        let renewed = result.unwrap();
+        assert_eq!(renewed.token.secret(), "at-2");
+        assert_eq!(renewed.token.refresh_secret(), Some("rt-2"));
+        let after = after.expect("the session goes on");
+        assert_eq!(after.idp_token_version, 1);
+        let id = renewed.token.id_token.as_ref().unwrap();
+        assert!(
+            id.issued_at > id.auth_time.unwrap(),
+            "the new ID token's lifetime"
+        );
+        assert_ne!(after.expires_ms, before.expires_ms);
+        assert_eq!(
+            after.expires_ms,
+            id.expires_at * 1000,
+            "the new ID token's exp ends the session"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_renewed_id_token_of_someone_else_ends_the_session() {
+        let (_, old_jwk) = rsa_key(RSA2, "k1");
+        let (_, new_jwk) = rsa_key(RSA1, "k2");
+        let (result, after, _, _) =
+            refresh_with_rotated_key("mallory", Some(&[&old_jwk, &new_jwk][..])).await;
+        let e = result.unwrap_err();
+        assert!(matches!(e, RefreshError::Ended), "{e:?}");
+        assert_eq!(after, None, "the session is gone");
     }
 }

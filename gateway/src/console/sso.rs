@@ -21,11 +21,12 @@ use openidconnect::core::{
     CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm, CoreProviderMetadata,
 };
 use openidconnect::{
-    AccessToken, AdditionalClaims, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
-    EndUserEmail, EndUserName, EndUserUsername, EndpointMaybeSet, EndpointNotSet, EndpointSet,
-    IdToken, IdTokenClaims, IssuerUrl, LocalizedClaim, Nonce, OAuth2TokenResponse,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope,
-    SubjectIdentifier, TokenResponse, UserInfoError,
+    AccessToken, AdditionalClaims, AuthorizationCode, ClaimsVerificationError, ClientId,
+    ClientSecret, CsrfToken, EndUserEmail, EndUserName, EndUserUsername, EndpointMaybeSet,
+    EndpointNotSet, EndpointSet, IdToken, IdTokenClaims, IssuerUrl, LocalizedClaim, Nonce,
+    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken,
+    RequestTokenError, Scope, SignatureVerificationError, SubjectIdentifier, TokenResponse,
+    UserInfoError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -88,6 +89,17 @@ pub enum SsoError {
          so its tokens were not used"
     )]
     RefreshedIdToken(String),
+    #[error(
+        "the SSO provider renewed this sign-in with an ID token whose signature cannot be \
+         checked now ({reason}), so its tokens were not used; the new refresh token is kept \
+         for the next try"
+    )]
+    RefreshedIdTokenUnchecked {
+        reason: String,
+        /// The sign-in's tokens as they were, with the refresh token the provider just issued
+        /// (it may have spent the old one): to keep, so that the next try can renew again.
+        kept: Box<IdpToken>,
+    },
     #[error("the SSO provider could not renew this sign-in's access token: {0}")]
     Refresh(String),
     #[error("the sign-in has no {0:?} claim naming the approver")]
@@ -217,6 +229,11 @@ impl Sso {
         {
             return Ok(m.clone());
         }
+        self.discover().await
+    }
+
+    /// The provider's metadata and keys read now, and kept for [`METADATA_TTL`].
+    async fn discover(&self) -> Result<CoreProviderMetadata, SsoError> {
         let issuer = IssuerUrl::new(self.config.issuer.clone())
             .map_err(|e| SsoError::Config(format!("console.oidc.issuer: {e}")))?;
         let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
@@ -232,7 +249,11 @@ impl Sso {
 
     /// The provider's client, with the console's redirect.
     async fn client(&self) -> Result<Client, SsoError> {
-        let metadata = self.metadata().await?;
+        self.client_of(self.metadata().await?)
+    }
+
+    /// The client of the provider described by `metadata`, with the console's redirect.
+    fn client_of(&self, metadata: CoreProviderMetadata) -> Result<Client, SsoError> {
         Ok(CoreClient::from_provider_metadata(
             metadata,
             ClientId::new(self.config.client_id.clone()),
@@ -405,7 +426,9 @@ impl Sso {
     /// [`SsoError::Refresh`] when it cannot answer. A new ID token in the answer is verified as
     /// at sign-in and held to the sign-in's (OpenID Connect Core 12.2:
     /// [`IdTokenBinding::accepts`]); [`SsoError::RefreshedIdToken`] when it fails, and none of
-    /// the answer's tokens is used.
+    /// the answer's tokens is used. One signed with a key the provider's keys as Warden holds
+    /// them lack has them read again first; [`SsoError::RefreshedIdTokenUnchecked`] when they
+    /// cannot be read, or still lack it: nothing of the answer is used but its refresh token.
     pub async fn refresh(&self, token: &IdpToken) -> Result<IdpToken, SsoError> {
         let refresh = RefreshToken::new(
             token
@@ -430,10 +453,16 @@ impl Sso {
                 }
                 e => SsoError::Refresh(error_chain(&e)),
             })?;
+        let renewed_with = tokens
+            .refresh_token()
+            .map(|t| t.secret().as_str())
+            .or(token.refresh_secret())
+            .map(str::to_owned);
         let id_token = match (tokens.id_token(), &token.id_token) {
-            (Some(fresh), Some(signed_in)) => {
-                Some(renewed_id_token(&client, &token.subject, signed_in, fresh)?)
-            }
+            (Some(fresh), Some(signed_in)) => Some(
+                self.check_renewed(&client, token, signed_in, fresh, &renewed_with)
+                    .await?,
+            ),
             // No new ID token: the sign-in's stands, and is not renewed by refreshing. (A
             // session sealed before the console kept its ID token's claims has nothing to hold
             // a new one to: it moves nothing.)
@@ -442,11 +471,6 @@ impl Sso {
                 ..b.clone()
             }),
         };
-        let renewed_with = tokens
-            .refresh_token()
-            .map(|t| t.secret().as_str())
-            .or(token.refresh_secret())
-            .map(str::to_owned);
         Ok(IdpToken::new(
             tokens.access_token().secret().clone(),
             token.subject.clone(),
@@ -455,6 +479,39 @@ impl Sso {
         )
         .renewable_with(renewed_with)
         .bound_to(id_token))
+    }
+
+    /// The binding of the sign-in `token` (`signed_in`) renewed by `fresh`, the ID token a
+    /// refresh returned with the refresh token `renewed_with`: checked with `client`'s keys,
+    /// or, when none of them signed it, with the provider's keys read again.
+    async fn check_renewed(
+        &self,
+        client: &Client,
+        token: &IdpToken,
+        signed_in: &IdTokenBinding,
+        fresh: &openidconnect::core::CoreIdToken,
+        renewed_with: &Option<String>,
+    ) -> Result<IdTokenBinding, SsoError> {
+        let unchecked = |reason: String| SsoError::RefreshedIdTokenUnchecked {
+            reason,
+            kept: Box::new(token.clone().renewable_with(renewed_with.clone())),
+        };
+        match renewed_id_token(client, &token.subject, signed_in, fresh) {
+            Ok(binding) => return Ok(binding),
+            Err(Unaccepted::Invalid(why)) => return Err(SsoError::RefreshedIdToken(why)),
+            Err(Unaccepted::NoKey) => {}
+        }
+        // Signed with a key Warden does not hold: the provider may have rotated its keys.
+        let client = match self.discover().await.and_then(|m| self.client_of(m)) {
+            Ok(client) => client,
+            Err(e) => return Err(unchecked(format!("its keys cannot be read: {e}"))),
+        };
+        renewed_id_token(&client, &token.subject, signed_in, fresh).map_err(|e| match e {
+            Unaccepted::NoKey => {
+                unchecked("none of the keys the provider publishes now signed it".into())
+            }
+            Unaccepted::Invalid(why) => SsoError::RefreshedIdToken(why),
+        })
     }
 
     /// The claims `client`'s userinfo endpoint gives for `token` (its `sub` checked), or
@@ -514,15 +571,23 @@ fn binding<AC: AdditionalClaims>(claims: &IdTokenClaims<AC, CoreGenderClaim>) ->
     }
 }
 
+/// Why a refreshed ID token does not stand for the sign-in.
+enum Unaccepted {
+    /// None of the provider's keys at hand signed it: it cannot be checked with them.
+    NoKey,
+    /// It is not valid, or not of this sign-in.
+    Invalid(String),
+}
+
 /// The binding of the sign-in `signed_in` (of `subject`) renewed by `fresh`, the ID token a
-/// refresh returned: verified as at sign-in (signature, issuer, audience, expiry), then held to
-/// the sign-in's.
+/// refresh returned: verified as at sign-in (signature, issuer, audience, expiry) with
+/// `client`'s keys, then held to the sign-in's.
 fn renewed_id_token(
     client: &Client,
     subject: &str,
     signed_in: &IdTokenBinding,
     fresh: &openidconnect::core::CoreIdToken,
-) -> Result<IdTokenBinding, SsoError> {
+) -> Result<IdTokenBinding, Unaccepted> {
     // The nonce, if any, is held to the sign-in's by `accepts` (a refreshed ID token need not
     // carry one).
     let claims = fresh
@@ -530,11 +595,16 @@ fn renewed_id_token(
             &client.id_token_verifier(),
             |_: Option<&Nonce>| -> Result<(), String> { Ok(()) },
         )
-        .map_err(|e| SsoError::RefreshedIdToken(e.to_string()))?;
+        .map_err(|e| match e {
+            ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey,
+            ) => Unaccepted::NoKey,
+            e => Unaccepted::Invalid(e.to_string()),
+        })?;
     let newer = binding(claims);
     signed_in
         .accepts(subject, claims.subject().as_str(), &newer)
-        .map_err(SsoError::RefreshedIdToken)?;
+        .map_err(Unaccepted::Invalid)?;
     Ok(signed_in.renewed_by(&newer))
 }
 
@@ -691,6 +761,33 @@ pub(crate) mod tests {
             match_preferred_username: false,
             offline_access: false,
         }
+    }
+
+    /// A provider on a local port for tests: its discovery document (endpoints `/auth`,
+    /// `/token`, `/userinfo`, `/jwks` below its issuer) and the routes `routes` adds; its
+    /// issuer.
+    pub(crate) async fn provider(routes: impl FnOnce(axum::Router) -> axum::Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let metadata = serde_json::json!({
+            "issuer": base,
+            "authorization_endpoint": format!("{base}/auth"),
+            "token_endpoint": format!("{base}/token"),
+            "userinfo_endpoint": format!("{base}/userinfo"),
+            "jwks_uri": format!("{base}/jwks"),
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        });
+        let app = routes(axum::Router::new()).route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(move || {
+                let metadata = metadata.clone();
+                async move { axum::Json(metadata) }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        base
     }
 
     #[test]

@@ -16,10 +16,9 @@
 //! say) and other content types' encodings are not decoded. Decoding never yields more than
 //! the body holds: base64 decodes to three quarters of its length.
 
+mod forgiving_base64;
 pub mod multipart;
 mod text_files;
-
-use base64::Engine;
 
 use crate::protocol::estimate::is_text_type;
 use memchr::{memchr, memchr2, memmem};
@@ -279,28 +278,23 @@ fn data_uris(text: &[u8], origin: &dyn Fn(usize) -> (usize, &'static str), out: 
             .iter()
             .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
             .count();
-        let run: Vec<u8> = text[start..start + len]
-            .iter()
-            .copied()
-            .filter(|&b| b != b'=')
-            .collect();
-        if let Ok(content) = base64::engine::general_purpose::STANDARD_NO_PAD.decode(&run) {
-            let (raw, how) = origin(at);
-            out.push(raw, how, &content);
-        }
+        let content = forgiving_base64::skipping_others(&text[start..start + len]);
+        let (raw, how) = origin(at);
+        out.push(raw, how, &content);
     }
 }
 
 /// The text a base64 `blob` of `media_type` holds (an MCP resource's contents sent as
-/// `blob`), decoded as leniently as a multipart part, when the type is a text type (`text/…`,
-/// JSON, XML, YAML): its reader reads it as text. `None` for any other type.
+/// `blob`), decoded as forgivingly as a multipart part, when the type is a text type
+/// (`text/…`, JSON, XML, YAML): its reader reads it as text. `None` for any other type.
 pub fn text_blob(media_type: &str, blob: &str) -> Option<Vec<u8>> {
-    is_text_type(media_type).then(|| multipart::base64(blob.as_bytes()))
+    is_text_type(media_type).then(|| forgiving_base64::skipping_others(blob.as_bytes()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
 
     fn text(body: &str) -> Option<String> {
         decoded(body.as_bytes(), None).map(|d| String::from_utf8_lossy(&d.text).into_owned())
@@ -436,6 +430,12 @@ mod tests {
             (&b"the key is here"[..], 13, DATA_URI)
         );
         assert_eq!(text(r#"{"img":"data:image/png;base64,AAAA"}"#), None);
+        // Stray bits in the last character, as Python and browsers decode it (`Lg` is `.`,
+        // `Lh` carries four more bits): a strict decoder skipped the whole URI.
+        let clean = base64::engine::general_purpose::STANDARD_NO_PAD.encode("the key is here.");
+        let stray = format!("{}h", clean.strip_suffix('g').unwrap());
+        let body = format!(r#"{{"file_data":"data:text/plain;base64,{stray}"}}"#);
+        assert_eq!(text(&body).as_deref(), Some("the key is here."));
         // Any text type a model reads as text, the scheme and marks in any case.
         for uri in [
             format!("data:application/json;base64,{secret}"),

@@ -12,10 +12,17 @@ use super::config::{PinMode, PinsConfig, approval_counts};
 use super::definition::{Definition, ItemKind, reserved_for_other_kinds};
 use super::diff::unified;
 use super::error::PinError;
-use super::verdict::{CallStatus, PinChange, PinCheck, PinVerdict};
+use super::uri::{Template, normalised};
+use super::verdict::{CallStatus, PinChange, PinCheck, PinVerdict, Standing};
 use crate::action::Finding;
 use crate::inspect::tool_description::inspect_listed;
 use crate::state::pins::{Approver, PinRecord, PinRepository, StoredDefinition, now_ms};
+
+/// Most items of one kind (tools, prompts, resources, resource templates) Warden pins per
+/// server: one more is hidden ([`PinError::TooMany`]), so a server that offers ever new items
+/// (a resource per file, a fresh URI per listing) cannot grow the store without bound. As many
+/// as one list may hold, so one listing never reaches it alone.
+pub const PINS_PER_KIND_MAX: usize = 10_000;
 
 /// Tool-definition pins of every MCP server: the rules from the configuration, the store, and
 /// a copy of every pin in memory. Shared by every worker (`Arc<Pins>`).
@@ -26,13 +33,15 @@ use crate::state::pins::{Approver, PinRecord, PinRepository, StoredDefinition, n
 pub struct Pins {
     rules: ArcSwap<Rules>,
     store: Arc<dyn PinRepository>,
-    cache: RwLock<HashMap<String, HashMap<String, Arc<Entry>>>>,
+    cache: RwLock<Cache>,
     /// The store's pins revision the cache was loaded at.
     revision: AtomicI64,
     /// Entries this process wrote into the cache (under its lock): a reload whose snapshot
     /// began before one of them would put back what it replaced (a change it held), so it
     /// is not installed.
     writes: AtomicU64,
+    /// [`PINS_PER_KIND_MAX`] (smaller in tests).
+    per_kind_max: usize,
 }
 
 impl std::fmt::Debug for Pins {
@@ -81,6 +90,37 @@ impl Rules {
             approver,
             self.approves(server, tool, digest),
         )
+    }
+}
+
+/// Every pin in memory, by server and pinned name, with how many of each kind each server
+/// has.
+#[derive(Default)]
+struct Cache {
+    items: HashMap<String, HashMap<String, Arc<Entry>>>,
+    counts: HashMap<(String, ItemKind), usize>,
+}
+
+impl Cache {
+    fn insert(&mut self, entry: Arc<Entry>) {
+        let kind = ItemKind::of_pinned(&entry.tool);
+        let server = entry.server.clone();
+        let added = self
+            .items
+            .entry(server.clone())
+            .or_default()
+            .insert(entry.tool.clone(), entry)
+            .is_none();
+        if added {
+            *self.counts.entry((server, kind)).or_default() += 1;
+        }
+    }
+
+    fn count(&self, server: &str, kind: ItemKind) -> usize {
+        self.counts
+            .get(&(server.to_owned(), kind))
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -169,12 +209,18 @@ impl Pins {
         let pins = Pins {
             rules: ArcSwap::from_pointee(Rules::new(config)),
             store,
-            cache: RwLock::new(HashMap::new()),
+            cache: RwLock::new(Cache::default()),
             revision: AtomicI64::new(i64::MIN),
             writes: AtomicU64::new(0),
+            per_kind_max: PINS_PER_KIND_MAX,
         };
         pins.refresh().await?;
         Ok(pins)
+    }
+
+    /// The mode `server`'s definitions are judged in.
+    pub fn mode(&self, server: &str) -> PinMode {
+        self.rules.load().config.mode(server)
     }
 
     /// Applies a reloaded configuration's `pins` section.
@@ -207,14 +253,66 @@ impl Pins {
         self.record(&rules, server, definition, tool).await
     }
 
-    /// Whether `server` has any item pinned under a name that starts with `prefix` (its
-    /// resources: `resource:`), from memory.
-    pub fn knows_any(&self, server: &str, prefix: &str) -> bool {
-        self.cache
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(server)
-            .is_some_and(|items| items.keys().any(|k| k.starts_with(prefix)))
+    /// Where the item of `kind` that `server` calls `name` stands, from memory (no I/O): its
+    /// own pin's status, and, for a resource with no pin of its own, that of the resource
+    /// templates of `server` its URI matches ([`Pins::template_standing`]); the findings of
+    /// what allows it.
+    pub fn standing(&self, server: &str, kind: ItemKind, name: &str) -> Standing {
+        let pinned = kind.pinned_name(name);
+        let status = self.use_status(server, kind, name);
+        if status == CallStatus::Unknown
+            && kind == ItemKind::Resource
+            && let Some(standing) = self.template_standing(server, name)
+        {
+            return standing;
+        }
+        let findings = match status {
+            CallStatus::Allowed => self.findings(server, &pinned),
+            _ => Vec::new(),
+        };
+        Standing {
+            status,
+            pinned,
+            findings,
+        }
+    }
+
+    /// Where a read of `uri` stands by the resource templates of `server` it matches
+    /// ([`Template::matches`], on the normalised URI): allowed when every one that matches
+    /// is (with their findings), held when one is not; `None` when none matches.
+    pub fn template_standing(&self, server: &str, uri: &str) -> Option<Standing> {
+        let uri = normalised(uri);
+        let prefix = ItemKind::ResourceTemplate.pinned_name("");
+        let matching: Vec<String> = {
+            let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+            let items = cache.items.get(server)?;
+            items
+                .keys()
+                .filter(|name| {
+                    name.strip_prefix(&prefix)
+                        .and_then(Template::parse)
+                        .is_some_and(|t| t.matches(&uri))
+                })
+                .cloned()
+                .collect()
+        };
+        let mut findings = Vec::new();
+        for pinned in &matching {
+            if self.call_status(server, pinned) != CallStatus::Allowed {
+                return Some(Standing {
+                    status: CallStatus::Held,
+                    pinned: pinned.clone(),
+                    findings: Vec::new(),
+                });
+            }
+            findings.extend(self.findings(server, pinned));
+        }
+        let pinned = matching.into_iter().next()?;
+        Some(Standing {
+            status: CallStatus::Allowed,
+            pinned,
+            findings,
+        })
     }
 
     /// Whether the item of `kind` that `server` calls `name` (a tool to call, a prompt to get,
@@ -272,13 +370,9 @@ impl Pins {
             return Ok(false);
         }
         let records = self.store.all().await?;
-        let mut cache: HashMap<String, HashMap<String, Arc<Entry>>> = HashMap::new();
+        let mut cache = Cache::default();
         for record in records {
-            let entry = Entry::from_record(record);
-            cache
-                .entry(entry.server.clone())
-                .or_default()
-                .insert(entry.tool.clone(), Arc::new(entry));
+            cache.insert(Arc::new(Entry::from_record(record)));
         }
         let mut installed = self.cache.write().unwrap_or_else(|e| e.into_inner());
         if self.writes.load(Ordering::Acquire) != writes {
@@ -316,6 +410,7 @@ impl Pins {
         self.cache
             .read()
             .unwrap_or_else(|e| e.into_inner())
+            .items
             .get(server)
             .and_then(|tools| tools.get(tool))
             .cloned()
@@ -324,10 +419,7 @@ impl Pins {
     fn remember(&self, record: PinRecord) -> Arc<Entry> {
         let entry = Arc::new(Entry::from_record(record));
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
-        cache
-            .entry(entry.server.clone())
-            .or_default()
-            .insert(entry.tool.clone(), Arc::clone(&entry));
+        cache.insert(Arc::clone(&entry));
         self.writes.fetch_add(1, Ordering::AcqRel);
         entry
     }
@@ -341,6 +433,21 @@ impl Pins {
         tool: &Value,
     ) -> Result<PinCheck, PinError> {
         let name = definition.name.clone();
+        let kind = ItemKind::of_pinned(&name);
+        if self.entry(server, &name).is_none() {
+            let count = self
+                .cache
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .count(server, kind);
+            if count >= self.per_kind_max {
+                return Err(PinError::TooMany {
+                    server: crate::text::Quoted::of(server).to_string(),
+                    kind: kind.as_str(),
+                    max: self.per_kind_max,
+                });
+            }
+        }
         let digest = Arc::clone(&definition.digest);
         let stored = StoredDefinition {
             digest: digest.to_string(),

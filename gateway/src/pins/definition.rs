@@ -55,7 +55,7 @@ pub const URI_MAX: usize = 2048;
 /// server's pins: a tool under its name, the others under a prefix no tool name may start
 /// with (a tool whose name does is hidden: [`PinError::ReservedName`]), so no item of one
 /// kind ever stands for another.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ItemKind {
     /// A tool of `tools/list`: pinned as its name.
     Tool,
@@ -63,7 +63,8 @@ pub enum ItemKind {
     Instructions,
     /// A prompt of `prompts/list`: pinned as `prompt:<name>`.
     Prompt,
-    /// A resource of `resources/list`: pinned as `resource:<uri>`.
+    /// A resource of `resources/list`: pinned as `resource:<key>`, the key of its URI
+    /// ([`super::uri::pin_key`]: normalised, masked with a digest when it carries values).
     Resource,
     /// A resource template of `resources/templates/list`: pinned as
     /// `resource-template:<uriTemplate>`.
@@ -122,9 +123,22 @@ impl ItemKind {
         }
     }
 
-    /// The name under which the item named `name` is pinned (`prompt:greet`).
+    /// The name under which the item named `name` is pinned (`prompt:greet`); a resource's
+    /// URI in its key's spelling, so that every equivalent spelling is one pin.
     pub fn pinned_name(self, name: &str) -> String {
-        format!("{}{name}", self.prefix())
+        match self {
+            ItemKind::Resource => format!("{}{}", self.prefix(), super::uri::pin_key(name)),
+            _ => format!("{}{name}", self.prefix()),
+        }
+    }
+
+    /// `name` (an item's name or URI) as logs, errors and records show it: a resource's URI
+    /// masked ([`super::uri::masked`]).
+    pub fn shown(self, name: &str) -> std::borrow::Cow<'_, str> {
+        match self {
+            ItemKind::Resource => super::uri::masked(name),
+            _ => std::borrow::Cow::Borrowed(name),
+        }
     }
 
     /// The kind of the item pinned under `pinned` (a tool unless its prefix says otherwise).
@@ -183,7 +197,7 @@ impl Definition {
                 field: kind.name_field(),
                 server: quoted(),
             })?;
-        let item_name = || format!("{} {}", kind.as_str(), Quoted::of(name));
+        let item_name = || format!("{} {}", kind.as_str(), Quoted::of(&kind.shown(name)));
         if name.len() > kind.name_max() {
             return Err(PinError::NameTooLong {
                 server: quoted(),
@@ -207,6 +221,13 @@ impl Definition {
             if let Some(value) = object.get(*field).filter(|v| !v.is_null()) {
                 pinned.insert((*field).to_string(), value.clone());
             }
+        }
+        if kind == ItemKind::Resource {
+            // The definition keeps the URI as its pin key does: normalised and masked (the
+            // key's digest tells two masked URIs apart).
+            let uri = super::uri::normalised(name);
+            let uri = super::uri::masked(&uri).into_owned();
+            pinned.insert("uri".into(), Value::String(uri));
         }
         let canonical =
             serde_json_canonicalizer::to_string(&Value::Object(pinned)).map_err(|e| {

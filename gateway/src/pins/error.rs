@@ -50,6 +50,18 @@ pub enum PinError {
          letters, digits, `_`, `-` and `.`)"
     )]
     ReservedName { server: String, tool: String },
+    /// The server has as many items of this kind pinned as Warden keeps: a new one is not
+    /// pinned, so it is hidden.
+    #[error(
+        "MCP server {server} has {max} {kind} definitions pinned, the most Warden keeps of one \
+         kind per server; new ones are hidden and refused (the server's operator should offer \
+         fewer, stable items)"
+    )]
+    TooMany {
+        server: String,
+        kind: &'static str,
+        max: usize,
+    },
     /// `warden tools …` named a server the store has no pins for.
     #[error("no tool of MCP server {server} has been seen yet; servers with pins: {known}")]
     UnknownServer { server: String, known: String },

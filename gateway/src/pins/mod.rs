@@ -23,10 +23,11 @@ pub mod definition;
 pub mod diff;
 pub mod error;
 pub mod review;
+pub mod uri;
 pub mod verdict;
 
-pub use check::Pins;
+pub use check::{PINS_PER_KIND_MAX, Pins};
 pub use config::{PinMode, PinsConfig};
 pub use definition::{INSTRUCTIONS, ItemKind, instructions_item};
 pub use error::PinError;
-pub use verdict::{CallStatus, PinChange, PinCheck, PinVerdict};
+pub use verdict::{CallStatus, PinChange, PinCheck, PinVerdict, Standing};

@@ -94,3 +94,15 @@ pub enum CallStatus {
     /// `prompt:summarize` or `(instructions)`): refuse the call, whatever is pinned under it.
     Reserved,
 }
+
+/// Where an item a request uses stands by what pinning holds in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    /// Whether it may be used.
+    pub status: CallStatus,
+    /// The pin that says so: the item's pinned name, or that of the resource template a
+    /// read's URI matches.
+    pub pinned: String,
+    /// Hidden instructions in what allows it (for the policy context); empty unless allowed.
+    pub findings: Vec<Finding>,
+}

@@ -12,11 +12,42 @@ use std::path::Path;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::cursor::Cursor;
+use super::cursor::{Cursor, CursorError, CursorKey, Loaded};
 use crate::audit::read::{segment_file, segments};
 
 /// The most bytes one record's line is looked for in, backwards from the cursor's offset.
 const MAX_LINE: u64 = 64 * 1024 * 1024;
+
+/// What a sink's saved cursor is worth against the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Saved {
+    /// No cursor saved: the sink ships from the oldest record kept.
+    Missing,
+    /// Written by Warden with this audit key and matching the log: the sink's destination
+    /// acknowledged every record up to its `seq`, and shipping resumes after it.
+    Trusted(Cursor),
+    /// Not to be trusted: the seq it claims, and why.
+    Untrusted { claimed: u64, why: String },
+}
+
+/// The saved cursor of `sink` in the audit directory `dir`, judged with `key` (`None`: an
+/// unsigned log, whose cursors are never trusted): authentic and matching the log, or not.
+pub fn saved(dir: &Path, sink: &str, key: Option<&CursorKey>) -> Result<Saved, CursorError> {
+    Ok(match Cursor::load(dir, sink, key)? {
+        Loaded::Missing => Saved::Missing,
+        Loaded::Authentic(cursor) => match check(dir, &cursor) {
+            Ok(()) => Saved::Trusted(cursor),
+            Err(why) => Saved::Untrusted {
+                claimed: cursor.seq,
+                why: format!("it does not match the audit log: {why}"),
+            },
+        },
+        Loaded::Unauthentic(cursor) => Saved::Untrusted {
+            claimed: cursor.seq,
+            why: "it was not written by Warden with this audit key (no valid mac)".to_owned(),
+        },
+    })
+}
 
 /// Checks `cursor` against the log in `dir`; `Err` says why it does not match.
 pub fn check(dir: &Path, cursor: &Cursor) -> Result<(), String> {

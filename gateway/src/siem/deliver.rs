@@ -20,7 +20,8 @@ use crate::audit::event::{AuditEvent, EventKind};
 
 use super::backoff::Backoff;
 use super::config::{BatchConfig, RetryConfig};
-use super::cursor::{Cursor, CursorKey, Loaded};
+use super::cursor::{Cursor, CursorKey};
+use super::cursor_check::Saved;
 use super::metrics::SiemMetrics;
 use super::sink::Sink;
 use super::spool::{Entry, Spool};
@@ -53,14 +54,14 @@ impl Delivery {
     /// Runs until told to stop (after draining).
     pub async fn run(mut self, mut run: watch::Receiver<Run>) {
         let key = self.audit.signer().map(|s| CursorKey::of(s));
-        let loaded = match Cursor::load(&self.dir, &self.name, key.as_ref()) {
-            Ok(c) => c,
+        let saved = match super::cursor_check::saved(&self.dir, &self.name, key.as_ref()) {
+            Ok(saved) => saved,
             Err(e) => {
                 tracing::error!(sink = %self.name, error = %e, "SIEM sink not started");
                 return;
             }
         };
-        let mut cursor = self.resume(loaded);
+        let mut cursor = self.resume(saved);
         self.audit.acknowledged().set(&self.name, cursor.seq);
         tracing::info!(sink = %self.name, acknowledged_seq = cursor.seq, "SIEM sink shipping");
         let mut spool = Spool::new(&self.dir, &self.name, &cursor);
@@ -146,20 +147,11 @@ impl Delivery {
 
     /// The cursor to resume from: the saved one when it is authentic and matches the log,
     /// else the start of the log (with an error and a `system` record saying why).
-    fn resume(&self, loaded: Loaded) -> Cursor {
-        let (claimed, why) = match loaded {
-            Loaded::Missing => return Cursor::default(),
-            Loaded::Authentic(cursor) => match super::cursor_check::check(&self.dir, &cursor) {
-                Ok(()) => return cursor,
-                Err(why) => (
-                    cursor.seq,
-                    format!("it does not match the audit log: {why}"),
-                ),
-            },
-            Loaded::Unauthentic(cursor) => (
-                cursor.seq,
-                "it was not written by Warden with this audit key (no valid mac)".to_owned(),
-            ),
+    fn resume(&self, saved: Saved) -> Cursor {
+        let (claimed, why) = match saved {
+            Saved::Missing => return Cursor::default(),
+            Saved::Trusted(cursor) => return cursor,
+            Saved::Untrusted { claimed, why } => (claimed, why),
         };
         tracing::error!(sink = %self.name, claimed_seq = claimed, reason = %why,
             "this SIEM sink's cursor is not trusted; shipping from the oldest record kept (the destination may receive some records again, with the same ids)");
@@ -326,6 +318,7 @@ mod tests {
     use crate::audit::config::AuditConfig;
     use crate::audit::event::{AuditEvent, EventKind};
     use crate::siem::config::{EventShape, SyslogConfig};
+    use crate::siem::cursor::Loaded;
     use crate::siem::syslog::SyslogSink;
     use tokio::io::AsyncReadExt;
 

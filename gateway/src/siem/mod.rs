@@ -38,11 +38,40 @@ pub use dead_letter::{DEAD_LETTER_DIR, path as dead_letter_path};
 pub use http::SetupError;
 
 use config::SiemConfig;
+use cursor::CursorKey;
 use deliver::{Delivery, Run};
 use metrics::SiemMetrics;
 
 use crate::audit::AuditLog;
+use crate::audit::signer::Signer;
 use crate::vault::SecretStore;
+
+/// What each sink of `config` had acknowledged when Warden starts, for retention before its
+/// shipper runs: the `seq` of its saved cursor when that cursor is authentic under `signer`'s
+/// key and matches the log in `audit_dir` (where the shipper resumes), else 0 (it ships from
+/// the oldest record kept). The shipper reports the same when it starts, so neither a full
+/// log (`audit.retention.when_full`) nor retention waits for it.
+pub fn acknowledged_at_start(
+    config: &SiemConfig,
+    audit_dir: &Path,
+    signer: &Signer,
+) -> Vec<(String, u64)> {
+    let key = CursorKey::of(signer);
+    config
+        .sinks
+        .iter()
+        .map(|sink| {
+            let seq = match cursor_check::saved(audit_dir, &sink.name, Some(&key)) {
+                Ok(cursor_check::Saved::Trusted(cursor)) => cursor.seq,
+                // Its shipper says why when it starts (or does not start, for a cursor it
+                // cannot read).
+                Ok(cursor_check::Saved::Missing | cursor_check::Saved::Untrusted { .. })
+                | Err(_) => 0,
+            };
+            (sink.name.clone(), seq)
+        })
+        .collect()
+}
 
 /// The running shipper: a thread with one task per sink.
 pub struct Shipper {
@@ -128,5 +157,107 @@ impl Shipper {
                 "SIEM shipper still sending at shutdown; what it has not acknowledged is sent after the next start"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::audit::config::{AuditConfig, RetentionConfig, WhenFull};
+    use crate::audit::event::{AuditEvent, EventKind};
+    use crate::audit::read::segments;
+    use crate::siem::cursor::Cursor;
+    use crate::siem::spool::{Entry, Spool};
+
+    fn signer() -> Arc<Signer> {
+        Arc::new(Signer::new(ed25519_dalek::SigningKey::from_bytes(&[7; 32])))
+    }
+
+    fn sinks(names: &[&str]) -> SiemConfig {
+        let sinks: Vec<serde_json::Value> = names
+            .iter()
+            .map(|name| serde_json::json!({ "name": name }))
+            .collect();
+        serde_json::from_value(serde_json::json!({ "sinks": sinks })).unwrap()
+    }
+
+    fn first_segment(dir: &Path) -> u64 {
+        segments(dir).unwrap()[0].0
+    }
+
+    /// A log whose size bounds it at 4 segments of 2 KiB, refusing decisions when full.
+    fn bounded() -> AuditConfig {
+        AuditConfig {
+            segment_bytes: 2048,
+            retention: RetentionConfig {
+                max_bytes: Some(4 * 2048),
+                when_full: WhenFull::Refuse,
+                ..RetentionConfig::default()
+            },
+            ..AuditConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_verified_cursor_counts_as_acknowledged_from_the_start_and_a_full_log_does_not_wait()
+    {
+        // A first run, without retention, ships everything to splunk: its shipper saved an
+        // authentic cursor at the last record. A cursor at the same place without a valid mac
+        // (written by something else) is elastic's.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("audit");
+        let unbounded = AuditConfig {
+            segment_bytes: 2048,
+            ..AuditConfig::default()
+        };
+        let log = AuditLog::open_signed(&dir, &unbounded, signer(), Vec::new()).unwrap();
+        for _ in 0..120 {
+            let mut event = AuditEvent::now(EventKind::Decision);
+            event.decision = "allow".into();
+            log.append(event).await.unwrap();
+        }
+        log.close().await.unwrap();
+        let head = log.head().0;
+        let mut all = Vec::new();
+        Spool::new(&dir, "splunk", &Cursor::default())
+            .read(head, usize::MAX, usize::MAX, &mut all)
+            .unwrap();
+        let last = all.last().map(Entry::cursor).unwrap();
+        assert_eq!(last.seq, head);
+        let key = CursorKey::of(&signer());
+        last.save(&dir, "splunk", Some(&key)).unwrap();
+        last.save(&dir, "elastic", None).unwrap();
+        assert!(segments(&dir).unwrap().len() > 5);
+
+        let at_start =
+            acknowledged_at_start(&sinks(&["splunk", "elastic", "new"]), &dir, &signer());
+        assert_eq!(
+            at_start,
+            [
+                ("splunk".to_string(), head),
+                ("elastic".to_string(), 0),
+                ("new".to_string(), 0)
+            ]
+        );
+
+        // The next run is bounded and refuses decisions when full: with splunk's verified
+        // position, retention frees the log at once, before any shipper has started.
+        let at_start = acknowledged_at_start(&sinks(&["splunk"]), &dir, &signer());
+        let log = AuditLog::open_signed(&dir, &bounded(), signer(), at_start).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while first_segment(&dir) == 1 {
+            assert!(
+                Instant::now() < deadline,
+                "retention waited for a shipper that never ran"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!log.is_full());
+        log.append(AuditEvent::now(EventKind::Decision))
+            .await
+            .expect("decisions are not refused at start");
+        log.close().await.unwrap();
     }
 }

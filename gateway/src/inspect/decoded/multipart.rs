@@ -12,8 +12,6 @@
 //! base64 with line breaks and any other byte not of its alphabet skipped. One pass over the
 //! body; nothing is built for a body that is not multipart.
 
-use base64::Engine;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use memchr::memmem;
 
 /// Which encoding a part declared, as a finding's location names it.
@@ -22,14 +20,6 @@ pub(super) const BASE64: &str = "a multipart part (base64), decoded";
 
 /// The header that declares a part's encoding.
 const TRANSFER_ENCODING: &[u8] = b"content-transfer-encoding";
-
-/// Base64 as receivers decode it: padding or not, stray bits in the last character ignored.
-const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new()
-        .with_decode_allow_trailing_bits(true)
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
 
 /// The boundary a `Content-Type` of `multipart/…` names (`boundary=…`, quoted or not, the
 /// type and the parameter's name in any case), or `None` for any other type or one without a
@@ -101,7 +91,7 @@ pub(super) fn encoded_parts(body: &[u8], boundary: &[u8]) -> Vec<(usize, &'stati
             let raw = &body[content..end];
             let decoded = match how {
                 QUOTED_PRINTABLE => memchr::memchr(b'=', raw).map(|_| quoted_printable(raw)),
-                _ => Some(base64(raw)),
+                _ => Some(super::forgiving_base64::skipping_others(raw)),
             };
             if let Some(decoded) = decoded.filter(|d| !d.is_empty()) {
                 parts.push((content, how, decoded));
@@ -203,20 +193,6 @@ pub(super) fn quoted_printable(raw: &[u8]) -> Vec<u8> {
     out
 }
 
-/// `raw` base64-decoded, leniently: bytes not of the alphabet (line breaks, padding) skipped;
-/// a last lone character, which holds no whole byte, dropped.
-pub(super) fn base64(raw: &[u8]) -> Vec<u8> {
-    let mut run: Vec<u8> = raw
-        .iter()
-        .copied()
-        .filter(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/'))
-        .collect();
-    if run.len() % 4 == 1 {
-        run.pop();
-    }
-    LENIENT_BASE64.decode(&run).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,14 +226,6 @@ mod tests {
         assert_eq!(quoted_printable(b"AK=\r\nIA=  \nQ3=\n"), b"AKIAQ3");
         assert_eq!(quoted_printable(b"a=zz=4=\r\nb="), b"a=zz=4b");
         assert_eq!(quoted_printable(b"line\r\nnext"), b"line\r\nnext");
-    }
-
-    #[test]
-    fn base64_is_decoded_across_line_breaks_and_garbage() {
-        assert_eq!(base64(b"a2V5\r\nPUFL\nSUE=\r\n"), b"key=AKIA");
-        assert_eq!(base64(b"a2V5P"), b"key");
-        assert_eq!(base64(b"!!!"), b"");
-        assert_eq!(base64(b"a2V5PQ"), b"key=");
     }
 
     #[test]

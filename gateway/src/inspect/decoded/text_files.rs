@@ -10,7 +10,6 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use base64::Engine;
 use memchr::memmem;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
@@ -57,25 +56,6 @@ fn is_text_file_name(name: &str) -> bool {
             .iter()
             .any(|known| known.eq_ignore_ascii_case(ext))
     })
-}
-
-/// `text` as base64 (standard or URL-safe alphabet, padding and line breaks allowed), decoded;
-/// `None` when it is not base64.
-fn base64_decoded(text: &str) -> Option<Vec<u8>> {
-    let run: Vec<u8> = text
-        .bytes()
-        .filter(|b| !matches!(b, b'\r' | b'\n' | b'='))
-        .collect();
-    if run.is_empty() {
-        return None;
-    }
-    let url_safe = run.iter().any(|b| matches!(b, b'-' | b'_'));
-    let engine = if url_safe {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-    } else {
-        base64::engine::general_purpose::STANDARD_NO_PAD
-    };
-    engine.decode(&run).ok()
 }
 
 /// Visits a JSON value, collecting the text files its objects hold; returns the value when it
@@ -193,7 +173,7 @@ impl<'de> Visitor<'de> for Files<'_, 'de> {
         };
         if text && !plain {
             for payload in payloads {
-                if let Some(content) = base64_decoded(&payload) {
+                if let Some(content) = super::forgiving_base64::whole(payload.as_bytes()) {
                     let at = self.origin(&payload);
                     self.out.push((at, content));
                 }

@@ -144,6 +144,14 @@ impl Setup {
             .unwrap()
     }
 
+    /// Pins that keep at most `max` items of one kind per server.
+    async fn pins_of_at_most(&self, max: usize) -> Pins {
+        Pins {
+            per_kind_max: max,
+            ..self.pins(&PinsConfig::default()).await
+        }
+    }
+
     fn calls(&self) -> usize {
         self.store.calls.load(Ordering::SeqCst)
     }
@@ -705,8 +713,15 @@ async fn resources_and_templates_are_pinned_by_uri_and_follow_approved_mode() {
     };
     assert_eq!(change.tool, "resource:file:///docs/readme.md");
     assert_eq!(change.audit_detail()["kind"], "resource");
-    assert!(!pins.knows_any("docs", "resource-template:"));
-    assert!(pins.knows_any("docs", "resource:"));
+    assert_eq!(
+        pins.standing("docs", ItemKind::Resource, "file:///docs/readme.md")
+            .status,
+        CallStatus::Held
+    );
+    assert_eq!(
+        pins.template_standing("docs", "file:///docs/other.md"),
+        None
+    );
 
     let template = json!({"uriTemplate": "file:///docs/{path}", "name": "doc",
         "description": "A document."});
@@ -761,4 +776,163 @@ async fn a_reload_read_before_a_change_does_not_put_the_approved_pin_back() {
     );
     assert!(pins.refresh().await.unwrap(), "the next reload loads again");
     assert_eq!(pins.call_status("calc", "add"), CallStatus::Held);
+}
+
+fn resource(uri: &str, description: &str) -> Value {
+    json!({"uri": uri, "name": "notes", "description": description})
+}
+
+#[tokio::test]
+async fn another_spelling_of_a_held_uri_is_held_too() {
+    let setup = Setup::new().await;
+    let pins = setup.pins(&PinsConfig::default()).await;
+    let first = pins
+        .check_item(
+            "docs",
+            ItemKind::Resource,
+            &resource("notes://today", "Notes."),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.verdict, PinVerdict::FirstSeen);
+    // The server lists it under another spelling of the same URI, changed: one pin.
+    let changed = pins
+        .check_item(
+            "docs",
+            ItemKind::Resource,
+            &resource("NOTES://t%6Fday", POISON),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(changed.verdict, PinVerdict::Changed(_)),
+        "{changed:?}"
+    );
+    for spelling in [
+        "notes://today",
+        "Notes://TODAY",
+        "notes://t%6fday",
+        "notes://%74oday",
+    ] {
+        let standing = pins.standing("docs", ItemKind::Resource, spelling);
+        assert_eq!(standing.status, CallStatus::Held, "{spelling}");
+        assert_eq!(standing.pinned, "resource:notes://today", "{spelling}");
+    }
+    // Not equivalent under RFC 3986: another resource.
+    assert_eq!(
+        pins.standing("docs", ItemKind::Resource, "notes://today/")
+            .status,
+        CallStatus::Unknown
+    );
+}
+
+#[tokio::test]
+async fn a_read_under_no_pin_stands_by_the_templates_its_uri_matches() {
+    let setup = Setup::new().await;
+    let pins = setup.pins(&PinsConfig::default()).await;
+    let template = |description: &str| json!({"uriTemplate": "notes://{day}", "name": "day", "description": description});
+    pins.check_item("docs", ItemKind::ResourceTemplate, &template("A day."))
+        .await
+        .unwrap();
+    let standing = pins.standing("docs", ItemKind::Resource, "NOTES://tomorrow");
+    assert_eq!(standing.status, CallStatus::Allowed);
+    assert_eq!(standing.pinned, "resource-template:notes://{day}");
+    assert_eq!(
+        pins.standing("docs", ItemKind::Resource, "notes://a/b")
+            .status,
+        CallStatus::Unknown,
+        "a simple variable spans no `/`"
+    );
+    // The template turns: what it matches is held, with its findings nowhere in the context.
+    pins.check_item("docs", ItemKind::ResourceTemplate, &template(POISON))
+        .await
+        .unwrap();
+    let standing = pins.standing("docs", ItemKind::Resource, "notes://tomorrow");
+    assert_eq!(standing.status, CallStatus::Held);
+    assert_eq!(standing.pinned, "resource-template:notes://{day}");
+    assert!(standing.findings.is_empty());
+}
+
+#[tokio::test]
+async fn a_uri_with_a_signature_is_pinned_masked_under_a_digest_of_the_whole() {
+    let setup = Setup::new().await;
+    let pins = setup.pins(&approved_mode()).await;
+    let signed = "https://files.example/report.pdf?X-Amz-Signature=s3cr3tsig&X-Amz-Expires=60";
+    let check = pins
+        .check_item("docs", ItemKind::Resource, &resource(signed, "A report."))
+        .await
+        .unwrap();
+    let PinVerdict::Unapproved(change) = &check.verdict else {
+        panic!("{:?}", check.verdict)
+    };
+    let detail = change.audit_detail().to_string();
+    assert!(!detail.contains("s3cr3tsig"), "{detail}");
+    assert!(
+        change
+            .tool
+            .starts_with("resource:https://files.example/report.pdf?X-Amz-Signature=***&X-Amz-Expires=*** (uri sha256 "),
+        "{}",
+        change.tool
+    );
+    let stored = setup.store.inner.all().await.unwrap();
+    assert!(!format!("{stored:?}").contains("s3cr3tsig"), "{stored:?}");
+    // Another signature is another pin; the same URI is the same one.
+    let other = signed.replace("s3cr3tsig", "othersig");
+    assert_eq!(
+        pins.standing("docs", ItemKind::Resource, &other).status,
+        CallStatus::Unknown
+    );
+    assert_eq!(
+        pins.standing("docs", ItemKind::Resource, signed).status,
+        CallStatus::Held
+    );
+}
+
+#[tokio::test]
+async fn a_server_pins_at_most_so_many_items_of_one_kind() {
+    let setup = Setup::new().await;
+    let pins = setup.pins_of_at_most(3).await;
+    for i in 0..3 {
+        let uri = format!("notes://{i}");
+        pins.check_item("docs", ItemKind::Resource, &resource(&uri, "N."))
+            .await
+            .unwrap();
+    }
+    let err = pins
+        .check_item(
+            "docs",
+            ItemKind::Resource,
+            &resource("notes://one-more", "N."),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PinError::TooMany { .. }), "{err}");
+    assert!(
+        err.to_string().contains("has 3 resource definitions"),
+        "{err}"
+    );
+    // A known one is still judged, another kind and another server still pinned.
+    let known = pins
+        .check_item("docs", ItemKind::Resource, &resource("notes://2", "N."))
+        .await
+        .unwrap();
+    assert_eq!(known.verdict, PinVerdict::Trusted);
+    pins.check_item("docs", ItemKind::Prompt, &prompt("Summarize."))
+        .await
+        .unwrap();
+    pins.check_item("other", ItemKind::Resource, &resource("notes://x", "N."))
+        .await
+        .unwrap();
+    // A reload counts what the store holds.
+    let reloaded = setup.pins_of_at_most(3).await;
+    assert!(matches!(
+        reloaded
+            .check_item(
+                "docs",
+                ItemKind::Resource,
+                &resource("notes://one-more", "N.")
+            )
+            .await,
+        Err(PinError::TooMany { .. })
+    ));
 }

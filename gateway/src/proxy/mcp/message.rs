@@ -15,7 +15,8 @@ use serde_json::{Map, Value, json};
 
 use super::another_token;
 use super::answer::{empty, event_stream, json_response};
-use super::pages::{PageError, answer_list, read_pages};
+use super::pages::{Left, PageError, answer_list, read_pages};
+use super::pinned::{self, Checked, Unsettled, pin_check, pinned_item, pinned_kind, warn_of_full};
 use super::served_content::Served;
 use super::server_requests::{self, ServerJudge};
 use super::tasks::{self, Birth};
@@ -28,11 +29,11 @@ use crate::mcp::{
     Answer, Asked, Call, Endpoint, EventBody, LegacySession, Link, LinkError, McpDenyStyle,
     McpError, Outlet, Over, SESSION_HEADER, Session, Task, VERSION_HEADER, cut_notice,
 };
-use crate::pins::{CallStatus, ItemKind, PinVerdict, Pins};
+use crate::pins::{CallStatus, ItemKind, Pins};
 use crate::protocol::Shape;
 use crate::protocol::mcp::McpShape;
 use crate::protocol::mcp::jsonrpc::{self, Id, Kind, Message};
-use crate::protocol::mcp::meaning::{self, Judged, ListKind, Meaning, Rewrite, TaskMethod};
+use crate::protocol::mcp::meaning::{self, Judged, ListKind, Meaning, TaskMethod};
 use crate::protocol::mcp::names;
 use crate::proxy::exchange::{Exchange, PendingOutcome, ProxyBody, digest};
 use crate::proxy::refusal::Refusal;
@@ -261,6 +262,7 @@ async fn pin_instructions(ex: &Exchange, session: &Session, mut result: Value) -
                 &crate::pins::instructions_item(&text),
             )
             .await
+                == Checked::Allowed
             && !speaks_for_another(&pins, session, server, &text)
         {
             allowed.push(Arc::clone(server));
@@ -362,18 +364,24 @@ impl Judging<'_> {
         let mut findings = findings;
         // A tool, prompt or resource whose definition changed since it was approved (a rug
         // pull) is not called, got or read; what the approved definition hides is a finding
-        // for policy.
-        let pinned_item = pinned_item(&verb, &rewrite, message.method());
-        if let (Some((kind, own)), Some(pins)) = (pinned_item, ex.shared().pins.clone()) {
-            let hidden = self
-                .pinned(ex, &pins, &server, kind, own)
-                .await
-                .map_err(|message| McpError::Refused {
-                    id: id.to_value(),
-                    code: jsonrpc::code::DENIED,
-                    message,
-                })?;
-            findings.0.extend(hidden);
+        // for policy. Memory says where it stands now; one it does not allow is settled
+        // below, once policy may allow the request (`pinned.rs`).
+        let pins = ex.shared().pins.clone();
+        let mut unsettled = None;
+        if let (Some((kind, own)), Some(pins)) =
+            (pinned_item(&verb, &rewrite, message.method()), &pins)
+        {
+            let standing = pins.standing(&server, kind, own);
+            match standing.status {
+                CallStatus::Allowed => findings.0.extend(standing.findings),
+                _ => {
+                    unsettled = Some(Unsettled {
+                        kind,
+                        own,
+                        standing,
+                    })
+                }
+            }
         }
         let mut action = Action {
             principal: self.principal,
@@ -384,6 +392,19 @@ impl Judging<'_> {
         inspect(self.snap, ex, &mut action, body);
         limit(self.snap, ex, &action)?;
         recall(self.snap, ex, &mut action, Named::By(&self.session.id))?;
+        if let (Some(item), Some(pins)) = (&unsettled, &pins)
+            && may_allow(self.snap, &action)
+        {
+            let hidden = pinned::settle(ex, self.session, pins, &server, item)
+                .await
+                .map_err(|message| McpError::Refused {
+                    id: id.to_value(),
+                    code: jsonrpc::code::DENIED,
+                    message,
+                })?;
+            action.context.findings.0.extend(hidden);
+            unsettled = None;
+        }
         let sent = Bytes::from(arguments);
         let mut content = sent.clone();
         let found: Vec<Arc<str>> = action
@@ -394,6 +415,16 @@ impl Judging<'_> {
             .map(|f| Arc::clone(&f.detector))
             .collect();
         let decision = decide(self.snap, ex, &mut action, &mut content).await?;
+        if unsettled.is_some() && !matches!(decision, Decision::Deny { .. }) {
+            // Policy refused it before it was settled, and refuses it now: not reached.
+            return Err(McpError::Refused {
+                id: id.to_value(),
+                code: jsonrpc::code::DENIED,
+                message: "its definition could not be checked against its pin; it is not used"
+                    .into(),
+            }
+            .into());
+        }
         if let Facts::Tool(tool) = &mut action.context.facts
             && content != sent
         {
@@ -450,6 +481,13 @@ impl Judging<'_> {
             .send(ex, server, (method, params), tool_call, birth)
             .await
     }
+}
+
+/// Whether policy may allow `action` as it stands: not denied, or denied only by forbids
+/// that redact (the redacted request is judged again). Evaluated only, not recorded.
+fn may_allow(snap: &Snapshot, action: &Action) -> bool {
+    let decision = snap.policy.decide(action);
+    !matches!(decision, Decision::Deny { .. }) || snap.policy.redaction(&decision).is_some()
 }
 
 /// Where an agent's request to one server goes, and how it is answered.
@@ -801,170 +839,6 @@ fn answer_as_agent(mut response: Value, id: &Value) -> Value {
     response
 }
 
-/// The pinned item a request of `verb` (JSON-RPC `method`) uses, by its kind and the server's
-/// own name (or URI) for it: the tool called, the prompt got, the resource read or subscribed
-/// to, the prompt or resource template whose argument is completed.
-fn pinned_item<'a>(
-    verb: &Verb,
-    rewrite: &'a Rewrite,
-    method: Option<&str>,
-) -> Option<(ItemKind, &'a str)> {
-    match (verb, rewrite) {
-        (Verb::McpCallTool, Rewrite::Name(own)) => Some((ItemKind::Tool, own)),
-        (Verb::McpGetPrompt, Rewrite::Name(own)) => Some((ItemKind::Prompt, own)),
-        // Unsubscribing stops what was allowed; it is not held.
-        (Verb::McpReadResource, Rewrite::Uri(own)) if method != Some("resources/unsubscribe") => {
-            Some((ItemKind::Resource, own))
-        }
-        // A completion shows the model text about the prompt's or template's arguments.
-        (Verb::McpComplete, Rewrite::RefName(own)) => Some((ItemKind::Prompt, own)),
-        (Verb::McpComplete, Rewrite::RefUri(own)) => Some((ItemKind::ResourceTemplate, own)),
-        _ => None,
-    }
-}
-
-impl Judging<'_> {
-    /// Whether the item of `kind` named `own` on `server` (a tool to call, a prompt to get, a
-    /// resource to read) may be used by what pinning knows of it: the findings of its approved
-    /// definition, or why not. An item never listed is listed now (every item of that kind of
-    /// the server is judged, pinned on first use), so an agent cannot go around the check. A
-    /// resource the server does not list (read by a URI from a template or a tool result) has
-    /// no definition to pin: it is read, judged by policy alone.
-    async fn pinned(
-        &self,
-        ex: &Exchange,
-        pins: &Pins,
-        server: &Arc<str>,
-        kind: ItemKind,
-        own: &str,
-    ) -> Result<Vec<crate::action::Finding>, String> {
-        let list = match kind {
-            ItemKind::Prompt => ListKind::Prompts,
-            ItemKind::Resource => ListKind::Resources,
-            ItemKind::ResourceTemplate => ListKind::ResourceTemplates,
-            _ => ListKind::Tools,
-        };
-        // A resource or template the server does not list may still be used (by a URI it
-        // gave elsewhere), judged by policy alone; one it lists is checked.
-        let unlisted_ok = matches!(kind, ItemKind::Resource | ItemKind::ResourceTemplate);
-        let pinned_name = kind.pinned_name(own);
-        let mut status = pins.use_status(server, kind, own);
-        // Whether the server lists the item but its definition could not be checked.
-        let mut unchecked = false;
-        // A server's resources (templates) are listed once: reads of URIs it does not list
-        // do not list them again.
-        let listing = status == CallStatus::Unknown
-            && (!unlisted_ok || !pins.knows_any(server, &kind.pinned_name("")));
-        if listing && let Some(link) = self.session.link(server) {
-            match read_all(link, list).await {
-                Ok(listed) => {
-                    let (field, _) = list.name_field();
-                    for item in &listed {
-                        let allowed = pin_check(ex, pins, server, kind, item).await;
-                        if !allowed && item.get(field).and_then(Value::as_str) == Some(own) {
-                            unchecked = true;
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(server = %server, error = %e, list = list.method(), "listing the server's items to check their definitions failed");
-                }
-            }
-            status = pins.use_status(server, kind, own);
-        }
-        // The lookups use the name as the server gave it; messages show it bounded.
-        let shown = bounded(own, crate::text::QUOTE_MAX);
-        let what = kind.as_str();
-        match status {
-            CallStatus::Allowed => Ok(pins.findings(server, &pinned_name)),
-            CallStatus::Reserved => Err(format!(
-                "{what} {server}/{shown} is not called: its name is one only a prompt, a resource, \
-                 a resource template or the server's instructions is pinned under (no tool may \
-                 have it)"
-            )),
-            CallStatus::Held => Err(format!(
-                "{what} {server}/{shown} is held: its definition changed since it was approved; \
-                 {}",
-                review_hint(server, &pinned_name)
-            )),
-            CallStatus::Unknown if unlisted_ok && !unchecked => Ok(Vec::new()),
-            CallStatus::Unknown if unchecked => Err(format!(
-                "{what} {server}/{shown} is listed by its server but its definition cannot be \
-                 checked (see Warden's log); it is not used"
-            )),
-            CallStatus::Unknown => Err(format!(
-                "{what} {server}/{shown} is not in the server's {} result, so its definition \
-                 cannot be checked; it is not used",
-                list.method()
-            )),
-        }
-    }
-}
-
-/// Longest pinned name written into a suggested command; a longer one is found with
-/// `warden tools list`.
-const COMMAND_NAME_MAX: usize = 80;
-
-/// How an operator reviews and approves the held item pinned as `pinned` on `server`. The
-/// server chose the name: it is shell-quoted (`'` written `'\''`, so nothing in it, `$(…)`
-/// say, runs when the command is pasted), and a long name or one with a control, invisible or
-/// direction-changing character is not written at all: the operator finds it with
-/// `warden tools list --server`.
-fn review_hint(server: &str, pinned: &str) -> String {
-    // A server's name is the configuration's; quoted only when the shell would read it.
-    let server = if server
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-    {
-        server.to_owned()
-    } else {
-        shell_quoted(server)
-    };
-    let unwritable = |name: &str| {
-        name.chars()
-            .any(|c| crate::text::is_hidden(c) || c == '\n' || c == '\t')
-    };
-    if pinned.len() > COMMAND_NAME_MAX || unwritable(pinned) || unwritable(&server) {
-        return format!(
-            "an operator finds it with `warden tools list --server {}`, reviews it with \
-             `warden tools diff` and approves it with `warden tools approve`",
-            crate::text::revealed_line(&server)
-        );
-    }
-    let pinned = shell_quoted(pinned);
-    format!(
-        "an operator reviews it with `warden tools diff {server} {pinned}` and approves it with \
-         `warden tools approve {server} {pinned}`"
-    )
-}
-
-/// `text` as one single-quoted POSIX shell word.
-fn shell_quoted(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "'\\''"))
-}
-
-/// Pinning's verdict on one listed definition (of a tool, prompt, resource, resource template
-/// or the server's instructions) of `server`: whether it may be listed (and used). A changed
-/// or unapproved definition is audited the first time it is seen; a definition that cannot be
-/// checked (the state store failed) is hidden.
-async fn pin_check(ex: &Exchange, pins: &Pins, server: &str, kind: ItemKind, item: &Value) -> bool {
-    match pins.check_item(server, kind, item).await {
-        Ok(check) => {
-            if check.first_report
-                && let PinVerdict::Changed(change) | PinVerdict::Unapproved(change) = &check.verdict
-            {
-                tracing::warn!(server, kind = kind.as_str(), item = %bounded(&change.tool, FIELD_MAX), digest = %change.digest, "an MCP definition is not the approved one: hidden and refused until an operator approves it");
-                ex.tool_changed(change.audit_detail());
-            }
-            check.allows()
-        }
-        Err(e) => {
-            tracing::warn!(server, kind = kind.as_str(), error = %e, "an MCP definition could not be checked; it is hidden");
-            false
-        }
-    }
-}
-
 /// A response's `isError` (a tool result's: absent is `false`) and its error message, for the
 /// outcome record.
 fn result_of(response: &Value, tool_call: bool) -> (Option<bool>, Option<String>) {
@@ -1036,6 +910,7 @@ async fn list(
     let (field, is_uri) = kind.name_field();
     let mut items = Vec::new();
     let mut failures = Vec::new();
+    let mut full_servers = Vec::new();
     for (server, link) in &session.links {
         let offers = link
             .initialized()
@@ -1066,14 +941,20 @@ async fn list(
                 continue;
             }
         };
+        let mut full = 0;
         for mut item in listed {
             let Some(name) = item.get(field).and_then(Value::as_str).map(str::to_owned) else {
                 continue;
             };
-            if let Some(pins) = ex.shared().pins.clone()
-                && !pin_check(ex, &pins, server, pinned_kind(kind), &item).await
-            {
-                continue;
+            if let Some(pins) = ex.shared().pins.clone() {
+                match pin_check(ex, &pins, server, pinned_kind(kind), &item).await {
+                    Checked::Allowed => {}
+                    Checked::Hidden => continue,
+                    Checked::Full => {
+                        full += 1;
+                        continue;
+                    }
+                }
             }
             if kind == ListKind::Tools {
                 // A name that could hide from policy is not shown (calling it would be refused).
@@ -1090,7 +971,7 @@ async fn list(
                 }
             }
             if kind != ListKind::Tools {
-                warn_of_findings(server, kind, &name, &item);
+                warn_of_findings(server, kind, &pinned_kind(kind).shown(&name), &item);
             }
             let federated = if is_uri {
                 names::prefix_uri(server, &name)
@@ -1105,18 +986,16 @@ async fn list(
             }
             items.push(item);
         }
+        if full > 0 {
+            warn_of_full(server, pinned_kind(kind), full);
+            full_servers.push(server.to_string());
+        }
     }
-    Ok(answer_list(ex, kind.key(), items, &failures, id))
-}
-
-/// What pinning calls the items of a list.
-fn pinned_kind(kind: ListKind) -> ItemKind {
-    match kind {
-        ListKind::Tools => ItemKind::Tool,
-        ListKind::Prompts => ItemKind::Prompt,
-        ListKind::Resources => ItemKind::Resource,
-        ListKind::ResourceTemplates => ItemKind::ResourceTemplate,
-    }
+    let left = Left {
+        unavailable: &failures,
+        pin_limit: &full_servers,
+    };
+    Ok(answer_list(ex, kind.key(), items, left, id))
 }
 
 /// Logs what the hidden-instruction detectors find in a prompt, resource or resource
@@ -1250,45 +1129,6 @@ async fn reply(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_completion_is_checked_against_the_pin_of_its_prompt_or_template() {
-        let prompt = Rewrite::RefName("summarize".into());
-        assert_eq!(
-            pinned_item(&Verb::McpComplete, &prompt, Some("completion/complete")),
-            Some((ItemKind::Prompt, "summarize"))
-        );
-        let template = Rewrite::RefUri("file:///{path}".into());
-        assert_eq!(
-            pinned_item(&Verb::McpComplete, &template, Some("completion/complete")),
-            Some((ItemKind::ResourceTemplate, "file:///{path}"))
-        );
-        let uri = Rewrite::Uri("file:///a".into());
-        assert_eq!(
-            pinned_item(&Verb::McpReadResource, &uri, Some("resources/unsubscribe")),
-            None
-        );
-    }
-
-    #[test]
-    fn the_suggested_approve_command_quotes_a_servers_name_for_the_shell() {
-        let said = review_hint("docs", "prompt:it's $(rm -rf ~) `x`");
-        assert_eq!(
-            said,
-            "an operator reviews it with `warden tools diff docs 'prompt:it'\\''s $(rm -rf ~) `x`'` \
-             and approves it with `warden tools approve docs 'prompt:it'\\''s $(rm -rf ~) `x`'`"
-        );
-        for hostile in [
-            "prompt:a\u{202E}txt.exe".to_owned(),
-            "prompt:a\nb".to_owned(),
-            "prompt:a\u{1b}[2J".to_owned(),
-            format!("prompt:{}", "a".repeat(100)),
-        ] {
-            let said = review_hint("docs", &hostile);
-            assert!(said.contains("`warden tools list --server docs`"), "{said}");
-            assert!(!said.contains(&hostile[7..]), "{said}");
-        }
-    }
 
     #[test]
     fn a_servers_result_cannot_speak_for_warden() {

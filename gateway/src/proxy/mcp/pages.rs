@@ -133,19 +133,35 @@ pub(super) async fn read_pages(
     Ok(gathered.items)
 }
 
+/// The servers whose items a list answer leaves out, by why.
+pub(super) struct Left<'a> {
+    /// Their list failed: all their items are left out (`_meta["warden/unavailable"]`).
+    pub unavailable: &'a [String],
+    /// They have as many items of the list's kind pinned as Warden keeps: their new ones are
+    /// left out (`_meta["warden/pin_limit"]`).
+    pub pin_limit: &'a [String],
+}
+
 /// The answer to the agent's list request `id`: `items` under `key`, and the servers whose
-/// list failed (`failures`) named in `_meta["warden/unavailable"]`; its outcome recorded.
+/// items are left out (`left`) named in its `_meta`; its outcome recorded.
 pub(super) fn answer_list(
     ex: &mut Exchange,
     key: &str,
     items: Vec<Value>,
-    failures: &[String],
+    left: Left<'_>,
     id: &Value,
 ) -> Response<ProxyBody> {
     let mut result = Map::new();
     result.insert(key.into(), Value::Array(items));
-    if !failures.is_empty() {
-        result.insert("_meta".into(), json!({"warden/unavailable": failures}));
+    let mut meta = Map::new();
+    if !left.unavailable.is_empty() {
+        meta.insert("warden/unavailable".into(), json!(left.unavailable));
+    }
+    if !left.pin_limit.is_empty() {
+        meta.insert("warden/pin_limit".into(), json!(left.pin_limit));
+    }
+    if !meta.is_empty() {
+        result.insert("_meta".into(), Value::Object(meta));
     }
     ex.outcome(StatusCode::OK).mcp_result(None, None);
     json_response(StatusCode::OK, &jsonrpc::result(id, Value::Object(result)))

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use http::Response;
 use serde_json::{Map, Value};
 
-use super::pages::{answer_list, read_pages};
+use super::pages::{Left, answer_list, read_pages};
 use crate::action::{Facts, Principal, Verb};
 use crate::mcp::{Link, McpError, Reservation, Session, Task, TaskError, created_task};
 use crate::protocol::Shape;
@@ -176,7 +176,11 @@ pub(super) async fn list(
             }
         }
     }
-    Ok(answer_list(ex, "tasks", tasks, &failures, id))
+    let left = Left {
+        unavailable: &failures,
+        pin_limit: &[],
+    };
+    Ok(answer_list(ex, "tasks", tasks, left, id))
 }
 
 /// Whether the task `id` that `server` lists is one `principal` created in `session`.
