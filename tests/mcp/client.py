@@ -134,7 +134,11 @@ async def _step(session: ClientSession, step: dict) -> dict:
             return {"texts": [getattr(c, "text", None) for c in result.contents]}
         if op == "get_prompt":
             result = await session.get_prompt(step["name"], step.get("arguments", {}))
-            return {"messages": len(result.messages)}
+            return {
+                "messages": len(result.messages),
+                "description": result.description,
+                "texts": [getattr(m.content, "text", None) for m in result.messages],
+            }
         if op == "kill_upstream":
             return {"killed": _kill_upstream(step["pattern"])}
         if op == "sleep":

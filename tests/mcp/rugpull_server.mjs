@@ -24,7 +24,7 @@
 // resources/read; no dependencies beyond Node.
 
 import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
-import { createInterface } from "node:readline";
+import { protocolVersion, send, serve } from "./stdio_server.mjs";
 
 const args = process.argv.slice(2);
 const option = (name) => {
@@ -50,8 +50,6 @@ const SIGNED =
   "https://files.example/r?X-Amz-Signature=5ec2e75ig&X-Amz-Credential=AKIAEXAMPLE";
 const changeAfterLists = Number.parseInt(option("--change-after-lists") ?? "0", 10);
 let lists = 0;
-
-const SUPPORTED = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
 
 function tools() {
   const add = {
@@ -108,18 +106,12 @@ function resources() {
   return listed;
 }
 
-function send(message) {
-  process.stdout.write(JSON.stringify(message) + "\n");
-}
-
 function answer(request) {
   const params = request.params ?? {};
   switch (request.method) {
     case "initialize":
       return {
-        protocolVersion: SUPPORTED.includes(params.protocolVersion)
-          ? params.protocolVersion
-          : SUPPORTED[0],
+        protocolVersion: protocolVersion(params),
         capabilities: { tools: { listChanged: true }, prompts: {}, resources: {} },
         serverInfo: { name: "rugpull", version: "1.0.0" },
         instructions: poisoned
@@ -174,25 +166,10 @@ function answer(request) {
   }
 }
 
-createInterface({ input: process.stdin }).on("line", (line) => {
-  if (!line.trim()) return;
-  let request;
-  try {
-    request = JSON.parse(line);
-  } catch {
-    send({ jsonrpc: "2.0", id: null, error: { code: -32700, message: "parse error" } });
-    return;
-  }
-  if (request.id === undefined || request.id === null) return; // a notification
+serve(answer, (request) => {
   if (methodsFile) appendFileSync(methodsFile, `${request.method}\n`);
   if (request.method === failing) {
-    send({ jsonrpc: "2.0", id: request.id, error: { code: -32603, message: `${failing} is failing` } });
-    return;
+    return { jsonrpc: "2.0", id: request.id, error: { code: -32603, message: `${failing} is failing` } };
   }
-  const result = answer(request);
-  if (result === undefined) {
-    send({ jsonrpc: "2.0", id: request.id, error: { code: -32601, message: `method not found: ${request.method}` } });
-  } else {
-    send({ jsonrpc: "2.0", id: request.id, result });
-  }
+  return undefined;
 });

@@ -284,6 +284,13 @@ fn data_uris(text: &[u8], origin: &dyn Fn(usize) -> (usize, &'static str), out: 
     }
 }
 
+/// The text a base64 `blob` of `media_type` holds (an MCP resource's contents sent as
+/// `blob`), decoded as forgivingly as a multipart part, when the type is a text type
+/// (`text/…`, JSON, XML, YAML): its reader reads it as text. `None` for any other type.
+pub fn text_blob(media_type: &str, blob: &str) -> Option<Vec<u8>> {
+    is_text_type(media_type).then(|| forgiving_base64::skipping_others(blob.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,9 @@
 //! is `inspect:` ([`config`]).
 //!
 //! What comes back matters too: [`tool_description`] looks for hidden instructions in the tool
-//! definitions an MCP server offers ("tool poisoning").
+//! definitions an MCP server offers ("tool poisoning"), and [`server_content`] reads with the
+//! same detectors (and the content detectors) what a server answers to a `prompts/get` or a
+//! `resources/read`.
 
 pub mod config;
 pub mod decoded;
@@ -21,6 +23,7 @@ mod personal;
 pub mod redact;
 mod scan;
 pub mod secrets;
+pub mod server_content;
 pub mod stream;
 pub mod tool_description;
 

@@ -189,10 +189,11 @@ pub fn names_another_server(text: &str, others: &[&str], location: &str) -> Opti
     })
 }
 
-/// Adds what `text`, found at `location`, shows.
+/// Adds what `text`, found at `location`, shows (up to the most findings one definition
+/// reports, counted in `findings`).
 /// The whole of `text` is read, however long: a payload padded past any bound would
 /// otherwise pass unseen (a list's size is bounded where it is read, `proxy/mcp/message.rs`).
-fn inspect_text(text: &str, location: &str, findings: &mut Vec<Finding>) {
+pub fn inspect_text(text: &str, location: &str, findings: &mut Vec<Finding>) {
     let mut report = |detector: &str| {
         if findings.len() < FINDINGS_MAX {
             findings.push(Finding {

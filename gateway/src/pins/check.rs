@@ -552,5 +552,7 @@ fn known(rules: &Rules, entry: &Entry, digest: &Arc<str>) -> Option<PinCheck> {
     }
 }
 
+mod approved;
+
 #[cfg(test)]
 mod tests;

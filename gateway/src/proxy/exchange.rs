@@ -1191,6 +1191,17 @@ impl PendingOutcome {
         self.permit = None;
     }
 
+    /// Adds to the record what the detectors found in an MCP server's answer (a
+    /// `prompts/get` or `resources/read` result: detector and location, never the text).
+    pub fn found_in_result(&mut self, findings: Vec<crate::action::Finding>) {
+        self.event
+            .findings
+            .extend(findings.into_iter().map(|f| AuditFinding {
+                location: bounded(&f.location, FIELD_MAX).into_owned(),
+                detector: f.detector,
+            }));
+    }
+
     /// Completes the record of an MCP request: whether the tool's result said `isError`, and
     /// why the exchange failed, if it did.
     pub fn mcp_result(mut self, is_error: Option<bool>, error: Option<String>) {

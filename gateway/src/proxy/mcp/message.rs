@@ -17,6 +17,7 @@ use super::another_token;
 use super::answer::{empty, event_stream, json_response};
 use super::pages::{Left, PageError, answer_list, read_pages};
 use super::pinned::{self, Checked, Unsettled, pin_check, pinned_item, pinned_kind, warn_of_full};
+use super::served_content::Served;
 use super::server_requests::{self, ServerJudge};
 use super::tasks::{self, Birth};
 use crate::action::{Action, Facts, Findings, Principal, Resource, ToolFacts, Verb};
@@ -526,6 +527,15 @@ impl Onward<'_> {
             decided: true,
         })?;
         ex.propagate_meta(&mut params);
+        let served = Served::of(
+            (
+                ex.shared().pins.clone(),
+                &ex.shared().snapshot.load().config.inspect,
+            ),
+            &method,
+            &server,
+            &params,
+        );
         // The call is known (and can be cancelled) before it is sent.
         let t = Instant::now();
         let call = match link.prepare(&params).await {
@@ -544,6 +554,7 @@ impl Onward<'_> {
             tool_call,
             admitted,
             birth,
+            served,
         };
         let timeout = self.endpoint.request_timeout;
         if self.stream_at_once {
@@ -577,6 +588,8 @@ struct InFlight {
     /// The task a task-augmented `tools/call` may create, remembered when its server answers
     /// with one.
     birth: Option<Birth>,
+    /// A `prompts/get` or `resources/read`, whose answer is read before the agent gets it.
+    served: Option<Served>,
 }
 
 impl InFlight {
@@ -654,7 +667,7 @@ async fn observe(
         () = tokio::time::sleep_until(deadline) => First::Timeout,
     };
     ex.forwarded(started.elapsed().as_secs_f64());
-    let outcome = ex.outcome(StatusCode::OK);
+    let mut outcome = ex.outcome(StatusCode::OK);
     let agent_id = flight.id.to_value();
     let answer = match first {
         First::Progress(first) => {
@@ -674,6 +687,9 @@ async fn observe(
             flight.admitted.report(!answer.server_failed);
             let mut response = answer_as_agent(answer.message, &agent_id);
             tasks::born(flight.birth.take(), &flight.link, &mut response);
+            if let Some(served) = &flight.served {
+                outcome.found_in_result(served.read(&mut response));
+            }
             let (is_error, error) = result_of(&response, flight.tool_call);
             outcome.mcp_result(is_error, error);
             response
@@ -757,6 +773,7 @@ async fn stream_answer(
         tool_call,
         admitted,
         birth,
+        served,
         ..
     } = flight;
     let upstream_id = call.upstream_id;
@@ -767,6 +784,9 @@ async fn stream_answer(
             admitted.report(!answer.server_failed);
             let mut response = answer_as_agent(answer.message, &agent_id);
             tasks::born(birth, &link, &mut response);
+            if let Some(served) = &served {
+                outcome.found_in_result(served.read(&mut response));
+            }
             (Some(response), None)
         }
         Ok(None) => (None, Some(CANCELLED.to_owned())),

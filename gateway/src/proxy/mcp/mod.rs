@@ -4,7 +4,8 @@
 //! `<prefix>/messages` (`legacy.rs`). Either way each message walks the same stages
 //! (`message.rs`), and so does each request a server sends the agent (`server_requests.rs`);
 //! the tasks an agent's tool calls create are followed by `tasks.rs`; what pinning says of the
-//! tool, prompt or resource a message uses, by `pinned.rs`;
+//! tool, prompt or resource a message uses, by `pinned.rs`; what a server answers to a
+//! `prompts/get` or `resources/read` is read before the agent gets it (`served_content.rs`);
 //! `origin.rs` holds what depends on Warden's own origin (the protected
 //! resource metadata, the refusal of other origins' pages).
 
@@ -15,6 +16,7 @@ mod message;
 mod origin;
 mod pages;
 mod pinned;
+mod served_content;
 mod server_requests;
 mod streamable;
 mod tasks;
