@@ -1,6 +1,6 @@
 //! What an MCP server answers for a model to read beyond the definitions it lists: a
-//! `prompts/get` result (its `description` and its `messages`) and a `resources/read` result
-//! (its `contents`). A server can list an innocent prompt and answer it with injected
+//! `prompts/get` result (its `description` and its `messages`), a `resources/read` result
+//! (its `contents`) and a `tools/call` result (its `content` and `structuredContent`). A server can list an innocent prompt and answer it with injected
 //! instructions, so every text in them is read by the detectors of hidden instructions that
 //! read tool definitions ([`tool_description`]: hidden characters, credential access,
 //! instruction override, concealment, exfiltration) and by the content detectors `inspect:`
@@ -67,6 +67,80 @@ pub fn inspect_resource_result(result: &Value, config: &InspectConfig) -> Vec<Fi
     }
     findings.truncate(FINDINGS_MAX);
     findings
+}
+
+/// What the detectors find in a `tools/call` result: each block of its `content` (as a prompt
+/// message's), and every string of its `structuredContent` (keys included), to a bounded depth.
+pub fn inspect_tool_result(result: &Value, config: &InspectConfig) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let content = result.get("content").and_then(Value::as_array);
+    for (i, block) in content.into_iter().flatten().enumerate() {
+        if let Value::Object(block) = block {
+            read_block(
+                block,
+                &format!("result.content[{i}]"),
+                config,
+                &mut findings,
+            );
+        }
+    }
+    if let Some(structured) = result.get("structuredContent") {
+        read_strings(
+            structured,
+            "result.structuredContent",
+            0,
+            config,
+            &mut findings,
+        );
+    }
+    findings.truncate(FINDINGS_MAX);
+    findings
+}
+
+/// Deepest level of a structured result whose strings are read.
+const DEPTH_MAX: usize = 32;
+
+/// Every string in `value` at `at` (object keys too), read to [`DEPTH_MAX`] levels.
+fn read_strings(
+    value: &Value,
+    at: &str,
+    depth: usize,
+    config: &InspectConfig,
+    findings: &mut Vec<Finding>,
+) {
+    if depth > DEPTH_MAX || findings.len() >= FINDINGS_MAX {
+        return;
+    }
+    match value {
+        Value::String(text) => read_text(text, at, config, findings),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                read_strings(item, &format!("{at}[{i}]"), depth + 1, config, findings);
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map {
+                let at = format!("{at}.{}", location_key(key));
+                read_text(key, &format!("{at} (key)"), config, findings);
+                read_strings(item, &at, depth + 1, config, findings);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// An object key as a location names it: bounded, control characters escaped (a key is the
+/// server's text and the location reaches records and the log).
+fn location_key(key: &str) -> String {
+    let mut out: String = key
+        .chars()
+        .take(64)
+        .flat_map(char::escape_default)
+        .collect();
+    if key.chars().nth(64).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// One content block of a prompt message at `at`: text, an embedded resource or a resource

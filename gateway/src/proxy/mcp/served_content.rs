@@ -1,7 +1,8 @@
 //! Observe, for what a server answers for the model to read: a `prompts/get` result reaches
 //! the agent with the description of the prompt as it was approved (a server can list an
-//! innocent prompt and describe it otherwise when asked for it), and a `prompts/get` or
-//! `resources/read` result is read by the detectors of `inspect::server_content`. A replaced
+//! innocent prompt and describe it otherwise when asked for it), and a `prompts/get`,
+//! `resources/read` or `tools/call` result is read by the detectors of
+//! `inspect::server_content`. A replaced
 //! description (the finding [`DESCRIPTION_NOT_PINNED`]) and what the detectors find join the
 //! request's outcome record and Warden's log, by detector and location, never the text.
 
@@ -11,7 +12,9 @@ use serde_json::{Map, Value};
 
 use crate::action::Finding;
 use crate::inspect::InspectConfig;
-use crate::inspect::server_content::{inspect_prompt_result, inspect_resource_result};
+use crate::inspect::server_content::{
+    inspect_prompt_result, inspect_resource_result, inspect_tool_result,
+};
 use crate::pins::{ItemKind, Pins};
 use crate::text::{FIELD_MAX, Quoted, bounded};
 
@@ -38,12 +41,14 @@ enum Item {
     Prompt(String),
     /// `resources/read` of the resource at this URI.
     Resource(String),
+    /// `tools/call` of the tool of this name.
+    Tool(String),
 }
 
 impl Served {
     /// What `method` with `params` (as sent to `server`, under the server's own names) asks
-    /// for that its answer is read for: a `prompts/get` or a `resources/read`; `None` for any
-    /// other request. Its answer is read with `pins` and the detectors `inspect` enables.
+    /// for that its answer is read for: a `prompts/get`, a `resources/read` or a `tools/call`;
+    /// `None` for any other request. Its answer is read with `pins` and the detectors `inspect` enables.
     pub(super) fn of(
         (pins, inspect): (Option<Arc<Pins>>, &InspectConfig),
         method: &str,
@@ -54,6 +59,7 @@ impl Served {
         let item = match method {
             "prompts/get" => Item::Prompt(own("name")?),
             "resources/read" => Item::Resource(own("uri")?),
+            "tools/call" => Item::Tool(own("name")?),
             _ => return None,
         };
         Some(Served {
@@ -83,6 +89,10 @@ impl Served {
             Item::Resource(uri) => {
                 let found = inspect_resource_result(result, &self.inspect);
                 (ItemKind::Resource, uri, Vec::new(), found)
+            }
+            Item::Tool(name) => {
+                let found = inspect_tool_result(result, &self.inspect);
+                (ItemKind::Tool, name, Vec::new(), found)
             }
         };
         if !found.is_empty() {

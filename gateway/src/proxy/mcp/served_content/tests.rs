@@ -172,12 +172,64 @@ fn an_error_answer_has_nothing_read() {
 }
 
 #[test]
-fn only_prompts_get_and_resources_read_are_read() {
+fn a_tools_results_content_and_structured_content_are_read() {
+    let mut response = answer(json!({
+        "content": [
+            {"type": "image", "data": "AAAA", "mimeType": "image/png"},
+            {"type": "text", "text": INJECTED}
+        ],
+        "structuredContent": {"rows": [{"note": INJECTED}], INJECTED: 1}
+    }));
+    let before = response.clone();
+    let found = served(
+        None,
+        "tools/call",
+        json!({"name": "lookup", "arguments": {}}),
+    )
+    .read(&mut response);
+    for location in [
+        "result.content[1].text",
+        "result.structuredContent.rows[0].note",
+    ] {
+        assert!(
+            found
+                .iter()
+                .any(|f| &*f.detector == CONCEALMENT && f.location == location),
+            "{location} in {found:?}"
+        );
+    }
+    assert!(
+        found.iter().any(|f| f.location.ends_with(" (key)")),
+        "a key is read: {found:?}"
+    );
+    // Read, never changed: the agent gets the answer as the server sent it.
+    assert_eq!(response, before);
+}
+
+#[test]
+fn a_structured_result_is_read_to_a_bounded_depth() {
+    let nested = |levels: usize| {
+        let mut value = json!(INJECTED);
+        for _ in 0..levels {
+            value = json!([value]);
+        }
+        answer(json!({"content": [], "structuredContent": value}))
+    };
+    let read = |mut response: Value| {
+        served(None, "tools/call", json!({"name": "lookup"})).read(&mut response)
+    };
+    assert!(!read(nested(5)).is_empty());
+    // Deeper than serde_json parses (128) is never an answer; past 32 levels is not read.
+    assert!(read(nested(100)).is_empty());
+}
+
+#[test]
+fn only_prompts_get_resources_read_and_tools_call_are_read() {
     let params = json!({"name": "summarize", "uri": "notes://today"});
     let Value::Object(params) = params else {
         unreachable!()
     };
-    for method in ["tools/call", "completion/complete", "resources/subscribe"] {
+    for method in ["completion/complete", "resources/subscribe", "tools/list"] {
         assert!(
             Served::of(
                 (None, &InspectConfig::default()),
