@@ -80,10 +80,7 @@ fn run(events: &[String], judge: &mut DenyNamed) -> (String, String) {
 #[test]
 fn allowed_calls_stream_through_byte_for_byte_after_text_that_was_not_held() {
     let events = stream();
-    let mut judge = DenyNamed {
-        denied: &[],
-        seen: Vec::new(),
-    };
+    let mut judge = allowing();
     let (out, before_finish) = run(&events, &mut judge);
     assert_eq!(out, events.concat());
     // The text went out at once; the calls waited for the choice to finish.
@@ -706,14 +703,19 @@ fn a_call_named_in_two_deltas_is_not_delivered() {
     assert_eq!(seen, vec![("exec".to_owned(), "{}".to_owned())], "{out}");
 }
 
+/// A judge that allows every call (and remembers what it saw).
+fn allowing() -> DenyNamed {
+    DenyNamed {
+        denied: &[],
+        seen: Vec::new(),
+    }
+}
+
 /// A hostile upstream's stream whose event never ends (a line of many megabytes, no blank
 /// line) is ended with the error once it is larger than an event may be, not held whole.
 #[test]
 fn an_event_that_never_ends_is_not_held_past_what_one_event_may_be() {
-    let mut judge = DenyNamed {
-        denied: &[],
-        seen: Vec::new(),
-    };
+    let mut judge = allowing();
     let mut rewriter = rewriter(true);
     let mut out = rewriter.push(br#"data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":""#, &mut judge).to_vec();
     let mebibyte = vec![b'A'; 1 << 20];
@@ -734,10 +736,7 @@ fn an_event_that_never_ends_is_not_held_past_what_one_event_may_be() {
 /// `MAX_HELD`: the stream ends with the error instead, the call unsent and unjudged.
 #[test]
 fn a_call_whose_deltas_never_finish_is_not_held_past_the_bound() {
-    let mut judge = DenyNamed {
-        denied: &[],
-        seen: Vec::new(),
-    };
+    let mut judge = allowing();
     let mut rewriter = rewriter(true);
     let start = chunk(
         serde_json::json!({"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"exec","arguments":""}}]},"finish_reason":null}),
@@ -765,10 +764,7 @@ fn a_call_whose_deltas_never_finish_is_not_held_past_the_bound() {
 /// among the others) ends the stream once more than `MAX_CALLS` are held: none is judged.
 #[test]
 fn more_calls_held_at_once_than_any_model_proposes_end_the_stream() {
-    let mut judge = DenyNamed {
-        denied: &[],
-        seen: Vec::new(),
-    };
+    let mut judge = allowing();
     let calls: Vec<Value> = (0..=proposed::MAX_CALLS)
         .map(|i| serde_json::json!({"index":i,"id":format!("call_{i}"),"type":"function","function":{"name":"exec","arguments":"{}"}}))
         .collect();
