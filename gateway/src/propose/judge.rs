@@ -20,11 +20,15 @@ use crate::approval::gate::{Approved, Gate};
 use crate::approval::{self, Hold};
 use crate::decision::Decision;
 use crate::policy::PolicyEngine;
-use crate::protocol::proposed::{JudgeCalls, ProposedCall, Verdict};
+use crate::protocol::proposed::{JudgeCalls, MAX_CALLS, ProposedCall, Verdict};
 use crate::protocol::strict_json;
 
 /// OpenClaw's deferred-tool call: `tool_call {id, args}` names the tool it runs.
 const DEFERRED: &str = "tool_call";
+
+/// Why a call past [`MAX_CALLS`] is refused.
+const TOO_MANY: &str = "the response proposed more than 256 tool calls, more than Warden judges \
+                        in one response";
 
 /// Where each judged call's decision goes: the audit log and the metrics.
 pub trait RecordProposal: Send {
@@ -330,6 +334,9 @@ impl JudgeCalls for Judge {
                 text: String::new(),
             };
         }
+        if self.given.len() >= MAX_CALLS {
+            return self.past_the_most(call);
+        }
         let (action, refused) = self.action(call);
         let decision = match refused {
             Some(why) => Decision::Deny {
@@ -369,6 +376,31 @@ impl JudgeCalls for Judge {
                 }
                 None => self.unheld(&name, &decision),
             },
+        };
+        self.refusing(&verdict);
+        self.given.push(verdict.clone());
+        self.cursor += 1;
+        verdict
+    }
+}
+
+impl Judge {
+    /// Refuses a call past [`MAX_CALLS`] unjudged; only the first of them is recorded, so that
+    /// an upstream cannot flood the audit log with a response of a hundred thousand calls.
+    fn past_the_most(&mut self, call: &ProposedCall<'_>) -> Verdict {
+        let (action, _) = self.action(call);
+        let name = action.resource.cedar_id();
+        if self.given.len() == MAX_CALLS {
+            let decision = Decision::Deny {
+                reasons: vec![TOO_MANY.to_owned()],
+                policies: Vec::new(),
+            };
+            let label = self.catalogue.label(&name);
+            self.records
+                .record(&action, &decision, call.arguments.as_bytes(), label);
+        }
+        let verdict = Verdict::Deny {
+            text: refusal_text(&name, TOO_MANY),
         };
         self.refusing(&verdict);
         self.given.push(verdict.clone());
@@ -454,6 +486,37 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    /// A hostile upstream proposes thousands of calls in one response: past `MAX_CALLS` they
+    /// are refused without a decision record each, so the audit log is not flooded.
+    #[test]
+    fn calls_past_the_most_one_response_may_propose_are_refused_and_recorded_once() {
+        let kept = Kept::default();
+        let mut judge = judge(&kept);
+        for _ in 0..MAX_CALLS {
+            assert_eq!(
+                verdict(&mut judge, "read", r#"{"path":"src/main.rs"}"#),
+                Verdict::Allow
+            );
+        }
+        for _ in 0..2 * MAX_CALLS {
+            let Verdict::Deny { text } = verdict(&mut judge, "read", r#"{"path":"src/main.rs"}"#)
+            else {
+                panic!("a call past the most is refused")
+            };
+            assert!(
+                text.contains("`read`") && text.contains("more than 256"),
+                "{text}"
+            );
+        }
+        let records = kept.0.lock().map(|r| r.clone()).unwrap_or_default();
+        assert_eq!(
+            records.len(),
+            MAX_CALLS + 1,
+            "one record for all past the most"
+        );
+        assert_eq!(records.last().map(|r| r.1), Some("deny"));
     }
 
     fn judge(kept: &Kept) -> Judge {

@@ -41,7 +41,7 @@ pub use identifier::{
 };
 pub use refusal::{
     DECISION_HEADER, DECISION_ID_HEADER, Pending, RECEIPT_HEADER, REQUEST_ID_HEADER, Refusal,
-    RefusalFinish,
+    RefusalFinish, strip_wardens_own,
 };
 pub use request::{Endpoint, LlmRequest};
 pub use response::{ERROR_HEADER, event_stream_headers, json as json_response};

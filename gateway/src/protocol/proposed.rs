@@ -101,6 +101,11 @@ impl EventFramer {
         self.scanned = self.scanned.saturating_sub(start);
     }
 
+    /// Bytes of the event not yet complete.
+    pub fn held(&self) -> usize {
+        self.pending.len()
+    }
+
     /// What is left when the stream ends (an event without its blank line).
     pub fn rest(&mut self) -> Vec<u8> {
         self.line_start = 0;
@@ -184,6 +189,9 @@ pub trait EventRewriter: Send {
     /// The stream ended: whatever is still held goes to `out`; calls that cannot be judged
     /// end the stream with the dialect's error.
     fn end(&mut self, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>) -> Result<(), Unjudged>;
+
+    /// Bytes of the events it holds back (those of calls not yet complete).
+    fn held(&self) -> usize;
 }
 
 /// How a dialect's answers spell their calls, and what it makes of answers it cannot judge.
@@ -287,25 +295,48 @@ impl<R: EventRewriter> Events<R> {
         }
     }
 
-    /// Gives `event` to the dialect; one that cannot be judged ends the stream.
+    /// Gives `event` to the dialect; one that cannot be judged ends the stream, as does an
+    /// event larger than [`MAX_WHOLE_BODY`] or calls held past [`MAX_HELD`].
     fn event(&mut self, event: Vec<u8>, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>) {
         if self.failed.is_some() {
             return;
         }
-        if let Err(why) = self.inner.event(event, judge, out) {
-            out.extend_from_slice(&self.judged.error_event(why));
-            self.failed = Some(why);
+        let judged = match event.len() > MAX_WHOLE_BODY {
+            true => Err(Unjudged::StreamTooLarge),
+            false => self.inner.event(event, judge, out),
+        };
+        let judged = judged.and_then(|()| match self.inner.held() > MAX_HELD {
+            true => Err(Unjudged::StreamTooLarge),
+            false => Ok(()),
+        });
+        if let Err(why) = judged {
+            self.fail(why, out);
         }
+    }
+
+    /// Ends the stream with the dialect's error for `why`; nothing more is read or held.
+    fn fail(&mut self, why: Unjudged, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.judged.error_event(why));
+        self.failed = Some(why);
+        self.framer.rest();
     }
 }
 
 impl<R: EventRewriter + Clone> ProposalRewriter for Events<R> {
     fn push(&mut self, chunk: &[u8], judge: &mut dyn JudgeCalls) -> Bytes {
+        if self.failed.is_some() {
+            return Bytes::new();
+        }
         let mut out = Vec::with_capacity(chunk.len());
         let mut events = Vec::new();
         self.framer.push(chunk, |e| events.push(e.to_vec()));
         for event in events {
             self.event(event, judge, &mut out);
+        }
+        // An event that never ends (a line of a gigabyte, lines without the blank one) is
+        // not held past what one event may be.
+        if self.failed.is_none() && self.framer.held() > MAX_WHOLE_BODY {
+            self.fail(Unjudged::StreamTooLarge, &mut out);
         }
         Bytes::from(out)
     }
@@ -327,7 +358,7 @@ impl<R: EventRewriter + Clone> ProposalRewriter for Events<R> {
 
     fn checkpoint(&mut self) {
         // The framer holds at most a partial event and the rewriter the parts of the calls it
-        // holds: small.
+        // holds: both bounded (`MAX_WHOLE_BODY`, `MAX_HELD`).
         self.saved = Some(Box::new((
             self.framer.clone(),
             self.inner.clone(),
@@ -367,6 +398,20 @@ pub const MAX_WHOLE_BODY: usize = 32 * 1024 * 1024;
 pub const TOO_LARGE: &str =
     "Warden could not judge the tool calls of a response larger than 32 MiB; it was not delivered";
 
+/// Most a stream holds back of the calls it judges (their events, until each call's
+/// arguments are complete): twice a whole body, as a call's arguments stream in deltas that
+/// each repeat the event's envelope.
+pub const MAX_HELD: usize = 2 * MAX_WHOLE_BODY;
+
+/// Most calls (and choices, or items, that hold calls) a stream holds at once, and most calls
+/// of one response judged (`propose/judge.rs`): far more than any model proposes at once.
+pub const MAX_CALLS: usize = 256;
+
+/// What a stream is ended with when one of its events is larger than [`MAX_WHOLE_BODY`], the
+/// events of the calls it holds larger than [`MAX_HELD`], or its calls held more than
+/// [`MAX_CALLS`].
+pub const STREAM_TOO_LARGE: &str = "Warden could not judge the tool calls of a stream larger than it holds (an event past 32 MiB, calls held past 64 MiB or more than 256 at once); the rest was not delivered";
+
 /// What a response that is not JSON is replaced by: its calls cannot be judged (a byte-order
 /// mark, UTF-16, a cut body; a compressed one is refused before it is read).
 pub const UNREADABLE: &str =
@@ -377,6 +422,9 @@ pub const UNREADABLE: &str =
 pub enum Unjudged {
     /// Larger than [`MAX_WHOLE_BODY`].
     TooLarge,
+    /// A stream with an event larger than [`MAX_WHOLE_BODY`], calls held past [`MAX_HELD`],
+    /// or more than [`MAX_CALLS`] held at once.
+    StreamTooLarge,
     /// Not JSON.
     Unreadable,
 }
@@ -386,6 +434,7 @@ impl Unjudged {
     pub fn message(self) -> &'static str {
         match self {
             Unjudged::TooLarge => TOO_LARGE,
+            Unjudged::StreamTooLarge => STREAM_TOO_LARGE,
             Unjudged::Unreadable => UNREADABLE,
         }
     }
@@ -393,7 +442,7 @@ impl Unjudged {
     /// The error's stable code, where the dialect's error shape has one.
     pub fn code(self) -> &'static str {
         match self {
-            Unjudged::TooLarge => "response_too_large",
+            Unjudged::TooLarge | Unjudged::StreamTooLarge => "response_too_large",
             Unjudged::Unreadable => "response_unreadable",
         }
     }

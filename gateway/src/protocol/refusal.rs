@@ -126,6 +126,21 @@ pub const RECEIPT_HEADER: HeaderName = HeaderName::from_static("x-warden-receipt
 /// `x-request-id`: the request id of every response.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Removes from an upstream's answer every header in Warden's own namespace (`x-warden-…`):
+/// only Warden says what it decided (`x-warden-decision`, `x-warden-decision-id`,
+/// `x-warden-receipt`, `x-warden-error`, `x-warden-approval-id`), and an upstream's
+/// `x-warden-decision-id` would otherwise stand in for the real one.
+pub fn strip_wardens_own(headers: &mut http::HeaderMap) {
+    let own: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("x-warden-"))
+        .cloned()
+        .collect();
+    for name in own {
+        headers.remove(name);
+    }
+}
+
 /// `answer` as a 200 response marked as a refusal.
 pub fn respond(answer: Answer, refusal: &Refusal<'_>) -> Response<Full<Bytes>> {
     let response = match answer {
@@ -158,6 +173,30 @@ pub(crate) mod tests {
     use super::*;
     use http::{StatusCode, header};
     use http_body_util::BodyExt;
+
+    /// An upstream's headers in Warden's namespace go; the others stay.
+    #[test]
+    fn an_upstreams_headers_in_wardens_name_are_removed_and_the_others_kept() {
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in [
+            ("x-warden-decision", "deny"),
+            ("x-warden-decision-id", "forged"),
+            ("x-warden-error", "policy_denied"),
+            ("x-warden-approval-id", "forged"),
+            ("x-warden-receipt", "forged"),
+            ("x-request-id", "upstream-request"),
+            ("openai-processing-ms", "12"),
+        ] {
+            headers.append(
+                http::HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        strip_wardens_own(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(http::HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["openai-processing-ms", "x-request-id"]);
+    }
 
     /// The refusal used by every protocol's tests.
     pub(crate) const REFUSAL: Refusal<'static> = Refusal {

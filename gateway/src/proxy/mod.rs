@@ -476,6 +476,7 @@ fn observe(
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     inject::strip_response_hop_by_hop(&mut parts.headers, ex.accepts_trailers());
     inject::strip_set_cookie(&mut parts.headers, route.pass_cookies);
+    protocol::strip_wardens_own(&mut parts.headers);
     let mut redactor = ex.redactor();
     if let Some(r) = redactor.as_mut() {
         r.headers(&mut parts.headers);

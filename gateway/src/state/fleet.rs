@@ -76,7 +76,9 @@ pub struct SessionCount {
 /// Fleet counters in the state store, shared by every replica.
 pub trait FleetRepository: Send + Sync {
     /// Adds every row's tokens and dollars to its account's stored spend, in one transaction:
-    /// all are added or none is.
+    /// all are added or none is. A sum past what a count holds (`i64::MAX`) stays there: an
+    /// overflowing addition would refuse every later flush to the account, and leave every
+    /// replica's budgets stale, on a figure one answer reported.
     fn add_spend(&self, deltas: Vec<SpendRow>) -> BoxFuture<'_, Result<(), StateError>>;
 
     /// The stored spend of the day `day` and the month `month`, by scope, name and period.

@@ -135,6 +135,19 @@ impl UpstreamClient {
                 return Err(UpstreamError::NotAbsolute);
             };
             match call.await {
+                // Warden never asks for an upgrade (it strips `Upgrade`): a final `1xx` (`101
+                // Switching Protocols`) is no answer to pass on, and would end the agent's
+                // connection.
+                Ok(Ok(response)) if response.status().is_informational() => {
+                    Err(UpstreamError::Protocol {
+                        authority,
+                        source: format!(
+                            "it answered {} to a request that asked for no upgrade",
+                            response.status()
+                        )
+                        .into(),
+                    })
+                }
                 Ok(Ok(response)) => Ok(response),
                 Ok(Err(error)) => Err(UpstreamError::classify(authority, error, connect_timeout)),
                 Err(_) => Err(UpstreamError::Timeout {

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -304,6 +304,43 @@ async fn malformed_response_is_a_protocol_error() {
             .await
             .expect_err("garbage");
         assert!(matches!(error, UpstreamError::Protocol { .. }), "{error:?}");
+    })
+    .await;
+}
+
+/// A hostile upstream answers `101 Switching Protocols` to a request that asked for no
+/// upgrade: a protocol error (502), not an answer passed to the agent.
+#[tokio::test]
+async fn an_unasked_switching_protocols_answer_is_a_protocol_error() {
+    bounded(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            if let Ok((mut socket, _)) = listener.accept().await {
+                // The request's head is read first: the answer is to it.
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n")
+                    && socket.read(&mut byte).await.is_ok_and(|n| n == 1)
+                {
+                    head.push(byte[0]);
+                }
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
+                          connection: upgrade\r\n\r\nraw bytes",
+                    )
+                    .await;
+            }
+        });
+        let client = UpstreamClient::new(&UpstreamConfig::default()).expect("client");
+
+        let error = client
+            .send(get(&format!("http://{addr}/")))
+            .await
+            .expect_err("101 is no answer");
+        assert!(matches!(error, UpstreamError::Protocol { .. }), "{error:?}");
+        assert_eq!(error.status(), StatusCode::BAD_GATEWAY);
     })
     .await;
 }

@@ -157,6 +157,8 @@ struct Knobs {
     diverge: bool,
     /// Every streamed answer is these raw events, whatever the request asked.
     script: Option<Vec<Bytes>>,
+    /// Headers added to every answer (an upstream that forges Warden's own).
+    extra_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 /// How an upstream Warden must not trust may encode its answers.
@@ -341,6 +343,20 @@ impl FakeLlm {
         self.state.knobs().script = events.map(|all| all.into_iter().map(Bytes::from).collect());
     }
 
+    /// Adds `headers` to every answer built from now on (scripted streams excepted), as an
+    /// upstream that speaks in Warden's name (`x-warden-decision: deny`) would.
+    pub fn add_headers(&self, headers: &[(&'static str, &'static str)]) {
+        self.state.knobs().extra_headers = headers
+            .iter()
+            .map(|(name, value)| {
+                (
+                    http::HeaderName::from_static(name),
+                    http::HeaderValue::from_static(value),
+                )
+            })
+            .collect();
+    }
+
     /// Holds every stream started from now on after its first chunks until the gate opens.
     pub fn hold_streams(&self) -> StreamGate {
         let (open, held) = watch::channel(false);
@@ -449,6 +465,7 @@ async fn handle(
     state.request_seen.notify_waiters();
 
     let script = state.knobs().script.clone();
+    let extra_headers = state.knobs().extra_headers.clone();
     let (failure, delay, chunk_delay, gate, keys, text_only, cut_after, pad, encoding, diverge) = {
         let k = state.knobs();
         (
@@ -522,10 +539,14 @@ async fn handle(
     };
     let response = response
         .unwrap_or_else(|| error_response(provider, &Failure::status(StatusCode::NOT_FOUND)));
-    Ok(match encoding {
+    let mut response = match encoding {
         Some(encoding) => encoded(response, encoding).await,
         None => response,
-    })
+    };
+    for (name, value) in extra_headers {
+        response.headers_mut().append(name, value);
+    }
+    Ok(response)
 }
 
 /// `response` encoded as `encoding` says: gzip as it streams, the rest whole (a stream is

@@ -53,6 +53,8 @@ struct Block {
     name: String,
     input: String,
     events: Vec<Vec<u8>>,
+    /// The events' bytes.
+    bytes: usize,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -71,6 +73,10 @@ struct Stream {
 }
 
 impl EventRewriter for Stream {
+    fn held(&self) -> usize {
+        self.held.as_ref().map_or(0, |block| block.bytes)
+    }
+
     fn end(&mut self, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>) -> Result<(), Unjudged> {
         if let Some(block) = self.held.take() {
             self.release(block, judge, out);
@@ -113,6 +119,7 @@ impl EventRewriter for Stream {
         if let Some(block) = self.held.as_mut()
             && index == Some(block.index)
         {
+            block.bytes += event.len();
             match kind {
                 "content_block_delta" => {
                     if let Some(part) = value.pointer("/delta/partial_json").and_then(Value::as_str)
@@ -144,6 +151,7 @@ impl EventRewriter for Stream {
                 id: str_at(&value, "/content_block/id"),
                 name: str_at(&value, "/content_block/name"),
                 input,
+                bytes: event.len(),
                 events: vec![event],
             });
             return Ok(());

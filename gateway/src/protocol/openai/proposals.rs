@@ -72,6 +72,8 @@ struct Call {
 struct Held {
     /// The raw events, in order.
     events: Vec<Vec<u8>>,
+    /// Their bytes.
+    bytes: usize,
     /// The calls by their delta index.
     calls: Vec<(u64, Call)>,
     /// The deprecated single call (`delta.function_call`), if the choice has one.
@@ -87,6 +89,10 @@ struct Stream {
 }
 
 impl EventRewriter for Stream {
+    fn held(&self) -> usize {
+        self.held.iter().map(|(_, held)| held.bytes).sum()
+    }
+
     fn end(&mut self, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>) -> Result<(), Unjudged> {
         for (index, held) in std::mem::take(&mut self.held) {
             release(index, held, None, judge, out)?;
@@ -154,13 +160,13 @@ impl EventRewriter for Stream {
                 continue;
             }
             carries = Some(*index);
-            let held = self.held_for(*index);
+            let held = self.held_for(*index)?;
             for delta in deltas.into_iter().flatten() {
                 let at = delta.get("index").and_then(Value::as_u64).unwrap_or(0);
                 if let Some(id) = delta.get("id").and_then(Value::as_str) {
-                    held.call_at(at).id.push_str(id);
+                    held.call_at(at)?.id.push_str(id);
                 }
-                held.call_at(at).add(delta)?;
+                held.call_at(at)?.add(delta)?;
             }
             if let Some(function) = function {
                 held.function
@@ -180,7 +186,11 @@ impl EventRewriter for Stream {
                     out.extend_from_slice(&event);
                 }
             }
-            (Some(index), None) => self.held_for(index).events.push(event),
+            (Some(index), None) => {
+                let held = self.held_for(index)?;
+                held.bytes += event.len();
+                held.events.push(event);
+            }
             (None, None) => out.extend_from_slice(&event),
         }
         Ok(())
@@ -325,27 +335,30 @@ impl Call {
 
 impl Held {
     /// The call at delta index `at`, started when new.
-    fn call_at(&mut self, at: u64) -> &mut Call {
+    fn call_at(&mut self, at: u64) -> Result<&mut Call, Unjudged> {
         entry(&mut self.calls, at)
     }
 }
 
 impl Stream {
-    fn held_for(&mut self, index: u64) -> &mut Held {
+    fn held_for(&mut self, index: u64) -> Result<&mut Held, Unjudged> {
         entry(&mut self.held, index)
     }
 }
 
-/// The value for `key` in `list`, a new one added when it has none.
-fn entry<T: Default>(list: &mut Vec<(u64, T)>, key: u64) -> &mut T {
+/// The value for `key` in `list`, a new one added when it has none; past
+/// [`proposed::MAX_CALLS`] entries none is added (a hostile stream's hundred thousand
+/// indexes, each looked up among the others), and the stream cannot be judged.
+fn entry<T: Default>(list: &mut Vec<(u64, T)>, key: u64) -> Result<&mut T, Unjudged> {
     let position = match list.iter().position(|(k, _)| *k == key) {
         Some(position) => position,
+        None if list.len() >= proposed::MAX_CALLS => return Err(Unjudged::StreamTooLarge),
         None => {
             list.push((key, T::default()));
             list.len() - 1
         }
     };
-    &mut list[position].1
+    Ok(&mut list[position].1)
 }
 
 /// Judges the calls `held` for choice `index` and writes what the agent gets: the held events

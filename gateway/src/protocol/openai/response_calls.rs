@@ -138,6 +138,8 @@ fn unjudged(why: Unjudged) -> Value {
 struct Held {
     output_index: u64,
     events: Vec<(Vec<u8>, Value)>,
+    /// The raw events' bytes.
+    bytes: usize,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -162,6 +164,10 @@ struct Stream {
 }
 
 impl EventRewriter for Stream {
+    fn held(&self) -> usize {
+        self.held.iter().map(|held| held.bytes).sum()
+    }
+
     fn end(&mut self, judge: &mut dyn JudgeCalls, out: &mut Vec<u8>) -> Result<(), Unjudged> {
         for held in std::mem::take(&mut self.held) {
             self.release(held, None, judge, out)?;
@@ -206,6 +212,7 @@ impl EventRewriter for Stream {
                 let held = self.held.remove(at);
                 self.release(held, Some((event, value)), judge, out)?;
             } else {
+                self.held[at].bytes += event.len();
                 self.held[at].events.push((event, value));
             }
             return Ok(());
@@ -215,8 +222,12 @@ impl EventRewriter for Stream {
             .and_then(Value::as_str)
             .is_some_and(runs_locally);
         if call_item && kind == "response.output_item.added" {
+            if self.held.len() >= proposed::MAX_CALLS {
+                return Err(Unjudged::StreamTooLarge);
+            }
             self.held.push(Held {
                 output_index: index.unwrap_or(0),
+                bytes: event.len(),
                 events: vec![(event, value)],
             });
             return Ok(());
@@ -226,6 +237,7 @@ impl EventRewriter for Stream {
             let held = Held {
                 output_index: index.unwrap_or(0),
                 events: Vec::new(),
+                bytes: 0,
             };
             self.release(held, Some((event, value)), judge, out)?;
             return Ok(());

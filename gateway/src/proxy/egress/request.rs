@@ -22,8 +22,8 @@ use crate::egress::intercept::TunnelUpstream;
 use crate::egress::{Destination, EgressError, Host, dial};
 use crate::inspect;
 use crate::observe::ObservedBody;
-use crate::protocol::Protocol;
 use crate::protocol::body::{self, Head};
+use crate::protocol::{Protocol, strip_wardens_own};
 use crate::proxy::bound_headers::BoundHeaders;
 use crate::proxy::exchange::{Exchange, ProxyBody};
 use crate::proxy::refusal::Refusal;
@@ -177,6 +177,7 @@ pub(super) async fn forward(
     }
     let (mut parts, body) = sent?.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    strip_wardens_own(&mut parts.headers);
     let outcome = ex.outcome(parts.status);
     let body = ObservedBody::new(body, outcome, Protocol::Rest.dialect(), false);
     Ok(Response::from_parts(

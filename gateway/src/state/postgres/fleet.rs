@@ -20,9 +20,18 @@ impl FleetRepository for PostgresStore {
                      input_tokens, output_tokens, micro_usd, updated_ms) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                      ON CONFLICT (scope, name, period, period_index) DO UPDATE SET \
-                     input_tokens = budget_spend.input_tokens + excluded.input_tokens, \
-                     output_tokens = budget_spend.output_tokens + excluded.output_tokens, \
-                     micro_usd = budget_spend.micro_usd + excluded.micro_usd, \
+                     input_tokens = CASE WHEN excluded.input_tokens \
+                       > 9223372036854775807 - budget_spend.input_tokens \
+                       THEN 9223372036854775807 \
+                       ELSE budget_spend.input_tokens + excluded.input_tokens END, \
+                     output_tokens = CASE WHEN excluded.output_tokens \
+                       > 9223372036854775807 - budget_spend.output_tokens \
+                       THEN 9223372036854775807 \
+                       ELSE budget_spend.output_tokens + excluded.output_tokens END, \
+                     micro_usd = CASE WHEN excluded.micro_usd \
+                       > 9223372036854775807 - budget_spend.micro_usd \
+                       THEN 9223372036854775807 \
+                       ELSE budget_spend.micro_usd + excluded.micro_usd END, \
                      updated_ms = excluded.updated_ms",
                 )
                 .await

@@ -23,9 +23,18 @@ impl FleetRepository for SqliteStore {
                          input_tokens, output_tokens, micro_usd, updated_ms) \
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
                          ON CONFLICT (scope, name, period, period_index) DO UPDATE SET \
-                         input_tokens = input_tokens + excluded.input_tokens, \
-                         output_tokens = output_tokens + excluded.output_tokens, \
-                         micro_usd = micro_usd + excluded.micro_usd, \
+                         input_tokens = CASE WHEN excluded.input_tokens \
+                           > 9223372036854775807 - input_tokens \
+                           THEN 9223372036854775807 \
+                           ELSE input_tokens + excluded.input_tokens END, \
+                         output_tokens = CASE WHEN excluded.output_tokens \
+                           > 9223372036854775807 - output_tokens \
+                           THEN 9223372036854775807 \
+                           ELSE output_tokens + excluded.output_tokens END, \
+                         micro_usd = CASE WHEN excluded.micro_usd \
+                           > 9223372036854775807 - micro_usd \
+                           THEN 9223372036854775807 \
+                           ELSE micro_usd + excluded.micro_usd END, \
                          updated_ms = excluded.updated_ms",
                     )?;
                     for d in &deltas {

@@ -7,6 +7,7 @@ use crate::state::pins::now_ms;
 
 on_both_backends!(
     spend_from_every_replica_adds_up_per_account_and_period,
+    spend_past_what_a_count_holds_stays_at_the_most_it_holds,
     each_replica_publishes_its_own_counts_and_stale_ones_go,
     session_labels_are_read_by_every_replica_until_they_expire,
     each_replica_replaces_its_own_session_counts_and_reads_the_others,
@@ -66,6 +67,36 @@ async fn spend_from_every_replica_adds_up_per_account_and_period(backend: Backen
     assert!(
         a.spend(99, 7).await.unwrap().is_empty(),
         "past periods went"
+    );
+}
+
+/// A hostile upstream reports usage no count holds: the account stays at the largest count,
+/// and later flushes to it still succeed.
+async fn spend_past_what_a_count_holds_stays_at_the_most_it_holds(backend: Backend) {
+    let a = backend.open().await.fleet();
+    let b = backend.open().await.fleet();
+    a.add_spend(vec![spend("fleet", "*", "day", 100, 10)])
+        .await
+        .unwrap();
+    let beyond = SpendRow {
+        input_tokens: i64::MAX,
+        output_tokens: i64::MAX / 2,
+        micro_usd: i64::MAX,
+        ..spend("fleet", "*", "day", 100, 0)
+    };
+    b.add_spend(vec![beyond]).await.unwrap();
+    a.add_spend(vec![spend("fleet", "*", "day", 100, 4)])
+        .await
+        .unwrap();
+    let rows = a.spend(100, 7).await.unwrap();
+    assert_eq!(
+        rows,
+        [SpendRow {
+            input_tokens: i64::MAX,
+            output_tokens: i64::MAX / 2 + 7,
+            micro_usd: i64::MAX,
+            ..spend("fleet", "*", "day", 100, 0)
+        }]
     );
 }
 

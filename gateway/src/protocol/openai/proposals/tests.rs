@@ -80,10 +80,7 @@ fn run(events: &[String], judge: &mut DenyNamed) -> (String, String) {
 #[test]
 fn allowed_calls_stream_through_byte_for_byte_after_text_that_was_not_held() {
     let events = stream();
-    let mut judge = DenyNamed {
-        denied: &[],
-        seen: Vec::new(),
-    };
+    let mut judge = allowing();
     let (out, before_finish) = run(&events, &mut judge);
     assert_eq!(out, events.concat());
     // The text went out at once; the calls waited for the choice to finish.
@@ -704,4 +701,85 @@ fn a_call_named_in_two_deltas_is_not_delivered() {
     ];
     let (out, seen) = streamed_denying_exec(&events);
     assert_eq!(seen, vec![("exec".to_owned(), "{}".to_owned())], "{out}");
+}
+
+/// A judge that allows every call (and remembers what it saw).
+fn allowing() -> DenyNamed {
+    DenyNamed {
+        denied: &[],
+        seen: Vec::new(),
+    }
+}
+
+/// A hostile upstream's stream whose event never ends (a line of many megabytes, no blank
+/// line) is ended with the error once it is larger than an event may be, not held whole.
+#[test]
+fn an_event_that_never_ends_is_not_held_past_what_one_event_may_be() {
+    let mut judge = allowing();
+    let mut rewriter = rewriter(true);
+    let mut out = rewriter.push(br#"data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":""#, &mut judge).to_vec();
+    let mebibyte = vec![b'A'; 1 << 20];
+    for _ in 0..(proposed::MAX_WHOLE_BODY >> 20) + 1 {
+        out.extend_from_slice(&rewriter.push(&mebibyte, &mut judge));
+    }
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("response_too_large"), "{out}");
+    assert_eq!(rewriter.unjudged(), Some(Unjudged::StreamTooLarge));
+    assert!(
+        rewriter.push(&mebibyte, &mut judge).is_empty(),
+        "nothing more is read into the stream"
+    );
+    assert!(judge.seen.is_empty());
+}
+
+/// A call whose arguments stream in deltas without end (no finish) is not held past
+/// `MAX_HELD`: the stream ends with the error instead, the call unsent and unjudged.
+#[test]
+fn a_call_whose_deltas_never_finish_is_not_held_past_the_bound() {
+    let mut judge = allowing();
+    let mut rewriter = rewriter(true);
+    let start = chunk(
+        serde_json::json!({"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"exec","arguments":""}}]},"finish_reason":null}),
+    );
+    let mut out = rewriter.push(start.as_bytes(), &mut judge).to_vec();
+    let piece = "A".repeat(1 << 20);
+    let delta = chunk(
+        serde_json::json!({"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":piece}}]},"finish_reason":null}),
+    );
+    for _ in 0..(proposed::MAX_HELD >> 20) + 1 {
+        out.extend_from_slice(&rewriter.push(delta.as_bytes(), &mut judge));
+    }
+    let out = String::from_utf8_lossy(&out);
+    assert!(
+        out.contains("response_too_large"),
+        "{}",
+        &out[..out.len().min(512)]
+    );
+    assert!(!out.contains("call_a"), "the held call is not sent");
+    assert_eq!(rewriter.unjudged(), Some(Unjudged::StreamTooLarge));
+    assert!(judge.seen.is_empty());
+}
+
+/// A hostile upstream's chunk that opens calls at thousands of delta indexes (each looked up
+/// among the others) ends the stream once more than `MAX_CALLS` are held: none is judged.
+#[test]
+fn more_calls_held_at_once_than_any_model_proposes_end_the_stream() {
+    let mut judge = allowing();
+    let calls: Vec<Value> = (0..=proposed::MAX_CALLS)
+        .map(|i| serde_json::json!({"index":i,"id":format!("call_{i}"),"type":"function","function":{"name":"exec","arguments":"{}"}}))
+        .collect();
+    let events = [
+        chunk(serde_json::json!({"index":0,"delta":{"tool_calls":calls},"finish_reason":null})),
+        chunk(serde_json::json!({"index":0,"delta":{},"finish_reason":"tool_calls"})),
+    ];
+    let mut rewriter = rewriter(true);
+    let mut out = rewriter
+        .push(events.concat().as_bytes(), &mut judge)
+        .to_vec();
+    out.extend_from_slice(&rewriter.finish(&mut judge));
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("response_too_large"), "{out}");
+    assert!(!out.contains("call_0"), "{out}");
+    assert_eq!(rewriter.unjudged(), Some(Unjudged::StreamTooLarge));
+    assert!(judge.seen.is_empty());
 }
