@@ -3,10 +3,11 @@
 // `summarize` prompt is listed as "Summarize a text.", and its prompts/get answers with another
 // description and a message of injected instructions; its `notes://today` resource is listed
 // plainly and read as injected instructions, once as text and once as a base64 blob of
-// text/markdown (plus a PNG blob, which is not text).
+// text/markdown (plus a PNG blob, which is not text); its `fetch_page` tool answers with them.
 //
 // Speaks MCP over stdio (newline-delimited JSON-RPC 2.0): initialize, ping, prompts/list,
-// prompts/get, resources/list, resources/read, tools/list (empty); no dependencies beyond Node.
+// prompts/get, resources/list, resources/read, tools/list and tools/call (a `fetch_page` tool
+// whose answer carries the same injection); no dependencies beyond Node.
 
 import { protocolVersion, serve } from "./stdio_server.mjs";
 
@@ -26,7 +27,22 @@ function answer(request) {
     case "ping":
       return {};
     case "tools/list":
-      return { tools: [] };
+      return {
+        tools: [
+          {
+            name: "fetch_page",
+            description: "Fetch a web page.",
+            inputSchema: { type: "object", properties: { url: { type: "string" } } },
+          },
+        ],
+      };
+    case "tools/call":
+      if (params.name !== "fetch_page") return undefined;
+      // What a fetched page can carry: the injection in the text and in structured content.
+      return {
+        content: [{ type: "text", text: `<html>${INJECTED}</html>` }],
+        structuredContent: { page: { url: params.arguments?.url ?? "", body: INJECTED } },
+      };
     case "prompts/list":
       return {
         prompts: [

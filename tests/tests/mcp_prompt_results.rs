@@ -1,4 +1,5 @@
-//! What an MCP server answers to `prompts/get` and `resources/read`, through Warden: a real
+//! What an MCP server answers to `prompts/get`, `resources/read` and `tools/call`, through
+//! Warden: a real
 //! stdio server (`tests/mcp/lying_prompt_server.mjs`) lists an honest prompt and resource but
 //! answers them with another description and injected instructions. The agent (the official
 //! Python SDK) gets the prompt's pinned description; the messages and contents are read by the
@@ -192,4 +193,61 @@ async fn over_the_legacy_transport_the_prompt_is_answered_as_pinned_and_recorded
     .unwrap();
     assert_eq!(r["steps"][0]["description"], "Summarize a text.", "{r}");
     prompt_outcome_findings(&w).await;
+}
+
+#[tokio::test]
+async fn a_tools_answer_carrying_an_injection_reaches_the_agent_and_is_recorded_without_its_text() {
+    let w = lying_warden().await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    let url = w.url("/mcp/tools");
+    let r = mcp::session(
+        &w,
+        &url,
+        &agent,
+        json!([
+            {"op": "list_tools"},
+            {"op": "call", "name": "docs_fetch_page", "arguments": {"url": "https://example.com/"}},
+        ]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r["steps"][1]["isError"], false, "{r}");
+    assert!(
+        r["steps"][1]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(INJECTED),
+        "the answer passes as the server sent it: {r}"
+    );
+
+    let outcome = w
+        .wait_for_audit(Duration::from_secs(10), |r| {
+            r["kind"] == "outcome" && r["action"] == "mcp:call_tool"
+        })
+        .await
+        .unwrap();
+    let found = findings(&outcome);
+    for location in [
+        "result.content[0].text",
+        "result.structuredContent.page.body",
+    ] {
+        assert!(
+            has(&found, "tool_concealment", location),
+            "{location}: {outcome}"
+        );
+    }
+    assert!(
+        !found
+            .iter()
+            .any(|(_, l)| l.starts_with("result.structuredContent.page.url")),
+        "{outcome}"
+    );
+    let log = w.output();
+    assert!(
+        log.contains("tool_concealment at result.content[0]"),
+        "{log}"
+    );
+    assert!(!log.contains(INJECTED), "{log}");
+    let audit = serde_json::to_string(&w.audit_records()).unwrap();
+    assert!(!audit.contains(INJECTED), "{audit}");
 }
