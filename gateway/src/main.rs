@@ -343,9 +343,10 @@ enum ReceiptCommand {
 #[derive(clap::Args)]
 struct AuditKeyArgs {
     /// The audit public key: a PEM public key, or the private key file itself
-    /// (`<data_dir>/keys/audit-signing.pem`, whose public half is used).
+    /// (`<data_dir>/keys/audit-signing.pem`, whose public half is used). Repeatable: a log
+    /// signed before and after a key rotation verifies with the old key and the new.
     #[arg(long, value_name = "FILE")]
-    key: Option<PathBuf>,
+    key: Vec<PathBuf>,
     /// The audit keys as a JWK Set: a file, or a URL such as
     /// http://127.0.0.1:9090/.well-known/warden-audit-keys.json.
     #[arg(long, value_name = "FILE|URL")]
@@ -1158,10 +1159,9 @@ fn receipt_verify(receipt: &str, keys: &AuditKeyArgs, audit: Option<&Path>) -> R
 /// The audit public keys of `--key` and `--jwks` (none when neither is given).
 fn audit_keys(args: &AuditKeyArgs) -> Result<warden::audit::checkpoint::Keys> {
     let mut keys = Vec::new();
-    if let Some(path) = &args.key {
-        let pem = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the audit key {}", path.display()))?;
-        let key = warden::keys::public_from_pem(&pem, &path.display().to_string())?;
+    for path in &args.key {
+        let key = warden::keys::public_from_file(path)
+            .with_context(|| format!("cannot use the audit key {}", path.display()))?;
         keys.push((warden::keys::thumbprint(&key.to_bytes()), key));
     }
     if let Some(source) = &args.jwks {
@@ -1438,6 +1438,34 @@ mod tests {
                     | AuditCommand::Search { dir, .. },
             } => dir,
             _ => panic!("not an audit command"),
+        }
+    }
+
+    /// `--key` is repeatable: a log signed before and after a rotation is verified with
+    /// both keys.
+    #[test]
+    fn audit_verify_takes_several_keys() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut paths = Vec::new();
+        let mut kids = Vec::new();
+        for (n, seed) in [(1, [1u8; 32]), (2, [2u8; 32])] {
+            let key = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
+            let path = tmp.path().join(format!("k{n}.pem"));
+            std::fs::write(&path, warden::keys::public_pem(&key).unwrap()).unwrap();
+            kids.push(warden::keys::thumbprint(&key.to_bytes()));
+            paths.push(path.to_str().unwrap().to_owned());
+        }
+        let cli = parse(&["audit", "verify", "/a", "--key", &paths[0], "--key", &paths[1]])
+            .unwrap();
+        let Command::Audit {
+            command: AuditCommand::Verify { keys, .. },
+        } = cli.command
+        else {
+            panic!("not audit verify");
+        };
+        let keys = audit_keys(&keys).unwrap();
+        for kid in &kids {
+            assert!(keys.get(kid).is_some(), "{kid}");
         }
     }
 
