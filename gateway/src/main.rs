@@ -1489,8 +1489,10 @@ mod tests {
             kids.push(warden::keys::thumbprint(&key.to_bytes()));
             paths.push(path.to_str().unwrap().to_owned());
         }
-        let cli = parse(&["audit", "verify", "/a", "--key", &paths[0], "--key", &paths[1]])
-            .unwrap();
+        let cli = parse(&[
+            "audit", "verify", "/a", "--key", &paths[0], "--key", &paths[1],
+        ])
+        .unwrap();
         let Command::Audit {
             command: AuditCommand::Verify { keys, .. },
         } = cli.command

@@ -450,5 +450,8 @@ async fn after_a_key_rotation_the_published_keys_verify_checkpoints_of_both() {
         },
     )
     .unwrap_err();
-    assert!(err.to_string().contains("not among the keys given"), "{err}");
+    assert!(
+        err.to_string().contains("not among the keys given"),
+        "{err}"
+    );
 }

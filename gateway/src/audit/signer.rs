@@ -102,7 +102,11 @@ impl Signer {
     /// The public keys as a JWK Set: the signing key's, then the retired ones'.
     pub fn jwks(&self) -> Value {
         let keys: Vec<Value> = std::iter::once((&*self.kid, &self.public))
-            .chain(self.previous.iter().map(|(kid, public)| (kid.as_str(), public)))
+            .chain(
+                self.previous
+                    .iter()
+                    .map(|(kid, public)| (kid.as_str(), public)),
+            )
             .map(|(kid, public)| keys::public_jwk(public, kid))
             .collect();
         json!({ "keys": keys })

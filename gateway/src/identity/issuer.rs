@@ -49,7 +49,7 @@ pub struct TokenIssuer {
     kid: Arc<str>,
     public: [u8; 32],
     /// Retired keys (`previous_keys`): their tokens verify, nothing is signed with them.
-    previous: Vec<(Arc<str>, [u8; 32])>,
+    previous: Vec<RetiredKey>,
     encoding: EncodingKey,
     max_ttl: Duration,
 }
@@ -231,8 +231,11 @@ impl TokenIssuer {
     }
 }
 
+/// A retired signing key: its id (thumbprint) and public key.
+type RetiredKey = (Arc<str>, [u8; 32]);
+
 /// The retired keys of `previous_keys`, each named by its thumbprint.
-fn previous_keys(cfg: &WardenIssuerConfig) -> Result<Vec<(Arc<str>, [u8; 32])>, IdentityError> {
+fn previous_keys(cfg: &WardenIssuerConfig) -> Result<Vec<RetiredKey>, IdentityError> {
     cfg.previous_keys
         .iter()
         .map(|path| {

@@ -814,8 +814,8 @@ async fn rejects_warden_token_signed_with_another_key() {
 #[tokio::test]
 async fn a_retired_signing_key_in_previous_keys_still_verifies_its_tokens() {
     let old_dir = tempfile::tempdir().unwrap();
-    let old = super::TokenIssuer::load_or_create(&WardenIssuerConfig::default(), old_dir.path())
-        .unwrap();
+    let old =
+        super::TokenIssuer::load_or_create(&WardenIssuerConfig::default(), old_dir.path()).unwrap();
     let old_token = old.issue("bot-1", Duration::from_secs(600), &[]).unwrap();
     let retired = old_dir.path().join("keys").join("agent-signing.pem");
 
@@ -831,7 +831,9 @@ async fn a_retired_signing_key_in_previous_keys_still_verifies_its_tokens() {
     assert_eq!(&*p.id, "bot-1");
     let issuer = id.token_issuer().unwrap().clone();
     assert_ne!(issuer.key_id(), old.key_id(), "signs with the new key");
-    let new_token = issuer.issue("bot-2", Duration::from_secs(600), &[]).unwrap();
+    let new_token = issuer
+        .issue("bot-2", Duration::from_secs(600), &[])
+        .unwrap();
     let p = id.identify(&bearer(&new_token), None, None).await.unwrap();
     assert_eq!(&*p.id, "bot-2");
     let jwks = issuer.jwks();
