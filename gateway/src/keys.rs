@@ -92,6 +92,17 @@ pub fn public_from_pem(pem: &str, origin: &str) -> Result<VerifyingKey, KeyError
         })
 }
 
+/// The public key in the PEM file `path` ([`public_from_pem`]): a retired key an operator
+/// keeps so that what it signed still verifies.
+pub fn public_from_file(path: &Path) -> Result<VerifyingKey, KeyError> {
+    let pem = std::fs::read_to_string(path).map_err(|source| KeyError::File {
+        action: "cannot read",
+        path: path.to_owned(),
+        source,
+    })?;
+    public_from_pem(&pem, &path.display().to_string())
+}
+
 /// The Ed25519 keys of a JWK Set (`{"keys":[{"kty":"OKP","crv":"Ed25519","x":..,"kid":..}]}`),
 /// with their `kid` (the thumbprint when the JWK has none); other keys are skipped.
 pub fn public_from_jwks(

@@ -263,10 +263,10 @@ enum PolicyCommand {
         /// The audit directory to replay.
         #[arg(long, value_name = "DIR")]
         audit: PathBuf,
-        /// Decisions from this time on (RFC 3339, e.g. 2026-12-01T00:00:00Z).
+        /// Decisions from this time on (RFC 3339, e.g. 2026-12-01T00:00:00Z; or 1h).
         #[arg(long, value_parser = parse_time)]
         since: Option<std::time::SystemTime>,
-        /// Decisions before this time (RFC 3339).
+        /// Decisions before this time (RFC 3339, or a duration back from now).
         #[arg(long, value_parser = parse_time)]
         until: Option<std::time::SystemTime>,
         /// Exit with status 1 when a change of this kind is found: allow-to-deny,
@@ -343,9 +343,10 @@ enum ReceiptCommand {
 #[derive(clap::Args)]
 struct AuditKeyArgs {
     /// The audit public key: a PEM public key, or the private key file itself
-    /// (`<data_dir>/keys/audit-signing.pem`, whose public half is used).
+    /// (`<data_dir>/keys/audit-signing.pem`, whose public half is used). Repeatable: a log
+    /// signed before and after a key rotation verifies with the old key and the new.
     #[arg(long, value_name = "FILE")]
-    key: Option<PathBuf>,
+    key: Vec<PathBuf>,
     /// The audit keys as a JWK Set: a file, or a URL such as
     /// http://127.0.0.1:9090/.well-known/warden-audit-keys.json.
     #[arg(long, value_name = "FILE|URL")]
@@ -405,10 +406,11 @@ enum AuditCommand {
     Export {
         #[command(flatten)]
         dir: AuditDir,
-        /// From this time on (RFC 3339, e.g. 2026-12-01T00:00:00Z).
+        /// From this time on: RFC 3339 (2026-12-01T00:00:00Z), a date, or a duration back
+        /// from now (1h: the last hour).
         #[arg(long, value_parser = parse_time)]
         since: Option<std::time::SystemTime>,
-        /// Before this time (RFC 3339).
+        /// Before this time: RFC 3339, a date, or a duration back from now.
         #[arg(long, value_parser = parse_time)]
         until: Option<std::time::SystemTime>,
         /// raw, ecs or ocsf.
@@ -429,10 +431,11 @@ enum AuditCommand {
         /// rejected, system, tool_change, checkpoint, retention).
         #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(SEARCH_DECISIONS))]
         decision: Option<String>,
-        /// From this time on (RFC 3339).
+        /// From this time on: RFC 3339, a date, or a duration back from now (1h: the last
+        /// hour).
         #[arg(long, value_parser = parse_time)]
         since: Option<std::time::SystemTime>,
-        /// Before this time (RFC 3339).
+        /// Before this time: RFC 3339, a date, or a duration back from now.
         #[arg(long, value_parser = parse_time)]
         until: Option<std::time::SystemTime>,
         /// raw, ecs or ocsf.
@@ -503,10 +506,24 @@ impl AuditDir {
 }
 
 /// An RFC 3339 time (`2026-12-01T00:00:00Z`; a date alone is midnight UTC).
+/// A time as an operator gives it: RFC 3339 (`2026-12-01T09:00:00Z`), a date (its midnight,
+/// UTC), or a duration back from now (`1h`, `30m`, `2d`: the last hour in an incident).
 fn parse_time(text: &str) -> Result<std::time::SystemTime, String> {
+    if text.starts_with(|c: char| c.is_ascii_digit())
+        && let Ok(ago) = humantime::parse_duration(text)
+    {
+        return std::time::SystemTime::now()
+            .checked_sub(ago)
+            .ok_or_else(|| format!("{text:?} reaches before 1970"));
+    }
     humantime::parse_rfc3339_weak(text)
         .or_else(|_| humantime::parse_rfc3339_weak(&format!("{text}T00:00:00Z")))
-        .map_err(|e| format!("{text:?} is not an RFC 3339 time (2026-12-01T00:00:00Z): {e}"))
+        .map_err(|e| {
+            format!(
+                "{text:?} is neither an RFC 3339 time (2026-12-01T00:00:00Z), a date \
+                 (2026-12-01) nor a duration back from now (1h, 30m): {e}"
+            )
+        })
 }
 
 /// `warden policy schema --from-mcp`: reads the tools (from a file or a server), writes the
@@ -1158,10 +1175,9 @@ fn receipt_verify(receipt: &str, keys: &AuditKeyArgs, audit: Option<&Path>) -> R
 /// The audit public keys of `--key` and `--jwks` (none when neither is given).
 fn audit_keys(args: &AuditKeyArgs) -> Result<warden::audit::checkpoint::Keys> {
     let mut keys = Vec::new();
-    if let Some(path) = &args.key {
-        let pem = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the audit key {}", path.display()))?;
-        let key = warden::keys::public_from_pem(&pem, &path.display().to_string())?;
+    for path in &args.key {
+        let key = warden::keys::public_from_file(path)
+            .with_context(|| format!("cannot use the audit key {}", path.display()))?;
         keys.push((warden::keys::thumbprint(&key.to_bytes()), key));
     }
     if let Some(source) = &args.jwks {
@@ -1438,6 +1454,54 @@ mod tests {
                     | AuditCommand::Search { dir, .. },
             } => dir,
             _ => panic!("not an audit command"),
+        }
+    }
+
+    /// `--since 1h` is the last hour: an incident starts from "what did it do lately".
+    #[test]
+    fn since_takes_a_duration_back_from_now() {
+        let before = std::time::SystemTime::now();
+        let hour_ago = parse_time("1h").unwrap();
+        let after = std::time::SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        assert!(hour_ago >= before - hour && hour_ago <= after - hour);
+        assert_eq!(
+            parse_time("2026-12-01").unwrap(),
+            parse_time("2026-12-01T00:00:00Z").unwrap()
+        );
+        let err = parse_time("yesterday").unwrap_err();
+        assert!(err.contains("duration back from now (1h, 30m)"), "{err}");
+        let cli = parse(&["audit", "search", "/a", "--agent", "demo", "--since", "30m"]);
+        assert!(cli.is_ok());
+    }
+
+    /// `--key` is repeatable: a log signed before and after a rotation is verified with
+    /// both keys.
+    #[test]
+    fn audit_verify_takes_several_keys() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut paths = Vec::new();
+        let mut kids = Vec::new();
+        for (n, seed) in [(1, [1u8; 32]), (2, [2u8; 32])] {
+            let key = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
+            let path = tmp.path().join(format!("k{n}.pem"));
+            std::fs::write(&path, warden::keys::public_pem(&key).unwrap()).unwrap();
+            kids.push(warden::keys::thumbprint(&key.to_bytes()));
+            paths.push(path.to_str().unwrap().to_owned());
+        }
+        let cli = parse(&[
+            "audit", "verify", "/a", "--key", &paths[0], "--key", &paths[1],
+        ])
+        .unwrap();
+        let Command::Audit {
+            command: AuditCommand::Verify { keys, .. },
+        } = cli.command
+        else {
+            panic!("not audit verify");
+        };
+        let keys = audit_keys(&keys).unwrap();
+        for kid in &kids {
+            assert!(keys.get(kid).is_some(), "{kid}");
         }
     }
 

@@ -180,6 +180,10 @@ pub struct SigningConfig {
     pub key_file: Option<PathBuf>,
     /// The key's PEM from a secret source instead (env, file, Vault).
     pub key: Option<crate::secrets::CredentialSource>,
+    /// Retired audit keys (PEM files: the public key, or the old key file itself), published
+    /// beside the signing key at `/.well-known/warden-audit-keys.json` so that checkpoints and
+    /// receipts they signed still verify with it; never signed with.
+    pub previous_keys: Vec<PathBuf>,
     /// A checkpoint after at most this many records.
     pub checkpoint_records: u64,
     /// A checkpoint at most this long after the first record it covers.
@@ -192,6 +196,7 @@ impl Default for SigningConfig {
         SigningConfig {
             key_file: None,
             key: None,
+            previous_keys: Vec::new(),
             checkpoint_records: DEFAULT_CHECKPOINT_RECORDS,
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
         }

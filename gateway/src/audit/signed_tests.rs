@@ -402,3 +402,56 @@ async fn the_writer_signs_queued_receipts_after_a_commit() {
     assert_eq!(verified.claims, Receipt::example(seq));
     log.close().await.unwrap();
 }
+
+/// An audit key rotation: the log is reopened with a new key and the old one in
+/// `audit.signing.previous_keys`. The JWK Set the new signer publishes (what the admin
+/// listener serves) verifies the whole log, checkpoints of both keys; the new key alone
+/// does not.
+#[tokio::test]
+async fn after_a_key_rotation_the_published_keys_verify_checkpoints_of_both() {
+    let cfg = config(1000);
+    let (tmp, dir) = signed_log(5, &cfg).await;
+    let retired = tmp.path().join("retired.pem");
+    fs::write(
+        &retired,
+        crate::keys::public_pem(&SigningKey::from_bytes(&KEY).verifying_key()).unwrap(),
+    )
+    .unwrap();
+    let rotated = SigningConfig {
+        key_file: Some(tmp.path().join("new.pem")),
+        previous_keys: vec![retired],
+        ..cfg.signing.clone()
+    };
+    let new = Arc::new(Signer::load(&rotated, tmp.path(), None).unwrap());
+    let log = AuditLog::open_signed(&dir, &cfg, Arc::clone(&new), Vec::new()).unwrap();
+    log.append(event(6)).await.unwrap();
+    log.close().await.unwrap();
+
+    let published = crate::keys::public_from_jwks(&new.jwks(), "the served JWK Set").unwrap();
+    assert_eq!(published.len(), 2, "{}", new.jwks());
+    let report = verify_with(
+        &dir,
+        &VerifyOptions {
+            keys: Keys::new(published),
+            ..strict()
+        },
+    )
+    .unwrap();
+    assert!(report.unsigned.is_empty(), "{report}");
+
+    let new_only = new.jwks()["keys"][0].clone();
+    let new_only = serde_json::json!({ "keys": [new_only] });
+    let only = crate::keys::public_from_jwks(&new_only, "the new key").unwrap();
+    let err = verify_with(
+        &dir,
+        &VerifyOptions {
+            keys: Keys::new(only),
+            ..strict()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("not among the keys given"),
+        "{err}"
+    );
+}

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ed25519_dalek::{Signer as _, SigningKey};
+use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use serde_json::{Value, json};
 
 use super::config::SigningConfig;
@@ -20,6 +20,8 @@ pub struct Signer {
     key: SigningKey,
     kid: Arc<str>,
     public: [u8; 32],
+    /// Retired keys (`audit.signing.previous_keys`): published, never signed with.
+    previous: Vec<(String, [u8; 32])>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -38,7 +40,18 @@ impl Signer {
             kid: Arc::from(keys::thumbprint(&public)),
             key,
             public,
+            previous: Vec::new(),
         }
+    }
+
+    /// This signer publishing the retired `previous` keys beside its own.
+    pub fn with_previous(mut self, previous: &[VerifyingKey]) -> Signer {
+        self.previous = previous
+            .iter()
+            .map(|key| (keys::thumbprint(&key.to_bytes()), key.to_bytes()))
+            .filter(|(kid, _)| **kid != *self.kid)
+            .collect();
+        self
     }
 
     /// The key of `audit.signing`: `pem` (read from `audit.signing.key`'s source, with its
@@ -49,11 +62,12 @@ impl Signer {
         data_dir: &Path,
         pem: Option<(&str, &str)>,
     ) -> Result<Signer, KeyError> {
+        let previous = previous_keys(cfg)?;
         let key = match pem {
             Some((pem, origin)) => keys::from_pem(pem, origin)?,
             None => keys::load_or_create(&key_path(cfg, data_dir), WHAT)?,
         };
-        Ok(Signer::new(key))
+        Ok(Signer::new(key).with_previous(&previous))
     }
 
     /// Checks the key file start-up would use, without creating it (`warden check`).
@@ -85,10 +99,26 @@ impl Signer {
         self.key.sign(message).to_bytes()
     }
 
-    /// The public key as a JWK Set.
+    /// The public keys as a JWK Set: the signing key's, then the retired ones'.
     pub fn jwks(&self) -> Value {
-        json!({ "keys": [keys::public_jwk(&self.public, &self.kid)] })
+        let keys: Vec<Value> = std::iter::once((&*self.kid, &self.public))
+            .chain(
+                self.previous
+                    .iter()
+                    .map(|(kid, public)| (kid.as_str(), public)),
+            )
+            .map(|(kid, public)| keys::public_jwk(public, kid))
+            .collect();
+        json!({ "keys": keys })
     }
+}
+
+/// The retired keys of `audit.signing.previous_keys`.
+fn previous_keys(cfg: &SigningConfig) -> Result<Vec<VerifyingKey>, KeyError> {
+    cfg.previous_keys
+        .iter()
+        .map(|path| keys::public_from_file(path))
+        .collect()
 }
 
 /// Where the key file is: `audit.signing.key_file`, or `<data_dir>/keys/audit-signing.pem`.

@@ -50,9 +50,21 @@ pub fn check_files(config: &Config, source: &Source) -> Vec<ConfigError> {
     {
         errors.push(source.error("identity.warden_issuer.key_file", error.to_string()));
     }
+    for (i, path) in warden.previous_keys.iter().enumerate() {
+        if let Err(error) = crate::keys::public_from_file(path) {
+            let key = format!("identity.warden_issuer.previous_keys[{i}]");
+            errors.push(source.error(&key, error.to_string()));
+        }
+    }
     if let Err(error) = crate::audit::signer::Signer::check(&config.audit.signing, &config.data_dir)
     {
         errors.push(source.error("audit.signing.key_file", error.to_string()));
+    }
+    for (i, path) in config.audit.signing.previous_keys.iter().enumerate() {
+        if let Err(error) = crate::keys::public_from_file(path) {
+            let key = format!("audit.signing.previous_keys[{i}]");
+            errors.push(source.error(&key, error.to_string()));
+        }
     }
     if let Err(error) = crate::approval::sealed::check_key_file(&config.approvals, &config.data_dir)
     {

@@ -79,6 +79,10 @@ pub struct WardenIssuerConfig {
     /// }`, `{ env: NAME }`, `{ file: PATH }`): read at start and when the identity settings
     /// change; never created.
     pub key: Option<crate::secrets::CredentialSource>,
+    /// Retired signing keys (PEM files: the public key, or the old key file itself) whose
+    /// tokens are still accepted until they expire, and published in the JWK Set; never
+    /// signed with. A rotation moves the old key here, so agents' tokens outlive it.
+    pub previous_keys: Vec<PathBuf>,
     /// The longest lifetime (`exp` - `iat`) of a Warden token: `warden token issue` refuses a
     /// longer `--ttl`, and a presented token whose lifetime is longer is refused
     /// (`token_lifetime_exceeded`), whenever it was issued. At most [`MAX_TTL_LIMIT`].
@@ -133,6 +137,7 @@ impl Default for WardenIssuerConfig {
             audience: "warden".to_string(),
             key_file: None,
             key: None,
+            previous_keys: Vec::new(),
             max_ttl: DEFAULT_MAX_TTL,
             refresh_interval: Duration::from_millis(500),
         }

@@ -48,6 +48,8 @@ pub struct TokenIssuer {
     key_file: PathBuf,
     kid: Arc<str>,
     public: [u8; 32],
+    /// Retired keys (`previous_keys`): their tokens verify, nothing is signed with them.
+    previous: Vec<RetiredKey>,
     encoding: EncodingKey,
     max_ttl: Duration,
 }
@@ -94,12 +96,14 @@ impl TokenIssuer {
             .to_pkcs8_der()
             .map_err(|e| IdentityError::Sign(format!("cannot encode the signing key: {e}")))?;
         let public = signing.verifying_key().to_bytes();
+        let previous = previous_keys(cfg)?;
         Ok(TokenIssuer {
             issuer: cfg.issuer.clone(),
             audience: cfg.audience.clone(),
             key_file,
             kid: Arc::from(keys::thumbprint(&public)),
             public,
+            previous,
             encoding: EncodingKey::from_ed_der(der.as_bytes()),
             max_ttl: cfg.max_ttl,
         })
@@ -166,9 +170,14 @@ impl TokenIssuer {
             .map_err(|e| IdentityError::Sign(e.to_string()))
     }
 
-    /// Warden's public key as a JWK Set, for the admin API.
+    /// Warden's public keys as a JWK Set, for the admin API: the signing key's, then the
+    /// retired keys' whose tokens are still accepted.
     pub fn jwks(&self) -> Value {
-        json!({"keys": [keys::public_jwk(&self.public, &self.kid)]})
+        let keys: Vec<Value> = std::iter::once((&self.kid, &self.public))
+            .chain(self.previous.iter().map(|(kid, public)| (kid, public)))
+            .map(|(kid, public)| keys::public_jwk(public, kid))
+            .collect();
+        json!({ "keys": keys })
     }
 
     /// `iss` of issued tokens.
@@ -203,15 +212,37 @@ impl TokenIssuer {
         validation.validate_exp = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
-        let key = jsonwebtoken::DecodingKey::from_ed_der(&self.public);
-        let claims = jsonwebtoken::decode::<Value>(token.trim(), &key, &validation).ok()?;
-        claims.claims.get("exp").and_then(Value::as_u64)
+        std::iter::once(&self.public)
+            .chain(self.previous.iter().map(|(_, public)| public))
+            .find_map(|public| {
+                let key = jsonwebtoken::DecodingKey::from_ed_der(public);
+                jsonwebtoken::decode::<Value>(token.trim(), &key, &validation).ok()
+            })
+            .and_then(|claims| claims.claims.get("exp").and_then(Value::as_u64))
     }
 
-    /// The public key, for verifying Warden's tokens.
-    pub(crate) fn verify_key(&self) -> VerifyKey {
-        VerifyKey::ed25519(Some(self.kid.clone()), &self.public)
+    /// The public keys Warden's tokens are verified with: the signing key's, then the
+    /// retired ones.
+    pub(crate) fn verify_keys(&self) -> Vec<VerifyKey> {
+        std::iter::once((&self.kid, &self.public))
+            .chain(self.previous.iter().map(|(kid, public)| (kid, public)))
+            .map(|(kid, public)| VerifyKey::ed25519(Some(kid.clone()), public))
+            .collect()
     }
+}
+
+/// A retired signing key: its id (thumbprint) and public key.
+type RetiredKey = (Arc<str>, [u8; 32]);
+
+/// The retired keys of `previous_keys`, each named by its thumbprint.
+fn previous_keys(cfg: &WardenIssuerConfig) -> Result<Vec<RetiredKey>, IdentityError> {
+    cfg.previous_keys
+        .iter()
+        .map(|path| {
+            let public = keys::public_from_file(path)?.to_bytes();
+            Ok((Arc::from(keys::thumbprint(&public)), public))
+        })
+        .collect()
 }
 
 /// Where the signing key lives: `key_file`, or `<data_dir>/keys/agent-signing.pem`.

@@ -105,7 +105,7 @@ impl Identifier {
             issuers.push(TrustedIssuer::warden(
                 token_issuer.issuer(),
                 token_issuer.audience(),
-                token_issuer.verify_key(),
+                token_issuer.verify_keys(),
                 &cfg.claims,
                 cfg.warden_issuer.max_ttl.as_secs(),
             ));

@@ -809,6 +809,67 @@ async fn rejects_warden_token_signed_with_another_key() {
     assert_eq!(refused(&disabled, &token).await.code(), "untrusted_issuer");
 }
 
+/// A rotation: the old key moves to `previous_keys`; tokens it signed verify until they
+/// expire, new tokens are signed with the new key, and the JWK Set publishes both.
+#[tokio::test]
+async fn a_retired_signing_key_in_previous_keys_still_verifies_its_tokens() {
+    let old_dir = tempfile::tempdir().unwrap();
+    let old =
+        super::TokenIssuer::load_or_create(&WardenIssuerConfig::default(), old_dir.path()).unwrap();
+    let old_token = old.issue("bot-1", Duration::from_secs(600), &[]).unwrap();
+    let retired = old_dir.path().join("keys").join("agent-signing.pem");
+
+    let (id, _dir) = identifier(&IdentityConfig {
+        warden_issuer: WardenIssuerConfig {
+            previous_keys: vec![retired],
+            ..WardenIssuerConfig::default()
+        },
+        ..config(&[])
+    })
+    .await;
+    let p = id.identify(&bearer(&old_token), None, None).await.unwrap();
+    assert_eq!(&*p.id, "bot-1");
+    let issuer = id.token_issuer().unwrap().clone();
+    assert_ne!(issuer.key_id(), old.key_id(), "signs with the new key");
+    let new_token = issuer
+        .issue("bot-2", Duration::from_secs(600), &[])
+        .unwrap();
+    let p = id.identify(&bearer(&new_token), None, None).await.unwrap();
+    assert_eq!(&*p.id, "bot-2");
+    let jwks = issuer.jwks();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids, [issuer.key_id(), old.key_id()]);
+    assert_eq!(
+        issuer.signed_exp(&old_token),
+        old.signed_exp(&old_token),
+        "a revocation by the token reads its exp under the retired key too"
+    );
+}
+
+/// A `previous_keys` file that cannot be read stops the start, naming the file.
+#[tokio::test]
+async fn an_unreadable_previous_key_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("retired.pem");
+    let cfg = IdentityConfig {
+        warden_issuer: WardenIssuerConfig {
+            previous_keys: vec![missing.clone()],
+            ..WardenIssuerConfig::default()
+        },
+        ..config(&[])
+    };
+    let Err(err) = Identifier::new(&cfg, dir.path()).await else {
+        panic!("a missing previous key must stop the start");
+    };
+    let err = err.to_string();
+    assert!(err.contains(&missing.display().to_string()), "{err}");
+}
+
 #[tokio::test]
 async fn uses_configured_jwks_uri_without_discovery() {
     let key = TestKey::rsa1();

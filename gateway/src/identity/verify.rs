@@ -106,7 +106,7 @@ impl TrustedIssuer {
     pub(crate) fn warden(
         issuer: &str,
         audience: &str,
-        key: VerifyKey,
+        keys: Vec<VerifyKey>,
         default_claims: &ClaimMapping,
         max_lifetime: u64,
     ) -> TrustedIssuer {
@@ -120,7 +120,7 @@ impl TrustedIssuer {
                 Arc::from(issuer),
                 NameList(Arc::from([Arc::from(audience)])),
                 vec![Algorithm::EdDSA],
-                IssuerKeys::Fixed(Arc::new(KeySet::from_keys([key]))),
+                IssuerKeys::Fixed(Arc::new(KeySet::from_keys(keys))),
                 ClaimMapper::new(&mapping),
             )
         }
