@@ -379,8 +379,19 @@ async fn another_spelling_of_a_held_uri_is_refused_and_an_unpinned_one_judged_by
     let w = rugpull_warden(&state).await;
     let agent = w.token("e2e-agent").await.unwrap();
     // Session 1: the honest resource is pinned on first use.
-    let a = raw_session(&w, &agent, &[list_resources(), read("calc+notes://today")]).await;
+    let a = raw_session(
+        &w,
+        &agent,
+        &[
+            list_resources(),
+            read("calc+notes://today"),
+            read("calc+NOTES://Today"),
+        ],
+    )
+    .await;
     assert_eq!(read_text(&a[1]), Some("notes of notes://today"), "{a:?}");
+    // The server is sent the spelling the pin check read, not the agent's.
+    assert_eq!(read_text(&a[2]), Some("notes of notes://today"), "{a:?}");
 
     // Session 2: it turns; listed, it is held. Every spelling RFC 3986 calls the same URI is
     // held with it.

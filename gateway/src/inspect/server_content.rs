@@ -70,7 +70,9 @@ pub fn inspect_resource_result(result: &Value, config: &InspectConfig) -> Vec<Fi
 }
 
 /// What the detectors find in a `tools/call` result: each block of its `content` (as a prompt
-/// message's), and every string of its `structuredContent` (keys included), to a bounded depth.
+/// message's), and every string of its `structuredContent` (keys included), to
+/// [`DEPTH_MAX`] levels and [`STRINGS_MAX`] strings; past those, the finding
+/// [`NOT_FULLY_READ`].
 pub fn inspect_tool_result(result: &Value, config: &InspectConfig) -> Vec<Finding> {
     let mut findings = Vec::new();
     let content = result.get("content").and_then(Value::as_array);
@@ -85,62 +87,119 @@ pub fn inspect_tool_result(result: &Value, config: &InspectConfig) -> Vec<Findin
         }
     }
     if let Some(structured) = result.get("structuredContent") {
-        read_strings(
-            structured,
-            "result.structuredContent",
-            0,
+        let mut walk = Structured {
+            path: Vec::new(),
+            strings: 0,
+            cut: false,
             config,
-            &mut findings,
-        );
+            findings: &mut findings,
+        };
+        walk.read(structured);
+        if walk.cut {
+            findings.push(Finding {
+                detector: Arc::from(NOT_FULLY_READ),
+                location: STRUCTURED.to_owned(),
+            });
+        }
     }
     findings.truncate(FINDINGS_MAX);
     findings
 }
 
+/// The finding of a structured result too deep or with too many strings to read whole: what
+/// lies past the bounds was not read.
+pub const NOT_FULLY_READ: &str = "result_not_fully_read";
+
+/// Where a structured result is.
+const STRUCTURED: &str = "result.structuredContent";
+
 /// Deepest level of a structured result whose strings are read.
 const DEPTH_MAX: usize = 32;
 
-/// Every string in `value` at `at` (object keys too), read to [`DEPTH_MAX`] levels.
-fn read_strings(
-    value: &Value,
-    at: &str,
-    depth: usize,
-    config: &InspectConfig,
-    findings: &mut Vec<Finding>,
-) {
-    if depth > DEPTH_MAX || findings.len() >= FINDINGS_MAX {
-        return;
-    }
-    match value {
-        Value::String(text) => read_text(text, at, config, findings),
-        Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                read_strings(item, &format!("{at}[{i}]"), depth + 1, config, findings);
-            }
-        }
-        Value::Object(map) => {
-            for (key, item) in map {
-                let at = format!("{at}.{}", location_key(key));
-                read_text(key, &format!("{at} (key)"), config, findings);
-                read_strings(item, &at, depth + 1, config, findings);
-            }
-        }
-        _ => {}
-    }
+/// Most strings (keys included) of one structured result read.
+const STRINGS_MAX: usize = 16_384;
+
+/// A walk over a structured result. The path is kept as steps and spelled out only for a
+/// finding, so a wide or deep value costs no location strings.
+struct Structured<'v, 'f> {
+    path: Vec<Step<'v>>,
+    strings: usize,
+    /// Whether a bound left something unread.
+    cut: bool,
+    config: &'f InspectConfig,
+    findings: &'f mut Vec<Finding>,
 }
 
-/// An object key as a location names it: bounded, control characters escaped (a key is the
-/// server's text and the location reaches records and the log).
-fn location_key(key: &str) -> String {
-    let mut out: String = key
-        .chars()
-        .take(64)
-        .flat_map(char::escape_default)
-        .collect();
-    if key.chars().nth(64).is_some() {
-        out.push('…');
+enum Step<'v> {
+    Index(usize),
+    Key(&'v str),
+}
+
+impl<'v> Structured<'v, '_> {
+    fn read(&mut self, value: &'v Value) {
+        if self.findings.len() >= FINDINGS_MAX {
+            return;
+        }
+        match value {
+            Value::String(text) => self.text(text, ""),
+            Value::Array(items) if self.deeper() => {
+                for (i, item) in items.iter().enumerate() {
+                    self.path.push(Step::Index(i));
+                    self.read(item);
+                    self.path.pop();
+                }
+            }
+            Value::Object(map) if self.deeper() => {
+                for (key, item) in map {
+                    self.path.push(Step::Key(key));
+                    self.text(key, " (key)");
+                    self.read(item);
+                    self.path.pop();
+                }
+            }
+            _ => {}
+        }
     }
-    out
+
+    /// Whether the values inside one at the current path are within [`DEPTH_MAX`].
+    fn deeper(&mut self) -> bool {
+        let within = self.path.len() < DEPTH_MAX;
+        self.cut |= !within;
+        within
+    }
+
+    /// Reads `text` at the current path; a finding's location is spelled out only when found.
+    fn text(&mut self, text: &str, suffix: &str) {
+        if self.strings >= STRINGS_MAX {
+            self.cut = true;
+            return;
+        }
+        self.strings += 1;
+        let before = self.findings.len();
+        read_text(text, "", self.config, self.findings);
+        if self.findings.len() > before {
+            self.findings.truncate(before);
+            let at = format!("{}{suffix}", self.location());
+            read_text(text, &at, self.config, self.findings);
+        }
+    }
+
+    fn location(&self) -> String {
+        let mut at = STRUCTURED.to_owned();
+        for step in &self.path {
+            match step {
+                Step::Index(i) => at.push_str(&format!("[{i}]")),
+                Step::Key(key) => {
+                    at.push('.');
+                    at.extend(key.chars().take(64).flat_map(char::escape_default));
+                    if key.chars().nth(64).is_some() {
+                        at.push('…');
+                    }
+                }
+            }
+        }
+        at
+    }
 }
 
 /// One content block of a prompt message at `at`: text, an embedded resource or a resource

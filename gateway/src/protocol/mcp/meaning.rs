@@ -175,6 +175,22 @@ fn invalid(message: String) -> MeaningError {
     }
 }
 
+/// Longest resource URI (a server's own, in bytes) an agent may name: what can be listed and
+/// pinned (`pins::URI_MAX`). Refused before anything else reads it, so a long URI costs
+/// nothing to normalise or match against templates.
+const URI_MAX: usize = 2048;
+
+fn long_uri(own: &str) -> Result<(), MeaningError> {
+    if own.len() <= URI_MAX {
+        return Ok(());
+    }
+    Err(invalid(format!(
+        "the resource URI is {} bytes; URIs longer than {URI_MAX} bytes are refused (no server's \
+         listing can name one): use the URI resources/list gives",
+        own.len()
+    )))
+}
+
 /// What `message` means on an endpoint combining `servers`, whose names join with `sep`.
 pub fn interpret(
     message: &Message,
@@ -288,6 +304,7 @@ pub fn interpret(
                 ))
             })?;
             let server = server_of(server, "unknown resource")?;
+            long_uri(own)?;
             Meaning::Judged(Box::new(Judged {
                 verb: Verb::McpReadResource,
                 resource: Resource::McpServer {
@@ -331,6 +348,9 @@ pub fn interpret(
                 ))
             })?;
             let server = server_of(server, "unknown reference")?;
+            if target == "uri" {
+                long_uri(own)?;
+            }
             Meaning::Judged(Box::new(Judged {
                 verb: Verb::McpComplete,
                 resource: Resource::McpServer {
@@ -447,6 +467,40 @@ mod tests {
         }
         let err = meaning(r#"{"jsonrpc":"2.0","id":1,"method":"x/new"}"#).unwrap_err();
         assert_eq!(err.code, code::METHOD_NOT_FOUND);
+    }
+
+    #[test]
+    fn a_resource_uri_longer_than_any_listing_can_name_is_refused_before_it_is_read() {
+        let uri = |len: usize| format!("test://{}", "a".repeat(len - "test://".len()));
+        for (method, params) in [
+            (
+                "resources/read",
+                json!({"uri": format!("everything+{}", uri(URI_MAX + 1))}),
+            ),
+            (
+                "resources/subscribe",
+                json!({"uri": format!("everything+{}", uri(URI_MAX + 1))}),
+            ),
+            (
+                "completion/complete",
+                json!({"ref": {"type": "ref/resource", "uri": format!("everything+{}", uri(URI_MAX + 1))},
+                       "argument": {"name": "x", "value": ""}}),
+            ),
+        ] {
+            let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+            let Err(err) = meaning(&body.to_string()) else {
+                panic!("{method} is refused")
+            };
+            assert_eq!(err.code, code::INVALID_PARAMS, "{method}");
+            assert!(
+                err.message.contains("longer than 2048 bytes"),
+                "{}",
+                err.message
+            );
+        }
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "resources/read",
+                          "params": {"uri": format!("everything+{}", uri(URI_MAX))}});
+        assert!(matches!(meaning(&body.to_string()), Ok(Meaning::Judged(_))));
     }
 
     #[test]

@@ -103,7 +103,7 @@ impl Served {
             tracing::warn!(
                 server = %self.server,
                 kind = kind.as_str(),
-                item = %Quoted::of(name),
+                item = %Quoted::of(&kind.shown(name)),
                 findings = %bounded(&said.join("; "), FIELD_MAX),
                 "an MCP server's answer carries what the detectors find (hidden instructions, \
                  secrets); recorded in the request's outcome record"

@@ -218,9 +218,36 @@ fn a_structured_result_is_read_to_a_bounded_depth() {
     let read = |mut response: Value| {
         served(None, "tools/call", json!({"name": "lookup"})).read(&mut response)
     };
-    assert!(!read(nested(5)).is_empty());
-    // Deeper than serde_json parses (128) is never an answer; past 32 levels is not read.
-    assert!(read(nested(100)).is_empty());
+    assert!(detectors(&read(nested(5))).contains(&CONCEALMENT));
+    // Past 32 levels is not read, and the record says so.
+    assert_eq!(
+        detectors(&read(nested(40))),
+        [crate::inspect::server_content::NOT_FULLY_READ]
+    );
+}
+
+#[test]
+fn a_wide_structured_result_costs_no_location_per_value_and_is_read_to_a_bound() {
+    // Deep keys make a long path; a wide array under them must not spell it out per item.
+    let mut value = json!((0..200_000).map(|i| Value::from(i % 7)).collect::<Vec<_>>());
+    for _ in 0..31 {
+        value = Value::Object(Map::from_iter([("\u{10FFFF}".repeat(64), value)]));
+    }
+    let mut response = answer(json!({"content": [], "structuredContent": value}));
+    let found = served(None, "tools/call", json!({"name": "lookup"})).read(&mut response);
+    assert!(found.is_empty(), "numbers are not read: {found:?}");
+
+    // Past 16 384 strings the rest is not read, and the record says so.
+    let mut strings: Vec<Value> = (0..20_000)
+        .map(|i| Value::from(format!("row {i}")))
+        .collect();
+    strings.push(Value::from(INJECTED));
+    let mut response = answer(json!({"content": [], "structuredContent": strings}));
+    let found = served(None, "tools/call", json!({"name": "lookup"})).read(&mut response);
+    assert_eq!(
+        detectors(&found),
+        [crate::inspect::server_content::NOT_FULLY_READ]
+    );
 }
 
 #[test]
