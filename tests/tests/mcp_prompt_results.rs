@@ -34,16 +34,32 @@ fn has(found: &[(String, String)], detector: &str, location: &str) -> bool {
     found.iter().any(|(d, l)| d == detector && l == location)
 }
 
-/// The findings of the outcome record of the `prompts/get` of `docs_summarize`, which name
-/// the replaced description and what the detectors found in the injected message.
-async fn prompt_outcome_findings(w: &Warden) -> Vec<(String, String)> {
+/// The outcome record of the first request of `action`, and its findings.
+async fn outcome(w: &Warden, action: &str) -> (Value, Vec<(String, String)>) {
     let outcome = w
         .wait_for_audit(Duration::from_secs(10), |r| {
-            r["kind"] == "outcome" && r["action"] == "mcp:get_prompt"
+            r["kind"] == "outcome" && r["action"] == action
         })
         .await
         .unwrap();
     let found = findings(&outcome);
+    (outcome, found)
+}
+
+/// Neither Warden's log nor its audit log holds any of `texts`.
+fn nowhere_recorded(w: &Warden, texts: &[&str]) {
+    let log = w.output();
+    let audit = serde_json::to_string(&w.audit_records()).unwrap();
+    for text in texts {
+        assert!(!log.contains(text), "{log}");
+        assert!(!audit.contains(text), "{audit}");
+    }
+}
+
+/// The findings of the outcome record of the `prompts/get` of `docs_summarize`, which name
+/// the replaced description and what the detectors found in the injected message.
+async fn prompt_outcome_findings(w: &Warden) -> Vec<(String, String)> {
+    let (outcome, found) = outcome(w, "mcp:get_prompt").await;
     assert!(
         has(
             &found,
@@ -133,13 +149,7 @@ async fn a_prompt_answered_otherwise_reaches_the_agent_as_pinned_and_its_injecti
     );
 
     // The resource's outcome record names its text and its text blob, not its image.
-    let outcome = w
-        .wait_for_audit(Duration::from_secs(10), |r| {
-            r["kind"] == "outcome" && r["action"] == "mcp:read_resource"
-        })
-        .await
-        .unwrap();
-    let found = findings(&outcome);
+    let (outcome, found) = outcome(&w, "mcp:read_resource").await;
     assert!(
         has(&found, "tool_concealment", "result.contents[0].text"),
         "{outcome}"
@@ -169,11 +179,7 @@ async fn a_prompt_answered_otherwise_reaches_the_agent_as_pinned_and_its_injecti
         log.contains("tool_concealment at result.messages[1]"),
         "{log}"
     );
-    assert!(!log.contains(INJECTED), "{log}");
-    assert!(!log.contains("Follow the assistant"), "{log}");
-    let audit = serde_json::to_string(&w.audit_records()).unwrap();
-    assert!(!audit.contains(INJECTED), "{audit}");
-    assert!(!audit.contains("Follow the assistant"), "{audit}");
+    nowhere_recorded(&w, &[INJECTED, "Follow the assistant"]);
 }
 
 #[tokio::test]
@@ -220,13 +226,7 @@ async fn a_tools_answer_carrying_an_injection_reaches_the_agent_and_is_recorded_
         "the answer passes as the server sent it: {r}"
     );
 
-    let outcome = w
-        .wait_for_audit(Duration::from_secs(10), |r| {
-            r["kind"] == "outcome" && r["action"] == "mcp:call_tool"
-        })
-        .await
-        .unwrap();
-    let found = findings(&outcome);
+    let (outcome, found) = outcome(&w, "mcp:call_tool").await;
     for location in [
         "result.content[0].text",
         "result.structuredContent.page.body",
@@ -247,7 +247,5 @@ async fn a_tools_answer_carrying_an_injection_reaches_the_agent_and_is_recorded_
         log.contains("tool_concealment at result.content[0]"),
         "{log}"
     );
-    assert!(!log.contains(INJECTED), "{log}");
-    let audit = serde_json::to_string(&w.audit_records()).unwrap();
-    assert!(!audit.contains(INJECTED), "{audit}");
+    nowhere_recorded(&w, &[INJECTED]);
 }

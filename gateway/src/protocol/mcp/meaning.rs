@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use super::jsonrpc::{Kind, Message, code};
 use super::names;
 use crate::action::{Facts, Finding, Findings, Resource, ToolFacts, Verb};
+use crate::pins::definition::URI_MAX;
 use crate::protocol::identifier::{self, LOOKALIKE_FINDING};
 
 /// A list Warden assembles from every server of the endpoint, item by item.
@@ -175,11 +176,9 @@ fn invalid(message: String) -> MeaningError {
     }
 }
 
-/// Longest resource URI (a server's own, in bytes) an agent may name: what can be listed and
-/// pinned (`pins::URI_MAX`). Refused before anything else reads it, so a long URI costs
-/// nothing to normalise or match against templates.
-const URI_MAX: usize = 2048;
-
+/// Refuses a resource URI (a server's own) longer than any listing can name or pinning can
+/// hold ([`URI_MAX`]), before anything else reads it, so a long URI costs nothing to
+/// normalise or match against templates.
 fn long_uri(own: &str) -> Result<(), MeaningError> {
     if own.len() <= URI_MAX {
         return Ok(());
