@@ -385,11 +385,16 @@ async fn config_file_change_applies_and_an_invalid_one_is_refused() {
         refused["reasons"].to_string().contains("on_deny"),
         "the refusal names the key: {refused}"
     );
-    assert!(
-        s.warden.output().contains("reload refused"),
-        "{}",
-        s.warden.output()
-    );
+    // The log line may come a moment after the record.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !s.warden.output().contains("reload refused") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            s.warden.output()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(denied_status(&s).await, 403, "the running set stays");
 }
 

@@ -930,6 +930,36 @@ async fn a_remote_server_over_the_legacy_sse_transport_is_reached_and_reconnecte
     );
 }
 
+/// A request under way keeps its session: a tool call that outlasts the idle timeout is
+/// answered (the legacy transport's stream is not closed under it) and the session goes on
+/// after it, its idle clock started again when the call ended.
+#[tokio::test]
+async fn a_call_longer_than_the_idle_timeout_is_answered_and_its_session_goes_on() {
+    let w = warden(vec![mcp::everything_stdio("everything")], |b| {
+        b.set("/mcp/session_idle_timeout", json!("2s"))
+    })
+    .await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    for transport in Transport::ALL {
+        let r = mcp::session_over(
+            transport,
+            &w,
+            &w.url("/mcp/tools"),
+            &agent,
+            json!([{"op": "call", "name": "everything_trigger-long-running-operation",
+                    "arguments": {"duration": 5, "steps": 2}},
+                   {"op": "call", "name": "everything_echo", "arguments": {"message": "after"}}]),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{transport:?}: {e:#}\n{}", w.output()));
+        assert_eq!(step(&r, 0)["isError"], false, "{transport:?}: {r}");
+        assert!(
+            step(&r, 1)["text"].as_str().unwrap().contains("after"),
+            "{transport:?}: the session goes on after the long call: {r}"
+        );
+    }
+}
+
 /// The answer to request `id` on a legacy session's stream (the servers' own notifications
 /// come too).
 async fn answer(stream: &mut EventReader, id: Value) -> Value {

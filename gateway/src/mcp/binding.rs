@@ -2,6 +2,7 @@
 //! the sessions of both transports agents speak (Streamable HTTP, `session.rs`; the legacy
 //! HTTP+SSE transport, `legacy_session.rs`).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,8 +16,32 @@ pub(super) struct Binding {
     principal: (Arc<str>, Arc<str>),
     /// The route it was opened on.
     route: Arc<str>,
-    last_used: Mutex<Instant>,
+    clock: Arc<Clock>,
     idle_timeout: Duration,
+}
+
+/// When a session was last used, and how many of its requests are still under way (a
+/// session is not idle while one is: a tool call may outlast the idle timeout).
+struct Clock {
+    last_used: Mutex<Instant>,
+    busy: AtomicUsize,
+}
+
+impl Clock {
+    fn touch(&self) {
+        *self.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+}
+
+/// A request of a session under way: the session is not idle until it is dropped, and its
+/// idle clock starts again then.
+pub struct InUse(Arc<Clock>);
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Binding {
@@ -25,7 +50,10 @@ impl Binding {
         Binding {
             principal: (Arc::clone(&principal.id), Arc::clone(&principal.issuer)),
             route: Arc::clone(route),
-            last_used: Mutex::new(Instant::now()),
+            clock: Arc::new(Clock {
+                last_used: Mutex::new(Instant::now()),
+                busy: AtomicUsize::new(0),
+            }),
             idle_timeout,
         }
     }
@@ -37,18 +65,27 @@ impl Binding {
             && &*self.route == route
     }
 
-    /// Whether it rested unused past its idle timeout.
+    /// Whether it rested unused past its idle timeout, no request of it under way.
     pub(super) fn idle(&self) -> bool {
-        self.last_used
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .elapsed()
-            > self.idle_timeout
+        self.clock.busy.load(Ordering::Acquire) == 0
+            && self
+                .clock
+                .last_used
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .elapsed()
+                > self.idle_timeout
     }
 
     /// It is used now.
     pub(super) fn touch(&self) {
-        *self.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.clock.touch();
+    }
+
+    /// A request of it is under way until the guard is dropped.
+    pub(super) fn in_use(&self) -> InUse {
+        self.clock.busy.fetch_add(1, Ordering::AcqRel);
+        InUse(Arc::clone(&self.clock))
     }
 
     /// How long it may rest unused.
@@ -67,6 +104,37 @@ pub(super) fn new_session_id() -> Arc<str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn principal() -> Principal {
+        Principal {
+            id: Arc::from("a"),
+            ..Principal::anonymous()
+        }
+    }
+
+    /// A request under way keeps its session from resting: a tool call (or an `initialize`
+    /// starting slow servers) may outlast the idle timeout; once it ends, the clock starts
+    /// again from then.
+    #[test]
+    fn a_session_with_a_request_under_way_is_not_idle() {
+        let binding = Binding::new(&principal(), &Arc::from("mcp"), Duration::from_millis(20));
+        let call = binding.in_use();
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(!binding.idle(), "idle while a request is under way");
+        let second = binding.in_use();
+        drop(call);
+        assert!(!binding.idle(), "idle while another request is under way");
+        drop(second);
+        assert!(
+            !binding.idle(),
+            "the clock starts again when the last request ends"
+        );
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(
+            binding.idle(),
+            "rests past its timeout once nothing is under way"
+        );
+    }
 
     #[test]
     fn session_ids_are_long_random_and_visible_ascii() {

@@ -16,7 +16,7 @@ use dashmap::DashMap;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::binding::{Binding, new_session_id};
+use super::binding::{Binding, InUse, new_session_id};
 use super::endpoint::Endpoint;
 use super::error::McpError;
 use super::per_agent::{AgentSlots, Slot};
@@ -149,6 +149,12 @@ impl LegacySession {
             relay(&mut events, None, &tx, period, || self.binding.idle()).await;
         }
         self.close();
+    }
+
+    /// A message of the session is under way (its stream stays open) until the guard is
+    /// dropped.
+    pub fn in_use(&self) -> InUse {
+        self.binding.in_use()
     }
 
     /// Whether the agent initialised the session.

@@ -40,6 +40,7 @@ mod tasks;
 pub use ask_rate::{
     DEFAULT_PER_MINUTE, DENIED as SERVER_REQUESTS_DENIED, REFUSED as SERVER_REQUESTS_REFUSED,
 };
+pub use binding::InUse;
 pub use config::{McpConfig, McpDenyStyle};
 pub use ended::cut_notice;
 pub use endpoint::{Endpoint, RemoteServer, Server, ServerKind, StdioCommand};

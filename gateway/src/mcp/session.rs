@@ -15,7 +15,7 @@ use dashmap::DashMap;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
-use super::binding::{Binding, new_session_id};
+use super::binding::{Binding, InUse, new_session_id};
 use super::ended::Ended;
 use super::endpoint::Endpoint;
 use super::error::{LinkError, McpError};
@@ -489,6 +489,11 @@ impl Session {
     /// Returns the event stream's receiver when its request ends.
     pub fn give_back_events(&self, rx: mpsc::Receiver<Value>) {
         *self.events.lock().unwrap_or_else(|e| e.into_inner()) = Some(rx);
+    }
+
+    /// A request of the session is under way (it does not rest) until the guard is dropped.
+    pub fn in_use(&self) -> InUse {
+        self.binding.in_use()
     }
 
     /// Remembers that the agent's request `id` went to `server` as `upstream`.

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::answer::{empty, event_stream};
 use super::message::{self, Caller, Via};
-use crate::mcp::{LegacySession, McpError, cut_notice, event, session_param};
+use crate::mcp::{InUse, LegacySession, McpError, cut_notice, event, session_param};
 use crate::protocol;
 use crate::protocol::mcp::jsonrpc::{Kind, Message};
 use crate::proxy::exchange::{Exchange, ProxyBody};
@@ -69,6 +69,8 @@ pub(super) async fn post(
         .shared()
         .mcp
         .legacy(&id, &caller.principal, &caller.route.name)?;
+    // The stream stays open while the message is under way, however long its servers take.
+    let in_use = stream.in_use();
     let (mut head, body) = req.into_parts();
     let body =
         protocol::body::read_decoded(body, &mut head.headers, &caller.snap.config.limits).await?;
@@ -83,16 +85,18 @@ pub(super) async fn post(
         Err(refusal) if request.is_some() => ex.refused(&refusal).map(Either::Left),
         Err(refusal) => return Err(refusal),
     };
-    on_stream(stream, answer, request).await;
+    on_stream(stream, answer, request, in_use).await;
     Ok(empty(StatusCode::ACCEPTED))
 }
 
 /// Puts `answer` on the session's stream: a JSON-RPC message (with the id of `request` when
-/// Warden answered without one), or the events of an event stream as they come.
+/// Warden answered without one), or the events of an event stream as they come; the message
+/// is under way (`in_use`) until then.
 async fn on_stream(
     stream: Arc<LegacySession>,
     answer: Response<ProxyBody>,
     request: Option<Value>,
+    in_use: InUse,
 ) {
     match answer.into_body() {
         Either::Left(full) => {
@@ -110,6 +114,7 @@ async fn on_stream(
         }
         Either::Right(Either::Right(mut events)) => {
             tokio::spawn(async move {
+                let _in_use = in_use;
                 while let Some(chunk) = events.next().await {
                     if !stream.push(chunk).await {
                         return;

@@ -26,7 +26,7 @@ use crate::fleet::cut::{Cause, Cut};
 use crate::fleet::session::Named;
 use crate::inspect::tool_description::{inspect_listed, names_another_server};
 use crate::mcp::{
-    Answer, Asked, Call, Endpoint, EventBody, LegacySession, Link, LinkError, McpDenyStyle,
+    Answer, Asked, Call, Endpoint, EventBody, InUse, LegacySession, Link, LinkError, McpDenyStyle,
     McpError, Outlet, Over, SESSION_HEADER, Session, Task, VERSION_HEADER, cut_notice,
 };
 use crate::pins::{CallStatus, ItemKind, Pins};
@@ -106,6 +106,9 @@ pub(super) async fn handle(
             .mcp
             .get_legacy(stream, &principal, &route.name)?,
     };
+    // The session does not rest while this request is under way (judged, held for approval,
+    // forwarded); a call answered in the background keeps its own guard (`InFlight`).
+    let _in_use = session.in_use();
     match (meaning, id) {
         (Meaning::Judged(judged), Some(id)) => {
             let request = Judging {
@@ -552,6 +555,7 @@ impl Onward<'_> {
         self.session
             .started(id.clone(), Arc::clone(&server), call.upstream_id);
         let flight = InFlight {
+            _in_use: self.session.in_use(),
             cut: another_token::cut_of(ex, self.session),
             endpoint: Arc::clone(&self.endpoint.name),
             session: Arc::clone(self.session),
@@ -578,6 +582,8 @@ impl Onward<'_> {
 
 /// One request sent to its server, its answer still to come.
 struct InFlight {
+    /// The session does not rest while the call is under way.
+    _in_use: InUse,
     session: Arc<Session>,
     link: Arc<Link>,
     call: Call,
