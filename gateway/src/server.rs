@@ -353,7 +353,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
 
     let mut start = AuditEvent::now(EventKind::System);
     start.detail = Some(
-        serde_json::json!({ "event": "start", "version": env!("CARGO_PKG_VERSION"), "policies": policy_count, "policy_version": &*policy_version }),
+        serde_json::json!({ "event": "start", "version": crate::build_info::VERSION, "commit": crate::build_info::COMMIT, "policies": policy_count, "policy_version": &*policy_version }),
     );
     shared.audit.append_detached(start);
     let proxy = workers::spawn(
