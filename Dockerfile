@@ -13,6 +13,9 @@ FROM docker.io/library/rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
 ENV CARGO_INCREMENTAL=0
+# The commit `warden --version` and warden_build_info name (.git is not copied):
+#   docker build --build-arg WARDEN_BUILD_COMMIT=$(git rev-parse --short HEAD) .
+ARG WARDEN_BUILD_COMMIT=""
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p warden \

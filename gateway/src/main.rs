@@ -26,7 +26,13 @@ mod cli_tokens;
 /// with Cedar policies, injects the provider credential the agent never sees, and records
 /// every decision in a tamper-evident audit log.
 #[derive(Parser)]
-#[command(name = "warden", version, about, long_about, propagate_version = true)]
+#[command(
+    name = "warden",
+    version = warden::build_info::VERSION_LINE,
+    about,
+    long_about,
+    propagate_version = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -1417,6 +1423,20 @@ mod tests {
         for sub in command.get_subcommands() {
             unexplained(sub, &format!("{path} {}", sub.get_name()), found);
         }
+    }
+
+    #[test]
+    fn version_names_the_commit_the_binary_was_built_from() {
+        use clap::CommandFactory;
+        // The commit's form (a short hash, `-dirty`, `unknown`) is build_info's test.
+        assert_eq!(
+            Cli::command().render_version(),
+            format!(
+                "warden {} (commit {})\n",
+                env!("CARGO_PKG_VERSION"),
+                warden::build_info::COMMIT
+            )
+        );
     }
 
     #[test]

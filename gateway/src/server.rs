@@ -59,6 +59,12 @@ pub enum ServeError {
     Traces(#[from] crate::telemetry::trace::TraceError),
     #[error("cannot set up approval notifications: {0}")]
     Approvals(String),
+    #[error("cannot set up the approval console: {0}")]
+    Console(#[from] crate::console::ConsoleSetupError),
+    #[error("cannot load the approvals factor key: {0}")]
+    FactorKey(#[from] crate::approval::sealed::SealError),
+    #[error("cannot load the canary tokens: {0}")]
+    Canaries(#[from] crate::canary::CanaryError),
     #[error(transparent)]
     Intercept(#[from] crate::egress::intercept::InterceptError),
 }
@@ -169,9 +175,8 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     pins.spawn_refresh();
     // Canary tokens: every live one is looked for in what leaves; new ones arrive within
     // `canaries.refresh_interval`.
-    let canaries = crate::canary::Canaries::start(&snapshot.config.canaries, store.canaries())
-        .await
-        .map_err(|e| ServeError::Approvals(e.to_string()))?;
+    let canaries =
+        crate::canary::Canaries::start(&snapshot.config.canaries, store.canaries()).await?;
     metrics.register(canaries.collectors());
     let traces = Traces::start(
         snapshot.config.traces.as_ref(),
@@ -195,8 +200,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         &snapshot.config.data_dir,
         snapshot.secrets.as_ref(),
     )
-    .await
-    .map_err(|e| ServeError::Approvals(e.to_string()))?;
+    .await?;
     let gate = std::sync::Arc::new(crate::approval::gate::Gate::new(
         &snapshot.config.approvals,
         store.approvals(),
@@ -263,9 +267,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     let console = match console_sealer {
         Some(sealer) => {
             let console = std::sync::Arc::new(
-                crate::console::Console::new(shared.clone(), store.clone(), sealer)
-                    .await
-                    .map_err(|e| ServeError::Approvals(format!("the approval console: {e}")))?,
+                crate::console::Console::new(shared.clone(), store.clone(), sealer).await?,
             );
             console.keep_tidy();
             Some(console)
@@ -353,7 +355,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
 
     let mut start = AuditEvent::now(EventKind::System);
     start.detail = Some(
-        serde_json::json!({ "event": "start", "version": env!("CARGO_PKG_VERSION"), "policies": policy_count, "policy_version": &*policy_version }),
+        serde_json::json!({ "event": "start", "version": crate::build_info::VERSION, "commit": crate::build_info::COMMIT, "policies": policy_count, "policy_version": &*policy_version }),
     );
     shared.audit.append_detached(start);
     let proxy = workers::spawn(

@@ -349,6 +349,134 @@ async fn values_reach_the_manifests() {
 }
 
 #[tokio::test]
+async fn rollouts_keep_capacity_and_replicas_keep_apart_by_default() {
+    let minimal = helm::case("minimal").await;
+    let spec = &minimal.workload()["spec"];
+    assert_eq!(spec["minReadySeconds"], 10);
+    assert_eq!(spec["strategy"]["type"], "RollingUpdate");
+    assert_eq!(spec["strategy"]["rollingUpdate"]["maxSurge"], 1);
+    assert_eq!(spec["strategy"]["rollingUpdate"]["maxUnavailable"], 0);
+    // Soft anti-affinity over this release's pods of the same template, by node.
+    let soft = &minimal.pod()["affinity"]["podAntiAffinity"];
+    assert!(
+        soft.get("requiredDuringSchedulingIgnoredDuringExecution")
+            .is_none()
+    );
+    let preferred = &soft["preferredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(preferred["weight"], 100);
+    let term = &preferred["podAffinityTerm"];
+    assert_eq!(term["topologyKey"], "kubernetes.io/hostname");
+    assert!(selects(
+        &term["labelSelector"]["matchLabels"],
+        &minimal.workload()["spec"]["template"]["metadata"]["labels"]
+    ));
+    assert_eq!(strings(&term["matchLabelKeys"]), ["pod-template-hash"]);
+
+    // Set: hard anti-affinity, a slower rollout, the operator's own spread constraints.
+    let ha = helm::case("ha").await;
+    let spec = &ha.workload()["spec"];
+    assert_eq!(spec["minReadySeconds"], 30);
+    assert_eq!(spec["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+    assert_eq!(spec["strategy"]["rollingUpdate"]["maxUnavailable"], 0);
+    let hard = &ha.pod()["affinity"]["podAntiAffinity"];
+    assert!(
+        hard.get("preferredDuringSchedulingIgnoredDuringExecution")
+            .is_none()
+    );
+    let term = &hard["requiredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(term["topologyKey"], "kubernetes.io/hostname");
+    // A surge pod may share a node with the pods it replaces: the rollout cannot stall.
+    assert_eq!(strings(&term["matchLabelKeys"]), ["pod-template-hash"]);
+    let spread = ha.pod()["topologySpreadConstraints"].as_array().unwrap();
+    assert_eq!(
+        spread.len(),
+        1,
+        "the given constraints replace the generated ones"
+    );
+    assert_eq!(spread[0]["whenUnsatisfiable"], "DoNotSchedule");
+    assert_eq!(spread[0]["topologyKey"], "topology.kubernetes.io/zone");
+    assert_eq!(ha.pod()["priorityClassName"], "warden-critical");
+    let template = &spec["template"]["metadata"];
+    assert_eq!(template["labels"]["example.com/tier"], "gateway");
+    assert_eq!(
+        template["annotations"]["example.com/owner"],
+        "platform-security"
+    );
+    assert!(template["annotations"]["checksum/config"].is_string());
+
+    // A StatefulSet: a partition, no surge, and no pod-template-hash (its pods have none).
+    let sts = helm::case("statefulset").await;
+    let spec = &sts.workload()["spec"];
+    assert_eq!(spec["updateStrategy"]["type"], "RollingUpdate");
+    assert_eq!(spec["updateStrategy"]["rollingUpdate"]["partition"], 1);
+    assert_eq!(spec["minReadySeconds"], 10);
+    let term = &sts.pod()["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        [0]["podAffinityTerm"];
+    assert!(term.get("matchLabelKeys").is_none(), "{term}");
+}
+
+#[tokio::test]
+async fn extra_and_init_containers_run_as_strictly_as_warden_and_env_from_reaches_it() {
+    let ha = helm::case("ha").await;
+    let pod = ha.pod();
+    assert_eq!(names(&pod["containers"]), ["warden", "log-shipper"]);
+    let shipper = named(&pod["containers"], "log-shipper");
+    // Given no securityContext, it gets the warden container's.
+    assert_eq!(
+        shipper["securityContext"],
+        ha.warden_container()["securityContext"]
+    );
+    assert_eq!(shipper["volumeMounts"][0]["name"], "shipper-buffer");
+    assert!(names(&pod["volumes"]).contains(&"shipper-buffer".to_owned()));
+    let init = named(&pod["initContainers"], "wait-for-postgres");
+    assert!(strings(&init["command"]).join(" ").contains("pg_isready"));
+    assert_eq!(init["securityContext"]["readOnlyRootFilesystem"], true);
+    let env_from = ha.warden_container()["envFrom"].as_array().unwrap();
+    assert_eq!(env_from[0]["secretRef"]["name"], "warden-secrets");
+    assert_eq!(env_from[1]["configMapRef"]["name"], "warden-extra-env");
+    // git-sync's first sync stays the first init container.
+    let git = helm::case("gitsync").await;
+    assert_eq!(names(&git.pod()["initContainers"]), ["git-sync-init"]);
+}
+
+#[tokio::test]
+async fn a_cert_manager_certificate_is_the_secret_the_proxy_listener_serves() {
+    let case = helm::case("cert-manager").await;
+    let certificate = case.get("Certificate", &format!("{FULLNAME}-proxy"));
+    assert_eq!(certificate["apiVersion"], "cert-manager.io/v1");
+    let spec = &certificate["spec"];
+    let secret = format!("{FULLNAME}-proxy-tls");
+    assert_eq!(spec["secretName"], secret.as_str());
+    assert_eq!(spec["issuerRef"]["name"], "internal-ca");
+    assert_eq!(spec["issuerRef"]["kind"], "ClusterIssuer");
+    assert_eq!(spec["issuerRef"]["group"], "cert-manager.io");
+    assert_eq!(
+        strings(&spec["dnsNames"]),
+        [
+            "gw-warden.ai-gateway.svc",
+            "gw-warden.ai-gateway.svc.cluster.local"
+        ]
+    );
+    assert_eq!(spec["privateKey"]["rotationPolicy"], "Always");
+    assert!(strings(&spec["usages"]).contains(&"server auth".to_owned()));
+    // The pod mounts that Secret where the listener's configuration reads it.
+    let volume = named(&case.pod()["volumes"], "tls-proxy");
+    assert_eq!(volume["secret"]["secretName"], secret.as_str());
+    let mount = named(&case.warden_container()["volumeMounts"], "tls-proxy");
+    assert_eq!(mount["mountPath"], "/etc/warden/tls/proxy");
+    assert_eq!(
+        case.config["listen"]["tls"]["cert"],
+        "/etc/warden/tls/proxy/tls.crt"
+    );
+    // The test hook speaks HTTPS to it.
+    let test = case.get("Pod", &format!("{FULLNAME}-test"));
+    let env = test["spec"]["containers"][0]["env"].to_string();
+    assert!(env.contains("https://gw-warden:8080/openai/"), "{env}");
+    // Without it, no Certificate.
+    assert!(helm::case("minimal").await.all("Certificate").is_empty());
+}
+
+#[tokio::test]
 async fn autoscaling_replaces_fixed_replicas_and_shares_state_in_postgres() {
     let case = helm::case("postgres").await;
     assert!(case.workload()["spec"].get("replicas").is_none());

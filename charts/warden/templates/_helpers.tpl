@@ -85,7 +85,7 @@ app.kubernetes.io/component: gateway
 
 {{/* "true" when the proxy requires a client certificate (mTLS): no request reaches identify without one. */}}
 {{- define "warden.requiresClientCert" -}}
-{{- if and .Values.tls.proxy.secretName .Values.tls.proxy.clientCA.secretName .Values.tls.proxy.requireClientCert -}}true{{- end -}}
+{{- if and (include "warden.proxyTlsSecret" .) .Values.tls.proxy.clientCA.secretName .Values.tls.proxy.requireClientCert -}}true{{- end -}}
 {{- end -}}
 
 {{/* Bytes in a Kubernetes quantity as the schema allows it (4Gi, 1.5Gi, 512Mi, 4G, 4096). */}}
@@ -167,8 +167,26 @@ empty when none is on. */}}
 {{- fail (printf "config.console.%s is managed by the chart: set %s instead" $key $instead) -}}
 {{- end -}}
 {{- end -}}
-{{- if and .Values.tls.proxy.clientCA.secretName (not .Values.tls.proxy.secretName) -}}
-{{- fail "tls.proxy.clientCA needs tls.proxy.secretName: client certificates (mTLS) are asked for in a TLS handshake" -}}
+{{- if and .Values.tls.proxy.clientCA.secretName (not (include "warden.proxyTlsSecret" .)) -}}
+{{- fail "tls.proxy.clientCA needs tls.proxy.secretName (or tls.proxy.certificate): client certificates (mTLS) are asked for in a TLS handshake" -}}
+{{- end -}}
+{{- $certificate := .Values.tls.proxy.certificate -}}
+{{- if and $certificate.enabled (not $certificate.issuerRef.name) -}}
+{{- fail "tls.proxy.certificate needs issuerRef.name: the cert-manager Issuer or ClusterIssuer that signs the proxy's certificate" -}}
+{{- end -}}
+{{- if and $certificate.enabled (not $certificate.dnsNames) -}}
+{{- fail (printf "tls.proxy.certificate needs dnsNames: the names agents reach the proxy by, e.g. %s.%s.svc" (include "warden.fullname" .) .Release.Namespace) -}}
+{{- end -}}
+{{- $strategy := .Values.updateStrategy -}}
+{{- $statefulSet := eq .Values.workload.kind "StatefulSet" -}}
+{{- if and $statefulSet (eq $strategy.type "Recreate") -}}
+{{- fail "updateStrategy.type Recreate is a Deployment's: a StatefulSet takes RollingUpdate or OnDelete" -}}
+{{- end -}}
+{{- if and (not $statefulSet) (eq $strategy.type "OnDelete") -}}
+{{- fail "updateStrategy.type OnDelete is a StatefulSet's: a Deployment takes RollingUpdate or Recreate" -}}
+{{- end -}}
+{{- if and (not $statefulSet) (eq $strategy.type "RollingUpdate") (has (toString $strategy.maxSurge) (list "0" "0%")) (has (toString $strategy.maxUnavailable) (list "0" "0%")) -}}
+{{- fail "updateStrategy.maxSurge and maxUnavailable are both 0: a rollout could neither add a pod nor stop one. Keep maxSurge: 1 (a new pod is ready before an old one stops)" -}}
 {{- end -}}
 {{- $identity := $config.identity | default dict -}}
 {{- if and (hasKey $identity "required") (not $identity.required) -}}
@@ -213,7 +231,7 @@ empty when none is on. */}}
 {{- $config := deepCopy (.Values.config | default dict) -}}
 {{- $host := .Values.listenAddress -}}
 {{- $listen := dict "proxy" (printf "%s:%d" $host (int .Values.ports.proxy)) "admin" (printf "%s:%d" $host (int .Values.ports.admin)) "shutdown_grace" (printf "%ds" (int .Values.drain.shutdownGraceSeconds)) -}}
-{{- if .Values.tls.proxy.secretName -}}
+{{- if include "warden.proxyTlsSecret" . -}}
 {{- $tls := dict "cert" (printf "%s/proxy/tls.crt" (include "warden.tlsDir" .)) "key" (printf "%s/proxy/tls.key" (include "warden.tlsDir" .)) -}}
 {{- if .Values.tls.proxy.clientCA.secretName -}}
 {{- $_ := set $tls "client_ca" (printf "%s/client-ca/%s" (include "warden.tlsDir" .) .Values.tls.proxy.clientCA.key) -}}
@@ -265,7 +283,7 @@ empty when none is on. */}}
 {{- end -}}
 
 {{/* http or https, for a listener with or without TLS. */}}
-{{- define "warden.proxyScheme" -}}{{ ternary "https" "http" (not (empty .Values.tls.proxy.secretName)) }}{{- end -}}
+{{- define "warden.proxyScheme" -}}{{ ternary "https" "http" (not (empty (include "warden.proxyTlsSecret" .))) }}{{- end -}}
 {{- define "warden.adminScheme" -}}{{ ternary "HTTPS" "HTTP" (not (empty .Values.tls.admin.secretName)) }}{{- end -}}
 
 {{/* The git-sync container (policies.source: gitSync): once before Warden starts, then beside it. */}}
@@ -299,4 +317,49 @@ volumeMounts:
     mountPath: /etc/warden/git
   - name: tmp
     mountPath: /tmp
+{{- end -}}
+
+{{/* The Secret of the proxy's certificate: tls.proxy.secretName, else the one cert-manager
+keeps for tls.proxy.certificate; empty without TLS. */}}
+{{- define "warden.proxyTlsSecret" -}}
+{{- if .Values.tls.proxy.secretName -}}
+{{- .Values.tls.proxy.secretName -}}
+{{- else if .Values.tls.proxy.certificate.enabled -}}
+{{- printf "%s-proxy-tls" (include "warden.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The pod's affinity: `affinity` when given, else podAntiAffinity's preset (soft: preferred,
+hard: required) over the pods of this release. A Deployment's term counts only pods of the
+same template (matchLabelKeys pod-template-hash), so that with hard anti-affinity a rollout's
+surge pod may share a node with the old pods it replaces instead of staying Pending. */}}
+{{- define "warden.affinity" -}}
+{{- if .Values.affinity -}}
+{{- toYaml .Values.affinity -}}
+{{- else if ne .Values.podAntiAffinity.preset "none" -}}
+{{- $term := dict "topologyKey" .Values.podAntiAffinity.topologyKey "labelSelector" (dict "matchLabels" (include "warden.selectorLabels" . | fromYaml)) -}}
+{{- if ne .Values.workload.kind "StatefulSet" -}}
+{{- $_ := set $term "matchLabelKeys" (list "pod-template-hash") -}}
+{{- end -}}
+{{- $anti := dict -}}
+{{- if eq .Values.podAntiAffinity.preset "hard" -}}
+{{- $_ := set $anti "requiredDuringSchedulingIgnoredDuringExecution" (list $term) -}}
+{{- else -}}
+{{- $_ := set $anti "preferredDuringSchedulingIgnoredDuringExecution" (list (dict "weight" 100 "podAffinityTerm" $term)) -}}
+{{- end -}}
+{{- toYaml (dict "podAntiAffinity" $anti) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Extra (init) containers, `containers`: each without a securityContext gets the chart's. */}}
+{{- define "warden.extraContainers" -}}
+{{- $out := list -}}
+{{- range .containers -}}
+{{- $c := deepCopy . -}}
+{{- if not (hasKey $c "securityContext") -}}
+{{- $_ := set $c "securityContext" (deepCopy $.root.Values.securityContext) -}}
+{{- end -}}
+{{- $out = append $out $c -}}
+{{- end -}}
+{{- toYaml $out -}}
 {{- end -}}

@@ -19,9 +19,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::config::ApprovalsConfig;
+use crate::secrets::CredentialSource;
 use crate::vault::SecretStore;
 
 /// The file name of the generated key under `<data_dir>/keys/`.
@@ -352,25 +353,49 @@ pub async fn sealer(
     );
     let mut keys = Vec::new();
     for (key, source) in sources {
-        let text = crate::secrets::own::read(source, vault, &format!("approvals.{key}"))
-            .await
-            .map_err(|e| SealError::Source {
-                key: key.clone(),
-                reason: e.to_string(),
-            })?;
-        keys.push(FactorKey::parse(
-            &text,
-            &format!("approvals.{key} ({})", source.kind()),
-        )?);
+        let origin = format!("approvals.{key} ({})", source.kind());
+        let text = match source {
+            CredentialSource::File(path) => {
+                let bytes = tokio::fs::read(path).await.map_err(|e| SealError::Source {
+                    key: key.clone(),
+                    reason: format!("cannot read {}: {e}", path.display()),
+                })?;
+                key_text(bytes, &origin)?
+            }
+            _ => crate::secrets::own::read(source, vault, &format!("approvals.{key}"))
+                .await
+                .map_err(|e| SealError::Source {
+                    key: key.clone(),
+                    reason: e.to_string(),
+                })?,
+        };
+        keys.push(FactorKey::parse(&text, &origin)?);
     }
     Sealer::new(keys)
+}
+
+/// The text of key file `path`; a file of raw bytes (`head -c 32 /dev/urandom`) is refused
+/// saying so, since a key is written as text (base64 or hex).
+fn key_text(bytes: Vec<u8>, origin: &str) -> Result<Zeroizing<String>, SealError> {
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(Zeroizing::new(text)),
+        Err(e) => {
+            let mut bytes = e.into_bytes();
+            let len = bytes.len();
+            bytes.zeroize();
+            Err(SealError::KeyFormat {
+                origin: origin.to_owned(),
+                reason: format!("it holds {len} bytes of binary data, not text"),
+            })
+        }
+    }
 }
 
 /// Checks the key file Warden would use without `approvals.factor_key`, if it exists (a
 /// missing one is created at start); reads, never creates.
 pub fn check_key_file(config: &ApprovalsConfig, data_dir: &Path) -> Result<(), SealError> {
     if config.factor_key.is_some() {
-        return Ok(());
+        return check_configured_files(config);
     }
     let path = default_key_file(data_dir);
     match std::fs::read_to_string(&path) {
@@ -382,6 +407,34 @@ pub fn check_key_file(config: &ApprovalsConfig, data_dir: &Path) -> Result<(), S
             source,
         }),
     }
+}
+
+/// Checks the keys of `factor_key` and `previous_factor_keys` that are files (the others are
+/// read at start).
+fn check_configured_files(config: &ApprovalsConfig) -> Result<(), SealError> {
+    let sources = config
+        .factor_key
+        .iter()
+        .map(|s| ("factor_key".to_owned(), s))
+        .chain(
+            config
+                .previous_factor_keys
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("previous_factor_keys[{i}]"), s)),
+        );
+    for (key, source) in sources {
+        let CredentialSource::File(path) = source else {
+            continue;
+        };
+        let origin = format!("{} (approvals.{key})", path.display());
+        let bytes = std::fs::read(path).map_err(|e| SealError::Source {
+            key: key.clone(),
+            reason: format!("cannot read {}: {e}", path.display()),
+        })?;
+        FactorKey::parse(&key_text(bytes, &origin)?, &origin)?;
+    }
+    Ok(())
 }
 
 /// The default key file: `<data_dir>/keys/approvals-factor.key`.
@@ -660,6 +713,61 @@ mod tests {
             err.starts_with("approvals.factor_key (file) is not a factor key"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_key_file_of_raw_bytes_is_refused_naming_the_key_and_the_format_wanted() {
+        let dir = tempfile::tempdir().unwrap();
+        // `head -c 32 /dev/urandom > key`: binary, not the base64 or hex text of a key.
+        let raw = dir.path().join("raw.key");
+        std::fs::write(&raw, [0xffu8; 32]).unwrap();
+        let config = ApprovalsConfig {
+            factor_key: Some(CredentialSource::File(raw.clone())),
+            ..ApprovalsConfig::default()
+        };
+        let err = sealer(&config, dir.path(), None).await.unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with(
+                "approvals.factor_key (file) is not a factor key: it holds 32 bytes of binary data, not text; give 32 random bytes as base64 (`openssl rand -base64 32`) or 64 hex digits"
+            ),
+            "{shown}"
+        );
+        // At start it is the factor key that cannot be loaded, not the notifications.
+        let serve = crate::server::ServeError::from(err).to_string();
+        assert!(
+            serve.starts_with("cannot load the approvals factor key: approvals.factor_key"),
+            "{serve}"
+        );
+        assert!(!serve.contains("notification"), "{serve}");
+        // `warden check` reads a configured key file too, and says the same.
+        let checked = check_key_file(&config, dir.path()).unwrap_err().to_string();
+        assert!(
+            checked.starts_with(&format!(
+                "{} (approvals.factor_key) is not a factor key: it holds 32 bytes of binary data",
+                raw.display()
+            )),
+            "{checked}"
+        );
+        let previous = dir.path().join("previous.key");
+        std::fs::write(&previous, "short").unwrap();
+        std::fs::write(&raw, STANDARD.encode([3u8; 32])).unwrap();
+        let rotated = ApprovalsConfig {
+            previous_factor_keys: vec![CredentialSource::File(previous.clone())],
+            ..config
+        };
+        let checked = check_key_file(&rotated, dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            checked.starts_with(&format!(
+                "{} (approvals.previous_factor_keys[0]) is not a factor key",
+                previous.display()
+            )),
+            "{checked}"
+        );
+        std::fs::write(&previous, STANDARD.encode([4u8; 32])).unwrap();
+        check_key_file(&rotated, dir.path()).unwrap();
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod flaky;
 pub mod fleet;
 pub mod follow;
 pub mod in_force;
+pub mod migrated;
 pub mod pins;
 pub mod postgres;
 pub mod quarantine;

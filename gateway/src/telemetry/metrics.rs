@@ -293,8 +293,20 @@ impl Metrics {
             &["tool", "outcome"],
         )
         .expect("static metric definition");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "warden_build_info",
+                "1, labelled with the version and the commit (git's short hash, -dirty when built from changed sources, unknown without git) of the running binary",
+            ),
+            &["version", "commit"],
+        )
+        .expect("static metric definition");
+        build_info
+            .with_label_values(&[crate::build_info::VERSION, crate::build_info::COMMIT])
+            .set(1);
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(build_info) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()),
             Box::new(proposed_calls.clone()),
             Box::new(egress.clone()),
             Box::new(egress_tunnels.clone()),
@@ -484,6 +496,17 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_running_build_is_exported_with_its_version_and_commit() {
+        let text = Metrics::new().render();
+        let line = format!(
+            "warden_build_info{{commit=\"{}\",version=\"{}\"}} 1",
+            crate::build_info::COMMIT,
+            crate::build_info::VERSION
+        );
+        assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
+    }
 
     #[test]
     fn token_labels_come_from_a_bounded_set() {

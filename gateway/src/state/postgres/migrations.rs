@@ -6,6 +6,7 @@
 //! two replicas starting at once take turns and the second finds the work done.
 
 use crate::state::error::StateError;
+use crate::state::migrated::Migrated;
 
 /// The advisory lock migrations take (an arbitrary number: "warden" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7761_7264_656e;
@@ -228,12 +229,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE console_sessions ADD COLUMN idp_refreshing_until_ms BIGINT;",
 ];
 
-/// Applies the steps the database lacks, in one transaction under the advisory lock; refuses
-/// a database from a newer Warden.
+/// Applies the steps the database lacks, in one transaction under the advisory lock, and logs
+/// what it did once committed; refuses a database from a newer Warden.
 pub(super) async fn migrate(
     client: &mut tokio_postgres::Client,
     database: &str,
-) -> Result<(), StateError> {
+) -> Result<Migrated, StateError> {
     let failed = |version: usize| {
         let database = database.to_owned();
         move |source| StateError::PostgresMigrate {
@@ -267,8 +268,14 @@ pub(super) async fn migrate(
             found,
             known: MIGRATIONS.len(),
         })?;
+    let migrated = Migrated {
+        from: applied,
+        to: MIGRATIONS.len(),
+    };
     if applied == MIGRATIONS.len() {
-        return tx.commit().await.map_err(failed(applied));
+        tx.commit().await.map_err(failed(applied))?;
+        migrated.log(database);
+        return Ok(migrated);
     }
     for (index, step) in MIGRATIONS.iter().enumerate().skip(applied) {
         tx.batch_execute(step).await.map_err(failed(index + 1))?;
@@ -277,5 +284,7 @@ pub(super) async fn migrate(
     tx.execute("UPDATE warden_schema SET version = $1", &[&latest])
         .await
         .map_err(failed(MIGRATIONS.len()))?;
-    tx.commit().await.map_err(failed(MIGRATIONS.len()))
+    tx.commit().await.map_err(failed(MIGRATIONS.len()))?;
+    migrated.log(database);
+    Ok(migrated)
 }

@@ -27,6 +27,7 @@ mod fleet;
 mod kept;
 mod listen;
 mod migrations;
+mod notices;
 mod pins;
 mod quarantine;
 mod revocations;
@@ -102,9 +103,9 @@ impl PostgresStore {
                 reason: format!("cannot start its thread: {e}"),
             })?;
 
-        let manager = Manager::from_config(
+        let manager = Manager::from_connect(
             config.clone(),
-            tls.clone(),
+            notices::LoggingConnect { tls: tls.clone() },
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },

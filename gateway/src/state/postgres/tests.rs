@@ -243,3 +243,85 @@ async fn sslmode_require_refuses_a_server_without_tls() {
     assert!(matches!(err, StateError::PostgresConnect { .. }), "{err}");
     assert!(err.to_string().contains("TLS"), "{err}");
 }
+
+#[tokio::test]
+async fn migrations_log_each_step_and_server_notices_stay_out_of_info() {
+    use crate::state::migrated::Migrated;
+    use crate::state::tests::capture_logs;
+    use deadpool_postgres::Connect;
+    let test = "postgres_migrations_log_each_step";
+    let url = fresh_database(test).await;
+    let config: tokio_postgres::Config = url.parse().unwrap();
+    let (guard, captured) = capture_logs(tracing::Level::DEBUG);
+    // A connection as the pool makes them; its task runs on this test's thread.
+    let (mut client, _task) = super::notices::LoggingConnect {
+        tls: tokio_postgres::NoTls,
+    }
+    .connect(&config)
+    .await
+    .unwrap();
+    // A database the release with schema 14 left.
+    client
+        .batch_execute(
+            "CREATE TABLE warden_schema (version BIGINT NOT NULL);
+             INSERT INTO warden_schema (version) VALUES (14);",
+        )
+        .await
+        .unwrap();
+    for step in &MIGRATIONS[..14] {
+        client.batch_execute(step).await.unwrap();
+    }
+    let latest = MIGRATIONS.len();
+    let migrated = migrations::migrate(&mut client, "db").await.unwrap();
+    assert_eq!(
+        migrated,
+        Migrated {
+            from: 14,
+            to: latest
+        }
+    );
+    // Again: `CREATE TABLE IF NOT EXISTS warden_schema` makes the server send its notice.
+    let again = migrations::migrate(&mut client, "db").await.unwrap();
+    assert_eq!(
+        again,
+        Migrated {
+            from: latest,
+            to: latest
+        }
+    );
+    client
+        .batch_execute(
+            "DO $$ BEGIN RAISE NOTICE 'a test notice'; RAISE WARNING 'a test warning'; END $$",
+        )
+        .await
+        .unwrap();
+    drop(guard);
+    let log = captured.text();
+    let info: Vec<&str> = log.lines().filter(|l| l.contains(" INFO ")).collect();
+    let mut expected: Vec<String> = (14..latest)
+        .map(|v| format!("state schema migrated from version {v} to {}", v + 1))
+        .collect();
+    expected.push(format!(
+        "state schema at version {latest}, nothing to apply"
+    ));
+    assert_eq!(info.len(), expected.len(), "{log}");
+    for (line, want) in info.iter().zip(&expected) {
+        assert!(
+            line.contains(want.as_str()) && line.contains("store=\"db\""),
+            "{line}"
+        );
+    }
+    assert!(!log.contains("already exists"), "{log}");
+    let notice = log
+        .lines()
+        .find(|l| l.contains("a test notice"))
+        .expect(&log);
+    assert!(notice.contains(" DEBUG "), "{notice}");
+    let warning = log
+        .lines()
+        .find(|l| l.contains("a test warning"))
+        .expect(&log);
+    assert!(warning.contains(" WARN "), "{warning}");
+    drop(client);
+    drop_database(test).await;
+}

@@ -6,6 +6,7 @@ use std::path::Path;
 use rusqlite::{Connection, TransactionBehavior};
 
 use crate::state::error::StateError;
+use crate::state::migrated::Migrated;
 
 /// Every step, in order; the schema version is the number of steps applied.
 pub(super) const MIGRATIONS: &[&str] = &[
@@ -225,10 +226,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE console_sessions ADD COLUMN idp_refreshing_until_ms INTEGER;",
 ];
 
-/// Applies the steps the file lacks, each in its own transaction with its version; refuses a
-/// file from a newer Warden. Two processes opening one file at once: the write lock taken
-/// before reading the version makes the second see the first's work.
-pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {
+/// Applies the steps the file lacks, each in its own transaction with its version, logging
+/// each once committed (or that there was nothing to apply); refuses a file from a newer
+/// Warden. Two processes opening one file at once: the write lock taken before reading the
+/// version makes the second see the first's work.
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<Migrated, StateError> {
+    let store = path.display().to_string();
+    let mut from = None;
     loop {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -248,8 +252,13 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateErr
         if applied > MIGRATIONS.len() {
             return Err(too_new(path, version));
         }
+        let from = *from.get_or_insert(applied);
         let Some(step) = MIGRATIONS.get(applied) else {
-            return Ok(());
+            let migrated = Migrated { from, to: applied };
+            if from == applied {
+                migrated.log(&store);
+            }
+            return Ok(migrated);
         };
         let next = applied + 1;
         let failed = |source| StateError::Migrate {
@@ -261,6 +270,11 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateErr
         tx.execute_batch(&format!("PRAGMA user_version = {next}"))
             .map_err(failed)?;
         tx.commit().map_err(failed)?;
+        Migrated {
+            from: applied,
+            to: next,
+        }
+        .log(&store);
     }
 }
 

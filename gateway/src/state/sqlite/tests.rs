@@ -131,3 +131,59 @@ async fn quarantines_stored_before_issuers_were_recorded_keep_who_put_them() {
         ]
     );
 }
+
+#[test]
+fn each_migration_step_is_logged_from_and_to_and_a_current_schema_once() {
+    use crate::state::migrated::Migrated;
+    use crate::state::tests::capture_logs;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let latest = migrations::MIGRATIONS.len();
+    // A file the release with schema 14 left.
+    let mut conn = Connection::open(&path).unwrap();
+    for step in &migrations::MIGRATIONS[..14] {
+        conn.execute_batch(step).unwrap();
+    }
+    conn.execute_batch("PRAGMA user_version = 14").unwrap();
+    let (guard, captured) = capture_logs(tracing::Level::INFO);
+    let migrated = migrations::migrate(&mut conn, &path).unwrap();
+    let log = captured.text();
+    assert_eq!(
+        migrated,
+        Migrated {
+            from: 14,
+            to: latest
+        }
+    );
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), latest - 14, "{log}");
+    for (line, version) in lines.iter().zip(14..) {
+        assert!(line.contains(" INFO "), "{line}");
+        assert!(
+            line.contains(&format!(
+                "state schema migrated from version {version} to {}",
+                version + 1
+            )),
+            "{line}"
+        );
+        assert!(line.contains(&path.display().to_string()), "{line}");
+    }
+    let again = captured.text().len();
+    let migrated = migrations::migrate(&mut conn, &path).unwrap();
+    drop(guard);
+    let log = captured.text().split_off(again);
+    assert_eq!(
+        migrated,
+        Migrated {
+            from: latest,
+            to: latest
+        }
+    );
+    assert_eq!(log.lines().count(), 1, "{log}");
+    assert!(
+        log.contains(&format!(
+            "state schema at version {latest}, nothing to apply"
+        )),
+        "{log}"
+    );
+}

@@ -66,6 +66,43 @@ impl Backend {
     }
 }
 
+/// What is logged on this thread, at `level` and above, while the guard lives (a
+/// current-thread runtime's tasks included).
+pub(super) fn capture_logs(
+    level: tracing::Level,
+) -> (tracing::subscriber::DefaultGuard, CapturedLogs) {
+    let captured = CapturedLogs::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (tracing::subscriber::set_default(subscriber), captured)
+}
+
+/// The log text [`capture_logs`] gathers.
+#[derive(Clone, Default)]
+pub(super) struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    /// Everything logged so far.
+    pub(super) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// How the tests connect to `url`.
 pub(super) fn options(url: &str) -> PostgresOptions {
     PostgresOptions {
