@@ -514,6 +514,12 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
         if postgres.pool_size == 0 {
             err("state.postgres.pool_size", "must be at least 1".into());
         }
+        if postgres.query_timeout < std::time::Duration::from_millis(100) {
+            err(
+                "state.postgres.query_timeout",
+                "must be at least 100ms (e.g. 5s)".into(),
+            );
+        }
     }
     for (i, sink) in config.siem.sinks.iter().enumerate() {
         for (key, source) in sink.secrets() {

@@ -31,6 +31,7 @@ pub mod error;
 pub mod factors;
 pub mod idp_token;
 pub mod pages;
+mod provider_http;
 pub mod recheck;
 pub mod refresh;
 pub mod session;

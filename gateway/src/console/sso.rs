@@ -34,6 +34,7 @@ use zeroize::Zeroizing;
 
 use super::config::OidcConfig;
 use super::idp_token::{IdTokenBinding, IdpToken};
+use super::provider_http::ProviderHttp;
 use crate::approval::sealed::{Purpose, Sealer};
 
 /// How long the provider's discovered metadata (and keys) is used before it is read again.
@@ -176,7 +177,7 @@ pub struct Sso {
     config: OidcConfig,
     client_secret: Option<Zeroizing<String>>,
     redirect: String,
-    http: reqwest::Client,
+    http: ProviderHttp,
     metadata: Mutex<Option<(CoreProviderMetadata, Instant)>>,
 }
 
@@ -202,13 +203,15 @@ impl Sso {
         client_secret: Option<Zeroizing<String>>,
         console_url: &str,
     ) -> Result<Sso, SsoError> {
-        let http = reqwest::Client::builder()
-            // The token and userinfo endpoints answer directly: a redirect there is refused
-            // (a redirected token request could carry the code somewhere else).
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| SsoError::Config(e.to_string()))?;
+        let http = ProviderHttp::new(
+            reqwest::Client::builder()
+                // The token and userinfo endpoints answer directly: a redirect there is
+                // refused (a redirected token request could carry the code somewhere else).
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(10))
+                .build()
+                .map_err(|e| SsoError::Config(e.to_string()))?,
+        );
         Ok(Sso {
             config: config.clone(),
             client_secret,

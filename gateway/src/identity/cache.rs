@@ -7,6 +7,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use sha2::{Digest, Sha256};
 
+use super::refresh::KeyInUse;
 use super::revocation::TokenStamp;
 use crate::action::Principal;
 
@@ -56,6 +57,8 @@ struct Entry {
     /// A Warden token's id and issue time: revocations are judged on every hit.
     stamp: Option<TokenStamp>,
     expires_at: u64,
+    /// The remote issuer's key that verified it: the entry stands while it is published.
+    key: Option<KeyInUse>,
 }
 
 /// A token verified earlier: its principal, and for a Warden token its stamp.
@@ -76,9 +79,16 @@ impl TokenCache {
         }
     }
 
-    /// The principal (and stamp) of a token verified earlier, if it has not expired at `now`.
+    /// The principal (and stamp) of a token verified earlier, if it has not expired at `now`
+    /// and the key that verified it is still its issuer's. An entry whose key was withdrawn
+    /// is forgotten: the token is verified again, and refused.
     pub(crate) fn get(&self, key: &TokenKey, now: u64) -> Option<Verified> {
         let entry = self.map.get(key)?;
+        if entry.key.as_ref().is_some_and(|k| !k.still_published()) {
+            drop(entry);
+            self.map.remove(key);
+            return None;
+        }
         (now < entry.expires_at).then(|| (Arc::clone(&entry.principal), entry.stamp.clone()))
     }
 
@@ -89,6 +99,7 @@ impl TokenCache {
         key: TokenKey,
         principal: Arc<Principal>,
         stamp: Option<TokenStamp>,
+        verified_by: Option<KeyInUse>,
         now: u64,
     ) {
         let Some(expires_at) = principal.expires_at else {
@@ -106,6 +117,7 @@ impl TokenCache {
                 principal,
                 stamp,
                 expires_at,
+                key: verified_by,
             },
         );
     }
@@ -147,7 +159,7 @@ mod tests {
         let cache = TokenCache::new(10);
         let key = TokenKey::of("token-a");
         let p = principal("a", 100);
-        cache.insert(key, p.clone(), None, 50);
+        cache.insert(key, p.clone(), None, None, 50);
         assert!(Arc::ptr_eq(&cache.get(&key, 99).unwrap().0, &p));
         assert!(cache.get(&key, 100).is_none());
         assert!(cache.get(&TokenKey::of("token-b"), 50).is_none());
@@ -161,6 +173,7 @@ mod tests {
                 TokenKey::of(&format!("old-{i}")),
                 principal("o", 60),
                 None,
+                None,
                 50,
             );
         }
@@ -169,15 +182,17 @@ mod tests {
                 TokenKey::of(&format!("new-{i}")),
                 principal("n", 1000),
                 None,
+                None,
                 50,
             );
         }
-        cache.insert(TokenKey::of("latest"), principal("l", 1000), None, 70);
+        cache.insert(TokenKey::of("latest"), principal("l", 1000), None, None, 70);
         assert_eq!(cache.len(), 6, "the five expired entries were evicted");
         for i in 0..100 {
             cache.insert(
                 TokenKey::of(&format!("more-{i}")),
                 principal("m", 1000),
+                None,
                 None,
                 70,
             );
@@ -189,10 +204,10 @@ mod tests {
     #[test]
     fn caches_nothing_with_zero_capacity_or_past_expiry() {
         let cache = TokenCache::new(0);
-        cache.insert(TokenKey::of("t"), principal("a", 100), None, 50);
+        cache.insert(TokenKey::of("t"), principal("a", 100), None, None, 50);
         assert_eq!(cache.len(), 0);
         let cache = TokenCache::new(5);
-        cache.insert(TokenKey::of("t"), principal("a", 40), None, 50);
+        cache.insert(TokenKey::of("t"), principal("a", 40), None, None, 50);
         assert_eq!(cache.len(), 0);
     }
 }

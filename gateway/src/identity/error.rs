@@ -186,6 +186,19 @@ pub enum AuthError {
         issuer: Arc<str>,
         fetched: FetchedAgo,
     },
+    /// The token has no `kid` and more of the issuer's keys fit its algorithm than Warden
+    /// tries: each try is a signature check on the request's worker.
+    #[error(
+        "token has no `kid` and {fitting} keys in the JWKS of {issuer} fit algorithm {alg}; \
+         Warden tries at most {tried} keys for a token that does not name its key (OpenID \
+         Connect Core 10.1 requires `kid` when there are several): have the issuer set `kid`"
+    )]
+    KidRequired {
+        alg: &'static str,
+        issuer: Arc<str>,
+        fitting: usize,
+        tried: usize,
+    },
     /// The token's `alg` is not in the issuer's allowlist (or is never acceptable).
     #[error("algorithm {alg} is not allowed for issuer {issuer} (allowed: {allowed})")]
     AlgorithmNotAllowed {
@@ -270,7 +283,9 @@ impl AuthError {
             AuthError::WrongAudience { .. } => "wrong_audience",
             AuthError::MissingClaim { .. } => "missing_claim",
             AuthError::InvalidClaim { .. } => "invalid_claim",
-            AuthError::UnknownKey { .. } | AuthError::NoFittingKey { .. } => "unknown_key",
+            AuthError::UnknownKey { .. }
+            | AuthError::NoFittingKey { .. }
+            | AuthError::KidRequired { .. } => "unknown_key",
             AuthError::AlgorithmNotAllowed { .. } | AuthError::UnsignedToken => {
                 "algorithm_not_allowed"
             }

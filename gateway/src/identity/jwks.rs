@@ -9,6 +9,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// How many skipped keys' reasons an error names (the rest are counted).
+const SKIPPED_SHOWN: usize = 3;
 
 /// Smallest RSA modulus accepted, in bits.
 const MIN_RSA_BITS: usize = 2048;
@@ -76,6 +80,8 @@ pub(crate) struct VerifyKey {
     /// The algorithm the key is restricted to, when its JWK states one.
     pub alg: Option<Algorithm>,
     key: DecodingKey,
+    /// SHA-256 of the public key's parameters: the same key in a later key set.
+    material: [u8; 32],
 }
 
 impl VerifyKey {
@@ -86,6 +92,7 @@ impl VerifyKey {
             kind: KeyKind::Ed25519,
             alg: Some(Algorithm::EdDSA),
             key: DecodingKey::from_ed_der(public),
+            material: Sha256::digest(public).into(),
         }
     }
 
@@ -147,12 +154,20 @@ impl VerifyKey {
             ));
         }
         let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("unusable key: {e}"))?;
+        let params =
+            serde_json::to_vec(&jwk.algorithm).map_err(|e| format!("unusable key: {e}"))?;
         Ok(VerifyKey {
             kid: jwk.common.key_id.as_deref().map(Arc::from),
             kind,
             alg,
             key,
+            material: Sha256::digest(params).into(),
         })
+    }
+
+    /// Whether `other` is this key: the same public key under the same `kid` and `alg`.
+    pub(crate) fn is(&self, other: &VerifyKey) -> bool {
+        self.material == other.material && self.kid == other.kid && self.alg == other.alg
     }
 
     /// Whether this key may verify a token signed with `alg` (type, curve and stated `alg`).
@@ -222,24 +237,36 @@ impl KeySet {
     pub(crate) fn parse(json: &[u8]) -> Result<KeySet, String> {
         let doc: JwksDocument = serde_json::from_slice(json)
             .map_err(|e| format!("not a JWKS document (expected {{\"keys\": [...]}}): {e}"))?;
-        let mut usable = Vec::with_capacity(doc.keys.len());
+        let mut usable = Vec::new();
+        // The first few reasons, and how many keys were skipped: a document of a million
+        // odd keys makes an error of a few lines, not of megabytes.
         let mut skipped = Vec::new();
+        let mut skipped_count = 0usize;
         for (i, value) in doc.keys.into_iter().enumerate() {
             let parsed = serde_json::from_value::<Jwk>(value)
                 .map_err(|e| format!("not a JWK: {e}"))
                 .and_then(|jwk| VerifyKey::from_jwk(&jwk));
             match parsed {
                 Ok(key) => usable.push(key),
-                Err(reason) => skipped.push(format!("key {i}: {reason}")),
+                Err(reason) => {
+                    skipped_count += 1;
+                    if skipped.len() < SKIPPED_SHOWN {
+                        let reason = crate::text::bounded(&reason, 200);
+                        skipped.push(format!("key {i}: {reason}"));
+                    }
+                }
             }
         }
-        if !skipped.is_empty() {
-            tracing::debug!(skipped = ?skipped, "JWKS keys skipped");
+        let more = match skipped_count.saturating_sub(skipped.len()) {
+            0 => String::new(),
+            n => format!("; and {n} more"),
+        };
+        if skipped_count > 0 {
+            tracing::debug!(skipped = skipped_count, first = ?skipped, "JWKS keys skipped");
         }
         if usable.is_empty() {
             return Err(format!(
-                "JWKS holds no usable signing key ({} skipped: {})",
-                skipped.len(),
+                "JWKS holds no usable signing key ({skipped_count} skipped: {}{more})",
                 skipped.join("; ")
             ));
         }
@@ -249,6 +276,14 @@ impl KeySet {
     /// The key with this `kid`.
     pub(crate) fn by_kid(&self, kid: &str) -> Option<&Arc<VerifyKey>> {
         self.by_kid.get(kid)
+    }
+
+    /// Whether the set still holds `key` (under its `kid`, when it has one).
+    pub(crate) fn publishes(&self, key: &VerifyKey) -> bool {
+        match &key.kid {
+            Some(kid) => self.by_kid(kid).is_some_and(|k| k.is(key)),
+            None => self.keys.iter().any(|k| k.is(key)),
+        }
     }
 
     /// Keys able to verify `alg` (for tokens without `kid`).
@@ -297,6 +332,22 @@ mod tests {
         kids.sort();
         assert_eq!(kids, ["ec1", "ed"]);
         assert_eq!(set.by_kid("ec1").unwrap().kind, KeyKind::P256);
+    }
+
+    #[test]
+    fn an_error_names_a_few_skipped_keys_and_counts_the_rest() {
+        let doc = format!("{{\"keys\": [{}]}}", vec!["{}"; 100_000].join(","));
+        let err = KeySet::parse(doc.as_bytes()).unwrap_err();
+        assert!(
+            err.len() < 600,
+            "{} bytes: {}",
+            err.len(),
+            crate::text::bounded(&err, 300)
+        );
+        assert!(
+            err.contains("100000 skipped: key 0: ") && err.ends_with("; and 99997 more)"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -236,10 +236,11 @@ impl Identifier {
             None => {
                 // Boxed: the cold path's future (discovery and JWKS fetches) is large, and
                 // inline it would size every request's state for it, cache hits included.
-                let (principal, stamp) = Box::pin(self.verifier.verify(token, now)).await?;
-                let principal = Arc::new(principal);
+                let verified = Box::pin(self.verifier.verify(token, now)).await?;
+                let principal = Arc::new(verified.principal);
+                let stamp = verified.stamp;
                 self.cache
-                    .insert(key, principal.clone(), stamp.clone(), now);
+                    .insert(key, principal.clone(), stamp.clone(), verified.key, now);
                 (principal, stamp)
             }
         };
@@ -252,7 +253,7 @@ impl Identifier {
     /// Verifies `token` fully without reading or filling the cache: the cold path, for
     /// benchmarks and diagnostics.
     pub async fn verify_uncached(&self, token: &str) -> Result<Principal, AuthError> {
-        Ok(self.verifier.verify(token, now_unix()).await?.0)
+        Ok(self.verifier.verify(token, now_unix()).await?.principal)
     }
 
     /// Whether every request must carry a valid credential.

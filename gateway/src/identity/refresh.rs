@@ -11,10 +11,13 @@ use tokio::task::JoinHandle;
 
 use super::error::FetchedAgo;
 use super::fetch::JwksFetcher;
-use super::jwks::KeySet;
+use super::jwks::{KeySet, VerifyKey};
 
 /// Longest wait between two attempts after failures (the refresh interval caps it too).
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Most characters of a fetch error kept (and shown in refusals and logs).
+const ERROR_MAX: usize = 512;
 
 /// What the last fetches did.
 #[derive(Default)]
@@ -22,6 +25,32 @@ struct Status {
     last_attempt: Option<Instant>,
     last_success: Option<Instant>,
     last_error: Option<Arc<str>>,
+}
+
+/// The key of a remote issuer that verified a token: what the token proved stands only while
+/// the issuer still publishes that key (a key withdrawn from the JWKS, as after its
+/// compromise, takes its tokens with it, cached or not).
+#[derive(Clone)]
+pub(crate) struct KeyInUse {
+    keys: Arc<RemoteKeys>,
+    key: Arc<VerifyKey>,
+}
+
+impl KeyInUse {
+    /// `key` of the issuer whose keys are `keys`.
+    pub(crate) fn new(keys: Arc<RemoteKeys>, key: Arc<VerifyKey>) -> KeyInUse {
+        KeyInUse { keys, key }
+    }
+
+    /// Whether the issuer's current key set still holds the key (a failed refresh keeps the
+    /// set it had).
+    pub(crate) fn still_published(&self) -> bool {
+        self.keys
+            .current
+            .load()
+            .as_ref()
+            .is_some_and(|set| set.publishes(&self.key))
+    }
 }
 
 /// One remote issuer's keys and the machinery that refreshes them.
@@ -140,9 +169,12 @@ impl RemoteKeys {
                 status.last_error = None;
             }
             Err(error) => {
+                // What the IdP sent may be quoted in the error (serde quotes an odd string
+                // whole): bounded, since refusals of any caller repeat it.
+                let error = crate::text::bounded(&error, ERROR_MAX);
                 let keeping = self.current.load().is_some();
                 tracing::warn!(issuer = %self.issuer, %error, keeping_previous_keys = keeping, "JWKS fetch failed");
-                self.status().last_error = Some(Arc::from(error));
+                self.status().last_error = Some(Arc::from(error.as_ref()));
             }
         }
         self.attempts.send_modify(|n| *n += 1);

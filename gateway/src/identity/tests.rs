@@ -310,6 +310,37 @@ async fn accepts_token_without_kid_when_one_key_fits() {
 }
 
 #[tokio::test]
+async fn a_token_without_kid_is_tried_against_at_most_four_keys() {
+    let key = TestKey::ed25519();
+    let idp = Idp::start(&[&key]).await;
+    // Four more Ed25519 keys: public keys of nobody's, as a hostile JWKS publishes thousands.
+    let mut keys = vec![key.jwk.clone()];
+    for i in 0..4u8 {
+        let mut other = key.jwk.clone();
+        other["kid"] = json!(format!("other-{i}"));
+        other["x"] = json!(URL_SAFE_NO_PAD.encode([i + 1; 32]));
+        keys.push(other);
+    }
+    *idp.state.jwks.lock().unwrap() = json!({ "keys": keys });
+    let (id, _dir) = identifier(&config(&[&idp.issuer()])).await;
+    let token = key.sign_as(Algorithm::EdDSA, None, &claims(&idp.issuer()));
+
+    let err = refused(&id, &token).await;
+    assert_eq!(err.code(), "unknown_key");
+    let text = err.to_string();
+    assert!(
+        text.contains("token has no `kid` and 5 keys") && text.contains("at most 4"),
+        "{text}"
+    );
+    // Named by its `kid`, the same key verifies.
+    assert!(
+        id.identify_token(&key.sign(&claims(&idp.issuer())), None)
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
 async fn a_certificate_alone_names_an_agent_only_when_certificates_are_principals() {
     let cert: Arc<str> = Arc::from("spiffe://fleet.example/agent/7");
     let (id, _dir) = identifier(&config(&[])).await;
@@ -622,6 +653,23 @@ async fn an_unknown_kid_whose_refetch_failed_says_the_refetch_failed() {
 }
 
 #[tokio::test]
+async fn a_failed_refetch_is_told_in_a_bounded_text() {
+    let key = TestKey::rsa1();
+    let idp = Idp::start(&[&key]).await;
+    let (id, _dir) = identifier(&config(&[&idp.issuer()])).await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    // Not a JWKS: its parser's error quotes the string whole.
+    *idp.state.jwks.lock().unwrap() = json!({ "keys": "x".repeat(100_000) });
+    let err = refused(&id, &TestKey::rsa2().sign(&claims(&idp.issuer()))).await;
+    let text = err.to_string();
+    assert!(
+        text.contains("refetching the JWKS failed just now: "),
+        "{text}"
+    );
+    assert!(text.len() < 1500, "{} bytes in every refusal", text.len());
+}
+
+#[tokio::test]
 async fn accepts_rotated_key_after_refetch() {
     let (old, new) = (TestKey::rsa1(), TestKey::rsa2());
     let idp = Idp::start(&[&old]).await;
@@ -639,6 +687,32 @@ async fn accepts_rotated_key_after_refetch() {
         .await
         .unwrap();
     assert_eq!(&*p.id, "agent-7");
+}
+
+#[tokio::test]
+async fn a_cached_token_is_refused_once_its_key_is_withdrawn_from_the_jwks() {
+    let (withdrawn, kept) = (TestKey::rsa1(), TestKey::rsa2());
+    let idp = Idp::start(&[&withdrawn, &kept]).await;
+    let (id, _dir) = identifier(&config(&[&idp.issuer()])).await;
+    let old = withdrawn.sign(&claims(&idp.issuer()));
+    let other = kept.sign(&claims(&idp.issuer()));
+    assert!(id.identify_token(&old, None).await.is_ok());
+    assert!(id.identify_token(&other, None).await.is_ok());
+    assert_eq!(id.cached_tokens(), 2);
+
+    // The IdP withdraws rsa-1 (compromised, say); a token naming an unknown key makes
+    // Warden read the JWKS again.
+    idp.set_keys(&[&kept]);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let unknown = TestKey::ed25519().sign(&claims(&idp.issuer()));
+    assert_eq!(refused(&id, &unknown).await.code(), "unknown_key");
+
+    let err = refused(&id, &old).await;
+    assert_eq!(err.code(), "unknown_key", "{err}");
+    assert!(
+        id.identify_token(&other, None).await.is_ok(),
+        "a token of a key still published stays accepted"
+    );
 }
 
 #[tokio::test]

@@ -12,10 +12,15 @@ use super::claims::ClaimMapper;
 use super::config::{ClaimMapping, IssuerConfig};
 use super::error::{AuthError, IdentityError, NameList, Shown, UnixTime};
 use super::jwks::{KeySet, VerifyKey, alg_name, is_hmac};
-use super::refresh::RemoteKeys;
+use super::refresh::{KeyInUse, RemoteKeys};
 use super::revocation::TokenStamp;
 use super::token::{self, UnverifiedToken};
 use crate::action::Principal;
+
+/// The most keys a token without `kid` is tried against: an issuer publishing more (a hostile
+/// or broken JWKS of thousands) would make every forged token cost that many signature
+/// checks on the worker that reads it.
+const KIDLESS_MAX_KEYS: usize = 4;
 
 /// Where an issuer's keys come from.
 pub(crate) enum IssuerKeys {
@@ -192,12 +197,13 @@ impl TrustedIssuer {
     }
 
     /// Verifies the signature of `token` with the key it names (or, without `kid`, any key of
-    /// this issuer that fits its algorithm), refetching the issuer's keys when needed.
+    /// this issuer that fits its algorithm), refetching the issuer's keys when needed; for an
+    /// issuer whose keys are fetched, the key that verified it.
     async fn verify_signature(
         &self,
         token: &UnverifiedToken<'_>,
         alg: Algorithm,
-    ) -> Result<(), AuthError> {
+    ) -> Result<Option<KeyInUse>, AuthError> {
         let kid = token.header.kid.as_deref();
         let set = self.key_set_for(kid, alg).await?;
         let verified = match kid {
@@ -216,26 +222,37 @@ impl TrustedIssuer {
                     });
                 }
                 key.verify(alg, token.signing_input, token.signature)
+                    .then(|| Arc::clone(key))
             }
             None => {
-                let mut fitting = set.fitting(alg).peekable();
-                if fitting.peek().is_none() {
+                let fitting = set.fitting(alg).count();
+                if fitting == 0 {
                     return Err(AuthError::NoFittingKey {
                         alg: alg_name(alg),
                         issuer: self.name.clone(),
                         fetched: self.fetched_ago(),
                     });
                 }
-                fitting.any(|key| key.verify(alg, token.signing_input, token.signature))
+                if fitting > KIDLESS_MAX_KEYS {
+                    return Err(AuthError::KidRequired {
+                        alg: alg_name(alg),
+                        issuer: self.name.clone(),
+                        fitting,
+                        tried: KIDLESS_MAX_KEYS,
+                    });
+                }
+                set.fitting(alg)
+                    .find(|key| key.verify(alg, token.signing_input, token.signature))
+                    .cloned()
             }
         };
-        if verified {
-            Ok(())
-        } else {
-            Err(AuthError::BadSignature {
-                issuer: self.name.clone(),
-            })
-        }
+        let key = verified.ok_or_else(|| AuthError::BadSignature {
+            issuer: self.name.clone(),
+        })?;
+        Ok(match &self.keys {
+            IssuerKeys::Fixed(_) => None,
+            IssuerKeys::Remote(remote) => Some(KeyInUse::new(Arc::clone(remote), key)),
+        })
     }
 
     /// The key set to look in: the current one when it has what the token needs, else the
@@ -299,6 +316,15 @@ impl TrustedIssuer {
     }
 }
 
+/// What a verified token proved.
+pub(crate) struct Verified {
+    pub principal: Principal,
+    /// A Warden token's id and issue time.
+    pub stamp: Option<TokenStamp>,
+    /// The key that verified it, when its issuer's keys are fetched (and may be withdrawn).
+    pub key: Option<KeyInUse>,
+}
+
 /// Verifies tokens against the trusted issuers.
 pub(crate) struct Verifier {
     issuers: Vec<TrustedIssuer>,
@@ -318,13 +344,9 @@ impl Verifier {
     }
 
     /// Verifies `token` fully (signature, time, audience, claims; for Warden's own tokens,
-    /// their lifetime) at unix time `now`: its principal, and for Warden's own tokens what
-    /// revocations are judged on.
-    pub(crate) async fn verify(
-        &self,
-        token: &str,
-        now: u64,
-    ) -> Result<(Principal, Option<TokenStamp>), AuthError> {
+    /// their lifetime) at unix time `now`: its principal, for Warden's own tokens what
+    /// revocations are judged on, and for a fetched key set the key that verified it.
+    pub(crate) async fn verify(&self, token: &str, now: u64) -> Result<Verified, AuthError> {
         let token = token::parse(token)?;
         if token.header.alg.eq_ignore_ascii_case("none") {
             return Err(AuthError::UnsignedToken);
@@ -353,12 +375,16 @@ impl Verifier {
                 trusted: self.trusted.clone(),
             })?;
         let alg = issuer.algorithm(&token.header.alg)?;
-        issuer.verify_signature(&token, alg).await?;
+        let key = issuer.verify_signature(&token, alg).await?;
         let exp = self.check_time(&token.claims, now)?;
         issuer.check_audience(&token.claims)?;
         let stamp = issuer.stamp(&token.claims, exp)?;
         let principal = issuer.claims.principal(&token.claims, &issuer.name, exp)?;
-        Ok((principal, stamp))
+        Ok(Verified {
+            principal,
+            stamp,
+            key,
+        })
     }
 
     /// Checks `exp` (required) and `nbf` with leeway; returns `exp`.

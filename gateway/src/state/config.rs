@@ -30,6 +30,10 @@ pub struct PostgresConfig {
     /// How long connecting (TCP, TLS, login) or waiting for a free connection may take.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// How long one operation may take once it has a connection; past it, its statement is
+    /// cancelled and the operation fails (which security decisions treat as a refusal).
+    #[serde(default = "default_query_timeout", with = "humantime_serde")]
+    pub query_timeout: Duration,
     /// How the server's TLS certificate is checked when the URL's `sslmode` asks for TLS.
     #[serde(default)]
     pub tls: PostgresTls,
@@ -49,6 +53,10 @@ fn default_pool_size() -> usize {
 }
 
 fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_query_timeout() -> Duration {
     Duration::from_secs(5)
 }
 
@@ -93,15 +101,17 @@ mod tests {
         );
         assert_eq!(postgres.pool_size, 8);
         assert_eq!(postgres.connect_timeout, Duration::from_secs(5));
+        assert_eq!(postgres.query_timeout, Duration::from_secs(5));
         assert_eq!(postgres.tls, PostgresTls::default());
         let config = crate::config::load::parse(
             "state:\n  postgres:\n    url: { file: /run/secrets/pg }\n    pool_size: 2\n    \
-             connect_timeout: 1s\n    tls: { ca_file: /etc/pg-ca.pem }\n",
+             connect_timeout: 1s\n    query_timeout: 2s\n    tls: { ca_file: /etc/pg-ca.pem }\n",
             None,
         )
         .unwrap();
         let postgres = config.state.postgres.unwrap();
         assert_eq!(postgres.pool_size, 2);
+        assert_eq!(postgres.query_timeout, Duration::from_secs(2));
         assert_eq!(
             postgres.tls.ca_file.as_deref(),
             Some(Path::new("/etc/pg-ca.pem"))

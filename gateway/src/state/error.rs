@@ -1,6 +1,7 @@
 //! What can go wrong with the state store, each saying which store and what to do.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::config::workdir::FromWorkdir;
 
@@ -129,6 +130,15 @@ pub enum StateError {
         operation: &'static str,
         source: tokio_postgres::Error,
     },
+    /// An operation took longer than `state.postgres.query_timeout` (a lock held by another
+    /// session, a server overloaded or gone silent); its statement was cancelled.
+    #[error(
+        "the PostgreSQL state store {database} did not answer within {} \
+         (state.postgres.query_timeout); the statement was cancelled; check the server's load \
+         and the locks other sessions hold (pg_stat_activity)",
+        humantime::format_duration(*timeout)
+    )]
+    PostgresTimeout { database: String, timeout: Duration },
     /// A new approval request would pass the most its principal may have pending
     /// (`NewApproval::pending_cap`); nothing was written.
     #[error(

@@ -59,6 +59,7 @@ impl Store {
                     url: zeroize::Zeroizing::new(url.trim().to_owned()),
                     pool_size: postgres.pool_size,
                     connect_timeout: postgres.connect_timeout,
+                    query_timeout: postgres.query_timeout,
                     ca_file: postgres.tls.ca_file.clone(),
                 })
                 .await?;

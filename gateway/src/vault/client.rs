@@ -209,7 +209,7 @@ impl Vault {
                 reason: "an empty answer".into(),
             })?;
         let lease_id = answer["lease_id"].as_str().unwrap_or_default().to_owned();
-        let lease_duration = Duration::from_secs(answer["lease_duration"].as_u64().unwrap_or(0));
+        let lease_duration = duration(answer["lease_duration"].as_u64().unwrap_or(0));
         let renewable = answer["renewable"].as_bool().unwrap_or(false);
         let data = SecretData::from_json(&what, answer["data"].take())?;
         Ok(LeasedSecret {
@@ -233,9 +233,7 @@ impl Vault {
             .call(Method::PUT, "sys/leases/renew", Some(body), &what)
             .await?
             .unwrap_or_default();
-        Ok(Duration::from_secs(
-            answer["lease_duration"].as_u64().unwrap_or(0),
-        ))
+        Ok(duration(answer["lease_duration"].as_u64().unwrap_or(0)))
     }
 
     /// Revokes lease `lease_id` at once.
@@ -320,18 +318,36 @@ impl Vault {
             address: self.inner.config.address.clone(),
             reason,
         };
-        let response = request
+        let mut response = request
             .send()
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         let status = response.status();
-        let bytes = Zeroizing::new(
-            response
-                .bytes()
-                .await
-                .map_err(|e| unreachable(e.to_string()))?
-                .to_vec(),
-        );
+        let too_large = || VaultError::Malformed {
+            what: what.to_owned(),
+            reason: format!("the answer is larger than {MAX_ANSWER_BYTES} bytes"),
+        };
+        let announced = response.content_length().unwrap_or(0);
+        if announced > MAX_ANSWER_BYTES as u64 {
+            return Err(too_large());
+        }
+        // Sized up front, so that no copy of a secret is left behind by a buffer that grew: as
+        // announced, or the largest allowed.
+        let capacity = match usize::try_from(announced) {
+            Ok(n) if n > 0 => n,
+            _ => MAX_ANSWER_BYTES,
+        };
+        let mut bytes = Zeroizing::new(Vec::with_capacity(capacity));
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?
+        {
+            if bytes.len() + chunk.len() > capacity {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         if !status.is_success() {
             return Err(refused(what, status, &bytes));
         }
@@ -389,7 +405,7 @@ impl Vault {
                     .map_err(|e| from_client(config, "token lookup", e))?;
                 Login {
                     token,
-                    ttl: Duration::from_secs(looked.ttl),
+                    ttl: duration(looked.ttl),
                     renewable: looked.renewable.unwrap_or(false),
                 }
             }
@@ -461,7 +477,7 @@ impl Vault {
             .renew(None)
             .await
             .map_err(|e| from_client(&self.inner.config, "token renewal", e))?;
-        let ttl = Duration::from_secs(info.lease_duration);
+        let ttl = duration(info.lease_duration);
         *lock(&self.inner.token_expires) = (!ttl.is_zero()).then(|| Instant::now() + ttl);
         Ok(ttl)
     }
@@ -517,10 +533,22 @@ impl From<AuthInfo> for Login {
     fn from(info: AuthInfo) -> Login {
         Login {
             token: Zeroizing::new(info.client_token),
-            ttl: Duration::from_secs(info.lease_duration),
+            ttl: duration(info.lease_duration),
             renewable: info.renewable,
         }
     }
+}
+
+/// The longest lease or token lifetime taken as Vault gives it (ten years): what is beyond is
+/// no lifetime an `Instant` can hold, and would end the task that computes with it.
+const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+
+/// Largest answer read from Vault: a secret, a lease, a login.
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// A lifetime of `secs` seconds as Vault states it, at most [`MAX_LIFETIME`].
+fn duration(secs: u64) -> Duration {
+    Duration::from_secs(secs).min(MAX_LIFETIME)
 }
 
 /// The margin to keep before an expiry `left` away: `configured`, or a third of `left` when
@@ -672,4 +700,111 @@ fn from_client(config: &VaultConfig, what: &str, e: ClientError) -> VaultError {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Json;
+    use axum::routing::{get, put};
+    use serde_json::{Value, json};
+
+    /// A Vault that answers as no Vault should: lifetimes of `u64::MAX` seconds, a secret of
+    /// 2 MiB.
+    async fn hostile_vault() -> (String, tokio::task::JoinHandle<()>) {
+        let forever = u64::MAX;
+        let app = axum::Router::new()
+            .route(
+                "/v1/auth/token/lookup-self",
+                get(move || async move {
+                    Json(
+                        json!({"request_id": "r", "lease_id": "", "renewable": false,
+                        "lease_duration": 0, "wrap_info": null, "warnings": null, "auth": null,
+                        "data": {
+                        "accessor": "a", "creation_time": 1, "creation_ttl": 0,
+                        "display_name": "token", "entity_id": "", "expire_time": null,
+                        "explicit_max_ttl": 0, "id": "t", "issue_time": "2026-12-06T09:46:53Z",
+                        "meta": null, "num_uses": 0, "orphan": true, "path": "auth/token/create",
+                        "policies": ["root"], "renewable": true, "ttl": forever,
+                        "type": "service"}}),
+                    )
+                }),
+            )
+            .route(
+                "/v1/database/creds/ro",
+                get(move || async move {
+                    Json(
+                        json!({"lease_id": "database/creds/ro/1", "lease_duration": forever,
+                                "renewable": true, "data": {"password": "p"}}),
+                    )
+                }),
+            )
+            .route(
+                "/v1/sys/leases/renew",
+                put(move || async move {
+                    Json(
+                        json!({"lease_id": "database/creds/ro/1", "lease_duration": forever,
+                                "renewable": true}),
+                    )
+                }),
+            )
+            .route(
+                "/v1/secret/data/big",
+                get(|| async {
+                    let value = "x".repeat(2 * 1024 * 1024);
+                    Json::<Value>(json!({"data": {"data": {"key": value},
+                                                  "metadata": {"version": 1}}}))
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (address, task)
+    }
+
+    fn config(address: String, token_file: &std::path::Path) -> VaultConfig {
+        VaultConfig {
+            address,
+            namespace: None,
+            auth: VaultAuth::Token {
+                token: BootstrapSecret::File(token_file.to_owned()),
+            },
+            ca_cert: None,
+            timeout: Duration::from_secs(10),
+            renew_margin: Duration::from_secs(60),
+            kv_ttl: Duration::from_secs(300),
+            idle: Duration::from_secs(600),
+        }
+    }
+
+    #[tokio::test]
+    async fn lifetimes_past_any_instant_are_capped_and_a_huge_answer_refused() {
+        let (address, server) = hostile_vault().await;
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "t").unwrap();
+        // A token living "forever" is logged in with (its expiry computed, not overflowed).
+        let vault = Vault::connect(config(address, &token)).await.unwrap();
+        assert!(vault.next_renewal().is_some());
+
+        let leased = vault.read_leased("database/creds/ro").await.unwrap();
+        assert_eq!(leased.lease_duration, MAX_LIFETIME);
+        assert!(Instant::now().checked_add(leased.lease_duration).is_some());
+        let renewed = vault
+            .renew_lease(&leased.lease_id, leased.lease_duration)
+            .await
+            .unwrap();
+        assert_eq!(renewed, MAX_LIFETIME);
+
+        let err = vault.kv("secret", "big", None).await.unwrap_err();
+        assert!(
+            matches!(&err, VaultError::Malformed { reason, .. }
+                if reason.contains("larger than 1048576 bytes")),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("xxxx"), "{err}");
+        server.abort();
+    }
 }

@@ -39,6 +39,9 @@ pub struct PostgresOptions {
     pub url: zeroize::Zeroizing<String>,
     pub pool_size: usize,
     pub connect_timeout: Duration,
+    /// Longest one operation (its statements, a transaction's included) may take once it has
+    /// its connection.
+    pub query_timeout: Duration,
     /// PEM certificates of a CA trusted besides the system's roots.
     pub ca_file: Option<std::path::PathBuf>,
 }
@@ -50,6 +53,9 @@ pub struct PostgresStore {
     /// `host:port/database` as user@…, for messages (no password).
     database: Arc<str>,
     pool: Pool,
+    /// For cancelling a statement that outlives `query_timeout`.
+    tls: MakeRustlsConnect,
+    query_timeout: Duration,
     runtime: tokio::runtime::Handle,
     changes: broadcast::Sender<Change>,
     /// Quarantine changes announced by any replica.
@@ -125,6 +131,8 @@ impl PostgresStore {
         let store = PostgresStore {
             database,
             pool,
+            tls: tls.clone(),
+            query_timeout: options.query_timeout,
             runtime: handle,
             changes,
             quarantine_changes: broadcast::channel(CHANGES_CAPACITY).0,
@@ -180,7 +188,10 @@ impl PostgresStore {
             })?
     }
 
-    /// Runs `work` with a pooled connection on the store's runtime.
+    /// Runs `work` with a pooled connection on the store's runtime, within `query_timeout`:
+    /// past it, the server is told to cancel the statement running (a lock waited for, a
+    /// server too busy), `work` is given a moment to end with that, and the operation fails
+    /// with [`StateError::PostgresTimeout`].
     async fn with_client<T, F, Fut>(&self, work: F) -> Result<T, StateError>
     where
         T: Send + 'static,
@@ -188,13 +199,30 @@ impl PostgresStore {
         Fut: Future<Output = Result<T, StateError>> + Send,
     {
         let (pool, database) = (self.pool.clone(), Arc::clone(&self.database));
+        let (tls, timeout) = (self.tls.clone(), self.query_timeout);
         self.spawn(async move {
             let client = get(&pool, &database).await?;
-            work(client, database).await
+            let cancel = client.cancel_token();
+            let mut work = std::pin::pin!(work(client, Arc::clone(&database)));
+            if let Ok(done) = tokio::time::timeout(timeout, &mut work).await {
+                return done;
+            }
+            // Cancelled while `work` still holds the connection, so the cancellation reaches
+            // this statement and no later user's; a server that does not answer at all leaves
+            // the connection to its TCP timeouts.
+            let _ = tokio::time::timeout(CANCEL_WAIT, cancel.cancel_query(tls)).await;
+            let _ = tokio::time::timeout(CANCEL_WAIT, &mut work).await;
+            Err(StateError::PostgresTimeout {
+                database: database.to_string(),
+                timeout,
+            })
         })
         .await
     }
 }
+
+/// How long a cancellation, and the operation it cancels, may take to end.
+const CANCEL_WAIT: Duration = Duration::from_secs(2);
 
 /// A connection from the pool.
 async fn get(pool: &Pool, database: &str) -> Result<deadpool_postgres::Object, StateError> {

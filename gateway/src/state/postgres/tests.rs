@@ -103,6 +103,7 @@ async fn the_store_reads_its_url_from_the_configured_source() {
             url: crate::secrets::CredentialSource::File(file),
             pool_size: 2,
             connect_timeout: Duration::from_secs(10),
+            query_timeout: Duration::from_secs(10),
             tls: PostgresTls::default(),
         }),
     };
@@ -152,6 +153,47 @@ async fn a_lost_database_is_an_error_never_an_answer() {
         "{err}"
     );
     assert!(err.to_string().contains(store.database()), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_waiting_on_a_lock_fails_after_the_query_timeout() {
+    use crate::state::approvals::ApprovalRepository;
+    let url = fresh_database("postgres_an_operation_waiting_on_a_lock").await;
+    let store = PostgresStore::connect(PostgresOptions {
+        query_timeout: Duration::from_millis(500),
+        ..options(&url)
+    })
+    .await
+    .unwrap();
+    // Another session holds the approvals table: every read of it waits.
+    let (holder, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    holder
+        .batch_execute("BEGIN; LOCK TABLE approvals IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+
+    let err = tokio::time::timeout(Duration::from_secs(60), store.get("apr_x"))
+        .await
+        .expect("the read ends at its query timeout, not when the lock is released")
+        .unwrap_err();
+    assert!(matches!(err, StateError::PostgresTimeout { .. }), "{err}");
+    assert!(
+        err.to_string().contains("state.postgres.query_timeout"),
+        "{err}"
+    );
+    let waiting = psql(
+        &url,
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+         AND application_name = 'warden'",
+    )
+    .await;
+    assert_eq!(waiting, "0", "the statement was cancelled on the server");
+
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(store.get("apr_x").await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -109,6 +109,7 @@ pub(super) fn options(url: &str) -> PostgresOptions {
         url: zeroize::Zeroizing::new(url.to_owned()),
         pool_size: 4,
         connect_timeout: std::time::Duration::from_secs(10),
+        query_timeout: std::time::Duration::from_secs(10),
         ca_file: None,
     }
 }
