@@ -136,6 +136,14 @@ pub enum CheckpointProblem {
     BadSignature(String),
     /// It names a key that is not among the trusted ones.
     UnknownKey(String),
+    /// It is signed by a key the log had moved off: a newer key signed checkpoints before it.
+    RetiredKey {
+        /// The retired key it names.
+        kid: String,
+        /// The key that took over from it, and the seq of that key's first checkpoint.
+        newer: String,
+        since: u64,
+    },
     /// It is not a checkpoint record as Warden writes them.
     Malformed(String),
 }
@@ -157,6 +165,12 @@ impl std::fmt::Display for CheckpointProblem {
                 f,
                 "checkpoint signed by key {kid}, which is not among the keys given (--key, \
                  --jwks): a replaced checkpoint, or the wrong key given"
+            ),
+            CheckpointProblem::RetiredKey { kid, newer, since } => write!(
+                f,
+                "checkpoint signed by key {kid}, which this log had retired: key {newer} signs \
+                 its checkpoints from seq {since} on, and a rotation is never undone (whoever \
+                 holds the retired key could have written this)"
             ),
             CheckpointProblem::Malformed(reason) => write!(f, "malformed checkpoint: {reason}"),
         }

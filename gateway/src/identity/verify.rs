@@ -192,12 +192,13 @@ impl TrustedIssuer {
     }
 
     /// Verifies the signature of `token` with the key it names (or, without `kid`, any key of
-    /// this issuer that fits its algorithm), refetching the issuer's keys when needed.
+    /// this issuer that fits its algorithm), refetching the issuer's keys when needed: the
+    /// `until` of the key that verified it, when it is a retired Warden key with one.
     async fn verify_signature(
         &self,
         token: &UnverifiedToken<'_>,
         alg: Algorithm,
-    ) -> Result<(), AuthError> {
+    ) -> Result<Option<(Arc<str>, u64)>, AuthError> {
         let kid = token.header.kid.as_deref();
         let set = self.key_set_for(kid, alg).await?;
         let verified = match kid {
@@ -216,6 +217,7 @@ impl TrustedIssuer {
                     });
                 }
                 key.verify(alg, token.signing_input, token.signature)
+                    .then_some(key)
             }
             None => {
                 let mut fitting = set.fitting(alg).peekable();
@@ -226,15 +228,17 @@ impl TrustedIssuer {
                         fetched: self.fetched_ago(),
                     });
                 }
-                fitting.any(|key| key.verify(alg, token.signing_input, token.signature))
+                fitting.find(|key| key.verify(alg, token.signing_input, token.signature))
             }
         };
-        if verified {
-            Ok(())
-        } else {
-            Err(AuthError::BadSignature {
+        match verified {
+            Some(key) => Ok(key.until.map(|until| {
+                let kid = key.kid.clone().unwrap_or_else(|| Arc::from("(no kid)"));
+                (kid, until)
+            })),
+            None => Err(AuthError::BadSignature {
                 issuer: self.name.clone(),
-            })
+            }),
         }
     }
 
@@ -353,11 +357,30 @@ impl Verifier {
                 trusted: self.trusted.clone(),
             })?;
         let alg = issuer.algorithm(&token.header.alg)?;
-        issuer.verify_signature(&token, alg).await?;
+        let retired = issuer.verify_signature(&token, alg).await?;
+        if let Some((kid, until)) = &retired
+            && now >= *until
+        {
+            return Err(AuthError::RetiredKey {
+                kid: kid.clone(),
+                until: UnixTime(*until),
+            });
+        }
         let exp = self.check_time(&token.claims, now)?;
         issuer.check_audience(&token.claims)?;
         let stamp = issuer.stamp(&token.claims, exp)?;
-        let principal = issuer.claims.principal(&token.claims, &issuer.name, exp)?;
+        if let Some(stamp) = &stamp
+            && stamp.issued_at > now.saturating_add(self.leeway)
+        {
+            return Err(AuthError::IssuedInFuture {
+                iat: UnixTime(stamp.issued_at),
+                leeway: self.leeway,
+            });
+        }
+        // A retired key's token ends at the key's `until`: so does its principal, and with
+        // it the token's place in the cache.
+        let ends = retired.map_or(exp, |(_, until)| exp.min(until));
+        let principal = issuer.claims.principal(&token.claims, &issuer.name, ends)?;
         Ok((principal, stamp))
     }
 
