@@ -1303,19 +1303,33 @@ fn verify_against_siem(dir: &Path, target: &str, config: Option<&Path>) -> Resul
 }
 
 /// Warden's token issuer: its signing key from `identity.warden_issuer.key` (read now, from
-/// Vault if it says so) or its key file (created on first use).
-fn token_issuer(config: &warden::config::Config) -> Result<warden::identity::TokenIssuer> {
+/// Vault if it says so) or its key file, which must exist unless `create` (a command never
+/// makes a key no gateway uses by accident).
+fn token_issuer(
+    config: &warden::config::Config,
+    create: bool,
+) -> Result<warden::identity::TokenIssuer> {
     let cfg = &config.identity.warden_issuer;
     let Some(source) = &cfg.key else {
         let key_file = warden::identity::issuer_key_path(cfg, &config.data_dir);
         let new = !key_file.exists();
+        if new && !create {
+            bail!(
+                "there is no agent signing key at {}: a gateway creates it at its first start, \
+                 and a token signed with any other key is refused by it. Pass --config (or \
+                 WARDEN_CONFIG) with the file the gateway runs with, in the gateway's working \
+                 directory when its paths are relative; or start the gateway first; or, to set \
+                 up the key before any gateway runs, pass --create-key. If the gateway ran with \
+                 this data_dir and its keys/ directory was lost, restore it from a backup \
+                 (docs/operations.md#backup-and-restore)",
+                warden::config::workdir::FromWorkdir(&key_file)
+            );
+        }
         let issuer = warden::identity::TokenIssuer::load_or_create(cfg, &config.data_dir)?;
         if new {
             eprintln!(
-                "warden: no gateway has used this signing key yet: created {}; a gateway runs with \
-                 it only with the same data_dir (pass --config with the file the gateway runs \
-                 with, in the gateway's working directory when its paths are relative), others \
-                 refuse the token",
+                "warden: created the agent signing key {}; a gateway accepts this token only \
+                 with the same key (the same data_dir, or identity.warden_issuer.key_file)",
                 warden::config::workdir::FromWorkdir(&key_file)
             );
         }

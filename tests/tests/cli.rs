@@ -401,3 +401,37 @@ async fn operator_commands_refuse_a_state_store_no_gateway_made() {
         assert!(!store.exists(), "{args:?} made a store");
     }
 }
+
+/// `warden token issue` where no gateway has made its signing key (another directory, a
+/// wrong --config) refuses to make one, saying what to do, unless told to with --create-key.
+#[tokio::test]
+async fn token_issue_makes_no_signing_key_unless_asked() {
+    let fake = FakeLlm::start().await.unwrap();
+    let setup = WardenBuilder::new(&fake).write().unwrap();
+    let key = setup.data_dir.join("keys").join("agent-signing.pem");
+    let mut cmd = setup.command();
+    cmd.args(["token", "issue", "--agent", "a"])
+        .arg("--config")
+        .arg(&setup.config_path);
+    let out = run_bounded(cmd, Duration::from_secs(30)).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(out.stdout.is_empty(), "no token is printed");
+    assert!(
+        stderr.contains("there is no agent signing key at")
+            && stderr.contains("--config")
+            && stderr.contains("--create-key"),
+        "{stderr}"
+    );
+    assert!(!key.exists(), "no key was made");
+
+    let mut cmd = setup.command();
+    cmd.args(["token", "issue", "--agent", "a", "--create-key"])
+        .arg("--config")
+        .arg(&setup.config_path);
+    let out = run_bounded(cmd, Duration::from_secs(30)).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(key.exists(), "the key was made on request");
+    assert!(stderr.contains("created the agent signing key"), "{stderr}");
+}
