@@ -40,6 +40,11 @@ enum Command {
         /// Configuration file (YAML). See docs/configuration.md.
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
+        /// Start although the audit log names an audit or agent-token key this Warden neither
+        /// holds nor lists in previous_keys (a restore without keys/): go on with the new
+        /// keys; the start record says so. Without it, such a start is refused.
+        #[arg(long)]
+        accept_new_keys: bool,
     },
     /// Validate a configuration file, its connectors and its policies; report every mistake
     /// with file, line and key.
@@ -610,7 +615,10 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Serve { config } => serve(config),
+        Command::Serve {
+            config,
+            accept_new_keys,
+        } => serve(config, accept_new_keys),
         Command::Check { config } => check(config.as_deref()),
         Command::Policy {
             command: PolicyCommand::Validate { dir, config },
@@ -1390,7 +1398,7 @@ fn offline_secrets(
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn serve(path: Option<PathBuf>) -> Result<ExitCode> {
+fn serve(path: Option<PathBuf>, accept_new_keys: bool) -> Result<ExitCode> {
     // The same checks as `warden check`, so that a bad certificate or CA file stops start-up
     // with its file, line and key rather than later without them.
     let config = parse_and_check_files(path.as_deref())
@@ -1404,7 +1412,7 @@ fn serve(path: Option<PathBuf>) -> Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime
-        .block_on(warden::server::serve(config, path))
+        .block_on(warden::server::serve(config, path, accept_new_keys))
         .map_err(serve_failed)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -204,6 +204,11 @@ impl TokenIssuer {
         &self.kid
     }
 
+    /// The ids of the retired keys (`previous_keys`), whatever their `until`.
+    pub fn retired_key_ids(&self) -> Vec<&str> {
+        self.previous.iter().map(|k| &*k.kid).collect()
+    }
+
     /// Where the signing key lives (its file, or the secret source it was read from).
     pub fn key_file(&self) -> &Path {
         &self.key_file
