@@ -136,7 +136,17 @@ pub async fn serve(
     let audit_dir = audit_dir(&snapshot.config);
     // Each SIEM sink's verified cursor tells retention what it acknowledged before its
     // shipper starts: a full log (or `delete_unshipped`) never waits for the shippers.
-    let new_keys = keys_carry_on(&snapshot, &signer, &audit_dir, accept_new_keys)?;
+    let last_keys =
+        crate::audit::last_keys::read(&audit_dir).map_err(|source| ServeError::Audit {
+            dir: audit_dir.clone(),
+            source: crate::audit::AuditError::Io {
+                action: "read the keys last named in",
+                path: audit_dir.clone(),
+                source,
+            },
+        })?;
+    let new_keys = keys_carry_on(&last_keys, &snapshot, &signer, &audit_dir, accept_new_keys)
+        .map_err(ServeError::KeysChanged)?;
     let token_key_id = snapshot
         .identity
         .token_issuer()
@@ -516,37 +526,30 @@ pub async fn serve(
     Ok(())
 }
 
-/// Whether this start's keys carry on from the ones the audit log in `dir` last named (see
-/// `audit/last_keys.rs`): refused when they do not, unless `accept_new_keys`, when what
+/// Whether this start's keys carry on from `last`, the ones the audit log in `dir` last named
+/// (see `audit/last_keys.rs`): refused when they do not, unless `accept_new_keys`, when what
 /// changed is returned for the start record.
 fn keys_carry_on(
+    last: &crate::audit::last_keys::LastKeys,
     snapshot: &Snapshot,
     signer: &Signer,
     dir: &Path,
     accept_new_keys: bool,
-) -> Result<Option<String>, ServeError> {
+) -> Result<Option<String>, crate::audit::last_keys::KeysChanged> {
     use crate::audit::last_keys;
-    let last = last_keys::read(dir).map_err(|source| ServeError::Audit {
-        dir: dir.to_path_buf(),
-        source: crate::audit::AuditError::Io {
-            action: "read the keys last named in",
-            path: dir.to_path_buf(),
-            source,
-        },
-    })?;
     let retired: Vec<&str> = signer.previous().iter().map(|k| &*k.kid).collect();
     let issuer = snapshot.identity.token_issuer();
     let keys = last_keys::StartKeys {
         audit: (signer.key_id(), retired),
         token: issuer.map(|issuer| (issuer.key_id(), issuer.retired_key_ids())),
     };
-    match last_keys::check(&last, &keys, dir) {
+    match last_keys::check(last, &keys, dir) {
         Ok(()) => Ok(None),
         Err(changed) if accept_new_keys => {
             tracing::warn!("--accept-new-keys: {changed}");
             Ok(Some(changed.to_string()))
         }
-        Err(changed) => Err(ServeError::KeysChanged(changed)),
+        Err(changed) => Err(changed),
     }
 }
 

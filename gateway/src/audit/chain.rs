@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::anchor::Anchor;
-use super::checkpoint::{Checkpoint, CheckpointProblem, Keys};
+use super::checkpoint::{Checkpoint, CheckpointProblem, Keys, RetiredSigner};
 use super::error::{EditEvidence, Location, Problem, TruncationEvidence, VerifyError};
 use super::event::AuditEvent;
 use super::record::{ChainFields, ChainKind, GENESIS, Hash, hash_line};
@@ -160,11 +160,11 @@ impl Signatures {
         match self.key_since.last() {
             Some((current, _)) if current == kid => Ok(()),
             Some((newer, since)) if self.key_since.iter().any(|(k, _)| k == kid) => {
-                Err(CheckpointProblem::RetiredKey {
+                Err(CheckpointProblem::RetiredKey(Box::new(RetiredSigner {
                     kid: kid.to_owned(),
                     newer: newer.clone(),
                     since: *since,
-                })
+                })))
             }
             _ => {
                 self.key_since.push((kid.to_owned(), seq));

@@ -497,11 +497,13 @@ async fn a_checkpoint_of_a_retired_key_after_the_newer_keys_first_is_refused() {
     assert!(seq > first_new);
     assert_eq!(
         problem,
-        Problem::Checkpoint(CheckpointProblem::RetiredKey {
-            kid: signer().key_id().to_owned(),
-            newer: new.key_id().to_owned(),
-            since: first_new,
-        })
+        Problem::Checkpoint(CheckpointProblem::RetiredKey(Box::new(
+            super::checkpoint::RetiredSigner {
+                kid: signer().key_id().to_owned(),
+                newer: new.key_id().to_owned(),
+                since: first_new,
+            }
+        )))
     );
     assert_eq!(problem.kind(), "forged");
     let shown = problem.to_string();
