@@ -35,6 +35,11 @@ pub enum TokenCommand {
         /// Configuration file (for data_dir and identity.warden_issuer).
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
+        /// Create the signing key when there is none yet (a gateway started afterwards with
+        /// the same data_dir signs and verifies with it). Without it, a missing key is an
+        /// error: a gateway refuses tokens signed by any key but its own.
+        #[arg(long)]
+        create_key: bool,
     },
     /// Revoke Warden agent tokens: one token (--id, or the token itself with --token), or
     /// every token of an agent issued until now (--agent). Their requests are refused with
@@ -136,6 +141,7 @@ pub fn token(command: TokenCommand) -> Result<ExitCode> {
             ttl,
             claims,
             config,
+            create_key,
         } => {
             let config = super::load(config.as_deref())?;
             let claims = claims
@@ -149,7 +155,7 @@ pub fn token(command: TokenCommand) -> Result<ExitCode> {
                     "identity.warden_issuer.enabled is false: Warden does not accept its own tokens in this configuration"
                 );
             }
-            let issuer = super::token_issuer(&config)?;
+            let issuer = super::token_issuer(&config, create_key)?;
             println!("{}", issuer.issue(&agent, ttl, &claims)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -217,5 +223,5 @@ fn signed_exp(config: &warden::config::Config, token: &str) -> Option<u64> {
     if cfg.key.is_none() && !warden::identity::issuer_key_path(cfg, &config.data_dir).exists() {
         return None;
     }
-    super::token_issuer(config).ok()?.signed_exp(token)
+    super::token_issuer(config, false).ok()?.signed_exp(token)
 }

@@ -1,17 +1,21 @@
 //! Ed25519 signing keys Warden keeps (its agent-token key, its audit key): loaded from a
 //! PKCS#8 PEM file or created with tight file modes, read from a PEM text, named by their
-//! RFC 7638 thumbprint and published as JWKs; public keys read back from PEM or a JWK Set.
+//! RFC 7638 thumbprint and published as JWKs; public keys read back from PEM or a JWK Set;
+//! retired keys (`previous_keys`) with the time their signatures stop being accepted.
 
 use std::fs::{OpenOptions, Permissions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey};
 use ed25519_dalek::{SigningKey, VerifyingKey};
+use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -41,6 +45,132 @@ pub enum KeyError {
     /// Encoding a new key failed.
     #[error("cannot encode the new signing key: {0}")]
     Encode(String),
+    /// A `previous_keys` entry that cannot stand beside the others or the signing key.
+    #[error("{key}: {problem}")]
+    Retired {
+        /// The configuration key, e.g. `audit.signing.previous_keys[1]`.
+        key: String,
+        problem: String,
+    },
+}
+
+/// One entry of `previous_keys`: a retired key's PEM file (the public key, or the old key
+/// file itself), written as its path, or as `{ path: PATH, until: <RFC 3339 time> }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousKey {
+    /// The PEM file.
+    pub path: PathBuf,
+    /// From this time on nothing the key signed is accepted, and it is no longer published.
+    pub until: Option<SystemTime>,
+}
+
+impl From<PathBuf> for PreviousKey {
+    fn from(path: PathBuf) -> Self {
+        PreviousKey { path, until: None }
+    }
+}
+
+impl<'de> Deserialize<'de> for PreviousKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            path: PathBuf,
+            until: Option<String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Path(PathBuf),
+            Full(Full),
+        }
+        let full = match Written::deserialize(deserializer).map_err(|_| {
+            serde::de::Error::custom(
+                "a retired key is its PEM file's path, or { path: PATH, until: \
+                 2027-01-31T00:00:00Z }",
+            )
+        })? {
+            Written::Path(path) => return Ok(PreviousKey::from(path)),
+            Written::Full(full) => full,
+        };
+        let until = full
+            .until
+            .map(|text| {
+                humantime::parse_rfc3339(text.trim()).map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "until {text:?} is not an RFC 3339 time in UTC (2027-01-31T00:00:00Z)"
+                    ))
+                })
+            })
+            .transpose()?;
+        Ok(PreviousKey {
+            path: full.path,
+            until,
+        })
+    }
+}
+
+/// A retired key as loaded: its id (thumbprint), public key, and when what it signed stops
+/// being accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetiredKey {
+    pub kid: Arc<str>,
+    pub public: [u8; 32],
+    pub until: Option<SystemTime>,
+}
+
+impl RetiredKey {
+    /// Whether what it signed is still accepted at `now` (before its `until`, if any).
+    pub fn in_force(&self, now: SystemTime) -> bool {
+        self.until.is_none_or(|until| now < until)
+    }
+
+    /// `until` in seconds since 1970.
+    pub fn until_unix(&self) -> Option<u64> {
+        self.until.map(|until| {
+            until
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        })
+    }
+}
+
+/// The retired keys of `entries`, the configuration key `key` (e.g.
+/// `audit.signing.previous_keys`), beside the signing key whose id is `current`: refused,
+/// naming the entry, when one is the signing key itself or the same key as another entry.
+pub fn retired(
+    entries: &[PreviousKey],
+    current: &str,
+    key: &str,
+) -> Result<Vec<RetiredKey>, KeyError> {
+    let mut out: Vec<RetiredKey> = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        let public = public_from_file(&entry.path)?.to_bytes();
+        let kid = thumbprint(&public);
+        let refused = |problem: String| KeyError::Retired {
+            key: format!("{key}[{i}]"),
+            problem,
+        };
+        if kid == current {
+            return Err(refused(format!(
+                "{} holds the signing key itself (key id {kid}), not a retired one: list only \
+                 keys signed with before a rotation, or give the new key as the signing key",
+                entry.path.display()
+            )));
+        }
+        if let Some(j) = out.iter().position(|k| *k.kid == *kid) {
+            return Err(refused(format!(
+                "{} holds the same key (key id {kid}) as {key}[{j}]: list each retired key once",
+                entry.path.display()
+            )));
+        }
+        out.push(RetiredKey {
+            kid: Arc::from(kid),
+            public,
+            until: entry.until,
+        });
+    }
+    Ok(out)
 }
 
 /// The key in `path`, or a new one created there (directory mode 0700, file 0600) when the

@@ -46,6 +46,11 @@ enum Command {
         /// Configuration file (YAML). See docs/configuration.md.
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
+        /// Start although the audit log names an audit or agent-token key this Warden neither
+        /// holds nor lists in previous_keys (a restore without keys/): go on with the new
+        /// keys; the start record says so. Without it, such a start is refused.
+        #[arg(long)]
+        accept_new_keys: bool,
     },
     /// Validate a configuration file, its connectors and its policies; report every mistake
     /// with file, line and key.
@@ -616,7 +621,10 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Serve { config } => serve(config),
+        Command::Serve {
+            config,
+            accept_new_keys,
+        } => serve(config, accept_new_keys),
         Command::Check { config } => check(config.as_deref()),
         Command::Policy {
             command: PolicyCommand::Validate { dir, config },
@@ -1309,19 +1317,33 @@ fn verify_against_siem(dir: &Path, target: &str, config: Option<&Path>) -> Resul
 }
 
 /// Warden's token issuer: its signing key from `identity.warden_issuer.key` (read now, from
-/// Vault if it says so) or its key file (created on first use).
-fn token_issuer(config: &warden::config::Config) -> Result<warden::identity::TokenIssuer> {
+/// Vault if it says so) or its key file, which must exist unless `create` (a command never
+/// makes a key no gateway uses by accident).
+fn token_issuer(
+    config: &warden::config::Config,
+    create: bool,
+) -> Result<warden::identity::TokenIssuer> {
     let cfg = &config.identity.warden_issuer;
     let Some(source) = &cfg.key else {
         let key_file = warden::identity::issuer_key_path(cfg, &config.data_dir);
         let new = !key_file.exists();
+        if new && !create {
+            bail!(
+                "there is no agent signing key at {}: a gateway creates it at its first start, \
+                 and a token signed with any other key is refused by it. Pass --config (or \
+                 WARDEN_CONFIG) with the file the gateway runs with, in the gateway's working \
+                 directory when its paths are relative; or start the gateway first; or, to set \
+                 up the key before any gateway runs, pass --create-key. If the gateway ran with \
+                 this data_dir and its keys/ directory was lost, restore it from a backup \
+                 (docs/operations.md#backup-and-restore)",
+                warden::config::workdir::FromWorkdir(&key_file)
+            );
+        }
         let issuer = warden::identity::TokenIssuer::load_or_create(cfg, &config.data_dir)?;
         if new {
             eprintln!(
-                "warden: no gateway has used this signing key yet: created {}; a gateway runs with \
-                 it only with the same data_dir (pass --config with the file the gateway runs \
-                 with, in the gateway's working directory when its paths are relative), others \
-                 refuse the token",
+                "warden: created the agent signing key {}; a gateway accepts this token only \
+                 with the same key (the same data_dir, or identity.warden_issuer.key_file)",
                 warden::config::workdir::FromWorkdir(&key_file)
             );
         }
@@ -1382,7 +1404,7 @@ fn offline_secrets(
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn serve(path: Option<PathBuf>) -> Result<ExitCode> {
+fn serve(path: Option<PathBuf>, accept_new_keys: bool) -> Result<ExitCode> {
     // The same checks as `warden check`, so that a bad certificate or CA file stops start-up
     // with its file, line and key rather than later without them.
     let config = parse_and_check_files(path.as_deref())
@@ -1396,7 +1418,7 @@ fn serve(path: Option<PathBuf>) -> Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime
-        .block_on(warden::server::serve(config, path))
+        .block_on(warden::server::serve(config, path, accept_new_keys))
         .map_err(serve_failed)?;
     Ok(ExitCode::SUCCESS)
 }

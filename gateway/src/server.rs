@@ -1,6 +1,6 @@
 //! `warden serve`: assemble the gateway, listen, reload on change, shut down gracefully.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -47,6 +47,8 @@ pub enum ServeError {
     },
     #[error("audit.signing: {0}")]
     AuditKey(String),
+    #[error(transparent)]
+    KeysChanged(crate::audit::last_keys::KeysChanged),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
     #[error(transparent)]
@@ -82,7 +84,11 @@ pub fn audit_dir(config: &Config) -> PathBuf {
 }
 
 /// Runs the gateway until SIGTERM or SIGINT.
-pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), ServeError> {
+pub async fn serve(
+    config: Config,
+    config_path: Option<PathBuf>,
+    accept_new_keys: bool,
+) -> Result<(), ServeError> {
     crate::harden::no_core_dumps();
     let open_files = listener::open_files::raise();
     let needed = listener::open_files::needed(
@@ -136,6 +142,21 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     let audit_dir = audit_dir(&snapshot.config);
     // Each SIEM sink's verified cursor tells retention what it acknowledged before its
     // shipper starts: a full log (or `delete_unshipped`) never waits for the shippers.
+    let last_keys =
+        crate::audit::last_keys::read(&audit_dir).map_err(|source| ServeError::Audit {
+            dir: audit_dir.clone(),
+            source: crate::audit::AuditError::Io {
+                action: "read the keys last named in",
+                path: audit_dir.clone(),
+                source,
+            },
+        })?;
+    let new_keys = keys_carry_on(&last_keys, &snapshot, &signer, &audit_dir, accept_new_keys)
+        .map_err(ServeError::KeysChanged)?;
+    let token_key_id = snapshot
+        .identity
+        .token_issuer()
+        .map(|issuer| issuer.key_id().to_owned());
     let sinks = crate::siem::acknowledged_at_start(&snapshot.config.siem, &audit_dir, &signer);
     let audit = AuditLog::open_signed(&audit_dir, &snapshot.config.audit, signer, sinks).map_err(
         |source| ServeError::Audit {
@@ -355,8 +376,13 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
 
     let mut start = AuditEvent::now(EventKind::System);
     start.detail = Some(
-        serde_json::json!({ "event": "start", "version": crate::build_info::VERSION, "commit": crate::build_info::COMMIT, "policies": policy_count, "policy_version": &*policy_version }),
+        serde_json::json!({ "event": "start", "version": crate::build_info::VERSION, "commit": crate::build_info::COMMIT, "policies": policy_count, "policy_version": &*policy_version, "token_key_id": token_key_id }),
     );
+    if let Some(changed) = new_keys
+        && let Some(detail) = start.detail.as_mut()
+    {
+        detail["new_keys_accepted"] = serde_json::Value::String(changed);
+    }
     shared.audit.append_detached(start);
     let proxy = workers::spawn(
         "warden-worker",
@@ -500,6 +526,33 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     }
     tracing::info!("warden stopped");
     Ok(())
+}
+
+/// Whether this start's keys carry on from `last`, the ones the audit log in `dir` last named
+/// (see `audit/last_keys.rs`): refused when they do not, unless `accept_new_keys`, when what
+/// changed is returned for the start record.
+fn keys_carry_on(
+    last: &crate::audit::last_keys::LastKeys,
+    snapshot: &Snapshot,
+    signer: &Signer,
+    dir: &Path,
+    accept_new_keys: bool,
+) -> Result<Option<String>, crate::audit::last_keys::KeysChanged> {
+    use crate::audit::last_keys;
+    let retired: Vec<&str> = signer.previous().iter().map(|k| &*k.kid).collect();
+    let issuer = snapshot.identity.token_issuer();
+    let keys = last_keys::StartKeys {
+        audit: (signer.key_id(), retired),
+        token: issuer.map(|issuer| (issuer.key_id(), issuer.retired_key_ids())),
+    };
+    match last_keys::check(last, &keys, dir) {
+        Ok(()) => Ok(None),
+        Err(changed) if accept_new_keys => {
+            tracing::warn!("--accept-new-keys: {changed}");
+            Ok(Some(changed.to_string()))
+        }
+        Err(changed) => Err(changed),
+    }
 }
 
 /// The audit signing key of `audit.signing`: from its secret source, or its file (created at

@@ -431,6 +431,11 @@ impl Prepared {
 
     /// Starts `warden serve --config <file>` without waiting for readiness.
     pub fn spawn(self) -> anyhow::Result<Warden> {
+        self.spawn_with(&[])
+    }
+
+    /// [`spawn`](Self::spawn) with `extra` arguments after `serve`'s own.
+    pub fn spawn_with(self, extra: &[&str]) -> anyhow::Result<Warden> {
         let bin = paths::warden_bin();
         if !bin.is_file() {
             bail!(
@@ -440,6 +445,7 @@ impl Prepared {
         }
         let mut cmd = self.command();
         cmd.arg("serve").arg("--config").arg(&self.config_path);
+        cmd.args(extra);
         let proc = Proc::spawn("warden", cmd)?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))

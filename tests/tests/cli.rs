@@ -401,3 +401,82 @@ async fn operator_commands_refuse_a_state_store_no_gateway_made() {
         assert!(!store.exists(), "{args:?} made a store");
     }
 }
+
+/// `warden token issue` where no gateway has made its signing key (another directory, a
+/// wrong --config) refuses to make one, saying what to do, unless told to with --create-key.
+#[tokio::test]
+async fn token_issue_makes_no_signing_key_unless_asked() {
+    let fake = FakeLlm::start().await.unwrap();
+    let setup = WardenBuilder::new(&fake).write().unwrap();
+    let key = setup.data_dir.join("keys").join("agent-signing.pem");
+    let mut cmd = setup.command();
+    cmd.args(["token", "issue", "--agent", "a"])
+        .arg("--config")
+        .arg(&setup.config_path);
+    let out = run_bounded(cmd, Duration::from_secs(30)).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(out.stdout.is_empty(), "no token is printed");
+    assert!(
+        stderr.contains("there is no agent signing key at")
+            && stderr.contains("--config")
+            && stderr.contains("--create-key"),
+        "{stderr}"
+    );
+    assert!(!key.exists(), "no key was made");
+
+    let mut cmd = setup.command();
+    cmd.args(["token", "issue", "--agent", "a", "--create-key"])
+        .arg("--config")
+        .arg(&setup.config_path);
+    let out = run_bounded(cmd, Duration::from_secs(30)).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(key.exists(), "the key was made on request");
+    assert!(stderr.contains("created the agent signing key"), "{stderr}");
+}
+
+/// A restore that forgot `keys/`: the gateway would start with new keys (every token issued
+/// before refused, the log going on under an unknown key). It refuses, naming the key the log
+/// expects and what to do, and starts with new keys only when told to, which its start record
+/// says.
+#[tokio::test]
+async fn serve_refuses_a_restore_without_its_keys_unless_told_to_accept_new_ones() {
+    let fake = FakeLlm::start().await.unwrap();
+    let w = WardenBuilder::new(&fake).start().await.unwrap();
+    let old_kid = w.audit_records().iter().rev().find_map(|r| {
+        (r["kind"] == "checkpoint").then(|| r["detail"]["key_id"].as_str().unwrap().to_owned())
+    });
+    let setup = w.stop_and_take_setup().await;
+    let old_kid = old_kid.expect("the first run signed a checkpoint");
+    std::fs::remove_dir_all(setup.data_dir.join("keys")).unwrap();
+
+    let mut cmd = setup.command();
+    cmd.arg("serve").arg("--config").arg(&setup.config_path);
+    let out = run_bounded(cmd, Duration::from_secs(30)).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the audit key changed")
+            && stderr.contains(&old_kid)
+            && stderr.contains("--accept-new-keys"),
+        "{stderr}"
+    );
+
+    let mut w = setup.spawn_with(&["--accept-new-keys"]).unwrap();
+    w.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let start = w
+        .wait_for_audit(Duration::from_secs(10), |r| {
+            r["detail"]["event"] == "start" && r["detail"]["new_keys_accepted"].is_string()
+        })
+        .await
+        .unwrap();
+    assert!(
+        start["detail"]["new_keys_accepted"]
+            .as_str()
+            .unwrap()
+            .contains(&old_kid),
+        "{start}"
+    );
+    assert!(start["detail"]["token_key_id"].is_string(), "{start}");
+}

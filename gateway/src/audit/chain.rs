@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::anchor::Anchor;
-use super::checkpoint::{Checkpoint, Keys};
+use super::checkpoint::{Checkpoint, CheckpointProblem, Keys, RetiredSigner};
 use super::error::{EditEvidence, Location, Problem, TruncationEvidence, VerifyError};
 use super::event::AuditEvent;
 use super::record::{ChainFields, ChainKind, GENESIS, Hash, hash_line};
@@ -68,6 +68,9 @@ pub struct Signatures {
     pub last_checkpoint: Option<(u64, std::time::SystemTime)>,
     /// Checkpoints found.
     pub checkpoints: u64,
+    /// The keys that signed checkpoints, in the order they took over, each with the seq of
+    /// its first checkpoint: the last one signs now, the others are retired.
+    key_since: Vec<(String, u64)>,
 }
 
 impl Signatures {
@@ -128,6 +131,8 @@ impl Signatures {
         checkpoint
             .check(seq, prev, &event.time, &self.keys)
             .map_err(Problem::Checkpoint)?;
+        self.signed_by(&checkpoint.key_id, seq)
+            .map_err(Problem::Checkpoint)?;
         if checkpoint.from > self.next_unsigned {
             let range = (self.next_unsigned, checkpoint.from - 1);
             self.unsigned.push(range);
@@ -146,6 +151,26 @@ impl Signatures {
         self.checkpoints += 1;
         self.last_checkpoint = Some((seq, event.time.0));
         Ok(())
+    }
+}
+
+impl Signatures {
+    /// A checkpoint at `seq` signed by `kid`: refused when a newer key took over from it.
+    fn signed_by(&mut self, kid: &str, seq: u64) -> Result<(), CheckpointProblem> {
+        match self.key_since.last() {
+            Some((current, _)) if current == kid => Ok(()),
+            Some((newer, since)) if self.key_since.iter().any(|(k, _)| k == kid) => {
+                Err(CheckpointProblem::RetiredKey(Box::new(RetiredSigner {
+                    kid: kid.to_owned(),
+                    newer: newer.clone(),
+                    since: *since,
+                })))
+            }
+            _ => {
+                self.key_since.push((kid.to_owned(), seq));
+                Ok(())
+            }
+        }
     }
 }
 

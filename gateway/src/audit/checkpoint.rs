@@ -136,6 +136,8 @@ pub enum CheckpointProblem {
     BadSignature(String),
     /// It names a key that is not among the trusted ones.
     UnknownKey(String),
+    /// It is signed by a key the log had moved off: a newer key signed checkpoints before it.
+    RetiredKey(Box<RetiredSigner>),
     /// It is not a checkpoint record as Warden writes them.
     Malformed(String),
 }
@@ -158,9 +160,28 @@ impl std::fmt::Display for CheckpointProblem {
                 "checkpoint signed by key {kid}, which is not among the keys given (--key, \
                  --jwks): a replaced checkpoint, or the wrong key given"
             ),
+            CheckpointProblem::RetiredKey(retired) => {
+                let RetiredSigner { kid, newer, since } = &**retired;
+                write!(
+                    f,
+                    "checkpoint signed by key {kid}, which this log had retired: key {newer} signs \
+                 its checkpoints from seq {since} on, and a rotation is never undone (whoever \
+                 holds the retired key could have written this)"
+                )
+            }
             CheckpointProblem::Malformed(reason) => write!(f, "malformed checkpoint: {reason}"),
         }
     }
+}
+
+/// A checkpoint's key that the log had retired, and the key that took over from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetiredSigner {
+    /// The retired key it names.
+    pub kid: String,
+    /// The key that took over, and the seq of that key's first checkpoint.
+    pub newer: String,
+    pub since: u64,
 }
 
 /// The public keys checkpoints and receipts are checked with, by key id.

@@ -180,10 +180,11 @@ pub struct SigningConfig {
     pub key_file: Option<PathBuf>,
     /// The key's PEM from a secret source instead (env, file, Vault).
     pub key: Option<crate::secrets::CredentialSource>,
-    /// Retired audit keys (PEM files: the public key, or the old key file itself), published
-    /// beside the signing key at `/.well-known/warden-audit-keys.json` so that checkpoints and
+    /// Retired audit keys (PEM files: the public key, or the old key file itself; each its
+    /// path, or `{ path, until }`), published beside the signing key at
+    /// `/.well-known/warden-audit-keys.json` (before their `until`) so that checkpoints and
     /// receipts they signed still verify with it; never signed with.
-    pub previous_keys: Vec<PathBuf>,
+    pub previous_keys: Vec<crate::keys::PreviousKey>,
     /// A checkpoint after at most this many records.
     pub checkpoint_records: u64,
     /// A checkpoint at most this long after the first record it covers.

@@ -20,6 +20,7 @@ pub mod event;
 pub(crate) mod faults;
 mod flusher;
 mod interrupted;
+pub mod last_keys;
 mod log;
 mod outbox;
 pub mod read;

@@ -419,7 +419,7 @@ async fn after_a_key_rotation_the_published_keys_verify_checkpoints_of_both() {
     .unwrap();
     let rotated = SigningConfig {
         key_file: Some(tmp.path().join("new.pem")),
-        previous_keys: vec![retired],
+        previous_keys: vec![retired.into()],
         ..cfg.signing.clone()
     };
     let new = Arc::new(Signer::load(&rotated, tmp.path(), None).unwrap());
@@ -454,4 +454,133 @@ async fn after_a_key_rotation_the_published_keys_verify_checkpoints_of_both() {
         err.to_string().contains("not among the keys given"),
         "{err}"
     );
+}
+
+/// A rotation is never undone: once a newer key signed the log's checkpoints, a checkpoint
+/// signed by the retired key (whose holder could have written it) fails verification, naming
+/// its seq, the retired key and the key that took over.
+#[tokio::test]
+async fn a_checkpoint_of_a_retired_key_after_the_newer_keys_first_is_refused() {
+    let cfg = config(1000);
+    let (tmp, dir) = signed_log(2, &cfg).await;
+    let new_key = SigningKey::from_bytes(&[4; 32]);
+    let new = Arc::new(Signer::new(new_key.clone()));
+    let log = AuditLog::open_signed(&dir, &cfg, Arc::clone(&new), Vec::new()).unwrap();
+    log.append(event(3)).await.unwrap();
+    log.close().await.unwrap();
+    let both = || VerifyOptions {
+        keys: Keys::new(vec![
+            (new.key_id().to_owned(), new_key.verifying_key()),
+            (
+                signer().key_id().to_owned(),
+                SigningKey::from_bytes(&KEY).verifying_key(),
+            ),
+        ]),
+        ..lenient()
+    };
+    verify_with(&dir, &both()).expect("old key, then the new one: a rotation");
+    let first_new = lines(&segment(&dir, 1))
+        .iter()
+        .filter_map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (v["kind"] == "checkpoint" && v["detail"]["key_id"] == new.key_id())
+                .then(|| v["seq"].as_u64().unwrap())
+        })
+        .next()
+        .unwrap();
+
+    // The old key signs again.
+    let log = AuditLog::open_signed(&dir, &cfg, signer(), Vec::new()).unwrap();
+    log.append(event(4)).await.unwrap();
+    log.close().await.unwrap();
+    let (seq, problem) = tampered(verify_with(&dir, &both()));
+    assert!(seq > first_new);
+    assert_eq!(
+        problem,
+        Problem::Checkpoint(CheckpointProblem::RetiredKey(Box::new(
+            super::checkpoint::RetiredSigner {
+                kid: signer().key_id().to_owned(),
+                newer: new.key_id().to_owned(),
+                since: first_new,
+            }
+        )))
+    );
+    assert_eq!(problem.kind(), "forged");
+    let shown = problem.to_string();
+    assert!(
+        shown.contains(signer().key_id()) && shown.contains(new.key_id()),
+        "{shown}"
+    );
+    drop(tmp);
+}
+
+/// `audit.signing.previous_keys`: the signing key itself, or a key listed twice, is refused
+/// naming the entry and the key; a retired key past its `until` is no longer published.
+#[test]
+fn previous_audit_keys_are_checked_and_leave_the_jwk_set_at_their_until() {
+    let tmp = tempfile::tempdir().unwrap();
+    let retired = tmp.path().join("retired.pem");
+    let old = SigningKey::from_bytes(&KEY);
+    fs::write(
+        &retired,
+        crate::keys::public_pem(&old.verifying_key()).unwrap(),
+    )
+    .unwrap();
+    let old_kid = crate::keys::thumbprint(&old.verifying_key().to_bytes());
+    let signing = |previous: Vec<crate::keys::PreviousKey>| SigningConfig {
+        key_file: Some(tmp.path().join("new.pem")),
+        previous_keys: previous,
+        ..SigningConfig::default()
+    };
+    let entry = |until| crate::keys::PreviousKey {
+        path: retired.clone(),
+        until,
+    };
+    let err = Signer::load(&signing(vec![entry(None), entry(None)]), tmp.path(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("audit.signing.previous_keys[1]") && err.contains(&old_kid),
+        "{err}"
+    );
+    let own = SigningConfig {
+        key_file: Some(retired.clone()),
+        ..signing(vec![])
+    };
+    // The retired file holds only a public key: sign with the private one it came from.
+    let private = tmp.path().join("old.pem");
+    fs::write(
+        &private,
+        ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_pem(
+            &old,
+            ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF,
+        )
+        .unwrap()
+        .as_bytes(),
+    )
+    .unwrap();
+    let own = SigningConfig {
+        key_file: Some(private),
+        previous_keys: vec![entry(None)],
+        ..own
+    };
+    let err = Signer::load(&own, tmp.path(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("audit.signing.previous_keys[0]") && err.contains("signing key itself"),
+        "{err}"
+    );
+
+    let now = std::time::SystemTime::now();
+    let kids = |until| {
+        let signer = Signer::load(&signing(vec![entry(Some(until))]), tmp.path(), None).unwrap();
+        crate::keys::public_from_jwks(&signer.jwks(), "jwks")
+            .unwrap()
+            .into_iter()
+            .map(|(kid, _)| kid)
+            .collect::<Vec<_>>()
+    };
+    assert!(kids(now + Duration::from_secs(3600)).contains(&old_kid));
+    assert!(!kids(now - Duration::from_secs(1)).contains(&old_kid));
 }

@@ -6,11 +6,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signer as _, SigningKey};
 use serde_json::{Value, json};
 
 use super::config::SigningConfig;
-use crate::keys::{self, KeyError};
+use crate::keys::{self, KeyError, RetiredKey};
 
 /// What [`Signer::load`] names the key in logs.
 const WHAT: &str = "audit signing key";
@@ -20,8 +20,9 @@ pub struct Signer {
     key: SigningKey,
     kid: Arc<str>,
     public: [u8; 32],
-    /// Retired keys (`audit.signing.previous_keys`): published, never signed with.
-    previous: Vec<(String, [u8; 32])>,
+    /// Retired keys (`audit.signing.previous_keys`): published before their `until`, never
+    /// signed with.
+    previous: Vec<RetiredKey>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -44,14 +45,9 @@ impl Signer {
         }
     }
 
-    /// This signer publishing the retired `previous` keys beside its own.
-    pub fn with_previous(mut self, previous: &[VerifyingKey]) -> Signer {
-        self.previous = previous
-            .iter()
-            .map(|key| (keys::thumbprint(&key.to_bytes()), key.to_bytes()))
-            .filter(|(kid, _)| **kid != *self.kid)
-            .collect();
-        self
+    /// The retired keys of `audit.signing.previous_keys`, each with its `until`.
+    pub fn previous(&self) -> &[RetiredKey] {
+        &self.previous
     }
 
     /// The key of `audit.signing`: `pem` (read from `audit.signing.key`'s source, with its
@@ -62,12 +58,17 @@ impl Signer {
         data_dir: &Path,
         pem: Option<(&str, &str)>,
     ) -> Result<Signer, KeyError> {
-        let previous = previous_keys(cfg)?;
         let key = match pem {
             Some((pem, origin)) => keys::from_pem(pem, origin)?,
             None => keys::load_or_create(&key_path(cfg, data_dir), WHAT)?,
         };
-        Ok(Signer::new(key).with_previous(&previous))
+        let mut signer = Signer::new(key);
+        signer.previous = keys::retired(
+            &cfg.previous_keys,
+            &signer.kid,
+            "audit.signing.previous_keys",
+        )?;
+        Ok(signer)
     }
 
     /// Checks the key file start-up would use, without creating it (`warden check`).
@@ -99,26 +100,17 @@ impl Signer {
         self.key.sign(message).to_bytes()
     }
 
-    /// The public keys as a JWK Set: the signing key's, then the retired ones'.
+    /// The public keys as a JWK Set: the signing key's, then the retired ones' before their
+    /// `until`.
     pub fn jwks(&self) -> Value {
+        let now = std::time::SystemTime::now();
+        let in_force = self.previous.iter().filter(|k| k.in_force(now));
         let keys: Vec<Value> = std::iter::once((&*self.kid, &self.public))
-            .chain(
-                self.previous
-                    .iter()
-                    .map(|(kid, public)| (kid.as_str(), public)),
-            )
+            .chain(in_force.map(|k| (&*k.kid, &k.public)))
             .map(|(kid, public)| keys::public_jwk(public, kid))
             .collect();
         json!({ "keys": keys })
     }
-}
-
-/// The retired keys of `audit.signing.previous_keys`.
-fn previous_keys(cfg: &SigningConfig) -> Result<Vec<VerifyingKey>, KeyError> {
-    cfg.previous_keys
-        .iter()
-        .map(|path| keys::public_from_file(path))
-        .collect()
 }
 
 /// Where the key file is: `audit.signing.key_file`, or `<data_dir>/keys/audit-signing.pem`.

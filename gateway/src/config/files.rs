@@ -50,8 +50,8 @@ pub fn check_files(config: &Config, source: &Source) -> Vec<ConfigError> {
     {
         errors.push(source.error("identity.warden_issuer.key_file", error.to_string()));
     }
-    for (i, path) in warden.previous_keys.iter().enumerate() {
-        if let Err(error) = crate::keys::public_from_file(path) {
+    for (i, entry) in warden.previous_keys.iter().enumerate() {
+        if let Err(error) = crate::keys::public_from_file(&entry.path) {
             let key = format!("identity.warden_issuer.previous_keys[{i}]");
             errors.push(source.error(&key, error.to_string()));
         }
@@ -60,8 +60,8 @@ pub fn check_files(config: &Config, source: &Source) -> Vec<ConfigError> {
     {
         errors.push(source.error("audit.signing.key_file", error.to_string()));
     }
-    for (i, path) in config.audit.signing.previous_keys.iter().enumerate() {
-        if let Err(error) = crate::keys::public_from_file(path) {
+    for (i, entry) in config.audit.signing.previous_keys.iter().enumerate() {
+        if let Err(error) = crate::keys::public_from_file(&entry.path) {
             let key = format!("audit.signing.previous_keys[{i}]");
             errors.push(source.error(&key, error.to_string()));
         }

@@ -220,6 +220,12 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     if let Some(problem) = crate::identity::config::leeway_problem(id.leeway_seconds) {
         err("identity.leeway_seconds", problem);
     }
+    for (key, problem) in crate::identity::config::previous_keys_problems(
+        &id.warden_issuer,
+        std::time::SystemTime::now(),
+    ) {
+        err(&key, problem);
+    }
     if id.jwks_refresh_interval.is_zero() {
         err(
             "identity.jwks_refresh_interval",
@@ -909,5 +915,51 @@ identity:
         let text = errors_of("listen:\n  proxy: [unclosed\n");
         assert!(text.starts_with("warden.yaml:"), "{text}");
         assert!(text.contains("invalid YAML"), "{text}");
+    }
+}
+
+#[cfg(test)]
+mod previous_keys_tests {
+    use crate::config::load::parse;
+    use std::path::{Path, PathBuf};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    /// A retired key is written as its path, as before, or with the time its signatures stop
+    /// being accepted; both sections read both forms.
+    #[test]
+    fn previous_keys_read_a_path_or_a_path_with_until() {
+        let yaml = "identity:\n  warden_issuer:\n    previous_keys:\n      - old.pem\n      - { path: older.pem, until: 2026-01-02T03:04:05Z }\naudit:\n  signing:\n    previous_keys: [{ path: a.pem, until: 2026-01-02T03:04:05Z }, b.pem]\n";
+        let config = parse(yaml, Some(Path::new("warden.yaml"))).unwrap();
+        let until = UNIX_EPOCH + Duration::from_secs(1_767_323_045);
+        let token = &config.identity.warden_issuer.previous_keys;
+        assert_eq!(token[0].path, PathBuf::from("old.pem"));
+        assert_eq!(token[0].until, None);
+        assert_eq!(token[1].path, PathBuf::from("older.pem"));
+        assert_eq!(token[1].until, Some(until));
+        let audit = &config.audit.signing.previous_keys;
+        assert_eq!(audit[0].until, Some(until));
+        assert_eq!(audit[1].path, PathBuf::from("b.pem"));
+    }
+
+    #[test]
+    fn a_retired_keys_until_that_is_not_a_time_or_too_far_is_refused_with_its_key() {
+        let bad =
+            "identity:\n  warden_issuer:\n    previous_keys: [{ path: a.pem, until: tomorrow }]\n";
+        let text = parse(bad, Some(Path::new("warden.yaml")))
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            text.contains("previous_keys") && text.contains("RFC 3339"),
+            "{text}"
+        );
+        let far = "identity:\n  warden_issuer:\n    max_ttl: 1d\n    previous_keys: [{ path: a.pem, until: 2999-01-01T00:00:00Z }]\n";
+        let text = parse(far, Some(Path::new("warden.yaml")))
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            text.contains("identity.warden_issuer.previous_keys[0].until")
+                && text.contains("max_ttl"),
+            "{text}"
+        );
     }
 }

@@ -300,6 +300,17 @@ struct Claim<'a> {
     until: i64,
 }
 
+/// Lifts this replica's `claim` when a refresh stopped short of storing tokens, so that the
+/// next try (here or on another replica) need not wait for it to lapse.
+async fn release(sessions: &dyn SessionRepository, claim: &Claim<'_>) {
+    if let Err(e) = sessions
+        .release_refresh(claim.session_id, claim.version, claim.until)
+        .await
+    {
+        tracing::debug!(error = %e, "a console session's refresh claim could not be lifted; it lapses");
+    }
+}
+
 /// Refreshes `token` of session `record` under this replica's `claim` and stores the new
 /// tokens; a new ID token moves the session's end to its expiry (by `lifetime`).
 async fn refresh(
@@ -314,7 +325,7 @@ async fn refresh(
     let Claim {
         session_id,
         version,
-        until,
+        ..
     } = claim;
     let renewed = match sso.refresh(token).await {
         Ok(renewed) => renewed,
@@ -339,9 +350,13 @@ async fn refresh(
             // The provider may have spent the old refresh token: the new one is kept, with
             // the tokens as they were (the session's end unmoved), for the next try.
             tracing::warn!(subject = %token.subject, reason = %reason, "the SSO provider renewed a console sign-in with an ID token that cannot be checked now; its new refresh token is kept");
-            let kept = kept
-                .seal(sealer, session_id)
-                .map_err(|e| RefreshError::Unavailable(e.to_string()))?;
+            let kept = match kept.seal(sealer, session_id) {
+                Ok(kept) => kept,
+                Err(e) => {
+                    release(sessions, &claim).await;
+                    return Err(RefreshError::Unavailable(e.to_string()));
+                }
+            };
             match sessions
                 .replace_idp_token(session_id, version, kept, None)
                 .await
@@ -350,6 +365,7 @@ async fn refresh(
                 Ok(false) => return Err(RefreshError::Ended),
                 Err(e) => {
                     tracing::error!(error = %e, subject = %token.subject, "a console session's renewed refresh token could not be kept");
+                    release(sessions, &claim).await;
                 }
             }
             return Err(RefreshError::Unavailable(format!(
@@ -358,9 +374,7 @@ async fn refresh(
         }
         Err(e) => {
             tracing::warn!(error = %e, subject = %token.subject, "the SSO provider could not renew a console sign-in");
-            if let Err(e) = sessions.release_refresh(session_id, version, until).await {
-                tracing::debug!(error = %e, "a console session's refresh claim could not be lifted; it lapses");
-            }
+            release(sessions, &claim).await;
             return Err(RefreshError::Sso(e));
         }
     };
@@ -370,13 +384,23 @@ async fn refresh(
     } else {
         None
     };
-    let sealed = renewed
-        .seal(sealer, session_id)
-        .map_err(|e| RefreshError::Unavailable(e.to_string()))?;
-    let stored = sessions
+    let sealed = match renewed.seal(sealer, session_id) {
+        Ok(sealed) => sealed,
+        Err(e) => {
+            release(sessions, &claim).await;
+            return Err(RefreshError::Unavailable(e.to_string()));
+        }
+    };
+    let stored = match sessions
         .replace_idp_token(session_id, version, sealed, ends)
         .await
-        .map_err(|e| RefreshError::Unavailable(e.to_string()))?;
+    {
+        Ok(stored) => stored,
+        Err(e) => {
+            release(sessions, &claim).await;
+            return Err(RefreshError::Unavailable(e.to_string()));
+        }
+    };
     if !stored {
         // The session ended meanwhile (its ttl, a sign-out): nothing is decided with it.
         return Err(RefreshError::Ended);
@@ -706,6 +730,22 @@ pub(in crate::console) mod tests {
         ConsoleSession,
         Sealer,
     ) {
+        refresh_with_rotated_key_in(sub, again, |sessions| sessions).await
+    }
+
+    /// [`refresh_with_rotated_key`] against the store's sessions as `sessions` wraps them.
+    async fn refresh_with_rotated_key_in(
+        sub: &str,
+        again: Option<&[&serde_json::Value]>,
+        sessions: impl FnOnce(
+            std::sync::Arc<dyn SessionRepository>,
+        ) -> std::sync::Arc<dyn SessionRepository>,
+    ) -> (
+        Result<Current, RefreshError>,
+        Option<ConsoleSession>,
+        ConsoleSession,
+        Sealer,
+    ) {
         let (_, old_jwk) = rsa_key(RSA2, "k1");
         let (new_key, _) = rsa_key(RSA1, "k2");
         let id_token = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
@@ -753,10 +793,109 @@ pub(in crate::console) mod tests {
         .renewable_with(Some("rt-1".into()))
         .bound_to(Some(binding));
         let record = signed_in(&store, &sealer, &due).await;
-        let sessions = store.sessions();
-        let result = current(&sso, &sealer, &*sessions, LIFETIME, "s1", &record).await;
-        let after = sessions.resume("s1").await.unwrap();
+        let result = current(
+            &sso,
+            &sealer,
+            &*sessions(store.sessions()),
+            LIFETIME,
+            "s1",
+            &record,
+        )
+        .await;
+        let after = store.sessions().resume("s1").await.unwrap();
         (result, after, record, sealer)
+    }
+
+    /// Sessions whose renewed tokens cannot be stored (the store fails that write).
+    struct StoreFails(std::sync::Arc<dyn SessionRepository>);
+
+    impl SessionRepository for StoreFails {
+        fn create(
+            &self,
+            session: crate::state::sessions::NewSession,
+        ) -> futures_util::future::BoxFuture<'_, Result<(), crate::state::StateError>> {
+            self.0.create(session)
+        }
+        fn resume<'a>(
+            &'a self,
+            id: &'a str,
+        ) -> futures_util::future::BoxFuture<
+            'a,
+            Result<Option<ConsoleSession>, crate::state::StateError>,
+        > {
+            self.0.resume(id)
+        }
+        fn claim_refresh<'a>(
+            &'a self,
+            id: &'a str,
+            version: i64,
+            until_ms: i64,
+        ) -> futures_util::future::BoxFuture<'a, Result<bool, crate::state::StateError>> {
+            self.0.claim_refresh(id, version, until_ms)
+        }
+        fn replace_idp_token<'a>(
+            &'a self,
+            _: &'a str,
+            _: i64,
+            _: Vec<u8>,
+            _: Option<i64>,
+        ) -> futures_util::future::BoxFuture<'a, Result<bool, crate::state::StateError>> {
+            Box::pin(async {
+                Err(crate::state::StateError::Closed {
+                    store: "test".into(),
+                })
+            })
+        }
+        fn release_refresh<'a>(
+            &'a self,
+            id: &'a str,
+            version: i64,
+            until_ms: i64,
+        ) -> futures_util::future::BoxFuture<'a, Result<(), crate::state::StateError>> {
+            self.0.release_refresh(id, version, until_ms)
+        }
+        fn delete<'a>(
+            &'a self,
+            id: &'a str,
+        ) -> futures_util::future::BoxFuture<'a, Result<bool, crate::state::StateError>> {
+            self.0.delete(id)
+        }
+        fn purge_expired(
+            &self,
+        ) -> futures_util::future::BoxFuture<'_, Result<u64, crate::state::StateError>> {
+            self.0.purge_expired()
+        }
+    }
+
+    /// A renewal whose tokens cannot be stored lifts the refresh claim, whether its new ID
+    /// token could be checked or not: the next try, on any replica, need not wait for the
+    /// claim to lapse.
+    #[tokio::test]
+    async fn a_renewal_that_cannot_be_stored_lifts_its_refresh_claim() {
+        let (_, old_jwk) = rsa_key(RSA2, "k1");
+        let (_, new_jwk) = rsa_key(RSA1, "k2");
+        let unchecked = None;
+        let checked = Some(&[&old_jwk, &new_jwk][..]);
+        for again in [unchecked, checked] {
+            let (result, after, _, _) = refresh_with_rotated_key_in("alice", again, |sessions| {
+                std::sync::Arc::new(StoreFails(sessions))
+            })
+            .await;
+            let e = result.unwrap_err();
+            assert!(matches!(e, RefreshError::Unavailable(_)), "{e:?}");
+            let after = after.expect("the session goes on");
+            assert_eq!(after.idp_token_version, 0, "nothing was stored");
+            assert_eq!(
+                after.idp_refreshing_until_ms,
+                None,
+                "the claim is lifted ({})",
+                if again.is_none() {
+                    "unchecked"
+                } else {
+                    "checked"
+                }
+            );
+        }
     }
 
     #[tokio::test]

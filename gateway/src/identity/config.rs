@@ -79,10 +79,11 @@ pub struct WardenIssuerConfig {
     /// }`, `{ env: NAME }`, `{ file: PATH }`): read at start and when the identity settings
     /// change; never created.
     pub key: Option<crate::secrets::CredentialSource>,
-    /// Retired signing keys (PEM files: the public key, or the old key file itself) whose
-    /// tokens are still accepted until they expire, and published in the JWK Set; never
-    /// signed with. A rotation moves the old key here, so agents' tokens outlive it.
-    pub previous_keys: Vec<PathBuf>,
+    /// Retired signing keys (PEM files: the public key, or the old key file itself; each its
+    /// path, or `{ path, until }`) whose tokens are still accepted, and published in the JWK
+    /// Set, before their `until` (always, without one); never signed with. A rotation moves
+    /// the old key here, so agents' tokens outlive it.
+    pub previous_keys: Vec<crate::keys::PreviousKey>,
     /// The longest lifetime (`exp` - `iat`) of a Warden token: `warden token issue` refuses a
     /// longer `--ttl`, and a presented token whose lifetime is longer is refused
     /// (`token_lifetime_exceeded`), whenever it was issued. At most [`MAX_TTL_LIMIT`].
@@ -116,6 +117,44 @@ pub fn max_ttl_problem(max_ttl: Duration) -> Option<String> {
          that long, so that every replica refuses a revoked token until it expires"
             .into()
     })
+}
+
+/// What is wrong with `until`, a retired signing key's end in
+/// `identity.warden_issuer.previous_keys`, at `now`, if anything: it is more than `max_ttl`
+/// away, longer than any token issued before a rotation made now can live, so it would
+/// only lengthen what a holder of the old key can do.
+pub fn retired_until_problem(
+    until: std::time::SystemTime,
+    max_ttl: Duration,
+    now: std::time::SystemTime,
+) -> Option<String> {
+    let latest = now + max_ttl;
+    (until > latest).then(|| {
+        format!(
+            "is more than identity.warden_issuer.max_ttl after now: no token signed before the \
+             rotation lives that long; write the rotation time plus max_ttl, at most {}",
+            humantime::format_rfc3339_seconds(latest)
+        )
+    })
+}
+
+/// The configuration key of entry `i` of `identity.warden_issuer.previous_keys`, and each
+/// entry's `until` problem at `now`.
+pub fn previous_keys_problems(
+    cfg: &WardenIssuerConfig,
+    now: std::time::SystemTime,
+) -> Vec<(String, String)> {
+    cfg.previous_keys
+        .iter()
+        .enumerate()
+        .filter_map(|(i, entry)| {
+            let problem = retired_until_problem(entry.until?, cfg.max_ttl, now)?;
+            Some((
+                format!("identity.warden_issuer.previous_keys[{i}].until"),
+                problem,
+            ))
+        })
+        .collect()
 }
 
 /// What is wrong with `leeway` as `identity.leeway_seconds`, if anything.

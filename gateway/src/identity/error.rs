@@ -232,6 +232,19 @@ pub enum AuthError {
          identity.warden_issuer.max_ttl); issue a new token with a shorter --ttl"
     )]
     LifetimeExceeded { lifetime: u64, max: u64 },
+    /// A Warden token says it was issued later than now (beyond the clock skew tolerated):
+    /// its lifetime and its place before a revocation could not be trusted.
+    #[error(
+        "token issued at {iat}, in the future (leeway {leeway}s); issue a new token, and check \
+         the clocks of the host that issued it"
+    )]
+    IssuedInFuture { iat: UnixTime, leeway: u64 },
+    /// The token was signed by a retired key (`previous_keys`) past its `until`.
+    #[error(
+        "token signed by key {kid}, retired by Warden's operators: nothing it signs is accepted \
+         since {until}; ask the operators for a new token"
+    )]
+    RetiredKey { kid: Arc<str>, until: UnixTime },
     /// An operator revoked the token, or every token of its agent issued until then.
     #[error(
         "token revoked {whom} at {at} by an operator: {reason}; ask the operators for a new token"
@@ -293,6 +306,8 @@ impl AuthError {
             AuthError::BadSignature { .. } => "bad_signature",
             AuthError::IssuerUnavailable { .. } => "issuer_unavailable",
             AuthError::LifetimeExceeded { .. } => "token_lifetime_exceeded",
+            AuthError::IssuedInFuture { .. } => "issued_in_future",
+            AuthError::RetiredKey { .. } => "retired_key",
             AuthError::Revoked { .. } => "token_revoked",
         }
     }

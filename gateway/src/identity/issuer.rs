@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use super::config::WardenIssuerConfig;
 use super::error::{ClaimArgError, IdentityError};
 use super::jwks::VerifyKey;
-use crate::keys::{self, KeyError};
+use crate::keys::{self, KeyError, RetiredKey};
 
 impl From<KeyError> for IdentityError {
     fn from(e: KeyError) -> Self {
@@ -31,6 +31,7 @@ impl From<KeyError> for IdentityError {
                 path: PathBuf::from(origin),
                 reason,
             },
+            KeyError::Retired { key, problem } => IdentityError::Config { key, problem },
             other @ (KeyError::Jwks { .. } | KeyError::Encode(_)) => {
                 IdentityError::Sign(other.to_string())
             }
@@ -96,12 +97,13 @@ impl TokenIssuer {
             .to_pkcs8_der()
             .map_err(|e| IdentityError::Sign(format!("cannot encode the signing key: {e}")))?;
         let public = signing.verifying_key().to_bytes();
-        let previous = previous_keys(cfg)?;
+        let kid = keys::thumbprint(&public);
+        let previous = previous_keys(cfg, &kid)?;
         Ok(TokenIssuer {
             issuer: cfg.issuer.clone(),
             audience: cfg.audience.clone(),
             key_file,
-            kid: Arc::from(keys::thumbprint(&public)),
+            kid: Arc::from(kid),
             public,
             previous,
             encoding: EncodingKey::from_ed_der(der.as_bytes()),
@@ -171,10 +173,12 @@ impl TokenIssuer {
     }
 
     /// Warden's public keys as a JWK Set, for the admin API: the signing key's, then the
-    /// retired keys' whose tokens are still accepted.
+    /// retired keys' whose tokens are still accepted (those before their `until`).
     pub fn jwks(&self) -> Value {
+        let now = std::time::SystemTime::now();
+        let in_force = self.previous.iter().filter(|k| k.in_force(now));
         let keys: Vec<Value> = std::iter::once((&self.kid, &self.public))
-            .chain(self.previous.iter().map(|(kid, public)| (kid, public)))
+            .chain(in_force.map(|k| (&k.kid, &k.public)))
             .map(|(kid, public)| keys::public_jwk(public, kid))
             .collect();
         json!({ "keys": keys })
@@ -200,6 +204,11 @@ impl TokenIssuer {
         &self.kid
     }
 
+    /// The ids of the retired keys (`previous_keys`), whatever their `until`.
+    pub fn retired_key_ids(&self) -> Vec<&str> {
+        self.previous.iter().map(|k| &*k.kid).collect()
+    }
+
     /// Where the signing key lives (its file, or the secret source it was read from).
     pub fn key_file(&self) -> &Path {
         &self.key_file
@@ -213,7 +222,7 @@ impl TokenIssuer {
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
         std::iter::once(&self.public)
-            .chain(self.previous.iter().map(|(_, public)| public))
+            .chain(self.previous.iter().map(|k| &k.public))
             .find_map(|public| {
                 let key = jsonwebtoken::DecodingKey::from_ed_der(public);
                 jsonwebtoken::decode::<Value>(token.trim(), &key, &validation).ok()
@@ -222,27 +231,36 @@ impl TokenIssuer {
     }
 
     /// The public keys Warden's tokens are verified with: the signing key's, then the
-    /// retired ones.
+    /// retired ones, each with its `until`.
     pub(crate) fn verify_keys(&self) -> Vec<VerifyKey> {
-        std::iter::once((&self.kid, &self.public))
-            .chain(self.previous.iter().map(|(kid, public)| (kid, public)))
-            .map(|(kid, public)| VerifyKey::ed25519(Some(kid.clone()), public))
+        std::iter::once(VerifyKey::ed25519(Some(self.kid.clone()), &self.public))
+            .chain(self.previous.iter().map(|k| {
+                VerifyKey::ed25519(Some(k.kid.clone()), &k.public).retired_until(k.until_unix())
+            }))
             .collect()
     }
 }
 
-/// A retired signing key: its id (thumbprint) and public key.
-type RetiredKey = (Arc<str>, [u8; 32]);
-
-/// The retired keys of `previous_keys`, each named by its thumbprint.
-fn previous_keys(cfg: &WardenIssuerConfig) -> Result<Vec<RetiredKey>, IdentityError> {
-    cfg.previous_keys
-        .iter()
-        .map(|path| {
-            let public = keys::public_from_file(path)?.to_bytes();
-            Ok((Arc::from(keys::thumbprint(&public)), public))
-        })
-        .collect()
+/// The retired keys of `previous_keys` beside the signing key `kid`, each named by its
+/// thumbprint; one without `until` is accepted as long as it is listed, which is said.
+fn previous_keys(cfg: &WardenIssuerConfig, kid: &str) -> Result<Vec<RetiredKey>, IdentityError> {
+    let retired = keys::retired(
+        &cfg.previous_keys,
+        kid,
+        "identity.warden_issuer.previous_keys",
+    )?;
+    for (key, entry) in retired.iter().zip(&cfg.previous_keys) {
+        if key.until.is_none() {
+            tracing::warn!(
+                key_id = %key.kid,
+                path = %entry.path.display(),
+                "a retired agent signing key has no `until`: tokens it signs are accepted as \
+                 long as it is listed in identity.warden_issuer.previous_keys; write it as \
+                 {{ path: ..., until: <the rotation time plus max_ttl> }}"
+            );
+        }
+    }
+    Ok(retired)
 }
 
 /// Where the signing key lives: `key_file`, or `<data_dir>/keys/agent-signing.pem`.

@@ -79,6 +79,9 @@ pub(crate) struct VerifyKey {
     pub kind: KeyKind,
     /// The algorithm the key is restricted to, when its JWK states one.
     pub alg: Option<Algorithm>,
+    /// A retired Warden key's `until` (seconds since 1970): from then on what it signed is
+    /// refused. `None` for every other key.
+    pub until: Option<u64>,
     key: DecodingKey,
     /// SHA-256 of the public key's parameters: the same key in a later key set.
     material: [u8; 32],
@@ -91,9 +94,16 @@ impl VerifyKey {
             kid,
             kind: KeyKind::Ed25519,
             alg: Some(Algorithm::EdDSA),
+            until: None,
             key: DecodingKey::from_ed_der(public),
             material: Sha256::digest(public).into(),
         }
+    }
+
+    /// This key, refusing what it signed from `until` on (a retired Warden key's end).
+    pub(crate) fn retired_until(mut self, until: Option<u64>) -> VerifyKey {
+        self.until = until;
+        self
     }
 
     /// Converts a JWK, refusing keys that are not usable for signature verification.
@@ -160,6 +170,7 @@ impl VerifyKey {
             kid: jwk.common.key_id.as_deref().map(Arc::from),
             kind,
             alg,
+            until: None,
             key,
             material: Sha256::digest(params).into(),
         })

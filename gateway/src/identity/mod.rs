@@ -77,6 +77,13 @@ impl Identifier {
                 problem,
             });
         }
+        if let Some((key, problem)) =
+            config::previous_keys_problems(&cfg.warden_issuer, std::time::SystemTime::now())
+                .into_iter()
+                .next()
+        {
+            return Err(IdentityError::Config { key, problem });
+        }
         if let Some(problem) = config::leeway_problem(cfg.leeway_seconds) {
             return Err(IdentityError::Config {
                 key: "identity.leeway_seconds".into(),

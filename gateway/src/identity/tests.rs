@@ -895,7 +895,7 @@ async fn a_retired_signing_key_in_previous_keys_still_verifies_its_tokens() {
 
     let (id, _dir) = identifier(&IdentityConfig {
         warden_issuer: WardenIssuerConfig {
-            previous_keys: vec![retired],
+            previous_keys: vec![retired.into()],
             ..WardenIssuerConfig::default()
         },
         ..config(&[])
@@ -925,6 +925,180 @@ async fn a_retired_signing_key_in_previous_keys_still_verifies_its_tokens() {
     );
 }
 
+/// A retired key with `until`: its tokens verify before it, and are refused `retired_key`
+/// from it on, whatever their `exp`; past it the key leaves the published JWK Set.
+#[tokio::test]
+async fn a_retired_key_past_its_until_verifies_nothing_and_is_no_longer_published() {
+    let old_dir = tempfile::tempdir().unwrap();
+    let old =
+        super::TokenIssuer::load_or_create(&WardenIssuerConfig::default(), old_dir.path()).unwrap();
+    let old_token = old.issue("bot-1", Duration::from_secs(600), &[]).unwrap();
+    let retired = old_dir.path().join("keys").join("agent-signing.pem");
+    let now = std::time::SystemTime::now();
+    let with_until = |until: std::time::SystemTime| IdentityConfig {
+        warden_issuer: WardenIssuerConfig {
+            previous_keys: vec![crate::keys::PreviousKey {
+                path: retired.clone(),
+                until: Some(until),
+            }],
+            ..WardenIssuerConfig::default()
+        },
+        ..config(&[])
+    };
+    let kids = |id: &Identifier| -> Vec<String> {
+        id.token_issuer().unwrap().jwks()["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let (id, _dir) = identifier(&with_until(now + Duration::from_secs(3600))).await;
+    let p = id.identify(&bearer(&old_token), None, None).await.unwrap();
+    assert_eq!(&*p.id, "bot-1");
+    assert!(kids(&id).contains(&old.key_id().to_owned()));
+
+    let (id, _dir) = identifier(&with_until(now - Duration::from_secs(1))).await;
+    let err = refused(&id, &old_token).await;
+    assert_eq!(err.code(), "retired_key", "{err}");
+    assert_eq!(err.status(), http::StatusCode::UNAUTHORIZED);
+    assert!(err.to_string().contains(old.key_id()), "{err}");
+    assert!(
+        !kids(&id).contains(&old.key_id().to_owned()),
+        "{:?}",
+        kids(&id)
+    );
+    // The signing key's own tokens are unaffected.
+    let new_token = id
+        .token_issuer()
+        .unwrap()
+        .issue("bot-2", Duration::from_secs(600), &[])
+        .unwrap();
+    assert!(id.identify(&bearer(&new_token), None, None).await.is_ok());
+}
+
+/// A retired key's token is cached no longer than the key's `until`: the principal ends
+/// then, even when the token's `exp` is later.
+#[tokio::test]
+async fn a_retired_keys_token_ends_at_the_keys_until() {
+    let old_dir = tempfile::tempdir().unwrap();
+    let old =
+        super::TokenIssuer::load_or_create(&WardenIssuerConfig::default(), old_dir.path()).unwrap();
+    let old_token = old.issue("bot-1", Duration::from_secs(3600), &[]).unwrap();
+    let until = now_unix() + 120;
+    let cfg = IdentityConfig {
+        warden_issuer: WardenIssuerConfig {
+            previous_keys: vec![crate::keys::PreviousKey {
+                path: old_dir.path().join("keys").join("agent-signing.pem"),
+                until: Some(std::time::UNIX_EPOCH + Duration::from_secs(until)),
+            }],
+            ..WardenIssuerConfig::default()
+        },
+        ..config(&[])
+    };
+    let (id, _dir) = identifier(&cfg).await;
+    let p = id.identify(&bearer(&old_token), None, None).await.unwrap();
+    assert_eq!(p.expires_at, Some(until));
+}
+
+/// A Warden token that says it was issued in the future is refused: its lifetime (`exp` -
+/// `iat`) and its place before an agent's revocation would otherwise be what its signer
+/// chose.
+#[tokio::test]
+async fn a_warden_token_issued_in_the_future_is_refused() {
+    let (id, dir) = identifier(&config(&[])).await;
+    let pem = std::fs::read(dir.path().join("keys").join("agent-signing.pem")).unwrap();
+    let issuer = id.token_issuer().unwrap();
+    let now = now_unix();
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(issuer.key_id().to_owned());
+    let sign = |iat: u64| {
+        let claims = json!({
+            "iss": "warden", "aud": "warden", "sub": "bot", "jti": "j",
+            "iat": iat, "exp": iat + 600,
+        });
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_pem(&pem).unwrap()).unwrap()
+    };
+    let err = refused(&id, &sign(now + 3600)).await;
+    assert_eq!(err.code(), "issued_in_future", "{err}");
+    // Within the clock skew tolerated, it is accepted.
+    assert!(id.identify_token(&sign(now + 5), None).await.is_ok());
+}
+
+/// A `previous_keys` entry holding the signing key itself, or a key listed twice, stops the
+/// start naming the entry and the key.
+#[tokio::test]
+async fn a_previous_key_that_is_the_signing_key_or_listed_twice_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let current =
+        super::TokenIssuer::load_or_create(&WardenIssuerConfig::default(), dir.path()).unwrap();
+    let old_dir = tempfile::tempdir().unwrap();
+    let old =
+        super::TokenIssuer::load_or_create(&WardenIssuerConfig::default(), old_dir.path()).unwrap();
+    let old_path = old_dir.path().join("keys").join("agent-signing.pem");
+    for (previous, kid, named) in [
+        (
+            vec![current.key_file().to_path_buf().into()],
+            current.key_id(),
+            "identity.warden_issuer.previous_keys[0]",
+        ),
+        (
+            vec![old_path.clone().into(), old_path.clone().into()],
+            old.key_id(),
+            "identity.warden_issuer.previous_keys[1]",
+        ),
+    ] {
+        let cfg = IdentityConfig {
+            warden_issuer: WardenIssuerConfig {
+                previous_keys: previous,
+                ..WardenIssuerConfig::default()
+            },
+            ..config(&[])
+        };
+        let Err(err) = Identifier::new(&cfg, dir.path()).await else {
+            panic!("the start must be refused");
+        };
+        let err = err.to_string();
+        assert!(err.contains(named) && err.contains(kid), "{err}");
+    }
+}
+
+/// A retired key's `until` further than `max_ttl` from now is refused: no token signed before
+/// a rotation made now lives that long.
+#[tokio::test]
+async fn a_retired_keys_until_beyond_max_ttl_is_refused() {
+    let old_dir = tempfile::tempdir().unwrap();
+    super::TokenIssuer::load_or_create(&WardenIssuerConfig::default(), old_dir.path()).unwrap();
+    let max_ttl = Duration::from_secs(24 * 3600);
+    let cfg = |until| IdentityConfig {
+        warden_issuer: WardenIssuerConfig {
+            max_ttl,
+            previous_keys: vec![crate::keys::PreviousKey {
+                path: old_dir.path().join("keys").join("agent-signing.pem"),
+                until: Some(until),
+            }],
+            ..WardenIssuerConfig::default()
+        },
+        ..config(&[])
+    };
+    let now = std::time::SystemTime::now();
+    let dir = tempfile::tempdir().unwrap();
+    let Err(err) = Identifier::new(&cfg(now + max_ttl * 2), dir.path()).await else {
+        panic!("an until beyond max_ttl must be refused");
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("identity.warden_issuer.previous_keys[0].until") && err.contains("max_ttl"),
+        "{err}"
+    );
+    assert!(
+        Identifier::new(&cfg(now + max_ttl / 2), dir.path())
+            .await
+            .is_ok()
+    );
+}
+
 /// A `previous_keys` file that cannot be read stops the start, naming the file.
 #[tokio::test]
 async fn an_unreadable_previous_key_is_refused_naming_it() {
@@ -932,7 +1106,7 @@ async fn an_unreadable_previous_key_is_refused_naming_it() {
     let missing = dir.path().join("retired.pem");
     let cfg = IdentityConfig {
         warden_issuer: WardenIssuerConfig {
-            previous_keys: vec![missing.clone()],
+            previous_keys: vec![missing.clone().into()],
             ..WardenIssuerConfig::default()
         },
         ..config(&[])

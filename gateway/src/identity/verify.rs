@@ -197,13 +197,14 @@ impl TrustedIssuer {
     }
 
     /// Verifies the signature of `token` with the key it names (or, without `kid`, any key of
-    /// this issuer that fits its algorithm), refetching the issuer's keys when needed; for an
-    /// issuer whose keys are fetched, the key that verified it.
+    /// this issuer that fits its algorithm), refetching the issuer's keys when needed: for an
+    /// issuer whose keys are fetched, the key that verified it; for a retired Warden key with
+    /// an `until`, its id and `until`.
     async fn verify_signature(
         &self,
         token: &UnverifiedToken<'_>,
         alg: Algorithm,
-    ) -> Result<Option<KeyInUse>, AuthError> {
+    ) -> Result<(Option<KeyInUse>, Option<(Arc<str>, u64)>), AuthError> {
         let kid = token.header.kid.as_deref();
         let set = self.key_set_for(kid, alg).await?;
         let verified = match kid {
@@ -249,10 +250,15 @@ impl TrustedIssuer {
         let key = verified.ok_or_else(|| AuthError::BadSignature {
             issuer: self.name.clone(),
         })?;
-        Ok(match &self.keys {
+        let retired = key.until.map(|until| {
+            let kid = key.kid.clone().unwrap_or_else(|| Arc::from("(no kid)"));
+            (kid, until)
+        });
+        let in_use = match &self.keys {
             IssuerKeys::Fixed(_) => None,
             IssuerKeys::Remote(remote) => Some(KeyInUse::new(Arc::clone(remote), key)),
-        })
+        };
+        Ok((in_use, retired))
     }
 
     /// The key set to look in: the current one when it has what the token needs, else the
@@ -375,11 +381,30 @@ impl Verifier {
                 trusted: self.trusted.clone(),
             })?;
         let alg = issuer.algorithm(&token.header.alg)?;
-        let key = issuer.verify_signature(&token, alg).await?;
+        let (key, retired) = issuer.verify_signature(&token, alg).await?;
+        if let Some((kid, until)) = &retired
+            && now >= *until
+        {
+            return Err(AuthError::RetiredKey {
+                kid: kid.clone(),
+                until: UnixTime(*until),
+            });
+        }
         let exp = self.check_time(&token.claims, now)?;
         issuer.check_audience(&token.claims)?;
         let stamp = issuer.stamp(&token.claims, exp)?;
-        let principal = issuer.claims.principal(&token.claims, &issuer.name, exp)?;
+        if let Some(stamp) = &stamp
+            && stamp.issued_at > now.saturating_add(self.leeway)
+        {
+            return Err(AuthError::IssuedInFuture {
+                iat: UnixTime(stamp.issued_at),
+                leeway: self.leeway,
+            });
+        }
+        // A retired key's token ends at the key's `until`: so does its principal, and with
+        // it the token's place in the cache.
+        let ends = retired.map_or(exp, |(_, until)| exp.min(until));
+        let principal = issuer.claims.principal(&token.claims, &issuer.name, ends)?;
         Ok(Verified {
             principal,
             stamp,
