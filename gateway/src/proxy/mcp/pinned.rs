@@ -90,7 +90,7 @@ pub(super) async fn settle(
              a resource template or the server's instructions is pinned under (no tool may \
              have it)"
         )),
-        CallStatus::Held if standing.pinned != kind.pinned_name(own) => Err(format!(
+        CallStatus::Held if standing.pinned != pins.pinned_name(kind, own) => Err(format!(
             "{what} {server}/{shown} is held: it matches the resource template {}, whose \
              definition is not approved; {}",
             bounded(&standing.pinned, QUOTE_MAX),
@@ -154,7 +154,7 @@ async fn list_and_pin(
         .await
         .map_err(|e| failed(&e))?;
     let (field, _) = list.name_field();
-    let key = kind.pinned_name(own);
+    let key = pins.pinned_name(kind, own);
     let mut unchecked = false;
     let mut full = 0;
     for item in &listed {
@@ -164,7 +164,7 @@ async fn list_and_pin(
             && item
                 .get(field)
                 .and_then(Value::as_str)
-                .is_some_and(|name| kind.pinned_name(name) == key)
+                .is_some_and(|name| pins.pinned_name(kind, name) == key)
         {
             unchecked = true;
         }
