@@ -316,6 +316,17 @@ impl Pins {
         let status = self.use_status(server, kind, name);
         if status == CallStatus::Unknown
             && kind == ItemKind::Resource
+            && let Some(twin) = super::uri::empty_path_twin(&normalised(name))
+            && self.use_status(server, kind, &twin) == CallStatus::Held
+        {
+            return Standing {
+                status: CallStatus::Held,
+                pinned: self.pinned_name(kind, &twin),
+                findings: Vec::new(),
+            };
+        }
+        if status == CallStatus::Unknown
+            && kind == ItemKind::Resource
             && let Some(standing) = self.template_standing(server, name)
         {
             return standing;

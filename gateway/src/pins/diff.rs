@@ -221,7 +221,7 @@ mod tests {
         );
         let diff = unified(None, &resource, "approved", "offered");
         assert!(
-            diff.contains("+name: one\n+uri: test://1/\n+mimeType: text/plain\n"),
+            diff.contains("+name: one\n+uri: test://1\n+mimeType: text/plain\n"),
             "{diff}"
         );
         let template = of(

@@ -74,8 +74,9 @@ fn mac(key: &[u8; 32], bytes: &[u8]) -> [u8; 32] {
 
 /// `uri` in the one spelling RFC 3986 says is equivalent. §6.2.2: scheme and host in lower
 /// case, percent-encodings with upper-case hex digits and those of unreserved characters
-/// decoded, dot segments of the path removed. §6.2.3: an empty path with an authority is `/`
-/// (which §6.2.3 recommends for any scheme with an authority); `http`, `ws` without port 80,
+/// decoded, dot segments of the path removed. §6.2.3: an empty path is `/` in the special
+/// schemes (`http`, `https`, `ws`, `wss`, `ftp`, which define it so; another scheme's
+/// `x://a` and `x://a/` stay two URIs: [`empty_path_twin`]); `http`, `ws` without port 80,
 /// `https`, `wss` without port 443, `file://localhost/` as `file:///` (RFC 8089), `\` as `/`
 /// in a special scheme's authority and path (the WHATWG URL Standard). Nothing else changes
 /// (no trailing slash added or removed elsewhere); a URI without a valid scheme has its
@@ -114,7 +115,7 @@ pub fn normalised(uri: &str) -> String {
         false => Cow::Borrowed(parts.path),
     };
     let path = remove_dot_segments(&percent_normalised(&path)).into_owned();
-    if parts.authority.is_some() && path.is_empty() {
+    if parts.special && path.is_empty() {
         out.push('/');
     }
     out.push_str(&path);
@@ -248,6 +249,20 @@ fn percent_decoded(text: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+/// The other spelling of a normalised URI of a scheme that does not say whether an empty path
+/// is `/` (`notes://today` and `notes://today/`): pinned apart, as the server may serve both,
+/// but a read of one is held while the other is.
+pub fn empty_path_twin(normal: &str) -> Option<String> {
+    let parts = Parts::of(normal);
+    if parts.special || parts.authority.is_none() || !matches!(parts.path, "" | "/") {
+        return None;
+    }
+    let at = parts.path.as_ptr() as usize - normal.as_ptr() as usize;
+    let twin_path = if parts.path.is_empty() { "/" } else { "" };
+    let rest = &normal[at + parts.path.len()..];
+    Some(format!("{}{twin_path}{rest}", &normal[..at]))
 }
 
 /// The key a resource is pinned under: its [`normalised`] URI, or, when masking changes it,
@@ -621,8 +636,8 @@ mod tests {
     #[test]
     fn equivalent_spellings_normalise_to_one() {
         for (spelled, normal) in [
-            ("NOTES://Today", "notes://today/"),
-            ("notes://today", "notes://today/"),
+            ("NOTES://Today", "notes://today"),
+            ("notes://today", "notes://today"),
             ("notes://today/", "notes://today/"),
             (
                 "HTTPS://Example.COM:8443/A/b",
@@ -631,7 +646,7 @@ mod tests {
             ("file:///a/%7euser/%2e%2E/b", "file:///a/b"),
             ("file:///srv/./docs/../etc/passwd", "file:///srv/etc/passwd"),
             ("file:///a%2fb%3a", "file:///a%2Fb%3A"),
-            ("notes://t%6Fday", "notes://today/"),
+            ("notes://t%6Fday", "notes://today"),
             (
                 "https://U%73er@EXAMPLE.com/x?Q=%41%2f#F",
                 "https://User@example.com/x?Q=A%2F#F",
@@ -683,7 +698,8 @@ mod tests {
             "notes://today/a",
             "file://host/x",
             "file:///A",
-            "notes://today/?x=1",
+            "notes://today?x=1",
+            "notes://today",
             "https://user@example.com/a",
         ] {
             assert_eq!(normalised(distinct), distinct);
@@ -802,7 +818,17 @@ mod tests {
         assert!(!one.contains(&plain[..32]), "{one}");
         assert!(!one.contains("one"), "{one}");
         assert_eq!(one, pin_key("HTTPS://S3.example/k?sig=%6Fne", &test_key()));
-        assert_eq!(pin_key("NOTES://today", &test_key()), "notes://today/");
+        assert_eq!(pin_key("NOTES://today", &test_key()), "notes://today");
+        assert_eq!(
+            empty_path_twin("notes://today"),
+            Some("notes://today/".into())
+        );
+        assert_eq!(
+            empty_path_twin("notes://today/?q"),
+            Some("notes://today?q".into())
+        );
+        assert_eq!(empty_path_twin("notes://today/x"), None);
+        assert_eq!(empty_path_twin("https://h/"), None);
     }
 
     #[test]

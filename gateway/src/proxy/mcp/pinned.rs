@@ -90,12 +90,17 @@ pub(super) async fn settle(
              a resource template or the server's instructions is pinned under (no tool may \
              have it)"
         )),
-        CallStatus::Held if standing.pinned != pins.pinned_name(kind, own) => Err(format!(
-            "{what} {server}/{shown} is held: it matches the resource template {}, whose \
+        CallStatus::Held
+            if ItemKind::of_pinned(&standing.pinned) == ItemKind::ResourceTemplate
+                && kind == ItemKind::Resource =>
+        {
+            Err(format!(
+                "{what} {server}/{shown} is held: it matches the resource template {}, whose \
              definition is not approved; {}",
-            bounded(&standing.pinned, QUOTE_MAX),
-            review_hint(server, &standing.pinned)
-        )),
+                bounded(&standing.pinned, QUOTE_MAX),
+                review_hint(server, &standing.pinned)
+            ))
+        }
         CallStatus::Held => Err(format!(
             "{what} {server}/{shown} is held: its definition changed since it was approved, or \
              is not approved yet; {}",
