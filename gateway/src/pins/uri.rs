@@ -227,16 +227,21 @@ fn secret_segments(uri: &str, parts: &Parts<'_>) -> Vec<usize> {
     secret
 }
 
+/// The byte the percent-encoding at `i` of `text` stands for, if one is there.
+fn escape_at(text: &str, i: usize) -> Option<u8> {
+    (text.as_bytes()[i] == b'%')
+        .then(|| text.get(i + 1..i + 3))
+        .flatten()
+        .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+}
+
 /// `text` with every percent-encoding decoded.
 fn percent_decoded(text: &str) -> Vec<u8> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let byte = (bytes[i] == b'%')
-            .then(|| text.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        let byte = escape_at(text, i);
         match byte {
             Some(b) => {
                 out.push(b);
@@ -532,10 +537,7 @@ fn percent_normalised(text: &str) -> Cow<'_, str> {
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
     while i < bytes.len() {
-        let byte = (bytes[i] == b'%')
-            .then(|| text.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        let byte = escape_at(text, i);
         match byte {
             Some(b) if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') => {
                 out.push(char::from(b));
