@@ -904,24 +904,45 @@ fn tools(command: ToolsCommand) -> Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        // A PostgreSQL URL may be a Vault secret, read once when the store opens.
-        let secrets = match &config.state.postgres {
-            Some(_) => config
+        // A PostgreSQL URL and the factor key may be Vault secrets, read once here.
+        let needs_secrets =
+            config.state.postgres.is_some() || config.approvals.factor_key.is_some();
+        let secrets = match needs_secrets {
+            true => config
                 .vault
                 .as_ref()
                 .map(|v| warden::vault::SecretStore::new(v.clone()))
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
-            None => None,
+            false => None,
         };
         let store =
             warden::state::Store::open_existing(&config.state, &config.data_dir, secrets.as_ref())
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"));
+        // The key a typed resource URI with a credential is pinned under (`approve`, `diff`).
+        let uri_key = match &command {
+            ToolsCommand::List { .. } => None,
+            _ => Some(
+                warden::approval::sealed::sealer(
+                    &config.approvals,
+                    &config.data_dir,
+                    secrets.as_ref(),
+                )
+                .await
+                .map(|sealer| {
+                    warden::pins::uri::UriKey::new(
+                        sealer.derive_key(warden::pins::uri::KEY_PURPOSE),
+                    )
+                })
+                .map_err(|e| anyhow::anyhow!("{e}")),
+            ),
+        };
         if let Some(secrets) = &secrets {
             secrets.shutdown(std::time::Duration::from_secs(5)).await;
         }
         let store = store?;
+        let uri_key = uri_key.transpose()?;
         let pins = store.pins();
         match command {
             ToolsCommand::List { server, .. } => {
@@ -932,7 +953,8 @@ fn tools(command: ToolsCommand) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             ToolsCommand::Diff { server, tool, .. } => {
-                let diff = review::diff(&*pins, &server, &tool)
+                let key = uri_key.as_ref().context("the pin URI key")?;
+                let diff = review::diff(&*pins, &server, &tool, key)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 print!("{diff}");
@@ -956,10 +978,11 @@ fn tools(command: ToolsCommand) -> Result<ExitCode> {
                 let operator = std::env::var("USER")
                     .or_else(|_| std::env::var("LOGNAME"))
                     .unwrap_or_else(|_| "operator".into());
-                let outcomes =
-                    review::approve(&*pins, &server, &selection, &Approver::Operator(operator))
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let key = uri_key.as_ref().context("the pin URI key")?;
+                let approver = Approver::Operator(operator);
+                let outcomes = review::approve(&*pins, &server, &selection, &approver, key)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 if outcomes.is_empty() {
                     println!("nothing waits for approval on MCP server {server}");
                 }

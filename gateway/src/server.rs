@@ -191,8 +191,19 @@ pub async fn serve(
         snapshot.secrets.as_ref(),
     )
     .await?;
-    let pins =
-        std::sync::Arc::new(crate::pins::Pins::load(&snapshot.config.pins, store.pins()).await?);
+    // The factor key seals the console's secrets, keys what approvals bind of a request's
+    // credentials and the digests of masked resource URIs in pins (every replica on a shared
+    // store holds the same one).
+    let sealer = crate::approval::sealed::sealer(
+        &snapshot.config.approvals,
+        &snapshot.config.data_dir,
+        snapshot.secrets.as_ref(),
+    )
+    .await?;
+    let uri_key = crate::pins::uri::UriKey::new(sealer.derive_key(crate::pins::uri::KEY_PURPOSE));
+    let pins = std::sync::Arc::new(
+        crate::pins::Pins::load(&snapshot.config.pins, store.pins(), uri_key).await?,
+    );
     pins.spawn_refresh();
     // Canary tokens: every live one is looked for in what leaves; new ones arrive within
     // `canaries.refresh_interval`.
@@ -214,14 +225,6 @@ pub async fn serve(
     )
     .await
     .map_err(|e| ServeError::Approvals(e.to_string()))?;
-    // The factor key seals the console's secrets and keys what approvals bind of a request's
-    // credentials (every replica on a shared store holds the same one).
-    let sealer = crate::approval::sealed::sealer(
-        &snapshot.config.approvals,
-        &snapshot.config.data_dir,
-        snapshot.secrets.as_ref(),
-    )
-    .await?;
     let gate = std::sync::Arc::new(crate::approval::gate::Gate::new(
         &snapshot.config.approvals,
         store.approvals(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use warden::pins::{PinVerdict, Pins, PinsConfig};
+use warden::pins::{ItemKind, PinVerdict, Pins, PinsConfig};
 use warden::state::{StateConfig, Store};
 
 fn rugpull_server() -> PathBuf {
@@ -79,10 +79,23 @@ impl Setup {
             .await
             .unwrap();
         Arc::new(
-            Pins::load(&PinsConfig::default(), store.pins())
+            Pins::load(&PinsConfig::default(), store.pins(), self.uri_key().await)
                 .await
                 .unwrap(),
         )
+    }
+
+    /// The key a Warden with this configuration keys masked resource URIs with (from the
+    /// factor key file under its data dir, as `warden serve` and `warden tools` read it).
+    async fn uri_key(&self) -> warden::pins::uri::UriKey {
+        let sealer = warden::approval::sealed::sealer(
+            &Default::default(),
+            &self.dir.path().join("data"),
+            None,
+        )
+        .await
+        .unwrap();
+        warden::pins::uri::UriKey::new(sealer.derive_key(warden::pins::uri::KEY_PURPOSE))
     }
 
     async fn warden(&self, args: &[&str]) -> Output {
@@ -252,4 +265,64 @@ async fn tools_commands_say_what_is_missing() {
     let out = setup.warden(&["tools", "approve", "fs", "--all"]).await;
     let (stdout, _) = text(&out);
     assert_eq!(stdout, "nothing waits for approval on MCP server fs\n");
+}
+
+#[tokio::test]
+async fn a_resource_is_approved_by_any_spelling_of_its_uri_and_listed_whole() {
+    let setup = Setup::new();
+    let pins = setup.pins().await;
+    let signed = format!(
+        "https://files.example/{}/report.pdf?X-Amz-Signature=s3cr3tsig",
+        "quarterly".repeat(8)
+    );
+    for uri in ["https://host/~user", signed.as_str()] {
+        let item = json!({"uri": uri, "name": "r"});
+        let check = pins
+            .check_item("docs", ItemKind::Resource, &item)
+            .await
+            .unwrap();
+        assert_eq!(check.verdict, PinVerdict::FirstSeen, "{uri}");
+    }
+    let out = setup.warden(&["tools", "list", "--server", "docs"]).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    // The masked name whole, with its keyed digest; never the signature.
+    let masked = pins.pinned_name(ItemKind::Resource, &signed);
+    assert!(
+        masked.len() > 64 && masked.contains(" (uri hmac "),
+        "{masked}"
+    );
+    assert!(
+        stdout.contains(&format!("docs/{masked}  trusted")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("s3cr3tsig"), "{stdout}");
+
+    // Typed as the server spells it, or otherwise: the same pin.
+    let out = setup
+        .warden(&[
+            "tools",
+            "approve",
+            "docs",
+            "resource:HTTPS://Host:443/%7Euser",
+        ])
+        .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout} {stderr}");
+    assert!(
+        stdout.contains("approved docs/resource:https://host/~user sha256:"),
+        "{stdout}"
+    );
+    let typed = format!(
+        "resource:{}",
+        signed.replace("files.example", "FILES.example")
+    );
+    let out = setup.warden(&["tools", "approve", "docs", &typed]).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout} {stderr}");
+    assert!(
+        stdout.contains(&format!("approved docs/{masked} sha256:")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("s3cr3tsig"), "{stdout}");
 }

@@ -194,7 +194,8 @@ impl Sealer {
 
     /// A key for `purpose`: HMAC-SHA256 of `purpose` under the sealing key. Every replica
     /// configured with the same factor key derives the same one; the state store holds none.
-    fn derive_key(&self, purpose: &str) -> Zeroizing<[u8; KEY_BYTES]> {
+    /// (The pin URI key is one: `pins::uri::KEY_PURPOSE`.)
+    pub fn derive_key(&self, purpose: &str) -> Zeroizing<[u8; KEY_BYTES]> {
         use hmac::{Hmac, Mac};
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.keys[0].bytes.as_slice())
             .expect("HMAC takes a key of any length");

@@ -337,6 +337,22 @@ fn found(bytes: &[u8], config: &InspectConfig) -> Vec<(&'static str, usize)> {
     key.into_iter().chain(scan::find(bytes, config)).collect()
 }
 
+/// Every match in `text` of the credential detectors (the key, token and payment formats of
+/// [`secrets`] and the generic secret of [`entropy`], not the personal-data ones), each
+/// enabled whatever `inspect:` says: what Warden must not keep of a text it records, a
+/// resource URI it pins say.
+pub fn credential_spans(text: &[u8]) -> Vec<std::ops::Range<usize>> {
+    static ALL: std::sync::LazyLock<InspectConfig> =
+        std::sync::LazyLock::new(InspectConfig::default);
+    if !scan::may_match(text) {
+        return Vec::new();
+    }
+    scan::all_spans(text, &ALL, &|name| !personal::is_personal(name))
+        .into_iter()
+        .map(|(_, span)| span)
+        .collect()
+}
+
 /// `text` (a message that quotes what a refused request said: its path, a tool's name) with
 /// every match of an enabled content detector replaced by `[redacted: <detector>]`; `Err` with
 /// the detector when only the text percent-decoded (`+` as a space) shows a match, so that

@@ -48,6 +48,18 @@ pub(super) const DETECTORS: &[Detector] = &[
         evidence: Evidence::Format,
     },
     Detector {
+        name: "telegram_bot_token",
+        pattern: r"(?:\b|bot)([0-9]{8,10}:AA[A-Za-z0-9_\-]{33})(?:[^A-Za-z0-9_\-]|$)",
+        check: any,
+        evidence: Evidence::Format,
+    },
+    Detector {
+        name: "discord_webhook",
+        pattern: r"\bhttps://(?:(?:ptb|canary)\.)?discord(?:app)?\.com/api/(?:v[0-9]{1,2}/)?webhooks/[0-9]{17,20}/([A-Za-z0-9_\-]{60,100})",
+        check: any,
+        evidence: Evidence::Format,
+    },
+    Detector {
         name: "stripe_key",
         pattern: r"\b(?:sk|rk)_live_[A-Za-z0-9]{24,}",
         check: any,
@@ -188,6 +200,10 @@ mod tests {
                 "https://hooks.slack.com/services/T0ABCDEFG/B0ABCDEFG/abcdefghijklmnopqrstuvwx"
                     .to_owned(),
             ),
+            (
+                "telegram_bot_token",
+                format!("123456789:AA{}", "hB3_x-Kq9".repeat(4)[..33].to_owned()),
+            ),
             ("stripe_key", format!("sk_live_{}", "4eC39HqLyjWDarjtT1zdp7dc")),
             ("anthropic_key", format!("sk-ant-api03-{}", "Ab9_".repeat(25))),
             ("openai_key", format!("sk-proj-{}", "Zx8-".repeat(12))),
@@ -213,6 +229,25 @@ mod tests {
             assert!(
                 found.contains(&(detector, at)),
                 "{detector} at {at} in {body}: {found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bot_or_webhook_token_in_a_url_path_is_found_where_the_token_starts() {
+        let token = format!("123456789:AA{}", "hB3_x-Kq9".repeat(4)[..33].to_owned());
+        let url = format!("https://api.telegram.org/bot{token}/sendMessage");
+        assert_eq!(
+            find_all(url.as_bytes()),
+            vec![("telegram_bot_token", url.find(&token).unwrap())]
+        );
+        let token = "Zk9-_aB3".repeat(9)[..68].to_owned();
+        for host in ["discord.com", "discordapp.com", "canary.discord.com"] {
+            let url = format!("https://{host}/api/webhooks/112233445566778899/{token}");
+            assert_eq!(
+                find_all(url.as_bytes()),
+                vec![("discord_webhook", url.find(&token).unwrap())],
+                "{url}"
             );
         }
     }

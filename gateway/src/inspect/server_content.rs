@@ -175,31 +175,31 @@ impl<'v> Structured<'v, '_> {
             return;
         }
         self.strings += 1;
-        let before = self.findings.len();
-        read_text(text, "", self.config, self.findings);
-        if self.findings.len() > before {
-            self.findings.truncate(before);
-            let at = format!("{}{suffix}", self.location());
-            read_text(text, &at, self.config, self.findings);
-        }
+        read_text_at(
+            text,
+            || format!("{}{suffix}", location_of(&self.path)),
+            self.config,
+            self.findings,
+        );
     }
+}
 
-    fn location(&self) -> String {
-        let mut at = STRUCTURED.to_owned();
-        for step in &self.path {
-            match step {
-                Step::Index(i) => at.push_str(&format!("[{i}]")),
-                Step::Key(key) => {
-                    at.push('.');
-                    at.extend(key.chars().take(64).flat_map(char::escape_default));
-                    if key.chars().nth(64).is_some() {
-                        at.push('…');
-                    }
+/// Where the value at `path` in a structured result is.
+fn location_of(path: &[Step<'_>]) -> String {
+    let mut at = STRUCTURED.to_owned();
+    for step in path {
+        match step {
+            Step::Index(i) => at.push_str(&format!("[{i}]")),
+            Step::Key(key) => {
+                at.push('.');
+                at.extend(key.chars().take(64).flat_map(char::escape_default));
+                if key.chars().nth(64).is_some() {
+                    at.push('…');
                 }
             }
         }
-        at
     }
+    at
 }
 
 /// One content block of a prompt message at `at`: text, an embedded resource or a resource
@@ -262,11 +262,28 @@ fn read_contents(
 
 /// Adds what `text`, at `location`, shows to both kinds of detector.
 fn read_text(text: &str, location: &str, config: &InspectConfig, findings: &mut Vec<Finding>) {
+    read_text_at(text, || location.to_owned(), config, findings);
+}
+
+/// [`read_text`], `text` read once and its location spelled (`location`) only when a
+/// detector finds something in it.
+fn read_text_at(
+    text: &str,
+    location: impl FnOnce() -> String,
+    config: &InspectConfig,
+    findings: &mut Vec<Finding>,
+) {
     if findings.len() >= FINDINGS_MAX {
         return;
     }
-    tool_description::inspect_text(text, location, findings);
-    for (detector, at) in found(text.as_bytes(), config) {
+    let detected = tool_description::detected(text);
+    let content = found(text.as_bytes(), config);
+    if detected.is_empty() && content.is_empty() {
+        return;
+    }
+    let location = location();
+    tool_description::report(&detected, &location, findings);
+    for (detector, at) in content {
         findings.push(Finding {
             detector: Arc::from(detector),
             location: format!("{location}, byte {at}"),

@@ -194,16 +194,15 @@ pub fn names_another_server(text: &str, others: &[&str], location: &str) -> Opti
 /// The whole of `text` is read, however long: a payload padded past any bound would
 /// otherwise pass unseen (a list's size is bounded where it is read, `proxy/mcp/message.rs`).
 pub fn inspect_text(text: &str, location: &str, findings: &mut Vec<Finding>) {
-    let mut report = |detector: &str| {
-        if findings.len() < FINDINGS_MAX {
-            findings.push(Finding {
-                detector: Arc::from(detector),
-                location: Quoted::with_max(location, LOCATION_MAX).to_string(),
-            });
-        }
-    };
+    let detected = detected(text);
+    report(&detected, location, findings);
+}
+
+/// The hidden-instruction detectors that match `text`, in the order they are reported.
+pub fn detected(text: &str) -> Vec<&'static str> {
+    let mut detected = Vec::new();
     if hides_characters(text) {
-        report(HIDDEN_CHARACTERS);
+        detected.push(HIDDEN_CHARACTERS);
     }
     let folded = fold(text);
     for (detector, patterns) in [
@@ -213,7 +212,21 @@ pub fn inspect_text(text: &str, location: &str, findings: &mut Vec<Finding>) {
         (EXFILTRATION, &*EXFILTRATION_PATTERNS),
     ] {
         if patterns.is_match(&folded) {
-            report(detector);
+            detected.push(detector);
+        }
+    }
+    detected
+}
+
+/// Adds a finding of each of `detected` at `location` (up to the most findings one definition
+/// reports, counted in `findings`).
+pub fn report(detected: &[&'static str], location: &str, findings: &mut Vec<Finding>) {
+    for detector in detected {
+        if findings.len() < FINDINGS_MAX {
+            findings.push(Finding {
+                detector: Arc::from(*detector),
+                location: Quoted::with_max(location, LOCATION_MAX).to_string(),
+            });
         }
     }
 }

@@ -12,7 +12,7 @@ use super::config::{PinMode, PinsConfig, approval_counts};
 use super::definition::{Definition, ItemKind, reserved_for_other_kinds};
 use super::diff::unified;
 use super::error::PinError;
-use super::uri::{Template, normalised};
+use super::uri::{StoredKey, Template, UriKey, normalised};
 use super::verdict::{CallStatus, PinChange, PinCheck, PinVerdict, Standing};
 use crate::action::Finding;
 use crate::inspect::tool_description::inspect_listed;
@@ -42,6 +42,11 @@ pub struct Pins {
     writes: AtomicU64,
     /// [`PINS_PER_KIND_MAX`] (smaller in tests).
     per_kind_max: usize,
+    /// Held while a new pin is counted against [`PINS_PER_KIND_MAX`] and recorded, so that
+    /// two listings cannot both see room for one more.
+    new_pin: tokio::sync::Mutex<()>,
+    /// What masked resource URIs and templates are keyed with.
+    uri_key: UriKey,
 }
 
 impl std::fmt::Debug for Pins {
@@ -201,10 +206,13 @@ fn findings_of(json: &str) -> Vec<Finding> {
 }
 
 impl Pins {
-    /// The pins in `store` under `config`'s rules, loaded into memory.
+    /// The pins in `store` under `config`'s rules, loaded into memory, masked URIs keyed with
+    /// `uri_key`; pins of resources and templates stored under keys older Wardens gave are
+    /// brought up to date first ([`Pins::rekey`]).
     pub async fn load(
         config: &PinsConfig,
         store: Arc<dyn PinRepository>,
+        uri_key: UriKey,
     ) -> Result<Pins, PinError> {
         let pins = Pins {
             rules: ArcSwap::from_pointee(Rules::new(config)),
@@ -213,9 +221,55 @@ impl Pins {
             revision: AtomicI64::new(i64::MIN),
             writes: AtomicU64::new(0),
             per_kind_max: PINS_PER_KIND_MAX,
+            new_pin: tokio::sync::Mutex::new(()),
+            uri_key,
         };
+        pins.rekey().await?;
         pins.refresh().await?;
         Ok(pins)
+    }
+
+    /// Brings every resource and template pin of the store to the key this Warden gives it.
+    /// A URI or template stored as it is (by an older Warden, which masked less or normalised
+    /// less) is re-keyed, its definitions re-spelt; a pin whose key held a digest this Warden
+    /// cannot make again (an unkeyed SHA-256, or an HMAC under a factor key since rotated) is
+    /// removed: the item is pinned again when next listed (`tofu`) or waits for an operator's
+    /// approval (`approved`). Returns how many pins changed.
+    pub async fn rekey(&self) -> Result<usize, PinError> {
+        let mut changed = 0;
+        for record in self.store.all().await? {
+            let kind = ItemKind::of_pinned(&record.tool);
+            let template = match kind {
+                ItemKind::Resource => false,
+                ItemKind::ResourceTemplate => true,
+                _ => continue,
+            };
+            let stored = &record.tool[kind.pinned_name("", &self.uri_key).len()..];
+            let with = match StoredKey::of(stored, template, &self.uri_key) {
+                StoredKey::Current => continue,
+                StoredKey::Stale => None,
+                StoredKey::Raw(key) if key == stored => continue,
+                StoredKey::Raw(_) => respelt(record.clone(), kind, stored, &self.uri_key),
+            };
+            let (server, tool) = (record.server.clone(), record.tool.clone());
+            let renamed = with.as_ref().map(|r| r.tool.clone());
+            if self.store.replace(&server, &tool, with).await? {
+                changed += 1;
+                tracing::info!(
+                    server = %crate::text::Quoted::of(&server),
+                    kind = kind.as_str(),
+                    from = %crate::text::Quoted::with_max(&kind.shown(stored), super::definition::PINNED_NAME_MAX),
+                    to = ?renamed.as_deref().map(|t| crate::text::Quoted::with_max(t, super::definition::PINNED_NAME_MAX).to_string()),
+                    "a pin stored under a key an older Warden gave is brought up to date (no `to`: removed, pinned again when next listed)"
+                );
+            }
+        }
+        Ok(changed)
+    }
+
+    /// The name the item of `kind` that `server` calls `name` is pinned under.
+    pub fn pinned_name(&self, kind: ItemKind, name: &str) -> String {
+        kind.pinned_name(name, &self.uri_key)
     }
 
     /// The mode `server`'s definitions are judged in.
@@ -243,7 +297,7 @@ impl Pins {
         kind: ItemKind,
         tool: &Value,
     ) -> Result<PinCheck, PinError> {
-        let definition = Definition::of_kind(kind, server, tool)?;
+        let definition = Definition::of_kind(kind, server, tool, &self.uri_key)?;
         let rules = self.rules.load_full();
         if let Some(entry) = self.entry(server, &definition.name)
             && let Some(check) = known(&rules, &entry, &definition.digest)
@@ -258,8 +312,19 @@ impl Pins {
     /// templates of `server` its URI matches ([`Pins::template_standing`]); the findings of
     /// what allows it.
     pub fn standing(&self, server: &str, kind: ItemKind, name: &str) -> Standing {
-        let pinned = kind.pinned_name(name);
+        let pinned = self.pinned_name(kind, name);
         let status = self.use_status(server, kind, name);
+        if status == CallStatus::Unknown
+            && kind == ItemKind::Resource
+            && let Some(twin) = super::uri::empty_path_twin(&normalised(name))
+            && self.use_status(server, kind, &twin) == CallStatus::Held
+        {
+            return Standing {
+                status: CallStatus::Held,
+                pinned: self.pinned_name(kind, &twin),
+                findings: Vec::new(),
+            };
+        }
         if status == CallStatus::Unknown
             && kind == ItemKind::Resource
             && let Some(standing) = self.template_standing(server, name)
@@ -282,7 +347,7 @@ impl Pins {
     /// is (with their findings), held when one is not; `None` when none matches.
     pub fn template_standing(&self, server: &str, uri: &str) -> Option<Standing> {
         let uri = normalised(uri);
-        let prefix = ItemKind::ResourceTemplate.pinned_name("");
+        let prefix = self.pinned_name(ItemKind::ResourceTemplate, "");
         let matching: Vec<String> = {
             let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
             let items = cache.items.get(server)?;
@@ -290,7 +355,7 @@ impl Pins {
                 .keys()
                 .filter(|name| {
                     name.strip_prefix(&prefix)
-                        .and_then(Template::parse)
+                        .and_then(Template::parse_key)
                         .is_some_and(|t| t.matches(&uri))
                 })
                 .cloned()
@@ -323,7 +388,7 @@ impl Pins {
         if kind == ItemKind::Tool && reserved_for_other_kinds(name) {
             return CallStatus::Reserved;
         }
-        self.call_status(server, &kind.pinned_name(name))
+        self.call_status(server, &self.pinned_name(kind, name))
     }
 
     /// Whether a call of `tool` on `server` may go ahead, from memory (for a prompt, a
@@ -434,6 +499,12 @@ impl Pins {
     ) -> Result<PinCheck, PinError> {
         let name = definition.name.clone();
         let kind = ItemKind::of_pinned(&name);
+        // A new pin is counted and recorded under one lock: two listings never both take the
+        // last place.
+        let _new_pin = match self.entry(server, &name) {
+            Some(_) => None,
+            None => Some(self.new_pin.lock().await),
+        };
         if self.entry(server, &name).is_none() {
             let count = self
                 .cache
@@ -505,6 +576,40 @@ impl Pins {
         let (record, recorded) = self.store.propose(server, &name, stored).await?;
         Ok(judged(&self.remember(record), recorded))
     }
+}
+
+/// `record` (of a resource, or a template when `kind` says so, stored under `stored`, the URI
+/// or template as an older Warden kept it) under the key `key` gives it now, its definitions
+/// spelt with the URI as they now keep it (normalised and masked) and digested again; `None`
+/// when a definition cannot be spelt again (it is removed rather than kept as it was).
+fn respelt(record: PinRecord, kind: ItemKind, stored: &str, key: &UriKey) -> Option<PinRecord> {
+    let field = kind.name_field();
+    let server = record.server.clone();
+    let spelt = |definition: StoredDefinition| {
+        let mut item = serde_json::from_str::<Value>(&definition.json).ok()?;
+        item[field] = Value::String(stored.to_owned());
+        let d = Definition::of_kind(kind, &server, &item, key).ok()?;
+        Some(StoredDefinition {
+            digest: d.digest.to_string(),
+            json: d.canonical,
+            at_ms: definition.at_ms,
+        })
+    };
+    let approved = match record.approved {
+        Some((d, by)) => Some((spelt(d)?, by)),
+        None => None,
+    };
+    let pending = match record.pending {
+        Some(d) => Some(spelt(d)?),
+        None => None,
+    };
+    Some(PinRecord {
+        server: record.server,
+        tool: kind.pinned_name(stored, key),
+        first_seen_ms: record.first_seen_ms,
+        approved,
+        pending,
+    })
 }
 
 /// The verdict memory gives on `digest` for the tool in `entry`; `None` when the store must

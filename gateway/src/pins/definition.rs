@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
 use super::error::PinError;
+use super::uri::UriKey;
 use crate::text::Quoted;
 
 /// The fields of a tool that are pinned: what the model reads (name, description, schemas)
@@ -51,6 +52,10 @@ pub const RESOURCE_TEMPLATE_FIELDS: [&str; 5] =
 /// Longest resource URI or URI template pinned, in bytes.
 pub const URI_MAX: usize = 2048;
 
+/// Most characters of a pinned name `warden tools list` and a `tool_change` record show: the
+/// longest, a resource's masked URI with its prefix and its digest, whole.
+pub const PINNED_NAME_MAX: usize = URI_MAX + 64;
+
 /// What a pinned definition is. Each kind's items are pinned under a name of their own in the
 /// server's pins: a tool under its name, the others under a prefix no tool name may start
 /// with (a tool whose name does is hidden: [`PinError::ReservedName`]), so no item of one
@@ -64,10 +69,12 @@ pub enum ItemKind {
     /// A prompt of `prompts/list`: pinned as `prompt:<name>`.
     Prompt,
     /// A resource of `resources/list`: pinned as `resource:<key>`, the key of its URI
-    /// ([`super::uri::pin_key`]: normalised, masked with a digest when it carries values).
+    /// ([`super::uri::pin_key`]: normalised, masked with a keyed digest when it carries
+    /// values).
     Resource,
     /// A resource template of `resources/templates/list`: pinned as
-    /// `resource-template:<uriTemplate>`.
+    /// `resource-template:<uriTemplate>`, masked with a keyed digest when it carries a
+    /// credential ([`super::uri::template_key`]).
     ResourceTemplate,
 }
 
@@ -124,19 +131,26 @@ impl ItemKind {
     }
 
     /// The name under which the item named `name` is pinned (`prompt:greet`); a resource's
-    /// URI in its key's spelling, so that every equivalent spelling is one pin.
-    pub fn pinned_name(self, name: &str) -> String {
+    /// URI in its key's spelling, so that every equivalent spelling is one pin, and a masked
+    /// URI or template keyed under `key`.
+    pub fn pinned_name(self, name: &str, key: &UriKey) -> String {
         match self {
-            ItemKind::Resource => format!("{}{}", self.prefix(), super::uri::pin_key(name)),
+            ItemKind::Resource => format!("{}{}", self.prefix(), super::uri::pin_key(name, key)),
+            ItemKind::ResourceTemplate => {
+                format!("{}{}", self.prefix(), super::uri::template_key(name, key))
+            }
             _ => format!("{}{name}", self.prefix()),
         }
     }
 
     /// `name` (an item's name or URI) as logs, errors and records show it: a resource's URI
-    /// masked ([`super::uri::masked`]).
+    /// normalised and masked ([`super::uri::masked`]), a template masked as its key is.
     pub fn shown(self, name: &str) -> std::borrow::Cow<'_, str> {
         match self {
-            ItemKind::Resource => super::uri::masked(name),
+            ItemKind::Resource => std::borrow::Cow::Owned(
+                super::uri::masked(&super::uri::normalised(name)).into_owned(),
+            ),
+            ItemKind::ResourceTemplate => super::uri::template_masked(name),
             _ => std::borrow::Cow::Borrowed(name),
         }
     }
@@ -176,14 +190,21 @@ pub struct Definition {
 
 impl Definition {
     /// The pinned definition of `tool` (one entry of a `tools/list` result) from `server`.
+    #[cfg(test)]
     pub fn of(server: &str, tool: &Value) -> Result<Definition, PinError> {
-        Definition::of_kind(ItemKind::Tool, server, tool)
+        Definition::of_kind(ItemKind::Tool, server, tool, &super::uri::test_key())
     }
 
     /// The pinned definition of `item`, an item of `kind` from `server` (one entry of its
     /// list, or [`instructions_item`]). Fields absent or `null` are left out, so that
-    /// `"title": null` and no title are one definition.
-    pub fn of_kind(kind: ItemKind, server: &str, item: &Value) -> Result<Definition, PinError> {
+    /// `"title": null` and no title are one definition. A masked URI's or template's digest is
+    /// keyed under `key`.
+    pub fn of_kind(
+        kind: ItemKind,
+        server: &str,
+        item: &Value,
+        key: &UriKey,
+    ) -> Result<Definition, PinError> {
         let quoted = || Quoted::of(server).to_string();
         let object = item.as_object().ok_or_else(|| PinError::NotAnObject {
             kind: kind.as_str(),
@@ -222,12 +243,19 @@ impl Definition {
                 pinned.insert((*field).to_string(), value.clone());
             }
         }
-        if kind == ItemKind::Resource {
+        match kind {
             // The definition keeps the URI as its pin key does: normalised and masked (the
             // key's digest tells two masked URIs apart).
-            let uri = super::uri::normalised(name);
-            let uri = super::uri::masked(&uri).into_owned();
-            pinned.insert("uri".into(), Value::String(uri));
+            ItemKind::Resource => {
+                let uri = super::uri::normalised(name);
+                let uri = super::uri::masked(&uri).into_owned();
+                pinned.insert("uri".into(), Value::String(uri));
+            }
+            ItemKind::ResourceTemplate => {
+                let template = super::uri::template_masked(name).into_owned();
+                pinned.insert("uriTemplate".into(), Value::String(template));
+            }
+            _ => {}
         }
         let canonical =
             serde_json_canonicalizer::to_string(&Value::Object(pinned)).map_err(|e| {
@@ -246,7 +274,7 @@ impl Definition {
             });
         }
         Ok(Definition {
-            name: kind.pinned_name(name),
+            name: kind.pinned_name(name, key),
             digest: Arc::from(digest_of(&canonical)),
             canonical,
         })
@@ -264,6 +292,7 @@ pub fn digest_of(canonical: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pins::uri::test_key as uri_key;
     use serde_json::json;
 
     #[test]
@@ -389,14 +418,16 @@ mod tests {
             ),
         ];
         for (kind, item, pinned, field) in cases {
-            let definition = Definition::of_kind(kind, "s", item).unwrap();
+            let definition = Definition::of_kind(kind, "s", item, &uri_key()).unwrap();
             assert_eq!(definition.name, pinned);
             assert_eq!(ItemKind::of_pinned(pinned), kind);
             for key in kind.fields() {
                 let mut changed = item.clone();
                 changed[*key] = json!("changed");
                 assert_ne!(
-                    Definition::of_kind(kind, "s", &changed).unwrap().digest,
+                    Definition::of_kind(kind, "s", &changed, &uri_key())
+                        .unwrap()
+                        .digest,
                     definition.digest,
                     "{pinned}: {key}"
                 );
@@ -412,7 +443,9 @@ mod tests {
             same["size"] = json!(99);
             same["icons"] = json!([]);
             assert_eq!(
-                Definition::of_kind(kind, "s", &same).unwrap().digest,
+                Definition::of_kind(kind, "s", &same, &uri_key())
+                    .unwrap()
+                    .digest,
                 definition.digest,
                 "{pinned}"
             );
@@ -448,17 +481,37 @@ mod tests {
                 "{name}"
             );
         }
-        assert!(Definition::of_kind(ItemKind::Instructions, "s", &instructions_item("x")).is_ok());
+        assert!(
+            Definition::of_kind(
+                ItemKind::Instructions,
+                "s",
+                &instructions_item("x"),
+                &uri_key()
+            )
+            .is_ok()
+        );
         assert!(matches!(
-            Definition::of_kind(ItemKind::Instructions, "s", &json!({"name": "add"})),
+            Definition::of_kind(
+                ItemKind::Instructions,
+                "s",
+                &json!({"name": "add"}),
+                &uri_key()
+            ),
             Err(PinError::ReservedName { .. })
         ));
         // A resource's URI may be longer than a name, within a bound.
         let long = format!("file:///{}", "a".repeat(1000));
-        assert!(Definition::of_kind(ItemKind::Resource, "s", &json!({"uri": long})).is_ok());
+        assert!(
+            Definition::of_kind(ItemKind::Resource, "s", &json!({"uri": long}), &uri_key()).is_ok()
+        );
         let too_long = format!("file:///{}", "a".repeat(URI_MAX));
         assert!(matches!(
-            Definition::of_kind(ItemKind::Resource, "s", &json!({"uri": too_long})),
+            Definition::of_kind(
+                ItemKind::Resource,
+                "s",
+                &json!({"uri": too_long}),
+                &uri_key()
+            ),
             Err(PinError::NameTooLong { .. })
         ));
     }

@@ -194,7 +194,11 @@ mod tests {
     #[test]
     fn prompts_resources_and_templates_show_every_pinned_field() {
         use crate::pins::definition::ItemKind;
-        let of = |kind, v: Value| Definition::of_kind(kind, "s", &v).unwrap().canonical;
+        let of = |kind, v: Value| {
+            Definition::of_kind(kind, "s", &v, &crate::pins::uri::test_key())
+                .unwrap()
+                .canonical
+        };
         let old = of(
             ItemKind::Prompt,
             json!({"name": "greet", "description": "Greets.",

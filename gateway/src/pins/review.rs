@@ -6,8 +6,10 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use super::config::{PinsConfig, approval_counts};
+use super::definition::{ItemKind, PINNED_NAME_MAX};
 use super::diff::unified;
 use super::error::PinError;
+use super::uri::UriKey;
 use crate::action::Finding;
 use crate::inspect::tool_description::inspect_listed;
 use crate::state::pins::{ApproveOutcome, Approver, PinRecord, PinRepository};
@@ -105,7 +107,7 @@ pub fn format_list(reviews: &[ToolReview]) -> String {
             out,
             "{}/{}  {}",
             Quoted::of(&r.server),
-            Quoted::of(&r.tool),
+            Quoted::with_max(&r.tool, PINNED_NAME_MAX),
             review.state.as_str()
         );
         if let Some(pending) = &r.pending {
@@ -142,13 +144,31 @@ pub enum Selection {
     Named(Vec<String>, Option<String>),
 }
 
+/// The pinned name an operator means by `typed`: a resource's URI in the key Warden pins it
+/// under (`resource:HTTPS://Host/%7Euser` is `resource:https://host/~user`; a URI with a
+/// credential, typed whole, is its masked key), a template's likewise; a key as `warden tools
+/// list` shows it, and any other name, as typed.
+pub fn pinned_name(typed: &str, key: &UriKey) -> String {
+    let kind = ItemKind::of_pinned(typed);
+    if !matches!(kind, ItemKind::Resource | ItemKind::ResourceTemplate) {
+        return typed.to_owned();
+    }
+    let rest = &typed[kind.pinned_name("", key).len()..];
+    if rest.contains(" (uri hmac ") {
+        return typed.to_owned();
+    }
+    kind.pinned_name(rest, key)
+}
+
 /// `warden tools approve`: approves what waits for each selected tool of `server`, as
-/// `approver`; the outcome per tool.
+/// `approver`; the outcome per tool. A named resource or template is found by its key
+/// ([`pinned_name`], with `key`).
 pub async fn approve(
     store: &dyn PinRepository,
     server: &str,
     selection: &Selection,
     approver: &Approver,
+    key: &UriKey,
 ) -> Result<Vec<(String, ApproveOutcome)>, PinError> {
     let all = store.all().await?;
     let tools: Vec<&PinRecord> = all.iter().filter(|r| r.server == server).collect();
@@ -166,7 +186,10 @@ pub async fn approve(
                 .collect(),
             None,
         ),
-        Selection::Named(names, digest) => (names.clone(), digest.as_deref()),
+        Selection::Named(names, digest) => (
+            names.iter().map(|n| pinned_name(n, key)).collect(),
+            digest.as_deref(),
+        ),
     };
     for name in &names {
         if !tools.iter().any(|r| &r.tool == name) {
@@ -184,8 +207,14 @@ pub async fn approve(
 }
 
 /// `warden tools diff`: what changed from the approved definition to the one waiting, with
-/// what the detectors found in it.
-pub async fn diff(store: &dyn PinRepository, server: &str, tool: &str) -> Result<String, PinError> {
+/// what the detectors found in it; a resource or template named by its key ([`pinned_name`]).
+pub async fn diff(
+    store: &dyn PinRepository,
+    server: &str,
+    tool: &str,
+    key: &UriKey,
+) -> Result<String, PinError> {
+    let tool = &pinned_name(tool, key);
     let Some(record) = store.get(server, tool).await? else {
         let all = store.all().await?;
         let tools: Vec<&PinRecord> = all.iter().filter(|r| r.server == server).collect();

@@ -1,28 +1,92 @@
-//! Resource URIs as pinning reads them: normalised to one spelling (RFC 3986 §6.2.2, nothing
-//! scheme-specific), masked where they may carry a credential (userinfo, query and fragment
-//! values: a presigned URL's signature), and matched against resource templates (RFC 6570
-//! level 1).
+//! Resource URIs as pinning reads them: normalised to one spelling (RFC 3986 §6.2.2, and the
+//! scheme-based rules of §6.2.3 for `http`, `https`, `ws`, `wss` and `file`), masked where they
+//! may carry a credential (userinfo, path segments the credential detectors recognise, query
+//! and fragment values: a presigned URL's signature), and matched against resource templates
+//! (RFC 6570 level 1).
+//!
+//! A URI of a scheme the WHATWG URL Standard calls special (`http`, `https`, `ws`, `wss`,
+//! `ftp`) is split as browsers and Node split it, not as RFC 3986 does: `\` is `/`, and the
+//! authority follows the scheme whatever slashes there are (`http:user@host`,
+//! `http:\\user:pass@host` have a userinfo), so that what a server reads as a credential is
+//! masked.
 
 use std::borrow::Cow;
 
-use sha2::{Digest as _, Sha256};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use zeroize::Zeroizing;
 
-/// What stands for a userinfo or a query or fragment value in a URI Warden shows or records.
+/// What stands for a userinfo, a path segment holding a credential, or a query or fragment
+/// value in a URI Warden shows or records.
 pub const MASK: &str = "***";
 
-/// Hex digits of the full URI's SHA-256 kept in the pin key of a masked URI.
+/// Hex digits of the URI's keyed digest kept in the pin key of a masked URI.
 const KEY_DIGEST_HEX: usize = 32;
 
-/// `uri` in the one spelling RFC 3986 §6.2.2 says is equivalent: scheme and host in lower
+/// What the pin URI key is derived for from the approvals factor key
+/// (`approval::sealed::Sealer::derived_key`).
+pub const KEY_PURPOSE: &str = "warden pin uri v1";
+
+/// The key of the digest that tells two masked URIs apart in their pin keys: HMAC-SHA256, so
+/// that a low-entropy masked value (`?pin=1234`) cannot be recovered from `warden tools list`
+/// or a `tool_change` record by trying guesses. Derived from the approvals factor key, which
+/// every replica on a shared store holds and the store does not; its id (a digest of the key)
+/// is written in each pin key, so that pins keyed before the factor key was rotated are known.
+pub struct UriKey {
+    key: Zeroizing<[u8; 32]>,
+    id: String,
+}
+
+impl std::fmt::Debug for UriKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UriKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UriKey {
+    /// The key of these 32 bytes.
+    pub fn new(key: Zeroizing<[u8; 32]>) -> UriKey {
+        let id = hex::encode(&mac(&key, b"warden pin uri key id")[..4]);
+        UriKey { key, id }
+    }
+
+    /// The key's id: 8 hex digits, the same on every replica with the same factor key.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The suffix of a masked URI's pin key for the normalised URI `normal`.
+    fn suffix(&self, normal: &str) -> String {
+        let digest = hex::encode(mac(&self.key, normal.as_bytes()));
+        format!(" (uri hmac {}:{})", self.id, &digest[..KEY_DIGEST_HEX])
+    }
+}
+
+/// HMAC-SHA256 of `bytes` under `key`.
+fn mac(key: &[u8; 32], bytes: &[u8]) -> [u8; 32] {
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(bytes);
+    mac.finalize().into_bytes().into()
+}
+
+/// `uri` in the one spelling RFC 3986 says is equivalent. §6.2.2: scheme and host in lower
 /// case, percent-encodings with upper-case hex digits and those of unreserved characters
-/// decoded, dot segments of the path removed. Nothing else changes (no default port, no
-/// trailing slash, no scheme-specific rule); a URI without a valid scheme has its
+/// decoded, dot segments of the path removed. §6.2.3: an empty path is `/` in the special
+/// schemes (`http`, `https`, `ws`, `wss`, `ftp`, which define it so; another scheme's
+/// `x://a` and `x://a/` stay two URIs: [`empty_path_twin`]); `http`, `ws` without port 80,
+/// `https`, `wss` without port 443, `file://localhost/` as `file:///` (RFC 8089), `\` as `/`
+/// in a special scheme's authority and path (the WHATWG URL Standard). Nothing else changes
+/// (no trailing slash added or removed elsewhere); a URI without a valid scheme has its
 /// percent-encodings normalised only.
 pub fn normalised(uri: &str) -> String {
     let parts = Parts::of(uri);
+    let scheme = parts.scheme.map(str::to_ascii_lowercase);
     let mut out = String::with_capacity(uri.len());
-    if let Some(scheme) = parts.scheme {
-        out.push_str(&scheme.to_ascii_lowercase());
+    if let Some(scheme) = &scheme {
+        out.push_str(scheme);
         out.push(':');
     }
     if let Some(authority) = parts.authority {
@@ -32,13 +96,29 @@ pub fn normalised(uri: &str) -> String {
             out.push_str(&percent_normalised(userinfo));
             out.push('@');
         }
-        out.push_str(&lower_outside_escapes(&percent_normalised(host)));
-        if let Some(port) = port {
+        let host = lower_outside_escapes(&percent_normalised(host));
+        let default_port = match scheme.as_deref() {
+            Some("http" | "ws") => Some("80"),
+            Some("https" | "wss") => Some("443"),
+            _ => None,
+        };
+        if !(scheme.as_deref() == Some("file") && host == "localhost" && userinfo.is_none()) {
+            out.push_str(&host);
+        }
+        if let Some(port) = port.filter(|p| Some(*p) != default_port) {
             out.push(':');
             out.push_str(port);
         }
     }
-    out.push_str(&remove_dot_segments(&percent_normalised(parts.path)));
+    let path = match parts.special {
+        true => Cow::Owned(parts.path.replace('\\', "/")),
+        false => Cow::Borrowed(parts.path),
+    };
+    let path = remove_dot_segments(&percent_normalised(&path)).into_owned();
+    if parts.special && path.is_empty() {
+        out.push('/');
+    }
+    out.push_str(&path);
     if let Some(query) = parts.query {
         out.push('?');
         out.push_str(&percent_normalised(query));
@@ -50,13 +130,28 @@ pub fn normalised(uri: &str) -> String {
     out
 }
 
-/// `uri` as Warden shows and records it: its userinfo replaced with [`MASK`], and each value
-/// of its query and fragment (what follows `=` in a `&`-separated part, or the whole part
-/// when it has no `=`): scheme, host, port, path and the parameters' names stay.
+/// `uri` as Warden shows and records it: its userinfo replaced with [`MASK`], each path
+/// segment in which the credential detectors find a secret
+/// ([`crate::inspect::credential_spans`]: a Slack webhook's, a Telegram bot's, a Discord
+/// webhook's token, any key or token format Warden knows), and each value of its query and
+/// fragment (what follows `=` in a `&`-separated part, or the whole part when it has no `=`):
+/// scheme, host, port, the other path segments and the parameters' names stay.
 pub fn masked(uri: &str) -> Cow<'_, str> {
+    masked_as(uri, false)
+}
+
+/// `uri` (a URI, or a resource template when `template`) masked as [`masked`] says; a
+/// template's query or fragment value that is one expression (`q={q}`) stays, as it holds
+/// nothing of the server's.
+fn masked_as(uri: &str, template: bool) -> Cow<'_, str> {
     let parts = Parts::of(uri);
     let userinfo = parts.authority.and_then(|a| split_authority(a).0);
-    if userinfo.is_none() && parts.query.is_none() && parts.fragment.is_none() {
+    let secret_segments = secret_segments(uri, &parts);
+    if userinfo.is_none()
+        && secret_segments.is_empty()
+        && parts.query.is_none()
+        && parts.fragment.is_none()
+    {
         return Cow::Borrowed(uri);
     }
     let mut out = String::with_capacity(uri.len());
@@ -77,29 +172,169 @@ pub fn masked(uri: &str) -> Cow<'_, str> {
             out.push_str(port);
         }
     }
-    out.push_str(parts.path);
+    for (i, segment) in split_path(parts.path, parts.special).enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        match secret_segments.contains(&i) {
+            true => out.push_str(MASK),
+            false => out.push_str(segment),
+        }
+    }
     if let Some(query) = parts.query {
         out.push('?');
-        out.push_str(&values_masked(query));
+        out.push_str(&values_masked(query, template));
     }
     if let Some(fragment) = parts.fragment {
         out.push('#');
-        out.push_str(&values_masked(fragment));
+        out.push_str(&values_masked(fragment, template));
+    }
+    if out == uri {
+        return Cow::Borrowed(uri);
     }
     Cow::Owned(out)
 }
 
+/// The segments of `path` (split at `/`, and at `\` in a special scheme).
+fn split_path(path: &str, special: bool) -> impl Iterator<Item = &str> {
+    path.split(move |c| c == '/' || (special && c == '\\'))
+}
+
+/// The indexes of the segments of `parts`' path (in [`split_path`]'s order) in which a
+/// credential detector finds a secret: read in the whole URI (a detector that knows a URL's
+/// shape, a Slack webhook's, sees it whole) and in each segment percent-decoded.
+fn secret_segments(uri: &str, parts: &Parts<'_>) -> Vec<usize> {
+    if parts.path.is_empty() {
+        return Vec::new();
+    }
+    let base = parts.path.as_ptr() as usize - uri.as_ptr() as usize;
+    let spans = crate::inspect::credential_spans(uri.as_bytes());
+    let mut secret = Vec::new();
+    let mut at = base;
+    for (i, segment) in split_path(parts.path, parts.special).enumerate() {
+        let range = at..at + segment.len();
+        at = range.end + 1;
+        let in_whole = spans
+            .iter()
+            .any(|s| s.start < range.end && range.start < s.end && !segment.is_empty());
+        let decoded = percent_decoded(segment);
+        let alone =
+            decoded != segment.as_bytes() && !crate::inspect::credential_spans(&decoded).is_empty();
+        if in_whole || alone {
+            secret.push(i);
+        }
+    }
+    secret
+}
+
+/// The byte the percent-encoding at `i` of `text` stands for, if one is there.
+fn escape_at(text: &str, i: usize) -> Option<u8> {
+    (text.as_bytes()[i] == b'%')
+        .then(|| text.get(i + 1..i + 3))
+        .flatten()
+        .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+}
+
+/// `text` with every percent-encoding decoded.
+fn percent_decoded(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = escape_at(text, i);
+        match byte {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The other spelling of a normalised URI of a scheme that does not say whether an empty path
+/// is `/` (`notes://today` and `notes://today/`): pinned apart, as the server may serve both,
+/// but a read of one is held while the other is.
+pub fn empty_path_twin(normal: &str) -> Option<String> {
+    let parts = Parts::of(normal);
+    if parts.special || parts.authority.is_none() || !matches!(parts.path, "" | "/") {
+        return None;
+    }
+    let at = parts.path.as_ptr() as usize - normal.as_ptr() as usize;
+    let twin_path = if parts.path.is_empty() { "/" } else { "" };
+    let rest = &normal[at + parts.path.len()..];
+    Some(format!("{}{twin_path}{rest}", &normal[..at]))
+}
+
 /// The key a resource is pinned under: its [`normalised`] URI, or, when masking changes it,
-/// the masked URI followed by ` (uri sha256 <hex>)`, the first 32 hex digits of the SHA-256
-/// of the full normalised URI: two URIs that differ in a masked value are two pins, and no
-/// credential is kept in the key.
-pub fn pin_key(uri: &str) -> String {
+/// the masked URI followed by ` (uri hmac <key id>:<hex>)`, the first 32 hex digits of the
+/// HMAC-SHA256 of the full normalised URI under `key`: two URIs that differ in a masked value
+/// are two pins, no credential is kept in the key, and no masked value can be recovered from
+/// it by trying guesses without the key.
+pub fn pin_key(uri: &str, key: &UriKey) -> String {
     let normal = normalised(uri);
     match masked(&normal) {
         Cow::Borrowed(_) => normal,
-        Cow::Owned(masked) => {
-            let digest = hex::encode(Sha256::digest(normal.as_bytes()));
-            format!("{masked} (uri sha256 {})", &digest[..KEY_DIGEST_HEX])
+        Cow::Owned(masked) => format!("{masked}{}", key.suffix(&normal)),
+    }
+}
+
+/// The key a resource template is pinned under: the template itself, or, when masking changes
+/// it (a literal query value, a userinfo, a credential in its path), the masked template
+/// followed by its keyed digest as in [`pin_key`]. Such a template matches a URI by the URI's
+/// masked form ([`Template::parse_key`]).
+pub fn template_key(template: &str, key: &UriKey) -> String {
+    match masked_as(template, true) {
+        Cow::Borrowed(_) => template.to_owned(),
+        Cow::Owned(masked) => format!("{masked}{}", key.suffix(template)),
+    }
+}
+
+/// A resource template as a definition keeps it: masked as its key is ([`template_key`]).
+pub fn template_masked(template: &str) -> Cow<'_, str> {
+    masked_as(template, true)
+}
+
+/// A key made of `7` repeated, for tests.
+#[cfg(test)]
+pub fn test_key() -> UriKey {
+    UriKey::new(Zeroizing::new([7; 32]))
+}
+
+/// What a stored resource pin key (without its `resource:` prefix) is, to bring it up to date.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredKey {
+    /// A masked URI's key under the current [`UriKey`]: as it should be.
+    Current,
+    /// A masked URI's key whose digest cannot be made again: an unkeyed SHA-256 (before
+    /// Warden keyed it) or an HMAC under another key (before the factor key was rotated).
+    Stale,
+    /// The URI itself, normalised and masked by older rules: its key now.
+    Raw(String),
+}
+
+impl StoredKey {
+    /// What `stored` (a resource pin key without its prefix, or a template's when
+    /// `template`) is under `key`.
+    pub fn of(stored: &str, template: bool, key: &UriKey) -> StoredKey {
+        if let Some((_, digest)) = stored.rsplit_once(" (uri hmac ")
+            && let Some((id, _)) = digest.split_once(':')
+        {
+            return match id == key.id() {
+                true => StoredKey::Current,
+                false => StoredKey::Stale,
+            };
+        }
+        if stored.contains(" (uri sha256 ") && stored.ends_with(')') {
+            return StoredKey::Stale;
+        }
+        match template {
+            true => StoredKey::Raw(template_key(stored, key)),
+            false => StoredKey::Raw(pin_key(stored, key)),
         }
     }
 }
@@ -110,6 +345,8 @@ pub struct Template {
     /// Literals (normalised as a URI's parts are) around the expressions: one more than the
     /// expressions.
     literals: Vec<String>,
+    /// The template was masked ([`template_key`]): it matches a URI's masked form.
+    masked: bool,
 }
 
 /// What stands for an expression while a template is normalised (a private-use character,
@@ -146,13 +383,33 @@ impl Template {
         }
         shaped.push_str(rest);
         let literals = normalised(&shaped).split(HOLE).map(str::to_owned).collect();
-        Some(Template { literals })
+        Some(Template {
+            literals,
+            masked: false,
+        })
+    }
+
+    /// The template pinned under `key` (a [`template_key`]): a masked one, with its digest,
+    /// matches the masked form of a URI.
+    pub fn parse_key(key: &str) -> Option<Template> {
+        match key.rsplit_once(" (uri hmac ") {
+            Some((masked, _)) => Template::parse(masked).map(|t| Template { masked: true, ..t }),
+            None => Template::parse(key),
+        }
     }
 
     /// Whether the [`normalised`] URI `uri` is an expansion of the template: its literals in
     /// order, each variable standing for one or more characters other than `/`, `?` and `#`
     /// (a simple expansion percent-encodes those; it never spans two path segments).
     pub fn matches(&self, uri: &str) -> bool {
+        let masked_uri;
+        let uri = match self.masked {
+            true => {
+                masked_uri = masked(uri);
+                &*masked_uri
+            }
+            false => uri,
+        };
         let bytes = uri.as_bytes();
         let n = bytes.len();
         // The positions of `uri` the template can have reached: a set walked literal by
@@ -190,14 +447,22 @@ impl Template {
     }
 }
 
-/// A URI split as RFC 3986 Appendix B reads any URI reference.
+/// A URI split as RFC 3986 Appendix B reads any URI reference, but for a special scheme
+/// ([`SPECIAL`]), split as the WHATWG URL Standard does: any run of `/` and `\` after the
+/// scheme starts the authority, which ends at the next `/`, `\`, `?` or `#`.
 struct Parts<'a> {
     scheme: Option<&'a str>,
     authority: Option<&'a str>,
     path: &'a str,
     query: Option<&'a str>,
     fragment: Option<&'a str>,
+    /// The scheme is special: `\` separates path segments as `/` does.
+    special: bool,
 }
+
+/// The schemes the WHATWG URL Standard calls special and always gives an authority (`file`,
+/// the other special scheme, keeps RFC 3986's reading).
+const SPECIAL: [&str; 5] = ["http", "https", "ws", "wss", "ftp"];
 
 impl<'a> Parts<'a> {
     fn of(uri: &'a str) -> Parts<'a> {
@@ -213,12 +478,19 @@ impl<'a> Parts<'a> {
             Some((scheme, after)) if is_scheme(scheme) => (Some(scheme), after),
             _ => (None, rest),
         };
-        let (authority, path) = match rest.strip_prefix("//") {
-            Some(after) => {
-                let end = after.find('/').unwrap_or(after.len());
-                (Some(&after[..end]), &after[end..])
+        let special = scheme.is_some_and(|s| SPECIAL.iter().any(|x| s.eq_ignore_ascii_case(x)));
+        let (authority, path) = if special {
+            let after = rest.trim_start_matches(['/', '\\']);
+            let end = after.find(['/', '\\']).unwrap_or(after.len());
+            (Some(&after[..end]), &after[end..])
+        } else {
+            match rest.strip_prefix("//") {
+                Some(after) => {
+                    let end = after.find('/').unwrap_or(after.len());
+                    (Some(&after[..end]), &after[end..])
+                }
+                None => (None, rest),
             }
-            None => (None, rest),
         };
         Parts {
             scheme,
@@ -226,6 +498,7 @@ impl<'a> Parts<'a> {
             path,
             query,
             fragment,
+            special,
         }
     }
 }
@@ -264,10 +537,7 @@ fn percent_normalised(text: &str) -> Cow<'_, str> {
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
     while i < bytes.len() {
-        let byte = (bytes[i] == b'%')
-            .then(|| text.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        let byte = escape_at(text, i);
         match byte {
             Some(b) if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') => {
                 out.push(char::from(b));
@@ -339,12 +609,22 @@ fn remove_dot_segments(path: &str) -> Cow<'_, str> {
     Cow::Owned(output)
 }
 
-/// A query or fragment with each `&`-separated part's value masked.
-fn values_masked(text: &str) -> String {
+/// A query or fragment with each `&`-separated part's value masked; in a `template`, but for
+/// a value that is one expression.
+fn values_masked(text: &str, template: bool) -> String {
+    let expression = |value: &str| {
+        template
+            && value.len() > 2
+            && value.starts_with('{')
+            && value.ends_with('}')
+            && !value[1..value.len() - 1].contains(['{', '}'])
+    };
     text.split('&')
         .map(|part| match part.split_once('=') {
+            Some((_, value)) if expression(value) => part.to_owned(),
             Some((name, _)) => format!("{name}={MASK}"),
             None if part.is_empty() => String::new(),
+            None if expression(part) => part.to_owned(),
             None => MASK.to_owned(),
         })
         .collect::<Vec<_>>()
@@ -360,6 +640,7 @@ mod tests {
         for (spelled, normal) in [
             ("NOTES://Today", "notes://today"),
             ("notes://today", "notes://today"),
+            ("notes://today/", "notes://today/"),
             (
                 "HTTPS://Example.COM:8443/A/b",
                 "https://example.com:8443/A/b",
@@ -376,8 +657,35 @@ mod tests {
             ("urn:ISBN:0451450523", "urn:ISBN:0451450523"),
             ("no scheme/%7e/./x", "no scheme/~/x"),
             ("bad%zz%4", "bad%zz%4"),
+            // RFC 3986 §6.2.3 and RFC 8089: the schemes' own equivalences.
+            ("https://h:443/x", "https://h/x"),
+            ("HTTP://h:80", "http://h/"),
+            ("https://h?q", "https://h/?q"),
+            ("wss://h:443/", "wss://h/"),
+            ("file://localhost/x", "file:///x"),
+            ("file://LocalHost/x", "file:///x"),
+            // The WHATWG URL Standard's reading of a special scheme.
+            ("http:\\\\h\\a\\..\\b", "http://h/b"),
+            ("https:h/x", "https://h/x"),
+            ("https:///h/x", "https://h/x"),
         ] {
             assert_eq!(normalised(spelled), normal, "{spelled}");
+        }
+    }
+
+    #[test]
+    fn a_normal_form_is_its_own_normal_form() {
+        for spelled in [
+            "HTTPS://H:443/a/../%7Eb?Q=%41",
+            "http:\\\\h\\a\\..\\b",
+            "https:h",
+            "file://LOCALHOST/x/./y",
+            "notes://t%6Fday",
+            "x:%2e%2E/a",
+            "no scheme/%7e/./x",
+        ] {
+            let once = normalised(spelled);
+            assert_eq!(normalised(&once), once, "{spelled}");
         }
     }
 
@@ -385,10 +693,15 @@ mod tests {
     fn only_what_rfc_3986_calls_equivalent_is_normalised() {
         for distinct in [
             "https://example.com/a/",
-            "https://example.com:443/a",
-            "https://example.com",
+            "https://example.com:8443/a",
+            "http://example.com:443/",
+            "https://example.com/",
+            "notes://today/a/",
+            "notes://today/a",
+            "file://host/x",
             "file:///A",
             "notes://today?x=1",
+            "notes://today",
             "https://user@example.com/a",
         ] {
             assert_eq!(normalised(distinct), distinct);
@@ -409,30 +722,125 @@ mod tests {
         );
         assert_eq!(masked("notes://today"), "notes://today");
         assert!(matches!(masked("file:///a/b"), Cow::Borrowed(_)));
+        assert!(matches!(masked("notes://today?"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_userinfo_only_the_whatwg_reading_sees_is_masked() {
+        for (spelled, shown) in [
+            ("http:\\\\user:pa55@host/x", "http://***@host/x"),
+            ("http:user:pa55@host/x", "http://***@host/x"),
+            ("https:/user@host", "https://***@host"),
+            ("HTTP:\\/user@host\\x", "HTTP://***@host/x"),
+        ] {
+            assert_eq!(masked(spelled), shown, "{spelled}");
+            assert!(!masked(&normalised(spelled)).contains("pa55"), "{spelled}");
+        }
+        // Not a special scheme: RFC 3986 reads no authority there.
+        assert_eq!(masked("notes:user@host"), "notes:user@host");
+    }
+
+    #[test]
+    fn path_segments_holding_a_credential_are_masked() {
+        let slack = "T0ABCDEFG/B0ABCDEFG/abcdefghijklmnopqrstuvwx";
+        assert_eq!(
+            masked(&format!("https://hooks.slack.com/services/{slack}")),
+            "https://hooks.slack.com/***/***/***/***"
+        );
+        let bot = format!("123456789:AA{}", "hB3_x-Kq9".repeat(4)[..33].to_owned());
+        assert_eq!(
+            masked(&format!("https://api.telegram.org/bot{bot}/getMe")),
+            "https://api.telegram.org/***/getMe"
+        );
+        let hook = "Zk9-_aB3".repeat(9)[..68].to_owned();
+        assert_eq!(
+            masked(&format!(
+                "https://discord.com/api/webhooks/112233445566778899/{hook}"
+            )),
+            "https://discord.com/api/webhooks/112233445566778899/***"
+        );
+        // Any format the credential detectors know, percent-encoded or not.
+        assert_eq!(
+            masked("s3://keys/AKIAIOSFODNN7EXAMPLE/x"),
+            "s3://keys/***/x"
+        );
+        assert_eq!(
+            masked("s3://keys/%41KIAIOSFODNN7EXAMPL%45/x"),
+            "s3://keys/***/x"
+        );
+        // Personal data is not a credential; ordinary paths stay.
+        assert_eq!(
+            masked("mail://box/alice@example.org/inbox"),
+            "mail://box/alice@example.org/inbox"
+        );
+        assert!(matches!(
+            masked("file:///srv/docs/report-2026.txt"),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn a_templates_literal_values_are_masked_and_its_expressions_kept() {
+        let key = test_key();
+        assert_eq!(
+            template_masked("https://api.example/find?key=s3cret&q={q}#{frag}"),
+            "https://api.example/find?key=***&q={q}#{frag}"
+        );
+        assert_eq!(template_key("notes://{day}", &key), "notes://{day}");
+        let pinned = template_key("https://api.example/find?key=s3cret&q={q}", &key);
+        assert!(
+            pinned.starts_with("https://api.example/find?key=***&q={q} (uri hmac "),
+            "{pinned}"
+        );
+        assert!(!pinned.contains("s3cret"), "{pinned}");
+        // The masked template matches a URI by its masked form.
+        let t = Template::parse_key(&pinned).unwrap();
+        assert!(t.matches(&normalised("https://api.example/find?key=s3cret&q=rust")));
+        assert!(!t.matches(&normalised("https://api.example/other?key=s3cret&q=rust")));
     }
 
     #[test]
     fn a_masked_uri_keeps_a_digest_of_the_whole_in_its_pin_key() {
-        let one = pin_key("https://s3.example/k?sig=one");
-        let two = pin_key("https://s3.example/k?sig=two");
+        let one = pin_key("https://s3.example/k?sig=one", &test_key());
+        let two = pin_key("https://s3.example/k?sig=two", &test_key());
         assert_ne!(one, two);
-        assert!(
-            one.starts_with("https://s3.example/k?sig=*** (uri sha256 "),
-            "{one}"
+        let prefix = format!(
+            "https://s3.example/k?sig=*** (uri hmac {}:",
+            test_key().id()
         );
+        assert!(one.starts_with(&prefix), "{one}");
+        // Keyed: another key gives another digest, and it is not the URI's plain SHA-256.
+        let other = UriKey::new(Zeroizing::new([8; 32]));
+        let under_other = pin_key("https://s3.example/k?sig=one", &other);
+        assert_ne!(one[prefix.len()..], under_other[under_other.len() - 33..]);
+        let plain = {
+            use sha2::Digest as _;
+            hex::encode(Sha256::digest(b"https://s3.example/k?sig=one"))
+        };
+        assert!(!one.contains(&plain[..32]), "{one}");
         assert!(!one.contains("one"), "{one}");
-        assert_eq!(one, pin_key("HTTPS://S3.example/k?sig=%6Fne"));
-        assert_eq!(pin_key("NOTES://today"), "notes://today");
+        assert_eq!(one, pin_key("HTTPS://S3.example/k?sig=%6Fne", &test_key()));
+        assert_eq!(pin_key("NOTES://today", &test_key()), "notes://today");
+        assert_eq!(
+            empty_path_twin("notes://today"),
+            Some("notes://today/".into())
+        );
+        assert_eq!(
+            empty_path_twin("notes://today/?q"),
+            Some("notes://today?q".into())
+        );
+        assert_eq!(empty_path_twin("notes://today/x"), None);
+        assert_eq!(empty_path_twin("https://h/"), None);
     }
 
     #[test]
     fn a_simple_variable_matches_one_run_within_a_segment() {
         let t = Template::parse("notes://{day}").unwrap();
-        assert!(t.matches("notes://tomorrow"));
-        assert!(!t.matches("notes://"));
-        assert!(!t.matches("notes://a/b"));
-        assert!(!t.matches("notes://a?b"));
-        assert!(!t.matches("other://a"));
+        assert!(t.matches(&normalised("notes://tomorrow")));
+        assert!(!t.matches(&normalised("notes://")));
+        assert!(!t.matches(&normalised("notes://a/b")));
+        assert!(!t.matches(&normalised("notes://a?b")));
+        assert!(!t.matches(&normalised("other://a")));
         let t = Template::parse("File:///srv/{dir}/{name}.txt").unwrap();
         assert!(t.matches("file:///srv/docs/a.b.txt"));
         assert!(t.matches("file:///srv/docs/a%2Fb.txt"));
@@ -442,6 +850,28 @@ mod tests {
         let t = Template::parse("x:{a}{b}").unwrap();
         assert!(t.matches("x:ab"));
         assert!(!t.matches("x:a"));
+    }
+
+    #[test]
+    fn stored_keys_are_current_stale_or_raw() {
+        let key = test_key();
+        let current = pin_key("https://s3.example/k?sig=one", &key);
+        assert_eq!(StoredKey::of(&current, false, &key), StoredKey::Current);
+        let rotated = pin_key(
+            "https://s3.example/k?sig=one",
+            &UriKey::new(Zeroizing::new([8; 32])),
+        );
+        assert_eq!(StoredKey::of(&rotated, false, &key), StoredKey::Stale);
+        let unkeyed = "https://s3.example/k?sig=*** (uri sha256 0123456789abcdef0123456789abcdef)";
+        assert_eq!(StoredKey::of(unkeyed, false, &key), StoredKey::Stale);
+        assert_eq!(
+            StoredKey::of("https://h:443", false, &key),
+            StoredKey::Raw("https://h/".into())
+        );
+        assert_eq!(
+            StoredKey::of("https://x/?k=v&q={q}", true, &key),
+            StoredKey::Raw(template_key("https://x/?k=v&q={q}", &key))
+        );
     }
 
     #[test]

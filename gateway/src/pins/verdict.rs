@@ -68,7 +68,7 @@ impl PinChange {
     pub fn audit_detail(&self) -> Value {
         json!({
             "server": crate::text::bounded(&self.server, crate::text::QUOTE_MAX),
-            "tool": crate::text::bounded(&self.tool, crate::text::QUOTE_MAX),
+            "tool": crate::text::bounded(&self.tool, super::definition::PINNED_NAME_MAX),
             "kind": super::definition::ItemKind::of_pinned(&self.tool).as_str(),
             "approved_digest": self.approved_digest.as_deref(),
             "digest": &*self.digest,

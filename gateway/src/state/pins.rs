@@ -153,6 +153,17 @@ pub trait PinRepository: Send + Sync {
         approver: Approver,
     ) -> BoxFuture<'a, Result<ApproveOutcome, StateError>>;
 
+    /// Replaces the pin of `tool` on `server` with `with` (the same item under the name Warden
+    /// now pins it under, with its definitions as it now spells them), or removes it with
+    /// `None`; when `with`'s name has a pin already, that one stays as it is. Returns whether
+    /// the pin of `tool` was there.
+    fn replace<'a>(
+        &'a self,
+        server: &'a str,
+        tool: &'a str,
+        with: Option<PinRecord>,
+    ) -> BoxFuture<'a, Result<bool, StateError>>;
+
     /// The pins revision: it changes whenever a pin changes, in any process.
     fn revision(&self) -> BoxFuture<'_, Result<i64, StateError>>;
 }
@@ -174,6 +185,35 @@ pub(crate) type PinRow = (
     Option<String>,
     Option<i64>,
 );
+
+/// The columns of `record`, in [`PIN_COLUMNS`]' order.
+pub(crate) fn pin_row(record: PinRecord) -> PinRow {
+    let (a_digest, a_json, a_at, a_by) = match record.approved {
+        Some((d, by)) => (
+            Some(d.digest),
+            Some(d.json),
+            Some(d.at_ms),
+            Some(by.to_stored()),
+        ),
+        None => (None, None, None, None),
+    };
+    let (p_digest, p_json, p_since) = match record.pending {
+        Some(d) => (Some(d.digest), Some(d.json), Some(d.at_ms)),
+        None => (None, None, None),
+    };
+    (
+        record.server,
+        record.tool,
+        record.first_seen_ms,
+        a_digest,
+        a_json,
+        a_at,
+        a_by,
+        p_digest,
+        p_json,
+        p_since,
+    )
+}
 
 /// The pin a row holds; `store` names the store in errors.
 pub(crate) fn pin_record(row: PinRow, store: &str) -> Result<PinRecord, StateError> {

@@ -108,6 +108,17 @@ impl PinRepository for Observed {
                 .await
         })
     }
+    fn replace<'a>(
+        &'a self,
+        server: &'a str,
+        tool: &'a str,
+        with: Option<PinRecord>,
+    ) -> BoxFuture<'a, Result<bool, StateError>> {
+        Box::pin(async move {
+            self.pass()?;
+            self.inner.replace(server, tool, with).await
+        })
+    }
     fn revision(&self) -> BoxFuture<'_, Result<i64, StateError>> {
         Box::pin(async move {
             self.pass()?;
@@ -139,9 +150,13 @@ impl Setup {
     }
 
     async fn pins(&self, config: &PinsConfig) -> Pins {
-        Pins::load(config, Arc::clone(&self.store) as Arc<dyn PinRepository>)
-            .await
-            .unwrap()
+        Pins::load(
+            config,
+            Arc::clone(&self.store) as Arc<dyn PinRepository>,
+            crate::pins::uri::test_key(),
+        )
+        .await
+        .unwrap()
     }
 
     /// Pins that keep at most `max` items of one kind per server.
@@ -818,12 +833,48 @@ async fn another_spelling_of_a_held_uri_is_held_too() {
         assert_eq!(standing.status, CallStatus::Held, "{spelling}");
         assert_eq!(standing.pinned, "resource:notes://today", "{spelling}");
     }
+    // Another pin, if the server lists it; held while the other spelling is.
+    let twin = pins.standing("docs", ItemKind::Resource, "notes://today/");
+    assert_eq!(twin.status, CallStatus::Held);
+    assert_eq!(twin.pinned, "resource:notes://today");
     // Not equivalent under RFC 3986: another resource.
     assert_eq!(
-        pins.standing("docs", ItemKind::Resource, "notes://today/")
+        pins.standing("docs", ItemKind::Resource, "notes://today/x")
             .status,
         CallStatus::Unknown
     );
+}
+
+#[tokio::test]
+async fn a_held_resource_is_held_under_its_schemes_equivalent_spellings() {
+    let setup = Setup::new().await;
+    let pins = setup.pins(&PinsConfig::default()).await;
+    for uri in ["https://h/x", "http://h/", "file:///x", "notes://today"] {
+        pins.check_item("docs", ItemKind::Resource, &resource(uri, "N."))
+            .await
+            .unwrap();
+        let changed = pins
+            .check_item("docs", ItemKind::Resource, &resource(uri, POISON))
+            .await
+            .unwrap();
+        assert!(!changed.allows(), "{uri}");
+    }
+    for spelling in [
+        "https://h:443/x",
+        "HTTPS://H:443/./x",
+        "https:\\\\h\\x",
+        "http://h",
+        "http://h:80",
+        "file://localhost/x",
+        "notes://today/",
+    ] {
+        let standing = pins.standing("docs", ItemKind::Resource, spelling);
+        assert_eq!(standing.status, CallStatus::Held, "{spelling}");
+    }
+    for other in ["https://h:8443/x", "http://h/x", "file://other/x"] {
+        let standing = pins.standing("docs", ItemKind::Resource, other);
+        assert_eq!(standing.status, CallStatus::Unknown, "{other}");
+    }
 }
 
 #[tokio::test]
@@ -870,7 +921,7 @@ async fn a_uri_with_a_signature_is_pinned_masked_under_a_digest_of_the_whole() {
     assert!(
         change
             .tool
-            .starts_with("resource:https://files.example/report.pdf?X-Amz-Signature=***&X-Amz-Expires=*** (uri sha256 "),
+            .starts_with("resource:https://files.example/report.pdf?X-Amz-Signature=***&X-Amz-Expires=*** (uri hmac "),
         "{}",
         change.tool
     );
@@ -935,4 +986,104 @@ async fn a_server_pins_at_most_so_many_items_of_one_kind() {
             .await,
         Err(PinError::TooMany { .. })
     ));
+}
+
+#[tokio::test]
+async fn two_listings_at_once_never_both_take_the_last_place() {
+    let setup = Setup::new().await;
+    let pins = setup.pins_of_at_most(1).await;
+    let (first, second) = (resource("notes://1", "N."), resource("notes://2", "N."));
+    let (one, two) = tokio::join!(
+        pins.check_item("docs", ItemKind::Resource, &first),
+        pins.check_item("docs", ItemKind::Resource, &second),
+    );
+    let full = [&one, &two]
+        .iter()
+        .filter(|r| matches!(r, Err(PinError::TooMany { .. })))
+        .count();
+    assert_eq!(full, 1, "{one:?} {two:?}");
+    assert_eq!(setup.store.inner.all().await.unwrap().len(), 1);
+}
+
+/// A resource pin as an older Warden stored it: under `tool`, approved by an operator, with
+/// the definition `item` canonical as it was.
+async fn stored_by_an_older_warden(setup: &Setup, tool: &str, item: &Value) {
+    let json = serde_json_canonicalizer::to_string(item).unwrap();
+    let definition = StoredDefinition {
+        digest: crate::pins::definition::digest_of(&json),
+        json,
+        at_ms: 1,
+    };
+    setup
+        .store
+        .inner
+        .approve_definition("docs", tool, definition, Approver::Operator("alice".into()))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn pins_stored_under_older_keys_are_rekeyed_or_removed_at_load() {
+    let setup = Setup::new().await;
+    let slack = "https://hooks.slack.com/services/T0ABCDEFG/B0ABCDEFG/abcdefghijklmnopqrstuvwx";
+    stored_by_an_older_warden(
+        &setup,
+        &format!("resource:{slack}"),
+        &json!({"uri": slack, "name": "hook", "description": "N."}),
+    )
+    .await;
+    stored_by_an_older_warden(
+        &setup,
+        "resource:https://h:443/x",
+        &json!({"uri": "https://h:443/x", "name": "x", "description": "N."}),
+    )
+    .await;
+    let unkeyed =
+        "resource:https://s3.example/k?pin=*** (uri sha256 0123456789abcdef0123456789abcdef)";
+    stored_by_an_older_warden(
+        &setup,
+        unkeyed,
+        &json!({"uri": "https://s3.example/k?pin=***", "name": "k"}),
+    )
+    .await;
+    let template = "https://api.example/find?key=s3cret&q={q}";
+    stored_by_an_older_warden(
+        &setup,
+        &format!("resource-template:{template}"),
+        &json!({"uriTemplate": template, "name": "find"}),
+    )
+    .await;
+
+    let pins = setup.pins(&approved_mode()).await;
+    let stored = setup.store.inner.all().await.unwrap();
+    let text = format!("{stored:?}");
+    for secret in ["abcdefghijklmnopqrstuvwx", "s3cret", "uri sha256", ":443"] {
+        assert!(!text.contains(secret), "{secret}: {text}");
+    }
+    assert_eq!(stored.len(), 3, "{text}");
+    // Re-keyed pins keep their operator's approval: the same item, spelt as it now is.
+    for (uri, name) in [(slack, "hook"), ("HTTPS://h/x", "x")] {
+        let item = json!({"uri": uri, "name": name, "description": "N."});
+        let check = pins
+            .check_item("docs", ItemKind::Resource, &item)
+            .await
+            .unwrap();
+        assert_eq!(check.verdict, PinVerdict::Trusted, "{uri}");
+    }
+    let item = json!({"uriTemplate": template, "name": "find"});
+    let check = pins
+        .check_item("docs", ItemKind::ResourceTemplate, &item)
+        .await
+        .unwrap();
+    assert_eq!(check.verdict, PinVerdict::Trusted);
+    let standing = pins.standing(
+        "docs",
+        ItemKind::Resource,
+        "https://api.example/find?key=s3cret&q=rust",
+    );
+    assert_eq!(standing.status, CallStatus::Allowed);
+    // The unkeyed one is gone: its URI waits for approval again.
+    assert!(!stored.iter().any(|r| r.tool == unkeyed));
+    // Nothing left to do at the next load.
+    assert_eq!(pins.rekey().await.unwrap(), 0);
 }

@@ -312,7 +312,11 @@ pub fn interpret(
                 facts: Facts::None,
                 findings: Findings::none(),
                 server,
-                rewrite: Rewrite::Uri(own.to_owned()),
+                // The URI in its normal form (RFC 3986 §6.2.2, §6.2.3), once: what the pin
+                // check reads and what the server is sent, so an equivalent spelling
+                // (`%2e%2e`, `x/../`, a default port) cannot make a server that resolves it
+                // otherwise read something the check did not see.
+                rewrite: Rewrite::Uri(crate::pins::uri::normalised(own)),
             }))
         }
         "completion/complete" => {
@@ -596,6 +600,13 @@ mod tests {
         let mut params = Map::new();
         j.rewrite.apply(&mut params);
         assert_eq!(params["uri"], "test://static/resource/1");
+        // Read once in its normal form: what the pin check reads is what the server gets.
+        let Ok(Meaning::Judged(j)) = meaning(
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"everything+HTTPS://Static:443/a/../%7Eb"}}"#,
+        ) else {
+            panic!("judged");
+        };
+        assert_eq!(j.rewrite, Rewrite::Uri("https://static/~b".into()));
         let Ok(Meaning::Judged(j)) = meaning(
             r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"everything_complex"},"argument":{"name":"a","value":"b"}}}"#,
         ) else {

@@ -33,7 +33,7 @@ use crate::pins::{CallStatus, ItemKind, Pins};
 use crate::protocol::Shape;
 use crate::protocol::mcp::McpShape;
 use crate::protocol::mcp::jsonrpc::{self, Id, Kind, Message};
-use crate::protocol::mcp::meaning::{self, Judged, ListKind, Meaning, Rewrite, TaskMethod};
+use crate::protocol::mcp::meaning::{self, Judged, ListKind, Meaning, TaskMethod};
 use crate::protocol::mcp::names;
 use crate::proxy::exchange::{Exchange, PendingOutcome, ProxyBody, digest};
 use crate::proxy::refusal::Refusal;
@@ -462,13 +462,7 @@ impl Judging<'_> {
             }
         }
         hold_here(ex, &action, &decision).await?;
-        // The server reads the URI pinning checked: its normal form (RFC 3986 §6.2.2), so an
-        // equivalent spelling (`%2e%2e`, `x/../`) cannot make a server that resolves it
-        // otherwise read something the check did not see.
-        let rewrite = match rewrite {
-            Rewrite::Uri(own) => Rewrite::Uri(crate::pins::uri::normalised(&own)),
-            other => other,
-        };
+        // The server reads the URI pinning checked (normalised at interpretation).
         rewrite.apply(message.params_mut());
         let birth = place.map(|place| Birth {
             place,

@@ -90,12 +90,17 @@ pub(super) async fn settle(
              a resource template or the server's instructions is pinned under (no tool may \
              have it)"
         )),
-        CallStatus::Held if standing.pinned != kind.pinned_name(own) => Err(format!(
-            "{what} {server}/{shown} is held: it matches the resource template {}, whose \
+        CallStatus::Held
+            if ItemKind::of_pinned(&standing.pinned) == ItemKind::ResourceTemplate
+                && kind == ItemKind::Resource =>
+        {
+            Err(format!(
+                "{what} {server}/{shown} is held: it matches the resource template {}, whose \
              definition is not approved; {}",
-            bounded(&standing.pinned, QUOTE_MAX),
-            review_hint(server, &standing.pinned)
-        )),
+                bounded(&standing.pinned, QUOTE_MAX),
+                review_hint(server, &standing.pinned)
+            ))
+        }
         CallStatus::Held => Err(format!(
             "{what} {server}/{shown} is held: its definition changed since it was approved, or \
              is not approved yet; {}",
@@ -154,7 +159,7 @@ async fn list_and_pin(
         .await
         .map_err(|e| failed(&e))?;
     let (field, _) = list.name_field();
-    let key = kind.pinned_name(own);
+    let key = pins.pinned_name(kind, own);
     let mut unchecked = false;
     let mut full = 0;
     for item in &listed {
@@ -164,7 +169,7 @@ async fn list_and_pin(
             && item
                 .get(field)
                 .and_then(Value::as_str)
-                .is_some_and(|name| kind.pinned_name(name) == key)
+                .is_some_and(|name| pins.pinned_name(kind, name) == key)
         {
             unchecked = true;
         }

@@ -126,7 +126,7 @@ impl Served {
         let Some(offered) = map.get("description").filter(|d| !d.is_null()) else {
             return false;
         };
-        let pinned = ItemKind::Prompt.pinned_name(name);
+        let pinned = pins.pinned_name(ItemKind::Prompt, name);
         let approved = pins
             .approved_definition(&self.server, &pinned)
             .and_then(|d| d.get("description").filter(|d| !d.is_null()).cloned());

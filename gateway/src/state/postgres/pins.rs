@@ -7,7 +7,7 @@ use super::{PostgresStore, query_error};
 use crate::state::error::StateError;
 use crate::state::pins::{
     ApproveOutcome, Approver, PIN_COLUMNS, PinRecord, PinRepository, PinRow, StoredDefinition,
-    now_ms, pin_record,
+    now_ms, pin_record, pin_row,
 };
 
 /// A pin with an approved definition: server, tool, time, digest, JSON, approver.
@@ -218,6 +218,46 @@ impl PinRepository for PostgresStore {
             finish(tx, &db, operation, true).await?;
             let (pin, _) = read_back(&client, &db, &server, &tool, true).await?;
             Ok(ApproveOutcome::Approved(pin))
+        }))
+    }
+
+    fn replace<'a>(
+        &'a self,
+        server: &'a str,
+        tool: &'a str,
+        with: Option<PinRecord>,
+    ) -> BoxFuture<'a, Result<bool, StateError>> {
+        let (server, tool) = (server.to_owned(), tool.to_owned());
+        Box::pin(self.with_client(move |mut client, db| async move {
+            let operation = "re-key a pin";
+            let err = || query_error(&db, operation);
+            let tx = client.transaction().await.map_err(err())?;
+            let removed = tx
+                .execute(
+                    "DELETE FROM tool_pins WHERE server = $1 AND tool = $2",
+                    &[&server, &tool],
+                )
+                .await
+                .map_err(err())?
+                == 1;
+            if removed && let Some(with) = with {
+                let row = pin_row(with);
+                tx.execute(
+                    &format!(
+                        "INSERT INTO tool_pins ({PIN_COLUMNS}) VALUES \
+                         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                         ON CONFLICT (server, tool) DO NOTHING"
+                    ),
+                    &[
+                        &row.0, &row.1, &row.2, &row.3, &row.4, &row.5, &row.6, &row.7, &row.8,
+                        &row.9,
+                    ],
+                )
+                .await
+                .map_err(err())?;
+            }
+            finish(tx, &db, operation, removed).await?;
+            Ok(removed)
         }))
     }
 

@@ -9,7 +9,7 @@ use super::{SqliteStore, query_error};
 use crate::state::error::StateError;
 use crate::state::pins::{
     ApproveOutcome, Approver, PIN_COLUMNS, PinRecord, PinRepository, PinRow, StoredDefinition,
-    now_ms, pin_record,
+    now_ms, pin_record, pin_row,
 };
 
 /// A pin with an approved definition: server, tool, time, digest, JSON, approver.
@@ -225,6 +225,39 @@ impl PinRepository for SqliteStore {
                 } else {
                     ApproveOutcome::DigestMismatch(pin)
                 }
+            })
+        }))
+    }
+
+    fn replace<'a>(
+        &'a self,
+        server: &'a str,
+        tool: &'a str,
+        with: Option<PinRecord>,
+    ) -> BoxFuture<'a, Result<bool, StateError>> {
+        let (server, tool) = (server.to_owned(), tool.to_owned());
+        Box::pin(self.run(move |conn, path| {
+            write(conn, path, "re-key a pin", |tx| {
+                let removed = tx.execute(
+                    "DELETE FROM tool_pins WHERE server = ?1 AND tool = ?2",
+                    params![server, tool],
+                )?;
+                if removed == 1
+                    && let Some(with) = with
+                {
+                    let row = pin_row(with);
+                    tx.execute(
+                        &format!(
+                            "INSERT INTO tool_pins ({PIN_COLUMNS}) VALUES \
+                             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                             ON CONFLICT (server, tool) DO NOTHING"
+                        ),
+                        params![
+                            row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8, row.9
+                        ],
+                    )?;
+                }
+                Ok(removed == 1)
             })
         }))
     }

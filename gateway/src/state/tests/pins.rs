@@ -12,6 +12,7 @@ on_both_backends!(
     a_configured_approval_clears_the_same_pending_definition_only,
     every_change_bumps_the_revision_another_handle_reads,
     concurrent_writers_on_two_handles_record_a_change_once,
+    a_pin_is_replaced_under_another_name_or_removed_once,
 );
 
 fn definition(digest: &str) -> StoredDefinition {
@@ -215,4 +216,54 @@ async fn concurrent_writers_on_two_handles_record_a_change_once(backend: Backend
         task.await.unwrap();
     }
     assert_eq!(first.all().await.unwrap().len(), 21);
+}
+
+async fn a_pin_is_replaced_under_another_name_or_removed_once(backend: Backend) {
+    let store = backend.open().await.pins();
+    for tool in ["resource:old", "resource:gone", "resource:taken"] {
+        store
+            .approve_definition(
+                "fs",
+                tool,
+                definition("a"),
+                Approver::Operator("alice".into()),
+            )
+            .await
+            .unwrap();
+    }
+    let before = store.revision().await.unwrap();
+    let mut moved = store.get("fs", "resource:old").await.unwrap().unwrap();
+    moved.tool = "resource:new".into();
+    moved.approved.as_mut().unwrap().0 = definition("b");
+    assert!(
+        store
+            .replace("fs", "resource:old", Some(moved))
+            .await
+            .unwrap()
+    );
+    assert!(store.revision().await.unwrap() > before);
+    let new = store.get("fs", "resource:new").await.unwrap().unwrap();
+    assert_eq!(
+        new.approved.as_ref().map(|(d, by)| (d.digest.as_str(), by)),
+        Some(("sha256:b", &Approver::Operator("alice".into())))
+    );
+    assert_eq!(store.get("fs", "resource:old").await.unwrap(), None);
+    // Removed; and a second replace of the same pin (another replica's) changes nothing.
+    assert!(store.replace("fs", "resource:gone", None).await.unwrap());
+    let after = store.revision().await.unwrap();
+    assert!(!store.replace("fs", "resource:gone", None).await.unwrap());
+    assert_eq!(store.revision().await.unwrap(), after);
+    // Onto a name that has a pin: that pin stays as it is.
+    let mut onto = store.get("fs", "resource:new").await.unwrap().unwrap();
+    onto.tool = "resource:taken".into();
+    onto.approved.as_mut().unwrap().0 = definition("c");
+    assert!(
+        store
+            .replace("fs", "resource:new", Some(onto))
+            .await
+            .unwrap()
+    );
+    let taken = store.get("fs", "resource:taken").await.unwrap().unwrap();
+    assert_eq!(taken.approved.unwrap().0.digest, "sha256:a");
+    assert_eq!(store.all().await.unwrap().len(), 1);
 }

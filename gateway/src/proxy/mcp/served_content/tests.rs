@@ -14,6 +14,7 @@ async fn pins(dir: &tempfile::TempDir) -> Arc<Pins> {
     let pins = Pins::load(
         &PinsConfig::default(),
         Arc::new(store) as Arc<dyn PinRepository>,
+        crate::pins::uri::test_key(),
     )
     .await
     .unwrap();
