@@ -15,10 +15,13 @@ use tokio::task::JoinHandle;
 /// the raw bytes of a whole HTTP/1.1 response.
 pub type Script = Arc<dyn Fn(&str, &[u8]) -> Vec<u8> + Send + Sync>;
 
+/// The requests received (head, body), oldest first.
+type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// The running upstream; stops when dropped.
 pub struct Hostile {
     addr: SocketAddr,
-    requests: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    requests: Received,
     task: JoinHandle<()>,
 }
 
@@ -33,7 +36,7 @@ impl Hostile {
     pub async fn start(script: Script) -> std::io::Result<Hostile> {
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let addr = listener.local_addr()?;
-        let requests: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+        let requests: Received = Arc::default();
         let kept = Arc::clone(&requests);
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -101,11 +104,7 @@ pub fn chunked(
 }
 
 /// Reads one request and answers it as `script` says.
-async fn answer(
-    mut stream: TcpStream,
-    script: Script,
-    kept: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
-) -> std::io::Result<()> {
+async fn answer(mut stream: TcpStream, script: Script, kept: Received) -> std::io::Result<()> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {

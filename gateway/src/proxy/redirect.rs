@@ -173,10 +173,10 @@ mod tests {
     #[test]
     fn pass_redirects_is_a_rest_routes_option_only() {
         let yaml = "routes:\n  - { prefix: /openai, connector: openai, name: llm, pass_redirects: true }\n";
-        let err = RouteTable::build(&parse(yaml, None).expect("valid config"), None)
-            .err()
-            .expect("refused")
-            .to_string();
+        let Err(err) = RouteTable::build(&parse(yaml, None).expect("valid config"), None) else {
+            panic!("pass_redirects on an LLM route is refused");
+        };
+        let err = err.to_string();
         assert!(err.contains("routes[0].pass_redirects"), "{err}");
     }
 }
