@@ -20,6 +20,7 @@ fn outcome_event() -> AuditEvent {
         input_tokens: Some(12),
         output_tokens: Some(34),
         usage_estimated: false,
+        response_model: None,
         error: None,
         is_error: None,
         bytes_up: None,

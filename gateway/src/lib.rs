@@ -41,6 +41,8 @@ pub mod siem;
 pub mod snapshot;
 pub mod state;
 pub mod telemetry;
+#[cfg(test)]
+mod test_alloc;
 pub mod text;
 pub mod upstream;
 pub mod vault;

@@ -62,6 +62,18 @@ enum Failed {
     Undecodable(#[from] Undecodable),
 }
 
+/// `frame` with, when it is the upstream's trailers, what never reaches the agent from an
+/// upstream removed as from its headers (`x-warden-…` among them: `protocol::strip_upstreams`).
+fn untrusted_trailers_removed(frame: Frame<Bytes>) -> Frame<Bytes> {
+    match frame.into_trailers() {
+        Ok(mut trailers) => {
+            crate::protocol::strip_upstreams(&mut trailers);
+            Frame::trailers(trailers)
+        }
+        Err(frame) => frame,
+    }
+}
+
 /// What [`ObservedBody::read`] gives: a frame (or the body's end, or a failure), and whether
 /// it ended the body.
 type Next = (Poll<Option<Result<Frame<Bytes>, BoxError>>>, bool);
@@ -126,7 +138,7 @@ impl<C: Complete> Observer<C> {
             // there, so this is the end to record, not a later `None`.
             let at_end = inner.is_end_stream();
             let frame = match polled {
-                Poll::Ready(Some(Ok(frame))) => frame,
+                Poll::Ready(Some(Ok(frame))) => untrusted_trailers_removed(frame),
                 Poll::Ready(Some(Err(e))) => return (Poll::Ready(Some(Err(e.into()))), false),
                 Poll::Ready(None) => {
                     self.inner = None;

@@ -12,6 +12,7 @@ pub mod fake_rest;
 pub mod haproxy;
 pub mod hec;
 pub mod helm;
+pub mod hostile;
 pub mod idp;
 pub mod mcp;
 pub mod openbao;

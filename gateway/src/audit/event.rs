@@ -112,6 +112,11 @@ pub struct AuditOutcome {
     /// could not be read (`fleet::budget::estimate`); left out when they are the provider's.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub usage_estimated: bool,
+    /// The model the provider says answered, as it named it (bounded), when it named one:
+    /// budgets price the tokens by the model the request asked for (the one policy judged),
+    /// or by this one when it costs more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_model: Option<String>,
     /// Why the exchange failed, if it did (upstream down, stream cut, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -422,6 +422,7 @@ mod tests {
             input_tokens: Some(17),
             output_tokens: None,
             usage_estimated: true,
+            response_model: Some("gpt-4o-2024-08-06".into()),
             error: Some("cut \"short\"".into()),
             is_error: Some(true),
             bytes_up: Some(1024),

@@ -20,7 +20,7 @@ use crate::approval::gate::{Approved, Gate};
 use crate::approval::{self, Hold};
 use crate::decision::Decision;
 use crate::policy::PolicyEngine;
-use crate::protocol::proposed::{JudgeCalls, MAX_CALLS, ProposedCall, Verdict};
+use crate::protocol::proposed::{JudgeCalls, MAX_CALLS, MAX_VERDICTS, ProposedCall, Verdict};
 use crate::protocol::strict_json;
 
 /// OpenClaw's deferred-tool call: `tool_call {id, args}` names the tool it runs.
@@ -192,11 +192,6 @@ impl Judge {
         self.cursor
     }
 
-    /// Comes back to `mark`: the calls judged since are given their verdicts again.
-    pub fn rewind(&mut self, mark: usize) {
-        self.cursor = mark.min(self.given.len());
-    }
-
     /// The call met since the last look that waits for its approval, if any: what the
     /// rewriter wrote since is void.
     pub fn take_held(&mut self) -> Option<HeldCall> {
@@ -334,6 +329,12 @@ impl JudgeCalls for Judge {
                 text: String::new(),
             };
         }
+        if self.given.len() >= MAX_VERDICTS {
+            // The response ends as too large to judge (the rewriter asks `exhausted`).
+            return Verdict::Deny {
+                text: String::new(),
+            };
+        }
         if self.given.len() >= MAX_CALLS {
             return self.past_the_most(call);
         }
@@ -381,6 +382,15 @@ impl JudgeCalls for Judge {
         self.given.push(verdict.clone());
         self.cursor += 1;
         verdict
+    }
+
+    /// Comes back to `mark`: the calls judged since are given their verdicts again.
+    fn rewind(&mut self, mark: usize) {
+        self.cursor = mark.min(self.given.len());
+    }
+
+    fn exhausted(&self) -> bool {
+        self.given.len() >= MAX_VERDICTS && self.cursor >= self.given.len()
     }
 }
 
@@ -486,6 +496,33 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    /// A hostile stream proposes calls without end: past `MAX_VERDICTS` the judge keeps no
+    /// more verdicts and says it is exhausted (the rewriter ends the response as too large).
+    #[test]
+    fn the_verdicts_a_response_is_given_are_bounded() {
+        let kept = Kept::default();
+        let mut judge = judge(&kept);
+        for _ in 0..MAX_VERDICTS {
+            assert!(!judge.exhausted());
+            verdict(&mut judge, "read", r#"{"path":"src/main.rs"}"#);
+        }
+        assert!(judge.exhausted());
+        for _ in 0..10 * MAX_VERDICTS {
+            assert!(matches!(
+                verdict(&mut judge, "read", r#"{"path":"src/main.rs"}"#),
+                Verdict::Deny { .. }
+            ));
+        }
+        assert_eq!(judge.given.len(), MAX_VERDICTS, "nothing more is kept");
+        // A replay gives the verdicts kept, and is no exhaustion.
+        judge.rewind(0);
+        assert!(!judge.exhausted());
+        assert_eq!(
+            verdict(&mut judge, "read", r#"{"path":"src/main.rs"}"#),
+            Verdict::Allow
+        );
     }
 
     /// A hostile upstream proposes thousands of calls in one response: past `MAX_CALLS` they

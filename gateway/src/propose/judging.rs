@@ -20,7 +20,7 @@ use super::config::OnDeny;
 use super::hold::HeldCall;
 use super::judge::Judge;
 use crate::protocol::Dialect;
-use crate::protocol::proposed::{ProposalRewriter, Unjudged, join};
+use crate::protocol::proposed::{JudgeCalls as _, ProposalRewriter, Unjudged, join};
 
 /// The stable code of a response ended because a proposed call was refused.
 pub const REFUSED_CODE: &str = "tool_call_refused";
@@ -116,7 +116,7 @@ impl Judging {
         let mark = self.judge.mark();
         let may_hold = self.judge.may_hold();
         if may_hold {
-            self.rewriter.checkpoint();
+            self.rewriter.checkpoint(mark);
         }
         let mut out = if chunk.is_empty() {
             Bytes::new()
@@ -127,7 +127,7 @@ impl Judging {
             out = join(out, self.rewriter.finish(&mut self.judge));
         }
         if let Some(call) = self.judge.take_held() {
-            self.rewriter.rewind();
+            self.rewriter.rewind(&mut self.judge);
             self.judge.rewind(mark);
             let ticks = self
                 .keepalive

@@ -5,9 +5,11 @@
 //! The files beside the folders are the leaves the dialects share, and import no dialect:
 //! the LLM call types (`request.rs`), body and model reading (`parse.rs`), identifier checks
 //! (`identifier.rs`), the token estimate (`estimate.rs`), server-sent events (`sse.rs`),
-//! request body decoding (`encoding.rs`), refusal text and headers (`refusal.rs`), response bodies (`response.rs`), interpretation
+//! request body decoding (`encoding.rs`), refusal text and headers (`refusal.rs`), the upstream answer headers never passed on
+//! (`answer_headers.rs`), response bodies (`response.rs`), interpretation
 //! errors (`errors.rs`), usage figures (`usage.rs`) and the response scanner (`scanner.rs`).
 
+mod answer_headers;
 mod anthropic;
 pub mod body;
 pub mod config;
@@ -34,6 +36,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
+pub use answer_headers::strip_upstreams;
 pub use dialect::{Dialect, Inbound, Interpreted, Shape};
 pub use errors::ProtocolError;
 pub use identifier::{

@@ -32,6 +32,16 @@ pub enum Verdict {
 pub trait JudgeCalls: Send {
     /// The verdict on `call`.
     fn judge(&mut self, call: &ProposedCall<'_>) -> Verdict;
+
+    /// Comes back to `mark` (a count of verdicts given): the calls met again are given their
+    /// verdicts again, in order, as a rewriter replays what it read since.
+    fn rewind(&mut self, _mark: usize) {}
+
+    /// Whether the judge gives no more verdicts: the response proposed more than
+    /// [`MAX_VERDICTS`] calls, and it ends as too large to judge.
+    fn exhausted(&self) -> bool {
+        false
+    }
 }
 
 /// A response body rewritten as its proposed calls are judged: text flows through at once,
@@ -44,13 +54,14 @@ pub trait ProposalRewriter: Send {
     /// The upstream body ended: whatever is still held, judged.
     fn finish(&mut self, judge: &mut dyn JudgeCalls) -> Bytes;
 
-    /// Keeps the rewriter's state, to come back to with [`rewind`](Self::rewind): a call met
-    /// after it may wait for a human, and the input since is then given again once it is
-    /// settled.
-    fn checkpoint(&mut self);
+    /// Keeps the rewriter's state, the judge being at `mark`, to come back to with
+    /// [`rewind`](Self::rewind): a call met after it may wait for a human, and the input since
+    /// is then given again once it is settled.
+    fn checkpoint(&mut self, mark: usize);
 
-    /// Returns to the last checkpoint: what was pushed or finished since is forgotten.
-    fn rewind(&mut self);
+    /// Returns to the last checkpoint: what was pushed or finished since is forgotten (what
+    /// came before it may be read again, `judge` replaying its verdicts).
+    fn rewind(&mut self, judge: &mut dyn JudgeCalls);
 
     /// Why the stream was ended with an error instead of judged, once it was.
     fn unjudged(&self) -> Option<Unjudged> {
@@ -279,9 +290,28 @@ pub struct Events<R> {
     judged: &'static Judged,
     /// An event could not be judged: the stream ended with an error, nothing more is sent.
     failed: Option<Unjudged>,
-    /// The state kept by the last checkpoint.
-    saved: Option<Box<(EventFramer, R, Option<Unjudged>)>>,
+    /// What the checkpoints come back to.
+    saved: Option<Box<Redo<R>>>,
+    /// Bytes copied to keep checkpoints: states copied and input logged.
+    copied: u64,
 }
+
+/// What a checkpoint comes back to without copying the state each time: a copy of the state
+/// at an earlier checkpoint (its `base`, the judge then at `mark`), and the input pushed since,
+/// read again on a rewind up to where the last checkpoint was (`at`). The copy is made again
+/// only once the log outgrows the state (or [`REBASE_MIN`]), so that what is copied stays in
+/// proportion to what is read, however slowly the upstream trickles a large event or call.
+struct Redo<R> {
+    framer: EventFramer,
+    inner: R,
+    failed: Option<Unjudged>,
+    mark: usize,
+    log: Vec<u8>,
+    at: usize,
+}
+
+/// Input logged past which a checkpoint copies the state again, whatever its size.
+const REBASE_MIN: usize = 64 * 1024;
 
 impl<R: EventRewriter> Events<R> {
     /// Frames a stream for `inner`, in the dialect `judged` describes.
@@ -292,7 +322,13 @@ impl<R: EventRewriter> Events<R> {
             judged,
             failed: None,
             saved: None,
+            copied: 0,
         }
+    }
+
+    /// Bytes copied so far to keep checkpoints.
+    pub fn copied(&self) -> u64 {
+        self.copied
     }
 
     /// Gives `event` to the dialect; one that cannot be judged ends the stream, as does an
@@ -305,10 +341,13 @@ impl<R: EventRewriter> Events<R> {
             true => Err(Unjudged::StreamTooLarge),
             false => self.inner.event(event, judge, out),
         };
-        let judged = judged.and_then(|()| match self.inner.held() > MAX_HELD {
-            true => Err(Unjudged::StreamTooLarge),
-            false => Ok(()),
-        });
+        let judged =
+            judged.and_then(
+                |()| match self.inner.held() > MAX_HELD || judge.exhausted() {
+                    true => Err(Unjudged::StreamTooLarge),
+                    false => Ok(()),
+                },
+            );
         if let Err(why) = judged {
             self.fail(why, out);
         }
@@ -322,8 +361,9 @@ impl<R: EventRewriter> Events<R> {
     }
 }
 
-impl<R: EventRewriter + Clone> ProposalRewriter for Events<R> {
-    fn push(&mut self, chunk: &[u8], judge: &mut dyn JudgeCalls) -> Bytes {
+impl<R: EventRewriter + Clone> Events<R> {
+    /// [`ProposalRewriter::push`] without keeping `chunk` for a rewind.
+    fn read(&mut self, chunk: &[u8], judge: &mut dyn JudgeCalls) -> Bytes {
         if self.failed.is_some() {
             return Bytes::new();
         }
@@ -340,6 +380,18 @@ impl<R: EventRewriter + Clone> ProposalRewriter for Events<R> {
         }
         Bytes::from(out)
     }
+}
+
+impl<R: EventRewriter + Clone> ProposalRewriter for Events<R> {
+    fn push(&mut self, chunk: &[u8], judge: &mut dyn JudgeCalls) -> Bytes {
+        if self.failed.is_none()
+            && let Some(redo) = self.saved.as_mut()
+        {
+            redo.log.extend_from_slice(chunk);
+            self.copied += chunk.len() as u64;
+        }
+        self.read(chunk, judge)
+    }
 
     fn finish(&mut self, judge: &mut dyn JudgeCalls) -> Bytes {
         let mut out = Vec::new();
@@ -347,28 +399,63 @@ impl<R: EventRewriter + Clone> ProposalRewriter for Events<R> {
         if !rest.is_empty() {
             self.event(rest, judge, &mut out);
         }
-        if self.failed.is_none()
-            && let Err(why) = self.inner.end(judge, &mut out)
-        {
-            out.extend_from_slice(&self.judged.error_event(why));
-            self.failed = Some(why);
+        if self.failed.is_none() {
+            let ended = self
+                .inner
+                .end(judge, &mut out)
+                .and_then(|()| match judge.exhausted() {
+                    true => Err(Unjudged::StreamTooLarge),
+                    false => Ok(()),
+                });
+            if let Err(why) = ended {
+                out.extend_from_slice(&self.judged.error_event(why));
+                self.failed = Some(why);
+            }
         }
         Bytes::from(out)
     }
 
-    fn checkpoint(&mut self) {
+    fn checkpoint(&mut self, mark: usize) {
         // The framer holds at most a partial event and the rewriter the parts of the calls it
-        // holds: both bounded (`MAX_WHOLE_BODY`, `MAX_HELD`).
-        self.saved = Some(Box::new((
-            self.framer.clone(),
-            self.inner.clone(),
-            self.failed,
-        )));
+        // holds: both bounded (`MAX_WHOLE_BODY`, `MAX_HELD`), and copied only when the input
+        // logged since the last copy outgrew them.
+        let state = self.framer.held() + self.inner.held();
+        if let Some(redo) = self.saved.as_mut()
+            && redo.log.len() <= state.max(REBASE_MIN)
+        {
+            redo.at = redo.log.len();
+            return;
+        }
+        self.copied += state as u64;
+        self.saved = Some(Box::new(Redo {
+            framer: self.framer.clone(),
+            inner: self.inner.clone(),
+            failed: self.failed,
+            mark,
+            log: Vec::new(),
+            at: 0,
+        }));
     }
 
-    fn rewind(&mut self) {
-        if let Some(saved) = self.saved.take() {
-            (self.framer, self.inner, self.failed) = *saved;
+    fn rewind(&mut self, judge: &mut dyn JudgeCalls) {
+        let Some(redo) = self.saved.take() else {
+            return;
+        };
+        let Redo {
+            framer,
+            inner,
+            failed,
+            mark,
+            log,
+            at,
+        } = *redo;
+        (self.framer, self.inner, self.failed) = (framer, inner, failed);
+        // What came between the copy and the last checkpoint is read again, as it was then
+        // (what it gave was sent then), the judge replaying its verdicts; the next
+        // checkpoint copies the state again.
+        judge.rewind(mark);
+        if let Some(before) = log.get(..at).filter(|b| !b.is_empty()) {
+            let _ = self.read(before, judge);
         }
     }
 
@@ -395,8 +482,7 @@ pub fn rewriter<R: EventRewriter + Clone + 'static>(
 pub const MAX_WHOLE_BODY: usize = 32 * 1024 * 1024;
 
 /// What a response larger than [`MAX_WHOLE_BODY`] is replaced by, in a dialect's error shape.
-pub const TOO_LARGE: &str =
-    "Warden could not judge the tool calls of a response larger than 32 MiB; it was not delivered";
+pub const TOO_LARGE: &str = "Warden could not judge the tool calls of a response larger than 32 MiB, or proposing more than 1024 calls; it was not delivered";
 
 /// Most a stream holds back of the calls it judges (their events, until each call's
 /// arguments are complete): twice a whole body, as a call's arguments stream in deltas that
@@ -407,10 +493,19 @@ pub const MAX_HELD: usize = 2 * MAX_WHOLE_BODY;
 /// of one response judged (`propose/judge.rs`): far more than any model proposes at once.
 pub const MAX_CALLS: usize = 256;
 
+/// Most calls of one response given a verdict: those past [`MAX_CALLS`] are refused unjudged,
+/// and a response that proposes more than this many ends as too large to judge
+/// (`response_too_large`), so that what the judge keeps of them stays bounded.
+pub const MAX_VERDICTS: usize = 4 * MAX_CALLS;
+
+/// Most choices, content blocks or output items one stream may give (each remembered, so that
+/// a second one at the same index is caught): past it, the stream ends as too large to judge.
+pub const MAX_ITEMS: usize = 4096;
+
 /// What a stream is ended with when one of its events is larger than [`MAX_WHOLE_BODY`], the
 /// events of the calls it holds larger than [`MAX_HELD`], or its calls held more than
 /// [`MAX_CALLS`].
-pub const STREAM_TOO_LARGE: &str = "Warden could not judge the tool calls of a stream larger than it holds (an event past 32 MiB, calls held past 64 MiB or more than 256 at once); the rest was not delivered";
+pub const STREAM_TOO_LARGE: &str = "Warden could not judge the tool calls of a stream larger than it holds (an event past 32 MiB, calls held past 64 MiB or more than 256 at once, more than 1024 calls, or more than 4096 items); the rest was not delivered";
 
 /// What a response that is not JSON is replaced by: its calls cannot be judged (a byte-order
 /// mark, UTF-16, a cut body; a compressed one is refused before it is read).
@@ -502,17 +597,18 @@ impl ProposalRewriter for WholeBody {
             return unjudged(Unjudged::Unreadable);
         };
         match (self.judged.judge_body)(&mut value, judge) {
+            _ if judge.exhausted() => unjudged(Unjudged::TooLarge),
             Ok(true) => Bytes::from(value.to_string()),
             Ok(false) => Bytes::copy_from_slice(&self.body),
             Err(why) => unjudged(why),
         }
     }
 
-    fn checkpoint(&mut self) {
+    fn checkpoint(&mut self, _mark: usize) {
         self.saved = (self.body.len(), self.too_large);
     }
 
-    fn rewind(&mut self) {
+    fn rewind(&mut self, _judge: &mut dyn JudgeCalls) {
         let (len, too_large) = self.saved;
         self.too_large = too_large;
         if !too_large {
@@ -677,6 +773,120 @@ mod tests {
         fn judge(&mut self, _: &ProposedCall<'_>) -> Verdict {
             Verdict::Allow
         }
+    }
+
+    /// A stream rewriter that holds every event it is given (as one holds a call's parts),
+    /// counting the bytes each copy of it copies.
+    struct Keeping {
+        events: Vec<Vec<u8>>,
+        bytes: usize,
+        copied: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Clone for Keeping {
+        fn clone(&self) -> Self {
+            self.copied
+                .fetch_add(self.bytes, std::sync::atomic::Ordering::Relaxed);
+            Keeping {
+                events: self.events.clone(),
+                bytes: self.bytes,
+                copied: std::sync::Arc::clone(&self.copied),
+            }
+        }
+    }
+
+    impl EventRewriter for Keeping {
+        fn event(
+            &mut self,
+            event: Vec<u8>,
+            _: &mut dyn JudgeCalls,
+            _: &mut Vec<u8>,
+        ) -> Result<(), Unjudged> {
+            self.bytes += event.len();
+            self.events.push(event);
+            Ok(())
+        }
+
+        fn end(&mut self, _: &mut dyn JudgeCalls, _: &mut Vec<u8>) -> Result<(), Unjudged> {
+            Ok(())
+        }
+
+        fn held(&self) -> usize {
+            self.bytes
+        }
+    }
+
+    fn keeping() -> (
+        Events<Keeping>,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        let copied = std::sync::Arc::default();
+        let inner = Keeping {
+            events: Vec::new(),
+            bytes: 0,
+            copied: std::sync::Arc::clone(&copied),
+        };
+        (Events::new(inner, &TEST), copied)
+    }
+
+    /// A trickling upstream: a large call held, then a byte at a time, each push after a
+    /// checkpoint (a judge that may hold a call). What checkpoints copy stays in proportion to
+    /// what is read, not to what is held times the pushes.
+    #[test]
+    fn checkpoints_copy_in_proportion_to_what_is_read_however_slowly_it_comes() {
+        let (mut events, copied) = keeping();
+        let large = format!("data: {}\n\n", "x".repeat(1 << 20));
+        events.checkpoint(0);
+        events.push(large.as_bytes(), &mut AllowAll);
+        // Then a partial event, and a long trickle of small events and partial ones.
+        let trickle = ": k\n\ndata: y".repeat(400);
+        let mut read = large.len();
+        for byte in trickle.as_bytes().chunks(1) {
+            events.checkpoint(0);
+            events.push(byte, &mut AllowAll);
+            read += 1;
+        }
+        let copied = copied.load(std::sync::atomic::Ordering::Relaxed) as u64 + events.copied();
+        assert!(
+            copied <= 4 * read as u64,
+            "{copied} bytes copied for {read} read"
+        );
+    }
+
+    /// A rewind comes back to the last checkpoint, what was read between the kept copy and it
+    /// read again, the judge replaying from the copy's mark.
+    #[test]
+    fn a_rewind_comes_back_to_the_last_checkpoint_through_the_input_logged() {
+        struct Marks(Vec<usize>);
+        impl JudgeCalls for Marks {
+            fn judge(&mut self, _: &ProposedCall<'_>) -> Verdict {
+                Verdict::Allow
+            }
+            fn rewind(&mut self, mark: usize) {
+                self.0.push(mark);
+            }
+        }
+        let (mut events, _) = keeping();
+        let mut judge = Marks(Vec::new());
+        events.checkpoint(3);
+        events.push(b"data: a\n\nda", &mut judge);
+        events.checkpoint(4);
+        events.push(b"ta: b\n\n", &mut judge);
+        events.checkpoint(5);
+        events.push(b"data: c\n\ndata: d", &mut judge);
+        events.rewind(&mut judge);
+        assert_eq!(judge.0, [3], "replayed from the copy's mark");
+        assert_eq!(
+            events.inner.events,
+            [b"data: a\n\n".to_vec(), b"data: b\n\n".to_vec()],
+            "the state of the last checkpoint"
+        );
+        assert_eq!(events.framer.held(), 0);
+        // Given the same input again, it reads as it did.
+        events.checkpoint(5);
+        events.push(b"data: c\n\ndata: d", &mut judge);
+        events.push(b"\n\n", &mut judge);
+        assert_eq!(events.inner.events.len(), 4);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::audit::event::{
 use crate::audit::receipt::{self, Receipt};
 use crate::decision::Decision;
 use crate::fleet::budget::estimate::Estimate;
+use crate::fleet::budget::plausible::{self, Ceiling, Implausible};
 use crate::fleet::limits::Permit;
 use crate::listener::ConnInfo;
 use crate::mcp::EventBody;
@@ -137,6 +138,8 @@ pub struct Exchange {
     streamed: Option<StreamFindings>,
     /// Warden asked the provider for a stream's usage the agent did not ask for.
     asked_usage: bool,
+    /// What usage an answer to this LLM request can report (`fleet/budget/plausible.rs`).
+    ceiling: Option<Ceiling>,
     /// The agent reads trailers (`TE: trailers`).
     accepts_trailers: bool,
 }
@@ -204,6 +207,7 @@ impl Exchange {
             permit: None,
             streamed: None,
             asked_usage: false,
+            ceiling: None,
             accepts_trailers: false,
         }
     }
@@ -634,6 +638,12 @@ impl Exchange {
         self.asked_usage = true;
     }
 
+    /// interpret: what usage an answer to this LLM request can report; past it, the reported
+    /// figures are clamped and the outcome record says so.
+    pub fn bounds_usage(&mut self, ceiling: Ceiling) {
+        self.ceiling = Some(ceiling);
+    }
+
     /// Whether Warden asked for a usage the agent did not ([`Exchange::ask_usage`]).
     pub fn asked_usage(&self) -> bool {
         self.asked_usage
@@ -667,6 +677,7 @@ impl Exchange {
                 Some(Shape::Llm(request)) if status.is_success() => Estimate::of(request),
                 _ => None,
             },
+            ceiling: self.ceiling,
             spans: self.spans(status, None),
             permit: self.permit.take(),
             streamed: self.streamed.take(),
@@ -1083,6 +1094,8 @@ pub struct PendingOutcome {
     spender: Option<(Arc<Principal>, Arc<str>)>,
     /// What a successful LLM answer is charged when its usage cannot be read.
     estimate: Option<Estimate>,
+    /// What usage the answer can report.
+    ceiling: Option<Ceiling>,
     /// The request's spans (sampled requests, with tracing on).
     spans: Option<Box<OpenSpans>>,
     /// The request's places in flight, held until the response ends.
@@ -1100,11 +1113,14 @@ impl Complete for PendingOutcome {
     /// them to the agent's budgets.
     fn complete(mut self, read: Read) {
         let Read {
-            usage,
+            mut usage,
             error,
             ended,
             bytes,
         } = read;
+        if let Some(ceiling) = self.ceiling {
+            self.implausible(ceiling.clamp(&mut usage));
+        }
         let estimated = self
             .estimate
             .filter(|_| Estimate::needed(&usage, ended))
@@ -1123,20 +1139,22 @@ impl Complete for PendingOutcome {
                 .as_ref()
                 .is_some_and(|o| (200..300).contains(&o.status));
         if let Some((principal, provider)) = &self.spender {
-            let model = usage
-                .model
-                .as_deref()
-                .or(self.model.as_deref())
-                .unwrap_or("");
+            // Priced by the model asked for (the one policy judged), or the answer's when it
+            // costs more: an upstream's name for its model cannot make the tokens cheaper.
+            let asked = self.model.as_deref().unwrap_or("");
             let snap = self.shared.snapshot.load();
             self.shared.budgets.charge(
                 &snap.config.budgets,
                 principal,
-                (provider, model),
+                (provider, asked, usage.model.as_deref()),
                 (input_tokens.unwrap_or(0), output_tokens.unwrap_or(0)),
                 std::time::SystemTime::now(),
             );
         }
+        let response_model = usage
+            .model
+            .as_deref()
+            .map(|m| bounded(m, FIELD_MAX).into_owned());
         if let Some(spans) = self.spans.take() {
             spans.end(usage, error.as_deref());
         }
@@ -1154,6 +1172,7 @@ impl Complete for PendingOutcome {
             outcome.input_tokens = input_tokens;
             outcome.output_tokens = output_tokens;
             outcome.usage_estimated = estimated.is_some();
+            outcome.response_model = response_model;
             outcome.error = error.map(|e| bounded(&e, FIELD_MAX).into_owned());
         }
         self.shared.metrics.tokens(
@@ -1167,6 +1186,28 @@ impl Complete for PendingOutcome {
 }
 
 impl PendingOutcome {
+    /// Notes in the record, and logs once, the usage figures `past` their ceiling (clamped).
+    fn implausible(&mut self, past: Vec<Implausible>) {
+        if past.is_empty() {
+            return;
+        }
+        let said: Vec<String> = past.iter().map(Implausible::location).collect();
+        tracing::warn!(
+            request_id = %self.event.request_id,
+            route = %self.event.route,
+            usage = %said.join("; "),
+            "the upstream reported more tokens than the request allows: charged at most what it \
+             allows ({})",
+            plausible::DETECTOR
+        );
+        self.event
+            .findings
+            .extend(said.into_iter().map(|location| AuditFinding {
+                detector: Arc::from(plausible::DETECTOR),
+                location,
+            }));
+    }
+
     /// Completes the record of an egress tunnel that carried `up` bytes to the destination
     /// and `down` back, and closed (`error`: its stable code and why, when it was cut or
     /// refused); counts the bytes and how it ended.

@@ -14,6 +14,7 @@ mod exchange;
 mod held;
 mod mcp;
 mod redaction;
+mod redirect;
 mod refusal;
 mod stages;
 mod streamed;
@@ -36,6 +37,7 @@ use stages::{
 };
 
 use crate::action::{Action, Facts, Principal};
+use crate::fleet::budget::plausible::Ceiling;
 use crate::fleet::session::named;
 use crate::listener::ConnInfo;
 use crate::observe::readable::{self, Needs};
@@ -316,6 +318,9 @@ async fn interpret(
             sent = Some(std::mem::replace(&mut head.uri, judged));
         }
     }
+    if let protocol::Shape::Llm(request) = &shape {
+        ex.bounds_usage(Ceiling::of(request, &body));
+    }
     ex.interpreted(&verb, &resource, &facts, shape);
     let action = Action {
         principal,
@@ -466,6 +471,7 @@ fn observe(
     response: Response<Incoming>,
 ) -> Result<(Response<ProxyBody>, Option<Arc<AtomicBool>>), Refusal> {
     let (mut parts, body) = response.into_parts();
+    redirect::check(route, parts.status, &parts.headers)?;
     // The agent's connection speaks its own HTTP version, not the upstream's: an HTTP/1.0
     // answer passed on as such would close the agent's keep-alive connection every time
     // (hyper still answers an HTTP/1.0 agent in HTTP/1.0).
@@ -476,7 +482,7 @@ fn observe(
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     inject::strip_response_hop_by_hop(&mut parts.headers, ex.accepts_trailers());
     inject::strip_set_cookie(&mut parts.headers, route.pass_cookies);
-    protocol::strip_wardens_own(&mut parts.headers);
+    protocol::strip_upstreams(&mut parts.headers);
     let mut redactor = ex.redactor();
     if let Some(r) = redactor.as_mut() {
         r.headers(&mut parts.headers);

@@ -21,6 +21,7 @@ use crate::observe::readable::Unreadable;
 use crate::protocol::body::BodyError;
 use crate::protocol::mcp::jsonrpc;
 use crate::protocol::{self, Protocol, ProtocolError, Shape};
+use crate::proxy::redirect::OffOrigin;
 use crate::route::{Route, RouteError};
 use crate::secrets::CredentialError;
 use crate::state::quarantine::QuarantineRecord;
@@ -81,6 +82,10 @@ pub enum Refusal {
     /// cannot be: compressed, or judged text not in UTF-8.
     #[error(transparent)]
     Unreadable(#[from] Unreadable),
+    /// observe: the upstream redirected to another origin than its own, which the route does
+    /// not pass (`proxy/redirect.rs`).
+    #[error(transparent)]
+    Redirected(#[from] OffOrigin),
     /// identify: the agent, or a group it is in, is quarantined.
     #[error("{}", quarantine::message(.0))]
     Quarantined(std::sync::Arc<QuarantineRecord>),
@@ -119,6 +124,7 @@ impl Refusal {
             Refusal::Quarantined(_) => StatusCode::FORBIDDEN,
             Refusal::CircuitOpen(_) => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Unreadable(e) => e.status(),
+            Refusal::Redirected(e) => e.status(),
         }
     }
 
@@ -142,6 +148,7 @@ impl Refusal {
             Refusal::Quarantined(_) => quarantine::CODE,
             Refusal::CircuitOpen(_) => "upstream_circuit_open",
             Refusal::Unreadable(e) => e.code(),
+            Refusal::Redirected(_) => OffOrigin::CODE,
         }
     }
 
@@ -174,7 +181,8 @@ impl Refusal {
             | Refusal::UpstreamRequest(_)
             | Refusal::Upstream(_)
             | Refusal::CircuitOpen(_)
-            | Refusal::Unreadable(_) => Recorded::Outcome,
+            | Refusal::Unreadable(_)
+            | Refusal::Redirected(_) => Recorded::Outcome,
         }
     }
 

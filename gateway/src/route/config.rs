@@ -75,6 +75,11 @@ pub struct RouteConfig {
     /// agent would then send to every route.
     #[serde(default)]
     pub pass_cookies: bool,
+    /// A REST route's upstream may redirect its agent to another origin (a `3xx` whose
+    /// `Location` is not the upstream's origin). Default `false`: such an answer is refused
+    /// (502 `upstream_redirect`). LLM routes never pass one.
+    #[serde(default)]
+    pub pass_redirects: bool,
 }
 
 impl RouteConfig {
@@ -121,6 +126,7 @@ pub fn default_routes() -> Vec<RouteConfig> {
         account_headers: Default::default(),
         allow_cached_content: false,
         pass_cookies: false,
+        pass_redirects: false,
     })
     .chain(std::iter::once(RouteConfig {
         name: None,
@@ -136,6 +142,7 @@ pub fn default_routes() -> Vec<RouteConfig> {
         account_headers: Default::default(),
         allow_cached_content: false,
         pass_cookies: false,
+        pass_redirects: false,
     }))
     .collect()
 }

@@ -56,6 +56,8 @@ pub struct Route {
     pub allow_cached_content: bool,
     /// The upstream's `Set-Cookie` headers reach the agent (`pass_cookies`).
     pub pass_cookies: bool,
+    /// A REST upstream's redirects to other origins reach the agent (`pass_redirects`).
+    pub pass_redirects: bool,
 }
 
 /// Route `i`'s `account_headers`, each name one of [`config::ACCOUNT_HEADERS`] and each value
@@ -231,10 +233,22 @@ impl RouteTable {
                     ),
                 ));
             }
+            if rc.pass_redirects && connector.protocol != Protocol::Rest {
+                return Err(ConfigErrors::one(
+                    format!("routes[{i}].pass_redirects"),
+                    format!(
+                        "applies to REST routes only (LLM APIs do not redirect their clients), \
+                         and connector {:?} speaks {}; remove it from this route",
+                        rc.connector,
+                        connector.protocol.dialect().name()
+                    ),
+                ));
+            }
             routes.push(Arc::new(Route {
                 account_headers,
                 allow_cached_content: rc.allow_cached_content,
                 pass_cookies: rc.pass_cookies,
+                pass_redirects: rc.pass_redirects,
                 operations,
                 name: Arc::from(name),
                 prefix: rc.prefix.trim_end_matches('/').to_string(),
@@ -267,6 +281,7 @@ impl RouteTable {
                 account_headers: Vec::new(),
                 allow_cached_content: false,
                 pass_cookies: false,
+                pass_redirects: false,
             }));
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));

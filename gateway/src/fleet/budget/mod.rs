@@ -13,6 +13,7 @@
 pub mod config;
 pub mod estimate;
 mod freshness;
+pub mod plausible;
 pub mod prices;
 pub mod sync;
 
@@ -150,12 +151,15 @@ impl Ledger {
     }
 
     /// Charges `principal` (its groups and the fleet) with `input` and `output` tokens of
-    /// `provider`'s `model`, priced by `config`'s price table, at `now`.
+    /// `provider`'s `model` (the one the request asked for, which policy judged), priced by
+    /// `config`'s price table, at `now`; when the answer names another model that costs more
+    /// (`answered`), by that one: an upstream cannot make tokens free by naming a model the
+    /// table does not price, nor cheaper by naming a cheaper one.
     pub fn charge(
         &self,
         config: &BudgetsConfig,
         principal: &Principal,
-        (provider, model): (&str, &str),
+        (provider, model, answered): (&str, &str, Option<&str>),
         (input, output): (u64, u64),
         now: SystemTime,
     ) {
@@ -163,8 +167,10 @@ impl Ledger {
         if input.saturating_add(output) == 0 {
             return;
         }
-        let micro_usd = prices
-            .cost_micro_usd(provider, model, input, output)
+        let micro_usd = std::iter::once(model)
+            .chain(answered)
+            .filter_map(|model| prices.cost_micro_usd(provider, model, input, output))
+            .max()
             .unwrap_or_else(|| {
                 tracing::debug!(
                     provider,
@@ -453,6 +459,48 @@ mod tests {
     }
 
     #[test]
+    fn tokens_are_priced_by_the_model_asked_for_or_the_dearer_model_the_answer_names() {
+        let config = config(
+            "limits: [{ scope: agent, name: a, period: day, usd: 1 }]",
+            "openai: { gpt-4o: { input: 2, output: 10 }, gpt-4o-mini: { input: 1, output: 1 } }",
+        );
+        let a = agent("a", &[]);
+        let cost = |answered: Option<&str>| {
+            let ledger = ledger();
+            ledger.charge(
+                &config,
+                &a,
+                ("openai", "gpt-4o", answered),
+                (1000, 100),
+                noon(),
+            );
+            ledger
+                .spent(Scope::Agent, "a", Period::Day, noon())
+                .micro_usd
+        };
+        // An answer naming a model the table does not price, or a cheaper one, costs what the
+        // model asked for costs.
+        assert_eq!(cost(None), 3000);
+        assert_eq!(cost(Some("free-model-9000")), 3000);
+        assert_eq!(cost(Some("gpt-4o-mini")), 3000);
+        // An answer from a dearer model than the one asked for costs what that one costs.
+        let ledger = ledger();
+        ledger.charge(
+            &config,
+            &a,
+            ("openai", "gpt-4o-mini", Some("gpt-4o-2024-08-06")),
+            (1000, 100),
+            noon(),
+        );
+        assert_eq!(
+            ledger
+                .spent(Scope::Agent, "a", Period::Day, noon())
+                .micro_usd,
+            3000
+        );
+    }
+
+    #[test]
     fn spend_is_charged_to_the_agent_its_groups_and_the_fleet() {
         let ledger = ledger();
         let config = config(
@@ -460,7 +508,7 @@ mod tests {
             "openai: { gpt-4o: { input: 2, output: 10 } }",
         );
         let a = agent("a", &["research"]);
-        let gpt4o = ("openai", "gpt-4o");
+        let gpt4o = ("openai", "gpt-4o", None);
         ledger.charge(&config, &a, gpt4o, (1000, 100), noon());
         ledger.charge(&config, &agent("b", &[]), gpt4o, (10, 0), noon());
         let spent = ledger.spent(Scope::Agent, "a", Period::Day, noon());
@@ -534,7 +582,7 @@ mod tests {
             lines
         };
         let a = agent("a", &[]);
-        let gpt4o = ("openai", "gpt-4o");
+        let gpt4o = ("openai", "gpt-4o", None);
         ledger.charge(&config, &a, gpt4o, (1000, 0), noon());
         ledger.charge(&config, &a, gpt4o, (1000, 0), noon());
         assert_eq!(
@@ -584,12 +632,12 @@ mod tests {
                 exceeded: false
             }
         );
-        ledger.charge(&config, &a, ("p", "m"), (600, 150), noon());
+        ledger.charge(&config, &a, ("p", "m", None), (600, 150), noon());
         let used = ledger.facts(&config, &a, noon()).expect("facts");
         assert_eq!((used.tokens_left, used.used_ratio_percent), (250, 75));
         assert_eq!(used.cost_left_micro_usd, 1_000_000 - 750);
         assert!(!used.exceeded);
-        ledger.charge(&config, &a, ("p", "m"), (200, 50), noon());
+        ledger.charge(&config, &a, ("p", "m", None), (200, 50), noon());
         let spent = ledger.facts(&config, &a, noon()).expect("facts");
         assert_eq!((spent.tokens_left, spent.exceeded), (0, true));
         assert_eq!(spent.used_ratio_percent, 100);

@@ -183,6 +183,9 @@ impl Stream {
         if self.held.is_some() || self.indices.contains(&index) {
             return Err(Unjudged::Unreadable);
         }
+        if self.indices.len() >= proposed::MAX_ITEMS {
+            return Err(Unjudged::StreamTooLarge);
+        }
         self.indices.push(index);
         self.started += 1;
         Ok(())

@@ -150,7 +150,12 @@ impl EventRewriter for Stream {
             if has_calls || (finished && held) {
                 touched += 1;
             }
-            if finished {
+            if finished && !self.ended.contains(index) {
+                // Each choice finishes once in the list: a stream that finishes more choices
+                // than any request asks for is too large to judge.
+                if self.ended.len() >= proposed::MAX_ITEMS {
+                    return Err(Unjudged::StreamTooLarge);
+                }
                 self.ended.push(*index);
             }
             if finished && (held || has_calls) {

@@ -133,13 +133,24 @@ fn unjudged(why: Unjudged) -> Value {
     json!({"error": {"message": why.message(), "type": "warden_error", "code": why.code()}})
 }
 
-/// A call item being held.
+/// A call item being held: its raw events only (what `held` counts), each read again when
+/// the item is released. Their parsed copies would cost many times their bytes (a number in
+/// an array is two bytes of text and 32 of `Value`), past what `MAX_HELD` counts.
 #[derive(Debug, Default, Clone)]
 struct Held {
     output_index: u64,
-    events: Vec<(Vec<u8>, Value)>,
+    events: Vec<Vec<u8>>,
     /// The raw events' bytes.
     bytes: usize,
+}
+
+/// A held event, read again (it was read once as it came: it reads the same).
+fn reread(event: &[u8]) -> Value {
+    CALLS
+        .event_json(event)
+        .ok()
+        .flatten()
+        .unwrap_or(Value::Null)
 }
 
 #[derive(Debug, Default, Clone)]
@@ -213,7 +224,7 @@ impl EventRewriter for Stream {
                 self.release(held, Some((event, value)), judge, out)?;
             } else {
                 self.held[at].bytes += event.len();
-                self.held[at].events.push((event, value));
+                self.held[at].events.push(event);
             }
             return Ok(());
         }
@@ -228,7 +239,7 @@ impl EventRewriter for Stream {
             self.held.push(Held {
                 output_index: index.unwrap_or(0),
                 bytes: event.len(),
-                events: vec![(event, value)],
+                events: vec![event],
             });
             return Ok(());
         }
@@ -287,34 +298,49 @@ fn streamed_copy(held: &Held, item: &Value, done: Option<&Value>) -> Result<Stri
         ),
         _ => return Ok(String::new()),
     };
-    let of_type = |kind: &'static str| {
-        held.events
-            .iter()
-            .map(|(_, v)| v)
-            .filter(move |v| v.get("type").and_then(Value::as_str) == Some(kind))
-    };
-    let added = of_type("response.output_item.added")
-        .find_map(|v| v.pointer(&format!("/item/{key}")).and_then(Value::as_str))
-        .unwrap_or("");
-    let deltas: Vec<&str> = of_type(delta)
-        .filter_map(|v| v.get("delta").and_then(Value::as_str))
-        .collect();
-    let mut copies: Vec<&str> = of_type(finished)
-        .filter_map(|v| v.get(key).and_then(Value::as_str))
-        .collect();
+    // Each held event read again, one at a time: only the strings compared are kept.
+    let mut added: Option<String> = None;
+    let mut deltas: Option<String> = None;
+    let mut copies: Vec<String> = Vec::new();
+    for event in &held.events {
+        let value = reread(event);
+        match value.get("type").and_then(Value::as_str) {
+            Some("response.output_item.added") if added.is_none() => {
+                added = value
+                    .pointer(&format!("/item/{key}"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+            }
+            Some(kind) if kind == delta => {
+                if let Some(piece) = value.get("delta").and_then(Value::as_str) {
+                    deltas.get_or_insert_with(String::new).push_str(piece);
+                }
+            }
+            Some(kind) if kind == finished => {
+                if let Some(copy) = value.get(key).and_then(Value::as_str) {
+                    copies.push(copy.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
     // A done item with an empty one leaves it out (as the added item does).
     copies.extend(
         done.and_then(|v| v.pointer(&format!("/item/{key}")))
             .and_then(Value::as_str)
-            .filter(|copy| !copy.is_empty()),
+            .filter(|copy| !copy.is_empty())
+            .map(str::to_owned),
     );
-    let accumulated = (!deltas.is_empty() || !added.is_empty()).then(|| {
-        let mut text = added.to_owned();
-        text.extend(deltas);
+    let added = added.unwrap_or_default();
+    let accumulated = (deltas.is_some() || !added.is_empty()).then(|| {
+        let mut text = added;
+        text.push_str(deltas.as_deref().unwrap_or(""));
         text
     });
-    let first = accumulated.as_deref().or(copies.first().copied());
-    if copies.iter().any(|copy| Some(*copy) != first) {
+    let first = accumulated
+        .as_deref()
+        .or(copies.first().map(String::as_str));
+    if copies.iter().any(|copy| Some(copy.as_str()) != first) {
         return Err(Unjudged::Unreadable);
     }
     Ok(first.unwrap_or("").to_owned())
@@ -328,6 +354,9 @@ impl Stream {
         let index = index.unwrap_or(0);
         if self.indices.contains(&index) {
             return Err(Unjudged::Unreadable);
+        }
+        if self.indices.len() >= proposed::MAX_ITEMS {
+            return Err(Unjudged::StreamTooLarge);
         }
         self.indices.push(index);
         self.added += 1;
@@ -418,12 +447,15 @@ impl Stream {
         judge: &mut dyn JudgeCalls,
         out: &mut Vec<u8>,
     ) -> Result<(), Unjudged> {
-        let item = done
-            .as_ref()
-            .and_then(|(_, v)| v.get("item"))
-            .or_else(|| held.events.first().and_then(|(_, v)| v.get("item")))
-            .cloned()
-            .unwrap_or(Value::Null);
+        let item = match done.as_ref().and_then(|(_, v)| v.get("item")) {
+            Some(item) => item.clone(),
+            None => held
+                .events
+                .first()
+                .map(|event| reread(event))
+                .and_then(|mut v| v.get_mut("item").map(Value::take))
+                .unwrap_or(Value::Null),
+        };
         let streamed = streamed_copy(&held, &item, done.as_ref().map(|(_, v)| v))?;
         // Held for its type, so a call (an item without its type is judged as nameless).
         let (id, name, arguments) = local_call(&item, &streamed)
@@ -442,7 +474,14 @@ impl Stream {
         }
         match verdict {
             Verdict::Allow => {
-                for (event, value) in held.events.into_iter().chain(done) {
+                for event in held.events {
+                    if self.shift == 0 && self.dropped.is_empty() {
+                        out.extend_from_slice(&event);
+                    } else {
+                        self.renumbered(reread(&event), out);
+                    }
+                }
+                if let Some((event, value)) = done {
                     self.pass(event, value, out);
                 }
             }

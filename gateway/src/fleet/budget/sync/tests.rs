@@ -25,8 +25,8 @@ async fn spend_on_one_replica_is_enforced_by_the_other_after_a_tick() {
     let (a, b) = (ledger(), ledger());
     let config = config(TEN_K, PRICES);
     let bot = agent("bot", &["ci"]);
-    a.charge(&config, &bot, ("p", "m"), (6000, 1000), noon());
-    b.charge(&config, &bot, ("p", "m"), (3000, 0), noon());
+    a.charge(&config, &bot, ("p", "m", None), (6000, 1000), noon());
+    b.charge(&config, &bot, ("p", "m", None), (3000, 0), noon());
     // Before a tick each knows its own spend only.
     assert_eq!(b.facts(&config, &bot, noon()).unwrap().tokens_left, 7000);
     a.sync(&*store, Some(&config), noon()).await.unwrap();
@@ -71,10 +71,10 @@ async fn an_outage_keeps_every_delta_and_stores_it_once() {
     let a = ledger();
     let config = config(TEN_K, PRICES);
     let bot = agent("bot", &[]);
-    a.charge(&config, &bot, ("p", "m"), (100, 0), noon());
+    a.charge(&config, &bot, ("p", "m", None), (100, 0), noon());
     store.set_down(true);
     assert!(a.sync(&*store, Some(&config), noon()).await.is_err());
-    a.charge(&config, &bot, ("p", "m"), (50, 0), noon());
+    a.charge(&config, &bot, ("p", "m", None), (50, 0), noon());
     assert!(a.sync(&*store, Some(&config), noon()).await.is_err());
     // Decisions go on with what this replica knows.
     assert_eq!(a.facts(&config, &bot, noon()).unwrap().tokens_left, 9850);
@@ -113,7 +113,7 @@ async fn stored_but_unread_spend_counts_as_stored_and_a_reset_reaches_every_repl
     let a = ledger();
     let config = config(TEN_K, PRICES);
     let bot = agent("bot", &[]);
-    a.charge(&config, &bot, ("p", "m"), (100, 0), noon());
+    a.charge(&config, &bot, ("p", "m", None), (100, 0), noon());
     let deltas = a.take_unflushed();
     store.add_spend(deltas).await.unwrap();
     a.settle();
@@ -133,7 +133,7 @@ async fn stored_but_unread_spend_counts_as_stored_and_a_reset_reaches_every_repl
     );
     // Tomorrow's tick drops today's day spend and keeps the month's.
     let tomorrow = noon() + Duration::from_secs(86_400);
-    a.charge(&config, &bot, ("p", "m"), (7, 0), noon());
+    a.charge(&config, &bot, ("p", "m", None), (7, 0), noon());
     a.sync(&*store, Some(&config), tomorrow).await.unwrap();
     assert_eq!(
         a.spent(Scope::Agent, "bot", Period::Day, tomorrow).tokens(),
@@ -218,7 +218,7 @@ async fn with_on_stale_share_a_replica_spends_its_share_of_what_was_left() {
     let (a, b, c) = (ledger(), ledger(), ledger());
     let config = stale_config("share");
     let bot = agent("bot", &[]);
-    a.charge(&config, &bot, ("p", "m"), (1000, 0), noon());
+    a.charge(&config, &bot, ("p", "m", None), (1000, 0), noon());
     for replica in [&a, &b, &c] {
         replica.fresh.attached(noon());
         replica.sync(&*store, Some(&config), noon()).await.unwrap();
@@ -231,11 +231,11 @@ async fn with_on_stale_share_a_replica_spends_its_share_of_what_was_left() {
     // Stale: a third of it, this replica's spend since counted against it.
     let facts = a.judge(&config, &bot, at(4)).unwrap().unwrap();
     assert_eq!((facts.tokens_left, facts.exceeded), (3000, false));
-    a.charge(&config, &bot, ("p", "m"), (2000, 0), at(4));
+    a.charge(&config, &bot, ("p", "m", None), (2000, 0), at(4));
     assert!(a.sync(&*store, Some(&config), at(4)).await.is_err());
     let facts = a.judge(&config, &bot, at(5)).unwrap().unwrap();
     assert_eq!((facts.tokens_left, facts.exceeded), (1000, false));
-    a.charge(&config, &bot, ("p", "m"), (1000, 0), at(5));
+    a.charge(&config, &bot, ("p", "m", None), (1000, 0), at(5));
     let facts = a.judge(&config, &bot, at(5)).unwrap().unwrap();
     assert_eq!((facts.tokens_left, facts.exceeded), (0, true));
     assert_eq!(facts.used_ratio_percent, 100);
@@ -258,7 +258,7 @@ async fn stored_but_unread_spend_counts_as_this_replicas_own_when_stale() {
         replica.sync(&*store, Some(&config), noon()).await.unwrap();
     }
     a.sync(&*store, Some(&config), noon()).await.unwrap();
-    a.charge(&config, &bot, ("p", "m"), (1000, 0), noon());
+    a.charge(&config, &bot, ("p", "m", None), (1000, 0), noon());
     let deltas = a.take_unflushed();
     store.add_spend(deltas).await.unwrap();
     a.settle();

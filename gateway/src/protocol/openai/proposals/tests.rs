@@ -256,10 +256,10 @@ fn rewound_to_a_checkpoint_a_rewriter_gives_the_same_output_again() {
         };
         let mut rewriter = rewriter(event_stream);
         let mut out = rewriter.push(first, &mut judge).to_vec();
-        rewriter.checkpoint();
+        rewriter.checkpoint(0);
         let mut once = rewriter.push(rest, &mut judge).to_vec();
         once.extend_from_slice(&rewriter.finish(&mut judge));
-        rewriter.rewind();
+        rewriter.rewind(&mut judge);
         let mut again = rewriter.push(rest, &mut judge).to_vec();
         again.extend_from_slice(&rewriter.finish(&mut judge));
         assert_eq!(
@@ -782,4 +782,36 @@ fn more_calls_held_at_once_than_any_model_proposes_end_the_stream() {
     assert!(!out.contains("call_0"), "{out}");
     assert_eq!(rewriter.unjudged(), Some(Unjudged::StreamTooLarge));
     assert!(judge.seen.is_empty());
+}
+
+/// A hostile stream finishes its choice again and again, then finishes choices without end:
+/// each choice is remembered once, and past `MAX_ITEMS` the stream ends as too large.
+#[test]
+fn the_choices_a_stream_finishes_are_remembered_once_and_bounded() {
+    let mut judge = DenyNamed {
+        denied: &[],
+        seen: Vec::new(),
+    };
+    let mut stream = Stream::default();
+    let finish = |index: usize| {
+        chunk(serde_json::json!({"index":index,"delta":{},"finish_reason":"stop"})).into_bytes()
+    };
+    for _ in 0..10_000 {
+        let mut out = Vec::new();
+        assert_eq!(stream.event(finish(0), &mut judge, &mut out), Ok(()));
+    }
+    assert_eq!(stream.ended.len(), 1, "choice 0, once");
+    let mut out = Vec::new();
+    let mut refused = None;
+    for index in 1..=proposed::MAX_ITEMS {
+        if let Err(why) = stream.event(finish(index), &mut judge, &mut out) {
+            refused = Some((index, why));
+            break;
+        }
+    }
+    assert_eq!(
+        refused,
+        Some((proposed::MAX_ITEMS, Unjudged::StreamTooLarge))
+    );
+    assert_eq!(stream.ended.len(), proposed::MAX_ITEMS);
 }

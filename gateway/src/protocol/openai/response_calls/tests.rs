@@ -572,3 +572,44 @@ fn a_second_item_added_at_one_output_index_ends_the_stream() {
     assert!(!out.contains("response_unreadable"), "{out}");
     assert_eq!(seen.1, vec![("read".to_owned(), json!({}))]);
 }
+
+/// A held call item keeps its events' bytes, which `held` counts and `MAX_HELD` bounds, not
+/// their parsed copies, which cost many times more (a `0,` in an array is two bytes of text
+/// and a 32-byte value).
+#[test]
+fn a_held_call_item_keeps_what_its_events_weigh_not_their_parsed_copies() {
+    let mut stream = Stream::default();
+    let mut judge = DenyNamed(&[]);
+    let mut out = Vec::new();
+    let event = |v: Value| {
+        format!(
+            "event: {}\ndata: {v}\n\n",
+            v["type"].as_str().unwrap_or_default()
+        )
+        .into_bytes()
+    };
+    let added = event(
+        json!({"type":"response.output_item.added","output_index":0,"item":{"type":"function_call","id":"fc_1","call_id":"call_1","name":"read","arguments":"","status":"in_progress"}}),
+    );
+    assert_eq!(stream.event(added, &mut judge, &mut out), Ok(()));
+    let deltas: Vec<Vec<u8>> = (0..200)
+        .map(|_| {
+            event(
+                json!({"type":"response.function_call_arguments.delta","item_id":"fc_1",
+                "output_index":0,"delta":"","padding":vec![0; 1000]}),
+            )
+        })
+        .collect();
+    let weight: usize = deltas.iter().map(Vec::len).sum();
+    let before = crate::test_alloc::live();
+    for delta in deltas {
+        assert_eq!(stream.event(delta, &mut judge, &mut out), Ok(()));
+    }
+    let kept = crate::test_alloc::live() - before;
+    assert!(out.is_empty(), "the call is held");
+    assert!(stream.held() >= weight);
+    assert!(
+        kept <= 2 * weight as i64,
+        "{kept} bytes kept for {weight} bytes of events"
+    );
+}
