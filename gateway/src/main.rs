@@ -49,7 +49,7 @@ enum Command {
         /// Start although the audit log names an audit or agent-token key this Warden neither
         /// holds nor lists in previous_keys (a restore without keys/): go on with the new
         /// keys; the start record says so. Without it, such a start is refused.
-        #[arg(long)]
+        #[arg(long, env = "WARDEN_ACCEPT_NEW_KEYS")]
         accept_new_keys: bool,
     },
     /// Validate a configuration file, its connectors and its policies; report every mistake
@@ -924,7 +924,7 @@ fn tools(command: ToolsCommand) -> Result<ExitCode> {
         let uri_key = match &command {
             ToolsCommand::List { .. } => None,
             _ => Some(
-                warden::approval::sealed::sealer(
+                warden::approval::sealed::existing_sealer(
                     &config.approvals,
                     &config.data_dir,
                     secrets.as_ref(),

@@ -220,6 +220,34 @@ async fn a_rug_pull_is_listed_diffed_and_approved_from_the_command_line() {
     }
 }
 
+/// `approve` and `diff` read the factor key the gateway made (masked resource URIs are keyed
+/// with it); where there is none they say so and make none, as no operator command makes a
+/// key the gateway does not use.
+#[tokio::test]
+async fn tools_commands_make_no_factor_key() {
+    let setup = Setup::new();
+    let data = setup.dir.path().join("data");
+    Store::open(&StateConfig::default(), &data, None)
+        .await
+        .unwrap();
+    let key_file = warden::approval::sealed::default_key_file(&data);
+    assert!(!key_file.exists());
+    for args in [
+        &["tools", "diff", "fs", "read_file"][..],
+        &["tools", "approve", "fs", "--all"][..],
+    ] {
+        let out = setup.warden(args).await;
+        let (_, stderr) = text(&out);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            stderr.contains("no approvals factor key at")
+                && stderr.contains(&key_file.display().to_string()),
+            "{args:?}: {stderr}"
+        );
+        assert!(!key_file.exists(), "{args:?} made a factor key");
+    }
+}
+
 #[tokio::test]
 async fn tools_commands_say_what_is_missing() {
     let setup = Setup::new();

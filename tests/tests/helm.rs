@@ -621,8 +621,14 @@ async fn statefulset_keeps_the_audit_log_on_a_volume_claim() {
     );
     assert_eq!(case.config["data_dir"], "/var/lib/warden");
     assert!(!case.notes.contains("emptyDir"), "{}", case.notes);
+    // acceptNewKeys: the one rollout that goes on with new keys after a restore lost them.
+    let accept = |c: &helm::Case| {
+        strings(&c.warden_container()["args"]).contains(&"--accept-new-keys".to_owned())
+    };
+    assert!(accept(&case), "{}", case.warden_container());
     // The Deployment's data directory is an emptyDir with the size limit.
     let minimal = helm::case("minimal").await;
+    assert!(!accept(&minimal), "{}", minimal.warden_container());
     let data = named(&minimal.pod()["volumes"], "data").clone();
     assert_eq!(data["emptyDir"]["sizeLimit"], "4Gi");
 }

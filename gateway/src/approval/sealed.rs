@@ -38,6 +38,11 @@ pub enum SealError {
     /// No key was given.
     #[error("no factor key: approvals.factor_key or the key file under data_dir gives one")]
     NoKey,
+    /// An operator command found no key file where the gateway keeps it.
+    #[error(
+        "no approvals factor key at {0}: the gateway makes it at its first start; run the command with the gateway's --config (its data_dir), or set approvals.factor_key as the gateway does"
+    )]
+    NoKeyFile(PathBuf),
     /// Two configured keys are the same key.
     #[error("the factor key {0} is configured twice")]
     DuplicateKey(String),
@@ -338,11 +343,44 @@ pub async fn sealer(
     data_dir: &Path,
     vault: Option<&Arc<SecretStore>>,
 ) -> Result<Sealer, SealError> {
+    open_sealer(config, data_dir, vault, true).await
+}
+
+/// The sealer of the keys a gateway already holds, for an operator command: as [`sealer`],
+/// but without `approvals.factor_key` the key file under `data_dir` must exist (a command
+/// never makes a key the gateway does not use).
+pub async fn existing_sealer(
+    config: &ApprovalsConfig,
+    data_dir: &Path,
+    vault: Option<&Arc<SecretStore>>,
+) -> Result<Sealer, SealError> {
+    open_sealer(config, data_dir, vault, false).await
+}
+
+async fn open_sealer(
+    config: &ApprovalsConfig,
+    data_dir: &Path,
+    vault: Option<&Arc<SecretStore>>,
+    create: bool,
+) -> Result<Sealer, SealError> {
     let Some(first) = &config.factor_key else {
         let path = default_key_file(data_dir);
-        let key = tokio::task::spawn_blocking(move || load_or_create_key_file(&path))
-            .await
-            .map_err(|e| SealError::Task(e.to_string()))??;
+        let key = tokio::task::spawn_blocking(move || match create {
+            true => load_or_create_key_file(&path),
+            false => match std::fs::read_to_string(&path) {
+                Ok(text) => load_key_file(&path, &Zeroizing::new(text)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Err(SealError::NoKeyFile(path))
+                }
+                Err(source) => Err(SealError::File {
+                    action: "cannot read",
+                    path,
+                    source,
+                }),
+            },
+        })
+        .await
+        .map_err(|e| SealError::Task(e.to_string()))??;
         return Sealer::new(vec![key]);
     };
     let sources = std::iter::once(("factor_key".to_owned(), first)).chain(

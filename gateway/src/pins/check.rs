@@ -231,12 +231,14 @@ impl Pins {
 
     /// Brings every resource and template pin of the store to the key this Warden gives it.
     /// A URI or template stored as it is (by an older Warden, which masked less or normalised
-    /// less) is re-keyed, its definitions re-spelt; a pin whose key held a digest this Warden
-    /// cannot make again (an unkeyed SHA-256, or an HMAC under a factor key since rotated) is
-    /// removed: the item is pinned again when next listed (`tofu`) or waits for an operator's
-    /// approval (`approved`). Returns how many pins changed.
+    /// less) is re-keyed, its definitions re-spelt; a pin whose key held an unkeyed SHA-256
+    /// is removed: the item is pinned again when next listed (`tofu`) or waits for an
+    /// operator's approval (`approved`). A pin keyed under another factor key is kept (another
+    /// replica may hold that key and use the pin, with its approval), and said once: this
+    /// Warden does not match it. Returns how many pins changed.
     pub async fn rekey(&self) -> Result<usize, PinError> {
         let mut changed = 0;
+        let mut other_keys = std::collections::BTreeMap::<String, usize>::new();
         for record in self.store.all().await? {
             let kind = ItemKind::of_pinned(&record.tool);
             let template = match kind {
@@ -248,6 +250,10 @@ impl Pins {
             let with = match StoredKey::of(stored, template, &self.uri_key) {
                 StoredKey::Current => continue,
                 StoredKey::Stale => None,
+                StoredKey::OtherKey(id) => {
+                    *other_keys.entry(id).or_default() += 1;
+                    continue;
+                }
                 StoredKey::Raw(key) if key == stored => continue,
                 StoredKey::Raw(_) => respelt(record.clone(), kind, stored, &self.uri_key),
             };
@@ -263,6 +269,14 @@ impl Pins {
                     "a pin stored under a key an older Warden gave is brought up to date (no `to`: removed, pinned again when next listed)"
                 );
             }
+        }
+        for (id, pins) in other_keys {
+            tracing::warn!(
+                key_id = %id,
+                this_key_id = %self.uri_key.id(),
+                pins,
+                "resource pins keyed under a factor key this Warden does not hold are kept and not matched here: give every replica the same approvals.factor_key (after a rotation resources pin again under the new key; the old pins stay in the store, shown by `warden tools list`)"
+            );
         }
         Ok(changed)
     }

@@ -232,6 +232,8 @@ fn escape_at(text: &str, i: usize) -> Option<u8> {
     (text.as_bytes()[i] == b'%')
         .then(|| text.get(i + 1..i + 3))
         .flatten()
+        // Two hex digits exactly: `from_str_radix` alone also takes a sign (`%+A`).
+        .filter(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
         .and_then(|hex| u8::from_str_radix(hex, 16).ok())
 }
 
@@ -310,9 +312,13 @@ pub fn test_key() -> UriKey {
 pub enum StoredKey {
     /// A masked URI's key under the current [`UriKey`]: as it should be.
     Current,
-    /// A masked URI's key whose digest cannot be made again: an unkeyed SHA-256 (before
-    /// Warden keyed it) or an HMAC under another key (before the factor key was rotated).
+    /// A masked URI's key of an unkeyed SHA-256 (before Warden keyed it): its digest is not
+    /// made again, and it is removed.
     Stale,
+    /// A masked URI's key holding an HMAC under another key (another replica's factor key,
+    /// or one since rotated): kept, since this Warden cannot tell which, and another replica
+    /// may still use it and its approval.
+    OtherKey(String),
     /// The URI itself, normalised and masked by older rules: its key now.
     Raw(String),
 }
@@ -326,7 +332,7 @@ impl StoredKey {
         {
             return match id == key.id() {
                 true => StoredKey::Current,
-                false => StoredKey::Stale,
+                false => StoredKey::OtherKey(id.to_owned()),
             };
         }
         if stored.contains(" (uri sha256 ") && stored.ends_with(')') {
@@ -633,6 +639,15 @@ fn values_masked(text: &str, template: bool) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// `%+A` is no percent-encoding (a sign is not a hex digit): it is not read as `%0A`, so
+    /// it shares no pin with that URI.
+    #[test]
+    fn a_sign_after_a_percent_is_no_encoding() {
+        assert_eq!(normalised("notes://a/x%+Ay"), "notes://a/x%+Ay");
+        assert_ne!(normalised("notes://a/x%+Ay"), normalised("notes://a/x%0Ay"));
+        assert_eq!(normalised("notes://a/x%7e"), "notes://a/x~");
+    }
+
     use super::*;
 
     #[test]
@@ -861,7 +876,10 @@ mod tests {
             "https://s3.example/k?sig=one",
             &UriKey::new(Zeroizing::new([8; 32])),
         );
-        assert_eq!(StoredKey::of(&rotated, false, &key), StoredKey::Stale);
+        assert!(matches!(
+            StoredKey::of(&rotated, false, &key),
+            StoredKey::OtherKey(id) if id != key.id()
+        ));
         let unkeyed = "https://s3.example/k?sig=*** (uri sha256 0123456789abcdef0123456789abcdef)";
         assert_eq!(StoredKey::of(unkeyed, false, &key), StoredKey::Stale);
         assert_eq!(

@@ -33,6 +33,11 @@ pub const STRIPPED: &[&str] = &[
     "service-worker-allowed",
     // Lets other origins time Warden's answers.
     "timing-allow-origin",
+    // A browser prefetches or prerenders what the rules name, as `Link` preloads do.
+    "speculation-rules",
+    // Only reports (of what Warden's origin loads) to the upstream's endpoint; an enforcing
+    // `Content-Security-Policy` protects the page it comes with and stays.
+    "content-security-policy-report-only",
 ];
 
 /// Headers removed by prefix: CORS (`access-control-allow-origin`, `-credentials`,
@@ -120,6 +125,11 @@ mod tests {
             ("access-control-expose-headers", "x-warden-decision-id"),
             ("nel", "{\"report_to\":\"x\"}"),
             ("report-to", "{\"group\":\"x\"}"),
+            ("speculation-rules", "\"/rules.json\""),
+            (
+                "content-security-policy-report-only",
+                "default-src 'self'; report-uri https://evil.example/r",
+            ),
             (
                 "link",
                 "<https://evil.example/x.js>; rel=preload; as=script",

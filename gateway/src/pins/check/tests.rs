@@ -1084,6 +1084,28 @@ async fn pins_stored_under_older_keys_are_rekeyed_or_removed_at_load() {
     assert_eq!(standing.status, CallStatus::Allowed);
     // The unkeyed one is gone: its URI waits for approval again.
     assert!(!stored.iter().any(|r| r.tool == unkeyed));
+    // A pin keyed under another replica's factor key (or one since rotated) stays, with its
+    // approval: this Warden cannot tell which, and another replica may match it.
+    let elsewhere = format!(
+        "resource:{}",
+        crate::pins::uri::pin_key(
+            "https://s3.example/k?sig=two",
+            &crate::pins::uri::UriKey::new(zeroize::Zeroizing::new([9; 32]))
+        )
+    );
+    stored_by_an_older_warden(
+        &setup,
+        &elsewhere,
+        &json!({"uri": "https://s3.example/k?sig=***", "name": "k2"}),
+    )
+    .await;
+    assert_eq!(
+        pins.rekey().await.unwrap(),
+        0,
+        "nothing else to bring up to date"
+    );
+    let stored = setup.store.inner.all().await.unwrap();
+    assert!(stored.iter().any(|r| r.tool == elsewhere), "{stored:?}");
     // Nothing left to do at the next load.
     assert_eq!(pins.rekey().await.unwrap(), 0);
 }

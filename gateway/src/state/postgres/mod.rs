@@ -203,15 +203,23 @@ impl PostgresStore {
         self.spawn(async move {
             let client = get(&pool, &database).await?;
             let cancel = client.cancel_token();
-            let mut work = std::pin::pin!(work(client, Arc::clone(&database)));
-            if let Ok(done) = tokio::time::timeout(timeout, &mut work).await {
-                return done;
+            let created = deadpool_postgres::Object::metrics(&client).created;
+            {
+                let mut work = std::pin::pin!(work(client, Arc::clone(&database)));
+                if let Ok(done) = tokio::time::timeout(timeout, &mut work).await {
+                    return done;
+                }
+                // Cancelled while `work` still holds the connection, so the cancellation
+                // reaches this statement and no later user's; a server that does not answer at
+                // all leaves the connection to its TCP timeouts.
+                let _ = tokio::time::timeout(CANCEL_WAIT, cancel.cancel_query(tls)).await;
+                let _ = tokio::time::timeout(CANCEL_WAIT, &mut work).await;
             }
-            // Cancelled while `work` still holds the connection, so the cancellation reaches
-            // this statement and no later user's; a server that does not answer at all leaves
-            // the connection to its TCP timeouts.
-            let _ = tokio::time::timeout(CANCEL_WAIT, cancel.cancel_query(tls)).await;
-            let _ = tokio::time::timeout(CANCEL_WAIT, &mut work).await;
+            // Dropping `work` gave the connection back to the pool, perhaps with its statement
+            // still running or a cancellation still on its way: it is taken out before anyone
+            // else can get it (the store's runtime is single-threaded, so no one can in
+            // between), closed rather than shared.
+            pool.retain(|_, metrics| metrics.created != created);
             Err(StateError::PostgresTimeout {
                 database: database.to_string(),
                 timeout,

@@ -174,6 +174,9 @@ async fn an_operation_waiting_on_a_lock_fails_after_the_query_timeout() {
         .batch_execute("BEGIN; LOCK TABLE approvals IN ACCESS EXCLUSIVE MODE")
         .await
         .unwrap();
+    // Every pooled connection idle, none made by the read below.
+    let idle = store.pool.status().size;
+    assert!(idle >= 1, "the store keeps a connection from its start");
 
     let err = tokio::time::timeout(Duration::from_secs(60), store.get("apr_x"))
         .await
@@ -191,6 +194,11 @@ async fn an_operation_waiting_on_a_lock_fails_after_the_query_timeout() {
     )
     .await;
     assert_eq!(waiting, "0", "the statement was cancelled on the server");
+    assert_eq!(
+        store.pool.status().size,
+        idle - 1,
+        "the timed-out connection is closed, not given to the next user"
+    );
 
     holder.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(store.get("apr_x").await.unwrap(), None);
