@@ -498,6 +498,20 @@ async fn autoscaling_replaces_fixed_replicas_and_shares_state_in_postgres() {
         case.warden_container()["envFrom"][0]["secretRef"]["name"],
         "warden-secrets"
     );
+    // Replicas share one approvals factor key, or the notes say they do not.
+    assert!(
+        !case.notes.contains("approvals factor key"),
+        "{}",
+        case.notes
+    );
+    let separate = helm::case("hpa-off").await;
+    assert!(
+        separate
+            .notes
+            .contains("several replicas, each making its own approvals factor key"),
+        "{}",
+        separate.notes
+    );
 }
 
 #[tokio::test]
