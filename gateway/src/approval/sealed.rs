@@ -367,17 +367,7 @@ async fn open_sealer(
         let path = default_key_file(data_dir);
         let key = tokio::task::spawn_blocking(move || match create {
             true => load_or_create_key_file(&path),
-            false => match std::fs::read_to_string(&path) {
-                Ok(text) => load_key_file(&path, &Zeroizing::new(text)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    Err(SealError::NoKeyFile(path))
-                }
-                Err(source) => Err(SealError::File {
-                    action: "cannot read",
-                    path,
-                    source,
-                }),
-            },
+            false => read_key_file(&path)?.ok_or(SealError::NoKeyFile(path)),
         })
         .await
         .map_err(|e| SealError::Task(e.to_string()))??;
@@ -484,16 +474,14 @@ pub fn default_key_file(data_dir: &Path) -> PathBuf {
 /// The key in `path`, or a new random one written there (directory 0700, file 0600) when
 /// the file does not exist. Blocking file I/O: call it at start or in `spawn_blocking`.
 pub fn load_or_create_key_file(path: &Path) -> Result<FactorKey, SealError> {
+    if let Some(key) = read_key_file(path)? {
+        return Ok(key);
+    }
     let file_err = |action, source| SealError::File {
         action,
         path: path.to_owned(),
         source,
     };
-    match std::fs::read_to_string(path) {
-        Ok(text) => return load_key_file(path, &Zeroizing::new(text)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(file_err("cannot read", e)),
-    }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.exists()
     {
@@ -527,6 +515,19 @@ pub fn load_or_create_key_file(path: &Path) -> Result<FactorKey, SealError> {
         .map_err(|e| file_err("cannot write", e))?;
     tracing::info!(path = %path.display(), "created the approvals factor key");
     Ok(FactorKey::from_bytes(&bytes))
+}
+
+/// The key in `path`, or `None` when the file does not exist. Blocking file I/O.
+fn read_key_file(path: &Path) -> Result<Option<FactorKey>, SealError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => load_key_file(path, &Zeroizing::new(text)).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(SealError::File {
+            action: "cannot read",
+            path: path.to_owned(),
+            source,
+        }),
+    }
 }
 
 fn load_key_file(path: &Path, text: &str) -> Result<FactorKey, SealError> {
