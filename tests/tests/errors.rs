@@ -233,7 +233,18 @@ async fn default_body_limit_admits_a_ten_mib_request() {
     let s = Stack::start().await.unwrap();
     let mut body = openai_chat("gpt-4o-mini", false);
     body["messages"][0]["content"] = json!("p".repeat(10 * 1024 * 1024));
-    let response = s.post("/openai/chat/completions", &body).await.unwrap();
+    // 10 MiB read by every detector of a debug build: on a loaded 2-core machine that can
+    // take longer than the client's default 30 s, so this one request has its own bound.
+    let response = s
+        .warden
+        .http()
+        .post(s.warden.url("/openai/chat/completions"))
+        .bearer_auth(&s.token)
+        .timeout(std::time::Duration::from_secs(180))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let _ = response.text().await.unwrap();
     let forwarded = s.upstream_requests(1).await.pop().unwrap();

@@ -17,6 +17,10 @@ use warden_e2e::warden::{Warden, WardenBuilder};
 /// Every sync interval in these tests: the bounds below are multiples of it.
 const SYNC: &str = "200ms";
 
+/// How long a replica decides budgets on totals it last read: far more than a sync on a
+/// machine busy enough to delay one by seconds, so the calls before the outage never meet it.
+const STALE_AFTER: &str = "4s";
+
 /// Long enough for a replica to publish and the other to read, twice over (2 × 200 ms, with
 /// room for a loaded machine).
 const SETTLE: Duration = Duration::from_millis(1500);
@@ -67,7 +71,7 @@ fn replica(upstream: &FakeLlm, state_url: &str, key: Option<&str>) -> WardenBuil
         .env("STATE_URL", state_url)
         .set(
             "/budgets",
-            json!({"sync_interval": SYNC, "limits": [
+            json!({"sync_interval": SYNC, "stale_after": STALE_AFTER, "limits": [
                 {"scope": "agent", "name": "spender", "period": "day", "tokens": 2 * per_call},
                 {"scope": "agent", "name": "saver", "period": "day", "tokens": 100 * per_call}
             ]}),
@@ -284,8 +288,7 @@ async fn two_replicas_enforce_one_budget_one_rate_and_one_session() {
         "another session has its own counts"
     );
 
-    // Outage: the replicas' database refuses connections. Past `budgets.stale_after` (three
-    // intervals by default) B refuses what a budget bounds, and only that; when the database
+    // Outage: the replicas' database refuses connections. Past `budgets.stale_after` B refuses what a budget bounds, and only that; when the database
     // is back, it decides on the fleet's totals again.
     let saver = a.token("saver").await.unwrap();
     let free = a.token("free").await.unwrap();
@@ -295,16 +298,24 @@ async fn two_replicas_enforce_one_budget_one_rate_and_one_session() {
         "ALTER DATABASE {database} ALLOW_CONNECTIONS false; \
          SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{database}'"
     ));
-    tokio::time::sleep(SETTLE).await;
-    let response = b
-        .http()
-        .post(b.url("/openai/chat/completions"))
-        .bearer_auth(&saver)
-        .timeout(Duration::from_secs(30))
-        .json(&openai_chat("gpt-4o-mini", false))
-        .send()
-        .await
-        .unwrap();
+    // Within `stale_after` B still decides on the totals it read; past it (bounded) it refuses.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let response = loop {
+        let response = b
+            .http()
+            .post(b.url("/openai/chat/completions"))
+            .bearer_auth(&saver)
+            .timeout(Duration::from_secs(30))
+            .json(&openai_chat("gpt-4o-mini", false))
+            .send()
+            .await
+            .unwrap();
+        if response.status().as_u16() != 200 || tokio::time::Instant::now() > deadline {
+            break response;
+        }
+        response.bytes().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     assert_eq!(response.status().as_u16(), 503);
     assert_eq!(response.headers()["x-warden-error"], "budget_unavailable");
     let body = response.text().await.unwrap();
