@@ -18,6 +18,7 @@ mod cli_budgets;
 mod cli_canary;
 mod cli_egress;
 mod cli_policy;
+mod cli_state;
 mod cli_tokens;
 
 /// Warden: a security gateway for AI agent fleets.
@@ -125,6 +126,11 @@ enum Command {
     Budgets {
         #[command(subcommand)]
         command: cli_budgets::BudgetsCommand,
+    },
+    /// The state store: bring its schema up to date ahead of a rollout.
+    State {
+        #[command(subcommand)]
+        command: cli_state::StateCommand,
     },
 }
 
@@ -865,6 +871,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Egress { command } => cli_egress::egress(command),
         Command::Agents { command } => cli_agents::agents(command),
         Command::Budgets { command } => cli_budgets::budgets(command),
+        Command::State { command } => cli_state::state(command),
     }
 }
 

@@ -25,7 +25,7 @@ CHART = ROOT / "charts" / "warden"
 # How many of the newest Kubernetes minor versions kubernetes-validate knows are checked.
 KUBERNETES_VERSIONS = 5
 # Kinds kubernetes-validate has no schema for (CRDs); tests/tests/helm.rs checks their shape.
-CUSTOM_KINDS = {"ServiceMonitor", "HTTPRoute", "Certificate"}
+CUSTOM_KINDS = {"ServiceMonitor", "PodMonitor", "HTTPRoute", "Certificate"}
 RELEASE = "gw"
 NAMESPACE = "ai-gateway"
 

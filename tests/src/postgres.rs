@@ -64,6 +64,14 @@ impl Postgres {
             .unwrap_or_else(|e| panic!("psql as the superuser, {sql:?}: {e}"))
     }
 
+    /// Runs `sql` as the superuser in database `name`; its output as [`Postgres::query`]'s.
+    pub fn query_db(&self, name: &str, sql: &str) -> String {
+        let mut url = self.url.clone();
+        url.set_path(&format!("/{name}"));
+        self.psql(&url, sql)
+            .unwrap_or_else(|e| panic!("psql as the superuser in {name}, {sql:?}: {e}"))
+    }
+
     /// Runs `sql` as `user` with `password` (the same database as the superuser's).
     pub fn query_as(&self, user: &str, password: &str, sql: &str) -> Result<String, String> {
         let mut url = self.url.clone();

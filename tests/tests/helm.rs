@@ -66,6 +66,11 @@ fn assert_secure_pod(case: &Case) {
     containers.extend(pod["initContainers"].as_array().into_iter().flatten());
     let test_pod = case.get("Pod", &format!("{FULLNAME}-test"));
     containers.extend(test_pod["spec"]["containers"].as_array().unwrap());
+    for job in case.all("Job") {
+        let spec = &job["spec"]["template"]["spec"];
+        assert_eq!(spec["securityContext"], pod["securityContext"], "{name}");
+        containers.extend(spec["containers"].as_array().unwrap());
+    }
     for c in containers {
         let sc = &c["securityContext"];
         let who = format!("{name}: container {}", c["name"]);
@@ -158,6 +163,30 @@ fn assert_consistent(case: &Case) {
         );
         assert_eq!(monitor["spec"]["endpoints"][0]["port"], "admin");
         assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+    }
+    for monitor in case.all("PodMonitor") {
+        assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
+        assert!(
+            selects(&monitor["spec"]["selector"]["matchLabels"], pod_labels),
+            "{name}: the PodMonitor selects no gateway pod"
+        );
+        assert!(
+            !selects(&monitor["spec"]["selector"]["matchLabels"], test_labels),
+            "{name}: the PodMonitor would scrape the test pod"
+        );
+        let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
+        assert!(port_names.contains(endpoint["port"].as_str().unwrap()));
+        assert_eq!(endpoint["port"], "admin");
+        assert_eq!(endpoint["path"], "/metrics");
+    }
+    for job in case.all("Job") {
+        assert!(
+            !selects(
+                &case.get("Service", FULLNAME)["spec"]["selector"],
+                &job["spec"]["template"]["metadata"]["labels"]
+            ),
+            "{name}: the agents' Service would send traffic to the migration Job"
+        );
     }
     let service_ports: Vec<Value> = case.get("Service", FULLNAME)["spec"]["ports"]
         .as_array()
@@ -413,6 +442,127 @@ async fn rollouts_keep_capacity_and_replicas_keep_apart_by_default() {
     let term = &sts.pod()["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
         [0]["podAffinityTerm"];
     assert!(term.get("matchLabelKeys").is_none(), "{term}");
+}
+
+#[tokio::test]
+async fn platform_values_reach_the_pods_monitors_and_extra_objects() {
+    let case = helm::case("platform").await;
+    let pod = case.pod();
+    assert_eq!(pod["runtimeClassName"], "gvisor");
+    assert_eq!(pod["hostAliases"][0]["ip"], "10.20.0.5");
+    assert_eq!(
+        strings(&pod["hostAliases"][0]["hostnames"]),
+        ["vault.internal", "db.internal"]
+    );
+    assert_eq!(pod["dnsPolicy"], "None");
+    assert_eq!(strings(&pod["dnsConfig"]["nameservers"]), ["10.96.0.10"]);
+    assert_eq!(pod["dnsConfig"]["options"][0]["name"], "ndots");
+    assert_eq!(pod["dnsConfig"]["options"][0]["value"], "2");
+    // A PodMonitor instead of the ServiceMonitor, labelled for the operator's Prometheus.
+    assert!(case.all("ServiceMonitor").is_empty());
+    let monitor = case.get("PodMonitor", FULLNAME);
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+    assert_eq!(monitor["spec"]["podMetricsEndpoints"][0]["interval"], "15s");
+    assert_eq!(monitor["spec"]["podMetricsEndpoints"][0]["scheme"], "http");
+    // Extra objects, a map and a template string, rendered with the release's values and the
+    // chart's labels (their own win), never the gateway's component label.
+    let extra = case.get("ConfigMap", &format!("{FULLNAME}-extra"));
+    assert_eq!(extra["data"]["release"], "gw");
+    let labels = &extra["metadata"]["labels"];
+    assert_eq!(labels["app.kubernetes.io/part-of"], "platform");
+    assert_eq!(labels["app.kubernetes.io/instance"], "gw");
+    assert!(
+        labels.get("app.kubernetes.io/component").is_none(),
+        "{labels}"
+    );
+    let limits = case.get("LimitRange", "gw-limits");
+    assert_eq!(limits["spec"]["limits"][0]["max"]["memory"], "4Gi");
+    assert_eq!(
+        limits["metadata"]["labels"]["app.kubernetes.io/part-of"],
+        "warden"
+    );
+    // Unset, none of it is in the pod.
+    let minimal = helm::case("minimal").await;
+    for key in ["runtimeClassName", "hostAliases", "dnsPolicy", "dnsConfig"] {
+        assert!(minimal.pod().get(key).is_none(), "{key}");
+    }
+    assert!(minimal.all("PodMonitor").is_empty());
+}
+
+#[tokio::test]
+async fn a_pre_upgrade_job_migrates_the_postgres_schema_with_the_new_image_and_configuration() {
+    let case = helm::case("platform").await;
+    let job = case.get("Job", &format!("{FULLNAME}-migrate"));
+    let hook = |m: &Value, key: &str| m["metadata"]["annotations"][key].clone();
+    assert_eq!(hook(job, "helm.sh/hook"), "pre-upgrade");
+    assert_eq!(job["spec"]["backoffLimit"], 2);
+    assert_eq!(job["spec"]["activeDeadlineSeconds"], 300);
+    let spec = &job["spec"]["template"]["spec"];
+    assert_eq!(spec["restartPolicy"], "Never");
+    let container = &spec["containers"][0];
+    assert_eq!(
+        strings(&container["args"]),
+        [
+            "state",
+            "migrate",
+            "--config",
+            "/etc/warden/config/warden.yaml"
+        ]
+    );
+    // The new image, the gateway's secrets and files, placed like the gateway's pods.
+    let warden = case.warden_container();
+    assert_eq!(container["image"], warden["image"]);
+    assert_eq!(container["envFrom"], warden["envFrom"]);
+    assert_eq!(container["env"], warden["env"]);
+    assert!(container["resources"]["limits"]["memory"].is_string());
+    let mount = named(&container["volumeMounts"], "db-ca");
+    assert_eq!(mount["mountPath"], "/etc/warden/secrets/db-ca");
+    assert_eq!(
+        named(&spec["volumes"], "db-ca")["secret"]["secretName"],
+        "warden-db-ca"
+    );
+    for key in [
+        "serviceAccountName",
+        "automountServiceAccountToken",
+        "runtimeClassName",
+        "hostAliases",
+        "dnsPolicy",
+        "dnsConfig",
+        "priorityClassName",
+        "nodeSelector",
+    ] {
+        assert_eq!(spec[key], case.pod()[key], "{key}");
+    }
+    // Hooks run before the release's objects are applied: the Job reads the new configuration
+    // from a ConfigMap made by the same hook, before it.
+    let config = named(&spec["volumes"], "config")["configMap"]["name"]
+        .as_str()
+        .unwrap();
+    let hook_config = case.get("ConfigMap", config);
+    assert_ne!(config, FULLNAME);
+    assert_eq!(hook(hook_config, "helm.sh/hook"), "pre-upgrade");
+    let weight = |m: &Value| {
+        hook(m, "helm.sh/hook-weight")
+            .as_str()
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+    };
+    assert!(weight(hook_config) < weight(job));
+    assert_eq!(
+        hook_config["data"]["warden.yaml"],
+        case.get("ConfigMap", FULLNAME)["data"]["warden.yaml"]
+    );
+    // Only with PostgreSQL (SQLite lives in each pod), and not when turned off.
+    assert!(
+        helm::case("postgres")
+            .await
+            .find("Job", &format!("{FULLNAME}-migrate"))
+            .is_some()
+    );
+    for other in ["minimal", "statefulset", "ha"] {
+        assert!(helm::case(other).await.all("Job").is_empty(), "{other}");
+    }
 }
 
 #[tokio::test]

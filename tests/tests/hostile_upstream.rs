@@ -2,8 +2,9 @@
 //! Headers in Warden's namespace (`x-warden-decision: deny`, a forged `x-warden-decision-id`,
 //! `x-warden-error`, `x-warden-approval-id`) never reach the agent; the decision id the agent
 //! gets is the one Warden recorded. Nor do headers or trailers a provider could turn on the
-//! agent's client or a browser (`alt-svc`, HSTS, CORS, `link` preloads), a redirect to another
-//! origin, or usage it could not have used, and the tokens are priced by the model the request
+//! agent's client or a browser (`alt-svc`, HSTS, CORS, `link` preloads), a redirect that would
+//! send the agent past Warden (a REST API's within its origin comes back rewritten to the
+//! route on Warden), or usage it could not have used, and the tokens are priced by the model the request
 //! asked for whatever the answer calls it.
 
 use std::sync::Arc;
@@ -91,8 +92,7 @@ fn unfollowing() -> reqwest::Client {
 }
 
 #[tokio::test]
-async fn a_redirect_to_another_origin_is_refused_naming_its_origin_only_and_one_within_the_upstreams_passes()
- {
+async fn an_llm_routes_redirect_is_refused_wherever_it_leads_naming_its_origin_only() {
     // A request for gpt-4.1-nano is redirected within the upstream's origin, any other away.
     let upstream = Hostile::start(Arc::new(|_: &str, body: &[u8]| {
         let within = String::from_utf8_lossy(body).contains("gpt-4.1-nano");
@@ -131,16 +131,116 @@ async fn a_redirect_to_another_origin_is_refused_naming_its_origin_only_and_one_
         .await
         .unwrap();
     assert!(!outcome.to_string().contains("s3cret"), "{outcome}");
-    // A redirect within the upstream's own origin reaches the agent as it was.
-    let passed = agent
+    // Within the upstream's own origin too: LLM APIs do not redirect their clients, and the
+    // agent would be sent to the provider itself, around Warden.
+    let refused = agent
         .post(s.warden.url("/hostile/chat/completions"))
         .bearer_auth(&s.token)
         .json(&openai_chat("gpt-4.1-nano", false))
         .send()
         .await
         .unwrap();
-    assert_eq!(passed.status(), 302);
-    assert_eq!(passed.headers()["location"], "/v1/other-place");
+    assert_eq!(refused.status(), 502);
+    assert!(refused.headers().get("location").is_none());
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "upstream_redirect", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(&upstream.url()), "{message}");
+    assert!(!message.contains("other-place"), "{message}");
+}
+
+/// A REST route (the GitHub connector) to `upstream` under the base path `/api/v3`, as GitHub
+/// Enterprise serves it, passing redirects to other origins or not.
+async fn rest_stack(upstream: &Hostile, pass_redirects: bool) -> Stack {
+    Stack::start_with(|b| {
+        b.set(
+            "/routes/3",
+            json!({"name": "ghe", "prefix": "/ghe", "connector": "github",
+                   "upstream": format!("{}/api/v3", upstream.url()),
+                   "credential": {"env": "E2E_GHE_TOKEN"}, "pass_redirects": pass_redirects}),
+        )
+        .env("E2E_GHE_TOKEN", "ghp-e2e-hostile")
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_rest_routes_redirect_within_the_upstream_comes_back_through_warden() {
+    // GitHub answers a renamed repository with a 301 to its new name, on its own origin.
+    let origin = Arc::new(std::sync::OnceLock::<String>::new());
+    let told = Arc::clone(&origin);
+    let upstream = Hostile::start(Arc::new(move |head: &str, _: &[u8]| {
+        let path = head.split(' ').nth(1).unwrap_or_default();
+        let here = told.get().cloned().unwrap_or_default();
+        let location = match path {
+            "/api/v3/repos/old-org/old-name" => {
+                format!("{here}/api/v3/repos/new-org/new-name?ref=main#readme")
+            }
+            "/api/v3/repos/old-org/relative" => "../new-org/new-name".to_owned(),
+            "/api/v3/repos/old-org/sign-in" => format!("{here}/login?return_to=s3cret"),
+            "/api/v3/repos/old-org/elsewhere" => "https://objects.example.com/x?sig=s3cret".into(),
+            _ => {
+                return hostile::whole(
+                    "200 OK",
+                    &[("content-type", "application/json")],
+                    r#"{"full_name":"new-org/new-name"}"#,
+                );
+            }
+        };
+        hostile::whole("301 Moved Permanently", &[("location", &location)], "")
+    }))
+    .await
+    .unwrap();
+    origin.set(upstream.url()).unwrap();
+    let agent = unfollowing();
+    for pass_redirects in [false, true] {
+        let s = rest_stack(&upstream, pass_redirects).await;
+        let get = |path: &str| agent.get(s.warden.url(path)).bearer_auth(&s.token).send();
+        // Absolute and relative: the Location is the route's address on Warden.
+        for (asked, rewritten) in [
+            (
+                "/ghe/repos/old-org/old-name",
+                "/ghe/repos/new-org/new-name?ref=main#readme",
+            ),
+            ("/ghe/repos/old-org/relative", "/ghe/repos/new-org/new-name"),
+        ] {
+            let moved = get(asked).await.unwrap();
+            assert_eq!(moved.status(), 301, "{asked}");
+            assert_eq!(moved.headers()["location"], rewritten, "{asked}");
+        }
+        // Followed, it comes back through Warden, judged and recorded, to the new name.
+        let followed = get("/ghe/repos/new-org/new-name").await.unwrap();
+        assert_eq!(followed.status(), 200);
+        s.audit("decision", |r| {
+            r["route"] == "ghe" && r["facts"]["context"]["path"] == "/repos/new-org/new-name"
+        })
+        .await
+        .unwrap();
+        // The upstream's own origin outside the base path: no request through the route
+        // reaches it, so it is refused, naming the origin only.
+        let refused = get("/ghe/repos/old-org/sign-in").await.unwrap();
+        assert_eq!(refused.status(), 502);
+        assert!(refused.headers().get("location").is_none());
+        let body = refused.text().await.unwrap();
+        assert!(body.contains("upstream_redirect"), "{body}");
+        assert!(body.contains("outside the route's base path"), "{body}");
+        assert!(
+            !body.contains("s3cret") && !body.contains("login"),
+            "{body}"
+        );
+        // Another origin: as pass_redirects says, as it was.
+        let elsewhere = get("/ghe/repos/old-org/elsewhere").await.unwrap();
+        if pass_redirects {
+            assert_eq!(elsewhere.status(), 301);
+            assert_eq!(
+                elsewhere.headers()["location"],
+                "https://objects.example.com/x?sig=s3cret"
+            );
+        } else {
+            assert_eq!(elsewhere.status(), 502);
+        }
+    }
 }
 
 #[tokio::test]

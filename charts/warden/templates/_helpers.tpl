@@ -217,6 +217,9 @@ empty when none is on. */}}
 {{- if and $consoleCfg.oidc (not .Values.console.enabled) -}}
 {{- fail "config.console.oidc needs console.enabled: the console listener is served by the chart's Service only then" -}}
 {{- end -}}
+{{- if and (eq .Values.dnsPolicy "None") (not (.Values.dnsConfig | default dict).nameservers) -}}
+{{- fail "dnsPolicy None takes the pods' resolvers from dnsConfig only, which names no nameservers: the pods could resolve no name (upstreams, IdP, Vault, PostgreSQL). Set dnsConfig.nameservers, or another dnsPolicy" -}}
+{{- end -}}
 {{- /* Last: the settings above are judged first. */ -}}
 {{- if and (eq .Values.workload.kind "Deployment") (not $state.postgres) (not .Values.state.ephemeral) -}}
 {{- $kept := include "warden.securityState" . | trim -}}
@@ -362,4 +365,57 @@ surge pod may share a node with the old pods it replaces instead of staying Pend
 {{- $out = append $out $c -}}
 {{- end -}}
 {{- toYaml $out -}}
+{{- end -}}
+
+{{/* The warden container's environment (after WARDEN_CONFIG), in the pods and the migration
+Job alike: TMPDIR, the replica's name, secrets.env and extraEnv. */}}
+{{- define "warden.env" -}}
+- name: TMPDIR
+  value: /tmp
+# The pod's name: audit.replica_id, in every audit record.
+- name: WARDEN_REPLICA_ID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+{{- range $name, $ref := .Values.secrets.env }}
+- name: {{ $name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $ref.secretName }}
+      key: {{ $ref.key }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The warden container's envFrom entries (secrets.existingSecret, extraEnvFrom); empty
+without them. */}}
+{{- define "warden.envFrom" -}}
+{{- with .Values.secrets.existingSecret }}
+- secretRef:
+    name: {{ . }}
+{{- end }}
+{{- with .Values.extraEnvFrom }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Where and how the pods run, besides affinity: runtimeClassName, hostAliases, dnsPolicy,
+dnsConfig (the gateway's pods and the migration Job's). */}}
+{{- define "warden.podPlacement" -}}
+{{- with .Values.runtimeClassName }}
+runtimeClassName: {{ . }}
+{{- end }}
+{{- with .Values.hostAliases }}
+hostAliases:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.dnsPolicy }}
+dnsPolicy: {{ . }}
+{{- end }}
+{{- with .Values.dnsConfig }}
+dnsConfig:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end -}}

@@ -53,37 +53,47 @@ async fn healthz() -> &'static str {
 
 /// Readiness: configuration, policies and the audit log are loaded, the gateway is not
 /// shutting down, and, with `audit.fail_closed`, the audit log can be written (else every
-/// request would be refused: a load balancer should send agents to another replica).
+/// request would be refused: a load balancer should send agents to another replica). Every
+/// answer ends with the build (`version:`, `commit:`), so a rollout can be followed per replica.
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    let (status, text) = readiness(&shared);
+    let build = format!(
+        "version: {}\ncommit: {}\n",
+        crate::build_info::VERSION,
+        crate::build_info::COMMIT
+    );
+    (status, format!("{text}{build}")).into_response()
+}
+
+/// The readiness status and what it says before the build lines.
+fn readiness(shared: &Shared) -> (StatusCode, String) {
     if !shared.is_ready() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: starting or shutting down\n",
-        )
-            .into_response();
+            "not ready: starting or shutting down\n".to_owned(),
+        );
     }
     if !shared.audit.is_writable() && shared.snapshot.load().config.audit.fail_closed {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: the audit log cannot be written, so requests are refused \
-             (audit.fail_closed); see the process log\n",
-        )
-            .into_response();
+             (audit.fail_closed); see the process log\n"
+                .to_owned(),
+        );
     }
     if shared.audit.is_full() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: the audit log is full (audit.retention.max_bytes) and a SIEM sink has \
-             not received its oldest segments, so decisions are refused; see the process log\n",
-        )
-            .into_response();
+             not received its oldest segments, so decisions are refused; see the process log\n"
+                .to_owned(),
+        );
     }
     let version = Arc::clone(shared.snapshot.load().policy.version());
     (
         StatusCode::OK,
         format!("ready\npolicy_version: {version}\n"),
     )
-        .into_response()
 }
 
 /// Prometheus text exposition.
@@ -205,6 +215,28 @@ mod tests {
         let (status, body) = readyz(&shared).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.contains("shutting down"), "{body}");
+        shared.audit.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn readiness_names_the_build_whether_ready_or_not() {
+        let (_tmp, shared, _faults) = gateway(true).await;
+        let build = format!(
+            "version: {}\ncommit: {}\n",
+            env!("CARGO_PKG_VERSION"),
+            crate::build_info::COMMIT
+        );
+        let (status, body) = readyz(&shared).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.starts_with("ready\npolicy_version: "), "{body}");
+        assert!(body.ends_with(&build), "{body}");
+        shared.set_ready(false);
+        let (status, body) = readyz(&shared).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body,
+            format!("not ready: starting or shutting down\n{build}")
+        );
         shared.audit.close().await.unwrap();
     }
 

@@ -181,12 +181,14 @@ async fn go_on(
     } = decided;
     let mut verdict = streamed::Verdict::default();
     let outbound = credential(snap, ex, &route, &action, request, &mut verdict).await?;
+    // Where it went, for a redirect's relative Location (a shared copy, not a new one).
+    let sent = outbound.uri().path_and_query().cloned();
     let response = forward(snap, upstream, ex, &route, outbound, &verdict).await;
     // A body stopped mid-way by inspection is denied, whatever the upstream made of it.
     if let Some(tripped) = verdict.tripped() {
         return Err(streamed::denied_mid_body(snap, ex, action, tripped, |d| d).await);
     }
-    let (response, refusal) = observe(snap, ex, &route, &action, response?)?;
+    let (response, refusal) = observe(snap, ex, &route, &action, sent.as_ref(), response?)?;
     Ok(match refusal {
         Some(refused) => whole_or_refused(&route, response, &refused).await,
         None => response,
@@ -468,10 +470,11 @@ fn observe(
     ex: &mut Exchange,
     route: &Route,
     action: &Action,
+    sent: Option<&http::uri::PathAndQuery>,
     response: Response<Incoming>,
 ) -> Result<(Response<ProxyBody>, Option<Arc<AtomicBool>>), Refusal> {
     let (mut parts, body) = response.into_parts();
-    redirect::check(route, parts.status, &parts.headers)?;
+    redirect::check(route, sent, parts.status, &mut parts.headers)?;
     // The agent's connection speaks its own HTTP version, not the upstream's: an HTTP/1.0
     // answer passed on as such would close the agent's keep-alive connection every time
     // (hyper still answers an HTTP/1.0 agent in HTTP/1.0).

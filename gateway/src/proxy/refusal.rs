@@ -21,7 +21,7 @@ use crate::observe::readable::Unreadable;
 use crate::protocol::body::BodyError;
 use crate::protocol::mcp::jsonrpc;
 use crate::protocol::{self, Protocol, ProtocolError, Shape};
-use crate::proxy::redirect::OffOrigin;
+use crate::proxy::redirect;
 use crate::route::{Route, RouteError};
 use crate::secrets::CredentialError;
 use crate::state::quarantine::QuarantineRecord;
@@ -82,10 +82,11 @@ pub enum Refusal {
     /// cannot be: compressed, or judged text not in UTF-8.
     #[error(transparent)]
     Unreadable(#[from] Unreadable),
-    /// observe: the upstream redirected to another origin than its own, which the route does
-    /// not pass (`proxy/redirect.rs`).
+    /// observe: the upstream redirected where the route does not pass it: on an LLM route
+    /// anywhere, on a REST route to another origin (without `pass_redirects`) or outside the
+    /// upstream's base path (`proxy/redirect.rs`).
     #[error(transparent)]
-    Redirected(#[from] OffOrigin),
+    Redirected(#[from] redirect::Refused),
     /// identify: the agent, or a group it is in, is quarantined.
     #[error("{}", quarantine::message(.0))]
     Quarantined(std::sync::Arc<QuarantineRecord>),
@@ -148,7 +149,7 @@ impl Refusal {
             Refusal::Quarantined(_) => quarantine::CODE,
             Refusal::CircuitOpen(_) => "upstream_circuit_open",
             Refusal::Unreadable(e) => e.code(),
-            Refusal::Redirected(_) => OffOrigin::CODE,
+            Refusal::Redirected(_) => redirect::Refused::CODE,
         }
     }
 

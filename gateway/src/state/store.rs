@@ -9,6 +9,7 @@ use super::config::StateConfig;
 use super::error::StateError;
 use super::factors::FactorRepository;
 use super::fleet::FleetRepository;
+use super::migrated::Migrated;
 use super::pins::PinRepository;
 use super::postgres::{PostgresOptions, PostgresStore};
 use super::quarantine::QuarantineRepository;
@@ -22,6 +23,7 @@ use crate::vault::SecretStore;
 #[derive(Clone)]
 pub struct Store {
     location: Arc<str>,
+    migrated: Migrated,
     pins: Arc<dyn PinRepository>,
     approvals: Arc<dyn ApprovalRepository>,
     factors: Arc<dyn FactorRepository>,
@@ -93,6 +95,7 @@ impl Store {
         let store = Arc::new(store);
         Store {
             location: Arc::from(store.path().display().to_string()),
+            migrated: store.migrated(),
             pins: store.clone(),
             approvals: store.clone(),
             factors: store.clone(),
@@ -109,6 +112,7 @@ impl Store {
         let store = Arc::new(store);
         Store {
             location: Arc::from(format!("postgres {}", store.database())),
+            migrated: store.migrated(),
             pins: store.clone(),
             approvals: store.clone(),
             factors: store.clone(),
@@ -124,6 +128,11 @@ impl Store {
     /// messages.
     pub fn location(&self) -> &str {
         &self.location
+    }
+
+    /// What opening the store did to its schema (the steps applied, or none).
+    pub fn migrated(&self) -> Migrated {
+        self.migrated
     }
 
     /// Tool-definition pins.

@@ -19,6 +19,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::approvals::{CHANGES_CAPACITY, Change};
 use super::error::StateError;
+use super::migrated::Migrated;
 
 mod approvals;
 mod canaries;
@@ -62,6 +63,8 @@ pub struct PostgresStore {
     quarantine_changes: broadcast::Sender<()>,
     /// Token revocation changes announced by any replica.
     revocation_changes: broadcast::Sender<()>,
+    /// What connecting did to the schema.
+    migrated: Migrated,
     _stop: Arc<oneshot::Sender<()>>,
 }
 
@@ -128,7 +131,7 @@ impl PostgresStore {
                 reason: e.to_string(),
             })?;
         let (changes, _) = broadcast::channel(CHANGES_CAPACITY);
-        let store = PostgresStore {
+        let mut store = PostgresStore {
             database,
             pool,
             tls: tls.clone(),
@@ -137,10 +140,11 @@ impl PostgresStore {
             changes,
             quarantine_changes: broadcast::channel(CHANGES_CAPACITY).0,
             revocation_changes: broadcast::channel(CHANGES_CAPACITY).0,
+            migrated: Migrated { from: 0, to: 0 },
             _stop: Arc::new(stop),
         };
         let (pool, database) = (store.pool.clone(), Arc::clone(&store.database));
-        store
+        store.migrated = store
             .spawn(async move {
                 let mut client = get(&pool, &database).await?;
                 migrations::migrate(&mut client, &database).await
@@ -173,6 +177,11 @@ impl PostgresStore {
     /// The database, as `user@host:port/database`, for messages.
     pub fn database(&self) -> &str {
         &self.database
+    }
+
+    /// What connecting did to the schema.
+    pub fn migrated(&self) -> Migrated {
+        self.migrated
     }
 
     /// Runs `work` on the store's runtime and returns its result.

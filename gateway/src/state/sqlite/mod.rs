@@ -26,6 +26,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use super::approvals::{ANY, CHANGES_CAPACITY, Change};
 use super::error::StateError;
+use super::migrated::Migrated;
 
 mod approvals;
 mod canaries;
@@ -58,6 +59,8 @@ pub struct SqliteStore {
     changes: broadcast::Sender<Change>,
     /// The approvals revision this process last saw.
     seen_revision: Arc<AtomicI64>,
+    /// What opening it did to its schema.
+    migrated: Migrated,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -83,10 +86,10 @@ impl SqliteStore {
             .name("warden-state".into())
             .spawn(move || {
                 let mut conn = match open_file(&thread_path) {
-                    Ok(conn) => {
+                    Ok((conn, migrated)) => {
                         thread_seen
                             .store(approvals_revision(&conn).unwrap_or(-1), Ordering::SeqCst);
-                        let _ = ready.send(Ok(()));
+                        let _ = ready.send(Ok(migrated));
                         conn
                     }
                     Err(e) => {
@@ -114,7 +117,7 @@ impl SqliteStore {
                 path: path.to_path_buf(),
                 source,
             })?;
-        opened.await.map_err(|_| StateError::Closed {
+        let migrated = opened.await.map_err(|_| StateError::Closed {
             store: path.display().to_string(),
         })??;
         Ok(SqliteStore {
@@ -122,12 +125,18 @@ impl SqliteStore {
             jobs,
             changes,
             seen_revision,
+            migrated,
         })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// What opening the store did to its schema.
+    pub fn migrated(&self) -> Migrated {
+        self.migrated
     }
 
     /// Runs `job` on the store's thread (given the connection and the file's path, for its
@@ -179,7 +188,7 @@ fn poll_changes(conn: &Connection, changes: &broadcast::Sender<Change>, seen: &A
 }
 
 /// Opens (or creates) the file, sets it up for shared, durable use and migrates it.
-fn open_file(path: &Path) -> Result<Connection, StateError> {
+fn open_file(path: &Path) -> Result<(Connection, Migrated), StateError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         crate::private_files::create_dir_all(dir).map_err(|source| StateError::CreateDir {
             dir: dir.to_path_buf(),
@@ -207,8 +216,8 @@ fn open_file(path: &Path) -> Result<Connection, StateError> {
     }
     conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
         .map_err(open)?;
-    migrations::migrate(&mut conn, path)?;
-    Ok(conn)
+    let migrated = migrations::migrate(&mut conn, path)?;
+    Ok((conn, migrated))
 }
 
 /// The error of `operation` failing on the store at `path`.
