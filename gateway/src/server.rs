@@ -165,6 +165,7 @@ pub async fn serve(
         },
     )?;
     snapshot.warn_of_unavailable_credentials();
+    snapshot.remember_bundle();
     let policy_count = snapshot.policy.policy_count();
     let policy_version = std::sync::Arc::clone(snapshot.policy.version());
     let metrics = Metrics::new();
