@@ -249,7 +249,9 @@ pub async fn apply(shared: &Shared, config_path: Option<&Path>) -> Result<PathBu
             let dir = snapshot.config.policy.dir.clone();
             let policies = snapshot.policy.policy_count();
             let version = Arc::clone(snapshot.policy.version());
-            shared.metrics.policy_loaded(&version);
+            shared
+                .metrics
+                .policy_loaded(&version, snapshot.policy.bundle_signed());
             if let Some(pins) = &shared.pins {
                 pins.reconfigure(&snapshot.config.pins);
             }

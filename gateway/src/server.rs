@@ -171,7 +171,7 @@ pub async fn serve(
     let metrics = Metrics::new();
     let caps = listener::CapMetrics::new();
     metrics.register(caps.collectors());
-    metrics.policy_loaded(snapshot.policy.version());
+    metrics.policy_loaded(snapshot.policy.version(), snapshot.policy.bundle_signed());
     metrics.register(audit.stats().collectors());
     // The audit log's shippers, on a thread of their own, reading the log from disk.
     let siem_metrics = crate::siem::metrics::SiemMetrics::new();

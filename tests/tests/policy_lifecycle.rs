@@ -310,6 +310,19 @@ async fn an_older_signed_bundle_put_back_is_refused_on_reload_and_at_restart() {
         .as_str()
         .unwrap()
         .to_owned();
+    // When the bundle in effect was signed, for an alert on a set that stops changing.
+    let metrics = s.warden.metrics().await.unwrap();
+    let signed: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("warden_policy_bundle_signed_timestamp_seconds "))
+        .unwrap_or_else(|| panic!("no bundle signing time in\n{metrics}"))
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(signed > 0 && signed <= now, "{signed}");
     let (status, record) = chat(&s, "gpt-4.1").await;
     assert_eq!(record["decision"], "deny", "{status} {record}");
 
