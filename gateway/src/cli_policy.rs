@@ -146,11 +146,13 @@ pub fn bundle(dir: &Path, key: &Path) -> Result<ExitCode> {
         .with_context(|| format!("cannot read the signing key {}", key.display()))?;
     let signing = warden::keys::from_pem(&pem, &key.display().to_string())?;
     let files = warden::policy::bundle_files(dir).map_err(|e| anyhow!("{e}"))?;
-    let kid = bundle::sign(dir, &files, &signing)?;
+    let now = std::time::SystemTime::now();
+    let kid = bundle::sign(dir, &files, &signing, now)?;
     println!(
-        "{}: {} files signed with key {kid}; policy set version {}",
+        "{}: {} files signed with key {kid} at {}; policy set version {}",
         dir.display(),
         files.len(),
+        humantime::format_rfc3339_nanos(now),
         engine.version()
     );
     Ok(ExitCode::SUCCESS)

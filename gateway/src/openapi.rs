@@ -340,7 +340,11 @@ fn render(
         let _ = writeln!(
             out,
             "# Not imported (a parameter shares a path segment with text): {}",
-            skipped.join(", ")
+            skipped
+                .iter()
+                .map(|s| one_line(s))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let (header, format) = credential(doc);
@@ -384,6 +388,7 @@ fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     const PETSTORE: &str = r##"
 openapi: 3.1.0
@@ -469,6 +474,33 @@ paths:
         };
         let err = import(PETSTORE, &unknown).unwrap_err();
         assert!(err.to_string().contains("fold_case[0]"), "{err}");
+    }
+
+    #[test]
+    fn a_path_cannot_write_lines_into_the_connector_from_its_comment() {
+        // A path the import skips is named in the file's header comment: a line break in it
+        // would end the comment and add keys of the description's choosing.
+        let doc = json!({
+            "openapi": "3.1.0",
+            "info": { "title": "Pets", "version": "1" },
+            "servers": [{ "url": "https://pets.example" }],
+            "paths": {
+                "/pets/{pet_id}": { "get": { "operationId": "get" } },
+                "/x{a}b\nfold_case: [pet_id]\n#": { "get": { "operationId": "x" } }
+            }
+        });
+        let text = import(&doc.to_string(), &ImportOptions::default()).expect("imports");
+        let header: Vec<&str> = text
+            .lines()
+            .take_while(|l| !l.starts_with("name:"))
+            .collect();
+        assert!(header.iter().all(|l| l.starts_with('#')), "{text}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("pets.yaml"), &text).expect("write");
+        let connectors = crate::route::connector::Connectors::load(Some(dir.path()))
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let operations = connectors.operations("pets").expect("the connector");
+        assert!(!operations.folds_case("pet_id"), "{text}");
     }
 
     #[test]

@@ -249,12 +249,15 @@ pub async fn apply(shared: &Shared, config_path: Option<&Path>) -> Result<PathBu
             let dir = snapshot.config.policy.dir.clone();
             let policies = snapshot.policy.policy_count();
             let version = Arc::clone(snapshot.policy.version());
-            shared.metrics.policy_loaded(&version);
+            shared
+                .metrics
+                .policy_loaded(&version, snapshot.policy.bundle_signed());
             if let Some(pins) = &shared.pins {
                 pins.reconfigure(&snapshot.config.pins);
             }
             shared.breakers.reconfigure(breaker_settings(&snapshot));
             snapshot.warn_of_unavailable_credentials();
+            snapshot.remember_bundle();
             shared.snapshot.store(Arc::new(snapshot));
             // This host's addresses first: the tunnels judged again below see the current ones.
             let _ = tokio::task::spawn_blocking(crate::egress::this_host::refresh).await;

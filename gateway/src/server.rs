@@ -165,12 +165,13 @@ pub async fn serve(
         },
     )?;
     snapshot.warn_of_unavailable_credentials();
+    snapshot.remember_bundle();
     let policy_count = snapshot.policy.policy_count();
     let policy_version = std::sync::Arc::clone(snapshot.policy.version());
     let metrics = Metrics::new();
     let caps = listener::CapMetrics::new();
     metrics.register(caps.collectors());
-    metrics.policy_loaded(snapshot.policy.version());
+    metrics.policy_loaded(snapshot.policy.version(), snapshot.policy.bundle_signed());
     metrics.register(audit.stats().collectors());
     // The audit log's shippers, on a thread of their own, reading the log from disk.
     let siem_metrics = crate::siem::metrics::SiemMetrics::new();

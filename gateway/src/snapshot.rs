@@ -4,12 +4,14 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use crate::config::Config;
 use crate::config::error::ConfigErrors;
 use crate::identity::{Identifier, IdentityError};
 use crate::policy::bundle::{BundleError, Trust};
 use crate::policy::config::PolicyConfig;
+use crate::policy::rollback;
 use crate::policy::{PolicyEngine, PolicyErrors, SchemaFragment};
 use crate::route::{Route, RouteTable};
 use crate::secrets::{CredentialError, own};
@@ -41,6 +43,9 @@ pub enum SnapshotError {
     Policy { dir: PathBuf, errors: PolicyErrors },
     #[error("policy.bundle.public_keys: {0}")]
     BundleKeys(#[from] BundleError),
+    /// A bundle older than the newest loaded, or the newest's remembered time unreadable.
+    #[error("{0}")]
+    Rollback(BundleError),
     #[error("identity setup failed: {0}")]
     Identity(#[from] IdentityError),
     #[error("{0}")]
@@ -61,6 +66,18 @@ impl Snapshot {
         }
     }
 
+    /// Remembers in `data_dir` when the running policy bundle was signed, so that a restart
+    /// refuses an older one too ([`rollback`]); a failure is logged (this set is in force
+    /// whatever happens; only a later rollback across a restart would go unnoticed).
+    pub fn remember_bundle(&self) {
+        let Some(signed) = self.policy.bundle_signed() else {
+            return;
+        };
+        if let Err(e) = rollback::remember(&self.config.data_dir, signed) {
+            tracing::warn!(error = %e, "cannot remember when the policy bundle was signed; a restart would not refuse an older bundle");
+        }
+    }
+
     /// Builds a snapshot from `config`, reusing `previous`'s identity (and its key and token
     /// caches) when the identity settings did not change.
     pub async fn build(
@@ -75,7 +92,10 @@ impl Snapshot {
         };
         let routes = RouteTable::build(&config, secrets.as_ref())?;
         refuse_routes_without_credential(&config, &routes)?;
-        let policy = load_policies(&config.policy, routes.schema_fragments())?;
+        let newest = rollback::remembered(&config.data_dir)
+            .map_err(SnapshotError::Rollback)?
+            .max(previous.and_then(|p| p.policy.bundle_signed()));
+        let policy = load_policies(&config.policy, routes.schema_fragments(), newest)?;
         let identity = match previous {
             Some(p)
                 if p.config.identity == config.identity && p.config.data_dir == config.data_dir =>
@@ -173,12 +193,13 @@ async fn identity(
 }
 
 /// Loads and validates the policy set of `policy.dir` (a bundle signed by a key of
-/// `policy.bundle.public_keys` when any is configured), with the actions of the REST
-/// connectors the routes use (`fragments`) declared, and `policy.shadow_dir`'s set (under the
-/// same rule) in its shadow.
+/// `policy.bundle.public_keys` when any is configured, and then not signed before `newest`,
+/// the newest bundle this gateway loaded), with the actions of the REST connectors the routes
+/// use (`fragments`) declared, and `policy.shadow_dir`'s set (signed too) in its shadow.
 pub fn load_policies(
     policy: &PolicyConfig,
     fragments: &[SchemaFragment],
+    newest: Option<SystemTime>,
 ) -> Result<Arc<PolicyEngine>, SnapshotError> {
     let trust = Trust::load(&policy.bundle.public_keys)?;
     let load = |dir: &Path| {
@@ -188,6 +209,10 @@ pub fn load_policies(
         })
     };
     let engine = load(&policy.dir)?;
+    if !trust.is_empty() {
+        rollback::refuse_older(&policy.dir, engine.bundle_signed(), newest)
+            .map_err(SnapshotError::Rollback)?;
+    }
     let engine = match &policy.shadow_dir {
         Some(dir) => engine.with_shadow(load(dir)?),
         None => engine,
@@ -200,6 +225,53 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_signed_bundle_older_than_the_newest_loaded_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("policies");
+        std::fs::create_dir(&dir).unwrap();
+        let schema = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../policies/schema.cedarschema"
+        );
+        std::fs::copy(schema, dir.join("schema.cedarschema")).unwrap();
+        std::fs::write(
+            dir.join("p.cedar"),
+            "@id(\"all\")\npermit (principal, action, resource);\n",
+        )
+        .unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let public = tmp.path().join("bundle.pub");
+        std::fs::write(
+            &public,
+            crate::keys::public_pem(&key.verifying_key()).unwrap(),
+        )
+        .unwrap();
+        let mut policy = PolicyConfig {
+            dir: dir.clone(),
+            ..PolicyConfig::default()
+        };
+        policy.bundle.public_keys = vec![public];
+        let at = |s| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s);
+        let files = crate::policy::bundle_files(&dir).unwrap();
+        crate::policy::bundle::sign(&dir, &files, &key, at(1_000)).unwrap();
+
+        let engine = load_policies(&policy, &[], Some(at(1_000))).unwrap();
+        assert_eq!(engine.bundle_signed(), Some(at(1_000)));
+        let message = load_policies(&policy, &[], Some(at(1_001)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("an older bundle put back is refused"),
+            "{message}"
+        );
+        assert!(message.contains("sign it again"), "{message}");
+
+        // Unsigned sets are not compared: nothing says when they were made.
+        policy.bundle.public_keys.clear();
+        load_policies(&policy, &[], Some(at(1_001))).unwrap();
+    }
+
+    #[test]
     fn an_invalid_policy_directory_is_named_with_the_command_that_checks_it() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("policies");
@@ -207,7 +279,7 @@ mod tests {
             dir: dir.clone(),
             ..PolicyConfig::default()
         };
-        let message = load_policies(&policy, &[]).unwrap_err().to_string();
+        let message = load_policies(&policy, &[], None).unwrap_err().to_string();
         assert!(
             message.starts_with(&format!(
                 "the policy directory {d} is invalid (`warden policy validate {d}` checks it):\n",

@@ -917,6 +917,22 @@ async fn policies_come_from_the_image_values_or_git_sync() {
         sidecar["envFrom"][0]["secretRef"]["name"],
         "warden-policies-git"
     );
+    // Every image of the release pinned by digest: a tag can be moved to other content.
+    let git_sync = format!(
+        "registry.k8s.io/git-sync/git-sync@sha256:{}",
+        "2".repeat(64)
+    );
+    assert_eq!(sidecar["image"], git_sync.as_str());
+    assert_eq!(init["image"], git_sync.as_str());
+    assert_eq!(
+        named(&pod["containers"], "warden")["image"],
+        format!("ghcr.io/warden-gateway/warden@sha256:{}", "1".repeat(64)).as_str()
+    );
+    let test = &git.get("Pod", &format!("{FULLNAME}-test"))["spec"]["containers"][0];
+    assert_eq!(
+        test["image"],
+        format!("docker.io/curlimages/curl@sha256:{}", "3".repeat(64)).as_str()
+    );
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! Policies as code: a shadow forbid is judged on live traffic and recorded without denying;
 //! the policy set's version is in `/readyz`, `warden_policy_info` and every decision record; a
 //! signed bundle that was tampered with is refused at start and on reload (the running set
-//! stays); `warden policy explain` names the deciding policies with their reasons and says why
+//! stays), and an older signed bundle put back in place of a newer one is refused on reload and
+//! after a restart; `warden policy explain` names the deciding policies with their reasons and says why
 //! the others did not apply; `warden policy replay` reports approvals added and removed, and
 //! counts what policy did not decide alone (a quarantine trigger's deny, refusals before
 //! policy) as not re-judged instead of claiming they would flip.
@@ -264,6 +265,109 @@ async fn a_tampered_signed_bundle_is_refused_at_start_and_on_reload() {
         output.contains("e2e-permit-all.cedar was changed"),
         "{output}"
     );
+}
+
+#[tokio::test]
+async fn an_older_signed_bundle_put_back_is_refused_on_reload_and_at_restart() {
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(keys.path()).await;
+    let fake = FakeLlm::start().await.unwrap();
+    let setup = WardenBuilder::new(&fake)
+        .set("/policy/bundle/public_keys", json!([public]))
+        .write()
+        .unwrap();
+    let policy_dir = setup.policy_dir.clone();
+    let dir = policy_dir.to_string_lossy().into_owned();
+    let sign = async || warden(&["policy", "bundle", &dir, "--sign", &key]).await;
+
+    // Bundle A permits gpt-4.1; its manifest and signature are kept aside.
+    let (ok, out, err) = sign().await;
+    assert!(ok, "{out}{err}");
+    let kept = keys.path().join("bundle-a");
+    std::fs::create_dir(&kept).unwrap();
+    for file in ["bundle.manifest", "bundle.sig"] {
+        std::fs::copy(policy_dir.join(file), kept.join(file)).unwrap();
+    }
+    let s = Stack::spawn(fake, setup).await.unwrap();
+    let version_a = ready_version(&s).await;
+
+    // Bundle B, signed later, forbids it: applied.
+    s.warden
+        .write_policy("e2e-forbid.cedar", warden_e2e::stack::FORBID_GPT41)
+        .unwrap();
+    let (ok, out, err) = sign().await;
+    assert!(ok, "{out}{err}");
+    s.warden.signal(libc::SIGHUP).unwrap();
+    let applied = s
+        .audit("system", |r| {
+            r["detail"]["event"] == "reload"
+                && r["detail"]["result"] == "applied"
+                && r["detail"]["policy_version"] != version_a.as_str()
+        })
+        .await
+        .unwrap();
+    let version_b = applied["detail"]["policy_version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // When the bundle in effect was signed, for an alert on a set that stops changing.
+    let metrics = s.warden.metrics().await.unwrap();
+    let signed: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("warden_policy_bundle_signed_timestamp_seconds "))
+        .unwrap_or_else(|| panic!("no bundle signing time in\n{metrics}"))
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(signed > 0 && signed <= now, "{signed}");
+    let (status, record) = chat(&s, "gpt-4.1").await;
+    assert_eq!(record["decision"], "deny", "{status} {record}");
+
+    // A put back (its files, manifest and signature, all validly signed): refused as a
+    // rollback, and B stays.
+    std::fs::remove_file(policy_dir.join("e2e-forbid.cedar")).unwrap();
+    for file in ["bundle.manifest", "bundle.sig"] {
+        std::fs::copy(kept.join(file), policy_dir.join(file)).unwrap();
+    }
+    s.warden.signal(libc::SIGHUP).unwrap();
+    let refused = s
+        .audit("system", |r| {
+            r["detail"]["event"] == "reload"
+                && r["detail"]["result"] == "refused"
+                && r["reasons"]
+                    .to_string()
+                    .contains("an older bundle put back is refused")
+        })
+        .await
+        .unwrap();
+    assert!(
+        refused["reasons"].to_string().contains("sign it again"),
+        "{refused}"
+    );
+    assert_eq!(ready_version(&s).await, version_b, "the running set stays");
+    let (status, record) = chat(&s, "gpt-4.1").await;
+    assert_eq!(record["decision"], "deny", "{status} {record}");
+
+    // A restart remembers B: A is refused at start too.
+    let setup = s.warden.stop_and_take_setup().await;
+    let mut restarted = setup.spawn().unwrap();
+    let status = restarted.wait_exit(Duration::from_secs(30)).await.unwrap();
+    assert!(!status.success());
+    let output = restarted.output();
+    assert!(
+        output.contains("an older bundle put back is refused"),
+        "{output}"
+    );
+
+    // Going back on purpose is signing A again: it starts.
+    let setup = restarted.stop_and_take_setup().await;
+    let (ok, out, err) = sign().await;
+    assert!(ok, "{out}{err}");
+    let mut again = setup.spawn().unwrap();
+    again.wait_ready(Duration::from_secs(30)).await.unwrap();
 }
 
 const EXPLAINED: &str = r#"

@@ -50,10 +50,15 @@ app.kubernetes.io/component: gateway
 
 {{/* The gateway's image: by digest when one is given, else by tag (appVersion by default). */}}
 {{- define "warden.image" -}}
-{{- if .Values.image.digest -}}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- include "warden.imageRef" (dict "image" .Values.image "tag" (.Values.image.tag | default .Chart.AppVersion)) -}}
+{{- end -}}
+
+{{/* An image (`image`: repository, digest) by digest when one is given, else by `tag`. */}}
+{{- define "warden.imageRef" -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
 {{- else -}}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- printf "%s:%s" .image.repository .tag -}}
 {{- end -}}
 {{- end -}}
 
@@ -293,7 +298,7 @@ empty when none is on. */}}
 {{- define "warden.gitSyncContainer" -}}
 {{- $root := .root -}}
 {{- $g := $root.Values.policies.gitSync -}}
-image: {{ printf "%s:%s" $g.image.repository $g.image.tag }}
+image: {{ include "warden.imageRef" (dict "image" $g.image "tag" $g.image.tag) }}
 imagePullPolicy: {{ $g.image.pullPolicy }}
 args:
   - --repo={{ $g.repo }}

@@ -98,6 +98,10 @@ pub struct ServerConfig {
     /// Send the credential over plain `http` to a host that is not loopback (a trusted
     /// network path: a sidecar, a private link). Default false: refused at start.
     pub allow_plaintext: bool,
+    /// Start `command` through a package runner (`npx`, `uvx`…) whose package names no exact
+    /// version, fetching whatever the registry serves at each start. Default false: refused
+    /// at start (`mcp/package_pin.rs`).
+    pub allow_unpinned: bool,
 }
 
 /// Why server `s` would send its credential in the clear to `url`: plain `http` to a host that
@@ -258,7 +262,12 @@ impl McpConfig {
                         );
                     }
                 }
-                (Some(_), None) => {
+                (Some(command), None) => {
+                    if !s.allow_unpinned
+                        && let Some(m) = super::package_pin::unpinned(command, &s.args)
+                    {
+                        err(format!("{key}.command"), m);
+                    }
                     if s.transport.is_some() {
                         err(
                             format!("{key}.transport"),
@@ -351,6 +360,23 @@ mod tests {
 
     fn config(yaml: &str) -> McpConfig {
         serde_saphyr::from_str(yaml).expect("parses")
+    }
+
+    #[test]
+    fn a_server_fetched_by_a_package_runner_must_name_an_exact_version() {
+        let c = config(
+            "servers:\n  - {name: a, command: npx, args: ['-y', '@modelcontextprotocol/server-filesystem', /srv]}\n  - {name: b, command: npx, args: ['-y', '@modelcontextprotocol/server-filesystem@2025.8.21', /srv]}\n  - {name: c, command: uvx, args: [mcp-server-git], allow_unpinned: true}\nendpoints:\n  - {name: e, servers: [a, b, c]}\n",
+        );
+        let errors = c.validate();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, "mcp.servers[0].command");
+        assert!(
+            errors[0]
+                .1
+                .contains("\"@modelcontextprotocol/server-filesystem\""),
+            "{}",
+            errors[0].1
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod guarded_client;
 mod legacy_session;
 mod legacy_sse;
 mod link;
+mod package_pin;
 mod per_agent;
 mod relay;
 mod remote;

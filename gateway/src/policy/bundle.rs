@@ -1,10 +1,13 @@
 //! A policy set as a bundle: its manifest (the SHA-256 of every file it loads, by path), its
 //! version (the digest of that manifest and of the connector actions declared beside it) and,
 //! optionally, a detached Ed25519 signature over the manifest (`bundle.manifest`,
-//! `bundle.sig`) that must verify against a configured public key before the set loads.
+//! `bundle.sig`) that must verify against a configured public key before the set loads. A
+//! manifest signed by this Warden says when it was signed (`signed <RFC 3339>`), so a gateway
+//! can refuse an older bundle put back in place of a newer one (`policy/rollback.rs`).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -18,8 +21,12 @@ use crate::keys;
 pub const MANIFEST_FILE: &str = "bundle.manifest";
 /// The detached signature's file name in a policy directory.
 pub const SIGNATURE_FILE: &str = "bundle.sig";
-/// The manifest's first line: its format.
+/// The first line of the manifest text the set's version is the digest of.
 const MANIFEST_HEADER: &str = "warden-policy-bundle v1";
+/// The first line of a signed manifest that says when it was signed (on its second line).
+const SIGNED_HEADER: &str = "warden-policy-bundle v2";
+/// The start of a signed manifest's second line, before the RFC 3339 time of signing.
+const SIGNED_AT: &str = "signed ";
 
 /// Why a bundle was refused or could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +59,24 @@ pub enum BundleError {
          was signed); sign the bundle again"
     )]
     Forged(PathBuf),
+    /// The bundle was signed before the newest one this gateway loaded: an older bundle put
+    /// back (a rollback).
+    #[error(
+        "{dir}: this bundle was signed {signed}, before the bundle this gateway already loaded \
+         (signed {newest}); an older bundle put back is refused. To go back to it on purpose, \
+         sign it again (`warden policy bundle {dir} --sign KEY`)"
+    )]
+    Rollback {
+        dir: String,
+        signed: String,
+        newest: String,
+    },
+    /// The remembered time of the newest bundle loaded cannot be read.
+    #[error(
+        "{path}: not the time of the newest policy bundle loaded ({reason}); Warden writes \
+         it: remove it to accept any validly signed bundle again"
+    )]
+    NewestUnreadable { path: PathBuf, reason: String },
     /// The files on disk are not the ones the manifest lists.
     #[error("{dir}: the policy files differ from the signed {MANIFEST_FILE}: {changes}")]
     Tampered { dir: String, changes: String },
@@ -95,6 +120,17 @@ impl Trust {
         Ok(Trust { keys })
     }
 
+    /// Trusts `keys` (tests build bundles with keys of their own).
+    #[cfg(test)]
+    pub(crate) fn of(public: &[VerifyingKey]) -> Trust {
+        Trust {
+            keys: public
+                .iter()
+                .map(|key| (keys::thumbprint(&key.to_bytes()), *key))
+                .collect(),
+        }
+    }
+
     /// Whether no key is configured (bundles need not be signed).
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
@@ -118,7 +154,8 @@ impl Manifest {
                 .filter(|s| !s.contains(['\n', '\r']))
                 .ok_or_else(|| BundleError::BadPath(rel.clone()))?;
             let path = dir.join(rel);
-            let bytes = std::fs::read(&path).map_err(|source| BundleError::Io { path, source })?;
+            let bytes = super::policy_file::read(&path)
+                .map_err(|source| BundleError::Io { path, source })?;
             out.push((name.replace('\\', "/"), sha256(&bytes)));
         }
         out.sort();
@@ -134,12 +171,28 @@ impl Manifest {
         text
     }
 
-    /// Reads a manifest's text; `None` when it is not one.
-    fn parse(text: &str) -> Option<Manifest> {
+    /// The manifest as signed: [`Manifest::text`] with the time of signing after its header.
+    fn signed_text(&self, at: SystemTime) -> String {
+        let files = self.text();
+        let files = files.strip_prefix(MANIFEST_HEADER).unwrap_or(&files);
+        format!(
+            "{SIGNED_HEADER}\n{SIGNED_AT}{}{files}",
+            humantime::format_rfc3339_nanos(at)
+        )
+    }
+
+    /// Reads a signed manifest's text and when it says it was signed (`None` for a manifest
+    /// written before manifests said so); `None` when it is not one.
+    fn parse(text: &str) -> Option<(Manifest, Option<SystemTime>)> {
         let mut lines = text.lines();
-        if lines.next()? != MANIFEST_HEADER {
-            return None;
-        }
+        let signed = match lines.next()? {
+            MANIFEST_HEADER => None,
+            SIGNED_HEADER => {
+                let at = lines.next()?.strip_prefix(SIGNED_AT)?;
+                Some(humantime::parse_rfc3339(at).ok()?)
+            }
+            _ => return None,
+        };
         let mut files = Vec::new();
         for line in lines.filter(|l| !l.is_empty()) {
             let (digest, path) = line.split_once("  ")?;
@@ -149,7 +202,7 @@ impl Manifest {
             files.push((path.to_owned(), digest.to_owned()));
         }
         files.sort();
-        Some(Manifest { files })
+        Some((Manifest { files }, signed))
     }
 
     /// The set's version: `sha256:<hex>` of the manifest and of the schema text added in
@@ -193,12 +246,17 @@ struct SignatureFile {
 }
 
 /// Checks that `dir`'s signed manifest is signed by a key of `trust` and lists exactly the
-/// files of `manifest` (what is about to load).
-pub fn verify(dir: &Path, manifest: &Manifest, trust: &Trust) -> Result<(), BundleError> {
+/// files of `manifest` (what is about to load); returns when it says it was signed (`None`
+/// for a manifest signed before manifests said so).
+pub fn verify(
+    dir: &Path,
+    manifest: &Manifest,
+    trust: &Trust,
+) -> Result<Option<SystemTime>, BundleError> {
     let shown = dir.display().to_string();
     let read = |name: &'static str| -> Result<String, BundleError> {
         let path = dir.join(name);
-        std::fs::read_to_string(&path).map_err(|source| {
+        super::policy_file::read_to_string(&path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
                 BundleError::Unsigned {
                     dir: shown.clone(),
@@ -232,13 +290,13 @@ pub fn verify(dir: &Path, manifest: &Manifest, trust: &Trust) -> Result<(), Bund
     };
     key.verify_strict(text.as_bytes(), &signature)
         .map_err(|_| BundleError::Forged(sig_path))?;
-    let signed = Manifest::parse(&text).ok_or_else(|| BundleError::Tampered {
+    let (signed, at) = Manifest::parse(&text).ok_or_else(|| BundleError::Tampered {
         dir: shown.clone(),
         changes: format!("{MANIFEST_FILE} is not a manifest"),
     })?;
     let changes = manifest.changes_from(&signed);
     if changes.is_empty() {
-        Ok(())
+        Ok(at)
     } else {
         Err(BundleError::Tampered {
             dir: shown,
@@ -247,9 +305,15 @@ pub fn verify(dir: &Path, manifest: &Manifest, trust: &Trust) -> Result<(), Bund
     }
 }
 
-/// Writes `dir`'s manifest of `files` and its signature with `key`; returns the key id.
-pub fn sign(dir: &Path, files: &[PathBuf], key: &SigningKey) -> Result<String, BundleError> {
-    let text = Manifest::of(dir, files)?.text();
+/// Writes `dir`'s manifest of `files`, saying it was signed `at`, and its signature with
+/// `key`; returns the key id.
+pub fn sign(
+    dir: &Path,
+    files: &[PathBuf],
+    key: &SigningKey,
+    at: SystemTime,
+) -> Result<String, BundleError> {
+    let text = Manifest::of(dir, files)?.signed_text(at);
     let kid = keys::thumbprint(&key.verifying_key().to_bytes());
     let sig = SignatureFile {
         alg: "Ed25519".into(),
@@ -307,7 +371,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let files = set(tmp.path());
         let key = SigningKey::from_bytes(&[7; 32]);
-        sign(tmp.path(), &files, &key).unwrap();
+        sign(tmp.path(), &files, &key, SystemTime::now()).unwrap();
         let trust = trust_of(&key);
         let manifest = Manifest::of(tmp.path(), &files).unwrap();
         verify(tmp.path(), &manifest, &trust).unwrap();
@@ -326,7 +390,7 @@ mod tests {
         let mut more = files.clone();
         std::fs::write(tmp.path().join("b.cedar"), "").unwrap();
         more.push("b.cedar".into());
-        sign(tmp.path(), &files, &key).unwrap();
+        sign(tmp.path(), &files, &key, SystemTime::now()).unwrap();
         let manifest = Manifest::of(tmp.path(), &more).unwrap();
         let e = verify(tmp.path(), &manifest, &trust)
             .unwrap_err()
@@ -339,7 +403,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let files = set(tmp.path());
         let key = SigningKey::from_bytes(&[7; 32]);
-        sign(tmp.path(), &files, &key).unwrap();
+        sign(tmp.path(), &files, &key, SystemTime::now()).unwrap();
         let other = trust_of(&SigningKey::from_bytes(&[8; 32]));
         let manifest = Manifest::of(tmp.path(), &files).unwrap();
         let e = verify(tmp.path(), &manifest, &other).unwrap_err();
@@ -354,6 +418,43 @@ mod tests {
         std::fs::remove_file(tmp.path().join(SIGNATURE_FILE)).unwrap();
         let e = verify(tmp.path(), &manifest, &trust_of(&key)).unwrap_err();
         assert!(e.to_string().contains("bundle.sig is missing"), "{e}");
+    }
+
+    #[test]
+    fn the_signed_manifest_says_when_it_was_signed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let files = set(tmp.path());
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::new(1_765_000_000, 123_456_789);
+        sign(tmp.path(), &files, &key, at).unwrap();
+        let manifest = Manifest::of(tmp.path(), &files).unwrap();
+        assert_eq!(
+            verify(tmp.path(), &manifest, &trust_of(&key)).unwrap(),
+            Some(at)
+        );
+        let text = std::fs::read_to_string(tmp.path().join(MANIFEST_FILE)).unwrap();
+        assert!(
+            text.starts_with("warden-policy-bundle v2\nsigned 2025-12-06T05:46:40.123456789Z\n"),
+            "{text}"
+        );
+
+        // A manifest signed before manifests said when verifies, its time unknown.
+        let old = manifest.text();
+        let sig = SignatureFile {
+            alg: "Ed25519".into(),
+            kid: keys::thumbprint(&key.verifying_key().to_bytes()),
+            signature: STANDARD.encode(key.sign(old.as_bytes()).to_bytes()),
+        };
+        std::fs::write(tmp.path().join(MANIFEST_FILE), old).unwrap();
+        std::fs::write(
+            tmp.path().join(SIGNATURE_FILE),
+            serde_json::to_string(&sig).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            verify(tmp.path(), &manifest, &trust_of(&key)).unwrap(),
+            None
+        );
     }
 
     #[test]

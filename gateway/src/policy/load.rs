@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use cedar_policy::{Entities, Policy, PolicyId, PolicySet, Request, Schema};
 
@@ -34,6 +35,8 @@ pub(crate) struct Loaded {
     pub tools: ToolTypes,
     /// The set's content digest (`bundle::Manifest::version`).
     pub version: String,
+    /// When its verified bundle manifest says it was signed.
+    pub signed: Option<SystemTime>,
 }
 
 /// Loads `dir/schema.cedarschema`, every other `*.cedarschema` (schema fragments) and every
@@ -50,11 +53,13 @@ pub(crate) fn load_dir(
     files.sort();
     let listed = with_schema(&files);
     let before = Manifest::of(dir, &listed);
+    let mut signed = None;
     if !trust.is_empty() && errors.is_empty() {
         let manifest = before.as_ref().map_err(|e| bundle_error(dir, e))?;
-        bundle::verify(dir, manifest, trust).map_err(|e| bundle_error(dir, &e))?;
+        signed = bundle::verify(dir, manifest, trust).map_err(|e| bundle_error(dir, &e))?;
     }
-    let loaded = load_files(dir, &files, errors, extra)?;
+    let mut loaded = load_files(dir, &files, errors, extra)?;
+    loaded.signed = signed;
     // What was verified (and what the version names) is what was parsed.
     match before {
         Ok(before) if before.version(extra) == loaded.version => Ok(loaded),
@@ -125,7 +130,7 @@ pub(crate) fn load_files(
     let mut sources: HashMap<PathBuf, String> = HashMap::new();
     for rel in &policies {
         let path = dir.join(rel);
-        let text = match std::fs::read_to_string(&path) {
+        let text = match super::policy_file::read_to_string(&path) {
             Ok(t) => t,
             Err(e) => {
                 errors.push(PolicyError::new(&path, None, PolicyErrorKind::Io(e)));
@@ -182,6 +187,7 @@ pub(crate) fn load_files(
             warnings,
             tools: schemas.tools,
             version,
+            signed: None,
         }),
         _ => {
             errors.sort_by(|a, b| (&a.file, a.position).cmp(&(&b.file, b.position)));
@@ -544,5 +550,38 @@ mod tests {
         .to_string();
         assert_eq!(e.matches("cand").count(), 1, "{e}");
         assert!(e.contains("a.cedar was changed"), "{e}");
+    }
+
+    #[test]
+    fn a_named_pipe_in_the_directory_is_refused_instead_of_waited_on() {
+        let tmp = tempfile::tempdir().unwrap();
+        let schema = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../policies/schema.cedarschema"
+        );
+        std::fs::copy(schema, tmp.path().join(SCHEMA_FILE)).unwrap();
+        let pipe = std::ffi::CString::new(tmp.path().join("x.cedar").to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path and a mode; mkfifo touches nothing else.
+        assert_eq!(unsafe { libc::mkfifo(pipe.as_ptr(), 0o600) }, 0);
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let public = key.verifying_key();
+        let signed = Trust::of(&[public]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let dir = tmp.path().to_path_buf();
+        std::thread::spawn(move || {
+            for trust in [Trust::default(), signed] {
+                let result = load_dir(&dir, &[], &trust).map(|_| ());
+                let _ = tx.send(result.map_err(|e| e.to_string()));
+            }
+        });
+        for _ in 0..2 {
+            // Bounded: without the check, reading the pipe waits for a writer forever.
+            let result = rx
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .expect("the load returns instead of waiting on the pipe");
+            let e = result.unwrap_err();
+            assert!(e.contains("x.cedar"), "{e}");
+            assert!(e.contains("not a regular file"), "{e}");
+        }
     }
 }

@@ -20,9 +20,11 @@ mod fragment;
 pub mod from_mcp;
 mod load;
 mod native;
+mod policy_file;
 mod records;
 pub mod replay;
 mod request;
+pub mod rollback;
 mod schema_files;
 mod shadow;
 pub mod testing;
@@ -33,6 +35,7 @@ mod validate;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use cedar_policy::{
     ActionConstraint, Authorizer, Context, Effect, Entities, EntityUid, EvalResult, Expression,
@@ -104,6 +107,8 @@ pub struct PolicyEngine {
     tools: ToolTypes,
     /// The set's content digest (`sha256:<hex>` of its files' manifest).
     version: Arc<str>,
+    /// When its bundle's manifest says it was signed (a signed bundle's only).
+    bundle_signed: Option<SystemTime>,
     /// Every enforced policy as loaded, for `explain`.
     set: PolicySet,
     /// The candidate set judged beside this one without deciding: this set with its
@@ -312,6 +317,12 @@ impl PolicyEngine {
         &self.version
     }
 
+    /// When the set's bundle was signed, as its verified manifest says (`None` when it was
+    /// not verified, or signed before manifests said so).
+    pub fn bundle_signed(&self) -> Option<SystemTime> {
+        self.bundle_signed
+    }
+
     /// The candidate set judged in the shadow of this one, if any.
     pub fn shadow(&self) -> Option<&PolicyEngine> {
         self.shadow.as_deref()
@@ -445,6 +456,7 @@ impl PolicyEngine {
             by_name,
             tools: loaded.tools,
             version: Arc::from(loaded.version),
+            bundle_signed: loaded.signed,
             set: loaded.set,
             shadow: None,
             reads_session: read.contains(Key::Session),

@@ -125,7 +125,7 @@ fn read_fragment(
     errors: &mut Vec<PolicyError>,
     tools: &mut ToolTypes,
 ) -> Option<SchemaFragment> {
-    let text = match std::fs::read_to_string(path) {
+    let text = match super::policy_file::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && path.ends_with(SCHEMA_FILE) => {
             errors.push(PolicyError::new(path, None, PolicyErrorKind::MissingSchema));

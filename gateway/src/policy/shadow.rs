@@ -92,6 +92,7 @@ pub(super) fn split(loaded: Loaded) -> (Loaded, Option<Loaded>) {
         warnings: Vec::new(),
         tools: loaded.tools.clone(),
         version: loaded.version.clone(),
+        signed: loaded.signed,
     };
     let mut enforced = loaded;
     enforced.set = set;

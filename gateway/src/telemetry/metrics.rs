@@ -56,6 +56,8 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     /// `warden_policy_info{version}`: 1 for the policy set in effect.
     pub policy_info: IntGaugeVec,
+    /// `warden_policy_bundle_signed_timestamp_seconds`: when the bundle in effect was signed.
+    pub policy_bundle_signed: IntGauge,
     /// `warden_shadow_differences_total{policy}`: requests the shadow set decides otherwise.
     pub shadow_differences: IntCounterVec,
     /// `warden_policy_decisions_total{policy, decision}`: decisions by determining policy
@@ -237,6 +239,12 @@ impl Metrics {
             &["version"],
         )
         .expect("static metric definition");
+        let policy_bundle_signed = IntGauge::new(
+            "warden_policy_bundle_signed_timestamp_seconds",
+            "When the policy bundle in effect was signed (Unix seconds; 0 when its manifest \
+             does not say, or the set is not a verified bundle)",
+        )
+        .expect("static metric definition");
         let policy_decisions = IntCounterVec::new(
             Opts::new(
                 "warden_policy_decisions_total",
@@ -321,6 +329,7 @@ impl Metrics {
             Box::new(reloads.clone()),
             Box::new(in_flight.clone()),
             Box::new(policy_info.clone()),
+            Box::new(policy_bundle_signed.clone()),
             Box::new(shadow_differences.clone()),
             Box::new(policy_decisions.clone()),
             Box::new(trace_spans.clone()),
@@ -348,6 +357,7 @@ impl Metrics {
             reloads,
             in_flight,
             policy_info,
+            policy_bundle_signed,
             shadow_differences,
             policy_decisions,
             trace_spans,
@@ -360,10 +370,15 @@ impl Metrics {
         }
     }
 
-    /// The policy set of `version` is in effect (at start and after each reload).
-    pub fn policy_loaded(&self, version: &str) {
+    /// The policy set of `version`, its bundle signed `signed`, is in effect (at start and
+    /// after each reload).
+    pub fn policy_loaded(&self, version: &str, signed: Option<std::time::SystemTime>) {
         self.policy_info.reset();
         self.policy_info.with_label_values(&[version]).set(1);
+        let seconds = signed
+            .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.policy_bundle_signed.set(seconds);
     }
 
     /// Counts a decision under each policy that determined it.
