@@ -121,6 +121,21 @@ impl Cache {
         }
     }
 
+    fn remove(&mut self, server: &str, tool: &str) {
+        let removed = self
+            .items
+            .get_mut(server)
+            .and_then(|items| items.remove(tool))
+            .is_some();
+        if removed
+            && let Some(count) = self
+                .counts
+                .get_mut(&(server.to_owned(), ItemKind::of_pinned(tool)))
+        {
+            *count = count.saturating_sub(1);
+        }
+    }
+
     fn count(&self, server: &str, kind: ItemKind) -> usize {
         self.counts
             .get(&(server.to_owned(), kind))
@@ -318,7 +333,78 @@ impl Pins {
         {
             return Ok(check);
         }
+        if self.entry(server, &definition.name).is_none()
+            && self.adopt(server, kind, &definition.name, tool).await?
+            && let Some(entry) = self.entry(server, &definition.name)
+            && let Some(check) = known(&rules, &entry, &definition.digest)
+        {
+            return Ok(check);
+        }
         self.record(&rules, server, definition, tool).await
+    }
+
+    /// Renames to `name` the pin an older Warden keyed the same resource or template under
+    /// when its detectors masked another part of the URI (a newer Warden masks more): the
+    /// keyed digest at the end of a masked key is over the whole URI, whatever is masked, so
+    /// a pin of `server` ending in `name`'s digest is this item's. It keeps its approval, its
+    /// definitions spelt as they now are (`item` is the item as listed). Returns whether a
+    /// pin was renamed.
+    async fn adopt(
+        &self,
+        server: &str,
+        kind: ItemKind,
+        name: &str,
+        item: &Value,
+    ) -> Result<bool, PinError> {
+        if !matches!(kind, ItemKind::Resource | ItemKind::ResourceTemplate) {
+            return Ok(false);
+        }
+        let Some(at) = name.rfind(" (uri hmac ") else {
+            return Ok(false);
+        };
+        let digest = &name[at..];
+        let orphan = {
+            let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+            cache.items.get(server).and_then(|items| {
+                items
+                    .keys()
+                    .find(|pinned| {
+                        pinned.ends_with(digest)
+                            && pinned.as_str() != name
+                            && ItemKind::of_pinned(pinned) == kind
+                    })
+                    .cloned()
+            })
+        };
+        let (Some(orphan), Some(listed)) = (orphan, item[kind.name_field()].as_str()) else {
+            return Ok(false);
+        };
+        let Some(record) = self.store.get(server, &orphan).await? else {
+            return Ok(false);
+        };
+        let Some(renamed) =
+            respelt(record, kind, listed, &self.uri_key).filter(|renamed| renamed.tool == name)
+        else {
+            return Ok(false);
+        };
+        self.store.replace(server, &orphan, Some(renamed)).await?;
+        // What the store holds under `name` now (a pin another process made meanwhile stays).
+        let now = self.store.get(server, name).await?;
+        self.cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(server, &orphan);
+        if let Some(record) = now {
+            self.remember(record);
+        }
+        tracing::info!(
+            server = %crate::text::Quoted::of(server),
+            kind = kind.as_str(),
+            from = %crate::text::Quoted::with_max(&orphan, super::definition::PINNED_NAME_MAX),
+            to = %crate::text::Quoted::with_max(name, super::definition::PINNED_NAME_MAX),
+            "a pin keyed under an older masking of the same URI (matched by its keyed digest) is renamed, keeping its approval"
+        );
+        Ok(true)
     }
 
     /// Where the item of `kind` that `server` calls `name` stands, from memory (no I/O): its

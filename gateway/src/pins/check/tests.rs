@@ -1109,3 +1109,49 @@ async fn pins_stored_under_older_keys_are_rekeyed_or_removed_at_load() {
     // Nothing left to do at the next load.
     assert_eq!(pins.rekey().await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn a_pin_masked_less_by_an_older_warden_is_renamed_by_its_digest_keeping_its_approval() {
+    let setup = Setup::new().await;
+    let key = crate::pins::uri::test_key();
+    let signed = "https://files.example/report.pdf?X-Amz-Signature=s3cr3tsig&X-Amz-Expires=60";
+    let now = format!("resource:{}", crate::pins::uri::pin_key(signed, &key));
+    let (_, digest) = now.rsplit_once(" (uri hmac ").unwrap();
+    // An older Warden masked the signature only: the same URI's digest under another form.
+    let older_uri = "https://files.example/report.pdf?X-Amz-Signature=***&X-Amz-Expires=60";
+    let older = format!("resource:{older_uri} (uri hmac {digest}");
+    assert_ne!(older, now);
+    stored_by_an_older_warden(&setup, &older, &resource(older_uri, "A report.")).await;
+    // Another URI's pin in the same older form stays as it is.
+    let other = format!(
+        "resource:{older_uri} (uri hmac {}:{})",
+        key.id(),
+        "0".repeat(32)
+    );
+    stored_by_an_older_warden(&setup, &other, &resource(older_uri, "Another.")).await;
+
+    let pins = setup.pins(&approved_mode()).await;
+    let check = pins
+        .check_item("docs", ItemKind::Resource, &resource(signed, "A report."))
+        .await
+        .unwrap();
+    assert_eq!(check.verdict, PinVerdict::Trusted, "the approval is kept");
+    assert_eq!(
+        pins.standing("docs", ItemKind::Resource, signed).status,
+        CallStatus::Allowed
+    );
+    let stored = setup.store.inner.all().await.unwrap();
+    let tools: Vec<&str> = stored.iter().map(|r| r.tool.as_str()).collect();
+    assert!(tools.contains(&now.as_str()), "{tools:?}");
+    assert!(
+        !tools.contains(&older.as_str()),
+        "renamed, not copied: {tools:?}"
+    );
+    assert!(tools.contains(&other.as_str()), "{tools:?}");
+    let renamed = stored.iter().find(|r| r.tool == now).unwrap();
+    assert_eq!(
+        renamed.approved.as_ref().map(|(_, by)| by.clone()),
+        Some(Approver::Operator("alice".into()))
+    );
+    assert!(!format!("{stored:?}").contains("s3cr3tsig"), "{stored:?}");
+}
