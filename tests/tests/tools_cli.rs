@@ -6,24 +6,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use warden_e2e::mcp;
-use warden_e2e::warden::{Warden, WardenBuilder};
+use warden_e2e::warden::Warden;
 
 /// Warden with the endpoint `/mcp/tools` on `calc` (the rug-pull test server, honest in its
 /// first session), pins refreshed every 200 ms.
 async fn calc_warden(state: &tempfile::TempDir) -> Warden {
-    let node = std::env::var("NODE").unwrap_or_else(|_| "node".into());
-    let args = json!([
-        mcp::mcp_dir().join("rugpull_server.mjs"),
-        "--state",
-        state.path().join("sessions"),
-    ]);
-    let server = json!({"name": "calc", "command": node, "args": args});
-    WardenBuilder::with_upstream_url("http://127.0.0.1:9")
-        .set(
-            "/mcp",
-            json!({"servers": [server], "endpoints": [{"name": "tools", "servers": ["calc"]}]}),
-        )
-        .set("/pins", json!({"refresh_interval": "200ms"}))
+    mcp::rugpull_warden(state.path(), &[])
         .start()
         .await
         .expect("warden starts")

@@ -738,6 +738,23 @@ async fn a_cached_token_is_refused_once_its_key_is_withdrawn_from_the_jwks() {
     );
 }
 
+/// `n` requests at once, each with a token of `issuer` naming a key its JWKS lacks (`rsa-2`).
+fn forged_at_once(
+    id: impl Into<Arc<Identifier>>,
+    issuer: &str,
+    n: usize,
+) -> Vec<JoinHandle<Result<Arc<crate::action::Principal>, AuthError>>> {
+    let id = id.into();
+    let forger = TestKey::rsa2();
+    (0..n)
+        .map(|i| {
+            let id = Arc::clone(&id);
+            let token = forger.sign(&with(claims(issuer), "jti", json!(i)));
+            tokio::spawn(async move { id.identify_token(&token, None).await })
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn concurrent_unknown_kid_requests_share_one_refetch() {
     let idp = Idp::start(&[&TestKey::rsa1()]).await;
@@ -748,15 +765,7 @@ async fn concurrent_unknown_kid_requests_share_one_refetch() {
     let (id, _dir) = identifier(&cfg).await;
     idp.state.jwks_delay_ms.store(300, Ordering::SeqCst);
     let hits = idp.jwks_hits();
-    let id = Arc::new(id);
-    let forger = TestKey::rsa2();
-    let tasks: Vec<_> = (0..16)
-        .map(|i| {
-            let id = id.clone();
-            let token = forger.sign(&with(claims(&idp.issuer()), "jti", json!(i)));
-            tokio::spawn(async move { id.identify_token(&token, None).await })
-        })
-        .collect();
+    let tasks = forged_at_once(id, &idp.issuer(), 16);
     for task in tasks {
         assert_eq!(task.await.unwrap().unwrap_err().code(), "unknown_key");
     }
@@ -1190,14 +1199,7 @@ async fn a_hanging_refetch_holds_requests_at_most_the_refetch_wait_and_known_key
     // The IdP now takes requests and never answers (until released).
     idp.state.jwks_held.send_replace(true);
     let id = Arc::new(id);
-    let forger = TestKey::rsa2();
-    let tasks: Vec<_> = (0..8)
-        .map(|i| {
-            let id = id.clone();
-            let token = forger.sign(&with(claims(&idp.issuer()), "jti", json!(i)));
-            tokio::spawn(async move { id.identify_token(&token, None).await })
-        })
-        .collect();
+    let tasks = forged_at_once(Arc::clone(&id), &idp.issuer(), 8);
     for task in tasks {
         let err = tokio::time::timeout(TEST_DEADLINE, task)
             .await
@@ -1214,7 +1216,7 @@ async fn a_hanging_refetch_holds_requests_at_most_the_refetch_wait_and_known_key
         );
     }
     // A request arriving later waits for the same fetch: the IdP has one request.
-    let late = forger.sign(&with(claims(&idp.issuer()), "jti", json!("late")));
+    let late = TestKey::rsa2().sign(&with(claims(&idp.issuer()), "jti", json!("late")));
     assert_eq!(refused(&id, &late).await.code(), "issuer_unavailable");
     assert_eq!(
         idp.jwks_hits(),
