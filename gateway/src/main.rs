@@ -209,6 +209,33 @@ enum ToolsCommand {
         #[arg(short, long, env = "WARDEN_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Drop pins from the state store: every pin of a server (--all), some by pinned name, or
+    /// the masked resource pins keyed under another factor key id (--key-id: a retired key's,
+    /// or pins past the per-server cap). A dropped tool is pinned again when next listed
+    /// (`tofu`), or waits for an operator's approval (`approved`). Each running Warden on the
+    /// store records every pin that leaves it (a `tool_change` record, `change: removed`).
+    Forget {
+        /// The MCP server.
+        server: String,
+        /// The pins to drop, by pinned name (`add`, `prompt:summarize`, `resource:URI`).
+        #[arg(required_unless_present_any = ["all", "key_id"], conflicts_with_all = ["all", "key_id"])]
+        tools: Vec<String>,
+        /// Drop every pin of the server.
+        #[arg(long, conflicts_with = "key_id")]
+        all: bool,
+        /// Drop the server's masked resource and template pins keyed under this factor key id
+        /// (the 8 hex digits after `uri hmac` in `warden tools list`), never this Warden's own.
+        #[arg(long, value_name = "KEY_ID")]
+        key_id: Option<String>,
+        /// Only list what would be dropped.
+        #[arg(long)]
+        dry_run: bool,
+        /// Configuration file the gateway runs with: the command acts on its state store
+        /// (`state`, else `<data_dir>/state.db`). Relative paths in it are taken from the working
+        /// directory.
+        #[arg(short, long, env = "WARDEN_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -896,7 +923,8 @@ fn tools(command: ToolsCommand) -> Result<ExitCode> {
     let path = match &command {
         ToolsCommand::List { config, .. }
         | ToolsCommand::Approve { config, .. }
-        | ToolsCommand::Diff { config, .. } => config.clone(),
+        | ToolsCommand::Diff { config, .. }
+        | ToolsCommand::Forget { config, .. } => config.clone(),
     };
     let config = load(path.as_deref())?;
     let file = config.state.sqlite_path(&config.data_dir);
@@ -957,6 +985,26 @@ fn tools(command: ToolsCommand) -> Result<ExitCode> {
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 print!("{}", review::format_list(&reviews));
+                Ok(ExitCode::SUCCESS)
+            }
+            ToolsCommand::Forget {
+                server,
+                tools,
+                all,
+                key_id,
+                dry_run,
+                ..
+            } => {
+                let key = uri_key.as_ref().context("the pin URI key")?;
+                let forgetting = match (all, key_id) {
+                    (true, _) => review::Forgetting::All,
+                    (false, Some(id)) => review::Forgetting::KeyId(id),
+                    (false, None) => review::Forgetting::Named(tools),
+                };
+                let forgotten = review::forget(&*pins, &server, &forgetting, key, dry_run)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                print!("{}", review::format_forgotten(&server, &forgotten, dry_run));
                 Ok(ExitCode::SUCCESS)
             }
             ToolsCommand::Diff { server, tool, .. } => {

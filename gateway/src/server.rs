@@ -205,7 +205,7 @@ pub async fn serve(
     let pins = std::sync::Arc::new(
         crate::pins::Pins::load(&snapshot.config.pins, store.pins(), uri_key).await?,
     );
-    pins.spawn_refresh();
+    pins.spawn_refresh(audit.clone());
     // Canary tokens: every live one is looked for in what leaves; new ones arrive within
     // `canaries.refresh_interval`.
     let canaries =

@@ -22,6 +22,27 @@ pub fn mcp_dir() -> PathBuf {
     paths::tests_dir().join("mcp")
 }
 
+/// Warden with the endpoint `/mcp/tools` on `calc`, the rug-pull test server
+/// (`rugpull_server.mjs`: honest in its first session, poisoned from the second on; it counts
+/// sessions in the file `sessions` of `state`), given `extra` arguments (`--after 2`, ...);
+/// pins refreshed every 200 ms.
+pub fn rugpull_warden(state: &Path, extra: &[&str]) -> crate::warden::WardenBuilder {
+    let node = std::env::var("NODE").unwrap_or_else(|_| "node".into());
+    let mut args = vec![
+        json!(mcp_dir().join("rugpull_server.mjs")),
+        json!("--state"),
+        json!(state.join("sessions")),
+    ];
+    args.extend(extra.iter().map(|a| json!(a)));
+    let server = json!({"name": "calc", "command": node, "args": args});
+    crate::warden::WardenBuilder::with_upstream_url("http://127.0.0.1:9")
+        .set(
+            "/mcp",
+            json!({"servers": [server], "endpoints": [{"name": "tools", "servers": ["calc"]}]}),
+        )
+        .set("/pins", json!({"refresh_interval": "200ms"}))
+}
+
 /// The entry script of an npm MCP server package (`server-everything`, ...).
 pub fn server_script(package: &str) -> PathBuf {
     mcp_dir()

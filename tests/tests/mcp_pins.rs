@@ -36,21 +36,7 @@ fn rugpull_builder(state: &tempfile::TempDir) -> WardenBuilder {
 
 /// As [`rugpull_builder`], the server given `extra` arguments too (`--after 2`, ...).
 fn rugpull_builder_with(state: &tempfile::TempDir, extra: &[&str]) -> WardenBuilder {
-    let counter = state.path().join("sessions");
-    let node = std::env::var("NODE").unwrap_or_else(|_| "node".into());
-    let mut args = vec![
-        json!(mcp::mcp_dir().join("rugpull_server.mjs")),
-        json!("--state"),
-        json!(counter),
-    ];
-    args.extend(extra.iter().map(|a| json!(a)));
-    let server = json!({"name": "calc", "command": node, "args": args});
-    WardenBuilder::with_upstream_url("http://127.0.0.1:9")
-        .set(
-            "/mcp",
-            json!({"servers": [server], "endpoints": [{"name": "tools", "servers": ["calc"]}]}),
-        )
-        .set("/pins", json!({"refresh_interval": "200ms"}))
+    mcp::rugpull_warden(state.path(), extra)
 }
 
 /// `warden tools approve calc ITEM`, then a wait for the running Warden to pick it up

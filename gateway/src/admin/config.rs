@@ -54,6 +54,10 @@ pub struct OperatorIssuer {
     /// An extra CA certificate (PEM) trusted for discovery and JWKS fetches.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Where a discovered `jwks_uri` on another host than the issuer's may be reached at an
+    /// address that is not globally reachable (as `identity.issuers[].allow_private`).
+    #[serde(default)]
+    pub allow_private: Vec<crate::upstream::private_allowance::PrivateAllowance>,
 }
 
 fn default_subject_claim() -> String {
@@ -228,6 +232,7 @@ mod tests {
             jwks_uri: None,
             claims: None,
             ca_file: None,
+            allow_private: Vec::new(),
         });
         let errors = parse(OPERATORS).validate(loopback(), false, &agents);
         assert_eq!(errors.len(), 1, "{errors:?}");

@@ -47,6 +47,7 @@ fn same_fetching(a: &IdentityConfig, b: &IdentityConfig) -> bool {
     a.leeway_seconds == b.leeway_seconds
         && a.jwks_refresh_interval == b.jwks_refresh_interval
         && a.jwks_min_refetch_interval == b.jwks_min_refetch_interval
+        && a.jwks_refetch_wait == b.jwks_refetch_wait
 }
 
 /// `admin.identity` as identity settings: its issuers only, the operator's claim in place of
@@ -69,6 +70,7 @@ fn settings(operators: &OperatorIdentity, agents: &IdentityConfig) -> IdentityCo
                 scopes: String::new(),
             }),
             ca_file: o.ca_file.clone(),
+            allow_private: o.allow_private.clone(),
         })
         .collect();
     IdentityConfig {
@@ -83,6 +85,7 @@ fn settings(operators: &OperatorIdentity, agents: &IdentityConfig) -> IdentityCo
         cache_entries: CACHE_ENTRIES,
         jwks_refresh_interval: agents.jwks_refresh_interval,
         jwks_min_refetch_interval: agents.jwks_min_refetch_interval,
+        jwks_refetch_wait: agents.jwks_refetch_wait,
         client_certificate: Default::default(),
     }
 }

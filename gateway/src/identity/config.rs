@@ -28,6 +28,10 @@ pub struct IdentityConfig {
     /// `kid`, keys not yet loaded): bounds what a stream of forged tokens can cost the IdP.
     #[serde(with = "humantime_serde")]
     pub jwks_min_refetch_interval: Duration,
+    /// The longest a request waits for a refetch of its issuer's JWKS (its token names a key
+    /// Warden does not have); the fetch goes on past it and the request is refused `503`.
+    #[serde(with = "humantime_serde")]
+    pub jwks_refetch_wait: Duration,
     /// What a verified client certificate (mTLS, `listen.tls.client_ca`) says about the caller.
     pub client_certificate: ClientCertificate,
 }
@@ -57,6 +61,7 @@ impl Default for IdentityConfig {
             cache_entries: 100_000,
             jwks_refresh_interval: Duration::from_secs(300),
             jwks_min_refetch_interval: Duration::from_secs(5),
+            jwks_refetch_wait: Duration::from_secs(2),
             client_certificate: ClientCertificate::default(),
         }
     }
@@ -204,6 +209,11 @@ pub struct IssuerConfig {
     /// Extra CA certificate (PEM) trusted for discovery and JWKS fetches.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Where a `jwks_uri` from discovery (or a redirect) on another host than the issuer's
+    /// may be reached at an address that is not globally reachable: the entries of
+    /// `upstream.allow_private` (`10.0.0.0/8`, `keys.internal`, `*.svc.cluster.local`).
+    #[serde(default)]
+    pub allow_private: Vec<crate::upstream::private_allowance::PrivateAllowance>,
 }
 
 /// The signature algorithms an issuer's tokens may use unless configured.

@@ -71,15 +71,17 @@ impl fmt::Display for NameList {
     }
 }
 
-/// The state of an issuer's key set, as a refusal tells it: when it was last fetched, and
-/// whether the last attempt to fetch it again failed (then the keys in use are older than the
-/// token needs).
+/// The state of an issuer's key set, as a refusal tells it: when it was last fetched, whether
+/// the last attempt to fetch it again failed, and whether a fetch runs now (either way the
+/// keys in use may be older than the token needs). It names no URL of the issuer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchedAgo {
     /// Seconds since the last successful fetch; `None` if there never was one.
     pub success: Option<u64>,
     /// When the last attempt failed (seconds ago) and why, if it did.
     pub failure: Option<(u64, Arc<str>)>,
+    /// Seconds since the fetch that runs now started, if one does.
+    pub running: Option<u64>,
 }
 
 impl FetchedAgo {
@@ -88,6 +90,7 @@ impl FetchedAgo {
         FetchedAgo {
             success: Some(secs),
             failure: None,
+            running: None,
         }
     }
 }
@@ -101,6 +104,18 @@ impl fmt::Display for FetchedAgo {
                 format!("{secs}s ago")
             }
         };
+        let last_fetched = |f: &mut fmt::Formatter<'_>| match self.success {
+            Some(secs) => write!(f, "keys last fetched {}", ago(secs)),
+            None => f.write_str("keys never fetched"),
+        };
+        if let Some(secs) = self.running {
+            write!(
+                f,
+                "refetching the JWKS has run since {} without an answer; ",
+                ago(secs)
+            )?;
+            return last_fetched(f);
+        }
         if let Some((secs, error)) = &self.failure {
             write!(f, "refetching the JWKS failed {}: {error}; ", ago(*secs))?;
             return match self.success {
@@ -177,6 +192,21 @@ pub enum AuthError {
         issuer: Arc<str>,
         fetched: FetchedAgo,
     },
+    /// The token names a key (or, without `kid`, an algorithm) the issuer's key set does not
+    /// have, and the key set could not be fetched again to look for it: the last attempt
+    /// failed, or the one that runs did not answer within `identity.jwks_refetch_wait`. The
+    /// key may be a new one: Warden's outage, refused (fail closed) as such.
+    #[error(
+        "{wanted} is not among the keys of issuer {issuer} Warden has, and they could not be \
+         fetched again ({fetched}); tokens needing a key Warden does not have are refused until \
+         its keys can be fetched: retry later, and tell Warden's operators if it lasts"
+    )]
+    KeysUnconfirmed {
+        /// `key "rsa-2"`, or `no key fitting RS256` for a token without `kid`.
+        wanted: String,
+        issuer: Arc<str>,
+        fetched: FetchedAgo,
+    },
     /// The token has no `kid` and no key of the issuer fits its algorithm.
     #[error(
         "token has no `kid` and no key in the JWKS of {issuer} fits algorithm {alg} ({fetched})"
@@ -223,7 +253,7 @@ pub enum AuthError {
     /// The issuer's keys could not be fetched: its tokens are refused (fail closed).
     #[error(
         "keys of issuer {issuer} are unavailable ({reason}); its tokens are refused until its \
-         JWKS can be fetched"
+         JWKS can be fetched: retry later, and tell Warden's operators if it lasts"
     )]
     IssuerUnavailable { issuer: Arc<str>, reason: Arc<str> },
     /// A Warden token lives longer than `identity.warden_issuer.max_ttl` allows.
@@ -259,11 +289,13 @@ pub enum AuthError {
 
 impl AuthError {
     /// The HTTP status a request refused for this reason gets: 401, except when the issuer's
-    /// keys are unavailable, which is Warden's outage, not the agent's bad key (503, which
-    /// agents retry).
+    /// keys are unavailable, or could not be fetched again for a key they lack, which is
+    /// Warden's outage, not the agent's bad key (503, which agents retry).
     pub fn status(&self) -> http::StatusCode {
         match self {
-            AuthError::IssuerUnavailable { .. } => http::StatusCode::SERVICE_UNAVAILABLE,
+            AuthError::IssuerUnavailable { .. } | AuthError::KeysUnconfirmed { .. } => {
+                http::StatusCode::SERVICE_UNAVAILABLE
+            }
             _ => http::StatusCode::UNAUTHORIZED,
         }
     }
@@ -304,7 +336,9 @@ impl AuthError {
             }
             AuthError::KeyAlgorithmMismatch { .. } => "key_algorithm_mismatch",
             AuthError::BadSignature { .. } => "bad_signature",
-            AuthError::IssuerUnavailable { .. } => "issuer_unavailable",
+            AuthError::IssuerUnavailable { .. } | AuthError::KeysUnconfirmed { .. } => {
+                "issuer_unavailable"
+            }
             AuthError::LifetimeExceeded { .. } => "token_lifetime_exceeded",
             AuthError::IssuedInFuture { .. } => "issued_in_future",
             AuthError::RetiredKey { .. } => "retired_key",

@@ -43,6 +43,9 @@ use refresh::RemoteKeys;
 use revocation::{Revocations, TokenStamp};
 use verify::{IssuerKeys, TrustedIssuer, Verifier};
 
+/// The longest `identity.jwks_refetch_wait`.
+const MAX_REFETCH_WAIT: Duration = Duration::from_secs(30);
+
 /// How long [`Identifier::new`] waits for the first JWKS fetches before serving anyway.
 const STARTUP_WAIT: Duration = Duration::from_secs(3);
 
@@ -96,6 +99,14 @@ impl Identifier {
                 problem: "must be at least 10ms (e.g. 500ms)".into(),
             });
         }
+        if cfg.jwks_refetch_wait.is_zero() || cfg.jwks_refetch_wait > MAX_REFETCH_WAIT {
+            return Err(IdentityError::Config {
+                key: "identity.jwks_refetch_wait".into(),
+                problem: "must be longer than zero and at most 30s (e.g. 2s): requests wait \
+                          that long for an identity provider"
+                    .into(),
+            });
+        }
         if cfg.jwks_refresh_interval.is_zero() {
             return Err(IdentityError::Config {
                 key: "identity.jwks_refresh_interval".into(),
@@ -141,7 +152,13 @@ impl Identifier {
                 cfg.jwks_min_refetch_interval,
             );
             let keys = IssuerKeys::Remote(remote.clone());
-            issuers.push(TrustedIssuer::oidc(issuer_cfg, &key, keys, &cfg.claims)?);
+            issuers.push(TrustedIssuer::oidc(
+                issuer_cfg,
+                &key,
+                keys,
+                &cfg.claims,
+                cfg.jwks_refetch_wait,
+            )?);
             remotes.push(remote);
         }
         let refreshers = remotes

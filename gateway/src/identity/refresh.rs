@@ -1,6 +1,6 @@
 //! Keeps an issuer's key set current: fetched in the background, refetched when a token names
-//! an unknown key (rate-limited, one fetch shared by every waiting request), and kept as it was
-//! when a refresh fails.
+//! an unknown key (rate-limited, one fetch at a time shared by every waiting request, each
+//! waiting a bounded time), and kept as it was when a refresh fails.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -19,12 +19,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Most characters of a fetch error kept (and shown in refusals and logs).
 const ERROR_MAX: usize = 512;
 
-/// What the last fetches did.
+/// What the last fetches did, and whether one runs now.
 #[derive(Default)]
 struct Status {
     last_attempt: Option<Instant>,
     last_success: Option<Instant>,
+    /// Why the last attempt failed, as callers are told it (no URL: the log has those).
     last_error: Option<Arc<str>>,
+    /// A fetch runs (on its own task): no other starts until it ends.
+    fetching: bool,
 }
 
 /// The key of a remote issuer that verified a token: what the token proved stands only while
@@ -59,9 +62,7 @@ pub(crate) struct RemoteKeys {
     fetcher: JwksFetcher,
     current: ArcSwapOption<KeySet>,
     status: Mutex<Status>,
-    /// Held while a fetch runs: requests that need one wait here and share its result.
-    in_flight: tokio::sync::Mutex<()>,
-    /// Number of completed fetch attempts.
+    /// Number of completed fetch attempts: requests waiting for a fetch watch it.
     attempts: watch::Sender<u64>,
     min_refetch: Duration,
 }
@@ -74,7 +75,6 @@ impl RemoteKeys {
             fetcher,
             current: ArcSwapOption::empty(),
             status: Mutex::new(Status::default()),
-            in_flight: tokio::sync::Mutex::new(()),
             attempts: watch::Sender::new(0),
             min_refetch,
         })
@@ -89,13 +89,19 @@ impl RemoteKeys {
     /// failed.
     pub(crate) fn fetched_ago(&self) -> FetchedAgo {
         let status = self.status();
+        let since_attempt = status.last_attempt.map_or(0, |t| t.elapsed().as_secs());
         FetchedAgo {
             success: status.last_success.map(|t| t.elapsed().as_secs()),
-            failure: status
-                .last_error
-                .clone()
-                .map(|e| (status.last_attempt.map_or(0, |t| t.elapsed().as_secs()), e)),
+            failure: status.last_error.clone().map(|e| (since_attempt, e)),
+            running: status.fetching.then_some(since_attempt),
         }
+    }
+
+    /// Whether the key set may lack keys the issuer publishes: the last attempt to fetch it
+    /// failed, or one still runs.
+    pub(crate) fn unconfirmed(&self) -> bool {
+        let status = self.status();
+        status.last_error.is_some() || status.fetching
     }
 
     /// Why no key set is available: the last fetch error, or that none has completed yet.
@@ -106,27 +112,42 @@ impl RemoteKeys {
             .unwrap_or_else(|| Arc::from("first JWKS fetch still in progress"))
     }
 
-    /// Refetches because a token needs a key that is not there. At most one fetch per
-    /// `min_refetch`; a request arriving while a fetch runs waits for it and uses its result.
-    pub(crate) async fn refresh_on_demand(&self) {
-        let seen = *self.attempts.borrow();
-        let _guard = self.in_flight.lock().await;
-        if *self.attempts.borrow() != seen {
-            return;
+    /// Refetches because a token needs a key that is not there, waiting at most `wait` for
+    /// the result. One fetch runs at a time, on its own task (a request that stops waiting
+    /// does not cancel it: the next one waits for the same fetch), and requests start one at
+    /// most once per `min_refetch`.
+    pub(crate) async fn refresh_on_demand(self: &Arc<Self>, wait: Duration) {
+        let mut attempts = self.attempts.subscribe();
+        {
+            let mut status = self.status();
+            if !status.fetching {
+                let recent = status
+                    .last_attempt
+                    .is_some_and(|t| t.elapsed() < self.min_refetch);
+                if recent {
+                    return;
+                }
+                self.start_fetch(&mut status);
+            }
         }
-        let recent = self
-            .status()
-            .last_attempt
-            .is_some_and(|t| t.elapsed() < self.min_refetch);
-        if !recent {
-            self.fetch_locked().await;
-        }
+        // Past the wait the fetch goes on; the request is told it still runs.
+        let _ = tokio::time::timeout(wait, attempts.changed()).await;
     }
 
-    /// Fetches now, whatever the rate limit (background refresh). True when it succeeded.
-    pub(crate) async fn refresh(&self) -> bool {
-        let _guard = self.in_flight.lock().await;
-        self.fetch_locked().await
+    /// Fetches now, whatever the rate limit, or waits for the fetch that runs (background
+    /// refresh). True when the fetch it waited for succeeded.
+    pub(crate) async fn refresh(self: &Arc<Self>) -> bool {
+        let mut attempts = self.attempts.subscribe();
+        {
+            let mut status = self.status();
+            if !status.fetching {
+                self.start_fetch(&mut status);
+            }
+        }
+        // The sender lives in `self`, so `changed` cannot fail while we borrow it; a fetch
+        // ends within the fetcher's time limits.
+        let _ = attempts.changed().await;
+        self.status().last_error.is_none()
     }
 
     /// Resolves once the first fetch attempt has completed, successfully or not.
@@ -156,29 +177,39 @@ impl RemoteKeys {
         })
     }
 
-    async fn fetch_locked(&self) -> bool {
-        self.status().last_attempt = Some(Instant::now());
+    /// Starts a fetch on its own task; `status` is this issuer's, locked, with no fetch
+    /// running.
+    fn start_fetch(self: &Arc<Self>, status: &mut Status) {
+        status.fetching = true;
+        status.last_attempt = Some(Instant::now());
+        let this = Arc::clone(self);
+        tokio::spawn(async move { this.fetch().await });
+    }
+
+    /// One fetch, its result kept and announced to whoever waits for it.
+    async fn fetch(&self) {
         let result = self.fetcher.fetch().await;
-        let ok = result.is_ok();
+        let mut status = self.status();
         match result {
             Ok(set) => {
                 tracing::info!(issuer = %self.issuer, keys = set.len(), kids = ?set.kids(), "JWKS loaded");
                 self.current.store(Some(Arc::new(set)));
-                let mut status = self.status();
                 status.last_success = Some(Instant::now());
                 status.last_error = None;
             }
             Err(error) => {
-                // What the IdP sent may be quoted in the error (serde quotes an odd string
-                // whole): bounded, since refusals of any caller repeat it.
-                let error = crate::text::bounded(&error, ERROR_MAX);
                 let keeping = self.current.load().is_some();
-                tracing::warn!(issuer = %self.issuer, %error, keeping_previous_keys = keeping, "JWKS fetch failed");
-                self.status().last_error = Some(Arc::from(error.as_ref()));
+                // The log names the URL and the whole cause; callers are told what failed,
+                // bounded (what the IdP sent may be quoted), and never where.
+                let logged = crate::text::bounded(&error.to_string(), ERROR_MAX).into_owned();
+                tracing::warn!(issuer = %self.issuer, error = %logged, keeping_previous_keys = keeping, "JWKS fetch failed");
+                let shown = crate::text::bounded(&error.shown(), ERROR_MAX).into_owned();
+                status.last_error = Some(Arc::from(shown));
             }
         }
+        status.fetching = false;
+        // Announced under the status lock: a request that saw the fetch running sees it end.
         self.attempts.send_modify(|n| *n += 1);
-        ok
     }
 
     fn status(&self) -> std::sync::MutexGuard<'_, Status> {

@@ -114,6 +114,10 @@ struct IdpState {
     jwks_failing: AtomicBool,
     jwks_delay_ms: AtomicU64,
     jwks_hits: AtomicUsize,
+    /// While true, JWKS requests hang (until it turns false).
+    jwks_held: tokio::sync::watch::Sender<bool>,
+    /// The `jwks_uri` discovery names instead of `<issuer>/jwks`.
+    jwks_uri: Mutex<Option<String>>,
 }
 
 /// A discovery + JWKS server on 127.0.0.1.
@@ -135,6 +139,8 @@ impl Idp {
             jwks_failing: AtomicBool::new(false),
             jwks_delay_ms: AtomicU64::new(0),
             jwks_hits: AtomicUsize::new(0),
+            jwks_held: tokio::sync::watch::Sender::new(false),
+            jwks_uri: Mutex::new(None),
         });
         let app = axum::Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -170,15 +176,19 @@ fn jwks(keys: &[&TestKey]) -> Value {
 }
 
 async fn discovery(State(state): State<Arc<IdpState>>) -> Json<Value> {
+    let jwks_uri = state.jwks_uri.lock().unwrap().clone();
     Json(json!({
         "issuer": state.issuer,
-        "jwks_uri": format!("{}/jwks", state.issuer),
+        "jwks_uri": jwks_uri.unwrap_or_else(|| format!("{}/jwks", state.issuer)),
         "id_token_signing_alg_values_supported": ["RS256"],
     }))
 }
 
 async fn key_set(State(state): State<Arc<IdpState>>) -> Response {
     state.jwks_hits.fetch_add(1, Ordering::SeqCst);
+    let mut held = state.jwks_held.subscribe();
+    // Never longer than the fetcher's own time limit: it hangs up first.
+    let _ = tokio::time::timeout(TEST_DEADLINE, held.wait_for(|held| !*held)).await;
     let delay = state.jwks_delay_ms.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(delay)).await;
     if state.jwks_failing.load(Ordering::SeqCst) {
@@ -198,6 +208,7 @@ fn issuer_config(issuer: &str) -> IssuerConfig {
         jwks_uri: None,
         claims: None,
         ca_file: None,
+        allow_private: Vec::new(),
     }
 }
 
@@ -642,13 +653,21 @@ async fn an_unknown_kid_whose_refetch_failed_says_the_refetch_failed() {
     tokio::time::sleep(Duration::from_millis(250)).await;
     idp.state.jwks_failing.store(true, Ordering::SeqCst);
     let err = refused(&id, &TestKey::rsa2().sign(&claims(&idp.issuer()))).await;
-    assert_eq!(err.code(), "unknown_key");
+    assert_eq!(err.code(), "issuer_unavailable", "{err}");
+    assert_eq!(
+        err.status(),
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        "the key may be new: Warden's outage, not the agent's bad key"
+    );
     let text = err.to_string();
     assert!(
-        text.contains("refetching the JWKS failed just now: ")
-            && text.contains("keys last fetched"),
+        text.contains(
+            "refetching the JWKS failed just now: its JWKS answered 503 Service Unavailable; \
+             keys last fetched"
+        ),
         "the refusal says the refetch failed, not that the keys are fresh: {text}"
     );
+    assert!(text.contains("retry later"), "{text}");
     assert!(!text.contains("refreshed"), "{text}");
 }
 
@@ -663,8 +682,12 @@ async fn a_failed_refetch_is_told_in_a_bounded_text() {
     let err = refused(&id, &TestKey::rsa2().sign(&claims(&idp.issuer()))).await;
     let text = err.to_string();
     assert!(
-        text.contains("refetching the JWKS failed just now: "),
+        text.contains("refetching the JWKS failed just now: its JWKS is not usable"),
         "{text}"
+    );
+    assert!(
+        !text.contains("xxxxxxxx"),
+        "what the IdP sent is the log's: {text}"
     );
     assert!(text.len() < 1500, "{} bytes in every refusal", text.len());
 }
@@ -715,6 +738,23 @@ async fn a_cached_token_is_refused_once_its_key_is_withdrawn_from_the_jwks() {
     );
 }
 
+/// `n` requests at once, each with a token of `issuer` naming a key its JWKS lacks (`rsa-2`).
+fn forged_at_once(
+    id: impl Into<Arc<Identifier>>,
+    issuer: &str,
+    n: usize,
+) -> Vec<JoinHandle<Result<Arc<crate::action::Principal>, AuthError>>> {
+    let id = id.into();
+    let forger = TestKey::rsa2();
+    (0..n)
+        .map(|i| {
+            let id = Arc::clone(&id);
+            let token = forger.sign(&with(claims(issuer), "jti", json!(i)));
+            tokio::spawn(async move { id.identify_token(&token, None).await })
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn concurrent_unknown_kid_requests_share_one_refetch() {
     let idp = Idp::start(&[&TestKey::rsa1()]).await;
@@ -725,15 +765,7 @@ async fn concurrent_unknown_kid_requests_share_one_refetch() {
     let (id, _dir) = identifier(&cfg).await;
     idp.state.jwks_delay_ms.store(300, Ordering::SeqCst);
     let hits = idp.jwks_hits();
-    let id = Arc::new(id);
-    let forger = TestKey::rsa2();
-    let tasks: Vec<_> = (0..16)
-        .map(|i| {
-            let id = id.clone();
-            let token = forger.sign(&with(claims(&idp.issuer()), "jti", json!(i)));
-            tokio::spawn(async move { id.identify_token(&token, None).await })
-        })
-        .collect();
+    let tasks = forged_at_once(id, &idp.issuer(), 16);
     for task in tasks {
         assert_eq!(task.await.unwrap().unwrap_err().code(), "unknown_key");
     }
@@ -773,7 +805,7 @@ async fn keeps_previous_keys_when_a_refresh_fails() {
     tokio::time::sleep(Duration::from_millis(250)).await;
     let hits = idp.jwks_hits();
     let unknown = TestKey::rsa2().sign(&claims(&idp.issuer()));
-    assert_eq!(refused(&id, &unknown).await.code(), "unknown_key");
+    assert_eq!(refused(&id, &unknown).await.code(), "issuer_unavailable");
     assert_eq!(
         idp.jwks_hits(),
         hits + 1,
@@ -801,7 +833,7 @@ async fn fails_closed_while_idp_is_down_then_accepts_once_it_is_up() {
     assert!(err.to_string().contains(&issuer), "{err}");
     assert!(
         err.to_string()
-            .contains("/.well-known/openid-configuration"),
+            .contains("its discovery document could not be fetched"),
         "{err}"
     );
 
@@ -1141,12 +1173,128 @@ async fn refuses_keys_when_discovery_names_another_issuer() {
     let (id, _dir) = identifier(&config(&[&configured])).await;
     let err = refused(&id, &key.sign(&claims(&configured))).await;
     assert_eq!(err.code(), "issuer_unavailable");
-    assert!(err.to_string().contains("not \"http://"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("its discovery document names another issuer"),
+        "{err}"
+    );
     assert_eq!(
         idp.jwks_hits(),
         0,
         "keys are not fetched for a mismatched issuer"
     );
+}
+
+#[tokio::test]
+async fn a_hanging_refetch_holds_requests_at_most_the_refetch_wait_and_known_keys_meanwhile() {
+    let key = TestKey::rsa1();
+    let idp = Idp::start(&[&key]).await;
+    let cfg = IdentityConfig {
+        jwks_min_refetch_interval: Duration::ZERO,
+        jwks_refetch_wait: Duration::from_millis(200),
+        ..config(&[&idp.issuer()])
+    };
+    let (id, _dir) = identifier(&cfg).await;
+    let hits = idp.jwks_hits();
+    // The IdP now takes requests and never answers (until released).
+    idp.state.jwks_held.send_replace(true);
+    let id = Arc::new(id);
+    let tasks = forged_at_once(Arc::clone(&id), &idp.issuer(), 8);
+    for task in tasks {
+        let err = tokio::time::timeout(TEST_DEADLINE, task)
+            .await
+            .expect("a request waits for a hanging IdP at most identity.jwks_refetch_wait")
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.code(), "issuer_unavailable", "{err}");
+        assert_eq!(err.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        let text = err.to_string();
+        assert!(
+            text.contains(r#"key "rsa-2" is not among the keys of issuer"#)
+                && text.contains("refetching the JWKS has run since"),
+            "{text}"
+        );
+    }
+    // A request arriving later waits for the same fetch: the IdP has one request.
+    let late = TestKey::rsa2().sign(&with(claims(&idp.issuer()), "jti", json!("late")));
+    assert_eq!(refused(&id, &late).await.code(), "issuer_unavailable");
+    assert_eq!(
+        idp.jwks_hits(),
+        hits + 1,
+        "one refetch in flight per issuer"
+    );
+    // A token of a key Warden has is verified while the refetch still hangs.
+    let p = tokio::time::timeout(
+        TEST_DEADLINE,
+        id.verify_uncached(&key.sign(&claims(&idp.issuer()))),
+    )
+    .await
+    .expect("a known key is not held behind a refetch")
+    .unwrap();
+    assert_eq!(&*p.id, "agent-7");
+    assert_eq!(idp.jwks_hits(), hits + 1);
+    assert!(*idp.state.jwks_held.borrow(), "the refetch still hangs");
+    idp.state.jwks_held.send_replace(false);
+}
+
+#[tokio::test]
+async fn a_refusal_names_the_issuer_and_what_to_do_not_its_urls() {
+    let key = TestKey::rsa1();
+    let idp = Idp::start(&[&key]).await;
+    let issuer = "https://idp.example/tenant";
+    let mut cfg = config(&[issuer]);
+    // An internal JWKS URL, failing: agents must not learn it.
+    cfg.issuers[0].jwks_uri = Some(format!("{}/jwks", idp.issuer()));
+    idp.state.jwks_failing.store(true, Ordering::SeqCst);
+    let (id, _dir) = identifier(&cfg).await;
+    let err = refused(&id, &key.sign(&claims(issuer))).await;
+    assert_eq!(err.code(), "issuer_unavailable");
+    let text = err.to_string();
+    assert!(text.contains(issuer), "the issuer is named: {text}");
+    assert!(
+        text.contains("its JWKS answered 503 Service Unavailable") && text.contains("retry later"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("127.0.0.1") && !text.contains("/jwks"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_discovered_jwks_uri_at_an_internal_address_of_another_host_is_not_fetched() {
+    let key = TestKey::rsa1();
+    let idp = Idp::start(&[&key]).await;
+    let port = idp.issuer().rsplit(':').next().unwrap().to_owned();
+    // The issuer is 127.0.0.1: its discovery document points elsewhere on the host's
+    // loopback network (another service of the host, to a hostile IdP).
+    *idp.state.jwks_uri.lock().unwrap() = Some(format!("http://127.0.0.2:{port}/jwks"));
+    let (id, _dir) = identifier(&config(&[&idp.issuer()])).await;
+    let err = refused(&id, &key.sign(&claims(&idp.issuer()))).await;
+    assert_eq!(err.code(), "issuer_unavailable");
+    assert!(
+        err.to_string().contains(
+            "its discovery document names a JWKS at an address Warden does not fetch keys from"
+        ),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("127.0.0.2"), "{err}");
+}
+
+#[tokio::test]
+async fn a_refetch_wait_of_zero_or_past_30s_is_refused() {
+    for wait in [Duration::ZERO, Duration::from_secs(31)] {
+        let cfg = IdentityConfig {
+            jwks_refetch_wait: wait,
+            ..config(&[])
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let err = Identifier::new(&cfg, dir.path()).await.err().unwrap();
+        assert!(
+            err.to_string().contains("identity.jwks_refetch_wait"),
+            "{err}"
+        );
+    }
 }
 
 #[test]

@@ -4,13 +4,14 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
 use super::claims::ClaimMapper;
 use super::config::{ClaimMapping, IssuerConfig};
-use super::error::{AuthError, IdentityError, NameList, Shown, UnixTime};
+use super::error::{AuthError, FetchedAgo, IdentityError, NameList, Shown, UnixTime};
 use super::jwks::{KeySet, VerifyKey, alg_name, is_hmac};
 use super::refresh::{KeyInUse, RemoteKeys};
 use super::revocation::TokenStamp;
@@ -41,15 +42,20 @@ pub(crate) struct TrustedIssuer {
     /// Warden's own tokens: the longest lifetime (`exp` - `iat`, seconds) accepted, and their
     /// id and issue time kept for revocation. `None` for other issuers.
     max_lifetime: Option<u64>,
+    /// The longest a request waits for a refetch of this issuer's keys
+    /// (`identity.jwks_refetch_wait`).
+    refetch_wait: Duration,
 }
 
 impl TrustedIssuer {
-    /// An OIDC issuer from configuration (`key` names it in errors).
+    /// An OIDC issuer from configuration (`key` names it in errors); a request waits at most
+    /// `refetch_wait` for a refetch of its keys.
     pub(crate) fn oidc(
         cfg: &IssuerConfig,
         key: &str,
         keys: IssuerKeys,
         default_claims: &ClaimMapping,
+        refetch_wait: Duration,
     ) -> Result<TrustedIssuer, IdentityError> {
         let config_err = |field: &str, problem: String| IdentityError::Config {
             key: format!("{key}.{field}"),
@@ -97,13 +103,16 @@ impl TrustedIssuer {
             .iter()
             .filter(|a| !a.is_empty())
             .map(|a| Arc::from(a.as_str()));
-        Ok(TrustedIssuer::new(
-            Arc::from(cfg.issuer.as_str()),
-            NameList(audiences.collect()),
-            algorithms,
-            keys,
-            ClaimMapper::new(cfg.claims.as_ref().unwrap_or(default_claims)),
-        ))
+        Ok(TrustedIssuer {
+            refetch_wait,
+            ..TrustedIssuer::new(
+                Arc::from(cfg.issuer.as_str()),
+                NameList(audiences.collect()),
+                algorithms,
+                keys,
+                ClaimMapper::new(cfg.claims.as_ref().unwrap_or(default_claims)),
+            )
+        })
     }
 
     /// Warden itself: EdDSA with its own key; the agent is always `sub`; tokens live at most
@@ -147,6 +156,7 @@ impl TrustedIssuer {
             keys,
             claims,
             max_lifetime: None,
+            refetch_wait: Duration::ZERO,
         }
     }
 
@@ -209,10 +219,14 @@ impl TrustedIssuer {
         let set = self.key_set_for(kid, alg).await?;
         let verified = match kid {
             Some(kid) => {
-                let key = set.by_kid(kid).ok_or_else(|| AuthError::UnknownKey {
-                    kid: Shown::new(kid),
-                    issuer: self.name.clone(),
-                    fetched: self.fetched_ago(),
+                let key = set.by_kid(kid).ok_or_else(|| {
+                    self.missing(format!("key {}", Shown::new(kid)), |fetched| {
+                        AuthError::UnknownKey {
+                            kid: Shown::new(kid),
+                            issuer: self.name.clone(),
+                            fetched,
+                        }
+                    })
                 })?;
                 if !key.fits(alg) {
                     return Err(AuthError::KeyAlgorithmMismatch {
@@ -228,11 +242,13 @@ impl TrustedIssuer {
             None => {
                 let fitting = set.fitting(alg).count();
                 if fitting == 0 {
-                    return Err(AuthError::NoFittingKey {
+                    let wanted =
+                        format!("a key fitting {} (the token has no `kid`)", alg_name(alg));
+                    return Err(self.missing(wanted, |fetched| AuthError::NoFittingKey {
                         alg: alg_name(alg),
                         issuer: self.name.clone(),
-                        fetched: self.fetched_ago(),
-                    });
+                        fetched,
+                    }));
                 }
                 if fitting > KIDLESS_MAX_KEYS {
                     return Err(AuthError::KidRequired {
@@ -262,7 +278,8 @@ impl TrustedIssuer {
     }
 
     /// The key set to look in: the current one when it has what the token needs, else the
-    /// one after a (rate-limited) refetch. Fails closed when no key set was ever fetched.
+    /// one after a (rate-limited) refetch, waited for at most `refetch_wait`. Fails closed
+    /// when no key set was ever fetched.
     async fn key_set_for(
         &self,
         kid: Option<&str>,
@@ -281,17 +298,25 @@ impl TrustedIssuer {
         {
             return Ok(set);
         }
-        remote.refresh_on_demand().await;
+        remote.refresh_on_demand(self.refetch_wait).await;
         remote.keys().ok_or_else(|| AuthError::IssuerUnavailable {
             issuer: self.name.clone(),
             reason: remote.unavailable_reason(),
         })
     }
 
-    fn fetched_ago(&self) -> super::error::FetchedAgo {
+    /// Why the key set lacks what a token needs (`wanted`): `absent` (a 401) when it is the
+    /// issuer's current set, [`AuthError::KeysUnconfirmed`] (a 503) when it could not be
+    /// fetched again to look (the last attempt failed, or one still runs).
+    fn missing(&self, wanted: String, absent: impl FnOnce(FetchedAgo) -> AuthError) -> AuthError {
         match &self.keys {
-            IssuerKeys::Fixed(_) => super::error::FetchedAgo::fresh(0),
-            IssuerKeys::Remote(remote) => remote.fetched_ago(),
+            IssuerKeys::Fixed(_) => absent(FetchedAgo::fresh(0)),
+            IssuerKeys::Remote(remote) if remote.unconfirmed() => AuthError::KeysUnconfirmed {
+                wanted,
+                issuer: self.name.clone(),
+                fetched: remote.fetched_ago(),
+            },
+            IssuerKeys::Remote(remote) => absent(remote.fetched_ago()),
         }
     }
 

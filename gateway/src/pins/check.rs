@@ -15,6 +15,8 @@ use super::error::PinError;
 use super::uri::{StoredKey, Template, UriKey, normalised};
 use super::verdict::{CallStatus, PinChange, PinCheck, PinVerdict, Standing};
 use crate::action::Finding;
+use crate::audit::AuditLog;
+use crate::audit::event::{AuditEvent, EventKind};
 use crate::inspect::tool_description::inspect_listed;
 use crate::state::pins::{Approver, PinRecord, PinRepository, StoredDefinition, now_ms};
 
@@ -118,6 +120,21 @@ impl Cache {
             .is_none();
         if added {
             *self.counts.entry((server, kind)).or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, server: &str, tool: &str) {
+        let removed = self
+            .items
+            .get_mut(server)
+            .and_then(|items| items.remove(tool))
+            .is_some();
+        if removed
+            && let Some(count) = self
+                .counts
+                .get_mut(&(server.to_owned(), ItemKind::of_pinned(tool)))
+        {
+            *count = count.saturating_sub(1);
         }
     }
 
@@ -318,7 +335,78 @@ impl Pins {
         {
             return Ok(check);
         }
+        if self.entry(server, &definition.name).is_none()
+            && self.adopt(server, kind, &definition.name, tool).await?
+            && let Some(entry) = self.entry(server, &definition.name)
+            && let Some(check) = known(&rules, &entry, &definition.digest)
+        {
+            return Ok(check);
+        }
         self.record(&rules, server, definition, tool).await
+    }
+
+    /// Renames to `name` the pin an older Warden keyed the same resource or template under
+    /// when its detectors masked another part of the URI (a newer Warden masks more): the
+    /// keyed digest at the end of a masked key is over the whole URI, whatever is masked, so
+    /// a pin of `server` ending in `name`'s digest is this item's. It keeps its approval, its
+    /// definitions spelt as they now are (`item` is the item as listed). Returns whether a
+    /// pin was renamed.
+    async fn adopt(
+        &self,
+        server: &str,
+        kind: ItemKind,
+        name: &str,
+        item: &Value,
+    ) -> Result<bool, PinError> {
+        if !matches!(kind, ItemKind::Resource | ItemKind::ResourceTemplate) {
+            return Ok(false);
+        }
+        let Some(at) = name.rfind(" (uri hmac ") else {
+            return Ok(false);
+        };
+        let digest = &name[at..];
+        let orphan = {
+            let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+            cache.items.get(server).and_then(|items| {
+                items
+                    .keys()
+                    .find(|pinned| {
+                        pinned.ends_with(digest)
+                            && pinned.as_str() != name
+                            && ItemKind::of_pinned(pinned) == kind
+                    })
+                    .cloned()
+            })
+        };
+        let (Some(orphan), Some(listed)) = (orphan, item[kind.name_field()].as_str()) else {
+            return Ok(false);
+        };
+        let Some(record) = self.store.get(server, &orphan).await? else {
+            return Ok(false);
+        };
+        let Some(renamed) =
+            respelt(record, kind, listed, &self.uri_key).filter(|renamed| renamed.tool == name)
+        else {
+            return Ok(false);
+        };
+        self.store.replace(server, &orphan, Some(renamed)).await?;
+        // What the store holds under `name` now (a pin another process made meanwhile stays).
+        let now = self.store.get(server, name).await?;
+        self.cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(server, &orphan);
+        if let Some(record) = now {
+            self.remember(record);
+        }
+        tracing::info!(
+            server = %crate::text::Quoted::of(server),
+            kind = kind.as_str(),
+            from = %crate::text::Quoted::with_max(&orphan, super::definition::PINNED_NAME_MAX),
+            to = %crate::text::Quoted::with_max(name, super::definition::PINNED_NAME_MAX),
+            "a pin keyed under an older masking of the same URI (matched by its keyed digest) is renamed, keeping its approval"
+        );
+        Ok(true)
     }
 
     /// Where the item of `kind` that `server` calls `name` stands, from memory (no I/O): its
@@ -443,10 +531,18 @@ impl Pins {
     /// Reloads every pin from the store if it changed since the last load (an approval by
     /// `warden tools approve`, another replica's pin). Returns whether it reloaded.
     pub async fn refresh(&self) -> Result<bool, PinError> {
+        Ok(self.reload().await?.is_some())
+    }
+
+    /// [`refresh`](Self::refresh), with the pins that left the store since the last load
+    /// (`warden tools forget`; a pin renamed to another key of the same URI is not one):
+    /// `None` when it did not reload.
+    async fn reload(&self) -> Result<Option<Vec<Removed>>, PinError> {
         let writes = self.writes.load(Ordering::Acquire);
         let revision = self.store.revision().await?;
-        if revision == self.revision.load(Ordering::Acquire) {
-            return Ok(false);
+        let loaded = self.revision.load(Ordering::Acquire);
+        if revision == loaded {
+            return Ok(None);
         }
         let records = self.store.all().await?;
         let mut cache = Cache::default();
@@ -457,16 +553,21 @@ impl Pins {
         if self.writes.load(Ordering::Acquire) != writes {
             // A pin this process recorded meanwhile may be missing from the snapshot: keep
             // memory as it is; the revision stays old, so the next refresh loads again.
-            return Ok(false);
+            return Ok(None);
         }
+        let removed = match loaded {
+            i64::MIN => Vec::new(),
+            _ => removed(&installed, &cache),
+        };
         *installed = cache;
         self.revision.store(revision, Ordering::Release);
-        Ok(true)
+        Ok(Some(removed))
     }
 
     /// Refreshes every `pins.refresh_interval` on the current runtime, until the pins are
-    /// dropped. A failed refresh keeps the pins in memory and is logged.
-    pub fn spawn_refresh(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    /// dropped, recording in `audit` each pin that left the store (a `tool_change` record,
+    /// `detail.change` `removed`). A failed refresh keeps the pins in memory and is logged.
+    pub fn spawn_refresh(self: &Arc<Self>, audit: AuditLog) -> tokio::task::JoinHandle<()> {
         let pins = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
@@ -478,8 +579,17 @@ impl Pins {
                 };
                 tokio::time::sleep(every).await;
                 let Some(pins) = pins.upgrade() else { return };
-                if let Err(error) = pins.refresh().await {
-                    tracing::warn!(%error, "tool pins: cannot read approvals from the state store; keeping the pins in memory");
+                match pins.reload().await {
+                    Ok(Some(removed)) => {
+                        for gone in removed {
+                            tracing::info!(server = %crate::text::Quoted::of(&gone.server), tool = %crate::text::Quoted::with_max(&gone.tool, super::definition::PINNED_NAME_MAX), "a tool pin was removed from the state store (`warden tools forget`)");
+                            audit.append_detached(gone.event());
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "tool pins: cannot read approvals from the state store; keeping the pins in memory");
+                    }
                 }
             }
         })
@@ -590,6 +700,54 @@ impl Pins {
         let (record, recorded) = self.store.propose(server, &name, stored).await?;
         Ok(judged(&self.remember(record), recorded))
     }
+}
+
+/// A pin that left the store between two loads.
+struct Removed {
+    server: String,
+    tool: String,
+    approved_digest: Option<Arc<str>>,
+}
+
+impl Removed {
+    /// Its `tool_change` record.
+    fn event(&self) -> AuditEvent {
+        let mut event = AuditEvent::now(EventKind::ToolChange);
+        event.detail = Some(serde_json::json!({
+            "change": "removed",
+            "server": crate::text::bounded(&self.server, crate::text::QUOTE_MAX),
+            "tool": crate::text::bounded(&self.tool, super::definition::PINNED_NAME_MAX),
+            "kind": ItemKind::of_pinned(&self.tool).as_str(),
+            "approved_digest": self.approved_digest.as_deref(),
+        }));
+        event
+    }
+}
+
+/// The pins of `before` that `after` has not, except a masked resource or template whose
+/// keyed digest `after` holds under another name of its server (renamed, not removed).
+fn removed(before: &Cache, after: &Cache) -> Vec<Removed> {
+    let mut removed = Vec::new();
+    for (server, items) in &before.items {
+        let now = after.items.get(server);
+        for (tool, entry) in items {
+            if now.is_some_and(|now| now.contains_key(tool)) {
+                continue;
+            }
+            let renamed = tool.rfind(" (uri hmac ").is_some_and(|at| {
+                let digest = &tool[at..];
+                now.is_some_and(|now| now.keys().any(|t| t.ends_with(digest)))
+            });
+            if !renamed {
+                removed.push(Removed {
+                    server: server.clone(),
+                    tool: tool.clone(),
+                    approved_digest: entry.approved.as_ref().map(|a| Arc::clone(&a.digest)),
+                });
+            }
+        }
+    }
+    removed
 }
 
 /// `record` (of a resource, or a template when `kind` says so, stored under `stored`, the URI

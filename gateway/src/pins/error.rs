@@ -72,6 +72,12 @@ pub enum PinError {
         tool: String,
         known: String,
     },
+    /// `warden tools forget --key-id` named the key this Warden keys masked URIs with.
+    #[error(
+        "{key_id} is the factor key id this Warden keys masked resource URIs with: its pins are \
+         in use; name the pins to forget instead (`warden tools list --server SERVER` shows them)"
+    )]
+    CurrentKeyId { key_id: String },
     /// The state store failed: new and changed definitions cannot be recorded.
     #[error(
         "tool definitions cannot be recorded: {0}; new and changed tools are hidden and refused \

@@ -1,5 +1,5 @@
-//! What `warden tools list|approve|diff` show and do, against the state store directly (a
-//! running Warden learns of approvals at its next refresh).
+//! What `warden tools list|approve|diff|forget` show and do, against the state store directly
+//! (a running Warden learns of approvals, and of pins forgotten, at its next refresh).
 
 use std::fmt::Write as _;
 
@@ -204,6 +204,91 @@ pub async fn approve(
         outcomes.push((name, outcome));
     }
     Ok(outcomes)
+}
+
+/// Which pins of a server `warden tools forget` drops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Forgetting {
+    /// Every pin of the server.
+    All,
+    /// These pins, by pinned name (a resource or template as [`pinned_name`] finds it).
+    Named(Vec<String>),
+    /// The masked resource and template pins keyed under this factor key id (another
+    /// replica's, or one retired): never matched by this Warden.
+    KeyId(String),
+}
+
+/// `warden tools forget`: the pins of `server` that `forgetting` selects, dropped from the
+/// store unless `dry_run` (then only listed). A dropped tool is pinned again when next listed
+/// (`tofu`), or waits for an operator's approval (`approved`). Returns the pins as they were.
+pub async fn forget(
+    store: &dyn PinRepository,
+    server: &str,
+    forgetting: &Forgetting,
+    key: &UriKey,
+    dry_run: bool,
+) -> Result<Vec<PinRecord>, PinError> {
+    let all = store.all().await?;
+    let pins: Vec<&PinRecord> = all.iter().filter(|r| r.server == server).collect();
+    if pins.is_empty() {
+        return Err(unknown_server(server, &all));
+    }
+    let chosen: Vec<PinRecord> = match forgetting {
+        Forgetting::All => pins.iter().map(|r| (*r).clone()).collect(),
+        Forgetting::Named(names) => {
+            let mut chosen = Vec::with_capacity(names.len());
+            for typed in names {
+                let name = pinned_name(typed, key);
+                let Some(record) = pins.iter().find(|r| r.tool == name) else {
+                    return Err(unknown_tool(server, &name, &pins));
+                };
+                if !chosen.iter().any(|c: &PinRecord| c.tool == name) {
+                    chosen.push((*record).clone());
+                }
+            }
+            chosen
+        }
+        Forgetting::KeyId(id) => {
+            if id == key.id() {
+                return Err(PinError::CurrentKeyId {
+                    key_id: Quoted::of(id).to_string(),
+                });
+            }
+            let marker = format!(" (uri hmac {id}:");
+            pins.iter()
+                .filter(|r| r.tool.contains(&marker))
+                .map(|r| (*r).clone())
+                .collect()
+        }
+    };
+    if !dry_run {
+        for record in &chosen {
+            store.replace(server, &record.tool, None).await?;
+        }
+    }
+    Ok(chosen)
+}
+
+/// One line per pin `warden tools forget` dropped (or, with `dry_run`, would drop).
+pub fn format_forgotten(server: &str, forgotten: &[PinRecord], dry_run: bool) -> String {
+    let mut out = String::new();
+    let verb = if dry_run { "would forget" } else { "forgot" };
+    if forgotten.is_empty() {
+        let _ = writeln!(out, "no pin of MCP server {} selected", Quoted::of(server));
+    }
+    for r in forgotten {
+        let approved = match &r.approved {
+            Some((d, by)) => format!("approved {} by {}", d.digest, Quoted::of(&by.to_string())),
+            None => "never approved".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "{verb} {}/{}  ({approved})",
+            Quoted::of(&r.server),
+            Quoted::with_max(&r.tool, PINNED_NAME_MAX),
+        );
+    }
+    out
 }
 
 /// `warden tools diff`: what changed from the approved definition to the one waiting, with

@@ -10,6 +10,7 @@ pub mod config;
 mod connect_timeout;
 mod error;
 pub mod guarded_http;
+pub mod private_allowance;
 #[cfg(test)]
 mod tests;
 

@@ -281,7 +281,13 @@ async fn a_running_warden_picks_up_an_approval_within_the_refresh_interval() {
         ..approved_mode()
     };
     let pins = Arc::new(setup.pins(&config).await);
-    let refresher = pins.spawn_refresh();
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audit = crate::audit::AuditLog::open(
+        audit_dir.path(),
+        &crate::audit::config::AuditConfig::default(),
+    )
+    .unwrap();
+    let refresher = pins.spawn_refresh(audit);
     let check = pins.check("calc", &add("Add two numbers.")).await.unwrap();
     assert_eq!(pins.call_status("calc", "add"), CallStatus::Held);
     setup
@@ -1108,4 +1114,197 @@ async fn pins_stored_under_older_keys_are_rekeyed_or_removed_at_load() {
     assert!(stored.iter().any(|r| r.tool == elsewhere), "{stored:?}");
     // Nothing left to do at the next load.
     assert_eq!(pins.rekey().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_pin_masked_less_by_an_older_warden_is_renamed_by_its_digest_keeping_its_approval() {
+    let setup = Setup::new().await;
+    let key = crate::pins::uri::test_key();
+    let signed = "https://files.example/report.pdf?X-Amz-Signature=s3cr3tsig&X-Amz-Expires=60";
+    let now = format!("resource:{}", crate::pins::uri::pin_key(signed, &key));
+    let (_, digest) = now.rsplit_once(" (uri hmac ").unwrap();
+    // An older Warden masked the signature only: the same URI's digest under another form.
+    let older_uri = "https://files.example/report.pdf?X-Amz-Signature=***&X-Amz-Expires=60";
+    let older = format!("resource:{older_uri} (uri hmac {digest}");
+    assert_ne!(older, now);
+    stored_by_an_older_warden(&setup, &older, &resource(older_uri, "A report.")).await;
+    // Another URI's pin in the same older form stays as it is.
+    let other = format!(
+        "resource:{older_uri} (uri hmac {}:{})",
+        key.id(),
+        "0".repeat(32)
+    );
+    stored_by_an_older_warden(&setup, &other, &resource(older_uri, "Another.")).await;
+
+    let pins = setup.pins(&approved_mode()).await;
+    let check = pins
+        .check_item("docs", ItemKind::Resource, &resource(signed, "A report."))
+        .await
+        .unwrap();
+    assert_eq!(check.verdict, PinVerdict::Trusted, "the approval is kept");
+    assert_eq!(
+        pins.standing("docs", ItemKind::Resource, signed).status,
+        CallStatus::Allowed
+    );
+    let stored = setup.store.inner.all().await.unwrap();
+    let tools: Vec<&str> = stored.iter().map(|r| r.tool.as_str()).collect();
+    assert!(tools.contains(&now.as_str()), "{tools:?}");
+    assert!(
+        !tools.contains(&older.as_str()),
+        "renamed, not copied: {tools:?}"
+    );
+    assert!(tools.contains(&other.as_str()), "{tools:?}");
+    let renamed = stored.iter().find(|r| r.tool == now).unwrap();
+    assert_eq!(
+        renamed.approved.as_ref().map(|(_, by)| by.clone()),
+        Some(Approver::Operator("alice".into()))
+    );
+    assert!(!format!("{stored:?}").contains("s3cr3tsig"), "{stored:?}");
+}
+
+#[tokio::test]
+async fn a_pin_forgotten_in_the_store_is_reported_once_and_a_renamed_one_not() {
+    let setup = Setup::new().await;
+    let pins = setup.pins(&PinsConfig::default()).await;
+    pins.check("calc", &add("Add two numbers.")).await.unwrap();
+    let key = crate::pins::uri::test_key();
+    let signed = "https://files.example/report.pdf?X-Amz-Signature=s3cr3tsig&X-Amz-Expires=60";
+    pins.check_item("docs", ItemKind::Resource, &resource(signed, "A report."))
+        .await
+        .unwrap();
+    assert_eq!(pins.reload().await.unwrap().unwrap().len(), 0);
+
+    // `warden tools forget calc add`, and another replica renaming the resource's pin to
+    // another masking of its URI.
+    let review = crate::pins::review::forget(
+        &*setup.store,
+        "calc",
+        &crate::pins::review::Forgetting::Named(vec!["add".into()]),
+        &key,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(review.len(), 1);
+    let now = format!("resource:{}", crate::pins::uri::pin_key(signed, &key));
+    let mut renamed = setup.store.inner.get("docs", &now).await.unwrap().unwrap();
+    let (_, digest) = now.rsplit_once(" (uri hmac ").unwrap();
+    renamed.tool =
+        format!("resource:https://files.example/report.pdf?X-Amz-Signature=*** (uri hmac {digest}");
+    assert!(
+        setup
+            .store
+            .inner
+            .replace("docs", &now, Some(renamed))
+            .await
+            .unwrap()
+    );
+
+    let removed = pins.reload().await.unwrap().expect("the store changed");
+    let removed: Vec<(&str, &str)> = removed
+        .iter()
+        .map(|r| (r.server.as_str(), r.tool.as_str()))
+        .collect();
+    assert_eq!(removed, [("calc", "add")]);
+    assert_eq!(pins.call_status("calc", "add"), CallStatus::Unknown);
+    let event = serde_json::to_value(
+        Removed {
+            server: "calc".into(),
+            tool: "add".into(),
+            approved_digest: None,
+        }
+        .event(),
+    )
+    .unwrap();
+    assert_eq!(event["kind"], "tool_change");
+    assert_eq!(event["detail"]["change"], "removed");
+    assert!(pins.reload().await.unwrap().is_none(), "reported once");
+}
+
+#[tokio::test]
+async fn forget_lists_in_a_dry_run_and_drops_by_name_server_or_other_key_id() {
+    let setup = Setup::new().await;
+    let pins = setup.pins(&PinsConfig::default()).await;
+    pins.check("calc", &add("Add two numbers.")).await.unwrap();
+    pins.check_item("calc", ItemKind::Prompt, &prompt("Summarize."))
+        .await
+        .unwrap();
+    let key = crate::pins::uri::test_key();
+    let other = crate::pins::uri::UriKey::new(zeroize::Zeroizing::new([9; 32]));
+    let elsewhere = format!(
+        "resource:{}",
+        crate::pins::uri::pin_key("https://s3.example/k?sig=two", &other)
+    );
+    stored_by_an_older_warden(
+        &setup,
+        &elsewhere,
+        &json!({"uri": "https://s3.example/k?sig=***", "name": "k2"}),
+    )
+    .await;
+    use crate::pins::review::{Forgetting, forget};
+    let store = &*setup.store;
+    let count = || async { setup.store.inner.all().await.unwrap().len() };
+    assert_eq!(count().await, 3);
+
+    let listed = forget(store, "calc", &Forgetting::All, &key, true)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(count().await, 3, "a dry run drops nothing");
+    let err = forget(
+        store,
+        "docs",
+        &Forgetting::KeyId(key.id().into()),
+        &key,
+        false,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, PinError::CurrentKeyId { .. }), "{err}");
+    let err = forget(
+        store,
+        "calc",
+        &Forgetting::Named(vec!["nope".into()]),
+        &key,
+        false,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, PinError::UnknownTool { .. }), "{err}");
+    let err = forget(store, "nobody", &Forgetting::All, &key, false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PinError::UnknownServer { .. }), "{err}");
+
+    let gone = forget(
+        store,
+        "docs",
+        &Forgetting::KeyId(other.id().into()),
+        &key,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        gone.iter().map(|r| r.tool.as_str()).collect::<Vec<_>>(),
+        [elsewhere.as_str()]
+    );
+    let gone = forget(
+        store,
+        "calc",
+        &Forgetting::Named(vec!["prompt:summarize".into()]),
+        &key,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(gone.len(), 1);
+    let gone = forget(store, "calc", &Forgetting::All, &key, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        gone.iter().map(|r| r.tool.as_str()).collect::<Vec<_>>(),
+        ["add"]
+    );
+    assert_eq!(count().await, 0);
 }
