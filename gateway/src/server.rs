@@ -136,6 +136,12 @@ pub async fn serve(
     // Before anything is dialled (the identity provider's keys, Vault): every address guard
     // classifies the declared internal networks as internal.
     crate::egress::internal_networks::set(&config.egress.internal_networks);
+    // The signing keys' files as they are before this start makes any: a start refused for
+    // its keys (below) removes those it made.
+    let new_key_files = crate::keys::NewKeyFiles::note([
+        crate::audit::signer::key_path(&config.audit.signing, &config.data_dir),
+        crate::identity::issuer_key_path(&config.identity.warden_issuer, &config.data_dir),
+    ]);
     let snapshot = Snapshot::build(config, None).await?;
     // The audit key may be in Vault: the log opens once the snapshot's secret store exists.
     let signer = audit_signer(&snapshot).await?;
@@ -146,8 +152,16 @@ pub async fn serve(
         dir: audit_dir.clone(),
         source,
     })?;
-    let new_keys = keys_carry_on(&back.keys, &snapshot, &signer, &audit_dir, accept_new_keys)
-        .map_err(ServeError::KeysChanged)?;
+    let new_keys = match keys_carry_on(&back.keys, &snapshot, &signer, &audit_dir, accept_new_keys)
+    {
+        Ok(new_keys) => new_keys,
+        Err(changed) => {
+            for (path, error) in new_key_files.remove() {
+                tracing::warn!(path = %path.display(), %error, "cannot remove what this refused start created");
+            }
+            return Err(ServeError::KeysChanged(changed));
+        }
+    };
     let token_key_id = snapshot
         .identity
         .token_issuer()
