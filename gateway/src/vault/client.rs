@@ -49,6 +49,9 @@ struct Inner {
     /// Successful logins so far: a task whose token was refused logs in again only if no
     /// other task has since.
     generation: std::sync::atomic::AtomicU64,
+    /// Told of each login, so that the upkeep task, waiting for a token that does not expire
+    /// (or for none), plans the new token's renewal at once.
+    logged_in_now: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -111,6 +114,7 @@ impl Vault {
                 status: Mutex::new(VaultStatus::Down("not logged in yet".into())),
                 logged_in: std::sync::atomic::AtomicBool::new(false),
                 generation: std::sync::atomic::AtomicU64::new(0),
+                logged_in_now: Arc::new(tokio::sync::Notify::new()),
             }),
         })
     }
@@ -119,7 +123,10 @@ impl Vault {
     /// handle lives.
     fn keep_alive(&self) {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(keep_alive(Arc::downgrade(&self.inner)));
+            runtime.spawn(keep_alive(
+                Arc::downgrade(&self.inner),
+                self.inner.logged_in_now.clone(),
+            ));
         }
     }
 
@@ -515,6 +522,7 @@ impl Vault {
             .store(true, std::sync::atomic::Ordering::Release);
         *lock(&self.inner.token_expires) = (!auth.ttl.is_zero()).then(|| Instant::now() + auth.ttl);
         *lock(&self.inner.renewable) = auth.renewable;
+        self.inner.logged_in_now.notify_one();
         tracing::info!(
             address = %config.address,
             method,
@@ -653,7 +661,7 @@ pub fn margin(configured: Duration, left: Duration) -> Duration {
 
 /// Keeps the token alive while the handle lives: renews it before it expires; when renewal
 /// fails or the token cannot be renewed, logs in again, retrying with backoff.
-async fn keep_alive(inner: std::sync::Weak<Inner>) {
+async fn keep_alive(inner: std::sync::Weak<Inner>, logged_in: Arc<tokio::sync::Notify>) {
     let mut backoff = Duration::from_secs(1);
     loop {
         let Some(vault) = inner.upgrade().map(|inner| Vault { inner }) else {
@@ -661,12 +669,15 @@ async fn keep_alive(inner: std::sync::Weak<Inner>) {
         };
         let wait = match vault.next_renewal() {
             Some(wait) => wait,
-            // A token that does not expire needs nothing; look again later in case a login
-            // gives one that does.
+            // A token that does not expire (or none yet) needs nothing; look again after the
+            // next login, which may give one that does, or a minute from now.
             None => Duration::from_secs(60),
         };
         drop(vault);
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = logged_in.notified() => continue,
+        }
         let Some(vault) = inner.upgrade().map(|inner| Vault { inner }) else {
             return;
         };
