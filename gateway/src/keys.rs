@@ -339,6 +339,72 @@ fn create(path: &Path, what: &str) -> Result<SigningKey, KeyError> {
     Ok(signing)
 }
 
+/// Key files a start may create, noted before it creates any: a start refused after making
+/// some ([`NewKeyFiles::remove`]) leaves the disk as it found it, so that restoring the old
+/// keys is putting their files back, not first removing new ones.
+#[derive(Debug, Default)]
+pub struct NewKeyFiles {
+    /// The files that did not exist.
+    files: Vec<PathBuf>,
+    /// The directories of those files that did not exist either.
+    dirs: Vec<PathBuf>,
+}
+
+impl NewKeyFiles {
+    /// Notes which of `paths` do not exist yet, and which of their directories.
+    pub fn note(paths: impl IntoIterator<Item = PathBuf>) -> NewKeyFiles {
+        let mut new = NewKeyFiles::default();
+        for path in paths {
+            if path.symlink_metadata().is_ok() {
+                continue;
+            }
+            let mut dir = path.parent();
+            while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+                if d.symlink_metadata().is_ok() {
+                    break;
+                }
+                if !new.dirs.iter().any(|known| known == d) {
+                    new.dirs.push(d.to_owned());
+                }
+                dir = d.parent();
+            }
+            new.files.push(path);
+        }
+        // Deepest first, so that each is empty when its turn comes.
+        new.dirs
+            .sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        new
+    }
+
+    /// Removes the noted files that exist now, then the noted directories left empty;
+    /// returns what could not be removed, with why.
+    pub fn remove(&self) -> Vec<(PathBuf, std::io::Error)> {
+        let mut failed = Vec::new();
+        for file in &self.files {
+            match std::fs::remove_file(file) {
+                Ok(()) => {
+                    tracing::info!(path = %file.display(), "removed the key file this refused start created");
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => failed.push((file.clone(), e)),
+            }
+        }
+        for dir in &self.dirs {
+            match std::fs::remove_dir(dir) {
+                Ok(()) => {}
+                // Not made by this start after all, or holding files of someone else's.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::DirectoryNotEmpty
+                    ) => {}
+                Err(e) => failed.push((dir.clone(), e)),
+            }
+        }
+        failed
+    }
+}
+
 /// Writes `contents` to the new file `path` with `mode`, synced, its directory created (mode
 /// 0700) when missing: `Ok(false)` when the file exists already (another process created it
 /// first), else `Err` with what failed (`cannot create`, ...) and why.
@@ -375,6 +441,33 @@ pub fn write_new(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_start_removes_the_key_files_and_directories_it_made_and_nothing_else() {
+        let tmp = tempfile::tempdir().unwrap();
+        let kept = tmp.path().join("kept.pem");
+        load_or_create(&kept, "kept key").unwrap();
+        let before = std::fs::read(&kept).unwrap();
+        let new = tmp
+            .path()
+            .join("data")
+            .join("keys")
+            .join("agent-signing.pem");
+        let noted = NewKeyFiles::note([kept.clone(), new.clone()]);
+        load_or_create(&new, "agent signing key").unwrap();
+        assert!(new.exists());
+
+        assert!(noted.remove().is_empty());
+        assert!(
+            !tmp.path().join("data").exists(),
+            "its directories went too"
+        );
+        assert_eq!(
+            std::fs::read(&kept).unwrap(),
+            before,
+            "a key that was there stays"
+        );
+    }
     use ed25519_dalek::pkcs8::EncodePublicKey;
 
     #[test]

@@ -136,34 +136,45 @@ pub async fn serve(
     // Before anything is dialled (the identity provider's keys, Vault): every address guard
     // classifies the declared internal networks as internal.
     crate::egress::internal_networks::set(&config.egress.internal_networks);
+    // The signing keys' files as they are before this start makes any: a start refused for
+    // its keys (below) removes those it made.
+    let new_key_files = crate::keys::NewKeyFiles::note([
+        crate::audit::signer::key_path(&config.audit.signing, &config.data_dir),
+        crate::identity::issuer_key_path(&config.identity.warden_issuer, &config.data_dir),
+    ]);
     let snapshot = Snapshot::build(config, None).await?;
     // The audit key may be in Vault: the log opens once the snapshot's secret store exists.
     let signer = audit_signer(&snapshot).await?;
     let audit_dir = audit_dir(&snapshot.config);
-    // Each SIEM sink's verified cursor tells retention what it acknowledged before its
-    // shipper starts: a full log (or `delete_unshipped`) never waits for the shippers.
-    let last_keys =
-        crate::audit::last_keys::read(&audit_dir).map_err(|source| ServeError::Audit {
-            dir: audit_dir.clone(),
-            source: crate::audit::AuditError::Io {
-                action: "read the keys last named in",
-                path: audit_dir.clone(),
-                source,
-            },
-        })?;
-    let new_keys = keys_carry_on(&last_keys, &snapshot, &signer, &audit_dir, accept_new_keys)
-        .map_err(ServeError::KeysChanged)?;
+    // The log read back once, to its last run's start: the keys it last named, compared with
+    // this start's before anything is written, and the requests its last run left in flight.
+    let back = crate::audit::read_back::read(&audit_dir).map_err(|source| ServeError::Audit {
+        dir: audit_dir.clone(),
+        source,
+    })?;
+    let new_keys = match keys_carry_on(&back.keys, &snapshot, &signer, &audit_dir, accept_new_keys)
+    {
+        Ok(new_keys) => new_keys,
+        Err(changed) => {
+            for (path, error) in new_key_files.remove() {
+                tracing::warn!(path = %path.display(), %error, "cannot remove what this refused start created");
+            }
+            return Err(ServeError::KeysChanged(changed));
+        }
+    };
     let token_key_id = snapshot
         .identity
         .token_issuer()
         .map(|issuer| issuer.key_id().to_owned());
+    // Each SIEM sink's verified cursor tells retention what it acknowledged before its
+    // shipper starts: a full log (or `delete_unshipped`) never waits for the shippers.
     let sinks = crate::siem::acknowledged_at_start(&snapshot.config.siem, &audit_dir, &signer);
-    let audit = AuditLog::open_signed(&audit_dir, &snapshot.config.audit, signer, sinks).map_err(
-        |source| ServeError::Audit {
-            dir: audit_dir.clone(),
-            source,
-        },
-    )?;
+    let audit =
+        AuditLog::open_signed_read_back(&audit_dir, &snapshot.config.audit, signer, sinks, back)
+            .map_err(|source| ServeError::Audit {
+                dir: audit_dir.clone(),
+                source,
+            })?;
     snapshot.warn_of_unavailable_credentials();
     snapshot.remember_bundle();
     let policy_count = snapshot.policy.policy_count();

@@ -449,7 +449,9 @@ async fn serve_refuses_a_restore_without_its_keys_unless_told_to_accept_new_ones
     });
     let setup = w.stop_and_take_setup().await;
     let old_kid = old_kid.expect("the first run signed a checkpoint");
-    std::fs::remove_dir_all(setup.data_dir.join("keys")).unwrap();
+    let keys = setup.data_dir.join("keys");
+    std::fs::remove_dir_all(&keys).unwrap();
+    let data_before = files_under(&setup.data_dir);
 
     let mut cmd = setup.command();
     cmd.arg("serve").arg("--config").arg(&setup.config_path);
@@ -462,6 +464,10 @@ async fn serve_refuses_a_restore_without_its_keys_unless_told_to_accept_new_ones
             && stderr.contains("--accept-new-keys"),
         "{stderr}"
     );
+    // The refused start changed nothing on disk: no new key files to restore over, the log
+    // as it was.
+    assert!(!keys.exists(), "{:?}", files_under(&keys));
+    assert_eq!(files_under(&setup.data_dir), data_before);
 
     let mut w = setup.spawn_with(&["--accept-new-keys"]).unwrap();
     w.wait_ready(Duration::from_secs(30)).await.unwrap();
@@ -479,4 +485,25 @@ async fn serve_refuses_a_restore_without_its_keys_unless_told_to_accept_new_ones
         "{start}"
     );
     assert!(start["detail"]["token_key_id"].is_string(), "{start}");
+}
+
+/// Every file under `dir` (recursively), with its content.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push((path.clone(), std::fs::read(&path).unwrap_or_default()));
+            }
+        }
+    }
+    files.sort();
+    files
 }

@@ -801,3 +801,99 @@ async fn a_reload_that_changes_the_vault_section_keeps_serving() {
         "{metrics}"
     );
 }
+
+/// The token of Warden's AppRole login, as OpenBao's `lookup-accessor` shows it (`None` until
+/// Warden has logged in).
+fn approle_token(bao: &OpenBao) -> Option<Value> {
+    let accessors: Value = serde_json::from_str(
+        &bao.cli(&["list", "-format=json", "auth/token/accessors"])
+            .ok()?,
+    )
+    .ok()?;
+    accessors.as_array()?.iter().find_map(|accessor| {
+        let looked = bao
+            .cli(&[
+                "write",
+                "-format=json",
+                "auth/token/lookup-accessor",
+                &format!("accessor={}", accessor.as_str()?),
+            ])
+            .ok()?;
+        let looked: Value = serde_json::from_str(&looked).ok()?;
+        (looked["data"]["path"] == "auth/approle/login").then(|| looked["data"].clone())
+    })
+}
+
+/// Warden logs in with AppRole (its own bounded calls: `vault/client.rs`), reads a KV secret
+/// with the token it got, and keeps that token alive by renewing it, not by logging in again.
+#[tokio::test]
+async fn an_approle_login_reads_secrets_and_renews_its_token() {
+    let (bao, fake, _echo) = stage().await;
+    let policy = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        policy.path(),
+        "path \"secret/data/e2e/*\" { capabilities = [\"read\"] }\n",
+    )
+    .unwrap();
+    bao.run(&[
+        "policy",
+        "write",
+        "e2e-read",
+        &policy.path().display().to_string(),
+    ]);
+    bao.run(&["auth", "enable", "approle"]);
+    bao.run(&[
+        "write",
+        "auth/approle/role/warden",
+        "token_policies=e2e-read",
+        "token_ttl=6s",
+        "token_max_ttl=1h",
+    ]);
+    let role_id = bao.run(&["read", "-field=role_id", "auth/approle/role/warden/role-id"]);
+    let secret_id = bao.run(&[
+        "write",
+        "-f",
+        "-field=secret_id",
+        "auth/approle/role/warden/secret-id",
+    ]);
+    let warden = warden(&bao, &fake, |b| {
+        b.set(
+            "/vault/auth",
+            json!({"method": "approle", "role_id": role_id,
+                   "secret_id": {"env": "E2E_BAO_SECRET_ID"}}),
+        )
+        .env("E2E_BAO_SECRET_ID", &secret_id)
+        .set("/vault/kv_ttl", json!("1s"))
+    })
+    .await;
+    let token = warden.token(AGENT).await.unwrap();
+    let (status, body) = get(&warden, &token, "/openai/models").await;
+    assert_eq!(status, 200, "{body}");
+
+    // The token (6 s) is renewed before it runs out: OpenBao records the renewal.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if approle_token(&bao).is_some_and(|t| t["last_renewal_time"].as_i64().unwrap_or(0) > 0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not renewed: {:?}\n{}",
+            approle_token(&bao),
+            warden.output()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (status, body) = get(&warden, &token, "/openai/models").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        warden.output().matches("logged in to vault").count(),
+        1,
+        "renewed, not logged in again: {}",
+        warden.output()
+    );
+    assert!(
+        !warden.output().contains(&secret_id),
+        "the secret id is never logged"
+    );
+}

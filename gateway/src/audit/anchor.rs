@@ -1,5 +1,7 @@
 //! The head anchor, `head.json`: the last committed (seq, hash), so that a cut tail or an
-//! edited last record shows.
+//! edited last record shows; and the keys the log named up to that record (`keys`: the last
+//! checkpoint's key id, the last `start` record's agent-token key id), so that a start
+//! compares its keys with them without reading the log back to that `start` record.
 
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
@@ -9,6 +11,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use super::faults::Faults;
+use super::last_keys::LastKeys;
 use super::record::{Hash, HexHash};
 
 /// File name of the head anchor inside the log directory.
@@ -69,14 +72,43 @@ pub fn read(dir: &Path) -> Result<Option<Anchor>, AnchorReadError> {
         .map_err(|e| AnchorReadError::Malformed(format!("{e}")))
 }
 
+/// `head.json` as written: the anchor, and the keys named up to its record.
+#[derive(Serialize)]
+struct Head<'a> {
+    #[serde(flatten)]
+    anchor: Anchor,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keys: Option<&'a LastKeys>,
+}
+
+/// The keys `head.json` names, as of its record.
+#[derive(Deserialize)]
+struct NamedKeys {
+    seq: u64,
+    #[serde(default)]
+    keys: Option<LastKeys>,
+}
+
+/// The keys `head.json` in `dir` names and the seq of the record they are as of; `None` when
+/// it cannot be read or names none (written before head.json named keys).
+pub fn read_keys(dir: &Path) -> Option<(u64, LastKeys)> {
+    let bytes = fs::read(dir.join(ANCHOR_FILE)).ok()?;
+    let named: NamedKeys = serde_json::from_slice(&bytes).ok()?;
+    Some((named.seq, named.keys?))
+}
+
 /// Replaces `head.json` in `dir` atomically (write a temporary file, flush it, then rename), so
-/// a crash leaves either the old or the new anchor, never an empty one.
-pub fn write(dir: &Path, seq: u64, hash: &Hash) -> io::Result<()> {
-    let anchor = Anchor {
-        seq,
-        hash: HexHash(*hash),
+/// a crash leaves either the old or the new anchor, never an empty one. `keys` are those the
+/// log named up to record `seq`.
+pub fn write(dir: &Path, seq: u64, hash: &Hash, keys: Option<&LastKeys>) -> io::Result<()> {
+    let head = Head {
+        anchor: Anchor {
+            seq,
+            hash: HexHash(*hash),
+        },
+        keys,
     };
-    let mut text = serde_json::to_vec(&anchor).map_err(io::Error::other)?;
+    let mut text = serde_json::to_vec(&head).map_err(io::Error::other)?;
     text.push(b'\n');
     let tmp = dir.join(ANCHOR_TMP);
     let mut file = crate::private_files::options()
@@ -109,7 +141,7 @@ pub struct Anchorer {
 
 #[derive(Default)]
 struct Posted {
-    head: Option<(u64, Hash)>,
+    head: Option<(u64, Hash, LastKeys)>,
     stop: bool,
 }
 
@@ -129,9 +161,10 @@ impl Anchorer {
         })
     }
 
-    /// Asks for `head` to be recorded; replaces a head posted earlier and not yet written.
-    pub fn post(&self, seq: u64, hash: Hash) {
-        lock(&self.shared.0).head = Some((seq, hash));
+    /// Asks for head (`seq`, `hash`) to be recorded, with `keys`, those named up to it;
+    /// replaces a head posted earlier and not yet written.
+    pub fn post(&self, seq: u64, hash: Hash, keys: LastKeys) {
+        lock(&self.shared.0).head = Some((seq, hash, keys));
         self.shared.1.notify_one();
     }
 
@@ -161,7 +194,7 @@ fn lock(posted: &Mutex<Posted>) -> MutexGuard<'_, Posted> {
 fn run_anchorer(dir: &Path, faults: &Faults, shared: &(Mutex<Posted>, Condvar)) {
     let mut failing = false;
     loop {
-        let (seq, hash) = {
+        let (seq, hash, keys) = {
             let mut posted = lock(&shared.0);
             loop {
                 if posted.stop {
@@ -177,7 +210,7 @@ fn run_anchorer(dir: &Path, faults: &Faults, shared: &(Mutex<Posted>, Condvar)) 
             }
         };
         faults.before_anchor();
-        match write(dir, seq, &hash) {
+        match write(dir, seq, &hash, Some(&keys)) {
             Ok(()) => failing = false,
             Err(error) if !failing => {
                 failing = true;
@@ -198,11 +231,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(read(dir.path()), Ok(None)));
         let hash = hash_line(b"line");
-        write(dir.path(), 9, &hash).unwrap();
+        write(dir.path(), 9, &hash, None).unwrap();
         let anchor = read(dir.path()).unwrap().unwrap();
         assert_eq!(anchor.seq, 9);
         assert_eq!(anchor.hash, HexHash(hash));
         assert!(!dir.path().join(ANCHOR_TMP).exists());
+        assert!(read_keys(dir.path()).is_none(), "no keys named");
+
+        let keys = LastKeys {
+            audit: Some(super::super::last_keys::KeyAt {
+                seq: 8,
+                key_id: "audit-kid".into(),
+            }),
+            token: None,
+        };
+        write(dir.path(), 9, &hash, Some(&keys)).unwrap();
+        assert_eq!(read(dir.path()).unwrap().unwrap(), anchor);
+        assert_eq!(read_keys(dir.path()), Some((9, keys)));
     }
 
     #[test]

@@ -3,160 +3,28 @@
 //! forwarded. On open, the decision records of the last run (since its `start` record) that
 //! no outcome record follows get one now, saying the request was interrupted.
 //!
-//! A run that ended with its `stop` record left nothing in flight, and nothing is read
-//! beyond that record. Otherwise the run is read back from its end to its `start` record, one
-//! segment at a time, keeping a few numbers per record.
+//! A run that ended with its `stop` record left nothing in flight. Otherwise the run is read
+//! back from its end to its `start` record (`read_back.rs`, which a start's key check shares).
 
-use std::collections::HashMap;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde_json::json;
 
-use super::error::AuditError;
 use super::event::{AuditEvent, AuditOutcome, EventKind, Timestamp};
-use super::segment::{Line, Lines, list_segments};
+use super::read_back::ReadBack;
 
 /// What an interrupted request's outcome record says went wrong.
 pub const INTERRUPTED: &str =
     "interrupted: Warden stopped (killed or crashed) while the request was in flight";
 
-/// The fields of a record that tell where a run starts and which decisions have outcomes.
-#[derive(Deserialize)]
-struct Peek {
-    seq: u64,
-    time: Timestamp,
-    kind: EventKind,
-    #[serde(default)]
-    decision_id: String,
-    #[serde(default)]
-    detail: Option<PeekDetail>,
-}
-
-#[derive(Deserialize)]
-struct PeekDetail {
-    #[serde(default)]
-    event: Option<String>,
-}
-
-/// One record, as much of it as the reverse walk needs.
-struct Entry {
-    seq: u64,
-    time: Timestamp,
-    kind: EventKind,
-    decision_id: String,
-    /// A `start` or `stop` record: where the previous run begins (or the one before it ended).
-    boundary: bool,
-    /// Where its line is, to read a decision back whole.
-    offset: u64,
-    len: usize,
-}
-
-/// The outcome records to append for the decisions of the log's last run in `dir` that have
-/// none, oldest first.
-pub fn interrupted(dir: &Path) -> Result<Vec<AuditEvent>, AuditError> {
-    let io = |action: &'static str, path: PathBuf| {
-        move |source| AuditError::Io {
-            action,
-            path,
-            source,
-        }
-    };
-    let segments = list_segments(dir).map_err(io("list", dir.to_path_buf()))?;
-    // Outcomes seen later in the run whose decisions the walk has not reached yet.
-    let mut outcomes: HashMap<String, u32> = HashMap::new();
-    let mut unfinished = Vec::new();
-    let mut last_time: Option<Timestamp> = None;
-    'segments: for (_, name) in segments.iter().rev() {
-        let path = dir.join(name);
-        let entries = read_entries(&path).map_err(io("read", path.clone()))?;
-        let mut decisions = Vec::new();
-        for entry in entries.iter().rev() {
-            last_time.get_or_insert(entry.time);
-            if entry.boundary {
-                read_back(&path, &decisions, &mut unfinished).map_err(io("read", path.clone()))?;
-                break 'segments;
-            }
-            match entry.kind {
-                EventKind::Outcome if !entry.decision_id.is_empty() => {
-                    *outcomes.entry(entry.decision_id.clone()).or_default() += 1;
-                }
-                EventKind::Decision if !entry.decision_id.is_empty() => {
-                    match outcomes.get_mut(&entry.decision_id) {
-                        Some(n) if *n > 1 => *n -= 1,
-                        Some(_) => {
-                            outcomes.remove(&entry.decision_id);
-                        }
-                        None => decisions.push(entry),
-                    }
-                }
-                _ => {}
-            }
-        }
-        read_back(&path, &decisions, &mut unfinished).map_err(io("read", path.clone()))?;
-    }
-    unfinished.sort_by_key(|(seq, _)| *seq);
-    let ended = last_time.unwrap_or_else(Timestamp::now);
-    Ok(unfinished
-        .into_iter()
-        .map(|(seq, decision)| outcome_of(seq, &decision, ended))
-        .collect())
-}
-
-/// Every complete record of segment `path`, in file order.
-fn read_entries(path: &Path) -> std::io::Result<Vec<Entry>> {
-    let mut lines = Lines::new(File::open(path)?);
-    let mut entries = Vec::new();
-    loop {
-        let offset = lines.complete_len();
-        let Some((_, Line::Complete(bytes))) = lines.next_line()? else {
-            break;
-        };
-        // A line that does not read as a record is left to `warden audit verify`: recovery
-        // has already checked the chain of this segment's end.
-        let Ok(peek) = serde_json::from_slice::<Peek>(bytes) else {
-            continue;
-        };
-        let boundary = peek.kind == EventKind::System
-            && peek
-                .detail
-                .as_ref()
-                .and_then(|d| d.event.as_deref())
-                .is_some_and(|e| e == "start" || e == "stop");
-        entries.push(Entry {
-            seq: peek.seq,
-            time: peek.time,
-            kind: peek.kind,
-            decision_id: peek.decision_id,
-            boundary,
-            offset,
-            len: bytes.len(),
-        });
-    }
-    Ok(entries)
-}
-
-/// Reads the decision records `decisions` (entries of segment `path`) back whole.
-fn read_back(
-    path: &Path,
-    decisions: &[&Entry],
-    out: &mut Vec<(u64, AuditEvent)>,
-) -> std::io::Result<()> {
-    if decisions.is_empty() {
-        return Ok(());
-    }
-    let file = File::open(path)?;
-    for entry in decisions {
-        let mut line = vec![0; entry.len];
-        file.read_exact_at(&mut line, entry.offset)?;
-        if let Ok(event) = serde_json::from_slice::<AuditEvent>(&line) {
-            out.push((entry.seq, event));
-        }
-    }
-    Ok(())
+/// The outcome records to append for the decisions of the log's last run that have none, as
+/// `back` found them, oldest first.
+pub fn interrupted(back: &ReadBack) -> Vec<AuditEvent> {
+    let ended = back.last_time.unwrap_or_else(Timestamp::now);
+    back.unfinished
+        .iter()
+        .map(|(seq, decision)| outcome_of(*seq, decision, ended))
+        .collect()
 }
 
 /// The outcome record of the request `decision` (record `seq`) started, interrupted when the
@@ -199,8 +67,10 @@ mod tests {
     use super::super::log::AuditLog;
     use super::super::read::Reader;
     use super::super::replica::ReplicaIdSource;
+    use super::super::segment::list_segments;
     use super::super::verify::verify;
     use super::*;
+    use std::path::Path;
 
     fn system(event: &str) -> AuditEvent {
         let mut e = AuditEvent::now(EventKind::System);

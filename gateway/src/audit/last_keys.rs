@@ -1,93 +1,106 @@
 //! The keys an audit log last named, read at start before anything is written: the audit key
 //! id of its last checkpoint, and the agent-token key id its last run's `start` record names
 //! (`token_key_id`). A Warden that starts with other keys, not listing those in
-//! `previous_keys`, was restored without its `keys/` directory (or given another key): it
+//! `previous_keys`, was restored without its keys/ directory (or given another key): it
 //! refuses to start, since agents' tokens would all be refused and the log would go on under
 //! a key no verifier knows, unless told to accept new keys (`warden serve --accept-new-keys`).
 //!
-//! The log is read from its newest segment back to the one holding the last `start` record
-//! (a run's first checkpoint follows its start record), as recovery reads an interrupted run.
+//! The writer keeps the keys as of each head it records in `head.json` ([`KeysWritten`]), so
+//! a start reads them there and only the records after that head (`read_back.rs`); a log
+//! whose head.json names none (written before it did) is read back to its last `start`
+//! record.
 
-use std::fs::File;
-use std::io;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::record::{ChainFields, ChainKind};
-use super::segment::{Line, Lines, list_segments};
+use super::event::{AuditEvent, EventKind};
 
 /// The keys the log last named, each with the seq of the record that names it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastKeys {
     /// The last checkpoint's key id.
-    pub audit: Option<(u64, String)>,
+    #[serde(default)]
+    pub audit: Option<KeyAt>,
     /// The agent-token key id of the last `start` record (`None` when it names none).
-    pub token: Option<(u64, String)>,
+    #[serde(default)]
+    pub token: Option<KeyAt>,
 }
 
-#[derive(Deserialize)]
-struct Peek {
-    seq: u64,
-    #[serde(default)]
-    detail: Option<PeekDetail>,
+/// A key id, as the record `seq` names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyAt {
+    pub seq: u64,
+    pub key_id: String,
 }
 
-#[derive(Deserialize)]
-struct PeekDetail {
-    #[serde(default)]
-    event: Option<String>,
-    #[serde(default)]
-    key_id: Option<String>,
-    #[serde(default)]
-    token_key_id: Option<String>,
+/// The keys the log names as the writer writes it: what `head.json` records beside each head
+/// (the keys the records up to that head named, never those of records not yet durable).
+#[derive(Debug)]
+pub struct KeysWritten {
+    /// As of the durable head last asked for.
+    durable: LastKeys,
+    /// After each record written since that names a key (its seq), oldest first.
+    written: VecDeque<(u64, LastKeys)>,
 }
 
-/// The keys the log in `dir` last named; nothing for a missing or empty log.
-pub fn read(dir: &Path) -> io::Result<LastKeys> {
-    let segments = match list_segments(dir) {
-        Ok(segments) => segments,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LastKeys::default()),
-        Err(e) => return Err(e),
-    };
-    let mut last = LastKeys::default();
-    for (_, name) in segments.iter().rev() {
-        let mut lines = Lines::new(File::open(dir.join(name))?);
-        let mut started = false;
-        let mut checkpoint = None;
-        let mut token = None;
-        while let Some((_, line)) = lines.next_line()? {
-            let Line::Complete(bytes) = line else { break };
-            let Ok(fields) = ChainFields::parse(bytes) else {
-                continue;
-            };
-            if !matches!(fields.kind, ChainKind::Checkpoint | ChainKind::System) {
-                continue;
-            }
-            let Ok(peek) = serde_json::from_slice::<Peek>(bytes) else {
-                continue;
-            };
-            let Some(detail) = peek.detail else { continue };
-            match fields.kind {
-                ChainKind::Checkpoint => {
-                    checkpoint = detail.key_id.map(|kid| (peek.seq, kid));
-                }
-                _ if detail.event.as_deref() == Some("start") => {
-                    started = true;
-                    token = detail.token_key_id.map(|kid| (peek.seq, kid));
-                }
-                _ => {}
-            }
-        }
-        if last.audit.is_none() {
-            last.audit = checkpoint;
-        }
-        if started {
-            last.token = token;
-            break;
+impl KeysWritten {
+    /// Starts from `at_open`, the keys the log named when it was opened.
+    pub fn new(at_open: LastKeys) -> KeysWritten {
+        KeysWritten {
+            durable: at_open,
+            written: VecDeque::new(),
         }
     }
-    Ok(last)
+
+    /// Notes record `seq`, `event`, written: a checkpoint names the audit key, a `start`
+    /// record the agent-token key (or none).
+    pub fn note(&mut self, seq: u64, event: &AuditEvent) {
+        let detail = |field: &str| {
+            event.detail.as_ref().map(|d| {
+                d[field].as_str().map(|kid| KeyAt {
+                    seq,
+                    key_id: kid.to_owned(),
+                })
+            })
+        };
+        let keys = || {
+            self.written
+                .back()
+                .map(|(_, keys)| keys.clone())
+                .unwrap_or_else(|| self.durable.clone())
+        };
+        let next = match event.kind {
+            EventKind::Checkpoint => match detail("key_id").flatten() {
+                Some(audit) => LastKeys {
+                    audit: Some(audit),
+                    ..keys()
+                },
+                None => return,
+            },
+            EventKind::System
+                if event.detail.as_ref().and_then(|d| d["event"].as_str()) == Some("start") =>
+            {
+                LastKeys {
+                    token: detail("token_key_id").flatten(),
+                    ..keys()
+                }
+            }
+            _ => return,
+        };
+        self.written.push_back((seq, next));
+    }
+
+    /// The keys as of record `seq`, durable.
+    pub fn as_of(&mut self, seq: u64) -> &LastKeys {
+        while self.written.front().is_some_and(|(at, _)| *at <= seq) {
+            if let Some((_, keys)) = self.written.pop_front() {
+                self.durable = keys;
+            }
+        }
+        &self.durable
+    }
 }
 
 /// The keys this Warden starts with: each key id, and the ids of its retired keys.
@@ -141,23 +154,23 @@ pub fn check(last: &LastKeys, keys: &StartKeys<'_>, dir: &Path) -> Result<(), Ke
     let known = |kid: &str, (current, retired): &(&str, Vec<&str>)| {
         kid == *current || retired.contains(&kid)
     };
-    if let Some((seq, kid)) = &last.audit
-        && !known(kid, &keys.audit)
+    if let Some(KeyAt { seq, key_id }) = &last.audit
+        && !known(key_id, &keys.audit)
     {
         return Err(KeysChanged::Audit {
             dir: dir.to_path_buf(),
             seq: *seq,
-            expected: kid.clone(),
+            expected: key_id.clone(),
             found: keys.audit.0.to_owned(),
         });
     }
-    if let (Some((seq, kid)), Some(token)) = (&last.token, &keys.token)
-        && !known(kid, token)
+    if let (Some(KeyAt { seq, key_id }), Some(token)) = (&last.token, &keys.token)
+        && !known(key_id, token)
     {
         return Err(KeysChanged::Token {
             dir: dir.to_path_buf(),
             seq: *seq,
-            expected: kid.clone(),
+            expected: key_id.clone(),
             found: token.0.to_owned(),
         });
     }
@@ -194,12 +207,17 @@ mod tests {
     async fn a_restore_with_other_keys_is_refused_naming_the_key_expected() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("audit");
+        let read = |dir: &Path| crate::audit::read_back::read(dir).map(|back| back.keys);
         assert_eq!(read(&dir).unwrap(), LastKeys::default(), "a fresh start");
         run(&dir, 1, "token-a").await;
         let signer = run(&dir, 1, "token-b").await;
         let last = read(&dir).unwrap();
-        assert_eq!(last.audit.as_ref().unwrap().1, signer.key_id());
-        assert_eq!(last.token.as_ref().unwrap().1, "token-b", "the last run's");
+        assert_eq!(last.audit.as_ref().unwrap().key_id, signer.key_id());
+        assert_eq!(
+            last.token.as_ref().unwrap().key_id,
+            "token-b",
+            "the last run's"
+        );
 
         let same = StartKeys {
             audit: (signer.key_id(), vec![]),
@@ -239,5 +257,44 @@ mod tests {
             token: None,
         };
         check(&last, &off, &dir).unwrap();
+    }
+
+    #[test]
+    fn head_json_is_given_only_the_keys_of_durable_records() {
+        let at_open = LastKeys {
+            audit: Some(KeyAt {
+                seq: 1,
+                key_id: "old-audit".into(),
+            }),
+            token: None,
+        };
+        let mut keys = KeysWritten::new(at_open.clone());
+        let mut checkpoint = AuditEvent::now(EventKind::Checkpoint);
+        checkpoint.detail = Some(serde_json::json!({"key_id": "audit-b"}));
+        keys.note(5, &start("token-b"));
+        keys.note(6, &checkpoint);
+        keys.note(7, &AuditEvent::now(EventKind::Decision));
+        assert_eq!(keys.as_of(4), &at_open, "nothing durable named a key since");
+        let token_b = Some(KeyAt {
+            seq: 5,
+            key_id: "token-b".into(),
+        });
+        assert_eq!(
+            keys.as_of(5),
+            &LastKeys {
+                audit: at_open.audit.clone(),
+                token: token_b.clone(),
+            }
+        );
+        let audit_b = Some(KeyAt {
+            seq: 6,
+            key_id: "audit-b".into(),
+        });
+        let all = LastKeys {
+            audit: audit_b,
+            token: token_b,
+        };
+        assert_eq!(keys.as_of(9), &all);
+        assert_eq!(keys.as_of(9), &all, "kept");
     }
 }

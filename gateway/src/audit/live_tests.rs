@@ -194,7 +194,7 @@ async fn a_live_log_cut_back_to_an_old_checkpoint_fails_by_the_age_of_its_last_s
     assert_eq!(kind(&all[5]), "checkpoint");
     all.truncate(6);
     write_lines(&path, &all);
-    anchor::write(&dir, 6, &hash_line(all[5].as_bytes())).unwrap();
+    anchor::write(&dir, 6, &hash_line(all[5].as_bytes()), None).unwrap();
     let _held = hold_lock(&dir);
     let fresh = verify_with(&dir, &within(Duration::from_secs(5), true))
         .expect("a checkpoint signed a moment ago is within the window");
@@ -279,7 +279,7 @@ fn append_made_up_start(dir: &Path, head: u64, line: &str) -> u64 {
     let mut all = lines(&segment(dir, 1));
     all.push(String::from_utf8(buf).unwrap().trim_end().to_owned());
     write_lines(&segment(dir, 1), &all);
-    anchor::write(dir, head + 1, &hash).unwrap();
+    anchor::write(dir, head + 1, &hash, None).unwrap();
     head + 1
 }
 
@@ -354,7 +354,7 @@ async fn a_live_log_made_of_a_fresh_start_record_alone_is_refused_when_signature
     let hash =
         super::record::encode(&mut buf, 1, &super::record::GENESIS, &system("start")).unwrap();
     std::fs::write(segment(&dir, 1), &buf).unwrap();
-    anchor::write(&dir, 1, &hash).unwrap();
+    anchor::write(&dir, 1, &hash, None).unwrap();
     assert!(String::from_utf8(buf).unwrap().contains(&zeros));
     let _held = hold_lock(&dir);
     let window = Duration::from_secs(30);

@@ -17,6 +17,7 @@ use super::error::AuditError;
 use super::event::{AuditEvent, EventKind};
 use super::faults::Faults;
 use super::outbox::Pushed;
+use super::read_back::ReadBack;
 use super::receipt::{BatchSigner, Pending, Receipt};
 use super::record::Hash;
 use super::recover::recover;
@@ -79,12 +80,37 @@ impl AuditLog {
         Self::open_with(dir, cfg, Arc::default(), Some(signer), sinks)
     }
 
+    /// Opens the log as [`open_signed`](Self::open_signed) does, once `back` has read it
+    /// back ([`read_back::read`](super::read_back::read)): `warden serve` compares its keys
+    /// with the log's before anything is written, and the log is not read back again.
+    pub fn open_signed_read_back(
+        dir: &Path,
+        cfg: &AuditConfig,
+        signer: Arc<Signer>,
+        sinks: Vec<(String, u64)>,
+        back: ReadBack,
+    ) -> Result<AuditLog, AuditError> {
+        Self::open_after(dir, cfg, Arc::default(), Some(signer), sinks, Some(back))
+    }
+
     pub(crate) fn open_with(
         dir: &Path,
         cfg: &AuditConfig,
         faults: Arc<Faults>,
         signer: Option<Arc<Signer>>,
         sinks: Vec<(String, u64)>,
+    ) -> Result<AuditLog, AuditError> {
+        Self::open_after(dir, cfg, faults, signer, sinks, None)
+    }
+
+    /// Opens the log; `back` is the log read back already (`None`: read it back now).
+    fn open_after(
+        dir: &Path,
+        cfg: &AuditConfig,
+        faults: Arc<Faults>,
+        signer: Option<Arc<Signer>>,
+        sinks: Vec<(String, u64)>,
+        back: Option<ReadBack>,
     ) -> Result<AuditLog, AuditError> {
         crate::private_files::create_dir_all(dir).map_err(|source| AuditError::Io {
             action: "create",
@@ -94,7 +120,11 @@ impl AuditLog {
         let replica = super::replica::resolve(cfg.replica_id.as_ref())?;
         let lock = lock_dir(dir)?;
         let recovered = recover(dir)?;
-        let interrupted = super::interrupted::interrupted(dir)?;
+        let back = match back {
+            Some(back) => back,
+            None => super::read_back::read(dir)?,
+        };
+        let interrupted = super::interrupted::interrupted(&back);
         let limit = cfg.segment_bytes.max(1);
         let anchorer = Anchorer::spawn(dir.to_path_buf(), faults.clone()).map_err(|source| {
             AuditError::Io {
@@ -135,6 +165,7 @@ impl AuditLog {
             retention: Retention::new(&cfg.retention, sinks, acknowledged.clone()),
             max_bytes: cfg.retention.max_bytes.unwrap_or(0),
             replica,
+            keys: back.keys,
         };
         let mut writer = Writer::new(
             dir.to_path_buf(),

@@ -24,6 +24,7 @@ pub mod last_keys;
 mod log;
 mod outbox;
 pub mod read;
+pub mod read_back;
 pub mod receipt;
 mod record;
 mod recover;

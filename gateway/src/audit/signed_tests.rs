@@ -108,7 +108,7 @@ pub(super) fn rechain(dir: &Path, path: &Path, lines: &mut [String], from: usize
     write_lines(path, lines);
     let last = lines.last().unwrap();
     let seq = ChainFields::parse(last.as_bytes()).unwrap().seq;
-    anchor::write(dir, seq, &hash_line(last.as_bytes())).unwrap();
+    anchor::write(dir, seq, &hash_line(last.as_bytes()), None).unwrap();
 }
 
 pub(super) fn tampered(result: Result<VerifyReport, VerifyError>) -> (u64, Problem) {

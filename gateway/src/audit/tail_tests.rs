@@ -62,7 +62,7 @@ fn cut_back(dir: &Path, keep: usize) -> Anchor {
     write_lines(&path, &all);
     let kept = all.last().unwrap();
     let seq = ChainFields::parse(kept.as_bytes()).unwrap().seq;
-    anchor::write(dir, seq, &hash_line(kept.as_bytes())).unwrap();
+    anchor::write(dir, seq, &hash_line(kept.as_bytes()), None).unwrap();
     cut
 }
 

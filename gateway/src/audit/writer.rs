@@ -20,6 +20,7 @@ use super::config::Durability;
 use super::error::AuditError;
 use super::event::{AuditEvent, EventKind, Text, Timestamp};
 use super::flusher::{FlushRequest, Flusher, Report};
+use super::last_keys::{KeysWritten, LastKeys};
 use super::outbox::Outbox;
 use super::receipt::BatchSigner;
 use super::record::{self, Hash};
@@ -123,6 +124,8 @@ pub struct Settings {
     pub max_bytes: u64,
     /// The replica id every record is stamped with (`audit.replica_id`).
     pub replica: Text,
+    /// The keys the log named when it was opened (`read_back.rs`).
+    pub keys: LastKeys,
 }
 
 /// A record waiting for its group commit.
@@ -319,6 +322,8 @@ pub struct Writer {
     breaks: Vec<usize>,
     /// Writes `head.json` off this thread while the log runs.
     anchorer: anchor::Anchorer,
+    /// The keys the records name, for `head.json`.
+    keys: KeysWritten,
     /// Seq recorded in (or posted for) `head.json`, and when.
     anchored: Option<u64>,
     anchored_at: Instant,
@@ -385,6 +390,7 @@ impl Writer {
             hashes: Vec::with_capacity(MAX_BATCH),
             breaks: Vec::new(),
             anchorer,
+            keys: KeysWritten::new(settings.keys),
             anchored: None,
             anchored_at: Instant::now(),
             unflushed,
@@ -443,7 +449,8 @@ impl Writer {
     /// Records the durable head in `head.json` on this thread, and syncs the directory (open,
     /// close).
     pub fn write_anchor(&mut self) -> io::Result<()> {
-        anchor::write(&self.dir, self.durable.0, &self.durable.1)?;
+        let keys = self.keys.as_of(self.durable.0);
+        anchor::write(&self.dir, self.durable.0, &self.durable.1, Some(keys))?;
         anchor::sync_dir(&self.dir)?;
         self.anchored = Some(self.durable.0);
         self.anchored_at = Instant::now();
@@ -583,7 +590,8 @@ impl Writer {
 
     /// Has the anchor thread record the durable head in `head.json`.
     fn post_anchor(&mut self) {
-        self.anchorer.post(self.durable.0, self.durable.1);
+        let keys = self.keys.as_of(self.durable.0).clone();
+        self.anchorer.post(self.durable.0, self.durable.1, keys);
         self.anchored = Some(self.durable.0);
         self.anchored_at = Instant::now();
     }
@@ -812,6 +820,9 @@ impl Writer {
         self.hashes.clear();
         self.breaks.clear();
         let written = self.head.0;
+        for pending in batch.iter().filter(|p| !p.not_written(written)) {
+            self.keys.note(pending.seq, &pending.event);
+        }
         if let Some(schedule) = &mut self.checkpoints
             && let Some(cp) = batch
                 .iter()

@@ -1,16 +1,17 @@
 //! The connection to Vault: Warden's login, its token kept alive, and the calls the secret
-//! sources make. Login, token renewal and KV v2 go through `vaultrs`; the calls `vaultrs`
-//! does not have (reading any leased path, renewing and revoking leases) go over the same
-//! HTTP client with the same token and namespace.
+//! sources make. Every call (logins, token lookups, renewals and revocations, secret reads,
+//! lease renewals and revocations) goes through one place, [`Vault::send`]: its answer is
+//! read to at most [`MAX_ANSWER_BYTES`] and the whole call, from connecting to the answer's
+//! last byte, ends within `vault.timeout`. `vaultrs` only builds the HTTP client (TLS, the CA
+//! of `vault.ca_cert`).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::{Method, StatusCode};
-use vaultrs::api::AuthInfo;
-use vaultrs::client::{Client as _, VaultClient, VaultClientSettingsBuilder};
-use vaultrs::error::ClientError;
+use serde_json::Value;
+use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 use zeroize::Zeroizing;
 
 use super::config::{BootstrapSecret, VaultAuth, VaultConfig};
@@ -48,6 +49,9 @@ struct Inner {
     /// Successful logins so far: a task whose token was refused logs in again only if no
     /// other task has since.
     generation: std::sync::atomic::AtomicU64,
+    /// Told of each login, so that the upkeep task, waiting for a token that does not expire
+    /// (or for none), plans the new token's renewal at once.
+    logged_in_now: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -110,6 +114,7 @@ impl Vault {
                 status: Mutex::new(VaultStatus::Down("not logged in yet".into())),
                 logged_in: std::sync::atomic::AtomicBool::new(false),
                 generation: std::sync::atomic::AtomicU64::new(0),
+                logged_in_now: Arc::new(tokio::sync::Notify::new()),
             }),
         })
     }
@@ -118,7 +123,10 @@ impl Vault {
     /// handle lives.
     fn keep_alive(&self) {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(keep_alive(Arc::downgrade(&self.inner)));
+            runtime.spawn(keep_alive(
+                Arc::downgrade(&self.inner),
+                self.inner.logged_in_now.clone(),
+            ));
         }
     }
 
@@ -284,17 +292,55 @@ impl Vault {
     /// Whether Vault still accepts the current token (`auth/token/lookup-self`).
     async fn token_is_valid(&self) -> bool {
         let client = self.inner.client.load_full();
-        vaultrs::token::lookup_self(&*client).await.is_ok()
+        self.send(&client, Method::GET, LOOKUP_SELF, None, "token lookup")
+            .await
+            .is_ok()
     }
 
     async fn call_once(
         &self,
         method: Method,
         path: &str,
-        body: Option<&serde_json::Value>,
+        body: Option<&Value>,
         what: &str,
-    ) -> Result<Option<serde_json::Value>, VaultError> {
+    ) -> Result<Option<Value>, VaultError> {
         let client = self.inner.client.load_full();
+        self.send(&client, method, path, body, what).await
+    }
+
+    /// One call to `/v1/<path>` with `client`'s token (none for a login): the one way Warden
+    /// calls Vault. The answer is read to at most [`MAX_ANSWER_BYTES`], and the call ends
+    /// within `vault.timeout`, however slowly Vault (or whatever answers at its address)
+    /// sends. `None` for an empty answer (204).
+    async fn send(
+        &self,
+        client: &VaultClient,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        what: &str,
+    ) -> Result<Option<Value>, VaultError> {
+        let limit = self.inner.config.timeout;
+        tokio::time::timeout(limit, self.send_unbounded(client, method, path, body, what))
+            .await
+            .unwrap_or_else(|_| {
+                Err(VaultError::TimedOut {
+                    address: self.inner.config.address.clone(),
+                    what: what.to_owned(),
+                    limit,
+                })
+            })
+    }
+
+    /// [`Vault::send`] without its time limit.
+    async fn send_unbounded(
+        &self,
+        client: &VaultClient,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        what: &str,
+    ) -> Result<Option<Value>, VaultError> {
         let url = format!(
             "{}/v1/{}",
             self.inner.config.address.trim_end_matches('/'),
@@ -304,8 +350,11 @@ impl Vault {
             .http
             .http
             .request(method, &url)
-            .header("X-Vault-Request", "true")
-            .header("X-Vault-Token", client.settings.token.as_str());
+            .header("X-Vault-Request", "true");
+        let token = client.settings.token.as_str();
+        if !token.is_empty() {
+            request = request.header("X-Vault-Token", token);
+        }
         if let Some(namespace) = &self.inner.config.namespace {
             request = request.header("X-Vault-Namespace", namespace.as_str());
         }
@@ -314,18 +363,21 @@ impl Vault {
                 .header("Content-Type", "application/json")
                 .body(body.to_string());
         }
-        let unreachable = |reason: String| VaultError::Unreachable {
+        // (The HTTP client is `vaultrs`'s, of another `reqwest` than Warden's: its errors are
+        // taken as text.)
+        let unreachable = |e: String| VaultError::Unreachable {
             address: self.inner.config.address.clone(),
-            reason,
+            reason: format!("{what}: {e}"),
         };
         let mut response = request
             .send()
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         let status = response.status();
-        let too_large = || VaultError::Malformed {
+        let too_large = || VaultError::TooLarge {
+            address: self.inner.config.address.clone(),
             what: what.to_owned(),
-            reason: format!("the answer is larger than {MAX_ANSWER_BYTES} bytes"),
+            limit: MAX_ANSWER_BYTES,
         };
         let announced = response.content_length().unwrap_or(0);
         if announced > MAX_ANSWER_BYTES as u64 {
@@ -399,14 +451,15 @@ impl Vault {
             VaultAuth::Token { token } => {
                 let token = read_bootstrap(method, "the token", token)?;
                 let client = build_client(config, &token)?;
-                let looked = client
-                    .lookup()
-                    .await
-                    .map_err(|e| from_client(config, "token lookup", e))?;
+                let what = "token lookup";
+                let answer = self
+                    .send(&client, Method::GET, LOOKUP_SELF, None, what)
+                    .await?;
+                let data = &answer.unwrap_or_default()["data"];
                 Login {
                     token,
-                    ttl: duration(looked.ttl),
-                    renewable: looked.renewable.unwrap_or(false),
+                    ttl: duration(data["ttl"].as_u64().unwrap_or(0)),
+                    renewable: data["renewable"].as_bool().unwrap_or(false),
                 }
             }
             VaultAuth::Approle {
@@ -415,10 +468,9 @@ impl Vault {
                 secret_id,
             } => {
                 let secret_id = read_bootstrap(method, "the secret id", secret_id)?;
-                let info = vaultrs::auth::approle::login(&anonymous, mount, role_id, &secret_id)
-                    .await
-                    .map_err(|e| from_client(config, "AppRole login", e))?;
-                Login::from(info)
+                let body = serde_json::json!({"role_id": role_id, "secret_id": &*secret_id});
+                self.log_in(&anonymous, mount, &body, "AppRole login")
+                    .await?
             }
             VaultAuth::Kubernetes {
                 mount,
@@ -430,17 +482,17 @@ impl Vault {
                     "the service-account token",
                     &BootstrapSecret::File(jwt_path.clone()),
                 )?;
-                let info = vaultrs::auth::kubernetes::login(&anonymous, mount, role, &jwt)
-                    .await
-                    .map_err(|e| from_client(config, "Kubernetes login", e))?;
-                Login::from(info)
+                let body = serde_json::json!({"role": role, "jwt": &*jwt});
+                self.log_in(&anonymous, mount, &body, "Kubernetes login")
+                    .await?
             }
             VaultAuth::Jwt { mount, role, jwt } => {
                 let jwt = read_bootstrap(method, "the JWT", jwt)?;
-                let info = vaultrs::auth::oidc::login(&anonymous, mount, &jwt, role.clone())
-                    .await
-                    .map_err(|e| from_client(config, "JWT login", e))?;
-                Login::from(info)
+                let mut body = serde_json::json!({"jwt": &*jwt});
+                if let Some(role) = role {
+                    body["role"] = Value::from(role.as_str());
+                }
+                self.log_in(&anonymous, mount, &body, "JWT login").await?
             }
         };
         let client = build_client(config, &auth.token)?;
@@ -451,8 +503,18 @@ impl Vault {
             && !old.settings.token.is_empty()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
+            let vault = self.clone();
             runtime.spawn(async move {
-                let _ = vaultrs::token::revoke_self(&*old).await;
+                let what = "revocation of the replaced token";
+                let _ = vault
+                    .send(
+                        &old,
+                        Method::POST,
+                        "auth/token/revoke-self",
+                        Some(&Value::Object(Default::default())),
+                        what,
+                    )
+                    .await;
             });
         }
         self.inner
@@ -460,6 +522,7 @@ impl Vault {
             .store(true, std::sync::atomic::Ordering::Release);
         *lock(&self.inner.token_expires) = (!auth.ttl.is_zero()).then(|| Instant::now() + auth.ttl);
         *lock(&self.inner.renewable) = auth.renewable;
+        self.inner.logged_in_now.notify_one();
         tracing::info!(
             address = %config.address,
             method,
@@ -470,14 +533,38 @@ impl Vault {
         Ok(())
     }
 
+    /// A login to the auth method mounted at `mount` with `body` (its credentials).
+    async fn log_in(
+        &self,
+        anonymous: &VaultClient,
+        mount: &str,
+        body: &Value,
+        what: &str,
+    ) -> Result<Login, VaultError> {
+        let path = format!("auth/{}/login", mount.trim_matches('/'));
+        let answer = self
+            .send(anonymous, Method::POST, &path, Some(body), what)
+            .await?;
+        Login::from_answer(what, answer)
+    }
+
     /// Renews the token; returns the new time to live.
     async fn renew_token(&self) -> Result<Duration, VaultError> {
         let client = self.inner.client.load_full();
-        let info = client
-            .renew(None)
-            .await
-            .map_err(|e| from_client(&self.inner.config, "token renewal", e))?;
-        let ttl = duration(info.lease_duration);
+        let answer = self
+            .send(
+                &client,
+                Method::POST,
+                "auth/token/renew-self",
+                Some(&Value::Object(Default::default())),
+                "token renewal",
+            )
+            .await?;
+        let ttl = duration(
+            answer.unwrap_or_default()["auth"]["lease_duration"]
+                .as_u64()
+                .unwrap_or(0),
+        );
         *lock(&self.inner.token_expires) = (!ttl.is_zero()).then(|| Instant::now() + ttl);
         Ok(ttl)
     }
@@ -529,13 +616,25 @@ struct Login {
     renewable: bool,
 }
 
-impl From<AuthInfo> for Login {
-    fn from(info: AuthInfo) -> Login {
-        Login {
-            token: Zeroizing::new(info.client_token),
-            ttl: duration(info.lease_duration),
-            renewable: info.renewable,
-        }
+impl Login {
+    /// The login in Vault's answer to login `what` (`auth.client_token`, its lease).
+    fn from_answer(what: &str, answer: Option<Value>) -> Result<Login, VaultError> {
+        let mut auth = answer.unwrap_or_default()["auth"].take();
+        // Taken out of the answer, not copied: the token's only copy is zeroized on drop.
+        let token = match auth["client_token"].take() {
+            Value::String(token) if !token.is_empty() => Zeroizing::new(token),
+            _ => {
+                return Err(VaultError::Malformed {
+                    what: what.to_owned(),
+                    reason: "no auth.client_token".into(),
+                });
+            }
+        };
+        Ok(Login {
+            token,
+            ttl: duration(auth["lease_duration"].as_u64().unwrap_or(0)),
+            renewable: auth["renewable"].as_bool().unwrap_or(false),
+        })
     }
 }
 
@@ -543,8 +642,11 @@ impl From<AuthInfo> for Login {
 /// no lifetime an `Instant` can hold, and would end the task that computes with it.
 const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 
-/// Largest answer read from Vault: a secret, a lease, a login.
+/// Largest answer read from Vault: a secret, a lease, a login, a token lookup or renewal.
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// The path of the current token's lookup.
+const LOOKUP_SELF: &str = "auth/token/lookup-self";
 
 /// A lifetime of `secs` seconds as Vault states it, at most [`MAX_LIFETIME`].
 fn duration(secs: u64) -> Duration {
@@ -559,7 +661,7 @@ pub fn margin(configured: Duration, left: Duration) -> Duration {
 
 /// Keeps the token alive while the handle lives: renews it before it expires; when renewal
 /// fails or the token cannot be renewed, logs in again, retrying with backoff.
-async fn keep_alive(inner: std::sync::Weak<Inner>) {
+async fn keep_alive(inner: std::sync::Weak<Inner>, logged_in: Arc<tokio::sync::Notify>) {
     let mut backoff = Duration::from_secs(1);
     loop {
         let Some(vault) = inner.upgrade().map(|inner| Vault { inner }) else {
@@ -567,12 +669,15 @@ async fn keep_alive(inner: std::sync::Weak<Inner>) {
         };
         let wait = match vault.next_renewal() {
             Some(wait) => wait,
-            // A token that does not expire needs nothing; look again later in case a login
-            // gives one that does.
+            // A token that does not expire (or none yet) needs nothing; look again after the
+            // next login, which may give one that does, or a minute from now.
             None => Duration::from_secs(60),
         };
         drop(vault);
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = logged_in.notified() => continue,
+        }
         let Some(vault) = inner.upgrade().map(|inner| Vault { inner }) else {
             return;
         };
@@ -613,7 +718,8 @@ fn build_client(config: &VaultConfig, token: &str) -> Result<VaultClient, VaultE
     settings
         .address(config.address.as_str())
         .token(token)
-        .timeout(Some(config.timeout))
+        // No time limit of the client's own: `Vault::send` bounds every call.
+        .timeout(None)
         .ca_certs(
             config
                 .ca_cert
@@ -677,24 +783,6 @@ fn refused(what: &str, status: StatusCode, body: &[u8]) -> VaultError {
         what: what.to_owned(),
         status,
         message: crate::text::bounded(&message, 300).into_owned(),
-    }
-}
-
-fn from_client(config: &VaultConfig, what: &str, e: ClientError) -> VaultError {
-    match e {
-        ClientError::APIError { code, errors } => VaultError::Refused {
-            what: what.to_owned(),
-            status: StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY),
-            message: crate::text::bounded(&errors.join("; "), 300).into_owned(),
-        },
-        ClientError::RestClientError { source } => VaultError::Unreachable {
-            address: config.address.clone(),
-            reason: source.to_string(),
-        },
-        other => VaultError::Malformed {
-            what: what.to_owned(),
-            reason: other.to_string(),
-        },
     }
 }
 
@@ -800,11 +888,255 @@ mod tests {
 
         let err = vault.kv("secret", "big", None).await.unwrap_err();
         assert!(
-            matches!(&err, VaultError::Malformed { reason, .. }
-                if reason.contains("larger than 1048576 bytes")),
+            matches!(&err, VaultError::TooLarge { what, limit: 1_048_576, .. }
+                if what == "KV v2 secret/big"),
             "{err}"
         );
         assert!(!err.to_string().contains("xxxx"), "{err}");
         server.abort();
+    }
+
+    /// How the hostile server answers a path.
+    #[derive(Clone)]
+    enum Answer {
+        /// This JSON, whole.
+        Json(Value),
+        /// 8 MiB of blanks with no `Content-Length` (a body read whole would grow with
+        /// it), then nothing more, the connection left open.
+        Huge,
+        /// Nothing at all, the connection left open.
+        Silent,
+    }
+
+    /// Something at Vault's address that speaks HTTP/1.1 as it pleases, each path answered
+    /// as `answers` says (404 for the others).
+    struct RawVault {
+        address: String,
+        answers: Arc<Mutex<std::collections::HashMap<&'static str, Answer>>>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl RawVault {
+        async fn start() -> RawVault {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = format!("http://{}", listener.local_addr().unwrap());
+            let answers = Arc::new(Mutex::new(std::collections::HashMap::new()));
+            let shared = answers.clone();
+            let task = tokio::spawn(async move {
+                loop {
+                    let Ok((mut socket, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let answers = shared.clone();
+                    tokio::spawn(async move {
+                        let mut head = Vec::new();
+                        let mut byte = [0u8; 1];
+                        while !head.ends_with(b"\r\n\r\n") {
+                            if socket.read(&mut byte).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            head.push(byte[0]);
+                        }
+                        let head = String::from_utf8_lossy(&head).to_lowercase();
+                        let length = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|n| n.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        let mut body = vec![0; length];
+                        if socket.read_exact(&mut body).await.is_err() {
+                            return;
+                        }
+                        let path = head
+                            .split_whitespace()
+                            .nth(1)
+                            .unwrap_or_default()
+                            .trim_start_matches("/v1/")
+                            .to_owned();
+                        let answer = lock(&answers).get(path.as_str()).cloned();
+                        match answer {
+                            Some(Answer::Json(json)) => {
+                                let body = json.to_string();
+                                let head = format!(
+                                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                                     content-length: {}\r\nconnection: close\r\n\r\n",
+                                    body.len()
+                                );
+                                let _ = socket.write_all(head.as_bytes()).await;
+                                let _ = socket.write_all(body.as_bytes()).await;
+                            }
+                            Some(Answer::Huge) => {
+                                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                                            connection: close\r\n\r\n";
+                                let _ = socket.write_all(head.as_bytes()).await;
+                                let chunk = vec![b' '; 64 * 1024];
+                                for _ in 0..128 {
+                                    if socket.write_all(&chunk).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                std::future::pending::<()>().await;
+                            }
+                            Some(Answer::Silent) => std::future::pending::<()>().await,
+                            None => {
+                                let _ = socket
+                                    .write_all(
+                                        b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\
+                                          connection: close\r\n\r\n",
+                                    )
+                                    .await;
+                            }
+                        }
+                    });
+                }
+            });
+            RawVault {
+                address,
+                answers,
+                task,
+            }
+        }
+
+        fn answer(&self, path: &'static str, answer: Answer) {
+            lock(&self.answers).insert(path, answer);
+        }
+    }
+
+    impl Drop for RawVault {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    /// A configuration logging in with `auth`, each call limited to 300 ms.
+    fn hostile_config(address: &str, auth: VaultAuth) -> VaultConfig {
+        VaultConfig {
+            auth,
+            timeout: Duration::from_millis(300),
+            ..config(address.to_owned(), std::path::Path::new("unused"))
+        }
+    }
+
+    fn assert_too_large(err: &VaultError, address: &str, call: &str) {
+        assert!(
+            matches!(err, VaultError::TooLarge { what, limit: MAX_ANSWER_BYTES, .. } if what == call),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains(address) && text.contains(call) && text.contains("1048576 bytes"),
+            "{text}"
+        );
+    }
+
+    fn assert_timed_out(err: &VaultError, address: &str, call: &str) {
+        assert!(
+            matches!(err, VaultError::TimedOut { what, .. } if what == call),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains(address) && text.contains(call) && text.contains("300ms"),
+            "{text}"
+        );
+        assert!(err.is_outage(), "a Vault that does not answer is down");
+    }
+
+    #[tokio::test]
+    async fn a_login_answered_with_a_huge_body_or_never_is_refused_within_the_bounds() {
+        let server = RawVault::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s").unwrap();
+        let logins = [
+            (
+                "auth/approle/login",
+                "AppRole login",
+                VaultAuth::Approle {
+                    mount: "approle".into(),
+                    role_id: "warden".into(),
+                    secret_id: BootstrapSecret::File(secret.clone()),
+                },
+            ),
+            (
+                "auth/kubernetes/login",
+                "Kubernetes login",
+                VaultAuth::Kubernetes {
+                    mount: "kubernetes".into(),
+                    role: "warden".into(),
+                    jwt_path: secret.clone(),
+                },
+            ),
+            (
+                "auth/jwt/login",
+                "JWT login",
+                VaultAuth::Jwt {
+                    mount: "jwt".into(),
+                    role: None,
+                    jwt: BootstrapSecret::File(secret.clone()),
+                },
+            ),
+        ];
+        for (path, call, auth) in logins {
+            let config = hostile_config(&server.address, auth);
+            server.answer(path, Answer::Huge);
+            let err = Vault::connect(config.clone()).await.unwrap_err();
+            assert_too_large(&err, &server.address, call);
+            server.answer(path, Answer::Silent);
+            let err = Vault::connect(config.clone()).await.unwrap_err();
+            assert_timed_out(&err, &server.address, call);
+            // The same server answering as Vault does: logged in.
+            server.answer(
+                path,
+                Answer::Json(json!({"auth": {"client_token": "t", "lease_duration": 60,
+                                             "renewable": true}})),
+            );
+            let vault = Vault::offline(config).unwrap();
+            vault.login(0).await.unwrap();
+            assert!(vault.is_logged_in());
+        }
+    }
+
+    #[tokio::test]
+    async fn token_lookups_and_renewals_are_bounded_in_size_and_time() {
+        let server = RawVault::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "t").unwrap();
+        let config = hostile_config(
+            &server.address,
+            VaultAuth::Token {
+                token: BootstrapSecret::File(token),
+            },
+        );
+        server.answer(LOOKUP_SELF, Answer::Huge);
+        let err = Vault::connect(config.clone()).await.unwrap_err();
+        assert_too_large(&err, &server.address, "token lookup");
+        server.answer(LOOKUP_SELF, Answer::Silent);
+        let err = Vault::connect(config.clone()).await.unwrap_err();
+        assert_timed_out(&err, &server.address, "token lookup");
+
+        server.answer(
+            LOOKUP_SELF,
+            Answer::Json(json!({"data": {"ttl": 3600, "renewable": true}})),
+        );
+        let vault = Vault::offline(config).unwrap();
+        vault.login(0).await.unwrap();
+        server.answer("auth/token/renew-self", Answer::Huge);
+        let err = vault.renew_token().await.unwrap_err();
+        assert_too_large(&err, &server.address, "token renewal");
+        server.answer("auth/token/renew-self", Answer::Silent);
+        let err = vault.renew_token().await.unwrap_err();
+        assert_timed_out(&err, &server.address, "token renewal");
+        server.answer(
+            "auth/token/renew-self",
+            Answer::Json(json!({"auth": {"client_token": "t", "lease_duration": 7200,
+                                         "renewable": true}})),
+        );
+        assert_eq!(
+            vault.renew_token().await.unwrap(),
+            Duration::from_secs(7200)
+        );
     }
 }

@@ -19,6 +19,28 @@ pub enum VaultError {
     /// Vault could not be reached, or did not answer in time.
     #[error("vault at {address} is unreachable: {reason}")]
     Unreachable { address: String, reason: String },
+    /// Vault (or whatever answers at its address) did not finish answering a call in time.
+    #[error(
+        "vault at {address} did not answer {what} within {} (vault.timeout): is Vault \
+         overloaded, or is something else listening at vault.address?",
+        humantime::format_duration(*limit)
+    )]
+    TimedOut {
+        address: String,
+        what: String,
+        limit: std::time::Duration,
+    },
+    /// Vault's answer is larger than Warden reads.
+    #[error(
+        "vault at {address} answered {what} with more than {limit} bytes, the most Warden reads \
+         of an answer: the answer is refused (is something other than Vault listening at \
+         vault.address?)"
+    )]
+    TooLarge {
+        address: String,
+        what: String,
+        limit: usize,
+    },
     /// Vault answered with an error.
     #[error("vault refused {what}: HTTP {status}: {message}")]
     Refused {
@@ -43,7 +65,7 @@ impl VaultError {
     /// have cached until it expires.
     pub fn is_outage(&self) -> bool {
         match self {
-            VaultError::Unreachable { .. } => true,
+            VaultError::Unreachable { .. } | VaultError::TimedOut { .. } => true,
             VaultError::Refused { status, .. } => status.is_server_error(),
             _ => false,
         }
