@@ -25,6 +25,7 @@ fn outcome_event() -> AuditEvent {
         is_error: None,
         bytes_up: None,
         bytes_down: None,
+        answer: None,
     });
     event
 }

@@ -118,6 +118,9 @@ pub enum Verb {
     McpElicit,
     /// A server's `roots/list` to the agent (its filesystem roots): `mcp:list_roots`.
     McpListRoots,
+    /// What a server answers a `tools/call`, `prompts/get`, `resources/read` or
+    /// `tasks/result`, judged before the agent gets it: `mcp:receive_result`.
+    McpReceiveResult,
     /// A REST call that no finer operation names: `http:request`.
     HttpRequest,
     /// A REST connector's operation, named by the connector (`github:issues.create`).
@@ -145,7 +148,7 @@ pub enum Verb {
 
 impl Verb {
     /// Every action Warden itself defines (connector operations come from connector files).
-    pub const BUILT_IN: [Verb; 21] = [
+    pub const BUILT_IN: [Verb; 22] = [
         Verb::LlmChat,
         Verb::LlmEmbed,
         Verb::LlmModels,
@@ -167,6 +170,7 @@ impl Verb {
         Verb::McpElicit,
         Verb::McpListRoots,
         Verb::AdminRevoke,
+        Verb::McpReceiveResult,
     ];
 
     /// The place of one of Warden's own actions in [`Verb::BUILT_IN`]; `None` for a
@@ -194,6 +198,7 @@ impl Verb {
             Verb::McpElicit => 18,
             Verb::McpListRoots => 19,
             Verb::AdminRevoke => 20,
+            Verb::McpReceiveResult => 21,
             Verb::Operation(_) => return None,
         })
     }
@@ -229,6 +234,7 @@ impl Verb {
             Verb::McpSample => "mcp:sample",
             Verb::McpElicit => "mcp:elicit",
             Verb::McpListRoots => "mcp:list_roots",
+            Verb::McpReceiveResult => "mcp:receive_result",
             Verb::HttpRequest => "http:request",
             Verb::Operation(_) => return None,
             Verb::EgressConnect => "egress:connect",
@@ -406,6 +412,9 @@ pub struct SessionFacts {
     pub labels: Vec<Arc<str>>,
     /// The tags of this action's resource.
     pub resource_tags: Vec<Arc<str>>,
+    /// The detectors that matched in what MCP servers answered the agent before
+    /// (`context.session.answer_findings`), this session's and its agent's trail's.
+    pub answer_findings: Vec<Arc<str>>,
     /// The session (a hash of the agent and the session's name), to remember the action in.
     pub key: u64,
     /// The agent's trail (a hash of the agent alone): the labels it earned in any of its
@@ -449,6 +458,9 @@ pub enum Facts {
     Sample(SampleFacts),
     /// A server asks the agent's user for information (`mcp:elicit`).
     Elicit(ElicitFacts),
+    /// A server's answer to the agent (`mcp:receive_result`): what the detectors found in it
+    /// is the context's `findings`.
+    Answer(AnswerFacts),
     /// Nothing beyond the common facts.
     #[default]
     None,
@@ -531,6 +543,18 @@ pub struct EgressFacts {
 pub struct ToolFacts {
     /// The arguments as the agent sent them (a JSON object), for `context.arguments`.
     pub arguments: Arc<serde_json::Value>,
+}
+
+/// What a server answers the agent (`mcp:receive_result`), besides the findings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AnswerFacts {
+    /// The server that answered (its configured name).
+    pub server: String,
+    /// The request it answers: `tools/call`, `prompts/get`, `resources/read` or
+    /// `tasks/result`.
+    pub method: String,
+    /// Where in the answer the detectors matched (`result.content[0].text`), each once.
+    pub locations: Vec<String>,
 }
 
 /// What a server's `sampling/createMessage` asks of the agent's model.

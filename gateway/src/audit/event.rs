@@ -129,6 +129,23 @@ pub struct AuditOutcome {
     /// Bytes an egress tunnel carried from the destination back to the agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_down: Option<u64>,
+    /// What policy said of an MCP server's answer (`mcp:receive_result`), when a loaded
+    /// policy judges answers: withheld (`deny`) or passed (`allow`), and by which policies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<AuditAnswer>,
+}
+
+/// The judgement of an MCP server's answer, on its request's outcome record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditAnswer {
+    /// `deny` (the agent got a refusal instead of the answer) or `allow`.
+    pub decision: Label,
+    /// The determining policies: the forbids that withheld it, or the permits that matched.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<Text>,
+    /// The forbids' `@reason`s (bounded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
 }
 
 /// One finding of the inspect stage, as recorded.

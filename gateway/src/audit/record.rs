@@ -427,6 +427,11 @@ mod tests {
             is_error: Some(true),
             bytes_up: Some(1024),
             bytes_down: None,
+            answer: Some(crate::audit::event::AuditAnswer {
+                decision: "deny".into(),
+                policies: vec!["p\"4".into()],
+                reasons: vec!["injected \"text\"".into()],
+            }),
         });
         full.content = Some(serde_json::json!({"messages": [{"content": "hi\u{1}"}]}));
         full.content_digest = "sha256:00ff".into();

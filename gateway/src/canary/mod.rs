@@ -171,7 +171,9 @@ pub fn channel(facts: &Facts) -> &'static str {
         Facts::Llm(_) | Facts::Propose(_) => "llm",
         Facts::Http(_) => "rest",
         Facts::Egress(facts) => egress_channel(facts),
-        Facts::Tool(_) | Facts::Sample(_) | Facts::Elicit(_) | Facts::None => "mcp",
+        Facts::Tool(_) | Facts::Sample(_) | Facts::Elicit(_) | Facts::Answer(_) | Facts::None => {
+            "mcp"
+        }
     }
 }
 

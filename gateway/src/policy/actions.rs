@@ -13,8 +13,8 @@ use super::arguments::ToolArguments;
 use super::context_keys::ContextKeys;
 use super::request::{self, IpCache};
 use crate::action::{
-    ActionContext, EgressFacts, ElicitFacts, Facts, Finding, Findings, HttpFacts, LlmFacts,
-    ProposeFacts, SampleFacts, ToolFacts, Verb,
+    ActionContext, AnswerFacts, EgressFacts, ElicitFacts, Facts, Finding, Findings, HttpFacts,
+    LlmFacts, ProposeFacts, SampleFacts, ToolFacts, Verb,
 };
 
 /// Which of the schema's context types an action's context is: which [`Facts`] it carries.
@@ -36,10 +36,12 @@ pub(crate) enum FactsKind {
     Sample,
     /// `ElicitContext` ([`Facts::Elicit`]).
     Elicit,
+    /// `ResultContext` ([`Facts::Answer`]).
+    Answer,
 }
 
 impl FactsKind {
-    const ALL: [FactsKind; 8] = [
+    const ALL: [FactsKind; 9] = [
         FactsKind::Request,
         FactsKind::Llm,
         FactsKind::Http,
@@ -48,6 +50,7 @@ impl FactsKind {
         FactsKind::Propose,
         FactsKind::Sample,
         FactsKind::Elicit,
+        FactsKind::Answer,
     ];
 
     /// The kind of `facts`.
@@ -61,6 +64,7 @@ impl FactsKind {
             Facts::Propose(_) => FactsKind::Propose,
             Facts::Sample(_) => FactsKind::Sample,
             Facts::Elicit(_) => FactsKind::Elicit,
+            Facts::Answer(_) => FactsKind::Answer,
         }
     }
 
@@ -76,6 +80,7 @@ impl FactsKind {
             Verb::ToolPropose => FactsKind::Propose,
             Verb::McpSample => FactsKind::Sample,
             Verb::McpElicit => FactsKind::Elicit,
+            Verb::McpReceiveResult => FactsKind::Answer,
             Verb::McpListTools
             | Verb::McpListRoots
             | Verb::McpReadResource
@@ -99,6 +104,7 @@ impl FactsKind {
             FactsKind::Propose => "ProposeContext",
             FactsKind::Sample => "SampleContext",
             FactsKind::Elicit => "ElicitContext",
+            FactsKind::Answer => "ResultContext",
         }
     }
 
@@ -147,6 +153,11 @@ impl FactsKind {
                 mode: "form".into(),
                 field_names: vec!["email".into()],
             }),
+            FactsKind::Answer => Facts::Answer(AnswerFacts {
+                server: "github".into(),
+                method: "tools/call".into(),
+                locations: vec!["result.content[0].text".into()],
+            }),
         }
     }
 }
@@ -172,6 +183,7 @@ pub(crate) fn sample_context(kind: FactsKind, full: bool) -> ActionContext {
             Box::new(crate::action::SessionFacts {
                 actions: 3,
                 labels: vec![Arc::from("private")],
+                answer_findings: vec![Arc::from("tool_instruction_override")],
                 ..Default::default()
             })
         }),

@@ -60,6 +60,9 @@ pub(crate) enum Key {
     // A server's elicitation request's (`ElicitContext`).
     Mode,
     FieldNames,
+    // A server's answer's (`ResultContext`; `method` too).
+    Server,
+    Locations,
     // Every action's, when policies read it (`SessionFacts`).
     Session,
     // Every action's, when policies read it and budgets are set (`BudgetFacts`).
@@ -68,7 +71,7 @@ pub(crate) enum Key {
 
 impl Key {
     /// Every attribute.
-    pub(crate) const ALL: [Key; 46] = [
+    pub(crate) const ALL: [Key; 48] = [
         Key::Route,
         Key::Time,
         Key::Hour,
@@ -113,6 +116,8 @@ impl Key {
         Key::Messages,
         Key::Mode,
         Key::FieldNames,
+        Key::Server,
+        Key::Locations,
         Key::Session,
         Key::Budget,
     ];
@@ -164,6 +169,8 @@ impl Key {
             Key::Messages => "messages",
             Key::Mode => "mode",
             Key::FieldNames => "field_names",
+            Key::Server => "server",
+            Key::Locations => "locations",
             Key::Session => "session",
             Key::Budget => "budget",
         }

@@ -164,6 +164,11 @@ impl Serialize for RecordedContext<'_> {
                 map.serialize_entry("mode", &f.mode)?;
                 map.serialize_entry("field_names", &f.field_names)?;
             }
+            Facts::Answer(f) => {
+                map.serialize_entry("server", &f.server)?;
+                map.serialize_entry("method", &f.method)?;
+                map.serialize_entry("locations", &f.locations)?;
+            }
         }
         map.end()
     }
@@ -183,12 +188,13 @@ struct RecordedSession<'a>(&'a SessionFacts);
 impl Serialize for RecordedSession<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let f = self.0;
-        let mut map = s.serialize_map(Some(5))?;
+        let mut map = s.serialize_map(Some(6))?;
         map.serialize_entry("actions", &f.actions)?;
         map.serialize_entry("action_count", &f.action_count)?;
         map.serialize_entry("resource_count", &f.resource_count)?;
         map.serialize_entry("labels", &f.labels)?;
         map.serialize_entry("resource_tags", &f.resource_tags)?;
+        map.serialize_entry("answer_findings", &f.answer_findings)?;
         map.end()
     }
 }

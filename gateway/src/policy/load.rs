@@ -335,6 +335,13 @@ fn sample_resources(verb: &Verb, full: bool) -> Vec<Resource> {
             server: Arc::from("github"),
             name: "create_issue".into(),
         }],
+        Verb::McpReceiveResult => vec![
+            server,
+            Resource::Tool {
+                server: Arc::from("github"),
+                name: "create_issue".into(),
+            },
+        ],
         Verb::HttpRequest | Verb::Operation(_) => vec![
             Resource::Api {
                 name: Arc::from("github"),

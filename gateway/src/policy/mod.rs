@@ -121,6 +121,9 @@ pub struct PolicyEngine {
     reads_addresses: bool,
     /// Whether a loaded policy reads `context.budget`.
     reads_budget: bool,
+    /// Whether a loaded policy names `mcp:receive_result` in its action scope (servers'
+    /// answers are judged only then).
+    judges_answers: bool,
 }
 
 /// One action's policies, split by whether they read the request's context.
@@ -395,6 +398,7 @@ impl PolicyEngine {
         let mut read = ContextKeys::default();
         let mut built_in = [None; Verb::BUILT_IN.len()];
         let mut by_name = HashMap::with_capacity(declared.len());
+        let mut judges_answers = false;
         for action in declared {
             let uid = &action.uid;
             let mut slice = Slice {
@@ -417,6 +421,15 @@ impl PolicyEngine {
                 };
                 if !applies {
                     continue;
+                }
+                // Answers are judged only by the policies written for them: one on every
+                // action (a guardrail on requests, an approval rule) does not reach them.
+                if slice.verb == Verb::McpReceiveResult {
+                    if matches!(p.actions, ActionConstraint::Any) {
+                        continue;
+                    }
+                    judges_answers = true;
+                    refuse_approval_of_answers(&loaded.meta, p.policy.id())?;
                 }
                 read = read.union(p.reads);
                 match &p.condition {
@@ -462,6 +475,7 @@ impl PolicyEngine {
             reads_session: read.contains(Key::Session),
             reads_addresses: read.contains(Key::Addresses),
             reads_budget: read.contains(Key::Budget),
+            judges_answers,
         })
     }
 
@@ -481,6 +495,14 @@ impl PolicyEngine {
     /// then).
     pub fn reads_budget(&self) -> bool {
         self.reads_budget
+    }
+
+    /// Whether a loaded policy names `mcp:receive_result` in its action scope (`action ==`,
+    /// or `action in` a list holding it): only then are servers' answers judged, and only by
+    /// such policies. A policy on every action (`action` unconstrained) does not reach
+    /// answers: it was not written for them.
+    pub fn judges_answers(&self) -> bool {
+        self.judges_answers
     }
 
     /// Number of loaded policies.
@@ -896,6 +918,13 @@ impl PolicyEngine {
             .iter()
             .filter(|m| m.effect == Effect::Forbid)
             .collect();
+        // An answer already exists: what a policy can say of it is only that it is withheld.
+        // No permit is needed to pass it, and none can hold it for approval.
+        if forbids.is_empty() && action.verb == Verb::McpReceiveResult {
+            return Decision::Allow {
+                policies: determining.iter().map(|m| m.id.clone()).collect(),
+            };
+        }
         if !forbids.is_empty() {
             return Decision::Deny {
                 reasons: forbids
@@ -935,6 +964,27 @@ impl PolicyEngine {
             policies: determining.iter().map(|m| m.id.clone()).collect(),
         }
     }
+}
+
+/// `Err` when the policy `id` (of `meta`), which names `mcp:receive_result`, carries
+/// `@approval`: an answer cannot wait for a human (the server's request is over and the agent
+/// waits for it), and permits do not decide answers.
+fn refuse_approval_of_answers(meta: &[PolicyMeta], id: &PolicyId) -> Result<(), PolicyErrors> {
+    let Some(m) = meta.iter().find(|m| *m.id == *AsRef::<str>::as_ref(id)) else {
+        return Ok(());
+    };
+    if m.approval.is_none() {
+        return Ok(());
+    }
+    Err(PolicyErrors(vec![PolicyError::new(
+        &m.file,
+        Some(m.position),
+        PolicyErrorKind::Validation(format!(
+            "policy {} asks for @approval on mcp:receive_result; a server's answer cannot wait \
+             for an approval (only a forbid withholds it): remove @approval, or write a forbid",
+            m.id
+        )),
+    )]))
 }
 
 /// A context-reading policy as its scope alone (a permit without conditions) and its

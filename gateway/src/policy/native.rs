@@ -34,8 +34,8 @@ use super::context_keys::Key;
 use super::records::{Field, FieldValue};
 use super::request::TimeFacts;
 use crate::action::{
-    ActionContext, EgressFacts, ElicitFacts, Facts, Finding, HttpFacts, LlmFacts, ProposeFacts,
-    SampleFacts,
+    ActionContext, AnswerFacts, EgressFacts, ElicitFacts, Facts, Finding, HttpFacts, LlmFacts,
+    ProposeFacts, SampleFacts,
 };
 
 /// A policy's conditions, compiled: true exactly when the policy holds.
@@ -382,6 +382,14 @@ fn elicit(ctx: &ActionContext) -> Result<&ElicitFacts, AskCedar> {
     }
 }
 
+/// The facts of a server's answer in `ctx`, as [`llm`].
+fn answer(ctx: &ActionContext) -> Result<&AnswerFacts, AskCedar> {
+    match &ctx.facts {
+        Facts::Answer(facts) => Ok(facts),
+        _ => Err(AskCedar),
+    }
+}
+
 /// Whether the context Warden builds for `ctx` has `key` (Cedar's `context has`).
 fn has(ctx: &ActionContext, key: Key) -> bool {
     match key {
@@ -400,9 +408,13 @@ fn has(ctx: &ActionContext, key: Key) -> bool {
             sample(ctx).is_ok()
         }
         Key::Mode | Key::FieldNames => elicit(ctx).is_ok(),
-        Key::Method | Key::Path => {
-            http(ctx).is_ok() || egress(ctx).is_ok_and(|egress| egress.method.is_some())
+        Key::Method => {
+            http(ctx).is_ok()
+                || egress(ctx).is_ok_and(|egress| egress.method.is_some())
+                || answer(ctx).is_ok()
         }
+        Key::Path => http(ctx).is_ok() || egress(ctx).is_ok_and(|egress| egress.method.is_some()),
+        Key::Server | Key::Locations => answer(ctx).is_ok(),
         Key::Fields => http(ctx).is_ok_and(|http| http.fields.is_some()),
         Key::Port | Key::Addresses | Key::Scheme => egress(ctx).is_ok(),
         Key::Sni => egress(ctx).is_ok_and(|egress| egress.sni.is_some()),
@@ -464,9 +476,10 @@ impl<'a> Env<'a> {
                 true => Value::Bool(true),
                 false => return Err(AskCedar),
             },
-            Key::Method => Value::Str(match http(ctx) {
-                Ok(http) => &http.method,
-                Err(_) => egress(ctx)?.method.as_deref().ok_or(AskCedar)?,
+            Key::Method => Value::Str(match (http(ctx), answer(ctx)) {
+                (Ok(http), _) => &http.method,
+                (_, Ok(answer)) => &answer.method,
+                _ => egress(ctx)?.method.as_deref().ok_or(AskCedar)?,
             }),
             Key::Path => Value::Str(match http(ctx) {
                 Ok(http) => &http.path,
@@ -500,6 +513,8 @@ impl<'a> Env<'a> {
             Key::Messages => Value::Long(long(sample(ctx)?.messages)),
             Key::Mode => Value::Str(&elicit(ctx)?.mode),
             Key::FieldNames => Value::Strings(&elicit(ctx)?.field_names),
+            Key::Server => Value::Str(&answer(ctx)?.server),
+            Key::Locations => Value::Strings(&answer(ctx)?.locations),
             // Not compiled: extension values, records, tool arguments.
             Key::SourceIp
             | Key::Addresses

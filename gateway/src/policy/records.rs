@@ -21,6 +21,7 @@ pub(crate) enum Field {
     ResourceTags,
     ReadPrivate,
     SentExternal,
+    AnswerFindings,
     // `BudgetFacts`.
     TokensLeft,
     CostLeftMicroUsd,
@@ -39,7 +40,7 @@ pub(crate) enum FieldValue<'a> {
 
 impl Field {
     /// The fields of `context.session`, in the schema's order.
-    pub(crate) const SESSION: [Field; 7] = [
+    pub(crate) const SESSION: [Field; 8] = [
         Field::Actions,
         Field::ActionCount,
         Field::ResourceCount,
@@ -47,6 +48,7 @@ impl Field {
         Field::ResourceTags,
         Field::ReadPrivate,
         Field::SentExternal,
+        Field::AnswerFindings,
     ];
 
     /// The fields of `context.budget`, in the schema's order.
@@ -67,6 +69,7 @@ impl Field {
             Field::ResourceTags => "resource_tags",
             Field::ReadPrivate => "read_private",
             Field::SentExternal => "sent_external",
+            Field::AnswerFindings => "answer_findings",
             Field::TokensLeft => "tokens_left",
             Field::CostLeftMicroUsd => "cost_left_micro_usd",
             Field::UsedRatioPercent => "used_ratio_percent",
@@ -96,6 +99,7 @@ impl Field {
             Field::ResourceTags => FieldValue::Tags(&session()?.resource_tags),
             Field::ReadPrivate => FieldValue::Bool(session()?.labelled(SessionFacts::PRIVATE)),
             Field::SentExternal => FieldValue::Bool(session()?.labelled(SessionFacts::EXTERNAL)),
+            Field::AnswerFindings => FieldValue::Tags(&session()?.answer_findings),
             Field::TokensLeft => FieldValue::Long(long(ctx.budget?.tokens_left)),
             Field::CostLeftMicroUsd => FieldValue::Long(long(ctx.budget?.cost_left_micro_usd)),
             Field::UsedRatioPercent => FieldValue::Long(long(ctx.budget?.used_ratio_percent)),

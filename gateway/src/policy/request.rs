@@ -419,6 +419,13 @@ pub(crate) fn context(
                 RestrictedExpression::new_set(elicit.field_names.iter().map(|f| string(f)))
             });
         }
+        Facts::Answer(answer) => {
+            add(Key::Server, &|| string(&answer.server));
+            add(Key::Method, &|| string(&answer.method));
+            add(Key::Locations, &|| {
+                RestrictedExpression::new_set(answer.locations.iter().map(|l| string(l)))
+            });
+        }
         Facts::None => {}
     }
     for record in [Key::Session, Key::Budget] {

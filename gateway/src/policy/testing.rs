@@ -14,8 +14,9 @@ use serde_saphyr::Spanned;
 use super::actions::FactsKind;
 use super::{EvaluationFailure, PolicyEngine, PolicyErrors};
 use crate::action::{
-    Action, ActionContext, EgressFacts, ElicitFacts, Facts, FieldValue, Finding, Findings,
-    HttpFacts, LlmFacts, Principal, PrincipalKind, Resource, SampleFacts, SessionFacts, ToolFacts,
+    Action, ActionContext, AnswerFacts, EgressFacts, ElicitFacts, Facts, FieldValue, Finding,
+    Findings, HttpFacts, LlmFacts, Principal, PrincipalKind, Resource, SampleFacts, SessionFacts,
+    ToolFacts,
 };
 use crate::decision::Decision;
 
@@ -345,6 +346,9 @@ struct ContextSpec {
     // A server's elicitation request's (`mcp:elicit`).
     mode: Option<String>,
     field_names: Option<Vec<String>>,
+    // A server's answer's (`mcp:receive_result`; `method` too).
+    server: Option<String>,
+    locations: Option<Vec<String>>,
     // Every action's, when policies read it.
     session: Option<SessionSpec>,
     budget: Option<BudgetSpec>,
@@ -389,6 +393,8 @@ struct SessionSpec {
     labels: Vec<String>,
     #[serde(default)]
     resource_tags: Vec<String>,
+    #[serde(default)]
+    answer_findings: Vec<String>,
 }
 
 impl SessionSpec {
@@ -400,6 +406,7 @@ impl SessionSpec {
             resource_count: self.resource_count,
             labels: tags(&self.labels),
             resource_tags: tags(&self.resource_tags),
+            answer_findings: tags(&self.answer_findings),
             ..SessionFacts::default()
         }
     }
@@ -450,17 +457,25 @@ impl ContextSpec {
                     ("field_names", self.field_names.is_some()),
                 ],
             ),
-            // A REST call's method and path; egress:request has them too.
-            if kind == FactsKind::Egress {
-                Vec::new()
-            } else {
-                of_kind(
+            of_kind(
+                FactsKind::Answer,
+                &[
+                    ("server", self.server.is_some()),
+                    ("locations", self.locations.is_some()),
+                ],
+            ),
+            // A REST call's method and path; egress:request has them too, a server's answer
+            // its method.
+            match kind {
+                FactsKind::Egress => Vec::new(),
+                FactsKind::Answer => of_kind(FactsKind::Http, &[("path", self.path.is_some())]),
+                _ => of_kind(
                     FactsKind::Http,
                     &[
                         ("method", self.method.is_some()),
                         ("path", self.path.is_some()),
                     ],
-                )
+                ),
             },
             of_kind(FactsKind::Http, &[("fields", self.fields.is_some())]),
             of_kind(
@@ -572,6 +587,11 @@ impl ContextSpec {
                 mode: self.mode.clone().unwrap_or_else(|| "form".into()),
                 field_names: self.field_names.clone().unwrap_or_default(),
             }),
+            FactsKind::Answer => Facts::Answer(AnswerFacts {
+                server: self.server.clone().unwrap_or_default(),
+                method: self.method.clone().unwrap_or_else(|| "tools/call".into()),
+                locations: self.locations.clone().unwrap_or_default(),
+            }),
         })
     }
 }
@@ -637,6 +657,10 @@ fn context_keys(kind: FactsKind) -> &'static str {
         FactsKind::Elicit => {
             "route, time, source_ip, tls, client_certificate, findings, session, budget, mode, \
              field_names"
+        }
+        FactsKind::Answer => {
+            "route, time, source_ip, tls, client_certificate, findings, session, budget, server, \
+             method, locations"
         }
     }
 }

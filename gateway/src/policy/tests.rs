@@ -2124,3 +2124,152 @@ when { context has session && context.session.read_private };
         .sum();
     assert_eq!(scopes, shared.len(), "its scope is in each slice once");
 }
+
+// ---- what MCP servers answer: mcp:receive_result ------------------------------------------
+
+/// The answer of `tool` on `server` in which the detectors found `detectors`.
+fn answer(server: &str, tool: &str, detectors: &[&str]) -> Action {
+    let mut action = act(
+        agent("a"),
+        Verb::McpReceiveResult,
+        mcp_tool(server, tool),
+        Facts::Answer(crate::action::AnswerFacts {
+            server: server.into(),
+            method: "tools/call".into(),
+            locations: vec!["result.content[0].text".into()],
+        }),
+    );
+    action.context.findings = Findings(
+        detectors
+            .iter()
+            .map(|d| Finding {
+                detector: Arc::from(*d),
+                location: "result.content[0].text".into(),
+            })
+            .collect(),
+    );
+    action
+}
+
+const WITHHOLD_INJECTIONS: &str = r#"
+@id("withhold-injected-answers")
+@reason("the answer carries instructions aimed at the model")
+forbid (principal, action == Action::"mcp:receive_result", resource)
+when { context.findings.contains("tool_instruction_override") && context.method == "tools/call"
+       && context.locations.contains("result.content[0].text") };
+"#;
+
+#[test]
+fn an_answer_is_withheld_only_when_a_forbid_holds_and_needs_no_permit() {
+    let engine = load(&[("answers.cedar", WITHHOLD_INJECTIONS)]).expect("loads");
+    assert!(engine.judges_answers());
+    match engine.decide(&answer("web", "fetch", &["tool_instruction_override"])) {
+        Decision::Deny { reasons, policies } => {
+            assert_eq!(policies, ids(&["withhold-injected-answers"]));
+            assert_eq!(
+                reasons,
+                ["the answer carries instructions aimed at the model"]
+            );
+        }
+        other => panic!("withheld: {other:?}"),
+    }
+    // No permit names answers: a clean one passes all the same (not a default deny).
+    assert_eq!(
+        engine.decide(&answer("web", "fetch", &["email_address"])),
+        Decision::Allow {
+            policies: Vec::new()
+        }
+    );
+}
+
+#[test]
+fn answers_are_judged_only_when_a_policy_names_the_action() {
+    // The baseline's permits and forbids on every action (`action` unconstrained) do not
+    // make answers judged; nor does a policy on another action.
+    let baseline = PolicyEngine::load(&repo_policies()).expect("the baseline loads");
+    assert!(!baseline.judges_answers());
+    let any = load(&[(
+        "any.cedar",
+        r#"forbid (principal, action, resource) when { context.findings.contains("canary") };
+           permit (principal, action == Action::"mcp:call_tool", resource);"#,
+    )])
+    .expect("loads");
+    assert!(!any.judges_answers());
+    let listed = load(&[(
+        "listed.cedar",
+        r#"forbid (principal, action in [Action::"mcp:receive_result", Action::"mcp:call_tool"], resource)
+           when { context.findings.contains("tool_concealment") };"#,
+    )])
+    .expect("loads");
+    assert!(listed.judges_answers());
+}
+
+#[test]
+fn an_approval_on_answers_is_refused_at_load_with_where_and_what_to_do() {
+    let errors = load(&[(
+        "held.cedar",
+        r#"@id("hold-answers")
+@approval("required")
+permit (principal, action == Action::"mcp:receive_result", resource);"#,
+    )])
+    .expect_err("refused");
+    let text = errors.to_string();
+    assert!(text.contains("held.cedar:"), "{text}");
+    assert!(text.contains("hold-answers"), "{text}");
+    assert!(text.contains("cannot wait for an approval"), "{text}");
+    // The baseline's approval permit on every action is not one on answers.
+    PolicyEngine::load(&repo_policies()).expect("the baseline loads");
+}
+
+#[test]
+fn a_session_that_read_an_injected_answer_is_refused_what_a_policy_says() {
+    let engine = load(&[(
+        "trifecta.cedar",
+        r#"
+@id("egress-all")
+permit (principal, action == Action::"egress:connect", resource);
+
+@id("no-egress-after-injection")
+@reason("this session read an answer carrying instructions aimed at the model")
+forbid (principal, action == Action::"egress:connect", resource)
+when { context has session && context.session.answer_findings.contains("tool_instruction_override") };
+"#,
+    )])
+    .expect("loads");
+    assert!(engine.reads_session());
+    let mut connect = act(
+        agent("a"),
+        Verb::EgressConnect,
+        host("paste.example"),
+        egress(443, None),
+    );
+    connect.context.session = Some(Box::new(crate::action::SessionFacts::default()));
+    assert!(matches!(engine.decide(&connect), Decision::Allow { .. }));
+    connect.context.session = Some(Box::new(crate::action::SessionFacts {
+        answer_findings: vec![Arc::from("tool_instruction_override")],
+        ..Default::default()
+    }));
+    match engine.decide(&connect) {
+        Decision::Deny { policies, .. } => {
+            assert_eq!(policies, ids(&["no-egress-after-injection"]))
+        }
+        other => panic!("refused: {other:?}"),
+    }
+}
+
+#[test]
+fn a_policy_on_every_action_does_not_reach_answers() {
+    let engine = load(&[
+        ("answers.cedar", WITHHOLD_INJECTIONS),
+        (
+            "every.cedar",
+            r#"@id("no-emails-anywhere")
+forbid (principal, action, resource) when { context.findings.contains("email_address") };"#,
+        ),
+    ])
+    .expect("loads");
+    assert!(matches!(
+        engine.decide(&answer("web", "fetch", &["email_address"])),
+        Decision::Allow { .. }
+    ));
+}

@@ -1243,6 +1243,22 @@ impl PendingOutcome {
             }));
     }
 
+    /// Notes in the record what policy said of the MCP server's answer (`mcp:receive_result`):
+    /// withheld or passed, by which policies, and why (never the answer's content).
+    pub fn answer_judged(&mut self, decision: &Decision) {
+        if let Some(outcome) = self.event.outcome.as_mut() {
+            outcome.answer = Some(crate::audit::event::AuditAnswer {
+                decision: decision.label().into(),
+                policies: decision.policy_ids(),
+                reasons: decision
+                    .reasons()
+                    .into_iter()
+                    .map(|r| bounded(&r, FIELD_MAX).into_owned())
+                    .collect(),
+            });
+        }
+    }
+
     /// Completes the record of an MCP request: whether the tool's result said `isError`, and
     /// why the exchange failed, if it did.
     pub fn mcp_result(mut self, is_error: Option<bool>, error: Option<String>) {

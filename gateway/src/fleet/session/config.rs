@@ -6,6 +6,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// What a session's labels (and its agent's trail's) hold for a detector that matched in an
+/// MCP server's answer: `answer:<detector>`, apart from the tags of `sessions.tags` (which
+/// may not start so), shared with the other replicas as labels are, and given to policy as
+/// `context.session.answer_findings`.
+pub const ANSWER_LABEL: &str = "answer:";
+
 /// `sessions:` per-agent session facts for policy (`context.session`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -108,6 +114,17 @@ impl SessionsConfig {
                 errors.push((
                     format!("sessions.tags.{resource}"),
                     "a tag cannot be empty".into(),
+                ));
+            }
+            if let Some(tag) = tags.iter().find(|t| t.starts_with(ANSWER_LABEL)) {
+                errors.push((
+                    format!("sessions.tags.{resource}"),
+                    format!(
+                        "the tag {tag:?} starts with {:?}, which Warden keeps for what MCP \
+                         servers' answers held (context.session.answer_findings); name it \
+                         otherwise",
+                        ANSWER_LABEL
+                    ),
                 ));
             }
         }

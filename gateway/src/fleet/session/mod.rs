@@ -30,7 +30,7 @@ use dashmap::DashMap;
 use sha2::{Digest, Sha256};
 
 use crate::action::{Action, SessionFacts};
-pub use config::SessionsConfig;
+pub use config::{ANSWER_LABEL, SessionsConfig};
 
 /// Every agent's sessions on this replica.
 pub struct AgentSessions {
@@ -118,31 +118,55 @@ impl AgentSessions {
                 }
             }
         }
+        if facts.labels.iter().any(|l| l.starts_with(ANSWER_LABEL)) {
+            let (answers, tags) = std::mem::take(&mut facts.labels)
+                .into_iter()
+                .partition::<Vec<_>, _>(|l| l.starts_with(ANSWER_LABEL));
+            facts.labels = tags;
+            facts.answer_findings = answers
+                .iter()
+                .map(|l| Arc::from(&l[ANSWER_LABEL.len()..]))
+                .collect();
+        }
         if let Some(sharing) = self.sharing.get() {
             sharing.add_others(&mut facts);
         }
         facts
     }
 
+    /// Remembers that an MCP server's answer to the action of `facts` (what
+    /// [`AgentSessions::facts`] gave it) held what `detectors` found: in its session and in
+    /// its agent's trail, which carries it into the agent's other sessions (an egress request,
+    /// another MCP session) until `sessions.window` after it was last found.
+    pub fn remember_answer<'a>(
+        &self,
+        config: &SessionsConfig,
+        facts: &SessionFacts,
+        detectors: impl IntoIterator<Item = &'a str>,
+    ) {
+        let mut labels: Vec<Arc<str>> = Vec::new();
+        for detector in detectors {
+            let label: Arc<str> = Arc::from(format!("{ANSWER_LABEL}{detector}"));
+            if !labels.contains(&label) {
+                labels.push(label);
+            }
+        }
+        if labels.is_empty() {
+            return;
+        }
+        let now = self.now();
+        let mut entry = self.session_of(config, facts, now);
+        self.label(config, facts, &mut entry, &labels);
+        drop(entry);
+        self.mark_trail(config, facts, &labels, now);
+    }
+
     /// Remembers `action` in its session (`facts`: what [`AgentSessions::facts`] gave it).
     pub fn remember(&self, config: &SessionsConfig, facts: &SessionFacts) {
         let (verb, resource) = (facts.verb_key, facts.resource_key);
         let now = self.now();
-        if !self.sessions.contains_key(&facts.key) {
-            self.make_room_for(config, facts, now);
-        }
-        let mut entry = self.sessions.entry(facts.key).or_insert_with(|| Session {
-            owner: Some(facts.trail_key),
-            ..Session::default()
-        });
+        let mut entry = self.session_of(config, facts, now);
         let session = &mut *entry;
-        if expired(config, session, now, facts.named) {
-            *session = Session {
-                owner: Some(facts.trail_key),
-                ..Session::default()
-            };
-        }
-        session.last = now;
         session.actions += 1;
         session.unpublished = true;
         for (map, key) in [
@@ -153,23 +177,66 @@ impl AgentSessions {
                 *map.entry(key).or_insert(0) += 1;
             }
         }
-        for tag in &facts.resource_tags {
-            if !session.labels.contains(tag) {
-                session.labels.push(Arc::clone(tag));
-                if let Some(sharing) = self.sharing.get() {
-                    sharing.publish(facts.key, tag, config.window);
-                }
-            }
-        }
+        self.label(config, facts, session, &facts.resource_tags);
         drop(entry);
         if !facts.resource_tags.is_empty() {
-            self.mark_trail(config, facts, now);
+            self.mark_trail(config, facts, &facts.resource_tags, now);
         }
     }
 
-    /// Adds the tags of `facts`' resource to its agent's trail, which lives `window` from the
-    /// last label earned (each one earned again extends it).
-    fn mark_trail(&self, config: &SessionsConfig, facts: &SessionFacts, now: u64) {
+    /// The session of `facts`, used `now`: made room for when new, started over when it
+    /// expired.
+    fn session_of(
+        &self,
+        config: &SessionsConfig,
+        facts: &SessionFacts,
+        now: u64,
+    ) -> dashmap::mapref::one::RefMut<'_, u64, Session> {
+        if !self.sessions.contains_key(&facts.key) {
+            self.make_room_for(config, facts, now);
+        }
+        let mut entry = self.sessions.entry(facts.key).or_insert_with(|| Session {
+            owner: Some(facts.trail_key),
+            ..Session::default()
+        });
+        if expired(config, &entry, now, facts.named) {
+            *entry = Session {
+                owner: Some(facts.trail_key),
+                ..Session::default()
+            };
+        }
+        entry.last = now;
+        entry
+    }
+
+    /// Adds `labels` to `session` (of `facts`), each new one published to the other replicas.
+    fn label(
+        &self,
+        config: &SessionsConfig,
+        facts: &SessionFacts,
+        session: &mut Session,
+        labels: &[Arc<str>],
+    ) {
+        for label in labels {
+            if !session.labels.contains(label) {
+                session.labels.push(Arc::clone(label));
+                if let Some(sharing) = self.sharing.get() {
+                    sharing.publish(facts.key, label, config.window);
+                }
+            }
+        }
+    }
+
+    /// Adds `labels` (the tags of `facts`' resource, or what its answer held) to its agent's
+    /// trail, which lives `window` from the last label earned (each one earned again extends
+    /// it).
+    fn mark_trail(
+        &self,
+        config: &SessionsConfig,
+        facts: &SessionFacts,
+        labels: &[Arc<str>],
+        now: u64,
+    ) {
         if self.sessions.len() >= config.max_sessions
             && !self.sessions.contains_key(&facts.trail_key)
         {
@@ -180,7 +247,7 @@ impl AgentSessions {
             *trail = Session::default();
         }
         trail.last = now;
-        for tag in &facts.resource_tags {
+        for tag in labels {
             if !trail.labels.contains(tag) {
                 trail.labels.push(Arc::clone(tag));
             }
@@ -431,6 +498,60 @@ mod tests {
         // Another agent's sessions carry nothing of it.
         let b = sessions.facts(&config, &call("b", "upload"), Named::By("s1"));
         assert!(!b.labelled(SessionFacts::PRIVATE));
+    }
+
+    #[test]
+    fn what_an_answer_held_follows_the_agent_apart_from_its_labels() {
+        let (sessions, config) = (AgentSessions::default(), config());
+        let fetch = call("a", "fetch");
+        let facts = sessions.facts(&config, &fetch, Named::By("mcp-1"));
+        assert!(facts.answer_findings.is_empty());
+        sessions.remember_answer(
+            &config,
+            &facts,
+            [
+                "tool_instruction_override",
+                "tool_concealment",
+                "tool_concealment",
+            ],
+        );
+        // In the session, and in the agent's other sessions (an egress request's window).
+        for named in [Named::By("mcp-1"), Named::By("other"), Named::Window] {
+            let later = sessions.facts(&config, &fetch, named);
+            assert_eq!(
+                later.answer_findings,
+                [
+                    Arc::from("tool_instruction_override"),
+                    Arc::from("tool_concealment")
+                ],
+                "{named:?}"
+            );
+            assert!(later.labels.is_empty(), "{named:?}: {:?}", later.labels);
+        }
+        // Not another agent's.
+        let b = sessions.facts(&config, &call("b", "fetch"), Named::By("mcp-1"));
+        assert!(b.answer_findings.is_empty());
+        // Nothing found, nothing remembered.
+        let clean = sessions.facts(&config, &call("c", "fetch"), Named::By("s"));
+        sessions.remember_answer(&config, &clean, []);
+        assert!(sessions.sessions.get(&clean.key).is_none());
+    }
+
+    #[test]
+    fn a_tag_may_not_look_like_what_an_answer_held() {
+        let mut config = config();
+        config
+            .tags
+            .insert("Tool::\"web/fetch\"".into(), vec!["answer:canary".into()]);
+        assert!(
+            config
+                .validate()
+                .iter()
+                .any(|(key, message)| key == "sessions.tags.Tool::\"web/fetch\""
+                    && message.contains("answer_findings")),
+            "{:?}",
+            config.validate()
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::protocol::{Protocol, strip_wardens_own};
 use crate::proxy::bound_headers::BoundHeaders;
 use crate::proxy::exchange::{Exchange, ProxyBody};
 use crate::proxy::refusal::Refusal;
-use crate::proxy::stages::{inspect, limit, look_for_canaries};
+use crate::proxy::stages::{inspect, limit, look_for_canaries, recall};
 use crate::proxy::streamed;
 use crate::secrets::inject::strip_hop_by_hop;
 use crate::snapshot::Snapshot;
@@ -156,6 +156,13 @@ pub(super) async fn forward(
     if matches!(via, Via::Plain) {
         limit(snap, ex, &action)?;
     }
+    // Its session: the one the agent names (`sessions.header`), else its window.
+    recall(
+        snap,
+        ex,
+        &mut action,
+        crate::fleet::session::named(&snap.config.sessions, &head.headers),
+    )?;
     let read = body.len();
     let decision = decide(snap, worker, ex, &mut action, &mut dest, &mut body).await?;
     hold_here(ex, &action, &decision).await?;

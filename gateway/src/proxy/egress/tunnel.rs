@@ -40,7 +40,7 @@ use crate::listener::ConnInfo;
 use crate::policy::facts;
 use crate::proxy::exchange::{Exchange, Judged, PendingOutcome, ProxyBody, TunnelDecisions};
 use crate::proxy::refusal::Refusal;
-use crate::proxy::stages::{limit, look_for_canaries};
+use crate::proxy::stages::{limit, look_for_canaries, recall};
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 
@@ -106,6 +106,13 @@ pub(super) async fn open(
     );
     // A tunnel holds its place in flight (`rate_limits` concurrency) until it closes.
     limit(snap, ex, &action)?;
+    // Its session: the one the agent names (`sessions.header`), else its window.
+    recall(
+        snap,
+        ex,
+        &mut action,
+        crate::fleet::session::named(&snap.config.sessions, req.headers()),
+    )?;
     let decision = decide(
         snap,
         worker,

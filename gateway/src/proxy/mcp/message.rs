@@ -17,7 +17,7 @@ use super::another_token;
 use super::answer::{empty, event_stream, json_response};
 use super::pages::{Left, PageError, answer_list, read_pages};
 use super::pinned::{self, Checked, Unsettled, pin_check, pinned_item, pinned_kind, warn_of_full};
-use super::served_content::Served;
+use super::served_content::{Answering, Served};
 use super::server_requests::{self, ServerJudge};
 use super::tasks::{self, Birth};
 use crate::action::{Action, Facts, Findings, Principal, Resource, ToolFacts, Verb};
@@ -128,22 +128,69 @@ pub(super) async fn handle(
         (Meaning::Task(ask), Some(id)) => {
             // Only for a task of this agent's in this session; no new decision.
             let task = tasks::follow(ex, &session, &principal, &ask, &id)?;
+            // `tasks/result`'s answer is the tool's result: read and judged as one.
+            let result = ask.method == TaskMethod::Result;
+            let answering = match result {
+                true => task_answering(snap, ex, route, &session, principal, &task)?,
+                false => None,
+            };
             let onward = Onward {
                 endpoint,
                 session: &session,
                 id,
                 stream_at_once: matches!(via, Via::LegacySse(_)),
+                answering,
+                task_tool: result.then(|| task_tool(&task.resource)).flatten(),
             };
             let method = message.method().unwrap_or_default().to_owned();
             let params = message.params().clone();
-            // `tasks/result`'s answer is the tool's result.
-            let result = ask.method == TaskMethod::Result;
             onward
                 .send(ex, task.server, (method, params), result, None)
                 .await
         }
         (Meaning::TaskList, _) => tasks::list(ex, &session, &principal, &message, &id_value).await,
         _ => session_message(&session, message, &id_value).await,
+    }
+}
+
+/// Who asks for a task's result, for what, in which context, for judging the answer as the
+/// tool's (`Answering::of`): the agent's session and budget facts recalled as for any action.
+fn task_answering(
+    snap: &Snapshot,
+    ex: &mut Exchange,
+    route: &Route,
+    session: &Session,
+    principal: Arc<Principal>,
+    task: &Task,
+) -> Result<Option<Answering>, Refusal> {
+    let policy = &snap.policy;
+    if !policy.judges_answers() && !policy.reads_session() {
+        return Ok(None);
+    }
+    let mut action = Action {
+        principal,
+        verb: Verb::McpReceiveResult,
+        resource: task.resource.clone(),
+        context: context(ex, route, Findings::none(), Facts::None),
+    };
+    recall(snap, ex, &mut action, Named::By(&session.id))?;
+    let deny_as_tool_result = route
+        .mcp
+        .as_ref()
+        .is_some_and(|e| e.on_deny == McpDenyStyle::ToolResult);
+    Ok(Answering::of(
+        policy,
+        &action,
+        &task.decision_id,
+        deny_as_tool_result,
+    ))
+}
+
+/// The name of the tool a task runs (its resource's).
+fn task_tool(resource: &Resource) -> Option<String> {
+    match resource {
+        Resource::Tool { name, .. } => Some(name.clone()),
+        _ => None,
     }
 }
 
@@ -474,11 +521,19 @@ impl Judging<'_> {
             },
         });
         let method = message.method().unwrap_or_default().to_owned();
+        let answering = Answering::of(
+            &self.snap.policy,
+            &action,
+            ex.decision_id(),
+            deny_as_tool_result,
+        );
         let onward = Onward {
             endpoint: self.endpoint,
             session: self.session,
             id,
             stream_at_once: self.stream_at_once,
+            answering,
+            task_tool: None,
         };
         let params = message.params().clone();
         onward
@@ -503,6 +558,10 @@ pub(super) struct Onward<'a> {
     /// Answer with an event stream at once and send the call in the background (the legacy
     /// transport).
     pub stream_at_once: bool,
+    /// Who asked, for judging the answer, when answers are judged or remembered.
+    pub answering: Option<Answering>,
+    /// A `tasks/result`'s: the tool the task runs, whose result it answers.
+    pub task_tool: Option<String>,
 }
 
 impl Onward<'_> {
@@ -531,15 +590,24 @@ impl Onward<'_> {
             decided: true,
         })?;
         ex.propagate_meta(&mut params);
-        let served = Served::of(
-            (
-                ex.shared().pins.clone(),
-                &ex.shared().snapshot.load().config.inspect,
+        let snap = ex.shared().snapshot.load();
+        let reading = (ex.shared().pins.clone(), &snap.config.inspect);
+        let served = match &self.task_tool {
+            Some(tool) => Some(Served::task_result(reading, &server, tool)),
+            None => Served::of(reading, &method, &server, &params),
+        }
+        .map(|served| match self.answering {
+            Some(answering) => served.judged(
+                answering,
+                (
+                    Arc::clone(&snap.policy),
+                    Arc::clone(&snap.config),
+                    Arc::clone(&ex.shared().sessions),
+                ),
             ),
-            &method,
-            &server,
-            &params,
-        );
+            None => served,
+        });
+        drop(snap);
         // The call is known (and can be cancelled) before it is sent.
         let t = Instant::now();
         let call = match link.prepare(&params).await {
@@ -595,7 +663,8 @@ struct InFlight {
     /// The task a task-augmented `tools/call` may create, remembered when its server answers
     /// with one.
     birth: Option<Birth>,
-    /// A `prompts/get` or `resources/read`, whose answer is read before the agent gets it.
+    /// A `tools/call`, `prompts/get`, `resources/read` or `tasks/result`, whose answer is
+    /// read (and judged) before the agent gets it.
     served: Option<Served>,
 }
 
@@ -694,9 +763,7 @@ async fn observe(
             flight.admitted.report(!answer.server_failed);
             let mut response = answer_as_agent(answer.message, &agent_id);
             tasks::born(flight.birth.take(), &flight.link, &mut response);
-            if let Some(served) = &flight.served {
-                outcome.found_in_result(served.read(&mut response));
-            }
+            observe_served(flight.served.as_ref(), &mut response, &mut outcome);
             let (is_error, error) = result_of(&response, flight.tool_call);
             outcome.mcp_result(is_error, error);
             response
@@ -791,9 +858,7 @@ async fn stream_answer(
             admitted.report(!answer.server_failed);
             let mut response = answer_as_agent(answer.message, &agent_id);
             tasks::born(birth, &link, &mut response);
-            if let Some(served) = &served {
-                outcome.found_in_result(served.read(&mut response));
-            }
+            observe_served(served.as_ref(), &mut response, &mut outcome);
             (Some(response), None)
         }
         Ok(None) => (None, Some(CANCELLED.to_owned())),
@@ -829,6 +894,19 @@ async fn stream_answer(
         let error = (!collected).then(|| UNCOLLECTED.to_owned());
         outcome.mcp_result(is_error, error);
     })));
+}
+
+/// Reads and judges the answer `response` of a request whose answer is read (`served`),
+/// before the agent gets it: what was found and what policy said join the `outcome` record.
+fn observe_served(served: Option<&Served>, response: &mut Value, outcome: &mut PendingOutcome) {
+    let Some(served) = served else {
+        return;
+    };
+    let (found, decision) = served.observe(response);
+    if let Some(decision) = decision {
+        outcome.answer_judged(&decision);
+    }
+    outcome.found_in_result(found);
 }
 
 /// What the outcome record says of a response the agent never collected.

@@ -1,21 +1,34 @@
 //! Observe, for what a server answers for the model to read: a `prompts/get` result reaches
 //! the agent with the description of the prompt as it was approved (a server can list an
 //! innocent prompt and describe it otherwise when asked for it), and a `prompts/get`,
-//! `resources/read` or `tools/call` result is read by the detectors of
+//! `resources/read`, `tools/call` or `tasks/result` result is read by the detectors of
 //! `inspect::server_content`. A replaced
 //! description (the finding [`DESCRIPTION_NOT_PINNED`]) and what the detectors find join the
 //! request's outcome record and Warden's log, by detector and location, never the text.
+//!
+//! Then the answer is judged ([`Answering`]): what the detectors found is remembered in the
+//! agent's session when a loaded policy reads `context.session`
+//! (`context.session.answer_findings`), and, when a loaded policy names
+//! `mcp:receive_result`, Cedar decides on it; an answer a forbid withholds is replaced by a
+//! refusal in the protocol's shape before the agent gets it.
 
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::action::Finding;
+use crate::action::{
+    Action, ActionContext, AnswerFacts, Facts, Finding, Findings, Principal, Resource, Verb,
+};
+use crate::config::Config;
+use crate::decision::Decision;
+use crate::fleet::session::AgentSessions;
 use crate::inspect::InspectConfig;
 use crate::inspect::server_content::{
     inspect_prompt_result, inspect_resource_result, inspect_tool_result,
 };
 use crate::pins::{ItemKind, Pins};
+use crate::policy::PolicyEngine;
+use crate::protocol::mcp::jsonrpc;
 use crate::text::{FIELD_MAX, Quoted, bounded};
 
 /// The finding of a `prompts/get` result whose description is not the approved prompt's:
@@ -33,6 +46,8 @@ pub(super) struct Served {
     inspect: InspectConfig,
     server: Arc<str>,
     item: Item,
+    /// How its answer is judged, when it is.
+    judge: Option<Judge>,
 }
 
 /// What the request asks for, by the server's own name for it.
@@ -43,6 +58,67 @@ enum Item {
     Resource(String),
     /// `tools/call` of the tool of this name.
     Tool(String),
+    /// `tasks/result` of a task that runs the tool of this name: its answer is the tool's.
+    TaskResult(String),
+}
+
+impl Item {
+    /// The method whose answer this is.
+    fn method(&self) -> &'static str {
+        match self {
+            Item::Prompt(_) => "prompts/get",
+            Item::Resource(_) => "resources/read",
+            Item::Tool(_) => "tools/call",
+            Item::TaskResult(_) => "tasks/result",
+        }
+    }
+}
+
+/// Who asked, for what, in which context: the request's agent, resource (the tool, or the
+/// server of a prompt or resource) and context, for judging its answer. Built only when
+/// answers are judged (a loaded policy names `mcp:receive_result`) or remembered in the
+/// session (a loaded policy reads `context.session`): otherwise an answer costs no more than
+/// its reading.
+pub(super) struct Answering {
+    pub principal: Arc<Principal>,
+    pub resource: Resource,
+    /// The request's context (its findings and facts are replaced by the answer's).
+    pub context: ActionContext,
+    /// The request's decision id, which a refusal names.
+    pub decision_id: Arc<str>,
+    /// A withheld tool result is answered as a tool result with `isError` (the endpoint's
+    /// `on_deny: tool_result`), else as a JSON-RPC error.
+    pub deny_as_tool_result: bool,
+}
+
+impl Answering {
+    /// For `action` (decided, about to be sent) under `policy`: `None` when no loaded policy
+    /// judges answers or reads the session.
+    pub(super) fn of(
+        policy: &PolicyEngine,
+        action: &Action,
+        decision_id: &str,
+        deny_as_tool_result: bool,
+    ) -> Option<Answering> {
+        if !policy.judges_answers() && action.context.session.is_none() {
+            return None;
+        }
+        Some(Answering {
+            principal: Arc::clone(&action.principal),
+            resource: action.resource.clone(),
+            context: action.context.clone(),
+            decision_id: Arc::from(decision_id),
+            deny_as_tool_result,
+        })
+    }
+}
+
+/// What judges an answer: the request's [`Answering`], the policies and the sessions.
+struct Judge {
+    answering: Answering,
+    policy: Arc<PolicyEngine>,
+    config: Arc<Config>,
+    sessions: Arc<AgentSessions>,
 }
 
 impl Served {
@@ -67,7 +143,105 @@ impl Served {
             inspect: inspect.clone(),
             server: Arc::clone(server),
             item,
+            judge: None,
         })
+    }
+
+    /// A `tasks/result` of a task that runs `tool` on `server`: its answer is read as the
+    /// tool's result.
+    pub(super) fn task_result(
+        (pins, inspect): (Option<Arc<Pins>>, &InspectConfig),
+        server: &Arc<str>,
+        tool: &str,
+    ) -> Served {
+        Served {
+            pins,
+            inspect: inspect.clone(),
+            server: Arc::clone(server),
+            item: Item::TaskResult(tool.to_owned()),
+            judge: None,
+        }
+    }
+
+    /// Judges the answer for `answering` with `policy`, remembering what it held in
+    /// `sessions` (`config.sessions`).
+    pub(super) fn judged(
+        mut self,
+        answering: Answering,
+        (policy, config, sessions): (Arc<PolicyEngine>, Arc<Config>, Arc<AgentSessions>),
+    ) -> Served {
+        self.judge = Some(Judge {
+            answering,
+            policy,
+            config,
+            sessions,
+        });
+        self
+    }
+
+    /// Reads `response`, then judges it ([`Served::judge`]): what was found (which the
+    /// caller adds to the outcome record) and, when policy judged the answer, its decision
+    /// (a deny: the answer was replaced by a refusal).
+    pub(super) fn observe(&self, response: &mut Value) -> (Vec<Finding>, Option<Decision>) {
+        let found = self.read(response);
+        let decision = self.judge(response, &found);
+        (found, decision)
+    }
+
+    /// Judges the answer `response` in which the detectors found `found`: remembered in the
+    /// agent's session (when a loaded policy reads it), then decided as `mcp:receive_result`
+    /// (when a loaded policy names it); a deny replaces the answer by a refusal that names
+    /// the forbids' reasons. `None` when not decided (an error answer is not judged).
+    pub(super) fn judge(&self, response: &mut Value, found: &[Finding]) -> Option<Decision> {
+        let judge = self.judge.as_ref()?;
+        response.get("result").filter(|r| r.is_object())?;
+        let answering = &judge.answering;
+        if let Some(session) = &answering.context.session {
+            judge.sessions.remember_answer(
+                &judge.config.sessions,
+                session,
+                found.iter().map(|f| &*f.detector),
+            );
+        }
+        if !judge.policy.judges_answers() {
+            return None;
+        }
+        let mut locations: Vec<String> = Vec::new();
+        for f in found {
+            if !locations.contains(&f.location) {
+                locations.push(f.location.clone());
+            }
+        }
+        let action = Action {
+            principal: Arc::clone(&answering.principal),
+            verb: Verb::McpReceiveResult,
+            resource: answering.resource.clone(),
+            context: ActionContext {
+                findings: Findings(found.to_vec()),
+                facts: Facts::Answer(AnswerFacts {
+                    server: self.server.to_string(),
+                    method: self.item.method().to_owned(),
+                    locations,
+                }),
+                ..answering.context.clone()
+            },
+        };
+        let decision = judge.policy.decide(&action);
+        if let Decision::Deny { reasons, policies } = &decision {
+            tracing::warn!(
+                server = %self.server,
+                method = self.item.method(),
+                resource = %bounded(&action.resource.cedar_ref(), FIELD_MAX),
+                policies = %bounded(&policies.join(", "), FIELD_MAX),
+                decision_id = %answering.decision_id,
+                "an MCP server's answer was withheld by policy (mcp:receive_result); the agent \
+                 got a refusal instead"
+            );
+            let tool_result = answering.deny_as_tool_result
+                && matches!(self.item, Item::Tool(_) | Item::TaskResult(_));
+            withhold(response, reasons, &answering.decision_id, tool_result);
+        }
+        Some(decision)
     }
 
     /// Reads `response` (the server's JSON-RPC response, as the agent gets it): a prompt's
@@ -90,7 +264,7 @@ impl Served {
                 let found = inspect_resource_result(result, &self.inspect);
                 (ItemKind::Resource, uri, Vec::new(), found)
             }
-            Item::Tool(name) => {
+            Item::Tool(name) | Item::TaskResult(name) => {
                 let found = inspect_tool_result(result, &self.inspect);
                 (ItemKind::Tool, name, Vec::new(), found)
             }
@@ -145,6 +319,42 @@ impl Served {
             None => map.remove("description"),
         };
         true
+    }
+}
+
+/// What the code of a withheld answer's JSON-RPC error says (`error.data.code`).
+pub(super) const WITHHELD: &str = "answer_withheld";
+
+/// Replaces the answer `response` by a refusal that gives `reasons` and the decision id: a
+/// tool result with `isError` (`tool_result`), which the model reads and adapts to, or a
+/// JSON-RPC error, which the agent's SDK raises (a `prompts/get` or `resources/read` result
+/// has no way to say it failed, and a made-up prompt or resource would reach the model as
+/// content). Nothing of the answer is kept: not its content, not its `_meta`.
+fn withhold(response: &mut Value, reasons: &[String], decision_id: &str, tool_result: bool) {
+    let text = format!(
+        "Warden withheld the server's answer: {} (decision {decision_id}). Ask your operator if \
+         you need it.",
+        reasons.join("; ")
+    );
+    let Some(map) = response.as_object_mut() else {
+        return;
+    };
+    map.remove("result");
+    map.remove("error");
+    if tool_result {
+        map.insert(
+            "result".into(),
+            serde_json::json!({"content": [{"type": "text", "text": text}], "isError": true}),
+        );
+    } else {
+        map.insert(
+            "error".into(),
+            serde_json::json!({
+                "code": jsonrpc::code::DENIED,
+                "message": text,
+                "data": {"code": WITHHELD, "decision_id": decision_id},
+            }),
+        );
     }
 }
 

@@ -270,3 +270,240 @@ fn only_prompts_get_resources_read_and_tools_call_are_read() {
         );
     }
 }
+
+// ---- judging the answer (mcp:receive_result) ----------------------------------------------
+
+/// A policy set that withholds answers carrying instructions for the model, and reads the
+/// session.
+const WITHHOLD: &str = r#"
+@id("withhold-injected")
+@reason("the answer tells the model to ignore its instructions")
+forbid (principal, action == Action::"mcp:receive_result", resource)
+when { context.findings.contains("tool_instruction_override") && context.server == "calc" };
+
+@id("reads-session")
+forbid (principal, action == Action::"egress:connect", resource)
+when { context has session && context.session.answer_findings.contains("tool_concealment") };
+"#;
+
+fn engine(text: &str) -> Arc<PolicyEngine> {
+    let dir = crate::policy::tests::pack(&[("answers.cedar", text)]);
+    Arc::new(PolicyEngine::load(dir.path()).expect("loads"))
+}
+
+/// Who asks for `resource`, in a session (its facts) when `session` is.
+fn answering(resource: Resource, session: bool, deny_as_tool_result: bool) -> Answering {
+    let action = Action {
+        principal: Arc::new(Principal {
+            id: Arc::from("agent-1"),
+            ..Principal::anonymous()
+        }),
+        verb: Verb::McpCallTool,
+        resource,
+        context: ActionContext {
+            route: Arc::from("mcp"),
+            time: std::time::UNIX_EPOCH,
+            source_ip: "10.0.0.1".parse().expect("ip"),
+            tls: true,
+            client_certificate: None,
+            findings: Findings::none(),
+            facts: Facts::None,
+            session: None,
+            budget: None,
+        },
+    };
+    let sessions = AgentSessions::default();
+    let mut answering = Answering {
+        principal: action.principal.clone(),
+        resource: action.resource.clone(),
+        context: action.context.clone(),
+        decision_id: Arc::from("d-1"),
+        deny_as_tool_result,
+    };
+    if session {
+        answering.context.session = Some(Box::new(sessions.facts(
+            &Default::default(),
+            &action,
+            crate::fleet::session::Named::By("mcp-session"),
+        )));
+    }
+    answering
+}
+
+fn lookup() -> Resource {
+    Resource::Tool {
+        server: Arc::from("calc"),
+        name: "lookup".into(),
+    }
+}
+
+fn judged(
+    served: Served,
+    policy: &Arc<PolicyEngine>,
+    answering: Answering,
+    sessions: &Arc<AgentSessions>,
+) -> Served {
+    served.judged(
+        answering,
+        (
+            Arc::clone(policy),
+            Arc::new(Config::default()),
+            Arc::clone(sessions),
+        ),
+    )
+}
+
+#[test]
+fn a_tool_answer_a_forbid_withholds_reaches_the_agent_as_an_error_result_without_its_content() {
+    let policy = engine(WITHHOLD);
+    let sessions = Arc::new(AgentSessions::default());
+    let call = || served(None, "tools/call", json!({"name": "lookup"}));
+    let mut response = answer(json!({
+        "content": [{"type": "text", "text": INJECTED}],
+        "structuredContent": {"page": INJECTED},
+        "_meta": {"io.example/x": INJECTED},
+    }));
+    let (found, decision) =
+        judged(call(), &policy, answering(lookup(), false, true), &sessions).observe(&mut response);
+    assert!(
+        detectors(&found).contains(&INSTRUCTION_OVERRIDE),
+        "{found:?}"
+    );
+    let Some(Decision::Deny { policies, .. }) = decision else {
+        panic!("withheld: {decision:?}")
+    };
+    assert_eq!(&*policies[0], "withhold-injected");
+    let result = &response["result"];
+    assert_eq!(result["isError"], true, "{response}");
+    let text = result["content"][0]["text"].as_str().expect("a text");
+    assert!(
+        text.contains("the answer tells the model to ignore its instructions")
+            && text.contains("(decision d-1)"),
+        "{text}"
+    );
+    assert!(
+        !response.to_string().contains("Ignore all previous"),
+        "{response}"
+    );
+    assert_eq!(response["id"], 1);
+
+    // As a JSON-RPC error when the endpoint answers refusals so.
+    let mut response = answer(json!({"content": [{"type": "text", "text": INJECTED}]}));
+    judged(
+        call(),
+        &policy,
+        answering(lookup(), false, false),
+        &sessions,
+    )
+    .observe(&mut response);
+    assert!(response.get("result").is_none(), "{response}");
+    assert_eq!(response["error"]["code"], jsonrpc::code::DENIED);
+    assert_eq!(response["error"]["data"]["code"], WITHHELD);
+}
+
+#[test]
+fn a_prompt_or_resource_withheld_is_a_json_rpc_error_and_a_clean_answer_passes_unchanged() {
+    let policy = engine(WITHHOLD);
+    let sessions = Arc::new(AgentSessions::default());
+    let server = Resource::McpServer {
+        name: Arc::from("calc"),
+    };
+    let mut response = answer(json!({"contents": [{"uri": "notes://today", "text": INJECTED}]}));
+    let read = served(None, "resources/read", json!({"uri": "notes://today"}));
+    let (_, decision) = judged(
+        read,
+        &policy,
+        answering(server.clone(), false, true),
+        &sessions,
+    )
+    .observe(&mut response);
+    assert!(
+        matches!(decision, Some(Decision::Deny { .. })),
+        "{decision:?}"
+    );
+    assert_eq!(
+        response["error"]["code"],
+        jsonrpc::code::DENIED,
+        "{response}"
+    );
+    assert!(response.get("result").is_none());
+
+    let clean = answer(json!({"contents": [{"uri": "notes://today", "text": "Groceries."}]}));
+    let mut response = clean.clone();
+    let read = served(None, "resources/read", json!({"uri": "notes://today"}));
+    let (_, decision) =
+        judged(read, &policy, answering(server, false, true), &sessions).observe(&mut response);
+    assert!(
+        matches!(decision, Some(Decision::Allow { .. })),
+        "{decision:?}"
+    );
+    assert_eq!(response, clean);
+}
+
+#[test]
+fn without_a_policy_on_answers_nothing_is_judged_but_the_session_remembers_what_they_held() {
+    let policy = engine(
+        r#"forbid (principal, action == Action::"egress:connect", resource)
+           when { context has session && context.session.answer_findings.contains("tool_concealment") };"#,
+    );
+    assert!(!policy.judges_answers());
+    let sessions = Arc::new(AgentSessions::default());
+    let asking = answering(lookup(), true, true);
+    let session = asking.context.session.clone().expect("session facts");
+    let mut response = answer(json!({"content": [{"type": "text", "text": INJECTED}]}));
+    let before = response.clone();
+    let (found, decision) = judged(
+        served(None, "tools/call", json!({"name": "lookup"})),
+        &policy,
+        asking,
+        &sessions,
+    )
+    .observe(&mut response);
+    assert!(decision.is_none());
+    assert_eq!(response, before, "passed as the server sent it");
+    assert!(detectors(&found).contains(&CONCEALMENT));
+    let action = Action {
+        principal: Arc::new(Principal {
+            id: Arc::from("agent-1"),
+            ..Principal::anonymous()
+        }),
+        verb: Verb::EgressConnect,
+        resource: Resource::Host {
+            name: "paste.example".into(),
+        },
+        context: answering(lookup(), false, true).context,
+    };
+    let later = sessions.facts(
+        &Default::default(),
+        &action,
+        crate::fleet::session::Named::Window,
+    );
+    assert_eq!(later.trail_key, session.trail_key);
+    assert!(
+        later.answer_findings.iter().any(|d| &**d == CONCEALMENT),
+        "{later:?}"
+    );
+}
+
+#[test]
+fn a_task_result_is_read_and_judged_as_its_tools_result() {
+    let policy = engine(WITHHOLD);
+    let sessions = Arc::new(AgentSessions::default());
+    let task = Served::task_result(
+        (None, &InspectConfig::default()),
+        &Arc::from("calc"),
+        "lookup",
+    );
+    let mut response = answer(json!({"content": [{"type": "text", "text": INJECTED}]}));
+    let (found, decision) =
+        judged(task, &policy, answering(lookup(), false, true), &sessions).observe(&mut response);
+    assert!(
+        detectors(&found).contains(&INSTRUCTION_OVERRIDE),
+        "{found:?}"
+    );
+    assert!(
+        matches!(decision, Some(Decision::Deny { .. })),
+        "{decision:?}"
+    );
+    assert_eq!(response["result"]["isError"], true, "{response}");
+}
