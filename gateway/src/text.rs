@@ -131,6 +131,89 @@ pub fn revealed(text: &str) -> Cow<'_, str> {
     Cow::Owned(shown)
 }
 
+/// `text` as an approver reads it (the console, `warden approvals show`, approval
+/// notifications): [`revealed`], and every letter of another alphabet that imitates an ASCII
+/// one ([`imitates_ascii`]: Cyrillic `а`, Greek `ο`, fullwidth `ｅ`) shown as its `\u{…}`
+/// escape where it sits in a word ([`looks_ascii`]) that reads as ASCII, so that
+/// `boss@cоrp.com` with a Cyrillic `о` reads `boss@c\u{43e}rp.com`, not as the address it
+/// imitates. Words in other scripts (`Москва`, `日本`) and accented letters (`café`) stay as
+/// they are. Borrowed when nothing is hidden or imitated.
+pub fn revealed_for_approvers(text: &str) -> Cow<'_, str> {
+    let text = revealed(text);
+    if text.is_ascii()
+        || !text
+            .split(separates_words)
+            .any(|word| !word.is_ascii() && looks_ascii(word))
+    {
+        return text;
+    }
+    let mut shown = String::with_capacity(text.len() + 16);
+    let mut rest = text.as_ref();
+    while let Some(start) = rest.find(|c: char| !separates_words(c)) {
+        shown.push_str(&rest[..start]);
+        rest = &rest[start..];
+        let end = rest.find(separates_words).unwrap_or(rest.len());
+        let word = &rest[..end];
+        if looks_ascii(word) {
+            for c in word.chars() {
+                if imitates_ascii(c) {
+                    shown.extend(c.escape_unicode());
+                } else {
+                    shown.push(c);
+                }
+            }
+        } else {
+            shown.push_str(word);
+        }
+        rest = &rest[end..];
+    }
+    shown.push_str(rest);
+    Cow::Owned(shown)
+}
+
+/// Whether `c` is not ASCII and yet looks like one ASCII character: its UTS #39 confusable
+/// prototype is a single printable ASCII character (Cyrillic `а` → `a`, Greek `Ο` → `O`,
+/// fullwidth `／` → `/`, the one dot leader `․` → `.`).
+fn imitates_ascii(c: char) -> bool {
+    if c.is_ascii() || c.is_whitespace() {
+        return false;
+    }
+    let mut one = [0u8; 4];
+    let mut prototype = unicode_security::skeleton(c.encode_utf8(&mut one));
+    matches!(
+        (prototype.next(), prototype.next()),
+        (Some(p), None) if p.is_ascii_graphic()
+    )
+}
+
+/// Whether `word` (no whitespace, quotes or brackets) holds a character that imitates ASCII
+/// and reads as ASCII: it has an ASCII letter or digit too (`bоss`, `exаmple.com`), or each of
+/// its letters and digits is ASCII or imitates it (`аррӏе`, all Cyrillic).
+fn looks_ascii(word: &str) -> bool {
+    let mut imitated = false;
+    let mut ascii = false;
+    let mut other = false;
+    for c in word.chars() {
+        if imitates_ascii(c) {
+            imitated = true;
+        } else if c.is_ascii_alphanumeric() {
+            ascii = true;
+        } else if c.is_alphanumeric() {
+            other = true;
+        }
+    }
+    imitated && (ascii || !other)
+}
+
+/// What separates words in [`revealed_for_approvers`]: whitespace, quotes, brackets, commas.
+fn separates_words(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            '"' | '\'' | '`' | ',' | ';' | '(' | ')' | '[' | ']' | '{' | '}' | '<' | '>'
+        )
+}
+
 /// `text` as [`revealed`] shows it, on one line: newlines and tabs escaped too. For
 /// agent-controlled text in a terminal's plain-text output (`warden budgets show`,
 /// `warden agents list`): a terminal escape (ESC, BEL…) is printed as `\u{1b}`, never acted on.
@@ -216,6 +299,53 @@ mod tests {
         assert_eq!(
             Quoted::of("a\u{0}b\u{202e}c\nd\u{200b}").as_str(),
             "a\\u{0}b\\u{202e}c\\u{a}d\\u{200b}"
+        );
+    }
+
+    #[test]
+    fn approvers_read_look_alikes_of_ascii_as_escapes_and_other_scripts_as_they_are() {
+        // A Cyrillic о in an address, a Cyrillic а in a host, Greek Ο in a word.
+        assert_eq!(
+            revealed_for_approvers("{\"to\": \"boss@c\u{43e}rp.com\", \"n\": \"\u{39f}K\"}"),
+            r#"{"to": "boss@c\u{43e}rp.com", "n": "\u{39f}K"}"#
+        );
+        assert_eq!(
+            revealed_for_approvers("boss@c\u{43e}rp.com"),
+            r"boss@c\u{43e}rp.com"
+        );
+        assert_eq!(
+            revealed_for_approvers("send to https://ex\u{430}mple.com now"),
+            r"send to https://ex\u{430}mple.com now"
+        );
+        // A word all of look-alikes reads as ASCII too (аррӏе, all Cyrillic).
+        assert_eq!(
+            revealed_for_approvers("\u{430}\u{440}\u{440}\u{4cf}\u{435}.com"),
+            r"\u{430}\u{440}\u{440}\u{4cf}\u{435}.com"
+        );
+        // Fullwidth letters and a dot that is not a dot.
+        assert_eq!(
+            revealed_for_approvers("evil\u{2024}com \u{ff41}dmin"),
+            r"evil\u{2024}com \u{ff41}dmin"
+        );
+        // Words of other scripts, accents, emoji and punctuation stay as they are.
+        for same in [
+            "Москва",
+            "日本 ✅",
+            "café Zoë",
+            "wait…",
+            "Ελλάδα",
+            "привет мир",
+        ] {
+            assert_eq!(revealed_for_approvers(same), same, "{same}");
+            assert!(
+                matches!(revealed_for_approvers(same), Cow::Borrowed(_)),
+                "{same}"
+            );
+        }
+        // Hidden characters are still revealed.
+        assert_eq!(
+            revealed_for_approvers("pay\u{202e}gnp.exe b\u{43e}ss"),
+            r"pay\u{202e}gnp.exe b\u{43e}ss"
         );
     }
 

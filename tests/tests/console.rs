@@ -1030,3 +1030,50 @@ async fn refused_vote(b: &mut Browser, path: &str, secret: &str, status: u16, sa
         assert!(body.contains(said), "{said:?} in {answer}");
     }
 }
+
+/// What an approver reads of an agent's request cannot pass a look-alike letter for an ASCII
+/// one, nor hide its tail: a prompt that names `boss@cоrp.com` (a Cyrillic `о`) and goes on
+/// past what approvers are shown reads, in the pending list and on the approval's page, with
+/// the look-alike as its escape, and the page says the message was cut.
+#[tokio::test]
+async fn an_approver_reads_look_alikes_as_escapes_and_is_told_when_a_message_was_cut() {
+    let s = start_configured(&[], &[("/audit/record_content", json!(true))]).await;
+    let (w, console) = (&s.warden, s.console.as_str());
+    let token = w.token("refund-bot").await.unwrap();
+    let asked = format!(
+        "refund the order to boss@c\u{43e}rp.com {} and then close the account",
+        "please ".repeat(300)
+    );
+    let request = held(w, &token, "gpt-4o", &asked);
+    let id = new_approval(w, "Model::\"openai/gpt-4o\"", &[]).await;
+
+    let mut alice = Browser::launch("alice").await.unwrap();
+    sign_in(&mut alice, console, "alice", "/approvals").await;
+    let listed = alice.text("main").await.unwrap();
+    assert!(
+        listed.contains(r"refund the order to boss@c\u{43e}rp.com please"),
+        "the card shows what it asks, the look-alike escaped: {listed}"
+    );
+    assert!(!listed.contains('\u{43e}'), "{listed}");
+
+    alice
+        .goto(&format!("{console}/approvals/{id}"))
+        .await
+        .unwrap();
+    let page = alice.text("main").await.unwrap();
+    assert!(page.contains(r"boss@c\u{43e}rp.com"), "{page}");
+    assert!(
+        !page.contains('\u{43e}'),
+        "a look-alike shown as is: {page}"
+    );
+    assert!(
+        !page.contains("close the account"),
+        "the tail is past what is kept"
+    );
+    assert!(
+        page.contains("The message is longer than what is shown here"),
+        "{page}"
+    );
+    request.abort();
+    alice.close().await.unwrap();
+}

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
 use super::config::{ApprovalsConfig, NotifyConfig, NotifyKind, UrlSource};
-use crate::text::revealed;
+use crate::text::revealed_for_approvers;
 use crate::vault::SecretStore;
 
 /// The header of a signed JSON notification: `t=<unix seconds>,v1=<hex HMAC-SHA256>`.
@@ -92,10 +92,10 @@ fn bounded(text: &str, max: usize) -> String {
     }
 }
 
-/// Text for Slack's mrkdwn: hidden characters revealed, its three control characters
-/// escaped, bounded.
+/// Text for Slack's mrkdwn: hidden characters and look-alikes of ASCII revealed, its three
+/// control characters escaped, bounded.
 fn slack_text(text: &str) -> String {
-    escape_mrkdwn(&bounded(&revealed(text), MAX_VALUE_CHARS))
+    escape_mrkdwn(&bounded(&revealed_for_approvers(text), MAX_VALUE_CHARS))
 }
 
 /// `&`, `<` and `>` escaped, as Slack asks: `<...>` would otherwise be a link or mention.
@@ -105,10 +105,10 @@ fn escape_mrkdwn(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// Text for an Adaptive Card: hidden characters revealed, bounded, with the brackets of
-/// Markdown links escaped.
+/// Text for an Adaptive Card: hidden characters and look-alikes of ASCII revealed, bounded,
+/// with the brackets of Markdown links escaped.
 fn teams_text(text: &str) -> String {
-    escape_markdown_links(&bounded(&revealed(text), MAX_VALUE_CHARS))
+    escape_markdown_links(&bounded(&revealed_for_approvers(text), MAX_VALUE_CHARS))
 }
 
 /// `[` and `]` escaped (and `\` itself): a value an agent chose cannot become a link whose
@@ -135,26 +135,35 @@ fn approvers_text(notice: &Notice) -> String {
 /// The arguments as a chat message shows them: pretty JSON, bounded, that can neither close
 /// the code block it is shown in (each backtick becomes the look-alike `ˋ`, U+02CB) nor be a
 /// link (`://` becomes `[:]//`, as in `https[:]//example.com`), nor hide or reorder part of
-/// itself (hidden characters revealed). The console shows them as they are.
+/// itself (hidden characters revealed), nor pass a look-alike for an ASCII letter (shown as
+/// its escape, as the console shows it).
+/// Cut, it says so and how much was left out: the tail of long arguments is where an agent
+/// would put what it hopes no approver reads.
 fn arguments_text(arguments: &Value) -> String {
     let pretty = serde_json::to_string_pretty(arguments).unwrap_or_default();
-    bounded(
-        &revealed(&pretty)
-            .replace('`', "\u{2cb}")
-            .replace("://", "[:]//"),
-        MAX_ARGUMENT_CHARS,
+    let shown = revealed_for_approvers(&pretty)
+        .replace('`', "\u{2cb}")
+        .replace("://", "[:]//");
+    let total = shown.chars().count();
+    if total <= MAX_ARGUMENT_CHARS {
+        return shown;
+    }
+    format!(
+        "{}\n[cut: the first {MAX_ARGUMENT_CHARS} of {total} characters are shown here; read them all in the console]",
+        bounded(&shown, MAX_ARGUMENT_CHARS)
     )
 }
 
-/// `value` with hidden characters revealed in every string and key: what a JSON webhook
-/// passes on to people reads as the agent sent it, nothing hidden or reordered.
+/// `value` with hidden characters and look-alikes of ASCII revealed in every string and key:
+/// what a JSON webhook passes on to people reads as the agent sent it, nothing hidden,
+/// reordered or imitated.
 fn revealed_json(value: &Value) -> Value {
     match value {
-        Value::String(s) => Value::String(revealed(s).into_owned()),
+        Value::String(s) => Value::String(revealed_for_approvers(s).into_owned()),
         Value::Array(items) => Value::Array(items.iter().map(revealed_json).collect()),
         Value::Object(map) => Value::Object(
             map.iter()
-                .map(|(k, v)| (revealed(k).into_owned(), revealed_json(v)))
+                .map(|(k, v)| (revealed_for_approvers(k).into_owned(), revealed_json(v)))
                 .collect(),
         ),
         other => other.clone(),
@@ -262,11 +271,11 @@ pub fn json_body(notice: &Notice, link: &str, include_arguments: bool) -> Value 
         "type": "approval.pending",
         "approval_id": notice.approval_id,
         "console_url": link,
-        "agent": revealed(&notice.agent),
-        "action": revealed(&notice.action),
-        "resource": revealed(&notice.resource),
-        "policy": revealed(&notice.policy),
-        "reason": notice.reason.as_deref().map(revealed),
+        "agent": revealed_for_approvers(&notice.agent),
+        "action": revealed_for_approvers(&notice.action),
+        "resource": revealed_for_approvers(&notice.resource),
+        "policy": revealed_for_approvers(&notice.policy),
+        "reason": notice.reason.as_deref().map(revealed_for_approvers),
         "approvers": revealed_json(&json!(notice.approvers)),
         "approvals_required": notice.approvals,
         "expires_at": rfc3339(notice.expires_at),
@@ -974,6 +983,48 @@ mod tests {
             json["arguments"],
             json!({r"to\u{200b}": [r"acct\u{202e}99"]})
         );
+    }
+
+    #[test]
+    fn every_kind_shows_look_alikes_of_ascii_letters_as_escapes() {
+        // A Cyrillic о in the recipient's domain, a Cyrillic е in the tool's name.
+        let mut n = notice();
+        n.resource = "Tool::\"mail/s\u{435}nd\"".into();
+        n.arguments = Some(json!({"to": "boss@c\u{43e}rp.com", "note": "Москва"}));
+        for body in [
+            slack_body(&n, LINK, true),
+            teams_body(&n, LINK, true),
+            json_body(&n, LINK, true),
+        ] {
+            let text = serde_json::to_string(&body).unwrap();
+            assert!(
+                !text.contains("c\u{43e}rp") && !text.contains("s\u{435}nd"),
+                "a look-alike sent as is: {text}"
+            );
+            // (Teams' Markdown doubles the backslash of an escape in its text blocks.)
+            assert!(text.contains(r"u{43e}rp.com"), "{text}");
+            assert!(text.contains(r"u{435}nd"), "{text}");
+            assert!(text.contains("Москва"), "another script stays: {text}");
+        }
+    }
+
+    #[test]
+    fn arguments_cut_in_a_message_say_so_and_how_much_is_left_out() {
+        let mut n = notice();
+        let tail = "and then wire everything to acct 99";
+        n.arguments = Some(json!({"note": format!("{}{tail}", "a".repeat(3000))}));
+        for body in [slack_body(&n, LINK, true), teams_body(&n, LINK, true)] {
+            let text = body.to_string();
+            assert!(!text.contains(tail), "{text}");
+            assert!(
+                text.contains("[cut: the first 2000 of 3051 characters are shown here; read them all in the console]"),
+                "{text}"
+            );
+        }
+        // Short arguments are shown whole, with nothing added.
+        n.arguments = Some(json!({"env": "prod"}));
+        let text = slack_body(&n, LINK, true).to_string();
+        assert!(!text.contains("[cut:"), "{text}");
     }
 
     #[test]

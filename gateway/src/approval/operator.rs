@@ -493,7 +493,7 @@ pub fn describe(record: &ApprovalRecord) -> String {
         ));
     }
     // The agent chose most of it: nothing it wrote may hide or reorder what the operator reads.
-    crate::text::revealed(&out).into_owned()
+    crate::text::revealed_for_approvers(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -657,6 +657,15 @@ when { resource.action == "llm:chat" };
         }
         assert!(shown.contains(r"pay\u{202e}gnp.exe"), "{shown}");
         assert!(shown.contains(r"\u{2066}acct\u{2069}\u{200b}9"), "{shown}");
+    }
+
+    #[test]
+    fn show_prints_look_alikes_of_ascii_letters_as_escapes() {
+        let mut r = record("carol", "mcp:call_tool", &[]);
+        r.context = serde_json::json!({"arguments": {"to": "boss@c\u{43e}rp.com"}});
+        let shown = describe(&r);
+        assert!(!shown.contains('\u{43e}'), "printed as is:\n{shown}");
+        assert!(shown.contains(r"boss@c\u{43e}rp.com"), "{shown}");
     }
 
     #[test]

@@ -25,10 +25,13 @@ pub fn esc(text: &str) -> String {
 }
 
 /// Agent-controlled `text` escaped for HTML, with every character that is invisible or
-/// reorders text ([`crate::text::is_hidden`]) shown as its `\u{…}` escape: an agent can
-/// neither hide part of its arguments from the approver nor make them read in another order.
+/// reorders text ([`crate::text::is_hidden`]), and every look-alike of an ASCII letter in a
+/// word that reads as ASCII, shown as its `\u{…}` escape
+/// ([`crate::text::revealed_for_approvers`]): an agent can neither hide part of its arguments
+/// from the approver, nor make them read in another order, nor pass `bоss@cоrp.com` (Cyrillic
+/// `о`) for the address it imitates.
 pub fn esc_revealed(text: &str) -> String {
-    esc(&crate::text::revealed(text))
+    esc(&crate::text::revealed_for_approvers(text))
 }
 
 /// `message` as a sentence: its first letter upper-case (errors read "the code was …").
@@ -169,7 +172,7 @@ pub fn list(records: &[ApprovalRecord], now_ms: i64, flash: Option<&str>) -> Str
             body,
             r#"<li class="card"><a class="cardlink" href="/approvals/{id}">
 <div class="row"><strong class="agent">{agent}</strong><span class="age" title="{asked}">asked {age}</span></div>
-<div class="what"><code>{action}</code> on <code>{resource}</code></div>
+<div class="what"><code>{action}</code> on <code>{resource}</code></div>{excerpt}
 <div class="why">{reason}</div>
 <div class="row meta"><span>policy <code>{policy}</code></span><span>{votes} of {required} approvals · expires {expires}</span></div>
 </a></li>"#,
@@ -179,6 +182,7 @@ pub fn list(records: &[ApprovalRecord], now_ms: i64, flash: Option<&str>) -> Str
             age = relative(r.created_ms, now_ms),
             action = esc_revealed(&r.action),
             resource = esc_revealed(&r.resource),
+            excerpt = excerpt(&r.context),
             reason = esc(if r.reason.is_empty() {
                 "No reason given by the policy."
             } else {
@@ -197,6 +201,36 @@ pub fn list(records: &[ApprovalRecord], now_ms: i64, flash: Option<&str>) -> Str
     body.push_str("</ul>");
     body
 }
+
+/// The start of what an approval asks (a tool call's arguments, a request's body, what an LLM
+/// call asks), on one line, for the pending list: approvals of one agent for one tool differ
+/// there, so that a flood of look-alike requests does not hide the one that differs.
+fn excerpt(context: &Value) -> String {
+    let asked = context
+        .get("arguments")
+        .or_else(|| context.get("body"))
+        .map(Value::to_string)
+        .or_else(|| {
+            context
+                .get("prompt")?
+                .get("last_user_message")?
+                .as_str()
+                .map(str::to_owned)
+        });
+    match asked {
+        Some(asked) => {
+            let one_line = crate::text::revealed_line(&asked);
+            format!(
+                r#"<div class="excerpt"><code>{}</code></div>"#,
+                esc_revealed(&crate::text::bounded(&one_line, EXCERPT_CHARS))
+            )
+        }
+        None => String::new(),
+    }
+}
+
+/// The most characters of an approval's [`excerpt`] the pending list shows.
+const EXCERPT_CHARS: usize = 160;
 
 /// What the viewer can do on an approval's page.
 pub enum Decide<'a> {
@@ -300,6 +334,27 @@ pub fn detail(
     body
 }
 
+/// How long `shown` (what a box of arguments holds, as read) is, said above the box: the box
+/// scrolls past a screen's worth, and whatever its first lines say, the approver knows there is
+/// more.
+fn size_note(shown: &str) -> String {
+    let lines = shown.lines().count();
+    let chars = shown.chars().count();
+    let scroll = if lines > SCROLL_LINES || chars > SCROLL_CHARS {
+        ": scroll the box to read all of it"
+    } else {
+        ""
+    };
+    format!(
+        r#"<p class="muted size">{lines} {} · {chars} characters{scroll}</p>"#,
+        if lines == 1 { "line" } else { "lines" }
+    )
+}
+
+/// Past this many lines (or characters) a box of arguments may not show them all at once.
+const SCROLL_LINES: usize = 16;
+const SCROLL_CHARS: usize = 1200;
+
 /// The action's arguments and findings, as approvers are shown them.
 fn context_panel(context: &Value) -> String {
     let mut out = String::from(r#"<section class="panel"><h2>What exactly</h2>"#);
@@ -309,22 +364,35 @@ fn context_panel(context: &Value) -> String {
     for (key, title) in [("arguments", "Arguments"), ("body", "Body")] {
         if let Some(value) = context.get(key) {
             let pretty = serde_json::to_string_pretty(value).unwrap_or_default();
+            let pretty = crate::text::revealed_for_approvers(&pretty);
             let _ = write!(
                 out,
-                r#"<h3>{title}</h3><pre class="args" tabindex="0">{}</pre>"#,
-                esc_revealed(&pretty)
+                r#"<h3>{title}</h3>{size}<pre class="args" tabindex="0">{}</pre>"#,
+                esc(&pretty),
+                size = size_note(&pretty),
             );
             shown = true;
         }
     }
-    if let Some(asked) = context
-        .get("prompt")
-        .and_then(|p| p.get("last_user_message"))
-        .and_then(Value::as_str)
+    if context.get("proposed").and_then(Value::as_bool) == Some(true)
+        && context.get("arguments").is_none()
     {
+        out.push_str(r#"<p class="flash" role="status">The call's arguments are not shown (<code>propose.approval_arguments</code> is off): below is only what Warden read from them.</p>"#);
+    }
+    if let Some(prompt) = context.get("prompt")
+        && let Some(asked) = prompt.get("last_user_message").and_then(Value::as_str)
+    {
+        let cut = if prompt.get("truncated").and_then(Value::as_bool) == Some(true) {
+            format!(
+                r#"<p class="flash" role="status">The message is longer than what is shown here: only its first {} characters are kept for approvers.</p>"#,
+                crate::approval::prompt::PROMPT_MAX_CHARS
+            )
+        } else {
+            String::new()
+        };
         let _ = write!(
             out,
-            r#"<h3>What the agent asks</h3><pre class="args" tabindex="0">{}</pre>"#,
+            r#"<h3>What the agent asks</h3>{cut}<pre class="args" tabindex="0">{}</pre>"#,
             esc_revealed(asked)
         );
         shown = true;
@@ -698,6 +766,94 @@ mod tests {
         // Without it (content not to be shown), no such section.
         let panel = context_panel(&serde_json::json!({"stream": false}));
         assert!(!panel.contains("What the agent asks"), "{panel}");
+    }
+
+    #[test]
+    fn look_alikes_of_ascii_letters_in_what_the_agent_sent_are_shown_as_escapes() {
+        // A Cyrillic о in the recipient's domain, a Cyrillic а in a host, in every part the
+        // agent controls.
+        let context = serde_json::json!({
+            "arguments": {"to": "boss@c\u{43e}rp.com", "city": "Москва"},
+            "prompt": {"last_user_message": "pay https://ex\u{430}mple.com", "truncated": false},
+            "path": "/v1/p\u{430}y",
+        });
+        let panel = context_panel(&context);
+        for imitation in ["c\u{43e}rp", "ex\u{430}mple", "p\u{430}y"] {
+            assert!(
+                !panel.contains(imitation),
+                "a look-alike shown as is: {panel}"
+            );
+        }
+        assert!(panel.contains(r"boss@c\u{43e}rp.com"), "{panel}");
+        assert!(panel.contains(r"https://ex\u{430}mple.com"), "{panel}");
+        assert!(panel.contains(r"/v1/p\u{430}y"), "{panel}");
+        assert!(panel.contains("Москва"), "another script stays: {panel}");
+    }
+
+    #[test]
+    fn approvers_are_told_when_what_they_read_is_not_all_of_it() {
+        // An LLM call's message cut to its first 2000 characters.
+        let cut = serde_json::json!({
+            "prompt": {"last_user_message": format!("{}…", "a".repeat(2000)), "truncated": true},
+        });
+        let panel = context_panel(&cut);
+        assert!(
+            panel.contains("only its first 2000 characters are kept"),
+            "{panel}"
+        );
+        let whole = serde_json::json!({
+            "prompt": {"last_user_message": "short…", "truncated": false},
+        });
+        assert!(!context_panel(&whole).contains("first 2000"));
+        // Long arguments scroll in their box: their size is said above it.
+        let long: Vec<String> = (0..40).map(|i| format!("line {i}")).collect();
+        let panel = context_panel(&serde_json::json!({"arguments": {"lines": long}}));
+        assert!(
+            panel.contains("44 lines · ") && panel.contains("scroll the box to read all of it"),
+            "{panel}"
+        );
+        let panel = context_panel(&serde_json::json!({"arguments": {"env": "prod"}}));
+        assert!(panel.contains("3 lines · 19 characters</p>"), "{panel}");
+        // A proposed call whose arguments approvers do not see says so.
+        let panel = context_panel(&serde_json::json!({"proposed": true, "programs": ["git"]}));
+        assert!(panel.contains("arguments are not shown"), "{panel}");
+        let panel = context_panel(
+            &serde_json::json!({"proposed": true, "arguments": {"command": "git push"}}),
+        );
+        assert!(!panel.contains("arguments are not shown"), "{panel}");
+    }
+
+    #[test]
+    fn the_pending_list_tells_apart_approvals_of_one_tool_by_what_they_ask() {
+        let record = |id: &str, to: &str| ApprovalRecord {
+            id: id.into(),
+            digest: format!("sha256:{id}"),
+            principal: "Agent::\"ci-bot\"".into(),
+            action: "mcp:call_tool".into(),
+            resource: "Tool::\"mail/send\"".into(),
+            context: serde_json::json!({"arguments": {"to": to, "body": "hi\nthere"}}),
+            policy: "mail".into(),
+            reason: String::new(),
+            approver_groups: vec!["sre".into()],
+            required: 1,
+            created_ms: 0,
+            expires_ms: 60_000,
+            status: ApprovalStatus::Pending,
+            decided_ms: None,
+            withdrawn: None,
+            votes: Vec::new(),
+        };
+        let page = list(
+            &[
+                record("apr_1", "team@corp.com"),
+                record("apr_2", "ceo@c\u{43e}rp.com"),
+            ],
+            1_000,
+            None,
+        );
+        assert!(page.contains("team@corp.com"), "{page}");
+        assert!(page.contains(r"ceo@c\u{43e}rp.com"), "{page}");
+        assert!(page.contains(r"hi\nthere"), "on one line: {page}");
     }
 
     #[test]

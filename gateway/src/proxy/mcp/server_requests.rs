@@ -27,10 +27,10 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use http::StatusCode;
 use http_body_util::{BodyExt, Either};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::answer::empty;
-use crate::action::{Action, Findings, Principal, Resource};
+use crate::action::{Action, Findings, Principal, Resource, Verb};
 use crate::approval::Hold;
 use crate::decision::Decision;
 use crate::fleet::cut::{Cause, Cut};
@@ -238,7 +238,9 @@ fn shape(id: &Value) -> Shape {
 
 /// Quarantine, decide and hold for a server's request: `Ok(None)` when it goes on, the
 /// approval it waits for when it needs one (approvers are shown its facts and, when
-/// `audit.record_content` lets request content be kept, its params masked), else the refusal.
+/// `audit.record_content` lets request content be kept, its params masked; an elicitation's
+/// own words, its `message` and the `url` it sends the user to, masked, in any case: they are
+/// what is approved), else the refusal.
 async fn judge(
     snap: &Snapshot,
     ex: &mut Exchange,
@@ -247,13 +249,30 @@ async fn judge(
 ) -> Result<Option<Approval>, Refusal> {
     quarantine(ex, &action.principal)?;
     let decision = decide(snap, ex, action, content).await?;
-    if matches!(decision, Decision::NeedsApproval { .. })
-        && snap.config.audit.record_content
-        && let Some(shown) = approval_body(content, &snap.config.inspect)
-    {
-        ex.show_body(shown);
+    if matches!(decision, Decision::NeedsApproval { .. }) {
+        let shown = if snap.config.audit.record_content {
+            approval_body(content, &snap.config.inspect)
+        } else if action.verb == Verb::McpElicit {
+            elicitation_words(content).and_then(|words| approval_body(&words, &snap.config.inspect))
+        } else {
+            None
+        };
+        if let Some(shown) = shown {
+            ex.show_body(shown);
+        }
     }
     stages::open(ex, action, &decision, None).await
+}
+
+/// What an elicitation request (`params`, as JSON) says to the agent's user: its `message`
+/// and, in `url` mode, the `url` it sends them to, as JSON; `None` when it says neither.
+fn elicitation_words(params: &[u8]) -> Option<Vec<u8>> {
+    let params: Map<String, Value> = serde_json::from_slice(params).ok()?;
+    let words: Map<String, Value> = ["message", "url"]
+        .into_iter()
+        .filter_map(|key| Some((key.to_owned(), params.get(key)?.clone())))
+        .collect();
+    (!words.is_empty()).then(|| serde_json::to_vec(&words).unwrap_or_default())
 }
 
 /// The JSON-RPC error of `response` (a refusal Warden answered in MCP's shape) as the answer
@@ -435,6 +454,32 @@ mod tests {
             Value::Object(judged.body),
             json!({"jsonrpc": "2.0", "id": 6, "result": {}})
         );
+    }
+
+    #[test]
+    fn approvers_of_an_elicitation_read_its_message_and_the_page_it_sends_the_user_to() {
+        let params = json!({
+            "mode": "url", "elicitationId": "e-1",
+            "message": "Sign in again to keep your session",
+            "url": "https://login.ex\u{430}mple.com/sso",
+        });
+        let words = elicitation_words(params.to_string().as_bytes()).unwrap();
+        let inspect = crate::inspect::InspectConfig::default();
+        assert_eq!(
+            approval_body(&words, &inspect).unwrap(),
+            json!({
+                "message": "Sign in again to keep your session",
+                "url": "https://login.ex\u{430}mple.com/sso",
+            })
+        );
+        // A form says only its message; a request that says nothing shows nothing.
+        let form = json!({"message": "Your name?", "requestedSchema": {"type": "object"}});
+        let words = elicitation_words(form.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&words).unwrap(),
+            json!({"message": "Your name?"})
+        );
+        assert_eq!(elicitation_words(br#"{"mode": "form"}"#), None);
     }
 
     #[tokio::test]
