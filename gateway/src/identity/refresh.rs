@@ -287,13 +287,14 @@ mod tests {
             .expect("the waiters are woken")
             .expect("the sender lives");
         assert_eq!(*attempts.borrow(), 1);
-        let status = keys.status();
-        assert!(!status.fetching, "no fetch is left running");
-        assert_eq!(
-            status.last_error.as_deref(),
-            Some("the JWKS fetch ended without a result")
-        );
-        drop(status);
+        {
+            let status = keys.status();
+            assert!(!status.fetching, "no fetch is left running");
+            assert_eq!(
+                status.last_error.as_deref(),
+                Some("the JWKS fetch ended without a result")
+            );
+        }
         assert!(keys.unconfirmed());
         // The waiters for the first attempt are released too.
         tokio::time::timeout(Duration::from_secs(10), keys.first_attempt_done())
