@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::error::FetchedAgo;
-use super::fetch::JwksFetcher;
+use super::fetch::{FetchError, JwksFetcher};
 use super::jwks::{KeySet, VerifyKey};
 
 /// Longest wait between two attempts after failures (the refresh interval caps it too).
@@ -180,16 +180,33 @@ impl RemoteKeys {
     /// Starts a fetch on its own task; `status` is this issuer's, locked, with no fetch
     /// running.
     fn start_fetch(self: &Arc<Self>, status: &mut Status) {
+        let this = Arc::clone(self);
+        self.start(status, async move { this.fetcher.fetch().await });
+    }
+
+    /// Starts `fetch` on its own task as this issuer's one fetch, its result kept and
+    /// announced to whoever waits for it. However the task ends (a panic too), the fetch ends
+    /// with it: were it left marked running, no other would ever start, and every request
+    /// and the background refresh would wait for it forever.
+    fn start(
+        self: &Arc<Self>,
+        status: &mut Status,
+        fetch: impl Future<Output = Result<KeySet, FetchError>> + Send + 'static,
+    ) {
         status.fetching = true;
         status.last_attempt = Some(Instant::now());
         let this = Arc::clone(self);
-        tokio::spawn(async move { this.fetch().await });
+        tokio::spawn(async move {
+            let mut running = Running {
+                keys: &this,
+                result: None,
+            };
+            running.result = Some(fetch.await);
+        });
     }
 
-    /// One fetch, its result kept and announced to whoever waits for it.
-    async fn fetch(&self) {
-        let result = self.fetcher.fetch().await;
-        let mut status = self.status();
+    /// Keeps the result of one fetch.
+    fn keep(&self, status: &mut Status, result: Result<KeySet, FetchError>) {
         match result {
             Ok(set) => {
                 tracing::info!(issuer = %self.issuer, keys = set.len(), kids = ?set.kids(), "JWKS loaded");
@@ -207,12 +224,81 @@ impl RemoteKeys {
                 status.last_error = Some(Arc::from(shown));
             }
         }
-        status.fetching = false;
-        // Announced under the status lock: a request that saw the fetch running sees it end.
-        self.attempts.send_modify(|n| *n += 1);
     }
 
     fn status(&self) -> std::sync::MutexGuard<'_, Status> {
         self.status.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The fetch that runs, ended when its task ends: its result kept (a task that ended without
+/// one, by a panic, is a failed attempt), the fetch marked ended and the waiters woken.
+struct Running<'a> {
+    keys: &'a RemoteKeys,
+    result: Option<Result<KeySet, FetchError>>,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let keys = self.keys;
+        let mut status = keys.status();
+        match self.result.take() {
+            Some(result) => keys.keep(&mut status, result),
+            None => {
+                tracing::error!(issuer = %keys.issuer, "JWKS fetch ended without a result");
+                status.last_error = Some(Arc::from("the JWKS fetch ended without a result"));
+            }
+        }
+        status.fetching = false;
+        // Announced under the status lock: a request that saw the fetch running sees it end.
+        keys.attempts.send_modify(|n| *n += 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::config::IssuerConfig;
+
+    fn keys() -> Arc<RemoteKeys> {
+        let cfg = IssuerConfig {
+            issuer: "https://idp.example".into(),
+            audiences: vec!["warden".into()],
+            algorithms: super::super::config::default_algorithms(),
+            jwks_uri: None,
+            claims: None,
+            ca_file: None,
+            allow_private: Vec::new(),
+        };
+        let fetcher = JwksFetcher::new(&cfg, "identity.issuers[0]").unwrap();
+        RemoteKeys::new(Arc::from("https://idp.example"), fetcher, Duration::ZERO)
+    }
+
+    #[tokio::test]
+    async fn a_fetch_whose_task_panics_ends_and_wakes_its_waiters() {
+        let keys = keys();
+        let mut attempts = keys.attempts.subscribe();
+        {
+            let mut status = keys.status();
+            keys.start(&mut status, async { panic!("a fetch that panics") });
+        }
+        tokio::time::timeout(Duration::from_secs(10), attempts.changed())
+            .await
+            .expect("the waiters are woken")
+            .expect("the sender lives");
+        assert_eq!(*attempts.borrow(), 1);
+        {
+            let status = keys.status();
+            assert!(!status.fetching, "no fetch is left running");
+            assert_eq!(
+                status.last_error.as_deref(),
+                Some("the JWKS fetch ended without a result")
+            );
+        }
+        assert!(keys.unconfirmed());
+        // The waiters for the first attempt are released too.
+        tokio::time::timeout(Duration::from_secs(10), keys.first_attempt_done())
+            .await
+            .expect("the first attempt is done");
     }
 }

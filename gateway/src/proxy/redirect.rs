@@ -111,7 +111,11 @@ pub fn check(
 }
 
 /// `target` (on the upstream's origin) as a path on Warden: the route's prefix, then what
-/// follows the upstream's base path, the query and the fragment; `None` outside the base path.
+/// follows the upstream's base path, the query and the fragment; `None` outside the base path,
+/// and when the path would not stay on Warden: one starting `//` or `/\` (a route with the
+/// prefix `/` given `Location: /.//evil.example/x` would hand the agent
+/// `Location: //evil.example/x`, another host), or with a backslash anywhere (clients read it
+/// as `/`).
 fn on_warden(route: &Route, target: &Url) -> Option<String> {
     let path = target.path();
     let below = path.strip_prefix(route.upstream.base_path.as_str())?;
@@ -121,6 +125,9 @@ fn on_warden(route: &Route, target: &Url) -> Option<String> {
     let mut rewritten = format!("{}{below}", route.prefix);
     if rewritten.is_empty() {
         rewritten.push('/');
+    }
+    if rewritten.starts_with("//") || rewritten.contains('\\') {
+        return None;
     }
     if let Some(query) = target.query() {
         rewritten.push('?');
@@ -301,6 +308,65 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn a_rewritten_location_never_names_another_host() {
+        let build = |yaml: &str| {
+            RouteTable::build(&parse(yaml, None).expect("valid config"), None).expect("routes")
+        };
+        let root = build(
+            "routes:\n  - { prefix: /, connector: github, name: root, credential: { env: E2E_NONE } }\n",
+        );
+        let (root, _) = root.find("/repos/a/b").expect("route");
+        assert_eq!(root.prefix, "", "the prefix / is stored empty");
+        // Same-origin paths that start `//` once the prefix (none) is put before them.
+        for location in [
+            "/.//evil.example/x",
+            "/%2e//evil.example/x",
+            "https://api.github.com//evil.example/x",
+            "//api.github.com//evil.example/x",
+            "/a/..//evil.example/x",
+            "/./\\evil.example/x",
+            "https://api.github.com/.\\\\evil.example/x",
+        ] {
+            let refused = answer(root, "/repos/a/b", 302, Some(location)).expect_err(location);
+            let text = refused.to_string();
+            assert!(text.contains("outside the route's base path"), "{text}");
+            assert!(text.contains("to https://api.github.com;"), "{text}");
+            assert!(!text.contains("evil"), "{text}");
+        }
+        // A route with the prefix / and a base path: `/v1//evil.example/x` is below it.
+        let based = build(
+            "routes:\n  - { prefix: /, connector: github, name: based, upstream: \"https://ghe.example.com/v1\", credential: { env: E2E_NONE } }\n",
+        );
+        let (based, _) = based.find("/repos").expect("route");
+        for location in [
+            "/v1//evil.example/x",
+            "https://ghe.example.com/v1//evil.example/x?a=1",
+            "/v1/.//evil.example/x",
+        ] {
+            let refused = answer(based, "/v1/repos", 302, Some(location)).expect_err(location);
+            assert!(
+                refused
+                    .to_string()
+                    .contains("outside the route's base path"),
+                "{refused}"
+            );
+        }
+        // What stays on Warden still passes, rewritten.
+        assert_eq!(
+            answer(based, "/v1/repos", 302, Some("/v1/user//x")),
+            Ok(Some("/user//x".into()))
+        );
+        assert_eq!(
+            answer(based, "/v1/repos", 302, Some("/v1")),
+            Ok(Some("/".into()))
+        );
+        assert_eq!(
+            answer(root, "/repos/a/b", 302, Some("/repos/c/d?x=1")),
+            Ok(Some("/repos/c/d?x=1".into()))
+        );
     }
 
     #[test]

@@ -2,16 +2,17 @@
 //! sources make. Every call (logins, token lookups, renewals and revocations, secret reads,
 //! lease renewals and revocations) goes through one place, [`Vault::send`]: its answer is
 //! read to at most [`MAX_ANSWER_BYTES`] and the whole call, from connecting to the answer's
-//! last byte, ends within `vault.timeout`. `vaultrs` only builds the HTTP client (TLS, the CA
-//! of `vault.ca_cert`).
+//! last byte, ends within `vault.timeout`. It follows no redirect: Vault's API sends none to
+//! its clients (a standby node forwards requests to the active one), and a redirect followed
+//! would carry Warden's token (`X-Vault-Token`) wherever it led.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http::{Method, StatusCode};
 use serde_json::Value;
-use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 use zeroize::Zeroizing;
 
 use super::config::{BootstrapSecret, VaultAuth, VaultConfig};
@@ -271,15 +272,19 @@ impl Vault {
             self.login(generation).await?;
         }
         let generation = self.generation();
+        let body = body
+            .as_ref()
+            .map(|body| json_body(what, body))
+            .transpose()?;
         let first = self
-            .call_once(method.clone(), path, body.as_ref(), what)
+            .call_once(method.clone(), path, body.clone(), what)
             .await;
         let result = match first {
             // A 403 is a revoked or expired token, or a path Warden's Vault policy does not
             // grant: only the first needs a login (each login makes a token).
             Err(e) if e.is_forbidden() && !self.token_is_valid().await => {
                 match self.login(generation).await {
-                    Ok(()) => self.call_once(method, path, body.as_ref(), what).await,
+                    Ok(()) => self.call_once(method, path, body, what).await,
                     Err(login) => Err(login),
                 }
             }
@@ -301,7 +306,7 @@ impl Vault {
         &self,
         method: Method,
         path: &str,
-        body: Option<&Value>,
+        body: Option<Bytes>,
         what: &str,
     ) -> Result<Option<Value>, VaultError> {
         let client = self.inner.client.load_full();
@@ -317,7 +322,7 @@ impl Vault {
         client: &VaultClient,
         method: Method,
         path: &str,
-        body: Option<&Value>,
+        body: Option<Bytes>,
         what: &str,
     ) -> Result<Option<Value>, VaultError> {
         let limit = self.inner.config.timeout;
@@ -338,7 +343,7 @@ impl Vault {
         client: &VaultClient,
         method: Method,
         path: &str,
-        body: Option<&Value>,
+        body: Option<Bytes>,
         what: &str,
     ) -> Result<Option<Value>, VaultError> {
         let url = format!(
@@ -348,10 +353,9 @@ impl Vault {
         );
         let mut request = client
             .http
-            .http
             .request(method, &url)
             .header("X-Vault-Request", "true");
-        let token = client.settings.token.as_str();
+        let token = client.token.as_str();
         if !token.is_empty() {
             request = request.header("X-Vault-Token", token);
         }
@@ -361,10 +365,8 @@ impl Vault {
         if let Some(body) = body {
             request = request
                 .header("Content-Type", "application/json")
-                .body(body.to_string());
+                .body(body);
         }
-        // (The HTTP client is `vaultrs`'s, of another `reqwest` than Warden's: its errors are
-        // taken as text.)
         let unreachable = |e: String| VaultError::Unreachable {
             address: self.inner.config.address.clone(),
             reason: format!("{what}: {e}"),
@@ -374,6 +376,9 @@ impl Vault {
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         let status = response.status();
+        if status.is_redirection() {
+            return Err(redirected(what, status, response.url(), response.headers()));
+        }
         let too_large = || VaultError::TooLarge {
             address: self.inner.config.address.clone(),
             what: what.to_owned(),
@@ -383,23 +388,15 @@ impl Vault {
         if announced > MAX_ANSWER_BYTES as u64 {
             return Err(too_large());
         }
-        // Sized up front, so that no copy of a secret is left behind by a buffer that grew: as
-        // announced, or the largest allowed.
-        let capacity = match usize::try_from(announced) {
-            Ok(n) if n > 0 => n,
-            _ => MAX_ANSWER_BYTES,
-        };
-        let mut bytes = Zeroizing::new(Vec::with_capacity(capacity));
+        let mut bytes = Received::new(usize::try_from(announced).unwrap_or(0));
         while let Some(chunk) = response
             .chunk()
             .await
             .map_err(|e| unreachable(e.to_string()))?
         {
-            if bytes.len() + chunk.len() > capacity {
-                return Err(too_large());
-            }
-            bytes.extend_from_slice(&chunk);
+            bytes.append(&chunk).map_err(|_| too_large())?;
         }
+        let bytes = bytes.bytes;
         if !status.is_success() {
             return Err(refused(what, status, &bytes));
         }
@@ -468,7 +465,11 @@ impl Vault {
                 secret_id,
             } => {
                 let secret_id = read_bootstrap(method, "the secret id", secret_id)?;
-                let body = serde_json::json!({"role_id": role_id, "secret_id": &*secret_id});
+                let body = LoginBody {
+                    role_id: Some(role_id),
+                    secret_id: Some(&secret_id),
+                    ..LoginBody::default()
+                };
                 self.log_in(&anonymous, mount, &body, "AppRole login")
                     .await?
             }
@@ -482,16 +483,21 @@ impl Vault {
                     "the service-account token",
                     &BootstrapSecret::File(jwt_path.clone()),
                 )?;
-                let body = serde_json::json!({"role": role, "jwt": &*jwt});
+                let body = LoginBody {
+                    role: Some(role),
+                    jwt: Some(&jwt),
+                    ..LoginBody::default()
+                };
                 self.log_in(&anonymous, mount, &body, "Kubernetes login")
                     .await?
             }
             VaultAuth::Jwt { mount, role, jwt } => {
                 let jwt = read_bootstrap(method, "the JWT", jwt)?;
-                let mut body = serde_json::json!({"jwt": &*jwt});
-                if let Some(role) = role {
-                    body["role"] = Value::from(role.as_str());
-                }
+                let body = LoginBody {
+                    role: role.as_deref(),
+                    jwt: Some(&jwt),
+                    ..LoginBody::default()
+                };
                 self.log_in(&anonymous, mount, &body, "JWT login").await?
             }
         };
@@ -500,7 +506,7 @@ impl Vault {
         // The token this login replaces is Warden's own (not one it was given): revoke it
         // rather than leave it to its TTL.
         if !matches!(config.auth, VaultAuth::Token { .. })
-            && !old.settings.token.is_empty()
+            && !old.token.is_empty()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             let vault = self.clone();
@@ -511,7 +517,7 @@ impl Vault {
                         &old,
                         Method::POST,
                         "auth/token/revoke-self",
-                        Some(&Value::Object(Default::default())),
+                        Some(Bytes::from_static(b"{}")),
                         what,
                     )
                     .await;
@@ -538,10 +544,11 @@ impl Vault {
         &self,
         anonymous: &VaultClient,
         mount: &str,
-        body: &Value,
+        body: &LoginBody<'_>,
         what: &str,
     ) -> Result<Login, VaultError> {
         let path = format!("auth/{}/login", mount.trim_matches('/'));
+        let body = json_body(what, body)?;
         let answer = self
             .send(anonymous, Method::POST, &path, Some(body), what)
             .await?;
@@ -556,7 +563,7 @@ impl Vault {
                 &client,
                 Method::POST,
                 "auth/token/renew-self",
-                Some(&Value::Object(Default::default())),
+                Some(Bytes::from_static(b"{}")),
                 "token renewal",
             )
             .await?;
@@ -710,30 +717,154 @@ async fn keep_alive(inner: std::sync::Weak<Inner>, logged_in: Arc<tokio::sync::N
     }
 }
 
+/// The HTTP client Warden calls Vault with, and the token its calls carry (none for a login).
+struct VaultClient {
+    http: reqwest::Client,
+    token: Zeroizing<String>,
+}
+
 fn build_client(config: &VaultConfig, token: &str) -> Result<VaultClient, VaultError> {
     // The HTTP client takes rustls's process default: make sure there is one (`warden serve`
     // installs it at start; a library caller may not have).
     crate::listener::crypto::install_crypto_provider();
-    let mut settings = VaultClientSettingsBuilder::default();
-    settings
-        .address(config.address.as_str())
-        .token(token)
-        // No time limit of the client's own: `Vault::send` bounds every call.
-        .timeout(None)
-        .ca_certs(
-            config
-                .ca_cert
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect(),
-        );
-    if let Some(namespace) = &config.namespace {
-        settings.set_namespace(namespace.clone());
+    let address = &config.address;
+    match reqwest::Url::parse(address) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+        _ => {
+            return Err(VaultError::Config(format!(
+                "address {address:?} is not an http(s) URL: write vault.address as \
+                 https://vault.example:8200"
+            )));
+        }
     }
-    let settings = settings
+    // No time limit of the client's own: `Vault::send` bounds every call. No redirect is
+    // followed (the token would go with it).
+    let mut builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+    if let Some(path) = &config.ca_cert {
+        let ca =
+            |reason: String| VaultError::Config(format!("ca_cert {}: {reason}", path.display()));
+        let pem = std::fs::read(path).map_err(|e| ca(e.to_string()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| ca(format!("not a PEM bundle: {e}")))?;
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    let http = builder
         .build()
-        .map_err(|e| VaultError::Config(format!("address {:?}: {e}", config.address)))?;
-    VaultClient::new(settings).map_err(|e| VaultError::Config(e.to_string()))
+        .map_err(|e| VaultError::Config(format!("cannot build the HTTP client: {e}")))?;
+    Ok(VaultClient {
+        http,
+        token: Zeroizing::new(token.to_owned()),
+    })
+}
+
+/// The credentials of a login, as Vault's login endpoints take them.
+#[derive(Default, serde::Serialize)]
+struct LoginBody<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jwt: Option<&'a str>,
+}
+
+/// `body` as the JSON of a request to Vault, in a buffer of its exact size (one that grew would
+/// leave copies behind) wiped when the request is done with it: a login's body holds its
+/// credential.
+fn json_body(what: &str, body: &impl serde::Serialize) -> Result<Bytes, VaultError> {
+    /// Counts what is written.
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let malformed = |e: serde_json::Error| VaultError::Malformed {
+        what: what.to_owned(),
+        reason: format!("the request cannot be written: {e}"),
+    };
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, body).map_err(malformed)?;
+    let mut bytes = Zeroizing::new(Vec::with_capacity(count.0));
+    serde_json::to_writer(&mut *bytes, body).map_err(malformed)?;
+    Ok(Bytes::from_owner(bytes))
+}
+
+/// First capacity of an answer whose size was not announced.
+const FIRST_ANSWER_BYTES: usize = 16 * 1024;
+
+/// An answer from Vault as it is read: grown up to its bound, every buffer it outgrows wiped
+/// before it is freed (an answer may hold a secret).
+struct Received {
+    bytes: Zeroizing<Vec<u8>>,
+    limit: usize,
+}
+
+impl Received {
+    /// For an answer that announced `announced` bytes (0: not announced, read to at most
+    /// [`MAX_ANSWER_BYTES`]).
+    fn new(announced: usize) -> Received {
+        let (first, limit) = match announced {
+            0 => (FIRST_ANSWER_BYTES, MAX_ANSWER_BYTES),
+            n => (n, n.min(MAX_ANSWER_BYTES)),
+        };
+        Received {
+            bytes: Zeroizing::new(Vec::with_capacity(first.min(limit))),
+            limit,
+        }
+    }
+
+    /// Appends `chunk`; `Err` past the bound.
+    fn append(&mut self, chunk: &[u8]) -> Result<(), ()> {
+        let needed = self.bytes.len() + chunk.len();
+        if needed > self.limit {
+            return Err(());
+        }
+        if needed > self.bytes.capacity() {
+            // Grown here, never by the Vec itself, which would free the old buffer unwiped.
+            let capacity = needed.max(self.bytes.capacity() * 2).min(self.limit);
+            let mut grown = Zeroizing::new(Vec::with_capacity(capacity));
+            grown.extend_from_slice(&self.bytes);
+            self.bytes = grown;
+        }
+        self.bytes.extend_from_slice(chunk);
+        Ok(())
+    }
+}
+
+/// A redirect Vault (or whatever answers at its address) sent, refused: where it led is named
+/// by its origin only.
+fn redirected(
+    what: &str,
+    status: StatusCode,
+    asked: &reqwest::Url,
+    headers: &http::HeaderMap,
+) -> VaultError {
+    let to = headers
+        .get(http::header::LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .and_then(|l| asked.join(l).ok())
+        .map_or_else(
+            || "elsewhere".to_owned(),
+            |l| l.origin().ascii_serialization(),
+        );
+    VaultError::Refused {
+        what: what.to_owned(),
+        status,
+        message: format!(
+            "a redirect to {to}, which Warden does not follow (it would take Warden's token \
+             with it): set vault.address to the active node or a load balancer in front of \
+             Vault, or let standby nodes forward requests"
+        ),
+    }
 }
 
 fn read_bootstrap(
@@ -906,6 +1037,8 @@ mod tests {
         Huge,
         /// Nothing at all, the connection left open.
         Silent,
+        /// `307 Temporary Redirect` to this URL.
+        Redirect(String),
     }
 
     /// Something at Vault's address that speaks HTTP/1.1 as it pleases, each path answered
@@ -913,6 +1046,8 @@ mod tests {
     struct RawVault {
         address: String,
         answers: Arc<Mutex<std::collections::HashMap<&'static str, Answer>>>,
+        /// The head of every request, lower-cased, as it came.
+        seen: Arc<Mutex<Vec<String>>>,
         task: tokio::task::JoinHandle<()>,
     }
 
@@ -922,13 +1057,16 @@ mod tests {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let address = format!("http://{}", listener.local_addr().unwrap());
             let answers = Arc::new(Mutex::new(std::collections::HashMap::new()));
+            let seen = Arc::new(Mutex::new(Vec::new()));
             let shared = answers.clone();
+            let heads = seen.clone();
             let task = tokio::spawn(async move {
                 loop {
                     let Ok((mut socket, _)) = listener.accept().await else {
                         return;
                     };
                     let answers = shared.clone();
+                    let heads = heads.clone();
                     tokio::spawn(async move {
                         let mut head = Vec::new();
                         let mut byte = [0u8; 1];
@@ -939,6 +1077,7 @@ mod tests {
                             head.push(byte[0]);
                         }
                         let head = String::from_utf8_lossy(&head).to_lowercase();
+                        lock(&heads).push(head.clone());
                         let length = head
                             .lines()
                             .find_map(|l| l.strip_prefix("content-length:"))
@@ -979,6 +1118,13 @@ mod tests {
                                 std::future::pending::<()>().await;
                             }
                             Some(Answer::Silent) => std::future::pending::<()>().await,
+                            Some(Answer::Redirect(to)) => {
+                                let head = format!(
+                                    "HTTP/1.1 307 Temporary Redirect\r\nlocation: {to}\r\n\
+                                     content-length: 0\r\nconnection: close\r\n\r\n"
+                                );
+                                let _ = socket.write_all(head.as_bytes()).await;
+                            }
                             None => {
                                 let _ = socket
                                     .write_all(
@@ -994,6 +1140,7 @@ mod tests {
             RawVault {
                 address,
                 answers,
+                seen,
                 task,
             }
         }
@@ -1138,5 +1285,92 @@ mod tests {
             vault.renew_token().await.unwrap(),
             Duration::from_secs(7200)
         );
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_refused_and_the_token_never_leaves_for_where_it_leads() {
+        let vault_server = RawVault::start().await;
+        let elsewhere = RawVault::start().await;
+        // Elsewhere answers as Vault would: a client that followed the redirect would log in.
+        elsewhere.answer(
+            LOOKUP_SELF,
+            Answer::Json(json!({"data": {"ttl": 3600, "renewable": true}})),
+        );
+        elsewhere.answer(
+            "auth/approle/login",
+            Answer::Json(json!({"auth": {"client_token": "t", "lease_duration": 60}})),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s3cret-token").unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s3cret-id").unwrap();
+        let to = |path: &str| Answer::Redirect(format!("{}/v1/{path}", elsewhere.address));
+        vault_server.answer(LOOKUP_SELF, to(LOOKUP_SELF));
+        vault_server.answer("auth/approle/login", to("auth/approle/login"));
+        let logins = [
+            (
+                VaultAuth::Token {
+                    token: BootstrapSecret::File(token),
+                },
+                "token lookup",
+            ),
+            (
+                VaultAuth::Approle {
+                    mount: "approle".into(),
+                    role_id: "warden".into(),
+                    secret_id: BootstrapSecret::File(secret),
+                },
+                "AppRole login",
+            ),
+        ];
+        for (auth, call) in logins {
+            let config = hostile_config(&vault_server.address, auth);
+            let err = Vault::connect(config).await.unwrap_err();
+            assert!(
+                matches!(&err, VaultError::Refused { what, status, .. }
+                    if what == call && *status == StatusCode::TEMPORARY_REDIRECT),
+                "{err:?}"
+            );
+            let text = err.to_string();
+            assert!(text.contains("redirect to http://127.0.0.1:"), "{text}");
+            assert!(!text.contains("s3cret") && !text.contains("/v1/"), "{text}");
+        }
+        assert_eq!(
+            lock(&vault_server.seen).len(),
+            2,
+            "both calls reached Vault"
+        );
+        assert!(
+            lock(&vault_server.seen)[0].contains("x-vault-token: s3cret-token"),
+            "the token went to Vault"
+        );
+        assert!(
+            lock(&elsewhere.seen).is_empty(),
+            "nothing went where the redirect led: {:?}",
+            lock(&elsewhere.seen)
+        );
+    }
+
+    #[test]
+    fn an_answer_of_unknown_size_starts_small_and_grows_to_its_bound() {
+        let mut answer = Received::new(0);
+        assert_eq!(answer.bytes.capacity(), FIRST_ANSWER_BYTES);
+        let chunk = vec![b'x'; 10_000];
+        let mut written = 0;
+        while written + chunk.len() <= MAX_ANSWER_BYTES {
+            answer.append(&chunk).unwrap();
+            written += chunk.len();
+            assert!(answer.bytes.capacity() <= MAX_ANSWER_BYTES);
+        }
+        assert_eq!(answer.bytes.len(), written);
+        assert!(answer.bytes.iter().all(|b| *b == b'x'));
+        assert_eq!(answer.append(&chunk), Err(()), "past the bound");
+        // As announced: sized once, no byte more.
+        let mut announced = Received::new(5);
+        assert_eq!(announced.bytes.capacity(), 5);
+        announced.append(b"{}").unwrap();
+        announced.append(b"   ").unwrap();
+        assert_eq!(announced.append(b" "), Err(()));
     }
 }
