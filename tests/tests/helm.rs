@@ -566,6 +566,87 @@ async fn a_pre_upgrade_job_migrates_the_postgres_schema_with_the_new_image_and_c
 }
 
 #[tokio::test]
+async fn the_migration_job_checks_the_new_configuration_with_the_pods_files_before_migrating() {
+    for name in ["platform", "postgres-files", "postgres-gitsync"] {
+        let case = helm::case(name).await;
+        let job = case.get("Job", &format!("{FULLNAME}-migrate"));
+        let spec = &job["spec"]["template"]["spec"];
+        // `warden check` runs first, as an init container: a configuration the new pods
+        // would refuse fails the Job before anything is migrated.
+        let check = spec["initContainers"]
+            .as_array()
+            .and_then(|c| c.last())
+            .unwrap_or_else(|| panic!("{name}: no init container"));
+        assert_eq!(check["name"], "check", "{name}");
+        assert_eq!(
+            strings(&check["args"]),
+            ["check", "--config", "/etc/warden/config/warden.yaml"],
+            "{name}"
+        );
+        assert_eq!(names(&spec["containers"]), ["migrate"], "{name}");
+        let warden = case.warden_container();
+        for key in ["image", "env", "envFrom", "securityContext"] {
+            assert_eq!(check[key], warden[key], "{name}: {key}");
+        }
+        // Every file the pods read (policies, TLS Secrets, secretMounts) where they read it,
+        // from the same source, but for what hooks run too early to find: the new
+        // configuration and policies.source `values`' policies, from the hook's ConfigMaps.
+        let pod = case.pod();
+        for mount in warden["volumeMounts"].as_array().unwrap() {
+            let volume = mount["name"].as_str().unwrap();
+            let path = &mount["mountPath"];
+            assert!(
+                check["volumeMounts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|m| m["name"] == volume && &m["mountPath"] == path),
+                "{name}: the check lacks {volume} at {path}"
+            );
+            let (ours, theirs) = (
+                named(&spec["volumes"], volume),
+                named(&pod["volumes"], volume),
+            );
+            match volume {
+                _ if ours == theirs => {}
+                "config" | "policies" => {
+                    let hooked = ours["configMap"]["name"].as_str().unwrap();
+                    let released = theirs["configMap"]["name"].as_str().unwrap();
+                    let hooked = case.get("ConfigMap", hooked);
+                    assert_eq!(
+                        hooked["metadata"]["annotations"]["helm.sh/hook"], "pre-upgrade",
+                        "{name}: {volume}"
+                    );
+                    assert_eq!(
+                        hooked["data"],
+                        case.get("ConfigMap", released)["data"],
+                        "{name}: {volume}"
+                    );
+                }
+                // Each their own scratch space; git-sync fills `git` in both.
+                "data" | "tmp" | "git" => assert!(ours.get("emptyDir").is_some(), "{name}"),
+                _ => panic!("{name}: {volume} is {ours}, the pods' {theirs}"),
+            }
+        }
+        let inits = names(&spec["initContainers"]);
+        if name == "postgres-gitsync" {
+            assert_eq!(
+                inits,
+                ["git-sync-init", "check"],
+                "{name}: policies fetched first"
+            );
+            assert_eq!(
+                named(&spec["initContainers"], "git-sync-init"),
+                named(&pod["initContainers"], "git-sync-init"),
+                "{name}"
+            );
+        } else {
+            assert_eq!(inits, ["check"], "{name}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn extra_and_init_containers_run_as_strictly_as_warden_and_env_from_reaches_it() {
     let ha = helm::case("ha").await;
     let pod = ha.pod();

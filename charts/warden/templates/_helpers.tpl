@@ -424,3 +424,86 @@ dnsConfig:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
+
+{{/* The files the gateway reads beside its configuration, as the pods mount them (the
+migration Job's `warden check` too): its policies (policies.source) and its TLS Secrets. */}}
+{{- define "warden.filesMounts" -}}
+{{- $gitSync := eq .Values.policies.source "gitSync" -}}
+{{- $proxyTls := include "warden.proxyTlsSecret" . -}}
+{{- if has .Values.policies.source (list "values" "configMap") }}
+- name: policies
+  mountPath: /etc/warden/policies
+  readOnly: true
+{{- else if $gitSync }}
+- name: git
+  mountPath: /etc/warden/git
+  readOnly: true
+{{- end }}
+{{- if $proxyTls }}
+- name: tls-proxy
+  mountPath: {{ include "warden.tlsDir" . }}/proxy
+  readOnly: true
+{{- end }}
+{{- if and $proxyTls .Values.tls.proxy.clientCA.secretName }}
+- name: tls-client-ca
+  mountPath: {{ include "warden.tlsDir" . }}/client-ca
+  readOnly: true
+{{- end }}
+{{- if .Values.tls.admin.secretName }}
+- name: tls-admin
+  mountPath: {{ include "warden.tlsDir" . }}/admin
+  readOnly: true
+{{- end }}
+{{- if and .Values.console.enabled .Values.tls.console.secretName }}
+- name: tls-console
+  mountPath: {{ include "warden.tlsDir" . }}/console
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* The volumes of "warden.filesMounts"; `policies` is the ConfigMap of policies.source
+`values`. */}}
+{{- define "warden.filesVolumes" -}}
+{{- $policies := .policies -}}
+{{- with .root -}}
+{{- $gitSync := eq .Values.policies.source "gitSync" -}}
+{{- $proxyTls := include "warden.proxyTlsSecret" . -}}
+{{- if eq .Values.policies.source "values" }}
+- name: policies
+  configMap:
+    name: {{ $policies }}
+{{- else if eq .Values.policies.source "configMap" }}
+- name: policies
+  configMap:
+    name: {{ .Values.policies.existingConfigMap }}
+{{- else if $gitSync }}
+- name: git
+  emptyDir:
+    sizeLimit: 256Mi
+{{- end }}
+{{- if $proxyTls }}
+- name: tls-proxy
+  secret:
+    secretName: {{ $proxyTls }}
+    defaultMode: 0440
+{{- end }}
+{{- if and $proxyTls .Values.tls.proxy.clientCA.secretName }}
+- name: tls-client-ca
+  secret:
+    secretName: {{ .Values.tls.proxy.clientCA.secretName }}
+    defaultMode: 0440
+{{- end }}
+{{- if .Values.tls.admin.secretName }}
+- name: tls-admin
+  secret:
+    secretName: {{ .Values.tls.admin.secretName }}
+    defaultMode: 0440
+{{- end }}
+{{- if and .Values.console.enabled .Values.tls.console.secretName }}
+- name: tls-console
+  secret:
+    secretName: {{ .Values.tls.console.secretName }}
+    defaultMode: 0440
+{{- end }}
+{{- end -}}
+{{- end -}}

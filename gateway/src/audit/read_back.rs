@@ -7,11 +7,14 @@
 //! soon as both are known:
 //! - the requests in flight, at the last run's first boundary from its end: its `start`
 //!   record, or a `stop` record (a run that stopped left nothing in flight);
-//! - the keys, at the last `start` record (the checkpoint after it names the audit key), or,
-//!   sooner, at the record `head.json` anchors when it names the keys as of that record
-//!   (written since head.json holds them): only the records after it are read for keys. Logs
-//!   whose head.json names no keys are read back to the last `start` record, every segment
-//!   when retention removed it.
+//! - the audit key, at the newest checkpoint, always read from the log (a signed log closes
+//!   every segment with one, so it is at most one segment back; an unsigned log, which has
+//!   none, is read back whole): head.json is neither chained nor signed, so its `keys.audit`
+//!   is not trusted;
+//! - the agent-token key, at the last `start` record, or, sooner, at the record `head.json`
+//!   anchors when it names the keys as of that record (written since head.json holds them):
+//!   only the records after it are read for it. Logs whose head.json names no keys are read
+//!   back to the last `start` record, every segment when retention removed it.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -139,9 +142,6 @@ pub fn read(dir: &Path) -> Result<ReadBack, AuditError> {
         }
         read_decisions(&path, &decisions, &mut back.unfinished)
             .map_err(io("read", path.clone()))?;
-        // A segment is read whole: a checkpoint before the start record in its segment
-        // still counts (as it always has).
-        keys.segment_read();
         if run_read && keys.done {
             break;
         }
@@ -155,8 +155,8 @@ pub fn read(dir: &Path) -> Result<ReadBack, AuditError> {
 #[derive(Default)]
 struct Keys {
     found: LastKeys,
-    /// The last `start` record was found in the segment being read.
-    started: bool,
+    /// The agent-token key is known: from the last `start` record, or from head.json.
+    token_known: bool,
     /// Nothing older can change what was found.
     done: bool,
 }
@@ -164,22 +164,14 @@ struct Keys {
 impl Keys {
     /// Takes in `entry`, the newest record not seen yet; `anchored` is head.json's record
     /// and the keys as of it.
+    ///
+    /// The audit key is always the newest checkpoint's, read from the log itself: head.json
+    /// is covered by neither the chain nor a signature, so a `keys.audit` edited there (with
+    /// the key file swapped) must not pass for the key the log was signed with. A signed log
+    /// closes every segment with a checkpoint, so it is at most one segment back. head.json
+    /// serves only for the agent-token key, whose `start` record retention may have removed.
     fn see(&mut self, entry: &Entry, anchored: Option<&(u64, LastKeys)>) {
         if self.done {
-            return;
-        }
-        if let Some((seq, named)) = anchored
-            && entry.seq <= *seq
-        {
-            // head.json names the keys as of its record: what the records after it named
-            // comes first.
-            if self.found.audit.is_none() {
-                self.found.audit = named.audit.clone();
-            }
-            if !self.started {
-                self.found.token = named.token.clone();
-            }
-            self.done = true;
             return;
         }
         if entry.kind == EventKind::Checkpoint
@@ -191,20 +183,23 @@ impl Keys {
                 key_id: kid.clone(),
             });
         }
-        if entry.boundary == Some(Boundary::Start) && !self.started {
-            self.started = true;
-            self.found.token = entry.token_key_id.as_ref().map(|kid| KeyAt {
-                seq: entry.seq,
-                key_id: kid.clone(),
-            });
+        if !self.token_known {
+            if let Some((seq, named)) = anchored
+                && entry.seq <= *seq
+            {
+                // head.json names the token key as of its record: a start record after it
+                // comes first.
+                self.found.token = named.token.clone();
+                self.token_known = true;
+            } else if entry.boundary == Some(Boundary::Start) {
+                self.found.token = entry.token_key_id.as_ref().map(|kid| KeyAt {
+                    seq: entry.seq,
+                    key_id: kid.clone(),
+                });
+                self.token_known = true;
+            }
         }
-    }
-
-    /// A segment was read to its first record.
-    fn segment_read(&mut self) {
-        if self.started {
-            self.done = true;
-        }
+        self.done = self.token_known && self.found.audit.is_some();
     }
 }
 
@@ -354,6 +349,45 @@ mod tests {
         // the second run's start record, after the anchored head, still counts.
         std::fs::write(dir.join(anchor::ANCHOR_FILE), first).unwrap();
         assert_eq!(read(&dir).unwrap().keys.token.unwrap().key_id, "token-b");
+    }
+
+    #[tokio::test]
+    async fn an_audit_key_edited_in_head_json_does_not_pass_the_key_check() {
+        use crate::audit::last_keys::{StartKeys, check};
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("audit");
+        let signer = signer();
+        run(&dir, &signer, "token-a", 3).await;
+        // Someone who can write the audit directory and the key file swaps the key and
+        // names the new one in head.json, whose record (the closing checkpoint) is the last.
+        let (seq, mut named) = anchor::read_keys(&dir).expect("head.json names the keys");
+        let at = named.audit.clone().expect("the last checkpoint's key");
+        assert_eq!(at.key_id, signer.key_id());
+        named.audit = Some(KeyAt {
+            seq: at.seq,
+            key_id: "swapped".into(),
+        });
+        let head = anchor::read(&dir).unwrap().unwrap();
+        anchor::write(&dir, seq, &head.hash.0, Some(&named)).unwrap();
+
+        let keys = read(&dir).unwrap().keys;
+        assert_eq!(
+            keys.audit,
+            Some(at),
+            "the log's own checkpoint, not head.json"
+        );
+        assert_eq!(keys.token.unwrap().key_id, "token-a");
+        let swapped = StartKeys {
+            audit: ("swapped", vec![]),
+            token: Some(("token-a", vec![])),
+        };
+        let refused = check(&read(&dir).unwrap().keys, &swapped, &dir).unwrap_err();
+        assert!(refused.to_string().contains(signer.key_id()), "{refused}");
+
+        // Nor does a head.json that names no audit key at all.
+        named.audit = None;
+        anchor::write(&dir, seq, &head.hash.0, Some(&named)).unwrap();
+        assert!(check(&read(&dir).unwrap().keys, &swapped, &dir).is_err());
     }
 
     #[test]
