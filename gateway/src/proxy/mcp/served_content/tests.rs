@@ -489,27 +489,7 @@ fn without_a_policy_on_answers_nothing_is_judged_but_the_session_remembers_what_
     assert!(decision.is_none());
     assert_eq!(response, before, "passed as the server sent it");
     assert!(detectors(&found).contains(&CONCEALMENT));
-    let action = Action {
-        principal: Arc::new(Principal {
-            id: Arc::from("agent-1"),
-            ..Principal::anonymous()
-        }),
-        verb: Verb::EgressConnect,
-        resource: Resource::Host {
-            name: "paste.example".into(),
-        },
-        context: answering(lookup(), false, true).context,
-    };
-    let later = sessions.facts(
-        &Default::default(),
-        &action,
-        crate::fleet::session::Named::Window,
-    );
-    assert_eq!(later.trail_key, session.trail_key);
-    assert!(
-        later.answer_findings.iter().any(|d| &**d == CONCEALMENT),
-        "{later:?}"
-    );
+    assert_remembered(&sessions, &session, CONCEALMENT);
 }
 
 #[test]
@@ -617,6 +597,16 @@ fn what_an_error_answer_held_is_remembered_in_the_session() {
         &sessions,
     )
     .observe(&mut response);
+    assert_remembered(&sessions, &session, CONCEALMENT);
+}
+
+/// Asserts that the agent's later action (an egress) sees `detector` in its session's
+/// `answer_findings`, in the trail of `session`.
+fn assert_remembered(
+    sessions: &AgentSessions,
+    session: &crate::action::SessionFacts,
+    detector: &str,
+) {
     let action = Action {
         principal: Arc::new(Principal {
             id: Arc::from("agent-1"),
@@ -635,7 +625,7 @@ fn what_an_error_answer_held_is_remembered_in_the_session() {
     );
     assert_eq!(later.trail_key, session.trail_key);
     assert!(
-        later.answer_findings.iter().any(|d| &**d == CONCEALMENT),
+        later.answer_findings.iter().any(|d| &**d == detector),
         "{later:?}"
     );
 }
