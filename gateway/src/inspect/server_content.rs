@@ -1,6 +1,7 @@
 //! What an MCP server answers for a model to read beyond the definitions it lists: a
 //! `prompts/get` result (its `description` and its `messages`), a `resources/read` result
-//! (its `contents`) and a `tools/call` result (its `content` and `structuredContent`). A server can list an innocent prompt and answer it with injected
+//! (its `contents`), a `tools/call` result (its `content` and `structuredContent`) and a
+//! JSON-RPC error any of them is answered with (its `message` and `data`). A server can list an innocent prompt and answer it with injected
 //! instructions, so every text in them is read by the detectors of hidden instructions that
 //! read tool definitions ([`tool_description`]: hidden characters, credential access,
 //! instruction override, concealment, exfiltration) and by the content detectors `inspect:`
@@ -87,27 +88,59 @@ pub fn inspect_tool_result(result: &Value, config: &InspectConfig) -> Vec<Findin
         }
     }
     if let Some(structured) = result.get("structuredContent") {
-        let mut walk = Structured {
-            path: Vec::new(),
-            strings: 0,
-            cut: false,
-            config,
-            findings: &mut findings,
-        };
-        walk.read(structured);
-        if walk.cut {
-            findings.push(Finding {
-                detector: Arc::from(NOT_FULLY_READ),
-                location: STRUCTURED.to_owned(),
-            });
-        }
+        read_structured(structured, STRUCTURED, config, &mut findings);
     }
     findings.truncate(FINDINGS_MAX);
     findings
 }
 
-/// The finding of a structured result too deep or with too many strings to read whole: what
-/// lies past the bounds was not read.
+/// What the detectors find in a JSON-RPC error a server answers instead of a result: its
+/// `message`, and every string of its `data` (keys included) as a `structuredContent`'s, to
+/// the same bounds (past those, the finding [`NOT_FULLY_READ`] at `error.data`). The model
+/// reads an error as it reads a result: an agent's SDK hands its message (and often its
+/// data) to the model as the tool's failure.
+pub fn inspect_error(error: &Value, config: &InspectConfig) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    match error.get("message") {
+        Some(Value::String(text)) => read_text(text, "error.message", config, &mut findings),
+        // Not a string (a server's own shape): read as data is.
+        Some(message) => read_structured(message, "error.message", config, &mut findings),
+        None => {}
+    }
+    if let Some(data) = error.get("data") {
+        read_structured(data, "error.data", config, &mut findings);
+    }
+    findings.truncate(FINDINGS_MAX);
+    findings
+}
+
+/// Reads every string (keys included) of `value`, at `root`, to [`DEPTH_MAX`] levels and
+/// [`STRINGS_MAX`] strings; past those, the finding [`NOT_FULLY_READ`] at `root`.
+fn read_structured(
+    value: &Value,
+    root: &'static str,
+    config: &InspectConfig,
+    findings: &mut Vec<Finding>,
+) {
+    let mut walk = Structured {
+        root,
+        path: Vec::new(),
+        strings: 0,
+        cut: false,
+        config,
+        findings: &mut *findings,
+    };
+    walk.read(value);
+    if walk.cut {
+        findings.push(Finding {
+            detector: Arc::from(NOT_FULLY_READ),
+            location: root.to_owned(),
+        });
+    }
+}
+
+/// The finding of a structured result (or an error's data) too deep or with too many strings
+/// to read whole: what lies past the bounds was not read.
 pub const NOT_FULLY_READ: &str = "result_not_fully_read";
 
 /// Where a structured result is.
@@ -122,6 +155,8 @@ const STRINGS_MAX: usize = 16_384;
 /// A walk over a structured result. The path is kept as steps and spelled out only for a
 /// finding, so a wide or deep value costs no location strings.
 struct Structured<'v, 'f> {
+    /// Where the value read is (`result.structuredContent`, `error.data`).
+    root: &'static str,
     path: Vec<Step<'v>>,
     strings: usize,
     /// Whether a bound left something unread.
@@ -177,16 +212,16 @@ impl<'v> Structured<'v, '_> {
         self.strings += 1;
         read_text_at(
             text,
-            || format!("{}{suffix}", location_of(&self.path)),
+            || format!("{}{suffix}", location_of(self.root, &self.path)),
             self.config,
             self.findings,
         );
     }
 }
 
-/// Where the value at `path` in a structured result is.
-fn location_of(path: &[Step<'_>]) -> String {
-    let mut at = STRUCTURED.to_owned();
+/// Where the value at `path` in the structured value at `root` is.
+fn location_of(root: &str, path: &[Step<'_>]) -> String {
+    let mut at = root.to_owned();
     for step in path {
         match step {
             Step::Index(i) => at.push_str(&format!("[{i}]")),
@@ -433,6 +468,43 @@ mod tests {
                 .any(|(_, at)| at.starts_with("result.contents[2]")),
             "an image's blob is not text: {found:?}"
         );
+    }
+
+    #[test]
+    fn an_errors_message_and_data_are_read_to_the_structured_bounds() {
+        let error = json!({"code": -32603, "message": INJECTION,
+            "data": {"rows": [INJECTION], INJECTION: null}});
+        let found = detectors_at(&inspect_error(&error, &InspectConfig::default()));
+        let concealment = |at: &str| (tool_description::CONCEALMENT.to_owned(), at.to_owned());
+        for at in ["error.message", "error.data.rows[0]"] {
+            assert!(found.contains(&concealment(at)), "{at} in {found:?}");
+        }
+        assert!(
+            found.iter().any(|(_, at)| at.ends_with(" (key)")),
+            "{found:?}"
+        );
+        // A message that is not a string is read as data is; data is a string too.
+        let error = json!({"code": 1, "message": {"text": INJECTION}, "data": INJECTION});
+        let found = detectors_at(&inspect_error(&error, &InspectConfig::default()));
+        assert!(
+            found.contains(&concealment("error.message.text")),
+            "{found:?}"
+        );
+        assert!(found.contains(&concealment("error.data")), "{found:?}");
+        // Past 32 levels the data is not read, and the record says so.
+        let mut data = json!(INJECTION);
+        for _ in 0..40 {
+            data = json!([data]);
+        }
+        let error = json!({"code": 1, "message": "failed", "data": data});
+        assert_eq!(
+            detectors_at(&inspect_error(&error, &InspectConfig::default())),
+            [(NOT_FULLY_READ.to_owned(), "error.data".to_owned())]
+        );
+        // An honest error has no findings.
+        let error = json!({"code": -32602, "message": "Unknown tool: lookup",
+            "data": {"tool": "lookup"}});
+        assert!(inspect_error(&error, &InspectConfig::default()).is_empty());
     }
 
     #[test]

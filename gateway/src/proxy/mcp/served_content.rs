@@ -2,7 +2,8 @@
 //! the agent with the description of the prompt as it was approved (a server can list an
 //! innocent prompt and describe it otherwise when asked for it), and a `prompts/get`,
 //! `resources/read`, `tools/call` or `tasks/result` result is read by the detectors of
-//! `inspect::server_content`. A replaced
+//! `inspect::server_content`, and so is a JSON-RPC error answered to any of them (its
+//! `message` and `data`). A replaced
 //! description (the finding [`DESCRIPTION_NOT_PINNED`]) and what the detectors find join the
 //! request's outcome record and Warden's log, by detector and location, never the text.
 //!
@@ -24,7 +25,7 @@ use crate::decision::Decision;
 use crate::fleet::session::AgentSessions;
 use crate::inspect::InspectConfig;
 use crate::inspect::server_content::{
-    inspect_prompt_result, inspect_resource_result, inspect_tool_result,
+    inspect_error, inspect_prompt_result, inspect_resource_result, inspect_tool_result,
 };
 use crate::pins::{ItemKind, Pins};
 use crate::policy::PolicyEngine;
@@ -191,10 +192,16 @@ impl Served {
     /// Judges the answer `response` in which the detectors found `found`: remembered in the
     /// agent's session (when a loaded policy reads it), then decided as `mcp:receive_result`
     /// (when a loaded policy names it); a deny replaces the answer by a refusal that names
-    /// the forbids' reasons. `None` when not decided (an error answer is not judged).
+    /// the forbids' reasons. An error answer is judged as a result is, and withheld as a
+    /// JSON-RPC error, the shape the agent was getting. `None` when not decided (an answer
+    /// that is neither a result nor an error).
     pub(super) fn judge(&self, response: &mut Value, found: &[Finding]) -> Option<Decision> {
         let judge = self.judge.as_ref()?;
-        response.get("result").filter(|r| r.is_object())?;
+        let error = match response.get("result") {
+            Some(result) if result.is_object() => false,
+            _ if response.get("error").is_some() => true,
+            _ => return None,
+        };
         let answering = &judge.answering;
         if let Some(session) = &answering.context.session {
             judge.sessions.remember_answer(
@@ -237,7 +244,8 @@ impl Served {
                 "an MCP server's answer was withheld by policy (mcp:receive_result); the agent \
                  got a refusal instead"
             );
-            let tool_result = answering.deny_as_tool_result
+            let tool_result = !error
+                && answering.deny_as_tool_result
                 && matches!(self.item, Item::Tool(_) | Item::TaskResult(_));
             withhold(response, reasons, &answering.decision_id, tool_result);
         }
@@ -245,29 +253,36 @@ impl Served {
     }
 
     /// Reads `response` (the server's JSON-RPC response, as the agent gets it): a prompt's
-    /// description put back as approved, its content read; returns what was found (nothing
-    /// for an error), which the caller adds to the outcome record.
+    /// description put back as approved, its content read, or, for an error, the error's
+    /// message and data read; returns what was found, which the caller adds to the outcome
+    /// record.
     pub(super) fn read(&self, response: &mut Value) -> Vec<Finding> {
-        let Some(result) = response.get_mut("result").filter(|r| r.is_object()) else {
-            return Vec::new();
+        let (kind, name) = match &self.item {
+            Item::Prompt(name) => (ItemKind::Prompt, name),
+            Item::Resource(uri) => (ItemKind::Resource, uri),
+            Item::Tool(name) | Item::TaskResult(name) => (ItemKind::Tool, name),
         };
-        let (kind, name, mut findings, found) = match &self.item {
-            Item::Prompt(name) => {
-                let restored = self.restore_description(name, result).then(|| Finding {
-                    detector: Arc::from(DESCRIPTION_NOT_PINNED),
-                    location: DESCRIPTION.to_owned(),
-                });
-                let found = inspect_prompt_result(result, &self.inspect);
-                (ItemKind::Prompt, name, Vec::from_iter(restored), found)
+        let mut findings = Vec::new();
+        let found = if let Some(result) = response.get_mut("result").filter(|r| r.is_object()) {
+            match &self.item {
+                Item::Prompt(name) => {
+                    if self.restore_description(name, result) {
+                        findings.push(Finding {
+                            detector: Arc::from(DESCRIPTION_NOT_PINNED),
+                            location: DESCRIPTION.to_owned(),
+                        });
+                    }
+                    inspect_prompt_result(result, &self.inspect)
+                }
+                Item::Resource(_) => inspect_resource_result(result, &self.inspect),
+                Item::Tool(_) | Item::TaskResult(_) => inspect_tool_result(result, &self.inspect),
             }
-            Item::Resource(uri) => {
-                let found = inspect_resource_result(result, &self.inspect);
-                (ItemKind::Resource, uri, Vec::new(), found)
-            }
-            Item::Tool(name) | Item::TaskResult(name) => {
-                let found = inspect_tool_result(result, &self.inspect);
-                (ItemKind::Tool, name, Vec::new(), found)
-            }
+        } else if let Some(error) = response.get("error") {
+            // The model reads an error as it reads a result: a server can put there what it
+            // would have put in one.
+            inspect_error(error, &self.inspect)
+        } else {
+            return Vec::new();
         };
         if !found.is_empty() {
             let said: Vec<String> = found

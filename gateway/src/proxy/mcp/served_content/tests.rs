@@ -165,10 +165,37 @@ fn a_read_resources_contents_are_read() {
     );
 }
 
+fn error_answer(error: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "error": error})
+}
+
 #[test]
-fn an_error_answer_has_nothing_read() {
-    let mut response =
-        json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -32601, "message": INJECTED}});
+fn an_error_answers_message_and_data_are_read_and_passed_unchanged() {
+    let mut response = error_answer(json!({"code": -32603, "message": INJECTED,
+        "data": {"details": [{"hint": INJECTED}], INJECTED: true}}));
+    let before = response.clone();
+    let found = served(None, "tools/call", json!({"name": "lookup"})).read(&mut response);
+    for location in ["error.message", "error.data.details[0].hint"] {
+        assert!(
+            found
+                .iter()
+                .any(|f| &*f.detector == CONCEALMENT && f.location == location),
+            "{location} in {found:?}"
+        );
+    }
+    assert!(
+        found
+            .iter()
+            .any(|f| f.location.starts_with("error.data.") && f.location.ends_with(" (key)")),
+        "a key of the data is read: {found:?}"
+    );
+    assert_eq!(response, before, "read, never changed");
+
+    // Of a prompt's too (whose description is not put back: an error has none).
+    let mut response = error_answer(json!({"code": -32601, "message": INJECTED}));
+    assert!(detectors(&get_summarize(None).read(&mut response)).contains(&CONCEALMENT));
+    // An honest error has no findings.
+    let mut response = error_answer(json!({"code": -32602, "message": "Unknown tool: lookup"}));
     assert!(get_summarize(None).read(&mut response).is_empty());
 }
 
@@ -462,27 +489,7 @@ fn without_a_policy_on_answers_nothing_is_judged_but_the_session_remembers_what_
     assert!(decision.is_none());
     assert_eq!(response, before, "passed as the server sent it");
     assert!(detectors(&found).contains(&CONCEALMENT));
-    let action = Action {
-        principal: Arc::new(Principal {
-            id: Arc::from("agent-1"),
-            ..Principal::anonymous()
-        }),
-        verb: Verb::EgressConnect,
-        resource: Resource::Host {
-            name: "paste.example".into(),
-        },
-        context: answering(lookup(), false, true).context,
-    };
-    let later = sessions.facts(
-        &Default::default(),
-        &action,
-        crate::fleet::session::Named::Window,
-    );
-    assert_eq!(later.trail_key, session.trail_key);
-    assert!(
-        later.answer_findings.iter().any(|d| &**d == CONCEALMENT),
-        "{later:?}"
-    );
+    assert_remembered(&sessions, &session, CONCEALMENT);
 }
 
 #[test]
@@ -506,4 +513,119 @@ fn a_task_result_is_read_and_judged_as_its_tools_result() {
         "{decision:?}"
     );
     assert_eq!(response["result"]["isError"], true, "{response}");
+}
+
+#[test]
+fn an_error_answer_a_forbid_withholds_is_replaced_by_the_refusal_error() {
+    let policy = engine(WITHHOLD);
+    let sessions = Arc::new(AgentSessions::default());
+    let injected = error_answer(json!({"code": -32603, "message": "Lookup failed.",
+        "data": {"trace": INJECTED}}));
+    // A tool's error stays an error, even where refused tool calls are tool results.
+    let mut response = injected.clone();
+    let (found, decision) = judged(
+        served(None, "tools/call", json!({"name": "lookup"})),
+        &policy,
+        answering(lookup(), false, true),
+        &sessions,
+    )
+    .observe(&mut response);
+    assert!(
+        found
+            .iter()
+            .any(|f| &*f.detector == INSTRUCTION_OVERRIDE && f.location == "error.data.trace"),
+        "{found:?}"
+    );
+    let Some(Decision::Deny { policies, .. }) = decision else {
+        panic!("withheld: {decision:?}")
+    };
+    assert_eq!(&*policies[0], "withhold-injected");
+    assert!(response.get("result").is_none(), "{response}");
+    assert_eq!(response["error"]["code"], jsonrpc::code::DENIED);
+    assert_eq!(response["error"]["data"]["code"], WITHHELD);
+    assert_eq!(response["error"]["data"]["decision_id"], "d-1");
+    assert_eq!(response["id"], 1);
+    assert!(
+        !response.to_string().contains("Ignore all previous"),
+        "{response}"
+    );
+
+    // A prompt's error likewise; an honest error passes unchanged, judged.
+    let server = Resource::McpServer {
+        name: Arc::from("calc"),
+    };
+    let mut response = error_answer(json!({"code": -32601, "message": INJECTED}));
+    let (_, decision) = judged(
+        get_summarize(None),
+        &policy,
+        answering(server.clone(), false, true),
+        &sessions,
+    )
+    .observe(&mut response);
+    assert!(
+        matches!(decision, Some(Decision::Deny { .. })),
+        "{decision:?}"
+    );
+    assert_eq!(response["error"]["data"]["code"], WITHHELD, "{response}");
+    let honest = error_answer(json!({"code": -32601, "message": "Unknown prompt: summarize"}));
+    let mut response = honest.clone();
+    let (_, decision) = judged(
+        get_summarize(None),
+        &policy,
+        answering(server, false, true),
+        &sessions,
+    )
+    .observe(&mut response);
+    assert!(
+        matches!(decision, Some(Decision::Allow { .. })),
+        "{decision:?}"
+    );
+    assert_eq!(response, honest);
+}
+
+#[test]
+fn what_an_error_answer_held_is_remembered_in_the_session() {
+    let policy = engine(WITHHOLD);
+    let sessions = Arc::new(AgentSessions::default());
+    let asking = answering(lookup(), true, true);
+    let session = asking.context.session.clone().expect("session facts");
+    let mut response = error_answer(json!({"code": -32603, "message": INJECTED}));
+    judged(
+        served(None, "tools/call", json!({"name": "lookup"})),
+        &policy,
+        asking,
+        &sessions,
+    )
+    .observe(&mut response);
+    assert_remembered(&sessions, &session, CONCEALMENT);
+}
+
+/// Asserts that the agent's later action (an egress) sees `detector` in its session's
+/// `answer_findings`, in the trail of `session`.
+fn assert_remembered(
+    sessions: &AgentSessions,
+    session: &crate::action::SessionFacts,
+    detector: &str,
+) {
+    let action = Action {
+        principal: Arc::new(Principal {
+            id: Arc::from("agent-1"),
+            ..Principal::anonymous()
+        }),
+        verb: Verb::EgressConnect,
+        resource: Resource::Host {
+            name: "paste.example".into(),
+        },
+        context: answering(lookup(), false, true).context,
+    };
+    let later = sessions.facts(
+        &Default::default(),
+        &action,
+        crate::fleet::session::Named::Window,
+    );
+    assert_eq!(later.trail_key, session.trail_key);
+    assert!(
+        later.answer_findings.iter().any(|d| &**d == detector),
+        "{later:?}"
+    );
 }
