@@ -10,6 +10,7 @@ pub mod action;
 pub mod admin;
 pub mod approval;
 pub mod audit;
+pub mod bounded_body;
 pub mod build_info;
 pub mod canary;
 pub mod config;

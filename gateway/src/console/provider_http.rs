@@ -8,6 +8,8 @@ use std::pin::Pin;
 
 use openidconnect::{AsyncHttpClient, HttpClientError, HttpRequest, HttpResponse};
 
+use crate::bounded_body::{self, BoundedBodyError};
+
 /// The largest answer read from the provider, as for an agent issuer's JWKS.
 pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
@@ -40,25 +42,18 @@ impl ProviderHttp {
                 self.max
             ))
         };
-        if response
-            .content_length()
-            .is_some_and(|n| n > self.max as u64)
-        {
-            return Err(too_large());
-        }
         let mut answer = http::Response::builder()
             .status(response.status())
             .version(response.version());
         for (name, value) in response.headers() {
             answer = answer.header(name, value);
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(Box::new)? {
-            if body.len() + chunk.len() > self.max {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = bounded_body::read_to(&mut response, self.max)
+            .await
+            .map_err(|e| match e {
+                BoundedBodyError::TooLarge { .. } => too_large(),
+                BoundedBodyError::Transport(e) => HttpClientError::Reqwest(Box::new(e)),
+            })?;
         answer.body(body).map_err(HttpClientError::Http)
     }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 
+use crate::bounded_body::{self, BoundedBodyError};
 use crate::config::url::secure_url;
 use crate::upstream::private_allowance::{AddressGuard, PrivateAllowance};
 
@@ -290,24 +291,12 @@ impl JwksFetcher {
                 format!("document larger than {MAX_DOCUMENT_BYTES} bytes"),
             )
         };
-        if response
-            .content_length()
-            .is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64)
-        {
-            return Err(too_big());
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
+        bounded_body::read_to(&mut response, MAX_DOCUMENT_BYTES)
             .await
-            .map_err(|e| failed(problem_of(&e), error_chain(&e)))?
-        {
-            if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-                return Err(too_big());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
+            .map_err(|e| match e {
+                BoundedBodyError::TooLarge { .. } => too_big(),
+                BoundedBodyError::Transport(e) => failed(problem_of(&e), error_chain(&e)),
+            })
     }
 }
 
