@@ -83,6 +83,26 @@ async fn hostile_stack(upstream: &Hostile) -> Stack {
 
 /// An HTTP client that follows no redirect (as the agent's SDK would, Warden must not pass
 /// one it could follow elsewhere).
+/// A chat on `model` through the hostile route, which must be refused 502 upstream_redirect
+/// with no Location passed on: the refusal's message.
+async fn refused_redirect(agent: &reqwest::Client, s: &Stack, model: &str) -> String {
+    let refused = agent
+        .post(s.warden.url("/hostile/chat/completions"))
+        .bearer_auth(&s.token)
+        .json(&openai_chat(model, false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 502);
+    assert!(refused.headers().get("location").is_none());
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "upstream_redirect", "{body}");
+    body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 fn unfollowing() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -107,18 +127,7 @@ async fn an_llm_routes_redirect_is_refused_wherever_it_leads_naming_its_origin_o
     .unwrap();
     let s = hostile_stack(&upstream).await;
     let agent = unfollowing();
-    let refused = agent
-        .post(s.warden.url("/hostile/chat/completions"))
-        .bearer_auth(&s.token)
-        .json(&openai_chat("gpt-4o-mini", false))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 502);
-    assert!(refused.headers().get("location").is_none());
-    let body: Value = refused.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "upstream_redirect", "{body}");
-    let message = body["error"]["message"].as_str().unwrap_or_default();
+    let message = refused_redirect(&agent, &s, "gpt-4o-mini").await;
     assert!(message.contains("http://169.254.169.254"), "{message}");
     assert!(
         !message.contains("s3cret") && !message.contains("meta-data"),
@@ -133,18 +142,7 @@ async fn an_llm_routes_redirect_is_refused_wherever_it_leads_naming_its_origin_o
     assert!(!outcome.to_string().contains("s3cret"), "{outcome}");
     // Within the upstream's own origin too: LLM APIs do not redirect their clients, and the
     // agent would be sent to the provider itself, around Warden.
-    let refused = agent
-        .post(s.warden.url("/hostile/chat/completions"))
-        .bearer_auth(&s.token)
-        .json(&openai_chat("gpt-4.1-nano", false))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 502);
-    assert!(refused.headers().get("location").is_none());
-    let body: Value = refused.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "upstream_redirect", "{body}");
-    let message = body["error"]["message"].as_str().unwrap_or_default();
+    let message = refused_redirect(&agent, &s, "gpt-4.1-nano").await;
     assert!(message.contains(&upstream.url()), "{message}");
     assert!(!message.contains("other-place"), "{message}");
 }
