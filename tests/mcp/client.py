@@ -16,7 +16,8 @@ prints one JSON object: {"initialize": {...}, "steps": [result, ...]}. Steps:
   {"op": "kill_upstream", "pattern": P}   kill Warden's child processes whose command line has P
   {"op": "sleep", "seconds": S}
   {"op": "touch", "path": P}              creates file P (tells the test where the session is)
-  {"op": "wait_for", "path": P}           waits (at most 60 s) until file P exists
+  {"op": "wait_for", "path": P}           waits (at most 240 s: the test may start commands
+                                          first, slow on a loaded machine) until file P exists
 A JSON-RPC error a step meets is its result: {"error": {"code": C, "message": M}}.
 With SAMPLING_REPLY the client offers sampling and answers every sampling/createMessage
 request with that text; the output then counts them ("sampled").
@@ -148,7 +149,7 @@ async def _step(session: ClientSession, step: dict) -> dict:
             open(step["path"], "w").close()
             return {}
         if op == "wait_for":
-            for _ in range(600):
+            for _ in range(2400):
                 if os.path.exists(step["path"]):
                     return {}
                 await asyncio.sleep(0.1)

@@ -17,6 +17,15 @@ use crate::paths;
 use crate::process::Proc;
 use crate::warden::{Warden, run_bounded};
 
+/// How long a helper process (a Node MCP server, the Python double) may take to start: on a
+/// loaded machine (two cores, tests and builds beside) Python has taken 40 s to import the
+/// MCP SDK, so the bound is generous; it is reached only when something is wrong.
+const START_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// How long one run of `client.py` may take: the Python start and every step of its session
+/// (a test's steps may wait on the test, which starts commands of its own meanwhile).
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// `tests/mcp`.
 pub fn mcp_dir() -> PathBuf {
     paths::tests_dir().join("mcp")
@@ -82,7 +91,7 @@ async fn serve_everything(transport: &str, port: u16) -> anyhow::Result<Proc> {
         .arg(transport)
         .env("PORT", port.to_string());
     let proc = Proc::spawn("server-everything", cmd)?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
     while tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .is_err()
@@ -175,7 +184,7 @@ impl Double {
             cmd.arg("--sse");
         }
         let mut proc = Proc::spawn("mcp-double", cmd)?;
-        let line = tokio::time::timeout(Duration::from_secs(20), proc.next_stdout_line())
+        let line = tokio::time::timeout(START_TIMEOUT, proc.next_stdout_line())
             .await
             .context("the MCP double said nothing")?
             .context("the MCP double exited")?;
@@ -286,7 +295,7 @@ async fn run_client(
         .env("API_KEY", token)
         .env("WARDEN_PID", warden.pid().unwrap_or_default().to_string())
         .env("PYTHONUNBUFFERED", "1");
-    last_json_line(cmd, "client.py", Duration::from_secs(120)).await
+    last_json_line(cmd, "client.py", CLIENT_TIMEOUT).await
 }
 
 /// Runs `cmd` (script `name`) for at most `timeout`: the last line it prints, as JSON.

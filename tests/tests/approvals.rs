@@ -782,10 +782,10 @@ async fn an_mcp_call_pending_approval_is_a_tool_result_and_goes_through_when_sen
             async move { warden_e2e::mcp::session(w, &w_url, &token, steps).await }
         };
         let approver = async {
-            for _ in 0..600 {
-                if asked.exists() {
-                    break;
-                }
+            // The first call is answered once Python has started, the session opened (the
+            // MCP server started) and the call judged: a minute or more on a loaded machine.
+            let deadline = tokio::time::Instant::now() + warden_e2e::mcp::CLIENT_TIMEOUT;
+            while !asked.exists() && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             assert!(asked.exists(), "{mode}: the first call was answered");
