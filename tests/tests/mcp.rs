@@ -45,6 +45,21 @@ async fn warden(
     customize(builder).start().await.expect("warden starts")
 }
 
+/// A session of `token`'s agent with `/mcp/tools` over `transport` running `steps`; a failure
+/// shows Warden's output.
+async fn session_at_tools(transport: Transport, w: &Warden, token: &str, steps: Value) -> Value {
+    mcp::session_over(transport, w, &w.url("/mcp/tools"), token, steps)
+        .await
+        .unwrap_or_else(|e| panic!("{transport:?}: {e:#}\n{}", w.output()))
+}
+
+/// A call of server-everything's long-running operation: `duration` seconds in `steps` steps,
+/// its progress counted when `progress`.
+fn long_running_call(duration: u64, steps: u64, progress: bool) -> Value {
+    json!({"op": "call", "name": "everything_trigger-long-running-operation",
+           "arguments": {"duration": duration, "steps": steps}, "progress": progress})
+}
+
 fn step(r: &Value, i: usize) -> &Value {
     &r["steps"][i]
 }
@@ -69,7 +84,6 @@ async fn tools_are_listed_per_agent_and_each_call_is_judged_by_cedar() {
 
 async fn tools_are_judged_over(transport: Transport) {
     let w = warden(vec![mcp::everything_stdio("everything")], |b| b).await;
-    let url = w.url("/mcp/tools");
     let agent = w.token("e2e-agent").await.unwrap();
     let restricted = w.token("restricted").await.unwrap();
 
@@ -78,9 +92,7 @@ async fn tools_are_judged_over(transport: Transport) {
         {"op": "call", "name": "everything_echo", "arguments": {"message": "hello"}},
         {"op": "call", "name": "everything_get-env", "arguments": {}},
     ]);
-    let r = mcp::session_over(transport, &w, &url, &agent, steps.clone())
-        .await
-        .unwrap();
+    let r = session_at_tools(transport, &w, &agent, steps.clone()).await;
     assert_eq!(r["initialize"]["server"], "warden", "{transport:?}: {r}");
     assert!(
         ["2025-11-25", "2025-06-18", "2025-03-26"]
@@ -109,9 +121,7 @@ async fn tools_are_judged_over(transport: Transport) {
         "{denied}"
     );
 
-    let r = mcp::session_over(transport, &w, &url, &restricted, steps)
-        .await
-        .unwrap();
+    let r = session_at_tools(transport, &w, &restricted, steps).await;
     let listed = names(step(&r, 0));
     assert!(
         !listed.contains(&"everything_echo".to_owned()),
@@ -182,16 +192,8 @@ async fn progress_notifications_stream_to_the_agent() {
     let w = warden(vec![mcp::everything_stdio("everything")], |b| b).await;
     let agent = w.token("e2e-agent").await.unwrap();
     for transport in Transport::ALL {
-        let r = mcp::session_over(
-            transport,
-            &w,
-            &w.url("/mcp/tools"),
-            &agent,
-            json!([{"op": "call", "name": "everything_trigger-long-running-operation",
-                    "arguments": {"duration": 1, "steps": 3}, "progress": true}]),
-        )
-        .await
-        .unwrap();
+        let call = long_running_call(1, 3, true);
+        let r = session_at_tools(transport, &w, &agent, json!([call])).await;
         let call = step(&r, 0);
         assert_eq!(call["isError"], false, "{transport:?}: {r}");
         assert!(
@@ -310,33 +312,43 @@ async fn two_servers_with_the_same_tool_name_never_shadow_each_other() {
     );
 }
 
+/// The remote double, over the legacy HTTP+SSE transport or Streamable HTTP, behind a Warden
+/// that sends it the credential `upstream-secret-for-double` (with `inject` settings, if
+/// any), and a session of `e2e-agent` calling its `whoami`: the Warden, the agent's token
+/// and the session's result.
+async fn whoami_through_double(legacy: bool, inject: Option<Value>) -> (Warden, String, Value) {
+    let (double, transport) = if legacy {
+        (Double::start_sse().await.unwrap(), "sse")
+    } else {
+        (Double::start().await.unwrap(), "streamable_http")
+    };
+    let mut server = json!({"name": "double", "url": double.url(), "transport": transport,
+                            "credential": {"env": "DOUBLE_KEY"}});
+    if let Some(inject) = inject {
+        server["inject"] = inject;
+    }
+    let w = warden(vec![server], |b| {
+        b.env("DOUBLE_KEY", "upstream-secret-for-double")
+    })
+    .await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    let r = mcp::session(
+        &w,
+        &w.url("/mcp/tools"),
+        &agent,
+        json!([{"op": "call", "name": "double_whoami", "arguments": {}}]),
+    )
+    .await
+    .unwrap();
+    (w, agent, r)
+}
+
 /// Over Streamable HTTP and over the legacy transport (its event stream and every POST).
 #[tokio::test]
 async fn the_agents_credential_never_reaches_the_upstream_and_the_servers_does() {
     for legacy in [false, true] {
-        let (double, transport) = if legacy {
-            (Double::start_sse().await.unwrap(), "sse")
-        } else {
-            (Double::start().await.unwrap(), "streamable_http")
-        };
-        let w = warden(
-            vec![
-                // The double's `whoami` quotes the credential back: shown as it is here.
-                json!({"name": "double", "url": double.url(), "transport": transport,
-                        "credential": {"env": "DOUBLE_KEY"}, "inject": {"redact": false}}),
-            ],
-            |b| b.env("DOUBLE_KEY", "upstream-secret-for-double"),
-        )
-        .await;
-        let agent = w.token("e2e-agent").await.unwrap();
-        let r = mcp::session(
-            &w,
-            &w.url("/mcp/tools"),
-            &agent,
-            json!([{"op": "call", "name": "double_whoami", "arguments": {}}]),
-        )
-        .await
-        .unwrap();
+        // The double's `whoami` quotes the credential back: shown as it is here.
+        let (_w, agent, r) = whoami_through_double(legacy, Some(json!({"redact": false}))).await;
         let text = step(&r, 0)["text"].as_str().unwrap();
         let seen: Vec<Value> = serde_json::from_str(text).unwrap();
         assert!(!seen.is_empty(), "{r}");
@@ -373,28 +385,7 @@ async fn the_agents_credential_never_reaches_the_upstream_and_the_servers_does()
 #[tokio::test]
 async fn a_server_echoing_its_credential_shows_the_agent_redacted() {
     for legacy in [false, true] {
-        let (double, transport) = if legacy {
-            (Double::start_sse().await.unwrap(), "sse")
-        } else {
-            (Double::start().await.unwrap(), "streamable_http")
-        };
-        let w = warden(
-            vec![
-                json!({"name": "double", "url": double.url(), "transport": transport,
-                        "credential": {"env": "DOUBLE_KEY"}}),
-            ],
-            |b| b.env("DOUBLE_KEY", "upstream-secret-for-double"),
-        )
-        .await;
-        let agent = w.token("e2e-agent").await.unwrap();
-        let r = mcp::session(
-            &w,
-            &w.url("/mcp/tools"),
-            &agent,
-            json!([{"op": "call", "name": "double_whoami", "arguments": {}}]),
-        )
-        .await
-        .unwrap();
+        let (w, _, r) = whoami_through_double(legacy, None).await;
         let text = step(&r, 0)["text"].as_str().unwrap();
         assert!(text.contains("Bearer [REDACTED]"), "{text}");
         assert!(!r.to_string().contains("upstream-secret-for-double"), "{r}");
@@ -889,15 +880,14 @@ async fn a_remote_server_over_the_legacy_sse_transport_is_reached_and_reconnecte
         json!([
             {"op": "list_tools"},
             {"op": "call", "name": "everything_echo", "arguments": {"message": "over sse"}},
-            {"op": "call", "name": "everything_trigger-long-running-operation",
-             "arguments": {"duration": 1, "steps": 3}, "progress": true},
+            long_running_call(1, 3, true),
             {"op": "touch", "path": before},
             {"op": "wait_for", "path": after},
             {"op": "call", "name": "everything_echo", "arguments": {"message": "after restart"}},
         ]),
     );
     let restart = async {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let deadline = tokio::time::Instant::now() + mcp::CLIENT_TIMEOUT;
         while !before.exists() {
             assert!(
                 tokio::time::Instant::now() < deadline,
@@ -941,17 +931,15 @@ async fn a_call_longer_than_the_idle_timeout_is_answered_and_its_session_goes_on
     .await;
     let agent = w.token("e2e-agent").await.unwrap();
     for transport in Transport::ALL {
-        let r = mcp::session_over(
+        let echo =
+            json!({"op": "call", "name": "everything_echo", "arguments": {"message": "after"}});
+        let r = session_at_tools(
             transport,
             &w,
-            &w.url("/mcp/tools"),
             &agent,
-            json!([{"op": "call", "name": "everything_trigger-long-running-operation",
-                    "arguments": {"duration": 5, "steps": 2}},
-                   {"op": "call", "name": "everything_echo", "arguments": {"message": "after"}}]),
+            json!([long_running_call(5, 2, false), echo]),
         )
-        .await
-        .unwrap_or_else(|e| panic!("{transport:?}: {e:#}\n{}", w.output()));
+        .await;
         assert_eq!(step(&r, 0)["isError"], false, "{transport:?}: {r}");
         assert!(
             step(&r, 1)["text"].as_str().unwrap().contains("after"),
