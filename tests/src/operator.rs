@@ -43,9 +43,14 @@ pub async fn enrol_with_code(w: &Warden, subject: &str) -> (String, String) {
     (secret, code)
 }
 
-/// The code of `secret` `ahead` steps from now, from the real `oathtool`.
-pub fn oathtool(secret: &str, ahead: u32) -> String {
-    let now = format!("now + {} seconds", ahead * 30);
+/// The code of `secret` `ahead` 30-second steps from now (negative: past), from the real
+/// `oathtool`.
+pub fn oathtool(secret: &str, ahead: i32) -> String {
+    let now = format!(
+        "now {} {} seconds",
+        if ahead < 0 { "-" } else { "+" },
+        ahead.unsigned_abs() * 30
+    );
     let out = std::process::Command::new("oathtool")
         .args(["--totp", "-b", "-N", &now, secret])
         .output()

@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use warden_e2e::browser::Browser;
 use warden_e2e::fake_llm::FakeLlm;
 use warden_e2e::idp::Idp;
+use warden_e2e::operator::oathtool;
 use warden_e2e::stack::openai_chat;
 use warden_e2e::warden::{ConsoleIdp, Warden, WardenBuilder};
 
@@ -77,27 +78,8 @@ fn screenshots() -> PathBuf {
     dir
 }
 
-/// The code of `secret` `ahead` 30-second steps from now (negative: past), from `oathtool`.
-fn oathtool(secret: &str, ahead: i32) -> String {
-    let now = format!(
-        "now {} {} seconds",
-        if ahead < 0 { "-" } else { "+" },
-        ahead.abs() * 30
-    );
-    let out = std::process::Command::new("oathtool")
-        .args(["--totp", "-b", "-N", &now, secret])
-        .output()
-        .expect("oathtool (apt-get install oathtool; tests/run installs it)");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// A chat request the gateway holds, sent in the background.
-fn held(
-    w: &Warden,
-    token: &str,
-    model: &str,
-    content: &str,
-) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+fn held(w: &Warden, token: &str, model: &str, content: &str) -> Held {
     let mut body = openai_chat(model, false);
     body["messages"][0]["content"] = json!(content);
     let request = w
@@ -711,12 +693,7 @@ async fn an_approver_registers_a_passkey_and_approves_with_it() {
 async fn an_approver_removed_or_disabled_at_the_idp_cannot_vote_and_an_idp_outage_refuses_votes() {
     let s = start().await;
     let (w, idp, console) = (&s.warden, &s._idp, s.console.as_str());
-    let token = w.token("deploy-bot").await.unwrap();
-    let request = held(w, &token, "gpt-4o", "rotate the signing keys");
-    let id = new_approval(w, "Model::\"openai/gpt-4o\"", &[]).await;
-    let mut alice = Browser::launch("alice").await.unwrap();
-    sign_in(&mut alice, console, "alice", "/factors").await;
-    let (secret, _) = enrol_totp(&mut alice, console, None).await;
+    let (mut alice, secret, id, request) = held_for_alice(w, console).await;
     let decide_path = format!("/approvals/{id}/decide");
 
     // Removed from sre at the IdP, her session still says sre: the console asks the IdP, and
@@ -745,16 +722,12 @@ async fn an_approver_removed_or_disabled_at_the_idp_cannot_vote_and_an_idp_outag
     ];
     refused_vote(&mut alice, &decide_path, &secret, 503, &try_again).await;
     idp.fail_userinfo(false).await.unwrap();
-    let shown = w.cli(&["approvals", "show", &id]).await.unwrap();
-    let shown = String::from_utf8_lossy(&shown.stdout).to_string();
-    assert!(shown.contains("status:    pending"), "{shown}");
-    assert!(!request.is_finished(), "the request still waits");
+    still_pending(w, &id, &request).await;
 
     // Her account disabled at the IdP: it refuses her token, and refuses to renew it too, so
     // her console session ends and she cannot vote.
     idp.set_disabled("alice", true).await.unwrap();
-    let ended = ["no longer renews your sign-in", "sign in again"];
-    refused_vote(&mut alice, &decide_path, &secret, 401, &ended).await;
+    refused_vote(&mut alice, &decide_path, &secret, 401, SESSION_ENDED).await;
 
     // Enabled again and in sre: she signs in again (her sign-in at the IdP holds, so no login
     // page), and her vote counts, with the groups the IdP named at that moment.
@@ -789,29 +762,16 @@ async fn a_session_outlives_its_short_access_token_and_ends_when_the_idp_no_long
     let ttl = SHORT_TOKEN.as_secs().to_string();
     let s = start_with(&[("IDP_CONSOLE_ACCESS_TOKEN_TTL", &ttl)]).await;
     let (w, idp, console) = (&s.warden, &s._idp, s.console.as_str());
-    let token = w.token("deploy-bot").await.unwrap();
-    let first = held(w, &token, "gpt-4o", "rotate the signing keys");
-    let id = new_approval(w, "Model::\"openai/gpt-4o\"", &[]).await;
-    let mut alice = Browser::launch("alice").await.unwrap();
+    let (mut alice, secret, id, first) = held_for_alice(w, console).await;
     let signed_in = Instant::now();
-    sign_in(&mut alice, console, "alice", "/factors").await;
-    let (secret, _) = enrol_totp(&mut alice, console, None).await;
 
     // Past the access token's lifetime, with the IdP's token endpoint down: the console cannot
     // renew it, so nothing is decided, the approval stays pending and no code is used.
     tokio::time::sleep_until((signed_in + SHORT_TOKEN + Duration::from_secs(1)).into()).await;
     idp.fail_token(true).await.unwrap();
     let decide_path = format!("/approvals/{id}/decide");
-    let try_again = [
-        "onfirm your identity with the identity provider",
-        "temporarily_unavailable",
-        "try again",
-    ];
-    refused_vote(&mut alice, &decide_path, &secret, 503, &try_again).await;
-    let shown = w.cli(&["approvals", "show", &id]).await.unwrap();
-    let shown = String::from_utf8_lossy(&shown.stdout).to_string();
-    assert!(shown.contains("status:    pending"), "{shown}");
-    assert!(!first.is_finished(), "the request still waits");
+    refused_vote(&mut alice, &decide_path, &secret, 503, TOKEN_ENDPOINT_DOWN).await;
+    still_pending(w, &id, &first).await;
     assert_eq!(idp.refreshes().await.unwrap(), 0);
 
     // The token endpoint back: the console refreshes the token, and her vote counts (with
@@ -820,18 +780,14 @@ async fn a_session_outlives_its_short_access_token_and_ends_when_the_idp_no_long
     let refreshed = Instant::now();
     let said = decide(&mut alice, console, &id, &oathtool(&secret, 1), "approve").await;
     assert!(said.contains("Approved"), "{said}");
-    let r = tokio::time::timeout(Duration::from_secs(30), first)
-        .await
-        .expect("the approved request completes")
-        .unwrap()
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    completes(first).await;
     assert!(idp.refreshes().await.unwrap() >= 1);
     let counted = audited(w, "approval_vote").await;
     assert_eq!(counted["detail"]["approver_groups"], json!(["sre"]));
 
     // Due again: the console renews it with the new refresh token the IdP rotated in (the spent
     // one would make the IdP revoke the whole sign-in), and shows what waits.
+    let token = w.token("deploy-bot").await.unwrap();
     let second = held(w, &token, "gpt-4o", "delete the old keys");
     let id2 = new_approval(w, "Model::\"openai/gpt-4o\"", std::slice::from_ref(&id)).await;
     let before = idp.refreshes().await.unwrap();
@@ -849,16 +805,12 @@ async fn a_session_outlives_its_short_access_token_and_ends_when_the_idp_no_long
     // her console session ends: sign in again.
     idp.set_disabled("alice", true).await.unwrap();
     tokio::time::sleep_until((refreshed + SHORT_TOKEN + Duration::from_secs(1)).into()).await;
-    let ended = ["no longer renews your sign-in", "sign in again"];
     let decide_path = format!("/approvals/{id2}/decide");
-    refused_vote(&mut alice, &decide_path, &secret, 401, &ended).await;
+    refused_vote(&mut alice, &decide_path, &secret, 401, SESSION_ENDED).await;
     alice.goto(&format!("{console}/approvals")).await.unwrap();
     let at = alice.url().await.unwrap();
     assert!(at.starts_with(idp.issuer()), "the session is gone: {at}");
-    let shown = w.cli(&["approvals", "show", &id2]).await.unwrap();
-    let shown = String::from_utf8_lossy(&shown.stdout).to_string();
-    assert!(shown.contains("status:    pending"), "{shown}");
-    assert!(!second.is_finished(), "the second request still waits");
+    still_pending(w, &id2, &second).await;
     let refused = refused_codes(&w.audit_records());
     assert_eq!(refused, ["idp_unavailable", "idp_session_ended"]);
 }
@@ -870,13 +822,8 @@ async fn a_remembered_userinfo_answer_does_not_outlive_a_sign_in_the_idp_no_long
     let remember = [("/console/oidc/userinfo_max_age", json!("5m"))];
     let s = start_configured(&[("IDP_CONSOLE_ACCESS_TOKEN_TTL", &ttl)], &remember).await;
     let (w, idp, console) = (&s.warden, &s._idp, s.console.as_str());
-    let token = w.token("deploy-bot").await.unwrap();
-    let first = held(w, &token, "gpt-4o", "rotate the signing keys");
-    let id = new_approval(w, "Model::\"openai/gpt-4o\"", &[]).await;
-    let mut alice = Browser::launch("alice").await.unwrap();
+    let (mut alice, secret, id, first) = held_for_alice(w, console).await;
     let signed_in = Instant::now();
-    sign_in(&mut alice, console, "alice", "/factors").await;
-    let (secret, _) = enrol_totp(&mut alice, console, None).await;
     // The approval's page: the provider names her groups, and the answer is remembered.
     alice
         .goto(&format!("{console}/approvals/{id}"))
@@ -889,13 +836,9 @@ async fn a_remembered_userinfo_answer_does_not_outlive_a_sign_in_the_idp_no_long
     // not stand in for the refresh, which the IdP refuses, and her console session ends.
     idp.set_disabled("alice", true).await.unwrap();
     tokio::time::sleep_until((signed_in + SHORT_TOKEN + Duration::from_secs(1)).into()).await;
-    let ended = ["no longer renews your sign-in", "sign in again"];
     let decide_path = format!("/approvals/{id}/decide");
-    refused_vote(&mut alice, &decide_path, &secret, 401, &ended).await;
-    let shown = w.cli(&["approvals", "show", &id]).await.unwrap();
-    let shown = String::from_utf8_lossy(&shown.stdout).to_string();
-    assert!(shown.contains("status:    pending"), "{shown}");
-    assert!(!first.is_finished(), "the request still waits");
+    refused_vote(&mut alice, &decide_path, &secret, 401, SESSION_ENDED).await;
+    still_pending(w, &id, &first).await;
     assert_eq!(refused_codes(&w.audit_records()), ["idp_session_ended"]);
 }
 
@@ -903,28 +846,15 @@ async fn a_remembered_userinfo_answer_does_not_outlive_a_sign_in_the_idp_no_long
 async fn an_access_token_the_idp_revoked_is_renewed_once_and_the_vote_counts() {
     let s = start().await;
     let (w, idp, console) = (&s.warden, &s._idp, s.console.as_str());
-    let token = w.token("deploy-bot").await.unwrap();
-    let request = held(w, &token, "gpt-4o", "rotate the signing keys");
-    let id = new_approval(w, "Model::\"openai/gpt-4o\"", &[]).await;
-    let mut alice = Browser::launch("alice").await.unwrap();
-    sign_in(&mut alice, console, "alice", "/factors").await;
-    let (secret, _) = enrol_totp(&mut alice, console, None).await;
+    let (mut alice, secret, id, request) = held_for_alice(w, console).await;
     let decide_path = format!("/approvals/{id}/decide");
 
     // The IdP revokes her access token an hour before it expires, and its token endpoint is
     // down: the console cannot renew it, so nothing is decided and no code is used.
     assert!(idp.revoke_access_tokens("alice").await.unwrap() >= 1);
     idp.fail_token(true).await.unwrap();
-    let try_again = [
-        "onfirm your identity with the identity provider",
-        "temporarily_unavailable",
-        "try again",
-    ];
-    refused_vote(&mut alice, &decide_path, &secret, 503, &try_again).await;
-    let shown = w.cli(&["approvals", "show", &id]).await.unwrap();
-    let shown = String::from_utf8_lossy(&shown.stdout).to_string();
-    assert!(shown.contains("status:    pending"), "{shown}");
-    assert!(!request.is_finished(), "the request still waits");
+    refused_vote(&mut alice, &decide_path, &secret, 503, TOKEN_ENDPOINT_DOWN).await;
+    still_pending(w, &id, &request).await;
 
     // The token endpoint back: the console renews the revoked token once with her refresh
     // token, asks the IdP again with the new one, and her vote counts (with the code the
@@ -934,12 +864,7 @@ async fn an_access_token_the_idp_revoked_is_renewed_once_and_the_vote_counts() {
     let said = decide(&mut alice, console, &id, &oathtool(&secret, 1), "approve").await;
     assert!(said.contains("Approved"), "{said}");
     assert_eq!(idp.refreshes().await.unwrap(), before + 1, "renewed once");
-    let r = tokio::time::timeout(Duration::from_secs(30), request)
-        .await
-        .expect("the approved request completes")
-        .unwrap()
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    completes(request).await;
     let counted = audited(w, "approval_vote").await;
     assert_eq!(counted["detail"]["approver"], "alice");
     assert_eq!(counted["detail"]["groups_confirmed_at_vote"], true);
@@ -956,14 +881,16 @@ async fn a_session_that_follows_its_id_token_lasts_as_long_as_refreshes_renew_it
     let s = start_with(&[("IDP_CONSOLE_ID_TOKEN_TTL", &ttl)]).await;
     let (w, idp, console) = (&s.warden, &s._idp, s.console.as_str());
     let mut alice = Browser::launch("alice").await.unwrap();
-    let signed_in = Instant::now();
     sign_in(&mut alice, console, "alice", "/approvals").await;
+    // Taken once signed in (and below, once renewed): each wait then outlasts the ID token it
+    // waits for, however long the sign-in and the pages took.
+    let signed_in = Instant::now();
     assert_eq!(sign_ins(w), 1);
     // Past half the ID token's life, a page renews it: the refresh brings a new ID token.
     let half = SHORT_ID_TOKEN / 2 + Duration::from_secs(2);
     tokio::time::sleep_until((signed_in + half).into()).await;
-    let renewed = Instant::now();
     on_pending_list(&mut alice, console).await;
+    let renewed = Instant::now();
     assert_eq!(
         idp.refreshes().await.unwrap(),
         1,
@@ -1029,6 +956,51 @@ async fn refused_vote(b: &mut Browser, path: &str, secret: &str, status: u16, sa
     for said in says {
         assert!(body.contains(said), "{said:?} in {answer}");
     }
+}
+
+/// What a vote refused while the IdP's token endpoint is down says.
+const TOKEN_ENDPOINT_DOWN: &[&str] = &[
+    "onfirm your identity with the identity provider",
+    "temporarily_unavailable",
+    "try again",
+];
+
+/// What a vote refused once the IdP no longer renews the sign-in says.
+const SESSION_ENDED: &[&str] = &["no longer renews your sign-in", "sign in again"];
+
+/// A request held until its approval is decided.
+type Held = tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>;
+
+/// Alice, an approver, signed in at the console with an authenticator app enrolled, and a
+/// chat of `deploy-bot` ("rotate the signing keys", gpt-4o) held for approval: her browser,
+/// her app's secret, the approval's id and the held request.
+async fn held_for_alice(w: &Warden, console: &str) -> (Browser, String, String, Held) {
+    let token = w.token("deploy-bot").await.unwrap();
+    let request = held(w, &token, "gpt-4o", "rotate the signing keys");
+    let id = new_approval(w, "Model::\"openai/gpt-4o\"", &[]).await;
+    let mut alice = Browser::launch("alice").await.unwrap();
+    sign_in(&mut alice, console, "alice", "/factors").await;
+    let (secret, _) = enrol_totp(&mut alice, console, None).await;
+    (alice, secret, id, request)
+}
+
+/// Asserts that approval `id` is still pending (`warden approvals show`) and its `request`
+/// still waits.
+async fn still_pending(w: &Warden, id: &str, request: &Held) {
+    let shown = w.cli(&["approvals", "show", id]).await.unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout).to_string();
+    assert!(shown.contains("status:    pending"), "{shown}");
+    assert!(!request.is_finished(), "the request still waits");
+}
+
+/// Waits (at most 30 s) for an approved `request` and asserts it completed.
+async fn completes(request: Held) {
+    let r = tokio::time::timeout(Duration::from_secs(30), request)
+        .await
+        .expect("the approved request completes")
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }
 
 /// What an approver reads of an agent's request cannot pass a look-alike letter for an ASCII
