@@ -925,8 +925,10 @@ async fn a_remote_server_over_the_legacy_sse_transport_is_reached_and_reconnecte
 /// after it, its idle clock started again when the call ended.
 #[tokio::test]
 async fn a_call_longer_than_the_idle_timeout_is_answered_and_its_session_goes_on() {
+    // Idle 6 s, the call 10 s: the agent's own pauses between its messages (over 2 s on a
+    // loaded machine) stay within the idle timeout, the call outlasts it.
     let w = warden(vec![mcp::everything_stdio("everything")], |b| {
-        b.set("/mcp/session_idle_timeout", json!("2s"))
+        b.set("/mcp/session_idle_timeout", json!("6s"))
     })
     .await;
     let agent = w.token("e2e-agent").await.unwrap();
@@ -937,7 +939,7 @@ async fn a_call_longer_than_the_idle_timeout_is_answered_and_its_session_goes_on
             transport,
             &w,
             &agent,
-            json!([long_running_call(5, 2, false), echo]),
+            json!([long_running_call(10, 2, false), echo]),
         )
         .await;
         assert_eq!(step(&r, 0)["isError"], false, "{transport:?}: {r}");
