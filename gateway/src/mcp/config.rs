@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::sandbox::{SandboxConfig, ServerSandbox};
+use super::sandbox::config::{SandboxConfig, ServerSandbox};
 use crate::secrets::config::CredentialSource;
 use crate::upstream::breaker::BreakerConfig;
 
@@ -71,7 +71,7 @@ pub struct ServerConfig {
     /// Its arguments.
     pub args: Vec<String>,
     /// Environment variables set for it (the rest of Warden's environment is not passed,
-    /// except `PATH` and `HOME`).
+    /// except `PATH` and `LANG`; `HOME` and `TMPDIR` are its own directory when sandboxed).
     pub env: BTreeMap<String, String>,
     /// Environment variables whose values are secrets, each from a source (`{ vault: { kv:
     /// ..., field: ... } }`, `{ env: NAME }`, `{ file: PATH }`), read each time the process

@@ -166,10 +166,17 @@ mod tests {
     #[test]
     fn paths_must_be_absolute() {
         let s = sandbox("read: [/srv/docs, docs]\nwrite: [out]").unwrap();
-        let keys: Vec<String> = s.validate("mcp.servers[0]").into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = s
+            .validate("mcp.servers[0]")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(
             keys,
-            ["mcp.servers[0].sandbox.read[1]", "mcp.servers[0].sandbox.write[0]"]
+            [
+                "mcp.servers[0].sandbox.read[1]",
+                "mcp.servers[0].sandbox.write[0]"
+            ]
         );
     }
 
@@ -194,7 +201,10 @@ mod tests {
         );
         assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
         assert_eq!(parsed.config.mcp.sandbox.mode, SandboxMode::Off);
-        assert_eq!(parsed.config.mcp.servers[0].sandbox.mode, Some(SandboxMode::Off));
+        assert_eq!(
+            parsed.config.mcp.servers[0].sandbox.mode,
+            Some(SandboxMode::Off)
+        );
         let e = sandbox("mode: lax").unwrap_err();
         assert!(e.contains("\"lax\" is not a sandbox mode"), "{e}");
     }

@@ -18,6 +18,7 @@ pub mod system_paths;
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
 use landlock::{
     ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath,
@@ -26,12 +27,42 @@ use landlock::{
 
 pub use config::{Network, SandboxConfig, SandboxMode, ServerSandbox};
 
+use super::config::McpConfig;
+
 /// The Landlock ABI the sandbox needs: filesystem rights up to `ioctl` on devices (5), TCP
 /// ports (4), signal and abstract socket scopes (6).
 pub const NEEDED_ABI: i32 = 6;
 
 /// Where a server's own directory is, under `data_dir`.
 pub const SERVERS_DIR: &str = "mcp-servers";
+
+/// `warden_mcp_sandboxed{server}`: 1 for each local server that runs sandboxed, 0 for each that
+/// runs with everything Warden's user can reach.
+pub static SANDBOXED: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(
+            "warden_mcp_sandboxed",
+            "Local MCP servers by whether they run sandboxed (1) or not (0)",
+        ),
+        &["server"],
+    )
+    .expect("static metric definition")
+});
+
+/// Says, at start and after each reload, which local servers of `config` run sandboxed: in
+/// `warden_mcp_sandboxed`, and as a warning for each that does not.
+pub fn report(config: &McpConfig) {
+    SANDBOXED.reset();
+    for s in config.servers.iter().filter(|s| s.command.is_some()) {
+        let sandboxed = s.sandbox.mode(config.sandbox.mode) == SandboxMode::Enforce;
+        SANDBOXED
+            .with_label_values(&[s.name.as_str()])
+            .set(i64::from(sandboxed));
+        if !sandboxed {
+            tracing::warn!(server = %s.name, "a local MCP server runs unsandboxed (sandbox.mode: off): it can read and write everything Warden's user can, Warden's keys included");
+        }
+    }
+}
 
 /// Why a sandboxed server cannot be started.
 #[derive(Debug, thiserror::Error)]

@@ -129,9 +129,10 @@ pub fn check(config: &Config, file: Option<&Path>, raw: &Value) -> Vec<(String, 
         let listed = [("read", &s.sandbox.read), ("write", &s.sandbox.write)]
             .into_iter()
             .flat_map(|(field, paths)| {
-                paths.iter().enumerate().map(move |(j, p)| {
-                    (format!("{key}.{field}[{j}]"), p.display().to_string(), p)
-                })
+                paths
+                    .iter()
+                    .enumerate()
+                    .map(move |(j, p)| (format!("{key}.{field}[{j}]"), p.display().to_string(), p))
             });
         let system = system
             .iter()
@@ -224,8 +225,7 @@ mod tests {
         let errors = errors(&yaml, &file);
         let about = |what: &str| {
             errors.iter().any(|e| {
-                e.contains("mcp.servers[0].sandbox.read[0]")
-                    && e.contains(&format!("holds {what}"))
+                e.contains("mcp.servers[0].sandbox.read[0]") && e.contains(&format!("holds {what}"))
             })
         };
         assert!(about("Warden's data directory"), "{errors:?}");

@@ -86,11 +86,7 @@ async fn tcp_connections_are_limited_to_the_listed_ports() {
     let script = format!(
         "for p in {open} {other}; do node -e \"require('net').connect({{port: $p, host: '127.0.0.1'}}).on('connect', () => {{ console.log('connected-' + $p); process.exit(0) }}).on('error', e => {{ console.log('refused-' + $p + '-' + e.code); process.exit(0) }})\"; done"
     );
-    let listed = run_in(
-        &sandbox(root.path(), Network::Ports(vec![open])),
-        &script,
-    )
-    .await;
+    let listed = run_in(&sandbox(root.path(), Network::Ports(vec![open])), &script).await;
     let Ok(listed) = listed else {
         assert!(kernel_abi() < NEEDED_ABI);
         return;
