@@ -257,6 +257,7 @@ pub async fn apply(shared: &Shared, config_path: Option<&Path>) -> Result<PathBu
             }
             shared.breakers.reconfigure(breaker_settings(&snapshot));
             snapshot.warn_of_unavailable_credentials();
+            crate::mcp::sandbox::report(&snapshot.config.mcp);
             snapshot.remember_bundle();
             shared.snapshot.store(Arc::new(snapshot));
             // This host's addresses first: the tunnels judged again below see the current ones.

@@ -176,6 +176,7 @@ pub async fn serve(
                 source,
             })?;
     snapshot.warn_of_unavailable_credentials();
+    crate::mcp::sandbox::report(&snapshot.config.mcp);
     snapshot.remember_bundle();
     let policy_count = snapshot.policy.policy_count();
     let policy_version = std::sync::Arc::clone(snapshot.policy.version());

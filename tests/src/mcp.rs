@@ -43,7 +43,8 @@ pub fn rugpull_warden(state: &Path, extra: &[&str]) -> crate::warden::WardenBuil
         json!(state.join("sessions")),
     ];
     args.extend(extra.iter().map(|a| json!(a)));
-    let server = json!({"name": "calc", "command": node, "args": args});
+    let server = json!({"name": "calc", "command": node, "args": args,
+                        "sandbox": sandbox(&[state])});
     crate::warden::WardenBuilder::with_upstream_url("http://127.0.0.1:9")
         .set(
             "/mcp",
@@ -64,21 +65,31 @@ fn node() -> String {
     std::env::var("NODE").unwrap_or_else(|_| "node".into())
 }
 
+/// `mcp.servers[].sandbox` of a server run from `tests/mcp`: it reads the scripts and packages
+/// there (Warden sandboxes local servers by default), and writes in the directories `write`.
+pub fn sandbox(write: &[&Path]) -> Value {
+    json!({"read": [mcp_dir()], "write": write})
+}
+
 /// `mcp.servers[]` entry: server-everything over stdio, named `name`.
 pub fn everything_stdio(name: &str) -> Value {
-    json!({"name": name, "command": node(), "args": [server_script("server-everything"), "stdio"]})
+    json!({"name": name, "command": node(), "args": [server_script("server-everything"), "stdio"],
+           "sandbox": sandbox(&[])})
 }
 
 /// `mcp.servers[]` entry: the honest rug-pull double over stdio, named `name`, appending the
 /// `params._meta` of each `tools/call` it receives to `record` (one JSON line each).
 pub fn recording_stdio(name: &str, record: &Path) -> Value {
+    let dir = record.parent().unwrap_or(record);
     json!({"name": name, "command": node(),
-           "args": [mcp_dir().join("rugpull_server.mjs"), "--record", record]})
+           "args": [mcp_dir().join("rugpull_server.mjs"), "--record", record],
+           "sandbox": sandbox(&[dir])})
 }
 
 /// `mcp.servers[]` entry: server-filesystem over stdio, named `name`, serving `root`.
 pub fn filesystem_stdio(name: &str, root: &Path) -> Value {
-    json!({"name": name, "command": node(), "args": [server_script("server-filesystem"), root]})
+    json!({"name": name, "command": node(), "args": [server_script("server-filesystem"), root],
+           "sandbox": sandbox(&[root])})
 }
 
 /// server-everything serving `transport` (`streamableHttp`, `sse`) on `port` of 127.0.0.1,

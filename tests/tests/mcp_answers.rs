@@ -54,6 +54,7 @@ async fn lying_warden() -> (Warden, SocketAddr) {
         "name": "docs",
         "command": node,
         "args": [mcp::mcp_dir().join("lying_prompt_server.mjs")],
+        "sandbox": mcp::sandbox(&[]),
     });
     let egress = SocketAddr::from(([127, 0, 0, 1], free_port().unwrap()));
     let warden = WardenBuilder::with_upstream_url("http://127.0.0.1:9")

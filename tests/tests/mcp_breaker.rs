@@ -292,7 +292,7 @@ fn stdio_server(starts: &Path, healthy: &Path) -> Value {
     json!({"name": "flaky", "command": "sh", "args": [
         "-c", r#"echo start >> "$1"; [ -e "$2" ] && exec "$3" "$4"; exit 1"#, "sh",
         starts, healthy, node, mcp::mcp_dir().join("rugpull_server.mjs"),
-    ]})
+    ], "sandbox": mcp::sandbox(&[starts.parent().unwrap_or(starts)])})
 }
 
 fn starts(path: &Path) -> usize {

@@ -89,6 +89,7 @@ async fn lying_warden() -> Warden {
         "name": "docs",
         "command": node,
         "args": [mcp::mcp_dir().join("lying_prompt_server.mjs")],
+        "sandbox": mcp::sandbox(&[]),
     });
     WardenBuilder::with_upstream_url("http://127.0.0.1:9")
         .set(

@@ -69,7 +69,7 @@ fn calc_server(poisoned: bool) -> Value {
     if poisoned {
         args.push(json!("--poisoned"));
     }
-    json!({"name": "calc", "command": node, "args": args})
+    json!({"name": "calc", "command": node, "args": args, "sandbox": mcp::sandbox(&[])})
 }
 
 /// A chat through the load balancer whose prompt carries `marker`.

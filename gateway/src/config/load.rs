@@ -132,6 +132,9 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
 
     let mut config = Config::default();
     let mut errors = Vec::new();
+    // Kept for the secret files every `{file: PATH}` source names, which sandboxed MCP
+    // servers must not reach.
+    let raw = serde_json::Value::Object(map.clone());
     for (key, value) in map {
         match key.as_str() {
             "data_dir" => section(&key, value, &mut config.data_dir, &error, &mut errors),
@@ -172,6 +175,11 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
     }
     errors.extend(
         super::validate::validate(&config)
+            .into_iter()
+            .map(|(key, message)| error(&key, message)),
+    );
+    errors.extend(
+        crate::mcp::sandbox::protected::check(&config, file, &raw)
             .into_iter()
             .map(|(key, message)| error(&key, message)),
     );

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::sandbox::config::{SandboxConfig, ServerSandbox};
 use crate::secrets::config::CredentialSource;
 use crate::upstream::breaker::BreakerConfig;
 
@@ -38,6 +39,8 @@ pub struct McpConfig {
     /// Most sessions (and legacy event streams) one agent holds open at once; past this its
     /// `initialize` is refused (429), other agents' are not.
     pub max_sessions_per_agent: usize,
+    /// Whether local servers run sandboxed (`enforce`, the default, or `off`).
+    pub sandbox: SandboxConfig,
 }
 
 impl Default for McpConfig {
@@ -51,6 +54,7 @@ impl Default for McpConfig {
             max_sessions: 1000,
             resume_window: Duration::from_secs(60),
             max_sessions_per_agent: 16,
+            sandbox: SandboxConfig::default(),
         }
     }
 }
@@ -67,7 +71,7 @@ pub struct ServerConfig {
     /// Its arguments.
     pub args: Vec<String>,
     /// Environment variables set for it (the rest of Warden's environment is not passed,
-    /// except `PATH` and `HOME`).
+    /// except `PATH` and `LANG`; `HOME` and `TMPDIR` are its own directory when sandboxed).
     pub env: BTreeMap<String, String>,
     /// Environment variables whose values are secrets, each from a source (`{ vault: { kv:
     /// ..., field: ... } }`, `{ env: NAME }`, `{ file: PATH }`), read each time the process
@@ -102,6 +106,9 @@ pub struct ServerConfig {
     /// version, fetching whatever the registry serves at each start. Default false: refused
     /// at start (`mcp/package_pin.rs`).
     pub allow_unpinned: bool,
+    /// A local server's sandbox: what it may read, write and connect to beyond the system
+    /// and its own directory, and its mode instead of `mcp.sandbox.mode`.
+    pub sandbox: ServerSandbox,
 }
 
 /// Why server `s` would send its credential in the clear to `url`: plain `http` to a host that
@@ -242,6 +249,14 @@ impl McpConfig {
                     if let Err(m) = crate::route::connector::validate_base_url(url) {
                         err(format!("{key}.url"), m);
                     }
+                    if s.sandbox != ServerSandbox::default() {
+                        err(
+                            format!("{key}.sandbox"),
+                            "a remote server runs elsewhere: Warden sandboxes only the local \
+                             servers it starts (command)"
+                                .into(),
+                        );
+                    }
                     if !s.secret_env.is_empty() {
                         err(
                             format!("{key}.secret_env"),
@@ -267,6 +282,9 @@ impl McpConfig {
                         && let Some(m) = super::package_pin::unpinned(command, &s.args)
                     {
                         err(format!("{key}.command"), m);
+                    }
+                    for (k, m) in s.sandbox.validate(&key) {
+                        err(k, m);
                     }
                     if s.transport.is_some() {
                         err(

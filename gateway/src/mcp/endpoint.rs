@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::config::{self, McpConfig, McpDenyStyle, RemoteTransport};
+use super::sandbox::{Sandbox, SandboxMode};
 use crate::config::error::ConfigErrors;
 use crate::route::connector::CredentialInjection;
 use crate::secrets::config::NO_VAULT_SECTION;
@@ -28,6 +29,8 @@ pub struct StdioCommand {
     /// The store `vault` sources of `secret_env` are read through.
     pub secrets: Option<Arc<SecretStore>>,
     pub cwd: Option<PathBuf>,
+    /// Its sandbox; `None` when it runs unsandboxed (`sandbox.mode: off`).
+    pub sandbox: Option<Sandbox>,
 }
 
 impl StdioCommand {
@@ -108,9 +111,11 @@ impl Endpoint {
     /// The endpoints of `config` (already validated); `secrets` is the store of the `vault:`
     /// section, if any; `upstream` gives the circuit breaker of a server that sets none
     /// (`upstream.breaker`) and the address guard remote servers are reached behind
-    /// (`upstream.allow_private`, `upstream.nameservers`).
+    /// (`upstream.allow_private`, `upstream.nameservers`); local servers' own directories are
+    /// under `data_dir`.
     pub fn build_all(
         config: &McpConfig,
+        data_dir: &std::path::Path,
         upstream: &UpstreamConfig,
         secrets: Option<&Arc<SecretStore>>,
     ) -> Result<Vec<Arc<Endpoint>>, ConfigErrors> {
@@ -127,7 +132,7 @@ impl Endpoint {
             .servers
             .iter()
             .enumerate()
-            .map(|(i, s)| server(i, s, breaker, secrets))
+            .map(|(i, s)| server(i, s, config.sandbox.mode, data_dir, breaker, secrets))
             .collect::<Result<_, _>>()?;
         Ok(config
             .endpoints
@@ -161,6 +166,8 @@ impl Endpoint {
 fn server(
     i: usize,
     c: &config::ServerConfig,
+    sandbox: SandboxMode,
+    data_dir: &std::path::Path,
     breaker: &BreakerConfig,
     secrets: Option<&Arc<SecretStore>>,
 ) -> Result<Arc<Server>, ConfigErrors> {
@@ -194,6 +201,8 @@ fn server(
                     .collect(),
                 secrets: secrets.cloned(),
                 cwd: c.cwd.clone(),
+                sandbox: (c.sandbox.mode(sandbox) == SandboxMode::Enforce)
+                    .then(|| Sandbox::new(&c.name, &c.sandbox, data_dir)),
             }))
         }
         (None, url) => {

@@ -29,6 +29,7 @@ mod relay;
 mod remote;
 mod resume;
 mod router;
+pub mod sandbox;
 mod server_requests;
 mod session;
 mod stdio;

@@ -18,6 +18,7 @@ use zeroize::Zeroizing;
 use super::endpoint::StdioCommand;
 use super::error::LinkError;
 use super::router::{Router, State, closed as link_closed, handshake};
+use super::sandbox;
 use super::supervise::{self, Connection, Exit, Up};
 use crate::secrets::redact::{Echo, MIN_ECHO, base64_forms};
 use crate::text::{FIELD_MAX, bounded};
@@ -99,7 +100,12 @@ impl Connection for Process {
         self.router.redact(&echoed(&secret_env));
         let mut child = match self.spawn(&secret_env) {
             Ok(child) => child,
-            Err(e) => {
+            Err(Spawn::Sandbox(e)) => {
+                // How to opt out goes to the log; the agent is told the server cannot start.
+                tracing::error!(server = %self.router.server, error = %e, "a local MCP server cannot be sandboxed; it is not started (fail closed)");
+                return Exit::Died(format!("the server cannot be sandboxed: {e}"));
+            }
+            Err(Spawn::Io(e)) => {
                 return Exit::Died(format!(
                     "cannot start {}: {e}",
                     crate::text::Quoted::of(&self.command.program)
@@ -165,8 +171,14 @@ impl Connection for Process {
 }
 
 impl Process {
-    fn spawn(&self, secret_env: &[(String, Zeroizing<String>)]) -> std::io::Result<Child> {
+    /// Starts the process, in its sandbox unless it runs unsandboxed.
+    fn spawn(&self, secret_env: &[(String, Zeroizing<String>)]) -> Result<Child, Spawn> {
         let c = &self.command;
+        // Built before the fork: the child only enters it.
+        let prepared = match &c.sandbox {
+            Some(sandbox) => Some(sandbox.prepare(&c.program).map_err(Spawn::Sandbox)?),
+            None => None,
+        };
         let mut command = Command::new(&c.program);
         command
             .args(&c.args)
@@ -180,6 +192,11 @@ impl Process {
                 command.env(key, v);
             }
         }
+        // A sandboxed server's HOME and TMPDIR are its own directory, unless `env` says.
+        match prepared {
+            Some(prepared) => prepared.apply(&mut command),
+            None => sandbox::harden(&mut command),
+        }
         command.envs(&c.env);
         for (name, value) in secret_env {
             command.env(name, value.as_str());
@@ -187,8 +204,15 @@ impl Process {
         if let Some(dir) = &c.cwd {
             command.current_dir(dir);
         }
-        command.spawn()
+        command.spawn().map_err(Spawn::Io)
     }
+}
+
+/// Why a process did not start.
+enum Spawn {
+    /// Its sandbox could not be built.
+    Sandbox(sandbox::SandboxError),
+    Io(std::io::Error),
 }
 
 /// Stops the process and reaps it.

@@ -261,7 +261,12 @@ impl RouteTable {
                 mcp: None,
             }));
         }
-        for endpoint in crate::mcp::Endpoint::build_all(&config.mcp, &config.upstream, secrets)? {
+        for endpoint in crate::mcp::Endpoint::build_all(
+            &config.mcp,
+            &config.data_dir,
+            &config.upstream,
+            secrets,
+        )? {
             routes.push(Arc::new(Route {
                 name: Arc::clone(&endpoint.name),
                 prefix: endpoint.prefix.clone(),

@@ -340,6 +340,7 @@ impl Metrics {
             Box::new(crate::inspect::FINDINGS.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(crate::mcp::SERVER_REQUESTS_REFUSED.clone()),
             Box::new(crate::mcp::SERVER_REQUESTS_DENIED.clone()),
+            Box::new(crate::mcp::sandbox::SANDBOXED.clone()),
             Box::new(crate::inspect::stream::HELD.clone()),
         ]) {
             registry.register(c).expect("metric names are unique");

@@ -1,0 +1,138 @@
+//! What a local server's process does between fork and exec. Only system calls, no
+//! allocation, no lock: the child of a multithreaded parent may run nothing else.
+
+use std::io;
+
+use landlock::RulesetCreated;
+
+/// The last capability number Warden drops from the bounding set (more than Linux has).
+const LAST_CAP: libc::c_ulong = 63;
+/// `_LINUX_CAPABILITY_VERSION_3`.
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+/// `CLOSE_RANGE_CLOEXEC`.
+const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Sets `command`'s child up: it dies with Warden, writes no core dump and inherits no
+/// descriptor but its stdio; with `ruleset`, it also drops every capability and enters that
+/// Landlock domain (with `no_new_privs`).
+pub fn confine(command: &mut tokio::process::Command, ruleset: Option<RulesetCreated>) {
+    let parent = std::process::id();
+    let mut ruleset = ruleset;
+    let sandboxed = ruleset.is_some();
+    // SAFETY: the closure makes only async-signal-safe system calls (prctl, getppid,
+    // setrlimit, close_range, capset, landlock_restrict_self) and allocates nothing: the
+    // ruleset was built before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            die_with_parent(parent)?;
+            no_core_dump()?;
+            descriptors_close_on_exec();
+            if sandboxed {
+                drop_capabilities()?;
+                let ruleset = ruleset
+                    .take()
+                    .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+                // Sets no_new_privs, then restricts this process to the ruleset.
+                ruleset
+                    .restrict_self()
+                    .map_err(|_| io::Error::from_raw_os_error(libc::EPERM))?;
+            }
+            Ok(())
+        });
+    }
+}
+
+/// `SIGKILL` when the parent dies; the parent already gone (the child reparented) fails.
+fn die_with_parent(parent: u32) -> io::Result<()> {
+    // SAFETY: plain system calls.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if u32::try_from(unsafe { libc::getppid() }).ok() != Some(parent) {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    Ok(())
+}
+
+/// `RLIMIT_CORE` 0: a crash dumps none of the process's memory (its secret_env values).
+fn no_core_dump() -> io::Result<()> {
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a plain system call on a local value.
+    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Every descriptor past stdio closed at exec (Rust and tokio open theirs so already; this
+/// covers those a C library opened otherwise). A kernel without `close_range` keeps them as
+/// they are.
+fn descriptors_close_on_exec() {
+    // SAFETY: marks descriptors close-on-exec; closes none before the exec.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        );
+    }
+}
+
+/// No capability, now or after exec: the bounding set and the ambient set emptied (a program
+/// run as root gets its capabilities from the bounding set), then the process's own sets.
+/// Without `CAP_SETPCAP` (Warden not root) the bounding set cannot be changed, and holds
+/// nothing a program gains anyway.
+fn drop_capabilities() -> io::Result<()> {
+    for cap in 0..=LAST_CAP {
+        // SAFETY: plain system calls.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
+            match io::Error::last_os_error().raw_os_error() {
+                // Past the last capability this kernel knows.
+                Some(libc::EINVAL) => break,
+                Some(libc::EPERM) => break,
+                _ => return Err(io::Error::last_os_error()),
+            }
+        }
+    }
+    // SAFETY: plain system calls on local values.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        let mut header = CapHeader {
+            version: CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let none = [CapData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
+        if libc::syscall(libc::SYS_capset, &mut header, none.as_ptr()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

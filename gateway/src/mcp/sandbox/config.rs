@@ -1,0 +1,211 @@
+//! `mcp.sandbox` and `mcp.servers[].sandbox`: whether local servers run sandboxed, and what a
+//! server may reach beyond the system and its own directory.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// `mcp.sandbox`: the default for every local server.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// `enforce` (the default) or `off`.
+    pub mode: SandboxMode,
+}
+
+/// Whether a local server runs sandboxed.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(try_from = "ModeSpec")]
+pub enum SandboxMode {
+    /// Landlock confines the process; a kernel that cannot is refused the server's start.
+    #[default]
+    Enforce,
+    /// The process runs with everything Warden's user can reach (logged as a warning at
+    /// start, `warden_mcp_sandboxed{server} 0`).
+    Off,
+}
+
+/// `mode:` as written: YAML reads a bare `off` as false.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ModeSpec {
+    Word(String),
+    Bool(bool),
+}
+
+impl TryFrom<ModeSpec> for SandboxMode {
+    type Error = String;
+
+    fn try_from(spec: ModeSpec) -> Result<SandboxMode, String> {
+        match spec {
+            ModeSpec::Word(w) if w == "enforce" => Ok(SandboxMode::Enforce),
+            ModeSpec::Word(w) if w == "off" => Ok(SandboxMode::Off),
+            ModeSpec::Bool(false) => Ok(SandboxMode::Off),
+            ModeSpec::Word(w) => Err(format!(
+                "{w:?} is not a sandbox mode: use `enforce` or `off`"
+            )),
+            ModeSpec::Bool(true) => Err("give the sandbox mode as `enforce` or `off`".into()),
+        }
+    }
+}
+
+/// `mcp.servers[].sandbox`: one server's sandbox.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSandbox {
+    /// Instead of `mcp.sandbox.mode`.
+    pub mode: Option<SandboxMode>,
+    /// Absolute paths (files or directories, with what is beneath) it may read and execute.
+    pub read: Vec<PathBuf>,
+    /// Absolute paths it may read, write, create and remove in.
+    pub write: Vec<PathBuf>,
+    /// The TCP connections it may make.
+    pub network: Network,
+}
+
+/// What a sandboxed server may do on the network: Landlock filters TCP `connect` and `bind` by
+/// port, nothing else (not the address, not UDP).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "NetworkSpec")]
+pub enum Network {
+    /// No restriction.
+    #[default]
+    Any,
+    /// No TCP connection and no TCP listener.
+    None,
+    /// TCP connections to these ports only (on any address); no TCP listener.
+    Ports(Vec<u16>),
+}
+
+/// `network:` as written: a word or a list of ports.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NetworkSpec {
+    Word(String),
+    Ports(Vec<u64>),
+}
+
+impl TryFrom<NetworkSpec> for Network {
+    type Error = String;
+
+    fn try_from(spec: NetworkSpec) -> Result<Network, String> {
+        match spec {
+            NetworkSpec::Word(w) if w == "any" => Ok(Network::Any),
+            NetworkSpec::Word(w) if w == "none" => Ok(Network::None),
+            NetworkSpec::Word(w) => Err(format!(
+                "{w:?} is not a network setting: use `any`, `none` or a list of the TCP ports \
+                 the server may connect to, such as [443]"
+            )),
+            NetworkSpec::Ports(ports) => ports
+                .into_iter()
+                .map(|p| match u16::try_from(p) {
+                    Ok(p) if p != 0 => Ok(p),
+                    _ => Err(format!(
+                        "{p} is not a TCP port a server can connect to: give ports from 1 to \
+                         65535 (Landlock filters by port only, not by host)"
+                    )),
+                })
+                .collect::<Result<_, _>>()
+                .map(Network::Ports),
+        }
+    }
+}
+
+impl ServerSandbox {
+    /// The mode in force for this server, `default` being `mcp.sandbox.mode`.
+    pub fn mode(&self, default: SandboxMode) -> SandboxMode {
+        self.mode.unwrap_or(default)
+    }
+
+    /// `(key, message)` for every mistake; `key` is the server's (`mcp.servers[0]`).
+    pub fn validate(&self, key: &str) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
+        for (field, paths) in [("read", &self.read), ("write", &self.write)] {
+            for (j, path) in paths.iter().enumerate() {
+                if !path.is_absolute() {
+                    errors.push((
+                        format!("{key}.sandbox.{field}[{j}]"),
+                        format!(
+                            "{} is not an absolute path: give the full path (from `/`) the \
+                             server may {}",
+                            path.display(),
+                            if field == "read" { "read" } else { "write in" }
+                        ),
+                    ));
+                }
+            }
+        }
+        errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sandbox(yaml: &str) -> Result<ServerSandbox, String> {
+        serde_saphyr::from_str(yaml).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn network_is_any_none_or_a_list_of_ports() {
+        assert_eq!(sandbox("{}").unwrap().network, Network::Any);
+        assert_eq!(sandbox("network: none").unwrap().network, Network::None);
+        assert_eq!(
+            sandbox("network: [443, 8443]").unwrap().network,
+            Network::Ports(vec![443, 8443])
+        );
+        let e = sandbox("network: all").unwrap_err();
+        assert!(e.contains("\"all\" is not a network setting"), "{e}");
+        let e = sandbox("network: [0]").unwrap_err();
+        assert!(e.contains("0 is not a TCP port"), "{e}");
+        let e = sandbox("network: [70000]").unwrap_err();
+        assert!(e.contains("70000 is not a TCP port"), "{e}");
+    }
+
+    #[test]
+    fn paths_must_be_absolute() {
+        let s = sandbox("read: [/srv/docs, docs]\nwrite: [out]").unwrap();
+        let keys: Vec<String> = s
+            .validate("mcp.servers[0]")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "mcp.servers[0].sandbox.read[1]",
+                "mcp.servers[0].sandbox.write[0]"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_server_takes_the_default_mode_unless_it_says_otherwise() {
+        assert_eq!(
+            sandbox("{}").unwrap().mode(SandboxMode::Enforce),
+            SandboxMode::Enforce
+        );
+        assert_eq!(
+            sandbox("mode: off").unwrap().mode(SandboxMode::Enforce),
+            SandboxMode::Off
+        );
+        assert_eq!(
+            sandbox("mode: enforce").unwrap().mode(SandboxMode::Off),
+            SandboxMode::Enforce
+        );
+        // Through the configuration's reader, which takes a bare `off` for false.
+        let parsed = crate::config::load::parse_partial(
+            "mcp:\n  sandbox: {mode: off}\n  servers:\n    - {name: a, command: x, sandbox: {mode: 'off'}}\n  endpoints: [{name: e, servers: [a]}]\n",
+            None,
+        );
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+        assert_eq!(parsed.config.mcp.sandbox.mode, SandboxMode::Off);
+        assert_eq!(
+            parsed.config.mcp.servers[0].sandbox.mode,
+            Some(SandboxMode::Off)
+        );
+        let e = sandbox("mode: lax").unwrap_err();
+        assert!(e.contains("\"lax\" is not a sandbox mode"), "{e}");
+    }
+}

@@ -1,0 +1,97 @@
+#!/usr/bin/env node
+// A stdio MCP server that tries what a hostile local server would, and reports what worked:
+// each tool answers one line of JSON, `{"ok": true, ...}` or `{"ok": false, "code": "EACCES"}`.
+//
+// Tools: read_file(path), write_file(path, content), connect(port) (TCP to 127.0.0.1),
+// signal_parent (signal 0 to the process that started it: Warden), env (its HOME, TMPDIR and
+// parent's pid). No dependencies beyond Node.
+
+import { readFileSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
+import { createInterface } from "node:readline";
+
+import { protocolVersion, send } from "./stdio_server.mjs";
+
+const TOOLS = ["read_file", "write_file", "connect", "signal_parent", "env"].map((name) => ({
+  name,
+  description: `Sandbox probe: ${name}.`,
+  inputSchema: { type: "object" },
+}));
+
+/** What a failed attempt is reported as. */
+function failed(e) {
+  return { ok: false, code: e.code ?? String(e) };
+}
+
+/** Runs tool `name` with `args`: what it found. */
+async function run(name, args) {
+  switch (name) {
+    case "read_file":
+      try {
+        return { ok: true, text: readFileSync(args.path, "utf8").slice(0, 200) };
+      } catch (e) {
+        return failed(e);
+      }
+    case "write_file":
+      try {
+        writeFileSync(args.path, args.content ?? "");
+        return { ok: true };
+      } catch (e) {
+        return failed(e);
+      }
+    case "connect":
+      return await new Promise((resolve) => {
+        const socket = connect({ port: args.port, host: "127.0.0.1" });
+        socket.setTimeout(5000, () => {
+          socket.destroy();
+          resolve({ ok: false, code: "ETIMEDOUT" });
+        });
+        socket.on("connect", () => {
+          socket.destroy();
+          resolve({ ok: true });
+        });
+        socket.on("error", (e) => resolve(failed(e)));
+      });
+    case "signal_parent":
+      try {
+        process.kill(process.ppid, 0);
+        return { ok: true };
+      } catch (e) {
+        return failed(e);
+      }
+    case "env":
+      return { ok: true, home: process.env.HOME, tmpdir: process.env.TMPDIR, ppid: process.ppid };
+    default:
+      return undefined;
+  }
+}
+
+createInterface({ input: process.stdin }).on("line", async (line) => {
+  let request;
+  try {
+    request = JSON.parse(line);
+  } catch {
+    return;
+  }
+  if (request.id === undefined || request.id === null) return;
+  const params = request.params ?? {};
+  const reply = (result) => send({ jsonrpc: "2.0", id: request.id, result });
+  switch (request.method) {
+    case "initialize":
+      return reply({
+        protocolVersion: protocolVersion(params),
+        capabilities: { tools: {} },
+        serverInfo: { name: "sandbox-probe", version: "1.0.0" },
+      });
+    case "ping":
+      return reply({});
+    case "tools/list":
+      return reply({ tools: TOOLS });
+    case "tools/call": {
+      const found = await run(params.name, params.arguments ?? {});
+      if (found === undefined) break;
+      return reply({ content: [{ type: "text", text: JSON.stringify(found) }] });
+    }
+  }
+  send({ jsonrpc: "2.0", id: request.id, error: { code: -32601, message: `not found: ${request.method}` } });
+});

@@ -1,0 +1,274 @@
+//! Local MCP servers run sandboxed: a probe server (`tests/mcp/sandbox_probe.mjs`) started by
+//! the real `warden serve` tries to read Warden's keys, configuration and environment, to
+//! signal Warden, and to connect where it is not allowed, and reports what worked; the official
+//! `@modelcontextprotocol/server-filesystem` still serves its folder in the sandbox; a listed
+//! path that holds Warden's data directory is refused by `warden check`.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+use warden_e2e::mcp;
+use warden_e2e::warden::{Warden, WardenBuilder, run_bounded};
+
+/// Warden with `/mcp/tools` on `server`.
+fn builder(server: Value) -> WardenBuilder {
+    let name = server["name"].clone();
+    WardenBuilder::with_upstream_url("http://127.0.0.1:9").set(
+        "/mcp",
+        json!({"servers": [server], "endpoints": [{"name": "tools", "servers": [name]}]}),
+    )
+}
+
+/// The probe, named `probe`, with `sandbox` (its `read` gets `tests/mcp` added).
+fn probe(mut sandbox: Value) -> Value {
+    let node = std::env::var("NODE").unwrap_or_else(|_| "node".into());
+    let mut read = sandbox["read"].as_array().cloned().unwrap_or_default();
+    read.push(json!(mcp::mcp_dir()));
+    sandbox["read"] = json!(read);
+    json!({"name": "probe", "command": node,
+           "args": [mcp::mcp_dir().join("sandbox_probe.mjs")], "sandbox": sandbox})
+}
+
+/// Calls the probe's tools `calls` (`[name, arguments]`) in one session; what each reported.
+async fn ask(w: &Warden, calls: &[(&str, Value)]) -> Vec<Value> {
+    let agent = w.token("e2e-agent").await.unwrap();
+    let steps: Vec<Value> = calls
+        .iter()
+        .map(|(name, arguments)| {
+            json!({"op": "call", "name": format!("probe_{name}"), "arguments": arguments})
+        })
+        .collect();
+    let r = mcp::session(w, &w.url("/mcp/tools"), &agent, json!(steps))
+        .await
+        .unwrap();
+    (0..calls.len())
+        .map(|i| {
+            let step = &r["steps"][i];
+            assert_eq!(step["isError"], false, "{r}");
+            serde_json::from_str(step["text"].as_str().unwrap_or_default())
+                .unwrap_or_else(|e| panic!("{e}: {r}"))
+        })
+        .collect()
+}
+
+fn read(path: &Path) -> (&'static str, Value) {
+    ("read_file", json!({"path": path}))
+}
+
+#[tokio::test]
+async fn a_local_server_reads_its_own_and_listed_paths_and_nothing_of_warden_s() {
+    let listed = tempfile::tempdir().unwrap();
+    std::fs::write(listed.path().join("doc.txt"), "listed-doc").unwrap();
+    let w = builder(probe(json!({"read": [listed.path()]})))
+        .start()
+        .await
+        .expect("warden starts");
+    let data = &w.setup.data_dir;
+    // Whatever Warden keeps in its data directory: its token signing key among them.
+    let mut kept: Vec<_> = walk(data);
+    assert!(!kept.is_empty(), "Warden keeps files in {}", data.display());
+    kept.truncate(8);
+    let pid = w.pid().unwrap();
+    let environ = Path::new("/proc").join(pid.to_string()).join("environ");
+    let mem = Path::new("/proc").join(pid.to_string()).join("mem");
+    let mut calls = vec![
+        ("env", json!({})),
+        read(&listed.path().join("doc.txt")),
+        read(&w.setup.config_path),
+        read(&w.setup.policy_dir.join("e2e-permit-all.cedar")),
+        read(&environ),
+        read(&mem),
+        read(Path::new("/etc/shadow")),
+        ("signal_parent", json!({})),
+        (
+            "write_file",
+            json!({"path": listed.path().join("written"), "content": "x"}),
+        ),
+    ];
+    calls.extend(kept.iter().map(|p| read(p)));
+    let found = ask(&w, &calls).await;
+    // Its own directory, under the data directory, is its HOME and TMPDIR; Warden is its parent.
+    let home = data.join("mcp-servers/probe");
+    assert_eq!(found[0]["home"], json!(home), "{found:?}");
+    assert_eq!(found[0]["tmpdir"], json!(home.join("tmp")), "{found:?}");
+    assert_eq!(found[0]["ppid"], json!(pid), "{found:?}");
+    assert_eq!(found[1], json!({"ok": true, "text": "listed-doc"}));
+    for (i, what) in [
+        (2, "the configuration"),
+        (3, "the policies"),
+        (4, "Warden's environment"),
+        (5, "Warden's memory"),
+        (6, "/etc/shadow"),
+    ] {
+        assert_eq!(found[i]["ok"], false, "{what} was read: {found:?}");
+        assert_eq!(found[i]["code"], "EACCES", "{what}: {found:?}");
+    }
+    assert_eq!(
+        found[7],
+        json!({"ok": false, "code": "EPERM"}),
+        "Warden was signalled"
+    );
+    assert_eq!(found[8]["code"], "EACCES", "a read-only path was written");
+    for (p, f) in kept.iter().zip(&found[9..]) {
+        assert_eq!(f["code"], "EACCES", "{} was read: {f}", p.display());
+    }
+    // Its own directory is its to write and read again.
+    let mine = home.join("tmp/mine");
+    let found = ask(
+        &w,
+        &[
+            ("write_file", json!({"path": mine, "content": "own"})),
+            read(&mine),
+        ],
+    )
+    .await;
+    assert_eq!(found[1], json!({"ok": true, "text": "own"}), "{found:?}");
+    let metrics = w.metrics().await.unwrap();
+    assert!(
+        metrics.contains("warden_mcp_sandboxed{server=\"probe\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// Every file beneath `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if !path.ends_with("mcp-servers") {
+                out.extend(walk(&path));
+            }
+        } else if path.is_file() {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn tcp_connections_are_limited_to_the_ports_listed() {
+    let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (open_port, closed_port) = (
+        open.local_addr().unwrap().port(),
+        closed.local_addr().unwrap().port(),
+    );
+    let w = builder(probe(json!({"network": [open_port]})))
+        .start()
+        .await
+        .expect("warden starts");
+    let proxy = w.setup.proxy.port();
+    let found = ask(
+        &w,
+        &[
+            ("connect", json!({"port": open_port})),
+            ("connect", json!({"port": closed_port})),
+            // Warden's own listener is no exception.
+            ("connect", json!({"port": proxy})),
+        ],
+    )
+    .await;
+    assert_eq!(found[0], json!({"ok": true}), "{found:?}");
+    assert_eq!(
+        found[1],
+        json!({"ok": false, "code": "EACCES"}),
+        "{found:?}"
+    );
+    assert_eq!(
+        found[2],
+        json!({"ok": false, "code": "EACCES"}),
+        "{found:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_run_unsandboxed_says_so() {
+    let w = builder(probe(json!({"mode": "off"})))
+        .start()
+        .await
+        .expect("warden starts");
+    let found = ask(&w, &[read(&w.setup.config_path)]).await;
+    assert_eq!(
+        found[0]["ok"], true,
+        "unsandboxed, it reads what Warden can"
+    );
+    let metrics = w.metrics().await.unwrap();
+    assert!(
+        metrics.contains("warden_mcp_sandboxed{server=\"probe\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        w.output().contains("a local MCP server runs unsandboxed"),
+        "{}",
+        w.output()
+    );
+}
+
+#[tokio::test]
+async fn the_official_filesystem_server_serves_its_folder_in_the_sandbox() {
+    let root = tempfile::tempdir().unwrap();
+    let folder = root.path().canonicalize().unwrap();
+    std::fs::write(folder.join("hello.txt"), "hello from the folder").unwrap();
+    let w = builder(mcp::filesystem_stdio("files", &folder))
+        .start()
+        .await
+        .expect("warden starts");
+    let agent = w.token("e2e-agent").await.unwrap();
+    let written = folder.join("new.txt");
+    let r = mcp::session(
+        &w,
+        &w.url("/mcp/tools"),
+        &agent,
+        json!([
+            {"op": "call", "name": "files_read_text_file", "arguments": {"path": folder.join("hello.txt")}},
+            {"op": "call", "name": "files_write_file", "arguments": {"path": written, "content": "written in the sandbox"}},
+            {"op": "call", "name": "files_list_directory", "arguments": {"path": folder}},
+        ]),
+    )
+    .await
+    .unwrap();
+    for i in 0..3 {
+        assert_eq!(r["steps"][i]["isError"], false, "{r}");
+    }
+    assert!(
+        r["steps"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("hello from the folder"),
+        "{r}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&written).unwrap(),
+        "written in the sandbox"
+    );
+    assert!(
+        r["steps"][2]["text"].as_str().unwrap().contains("new.txt"),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn warden_check_refuses_a_listed_parent_of_the_data_directory() {
+    // The temporary directory holds this setup's data directory and configuration file.
+    let parent = std::env::temp_dir().canonicalize().unwrap();
+    let setup = builder(probe(json!({"read": [parent]}))).write().unwrap();
+    let mut cmd = setup.command();
+    cmd.arg("check").arg("--config").arg(&setup.config_path);
+    let out = run_bounded(cmd, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("mcp.servers[0].sandbox.read[0]")
+            && text.contains("holds Warden's data directory")
+            && text.contains(&setup.data_dir.display().to_string()),
+        "{text}"
+    );
+}
