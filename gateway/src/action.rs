@@ -555,6 +555,14 @@ pub struct AnswerFacts {
     pub method: String,
     /// Where in the answer the detectors matched (`result.content[0].text`), each once.
     pub locations: Vec<String>,
+    /// The arguments of the request it answers (`context.arguments`), as they were judged: a
+    /// `tools/call`'s or `prompts/get`'s, a task's creating `tools/call`'s; an empty object
+    /// for a `resources/read`. `None` when Warden did not keep them (a task created while no
+    /// policy judged answers, or whose arguments were past `MAX_TASK_ARGUMENTS`): a policy
+    /// that reads them cannot judge the answer.
+    pub arguments: Option<Arc<serde_json::Value>>,
+    /// The URI a `resources/read` read, as its server was sent it (`context.uri`).
+    pub uri: Option<String>,
 }
 
 /// What a server's `sampling/createMessage` asks of the agent's model.

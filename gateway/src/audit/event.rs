@@ -146,6 +146,10 @@ pub struct AuditAnswer {
     /// The forbids' `@reason`s (bounded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<String>,
+    /// What the shadow policy set would have decided of the answer, where it differs (as on
+    /// a decision record; never applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<AuditShadow>,
 }
 
 /// One finding of the inspect stage, as recorded.

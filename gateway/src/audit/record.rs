@@ -431,6 +431,12 @@ mod tests {
                 decision: "deny".into(),
                 policies: vec!["p\"4".into()],
                 reasons: vec!["injected \"text\"".into()],
+                shadow: Some(crate::audit::event::AuditShadow {
+                    decision: "deny".into(),
+                    policy: "p\"5".into(),
+                    policies: vec!["p\"5".into()],
+                    version: "sha256:ef".into(),
+                }),
             }),
         });
         full.content = Some(serde_json::json!({"messages": [{"content": "hi\u{1}"}]}));

@@ -58,4 +58,7 @@ pub use server_requests::{
 pub use session::{LEGACY_REVISION, Over, REVISIONS, Session, Sessions, instructions, negotiate};
 pub use stream::{EventBody, event};
 pub use streamable_http::{SESSION_HEADER, VERSION_HEADER};
-pub use tasks::{MAX_TASKS, Reservation, Task, TaskError, Tasks, created_task};
+pub use tasks::{
+    MAX_TASK_ARGUMENTS, MAX_TASKS, Reservation, Task, TaskError, Tasks, created_task,
+    kept_arguments,
+};

@@ -21,6 +21,10 @@ use crate::text::Quoted;
 /// created).
 pub const MAX_TASKS: usize = 64;
 
+/// The most of a task's creating call's arguments Warden keeps, as compact JSON text: a
+/// session's tasks then hold at most [`MAX_TASKS`] times this for judging their results.
+pub const MAX_TASK_ARGUMENTS: usize = 64 * 1024;
+
 /// Who created a task, and for what.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Task {
@@ -32,6 +36,33 @@ pub struct Task {
     pub agent: Arc<str>,
     /// The decision that let its `tools/call` through.
     pub decision_id: Arc<str>,
+    /// The arguments of that `tools/call`, as judged, for judging the task's result
+    /// (`context.arguments` of `mcp:receive_result`): kept only when a loaded policy judged
+    /// answers as the task was created, and only when they are at most
+    /// [`MAX_TASK_ARGUMENTS`] bytes as JSON ([`kept_arguments`]).
+    pub arguments: Option<Arc<Value>>,
+}
+
+/// `arguments` (shared, not copied) when they are at most [`MAX_TASK_ARGUMENTS`] bytes as
+/// compact JSON; measured without writing them out, and no further than the bound.
+pub fn kept_arguments(arguments: &Arc<Value>) -> Option<Arc<Value>> {
+    /// A writer that takes at most this many bytes more.
+    struct Within(usize);
+    impl std::io::Write for Within {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 = self
+                .0
+                .checked_sub(buf.len())
+                .ok_or_else(|| std::io::Error::other("past the bound"))?;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    serde_json::to_writer(Within(MAX_TASK_ARGUMENTS), &**arguments)
+        .is_ok()
+        .then(|| Arc::clone(arguments))
 }
 
 /// Why a task cannot be created or asked about.
@@ -209,7 +240,20 @@ mod tests {
             },
             agent: Arc::from(agent),
             decision_id: Arc::from("d1"),
+            arguments: None,
         }
+    }
+
+    #[test]
+    fn a_tasks_arguments_are_kept_up_to_the_bound() {
+        let small = Arc::new(json!({"path": "/srv/app/.env"}));
+        let kept = kept_arguments(&small).expect("kept");
+        assert!(Arc::ptr_eq(&kept, &small), "shared, not copied");
+        // `{"a":"…"}`: 8 bytes besides the string.
+        let at_bound = Arc::new(json!({"a": "x".repeat(MAX_TASK_ARGUMENTS - 8)}));
+        assert!(kept_arguments(&at_bound).is_some());
+        let past = Arc::new(json!({"a": "x".repeat(MAX_TASK_ARGUMENTS - 7)}));
+        assert_eq!(kept_arguments(&past), None);
     }
 
     #[test]

@@ -157,6 +157,8 @@ impl FactsKind {
                 server: "github".into(),
                 method: "tools/call".into(),
                 locations: vec!["result.content[0].text".into()],
+                arguments: Some(Arc::new(serde_json::json!({ "path": "/tmp/a" }))),
+                uri: full.then(|| "file:///tmp/a".into()),
             }),
         }
     }

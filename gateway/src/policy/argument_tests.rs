@@ -439,3 +439,127 @@ fn a_tool_a_call_could_use_is_listed_without_its_arguments() {
     // Permitted by nothing.
     assert!(!engine.may_allow(&call("filesystem", "read_text_file", json!({}))));
 }
+
+// ---- the arguments of the call an answer answers (mcp:receive_result) ---------------------
+
+/// The answer of `filesystem/<tool>` to a call with `arguments` (`None`: not kept), in which
+/// the detectors found `detectors`.
+fn answer_of(tool: &str, arguments: Option<Value>, detectors: &[&str]) -> Action {
+    let mut action = call("filesystem", tool, json!({}));
+    action.verb = Verb::McpReceiveResult;
+    action.context.findings = Findings(
+        detectors
+            .iter()
+            .map(|d| crate::action::Finding {
+                detector: Arc::from(*d),
+                location: "result.content[0].text".into(),
+            })
+            .collect(),
+    );
+    action.context.facts = Facts::Answer(crate::action::AnswerFacts {
+        server: "filesystem".into(),
+        method: "tools/call".into(),
+        locations: vec!["result.content[0].text".into()],
+        arguments: arguments.map(Arc::new),
+        uri: None,
+    });
+    action
+}
+
+const ENV_SECRETS: &str = r#"
+@id("withhold-env-secrets")
+@reason("a .env file's secrets stay on disk")
+forbid (principal, action == Action::"mcp:receive_result",
+        resource == Tool::"filesystem/read_text_file")
+when { context.arguments.path like "*.env" && context.findings.contains("aws_access_key") };
+"#;
+
+#[test]
+fn a_forbid_on_answers_reads_the_typed_arguments_of_the_call_they_answer() {
+    let engine = load(&[("answers.cedar", ENV_SECRETS)]).unwrap_or_else(|e| panic!("{e}"));
+    let judge = |path: &str, detectors: &[&str]| {
+        engine.decide(&answer_of(
+            "read_text_file",
+            Some(json!({ "path": path })),
+            detectors,
+        ))
+    };
+    match judge("/srv/app/.env", &["aws_access_key"]) {
+        Decision::Deny { policies, .. } => assert_eq!(&*policies[0], "withhold-env-secrets"),
+        other => panic!("withheld: {other:?}"),
+    }
+    assert!(matches!(
+        judge("/srv/app/README.md", &["aws_access_key"]),
+        Decision::Allow { .. }
+    ));
+    assert!(matches!(
+        judge("/srv/app/.env", &[]),
+        Decision::Allow { .. }
+    ));
+    // Arguments Warden did not keep (a task's) cannot be judged: withheld, not guessed.
+    match engine.decide(&answer_of("read_text_file", None, &["aws_access_key"])) {
+        Decision::Deny { reasons, .. } => {
+            assert!(reasons[0].contains("were not kept"), "{reasons:?}")
+        }
+        other => panic!("withheld: {other:?}"),
+    }
+}
+
+#[test]
+fn a_policy_on_a_servers_answers_reads_arguments_only_behind_a_guard() {
+    // A server's own answers (its prompts' and resources') have untyped arguments: an
+    // unguarded read is refused at load, saying so and what to do.
+    let err = load(&[(
+        "answers.cedar",
+        r#"@id("env-answers")
+forbid (principal, action == Action::"mcp:receive_result", resource in McpServer::"filesystem")
+when { context.arguments.path like "*.env" };"#,
+    )])
+    .expect_err("prompts and resources have no typed path");
+    let text = err.to_string();
+    assert!(
+        text.contains("env-answers") && text.contains("prompts and resources"),
+        "{text}"
+    );
+    // Guarded, it loads and judges the tools' answers.
+    let engine = load(&[(
+        "answers.cedar",
+        r#"@id("env-answers")
+forbid (principal, action == Action::"mcp:receive_result", resource in McpServer::"filesystem")
+when { context.arguments has path && context.arguments.path like "*.env" };"#,
+    )])
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        engine.decide(&answer_of(
+            "read_text_file",
+            Some(json!({"path": "/srv/.env"})),
+            &[]
+        )),
+        Decision::Deny { .. }
+    ));
+    // A field the tool lacks is an error for that tool, as on mcp:call_tool.
+    let err = load(&[(
+        "answers.cedar",
+        r#"@id("pathh")
+forbid (principal, action == Action::"mcp:receive_result", resource == Tool::"filesystem/read_text_file")
+when { context.arguments.pathh like "*.env" };"#,
+    )])
+    .expect_err("`pathh` is no argument of read_text_file");
+    assert!(err.to_string().contains("pathh"), "{err}");
+}
+
+#[test]
+fn an_approval_on_answers_is_refused_in_a_shadow_set_too() {
+    let err = load(&[(
+        "answers.cedar",
+        r#"@id("hold-answers")
+@mode("shadow")
+@approval("required")
+permit (principal, action == Action::"mcp:receive_result", resource);"#,
+    )])
+    .expect_err("refused");
+    assert!(
+        err.to_string().contains("cannot wait for an approval"),
+        "{err}"
+    );
+}

@@ -60,9 +60,10 @@ pub(crate) enum Key {
     // A server's elicitation request's (`ElicitContext`).
     Mode,
     FieldNames,
-    // A server's answer's (`ResultContext`; `method` too).
+    // A server's answer's (`ResultContext`; `method` and `arguments` too).
     Server,
     Locations,
+    Uri,
     // Every action's, when policies read it (`SessionFacts`).
     Session,
     // Every action's, when policies read it and budgets are set (`BudgetFacts`).
@@ -71,7 +72,7 @@ pub(crate) enum Key {
 
 impl Key {
     /// Every attribute.
-    pub(crate) const ALL: [Key; 48] = [
+    pub(crate) const ALL: [Key; 49] = [
         Key::Route,
         Key::Time,
         Key::Hour,
@@ -118,6 +119,7 @@ impl Key {
         Key::FieldNames,
         Key::Server,
         Key::Locations,
+        Key::Uri,
         Key::Session,
         Key::Budget,
     ];
@@ -171,6 +173,7 @@ impl Key {
             Key::FieldNames => "field_names",
             Key::Server => "server",
             Key::Locations => "locations",
+            Key::Uri => "uri",
             Key::Session => "session",
             Key::Budget => "budget",
         }

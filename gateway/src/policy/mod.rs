@@ -500,9 +500,10 @@ impl PolicyEngine {
     /// Whether a loaded policy names `mcp:receive_result` in its action scope (`action ==`,
     /// or `action in` a list holding it): only then are servers' answers judged, and only by
     /// such policies. A policy on every action (`action` unconstrained) does not reach
-    /// answers: it was not written for them.
+    /// answers: it was not written for them. A shadow set that names it has answers judged
+    /// too (by this set as well, whose decision alone applies), to say what it would decide.
     pub fn judges_answers(&self) -> bool {
-        self.judges_answers
+        self.judges_answers || self.shadow.as_ref().is_some_and(|s| s.judges_answers)
     }
 
     /// Number of loaded policies.

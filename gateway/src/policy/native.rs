@@ -415,10 +415,13 @@ fn has(ctx: &ActionContext, key: Key) -> bool {
         }
         Key::Path => http(ctx).is_ok() || egress(ctx).is_ok_and(|egress| egress.method.is_some()),
         Key::Server | Key::Locations => answer(ctx).is_ok(),
+        Key::Uri => answer(ctx).is_ok_and(|answer| answer.uri.is_some()),
         Key::Fields => http(ctx).is_ok_and(|http| http.fields.is_some()),
         Key::Port | Key::Addresses | Key::Scheme => egress(ctx).is_ok(),
         Key::Sni => egress(ctx).is_ok_and(|egress| egress.sni.is_some()),
-        Key::Arguments => matches!(ctx.facts, Facts::Tool(_)),
+        Key::Arguments => {
+            matches!(ctx.facts, Facts::Tool(_)) || answer(ctx).is_ok_and(|a| a.arguments.is_some())
+        }
         Key::Command => propose(ctx).is_ok_and(|p| p.command.is_some()),
         Key::ArgumentsJson
         | Key::CommandParsed
@@ -515,6 +518,7 @@ impl<'a> Env<'a> {
             Key::FieldNames => Value::Strings(&elicit(ctx)?.field_names),
             Key::Server => Value::Str(&answer(ctx)?.server),
             Key::Locations => Value::Strings(&answer(ctx)?.locations),
+            Key::Uri => Value::Str(answer(ctx)?.uri.as_deref().ok_or(AskCedar)?),
             // Not compiled: extension values, records, tool arguments.
             Key::SourceIp
             | Key::Addresses

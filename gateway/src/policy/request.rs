@@ -425,6 +425,22 @@ pub(crate) fn context(
             add(Key::Locations, &|| {
                 RestrictedExpression::new_set(answer.locations.iter().map(|l| string(l)))
             });
+            if let Some(uri) = &answer.uri {
+                add(Key::Uri, &|| string(uri));
+            }
+            if keys.contains(Key::Arguments) {
+                // Arguments Warden did not keep cannot be judged: the answer is not passed
+                // on a guess (the caller withholds what cannot be judged).
+                let arguments = answer.arguments.as_ref().ok_or(
+                    "the arguments of the call this answer answers were not kept (a task \
+                     created while no policy judged answers, or whose arguments were past \
+                     the bound Warden keeps of a task's)",
+                )?;
+                pairs.push((
+                    Key::Arguments.name().to_owned(),
+                    arguments::to_cedar(arguments, known)?,
+                ));
+            }
         }
         Facts::None => {}
     }

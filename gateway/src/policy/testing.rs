@@ -346,9 +346,10 @@ struct ContextSpec {
     // A server's elicitation request's (`mcp:elicit`).
     mode: Option<String>,
     field_names: Option<Vec<String>>,
-    // A server's answer's (`mcp:receive_result`; `method` too).
+    // A server's answer's (`mcp:receive_result`; `method` and `arguments` too).
     server: Option<String>,
     locations: Option<Vec<String>>,
+    uri: Option<String>,
     // Every action's, when policies read it.
     session: Option<SessionSpec>,
     budget: Option<BudgetSpec>,
@@ -462,6 +463,7 @@ impl ContextSpec {
                 &[
                     ("server", self.server.is_some()),
                     ("locations", self.locations.is_some()),
+                    ("uri", self.uri.is_some()),
                 ],
             ),
             // A REST call's method and path; egress:request has them too, a server's answer
@@ -487,7 +489,7 @@ impl ContextSpec {
                     ("sni", self.sni.is_some()),
                 ],
             ),
-            if kind == FactsKind::Propose {
+            if matches!(kind, FactsKind::Propose | FactsKind::Answer) {
                 Vec::new()
             } else {
                 of_kind(FactsKind::Tool, &[("arguments", self.arguments.is_some())])
@@ -537,26 +539,16 @@ impl ContextSpec {
                 path: self.path.clone(),
             }),
             FactsKind::Tool => Facts::Tool(ToolFacts {
-                arguments: Arc::new(match &self.arguments {
-                    None => serde_json::Value::Object(serde_json::Map::new()),
-                    Some(arguments @ serde_json::Value::Object(_)) => arguments.clone(),
-                    Some(_) => {
-                        return Err("context.arguments: write the arguments as a mapping, e.g. \
-                             `arguments: { path: /srv/shared/a.txt }`"
-                            .into());
-                    }
-                }),
+                arguments: Arc::new(object_arguments(
+                    self.arguments.as_ref(),
+                    "arguments: { path: /srv/shared/a.txt }",
+                )?),
             }),
             FactsKind::Propose => {
-                let arguments = match &self.arguments {
-                    None => serde_json::Value::Object(serde_json::Map::new()),
-                    Some(arguments @ serde_json::Value::Object(_)) => arguments.clone(),
-                    Some(_) => {
-                        return Err("context.arguments: write the arguments as a mapping, e.g. \
-                             `arguments: { command: \"git push --force\" }`"
-                            .into());
-                    }
-                };
+                let arguments = object_arguments(
+                    self.arguments.as_ref(),
+                    "arguments: { command: \"git push --force\" }",
+                )?;
                 let kind = self
                     .tool_kind
                     .unwrap_or(if arguments.get("command").is_some() {
@@ -591,8 +583,28 @@ impl ContextSpec {
                 server: self.server.clone().unwrap_or_default(),
                 method: self.method.clone().unwrap_or_else(|| "tools/call".into()),
                 locations: self.locations.clone().unwrap_or_default(),
+                arguments: Some(Arc::new(object_arguments(
+                    self.arguments.as_ref(),
+                    "arguments: { path: /srv/app/.env }",
+                )?)),
+                uri: self.uri.clone(),
             }),
         })
+    }
+}
+
+/// A test case's `context.arguments` (absent: an empty object); `Err` when it is not a
+/// mapping, with `example` showing one.
+fn object_arguments(
+    arguments: Option<&serde_json::Value>,
+    example: &str,
+) -> Result<serde_json::Value, String> {
+    match arguments {
+        None => Ok(serde_json::Value::Object(serde_json::Map::new())),
+        Some(arguments @ serde_json::Value::Object(_)) => Ok(arguments.clone()),
+        Some(_) => Err(format!(
+            "context.arguments: write the arguments as a mapping, e.g. `{example}`"
+        )),
     }
 }
 
@@ -660,7 +672,7 @@ fn context_keys(kind: FactsKind) -> &'static str {
         }
         FactsKind::Answer => {
             "route, time, source_ip, tls, client_certificate, findings, session, budget, server, \
-             method, locations"
+             method, locations, arguments, uri"
         }
     }
 }

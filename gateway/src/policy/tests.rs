@@ -2137,6 +2137,8 @@ fn answer(server: &str, tool: &str, detectors: &[&str]) -> Action {
             server: server.into(),
             method: "tools/call".into(),
             locations: vec!["result.content[0].text".into()],
+            arguments: Some(Arc::new(serde_json::json!({}))),
+            uri: None,
         }),
     );
     action.context.findings = Findings(
@@ -2202,6 +2204,31 @@ fn answers_are_judged_only_when_a_policy_names_the_action() {
     )])
     .expect("loads");
     assert!(listed.judges_answers());
+}
+
+#[test]
+fn a_shadow_set_that_names_answers_has_them_judged_and_one_that_does_not_costs_nothing() {
+    let named = load(&[(
+        "shadow.cedar",
+        r#"@mode("shadow")
+forbid (principal, action == Action::"mcp:receive_result", resource)
+when { context.findings.contains("tool_concealment") };"#,
+    )])
+    .expect("loads");
+    assert!(named.judges_answers());
+    // The enforced set alone names nothing: its decision passes the answer.
+    assert!(matches!(
+        named.decide(&answer("web", "fetch", &["tool_concealment"])),
+        Decision::Allow { .. }
+    ));
+    let other = load(&[(
+        "shadow.cedar",
+        r#"@mode("shadow")
+forbid (principal, action == Action::"mcp:call_tool", resource)
+when { context.findings.contains("tool_concealment") };"#,
+    )])
+    .expect("loads");
+    assert!(!other.judges_answers());
 }
 
 #[test]

@@ -332,9 +332,10 @@ pub(crate) fn without_tools(fragment: &SchemaFragment) -> Result<SchemaFragment,
     SchemaFragment::from_json_value(json).map_err(|e| e.to_string())
 }
 
-/// The schema in which `mcp:call_tool`'s context carries, as `arguments`, the type
-/// `definition` (Cedar's JSON form, naming only built-in types and `JsonText`): the base
-/// schema (`base`, in Cedar's JSON form) with that one change, linked with `fragments`.
+/// The schema in which the context of `mcp:call_tool` (`ToolContext`) and of
+/// `mcp:receive_result` (`ResultContext`, the tool's answer) carries, as `arguments`, the
+/// type `definition` (Cedar's JSON form, naming only built-in types and `JsonText`): the base
+/// schema (`base`, in Cedar's JSON form) with those changes, linked with `fragments`.
 pub(crate) fn specialized(
     base: &Value,
     fragments: &[SchemaFragment],
@@ -344,21 +345,26 @@ pub(crate) fn specialized(
     let empty = base
         .get_mut("")
         .ok_or("the base schema has no empty namespace")?;
-    let mut context = empty
-        .pointer("/commonTypes/ToolContext")
-        .cloned()
-        .ok_or("the base schema declares no `ToolContext`")?;
-    if let Some(map) = context.as_object_mut() {
-        map.remove("annotations");
+    for (action, context_type) in [
+        ("mcp:call_tool", "ToolContext"),
+        ("mcp:receive_result", "ResultContext"),
+    ] {
+        let mut context = empty
+            .pointer(&format!("/commonTypes/{context_type}"))
+            .cloned()
+            .ok_or_else(|| format!("the base schema declares no `{context_type}`"))?;
+        if let Some(map) = context.as_object_mut() {
+            map.remove("annotations");
+        }
+        let arguments = context
+            .pointer_mut("/attributes/arguments")
+            .ok_or_else(|| format!("`{context_type}` has no `arguments`"))?;
+        *arguments = definition.clone();
+        let applies = empty
+            .pointer_mut(&format!("/actions/{action}/appliesTo"))
+            .ok_or_else(|| format!("the base schema does not declare `{action}`"))?;
+        applies["context"] = context;
     }
-    let arguments = context
-        .pointer_mut("/attributes/arguments")
-        .ok_or("`ToolContext` has no `arguments`")?;
-    *arguments = definition.clone();
-    let applies = empty
-        .pointer_mut("/actions/mcp:call_tool/appliesTo")
-        .ok_or("the base schema does not declare `mcp:call_tool`")?;
-    applies["context"] = context;
     let base = SchemaFragment::from_json_value(base).map_err(|e| e.to_string())?;
     Schema::from_schema_fragments(std::iter::once(base).chain(fragments.iter().cloned()))
         .map_err(|e| e.to_string())

@@ -1,17 +1,20 @@
 //! Validates a policy set against a directory's schema (Cedar's strict mode), with tool
 //! arguments typed per tool.
 //!
-//! A policy that reads `context.arguments` and can apply to `mcp:call_tool` is validated once
-//! for each tool its resource scope reaches (`tool_schemas::ToolTypes::reach`): in a schema
-//! where `mcp:call_tool`'s context carries that tool's arguments. Every other policy is
-//! validated against the schema as written. An error found for some of the tools only names
-//! them.
+//! A policy that reads `context.arguments` and can apply to `mcp:call_tool` or
+//! `mcp:receive_result` (a tool's answer carries its call's arguments) is validated once for
+//! each tool its resource scope reaches (`tool_schemas::ToolTypes::reach`): in a schema where
+//! both actions' contexts carry that tool's arguments; on `mcp:receive_result`, a scope that
+//! reaches a server itself reaches its prompts' and resources' answers too, whose arguments
+//! are untyped (`{}`). Every other policy is validated against the schema as written. An
+//! error found for some of the tools only names them.
 
 use std::collections::HashMap;
 use std::str::FromStr;
 
 use cedar_policy::{
-    ActionConstraint, Entities, EntityUid, Policy, PolicyId, PolicySet, ValidationMode, Validator,
+    ActionConstraint, Entities, EntityUid, Policy, PolicyId, PolicySet, ResourceConstraint,
+    ValidationMode, Validator,
 };
 
 use super::context_keys::{ContextKeys, Key};
@@ -35,19 +38,25 @@ pub(crate) struct Outcome {
 /// Validates every policy of `set` against `schemas`.
 pub(crate) fn validate(set: &PolicySet, schemas: &Schemas) -> Outcome {
     let call_tool = EntityUid::from_str(r#"Action::"mcp:call_tool""#).ok();
+    let receive_result = EntityUid::from_str(r#"Action::"mcp:receive_result""#).ok();
     let actions = schemas.schema.action_entities().ok();
     let mut plain = PolicySet::new();
     let mut on_arguments = Vec::new();
     for policy in set.policies() {
         let reads_arguments = ContextKeys::read_by_policy(policy).contains(Key::Arguments);
-        let reaches = call_tool
-            .as_ref()
-            .is_some_and(|uid| applies_to(policy, uid, actions.as_ref()));
-        if reads_arguments && reaches {
-            on_arguments.push(policy);
+        let reaches = |action: &Option<EntityUid>| {
+            action
+                .as_ref()
+                .is_some_and(|uid| applies_to(policy, uid, actions.as_ref()))
+        };
+        // A policy on every action does not judge answers (`PolicyEngine::judges_answers`).
+        let answers = reaches(&receive_result)
+            && !matches!(policy.action_constraint(), ActionConstraint::Any);
+        if reads_arguments && (answers || reaches(&call_tool)) {
+            on_arguments.push((policy, answers));
         } else if plain.add(policy.clone()).is_err() {
             // Ids are unique in `set` already; keep the policy validated regardless.
-            on_arguments.push(policy);
+            on_arguments.push((policy, answers));
         }
     }
     let base = Validator::new(schemas.schema.clone());
@@ -68,8 +77,15 @@ pub(crate) fn validate(set: &PolicySet, schemas: &Schemas) -> Outcome {
         }
     }
     let mut per_tool: HashMap<String, Result<Validator, String>> = HashMap::new();
-    for policy in on_arguments {
-        validate_per_tool(policy, schemas, &base, &mut per_tool, &mut findings);
+    for (policy, answers) in on_arguments {
+        validate_per_tool(
+            policy,
+            answers,
+            schemas,
+            &base,
+            &mut per_tool,
+            &mut findings,
+        );
     }
     for (_, _, message) in &mut findings.errors {
         if let Some(hint) = undeclared_connector(message, schemas) {
@@ -129,16 +145,27 @@ fn note(list: &mut Noted, offset: Option<usize>, message: String, env: usize) {
     }
 }
 
-/// Validates `policy` once per tool its scope reaches.
+/// Validates `policy` once per tool its scope reaches; `answers`: it judges answers
+/// (`mcp:receive_result`), where a scope on a server reaches its prompts and resources too.
 fn validate_per_tool(
     policy: &Policy,
+    answers: bool,
     schemas: &Schemas,
     base: &Validator,
     per_tool: &mut HashMap<String, Result<Validator, String>>,
     findings: &mut Outcome,
 ) {
     let id = policy.id().clone();
-    let reach = schemas.tools.reach(&policy.resource_constraint());
+    let scope = policy.resource_constraint();
+    let mut reach = schemas.tools.reach(&scope);
+    let on_server = match &scope {
+        ResourceConstraint::Eq(uid) | ResourceConstraint::In(uid) => {
+            uid.type_name().to_string() == "McpServer"
+        }
+        _ => false,
+    };
+    let servers_too = answers && on_server;
+    reach.untyped |= servers_too;
     for (tool, file) in &reach.unlisted {
         findings.errors.push((
             id.clone(),
@@ -153,14 +180,18 @@ fn validate_per_tool(
     // (label, validator) per environment; errors found for some of them name them.
     let mut envs: Vec<(Option<String>, Result<&Validator, String>)> = Vec::new();
     if reach.untyped {
-        envs.push((
-            Some(
-                "tools no schema fragment describes (their `context.arguments` is `{}`; write \
-                 one with `warden policy schema --from-mcp`)"
-                    .to_owned(),
-            ),
-            Ok(base),
-        ));
+        let label = match servers_too {
+            true => {
+                "the server's prompts and resources, and tools no schema fragment \
+                     describes (their `context.arguments` is `{}`: guard the read with \
+                     `resource is Tool` or `context.arguments has …`)"
+            }
+            false => {
+                "tools no schema fragment describes (their `context.arguments` is `{}`; \
+                      write one with `warden policy schema --from-mcp`)"
+            }
+        };
+        envs.push((Some(label.to_owned()), Ok(base)));
     }
     for tool in &reach.typed {
         if let Some((definition, _)) = schemas.tools.definition(tool)

@@ -908,6 +908,16 @@ impl Drop for Exchange {
     }
 }
 
+/// What a record says of the shadow set's differing decision.
+fn audit_shadow(shadow: ShadowDifference) -> AuditShadow {
+    AuditShadow {
+        decision: shadow.decision.label().into(),
+        policies: shadow.decision.policy_ids(),
+        policy: shadow.policy,
+        version: shadow.version,
+    }
+}
+
 /// Fills `event` as the record of `decision` (judged by `judged`, with what inspection
 /// found): verdict, policies, reasons, shadow, facts; counted in the decision metrics.
 fn decided(
@@ -927,12 +937,7 @@ fn decided(
             .shadow_differences
             .with_label_values(&[&*shadow.policy])
             .inc();
-        event.shadow = Some(Box::new(AuditShadow {
-            decision: shadow.decision.label().into(),
-            policies: shadow.decision.policy_ids(),
-            policy: shadow.policy,
-            version: shadow.version,
-        }));
+        event.shadow = Some(Box::new(audit_shadow(shadow)));
     }
     event.reasons = decision
         .reasons()
@@ -1244,8 +1249,18 @@ impl PendingOutcome {
     }
 
     /// Notes in the record what policy said of the MCP server's answer (`mcp:receive_result`):
-    /// withheld or passed, by which policies, and why (never the answer's content).
-    pub fn answer_judged(&mut self, decision: &Decision) {
+    /// withheld or passed, by which policies, and why (never the answer's content); and, where
+    /// the shadow set decides otherwise (`shadow`), what it would have, counted in
+    /// `warden_shadow_differences_total` as a request's difference is.
+    pub fn answer_judged(&mut self, decision: &Decision, shadow: Option<ShadowDifference>) {
+        let shadow = shadow.map(|shadow| {
+            self.shared
+                .metrics
+                .shadow_differences
+                .with_label_values(&[&*shadow.policy])
+                .inc();
+            audit_shadow(shadow)
+        });
         if let Some(outcome) = self.event.outcome.as_mut() {
             outcome.answer = Some(crate::audit::event::AuditAnswer {
                 decision: decision.label().into(),
@@ -1255,6 +1270,7 @@ impl PendingOutcome {
                     .into_iter()
                     .map(|r| bounded(&r, FIELD_MAX).into_owned())
                     .collect(),
+                shadow,
             });
         }
     }

@@ -178,12 +178,16 @@ fn task_answering(
         .mcp
         .as_ref()
         .is_some_and(|e| e.on_deny == McpDenyStyle::ToolResult);
-    Ok(Answering::of(
-        policy,
-        &action,
-        &task.decision_id,
-        deny_as_tool_result,
-    ))
+    Ok(
+        Answering::of(policy, &action, &task.decision_id, deny_as_tool_result).map(
+            |mut answering| {
+                // The creating call's, as judged then (not kept: a policy that reads them
+                // cannot judge the result, which is withheld).
+                answering.arguments = task.arguments.clone();
+                answering
+            },
+        ),
+    )
 }
 
 /// The name of the tool a task runs (its resource's).
@@ -518,6 +522,13 @@ impl Judging<'_> {
                 resource: action.resource.clone(),
                 agent: Arc::clone(&action.principal.id),
                 decision_id: Arc::from(ex.decision_id()),
+                // Kept for judging the task's result only when answers are judged.
+                arguments: match &action.context.facts {
+                    Facts::Tool(tool) if self.snap.policy.judges_answers() => {
+                        crate::mcp::kept_arguments(&tool.arguments)
+                    }
+                    _ => None,
+                },
             },
         });
         let method = message.method().unwrap_or_default().to_owned();
@@ -902,9 +913,9 @@ fn observe_served(served: Option<&Served>, response: &mut Value, outcome: &mut P
     let Some(served) = served else {
         return;
     };
-    let (found, decision) = served.observe(response);
-    if let Some(decision) = decision {
-        outcome.answer_judged(&decision);
+    let (found, verdict) = served.observe(response);
+    if let Some(verdict) = verdict {
+        outcome.answer_judged(&verdict.decision, verdict.shadow);
     }
     outcome.found_in_result(found);
 }

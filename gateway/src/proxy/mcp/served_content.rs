@@ -10,8 +10,11 @@
 //! Then the answer is judged ([`Answering`]): what the detectors found is remembered in the
 //! agent's session when a loaded policy reads `context.session`
 //! (`context.session.answer_findings`), and, when a loaded policy names
-//! `mcp:receive_result`, Cedar decides on it; an answer a forbid withholds is replaced by a
-//! refusal in the protocol's shape before the agent gets it.
+//! `mcp:receive_result`, Cedar decides on it, with the arguments of the request it answers
+//! (`context.arguments`; a `resources/read`'s URI as `context.uri`); an answer a forbid
+//! withholds is replaced by a refusal in the protocol's shape before the agent gets it. A
+//! shadow set that names the action judges it too, and how its decision differs is recorded,
+//! never applied.
 
 use std::sync::Arc;
 
@@ -28,7 +31,7 @@ use crate::inspect::server_content::{
     inspect_error, inspect_prompt_result, inspect_resource_result, inspect_tool_result,
 };
 use crate::pins::{ItemKind, Pins};
-use crate::policy::PolicyEngine;
+use crate::policy::{PolicyEngine, ShadowDifference};
 use crate::protocol::mcp::jsonrpc;
 use crate::text::{FIELD_MAX, Quoted, bounded};
 
@@ -85,6 +88,10 @@ pub(super) struct Answering {
     pub resource: Resource,
     /// The request's context (its findings and facts are replaced by the answer's).
     pub context: ActionContext,
+    /// The arguments of the request (`context.arguments` of its answer): a `tools/call`'s or
+    /// `prompts/get`'s as judged, an empty object for a `resources/read`, a task's creating
+    /// call's when Warden kept them (`None`: not kept).
+    pub arguments: Option<Arc<Value>>,
     /// The request's decision id, which a refusal names.
     pub decision_id: Arc<str>,
     /// A withheld tool result is answered as a tool result with `isError` (the endpoint's
@@ -104,14 +111,26 @@ impl Answering {
         if !policy.judges_answers() && action.context.session.is_none() {
             return None;
         }
+        let arguments = match &action.context.facts {
+            Facts::Tool(tool) => Arc::clone(&tool.arguments),
+            _ => Arc::new(Value::Object(Map::new())),
+        };
         Some(Answering {
             principal: Arc::clone(&action.principal),
             resource: action.resource.clone(),
             context: action.context.clone(),
+            arguments: Some(arguments),
             decision_id: Arc::from(decision_id),
             deny_as_tool_result,
         })
     }
+}
+
+/// What policy said of an answer: the enforced set's decision (a deny withheld it) and, with
+/// a shadow set that decides otherwise, how (recorded as a request's, never applied).
+pub(super) struct AnswerVerdict {
+    pub decision: Decision,
+    pub shadow: Option<ShadowDifference>,
 }
 
 /// What judges an answer: the request's [`Answering`], the policies and the sessions.
@@ -181,9 +200,9 @@ impl Served {
     }
 
     /// Reads `response`, then judges it ([`Served::judge`]): what was found (which the
-    /// caller adds to the outcome record) and, when policy judged the answer, its decision
+    /// caller adds to the outcome record) and, when policy judged the answer, what it said
     /// (a deny: the answer was replaced by a refusal).
-    pub(super) fn observe(&self, response: &mut Value) -> (Vec<Finding>, Option<Decision>) {
+    pub(super) fn observe(&self, response: &mut Value) -> (Vec<Finding>, Option<AnswerVerdict>) {
         let found = self.read(response);
         let decision = self.judge(response, &found);
         (found, decision)
@@ -193,9 +212,10 @@ impl Served {
     /// agent's session (when a loaded policy reads it), then decided as `mcp:receive_result`
     /// (when a loaded policy names it); a deny replaces the answer by a refusal that names
     /// the forbids' reasons. An error answer is judged as a result is, and withheld as a
-    /// JSON-RPC error, the shape the agent was getting. `None` when not decided (an answer
+    /// JSON-RPC error, the shape the agent was getting. The shadow set, if any, judges it too:
+    /// how its decision differs is returned, never applied. `None` when not decided (an answer
     /// that is neither a result nor an error).
-    pub(super) fn judge(&self, response: &mut Value, found: &[Finding]) -> Option<Decision> {
+    pub(super) fn judge(&self, response: &mut Value, found: &[Finding]) -> Option<AnswerVerdict> {
         let judge = self.judge.as_ref()?;
         let error = match response.get("result") {
             Some(result) if result.is_object() => false,
@@ -211,6 +231,14 @@ impl Served {
             );
         }
         if !judge.policy.judges_answers() {
+            return None;
+        }
+        // A task-augmented call's answer is the task's handle, not the tool's result: that is
+        // judged when the agent asks for it (`tasks/result`), with this call's arguments.
+        if !error
+            && matches!(self.item, Item::Tool(_))
+            && crate::mcp::created_task(response).is_some()
+        {
             return None;
         }
         let mut locations: Vec<String> = Vec::new();
@@ -229,11 +257,18 @@ impl Served {
                     server: self.server.to_string(),
                     method: self.item.method().to_owned(),
                     locations,
+                    arguments: answering.arguments.clone(),
+                    uri: match &self.item {
+                        Item::Resource(uri) => Some(uri.clone()),
+                        _ => None,
+                    },
                 }),
                 ..answering.context.clone()
             },
         };
         let decision = judge.policy.decide(&action);
+        // Judged beside it, never applied: the shadow set's would-be decision.
+        let shadow = judge.policy.shadow_difference(&action, &decision);
         if let Decision::Deny { reasons, policies } = &decision {
             tracing::warn!(
                 server = %self.server,
@@ -249,7 +284,7 @@ impl Served {
                 && matches!(self.item, Item::Tool(_) | Item::TaskResult(_));
             withhold(response, reasons, &answering.decision_id, tool_result);
         }
-        Some(decision)
+        Some(AnswerVerdict { decision, shadow })
     }
 
     /// Reads `response` (the server's JSON-RPC response, as the agent gets it): a prompt's

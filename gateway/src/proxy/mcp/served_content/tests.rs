@@ -344,6 +344,7 @@ fn answering(resource: Resource, session: bool, deny_as_tool_result: bool) -> An
         principal: action.principal.clone(),
         resource: action.resource.clone(),
         context: action.context.clone(),
+        arguments: Some(Arc::new(json!({}))),
         decision_id: Arc::from("d-1"),
         deny_as_tool_result,
     };
@@ -355,6 +356,13 @@ fn answering(resource: Resource, session: bool, deny_as_tool_result: bool) -> An
         )));
     }
     answering
+}
+
+/// What policy decided of an observed answer (its shadow difference left out).
+fn decided(
+    (found, verdict): (Vec<Finding>, Option<AnswerVerdict>),
+) -> (Vec<Finding>, Option<Decision>) {
+    (found, verdict.map(|v| v.decision))
 }
 
 fn lookup() -> Resource {
@@ -390,8 +398,9 @@ fn a_tool_answer_a_forbid_withholds_reaches_the_agent_as_an_error_result_without
         "structuredContent": {"page": INJECTED},
         "_meta": {"io.example/x": INJECTED},
     }));
-    let (found, decision) =
-        judged(call(), &policy, answering(lookup(), false, true), &sessions).observe(&mut response);
+    let (found, decision) = decided(
+        judged(call(), &policy, answering(lookup(), false, true), &sessions).observe(&mut response),
+    );
     assert!(
         detectors(&found).contains(&INSTRUCTION_OVERRIDE),
         "{found:?}"
@@ -437,13 +446,15 @@ fn a_prompt_or_resource_withheld_is_a_json_rpc_error_and_a_clean_answer_passes_u
     };
     let mut response = answer(json!({"contents": [{"uri": "notes://today", "text": INJECTED}]}));
     let read = served(None, "resources/read", json!({"uri": "notes://today"}));
-    let (_, decision) = judged(
-        read,
-        &policy,
-        answering(server.clone(), false, true),
-        &sessions,
-    )
-    .observe(&mut response);
+    let (_, decision) = decided(
+        judged(
+            read,
+            &policy,
+            answering(server.clone(), false, true),
+            &sessions,
+        )
+        .observe(&mut response),
+    );
     assert!(
         matches!(decision, Some(Decision::Deny { .. })),
         "{decision:?}"
@@ -458,8 +469,9 @@ fn a_prompt_or_resource_withheld_is_a_json_rpc_error_and_a_clean_answer_passes_u
     let clean = answer(json!({"contents": [{"uri": "notes://today", "text": "Groceries."}]}));
     let mut response = clean.clone();
     let read = served(None, "resources/read", json!({"uri": "notes://today"}));
-    let (_, decision) =
-        judged(read, &policy, answering(server, false, true), &sessions).observe(&mut response);
+    let (_, decision) = decided(
+        judged(read, &policy, answering(server, false, true), &sessions).observe(&mut response),
+    );
     assert!(
         matches!(decision, Some(Decision::Allow { .. })),
         "{decision:?}"
@@ -479,13 +491,15 @@ fn without_a_policy_on_answers_nothing_is_judged_but_the_session_remembers_what_
     let session = asking.context.session.clone().expect("session facts");
     let mut response = answer(json!({"content": [{"type": "text", "text": INJECTED}]}));
     let before = response.clone();
-    let (found, decision) = judged(
-        served(None, "tools/call", json!({"name": "lookup"})),
-        &policy,
-        asking,
-        &sessions,
-    )
-    .observe(&mut response);
+    let (found, decision) = decided(
+        judged(
+            served(None, "tools/call", json!({"name": "lookup"})),
+            &policy,
+            asking,
+            &sessions,
+        )
+        .observe(&mut response),
+    );
     assert!(decision.is_none());
     assert_eq!(response, before, "passed as the server sent it");
     assert!(detectors(&found).contains(&CONCEALMENT));
@@ -502,8 +516,9 @@ fn a_task_result_is_read_and_judged_as_its_tools_result() {
         "lookup",
     );
     let mut response = answer(json!({"content": [{"type": "text", "text": INJECTED}]}));
-    let (found, decision) =
-        judged(task, &policy, answering(lookup(), false, true), &sessions).observe(&mut response);
+    let (found, decision) = decided(
+        judged(task, &policy, answering(lookup(), false, true), &sessions).observe(&mut response),
+    );
     assert!(
         detectors(&found).contains(&INSTRUCTION_OVERRIDE),
         "{found:?}"
@@ -523,13 +538,15 @@ fn an_error_answer_a_forbid_withholds_is_replaced_by_the_refusal_error() {
         "data": {"trace": INJECTED}}));
     // A tool's error stays an error, even where refused tool calls are tool results.
     let mut response = injected.clone();
-    let (found, decision) = judged(
-        served(None, "tools/call", json!({"name": "lookup"})),
-        &policy,
-        answering(lookup(), false, true),
-        &sessions,
-    )
-    .observe(&mut response);
+    let (found, decision) = decided(
+        judged(
+            served(None, "tools/call", json!({"name": "lookup"})),
+            &policy,
+            answering(lookup(), false, true),
+            &sessions,
+        )
+        .observe(&mut response),
+    );
     assert!(
         found
             .iter()
@@ -555,13 +572,15 @@ fn an_error_answer_a_forbid_withholds_is_replaced_by_the_refusal_error() {
         name: Arc::from("calc"),
     };
     let mut response = error_answer(json!({"code": -32601, "message": INJECTED}));
-    let (_, decision) = judged(
-        get_summarize(None),
-        &policy,
-        answering(server.clone(), false, true),
-        &sessions,
-    )
-    .observe(&mut response);
+    let (_, decision) = decided(
+        judged(
+            get_summarize(None),
+            &policy,
+            answering(server.clone(), false, true),
+            &sessions,
+        )
+        .observe(&mut response),
+    );
     assert!(
         matches!(decision, Some(Decision::Deny { .. })),
         "{decision:?}"
@@ -569,13 +588,15 @@ fn an_error_answer_a_forbid_withholds_is_replaced_by_the_refusal_error() {
     assert_eq!(response["error"]["data"]["code"], WITHHELD, "{response}");
     let honest = error_answer(json!({"code": -32601, "message": "Unknown prompt: summarize"}));
     let mut response = honest.clone();
-    let (_, decision) = judged(
-        get_summarize(None),
-        &policy,
-        answering(server, false, true),
-        &sessions,
-    )
-    .observe(&mut response);
+    let (_, decision) = decided(
+        judged(
+            get_summarize(None),
+            &policy,
+            answering(server, false, true),
+            &sessions,
+        )
+        .observe(&mut response),
+    );
     assert!(
         matches!(decision, Some(Decision::Allow { .. })),
         "{decision:?}"
@@ -627,5 +648,201 @@ fn assert_remembered(
     assert!(
         later.answer_findings.iter().any(|d| &**d == detector),
         "{later:?}"
+    );
+}
+
+// ---- the request's arguments, and the shadow set, on answers ------------------------------
+
+/// `calc/lookup`'s arguments, typed.
+const CALC_FRAGMENT: &str = r#"
+@mcp_server("calc")
+namespace Mcp_calc {
+  @mcp_tool("lookup")
+  type lookup = { "path": String };
+}
+"#;
+
+/// Withholds an injected answer of `calc/lookup` only when the call read a `.env` file.
+const ON_ARGUMENTS: &str = r#"
+@id("injected-env")
+@reason("an injected answer to a read of a .env file")
+forbid (principal, action == Action::"mcp:receive_result", resource == Tool::"calc/lookup")
+when { context.arguments.path like "*.env" && context.findings.contains("tool_instruction_override") };
+"#;
+
+fn engine_with_fragment(text: &str) -> Arc<PolicyEngine> {
+    let dir =
+        crate::policy::tests::pack(&[("calc.cedarschema", CALC_FRAGMENT), ("answers.cedar", text)]);
+    Arc::new(PolicyEngine::load(dir.path()).unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// Who asks `calc/lookup` with `arguments` (`None`: not kept, as a task's may be).
+fn asking_with(arguments: Option<Value>) -> Answering {
+    let mut asking = answering(lookup(), false, true);
+    asking.arguments = arguments.map(Arc::new);
+    asking
+}
+
+fn injected() -> Value {
+    answer(json!({"content": [{"type": "text", "text": INJECTED}]}))
+}
+
+#[test]
+fn a_forbid_on_the_calls_arguments_withholds_only_the_answers_of_matching_calls() {
+    let policy = engine_with_fragment(ON_ARGUMENTS);
+    let sessions = Arc::new(AgentSessions::default());
+    let call = || served(None, "tools/call", json!({"name": "lookup"}));
+    let judge = |arguments: Value, response: &mut Value| {
+        decided(judged(call(), &policy, asking_with(Some(arguments)), &sessions).observe(response))
+            .1
+    };
+    let mut response = injected();
+    let decision = judge(json!({"path": "/srv/app/.env"}), &mut response);
+    let Some(Decision::Deny { policies, .. }) = decision else {
+        panic!("withheld: {decision:?}")
+    };
+    assert_eq!(&*policies[0], "injected-env");
+    assert_eq!(response["result"]["isError"], true, "{response}");
+    // The same answer to a call on another file passes unchanged.
+    let mut response = injected();
+    let decision = judge(json!({"path": "/srv/app/README.md"}), &mut response);
+    assert_passed(&decision, &response, &injected());
+}
+
+/// Asserts that an answer was judged, allowed, and passed as `sent`.
+fn assert_passed(decision: &Option<Decision>, response: &Value, sent: &Value) {
+    assert!(
+        matches!(decision, Some(Decision::Allow { .. })),
+        "{decision:?}"
+    );
+    assert_eq!(response, sent);
+}
+
+#[test]
+fn a_tasks_result_whose_arguments_were_not_kept_is_withheld_by_a_policy_that_reads_them() {
+    let policy = engine_with_fragment(ON_ARGUMENTS);
+    let sessions = Arc::new(AgentSessions::default());
+    let task = Served::task_result(
+        (None, &InspectConfig::default()),
+        &Arc::from("calc"),
+        "lookup",
+    );
+    let mut response = answer(json!({"content": [{"type": "text", "text": "Groceries."}]}));
+    let (_, decision) =
+        decided(judged(task, &policy, asking_with(None), &sessions).observe(&mut response));
+    let Some(Decision::Deny { reasons, .. }) = decision else {
+        panic!("withheld, not passed on a guess: {decision:?}")
+    };
+    assert!(reasons[0].contains("were not kept"), "{reasons:?}");
+    assert_eq!(response["result"]["isError"], true, "{response}");
+}
+
+#[test]
+fn a_resource_answer_is_judged_on_the_uri_read() {
+    let policy = engine(
+        r#"@id("no-secrets-dir")
+forbid (principal, action == Action::"mcp:receive_result", resource)
+when { context has uri && context.uri like "file:///secrets/*" };"#,
+    );
+    let sessions = Arc::new(AgentSessions::default());
+    let server = || Resource::McpServer {
+        name: Arc::from("calc"),
+    };
+    let read = |uri: &str, response: &mut Value| {
+        let served = served(None, "resources/read", json!({ "uri": uri }));
+        decided(
+            judged(served, &policy, answering(server(), false, true), &sessions).observe(response),
+        )
+        .1
+    };
+    let contents = || answer(json!({"contents": [{"uri": "x", "text": "Groceries."}]}));
+    let mut response = contents();
+    let decision = read("file:///secrets/db.txt", &mut response);
+    assert!(
+        matches!(decision, Some(Decision::Deny { .. })),
+        "{decision:?}"
+    );
+    assert_eq!(response["error"]["data"]["code"], WITHHELD, "{response}");
+    let mut response = contents();
+    let decision = read("file:///notes/today.txt", &mut response);
+    assert_passed(&decision, &response, &contents());
+}
+
+#[test]
+fn a_shadow_forbid_on_answers_records_a_would_withhold_and_the_answer_passes() {
+    let policy = engine(
+        r#"@id("shadow-injected")
+@mode("shadow")
+@reason("the answer tells the model to ignore its instructions")
+forbid (principal, action == Action::"mcp:receive_result", resource)
+when { context.findings.contains("tool_instruction_override") };"#,
+    );
+    // Only the shadow set names the action: answers are judged for it.
+    assert!(policy.judges_answers());
+    let sessions = Arc::new(AgentSessions::default());
+    let mut response = injected();
+    let (_, verdict) = judged(
+        served(None, "tools/call", json!({"name": "lookup"})),
+        &policy,
+        answering(lookup(), false, true),
+        &sessions,
+    )
+    .observe(&mut response);
+    let verdict = verdict.expect("judged");
+    assert!(
+        matches!(verdict.decision, Decision::Allow { .. }),
+        "{:?}",
+        verdict.decision
+    );
+    assert_eq!(response, injected(), "never withheld by the shadow set");
+    let shadow = verdict.shadow.expect("a difference");
+    assert_eq!(&*shadow.policy, "shadow-injected");
+    assert!(matches!(shadow.decision, Decision::Deny { .. }));
+
+    // A clean answer: the shadow set decides the same, nothing to record.
+    let mut response = answer(json!({"content": [{"type": "text", "text": "Groceries."}]}));
+    let (_, verdict) = judged(
+        served(None, "tools/call", json!({"name": "lookup"})),
+        &policy,
+        answering(lookup(), false, true),
+        &sessions,
+    )
+    .observe(&mut response);
+    assert!(verdict.expect("judged").shadow.is_none());
+}
+
+#[test]
+fn a_task_handle_is_not_judged_as_the_tools_answer() {
+    let policy = engine(
+        r#"@id("no-lookups")
+forbid (principal, action == Action::"mcp:receive_result", resource == Tool::"calc/lookup");"#,
+    );
+    let sessions = Arc::new(AgentSessions::default());
+    let handle = answer(json!({"task": {"taskId": "t-1", "status": "working", "ttl": 60000}}));
+    let mut response = handle.clone();
+    let (_, decision) = decided(
+        judged(
+            served(None, "tools/call", json!({"name": "lookup"})),
+            &policy,
+            answering(lookup(), false, true),
+            &sessions,
+        )
+        .observe(&mut response),
+    );
+    assert!(decision.is_none(), "{decision:?}");
+    assert_eq!(response, handle);
+    // Its result is.
+    let task = Served::task_result(
+        (None, &InspectConfig::default()),
+        &Arc::from("calc"),
+        "lookup",
+    );
+    let mut response = answer(json!({"content": [{"type": "text", "text": "42"}]}));
+    let (_, decision) = decided(
+        judged(task, &policy, answering(lookup(), false, true), &sessions).observe(&mut response),
+    );
+    assert!(
+        matches!(decision, Some(Decision::Deny { .. })),
+        "{decision:?}"
     );
 }
