@@ -7,9 +7,20 @@
 #     -v warden-data:/var/lib/warden -p 8080:8080 warden:dev
 #
 # The Helm chart (charts/warden) mounts the configuration at the same path.
+#
+# The two base images are named by tag below, which their publishers move to new content (the
+# Rust image on each release, distroless on each Debian update). For a build that gives the
+# same bytes again, pin both by digest (docs/deploy.md, "Pinning the base images"):
+#   docker buildx imagetools inspect docker.io/library/rust:1-bookworm     # Digest: sha256:…
+#   docker buildx imagetools inspect gcr.io/distroless/cc-debian12:nonroot
+#   docker build \
+#     --build-arg BUILD_IMAGE=docker.io/library/rust:1-bookworm@sha256:<digest> \
+#     --build-arg RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot@sha256:<digest> .
+ARG BUILD_IMAGE=docker.io/library/rust:1-bookworm
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
 # --- build: the official Rust image, pinned by major version; Cargo.lock pins every crate.
-FROM docker.io/library/rust:1-bookworm AS build
+FROM ${BUILD_IMAGE} AS build
 WORKDIR /src
 COPY . .
 ENV CARGO_INCREMENTAL=0
@@ -23,7 +34,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && install -d -m 0750 /out/var/lib/warden
 
 # --- runtime: distroless, non-root, no shell.
-FROM gcr.io/distroless/cc-debian12:nonroot
+FROM ${RUNTIME_IMAGE}
 COPY --from=build /out/usr/local/bin/warden /usr/local/bin/warden
 # The Cedar schema and baseline pack: the chart's `policies.source: image`.
 COPY policies/schema.cedarschema policies/baseline.cedar /etc/warden/policies/

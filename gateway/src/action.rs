@@ -510,6 +510,10 @@ pub struct HttpFacts {
     /// The values of the operation's fields the request gives (`context.fields`); `None` when
     /// the operation declares no fields (its context then has no `fields`).
     pub fields: Option<Vec<(Arc<str>, FieldValue)>>,
+    /// The top-level keys of a JSON or form body that no declared body field reads, when the
+    /// operation declares body fields (its body is then read whole): approvers are told they
+    /// are there, though no policy judges them. Not part of the Cedar context.
+    pub undeclared: Vec<String>,
 }
 
 /// The value of one field of a REST operation, typed as its connector declares.

@@ -213,7 +213,8 @@ enum ToolsCommand {
     /// the masked resource pins keyed under another factor key id (--key-id: a retired key's,
     /// or pins past the per-server cap). A dropped tool is pinned again when next listed
     /// (`tofu`), or waits for an operator's approval (`approved`). Each running Warden on the
-    /// store records every pin that leaves it (a `tool_change` record, `change: removed`).
+    /// store records every pin that leaves it (a `tool_change` record, `change: removed`),
+    /// naming who dropped it and why (`removed_by`, `reason`), as the store keeps them.
     Forget {
         /// The MCP server.
         server: String,
@@ -230,6 +231,12 @@ enum ToolsCommand {
         /// Only list what would be dropped.
         #[arg(long)]
         dry_run: bool,
+        /// Why, as the audit records of the removal say.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Who drops them, as recorded (default: $USER, else $LOGNAME).
+        #[arg(long = "as", value_name = "NAME")]
+        operator: Option<String>,
         /// Configuration file the gateway runs with: the command acts on its state store
         /// (`state`, else `<data_dir>/state.db`). Relative paths in it are taken from the working
         /// directory.
@@ -993,6 +1000,8 @@ fn tools(command: ToolsCommand) -> Result<ExitCode> {
                 all,
                 key_id,
                 dry_run,
+                reason,
+                operator,
                 ..
             } => {
                 let key = uri_key.as_ref().context("the pin URI key")?;
@@ -1001,7 +1010,8 @@ fn tools(command: ToolsCommand) -> Result<ExitCode> {
                     (false, Some(id)) => review::Forgetting::KeyId(id),
                     (false, None) => review::Forgetting::Named(tools),
                 };
-                let forgotten = review::forget(&*pins, &server, &forgetting, key, dry_run)
+                let by = forgetter(operator, reason)?;
+                let forgotten = review::forget(&*pins, &server, &forgetting, key, dry_run, &by)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 print!("{}", review::format_forgotten(&server, &forgotten, dry_run));
@@ -1084,6 +1094,34 @@ fn tools(command: ToolsCommand) -> Result<ExitCode> {
 }
 
 /// The configuration at `path`, or the embedded defaults.
+/// Who runs `warden tools forget` and why, as the store records it: `--as`, else $USER, else
+/// $LOGNAME; a name or reason given empty is refused, for the audit records would say nothing.
+fn forgetter(
+    operator: Option<String>,
+    reason: Option<String>,
+) -> Result<warden::state::pins::Removal> {
+    let by = match operator {
+        Some(name) if name.trim().is_empty() => {
+            bail!("--as is empty; name the operator the audit records should name")
+        }
+        Some(name) => name.trim().to_owned(),
+        None => std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .ok()
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "unknown".into()),
+    };
+    if reason.as_deref().is_some_and(|r| r.trim().is_empty()) {
+        bail!("--reason is empty; say why the pins are dropped, or leave --reason out");
+    }
+    Ok(warden::state::pins::Removal {
+        by,
+        reason: reason.map(|r| r.trim().to_owned()),
+        at_ms: warden::state::pins::now_ms(),
+    })
+}
+
 fn load(path: Option<&Path>) -> Result<Config> {
     match path {
         Some(p) => load_file(p).map_err(|e| anyhow::anyhow!("{e}")),

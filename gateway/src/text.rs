@@ -5,6 +5,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use unicode_normalization::UnicodeNormalization;
+
 /// Most characters of a request value quoted in a message by default.
 pub const QUOTE_MAX: usize = 64;
 
@@ -132,12 +134,15 @@ pub fn revealed(text: &str) -> Cow<'_, str> {
 }
 
 /// `text` as an approver reads it (the console, `warden approvals show`, approval
-/// notifications): [`revealed`], and every letter of another alphabet that imitates an ASCII
-/// one ([`imitates_ascii`]: Cyrillic `а`, Greek `ο`, fullwidth `ｅ`) shown as its `\u{…}`
-/// escape where it sits in a word ([`looks_ascii`]) that reads as ASCII, so that
-/// `boss@cоrp.com` with a Cyrillic `о` reads `boss@c\u{43e}rp.com`, not as the address it
-/// imitates. Words in other scripts (`Москва`, `日本`) and accented letters (`café`) stay as
-/// they are. Borrowed when nothing is hidden or imitated.
+/// notifications): [`revealed`], and every character that imitates ASCII ([`imitates_ascii`]:
+/// Cyrillic `а`, Greek `ο`, fullwidth `ｅ`, the ligature `ﬀ`, the two-dot leader `‥`) or that
+/// Unicode's compatibility normalization (NFKC) would change ([`changes_under_nfkc`]: `²`,
+/// `ℌ`) shown as its `\u{…}` escape where it sits in a word ([`looks_ascii`]) that reads as
+/// ASCII, so that `boss@cоrp.com` with a Cyrillic `о` reads `boss@c\u{43e}rp.com` and
+/// `oﬀice@corp.com` reads `o\u{fb00}ice@corp.com`, not as the addresses they imitate. Words in
+/// other scripts (`Москва`, `日本`, halfwidth `ｶﾀｶﾅ`), accented letters (`café`) and the
+/// ellipsis `…` (which marks where Warden cut a text) stay as they are. Borrowed when nothing
+/// is hidden or imitated.
 pub fn revealed_for_approvers(text: &str) -> Cow<'_, str> {
     let text = revealed(text);
     if text.is_ascii()
@@ -156,7 +161,7 @@ pub fn revealed_for_approvers(text: &str) -> Cow<'_, str> {
         let word = &rest[..end];
         if looks_ascii(word) {
             for c in word.chars() {
-                if imitates_ascii(c) {
+                if imitates_ascii(c) || changes_under_nfkc(c) {
                     shown.extend(c.escape_unicode());
                 } else {
                     shown.push(c);
@@ -171,38 +176,59 @@ pub fn revealed_for_approvers(text: &str) -> Cow<'_, str> {
     Cow::Owned(shown)
 }
 
-/// Whether `c` is not ASCII and yet looks like one ASCII character: its UTS #39 confusable
-/// prototype is a single printable ASCII character (Cyrillic `а` → `a`, Greek `Ο` → `O`,
-/// fullwidth `／` → `/`, the one dot leader `․` → `.`).
+/// Whether `c` is not ASCII and yet looks like ASCII: its UTS #39 confusable prototype is a
+/// single printable ASCII character (Cyrillic `а` → `a`, Greek `Ο` → `O`, fullwidth `／` → `/`,
+/// the one dot leader `․` → `.`), or its compatibility form (NFKC) is printable ASCII (the
+/// ligature `ﬀ` → `ff`, the two-dot leader `‥` → `..`, `㎏` → `kg`). The ellipsis `…` is not
+/// counted: Warden marks with it where it cut a text.
 fn imitates_ascii(c: char) -> bool {
-    if c.is_ascii() || c.is_whitespace() {
+    if c.is_ascii() || c.is_whitespace() || c == '…' {
         return false;
     }
     let mut one = [0u8; 4];
     let mut prototype = unicode_security::skeleton(c.encode_utf8(&mut one));
-    matches!(
+    if matches!(
         (prototype.next(), prototype.next()),
         (Some(p), None) if p.is_ascii_graphic()
-    )
+    ) {
+        return true;
+    }
+    let mut compatible = std::iter::once(c).nfkc().peekable();
+    compatible.peek().is_some() && compatible.all(|n| n.is_ascii_graphic())
+}
+
+/// Whether Unicode's compatibility normalization (NFKC) changes `c` (`²` → `2`, `ℌ` → `H`,
+/// `½` → `1⁄2`): a character that stands for other ones, escaped in a word that reads as
+/// ASCII. Whitespace and the ellipsis `…` are not counted.
+fn changes_under_nfkc(c: char) -> bool {
+    !c.is_ascii()
+        && !c.is_whitespace()
+        && c != '…'
+        && !std::iter::once(c).nfkc().eq(std::iter::once(c))
 }
 
 /// Whether `word` (no whitespace, quotes or brackets) holds a character that imitates ASCII
-/// and reads as ASCII: it has an ASCII letter or digit too (`bоss`, `exаmple.com`), or each of
-/// its letters and digits is ASCII or imitates it (`аррӏе`, all Cyrillic).
+/// and reads as ASCII: it has an ASCII letter or digit too (`bоss`, `exаmple.com`,
+/// `oﬀice`), or each of its letters and digits is ASCII or imitates it (`аррӏе`, all
+/// Cyrillic); or it holds a character NFKC changes and otherwise reads as ASCII (`x²`: ASCII
+/// letters or digits and no letter of another script).
 fn looks_ascii(word: &str) -> bool {
     let mut imitated = false;
+    let mut changed = false;
     let mut ascii = false;
     let mut other = false;
     for c in word.chars() {
         if imitates_ascii(c) {
             imitated = true;
+        } else if changes_under_nfkc(c) {
+            changed = true;
         } else if c.is_ascii_alphanumeric() {
             ascii = true;
         } else if c.is_alphanumeric() {
             other = true;
         }
     }
-    imitated && (ascii || !other)
+    (imitated && (ascii || !other)) || (changed && ascii && !other)
 }
 
 /// What separates words in [`revealed_for_approvers`]: whitespace, quotes, brackets, commas.
@@ -335,6 +361,8 @@ mod tests {
             "wait…",
             "Ελλάδα",
             "привет мир",
+            "ｶﾀｶﾅ",
+            "½",
         ] {
             assert_eq!(revealed_for_approvers(same), same, "{same}");
             assert!(
@@ -342,6 +370,16 @@ mod tests {
                 "{same}"
             );
         }
+        // Characters NFKC expands into ASCII (a ligature, a two-dot leader, a unit) and
+        // other compatibility characters in a word that reads as ASCII.
+        assert_eq!(
+            revealed_for_approvers("oﬀice@corp.com"),
+            r"o\u{fb00}ice@corp.com"
+        );
+        assert_eq!(
+            revealed_for_approvers("to: evil\u{2025}com, 5\u{338f} x\u{b2} \u{210c}ello"),
+            r"to: evil\u{2025}com, 5\u{338f} x\u{b2} \u{210c}ello"
+        );
         // Hidden characters are still revealed.
         assert_eq!(
             revealed_for_approvers("pay\u{202e}gnp.exe b\u{43e}ss"),

@@ -1181,12 +1181,26 @@ fn dockerfile_builds_a_nonroot_shellless_image_with_the_policies() {
         2,
         "a build stage and a runtime stage: {froms:?}"
     );
+    // The base images are build arguments (a build pins them by digest), declared before the
+    // first stage so that a FROM can use them, their defaults the tags.
+    assert_eq!(froms[0], "FROM ${BUILD_IMAGE} AS build");
+    assert_eq!(froms[1], "FROM ${RUNTIME_IMAGE}");
+    let first_stage = lines.iter().position(|l| *l == froms[0]).unwrap();
+    let default = |name: &str| {
+        lines[..first_stage]
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("ARG {name}=")))
+            .unwrap_or_else(|| panic!("no ARG {name}= before the first FROM"))
+    };
     assert!(
-        froms[0].starts_with("FROM docker.io/library/rust:1-"),
+        default("BUILD_IMAGE").starts_with("docker.io/library/rust:1-"),
         "{}",
-        froms[0]
+        default("BUILD_IMAGE")
     );
-    assert_eq!(froms[1], "FROM gcr.io/distroless/cc-debian12:nonroot");
+    assert_eq!(
+        default("RUNTIME_IMAGE"),
+        "gcr.io/distroless/cc-debian12:nonroot"
+    );
     let runtime = &lines[lines.iter().position(|l| *l == froms[1]).unwrap()..];
     assert!(
         runtime.iter().all(|l| !l.starts_with("RUN ")),

@@ -1,6 +1,7 @@
 //! `warden tools forget`: an operator drops pins from the state store (one by name, or every
 //! pin of a server), after a dry run that lists them; the running Warden records each pin that
-//! leaves the store (`tool_change`, `change: removed`) and pins the tool again when next listed.
+//! leaves the store (`tool_change`, `change: removed`, naming who dropped it and why) and pins
+//! the tool again when next listed.
 
 use std::time::Duration;
 
@@ -59,7 +60,19 @@ async fn forget_drops_pins_after_a_dry_run_and_the_running_warden_records_each()
     let (ok, _, err) = tools(&w, &["forget", "calc", "subtract"]).await;
     assert!(!ok && err.contains("has no tool subtract pinned"), "{err}");
 
-    let (ok, out, err) = tools(&w, &["forget", "calc", "add"]).await;
+    let (ok, out, err) = tools(
+        &w,
+        &[
+            "forget",
+            "calc",
+            "add",
+            "--as",
+            "alice",
+            "--reason",
+            "calc retired",
+        ],
+    )
+    .await;
     assert!(ok, "{err}");
     assert!(out.contains("forgot calc/add  (approved "), "{out}");
     let (_, list, _) = tools(&w, &["list", "--server", "calc"]).await;
@@ -78,14 +91,26 @@ async fn forget_drops_pins_after_a_dry_run_and_the_running_warden_records_each()
             .is_some_and(|d| d.starts_with("sha256:")),
         "{record}"
     );
+    // The record names who dropped the pin and why, as the command left them in the store.
+    assert_eq!(record["detail"]["removed_by"], "alice", "{record}");
+    assert_eq!(record["detail"]["reason"], "calc retired", "{record}");
 
     // Every pin of the server.
     let (ok, out, err) = tools(&w, &["forget", "calc", "--all"]).await;
     assert!(ok, "{err}");
     assert!(out.contains("forgot calc/(instructions)"), "{out}");
-    w.wait_for_audit(Duration::from_secs(10), |r| removed(r, "(instructions)"))
+    let record = w
+        .wait_for_audit(Duration::from_secs(10), |r| removed(r, "(instructions)"))
         .await
         .unwrap();
+    // Without --as, the operator is the login that ran the command; without --reason, none.
+    assert!(
+        record["detail"]["removed_by"]
+            .as_str()
+            .is_some_and(|by| !by.is_empty()),
+        "{record}"
+    );
+    assert_eq!(record["detail"]["reason"], Value::Null, "{record}");
     let (ok, _, err) = tools(&w, &["forget", "calc", "--all"]).await;
     assert!(!ok && err.contains("no tool of MCP server calc"), "{err}");
 }

@@ -211,6 +211,7 @@ impl Gate {
                 expires_at: SystemTime::UNIX_EPOCH
                     + Duration::from_millis(u64::try_from(record.expires_ms).unwrap_or(0)),
                 arguments: notified_arguments(&waiting.context),
+                undeclared: super::undeclared::note(&waiting.context, false),
             });
         }
         if created {

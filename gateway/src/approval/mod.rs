@@ -5,7 +5,9 @@
 //! The gate's building blocks live beside it: `config` (the `approvals:` section), `totp`
 //! (the second factor), `attempts` (the wrong-code brake every replica shares), `sealed`
 //! (second-factor secrets encrypted for the state store), `notify` (webhooks telling
-//! approvers that an action waits) and `prompt` (what an LLM call that waits asks, masked).
+//! approvers that an action waits), `prompt` (what an LLM call that waits asks, masked),
+//! `rounded` (numbers approvers may read rounded) and `undeclared` (a REST body's fields no
+//! policy judged).
 
 pub mod attempts;
 pub mod config;
@@ -15,8 +17,10 @@ pub mod notify;
 pub mod operator;
 pub mod passkey;
 pub mod prompt;
+pub mod rounded;
 pub mod sealed;
 pub mod totp;
+pub mod undeclared;
 
 use crate::decision::Decision;
 

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
 use super::config::{ApprovalsConfig, NotifyConfig, NotifyKind, UrlSource};
-use crate::text::revealed_for_approvers;
+use crate::text::{revealed_for_approvers, revealed_line};
 use crate::vault::SecretStore;
 
 /// The header of a signed JSON notification: `t=<unix seconds>,v1=<hex HMAC-SHA256>`.
@@ -68,6 +68,9 @@ pub struct Notice {
     pub expires_at: SystemTime,
     /// The action's arguments; only shown by webhooks with `include_arguments`.
     pub arguments: Option<Value>,
+    /// That a REST call's body has fields its connector does not declare (no policy judged
+    /// them): how many, never which ([`super::undeclared::note`]).
+    pub undeclared: Option<String>,
 }
 
 /// `<console_url>/approvals/<id>`, the id percent-encoded.
@@ -98,6 +101,19 @@ fn slack_text(text: &str) -> String {
     escape_mrkdwn(&bounded(&revealed_for_approvers(text), MAX_VALUE_CHARS))
 }
 
+/// A value (agent, action, resource…) for Slack's mrkdwn, as inline code: mrkdwn has no
+/// escape character, and inside inline code `*`, `_` and `~` style nothing, so a value cannot
+/// render bold, italic or struck through. Revealed as [`slack_text`] on one line (a newline
+/// would end the code), each backtick shown as the look-alike `ˋ` (U+02CB) so that none closes
+/// the code.
+fn slack_value(text: &str) -> String {
+    let shown = bounded(
+        &revealed_line(&revealed_for_approvers(text)),
+        MAX_VALUE_CHARS,
+    );
+    format!("`{}`", escape_mrkdwn(&shown.replace('`', "\u{2cb}")))
+}
+
 /// `&`, `<` and `>` escaped, as Slack asks: `<...>` would otherwise be a link or mention.
 fn escape_mrkdwn(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -108,7 +124,23 @@ fn escape_mrkdwn(text: &str) -> String {
 /// Text for an Adaptive Card: hidden characters and look-alikes of ASCII revealed, bounded,
 /// with the brackets of Markdown links escaped.
 fn teams_text(text: &str) -> String {
-    escape_markdown_links(&bounded(&revealed_for_approvers(text), MAX_VALUE_CHARS))
+    escape_markdown_links(&teams_value(text))
+}
+
+/// A value for an Adaptive Card's text run, which is never read as Markdown: hidden
+/// characters and look-alikes of ASCII revealed, bounded, nothing else to escape.
+fn teams_value(text: &str) -> String {
+    bounded(&revealed_for_approvers(text), MAX_VALUE_CHARS)
+}
+
+/// One fact of an Adaptive Card: its title in bold and its value, each a text run, so that
+/// no value is read as Markdown (a `FactSet`'s values are: `**x**` would be bold, `_x_`
+/// italic).
+fn teams_fact(title: &str, value: &str) -> Value {
+    json!({"type": "RichTextBlock", "inlines": [
+        {"type": "TextRun", "text": format!("{title}: "), "weight": "Bolder"},
+        {"type": "TextRun", "text": teams_value(value)},
+    ]})
 }
 
 /// `[` and `]` escaped (and `\` itself): a value an agent chose cannot become a link whose
@@ -138,20 +170,26 @@ fn approvers_text(notice: &Notice) -> String {
 /// itself (hidden characters revealed), nor pass a look-alike for an ASCII letter (shown as
 /// its escape, as the console shows it).
 /// Cut, it says so and how much was left out: the tail of long arguments is where an agent
-/// would put what it hopes no approver reads.
+/// would put what it hopes no approver reads. Holding numbers that may have been rounded, it
+/// ends by naming them ([`super::rounded::note`]).
 fn arguments_text(arguments: &Value) -> String {
     let pretty = serde_json::to_string_pretty(arguments).unwrap_or_default();
     let shown = revealed_for_approvers(&pretty)
         .replace('`', "\u{2cb}")
         .replace("://", "[:]//");
     let total = shown.chars().count();
-    if total <= MAX_ARGUMENT_CHARS {
-        return shown;
+    let mut text = if total <= MAX_ARGUMENT_CHARS {
+        shown
+    } else {
+        format!(
+            "{}\n[cut: the first {MAX_ARGUMENT_CHARS} of {total} characters are shown here; read them all in the console]",
+            bounded(&shown, MAX_ARGUMENT_CHARS)
+        )
+    };
+    if let Some(note) = super::rounded::note(arguments) {
+        text.push_str(&format!("\n[{}]", revealed_for_approvers(&note)));
     }
-    format!(
-        "{}\n[cut: the first {MAX_ARGUMENT_CHARS} of {total} characters are shown here; read them all in the console]",
-        bounded(&shown, MAX_ARGUMENT_CHARS)
-    )
+    text
 }
 
 /// `value` with hidden characters and look-alikes of ASCII revealed in every string and key:
@@ -173,7 +211,7 @@ fn revealed_json(value: &Value) -> Value {
 /// The Slack incoming-webhook body: a fallback `text` and Block Kit `blocks` whose only
 /// action is a link button to the console.
 pub fn slack_body(notice: &Notice, link: &str, include_arguments: bool) -> Value {
-    let field = |title: &str, value: &str| json!({"type": "mrkdwn", "text": format!("*{title}*\n{}", slack_text(value))});
+    let field = |title: &str, value: &str| json!({"type": "mrkdwn", "text": format!("*{title}*\n{}", slack_value(value))});
     let expires = rfc3339(notice.expires_at);
     let mut blocks = vec![
         json!({"type": "header", "text": {"type": "plain_text", "text": "Approval needed", "emoji": false}}),
@@ -189,6 +227,9 @@ pub fn slack_body(notice: &Notice, link: &str, include_arguments: bool) -> Value
     if let Some(reason) = &notice.reason {
         blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Why*\n{}", slack_text(reason))}}));
     }
+    if let Some(undeclared) = &notice.undeclared {
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Not judged*\n{}", slack_text(undeclared))}}));
+    }
     if include_arguments && let Some(arguments) = &notice.arguments {
         blocks.push(
             json!({"type": "section", "text": {"type": "mrkdwn", "text": format!(
@@ -199,8 +240,8 @@ pub fn slack_body(notice: &Notice, link: &str, include_arguments: bool) -> Value
     }
     blocks.push(
         json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!(
-            "Approval `{}`: approve or deny in the Warden console, with your second factor.",
-            slack_text(&notice.approval_id)
+            "Approval {}: approve or deny in the Warden console, with your second factor.",
+            slack_value(&notice.approval_id)
         )}]}),
     );
     blocks.push(json!({"type": "actions", "elements": [{
@@ -213,9 +254,9 @@ pub fn slack_body(notice: &Notice, link: &str, include_arguments: bool) -> Value
     json!({
         "text": format!(
             "Approval needed: {} wants {} on {} (expires {expires}): {link}",
-            slack_text(&notice.agent),
-            slack_text(&notice.action),
-            slack_text(&notice.resource)
+            slack_value(&notice.agent),
+            slack_value(&notice.action),
+            slack_value(&notice.resource)
         ),
         "blocks": blocks,
     })
@@ -225,21 +266,26 @@ pub fn slack_body(notice: &Notice, link: &str, include_arguments: bool) -> Value
 /// and Workflows' "When a Teams webhook request is received" accept; its only action opens
 /// the console.
 pub fn teams_body(notice: &Notice, link: &str, include_arguments: bool) -> Value {
-    let fact = |title: &str, value: &str| json!({"title": title, "value": teams_text(value)});
     let mut body = vec![
         json!({"type": "TextBlock", "text": "Approval needed", "weight": "Bolder", "size": "Medium", "wrap": true}),
     ];
     if let Some(reason) = &notice.reason {
         body.push(json!({"type": "TextBlock", "text": teams_text(reason), "wrap": true}));
     }
-    body.push(json!({"type": "FactSet", "facts": [
-        fact("Agent", &notice.agent),
-        fact("Action", &notice.action),
-        fact("Resource", &notice.resource),
-        fact("Policy", &notice.policy),
-        fact("Approvers", &approvers_text(notice)),
-        fact("Expires", &rfc3339(notice.expires_at)),
-        fact("Approval", &notice.approval_id),
+    if let Some(undeclared) = &notice.undeclared {
+        body.push(json!({"type": "RichTextBlock", "inlines": [
+            {"type": "TextRun", "text": "Not judged: ", "weight": "Bolder"},
+            {"type": "TextRun", "text": teams_value(undeclared)},
+        ]}));
+    }
+    body.push(json!({"type": "Container", "items": [
+        teams_fact("Agent", &notice.agent),
+        teams_fact("Action", &notice.action),
+        teams_fact("Resource", &notice.resource),
+        teams_fact("Policy", &notice.policy),
+        teams_fact("Approvers", &approvers_text(notice)),
+        teams_fact("Expires", &rfc3339(notice.expires_at)),
+        teams_fact("Approval", &notice.approval_id),
     ]}));
     if include_arguments && let Some(arguments) = &notice.arguments {
         body.push(
@@ -280,8 +326,14 @@ pub fn json_body(notice: &Notice, link: &str, include_arguments: bool) -> Value 
         "approvals_required": notice.approvals,
         "expires_at": rfc3339(notice.expires_at),
     });
+    if let Some(undeclared) = &notice.undeclared {
+        body["undeclared_fields"] = Value::from(undeclared.as_str());
+    }
     if include_arguments && let Some(arguments) = &notice.arguments {
         body["arguments"] = revealed_json(arguments);
+        if let Some(note) = super::rounded::note(arguments) {
+            body["arguments_rounded"] = revealed_for_approvers(&note).into();
+        }
     }
     body
 }
@@ -755,6 +807,7 @@ mod tests {
             approvals: 2,
             expires_at: UNIX_EPOCH + Duration::from_secs(1_796_443_200),
             arguments: Some(json!({"repo": "acme/api", "title": "rotate keys"})),
+            undeclared: None,
         }
     }
 
@@ -862,16 +915,16 @@ mod tests {
         assert_eq!(
             body,
             json!({
-                "text": "Approval needed: ci-bot wants mcp:call_tool on Tool::\"github/create_issue\" (expires 2026-12-05T04:00:00Z): https://warden.example.com/approvals/apr%5F01J9Z",
+                "text": "Approval needed: `ci-bot` wants `mcp:call_tool` on `Tool::\"github/create_issue\"` (expires 2026-12-05T04:00:00Z): https://warden.example.com/approvals/apr%5F01J9Z",
                 "blocks": [
                     {"type": "header", "text": {"type": "plain_text", "text": "Approval needed", "emoji": false}},
                     {"type": "section", "fields": [
-                        {"type": "mrkdwn", "text": "*Agent*\nci-bot"},
-                        {"type": "mrkdwn", "text": "*Action*\nmcp:call_tool"},
-                        {"type": "mrkdwn", "text": "*Resource*\nTool::\"github/create_issue\""},
-                        {"type": "mrkdwn", "text": "*Policy*\nprod-changes"},
-                        {"type": "mrkdwn", "text": "*Approvers*\nGroup::\"sre\" (2 approvals)"},
-                        {"type": "mrkdwn", "text": "*Expires*\n2026-12-05T04:00:00Z"},
+                        {"type": "mrkdwn", "text": "*Agent*\n`ci-bot`"},
+                        {"type": "mrkdwn", "text": "*Action*\n`mcp:call_tool`"},
+                        {"type": "mrkdwn", "text": "*Resource*\n`Tool::\"github/create_issue\"`"},
+                        {"type": "mrkdwn", "text": "*Policy*\n`prod-changes`"},
+                        {"type": "mrkdwn", "text": "*Approvers*\n`Group::\"sre\" (2 approvals)`"},
+                        {"type": "mrkdwn", "text": "*Expires*\n`2026-12-05T04:00:00Z`"},
                     ]},
                     {"type": "section", "text": {"type": "mrkdwn", "text": "*Why*\nchanges to &lt;prod&gt; need a human"}},
                     {"type": "context", "elements": [{"type": "mrkdwn", "text": "Approval `apr_01J9Z`: approve or deny in the Warden console, with your second factor."}]},
@@ -911,7 +964,7 @@ mod tests {
         let resource = body["blocks"][1]["fields"][2]["text"].as_str().unwrap();
         assert_eq!(
             resource.chars().count(),
-            "*Resource*\n".len() + MAX_VALUE_CHARS + 1
+            "*Resource*\n``".len() + MAX_VALUE_CHARS + 1
         );
     }
 
@@ -1028,6 +1081,61 @@ mod tests {
     }
 
     #[test]
+    fn every_kind_says_which_numbers_of_the_arguments_may_be_rounded() {
+        let mut n = notice();
+        n.arguments = Some(serde_json::from_str(r#"{"amount": 12345678901234567890123}"#).unwrap());
+        let said = "1 number may not be exactly as the agent sent it";
+        for body in [
+            slack_body(&n, LINK, true),
+            teams_body(&n, LINK, true),
+            json_body(&n, LINK, true),
+        ] {
+            let text = body.to_string();
+            assert!(
+                text.contains(said) && text.contains("(at /amount)"),
+                "{text}"
+            );
+        }
+        n.arguments = Some(json!({"amount": 123456789}));
+        assert!(!slack_body(&n, LINK, true).to_string().contains(said));
+    }
+
+    #[test]
+    fn every_kind_says_a_rest_body_has_fields_no_policy_judged() {
+        let mut n = notice();
+        n.undeclared = crate::approval::undeclared::note(
+            &json!({"undeclared_fields": {"count": 2, "names": ["as_user", "icon_url"]}}),
+            false,
+        );
+        let said = "The body has 2 fields the connector does not declare, which no policy judged";
+        let slack = slack_body(&n, LINK, false);
+        assert!(
+            slack["blocks"][3]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("*Not judged*\n{said}")),
+            "{slack}"
+        );
+        for body in [
+            slack,
+            teams_body(&n, LINK, false),
+            json_body(&n, LINK, false),
+        ] {
+            let text = body.to_string();
+            assert!(text.contains(said), "{text}");
+            assert!(
+                !text.contains("as_user"),
+                "names are request content: {text}"
+            );
+        }
+        assert!(
+            !slack_body(&notice(), LINK, false)
+                .to_string()
+                .contains("Not judged")
+        );
+    }
+
+    #[test]
     fn teams_values_cannot_become_disguised_links() {
         let mut n = notice();
         n.reason = Some(r"[Approve now](https://evil.example) \o/".into());
@@ -1040,8 +1148,9 @@ mod tests {
             r"\[Approve now\](https://evil.example) \\o/"
         );
         assert_eq!(
-            card["body"][2]["facts"][2]["value"],
-            r#"Tool::"\[x\](https://evil.example)""#
+            card["body"][2]["items"][2]["inlines"][1],
+            json!({"type": "TextRun", "text": r#"Tool::"[x](https://evil.example)""#}),
+            "a text run is not Markdown: nothing to escape"
         );
         assert_eq!(
             card["body"][4]["inlines"][0]["text"], "[\n  \"a\"\n]",
@@ -1051,6 +1160,47 @@ mod tests {
             card["actions"][0]["url"], LINK,
             "the only link is the console's"
         );
+    }
+
+    #[test]
+    fn styling_characters_in_values_style_nothing_in_slack_or_teams() {
+        let mut n = notice();
+        n.agent = "*boss* _ok_ ~no~ `x`\nnext".into();
+        n.resource = "Tool::\"**approved** _by sre_\"".into();
+        let slack = slack_body(&n, LINK, false);
+        assert_eq!(
+            slack["blocks"][1]["fields"][0]["text"],
+            "*Agent*\n`*boss* _ok_ ~no~ \u{2cb}x\u{2cb}\\nnext`",
+            "inline code styles nothing, and nothing closes it"
+        );
+        assert!(
+            slack["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("Approval needed: `*boss* _ok_ ~no~ \u{2cb}x\u{2cb}\\nnext` wants"),
+            "{slack}"
+        );
+        let teams = teams_body(&n, LINK, false);
+        let facts = &teams["attachments"][0]["content"]["body"][2];
+        assert_eq!(
+            facts["items"][0]["inlines"][1],
+            json!({"type": "TextRun", "text": "*boss* _ok_ ~no~ `x`\nnext"})
+        );
+        assert_eq!(
+            facts["items"][2]["inlines"][1],
+            json!({"type": "TextRun", "text": "Tool::\"**approved** _by sre_\""})
+        );
+        assert!(
+            !teams.to_string().contains("FactSet") && !teams.to_string().contains("\"value\""),
+            "no value in a FactSet, whose values are Markdown: {teams}"
+        );
+    }
+
+    fn fact(title: &str, value: &str) -> Value {
+        json!({"type": "RichTextBlock", "inlines": [
+            {"type": "TextRun", "text": format!("{title}: "), "weight": "Bolder"},
+            {"type": "TextRun", "text": value},
+        ]})
     }
 
     #[tokio::test]
@@ -1076,14 +1226,14 @@ mod tests {
                         "body": [
                             {"type": "TextBlock", "text": "Approval needed", "weight": "Bolder", "size": "Medium", "wrap": true},
                             {"type": "TextBlock", "text": "changes to <prod> need a human", "wrap": true},
-                            {"type": "FactSet", "facts": [
-                                {"title": "Agent", "value": "ci-bot"},
-                                {"title": "Action", "value": "mcp:call_tool"},
-                                {"title": "Resource", "value": "Tool::\"github/create_issue\""},
-                                {"title": "Policy", "value": "prod-changes"},
-                                {"title": "Approvers", "value": "Group::\"sre\" (2 approvals)"},
-                                {"title": "Expires", "value": "2026-12-05T04:00:00Z"},
-                                {"title": "Approval", "value": "apr_01J9Z"},
+                            {"type": "Container", "items": [
+                                fact("Agent", "ci-bot"),
+                                fact("Action", "mcp:call_tool"),
+                                fact("Resource", "Tool::\"github/create_issue\""),
+                                fact("Policy", "prod-changes"),
+                                fact("Approvers", "Group::\"sre\" (2 approvals)"),
+                                fact("Expires", "2026-12-05T04:00:00Z"),
+                                fact("Approval", "apr_01J9Z"),
                             ]},
                             {"type": "TextBlock", "text": "Arguments", "weight": "Bolder", "wrap": true},
                             {"type": "RichTextBlock", "inlines": [{"type": "TextRun", "text": "{\n  \"repo\": \"acme/api\",\n  \"title\": \"rotate keys\"\n}", "fontType": "Monospace"}]},

@@ -483,6 +483,12 @@ pub fn describe(record: &ApprovalRecord) -> String {
         },
         record.context
     ));
+    if let Some(note) = super::rounded::note(&record.context) {
+        out.push_str(&format!("  numbers:   {note}\n"));
+    }
+    if let Some(note) = super::undeclared::note(&record.context, true) {
+        out.push_str(&format!("  unjudged:  {note}\n"));
+    }
     for v in &record.votes {
         out.push_str(&format!(
             "  vote:      {} {} ({}){}\n",
@@ -666,6 +672,37 @@ when { resource.action == "llm:chat" };
         let shown = describe(&r);
         assert!(!shown.contains('\u{43e}'), "printed as is:\n{shown}");
         assert!(shown.contains(r"boss@c\u{43e}rp.com"), "{shown}");
+    }
+
+    #[test]
+    fn show_says_which_numbers_may_be_rounded() {
+        let mut r = record("carol", "mcp:call_tool", &[]);
+        r.context =
+            serde_json::from_str(r#"{"arguments": {"amount": 12345678901234567890123}}"#).unwrap();
+        let shown = describe(&r);
+        assert!(
+            shown.contains("  numbers:   1 number may not be exactly as the agent sent it")
+                && shown.contains("(at /arguments/amount)"),
+            "{shown}"
+        );
+        r.context = serde_json::json!({"arguments": {"amount": 12}});
+        assert!(!describe(&r).contains("numbers:"));
+    }
+
+    #[test]
+    fn show_says_a_rest_body_has_fields_no_policy_judged() {
+        let mut r = record("carol", "slack:chat.postMessage", &[]);
+        r.context = serde_json::json!({"undeclared_fields": {"count": 1, "names": ["as_user"]}});
+        let shown = describe(&r);
+        assert!(
+            shown.contains(
+                "  unjudged:  The body has 1 field the connector does not declare, which no \
+                 policy judged: as_user"
+            ),
+            "{shown}"
+        );
+        r.context = serde_json::json!({"method": "POST"});
+        assert!(!describe(&r).contains("unjudged:"));
     }
 
     #[test]

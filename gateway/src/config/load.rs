@@ -6,6 +6,7 @@ use std::path::Path;
 
 use super::error::{ConfigError, ConfigErrors, saphyr_message};
 use super::locate::{Source, join_key};
+use super::section::MISTAKES_MAX;
 use super::{Config, RouteConfig};
 
 /// The top-level keys, in the order the documentation lists them.
@@ -183,6 +184,7 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
             .into_iter()
             .map(|(key, message)| error(&key, message)),
     );
+    let errors = bounded(errors, error);
     Parsed {
         config,
         source,
@@ -190,7 +192,8 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
     }
 }
 
-/// Deserializes one section into `slot`, recording a located error on failure.
+/// Deserializes one section into `slot`, recording a located error for each mistake in it
+/// (`config/section.rs`), as many as there is room for under [`MISTAKES_MAX`].
 fn section<T: DeserializeOwned>(
     key: &str,
     value: serde_json::Value,
@@ -198,18 +201,39 @@ fn section<T: DeserializeOwned>(
     error: &impl Fn(&str, String) -> ConfigError,
     errors: &mut Vec<ConfigError>,
 ) {
-    match serde_path_to_error::deserialize::<_, T>(value) {
+    let room = MISTAKES_MAX.saturating_sub(errors.len()).max(1);
+    match super::section::read::<T>(value, room) {
         Ok(v) => *slot = v,
-        Err(e) => {
-            let inner = e.path().to_string();
-            let path = if inner == "." {
-                key.to_string()
-            } else {
-                join_key(key, &inner)
-            };
-            errors.push(error(&path, plain_expectation(&e.into_inner().to_string())));
+        Err(mistakes) => {
+            for mistake in mistakes {
+                let path = if mistake.path == "." {
+                    key.to_string()
+                } else {
+                    join_key(key, &mistake.path)
+                };
+                errors.push(error(&path, plain_expectation(&mistake.message)));
+            }
         }
     }
+}
+
+/// `errors` cut to [`MISTAKES_MAX`], the last saying how many more there are and what to do.
+fn bounded(
+    mut errors: Vec<ConfigError>,
+    error: impl Fn(&str, String) -> ConfigError,
+) -> Vec<ConfigError> {
+    if errors.len() > MISTAKES_MAX {
+        let more = errors.len() - MISTAKES_MAX;
+        errors.truncate(MISTAKES_MAX);
+        errors.push(error(
+            "",
+            format!(
+                "the first {MISTAKES_MAX} mistakes are shown; fix them and run `warden check` again \
+                 to see the rest ({more} more found so far)"
+            ),
+        ));
+    }
+    errors
 }
 
 /// What serde expected, in words a reader of the YAML file knows rather than Rust's type
@@ -291,6 +315,39 @@ mod tests {
         );
         assert!(!errors.contains("u64"), "{errors}");
         assert_eq!(plain_expectation("expected u64s"), "expected u64s");
+    }
+
+    #[test]
+    fn every_mistake_of_a_section_is_reported_with_its_line_not_only_the_first() {
+        let text =
+            "identity:\n  leeway_seconds: ten\n  cache_entries: many\nlisten:\n  proxy: 8081\n";
+        let errors = parse(text, Some(Path::new("w.yaml"))).unwrap_err().0;
+        let keys: Vec<(&str, Option<usize>)> =
+            errors.iter().map(|e| (e.key.as_str(), e.line)).collect();
+        assert!(
+            keys.contains(&("identity.leeway_seconds", Some(2)))
+                && keys.contains(&("identity.cache_entries", Some(3)))
+                && keys.contains(&("listen.proxy", Some(5))),
+            "{errors:#?}"
+        );
+    }
+
+    #[test]
+    fn mistakes_past_the_bound_are_counted_not_listed() {
+        let text: String = (0..80)
+            .map(|i| {
+                format!("- {{ prefix: /r{i}, connector: openai, upstream: 7, bogus_{i}: 1 }}\n")
+            })
+            .collect();
+        let errors = parse(&format!("routes:\n{text}"), Some(Path::new("w.yaml")))
+            .unwrap_err()
+            .0;
+        assert_eq!(errors.len(), MISTAKES_MAX + 1, "{errors:#?}");
+        let last = errors.last().unwrap().to_string();
+        assert!(
+            last.contains("the first 50 mistakes are shown; fix them and run `warden check` again"),
+            "{last}"
+        );
     }
 
     #[test]

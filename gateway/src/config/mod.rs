@@ -114,6 +114,7 @@ pub mod error;
 pub mod files;
 pub mod load;
 pub mod locate;
+pub mod section;
 pub mod url;
 pub mod validate;
 pub mod workdir;

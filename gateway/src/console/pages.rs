@@ -365,14 +365,25 @@ fn context_panel(context: &Value) -> String {
         if let Some(value) = context.get(key) {
             let pretty = serde_json::to_string_pretty(value).unwrap_or_default();
             let pretty = crate::text::revealed_for_approvers(&pretty);
+            let rounded = crate::approval::rounded::note(value)
+                .map(|note| format!(r#"<p class="flash" role="status">{}.</p>"#, esc(&note)))
+                .unwrap_or_default();
             let _ = write!(
                 out,
-                r#"<h3>{title}</h3>{size}<pre class="args" tabindex="0">{}</pre>"#,
+                r#"<h3>{title}</h3>{rounded}{size}<pre class="args" tabindex="0">{}</pre>"#,
                 esc(&pretty),
                 size = size_note(&pretty),
             );
             shown = true;
         }
+    }
+    if let Some(note) = crate::approval::undeclared::note(context, true) {
+        let _ = write!(
+            out,
+            r#"<p class="flash" role="status">{}.</p>"#,
+            esc_revealed(&note)
+        );
+        shown = true;
     }
     if context.get("proposed").and_then(Value::as_bool) == Some(true)
         && context.get("arguments").is_none()
@@ -418,7 +429,7 @@ fn context_panel(context: &Value) -> String {
         .filter(|(k, _)| {
             !matches!(
                 k.as_str(),
-                "arguments" | "body" | "prompt" | "findings" | "owner"
+                "arguments" | "body" | "prompt" | "findings" | "owner" | "undeclared_fields"
             )
         })
         .filter(|(_, v)| !v.is_null())
@@ -748,6 +759,46 @@ mod tests {
             esc_revealed("Zoë 日本 ✅ <b>\n\t"),
             "Zoë 日本 ✅ &lt;b&gt;\n\t"
         );
+    }
+
+    #[test]
+    fn numbers_that_may_be_rounded_are_named_above_the_arguments_and_body() {
+        let context: Value = serde_json::from_str(
+            r#"{"arguments": {"amount": 12345678901234567890123}, "body": {"n": [1e30]}}"#,
+        )
+        .unwrap();
+        let panel = context_panel(&context);
+        assert!(
+            panel.contains("1 number may not be exactly as the agent sent it")
+                && panel.contains("(at /amount).")
+                && panel.contains("(at /n/0)."),
+            "{panel}"
+        );
+        let panel = context_panel(&serde_json::json!({"arguments": {"amount": 12}}));
+        assert!(!panel.contains("may not be exactly"), "{panel}");
+    }
+
+    #[test]
+    fn a_rest_bodys_undeclared_fields_are_said_to_be_there() {
+        let context = serde_json::json!({
+            "method": "POST",
+            "undeclared_fields": {"count": 2, "names": ["as_user", "ic\u{43e}n_url"]},
+        });
+        let panel = context_panel(&context);
+        assert!(
+            panel.contains(
+                "The body has 2 fields the connector does not declare, which no policy judged: \
+                 as_user, ic\\u{43e}n_url."
+            ),
+            "{panel}"
+        );
+        assert!(!panel.contains("<dt>undeclared_fields</dt>"), "{panel}");
+        let panel = context_panel(&serde_json::json!({"undeclared_fields": {"count": 3}}));
+        assert!(
+            panel.contains("3 fields the connector does not declare") && panel.contains("not kept"),
+            "{panel}"
+        );
+        assert!(!panel.contains("carries no arguments"), "{panel}");
     }
 
     #[test]

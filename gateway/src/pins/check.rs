@@ -18,7 +18,7 @@ use crate::action::Finding;
 use crate::audit::AuditLog;
 use crate::audit::event::{AuditEvent, EventKind};
 use crate::inspect::tool_description::inspect_listed;
-use crate::state::pins::{Approver, PinRecord, PinRepository, StoredDefinition, now_ms};
+use crate::state::pins::{Approver, PinRecord, PinRepository, Removal, StoredDefinition, now_ms};
 
 /// Most items of one kind (tools, prompts, resources, resource templates) Warden pins per
 /// server: one more is hidden ([`PinError::TooMany`]), so a server that offers ever new items
@@ -549,18 +549,32 @@ impl Pins {
         for record in records {
             cache.insert(Arc::new(Entry::from_record(record)));
         }
-        let mut installed = self.cache.write().unwrap_or_else(|e| e.into_inner());
-        if self.writes.load(Ordering::Acquire) != writes {
-            // A pin this process recorded meanwhile may be missing from the snapshot: keep
-            // memory as it is; the revision stays old, so the next refresh loads again.
-            return Ok(None);
-        }
-        let removed = match loaded {
-            i64::MIN => Vec::new(),
-            _ => removed(&installed, &cache),
+        let mut removed = {
+            let mut installed = self.cache.write().unwrap_or_else(|e| e.into_inner());
+            if self.writes.load(Ordering::Acquire) != writes {
+                // A pin this process recorded meanwhile may be missing from the snapshot: keep
+                // memory as it is; the revision stays old, so the next refresh loads again.
+                return Ok(None);
+            }
+            let removed = match loaded {
+                i64::MIN => Vec::new(),
+                _ => removed(&installed, &cache),
+            };
+            *installed = cache;
+            self.revision.store(revision, Ordering::Release);
+            removed
         };
-        *installed = cache;
-        self.revision.store(revision, Ordering::Release);
+        for gone in &mut removed {
+            // Who removed it: its record names them when the store says, and is written
+            // without when it cannot say now (never lost for want of a name).
+            gone.by = match self.store.forgotten_by(&gone.server, &gone.tool).await {
+                Ok(by) => by,
+                Err(error) => {
+                    tracing::warn!(%error, "tool pins: cannot read who removed a pin; recording the removal without");
+                    None
+                }
+            };
+        }
         Ok(Some(removed))
     }
 
@@ -707,10 +721,13 @@ struct Removed {
     server: String,
     tool: String,
     approved_digest: Option<Arc<str>>,
+    /// Who removed it with `warden tools forget`, and why, as the store recorded it.
+    by: Option<Removal>,
 }
 
 impl Removed {
-    /// Its `tool_change` record.
+    /// Its `tool_change` record: which pin, and who removed it and why (`removed_by`,
+    /// `reason`; `null` when the store does not say: removed by an older Warden's command).
     fn event(&self) -> AuditEvent {
         let mut event = AuditEvent::now(EventKind::ToolChange);
         event.detail = Some(serde_json::json!({
@@ -719,6 +736,8 @@ impl Removed {
             "tool": crate::text::bounded(&self.tool, super::definition::PINNED_NAME_MAX),
             "kind": ItemKind::of_pinned(&self.tool).as_str(),
             "approved_digest": self.approved_digest.as_deref(),
+            "removed_by": self.by.as_ref().map(|by| crate::text::bounded(&by.by, crate::text::QUOTE_MAX)),
+            "reason": self.by.as_ref().and_then(|by| by.reason.as_deref()).map(|r| crate::text::bounded(r, crate::text::FIELD_MAX)),
         }));
         event
     }
@@ -743,6 +762,7 @@ fn removed(before: &Cache, after: &Cache) -> Vec<Removed> {
                     server: server.clone(),
                     tool: tool.clone(),
                     approved_digest: entry.approved.as_ref().map(|a| Arc::clone(&a.digest)),
+                    by: None,
                 });
             }
         }

@@ -12,7 +12,7 @@ use super::error::PinError;
 use super::uri::UriKey;
 use crate::action::Finding;
 use crate::inspect::tool_description::inspect_listed;
-use crate::state::pins::{ApproveOutcome, Approver, PinRecord, PinRepository};
+use crate::state::pins::{ApproveOutcome, Approver, PinRecord, PinRepository, Removal};
 use crate::text::Quoted;
 
 /// Where a tool stands.
@@ -219,14 +219,17 @@ pub enum Forgetting {
 }
 
 /// `warden tools forget`: the pins of `server` that `forgetting` selects, dropped from the
-/// store unless `dry_run` (then only listed). A dropped tool is pinned again when next listed
-/// (`tofu`), or waits for an operator's approval (`approved`). Returns the pins as they were.
+/// store unless `dry_run` (then only listed), each with who drops it and why (`by`), which
+/// every Warden's `tool_change` record of the removal names. A dropped tool is pinned again
+/// when next listed (`tofu`), or waits for an operator's approval (`approved`). Returns the
+/// pins as they were.
 pub async fn forget(
     store: &dyn PinRepository,
     server: &str,
     forgetting: &Forgetting,
     key: &UriKey,
     dry_run: bool,
+    by: &Removal,
 ) -> Result<Vec<PinRecord>, PinError> {
     let all = store.all().await?;
     let pins: Vec<&PinRecord> = all.iter().filter(|r| r.server == server).collect();
@@ -263,7 +266,7 @@ pub async fn forget(
     };
     if !dry_run {
         for record in &chosen {
-            store.replace(server, &record.tool, None).await?;
+            store.forget(server, &record.tool, by).await?;
         }
     }
     Ok(chosen)

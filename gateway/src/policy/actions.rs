@@ -123,6 +123,7 @@ impl FactsKind {
                 method: "POST".into(),
                 path: "/repos/acme/app/issues".into(),
                 fields: None,
+                undeclared: Vec::new(),
             }),
             FactsKind::Egress => Facts::Egress(EgressFacts {
                 port: 443,

@@ -468,6 +468,7 @@ mod tests {
                 method: "GET".into(),
                 path: format!("/repos/acme/{key}"),
                 fields: None,
+                undeclared: Vec::new(),
             }),
         );
         let raw = of(&call, false, 8192).unwrap();

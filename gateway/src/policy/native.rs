@@ -790,11 +790,13 @@ mod tests {
                 method: "POST".into(),
                 path: "/repos/acme/app/issues".into(),
                 fields: None,
+                undeclared: Vec::new(),
             }),
             Facts::Http(HttpFacts {
                 method: "DELETE".into(),
                 path: "/admin/users".into(),
                 fields: None,
+                undeclared: Vec::new(),
             }),
             Facts::Egress(EgressFacts {
                 port: 443,

@@ -521,6 +521,7 @@ impl ContextSpec {
                 method: self.method.clone().unwrap_or_else(|| "GET".into()),
                 path: self.path.clone().unwrap_or_else(|| "/".into()),
                 fields: self.fields.as_ref().map(fields).transpose()?,
+                undeclared: Vec::new(),
             }),
             FactsKind::Egress => Facts::Egress(EgressFacts {
                 port: self.port.unwrap_or(443),

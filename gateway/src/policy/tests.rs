@@ -917,6 +917,7 @@ fn http(method: &str, path: &str) -> Facts {
         method: method.into(),
         path: path.into(),
         fields: None,
+        undeclared: Vec::new(),
     })
 }
 
@@ -1659,6 +1660,7 @@ fn a_connectors_actions_are_declared_by_its_fragment_and_judged_on_tags_and_fiel
                     Arc::from("channel"),
                     crate::action::FieldValue::String(channel.into()),
                 )]),
+                undeclared: Vec::new(),
             }),
         )
     };

@@ -593,6 +593,9 @@ fn approval_context(
             if let Some(fields) = &http.fields {
                 facts["fields"] = serde_json::json!(Fields(fields));
             }
+            if !http.undeclared.is_empty() {
+                facts["undeclared_fields"] = undeclared_fields(&http.undeclared, body.is_some());
+            }
             facts
         }
         Facts::Egress(egress) => serde_json::json!({
@@ -634,6 +637,24 @@ fn approval_context(
         context["prompt"] = prompt;
     }
     context
+}
+
+/// Most names of undeclared body fields approvers are shown.
+const UNDECLARED_NAMES_MAX: usize = 20;
+
+/// What approvers are told of a REST body's keys that no declared field reads (no policy
+/// judged them): how many, and their names (at most [`UNDECLARED_NAMES_MAX`]) only when the
+/// body itself is shown (`audit.record_content`), for names are request content too.
+fn undeclared_fields(names: &[String], shown: bool) -> serde_json::Value {
+    let mut said = serde_json::json!({ "count": names.len() });
+    if shown {
+        said["names"] = names
+            .iter()
+            .take(UNDECLARED_NAMES_MAX)
+            .map(String::as_str)
+            .collect();
+    }
+    said
 }
 
 /// Where a REST or egress request goes, as its approval binds to it besides its body: a REST
@@ -773,6 +794,7 @@ mod tests {
                     Arc::from("repo"),
                     FieldValue::String(repo.to_owned()),
                 )]),
+                undeclared: Vec::new(),
             });
             action
         };
@@ -846,6 +868,7 @@ mod tests {
                 ),
                 (Arc::from("unfurl"), FieldValue::Bool(false)),
             ]),
+            undeclared: Vec::new(),
         });
         let shown = approval_context(&action, None, None, None);
         assert_eq!(shown["method"], "POST");
@@ -930,6 +953,7 @@ mod tests {
             method: "POST".to_owned(),
             path: "/repos/acme/app/issues".to_owned(),
             fields: None,
+            undeclared: Vec::new(),
         });
         let context = approval_context(&action, None, Some(json!({"title": "rotate"})), None);
         assert_eq!(context["body"], json!({"title": "rotate"}));
@@ -937,6 +961,27 @@ mod tests {
             approval_context(&action, None, None, None)
                 .get("body")
                 .is_none()
+        );
+        assert!(context.get("undeclared_fields").is_none());
+    }
+
+    #[test]
+    fn approvers_are_told_of_body_fields_no_policy_judged() {
+        let mut action = call(Vec::new());
+        action.context.facts = Facts::Http(crate::action::HttpFacts {
+            method: "POST".to_owned(),
+            path: "/chat.postMessage".to_owned(),
+            fields: Some(Vec::new()),
+            undeclared: vec!["as_user".to_owned(), "icon_url".to_owned()],
+        });
+        // Without the body (request content not kept), how many; with it, which.
+        assert_eq!(
+            approval_context(&action, None, None, None)["undeclared_fields"],
+            json!({"count": 2})
+        );
+        assert_eq!(
+            approval_context(&action, None, Some(json!({"as_user": true})), None)["undeclared_fields"],
+            json!({"count": 2, "names": ["as_user", "icon_url"]})
         );
     }
 }

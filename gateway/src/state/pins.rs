@@ -83,6 +83,23 @@ pub struct PinRecord {
     pub pending: Option<StoredDefinition>,
 }
 
+/// Who removed a pin with `warden tools forget`, and why: what each Warden's `tool_change`
+/// record of the removal names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    /// The operator (`--as`, else the login that ran the command).
+    pub by: String,
+    /// Their `--reason`, if given.
+    pub reason: Option<String>,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// How long the store keeps who removed a pin: long enough for every Warden to have read it
+/// (they read the pins again every `pins.refresh_interval`, seconds), then tidied away by the
+/// next removal.
+pub const REMOVAL_KEPT_MS: i64 = 7 * 24 * 3600 * 1000;
+
 /// What [`PinRepository::approve_pending`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApproveOutcome {
@@ -163,6 +180,25 @@ pub trait PinRepository: Send + Sync {
         tool: &'a str,
         with: Option<PinRecord>,
     ) -> BoxFuture<'a, Result<bool, StateError>>;
+
+    /// Removes the pin of `tool` on `server` (`warden tools forget`) and, in the same
+    /// transaction, records who removed it and why (`by`), replacing what an earlier removal
+    /// of that pin recorded and tidying away what is older than [`REMOVAL_KEPT_MS`].
+    /// Returns whether the pin was there (nothing is recorded when it was not).
+    fn forget<'a>(
+        &'a self,
+        server: &'a str,
+        tool: &'a str,
+        by: &'a Removal,
+    ) -> BoxFuture<'a, Result<bool, StateError>>;
+
+    /// Who last removed the pin of `tool` on `server` with [`forget`](Self::forget), if the
+    /// store still knows.
+    fn forgotten_by<'a>(
+        &'a self,
+        server: &'a str,
+        tool: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Removal>, StateError>>;
 
     /// The pins revision: it changes whenever a pin changes, in any process.
     fn revision(&self) -> BoxFuture<'_, Result<i64, StateError>>;

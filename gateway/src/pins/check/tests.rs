@@ -108,6 +108,27 @@ impl PinRepository for Observed {
                 .await
         })
     }
+    fn forget<'a>(
+        &'a self,
+        server: &'a str,
+        tool: &'a str,
+        by: &'a crate::state::pins::Removal,
+    ) -> BoxFuture<'a, Result<bool, StateError>> {
+        Box::pin(async move {
+            self.pass()?;
+            self.inner.forget(server, tool, by).await
+        })
+    }
+    fn forgotten_by<'a>(
+        &'a self,
+        server: &'a str,
+        tool: &'a str,
+    ) -> BoxFuture<'a, Result<Option<crate::state::pins::Removal>, StateError>> {
+        Box::pin(async move {
+            self.pass()?;
+            self.inner.forgotten_by(server, tool).await
+        })
+    }
     fn replace<'a>(
         &'a self,
         server: &'a str,
@@ -1182,6 +1203,7 @@ async fn a_pin_forgotten_in_the_store_is_reported_once_and_a_renamed_one_not() {
         &crate::pins::review::Forgetting::Named(vec!["add".into()]),
         &key,
         false,
+        &by(),
     )
     .await
     .unwrap();
@@ -1200,18 +1222,27 @@ async fn a_pin_forgotten_in_the_store_is_reported_once_and_a_renamed_one_not() {
             .unwrap()
     );
 
-    let removed = pins.reload().await.unwrap().expect("the store changed");
-    let removed: Vec<(&str, &str)> = removed
+    let removed_records = pins.reload().await.unwrap().expect("the store changed");
+    let removed: Vec<(&str, &str)> = removed_records
         .iter()
         .map(|r| (r.server.as_str(), r.tool.as_str()))
         .collect();
     assert_eq!(removed, [("calc", "add")]);
     assert_eq!(pins.call_status("calc", "add"), CallStatus::Unknown);
+    let removal = removed_records
+        .iter()
+        .find(|r| r.tool == "add")
+        .unwrap()
+        .event();
+    let detail = serde_json::to_value(&removal).unwrap()["detail"].clone();
+    assert_eq!(detail["removed_by"], "alice", "{detail}");
+    assert_eq!(detail["reason"], "rotating the calc server", "{detail}");
     let event = serde_json::to_value(
         Removed {
             server: "calc".into(),
             tool: "add".into(),
             approved_digest: None,
+            by: None,
         }
         .event(),
     )
@@ -1219,6 +1250,15 @@ async fn a_pin_forgotten_in_the_store_is_reported_once_and_a_renamed_one_not() {
     assert_eq!(event["kind"], "tool_change");
     assert_eq!(event["detail"]["change"], "removed");
     assert!(pins.reload().await.unwrap().is_none(), "reported once");
+}
+
+/// Who runs `warden tools forget` in these tests.
+fn by() -> Removal {
+    Removal {
+        by: "alice".into(),
+        reason: Some("rotating the calc server".into()),
+        at_ms: now_ms(),
+    }
 }
 
 #[tokio::test]
@@ -1246,7 +1286,7 @@ async fn forget_lists_in_a_dry_run_and_drops_by_name_server_or_other_key_id() {
     let count = || async { setup.store.inner.all().await.unwrap().len() };
     assert_eq!(count().await, 3);
 
-    let listed = forget(store, "calc", &Forgetting::All, &key, true)
+    let listed = forget(store, "calc", &Forgetting::All, &key, true, &by())
         .await
         .unwrap();
     assert_eq!(listed.len(), 2);
@@ -1257,6 +1297,7 @@ async fn forget_lists_in_a_dry_run_and_drops_by_name_server_or_other_key_id() {
         &Forgetting::KeyId(key.id().into()),
         &key,
         false,
+        &by(),
     )
     .await
     .unwrap_err();
@@ -1267,11 +1308,12 @@ async fn forget_lists_in_a_dry_run_and_drops_by_name_server_or_other_key_id() {
         &Forgetting::Named(vec!["nope".into()]),
         &key,
         false,
+        &by(),
     )
     .await
     .unwrap_err();
     assert!(matches!(err, PinError::UnknownTool { .. }), "{err}");
-    let err = forget(store, "nobody", &Forgetting::All, &key, false)
+    let err = forget(store, "nobody", &Forgetting::All, &key, false, &by())
         .await
         .unwrap_err();
     assert!(matches!(err, PinError::UnknownServer { .. }), "{err}");
@@ -1282,6 +1324,7 @@ async fn forget_lists_in_a_dry_run_and_drops_by_name_server_or_other_key_id() {
         &Forgetting::KeyId(other.id().into()),
         &key,
         false,
+        &by(),
     )
     .await
     .unwrap();
@@ -1295,11 +1338,12 @@ async fn forget_lists_in_a_dry_run_and_drops_by_name_server_or_other_key_id() {
         &Forgetting::Named(vec!["prompt:summarize".into()]),
         &key,
         false,
+        &by(),
     )
     .await
     .unwrap();
     assert_eq!(gone.len(), 1);
-    let gone = forget(store, "calc", &Forgetting::All, &key, false)
+    let gone = forget(store, "calc", &Forgetting::All, &key, false, &by())
         .await
         .unwrap();
     assert_eq!(
@@ -1307,4 +1351,15 @@ async fn forget_lists_in_a_dry_run_and_drops_by_name_server_or_other_key_id() {
         ["add"]
     );
     assert_eq!(count().await, 0);
+    let recorded = setup.store.inner.forgotten_by("calc", "add").await.unwrap();
+    assert_eq!(recorded.map(|r| r.by), Some("alice".to_owned()));
+    assert_eq!(
+        setup
+            .store
+            .inner
+            .forgotten_by("calc", "never")
+            .await
+            .unwrap(),
+        None
+    );
 }

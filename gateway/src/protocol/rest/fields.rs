@@ -25,12 +25,28 @@ enum Body {
 
 /// The values of `fields` in a request with `query`, `headers` and `body`; a field the request
 /// does not give is left out.
+#[cfg(test)]
 pub fn read(
     fields: &[Field],
     query: Option<&str>,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Vec<(Arc<str>, FieldValue)>, RestError> {
+    read_with_undeclared(fields, query, headers, body).map(|(values, _)| values)
+}
+
+/// What a request's fields are, read from its query and body.
+pub type Values = Vec<(Arc<str>, FieldValue)>;
+
+/// The values of `fields` in a request with `query`, `headers` and `body` (a field the request
+/// does not give is left out) and, when `fields` read the body, the top-level keys of the body
+/// that none of them reads ([`undeclared`]).
+pub fn read_with_undeclared(
+    fields: &[Field],
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Values, Vec<String>), RestError> {
     let query: Vec<(String, String)> = query
         .map(|q| {
             form_urlencoded::parse(q.as_bytes())
@@ -102,7 +118,38 @@ pub fn read(
             out.push((Arc::clone(&field.name), value));
         }
     }
-    Ok(out)
+    let undeclared = if wants_body {
+        undeclared(fields, &body)
+    } else {
+        Vec::new()
+    };
+    Ok((out, undeclared))
+}
+
+/// The top-level keys of a JSON object or form body that are the first step of no body field
+/// of `fields`, sorted, each once (a form key by its first part: `meta[x]` is `meta`): what
+/// the upstream is sent that no policy judged.
+fn undeclared(fields: &[Field], body: &Body) -> Vec<String> {
+    let declared = |key: &str| {
+        fields
+            .iter()
+            .any(|f| matches!(&f.source, FieldSource::Body(steps) if steps[0].key == key))
+    };
+    let mut keys: Vec<String> = match body {
+        Body::Json(Value::Object(members)) => {
+            members.keys().filter(|k| !declared(k)).cloned().collect()
+        }
+        Body::Form(pairs) => pairs
+            .iter()
+            .map(|(k, _)| form_key(k).0[0])
+            .filter(|k| !declared(k))
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    };
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 fn query_values<'q>(pairs: &'q [(String, String)], name: &str) -> Vec<&'q str> {
@@ -550,6 +597,36 @@ pub(super) mod tests {
         );
         let got = read(&f[..1], None, &form, b"channel=C2&text=hi").expect("reads");
         assert_eq!(got[0].1, FieldValue::String("C2".into()));
+    }
+
+    #[test]
+    fn body_keys_no_field_reads_are_named() {
+        let f = fields(&[
+            ("channel", "body.channel", FieldKind::String),
+            ("to", "body.message.to[].address", FieldKind::Strings),
+            ("state", "query.state", FieldKind::String),
+        ]);
+        let body = br#"{"channel":"C1","message":{"to":[]},"attachments":[1],"as_user":true}"#;
+        let (values, undeclared) =
+            read_with_undeclared(&f, Some("state=open"), &json_headers(), body).expect("reads");
+        assert_eq!(values.len(), 2);
+        assert_eq!(undeclared, ["as_user", "attachments"]);
+        let (_, undeclared) = read_with_undeclared(
+            &f,
+            None,
+            &form_headers(),
+            b"channel=C2&blocks[0]=x&blocks[1]=y&icon_url=u",
+        )
+        .expect("reads");
+        assert_eq!(undeclared, ["blocks", "icon_url"]);
+        // Everything declared, or no body field to read the body: none named.
+        let (_, none) =
+            read_with_undeclared(&f, None, &json_headers(), br#"{"channel":"C"}"#).expect("reads");
+        assert!(none.is_empty());
+        let q = fields(&[("state", "query.state", FieldKind::String)]);
+        let (_, none) =
+            read_with_undeclared(&q, None, &HeaderMap::new(), b"{\"x\":1}").expect("reads");
+        assert!(none.is_empty());
     }
 
     #[test]

@@ -134,6 +134,7 @@ fn interpret(request: &Inbound<'_>) -> Result<Interpreted, RestError> {
                 method,
                 path: path.clone(),
                 fields: None,
+                undeclared: Vec::new(),
             }),
             findings: Findings::none(),
             shape: Shape::Rest {
@@ -153,14 +154,13 @@ fn interpret(request: &Inbound<'_>) -> Result<Interpreted, RestError> {
         judged.push(value.clone());
         params.push((Arc::clone(name), value));
     }
-    let mut fields = match &op.fields {
-        Some(fields) => Some(fields::read(
-            fields,
-            request.query,
-            request.headers,
-            request.body,
-        )?),
-        None => None,
+    let (mut fields, undeclared) = match &op.fields {
+        Some(fields) => {
+            let (values, undeclared) =
+                fields::read_with_undeclared(fields, request.query, request.headers, request.body)?;
+            (Some(values), undeclared)
+        }
+        None => (None, Vec::new()),
     };
     // Fields `fold_case:` names are judged folded, and go upstream so.
     let folded: Vec<operations::Field> = op
@@ -190,6 +190,7 @@ fn interpret(request: &Inbound<'_>) -> Result<Interpreted, RestError> {
             method,
             path: path.clone(),
             fields,
+            undeclared,
         }),
         findings,
         shape: Shape::Rest {

@@ -227,6 +227,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // whole sign-in when one is used twice).
     "ALTER TABLE console_sessions ADD COLUMN idp_token_version BIGINT NOT NULL DEFAULT 0;
     ALTER TABLE console_sessions ADD COLUMN idp_refreshing_until_ms BIGINT;",
+    // 17: who removed a tool pin with `warden tools forget`, and why, so that the
+    // `tool_change` record each Warden writes of the removal names them.
+    "CREATE TABLE tool_pin_removals (
+        server         TEXT   NOT NULL,
+        tool           TEXT   NOT NULL,
+        removed_by     TEXT   NOT NULL,
+        reason         TEXT,
+        removed_at_ms  BIGINT NOT NULL,
+        PRIMARY KEY (server, tool)
+    );",
 ];
 
 /// Applies the steps the database lacks, in one transaction under the advisory lock, and logs

@@ -6,8 +6,8 @@ use tokio_postgres::Row;
 use super::{PostgresStore, query_error};
 use crate::state::error::StateError;
 use crate::state::pins::{
-    ApproveOutcome, Approver, PIN_COLUMNS, PinRecord, PinRepository, PinRow, StoredDefinition,
-    now_ms, pin_record, pin_row,
+    ApproveOutcome, Approver, PIN_COLUMNS, PinRecord, PinRepository, PinRow, REMOVAL_KEPT_MS,
+    Removal, StoredDefinition, now_ms, pin_record, pin_row,
 };
 
 /// A pin with an approved definition: server, tool, time, digest, JSON, approver.
@@ -258,6 +258,73 @@ impl PinRepository for PostgresStore {
             }
             finish(tx, &db, operation, removed).await?;
             Ok(removed)
+        }))
+    }
+
+    fn forget<'a>(
+        &'a self,
+        server: &'a str,
+        tool: &'a str,
+        by: &'a Removal,
+    ) -> BoxFuture<'a, Result<bool, StateError>> {
+        let (server, tool, by) = (server.to_owned(), tool.to_owned(), by.clone());
+        Box::pin(self.with_client(move |mut client, db| async move {
+            let operation = "forget a pin";
+            let err = || query_error(&db, operation);
+            let tx = client.transaction().await.map_err(err())?;
+            let removed = tx
+                .execute(
+                    "DELETE FROM tool_pins WHERE server = $1 AND tool = $2",
+                    &[&server, &tool],
+                )
+                .await
+                .map_err(err())?
+                == 1;
+            if removed {
+                tx.execute(
+                    "DELETE FROM tool_pin_removals WHERE removed_at_ms < $1",
+                    &[&by.at_ms.saturating_sub(REMOVAL_KEPT_MS)],
+                )
+                .await
+                .map_err(err())?;
+                tx.execute(
+                    "INSERT INTO tool_pin_removals \
+                     (server, tool, removed_by, reason, removed_at_ms) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (server, tool) DO UPDATE SET \
+                     removed_by = excluded.removed_by, reason = excluded.reason, \
+                     removed_at_ms = excluded.removed_at_ms",
+                    &[&server, &tool, &by.by, &by.reason, &by.at_ms],
+                )
+                .await
+                .map_err(err())?;
+            }
+            finish(tx, &db, operation, removed).await?;
+            Ok(removed)
+        }))
+    }
+
+    fn forgotten_by<'a>(
+        &'a self,
+        server: &'a str,
+        tool: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Removal>, StateError>> {
+        let (server, tool) = (server.to_owned(), tool.to_owned());
+        Box::pin(self.with_client(move |client, db| async move {
+            client
+                .query_opt(
+                    "SELECT removed_by, reason, removed_at_ms FROM tool_pin_removals \
+                     WHERE server = $1 AND tool = $2",
+                    &[&server, &tool],
+                )
+                .await
+                .map(|row| {
+                    row.map(|row| Removal {
+                        by: row.get(0),
+                        reason: row.get(1),
+                        at_ms: row.get(2),
+                    })
+                })
+                .map_err(query_error(&db, "read who forgot a pin"))
         }))
     }
 

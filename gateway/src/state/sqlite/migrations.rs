@@ -224,6 +224,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // whole sign-in when one is used twice).
     "ALTER TABLE console_sessions ADD COLUMN idp_token_version INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE console_sessions ADD COLUMN idp_refreshing_until_ms INTEGER;",
+    // 17: who removed a tool pin with `warden tools forget`, and why, so that the
+    // `tool_change` record each Warden writes of the removal names them.
+    "CREATE TABLE tool_pin_removals (
+        server         TEXT    NOT NULL,
+        tool           TEXT    NOT NULL,
+        removed_by     TEXT    NOT NULL,
+        reason         TEXT,
+        removed_at_ms  INTEGER NOT NULL,
+        PRIMARY KEY (server, tool)
+    ) STRICT;",
 ];
 
 /// Applies the steps the file lacks, each in its own transaction with its version, logging

@@ -8,8 +8,8 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use super::{SqliteStore, query_error};
 use crate::state::error::StateError;
 use crate::state::pins::{
-    ApproveOutcome, Approver, PIN_COLUMNS, PinRecord, PinRepository, PinRow, StoredDefinition,
-    now_ms, pin_record, pin_row,
+    ApproveOutcome, Approver, PIN_COLUMNS, PinRecord, PinRepository, PinRow, REMOVAL_KEPT_MS,
+    Removal, StoredDefinition, now_ms, pin_record, pin_row,
 };
 
 /// A pin with an approved definition: server, tool, time, digest, JSON, approver.
@@ -259,6 +259,62 @@ impl PinRepository for SqliteStore {
                 }
                 Ok(removed == 1)
             })
+        }))
+    }
+
+    fn forget<'a>(
+        &'a self,
+        server: &'a str,
+        tool: &'a str,
+        by: &'a Removal,
+    ) -> BoxFuture<'a, Result<bool, StateError>> {
+        let (server, tool, by) = (server.to_owned(), tool.to_owned(), by.clone());
+        Box::pin(self.run(move |conn, path| {
+            write(conn, path, "forget a pin", |tx| {
+                let removed = tx.execute(
+                    "DELETE FROM tool_pins WHERE server = ?1 AND tool = ?2",
+                    params![server, tool],
+                )? == 1;
+                if removed {
+                    tx.execute(
+                        "DELETE FROM tool_pin_removals WHERE removed_at_ms < ?1",
+                        params![by.at_ms.saturating_sub(REMOVAL_KEPT_MS)],
+                    )?;
+                    tx.execute(
+                        "INSERT INTO tool_pin_removals \
+                         (server, tool, removed_by, reason, removed_at_ms) \
+                         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (server, tool) DO UPDATE SET \
+                         removed_by = excluded.removed_by, reason = excluded.reason, \
+                         removed_at_ms = excluded.removed_at_ms",
+                        params![server, tool, by.by, by.reason, by.at_ms],
+                    )?;
+                }
+                Ok(removed)
+            })
+        }))
+    }
+
+    fn forgotten_by<'a>(
+        &'a self,
+        server: &'a str,
+        tool: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Removal>, StateError>> {
+        let (server, tool) = (server.to_owned(), tool.to_owned());
+        Box::pin(self.run(move |conn, path| {
+            conn.query_row(
+                "SELECT removed_by, reason, removed_at_ms FROM tool_pin_removals \
+                 WHERE server = ?1 AND tool = ?2",
+                params![server, tool],
+                |row| {
+                    Ok(Removal {
+                        by: row.get(0)?,
+                        reason: row.get(1)?,
+                        at_ms: row.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(query_error(path, "read who forgot a pin"))
         }))
     }
 

@@ -1,7 +1,7 @@
 //! Tool-definition pins, on both backends.
 
 use super::Backend;
-use crate::state::pins::{ApproveOutcome, Approver, StoredDefinition};
+use crate::state::pins::{ApproveOutcome, Approver, REMOVAL_KEPT_MS, Removal, StoredDefinition};
 
 on_both_backends!(
     a_new_store_starts_at_revision_zero,
@@ -13,6 +13,7 @@ on_both_backends!(
     every_change_bumps_the_revision_another_handle_reads,
     concurrent_writers_on_two_handles_record_a_change_once,
     a_pin_is_replaced_under_another_name_or_removed_once,
+    a_forgotten_pin_says_who_removed_it_and_why,
 );
 
 fn definition(digest: &str) -> StoredDefinition {
@@ -266,4 +267,53 @@ async fn a_pin_is_replaced_under_another_name_or_removed_once(backend: Backend) 
     let taken = store.get("fs", "resource:taken").await.unwrap().unwrap();
     assert_eq!(taken.approved.unwrap().0.digest, "sha256:a");
     assert_eq!(store.all().await.unwrap().len(), 1);
+}
+
+async fn a_forgotten_pin_says_who_removed_it_and_why(backend: Backend) {
+    let store = backend.open().await.pins();
+    for tool in ["add", "sub"] {
+        store
+            .pin_first_use("calc", tool, definition("a"))
+            .await
+            .unwrap();
+    }
+    let now = 1_790_000_000_000;
+    let alice = Removal {
+        by: "alice".into(),
+        reason: Some("server retired".into()),
+        at_ms: now,
+    };
+    let before = store.revision().await.unwrap();
+    assert!(store.forget("calc", "add", &alice).await.unwrap());
+    assert!(store.revision().await.unwrap() > before);
+    assert_eq!(store.get("calc", "add").await.unwrap(), None);
+    // Another handle (another replica) reads who removed it.
+    let other = backend.open().await.pins();
+    assert_eq!(
+        other.forgotten_by("calc", "add").await.unwrap(),
+        Some(alice.clone())
+    );
+    // A pin that is not there is not removed, and nothing is recorded.
+    assert!(!store.forget("calc", "gone", &alice).await.unwrap());
+    assert_eq!(store.forgotten_by("calc", "gone").await.unwrap(), None);
+    // Pinned and removed again, by bob without a reason, a week and more later: his removal
+    // replaces alice's, and what is older than a week is tidied away.
+    store
+        .pin_first_use("calc", "add", definition("b"))
+        .await
+        .unwrap();
+    let bob = Removal {
+        by: "bob".into(),
+        reason: None,
+        at_ms: now + REMOVAL_KEPT_MS + 1,
+    };
+    let carol = Removal {
+        by: "carol".into(),
+        reason: None,
+        at_ms: now,
+    };
+    assert!(store.forget("calc", "sub", &carol).await.unwrap());
+    assert!(store.forget("calc", "add", &bob).await.unwrap());
+    assert_eq!(store.forgotten_by("calc", "add").await.unwrap(), Some(bob));
+    assert_eq!(store.forgotten_by("calc", "sub").await.unwrap(), None);
 }
