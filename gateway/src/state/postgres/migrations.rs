@@ -227,6 +227,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // whole sign-in when one is used twice).
     "ALTER TABLE console_sessions ADD COLUMN idp_token_version BIGINT NOT NULL DEFAULT 0;
     ALTER TABLE console_sessions ADD COLUMN idp_refreshing_until_ms BIGINT;",
+    // 17: the rollback floors of signed policy bundles, shared by every replica: the newest
+    // time of signing (nanoseconds since the Unix epoch) any gateway loaded, for the enforced
+    // set and for the shadow set; a gateway refuses a bundle signed before its set's floor.
+    "CREATE TABLE policy_bundle_floors (
+        bundle     TEXT    NOT NULL PRIMARY KEY CHECK (bundle IN ('enforced', 'shadow')),
+        signed_ns  BIGINT  NOT NULL,
+        raised_ms  BIGINT  NOT NULL
+    );",
 ];
 
 /// Applies the steps the database lacks, in one transaction under the advisory lock, and logs
