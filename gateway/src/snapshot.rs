@@ -43,7 +43,8 @@ pub enum SnapshotError {
     Policy { dir: PathBuf, errors: PolicyErrors },
     #[error("policy.bundle.public_keys: {0}")]
     BundleKeys(#[from] BundleError),
-    /// A bundle older than the newest loaded, or the newest's remembered time unreadable.
+    /// A bundle older than the newest loaded (by this gateway, or by any on its state store),
+    /// the newest's remembered time unreadable, or the store's floor unanswered.
     #[error("{0}")]
     Rollback(BundleError),
     #[error("identity setup failed: {0}")]
