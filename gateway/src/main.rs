@@ -1182,12 +1182,13 @@ fn check(path: Option<&Path>) -> Result<ExitCode> {
     // `policy` section names if it parsed, else the default one, with the actions of the REST
     // connectors the routes use.
     let fragments = routes.as_ref().map_or(&[][..], |r| r.schema_fragments());
-    let newest = warden::policy::rollback::remembered(&config.data_dir).unwrap_or_else(|e| {
-        eprintln!("{e}");
-        ok = false;
-        None
-    });
-    match warden::snapshot::load_policies(&config.policy, fragments, newest) {
+    let floors =
+        warden::policy::rollback::Floors::remembered(&config.data_dir).unwrap_or_else(|e| {
+            eprintln!("{e}");
+            ok = false;
+            warden::policy::rollback::Floors::default()
+        });
+    match warden::snapshot::load_policies(&config.policy, fragments, floors) {
         Ok(engine) => println!(
             "policies: {} valid in {} (version {})",
             engine.policy_count(),

@@ -233,14 +233,26 @@ impl Watched {
 /// Builds a new snapshot from the files and swaps it in. Returns the policy dir in effect.
 pub async fn apply(shared: &Shared, config_path: Option<&Path>) -> Result<PathBuf, SnapshotError> {
     let current = shared.snapshot.load_full();
-    let result = async {
+    let result: Result<Snapshot, SnapshotError> = async {
         let mut config = match config_path {
             Some(path) => load_file(path)?,
             None => Config::default(),
         };
         keep_restart_only_settings(&current.config, &mut config);
         check_as_it_will_run(&config, config_path)?;
-        Snapshot::build(config, Some(&current)).await
+        let snapshot = Snapshot::build(config, Some(&current)).await?;
+        if let Some(floors) = shared.bundle_floors() {
+            let running = (&current.config.policy, &*current.policy);
+            crate::policy::fleet_floor::admit(
+                &snapshot.config.policy,
+                &snapshot.policy,
+                Some(running),
+                floors.as_ref(),
+            )
+            .await
+            .map_err(SnapshotError::Rollback)?;
+        }
+        Ok(snapshot)
     }
     .await;
     let mut event = AuditEvent::now(EventKind::System);

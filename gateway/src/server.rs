@@ -177,7 +177,6 @@ pub async fn serve(
             })?;
     snapshot.warn_of_unavailable_credentials();
     crate::mcp::sandbox::report(&snapshot.config.mcp);
-    snapshot.remember_bundle();
     let policy_count = snapshot.policy.policy_count();
     let policy_version = std::sync::Arc::clone(snapshot.policy.version());
     let metrics = Metrics::new();
@@ -204,6 +203,17 @@ pub async fn serve(
         snapshot.secrets.as_ref(),
     )
     .await?;
+    // The fleet's rollback floors: a bundle signed before the newest any gateway sharing the
+    // store loaded is refused here too (a store that does not answer refuses the start).
+    crate::policy::fleet_floor::admit(
+        &snapshot.config.policy,
+        &snapshot.policy,
+        None,
+        store.bundle_floors().as_ref(),
+    )
+    .await
+    .map_err(crate::snapshot::SnapshotError::Rollback)?;
+    snapshot.remember_bundle();
     // The factor key seals the console's secrets, keys what approvals bind of a request's
     // credentials and the digests of masked resource URIs in pins (every replica on a shared
     // store holds the same one).
@@ -252,6 +262,7 @@ pub async fn serve(
     let console_config = snapshot.config.console.clone();
     let console_sealer = console_config.oidc.is_some().then_some(sealer);
     let shared = Shared::new(snapshot, audit, metrics, Some(pins), traces);
+    shared.set_bundle_floors(store.bundle_floors());
     shared.set_gate(gate);
     shared.set_canaries(canaries);
     // Quarantines in force, kept current from the store (NOTIFY on PostgreSQL).

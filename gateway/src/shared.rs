@@ -13,6 +13,7 @@ use crate::identity::revocation::Revocations;
 use crate::mcp::Sessions;
 use crate::pins::Pins;
 use crate::snapshot::Snapshot;
+use crate::state::bundle_floors::BundleFloorRepository;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::trace::Traces;
 use crate::upstream::breaker::{BreakerMetrics, Breakers};
@@ -53,6 +54,9 @@ pub struct Shared {
     /// The canary tokens looked for, once the state store is open (unset: none, as in tests
     /// of other parts).
     canaries: std::sync::OnceLock<Arc<crate::canary::Canaries>>,
+    /// The fleet's rollback floors of signed policy bundles, once the state store is open
+    /// (unset: reloads check only this gateway's own floors, as in tests of other parts).
+    bundle_floors: std::sync::OnceLock<Arc<dyn BundleFloorRepository>>,
     ready: AtomicBool,
 }
 
@@ -89,6 +93,7 @@ impl Shared {
             breakers: Breakers::new(breaker_metrics),
             gate: std::sync::OnceLock::new(),
             canaries: std::sync::OnceLock::new(),
+            bundle_floors: std::sync::OnceLock::new(),
             ready: AtomicBool::new(false),
         })
     }
@@ -111,6 +116,17 @@ impl Shared {
     /// The canary tokens looked for, if this gateway has a state store.
     pub fn canaries(&self) -> Option<&Arc<crate::canary::Canaries>> {
         self.canaries.get()
+    }
+
+    /// Sets the fleet's rollback floors of signed policy bundles (once, at start).
+    pub fn set_bundle_floors(&self, floors: Arc<dyn BundleFloorRepository>) {
+        let _ = self.bundle_floors.set(floors);
+    }
+
+    /// The fleet's rollback floors of signed policy bundles, if this gateway has a state
+    /// store.
+    pub fn bundle_floors(&self) -> Option<&Arc<dyn BundleFloorRepository>> {
+        self.bundle_floors.get()
     }
 
     /// Marks the gateway ready (or not) for `/readyz`.

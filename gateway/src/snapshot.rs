@@ -4,17 +4,17 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use crate::config::Config;
 use crate::config::error::ConfigErrors;
 use crate::identity::{Identifier, IdentityError};
 use crate::policy::bundle::{BundleError, Trust};
 use crate::policy::config::PolicyConfig;
-use crate::policy::rollback;
+use crate::policy::rollback::{self, Floors};
 use crate::policy::{PolicyEngine, PolicyErrors, SchemaFragment};
 use crate::route::{Route, RouteTable};
 use crate::secrets::{CredentialError, own};
+use crate::state::bundle_floors::BundleSet;
 use crate::vault::{SecretStore, VaultError};
 
 /// One consistent snapshot of everything a request consults.
@@ -43,7 +43,8 @@ pub enum SnapshotError {
     Policy { dir: PathBuf, errors: PolicyErrors },
     #[error("policy.bundle.public_keys: {0}")]
     BundleKeys(#[from] BundleError),
-    /// A bundle older than the newest loaded, or the newest's remembered time unreadable.
+    /// A bundle older than the newest loaded (by this gateway, or by any on its state store),
+    /// the newest's remembered time unreadable, or the store's floor unanswered.
     #[error("{0}")]
     Rollback(BundleError),
     #[error("identity setup failed: {0}")]
@@ -66,15 +67,18 @@ impl Snapshot {
         }
     }
 
-    /// Remembers in `data_dir` when the running policy bundle was signed, so that a restart
-    /// refuses an older one too ([`rollback`]); a failure is logged (this set is in force
-    /// whatever happens; only a later rollback across a restart would go unnoticed).
+    /// Remembers in `data_dir` when the running policy bundles (enforced and shadow) were
+    /// signed, so that a restart refuses older ones too ([`rollback`]); a failure is logged
+    /// (these sets are in force whatever happens; the fleet's floor in the state store still
+    /// refuses an older bundle after a restart).
     pub fn remember_bundle(&self) {
-        let Some(signed) = self.policy.bundle_signed() else {
-            return;
-        };
-        if let Err(e) = rollback::remember(&self.config.data_dir, signed) {
-            tracing::warn!(error = %e, "cannot remember when the policy bundle was signed; a restart would not refuse an older bundle");
+        for set in [BundleSet::Enforced, BundleSet::Shadow] {
+            let Some(signed) = rollback::signed(&self.config.policy, &self.policy, set) else {
+                continue;
+            };
+            if let Err(e) = rollback::remember(&self.config.data_dir, set, signed) {
+                tracing::warn!(error = %e, key = set.config_key(), "cannot remember when the policy bundle was signed; a restart would not refuse an older bundle by this file");
+            }
         }
     }
 
@@ -92,10 +96,11 @@ impl Snapshot {
         };
         let routes = RouteTable::build(&config, secrets.as_ref())?;
         refuse_routes_without_credential(&config, &routes)?;
-        let newest = rollback::remembered(&config.data_dir)
-            .map_err(SnapshotError::Rollback)?
-            .max(previous.and_then(|p| p.policy.bundle_signed()));
-        let policy = load_policies(&config.policy, routes.schema_fragments(), newest)?;
+        let mut floors = Floors::remembered(&config.data_dir).map_err(SnapshotError::Rollback)?;
+        if let Some(p) = previous {
+            floors = floors.with_running(&p.config.policy, &p.policy);
+        }
+        let policy = load_policies(&config.policy, routes.schema_fragments(), floors)?;
         let identity = match previous {
             Some(p)
                 if p.config.identity == config.identity && p.config.data_dir == config.data_dir =>
@@ -193,13 +198,14 @@ async fn identity(
 }
 
 /// Loads and validates the policy set of `policy.dir` (a bundle signed by a key of
-/// `policy.bundle.public_keys` when any is configured, and then not signed before `newest`,
-/// the newest bundle this gateway loaded), with the actions of the REST connectors the routes
-/// use (`fragments`) declared, and `policy.shadow_dir`'s set (signed too) in its shadow.
+/// `policy.bundle.public_keys` when any is configured, and then not signed before its floor
+/// in `floors`, the newest bundle this gateway loaded), with the actions of the REST
+/// connectors the routes use (`fragments`) declared, and `policy.shadow_dir`'s set (signed
+/// too, and not before the shadow floor) in its shadow.
 pub fn load_policies(
     policy: &PolicyConfig,
     fragments: &[SchemaFragment],
-    newest: Option<SystemTime>,
+    floors: Floors,
 ) -> Result<Arc<PolicyEngine>, SnapshotError> {
     let trust = Trust::load(&policy.bundle.public_keys)?;
     let load = |dir: &Path| {
@@ -209,55 +215,49 @@ pub fn load_policies(
         })
     };
     let engine = load(&policy.dir)?;
-    if !trust.is_empty() {
-        rollback::refuse_older(&policy.dir, engine.bundle_signed(), newest)
-            .map_err(SnapshotError::Rollback)?;
-    }
     let engine = match &policy.shadow_dir {
         Some(dir) => engine.with_shadow(load(dir)?),
         None => engine,
     };
+    if !trust.is_empty() {
+        for set in [BundleSet::Enforced, BundleSet::Shadow] {
+            if set == BundleSet::Shadow && policy.shadow_dir.is_none() {
+                continue;
+            }
+            rollback::refuse_older(
+                rollback::dir(policy, set),
+                rollback::signed(policy, &engine, set),
+                floors.of(set),
+                rollback::THIS_GATEWAY,
+            )
+            .map_err(SnapshotError::Rollback)?;
+        }
+    }
     Ok(Arc::new(engine))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::rollback::signed_sets::{self, at};
 
     #[test]
     fn a_signed_bundle_older_than_the_newest_loaded_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("policies");
-        std::fs::create_dir(&dir).unwrap();
-        let schema = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../policies/schema.cedarschema"
-        );
-        std::fs::copy(schema, dir.join("schema.cedarschema")).unwrap();
-        std::fs::write(
-            dir.join("p.cedar"),
-            "@id(\"all\")\npermit (principal, action, resource);\n",
-        )
-        .unwrap();
-        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
-        let public = tmp.path().join("bundle.pub");
-        std::fs::write(
-            &public,
-            crate::keys::public_pem(&key.verifying_key()).unwrap(),
-        )
-        .unwrap();
+        signed_sets::write(&dir, "all", at(1_000));
         let mut policy = PolicyConfig {
             dir: dir.clone(),
             ..PolicyConfig::default()
         };
-        policy.bundle.public_keys = vec![public];
-        let at = |s| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s);
-        let files = crate::policy::bundle_files(&dir).unwrap();
-        crate::policy::bundle::sign(&dir, &files, &key, at(1_000)).unwrap();
-
-        let engine = load_policies(&policy, &[], Some(at(1_000))).unwrap();
+        policy.bundle.public_keys = vec![signed_sets::trusted_key(tmp.path())];
+        let floor = |at| Floors {
+            enforced: Some(at),
+            shadow: None,
+        };
+        let engine = load_policies(&policy, &[], floor(at(1_000))).unwrap();
         assert_eq!(engine.bundle_signed(), Some(at(1_000)));
-        let message = load_policies(&policy, &[], Some(at(1_001)))
+        let message = load_policies(&policy, &[], floor(at(1_001)))
             .unwrap_err()
             .to_string();
         assert!(
@@ -268,7 +268,53 @@ mod tests {
 
         // Unsigned sets are not compared: nothing says when they were made.
         policy.bundle.public_keys.clear();
-        load_policies(&policy, &[], Some(at(1_001))).unwrap();
+        load_policies(&policy, &[], floor(at(1_001))).unwrap();
+    }
+
+    #[test]
+    fn a_signed_shadow_bundle_older_than_the_newest_shadow_loaded_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("policies");
+        let shadow = tmp.path().join("candidate");
+        signed_sets::write(&dir, "all", at(5_000));
+        signed_sets::write(&shadow, "candidate", at(1_000));
+        let mut policy = PolicyConfig {
+            dir: dir.clone(),
+            shadow_dir: Some(shadow.clone()),
+            ..PolicyConfig::default()
+        };
+        policy.bundle.public_keys = vec![signed_sets::trusted_key(tmp.path())];
+        // The shadow set has its own floor: the enforced set's newer time does not refuse it.
+        let engine = load_policies(
+            &policy,
+            &[],
+            Floors {
+                enforced: Some(at(5_000)),
+                shadow: Some(at(1_000)),
+            },
+        )
+        .unwrap();
+        assert_eq!(engine.shadow().unwrap().bundle_signed(), Some(at(1_000)));
+        let floors = Floors::default().with_running(&policy, &engine);
+        assert_eq!(floors.shadow, Some(at(1_000)));
+        let message = load_policies(
+            &policy,
+            &[],
+            Floors {
+                enforced: None,
+                shadow: Some(at(1_001)),
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            message.starts_with(&format!("{}: this bundle was signed", shadow.display())),
+            "{message}"
+        );
+        assert!(
+            message.contains("an older bundle put back is refused"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -279,7 +325,9 @@ mod tests {
             dir: dir.clone(),
             ..PolicyConfig::default()
         };
-        let message = load_policies(&policy, &[], None).unwrap_err().to_string();
+        let message = load_policies(&policy, &[], Floors::default())
+            .unwrap_err()
+            .to_string();
         assert!(
             message.starts_with(&format!(
                 "the policy directory {d} is invalid (`warden policy validate {d}` checks it):\n",

@@ -2,7 +2,8 @@
 //! the policy set's version is in `/readyz`, `warden_policy_info` and every decision record; a
 //! signed bundle that was tampered with is refused at start and on reload (the running set
 //! stays), and an older signed bundle put back in place of a newer one is refused on reload and
-//! after a restart; `warden policy explain` names the deciding policies with their reasons and says why
+//! after a restart, also by a fresh replica sharing the state store with one that loaded the
+//! newer bundle; `warden policy explain` names the deciding policies with their reasons and says why
 //! the others did not apply; `warden policy replay` reports approvals added and removed, and
 //! counts what policy did not decide alone (a quarantine trigger's deny, refusals before
 //! policy) as not re-judged instead of claiming they would flip.
@@ -366,6 +367,90 @@ async fn an_older_signed_bundle_put_back_is_refused_on_reload_and_at_restart() {
     let setup = restarted.stop_and_take_setup().await;
     let (ok, out, err) = sign().await;
     assert!(ok, "{out}{err}");
+    let mut again = setup.spawn().unwrap();
+    again.wait_ready(Duration::from_secs(30)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_replica_refuses_a_bundle_older_than_one_another_replica_loaded() {
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(keys.path()).await;
+    let pg = warden_e2e::postgres::Postgres::from_env();
+    let state_url = pg.fresh_database("warden_e2e_bundle_floor");
+    let fake = FakeLlm::start().await.unwrap();
+    let replica = || {
+        WardenBuilder::new(&fake)
+            .set("/policy/bundle/public_keys", json!([public]))
+            .replica_of(&state_url, None)
+    };
+    let sign = async |dir: &Path| {
+        let dir = dir.to_str().unwrap();
+        let (ok, out, err) = warden(&["policy", "bundle", dir, "--sign", &key]).await;
+        assert!(ok, "{out}{err}");
+    };
+    // Three bundles signed one after the other: B's (T1), a later one of the same files
+    // (T2), and A's (T3).
+    let b = replica().write().unwrap();
+    sign(&b.policy_dir).await;
+    let later = replica().write().unwrap();
+    sign(&later.policy_dir).await;
+    let a = replica()
+        .policy("e2e-forbid.cedar", warden_e2e::stack::FORBID_GPT41)
+        .write()
+        .unwrap();
+    sign(&a.policy_dir).await;
+    let mut b = b.spawn().unwrap();
+    b.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let mut a = a.spawn().unwrap();
+    a.wait_ready(Duration::from_secs(30)).await.unwrap();
+
+    // B is handed the T2 bundle: newer than its own, older than A's. Its reload is refused,
+    // as a rollback across the fleet, and its set stays.
+    for file in ["bundle.manifest", "bundle.sig"] {
+        std::fs::copy(later.policy_dir.join(file), b.setup.policy_dir.join(file)).unwrap();
+    }
+    b.signal(libc::SIGHUP).unwrap();
+    let refused = b
+        .wait_for_audit(Duration::from_secs(30), |r| {
+            r["detail"]["event"] == "reload" && r["detail"]["result"] == "refused"
+        })
+        .await
+        .unwrap();
+    let reasons = refused["reasons"].to_string();
+    assert!(
+        reasons.contains("an older bundle put back is refused")
+            && reasons.contains("a gateway sharing this state store already loaded"),
+        "{refused}"
+    );
+    assert!(
+        b.audit_records()
+            .iter()
+            .all(|r| r["detail"]["result"] != "applied"),
+        "the running set stays"
+    );
+
+    // A fresh pod (a new data_dir: nothing remembered of its own) with the T2 bundle is
+    // refused at start.
+    let mut fresh = later.spawn().unwrap();
+    let status = fresh.wait_exit(Duration::from_secs(30)).await.unwrap();
+    assert!(!status.success());
+    let output = fresh.output();
+    assert!(
+        output.contains("an older bundle put back is refused"),
+        "{output}"
+    );
+    assert!(
+        output.contains("a gateway sharing this state store already loaded"),
+        "{output}"
+    );
+    assert!(
+        !fresh.setup.data_dir.join("policy-bundle-signed").exists(),
+        "a refused bundle is not remembered"
+    );
+
+    // Going back on purpose is signing the older set again: it starts.
+    let setup = fresh.stop_and_take_setup().await;
+    sign(&setup.policy_dir).await;
     let mut again = setup.spawn().unwrap();
     again.wait_ready(Duration::from_secs(30)).await.unwrap();
 }

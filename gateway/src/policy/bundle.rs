@@ -62,7 +62,7 @@ pub enum BundleError {
     /// The bundle was signed before the newest one this gateway loaded: an older bundle put
     /// back (a rollback).
     #[error(
-        "{dir}: this bundle was signed {signed}, before the bundle this gateway already loaded \
+        "{dir}: this bundle was signed {signed}, before the bundle {whose} already loaded \
          (signed {newest}); an older bundle put back is refused. To go back to it on purpose, \
          sign it again (`warden policy bundle {dir} --sign KEY`)"
     )]
@@ -70,7 +70,19 @@ pub enum BundleError {
         dir: String,
         signed: String,
         newest: String,
+        /// Who loaded the newer one: this gateway, or one sharing its state store.
+        whose: &'static str,
     },
+    /// The fleet's rollback floor could not be read or raised in the state store: the bundle
+    /// is not loaded (the check fails closed).
+    #[error(
+        "{dir}: cannot check this bundle against the newest one the gateways sharing the state \
+         store loaded ({reason}); it is not loaded until the store answers"
+    )]
+    FleetFloor { dir: String, reason: String },
+    /// A time of signing out of the range the state store keeps.
+    #[error("{dir}: this bundle's time of signing is out of range ({signed})")]
+    SignedOutOfRange { dir: String, signed: String },
     /// The remembered time of the newest bundle loaded cannot be read.
     #[error(
         "{path}: not the time of the newest policy bundle loaded ({reason}); Warden writes \

@@ -86,6 +86,16 @@ pub enum PolicyErrorKind {
     /// changed while it loaded.
     #[error("{0}")]
     Bundle(String),
+    /// The directory holds more policy and schema-fragment files than a set may have.
+    #[error(
+        "more than {bound} policy and schema files (*.cedar, *.cedarschema) below this directory; \
+         a policy set may have at most {bound}: keep only the set in it (tests/ and examples/ \
+         are not counted)"
+    )]
+    TooManyFiles {
+        /// The most a set may have.
+        bound: usize,
+    },
     /// An annotation Warden interprets has a value it cannot use.
     #[error("policy `{policy}`: {message}")]
     Annotation {

@@ -25,6 +25,11 @@ use crate::action::{Action, Principal, PrincipalKind, Resource, Verb};
 /// Subdirectories that hold material other than the active policy set.
 const SKIPPED_DIRS: [&str; 2] = ["tests", "examples"];
 
+/// The most policy and schema-fragment files a set may have (a real one has tens): past it
+/// the walk stops and the set is refused, so that a directory filled with files cannot make a
+/// start or a reload read and digest without end.
+pub const MAX_POLICY_FILES: usize = 10_000;
+
 /// A validated policy set and what Warden knows about each policy.
 pub(crate) struct Loaded {
     pub schema: Schema,
@@ -50,6 +55,9 @@ pub(crate) fn load_dir(
     let mut files = Vec::new();
     let mut errors = Vec::new();
     find_policy_files(dir, Path::new(""), &mut files, &mut errors);
+    if files.len() > MAX_POLICY_FILES {
+        return Err(PolicyErrors(errors));
+    }
     files.sort();
     let listed = with_schema(&files);
     let before = Manifest::of(dir, &listed);
@@ -213,6 +221,9 @@ fn find_policy_files(
         }
     };
     for entry in entries {
+        if out.len() > MAX_POLICY_FILES {
+            return;
+        }
         let entry = match entry {
             Ok(entry) => entry,
             Err(e) => {
@@ -235,6 +246,16 @@ fn find_policy_files(
             || (name.ends_with(".cedarschema") && child != Path::new(SCHEMA_FILE))
         {
             out.push(child);
+            if out.len() > MAX_POLICY_FILES {
+                errors.push(PolicyError::new(
+                    dir,
+                    None,
+                    PolicyErrorKind::TooManyFiles {
+                        bound: MAX_POLICY_FILES,
+                    },
+                ));
+                return;
+            }
         }
     }
 }

@@ -16,6 +16,7 @@ mod context_keys;
 mod error;
 pub mod explain;
 pub mod facts;
+pub mod fleet_floor;
 mod fragment;
 pub mod from_mcp;
 mod load;

@@ -435,6 +435,39 @@ fn missing_schema_is_an_error() {
 }
 
 #[test]
+fn a_directory_with_more_policy_files_than_a_set_may_have_is_refused_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let many = dir.path().join("many");
+    std::fs::create_dir(&many).expect("mkdir");
+    for i in 0..=load::MAX_POLICY_FILES {
+        std::fs::write(many.join(format!("p{i}.cedar")), "").expect("write");
+    }
+    let err = PolicyEngine::load(dir.path()).expect_err("too many files");
+    assert_eq!(err.0.len(), 1, "{err}");
+    assert!(
+        matches!(
+            err.0[0].kind,
+            PolicyErrorKind::TooManyFiles { bound: 10_000 }
+        ),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(text.contains(&dir.path().display().to_string()), "{text}");
+    assert!(text.contains("at most 10000"), "{text}");
+    let err = bundle_files(dir.path()).expect_err("too many files to bundle");
+    assert!(err.to_string().contains("at most 10000"), "{err}");
+    // At the bound, the set is read (and here refused for what it lacks, not for its size).
+    std::fs::remove_file(many.join("p0.cedar")).expect("remove");
+    let err = PolicyEngine::load(dir.path()).expect_err("no schema");
+    assert!(
+        !err.0
+            .iter()
+            .any(|e| matches!(e.kind, PolicyErrorKind::TooManyFiles { .. })),
+        "{err}"
+    );
+}
+
+#[test]
 fn templates_are_refused() {
     let err = load(&[(
         "t.cedar",

@@ -1,11 +1,12 @@
 //! Warden's durable state: what must survive a restart and, with several replicas, be shared
 //! (tool-definition pins, approvals, approvers' second factors, console sessions, canary
-//! tokens, quarantines, token revocations, fleet counters: budget spend, rate-limit counts, session labels; SIEM spool cursors next).
+//! tokens, quarantines, token revocations, fleet counters: budget spend, rate-limit counts, session labels;
+//! the rollback floors of signed policy bundles; SIEM spool cursors next).
 //!
 //! One repository trait per concern (`pins::PinRepository`, `approvals::ApprovalRepository`,
 //! `factors::FactorRepository`, `sessions::SessionRepository`,
 //! `quarantine::QuarantineRepository`, `revocations::RevocationRepository`,
-//! `fleet::FleetRepository`), each with typed records and
+//! `fleet::FleetRepository`, `bundle_floors::BundleFloorRepository`), each with typed records and
 //! atomic steps rather than a key/value bag, so that every backend keeps the same rules. A
 //! [`Store`] opens the backend the `state:` section names and hands out the repositories.
 //! SQLite in one file under `data_dir` is the embedded default (`sqlite/`); PostgreSQL
@@ -18,6 +19,7 @@
 //! A store failure is a [`StateError`], which security decisions treat as a refusal.
 
 pub mod approvals;
+pub mod bundle_floors;
 pub mod canaries;
 pub mod config;
 pub mod error;

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::approvals::ApprovalRepository;
+use super::bundle_floors::BundleFloorRepository;
 use super::canaries::CanaryRepository;
 use super::config::StateConfig;
 use super::error::StateError;
@@ -19,7 +20,7 @@ use super::sqlite::SqliteStore;
 use crate::vault::SecretStore;
 
 /// Warden's durable state, opened: one repository per concern (tool pins, approvals,
-/// approvers' second factors, console sessions, canary tokens, quarantines, token revocations, fleet counters), all in the same backend. Cheap to clone.
+/// approvers' second factors, console sessions, canary tokens, quarantines, token revocations, fleet counters, policy bundles' rollback floors), all in the same backend. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     location: Arc<str>,
@@ -32,6 +33,7 @@ pub struct Store {
     quarantine: Arc<dyn QuarantineRepository>,
     revocations: Arc<dyn RevocationRepository>,
     fleet: Arc<dyn FleetRepository>,
+    bundle_floors: Arc<dyn BundleFloorRepository>,
 }
 
 impl std::fmt::Debug for Store {
@@ -103,7 +105,8 @@ impl Store {
             canaries: store.clone(),
             quarantine: store.clone(),
             revocations: store.clone(),
-            fleet: store,
+            fleet: store.clone(),
+            bundle_floors: store,
         }
     }
 
@@ -120,7 +123,8 @@ impl Store {
             canaries: store.clone(),
             quarantine: store.clone(),
             revocations: store.clone(),
-            fleet: store,
+            fleet: store.clone(),
+            bundle_floors: store,
         }
     }
 
@@ -163,6 +167,11 @@ impl Store {
     /// Fleet counters the replicas add up: budget spend, rate-limit counts, session labels.
     pub fn fleet(&self) -> Arc<dyn FleetRepository> {
         Arc::clone(&self.fleet)
+    }
+
+    /// The rollback floors of signed policy bundles.
+    pub fn bundle_floors(&self) -> Arc<dyn BundleFloorRepository> {
+        Arc::clone(&self.bundle_floors)
     }
 
     /// Approval-console sessions.

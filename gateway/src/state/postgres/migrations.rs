@@ -237,6 +237,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
         removed_at_ms  BIGINT NOT NULL,
         PRIMARY KEY (server, tool)
     );",
+    // 18: the rollback floors of signed policy bundles, shared by every replica: the newest
+    // time of signing (nanoseconds since the Unix epoch) any gateway loaded, for the enforced
+    // set and for the shadow set; a gateway refuses a bundle signed before its set's floor.
+    "CREATE TABLE policy_bundle_floors (
+        bundle     TEXT    NOT NULL PRIMARY KEY CHECK (bundle IN ('enforced', 'shadow')),
+        signed_ns  BIGINT  NOT NULL,
+        raised_ms  BIGINT  NOT NULL
+    );",
 ];
 
 /// Applies the steps the database lacks, in one transaction under the advisory lock, and logs

@@ -22,6 +22,7 @@ use super::error::StateError;
 use super::migrated::Migrated;
 
 mod approvals;
+mod bundle_floors;
 mod canaries;
 mod factors;
 mod fleet;

@@ -234,6 +234,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
         removed_at_ms  INTEGER NOT NULL,
         PRIMARY KEY (server, tool)
     ) STRICT;",
+    // 18: the rollback floors of signed policy bundles, shared by every replica: the newest
+    // time of signing (nanoseconds since the Unix epoch) any gateway loaded, for the enforced
+    // set and for the shadow set; a gateway refuses a bundle signed before its set's floor.
+    "CREATE TABLE policy_bundle_floors (
+        bundle     TEXT    NOT NULL PRIMARY KEY CHECK (bundle IN ('enforced', 'shadow')),
+        signed_ns  INTEGER NOT NULL,
+        raised_ms  INTEGER NOT NULL
+    ) STRICT;",
 ];
 
 /// Applies the steps the file lacks, each in its own transaction with its version, logging

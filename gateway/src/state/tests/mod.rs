@@ -215,6 +215,7 @@ macro_rules! on_both_backends {
 }
 
 mod approvals;
+mod bundle_floors;
 mod canaries;
 mod factors;
 mod fleet;

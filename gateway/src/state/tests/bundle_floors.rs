@@ -1,0 +1,68 @@
+//! The rollback floors of signed policy bundles, on both backends: one per set, seen by
+//! another handle (another process on the file, another replica on the database), never
+//! lowered, also when many replicas raise them at once.
+
+use super::Backend;
+use crate::state::bundle_floors::BundleSet;
+
+on_both_backends!(
+    a_floor_rises_is_shared_and_is_never_lowered,
+    replicas_raising_a_floor_at_once_leave_the_highest,
+);
+
+async fn a_floor_rises_is_shared_and_is_never_lowered(backend: Backend) {
+    let one = backend.open().await.bundle_floors();
+    let other = backend.open().await.bundle_floors();
+    assert_eq!(one.floor(BundleSet::Enforced).await.unwrap(), None);
+
+    assert_eq!(one.raise(BundleSet::Enforced, 2_000).await.unwrap(), 2_000);
+    assert_eq!(other.floor(BundleSet::Enforced).await.unwrap(), Some(2_000));
+    // An older time leaves the floor where it is, and says where that is.
+    assert_eq!(
+        other.raise(BundleSet::Enforced, 1_000).await.unwrap(),
+        2_000
+    );
+    assert_eq!(one.floor(BundleSet::Enforced).await.unwrap(), Some(2_000));
+    assert_eq!(
+        other.raise(BundleSet::Enforced, 3_000).await.unwrap(),
+        3_000
+    );
+    assert_eq!(one.floor(BundleSet::Enforced).await.unwrap(), Some(3_000));
+    // The shadow set's floor is its own.
+    assert_eq!(one.floor(BundleSet::Shadow).await.unwrap(), None);
+    assert_eq!(one.raise(BundleSet::Shadow, 1_500).await.unwrap(), 1_500);
+    assert_eq!(other.floor(BundleSet::Shadow).await.unwrap(), Some(1_500));
+    assert_eq!(other.floor(BundleSet::Enforced).await.unwrap(), Some(3_000));
+}
+
+async fn replicas_raising_a_floor_at_once_leave_the_highest(backend: Backend) {
+    let mut replicas = Vec::new();
+    for _ in 0..4 {
+        replicas.push(backend.open().await.bundle_floors());
+    }
+    // Every replica raises to a different time at once, highest first and last mixed: what
+    // any raise returns is at least its own time, and the floor ends at the highest.
+    let mut raises = tokio::task::JoinSet::new();
+    for (i, floors) in replicas.iter().enumerate() {
+        for step in 0..25_i64 {
+            let floors = std::sync::Arc::clone(floors);
+            let at = if (step + i as i64) % 2 == 0 {
+                10_000 - step * 4 - i as i64
+            } else {
+                1_000 + step * 4 + i as i64
+            };
+            raises.spawn(async move { (at, floors.raise(BundleSet::Enforced, at).await) });
+        }
+    }
+    while let Some(done) = raises.join_next().await {
+        let (at, floor) = done.unwrap();
+        let floor = floor.unwrap();
+        assert!(floor >= at, "a raise to {at} answered a floor of {floor}");
+    }
+    for floors in &replicas {
+        assert_eq!(
+            floors.floor(BundleSet::Enforced).await.unwrap(),
+            Some(10_000)
+        );
+    }
+}
