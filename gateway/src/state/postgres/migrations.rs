@@ -227,6 +227,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // whole sign-in when one is used twice).
     "ALTER TABLE console_sessions ADD COLUMN idp_token_version BIGINT NOT NULL DEFAULT 0;
     ALTER TABLE console_sessions ADD COLUMN idp_refreshing_until_ms BIGINT;",
+    // 17: the agent (a digest of it) a shared session label or count belongs to, so that a
+    // replica that learns of the session counts it against that agent's sessions
+    // (`sessions.max_per_agent`), not the fleet's; empty in rows of earlier versions.
+    "ALTER TABLE session_labels ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE session_counts ADD COLUMN owner TEXT NOT NULL DEFAULT '';",
 ];
 
 /// Applies the steps the database lacks, in one transaction under the advisory lock, and logs
