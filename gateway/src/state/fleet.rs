@@ -48,6 +48,10 @@ pub struct SessionLabel {
     /// The session: a digest of the agent and the session's name or window.
     pub session: String,
     pub label: String,
+    /// Its agent: the digest of the agent alone (its trail's key; a trail's label names its
+    /// own key), so that a replica that learns the session counts it as that agent's; empty
+    /// when stored by a Warden before state migration 19.
+    pub owner: String,
     /// When it is forgotten, milliseconds since the Unix epoch.
     pub expires_ms: i64,
     /// When it was last stored (set by the store).
@@ -61,6 +65,8 @@ pub struct SessionCount {
     pub replica: String,
     /// The session: a digest of the agent and the session's name or window.
     pub session: String,
+    /// Its agent, as [`SessionLabel::owner`].
+    pub owner: String,
     /// Actions counted, in all.
     pub actions: i64,
     /// Per action and per resource, as the session module writes them (`fleet/session`):

@@ -221,7 +221,7 @@ impl AgentSessions {
             if !session.labels.contains(label) {
                 session.labels.push(Arc::clone(label));
                 if let Some(sharing) = self.sharing.get() {
-                    sharing.publish(facts.key, label, config.window);
+                    sharing.publish(facts.key, Some(facts.trail_key), label, config.window);
                 }
             }
         }
@@ -253,7 +253,7 @@ impl AgentSessions {
             }
             // Published every time: another replica extends the trail too.
             if let Some(sharing) = self.sharing.get() {
-                sharing.publish(facts.trail_key, tag, config.window);
+                sharing.publish(facts.trail_key, None, tag, config.window);
             }
         }
     }
@@ -293,7 +293,12 @@ impl AgentSessions {
     /// recently used session goes; past `max_sessions`, any idle past their window, else the
     /// least recently used. The new session is counted as its agent's.
     fn make_room_for(&self, config: &SessionsConfig, facts: &SessionFacts, now: u64) {
-        let agent = facts.trail_key;
+        self.make_room(config, facts.trail_key, facts.key, now);
+    }
+
+    /// Makes room for the new session `key` of the agent whose trail is `agent`, as
+    /// [`AgentSessions::make_room_for`] does.
+    fn make_room(&self, config: &SessionsConfig, agent: u64, key: u64, now: u64) {
         // The agent's keys are copied out before the sessions are read: the two maps are
         // never locked in the order `evict` locks them the other way round.
         let own = self.per_agent.get(&agent).map(|keys| keys.clone());
@@ -311,7 +316,7 @@ impl AgentSessions {
         if self.sessions.len() >= config.max_sessions {
             self.evict(config, now);
         }
-        self.per_agent.entry(agent).or_default().push(facts.key);
+        self.per_agent.entry(agent).or_default().push(key);
     }
 
     /// Makes room: sessions idle past their window go; if none is, the least recently used.

@@ -2,10 +2,10 @@
 //! labels waiting to be stored, when labels and counts were last read, and what the other
 //! replicas counted in each session. The request path reads only [`Sharing::add_others`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hasher;
-use std::sync::Mutex;
 use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -15,12 +15,96 @@ use crate::action::SessionFacts;
 use crate::state::fleet::SessionLabel;
 use crate::state::pins::now_ms;
 
-/// Labels waiting to be stored at most; past this, new ones are known to this replica only.
+/// Labels waiting to be stored at most, of sessions and, apart, of agents' trails; past this,
+/// new ones are known to this replica only.
 pub const QUEUE_MAX: usize = 10_000;
+
+/// The labels waiting to be stored, each once (earned again, only its expiry moves): agents'
+/// trails apart from their sessions, so that an agent naming many sessions fills the
+/// sessions' part alone, and every agent's trail (a few labels each) still goes out.
+#[derive(Debug, Default)]
+pub(super) struct Queue {
+    /// By trail key and label: expiry.
+    trails: HashMap<(u64, Arc<str>), i64>,
+    /// By session key and label: its agent's trail key and expiry.
+    sessions: HashMap<(u64, Arc<str>), (u64, i64)>,
+}
+
+impl Queue {
+    /// Labels waiting.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.trails.len() + self.sessions.len()
+    }
+
+    /// Adds `label` of session `key` (of the agent whose trail is `owner`; `None`: the trail
+    /// `key` itself), expiring at `expires_ms`, unless its part of the queue is full.
+    fn add(&mut self, key: u64, owner: Option<u64>, label: &Arc<str>, expires_ms: i64) {
+        let entry = (key, Arc::clone(label));
+        match owner {
+            None => {
+                if self.trails.len() >= QUEUE_MAX && !self.trails.contains_key(&entry) {
+                    return;
+                }
+                let expiry = self.trails.entry(entry).or_insert(expires_ms);
+                *expiry = (*expiry).max(expires_ms);
+            }
+            Some(owner) => {
+                if self.sessions.len() >= QUEUE_MAX && !self.sessions.contains_key(&entry) {
+                    return;
+                }
+                let (_, expiry) = self.sessions.entry(entry).or_insert((owner, expires_ms));
+                *expiry = (*expiry).max(expires_ms);
+            }
+        }
+    }
+
+    /// Everything waiting, as stored, in one order on every replica (so that two storing the
+    /// same labels do not deadlock); the queue is left empty.
+    pub(super) fn take(&mut self) -> Vec<SessionLabel> {
+        let trails = self.trails.drain().map(|((key, label), expires_ms)| {
+            let owner = format!("{key:016x}");
+            SessionLabel {
+                session: owner.clone(),
+                label: label.to_string(),
+                owner,
+                expires_ms,
+                updated_ms: 0,
+            }
+        });
+        let sessions = self
+            .sessions
+            .drain()
+            .map(|((key, label), (owner, expires_ms))| SessionLabel {
+                session: format!("{key:016x}"),
+                label: label.to_string(),
+                owner: format!("{owner:016x}"),
+                expires_ms,
+                updated_ms: 0,
+            });
+        let mut labels: Vec<_> = trails.chain(sessions).collect();
+        labels.sort_unstable_by(|a, b| (&a.session, &a.label).cmp(&(&b.session, &b.label)));
+        labels
+    }
+
+    /// Puts back `labels` the store refused (within the bounds), for the next tick.
+    pub(super) fn put_back(&mut self, labels: Vec<SessionLabel>) {
+        for l in labels {
+            let (Ok(key), owner) = (
+                u64::from_str_radix(&l.session, 16),
+                u64::from_str_radix(&l.owner, 16).ok(),
+            ) else {
+                continue;
+            };
+            let owner = owner.filter(|owner| *owner != key);
+            self.add(key, owner, &Arc::from(l.label), l.expires_ms);
+        }
+    }
+}
 
 /// What sharing labels and counts needs between ticks.
 pub(crate) struct Sharing {
-    pub(super) queue: Mutex<Vec<SessionLabel>>,
+    pub(super) queue: Mutex<Queue>,
     /// When the labels were last read (this replica's clock), milliseconds since the epoch.
     pub(super) read_ms: AtomicI64,
     /// This process among the replicas (random).
@@ -29,6 +113,9 @@ pub(crate) struct Sharing {
     pub(super) counts_read_ms: AtomicI64,
     /// What the other replicas counted, by session key.
     pub(super) others: DashMap<u64, Others>,
+    /// The sessions of `others` by their agent (its trail key), oldest first (sessions stored
+    /// by a Warden before state migration 19 name no agent and are in none).
+    others_by_agent: Mutex<HashMap<u64, VecDeque<u64>>>,
 }
 
 impl Default for Sharing {
@@ -39,6 +126,7 @@ impl Default for Sharing {
             replica: uuid::Uuid::now_v7().simple().to_string(),
             counts_read_ms: AtomicI64::new(0),
             others: DashMap::new(),
+            others_by_agent: Mutex::default(),
         }
     }
 }
@@ -110,19 +198,56 @@ impl Others {
 }
 
 impl Sharing {
-    /// Queues `label` of session `key`, to live `window` (a session idle that long ends).
-    pub(super) fn publish(&self, key: u64, label: &str, window: Duration) {
-        let mut queue = self.queue.lock().expect("not poisoned");
-        if queue.len() >= QUEUE_MAX {
-            return;
-        }
+    /// Queues `label` of session `key` of the agent whose trail is `owner` (`None`: the
+    /// trail `key` itself), to live `window` (a session idle that long ends).
+    pub(super) fn publish(&self, key: u64, owner: Option<u64>, label: &Arc<str>, window: Duration) {
         let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-        queue.push(SessionLabel {
-            session: format!("{key:016x}"),
-            label: label.to_owned(),
-            expires_ms: now_ms().saturating_add(window_ms),
-            updated_ms: 0,
-        });
+        let expires_ms = now_ms().saturating_add(window_ms);
+        self.queue
+            .lock()
+            .expect("not poisoned")
+            .add(key, owner, label, expires_ms);
+    }
+
+    /// Forgets the other replicas' counts expired at `now_ms`.
+    pub(super) fn expire_others(&self, now_ms: i64) {
+        let before = self.others.len();
+        self.others.retain(|_, others| others.expire(now_ms));
+        if self.others.len() != before {
+            let mut by_agent = self.others_by_agent.lock().expect("not poisoned");
+            by_agent.retain(|_, keys| {
+                keys.retain(|key| self.others.contains_key(key));
+                !keys.is_empty()
+            });
+        }
+    }
+
+    /// Makes room among the other replicas' counts for session `key`, new here, of the agent
+    /// whose trail is `agent`: past `max_per_agent` of that agent's its oldest is forgotten;
+    /// whether there is room within `max_sessions` then.
+    pub(super) fn room_for_other(
+        &self,
+        agent: Option<u64>,
+        key: u64,
+        max_per_agent: usize,
+        max_sessions: usize,
+    ) -> bool {
+        let mut by_agent = self.others_by_agent.lock().expect("not poisoned");
+        if let Some(keys) = agent.and_then(|agent| by_agent.get_mut(&agent)) {
+            while keys.len() >= max_per_agent.max(1) {
+                let Some(oldest) = keys.pop_front() else {
+                    break;
+                };
+                self.others.remove(&oldest);
+            }
+        }
+        if self.others.len() >= max_sessions {
+            return false;
+        }
+        if let Some(agent) = agent {
+            by_agent.entry(agent).or_default().push_back(key);
+        }
+        true
     }
 
     /// Adds what the other replicas last published of `facts`' session to its counts.

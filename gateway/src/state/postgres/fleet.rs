@@ -184,18 +184,21 @@ impl FleetRepository for PostgresStore {
             let tx = client.transaction().await.map_err(err())?;
             let statement = tx
                 .prepare_cached(
-                    "INSERT INTO session_labels (session, label, expires_ms, updated_ms) \
-                     VALUES ($1, $2, $3, $4) \
+                    "INSERT INTO session_labels (session, label, expires_ms, updated_ms, owner) \
+                     VALUES ($1, $2, $3, $4, $5) \
                      ON CONFLICT (session, label) DO UPDATE SET \
                      expires_ms = GREATEST(session_labels.expires_ms, excluded.expires_ms), \
-                     updated_ms = excluded.updated_ms",
+                     updated_ms = excluded.updated_ms, owner = excluded.owner",
                 )
                 .await
                 .map_err(err())?;
             for l in &labels {
-                tx.execute(&statement, &[&l.session, &l.label, &l.expires_ms, &now])
-                    .await
-                    .map_err(err())?;
+                tx.execute(
+                    &statement,
+                    &[&l.session, &l.label, &l.expires_ms, &now, &l.owner],
+                )
+                .await
+                .map_err(err())?;
             }
             tx.commit().await.map_err(err())
         }))
@@ -213,7 +216,7 @@ impl FleetRepository for PostgresStore {
                 .map_err(err())?;
             let rows = client
                 .query(
-                    "SELECT session, label, expires_ms, updated_ms FROM session_labels \
+                    "SELECT session, label, expires_ms, updated_ms, owner FROM session_labels \
                      WHERE updated_ms >= $1 ORDER BY updated_ms",
                     &[&since_ms],
                 )
@@ -226,6 +229,7 @@ impl FleetRepository for PostgresStore {
                     label: row.get(1),
                     expires_ms: row.get(2),
                     updated_ms: row.get(3),
+                    owner: row.get(4),
                 })
                 .collect())
         }))
@@ -242,10 +246,11 @@ impl FleetRepository for PostgresStore {
             let statement = tx
                 .prepare_cached(
                     "INSERT INTO session_counts (replica, session, actions, keys, expires_ms, \
-                     updated_ms) VALUES ($1, $2, $3, $4, $5, $6) \
+                     updated_ms, owner) VALUES ($1, $2, $3, $4, $5, $6, $7) \
                      ON CONFLICT (replica, session) DO UPDATE SET \
                      actions = excluded.actions, keys = excluded.keys, \
-                     expires_ms = excluded.expires_ms, updated_ms = excluded.updated_ms",
+                     expires_ms = excluded.expires_ms, updated_ms = excluded.updated_ms, \
+                     owner = excluded.owner",
                 )
                 .await
                 .map_err(err())?;
@@ -259,6 +264,7 @@ impl FleetRepository for PostgresStore {
                         &c.keys,
                         &c.expires_ms,
                         &now,
+                        &c.owner,
                     ],
                 )
                 .await
@@ -284,7 +290,7 @@ impl FleetRepository for PostgresStore {
                 .map_err(err())?;
             let rows = client
                 .query(
-                    "SELECT replica, session, actions, keys, expires_ms, updated_ms \
+                    "SELECT replica, session, actions, keys, expires_ms, updated_ms, owner \
                      FROM session_counts WHERE updated_ms >= $1 AND replica <> $2 \
                      ORDER BY updated_ms",
                     &[&since_ms, &replica],
@@ -300,6 +306,7 @@ impl FleetRepository for PostgresStore {
                     keys: row.get(3),
                     expires_ms: row.get(4),
                     updated_ms: row.get(5),
+                    owner: row.get(6),
                 })
                 .collect())
         }))

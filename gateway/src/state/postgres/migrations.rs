@@ -245,6 +245,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
         signed_ns  BIGINT  NOT NULL,
         raised_ms  BIGINT  NOT NULL
     );",
+    // 19: the agent (a digest of it) a shared session label or count belongs to, so that a
+    // replica that learns of the session counts it against that agent's sessions
+    // (`sessions.max_per_agent`), not the fleet's; empty in rows of earlier versions.
+    "ALTER TABLE session_labels ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE session_counts ADD COLUMN owner TEXT NOT NULL DEFAULT '';",
 ];
 
 /// Applies the steps the database lacks, in one transaction under the advisory lock, and logs

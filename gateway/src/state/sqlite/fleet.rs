@@ -178,14 +178,20 @@ impl FleetRepository for SqliteStore {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 {
                     let mut statement = tx.prepare_cached(
-                        "INSERT INTO session_labels (session, label, expires_ms, updated_ms) \
-                         VALUES (?1, ?2, ?3, ?4) \
+                        "INSERT INTO session_labels (session, label, expires_ms, updated_ms, \
+                         owner) VALUES (?1, ?2, ?3, ?4, ?5) \
                          ON CONFLICT (session, label) DO UPDATE SET \
                          expires_ms = max(expires_ms, excluded.expires_ms), \
-                         updated_ms = excluded.updated_ms",
+                         updated_ms = excluded.updated_ms, owner = excluded.owner",
                     )?;
                     for l in &labels {
-                        statement.execute(params![l.session, l.label, l.expires_ms, now])?;
+                        statement.execute(params![
+                            l.session,
+                            l.label,
+                            l.expires_ms,
+                            now,
+                            l.owner
+                        ])?;
                     }
                 }
                 tx.commit()
@@ -205,7 +211,7 @@ impl FleetRepository for SqliteStore {
             .map_err(query_error(path, operation))?;
             let mut statement = conn
                 .prepare_cached(
-                    "SELECT session, label, expires_ms, updated_ms FROM session_labels \
+                    "SELECT session, label, expires_ms, updated_ms, owner FROM session_labels \
                      WHERE updated_ms >= ?1 ORDER BY updated_ms",
                 )
                 .map_err(query_error(path, operation))?;
@@ -216,6 +222,7 @@ impl FleetRepository for SqliteStore {
                         label: row.get(1)?,
                         expires_ms: row.get(2)?,
                         updated_ms: row.get(3)?,
+                        owner: row.get(4)?,
                     })
                 })
                 .map_err(query_error(path, operation))?;
@@ -235,10 +242,11 @@ impl FleetRepository for SqliteStore {
                 {
                     let mut statement = tx.prepare_cached(
                         "INSERT INTO session_counts (replica, session, actions, keys, \
-                         expires_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                         expires_ms, updated_ms, owner) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
                          ON CONFLICT (replica, session) DO UPDATE SET \
                          actions = excluded.actions, keys = excluded.keys, \
-                         expires_ms = excluded.expires_ms, updated_ms = excluded.updated_ms",
+                         expires_ms = excluded.expires_ms, updated_ms = excluded.updated_ms, \
+                         owner = excluded.owner",
                     )?;
                     for c in &counts {
                         statement.execute(params![
@@ -247,7 +255,8 @@ impl FleetRepository for SqliteStore {
                             c.actions,
                             c.keys,
                             c.expires_ms,
-                            now
+                            now,
+                            c.owner
                         ])?;
                     }
                 }
@@ -271,7 +280,7 @@ impl FleetRepository for SqliteStore {
             .map_err(query_error(path, operation))?;
             let mut statement = conn
                 .prepare_cached(
-                    "SELECT replica, session, actions, keys, expires_ms, updated_ms \
+                    "SELECT replica, session, actions, keys, expires_ms, updated_ms, owner \
                      FROM session_counts WHERE updated_ms >= ?1 AND replica <> ?2 \
                      ORDER BY updated_ms",
                 )
@@ -285,6 +294,7 @@ impl FleetRepository for SqliteStore {
                         keys: row.get(3)?,
                         expires_ms: row.get(4)?,
                         updated_ms: row.get(5)?,
+                        owner: row.get(6)?,
                     })
                 })
                 .map_err(query_error(path, operation))?;

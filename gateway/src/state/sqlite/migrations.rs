@@ -242,6 +242,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
         signed_ns  INTEGER NOT NULL,
         raised_ms  INTEGER NOT NULL
     ) STRICT;",
+    // 19: the agent (a digest of it) a shared session label or count belongs to, so that a
+    // replica that learns of the session counts it against that agent's sessions
+    // (`sessions.max_per_agent`), not the fleet's; empty in rows of earlier versions.
+    "ALTER TABLE session_labels ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE session_counts ADD COLUMN owner TEXT NOT NULL DEFAULT '';",
 ];
 
 /// Applies the steps the file lacks, each in its own transaction with its version, logging

@@ -147,6 +147,7 @@ async fn session_labels_are_read_by_every_replica_until_they_expire(backend: Bac
     let label = |session: &str, label: &str, expires_ms| SessionLabel {
         session: session.into(),
         label: label.into(),
+        owner: format!("{session}-agent"),
         expires_ms,
         updated_ms: 0,
     };
@@ -161,7 +162,10 @@ async fn session_labels_are_read_by_every_replica_until_they_expire(backend: Bac
         .unwrap();
     let read = b.labels(now - 5000).await.unwrap();
     assert_eq!(read.len(), 1, "{read:?}");
-    assert_eq!((&*read[0].session, &*read[0].label), ("s1", "private"));
+    assert_eq!(
+        (&*read[0].session, &*read[0].label, &*read[0].owner),
+        ("s1", "private", "s1-agent")
+    );
     assert_eq!(read[0].expires_ms, now + 60_000, "the later expiry is kept");
     assert!(read[0].updated_ms >= now);
     assert!(b.labels(now + 60_000).await.unwrap().is_empty());
@@ -173,6 +177,7 @@ async fn each_replica_replaces_its_own_session_counts_and_reads_the_others(backe
     let count = |replica: &str, session: &str, actions, expires_ms| SessionCount {
         replica: replica.into(),
         session: session.into(),
+        owner: format!("{session}-agent"),
         actions,
         keys: format!("v00000000000000ab={actions}"),
         expires_ms,
@@ -202,6 +207,7 @@ async fn each_replica_replaces_its_own_session_counts_and_reads_the_others(backe
         "replaced, not added"
     );
     assert_eq!(read[0].keys, "v00000000000000ab=3");
+    assert_eq!(read[0].owner, "s1-agent");
     assert!(read[0].updated_ms >= now);
     let from_a = a.session_counts("a".into(), now - 5000).await.unwrap();
     assert_eq!(from_a.len(), 1);

@@ -44,13 +44,18 @@ impl AgentSessions {
         let since = sharing.counts_read_ms.load(Ordering::Relaxed) - CLOCK_SLACK_MS;
         let read = store.session_counts(sharing.replica.clone(), since).await?;
         sharing.counts_read_ms.store(started, Ordering::Relaxed);
-        sharing.others.retain(|_, others| others.expire(started));
+        sharing.expire_others(started);
         for row in read {
             let Ok(key) = u64::from_str_radix(&row.session, 16) else {
                 continue;
             };
-            if sharing.others.len() >= config.max_sessions && !sharing.others.contains_key(&key) {
-                continue;
+            // A session new here takes a place within its agent's `max_per_agent` (its oldest
+            // forgotten first), so that one agent naming many sessions cannot take every place.
+            if !sharing.others.contains_key(&key) {
+                let agent = u64::from_str_radix(&row.owner, 16).ok();
+                if !sharing.room_for_other(agent, key, config.max_per_agent, config.max_sessions) {
+                    continue;
+                }
             }
             let counts = decode(&row, config.max_keys);
             sharing
@@ -86,6 +91,10 @@ impl AgentSessions {
             rows.push(SessionCount {
                 replica: sharing.replica.clone(),
                 session: format!("{:016x}", session.key()),
+                owner: session
+                    .owner
+                    .map(|owner| format!("{owner:016x}"))
+                    .unwrap_or_default(),
                 actions: clamp(session.actions),
                 keys: encode(&session),
                 expires_ms: now_ms.saturating_sub(idle_ms).saturating_add(window_ms),

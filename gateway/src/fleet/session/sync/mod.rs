@@ -7,7 +7,8 @@
 //! read it). Counts (`actions`, `action_count`, `resource_count`) are shared on the same tick
 //! with the same bound ([`counts`]).
 //!
-//! When the store fails, labels stay queued (up to [`QUEUE_MAX`]) and are stored when it
+//! When the store fails, labels stay queued (each once, up to [`QUEUE_MAX`] of sessions' and
+//! as many of agents' trails) and are stored when it
 //! answers; meanwhile each replica knows the labels earned through it. Counts go on locally
 //! with the others' last read (expiring as they would); a session counted in during the outage
 //! is published when the store answers, with its running counts, so nothing is lost.
@@ -18,7 +19,9 @@ use std::time::Duration;
 
 mod counts;
 
-use super::sharing::{QUEUE_MAX, Sharing};
+#[cfg(doc)]
+use super::sharing::QUEUE_MAX;
+use super::sharing::Sharing;
 use super::{AgentSessions, Session, SessionsConfig};
 use crate::fleet::tick;
 use crate::state::StateError;
@@ -67,18 +70,11 @@ impl AgentSessions {
         let Some(sharing) = self.sharing.get() else {
             return Ok(());
         };
-        let mut queued = std::mem::take(&mut *sharing.queue.lock().expect("not poisoned"));
-        // One order on every replica, so that two storing the same label do not deadlock.
-        queued.sort_unstable_by(|a, b| {
-            (&a.session, &a.label, b.expires_ms).cmp(&(&b.session, &b.label, a.expires_ms))
-        });
-        queued.dedup_by(|a, b| a.session == b.session && a.label == b.label);
+        let queued = sharing.queue.lock().expect("not poisoned").take();
         if !queued.is_empty()
             && let Err(error) = store.add_labels(queued.clone()).await
         {
-            let mut queue = sharing.queue.lock().expect("not poisoned");
-            let room = QUEUE_MAX.saturating_sub(queue.len());
-            queue.splice(0..0, queued.into_iter().take(room));
+            sharing.queue.lock().expect("not poisoned").put_back(queued);
             return Err(error);
         }
         let started = now_ms();
@@ -90,17 +86,30 @@ impl AgentSessions {
     }
 
     /// Adds stored labels to the sessions they belong to (a session not known here starts
-    /// with them).
+    /// with them, counted as its agent's, within `sessions.max_per_agent` as one it started
+    /// here would be: an agent that names many sessions through another replica forgets its
+    /// own here, never another agent's).
     fn merge(&self, config: &SessionsConfig, labels: Vec<SessionLabel>) {
         let now = self.now();
         for stored in labels {
             let Ok(key) = u64::from_str_radix(&stored.session, 16) else {
                 continue;
             };
-            if self.sessions.len() >= config.max_sessions && !self.sessions.contains_key(&key) {
-                self.evict(config, now);
+            // A trail names itself; a row of a Warden before state migration 19, no one.
+            let owner = u64::from_str_radix(&stored.owner, 16)
+                .ok()
+                .filter(|owner| *owner != key);
+            if !self.sessions.contains_key(&key) {
+                match owner {
+                    Some(agent) => self.make_room(config, agent, key, now),
+                    None if self.sessions.len() >= config.max_sessions => {
+                        self.evict(config, now);
+                    }
+                    None => {}
+                }
             }
             let mut session = self.sessions.entry(key).or_insert_with(|| Session {
+                owner,
                 last: now,
                 ..Session::default()
             });
