@@ -603,10 +603,16 @@ impl Onward<'_> {
         ex.propagate_meta(&mut params);
         let snap = ex.shared().snapshot.load();
         let reading = (ex.shared().pins.clone(), &snap.config.inspect);
+        // Only the answer to a call that asked for a task can be the task's handle.
+        let task_call = birth.is_some();
         let served = match &self.task_tool {
             Some(tool) => Some(Served::task_result(reading, &server, tool)),
             None => Served::of(reading, &method, &server, &params),
         }
+        .map(|served| match task_call {
+            true => served.asked_for_a_task(),
+            false => served,
+        })
         .map(|served| match self.answering {
             Some(answering) => served.judged(
                 answering,
