@@ -183,7 +183,7 @@ fn task_answering(
             |mut answering| {
                 // The creating call's, as judged then (not kept: a policy that reads them
                 // cannot judge the result, which is withheld).
-                answering.arguments = task.arguments.clone();
+                answering.arguments = task.arguments();
                 answering
             },
         ),
@@ -523,7 +523,7 @@ impl Judging<'_> {
                 agent: Arc::clone(&action.principal.id),
                 decision_id: Arc::from(ex.decision_id()),
                 // Kept for judging the task's result only when answers are judged.
-                arguments: match &action.context.facts {
+                kept: match &action.context.facts {
                     Facts::Tool(tool) if self.snap.policy.judges_answers() => {
                         crate::mcp::kept_arguments(&tool.arguments)
                     }
