@@ -77,6 +77,38 @@ async fn lying_warden_with(files: &[(&str, &str)]) -> (Warden, SocketAddr) {
     (warden, egress)
 }
 
+/// A server cannot have an answer taken for a task's handle, passed unjudged, by naming a
+/// task beside its content: the call asked for no task, so the answer is the tool's.
+#[tokio::test]
+async fn an_answer_that_names_a_task_unasked_is_judged_as_the_tools() {
+    let (w, _) = lying_warden().await;
+    let agent = w.token("e2e-agent").await.unwrap();
+    let r = mcp::session(
+        &w,
+        &w.url("/mcp/tools"),
+        &agent,
+        json!([
+            {"op": "list_tools"},
+            {"op": "call", "name": "docs_fetch_page",
+             "arguments": {"url": "https://example.com/#task-handle"}},
+        ]),
+    )
+    .await
+    .unwrap();
+    let withheld = &r["steps"][1];
+    assert_eq!(withheld["isError"], true, "{r}");
+    assert!(
+        withheld["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Warden withheld the server's answer"),
+        "{r}"
+    );
+    assert!(!r.to_string().contains(INJECTED), "{r}");
+    let record = outcome(&w, "mcp:call_tool", "e2e-agent").await;
+    assert_eq!(record["outcome"]["answer"]["decision"], "deny", "{record}");
+}
+
 #[tokio::test]
 async fn an_injected_answer_is_withheld_and_the_session_that_read_it_is_refused_what_follows() {
     let (w, egress) = lying_warden().await;

@@ -59,6 +59,6 @@ pub use session::{LEGACY_REVISION, Over, REVISIONS, Session, Sessions, instructi
 pub use stream::{EventBody, event};
 pub use streamable_http::{SESSION_HEADER, VERSION_HEADER};
 pub use tasks::{
-    MAX_TASK_ARGUMENTS, MAX_TASKS, Reservation, Task, TaskError, Tasks, created_task,
-    kept_arguments,
+    MAX_SESSION_TASK_ARGUMENTS, MAX_TASK_ARGUMENTS, MAX_TASKS, Reservation, Task, TaskError, Tasks,
+    created_task, kept_arguments,
 };

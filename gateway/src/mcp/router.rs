@@ -1014,7 +1014,7 @@ mod tests {
             },
             agent: Arc::from("alice"),
             decision_id: Arc::from("d1"),
-            arguments: None,
+            kept: None,
         };
         tasks
             .reserve()

@@ -681,7 +681,7 @@ mod tests {
             },
             agent: Arc::clone(&principal.id),
             decision_id: Arc::from("d1"),
-            arguments: None,
+            kept: None,
         };
         let place = session.tasks.reserve().expect("a place");
         place.hold("t-1", task, None).expect("held");

@@ -21,9 +21,12 @@ use crate::text::Quoted;
 /// created).
 pub const MAX_TASKS: usize = 64;
 
-/// The most of a task's creating call's arguments Warden keeps, as compact JSON text: a
-/// session's tasks then hold at most [`MAX_TASKS`] times this for judging their results.
+/// The most of a task's creating call's arguments Warden keeps, as compact JSON text.
 pub const MAX_TASK_ARGUMENTS: usize = 64 * 1024;
+
+/// The most of its tasks' arguments one session keeps, as compact JSON text: past it, a new
+/// task's arguments are not kept (its result is withheld by a policy that reads them).
+pub const MAX_SESSION_TASK_ARGUMENTS: usize = 1024 * 1024;
 
 /// Who created a task, and for what.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,33 +39,50 @@ pub struct Task {
     pub agent: Arc<str>,
     /// The decision that let its `tools/call` through.
     pub decision_id: Arc<str>,
-    /// The arguments of that `tools/call`, as judged, for judging the task's result
-    /// (`context.arguments` of `mcp:receive_result`): kept only when a loaded policy judged
-    /// answers as the task was created, and only when they are at most
-    /// [`MAX_TASK_ARGUMENTS`] bytes as JSON ([`kept_arguments`]).
-    pub arguments: Option<Arc<Value>>,
+    /// The arguments of that `tools/call`, as judged, as compact JSON text, for judging the
+    /// task's result (`context.arguments` of `mcp:receive_result`, read again then:
+    /// [`Task::arguments`]): kept only when a loaded policy judged answers as the task was
+    /// created, when they are at most [`MAX_TASK_ARGUMENTS`] bytes ([`kept_arguments`]), and
+    /// while the session's tasks keep at most [`MAX_SESSION_TASK_ARGUMENTS`] bytes of them.
+    pub kept: Option<Arc<str>>,
 }
 
-/// `arguments` (shared, not copied) when they are at most [`MAX_TASK_ARGUMENTS`] bytes as
-/// compact JSON; measured without writing them out, and no further than the bound.
-pub fn kept_arguments(arguments: &Arc<Value>) -> Option<Arc<Value>> {
-    /// A writer that takes at most this many bytes more.
-    struct Within(usize);
+impl Task {
+    /// The creating call's arguments, when they were kept.
+    pub fn arguments(&self) -> Option<Arc<Value>> {
+        let text = self.kept.as_deref()?;
+        match serde_json::from_str(text) {
+            Ok(arguments) => Some(Arc::new(arguments)),
+            // Written by Warden from a Value: not expected; judged as not kept.
+            Err(e) => {
+                tracing::error!(error = %e, "a task's kept arguments are not JSON; judged as not kept");
+                None
+            }
+        }
+    }
+}
+
+/// `arguments` as compact JSON text when that is at most [`MAX_TASK_ARGUMENTS`] bytes;
+/// written no further than the bound. Text is what is kept, not the `Value`: in memory a
+/// `Value` takes many times its JSON's size.
+pub fn kept_arguments(arguments: &Value) -> Option<Arc<str>> {
+    /// A buffer that takes at most this many bytes.
+    struct Within(Vec<u8>);
     impl std::io::Write for Within {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 = self
-                .0
-                .checked_sub(buf.len())
-                .ok_or_else(|| std::io::Error::other("past the bound"))?;
+            if self.0.len() + buf.len() > MAX_TASK_ARGUMENTS {
+                return Err(std::io::Error::other("past the bound"));
+            }
+            self.0.extend_from_slice(buf);
             Ok(buf.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
     }
-    serde_json::to_writer(Within(MAX_TASK_ARGUMENTS), &**arguments)
-        .is_ok()
-        .then(|| Arc::clone(arguments))
+    let mut within = Within(Vec::new());
+    serde_json::to_writer(&mut within, arguments).ok()?;
+    String::from_utf8(within.0).ok().map(Arc::from)
 }
 
 /// Why a task cannot be created or asked about.
@@ -186,7 +206,28 @@ impl Reservation {
         if inner.held.contains_key(id) {
             return Err(TaskError::Taken(Quoted::of(id)));
         }
-        let until = ttl.map(|ms| Instant::now() + Duration::from_millis(ms));
+        let now = Instant::now();
+        inner.sweep(now);
+        let mut task = task;
+        if let Some(kept) = &task.kept {
+            let held: usize = inner
+                .held
+                .values()
+                .filter_map(|h| h.task.kept.as_ref())
+                .map(|k| k.len())
+                .sum();
+            if held + kept.len() > MAX_SESSION_TASK_ARGUMENTS {
+                tracing::warn!(
+                    task = %Quoted::of(id),
+                    held,
+                    "this session's tasks keep the most arguments Warden keeps for one session \
+                     (1 MiB as JSON); this task's are not kept, and a policy that reads them \
+                     withholds its result"
+                );
+                task.kept = None;
+            }
+        }
+        let until = ttl.map(|ms| now + Duration::from_millis(ms));
         inner.held.insert(id.to_owned(), Held { task, until });
         Ok(())
     }
@@ -240,20 +281,78 @@ mod tests {
             },
             agent: Arc::from(agent),
             decision_id: Arc::from("d1"),
-            arguments: None,
+            kept: None,
         }
     }
 
     #[test]
-    fn a_tasks_arguments_are_kept_up_to_the_bound() {
-        let small = Arc::new(json!({"path": "/srv/app/.env"}));
+    fn a_tasks_arguments_are_kept_as_text_up_to_the_bound() {
+        let small = json!({"path": "/srv/app/.env", "n": [1, 2]});
         let kept = kept_arguments(&small).expect("kept");
-        assert!(Arc::ptr_eq(&kept, &small), "shared, not copied");
+        assert_eq!(
+            &*kept,
+            serde_json::to_string(&small).unwrap(),
+            "compact JSON"
+        );
+        let task = Task {
+            kept: Some(kept),
+            ..task("alice", "s")
+        };
+        assert_eq!(
+            task.arguments().as_deref(),
+            Some(&small),
+            "read again as judged"
+        );
         // `{"a":"…"}`: 8 bytes besides the string.
-        let at_bound = Arc::new(json!({"a": "x".repeat(MAX_TASK_ARGUMENTS - 8)}));
-        assert!(kept_arguments(&at_bound).is_some());
-        let past = Arc::new(json!({"a": "x".repeat(MAX_TASK_ARGUMENTS - 7)}));
+        let at_bound = json!({"a": "x".repeat(MAX_TASK_ARGUMENTS - 8)});
+        assert_eq!(
+            kept_arguments(&at_bound).map(|k| k.len()),
+            Some(MAX_TASK_ARGUMENTS)
+        );
+        let past = json!({"a": "x".repeat(MAX_TASK_ARGUMENTS - 7)});
         assert_eq!(kept_arguments(&past), None);
+    }
+
+    #[test]
+    fn a_session_keeps_its_tasks_arguments_up_to_its_budget() {
+        let tasks = Arc::new(Tasks::default());
+        let big = kept_arguments(&json!({"a": "x".repeat(MAX_TASK_ARGUMENTS - 8)})).unwrap();
+        let with = |kept: &Arc<str>| Task {
+            kept: Some(Arc::clone(kept)),
+            ..task("alice", "s")
+        };
+        let fit = MAX_SESSION_TASK_ARGUMENTS / MAX_TASK_ARGUMENTS;
+        for n in 0..fit {
+            tasks
+                .reserve()
+                .unwrap()
+                .hold(&format!("t{n}"), with(&big), None)
+                .unwrap();
+        }
+        assert!((0..fit).all(|n| {
+            tasks
+                .owned(&format!("t{n}"), "alice")
+                .unwrap()
+                .kept
+                .is_some()
+        }));
+        // Past the budget the task is held, its arguments not kept.
+        tasks
+            .reserve()
+            .unwrap()
+            .hold("past", with(&big), None)
+            .unwrap();
+        let past = tasks.owned("past", "alice").unwrap();
+        assert_eq!(past.kept, None);
+        assert_eq!(past.arguments(), None);
+        // Once the session's tasks are forgotten, a task's arguments are kept again.
+        tasks.forget_all();
+        tasks
+            .reserve()
+            .unwrap()
+            .hold("again", with(&big), None)
+            .unwrap();
+        assert!(tasks.owned("again", "alice").unwrap().kept.is_some());
     }
 
     #[test]

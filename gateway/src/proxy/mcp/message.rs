@@ -183,7 +183,7 @@ fn task_answering(
             |mut answering| {
                 // The creating call's, as judged then (not kept: a policy that reads them
                 // cannot judge the result, which is withheld).
-                answering.arguments = task.arguments.clone();
+                answering.arguments = task.arguments();
                 answering
             },
         ),
@@ -523,7 +523,7 @@ impl Judging<'_> {
                 agent: Arc::clone(&action.principal.id),
                 decision_id: Arc::from(ex.decision_id()),
                 // Kept for judging the task's result only when answers are judged.
-                arguments: match &action.context.facts {
+                kept: match &action.context.facts {
                     Facts::Tool(tool) if self.snap.policy.judges_answers() => {
                         crate::mcp::kept_arguments(&tool.arguments)
                     }
@@ -603,10 +603,16 @@ impl Onward<'_> {
         ex.propagate_meta(&mut params);
         let snap = ex.shared().snapshot.load();
         let reading = (ex.shared().pins.clone(), &snap.config.inspect);
+        // Only the answer to a call that asked for a task can be the task's handle.
+        let task_call = birth.is_some();
         let served = match &self.task_tool {
             Some(tool) => Some(Served::task_result(reading, &server, tool)),
             None => Served::of(reading, &method, &server, &params),
         }
+        .map(|served| match task_call {
+            true => served.asked_for_a_task(),
+            false => served,
+        })
         .map(|served| match self.answering {
             Some(answering) => served.judged(
                 answering,

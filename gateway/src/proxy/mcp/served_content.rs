@@ -50,6 +50,9 @@ pub(super) struct Served {
     inspect: InspectConfig,
     server: Arc<str>,
     item: Item,
+    /// A `tools/call` that asked for a task (`params.task`, a place among the session's
+    /// tasks taken): only its answer can be a task's handle.
+    task_call: bool,
     /// How its answer is judged, when it is.
     judge: Option<Judge>,
 }
@@ -163,6 +166,7 @@ impl Served {
             inspect: inspect.clone(),
             server: Arc::clone(server),
             item,
+            task_call: false,
             judge: None,
         })
     }
@@ -179,8 +183,16 @@ impl Served {
             inspect: inspect.clone(),
             server: Arc::clone(server),
             item: Item::TaskResult(tool.to_owned()),
+            task_call: false,
             judge: None,
         }
+    }
+
+    /// The request is a task-augmented `tools/call` (it took a place among the session's
+    /// tasks): its answer may be a task's handle ([`Served::observe`]).
+    pub(super) fn asked_for_a_task(mut self) -> Served {
+        self.task_call = matches!(self.item, Item::Tool(_));
+        self
     }
 
     /// Judges the answer for `answering` with `policy`, remembering what it held in
@@ -202,10 +214,24 @@ impl Served {
     /// Reads `response`, then judges it ([`Served::judge`]): what was found (which the
     /// caller adds to the outcome record) and, when policy judged the answer, what it said
     /// (a deny: the answer was replaced by a refusal).
+    ///
+    /// The answer to a task-augmented call that created a task is its handle: it reaches the
+    /// agent as `task` and `_meta` only ([`handle_only`]), and is not judged (the task's
+    /// result is, at `tasks/result`).
     pub(super) fn observe(&self, response: &mut Value) -> (Vec<Finding>, Option<AnswerVerdict>) {
+        if self.is_handle(response) {
+            handle_only(response, &self.server);
+        }
         let found = self.read(response);
         let decision = self.judge(response, &found);
         (found, decision)
+    }
+
+    /// Whether `response` is a task's handle: the answer to a call that asked for a task,
+    /// naming the task it created. The same `task` in any other answer is not one: that
+    /// answer is the tool's, judged as any.
+    fn is_handle(&self, response: &Value) -> bool {
+        self.task_call && crate::mcp::created_task(response).is_some()
     }
 
     /// Judges the answer `response` in which the detectors found `found`: remembered in the
@@ -234,11 +260,10 @@ impl Served {
             return None;
         }
         // A task-augmented call's answer is the task's handle, not the tool's result: that is
-        // judged when the agent asks for it (`tasks/result`), with this call's arguments.
-        if !error
-            && matches!(self.item, Item::Tool(_))
-            && crate::mcp::created_task(response).is_some()
-        {
+        // judged when the agent asks for it (`tasks/result`), with this call's arguments. Only
+        // an answer holding nothing but the handle passes unjudged: a `task` beside content,
+        // or in the answer to a call that asked for none, is no reason not to judge it.
+        if !error && self.is_handle(response) && holds_only_a_handle(response) {
             return None;
         }
         let mut locations: Vec<String> = Vec::new();
@@ -370,6 +395,44 @@ impl Served {
         };
         true
     }
+}
+
+/// What a task's handle (`CreateTaskResult`) holds: the task, and `_meta`.
+const HANDLE_KEYS: [&str; 2] = ["task", "_meta"];
+
+/// Whether `response`'s result holds nothing but what a task's handle holds.
+fn holds_only_a_handle(response: &Value) -> bool {
+    response
+        .get("result")
+        .and_then(Value::as_object)
+        .is_some_and(|r| r.keys().all(|k| HANDLE_KEYS.contains(&k.as_str())))
+}
+
+/// Makes the result of `response`, a task's handle from `server`, hold only the task and
+/// `_meta`: what else a server puts beside them (content, structured content) is not part of
+/// a handle, and would reach the model unjudged; it is removed, and that logged (by key).
+fn handle_only(response: &mut Value, server: &str) {
+    let Some(result) = response.get_mut("result").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let extra: Vec<String> = result
+        .keys()
+        .filter(|k| !HANDLE_KEYS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    if extra.is_empty() {
+        return;
+    }
+    for key in &extra {
+        result.remove(key);
+    }
+    tracing::warn!(
+        server = %server,
+        removed = %bounded(&extra.join(", "), FIELD_MAX),
+        "an MCP server answered a task-augmented tools/call with a task and more beside it; \
+         the agent gets the task's handle only (task, _meta), the task's result is judged at \
+         tasks/result"
+    );
 }
 
 /// What the code of a withheld answer's JSON-RPC error says (`error.data.code`).

@@ -822,7 +822,7 @@ forbid (principal, action == Action::"mcp:receive_result", resource == Tool::"ca
     let mut response = handle.clone();
     let (_, decision) = decided(
         judged(
-            served(None, "tools/call", json!({"name": "lookup"})),
+            served(None, "tools/call", json!({"name": "lookup"})).asked_for_a_task(),
             &policy,
             answering(lookup(), false, true),
             &sessions,
@@ -845,4 +845,92 @@ forbid (principal, action == Action::"mcp:receive_result", resource == Tool::"ca
         matches!(decision, Some(Decision::Deny { .. })),
         "{decision:?}"
     );
+}
+
+#[test]
+fn a_task_beside_content_is_no_reason_not_to_judge_an_answer() {
+    let policy = engine(
+        r#"@id("withhold-injected")
+@reason("the answer tells the model to ignore its instructions")
+forbid (principal, action == Action::"mcp:receive_result", resource)
+when { context.findings.contains("tool_instruction_override") };"#,
+    );
+    let sessions = Arc::new(AgentSessions::default());
+    let lying = || {
+        answer(json!({
+            "content": [{"type": "text", "text": INJECTED}],
+            "task": {"taskId": "x", "status": "completed"},
+        }))
+    };
+    // A plain call (no task asked for): its answer is the tool's, whatever it names.
+    let mut response = lying();
+    let (_, decision) = decided(
+        judged(
+            served(None, "tools/call", json!({"name": "lookup"})),
+            &policy,
+            answering(lookup(), false, true),
+            &sessions,
+        )
+        .observe(&mut response),
+    );
+    assert!(
+        matches!(decision, Some(Decision::Deny { .. })),
+        "{decision:?}"
+    );
+    assert_eq!(response["result"]["isError"], true, "{response}");
+    assert!(!response.to_string().contains(INJECTED), "{response}");
+
+    // A task-augmented call that created a task: the agent gets the handle only.
+    let mut response = lying();
+    let (found, decision) = decided(
+        judged(
+            served(None, "tools/call", json!({"name": "lookup"})).asked_for_a_task(),
+            &policy,
+            answering(lookup(), false, true),
+            &sessions,
+        )
+        .observe(&mut response),
+    );
+    assert!(decision.is_none(), "a handle: {decision:?}");
+    assert_eq!(
+        response,
+        answer(json!({"task": {"taskId": "x", "status": "completed"}}))
+    );
+    assert!(
+        found.is_empty(),
+        "nothing of the content is left: {found:?}"
+    );
+}
+
+#[test]
+fn a_handle_whose_judging_is_asked_directly_is_judged_when_it_holds_more() {
+    let policy = engine(
+        r#"@id("no-lookups")
+forbid (principal, action == Action::"mcp:receive_result", resource == Tool::"calc/lookup");"#,
+    );
+    let sessions = Arc::new(AgentSessions::default());
+    let call = judged(
+        served(None, "tools/call", json!({"name": "lookup"})).asked_for_a_task(),
+        &policy,
+        answering(lookup(), false, true),
+        &sessions,
+    );
+    let mut response = answer(json!({
+        "task": {"taskId": "x", "status": "working"},
+        "structuredContent": {"page": "…"},
+    }));
+    let decision = call.judge(&mut response, &[]);
+    assert!(
+        matches!(
+            decision,
+            Some(AnswerVerdict {
+                decision: Decision::Deny { .. },
+                ..
+            })
+        ),
+        "judged, not taken for a handle"
+    );
+    // A prompt's answer cannot be a task's handle.
+    let prompt = served(None, "prompts/get", json!({"name": "summarize"})).asked_for_a_task();
+    assert!(!prompt.task_call);
 }
