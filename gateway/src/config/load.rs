@@ -181,7 +181,7 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
     );
     // A local server that must run sandboxed on a kernel that cannot confine it.
     errors.extend(
-        crate::mcp::sandbox::kernel::check(&config.mcp, crate::mcp::sandbox::kernel_abi())
+        crate::mcp::sandbox::kernel::check(&config.mcp, crate::mcp::sandbox::kernel::abi())
             .into_iter()
             .map(|(key, message)| error(&key, message)),
     );

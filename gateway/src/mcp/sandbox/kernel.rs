@@ -2,9 +2,12 @@
 //! mode makes of it, and the refusal at load (`warden check`, start, reload) of a local server
 //! that must run sandboxed on a kernel that cannot confine it.
 
-use super::NEEDED_ABI;
 use super::config::SandboxMode;
 use crate::mcp::config::McpConfig;
+
+/// The Landlock ABI the sandbox needs: filesystem rights up to `ioctl` on devices (5), TCP
+/// ports (4), signal and abstract socket scopes (6).
+pub const NEEDED_ABI: i32 = 6;
 
 /// What Landlock brings, by the ABI that brought it: what a kernel of an older ABI leaves out.
 const FEATURES: [(i32, &str); 4] = [

@@ -33,13 +33,9 @@ use landlock::{
 
 pub use config::{Network, SandboxConfig, SandboxMode, ServerSandbox};
 use kernel::Coverage;
-pub use kernel::abi as kernel_abi;
+pub use kernel::{NEEDED_ABI, abi as kernel_abi};
 
 use super::config::McpConfig;
-
-/// The Landlock ABI the sandbox needs: filesystem rights up to `ioctl` on devices (5), TCP
-/// ports (4), signal and abstract socket scopes (6).
-pub const NEEDED_ABI: i32 = 6;
 
 /// Where a server's own directory is, under `data_dir`.
 pub const SERVERS_DIR: &str = "mcp-servers";
