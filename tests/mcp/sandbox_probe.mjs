@@ -3,7 +3,7 @@
 // each tool answers one line of JSON, `{"ok": true, ...}` or `{"ok": false, "code": "EACCES"}`.
 //
 // Tools: read_file(path), write_file(path, content), connect(port) (TCP to 127.0.0.1),
-// signal_parent (signal 0 to the process that started it: Warden), env (its HOME, TMPDIR and
+// unix_connect(path) (to a Unix socket with a path), signal_parent (signal 0 to the process that started it: Warden), env (its HOME, TMPDIR and
 // parent's pid). No dependencies beyond Node.
 
 import { readFileSync, writeFileSync } from "node:fs";
@@ -12,7 +12,7 @@ import { createInterface } from "node:readline";
 
 import { protocolVersion, send } from "./stdio_server.mjs";
 
-const TOOLS = ["read_file", "write_file", "connect", "signal_parent", "env"].map((name) => ({
+const TOOLS = ["read_file", "write_file", "connect", "unix_connect", "signal_parent", "env"].map((name) => ({
   name,
   description: `Sandbox probe: ${name}.`,
   inputSchema: { type: "object" },
@@ -40,8 +40,10 @@ async function run(name, args) {
         return failed(e);
       }
     case "connect":
+    case "unix_connect":
       return await new Promise((resolve) => {
-        const socket = connect({ port: args.port, host: "127.0.0.1" });
+        const socket =
+          name === "connect" ? connect({ port: args.port, host: "127.0.0.1" }) : connect(args.path);
         socket.setTimeout(5000, () => {
           socket.destroy();
           resolve({ ok: false, code: "ETIMEDOUT" });

@@ -184,6 +184,31 @@ async fn tcp_connections_are_limited_to_the_ports_listed() {
 }
 
 #[tokio::test]
+async fn a_unix_socket_with_a_path_is_out_of_reach_unless_allowed() {
+    // A daemon's socket (Docker's, D-Bus's) outside every path the server may read or write.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("daemon.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let w = builder(probe(json!({})))
+        .start()
+        .await
+        .expect("warden starts");
+    let found = ask(&w, &[("unix_connect", json!({"path": path}))]).await;
+    assert_eq!(
+        found[0],
+        json!({"ok": false, "code": "EACCES"}),
+        "{found:?}"
+    );
+    drop(w);
+    let w = builder(probe(json!({"unix_sockets": true})))
+        .start()
+        .await
+        .expect("warden starts");
+    let found = ask(&w, &[("unix_connect", json!({"path": path}))]).await;
+    assert_eq!(found[0], json!({"ok": true}), "{found:?}");
+}
+
+#[tokio::test]
 async fn a_server_run_unsandboxed_says_so() {
     let w = builder(probe(json!({"mode": "off"})))
         .start()

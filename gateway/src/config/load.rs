@@ -179,6 +179,12 @@ pub fn parse_partial(text: &str, file: Option<&Path>) -> Parsed {
             .into_iter()
             .map(|(key, message)| error(&key, message)),
     );
+    // A local server that must run sandboxed on a kernel that cannot confine it.
+    errors.extend(
+        crate::mcp::sandbox::kernel::check(&config.mcp, crate::mcp::sandbox::kernel::abi())
+            .into_iter()
+            .map(|(key, message)| error(&key, message)),
+    );
     errors.extend(
         crate::mcp::sandbox::protected::check(&config, file, &raw)
             .into_iter()

@@ -201,8 +201,10 @@ fn server(
                     .collect(),
                 secrets: secrets.cloned(),
                 cwd: c.cwd.clone(),
-                sandbox: (c.sandbox.mode(sandbox) == SandboxMode::Enforce)
-                    .then(|| Sandbox::new(&c.name, &c.sandbox, data_dir)),
+                sandbox: match c.sandbox.mode(sandbox) {
+                    SandboxMode::Off => None,
+                    mode => Some(Sandbox::new(&c.name, &c.sandbox, mode, data_dir)),
+                },
             }))
         }
         (None, url) => {

@@ -176,7 +176,19 @@ impl Process {
         let c = &self.command;
         // Built before the fork: the child only enters it.
         let prepared = match &c.sandbox {
-            Some(sandbox) => Some(sandbox.prepare(&c.program).map_err(Spawn::Sandbox)?),
+            Some(sandbox) => {
+                // The program is found as the child's exec will: from its cwd and its PATH.
+                let exec = sandbox::Exec {
+                    program: &c.program,
+                    cwd: c.cwd.as_deref(),
+                    path: c
+                        .env
+                        .get("PATH")
+                        .map(std::ffi::OsString::from)
+                        .or_else(|| std::env::var_os("PATH")),
+                };
+                Some(sandbox.prepare(&exec).map_err(Spawn::Sandbox)?)
+            }
             None => None,
         };
         let mut command = Command::new(&c.program);

@@ -341,6 +341,7 @@ impl Metrics {
             Box::new(crate::mcp::SERVER_REQUESTS_REFUSED.clone()),
             Box::new(crate::mcp::SERVER_REQUESTS_DENIED.clone()),
             Box::new(crate::mcp::sandbox::SANDBOXED.clone()),
+            Box::new(crate::mcp::sandbox::PARTIAL.clone()),
             Box::new(crate::inspect::stream::HELD.clone()),
         ]) {
             registry.register(c).expect("metric names are unique");

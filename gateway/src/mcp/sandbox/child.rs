@@ -4,6 +4,7 @@
 use std::io;
 
 use landlock::RulesetCreated;
+use seccompiler::BpfProgram;
 
 /// The last capability number Warden drops from the bounding set (more than Linux has).
 const LAST_CAP: libc::c_ulong = 63;
@@ -26,34 +27,63 @@ struct CapData {
     inheritable: u32,
 }
 
+/// What a sandboxed child enters, built before the fork.
+#[derive(Debug)]
+pub struct Confinement {
+    /// Its Landlock domain; `None` only under `best_effort` on a kernel without Landlock.
+    pub ruleset: Option<RulesetCreated>,
+    /// The seccomp filter refusing it Unix sockets; `None` with `sandbox.unix_sockets`.
+    pub filter: Option<BpfProgram>,
+}
+
 /// Sets `command`'s child up: it dies with Warden, writes no core dump and inherits no
-/// descriptor but its stdio; with `ruleset`, it also drops every capability and enters that
-/// Landlock domain (with `no_new_privs`).
-pub fn confine(command: &mut tokio::process::Command, ruleset: Option<RulesetCreated>) {
+/// descriptor but its stdio; with `confinement`, it also drops every capability, sets
+/// `no_new_privs`, enters the Landlock domain and installs the seccomp filter.
+pub fn confine(command: &mut tokio::process::Command, confinement: Option<Confinement>) {
     let parent = std::process::id();
-    let mut ruleset = ruleset;
-    let sandboxed = ruleset.is_some();
+    let mut confinement = confinement;
     // SAFETY: the closure makes only async-signal-safe system calls (prctl, getppid,
-    // setrlimit, close_range, capset, landlock_restrict_self) and allocates nothing: the
-    // ruleset was built before the fork.
+    // setrlimit, close_range, capset, landlock_restrict_self, seccomp) and allocates nothing:
+    // the ruleset and the filter were built before the fork.
     unsafe {
         command.pre_exec(move || {
             die_with_parent(parent)?;
             no_core_dump()?;
             descriptors_close_on_exec();
-            if sandboxed {
+            if let Some(confinement) = &mut confinement {
                 drop_capabilities()?;
-                let ruleset = ruleset
-                    .take()
-                    .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
-                // Sets no_new_privs, then restricts this process to the ruleset.
-                ruleset
-                    .restrict_self()
-                    .map_err(|_| io::Error::from_raw_os_error(libc::EPERM))?;
+                no_new_privs()?;
+                if let Some(ruleset) = confinement.ruleset.take() {
+                    ruleset
+                        .restrict_self()
+                        .map_err(|_| io::Error::from_raw_os_error(libc::EPERM))?;
+                }
+                if let Some(filter) = &confinement.filter {
+                    install(filter)?;
+                }
             }
             Ok(())
         });
     }
+}
+
+/// `no_new_privs`: no setuid or file capability gives the process more at exec; what a
+/// seccomp filter installed without `CAP_SYS_ADMIN` needs.
+fn no_new_privs() -> io::Result<()> {
+    // SAFETY: a plain system call.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Installs `filter` on this process (its only thread, in the child), kept across exec; a
+/// kernel that refuses it fails the start.
+fn install(filter: &BpfProgram) -> io::Result<()> {
+    seccompiler::apply_filter(filter).map_err(|e| match e {
+        seccompiler::Error::Prctl(e) | seccompiler::Error::Seccomp(e) => e,
+        _ => io::Error::from_raw_os_error(libc::EINVAL),
+    })
 }
 
 /// `SIGKILL` when the parent dies; the parent already gone (the child reparented) fails.

@@ -9,7 +9,7 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct SandboxConfig {
-    /// `enforce` (the default) or `off`.
+    /// `enforce` (the default), `best_effort` or `off`.
     pub mode: SandboxMode,
 }
 
@@ -17,9 +17,13 @@ pub struct SandboxConfig {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(try_from = "ModeSpec")]
 pub enum SandboxMode {
-    /// Landlock confines the process; a kernel that cannot is refused the server's start.
+    /// Landlock confines the process; on a kernel that cannot, the configuration is refused
+    /// at load (`kernel.rs`).
     #[default]
     Enforce,
+    /// What the kernel's Landlock supports applies, the rest is named in a warning at start
+    /// and reload (`warden_mcp_sandbox_partial{server} 1`).
+    BestEffort,
     /// The process runs with everything Warden's user can reach (logged as a warning at
     /// start, `warden_mcp_sandboxed{server} 0`).
     Off,
@@ -39,12 +43,15 @@ impl TryFrom<ModeSpec> for SandboxMode {
     fn try_from(spec: ModeSpec) -> Result<SandboxMode, String> {
         match spec {
             ModeSpec::Word(w) if w == "enforce" => Ok(SandboxMode::Enforce),
+            ModeSpec::Word(w) if w == "best_effort" => Ok(SandboxMode::BestEffort),
             ModeSpec::Word(w) if w == "off" => Ok(SandboxMode::Off),
             ModeSpec::Bool(false) => Ok(SandboxMode::Off),
             ModeSpec::Word(w) => Err(format!(
-                "{w:?} is not a sandbox mode: use `enforce` or `off`"
+                "{w:?} is not a sandbox mode: use `enforce`, `best_effort` or `off`"
             )),
-            ModeSpec::Bool(true) => Err("give the sandbox mode as `enforce` or `off`".into()),
+            ModeSpec::Bool(true) => {
+                Err("give the sandbox mode as `enforce`, `best_effort` or `off`".into())
+            }
         }
     }
 }
@@ -61,6 +68,9 @@ pub struct ServerSandbox {
     pub write: Vec<PathBuf>,
     /// The TCP connections it may make.
     pub network: Network,
+    /// Whether it may create Unix sockets (`socket(AF_UNIX)`), and so connect to those with a
+    /// path, which Landlock does not control: the Docker socket, D-Bus, systemd's.
+    pub unix_sockets: bool,
 }
 
 /// What a sandboxed server may do on the network: Landlock filters TCP `connect` and `bind` by
@@ -205,6 +215,14 @@ mod tests {
             parsed.config.mcp.servers[0].sandbox.mode,
             Some(SandboxMode::Off)
         );
+        assert_eq!(
+            sandbox("mode: best_effort")
+                .unwrap()
+                .mode(SandboxMode::Enforce),
+            SandboxMode::BestEffort
+        );
+        assert!(!sandbox("{}").unwrap().unix_sockets);
+        assert!(sandbox("unix_sockets: true").unwrap().unix_sockets);
         let e = sandbox("mode: lax").unwrap_err();
         assert!(e.contains("\"lax\" is not a sandbox mode"), "{e}");
     }

@@ -5,17 +5,23 @@
 //! and, with `sandbox.network`, connect over TCP only to the ports listed; it cannot signal
 //! processes outside its domain (Warden among them) nor reach their abstract Unix sockets, and
 //! Landlock keeps it from tracing them or reading their `/proc/<pid>/mem` and `environ`. It
-//! keeps no capability (a root Warden's server runs as uid 0 without any), writes no core
-//! dump, and dies with Warden. What it must not reach is checked at load (`protected.rs`).
+//! keeps no capability (a root Warden's server runs as uid 0 without any), creates no Unix
+//! socket unless allowed (`seccomp.rs`: Landlock does not control `connect` to one with a
+//! path), writes no core dump, and dies with Warden. What it must not reach is checked at load (`protected.rs`).
 //!
 //! The ruleset is built before the fork (`Sandbox::prepare`: paths opened, rules added, which
-//! allocate); between fork and exec the child makes only system calls (`child.rs`).
+//! allocate); between fork and exec the child makes only system calls (`child.rs`). Whether
+//! the kernel can confine a server is checked at load (`kernel.rs`); `best_effort` applies
+//! what it can.
 
 mod child;
 pub mod config;
+pub mod kernel;
 pub mod protected;
+mod seccomp;
 pub mod system_paths;
 
+use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
@@ -26,23 +32,34 @@ use landlock::{
 };
 
 pub use config::{Network, SandboxConfig, SandboxMode, ServerSandbox};
+use kernel::Coverage;
+pub use kernel::{NEEDED_ABI, abi as kernel_abi};
 
 use super::config::McpConfig;
-
-/// The Landlock ABI the sandbox needs: filesystem rights up to `ioctl` on devices (5), TCP
-/// ports (4), signal and abstract socket scopes (6).
-pub const NEEDED_ABI: i32 = 6;
 
 /// Where a server's own directory is, under `data_dir`.
 pub const SERVERS_DIR: &str = "mcp-servers";
 
-/// `warden_mcp_sandboxed{server}`: 1 for each local server that runs sandboxed, 0 for each that
-/// runs with everything Warden's user can reach.
+/// `warden_mcp_sandboxed{server}`: 1 for each local server that runs with the whole sandbox, 0
+/// for each that runs without (`off`) or with part of it (`best_effort` on an older kernel).
 pub static SANDBOXED: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
     prometheus::IntGaugeVec::new(
         prometheus::Opts::new(
             "warden_mcp_sandboxed",
-            "Local MCP servers by whether they run sandboxed (1) or not (0)",
+            "Local MCP servers by whether they run with the whole sandbox (1) or not (0)",
+        ),
+        &["server"],
+    )
+    .expect("static metric definition")
+});
+
+/// `warden_mcp_sandbox_partial{server}`: 1 for each local server that runs with part of the
+/// sandbox (`best_effort` on a kernel without Landlock ABI 6), 0 for the others.
+pub static PARTIAL: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(
+            "warden_mcp_sandbox_partial",
+            "Local MCP servers by whether they run with part of the sandbox (1: best_effort on an older kernel) or not (0)",
         ),
         &["server"],
     )
@@ -50,16 +67,35 @@ pub static SANDBOXED: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
 });
 
 /// Says, at start and after each reload, which local servers of `config` run sandboxed: in
-/// `warden_mcp_sandboxed`, and as a warning for each that does not.
+/// `warden_mcp_sandboxed` and `warden_mcp_sandbox_partial`, and as a warning for each that
+/// runs without the whole sandbox, naming what it lacks.
 pub fn report(config: &McpConfig) {
+    report_on(config, kernel::abi());
+}
+
+/// [`report`] on a kernel of Landlock ABI `abi`.
+fn report_on(config: &McpConfig, abi: i32) {
     SANDBOXED.reset();
+    PARTIAL.reset();
     for s in config.servers.iter().filter(|s| s.command.is_some()) {
-        let sandboxed = s.sandbox.mode(config.sandbox.mode) == SandboxMode::Enforce;
+        let coverage = kernel::coverage(s.sandbox.mode(config.sandbox.mode), abi);
+        let name = s.name.as_str();
         SANDBOXED
-            .with_label_values(&[s.name.as_str()])
-            .set(i64::from(sandboxed));
-        if !sandboxed {
-            tracing::warn!(server = %s.name, "a local MCP server runs unsandboxed (sandbox.mode: off): it can read and write everything Warden's user can, Warden's keys included");
+            .with_label_values(&[name])
+            .set(i64::from(coverage == Coverage::Full));
+        PARTIAL
+            .with_label_values(&[name])
+            .set(i64::from(matches!(coverage, Coverage::Partial(_))));
+        match coverage {
+            Coverage::None => {
+                tracing::warn!(server = %name, "a local MCP server runs unsandboxed (sandbox.mode: off): it can read and write everything Warden's user can, Warden's keys included");
+            }
+            Coverage::Partial(missing) => {
+                let found = kernel::found(abi);
+                tracing::warn!(server = %name, missing = %missing.join("; "), "a local MCP server runs with part of its sandbox (sandbox.mode: best_effort): this kernel {found}, not {NEEDED_ABI} (Linux 6.12 or later), and the sandbox lacks what the field `missing` lists");
+            }
+            // A kernel that cannot confine an enforced server was refused at load.
+            Coverage::Full | Coverage::Refused => {}
         }
     }
 }
@@ -68,12 +104,14 @@ pub fn report(config: &McpConfig) {
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     #[error(
-        "this kernel {found} Landlock ABI {NEEDED_ABI} (Linux 6.12 or later), which the \
+        "this kernel {found}, not Landlock ABI {NEEDED_ABI} (Linux 6.12 or later), which the \
          sandbox of local MCP servers needs to confine them; run Warden on such a kernel, or \
-         start local servers unsandboxed with mcp.sandbox.mode: off (or a server's \
-         sandbox.mode: off), knowing that such a server can read everything Warden can"
+         set mcp.sandbox.mode (or a server's sandbox.mode) to best_effort, to apply what this \
+         kernel supports, or to off, knowing that such a server can read everything Warden can"
     )]
     Unsupported { found: String },
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
     #[error("cannot open {path}, which the server's sandbox allows: {source}")]
     Path {
         path: PathBuf,
@@ -98,38 +136,62 @@ pub struct Sandbox {
     pub network: Network,
     /// Its own directory: its `HOME`, with its `TMPDIR` (`tmp/`) beneath.
     pub home: PathBuf,
+    /// `enforce` or `best_effort`.
+    pub mode: SandboxMode,
+    /// Whether it may create Unix sockets (else a seccomp filter refuses them).
+    pub unix_sockets: bool,
 }
 
-/// A sandbox ready to be entered by a child process: its ruleset built, its directory made.
+/// What the child will run, found as `exec` will find it: from the child's working directory
+/// and `PATH`.
+#[derive(Debug, Clone)]
+pub struct Exec<'a> {
+    /// `command`: a path, or a name looked up on `path`.
+    pub program: &'a str,
+    /// The child's working directory (`cwd`); `None`: Warden's.
+    pub cwd: Option<&'a Path>,
+    /// The child's `PATH`.
+    pub path: Option<OsString>,
+}
+
+/// A sandbox ready to be entered by a child process: its ruleset and filter built, its
+/// directory made.
 #[derive(Debug)]
 pub struct Prepared {
-    ruleset: RulesetCreated,
+    confinement: child::Confinement,
     home: PathBuf,
 }
 
 impl Sandbox {
     /// The sandbox of server `name` as `config` says, its directory under `data_dir`.
-    pub fn new(name: &str, config: &ServerSandbox, data_dir: &Path) -> Sandbox {
+    pub fn new(name: &str, config: &ServerSandbox, mode: SandboxMode, data_dir: &Path) -> Sandbox {
         Sandbox {
             read: config.read.clone(),
             write: config.write.clone(),
             network: config.network.clone(),
             home: data_dir.join(SERVERS_DIR).join(name),
+            mode,
+            unix_sockets: config.unix_sockets,
         }
     }
 
-    /// Makes the server's directory and builds the ruleset for a process running `program`
-    /// (allowed to be read and executed wherever it is).
-    pub fn prepare(&self, program: &str) -> Result<Prepared, SandboxError> {
-        let abi = kernel_abi();
-        if abi < NEEDED_ABI {
-            let found = if abi <= 0 {
-                "has no Landlock enabled, not".to_owned()
-            } else {
-                format!("offers Landlock ABI {abi}, not")
-            };
+    /// Makes the server's directory and builds the ruleset and filter for a process running
+    /// `exec`'s program (allowed to be read and executed wherever it is).
+    pub fn prepare(&self, exec: &Exec<'_>) -> Result<Prepared, SandboxError> {
+        self.prepare_on(exec, kernel_abi())
+    }
+
+    /// [`Sandbox::prepare`] on a kernel of Landlock ABI `abi`: refused below ABI 6 unless
+    /// `best_effort`, which then applies what that ABI has.
+    fn prepare_on(&self, exec: &Exec<'_>, abi: i32) -> Result<Prepared, SandboxError> {
+        if kernel::coverage(self.mode, abi) == Coverage::Refused {
+            let found = kernel::found(abi);
             return Err(SandboxError::Unsupported { found });
         }
+        // Built first: a filter that cannot be built leaves nothing made.
+        let filter = (!self.unix_sockets)
+            .then(seccomp::no_unix_sockets)
+            .transpose()?;
         let tmp = self.home.join("tmp");
         for dir in [&self.home, &tmp] {
             crate::private_files::create_dir_all(dir)
@@ -141,41 +203,49 @@ impl Sandbox {
                     source,
                 })?;
         }
-        let ruleset = self.ruleset(program)?;
+        let ruleset = if abi >= 1 {
+            Some(self.ruleset(exec, abi)?)
+        } else {
+            None
+        };
         Ok(Prepared {
-            ruleset,
+            confinement: child::Confinement { ruleset, filter },
             home: self.home.clone(),
         })
     }
 
     /// The ruleset: the system, the program, the listed paths, the server's directory, the
-    /// network it may use; every right Landlock ABI 6 knows handled, all of them required.
-    fn ruleset(&self, program: &str) -> Result<RulesetCreated, SandboxError> {
-        let abi = ABI::V6;
+    /// network it may use; every right Landlock ABI 6 knows handled (those of ABI `abi`, when
+    /// older), all of them required.
+    fn ruleset(&self, exec: &Exec<'_>, abi: i32) -> Result<RulesetCreated, SandboxError> {
+        let abi = ABI::from(abi.min(NEEDED_ABI));
         let mut ruleset = Ruleset::default()
             .set_compatibility(CompatLevel::HardRequirement)
-            .handle_access(AccessFs::from_all(abi))?
-            .scope(Scope::from_all(abi))?;
-        if self.network != Network::Any {
+            .handle_access(AccessFs::from_all(abi))?;
+        if abi >= ABI::V6 {
+            ruleset = ruleset.scope(Scope::from_all(abi))?;
+        }
+        let network = self.network != Network::Any && abi >= ABI::V4;
+        if network {
             ruleset = ruleset.handle_access(AccessNet::from_all(abi))?;
         }
         let mut created = ruleset.create()?;
         let read = AccessFs::from_read(abi);
         let all = AccessFs::from_all(abi);
         let system = system_paths::ALL.iter().map(PathBuf::from);
-        for path in system.chain(resolve_program(program)) {
-            created = allow(created, &path, read, false)?;
+        for path in system.chain(resolve_program(exec)) {
+            created = allow(created, &path, read, false, abi)?;
         }
         for path in system_paths::DEVICES.iter().map(PathBuf::from) {
-            created = allow(created, &path, read | AccessFs::WriteFile, false)?;
+            created = allow(created, &path, read | AccessFs::WriteFile, false, abi)?;
         }
         for path in &self.read {
-            created = allow(created, path, read, true)?;
+            created = allow(created, path, read, true, abi)?;
         }
         for path in self.write.iter().chain([&self.home]) {
-            created = allow(created, path, all, true)?;
+            created = allow(created, path, all, true, abi)?;
         }
-        if let Network::Ports(ports) = &self.network {
+        if let (true, Network::Ports(ports)) = (network, &self.network) {
             for port in ports {
                 created = created.add_rule(NetPort::new(*port, AccessNet::ConnectTcp))?;
             }
@@ -185,12 +255,13 @@ impl Sandbox {
 }
 
 /// `created` with `access` allowed beneath `path` (only a file's rights when it is a file); a
-/// path that does not exist is skipped unless `required`.
+/// path that does not exist is skipped unless `required`; `abi` is the ruleset's.
 fn allow(
     created: RulesetCreated,
     path: &Path,
     access: BitFlags<AccessFs>,
     required: bool,
+    abi: ABI,
 ) -> Result<RulesetCreated, SandboxError> {
     let fd = match PathFd::new(path) {
         Ok(fd) => fd,
@@ -205,41 +276,34 @@ fn allow(
     let access = if path.is_dir() {
         access
     } else {
-        access & AccessFs::from_file(ABI::V6)
+        access & AccessFs::from_file(abi)
     };
     Ok(created.add_rule(PathBeneath::new(fd, access))?)
 }
 
-/// The file `program` runs: itself when it names a path, else the first executable of that
-/// name on Warden's `PATH` (which the child inherits).
-fn resolve_program(program: &str) -> Option<PathBuf> {
-    if program.contains('/') {
-        return Some(PathBuf::from(program));
+/// The file `exec` runs, found as the child's `execvp` will (after its `chdir`): the program
+/// itself when it names a path (a relative one from the child's working directory), else the
+/// first executable of that name in the child's `PATH` (relative entries, an empty one being
+/// `.`, from the child's working directory).
+fn resolve_program(exec: &Exec<'_>) -> Option<PathBuf> {
+    let from_cwd = |p: PathBuf| match exec.cwd {
+        Some(cwd) => cwd.join(p),
+        None => p,
+    };
+    if exec.program.contains('/') {
+        return Some(from_cwd(PathBuf::from(exec.program)));
     }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
+    std::env::split_paths(exec.path.as_ref()?)
+        .map(|dir| match dir.as_os_str().is_empty() {
+            true => from_cwd(PathBuf::from(".")),
+            false => from_cwd(dir),
+        })
+        .map(|dir| dir.join(exec.program))
         .find(|candidate| {
             candidate
                 .metadata()
                 .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
-}
-
-/// The Landlock ABI of the running kernel; 0 or less when it has none.
-pub fn kernel_abi() -> i32 {
-    // LANDLOCK_CREATE_RULESET_VERSION: no ruleset, the ABI version.
-    const VERSION: libc::c_uint = 1;
-    // SAFETY: with this flag the call reads no argument and creates nothing.
-    let v = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<libc::c_void>(),
-            0usize,
-            VERSION,
-        )
-    };
-    i32::try_from(v).unwrap_or(0)
 }
 
 impl Prepared {
@@ -249,7 +313,7 @@ impl Prepared {
         command
             .env("HOME", &self.home)
             .env("TMPDIR", self.home.join("tmp"));
-        child::confine(command, Some(self.ruleset));
+        child::confine(command, Some(self.confinement));
     }
 }
 

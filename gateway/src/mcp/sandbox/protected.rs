@@ -105,7 +105,7 @@ pub fn check(config: &Config, file: Option<&Path>, raw: &Value) -> Vec<(String, 
         .iter()
         .enumerate()
         .filter(|(_, s)| {
-            s.command.is_some() && s.sandbox.mode(config.mcp.sandbox.mode) == SandboxMode::Enforce
+            s.command.is_some() && s.sandbox.mode(config.mcp.sandbox.mode) != SandboxMode::Off
         })
         .collect();
     if servers.is_empty() {

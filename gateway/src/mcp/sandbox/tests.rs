@@ -1,11 +1,46 @@
 //! The sandbox against the running kernel: a shell started in it tries what a hostile server
-//! would.
+//! would. These tests need Landlock ABI 6 (Linux 6.12 or later, as CI has): on an older kernel
+//! they fail, unless `WARDEN_TEST_ALLOW_NO_LANDLOCK=1` has them say they skipped.
 
 use super::*;
 
+/// Whether this kernel has Landlock ABI 6; without, a test fails unless told to skip.
+fn landlock() -> bool {
+    let abi = kernel_abi();
+    if abi >= NEEDED_ABI {
+        return true;
+    }
+    if std::env::var("WARDEN_TEST_ALLOW_NO_LANDLOCK").as_deref() == Ok("1") {
+        eprintln!(
+            "SKIPPED: this kernel {}, the sandbox needs ABI {NEEDED_ABI}; nothing was tested",
+            kernel::found(abi)
+        );
+        return false;
+    }
+    panic!(
+        "this kernel {}, and the sandbox tests need Landlock ABI {NEEDED_ABI} (Linux 6.12 or \
+         later): run them on such a kernel, or set WARDEN_TEST_ALLOW_NO_LANDLOCK=1 to skip them",
+        kernel::found(abi)
+    );
+}
+
+/// `program` run from Warden's working directory and `PATH`.
+fn exec(program: &str) -> Exec<'_> {
+    Exec {
+        program,
+        cwd: None,
+        path: std::env::var_os("PATH"),
+    }
+}
+
 /// Runs `script` with `sh` in `sandbox`; its stdout, or why it could not start.
 async fn run_in(sandbox: &Sandbox, script: &str) -> Result<String, SandboxError> {
-    let prepared = sandbox.prepare("sh")?;
+    run_on(sandbox, script, kernel_abi()).await
+}
+
+/// [`run_in`] as on a kernel of Landlock ABI `abi`.
+async fn run_on(sandbox: &Sandbox, script: &str, abi: i32) -> Result<String, SandboxError> {
+    let prepared = sandbox.prepare_on(&exec("sh"), abi)?;
     let mut command = tokio::process::Command::new("sh");
     command.arg("-c").arg(script).env_clear();
     if let Some(path) = std::env::var_os("PATH") {
@@ -22,6 +57,8 @@ fn sandbox(root: &Path, network: Network) -> Sandbox {
         write: Vec::new(),
         network,
         home: root.join("data").join(SERVERS_DIR).join("s"),
+        mode: SandboxMode::Enforce,
+        unix_sockets: false,
     }
 }
 
@@ -37,6 +74,9 @@ fn layout() -> tempfile::TempDir {
 
 #[tokio::test]
 async fn a_sandboxed_process_reads_what_it_is_allowed_and_nothing_of_warden_s() {
+    if !landlock() {
+        return;
+    }
     let root = layout();
     let s = sandbox(root.path(), Network::Any);
     let script = format!(
@@ -47,33 +87,90 @@ async fn a_sandboxed_process_reads_what_it_is_allowed_and_nothing_of_warden_s() 
          kill -0 $PPID 2>/dev/null || echo signal-denied",
         r = root.path().display()
     );
-    match run_in(&s, &script).await {
-        Ok(out) => {
-            for expected in [
-                "shared-doc",
-                "key-denied",
-                "environ-denied",
-                "shadow-denied",
-                "mine",
-                "tmp-ok",
-                "signal-denied",
-            ] {
-                assert!(out.contains(expected), "{expected} missing in {out:?}");
+    let out = run_in(&s, &script).await.unwrap();
+    for expected in [
+        "shared-doc",
+        "key-denied",
+        "environ-denied",
+        "shadow-denied",
+        "mine",
+        "tmp-ok",
+        "signal-denied",
+    ] {
+        assert!(out.contains(expected), "{expected} missing in {out:?}");
+    }
+    assert!(!out.contains("secret-key"), "{out}");
+    let mode = std::fs::metadata(&s.home).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+}
+
+#[test]
+fn enforce_on_an_older_kernel_refuses_the_start_saying_how_to_opt_out() {
+    let root = layout();
+    let s = sandbox(root.path(), Network::Any);
+    for abi in [0, 5] {
+        match s.prepare_on(&exec("sh"), abi) {
+            Err(e @ SandboxError::Unsupported { .. }) => {
+                let e = e.to_string();
+                assert!(e.contains("best_effort") && e.contains("off"), "{e}");
             }
-            assert!(!out.contains("secret-key"), "{out}");
-            let mode = std::fs::metadata(&s.home).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o700);
-        }
-        // A kernel without Landlock ABI 6 refuses the start, saying how to opt out.
-        Err(e) => {
-            assert!(kernel_abi() < NEEDED_ABI, "{e}");
-            assert!(e.to_string().contains("mcp.sandbox.mode: off"), "{e}");
+            other => panic!("{other:?}"),
         }
     }
 }
 
+/// A node script in `dir` that connects to the Unix socket at its argument, then talks to a
+/// child over the IPC channel Node makes with `socketpair`; it prints what worked.
+fn unix_probe(dir: &Path) -> PathBuf {
+    let script = dir.join("unix.js");
+    std::fs::write(
+        &script,
+        r#"const net = require("net");
+const { spawn } = require("child_process");
+const s = net.connect(process.argv[2]);
+s.on("connect", () => { console.log("unix-connected"); s.destroy(); pair(); });
+s.on("error", (e) => { console.log("unix-" + e.code); pair(); });
+function pair() {
+  const c = spawn(process.execPath, ["-e", "process.send('pair-ok', () => process.exit(0))"],
+    { stdio: ["pipe", "pipe", "pipe", "ipc"] });
+  c.on("message", (m) => console.log(m));
+  c.on("error", (e) => { console.log("spawn-" + e.code); process.exit(0); });
+  c.on("exit", () => process.exit(0));
+}
+"#,
+    )
+    .unwrap();
+    script
+}
+
+#[tokio::test]
+async fn a_sandboxed_process_cannot_reach_a_unix_socket_unless_allowed() {
+    if !landlock() {
+        return;
+    }
+    let root = layout();
+    let script = unix_probe(&root.path().join("shared"));
+    let listening = tempfile::tempdir().unwrap();
+    let socket = listening.path().join("daemon.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let run = format!("node {} {}", script.display(), socket.display());
+    let mut s = sandbox(root.path(), Network::Any);
+    let out = run_in(&s, &run).await.unwrap();
+    assert!(out.contains("unix-EACCES"), "{out}");
+    // A connected pair of its own (Node's IPC with its children) still works.
+    assert!(out.contains("pair-ok"), "{out}");
+    s.unix_sockets = true;
+    let out = run_in(&s, &run).await.unwrap();
+    assert!(out.contains("unix-connected"), "{out}");
+    assert!(out.contains("pair-ok"), "{out}");
+    drop(listener);
+}
+
 #[tokio::test]
 async fn tcp_connections_are_limited_to_the_listed_ports() {
+    if !landlock() {
+        return;
+    }
     let root = layout();
     let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -86,11 +183,9 @@ async fn tcp_connections_are_limited_to_the_listed_ports() {
     let script = format!(
         "for p in {open} {other}; do node -e \"require('net').connect({{port: $p, host: '127.0.0.1'}}).on('connect', () => {{ console.log('connected-' + $p); process.exit(0) }}).on('error', e => {{ console.log('refused-' + $p + '-' + e.code); process.exit(0) }})\"; done"
     );
-    let listed = run_in(&sandbox(root.path(), Network::Ports(vec![open])), &script).await;
-    let Ok(listed) = listed else {
-        assert!(kernel_abi() < NEEDED_ABI);
-        return;
-    };
+    let listed = run_in(&sandbox(root.path(), Network::Ports(vec![open])), &script)
+        .await
+        .unwrap();
     assert!(listed.contains(&format!("connected-{open}")), "{listed}");
     assert!(
         listed.contains(&format!("refused-{other}-EACCES")),
@@ -104,16 +199,72 @@ async fn tcp_connections_are_limited_to_the_listed_ports() {
         .await
         .unwrap();
     assert!(any.contains(&format!("connected-{other}")), "{any}");
+    // best_effort on a kernel of ABI 3 keeps its file rules but has no TCP rules nor scopes.
+    let mut s = sandbox(root.path(), Network::None);
+    s.mode = SandboxMode::BestEffort;
+    let older = format!(
+        "{script}; cat {r}/data/key || echo key-denied; kill -0 $PPID && echo signal-sent",
+        r = root.path().display()
+    );
+    let out = run_on(&s, &older, 3).await.unwrap();
+    assert!(out.contains(&format!("connected-{open}")), "{out}");
+    assert!(
+        out.contains("key-denied") && !out.contains("secret-key"),
+        "{out}"
+    );
+    assert!(out.contains("signal-sent"), "{out}");
+    // On the kernel itself, best_effort is the whole sandbox.
+    let out = run_in(&s, &older).await.unwrap();
+    assert!(out.contains(&format!("refused-{open}-EACCES")), "{out}");
+    assert!(!out.contains("signal-sent"), "{out}");
 }
 
 #[test]
 fn a_listed_path_that_does_not_exist_is_named() {
+    if !landlock() {
+        return;
+    }
     let root = layout();
     let mut s = sandbox(root.path(), Network::Any);
     s.read.push(root.path().join("missing"));
-    match s.prepare("sh") {
+    match s.prepare(&exec("sh")) {
         Err(SandboxError::Path { path, .. }) => assert!(path.ends_with("missing")),
-        Err(SandboxError::Unsupported { .. }) => assert!(kernel_abi() < NEEDED_ABI),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn the_program_is_found_from_the_child_s_cwd_and_path() {
+    let root = tempfile::tempdir().unwrap();
+    let bin = root.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let server = bin.join("server");
+    std::fs::write(&server, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&server, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cwd = Some(root.path());
+    // A relative path, from the child's working directory, not Warden's.
+    let relative = Exec {
+        program: "bin/server",
+        cwd,
+        path: None,
+    };
+    assert_eq!(resolve_program(&relative), Some(server.clone()));
+    // A name, on the child's PATH (a relative entry from its working directory).
+    for path in [
+        "/nonexistent:bin",
+        &format!("/nonexistent:{}", bin.display()),
+    ] {
+        let named = Exec {
+            program: "server",
+            cwd,
+            path: Some(path.into()),
+        };
+        assert_eq!(resolve_program(&named), Some(server.clone()), "{path}");
+    }
+    let elsewhere = Exec {
+        program: "server",
+        cwd: None,
+        path: Some("/nonexistent".into()),
+    };
+    assert_eq!(resolve_program(&elsewhere), None);
 }
