@@ -80,6 +80,19 @@ pub enum BundleError {
          store loaded ({reason}); it is not loaded until the store answers"
     )]
     FleetFloor { dir: String, reason: String },
+    /// The bundle says it was signed later than now (a signer's clock ahead): loading it
+    /// would raise the rollback floor past every bundle signed at the real time.
+    #[error(
+        "{dir}: this bundle says it was signed at {signed}, more than {slack} after this \
+         gateway's time ({now}); the signer's clock is ahead: set it right and sign the bundle \
+         again (`warden policy bundle {dir} --sign KEY`)"
+    )]
+    SignedInFuture {
+        dir: String,
+        signed: String,
+        now: String,
+        slack: &'static str,
+    },
     /// A time of signing out of the range the state store keeps.
     #[error("{dir}: this bundle's time of signing is out of range ({signed})")]
     SignedOutOfRange { dir: String, signed: String },
