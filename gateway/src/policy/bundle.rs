@@ -156,6 +156,16 @@ impl Trust {
         }
     }
 
+    /// The fingerprint of this set of keys (`sha256:<hex>` over their sorted key ids): the
+    /// fleet's rollback floors are kept per fingerprint, so that deployments trusting other
+    /// keys and sharing a database keep floors of their own.
+    pub fn fingerprint(&self) -> String {
+        let mut ids: Vec<&str> = self.keys.iter().map(|(kid, _)| kid.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        sha256(ids.join("\n").as_bytes())
+    }
+
     /// Whether no key is configured (bundles need not be signed).
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
