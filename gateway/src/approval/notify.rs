@@ -1113,8 +1113,9 @@ mod tests {
         }
         let text = arguments_text(&Value::Object(arguments));
         let (shown, cut) = text.rsplit_once("\n[cut: ").unwrap();
+        // At most the bound, and the ellipsis where the arguments were cut.
         assert!(
-            shown.chars().count() <= MAX_ARGUMENT_CHARS,
+            shown.chars().count() <= MAX_ARGUMENT_CHARS + 1,
             "{}",
             shown.len()
         );

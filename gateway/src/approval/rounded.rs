@@ -115,7 +115,7 @@ mod tests {
         );
         assert!(note(&serde_json::json!(1e25)).unwrap().ends_with("(at /)"));
         // A pointer through keys the agent made long is cut, so the note stays short.
-        let long = serde_json::json!({ "k".repeat(5_000): [1e25; 12] });
+        let long = serde_json::json!({ "k".repeat(5_000): vec![1e25; 12] });
         let said = note(&long).unwrap();
         assert!(said.chars().count() < 1_200, "{}", said.len());
         assert!(said.contains(&format!("/{}…", "k".repeat(63))), "{said}");
