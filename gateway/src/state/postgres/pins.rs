@@ -239,14 +239,7 @@ impl PinRepository for PostgresStore {
             let operation = "re-key a pin";
             let err = || query_error(&db, operation);
             let tx = client.transaction().await.map_err(err())?;
-            let removed = tx
-                .execute(
-                    "DELETE FROM tool_pins WHERE server = $1 AND tool = $2",
-                    &[&server, &tool],
-                )
-                .await
-                .map_err(err())?
-                == 1;
+            let removed = delete_pin(&tx, &server, &tool).await.map_err(err())?;
             if removed && let Some(with) = with {
                 let row = pin_row(with);
                 tx.execute(
@@ -279,14 +272,7 @@ impl PinRepository for PostgresStore {
             let operation = "forget a pin";
             let err = || query_error(&db, operation);
             let tx = client.transaction().await.map_err(err())?;
-            let removed = tx
-                .execute(
-                    "DELETE FROM tool_pins WHERE server = $1 AND tool = $2",
-                    &[&server, &tool],
-                )
-                .await
-                .map_err(err())?
-                == 1;
+            let removed = delete_pin(&tx, &server, &tool).await.map_err(err())?;
             if removed {
                 tx.execute(
                     "DELETE FROM tool_pin_removals WHERE removed_at_ms < $1",
@@ -412,6 +398,20 @@ fn raw(row: &Row) -> PinRow {
         row.get(8),
         row.get(9),
     )
+}
+
+/// Deletes the pin of `tool` on `server` (re-keying or forgetting it): whether there was one.
+async fn delete_pin(
+    tx: &tokio_postgres::Transaction<'_>,
+    server: &str,
+    tool: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    tx.execute(
+        "DELETE FROM tool_pins WHERE server = $1 AND tool = $2",
+        &[&server, &tool],
+    )
+    .await
+    .map(|rows| rows == 1)
 }
 
 /// Forgets who removed the pin of `tool` on `server` once it is written again: a later,

@@ -243,13 +243,8 @@ impl PinRepository for SqliteStore {
         let (server, tool) = (server.to_owned(), tool.to_owned());
         Box::pin(self.run(move |conn, path| {
             write(conn, path, "re-key a pin", |tx| {
-                let removed = tx.execute(
-                    "DELETE FROM tool_pins WHERE server = ?1 AND tool = ?2",
-                    params![server, tool],
-                )?;
-                if removed == 1
-                    && let Some(with) = with
-                {
+                let removed = delete_pin(tx, &server, &tool)?;
+                if removed && let Some(with) = with {
                     let row = pin_row(with);
                     tx.execute(
                         &format!(
@@ -262,7 +257,7 @@ impl PinRepository for SqliteStore {
                         ],
                     )?;
                 }
-                Ok(removed == 1)
+                Ok(removed)
             })
         }))
     }
@@ -276,10 +271,7 @@ impl PinRepository for SqliteStore {
         let (server, tool, by) = (server.to_owned(), tool.to_owned(), by.clone());
         Box::pin(self.run(move |conn, path| {
             write(conn, path, "forget a pin", |tx| {
-                let removed = tx.execute(
-                    "DELETE FROM tool_pins WHERE server = ?1 AND tool = ?2",
-                    params![server, tool],
-                )? == 1;
+                let removed = delete_pin(tx, &server, &tool)?;
                 if removed {
                     tx.execute(
                         "DELETE FROM tool_pin_removals WHERE removed_at_ms < ?1",
@@ -441,4 +433,17 @@ fn vanished(path: &Path) -> StateError {
         store: path.display().to_string(),
         what: "tool pin (it vanished while being written)".into(),
     }
+}
+
+/// Deletes the pin of `tool` on `server` (re-keying or forgetting it): whether there was one.
+fn delete_pin(
+    tx: &rusqlite::Transaction<'_>,
+    server: &str,
+    tool: &str,
+) -> Result<bool, rusqlite::Error> {
+    tx.execute(
+        "DELETE FROM tool_pins WHERE server = ?1 AND tool = ?2",
+        params![server, tool],
+    )
+    .map(|rows| rows == 1)
 }
