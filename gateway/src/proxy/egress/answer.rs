@@ -1,9 +1,9 @@
 //! How the egress proxy answers a refusal: plain text an agent's HTTP client shows as it is,
-//! with the status, the stable code (`x-warden-error`) and, for a missing or refused proxy
-//! credential, `Proxy-Authenticate`.
+//! with the status, the stable code (`x-warden-error`), for a missing or refused proxy
+//! credential `Proxy-Authenticate`, and for a limit `Retry-After`.
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, PROXY_AUTHENTICATE};
+use http::header::{CONTENT_TYPE, PROXY_AUTHENTICATE, RETRY_AFTER};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
@@ -42,6 +42,9 @@ pub fn egress_answer(refusal: &Refusal, decision_id: &str) -> Response<Full<Byte
     if status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
         headers.insert(PROXY_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
     }
+    if let Refusal::Limited(limited) = refusal {
+        headers.insert(RETRY_AFTER, HeaderValue::from(limited.retry_after_secs()));
+    }
     if let Refusal::Hold(hold) = refusal {
         let label = match hold {
             Hold::Pending { .. } => "approval_required",
@@ -55,4 +58,31 @@ pub fn egress_answer(refusal: &Refusal, decision_id: &str) -> Response<Full<Byte
         }
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::fleet::limits::{LimitAnswer, LimitKind, Limited, Scope};
+
+    #[test]
+    fn a_limited_egress_says_when_to_retry() {
+        let refusal = Refusal::Limited(Limited {
+            scope: Scope::Agent,
+            value: "build-bot".into(),
+            rule: None,
+            kind: LimitKind::AgentTunnels { max: 2 },
+            retry_after: Duration::from_millis(1500),
+            answer: LimitAnswer::Error,
+        });
+        let answer = egress_answer(&refusal, "");
+        assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(answer.headers()[RETRY_AFTER], "2");
+        assert_eq!(
+            answer.headers()[protocol::ERROR_HEADER],
+            "concurrency_limited"
+        );
+    }
 }
