@@ -1652,3 +1652,72 @@ async fn open_tunnels_get_the_shutdown_grace_then_are_closed_each_with_its_outco
         "the outcomes are recorded before Warden stops"
     );
 }
+
+#[tokio::test]
+async fn an_agent_may_have_only_so_many_tunnels_open_at_once() {
+    let dns = Dns::start(json!({"allowed.test": [["127.0.0.1"]]}))
+        .await
+        .unwrap();
+    let (warden, proxy) = warden_with(
+        &dns,
+        &[("egress.cedar", ALLOWLIST)],
+        &[
+            ("/egress/max_tunnels_per_agent", json!(2)),
+            // The open tunnels wait for first bytes they never send while the test runs.
+            ("/egress/first_bytes_timeout", json!("120s")),
+        ],
+    )
+    .await;
+    let (port, _) = raw_service().await;
+    let target = format!("allowed.test:{port}");
+    let token = warden.token("build-bot").await.unwrap();
+    let (mut first, head) = open_tunnel(proxy, &target, &token).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (_second, head) = open_tunnel(proxy, &target, &token).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    // A third is refused: 429, when to retry, the code, a rejected record, the metric.
+    let (_, head) = open_tunnel(proxy, &target, &token).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("retry-after: 1"), "{head}");
+    assert!(
+        lower.contains("x-warden-error: concurrency_limited"),
+        "{head}"
+    );
+    let rejected = warden
+        .wait_for_audit(WAIT, |r| {
+            r["kind"] == "rejected" && r["code"] == "concurrency_limited"
+        })
+        .await
+        .unwrap();
+    assert_eq!(rejected["principal"]["id"], "build-bot", "{rejected}");
+    let metrics = warden.metrics().await.unwrap();
+    assert!(
+        metrics.contains(r#"warden_rate_limited_total{scope="agent_tunnels"} 1"#),
+        "{metrics}"
+    );
+
+    // Another agent has tunnels of its own.
+    let other = warden.token("deploy-bot").await.unwrap();
+    let (_other, head) = open_tunnel(proxy, &target, &other).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    // Once one of its tunnels closes, the agent may open another.
+    use tokio::io::AsyncWriteExt;
+    first.shutdown().await.unwrap();
+    drop(first);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_again, head) = open_tunnel(proxy, &target, &token).await.unwrap();
+        if head.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed tunnel's place was never given back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -57,6 +57,7 @@ async fn json_body<T: DeserializeOwned>(
     let limits = LimitsConfig {
         max_request_bytes: BODY_MAX,
         body_timeout: shared.snapshot.load().config.limits.body_timeout,
+        ..LimitsConfig::default()
     };
     let body = read(body, headers, &limits).await.map_err(|e| match e {
         BodyError::Timeout { .. } => ApiError::Body(e),

@@ -313,6 +313,13 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     if config.limits.max_request_bytes == 0 {
         err("limits.max_request_bytes", "must be greater than 0".into());
     }
+    if config.limits.max_in_flight_per_agent == 0 {
+        err(
+            "limits.max_in_flight_per_agent",
+            "must be at least 1: the requests one agent may have in flight at once (default 256)"
+                .into(),
+        );
+    }
     let flush_interval = config.audit.flush_interval;
     if flush_interval.is_zero() || flush_interval > std::time::Duration::from_secs(1) {
         err(

@@ -30,6 +30,7 @@ pub async fn read_whole(
     let limits = LimitsConfig {
         max_request_bytes: BODY_MAX,
         body_timeout: console.shared.snapshot.load().config.limits.body_timeout,
+        ..LimitsConfig::default()
     };
     let (parts, body) = request.into_parts();
     match read(body, &parts.headers, &limits).await {

@@ -40,6 +40,8 @@ pub struct EgressConfig {
     /// is closed.
     #[serde(with = "humantime_serde")]
     pub tunnel_idle_timeout: Duration,
+    /// Tunnels (`CONNECT`) one agent may have open at once: beyond it, 429.
+    pub max_tunnels_per_agent: u32,
     /// TLS interception for configured hosts (off by default).
     pub intercept: super::intercept::config::InterceptConfig,
     /// Destination ports where the server speaks first (off by default).
@@ -81,6 +83,7 @@ impl Default for EgressConfig {
             first_bytes_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(300),
             tunnel_idle_timeout: Duration::from_secs(3600),
+            max_tunnels_per_agent: 64,
             intercept: Default::default(),
             server_first: Default::default(),
             internal_networks: Vec::new(),
@@ -97,6 +100,13 @@ impl EgressConfig {
         taken: &[(&str, SocketAddr)],
     ) -> Vec<(String, String)> {
         let mut errors = self.intercept.validate();
+        if self.max_tunnels_per_agent == 0 {
+            errors.push((
+                "egress.max_tunnels_per_agent".to_owned(),
+                "must be at least 1: the tunnels one agent may have open at once (default 64)"
+                    .to_owned(),
+            ));
+        }
         errors.extend(self.server_first.validate(self.first_bytes_timeout));
         let Some(listen) = self.listen else {
             if self.tls.is_some() {

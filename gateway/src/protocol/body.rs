@@ -190,6 +190,7 @@ mod tests {
         LimitsConfig {
             max_request_bytes: max,
             body_timeout: Duration::from_millis(timeout_ms),
+            ..LimitsConfig::default()
         }
     }
 

@@ -13,6 +13,9 @@ pub struct LimitsConfig {
     /// a body trickled in slower is refused (408) and its connection freed.
     #[serde(with = "humantime_serde")]
     pub body_timeout: Duration,
+    /// Requests one agent may have in flight at once (held for approval, streaming, an egress
+    /// tunnel open included), whatever `rate_limits` says: beyond it, 429.
+    pub max_in_flight_per_agent: u32,
 }
 
 impl Default for LimitsConfig {
@@ -20,6 +23,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_request_bytes: 16 * 1024 * 1024,
             body_timeout: Duration::from_secs(30),
+            max_in_flight_per_agent: 256,
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::approval;
 use crate::approval::gate::{Gate, Opened};
 use crate::canary;
 use crate::decision::Decision;
-use crate::fleet::limits::Subject;
+use crate::fleet::limits::{AgentCaps, Subject};
 use crate::fleet::session::Named;
 use crate::inspect;
 use crate::policy::facts::Fields;
@@ -175,13 +175,20 @@ pub(super) fn look_for_canaries(ex: &Exchange, action: &mut Action, haystack: &[
     }
 }
 
-/// Limit: the action counted against the rate and concurrency limits (`rate_limits:`); its
-/// place in flight, when a rule limits concurrency, is kept until the response ends.
+/// Limit: the action counted against its agent's caps (`limits.max_in_flight_per_agent`, and
+/// `egress.max_tunnels_per_agent` for a `CONNECT`) and the rate and concurrency limits
+/// (`rate_limits:`); its places in flight are kept until the response ends (a tunnel's until
+/// it closes).
 pub(super) fn limit(snap: &Snapshot, ex: &mut Exchange, action: &Action) -> Result<(), Refusal> {
+    let caps = AgentCaps {
+        in_flight: Some(snap.config.limits.max_in_flight_per_agent),
+        tunnels: matches!(action.verb, Verb::EgressConnect)
+            .then_some(snap.config.egress.max_tunnels_per_agent),
+    };
     let permit = ex
         .shared()
         .limits
-        .admit(&snap.config.rate_limits, &Subject::of(action))?;
+        .admit(&snap.config.rate_limits, caps, &Subject::of(action))?;
     ex.admitted(permit);
     Ok(())
 }

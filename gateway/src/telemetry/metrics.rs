@@ -157,7 +157,24 @@ impl LabelSet {
     }
 }
 
+/// The model names an upstream has answered (those `warden_tokens_total` names, a bounded set),
+/// for what must not key anything by every name an agent sends (`rate_limits` model rules).
+#[derive(Clone)]
+pub struct KnownModels(Arc<LabelSet>);
+
+impl KnownModels {
+    /// Whether an upstream has answered `model` (it has a place among the named models).
+    pub fn knows(&self, model: &str) -> bool {
+        self.0.known_label(model).is_some()
+    }
+}
+
 impl Metrics {
+    /// The models an upstream has answered, as they are learnt.
+    pub fn known_models(&self) -> KnownModels {
+        KnownModels(Arc::clone(&self.models))
+    }
+
     /// Creates and registers every metric.
     pub fn new() -> Metrics {
         let registry = Registry::new();

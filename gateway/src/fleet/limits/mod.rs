@@ -8,6 +8,12 @@
 //! publishes its rate counts through the state store on a tick and charges the others' to its
 //! own buckets ([`sync`]; the bound this allows is in docs/fleet.md). Concurrency is counted
 //! per replica.
+//!
+//! Whatever the rules, every agent has a cap of its own on requests in flight and on egress
+//! tunnels ([`AgentCaps`]), counted the same way as a concurrency rule, so no agent can hold
+//! every place of the gateway. And a `model` rule matching `*` counts the models an upstream
+//! has answered by name and every other name in one `other` bucket, so made-up model names
+//! grow neither the buckets nor the state store's table.
 
 pub mod config;
 mod sharing;
@@ -22,11 +28,25 @@ use dashmap::DashMap;
 use prometheus::{IntCounterVec, Opts};
 
 use crate::action::{Action, Resource};
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{KnownModels, Metrics};
 pub use config::{LimitAnswer, RateLimitsConfig, RateRule, Scope};
 
 /// Buckets kept before those at rest (full again, so equal to no bucket) are dropped.
 const BUCKETS_MAX: usize = 65_536;
+
+/// The model a `model` rule matching `*` counts a name no upstream has answered yet as.
+pub const OTHER_MODEL: &str = "other";
+
+/// Caps every agent has, rules or not: requests in flight (`limits.max_in_flight_per_agent`)
+/// and, for an egress `CONNECT`, tunnels open (`egress.max_tunnels_per_agent`). `None`: no cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AgentCaps {
+    /// Requests the agent may have in flight at once (held for approval, streaming, or a
+    /// tunnel open included).
+    pub in_flight: Option<u32>,
+    /// Tunnels the agent may have open at once; set for a `CONNECT` only.
+    pub tunnels: Option<u32>,
+}
 
 /// The limits' counts, shared by every request for the life of the process (rules come from
 /// the current configuration on each request, so a reload keeps the counts of unchanged rules).
@@ -39,6 +59,8 @@ pub struct Limiter {
     inflight: Arc<DashMap<u64, u32>>,
     /// `warden_rate_limited_total{scope}`.
     limited: IntCounterVec,
+    /// The models an upstream has answered: the model names buckets are kept for.
+    models: KnownModels,
     /// Set once counts are shared with other replicas ([`Limiter::attach`]).
     sharing: OnceLock<sharing::Sharing>,
 }
@@ -139,8 +161,8 @@ pub struct Limited {
     pub scope: Scope,
     /// The agent, group, route, model or tool it was counted by.
     pub value: String,
-    /// The rule's index in `rate_limits.rules`.
-    pub rule: usize,
+    /// The rule's index in `rate_limits.rules`; `None` for an agent's own cap ([`AgentCaps`]).
+    pub rule: Option<usize>,
     /// Which limit.
     pub kind: LimitKind,
     /// When a retry would be admitted (for concurrency, a guess: when requests end is not
@@ -157,6 +179,10 @@ pub enum LimitKind {
     Rate { rate: f64, burst: u32 },
     /// `max` requests in flight.
     Concurrency { max: u32 },
+    /// `max` requests of one agent in flight (`limits.max_in_flight_per_agent`).
+    AgentInFlight { max: u32 },
+    /// `max` egress tunnels of one agent open (`egress.max_tunnels_per_agent`).
+    AgentTunnels { max: u32 },
 }
 
 impl Limited {
@@ -166,11 +192,14 @@ impl Limited {
         (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
     }
 
-    /// `warden_rate_limited_total`'s `scope`: the rule's, or `concurrency`.
+    /// `warden_rate_limited_total`'s `scope`: the rule's, `concurrency`, or an agent's own
+    /// cap (`agent_in_flight`, `agent_tunnels`).
     pub fn metric_scope(&self) -> &'static str {
         match self.kind {
             LimitKind::Rate { .. } => self.scope.as_str(),
             LimitKind::Concurrency { .. } => "concurrency",
+            LimitKind::AgentInFlight { .. } => "agent_in_flight",
+            LimitKind::AgentTunnels { .. } => "agent_tunnels",
         }
     }
 
@@ -178,12 +207,15 @@ impl Limited {
     pub fn code(&self) -> &'static str {
         match self.kind {
             LimitKind::Rate { .. } => "rate_limited",
-            LimitKind::Concurrency { .. } => "concurrency_limited",
+            LimitKind::Concurrency { .. }
+            | LimitKind::AgentInFlight { .. }
+            | LimitKind::AgentTunnels { .. } => "concurrency_limited",
         }
     }
 
     fn describe(&self) -> String {
-        let (scope, value, rule) = (self.scope.as_str(), &self.value, self.rule);
+        let (scope, value) = (self.scope.as_str(), &self.value);
+        let rule = self.rule.unwrap_or_default();
         match self.kind {
             LimitKind::Rate { rate, burst } => format!(
                 "rate limit reached: {scope} {value:?} may send {rate} requests per second \
@@ -193,6 +225,15 @@ impl Limited {
             LimitKind::Concurrency { max } => format!(
                 "concurrency limit reached: {scope} {value:?} may have {max} requests in flight; \
                  retry when one ends (rate_limits.rules[{rule}])"
+            ),
+            LimitKind::AgentInFlight { max } => format!(
+                "too many requests in flight: agent {value:?} may have {max} at once, held for \
+                 approval and streaming included; retry when one ends \
+                 (limits.max_in_flight_per_agent)"
+            ),
+            LimitKind::AgentTunnels { max } => format!(
+                "too many egress tunnels: agent {value:?} may have {max} open at once; retry \
+                 when one closes (egress.max_tunnels_per_agent)"
             ),
         }
     }
@@ -251,32 +292,73 @@ impl Limiter {
             buckets: DashMap::new(),
             inflight: Arc::new(DashMap::new()),
             limited,
+            models: metrics.known_models(),
             sharing: OnceLock::new(),
         }
     }
 
-    /// Admits `subject` under every rule of `config` that matches it (a place in flight held
-    /// by the permit, when a rule limits concurrency), or says which limit it is over.
+    /// Admits `subject` under its agent's `caps` and every rule of `config` that matches it
+    /// (a place in flight held by the permit, when a cap or rule limits concurrency), or says
+    /// which limit it is over.
     pub fn admit(
         &self,
         config: &RateLimitsConfig,
+        caps: AgentCaps,
         subject: &Subject<'_>,
     ) -> Result<Option<Permit>, Limited> {
+        let mut permit: Option<Permit> = None;
+        let hold = |permit: &mut Option<Permit>, key: u64| {
+            permit
+                .get_or_insert_with(|| Permit {
+                    inflight: Arc::clone(&self.inflight),
+                    keys: Vec::new(),
+                })
+                .keys
+                .push(key);
+        };
+        let capped = [
+            (
+                b'a',
+                caps.in_flight
+                    .map(|max| (max, LimitKind::AgentInFlight { max })),
+            ),
+            (
+                b't',
+                caps.tunnels
+                    .map(|max| (max, LimitKind::AgentTunnels { max })),
+            ),
+        ];
+        for (cap, limit) in capped {
+            let Some((max, kind)) = limit else { continue };
+            let key = self.hasher.hash_one((cap, subject.agent));
+            if !self.enter(key, max) {
+                // Places already taken are given back as `permit` drops.
+                return Err(self.refuse(Limited {
+                    scope: Scope::Agent,
+                    value: subject.agent.to_owned(),
+                    rule: None,
+                    kind,
+                    retry_after: Duration::from_secs(1),
+                    answer: config.answer,
+                }));
+            }
+            hold(&mut permit, key);
+        }
         if config.rules.is_empty() {
-            return Ok(None);
+            return Ok(permit);
         }
         let now = self.now();
         let mut charged: Vec<Charged> = Vec::new();
-        let mut permit: Option<Permit> = None;
         let result = config.rules.iter().enumerate().try_for_each(|(i, rule)| {
             subject.values(rule.scope, |value| {
                 if !value.matched_by(&rule.matches) {
                     return Ok(());
                 }
+                let value = self.counted(rule, value);
                 let refused = |kind, retry_after| Limited {
                     scope: rule.scope,
                     value: value.text(),
-                    rule: i,
+                    rule: Some(i),
                     kind,
                     retry_after,
                     answer: config.answer,
@@ -289,13 +371,7 @@ impl Limiter {
                             Duration::from_secs(1),
                         ));
                     }
-                    permit
-                        .get_or_insert_with(|| Permit {
-                            inflight: Arc::clone(&self.inflight),
-                            keys: Vec::new(),
-                        })
-                        .keys
-                        .push(key);
+                    hold(&mut permit, key);
                 }
                 if let Some(rate) = rule.rate {
                     let burst = rule.burst();
@@ -324,11 +400,33 @@ impl Limiter {
                         bucket.admitted = bucket.admitted.saturating_sub(1);
                     }
                 }
-                self.limited
-                    .with_label_values(&[limited.metric_scope()])
-                    .inc();
-                Err(limited)
+                Err(self.refuse(limited))
             }
+        }
+    }
+
+    /// Counts `limited` in `warden_rate_limited_total`.
+    fn refuse(&self, limited: Limited) -> Limited {
+        self.limited
+            .with_label_values(&[limited.metric_scope()])
+            .inc();
+        limited
+    }
+
+    /// What `rule` counts `value` by: a model name no upstream has answered yet is counted as
+    /// [`OTHER_MODEL`] by a rule matching `*` (a rule naming the model counts it by its name),
+    /// so the buckets, and the rows shared with other replicas, are bounded by the models
+    /// known, whatever names agents send.
+    fn counted<'a>(&self, rule: &RateRule, value: Value<'a>) -> Value<'a> {
+        match value {
+            Value::One(model)
+                if rule.scope == Scope::Model
+                    && rule.matches == config::ANY
+                    && !self.models.knows(model) =>
+            {
+                Value::One(OTHER_MODEL)
+            }
+            _ => value,
         }
     }
 
@@ -442,9 +540,11 @@ mod tests {
         let config = config("rules:\n  - scope: agent\n    rate: 1\n    burst: 3\n");
         let s = subject("ci-bot", &[]);
         for _ in 0..3 {
-            assert!(limiter.admit(&config, &s).is_ok());
+            assert!(limiter.admit(&config, AgentCaps::default(), &s).is_ok());
         }
-        let refused = limiter.admit(&config, &s).expect_err("over the burst");
+        let refused = limiter
+            .admit(&config, AgentCaps::default(), &s)
+            .expect_err("over the burst");
         assert_eq!(
             (refused.code(), refused.metric_scope()),
             ("rate_limited", "agent")
@@ -453,7 +553,11 @@ mod tests {
         assert!(refused.retry_after <= Duration::from_secs(1));
         assert_eq!(refused.retry_after_secs(), 1);
         // Another agent has its own bucket.
-        assert!(limiter.admit(&config, &subject("other", &[])).is_ok());
+        assert!(
+            limiter
+                .admit(&config, AgentCaps::default(), &subject("other", &[]))
+                .is_ok()
+        );
         assert_eq!(limiter.limited.with_label_values(&["agent"]).get(), 1);
     }
 
@@ -463,17 +567,29 @@ mod tests {
         let config =
             config("rules:\n  - scope: group\n    match: batch\n    rate: 0.001\n    burst: 2\n");
         let batch: [Arc<str>; 1] = [Arc::from("batch")];
-        assert!(limiter.admit(&config, &subject("a", &batch)).is_ok());
-        assert!(limiter.admit(&config, &subject("b", &batch)).is_ok());
+        assert!(
+            limiter
+                .admit(&config, AgentCaps::default(), &subject("a", &batch))
+                .is_ok()
+        );
+        assert!(
+            limiter
+                .admit(&config, AgentCaps::default(), &subject("b", &batch))
+                .is_ok()
+        );
         let refused = limiter
-            .admit(&config, &subject("c", &batch))
+            .admit(&config, AgentCaps::default(), &subject("c", &batch))
             .expect_err("group spent");
         assert_eq!(
             (refused.scope, refused.value.as_str()),
             (Scope::Group, "batch")
         );
         assert!(refused.retry_after > Duration::from_secs(900));
-        assert!(limiter.admit(&config, &subject("d", &[])).is_ok());
+        assert!(
+            limiter
+                .admit(&config, AgentCaps::default(), &subject("d", &[]))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -482,10 +598,12 @@ mod tests {
         let config = config("rules:\n  - scope: model\n    match: gpt-4o\n    concurrency: 1\n");
         let s = subject("a", &[]);
         let first = limiter
-            .admit(&config, &s)
+            .admit(&config, AgentCaps::default(), &s)
             .expect("admitted")
             .expect("a permit");
-        let refused = limiter.admit(&config, &s).expect_err("one in flight");
+        let refused = limiter
+            .admit(&config, AgentCaps::default(), &s)
+            .expect_err("one in flight");
         assert_eq!(
             (refused.code(), refused.metric_scope()),
             ("concurrency_limited", "concurrency")
@@ -493,7 +611,7 @@ mod tests {
         drop(first);
         assert!(
             limiter
-                .admit(&config, &s)
+                .admit(&config, AgentCaps::default(), &s)
                 .expect("admitted again")
                 .is_some()
         );
@@ -507,12 +625,140 @@ mod tests {
             "rules:\n  - scope: agent\n    rate: 0.001\n    burst: 1\n    concurrency: 1\n  - scope: model\n    match: gpt-4o\n    concurrency: 1\n",
         );
         let held = limiter
-            .admit(&config, &subject("a", &[]))
+            .admit(&config, AgentCaps::default(), &subject("a", &[]))
             .expect("admitted");
         // Agent b's request passes its own rule, then the model is busy: b is not charged.
-        assert!(limiter.admit(&config, &subject("b", &[])).is_err());
+        assert!(
+            limiter
+                .admit(&config, AgentCaps::default(), &subject("b", &[]))
+                .is_err()
+        );
         drop(held);
-        assert!(limiter.admit(&config, &subject("b", &[])).is_ok());
+        assert!(
+            limiter
+                .admit(&config, AgentCaps::default(), &subject("b", &[]))
+                .is_ok()
+        );
+    }
+
+    fn asking_for<'a>(agent: &'a str, model: &'a str) -> Subject<'a> {
+        Subject {
+            model: Some(model),
+            ..subject(agent, &[])
+        }
+    }
+
+    #[test]
+    fn made_up_model_names_share_one_bucket_and_answered_models_have_their_own() {
+        let metrics = Metrics::new();
+        let limiter = Limiter::new(&metrics);
+        let config = config(
+            "rules:\n  - scope: model\n    match: made-up-7\n    rate: 0.001\n    burst: 5\n  - scope: model\n    rate: 0.001\n    burst: 1\n",
+        );
+        let none = AgentCaps::default();
+        assert!(
+            limiter
+                .admit(&config, none, &asking_for("a", "made-up-0"))
+                .is_ok()
+        );
+        for i in 1..10_000 {
+            let name = format!("made-up-{i}");
+            let refused = limiter
+                .admit(&config, none, &asking_for("a", &name))
+                .expect_err("every unknown name is counted in one bucket");
+            assert_eq!((refused.value.as_str(), refused.rule), ("other", Some(1)));
+        }
+        // One bucket for all of them (and the one the rule naming `made-up-7` keeps).
+        assert_eq!(limiter.buckets.len(), 2);
+        // A model an upstream answered is counted by its name, in a bucket of its own.
+        metrics.tokens("a", "gpt-4o", (Some(10), None), true);
+        assert!(
+            limiter
+                .admit(&config, none, &asking_for("a", "gpt-4o"))
+                .is_ok()
+        );
+        let refused = limiter
+            .admit(&config, none, &asking_for("b", "gpt-4o"))
+            .expect_err("its own bucket is spent");
+        assert_eq!(refused.value, "gpt-4o");
+        assert_eq!(limiter.buckets.len(), 3);
+    }
+
+    #[test]
+    fn an_agent_has_its_own_caps_on_requests_in_flight_and_tunnels_without_rules() {
+        let limiter = Limiter::new(&Metrics::new());
+        let config = RateLimitsConfig::default();
+        let request = AgentCaps {
+            in_flight: Some(3),
+            tunnels: None,
+        };
+        let tunnel = AgentCaps {
+            tunnels: Some(1),
+            ..request
+        };
+        let s = subject("greedy", &[]);
+        let first = limiter.admit(&config, tunnel, &s).expect("admitted");
+        let refused = limiter
+            .admit(&config, tunnel, &s)
+            .expect_err("one tunnel open");
+        assert_eq!(
+            (refused.code(), refused.metric_scope(), refused.rule),
+            ("concurrency_limited", "agent_tunnels", None)
+        );
+        assert!(
+            refused.to_string().contains("egress.max_tunnels_per_agent"),
+            "{refused}"
+        );
+        // The refused tunnel took no place in flight: two more requests fit, not three.
+        let second = limiter.admit(&config, request, &s).expect("admitted");
+        let third = limiter.admit(&config, request, &s).expect("admitted");
+        let refused = limiter
+            .admit(&config, request, &s)
+            .expect_err("three in flight");
+        assert_eq!(
+            (refused.kind, refused.value.as_str()),
+            (LimitKind::AgentInFlight { max: 3 }, "greedy")
+        );
+        assert_eq!(refused.retry_after_secs(), 1);
+        assert!(
+            refused
+                .to_string()
+                .contains("limits.max_in_flight_per_agent"),
+            "{refused}"
+        );
+        // Another agent has places of its own.
+        assert!(
+            limiter
+                .admit(&config, tunnel, &subject("other", &[]))
+                .is_ok()
+        );
+        assert_eq!(
+            limiter
+                .limited
+                .with_label_values(&["agent_in_flight"])
+                .get(),
+            1
+        );
+        drop((first, second, third));
+        assert!(limiter.inflight.is_empty(), "every place given back");
+        assert!(limiter.admit(&config, tunnel, &s).is_ok());
+    }
+
+    #[test]
+    fn a_request_a_rule_refuses_gives_back_its_agents_place_in_flight() {
+        let limiter = Limiter::new(&Metrics::new());
+        let config = config("rules:\n  - scope: agent\n    rate: 0.001\n    burst: 1\n");
+        let caps = AgentCaps {
+            in_flight: Some(5),
+            tunnels: Some(5),
+        };
+        let s = subject("a", &[]);
+        let held = limiter.admit(&config, caps, &s).expect("admitted");
+        assert!(limiter.admit(&config, caps, &s).is_err(), "rate spent");
+        let taken: Vec<u32> = limiter.inflight.iter().map(|n| *n.value()).collect();
+        assert_eq!(taken, [1, 1], "the admitted one's two places, no more");
+        drop(held);
+        assert!(limiter.inflight.is_empty(), "the refused one holds nothing");
     }
 
     #[test]
