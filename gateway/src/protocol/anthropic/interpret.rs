@@ -144,7 +144,10 @@ mod tests {
         let servers = json!([{ "type": "url", "url": "https://mcp.example/sse", "name": "x" }]);
         for (tools, expected) in [
             (json!(null), vec!["mcp"]),
-            (json!([{ "name": "read", "input_schema": {} }]), vec!["read", "mcp"]),
+            (
+                json!([{ "name": "read", "input_schema": {} }]),
+                vec!["read", "mcp"],
+            ),
             (
                 json!([{ "type": "mcp_toolset", "mcp_server_name": "x" }]),
                 vec!["mcp_toolset", "mcp"],
