@@ -321,6 +321,39 @@ mod tests {
         );
     }
 
+    /// Slack runs a method whatever the HTTP method, its arguments in the query string on a
+    /// GET: every method listed for POST is the same operation with GET (and so HEAD), as
+    /// read-only as with POST, with the same fields, so that no GET is an unlisted
+    /// `http:request` that posts.
+    #[test]
+    fn every_slack_method_is_the_same_operation_with_get() {
+        let c = Connectors::load(None).expect("built-in connectors are valid");
+        let ops = c.operations("slack").expect("slack has operations");
+        let names = |op: &crate::protocol::rest::operations::Operation| {
+            let mut names: Vec<String> = op
+                .fields
+                .iter()
+                .flatten()
+                .map(|f| f.name.to_string())
+                .collect();
+            names.sort();
+            names
+        };
+        for post in ops.iter().filter(|op| op.method == http::Method::POST) {
+            let path = post.template.trim_start_matches('/').to_owned();
+            let segments = [(path.as_str(), path.clone())];
+            for method in [http::Method::GET, http::Method::HEAD] {
+                let found = ops.find(&method, &segments);
+                let get = found
+                    .map(|m| m.operation)
+                    .unwrap_or_else(|| panic!("{method} {} is no operation", post.template));
+                assert_eq!(get.action, post.action, "{method} {}", post.template);
+                assert_eq!(get.read, post.read, "{method} {}", post.template);
+                assert_eq!(names(get), names(post), "{method} {}", post.template);
+            }
+        }
+    }
+
     #[test]
     fn only_openai_compatible_has_an_optional_credential() {
         let c = Connectors::load(None).expect("built-in connectors are valid");

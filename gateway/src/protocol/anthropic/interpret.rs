@@ -3,6 +3,7 @@
 
 use http::Method;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::protocol::errors::ProtocolError;
 use crate::protocol::estimate::{TextChars, ToolDef, tokens_from_chars};
@@ -39,6 +40,12 @@ pub fn interpret(method: &Method, path: &str, body: &[u8]) -> Result<LlmRequest,
         // Client tools and server tools (web_search, bash, ...) all carry a name.
         tools.extend(tool.name.or(tool.kind));
     }
+    // MCP servers Anthropic connects to itself (the MCP connector, `mcp_servers`): the model
+    // calls their tools there, so the request declares tools that no `tools` entry names.
+    // Judged as the hosted tool `mcp`, the name OpenAI's `{"type": "mcp"}` tool has.
+    if req.mcp_servers.is_some_and(|servers| !servers.is_empty()) {
+        tools.push(HOSTED_MCP.to_owned());
+    }
     let stream = endpoint == Endpoint::Messages && req.stream.unwrap_or(false);
     let request = LlmRequest {
         stream,
@@ -52,6 +59,9 @@ pub fn interpret(method: &Method, path: &str, body: &[u8]) -> Result<LlmRequest,
     Ok(request.with_model(require_model(endpoint, req.model)?))
 }
 
+/// The tool name a request that has Anthropic connect to MCP servers declares.
+const HOSTED_MCP: &str = "mcp";
+
 /// The fields of a Messages (or count_tokens) request Warden reads.
 #[derive(Deserialize)]
 struct MessagesRequest<'a> {
@@ -64,6 +74,9 @@ struct MessagesRequest<'a> {
     messages: TextChars,
     #[serde(borrow)]
     tools: Option<Vec<ToolDef<'a>>>,
+    /// The MCP servers Anthropic is to connect to (each an object: `type`, `url`, `name`).
+    #[serde(borrow)]
+    mcp_servers: Option<Vec<&'a RawValue>>,
 }
 
 #[cfg(test)]
@@ -122,6 +135,41 @@ mod tests {
             "{}",
             got.input_tokens
         );
+    }
+
+    /// `mcp_servers` has Anthropic connect to servers whose tools the model then calls: the
+    /// request declares the hosted tool `mcp`, whether or not it has `tools` of its own.
+    #[test]
+    fn mcp_servers_declare_the_hosted_mcp_tool() {
+        let servers = json!([{ "type": "url", "url": "https://mcp.example/sse", "name": "x" }]);
+        for (tools, expected) in [
+            (json!(null), vec!["mcp"]),
+            (
+                json!([{ "name": "read", "input_schema": {} }]),
+                vec!["read", "mcp"],
+            ),
+            (
+                json!([{ "type": "mcp_toolset", "mcp_server_name": "x" }]),
+                vec!["mcp_toolset", "mcp"],
+            ),
+        ] {
+            let mut body = json!({
+                "model": "claude-sonnet-4-5", "max_tokens": 10, "mcp_servers": servers,
+                "messages": [{ "role": "user", "content": "hi" }]
+            });
+            if !tools.is_null() {
+                body["tools"] = tools;
+            }
+            let got = interpret(Method::POST, "/v1/messages", &body.to_string())
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(got.tools, expected, "{body}");
+        }
+        // No servers, no hosted tool; servers that are not a list are refused.
+        let none = r#"{"model":"m","mcp_servers":[],"messages":[]}"#;
+        let got = interpret(Method::POST, "/v1/messages", none).map(|i| i.tools);
+        assert_eq!(got, Ok(Vec::<String>::new()));
+        let odd = r#"{"model":"m","mcp_servers":{"url":"https://mcp.example"},"messages":[]}"#;
+        assert!(interpret(Method::POST, "/v1/messages", odd).is_err());
     }
 
     #[test]

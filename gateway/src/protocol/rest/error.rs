@@ -47,6 +47,20 @@ pub enum RestError {
         header: &'static str,
         method: Quoted,
     },
+    /// The query asks the upstream to take the request for another method (`_method`, which
+    /// Rails, Laravel and Symfony honour on a POST).
+    #[error(
+        "the query parameter {parameter} is refused: the method is judged as sent ({method}); \
+         send the request with the method you mean"
+    )]
+    MethodParameter { parameter: Quoted, method: Quoted },
+    /// A header naming another path than the request's, which some servers route by (IIS's
+    /// URL Rewrite module: `X-Original-URL`, `X-Rewrite-URL`).
+    #[error(
+        "the {header} header is refused: the path is judged as sent; send the request to the \
+         path you mean"
+    )]
+    PathOverride { header: &'static str },
     /// A field policy reads is given more than once.
     #[error("field {field} is given more than once (query and body, or repeated); give it once")]
     RepeatedField { field: Arc<str> },
@@ -97,7 +111,10 @@ impl RestError {
             RestError::Parameter { .. }
             | RestError::FoldedSeparator { .. }
             | RestError::FieldIdentifier { .. } => "invalid_identifier",
-            RestError::MethodOverride { .. } => "method_override",
+            RestError::MethodOverride { .. } | RestError::MethodParameter { .. } => {
+                "method_override"
+            }
+            RestError::PathOverride { .. } => "path_override",
             RestError::RepeatedField { .. } => "repeated_field",
             RestError::FoldedKey { .. } => "folded_key",
             RestError::FieldType { .. } => "invalid_field",

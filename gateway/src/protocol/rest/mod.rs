@@ -48,6 +48,14 @@ const METHOD_OVERRIDES: [&str; 3] = [
     "x-method-override",
 ];
 
+/// Headers naming the path a server is to route a request to, instead of its own (IIS's URL
+/// Rewrite module honours both): refused, since the path is judged as sent.
+const PATH_OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
+
+/// The query parameter that has Rails (form bodies), Laravel and Symfony take a POST for
+/// another method.
+const METHOD_PARAMETER: &str = "_method";
+
 /// The REST dialect.
 pub struct Rest;
 
@@ -115,6 +123,7 @@ pub fn reads_body(operations: Option<&Operations>, method: &http::Method, path: 
 /// What a REST request means.
 fn interpret(request: &Inbound<'_>) -> Result<Interpreted, RestError> {
     refuse_method_override(request.headers, request.method)?;
+    refuse_rerouting(request.headers, request.query, request.method)?;
     let segments = path::segments(request.path).map_err(|problem| RestError::Path {
         path: Quoted::with_max(request.path, PATH_MAX),
         problem,
@@ -210,6 +219,36 @@ pub(crate) fn refuse_method_override(
     match METHOD_OVERRIDES.iter().find(|h| headers.contains_key(**h)) {
         Some(header) => Err(RestError::MethodOverride {
             header,
+            method: Quoted::of(method.as_str()),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Refuses a request that asks its server to route it elsewhere than judged: a path in a
+/// header ([`PATH_OVERRIDES`]), or a method in the query (`_method`, any spelling of it that
+/// decodes so).
+fn refuse_rerouting(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    method: &http::Method,
+) -> Result<(), RestError> {
+    if let Some(header) = PATH_OVERRIDES.iter().find(|h| headers.contains_key(**h)) {
+        return Err(RestError::PathOverride { header });
+    }
+    let named = |key: &str| {
+        let key = key.replace('+', " ");
+        percent_encoding::percent_decode_str(&key)
+            .decode_utf8_lossy()
+            .eq_ignore_ascii_case(METHOD_PARAMETER)
+    };
+    let pairs = query.into_iter().flat_map(|q| q.split(['&', ';']));
+    match pairs
+        .map(|p| p.split('=').next().unwrap_or(p))
+        .find(|k| named(k))
+    {
+        Some(key) => Err(RestError::MethodParameter {
+            parameter: Quoted::of(key),
             method: Quoted::of(method.as_str()),
         }),
         None => Ok(()),
@@ -467,6 +506,53 @@ mod tests {
         assert!(!reads(Method::PUT, "/repos/acme/app/contents/big.json"));
         assert!(!reads(Method::POST, "/unknown"), "an http:request");
         assert!(!reads_body(None, &Method::POST, "/repos/acme/app/issues"));
+    }
+
+    /// A header naming another path, or `_method` in the query (however spelled), would have
+    /// some servers run another operation than the one judged: refused.
+    #[test]
+    fn a_path_in_a_header_or_a_method_in_the_query_is_refused() {
+        for header in ["x-original-url", "X-Rewrite-URL"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                http::HeaderName::from_bytes(header.as_bytes()).unwrap(),
+                "/repos/acme/secret".parse().unwrap(),
+            );
+            let refused = read(Method::GET, "/repos/acme/app", headers);
+            assert!(
+                matches!(refused, Err(RestError::PathOverride { .. })),
+                "{header}: {refused:?}"
+            );
+        }
+        let upstream: Arc<str> = Arc::from("github");
+        let ops = ops();
+        let with_query = |query: &'static str| {
+            interpret(&Inbound {
+                method: &Method::POST,
+                path: "/repos/acme/app/issues",
+                query: Some(query),
+                headers: &HeaderMap::new(),
+                body: b"",
+                upstream: &upstream,
+                operations: Some(&ops),
+                allow_cached_content: false,
+            })
+        };
+        for query in [
+            "_method=DELETE",
+            "a=1&_METHOD=delete",
+            "%5Fmethod=DELETE",
+            "_method",
+        ] {
+            let refused = with_query(query);
+            assert!(
+                matches!(refused, Err(RestError::MethodParameter { .. })),
+                "{query}: {refused:?}"
+            );
+        }
+        for query in ["method=DELETE", "a=_method", "x_method=1"] {
+            assert!(with_query(query).is_ok(), "{query}");
+        }
     }
 
     #[test]

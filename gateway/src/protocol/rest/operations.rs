@@ -363,9 +363,18 @@ impl Operations {
     pub fn find<'t>(&'t self, method: &Method, segments: &[(&str, String)]) -> Option<Matched<'t>> {
         let mut captured: Vec<(usize, usize)> = Vec::new();
         let mut spelled: Vec<&'t str> = Vec::new();
+        // A HEAD is a GET without the body (RFC 9110, 9.3.2): a server runs the GET's handler
+        // for it, so a path with no HEAD operation is the GET operation's.
         let index = self
             .root
-            .find(method, segments, 0, &mut captured, &mut spelled)?;
+            .find(method, segments, 0, &mut captured, &mut spelled)
+            .or_else(|| {
+                captured.clear();
+                spelled.clear();
+                let get = (method == Method::HEAD).then_some(&Method::GET)?;
+                self.root
+                    .find(get, segments, 0, &mut captured, &mut spelled)
+            })?;
         let operation = &self.operations[index];
         let values = captured
             .iter()
@@ -753,6 +762,50 @@ mod tests {
         assert_eq!(found(&t, Method::DELETE, "/repos/acme/app/issues"), None);
         assert_eq!(found(&t, Method::GET, "/repos/acme"), None);
         assert_eq!(found(&t, Method::GET, "/repos/acme/app/issues/1"), None);
+    }
+
+    /// A server answers a HEAD with its GET handler: a HEAD where no HEAD operation is is the
+    /// GET operation there, its parameters read alike; a HEAD operation, when listed, wins.
+    #[test]
+    fn a_head_is_the_get_operation_of_its_path_unless_one_of_its_own_is_listed() {
+        let t = table();
+        assert_eq!(
+            found(&t, Method::HEAD, "/repos/acme/secret"),
+            Some((
+                "github:repos.get".into(),
+                vec!["acme".into(), "secret".into()],
+                "/repos/acme/secret".into()
+            ))
+        );
+        let (action, values, _) =
+            found(&t, Method::HEAD, "/repos/o/r/branches/feature/x").expect("branch");
+        assert_eq!(
+            (action.as_str(), values[2].as_str()),
+            ("github:repos.get-branch", "feature/x")
+        );
+        // Only a GET is stood in for: a path with a POST operation alone has none for HEAD.
+        let post_only = Operations::compile(
+            "github",
+            &[spec(
+                "issues.create",
+                "POST",
+                "/repos/{owner}/{repo}/issues",
+            )],
+        )
+        .expect("valid operations");
+        assert_eq!(found(&post_only, Method::HEAD, "/repos/o/r/issues"), None);
+        let own = Operations::compile(
+            "github",
+            &[
+                spec("repos.get", "GET", "/repos/{owner}/{repo}"),
+                spec("repos.exists", "HEAD", "/repos/{owner}/{repo}"),
+            ],
+        )
+        .expect("valid operations");
+        assert_eq!(
+            found(&own, Method::HEAD, "/repos/o/r").map(|f| f.0),
+            Some("github:repos.exists".into())
+        );
     }
 
     #[test]
