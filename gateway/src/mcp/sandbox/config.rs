@@ -11,6 +11,10 @@ use serde::Deserialize;
 pub struct SandboxConfig {
     /// `enforce` (the default) or `off`.
     pub mode: SandboxMode,
+    /// What of Warden's no sandboxed server may reach: not a key of the file, but what the
+    /// rest of it names (`protected.rs`), kept for the check at every start.
+    #[serde(skip)]
+    pub protected: Vec<super::protected::Protected>,
 }
 
 /// Whether a local server runs sandboxed.
