@@ -15,22 +15,7 @@ use super::config::SandboxMode;
 use super::system_paths;
 use crate::config::Config;
 
-/// One thing of Warden's a server must not reach: what it is, where, and how.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Protected {
-    pub what: String,
-    pub path: PathBuf,
-    pub guard: Guard,
-}
-
-/// What a server must not do to a protected path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Guard {
-    /// Read it (nor write it): a secret, or what Warden keeps.
-    Read,
-    /// Write it: something Warden trusts, which reading reveals nothing of.
-    Write,
-}
+pub use super::config::{Guard, Protected};
 
 /// Warden's own paths in `config` (read from `file`, whose raw tree `raw` names the secret files
 /// of every `{file: PATH}` source).
