@@ -1,12 +1,15 @@
 //! The sandbox of a local MCP server: the process Warden starts runs under a Landlock domain
 //! (ABI 6, Linux 6.12 or later) that lets it read and execute the system
-//! (`system_paths.rs`), read and write its own directory (`<data_dir>/mcp-servers/<server>/`,
-//! its `HOME` and `TMPDIR`), reach what the operator lists (`sandbox.read`, `sandbox.write`)
+//! (`system_paths.rs`), read and write a directory of its own, fresh at every start and
+//! removed when the process ends (`<data_dir>/mcp-servers/<server>/run-<id>/`, its `HOME`, with
+//! its `TMPDIR` beneath: no two processes, hence no two sessions, share one), reach what the
+//! operator lists (`sandbox.read`, `sandbox.write`)
 //! and, with `sandbox.network`, connect over TCP only to the ports listed; it cannot signal
 //! processes outside its domain (Warden among them) nor reach their abstract Unix sockets, and
 //! Landlock keeps it from tracing them or reading their `/proc/<pid>/mem` and `environ`. It
 //! keeps no capability (a root Warden's server runs as uid 0 without any), writes no core
-//! dump, and dies with Warden. What it must not reach is checked at load (`protected.rs`).
+//! dump, and dies with Warden. What it must not reach (`protected.rs`) is checked at load, and
+//! again at every start against the paths then opened, as the kernel resolves them.
 //!
 //! The ruleset is built before the fork (`Sandbox::prepare`: paths opened, rules added, which
 //! allocate); between fork and exec the child makes only system calls (`child.rs`).
@@ -16,9 +19,10 @@ pub mod config;
 pub mod protected;
 pub mod system_paths;
 
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd as _, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use landlock::{
     ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath,
@@ -26,6 +30,7 @@ use landlock::{
 };
 
 pub use config::{Network, SandboxConfig, SandboxMode, ServerSandbox};
+use protected::{Guard, Protected};
 
 use super::config::McpConfig;
 
@@ -84,6 +89,20 @@ pub enum SandboxError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot tell where {path}, which the server's sandbox allows, leads: {source}")]
+    Opened {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path}, which the server's sandbox allows, is now {real} and reaches Warden's own \
+         files; the server is not started: {message}"
+    )]
+    Reaches {
+        path: PathBuf,
+        real: PathBuf,
+        message: String,
+    },
     #[error("cannot build the server's Landlock ruleset: {0}")]
     Ruleset(#[from] landlock::RulesetError),
 }
@@ -96,25 +115,70 @@ pub struct Sandbox {
     /// Paths it may write in.
     pub write: Vec<PathBuf>,
     pub network: Network,
-    /// Its own directory: its `HOME`, with its `TMPDIR` (`tmp/`) beneath.
+    /// The server's directory, Warden's: each process gets a fresh one of its own beneath.
     pub home: PathBuf,
+    /// What of Warden's it must not reach, checked at every start against what is opened.
+    pub protected: Arc<[Protected]>,
 }
 
 /// A sandbox ready to be entered by a child process: its ruleset built, its directory made.
 #[derive(Debug)]
 pub struct Prepared {
     ruleset: RulesetCreated,
-    home: PathBuf,
+    run: RunDir,
+}
+
+/// The directory of one process (its `HOME`, with its `TMPDIR` beneath), removed when dropped.
+#[derive(Debug)]
+pub struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        // `remove_dir_all` follows no link the process may have left there.
+        let path = std::mem::take(&mut self.path);
+        let remove = move || {
+            if let Err(e) = std::fs::remove_dir_all(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a local MCP server's directory after its process ended");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => drop(handle.spawn_blocking(remove)),
+            Err(_) => remove(),
+        }
+    }
 }
 
 impl Sandbox {
-    /// The sandbox of server `name` as `config` says, its directory under `data_dir`.
-    pub fn new(name: &str, config: &ServerSandbox, data_dir: &Path) -> Sandbox {
+    /// The sandbox of server `name` as `config` says, its directory under `data_dir`, never to
+    /// reach `protected` (nor `data_dir`).
+    pub fn new(
+        name: &str,
+        config: &ServerSandbox,
+        data_dir: &Path,
+        protected: &[Protected],
+    ) -> Sandbox {
+        let data = Protected {
+            what: "Warden's data directory (signing keys, audit log, state database)".into(),
+            path: data_dir.to_path_buf(),
+            guard: Guard::Read,
+        };
         Sandbox {
             read: config.read.clone(),
             write: config.write.clone(),
             network: config.network.clone(),
             home: data_dir.join(SERVERS_DIR).join(name),
+            protected: protected.iter().cloned().chain([data]).collect(),
         }
     }
 
@@ -130,27 +194,48 @@ impl Sandbox {
             };
             return Err(SandboxError::Unsupported { found });
         }
-        let tmp = self.home.join("tmp");
-        for dir in [&self.home, &tmp] {
-            crate::private_files::create_dir_all(dir)
-                .and_then(|()| {
-                    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                })
-                .map_err(|source| SandboxError::Home {
-                    path: dir.clone(),
-                    source,
-                })?;
-        }
-        let ruleset = self.ruleset(program)?;
-        Ok(Prepared {
-            ruleset,
-            home: self.home.clone(),
-        })
+        let run = self.run_dir()?;
+        let ruleset = self.ruleset(program, run.path())?;
+        Ok(Prepared { ruleset, run })
     }
 
-    /// The ruleset: the system, the program, the listed paths, the server's directory, the
-    /// network it may use; every right Landlock ABI 6 knows handled, all of them required.
-    fn ruleset(&self, program: &str) -> Result<RulesetCreated, SandboxError> {
+    /// A fresh directory for one process, `0700`, made beneath the server's without following
+    /// a link: one a server of an earlier version planted there is neither followed nor
+    /// reused.
+    fn run_dir(&self) -> Result<RunDir, SandboxError> {
+        let home = |source| SandboxError::Home {
+            path: self.home.clone(),
+            source,
+        };
+        crate::private_files::create_dir_all(&self.home).map_err(home)?;
+        let dir = open_dir(&self.home).map_err(home)?;
+        // SAFETY: `dir` is an open descriptor; the call changes the mode of what it names.
+        if unsafe { libc::fchmod(dir.as_raw_fd(), 0o700) } != 0 {
+            return Err(home(std::io::Error::last_os_error()));
+        }
+        let name = format!("run-{}", uuid::Uuid::new_v4().simple());
+        let cname = std::ffi::CString::new(name.as_str()).expect("no NUL in a uuid");
+        // SAFETY: `dir` is open and `cname` a NUL-terminated name; mkdirat follows no link
+        // at its last component and fails if anything is there.
+        if unsafe { libc::mkdirat(dir.as_raw_fd(), cname.as_ptr(), 0o700) } != 0 {
+            return Err(home(std::io::Error::last_os_error()));
+        }
+        let run = RunDir {
+            path: self.home.join(name),
+        };
+        let tmp = run.path.join("tmp");
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&tmp)
+            .map_err(|source| SandboxError::Home { path: tmp, source })?;
+        Ok(run)
+    }
+
+    /// The ruleset: the system, the program, the listed paths, the process's directory `run`,
+    /// the network it may use; every right Landlock ABI 6 knows handled, all of them required.
+    /// Each path opened is checked, as the kernel resolved it, against what the server must
+    /// not reach: a link swapped in since the configuration was loaded widens nothing.
+    fn ruleset(&self, program: &str, run: &Path) -> Result<RulesetCreated, SandboxError> {
         let abi = ABI::V6;
         let mut ruleset = Ruleset::default()
             .set_compatibility(CompatLevel::HardRequirement)
@@ -162,19 +247,24 @@ impl Sandbox {
         let mut created = ruleset.create()?;
         let read = AccessFs::from_read(abi);
         let all = AccessFs::from_all(abi);
+        let protected = protected::resolve_all(&self.protected);
         let system = system_paths::ALL.iter().map(PathBuf::from);
         for path in system.chain(resolve_program(program)) {
-            created = allow(created, &path, read, false)?;
+            created = Grant::new(&path, read, false, &protected).add(created)?;
         }
         for path in system_paths::DEVICES.iter().map(PathBuf::from) {
-            created = allow(created, &path, read | AccessFs::WriteFile, false)?;
+            let access = read | AccessFs::WriteFile;
+            created = Grant::new(&path, access, false, &protected).add(created)?;
         }
         for path in &self.read {
-            created = allow(created, path, read, true)?;
+            created = Grant::new(path, read, true, &protected).add(created)?;
         }
-        for path in self.write.iter().chain([&self.home]) {
-            created = allow(created, path, all, true)?;
+        for path in &self.write {
+            created = Grant::new(path, all, true, &protected).add(created)?;
         }
+        // Made by Warden just now, inside its data directory: not checked against it.
+        let own = Grant::new(run, all, true, &[]);
+        created = own.add(created)?;
         if let Network::Ports(ports) = &self.network {
             for port in ports {
                 created = created.add_rule(NetPort::new(*port, AccessNet::ConnectTcp))?;
@@ -184,30 +274,108 @@ impl Sandbox {
     }
 }
 
-/// `created` with `access` allowed beneath `path` (only a file's rights when it is a file); a
-/// path that does not exist is skipped unless `required`.
-fn allow(
-    created: RulesetCreated,
-    path: &Path,
+/// One path to allow: `access` beneath it (only a file's rights when it is a file); one that
+/// does not exist is skipped unless `required`. What is opened must not reach `protected`.
+struct Grant<'a> {
+    path: &'a Path,
     access: BitFlags<AccessFs>,
     required: bool,
-) -> Result<RulesetCreated, SandboxError> {
-    let fd = match PathFd::new(path) {
-        Ok(fd) => fd,
-        Err(_) if !required && !path.exists() => return Ok(created),
-        Err(source) => {
-            return Err(SandboxError::Path {
-                path: path.to_path_buf(),
-                source,
+    protected: &'a [(Protected, PathBuf)],
+}
+
+impl<'a> Grant<'a> {
+    fn new(
+        path: &'a Path,
+        access: BitFlags<AccessFs>,
+        required: bool,
+        protected: &'a [(Protected, PathBuf)],
+    ) -> Grant<'a> {
+        Grant {
+            path,
+            access,
+            required,
+            protected,
+        }
+    }
+
+    /// `created` with this path allowed.
+    fn add(self, created: RulesetCreated) -> Result<RulesetCreated, SandboxError> {
+        let Some((fd, dir)) = self.open()? else {
+            return Ok(created);
+        };
+        let access = if dir {
+            self.access
+        } else {
+            self.access & AccessFs::from_file(ABI::V6)
+        };
+        Ok(created.add_rule(PathBeneath::new(fd, access))?)
+    }
+
+    /// The path opened, and whether it is a directory; `None` when it may be skipped. What
+    /// was opened (not what the path names now) is checked against what the server must not
+    /// reach.
+    fn open(&self) -> Result<Option<(PathFd, bool)>, SandboxError> {
+        let fd = match PathFd::new(self.path) {
+            Ok(fd) => fd,
+            Err(_) if !self.required && !self.path.exists() => return Ok(None),
+            Err(source) => {
+                return Err(SandboxError::Path {
+                    path: self.path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        let opened = opened(&fd).map_err(|source| SandboxError::Opened {
+            path: self.path.to_path_buf(),
+            source,
+        })?;
+        let writes = self
+            .access
+            .contains(AccessFs::WriteFile | AccessFs::RemoveFile);
+        let shown = self.path.display().to_string();
+        let reached = protected::reached(&shown, &opened.real, writes, self.protected);
+        if let Some(message) = reached.into_iter().next() {
+            return Err(SandboxError::Reaches {
+                path: self.path.to_path_buf(),
+                real: opened.real,
+                message,
             });
         }
+        Ok(Some((fd, opened.dir)))
+    }
+}
+
+/// What an open descriptor names, as the kernel resolved it.
+struct Opened {
+    real: PathBuf,
+    dir: bool,
+}
+
+/// Where `fd` really is (`/proc/self/fd/N`) and whether it is a directory (`fstat`).
+fn opened(fd: &PathFd) -> std::io::Result<Opened> {
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))?;
+    let file = std::fs::File::from(fd.as_fd().try_clone_to_owned()?);
+    let dir = file.metadata()?.is_dir();
+    Ok(Opened { real, dir })
+}
+
+/// `dir` opened as a directory, unless it is a symbolic link.
+fn open_dir(dir: &Path) -> std::io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: `c` is NUL-terminated; the descriptor returned, if any, is ours alone.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
     };
-    let access = if path.is_dir() {
-        access
-    } else {
-        access & AccessFs::from_file(ABI::V6)
-    };
-    Ok(created.add_rule(PathBeneath::new(fd, access))?)
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// The file `program` runs: itself when it names a path, else the first executable of that
@@ -245,11 +413,14 @@ pub fn kernel_abi() -> i32 {
 impl Prepared {
     /// Has `command`'s child enter the sandbox between fork and exec, with its `HOME` and
     /// `TMPDIR` in its own directory.
-    pub fn apply(self, command: &mut tokio::process::Command) {
+    /// Returns the process's directory, to be kept until the process has ended.
+    #[must_use = "the process's directory is removed when this is dropped"]
+    pub fn apply(self, command: &mut tokio::process::Command) -> RunDir {
         command
-            .env("HOME", &self.home)
-            .env("TMPDIR", self.home.join("tmp"));
+            .env("HOME", &self.run.path)
+            .env("TMPDIR", self.run.path.join("tmp"));
         child::confine(command, Some(self.ruleset));
+        self.run
     }
 }
 
@@ -258,5 +429,7 @@ pub fn harden(command: &mut tokio::process::Command) {
     child::confine(command, None);
 }
 
+#[cfg(test)]
+mod grant_tests;
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,8 @@ async fn run_in(sandbox: &Sandbox, script: &str) -> Result<String, SandboxError>
     if let Some(path) = std::env::var_os("PATH") {
         command.env("PATH", path);
     }
-    prepared.apply(&mut command);
+    // The process's own directory lives until it has ended.
+    let _run = prepared.apply(&mut command);
     let out = command.output().await.expect("sh runs");
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -22,6 +23,7 @@ fn sandbox(root: &Path, network: Network) -> Sandbox {
         write: Vec::new(),
         network,
         home: root.join("data").join(SERVERS_DIR).join("s"),
+        protected: Arc::from(Vec::new()),
     }
 }
 
